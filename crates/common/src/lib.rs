@@ -1,0 +1,35 @@
+//! What every infra-primitives crate shares, and nothing more.
+//!
+//! - [`sync`]: the one place that chooses between real and [loom] concurrency primitives.
+//!   Build with `RUSTFLAGS="--cfg infra_loom"` and every crate that imports its atomics, locks
+//!   and threads from here is model-checked unchanged.
+//! - [`clock`]: time as a parameter. [`SystemClock`] for production, [`ManualClock`] for tests
+//!   that must be deterministic and instant.
+//! - [`hash`]: a stable 64-bit hash that is the same in every process, platform and release
+//!   ([`stable_hash`]), and a randomly seeded, flooding-resistant [`RandomState`] for in-process
+//!   maps keyed by untrusted input.
+//!
+//! A new item belongs here only once two primitives need it.
+//!
+//! ```
+//! use infra_common::{Clock, ManualClock, stable_hash};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let start = clock.now_nanos();
+//! clock.advance(Duration::from_millis(5));
+//! assert_eq!(clock.now_nanos() - start, 5_000_000);
+//!
+//! // The same bytes hash to the same value everywhere, forever.
+//! assert_eq!(stable_hash(b"user:42"), stable_hash(b"user:42"));
+//! ```
+//!
+//! [loom]: https://docs.rs/loom
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod hash;
+pub mod sync;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use hash::{RandomState, StableHasher, stable_hash, stable_hash_u64};

@@ -1,0 +1,30 @@
+//! A guided run through every primitive, on embedded defaults, in a few seconds.
+//!
+//! `cargo run --release --example tour`. Each chapter lives in its own module, prints a few
+//! plain lines (what it did and the figure that matters) and returns an error rather than
+//! panicking if something is off.
+
+mod common;
+
+use std::error::Error;
+use std::time::Instant;
+
+/// One chapter of the tour: its title and the function that runs it.
+type Chapter = (&'static str, fn() -> Result<(), Box<dyn Error>>);
+
+const CHAPTERS: &[Chapter] = &[("infra-common: clocks and hashing", common::run)];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    for (title, run) in CHAPTERS {
+        println!("== {title}");
+        run()?;
+        println!();
+    }
+    println!(
+        "tour finished: {} chapters in {:.2?}",
+        CHAPTERS.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
