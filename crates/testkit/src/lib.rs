@@ -1,1 +1,31 @@
-//! placeholder
+//! Real servers for the workspace's tests: `redis-server` and `etcd` on a free loopback port.
+//!
+//! Tests of the distributed backends run against the real engines, never a mock. Each
+//! [`RedisServer`] or [`EtcdServer`] is a private process with its own temporary data directory,
+//! listening on `127.0.0.1` only. It is stopped and its directory removed when the value is
+//! dropped, also when the test panics. Fault tests can [`stop`](RedisServer::stop) and
+//! [`restart`](RedisServer::restart) it on the same port and data, [`kill`](RedisServer::kill) it
+//! as a crash would, and [`pause`](RedisServer::pause)/[`resume`](RedisServer::resume) it
+//! (SIGSTOP/SIGCONT) to simulate a server that stops answering without closing connections.
+//!
+//! When the server binary is not installed, `start` prints one skip line and returns `None`, so
+//! `cargo test --workspace` passes on a machine with only Rust. With `INFRA_REQUIRE_SERVERS=1`
+//! (as in CI) a missing binary is a test failure instead.
+//!
+//! ```no_run
+//! use infra_testkit::RedisServer;
+//!
+//! let Some(redis) = RedisServer::start() else { return };
+//! assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG");
+//! println!("connect to {}", redis.url());
+//! ```
+
+mod etcd;
+mod process;
+mod redis;
+
+pub use etcd::EtcdServer;
+pub use redis::RedisServer;
+
+/// The environment variable that turns a missing server binary into a failure.
+pub const REQUIRE_SERVERS_ENV: &str = "INFRA_REQUIRE_SERVERS";

@@ -1,0 +1,75 @@
+//! `EtcdServer` against the real `etcd`: start, persist, restart, pause, stop.
+
+use std::net::TcpStream;
+
+use infra_testkit::EtcdServer;
+
+/// etcd's JSON gateway takes keys and values in base64; these are "greeting" and "hello".
+const PUT_GREETING: &str = r#"{"key":"Z3JlZXRpbmc=","value":"aGVsbG8="}"#;
+const RANGE_GREETING: &str = r#"{"key":"Z3JlZXRpbmc="}"#;
+
+#[test]
+fn starts_on_loopback_and_stores_keys() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    assert!(etcd.addr().ip().is_loopback());
+    assert_eq!(etcd.url(), format!("http://{}", etcd.addr()));
+    let (status, _) = etcd.http("POST", "/v3/kv/put", PUT_GREETING).unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = etcd.http("POST", "/v3/kv/range", RANGE_GREETING).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("aGVsbG8="), "value missing from {body}");
+}
+
+#[test]
+fn restart_after_a_kill_keeps_port_and_acknowledged_writes() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    let addr = etcd.addr();
+    assert_eq!(
+        etcd.http("POST", "/v3/kv/put", PUT_GREETING).unwrap().0,
+        200
+    );
+    etcd.kill();
+    assert!(etcd.http("GET", "/health", "").is_err());
+    etcd.restart().unwrap();
+    assert_eq!(etcd.addr(), addr);
+    let (_, body) = etcd.http("POST", "/v3/kv/range", RANGE_GREETING).unwrap();
+    assert!(
+        body.contains("aGVsbG8="),
+        "write lost across the crash: {body}"
+    );
+}
+
+#[test]
+fn pause_stops_answers_and_resume_brings_them_back() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    etcd.pause();
+    assert!(etcd.is_running());
+    assert!(
+        etcd.http("GET", "/health", "").is_err(),
+        "a paused member must not answer"
+    );
+    etcd.resume();
+    assert_eq!(etcd.http("GET", "/health", "").unwrap().0, 200);
+}
+
+#[test]
+fn drop_stops_the_member() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    let addr = etcd.addr();
+    etcd.stop();
+    assert!(!etcd.is_running());
+    etcd.restart().unwrap();
+    drop(etcd);
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "member outlived its handle"
+    );
+}

@@ -1,0 +1,125 @@
+//! `RedisServer` against the real `redis-server`: start, persist, restart, pause, stop.
+
+use std::net::TcpStream;
+use std::path::Path;
+
+use infra_testkit::RedisServer;
+
+#[test]
+fn starts_on_loopback_and_answers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    assert!(redis.addr().ip().is_loopback());
+    assert_eq!(redis.url(), format!("redis://{}", redis.addr()));
+    assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG");
+    assert_eq!(redis.command(&["SET", "k", "v"]).unwrap(), "+OK");
+    assert_eq!(redis.command(&["GET", "k"]).unwrap(), "$1");
+}
+
+#[test]
+fn two_servers_are_independent() {
+    let Some(a) = RedisServer::start() else {
+        return;
+    };
+    let Some(b) = RedisServer::start() else {
+        return;
+    };
+    assert_ne!(a.addr(), b.addr());
+    a.command(&["SET", "only-in-a", "1"]).unwrap();
+    assert_eq!(b.command(&["EXISTS", "only-in-a"]).unwrap(), ":0");
+}
+
+#[test]
+fn restart_keeps_port_and_acknowledged_writes() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let addr = redis.addr();
+    redis.command(&["SET", "durable", "yes"]).unwrap();
+    redis.stop();
+    assert!(!redis.is_running());
+    assert!(
+        redis.command(&["PING"]).is_err(),
+        "a stopped server must not answer"
+    );
+    redis.restart().unwrap();
+    assert_eq!(redis.addr(), addr);
+    assert_eq!(redis.command(&["EXISTS", "durable"]).unwrap(), ":1");
+}
+
+#[test]
+fn a_killed_server_loses_no_acknowledged_write() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    for i in 0..50 {
+        assert_eq!(
+            redis.command(&["INCR", "counter"]).unwrap(),
+            format!(":{}", i + 1)
+        );
+    }
+    redis.kill();
+    redis.restart().unwrap();
+    assert_eq!(redis.command(&["INCR", "counter"]).unwrap(), ":51");
+}
+
+#[test]
+fn pause_stops_answers_and_resume_brings_them_back() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.pause();
+    assert!(redis.is_running(), "a paused server is still alive");
+    let error = redis.command(&["PING"]).unwrap_err();
+    assert!(
+        matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "expected a timeout, got {error:?}"
+    );
+    redis.resume();
+    assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG");
+}
+
+#[test]
+fn drop_stops_the_process_and_removes_its_data() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let addr = redis.addr();
+    let pid = redis.pid().unwrap();
+    let data_dir = redis.data_dir().to_path_buf();
+    assert!(data_dir.exists());
+    redis.pause();
+    drop(redis);
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "port {addr} still accepts connections"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} survived the drop"
+    );
+    assert!(!data_dir.exists(), "{} was not removed", data_dir.display());
+}
+
+#[test]
+fn drop_during_a_panic_still_stops_the_server() {
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        seen = Some(redis.addr());
+        panic!("test failed while the server ran");
+    }));
+    if let Some(addr) = seen {
+        assert!(result.is_err());
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "server outlived the panic"
+        );
+    }
+}
