@@ -33,3 +33,8 @@ pub mod sync;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use hash::{RandomState, StableHasher, stable_hash, stable_hash_u64};
+
+// Compiles the README's examples as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

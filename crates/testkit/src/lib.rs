@@ -29,3 +29,8 @@ pub use redis::RedisServer;
 
 /// The environment variable that turns a missing server binary into a failure.
 pub const REQUIRE_SERVERS_ENV: &str = "INFRA_REQUIRE_SERVERS";
+
+// Compiles the README's examples as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
