@@ -16,7 +16,7 @@
 //! poisoning does not exist here (a panic while holding a lock does not make the data
 //! unusable), which matches `parking_lot` and keeps call sites free of `unwrap()`.
 //!
-//! Loom objects only work inside [`model`]; under `infra_loom`, tests that touch these types
+//! Loom objects only work inside `model` (re-exported here under `infra_loom`); under `infra_loom`, tests that touch these types
 //! outside a model are excluded by running only the `loom` test target.
 //!
 //! ```
