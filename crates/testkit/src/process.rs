@@ -20,29 +20,34 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// skip line. Panics instead when [`REQUIRE_SERVERS_ENV`] is `1`.
 pub(crate) fn locate_or_skip(binary: &str, test_kind: &str) -> Option<PathBuf> {
     let required = std::env::var(REQUIRE_SERVERS_ENV).as_deref() == Ok("1");
-    decide(find_in_path(binary), required, binary, test_kind)
+    match decide(find_in_path(binary), required, binary, test_kind) {
+        Ok(path) => Some(path),
+        Err(skip_line) => {
+            // Written to the real stderr rather than through `eprintln!`, which the test
+            // harness captures: a skipped test should say so even when it passes.
+            let _ = writeln!(io::stderr(), "{skip_line}");
+            None
+        }
+    }
 }
 
+/// The binary to run, or the line that explains the skip.
 fn decide(
     found: Option<PathBuf>,
     required: bool,
     binary: &str,
     test_kind: &str,
-) -> Option<PathBuf> {
-    if found.is_some() {
-        return found;
+) -> Result<PathBuf, String> {
+    match found {
+        Some(path) => Ok(path),
+        None if required => panic!(
+            "{binary} is not installed but {REQUIRE_SERVERS_ENV}=1 requires {test_kind} tests"
+        ),
+        None => Err(format!(
+            "skipped: {test_kind} test needs `{binary}`, which is not installed \
+             (set {REQUIRE_SERVERS_ENV}=1 to make this a failure)"
+        )),
     }
-    if required {
-        panic!("{binary} is not installed but {REQUIRE_SERVERS_ENV}=1 requires {test_kind} tests");
-    }
-    // Written to the real stderr rather than through `eprintln!`, which the test harness
-    // captures: a skipped test should say so even when it passes.
-    let _ = writeln!(
-        io::stderr(),
-        "skipped: {test_kind} test needs `{binary}`, which is not installed \
-         (set {REQUIRE_SERVERS_ENV}=1 to make this a failure)"
-    );
-    None
 }
 
 fn find_in_path(binary: &str) -> Option<PathBuf> {
@@ -258,15 +263,17 @@ mod tests {
 
     #[test]
     fn a_missing_binary_is_skipped_unless_required() {
-        assert_eq!(decide(None, false, "no-such-server", "demo"), None);
-        let found = Some(PathBuf::from("/usr/bin/true"));
-        assert_eq!(decide(found.clone(), true, "true", "demo"), found);
+        let skip = decide(None, false, "no-such-server", "Demo").unwrap_err();
+        assert!(skip.starts_with("skipped: Demo test needs `no-such-server`"), "{skip}");
+        assert!(!skip.contains('\n'), "the skip is one line: {skip}");
+        let found = PathBuf::from("/usr/bin/true");
+        assert_eq!(decide(Some(found.clone()), true, "true", "Demo"), Ok(found));
     }
 
     #[test]
     #[should_panic(expected = "no-such-server is not installed but INFRA_REQUIRE_SERVERS=1")]
     fn a_missing_binary_fails_when_required() {
-        decide(None, true, "no-such-server", "demo");
+        let _ = decide(None, true, "no-such-server", "Demo");
     }
 
     #[test]
