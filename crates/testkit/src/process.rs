@@ -264,7 +264,10 @@ mod tests {
     #[test]
     fn a_missing_binary_is_skipped_unless_required() {
         let skip = decide(None, false, "no-such-server", "Demo").unwrap_err();
-        assert!(skip.starts_with("skipped: Demo test needs `no-such-server`"), "{skip}");
+        assert!(
+            skip.starts_with("skipped: Demo test needs `no-such-server`"),
+            "{skip}"
+        );
         assert!(!skip.contains('\n'), "the skip is one line: {skip}");
         let found = PathBuf::from("/usr/bin/true");
         assert_eq!(decide(Some(found.clone()), true, "true", "Demo"), Ok(found));
