@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use infra_common::hash::{RandomState, stable_hash};
+use infra_common::hash::{RandomState, StableHasher, stable_hash, stable_hash_u64};
 use infra_common::{Clock, SystemClock};
 
 fn hashing(c: &mut Criterion) {
@@ -28,6 +28,20 @@ fn hashing(c: &mut Criterion) {
             hasher.finish()
         });
     });
+    group.finish();
+
+    let mut group = c.benchmark_group("common/hash_u64");
+    let key = 0x0123_4567_89ab_cdef_u64;
+    group.bench_function("infra_stable", |b| {
+        b.iter(|| stable_hash_u64(black_box(key)))
+    });
+    group.bench_function("infra_stable_hasher", |b| {
+        b.iter(|| StableHasher::hash_one(black_box(&key)));
+    });
+    group.bench_function("infra_random", |b| {
+        b.iter(|| random.hash_one(black_box(key)))
+    });
+    group.bench_function("std_siphash", |b| b.iter(|| sip.hash_one(black_box(key))));
     group.finish();
 }
 
