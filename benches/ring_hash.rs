@@ -1,0 +1,257 @@
+//! infra-ring-hash: every engine beside the crate people use for it today, on identical keys.
+//!
+//! Each iteration looks up the same 1,024 keys; the group's throughput is in lookups.
+
+// `criterion_group!` generates public functions that cannot carry docs.
+#![allow(missing_docs)]
+
+use std::hash::BuildHasherDefault;
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infra_common::hash::stable_hash;
+use infra_ring_hash::hashing::key_hash;
+use infra_ring_hash::{
+    BoundedLoad, Maglev, Member, Memento, Placement, Rendezvous, Ring, flip_hash, jump_hash,
+};
+use maglev::ConsistentHasher;
+
+const KEYS: usize = 1024;
+
+fn string_keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("user:{i:08}")).collect()
+}
+
+fn int_keys() -> Vec<u64> {
+    (0..KEYS as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect()
+}
+
+fn addr(i: usize) -> SocketAddr {
+    let i = u32::try_from(i).expect("small node count");
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 11211))
+}
+
+/// Ring at 100 nodes × 160 points; string keys hashed by each crate its own way.
+fn ring(c: &mut Criterion) {
+    let keys = string_keys();
+    let mut group = c.benchmark_group("ring_hash/ring/100");
+    group.throughput(Throughput::Elements(KEYS as u64));
+
+    let placement =
+        Placement::from_members(Ring::new(), (0..100).map(|i| Member::new(addr(i)))).unwrap();
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(placement.node_for_hash(stable_hash(key.as_bytes())));
+            }
+        });
+    });
+
+    // hashring has no virtual points: add the 160 points of each node as ring entries.
+    let mut hashring = hashring::HashRing::new();
+    hashring.batch_add(
+        (0..100)
+            .flat_map(|i| (0..160u32).map(move |point| (addr(i), point)))
+            .collect(),
+    );
+    group.bench_function("hashring", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(hashring.get(&key.as_bytes()));
+            }
+        });
+    });
+
+    let buckets: Vec<pingora_ketama::Bucket> = (0..100)
+        .map(|i| pingora_ketama::Bucket::new(addr(i), 1))
+        .collect();
+    let continuum = pingora_ketama::Continuum::new(&buckets);
+    group.bench_function("pingora-ketama", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(continuum.node(key.as_bytes()));
+            }
+        });
+    });
+    group.finish();
+}
+
+/// Jump and FlipHash on numbered buckets; u64 keys hashed by each crate its own way.
+fn numbered(c: &mut Criterion) {
+    let keys = int_keys();
+    let jumphash = jumphash::JumpHasher::new_with_keys(1, 2);
+    for buckets in [1_000u32, 1_000_000] {
+        for (engine, function) in [
+            ("jump", jump_hash as fn(u64, u32) -> u32),
+            ("fliphash", |key, n| {
+                u32::try_from(flip_hash(key, u64::from(n))).expect("below n")
+            }),
+        ] {
+            let mut group = c.benchmark_group(format!("ring_hash/{engine}/{buckets}"));
+            group.throughput(Throughput::Elements(KEYS as u64));
+            group.bench_function("infra", |b| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(function(key_hash(key), black_box(buckets)));
+                    }
+                });
+            });
+            group.bench_function("jumphash", |b| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(jumphash.slot(key, black_box(buckets)));
+                    }
+                });
+            });
+            group.finish();
+        }
+    }
+}
+
+/// Maglev at 1,000 nodes.
+fn maglev(c: &mut Criterion) {
+    let keys = int_keys();
+    let mut group = c.benchmark_group("ring_hash/maglev/1000");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    let placement = Placement::from_members(Maglev::new(), (0..1000u32).map(Member::new)).unwrap();
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(placement.node(key));
+            }
+        });
+    });
+    // The maglev crate materialises every node's whole permutation while building (nodes ×
+    // table words), so it gets a 10,007-entry table here instead of 100 × nodes: 80 MB rather
+    // than 800 MB of setup. Its lookup cost does not depend on the table size.
+    let peer = maglev::Maglev::with_capacity(0..1000u32, 10_007);
+    group.bench_function("maglev", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(peer.get(key));
+            }
+        });
+    });
+    group.finish();
+}
+
+/// The removal-tolerant engine with half of its buckets removed.
+fn removal_tolerant(c: &mut Criterion) {
+    let keys = int_keys();
+    for size in [100_000u32, 65_535] {
+        let mut group = c.benchmark_group(format!("ring_hash/memento/{size}"));
+        group.throughput(Throughput::Elements(KEYS as u64));
+        let mut placement =
+            Placement::from_members(Memento::new(), (0..size).map(Member::new)).unwrap();
+        // Remove every other node, in a scattered order.
+        for node in (0..size).filter(|n| n % 2 == 1) {
+            placement.remove(&node).unwrap();
+        }
+        group.bench_function("infra", |b| {
+            b.iter(|| {
+                for key in &keys {
+                    black_box(placement.node(key));
+                }
+            });
+        });
+        // anchorhash's capacity is a u16: it cannot hold 100,000 buckets, so it only runs at
+        // its maximum, 65,535. Its removal is a linear search, so instead of removing half the
+        // buckets one by one it starts with half the capacity working, which AnchorHash treats
+        // exactly like removed buckets.
+        if let Ok(capacity) = u16::try_from(size) {
+            let anchor = anchorhash::Builder::with_hasher(BuildHasherDefault::<
+                std::collections::hash_map::DefaultHasher,
+            >::default())
+            .with_resources(0..u32::from(capacity).div_ceil(2))
+            .build::<u64>(capacity);
+            group.bench_function("anchorhash", |b| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(anchor.get_resource(*key));
+                    }
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+/// Rendezvous at 10 nodes.
+fn rendezvous(c: &mut Criterion) {
+    let keys = int_keys();
+    let names: Vec<String> = (0..10).map(|i| format!("node-{i}")).collect();
+    let mut group = c.benchmark_group("ring_hash/rendezvous/10");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    let placement =
+        Placement::from_members(Rendezvous::new(), names.iter().cloned().map(Member::new)).unwrap();
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(placement.node(key));
+            }
+        });
+    });
+    let mut peer = rendezvous_hash::RendezvousNodes::default();
+    for name in &names {
+        peer.insert(name.as_str());
+    }
+    group.bench_function("rendezvous_hash", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(peer.calc_candidates(key).next());
+            }
+        });
+    });
+    group.finish();
+}
+
+/// Bounded load (c = 1.25) over the ring: a bounded lookup (`peek`) and a lease taken and
+/// released, against the plain ring lookup.
+fn bounded(c: &mut Criterion) {
+    let keys = string_keys();
+    let mut group = c.benchmark_group("ring_hash/bounded/100");
+    group.throughput(Throughput::Elements(KEYS as u64));
+    let placement =
+        Placement::from_members(Ring::new(), (0..100).map(|i| Member::new(addr(i)))).unwrap();
+    group.bench_function("infra_ring_lookup", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(placement.node_for_hash(stable_hash(key.as_bytes())));
+            }
+        });
+    });
+    let bounded = BoundedLoad::new(placement, 1.25).unwrap();
+    // Hold 10,000 leases so the bound is active, then time lookups and take + release on top.
+    let held: Vec<_> = (0..10_000u64).map(|k| bounded.take(&k).unwrap()).collect();
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(bounded.peek_for_hash(stable_hash(key.as_bytes())));
+            }
+        });
+    });
+    group.bench_function("infra_take_release", |b| {
+        b.iter(|| {
+            for key in &keys {
+                let lease = bounded.take_for_hash(stable_hash(key.as_bytes())).unwrap();
+                black_box(lease.node());
+            }
+        });
+    });
+    drop(held);
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    ring,
+    numbered,
+    maglev,
+    removal_tolerant,
+    rendezvous,
+    bounded
+);
+criterion_main!(benches);

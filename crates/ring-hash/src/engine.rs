@@ -1,0 +1,221 @@
+//! The [`Engine`] trait every placement algorithm implements, and the slot bookkeeping they share.
+
+use std::fmt;
+
+use crate::Error;
+
+/// A node that changed slot during a removal: the numbered-bucket engines (Jump, FlipHash)
+/// fill the removed bucket with the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relocation {
+    /// The slot the node occupied before.
+    pub from: usize,
+    /// The slot the node occupies now.
+    pub to: usize,
+}
+
+/// Which membership changes move only the keys they must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disruption {
+    /// Adding a node moves keys only onto it; removing a node moves only its keys; reweighting a
+    /// node moves keys only onto or off it.
+    Minimal,
+    /// Adding a node, and removing the most recently added one, are minimal; removing another
+    /// node also moves the keys of the node that takes its number (about `2/n` of the keys).
+    MinimalAtTheEnd,
+    /// Changes move a little more than the ideal: a few keys shuffle between nodes that did not
+    /// change (Maglev's table repopulation).
+    NearMinimal,
+}
+
+/// A placement algorithm: maps a 64-bit key hash to a slot, and to an ordered list of distinct
+/// slots.
+///
+/// Engines see nodes only as `(node_hash, weight)` pairs in numbered slots; [`crate::Placement`]
+/// keeps the node values and validates input, so engines can assume that `weight >= 1`, that
+/// `slot` names a live node, and that [`Engine::rebuild`] runs after every batch of changes and
+/// before any lookup.
+pub trait Engine: Clone + fmt::Debug + Send + Sync + 'static {
+    /// The engine's name, for errors and reports.
+    fn name(&self) -> &'static str;
+
+    /// What [`Disruption`] guarantee the engine gives.
+    fn disruption(&self) -> Disruption;
+
+    /// Adds a node and returns its slot. Must not change anything when it returns an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WeightNotSupported`] or [`Error::TooManyNodes`].
+    fn add(&mut self, node_hash: u64, weight: u32) -> Result<usize, Error>;
+
+    /// Removes the node in `slot`, returning the node that moved into another slot, if any.
+    fn remove(&mut self, slot: usize) -> Option<Relocation>;
+
+    /// Changes the weight of the node in `slot`. Must not change anything when it fails.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WeightNotSupported`] for unweighted engines.
+    fn set_weight(&mut self, slot: usize, weight: u32) -> Result<(), Error>;
+
+    /// Recomputes lookup structures after a batch of `add`/`remove`/`set_weight` calls.
+    fn rebuild(&mut self);
+
+    /// The slot that owns `key_hash`, or `None` when there is no node.
+    fn lookup(&self, key_hash: u64) -> Option<usize>;
+
+    /// Appends up to `n` distinct slots for `key_hash` to `out` (cleared first), in preference
+    /// order: the first is always [`Engine::lookup`]'s answer. Fewer than `n` only when there are
+    /// fewer than `n` nodes.
+    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>);
+}
+
+/// Node hashes and weights by slot, with a free list so slots are reused (most recent first).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotTable {
+    slots: Vec<Option<(u64, u32)>>,
+    free: Vec<usize>,
+    live: usize,
+    total_weight: u64,
+}
+
+impl SlotTable {
+    pub(crate) fn insert(&mut self, node_hash: u64, weight: u32) -> usize {
+        self.live += 1;
+        self.total_weight += u64::from(weight);
+        if let Some(slot) = self.free.pop() {
+            self.slots[slot] = Some((node_hash, weight));
+            slot
+        } else {
+            self.slots.push(Some((node_hash, weight)));
+            self.slots.len() - 1
+        }
+    }
+
+    pub(crate) fn remove(&mut self, slot: usize) {
+        if let Some((_, weight)) = self.slots.get_mut(slot).and_then(Option::take) {
+            self.live -= 1;
+            self.total_weight -= u64::from(weight);
+            self.free.push(slot);
+        }
+    }
+
+    pub(crate) fn set_weight(&mut self, slot: usize, weight: u32) {
+        if let Some(Some(entry)) = self.slots.get_mut(slot) {
+            self.total_weight = self.total_weight - u64::from(entry.1) + u64::from(weight);
+            entry.1 = weight;
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Sum of the live nodes' weights.
+    pub(crate) fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+
+    /// The weight of the node in `slot` (0 for an empty slot).
+    pub(crate) fn weight(&self, slot: usize) -> u32 {
+        self.slots
+            .get(slot)
+            .copied()
+            .flatten()
+            .map_or(0, |(_, w)| w)
+    }
+
+    /// One past the highest slot ever used.
+    pub(crate) fn bound(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// `(slot, node_hash, weight)` of every live node, sorted by node hash so that every
+    /// structure built from it is independent of the order in which nodes were added.
+    pub(crate) fn sorted_by_hash(&self) -> Vec<(usize, u64, u32)> {
+        let mut nodes: Vec<(usize, u64, u32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| entry.map(|(hash, weight)| (slot, hash, weight)))
+            .collect();
+        nodes.sort_unstable_by_key(|&(slot, hash, _)| (hash, slot));
+        nodes
+    }
+}
+
+/// Collects distinct slots into `out` until it holds `want`: a linear check for short lists, a
+/// bitmap over `0..slot_bound` for long ones (bounded load asks for every node).
+pub(crate) struct DistinctSlots<'a> {
+    out: &'a mut Vec<usize>,
+    want: usize,
+    seen: Vec<bool>,
+}
+
+impl<'a> DistinctSlots<'a> {
+    pub(crate) fn new(out: &'a mut Vec<usize>, want: usize, slot_bound: usize) -> Self {
+        out.clear();
+        let seen = if want > 16 {
+            vec![false; slot_bound]
+        } else {
+            Vec::new()
+        };
+        Self { out, want, seen }
+    }
+
+    /// Adds `slot` unless already present; returns `true` once `want` slots are held.
+    pub(crate) fn push(&mut self, slot: usize) -> bool {
+        if self.seen.is_empty() {
+            if !self.out.contains(&slot) {
+                self.out.push(slot);
+            }
+        } else if !self.seen[slot] {
+            self.seen[slot] = true;
+            self.out.push(slot);
+        }
+        self.is_full()
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.out.len() >= self.want
+    }
+}
+
+/// Fills `out` with `n` distinct slots by salted re-hashing, for engines without a natural
+/// successor order: candidate `i` is `lookup(mix(key_hash, i))` (candidate 0 is the key itself).
+/// After `4 n + 16` candidates the rest comes from `fallback`, an ordered list of every slot.
+pub(crate) fn salted_get_n(
+    key_hash: u64,
+    n: usize,
+    live: usize,
+    slot_bound: usize,
+    out: &mut Vec<usize>,
+    lookup: impl Fn(u64) -> Option<usize>,
+    fallback: impl FnOnce() -> Vec<usize>,
+) {
+    let want = n.min(live);
+    let mut picked = DistinctSlots::new(out, want, slot_bound);
+    if picked.is_full() {
+        return;
+    }
+    let attempts = 4 * want as u64 + 16;
+    for i in 0..attempts {
+        let hash = if i == 0 {
+            key_hash
+        } else {
+            crate::hashing::mix(key_hash, i)
+        };
+        if let Some(slot) = lookup(hash)
+            && picked.push(slot)
+        {
+            return;
+        }
+    }
+    for slot in fallback() {
+        if picked.push(slot) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// What went wrong with a membership change or a lookup, and what to do about it.
+///
+/// Nodes are named by their `Debug` rendering, so the error type does not depend on the node
+/// type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A lookup needs at least one node: add a node first.
+    EmptyMembership,
+    /// A node was given weight 0; remove the node instead.
+    ZeroWeight {
+        /// The node, rendered with `Debug`.
+        node: String,
+    },
+    /// The node is already a member; use `set_weight` to change its weight.
+    DuplicateNode {
+        /// The node, rendered with `Debug`.
+        node: String,
+    },
+    /// The node is not a member, so it cannot be removed or reweighted.
+    UnknownNode {
+        /// The node, rendered with `Debug`.
+        node: String,
+    },
+    /// The engine places every node with the same share (Jump, FlipHash, Memento): use weight 1,
+    /// or an engine that supports weights (ring, rendezvous, Maglev).
+    WeightNotSupported {
+        /// The engine's name.
+        engine: &'static str,
+        /// The weight that was asked for.
+        weight: u32,
+    },
+    /// The engine cannot hold more nodes (numbered-bucket engines address at most `u32::MAX`
+    /// buckets, and a ring at most `u32::MAX` points).
+    TooManyNodes {
+        /// The engine's name.
+        engine: &'static str,
+    },
+    /// A bounded-load capacity factor must be a finite number of at least 1.0.
+    InvalidCapacityFactor {
+        /// The factor that was given.
+        factor: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn zero_weight(node: &impl fmt::Debug) -> Self {
+        Self::ZeroWeight {
+            node: format!("{node:?}"),
+        }
+    }
+
+    pub(crate) fn duplicate(node: &impl fmt::Debug) -> Self {
+        Self::DuplicateNode {
+            node: format!("{node:?}"),
+        }
+    }
+
+    pub(crate) fn unknown(node: &impl fmt::Debug) -> Self {
+        Self::UnknownNode {
+            node: format!("{node:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyMembership => f.write_str("no node to place the key on: add a node first"),
+            Self::ZeroWeight { node } => {
+                write!(f, "node {node} has weight 0: remove the node instead")
+            }
+            Self::DuplicateNode { node } => write!(
+                f,
+                "node {node} is already a member: use set_weight to change it"
+            ),
+            Self::UnknownNode { node } => write!(f, "node {node} is not a member"),
+            Self::WeightNotSupported { engine, weight } => write!(
+                f,
+                "the {engine} engine gives every node the same share and cannot use weight \
+                 {weight}: use weight 1 or a weighted engine (ring, rendezvous, maglev)"
+            ),
+            Self::TooManyNodes { engine } => {
+                write!(f, "the {engine} engine cannot hold more nodes")
+            }
+            Self::InvalidCapacityFactor { factor } => write!(
+                f,
+                "capacity factor {factor} is invalid: use a finite number of at least 1.0"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,81 @@
+//! Consistent hashing: place keys on nodes so that membership changes move as few keys as
+//! possible.
+//!
+//! Six engines sit behind one [`Engine`] trait; a [`Placement`] holds node values and weights
+//! over an engine, [`SharedPlacement`] shares one between threads with wait-free lookups, and
+//! [`BoundedLoad`] caps every node's share of the keys currently assigned.
+//!
+//! | engine | lookup | weights | replicas (`get_n`) | disruption |
+//! | --- | --- | --- | --- | --- |
+//! | [`Ring`] | O(1) expected (direct index) | yes | walk clockwise | minimal |
+//! | [`Rendezvous`] | O(n) | yes | natural top-k | minimal |
+//! | [`Jump`] | O(log n) | no | salted re-hash | minimal at the end |
+//! | [`Flip`] | O(1) expected | no | salted re-hash | minimal at the end |
+//! | [`Maglev`] | O(1) | yes | walk the table | near-minimal |
+//! | [`Memento`] | O(1) expected, plus `ln(n / working)` steps | no | salted re-hash | minimal |
+//!
+//! # Quick start
+//!
+//! ```
+//! use infra_ring_hash::{Placement, Ring};
+//!
+//! let mut placement = Placement::new(Ring::new());
+//! for node in ["cache-a", "cache-b", "cache-c"] {
+//!     placement.add(node, 1)?;
+//! }
+//! let owner = placement.node("user:42").expect("three members");
+//! let replicas = placement.get_n("user:42", 2); // two distinct nodes, owner first
+//! assert_eq!(replicas[0], owner);
+//!
+//! // Adding a node only moves keys onto it.
+//! let before: Vec<&str> = (0..1000).map(|k| *placement.node(&k).unwrap()).collect();
+//! placement.add("cache-d", 1)?;
+//! for (k, old) in before.iter().enumerate() {
+//!     let new = *placement.node(&(k as i32)).unwrap();
+//!     assert!(new == *old || new == "cache-d");
+//! }
+//! # Ok::<(), infra_ring_hash::Error>(())
+//! ```
+//!
+//! Placements are reproducible: the same membership puts the same key on the same node in
+//! every process, on every platform, in every release. The exact functions are in
+//! [`hashing`].
+//!
+//! # Features
+//!
+//! * `serde`: `Serialize`/`Deserialize` for [`Member`], [`Membership`], [`RingConfig`] and
+//!   [`MaglevConfig`], so memberships can be loaded from a file.
+
+#![deny(unsafe_code)]
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod bounded;
+mod engine;
+mod error;
+pub mod hashing;
+mod maglev;
+mod memento;
+mod numbered;
+mod placement;
+mod rendezvous;
+mod ring;
+mod shared;
+mod snapshot;
+
+pub use bounded::{BoundedLoad, Lease};
+pub use engine::{Disruption, Engine, Relocation};
+pub use error::Error;
+pub use maglev::{DEFAULT_ENTRIES_PER_NODE, Maglev, MaglevConfig, next_prime};
+pub use memento::Memento;
+pub use numbered::{
+    Flip, FlipHash, Jump, JumpHash, NumberedBuckets, RangeHash, flip_hash, jump_hash,
+};
+pub use placement::{Member, Membership, Placement};
+pub use rendezvous::Rendezvous;
+pub use ring::{DEFAULT_POINTS_PER_WEIGHT, Ring, RingConfig};
+pub use shared::SharedPlacement;
+pub use snapshot::SnapshotCell;

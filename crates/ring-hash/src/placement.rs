@@ -1,0 +1,315 @@
+//! [`Placement`]: node values and weights over an [`Engine`], with validated membership changes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+
+use infra_common::hash::RandomState;
+
+use crate::Error;
+use crate::engine::Engine;
+use crate::hashing::key_hash;
+
+/// One member: a node and its weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct Member<N> {
+    /// The node: a server name, an address, a partition number.
+    pub node: N,
+    /// Its relative share of the keys (at least 1; unweighted engines require exactly 1).
+    #[cfg_attr(feature = "serde", serde(default = "default_weight"))]
+    pub weight: u32,
+}
+
+#[cfg(feature = "serde")]
+fn default_weight() -> u32 {
+    1
+}
+
+impl<N> Member<N> {
+    /// A member with weight 1.
+    pub fn new(node: N) -> Self {
+        Self { node, weight: 1 }
+    }
+
+    /// A member with the given weight.
+    pub fn weighted(node: N, weight: u32) -> Self {
+        Self { node, weight }
+    }
+}
+
+/// A set of members, as loaded from a configuration file.
+///
+/// With the `serde` feature it reads, for example, this JSON (a missing weight is 1):
+///
+/// ```json
+/// { "members": [ { "node": "cache-a", "weight": 2 }, { "node": "cache-b" } ] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct Membership<N> {
+    /// The members, in the order they are added. Order matters only for the numbered-bucket
+    /// engines (Jump, FlipHash, Memento), where it decides bucket numbers.
+    pub members: Vec<Member<N>>,
+}
+
+impl<N> Default for Membership<N> {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+        }
+    }
+}
+
+impl<N> FromIterator<Member<N>> for Membership<N> {
+    fn from_iter<I: IntoIterator<Item = Member<N>>>(iter: I) -> Self {
+        Self {
+            members: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// Nodes and weights placed by an engine: the immutable-by-default value every lookup reads.
+///
+/// A `Placement` is a plain value: change it with `&mut self` methods in one thread, or share it
+/// through [`crate::SharedPlacement`], which publishes changed copies atomically so readers never
+/// wait. Nodes may be any `Hash + Eq + Clone` type; their stable hash (see [`crate::hashing`])
+/// decides where they go, so the same membership places keys the same way in every process.
+///
+/// ```
+/// use infra_ring_hash::{Placement, Rendezvous};
+///
+/// let mut placement = Placement::new(Rendezvous::new());
+/// for node in ["a", "b", "c"] {
+///     placement.add(node.to_string(), 1)?;
+/// }
+/// let replicas = placement.get_n("user:42", 2);
+/// assert_eq!(replicas.len(), 2);
+/// assert_ne!(replicas[0], replicas[1]);
+/// assert_eq!(Some(replicas[0]), placement.node("user:42"));
+/// # Ok::<(), infra_ring_hash::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Placement<N, E> {
+    engine: E,
+    /// `(node, weight)` by engine slot.
+    nodes: Vec<Option<(N, u32)>>,
+    slot_of: HashMap<N, usize, RandomState>,
+}
+
+impl<N, E> Placement<N, E>
+where
+    N: Hash + Eq + Clone + fmt::Debug,
+    E: Engine,
+{
+    /// An empty placement over `engine` (which must be empty too).
+    pub fn new(engine: E) -> Self {
+        Self {
+            engine,
+            nodes: Vec::new(),
+            slot_of: HashMap::default(),
+        }
+    }
+
+    /// A placement of `members`, added in order and built once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroWeight`], [`Error::DuplicateNode`], or the engine's error
+    /// ([`Error::WeightNotSupported`], [`Error::TooManyNodes`]).
+    pub fn from_members(
+        engine: E,
+        members: impl IntoIterator<Item = Member<N>>,
+    ) -> Result<Self, Error> {
+        let mut placement = Self::new(engine);
+        for member in members {
+            placement.insert(member.node, member.weight)?;
+        }
+        placement.engine.rebuild();
+        Ok(placement)
+    }
+
+    /// Adds `node` with `weight`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroWeight`], [`Error::DuplicateNode`], [`Error::WeightNotSupported`] (weight
+    /// other than 1 on an unweighted engine) or [`Error::TooManyNodes`]; the placement is then
+    /// unchanged.
+    pub fn add(&mut self, node: N, weight: u32) -> Result<(), Error> {
+        self.insert(node, weight)?;
+        self.engine.rebuild();
+        Ok(())
+    }
+
+    fn insert(&mut self, node: N, weight: u32) -> Result<(), Error> {
+        if weight == 0 {
+            return Err(Error::zero_weight(&node));
+        }
+        if self.slot_of.contains_key(&node) {
+            return Err(Error::duplicate(&node));
+        }
+        let slot = self.engine.add(key_hash(&node), weight)?;
+        if self.nodes.len() <= slot {
+            self.nodes.resize_with(slot + 1, || None);
+        }
+        self.nodes[slot] = Some((node.clone(), weight));
+        self.slot_of.insert(node, slot);
+        Ok(())
+    }
+
+    /// Removes `node` and returns its weight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`] when `node` is not a member.
+    pub fn remove(&mut self, node: &N) -> Result<u32, Error> {
+        let slot = self
+            .slot_of
+            .remove(node)
+            .ok_or_else(|| Error::unknown(node))?;
+        let weight = self.nodes[slot].take().map_or(0, |(_, weight)| weight);
+        if let Some(moved) = self.engine.remove(slot) {
+            let entry = self.nodes[moved.from].take();
+            if let Some((moved_node, _)) = &entry {
+                self.slot_of.insert(moved_node.clone(), moved.to);
+            }
+            self.nodes[moved.to] = entry;
+        }
+        self.engine.rebuild();
+        Ok(weight)
+    }
+
+    /// Changes the weight of `node`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`], [`Error::ZeroWeight`] (remove the node instead), or
+    /// [`Error::WeightNotSupported`].
+    pub fn set_weight(&mut self, node: &N, weight: u32) -> Result<(), Error> {
+        let slot = *self.slot_of.get(node).ok_or_else(|| Error::unknown(node))?;
+        if weight == 0 {
+            return Err(Error::zero_weight(node));
+        }
+        self.engine.set_weight(slot, weight)?;
+        if let Some(entry) = &mut self.nodes[slot] {
+            entry.1 = weight;
+        }
+        self.engine.rebuild();
+        Ok(())
+    }
+
+    /// The node that owns `key`, or `None` with no member.
+    #[inline]
+    pub fn node<K: Hash + ?Sized>(&self, key: &K) -> Option<&N> {
+        self.node_for_hash(key_hash(key))
+    }
+
+    /// The node that owns `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyMembership`] with no member.
+    pub fn try_node<K: Hash + ?Sized>(&self, key: &K) -> Result<&N, Error> {
+        self.node(key).ok_or(Error::EmptyMembership)
+    }
+
+    /// The node that owns a precomputed key hash (for example `stable_hash(bytes)`).
+    #[inline]
+    pub fn node_for_hash(&self, key_hash: u64) -> Option<&N> {
+        let slot = self.engine.lookup(key_hash)?;
+        self.nodes.get(slot)?.as_ref().map(|(node, _)| node)
+    }
+
+    /// Up to `n` distinct nodes for `key`, in a stable preference order that starts with
+    /// [`Placement::node`]'s answer; fewer only when there are fewer than `n` members.
+    pub fn get_n<K: Hash + ?Sized>(&self, key: &K, n: usize) -> Vec<&N> {
+        self.get_n_for_hash(key_hash(key), n)
+    }
+
+    /// [`Placement::get_n`] for a precomputed key hash.
+    pub fn get_n_for_hash(&self, key_hash: u64, n: usize) -> Vec<&N> {
+        let mut slots = Vec::with_capacity(n.min(self.len()));
+        self.engine.get_n(key_hash, n, &mut slots);
+        slots
+            .into_iter()
+            .filter_map(|slot| self.nodes.get(slot)?.as_ref().map(|(node, _)| node))
+            .collect()
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    /// Whether there is no member.
+    pub fn is_empty(&self) -> bool {
+        self.slot_of.is_empty()
+    }
+
+    /// Whether `node` is a member.
+    pub fn contains(&self, node: &N) -> bool {
+        self.slot_of.contains_key(node)
+    }
+
+    /// The weight of `node`, if it is a member.
+    pub fn weight(&self, node: &N) -> Option<u32> {
+        let slot = *self.slot_of.get(node)?;
+        self.nodes[slot].as_ref().map(|(_, weight)| *weight)
+    }
+
+    /// The members in slot order (for numbered-bucket engines, bucket order).
+    pub fn members(&self) -> impl Iterator<Item = (&N, u32)> + '_ {
+        self.nodes
+            .iter()
+            .filter_map(|entry| entry.as_ref().map(|(node, weight)| (node, *weight)))
+    }
+
+    /// The members as a [`Membership`] (in slot order), for saving to a file.
+    pub fn membership(&self) -> Membership<N> {
+        self.members()
+            .map(|(node, weight)| Member::weighted(node.clone(), weight))
+            .collect()
+    }
+
+    /// One past the highest slot a node can occupy; slots index per-node tables such as
+    /// [`crate::BoundedLoad`]'s counters.
+    pub(crate) fn slot_bound(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn slot_of(&self, node: &N) -> Option<usize> {
+        self.slot_of.get(node).copied()
+    }
+
+    pub(crate) fn lookup_slot(&self, key_hash: u64) -> Option<usize> {
+        self.engine.lookup(key_hash)
+    }
+
+    pub(crate) fn get_n_slots(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
+        self.engine.get_n(key_hash, n, out);
+    }
+}
+
+impl<N, E> Placement<N, E> {
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The node and weight in `slot`, if any.
+    pub(crate) fn node_in_slot(&self, slot: usize) -> Option<&(N, u32)> {
+        self.nodes.get(slot)?.as_ref()
+    }
+}
+
+impl<N: fmt::Debug, E: Engine> fmt::Debug for Placement<N, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placement")
+            .field("engine", &self.engine.name())
+            .field("members", &self.nodes.iter().flatten().collect::<Vec<_>>())
+            .finish()
+    }
+}

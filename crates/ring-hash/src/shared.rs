@@ -1,0 +1,239 @@
+//! [`SharedPlacement`]: a placement shared between threads, changed by publishing snapshots.
+
+use std::fmt;
+use std::hash::Hash;
+
+use infra_common::sync::{Arc, Mutex};
+
+use crate::Error;
+use crate::engine::Engine;
+use crate::hashing::key_hash;
+use crate::placement::Placement;
+use crate::snapshot::SnapshotCell;
+
+/// A [`Placement`] shared by many threads: lookups never wait, membership changes publish a
+/// new immutable snapshot.
+///
+/// # What "never wait" means here
+///
+/// Lookups run on the current snapshot through a wait-free read section (a fixed handful of
+/// atomic instructions, no lock, no retry loop; see the `snapshot` module's protocol). A
+/// membership change clones the current snapshot, applies the change to the copy, and swaps the
+/// copy in with one atomic pointer exchange; lookups that started before the swap finish on the
+/// old snapshot, lookups after it see the new one, and none ever sees a half-built one.
+///
+/// The price is paid by writers: changes are serialized by a mutex, each one copies the
+/// placement (for a ring or Maglev, it rebuilds the lookup structure), and before the old
+/// snapshot is released the writer waits for in-flight lookups to leave their read sections.
+/// Membership changes are rare and lookups are hot, which is the right way round. Readers'
+/// announcements are atomic increments on a shared counter, so very many cores reading at once
+/// contend on that cache line; [`SharedPlacement::snapshot`] hands out an `Arc` that a thread
+/// can keep and query with no shared write at all, as long as it refreshes it now and then.
+///
+/// ```
+/// use infra_ring_hash::{Ring, SharedPlacement};
+///
+/// let shared = SharedPlacement::new(Ring::new());
+/// shared.add("cache-a".to_string(), 1)?;
+/// shared.add("cache-b".to_string(), 1)?;
+/// let owner = shared.node("user:42").expect("two members");
+/// assert!(owner == "cache-a" || owner == "cache-b");
+///
+/// let before = shared.snapshot(); // a frozen view
+/// shared.remove(&"cache-a".to_string())?;
+/// assert_eq!(before.len(), 2);
+/// assert_eq!(shared.snapshot().len(), 1);
+/// # Ok::<(), infra_ring_hash::Error>(())
+/// ```
+pub struct SharedPlacement<N, E> {
+    current: SnapshotCell<Placement<N, E>>,
+    /// Held across clone-change-publish so concurrent changes are not lost.
+    changes: Mutex<()>,
+}
+
+impl<N, E> SharedPlacement<N, E>
+where
+    N: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    E: Engine,
+{
+    /// An empty shared placement over `engine`.
+    pub fn new(engine: E) -> Self {
+        Self::from_placement(Placement::new(engine))
+    }
+
+    /// Shares an existing placement.
+    pub fn from_placement(placement: Placement<N, E>) -> Self {
+        Self {
+            current: SnapshotCell::new(Arc::new(placement)),
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot: an immutable placement that later changes do not affect.
+    pub fn snapshot(&self) -> Arc<Placement<N, E>> {
+        self.current.load()
+    }
+
+    /// Runs `f` on the current snapshot without taking a reference count. Keep `f` short.
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&Placement<N, E>) -> R) -> R {
+        self.current.read(f)
+    }
+
+    /// A clone of the node that owns `key`, or `None` with no member.
+    pub fn node<K: Hash + ?Sized>(&self, key: &K) -> Option<N> {
+        let hash = key_hash(key);
+        self.current
+            .read(|placement| placement.node_for_hash(hash).cloned())
+    }
+
+    /// Clones of up to `n` distinct nodes for `key`, in preference order.
+    pub fn get_n<K: Hash + ?Sized>(&self, key: &K, n: usize) -> Vec<N> {
+        let hash = key_hash(key);
+        self.current.read(|placement| {
+            placement
+                .get_n_for_hash(hash, n)
+                .into_iter()
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Applies `change` to a copy of the current placement and publishes the copy if `change`
+    /// succeeds; on error nothing is published. Returns `change`'s result.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `change` returns.
+    pub fn update<R>(
+        &self,
+        change: impl FnOnce(&mut Placement<N, E>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let _serialized = self.changes.lock();
+        let mut next = Placement::clone(&self.current.load());
+        let result = change(&mut next)?;
+        drop(self.current.publish(Arc::new(next)));
+        Ok(result)
+    }
+
+    /// Adds `node`; see [`Placement::add`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Placement::add`].
+    pub fn add(&self, node: N, weight: u32) -> Result<(), Error> {
+        self.update(|placement| placement.add(node, weight))
+    }
+
+    /// Removes `node`; see [`Placement::remove`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Placement::remove`].
+    pub fn remove(&self, node: &N) -> Result<u32, Error> {
+        self.update(|placement| placement.remove(node))
+    }
+
+    /// Reweights `node`; see [`Placement::set_weight`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Placement::set_weight`].
+    pub fn set_weight(&self, node: &N, weight: u32) -> Result<(), Error> {
+        self.update(|placement| placement.set_weight(node, weight))
+    }
+
+    /// Replaces the whole placement, for example after reloading a configuration file.
+    pub fn replace(&self, placement: Placement<N, E>) {
+        let _serialized = self.changes.lock();
+        drop(self.current.publish(Arc::new(placement)));
+    }
+}
+
+impl<N: fmt::Debug, E: Engine> fmt::Debug for SharedPlacement<N, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedPlacement")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::{Member, Memento, Ring, RingConfig};
+    use infra_common::sync::atomic::{AtomicBool, Ordering};
+    use infra_common::sync::thread;
+
+    #[test]
+    fn readers_see_whole_snapshots_while_membership_changes() {
+        // Members always come in pairs (2k, 2k + 1): a reader that saw a half-applied change
+        // would find an odd number of members or an owner outside the snapshot.
+        let shared = Arc::new(SharedPlacement::new(Ring::with_config(RingConfig {
+            points_per_weight: 4,
+        })));
+        shared.add(0u32, 1).unwrap();
+        shared.add(1u32, 1).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+                thread::spawn(move || {
+                    let mut key = r;
+                    while !stop.load(Ordering::Relaxed) {
+                        key += 2;
+                        shared.with_snapshot(|placement| {
+                            assert_eq!(placement.len() % 2, 0);
+                            let owner = placement.node(&key).expect("never empty");
+                            assert!(placement.contains(owner));
+                        });
+                        assert!(!shared.get_n(&key, 3).is_empty());
+                    }
+                })
+            })
+            .collect();
+        for round in 1..60u32 {
+            shared
+                .update(|placement| {
+                    placement.add(2 * round, 1)?;
+                    placement.add(2 * round + 1, 1)
+                })
+                .unwrap();
+            if round % 3 == 0 {
+                shared
+                    .update(|placement| {
+                        placement.remove(&(2 * round))?;
+                        placement.remove(&(2 * round + 1)).map(|_| ())
+                    })
+                    .unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        assert_eq!(shared.snapshot().len(), 2 * (1 + 59 - 19));
+    }
+
+    #[test]
+    fn failed_changes_publish_nothing() {
+        let shared = SharedPlacement::from_placement(
+            Placement::from_members(Memento::new(), [Member::new("a")]).unwrap(),
+        );
+        let before = shared.snapshot();
+        assert_eq!(
+            shared.update(|placement| {
+                placement.add("b", 1)?;
+                placement.add("a", 1)
+            }),
+            Err(Error::DuplicateNode {
+                node: "\"a\"".into()
+            })
+        );
+        assert!(Arc::ptr_eq(&before, &shared.snapshot()));
+        assert_eq!(shared.node("k"), Some("a"));
+        assert!(shared.remove(&"zz").is_err());
+        shared.replace(Placement::new(Memento::new()));
+        assert_eq!(shared.node("k"), None);
+        assert!(format!("{shared:?}").starts_with("SharedPlacement"));
+    }
+}

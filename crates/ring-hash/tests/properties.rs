@@ -1,0 +1,563 @@
+//! Property tests for every engine: determinism, membership, distinct replicas, disruption and
+//! the moved fraction, plus exact agreement with simple reference models.
+#![cfg(not(infra_loom))]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use infra_ring_hash::hashing::{GOLDEN, fmix64, key_hash, mix, neg_log2, reduce};
+use infra_ring_hash::{
+    Disruption, Engine, Flip, Jump, Maglev, MaglevConfig, Member, Memento, Placement, Rendezvous,
+    Ring, RingConfig, flip_hash, jump_hash,
+};
+use proptest::prelude::*;
+
+const KEYS: u64 = 3000;
+
+fn build<E: Engine>(engine: E, members: &[(u32, u32)]) -> Placement<u32, E> {
+    Placement::from_members(
+        engine,
+        members
+            .iter()
+            .map(|&(node, weight)| Member::weighted(node, weight)),
+    )
+    .expect("valid membership")
+}
+
+fn owners<E: Engine>(placement: &Placement<u32, E>) -> Vec<u32> {
+    (0..KEYS)
+        .map(|key| *placement.node(&key).expect("non-empty"))
+        .collect()
+}
+
+/// Distinct node ids with weights (all 1 unless `weighted`).
+fn members(max: usize, weighted: bool) -> impl Strategy<Value = Vec<(u32, u32)>> {
+    (
+        proptest::collection::btree_set(0u32..10_000, 1..max),
+        proptest::collection::vec(1u32..5, max),
+    )
+        .prop_map(move |(nodes, weights)| {
+            nodes
+                .into_iter()
+                .zip(weights)
+                .map(|(node, weight)| (node, if weighted { weight } else { 1 }))
+                .collect()
+        })
+}
+
+/// The documented upper bound on the fraction of keys an add moves, as a multiple of the ideal
+/// `weight / total_weight`, before sampling noise.
+fn moved_factor(disruption: Disruption, name: &str) -> f64 {
+    match (disruption, name) {
+        // A node's 160 points give it a share within about ±25% of the ideal at 3σ.
+        (_, "ring") => 1.5,
+        (Disruption::NearMinimal, _) => 2.5,
+        _ => 1.0,
+    }
+}
+
+fn within_bound(moved: usize, ideal: f64, factor: f64) -> bool {
+    let keys = KEYS as f64;
+    let noise = 5.0 * (ideal * (1.0 - ideal) / keys).sqrt();
+    (moved as f64 / keys) <= factor * ideal + noise + 0.005
+}
+
+/// Checks the properties every engine must have on one membership.
+fn check_engine<E: Engine>(make: impl Fn() -> E, members: &[(u32, u32)], new_node: u32) {
+    let placement = build(make(), members);
+    let before = owners(&placement);
+    let set: BTreeSet<u32> = members.iter().map(|m| m.0).collect();
+
+    // Determinism: the same membership built again places every key the same way.
+    assert_eq!(owners(&build(make(), members)), before);
+
+    // Lookups return members; get_n returns distinct members, owner first.
+    for key in 0..200u64 {
+        let owner = *placement.node(&key).unwrap();
+        assert!(set.contains(&owner));
+        for n in [1, 2, 3, set.len(), set.len() + 2] {
+            let replicas = placement.get_n(&key, n);
+            assert_eq!(replicas.len(), n.min(set.len()));
+            assert_eq!(*replicas[0], owner);
+            let distinct: BTreeSet<u32> = replicas.iter().map(|n| **n).collect();
+            assert_eq!(distinct.len(), replicas.len());
+            assert!(distinct.is_subset(&set));
+        }
+    }
+
+    // Adding a node: keys move only onto it (except for near-minimal engines), and the moved
+    // fraction stays within the documented bound of the ideal.
+    if set.contains(&new_node) {
+        return;
+    }
+    let mut grown = placement.clone();
+    grown.add(new_node, 1).unwrap();
+    let after = owners(&grown);
+    let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    let total_weight: u32 = members.iter().map(|m| m.1).sum::<u32>() + 1;
+    let ideal = 1.0 / f64::from(total_weight);
+    let engine = placement.engine();
+    assert!(
+        within_bound(
+            moved,
+            ideal,
+            moved_factor(engine.disruption(), engine.name())
+        ),
+        "{}: add moved {moved} of {KEYS} keys, ideal {ideal}",
+        engine.name()
+    );
+    if engine.disruption() != Disruption::NearMinimal {
+        for (old, new) in before.iter().zip(&after) {
+            assert!(
+                new == old || *new == new_node,
+                "{}: key moved between old nodes",
+                engine.name()
+            );
+        }
+        // Removing the node just added restores every key.
+        let mut shrunk = grown.clone();
+        shrunk.remove(&new_node).unwrap();
+        assert_eq!(
+            owners(&shrunk),
+            before,
+            "{}: add then remove",
+            engine.name()
+        );
+    }
+
+    // Removing an arbitrary node moves only its keys (minimal engines), or only its keys and
+    // the keys of the node that takes its number (numbered buckets).
+    let victim = members[members.len() / 2].0;
+    if set.len() > 1 {
+        let mut shrunk = placement.clone();
+        let last = shrunk.members().last().map(|(n, _)| *n).unwrap();
+        shrunk.remove(&victim).unwrap();
+        let after = owners(&shrunk);
+        for (old, new) in before.iter().zip(&after) {
+            assert!(set.contains(new) && *new != victim);
+            match engine.disruption() {
+                Disruption::Minimal => assert!(old == new || *old == victim),
+                Disruption::MinimalAtTheEnd => {
+                    assert!(old == new || *old == victim || *old == last);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ring_properties(members in members(30, true), new_node in 0u32..10_000) {
+        check_engine(|| Ring::with_config(RingConfig { points_per_weight: 160 }), &members, new_node);
+    }
+
+    #[test]
+    fn rendezvous_properties(members in members(30, true), new_node in 0u32..10_000) {
+        check_engine(Rendezvous::new, &members, new_node);
+    }
+
+    #[test]
+    fn jump_properties(members in members(40, false), new_node in 0u32..10_000) {
+        check_engine(Jump::new, &members, new_node);
+    }
+
+    #[test]
+    fn flip_properties(members in members(40, false), new_node in 0u32..10_000) {
+        check_engine(Flip::new, &members, new_node);
+    }
+
+    #[test]
+    fn maglev_properties(members in members(30, true), new_node in 0u32..10_000) {
+        // A fixed table size: the default size changes when the node count crosses a power of
+        // two over 100, and then every key moves (documented).
+        check_engine(
+            || Maglev::with_config(MaglevConfig { table_size: Some(4099), ..MaglevConfig::default() }),
+            &members,
+            new_node,
+        );
+    }
+
+    #[test]
+    fn memento_properties(members in members(40, false), new_node in 0u32..10_000) {
+        check_engine(Memento::new, &members, new_node);
+    }
+
+    /// Order-independent engines place keys the same whatever order nodes were added in.
+    #[test]
+    fn hash_ordered_engines_ignore_insertion_order(members in members(20, true)) {
+        let mut reversed = members.clone();
+        reversed.reverse();
+        prop_assert_eq!(owners(&build(Ring::new(), &members)), owners(&build(Ring::new(), &reversed)));
+        prop_assert_eq!(owners(&build(Maglev::new(), &members)), owners(&build(Maglev::new(), &reversed)));
+        prop_assert_eq!(
+            owners(&build(Rendezvous::new(), &members)),
+            owners(&build(Rendezvous::new(), &reversed))
+        );
+    }
+
+    /// Reweighting a node moves keys only onto or off it (ring and rendezvous).
+    #[test]
+    fn reweighting_moves_only_that_nodes_keys(members in members(20, true), weight in 1u32..6) {
+        let node = members[0].0;
+        for (before, after) in [
+            {
+                let mut p = build(Ring::new(), &members);
+                let b = owners(&p);
+                p.set_weight(&node, weight).unwrap();
+                (b, owners(&p))
+            },
+            {
+                let mut p = build(Rendezvous::new(), &members);
+                let b = owners(&p);
+                p.set_weight(&node, weight).unwrap();
+                (b, owners(&p))
+            },
+        ] {
+            for (old, new) in before.iter().zip(&after) {
+                prop_assert!(old == new || *old == node || *new == node);
+            }
+        }
+    }
+
+    /// The ring's indexed lookup equals a linear scan over the documented points.
+    #[test]
+    fn ring_matches_a_linear_scan(members in members(12, true), keys in proptest::collection::vec(any::<u64>(), 50)) {
+        let placement = build(Ring::with_config(RingConfig { points_per_weight: 20 }), &members);
+        let mut points: Vec<(u64, u64, u32)> = Vec::new();
+        for &(node, weight) in &members {
+            let h = key_hash(&node);
+            points.extend((0..u64::from(weight) * 20).map(|i| (mix(h, i), h, node)));
+        }
+        points.sort_unstable();
+        for key in keys.into_iter().chain([0, u64::MAX]) {
+            let expected = points.iter().find(|p| p.0 >= key).unwrap_or(&points[0]).2;
+            prop_assert_eq!(*placement.node_for_hash(key).unwrap(), expected);
+        }
+    }
+
+    /// Rendezvous equals the documented score computed naively, node by node.
+    #[test]
+    fn rendezvous_matches_the_documented_scores(members in members(12, true), keys in proptest::collection::vec(any::<u64>(), 50)) {
+        let placement = build(Rendezvous::new(), &members);
+        let uniform = members.iter().all(|m| m.1 == members[0].1);
+        for key in keys {
+            let mut ranked: Vec<(u128, u128, u64, u32)> = members
+                .iter()
+                .map(|&(node, weight)| {
+                    let h = key_hash(&node);
+                    let s = mix(key, h);
+                    (u128::from(neg_log2(s)), u128::from(weight), h, node)
+                })
+                .collect();
+            let best = if uniform {
+                members.iter().map(|&(node, _)| (mix(key, key_hash(&node)), std::cmp::Reverse(key_hash(&node)), node)).max().unwrap().2
+            } else {
+                ranked.sort_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)).then(a.2.cmp(&b.2)));
+                ranked[0].3
+            };
+            prop_assert_eq!(*placement.node_for_hash(key).unwrap(), best);
+        }
+    }
+
+    /// Jump and FlipHash are consistent range hashes: growing the range by one moves a key
+    /// only to the new bucket.
+    #[test]
+    fn range_hashes_are_consistent(key in any::<u64>(), buckets in 1u32..5000) {
+        let j = jump_hash(key, buckets);
+        prop_assert!(j < buckets);
+        let j2 = jump_hash(key, buckets + 1);
+        prop_assert!(j2 == j || j2 == buckets);
+        let f = flip_hash(key, u64::from(buckets));
+        prop_assert!(f < u64::from(buckets));
+        let f2 = flip_hash(key, u64::from(buckets) + 1);
+        prop_assert!(f2 == f || f2 == u64::from(buckets));
+    }
+
+    /// FlipHash across a power-of-two boundary and at large ranges.
+    #[test]
+    fn flip_hash_is_consistent_at_large_ranges(key in any::<u64>(), shift in 1u32..62) {
+        let n = 1u64 << shift;
+        for buckets in [n - 1, n, n + 1] {
+            let before = flip_hash(key, buckets);
+            let after = flip_hash(key, buckets + 1);
+            prop_assert!(before < buckets);
+            prop_assert!(after == before || after == buckets);
+        }
+    }
+
+    /// Memento with no removal is exactly FlipHash; with removals it keeps every key on a working
+    /// bucket and moves only the removed buckets' keys.
+    #[test]
+    fn memento_survives_arbitrary_removals(size in 2u32..60, removals in proptest::collection::vec(any::<prop::sample::Index>(), 1..20), restore in 0usize..5) {
+        let members: Vec<(u32, u32)> = (0..size).map(|n| (n, 1)).collect();
+        let mut memento = build(Memento::new(), &members);
+        let flip = build(Flip::new(), &members);
+        prop_assert_eq!(owners(&memento), owners(&flip));
+        let mut alive: BTreeSet<u32> = (0..size).collect();
+        let mut before = owners(&memento);
+        let mut removed = Vec::new();
+        for index in removals {
+            if alive.len() == 1 {
+                break;
+            }
+            let victim = *alive.iter().nth(index.index(alive.len())).unwrap();
+            memento.remove(&victim).unwrap();
+            alive.remove(&victim);
+            removed.push(victim);
+            let after = owners(&memento);
+            for (old, new) in before.iter().zip(&after) {
+                prop_assert!(alive.contains(new));
+                prop_assert!(old == new || *old == victim);
+            }
+            before = after;
+        }
+        // Restoring (adding a node) moves keys only onto the new node.
+        for i in 0..restore {
+            let node = 100_000 + i as u32;
+            memento.add(node, 1).unwrap();
+            let after = owners(&memento);
+            for (old, new) in before.iter().zip(&after) {
+                prop_assert!(old == new || *new == node);
+            }
+            before = after;
+        }
+    }
+
+    /// Membership changes behave like a map: the same errors, the same members.
+    #[test]
+    fn membership_matches_a_map(ops in proptest::collection::vec((0u8..3, 0u32..12, 0u32..4), 1..60)) {
+        let mut placement = Placement::new(Ring::with_config(RingConfig { points_per_weight: 4 }));
+        let mut model: BTreeMap<u32, u32> = BTreeMap::new();
+        for (op, node, weight) in ops {
+            match op {
+                0 => {
+                    let result = placement.add(node, weight);
+                    let expected_ok = weight > 0 && !model.contains_key(&node);
+                    prop_assert_eq!(result.is_ok(), expected_ok);
+                    if expected_ok {
+                        model.insert(node, weight);
+                    }
+                }
+                1 => {
+                    let result = placement.remove(&node);
+                    prop_assert_eq!(result.ok(), model.remove(&node));
+                }
+                _ => {
+                    let result = placement.set_weight(&node, weight);
+                    let expected_ok = weight > 0 && model.contains_key(&node);
+                    prop_assert_eq!(result.is_ok(), expected_ok);
+                    if expected_ok {
+                        model.insert(node, weight);
+                    }
+                }
+            }
+            let members: BTreeMap<u32, u32> = placement.members().map(|(n, w)| (*n, w)).collect();
+            prop_assert_eq!(&members, &model);
+            if let Some(owner) = placement.node(&node) {
+                prop_assert!(model.contains_key(owner));
+            } else {
+                prop_assert!(model.is_empty());
+            }
+        }
+    }
+}
+
+/// The Maglev table of the paper, populated naively for unit weights.
+fn reference_maglev(nodes: &[u32]) -> Vec<u32> {
+    let mut sorted: Vec<(u64, u32)> = nodes.iter().map(|&n| (key_hash(&n), n)).collect();
+    sorted.sort_unstable();
+    let size = infra_ring_hash::next_prime((100 * nodes.len() as u64).next_power_of_two());
+    let permutation: Vec<Vec<u64>> = sorted
+        .iter()
+        .map(|&(h, _)| {
+            let offset = reduce(mix(h, 1), size);
+            let skip = reduce(mix(h, 2), size - 1) + 1;
+            (0..size).map(|j| (offset + j * skip) % size).collect()
+        })
+        .collect();
+    let mut next = vec![0usize; sorted.len()];
+    let mut table = vec![None; size as usize];
+    let mut filled = 0;
+    while filled < size {
+        for (i, &(_, node)) in sorted.iter().enumerate() {
+            let mut c = permutation[i][next[i]];
+            while table[c as usize].is_some() {
+                next[i] += 1;
+                c = permutation[i][next[i]];
+            }
+            table[c as usize] = Some(node);
+            next[i] += 1;
+            filled += 1;
+            if filled == size {
+                break;
+            }
+        }
+    }
+    table.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn maglev_matches_the_papers_population() {
+    let nodes: Vec<u32> = (0..13).map(|n| n * 7 + 1).collect();
+    let table = reference_maglev(&nodes);
+    let placement = build(
+        Maglev::new(),
+        &nodes.iter().map(|&n| (n, 1)).collect::<Vec<_>>(),
+    );
+    for key in 0..5000u64 {
+        let hash = fmix64(key ^ GOLDEN);
+        let expected = table[reduce(hash, table.len() as u64) as usize];
+        assert_eq!(*placement.node_for_hash(hash).unwrap(), expected);
+    }
+}
+
+#[test]
+fn maglev_shares_entries_within_two_percent_at_1000_nodes() {
+    let members: Vec<(u32, u32)> = (0..1000).map(|n| (n, 1)).collect();
+    let placement = build(Maglev::new(), &members);
+    let counts = placement.engine().entry_counts();
+    let size = placement.engine().table_size() as f64;
+    assert!(size >= 100_000.0);
+    let peak = *counts.iter().max().unwrap() as f64;
+    assert!(peak / (size / 1000.0) <= 1.02, "peak {peak} of {size}");
+}
+
+#[test]
+fn weights_shift_shares() {
+    let members = [(1u32, 1u32), (2, 3)];
+    for shares in [
+        share_of_two(&build(Ring::new(), &members)),
+        share_of_two(&build(Rendezvous::new(), &members)),
+        share_of_two(&build(Maglev::new(), &members)),
+    ] {
+        assert!((0.7..0.8).contains(&shares), "heavy node got {shares}");
+    }
+}
+
+fn share_of_two<E: Engine>(placement: &Placement<u32, E>) -> f64 {
+    let heavy = (0..20_000u64)
+        .filter(|k| *placement.node(k).unwrap() == 2)
+        .count();
+    heavy as f64 / 20_000.0
+}
+
+#[test]
+fn unweighted_engines_reject_weights_and_everyone_rejects_bad_input() {
+    use infra_ring_hash::Error;
+    let mut jump = Placement::new(Jump::new());
+    assert!(matches!(
+        jump.add(1u32, 2),
+        Err(Error::WeightNotSupported {
+            engine: "jump",
+            weight: 2
+        })
+    ));
+    assert!(matches!(
+        Placement::new(Memento::new()).add(1u32, 3),
+        Err(Error::WeightNotSupported { .. })
+    ));
+    assert!(matches!(
+        Placement::new(Flip::new()).add(1u32, 3),
+        Err(Error::WeightNotSupported { .. })
+    ));
+    assert!(jump.is_empty());
+    assert_eq!(jump.try_node("k"), Err(Error::EmptyMembership));
+    assert_eq!(jump.get_n("k", 3), Vec::<&u32>::new());
+    let mut ring = Placement::new(Ring::new());
+    assert!(matches!(ring.add("a", 0), Err(Error::ZeroWeight { .. })));
+    ring.add("a", 1).unwrap();
+    assert_eq!(
+        ring.add("a", 1),
+        Err(Error::DuplicateNode {
+            node: "\"a\"".into()
+        })
+    );
+    assert_eq!(
+        ring.remove(&"b"),
+        Err(Error::UnknownNode {
+            node: "\"b\"".into()
+        })
+    );
+    assert!(matches!(
+        ring.set_weight(&"a", 0),
+        Err(Error::ZeroWeight { .. })
+    ));
+    assert_eq!(ring.len(), 1);
+    let message = Error::EmptyMembership.to_string();
+    assert!(message.contains("add a node"));
+}
+
+/// Pinned placements: these must never change, or every deployed cluster would reshuffle.
+#[test]
+fn placements_are_pinned() {
+    let members: Vec<(u32, u32)> = (0..10).map(|n| (n, 1)).collect();
+    let sample = |owners: Vec<u32>| owners.into_iter().take(12).collect::<Vec<_>>();
+    let pinned = [
+        sample(owners(&build(Ring::new(), &members))),
+        sample(owners(&build(Rendezvous::new(), &members))),
+        sample(owners(&build(Jump::new(), &members))),
+        sample(owners(&build(Flip::new(), &members))),
+        sample(owners(&build(Maglev::new(), &members))),
+        sample(owners(&build(Memento::new(), &members))),
+    ];
+    let expected: [Vec<u32>; 6] = [
+        vec![9, 5, 9, 9, 6, 5, 9, 2, 5, 5, 1, 6],
+        vec![3, 7, 8, 7, 9, 2, 2, 3, 5, 1, 2, 4],
+        vec![3, 1, 3, 1, 8, 9, 7, 8, 1, 3, 4, 2],
+        vec![6, 5, 1, 2, 6, 9, 7, 4, 5, 6, 0, 0],
+        vec![6, 8, 1, 7, 8, 9, 0, 6, 2, 4, 9, 7],
+        vec![6, 5, 1, 2, 6, 9, 7, 4, 5, 6, 0, 0],
+    ];
+    assert_eq!(pinned, expected);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Bounded load against a model: every take goes to the first node in the key's `get_n`
+    /// order whose load stays within ⌈c · m · w / W⌉, and releases give the room back.
+    #[test]
+    fn bounded_load_matches_a_model(
+        members in members(8, true),
+        factor_milli in 1000u64..2000,
+        ops in proptest::collection::vec((any::<bool>(), any::<u64>()), 1..150),
+    ) {
+        use infra_ring_hash::BoundedLoad;
+        let factor = factor_milli as f64 / 1000.0;
+        let placement = build(Rendezvous::new(), &members);
+        let bounded = BoundedLoad::new(placement.clone(), factor).unwrap();
+        let total_weight: u64 = members.iter().map(|m| u64::from(m.1)).sum();
+        let weight: BTreeMap<u32, u64> = members.iter().map(|&(n, w)| (n, u64::from(w))).collect();
+        let mut model: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut leases = Vec::new();
+        for (take, key) in ops {
+            if take || leases.is_empty() {
+                let held = leases.len() as u64 + 1;
+                let expected = placement
+                    .get_n(&key, members.len())
+                    .into_iter()
+                    .copied()
+                    .find(|node| {
+                        let capacity = (u128::from(bounded.factor_milli()) * u128::from(held) * u128::from(weight[node]))
+                            .div_ceil(1000 * u128::from(total_weight));
+                        u128::from(model.get(node).copied().unwrap_or(0)) < capacity
+                    })
+                    .unwrap();
+                let lease = bounded.take(&key).unwrap();
+                prop_assert_eq!(*lease.node(), expected);
+                *model.entry(expected).or_default() += 1;
+                leases.push(lease);
+            } else {
+                let lease = leases.swap_remove(key as usize % leases.len());
+                *model.get_mut(lease.node()).unwrap() -= 1;
+                drop(lease);
+            }
+            prop_assert_eq!(bounded.total(), leases.len() as u64);
+            for (node, load) in bounded.loads() {
+                prop_assert_eq!(load, model.get(&node).copied().unwrap_or(0));
+            }
+        }
+    }
+}

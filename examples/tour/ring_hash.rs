@@ -1,0 +1,73 @@
+//! infra-ring-hash: growing a cluster from 5 to 6 nodes without reshuffling every key.
+
+use std::error::Error;
+
+use infra_ring_hash::hashing::key_hash;
+use infra_ring_hash::{Jump, Member, Placement, Ring};
+
+const KEYS: u64 = 1_000_000;
+
+pub(crate) fn run() -> Result<(), Box<dyn Error>> {
+    let hashes: Vec<u64> = (0..KEYS).map(|key| key_hash(&key)).collect();
+    let nodes = |count: u32| (0..count).map(|i| Member::new(format!("cache-{i}")));
+
+    // hash % n: the placement everyone writes first.
+    let modulo_moved = hashes.iter().filter(|&&h| h % 5 != h % 6).count();
+
+    let mut ring = Placement::from_members(Ring::new(), nodes(5))?;
+    let before: Vec<String> = hashes
+        .iter()
+        .map(|&h| ring.node_for_hash(h).cloned().ok_or("empty ring"))
+        .collect::<Result<_, _>>()?;
+    ring.add("cache-5".to_string(), 1)?;
+    let mut ring_moved = 0;
+    let mut moved_elsewhere = 0;
+    for (&h, old) in hashes.iter().zip(&before) {
+        let new = ring.node_for_hash(h).ok_or("empty ring")?;
+        if new != old {
+            ring_moved += 1;
+            if new != "cache-5" {
+                moved_elsewhere += 1;
+            }
+        }
+    }
+
+    let mut jump = Placement::from_members(Jump::new(), nodes(5))?;
+    let before: Vec<usize> = hashes
+        .iter()
+        .map(|&h| jump_index(&jump, h))
+        .collect::<Result<_, _>>()?;
+    jump.add("cache-5".to_string(), 1)?;
+    let mut jump_moved = 0;
+    for (&h, &old) in hashes.iter().zip(&before) {
+        if jump_index(&jump, h)? != old {
+            jump_moved += 1;
+        }
+    }
+
+    let percent = |moved: usize| 100.0 * moved as f64 / KEYS as f64;
+    println!("sharded {KEYS} keys over 5 nodes, then added a 6th (ideal: 1/6 = 16.7% move)");
+    println!(
+        "  hash % n     moved {:>6} keys ({:.1}%)",
+        modulo_moved,
+        percent(modulo_moved)
+    );
+    println!(
+        "  ring         moved {:>6} keys ({:.1}%), {} of them between old nodes",
+        ring_moved,
+        percent(ring_moved),
+        moved_elsewhere
+    );
+    println!(
+        "  jump         moved {:>6} keys ({:.1}%)",
+        jump_moved,
+        percent(jump_moved)
+    );
+    Ok(())
+}
+
+/// The bucket number of the node that owns `hash` (node `cache-i` is bucket `i`).
+fn jump_index(placement: &Placement<String, Jump>, hash: u64) -> Result<usize, Box<dyn Error>> {
+    let node = placement.node_for_hash(hash).ok_or("empty placement")?;
+    Ok(node.trim_start_matches("cache-").parse()?)
+}
