@@ -1,0 +1,732 @@
+//! Concurrency limits: how many requests may be in flight at once, fixed or adaptive.
+
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::Clock;
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::{Decision, Error};
+
+/// Takes one in-flight slot if fewer than `limit` are taken.
+fn try_take(in_flight: &AtomicU32, limit: u32) -> Result<u32, u32> {
+    // AcqRel/Acquire: a permit's drop releases the slot after the guarded work, and the next
+    // holder acquires it, so the slot count orders the work it protects.
+    in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+        (taken < limit).then_some(taken + 1)
+    })
+}
+
+fn denied(limit: u32) -> Decision {
+    // A concurrency limit does not know when a slot frees up: retry-after is zero.
+    Decision::denied(limit, 0, Duration::ZERO, Duration::ZERO)
+}
+
+/// At most `limit` permits outstanding at once; a permit gives its slot back when dropped.
+///
+/// Semantics: [`ConcurrencyLimiter::try_acquire`] never waits; it is denied when `limit`
+/// permits are held. Lowering the limit below the number held denies new permits until enough
+/// are dropped; held permits are never revoked.
+///
+/// ```
+/// use infra_ratelimit::ConcurrencyLimiter;
+///
+/// let limiter = ConcurrencyLimiter::new(2)?;
+/// let a = limiter.try_acquire().unwrap();
+/// let _b = limiter.try_acquire().unwrap();
+/// assert!(limiter.try_acquire().is_err());
+/// drop(a);
+/// assert!(limiter.try_acquire().is_ok());
+/// # Ok::<(), infra_ratelimit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ConcurrencyLimiter {
+    in_flight: AtomicU32,
+    limit: AtomicU32,
+}
+
+/// One in-flight slot of a [`ConcurrencyLimiter`], released on drop.
+#[must_use = "the slot is released as soon as the permit is dropped"]
+pub struct Permit<'a> {
+    in_flight: &'a AtomicU32,
+}
+
+impl ConcurrencyLimiter {
+    /// A limiter admitting `limit` concurrent permits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `limit` is zero.
+    pub fn new(limit: u32) -> Result<Self, Error> {
+        if limit == 0 {
+            return Err(Error::ZeroLimit);
+        }
+        Ok(Self {
+            in_flight: AtomicU32::new(0),
+            limit: AtomicU32::new(limit),
+        })
+    }
+
+    /// Takes a slot, or returns the denial (with `limit` and zero remaining).
+    ///
+    /// # Errors
+    ///
+    /// The denying [`Decision`] when every slot is taken.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Decision> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        match try_take(&self.in_flight, limit) {
+            Ok(_) => Ok(Permit {
+                in_flight: &self.in_flight,
+            }),
+            Err(_) => Err(denied(limit)),
+        }
+    }
+
+    /// Permits currently held.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit; held permits stay valid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `limit` is zero.
+    pub fn set_limit(&self, limit: u32) -> Result<(), Error> {
+        if limit == 0 {
+            return Err(Error::ZeroLimit);
+        }
+        self.limit.store(limit, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+/// Settings of the AIMD (additive increase, multiplicative decrease) adaptive limiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AimdConfig {
+    initial: u32,
+    min: u32,
+    max: u32,
+    latency_threshold: Duration,
+    backoff_percent: u32,
+}
+
+impl AimdConfig {
+    /// Start at `initial`, move within `min..=max`, and treat a request slower than
+    /// `latency_threshold` as a sign of overload. The backoff factor defaults to 90 %.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `min` is zero; [`Error::InvalidConfig`] unless
+    /// `min ≤ initial ≤ max` and the threshold is positive.
+    pub fn new(
+        initial: u32,
+        min: u32,
+        max: u32,
+        latency_threshold: Duration,
+    ) -> Result<Self, Error> {
+        if min == 0 {
+            return Err(Error::ZeroLimit);
+        }
+        if !(min <= initial && initial <= max) {
+            return Err(Error::InvalidConfig {
+                reason: "AIMD limits must satisfy min <= initial <= max",
+            });
+        }
+        if latency_threshold.is_zero() {
+            return Err(Error::InvalidConfig {
+                reason: "AIMD latency threshold must be positive",
+            });
+        }
+        Ok(Self {
+            initial,
+            min,
+            max,
+            latency_threshold,
+            backoff_percent: 90,
+        })
+    }
+
+    /// On overload the limit becomes `limit × percent / 100` (at least `min`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] unless `1 ≤ percent ≤ 99`.
+    pub fn with_backoff_percent(self, percent: u32) -> Result<Self, Error> {
+        if !(1..=99).contains(&percent) {
+            return Err(Error::InvalidConfig {
+                reason: "AIMD backoff must be between 1 and 99 percent",
+            });
+        }
+        Ok(Self {
+            backoff_percent: percent,
+            ..self
+        })
+    }
+}
+
+/// Settings of the Vegas adaptive limiter (TCP Vegas's queue estimate applied to requests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VegasConfig {
+    initial: u32,
+    min: u32,
+    max: u32,
+    alpha: u32,
+    beta: u32,
+    backoff_percent: u32,
+}
+
+impl VegasConfig {
+    /// Start at `initial` and move within `min..=max`; queue thresholds default to α = 3 and
+    /// β = 6 requests, the overload backoff to 90 %.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `min` is zero; [`Error::InvalidConfig`] unless
+    /// `min ≤ initial ≤ max`.
+    pub fn new(initial: u32, min: u32, max: u32) -> Result<Self, Error> {
+        if min == 0 {
+            return Err(Error::ZeroLimit);
+        }
+        if !(min <= initial && initial <= max) {
+            return Err(Error::InvalidConfig {
+                reason: "Vegas limits must satisfy min <= initial <= max",
+            });
+        }
+        Ok(Self {
+            initial,
+            min,
+            max,
+            alpha: 3,
+            beta: 6,
+            backoff_percent: 90,
+        })
+    }
+
+    /// Grow while fewer than `alpha` requests seem queued, shrink while more than `beta` do.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] unless `alpha < beta`.
+    pub fn with_thresholds(self, alpha: u32, beta: u32) -> Result<Self, Error> {
+        if alpha >= beta {
+            return Err(Error::InvalidConfig {
+                reason: "Vegas thresholds must satisfy alpha < beta",
+            });
+        }
+        Ok(Self {
+            alpha,
+            beta,
+            ..self
+        })
+    }
+
+    /// On overload the limit becomes `limit × percent / 100` (at least `min`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] unless `1 ≤ percent ≤ 99`.
+    pub fn with_backoff_percent(self, percent: u32) -> Result<Self, Error> {
+        if !(1..=99).contains(&percent) {
+            return Err(Error::InvalidConfig {
+                reason: "Vegas backoff must be between 1 and 99 percent",
+            });
+        }
+        Ok(Self {
+            backoff_percent: percent,
+            ..self
+        })
+    }
+}
+
+/// How an adaptive limiter moves its limit.
+#[derive(Debug)]
+enum Control {
+    Aimd(AimdConfig),
+    Vegas {
+        config: VegasConfig,
+        /// The smallest latency seen since the last baseline reset, in nanoseconds.
+        min_latency: AtomicU64,
+    },
+}
+
+/// A concurrency limit that follows the service's health: AIMD on observed latency and errors.
+///
+/// Each permit reports how its request went: [`AdaptivePermit::success`] measures the latency
+/// with the limiter's clock; a latency above the threshold, or [`AdaptivePermit::overloaded`]
+/// (a timeout, a 503, a dropped connection), multiplies the limit by the backoff factor (90 %
+/// by default). Every `limit` fast successes raise the limit by one (additive increase: about
+/// +1 per round trip of the whole window, as TCP congestion control). The limit stays within
+/// `min..=max`. A permit dropped without a report gives back its slot and says nothing.
+///
+/// [`AdaptiveConcurrencyLimiter::vegas`] moves the limit with TCP Vegas's rule instead: from the
+/// smallest latency seen (the no-queue baseline) and each request's latency, it estimates how
+/// many requests are queued, `limit × (latency − baseline) / latency`, and adds one to the limit
+/// while fewer than α are queued, removes one while more than β are. It reacts to queues before
+/// they turn into timeouts, without a hand-picked threshold. The baseline is the smallest latency
+/// since creation or [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the service's
+/// normal latency is known to have changed.
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_ratelimit::{AdaptiveConcurrencyLimiter, AimdConfig};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let config = AimdConfig::new(10, 1, 100, Duration::from_millis(50))?;
+/// let limiter = AdaptiveConcurrencyLimiter::new(config, clock.clone());
+/// let permit = limiter.try_acquire().unwrap();
+/// clock.advance(Duration::from_millis(200)); // too slow
+/// permit.success();
+/// assert_eq!(limiter.limit(), 9);
+/// # Ok::<(), infra_ratelimit::Error>(())
+/// ```
+pub struct AdaptiveConcurrencyLimiter<C: Clock> {
+    in_flight: AtomicU32,
+    limit: AtomicU32,
+    fast_successes: AtomicU32,
+    control: Control,
+    clock: C,
+}
+
+/// One in-flight slot of an [`AdaptiveConcurrencyLimiter`]; report the outcome, or drop it.
+#[must_use = "the slot is released as soon as the permit is dropped"]
+pub struct AdaptivePermit<'a, C: Clock> {
+    limiter: &'a AdaptiveConcurrencyLimiter<C>,
+    started: u64,
+}
+
+impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
+    /// An AIMD limiter starting at the configured initial limit.
+    pub fn new(config: AimdConfig, clock: C) -> Self {
+        Self::with_control(config.initial, Control::Aimd(config), clock)
+    }
+
+    /// A Vegas limiter starting at the configured initial limit.
+    ///
+    /// ```
+    /// use infra_common::ManualClock;
+    /// use infra_ratelimit::{AdaptiveConcurrencyLimiter, VegasConfig};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = AdaptiveConcurrencyLimiter::vegas(VegasConfig::new(10, 1, 100)?, clock.clone());
+    /// for latency in [10, 10, 40] {
+    ///     let permit = limiter.try_acquire().unwrap();
+    ///     clock.advance(Duration::from_millis(latency));
+    ///     permit.success();
+    /// }
+    /// // Two fast answers grew it to 12; at 4× the baseline about 9 requests look queued.
+    /// assert_eq!(limiter.limit(), 11);
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    pub fn vegas(config: VegasConfig, clock: C) -> Self {
+        let control = Control::Vegas {
+            config,
+            min_latency: AtomicU64::new(u64::MAX),
+        };
+        Self::with_control(config.initial, control, clock)
+    }
+
+    fn with_control(initial: u32, control: Control, clock: C) -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            limit: AtomicU32::new(initial),
+            fast_successes: AtomicU32::new(0),
+            control,
+            clock,
+        }
+    }
+
+    /// Forgets the Vegas latency baseline; the next answer sets it again. No effect on AIMD.
+    pub fn reset_baseline(&self) {
+        if let Control::Vegas { min_latency, .. } = &self.control {
+            min_latency.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
+
+    /// `(min, max, backoff percent)` of either control.
+    fn bounds(&self) -> (u32, u32, u32) {
+        match &self.control {
+            Control::Aimd(c) => (c.min, c.max, c.backoff_percent),
+            Control::Vegas { config: c, .. } => (c.min, c.max, c.backoff_percent),
+        }
+    }
+
+    fn record_success(&self, latency: u64) {
+        match &self.control {
+            Control::Aimd(config) => {
+                if latency > duration_to_nanos(config.latency_threshold) {
+                    self.decrease();
+                } else {
+                    self.increase();
+                }
+            }
+            Control::Vegas {
+                config,
+                min_latency,
+            } => {
+                let baseline = min_latency
+                    .fetch_min(latency, Ordering::Relaxed)
+                    .min(latency);
+                let (min, max, _) = self.bounds();
+                let _ = self
+                    .limit
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                        let queued = if latency == 0 {
+                            0
+                        } else {
+                            u128::from(limit) * u128::from(latency - baseline) / u128::from(latency)
+                        };
+                        if queued < u128::from(config.alpha) {
+                            Some(limit.saturating_add(1).min(max))
+                        } else if queued > u128::from(config.beta) {
+                            Some(limit.saturating_sub(1).max(min))
+                        } else {
+                            None
+                        }
+                    });
+            }
+        }
+    }
+
+    /// Takes a slot, or returns the denial.
+    ///
+    /// # Errors
+    ///
+    /// The denying [`Decision`] when `limit` permits are held.
+    pub fn try_acquire(&self) -> Result<AdaptivePermit<'_, C>, Decision> {
+        let limit = self.limit();
+        match try_take(&self.in_flight, limit) {
+            Ok(_) => Ok(AdaptivePermit {
+                limiter: self,
+                started: self.clock.now_nanos(),
+            }),
+            Err(_) => Err(denied(limit)),
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Permits currently held.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn decrease(&self) {
+        let (min, _, backoff_percent) = self.bounds();
+        let _ = self
+            .limit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                let lowered = u64::from(limit) * u64::from(backoff_percent) / 100;
+                Some(u32::try_from(lowered).unwrap_or(limit).max(min))
+            });
+        self.fast_successes.store(0, Ordering::Relaxed);
+    }
+
+    fn increase(&self) {
+        let seen = self.fast_successes.fetch_add(1, Ordering::Relaxed) + 1;
+        if seen >= self.limit() {
+            self.fast_successes.store(0, Ordering::Relaxed);
+            let (_, max, _) = self.bounds();
+            let _ = self
+                .limit
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                    Some(limit.saturating_add(1).min(max))
+                });
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for AdaptiveConcurrencyLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveConcurrencyLimiter")
+            .field("limit", &self.limit())
+            .field("in_flight", &self.in_flight())
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> AdaptivePermit<'_, C> {
+    /// The request succeeded; its latency (measured since the permit was taken) moves the
+    /// limit (AIMD: against the threshold; Vegas: against the baseline).
+    pub fn success(self) {
+        let latency = self.limiter.clock.now_nanos().saturating_sub(self.started);
+        self.limiter.record_success(latency);
+    }
+
+    /// The request failed in a way that signals overload (timeout, 503, connection dropped).
+    pub fn overloaded(self) {
+        self.limiter.decrease();
+    }
+}
+
+impl<C: Clock> Drop for AdaptivePermit<'_, C> {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<C: Clock> fmt::Debug for AdaptivePermit<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptivePermit")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use infra_common::ManualClock;
+    use proptest::prelude::*;
+
+    #[test]
+    fn permits_are_released_on_drop_and_limits_change() {
+        let limiter = ConcurrencyLimiter::new(1).unwrap();
+        let permit = limiter.try_acquire().unwrap();
+        let denied = limiter.try_acquire().unwrap_err();
+        assert_eq!((denied.limit(), denied.remaining()), (1, 0));
+        limiter.set_limit(2).unwrap();
+        let second = limiter.try_acquire().unwrap();
+        assert_eq!(limiter.in_flight(), 2);
+        drop((permit, second));
+        assert_eq!(limiter.in_flight(), 0);
+        assert_eq!(limiter.set_limit(0), Err(Error::ZeroLimit));
+        assert!(ConcurrencyLimiter::new(0).is_err());
+    }
+
+    #[test]
+    fn aimd_grows_additively_and_shrinks_multiplicatively() {
+        let clock = ManualClock::new();
+        let config = AimdConfig::new(4, 2, 5, Duration::from_millis(10))
+            .unwrap()
+            .with_backoff_percent(50)
+            .unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::new(config, clock.clone());
+        for _ in 0..4 {
+            limiter.try_acquire().unwrap().success();
+        }
+        assert_eq!(limiter.limit(), 5);
+        for _ in 0..10 {
+            limiter.try_acquire().unwrap().success();
+        }
+        assert_eq!(limiter.limit(), 5, "capped at max");
+        limiter.try_acquire().unwrap().overloaded();
+        assert_eq!(limiter.limit(), 2);
+        limiter.try_acquire().unwrap().overloaded();
+        assert_eq!(limiter.limit(), 2, "floored at min");
+        let held: Vec<_> = (0..2).map(|_| limiter.try_acquire().unwrap()).collect();
+        assert!(limiter.try_acquire().is_err());
+        drop(held);
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    /// What a test does with the permits it holds.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        Acquire,
+        /// Release permit `i` (modulo the held ones) after `millis`, reporting success.
+        Success(usize, u64),
+        Overloaded(usize),
+        Drop(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => Just(Step::Acquire),
+            2 => (any::<usize>(), 0u64..40).prop_map(|(i, ms)| Step::Success(i, ms)),
+            1 => any::<usize>().prop_map(Step::Overloaded),
+            1 => any::<usize>().prop_map(Step::Drop),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn concurrency_limiter_matches_a_counter(
+            limit in 1u32..6,
+            steps in proptest::collection::vec(step(), 0..60),
+        ) {
+            let limiter = ConcurrencyLimiter::new(limit).unwrap();
+            let mut held = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Acquire => {
+                        let admitted = limiter.try_acquire();
+                        prop_assert_eq!(admitted.is_ok(), held.len() < limit as usize);
+                        if let Ok(permit) = admitted {
+                            held.push(permit);
+                        }
+                    }
+                    Step::Success(i, _) | Step::Overloaded(i) | Step::Drop(i) => {
+                        if !held.is_empty() {
+                            drop(held.swap_remove(i % held.len()));
+                        }
+                    }
+                }
+                prop_assert_eq!(limiter.in_flight() as usize, held.len());
+            }
+        }
+
+        #[test]
+        fn aimd_matches_its_model(
+            (initial, min, max) in (1u32..5, 1u32..5, 5u32..12)
+                .prop_map(|(a, b, c)| (a.max(b), a.min(b), c)),
+            backoff in 10u32..95,
+            steps in proptest::collection::vec(step(), 0..80),
+        ) {
+            let clock = ManualClock::new();
+            let threshold = Duration::from_millis(20);
+            let config = AimdConfig::new(initial, min, max, threshold)
+                .unwrap()
+                .with_backoff_percent(backoff)
+                .unwrap();
+            let limiter = AdaptiveConcurrencyLimiter::new(config, clock.clone());
+            // The model: the limit, fast successes since the last change, and each held
+            // permit with the time it was taken.
+            let (mut limit, mut fast) = (initial, 0u32);
+            let mut held = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Acquire => {
+                        let admitted = limiter.try_acquire();
+                        prop_assert_eq!(admitted.is_ok(), (held.len() as u32) < limit);
+                        if let Ok(permit) = admitted {
+                            held.push((permit, clock.now_nanos()));
+                        }
+                    }
+                    Step::Success(i, millis) if !held.is_empty() => {
+                        clock.advance(Duration::from_millis(millis));
+                        let (permit, started) = held.swap_remove(i % held.len());
+                        permit.success();
+                        if clock.now_nanos() - started > 20_000_000 {
+                            limit = (limit * backoff / 100).max(min);
+                            fast = 0;
+                        } else {
+                            fast += 1;
+                            if fast >= limit {
+                                limit = (limit + 1).min(max);
+                                fast = 0;
+                            }
+                        }
+                    }
+                    Step::Overloaded(i) if !held.is_empty() => {
+                        held.swap_remove(i % held.len()).0.overloaded();
+                        limit = (limit * backoff / 100).max(min);
+                        fast = 0;
+                    }
+                    Step::Drop(i) if !held.is_empty() => drop(held.swap_remove(i % held.len())),
+                    _ => {}
+                }
+                prop_assert_eq!(limiter.limit(), limit);
+                prop_assert_eq!(limiter.in_flight() as usize, held.len());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn vegas_matches_its_model(
+            (initial, min, max) in (1u32..8, 1u32..8, 8u32..20)
+                .prop_map(|(a, b, c)| (a.max(b), a.min(b), c)),
+            latencies in proptest::collection::vec(prop_oneof![1u64..30, Just(0u64)], 0..60),
+            overload_every in 3usize..10,
+        ) {
+            let clock = ManualClock::new();
+            let config = VegasConfig::new(initial, min, max).unwrap().with_thresholds(2, 4).unwrap();
+            let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
+            let (mut limit, mut baseline) = (u64::from(initial), u64::MAX);
+            for (i, millis) in latencies.into_iter().enumerate() {
+                let permit = limiter.try_acquire().unwrap();
+                if i % overload_every == overload_every - 1 {
+                    permit.overloaded();
+                    limit = (limit * 90 / 100).max(u64::from(min));
+                } else {
+                    clock.advance(Duration::from_millis(millis));
+                    permit.success();
+                    let latency = millis * 1_000_000;
+                    baseline = baseline.min(latency);
+                    let queued = (limit * (latency - baseline)).checked_div(latency).unwrap_or(0);
+                    if queued < 2 {
+                        limit = (limit + 1).min(u64::from(max));
+                    } else if queued > 4 {
+                        limit = (limit - 1).max(u64::from(min));
+                    }
+                }
+                prop_assert_eq!(u64::from(limiter.limit()), limit);
+            }
+        }
+    }
+
+    #[test]
+    fn vegas_shrinks_when_latency_grows_and_the_baseline_can_be_reset() {
+        let clock = ManualClock::new();
+        let config = VegasConfig::new(20, 1, 100).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
+        let answer = |millis| {
+            let permit = limiter.try_acquire().unwrap();
+            clock.advance(Duration::from_millis(millis));
+            permit.success();
+        };
+        answer(10);
+        assert_eq!(limiter.limit(), 21);
+        for _ in 0..5 {
+            answer(20); // half of every latency is queueing: ~10 queued > beta
+        }
+        assert_eq!(limiter.limit(), 16);
+        limiter.reset_baseline();
+        answer(20);
+        assert_eq!(limiter.limit(), 17, "20 ms is the new normal");
+        assert!(format!("{limiter:?}").contains("Vegas"));
+        assert!(
+            VegasConfig::new(1, 1, 1)
+                .unwrap()
+                .with_thresholds(3, 3)
+                .is_err()
+        );
+        assert!(VegasConfig::new(2, 1, 1).is_err());
+        assert_eq!(VegasConfig::new(1, 0, 1), Err(Error::ZeroLimit));
+        assert!(
+            VegasConfig::new(1, 1, 1)
+                .unwrap()
+                .with_backoff_percent(0)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn aimd_config_is_validated() {
+        let t = Duration::from_millis(1);
+        assert_eq!(AimdConfig::new(1, 0, 1, t), Err(Error::ZeroLimit));
+        assert!(AimdConfig::new(5, 1, 4, t).is_err());
+        assert!(AimdConfig::new(1, 1, 1, Duration::ZERO).is_err());
+        assert!(
+            AimdConfig::new(1, 1, 1, t)
+                .unwrap()
+                .with_backoff_percent(100)
+                .is_err()
+        );
+    }
+}

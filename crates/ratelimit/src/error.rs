@@ -1,0 +1,101 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong when building or asking a limiter.
+///
+/// Quota errors come from constructors fed numbers that cannot describe a rate (zero, too large,
+/// or too fine to represent in nanoseconds); they never panic. [`Error::InsufficientCapacity`] is
+/// what `check_n(n)` returns when `n` is more than the limiter could ever admit at once: such a
+/// request would otherwise be denied forever, so it is an error rather than a denial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The quota admits zero requests per period. Use a positive limit.
+    ZeroLimit,
+    /// The quota's period is zero. Use a positive duration.
+    ZeroPeriod,
+    /// The quota's burst is zero: nothing could ever be admitted. Use a burst of at least 1.
+    ZeroBurst,
+    /// A number is larger than the limiter can represent (`what` names it).
+    TooLarge {
+        /// Which number: `"limit"`, `"burst"`, `"period"`, `"burst duration"`, ...
+        what: &'static str,
+        /// The value given, widened.
+        value: u128,
+        /// The largest value accepted.
+        max: u128,
+    },
+    /// More than one request per nanosecond: the emission interval rounds down to zero.
+    /// Use a longer period or a smaller limit.
+    RateTooHigh {
+        /// Requests per period given.
+        limit: u64,
+        /// The period given.
+        period: Duration,
+    },
+    /// The rate is too slow for the algorithm's time resolution (a token bucket refilling less
+    /// than one token in many years). Use a larger limit or a shorter period.
+    RateTooLow,
+    /// A configuration value of a limiter other than its quota is out of range.
+    InvalidConfig {
+        /// What is wrong, in words.
+        reason: &'static str,
+    },
+    /// `check_n(n)` asked for more than the limiter can ever admit at once.
+    ///
+    /// Split the request, or raise the burst: a GCRA or token bucket admits at most its burst
+    /// at once, a window limiter at most its limit per window.
+    InsufficientCapacity {
+        /// Cells asked for.
+        requested: u32,
+        /// The most the limiter admits at once.
+        capacity: u32,
+    },
+    /// A keyed limiter already tracks its maximum number of keys and none of them is idle,
+    /// so a new key cannot be admitted without forgetting another key's state.
+    TooManyKeys {
+        /// The configured cap.
+        max_keys: usize,
+    },
+    /// A remote backend (Redis) could not be asked and the fail-closed policy applies, or an
+    /// operation that has no policy failed.
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroLimit => f.write_str("quota limit is zero: use a positive limit"),
+            Self::ZeroPeriod => f.write_str("quota period is zero: use a positive duration"),
+            Self::ZeroBurst => f.write_str("quota burst is zero: use a burst of at least 1"),
+            Self::TooLarge { what, value, max } => {
+                write!(f, "{what} {value} is too large (at most {max})")
+            }
+            Self::RateTooHigh { limit, period } => write!(
+                f,
+                "{limit} per {period:?} is more than one per nanosecond: use a longer period"
+            ),
+            Self::RateTooLow => f.write_str("rate is too slow to represent: use a shorter period"),
+            Self::InvalidConfig { reason } => write!(f, "invalid limiter configuration: {reason}"),
+            Self::InsufficientCapacity {
+                requested,
+                capacity,
+            } => write!(
+                f,
+                "{requested} cells requested but at most {capacity} can ever be admitted at once"
+            ),
+            Self::TooManyKeys { max_keys } => write!(
+                f,
+                "the limiter already tracks {max_keys} keys and none is idle: new keys are refused"
+            ),
+            Self::Unavailable { reason } => write!(f, "rate-limit backend unavailable: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

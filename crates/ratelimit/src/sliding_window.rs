@@ -1,0 +1,301 @@
+//! Sliding windows: a weighted counter (approximate, two numbers) and a log (exact).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use infra_common::sync::Mutex;
+
+use crate::algorithm::{Algorithm, CONFIG_WORDS};
+use crate::fixed_window::{WindowConfig, cells, nanos};
+use crate::{Decision, Error, Quota};
+
+/// The sliding-window counter: the current fixed window's count plus the previous window's,
+/// weighted by how much of it the sliding window still covers.
+///
+/// Semantics: with window `W`, `e` nanoseconds into the current window, previous count `p` and
+/// current count `c`, the estimate is `p·(W−e)/W + c`, and `check_n(n)` is admitted when
+/// `estimate + n ≤ limit` (compared exactly, in integers). Denial consumes nothing. This smooths
+/// the fixed window's boundary burst with two counters per key; it assumes the previous
+/// window's requests were evenly spread, so a burst at the end of one window can still let
+/// through somewhat more than `limit` in some sliding period. Use [`SlidingWindowLog`] when the
+/// bound must be exact. The quota's burst is not used.
+#[derive(Debug)]
+pub struct SlidingWindowCounter {
+    state: Mutex<Counts>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    start: u64,
+    previous: u64,
+    current: u64,
+}
+
+impl Counts {
+    /// Moves the counts forward to the window holding `now`; older readings change nothing.
+    fn roll(&mut self, config: &WindowConfig, now: u64) {
+        let start = config.window_start(now);
+        if start > self.start {
+            self.previous = if start - self.start == config.window {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.start = start;
+        }
+    }
+}
+
+/// Smallest `e` in `0..=W` with `weight·(W−e) ≤ room·W`, for `weight > 0`.
+fn first_fit(window: u64, weight: u64, room: u64) -> u64 {
+    let w = u128::from(window);
+    let fits = u128::from(room) * w / u128::from(weight);
+    u64::try_from(w.saturating_sub(fits)).unwrap_or(u64::MAX)
+}
+
+impl Algorithm for SlidingWindowCounter {
+    type Config = WindowConfig;
+    const NAME: &'static str = "sliding_window_counter";
+
+    fn config(quota: &Quota) -> Result<WindowConfig, Error> {
+        Ok(WindowConfig::from_quota(quota))
+    }
+
+    fn encode(config: &WindowConfig) -> [u64; CONFIG_WORDS] {
+        config.encode()
+    }
+
+    fn decode(words: [u64; CONFIG_WORDS]) -> WindowConfig {
+        WindowConfig::decode(words)
+    }
+
+    fn capacity(config: &WindowConfig) -> u32 {
+        config.limit
+    }
+
+    fn new(config: &WindowConfig, now: u64) -> Self {
+        Self {
+            state: Mutex::new(Counts {
+                start: config.window_start(now),
+                previous: 0,
+                current: 0,
+            }),
+        }
+    }
+
+    fn check_n(&self, config: &WindowConfig, now: u64, n: u32) -> Decision {
+        let mut counts = self.state.lock();
+        counts.roll(config, now);
+        let Counts {
+            start,
+            previous,
+            current,
+        } = *counts;
+        let w = config.window;
+        let limit = u64::from(config.limit);
+        let elapsed = now.saturating_sub(start).min(w);
+        let used =
+            u128::from(previous) * u128::from(w - elapsed) + u128::from(current) * u128::from(w);
+        let room = (u128::from(limit) * u128::from(w)).saturating_sub(used);
+        let remaining = |room: u128| cells(u64::try_from(room / u128::from(w)).unwrap_or(0));
+        let reset = |current: u64| {
+            nanos(if current > 0 {
+                (2 * w).saturating_sub(elapsed)
+            } else if previous > 0 {
+                w - elapsed
+            } else {
+                0
+            })
+        };
+        let cost = u128::from(n) * u128::from(w);
+        if n == 0 || cost <= room {
+            let current = current + u64::from(n);
+            counts.current = current;
+            return Decision::allowed(config.limit, remaining(room - cost), reset(current));
+        }
+        let n = u64::from(n);
+        let retry = if n > limit {
+            Duration::MAX
+        } else if current + n <= limit {
+            // Fits in this window once enough of the previous one has slid out.
+            nanos(first_fit(w, previous, limit - current - n) - elapsed)
+        } else {
+            // Must wait for the next window, where this window's count is the weighted one.
+            nanos(w - elapsed + first_fit(w, current, limit - n))
+        };
+        Decision::denied(config.limit, remaining(room), retry, reset(current))
+    }
+
+    fn is_idle(&self, config: &WindowConfig, now: u64) -> bool {
+        let mut counts = *self.state.lock();
+        counts.roll(config, now);
+        counts.previous == 0 && counts.current == 0
+    }
+}
+
+/// The sliding-window log: the admission time of every cell still inside the window.
+///
+/// Semantics: exact. In every interval `(t−W, t]` at most `limit` cells are admitted;
+/// `check_n(n)` is admitted when the cells admitted in `(now−W, now]` plus `n` are at most the
+/// limit, and denial consumes nothing. `retry_after` is the moment enough old entries leave the
+/// window. Memory is bounded by the limit: at most `limit` entries of 16 bytes (fewer when
+/// requests take several cells or arrive in the same nanosecond), so keep it for modest limits
+/// (up to thousands per window). The quota's burst is not used.
+#[derive(Debug)]
+pub struct SlidingWindowLog {
+    state: Mutex<Log>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// (admission time, cells), oldest first, times non-decreasing.
+    entries: VecDeque<(u64, u32)>,
+    total: u64,
+}
+
+impl Log {
+    fn evict(&mut self, window: u64, now: u64) {
+        while let Some(&(at, cells)) = self.entries.front() {
+            if at.saturating_add(window) > now {
+                break;
+            }
+            self.entries.pop_front();
+            self.total -= u64::from(cells);
+        }
+    }
+
+    fn reset_after(&self, window: u64, now: u64) -> Duration {
+        self.entries.back().map_or(Duration::ZERO, |&(at, _)| {
+            nanos(at.saturating_add(window).saturating_sub(now))
+        })
+    }
+}
+
+impl SlidingWindowLog {
+    /// Entries currently held (for measuring memory).
+    pub fn entries(&self) -> usize {
+        self.state.lock().entries.len()
+    }
+}
+
+impl Algorithm for SlidingWindowLog {
+    type Config = WindowConfig;
+    const NAME: &'static str = "sliding_window_log";
+
+    fn config(quota: &Quota) -> Result<WindowConfig, Error> {
+        Ok(WindowConfig::from_quota(quota))
+    }
+
+    fn encode(config: &WindowConfig) -> [u64; CONFIG_WORDS] {
+        config.encode()
+    }
+
+    fn decode(words: [u64; CONFIG_WORDS]) -> WindowConfig {
+        WindowConfig::decode(words)
+    }
+
+    fn capacity(config: &WindowConfig) -> u32 {
+        config.limit
+    }
+
+    fn new(_config: &WindowConfig, _now: u64) -> Self {
+        Self {
+            state: Mutex::new(Log::default()),
+        }
+    }
+
+    fn check_n(&self, config: &WindowConfig, now: u64, n: u32) -> Decision {
+        let w = config.window;
+        let limit = u64::from(config.limit);
+        let mut log = self.state.lock();
+        log.evict(w, now);
+        let left = limit.saturating_sub(log.total);
+        if n == 0 {
+            return Decision::allowed(config.limit, cells(left), log.reset_after(w, now));
+        }
+        let n64 = u64::from(n);
+        if n64 <= left {
+            // A reading older than the newest entry (a racing thread) is recorded at the newest
+            // time, keeping the log ordered; the entry then lives slightly longer, never shorter.
+            let at = log.entries.back().map_or(now, |&(last, _)| last.max(now));
+            match log.entries.back_mut() {
+                Some((last, cells)) if *last == at => *cells += n,
+                _ => log.entries.push_back((at, n)),
+            }
+            log.total += n64;
+            return Decision::allowed(config.limit, cells(left - n64), log.reset_after(w, now));
+        }
+        let retry = if n64 > limit {
+            Duration::MAX
+        } else {
+            let mut to_free = n64 - left;
+            let mut retry = Duration::ZERO;
+            for &(at, cells) in &log.entries {
+                retry = nanos(at.saturating_add(w).saturating_sub(now));
+                to_free = to_free.saturating_sub(u64::from(cells));
+                if to_free == 0 {
+                    break;
+                }
+            }
+            retry
+        };
+        Decision::denied(config.limit, cells(left), retry, log.reset_after(w, now))
+    }
+
+    fn is_idle(&self, config: &WindowConfig, now: u64) -> bool {
+        let log = self.state.lock();
+        log.entries
+            .back()
+            .is_none_or(|&(at, _)| at.saturating_add(config.window) <= now)
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::RateLimiter;
+    use infra_common::ManualClock;
+
+    #[test]
+    fn counter_weights_the_previous_window() {
+        let clock = ManualClock::new();
+        let limiter = RateLimiter::<SlidingWindowCounter, _>::with_clock(
+            Quota::per_second(10).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        assert!(limiter.check_n(10).unwrap().is_allowed());
+        clock.advance(Duration::from_millis(1250));
+        // The previous window (10) still weighs 75 %: 7.5 used, 2 whole cells left.
+        let d = limiter.check_n(0).unwrap();
+        assert_eq!(d.remaining(), 2);
+        assert!(limiter.check_n(2).unwrap().is_allowed());
+        let denied = limiter.check();
+        assert!(denied.is_denied());
+        // 0.5 used by the weight must slide out: 10·(1000−e)/1000 + 2 + 1 ≤ 10 at e = 300 ms.
+        assert_eq!(denied.retry_after(), Duration::from_millis(50));
+        clock.advance(Duration::from_millis(50));
+        assert!(limiter.check().is_allowed());
+    }
+
+    #[test]
+    fn log_is_exact_and_bounded_by_the_limit() {
+        let clock = ManualClock::new();
+        let limiter = RateLimiter::<SlidingWindowLog, _>::with_clock(
+            Quota::per_second(3).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        assert!(limiter.check().is_allowed());
+        clock.advance(Duration::from_millis(400));
+        assert!(limiter.check_n(2).unwrap().is_allowed());
+        let denied = limiter.check();
+        assert_eq!(denied.retry_after(), Duration::from_millis(600));
+        clock.advance(Duration::from_millis(600));
+        assert!(limiter.check().is_allowed());
+        assert!(limiter.check().is_denied());
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.is_idle());
+    }
+}

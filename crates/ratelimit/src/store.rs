@@ -1,0 +1,222 @@
+//! The concurrent map behind keyed limiters.
+//!
+//! A normal build uses a sharded [`DashMap`] with infra-common's flooding-resistant
+//! [`RandomState`]. Under `infra_loom` the same operations run on one loom `RwLock` around a
+//! `HashMap`, because dashmap's own locks are invisible to the model checker; the keyed limiter's
+//! logic (reservations, expiry, re-insertion) is then model-checked unchanged. Both arms hold a
+//! shard lock while a closure looks at or updates a value, and `retain` holds it while deciding
+//! what to drop: that is what makes "expire only idle keys" race-free.
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+
+use infra_common::hash::RandomState;
+
+#[cfg(not(infra_loom))]
+pub(crate) struct Shards<K, V> {
+    map: dashmap::DashMap<K, V, RandomState>,
+}
+
+#[cfg(not(infra_loom))]
+impl<K: Hash + Eq, V> Shards<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: dashmap::DashMap::with_hasher(RandomState::new()),
+        }
+    }
+
+    /// Runs `f` on the value of `key` under a shared shard lock.
+    #[inline]
+    pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).map(|value| f(&value))
+    }
+
+    /// Looks `key` up under a shared shard lock, running `meanwhile` while the entry's memory is
+    /// on its way: returns what `meanwhile` gave and, if the key is present, what `f` gave.
+    ///
+    /// In a large map the lookup is two dependent cache (and TLB) misses, the table's control
+    /// bytes and then the entry. Both are requested at once, before `meanwhile` and the probe
+    /// run: the probe starts at the hashed slot, and almost every key sits in the group of
+    /// slots starting there, so the line the entry is in is usually the one requested.
+    /// `meanwhile` (a clock reading, say) then overlaps the misses instead of preceding them.
+    #[inline]
+    pub(crate) fn with_meanwhile<Q, T, R>(
+        &self,
+        key: &Q,
+        meanwhile: impl FnOnce() -> T,
+        f: impl FnOnce(&V, &T) -> R,
+    ) -> (T, Option<R>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.map.hash_usize(&key);
+        let shard = self.map.shards()[self.map.determine_shard(hash)].read();
+        // The table's layout: control bytes start at `data_end`, entries are stored backwards
+        // below it, and probing starts at slot `hash & (buckets - 1)`. Only addresses are
+        // computed here (wrapping, never dereferenced); a wrong guess costs one useless prefetch.
+        let slot = hash & (shard.buckets() - 1);
+        let data_end = shard.data_end().as_ptr();
+        prefetch::for_write(data_end.wrapping_sub(slot + 1));
+        prefetch::for_read(data_end.cast::<u8>().wrapping_add(slot));
+        let before = meanwhile();
+        let found = shard
+            .get(hash as u64, |(candidate, _)| key == candidate.borrow())
+            .map(|(_, value)| f(value.get(), &before));
+        (before, found)
+    }
+
+    /// Runs `f` on the value of `key`, inserting `make()` first if absent; `f` learns whether it
+    /// was inserted. Holds the shard's exclusive lock throughout.
+    pub(crate) fn with_or_insert<R>(
+        &self,
+        key: K,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V, bool) -> R,
+    ) -> R {
+        match self.map.entry(key) {
+            dashmap::Entry::Occupied(entry) => f(entry.get(), false),
+            dashmap::Entry::Vacant(entry) => {
+                let value = entry.insert(make());
+                f(&value, true)
+            }
+        }
+    }
+
+    /// Keeps the entries for which `keep` holds; returns how many were removed.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
+        let mut removed = 0;
+        self.map.retain(|key, value| {
+            let kept = keep(key, value);
+            removed += usize::from(!kept);
+            kept
+        });
+        removed
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
+        self.map.insert(key, value)
+    }
+
+    pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.remove(key).map(|(_, value)| value)
+    }
+}
+
+/// Cache-line prefetch hints: they never dereference their argument and cannot fault, so any
+/// address (even a dangling or out-of-bounds one) is fine. No-ops where no stable intrinsic
+/// exists and under Miri.
+#[cfg(not(infra_loom))]
+mod prefetch {
+    /// Asks for the line holding `ptr`, to be written soon.
+    #[inline(always)]
+    pub(super) fn for_write<T>(ptr: *const T) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: `prefetchw` (an SSE-era hint on x86_64, where SSE is always enabled) only
+        // warms the cache: it reads no memory the program can observe and never faults, whatever
+        // the address.
+        #[allow(unsafe_code)]
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_ET0>(ptr.cast::<i8>());
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = ptr;
+    }
+
+    /// Asks for the line holding `ptr`, to be read soon.
+    #[inline(always)]
+    pub(super) fn for_read<T>(ptr: *const T) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: as for `for_write`: a hint that observes nothing and never faults.
+        #[allow(unsafe_code)]
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(ptr.cast::<i8>());
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = ptr;
+    }
+}
+
+#[cfg(infra_loom)]
+pub(crate) struct Shards<K, V> {
+    map: infra_common::sync::RwLock<std::collections::HashMap<K, V, RandomState>>,
+}
+
+#[cfg(infra_loom)]
+impl<K: Hash + Eq, V> Shards<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: infra_common::sync::RwLock::new(std::collections::HashMap::with_hasher(
+                RandomState::new(),
+            )),
+        }
+    }
+
+    pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.read().get(key).map(f)
+    }
+
+    pub(crate) fn with_meanwhile<Q, T, R>(
+        &self,
+        key: &Q,
+        meanwhile: impl FnOnce() -> T,
+        f: impl FnOnce(&V, &T) -> R,
+    ) -> (T, Option<R>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let map = self.map.read();
+        let before = meanwhile();
+        let found = map.get(key).map(|value| f(value, &before));
+        (before, found)
+    }
+
+    pub(crate) fn with_or_insert<R>(
+        &self,
+        key: K,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V, bool) -> R,
+    ) -> R {
+        let mut map = self.map.write();
+        let mut inserted = false;
+        let value = map.entry(key).or_insert_with(|| {
+            inserted = true;
+            make()
+        });
+        f(value, inserted)
+    }
+
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
+        let mut map = self.map.write();
+        let before = map.len();
+        map.retain(|key, value| keep(key, value));
+        before - map.len()
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
+        self.map.write().insert(key, value)
+    }
+
+    pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.write().remove(key)
+    }
+}

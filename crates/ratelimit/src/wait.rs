@@ -1,0 +1,292 @@
+//! Waiting for capacity on tokio's timer: fair, cancel-safe, without a background task.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use infra_common::Clock;
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::Mutex;
+use tokio::sync::Notify;
+
+use crate::algorithm::Algorithm;
+use crate::{Decision, Error, Gcra, RateLimiter};
+
+/// A clock that reads tokio's time, so limiters follow a paused test runtime
+/// (`#[tokio::test(start_paused = true)]`) exactly as they follow real time in production.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock whose zero is now.
+    pub fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_nanos(&self) -> u64 {
+        duration_to_nanos(tokio::time::Instant::now().saturating_duration_since(self.origin))
+    }
+
+    fn wall_time(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Tickets of the callers waiting, oldest first.
+#[derive(Debug, Default)]
+struct Queue {
+    next_ticket: u64,
+    waiting: VecDeque<u64>,
+}
+
+/// A [`RateLimiter`] whose callers can wait for capacity instead of being denied.
+///
+/// - **FIFO-fair**: waiters are admitted in arrival order; a small request never overtakes a
+///   larger one queued before it, so large requests cannot starve. A caller arriving while
+///   nobody waits is decided at once.
+/// - **Cancel-safe**: capacity is consumed only in the same poll that returns it; dropping a
+///   waiting future takes nothing and lets the next waiter move up.
+/// - **No background task**: the first waiter sleeps until the limiter's `retry_after`, the
+///   others sleep until the one ahead of them leaves the queue.
+///
+/// The limiter's clock must agree with tokio's timer: use [`TokioClock`] (or the system clock
+/// outside tests).
+///
+/// ```
+/// use infra_ratelimit::{AsyncRateLimiter, Quota, RateLimiter, TokioClock};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), infra_ratelimit::Error> {
+/// let limiter = AsyncRateLimiter::new(RateLimiter::gcra(Quota::per_second(2)?, TokioClock::new())?);
+/// let start = tokio::time::Instant::now();
+/// for _ in 0..4 {
+///     limiter.until_ready().await;
+/// }
+/// assert_eq!(start.elapsed(), Duration::from_secs(1)); // 2 at once, then one per 500 ms
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncRateLimiter<A: Algorithm = Gcra, C: Clock = TokioClock> {
+    limiter: RateLimiter<A, C>,
+    queue: Mutex<Queue>,
+    /// Woken whenever the head of the queue leaves it.
+    moved: Notify,
+}
+
+/// Removes a ticket from the queue when its future is dropped before admission.
+struct Ticket<'a, A: Algorithm, C: Clock> {
+    owner: &'a AsyncRateLimiter<A, C>,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl<A: Algorithm, C: Clock> Drop for Ticket<'_, A, C> {
+    fn drop(&mut self) {
+        if self.admitted {
+            return;
+        }
+        let mut queue = self.owner.queue.lock();
+        let was_head = queue.waiting.front() == Some(&self.ticket);
+        queue.waiting.retain(|&t| t != self.ticket);
+        drop(queue);
+        if was_head {
+            self.owner.moved.notify_waiters();
+        }
+    }
+}
+
+impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
+    /// Wraps a limiter.
+    pub fn new(limiter: RateLimiter<A, C>) -> Self {
+        Self {
+            limiter,
+            queue: Mutex::new(Queue::default()),
+            moved: Notify::new(),
+        }
+    }
+
+    /// The wrapped limiter (for `check`, `set_quota`, ...). Its direct checks do not queue.
+    pub fn limiter(&self) -> &RateLimiter<A, C> {
+        &self.limiter
+    }
+
+    /// Callers currently waiting.
+    pub fn waiting(&self) -> usize {
+        self.queue.lock().waiting.len()
+    }
+
+    /// Waits until one request is admitted and returns its decision.
+    pub async fn until_ready(&self) -> Decision {
+        match self.until_n_ready(1).await {
+            Ok(decision) => decision,
+            // Every limiter admits at least one cell at once.
+            Err(_) => unreachable!("a single cell never exceeds a limiter's capacity"),
+        }
+    }
+
+    /// Waits until `n` cells are admitted at once and returns the decision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InsufficientCapacity`] at once when `n` exceeds the capacity (it would wait
+    /// forever).
+    pub async fn until_n_ready(&self, n: u32) -> Result<Decision, Error> {
+        let ticket = {
+            let mut queue = self.queue.lock();
+            if queue.waiting.is_empty() {
+                let decision = self.limiter.check_n(n)?;
+                if decision.is_allowed() {
+                    return Ok(decision);
+                }
+            }
+            let ticket = queue.next_ticket;
+            queue.next_ticket += 1;
+            queue.waiting.push_back(ticket);
+            ticket
+        };
+        let mut guard = Ticket {
+            owner: self,
+            ticket,
+            admitted: false,
+        };
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // Registered before looking at the queue, so a departure in between is not missed.
+            moved.as_mut().enable();
+            let wait = {
+                let mut queue = self.queue.lock();
+                if queue.waiting.front() == Some(&ticket) {
+                    let decision = self.limiter.check_n(n)?;
+                    if decision.is_allowed() {
+                        queue.waiting.pop_front();
+                        guard.admitted = true;
+                        drop(queue);
+                        self.moved.notify_waiters();
+                        return Ok(decision);
+                    }
+                    Some(decision.retry_after())
+                } else {
+                    None
+                }
+            };
+            match wait {
+                // Never sleep zero: a quota change could otherwise make this spin.
+                Some(wait) => tokio::time::sleep(wait.max(Duration::from_nanos(1))).await,
+                None => moved.await,
+            }
+        }
+    }
+}
+
+impl<A: Algorithm, C: Clock> fmt::Debug for AsyncRateLimiter<A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncRateLimiter")
+            .field("limiter", &self.limiter)
+            .field("waiting", &self.waiting())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::Quota;
+    use infra_common::sync::Arc;
+    use tokio::time::Instant;
+
+    fn limiter(per_second: u64, burst: u64) -> Arc<AsyncRateLimiter> {
+        let quota = Quota::per_second(per_second)
+            .unwrap()
+            .with_burst(burst)
+            .unwrap();
+        Arc::new(AsyncRateLimiter::new(
+            RateLimiter::gcra(quota, TokioClock::new()).unwrap(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_exactly_until_capacity_is_back() {
+        let limiter = limiter(1, 1);
+        let start = Instant::now();
+        limiter.until_ready().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.until_ready().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert!(matches!(
+            limiter.until_n_ready(2).await,
+            Err(Error::InsufficientCapacity { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_arrival_order() {
+        let limiter = limiter(1, 2);
+        limiter.until_n_ready(2).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, n) in [("big", 2), ("small", 1), ("small2", 1)] {
+            let (limiter, order) = (Arc::clone(&limiter), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                limiter.until_n_ready(n).await.unwrap();
+                order.lock().push((name, Instant::now()));
+            }));
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock();
+        let names: Vec<_> = order.iter().map(|(name, _)| *name).collect();
+        // "small" could have had a cell after 1 s, but "big" arrived first and needs 2.
+        assert_eq!(names, ["big", "small", "small2"]);
+        let start = order[0].1 - Duration::from_secs(2);
+        assert_eq!(order[1].1 - start, Duration::from_secs(3));
+        assert_eq!(order[2].1 - start, Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_takes_nothing_and_lets_the_next_move_up() {
+        let limiter = limiter(1, 2);
+        limiter.until_n_ready(2).await.unwrap();
+        let start = Instant::now();
+        let first = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_n_ready(2).await })
+        };
+        tokio::task::yield_now().await;
+        let second = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready().await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting(), 2);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        second.await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "one cell back after 1 s"
+        );
+        assert_eq!(limiter.waiting(), 0);
+        // The cancelled waiter consumed nothing: one more cell is back 1 s later.
+        let d = limiter.limiter().check();
+        assert!(d.is_denied());
+        assert_eq!(d.retry_after(), Duration::from_secs(1));
+    }
+}
