@@ -1,0 +1,475 @@
+//! B3 propagation (Zipkin), single header `b3` and multiple `X-B3-*` headers.
+//!
+//! Rules followed (openzipkin/b3-propagation):
+//! - single: `{trace-id}-{span-id}[-{sampling}[-{parent-span-id}]]`, or a sampling state
+//!   alone (`0`, `1`, `d`), where `b3: 0` means "do not sample" without ids;
+//! - trace ids are 16 or 32 lowercase hex digits (a 64-bit id is left-padded with zeros),
+//!   span ids 16; all-zero ids are invalid;
+//! - sampling state: `0` deny, `1` accept, `d` debug (which implies accept);
+//! - multi: `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled` (`0`/`1`, and
+//!   the legacy `true`/`false`), `X-B3-Flags: 1` for debug;
+//! - output: 32-digit trace ids, lowercase, debug written as `d` / `X-B3-Flags: 1`.
+
+use std::fmt;
+
+use crate::carrier::{Extractor, Injector};
+use crate::id::parse_lower_hex_u128;
+use crate::propagator::Propagator;
+use crate::{Context, Error, SpanContext, SpanId, TraceFlags, TraceId};
+
+/// The B3 sampling state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum B3Sampling {
+    /// `0`: do not sample.
+    Deny,
+    /// `1`: sample.
+    Accept,
+    /// `d`: sample and force the trace to be kept (debug).
+    Debug,
+}
+
+/// The ids of a B3 header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct B3Ids {
+    /// The trace id (a 64-bit one has its upper half zero).
+    pub trace_id: TraceId,
+    /// The caller's span id.
+    pub span_id: SpanId,
+    /// The caller's parent, if sent.
+    pub parent_span_id: Option<SpanId>,
+}
+
+/// A parsed B3 header: ids, a sampling state, or both.
+///
+/// ```
+/// use infra_trace_ctx::{B3, B3Sampling};
+///
+/// let b3 = B3::parse_single("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90")?;
+/// assert_eq!(b3.sampling, Some(B3Sampling::Debug));
+/// assert!(b3.ids.is_some_and(|ids| ids.parent_span_id.is_some()));
+///
+/// let deny = B3::parse_single("0")?;
+/// assert_eq!((deny.ids, deny.sampling), (None, Some(B3Sampling::Deny)));
+/// # Ok::<(), infra_trace_ctx::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct B3 {
+    /// The ids; `None` for a header that carries only a sampling decision.
+    pub ids: Option<B3Ids>,
+    /// The sampling state; `None` means deferred (the receiver decides).
+    pub sampling: Option<B3Sampling>,
+}
+
+impl B3 {
+    /// Parses a single `b3` header value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::B3`] if the value breaks the rules in the module docs.
+    pub fn parse_single(value: &str) -> Result<Self, Error> {
+        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        if let Some(sampling) = parse_sampling(value) {
+            return Ok(Self {
+                ids: None,
+                sampling: Some(sampling),
+            });
+        }
+        let mut fields = value.split('-');
+        let trace_id = parse_trace_id(fields.next().unwrap_or_default())?;
+        let span_id = parse_span_id(
+            fields
+                .next()
+                .ok_or(Error::B3("a span id follows the trace id"))?,
+        )?;
+        let sampling = match fields.next() {
+            None => None,
+            Some(state) => {
+                Some(parse_sampling(state).ok_or(Error::B3("the sampling state is 0, 1 or d"))?)
+            }
+        };
+        let parent_span_id = fields.next().map(parse_span_id).transpose()?;
+        if fields.next().is_some() {
+            return Err(Error::B3("at most four fields"));
+        }
+        Ok(Self {
+            ids: Some(B3Ids {
+                trace_id,
+                span_id,
+                parent_span_id,
+            }),
+            sampling,
+        })
+    }
+
+    /// Reads the multiple-header form (`X-B3-*`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::B3`] if a header is malformed, or only one of trace id and span id is present.
+    /// `Ok` with neither ids nor sampling if no B3 header is present.
+    pub fn extract_multi(carrier: &dyn Extractor) -> Result<Self, Error> {
+        let trace_id = carrier.get(X_B3_TRACE_ID).map(parse_trace_id).transpose()?;
+        let span_id = carrier.get(X_B3_SPAN_ID).map(parse_span_id).transpose()?;
+        let parent_span_id = carrier
+            .get(X_B3_PARENT_SPAN_ID)
+            .map(parse_span_id)
+            .transpose()?;
+        let debug = match carrier.get(X_B3_FLAGS) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(_) => return Err(Error::B3("X-B3-Flags is 1 or absent")),
+        };
+        let sampled = match carrier.get(X_B3_SAMPLED) {
+            None => None,
+            Some("1" | "true") => Some(true),
+            Some("0" | "false") => Some(false),
+            Some(_) => return Err(Error::B3("X-B3-Sampled is 0 or 1")),
+        };
+        let sampling = match (debug, sampled) {
+            (true, _) => Some(B3Sampling::Debug),
+            (false, Some(true)) => Some(B3Sampling::Accept),
+            (false, Some(false)) => Some(B3Sampling::Deny),
+            (false, None) => None,
+        };
+        let ids = match (trace_id, span_id) {
+            (Some(trace_id), Some(span_id)) => Some(B3Ids {
+                trace_id,
+                span_id,
+                parent_span_id,
+            }),
+            (None, None) if parent_span_id.is_none() => None,
+            _ => return Err(Error::B3("X-B3-TraceId and X-B3-SpanId come together")),
+        };
+        Ok(Self { ids, sampling })
+    }
+
+    /// Writes the multiple-header form.
+    pub fn inject_multi(&self, carrier: &mut dyn Injector) {
+        if let Some(ids) = self.ids {
+            carrier.set(X_B3_TRACE_ID, &ids.trace_id.to_string());
+            carrier.set(X_B3_SPAN_ID, &ids.span_id.to_string());
+            if let Some(parent) = ids.parent_span_id {
+                carrier.set(X_B3_PARENT_SPAN_ID, &parent.to_string());
+            }
+        }
+        match self.sampling {
+            Some(B3Sampling::Debug) => carrier.set(X_B3_FLAGS, "1"),
+            Some(B3Sampling::Accept) => carrier.set(X_B3_SAMPLED, "1"),
+            Some(B3Sampling::Deny) => carrier.set(X_B3_SAMPLED, "0"),
+            None => {}
+        }
+    }
+
+    /// The span context these ids describe (debug and accept mean sampled), if any.
+    pub fn span_context(&self) -> Option<SpanContext> {
+        let ids = self.ids?;
+        let sampled = matches!(self.sampling, Some(B3Sampling::Accept | B3Sampling::Debug));
+        Some(SpanContext::remote(
+            ids.trace_id,
+            ids.span_id,
+            TraceFlags::NONE.with_sampled(sampled),
+        ))
+    }
+
+    /// The B3 header describing `span`.
+    pub fn of(span: &SpanContext) -> Self {
+        Self {
+            ids: Some(B3Ids {
+                trace_id: span.trace_id(),
+                span_id: span.span_id(),
+                parent_span_id: None,
+            }),
+            sampling: Some(if span.is_sampled() {
+                B3Sampling::Accept
+            } else {
+                B3Sampling::Deny
+            }),
+        }
+    }
+}
+
+impl fmt::Display for B3 {
+    /// The single-header form. A value with neither ids nor sampling writes nothing, which
+    /// is not a valid header: check [`B3::ids`] or [`B3::sampling`] first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.sampling.map(|s| match s {
+            B3Sampling::Deny => "0",
+            B3Sampling::Accept => "1",
+            B3Sampling::Debug => "d",
+        });
+        match (self.ids, state) {
+            (None, Some(state)) => f.write_str(state),
+            (None, None) => Ok(()),
+            (Some(ids), state) => {
+                write!(f, "{}-{}", ids.trace_id, ids.span_id)?;
+                match (state, ids.parent_span_id) {
+                    (Some(state), Some(parent)) => write!(f, "-{state}-{parent}"),
+                    (Some(state), None) => write!(f, "-{state}"),
+                    // A parent id needs a sampling field before it; deferred has none, so
+                    // the parent is omitted (it is informational only).
+                    (None, _) => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn parse_sampling(state: &str) -> Option<B3Sampling> {
+    match state {
+        "0" => Some(B3Sampling::Deny),
+        "1" => Some(B3Sampling::Accept),
+        "d" => Some(B3Sampling::Debug),
+        _ => None,
+    }
+}
+
+fn parse_trace_id(hex: &str) -> Result<TraceId, Error> {
+    if hex.len() != 16 && hex.len() != 32 {
+        return Err(Error::B3("a trace id is 16 or 32 hex digits"));
+    }
+    let value = parse_lower_hex_u128(hex.as_bytes()).ok_or(Error::B3("ids are lowercase hex"))?;
+    TraceId::from_u128(value).ok_or(Error::B3("an all-zero trace id is invalid"))
+}
+
+fn parse_span_id(hex: &str) -> Result<SpanId, Error> {
+    if hex.len() != 16 {
+        return Err(Error::B3("a span id is 16 hex digits"));
+    }
+    let value = parse_lower_hex_u128(hex.as_bytes()).ok_or(Error::B3("ids are lowercase hex"))?;
+    // 16 hex digits fit in 64 bits.
+    #[allow(clippy::cast_possible_truncation)]
+    SpanId::from_u64(value as u64).ok_or(Error::B3("an all-zero span id is invalid"))
+}
+
+/// The single B3 header.
+pub const B3_SINGLE: &str = "b3";
+/// Multi-header B3: trace id.
+pub const X_B3_TRACE_ID: &str = "x-b3-traceid";
+/// Multi-header B3: span id.
+pub const X_B3_SPAN_ID: &str = "x-b3-spanid";
+/// Multi-header B3: parent span id.
+pub const X_B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
+/// Multi-header B3: sampling decision.
+pub const X_B3_SAMPLED: &str = "x-b3-sampled";
+/// Multi-header B3: debug flag.
+pub const X_B3_FLAGS: &str = "x-b3-flags";
+
+/// Propagates B3. Extraction reads the single header first, then the multiple headers;
+/// injection writes the form chosen at construction.
+///
+/// A sampling state without ids (such as `b3: 0`) carries no span context, so extraction
+/// yields none: the request starts a new trace, and the root sampler decides.
+#[derive(Clone, Copy, Debug)]
+pub struct B3Propagator {
+    single: bool,
+}
+
+impl B3Propagator {
+    /// Injects the single `b3` header.
+    pub const fn single_header() -> Self {
+        Self { single: true }
+    }
+
+    /// Injects the `X-B3-*` headers.
+    pub const fn multi_header() -> Self {
+        Self { single: false }
+    }
+}
+
+impl Propagator for B3Propagator {
+    fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        if let Some(value) = carrier.get(B3_SINGLE)
+            && let Ok(b3) = B3::parse_single(value)
+            && b3.ids.is_some()
+        {
+            return b3.span_context();
+        }
+        B3::extract_multi(carrier).ok()?.span_context()
+    }
+
+    fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
+        let Some(span) = cx.span() else { return };
+        let b3 = B3::of(span);
+        if self.single {
+            carrier.set(B3_SINGLE, &b3.to_string());
+        } else {
+            b3.inject_multi(carrier);
+        }
+    }
+
+    fn fields(&self) -> &'static [&'static str] {
+        &[
+            B3_SINGLE,
+            X_B3_TRACE_ID,
+            X_B3_SPAN_ID,
+            X_B3_PARENT_SPAN_ID,
+            X_B3_SAMPLED,
+            X_B3_FLAGS,
+        ]
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T: &str = "80f198ee56343ba864fe8b2a57d3eff7";
+    const S: &str = "e457b5a2e4d86bd1";
+    const P: &str = "05e3ac9a4f6e3b90";
+
+    /// (single header, expected canonical form, or None if invalid).
+    const SINGLE: &[(&str, Option<&str>)] = &[
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+            Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
+        ),
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d",
+            Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d"),
+        ),
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1",
+            Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1"),
+        ),
+        (
+            "a3ce929d0e0e4736-e457b5a2e4d86bd1-0",
+            Some("0000000000000000a3ce929d0e0e4736-e457b5a2e4d86bd1-0"),
+        ),
+        ("0", Some("0")),
+        ("1", Some("1")),
+        ("d", Some("d")),
+        ("", None),
+        ("2", None),
+        ("true", None),
+        ("80f198ee56343ba864fe8b2a57d3eff7", None),
+        ("80f198ee56343ba864fe8b2a57d3eff7-", None),
+        ("80F198EE56343BA864FE8B2A57D3EFF7-e457b5a2e4d86bd1-1", None),
+        ("80f198ee56343ba864fe8b2a57d3eff-e457b5a2e4d86bd1-1", None),
+        ("00000000000000000000000000000000-e457b5a2e4d86bd1-1", None),
+        ("80f198ee56343ba864fe8b2a57d3eff7-0000000000000000-1", None),
+        ("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-x", None),
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9",
+            None,
+        ),
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1",
+            None,
+        ),
+    ];
+
+    #[test]
+    fn single_header_vectors() {
+        for (value, expected) in SINGLE {
+            let parsed = B3::parse_single(value);
+            match expected {
+                Some(canonical) => {
+                    let b3 = parsed.unwrap_or_else(|e| panic!("{value:?} rejected: {e}"));
+                    assert_eq!(b3.to_string(), *canonical);
+                }
+                None => assert!(parsed.is_err(), "{value:?} accepted: {parsed:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn multi_header_reads_debug_and_legacy_booleans() {
+        let carrier = vec![
+            ("X-B3-TraceId", T),
+            ("X-B3-SpanId", S),
+            ("X-B3-ParentSpanId", P),
+            ("X-B3-Flags", "1"),
+        ];
+        let b3 = B3::extract_multi(&carrier).unwrap();
+        assert_eq!(b3.sampling, Some(B3Sampling::Debug));
+        assert_eq!(b3.ids.unwrap().parent_span_id.unwrap().to_string(), P);
+        assert!(b3.span_context().unwrap().is_sampled());
+
+        let carrier = vec![
+            ("X-B3-TraceId", T),
+            ("X-B3-SpanId", S),
+            ("X-B3-Sampled", "true"),
+        ];
+        assert_eq!(
+            B3::extract_multi(&carrier).unwrap().sampling,
+            Some(B3Sampling::Accept)
+        );
+        let carrier = vec![("X-B3-Sampled", "0")];
+        let deny = B3::extract_multi(&carrier).unwrap();
+        assert_eq!((deny.ids, deny.sampling), (None, Some(B3Sampling::Deny)));
+        let carrier = vec![("X-B3-TraceId", T)];
+        assert!(B3::extract_multi(&carrier).is_err());
+        let carrier = vec![
+            ("X-B3-TraceId", T),
+            ("X-B3-SpanId", S),
+            ("X-B3-Sampled", "yes"),
+        ];
+        assert!(B3::extract_multi(&carrier).is_err());
+    }
+
+    #[test]
+    fn propagator_prefers_single_and_treats_deny_only_as_no_context() {
+        let carrier = vec![("b3", "0")];
+        assert!(
+            B3Propagator::single_header()
+                .extract(&carrier)
+                .span()
+                .is_none()
+        );
+        let carrier = vec![
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"),
+            ("x-b3-traceid", "a3ce929d0e0e4736"),
+            ("x-b3-spanid", S),
+        ];
+        let cx = B3Propagator::multi_header().extract(&carrier);
+        let span = cx.span().unwrap();
+        assert_eq!(span.trace_id().to_string(), T);
+        assert!(!span.is_sampled());
+
+        let mut out: Vec<(String, String)> = Vec::new();
+        B3Propagator::multi_header().inject(&cx, &mut out);
+        let reread = B3::extract_multi(&out).unwrap();
+        assert_eq!(reread.span_context().as_ref(), Some(span));
+    }
+
+    fn ids() -> impl Strategy<Value = Option<B3Ids>> {
+        proptest::option::of((1u128.., 1u64.., proptest::option::of(1u64..)).prop_map(
+            |(t, s, p)| B3Ids {
+                trace_id: TraceId::from_u128(t).unwrap(),
+                span_id: SpanId::from_u64(s).unwrap(),
+                parent_span_id: p.and_then(SpanId::from_u64),
+            },
+        ))
+    }
+
+    fn sampling() -> impl Strategy<Value = Option<B3Sampling>> {
+        proptest::option::of(prop_oneof![
+            Just(B3Sampling::Deny),
+            Just(B3Sampling::Accept),
+            Just(B3Sampling::Debug)
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn single_format_then_parse_is_identity(ids in ids(), sampling in sampling()) {
+            prop_assume!(ids.is_some() || sampling.is_some());
+            // Without a sampling field the parent cannot be written (see Display).
+            let ids = ids.map(|mut ids| {
+                if sampling.is_none() { ids.parent_span_id = None; }
+                ids
+            });
+            let b3 = B3 { ids, sampling };
+            prop_assert_eq!(B3::parse_single(&b3.to_string()), Ok(b3));
+        }
+
+        #[test]
+        fn multi_format_then_parse_is_identity(ids in ids(), sampling in sampling()) {
+            let b3 = B3 { ids, sampling };
+            let mut out: Vec<(String, String)> = Vec::new();
+            b3.inject_multi(&mut out);
+            prop_assert_eq!(B3::extract_multi(&out), Ok(b3));
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! W3C Baggage: application key/value pairs that travel with a request.
+//!
+//! Rules followed (W3C Baggage, "Header Content"):
+//! - `list-member = key OWS "=" OWS value *( OWS ";" OWS property )`,
+//!   `property = key OWS "=" OWS value / key OWS`;
+//! - a key is an RFC 7230 token; a value is percent-decoded to UTF-8 (invalid UTF-8 becomes
+//!   U+FFFD, as the spec says) and re-encoded when written;
+//! - at most [`Baggage::MAX_MEMBERS`] members and [`Baggage::MAX_BYTES`] bytes: members past
+//!   either limit are dropped whole, from the end;
+//! - repeated headers are combined in order; empty members are tolerated;
+//! - a member that breaks the grammar makes the whole header invalid (nothing half-read);
+//! - a repeated key keeps its first position and its last value.
+
+use std::fmt::{self, Write as _};
+
+use crate::Error;
+use crate::id::any_hex_value;
+
+/// One baggage member: key, decoded value and its properties (metadata).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BaggageEntry {
+    key: String,
+    value: String,
+    /// Canonical properties: `;`-separated `key` or `key=value`, without the leading `;`.
+    properties: String,
+}
+
+impl BaggageEntry {
+    /// The member's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The member's value, percent-decoded.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The member's properties in order, as `(key, value)`; a bare property has no value.
+    pub fn properties(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        self.properties
+            .split(';')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p, None),
+            })
+    }
+
+    fn encoded_len(&self) -> usize {
+        let mut counter = Counter(0);
+        // Writing into a counter cannot fail.
+        let _ = write_entry(&mut counter, self);
+        counter.0
+    }
+}
+
+/// The baggage of a request: an ordered set of members with unique keys.
+///
+/// Empty by default without heap memory. Its encoded form always respects the W3C limits,
+/// so whatever this crate holds it can propagate.
+///
+/// ```
+/// use infra_trace_ctx::Baggage;
+///
+/// let mut baggage = Baggage::parse("userId=alice, cart=3%20items;ttl=60")?;
+/// assert_eq!(baggage.get("cart"), Some("3 items"));
+/// baggage.insert("region", "eu west")?;
+/// assert_eq!(baggage.to_string(), "userId=alice,cart=3%20items;ttl=60,region=eu%20west");
+/// # Ok::<(), infra_trace_ctx::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Baggage {
+    entries: Vec<BaggageEntry>,
+}
+
+impl Baggage {
+    /// The most members baggage may have.
+    pub const MAX_MEMBERS: usize = 64;
+    /// The longest encoded header.
+    pub const MAX_BYTES: usize = 8192;
+
+    /// Empty baggage.
+    pub const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Parses one `baggage` header value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Baggage`] if any member breaks the grammar.
+    pub fn parse(header: &str) -> Result<Self, Error> {
+        Self::parse_all([header])
+    }
+
+    /// Parses repeated `baggage` fields, combined in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Baggage`] if any member breaks the grammar.
+    pub fn parse_all<'a>(headers: impl IntoIterator<Item = &'a str>) -> Result<Self, Error> {
+        let mut baggage = Self::new();
+        for header in headers {
+            baggage.merge_header(header)?;
+        }
+        Ok(baggage)
+    }
+
+    /// Parses `header` and adds its members; on error `self` is unchanged.
+    pub(crate) fn merge_header(&mut self, header: &str) -> Result<(), Error> {
+        let mut parsed = Vec::new();
+        for member in header.split(',') {
+            let member = member.trim_matches(is_ows);
+            if member.is_empty() {
+                continue;
+            }
+            parsed.push(parse_member(member)?);
+        }
+        for entry in parsed {
+            // Over the limits, whole members are dropped from the end, as the spec allows.
+            let _ = self.insert_entry(entry);
+        }
+        Ok(())
+    }
+
+    /// The decoded value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entry(key).map(BaggageEntry::value)
+    }
+
+    /// The member with `key`.
+    pub fn entry(&self, key: &str) -> Option<&BaggageEntry> {
+        self.entries.iter().find(|entry| entry.key == key)
+    }
+
+    /// The members in order.
+    pub fn iter(&self) -> impl Iterator<Item = &BaggageEntry> + '_ {
+        self.entries.iter()
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sets `key` to `value` (any UTF-8; it is percent-encoded on the wire).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Baggage`] if the key is not a token, [`Error::LimitExceeded`] if the member
+    /// would exceed 64 members or 8192 bytes; the baggage is unchanged.
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        validate_token(key)?;
+        self.insert_entry(BaggageEntry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            properties: String::new(),
+        })
+    }
+
+    /// Sets `key` to `value` with properties, each `(key, value)` or `(key, None)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Baggage::insert`]; also [`Error::Baggage`] if a property key is not a token or a
+    /// property value holds characters outside the baggage-octet range.
+    pub fn insert_with_properties(
+        &mut self,
+        key: &str,
+        value: &str,
+        properties: &[(&str, Option<&str>)],
+    ) -> Result<(), Error> {
+        validate_token(key)?;
+        let mut canonical = String::new();
+        for (name, value) in properties {
+            validate_token(name)?;
+            if !canonical.is_empty() {
+                canonical.push(';');
+            }
+            canonical.push_str(name);
+            if let Some(value) = value {
+                validate_octets(value)?;
+                canonical.push('=');
+                canonical.push_str(value);
+            }
+        }
+        self.insert_entry(BaggageEntry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            properties: canonical,
+        })
+    }
+
+    /// Removes `key`, returning its entry.
+    pub fn remove(&mut self, key: &str) -> Option<BaggageEntry> {
+        let index = self.entries.iter().position(|entry| entry.key == key)?;
+        Some(self.entries.remove(index))
+    }
+
+    fn insert_entry(&mut self, entry: BaggageEntry) -> Result<(), Error> {
+        let replaced = self.entries.iter().position(|e| e.key == entry.key);
+        let without = self.encoded_len()
+            - replaced.map_or(0, |i| {
+                self.entries[i].encoded_len() + usize::from(self.len() > 1)
+            });
+        let remaining = self.len() - usize::from(replaced.is_some());
+        let with = without + entry.encoded_len() + usize::from(remaining > 0);
+        if remaining >= Self::MAX_MEMBERS {
+            return Err(Error::LimitExceeded("baggage holds at most 64 members"));
+        }
+        if with > Self::MAX_BYTES {
+            return Err(Error::LimitExceeded("baggage is at most 8192 bytes"));
+        }
+        match replaced {
+            Some(index) => self.entries[index] = entry,
+            None => self.entries.push(entry),
+        }
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        let members: usize = self.entries.iter().map(BaggageEntry::encoded_len).sum();
+        members + self.entries.len().saturating_sub(1)
+    }
+}
+
+impl fmt::Display for Baggage {
+    /// The canonical header value: members joined by `,`, values percent-encoded.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, entry) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_char(',')?;
+            }
+            write_entry(f, entry)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Baggage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries.iter().map(|e| (&e.key, &e.value)))
+            .finish()
+    }
+}
+
+impl std::str::FromStr for Baggage {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+struct Counter(usize);
+
+impl fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
+    out.write_str(&entry.key)?;
+    out.write_char('=')?;
+    write_percent_encoded(out, &entry.value)?;
+    if !entry.properties.is_empty() {
+        out.write_char(';')?;
+        out.write_str(&entry.properties)?;
+    }
+    Ok(())
+}
+
+/// Writes `value` with every byte outside the baggage-octet range, and `%`, percent-encoded.
+pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = value.as_bytes();
+    let mut plain_start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if is_baggage_octet(byte) && byte != b'%' {
+            continue;
+        }
+        // Plain runs hold only baggage octets, which are ASCII.
+        out.write_str(crate::id::ascii(&bytes[plain_start..i]))?;
+        out.write_char('%')?;
+        out.write_char(char::from(UPPER_HEX[usize::from(byte >> 4)]))?;
+        out.write_char(char::from(UPPER_HEX[usize::from(byte & 0x0f)]))?;
+        plain_start = i + 1;
+    }
+    out.write_str(crate::id::ascii(&bytes[plain_start..]))
+}
+
+/// Percent-decodes `raw`; malformed escapes are an error, invalid UTF-8 becomes U+FFFD.
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    if !bytes.contains(&b'%') {
+        return Some(raw.to_owned());
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let high = any_hex_value(*bytes.get(i + 1)?)?;
+            let low = any_hex_value(*bytes.get(i + 2)?)?;
+            decoded.push((high << 4) | low);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&decoded).into_owned())
+}
+
+fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
+    let mut parts = member.split(';');
+    let pair = parts.next().unwrap_or_default();
+    let (key, value) = pair
+        .split_once('=')
+        .ok_or(Error::Baggage("a member is key=value"))?;
+    let key = key.trim_matches(is_ows);
+    let value = value.trim_matches(is_ows);
+    validate_token(key)?;
+    validate_octets(value)?;
+    let value = percent_decode(value).ok_or(Error::Baggage("a malformed percent escape"))?;
+    let mut properties = String::new();
+    for property in parts {
+        let property = property.trim_matches(is_ows);
+        let (name, value) = match property.split_once('=') {
+            Some((name, value)) => (name.trim_matches(is_ows), Some(value.trim_matches(is_ows))),
+            None => (property, None),
+        };
+        validate_token(name)?;
+        if !properties.is_empty() {
+            properties.push(';');
+        }
+        properties.push_str(name);
+        if let Some(value) = value {
+            validate_octets(value)?;
+            properties.push('=');
+            properties.push_str(value);
+        }
+    }
+    Ok(BaggageEntry {
+        key: key.to_owned(),
+        value,
+        properties,
+    })
+}
+
+fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// An RFC 7230 `tchar`.
+pub(crate) fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+fn validate_token(key: &str) -> Result<(), Error> {
+    if !key.is_empty() && key.bytes().all(is_tchar) {
+        Ok(())
+    } else {
+        Err(Error::Baggage("a key is a non-empty HTTP token"))
+    }
+}
+
+/// `baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`.
+fn is_baggage_octet(byte: u8) -> bool {
+    matches!(byte, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+fn validate_octets(value: &str) -> Result<(), Error> {
+    if value.bytes().all(is_baggage_octet) {
+        Ok(())
+    } else {
+        Err(Error::Baggage(
+            "a value holds only baggage octets (others are percent-encoded)",
+        ))
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (headers as received, expected canonical value, or None if the header is invalid).
+    const VECTORS: &[(&[&str], Option<&str>)] = &[
+        (
+            &["key1=value1,key2=value2"],
+            Some("key1=value1,key2=value2"),
+        ),
+        (
+            &["key1 = value1 , key2\t=\tvalue2"],
+            Some("key1=value1,key2=value2"),
+        ),
+        (
+            &["key1=value1", "key2=value2"],
+            Some("key1=value1,key2=value2"),
+        ),
+        (
+            &["key1=value1;property1;property2"],
+            Some("key1=value1;property1;property2"),
+        ),
+        (&["key1=value1 ; p1 = v1 ;p2"], Some("key1=value1;p1=v1;p2")),
+        (&["key1=", "key2=x"], Some("key1=,key2=x")),
+        // `=` is a baggage octet: it needs no escape, and a decoded one is written plainly.
+        (
+            &["k=%20spaced%2C%3Dvalue%25"],
+            Some("k=%20spaced%2C=value%25"),
+        ),
+        (&["k=a=b"], Some("k=a=b")),
+        (&["k=%e2%9c%93"], Some("k=%E2%9C%93")),
+        (&["k=a,,b=c, "], Some("k=a,b=c")),
+        (&["k=1,k=2"], Some("k=2")),
+        (&[""], Some("")),
+        (&["k"], None),
+        (&["=v"], None),
+        (&["k k=v"], None),
+        (&["k=a b"], None),
+        (&["k=a\"b"], None),
+        (&["k=%zz"], None),
+        (&["k=%2"], None),
+        (&["k=v;=p"], None),
+        (&["ok=1", "bad"], None),
+    ];
+
+    #[test]
+    fn spec_vectors() {
+        for (headers, expected) in VECTORS {
+            let parsed = Baggage::parse_all(headers.iter().copied());
+            match expected {
+                Some(canonical) => {
+                    let baggage = parsed.unwrap_or_else(|e| panic!("{headers:?} rejected: {e}"));
+                    assert_eq!(baggage.to_string(), *canonical, "{headers:?}");
+                }
+                None => assert!(parsed.is_err(), "{headers:?} accepted: {parsed:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_percent_decoded() {
+        let baggage = Baggage::parse("k=%E2%9C%93%20ok,bad=%FF").unwrap();
+        assert_eq!(baggage.get("k"), Some("✓ ok"));
+        assert_eq!(baggage.get("bad"), Some("\u{fffd}"));
+        let props: Vec<_> = Baggage::parse("k=v;a;b=c")
+            .unwrap()
+            .entry("k")
+            .unwrap()
+            .properties()
+            .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+            .collect();
+        assert_eq!(props, [("a".into(), None), ("b".into(), Some("c".into()))]);
+    }
+
+    #[test]
+    fn limits_drop_whole_members_from_the_end() {
+        let header = (0..70)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let baggage = Baggage::parse(&header).unwrap();
+        assert_eq!(baggage.len(), 64);
+        assert_eq!(baggage.get("k63"), Some("v"));
+        assert_eq!(baggage.get("k64"), None);
+
+        let big = "x".repeat(3000);
+        let header = format!("a={big},b={big},c={big}");
+        let baggage = Baggage::parse(&header).unwrap();
+        assert_eq!(baggage.len(), 2);
+        assert!(baggage.to_string().len() <= Baggage::MAX_BYTES);
+
+        let mut full = Baggage::new();
+        for i in 0..64 {
+            full.insert(&format!("k{i}"), "v").unwrap();
+        }
+        assert!(matches!(
+            full.insert("one-more", "v"),
+            Err(Error::LimitExceeded(_))
+        ));
+        full.insert("k0", "replaced").unwrap();
+        assert_eq!(full.get("k0"), Some("replaced"));
+    }
+
+    #[test]
+    fn insert_validates_keys() {
+        let mut baggage = Baggage::new();
+        assert!(baggage.insert("bad key", "v").is_err());
+        assert!(
+            baggage
+                .insert_with_properties("k", "v", &[("p", Some("a b"))])
+                .is_err()
+        );
+        baggage
+            .insert_with_properties("k", "v w", &[("p", Some("1")), ("flag", None)])
+            .unwrap();
+        assert_eq!(baggage.to_string(), "k=v%20w;p=1;flag");
+        assert!(baggage.remove("k").is_some());
+        assert!(baggage.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_is_identity(
+            entries in proptest::collection::vec(
+                ("[A-Za-z0-9!#$&'*+.^_`|~-]{1,12}", any::<String>(),
+                 proptest::collection::vec(("[a-z]{1,5}", proptest::option::of("[a-z0-9]{0,5}")), 0..3)),
+                0..10)
+        ) {
+            let mut baggage = Baggage::new();
+            for (key, value, props) in &entries {
+                let props: Vec<(&str, Option<&str>)> =
+                    props.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+                baggage.insert_with_properties(key, value, &props).unwrap();
+            }
+            let reparsed = Baggage::parse(&baggage.to_string()).unwrap();
+            prop_assert_eq!(reparsed, baggage);
+        }
+    }
+}
+
+/// Propagates W3C Baggage in the `baggage` header.
+///
+/// ```
+/// use infra_trace_ctx::{BaggagePropagator, Propagator};
+///
+/// let carrier = vec![("baggage", "userId=alice"), ("baggage", "tier=gold;ttl=60")];
+/// let cx = BaggagePropagator.extract(&carrier);
+/// assert_eq!(cx.baggage().get("tier"), Some("gold"));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BaggagePropagator;
+
+/// The `baggage` header name.
+pub const BAGGAGE: &str = "baggage";
+
+impl crate::Propagator for BaggagePropagator {
+    fn extract_baggage(&self, carrier: &dyn crate::Extractor, baggage: &mut Baggage) {
+        let mut received = Baggage::new();
+        let mut valid = true;
+        carrier.get_all(BAGGAGE, &mut |value| {
+            valid = valid && received.merge_header(value).is_ok();
+        });
+        if !valid {
+            return;
+        }
+        for entry in received.entries {
+            let _ = baggage.insert_entry(entry);
+        }
+    }
+
+    fn inject(&self, cx: &crate::Context, carrier: &mut dyn crate::Injector) {
+        if !cx.baggage().is_empty() {
+            carrier.set(BAGGAGE, &cx.baggage().to_string());
+        }
+    }
+
+    fn fields(&self) -> &'static [&'static str] {
+        &[BAGGAGE]
+    }
+}

@@ -1,0 +1,221 @@
+//! Where propagated fields are read from and written to: [`Extractor`] and [`Injector`].
+//!
+//! Header names are case-insensitive; a `HashMap` carrier must hold them in lowercase (the
+//! propagators ask for lowercase names). Implementations are provided for `HashMap<String,
+//! String>` (one value per name), for slices and vectors of `(name, value)` pairs (which can
+//! hold repeated headers), and, with the `http` feature, for `http::HeaderMap`.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+/// Reads fields from an incoming carrier (request headers, message metadata).
+///
+/// The methods take callbacks rather than returning iterators so the trait stays usable as
+/// `&dyn Extractor` without boxing: extraction allocates nothing.
+pub trait Extractor {
+    /// The first value of the field `name` (case-insensitive), if present.
+    fn get(&self, name: &str) -> Option<&str>;
+
+    /// Calls `each` with every value of the field `name`, in the order received. Repeated
+    /// headers matter: `tracestate` and `baggage` combine them, `traceparent` rejects them.
+    fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
+        if let Some(value) = self.get(name) {
+            each(value);
+        }
+    }
+
+    /// Calls `each` with the name of every field present (for prefixed fields such as
+    /// Jaeger's `uberctx-*`).
+    fn names(&self, each: &mut dyn FnMut(&str));
+}
+
+/// Writes fields into an outgoing carrier.
+pub trait Injector {
+    /// Sets the field `name` (lowercase) to `value`, replacing any previous value.
+    fn set(&mut self, name: &str, value: &str);
+}
+
+impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
+    /// Looks `name` up exactly: keys of a map carrier must be lowercase (as HTTP/2 and most
+    /// frameworks deliver them), which keeps lookups at one hash probe.
+    fn get(&self, name: &str) -> Option<&str> {
+        HashMap::get(self, name).map(String::as_str)
+    }
+
+    fn names(&self, each: &mut dyn FnMut(&str)) {
+        for key in self.keys() {
+            each(key);
+        }
+    }
+}
+
+impl<S: BuildHasher> Injector for HashMap<String, String, S> {
+    fn set(&mut self, name: &str, value: &str) {
+        // Reusing the existing string keeps re-injection into the same map allocation-free.
+        // A fresh (empty) map skips the lookup: one hash instead of two.
+        if !self.is_empty()
+            && let Some(existing) = self.get_mut(name)
+        {
+            existing.clear();
+            existing.push_str(value);
+            return;
+        }
+        self.insert(name.to_owned(), value.to_owned());
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> Extractor for [(K, V)] {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(key, _)| key.as_ref().eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_ref())
+    }
+
+    fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
+        for (key, value) in self {
+            if key.as_ref().eq_ignore_ascii_case(name) {
+                each(value.as_ref());
+            }
+        }
+    }
+
+    fn names(&self, each: &mut dyn FnMut(&str)) {
+        for (key, _) in self {
+            each(key.as_ref());
+        }
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> Extractor for Vec<(K, V)> {
+    fn get(&self, name: &str) -> Option<&str> {
+        Extractor::get(self.as_slice(), name)
+    }
+
+    fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
+        self.as_slice().get_all(name, each);
+    }
+
+    fn names(&self, each: &mut dyn FnMut(&str)) {
+        self.as_slice().names(each);
+    }
+}
+
+impl Injector for Vec<(String, String)> {
+    fn set(&mut self, name: &str, value: &str) {
+        self.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+        self.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+#[cfg(feature = "http")]
+mod http_carrier {
+    use super::{Extractor, Injector};
+
+    /// Values are handed over as text even when they hold bytes outside visible ASCII, so the
+    /// format's own grammar rejects them: a repeated `traceparent` is still seen as repeated,
+    /// and a `tracestate` field with a stray byte still invalidates the combined header.
+    /// Bytes that are not UTF-8 arrive as U+FFFD (allocating only in that case).
+    impl Extractor for http::HeaderMap {
+        fn get(&self, name: &str) -> Option<&str> {
+            http::HeaderMap::get(self, name)
+                .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+        }
+
+        fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
+            for value in http::HeaderMap::get_all(self, name) {
+                each(&String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+
+        fn names(&self, each: &mut dyn FnMut(&str)) {
+            for name in self.keys() {
+                each(name.as_str());
+            }
+        }
+    }
+
+    /// A name or value that is not a valid header is skipped: every value this crate writes
+    /// is valid, so that only happens for baggage keys chosen by the application.
+    impl Injector for http::HeaderMap {
+        fn set(&mut self, name: &str, value: &str) {
+            let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) else {
+                return;
+            };
+            self.insert(name, value);
+        }
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    fn collect(carrier: &dyn Extractor, name: &str) -> Vec<String> {
+        let mut values = Vec::new();
+        carrier.get_all(name, &mut |v| values.push(v.to_owned()));
+        values
+    }
+
+    #[test]
+    fn hash_map_uses_lowercase_keys_and_reuses_strings() {
+        let mut map: HashMap<String, String> = HashMap::new();
+        map.insert("TraceParent".into(), "x".into());
+        assert_eq!(Extractor::get(&map, "traceparent"), None);
+        map.insert("traceparent".into(), "x".into());
+        assert_eq!(Extractor::get(&map, "traceparent"), Some("x"));
+        assert_eq!(collect(&map, "traceparent"), ["x"]);
+        map.set("tracestate", "a=1");
+        map.set("tracestate", "b=2");
+        assert_eq!(Extractor::get(&map, "tracestate"), Some("b=2"));
+        let mut names = Vec::new();
+        map.names(&mut |n| names.push(n.to_owned()));
+        names.sort();
+        assert_eq!(names, ["TraceParent", "traceparent", "tracestate"]);
+    }
+
+    #[test]
+    fn pairs_keep_repeated_headers_in_order() {
+        let pairs = vec![("tracestate", "a=1"), ("Tracestate", "b=2"), ("other", "z")];
+        assert_eq!(collect(&pairs, "tracestate"), ["a=1", "b=2"]);
+        assert_eq!(Extractor::get(&pairs[..], "TRACESTATE"), Some("a=1"));
+        let mut out: Vec<(String, String)> = Vec::new();
+        out.set("b3", "1");
+        out.set("B3", "0");
+        assert_eq!(out, [("B3".to_owned(), "0".to_owned())]);
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn header_map_reads_repeated_values() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("tracestate", http::HeaderValue::from_static("a=1"));
+        headers.append("tracestate", http::HeaderValue::from_static("b=2"));
+        assert_eq!(collect(&headers, "TraceState"), ["a=1", "b=2"]);
+        headers.set("traceparent", "v");
+        headers.set("bad name", "v");
+        assert_eq!(Extractor::get(&headers, "traceparent"), Some("v"));
+        assert_eq!(headers.len(), 3);
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn header_map_hands_over_values_outside_visible_ascii() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("tracestate", http::HeaderValue::from_static("a=1"));
+        let utf8 = http::HeaderValue::from_bytes("b=\u{e9}".as_bytes()).unwrap();
+        let not_utf8 = http::HeaderValue::from_bytes(b"c=\xff").unwrap();
+        headers.append("tracestate", utf8);
+        headers.append("tracestate", not_utf8);
+        assert_eq!(
+            collect(&headers, "tracestate"),
+            ["a=1", "b=\u{e9}", "c=\u{fffd}"]
+        );
+        assert_eq!(Extractor::get(&headers, "tracestate"), Some("a=1"));
+        let mut single = http::HeaderMap::new();
+        single.insert("b3", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(Extractor::get(&single, "b3"), None);
+    }
+}

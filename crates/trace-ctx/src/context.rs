@@ -1,0 +1,282 @@
+//! The propagated state of one request ([`SpanContext`], [`Context`]) and the current context
+//! of a thread, set with scope guards.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::{Baggage, SpanId, TraceFlags, TraceId, TraceState};
+
+/// The identity of one span as it crosses a process boundary: ids, flags, vendor state.
+///
+/// Always valid: its ids are non-zero by type, so a parser either yields a whole context or
+/// none. Cloning one whose trace state is empty does not allocate.
+///
+/// ```
+/// use infra_trace_ctx::{SpanContext, SpanId, TraceFlags, TraceId};
+///
+/// let cx = SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED);
+/// assert!(cx.is_sampled());
+/// assert!(!cx.is_remote());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SpanContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    flags: TraceFlags,
+    trace_state: TraceState,
+    remote: bool,
+}
+
+impl SpanContext {
+    /// A local context with an empty trace state.
+    #[inline]
+    pub const fn new(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            flags,
+            trace_state: TraceState::new(),
+            remote: false,
+        }
+    }
+
+    /// A context received from another process (what the propagators return).
+    pub const fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            flags,
+            trace_state: TraceState::new(),
+            remote: true,
+        }
+    }
+
+    /// This context with `trace_state` attached.
+    #[must_use]
+    pub fn with_trace_state(mut self, trace_state: TraceState) -> Self {
+        self.trace_state = trace_state;
+        self
+    }
+
+    /// The trace this span belongs to.
+    pub const fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// This span's id (the `parent-id` of whatever it calls).
+    pub const fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The trace flags.
+    pub const fn flags(&self) -> TraceFlags {
+        self.flags
+    }
+
+    /// Whether the sampled flag is set.
+    pub const fn is_sampled(&self) -> bool {
+        self.flags.is_sampled()
+    }
+
+    /// Whether the context was received from another process.
+    pub const fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The vendor entries carried with the trace.
+    pub const fn trace_state(&self) -> &TraceState {
+        &self.trace_state
+    }
+
+    /// Mutable access to the vendor entries, for a vendor updating its own entry.
+    pub fn trace_state_mut(&mut self) -> &mut TraceState {
+        &mut self.trace_state
+    }
+}
+
+impl fmt::Debug for SpanContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanContext")
+            .field("trace_id", &format_args!("{}", self.trace_id))
+            .field("span_id", &format_args!("{}", self.span_id))
+            .field("flags", &format_args!("{:02x}", self.flags.bits()))
+            .field("trace_state", &self.trace_state.as_str())
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+/// Everything that travels with a request: the current span's context, if any, and baggage.
+///
+/// A `Context` is a plain value. Each thread also has a *current* context, which spans pick
+/// up as their parent: [`Context::attach`] makes a context current until the returned guard
+/// is dropped.
+///
+/// ```
+/// use infra_trace_ctx::{Context, SpanContext, SpanId, TraceFlags, TraceId};
+///
+/// let cx = Context::new().with_span(SpanContext::new(
+///     TraceId::random(),
+///     SpanId::random(),
+///     TraceFlags::SAMPLED,
+/// ));
+/// let trace_id = cx.span().map(SpanContext::trace_id);
+/// {
+///     let _guard = cx.attach();
+///     assert_eq!(Context::current().span().map(SpanContext::trace_id), trace_id);
+/// }
+/// assert!(Context::current().span().is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    span: Option<SpanContext>,
+    baggage: Baggage,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Context> = const {
+        RefCell::new(Context { span: None, baggage: Baggage::new() })
+    };
+}
+
+impl Context {
+    /// An empty context: no span, no baggage.
+    pub const fn new() -> Self {
+        Self {
+            span: None,
+            baggage: Baggage::new(),
+        }
+    }
+
+    /// This context with `span` as its span.
+    #[must_use]
+    pub fn with_span(mut self, span: SpanContext) -> Self {
+        self.span = Some(span);
+        self
+    }
+
+    /// This context with `baggage`.
+    #[must_use]
+    pub fn with_baggage(mut self, baggage: Baggage) -> Self {
+        self.baggage = baggage;
+        self
+    }
+
+    /// The span context, if a span is active or one was extracted.
+    pub const fn span(&self) -> Option<&SpanContext> {
+        self.span.as_ref()
+    }
+
+    /// Sets or clears the span context.
+    pub fn set_span(&mut self, span: Option<SpanContext>) {
+        self.span = span;
+    }
+
+    /// The baggage.
+    pub const fn baggage(&self) -> &Baggage {
+        &self.baggage
+    }
+
+    /// Mutable access to the baggage.
+    pub fn baggage_mut(&mut self) -> &mut Baggage {
+        &mut self.baggage
+    }
+
+    /// A copy of the calling thread's current context.
+    pub fn current() -> Self {
+        Self::map_current(Clone::clone)
+    }
+
+    /// Runs `f` on the calling thread's current context without copying it.
+    #[inline]
+    pub fn map_current<T>(f: impl FnOnce(&Self) -> T) -> T {
+        CURRENT.with(|current| f(&current.borrow()))
+    }
+
+    /// Makes this context the thread's current one until the guard is dropped, when the
+    /// previous one is restored. Guards must be dropped in reverse order of creation, which
+    /// scoping gives for free.
+    pub fn attach(self) -> ContextGuard {
+        let previous = swap_current(self);
+        ContextGuard {
+            previous: Some(previous),
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// Replaces the thread's current context, returning the old one.
+pub(crate) fn swap_current(cx: Context) -> Context {
+    CURRENT.with(|current| std::mem::replace(&mut *current.borrow_mut(), cx))
+}
+
+/// Restores the previous current context when dropped; returned by [`Context::attach`].
+///
+/// Not `Send`: the context it restores belongs to the thread that attached it.
+#[must_use = "the context is detached as soon as the guard is dropped"]
+pub struct ContextGuard {
+    previous: Option<Context>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // During thread teardown the thread-local may be gone; nothing to restore then.
+            let _ = CURRENT.try_with(|current| *current.borrow_mut() = previous);
+        }
+    }
+}
+
+impl fmt::Debug for ContextGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    fn span() -> SpanContext {
+        SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED)
+    }
+
+    #[test]
+    fn guards_nest_and_restore() {
+        let outer = span();
+        let inner = span();
+        assert!(Context::current().span().is_none());
+        let g1 = Context::new().with_span(outer.clone()).attach();
+        {
+            let _g2 = Context::new().with_span(inner.clone()).attach();
+            assert_eq!(Context::current().span(), Some(&inner));
+        }
+        assert_eq!(Context::current().span(), Some(&outer));
+        drop(g1);
+        assert!(Context::current().span().is_none());
+    }
+
+    #[test]
+    fn current_context_is_per_thread() {
+        let _guard = Context::new().with_span(span()).attach();
+        let seen = std::thread::spawn(|| Context::current().span().is_some())
+            .join()
+            .unwrap();
+        assert!(!seen);
+        assert!(Context::current().span().is_some());
+    }
+
+    #[test]
+    fn debug_shows_hex_ids() {
+        let cx = SpanContext::remote(
+            TraceId::from_u128(1).unwrap(),
+            SpanId::from_u64(2).unwrap(),
+            TraceFlags::SAMPLED,
+        );
+        let text = format!("{cx:?}");
+        assert!(text.contains("00000000000000000000000000000001"), "{text}");
+        assert!(text.contains("remote: true"), "{text}");
+    }
+}

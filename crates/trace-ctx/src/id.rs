@@ -1,0 +1,510 @@
+//! Trace ids, span ids and trace flags, and the fast random generator behind new ids.
+//!
+//! Ids are non-zero by construction: an all-zero id is invalid in every format this crate
+//! speaks, so the types cannot hold one and `Option<TraceId>` costs no extra space.
+
+use std::cell::Cell;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::num::{NonZeroU64, NonZeroU128};
+
+use crate::Error;
+
+/// A 16-byte trace id, never all zeros. Written as 32 lowercase hex characters.
+///
+/// ```
+/// use infra_trace_ctx::TraceId;
+///
+/// let id: TraceId = "4bf92f3577b34da6a3ce929d0e0e4736".parse()?;
+/// assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert!("00000000000000000000000000000000".parse::<TraceId>().is_err());
+/// # Ok::<(), infra_trace_ctx::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(NonZeroU128);
+
+/// An 8-byte span (parent) id, never all zeros. Written as 16 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId(NonZeroU64);
+
+impl TraceId {
+    /// The id with these big-endian bytes, or `None` if they are all zero.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Option<Self> {
+        Self::from_u128(u128::from_be_bytes(bytes))
+    }
+
+    /// The id with this value (the bytes read big-endian), or `None` for zero.
+    pub const fn from_u128(value: u128) -> Option<Self> {
+        match NonZeroU128::new(value) {
+            Some(value) => Some(Self(value)),
+            None => None,
+        }
+    }
+
+    /// The id's 16 bytes, most significant first (the order they are written in hex).
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0.get().to_be_bytes()
+    }
+
+    /// The id as an integer.
+    pub const fn to_u128(self) -> u128 {
+        self.0.get()
+    }
+
+    /// A fresh id from the thread's fast generator: every bit is random, so the id satisfies
+    /// the Level 2 requirement that its rightmost 7 bytes be random.
+    ///
+    /// Not cryptographically secure: ids are identifiers, not secrets.
+    #[inline]
+    pub fn random() -> Self {
+        loop {
+            let (high, low) = next_random_pair();
+            if let Some(id) = Self::from_u128((u128::from(high) << 64) | u128::from(low)) {
+                return id;
+            }
+        }
+    }
+
+    /// The 56 random bits the Level 2 random flag promises: the id's rightmost 7 bytes.
+    pub const fn randomness(self) -> u64 {
+        // Truncation is the point: keep the low 56 bits.
+        #[allow(clippy::cast_possible_truncation)]
+        let low = self.0.get() as u64;
+        low & ((1 << 56) - 1)
+    }
+
+    /// Parses 32 lowercase hex characters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] on a wrong length, a non-hex or uppercase character, or all zeros.
+    pub fn from_hex(hex: &str) -> Result<Self, Error> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 32 {
+            return Err(Error::InvalidId("a trace id is 32 hex characters"));
+        }
+        let value =
+            parse_lower_hex_u128(bytes).ok_or(Error::InvalidId("a trace id is lowercase hex"))?;
+        Self::from_u128(value).ok_or(Error::InvalidId("an all-zero trace id is invalid"))
+    }
+
+    /// Writes the 32 lowercase hex characters into `out`.
+    pub fn write_hex(self, out: &mut [u8; 32]) {
+        write_hex(&self.to_bytes(), out);
+    }
+}
+
+/// A new trace id and span id for a root span, from one access to the thread's generator.
+#[inline]
+pub(crate) fn random_root_ids() -> (TraceId, SpanId) {
+    RNG_STATE.with(|cell| {
+        let mut state = load_state(cell);
+        let ids = loop {
+            let (high, low, span) = (wyrand(&mut state), wyrand(&mut state), wyrand(&mut state));
+            let trace = TraceId::from_u128((u128::from(high) << 64) | u128::from(low));
+            if let (Some(trace), Some(span)) = (trace, SpanId::from_u64(span)) {
+                break (trace, span);
+            }
+        };
+        cell.set(state);
+        ids
+    })
+}
+
+impl SpanId {
+    /// The id with these big-endian bytes, or `None` if they are all zero.
+    pub const fn from_bytes(bytes: [u8; 8]) -> Option<Self> {
+        Self::from_u64(u64::from_be_bytes(bytes))
+    }
+
+    /// The id with this value, or `None` for zero.
+    pub const fn from_u64(value: u64) -> Option<Self> {
+        match NonZeroU64::new(value) {
+            Some(value) => Some(Self(value)),
+            None => None,
+        }
+    }
+
+    /// The id's 8 bytes, most significant first.
+    pub const fn to_bytes(self) -> [u8; 8] {
+        self.0.get().to_be_bytes()
+    }
+
+    /// The id as an integer.
+    pub const fn to_u64(self) -> u64 {
+        self.0.get()
+    }
+
+    /// A fresh random id from the thread's fast generator.
+    #[inline]
+    pub fn random() -> Self {
+        loop {
+            if let Some(id) = Self::from_u64(next_random()) {
+                return id;
+            }
+        }
+    }
+
+    /// Parses 16 lowercase hex characters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] on a wrong length, a non-hex or uppercase character, or all zeros.
+    pub fn from_hex(hex: &str) -> Result<Self, Error> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 16 {
+            return Err(Error::InvalidId("a span id is 16 hex characters"));
+        }
+        let value =
+            parse_lower_hex_u128(bytes).ok_or(Error::InvalidId("a span id is lowercase hex"))?;
+        // 16 hex characters always fit in 64 bits.
+        #[allow(clippy::cast_possible_truncation)]
+        Self::from_u64(value as u64).ok_or(Error::InvalidId("an all-zero span id is invalid"))
+    }
+
+    /// Writes the 16 lowercase hex characters into `out`.
+    pub fn write_hex(self, out: &mut [u8; 16]) {
+        write_hex(&self.to_bytes(), out);
+    }
+}
+
+impl std::str::FromStr for TraceId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::from_hex(s)
+    }
+}
+
+impl std::str::FromStr for SpanId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::from_hex(s)
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0; 32];
+        self.write_hex(&mut out);
+        f.write_str(ascii(&out))
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0; 16];
+        self.write_hex(&mut out);
+        f.write_str(ascii(&out))
+    }
+}
+
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpanId({self})")
+    }
+}
+
+/// The `trace-flags` byte of W3C Trace Context Level 2.
+///
+/// Only the bits this crate understands are kept ([`TraceFlags::SAMPLED`] and
+/// [`TraceFlags::RANDOM`]): the spec forbids propagating flags one does not know.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TraceFlags(u8);
+
+impl TraceFlags {
+    /// No flag set: not sampled, no randomness promise.
+    pub const NONE: Self = Self(0);
+    /// The caller may have recorded this trace.
+    pub const SAMPLED: Self = Self(0x01);
+    /// Level 2: the rightmost 7 bytes of the trace id are random.
+    pub const RANDOM: Self = Self(0x02);
+    /// Every bit this crate knows; the others are dropped on the way in.
+    pub const KNOWN: u8 = 0x03;
+
+    /// Flags from a received byte, unknown bits cleared.
+    pub const fn from_wire(byte: u8) -> Self {
+        Self(byte & Self::KNOWN)
+    }
+
+    /// The flags byte.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether the sampled bit is set.
+    pub const fn is_sampled(self) -> bool {
+        self.0 & Self::SAMPLED.0 != 0
+    }
+
+    /// Whether the random bit is set.
+    pub const fn is_random(self) -> bool {
+        self.0 & Self::RANDOM.0 != 0
+    }
+
+    /// These flags with the sampled bit set to `sampled`.
+    #[must_use]
+    pub const fn with_sampled(self, sampled: bool) -> Self {
+        if sampled {
+            Self(self.0 | Self::SAMPLED.0)
+        } else {
+            Self(self.0 & !Self::SAMPLED.0)
+        }
+    }
+
+    /// These flags with the random bit set to `random`.
+    #[must_use]
+    pub const fn with_random(self, random: bool) -> Self {
+        if random {
+            Self(self.0 | Self::RANDOM.0)
+        } else {
+            Self(self.0 & !Self::RANDOM.0)
+        }
+    }
+}
+
+impl std::ops::BitOr for TraceFlags {
+    type Output = Self;
+
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Debug for TraceFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TraceFlags({:02x}: sampled={}, random={})",
+            self.0,
+            self.is_sampled(),
+            self.is_random()
+        )
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `bytes` as lowercase hex into `out`, which is twice as long.
+pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    debug_assert_eq!(out.len(), bytes.len() * 2);
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// The value of one lowercase hex digit.
+#[inline]
+pub(crate) const fn lower_hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The value of one hex digit of either case (for formats that allow uppercase).
+#[inline]
+pub(crate) const fn any_hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => lower_hex_value(byte),
+    }
+}
+
+/// Each byte's value as a lowercase hex digit, or `0xff` if it is not one.
+const LOWER_HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Parses up to 16 lowercase hex digits. Branch-free over the digits: invalid ones are
+/// detected once at the end from the OR of their table entries.
+#[inline]
+fn parse_lower_hex_u64(digits: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    let mut invalid = 0u8;
+    for &digit in digits {
+        let nibble = LOWER_HEX_VALUE[usize::from(digit)];
+        invalid |= nibble;
+        value = (value << 4) | u64::from(nibble & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then_some(value)
+}
+
+/// Parses 1 to 32 lowercase hex digits.
+#[inline]
+pub(crate) fn parse_lower_hex_u128(digits: &[u8]) -> Option<u128> {
+    match digits.len() {
+        0 | 33.. => None,
+        1..=16 => parse_lower_hex_u64(digits).map(u128::from),
+        len => {
+            let (high, low) = digits.split_at(len - 16);
+            let high = parse_lower_hex_u64(high)?;
+            let low = parse_lower_hex_u64(low)?;
+            Some((u128::from(high) << 64) | u128::from(low))
+        }
+    }
+}
+
+/// Parses up to 32 hex digits of either case.
+pub(crate) fn parse_any_hex_u128(digits: &[u8]) -> Option<u128> {
+    if digits.is_empty() || digits.len() > 32 {
+        return None;
+    }
+    let mut value = 0u128;
+    for &digit in digits {
+        value = (value << 4) | u128::from(any_hex_value(digit)?);
+    }
+    Some(value)
+}
+
+/// Views bytes this crate wrote itself (hex digits and header punctuation) as text.
+pub(crate) fn ascii(bytes: &[u8]) -> &str {
+    // Every caller passes bytes it produced from ASCII tables; a failure here is a bug in
+    // this crate, never a consequence of input.
+    std::str::from_utf8(bytes).expect("formatted header bytes are ASCII")
+}
+
+thread_local! {
+    /// The per-thread generator state; zero means "not seeded yet".
+    static RNG_STATE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The next output of the thread's wyrand generator.
+///
+/// wyrand passes BigCrush and PractRand, costs a multiply per output and needs no lock: each
+/// thread has its own state, seeded once from the operating system's randomness.
+#[inline]
+pub(crate) fn next_random() -> u64 {
+    RNG_STATE.with(|cell| {
+        let mut state = load_state(cell);
+        let value = wyrand(&mut state);
+        cell.set(state);
+        value
+    })
+}
+
+/// Two outputs for one thread-local access (a trace id's two halves).
+#[inline]
+fn next_random_pair() -> (u64, u64) {
+    RNG_STATE.with(|cell| {
+        let mut state = load_state(cell);
+        let pair = (wyrand(&mut state), wyrand(&mut state));
+        cell.set(state);
+        pair
+    })
+}
+
+#[inline]
+fn load_state(cell: &Cell<u64>) -> u64 {
+    match cell.get() {
+        0 => seed(),
+        state => state,
+    }
+}
+
+#[inline]
+fn wyrand(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0xa076_1d64_78bd_642f);
+    let product = u128::from(*state) * u128::from(*state ^ 0xe703_7ed1_a0b4_28db);
+    // Folding the 128-bit product is the generator's output function.
+    #[allow(clippy::cast_possible_truncation)]
+    let folded = ((product >> 64) ^ product) as u64;
+    folded
+}
+
+/// A non-zero seed from a randomly keyed hasher (its keys come from the operating system).
+#[cold]
+fn seed() -> u64 {
+    let keyed = infra_common::hash::RandomState::new();
+    let seed = keyed.hash_one(std::thread::current().id());
+    seed | 1
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_zero_and_bad_hex() {
+        assert!(TraceId::from_u128(0).is_none());
+        assert!(SpanId::from_u64(0).is_none());
+        for bad in [
+            "",
+            "4bf92f3577b34da6a3ce929d0e0e473",
+            "4bf92f3577b34da6a3ce929d0e0e47366",
+            "4BF92F3577B34DA6A3CE929D0E0E4736",
+            "4bf92f3577b34da6a3ce929d0e0e473g",
+            "00000000000000000000000000000000",
+        ] {
+            assert!(TraceId::from_hex(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(SpanId::from_hex("00f067aa0ba902b7").is_ok());
+        assert!(SpanId::from_hex("00F067AA0BA902B7").is_err());
+        assert!(SpanId::from_hex("0000000000000000").is_err());
+    }
+
+    #[test]
+    fn random_ids_are_distinct_and_non_zero() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(TraceId::random()));
+        }
+        let spans: std::collections::HashSet<_> = (0..10_000).map(|_| SpanId::random()).collect();
+        assert_eq!(spans.len(), 10_000);
+    }
+
+    #[test]
+    fn random_bits_are_balanced() {
+        // Each of the 56 random bits should be set in about half of the ids.
+        let mut ones = [0u32; 56];
+        let n = 20_000;
+        for _ in 0..n {
+            let r = TraceId::random().randomness();
+            for (bit, count) in ones.iter_mut().enumerate() {
+                *count += u32::from((r >> bit) & 1 == 1);
+            }
+        }
+        for (bit, count) in ones.iter().enumerate() {
+            assert!((9_000..11_000).contains(count), "bit {bit}: {count} of {n}");
+        }
+    }
+
+    #[test]
+    fn flags_drop_unknown_bits() {
+        let flags = TraceFlags::from_wire(0xff);
+        assert_eq!(flags.bits(), 0x03);
+        assert!(flags.is_sampled() && flags.is_random());
+        assert_eq!(flags.with_sampled(false).bits(), 0x02);
+        assert_eq!(TraceFlags::from_wire(0x04), TraceFlags::NONE);
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let id = TraceId::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10).unwrap();
+        assert_eq!(id.to_string(), "0102030405060708090a0b0c0d0e0f10");
+        assert_eq!(id.to_string().parse::<TraceId>().unwrap(), id);
+        let span = SpanId::from_u64(0xab).unwrap();
+        assert_eq!(span.to_string(), "00000000000000ab");
+        assert_eq!(format!("{span:?}"), "SpanId(00000000000000ab)");
+    }
+}

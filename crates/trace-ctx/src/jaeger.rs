@@ -1,0 +1,295 @@
+//! Jaeger propagation: `uber-trace-id` and `uberctx-{key}` baggage headers.
+//!
+//! Rules followed (Jaeger client propagation format):
+//! - `{trace-id}:{span-id}:{parent-span-id}:{flags}`, each field hex (either case, as
+//!   Jaeger clients accept), without required padding: trace id 1 to 32 digits, span and
+//!   parent ids 1 to 16, flags 1 or 2;
+//! - trace and span ids must not be zero; parent `0` means "no parent" (the field is
+//!   deprecated);
+//! - flags: `0x01` sampled, `0x02` debug (and other bits carried as they are);
+//! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded;
+//! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
+
+use std::fmt;
+
+use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
+use crate::carrier::{Extractor, Injector};
+use crate::id::parse_any_hex_u128;
+use crate::propagator::Propagator;
+use crate::{Baggage, Context, Error, SpanContext, SpanId, TraceFlags, TraceId};
+
+/// The Jaeger trace header name.
+pub const UBER_TRACE_ID: &str = "uber-trace-id";
+/// The prefix of Jaeger baggage headers.
+pub const UBERCTX_PREFIX: &str = "uberctx-";
+
+/// A parsed `uber-trace-id` header.
+///
+/// ```
+/// use infra_trace_ctx::JaegerHeader;
+///
+/// let header = JaegerHeader::parse("A3CE929D0E0E4736:e457b5a2e4d86bd1:0:1")?;
+/// assert!(header.is_sampled());
+/// assert_eq!(
+///     header.to_string(),
+///     "0000000000000000a3ce929d0e0e4736:e457b5a2e4d86bd1:0:1"
+/// );
+/// # Ok::<(), infra_trace_ctx::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JaegerHeader {
+    /// The trace id.
+    pub trace_id: TraceId,
+    /// The caller's span id.
+    pub span_id: SpanId,
+    /// The caller's parent, or `None` for `0`.
+    pub parent_span_id: Option<SpanId>,
+    /// The flags byte: `0x01` sampled, `0x02` debug.
+    pub flags: u8,
+}
+
+impl JaegerHeader {
+    /// The sampled flag.
+    pub const SAMPLED: u8 = 0x01;
+    /// The debug flag.
+    pub const DEBUG: u8 = 0x02;
+
+    /// Parses an `uber-trace-id` value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Jaeger`] if the value breaks the rules in the module docs.
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        let mut fields = value.split(':');
+        let mut next = |max: usize, what: &'static str| -> Result<u128, Error> {
+            let field = fields
+                .next()
+                .ok_or(Error::Jaeger("four fields separated by ':'"))?;
+            if field.is_empty() || field.len() > max {
+                return Err(Error::Jaeger(what));
+            }
+            parse_any_hex_u128(field.as_bytes()).ok_or(Error::Jaeger(what))
+        };
+        let trace_id = next(32, "the trace id is 1 to 32 hex digits")?;
+        let span_id = next(16, "the span id is 1 to 16 hex digits")?;
+        let parent_span_id = next(16, "the parent id is 1 to 16 hex digits")?;
+        let flags = next(2, "the flags are 1 or 2 hex digits")?;
+        if fields.next().is_some() {
+            return Err(Error::Jaeger("four fields separated by ':'"));
+        }
+        // Each field's length bounds it to its type's width.
+        #[allow(clippy::cast_possible_truncation)]
+        let (span_id, parent_span_id, flags) = (span_id as u64, parent_span_id as u64, flags as u8);
+        Ok(Self {
+            trace_id: TraceId::from_u128(trace_id).ok_or(Error::Jaeger("the trace id is zero"))?,
+            span_id: SpanId::from_u64(span_id).ok_or(Error::Jaeger("the span id is zero"))?,
+            parent_span_id: SpanId::from_u64(parent_span_id),
+            flags,
+        })
+    }
+
+    /// Whether the sampled or debug flag is set.
+    pub const fn is_sampled(&self) -> bool {
+        self.flags & (Self::SAMPLED | Self::DEBUG) != 0
+    }
+
+    /// The span context this header describes.
+    pub fn span_context(&self) -> SpanContext {
+        SpanContext::remote(
+            self.trace_id,
+            self.span_id,
+            TraceFlags::NONE.with_sampled(self.is_sampled()),
+        )
+    }
+
+    /// The header describing `span`.
+    pub fn of(span: &SpanContext) -> Self {
+        Self {
+            trace_id: span.trace_id(),
+            span_id: span.span_id(),
+            parent_span_id: None,
+            flags: if span.is_sampled() { Self::SAMPLED } else { 0 },
+        }
+    }
+}
+
+impl fmt::Display for JaegerHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:", self.trace_id, self.span_id)?;
+        match self.parent_span_id {
+            Some(parent) => write!(f, "{parent}")?,
+            None => f.write_str("0")?,
+        }
+        write!(f, ":{:x}", self.flags)
+    }
+}
+
+impl std::str::FromStr for JaegerHeader {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+/// Propagates Jaeger's `uber-trace-id` and `uberctx-*` baggage.
+///
+/// ```
+/// use infra_trace_ctx::{JaegerPropagator, Propagator};
+///
+/// let carrier = vec![
+///     ("uber-trace-id", "a3ce929d0e0e4736:e457b5a2e4d86bd1:0:1"),
+///     ("uberctx-tenant", "acme%20corp"),
+/// ];
+/// let cx = JaegerPropagator.extract(&carrier);
+/// assert!(cx.span().is_some_and(|span| span.is_sampled()));
+/// assert_eq!(cx.baggage().get("tenant"), Some("acme corp"));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JaegerPropagator;
+
+impl Propagator for JaegerPropagator {
+    fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        let value = carrier.get(UBER_TRACE_ID)?;
+        JaegerHeader::parse(value).ok().map(|h| h.span_context())
+    }
+
+    fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
+        let mut keys: Vec<String> = Vec::new();
+        carrier.names(&mut |name| {
+            let prefixed = name.len() > UBERCTX_PREFIX.len()
+                && name.as_bytes()[..UBERCTX_PREFIX.len()]
+                    .eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes());
+            if prefixed {
+                keys.push(name.to_owned());
+            }
+        });
+        for name in keys {
+            let key = &name[UBERCTX_PREFIX.len()..];
+            if !key.bytes().all(is_tchar) {
+                continue;
+            }
+            let Some(value) = carrier.get(&name).and_then(percent_decode) else {
+                continue;
+            };
+            let _ = baggage.insert(&key.to_ascii_lowercase(), &value);
+        }
+    }
+
+    fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
+        if let Some(span) = cx.span() {
+            carrier.set(UBER_TRACE_ID, &JaegerHeader::of(span).to_string());
+        }
+        for entry in cx.baggage().iter() {
+            let mut value = String::new();
+            // Writing into a String cannot fail.
+            let _ = write_percent_encoded(&mut value, entry.value());
+            carrier.set(&format!("{UBERCTX_PREFIX}{}", entry.key()), &value);
+        }
+    }
+
+    fn fields(&self) -> &'static [&'static str] {
+        &[UBER_TRACE_ID, UBERCTX_PREFIX]
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (header, canonical form or None if invalid).
+    const VECTORS: &[(&str, Option<&str>)] = &[
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            Some("4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1"),
+        ),
+        (
+            "abc:def:0:3",
+            Some("00000000000000000000000000000abc:0000000000000def:0:3"),
+        ),
+        (
+            "ABC:DEF:1:0",
+            Some("00000000000000000000000000000abc:0000000000000def:0000000000000001:0"),
+        ),
+        (
+            "1:2:3:ff",
+            Some("00000000000000000000000000000001:0000000000000002:0000000000000003:ff"),
+        ),
+        (
+            "1:2:0:01",
+            Some("00000000000000000000000000000001:0000000000000002:0:1"),
+        ),
+        ("0:2:0:1", None),
+        ("1:0:0:1", None),
+        ("1:2:0", None),
+        ("1:2:0:1:5", None),
+        ("1::0:1", None),
+        ("1:2:0:", None),
+        ("1:2:0:100", None),
+        ("g:2:0:1", None),
+        ("4bf92f3577b34da6a3ce929d0e0e47366:2:0:1", None),
+        ("1:00f067aa0ba902b70:0:1", None),
+        ("1%3A2%3A0%3A1", None),
+        ("", None),
+    ];
+
+    #[test]
+    fn vectors() {
+        for (value, expected) in VECTORS {
+            let parsed = JaegerHeader::parse(value);
+            match expected {
+                Some(canonical) => {
+                    let header = parsed.unwrap_or_else(|e| panic!("{value:?} rejected: {e}"));
+                    assert_eq!(header.to_string(), *canonical);
+                }
+                None => assert!(parsed.is_err(), "{value:?} accepted: {parsed:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_flag_means_sampled() {
+        assert!(JaegerHeader::parse("1:2:0:2").unwrap().is_sampled());
+        assert!(!JaegerHeader::parse("1:2:0:0").unwrap().is_sampled());
+    }
+
+    #[test]
+    fn baggage_round_trips_through_uberctx_headers() {
+        let mut baggage = Baggage::new();
+        baggage.insert("tenant", "acme corp, ✓").unwrap();
+        let cx = Context::new()
+            .with_span(SpanContext::new(
+                TraceId::random(),
+                SpanId::random(),
+                TraceFlags::SAMPLED,
+            ))
+            .with_baggage(baggage);
+        let mut out: Vec<(String, String)> = Vec::new();
+        JaegerPropagator.inject(&cx, &mut out);
+        let back = JaegerPropagator.extract(&out);
+        assert_eq!(back.baggage().get("tenant"), Some("acme corp, ✓"));
+        assert_eq!(
+            back.span().unwrap().trace_id(),
+            cx.span().unwrap().trace_id()
+        );
+        let carrier = vec![("UberCtx-Mixed", "x"), ("uberctx-bad%", "%zz")];
+        let back = JaegerPropagator.extract(&carrier);
+        assert_eq!(back.baggage().get("mixed"), Some("x"));
+        assert_eq!(back.baggage().len(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_is_identity(t in 1u128.., s in 1u64.., p in any::<u64>(), flags in any::<u8>()) {
+            let header = JaegerHeader {
+                trace_id: TraceId::from_u128(t).unwrap(),
+                span_id: SpanId::from_u64(s).unwrap(),
+                parent_span_id: SpanId::from_u64(p),
+                flags,
+            };
+            prop_assert_eq!(JaegerHeader::parse(&header.to_string()), Ok(header));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The [`Propagator`] trait and [`CompositePropagator`], which speaks several formats at once.
+
+use std::fmt;
+
+use crate::carrier::{Extractor, Injector};
+use crate::{Baggage, Context, SpanContext};
+
+/// One propagation format: reads a [`Context`] from a carrier and writes one into it.
+///
+/// The one trait in the crate meant for swapping implementations: W3C Trace Context, W3C
+/// Baggage, B3 and Jaeger implement it, and [`CompositePropagator`] combines them.
+pub trait Propagator: Send + Sync + fmt::Debug {
+    /// The span context carried by `carrier`, or `None` if it holds none or an invalid one.
+    /// Never a partially read context.
+    fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        let _ = carrier;
+        None
+    }
+
+    /// Adds the baggage carried by `carrier` to `baggage`. Formats without baggage do
+    /// nothing; an invalid header adds nothing.
+    fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
+        let _ = (carrier, baggage);
+    }
+
+    /// Writes `cx` into `carrier` in this format. A context without a span writes no span
+    /// fields.
+    fn inject(&self, cx: &Context, carrier: &mut dyn Injector);
+
+    /// The field names this format reads and writes (prefixes end in `-`).
+    fn fields(&self) -> &'static [&'static str];
+
+    /// The span context and baggage carried by `carrier`.
+    fn extract(&self, carrier: &dyn Extractor) -> Context {
+        let mut cx = Context::new();
+        cx.set_span(self.extract_span(carrier));
+        self.extract_baggage(carrier, cx.baggage_mut());
+        cx
+    }
+}
+
+/// Several formats in a priority order: extraction takes the span context from the first
+/// format that finds a valid one and merges the baggage of all; injection writes every format.
+///
+/// ```
+/// use infra_trace_ctx::{
+///     B3Propagator, BaggagePropagator, CompositePropagator, Propagator, TraceContextPropagator,
+/// };
+///
+/// let propagator = CompositePropagator::new(vec![
+///     Box::new(TraceContextPropagator),
+///     Box::new(B3Propagator::single_header()),
+///     Box::new(BaggagePropagator),
+/// ]);
+/// // A service behind a B3-only proxy still joins the trace.
+/// let carrier = vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")];
+/// let cx = propagator.extract(&carrier);
+/// assert!(cx.span().is_some_and(|span| span.is_sampled()));
+///
+/// let mut out: Vec<(String, String)> = Vec::new();
+/// propagator.inject(&cx, &mut out);
+/// assert!(out.iter().any(|(name, _)| name == "traceparent"));
+/// assert!(out.iter().any(|(name, _)| name == "b3"));
+/// ```
+#[derive(Debug, Default)]
+pub struct CompositePropagator {
+    formats: Vec<Box<dyn Propagator>>,
+}
+
+impl CompositePropagator {
+    /// Formats in priority order (the first one's span context wins on extraction).
+    pub fn new(formats: Vec<Box<dyn Propagator>>) -> Self {
+        Self { formats }
+    }
+
+    /// The configured formats, in priority order.
+    pub fn formats(&self) -> &[Box<dyn Propagator>] {
+        &self.formats
+    }
+}
+
+impl Propagator for CompositePropagator {
+    fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        self.formats.iter().find_map(|f| f.extract_span(carrier))
+    }
+
+    fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
+        for format in &self.formats {
+            format.extract_baggage(carrier, baggage);
+        }
+    }
+
+    fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
+        for format in &self.formats {
+            format.inject(cx, carrier);
+        }
+    }
+
+    /// Empty: a composite's fields are those of its formats, see
+    /// [`CompositePropagator::formats`].
+    fn fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::{B3Propagator, BaggagePropagator, JaegerPropagator, TraceContextPropagator};
+
+    fn composite() -> CompositePropagator {
+        CompositePropagator::new(vec![
+            Box::new(TraceContextPropagator),
+            Box::new(B3Propagator::multi_header()),
+            Box::new(JaegerPropagator),
+            Box::new(BaggagePropagator),
+        ])
+    }
+
+    #[test]
+    fn first_valid_format_wins() {
+        let carrier = vec![
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("uber-trace-id", "1:2:0:1"),
+        ];
+        let cx = composite().extract(&carrier);
+        assert_eq!(
+            cx.span().unwrap().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+
+        // An invalid traceparent falls through to the next format.
+        let carrier = vec![("traceparent", "00-zz"), ("uber-trace-id", "1:2:0:1")];
+        let cx = composite().extract(&carrier);
+        assert_eq!(cx.span().unwrap().trace_id().to_u128(), 1);
+    }
+
+    #[test]
+    fn baggage_of_every_format_is_merged() {
+        let carrier = vec![("baggage", "a=1"), ("uberctx-b", "2")];
+        let cx = composite().extract(&carrier);
+        assert_eq!(cx.baggage().get("a"), Some("1"));
+        assert_eq!(cx.baggage().get("b"), Some("2"));
+        assert!(cx.span().is_none());
+    }
+
+    #[test]
+    fn inject_writes_every_format() {
+        let carrier = vec![("uber-trace-id", "abc:def:0:3")];
+        let cx = composite().extract(&carrier);
+        let mut out: Vec<(String, String)> = Vec::new();
+        composite().inject(&cx, &mut out);
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "traceparent",
+                "x-b3-traceid",
+                "x-b3-spanid",
+                "x-b3-sampled",
+                "uber-trace-id"
+            ]
+        );
+        assert_eq!(composite().formats().len(), 4);
+    }
+}

@@ -1,0 +1,145 @@
+//! Proves the hot paths allocate nothing: extracting and injecting a `traceparent` (no
+//! `tracestate`), and starting, annotating and ending an unsampled span.
+//!
+//! A counting global allocator tallies allocations made by the current thread only, so the
+//! test harness's own threads do not disturb the count.
+#![cfg(not(infra_loom))]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use infra_trace_ctx::{
+    AlwaysOff, Context, ParentBased, Propagator, SpanKind, Status, TraceContextPropagator,
+    TraceIdRatio, Tracer,
+};
+
+struct Counting;
+
+thread_local! {
+    // `const` initialisation: reading it never allocates, so it is safe inside the allocator.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments, which
+// upholds GlobalAlloc's contract; counting touches only a thread-local integer.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same layout as given to us, per GlobalAlloc::alloc's contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (we allocate nothing else).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged; `ptr` came from `System` with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns how many allocations it made on this thread.
+fn allocations_in<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = f();
+    (ALLOCATIONS.with(Cell::get) - before, result)
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let (count, v) = allocations_in(|| vec![1u8; 32]);
+    assert_eq!(count, 1);
+    assert_eq!(v.len(), 32);
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03";
+
+#[test]
+fn traceparent_extract_and_inject_allocate_nothing() {
+    let mut incoming: HashMap<String, String> = HashMap::new();
+    incoming.insert("traceparent".into(), TRACEPARENT.into());
+    incoming.insert("content-type".into(), "application/json".into());
+    // The outgoing map already holds the field: re-injection reuses its string.
+    let mut outgoing: HashMap<String, String> = HashMap::new();
+    outgoing.insert("traceparent".into(), String::with_capacity(64));
+    // Warm-up: the first use of thread-locals may set them up.
+    let _ = TraceContextPropagator.extract(&incoming);
+
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..100 {
+            let cx = TraceContextPropagator.extract(&incoming);
+            assert!(cx.span().is_some());
+            TraceContextPropagator.inject(&cx, &mut outgoing);
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "extract + inject allocated {count} times in 100 rounds"
+    );
+    assert_eq!(outgoing["traceparent"], TRACEPARENT);
+
+    // A rejected header costs nothing either.
+    incoming.insert("traceparent".into(), "00-not-a-valid-header".into());
+    let (count, cx) = allocations_in(|| TraceContextPropagator.extract(&incoming));
+    assert_eq!(count, 0);
+    assert!(cx.span().is_none());
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn header_map_extraction_allocates_nothing() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("traceparent", http::HeaderValue::from_static(TRACEPARENT));
+    let _ = TraceContextPropagator.extract(&headers);
+    let (count, cx) = allocations_in(|| TraceContextPropagator.extract(&headers));
+    assert_eq!(count, 0);
+    assert!(cx.span().is_some());
+}
+
+#[test]
+fn unsampled_spans_allocate_nothing() {
+    let tracer = Tracer::builder().sampler(AlwaysOff).build();
+    let ratio = Tracer::builder()
+        .sampler(ParentBased::new(TraceIdRatio::new(0.0)))
+        .build();
+    let mut incoming: HashMap<String, String> = HashMap::new();
+    incoming.insert(
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into(),
+    );
+    let remote = TraceContextPropagator.extract(&incoming);
+    let parent = remote.span().expect("valid header").clone();
+    drop(tracer.span("warm-up").start());
+
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..100 {
+            let mut root = tracer.span("checkout").kind(SpanKind::Server).start();
+            root.set_attribute("http.method", "POST");
+            root.set_attribute("items", 3);
+            root.add_event("validated");
+            root.set_status(Status::Ok);
+            {
+                let _guard = root.attach();
+                let child = tracer.span("load cart").start();
+                assert_eq!(child.context().trace_id(), root.context().trace_id());
+                child.end();
+            }
+            root.end();
+            // A remote unsampled parent followed by a parent-based sampler.
+            let server = ratio.span("handle").parent(&parent).start();
+            assert!(!server.is_recording());
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "unsampled spans allocated {count} times in 100 rounds"
+    );
+    assert!(Context::current().span().is_none());
+}
