@@ -5,6 +5,9 @@
 //! panicking if something is off.
 
 mod common;
+mod ratelimit;
+mod ring_hash;
+mod trace_ctx;
 
 use std::error::Error;
 use std::time::Instant;
@@ -12,7 +15,12 @@ use std::time::Instant;
 /// One chapter of the tour: its title and the function that runs it.
 type Chapter = (&'static str, fn() -> Result<(), Box<dyn Error>>);
 
-const CHAPTERS: &[Chapter] = &[("infra-common: clocks and hashing", common::run)];
+const CHAPTERS: &[Chapter] = &[
+    ("infra-common: clocks and hashing", common::run),
+    ("infra-ring-hash: adding a 6th server", ring_hash::run),
+    ("infra-ratelimit: one user bursts past a per-user quota", ratelimit::run),
+    ("infra-trace-ctx: one trace across six services", trace_ctx::run),
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
