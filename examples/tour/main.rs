@@ -18,8 +18,14 @@ type Chapter = (&'static str, fn() -> Result<(), Box<dyn Error>>);
 const CHAPTERS: &[Chapter] = &[
     ("infra-common: clocks and hashing", common::run),
     ("infra-ring-hash: adding a 6th server", ring_hash::run),
-    ("infra-ratelimit: one user bursts past a per-user quota", ratelimit::run),
-    ("infra-trace-ctx: one trace across six services", trace_ctx::run),
+    (
+        "infra-ratelimit: one user bursts past a per-user quota",
+        ratelimit::run,
+    ),
+    (
+        "infra-trace-ctx: one trace across six services",
+        trace_ctx::run,
+    ),
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
