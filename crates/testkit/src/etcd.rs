@@ -1,26 +1,27 @@
 //! A private single-member `etcd` cluster on loopback.
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::process::{self, ServerProcess, ServerSpec};
+use crate::server::Server;
 
 /// How long [`EtcdServer::http`] waits for a response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An `etcd` member on free loopback client and peer ports, removed with its data when dropped.
-///
-/// etcd persists every acknowledged write in its write-ahead log before answering, so
-/// [`restart`](Self::restart) and [`kill`](Self::kill) followed by `restart` keep them.
-pub struct EtcdServer {
-    process: ServerProcess,
-    client_addr: SocketAddr,
-}
+/// The etcd engine: a single-member cluster that persists every acknowledged write in its
+/// write-ahead log before answering, so [`restart`](Server::restart), and
+/// [`kill`](Server::kill) followed by `restart`, keeps them.
+#[derive(Debug)]
+pub enum Etcd {}
 
-impl EtcdServer {
+/// An `etcd` member on free loopback client and peer ports, removed with its data when dropped.
+/// [`addr`](Server::addr) is the client address.
+pub type EtcdServer = Server<Etcd>;
+
+impl Server<Etcd> {
     /// Starts a member, or prints a skip line and returns `None` when `etcd` is not installed
     /// (see the crate docs for `INFRA_REQUIRE_SERVERS`).
     ///
@@ -45,30 +46,12 @@ impl EtcdServer {
                 probe_addr: process::loopback(client_port),
             })
         })?;
-        Ok(Self {
-            client_addr: process.addr(),
-            process,
-        })
+        Ok(Self::new(process))
     }
 
     /// The client URL, `http://127.0.0.1:PORT`, as etcd clients take it as an endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}", self.client_addr)
-    }
-
-    /// The client address.
-    pub fn addr(&self) -> SocketAddr {
-        self.client_addr
-    }
-
-    /// The temporary data directory, removed when the server is dropped.
-    pub fn data_dir(&self) -> &Path {
-        self.process.data_dir()
-    }
-
-    /// The process id while the server runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        format!("http://{}", self.addr())
     }
 
     /// Sends one HTTP/1.1 request to the client port and returns the status code and body.
@@ -76,47 +59,7 @@ impl EtcdServer {
     /// Enough to drive etcd's JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`) in tests without
     /// an etcd client crate.
     pub fn http(&self, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
-        http(self.client_addr, method, path, body)
-    }
-
-    /// Stops the member gracefully; its ports and data stay reserved for
-    /// [`restart`](Self::restart).
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// Kills the member at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts the member again on the same ports and data; waits until it is healthy.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.process.restart()
-    }
-
-    /// Freezes the member (SIGSTOP): connections stay open, nothing is answered.
-    pub fn pause(&mut self) {
-        self.process.pause();
-    }
-
-    /// Lets a paused member answer again (SIGCONT).
-    pub fn resume(&mut self) {
-        self.process.resume();
-    }
-
-    /// Whether the process is alive (a paused process is alive).
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-}
-
-impl fmt::Debug for EtcdServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdServer")
-            .field("client_addr", &self.client_addr)
-            .field("data_dir", &self.process.data_dir())
-            .finish_non_exhaustive()
+        http(self.addr(), method, path, body)
     }
 }
 

@@ -23,9 +23,11 @@
 mod etcd;
 mod process;
 mod redis;
+mod server;
 
-pub use etcd::EtcdServer;
-pub use redis::RedisServer;
+pub use etcd::{Etcd, EtcdServer};
+pub use redis::{Redis, RedisServer};
+pub use server::Server;
 
 /// The environment variable that turns a missing server binary into a failure.
 pub const REQUIRE_SERVERS_ENV: &str = "INFRA_REQUIRE_SERVERS";

@@ -1,27 +1,26 @@
 //! A private `redis-server` on loopback.
 
-use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::process::{self, ServerProcess, ServerSpec};
+use crate::server::Server;
 
 /// How long [`RedisServer::command`] waits for a reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A `redis-server` process on a free loopback port, removed with its data when dropped.
-///
-/// Persistence is an append-only file with an fsync after every write, so
-/// [`restart`](Self::restart) and even [`kill`](Self::kill) followed by `restart` keep every
-/// acknowledged write, as a durable production setup would.
-pub struct RedisServer {
-    process: ServerProcess,
-    addr: SocketAddr,
-}
+/// The Redis engine: `redis-server` with an append-only file fsynced after every write, so
+/// [`restart`](Server::restart), and even [`kill`](Server::kill) followed by `restart`, keeps
+/// every acknowledged write, as a durable production setup would.
+#[derive(Debug)]
+pub enum Redis {}
 
-impl RedisServer {
+/// A `redis-server` process on a free loopback port, removed with its data when dropped.
+pub type RedisServer = Server<Redis>;
+
+impl Server<Redis> {
     /// Starts a server, or prints a skip line and returns `None` when `redis-server` is not
     /// installed (see the crate docs for `INFRA_REQUIRE_SERVERS`).
     ///
@@ -46,30 +45,12 @@ impl RedisServer {
                 probe_addr: process::loopback(port),
             })
         })?;
-        Ok(Self {
-            addr: process.addr(),
-            process,
-        })
+        Ok(Self::new(process))
     }
 
     /// The server's `redis://127.0.0.1:PORT` URL.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    /// The server's loopback address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The temporary data directory, removed when the server is dropped.
-    pub fn data_dir(&self) -> &Path {
-        self.process.data_dir()
-    }
-
-    /// The process id while the server runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        format!("redis://{}", self.addr())
     }
 
     /// Sends one command and returns the first line of the reply (`+OK`, `:1`, `$5`, `-ERR ...`).
@@ -77,46 +58,7 @@ impl RedisServer {
     /// A minimal client for tests that need to poke the server (flush it, read a counter)
     /// without depending on a Redis client crate.
     pub fn command(&self, args: &[&str]) -> io::Result<String> {
-        command(self.addr, args)
-    }
-
-    /// Stops the server gracefully. Its port and data stay reserved for [`restart`](Self::restart).
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// Kills the server at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts the server again on the same port and data; waits until it answers.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.process.restart()
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
-    pub fn pause(&mut self) {
-        self.process.pause();
-    }
-
-    /// Lets a paused server answer again (SIGCONT).
-    pub fn resume(&mut self) {
-        self.process.resume();
-    }
-
-    /// Whether the process is alive (a paused process is alive).
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-}
-
-impl fmt::Debug for RedisServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisServer")
-            .field("addr", &self.addr)
-            .field("data_dir", &self.process.data_dir())
-            .finish_non_exhaustive()
+        command(self.addr(), args)
     }
 }
 

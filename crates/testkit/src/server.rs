@@ -1,0 +1,88 @@
+//! What every server handle can do, whatever the engine behind it.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::process::ServerProcess;
+
+/// A private server process on loopback, removed with its data when dropped.
+///
+/// `K` names the engine ([`Redis`](crate::Redis) or [`Etcd`](crate::Etcd)); the engine adds
+/// its own `start`, `url` and a tiny client on top of the lifecycle methods here. Use the
+/// aliases [`RedisServer`](crate::RedisServer) and [`EtcdServer`](crate::EtcdServer).
+pub struct Server<K> {
+    process: ServerProcess,
+    engine: PhantomData<K>,
+}
+
+impl<K> Server<K> {
+    pub(crate) fn new(process: ServerProcess) -> Self {
+        Self {
+            process,
+            engine: PhantomData,
+        }
+    }
+
+    /// The loopback address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.process.addr()
+    }
+
+    /// The temporary data directory, removed when the server is dropped.
+    pub fn data_dir(&self) -> &Path {
+        self.process.data_dir()
+    }
+
+    /// The process id while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Stops the server gracefully (SIGTERM). Its port and data stay reserved for
+    /// [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or power loss would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the server again on the same port and data; waits until it answers.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.process.restart()
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&mut self) {
+        self.process.pause();
+    }
+
+    /// Lets a paused server answer again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.process.resume();
+    }
+
+    /// Whether the process is alive (a paused process is alive).
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+impl<K> fmt::Debug for Server<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let engine = std::any::type_name::<K>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("?");
+        f.debug_struct("Server")
+            .field("engine", &engine)
+            .field("addr", &self.addr())
+            .field("data_dir", &self.data_dir())
+            .finish_non_exhaustive()
+    }
+}
