@@ -33,13 +33,13 @@ fn hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("common/hash_u64");
     let key = 0x0123_4567_89ab_cdef_u64;
     group.bench_function("infra_stable", |b| {
-        b.iter(|| stable_hash_u64(black_box(key)))
+        b.iter(|| stable_hash_u64(black_box(key)));
     });
     group.bench_function("infra_stable_hasher", |b| {
         b.iter(|| StableHasher::hash_one(black_box(&key)));
     });
     group.bench_function("infra_random", |b| {
-        b.iter(|| random.hash_one(black_box(key)))
+        b.iter(|| random.hash_one(black_box(key)));
     });
     group.bench_function("std_siphash", |b| b.iter(|| sip.hash_one(black_box(key))));
     group.finish();
