@@ -8,6 +8,8 @@
 //! what to drop: that is what makes "expire only idle keys" race-free.
 
 use std::borrow::Borrow;
+#[cfg(not(infra_loom))]
+use std::hash::BuildHasher;
 use std::hash::Hash;
 
 use infra_common::hash::RandomState;
@@ -54,18 +56,22 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.map.hash_usize(&key);
-        let shard = self.map.shards()[self.map.determine_shard(hash)].read();
+        // The same hash, and the same shard choice from it, as dashmap's own lookups (which
+        // truncate it to `usize` for the shard in the same way).
+        let hash = self.map.hasher().hash_one(key);
+        #[allow(clippy::cast_possible_truncation)]
+        let word = hash as usize;
+        let shard = self.map.shards()[self.map.determine_shard(word)].read();
         // The table's layout: control bytes start at `data_end`, entries are stored backwards
         // below it, and probing starts at slot `hash & (buckets - 1)`. Only addresses are
         // computed here (wrapping, never dereferenced); a wrong guess costs one useless prefetch.
-        let slot = hash & (shard.buckets() - 1);
+        let slot = word & (shard.buckets() - 1);
         let data_end = shard.data_end().as_ptr();
         prefetch::for_write(data_end.wrapping_sub(slot + 1));
         prefetch::for_read(data_end.cast::<u8>().wrapping_add(slot));
         let before = meanwhile();
         let found = shard
-            .get(hash as u64, |(candidate, _)| key == candidate.borrow())
+            .get(hash, |(candidate, _)| key == candidate.borrow())
             .map(|(_, value)| f(value.get(), &before));
         (before, found)
     }
@@ -120,9 +126,10 @@ mod prefetch {
     #[inline(always)]
     pub(super) fn for_write<T>(ptr: *const T) {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: `prefetchw` (an SSE-era hint on x86_64, where SSE is always enabled) only
-        // warms the cache: it reads no memory the program can observe and never faults, whatever
-        // the address.
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. The instruction it
+        // emits (`prefetchw` where the target has it, `prefetcht0` otherwise) only warms the
+        // cache: it reads no memory the program can observe and never faults, whatever the
+        // address.
         #[allow(unsafe_code)]
         unsafe {
             use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
@@ -218,5 +225,48 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.map.write().remove(key)
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_find_every_inserted_key_across_growth() {
+        let shards = Shards::<String, u64>::new();
+        for round in 0..3_u64 {
+            for i in 0..5_000_u64 {
+                let key = format!("key-{i}");
+                let (before, found) = shards.with_meanwhile(key.as_str(), || round, |v, r| *v + r);
+                assert_eq!(before, round);
+                if round == 0 {
+                    assert_eq!(found, None, "{key} is not there yet");
+                    let (value, inserted) =
+                        shards.with_or_insert(key, || i, |v, inserted| (*v, inserted));
+                    assert_eq!((value, inserted), (i, true));
+                } else {
+                    assert_eq!(found, Some(i + round));
+                }
+            }
+        }
+        assert_eq!(
+            shards.with_meanwhile("absent", || (), |v, ()| *v),
+            ((), None)
+        );
+        assert_eq!(shards.remove("key-7"), Some(7));
+        assert_eq!(
+            shards.with_meanwhile("key-7", || (), |v, ()| *v),
+            ((), None)
+        );
+        assert_eq!(shards.retain(|_, v| v % 2 == 0), 2_499);
+        assert_eq!(
+            shards.with_meanwhile("key-8", || (), |v, ()| *v),
+            ((), Some(8))
+        );
+        assert_eq!(
+            shards.with_meanwhile("key-9", || (), |v, ()| *v),
+            ((), None)
+        );
     }
 }
