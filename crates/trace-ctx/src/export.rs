@@ -139,9 +139,9 @@ fn unix_nanos(time: SystemTime) -> u128 {
 
 pub(crate) fn write_json(out: &mut String, span: &SpanData) -> fmt::Result {
     out.push_str("{\"service\":");
-    write_json_str(out, &span.service)?;
+    push_json_str(out, &span.service);
     out.push_str(",\"name\":");
-    write_json_str(out, &span.name)?;
+    push_json_str(out, &span.name);
     write!(
         out,
         ",\"kind\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{}\",\"parent_span_id\":",
@@ -166,7 +166,7 @@ pub(crate) fn write_json(out: &mut String, span: &SpanData) -> fmt::Result {
         Status::Ok => out.push_str("\"ok\""),
         Status::Error(message) => {
             out.push_str("{\"error\":");
-            write_json_str(out, message)?;
+            push_json_str(out, message);
             out.push('}');
         }
     }
@@ -178,7 +178,7 @@ pub(crate) fn write_json(out: &mut String, span: &SpanData) -> fmt::Result {
             out.push(',');
         }
         out.push_str("{\"name\":");
-        write_json_str(out, &event.name)?;
+        push_json_str(out, &event.name);
         write!(
             out,
             ",\"time_unix_nanos\":{},\"attributes\":",
@@ -197,10 +197,10 @@ fn write_attributes(out: &mut String, attributes: &[KeyValue]) -> fmt::Result {
         if i > 0 {
             out.push(',');
         }
-        write_json_str(out, &kv.key)?;
+        push_json_str(out, &kv.key);
         out.push(':');
         match &kv.value {
-            Value::Str(s) => write_json_str(out, s)?,
+            Value::Str(s) => push_json_str(out, s),
             Value::I64(n) => write!(out, "{n}")?,
             // JSON has no NaN or infinity: those become null.
             Value::F64(x) if x.is_finite() => write!(out, "{x}")?,
@@ -212,7 +212,9 @@ fn write_attributes(out: &mut String, attributes: &[KeyValue]) -> fmt::Result {
     Ok(())
 }
 
-fn write_json_str(out: &mut String, s: &str) -> fmt::Result {
+/// Appends `s` as a JSON string literal: quoted, with quotes, backslashes and control
+/// characters escaped. Shared by every JSON-lines writer in the crate.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -221,12 +223,14 @@ fn write_json_str(out: &mut String, s: &str) -> fmt::Result {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => write!(out, "\\u{:04x}", u32::from(c))?,
+            // Writing to a String cannot fail.
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     out.push('"');
-    Ok(())
 }
 
 #[cfg(all(test, not(infra_loom)))]

@@ -12,6 +12,7 @@ use infra_common::{Clock, SystemClock};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 
+use crate::export::push_json_str;
 use crate::{Context, SpanContext};
 
 /// Writes every event as one JSON object per line:
@@ -161,24 +162,6 @@ impl Visit for JsonFields<'_> {
         self.key(field);
         push_json_str(self.line, &format!("{value:?}"));
     }
-}
-
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(all(test, not(infra_loom)))]
