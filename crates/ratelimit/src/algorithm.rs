@@ -9,8 +9,42 @@ use infra_common::{Clock, SystemClock};
 use crate::{Decision, Error, Gcra, Quota};
 
 /// How many 64-bit words an algorithm's configuration may take when stored for lock-free
-/// reading (see [`Algorithm::encode`]).
+/// reading (see [`AlgorithmConfig::encode`]).
 pub const CONFIG_WORDS: usize = 4;
+
+/// An algorithm's configuration: everything derived once from a [`Quota`] that its decisions
+/// need, packable into [`CONFIG_WORDS`] words so limiters can publish a new one to concurrent
+/// readers without a lock.
+///
+/// Implemented by [`GcraConfig`](crate::GcraConfig),
+/// [`TokenBucketConfig`](crate::TokenBucketConfig) and [`WindowConfig`](crate::WindowConfig)
+/// (shared by the three window algorithms).
+///
+/// ```
+/// use infra_ratelimit::{AlgorithmConfig, GcraConfig, Quota};
+///
+/// let config = GcraConfig::from_quota(&Quota::per_second(10)?.with_burst(4)?)?;
+/// assert_eq!(config.capacity(), 4);
+/// assert_eq!(GcraConfig::decode(config.encode()), config);
+/// # Ok::<(), infra_ratelimit::Error>(())
+/// ```
+pub trait AlgorithmConfig: Copy + Send + Sync + fmt::Debug + PartialEq {
+    /// Derives the configuration from a quota.
+    ///
+    /// # Errors
+    ///
+    /// When the algorithm cannot represent the quota (for example [`Error::RateTooLow`]).
+    fn from_quota(quota: &Quota) -> Result<Self, Error>;
+
+    /// Packs the configuration into words. `decode(encode(c)) == c`.
+    fn encode(&self) -> [u64; CONFIG_WORDS];
+
+    /// Unpacks what [`AlgorithmConfig::encode`] produced.
+    fn decode(words: [u64; CONFIG_WORDS]) -> Self;
+
+    /// The most cells one call can ever be granted; `check_n` callers must not ask for more.
+    fn capacity(&self) -> u32;
+}
 
 /// A rate-limiting algorithm: the state of one limited thing (a whole service, or one key of a
 /// keyed limiter) and the rule that decides on it.
@@ -33,34 +67,17 @@ pub const CONFIG_WORDS: usize = 4;
 ///   be forgotten.
 pub trait Algorithm: Send + Sync + fmt::Debug + Sized {
     /// Everything derived from a quota that the decision needs.
-    type Config: Copy + Send + Sync + fmt::Debug + PartialEq;
+    type Config: AlgorithmConfig;
 
     /// A short name, for logs and tables.
     const NAME: &'static str;
-
-    /// Derives the configuration from a quota.
-    ///
-    /// # Errors
-    ///
-    /// When the algorithm cannot represent the quota (for example [`Error::RateTooLow`]).
-    fn config(quota: &Quota) -> Result<Self::Config, Error>;
-
-    /// Packs the configuration into words, so limiters can publish a new one to concurrent
-    /// readers without a lock. `decode(encode(c)) == c`.
-    fn encode(config: &Self::Config) -> [u64; CONFIG_WORDS];
-
-    /// Unpacks what [`Algorithm::encode`] produced.
-    fn decode(words: [u64; CONFIG_WORDS]) -> Self::Config;
-
-    /// The most cells one call can ever be granted; `check_n` callers must not ask for more.
-    fn capacity(config: &Self::Config) -> u32;
 
     /// A state at full capacity, as of `now` (nanoseconds of the limiter's clock).
     fn new(config: &Self::Config, now: u64) -> Self;
 
     /// Decides on `n` cells at time `now`, consuming them if admitted.
     ///
-    /// `n` must not exceed [`Algorithm::capacity`]; a larger `n` is denied, never a panic.
+    /// `n` must not exceed [`AlgorithmConfig::capacity`]; a larger `n` is denied, never a panic.
     fn check_n(&self, config: &Self::Config, now: u64, n: u32) -> Decision;
 
     /// Whether this state is indistinguishable from a new one at `now`: every later decision
@@ -84,7 +101,7 @@ pub(crate) struct ConfigCell<A: Algorithm> {
 
 impl<A: Algorithm> ConfigCell<A> {
     pub(crate) fn new(quota: &Quota) -> Result<Self, Error> {
-        let config = A::config(quota)?;
+        let config = A::Config::from_quota(quota)?;
         let words = Self::pack(quota, &config);
         Ok(Self {
             sequence: AtomicU64::new(0),
@@ -96,7 +113,7 @@ impl<A: Algorithm> ConfigCell<A> {
 
     fn pack(quota: &Quota, config: &A::Config) -> [u64; CONFIG_WORDS + 2] {
         let mut words = [0; CONFIG_WORDS + 2];
-        words[..CONFIG_WORDS].copy_from_slice(&A::encode(config));
+        words[..CONFIG_WORDS].copy_from_slice(&config.encode());
         words[CONFIG_WORDS] = (u64::from(quota.limit()) << 32) | u64::from(quota.burst());
         words[CONFIG_WORDS + 1] = quota.period_nanos();
         words
@@ -122,7 +139,7 @@ impl<A: Algorithm> ConfigCell<A> {
 
     #[inline]
     pub(crate) fn config(&self) -> A::Config {
-        A::decode(self.read::<CONFIG_WORDS>(0))
+        A::Config::decode(self.read::<CONFIG_WORDS>(0))
     }
 
     pub(crate) fn quota(&self) -> Quota {
@@ -137,7 +154,7 @@ impl<A: Algorithm> ConfigCell<A> {
     }
 
     pub(crate) fn store(&self, quota: &Quota) -> Result<(), Error> {
-        let config = A::config(quota)?;
+        let config = A::Config::from_quota(quota)?;
         let words = Self::pack(quota, &config);
         let _writer = self.writer.lock();
         let sequence = self.sequence.load(Ordering::Relaxed);
@@ -261,7 +278,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
     #[inline]
     pub fn check_n(&self, n: u32) -> Result<Decision, Error> {
         let config = self.config.config();
-        let capacity = A::capacity(&config);
+        let capacity = config.capacity();
         if n > capacity {
             return Err(Error::InsufficientCapacity {
                 requested: n,
@@ -273,7 +290,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
 
     /// The most cells one call can be granted.
     pub fn capacity(&self) -> u32 {
-        A::capacity(&self.config.config())
+        self.config.config().capacity()
     }
 
     /// The current quota.
@@ -335,7 +352,10 @@ mod tests {
         let quota = Quota::per_minute(90).unwrap().with_burst(7).unwrap();
         let cell = ConfigCell::<crate::TokenBucket>::new(&quota).unwrap();
         assert_eq!(cell.quota(), quota);
-        assert_eq!(cell.config(), crate::TokenBucket::config(&quota).unwrap());
+        assert_eq!(
+            cell.config(),
+            crate::TokenBucketConfig::from_quota(&quota).unwrap()
+        );
         let other = Quota::per_second(3).unwrap();
         cell.store(&other).unwrap();
         assert_eq!(cell.quota(), other);

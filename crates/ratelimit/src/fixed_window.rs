@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use infra_common::sync::Mutex;
 
-use crate::algorithm::{Algorithm, CONFIG_WORDS};
+use crate::algorithm::{Algorithm, AlgorithmConfig, CONFIG_WORDS};
 use crate::{Decision, Error, Quota};
 
 /// A counter per fixed window: at most `limit` requests in each window `[k·period, (k+1)·period)`
@@ -36,25 +36,31 @@ pub struct WindowConfig {
     pub limit: u32,
 }
 
-impl WindowConfig {
-    pub(crate) fn from_quota(quota: &Quota) -> Self {
-        Self {
+impl AlgorithmConfig for WindowConfig {
+    fn from_quota(quota: &Quota) -> Result<Self, Error> {
+        Ok(Self {
             window: quota.period_nanos(),
             limit: quota.limit(),
-        }
+        })
     }
 
-    pub(crate) fn encode(&self) -> [u64; CONFIG_WORDS] {
+    fn encode(&self) -> [u64; CONFIG_WORDS] {
         [self.window, u64::from(self.limit), 0, 0]
     }
 
-    pub(crate) fn decode(words: [u64; CONFIG_WORDS]) -> Self {
+    fn decode(words: [u64; CONFIG_WORDS]) -> Self {
         Self {
             window: words[0].max(1),
             limit: u32::try_from(words[1]).unwrap_or(u32::MAX),
         }
     }
 
+    fn capacity(&self) -> u32 {
+        self.limit
+    }
+}
+
+impl WindowConfig {
     /// The start of the window holding `now`.
     pub fn window_start(&self, now: u64) -> u64 {
         now - now % self.window
@@ -72,22 +78,6 @@ pub(crate) fn nanos(value: u64) -> Duration {
 impl Algorithm for FixedWindow {
     type Config = WindowConfig;
     const NAME: &'static str = "fixed_window";
-
-    fn config(quota: &Quota) -> Result<WindowConfig, Error> {
-        Ok(WindowConfig::from_quota(quota))
-    }
-
-    fn encode(config: &WindowConfig) -> [u64; CONFIG_WORDS] {
-        config.encode()
-    }
-
-    fn decode(words: [u64; CONFIG_WORDS]) -> WindowConfig {
-        WindowConfig::decode(words)
-    }
-
-    fn capacity(config: &WindowConfig) -> u32 {
-        config.limit
-    }
 
     fn new(config: &WindowConfig, now: u64) -> Self {
         Self {

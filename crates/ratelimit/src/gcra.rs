@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 
-use crate::algorithm::{Algorithm, CONFIG_WORDS};
+use crate::algorithm::{Algorithm, AlgorithmConfig, CONFIG_WORDS};
 use crate::{Decision, Error, Quota};
 
 /// The generic cell rate algorithm: one `AtomicU64` per limited thing, one compare-and-swap
@@ -47,6 +47,33 @@ pub struct GcraConfig {
     pub burst: u32,
 }
 
+impl AlgorithmConfig for GcraConfig {
+    fn from_quota(quota: &Quota) -> Result<Self, Error> {
+        Ok(Self {
+            interval: quota.interval_nanos(),
+            tolerance: quota.burst_nanos(),
+            burst: quota.burst(),
+        })
+    }
+
+    fn encode(&self) -> [u64; CONFIG_WORDS] {
+        [self.interval, self.tolerance, u64::from(self.burst), 0]
+    }
+
+    #[inline]
+    fn decode(words: [u64; CONFIG_WORDS]) -> Self {
+        Self {
+            interval: words[0].max(1),
+            tolerance: words[1],
+            burst: u32::try_from(words[2]).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn capacity(&self) -> u32 {
+        self.burst
+    }
+}
+
 impl Gcra {
     /// The theoretical arrival time (clock nanoseconds at which the state is full again).
     pub fn theoretical_arrival(&self) -> u64 {
@@ -63,36 +90,6 @@ fn remaining(config: &GcraConfig, debt: u64) -> u32 {
 impl Algorithm for Gcra {
     type Config = GcraConfig;
     const NAME: &'static str = "gcra";
-
-    fn config(quota: &Quota) -> Result<GcraConfig, Error> {
-        Ok(GcraConfig {
-            interval: quota.interval_nanos(),
-            tolerance: quota.burst_nanos(),
-            burst: quota.burst(),
-        })
-    }
-
-    fn encode(config: &GcraConfig) -> [u64; CONFIG_WORDS] {
-        [
-            config.interval,
-            config.tolerance,
-            u64::from(config.burst),
-            0,
-        ]
-    }
-
-    #[inline]
-    fn decode(words: [u64; CONFIG_WORDS]) -> GcraConfig {
-        GcraConfig {
-            interval: words[0].max(1),
-            tolerance: words[1],
-            burst: u32::try_from(words[2]).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn capacity(config: &GcraConfig) -> u32 {
-        config.burst
-    }
 
     fn new(_config: &GcraConfig, _now: u64) -> Self {
         Self {

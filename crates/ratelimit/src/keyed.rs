@@ -9,7 +9,7 @@ use infra_common::clock::duration_to_nanos;
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::{Clock, SystemClock};
 
-use crate::algorithm::{Algorithm, ConfigCell};
+use crate::algorithm::{Algorithm, AlgorithmConfig, ConfigCell};
 use crate::store::Shards;
 use crate::{Decision, Error, Gcra, Quota};
 
@@ -197,7 +197,7 @@ where
         Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
     {
         let config = self.config_for(key);
-        let capacity = A::capacity(&config);
+        let capacity = config.capacity();
         if n > capacity {
             return Err(Error::InsufficientCapacity {
                 requested: n,
@@ -328,7 +328,7 @@ where
     ///
     /// When the algorithm cannot represent the quota.
     pub fn set_key_quota(&self, key: K, quota: Quota) -> Result<(), Error> {
-        let config = A::config(&quota)?;
+        let config = A::Config::from_quota(&quota)?;
         if self
             .overrides
             .insert(key, Override { quota, config })

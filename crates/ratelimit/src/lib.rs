@@ -33,7 +33,7 @@
 //! assert!(limiter.check("alice")?.is_allowed());
 //! # Ok::<(), infra_ratelimit::Error>(())
 //! ```
-// One `unsafe` block pair in the crate: cache prefetch hints in `store`.
+// One `unsafe` block in the crate: cache prefetch hints in `store`.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -59,7 +59,7 @@ pub mod tower;
 #[cfg(feature = "tokio")]
 mod wait;
 
-pub use algorithm::{Algorithm, CONFIG_WORDS, RateLimiter};
+pub use algorithm::{Algorithm, AlgorithmConfig, CONFIG_WORDS, RateLimiter};
 pub use concurrency::{
     AdaptiveConcurrencyLimiter, AdaptivePermit, AimdConfig, ConcurrencyLimiter, Permit, VegasConfig,
 };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use infra_common::{Clock, ManualClock};
 
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, AlgorithmConfig};
 use crate::token_bucket::TokenBucketConfig;
 use crate::{
     Decision, Error, FixedWindow, Gcra, KeyedOptions, KeyedRateLimiter, Quota, RateLimiter,
@@ -80,7 +80,7 @@ pub struct TokenBucketModel {
 impl TokenBucketModel {
     /// A full model for `quota` (which must be valid for the token bucket).
     pub fn new(quota: &Quota) -> Option<Self> {
-        let config = TokenBucket::config(quota).ok()?;
+        let config = TokenBucketConfig::from_quota(quota).ok()?;
         Some(Self {
             config,
             units: u128::from(config.capacity_units),

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use infra_common::sync::Mutex;
 
-use crate::algorithm::{Algorithm, CONFIG_WORDS};
+use crate::Decision;
+use crate::algorithm::Algorithm;
 use crate::fixed_window::{WindowConfig, cells, nanos};
-use crate::{Decision, Error, Quota};
 
 /// The sliding-window counter: the current fixed window's count plus the previous window's,
 /// weighted by how much of it the sliding window still covers.
@@ -57,22 +57,6 @@ fn first_fit(window: u64, weight: u64, room: u64) -> u64 {
 impl Algorithm for SlidingWindowCounter {
     type Config = WindowConfig;
     const NAME: &'static str = "sliding_window_counter";
-
-    fn config(quota: &Quota) -> Result<WindowConfig, Error> {
-        Ok(WindowConfig::from_quota(quota))
-    }
-
-    fn encode(config: &WindowConfig) -> [u64; CONFIG_WORDS] {
-        config.encode()
-    }
-
-    fn decode(words: [u64; CONFIG_WORDS]) -> WindowConfig {
-        WindowConfig::decode(words)
-    }
-
-    fn capacity(config: &WindowConfig) -> u32 {
-        config.limit
-    }
 
     fn new(config: &WindowConfig, now: u64) -> Self {
         Self {
@@ -183,22 +167,6 @@ impl Algorithm for SlidingWindowLog {
     type Config = WindowConfig;
     const NAME: &'static str = "sliding_window_log";
 
-    fn config(quota: &Quota) -> Result<WindowConfig, Error> {
-        Ok(WindowConfig::from_quota(quota))
-    }
-
-    fn encode(config: &WindowConfig) -> [u64; CONFIG_WORDS] {
-        config.encode()
-    }
-
-    fn decode(words: [u64; CONFIG_WORDS]) -> WindowConfig {
-        WindowConfig::decode(words)
-    }
-
-    fn capacity(config: &WindowConfig) -> u32 {
-        config.limit
-    }
-
     fn new(_config: &WindowConfig, _now: u64) -> Self {
         Self {
             state: Mutex::new(Log::default()),
@@ -254,7 +222,7 @@ impl Algorithm for SlidingWindowLog {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
-    use crate::RateLimiter;
+    use crate::{Quota, RateLimiter};
     use infra_common::ManualClock;
 
     #[test]

@@ -122,32 +122,37 @@ impl<K: Hash + Eq, V> Shards<K, V> {
 /// exists and under Miri.
 #[cfg(not(infra_loom))]
 mod prefetch {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    use std::arch::x86_64::{_MM_HINT_ET0 as WRITE, _MM_HINT_T0 as READ};
+    // Where no hint is emitted, any values do.
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    const WRITE: i32 = 0;
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    const READ: i32 = 0;
+
     /// Asks for the line holding `ptr`, to be written soon.
     #[inline(always)]
     pub(super) fn for_write<T>(ptr: *const T) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. The instruction it
-        // emits (`prefetchw` where the target has it, `prefetcht0` otherwise) only warms the
-        // cache: it reads no memory the program can observe and never faults, whatever the
-        // address.
-        #[allow(unsafe_code)]
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_ET0>(ptr.cast::<i8>());
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = ptr;
+        hint::<WRITE, T>(ptr);
     }
 
     /// Asks for the line holding `ptr`, to be read soon.
     #[inline(always)]
     pub(super) fn for_read<T>(ptr: *const T) {
+        hint::<READ, T>(ptr);
+    }
+
+    /// Asks for the line holding `ptr` with `_mm_prefetch` hint `HINT`.
+    #[inline(always)]
+    fn hint<const HINT: i32, T>(ptr: *const T) {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: as for `for_write`: a hint that observes nothing and never faults.
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. The instruction it
+        // emits (`prefetchw` for the write hint where the target has it, `prefetcht0`
+        // otherwise) only warms the cache: it reads no memory the program can observe and never
+        // faults, whatever the address.
         #[allow(unsafe_code)]
         unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(ptr.cast::<i8>());
+            std::arch::x86_64::_mm_prefetch::<HINT>(ptr.cast::<i8>());
         }
         #[cfg(not(all(target_arch = "x86_64", not(miri))))]
         let _ = ptr;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 
-use crate::algorithm::{Algorithm, CONFIG_WORDS};
+use crate::algorithm::{Algorithm, AlgorithmConfig, CONFIG_WORDS};
 use crate::{Decision, Error, Quota};
 
 /// The finest refill step: 2^20 ns (about 1.05 ms).
@@ -76,6 +76,59 @@ impl TokenBucketConfig {
     }
 }
 
+impl AlgorithmConfig for TokenBucketConfig {
+    fn from_quota(quota: &Quota) -> Result<Self, Error> {
+        let burst = quota.burst();
+        let fraction_bits = burst.leading_zeros().min(MAX_FRACTION_BITS);
+        let capacity_units = u64::from(burst) << fraction_bits;
+        let units_per_nano_num = u128::from(quota.limit()) << fraction_bits;
+        let period = u128::from(quota.period_nanos());
+        let mut chosen = None;
+        for shift in MIN_TICK_SHIFT..=MAX_TICK_SHIFT {
+            let per_tick = (units_per_nano_num << shift) / period;
+            if per_tick >= 1 {
+                chosen = Some((shift, per_tick));
+            }
+            if per_tick >= PRECISE_UNITS_PER_TICK {
+                break;
+            }
+        }
+        let (tick_shift, per_tick) = chosen.ok_or(Error::RateTooLow)?;
+        Ok(Self {
+            tick_shift,
+            fraction_bits,
+            units_per_tick: u64::try_from(per_tick).unwrap_or(u64::MAX),
+            capacity_units,
+            burst,
+        })
+    }
+
+    fn encode(&self) -> [u64; CONFIG_WORDS] {
+        [
+            u64::from(self.tick_shift) | (u64::from(self.fraction_bits) << 32),
+            self.units_per_tick,
+            self.capacity_units,
+            u64::from(self.burst),
+        ]
+    }
+
+    #[inline]
+    fn decode(words: [u64; CONFIG_WORDS]) -> Self {
+        let low = words[0] & u64::from(u32::MAX);
+        Self {
+            tick_shift: u32::try_from(low).unwrap_or(MIN_TICK_SHIFT),
+            fraction_bits: u32::try_from(words[0] >> 32).unwrap_or(0),
+            units_per_tick: words[1].max(1),
+            capacity_units: words[2],
+            burst: u32::try_from(words[3]).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn capacity(&self) -> u32 {
+        self.burst
+    }
+}
+
 fn pack(units: u64, tick: u32) -> u64 {
     (units << 32) | u64::from(tick)
 }
@@ -119,57 +172,6 @@ impl TokenBucket {
 impl Algorithm for TokenBucket {
     type Config = TokenBucketConfig;
     const NAME: &'static str = "token_bucket";
-
-    fn config(quota: &Quota) -> Result<TokenBucketConfig, Error> {
-        let burst = quota.burst();
-        let fraction_bits = burst.leading_zeros().min(MAX_FRACTION_BITS);
-        let capacity_units = u64::from(burst) << fraction_bits;
-        let units_per_nano_num = u128::from(quota.limit()) << fraction_bits;
-        let period = u128::from(quota.period_nanos());
-        let mut chosen = None;
-        for shift in MIN_TICK_SHIFT..=MAX_TICK_SHIFT {
-            let per_tick = (units_per_nano_num << shift) / period;
-            if per_tick >= 1 {
-                chosen = Some((shift, per_tick));
-            }
-            if per_tick >= PRECISE_UNITS_PER_TICK {
-                break;
-            }
-        }
-        let (tick_shift, per_tick) = chosen.ok_or(Error::RateTooLow)?;
-        Ok(TokenBucketConfig {
-            tick_shift,
-            fraction_bits,
-            units_per_tick: u64::try_from(per_tick).unwrap_or(u64::MAX),
-            capacity_units,
-            burst,
-        })
-    }
-
-    fn encode(config: &TokenBucketConfig) -> [u64; CONFIG_WORDS] {
-        [
-            u64::from(config.tick_shift) | (u64::from(config.fraction_bits) << 32),
-            config.units_per_tick,
-            config.capacity_units,
-            u64::from(config.burst),
-        ]
-    }
-
-    #[inline]
-    fn decode(words: [u64; CONFIG_WORDS]) -> TokenBucketConfig {
-        let low = words[0] & u64::from(u32::MAX);
-        TokenBucketConfig {
-            tick_shift: u32::try_from(low).unwrap_or(MIN_TICK_SHIFT),
-            fraction_bits: u32::try_from(words[0] >> 32).unwrap_or(0),
-            units_per_tick: words[1].max(1),
-            capacity_units: words[2],
-            burst: u32::try_from(words[3]).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn capacity(config: &TokenBucketConfig) -> u32 {
-        config.burst
-    }
 
     fn new(config: &TokenBucketConfig, now: u64) -> Self {
         #[allow(clippy::cast_possible_truncation)]
@@ -239,13 +241,13 @@ mod tests {
 
     #[test]
     fn config_picks_a_precise_tick() {
-        let c = TokenBucket::config(&Quota::per_second(1).unwrap()).unwrap();
+        let c = TokenBucketConfig::from_quota(&Quota::per_second(1).unwrap()).unwrap();
         assert_eq!(c.fraction_bits, 16);
         assert!(c.units_per_tick >= 1024, "{c:?}");
-        let fast = TokenBucket::config(&Quota::per_second(1_000_000).unwrap()).unwrap();
+        let fast = TokenBucketConfig::from_quota(&Quota::per_second(1_000_000).unwrap()).unwrap();
         assert_eq!(fast.tick_shift, MIN_TICK_SHIFT);
         let slow = Quota::new(1, crate::quota::MAX_PERIOD).unwrap();
-        assert!(TokenBucket::config(&slow).is_ok());
+        assert!(TokenBucketConfig::from_quota(&slow).is_ok());
     }
 
     #[test]
@@ -282,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_stale_reading_adds_nothing_and_a_wrapped_one_refills() {
-        let config = TokenBucket::config(&Quota::per_second(10).unwrap()).unwrap();
+        let config = TokenBucketConfig::from_quota(&Quota::per_second(10).unwrap()).unwrap();
         let tick = 1u64 << config.tick_shift;
         let bucket = TokenBucket::new(&config, 100 * tick);
         assert!(bucket.check_n(&config, 100 * tick, 10).is_allowed());

@@ -6,7 +6,8 @@
 use infra_common::ManualClock;
 use infra_common::sync::{Arc, model, thread};
 use infra_ratelimit::{
-    Algorithm, Error, Gcra, KeyedOptions, KeyedRateLimiter, Quota, RateLimiter, TokenBucket,
+    Algorithm, AlgorithmConfig, Error, Gcra, GcraConfig, KeyedOptions, KeyedRateLimiter, Quota,
+    RateLimiter, TokenBucket, TokenBucketConfig,
 };
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ fn admitted_cells<A: Algorithm + 'static>(config: A::Config, calls: &[(u64, u32)
 #[test]
 fn gcra_never_admits_more_than_the_burst() {
     model(|| {
-        let config = Gcra::config(&quota(1, 2)).unwrap();
+        let config = GcraConfig::from_quota(&quota(1, 2)).unwrap();
         let cells = admitted_cells::<Gcra>(config, &[(0, 1), (0, 1), (0, 1)]);
         assert_eq!(cells, 2);
     });
@@ -46,7 +47,7 @@ fn gcra_never_admits_more_than_the_burst() {
 #[test]
 fn gcra_batches_and_singles_share_the_burst() {
     model(|| {
-        let config = Gcra::config(&quota(1, 3)).unwrap();
+        let config = GcraConfig::from_quota(&quota(1, 3)).unwrap();
         // One cell refills per second; the late caller may see at most that one more.
         let cells = admitted_cells::<Gcra>(config, &[(0, 2), (0, 2), (1_000_000_000, 1)]);
         assert!(cells <= 4, "admitted {cells}");
@@ -59,7 +60,7 @@ fn gcra_batches_and_singles_share_the_burst() {
 #[test]
 fn token_bucket_never_admits_more_than_the_burst() {
     model(|| {
-        let config = TokenBucket::config(&quota(1, 2)).unwrap();
+        let config = TokenBucketConfig::from_quota(&quota(1, 2)).unwrap();
         let cells = admitted_cells::<TokenBucket>(config, &[(0, 1), (0, 1), (0, 1)]);
         assert_eq!(cells, 2);
     });
@@ -71,7 +72,7 @@ fn token_bucket_older_readings_add_nothing() {
         // Burst 2 refilling slowly: a caller with a later reading and one with an earlier
         // reading race; whatever the order, no more than the burst is admitted, because the
         // tick of the later reading is never rolled back.
-        let config = TokenBucket::config(&quota(1, 2)).unwrap();
+        let config = TokenBucketConfig::from_quota(&quota(1, 2)).unwrap();
         let tick = 1u64 << config.tick_shift;
         let cells = admitted_cells::<TokenBucket>(config, &[(5 * tick, 2), (tick, 1)]);
         assert!(cells <= 2, "admitted {cells}");
