@@ -40,6 +40,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 #[cfg(not(infra_loom))]
 pub use std::sync::Arc;
@@ -225,6 +226,26 @@ impl Condvar {
         }
     }
 
+    /// Like [`Condvar::wait`], but gives up after `timeout`; returns whether it timed out.
+    ///
+    /// Wake-ups may be spurious and a timeout may race a notification: re-check the condition.
+    /// Loom does not model time, so under `infra_loom` this waits for a notification exactly
+    /// like [`Condvar::wait`] and never reports a timeout.
+    pub fn wait_timeout<T>(&self, guard: &mut MutexGuard<'_, T>, timeout: Duration) -> bool {
+        #[cfg(not(infra_loom))]
+        return self.inner.wait_for(&mut guard.inner, timeout).timed_out();
+        #[cfg(infra_loom)]
+        {
+            let held = guard
+                .inner
+                .take()
+                .expect("guard is present outside Condvar::wait");
+            let (held, result) = unpoison(self.inner.wait_timeout(held, timeout));
+            guard.inner = Some(held);
+            result.timed_out()
+        }
+    }
+
     /// Wakes one waiting thread, if any.
     pub fn notify_one(&self) {
         self.inner.notify_one();
@@ -321,6 +342,27 @@ mod tests {
         assert_eq!(*guard, Some(7));
         drop(guard);
         producer.join().unwrap();
+    }
+
+    #[test]
+    fn condvar_wait_timeout_reports_a_timeout_and_a_notification() {
+        let slot = Arc::new((Mutex::new(false), Condvar::new()));
+        let mut guard = slot.0.lock();
+        assert!(slot.1.wait_timeout(&mut guard, Duration::from_millis(1)));
+        drop(guard);
+        let notifier = {
+            let slot = Arc::clone(&slot);
+            thread::spawn(move || {
+                *slot.0.lock() = true;
+                slot.1.notify_one();
+            })
+        };
+        let mut guard = slot.0.lock();
+        while !*guard {
+            slot.1.wait_timeout(&mut guard, Duration::from_secs(60));
+        }
+        drop(guard);
+        notifier.join().unwrap();
     }
 
     #[test]
