@@ -1,0 +1,133 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::grant::FencingToken;
+
+/// Everything that can go wrong when asking for, keeping, releasing or checking a grant.
+///
+/// Bad input (an empty or oversized name, a zero or oversized lease, a semaphore without
+/// permits) is refused before anything is locked. The lease errors say that the caller no
+/// longer holds what it thinks it holds; the fence errors say that a write must not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock name is empty. Name the resource the lock protects.
+    EmptyName,
+    /// The lock name is longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes.
+    NameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name accepted.
+        max: usize,
+    },
+    /// The lease is zero: the grant would expire the moment it was made.
+    ZeroLease,
+    /// The lease is longer than [`MAX_LEASE`](crate::MAX_LEASE). Hold the lock for less and
+    /// [`extend`](crate::Locks::extend) it while the work goes on.
+    LeaseTooLong {
+        /// The lease asked for.
+        lease: Duration,
+        /// The longest lease accepted.
+        max: Duration,
+    },
+    /// A semaphore was asked for with zero permits: nobody could ever hold it.
+    ZeroPermits,
+    /// The name is in use as another kind of lock: a semaphore with a different number of
+    /// permits, or a semaphore where a mutex or read-write lock is held or awaited (or the
+    /// other way round). One name is one lock; use a different name.
+    KindMismatch {
+        /// The lock name.
+        name: String,
+    },
+    /// The grant was issued by another backend instance; only the issuer can act on it.
+    ForeignGrant {
+        /// The lock name the grant is for.
+        name: String,
+        /// The grant's token.
+        token: FencingToken,
+    },
+    /// The grant's lease ran out before this call, so the lock may already belong to someone
+    /// else: the caller must stop acting on the protected resource. Acquire the lock again.
+    LeaseExpired {
+        /// The lock name.
+        name: String,
+        /// The token of the grant that expired.
+        token: FencingToken,
+    },
+    /// The backend has issued the largest token it can represent and cannot grant again
+    /// without breaking the promise that tokens grow.
+    TokensExhausted,
+    /// A [`Fence`](crate::Fence) refused a token older than one it has already admitted for
+    /// the resource: the writer's grant was superseded, and its write must not happen.
+    StaleToken {
+        /// The resource the write was for.
+        resource: String,
+        /// The token presented.
+        token: FencingToken,
+        /// The highest token the fence has admitted for the resource.
+        highest: FencingToken,
+    },
+    /// A [`Fence`](crate::Fence) was shown a token of a different lock than the one that
+    /// guards the resource. Tokens of different locks are not comparable.
+    WrongLock {
+        /// The resource the write was for.
+        resource: String,
+        /// The lock whose tokens guard the resource.
+        expected: String,
+        /// The lock the presented token belongs to.
+        got: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyName => f.write_str("the lock name is empty"),
+            Self::NameTooLong { len, max } => {
+                write!(
+                    f,
+                    "the lock name is {len} bytes long; at most {max} are accepted"
+                )
+            }
+            Self::ZeroLease => f.write_str("the lease is zero"),
+            Self::LeaseTooLong { lease, max } => {
+                write!(
+                    f,
+                    "the lease of {lease:?} is longer than the maximum of {max:?}"
+                )
+            }
+            Self::ZeroPermits => f.write_str("a semaphore needs at least one permit"),
+            Self::KindMismatch { name } => {
+                write!(f, "lock {name:?} is in use as a different kind of lock")
+            }
+            Self::ForeignGrant { name, token } => write!(
+                f,
+                "grant {token} on lock {name:?} was issued by another backend instance"
+            ),
+            Self::LeaseExpired { name, token } => {
+                write!(f, "the lease of grant {token} on lock {name:?} has expired")
+            }
+            Self::TokensExhausted => f.write_str("the backend has no fencing tokens left"),
+            Self::StaleToken {
+                resource,
+                token,
+                highest,
+            } => write!(
+                f,
+                "stale token {token} for {resource:?}: token {highest} was already admitted"
+            ),
+            Self::WrongLock {
+                resource,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{resource:?} is guarded by lock {expected:?}, not by lock {got:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

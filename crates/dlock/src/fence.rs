@@ -1,0 +1,180 @@
+//! The resource's side of fencing: refuse a write that carries an older token.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use infra_common::RandomState;
+use infra_common::sync::Mutex;
+
+use crate::error::Error;
+use crate::grant::{FencingToken, check_name};
+
+/// Remembers, per resource, the highest fencing token admitted and the lock it came from.
+///
+/// A lock alone cannot stop a holder that paused past its lease from writing: it wakes up
+/// still believing it holds the lock. The resource must check. [`Fence::admit`] admits a token
+/// at least as high as every token admitted before for that resource (the same holder writes
+/// many times under one grant) and raises the mark, in one atomic step; an older token is
+/// refused with [`Error::StaleToken`]. The first token admitted for a resource binds it to that
+/// token's lock; a token of another lock is refused with [`Error::WrongLock`], since tokens of
+/// different locks are not comparable.
+///
+/// The check must be atomic with the write it guards: admit inside the storage's own critical
+/// section (or transaction), so that no newer writer can slip in between the check and the
+/// write.
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_common::sync::Mutex;
+/// use infra_dlock::{Error, Fence, FencingToken, Locks, MemoryLocks};
+/// use std::time::Duration;
+///
+/// /// A store whose writes carry the writer's lock name and token.
+/// struct Store {
+///     fence: Fence,
+///     balance: Mutex<i64>,
+/// }
+///
+/// impl Store {
+///     fn write(&self, lock: &str, token: FencingToken, value: i64) -> Result<(), Error> {
+///         let mut balance = self.balance.lock();
+///         self.fence.admit("balance", lock, token)?; // under the store's lock
+///         *balance = value;
+///         Ok(())
+///     }
+/// }
+///
+/// let clock = ManualClock::new();
+/// let locks = MemoryLocks::with_clock(clock.clone());
+/// let store = Store { fence: Fence::new(), balance: Mutex::new(1000) };
+/// let lease = Duration::from_secs(5);
+///
+/// let paused = locks.acquire("account-7", lease)?.into_grant();
+/// clock.advance(Duration::from_secs(6)); // the holder stalls past its lease
+/// let next = locks.acquire("account-7", lease)?;
+/// store.write("account-7", next.token(), 800)?;
+///
+/// // The first holder wakes up and writes what it computed before the pause.
+/// let refused = store.write("account-7", paused.token(), 900);
+/// assert!(matches!(refused, Err(Error::StaleToken { .. })));
+/// assert_eq!(*store.balance.lock(), 800);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct Fence {
+    marks: Mutex<HashMap<Box<str>, Mark, RandomState>>,
+}
+
+struct Mark {
+    lock: Box<str>,
+    highest: FencingToken,
+}
+
+impl Fence {
+    /// A fence that has admitted nothing.
+    pub fn new() -> Self {
+        Self {
+            marks: Mutex::new(HashMap::default()),
+        }
+    }
+
+    /// Admits a write to `resource` under `token` of lock `lock`, or refuses it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleToken`] if a higher token of the lock was admitted for `resource`;
+    /// [`Error::WrongLock`] if `resource` is guarded by another lock; [`Error::EmptyName`] or
+    /// [`Error::NameTooLong`] for a bad `lock`.
+    pub fn admit(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
+        check_name(lock)?;
+        let mut marks = self.marks.lock();
+        match marks.get_mut(resource) {
+            Some(mark) if *mark.lock != *lock => Err(Error::WrongLock {
+                resource: resource.to_owned(),
+                expected: mark.lock.to_string(),
+                got: lock.to_owned(),
+            }),
+            Some(mark) if token < mark.highest => Err(Error::StaleToken {
+                resource: resource.to_owned(),
+                token,
+                highest: mark.highest,
+            }),
+            Some(mark) => {
+                mark.highest = token;
+                Ok(())
+            }
+            None => {
+                let mark = Mark {
+                    lock: lock.into(),
+                    highest: token,
+                };
+                marks.insert(resource.into(), mark);
+                Ok(())
+            }
+        }
+    }
+
+    /// The highest token admitted for `resource`, if any.
+    pub fn highest(&self, resource: &str) -> Option<FencingToken> {
+        self.marks.lock().get(resource).map(|mark| mark.highest)
+    }
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fence")
+            .field("resources", &self.marks.lock().len())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    fn t(value: u64) -> FencingToken {
+        FencingToken::new(value)
+    }
+
+    #[test]
+    fn admits_equal_and_higher_tokens_and_refuses_older_ones() {
+        let fence = Fence::new();
+        assert_eq!(fence.highest("r"), None);
+        fence.admit("r", "lock", t(5)).unwrap();
+        fence.admit("r", "lock", t(5)).unwrap();
+        fence.admit("r", "lock", t(9)).unwrap();
+        assert_eq!(
+            fence.admit("r", "lock", t(8)),
+            Err(Error::StaleToken {
+                resource: "r".into(),
+                token: t(8),
+                highest: t(9)
+            })
+        );
+        assert_eq!(fence.highest("r"), Some(t(9)));
+        // Resources are independent.
+        fence.admit("other", "lock", t(1)).unwrap();
+        assert_eq!(fence.highest("other"), Some(t(1)));
+    }
+
+    #[test]
+    fn refuses_tokens_of_another_lock_and_bad_lock_names() {
+        let fence = Fence::new();
+        fence.admit("r", "a", t(1)).unwrap();
+        assert_eq!(
+            fence.admit("r", "b", t(100)),
+            Err(Error::WrongLock {
+                resource: "r".into(),
+                expected: "a".into(),
+                got: "b".into()
+            })
+        );
+        assert_eq!(fence.highest("r"), Some(t(1)));
+        assert_eq!(fence.admit("r", "", t(2)), Err(Error::EmptyName));
+    }
+}

@@ -1,0 +1,222 @@
+//! What a backend hands out: a grant with its fencing token and lease, and the words used to
+//! ask for one.
+
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::clock::duration_to_nanos;
+
+use crate::error::Error;
+
+/// The longest lease a backend accepts: one week.
+///
+/// A lock held longer should be extended while the work goes on, so that a holder that dies
+/// frees it in reasonable time. The bound also keeps every deadline far from overflowing.
+pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The longest lock name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// A number that grows with every grant of a lock: the proof a protected resource checks.
+///
+/// For one lock name, every grant carries a token strictly greater than the token of every
+/// earlier grant of that name, so a resource that remembers the highest token it has seen (a
+/// [`Fence`](crate::Fence)) can refuse a write from a holder whose grant was superseded, even
+/// if that holder still believes it holds the lock. Tokens of different lock names are not
+/// comparable. Token 0 is never issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(u64);
+
+impl FencingToken {
+    /// The token with value `value`, as received from a client that was granted it.
+    pub const fn new(value: u64) -> Self {
+        Self(value)
+    }
+
+    /// The token's value, to send along with a write.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What kind of hold a grant gives on its lock name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Access {
+    /// The only holder: a mutex, or the writer of a read-write lock.
+    Exclusive,
+    /// One of any number of readers of a read-write lock; excludes [`Access::Exclusive`].
+    ///
+    /// Every reader gets a token of its own, from the same sequence as the writers', so a
+    /// writer granted after a reader always has a greater token. A reader's token orders its
+    /// grant but is not for writing: a fence admitting a reader's token would refuse the other
+    /// readers' older tokens.
+    Shared,
+    /// One of `permits` holders of a counting semaphore.
+    ///
+    /// Each permit carries its own token; all permits of one name share one sequence. Fence
+    /// each permit's resource under a resource name of its own.
+    Permit {
+        /// How many permits the semaphore has. Every request for the name must agree.
+        permits: u32,
+    },
+}
+
+/// How long an acquisition may wait for its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wait {
+    /// Do not wait: grant now or give up.
+    No,
+    /// Wait at most this long, measured on the backend's clock.
+    Up(Duration),
+    /// Wait until granted.
+    Forever,
+}
+
+/// A lease on a lock: who holds it, with which token, until when.
+///
+/// A grant is data, not a handle: it does not release anything when dropped (a
+/// [`LockGuard`](crate::LockGuard) does). It is not `Clone`, so releasing it consumes the one
+/// copy. The lease is measured on the backend's monotonic [`Clock`](infra_common::Clock) from
+/// the moment the grant was confirmed — for a server backend, when the server's reply arrived,
+/// not when the request was sent — and the grant is held during
+/// `[granted_at_nanos, granted_at_nanos + lease)`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub(crate) name: Box<str>,
+    pub(crate) access: Access,
+    pub(crate) token: FencingToken,
+    pub(crate) granted_at: u64,
+    pub(crate) lease: Duration,
+    /// The identity of the backend instance that issued the grant.
+    pub(crate) issuer: u64,
+}
+
+impl Grant {
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kind of hold.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// The fencing token: send it with every write to the protected resource.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The clock reading at which the grant (or its latest extension) was confirmed.
+    pub fn granted_at_nanos(&self) -> u64 {
+        self.granted_at
+    }
+
+    /// The lease length, counted from [`Grant::granted_at_nanos`].
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The clock reading at which the lease runs out (saturating at `u64::MAX`).
+    pub fn deadline_nanos(&self) -> u64 {
+        self.granted_at.saturating_add(self.lease_nanos())
+    }
+
+    pub(crate) fn lease_nanos(&self) -> u64 {
+        duration_to_nanos(self.lease)
+    }
+}
+
+/// Checks a lock name.
+pub(crate) fn check_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::EmptyName);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::NameTooLong {
+            len: name.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a lease length.
+pub(crate) fn check_lease(lease: Duration) -> Result<(), Error> {
+    if lease.is_zero() {
+        return Err(Error::ZeroLease);
+    }
+    if lease > MAX_LEASE {
+        return Err(Error::LeaseTooLong {
+            lease,
+            max: MAX_LEASE,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a kind of hold.
+pub(crate) fn check_access(access: Access) -> Result<(), Error> {
+    match access {
+        Access::Permit { permits: 0 } => Err(Error::ZeroPermits),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_names_and_leases_are_refused() {
+        assert_eq!(check_name(""), Err(Error::EmptyName));
+        assert_eq!(check_name(&"x".repeat(MAX_NAME_LEN)), Ok(()));
+        assert_eq!(
+            check_name(&"x".repeat(MAX_NAME_LEN + 1)),
+            Err(Error::NameTooLong {
+                len: MAX_NAME_LEN + 1,
+                max: MAX_NAME_LEN
+            })
+        );
+        assert_eq!(check_lease(Duration::ZERO), Err(Error::ZeroLease));
+        assert_eq!(check_lease(MAX_LEASE), Ok(()));
+        assert_eq!(
+            check_lease(Duration::MAX),
+            Err(Error::LeaseTooLong {
+                lease: Duration::MAX,
+                max: MAX_LEASE
+            })
+        );
+        assert_eq!(
+            check_access(Access::Permit { permits: 0 }),
+            Err(Error::ZeroPermits)
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_the_start_plus_the_lease_and_saturates() {
+        let grant = Grant {
+            name: "a".into(),
+            access: Access::Exclusive,
+            token: FencingToken::new(1),
+            granted_at: 100,
+            lease: Duration::from_nanos(10),
+            issuer: 0,
+        };
+        assert_eq!(grant.deadline_nanos(), 110);
+        let late = Grant {
+            granted_at: u64::MAX - 1,
+            lease: MAX_LEASE,
+            ..grant
+        };
+        assert_eq!(late.deadline_nanos(), u64::MAX);
+    }
+}

@@ -1,0 +1,51 @@
+//! Leased locks that stay safe when a holder pauses: every grant carries a fencing token.
+//!
+//! A holder that stalls (a GC pause, swap, a slow network) past its lease still believes it
+//! holds the lock; a lock alone cannot stop its late write. Here every grant carries a
+//! [`FencingToken`] that grows with each grant of the lock, and the protected resource checks
+//! it with a [`Fence`], which refuses a token older than one it has already seen.
+//!
+//! - [`Locks`]: the one trait of every backend — `acquire`, `try_acquire`, `acquire_timeout`,
+//!   `read` (read-write locks), `permit` (counting semaphores), `extend`, `release`, `is_held`,
+//!   `wait_lost`; [`LockGuard`] releases on drop.
+//! - [`MemoryLocks`]: the in-process backend: FIFO-fair, leases on an
+//!   [`infra_common::Clock`], no busy waiting, no background thread.
+//! - [`Grant`], [`FencingToken`], [`Access`], [`Wait`]: what a grant is and how to ask for one.
+//! - [`Fence`]: the resource's check-and-advance of the highest token seen.
+//! - [`Error`]: the crate's one error type.
+//!
+//! ```
+//! use infra_common::ManualClock;
+//! use infra_dlock::{Fence, Locks, MemoryLocks};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new(); // SystemClock (MemoryLocks::new()) in production
+//! let locks = MemoryLocks::with_clock(clock.clone());
+//! let fence = Fence::new();
+//!
+//! let guard = locks.acquire("account-42", Duration::from_secs(10))?;
+//! fence.admit("balance/42", "account-42", guard.token())?; // the store's check
+//! guard.release()?;
+//! # Ok::<(), infra_dlock::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod fence;
+mod grant;
+mod locks;
+mod memory;
+
+#[cfg(any(test, fuzzing))]
+pub mod reference;
+
+pub use error::Error;
+pub use fence::Fence;
+pub use grant::{Access, FencingToken, Grant, MAX_LEASE, MAX_NAME_LEN, Wait};
+pub use locks::{LockGuard, Locks};
+pub use memory::MemoryLocks;
+
+/// Compiles and runs the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,516 @@
+//! The in-process backend: leased, fenced, FIFO-fair locks for the threads of one process.
+//!
+//! # How it works
+//!
+//! One mutex guards a map from lock name to an entry: the current holders and a FIFO queue of
+//! waiters. A name with neither is removed from the map, so memory follows the names in use.
+//! Tokens come from one counter for the whole instance, so they grow per name as well.
+//!
+//! **Hand-off.** A waiter is granted by whoever frees the lock: a release, an expiry or a
+//! waiter leaving the queue moves the queue's head into the holders (with a new token, the
+//! lease starting at that moment) and wakes that one waiter on its own condition variable.
+//! Nobody overtakes the queue: a request is granted on arrival only if nobody is queued.
+//!
+//! **Expiry without busy waiting.** Leases are never swept by a background thread. Every call
+//! that touches a name first drops that name's expired holders and hands the lock on; a waiter
+//! sleeps at most until the earliest deadline among the holders it waits behind (or its own
+//! timeout), then looks again. With [`SystemClock`] that wakes it exactly when the lease ends.
+//! A [`ManualClock`](infra_common::ManualClock) does not move by itself, so a test that
+//! advances it lets waiters in by touching the name (any acquire, release, `is_held`) or by
+//! calling [`MemoryLocks::expire_due`], which sweeps every name and wakes every waiter to
+//! look at the clock again.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
+use infra_common::{Clock, RandomState, SystemClock};
+
+use crate::error::Error;
+use crate::grant::{Access, FencingToken, Grant, Wait, check_access, check_lease, check_name};
+use crate::locks::Locks;
+
+/// Leased, fenced locks for the threads of one process.
+///
+/// FIFO-fair per name, leases on the given [`Clock`], no busy waiting, no background thread.
+/// See the [module documentation](self) for how expiry reaches waiters.
+///
+/// ```
+/// use infra_dlock::{Locks, MemoryLocks};
+/// use std::time::Duration;
+///
+/// let locks = MemoryLocks::new();
+/// let guard = locks.acquire("account-42", Duration::from_secs(10))?;
+/// assert!(locks.try_acquire("account-42", Duration::from_secs(10))?.is_none());
+/// let first = guard.token();
+/// guard.release()?;
+/// let next = locks.acquire("account-42", Duration::from_secs(10))?;
+/// assert!(next.token() > first);
+/// # Ok::<(), infra_dlock::Error>(())
+/// ```
+pub struct MemoryLocks<C: Clock = SystemClock> {
+    clock: C,
+    /// Tells this instance's grants from another's.
+    issuer: u64,
+    state: Mutex<State>,
+    /// Notified whenever a grant ends, for [`Locks::wait_lost`].
+    ended: Condvar,
+}
+
+struct State {
+    /// The last token issued; 0 before the first grant.
+    last_token: u64,
+    /// Numbers the waiters, so a waiter finds itself among the holders after a hand-off.
+    last_ticket: u64,
+    names: HashMap<Box<str>, Entry, RandomState>,
+}
+
+#[derive(Default)]
+struct Entry {
+    holders: Vec<Holder>,
+    queue: VecDeque<Waiter>,
+}
+
+struct Holder {
+    token: u64,
+    /// The waiter this grant was handed to; 0 for a grant made on arrival.
+    ticket: u64,
+    access: Access,
+    granted_at: u64,
+    lease: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    access: Access,
+    lease: u64,
+    wake: Arc<Condvar>,
+}
+
+impl Holder {
+    fn runs_at(&self, now: u64) -> bool {
+        now.saturating_sub(self.granted_at) < self.lease
+    }
+}
+
+/// Whether a request for `access` can be granted beside `holders` (all of them live).
+fn compatible(holders: &[Holder], access: Access) -> bool {
+    match access {
+        Access::Exclusive => holders.is_empty(),
+        Access::Shared => holders.iter().all(|h| h.access == Access::Shared),
+        Access::Permit { permits } => holders.len() < permits as usize,
+    }
+}
+
+/// Mutexes and read-write locks share names; a semaphore's name is its own, with one count.
+fn same_kind(a: Access, b: Access) -> bool {
+    match (a, b) {
+        (Access::Permit { permits: x }, Access::Permit { permits: y }) => x == y,
+        (Access::Permit { .. }, _) | (_, Access::Permit { .. }) => false,
+        _ => true,
+    }
+}
+
+impl Entry {
+    fn is_idle(&self) -> bool {
+        self.holders.is_empty() && self.queue.is_empty()
+    }
+
+    fn accepts_kind(&self, access: Access) -> bool {
+        let held = self.holders.iter().map(|h| h.access);
+        let queued = self.queue.iter().map(|w| w.access);
+        held.chain(queued).all(|other| same_kind(other, access))
+    }
+
+    /// Drops expired holders and hands the lock to queued waiters in order, as far as they
+    /// fit. Returns how many grants ended.
+    fn settle(&mut self, now: u64, last_token: &mut u64) -> usize {
+        let before = self.holders.len();
+        self.holders.retain(|h| h.runs_at(now));
+        let ended = before - self.holders.len();
+        while let Some(head) = self.queue.front() {
+            if !compatible(&self.holders, head.access) {
+                break;
+            }
+            let Some(token) = last_token.checked_add(1) else {
+                // Wake the head so it reports the exhaustion instead of waiting forever.
+                head.wake.notify_one();
+                break;
+            };
+            *last_token = token;
+            let head = self.queue.pop_front().expect("the queue has a head");
+            self.holders.push(Holder {
+                token,
+                ticket: head.ticket,
+                access: head.access,
+                granted_at: now,
+                lease: head.lease,
+            });
+            head.wake.notify_one();
+        }
+        ended
+    }
+}
+
+impl MemoryLocks<SystemClock> {
+    /// Locks on the system's monotonic clock.
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock::new())
+    }
+}
+
+impl Default for MemoryLocks<SystemClock> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Clock> MemoryLocks<C> {
+    /// Locks whose leases run on `clock`.
+    pub fn with_clock(clock: C) -> Self {
+        Self::with_tokens_after(clock, FencingToken::new(0))
+    }
+
+    /// Locks whose first grant's token is `last.get() + 1`.
+    ///
+    /// Tokens of an in-process backend start over when the process does. If a resource keeps
+    /// its [`Fence`](crate::Fence) state across restarts, start above the highest token it has
+    /// admitted, or every write of the new process would be refused as stale.
+    pub fn with_tokens_after(clock: C, last: FencingToken) -> Self {
+        Self {
+            clock,
+            issuer: next_issuer(),
+            state: Mutex::new(State {
+                last_token: last.get(),
+                last_ticket: 0,
+                names: HashMap::default(),
+            }),
+            ended: Condvar::new(),
+        }
+    }
+
+    /// The clock the leases run on.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// How many requests wait in `name`'s queue right now.
+    pub fn queue_len(&self, name: &str) -> usize {
+        let state = self.state.lock();
+        state.names.get(name).map_or(0, |entry| entry.queue.len())
+    }
+
+    /// Ends every expired lease now, hands the freed locks to their waiters, and wakes every
+    /// waiter to look at the clock again (for timeouts). Returns how many leases ended.
+    ///
+    /// Not needed with a clock that moves by itself: waiters time their sleeps by the
+    /// deadlines. With a [`ManualClock`](infra_common::ManualClock), call it after advancing
+    /// the clock so that blocked waiters see the new time.
+    pub fn expire_due(&self) -> usize {
+        let mut state = self.state.lock();
+        let now = self.clock.now_nanos();
+        let State {
+            last_token, names, ..
+        } = &mut *state;
+        let mut expired = 0;
+        for entry in names.values_mut() {
+            expired += entry.settle(now, last_token);
+            for waiter in &entry.queue {
+                waiter.wake.notify_one();
+            }
+        }
+        names.retain(|_, entry| !entry.is_idle());
+        if expired > 0 {
+            self.ended.notify_all();
+        }
+        expired
+    }
+
+    /// Settles `name`'s entry at `now`, telling loss-waiters if a grant ended, and removes the
+    /// entry if it is idle.
+    fn settle_name(&self, state: &mut State, name: &str, now: u64) {
+        let State {
+            last_token, names, ..
+        } = state;
+        if let Some(entry) = names.get_mut(name) {
+            if entry.settle(now, last_token) > 0 {
+                self.ended.notify_all();
+            }
+            if entry.is_idle() {
+                names.remove(name);
+            }
+        }
+    }
+
+    fn make_grant(&self, name: &str, holder: &Holder) -> Grant {
+        Grant {
+            name: name.into(),
+            access: holder.access,
+            token: FencingToken::new(holder.token),
+            granted_at: holder.granted_at,
+            lease: Duration::from_nanos(holder.lease),
+            issuer: self.issuer,
+        }
+    }
+
+    /// Blocks in the queue of `name` until granted, timed out, or out of tokens.
+    fn wait_in_queue(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        name: &str,
+        waiter: Waiter,
+        give_up_at: Option<u64>,
+    ) -> Result<Option<Grant>, Error> {
+        let ticket = waiter.ticket;
+        let wake = Arc::clone(&waiter.wake);
+        let (access, lease) = (waiter.access, waiter.lease);
+        entry_of(&mut state.names, name).queue.push_back(waiter);
+        loop {
+            let now = self.clock.now_nanos();
+            let State {
+                last_token, names, ..
+            } = &mut *state;
+            let entry = entry_of(names, name);
+            if entry.settle(now, last_token) > 0 {
+                self.ended.notify_all();
+            }
+            if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
+                return Ok(Some(self.make_grant(name, holder)));
+            }
+            let queued = entry.queue.iter().any(|w| w.ticket == ticket);
+            if !queued {
+                // Handed the lock, then its lease ran out before this thread woke up to take
+                // it (only possible with a lease shorter than a wake-up): queue again, first.
+                entry.queue.push_front(Waiter {
+                    ticket,
+                    access,
+                    lease,
+                    wake: Arc::clone(&wake),
+                });
+                continue;
+            }
+            let exhausted = *last_token == u64::MAX
+                && entry.queue.front().is_some_and(|w| w.ticket == ticket)
+                && compatible(&entry.holders, access);
+            let timed_out = give_up_at.is_some_and(|at| now >= at);
+            if exhausted || timed_out {
+                entry.queue.retain(|w| w.ticket != ticket);
+                // Leaving may let the waiters behind in (a writer leaving before readers).
+                if entry.settle(now, last_token) > 0 {
+                    self.ended.notify_all();
+                }
+                if entry.is_idle() {
+                    names.remove(name);
+                }
+                return if exhausted {
+                    Err(Error::TokensExhausted)
+                } else {
+                    Ok(None)
+                };
+            }
+            // Sleep until the first holder's lease ends or the wait times out, whichever is
+            // first; a hand-off or `expire_due` wakes the sleeper earlier.
+            let first_expiry = entry
+                .holders
+                .iter()
+                .map(|h| h.granted_at.saturating_add(h.lease))
+                .min();
+            let until = match (first_expiry, give_up_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match until {
+                Some(until) => {
+                    let nap = Duration::from_nanos(until.saturating_sub(now).max(1));
+                    wake.wait_timeout(&mut state, nap);
+                }
+                None => wake.wait(&mut state),
+            }
+        }
+    }
+
+    /// Finds the live holder record of `grant`, after settling its name at `now`.
+    fn check_held(&self, state: &mut State, grant: &Grant, now: u64) -> Result<(), Error> {
+        if grant.issuer != self.issuer {
+            return Err(Error::ForeignGrant {
+                name: grant.name.to_string(),
+                token: grant.token,
+            });
+        }
+        self.settle_name(state, &grant.name, now);
+        let held = state
+            .names
+            .get(&*grant.name)
+            .is_some_and(|entry| entry.holders.iter().any(|h| h.token == grant.token.get()));
+        if held {
+            Ok(())
+        } else {
+            Err(Error::LeaseExpired {
+                name: grant.name.to_string(),
+                token: grant.token,
+            })
+        }
+    }
+}
+
+impl<C: Clock> Locks for MemoryLocks<C> {
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        check_name(name)?;
+        check_lease(lease)?;
+        check_access(access)?;
+        let lease = duration_to_nanos(lease);
+        let mut state = self.state.lock();
+        let now = self.clock.now_nanos();
+        self.settle_name(&mut state, name, now);
+        let State {
+            last_token,
+            last_ticket,
+            names,
+        } = &mut *state;
+        if names
+            .get(name)
+            .is_some_and(|entry| !entry.accepts_kind(access))
+        {
+            return Err(Error::KindMismatch {
+                name: name.to_owned(),
+            });
+        }
+        let free = names
+            .get(name)
+            .is_none_or(|entry| entry.queue.is_empty() && compatible(&entry.holders, access));
+        if free {
+            let token = last_token.checked_add(1).ok_or(Error::TokensExhausted)?;
+            *last_token = token;
+            let holder = Holder {
+                token,
+                ticket: 0,
+                access,
+                granted_at: now,
+                lease,
+            };
+            let grant = self.make_grant(name, &holder);
+            match names.get_mut(name) {
+                Some(entry) => entry.holders.push(holder),
+                None => {
+                    let entry = Entry {
+                        holders: vec![holder],
+                        queue: VecDeque::new(),
+                    };
+                    names.insert(name.into(), entry);
+                }
+            }
+            return Ok(Some(grant));
+        }
+        let give_up_at = match wait {
+            Wait::No => return Ok(None),
+            Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
+            Wait::Forever => None,
+        };
+        *last_ticket += 1;
+        let waiter = Waiter {
+            ticket: *last_ticket,
+            access,
+            lease,
+            wake: Arc::new(Condvar::new()),
+        };
+        self.wait_in_queue(state, name, waiter, give_up_at)
+    }
+
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        check_lease(lease)?;
+        let lease_nanos = duration_to_nanos(lease);
+        let mut state = self.state.lock();
+        let now = self.clock.now_nanos();
+        self.check_held(&mut state, grant, now)?;
+        let entry = state
+            .names
+            .get_mut(&*grant.name)
+            .expect("check_held found the entry");
+        for holder in &mut entry.holders {
+            if holder.token == grant.token.get() {
+                holder.granted_at = now;
+                holder.lease = lease_nanos;
+            }
+        }
+        grant.granted_at = now;
+        grant.lease = lease;
+        Ok(())
+    }
+
+    fn release(&self, grant: Grant) -> Result<(), Error> {
+        let mut state = self.state.lock();
+        let now = self.clock.now_nanos();
+        self.check_held(&mut state, &grant, now)?;
+        let State {
+            last_token, names, ..
+        } = &mut *state;
+        let entry = names
+            .get_mut(&*grant.name)
+            .expect("check_held found the entry");
+        entry.holders.retain(|h| h.token != grant.token.get());
+        entry.settle(now, last_token);
+        if entry.is_idle() {
+            names.remove(&*grant.name);
+        }
+        self.ended.notify_all();
+        Ok(())
+    }
+
+    fn is_held(&self, grant: &Grant) -> bool {
+        let mut state = self.state.lock();
+        let now = self.clock.now_nanos();
+        self.check_held(&mut state, grant, now).is_ok()
+    }
+
+    fn wait_lost(&self, grant: &Grant) {
+        let mut state = self.state.lock();
+        loop {
+            let now = self.clock.now_nanos();
+            if self.check_held(&mut state, grant, now).is_err() {
+                return;
+            }
+            // The record, not `grant`, knows about extensions made through another handle.
+            let deadline = state
+                .names
+                .get(&*grant.name)
+                .and_then(|entry| entry.holders.iter().find(|h| h.token == grant.token.get()))
+                .map_or(now, |h| h.granted_at.saturating_add(h.lease));
+            let nap = Duration::from_nanos(deadline.saturating_sub(now).max(1));
+            self.ended.wait_timeout(&mut state, nap);
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for MemoryLocks<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryLocks")
+            .field("clock", &self.clock)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The entry of `name`, created idle if missing.
+fn entry_of<'a>(names: &'a mut HashMap<Box<str>, Entry, RandomState>, name: &str) -> &'a mut Entry {
+    if !names.contains_key(name) {
+        names.insert(name.into(), Entry::default());
+    }
+    names.get_mut(name).expect("inserted above")
+}
+
+/// A number no other instance in this process has.
+// A process-wide counter of instances, not state the locks share between threads: loom's
+// atomics cannot live in a static, and instance numbering is not part of any model.
+#[allow(clippy::disallowed_types)]
+fn next_issuer() -> u64 {
+    static ISSUERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    ISSUERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

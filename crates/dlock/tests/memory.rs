@@ -1,0 +1,536 @@
+//! The in-process backend end to end: exclusion with fencing, a paused holder, FIFO hand-off,
+//! expiry against release, read-write locks, semaphores, and bad input.
+#![cfg(not(infra_loom))]
+
+use std::time::Duration;
+
+use infra_common::sync::{Arc, Mutex, thread};
+use infra_common::{Clock, ManualClock, SystemClock};
+use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MAX_LEASE, MemoryLocks, Wait};
+
+const LOCK: &str = "account-7";
+
+/// A bank balance whose reads and writes both present the caller's token to a fence.
+///
+/// Fencing the read as well as the write is what makes a read-modify-write safe: once a newer
+/// holder has read, an older holder's write is refused even if the newer one has not written.
+struct Account {
+    fence: Fence,
+    state: Mutex<Ledger>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    balance: i64,
+    accepted_writes: u64,
+    refused: u64,
+    /// Tokens of accepted operations, in the order the store accepted them.
+    log: Vec<FencingToken>,
+}
+
+impl Account {
+    fn new(balance: i64) -> Self {
+        Self {
+            fence: Fence::new(),
+            state: Mutex::new(Ledger {
+                balance,
+                ..Ledger::default()
+            }),
+        }
+    }
+
+    fn read(&self, token: FencingToken) -> Result<i64, Error> {
+        let mut ledger = self.state.lock();
+        match self.fence.admit("balance", LOCK, token) {
+            Ok(()) => {
+                ledger.log.push(token);
+                Ok(ledger.balance)
+            }
+            Err(error) => {
+                ledger.refused += 1;
+                Err(error)
+            }
+        }
+    }
+
+    fn write(&self, token: FencingToken, balance: i64) -> Result<(), Error> {
+        let mut ledger = self.state.lock();
+        match self.fence.admit("balance", LOCK, token) {
+            Ok(()) => {
+                ledger.log.push(token);
+                ledger.balance = balance;
+                ledger.accepted_writes += 1;
+                Ok(())
+            }
+            Err(error) => {
+                ledger.refused += 1;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Waits until `n` requests are queued for `name` (a thread reaching a state, not time passing).
+fn until_queued<C: Clock>(locks: &MemoryLocks<C>, name: &str, n: usize) {
+    while locks.queue_len(name) != n {
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn threads_incrementing_through_a_fence_lose_nothing_while_leases_expire_under_them() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let account = Arc::new(Account::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
+            thread::spawn(move || {
+                for _ in 0..300 {
+                    let guard = locks.acquire(LOCK, Duration::from_micros(50)).unwrap();
+                    if let Ok(balance) = account.read(guard.token()) {
+                        thread::yield_now(); // widen the window for a lease to end here
+                        let _ = account.write(guard.token(), balance + 1);
+                    }
+                    // Fails when the lease ended first; the fence already judged the write.
+                    let _ = guard.release();
+                }
+            })
+        })
+        .collect();
+    // Time moves on its own thread, so leases end in the middle of critical sections.
+    let ticker = {
+        let (clock, locks) = (clock.clone(), Arc::clone(&locks));
+        thread::spawn(move || {
+            for _ in 0..2_000 {
+                clock.advance(Duration::from_micros(20));
+                locks.expire_due();
+                thread::yield_now();
+            }
+        })
+    };
+    ticker.join().unwrap();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let ledger = account.state.lock();
+    assert!(ledger.accepted_writes > 0);
+    assert_eq!(
+        u64::try_from(ledger.balance).unwrap(),
+        ledger.accepted_writes,
+        "an accepted increment was lost"
+    );
+    assert!(
+        ledger.log.windows(2).all(|pair| pair[0] <= pair[1]),
+        "the store accepted an older token after a newer one"
+    );
+}
+
+#[test]
+fn without_expiry_every_increment_is_accepted() {
+    let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+    let account = Arc::new(Account::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
+            thread::spawn(move || {
+                for _ in 0..500 {
+                    let guard = locks.acquire(LOCK, Duration::from_secs(60)).unwrap();
+                    let balance = account.read(guard.token()).unwrap();
+                    account.write(guard.token(), balance + 1).unwrap();
+                    guard.release().unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let ledger = account.state.lock();
+    assert_eq!(
+        (ledger.balance, ledger.accepted_writes, ledger.refused),
+        (2000, 2000, 0)
+    );
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_has_its_write_refused() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let account = Account::new(1000);
+    let lease = Duration::from_secs(5);
+
+    let first = locks.acquire(LOCK, lease).unwrap();
+    let seen_by_first = account.read(first.token()).unwrap();
+    clock.advance(Duration::from_secs(6)); // the first holder stalls here
+    assert!(!first.is_held());
+
+    let second = locks.acquire(LOCK, lease).unwrap();
+    assert!(second.token() > first.token());
+    let seen_by_second = account.read(second.token()).unwrap();
+    account.write(second.token(), seen_by_second - 200).unwrap();
+
+    // The first holder wakes up and writes what it computed before the pause.
+    let refused = account.write(first.token(), seen_by_first - 100);
+    assert_eq!(
+        refused,
+        Err(Error::StaleToken {
+            resource: "balance".into(),
+            token: first.token(),
+            highest: second.token(),
+        })
+    );
+    assert!(matches!(first.release(), Err(Error::LeaseExpired { .. })));
+    assert!(
+        second.is_held(),
+        "the stale release left the new holder alone"
+    );
+    assert_eq!(account.state.lock().balance, 800);
+}
+
+#[test]
+fn a_paused_thread_is_fenced_even_before_the_new_holder_writes() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let account = Arc::new(Account::new(1000));
+    let lease = Duration::from_secs(5);
+    let paused = {
+        let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
+        thread::spawn(move || {
+            let guard = locks.acquire(LOCK, lease).unwrap();
+            let balance = account.read(guard.token()).unwrap();
+            // The thread stalls until its lease is gone and the next holder has read.
+            guard.wait_lost();
+            while account.fence.highest("balance") == Some(guard.token()) {
+                thread::yield_now();
+            }
+            account.write(guard.token(), balance - 100)
+        })
+    };
+    while account.fence.highest("balance").is_none() {
+        thread::yield_now();
+    }
+    clock.advance(lease);
+    locks.expire_due();
+    let next = locks.acquire(LOCK, lease).unwrap();
+    let balance = account.read(next.token()).unwrap();
+    let stale = paused.join().unwrap();
+    assert!(matches!(stale, Err(Error::StaleToken { .. })), "{stale:?}");
+    account.write(next.token(), balance - 200).unwrap();
+    assert_eq!(account.state.lock().balance, 800);
+}
+
+#[test]
+fn waiters_are_granted_in_arrival_order_and_a_try_does_not_overtake() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let holder = locks
+        .acquire("q", Duration::from_secs(10))
+        .unwrap()
+        .into_grant();
+    let mut waiters = Vec::new();
+    for id in 1..=4 {
+        let (shared, order) = (Arc::clone(&locks), Arc::clone(&order));
+        waiters.push(thread::spawn(move || {
+            let guard = shared.acquire("q", Duration::from_secs(60)).unwrap();
+            order.lock().push((id, guard.token()));
+            guard.release().unwrap();
+        }));
+        until_queued(&locks, "q", id);
+    }
+    // The holder's lease ends; the first to look at the lock is a try, and it must not take
+    // the lock from the queue: it hands it to the first waiter instead.
+    clock.advance(Duration::from_secs(10));
+    assert!(
+        locks
+            .try_acquire("q", Duration::from_secs(1))
+            .unwrap()
+            .is_none()
+    );
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    let order = order.lock();
+    let ids: Vec<_> = order.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    assert!(order.windows(2).all(|pair| pair[0].1 < pair[1].1));
+    assert!(order[0].1 > holder.token());
+}
+
+#[test]
+fn an_expired_lease_lets_the_next_waiter_in_when_the_clock_is_observed() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let holder = locks
+        .acquire("e", Duration::from_secs(5))
+        .unwrap()
+        .into_grant();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || {
+            locks
+                .acquire("e", Duration::from_secs(5))
+                .unwrap()
+                .into_grant()
+        })
+    };
+    until_queued(&locks, "e", 1);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(locks.expire_due(), 1);
+    let next = waiter.join().unwrap();
+    assert!(next.token() > holder.token());
+    assert_eq!(
+        next.granted_at_nanos(),
+        5_000_000_000,
+        "the lease runs from the hand-off"
+    );
+    assert!(!locks.is_held(&holder) && locks.is_held(&next));
+    assert!(matches!(
+        locks.release(holder),
+        Err(Error::LeaseExpired { .. })
+    ));
+    locks.release(next).unwrap();
+}
+
+#[test]
+fn a_waiter_times_out_on_the_manual_clock_and_leaves_the_queue() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let _holder = locks.acquire("t", Duration::from_secs(60)).unwrap();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || {
+            locks
+                .acquire_timeout("t", Duration::from_secs(1), Duration::from_secs(2))
+                .unwrap()
+                .map(infra_dlock::LockGuard::into_grant)
+        })
+    };
+    until_queued(&locks, "t", 1);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(locks.expire_due(), 0);
+    assert!(waiter.join().unwrap().is_none());
+    assert_eq!(locks.queue_len("t"), 0);
+}
+
+#[test]
+fn with_the_system_clock_a_waiter_wakes_when_the_lease_ends() {
+    // The one path that needs real time: nobody touches the lock, so only a wait timed by
+    // the holder's deadline lets the waiter in.
+    let locks = MemoryLocks::with_clock(SystemClock::new());
+    let holder = locks
+        .acquire("s", Duration::from_millis(20))
+        .unwrap()
+        .into_grant();
+    let next = locks.acquire("s", Duration::from_secs(5)).unwrap();
+    assert!(locks.clock().now_nanos() >= holder.deadline_nanos());
+    assert!(next.token() > holder.token());
+    let timed_out = locks
+        .acquire_timeout("s", Duration::from_secs(1), Duration::from_millis(10))
+        .unwrap();
+    assert!(timed_out.is_none());
+}
+
+#[test]
+fn release_after_expiry_is_an_error_and_frees_nothing_else() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let lease = Duration::from_secs(10);
+    let old = locks.acquire("r", lease).unwrap().into_grant();
+    clock.advance(lease);
+    assert!(!locks.is_held(&old));
+    let new = locks
+        .try_acquire("r", lease)
+        .unwrap()
+        .expect("the lease has ended");
+    let token = old.token();
+    assert_eq!(
+        locks.release(old),
+        Err(Error::LeaseExpired {
+            name: "r".into(),
+            token
+        })
+    );
+    assert!(new.is_held());
+    assert!(locks.try_acquire("r", lease).unwrap().is_none());
+}
+
+#[test]
+fn release_just_before_the_deadline_succeeds() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let guard = locks.acquire("d", Duration::from_nanos(100)).unwrap();
+    clock.advance(Duration::from_nanos(99));
+    assert!(guard.is_held());
+    guard.release().unwrap();
+}
+
+#[test]
+fn extend_restarts_the_lease_from_now_and_fails_once_it_ended() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let mut guard = locks.acquire("x", Duration::from_secs(10)).unwrap();
+    clock.advance(Duration::from_secs(8));
+    guard.extend(Duration::from_secs(10)).unwrap();
+    assert_eq!(guard.deadline_nanos(), 18_000_000_000);
+    clock.advance(Duration::from_secs(9));
+    assert!(guard.is_held(), "held past the original deadline");
+    assert_eq!(guard.extend(Duration::ZERO), Err(Error::ZeroLease));
+    clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        guard.extend(Duration::from_secs(10)),
+        Err(Error::LeaseExpired { .. })
+    ));
+}
+
+#[test]
+fn wait_lost_returns_when_the_lease_ends() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let grant = locks
+        .acquire("w", Duration::from_secs(3))
+        .unwrap()
+        .into_grant();
+    let watcher = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || {
+            locks.wait_lost(&grant);
+            locks.is_held(&grant)
+        })
+    };
+    clock.advance(Duration::from_secs(3));
+    locks.expire_due();
+    assert!(!watcher.join().unwrap());
+
+    // With the system clock nobody needs to look: the watcher's wait is timed by the lease.
+    let locks = MemoryLocks::with_clock(SystemClock::new());
+    let guard = locks.acquire("w", Duration::from_millis(20)).unwrap();
+    guard.wait_lost();
+    assert!(locks.clock().now_nanos() >= guard.deadline_nanos());
+    assert!(!guard.is_held());
+}
+
+#[test]
+fn readers_share_and_a_waiting_writer_is_not_overtaken() {
+    let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+    let lease = Duration::from_secs(60);
+    let reader = locks.read("rw", lease).unwrap();
+    let second_reader = locks.read("rw", lease).unwrap();
+    assert!(second_reader.token() > reader.token());
+    assert!(locks.try_acquire("rw", lease).unwrap().is_none());
+    let writer = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || locks.acquire("rw", lease).unwrap().into_grant())
+    };
+    until_queued(&locks, "rw", 1);
+    // A new reader would fit beside the readers, but the writer came first.
+    assert!(
+        locks
+            .grant("rw", Access::Shared, lease, Wait::No)
+            .unwrap()
+            .is_none()
+    );
+    let late_reader = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || locks.read("rw", lease).unwrap().into_grant())
+    };
+    until_queued(&locks, "rw", 2);
+    reader.release().unwrap();
+    assert_eq!(locks.queue_len("rw"), 2, "one reader still holds");
+    second_reader.release().unwrap();
+    let writer = writer.join().unwrap();
+    assert_eq!(locks.queue_len("rw"), 1);
+    locks.release(writer).unwrap();
+    let late = late_reader.join().unwrap();
+    assert!(locks.is_held(&late));
+}
+
+#[test]
+fn a_semaphore_grants_its_permits_each_with_a_token_and_they_expire() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let lease = Duration::from_secs(10);
+    let permits: Vec<_> = (0..3)
+        .map(|_| locks.permit("pool", 3, lease).unwrap())
+        .collect();
+    assert!(permits.windows(2).all(|p| p[0].token() < p[1].token()));
+    let fourth = locks.grant("pool", Access::Permit { permits: 3 }, lease, Wait::No);
+    assert!(fourth.unwrap().is_none());
+    assert_eq!(
+        locks.grant("pool", Access::Permit { permits: 4 }, lease, Wait::No),
+        Err(Error::KindMismatch {
+            name: "pool".into()
+        })
+    );
+    assert!(matches!(
+        locks.try_acquire("pool", lease),
+        Err(Error::KindMismatch { .. })
+    ));
+    clock.advance(lease);
+    let after = locks.permit("pool", 3, lease).unwrap();
+    assert!(after.token() > permits[2].token());
+    // Once every permit is gone, the name is free for any kind of lock.
+    drop(after);
+    drop(permits);
+    assert!(locks.try_acquire("pool", lease).unwrap().is_some());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let lease = Duration::from_secs(1);
+    assert!(matches!(locks.acquire("", lease), Err(Error::EmptyName)));
+    assert!(matches!(
+        locks.acquire(&"n".repeat(513), lease),
+        Err(Error::NameTooLong { len: 513, max: 512 })
+    ));
+    assert!(matches!(
+        locks.acquire("a", Duration::ZERO),
+        Err(Error::ZeroLease)
+    ));
+    assert!(matches!(
+        locks.acquire("a", Duration::MAX),
+        Err(Error::LeaseTooLong { .. })
+    ));
+    assert!(matches!(
+        locks.permit("p", 0, lease),
+        Err(Error::ZeroPermits)
+    ));
+    assert!(matches!(
+        locks.acquire_timeout("a", Duration::MAX, Duration::MAX),
+        Err(Error::LeaseTooLong { .. })
+    ));
+
+    // A grant from another instance is refused and leaves this instance's lock alone.
+    let other = MemoryLocks::with_clock(clock.clone());
+    let mine = locks.acquire("a", lease).unwrap();
+    let theirs = other.acquire("a", lease).unwrap().into_grant();
+    let token = theirs.token();
+    assert_eq!(
+        locks.release(theirs),
+        Err(Error::ForeignGrant {
+            name: "a".into(),
+            token
+        })
+    );
+    assert!(mine.is_held());
+
+    // The longest lease at the end of the clock's range neither overflows nor ends early.
+    clock.advance(Duration::MAX);
+    let late = locks.acquire("late", MAX_LEASE).unwrap();
+    assert_eq!(late.deadline_nanos(), u64::MAX);
+    assert!(late.is_held());
+}
+
+#[test]
+fn tokens_never_wrap() {
+    let locks = MemoryLocks::with_tokens_after(ManualClock::new(), FencingToken::new(u64::MAX - 1));
+    let last = locks.acquire("a", Duration::from_secs(1)).unwrap();
+    assert_eq!(last.token(), FencingToken::new(u64::MAX));
+    assert!(matches!(
+        locks.acquire("b", Duration::from_secs(1)),
+        Err(Error::TokensExhausted)
+    ));
+}
