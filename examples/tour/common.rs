@@ -2,24 +2,24 @@
 
 use std::error::Error;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use infra_common::hash::{STABLE_SEED, stable_hash};
 use infra_common::{Clock, ManualClock, SystemClock};
 
 pub(crate) fn run() -> Result<(), Box<dyn Error>> {
+    let system = SystemClock::new();
+
     let clock = ManualClock::new();
+    let (manual_before, real_before) = (clock.now_nanos(), system.now_nanos());
     clock.advance(Duration::from_secs(90));
+    let real = system.elapsed_since(real_before);
+    let moved = clock.elapsed_since(manual_before);
     println!(
-        "manual clock: advanced 90 s without sleeping; monotonic = {} ns, wall = {} s after the epoch",
-        clock.now_nanos(),
-        clock
-            .wall_time()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
+        "manual clock: moved {moved:?} forward in {real:?} of real time; its wall time now reads {} s after the epoch",
+        clock.wall_time().duration_since(UNIX_EPOCH)?.as_secs()
     );
 
-    let system = SystemClock::new();
     const READS: u32 = 1_000_000;
     let start = system.now_nanos();
     for _ in 0..READS {

@@ -17,13 +17,16 @@ type Chapter = (&'static str, fn() -> Result<(), Box<dyn Error>>);
 
 const CHAPTERS: &[Chapter] = &[
     ("infra-common: clocks and hashing", common::run),
-    ("infra-ring-hash: adding a 6th server", ring_hash::run),
+    (
+        "infra-ring-hash: adding a node to a cluster",
+        ring_hash::run,
+    ),
     (
         "infra-ratelimit: one user bursts past a per-user quota",
         ratelimit::run,
     ),
     (
-        "infra-trace-ctx: one trace across six services",
+        "infra-trace-ctx: one trace across every hop of a checkout",
         trace_ctx::run,
     ),
 ];

@@ -3,64 +3,107 @@
 use std::error::Error;
 use std::time::Duration;
 
-use infra_common::ManualClock;
+use infra_common::{Clock, ManualClock};
 use infra_ratelimit::{Gcra, KeyedRateLimiter, Quota};
+
+/// How many requests alice's script fires, one a millisecond.
+const BURST_REQUESTS: u32 = 8;
+/// How many admissions to watch once alice waits as she is told.
+const PACED_ADMISSIONS: usize = 4;
+
+fn describe(quota: Quota) -> String {
+    format!(
+        "{} per {:?}, burst {}",
+        quota.limit(),
+        quota.period(),
+        quota.burst()
+    )
+}
+
+fn list(durations: &[Duration]) -> String {
+    let items: Vec<String> = durations.iter().map(|d| format!("{d:?}")).collect();
+    items.join(", ")
+}
 
 pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let clock = ManualClock::new();
     // Every user: 5 requests per second, at most 3 back to back. One partner gets 50 per second.
     let quota = Quota::per_second(5)?.with_burst(3)?;
+    let partner_quota = Quota::per_second(50)?;
     let limiter = KeyedRateLimiter::<String, Gcra, _>::with_clock(quota, clock.clone())?;
-    limiter.set_key_quota("partner".to_owned(), Quota::per_second(50)?)?;
+    limiter.set_key_quota("partner".to_owned(), partner_quota)?;
 
-    // alice's script fires 8 requests within 10 ms.
+    let first_request = clock.now_nanos();
+    let mut last_request = first_request;
     let mut admitted = 0;
     let mut first_denial = None;
-    for _ in 0..8 {
+    for i in 0..BURST_REQUESTS {
+        if i > 0 {
+            clock.advance(Duration::from_millis(1));
+        }
+        last_request = clock.now_nanos();
         let decision = limiter.check("alice")?;
         if decision.is_allowed() {
             admitted += 1;
         } else if first_denial.is_none() {
             first_denial = Some(decision);
         }
-        clock.advance(Duration::from_millis(1));
     }
     let denied = first_denial.ok_or("the burst should have been limited")?;
     let headers: Vec<String> = denied
         .headers()
         .map(|(name, value)| format!("{name}: {value}"))
         .collect();
+    println!("per-user quota: {}", describe(quota));
     println!(
-        "alice sent 8 requests in 8 ms: {admitted} admitted, {} denied (HTTP 429 with {})",
-        8 - admitted,
+        "alice sent {BURST_REQUESTS} requests in {:?}: {admitted} admitted, {} denied (HTTP 429 with {})",
+        Duration::from_nanos(last_request - first_request),
+        BURST_REQUESTS - admitted,
         headers.join(", ")
-    );
-    println!(
-        "retry-after {:?}: one request is back every 200 ms after the burst of 3",
-        denied.retry_after()
     );
 
     // The same burst from the partner and from bob is unaffected by alice.
-    let partner = (0..8)
+    let partner = (0..BURST_REQUESTS)
         .filter(|_| limiter.check("partner").is_ok_and(|d| d.is_allowed()))
         .count();
     let bob = limiter.check("bob")?;
     println!(
-        "partner (own quota of 50/s): {partner} of 8 admitted; bob: admitted = {}",
+        "partner (own quota: {}): {partner} of {BURST_REQUESTS} admitted; bob: admitted = {}",
+        describe(partner_quota),
         bob.is_allowed()
     );
 
-    // alice waits exactly what she was told, without anybody sleeping: the clock is manual.
-    clock.advance(denied.retry_after());
+    // alice now waits exactly what each denial tells her, without anybody sleeping: the clock
+    // is manual. When she is let through shows the pace the limiter holds her to.
+    let mut admitted_at = Vec::with_capacity(PACED_ADMISSIONS);
+    let mut waits = Vec::new();
+    while admitted_at.len() < PACED_ADMISSIONS {
+        let decision = limiter.check("alice")?;
+        if decision.is_allowed() {
+            admitted_at.push(clock.elapsed_since(first_request));
+        } else if waits.len() > 2 * PACED_ADMISSIONS {
+            return Err("alice keeps being denied after waiting her retry-after".into());
+        } else {
+            waits.push(decision.retry_after());
+            clock.advance(decision.retry_after());
+        }
+    }
+    let gaps: Vec<Duration> = admitted_at.windows(2).map(|w| w[1] - w[0]).collect();
+    let gap = gaps[0];
+    if gaps.iter().any(|&g| g != gap) {
+        return Err(format!("alice's admissions are unevenly spaced: {gaps:?}").into());
+    }
     println!(
-        "after waiting the retry-after, alice's next request: admitted = {}",
-        limiter.check("alice")?.is_allowed()
+        "alice waits each retry-after ({}): admitted at {} after her first request, one every {gap:?}",
+        list(&waits),
+        list(&admitted_at)
     );
 
-    clock.advance(Duration::from_secs(1));
+    let idle = Duration::from_secs(1);
+    clock.advance(idle);
     let forgotten = limiter.sweep();
     println!(
-        "one idle second later: {forgotten} fully refilled keys forgotten, {} tracked",
+        "{idle:?} idle later: {forgotten} fully refilled keys forgotten, {} tracked",
         limiter.len()
     );
     Ok(())

@@ -1,4 +1,4 @@
-//! infra-ring-hash: growing a cluster from 5 to 6 nodes without reshuffling every key.
+//! infra-ring-hash: growing a cluster by one node without reshuffling every key.
 
 use std::error::Error;
 
@@ -6,38 +6,45 @@ use infra_ring_hash::hashing::key_hash;
 use infra_ring_hash::{Jump, Member, Placement, Ring};
 
 const KEYS: u64 = 1_000_000;
+/// Nodes before the new one joins.
+const NODES: u32 = 5;
 
 pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let hashes: Vec<u64> = (0..KEYS).map(|key| key_hash(&key)).collect();
     let nodes = |count: u32| (0..count).map(|i| Member::new(format!("cache-{i}")));
 
     // hash % n: the placement everyone writes first.
-    let modulo_moved = hashes.iter().filter(|&&h| h % 5 != h % 6).count();
+    let (before_n, after_n) = (u64::from(NODES), u64::from(NODES) + 1);
+    let modulo_moved = hashes
+        .iter()
+        .filter(|&&h| h % before_n != h % after_n)
+        .count();
+    let new_node = format!("cache-{NODES}");
 
-    let mut ring = Placement::from_members(Ring::new(), nodes(5))?;
+    let mut ring = Placement::from_members(Ring::new(), nodes(NODES))?;
     let before: Vec<String> = hashes
         .iter()
         .map(|&h| ring.node_for_hash(h).cloned().ok_or("empty ring"))
         .collect::<Result<_, _>>()?;
-    ring.add("cache-5".to_string(), 1)?;
+    ring.add(new_node.clone(), 1)?;
     let mut ring_moved = 0;
     let mut moved_elsewhere = 0;
     for (&h, old) in hashes.iter().zip(&before) {
         let new = ring.node_for_hash(h).ok_or("empty ring")?;
         if new != old {
             ring_moved += 1;
-            if new != "cache-5" {
+            if *new != new_node {
                 moved_elsewhere += 1;
             }
         }
     }
 
-    let mut jump = Placement::from_members(Jump::new(), nodes(5))?;
+    let mut jump = Placement::from_members(Jump::new(), nodes(NODES))?;
     let before: Vec<usize> = hashes
         .iter()
         .map(|&h| jump_index(&jump, h))
         .collect::<Result<_, _>>()?;
-    jump.add("cache-5".to_string(), 1)?;
+    jump.add(new_node, 1)?;
     let mut jump_moved = 0;
     for (&h, &old) in hashes.iter().zip(&before) {
         if jump_index(&jump, h)? != old {
@@ -46,7 +53,11 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     }
 
     let percent = |moved: usize| 100.0 * moved as f64 / KEYS as f64;
-    println!("sharded {KEYS} keys over 5 nodes, then added a 6th (ideal: 1/6 = 16.7% move)");
+    // The ideal: the new node takes its fair share and nothing else moves.
+    let ideal = 100.0 / after_n as f64;
+    println!(
+        "sharded {KEYS} keys over {before_n} nodes, then added one; ideally 1/{after_n} of the keys ({ideal:.1}%) move"
+    );
     println!(
         "  hash % n     moved {:>6} keys ({:.1}%)",
         modulo_moved,

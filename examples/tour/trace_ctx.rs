@@ -167,7 +167,8 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
         .max_by_key(|s| self_time(s))
         .ok_or("no server spans")?;
 
-    const WIDTH: f64 = 48.0;
+    const WIDTH: usize = 48;
+    let width = WIDTH as f64;
     for server in &servers {
         let offset = server.start.duration_since(root.start)?;
         let depth = match server.attribute("depth") {
@@ -177,8 +178,8 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
         // Rounded bar ends on a fixed width; the fractions are display-only.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let (lead, len) = (
-            (offset.as_secs_f64() / total.as_secs_f64() * WIDTH).round() as usize,
-            ((server.duration().as_secs_f64() / total.as_secs_f64() * WIDTH).round() as usize)
+            (offset.as_secs_f64() / total.as_secs_f64() * width).round() as usize,
+            ((server.duration().as_secs_f64() / total.as_secs_f64() * width).round() as usize)
                 .max(1),
         );
         let mut line = format!(
@@ -193,7 +194,7 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
             "|{}{}{}|",
             " ".repeat(lead),
             "#".repeat(len),
-            " ".repeat(48usize.saturating_sub(lead + len))
+            " ".repeat(WIDTH.saturating_sub(lead + len))
         )?;
         write!(
             line,
