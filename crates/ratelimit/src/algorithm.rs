@@ -203,6 +203,8 @@ pub struct RateLimiter<A: Algorithm = Gcra, C: Clock = SystemClock> {
     state: OwnLines<A>,
     config: ConfigCell<A>,
     clock: C,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::DecisionCounters,
 }
 
 /// Keeps a value on cache lines of its own (two 64-byte lines: some CPUs fetch lines in
@@ -259,14 +261,37 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
             state,
             config,
             clock,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::DecisionCounters::unnamed(),
         })
+    }
+
+    /// Names this limiter in its metrics (the `limiter` label; default `"default"`) and
+    /// registers its counters with the recorder installed now (see [`crate::metrics`]).
+    ///
+    /// ```
+    /// use infra_ratelimit::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::new(Quota::per_second(100)?)?.with_metrics_name("search");
+    /// assert!(limiter.check().is_allowed());
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::DecisionCounters::new(name.into());
+        self
     }
 
     /// Decides on one request.
     #[inline]
     pub fn check(&self) -> Decision {
-        self.state
-            .check_n(&self.config.config(), self.clock.now_nanos(), 1)
+        let decision = self
+            .state
+            .check_n(&self.config.config(), self.clock.now_nanos(), 1);
+        #[cfg(feature = "metrics")]
+        self.metrics.record(&decision);
+        decision
     }
 
     /// Decides on `n` cells at once: all admitted, or none.
@@ -285,7 +310,10 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
                 capacity,
             });
         }
-        Ok(self.state.check_n(&config, self.clock.now_nanos(), n))
+        let decision = self.state.check_n(&config, self.clock.now_nanos(), n);
+        #[cfg(feature = "metrics")]
+        self.metrics.record(&decision);
+        Ok(decision)
     }
 
     /// The most cells one call can be granted.

@@ -108,6 +108,8 @@ pub struct KeyedRateLimiter<K, A: Algorithm = Gcra, C: Clock = SystemClock> {
     /// Clock reading of the last automatic sweep, plus one (zero: never swept).
     last_sweep: AtomicU64,
     clock: C,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::KeyedCounters,
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync> KeyedRateLimiter<K> {
@@ -151,7 +153,28 @@ where
             options,
             last_sweep: AtomicU64::new(0),
             clock,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::KeyedCounters::unnamed(),
         })
+    }
+
+    /// Names this limiter in its metrics (the `limiter` label; default `"default"`) and
+    /// registers its counters with the recorder installed now (see [`crate::metrics`]).
+    /// Keys never appear in metrics.
+    ///
+    /// ```
+    /// use infra_ratelimit::{KeyedRateLimiter, Quota};
+    ///
+    /// let limiter = KeyedRateLimiter::<String>::new(Quota::per_second(5)?)?
+    ///     .with_metrics_name("login");
+    /// assert!(limiter.check("alice")?.is_allowed());
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::KeyedCounters::new(name.into());
+        self
     }
 
     #[inline]
@@ -211,11 +234,16 @@ where
             |state, &now| state.check_n(&config, now, n),
         );
         if let Some(decision) = found {
+            #[cfg(feature = "metrics")]
+            self.metrics.decisions.record(&decision);
             return Ok(decision);
         }
         if n == 0 {
             // A new key is at full capacity; asking costs nothing, so it is not tracked.
-            return Ok(A::new(&config, now).check_n(&config, now, 0));
+            let decision = A::new(&config, now).check_n(&config, now, 0);
+            #[cfg(feature = "metrics")]
+            self.metrics.decisions.record(&decision);
+            return Ok(decision);
         }
         // Reserve a slot before taking the shard lock: the reservation may sweep, and a sweep
         // locks every shard.
@@ -229,6 +257,8 @@ where
             // Another thread inserted the key first; its slot counts, ours goes back.
             self.tracked.fetch_sub(1, Ordering::Relaxed);
         }
+        #[cfg(feature = "metrics")]
+        self.metrics.decisions.record(&decision);
         Ok(decision)
     }
 
@@ -245,6 +275,8 @@ where
                 return Ok(());
             }
             if swept || !self.claim_sweep(now) {
+                #[cfg(feature = "metrics")]
+                self.metrics.too_many_keys.increment(1);
                 return Err(Error::TooManyKeys { max_keys });
             }
             self.sweep_at(now);

@@ -11,7 +11,8 @@
 //! - [`Decision`]: allowed or denied, remaining, retry-after, reset-after, and the
 //!   `RateLimit-*` / `Retry-After` header values.
 //! - Features: `tokio` (waiting for capacity), `tower` (an HTTP middleware answering 429),
-//!   `redis` (limits shared by many processes).
+//!   `redis` (limits shared by many processes), `metrics` (decisions and Redis errors through
+//!   the `metrics` facade, see [`metrics`]).
 //!
 //! Every limiter reads time from an [`infra_common::Clock`]: [`SystemClock`](infra_common::SystemClock)
 //! in production, [`ManualClock`](infra_common::ManualClock) in tests, which never sleep.
@@ -52,6 +53,8 @@ mod token_bucket;
 #[cfg(any(test, fuzzing))]
 pub mod reference;
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "tower")]

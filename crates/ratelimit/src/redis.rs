@@ -232,6 +232,8 @@ pub struct RedisRateLimiter<C: Clock = SystemClock> {
     cache_hits: AtomicU64,
     failures: AtomicU64,
     clock: C,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::RedisCounters,
 }
 
 /// Arguments of one script call, in the script's units (microseconds).
@@ -328,7 +330,36 @@ impl<C: Clock> RedisRateLimiter<C> {
             cache_hits: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             clock,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::RedisCounters::unnamed(),
         })
+    }
+
+    /// Names this limiter in its metrics (the `limiter` label; default `"default"`) and
+    /// registers its counters with the recorder installed now (see [`crate::metrics`]).
+    ///
+    /// ```
+    /// use infra_ratelimit::Quota;
+    /// use infra_ratelimit::redis::{RedisOptions, RedisRateLimiter};
+    ///
+    /// let quota = Quota::per_minute(600)?;
+    /// let limiter = RedisRateLimiter::new("redis://127.0.0.1:6379", quota, RedisOptions::default())?
+    ///     .with_metrics_name("checkout");
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::RedisCounters::new(name.into());
+        self
+    }
+
+    /// Reports `decision` to the metrics (with the feature), and returns it.
+    #[inline]
+    fn observed(&self, decision: Decision) -> Decision {
+        #[cfg(feature = "metrics")]
+        self.metrics.decisions.record(&decision);
+        decision
     }
 
     /// The quota applied to keys checked without their own.
@@ -393,24 +424,26 @@ impl<C: Clock> RedisRateLimiter<C> {
         if n > 0
             && let Some(decision) = self.cached_denial(key, args.capacity)
         {
-            return Ok(decision);
+            return Ok(self.observed(decision));
         }
         match self.run_script(key, args, n) {
-            Ok(reply) => Ok(self.decide(key, args.capacity, &reply)),
+            Ok(reply) => Ok(self.observed(self.decide(key, args.capacity, &reply))),
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.record_error(&error);
                 match self.options.policy {
-                    FailurePolicy::FailOpen => Ok(Decision::allowed(
+                    FailurePolicy::FailOpen => Ok(self.observed(Decision::allowed(
                         args.capacity,
                         args.capacity,
                         Duration::ZERO,
-                    )),
-                    FailurePolicy::FailClosed => Ok(Decision::denied(
+                    ))),
+                    FailurePolicy::FailClosed => Ok(self.observed(Decision::denied(
                         args.capacity,
                         0,
                         Duration::from_secs(1),
                         Duration::ZERO,
-                    )),
+                    ))),
                     FailurePolicy::Error => Err(unavailable(&error)),
                 }
             }

@@ -62,6 +62,8 @@ pub struct BoundedLoad<N, E> {
     loads: Box<[AtomicU64]>,
     /// Leases held in all.
     total: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::BoundedCounters,
 }
 
 /// A key's assignment to a node; releases the node's slot when dropped.
@@ -102,6 +104,8 @@ where
             .map(|slot| placement.node_in_slot(slot).map_or(0, |(_, w)| *w))
             .collect();
         Self {
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::BoundedCounters::new(&placement.metrics),
             placement,
             factor_milli,
             total_weight: total_weight.max(1),
@@ -151,6 +155,8 @@ where
             .ok_or(Error::EmptyMembership)?;
         let mut held = self.total.fetch_add(1, Ordering::AcqRel) + 1;
         if self.try_claim(primary, held) {
+            #[cfg(feature = "metrics")]
+            self.metrics.primary();
             return Ok(Lease {
                 owner: self,
                 slot: primary,
@@ -162,6 +168,8 @@ where
         loop {
             for &slot in order.iter().skip(1) {
                 if self.try_claim(slot, held) {
+                    #[cfg(feature = "metrics")]
+                    self.metrics.spilled();
                     return Ok(Lease { owner: self, slot });
                 }
             }
@@ -171,6 +179,8 @@ where
             spin_loop();
             held = self.total.load(Ordering::Acquire);
             if self.try_claim(primary, held) {
+                #[cfg(feature = "metrics")]
+                self.metrics.primary();
                 return Ok(Lease {
                     owner: self,
                     slot: primary,

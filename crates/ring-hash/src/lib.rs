@@ -45,6 +45,8 @@
 //!
 //! * `serde`: `Serialize`/`Deserialize` for [`Member`], [`Membership`], [`RingConfig`] and
 //!   [`MaglevConfig`], so memberships can be loaded from a file.
+//! * `metrics`: membership changes and bounded-load spill-overs through the `metrics`
+//!   facade (see [`metrics`]).
 
 #![deny(unsafe_code)]
 
@@ -59,6 +61,8 @@ mod error;
 pub mod hashing;
 mod maglev;
 mod memento;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod numbered;
 mod placement;
 mod rendezvous;

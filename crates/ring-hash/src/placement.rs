@@ -97,6 +97,8 @@ pub struct Placement<N, E> {
     /// `(node, weight)` by engine slot.
     nodes: Vec<Option<(N, u32)>>,
     slot_of: HashMap<N, usize, RandomState>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::PlacementCounters,
 }
 
 impl<N, E> Placement<N, E>
@@ -110,7 +112,26 @@ where
             engine,
             nodes: Vec::new(),
             slot_of: HashMap::default(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::PlacementCounters::unnamed(),
         }
+    }
+
+    /// Names this placement in its metrics (the `placement` label; default `"default"`) and
+    /// registers its counters with the recorder installed now (see [`crate::metrics`]).
+    ///
+    /// ```
+    /// use infra_ring_hash::{Placement, Ring};
+    ///
+    /// let mut placement = Placement::new(Ring::new()).with_metrics_name("sessions");
+    /// placement.add("cache-a", 1)?;
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::PlacementCounters::new(name.into());
+        self
     }
 
     /// A placement of `members`, added in order and built once.
@@ -141,6 +162,8 @@ where
     pub fn add(&mut self, node: N, weight: u32) -> Result<(), Error> {
         self.insert(node, weight)?;
         self.engine.rebuild();
+        #[cfg(feature = "metrics")]
+        self.metrics.added();
         Ok(())
     }
 
@@ -179,6 +202,8 @@ where
             self.nodes[moved.to] = entry;
         }
         self.engine.rebuild();
+        #[cfg(feature = "metrics")]
+        self.metrics.removed();
         Ok(weight)
     }
 
@@ -198,6 +223,8 @@ where
             entry.1 = weight;
         }
         self.engine.rebuild();
+        #[cfg(feature = "metrics")]
+        self.metrics.reweighted();
         Ok(())
     }
 

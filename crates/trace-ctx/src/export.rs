@@ -73,6 +73,8 @@ pub struct JsonLinesExporter<W> {
 struct JsonShared<W> {
     writer: Mutex<W>,
     errors: infra_common::sync::atomic::AtomicU64,
+    #[cfg(feature = "metrics")]
+    failures: metrics::Counter,
 }
 
 impl<W> Clone for JsonLinesExporter<W> {
@@ -90,6 +92,8 @@ impl<W: Write> JsonLinesExporter<W> {
             shared: Arc::new(JsonShared {
                 writer: Mutex::new(writer),
                 errors: infra_common::sync::atomic::AtomicU64::new(0),
+                #[cfg(feature = "metrics")]
+                failures: crate::metrics::export_failures("json_lines"),
             }),
         }
     }
@@ -126,6 +130,8 @@ impl<W: Write + Send> Exporter for JsonLinesExporter<W> {
             self.shared
                 .errors
                 .fetch_add(1, infra_common::sync::atomic::Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            self.shared.failures.increment(1);
         }
     }
 }

@@ -24,7 +24,8 @@
 //!
 //! Features: `http` (carriers for `http::HeaderMap`), `tokio` (context across `.await`),
 //! `tracing` (a `tracing-subscriber` layer stamping trace and span ids on log events),
-//! `tower` (server and client layers for HTTP services).
+//! `tower` (server and client layers for HTTP services), `metrics` (spans started, sampled,
+//! dropped and exported, and export failures, through the `metrics` facade; see [`metrics`]).
 //!
 //! # Quick start
 //!
@@ -63,6 +64,8 @@ mod export;
 mod future;
 mod id;
 mod jaeger;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "tracing")]
 mod log_layer;
 #[cfg(feature = "tower")]

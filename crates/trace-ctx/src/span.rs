@@ -236,6 +236,8 @@ struct TracerConfig {
     sampler: Box<dyn Sampler>,
     exporter: Box<dyn Exporter>,
     clock: Box<dyn Clock>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::TracerCounters,
 }
 
 /// Configures a [`Tracer`]. Defaults: service `"unknown"`, parent-based sampling that
@@ -243,6 +245,8 @@ struct TracerConfig {
 #[derive(Debug)]
 pub struct TracerBuilder {
     config: TracerConfig,
+    #[cfg(feature = "metrics")]
+    metrics_name: Option<Cow<'static, str>>,
 }
 
 impl TracerBuilder {
@@ -274,8 +278,33 @@ impl TracerBuilder {
         self
     }
 
+    /// The `tracer` label of this tracer's metrics (default: the service name). The counters
+    /// are registered by [`TracerBuilder::build`], with the recorder installed then (see
+    /// [`crate::metrics`]).
+    ///
+    /// ```
+    /// use infra_trace_ctx::Tracer;
+    ///
+    /// let tracer = Tracer::builder().service("cart").metrics_name("cart-canary").build();
+    /// tracer.span("GET /cart").start().end();
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.metrics_name = Some(name.into());
+        self
+    }
+
     /// The tracer.
-    pub fn build(self) -> Tracer {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+    pub fn build(mut self) -> Tracer {
+        #[cfg(feature = "metrics")]
+        {
+            let name = self
+                .metrics_name
+                .unwrap_or_else(|| self.config.service.clone());
+            self.config.metrics = crate::metrics::TracerCounters::new(name.into());
+        }
         Tracer {
             inner: std::sync::Arc::new(self.config),
         }
@@ -291,7 +320,11 @@ impl Tracer {
                 sampler: Box::new(ParentBased::new(AlwaysOn)),
                 exporter: Box::new(NoopExporter),
                 clock: Box::new(SystemClock::new()),
+                #[cfg(feature = "metrics")]
+                metrics: crate::metrics::TracerCounters::noop(),
             },
+            #[cfg(feature = "metrics")]
+            metrics_name: None,
         }
     }
 
@@ -385,6 +418,8 @@ impl<'a> SpanBuilder<'a> {
         let decision = config
             .sampler
             .should_sample(parent, trace_id, &self.name, self.kind);
+        #[cfg(feature = "metrics")]
+        config.metrics.started(decision.is_sampled());
         let flags = TraceFlags::NONE
             .with_random(random)
             .with_sampled(decision.is_sampled());
@@ -510,6 +545,8 @@ impl Span {
         if let Some(mut recording) = self.recording.take() {
             recording.data.end = recording.wall_now();
             let Recording { tracer, data, .. } = *recording;
+            #[cfg(feature = "metrics")]
+            tracer.inner.metrics.exported();
             tracer.inner.exporter.export(data);
         }
     }

@@ -1,0 +1,384 @@
+//! What the limiters decide, reported through the [`metrics`] facade (feature `metrics`), so
+//! any exporter (Prometheus, StatsD, OpenTelemetry) can serve it.
+//!
+//! | name | type | labels | counts |
+//! | --- | --- | --- | --- |
+//! | [`DECISIONS_TOTAL`] | counter | `limiter`, `outcome` | every decision a limiter returns: `outcome` is `admitted` or `denied`, or `too_many_keys` when a keyed limiter refuses a new key |
+//! | [`REDIS_ERRORS_TOTAL`] | counter | `limiter`, `class` | Redis failures left to the failure policy: `class` is `timeout`, `connection`, `server` or `other` |
+//!
+//! `limiter` is the name given with `with_metrics_name` on [`RateLimiter`](crate::RateLimiter),
+//! [`KeyedRateLimiter`](crate::KeyedRateLimiter) or `RedisRateLimiter` (default
+//! [`DEFAULT_LIMITER_NAME`]). Keys never become labels: a metric series per user would grow
+//! without bound. `check_n(0)`, which consumes nothing, is counted as `admitted` like any
+//! other admitted decision.
+//!
+//! Each limiter registers its counters once, when it is built or renamed, and keeps the
+//! handles: a check then costs one increment through the recorder, with no name lookup. The
+//! recorder must therefore be installed **before** the limiter is built; a limiter built
+//! earlier keeps reporting to nothing. A limiter is registered under the default name when
+//! built, so a renamed one leaves that series at zero. Without the feature none of this is
+//! compiled: no field, no call, no branch.
+//!
+//! ```
+//! use infra_common::ManualClock;
+//! use infra_ratelimit::{Quota, RateLimiter};
+//!
+//! // Install the exporter's recorder first, then build the limiter.
+//! let limiter = RateLimiter::gcra(Quota::per_second(10)?, ManualClock::new())?
+//!     .with_metrics_name("api");
+//! assert!(limiter.check().is_allowed()); // infra_ratelimit_decisions_total{limiter="api",outcome="admitted"}
+//! # Ok::<(), infra_ratelimit::Error>(())
+//! ```
+
+use std::borrow::Cow;
+
+use metrics::{Counter, SharedString, Unit, counter, describe_counter};
+
+use crate::Decision;
+
+/// Counter of decisions, labelled `limiter` and `outcome`.
+pub const DECISIONS_TOTAL: &str = "infra_ratelimit_decisions_total";
+/// Counter of Redis failures handled by the failure policy, labelled `limiter` and `class`.
+pub const REDIS_ERRORS_TOTAL: &str = "infra_ratelimit_redis_errors_total";
+/// The label naming the limiter.
+pub const LIMITER_LABEL: &str = "limiter";
+/// The label naming a decision's outcome.
+pub const OUTCOME_LABEL: &str = "outcome";
+/// The label naming a Redis error's class.
+pub const CLASS_LABEL: &str = "class";
+/// The `limiter` label of a limiter that was given no name.
+pub const DEFAULT_LIMITER_NAME: &str = "default";
+
+fn describe() {
+    describe_counter!(
+        DECISIONS_TOTAL,
+        Unit::Count,
+        "Rate-limit decisions by limiter and outcome (admitted, denied, too_many_keys)."
+    );
+    describe_counter!(
+        REDIS_ERRORS_TOTAL,
+        Unit::Count,
+        "Redis failures decided by the failure policy, by limiter and class (timeout, connection, server, other)."
+    );
+}
+
+fn label(name: Cow<'static, str>) -> SharedString {
+    SharedString::from(name)
+}
+
+/// The handles one limiter increments: admitted and denied.
+#[derive(Debug)]
+pub(crate) struct DecisionCounters {
+    admitted: Counter,
+    denied: Counter,
+}
+
+impl DecisionCounters {
+    pub(crate) fn new(limiter: Cow<'static, str>) -> Self {
+        describe();
+        let limiter = label(limiter);
+        Self {
+            admitted: counter!(DECISIONS_TOTAL, LIMITER_LABEL => limiter.clone(), OUTCOME_LABEL => "admitted"),
+            denied: counter!(DECISIONS_TOTAL, LIMITER_LABEL => limiter, OUTCOME_LABEL => "denied"),
+        }
+    }
+
+    pub(crate) fn unnamed() -> Self {
+        Self::new(Cow::Borrowed(DEFAULT_LIMITER_NAME))
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, decision: &Decision) {
+        if decision.is_allowed() {
+            self.admitted.increment(1);
+        } else {
+            self.denied.increment(1);
+        }
+    }
+}
+
+/// A keyed limiter's handles: its decisions, and refusals of new keys at the cap.
+#[derive(Debug)]
+pub(crate) struct KeyedCounters {
+    pub(crate) decisions: DecisionCounters,
+    pub(crate) too_many_keys: Counter,
+}
+
+impl KeyedCounters {
+    pub(crate) fn new(limiter: Cow<'static, str>) -> Self {
+        let too_many_keys = counter!(
+            DECISIONS_TOTAL,
+            LIMITER_LABEL => label(limiter.clone()),
+            OUTCOME_LABEL => "too_many_keys"
+        );
+        Self {
+            decisions: DecisionCounters::new(limiter),
+            too_many_keys,
+        }
+    }
+
+    pub(crate) fn unnamed() -> Self {
+        Self::new(Cow::Borrowed(DEFAULT_LIMITER_NAME))
+    }
+}
+
+/// A Redis limiter's handles: its decisions, and its failures by class.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub(crate) struct RedisCounters {
+    pub(crate) decisions: DecisionCounters,
+    timeout: Counter,
+    connection: Counter,
+    server: Counter,
+    other: Counter,
+}
+
+#[cfg(feature = "redis")]
+impl RedisCounters {
+    pub(crate) fn new(limiter: Cow<'static, str>) -> Self {
+        let error = |class: &'static str| counter!(REDIS_ERRORS_TOTAL, LIMITER_LABEL => label(limiter.clone()), CLASS_LABEL => class);
+        Self {
+            timeout: error("timeout"),
+            connection: error("connection"),
+            server: error("server"),
+            other: error("other"),
+            decisions: DecisionCounters::new(limiter),
+        }
+    }
+
+    pub(crate) fn unnamed() -> Self {
+        Self::new(Cow::Borrowed(DEFAULT_LIMITER_NAME))
+    }
+
+    /// Counts `error` under its class: no answer in time, no usable connection, an error
+    /// reply from the server, or anything else (such as a reply of an unexpected shape).
+    pub(crate) fn record_error(&self, error: &redis::RedisError) {
+        let counter = if error.is_timeout() {
+            &self.timeout
+        } else if error.is_connection_refusal()
+            || error.is_connection_dropped()
+            || error.is_io_error()
+        {
+            &self.connection
+        } else if error.code().is_some() {
+            &self.server
+        } else {
+            &self.other
+        };
+        counter.increment(1);
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use infra_common::ManualClock;
+    use metrics_util::MetricKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    use super::*;
+    use crate::{Error, KeyedOptions, KeyedRateLimiter, Quota, RateLimiter};
+
+    /// One counter series: name, labels sorted by key, value.
+    type Series = (String, Vec<(String, String)>, u64);
+
+    /// Every counter series of one snapshot. Taking a snapshot resets the debugging
+    /// recorder's counters, so each test reads all its counters from one.
+    fn counters(snapshotter: &Snapshotter) -> Vec<Series> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| {
+                let (kind, key) = key.into_parts();
+                let DebugValue::Counter(count) = value else {
+                    return None;
+                };
+                (kind == MetricKind::Counter).then(|| {
+                    let mut labels: Vec<(String, String)> = key
+                        .labels()
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    labels.sort();
+                    (key.name().to_owned(), labels, count)
+                })
+            })
+            .collect()
+    }
+
+    /// The value of the series `name` with exactly `labels`.
+    fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        wanted.sort();
+        series
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|&(_, _, count)| count)
+    }
+
+    fn decisions(series: &[Series], limiter: &str, outcome: &str) -> Option<u64> {
+        value(
+            series,
+            DECISIONS_TOTAL,
+            &[(LIMITER_LABEL, limiter), (OUTCOME_LABEL, outcome)],
+        )
+    }
+
+    #[test]
+    fn direct_limiter_counts_admitted_and_denied_under_its_name() {
+        let recorder = DebuggingRecorder::new();
+        let limiter = metrics::with_local_recorder(&recorder, || {
+            RateLimiter::gcra(Quota::per_second(3).unwrap(), ManualClock::new())
+                .unwrap()
+                .with_metrics_name("api")
+        });
+        let allowed = (0..5).filter(|_| limiter.check().is_allowed()).count();
+        assert_eq!(allowed, 3);
+        // An error is not a decision.
+        assert!(limiter.check_n(4).is_err());
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(decisions(&series, "api", "admitted"), Some(3));
+        assert_eq!(decisions(&series, "api", "denied"), Some(2));
+        // The series registered under the default name at construction stay at zero.
+        assert_eq!(
+            decisions(&series, DEFAULT_LIMITER_NAME, "admitted"),
+            Some(0)
+        );
+        assert_eq!(decisions(&series, DEFAULT_LIMITER_NAME, "denied"), Some(0));
+        assert_eq!(series.len(), 4);
+    }
+
+    #[test]
+    fn unnamed_limiters_report_under_the_default_name() {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            let limiter =
+                RateLimiter::gcra(Quota::per_second(1).unwrap(), ManualClock::new()).unwrap();
+            assert!(limiter.check().is_allowed());
+            assert!(limiter.check_n(1).unwrap().is_denied());
+        });
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(
+            decisions(&series, DEFAULT_LIMITER_NAME, "admitted"),
+            Some(1)
+        );
+        assert_eq!(decisions(&series, DEFAULT_LIMITER_NAME, "denied"), Some(1));
+    }
+
+    #[test]
+    fn keyed_limiter_counts_decisions_and_refused_keys_but_never_keys() {
+        let recorder = DebuggingRecorder::new();
+        let clock = ManualClock::new();
+        let limiter = metrics::with_local_recorder(&recorder, || {
+            KeyedRateLimiter::<u64, crate::Gcra, _>::with_options(
+                Quota::per_second(2).unwrap(),
+                clock.clone(),
+                KeyedOptions::default()
+                    .max_keys(2)
+                    .sweep_interval(Duration::from_secs(60)),
+            )
+            .unwrap()
+            .with_metrics_name("login")
+        });
+        assert!(limiter.check(&1).unwrap().is_allowed());
+        assert!(limiter.check(&1).unwrap().is_allowed());
+        assert!(limiter.check(&1).unwrap().is_denied());
+        assert!(limiter.check(&2).unwrap().is_allowed());
+        assert_eq!(limiter.check(&3), Err(Error::TooManyKeys { max_keys: 2 }));
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(decisions(&series, "login", "admitted"), Some(3));
+        assert_eq!(decisions(&series, "login", "denied"), Some(1));
+        assert_eq!(decisions(&series, "login", "too_many_keys"), Some(1));
+        // Three series for one limiter, whatever keys it saw.
+        let named = series
+            .iter()
+            .filter(|(_, labels, _)| labels.iter().any(|(_, v)| v == "login"))
+            .count();
+        assert_eq!(named, 3);
+    }
+
+    #[test]
+    fn renaming_moves_later_decisions_to_the_new_series() {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            let limiter = RateLimiter::gcra(Quota::per_second(5).unwrap(), ManualClock::new())
+                .unwrap()
+                .with_metrics_name("first");
+            assert!(limiter.check().is_allowed());
+            let limiter = limiter.with_metrics_name("second");
+            assert!(limiter.check().is_allowed());
+            assert!(limiter.check().is_allowed());
+        });
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(decisions(&series, "first", "admitted"), Some(1));
+        assert_eq!(decisions(&series, "second", "admitted"), Some(2));
+    }
+
+    #[test]
+    fn every_metric_is_described_as_a_count() {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || drop(KeyedCounters::unnamed()));
+        let described = recorder.snapshotter().snapshot().into_vec();
+        assert_eq!(described.len(), 3);
+        for (_, unit, description, _) in described {
+            assert_eq!(unit, Some(Unit::Count));
+            assert!(description.is_some_and(|d| !d.is_empty()));
+        }
+    }
+
+    /// A Redis URL on a loopback port nobody listens on: connecting is refused at once.
+    #[cfg(feature = "redis")]
+    fn refused_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("redis://127.0.0.1:{port}")
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_failures_are_counted_by_class_and_policy_decisions_as_decisions() {
+        use crate::redis::{FailurePolicy, RedisOptions, RedisRateLimiter};
+
+        let recorder = DebuggingRecorder::new();
+        let url = refused_url();
+        let quota = Quota::per_second(10).unwrap();
+        let (open, closed, error) = metrics::with_local_recorder(&recorder, || {
+            let build = |policy, name| {
+                RedisRateLimiter::new(&url, quota, RedisOptions::default().policy(policy))
+                    .unwrap()
+                    .with_metrics_name(name)
+            };
+            (
+                build(FailurePolicy::FailOpen, "open"),
+                build(FailurePolicy::FailClosed, "closed"),
+                build(FailurePolicy::Error, "error"),
+            )
+        });
+        assert!(open.check("k").unwrap().is_allowed());
+        assert!(open.check("k").unwrap().is_allowed());
+        assert!(closed.check("k").unwrap().is_denied());
+        assert!(error.check("k").is_err());
+        let series = counters(&recorder.snapshotter());
+        let errors = |limiter, class| {
+            value(
+                &series,
+                REDIS_ERRORS_TOTAL,
+                &[(LIMITER_LABEL, limiter), (CLASS_LABEL, class)],
+            )
+        };
+        assert_eq!(errors("open", "connection"), Some(2));
+        assert_eq!(errors("closed", "connection"), Some(1));
+        assert_eq!(errors("error", "connection"), Some(1));
+        assert_eq!(errors("open", "timeout"), Some(0));
+        assert_eq!(decisions(&series, "open", "admitted"), Some(2));
+        assert_eq!(decisions(&series, "closed", "denied"), Some(1));
+        // With the error policy the caller gets an error, not a decision.
+        assert_eq!(decisions(&series, "error", "admitted"), Some(0));
+        assert_eq!(decisions(&series, "error", "denied"), Some(0));
+    }
+}

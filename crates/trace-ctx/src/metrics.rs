@@ -1,0 +1,280 @@
+//! What the tracer does, reported through the [`metrics`] facade (feature `metrics`), so any
+//! exporter (Prometheus, StatsD, OpenTelemetry) can serve it.
+//!
+//! | name | type | labels | counts |
+//! | --- | --- | --- | --- |
+//! | [`SPANS_STARTED_TOTAL`] | counter | `tracer`, `decision` | every span started: `decision` is `sampled` (recorded) or `dropped` (the sampler said no; nothing is recorded) |
+//! | [`SPANS_EXPORTED_TOTAL`] | counter | `tracer` | recorded spans handed to the exporter when they end |
+//! | [`EXPORT_FAILURES_TOTAL`] | counter | `exporter` | spans an exporter could not deliver: [`JsonLinesExporter`](crate::JsonLinesExporter) write errors, as `exporter="json_lines"` |
+//!
+//! `tracer` is the name given with
+//! [`TracerBuilder::metrics_name`](crate::TracerBuilder::metrics_name), by default the
+//! tracer's service name. Trace ids, span ids and span names never become labels: a series per
+//! trace would grow without bound.
+//!
+//! Counters are registered once, when the tracer (or exporter) is built, and kept as handles:
+//! a span costs one increment at start and one at end through the recorder, with no name
+//! lookup. The recorder must therefore be installed **before** the tracer is built; one built
+//! earlier reports to nothing. Without the feature none of this is compiled: no field, no
+//! call, no branch.
+//!
+//! ```
+//! use infra_trace_ctx::Tracer;
+//!
+//! // Install the exporter's recorder first, then build the tracer.
+//! let tracer = Tracer::builder().service("cart").build();
+//! tracer.span("GET /cart").start().end();
+//! // infra_trace_ctx_spans_started_total{tracer="cart",decision="sampled"} 1
+//! // infra_trace_ctx_spans_exported_total{tracer="cart"} 1
+//! ```
+
+use metrics::{Counter, SharedString, Unit, counter, describe_counter};
+
+/// Counter of spans started, labelled `tracer` and `decision`.
+pub const SPANS_STARTED_TOTAL: &str = "infra_trace_ctx_spans_started_total";
+/// Counter of recorded spans handed to the exporter, labelled `tracer`.
+pub const SPANS_EXPORTED_TOTAL: &str = "infra_trace_ctx_spans_exported_total";
+/// Counter of spans an exporter could not deliver, labelled `exporter`.
+pub const EXPORT_FAILURES_TOTAL: &str = "infra_trace_ctx_export_failures_total";
+/// The label naming the tracer.
+pub const TRACER_LABEL: &str = "tracer";
+/// The label naming the sampling decision.
+pub const DECISION_LABEL: &str = "decision";
+/// The label naming the exporter.
+pub const EXPORTER_LABEL: &str = "exporter";
+
+fn describe() {
+    describe_counter!(
+        SPANS_STARTED_TOTAL,
+        Unit::Count,
+        "Spans started, by tracer and sampling decision (sampled, dropped)."
+    );
+    describe_counter!(
+        SPANS_EXPORTED_TOTAL,
+        Unit::Count,
+        "Recorded spans handed to the exporter when they ended, by tracer."
+    );
+    describe_counter!(
+        EXPORT_FAILURES_TOTAL,
+        Unit::Count,
+        "Spans an exporter could not deliver, by exporter."
+    );
+}
+
+/// A tracer's handles.
+#[derive(Debug)]
+pub(crate) struct TracerCounters {
+    sampled: Counter,
+    dropped: Counter,
+    exported: Counter,
+}
+
+impl TracerCounters {
+    /// Handles that report nothing: the builder's placeholder until the tracer is built.
+    pub(crate) const fn noop() -> Self {
+        Self {
+            sampled: Counter::noop(),
+            dropped: Counter::noop(),
+            exported: Counter::noop(),
+        }
+    }
+
+    pub(crate) fn new(tracer: SharedString) -> Self {
+        describe();
+        let started = |decision: &'static str| counter!(SPANS_STARTED_TOTAL, TRACER_LABEL => tracer.clone(), DECISION_LABEL => decision);
+        Self {
+            sampled: started("sampled"),
+            dropped: started("dropped"),
+            exported: counter!(SPANS_EXPORTED_TOTAL, TRACER_LABEL => tracer),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn started(&self, sampled: bool) {
+        if sampled {
+            self.sampled.increment(1);
+        } else {
+            self.dropped.increment(1);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn exported(&self) {
+        self.exported.increment(1);
+    }
+}
+
+/// The failure handle of an exporter named `exporter`.
+pub(crate) fn export_failures(exporter: &'static str) -> Counter {
+    describe();
+    counter!(EXPORT_FAILURES_TOTAL, EXPORTER_LABEL => exporter)
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use std::io;
+
+    use metrics_util::MetricKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    use super::*;
+    use crate::{AlwaysOff, JsonLinesExporter, MemoryExporter, Tracer};
+
+    /// One counter series: name, labels sorted by key, value.
+    type Series = (String, Vec<(String, String)>, u64);
+
+    /// Every counter series of one snapshot. Taking a snapshot resets the debugging
+    /// recorder's counters, so each test reads all its counters from one.
+    fn counters(snapshotter: &Snapshotter) -> Vec<Series> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| {
+                let (kind, key) = key.into_parts();
+                let DebugValue::Counter(count) = value else {
+                    return None;
+                };
+                (kind == MetricKind::Counter).then(|| {
+                    let mut labels: Vec<(String, String)> = key
+                        .labels()
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    labels.sort();
+                    (key.name().to_owned(), labels, count)
+                })
+            })
+            .collect()
+    }
+
+    /// The value of the series `name` with exactly `labels`.
+    fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        wanted.sort();
+        series
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|&(_, _, count)| count)
+    }
+
+    fn started(series: &[Series], tracer: &str, decision: &str) -> Option<u64> {
+        value(
+            series,
+            SPANS_STARTED_TOTAL,
+            &[(TRACER_LABEL, tracer), (DECISION_LABEL, decision)],
+        )
+    }
+
+    #[test]
+    fn sampled_and_dropped_spans_are_counted_and_only_sampled_ones_exported() {
+        let recorder = DebuggingRecorder::new();
+        let exporter = MemoryExporter::new();
+        let (sampling, silent) = metrics::with_local_recorder(&recorder, || {
+            (
+                Tracer::builder()
+                    .service("cart")
+                    .exporter(exporter.clone())
+                    .build(),
+                Tracer::builder()
+                    .service("cart")
+                    .metrics_name("cart-quiet")
+                    .sampler(AlwaysOff)
+                    .exporter(exporter.clone())
+                    .build(),
+            )
+        });
+        sampling.span("recorded").start().end();
+        silent.span("dropped").start().end();
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(started(&series, "cart", "sampled"), Some(1));
+        assert_eq!(started(&series, "cart", "dropped"), Some(0));
+        assert_eq!(started(&series, "cart-quiet", "sampled"), Some(0));
+        assert_eq!(started(&series, "cart-quiet", "dropped"), Some(1));
+        let exported = |tracer| value(&series, SPANS_EXPORTED_TOTAL, &[(TRACER_LABEL, tracer)]);
+        assert_eq!(exported("cart"), Some(1));
+        assert_eq!(exported("cart-quiet"), Some(0));
+        assert_eq!(exporter.spans().len(), 1);
+        // Two tracers, three series each: the builder's placeholder registers nothing.
+        assert_eq!(series.len(), 6);
+    }
+
+    #[test]
+    fn dropping_a_span_counts_its_export_like_ending_it() {
+        let recorder = DebuggingRecorder::new();
+        let tracer = metrics::with_local_recorder(&recorder, || {
+            Tracer::builder().metrics_name("worker").build()
+        });
+        let outer = tracer.span("outer").start();
+        {
+            let _inner = tracer.span("inner").start();
+        }
+        drop(outer);
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(started(&series, "worker", "sampled"), Some(2));
+        assert_eq!(
+            value(&series, SPANS_EXPORTED_TOTAL, &[(TRACER_LABEL, "worker")]),
+            Some(2)
+        );
+    }
+
+    /// A writer whose every write fails, as a full disk or a closed pipe would.
+    struct BrokenPipe;
+
+    impl io::Write for BrokenPipe {
+        fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_write_errors_are_export_failures() {
+        let recorder = DebuggingRecorder::new();
+        let (tracer, exporter) = metrics::with_local_recorder(&recorder, || {
+            let exporter = JsonLinesExporter::new(BrokenPipe);
+            let tracer = Tracer::builder()
+                .service("billing")
+                .exporter(exporter.clone())
+                .build();
+            (tracer, exporter)
+        });
+        tracer.span("charge").start().end();
+        tracer.span("refund").start().end();
+        assert_eq!(exporter.write_errors(), 2);
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(
+            value(
+                &series,
+                EXPORT_FAILURES_TOTAL,
+                &[(EXPORTER_LABEL, "json_lines")]
+            ),
+            Some(2)
+        );
+        // Exported means handed to the exporter, whatever became of it.
+        assert_eq!(
+            value(&series, SPANS_EXPORTED_TOTAL, &[(TRACER_LABEL, "billing")]),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn every_metric_is_described_as_a_count() {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            drop(TracerCounters::new(SharedString::const_str("t")));
+            drop(export_failures("e"));
+        });
+        let described = recorder.snapshotter().snapshot().into_vec();
+        assert_eq!(described.len(), 4);
+        for (_, unit, description, _) in described {
+            assert_eq!(unit, Some(Unit::Count));
+            assert!(description.is_some_and(|d| !d.is_empty()));
+        }
+    }
+}
