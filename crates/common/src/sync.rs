@@ -1,7 +1,8 @@
 //! The single switch between real and [loom] concurrency primitives.
 //!
-//! Every crate in the workspace imports its `Arc`, atomics, locks and thread spawning from
-//! here. A normal build gets `std` atomics and `parking_lot` locks; a build with
+//! Every crate in the workspace imports its `Arc`, atomics, locks, thread spawning,
+//! thread-locals and `UnsafeCell` from here. A normal build gets `std` atomics and
+//! `parking_lot` locks; a build with
 //! `RUSTFLAGS="--cfg infra_loom"` gets loom's instrumented versions, so
 //!
 //! ```text
@@ -36,17 +37,211 @@
 //! assert_eq!(*log.lock(), ["worker"]);
 //! ```
 //!
+//! Every type here is a wrapper, never a re-export, for two reasons: both arms then have exactly
+//! the same API, so code that builds normally also builds under loom; and the workspace
+//! `clippy.toml` can ban the `std` and `parking_lot` originals everywhere else (clippy sees a
+//! re-export as the banned type itself). This module is the one place that names them.
+//!
 //! [loom]: https://docs.rs/loom
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "the switch itself is the one place that names the real primitives"
+)]
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 #[cfg(not(infra_loom))]
-pub use std::sync::Arc;
+use std::sync as arc_backend;
 
 #[cfg(infra_loom)]
-pub use loom::sync::Arc;
+use loom::sync as arc_backend;
+
+/// A thread-safe reference-counted pointer: `std::sync::Arc`, or loom's under `infra_loom`.
+///
+/// It offers what both backends offer. In particular it does not coerce to `Arc<dyn Trait>`
+/// (unsizing a wrapper needs an unstable trait); store a `Box<dyn Trait>` inside instead.
+///
+/// ```
+/// use infra_common::sync::Arc;
+///
+/// let first = Arc::new(String::from("shared"));
+/// let second = Arc::clone(&first);
+/// assert!(Arc::ptr_eq(&first, &second));
+/// assert_eq!(Arc::strong_count(&first), 2);
+/// drop(second);
+/// assert_eq!(Arc::try_unwrap(first).unwrap(), "shared");
+/// ```
+pub struct Arc<T: ?Sized> {
+    inner: arc_backend::Arc<T>,
+}
+
+impl<T> Arc<T> {
+    /// Puts `value` behind a new reference count of one.
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    pub fn new(value: T) -> Self {
+        Self {
+            inner: arc_backend::Arc::new(value),
+        }
+    }
+
+    /// Returns the value if `this` is the only reference, or `this` back otherwise.
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    pub fn try_unwrap(this: Self) -> Result<T, Self> {
+        arc_backend::Arc::try_unwrap(this.inner).map_err(|inner| Self { inner })
+    }
+}
+
+impl<T: ?Sized> Arc<T> {
+    /// The number of `Arc`s pointing at this value.
+    #[inline]
+    pub fn strong_count(this: &Self) -> usize {
+        arc_backend::Arc::strong_count(&this.inner)
+    }
+
+    /// A mutable reference to the value if `this` is the only reference.
+    #[inline]
+    pub fn get_mut(this: &mut Self) -> Option<&mut T> {
+        arc_backend::Arc::get_mut(&mut this.inner)
+    }
+
+    /// Whether both point at the same allocation.
+    #[inline]
+    pub fn ptr_eq(this: &Self, other: &Self) -> bool {
+        arc_backend::Arc::ptr_eq(&this.inner, &other.inner)
+    }
+
+    /// A pointer to the value, valid while any `Arc` to it lives.
+    #[inline]
+    pub fn as_ptr(this: &Self) -> *const T {
+        arc_backend::Arc::as_ptr(&this.inner)
+    }
+
+    /// Gives up `this` without decrementing the count; [`Arc::from_raw`] takes it back.
+    #[inline]
+    #[must_use = "the pointer owns a strong count, which leaks unless passed to `Arc::from_raw`"]
+    pub fn into_raw(this: Self) -> *const T {
+        arc_backend::Arc::into_raw(this.inner)
+    }
+
+    /// Takes back a strong count given up by [`Arc::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from [`Arc::into_raw`] of this same `Arc` type and still own the count
+    /// it was given; this call consumes that count.
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    #[allow(unsafe_code)]
+    pub unsafe fn from_raw(ptr: *const T) -> Self {
+        // SAFETY: the caller guarantees `ptr` came from the backend's `into_raw` (ours passes
+        // it through unchanged) and owns one strong count, which is the backend's contract.
+        let inner = unsafe { arc_backend::Arc::from_raw(ptr) };
+        Self { inner }
+    }
+
+    /// Adds one strong count to the allocation behind `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from [`Arc::into_raw`] of this same `Arc` type, and the allocation must
+    /// still hold at least one strong count for the whole call.
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    #[allow(unsafe_code)]
+    pub unsafe fn increment_strong_count(ptr: *const T) {
+        // SAFETY: the caller guarantees `ptr` came from the backend's `into_raw` and that its
+        // allocation stays alive during the call, which is the backend's contract.
+        unsafe { arc_backend::Arc::increment_strong_count(ptr) }
+    }
+}
+
+impl<T: ?Sized> Clone for Arc<T> {
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    fn clone(&self) -> Self {
+        Self {
+            inner: arc_backend::Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for Arc<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: ?Sized> AsRef<T> for Arc<T> {
+    #[inline]
+    fn as_ref(&self) -> &T {
+        self
+    }
+}
+
+impl<T: ?Sized> std::borrow::Borrow<T> for Arc<T> {
+    #[inline]
+    fn borrow(&self) -> &T {
+        self
+    }
+}
+
+impl<T: Default> Default for Arc<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> From<T> for Arc<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Arc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for Arc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + PartialEq> PartialEq for Arc<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: ?Sized + Eq> Eq for Arc<T> {}
+
+impl<T: ?Sized + PartialOrd> PartialOrd for Arc<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (**self).partial_cmp(&**other)
+    }
+}
+
+impl<T: ?Sized + Ord> Ord for Arc<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl<T: ?Sized + std::hash::Hash> std::hash::Hash for Arc<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
 
 /// Runs `f` under the loom model checker, once per possible interleaving.
 ///
@@ -55,25 +250,548 @@ pub use loom::sync::Arc;
 pub use loom::model;
 
 /// Atomic integers, pointers and fences.
+///
+/// ```
+/// use infra_common::sync::atomic::{AtomicU64, Ordering};
+///
+/// let hits = AtomicU64::new(1);
+/// assert_eq!(hits.fetch_add(2, Ordering::Relaxed), 1);
+/// assert_eq!(hits.compare_exchange(3, 7, Ordering::AcqRel, Ordering::Acquire), Ok(3));
+/// assert_eq!(hits.into_inner(), 7);
+/// ```
 pub mod atomic {
+    use std::fmt;
+
+    /// Memory orderings; the same type in both arms (loom re-exports `std`'s).
+    pub use std::sync::atomic::Ordering;
+
     #[cfg(not(infra_loom))]
-    pub use std::sync::atomic::{
-        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
-    };
+    use std::sync::atomic as backend;
 
     #[cfg(infra_loom)]
-    pub use loom::sync::atomic::{
-        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    use loom::sync::atomic as backend;
+
+    /// A memory fence with the given ordering.
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    pub fn fence(order: Ordering) {
+        backend::fence(order);
+    }
+
+    /// The operations every atomic type shares, for a value type `$value`.
+    macro_rules! common_operations {
+        ($name:ident, $value:ty) => {
+            impl $name {
+                /// Creates the atomic holding `value`.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn new(value: $value) -> Self {
+                    Self {
+                        inner: backend::$name::new(value),
+                    }
+                }
+
+                /// Reads the value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn load(&self, order: Ordering) -> $value {
+                    self.inner.load(order)
+                }
+
+                /// Writes `value`.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn store(&self, value: $value, order: Ordering) {
+                    self.inner.store(value, order);
+                }
+
+                /// Writes `value` and returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn swap(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.swap(value, order)
+                }
+
+                /// Writes `new` if the value is `current`; returns the previous value, `Ok`
+                /// if the write happened.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn compare_exchange(
+                    &self,
+                    current: $value,
+                    new: $value,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$value, $value> {
+                    self.inner.compare_exchange(current, new, success, failure)
+                }
+
+                /// Like [`Self::compare_exchange`], but may fail spuriously; for retry loops.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn compare_exchange_weak(
+                    &self,
+                    current: $value,
+                    new: $value,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$value, $value> {
+                    self.inner
+                        .compare_exchange_weak(current, new, success, failure)
+                }
+
+                /// Applies `f` in a compare-exchange loop until it returns `None` (giving
+                /// `Err` with the value seen) or its result is written (giving `Ok` with the
+                /// previous value).
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_update<F>(
+                    &self,
+                    set_order: Ordering,
+                    fetch_order: Ordering,
+                    f: F,
+                ) -> Result<$value, $value>
+                where
+                    F: FnMut($value) -> Option<$value>,
+                {
+                    self.inner.fetch_update(set_order, fetch_order, f)
+                }
+
+                /// Consumes the atomic and returns its value.
+                #[inline]
+                pub fn into_inner(self) -> $value {
+                    self.inner.into_inner()
+                }
+            }
+
+            impl From<$value> for $name {
+                fn from(value: $value) -> Self {
+                    Self::new(value)
+                }
+            }
+
+            impl fmt::Debug for $name {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    fmt::Debug::fmt(&self.load(Ordering::Relaxed), f)
+                }
+            }
+        };
+    }
+
+    /// An atomic integer type with its arithmetic and bitwise read-modify-write operations.
+    macro_rules! atomic_integer {
+        ($name:ident, $value:ty) => {
+            #[doc = concat!("An atomic `", stringify!($value), "`.")]
+            #[derive(Default)]
+            pub struct $name {
+                inner: backend::$name,
+            }
+
+            common_operations!($name, $value);
+
+            impl $name {
+                /// Adds `value` (wrapping on overflow) and returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_add(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_add(value, order)
+                }
+
+                /// Subtracts `value` (wrapping on overflow) and returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_sub(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_sub(value, order)
+                }
+
+                /// Stores the maximum of the value and `value`; returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_max(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_max(value, order)
+                }
+
+                /// Stores the minimum of the value and `value`; returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_min(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_min(value, order)
+                }
+
+                /// Bitwise AND with `value`; returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_and(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_and(value, order)
+                }
+
+                /// Bitwise OR with `value`; returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_or(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_or(value, order)
+                }
+
+                /// Bitwise XOR with `value`; returns the previous value.
+                #[inline]
+                #[cfg_attr(infra_loom, track_caller)]
+                pub fn fetch_xor(&self, value: $value, order: Ordering) -> $value {
+                    self.inner.fetch_xor(value, order)
+                }
+            }
+        };
+    }
+
+    atomic_integer!(AtomicU8, u8);
+    atomic_integer!(AtomicU32, u32);
+    atomic_integer!(AtomicU64, u64);
+    atomic_integer!(AtomicUsize, usize);
+    atomic_integer!(AtomicI32, i32);
+    atomic_integer!(AtomicI64, i64);
+    atomic_integer!(AtomicIsize, isize);
+
+    /// An atomic `bool`.
+    #[derive(Default)]
+    pub struct AtomicBool {
+        inner: backend::AtomicBool,
+    }
+
+    common_operations!(AtomicBool, bool);
+
+    impl AtomicBool {
+        /// Logical AND with `value`; returns the previous value.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn fetch_and(&self, value: bool, order: Ordering) -> bool {
+            self.inner.fetch_and(value, order)
+        }
+
+        /// Logical OR with `value`; returns the previous value.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn fetch_or(&self, value: bool, order: Ordering) -> bool {
+            self.inner.fetch_or(value, order)
+        }
+
+        /// Logical XOR with `value`; returns the previous value.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn fetch_xor(&self, value: bool, order: Ordering) -> bool {
+            self.inner.fetch_xor(value, order)
+        }
+    }
+
+    /// An atomic raw pointer.
+    pub struct AtomicPtr<T> {
+        inner: backend::AtomicPtr<T>,
+    }
+
+    impl<T> AtomicPtr<T> {
+        /// Creates the atomic holding `value`.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn new(value: *mut T) -> Self {
+            Self {
+                inner: backend::AtomicPtr::new(value),
+            }
+        }
+
+        /// Reads the pointer.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn load(&self, order: Ordering) -> *mut T {
+            self.inner.load(order)
+        }
+
+        /// Writes `value`.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn store(&self, value: *mut T, order: Ordering) {
+            self.inner.store(value, order);
+        }
+
+        /// Writes `value` and returns the previous pointer.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn swap(&self, value: *mut T, order: Ordering) -> *mut T {
+            self.inner.swap(value, order)
+        }
+
+        /// Writes `new` if the pointer is `current`; returns the previous pointer, `Ok` if the
+        /// write happened.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn compare_exchange(
+            &self,
+            current: *mut T,
+            new: *mut T,
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<*mut T, *mut T> {
+            self.inner.compare_exchange(current, new, success, failure)
+        }
+
+        /// Consumes the atomic and returns its pointer.
+        #[inline]
+        pub fn into_inner(self) -> *mut T {
+            self.inner.into_inner()
+        }
+    }
+
+    impl<T> Default for AtomicPtr<T> {
+        fn default() -> Self {
+            Self::new(std::ptr::null_mut())
+        }
+    }
+
+    impl<T> fmt::Debug for AtomicPtr<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            fmt::Pointer::fmt(&self.load(Ordering::Relaxed), f)
+        }
+    }
+}
+
+/// Threads and thread-locals, for tests and for the few places that own a thread.
+pub mod thread {
+    use std::fmt;
+
+    #[cfg(not(infra_loom))]
+    use std::thread as backend;
+
+    #[cfg(infra_loom)]
+    use loom::thread as backend;
+
+    pub use backend::{JoinHandle, yield_now};
+
+    /// Declares thread-local statics that loom models as well.
+    ///
+    /// The syntax is `std::thread_local!`'s, `const { ... }` initializers included. Each static
+    /// becomes a [`LocalKey`], whose [`LocalKey::with`] is the whole API in both arms.
+    #[doc(inline)]
+    pub use crate::__infra_thread_local as thread_local;
+
+    /// Starts a thread running `f`.
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        backend::spawn(f)
+    }
+
+    /// A thread-local value declared with [`thread_local!`](crate::sync::thread::thread_local).
+    ///
+    /// ```
+    /// use infra_common::sync::thread::{self, thread_local};
+    /// use std::cell::Cell;
+    ///
+    /// thread_local! {
+    ///     /// Counts calls on this thread.
+    ///     static CALLS: Cell<u32> = const { Cell::new(0) };
+    /// }
+    ///
+    /// CALLS.with(|calls| calls.set(calls.get() + 1));
+    /// let elsewhere = thread::spawn(|| CALLS.with(Cell::get)).join().unwrap();
+    /// assert_eq!((CALLS.with(Cell::get), elsewhere), (1, 0));
+    /// ```
+    pub struct LocalKey<T: 'static> {
+        inner: &'static backend::LocalKey<T>,
+    }
+
+    impl<T: 'static> LocalKey<T> {
+        /// Wraps a key made by the backend's own macro; only `thread_local!` calls this.
+        #[doc(hidden)]
+        pub const fn __wrap(inner: &'static backend::LocalKey<T>) -> Self {
+            Self { inner }
+        }
+
+        /// Runs `f` with this thread's value, initializing it on first use.
+        ///
+        /// # Panics
+        ///
+        /// If called while this thread's value is being destroyed (from another thread-local's
+        /// destructor); [`LocalKey::try_with`] returns `None` instead.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn with<F, R>(&self, f: F) -> R
+        where
+            F: FnOnce(&T) -> R,
+        {
+            self.inner.with(f)
+        }
+
+        /// Like [`LocalKey::with`], but `None` once this thread's value has been destroyed.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn try_with<F, R>(&self, f: F) -> Option<R>
+        where
+            F: FnOnce(&T) -> R,
+        {
+            self.inner.try_with(f).ok()
+        }
+    }
+
+    impl<T: 'static> fmt::Debug for LocalKey<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("LocalKey").finish_non_exhaustive()
+        }
+    }
+
+    /// The backend's own macro, for `thread_local!`'s expansion only.
+    #[cfg(infra_loom)]
+    #[doc(hidden)]
+    pub use loom::thread_local as __backend_thread_local;
+
+    /// The backend's own macro, for `thread_local!`'s expansion only.
+    #[cfg(not(infra_loom))]
+    #[doc(hidden)]
+    pub use std::thread_local as __backend_thread_local;
+}
+
+/// Declares thread-locals through the backend's macro; see [`sync::thread::thread_local`].
+///
+/// The inner `std` key carries `allow(clippy::disallowed_types)`: that key type is banned
+/// elsewhere, which is how a direct `std::thread_local!` gets caught.
+///
+/// [`sync::thread::thread_local`]: crate::sync::thread::thread_local
+#[cfg(not(infra_loom))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __infra_thread_local {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const $init:block $(; $($rest:tt)*)?) => {
+        $(#[$attr])*
+        $vis const $name: $crate::sync::thread::LocalKey<$t> = $crate::sync::thread::LocalKey::__wrap({
+            $crate::sync::thread::__backend_thread_local! {
+                #[allow(clippy::disallowed_types)]
+                static INFRA_THREAD_LOCAL: $t = const $init;
+            }
+            &INFRA_THREAD_LOCAL
+        });
+        $($crate::__infra_thread_local!($($rest)*);)?
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr $(; $($rest:tt)*)?) => {
+        $(#[$attr])*
+        $vis const $name: $crate::sync::thread::LocalKey<$t> = $crate::sync::thread::LocalKey::__wrap({
+            $crate::sync::thread::__backend_thread_local! {
+                #[allow(clippy::disallowed_types)]
+                static INFRA_THREAD_LOCAL: $t = $init;
+            }
+            &INFRA_THREAD_LOCAL
+        });
+        $($crate::__infra_thread_local!($($rest)*);)?
     };
 }
 
-/// Thread spawning and yielding, for tests and for the few places that own a thread.
-pub mod thread {
-    #[cfg(not(infra_loom))]
-    pub use std::thread::{JoinHandle, spawn, yield_now};
+/// Declares thread-locals through loom's macro; see [`sync::thread::thread_local`].
+///
+/// Loom's macro has no `const` form, so a `const` block is passed on as a plain initializer.
+///
+/// [`sync::thread::thread_local`]: crate::sync::thread::thread_local
+#[cfg(infra_loom)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __infra_thread_local {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const $init:block $(; $($rest:tt)*)?) => {
+        $crate::__infra_thread_local!($(#[$attr])* $vis static $name: $t = $init $(; $($rest)*)?);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr $(; $($rest:tt)*)?) => {
+        $(#[$attr])*
+        $vis const $name: $crate::sync::thread::LocalKey<$t> = $crate::sync::thread::LocalKey::__wrap({
+            $crate::sync::thread::__backend_thread_local! {
+                static INFRA_THREAD_LOCAL: $t = $init;
+            }
+            &INFRA_THREAD_LOCAL
+        });
+        $($crate::__infra_thread_local!($($rest)*);)?
+    };
+}
 
-    #[cfg(infra_loom)]
-    pub use loom::thread::{JoinHandle, spawn, yield_now};
+/// `UnsafeCell` with loom's closure API in both arms, so loom checks every access.
+///
+/// Under loom, [`UnsafeCell::with`] and [`UnsafeCell::with_mut`] record a read or a write, and
+/// a model fails when two threads' accesses to one cell are not ordered by synchronization
+/// (a write with any other access). In a normal build they hand out the raw pointer at no cost.
+pub mod cell {
+    use std::fmt;
+
+    /// Interior mutability whose accesses loom can check; see the [module docs](self).
+    ///
+    /// ```
+    /// use infra_common::sync::cell::UnsafeCell;
+    ///
+    /// let cell = UnsafeCell::new(1);
+    /// // SAFETY: nothing else accesses `cell` while this closure runs.
+    /// cell.with_mut(|value| unsafe { *value += 1 });
+    /// // SAFETY: no writer exists while this closure runs.
+    /// assert_eq!(cell.with(|value| unsafe { *value }), 2);
+    /// ```
+    pub struct UnsafeCell<T: ?Sized> {
+        #[cfg(not(infra_loom))]
+        inner: std::cell::UnsafeCell<T>,
+        #[cfg(infra_loom)]
+        inner: loom::cell::UnsafeCell<T>,
+    }
+
+    impl<T> UnsafeCell<T> {
+        /// Creates a cell holding `value`.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn new(value: T) -> Self {
+            #[cfg(not(infra_loom))]
+            let inner = std::cell::UnsafeCell::new(value);
+            #[cfg(infra_loom)]
+            let inner = loom::cell::UnsafeCell::new(value);
+            Self { inner }
+        }
+
+        /// Consumes the cell and returns its value.
+        #[inline]
+        pub fn into_inner(self) -> T {
+            self.inner.into_inner()
+        }
+    }
+
+    impl<T: ?Sized> UnsafeCell<T> {
+        /// Runs `f` with a pointer for reading the value.
+        ///
+        /// Dereferencing it is sound only while no write to the cell can happen.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            #[cfg(not(infra_loom))]
+            return f(self.inner.get());
+            #[cfg(infra_loom)]
+            return self.inner.with(f);
+        }
+
+        /// Runs `f` with a pointer for writing the value.
+        ///
+        /// Dereferencing it is sound only while no other access to the cell can happen.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            #[cfg(not(infra_loom))]
+            return f(self.inner.get());
+            #[cfg(infra_loom)]
+            return self.inner.with_mut(f);
+        }
+    }
+
+    impl<T: Default> Default for UnsafeCell<T> {
+        fn default() -> Self {
+            Self::new(T::default())
+        }
+    }
+
+    impl<T: ?Sized> fmt::Debug for UnsafeCell<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("UnsafeCell").finish_non_exhaustive()
+        }
+    }
 }
 
 /// Tells the processor (or, under loom, the scheduler) that this thread is spinning.
@@ -398,5 +1116,102 @@ mod tests {
         assert!(result.is_err());
         *lock.lock() += 1;
         assert_eq!(*lock.lock(), 1);
+    }
+
+    thread::thread_local! {
+        static LAZY: std::cell::Cell<u32> = std::cell::Cell::new(40 + 2);
+        /// A constant initializer, documented like any static.
+        static EAGER: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn thread_locals_start_fresh_on_every_thread() {
+        LAZY.with(|value| value.set(value.get() + 1));
+        EAGER.with(|values| values.borrow_mut().push(1));
+        let seen_elsewhere = thread::spawn(|| {
+            let lazy = LAZY.with(std::cell::Cell::get);
+            let eager = EAGER.with(|values| values.borrow().len());
+            (lazy, eager)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen_elsewhere, (42, 0));
+        assert_eq!(LAZY.with(std::cell::Cell::get), 43);
+        assert_eq!(
+            EAGER.try_with(|values| values.borrow().clone()),
+            Some(vec![1])
+        );
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn unsafe_cell_hands_out_the_same_place_for_reads_and_writes() {
+        let cell = cell::UnsafeCell::new(vec![1]);
+        // SAFETY: the test is single-threaded and no other pointer to the cell is live.
+        cell.with_mut(|values| unsafe { (*values).push(2) });
+        // SAFETY: as above; the write has finished.
+        let sum: i32 = cell.with(|values| unsafe { (*values).iter().sum() });
+        assert_eq!(sum, 3);
+        assert_eq!(cell.into_inner(), [1, 2]);
+    }
+
+    #[test]
+    fn arc_compares_and_hashes_by_value_and_shares_by_pointer() {
+        use std::hash::BuildHasher;
+        let (a, b) = (Arc::new(String::from("x")), Arc::new(String::from("x")));
+        assert_eq!(a, b);
+        assert!(!Arc::ptr_eq(&a, &b));
+        let hasher = std::hash::RandomState::new();
+        assert_eq!(hasher.hash_one(&a), hasher.hash_one(&b));
+        let mut only = Arc::new(1);
+        *Arc::get_mut(&mut only).expect("one reference") += 1;
+        let other = Arc::clone(&only);
+        assert!(Arc::get_mut(&mut only).is_none());
+        assert_eq!(Arc::try_unwrap(only), Err(Arc::new(2)));
+        assert_eq!(format!("{other} {other:?}"), "2 2");
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn arc_raw_round_trip_keeps_the_count() {
+        let value = Arc::new(5);
+        let raw = Arc::into_raw(Arc::clone(&value));
+        // SAFETY: `raw` came from `into_raw` and still owns the count it was given, so the
+        // allocation is alive; the increment is balanced by the second `from_raw` below.
+        unsafe { Arc::increment_strong_count(raw) };
+        assert_eq!(Arc::strong_count(&value), 3);
+        // SAFETY: each call takes back one of the two counts `raw` now owns.
+        let (first, second) = unsafe { (Arc::from_raw(raw), Arc::from_raw(raw)) };
+        assert!(Arc::ptr_eq(&first, &second) && Arc::ptr_eq(&first, &value));
+        drop((first, second));
+        assert_eq!(Arc::strong_count(&value), 1);
+    }
+
+    #[test]
+    fn atomics_read_modify_write_and_report_the_previous_value() {
+        use atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, Ordering};
+        let number = AtomicI64::new(-3);
+        assert_eq!(number.fetch_max(4, Ordering::Relaxed), -3);
+        assert_eq!(number.fetch_min(1, Ordering::Relaxed), 4);
+        assert_eq!(number.fetch_sub(2, Ordering::Relaxed), 1);
+        assert_eq!(
+            number.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n * 10)),
+            Ok(-1)
+        );
+        assert_eq!(
+            number.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed),
+            Err(-10)
+        );
+        let bits = AtomicU32::new(0b1100);
+        assert_eq!(bits.fetch_xor(0b0110, Ordering::Relaxed), 0b1100);
+        assert_eq!(bits.fetch_and(0b0011, Ordering::Relaxed), 0b1010);
+        assert_eq!(format!("{bits:?}"), "2");
+        let flag = AtomicBool::default();
+        assert!(!flag.fetch_or(true, Ordering::Relaxed));
+        assert!(flag.swap(false, Ordering::Relaxed));
+        let mut target = 9;
+        let pointer = AtomicPtr::default();
+        assert!(pointer.swap(&mut target, Ordering::AcqRel).is_null());
+        assert_eq!(pointer.into_inner(), &raw mut target);
     }
 }

@@ -6,8 +6,10 @@
 #![cfg(infra_loom)]
 
 use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::sync::cell::UnsafeCell;
 use infra_common::sync::{Arc, Condvar, Mutex, model, thread};
 use infra_common::{Clock, ManualClock};
+use std::cell::Cell;
 use std::time::Duration;
 
 /// Two threads incrementing with `fetch_add` never lose an update.
@@ -80,5 +82,92 @@ fn manual_clock_advances_add_up() {
         clock.advance(Duration::from_nanos(4));
         other.join().unwrap();
         assert_eq!(clock.now_nanos(), 7);
+    });
+}
+
+/// A cell whose every access happens under one lock.
+struct Locked {
+    lock: Mutex<()>,
+    value: UnsafeCell<u64>,
+}
+
+// SAFETY: `value` is only accessed while `lock` is held (see `add`), so accesses from
+// different threads are ordered by the lock.
+#[allow(unsafe_code)]
+unsafe impl Sync for Locked {}
+
+impl Locked {
+    fn add(&self, amount: u64) {
+        let _held = self.lock.lock();
+        // SAFETY: `_held` excludes every other access to `value` until this closure returns.
+        #[allow(unsafe_code)]
+        self.value.with_mut(|value| unsafe { *value += amount });
+    }
+}
+
+/// Writes to the shim's `UnsafeCell` under a lock are ordered; loom finds no race.
+#[test]
+fn unsafe_cell_writes_under_a_lock_are_ordered() {
+    model(|| {
+        let shared = Arc::new(Locked {
+            lock: Mutex::new(()),
+            value: UnsafeCell::new(0),
+        });
+        let other = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || shared.add(1))
+        };
+        shared.add(2);
+        other.join().unwrap();
+        // SAFETY: the other thread has been joined; nothing else accesses the cell.
+        #[allow(unsafe_code)]
+        let total = shared.value.with(|value| unsafe { *value });
+        assert_eq!(total, 3);
+    });
+}
+
+/// The same cell without its lock. Loom must report the two unsynchronized writes as a race
+/// (it panics with "Concurrent write accesses"); if the shim's `UnsafeCell` were `std`'s, this
+/// would pass unnoticed.
+#[test]
+#[should_panic(expected = "Concurrent write accesses to `UnsafeCell`")]
+fn unsafe_cell_writes_without_a_lock_are_found() {
+    struct Unlocked(UnsafeCell<u64>);
+    // SAFETY: deliberately unsound: this model exists to show that loom catches the
+    // unsynchronized writes below.
+    #[allow(unsafe_code)]
+    unsafe impl Sync for Unlocked {}
+
+    model(|| {
+        let shared = Arc::new(Unlocked(UnsafeCell::new(0)));
+        let racy_add = |shared: &Unlocked| {
+            // SAFETY: none; the missing lock is the point of this model.
+            #[allow(unsafe_code)]
+            shared.0.with_mut(|value| unsafe { *value += 1 });
+        };
+        let other = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || racy_add(&shared))
+        };
+        racy_add(&shared);
+        other.join().unwrap();
+    });
+}
+
+thread::thread_local! {
+    static VISITS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Each modelled thread sees its own, freshly initialized thread-local.
+#[test]
+fn thread_locals_are_per_thread_under_loom() {
+    model(|| {
+        VISITS.with(|visits| visits.set(visits.get() + 1));
+        let other = thread::spawn(|| {
+            VISITS.with(|visits| visits.set(visits.get() + 10));
+            VISITS.with(Cell::get)
+        });
+        assert_eq!(other.join().unwrap(), 10);
+        assert_eq!(VISITS.with(Cell::get), 1);
     });
 }
