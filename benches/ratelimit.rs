@@ -11,6 +11,9 @@
 
 // `criterion_group!` generates public functions that cannot carry docs.
 #![allow(missing_docs)]
+// Measurement scaffolding, not loom code: the allocator's counter must be a `static` std atomic,
+// and the two-thread driver uses std's scoped threads, barrier and mutex.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -32,6 +35,7 @@ fn signed(size: usize) -> isize {
 
 // SAFETY: every method forwards to the system allocator with the caller's arguments unchanged;
 // the counter is a side effect that does not touch the memory handed out.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATED.fetch_add(signed(layout.size()), Ordering::Relaxed);

@@ -12,7 +12,6 @@
 //!   where a protocol speaks in dates (HTTP `Date`/`Expires`, span timestamps).
 
 use std::fmt;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sync::Arc;
@@ -104,8 +103,11 @@ impl Default for SystemClock {
 }
 
 /// The process-wide calibrated counter and its raw reading at the origin.
+// A `std` `OnceLock`: loom has no equivalent, and this one-time calibration holds no state a
+// model could race on (every thread reads the same immutable pair).
+#[allow(clippy::disallowed_types)]
 fn process_counter() -> &'static (quanta::Clock, u64) {
-    static COUNTER: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
+    static COUNTER: std::sync::OnceLock<(quanta::Clock, u64)> = std::sync::OnceLock::new();
     COUNTER.get_or_init(|| {
         let clock = quanta::Clock::new();
         let origin = clock.raw();

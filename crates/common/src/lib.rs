@@ -25,7 +25,6 @@
 //! ```
 //!
 //! [loom]: https://docs.rs/loom
-#![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod hash;

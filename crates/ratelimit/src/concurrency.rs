@@ -554,6 +554,8 @@ mod tests {
         Drop(usize),
     }
 
+    // proptest's `prop_oneof!` expands to `std::sync::Arc`; this test-only strategy is not loom code.
+    #[allow(clippy::disallowed_types)]
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => Just(Step::Acquire),
@@ -647,6 +649,8 @@ mod tests {
     }
 
     proptest! {
+        // `prop_oneof!` expands to `std::sync::Arc`; test-only, not loom code.
+        #[allow(clippy::disallowed_types)]
         #[test]
         fn vegas_matches_its_model(
             (initial, min, max) in (1u32..8, 1u32..8, 8u32..20)

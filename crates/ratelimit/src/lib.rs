@@ -34,8 +34,6 @@
 //! assert!(limiter.check("alice")?.is_allowed());
 //! # Ok::<(), infra_ratelimit::Error>(())
 //! ```
-// One `unsafe` block in the crate: cache prefetch hints in `store`.
-#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algorithm;

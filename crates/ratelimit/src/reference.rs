@@ -490,6 +490,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    // proptest's `prop_oneof!` expands to `std::sync::Arc`; this test-only strategy is not loom code.
+    #[allow(clippy::disallowed_types)]
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             // Mostly small steps around the interval, sometimes long idle periods.
@@ -525,6 +527,8 @@ mod tests {
             }
         }
 
+        // `prop_oneof!` expands to `std::sync::Arc`; test-only, not loom code.
+        #[allow(clippy::disallowed_types)]
         #[test]
         fn keyed_limiters_match_one_model_per_key(
             quota in quota(),

@@ -27,8 +27,6 @@
 //! threads, unsafe pointer handling) also pass under Miri:
 //! `cargo +nightly miri test -p infra-ring-hash --lib snapshot`.
 
-#![allow(unsafe_code)]
-
 use std::fmt;
 
 use infra_common::sync::atomic::{AtomicPtr, AtomicUsize, Ordering, fence};
@@ -48,8 +46,10 @@ pub struct SnapshotCell<T> {
 
 // SAFETY: the cell hands out `&T` and `Arc<T>` to any thread, and moves `Arc<T>` values between
 // threads on publication, exactly like `Arc<T>` itself, which is Send + Sync when T is.
+#[allow(unsafe_code)]
 unsafe impl<T: Send + Sync> Send for SnapshotCell<T> {}
 // SAFETY: as above.
+#[allow(unsafe_code)]
 unsafe impl<T: Send + Sync> Sync for SnapshotCell<T> {}
 
 /// A reader's announcement; withdrawing it on drop keeps the count right even if the reader's
@@ -96,7 +96,9 @@ impl<T> SnapshotCell<T> {
         // SAFETY: `ptr` came from `Arc::into_raw` and its strong count is not released while a
         // reader that may have loaded it is announced (module documentation); `_section` keeps
         // the announcement until `f` returns.
-        f(unsafe { &*ptr })
+        #[allow(unsafe_code)]
+        let value = unsafe { &*ptr };
+        f(value)
     }
 
     /// The current value, as a strong reference that outlives later publications.
@@ -104,6 +106,7 @@ impl<T> SnapshotCell<T> {
         let (_section, ptr) = self.enter();
         // SAFETY: as in `read`, the value is alive while announced; taking a strong count makes
         // the returned `Arc` own its own reference before the announcement is withdrawn.
+        #[allow(unsafe_code)]
         unsafe {
             Arc::increment_strong_count(ptr);
             Arc::from_raw(ptr)
@@ -112,6 +115,7 @@ impl<T> SnapshotCell<T> {
 
     /// Makes `next` the current value and returns the previous one, once no reader can still
     /// be reading it through this cell.
+    #[allow(unsafe_code)]
     pub fn publish(&self, next: Arc<T>) -> Arc<T> {
         let _writer = self.writer.lock();
         let old = self
@@ -134,7 +138,9 @@ impl<T> Drop for SnapshotCell<T> {
     fn drop(&mut self) {
         let ptr = self.current.load(Ordering::Acquire);
         // SAFETY: `&mut self` means no reader or writer is active; the pointer owns one count.
-        drop(unsafe { Arc::from_raw(ptr) });
+        #[allow(unsafe_code)]
+        let current = unsafe { Arc::from_raw(ptr) };
+        drop(current);
     }
 }
 

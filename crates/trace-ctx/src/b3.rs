@@ -443,6 +443,8 @@ mod tests {
         ))
     }
 
+    // proptest's `prop_oneof!` expands to `std::sync::Arc`; this test-only strategy is not loom code.
+    #[allow(clippy::disallowed_types)]
     fn sampling() -> impl Strategy<Value = Option<B3Sampling>> {
         proptest::option::of(prop_oneof![
             Just(B3Sampling::Deny),

@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 
+use infra_common::sync::thread::thread_local;
+
 use crate::{Baggage, SpanId, TraceFlags, TraceId, TraceState};
 
 /// The identity of one span as it crosses a process boundary: ids, flags, vendor state.
@@ -261,7 +263,7 @@ mod tests {
     #[test]
     fn current_context_is_per_thread() {
         let _guard = Context::new().with_span(span()).attach();
-        let seen = std::thread::spawn(|| Context::current().span().is_some())
+        let seen = infra_common::sync::thread::spawn(|| Context::current().span().is_some())
             .join()
             .unwrap();
         assert!(!seen);

@@ -8,6 +8,8 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::num::{NonZeroU64, NonZeroU128};
 
+use infra_common::sync::thread::thread_local;
+
 use crate::Error;
 
 /// A 16-byte trace id, never all zeros. Written as 32 lowercase hex characters.

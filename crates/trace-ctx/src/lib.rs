@@ -52,7 +52,6 @@
 //! assert!(outgoing["traceparent"].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
 //! assert!(outgoing["traceparent"].ends_with("-03"));
 //! ```
-#![forbid(unsafe_code)]
 
 mod b3;
 mod baggage;

@@ -193,6 +193,8 @@ impl<E: Exporter + ?Sized> Exporter for Box<E> {
     }
 }
 
+// For callers that share an exporter in a `std` `Arc`, which is theirs to choose.
+#[allow(clippy::disallowed_types)]
 impl<E: Exporter + ?Sized> Exporter for std::sync::Arc<E> {
     fn export(&self, span: SpanData) {
         (**self).export(span);
@@ -227,6 +229,7 @@ impl Exporter for NoopExporter {
 pub struct Tracer {
     // Immutable configuration shared by clones: no interleaving to model, so a plain std Arc
     // (the loom Arc cannot hold trait objects).
+    #[allow(clippy::disallowed_types)]
     inner: std::sync::Arc<TracerConfig>,
 }
 
@@ -297,6 +300,7 @@ impl TracerBuilder {
 
     /// The tracer.
     #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+    #[allow(clippy::disallowed_types, reason = "`Tracer` holds a std `Arc`; see its field")]
     pub fn build(mut self) -> Tracer {
         #[cfg(feature = "metrics")]
         {

@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use infra_common::sync::thread::thread_local;
 use infra_trace_ctx::{
     AlwaysOff, Context, ParentBased, Propagator, SpanKind, Status, TraceContextPropagator,
     TraceIdRatio, Tracer,
@@ -23,6 +24,7 @@ thread_local! {
 
 // SAFETY: every method forwards to the system allocator with the caller's arguments, which
 // upholds GlobalAlloc's contract; counting touches only a thread-local integer.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
