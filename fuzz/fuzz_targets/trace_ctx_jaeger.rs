@@ -1,6 +1,9 @@
 //! `uber-trace-id` parsing never panics; what it accepts formats canonically and re-parses
 //! identically; `uberctx-` baggage survives injection and extraction.
 #![no_main]
+// `derive(Arbitrary)` declares a std thread-local (its recursion guard), a type the workspace
+// clippy.toml keeps behind infra_common::sync; a fuzz target is single-threaded test code.
+#![allow(clippy::disallowed_types)]
 
 use arbitrary::Arbitrary;
 use infra_trace_ctx::{JaegerHeader, JaegerPropagator, Propagator};
