@@ -48,7 +48,6 @@
 //! * `metrics`: membership changes and bounded-load spill-overs through the `metrics`
 //!   facade (see [`metrics`]).
 
-
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

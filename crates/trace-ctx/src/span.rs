@@ -300,7 +300,8 @@ impl TracerBuilder {
 
     /// The tracer.
     #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
-    #[allow(clippy::disallowed_types, reason = "`Tracer` holds a std `Arc`; see its field")]
+    // `Tracer` holds a std `Arc`; see its field.
+    #[allow(clippy::disallowed_types)]
     pub fn build(mut self) -> Tracer {
         #[cfg(feature = "metrics")]
         {
