@@ -712,9 +712,10 @@ macro_rules! __infra_thread_local {
 
 /// `UnsafeCell` with loom's closure API in both arms, so loom checks every access.
 ///
-/// Under loom, [`UnsafeCell::with`] and [`UnsafeCell::with_mut`] record a read or a write, and
-/// a model fails when two threads' accesses to one cell are not ordered by synchronization
-/// (a write with any other access). In a normal build they hand out the raw pointer at no cost.
+/// Under loom, [`UnsafeCell::with`](cell::UnsafeCell::with) and
+/// [`with_mut`](cell::UnsafeCell::with_mut) record a read or a write, and a model fails when two
+/// threads' accesses to one cell are not ordered by synchronization (a write with any other
+/// access). In a normal build they pass `std`'s raw pointer straight to the closure.
 pub mod cell {
     use std::fmt;
 
