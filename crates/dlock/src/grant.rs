@@ -80,6 +80,13 @@ pub enum Wait {
     Forever,
 }
 
+/// A lock name shared between a backend's record and the grants it hands out, so a grant
+/// costs a reference count rather than a copy of the name.
+// An immutable string behind std's `Arc`: nothing is synchronized through it, so there is
+// nothing for loom to model, and loom's `Arc` cannot hold a `str`.
+#[allow(clippy::disallowed_types)]
+pub(crate) type LockName = std::sync::Arc<str>;
+
 /// A lease on a lock: who holds it, with which token, until when.
 ///
 /// A grant is data, not a handle: it does not release anything when dropped (a
@@ -90,7 +97,7 @@ pub enum Wait {
 /// `[granted_at_nanos, granted_at_nanos + lease)`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
-    pub(crate) name: Box<str>,
+    pub(crate) name: LockName,
     pub(crate) access: Access,
     pub(crate) token: FencingToken,
     pub(crate) granted_at: u64,

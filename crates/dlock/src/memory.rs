@@ -29,7 +29,9 @@ use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::error::Error;
-use crate::grant::{Access, FencingToken, Grant, Wait, check_access, check_lease, check_name};
+use crate::grant::{
+    Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
+};
 use crate::locks::Locks;
 
 /// Leased, fenced locks for the threads of one process.
@@ -65,10 +67,41 @@ struct State {
     /// Numbers the waiters, so a waiter finds itself among the holders after a hand-off.
     last_ticket: u64,
     names: HashMap<Box<str>, Entry, RandomState>,
+    /// The map size at which idle entries are swept out (see [`State::entry`]).
+    sweep_at: usize,
 }
 
-#[derive(Default)]
+/// Below this many names, idle entries are never swept.
+const MIN_SWEEP: usize = 64;
+
+impl State {
+    /// The entry of `name`, created idle if missing.
+    ///
+    /// Idle entries stay in the map, so a lock taken again and again costs no allocation;
+    /// they are swept out whenever the map has doubled since the last sweep, which keeps it
+    /// within twice the names in use (plus [`MIN_SWEEP`]) at an amortized constant cost.
+    /// Returned with the token counter, which hand-offs in the entry draw from.
+    fn entry(&mut self, name: &str) -> (&mut Entry, &mut u64) {
+        if !self.names.contains_key(name) {
+            if self.names.len() >= self.sweep_at {
+                self.names.retain(|_, entry| !entry.is_idle());
+                self.sweep_at = (self.names.len() * 2).max(MIN_SWEEP);
+            }
+            let entry = Entry {
+                name: LockName::from(name),
+                holders: Vec::new(),
+                queue: VecDeque::new(),
+            };
+            self.names.insert(name.into(), entry);
+        }
+        let entry = self.names.get_mut(name).expect("inserted above");
+        (entry, &mut self.last_token)
+    }
+}
+
 struct Entry {
+    /// The name again, to hand out with each grant.
+    name: LockName,
     holders: Vec<Holder>,
     queue: VecDeque<Waiter>,
 }
@@ -186,6 +219,7 @@ impl<C: Clock> MemoryLocks<C> {
                 last_token: last.get(),
                 last_ticket: 0,
                 names: HashMap::default(),
+                sweep_at: MIN_SWEEP,
             }),
             ended: Condvar::new(),
         }
@@ -228,25 +262,9 @@ impl<C: Clock> MemoryLocks<C> {
         expired
     }
 
-    /// Settles `name`'s entry at `now`, telling loss-waiters if a grant ended, and removes the
-    /// entry if it is idle.
-    fn settle_name(&self, state: &mut State, name: &str, now: u64) {
-        let State {
-            last_token, names, ..
-        } = state;
-        if let Some(entry) = names.get_mut(name) {
-            if entry.settle(now, last_token) > 0 {
-                self.ended.notify_all();
-            }
-            if entry.is_idle() {
-                names.remove(name);
-            }
-        }
-    }
-
-    fn make_grant(&self, name: &str, holder: &Holder) -> Grant {
+    fn make_grant(&self, name: &LockName, holder: &Holder) -> Grant {
         Grant {
-            name: name.into(),
+            name: LockName::clone(name),
             access: holder.access,
             token: FencingToken::new(holder.token),
             granted_at: holder.granted_at,
@@ -266,18 +284,15 @@ impl<C: Clock> MemoryLocks<C> {
         let ticket = waiter.ticket;
         let wake = Arc::clone(&waiter.wake);
         let (access, lease) = (waiter.access, waiter.lease);
-        entry_of(&mut state.names, name).queue.push_back(waiter);
+        state.entry(name).0.queue.push_back(waiter);
         loop {
             let now = self.clock.now_nanos();
-            let State {
-                last_token, names, ..
-            } = &mut *state;
-            let entry = entry_of(names, name);
+            let (entry, last_token) = state.entry(name);
             if entry.settle(now, last_token) > 0 {
                 self.ended.notify_all();
             }
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
-                return Ok(Some(self.make_grant(name, holder)));
+                return Ok(Some(self.make_grant(&entry.name, holder)));
             }
             let queued = entry.queue.iter().any(|w| w.ticket == ticket);
             if !queued {
@@ -300,9 +315,6 @@ impl<C: Clock> MemoryLocks<C> {
                 // Leaving may let the waiters behind in (a writer leaving before readers).
                 if entry.settle(now, last_token) > 0 {
                     self.ended.notify_all();
-                }
-                if entry.is_idle() {
-                    names.remove(name);
                 }
                 return if exhausted {
                     Err(Error::TokensExhausted)
@@ -331,27 +343,39 @@ impl<C: Clock> MemoryLocks<C> {
         }
     }
 
-    /// Finds the live holder record of `grant`, after settling its name at `now`.
-    fn check_held(&self, state: &mut State, grant: &Grant, now: u64) -> Result<(), Error> {
+    /// Settles the grant's name at `now` and finds the grant among its live holders.
+    ///
+    /// Returns the entry, the holder's index and the token counter; the holder is compared
+    /// by token, so an expired grant never matches the grant that replaced it.
+    fn find_held<'s>(
+        &self,
+        state: &'s mut State,
+        grant: &Grant,
+        now: u64,
+    ) -> Result<(&'s mut Entry, usize, &'s mut u64), Error> {
         if grant.issuer != self.issuer {
             return Err(Error::ForeignGrant {
                 name: grant.name.to_string(),
                 token: grant.token,
             });
         }
-        self.settle_name(state, &grant.name, now);
-        let held = state
-            .names
-            .get(&*grant.name)
-            .is_some_and(|entry| entry.holders.iter().any(|h| h.token == grant.token.get()));
-        if held {
-            Ok(())
-        } else {
-            Err(Error::LeaseExpired {
-                name: grant.name.to_string(),
-                token: grant.token,
-            })
+        let expired = || Error::LeaseExpired {
+            name: grant.name.to_string(),
+            token: grant.token,
+        };
+        let State {
+            last_token, names, ..
+        } = state;
+        let entry = names.get_mut(&*grant.name).ok_or_else(expired)?;
+        if entry.settle(now, last_token) > 0 {
+            self.ended.notify_all();
         }
+        let index = entry
+            .holders
+            .iter()
+            .position(|h| h.token == grant.token.get())
+            .ok_or_else(expired)?;
+        Ok((entry, index, last_token))
     }
 }
 
@@ -369,24 +393,16 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         let lease = duration_to_nanos(lease);
         let mut state = self.state.lock();
         let now = self.clock.now_nanos();
-        self.settle_name(&mut state, name, now);
-        let State {
-            last_token,
-            last_ticket,
-            names,
-        } = &mut *state;
-        if names
-            .get(name)
-            .is_some_and(|entry| !entry.accepts_kind(access))
-        {
+        let (entry, last_token) = state.entry(name);
+        if entry.settle(now, last_token) > 0 {
+            self.ended.notify_all();
+        }
+        if !entry.accepts_kind(access) {
             return Err(Error::KindMismatch {
                 name: name.to_owned(),
             });
         }
-        let free = names
-            .get(name)
-            .is_none_or(|entry| entry.queue.is_empty() && compatible(&entry.holders, access));
-        if free {
+        if entry.queue.is_empty() && compatible(&entry.holders, access) {
             let token = last_token.checked_add(1).ok_or(Error::TokensExhausted)?;
             *last_token = token;
             let holder = Holder {
@@ -396,17 +412,8 @@ impl<C: Clock> Locks for MemoryLocks<C> {
                 granted_at: now,
                 lease,
             };
-            let grant = self.make_grant(name, &holder);
-            match names.get_mut(name) {
-                Some(entry) => entry.holders.push(holder),
-                None => {
-                    let entry = Entry {
-                        holders: vec![holder],
-                        queue: VecDeque::new(),
-                    };
-                    names.insert(name.into(), entry);
-                }
-            }
+            let grant = self.make_grant(&entry.name, &holder);
+            entry.holders.push(holder);
             return Ok(Some(grant));
         }
         let give_up_at = match wait {
@@ -414,9 +421,9 @@ impl<C: Clock> Locks for MemoryLocks<C> {
             Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
             Wait::Forever => None,
         };
-        *last_ticket += 1;
+        state.last_ticket += 1;
         let waiter = Waiter {
-            ticket: *last_ticket,
+            ticket: state.last_ticket,
             access,
             lease,
             wake: Arc::new(Condvar::new()),
@@ -429,17 +436,10 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         let lease_nanos = duration_to_nanos(lease);
         let mut state = self.state.lock();
         let now = self.clock.now_nanos();
-        self.check_held(&mut state, grant, now)?;
-        let entry = state
-            .names
-            .get_mut(&*grant.name)
-            .expect("check_held found the entry");
-        for holder in &mut entry.holders {
-            if holder.token == grant.token.get() {
-                holder.granted_at = now;
-                holder.lease = lease_nanos;
-            }
-        }
+        let (entry, index, _) = self.find_held(&mut state, grant, now)?;
+        let holder = &mut entry.holders[index];
+        holder.granted_at = now;
+        holder.lease = lease_nanos;
         grant.granted_at = now;
         grant.lease = lease;
         Ok(())
@@ -448,18 +448,9 @@ impl<C: Clock> Locks for MemoryLocks<C> {
     fn release(&self, grant: Grant) -> Result<(), Error> {
         let mut state = self.state.lock();
         let now = self.clock.now_nanos();
-        self.check_held(&mut state, &grant, now)?;
-        let State {
-            last_token, names, ..
-        } = &mut *state;
-        let entry = names
-            .get_mut(&*grant.name)
-            .expect("check_held found the entry");
-        entry.holders.retain(|h| h.token != grant.token.get());
+        let (entry, index, last_token) = self.find_held(&mut state, &grant, now)?;
+        entry.holders.swap_remove(index);
         entry.settle(now, last_token);
-        if entry.is_idle() {
-            names.remove(&*grant.name);
-        }
         self.ended.notify_all();
         Ok(())
     }
@@ -467,22 +458,21 @@ impl<C: Clock> Locks for MemoryLocks<C> {
     fn is_held(&self, grant: &Grant) -> bool {
         let mut state = self.state.lock();
         let now = self.clock.now_nanos();
-        self.check_held(&mut state, grant, now).is_ok()
+        self.find_held(&mut state, grant, now).is_ok()
     }
 
     fn wait_lost(&self, grant: &Grant) {
         let mut state = self.state.lock();
         loop {
             let now = self.clock.now_nanos();
-            if self.check_held(&mut state, grant, now).is_err() {
-                return;
-            }
             // The record, not `grant`, knows about extensions made through another handle.
-            let deadline = state
-                .names
-                .get(&*grant.name)
-                .and_then(|entry| entry.holders.iter().find(|h| h.token == grant.token.get()))
-                .map_or(now, |h| h.granted_at.saturating_add(h.lease));
+            let deadline = match self.find_held(&mut state, grant, now) {
+                Ok((entry, index, _)) => {
+                    let holder = &entry.holders[index];
+                    holder.granted_at.saturating_add(holder.lease)
+                }
+                Err(_) => return,
+            };
             let nap = Duration::from_nanos(deadline.saturating_sub(now).max(1));
             self.ended.wait_timeout(&mut state, nap);
         }
@@ -496,14 +486,6 @@ impl<C: Clock> fmt::Debug for MemoryLocks<C> {
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
-}
-
-/// The entry of `name`, created idle if missing.
-fn entry_of<'a>(names: &'a mut HashMap<Box<str>, Entry, RandomState>, name: &str) -> &'a mut Entry {
-    if !names.contains_key(name) {
-        names.insert(name.into(), Entry::default());
-    }
-    names.get_mut(name).expect("inserted above")
 }
 
 /// A number no other instance in this process has.

@@ -1,0 +1,109 @@
+//! infra-dlock's in-process backend against the floor of any lock: a `parking_lot::Mutex` and a
+//! `tokio::sync::Mutex` (through `blocking_lock`, from plain threads). One acquire and release
+//! with nobody else around, and two threads taking turns on one lock.
+//!
+//! Ours does more per acquisition than the floor, and the numbers should be read with that in
+//! mind: it validates the name and lease, reads the clock, looks the name up in a map, issues a
+//! fencing token, records the lease, and allocates the grant's copy of the name. The
+//! `infra+fence` row adds the resource's check of the token.
+
+// `criterion_group!` generates public functions that cannot carry docs.
+#![allow(missing_docs)]
+// The peers are measured as they are: `parking_lot::Mutex` is the floor this crate is compared
+// against, and the two-thread driver uses std's scoped threads and barrier outside any code
+// under test.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use infra_dlock::{Fence, Locks, MemoryLocks};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn uncontended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dlock/uncontended");
+    let ours = MemoryLocks::new();
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            let guard = ours.acquire(black_box("account-42"), LEASE).expect("free");
+            black_box(guard.token());
+            guard.release().expect("held");
+        });
+    });
+    let fence = Fence::new();
+    group.bench_function("infra+fence", |b| {
+        b.iter(|| {
+            let guard = ours.acquire(black_box("account-42"), LEASE).expect("free");
+            fence
+                .admit("balance/42", "account-42", guard.token())
+                .expect("tokens grow");
+            guard.release().expect("held");
+        });
+    });
+    let parking = parking_lot::Mutex::new(0u64);
+    group.bench_function("parking_lot", |b| {
+        b.iter(|| {
+            let mut guard = parking.lock();
+            *guard += 1;
+        });
+    });
+    let tokio = tokio::sync::Mutex::new(0u64);
+    group.bench_function("tokio", |b| {
+        b.iter(|| {
+            let mut guard = tokio.blocking_lock();
+            *guard += 1;
+        });
+    });
+    group.finish();
+}
+
+/// Two threads each running `step` `iters` times; the time is the wall time of both.
+fn two_threads(iters: u64, step: &(impl Fn() + Sync)) -> Duration {
+    let barrier = std::sync::Barrier::new(2);
+    let started = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                if barrier.wait().is_leader() {
+                    *started.lock().expect("not poisoned") = Some(Instant::now());
+                }
+                for _ in 0..iters {
+                    step();
+                }
+            });
+        }
+    });
+    let started = started
+        .lock()
+        .expect("not poisoned")
+        .expect("set by the leader");
+    started.elapsed()
+}
+
+fn contended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dlock/contended");
+    let ours = MemoryLocks::new();
+    group.bench_function("infra", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|| {
+                let guard = ours.acquire("account-42", LEASE).expect("granted");
+                black_box(guard.token());
+                guard.release().expect("held");
+            })
+        });
+    });
+    let parking = parking_lot::Mutex::new(0u64);
+    group.bench_function("parking_lot", |b| {
+        b.iter_custom(|iters| two_threads(iters, &|| *parking.lock() += 1));
+    });
+    let tokio = tokio::sync::Mutex::new(0u64);
+    group.bench_function("tokio", |b| {
+        b.iter_custom(|iters| two_threads(iters, &|| *tokio.blocking_lock() += 1));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, uncontended, contended);
+criterion_main!(benches);
