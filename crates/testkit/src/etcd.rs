@@ -3,13 +3,16 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::process::{self, ServerProcess, ServerSpec};
+use crate::process::{self, Port, Probe, ServerProcess, ServerSpec};
 use crate::server::Server;
 
 /// How long [`EtcdServer::http`] waits for a response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a readiness or leadership probe waits: short, so a paused member costs little.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The etcd engine: a single-member cluster that persists every acknowledged write in its
 /// write-ahead log before answering, so [`restart`](Server::restart), and
@@ -25,28 +28,22 @@ impl Server<Etcd> {
     /// Starts a member, or prints a skip line and returns `None` when `etcd` is not installed
     /// (see the crate docs for `INFRA_REQUIRE_SERVERS`).
     ///
+    /// The member is confirmed to be the one just spawned (by its unique member name) before
+    /// `start` returns, so a member another test started on the same port is never mistaken
+    /// for it; a lost port race is retried on fresh ports.
+    ///
     /// # Panics
     ///
     /// If the binary exists but the server cannot be started.
     pub fn start() -> Option<Self> {
         let binary = process::locate_or_skip("etcd", "etcd")?;
-        let server =
-            Self::start_with(&binary).unwrap_or_else(|error| panic!("etcd did not start: {error}"));
-        Some(server)
-    }
-
-    fn start_with(binary: &Path) -> io::Result<Self> {
         let process = ServerProcess::launch("infra-etcd-", |dir| {
-            let client_port = process::free_loopback_port()?;
-            let peer_port = process::free_loopback_port()?;
-            Ok(ServerSpec {
-                binary: binary.to_path_buf(),
-                args: etcd_args(client_port, peer_port, dir),
-                probe: healthy,
-                probe_addr: process::loopback(client_port),
-            })
-        })?;
-        Ok(Self::new(process))
+            let member = Member::new(unique_name("member"), Port::free()?, Port::free()?);
+            let cluster = member.initial_cluster_entry();
+            Ok(member.spec(&binary, dir, &cluster, &unique_name("cluster")))
+        })
+        .unwrap_or_else(|error| panic!("etcd did not start: {error}"));
+        Some(Self::new(process))
     }
 
     /// The client URL, `http://127.0.0.1:PORT`, as etcd clients take it as an endpoint.
@@ -59,35 +56,126 @@ impl Server<Etcd> {
     /// Enough to drive etcd's JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`) in tests without
     /// an etcd client crate.
     pub fn http(&self, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
-        http(self.addr(), method, path, body)
+        http(self.addr(), method, path, body, RESPONSE_TIMEOUT)
     }
 }
 
-fn etcd_args(client_port: u16, peer_port: u16, dir: &Path) -> Vec<String> {
-    let client = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    vec![
-        "--name".into(),
-        "infra-test".into(),
-        "--data-dir".into(),
-        dir.join("member").display().to_string(),
-        "--listen-client-urls".into(),
-        client.clone(),
-        "--advertise-client-urls".into(),
-        client,
-        "--listen-peer-urls".into(),
-        peer.clone(),
-        "--initial-advertise-peer-urls".into(),
-        peer.clone(),
-        "--initial-cluster".into(),
-        format!("infra-test={peer}"),
-        "--initial-cluster-state".into(),
-        "new".into(),
-    ]
+/// A name no other member on this machine has: this process's id and a counter.
+pub(crate) fn unique_name(kind: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("infra-{kind}-{}-{n}", std::process::id())
+}
+
+/// One etcd member's identity and ports, before it is spawned.
+pub(crate) struct Member {
+    pub(crate) name: String,
+    client: Port,
+    peer: Port,
+}
+
+impl Member {
+    pub(crate) fn new(name: String, client: Port, peer: Port) -> Self {
+        Self { name, client, peer }
+    }
+
+    /// This member's `name=peer-url` entry of `--initial-cluster`.
+    pub(crate) fn initial_cluster_entry(&self) -> String {
+        format!("{}=http://{}", self.name, self.peer.addr())
+    }
+
+    /// The spec of this member in a cluster whose `--initial-cluster` is `cluster`.
+    pub(crate) fn spec(self, binary: &Path, dir: &Path, cluster: &str, token: &str) -> ServerSpec {
+        let client = format!("http://{}", self.client.addr());
+        let peer = format!("http://{}", self.peer.addr());
+        let args = vec![
+            "--name".into(),
+            self.name.clone(),
+            "--data-dir".into(),
+            dir.join("member").display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer,
+            "--initial-cluster".into(),
+            cluster.to_owned(),
+            "--initial-cluster-token".into(),
+            token.to_owned(),
+            // Ignored on a restart: an existing data directory carries the membership.
+            "--initial-cluster-state".into(),
+            "new".into(),
+        ];
+        let name = self.name;
+        ServerSpec {
+            binary: binary.to_path_buf(),
+            args,
+            probe: Box::new(move |addr, _pid| probe(addr, &name)),
+            probe_addr: self.client.addr(),
+            ports: vec![self.client, self.peer],
+        }
+    }
+}
+
+/// Ready when the member at `addr` is named `name` and reports itself healthy.
+fn probe(addr: SocketAddr, name: &str) -> Probe {
+    match member_name(addr) {
+        Ok(answering) if answering == name => {}
+        Ok(answering) => return Probe::Stranger(format!("etcd member {answering:?}")),
+        Err(error) => return Probe::NotReady(error.to_string()),
+    }
+    match healthy(addr) {
+        Ok(()) => Probe::Ready,
+        Err(error) => Probe::NotReady(error.to_string()),
+    }
+}
+
+/// The name of the member answering at `addr`: the member-list entry whose id is the id in the
+/// response header.
+fn member_name(addr: SocketAddr) -> io::Result<String> {
+    let (status, body) = http(addr, "POST", "/v3/cluster/member/list", "{}", PROBE_TIMEOUT)?;
+    if status != 200 {
+        return Err(io::Error::other(format!("member list: {status} {body}")));
+    }
+    let list: serde_json::Value = serde_json::from_str(&body).map_err(io::Error::other)?;
+    let own_id = &list["header"]["member_id"];
+    list["members"]
+        .as_array()
+        .and_then(|members| members.iter().find(|member| &member["ID"] == own_id))
+        .and_then(|member| member["name"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| io::Error::other(format!("no own name in member list {body}")))
+}
+
+/// What a member says about itself and the leader it follows.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub(crate) member_id: String,
+    pub(crate) leader: String,
+}
+
+/// Asks the member at `addr` for its id and its leader's (`POST /v3/maintenance/status`).
+pub(crate) fn status(addr: SocketAddr) -> io::Result<Status> {
+    let (code, body) = http(addr, "POST", "/v3/maintenance/status", "{}", PROBE_TIMEOUT)?;
+    if code != 200 {
+        return Err(io::Error::other(format!("status: {code} {body}")));
+    }
+    let status: serde_json::Value = serde_json::from_str(&body).map_err(io::Error::other)?;
+    let field = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+    match (
+        field(&status["header"]["member_id"]),
+        field(&status["leader"]),
+    ) {
+        (Some(member_id), Some(leader)) => Ok(Status { member_id, leader }),
+        _ => Err(io::Error::other(format!("no ids in status {body}"))),
+    }
 }
 
 fn healthy(addr: SocketAddr) -> io::Result<()> {
-    let (status, body) = http(addr, "GET", "/health", "")?;
+    let (status, body) = http(addr, "GET", "/health", "", PROBE_TIMEOUT)?;
     if status == 200 && body.contains("\"health\":\"true\"") {
         Ok(())
     } else {
@@ -95,10 +183,16 @@ fn healthy(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, RESPONSE_TIMEOUT)?;
-    stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-    stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+pub(crate) fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -1,20 +1,25 @@
 //! One server process: spawn, wait until it answers, signal, restart, clean up.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::REQUIRE_SERVERS_ENV;
+use crate::{REQUIRE_SERVERS_ENV, orphans};
 
-/// How long a server may take to answer after it was spawned.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server may take to answer after it was spawned. Generous: the machine may be
+/// loaded, and this bounds only how long a broken start takes to be reported.
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes and exit checks.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How many sets of fresh ports `launch` tries before giving up.
+pub(crate) const LAUNCH_ATTEMPTS: usize = 5;
 
 /// Decides whether a test can run: `Some(path)` of the binary, or `None` after printing the
 /// skip line. Panics instead when [`REQUIRE_SERVERS_ENV`] is `1`.
@@ -57,13 +62,50 @@ fn find_in_path(binary: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Reserves a free port on the loopback interface.
+/// Ports handed to this process's servers and not yet released. The kernel may hand a port
+/// that one of our servers holds only while stopped to a later `bind(0)`; this set keeps two
+/// servers of one test binary from ever sharing a port, also across stop and restart.
+static RESERVED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A loopback port reserved for one server of this process until dropped.
 ///
-/// The port is released before the server binds it, so another process could take it in
-/// between; [`ServerProcess::launch`] retries with fresh ports when that happens.
-pub(crate) fn free_loopback_port() -> io::Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+/// The port itself is released before the server binds it, so another *process* can take it
+/// in between; [`ServerProcess::wait_ready`] notices (the child exits, or a stranger answers)
+/// and `launch` retries with fresh ports.
+#[derive(Debug)]
+pub(crate) struct Port(u16);
+
+impl Port {
+    /// A free loopback port that no other server of this process holds.
+    pub(crate) fn free() -> io::Result<Self> {
+        loop {
+            let listener = TcpListener::bind(("127.0.0.1", 0))?;
+            let port = listener.local_addr()?.port();
+            let mut reserved = RESERVED_PORTS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if reserved.insert(port) {
+                return Ok(Self(port));
+            }
+        }
+    }
+
+    pub(crate) fn number(&self) -> u16 {
+        self.0
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        loopback(self.0)
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        RESERVED_PORTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
 }
 
 /// A loopback address on `port`.
@@ -71,14 +113,30 @@ pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// What a readiness probe found at the server's address.
+#[derive(Debug)]
+pub(crate) enum Probe {
+    /// Our server answers requests.
+    Ready,
+    /// Nothing answers yet, or our server is still loading.
+    NotReady(String),
+    /// A server answers, but it is not the one we started.
+    Stranger(String),
+}
+
+/// Asks the server at `addr` whether it is ready and whether it is the process `pid`.
+pub(crate) type ProbeFn = Box<dyn Fn(SocketAddr, u32) -> Probe + Send + Sync>;
+
 /// What it takes to run one server: its command line and how to tell it is ready.
 pub(crate) struct ServerSpec {
     pub(crate) binary: PathBuf,
     pub(crate) args: Vec<String>,
-    /// Returns `Ok(())` once the server answers requests.
-    pub(crate) probe: fn(SocketAddr) -> io::Result<()>,
+    /// Checks readiness and identity; must never report another server as ready.
+    pub(crate) probe: ProbeFn,
     /// The address `probe` talks to.
     pub(crate) probe_addr: SocketAddr,
+    /// Every port the server listens on, held for the server's lifetime.
+    pub(crate) ports: Vec<Port>,
 }
 
 /// A running (or stopped, or paused) server process with its data directory.
@@ -86,30 +144,47 @@ pub(crate) struct ServerProcess {
     spec: ServerSpec,
     // Dropped after `child` is killed (see `Drop`), which removes the data.
     data_dir: tempfile::TempDir,
+    /// The child while it has not been reaped. Once `try_wait` or `wait` reports its exit the
+    /// handle is dropped, so no signal can reach a process that reused its id.
     child: Option<Child>,
+    // Read only where signals exist.
+    #[cfg_attr(not(unix), allow(dead_code))]
     paused: bool,
 }
 
 impl ServerProcess {
-    /// Creates a data directory, lets `make_spec` build the command line for it and a set of
-    /// fresh ports, and starts the server. Retries with new ports if the server cannot start,
+    /// Creates a data directory (after sweeping those of dead test binaries) and lets
+    /// `make_spec` build the command line for it. Nothing is spawned yet.
+    pub(crate) fn prepare(
+        prefix: &str,
+        make_spec: impl FnOnce(&Path) -> io::Result<ServerSpec>,
+    ) -> io::Result<Self> {
+        let temp = std::env::temp_dir();
+        orphans::sweep_stale_dirs(&temp);
+        let data_dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&temp)?;
+        orphans::claim(data_dir.path())?;
+        let spec = make_spec(data_dir.path())?;
+        Ok(Self {
+            spec,
+            data_dir,
+            child: None,
+            paused: false,
+        })
+    }
+
+    /// Prepares, spawns and waits for a server; retries with fresh ports when it cannot start,
     /// which is what happens when another process took a reserved port first.
     pub(crate) fn launch(
-        name: &str,
+        prefix: &str,
         make_spec: impl Fn(&Path) -> io::Result<ServerSpec>,
     ) -> io::Result<Self> {
-        const ATTEMPTS: usize = 3;
         let mut last_error = None;
-        for _ in 0..ATTEMPTS {
-            let data_dir = tempfile::Builder::new().prefix(name).tempdir()?;
-            let spec = make_spec(data_dir.path())?;
-            let mut process = Self {
-                spec,
-                data_dir,
-                child: None,
-                paused: false,
-            };
-            match process.spawn_and_wait() {
+        for _ in 0..LAUNCH_ATTEMPTS {
+            let mut process = Self::prepare(prefix, &make_spec)?;
+            let started = process
+                .spawn()
+                .and_then(|()| process.wait_ready(Instant::now() + STARTUP_TIMEOUT));
+            match started {
                 Ok(()) => return Ok(process),
                 Err(error) => last_error = Some(error),
             }
@@ -134,38 +209,64 @@ impl ServerProcess {
         self.data_dir.path().join("server.log")
     }
 
-    fn spawn_and_wait(&mut self) -> io::Result<()> {
+    /// Starts the process without waiting for it to answer.
+    pub(crate) fn spawn(&mut self) -> io::Result<()> {
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(&self.spec.binary)
+        let mut command = Command::new(&self.spec.binary);
+        command
             .args(&self.spec.args)
             .current_dir(self.data_dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
+            .stderr(log);
+        self.child = Some(orphans::spawn(command)?);
         self.paused = false;
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        Ok(())
+    }
+
+    /// Waits until the spawned process answers as itself. Fails, with the child killed, when
+    /// it exits, when another server answers on its address, or at `deadline`.
+    pub(crate) fn wait_ready(&mut self, deadline: Instant) -> io::Result<()> {
         loop {
-            if (self.spec.probe)(self.spec.probe_addr).is_ok() {
-                return Ok(());
+            // Liveness first: a child that exited (say, because its port was taken) must not
+            // be mistaken for ready because some other server answers on that port.
+            let Some(pid) = self.live_pid() else {
+                return Err(self.startup_error("exited"));
+            };
+            match (self.spec.probe)(self.spec.probe_addr, pid) {
+                Probe::Ready => return Ok(()),
+                Probe::Stranger(who) => {
+                    self.kill();
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{} is answered by another server ({who}), not ours",
+                            self.addr()
+                        ),
+                    ));
+                }
+                Probe::NotReady(why) if Instant::now() >= deadline => {
+                    self.kill();
+                    return Err(self.startup_error(&format!("was not ready in time ({why})")));
+                }
+                Probe::NotReady(_) => std::thread::sleep(POLL_INTERVAL),
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+        }
+    }
+
+    /// The child's pid if it is still running; reaps it (and forgets it) if it exited.
+    fn live_pid(&mut self) -> Option<u32> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            Ok(Some(_)) | Err(_) => {
                 self.child = None;
-                return Err(self.startup_error(&format!("exited with {status}")));
+                self.paused = false;
+                None
             }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(self.startup_error("did not answer in time"));
-            }
-            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -173,29 +274,39 @@ impl ServerProcess {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        io::Error::other(format!(
-            "{} {what}; last lines of its log:\n{}",
-            self.spec.binary.display(),
-            tail.join("\n")
-        ))
+        let kind = if log.to_ascii_lowercase().contains("address already in use") {
+            io::ErrorKind::AddrInUse
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(
+            kind,
+            format!(
+                "{} {what}; last lines of its log:\n{}",
+                self.spec.binary.display(),
+                tail.join("\n")
+            ),
+        )
     }
 
     /// Stops the server gracefully (SIGTERM, then SIGKILL after a timeout). Idempotent.
     pub(crate) fn stop(&mut self) {
-        if self.paused {
-            self.resume();
-        }
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                self.child = None;
-                return;
+        #[cfg(unix)]
+        {
+            if self.paused {
+                self.resume();
             }
-            std::thread::sleep(POLL_INTERVAL);
+            let Some(pid) = self.live_pid() else {
+                return;
+            };
+            signal_group(pid, libc::SIGTERM);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if self.live_pid().is_none() {
+                    return;
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
         }
         self.kill();
     }
@@ -203,38 +314,76 @@ impl ServerProcess {
     /// Kills the server at once (SIGKILL), as a crash or power loss would. Idempotent.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // The group as well as the child: Redis may have forked a rewrite child. The
+            // child is not reaped yet (we hold its handle), so its id is still its own.
+            #[cfg(unix)]
+            signal_group(child.id(), libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
         }
         self.paused = false;
     }
 
-    /// Starts the server again on the same ports and data directory.
+    /// Starts the server again on the same ports and data directory. Fails, without talking
+    /// to it, if another process took one of the ports while the server was down.
     pub(crate) fn restart(&mut self) -> io::Result<()> {
         self.stop();
-        self.spawn_and_wait()
+        self.spawn_again()?;
+        self.wait_ready(Instant::now() + STARTUP_TIMEOUT)
+            .map_err(|error| self.port_taken_or(error))
+    }
+
+    /// Spawns a stopped server again after checking its ports are still free.
+    pub(crate) fn spawn_again(&mut self) -> io::Result<()> {
+        for port in &self.spec.ports {
+            if let Err(error) = TcpListener::bind(port.addr()) {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!(
+                        "cannot restart: port {} was taken while the server was down ({error})",
+                        port.number()
+                    ),
+                ));
+            }
+        }
+        self.spawn()
+    }
+
+    fn port_taken_or(&self, error: io::Error) -> io::Error {
+        if error.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "cannot restart: a port of {} was taken while the server was down: {error}",
+                    self.addr()
+                ),
+            )
+        } else {
+            error
+        }
     }
 
     /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
+    #[cfg(unix)]
     pub(crate) fn pause(&mut self) {
-        if let Some(child) = &self.child {
-            signal(child.id(), libc::SIGSTOP);
+        if let Some(pid) = self.live_pid() {
+            signal_group(pid, libc::SIGSTOP);
             self.paused = true;
         }
     }
 
     /// Lets a paused process run again (SIGCONT).
+    #[cfg(unix)]
     pub(crate) fn resume(&mut self) {
-        if let Some(child) = &self.child {
-            signal(child.id(), libc::SIGCONT);
+        if let Some(pid) = self.live_pid() {
+            signal_group(pid, libc::SIGCONT);
         }
         self.paused = false;
     }
 
+    /// Whether the process is alive (a paused process is). Reaps it if it exited.
     pub(crate) fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.live_pid().is_some()
     }
 }
 
@@ -246,14 +395,23 @@ impl Drop for ServerProcess {
     }
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
+/// Sends `signal` to the process group led by `pid`.
+///
+/// Callers pass only the id of a child they have not reaped: until then the id (and the group
+/// the child leads) cannot be reused by an unrelated process.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn signal_group(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
     };
-    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child we spawned and have
-    // not yet reaped, so it cannot name an unrelated process.
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions. A negative id addresses the group
+    // our unreaped child leads (it was spawned with `process_group(0)`).
     unsafe {
-        libc::kill(pid, signal);
+        libc::kill(-pid, signal);
     }
 }
 
@@ -286,8 +444,110 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_are_on_loopback_and_bindable() {
-        let port = free_loopback_port().unwrap();
-        assert!(TcpListener::bind(loopback(port)).is_ok());
+    fn free_ports_are_on_loopback_bindable_and_never_handed_out_twice() {
+        let ports: Vec<Port> = (0..50).map(|_| Port::free().unwrap()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().map(Port::number).collect();
+        assert_eq!(distinct.len(), ports.len());
+        assert!(TcpListener::bind(ports[0].addr()).is_ok());
+        assert!(ports[0].addr().ip().is_loopback());
+        let number = ports[0].number();
+        drop(ports);
+        assert!(
+            !RESERVED_PORTS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&number),
+            "a dropped port stays reserved"
+        );
+    }
+
+    /// A probe for `sh` children, which never listen: always "not ready".
+    fn silent_spec(script: &str) -> impl Fn(&Path) -> io::Result<ServerSpec> + '_ {
+        move |_| {
+            Ok(ServerSpec {
+                binary: PathBuf::from("sh"),
+                args: vec!["-c".into(), script.into()],
+                probe: Box::new(|_, _| Probe::NotReady("silent".into())),
+                probe_addr: loopback(1),
+                ports: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_child_that_exits_is_reported_with_its_log() {
+        let mut process =
+            ServerProcess::prepare("infra-unit-", silent_spec("echo bind failed; exit 1")).unwrap();
+        process.spawn().unwrap();
+        let error = process
+            .wait_ready(Instant::now() + STARTUP_TIMEOUT)
+            .unwrap_err();
+        assert!(error.to_string().contains("bind failed"), "{error}");
+        assert_eq!(process.pid(), None, "an exited child is forgotten");
+    }
+
+    #[test]
+    fn an_exited_child_is_forgotten_once_reaped() {
+        let mut process = ServerProcess::prepare("infra-unit-", silent_spec("exit 0")).unwrap();
+        process.spawn().unwrap();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while process.is_running() {
+            assert!(Instant::now() < deadline, "`sh -c 'exit 0'` never exited");
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        // Reaped: the pid may now belong to anyone, so it is no longer reported or signalled.
+        assert_eq!(process.pid(), None);
+        #[cfg(unix)]
+        {
+            process.pause();
+            process.resume();
+        }
+        process.stop();
+        assert!(!process.is_running());
+    }
+
+    #[test]
+    fn a_stranger_on_the_port_is_never_taken_for_our_server() {
+        let mut process = ServerProcess::prepare("infra-unit-", |_| {
+            Ok(ServerSpec {
+                binary: PathBuf::from("sh"),
+                args: vec!["-c".into(), "exec sleep 600".into()],
+                probe: Box::new(|_, _| Probe::Stranger("pid 1".into())),
+                probe_addr: loopback(1),
+                ports: Vec::new(),
+            })
+        })
+        .unwrap();
+        process.spawn().unwrap();
+        let error = process
+            .wait_ready(Instant::now() + STARTUP_TIMEOUT)
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");
+        assert!(!process.is_running(), "our child is killed");
+    }
+
+    #[test]
+    fn restart_refuses_a_port_taken_while_down() {
+        let port = Port::free().unwrap();
+        let addr = port.addr();
+        let mut process = ServerProcess::prepare("infra-unit-", move |_| {
+            Ok(ServerSpec {
+                binary: PathBuf::from("sh"),
+                args: vec!["-c".into(), "exit 0".into()],
+                probe: Box::new(|_, _| Probe::NotReady("silent".into())),
+                probe_addr: addr,
+                ports: vec![port],
+            })
+        })
+        .unwrap();
+        let _stranger = TcpListener::bind(addr).unwrap();
+        let error = process.restart().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("was taken while the server was down"),
+            "{error}"
+        );
+        assert_eq!(process.pid(), None, "nothing was spawned");
     }
 }

@@ -36,13 +36,13 @@ impl<K> Server<K> {
         self.process.data_dir()
     }
 
-    /// The process id while the server runs.
+    /// The process id while the server runs (`None` once it has exited and been reaped).
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }
 
-    /// Stops the server gracefully (SIGTERM). Its port and data stay reserved for
-    /// [`restart`](Self::restart).
+    /// Stops the server gracefully (SIGTERM; a plain kill where there are no signals). Its
+    /// port and data stay reserved for [`restart`](Self::restart).
     pub fn stop(&mut self) {
         self.process.stop();
     }
@@ -53,16 +53,23 @@ impl<K> Server<K> {
     }
 
     /// Starts the server again on the same port and data; waits until it answers.
+    ///
+    /// # Errors
+    ///
+    /// If the server does not come back, or if another process took its port while it was
+    /// down: then the error says so and nothing talks to that other process.
     pub fn restart(&mut self) -> io::Result<()> {
         self.process.restart()
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered. Unix only.
+    #[cfg(unix)]
     pub fn pause(&mut self) {
         self.process.pause();
     }
 
-    /// Lets a paused server answer again (SIGCONT).
+    /// Lets a paused server answer again (SIGCONT). Unix only.
+    #[cfg(unix)]
     pub fn resume(&mut self) {
         self.process.resume();
     }

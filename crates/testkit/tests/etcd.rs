@@ -43,6 +43,7 @@ fn restart_after_a_kill_keeps_port_and_acknowledged_writes() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn pause_stops_answers_and_resume_brings_them_back() {
     let Some(mut etcd) = EtcdServer::start() else {

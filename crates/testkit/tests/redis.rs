@@ -1,6 +1,8 @@
 //! `RedisServer` against the real `redis-server`: start, persist, restart, pause, stop.
+// The waits for a process to exit use std's thread::sleep.
+#![allow(clippy::disallowed_methods)]
 
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 
 use infra_testkit::RedisServer;
@@ -65,6 +67,51 @@ fn a_killed_server_loses_no_acknowledged_write() {
 }
 
 #[test]
+fn restart_refuses_a_port_taken_while_the_server_was_down() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.stop();
+    let stranger = TcpListener::bind(redis.addr()).unwrap();
+    let error = redis.restart().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("was taken while the server was down"),
+        "{error}"
+    );
+    assert!(!redis.is_running());
+    drop(stranger);
+    redis.restart().unwrap();
+    assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG");
+}
+
+#[test]
+fn a_server_that_exited_is_not_signalled_again() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    assert!(redis.pid().is_some());
+    redis.command(&["SHUTDOWN", "NOSAVE"]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Waiting for the process to exit; `is_running` reaps it.
+    while redis.is_running() {
+        assert!(std::time::Instant::now() < deadline, "SHUTDOWN was ignored");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(redis.pid(), None, "a reaped server has no pid to signal");
+    #[cfg(unix)]
+    {
+        redis.pause();
+        redis.resume();
+    }
+    redis.stop();
+    redis.restart().unwrap();
+    assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG");
+}
+
+#[cfg(unix)]
+#[test]
 fn pause_stops_answers_and_resume_brings_them_back() {
     let Some(mut redis) = RedisServer::start() else {
         return;
@@ -83,6 +130,7 @@ fn pause_stops_answers_and_resume_brings_them_back() {
     assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG");
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn drop_stops_the_process_and_removes_its_data() {
     let Some(mut redis) = RedisServer::start() else {
