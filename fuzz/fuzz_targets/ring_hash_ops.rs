@@ -100,15 +100,18 @@ fn run<E: Engine>(engine: E, weighted: bool, ops: &[Op]) {
             Op::Reweight { node, weight } => {
                 let weight = u32::from(weight % 4);
                 let result = placement.set_weight(&node, weight);
-                if !model.contains_key(&node) {
-                    assert!(matches!(result, Err(Error::UnknownNode { .. })));
-                } else if weight == 0 {
-                    assert!(matches!(result, Err(Error::ZeroWeight { .. })));
-                } else if !weighted && weight != 1 {
-                    assert!(matches!(result, Err(Error::WeightNotSupported { .. })));
-                } else {
-                    assert_eq!(result, Ok(()));
-                    model.insert(node, weight);
+                match model.get_mut(&node) {
+                    None => assert!(matches!(result, Err(Error::UnknownNode { .. }))),
+                    Some(_) if weight == 0 => {
+                        assert!(matches!(result, Err(Error::ZeroWeight { .. })));
+                    }
+                    Some(_) if !weighted && weight != 1 => {
+                        assert!(matches!(result, Err(Error::WeightNotSupported { .. })));
+                    }
+                    Some(current) => {
+                        assert_eq!(result, Ok(()));
+                        *current = weight;
+                    }
                 }
             }
             Op::Lookup { key } => {

@@ -1,0 +1,156 @@
+//! Arbitrary JSON read as a membership or as engine settings (the `serde` feature): decoding
+//! never panics, what decodes re-encodes to the same value, a decoded membership is validated
+//! exactly like members added one by one, and decoded settings build engines that report them
+//! back and refuse tables they cannot address with an error.
+#![no_main]
+
+use std::collections::BTreeSet;
+
+use infra_ring_hash::{
+    Engine, Error, Jump, Maglev, MaglevConfig, Membership, Placement, Rendezvous, Ring, RingConfig,
+};
+use libfuzzer_sys::fuzz_target;
+
+/// Engines are built from decoded settings only up to this many table entries or ring points:
+/// memory is the configuration's choice, and the fuzzer's memory limit is not a finding.
+const MAX_BUILT_ENTRIES: u64 = 1 << 16;
+
+/// The result `Placement::from_members` must give, from the documented rules alone.
+fn expected(
+    membership: &Membership<String>,
+    weighted: bool,
+    engine: &'static str,
+) -> Result<(), Error> {
+    let mut seen = BTreeSet::new();
+    for member in &membership.members {
+        let node = format!("{:?}", member.node);
+        if member.weight == 0 {
+            return Err(Error::ZeroWeight { node });
+        }
+        if !seen.insert(member.node.as_str()) {
+            return Err(Error::DuplicateNode { node });
+        }
+        if !weighted && member.weight != 1 {
+            return Err(Error::WeightNotSupported {
+                engine,
+                weight: member.weight,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_membership<E: Engine>(engine: E, weighted: bool, membership: &Membership<String>) {
+    let name = engine.name();
+    let want = expected(membership, weighted, name);
+    let result = Placement::from_members(engine, membership.members.iter().cloned());
+    assert_eq!(result.as_ref().err(), want.as_ref().err(), "{name}");
+    let Ok(placement) = result else { return };
+    assert_eq!(placement.len(), membership.members.len());
+    let mut saved = placement.membership().members;
+    let mut given = membership.members.clone();
+    saved.sort_by(|a, b| a.node.cmp(&b.node));
+    given.sort_by(|a, b| a.node.cmp(&b.node));
+    assert_eq!(saved, given, "{name}: the placement holds what was decoded");
+    for key in 0..8u64 {
+        match placement.node(&key) {
+            Some(node) => assert!(placement.contains(node)),
+            None => assert!(placement.is_empty()),
+        }
+    }
+}
+
+fn check_ring_config(config: RingConfig) {
+    let ring = Ring::with_config(config);
+    assert_eq!(
+        ring.config().points_per_weight,
+        config.points_per_weight.max(1)
+    );
+    if u64::from(config.points_per_weight) <= MAX_BUILT_ENTRIES {
+        let placement = Placement::from_members(
+            ring,
+            ["a", "b"].map(|node| infra_ring_hash::Member::new(node.to_owned())),
+        )
+        .expect("two members of weight 1 fit any ring this small");
+        assert_eq!(
+            placement.engine().point_count() as u64,
+            2 * u64::from(config.points_per_weight.max(1))
+        );
+    }
+}
+
+fn check_maglev_config(config: MaglevConfig) {
+    let engine = Maglev::with_config(config);
+    assert_eq!(engine.config(), config);
+    // The table for one node, before it is rounded up to a prime.
+    let wanted = match config.table_size {
+        Some(size) => size.max(1),
+        None => config
+            .entries_per_node
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(u64::MAX),
+    };
+    let mut placement = Placement::new(engine);
+    if wanted > u64::from(u32::MAX) {
+        assert_eq!(
+            placement.add("a".to_owned(), 1),
+            Err(Error::TooManyNodes { engine: "maglev" }),
+            "a table beyond u32 entries is refused"
+        );
+        assert!(placement.is_empty());
+    } else if wanted <= MAX_BUILT_ENTRIES && config.entries_per_node <= MAX_BUILT_ENTRIES / 4 {
+        for node in ["a", "b", "c"] {
+            placement.add(node.to_owned(), 1).expect("a small table");
+        }
+        let size = placement.engine().table_size() as u64;
+        assert!(size >= 3);
+        assert!(config.table_size.is_none_or(|fixed| size >= fixed));
+        assert!(
+            (2..size)
+                .take_while(|d| d * d <= size)
+                .all(|d| !size.is_multiple_of(d))
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(membership) = serde_json::from_slice::<Membership<String>>(data) {
+        let text = serde_json::to_string(&membership).expect("a membership encodes");
+        let back: Membership<String> = serde_json::from_str(&text).expect("its encoding decodes");
+        assert_eq!(back, membership);
+        let total_weight: u64 = membership.members.iter().map(|m| u64::from(m.weight)).sum();
+        check_membership(Rendezvous::new(), true, &membership);
+        check_membership(Jump::new(), false, &membership);
+        check_membership(
+            Maglev::with_config(MaglevConfig {
+                entries_per_node: 8,
+                table_size: None,
+            }),
+            true,
+            &membership,
+        );
+        if total_weight <= MAX_BUILT_ENTRIES {
+            check_membership(
+                Ring::with_config(RingConfig {
+                    points_per_weight: 1,
+                }),
+                true,
+                &membership,
+            );
+        }
+    }
+    if let Ok(config) = serde_json::from_slice::<RingConfig>(data) {
+        let text = serde_json::to_string(&config).expect("settings encode");
+        assert_eq!(serde_json::from_str::<RingConfig>(&text).ok(), Some(config));
+        check_ring_config(config);
+    }
+    if let Ok(config) = serde_json::from_slice::<MaglevConfig>(data) {
+        let text = serde_json::to_string(&config).expect("settings encode");
+        assert_eq!(
+            serde_json::from_str::<MaglevConfig>(&text).ok(),
+            Some(config)
+        );
+        check_maglev_config(config);
+    }
+});
