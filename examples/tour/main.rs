@@ -5,6 +5,7 @@
 //! panicking if something is off.
 
 mod common;
+mod dlock;
 mod ratelimit;
 mod ring_hash;
 mod trace_ctx;
@@ -28,6 +29,10 @@ const CHAPTERS: &[Chapter] = &[
     (
         "infra-trace-ctx: one trace across every hop of a checkout",
         trace_ctx::run,
+    ),
+    (
+        "infra-dlock: a paused lock holder and a fenced account",
+        dlock::run,
     ),
 ];
 
