@@ -238,3 +238,37 @@ fn dechunk(mut rest: &str) -> String {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_accepts_only_the_member_it_was_given() {
+        let Some(etcd) = EtcdServer::start() else {
+            return;
+        };
+        let name = member_name(etcd.addr()).unwrap();
+        assert!(name.starts_with("infra-member-"), "{name}");
+        assert!(matches!(probe(etcd.addr(), &name), Probe::Ready));
+        match probe(etcd.addr(), "infra-member-someone-else") {
+            Probe::Stranger(who) => assert!(who.contains(&name), "{who}"),
+            other => panic!("another member was taken for ours: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_within_a_process() {
+        assert_ne!(unique_name("member"), unique_name("member"));
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined_and_bad_sizes_stop_the_body() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+        assert_eq!(dechunk("zz\r\nhello\r\n"), "");
+        assert_eq!(dechunk("ff\r\nshort"), "");
+    }
+}

@@ -364,11 +364,22 @@ impl ServerProcess {
     }
 
     /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
+    ///
+    /// kill(2) returns before the stop takes effect, and a busy thread can still answer a
+    /// request in between; on Linux this returns only once every thread of the server is
+    /// stopped.
     #[cfg(unix)]
     pub(crate) fn pause(&mut self) {
         if let Some(pid) = self.live_pid() {
             signal_group(pid, libc::SIGSTOP);
             self.paused = true;
+            #[cfg(target_os = "linux")]
+            {
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                while !all_threads_stopped(pid) && Instant::now() < deadline {
+                    std::thread::sleep(POLL_INTERVAL);
+                }
+            }
         }
     }
 
@@ -393,6 +404,22 @@ impl Drop for ServerProcess {
         // down, possibly by a panic, has no use for a graceful shutdown.
         self.kill();
     }
+}
+
+/// Whether every thread of process `pid` is stopped (or gone), from `/proc/PID/task/*/stat`.
+#[cfg(target_os = "linux")]
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            // The state follows the parenthesised command name: `tid (name) S ...`.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| {
+                matches!(rest.as_bytes().first(), Some(b'T' | b't' | b'Z' | b'X'))
+            })
+        })
+    })
 }
 
 /// Sends `signal` to the process group led by `pid`.
@@ -524,6 +551,25 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");
         assert!(!process.is_running(), "our child is killed");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pause_returns_once_the_process_is_stopped() {
+        let mut process =
+            ServerProcess::prepare("infra-unit-", silent_spec("exec sleep 600")).unwrap();
+        process.spawn().unwrap();
+        let pid = process.pid().unwrap();
+        assert!(
+            !all_threads_stopped(pid),
+            "a running process counts as stopped"
+        );
+        process.pause();
+        assert!(all_threads_stopped(pid), "pause returned before the stop");
+        assert!(process.is_running(), "a paused process is alive");
+        process.resume();
+        process.kill();
+        assert!(!process.is_running());
     }
 
     #[test]

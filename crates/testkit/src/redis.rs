@@ -299,6 +299,47 @@ mod tests {
     }
 
     #[test]
+    fn the_probe_accepts_only_the_process_it_was_given() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let pid = redis.pid().unwrap();
+        assert!(matches!(probe(redis.addr(), pid), Probe::Ready));
+        match probe(redis.addr(), pid + 1) {
+            Probe::Stranger(who) => assert!(who.contains(&pid.to_string()), "{who}"),
+            other => panic!("another pid's server was taken for ours: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lost_port_race_is_retried_on_a_fresh_port() {
+        let Some(stranger) = RedisServer::start() else {
+            return;
+        };
+        let binary = process::locate_or_skip("redis-server", "Redis").unwrap();
+        let attempts = std::cell::Cell::new(0);
+        // The first attempt is handed the port the stranger already holds, as if the stranger
+        // had bound it between our reservation and our server's bind.
+        let process = ServerProcess::launch("infra-redis-", |dir| {
+            attempts.set(attempts.get() + 1);
+            if attempts.get() == 1 {
+                let mut spec = spec(&binary, redis_args(stranger.addr().port(), dir), Vec::new());
+                spec.probe_addr = stranger.addr();
+                return Ok(spec);
+            }
+            let port = Port::free()?;
+            Ok(spec(&binary, redis_args(port.number(), dir), vec![port]))
+        })
+        .unwrap();
+        assert_eq!(attempts.get(), 2);
+        assert_ne!(process.addr(), stranger.addr());
+        assert_ne!(process.pid(), stranger.pid());
+        let ours = Server::<Redis>::new(process);
+        ours.command(&["SET", "only-ours", "1"]).unwrap();
+        assert_eq!(stranger.command(&["EXISTS", "only-ours"]).unwrap(), ":0");
+    }
+
+    #[test]
     fn commands_are_encoded_as_bulk_arrays() {
         assert_eq!(encode(&["GET", "k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
         assert_eq!(
