@@ -18,8 +18,8 @@ use std::fs;
 use std::io;
 use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, Sender, SyncSender};
-use std::sync::{Mutex, OnceLock};
 
 /// The file in each data directory that names the process owning it.
 pub(crate) const OWNER_FILE: &str = "infra-testkit.owner";
@@ -31,7 +31,7 @@ type SpawnRequest = (Command, SyncSender<io::Result<Child>>);
 /// Spawns `command` on the spawner thread, so the parent-death signal is tied to a thread that
 /// lives as long as the process rather than to the calling test's thread.
 pub(crate) fn spawn(command: Command) -> io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+    static SPAWNER: OnceLock<Sender<SpawnRequest>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, incoming) = mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
@@ -43,12 +43,10 @@ pub(crate) fn spawn(command: Command) -> io::Result<Child> {
                 }
             })
             .expect("cannot start the server spawner thread");
-        Mutex::new(requests)
+        requests
     });
     let (reply, result) = mpsc::sync_channel(1);
     spawner
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .send((command, reply))
         .map_err(|_| io::Error::other("the server spawner thread is gone"))?;
     result
@@ -194,6 +192,7 @@ mod tests {
         assert!(!is_alive(dead_pid()));
     }
 
+    #[cfg(unix)]
     #[test]
     fn spawned_children_run_and_report_their_status() {
         let mut command = Command::new("sh");

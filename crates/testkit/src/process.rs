@@ -57,8 +57,9 @@ fn decide(
 
 fn find_in_path(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
+    let file = format!("{binary}{}", std::env::consts::EXE_SUFFIX);
     std::env::split_paths(&path)
-        .map(|dir| dir.join(binary))
+        .map(|dir| dir.join(&file))
         .find(|candidate| candidate.is_file())
 }
 
@@ -464,6 +465,7 @@ mod tests {
         let _ = decide(None, true, "no-such-server", "Demo");
     }
 
+    #[cfg(unix)] // `sh`
     #[test]
     fn binaries_are_found_on_the_path() {
         assert!(find_in_path("sh").is_some());
@@ -489,6 +491,7 @@ mod tests {
     }
 
     /// A probe for `sh` children, which never listen: always "not ready".
+    #[cfg(unix)]
     fn silent_spec(script: &str) -> impl Fn(&Path) -> io::Result<ServerSpec> + '_ {
         move |_| {
             Ok(ServerSpec {
@@ -501,6 +504,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)] // `sh`
     #[test]
     fn a_child_that_exits_is_reported_with_its_log() {
         let mut process =
@@ -513,6 +517,7 @@ mod tests {
         assert_eq!(process.pid(), None, "an exited child is forgotten");
     }
 
+    #[cfg(unix)] // `sh`
     #[test]
     fn an_exited_child_is_forgotten_once_reaped() {
         let mut process = ServerProcess::prepare("infra-unit-", silent_spec("exit 0")).unwrap();
@@ -533,6 +538,7 @@ mod tests {
         assert!(!process.is_running());
     }
 
+    #[cfg(unix)] // `sh`
     #[test]
     fn a_stranger_on_the_port_is_never_taken_for_our_server() {
         let mut process = ServerProcess::prepare("infra-unit-", |_| {
@@ -572,6 +578,7 @@ mod tests {
         assert!(!process.is_running());
     }
 
+    #[cfg(unix)] // `sh`
     #[test]
     fn restart_refuses_a_port_taken_while_down() {
         let port = Port::free().unwrap();

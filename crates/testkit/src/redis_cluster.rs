@@ -264,6 +264,43 @@ mod tests {
         }
     }
 
+    /// A cluster of one fake node at `addr` that answers every command with `reply`.
+    fn fake_cluster(reply: &'static [u8]) -> RedisCluster {
+        use std::io::{Read, Write};
+
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.read(&mut [0; 1024]);
+                let _ = stream.write_all(reply);
+            }
+        });
+        let process = ServerProcess::prepare("infra-unit-", |_| {
+            Ok(crate::process::ServerSpec {
+                binary: "redis-server".into(),
+                args: Vec::new(),
+                probe: Box::new(|_, _| crate::process::Probe::NotReady("fake".into())),
+                probe_addr: addr,
+                ports: Vec::new(),
+            })
+        })
+        .unwrap();
+        RedisCluster {
+            nodes: vec![Server::new(process)],
+        }
+    }
+
+    #[test]
+    fn redirections_are_followed_only_to_own_nodes() {
+        let stranger = fake_cluster(b"-MOVED 866 127.0.0.1:1\r\n");
+        let error = stranger.command(&["GET", "k"]).unwrap_err();
+        assert!(error.to_string().contains("MOVED to a stranger"), "{error}");
+        let plain = fake_cluster(b"$3\r\nabc\r\n");
+        assert_eq!(plain.command(&["GET", "k"]).unwrap(), "$3");
+    }
+
     #[test]
     fn moved_errors_name_the_owner() {
         assert_eq!(

@@ -62,7 +62,8 @@ impl<K> Server<K> {
         self.process.restart()
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered. Unix only.
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered. Unix only; on
+    /// Linux it returns once every thread of the server has stopped.
     #[cfg(unix)]
     pub fn pause(&mut self) {
         self.process.pause();
