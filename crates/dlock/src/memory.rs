@@ -1,24 +1,4 @@
 //! The in-process backend: leased, fenced, FIFO-fair locks for the threads of one process.
-//!
-//! # How it works
-//!
-//! One mutex guards a map from lock name to an entry: the current holders and a FIFO queue of
-//! waiters. A name with neither is removed from the map, so memory follows the names in use.
-//! Tokens come from one counter for the whole instance, so they grow per name as well.
-//!
-//! **Hand-off.** A waiter is granted by whoever frees the lock: a release, an expiry or a
-//! waiter leaving the queue moves the queue's head into the holders (with a new token, the
-//! lease starting at that moment) and wakes that one waiter on its own condition variable.
-//! Nobody overtakes the queue: a request is granted on arrival only if nobody is queued.
-//!
-//! **Expiry without busy waiting.** Leases are never swept by a background thread. Every call
-//! that touches a name first drops that name's expired holders and hands the lock on; a waiter
-//! sleeps at most until the earliest deadline among the holders it waits behind (or its own
-//! timeout), then looks again. With [`SystemClock`] that wakes it exactly when the lease ends.
-//! A [`ManualClock`](infra_common::ManualClock) does not move by itself, so a test that
-//! advances it lets waiters in by touching the name (any acquire, release, `is_held`) or by
-//! calling [`MemoryLocks::expire_due`], which sweeps every name and wakes every waiter to
-//! look at the clock again.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -37,7 +17,27 @@ use crate::locks::Locks;
 /// Leased, fenced locks for the threads of one process.
 ///
 /// FIFO-fair per name, leases on the given [`Clock`], no busy waiting, no background thread.
-/// See the [module documentation](self) for how expiry reaches waiters.
+///
+/// # How it works
+///
+/// One mutex guards a map from lock name to an entry: the current holders and a FIFO queue of
+/// waiters. Tokens come from one counter for the whole instance, so they grow per name as
+/// well. Idle entries are kept for reuse and swept out once the map has doubled since the last
+/// sweep.
+///
+/// **Hand-off.** A waiter is granted by whoever frees the lock: a release, an expiry or a
+/// waiter leaving the queue moves the queue's head into the holders (with a new token, the
+/// lease starting at that moment) and wakes that one waiter on its own condition variable.
+/// Nobody overtakes the queue: a request is granted on arrival only if nobody is queued.
+///
+/// **Expiry without busy waiting.** Leases are never swept by a background thread. Every call
+/// that touches a name first drops that name's expired holders and hands the lock on; a waiter
+/// sleeps at most until the earliest deadline among the holders it waits behind (or its own
+/// timeout), then looks again. With [`SystemClock`] that wakes it when the lease ends. A
+/// [`ManualClock`](infra_common::ManualClock) does not move by itself, so a test that advances
+/// it lets waiters in by touching the name (any acquire, release, `is_held`) or by calling
+/// [`MemoryLocks::expire_due`], which ends every expired lease and wakes every waiter to look
+/// at the clock again.
 ///
 /// ```
 /// use infra_dlock::{Locks, MemoryLocks};

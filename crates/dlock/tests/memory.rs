@@ -526,11 +526,28 @@ fn bad_input_gets_a_clear_error() {
 
 #[test]
 fn tokens_never_wrap() {
-    let locks = MemoryLocks::with_tokens_after(ManualClock::new(), FencingToken::new(u64::MAX - 1));
+    let locks = Arc::new(MemoryLocks::with_tokens_after(
+        ManualClock::new(),
+        FencingToken::new(u64::MAX - 1),
+    ));
     let last = locks.acquire("a", Duration::from_secs(1)).unwrap();
     assert_eq!(last.token(), FencingToken::new(u64::MAX));
     assert!(matches!(
         locks.acquire("b", Duration::from_secs(1)),
         Err(Error::TokensExhausted)
     ));
+
+    // A waiter queued behind the last token is told, not left waiting forever.
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || {
+            locks
+                .acquire("a", Duration::from_secs(1))
+                .map(|guard| guard.token())
+        })
+    };
+    until_queued(&locks, "a", 1);
+    last.release().unwrap();
+    assert_eq!(waiter.join().unwrap(), Err(Error::TokensExhausted));
+    assert_eq!(locks.queue_len("a"), 0);
 }
