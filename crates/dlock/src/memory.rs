@@ -496,3 +496,32 @@ fn next_issuer() -> u64 {
     static ISSUERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     ISSUERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::locks::LockGuard;
+    use infra_common::ManualClock;
+
+    #[test]
+    fn idle_names_are_swept_so_the_map_follows_the_names_in_use() {
+        let locks = MemoryLocks::with_clock(ManualClock::new());
+        let lease = Duration::from_secs(1);
+        let held: Vec<_> = (0..10)
+            .map(|i| locks.acquire(&format!("held-{i}"), lease).unwrap())
+            .collect();
+        for i in 0..10_000 {
+            let guard = locks.acquire(&format!("passing-{i}"), lease).unwrap();
+            guard.release().unwrap();
+            let names = locks.state.lock().names.len();
+            assert!(names <= 2 * (held.len() + 1) + MIN_SWEEP, "{names} names");
+        }
+        // The same name again and again reuses its entry.
+        let before = locks.state.lock().names.len();
+        for _ in 0..100 {
+            locks.acquire("held-0x", lease).unwrap().release().unwrap();
+        }
+        assert!(locks.state.lock().names.len() <= before + 1);
+        assert!(held.iter().all(LockGuard::is_held));
+    }
+}

@@ -89,7 +89,10 @@ fn threads_incrementing_through_a_fence_lose_nothing_while_leases_expire_under_t
                 for _ in 0..300 {
                     let guard = locks.acquire(LOCK, Duration::from_micros(50)).unwrap();
                     if let Ok(balance) = account.read(guard.token()) {
-                        thread::yield_now(); // widen the window for a lease to end here
+                        // Widen the window for a lease to end between the read and the write.
+                        for _ in 0..4 {
+                            thread::yield_now();
+                        }
                         let _ = account.write(guard.token(), balance + 1);
                     }
                     // Fails when the lease ended first; the fence already judged the write.
@@ -103,7 +106,7 @@ fn threads_incrementing_through_a_fence_lose_nothing_while_leases_expire_under_t
         let (clock, locks) = (clock.clone(), Arc::clone(&locks));
         thread::spawn(move || {
             for _ in 0..2_000 {
-                clock.advance(Duration::from_micros(20));
+                clock.advance(Duration::from_micros(30));
                 locks.expire_due();
                 thread::yield_now();
             }
