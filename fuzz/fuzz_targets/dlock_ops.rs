@@ -21,12 +21,28 @@ enum FuzzKind {
 
 #[derive(Debug, Arbitrary)]
 enum FuzzOp {
-    Acquire { name: u8, kind: FuzzKind, lease: u16 },
-    AcquireHuge { name: u8, lease: u64 },
-    Extend { slot: u8, lease: u16 },
-    Release { slot: u8 },
-    ReleaseElsewhere { slot: u8 },
-    IsHeld { slot: u8 },
+    Acquire {
+        name: u8,
+        kind: FuzzKind,
+        lease: u16,
+    },
+    AcquireHuge {
+        name: u8,
+        lease: u64,
+    },
+    Extend {
+        slot: u8,
+        lease: u16,
+    },
+    Release {
+        slot: u8,
+    },
+    ReleaseElsewhere {
+        slot: u8,
+    },
+    IsHeld {
+        slot: u8,
+    },
     Advance(u16),
     ExpireDue,
 }
@@ -36,7 +52,11 @@ fuzz_target!(|ops: Vec<FuzzOp>| {
         .iter()
         .take(256)
         .map(|op| match *op {
-            FuzzOp::Acquire { name, ref kind, lease } => Op::Acquire {
+            FuzzOp::Acquire {
+                name,
+                ref kind,
+                lease,
+            } => Op::Acquire {
                 name,
                 kind: match *kind {
                     FuzzKind::Writer => Kind::Writer,
