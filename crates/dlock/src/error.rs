@@ -59,6 +59,27 @@ pub enum Error {
     /// The backend has issued the largest token it can represent and cannot grant again
     /// without breaking the promise that tokens grow.
     TokensExhausted,
+    /// The backend does not offer this kind of lock (for example read-write locks or
+    /// semaphores on a backend that only has mutexes). Use a backend that does, or a mutex.
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// The lease is not longer than the backend's clock-drift allowance, so the grant would
+    /// be over before it could be used. Ask for a longer lease.
+    LeaseTooShort {
+        /// The lease asked for.
+        lease: Duration,
+        /// The part of a lease the backend sets aside for clock drift.
+        allowance: Duration,
+    },
+    /// The lock server could not be asked (refused, cut or timed-out connection) or answered
+    /// something unexpected. After a timeout the outcome is unknown: a grant may have been
+    /// made (it runs out with its lease) or a release may have happened. Retry, or give up.
+    Backend {
+        /// What went wrong, as reported by the client or the server.
+        reason: String,
+    },
     /// A [`Fence`](crate::Fence) refused a token older than one it has already admitted for
     /// the resource: the writer's grant was superseded, and its write must not happen.
     StaleToken {
@@ -110,6 +131,12 @@ impl fmt::Display for Error {
                 write!(f, "the lease of grant {token} on lock {name:?} has expired")
             }
             Self::TokensExhausted => f.write_str("the backend has no fencing tokens left"),
+            Self::Unsupported { what } => write!(f, "this backend does not offer {what}"),
+            Self::LeaseTooShort { lease, allowance } => write!(
+                f,
+                "the lease of {lease:?} is not longer than the clock-drift allowance of {allowance:?}"
+            ),
+            Self::Backend { reason } => write!(f, "the lock server failed: {reason}"),
             Self::StaleToken {
                 resource,
                 token,

@@ -92,8 +92,8 @@ pub(crate) type LockName = std::sync::Arc<str>;
 /// A grant is data, not a handle: it does not release anything when dropped (a
 /// [`LockGuard`](crate::LockGuard) does). It is not `Clone`, so releasing it consumes the one
 /// copy. The lease is measured on the backend's monotonic [`Clock`](infra_common::Clock) from
-/// the moment the grant was confirmed — for a server backend, when the server's reply arrived,
-/// not when the request was sent — and the grant is held during
+/// the moment the grant was confirmed — for a server backend, when the request was sent, so
+/// that the holder's lease never ends after the server's — and the grant is held during
 /// `[granted_at_nanos, granted_at_nanos + lease)`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {

@@ -13,11 +13,12 @@ use crate::grant::{Access, FencingToken, Grant, Wait};
 ///
 /// - **Tokens grow.** For one name, each grant's token is strictly greater than every earlier
 ///   grant's token of that name.
-/// - **Leases run on the caller's clock, from confirmation.** A grant's lease starts when the
-///   backend confirmed it (for a server backend, when the reply arrived, which is never earlier
-///   than the server's own start of the lease), and is measured on the backend's monotonic
-///   clock. A holder that pauses past its lease loses the lock without being told: that is why
-///   writes carry the token and the resource checks it with a [`Fence`](crate::Fence).
+/// - **Leases run on the caller's clock, never past the backend's.** A grant's lease starts
+///   when the backend confirmed it (for a server backend, when the request was sent, which is
+///   never later than the server's own start of the lease, less an allowance for clock drift),
+///   and is measured on the backend's monotonic clock. A holder that pauses past its lease
+///   loses the lock without being told: that is why writes carry the token and the resource
+///   checks it with a [`Fence`](crate::Fence).
 /// - **Only the holder releases.** `extend` and `release` compare the grant's token with the
 ///   backend's record, so a grant that expired, was taken over, or came from another backend
 ///   is an error and never touches someone else's hold.

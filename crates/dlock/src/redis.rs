@@ -1,0 +1,598 @@
+//! Mutexes shared by many processes through one Redis: one round trip per grant attempt, per
+//! extension and per release, with fencing tokens that keep growing when Redis loses its data.
+//!
+//! Each operation is one `EVALSHA` of a small Lua script, which Redis runs without
+//! interleaving; if the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`), the same
+//! call is sent once as `EVAL`, which also loads the script for the next calls.
+//!
+//! - **Grant**: if the lock key exists, answer its remaining time; otherwise `INCR` the name's
+//!   token counter, `SET` the lock key to the new token with `PX` = the lease, and answer the
+//!   token.
+//! - **Extend** and **release**: compare the lock key with the grant's token and only then
+//!   `PEXPIRE` or `DEL` it, so a grant that expired or was taken over never touches the current
+//!   holder.
+//!
+//! Keys are `{prefix}:{name}` with the name in a hash tag (`dlock:{account-42}` and its counter
+//! `dlock:{account-42}:token`), so both keys of one lock live on one cluster slot. The counter
+//! has no expiry: it is kept for every name ever locked (a few dozen bytes each).
+//!
+//! # The epoch rule: tokens grow across a Redis that lost its data
+//!
+//! A Redis restarted without persistence, a failover to a replica that had not received the
+//! last `INCR`, or an eviction of the counter under `maxmemory` would restart a plain counter
+//! from 1 and hand out tokens smaller than ones already in use, which a [`Fence`](crate::Fence)
+//! would then refuse forever (or, worse, a fence that was reset would admit a stale holder).
+//! So the counter never starts at 0: when the grant script finds no counter, it starts a new
+//! **epoch** from the server's clock (`TIME`), in the same round trip:
+//!
+//! ```text
+//! counter := milliseconds since 1970 (server's TIME) × 2^20      (then INCR: first token +1)
+//! ```
+//!
+//! Every later grant of the name increments it. A token is thus `epoch_ms × 2^20 + n`, where
+//! `n` counts the grants since the epoch began (carrying into the epoch part past 2^20). The
+//! first token of a new epoch that starts at `E2` is greater than every token of an epoch that
+//! started at `E1 < E2` as long as fewer than `(E2 − E1) × 2^20` grants of that name were made
+//! in it: more than a billion grants per second would be needed to break that, far beyond what
+//! one Redis does. **The assumption is the server's wall clock**: tokens keep growing across a
+//! data loss if the clock of the server that starts the new epoch reads later than the clock
+//! that started the lost epoch did (on a failover: the replica's clock, so keep the servers'
+//! clocks synchronized, as NTP does, to within the time a failover takes). A clock set back
+//! across a data loss breaks it. `INCR` fails rather than wrap at `2^63 − 1`, which the epoch
+//! part reaches in the year 2248; that failure is [`Error::TokensExhausted`].
+//!
+//! A data loss also loses the holds: the next request is granted at once, while the previous
+//! holder may still be within its lease. Only the fence keeps the resource safe then.
+//!
+//! # Leases and the clock-drift allowance
+//!
+//! Redis ends a lease on its own clock, counted from when it ran the grant script. The client
+//! counts the lease on its [`Clock`] from the moment it **sent** the request, which is never
+//! later than the server's start, and sets aside a clock-drift allowance for the server's
+//! clock running faster than the client's: a grant's [`Grant::lease`] is the lease asked for
+//! minus `lease × drift_permille / 1000 + drift_fixed` (defaults: 1 % + 2 ms, as in the
+//! Redlock description). The lease sent to Redis is the one asked for, rounded up to whole
+//! milliseconds. So the holder believes it holds the lock for no longer than Redis keeps it,
+//! as long as the two clocks' rates differ by less than the allowance — a belief, not a
+//! guarantee: a holder can pause right after checking. Hence the fence.
+//!
+//! # Safe for correctness?
+//!
+//! With a [`Fence`](crate::Fence) at the resource, **yes**, as long as tokens grow: a holder
+//! that pauses past its lease, a network that delays its write, a Redis restart that hands the
+//! lock to someone else early — in each case the later holder's token is larger, and the fence
+//! refuses the earlier one. Tokens grow as long as Redis keeps the counter, and across a loss
+//! of it under the epoch rule above. Without a fence, this is an **efficiency** lock only:
+//! mutual exclusion holds while no holder outlives its lease and Redis keeps its data, which
+//! no timeout can promise.
+//!
+//! Only mutexes (and the writer side of [`Locks::acquire`]) are offered: read-write locks and
+//! semaphores are [`Error::Unsupported`].
+
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::Mutex;
+use infra_common::{Clock, SystemClock};
+use redis::{Connection, RedisError, Value};
+
+use crate::error::Error;
+use crate::grant::{
+    Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
+};
+use crate::locks::Locks;
+
+/// Grants the lock if its key is free. Replies `{1, token}` (the token as a string, so no
+/// precision is lost to Lua's doubles), `{0, remaining ms}` when held, or `{2}` when the
+/// counter cannot grow.
+const GRANT_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('SET', KEYS[2], string.format('%.0f', ms * 1048576))
+end
+local next = redis.pcall('INCR', KEYS[2])
+if type(next) == 'table' and next.err then
+  if string.find(next.err, 'overflow') then return {2} end
+  return redis.error_reply(next.err)
+end
+local token = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return {1, token}
+";
+
+/// Renews the lease if the key still holds the grant's token. Replies 1 or 0.
+const EXTEND_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Deletes the key if it still holds the grant's token. Replies 1 or 0.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Settings of a [`RedisLocks`].
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    timeout: Duration,
+    prefix: String,
+    drift_permille: u32,
+    drift_fixed: Duration,
+    max_backoff: Duration,
+    max_idle_connections: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(500),
+            prefix: "dlock".to_owned(),
+            drift_permille: 10,
+            drift_fixed: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(50),
+            max_idle_connections: 16,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// How long to wait for connecting, sending and each answer (default 500 ms). A call that
+    /// times out is [`Error::Backend`], with its outcome unknown.
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// The prefix of every Redis key (default `dlock`).
+    #[must_use]
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ..self
+        }
+    }
+
+    /// The clock-drift allowance: this many thousandths of each lease (default 10, that is
+    /// 1 %; at most 999) plus `fixed` (default 2 ms) are taken off the lease the client counts.
+    #[must_use]
+    pub fn drift_allowance(self, permille: u32, fixed: Duration) -> Self {
+        Self {
+            drift_permille: permille.min(999),
+            drift_fixed: fixed,
+            ..self
+        }
+    }
+
+    /// The longest sleep between two attempts of a waiting acquisition (default 50 ms). Sleeps
+    /// start at 1 ms and double, and never outlast the holder's remaining lease.
+    #[must_use]
+    pub fn max_backoff(self, max_backoff: Duration) -> Self {
+        Self {
+            max_backoff: max_backoff.max(Duration::from_millis(1)),
+            ..self
+        }
+    }
+
+    /// Connections kept open between calls (default 16).
+    #[must_use]
+    pub fn max_idle_connections(self, connections: usize) -> Self {
+        Self {
+            max_idle_connections: connections,
+            ..self
+        }
+    }
+
+    /// The part of `lease` set aside for clock drift.
+    fn allowance(&self, lease: Duration) -> Duration {
+        let share = lease.as_nanos() * u128::from(self.drift_permille) / 1000;
+        // `lease` is at most a week, so its share fits in a u64 of nanoseconds.
+        Duration::from_nanos(u64::try_from(share).unwrap_or(u64::MAX))
+            .saturating_add(self.drift_fixed)
+    }
+}
+
+/// A server script: its source and its SHA-1 for `EVALSHA`.
+struct Script {
+    source: &'static str,
+    hash: redis::Script,
+}
+
+impl Script {
+    fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            hash: redis::Script::new(source),
+        }
+    }
+}
+
+/// What one grant attempt found.
+enum Attempt {
+    Granted(FencingToken),
+    /// Held by someone else for about this long.
+    Held(Duration),
+}
+
+/// Mutexes with fencing tokens, shared by every process that talks to the same Redis.
+///
+/// See the [module docs](self) for the scripts, the epoch rule and the drift allowance.
+/// Leases run on `C` (the [`SystemClock`] by default); a waiting acquisition sleeps in real
+/// time between attempts (1 ms, doubling up to [`RedisOptions::max_backoff`], never past the
+/// holder's remaining lease), and measures its timeout on `C`. Waiting is not FIFO: whichever
+/// waiter asks first after the lock is freed gets it.
+///
+/// ```no_run
+/// use infra_dlock::redis::{RedisLocks, RedisOptions};
+/// use infra_dlock::{Fence, Locks};
+/// use std::time::Duration;
+///
+/// let locks = RedisLocks::new("redis://127.0.0.1:6379", RedisOptions::default())?;
+/// let guard = locks.acquire("account-42", Duration::from_secs(10))?;
+/// let fence = Fence::new(); // at the resource
+/// fence.admit("balance/42", "account-42", guard.token())?;
+/// guard.release()?;
+/// # Ok::<(), infra_dlock::Error>(())
+/// ```
+pub struct RedisLocks<C: Clock = SystemClock> {
+    client: redis::Client,
+    idle: Mutex<Vec<Connection>>,
+    grant: Script,
+    extend: Script,
+    release: Script,
+    options: RedisOptions,
+    clock: C,
+    /// Tells this instance's grants from another's.
+    issuer: u64,
+}
+
+fn backend(error: &RedisError) -> Error {
+    Error::Backend {
+        reason: error.to_string(),
+    }
+}
+
+fn malformed(what: &str, reply: &Value) -> Error {
+    Error::Backend {
+        reason: format!("unexpected reply to {what}: {reply:?}"),
+    }
+}
+
+impl RedisLocks {
+    /// Locks on the system clock, talking to `url` (`redis://host:port/db`).
+    ///
+    /// No connection is made until the first call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] for a malformed URL.
+    pub fn new(url: &str, options: RedisOptions) -> Result<Self, Error> {
+        Self::with_clock(url, options, SystemClock::new())
+    }
+}
+
+impl<C: Clock> RedisLocks<C> {
+    /// Locks whose leases and acquisition timeouts run on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisLocks::new`].
+    pub fn with_clock(url: &str, options: RedisOptions, clock: C) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(|e| backend(&e))?;
+        Ok(Self {
+            client,
+            idle: Mutex::new(Vec::new()),
+            grant: Script::new(GRANT_SCRIPT),
+            extend: Script::new(EXTEND_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
+            options,
+            clock,
+            issuer: next_issuer(),
+        })
+    }
+
+    /// The clock the leases run on.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    fn lock_key(&self, name: &str) -> String {
+        format!("{}:{{{name}}}", self.options.prefix)
+    }
+
+    fn connect(&self) -> Result<Connection, RedisError> {
+        let timeout = self.options.timeout;
+        let connection = self.client.get_connection_with_timeout(timeout)?;
+        connection.set_read_timeout(Some(timeout))?;
+        connection.set_write_timeout(Some(timeout))?;
+        Ok(connection)
+    }
+
+    /// Runs `script` with `keys` and `args`: one round trip, two after a `NOSCRIPT`.
+    fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Value, Error> {
+        self.on_connection(|connection| {
+            let build = |command: &str, body: &str| {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
+                cmd
+            };
+            match build("EVALSHA", script.hash.get_hash()).query(connection) {
+                Err(error) if error.code() == Some("NOSCRIPT") => {
+                    build("EVAL", script.source).query(connection)
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// Runs `request` on a pooled connection, and once more on a fresh one if the pooled one
+    /// had died while idle.
+    fn on_connection<T>(
+        &self,
+        mut request: impl FnMut(&mut Connection) -> Result<T, RedisError>,
+    ) -> Result<T, Error> {
+        let pooled = self.idle.lock().pop();
+        let (mut connection, reused) = match pooled {
+            Some(connection) => (connection, true),
+            None => (self.connect().map_err(|e| backend(&e))?, false),
+        };
+        let mut result = request(&mut connection);
+        if reused
+            && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error() && !e.is_timeout())
+        {
+            // The pooled connection was closed while idle (a server restart). Each request is
+            // safe to send again: a grant that did happen holds the key, so the retry finds
+            // it held; release and extend compare the token first; a read is a read.
+            connection = self.connect().map_err(|e| backend(&e))?;
+            result = request(&mut connection);
+        }
+        // A connection that failed (a timeout above all: its answer may still arrive) is
+        // dropped, so no later call reads a stale answer.
+        let value = result.map_err(|e| backend(&e))?;
+        let mut idle = self.idle.lock();
+        if idle.len() < self.options.max_idle_connections {
+            idle.push(connection);
+        }
+        Ok(value)
+    }
+
+    /// One grant attempt: one round trip.
+    fn attempt(&self, name: &str, lease: Duration) -> Result<Attempt, Error> {
+        let key = self.lock_key(name);
+        let counter = format!("{key}:token");
+        let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
+        let reply = self.run(&self.grant, &[&key, &counter], &[&lease_ms])?;
+        let Value::Array(fields) = &reply else {
+            return Err(malformed("a grant", &reply));
+        };
+        match fields.as_slice() {
+            [Value::Int(1), Value::BulkString(token)] => {
+                let token = std::str::from_utf8(token)
+                    .ok()
+                    .and_then(|token| token.parse::<u64>().ok())
+                    .filter(|&token| token > 0)
+                    .ok_or_else(|| malformed("a grant", &reply))?;
+                Ok(Attempt::Granted(FencingToken::new(token)))
+            }
+            // PTTL is -1 for a key without expiry and -2 for one that just vanished: try
+            // again soon either way.
+            [Value::Int(0), Value::Int(ms)] => Ok(Attempt::Held(Duration::from_millis(
+                u64::try_from(*ms).unwrap_or(0),
+            ))),
+            [Value::Int(2)] => Err(Error::TokensExhausted),
+            _ => Err(malformed("a grant", &reply)),
+        }
+    }
+
+    /// Runs a compare-and-act script for `grant`; whether the key still held its token.
+    fn compare_and_act(
+        &self,
+        script: &Script,
+        grant: &Grant,
+        extra: &[&str],
+    ) -> Result<bool, Error> {
+        let key = self.lock_key(&grant.name);
+        let token = grant.token.get().to_string();
+        let mut args = vec![token.as_str()];
+        args.extend_from_slice(extra);
+        match self.run(script, &[&key], &args)? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(malformed("a compare-and-act script", &other)),
+        }
+    }
+
+    fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
+        if grant.issuer == self.issuer {
+            Ok(())
+        } else {
+            Err(Error::ForeignGrant {
+                name: grant.name.to_string(),
+                token: grant.token,
+            })
+        }
+    }
+
+    fn expired(grant: &Grant) -> Error {
+        Error::LeaseExpired {
+            name: grant.name.to_string(),
+            token: grant.token,
+        }
+    }
+
+    /// The lease the client counts for a request of `lease`.
+    fn validity(&self, lease: Duration) -> Result<Duration, Error> {
+        let allowance = self.options.allowance(lease);
+        match lease.checked_sub(allowance) {
+            Some(validity) if !validity.is_zero() => Ok(validity),
+            _ => Err(Error::LeaseTooShort { lease, allowance }),
+        }
+    }
+
+    /// Sleeps, on real time, before the next attempt.
+    fn nap(&self, backoff: &mut Duration, held_for: Duration, give_up_at: Option<u64>) {
+        let mut nap = (*backoff).min(held_for.max(Duration::from_millis(1)));
+        if let Some(at) = give_up_at {
+            let left = Duration::from_nanos(at.saturating_sub(self.clock.now_nanos()));
+            nap = nap.min(left.max(Duration::from_millis(1)));
+        }
+        std::thread::sleep(nap);
+        *backoff = (*backoff * 2).min(self.options.max_backoff);
+    }
+}
+
+impl<C: Clock> Locks for RedisLocks<C> {
+    /// Asks Redis for the lock, one round trip per attempt; see [`RedisLocks`] for waiting.
+    ///
+    /// A grant that arrives after its whole (shortened) lease has passed on the client's clock
+    /// is given back at once and the wait goes on.
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        check_name(name)?;
+        check_lease(lease)?;
+        check_access(access)?;
+        match access {
+            Access::Exclusive => {}
+            Access::Shared => {
+                return Err(Error::Unsupported {
+                    what: "read-write locks",
+                });
+            }
+            _ => return Err(Error::Unsupported { what: "semaphores" }),
+        }
+        let validity = self.validity(lease)?;
+        let started = self.clock.now_nanos();
+        let give_up_at = match wait {
+            Wait::Up(timeout) => Some(started.saturating_add(duration_to_nanos(timeout))),
+            Wait::No | Wait::Forever => None,
+        };
+        let shared_name = LockName::from(name);
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let sent = self.clock.now_nanos();
+            let held_for = match self.attempt(name, lease)? {
+                Attempt::Granted(token) => {
+                    let grant = Grant {
+                        name: LockName::clone(&shared_name),
+                        access,
+                        token,
+                        granted_at: sent,
+                        lease: validity,
+                        issuer: self.issuer,
+                    };
+                    if self.clock.now_nanos() < grant.deadline_nanos() {
+                        return Ok(Some(grant));
+                    }
+                    // Useless already (the reply took longer than the lease): free it for
+                    // the others; a failure only means it runs out by itself.
+                    let _ = self.compare_and_act(&self.release, &grant, &[]);
+                    Duration::ZERO
+                }
+                Attempt::Held(held_for) => held_for,
+            };
+            let timed_out = give_up_at.is_some_and(|at| self.clock.now_nanos() >= at);
+            if matches!(wait, Wait::No) || timed_out {
+                return Ok(None);
+            }
+            self.nap(&mut backoff, held_for, give_up_at);
+        }
+    }
+
+    /// Renews the lease in one round trip: Redis keeps the key for `lease` from now, the
+    /// client counts `lease` minus the allowance from the moment it sent the request.
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        check_lease(lease)?;
+        self.check_issuer(grant)?;
+        let validity = self.validity(lease)?;
+        let sent = self.clock.now_nanos();
+        if sent >= grant.deadline_nanos() {
+            // The holder must already have stopped; renewing now could revive a grant that
+            // someone else's fence has moved past.
+            return Err(Self::expired(grant));
+        }
+        let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
+        if self.compare_and_act(&self.extend, grant, &[&lease_ms])? {
+            grant.granted_at = sent;
+            grant.lease = validity;
+            Ok(())
+        } else {
+            Err(Self::expired(grant))
+        }
+    }
+
+    /// Deletes the lock key if it still holds this grant's token, in one round trip. Succeeds
+    /// if Redis still held the grant, even when the client's shortened lease had run out.
+    fn release(&self, grant: Grant) -> Result<(), Error> {
+        self.check_issuer(&grant)?;
+        if self.compare_and_act(&self.release, &grant, &[])? {
+            Ok(())
+        } else {
+            Err(Self::expired(&grant))
+        }
+    }
+
+    /// Whether the lease still runs on the client's clock and Redis still holds the grant's
+    /// token (one round trip while the lease runs; `false` if Redis cannot be asked).
+    fn is_held(&self, grant: &Grant) -> bool {
+        if grant.issuer != self.issuer || self.clock.now_nanos() >= grant.deadline_nanos() {
+            return false;
+        }
+        let key = self.lock_key(&grant.name);
+        let held = self.on_connection(|connection| {
+            redis::cmd("GET")
+                .arg(&key)
+                .query::<Option<String>>(connection)
+        });
+        matches!(held, Ok(Some(token)) if token == grant.token.get().to_string())
+    }
+
+    /// Asks Redis at most every [`RedisOptions::max_backoff`] (and at the lease's end) until
+    /// the grant is no longer held.
+    fn wait_lost(&self, grant: &Grant) {
+        while self.is_held(grant) {
+            let left = grant
+                .deadline_nanos()
+                .saturating_sub(self.clock.now_nanos());
+            std::thread::sleep(
+                Duration::from_nanos(left)
+                    .clamp(Duration::from_millis(1), self.options.max_backoff),
+            );
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for RedisLocks<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLocks")
+            .field("options", &self.options)
+            .field("clock", &self.clock)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A number no other Redis backend instance in this process has; the top bit keeps it apart
+/// from the in-process backend's numbers, which count up from 1.
+// A process-wide counter of instances, not state the locks share between threads: loom's
+// atomics cannot live in a static, and instance numbering is not part of any model.
+#[allow(clippy::disallowed_types)]
+fn next_issuer() -> u64 {
+    static ISSUERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 63);
+    ISSUERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,572 @@
+//! The Redis backend against a real `redis-server`: exclusion with fencing from many threads,
+//! owner-only release and extend, expiry, tokens across a server that lost its data, one round
+//! trip per call, and a fenced store under a paused server, cut and slow connections and
+//! holders that pause past their leases.
+#![cfg(all(feature = "redis", not(infra_loom)))]
+
+use std::time::Duration;
+
+use infra_common::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use infra_common::sync::{Arc, Mutex, thread};
+use infra_dlock::redis::{RedisLocks, RedisOptions};
+use infra_dlock::{Error, Fence, FencingToken, Locks, MemoryLocks};
+use infra_testkit::{FaultProxy, RedisServer};
+
+const LOCK: &str = "account-7";
+
+/// A balance whose reads and writes present the caller's token to a fence, and which checks on
+/// its own, without the fence, that it never accepts a token older than one it accepted.
+struct Account {
+    fence: Fence,
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct Ledger {
+    balance: u64,
+    accepted_writes: u64,
+    refused: u64,
+    /// Operations the store accepted with a token below one it had accepted before.
+    stale_accepted: u64,
+    highest: u64,
+}
+
+impl Account {
+    fn new() -> Self {
+        Self {
+            fence: Fence::new(),
+            ledger: Mutex::new(Ledger::default()),
+        }
+    }
+
+    fn admit(&self, ledger: &mut Ledger, token: FencingToken) -> Result<(), Error> {
+        match self.fence.admit("balance", LOCK, token) {
+            Ok(()) => {
+                if token.get() < ledger.highest {
+                    ledger.stale_accepted += 1;
+                }
+                ledger.highest = ledger.highest.max(token.get());
+                Ok(())
+            }
+            Err(error) => {
+                ledger.refused += 1;
+                Err(error)
+            }
+        }
+    }
+
+    fn read(&self, token: FencingToken) -> Result<u64, Error> {
+        let mut ledger = self.ledger.lock();
+        self.admit(&mut ledger, token)?;
+        Ok(ledger.balance)
+    }
+
+    fn write(&self, token: FencingToken, balance: u64) -> Result<(), Error> {
+        let mut ledger = self.ledger.lock();
+        self.admit(&mut ledger, token)?;
+        ledger.balance = balance;
+        ledger.accepted_writes += 1;
+        Ok(())
+    }
+
+    fn ledger(&self) -> Ledger {
+        *self.ledger.lock()
+    }
+}
+
+fn locks(url: &str) -> RedisLocks {
+    let options = RedisOptions::default().timeout(Duration::from_secs(2));
+    RedisLocks::new(url, options).unwrap()
+}
+
+fn client(server: &RedisServer) -> redis::Connection {
+    let client = redis::Client::open(server.url()).unwrap();
+    client.get_connection().unwrap()
+}
+
+/// `INFO commandstats` as (command, calls) pairs.
+fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut client(server))
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (command, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let calls = rest.split(',').next()?.parse().ok()?;
+            Some((command.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[test]
+fn threads_exclude_each_other_and_the_fenced_balance_counts_every_write() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = Arc::new(locks(&server.url()));
+    let account = Arc::new(Account::new());
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
+            let (inside, overlaps) = (Arc::clone(&inside), Arc::clone(&overlaps));
+            thread::spawn(move || {
+                let mut tokens = Vec::new();
+                for _ in 0..50 {
+                    let guard = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+                    if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let balance = account.read(guard.token()).unwrap();
+                    account.write(guard.token(), balance + 1).unwrap();
+                    tokens.push(guard.token());
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    guard.release().unwrap();
+                }
+                tokens
+            })
+        })
+        .collect();
+    let mut tokens: Vec<FencingToken> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let ledger = account.ledger();
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger.balance, 200);
+    assert_eq!(ledger.accepted_writes, 200);
+    assert_eq!(ledger.refused, 0);
+    assert_eq!(ledger.stale_accepted, 0);
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 200, "every grant has a token of its own");
+}
+
+#[test]
+fn only_the_owner_releases_or_extends() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ours = locks(&server.url());
+    let theirs = locks(&server.url());
+    let lease = Duration::from_secs(30);
+
+    let mut grant = ours.acquire(LOCK, lease).unwrap().into_grant();
+    // Another instance, even on the same server, cannot act on it.
+    let foreign = theirs.extend(&mut grant, lease);
+    assert!(
+        matches!(foreign, Err(Error::ForeignGrant { .. })),
+        "{foreign:?}"
+    );
+    let mut memory_grant = MemoryLocks::new()
+        .acquire(LOCK, lease)
+        .unwrap()
+        .into_grant();
+    assert!(matches!(
+        ours.extend(&mut memory_grant, lease),
+        Err(Error::ForeignGrant { .. })
+    ));
+    assert!(ours.is_held(&grant));
+    assert!(theirs.try_acquire(LOCK, lease).unwrap().is_none());
+
+    // A holder whose lease ran out cannot release or extend the next holder's grant.
+    let short = Duration::from_millis(50);
+    ours.extend(&mut grant, short).unwrap();
+    ours.wait_lost(&grant);
+    assert!(!ours.is_held(&grant));
+    let next = theirs.acquire(LOCK, lease).unwrap();
+    assert!(next.token() > grant.token());
+    assert!(matches!(
+        ours.extend(&mut grant, lease),
+        Err(Error::LeaseExpired { .. })
+    ));
+    let late = ours.release(grant);
+    assert!(matches!(late, Err(Error::LeaseExpired { .. })), "{late:?}");
+    assert!(
+        next.is_held(),
+        "the late release left the next holder alone"
+    );
+    next.release().unwrap();
+}
+
+#[test]
+fn an_expired_lock_goes_to_the_next_with_a_larger_token() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let first = locks
+        .acquire(LOCK, Duration::from_millis(40))
+        .unwrap()
+        .into_grant();
+    // Waits (with backoff, no busy spin) until Redis ends the first lease.
+    let second = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+    assert!(second.token() > first.token());
+    assert!(!locks.is_held(&first));
+    assert!(second.is_held());
+    // A grant's lease is the one asked for minus the drift allowance (1 % + 2 ms).
+    assert_eq!(
+        second.grant().lease(),
+        Duration::from_millis(30_000 - 300 - 2)
+    );
+}
+
+/// Kills the server, deletes its append-only file and starts it again: a Redis that lost
+/// everything. Checks that it did.
+fn lose_everything(server: &mut RedisServer, counter_key: &str) {
+    server.kill();
+    let dir = server.data_dir().join("appendonlydir");
+    assert!(dir.exists(), "the server persisted to {dir:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    server.restart().unwrap();
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(counter_key)
+        .query(&mut client(server))
+        .unwrap();
+    assert_eq!(exists, 0, "the counter is gone");
+}
+
+fn run_id(server: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut client(server))
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn server_time_ms(server: &RedisServer) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut client(server)).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+#[test]
+fn tokens_keep_growing_across_restarts_that_lost_the_data() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let counter = format!("dlock:{{{LOCK}}}:token");
+    let lease = Duration::from_secs(30);
+    let mut last = FencingToken::new(0);
+    let mut run_ids = Vec::new();
+    for round in 0..3 {
+        run_ids.push(run_id(&server));
+        let before = server_time_ms(&server);
+        for i in 0..5 {
+            let guard = locks.acquire(LOCK, lease).unwrap();
+            assert!(
+                guard.token() > last,
+                "round {round}: {} after {last}",
+                guard.token()
+            );
+            if i == 0 {
+                // The epoch rule: a fresh counter starts at the server's time in ms × 2^20.
+                let after = server_time_ms(&server);
+                let epoch = guard.token().get() >> 20;
+                assert!(
+                    before <= epoch && epoch <= after,
+                    "{before} {epoch} {after}"
+                );
+                assert_eq!(guard.token().get() & ((1 << 20) - 1), 1);
+            }
+            last = guard.token();
+            guard.release().unwrap();
+        }
+        lose_everything(&mut server, &counter);
+    }
+    // A grant still held when the data went is lost with it: the lock is free at once.
+    let held = locks.acquire(LOCK, lease).unwrap().into_grant();
+    lose_everything(&mut server, &counter);
+    let after_loss = locks
+        .try_acquire(LOCK, lease)
+        .unwrap()
+        .expect("the hold was lost");
+    assert!(after_loss.token() > held.token());
+    // FLUSHALL loses the counter as well; the next epoch is again above everything.
+    let before_flush = after_loss.token();
+    drop(after_loss);
+    let _: () = redis::cmd("FLUSHALL").query(&mut client(&server)).unwrap();
+    let after_flush = locks.acquire(LOCK, lease).unwrap();
+    assert!(after_flush.token() > before_flush);
+    run_ids.push(run_id(&server));
+    run_ids.dedup();
+    assert_eq!(
+        run_ids.len(),
+        4,
+        "each restart was a new server: {run_ids:?}"
+    );
+}
+
+#[test]
+fn a_counter_at_its_end_or_garbled_is_an_error_not_a_panic() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let mut redis = client(&server);
+    let _: () = redis::cmd("SET")
+        .arg("dlock:{full}:token")
+        .arg(i64::MAX)
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(
+        locks.try_acquire("full", lease).unwrap_err(),
+        Error::TokensExhausted
+    );
+    let _: () = redis::cmd("SET")
+        .arg("dlock:{garbled}:token")
+        .arg("not a number")
+        .query(&mut redis)
+        .unwrap();
+    assert!(matches!(
+        locks.try_acquire("garbled", lease),
+        Err(Error::Backend { .. })
+    ));
+    // Neither left a lock behind.
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("dlock:{full}")
+        .arg("dlock:{garbled}")
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[test]
+fn bad_input_and_unsupported_kinds_are_refused_before_any_round_trip() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(1);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(locks.try_acquire("", lease).unwrap_err(), Error::EmptyName);
+    assert!(matches!(
+        locks.try_acquire(&"x".repeat(513), lease),
+        Err(Error::NameTooLong { .. })
+    ));
+    assert_eq!(
+        locks.try_acquire("a", Duration::ZERO).unwrap_err(),
+        Error::ZeroLease
+    );
+    assert_eq!(
+        locks
+            .try_acquire("a", Duration::from_millis(2))
+            .unwrap_err(),
+        Error::LeaseTooShort {
+            lease: Duration::from_millis(2),
+            allowance: Duration::from_micros(2_020),
+        }
+    );
+    assert_eq!(
+        locks.read("a", lease).unwrap_err(),
+        Error::Unsupported {
+            what: "read-write locks"
+        }
+    );
+    assert_eq!(
+        locks.permit("a", 3, lease).unwrap_err(),
+        Error::Unsupported { what: "semaphores" }
+    );
+    let calls = command_calls(&server);
+    assert!(
+        calls
+            .iter()
+            .all(|(command, _)| command.starts_with("config")),
+        "{calls:?}"
+    );
+    // An unreachable server is an error too.
+    drop(server);
+    let failed = locks.try_acquire("a", lease);
+    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
+}
+
+#[test]
+fn acquire_release_and_extend_are_one_round_trip_each() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    // Load the scripts (the first call of each finds NOSCRIPT and is resent as EVAL).
+    let mut guard = locks.acquire("warm-up", lease).unwrap();
+    guard.extend(lease).unwrap();
+    guard.release().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut client(&server))
+        .unwrap();
+
+    let rounds = 100;
+    for i in 0..rounds {
+        let mut guard = locks.acquire(&format!("k{}", i % 3), lease).unwrap();
+        guard.extend(lease).unwrap();
+        assert!(
+            locks
+                .try_acquire(&format!("k{}", i % 3), lease)
+                .unwrap()
+                .is_none()
+        );
+        guard.release().unwrap();
+    }
+    let calls = command_calls(&server);
+    let count = |name: &str| {
+        calls
+            .iter()
+            .find(|(command, _)| command == name)
+            .map_or(0, |(_, calls)| *calls)
+    };
+    // Acquire, extend, a refused try_acquire and release: four calls, four round trips.
+    assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
+    assert_eq!(count("eval"), 0, "{calls:?}");
+    // What the scripts ran inside: one token per grant (none for the refused attempt), a
+    // new epoch (TIME) once per name, and no command sent on its own.
+    assert_eq!(count("incr"), rounds, "{calls:?}");
+    assert_eq!(count("time"), 3, "{calls:?}");
+    assert_eq!(count("get"), 3 * rounds, "{calls:?}");
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_has_its_write_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let account = Account::new();
+    let paused = locks
+        .acquire(LOCK, Duration::from_millis(50))
+        .unwrap()
+        .into_grant();
+    let balance = account.read(paused.token()).unwrap();
+    locks.wait_lost(&paused); // the holder stalls past its lease
+    let next = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+    let next_balance = account.read(next.token()).unwrap();
+    // The stalled holder wakes up and writes what it computed: refused.
+    assert!(matches!(
+        account.write(paused.token(), balance + 1),
+        Err(Error::StaleToken { .. })
+    ));
+    account.write(next.token(), next_balance + 1).unwrap();
+    let ledger = account.ledger();
+    assert_eq!(
+        (ledger.balance, ledger.accepted_writes, ledger.refused),
+        (1, 1, 1)
+    );
+    assert_eq!(ledger.stale_accepted, 0);
+}
+
+/// What the workers of the fault test saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcomes {
+    grants: u64,
+    /// Acquisitions that ended in a server error or timeout: a grant may have been made and
+    /// nobody got it (it runs out with its lease).
+    failed_acquires: u64,
+    timed_out_waits: u64,
+    /// Reads or writes the fence refused.
+    refused: u64,
+    /// Releases that found the lease gone (expired, or lost with the connection).
+    lost_leases: u64,
+    failed_releases: u64,
+}
+
+/// Three workers increment a fenced balance through a fault proxy while the main thread
+/// slows and cuts the connections and pauses the server; every fifth hold a worker stalls
+/// past its lease between its read and its write.
+#[test]
+fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let url = format!("redis://{}", proxy.addr());
+    let account = Arc::new(Account::new());
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let lease = Duration::from_millis(150);
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (account, outcomes, done) = (
+                Arc::clone(&account),
+                Arc::clone(&outcomes),
+                Arc::clone(&done),
+            );
+            let options = RedisOptions::default().timeout(Duration::from_millis(200));
+            let locks = RedisLocks::new(&url, options).unwrap();
+            thread::spawn(move || {
+                let mut round = 0u32;
+                while !done.load(Ordering::SeqCst) || round < 20 {
+                    round += 1;
+                    let wait = Duration::from_millis(500);
+                    let guard = match locks.acquire_timeout(LOCK, lease, wait) {
+                        Ok(Some(guard)) => guard,
+                        Ok(None) => {
+                            outcomes.lock().timed_out_waits += 1;
+                            continue;
+                        }
+                        Err(Error::Backend { .. }) => {
+                            outcomes.lock().failed_acquires += 1;
+                            continue;
+                        }
+                        Err(other) => panic!("{other}"),
+                    };
+                    outcomes.lock().grants += 1;
+                    let token = guard.token();
+                    let written = account.read(token).and_then(|balance| {
+                        if round.is_multiple_of(5) {
+                            // A GC pause past the lease, long enough for another worker
+                            // (whose backoff is at most 50 ms) to take the lock and read.
+                            guard.wait_lost();
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        account.write(token, balance + 1)
+                    });
+                    if written.is_err() {
+                        outcomes.lock().refused += 1;
+                    }
+                    match guard.release() {
+                        Ok(()) => {}
+                        Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+                        Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    for cycle in 0..3 {
+        std::thread::sleep(Duration::from_millis(150));
+        proxy.set_latency(Duration::from_millis(60 + 20 * cycle));
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.heal();
+        proxy.cut_connections();
+        std::thread::sleep(Duration::from_millis(150));
+        server.pause();
+        std::thread::sleep(Duration::from_millis(400));
+        server.resume();
+    }
+    done.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let ledger = account.ledger();
+    let outcomes = *outcomes.lock();
+    println!("fault run: {outcomes:?}; store: {ledger:?}");
+    assert_eq!(ledger.stale_accepted, 0, "{ledger:?}");
+    assert_eq!(
+        ledger.balance, ledger.accepted_writes,
+        "no increment was lost: {ledger:?}"
+    );
+    assert!(ledger.accepted_writes > 0);
+    assert_eq!(ledger.refused, outcomes.refused);
+}
