@@ -570,3 +570,216 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
     assert!(ledger.accepted_writes > 0);
     assert_eq!(ledger.refused, outcomes.refused);
 }
+
+/// A balance kept in Redis whose reads and writes present a token, fenced by a Lua script, so
+/// that holders in different processes share one resource and one fence.
+struct SharedAccount {
+    connection: redis::Connection,
+}
+
+/// Admits `ARGV[1]` if it is not below the highest token seen (decimal strings compared by
+/// length, then digits, so no precision is lost to Lua's doubles), then reads or writes.
+const FENCED_ACCOUNT: &str = r"
+local token, high = ARGV[1], redis.call('GET', KEYS[2])
+if high and (#token < #high or (#token == #high and token < high)) then return {0, 0} end
+redis.call('SET', KEYS[2], token)
+if ARGV[2] == 'write' then
+  redis.call('SET', KEYS[1], ARGV[3])
+  redis.call('INCR', KEYS[3])
+end
+return {1, tonumber(redis.call('GET', KEYS[1]) or '0')}
+";
+
+impl SharedAccount {
+    fn new(url: &str) -> Self {
+        let connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+        Self { connection }
+    }
+
+    /// `Some(balance)` if the fence admitted the token.
+    fn call(&mut self, token: FencingToken, op: &str, value: u64) -> Option<u64> {
+        let (admitted, balance): (u8, u64) = redis::cmd("EVAL")
+            .arg(FENCED_ACCOUNT)
+            .arg(3)
+            .arg(&["account:balance", "account:fence", "account:writes"][..])
+            .arg(token.get().to_string())
+            .arg(op)
+            .arg(value)
+            .query(&mut self.connection)
+            .unwrap();
+        (admitted == 1).then_some(balance)
+    }
+
+    fn read(&mut self, token: FencingToken) -> Option<u64> {
+        self.call(token, "read", 0)
+    }
+
+    fn write(&mut self, token: FencingToken, balance: u64) -> bool {
+        self.call(token, "write", balance).is_some()
+    }
+
+    fn totals(&mut self) -> (u64, u64) {
+        let (balance, writes): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(&["account:balance", "account:writes"][..])
+            .query(&mut self.connection)
+            .unwrap();
+        (balance.unwrap_or(0), writes.unwrap_or(0))
+    }
+}
+
+const WORKER_URL: &str = "INFRA_DLOCK_WORKER_URL";
+const WORKER_ROUNDS: u64 = 40;
+
+/// Increments the shared balance `rounds` times under the lock; returns the accepted writes.
+fn increment_shared(url: &str, rounds: u64) -> u64 {
+    let locks = locks(url);
+    let mut account = SharedAccount::new(url);
+    let mut accepted = 0;
+    for _ in 0..rounds {
+        let guard = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+        let balance = account.read(guard.token()).expect("the holder's read");
+        if account.write(guard.token(), balance + 1) {
+            accepted += 1;
+        }
+        guard.release().unwrap();
+    }
+    accepted
+}
+
+/// The worker half of the multi-process tests: started by them as a separate OS process.
+#[test]
+#[ignore = "worker process of the multi-process tests"]
+fn redis_worker_process() {
+    let url = std::env::var(WORKER_URL).expect("started by a multi-process test");
+    match std::env::var("INFRA_DLOCK_WORKER_ROLE").as_deref() {
+        Ok("stalled") => {
+            // Take the lock, read, then wait for the parent's word (sent while this process
+            // is frozen) and write what was read.
+            let locks = locks(&url);
+            let mut account = SharedAccount::new(&url);
+            let guard = locks.acquire(LOCK, Duration::from_millis(300)).unwrap();
+            let balance = account.read(guard.token()).expect("the first read");
+            println!("read-done");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            let written = account.write(guard.token(), balance + 100);
+            println!("written={written} held={}", guard.is_held());
+        }
+        _ => println!("accepted={}", increment_shared(&url, WORKER_ROUNDS)),
+    }
+}
+
+fn spawn_worker(url: &str, role: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "redis_worker_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WORKER_URL, url)
+        .env("INFRA_DLOCK_WORKER_ROLE", role)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The value after `key=` on the first line that has it.
+fn printed(output: &str, key: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let (_, rest) = line.split_once(&format!("{key}="))?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+#[test]
+fn processes_and_threads_share_one_lock_and_one_fenced_balance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let children: Vec<_> = (0..2).map(|_| spawn_worker(&url, "increment")).collect();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || increment_shared(&url, WORKER_ROUNDS))
+        })
+        .collect();
+    let in_threads: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let in_children: u64 = children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "worker failed: {output:?}");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            printed(&stdout, "accepted")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    let (balance, writes) = SharedAccount::new(&url).totals();
+    assert_eq!(
+        in_threads + in_children,
+        4 * WORKER_ROUNDS,
+        "no write was refused"
+    );
+    assert_eq!((balance, writes), (4 * WORKER_ROUNDS, 4 * WORKER_ROUNDS));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let mut child = spawn_worker(&url, "stalled");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("read-done") {
+        line.clear();
+        assert_ne!(
+            stdout.read_line(&mut line).unwrap(),
+            0,
+            "the worker ended early"
+        );
+    }
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Its word to go on waits in the pipe until the process is thawed.
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    // The lease runs out while the holder is frozen; the next holder reads and writes.
+    let locks = locks(&url);
+    let next = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+    let mut account = SharedAccount::new(&url);
+    let balance = account.read(next.token()).unwrap();
+    assert!(account.write(next.token(), balance + 1));
+    signal("-CONT");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert_eq!(
+        printed(&rest, "written").as_deref(),
+        Some("false"),
+        "{rest}"
+    );
+    assert_eq!(printed(&rest, "held").as_deref(), Some("false"), "{rest}");
+    assert_eq!(
+        account.totals(),
+        (1, 1),
+        "only the next holder's write landed"
+    );
+    next.release().unwrap();
+}
