@@ -442,14 +442,19 @@ impl<C: Clock> RedisLocks<C> {
 
     /// Sleeps, on real time, before the next attempt.
     fn nap(&self, backoff: &mut Duration, held_for: Duration, give_up_at: Option<u64>) {
-        let mut nap = (*backoff).min(held_for.max(Duration::from_millis(1)));
-        if let Some(at) = give_up_at {
-            let left = Duration::from_nanos(at.saturating_sub(self.clock.now_nanos()));
-            nap = nap.min(left.max(Duration::from_millis(1)));
-        }
-        std::thread::sleep(nap);
+        let left =
+            give_up_at.map(|at| Duration::from_nanos(at.saturating_sub(self.clock.now_nanos())));
+        std::thread::sleep(next_nap(*backoff, held_for, left));
         *backoff = (*backoff * 2).min(self.options.max_backoff);
     }
+}
+
+/// How long to sleep before the next attempt: the current backoff, but no longer than the
+/// holder's remaining lease or the time left to wait, and at least 1 ms (no busy spin).
+fn next_nap(backoff: Duration, held_for: Duration, left: Option<Duration>) -> Duration {
+    let nap = backoff.min(held_for);
+    left.map_or(nap, |left| nap.min(left))
+        .max(Duration::from_millis(1))
 }
 
 impl<C: Clock> Locks for RedisLocks<C> {
@@ -595,4 +600,49 @@ impl<C: Clock> fmt::Debug for RedisLocks<C> {
 fn next_issuer() -> u64 {
     static ISSUERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 63);
     ISSUERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naps_follow_the_backoff_within_the_lease_and_the_wait_and_never_spin() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_nap(ms(8), ms(100), None), ms(8));
+        assert_eq!(
+            next_nap(ms(8), ms(3), None),
+            ms(3),
+            "the holder's lease ends first"
+        );
+        assert_eq!(
+            next_nap(ms(8), ms(100), Some(ms(5))),
+            ms(5),
+            "the wait ends first"
+        );
+        assert_eq!(next_nap(ms(8), Duration::ZERO, Some(Duration::ZERO)), ms(1));
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_bound_and_the_allowance_is_a_share_plus_a_constant() {
+        let locks = RedisLocks::new("redis://127.0.0.1:1", RedisOptions::default()).unwrap();
+        let mut backoff = Duration::from_millis(1);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            seen.push(backoff.as_millis());
+            // A zero wait keeps each sleep at the 1 ms floor.
+            locks.nap(&mut backoff, Duration::ZERO, Some(0));
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 50, 50]);
+        let options = RedisOptions::default();
+        assert_eq!(
+            options.allowance(Duration::from_secs(1)),
+            Duration::from_millis(12)
+        );
+        let lenient = options.drift_allowance(5_000, Duration::ZERO);
+        assert_eq!(
+            lenient.allowance(Duration::from_secs(1)),
+            Duration::from_millis(999)
+        );
+    }
 }
