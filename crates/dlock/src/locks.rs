@@ -24,6 +24,38 @@ use crate::grant::{Access, FencingToken, Grant, Wait};
 ///   is an error and never touches someone else's hold.
 ///
 /// The in-process backend is [`MemoryLocks`](crate::MemoryLocks).
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_dlock::{Locks, MemoryLocks};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let locks = MemoryLocks::with_clock(clock.clone());
+/// let lease = Duration::from_secs(10);
+///
+/// // A mutex: taken, then refused to a second caller until released or expired.
+/// let mut job = locks.acquire("nightly-report", lease)?;
+/// assert!(locks.try_acquire("nightly-report", lease)?.is_none());
+/// clock.advance(Duration::from_secs(8));
+/// job.extend(lease)?; // the work goes on: held for another 10 s from now
+/// clock.advance(Duration::from_secs(8));
+/// assert!(job.is_held());
+/// job.release()?;
+///
+/// // A read-write lock: readers share, the writer waits for them.
+/// let reader = locks.read("config", lease)?;
+/// let other_reader = locks.read("config", lease)?;
+/// assert!(locks.try_acquire("config", lease)?.is_none());
+/// drop((reader, other_reader));
+/// assert!(locks.try_acquire("config", lease)?.is_some());
+///
+/// // A semaphore: at most 2 holders of "db-pool" at once, each with its own token.
+/// let a = locks.permit("db-pool", 2, lease)?;
+/// let b = locks.permit("db-pool", 2, lease)?;
+/// assert!(b.token() > a.token());
+/// # Ok::<(), infra_dlock::Error>(())
+/// ```
 pub trait Locks: Send + Sync {
     /// Asks for `access` to lock `name` for `lease`, waiting as `wait` says.
     ///

@@ -343,6 +343,41 @@ impl<C: Clock> MemoryLocks<C> {
         }
     }
 
+    /// Settles `entry` at `now` and grants `access` on arrival if nobody waits and it fits;
+    /// `Ok(None)` if the request must queue.
+    fn grant_now(
+        &self,
+        entry: &mut Entry,
+        last_token: &mut u64,
+        access: Access,
+        lease: u64,
+        now: u64,
+    ) -> Result<Option<Grant>, Error> {
+        if entry.settle(now, last_token) > 0 {
+            self.ended.notify_all();
+        }
+        if !entry.accepts_kind(access) {
+            return Err(Error::KindMismatch {
+                name: entry.name.to_string(),
+            });
+        }
+        if !(entry.queue.is_empty() && compatible(&entry.holders, access)) {
+            return Ok(None);
+        }
+        let token = last_token.checked_add(1).ok_or(Error::TokensExhausted)?;
+        *last_token = token;
+        let holder = Holder {
+            token,
+            ticket: 0,
+            access,
+            granted_at: now,
+            lease,
+        };
+        let grant = self.make_grant(&entry.name, &holder);
+        entry.holders.push(holder);
+        Ok(Some(grant))
+    }
+
     /// Settles the grant's name at `now` and finds the grant among its live holders.
     ///
     /// Returns the entry, the holder's index and the token counter; the holder is compared
@@ -393,28 +428,19 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         let lease = duration_to_nanos(lease);
         let mut state = self.state.lock();
         let now = self.clock.now_nanos();
-        let (entry, last_token) = state.entry(name);
-        if entry.settle(now, last_token) > 0 {
-            self.ended.notify_all();
-        }
-        if !entry.accepts_kind(access) {
-            return Err(Error::KindMismatch {
-                name: name.to_owned(),
-            });
-        }
-        if entry.queue.is_empty() && compatible(&entry.holders, access) {
-            let token = last_token.checked_add(1).ok_or(Error::TokensExhausted)?;
-            *last_token = token;
-            let holder = Holder {
-                token,
-                ticket: 0,
-                access,
-                granted_at: now,
-                lease,
-            };
-            let grant = self.make_grant(&entry.name, &holder);
-            entry.holders.push(holder);
-            return Ok(Some(grant));
+        let State {
+            last_token, names, ..
+        } = &mut *state;
+        // One lookup when the name is known (the common case); a new name is created first.
+        let granted = match names.get_mut(name) {
+            Some(entry) => self.grant_now(entry, last_token, access, lease, now)?,
+            None => {
+                let (entry, last_token) = state.entry(name);
+                self.grant_now(entry, last_token, access, lease, now)?
+            }
+        };
+        if granted.is_some() {
+            return Ok(granted);
         }
         let give_up_at = match wait {
             Wait::No => return Ok(None),
