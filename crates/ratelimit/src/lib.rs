@@ -12,7 +12,7 @@
 //!   `RateLimit-*` / `Retry-After` header values.
 //! - Features: `tokio` (waiting for capacity), `tower` (an HTTP middleware answering 429),
 //!   `redis` (limits shared by many processes), `metrics` (decisions and Redis errors through
-//!   the `metrics` facade, see [`metrics`]).
+//!   the `metrics` facade; names in the `metrics` module).
 //!
 //! Every limiter reads time from an [`infra_common::Clock`]: [`SystemClock`](infra_common::SystemClock)
 //! in production, [`ManualClock`](infra_common::ManualClock) in tests, which never sleep.

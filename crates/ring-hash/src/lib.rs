@@ -46,7 +46,7 @@
 //! * `serde`: `Serialize`/`Deserialize` for [`Member`], [`Membership`], [`RingConfig`] and
 //!   [`MaglevConfig`], so memberships can be loaded from a file.
 //! * `metrics`: membership changes and bounded-load spill-overs through the `metrics`
-//!   facade (see [`metrics`]).
+//!   facade; names in the `metrics` module.
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

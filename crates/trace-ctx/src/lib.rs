@@ -25,7 +25,8 @@
 //! Features: `http` (carriers for `http::HeaderMap`), `tokio` (context across `.await`),
 //! `tracing` (a `tracing-subscriber` layer stamping trace and span ids on log events),
 //! `tower` (server and client layers for HTTP services), `metrics` (spans started, sampled,
-//! dropped and exported, and export failures, through the `metrics` facade; see [`metrics`]).
+//! dropped and exported, and export failures, through the `metrics` facade; names in the
+//! `metrics` module).
 //!
 //! # Quick start
 //!
