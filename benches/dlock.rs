@@ -18,6 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use infra_dlock::redis::{RedisLocks, RedisOptions};
 use infra_dlock::{Fence, Locks, MemoryLocks};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -105,5 +106,49 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uncontended, contended);
+/// One acquire and release of a free lock on a local `redis-server` (started through
+/// infra-testkit; the group is skipped with a line when the binary is missing): ours
+/// (`RedisLocks`, one `EVALSHA` each way on a pooled connection) against `rslock` (Redlock on
+/// one server, async, driven on a current-thread tokio runtime). The test server's append-only
+/// file is set to Redis's default `appendfsync everysec`: fsyncing every write, as the test kit
+/// does, would measure the disk (about 6 ms a pair on the machine of BENCHMARKS.md).
+fn redis(c: &mut Criterion) {
+    let Some(server) = infra_testkit::RedisServer::start() else {
+        println!("dlock/redis: skipped, no redis-server");
+        return;
+    };
+    let reply = server
+        .command(&["CONFIG", "SET", "appendfsync", "everysec"])
+        .expect("the server answers");
+    assert_eq!(reply, "+OK");
+    let mut group = c.benchmark_group("dlock/redis");
+    let ours = RedisLocks::new(&server.url(), RedisOptions::default()).expect("a valid URL");
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            let guard = ours.acquire(black_box("account-42"), LEASE).expect("free");
+            black_box(guard.token());
+            guard.release().expect("held");
+        });
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let theirs = rslock::LockManager::new(vec![server.url()]);
+    group.bench_function("rslock", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let lock = theirs
+                    .lock(black_box("account-42"), LEASE)
+                    .await
+                    .expect("free");
+                black_box(lock.validity_time);
+                lock.release().await;
+            });
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, uncontended, contended, redis);
 criterion_main!(benches);
