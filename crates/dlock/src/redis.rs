@@ -445,7 +445,7 @@ impl<C: Clock> RedisLocks<C> {
         let left =
             give_up_at.map(|at| Duration::from_nanos(at.saturating_sub(self.clock.now_nanos())));
         std::thread::sleep(next_nap(*backoff, held_for, left));
-        *backoff = (*backoff * 2).min(self.options.max_backoff);
+        *backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
     }
 }
 
@@ -634,6 +634,12 @@ mod tests {
             locks.nap(&mut backoff, Duration::ZERO, Some(0));
         }
         assert_eq!(seen, [1, 2, 4, 8, 16, 32, 50, 50]);
+        // An unbounded backoff saturates instead of overflowing.
+        let options = RedisOptions::default().max_backoff(Duration::MAX);
+        let unbounded = RedisLocks::new("redis://127.0.0.1:1", options).unwrap();
+        let mut backoff = Duration::from_secs(u64::MAX / 2 + 1);
+        unbounded.nap(&mut backoff, Duration::ZERO, Some(0));
+        assert_eq!(backoff, Duration::MAX);
         let options = RedisOptions::default();
         assert_eq!(
             options.allowance(Duration::from_secs(1)),
