@@ -1,5 +1,6 @@
-//! Mutexes shared by many processes through one Redis: one round trip per grant attempt, per
-//! extension and per release, with fencing tokens that keep growing when Redis loses its data.
+//! Mutexes and semaphores shared by many processes through one Redis: one round trip per grant
+//! attempt, per extension and per release, with fencing tokens that keep growing when Redis
+//! loses its data.
 //!
 //! Each operation is one `EVALSHA` of a small Lua script, which Redis runs without
 //! interleaving; if the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`), the same
@@ -11,10 +12,17 @@
 //! - **Extend** and **release**: compare the lock key with the grant's token and only then
 //!   `PEXPIRE` or `DEL` it, so a grant that expired or was taken over never touches the current
 //!   holder.
+//! - **Semaphores** ([`Locks::permit`]): the holders are a sorted set of their tokens, scored
+//!   by their lease's end on the server's clock (`TIME` + lease); a grant drops the ended ones
+//!   and adds itself if fewer than `permits` remain, from the same token counter. Extend and
+//!   release find the token in the set. The set and the permit count expire with the last
+//!   holder. A semaphore name held as a mutex, a mutex name held as a semaphore, or permits
+//!   asked for under another count while some are held is [`Error::KindMismatch`].
 //!
-//! Keys are `{prefix}:{name}` with the name in a hash tag (`dlock:{account-42}` and its counter
-//! `dlock:{account-42}:token`), so both keys of one lock live on one cluster slot. The counter
-//! has no expiry: it is kept for every name ever locked (a few dozen bytes each).
+//! Keys are `{prefix}:{name}` with the name in a hash tag (`dlock:{account-42}`, its counter
+//! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
+//! `dlock:{account-42}:permits:count`), so all keys of one lock live on one cluster slot. The
+//! counter has no expiry: it is kept for every name ever locked (a few dozen bytes each).
 //!
 //! # The epoch rule: tokens grow across a Redis that lost its data
 //!
@@ -66,8 +74,7 @@
 //! mutual exclusion holds while no holder outlives its lease and Redis keeps its data, which
 //! no timeout can promise.
 //!
-//! Only mutexes (and the writer side of [`Locks::acquire`]) are offered: read-write locks and
-//! semaphores are [`Error::Unsupported`].
+//! Read-write locks are not offered: [`Locks::read`] is [`Error::Unsupported`].
 
 use std::fmt;
 use std::time::Duration;
@@ -83,13 +90,12 @@ use crate::grant::{
 };
 use crate::locks::Locks;
 
-/// Grants the lock if its key is free. Replies `{1, token}` (the token as a string, so no
-/// precision is lost to Lua's doubles), `{0, remaining ms}` when held, or `{2}` when the
-/// counter cannot grow.
-const GRANT_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('PTTL', KEYS[1])}
-end
+/// The next token of a name (`KEYS[2]`), into the Lua local `token` as a string (so no
+/// precision is lost to Lua's doubles): a missing counter starts a new epoch from the server's
+/// `TIME` (see the module docs); a counter that cannot grow answers `{2}`.
+macro_rules! next_token {
+    () => {
+        r"
 if redis.call('EXISTS', KEYS[2]) == 0 then
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,8 +107,78 @@ if type(next) == 'table' and next.err then
   return redis.error_reply(next.err)
 end
 local token = redis.call('GET', KEYS[2])
+"
+    };
+}
+
+/// Grants the mutex `KEYS[1]` if it is free and no permit of the name's semaphore (`KEYS[3]`)
+/// is held. Replies `{1, token}`, `{0, remaining ms}` when held, `{2}` when the counter
+/// cannot grow, or `{3}` when the name is in use as a semaphore.
+const GRANT_SCRIPT: &str = concat!(
+    r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+",
+    next_token!(),
+    r"
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return {1, token}
+"
+);
+
+/// Grants one of `ARGV[2]` permits of the semaphore `KEYS[3]`: a sorted set of the holders'
+/// tokens scored by their expiry on the server's clock (ms), with the permit count in
+/// `KEYS[4]`; both keys expire with the last holder. Replies as [`GRANT_SCRIPT`], `{3}` also
+/// for a held mutex `KEYS[1]` or live holders under another permit count.
+const PERMIT_SCRIPT: &str = concat!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {3} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local live = redis.call('ZCARD', KEYS[3])
+if live > 0 and redis.call('GET', KEYS[4]) ~= ARGV[2] then return {3} end
+if live >= tonumber(ARGV[2]) then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  return {0, tonumber(first[2]) - now}
+end
+",
+    next_token!(),
+    r"
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), token)
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+redis.call('SET', KEYS[4], ARGV[2])
+redis.call('PEXPIREAT', KEYS[3], last[2])
+redis.call('PEXPIREAT', KEYS[4], last[2])
+return {1, token}
+"
+);
+
+/// Renews a permit if its token is still live in `KEYS[1]`. Replies 1 or 0.
+const PERMIT_EXTEND_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= now then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+redis.call('PEXPIREAT', KEYS[2], last[2])
+return 1
+";
+
+/// Gives a permit back: removes its token from `KEYS[1]`. Replies 1 if it was live, else 0.
+const PERMIT_RELEASE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+if tonumber(score) <= now then return 0 end
+return 1
 ";
 
 /// Renews the lease if the key still holds the grant's token. Replies 1 or 0.
@@ -225,7 +301,8 @@ enum Attempt {
     Held(Duration),
 }
 
-/// Mutexes with fencing tokens, shared by every process that talks to the same Redis.
+/// Mutexes and semaphores with fencing tokens, shared by every process that talks to the same
+/// Redis.
 ///
 /// See the [module docs](self) for the scripts, the epoch rule and the drift allowance.
 /// Leases run on `C` (the [`SystemClock`] by default); a waiting acquisition sleeps in real
@@ -251,6 +328,9 @@ pub struct RedisLocks<C: Clock = SystemClock> {
     grant: Script,
     extend: Script,
     release: Script,
+    permit: Script,
+    permit_extend: Script,
+    permit_release: Script,
     options: RedisOptions,
     clock: C,
     /// Tells this instance's grants from another's.
@@ -296,6 +376,9 @@ impl<C: Clock> RedisLocks<C> {
             grant: Script::new(GRANT_SCRIPT),
             extend: Script::new(EXTEND_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
+            permit: Script::new(PERMIT_SCRIPT),
+            permit_extend: Script::new(PERMIT_EXTEND_SCRIPT),
+            permit_release: Script::new(PERMIT_RELEASE_SCRIPT),
             options,
             clock,
             issuer: next_issuer(),
@@ -368,11 +451,19 @@ impl<C: Clock> RedisLocks<C> {
     }
 
     /// One grant attempt: one round trip.
-    fn attempt(&self, name: &str, lease: Duration) -> Result<Attempt, Error> {
+    fn attempt(&self, name: &str, access: Access, lease: Duration) -> Result<Attempt, Error> {
         let key = self.lock_key(name);
         let counter = format!("{key}:token");
+        let permits_key = format!("{key}:permits");
         let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
-        let reply = self.run(&self.grant, &[&key, &counter], &[&lease_ms])?;
+        let reply = match access {
+            Access::Permit { permits } => {
+                let count_key = format!("{key}:permits:count");
+                let keys = [key.as_str(), &counter, &permits_key, &count_key];
+                self.run(&self.permit, &keys, &[&lease_ms, &permits.to_string()])?
+            }
+            _ => self.run(&self.grant, &[&key, &counter, &permits_key], &[&lease_ms])?,
+        };
         let Value::Array(fields) = &reply else {
             return Err(malformed("a grant", &reply));
         };
@@ -391,22 +482,33 @@ impl<C: Clock> RedisLocks<C> {
                 u64::try_from(*ms).unwrap_or(0),
             ))),
             [Value::Int(2)] => Err(Error::TokensExhausted),
+            [Value::Int(3)] => Err(Error::KindMismatch {
+                name: name.to_owned(),
+            }),
             _ => Err(malformed("a grant", &reply)),
         }
     }
 
-    /// Runs a compare-and-act script for `grant`; whether the key still held its token.
-    fn compare_and_act(
-        &self,
-        script: &Script,
-        grant: &Grant,
-        extra: &[&str],
-    ) -> Result<bool, Error> {
+    /// Runs the extend (`extend` is `Some(lease in ms)`) or release script for `grant`;
+    /// whether Redis still held the grant's token.
+    fn compare_and_act(&self, grant: &Grant, extend: Option<&str>) -> Result<bool, Error> {
         let key = self.lock_key(&grant.name);
         let token = grant.token.get().to_string();
-        let mut args = vec![token.as_str()];
-        args.extend_from_slice(extra);
-        match self.run(script, &[&key], &args)? {
+        let reply = if let Access::Permit { .. } = grant.access {
+            let permits_key = format!("{key}:permits");
+            let count_key = format!("{permits_key}:count");
+            let keys = [permits_key.as_str(), &count_key];
+            match extend {
+                Some(lease_ms) => self.run(&self.permit_extend, &keys, &[&token, lease_ms])?,
+                None => self.run(&self.permit_release, &keys, &[&token])?,
+            }
+        } else {
+            match extend {
+                Some(lease_ms) => self.run(&self.extend, &[&key], &[&token, lease_ms])?,
+                None => self.run(&self.release, &[&key], &[&token])?,
+            }
+        };
+        match reply {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
             other => Err(malformed("a compare-and-act script", &other)),
@@ -472,14 +574,10 @@ impl<C: Clock> Locks for RedisLocks<C> {
         check_name(name)?;
         check_lease(lease)?;
         check_access(access)?;
-        match access {
-            Access::Exclusive => {}
-            Access::Shared => {
-                return Err(Error::Unsupported {
-                    what: "read-write locks",
-                });
-            }
-            _ => return Err(Error::Unsupported { what: "semaphores" }),
+        if access == Access::Shared {
+            return Err(Error::Unsupported {
+                what: "read-write locks",
+            });
         }
         let validity = self.validity(lease)?;
         let started = self.clock.now_nanos();
@@ -491,7 +589,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
         let mut backoff = Duration::from_millis(1);
         loop {
             let sent = self.clock.now_nanos();
-            let held_for = match self.attempt(name, lease)? {
+            let held_for = match self.attempt(name, access, lease)? {
                 Attempt::Granted(token) => {
                     let grant = Grant {
                         name: LockName::clone(&shared_name),
@@ -506,7 +604,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
                     }
                     // Useless already (the reply took longer than the lease): free it for
                     // the others; a failure only means it runs out by itself.
-                    let _ = self.compare_and_act(&self.release, &grant, &[]);
+                    let _ = self.compare_and_act(&grant, None);
                     Duration::ZERO
                 }
                 Attempt::Held(held_for) => held_for,
@@ -532,7 +630,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
             return Err(Self::expired(grant));
         }
         let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
-        if self.compare_and_act(&self.extend, grant, &[&lease_ms])? {
+        if self.compare_and_act(grant, Some(&lease_ms))? {
             grant.granted_at = sent;
             grant.lease = validity;
             Ok(())
@@ -545,7 +643,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
     /// if Redis still held the grant, even when the client's shortened lease had run out.
     fn release(&self, grant: Grant) -> Result<(), Error> {
         self.check_issuer(&grant)?;
-        if self.compare_and_act(&self.release, &grant, &[])? {
+        if self.compare_and_act(&grant, None)? {
             Ok(())
         } else {
             Err(Self::expired(&grant))
@@ -559,12 +657,24 @@ impl<C: Clock> Locks for RedisLocks<C> {
             return false;
         }
         let key = self.lock_key(&grant.name);
+        let token = grant.token.get().to_string();
+        if let Access::Permit { .. } = grant.access {
+            // The client's deadline, checked above, ends before the server's expiry.
+            let permits_key = format!("{key}:permits");
+            let held = self.on_connection(|connection| {
+                redis::cmd("ZSCORE")
+                    .arg(&permits_key)
+                    .arg(&token)
+                    .query::<Option<String>>(connection)
+            });
+            return matches!(held, Ok(Some(_)));
+        }
         let held = self.on_connection(|connection| {
             redis::cmd("GET")
                 .arg(&key)
                 .query::<Option<String>>(connection)
         });
-        matches!(held, Ok(Some(token)) if token == grant.token.get().to_string())
+        matches!(held, Ok(Some(held)) if held == token)
     }
 
     /// Asks Redis at most every [`RedisOptions::max_backoff`] (and at the lease's end) until

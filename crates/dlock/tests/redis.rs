@@ -9,7 +9,7 @@ use std::time::Duration;
 use infra_common::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
-use infra_dlock::{Error, Fence, FencingToken, Locks, MemoryLocks};
+use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{FaultProxy, RedisServer};
 
 const LOCK: &str = "account-7";
@@ -373,10 +373,7 @@ fn bad_input_and_unsupported_kinds_are_refused_before_any_round_trip() {
             what: "read-write locks"
         }
     );
-    assert_eq!(
-        locks.permit("a", 3, lease).unwrap_err(),
-        Error::Unsupported { what: "semaphores" }
-    );
+    assert_eq!(locks.permit("a", 0, lease).unwrap_err(), Error::ZeroPermits);
     let calls = command_calls(&server);
     assert!(
         calls
@@ -782,4 +779,106 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
         "only the next holder's write landed"
     );
     next.release().unwrap();
+}
+
+#[test]
+fn a_semaphore_admits_up_to_its_permits_each_with_a_larger_token() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let two = Access::Permit { permits: 2 };
+    let try_permit = |access| locks.grant("pool", access, lease, Wait::No);
+    let a = locks.permit("pool", 2, lease).unwrap();
+    let b = locks.permit("pool", 2, lease).unwrap();
+    assert!(b.token() > a.token());
+    assert!(try_permit(two).unwrap().is_none(), "both permits are out");
+    // One name is one lock: another count, or a mutex, is refused while permits are held.
+    let kind = |result: Result<(), Error>| matches!(result, Err(Error::KindMismatch { .. }));
+    assert!(kind(try_permit(Access::Permit { permits: 3 }).map(drop)));
+    assert!(kind(locks.try_acquire("pool", lease).map(drop)));
+    let mutex = locks.acquire("mutex", lease).unwrap();
+    assert!(kind(locks.grant("mutex", two, lease, Wait::No).map(drop)));
+    mutex.release().unwrap();
+
+    let mut a = a.into_grant();
+    locks.extend(&mut a, lease).unwrap();
+    assert!(locks.is_held(&a) && b.is_held());
+    let first_a = a.token();
+    locks.release(a).unwrap();
+    let c = try_permit(two).unwrap().expect("a permit was given back");
+    assert!(c.token() > b.token());
+    locks.release(c).unwrap();
+    b.release().unwrap();
+    // With every permit back, the name can be a mutex again, on the same token sequence.
+    let mutex = locks.try_acquire("pool", lease).unwrap().expect("free");
+    assert!(mutex.token() > first_a);
+}
+
+#[test]
+fn an_expired_permit_is_refused_and_its_place_goes_to_the_next() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let mut stale = locks
+        .permit("pool", 1, Duration::from_millis(40))
+        .unwrap()
+        .into_grant();
+    // Waits until Redis's clock ends the first permit's lease.
+    let next = locks.permit("pool", 1, Duration::from_secs(30)).unwrap();
+    assert!(next.token() > stale.token());
+    assert!(!locks.is_held(&stale));
+    assert!(matches!(
+        locks.extend(&mut stale, Duration::from_secs(30)),
+        Err(Error::LeaseExpired { .. })
+    ));
+    assert!(matches!(
+        locks.release(stale),
+        Err(Error::LeaseExpired { .. })
+    ));
+    assert!(
+        next.is_held(),
+        "the late release left the next holder alone"
+    );
+    next.release().unwrap();
+}
+
+#[test]
+fn permits_cost_one_round_trip_per_call() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let mut warm = locks.permit("warm-up", 2, lease).unwrap();
+    warm.extend(lease).unwrap();
+    warm.release().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut client(&server))
+        .unwrap();
+    let rounds = 50;
+    let one = Access::Permit { permits: 1 };
+    for _ in 0..rounds {
+        let mut permit = locks.permit("pool", 1, lease).unwrap();
+        permit.extend(lease).unwrap();
+        assert!(locks.grant("pool", one, lease, Wait::No).unwrap().is_none());
+        permit.release().unwrap();
+    }
+    let calls = command_calls(&server);
+    let count = |name: &str| {
+        calls
+            .iter()
+            .find(|(command, _)| command == name)
+            .map_or(0, |(_, calls)| *calls)
+    };
+    assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
+    assert_eq!(count("eval"), 0, "{calls:?}");
+    assert_eq!(
+        count("incr"),
+        rounds,
+        "one token per permit granted: {calls:?}"
+    );
 }
