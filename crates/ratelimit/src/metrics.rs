@@ -10,7 +10,8 @@
 //! [`KeyedRateLimiter`](crate::KeyedRateLimiter) or `RedisRateLimiter` (default
 //! [`DEFAULT_LIMITER_NAME`]). Keys never become labels: a metric series per user would grow
 //! without bound. `check_n(0)`, which consumes nothing, is counted as `admitted` like any
-//! other admitted decision.
+//! other admitted decision. An `AsyncRateLimiter` (feature `tokio`) counts every check its
+//! waiters make: a request that waits adds denied decisions before its admitted one.
 //!
 //! Each limiter registers its counters once, when it is built or renamed, and keeps the
 //! handles: a check then costs one increment through the recorder, with no name lookup. The
@@ -416,5 +417,27 @@ mod tests {
             );
             assert_eq!(errors, Some(0), "{class}");
         }
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test(start_paused = true)]
+    async fn an_async_waiter_counts_each_attempt() {
+        use crate::{AsyncRateLimiter, TokioClock};
+
+        let recorder = DebuggingRecorder::new();
+        let limiter = metrics::with_local_recorder(&recorder, || {
+            let quota = Quota::per_second(1).unwrap();
+            AsyncRateLimiter::new(
+                RateLimiter::gcra(quota, TokioClock::new())
+                    .unwrap()
+                    .with_metrics_name("async"),
+            )
+        });
+        limiter.until_ready().await; // admitted at once
+        // Denied on arrival and again at the head of the queue, admitted one second later.
+        limiter.until_ready().await;
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(decisions(&series, "async", "admitted"), Some(2));
+        assert_eq!(decisions(&series, "async", "denied"), Some(2));
     }
 }
