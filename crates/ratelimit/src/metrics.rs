@@ -303,6 +303,18 @@ mod tests {
     }
 
     #[test]
+    fn a_limiter_built_before_the_recorder_reports_nothing_to_it() {
+        let recorder = DebuggingRecorder::new();
+        let limiter = RateLimiter::gcra(Quota::per_second(5).unwrap(), ManualClock::new())
+            .unwrap()
+            .with_metrics_name("early");
+        metrics::with_local_recorder(&recorder, || {
+            assert!(limiter.check().is_allowed());
+        });
+        assert!(counters(&recorder.snapshotter()).is_empty());
+    }
+
+    #[test]
     fn renaming_moves_later_decisions_to_the_new_series() {
         let recorder = DebuggingRecorder::new();
         metrics::with_local_recorder(&recorder, || {
