@@ -182,7 +182,8 @@ fuzz_target!(|input: Input| {
         EngineKind::Ring => run(
             Ring::with_config(RingConfig {
                 points_per_weight: 8,
-            }),
+            })
+            .expect("settings in range"),
             true,
             &input.ops,
         ),
@@ -193,7 +194,8 @@ fuzz_target!(|input: Input| {
             Maglev::with_config(MaglevConfig {
                 entries_per_node: 10,
                 table_size: None,
-            }),
+            })
+            .expect("settings in range"),
             true,
             &input.ops,
         ),

@@ -1,13 +1,14 @@
 //! Arbitrary JSON read as a membership or as engine settings (the `serde` feature): decoding
 //! never panics, what decodes re-encodes to the same value, a decoded membership is validated
-//! exactly like members added one by one, and decoded settings build engines that report them
-//! back and refuse tables they cannot address with an error.
+//! exactly like members added one by one, decoded settings are within their documented ranges
+//! and build engines that report them back and refuse tables beyond the largest with an error.
 #![no_main]
 
 use std::collections::BTreeSet;
 
 use infra_ring_hash::{
-    Engine, Error, Jump, Maglev, MaglevConfig, Membership, Placement, Rendezvous, Ring, RingConfig,
+    Engine, Error, Jump, MAX_POINTS_PER_WEIGHT, MAX_TABLE_SIZE, Maglev, MaglevConfig, Membership,
+    Placement, Rendezvous, Ring, RingConfig,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -61,11 +62,9 @@ fn check_membership<E: Engine>(engine: E, weighted: bool, membership: &Membershi
 }
 
 fn check_ring_config(config: RingConfig) {
-    let ring = Ring::with_config(config);
-    assert_eq!(
-        ring.config().points_per_weight,
-        config.points_per_weight.max(1)
-    );
+    assert!((1..=MAX_POINTS_PER_WEIGHT).contains(&config.points_per_weight));
+    let ring = Ring::with_config(config).expect("decoded settings are in range");
+    assert_eq!(ring.config(), config);
     if u64::from(config.points_per_weight) <= MAX_BUILT_ENTRIES {
         let placement = Placement::from_members(
             ring,
@@ -74,25 +73,27 @@ fn check_ring_config(config: RingConfig) {
         .expect("two members of weight 1 fit any ring this small");
         assert_eq!(
             placement.engine().point_count() as u64,
-            2 * u64::from(config.points_per_weight.max(1))
+            2 * u64::from(config.points_per_weight)
         );
     }
 }
 
 fn check_maglev_config(config: MaglevConfig) {
-    let engine = Maglev::with_config(config);
+    assert!((1..=MAX_TABLE_SIZE).contains(&config.entries_per_node));
+    assert!(
+        config
+            .table_size
+            .is_none_or(|size| (1..=MAX_TABLE_SIZE).contains(&size))
+    );
+    let engine = Maglev::with_config(config).expect("decoded settings are in range");
     assert_eq!(engine.config(), config);
     // The table for one node, before it is rounded up to a prime.
     let wanted = match config.table_size {
-        Some(size) => size.max(1),
-        None => config
-            .entries_per_node
-            .max(1)
-            .checked_next_power_of_two()
-            .unwrap_or(u64::MAX),
+        Some(size) => size,
+        None => config.entries_per_node.next_power_of_two(),
     };
     let mut placement = Placement::new(engine);
-    if wanted > u64::from(u32::MAX) {
+    if wanted > MAX_TABLE_SIZE {
         assert_eq!(
             placement.add("a".to_owned(), 1),
             Err(Error::TooManyNodes { engine: "maglev" }),
@@ -126,7 +127,8 @@ fuzz_target!(|data: &[u8]| {
             Maglev::with_config(MaglevConfig {
                 entries_per_node: 8,
                 table_size: None,
-            }),
+            })
+            .expect("settings in range"),
             true,
             &membership,
         );
@@ -134,12 +136,15 @@ fuzz_target!(|data: &[u8]| {
             check_membership(
                 Ring::with_config(RingConfig {
                     points_per_weight: 1,
-                }),
+                })
+                .expect("settings in range"),
                 true,
                 &membership,
             );
         }
     }
+    // Settings out of range are refused while decoding (checked by the crate's tests); what
+    // decodes is in range.
     if let Ok(config) = serde_json::from_slice::<RingConfig>(data) {
         let text = serde_json::to_string(&config).expect("settings encode");
         assert_eq!(serde_json::from_str::<RingConfig>(&text).ok(), Some(config));

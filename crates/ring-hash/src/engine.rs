@@ -4,6 +4,11 @@ use std::fmt;
 
 use crate::Error;
 
+/// The most nodes any engine holds (2^24, 16,777,216): beyond it `add` returns
+/// [`Error::TooManyNodes`]. Engines with a table may hold fewer (see [`crate::MAX_RING_POINTS`]
+/// and [`crate::MaglevConfig`]).
+pub const MAX_NODES: usize = 1 << 24;
+
 /// A node that changed slot during a removal: the numbered-bucket engines (Jump, FlipHash)
 /// fill the removed bucket with the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,15 @@ pub(crate) struct SlotTable {
 }
 
 impl SlotTable {
+    /// [`Error::TooManyNodes`] when one more node would exceed `limit` (at most [`MAX_NODES`]).
+    pub(crate) fn check_room(&self, limit: usize, engine: &'static str) -> Result<(), Error> {
+        if self.live >= limit.min(MAX_NODES) {
+            Err(Error::TooManyNodes { engine })
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn insert(&mut self, node_hash: u64, weight: u32) -> usize {
         self.live += 1;
         self.total_weight += u64::from(weight);
@@ -116,15 +130,6 @@ impl SlotTable {
     /// Sum of the live nodes' weights.
     pub(crate) fn total_weight(&self) -> u64 {
         self.total_weight
-    }
-
-    /// The weight of the node in `slot` (0 for an empty slot).
-    pub(crate) fn weight(&self, slot: usize) -> u32 {
-        self.slots
-            .get(slot)
-            .copied()
-            .flatten()
-            .map_or(0, |(_, w)| w)
     }
 
     /// One past the highest slot ever used.

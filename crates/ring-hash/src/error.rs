@@ -34,11 +34,24 @@ pub enum Error {
         /// The weight that was asked for.
         weight: u32,
     },
-    /// The engine cannot hold more nodes (numbered-bucket engines address at most `u32::MAX`
-    /// buckets, and a ring at most `u32::MAX` points).
+    /// The engine cannot hold more nodes: every engine holds at most [`crate::MAX_NODES`], a
+    /// ring at most [`crate::MAX_RING_POINTS`], and a Maglev table at most
+    /// `table size / entries_per_node` (see [`crate::MaglevConfig`]).
     TooManyNodes {
         /// The engine's name.
         engine: &'static str,
+    },
+    /// An engine setting is outside its documented range (from code or from a configuration
+    /// file): use a value from `min` to `max`.
+    SettingOutOfRange {
+        /// The setting, as `engine_config.field`.
+        setting: &'static str,
+        /// The value that was given.
+        value: u64,
+        /// The smallest value allowed.
+        min: u64,
+        /// The largest value allowed.
+        max: u64,
     },
     /// A bounded-load capacity factor must be a finite number of at least 1.0.
     InvalidCapacityFactor {
@@ -87,6 +100,15 @@ impl fmt::Display for Error {
             Self::TooManyNodes { engine } => {
                 write!(f, "the {engine} engine cannot hold more nodes")
             }
+            Self::SettingOutOfRange {
+                setting,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "{setting} = {value} is out of range: use a value from {min} to {max}"
+            ),
             Self::InvalidCapacityFactor { factor } => write!(
                 f,
                 "capacity factor {factor} is invalid: use a finite number of at least 1.0"

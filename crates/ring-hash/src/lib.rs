@@ -69,15 +69,17 @@ mod shared;
 mod snapshot;
 
 pub use bounded::{BoundedLoad, Lease};
-pub use engine::{Disruption, Engine, Relocation};
+pub use engine::{Disruption, Engine, MAX_NODES, Relocation};
 pub use error::Error;
-pub use maglev::{DEFAULT_ENTRIES_PER_NODE, Maglev, MaglevConfig, next_prime};
+pub use maglev::{DEFAULT_ENTRIES_PER_NODE, MAX_TABLE_SIZE, Maglev, MaglevConfig};
 pub use memento::Memento;
 pub use numbered::{
     Flip, FlipHash, Jump, JumpHash, NumberedBuckets, RangeHash, flip_hash, jump_hash,
 };
 pub use placement::{Member, Membership, Placement};
 pub use rendezvous::Rendezvous;
-pub use ring::{DEFAULT_POINTS_PER_WEIGHT, Ring, RingConfig};
+pub use ring::{
+    DEFAULT_POINTS_PER_WEIGHT, MAX_POINTS_PER_WEIGHT, MAX_RING_POINTS, Ring, RingConfig,
+};
 pub use shared::SharedPlacement;
 pub use snapshot::SnapshotCell;

@@ -1,7 +1,7 @@
 //! MementoHash: a consistent range hash that tolerates the removal of any bucket.
 
 use crate::Error;
-use crate::engine::{Disruption, Engine, Relocation, salted_get_n};
+use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_get_n};
 use crate::hashing::{mix, reduce};
 use crate::numbered::flip_hash;
 
@@ -118,7 +118,7 @@ impl Engine for Memento {
             });
         }
         if self.last_removed == WORKING {
-            if self.size == u32::MAX - 1 {
+            if self.size as usize >= MAX_NODES {
                 return Err(Error::TooManyNodes { engine: "memento" });
             }
             self.size += 1;

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::Error;
-use crate::engine::{Disruption, Engine, Relocation, salted_get_n};
+use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_get_n};
 use crate::hashing::{fmix64, mix};
 
 /// Jump consistent hash (Lamping & Veach 2014): the bucket in `0..buckets` for `key`.
@@ -193,7 +193,7 @@ impl<H: RangeHash> Engine for NumberedBuckets<H> {
                 weight,
             });
         }
-        if self.nodes.len() >= u32::MAX as usize {
+        if self.nodes.len() >= MAX_NODES {
             return Err(Error::TooManyNodes { engine: H::NAME });
         }
         self.nodes.push(node_hash);

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use crate::Error;
-use crate::engine::{Disruption, Engine, Relocation, SlotTable};
+use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, SlotTable};
 use crate::hashing::{GOLDEN, fmix64, neg_log2};
 
 /// Weighted rendezvous hashing (Thaler & Ravishankar 1996; weights after Schindelhauer &
@@ -72,11 +72,7 @@ impl Engine for Rendezvous {
     }
 
     fn add(&mut self, node_hash: u64, weight: u32) -> Result<usize, Error> {
-        if self.slots.live() >= u32::MAX as usize {
-            return Err(Error::TooManyNodes {
-                engine: "rendezvous",
-            });
-        }
+        self.slots.check_room(MAX_NODES, "rendezvous")?;
         Ok(self.slots.insert(node_hash, weight))
     }
 

@@ -7,6 +7,16 @@ use crate::hashing::mix;
 /// Points per unit of weight when none is configured: the classic ketama figure.
 pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 160;
 
+/// The largest [`RingConfig::points_per_weight`] (65,536).
+pub const MAX_POINTS_PER_WEIGHT: u32 = 1 << 16;
+
+/// The most points a ring holds (2^22, 4,194,304: 64 MiB of points and 16 MiB of index), and
+/// so the most nodes. When `points_per_weight × total weight` would exceed it, weights are
+/// normalised: each node gets `⌊weight × MAX_RING_POINTS / total weight⌋` points (at least
+/// one), so shares still follow weights and the ring never holds more than `MAX_RING_POINTS`
+/// plus one point per node.
+pub const MAX_RING_POINTS: u64 = 1 << 22;
+
 /// A consistent-hash ring (Karger et al. 1997, as popularised by ketama).
 ///
 /// A node with hash `h` and weight `w` owns the `points_per_weight × w` points
@@ -24,7 +34,9 @@ pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 160;
 /// ring size.
 ///
 /// Disruption is minimal: a new node only takes the arcs in front of its own points, and a
-/// removed node's arcs go to the next points.
+/// removed node's arcs go to the next points. This holds while the ring is within
+/// [`MAX_RING_POINTS`]; above it every node's point count is normalised to the total weight, so
+/// a change also moves a few keys between other nodes.
 ///
 /// ```
 /// use infra_ring_hash::{Placement, Ring};
@@ -52,13 +64,63 @@ struct Point {
     slot: u32,
 }
 
-/// Serializable ring settings.
+/// Serializable ring settings, checked by [`Ring::with_config`] and when deserialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(try_from = "RingConfigFields"))]
 pub struct RingConfig {
-    /// Virtual points per unit of weight (default 160).
+    /// Virtual points per unit of weight: 1 to [`MAX_POINTS_PER_WEIGHT`] (default 160).
     pub points_per_weight: u32,
+}
+
+impl RingConfig {
+    /// Checks the settings against their documented ranges.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SettingOutOfRange`] for `points_per_weight` outside 1 to
+    /// [`MAX_POINTS_PER_WEIGHT`].
+    pub fn validate(self) -> Result<Self, Error> {
+        if (1..=MAX_POINTS_PER_WEIGHT).contains(&self.points_per_weight) {
+            Ok(self)
+        } else {
+            Err(Error::SettingOutOfRange {
+                setting: "RingConfig.points_per_weight",
+                value: u64::from(self.points_per_weight),
+                min: 1,
+                max: u64::from(MAX_POINTS_PER_WEIGHT),
+            })
+        }
+    }
+}
+
+/// What a configuration file holds, checked into a [`RingConfig`].
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RingConfigFields {
+    points_per_weight: u32,
+}
+
+#[cfg(feature = "serde")]
+impl Default for RingConfigFields {
+    fn default() -> Self {
+        Self {
+            points_per_weight: DEFAULT_POINTS_PER_WEIGHT,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<RingConfigFields> for RingConfig {
+    type Error = Error;
+
+    fn try_from(fields: RingConfigFields) -> Result<Self, Error> {
+        Self {
+            points_per_weight: fields.points_per_weight,
+        }
+        .validate()
+    }
 }
 
 impl Default for RingConfig {
@@ -72,18 +134,25 @@ impl Default for RingConfig {
 impl Ring {
     /// A ring with [`DEFAULT_POINTS_PER_WEIGHT`] points per unit of weight.
     pub fn new() -> Self {
-        Self::with_config(RingConfig::default())
-    }
-
-    /// A ring with the given settings; `points_per_weight` of 0 is treated as 1.
-    pub fn with_config(config: RingConfig) -> Self {
         Self {
-            points_per_weight: config.points_per_weight.max(1),
+            points_per_weight: DEFAULT_POINTS_PER_WEIGHT,
             slots: SlotTable::default(),
             points: Vec::new(),
             index: vec![0; 2],
             shift: 63,
         }
+    }
+
+    /// A ring with the given settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SettingOutOfRange`] (see [`RingConfig::validate`]).
+    pub fn with_config(config: RingConfig) -> Result<Self, Error> {
+        Ok(Self {
+            points_per_weight: config.validate()?.points_per_weight,
+            ..Self::new()
+        })
     }
 
     /// The settings this ring was built with.
@@ -98,8 +167,19 @@ impl Ring {
         self.points.len()
     }
 
-    fn total_points(&self, extra_weight: u64) -> u64 {
-        (self.slots.total_weight() + extra_weight) * u64::from(self.points_per_weight)
+    /// The points of a node of `weight`, normalised when the ring would exceed
+    /// [`MAX_RING_POINTS`] (see there).
+    fn points_of(&self, weight: u32) -> u64 {
+        let unscaled = u64::from(weight) * u64::from(self.points_per_weight);
+        // Weights are u32 and there are at most MAX_NODES of them, so this cannot overflow.
+        let total = u128::from(self.slots.total_weight()) * u128::from(self.points_per_weight);
+        if total <= u128::from(MAX_RING_POINTS) {
+            return unscaled;
+        }
+        let scaled = u128::from(weight) * u128::from(MAX_RING_POINTS)
+            / u128::from(self.slots.total_weight());
+        // At most MAX_RING_POINTS, since weight <= total weight.
+        u64::try_from(scaled).unwrap_or(MAX_RING_POINTS).max(1)
     }
 
     #[inline]
@@ -127,10 +207,10 @@ impl Engine for Ring {
         Disruption::Minimal
     }
 
+    #[allow(clippy::cast_possible_truncation)] // MAX_RING_POINTS fits usize
     fn add(&mut self, node_hash: u64, weight: u32) -> Result<usize, Error> {
-        if self.total_points(u64::from(weight)) > u64::from(u32::MAX) {
-            return Err(Error::TooManyNodes { engine: "ring" });
-        }
+        // Every node keeps at least one point.
+        self.slots.check_room(MAX_RING_POINTS as usize, "ring")?;
         Ok(self.slots.insert(node_hash, weight))
     }
 
@@ -140,10 +220,6 @@ impl Engine for Ring {
     }
 
     fn set_weight(&mut self, slot: usize, weight: u32) -> Result<(), Error> {
-        let extra = u64::from(weight).saturating_sub(u64::from(self.slots.weight(slot)));
-        if self.total_points(extra) > u64::from(u32::MAX) {
-            return Err(Error::TooManyNodes { engine: "ring" });
-        }
         self.slots.set_weight(slot, weight);
         Ok(())
     }
@@ -153,7 +229,7 @@ impl Engine for Ring {
         let nodes = self.slots.sorted_by_hash();
         let mut points: Vec<(u64, u64, u32)> = Vec::new();
         for &(slot, hash, weight) in &nodes {
-            let count = u64::from(weight) * u64::from(self.points_per_weight);
+            let count = self.points_of(weight);
             points.extend((0..count).map(|i| (mix(hash, i), hash, slot as u32)));
         }
         points.sort_unstable_by_key(|&(point, node, _)| (point, node));
@@ -202,5 +278,66 @@ impl Engine for Ring {
                 return;
             }
         }
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::{Member, Placement};
+
+    #[test]
+    fn points_per_weight_out_of_range_is_refused() {
+        for value in [0, MAX_POINTS_PER_WEIGHT + 1, u32::MAX] {
+            assert_eq!(
+                Ring::with_config(RingConfig {
+                    points_per_weight: value
+                })
+                .unwrap_err(),
+                Error::SettingOutOfRange {
+                    setting: "RingConfig.points_per_weight",
+                    value: u64::from(value),
+                    min: 1,
+                    max: u64::from(MAX_POINTS_PER_WEIGHT),
+                }
+            );
+        }
+        let ring = Ring::with_config(RingConfig {
+            points_per_weight: MAX_POINTS_PER_WEIGHT,
+        })
+        .unwrap();
+        assert_eq!(ring.config().points_per_weight, MAX_POINTS_PER_WEIGHT);
+    }
+
+    #[test]
+    fn huge_weights_are_normalised_to_the_point_cap() {
+        // 2^32 × 65,536 points unnormalised: a 4 TiB ring.
+        let ring = Ring::with_config(RingConfig {
+            points_per_weight: MAX_POINTS_PER_WEIGHT,
+        })
+        .unwrap();
+        let members = [
+            Member::weighted(1u32, u32::MAX / 4),
+            Member::weighted(2, u32::MAX / 4 * 3),
+        ];
+        let mut placement = Placement::from_members(ring, members).unwrap();
+        let points = placement.engine().point_count() as u64;
+        assert!(points <= MAX_RING_POINTS + 2, "{points} points");
+        assert!(points >= MAX_RING_POINTS - 2, "{points} points");
+        let heavy = (0..20_000u64)
+            .filter(|k| *placement.node(k).unwrap() == 2)
+            .count();
+        // The heavy node holds 3/4 of the circle up to the ring's own unevenness.
+        assert!(
+            (14_000..16_000).contains(&heavy),
+            "heavy node got {heavy} of 20000"
+        );
+        placement.set_weight(&1, u32::MAX).unwrap();
+        assert!(placement.engine().point_count() as u64 <= MAX_RING_POINTS + 2);
+        // Within the cap nothing is normalised: a node gets weight × points_per_weight points.
+        let small =
+            Placement::from_members(Ring::new(), [Member::weighted(1u32, 3), Member::new(2)])
+                .unwrap();
+        assert_eq!(small.engine().point_count(), 4 * 160);
     }
 }

@@ -168,9 +168,12 @@ mod tests {
     fn readers_see_whole_snapshots_while_membership_changes() {
         // Members always come in pairs (2k, 2k + 1): a reader that saw a half-applied change
         // would find an odd number of members or an owner outside the snapshot.
-        let shared = Arc::new(SharedPlacement::new(Ring::with_config(RingConfig {
-            points_per_weight: 4,
-        })));
+        let shared = Arc::new(SharedPlacement::new(
+            Ring::with_config(RingConfig {
+                points_per_weight: 4,
+            })
+            .unwrap(),
+        ));
         shared.add(0u32, 1).unwrap();
         shared.add(1u32, 1).unwrap();
         let stop = Arc::new(AtomicBool::new(false));

@@ -150,7 +150,7 @@ proptest! {
 
     #[test]
     fn ring_properties(members in members(30, true), new_node in 0u32..10_000) {
-        check_engine(|| Ring::with_config(RingConfig { points_per_weight: 160 }), &members, new_node);
+        check_engine(|| Ring::with_config(RingConfig { points_per_weight: 160 }).unwrap(), &members, new_node);
     }
 
     #[test]
@@ -173,7 +173,7 @@ proptest! {
         // A fixed table size: the default size changes when the node count crosses a power of
         // two over 100, and then every key moves (documented).
         check_engine(
-            || Maglev::with_config(MaglevConfig { table_size: Some(4099), ..MaglevConfig::default() }),
+            || Maglev::with_config(MaglevConfig { table_size: Some(4099), ..MaglevConfig::default() }).unwrap(),
             &members,
             new_node,
         );
@@ -224,7 +224,7 @@ proptest! {
     /// The ring's indexed lookup equals a linear scan over the documented points.
     #[test]
     fn ring_matches_a_linear_scan(members in members(12, true), keys in proptest::collection::vec(any::<u64>(), 50)) {
-        let placement = build(Ring::with_config(RingConfig { points_per_weight: 20 }), &members);
+        let placement = build(Ring::with_config(RingConfig { points_per_weight: 20 }).unwrap(), &members);
         let mut points: Vec<(u64, u64, u32)> = Vec::new();
         for &(node, weight) in &members {
             let h = key_hash(&node);
@@ -328,7 +328,7 @@ proptest! {
     /// Membership changes behave like a map: the same errors, the same members.
     #[test]
     fn membership_matches_a_map(ops in proptest::collection::vec((0u8..3, 0u32..12, 0u32..4), 1..60)) {
-        let mut placement = Placement::new(Ring::with_config(RingConfig { points_per_weight: 4 }));
+        let mut placement = Placement::new(Ring::with_config(RingConfig { points_per_weight: 4 }).unwrap());
         let mut model: BTreeMap<u32, u32> = BTreeMap::new();
         for (op, node, weight) in ops {
             match op {
@@ -364,11 +364,18 @@ proptest! {
     }
 }
 
+/// The smallest prime at or above `n`, by testing every divisor.
+fn smallest_prime_from(n: u64) -> u64 {
+    (n.max(2)..)
+        .find(|&c| (2..c).take_while(|d| d * d <= c).all(|d| c % d != 0))
+        .unwrap()
+}
+
 /// The Maglev table of the paper, populated naively for unit weights.
 fn reference_maglev(nodes: &[u32]) -> Vec<u32> {
     let mut sorted: Vec<(u64, u32)> = nodes.iter().map(|&n| (key_hash(&n), n)).collect();
     sorted.sort_unstable();
-    let size = infra_ring_hash::next_prime((100 * nodes.len() as u64).next_power_of_two());
+    let size = smallest_prime_from((100 * nodes.len() as u64).next_power_of_two());
     let permutation: Vec<Vec<u64>> = sorted
         .iter()
         .map(|&(h, _)| {

@@ -49,3 +49,42 @@ fn engine_settings_round_trip_and_default() {
     let text = serde_json::to_string(&maglev).unwrap();
     assert_eq!(serde_json::from_str::<MaglevConfig>(&text).unwrap(), maglev);
 }
+
+#[test]
+fn settings_out_of_range_are_refused_when_loaded() {
+    for (text, setting) in [
+        (
+            r#"{"table_size": 18446744073709551615}"#,
+            "MaglevConfig.table_size",
+        ),
+        (
+            r#"{"table_size": 2999919999999999996}"#,
+            "MaglevConfig.table_size",
+        ),
+        (
+            r#"{"entries_per_node": 18446744073709551615}"#,
+            "MaglevConfig.entries_per_node",
+        ),
+        (
+            r#"{"entries_per_node": 0}"#,
+            "MaglevConfig.entries_per_node",
+        ),
+    ] {
+        let error = serde_json::from_str::<MaglevConfig>(text).unwrap_err();
+        assert!(error.to_string().contains(setting), "{text}: {error}");
+    }
+    for text in [
+        r#"{"points_per_weight": 0}"#,
+        r#"{"points_per_weight": 4294967295}"#,
+    ] {
+        let error = serde_json::from_str::<RingConfig>(text).unwrap_err();
+        assert!(
+            error.to_string().contains("RingConfig.points_per_weight"),
+            "{text}: {error}"
+        );
+    }
+    assert!(serde_json::from_str::<MaglevConfig>(r#"{"tablesize": 5}"#).is_err());
+    assert!(serde_json::from_str::<RingConfig>(r#"{"points": 5}"#).is_err());
+    let ring: RingConfig = serde_json::from_str(r#"{"points_per_weight": 65536}"#).unwrap();
+    assert_eq!(ring.points_per_weight, 65536);
+}
