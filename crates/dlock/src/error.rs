@@ -59,12 +59,6 @@ pub enum Error {
     /// The backend has issued the largest token it can represent and cannot grant again
     /// without breaking the promise that tokens grow.
     TokensExhausted,
-    /// The backend does not offer this kind of lock (for example read-write locks or
-    /// semaphores on a backend that only has mutexes). Use a backend that does, or a mutex.
-    Unsupported {
-        /// What was asked for.
-        what: &'static str,
-    },
     /// The lease is not longer than the backend's clock-drift allowance, so the grant would
     /// be over before it could be used. Ask for a longer lease.
     LeaseTooShort {
@@ -131,7 +125,6 @@ impl fmt::Display for Error {
                 write!(f, "the lease of grant {token} on lock {name:?} has expired")
             }
             Self::TokensExhausted => f.write_str("the backend has no fencing tokens left"),
-            Self::Unsupported { what } => write!(f, "this backend does not offer {what}"),
             Self::LeaseTooShort { lease, allowance } => write!(
                 f,
                 "the lease of {lease:?} is not longer than the clock-drift allowance of {allowance:?}"

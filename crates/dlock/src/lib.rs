@@ -12,8 +12,8 @@
 //!   [`infra_common::Clock`], no busy waiting, no background thread.
 //! - [`Grant`], [`FencingToken`], [`Access`], [`Wait`]: what a grant is and how to ask for one.
 //! - [`Fence`]: the resource's check-and-advance of the highest token seen.
-//! - `redis::RedisLocks` (feature `redis`): mutexes and semaphores shared by many processes
-//!   through one Redis, with tokens that keep growing across a Redis that lost its data.
+//! - `redis::RedisLocks` (feature `redis`): the same three kinds of lock, shared by many
+//!   processes through one Redis, with tokens that keep growing across a Redis that lost its data.
 //! - [`Error`]: the crate's one error type.
 //!
 //! ```

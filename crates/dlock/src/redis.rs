@@ -1,4 +1,5 @@
-//! Mutexes and semaphores shared by many processes through one Redis: one round trip per grant
+//! Mutexes, read-write locks and semaphores shared by many processes through one Redis: one
+//! round trip per grant
 //! attempt, per extension and per release, with fencing tokens that keep growing when Redis
 //! loses its data.
 //!
@@ -18,6 +19,9 @@
 //!   release find the token in the set. The set and the permit count expire with the last
 //!   holder. A semaphore name held as a mutex, a mutex name held as a semaphore, or permits
 //!   asked for under another count while some are held is [`Error::KindMismatch`].
+//! - **Read-write locks** ([`Locks::read`]): the readers are a sorted set like a semaphore's
+//!   holders (`dlock:{name}:readers`); the writer is the mutex key. A writer waits for the
+//!   readers to end, a reader for the writer.
 //!
 //! Keys are `{prefix}:{name}` with the name in a hash tag (`dlock:{account-42}`, its counter
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
@@ -74,7 +78,10 @@
 //! mutual exclusion holds while no holder outlives its lease and Redis keeps its data, which
 //! no timeout can promise.
 //!
-//! Read-write locks are not offered: [`Locks::read`] is [`Error::Unsupported`].
+//! Waiting is not FIFO, for any kind: whoever asks first after the lock is freed gets it. One
+//! exception keeps writers from starving: a writer that waits for readers marks itself on
+//! each attempt (for 4 × [`RedisOptions::max_backoff`]), and readers that ask while the mark
+//! stands are told to wait. A writer that stops waiting leaves the mark to expire.
 
 use std::fmt;
 use std::time::Duration;
@@ -111,30 +118,73 @@ local token = redis.call('GET', KEYS[2])
     };
 }
 
-/// Grants the mutex `KEYS[1]` if it is free and no permit of the name's semaphore (`KEYS[3]`)
-/// is held. Replies `{1, token}`, `{0, remaining ms}` when held, `{2}` when the counter
-/// cannot grow, or `{3}` when the name is in use as a semaphore.
+// Every grant script takes the same keys of one name: KEYS[1] the mutex (or writer) key,
+// KEYS[2] the token counter, KEYS[3] a semaphore's holders and KEYS[4] its permit count,
+// KEYS[5] the readers of a read-write lock and KEYS[6] a waiting writer's mark. The holder
+// sets (semaphore, readers) are sorted sets of tokens scored by the end of each lease on the
+// server's clock (ms); each set expires with its last holder. Each script replies `{1, token}`
+// when granted, `{0, ms}` when the caller should look again in about `ms`, `{2}` when the
+// counter cannot grow, and `{3}` when the name is in use as another kind of lock.
+
+/// Grants the mutex, or the writer of a read-write lock, for `ARGV[1]` ms. A writer that
+/// finds readers marks itself waiting for `ARGV[2]` ms (0: does not), which keeps new readers
+/// out until it is granted.
 const GRANT_SCRIPT: &str = concat!(
     r"
 if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('PTTL', KEYS[1])}
 end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if redis.call('ZCARD', KEYS[5]) > 0 then
+    if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[6], 1, 'PX', ARGV[2]) end
+    local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+    return {0, tonumber(first[2]) - now}
+  end
+end
 ",
     next_token!(),
     r"
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+redis.call('DEL', KEYS[6])
 return {1, token}
 "
 );
 
-/// Grants one of `ARGV[2]` permits of the semaphore `KEYS[3]`: a sorted set of the holders'
-/// tokens scored by their expiry on the server's clock (ms), with the permit count in
-/// `KEYS[4]`; both keys expire with the last holder. Replies as [`GRANT_SCRIPT`], `{3}` also
-/// for a held mutex `KEYS[1]` or live holders under another permit count.
+/// Grants a reader for `ARGV[1]` ms unless a writer holds the lock or waits for it.
+const READ_SCRIPT: &str = concat!(
+    r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  return {0, redis.call('PTTL', KEYS[6])}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+",
+    next_token!(),
+    r"
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[1]), token)
+local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[5], last[2])
+return {1, token}
+"
+);
+
+/// Grants one of `ARGV[2]` permits for `ARGV[1]` ms, if fewer are held; permits asked for
+/// under another count while some are held, or a name held as a mutex or read-write lock, is
+/// `{3}`.
 const PERMIT_SCRIPT: &str = concat!(
     r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {3} end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[5]) == 1 then
+  return {3}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -156,8 +206,10 @@ return {1, token}
 "
 );
 
-/// Renews a permit if its token is still live in `KEYS[1]`. Replies 1 or 0.
-const PERMIT_EXTEND_SCRIPT: &str = r"
+/// Renews a permit or a reader if its token `ARGV[1]` is still live in the holder set
+/// `KEYS[1]`, for `ARGV[2]` ms; `KEYS[2]` (a semaphore's count, or the set again) expires with
+/// the set. Replies 1 or 0.
+const SET_EXTEND_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -169,8 +221,9 @@ redis.call('PEXPIREAT', KEYS[2], last[2])
 return 1
 ";
 
-/// Gives a permit back: removes its token from `KEYS[1]`. Replies 1 if it was live, else 0.
-const PERMIT_RELEASE_SCRIPT: &str = r"
+/// Gives a permit or a reader back: removes its token `ARGV[1]` from the holder set `KEYS[1]`,
+/// and `KEYS[2]` with the set's last member. Replies 1 if the token was live, else 0.
+const SET_RELEASE_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -301,8 +354,8 @@ enum Attempt {
     Held(Duration),
 }
 
-/// Mutexes and semaphores with fencing tokens, shared by every process that talks to the same
-/// Redis.
+/// Mutexes, read-write locks and semaphores with fencing tokens, shared by every process that
+/// talks to the same Redis.
 ///
 /// See the [module docs](self) for the scripts, the epoch rule and the drift allowance.
 /// Leases run on `C` (the [`SystemClock`] by default); a waiting acquisition sleeps in real
@@ -328,9 +381,10 @@ pub struct RedisLocks<C: Clock = SystemClock> {
     grant: Script,
     extend: Script,
     release: Script,
+    read: Script,
     permit: Script,
-    permit_extend: Script,
-    permit_release: Script,
+    set_extend: Script,
+    set_release: Script,
     options: RedisOptions,
     clock: C,
     /// Tells this instance's grants from another's.
@@ -376,9 +430,10 @@ impl<C: Clock> RedisLocks<C> {
             grant: Script::new(GRANT_SCRIPT),
             extend: Script::new(EXTEND_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
+            read: Script::new(READ_SCRIPT),
             permit: Script::new(PERMIT_SCRIPT),
-            permit_extend: Script::new(PERMIT_EXTEND_SCRIPT),
-            permit_release: Script::new(PERMIT_RELEASE_SCRIPT),
+            set_extend: Script::new(SET_EXTEND_SCRIPT),
+            set_release: Script::new(SET_RELEASE_SCRIPT),
             options,
             clock,
             issuer: next_issuer(),
@@ -450,19 +505,51 @@ impl<C: Clock> RedisLocks<C> {
         Ok(value)
     }
 
-    /// One grant attempt: one round trip.
-    fn attempt(&self, name: &str, access: Access, lease: Duration) -> Result<Attempt, Error> {
+    /// One grant attempt: one round trip. A writer that finds readers and `waits` keeps new
+    /// readers out for a few backoff periods.
+    fn attempt(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        waits: bool,
+    ) -> Result<Attempt, Error> {
         let key = self.lock_key(name);
-        let counter = format!("{key}:token");
-        let permits_key = format!("{key}:permits");
+        let keys = [
+            format!("{key}:token"),
+            format!("{key}:permits"),
+            format!("{key}:permits:count"),
+            format!("{key}:readers"),
+            format!("{key}:writer-waiting"),
+        ];
+        let [counter, permits_key, count_key, readers_key, waiting_key] =
+            keys.each_ref().map(String::as_str);
+        let keys = [
+            key.as_str(),
+            counter,
+            permits_key,
+            count_key,
+            readers_key,
+            waiting_key,
+        ];
         let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
         let reply = match access {
             Access::Permit { permits } => {
-                let count_key = format!("{key}:permits:count");
-                let keys = [key.as_str(), &counter, &permits_key, &count_key];
                 self.run(&self.permit, &keys, &[&lease_ms, &permits.to_string()])?
             }
-            _ => self.run(&self.grant, &[&key, &counter, &permits_key], &[&lease_ms])?,
+            Access::Shared => self.run(&self.read, &keys, &[&lease_ms])?,
+            _ => {
+                let mark_ms = if waits {
+                    self.options
+                        .max_backoff
+                        .as_millis()
+                        .saturating_mul(4)
+                        .max(4)
+                } else {
+                    0
+                };
+                self.run(&self.grant, &keys, &[&lease_ms, &mark_ms.to_string()])?
+            }
         };
         let Value::Array(fields) = &reply else {
             return Err(malformed("a grant", &reply));
@@ -494,13 +581,18 @@ impl<C: Clock> RedisLocks<C> {
     fn compare_and_act(&self, grant: &Grant, extend: Option<&str>) -> Result<bool, Error> {
         let key = self.lock_key(&grant.name);
         let token = grant.token.get().to_string();
-        let reply = if let Access::Permit { .. } = grant.access {
-            let permits_key = format!("{key}:permits");
-            let count_key = format!("{permits_key}:count");
-            let keys = [permits_key.as_str(), &count_key];
+        let set_keys = match grant.access {
+            Access::Permit { .. } => {
+                Some([format!("{key}:permits"), format!("{key}:permits:count")])
+            }
+            Access::Shared => Some([format!("{key}:readers"), format!("{key}:readers")]),
+            _ => None,
+        };
+        let reply = if let Some(set_keys) = &set_keys {
+            let keys = [set_keys[0].as_str(), &set_keys[1]];
             match extend {
-                Some(lease_ms) => self.run(&self.permit_extend, &keys, &[&token, lease_ms])?,
-                None => self.run(&self.permit_release, &keys, &[&token])?,
+                Some(lease_ms) => self.run(&self.set_extend, &keys, &[&token, lease_ms])?,
+                None => self.run(&self.set_release, &keys, &[&token])?,
             }
         } else {
             match extend {
@@ -574,11 +666,6 @@ impl<C: Clock> Locks for RedisLocks<C> {
         check_name(name)?;
         check_lease(lease)?;
         check_access(access)?;
-        if access == Access::Shared {
-            return Err(Error::Unsupported {
-                what: "read-write locks",
-            });
-        }
         let validity = self.validity(lease)?;
         let started = self.clock.now_nanos();
         let give_up_at = match wait {
@@ -589,7 +676,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
         let mut backoff = Duration::from_millis(1);
         loop {
             let sent = self.clock.now_nanos();
-            let held_for = match self.attempt(name, access, lease)? {
+            let held_for = match self.attempt(name, access, lease, !matches!(wait, Wait::No))? {
                 Attempt::Granted(token) => {
                     let grant = Grant {
                         name: LockName::clone(&shared_name),
@@ -658,12 +745,16 @@ impl<C: Clock> Locks for RedisLocks<C> {
         }
         let key = self.lock_key(&grant.name);
         let token = grant.token.get().to_string();
-        if let Access::Permit { .. } = grant.access {
+        let set_key = match grant.access {
+            Access::Permit { .. } => Some(format!("{key}:permits")),
+            Access::Shared => Some(format!("{key}:readers")),
+            _ => None,
+        };
+        if let Some(set_key) = set_key {
             // The client's deadline, checked above, ends before the server's expiry.
-            let permits_key = format!("{key}:permits");
             let held = self.on_connection(|connection| {
                 redis::cmd("ZSCORE")
-                    .arg(&permits_key)
+                    .arg(&set_key)
                     .arg(&token)
                     .query::<Option<String>>(connection)
             });
