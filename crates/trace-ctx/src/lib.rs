@@ -64,10 +64,10 @@ mod export;
 mod future;
 mod id;
 mod jaeger;
-#[cfg(feature = "metrics")]
-pub mod metrics;
 #[cfg(feature = "tracing")]
 mod log_layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "tower")]
 mod middleware;
 mod propagator;
