@@ -386,11 +386,21 @@ fn table() -> Vec<Case> {
             &[b"\t foo=1 \t"],
             keeps_state("foo=1"),
         ),
-        state_row("duplicate key, one field", &[b"foo=1,foo=2"], drops_state()),
+        // A repeated key keeps the list: the first entry stays, later duplicates go.
+        state_row(
+            "duplicate key, one field",
+            &[b"foo=1,foo=2"],
+            keeps_state("foo=1"),
+        ),
+        state_row(
+            "duplicate key, identical entries",
+            &[b"foo=1,foo=1"],
+            keeps_state("foo=1"),
+        ),
         state_row(
             "duplicate key, two fields",
             &[b"foo=1", b"foo=1"],
-            drops_state(),
+            keeps_state("foo=1"),
         ),
         state_row(
             "32 members over 4 fields",

@@ -42,10 +42,13 @@ fn reference(header: &str) -> Option<Vec<(String, String)>> {
             && value
                 .chars()
                 .all(|c| (' '..='~').contains(&c) && c != ',' && c != '=');
-        if !key_ok || !value_ok || members.iter().any(|(k, _)| k == key) {
+        if !key_ok || !value_ok {
             return None;
         }
-        members.push((key.to_owned(), value.to_owned()));
+        // A repeated key keeps its first entry.
+        if !members.iter().any(|(k, _)| k == key) {
+            members.push((key.to_owned(), value.to_owned()));
+        }
     }
     (members.len() <= TraceState::MAX_MEMBERS).then_some(members)
 }

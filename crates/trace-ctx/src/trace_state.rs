@@ -7,8 +7,11 @@
 //! - value: up to 256 printable ASCII characters except `,` and `=`, not ending in a space;
 //! - spaces and tabs around members are ignored, empty members are tolerated;
 //! - repeated headers are combined in order, as if joined with `,`;
-//! - a key appears once: a duplicate makes the header invalid;
-//! - an updated or added key moves to the front;
+//! - a key appears once: a later duplicate of a key is dropped and the first entry kept (the
+//!   spec lets a receiver keep the list rather than discard it, and discarding would lose
+//!   every other vendor's entry);
+//! - an updated or added key moves to the front, and survives its own insert: the other
+//!   entries are truncated around it (an entry over 512 characters is refused);
 //! - over [`TraceState::MAX_LEN`] characters, whole entries are dropped: first those longer
 //!   than 128 characters, then from the end.
 //!
@@ -57,8 +60,8 @@ impl TraceState {
     ///
     /// # Errors
     ///
-    /// [`Error::TraceState`] if any member breaks the grammar, a key repeats, or there are
-    /// more than 32 members.
+    /// [`Error::TraceState`] if any member breaks the grammar or there are more than 32
+    /// members. A repeated key is not an error: its first entry is kept.
     pub fn parse(header: &str) -> Result<Self, Error> {
         let mut builder = TraceStateBuilder::default();
         builder.push_header(header);
@@ -113,15 +116,24 @@ impl TraceState {
     }
 
     /// Sets `key` to `value` and moves the entry to the front, as a vendor does when it
-    /// resumes the trace. Drops entries (whole, per the truncation rule) if the result would
-    /// be longer than [`TraceState::MAX_LEN`] or have more than 32 members.
+    /// resumes the trace. The inserted entry always stays: if the result would be longer
+    /// than [`TraceState::MAX_LEN`] or have more than 32 members, *other* entries are dropped
+    /// (whole, per the truncation rule: longer than [`TraceState::LONG_ENTRY`] first, then
+    /// from the end).
     ///
     /// # Errors
     ///
-    /// [`Error::TraceState`] if the key or value breaks the grammar; the state is unchanged.
+    /// [`Error::TraceState`] if the key or value breaks the grammar, and
+    /// [`Error::LimitExceeded`] if the entry alone is longer than [`TraceState::MAX_LEN`];
+    /// either way the state is unchanged.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), Error> {
         validate_key(key)?;
         validate_value(value)?;
+        if key.len() + 1 + value.len() > Self::MAX_LEN {
+            return Err(Error::LimitExceeded(
+                "a tracestate entry is at most 512 characters",
+            ));
+        }
         let mut header = String::with_capacity(self.as_str().len() + key.len() + value.len() + 2);
         header.push_str(key);
         header.push('=');
@@ -135,7 +147,7 @@ impl TraceState {
             header.push_str(v);
         }
         *self = Self::from_string(header);
-        self.truncate(Self::MAX_LEN);
+        self.truncate_after(1, Self::MAX_LEN);
         Ok(())
     }
 
@@ -152,6 +164,12 @@ impl TraceState {
     /// Drops whole entries until the header is at most `limit` characters: first entries
     /// longer than [`TraceState::LONG_ENTRY`] characters, then entries from the end.
     pub fn truncate(&mut self, limit: usize) {
+        self.truncate_after(0, limit);
+    }
+
+    /// [`TraceState::truncate`] that never drops the first `keep` entries (an entry just
+    /// inserted by its vendor must survive its own insert).
+    fn truncate_after(&mut self, keep: usize, limit: usize) {
         if self.as_str().len() <= limit {
             return;
         }
@@ -162,12 +180,12 @@ impl TraceState {
                 .sum::<usize>()
                 + kept.len().saturating_sub(1)
         };
-        while encoded(&kept) > limit {
-            let long = kept
+        while encoded(&kept) > limit && kept.len() > keep {
+            let long = kept[keep..]
                 .iter()
                 .rposition(|(k, v)| k.len() + v.len() + 1 > Self::LONG_ENTRY);
             match long {
-                Some(index) => kept.remove(index),
+                Some(index) => kept.remove(keep + index),
                 None => kept.pop().unwrap_or_default(),
             };
         }
@@ -353,16 +371,17 @@ impl TraceStateBuilder {
         key_end: usize,
         value_end: usize,
     ) -> Result<(), Error> {
-        if self.members == TraceState::MAX_MEMBERS {
-            return Err(Error::TraceState("more than 32 members"));
-        }
         let key = &field.as_bytes()[key_start..key_end];
         let seen = self.header.as_bytes();
         let duplicate = self.keys[..self.members]
             .iter()
             .any(|&(from, to)| &seen[usize::from(from)..usize::from(to)] == key);
         if duplicate {
-            return Err(Error::TraceState("a key appears twice"));
+            // The first entry of a key stands; a later one is dropped, not the whole list.
+            return Ok(());
+        }
+        if self.members == TraceState::MAX_MEMBERS {
+            return Err(Error::TraceState("more than 32 members"));
         }
         if self.header.is_empty() {
             self.header.reserve(field.len() - key_start);
@@ -478,8 +497,11 @@ mod tests {
         (&["rojo=1=2"], None),
         (&["rojo=a\u{7f}"], None),
         (&["rojo=é"], None),
-        (&["rojo=1,rojo=2"], None),
-        (&["rojo=1", "rojo=2"], None),
+        // A repeated key keeps its first entry; the later duplicates are dropped.
+        (&["foo=1,foo=1"], Some("foo=1")),
+        (&["foo=1,foo=2"], Some("foo=1")),
+        (&["rojo=1,congo=2,rojo=3"], Some("rojo=1,congo=2")),
+        (&["rojo=1", "rojo=2"], Some("rojo=1")),
         (&["rojo=1", "bad key=2"], None),
     ];
 
@@ -579,6 +601,34 @@ mod tests {
                 "s00", "s01", "s02", "s03", "s04", "s05", "s06", "s07", "s08"
             ]
         );
+    }
+
+    #[test]
+    fn insert_keeps_the_inserted_entry_and_truncates_the_others() {
+        // Three members of 111, 111 and 110 characters: 334 with the commas.
+        let header = format!(
+            "a1={},a2={},a3={}",
+            "x".repeat(108),
+            "y".repeat(108),
+            "z".repeat(107)
+        );
+        assert_eq!(header.len(), 334);
+        let key = "vendor-with-18-chr";
+        assert_eq!(key.len(), 18);
+        let value = "v".repeat(169);
+        let mut state = TraceState::parse(&header).unwrap();
+        state.insert(key, &value).unwrap();
+        assert_eq!(state.iter().next(), Some((key, value.as_str())));
+        assert!(state.as_str().len() <= TraceState::MAX_LEN);
+        // The last of the others goes; the first two still fit (188 + 1 + 223 = 412).
+        let keys: Vec<&str> = state.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [key, "a1", "a2"]);
+
+        // An entry that cannot fit on its own (513 characters) is refused, state unchanged.
+        let before = state.clone();
+        let error = state.insert(&"k".repeat(256), &"v".repeat(256));
+        assert!(matches!(error, Err(Error::LimitExceeded(_))), "{error:?}");
+        assert_eq!(state, before);
     }
 
     fn key() -> impl Strategy<Value = String> {
