@@ -1,4 +1,4 @@
-//! A token bucket with fractional tokens, in one atomic word.
+//! A token bucket with exact, continuous refill, in one atomic word.
 
 use std::time::Duration;
 
@@ -7,120 +7,66 @@ use infra_common::sync::atomic::{AtomicU64, Ordering};
 use crate::algorithm::{Algorithm, AlgorithmConfig, CONFIG_WORDS};
 use crate::{Decision, Error, Quota};
 
-/// The finest refill step: 2^20 ns (about 1.05 ms).
-const MIN_TICK_SHIFT: u32 = 20;
-/// The coarsest refill step: 2^52 ns (about 52 days), for quotas of a few requests per decade.
-const MAX_TICK_SHIFT: u32 = 52;
-/// Refill per step aimed for, in token units: enough that rounding it down changes the rate by
-/// less than 0.1 %.
-const PRECISE_UNITS_PER_TICK: u128 = 1024;
-/// At most this many fractional bits per token.
-const MAX_FRACTION_BITS: u32 = 16;
-/// A time reading this many steps behind the state's is a racing thread's older reading, not
-/// a wrapped counter (see [`TokenBucket`]).
-const STALE_TICKS: i64 = 1 << 20;
+/// Added to every stored instant so that "empty since" instants up to one burst duration
+/// before the clock's zero are representable: at least the longest burst duration a quota
+/// accepts (2^61 ns).
+const BIAS: u128 = 1 << 61;
 
-/// A token bucket: `burst` tokens of capacity, refilled at `limit` per `period` in small
-/// discrete steps, with fractional tokens.
+/// A token bucket: `burst` tokens of capacity, refilled continuously at `limit` per `period`.
 ///
-/// Semantics: a full bucket holds `burst` tokens; `check_n(n)` takes `n` tokens if that many are
-/// available, otherwise it is denied and takes nothing. Tokens are kept with up to 16 fractional
-/// bits, so a slow quota (one token every 3 s) accrues a third of a token per second rather than
-/// nothing until the whole token is due. Refill happens at the boundaries of fixed time steps
-/// (*ticks*) of 2^k ns, k ≥ 20 (≈ 1 ms), chosen per quota so that each tick adds at least 1024
-/// token units when possible; the per-tick amount is rounded down once, so the long-run rate is
-/// at most 0.1 % below the quota for all but extremely slow quotas.
+/// Semantics: the bucket holds `tokens = min(burst, (now − empty_since) / interval)`, where
+/// `empty_since` is the instant at which it last held no token; refill is exact to the
+/// nanosecond, so no token is lost between checks however often or rarely they come.
+/// `check_n(n)` takes `n` tokens if that many are available (moving `empty_since` forward by
+/// `n` intervals), otherwise it is denied and takes nothing. Fractions of a token carry over:
+/// a quota of one token every 3 s has a third of a token after one second.
 ///
-/// The state is one `AtomicU64`: 32 bits of token units and the 32 low bits of the last refill
-/// tick, updated with one compare-and-swap. Because the tick is stored modulo 2^32, a bucket left
-/// untouched for about 2^32 ticks (52 days at the finest tick) may read as less refilled than it
-/// is at its next check — a conservative error; a keyed limiter forgets such idle keys long
-/// before. Prefer [`Gcra`](crate::Gcra) (the same admission rule, exact in time, no wrap) unless
-/// you want the token-bucket mental model or the ticked refill.
+/// After [`RateLimiter::set_quota`](crate::RateLimiter::set_quota) the bucket keeps
+/// `empty_since`: it holds what the new rate refills in the time since it was last empty, up
+/// to the new burst. A drained bucket stays drained and its next token comes one new interval
+/// after it drained; a full one stays full; it never stops refilling (compare
+/// [`Gcra`](crate::Gcra), which keeps the time until full recovery instead).
+///
+/// The state is one `AtomicU64` (`empty_since` in clock nanoseconds, offset so that it never
+/// goes below zero), updated with one compare-and-swap, with no tick counter to wrap: a bucket
+/// idle for any length of time reads as full. Admission is the same rule as GCRA's for an
+/// unchanged quota; the two differ only in what they keep across a quota change.
 #[derive(Debug)]
 pub struct TokenBucket {
-    /// `tokens << 32 | last_tick`.
-    word: AtomicU64,
+    /// `empty_since + BIAS`, in clock nanoseconds.
+    empty_since: AtomicU64,
 }
 
-/// The token bucket's configuration, derived from a quota.
+/// The token bucket's configuration: the refill interval and the capacity, in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenBucketConfig {
-    /// A tick is `1 << tick_shift` nanoseconds.
-    pub tick_shift: u32,
-    /// A token is `1 << fraction_bits` units.
-    pub fraction_bits: u32,
-    /// Units added per tick.
-    pub units_per_tick: u64,
-    /// Capacity in units: `burst << fraction_bits`.
-    pub capacity_units: u64,
+    /// Nanoseconds per token.
+    pub interval: u64,
+    /// `burst × interval`: time for an empty bucket to fill.
+    pub fill_time: u64,
     /// Capacity in tokens.
     pub burst: u32,
 }
 
-impl TokenBucketConfig {
-    /// The tick index of a clock reading (not reduced modulo 2^32).
-    pub fn tick(&self, now: u64) -> u64 {
-        now >> self.tick_shift
-    }
-
-    /// Time from `now` until `units` more units have accrued.
-    pub fn time_to_accrue(&self, units: u64, now: u64) -> Duration {
-        if units == 0 {
-            return Duration::ZERO;
-        }
-        let ticks = units.div_ceil(self.units_per_tick);
-        let into_tick = now & ((1u64 << self.tick_shift) - 1);
-        let nanos = (u128::from(ticks) << self.tick_shift) - u128::from(into_tick);
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-    }
-}
-
 impl AlgorithmConfig for TokenBucketConfig {
     fn from_quota(quota: &Quota) -> Result<Self, Error> {
-        let burst = quota.burst();
-        let fraction_bits = burst.leading_zeros().min(MAX_FRACTION_BITS);
-        let capacity_units = u64::from(burst) << fraction_bits;
-        let units_per_nano_num = u128::from(quota.limit()) << fraction_bits;
-        let period = u128::from(quota.period_nanos());
-        let mut chosen = None;
-        for shift in MIN_TICK_SHIFT..=MAX_TICK_SHIFT {
-            let per_tick = (units_per_nano_num << shift) / period;
-            if per_tick >= 1 {
-                chosen = Some((shift, per_tick));
-            }
-            if per_tick >= PRECISE_UNITS_PER_TICK {
-                break;
-            }
-        }
-        let (tick_shift, per_tick) = chosen.ok_or(Error::RateTooLow)?;
         Ok(Self {
-            tick_shift,
-            fraction_bits,
-            units_per_tick: u64::try_from(per_tick).unwrap_or(u64::MAX),
-            capacity_units,
-            burst,
+            interval: quota.interval_nanos(),
+            fill_time: quota.burst_nanos(),
+            burst: quota.burst(),
         })
     }
 
     fn encode(&self) -> [u64; CONFIG_WORDS] {
-        [
-            u64::from(self.tick_shift) | (u64::from(self.fraction_bits) << 32),
-            self.units_per_tick,
-            self.capacity_units,
-            u64::from(self.burst),
-        ]
+        [self.interval, self.fill_time, u64::from(self.burst), 0]
     }
 
     #[inline]
     fn decode(words: [u64; CONFIG_WORDS]) -> Self {
-        let low = words[0] & u64::from(u32::MAX);
         Self {
-            tick_shift: u32::try_from(low).unwrap_or(MIN_TICK_SHIFT),
-            fraction_bits: u32::try_from(words[0] >> 32).unwrap_or(0),
-            units_per_tick: words[1].max(1),
-            capacity_units: words[2],
-            burst: u32::try_from(words[3]).unwrap_or(u32::MAX),
+            interval: words[0].max(1),
+            fill_time: words[1],
+            burst: u32::try_from(words[2]).unwrap_or(u32::MAX),
         }
     }
 
@@ -129,43 +75,18 @@ impl AlgorithmConfig for TokenBucketConfig {
     }
 }
 
-fn pack(units: u64, tick: u32) -> u64 {
-    (units << 32) | u64::from(tick)
-}
-
-fn unpack(word: u64) -> (u64, u32) {
-    // Truncation intended: the low half is the tick.
-    #[allow(clippy::cast_possible_truncation)]
-    (word >> 32, word as u32)
+fn nanos(value: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(value).unwrap_or(u64::MAX))
 }
 
 impl TokenBucket {
-    /// The tokens held as of the last update, in units (`1 << fraction_bits` per token).
-    pub fn stored_units(&self) -> u64 {
-        unpack(self.word.load(Ordering::Relaxed)).0
-    }
-
-    /// Units available at tick `now_tick`, and the tick to record with them.
+    /// Nanoseconds of refill held at `now` (at most the fill time): `now − empty_since`.
     #[inline]
-    fn refill(config: &TokenBucketConfig, word: u64, now: u64) -> (u64, u32) {
-        let (units, last) = unpack(word);
-        // Truncation intended: ticks are compared modulo 2^32.
-        #[allow(clippy::cast_possible_truncation)]
-        let now_tick = config.tick(now) as u32;
-        let behind = i64::from(now_tick.wrapping_sub(last).cast_signed());
-        if behind >= 0 {
-            let added = behind.unsigned_abs().saturating_mul(config.units_per_tick);
-            (
-                units.saturating_add(added).min(config.capacity_units),
-                now_tick,
-            )
-        } else if behind > -STALE_TICKS {
-            // Another thread already refilled with a later reading than ours.
-            (units, last)
-        } else {
-            // The tick counter wrapped: at least 2^31 ticks passed, far more than a full refill.
-            (config.capacity_units, now_tick)
-        }
+    fn held(config: &TokenBucketConfig, stored: u64, now: u64) -> u128 {
+        // An older reading than the one that stored `empty_since` holds less, never more.
+        (u128::from(now) + BIAS)
+            .saturating_sub(u128::from(stored))
+            .min(u128::from(config.fill_time))
     }
 }
 
@@ -174,62 +95,58 @@ impl Algorithm for TokenBucket {
     const NAME: &'static str = "token_bucket";
 
     fn new(config: &TokenBucketConfig, now: u64) -> Self {
-        #[allow(clippy::cast_possible_truncation)]
-        let tick = config.tick(now) as u32;
+        let empty_since = u128::from(now) + BIAS - u128::from(config.fill_time);
         Self {
-            word: AtomicU64::new(pack(config.capacity_units, tick)),
+            empty_since: AtomicU64::new(u64::try_from(empty_since).unwrap_or(u64::MAX)),
         }
     }
 
     #[inline]
     fn check_n(&self, config: &TokenBucketConfig, now: u64, n: u32) -> Decision {
-        let to_tokens = |units: u64| u32::try_from(units >> config.fraction_bits).unwrap_or(0);
-        let need = u64::from(n) << config.fraction_bits;
+        let interval = u128::from(config.interval);
+        let fill_time = u128::from(config.fill_time);
+        let tokens = |held: u128| u32::try_from(held / interval).unwrap_or(u32::MAX);
+        let cost = u128::from(n) * interval;
         // Relaxed: the decision depends on this word only (see `Gcra::check_n`).
-        let mut word = self.word.load(Ordering::Relaxed);
+        let mut stored = self.empty_since.load(Ordering::Relaxed);
         loop {
-            let (available, tick) = Self::refill(config, word, now);
-            let missing_after = |units: u64| config.capacity_units.saturating_sub(units);
+            let held = Self::held(config, stored, now);
             if n == 0 {
-                return Decision::allowed(
-                    config.burst,
-                    to_tokens(available),
-                    config.time_to_accrue(missing_after(available), now),
-                );
+                return Decision::allowed(config.burst, tokens(held), nanos(fill_time - held));
             }
-            if available < need {
+            let next = (u128::from(now) + BIAS + cost).checked_sub(held);
+            let next = next.and_then(|next| u64::try_from(next).ok());
+            let (true, Some(next)) = (cost <= held, next) else {
+                let retry = if cost > fill_time || next.is_none() {
+                    Duration::MAX
+                } else {
+                    nanos(cost - held)
+                };
                 return Decision::denied(
                     config.burst,
-                    to_tokens(available),
-                    if need > config.capacity_units {
-                        Duration::MAX
-                    } else {
-                        config.time_to_accrue(need - available, now)
-                    },
-                    config.time_to_accrue(missing_after(available), now),
+                    tokens(held),
+                    retry,
+                    nanos(fill_time - held),
                 );
-            }
-            let left = available - need;
-            match self.word.compare_exchange_weak(
-                word,
-                pack(left, tick),
+            };
+            match self.empty_since.compare_exchange_weak(
+                stored,
+                next,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    return Decision::allowed(
-                        config.burst,
-                        to_tokens(left),
-                        config.time_to_accrue(missing_after(left), now),
-                    );
+                    let left = held - cost;
+                    return Decision::allowed(config.burst, tokens(left), nanos(fill_time - left));
                 }
-                Err(actual) => word = actual,
+                Err(actual) => stored = actual,
             }
         }
     }
 
     fn is_idle(&self, config: &TokenBucketConfig, now: u64) -> bool {
-        Self::refill(config, self.word.load(Ordering::Relaxed), now).0 >= config.capacity_units
+        Self::held(config, self.empty_since.load(Ordering::Relaxed), now)
+            >= u128::from(config.fill_time)
     }
 }
 
@@ -240,12 +157,14 @@ mod tests {
     use infra_common::ManualClock;
 
     #[test]
-    fn config_picks_a_precise_tick() {
-        let c = TokenBucketConfig::from_quota(&Quota::per_second(1).unwrap()).unwrap();
-        assert_eq!(c.fraction_bits, 16);
-        assert!(c.units_per_tick >= 1024, "{c:?}");
-        let fast = TokenBucketConfig::from_quota(&Quota::per_second(1_000_000).unwrap()).unwrap();
-        assert_eq!(fast.tick_shift, MIN_TICK_SHIFT);
+    fn config_is_the_interval_and_the_fill_time() {
+        let quota = Quota::per_second(4).unwrap().with_burst(3).unwrap();
+        let c = TokenBucketConfig::from_quota(&quota).unwrap();
+        assert_eq!(
+            (c.interval, c.fill_time, c.burst),
+            (250_000_000, 750_000_000, 3)
+        );
+        assert_eq!(TokenBucketConfig::decode(c.encode()), c);
         let slow = Quota::new(1, crate::quota::MAX_PERIOD).unwrap();
         assert!(TokenBucketConfig::from_quota(&slow).is_ok());
     }
@@ -283,15 +202,21 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_reading_adds_nothing_and_a_wrapped_one_refills() {
+    fn a_stale_reading_adds_nothing_and_clock_readings_near_the_end_never_overflow() {
         let config = TokenBucketConfig::from_quota(&Quota::per_second(10).unwrap()).unwrap();
-        let tick = 1u64 << config.tick_shift;
-        let bucket = TokenBucket::new(&config, 100 * tick);
-        assert!(bucket.check_n(&config, 100 * tick, 10).is_allowed());
+        let bucket = TokenBucket::new(&config, 1_000_000_000);
+        assert!(bucket.check_n(&config, 1_000_000_000, 10).is_allowed());
         // A racing thread's reading from before the last update refills nothing.
-        assert!(bucket.check_n(&config, 50 * tick, 1).is_denied());
-        // 2^32 + a few ticks later the counter wrapped; the bucket reads as full.
-        let later = (100 + (1u64 << 31) + 5) * tick;
-        assert!(bucket.check_n(&config, later, 10).is_allowed());
+        assert!(bucket.check_n(&config, 500_000_000, 1).is_denied());
+        assert!(bucket.check_n(&config, 1_000_000_000, 1).is_denied());
+        assert!(bucket.check_n(&config, 1_100_000_000, 1).is_allowed());
+        // n above the burst, and readings where the next instant no longer fits, are denials.
+        assert_eq!(
+            bucket.check_n(&config, 9_000_000_000, 11).retry_after(),
+            Duration::MAX
+        );
+        let end = TokenBucket::new(&config, u64::MAX);
+        let last = end.check_n(&config, u64::MAX, 1);
+        assert!(last.is_denied() && last.remaining() == 10, "{last:?}");
     }
 }

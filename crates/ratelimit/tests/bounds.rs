@@ -1,0 +1,353 @@
+//! What every algorithm admits under overload, across quota changes, out-of-order clock
+//! readings and long idle periods, checked against bounds written from the definitions.
+//!
+//! The bucket model below is the textbook token bucket in exact rational arithmetic: tokens are
+//! counted in units of `1 / period`, so `tokens = min(burst, tokens + limit × elapsed / period)`
+//! needs no rounding. It shares nothing with the limiters (no emission interval, no stored
+//! constant), so a refill that loses or invents tokens shows up as a difference in counts.
+#![cfg(not(infra_loom))]
+
+use std::time::Duration;
+
+use infra_common::{Clock, ManualClock};
+use infra_ratelimit::{
+    Algorithm, FixedWindow, Gcra, Quota, RateLimiter, SlidingWindowCounter, SlidingWindowLog,
+    TokenBucket,
+};
+use proptest::prelude::*;
+
+/// `tokens × period` of a token bucket of `burst` tokens refilled at `limit` per `period`.
+struct ExactBucket {
+    limit: u128,
+    period: u128,
+    burst: u128,
+    scaled_tokens: u128,
+    last: u128,
+}
+
+impl ExactBucket {
+    fn full(limit: u64, period: Duration, burst: u64, now: u64) -> Self {
+        let period = period.as_nanos();
+        Self {
+            limit: u128::from(limit),
+            period,
+            burst: u128::from(burst),
+            scaled_tokens: u128::from(burst) * period,
+            last: u128::from(now),
+        }
+    }
+
+    fn refill(&mut self, now: u64) {
+        let now = u128::from(now);
+        if now > self.last {
+            let gained = self.limit * (now - self.last);
+            self.scaled_tokens = (self.scaled_tokens + gained).min(self.burst * self.period);
+            self.last = now;
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, now: u64) -> bool {
+        self.refill(now);
+        if self.scaled_tokens >= self.period {
+            self.scaled_tokens -= self.period;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A client that, every `step` ns for `duration` ns, sends requests until one is denied: more
+/// than any quota admits. Returns the requests admitted.
+fn overload(mut admit: impl FnMut(u64) -> bool, start: u64, step: u64, duration: u64) -> u64 {
+    let mut admitted = 0;
+    let mut now = start;
+    while now <= start + duration {
+        while admit(now) {
+            admitted += 1;
+        }
+        now += step;
+    }
+    admitted
+}
+
+fn limiter<A: Algorithm>(quota: Quota) -> (RateLimiter<A, ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::<A, _>::with_clock(quota, clock.clone()).unwrap();
+    (limiter, clock)
+}
+
+/// Requests `A` admits to the overloading client, starting full.
+fn admitted_by<A: Algorithm>(quota: Quota, step: u64, duration: u64) -> u64 {
+    let (limiter, clock) = limiter::<A>(quota);
+    overload(
+        |now| {
+            clock.set(Duration::from_nanos(now));
+            limiter.check().is_allowed()
+        },
+        0,
+        step,
+        duration,
+    )
+}
+
+fn within_one_percent(got: u64, want: u64) -> bool {
+    got.abs_diff(want) * 100 <= want
+}
+
+/// The cases from the issue: 100,000 requests a second offered for two seconds.
+#[test]
+fn buckets_admit_rate_times_time_plus_burst_under_overload() {
+    let offered_step = 10_000; // ns: 100,000 requests per second
+    let two_seconds = 2_000_000_000;
+    for (limit, burst) in [(10_000, 1), (10_000, 5), (100_000, 10), (100, 1)] {
+        let quota = Quota::per_second(limit).unwrap().with_burst(burst).unwrap();
+        let mut model = ExactBucket::full(limit, Duration::from_secs(1), burst, 0);
+        let want = overload(|now| model.take(now), 0, offered_step, two_seconds);
+        assert_eq!(want, limit * 2 + burst);
+        for (name, got) in [
+            (
+                "gcra",
+                admitted_by::<Gcra>(quota, offered_step, two_seconds),
+            ),
+            (
+                "token bucket",
+                admitted_by::<TokenBucket>(quota, offered_step, two_seconds),
+            ),
+        ] {
+            assert!(
+                within_one_percent(got, want),
+                "{name} {limit}/s burst {burst}: admitted {got}, want {want}"
+            );
+        }
+    }
+}
+
+/// Quotas from one per hour to 1,000,000 per second.
+fn bucket_quota() -> impl Strategy<Value = (u64, Duration, u64)> {
+    (10u32..=42, 0u64..1024, 1u64..=100, 0u64..100, 0u32..=11).prop_map(
+        |(interval_bits, interval_jitter, limit, period_jitter, burst_bits)| {
+            // An interval between 1 µs (10^6 per second) and 2^42 ns (about 73 minutes),
+            // not a power of two, and a period that `limit` need not divide.
+            let interval = ((1u64 << interval_bits) + (interval_jitter << interval_bits) / 1024)
+                .clamp(1_000, 3_600_000_000_000);
+            let period = interval * limit + period_jitter.min(limit - 1);
+            let burst = (1u64 << burst_bits) + u64::from(burst_bits) * 3 - 1;
+            (limit, Duration::from_nanos(period), burst.max(1))
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The bound holds when requests are offered at least 100 times per interval (a bucket
+    /// that is full between two requests discards what it would have refilled, so slower
+    /// offers earn less, by design), and against the model for clients that come back every
+    /// few intervals.
+    #[test]
+    fn buckets_admit_within_one_percent_across_the_whole_range(
+        (limit, period, burst) in bucket_quota(),
+        offers_per_interval in 100u64..=200,
+        intervals_per_offer in 1u64..=3,
+        slow_client in any::<bool>(),
+    ) {
+        let quota = Quota::new(limit, period).unwrap().with_burst(burst).unwrap();
+        let interval = u64::try_from(period.as_nanos()).unwrap() / limit;
+        let step = if slow_client {
+            // Just over whole intervals, so each offer finds the tokens it is owed.
+            (interval + 1) * intervals_per_offer
+        } else {
+            (interval / offers_per_interval).max(1)
+        };
+        // Long enough for 300 refilled tokens.
+        let duration = u64::try_from(period.as_nanos() * 300 / u128::from(limit)).unwrap();
+        let mut model = ExactBucket::full(limit, period, burst, 0);
+        let want = overload(|now| model.take(now), 0, step, duration);
+        if !slow_client {
+            let definition = 300 + burst;
+            prop_assert!(within_one_percent(want, definition), "model {want}, definition {definition}");
+        }
+        let gcra = admitted_by::<Gcra>(quota, step, duration);
+        prop_assert!(within_one_percent(gcra, want), "gcra admitted {gcra}, want {want}");
+        let bucket = admitted_by::<TokenBucket>(quota, step, duration);
+        prop_assert!(within_one_percent(bucket, want), "token bucket admitted {bucket}, want {want}");
+    }
+}
+
+fn drain<A: Algorithm>(limiter: &RateLimiter<A, ManualClock>) {
+    while limiter.check().is_allowed() {}
+}
+
+/// Raising the rate of a drained token bucket gives nothing away (as GCRA).
+#[test]
+fn a_quota_raise_on_a_drained_bucket_admits_nothing_at_once() {
+    let (bucket, clock) = limiter::<TokenBucket>(Quota::per_second(10).unwrap());
+    clock.advance(Duration::from_secs(100));
+    drain(&bucket);
+    bucket.set_quota(Quota::per_second(100).unwrap()).unwrap();
+    assert!(bucket.check().is_denied());
+    // And the new rate applies from now: one token every 10 ms.
+    clock.advance(Duration::from_millis(10));
+    assert!(bucket.check().is_allowed());
+    assert!(bucket.check().is_denied());
+}
+
+/// Cutting the rate of a drained token bucket keeps it refilling, at the new rate.
+#[test]
+fn a_quota_cut_on_a_drained_bucket_keeps_refilling() {
+    let (bucket, clock) = limiter::<TokenBucket>(Quota::per_second(100).unwrap());
+    clock.advance(Duration::from_secs(100));
+    drain(&bucket);
+    bucket.set_quota(Quota::per_second(10).unwrap()).unwrap();
+    assert!(bucket.check().is_denied());
+    clock.advance(Duration::from_millis(99));
+    assert!(bucket.check().is_denied());
+    clock.advance(Duration::from_millis(1));
+    assert!(bucket.check().is_allowed());
+    assert!(bucket.check().is_denied());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A drained bucket switched from quota A to quota B admits, under overload for `D`, at
+    /// most `r_B × D` plus what its fraction of a token is worth at the new rate (never the
+    /// whole new burst), and at least `r_B × D` less 1 %: it neither gives capacity away nor stops
+    /// refilling. GCRA keeps its time to full recovery instead (see its docs), so its lower
+    /// bound waits out the part of A's burst duration that exceeds B's.
+    #[test]
+    fn quota_changes_neither_give_capacity_away_nor_freeze(
+        a in bucket_quota(),
+        b in bucket_quota(),
+        start in 0u64..1 << 50,
+    ) {
+        let quota_a = Quota::new(a.0, a.1).unwrap().with_burst(a.2).unwrap();
+        let quota_b = Quota::new(b.0, b.1).unwrap().with_burst(b.2).unwrap();
+        // 100 intervals of B.
+        let duration = u64::try_from(b.1.as_nanos() * 100 / u128::from(b.0)).unwrap();
+        let step = (quota_b.interval_nanos() / 100).max(1);
+        // r_B × D + r_B / r_A (what a fraction of A's token is worth at B's rate) + 1.
+        let rate_b = |nanos: u128| nanos * u128::from(b.0) / b.1.as_nanos();
+        let worth = u128::from(a.0) * b.1.as_nanos() / (u128::from(b.0) * a.1.as_nanos());
+        let most = rate_b(u128::from(duration)) + (1 + worth).min(u128::from(b.2)) + 1;
+
+        let (bucket, clock) = limiter::<TokenBucket>(quota_a);
+        clock.advance(Duration::from_nanos(start));
+        drain(&bucket);
+        bucket.set_quota(quota_b).unwrap();
+        let from = clock.now_nanos();
+        let got = u128::from(overload(
+            |now| {
+                clock.set(Duration::from_nanos(now));
+                bucket.check().is_allowed()
+            },
+            from,
+            step,
+            duration,
+        ));
+        let least = (rate_b(u128::from(duration)) * 99 / 100).saturating_sub(1);
+        prop_assert!(got <= most && got >= least, "token bucket admitted {got}, want {least}..={most}");
+
+        let (gcra, clock) = limiter::<Gcra>(quota_a);
+        clock.advance(Duration::from_nanos(start));
+        drain(&gcra);
+        gcra.set_quota(quota_b).unwrap();
+        let from = clock.now_nanos();
+        let got = u128::from(overload(
+            |now| {
+                clock.set(Duration::from_nanos(now));
+                gcra.check().is_allowed()
+            },
+            from,
+            step,
+            duration,
+        ));
+        let owed = quota_a.burst_nanos().saturating_sub(quota_b.burst_nanos());
+        let least = (rate_b(u128::from(duration.saturating_sub(owed))) * 99 / 100).saturating_sub(2);
+        let most = rate_b(u128::from(duration)) + u128::from(b.2) + 1;
+        prop_assert!(got <= most && got >= least, "gcra admitted {got}, want {least}..={most}");
+    }
+
+    /// A reading older than one already used never adds capacity: the running total admitted
+    /// stays within what the bucket admits to the latest reading seen so far.
+    #[test]
+    fn older_readings_add_nothing(
+        (limit, period, burst) in bucket_quota(),
+        readings in proptest::collection::vec((0u64..1 << 40, 1u32..4), 1..60),
+    ) {
+        let quota = Quota::new(limit, period).unwrap().with_burst(burst).unwrap();
+        let cells_model = |readings: &[(u64, u32)]| {
+            let mut model = ExactBucket::full(limit, period, burst, 0);
+            let mut admitted = 0u64;
+            for &(now, n) in readings {
+                // Only an admission writes the state, so only an admitted reading is "seen".
+                let before = (model.scaled_tokens, model.last);
+                model.refill(now);
+                if n <= u32::try_from(burst).unwrap() && model.scaled_tokens >= u128::from(n) * model.period {
+                    model.scaled_tokens -= u128::from(n) * model.period;
+                    admitted += u64::from(n);
+                } else {
+                    (model.scaled_tokens, model.last) = before;
+                }
+            }
+            admitted
+        };
+        let latest = cells_model(&readings);
+        let slack = latest / 100 + 1;
+        for (name, got) in [
+            ("gcra", cells::<Gcra>(quota, &readings)),
+            ("token bucket", cells::<TokenBucket>(quota, &readings)),
+        ] {
+            prop_assert!(got <= latest + slack, "{name} admitted {got} cells, the bucket {latest}");
+        }
+    }
+}
+
+/// Cells `A` admits to `(reading, n)` requests made in this order, readings not sorted.
+fn cells<A: Algorithm>(quota: Quota, readings: &[(u64, u32)]) -> u64 {
+    use infra_ratelimit::AlgorithmConfig;
+    let config = A::Config::from_quota(&quota).unwrap();
+    let state = A::new(&config, 0);
+    readings
+        .iter()
+        .filter(|&&(now, n)| n <= config.capacity() && state.check_n(&config, now, n).is_allowed())
+        .map(|&(_, n)| u64::from(n))
+        .sum()
+}
+
+/// However long a limiter sits idle (hours, days, 2^32 steps of any internal clock and beyond),
+/// it comes back full.
+#[test]
+fn every_algorithm_is_full_again_after_any_idle_period() {
+    fn check<A: Algorithm>(idle: u64) {
+        let quota = Quota::per_second(10).unwrap();
+        let (limiter, clock) = limiter::<A>(quota);
+        clock.advance(Duration::from_secs(5));
+        assert!(limiter.check_n(10).unwrap().is_allowed());
+        clock.advance(Duration::from_nanos(idle));
+        assert!(
+            limiter.check_n(10).unwrap().is_allowed(),
+            "{} idle {idle} ns",
+            A::NAME
+        );
+    }
+    let hour = 3_600_000_000_000;
+    for idle in [
+        hour,
+        24 * hour,
+        1 << 32,
+        (1 << 32) << 20,
+        ((1 << 32) << 20) + (1 << 21),
+        ((1 << 32) << 21) + (1 << 22),
+        1 << 60,
+        (1 << 62) + 12_345,
+    ] {
+        check::<Gcra>(idle);
+        check::<TokenBucket>(idle);
+        check::<FixedWindow>(idle);
+        check::<SlidingWindowCounter>(idle);
+        check::<SlidingWindowLog>(idle);
+    }
+}
