@@ -81,11 +81,11 @@ impl Mesh {
     fn serve(&self, hop: &Hop, headers: &HashMap<String, String>, depth: i64) {
         let tracer = self.tracer(hop.service);
         let remote = TraceContextPropagator.extract(headers);
-        let mut builder = tracer.span(hop.operation).kind(SpanKind::Server);
-        if let Some(parent) = remote.span() {
-            builder = builder.parent(parent);
-        }
-        let mut server = builder.start();
+        let mut server = tracer
+            .span(hop.operation)
+            .kind(SpanKind::Server)
+            .remote(&remote)
+            .start();
         server.set_attribute("depth", depth);
         self.clock
             .advance(Duration::from_millis(hop.own_millis / 2));

@@ -5,17 +5,19 @@
 //!   alone (`0`, `1`, `d`), where `b3: 0` means "do not sample" without ids;
 //! - trace ids are 16 or 32 lowercase hex digits (a 64-bit id is left-padded with zeros),
 //!   span ids 16; all-zero ids are invalid;
-//! - sampling state: `0` deny, `1` accept, `d` debug (which implies accept);
+//! - four sampling states: `0` deny, `1` accept, `d` debug (which implies accept), and no
+//!   state at all: defer, the receiver decides (a deferred context is not "not sampled");
 //! - multi: `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled` (`0`/`1`, and
-//!   the legacy `true`/`false`), `X-B3-Flags: 1` for debug;
-//! - output: 32-digit trace ids, lowercase, debug written as `d` / `X-B3-Flags: 1`.
+//!   the legacy `true`/`false`), `X-B3-Flags: 1` for debug (other flag values are ignored);
+//! - output: 32-digit trace ids, lowercase, each state written back as received: debug as `d`
+//!   / `X-B3-Flags: 1` (without `X-B3-Sampled`, which debug implies), defer as no state.
 
 use std::fmt;
 
 use crate::carrier::{Extractor, Injector};
 use crate::id::parse_lower_hex_u128;
 use crate::propagator::Propagator;
-use crate::{Context, Error, SpanContext, SpanId, TraceFlags, TraceId};
+use crate::{Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
 
 /// The B3 sampling state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,11 +116,8 @@ impl B3 {
             .get(X_B3_PARENT_SPAN_ID)
             .map(parse_span_id)
             .transpose()?;
-        let debug = match carrier.get(X_B3_FLAGS) {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(_) => return Err(Error::B3("X-B3-Flags is 1 or absent")),
-        };
+        // Only `1` means debug; any other value is ignored rather than failing the request.
+        let debug = carrier.get(X_B3_FLAGS) == Some("1");
         let sampled = match carrier.get(X_B3_SAMPLED) {
             None => None,
             Some("1" | "true") => Some(true),
@@ -143,35 +142,61 @@ impl B3 {
         Ok(Self { ids, sampling })
     }
 
-    /// Writes the multiple-header form.
+    /// Writes the multiple-header form, and removes the `X-B3-*` fields it does not write
+    /// (a reused carrier may hold them from an earlier request).
     pub fn inject_multi(&self, carrier: &mut dyn Injector) {
-        if let Some(ids) = self.ids {
-            carrier.set(X_B3_TRACE_ID, &ids.trace_id.to_string());
-            carrier.set(X_B3_SPAN_ID, &ids.span_id.to_string());
-            if let Some(parent) = ids.parent_span_id {
-                carrier.set(X_B3_PARENT_SPAN_ID, &parent.to_string());
+        match self.ids {
+            Some(ids) => {
+                carrier.set(X_B3_TRACE_ID, &ids.trace_id.to_string());
+                carrier.set(X_B3_SPAN_ID, &ids.span_id.to_string());
+                match ids.parent_span_id {
+                    Some(parent) => carrier.set(X_B3_PARENT_SPAN_ID, &parent.to_string()),
+                    None => carrier.remove(X_B3_PARENT_SPAN_ID),
+                }
+            }
+            None => {
+                carrier.remove(X_B3_TRACE_ID);
+                carrier.remove(X_B3_SPAN_ID);
+                carrier.remove(X_B3_PARENT_SPAN_ID);
             }
         }
-        match self.sampling {
-            Some(B3Sampling::Debug) => carrier.set(X_B3_FLAGS, "1"),
-            Some(B3Sampling::Accept) => carrier.set(X_B3_SAMPLED, "1"),
-            Some(B3Sampling::Deny) => carrier.set(X_B3_SAMPLED, "0"),
-            None => {}
+        // Debug implies accept, so `X-B3-Sampled` is not sent beside `X-B3-Flags: 1`.
+        let (sampled, flags) = match self.sampling {
+            Some(B3Sampling::Debug) => (None, Some("1")),
+            Some(B3Sampling::Accept) => (Some("1"), None),
+            Some(B3Sampling::Deny) => (Some("0"), None),
+            None => (None, None),
+        };
+        for (name, value) in [(X_B3_SAMPLED, sampled), (X_B3_FLAGS, flags)] {
+            match value {
+                Some(value) => carrier.set(name, value),
+                None => carrier.remove(name),
+            }
         }
     }
 
-    /// The span context these ids describe (debug and accept mean sampled), if any.
-    pub fn span_context(&self) -> Option<SpanContext> {
-        let ids = self.ids?;
-        let sampled = matches!(self.sampling, Some(B3Sampling::Accept | B3Sampling::Debug));
-        Some(SpanContext::remote(
-            ids.trace_id,
-            ids.span_id,
-            TraceFlags::NONE.with_sampled(sampled),
-        ))
+    /// The sampling state, [`SamplingState::Defer`] when the header has none.
+    pub const fn sampling_state(&self) -> SamplingState {
+        match self.sampling {
+            None => SamplingState::Defer,
+            Some(B3Sampling::Deny) => SamplingState::Deny,
+            Some(B3Sampling::Accept) => SamplingState::Accept,
+            Some(B3Sampling::Debug) => SamplingState::Debug,
+        }
     }
 
-    /// The B3 header describing `span`.
+    /// The span context these ids describe, if any, with the header's sampling state
+    /// (debug and accept mean sampled; deny and defer do not set the sampled flag, and
+    /// [`SpanContext::sampling_state`] tells them apart).
+    pub fn span_context(&self) -> Option<SpanContext> {
+        let ids = self.ids?;
+        Some(
+            SpanContext::remote(ids.trace_id, ids.span_id, TraceFlags::NONE)
+                .with_sampling_state(self.sampling_state()),
+        )
+    }
+
+    /// The B3 header describing `span`, its sampling state included.
     pub fn of(span: &SpanContext) -> Self {
         Self {
             ids: Some(B3Ids {
@@ -179,11 +204,12 @@ impl B3 {
                 span_id: span.span_id(),
                 parent_span_id: None,
             }),
-            sampling: Some(if span.is_sampled() {
-                B3Sampling::Accept
-            } else {
-                B3Sampling::Deny
-            }),
+            sampling: match span.sampling_state() {
+                SamplingState::Deny => Some(B3Sampling::Deny),
+                SamplingState::Accept => Some(B3Sampling::Accept),
+                SamplingState::Debug => Some(B3Sampling::Debug),
+                SamplingState::Defer => None,
+            },
         }
     }
 }
@@ -257,8 +283,9 @@ pub const X_B3_FLAGS: &str = "x-b3-flags";
 /// Propagates B3. Extraction reads the single header first, then the multiple headers;
 /// injection writes the form chosen at construction.
 ///
-/// A sampling state without ids (such as `b3: 0`) carries no span context, so extraction
-/// yields none: the request starts a new trace, and the root sampler decides.
+/// A sampling state without ids (such as `b3: 0`) carries no span context: extraction yields
+/// a [`Context`] without a span whose [`Context::sampling_state`] holds the decision, and a
+/// span started with [`SpanBuilder::remote`](crate::SpanBuilder::remote) follows it.
 #[derive(Clone, Copy, Debug)]
 pub struct B3Propagator {
     single: bool,
@@ -287,13 +314,41 @@ impl Propagator for B3Propagator {
         B3::extract_multi(carrier).ok()?.span_context()
     }
 
+    fn extract_sampling_state(&self, carrier: &dyn Extractor) -> Option<SamplingState> {
+        if let Some(value) = carrier.get(B3_SINGLE)
+            && let Ok(b3) = B3::parse_single(value)
+            && b3.ids.is_none()
+        {
+            return b3.sampling.map(|_| b3.sampling_state());
+        }
+        let b3 = B3::extract_multi(carrier).ok()?;
+        if b3.ids.is_some() {
+            return None;
+        }
+        b3.sampling.map(|_| b3.sampling_state())
+    }
+
+    /// Writes the chosen form and removes the other (and, without a span, both): a reused
+    /// carrier keeps nothing of an earlier request.
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
-        let Some(span) = cx.span() else { return };
-        let b3 = B3::of(span);
+        let b3 = cx.span().map(B3::of);
         if self.single {
-            carrier.set(B3_SINGLE, &b3.to_string());
+            match b3 {
+                Some(b3) => carrier.set(B3_SINGLE, &b3.to_string()),
+                None => carrier.remove(B3_SINGLE),
+            }
+            B3 {
+                ids: None,
+                sampling: None,
+            }
+            .inject_multi(carrier);
         } else {
-            b3.inject_multi(carrier);
+            carrier.remove(B3_SINGLE);
+            b3.unwrap_or(B3 {
+                ids: None,
+                sampling: None,
+            })
+            .inject_multi(carrier);
         }
     }
 
@@ -406,17 +461,27 @@ mod tests {
             ("X-B3-Sampled", "yes"),
         ];
         assert!(B3::extract_multi(&carrier).is_err());
+        let carrier = vec![("X-B3-TraceId", T), ("X-B3-SpanId", S), ("X-B3-Flags", "2")];
+        assert_eq!(B3::extract_multi(&carrier).unwrap().sampling, None);
     }
 
     #[test]
     fn propagator_prefers_single_and_treats_deny_only_as_no_context() {
-        let carrier = vec![("b3", "0")];
-        assert!(
-            B3Propagator::single_header()
-                .extract(&carrier)
-                .span()
-                .is_none()
-        );
+        // A state without ids is no span context, but the decision is kept.
+        for (header, value, state) in [
+            ("b3", "0", SamplingState::Deny),
+            ("b3", "1", SamplingState::Accept),
+            ("b3", "d", SamplingState::Debug),
+            ("X-B3-Sampled", "0", SamplingState::Deny),
+            ("X-B3-Sampled", "false", SamplingState::Deny),
+            ("X-B3-Flags", "1", SamplingState::Debug),
+        ] {
+            let cx = B3Propagator::single_header().extract(&vec![(header, value)]);
+            assert!(cx.span().is_none());
+            assert_eq!(cx.sampling_state(), Some(state), "{header}: {value}");
+        }
+        let cx = B3Propagator::single_header().extract(&vec![("X-B3-Flags", "2")]);
+        assert_eq!(cx.sampling_state(), None);
         let carrier = vec![
             ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"),
             ("x-b3-traceid", "a3ce929d0e0e4736"),
@@ -431,6 +496,124 @@ mod tests {
         B3Propagator::multi_header().inject(&cx, &mut out);
         let reread = B3::extract_multi(&out).unwrap();
         assert_eq!(reread.span_context().as_ref(), Some(span));
+    }
+
+    /// (single header form?, headers received, headers the propagator writes back).
+    /// Every sampling state, including "defer" (no state), is re-emitted as received.
+    type Headers = &'static [(&'static str, &'static str)];
+    const ROUND_TRIPS: &[(bool, Headers, Headers)] = &[
+        (
+            true,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")],
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")],
+        ),
+        (
+            true,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+        ),
+        (
+            true,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+        ),
+        (
+            true,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")],
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")],
+        ),
+        (
+            false,
+            &[("X-B3-TraceId", T), ("X-B3-SpanId", S)],
+            &[("x-b3-spanid", S), ("x-b3-traceid", T)],
+        ),
+        (
+            false,
+            &[
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "0"),
+            ],
+            &[
+                ("x-b3-sampled", "0"),
+                ("x-b3-spanid", S),
+                ("x-b3-traceid", T),
+            ],
+        ),
+        (
+            false,
+            &[
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "1"),
+            ],
+            &[
+                ("x-b3-sampled", "1"),
+                ("x-b3-spanid", S),
+                ("x-b3-traceid", T),
+            ],
+        ),
+        (
+            false,
+            &[("X-B3-TraceId", T), ("X-B3-SpanId", S), ("X-B3-Flags", "1")],
+            &[("x-b3-flags", "1"), ("x-b3-spanid", S), ("x-b3-traceid", T)],
+        ),
+        // Debug implies accept: X-B3-Sampled is not sent beside it.
+        (
+            false,
+            &[
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "1"),
+                ("X-B3-Flags", "1"),
+            ],
+            &[("x-b3-flags", "1"), ("x-b3-spanid", S), ("x-b3-traceid", T)],
+        ),
+        // X-B3-Flags values other than 0 and 1 are ignored, not fatal.
+        (
+            false,
+            &[
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", "1"),
+                ("X-B3-Flags", "2"),
+            ],
+            &[
+                ("x-b3-sampled", "1"),
+                ("x-b3-spanid", S),
+                ("x-b3-traceid", T),
+            ],
+        ),
+        (
+            false,
+            &[
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Flags", "yes"),
+            ],
+            &[("x-b3-spanid", S), ("x-b3-traceid", T)],
+        ),
+    ];
+
+    #[test]
+    fn every_sampling_state_round_trips_through_the_propagator() {
+        for (single, received, expected) in ROUND_TRIPS {
+            let propagator = if *single {
+                B3Propagator::single_header()
+            } else {
+                B3Propagator::multi_header()
+            };
+            let cx = propagator.extract(&received.to_vec());
+            assert!(cx.span().is_some(), "{received:?} yields no context");
+            let mut out: Vec<(String, String)> = Vec::new();
+            propagator.inject(&cx, &mut out);
+            out.sort();
+            let expected: Vec<(String, String)> = expected
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            assert_eq!(out, expected, "{received:?}");
+        }
     }
 
     fn ids() -> impl Strategy<Value = Option<B3Ids>> {

@@ -579,7 +579,10 @@ impl crate::Propagator for BaggagePropagator {
     }
 
     fn inject(&self, cx: &crate::Context, carrier: &mut dyn crate::Injector) {
-        if !cx.baggage().is_empty() {
+        // An empty baggage removes the field a reused carrier may still hold.
+        if cx.baggage().is_empty() {
+            carrier.remove(BAGGAGE);
+        } else {
             carrier.set(BAGGAGE, &cx.baggage().to_string());
         }
     }

@@ -30,9 +30,20 @@ pub trait Extractor {
 }
 
 /// Writes fields into an outgoing carrier.
+///
+/// A carrier may be reused from one request to the next, so a propagator removes the fields
+/// it owns but does not write this time (an empty `tracestate`, `baggage` or `uberctx-*`
+/// set): nothing of one request reaches the next.
 pub trait Injector {
     /// Sets the field `name` (lowercase) to `value`, replacing any previous value.
     fn set(&mut self, name: &str, value: &str);
+
+    /// Removes the field `name` (case-insensitive where the carrier is), if present.
+    fn remove(&mut self, name: &str);
+
+    /// Removes every field for whose name `remove` returns `true` (for prefixed fields such
+    /// as Jaeger's `uberctx-*`).
+    fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool);
 }
 
 impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
@@ -61,6 +72,16 @@ impl<S: BuildHasher> Injector for HashMap<String, String, S> {
             return;
         }
         self.insert(name.to_owned(), value.to_owned());
+    }
+
+    fn remove(&mut self, name: &str) {
+        if !self.is_empty() {
+            HashMap::remove(self, name);
+        }
+    }
+
+    fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool) {
+        self.retain(|key, _| !remove(key));
     }
 }
 
@@ -105,6 +126,14 @@ impl Injector for Vec<(String, String)> {
         self.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
         self.push((name.to_owned(), value.to_owned()));
     }
+
+    fn remove(&mut self, name: &str) {
+        self.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+    }
+
+    fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool) {
+        self.retain(|(key, _)| !remove(key));
+    }
 }
 
 #[cfg(feature = "http")]
@@ -146,6 +175,23 @@ mod http_carrier {
             };
             self.insert(name, value);
         }
+
+        fn remove(&mut self, name: &str) {
+            http::HeaderMap::remove(self, name);
+        }
+
+        fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool) {
+            // Names are collected first: the map cannot be changed while its keys are read.
+            // Nothing is allocated when no name matches.
+            let doomed: Vec<http::HeaderName> = self
+                .keys()
+                .filter(|name| remove(name.as_str()))
+                .cloned()
+                .collect();
+            for name in doomed {
+                http::HeaderMap::remove(self, name);
+            }
+        }
     }
 }
 
@@ -177,6 +223,26 @@ mod tests {
     }
 
     #[test]
+    fn carriers_remove_fields() {
+        let mut map: HashMap<String, String> = HashMap::new();
+        map.set("tracestate", "a=1");
+        map.set("uberctx-a", "1");
+        map.set("uberctx-b", "2");
+        Injector::remove(&mut map, "tracestate");
+        map.remove_where(&mut |name| name == "uberctx-a");
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["uberctx-b"]);
+
+        let mut pairs: Vec<(String, String)> = vec![
+            ("Baggage".into(), "a=1".into()),
+            ("baggage".into(), "b=2".into()),
+            ("UberCtx-x".into(), "1".into()),
+        ];
+        Injector::remove(&mut pairs, "BAGGAGE");
+        pairs.remove_where(&mut |name| name.starts_with("UberCtx-"));
+        assert!(pairs.is_empty());
+    }
+
+    #[test]
     fn pairs_keep_repeated_headers_in_order() {
         let pairs = vec![("tracestate", "a=1"), ("Tracestate", "b=2"), ("other", "z")];
         assert_eq!(collect(&pairs, "tracestate"), ["a=1", "b=2"]);
@@ -198,6 +264,10 @@ mod tests {
         headers.set("bad name", "v");
         assert_eq!(Extractor::get(&headers, "traceparent"), Some("v"));
         assert_eq!(headers.len(), 3);
+        headers.remove_where(&mut |name| name == "tracestate");
+        Injector::remove(&mut headers, "traceparent");
+        Injector::remove(&mut headers, "bad name");
+        assert!(headers.is_empty());
     }
 
     #[cfg(feature = "http")]

@@ -9,6 +9,37 @@ use infra_common::sync::thread::thread_local;
 
 use crate::{Baggage, SpanId, TraceFlags, TraceId, TraceState};
 
+/// A caller's sampling decision, as the propagation formats carry it.
+///
+/// W3C `traceparent` carries two states, its sampled flag set or not ([`Accept`], [`Deny`]).
+/// B3 has four: it adds [`Defer`] (ids without a decision: the receiver decides) and
+/// [`Debug`] (sample, and ask the backend to keep the trace); Jaeger adds [`Debug`].
+/// Each propagator writes back the state it read, so a service in the middle changes none.
+///
+/// [`Accept`]: SamplingState::Accept
+/// [`Deny`]: SamplingState::Deny
+/// [`Defer`]: SamplingState::Defer
+/// [`Debug`]: SamplingState::Debug
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SamplingState {
+    /// Do not sample (B3 `0`, sampled flag clear).
+    Deny,
+    /// Sample (B3 `1`, sampled flag set).
+    Accept,
+    /// No decision was made: the receiver decides (B3 ids without a sampling field).
+    Defer,
+    /// Sample and force the trace to be kept (B3 `d` / `X-B3-Flags: 1`, Jaeger flag `0x02`).
+    Debug,
+}
+
+impl SamplingState {
+    /// Whether the state means "sampled" (accept or debug).
+    pub const fn is_sampled(self) -> bool {
+        matches!(self, Self::Accept | Self::Debug)
+    }
+}
+
 /// The identity of one span as it crosses a process boundary: ids, flags, vendor state.
 ///
 /// Always valid: its ids are non-zero by type, so a parser either yields a whole context or
@@ -27,7 +58,17 @@ pub struct SpanContext {
     span_id: SpanId,
     flags: TraceFlags,
     trace_state: TraceState,
+    /// Kept consistent with the sampled flag: accept/debug iff it is set.
+    sampling: SamplingState,
     remote: bool,
+}
+
+const fn state_of(flags: TraceFlags) -> SamplingState {
+    if flags.is_sampled() {
+        SamplingState::Accept
+    } else {
+        SamplingState::Deny
+    }
 }
 
 impl SpanContext {
@@ -39,6 +80,7 @@ impl SpanContext {
             span_id,
             flags,
             trace_state: TraceState::new(),
+            sampling: state_of(flags),
             remote: false,
         }
     }
@@ -50,6 +92,7 @@ impl SpanContext {
             span_id,
             flags,
             trace_state: TraceState::new(),
+            sampling: state_of(flags),
             remote: true,
         }
     }
@@ -59,6 +102,21 @@ impl SpanContext {
     pub fn with_trace_state(mut self, trace_state: TraceState) -> Self {
         self.trace_state = trace_state;
         self
+    }
+
+    /// This context with the sampling state `sampling`; the sampled flag follows it (set for
+    /// accept and debug, clear for deny and defer).
+    #[must_use]
+    pub const fn with_sampling_state(mut self, sampling: SamplingState) -> Self {
+        self.sampling = sampling;
+        self.flags = self.flags.with_sampled(sampling.is_sampled());
+        self
+    }
+
+    /// The sampling state: [`SamplingState::Accept`] or [`SamplingState::Deny`] from the
+    /// sampled flag, unless a B3 or Jaeger header said defer or debug.
+    pub const fn sampling_state(&self) -> SamplingState {
+        self.sampling
     }
 
     /// The trace this span belongs to.
@@ -104,6 +162,7 @@ impl fmt::Debug for SpanContext {
             .field("span_id", &format_args!("{}", self.span_id))
             .field("flags", &format_args!("{:02x}", self.flags.bits()))
             .field("trace_state", &self.trace_state.as_str())
+            .field("sampling", &self.sampling)
             .field("remote", &self.remote)
             .finish()
     }
@@ -134,11 +193,12 @@ impl fmt::Debug for SpanContext {
 pub struct Context {
     span: Option<SpanContext>,
     baggage: Baggage,
+    sampling: Option<SamplingState>,
 }
 
 thread_local! {
     static CURRENT: RefCell<Context> = const {
-        RefCell::new(Context { span: None, baggage: Baggage::new() })
+        RefCell::new(Context::new())
     };
 }
 
@@ -148,6 +208,7 @@ impl Context {
         Self {
             span: None,
             baggage: Baggage::new(),
+            sampling: None,
         }
     }
 
@@ -173,6 +234,19 @@ impl Context {
     /// Sets or clears the span context.
     pub fn set_span(&mut self, span: Option<SpanContext>) {
         self.span = span;
+    }
+
+    /// A sampling decision the caller sent without a span context, such as B3's `b3: 0`
+    /// (which means "do not sample" and carries no ids); `None` if it sent none. A span
+    /// started with [`SpanBuilder::remote`](crate::SpanBuilder::remote) on this context
+    /// follows it; a context with a span uses the span's own state.
+    pub const fn sampling_state(&self) -> Option<SamplingState> {
+        self.sampling
+    }
+
+    /// Sets or clears the sampling decision received without a span context.
+    pub fn set_sampling_state(&mut self, sampling: Option<SamplingState>) {
+        self.sampling = sampling;
     }
 
     /// The baggage.

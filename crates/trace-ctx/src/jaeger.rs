@@ -6,7 +6,8 @@
 //!   parent ids 1 to 16, flags 1 or 2;
 //! - trace and span ids must not be zero; parent `0` means "no parent" (the field is
 //!   deprecated);
-//! - flags: `0x01` sampled, `0x02` debug (and other bits carried as they are);
+//! - flags: `0x01` sampled, `0x02` debug (and other bits carried as they are); debug implies
+//!   sampled, so a span context read from flags `2` is sampled and written back as `3`;
 //! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded;
 //! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
 
@@ -16,7 +17,7 @@ use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
 use crate::carrier::{Extractor, Injector};
 use crate::id::parse_any_hex_u128;
 use crate::propagator::Propagator;
-use crate::{Baggage, Context, Error, SpanContext, SpanId, TraceFlags, TraceId};
+use crate::{Baggage, Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
 
 /// The Jaeger trace header name.
 pub const UBER_TRACE_ID: &str = "uber-trace-id";
@@ -94,13 +95,18 @@ impl JaegerHeader {
         self.flags & (Self::SAMPLED | Self::DEBUG) != 0
     }
 
-    /// The span context this header describes.
+    /// The span context this header describes: [`SamplingState::Debug`] if the debug flag
+    /// is set (with or without the sampled flag: debug implies sampled), else accept or deny.
     pub fn span_context(&self) -> SpanContext {
-        SpanContext::remote(
-            self.trace_id,
-            self.span_id,
-            TraceFlags::NONE.with_sampled(self.is_sampled()),
-        )
+        let state = if self.flags & Self::DEBUG != 0 {
+            SamplingState::Debug
+        } else if self.flags & Self::SAMPLED != 0 {
+            SamplingState::Accept
+        } else {
+            SamplingState::Deny
+        };
+        SpanContext::remote(self.trace_id, self.span_id, TraceFlags::NONE)
+            .with_sampling_state(state)
     }
 
     /// The header describing `span`.
@@ -109,7 +115,11 @@ impl JaegerHeader {
             trace_id: span.trace_id(),
             span_id: span.span_id(),
             parent_span_id: None,
-            flags: if span.is_sampled() { Self::SAMPLED } else { 0 },
+            flags: match span.sampling_state() {
+                SamplingState::Debug => Self::SAMPLED | Self::DEBUG,
+                state if state.is_sampled() => Self::SAMPLED,
+                _ => 0,
+            },
         }
     }
 }
@@ -178,9 +188,19 @@ impl Propagator for JaegerPropagator {
     }
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
-        if let Some(span) = cx.span() {
-            carrier.set(UBER_TRACE_ID, &JaegerHeader::of(span).to_string());
+        match cx.span() {
+            Some(span) => carrier.set(UBER_TRACE_ID, &JaegerHeader::of(span).to_string()),
+            None => carrier.remove(UBER_TRACE_ID),
         }
+        // A reused carrier may hold the previous request's baggage: every `uberctx-*` field
+        // whose key this context does not carry goes.
+        let baggage = cx.baggage();
+        carrier.remove_where(&mut |name| {
+            name.len() >= UBERCTX_PREFIX.len()
+                && name.as_bytes()[..UBERCTX_PREFIX.len()]
+                    .eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes())
+                && baggage.get(&name[UBERCTX_PREFIX.len()..]).is_none()
+        });
         for entry in cx.baggage().iter() {
             let mut value = String::new();
             // Writing into a String cannot fail.
@@ -253,6 +273,41 @@ mod tests {
     fn debug_flag_means_sampled() {
         assert!(JaegerHeader::parse("1:2:0:2").unwrap().is_sampled());
         assert!(!JaegerHeader::parse("1:2:0:0").unwrap().is_sampled());
+    }
+
+    /// (received `uber-trace-id`, what the propagator writes back): debug survives, and
+    /// debug without sampled is sampled, as Jaeger clients treat it.
+    const FLAG_ROUND_TRIPS: &[(&str, &str)] = &[
+        (
+            "1:2:0:0",
+            "00000000000000000000000000000001:0000000000000002:0:0",
+        ),
+        (
+            "1:2:0:1",
+            "00000000000000000000000000000001:0000000000000002:0:1",
+        ),
+        (
+            "1:2:0:2",
+            "00000000000000000000000000000001:0000000000000002:0:3",
+        ),
+        (
+            "1:2:0:3",
+            "00000000000000000000000000000001:0000000000000002:0:3",
+        ),
+    ];
+
+    #[test]
+    fn debug_flag_is_written_back() {
+        for (received, expected) in FLAG_ROUND_TRIPS {
+            let cx = JaegerPropagator.extract(&vec![(UBER_TRACE_ID, *received)]);
+            let mut out: Vec<(String, String)> = Vec::new();
+            JaegerPropagator.inject(&cx, &mut out);
+            assert_eq!(
+                out,
+                [(UBER_TRACE_ID.to_owned(), (*expected).to_owned())],
+                "{received}"
+            );
+        }
     }
 
     #[test]

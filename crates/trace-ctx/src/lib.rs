@@ -82,7 +82,7 @@ pub use b3::{
 };
 pub use baggage::{BAGGAGE, Baggage, BaggageEntry, BaggagePropagator};
 pub use carrier::{Extractor, Injector};
-pub use context::{Context, ContextGuard, SpanContext};
+pub use context::{Context, ContextGuard, SamplingState, SpanContext};
 pub use error::Error;
 pub use export::{JsonLinesExporter, MemoryExporter};
 #[cfg(feature = "tokio")]

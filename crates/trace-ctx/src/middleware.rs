@@ -72,11 +72,12 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let remote = self.propagator.extract(request.headers());
         let name = format!("{} {}", request.method(), request.uri().path());
-        let mut builder = self.tracer.span(name).kind(SpanKind::Server);
-        if let Some(parent) = remote.span() {
-            builder = builder.parent(parent);
-        }
-        let mut span = builder.start();
+        let mut span = self
+            .tracer
+            .span(name)
+            .kind(SpanKind::Server)
+            .remote(&remote)
+            .start();
         if span.is_recording() {
             span.set_attribute("http.request.method", request.method().to_string());
             span.set_attribute("url.path", request.uri().path().to_owned());

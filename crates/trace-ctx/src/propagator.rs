@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::carrier::{Extractor, Injector};
-use crate::{Baggage, Context, SpanContext};
+use crate::{Baggage, Context, SamplingState, SpanContext};
 
 /// One propagation format: reads a [`Context`] from a carrier and writes one into it.
 ///
@@ -13,6 +13,13 @@ pub trait Propagator: Send + Sync + fmt::Debug {
     /// The span context carried by `carrier`, or `None` if it holds none or an invalid one.
     /// Never a partially read context.
     fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        let _ = carrier;
+        None
+    }
+
+    /// A sampling decision `carrier` holds without a span context (B3's `b3: 0`), if any.
+    /// Formats that cannot express one return `None`.
+    fn extract_sampling_state(&self, carrier: &dyn Extractor) -> Option<SamplingState> {
         let _ = carrier;
         None
     }
@@ -30,10 +37,15 @@ pub trait Propagator: Send + Sync + fmt::Debug {
     /// The field names this format reads and writes (prefixes end in `-`).
     fn fields(&self) -> &'static [&'static str];
 
-    /// The span context and baggage carried by `carrier`.
+    /// The span context and baggage carried by `carrier`; without a span context, the
+    /// sampling decision sent alone, if any ([`Context::sampling_state`]).
     fn extract(&self, carrier: &dyn Extractor) -> Context {
         let mut cx = Context::new();
-        cx.set_span(self.extract_span(carrier));
+        let span = self.extract_span(carrier);
+        if span.is_none() {
+            cx.set_sampling_state(self.extract_sampling_state(carrier));
+        }
+        cx.set_span(span);
         self.extract_baggage(carrier, cx.baggage_mut());
         cx
     }
@@ -84,6 +96,12 @@ impl Propagator for CompositePropagator {
         self.formats.iter().find_map(|f| f.extract_span(carrier))
     }
 
+    fn extract_sampling_state(&self, carrier: &dyn Extractor) -> Option<SamplingState> {
+        self.formats
+            .iter()
+            .find_map(|f| f.extract_sampling_state(carrier))
+    }
+
     fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
         for format in &self.formats {
             format.extract_baggage(carrier, baggage);
@@ -106,7 +124,11 @@ impl Propagator for CompositePropagator {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
-    use crate::{B3Propagator, BaggagePropagator, JaegerPropagator, TraceContextPropagator};
+    use crate::{
+        B3Propagator, BaggagePropagator, JaegerPropagator, SpanId, TraceContextPropagator,
+        TraceFlags, TraceId,
+    };
+    use std::collections::HashMap;
 
     fn composite() -> CompositePropagator {
         CompositePropagator::new(vec![
@@ -147,6 +169,75 @@ mod tests {
         assert!(cx.span().is_none());
     }
 
+    /// (propagator, headers of a first request, header names left after injecting a second
+    /// context without trace state or baggage into the same map).
+    type ReuseRow = (
+        Box<dyn Propagator>,
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+
+    fn reuse_rows() -> Vec<ReuseRow> {
+        vec![
+            (
+                Box::new(TraceContextPropagator),
+                &[
+                    (
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
+                    ("tracestate", "rojo=1"),
+                ],
+                &["traceparent"],
+            ),
+            (
+                Box::new(BaggagePropagator),
+                &[("baggage", "user=alice")],
+                &[],
+            ),
+            (
+                Box::new(JaegerPropagator),
+                &[("uber-trace-id", "1:2:0:1"), ("uberctx-tenant", "acme")],
+                &["uber-trace-id"],
+            ),
+            (
+                Box::new(B3Propagator::multi_header()),
+                &[
+                    ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+                    ("x-b3-spanid", "e457b5a2e4d86bd1"),
+                    ("x-b3-flags", "1"),
+                ],
+                &["x-b3-sampled", "x-b3-spanid", "x-b3-traceid"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_reused_carrier_keeps_nothing_of_the_previous_request() {
+        for (propagator, first, left) in reuse_rows() {
+            let mut carrier: HashMap<String, String> = HashMap::new();
+            propagator.inject(&propagator.extract(&first.to_vec()), &mut carrier);
+            assert_eq!(
+                carrier.len(),
+                first.len(),
+                "{propagator:?} wrote {carrier:?}"
+            );
+
+            let second = Context::new().with_span(SpanContext::new(
+                TraceId::random(),
+                SpanId::random(),
+                TraceFlags::SAMPLED,
+            ));
+            propagator.inject(&second, &mut carrier);
+            let mut names: Vec<&str> = carrier.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            assert_eq!(names, *left, "{propagator:?}");
+
+            propagator.inject(&Context::new(), &mut carrier);
+            assert!(carrier.is_empty(), "{propagator:?} left {carrier:?}");
+        }
+    }
+
     #[test]
     fn inject_writes_every_format() {
         let carrier = vec![("uber-trace-id", "abc:def:0:3")];
@@ -160,7 +251,7 @@ mod tests {
                 "traceparent",
                 "x-b3-traceid",
                 "x-b3-spanid",
-                "x-b3-sampled",
+                "x-b3-flags",
                 "uber-trace-id"
             ]
         );

@@ -11,7 +11,7 @@ use std::fmt;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::{Clock, SystemClock};
 
-use crate::{SpanContext, SpanKind, TraceId};
+use crate::{SamplingState, SpanContext, SpanKind, TraceId};
 
 /// Whether a span is recorded and exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,7 +96,8 @@ impl Sampler for AlwaysOff {
     }
 }
 
-/// Follows the parent's sampled flag; asks `root` when there is no parent.
+/// Follows the parent's sampled flag; asks `root` when there is no parent, or when the
+/// parent deferred the decision ([`SamplingState::Defer`], B3 ids without a sampling state).
 ///
 /// The four parent cases (remote or local, sampled or not) can each get their own sampler;
 /// by default sampled parents are followed with [`AlwaysOn`] and unsampled with [`AlwaysOff`].
@@ -167,7 +168,9 @@ impl Sampler for ParentBased {
         kind: SpanKind,
     ) -> SamplingDecision {
         let delegate = match parent {
+            // A deferred parent (B3 ids without a decision) leaves the decision to us.
             None => &self.root,
+            Some(p) if p.sampling_state() == SamplingState::Defer => &self.root,
             Some(p) => match (p.is_remote(), p.is_sampled()) {
                 (true, true) => &self.remote_sampled,
                 (true, false) => &self.remote_not_sampled,

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use infra_common::{Clock, SystemClock};
 
-use crate::sampler::{AlwaysOn, ParentBased, Sampler};
-use crate::{Context, ContextGuard, SpanContext, SpanId, TraceFlags};
+use crate::sampler::{AlwaysOn, ParentBased, Sampler, SamplingDecision};
+use crate::{Context, ContextGuard, SamplingState, SpanContext, SpanId, TraceFlags};
 
 /// The role of a span in a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -349,6 +349,7 @@ enum ParentChoice<'a> {
     Current,
     Root,
     Explicit(&'a SpanContext),
+    Remote(&'a Context),
 }
 
 /// A span about to start; see [`Tracer::span`].
@@ -383,6 +384,17 @@ impl<'a> SpanBuilder<'a> {
         self
     }
 
+    /// Continues the context `remote` extracted from a request: its span is the parent, or,
+    /// if it has none, the sampling decision the caller sent alone is followed
+    /// ([`Context::sampling_state`]: B3 `b3: 0` drops the new trace, `1` and `d` sample
+    /// it, as [`ParentBased`](crate::ParentBased) follows a remote parent's decision);
+    /// otherwise the span starts a new trace and the sampler decides.
+    #[must_use]
+    pub fn remote(mut self, remote: &'a Context) -> Self {
+        self.parent = ParentChoice::Remote(remote);
+        self
+    }
+
     /// Starts a new trace, ignoring the current span.
     #[must_use]
     pub fn root(mut self) -> Self {
@@ -394,20 +406,24 @@ impl<'a> SpanBuilder<'a> {
     #[inline]
     pub fn start(self) -> Span {
         match self.parent {
-            ParentChoice::Explicit(parent) => self.start_under(Some(parent)),
-            ParentChoice::Root => self.start_under(None),
+            ParentChoice::Explicit(parent) => self.start_under(Some(parent), None),
+            ParentChoice::Root => self.start_under(None, None),
+            ParentChoice::Remote(remote) => match remote.span() {
+                Some(parent) => self.start_under(Some(parent), None),
+                None => self.start_under(None, remote.sampling_state()),
+            },
             ParentChoice::Current => {
                 // Copying the parent out (no allocation for an empty trace state) measured
                 // about twice as fast as running the whole start inside the thread-local
                 // borrow: the span no longer travels back through the closure's return slot.
                 let parent = Context::map_current(|cx| cx.span().cloned());
-                self.start_under(parent.as_ref())
+                self.start_under(parent.as_ref(), None)
             }
         }
     }
 
     #[inline]
-    fn start_under(self, parent: Option<&SpanContext>) -> Span {
+    fn start_under(self, parent: Option<&SpanContext>, sent: Option<SamplingState>) -> Span {
         let config = &*self.tracer.inner;
         let (trace_id, span_id, random) = match parent {
             Some(parent) => (
@@ -420,15 +436,27 @@ impl<'a> SpanBuilder<'a> {
                 (trace_id, span_id, true)
             }
         };
-        let decision = config
-            .sampler
-            .should_sample(parent, trace_id, &self.name, self.kind);
+        // A decision sent without ids is followed like a remote parent's; defer (or none)
+        // leaves it to the sampler.
+        let decision = match sent {
+            Some(SamplingState::Deny) => SamplingDecision::Drop,
+            Some(SamplingState::Accept | SamplingState::Debug) => SamplingDecision::RecordAndSample,
+            _ => config
+                .sampler
+                .should_sample(parent, trace_id, &self.name, self.kind),
+        };
         #[cfg(feature = "metrics")]
         config.metrics.started(decision.is_sampled());
         let flags = TraceFlags::NONE
             .with_random(random)
             .with_sampled(decision.is_sampled());
         let mut context = SpanContext::new(trace_id, span_id, flags);
+        // Debug is a request to keep the whole trace: a sampled child carries it on.
+        let debug = sent == Some(SamplingState::Debug)
+            || parent.is_some_and(|p| p.sampling_state() == SamplingState::Debug);
+        if debug && decision.is_sampled() {
+            context = context.with_sampling_state(SamplingState::Debug);
+        }
         if let Some(parent) = parent
             && !parent.trace_state().is_empty()
         {
@@ -595,6 +623,7 @@ impl fmt::Debug for Span {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+    use crate::SamplingState;
     use crate::{AlwaysOff, MemoryExporter, TraceId, TraceIdRatio};
     use infra_common::ManualClock;
 
@@ -659,6 +688,63 @@ mod tests {
         assert!(!span.context().is_remote());
         drop(span);
         assert_eq!(exporter.spans()[0].parent_span_id, Some(remote.span_id()));
+    }
+
+    /// (root sampler of a parent-based tracer, B3 headers received, whether the server span
+    /// is sampled, its sampling state).
+    type Headers = &'static [(&'static str, &'static str)];
+    const B3_DECISIONS: &[(bool, Headers, bool, SamplingState)] = &[
+        // `b3: 0` alone is "deny", not "no context": no new sampled trace starts.
+        (true, &[("b3", "0")], false, SamplingState::Deny),
+        (true, &[("x-b3-sampled", "0")], false, SamplingState::Deny),
+        (false, &[("b3", "1")], true, SamplingState::Accept),
+        (false, &[("b3", "d")], true, SamplingState::Debug),
+        // Ids without a state defer: this service's root sampler decides.
+        (
+            true,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")],
+            true,
+            SamplingState::Accept,
+        ),
+        (
+            false,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")],
+            false,
+            SamplingState::Deny,
+        ),
+        (
+            false,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")],
+            true,
+            SamplingState::Debug,
+        ),
+        (
+            true,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+            false,
+            SamplingState::Deny,
+        ),
+        (true, &[], true, SamplingState::Accept),
+    ];
+
+    #[test]
+    fn b3_decisions_reach_the_span() {
+        use crate::{B3Propagator, ParentBased, Propagator};
+        for (root_samples, received, sampled, state) in B3_DECISIONS {
+            let sampler = if *root_samples {
+                ParentBased::new(AlwaysOn)
+            } else {
+                ParentBased::new(AlwaysOff)
+            };
+            let tracer = Tracer::builder().sampler(sampler).build();
+            let remote = B3Propagator::single_header().extract(&received.to_vec());
+            let span = tracer.span("handle").remote(&remote).start();
+            assert_eq!(span.context().is_sampled(), *sampled, "{received:?}");
+            assert_eq!(span.context().sampling_state(), *state, "{received:?}");
+            if let Some(parent) = remote.span() {
+                assert_eq!(span.context().trace_id(), parent.trace_id());
+            }
+        }
     }
 
     #[test]

@@ -214,9 +214,17 @@ impl Propagator for TraceContextPropagator {
     }
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
-        let Some(span) = cx.span() else { return };
+        // A reused carrier may hold the previous request's fields: each one not written
+        // now is removed.
+        let Some(span) = cx.span() else {
+            carrier.remove(TRACEPARENT);
+            carrier.remove(TRACESTATE);
+            return;
+        };
         carrier.set(TRACEPARENT, TraceParent::of(span).encode().as_str());
-        if !span.trace_state().is_empty() {
+        if span.trace_state().is_empty() {
+            carrier.remove(TRACESTATE);
+        } else {
             carrier.set(TRACESTATE, span.trace_state().as_str());
         }
     }
@@ -423,12 +431,28 @@ mod tests {
         let cx = TraceContextPropagator.extract(&carrier);
         assert_eq!(cx.span().unwrap().trace_state().as_str(), "rojo=1,congo=2");
 
-        let carrier = headers(&[(TRACEPARENT, VALID), (TRACESTATE, "rojo=1,rojo=2")]);
+        let carrier = headers(&[(TRACEPARENT, VALID), (TRACESTATE, "rojo=1,bad key=2")]);
         let cx = TraceContextPropagator.extract(&carrier);
         let span = cx
             .span()
             .expect("a bad tracestate does not affect traceparent");
         assert!(span.trace_state().is_empty());
+
+        // A key repeated in one field or across fields keeps the list (first entry wins).
+        for repeated in [&["foo=1,foo=1"][..], &["foo=1,foo=2"], &["foo=1", "foo=2"]] {
+            let mut carrier = headers(&[(TRACEPARENT, VALID)]);
+            carrier.extend(
+                repeated
+                    .iter()
+                    .map(|v| (TRACESTATE.to_owned(), (*v).to_owned())),
+            );
+            let cx = TraceContextPropagator.extract(&carrier);
+            assert_eq!(
+                cx.span().unwrap().trace_state().as_str(),
+                "foo=1",
+                "{repeated:?}"
+            );
+        }
 
         let carrier = headers(&[(TRACEPARENT, "00-bad"), (TRACESTATE, "rojo=1")]);
         assert!(TraceContextPropagator.extract(&carrier).span().is_none());
@@ -451,7 +475,7 @@ mod tests {
             )])
         );
         TraceContextPropagator.inject(&Context::new(), &mut out);
-        assert_eq!(out.len(), 1, "an empty context injects nothing");
+        assert!(out.is_empty(), "an empty context clears the fields it owns");
     }
 
     proptest! {
