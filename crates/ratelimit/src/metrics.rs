@@ -395,42 +395,6 @@ mod tests {
         assert_eq!(decisions(&series, "error", "denied"), Some(0));
     }
 
-    #[cfg(feature = "redis")]
-    #[test]
-    fn redis_decisions_count_whether_redis_or_the_local_cache_decides() {
-        use crate::redis::{RedisOptions, RedisRateLimiter};
-
-        let Some(server) = infra_testkit::RedisServer::start() else {
-            return;
-        };
-        let recorder = DebuggingRecorder::new();
-        // Two per ten hours: nothing refills during the test.
-        let quota = Quota::new(2, Duration::from_secs(36_000)).unwrap();
-        let limiter = metrics::with_local_recorder(&recorder, || {
-            RedisRateLimiter::new(&server.url(), quota, RedisOptions::default())
-                .unwrap()
-                .with_metrics_name("shared")
-        });
-        assert!(limiter.check("k").unwrap().is_allowed());
-        // Redis's answer says the key is now full: the local cache denies the next two.
-        assert!(limiter.check("k").unwrap().is_allowed());
-        assert!(limiter.check("k").unwrap().is_denied());
-        assert!(limiter.check("k").unwrap().is_denied());
-        assert!(limiter.check("other").unwrap().is_allowed());
-        assert_eq!(limiter.stats().cache_hits, 2);
-        let series = counters(&recorder.snapshotter());
-        assert_eq!(decisions(&series, "shared", "admitted"), Some(3));
-        assert_eq!(decisions(&series, "shared", "denied"), Some(2));
-        for class in ["timeout", "connection", "server", "other"] {
-            let errors = value(
-                &series,
-                REDIS_ERRORS_TOTAL,
-                &[(LIMITER_LABEL, "shared"), (CLASS_LABEL, class)],
-            );
-            assert_eq!(errors, Some(0), "{class}");
-        }
-    }
-
     #[cfg(feature = "tokio")]
     #[tokio::test(start_paused = true)]
     async fn an_async_waiter_counts_each_attempt() {
