@@ -191,9 +191,10 @@ fuzz_target!(|input: Input| {
         EngineKind::Jump => run(Jump::new(), false, &input.ops),
         EngineKind::Flip => run(Flip::new(), false, &input.ops),
         EngineKind::Maglev => run(
+            // 2053 / 8: room for all 256 nodes an input can name.
             Maglev::with_config(MaglevConfig {
-                entries_per_node: 10,
-                table_size: None,
+                entries_per_node: 8,
+                table_size: Some(2053),
             })
             .expect("settings in range"),
             true,

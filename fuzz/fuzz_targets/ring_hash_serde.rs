@@ -87,32 +87,37 @@ fn check_maglev_config(config: MaglevConfig) {
     );
     let engine = Maglev::with_config(config).expect("decoded settings are in range");
     assert_eq!(engine.config(), config);
-    // The table for one node, before it is rounded up to a prime.
-    let wanted = match config.table_size {
-        Some(size) => size,
-        None => config.entries_per_node.next_power_of_two(),
-    };
+    // The documented table: the setting (default 655,373) rounded up to a prime, holding
+    // `table / entries_per_node` nodes.
+    let table = smallest_prime_from(config.table_size.unwrap_or(655_373));
+    let capacity = table / config.entries_per_node;
     let mut placement = Placement::new(engine);
-    if wanted > MAX_TABLE_SIZE {
+    if capacity == 0 {
         assert_eq!(
             placement.add("a".to_owned(), 1),
             Err(Error::TooManyNodes { engine: "maglev" }),
-            "a table beyond u32 entries is refused"
+            "a table smaller than one node's entries is refused"
         );
         assert!(placement.is_empty());
-    } else if wanted <= MAX_BUILT_ENTRIES && config.entries_per_node <= MAX_BUILT_ENTRIES / 4 {
-        for node in ["a", "b", "c"] {
-            placement.add(node.to_owned(), 1).expect("a small table");
+    } else if table <= MAX_BUILT_ENTRIES {
+        for (held, node) in (0u64..).zip(["a", "b", "c"]) {
+            let result = placement.add(node.to_owned(), 1);
+            if held < capacity {
+                result.expect("the table has room");
+            } else {
+                assert_eq!(result, Err(Error::TooManyNodes { engine: "maglev" }));
+            }
         }
-        let size = placement.engine().table_size() as u64;
-        assert!(size >= 3);
-        assert!(config.table_size.is_none_or(|fixed| size >= fixed));
-        assert!(
-            (2..size)
-                .take_while(|d| d * d <= size)
-                .all(|d| !size.is_multiple_of(d))
-        );
+        assert_eq!(placement.len() as u64, capacity.min(3));
+        assert_eq!(placement.engine().table_size() as u64, table);
     }
+}
+
+/// The smallest prime at or above `n`, by trial division (`n` is at most 2^24).
+fn smallest_prime_from(n: u64) -> u64 {
+    (n.max(2)..)
+        .find(|&c| (2..c).take_while(|d| d * d <= c).all(|d| c % d != 0))
+        .expect("there is always a larger prime")
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -125,8 +130,8 @@ fuzz_target!(|data: &[u8]| {
         check_membership(Jump::new(), false, &membership);
         check_membership(
             Maglev::with_config(MaglevConfig {
-                entries_per_node: 8,
-                table_size: None,
+                entries_per_node: 1,
+                table_size: Some(8191),
             })
             .expect("settings in range"),
             true,

@@ -71,7 +71,9 @@ mod snapshot;
 pub use bounded::{BoundedLoad, Lease};
 pub use engine::{Disruption, Engine, MAX_NODES, Relocation};
 pub use error::Error;
-pub use maglev::{DEFAULT_ENTRIES_PER_NODE, MAX_TABLE_SIZE, Maglev, MaglevConfig};
+pub use maglev::{
+    DEFAULT_ENTRIES_PER_NODE, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, MaglevConfig,
+};
 pub use memento::Memento;
 pub use numbered::{
     Flip, FlipHash, Jump, JumpHash, NumberedBuckets, RangeHash, flip_hash, jump_hash,

@@ -4,9 +4,13 @@ use crate::Error;
 use crate::engine::{Disruption, DistinctSlots, Engine, MAX_NODES, Relocation, SlotTable};
 use crate::hashing::{mix, reduce};
 
-/// Default table size per node: the table is the smallest prime at least this many times the
-/// node count.
+/// Default minimum table entries per node: a table of `m` entries holds at most
+/// `m / entries_per_node` nodes (6,553 for the default table).
 pub const DEFAULT_ENTRIES_PER_NODE: u64 = 100;
+
+/// Default table size: 655,373, the prime the paper uses for large clusters. It stays fixed
+/// whatever the node count, so membership changes move near-minimal numbers of keys.
+pub const DEFAULT_TABLE_SIZE: u64 = 655_373;
 
 /// The largest Maglev table: 16,777,213 entries (the largest prime below 2^24, 64 MiB). Both
 /// [`MaglevConfig`] settings are at most this, and a table that would be larger is refused
@@ -22,18 +26,17 @@ pub const MAX_TABLE_SIZE: u64 = 16_777_213;
 /// `max_weight` credit, so shares follow weights. Nodes take turns in node-hash order, so the
 /// table depends only on the membership. A key with hash `k` reads entry `reduce(k, m)`.
 ///
-/// The table size `m` is by default the smallest prime at or above `100 × nodes` rounded up to a
-/// power of two (so between 100 and 200 entries per node), and every node's share of entries is
-/// within about 1% of its ideal share. A lookup is one multiplication and one array read,
-/// whatever the number of nodes.
+/// The table size `m` is fixed, as in the paper: [`DEFAULT_TABLE_SIZE`] (655,373 entries,
+/// 2.6 MB) unless [`MaglevConfig::table_size`] says otherwise, rounded up to a prime. It holds
+/// at most `m / entries_per_node` nodes ([`DEFAULT_ENTRIES_PER_NODE`] = 100: 6,553 nodes by
+/// default); one more is refused with [`Error::TooManyNodes`]. A lookup is one multiplication
+/// and one array read, whatever the number of nodes.
 ///
 /// Disruption is near-minimal, not minimal: a membership change repopulates the table and a few
 /// keys move between nodes that did not change (the paper measures a few percent of the table
-/// for a 1% change). **The table size must not change** for that to hold, since every key's
-/// entry depends on it: the default size only changes when the node count crosses a power of
-/// two over 100 (at 11, 21, 41, … 656, 1311 nodes), and then nearly every key moves. Clusters
-/// that grow or shrink across such a point should fix [`MaglevConfig::table_size`]. `get_n` walks the table forward from the key's entry and collects distinct
-/// nodes.
+/// for a 1% change). Every key's entry depends on the table size, so the size never changes on
+/// its own; [`crate::Placement::resize_table`] changes it explicitly and moves most
+/// keys. `get_n` walks the table forward from the key's entry and collects distinct nodes.
 #[derive(Debug, Clone)]
 pub struct Maglev {
     config: MaglevConfig,
@@ -46,11 +49,10 @@ pub struct Maglev {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "MaglevConfigFields"))]
 pub struct MaglevConfig {
-    /// Minimum table entries per node; the table is the next prime at or above
-    /// `entries_per_node × nodes` rounded up to a power of two (default 100; 1 to
-    /// [`MAX_TABLE_SIZE`]).
+    /// Minimum table entries per node: the table holds at most `table size / entries_per_node`
+    /// nodes (default 100; 1 to [`MAX_TABLE_SIZE`]).
     pub entries_per_node: u64,
-    /// A fixed table size instead (rounded up to a prime and to at least the node count; 1 to
+    /// The table size, rounded up to a prime (default [`DEFAULT_TABLE_SIZE`]; 1 to
     /// [`MAX_TABLE_SIZE`]).
     pub table_size: Option<u64>,
 }
@@ -197,19 +199,35 @@ impl Maglev {
         counts
     }
 
-    /// The table size for `nodes` nodes, `None` beyond [`MAX_TABLE_SIZE`].
-    fn size_for(&self, nodes: u64) -> Option<u64> {
-        let wanted = match self.config.table_size {
-            Some(size) => size.max(nodes),
-            // Rounded up to a power of two first, so the size (and with it every key's entry)
-            // stays put while the node count moves within a factor of two.
-            None => self
-                .config
-                .entries_per_node
-                .checked_mul(nodes)?
-                .checked_next_power_of_two()?,
+    /// The table size: the configured size rounded up to a prime.
+    fn size(&self) -> u64 {
+        let wanted = self.config.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+        // Validated settings are at most MAX_TABLE_SIZE, a prime.
+        next_prime(wanted).unwrap_or(MAX_TABLE_SIZE)
+    }
+
+    /// The most nodes the table holds: `size / entries_per_node`.
+    #[allow(clippy::cast_possible_truncation)] // at most MAX_TABLE_SIZE, below 2^24
+    pub fn max_nodes(&self) -> usize {
+        (self.size() / self.config.entries_per_node) as usize
+    }
+
+    /// Changes the table size; the caller rebuilds.
+    pub(crate) fn resize(&mut self, table_size: u64) -> Result<(), Error> {
+        let config = MaglevConfig {
+            table_size: Some(table_size),
+            ..self.config
+        }
+        .validate()?;
+        let resized = Self {
+            config,
+            ..Self::new()
         };
-        next_prime(wanted)
+        if self.slots.live() > resized.max_nodes() {
+            return Err(Error::TooManyNodes { engine: "maglev" });
+        }
+        self.config = config;
+        Ok(())
     }
 }
 
@@ -229,11 +247,8 @@ impl Engine for Maglev {
     }
 
     fn add(&mut self, node_hash: u64, weight: u32) -> Result<usize, Error> {
-        self.slots.check_room(MAX_NODES, "maglev")?;
-        let nodes = self.slots.live() as u64 + 1;
-        if self.size_for(nodes).is_none() {
-            return Err(Error::TooManyNodes { engine: "maglev" });
-        }
+        self.slots
+            .check_room(self.max_nodes().min(MAX_NODES), "maglev")?;
         Ok(self.slots.insert(node_hash, weight))
     }
 
@@ -254,13 +269,12 @@ impl Engine for Maglev {
         if nodes.is_empty() {
             return;
         }
-        // `add` refused every node that would make the table too large.
-        let Some(size) = self.size_for(nodes.len() as u64) else {
-            return;
-        };
+        let size = self.size();
         let max_weight = nodes.iter().map(|n| u64::from(n.2)).max().unwrap_or(1);
-        // Per node: (offset, skip, next permutation index, credit).
-        let mut walkers: Vec<(u64, u64, u64, u64)> = nodes
+        // Per node: (next entry of its permutation, skip, credit). The permutation's entry `j` is
+        // `(offset + j·skip) mod size`; stepping by `skip` with one conditional subtraction
+        // walks it without a division per probe.
+        let mut walkers: Vec<(u64, u64, u64)> = nodes
             .iter()
             .map(|&(_, hash, _)| {
                 let offset = reduce(mix(hash, 1), size);
@@ -269,23 +283,30 @@ impl Engine for Maglev {
                 } else {
                     1
                 };
-                (offset, skip, 0, 0)
+                (offset, skip, 0)
             })
             .collect();
         let mut table = vec![u32::MAX; size as usize];
+        // Most probes find the entry taken; a bitmap of taken entries (80 KB for the default
+        // table) answers them from cache instead of reading the 2.6 MB table.
+        let mut taken = vec![0u64; size.div_ceil(64) as usize];
         let mut filled = 0u64;
         'rounds: loop {
             for (walker, &(slot, _, weight)) in walkers.iter_mut().zip(&nodes) {
-                walker.3 += u64::from(weight);
-                while walker.3 >= max_weight {
-                    walker.3 -= max_weight;
+                walker.2 += u64::from(weight);
+                while walker.2 >= max_weight {
+                    walker.2 -= max_weight;
                     let entry = loop {
-                        let entry = ((walker.0 + walker.2 * walker.1) % size) as usize;
-                        walker.2 += 1;
-                        if table[entry] == u32::MAX {
+                        let entry = walker.0 as usize;
+                        walker.0 += walker.1;
+                        if walker.0 >= size {
+                            walker.0 -= size;
+                        }
+                        if taken[entry / 64] & (1 << (entry % 64)) == 0 {
                             break entry;
                         }
                     };
+                    taken[entry / 64] |= 1 << (entry % 64);
                     table[entry] = slot as u32;
                     filled += 1;
                     if filled == size {
@@ -426,10 +447,10 @@ mod tests {
     }
 
     #[test]
-    fn a_table_beyond_the_largest_is_refused_when_the_node_is_added() {
+    fn a_table_holds_at_most_its_size_over_entries_per_node_nodes() {
         let engine = Maglev::with_config(MaglevConfig {
             entries_per_node: MAX_TABLE_SIZE,
-            table_size: None,
+            table_size: Some(1000),
         })
         .unwrap();
         let mut placement = Placement::new(engine);
@@ -439,12 +460,21 @@ mod tests {
         );
         assert!(placement.is_empty());
         assert_eq!(placement.engine().table_size(), 0);
+        // 1000 rounds up to the prime 1009, which holds 100 nodes of 10 entries.
         let small = Maglev::with_config(MaglevConfig {
-            entries_per_node: 1,
-            table_size: Some(7),
+            entries_per_node: 10,
+            table_size: Some(1000),
         })
         .unwrap();
-        let placement = Placement::from_members(small, (0..7u32).map(Member::new)).unwrap();
-        assert_eq!(placement.engine().table_size(), 7);
+        let mut placement = Placement::from_members(small, (0..100u32).map(Member::new)).unwrap();
+        assert_eq!(placement.engine().table_size(), 1009);
+        assert_eq!(placement.engine().max_nodes(), 100);
+        assert_eq!(
+            placement.add(100, 1),
+            Err(Error::TooManyNodes { engine: "maglev" })
+        );
+        assert_eq!(placement.len(), 100);
+        // The default table holds 6,553 nodes of 100 entries.
+        assert_eq!(Maglev::new().max_nodes(), 6553);
     }
 }

@@ -320,6 +320,28 @@ where
     }
 }
 
+impl<N> Placement<N, crate::Maglev>
+where
+    N: Hash + Eq + Clone + fmt::Debug,
+{
+    /// Changes the Maglev table size (rounded up to a prime) and rebuilds the table. **This
+    /// moves most keys** (88% of them when a 100-node table doubles): a key's entry depends
+    /// on the table size. Use it to make room
+    /// for more than [`crate::Maglev::max_nodes`] nodes, ideally when the cluster can afford
+    /// to lose its key placement (a cache's warm data, for example).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SettingOutOfRange`] for a size outside 1 to [`crate::MAX_TABLE_SIZE`], or
+    /// [`Error::TooManyNodes`] when the new table cannot hold the current members; the
+    /// placement is then unchanged.
+    pub fn resize_table(&mut self, table_size: u64) -> Result<(), Error> {
+        self.engine.resize(table_size)?;
+        self.engine.rebuild();
+        Ok(())
+    }
+}
+
 impl<N, E> Placement<N, E> {
     /// The engine.
     pub fn engine(&self) -> &E {

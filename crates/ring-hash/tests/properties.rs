@@ -364,18 +364,10 @@ proptest! {
     }
 }
 
-/// The smallest prime at or above `n`, by testing every divisor.
-fn smallest_prime_from(n: u64) -> u64 {
-    (n.max(2)..)
-        .find(|&c| (2..c).take_while(|d| d * d <= c).all(|d| c % d != 0))
-        .unwrap()
-}
-
 /// The Maglev table of the paper, populated naively for unit weights.
-fn reference_maglev(nodes: &[u32]) -> Vec<u32> {
+fn reference_maglev(nodes: &[u32], size: u64) -> Vec<u32> {
     let mut sorted: Vec<(u64, u32)> = nodes.iter().map(|&n| (key_hash(&n), n)).collect();
     sorted.sort_unstable();
-    let size = smallest_prime_from((100 * nodes.len() as u64).next_power_of_two());
     let permutation: Vec<Vec<u64>> = sorted
         .iter()
         .map(|&(h, _)| {
@@ -408,11 +400,14 @@ fn reference_maglev(nodes: &[u32]) -> Vec<u32> {
 #[test]
 fn maglev_matches_the_papers_population() {
     let nodes: Vec<u32> = (0..13).map(|n| n * 7 + 1).collect();
-    let table = reference_maglev(&nodes);
-    let placement = build(
-        Maglev::new(),
-        &nodes.iter().map(|&n| (n, 1)).collect::<Vec<_>>(),
-    );
+    // 2053 is prime, so the engine uses it as it is.
+    let table = reference_maglev(&nodes, 2053);
+    let engine = Maglev::with_config(MaglevConfig {
+        entries_per_node: 1,
+        table_size: Some(2053),
+    })
+    .unwrap();
+    let placement = build(engine, &nodes.iter().map(|&n| (n, 1)).collect::<Vec<_>>());
     for key in 0..5000u64 {
         let hash = fmix64(key ^ GOLDEN);
         let expected = table[reduce(hash, table.len() as u64) as usize];
@@ -429,6 +424,133 @@ fn maglev_shares_entries_within_two_percent_at_1000_nodes() {
     assert!(size >= 100_000.0);
     let peak = *counts.iter().max().unwrap() as f64;
     assert!(peak / (size / 1000.0) <= 1.02, "peak {peak} of {size}");
+}
+
+/// Keys moved by adding one node, bounded from below (the new node gets about its share: an
+/// engine that gave it nothing would fail) and from above (little moves between old nodes),
+/// across node counts that cross every internal size step: FlipHash's and Memento's powers of
+/// two, the ring index's powers of two, and the table sizes Maglev's default once changed at
+/// (11, 21, 41 nodes).
+#[test]
+fn adding_a_node_moves_about_its_share_at_every_size() {
+    const MANY: u64 = 20_000;
+    fn check<E: Engine>(make: impl Fn() -> E, upper_factor: f64, lower_factor: f64) {
+        let keys: Vec<u64> = (0..MANY).map(|k| key_hash(&k)).collect();
+        for n in [
+            1u32, 2, 3, 5, 7, 8, 10, 11, 15, 16, 20, 21, 31, 32, 40, 41, 63, 64,
+        ] {
+            let placement = build(make(), &(0..n).map(|node| (node, 1)).collect::<Vec<_>>());
+            let mut grown = placement.clone();
+            grown.add(n, 1).unwrap();
+            let (mut moved, mut onto_new) = (0u64, 0u64);
+            for &key in &keys {
+                let (old, new) = (placement.node_for_hash(key), grown.node_for_hash(key));
+                if old != new {
+                    moved += 1;
+                    onto_new += u64::from(*new.unwrap() == n);
+                }
+            }
+            let ideal = 1.0 / f64::from(n + 1);
+            // Five standard deviations of a binomial share of MANY keys.
+            let noise = 5.0 * (ideal * (1.0 - ideal) * MANY as f64).sqrt();
+            let expected = ideal * MANY as f64;
+            let name = placement.engine().name();
+            assert!(
+                onto_new as f64 >= lower_factor * expected - noise,
+                "{name}, {n} -> {}: only {onto_new} keys onto the new node, ideal {expected:.0}",
+                n + 1
+            );
+            assert!(
+                moved as f64 <= upper_factor * expected + noise,
+                "{name}, {n} -> {}: {moved} keys moved, ideal {expected:.0}",
+                n + 1
+            );
+        }
+    }
+    // The ring gives a node a share within about ±40% of ideal at 5σ of its 160 points.
+    check(Ring::new, 1.5, 0.6);
+    check(Rendezvous::new, 1.0, 1.0);
+    check(Jump::new, 1.0, 1.0);
+    check(Flip::new, 1.0, 1.0);
+    check(Memento::new, 1.0, 1.0);
+    check(Maglev::new, 1.5, 1.0);
+}
+
+/// The README's figures for the default Maglev table: keys 0..100,000 moved by adding node `n`
+/// to nodes `0..n`, in hundredths of a percent, against the ideal `1 / (n + 1)`.
+#[test]
+fn maglev_default_moves_near_the_ideal() {
+    for (from, at_most) in [
+        (2u32, 3340u64),
+        (5, 1660),
+        (40, 255),
+        (100, 115),
+        (1000, 43),
+    ] {
+        let members: Vec<(u32, u32)> = (0..from).map(|n| (n, 1)).collect();
+        let placement = build(Maglev::new(), &members);
+        let mut grown = placement.clone();
+        grown.add(from, 1).unwrap();
+        let moved = (0..100_000u64)
+            .filter(|k| placement.node(k) != grown.node(k))
+            .count() as u64;
+        let ideal = 100_000 / u64::from(from + 1);
+        assert!(
+            moved >= ideal * 95 / 100,
+            "{from}: {moved} moved, ideal {ideal}"
+        );
+        // Rounded to the README's precision.
+        assert!(
+            (moved + 5) / 10 <= at_most,
+            "{from}: {moved} of 100,000 moved"
+        );
+    }
+}
+
+/// Maglev's table never changes size on its own: a full table refuses a node, and only an
+/// explicit resize makes room, moving nearly every key.
+#[test]
+fn maglev_table_resizes_only_when_asked() {
+    use infra_ring_hash::{Error, MAX_TABLE_SIZE};
+    assert_eq!(
+        build(Maglev::new(), &[(1, 1)]).engine().table_size(),
+        655_373
+    );
+    let small = MaglevConfig {
+        entries_per_node: 10,
+        table_size: Some(1009),
+    };
+    let members: Vec<(u32, u32)> = (0..100).map(|n| (n, 1)).collect();
+    let mut placement = build(Maglev::with_config(small).unwrap(), &members);
+    let before = owners(&placement);
+    assert_eq!(
+        placement.add(100, 1),
+        Err(Error::TooManyNodes { engine: "maglev" })
+    );
+    assert_eq!(owners(&placement), before);
+    // Too small for the members, or out of range: refused, nothing changes.
+    assert_eq!(
+        placement.resize_table(500),
+        Err(Error::TooManyNodes { engine: "maglev" })
+    );
+    assert!(matches!(
+        placement.resize_table(MAX_TABLE_SIZE + 1),
+        Err(Error::SettingOutOfRange { .. })
+    ));
+    assert_eq!(placement.engine().table_size(), 1009);
+    assert_eq!(owners(&placement), before);
+    // 2000 rounds up to the prime 2003.
+    placement.resize_table(2000).unwrap();
+    assert_eq!(placement.engine().table_size(), 2003);
+    assert_eq!(placement.engine().max_nodes(), 200);
+    let moved = before
+        .iter()
+        .zip(&owners(&placement))
+        .filter(|(a, b)| a != b)
+        .count();
+    // 88% when this run was written: a new permutation for every node over a new table.
+    assert!(moved as u64 > KEYS * 8 / 10, "{moved} of {KEYS} moved");
+    placement.add(100, 1).unwrap();
 }
 
 #[test]
@@ -514,7 +636,8 @@ fn placements_are_pinned() {
         vec![3, 7, 8, 7, 9, 2, 2, 3, 5, 1, 2, 4],
         vec![3, 1, 3, 1, 8, 9, 7, 8, 1, 3, 4, 2],
         vec![6, 5, 1, 2, 6, 9, 7, 4, 5, 6, 0, 0],
-        vec![6, 8, 1, 7, 8, 9, 0, 6, 2, 4, 9, 7],
+        // Changed once, when Maglev's default table became a fixed 655,373 entries.
+        vec![6, 1, 4, 2, 5, 1, 9, 9, 8, 0, 0, 1],
         vec![6, 5, 1, 2, 6, 9, 7, 4, 5, 6, 0, 0],
     ];
     assert_eq!(pinned, expected);
