@@ -91,6 +91,26 @@ impl Port {
         }
     }
 
+    /// A listener on a free loopback port, with the port reserved until the `Port` is
+    /// dropped. Unlike [`free`](Self::free), the port stays bound, so no other process can
+    /// take it either.
+    pub(crate) fn bind_loopback() -> io::Result<(TcpListener, Self)> {
+        // Ports the kernel offered that a stopped server of ours holds stay bound here until
+        // a free one is found, so they are not offered again.
+        let mut rejected = Vec::new();
+        loop {
+            let listener = TcpListener::bind(("127.0.0.1", 0))?;
+            let port = listener.local_addr()?.port();
+            let mut reserved = RESERVED_PORTS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if reserved.insert(port) {
+                return Ok((listener, Self(port)));
+            }
+            rejected.push(listener);
+        }
+    }
+
     pub(crate) fn number(&self) -> u16 {
         self.0
     }

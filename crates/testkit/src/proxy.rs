@@ -9,10 +9,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::process::Port;
+
 /// How long the proxy waits to connect to its target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest chunk forwarded at once.
 const CHUNK: usize = 16 * 1024;
+/// Chunks read but not yet written, per direction. Reading stops while this many wait, so a
+/// peer that does not read pushes back on the sender instead of filling the proxy's memory.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// How long the accepting thread waits for a connection before it checks for shutdown.
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// A TCP proxy on a free `127.0.0.1` port in front of one server, for fault tests.
 ///
@@ -27,9 +34,12 @@ const CHUNK: usize = 16 * 1024;
 ///   before anything reaches the server;
 /// - [`heal`](Self::heal) removes the latency and lets new connections through again.
 ///
-/// Each connection is served by its own threads. The latency is real time: the proxy delays
+/// Each connection is served by its own threads. Each direction holds at most a few chunks of
+/// 16 KiB in flight, so a peer that does not read stalls the sender as it would without the
+/// proxy (beyond the kernel's socket buffers). The latency is real time: the proxy delays
 /// real sockets for real clients, so it does not take a `Clock`. Dropping the proxy stops it
-/// and closes every connection.
+/// and closes every connection. Its port is reserved like a server's, so no server of this
+/// process is handed it.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -47,11 +57,17 @@ pub struct FaultProxy {
     target: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// Keeps the proxy's port from being handed to a server of this process.
+    _port: Port,
 }
 
 struct Shared {
     state: Mutex<State>,
     stopping: AtomicBool,
+    /// Non-blocking, and accepted from only while `state` is locked: a connection is either
+    /// still in the listener's queue or registered in `connections`, never in between, so
+    /// [`FaultProxy::cut_connections`] reaches every connection a client has open.
+    listener: TcpListener,
 }
 
 #[derive(Default)]
@@ -65,9 +81,19 @@ struct State {
 /// Handles to both sockets of one proxied connection, kept to cut it.
 struct Connection {
     client: TcpStream,
-    upstream: TcpStream,
+    /// `None` while the proxy is still connecting to the target.
+    upstream: Option<TcpStream>,
     /// Directions still being forwarded; the entry is removed when both are done.
     open_directions: u8,
+}
+
+impl Connection {
+    fn close(&self) {
+        let _ = self.client.shutdown(Shutdown::Both);
+        if let Some(upstream) = &self.upstream {
+            let _ = upstream.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 impl Shared {
@@ -82,6 +108,13 @@ impl Shared {
             if connection.open_directions == 0 {
                 state.connections.remove(&id);
             }
+        }
+    }
+
+    /// Unregisters connection `id` and closes both of its sockets.
+    fn close(&self, id: u64) {
+        if let Some(connection) = self.state().connections.remove(&id) {
+            connection.close();
         }
     }
 }
@@ -100,23 +133,26 @@ impl FaultProxy {
                 format!("the fault proxy forwards only to loopback, not {target}"),
             ));
         }
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let (listener, port) = Port::bind_loopback()?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             stopping: AtomicBool::new(false),
+            listener,
         });
         let acceptor = std::thread::Builder::new()
             .name("infra-fault-proxy".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || accept(&listener, target, &shared)
+                move || accept(target, &shared)
             })?;
         Ok(Self {
             addr,
             target,
             shared,
             acceptor: Some(acceptor),
+            _port: port,
         })
     }
 
@@ -137,11 +173,18 @@ impl FaultProxy {
     }
 
     /// Closes every connection open now, both towards the client and towards the server.
+    ///
+    /// That includes connections whose handshake the kernel has completed but which the proxy
+    /// has not accepted yet, and those it is still connecting to the target for: a client
+    /// whose `connect` returned before this call sees its connection end.
     pub fn cut_connections(&self) {
-        let connections = std::mem::take(&mut self.shared.state().connections);
-        for connection in connections.values() {
-            let _ = connection.client.shutdown(Shutdown::Both);
-            let _ = connection.upstream.shutdown(Shutdown::Both);
+        let mut state = self.shared.state();
+        // The accepting thread accepts only under the lock, so this empties the queue.
+        while let Ok((pending, _)) = self.shared.listener.accept() {
+            let _ = pending.shutdown(Shutdown::Both);
+        }
+        for connection in std::mem::take(&mut state.connections).into_values() {
+            connection.close();
         }
     }
 
@@ -181,9 +224,8 @@ impl fmt::Debug for FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
+        // The accepting thread sees this within `ACCEPT_POLL`.
         self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread, which then sees `stopping`.
-        let _ = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT);
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
@@ -191,58 +233,107 @@ impl Drop for FaultProxy {
     }
 }
 
-fn accept(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>) {
-    for client in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(client) = client else {
+fn accept(target: SocketAddr, shared: &Arc<Shared>) {
+    while !shared.stopping.load(Ordering::SeqCst) {
+        if !wait_readable(&shared.listener, ACCEPT_POLL) {
             continue;
-        };
-        if shared.state().refuse_new {
-            continue; // dropping `client` closes it
         }
-        let Ok(upstream) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else {
-            continue;
+        let (client, id) = {
+            let mut state = shared.state();
+            let client = match shared.listener.accept() {
+                Ok((client, _)) => client,
+                // `cut_connections` emptied the queue first.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => {
+                    drop(state);
+                    std::thread::sleep(ACCEPT_POLL);
+                    continue;
+                }
+            };
+            if state.refuse_new {
+                continue; // dropping `client` closes it
+            }
+            let Ok(registered) = client.try_clone() else {
+                continue;
+            };
+            let id = state.next_id;
+            state.next_id += 1;
+            state.connections.insert(
+                id,
+                Connection {
+                    client: registered,
+                    upstream: None,
+                    open_directions: 2,
+                },
+            );
+            (client, id)
         };
-        let _ = forward(client, upstream, shared);
+        match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
+            Ok(upstream) => {
+                if forward(client, upstream, id, shared).is_err() {
+                    shared.close(id);
+                }
+            }
+            Err(_) => shared.close(id),
+        }
     }
 }
 
-/// Registers the connection and starts one pump per direction.
-fn forward(client: TcpStream, upstream: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
+/// Waits up to `timeout` for a connection to accept; `true` if there may be one.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn wait_readable(listener: &TcpListener, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+
+    let mut poll = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `poll` is one valid, initialised pollfd that outlives the call, and the count
+    // passed is 1.
+    unsafe { libc::poll(&raw mut poll, 1, millis) > 0 }
+}
+
+/// Waits a little; `true` so the caller tries a (non-blocking) accept.
+#[cfg(not(unix))]
+fn wait_readable(_listener: &TcpListener, timeout: Duration) -> bool {
+    std::thread::sleep(timeout.min(Duration::from_millis(5)));
+    true
+}
+
+/// Completes the registration of connection `id` and starts one pump per direction. If the
+/// connection was cut while the target was being connected to, closes `upstream` instead.
+fn forward(
+    client: TcpStream,
+    upstream: TcpStream,
+    id: u64,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
+    client.set_nonblocking(false)?;
     client.set_nodelay(true)?;
     upstream.set_nodelay(true)?;
-    let id = {
-        let mut state = shared.state();
-        let id = state.next_id;
-        state.next_id += 1;
-        state.connections.insert(
-            id,
-            Connection {
-                client: client.try_clone()?,
-                upstream: upstream.try_clone()?,
-                open_directions: 2,
-            },
-        );
-        id
-    };
+    let registered = upstream.try_clone()?;
     let directions = [
         (client.try_clone()?, upstream.try_clone()?),
         (upstream, client),
     ];
+    {
+        let mut state = shared.state();
+        let Some(connection) = state.connections.get_mut(&id) else {
+            return Ok(()); // cut: dropping the sockets closes them
+        };
+        connection.upstream = Some(registered);
+    }
     for (from, to) in directions {
         let pump_shared = Arc::clone(shared);
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("infra-fault-proxy-pump".into())
             .spawn(move || {
                 pump(from, to, &pump_shared);
                 pump_shared.finish(id);
-            });
-        if let Err(error) = started {
-            shared.finish(id);
-            return Err(error);
-        }
+            })?;
     }
     Ok(())
 }
@@ -250,7 +341,7 @@ fn forward(client: TcpStream, upstream: TcpStream, shared: &Arc<Shared>) -> io::
 /// Copies `from` to `to`, each chunk no earlier than the latency after it was read. Reading
 /// and writing run on separate threads so that chunks in flight do not add up their delays.
 fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
-    let (chunks, due_chunks) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let (chunks, due_chunks) = mpsc::sync_channel::<(Instant, Vec<u8>)>(CHUNKS_IN_FLIGHT);
     let writer = std::thread::Builder::new()
         .name("infra-fault-proxy-writer".into())
         .spawn(move || {

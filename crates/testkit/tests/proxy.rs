@@ -158,3 +158,64 @@ fn a_redis_client_through_the_proxy_sees_each_fault() {
     let mut client = connect(proxy.addr());
     assert_eq!(ping(&mut client).unwrap(), b"+PONG\r\n");
 }
+
+#[test]
+fn a_cut_ends_every_connection_open_at_the_time_also_those_not_yet_accepted() {
+    let proxy = FaultProxy::start(echo_server()).unwrap();
+    // The kernel completes these handshakes before the proxy has accepted (let alone
+    // forwarded) most of them; the cut must end them all the same.
+    let mut clients: Vec<TcpStream> = (0..200).map(|_| connect(proxy.addr())).collect();
+    proxy.cut_connections();
+    for (index, client) in clients.iter_mut().enumerate() {
+        assert!(is_closed(client), "client {index} survived the cut");
+    }
+    let mut again = connect(proxy.addr());
+    assert_eq!(round_trip(&mut again, b"after").unwrap(), b"after");
+}
+
+/// A loopback server that accepts connections and never reads from them.
+fn deaf_server() -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_does_not_read_pushes_back_on_the_client() {
+    // Several times what the kernel's socket buffers on both sides of the proxy hold (about
+    // 8 MiB on Linux), far less than an unbounded proxy takes in.
+    const LIMIT: usize = 64 << 20;
+    let proxy = FaultProxy::start(deaf_server()).unwrap();
+    let mut client = connect(proxy.addr());
+    // A write that makes no progress for this long means the proxy stopped taking bytes.
+    client
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let chunk = vec![7; 1 << 20];
+    let mut written = 0;
+    while written < LIMIT {
+        match client.write(&chunk) {
+            Ok(0) => panic!("the proxy closed the connection"),
+            Ok(count) => written += count,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(error) => panic!("write failed: {error}"),
+        }
+    }
+    assert!(
+        written < LIMIT,
+        "the proxy buffered {written} bytes for a server that reads none"
+    );
+}
