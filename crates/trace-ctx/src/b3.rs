@@ -204,12 +204,7 @@ impl B3 {
                 span_id: span.span_id(),
                 parent_span_id: None,
             }),
-            sampling: match span.sampling_state() {
-                SamplingState::Deny => Some(B3Sampling::Deny),
-                SamplingState::Accept => Some(B3Sampling::Accept),
-                SamplingState::Debug => Some(B3Sampling::Debug),
-                SamplingState::Defer => None,
-            },
+            sampling: b3_sampling(span.sampling_state()),
         }
     }
 }
@@ -237,6 +232,15 @@ impl fmt::Display for B3 {
                 }
             }
         }
+    }
+}
+
+const fn b3_sampling(state: SamplingState) -> Option<B3Sampling> {
+    match state {
+        SamplingState::Deny => Some(B3Sampling::Deny),
+        SamplingState::Accept => Some(B3Sampling::Accept),
+        SamplingState::Debug => Some(B3Sampling::Debug),
+        SamplingState::Defer => None,
     }
 }
 
@@ -328,10 +332,20 @@ impl Propagator for B3Propagator {
         b3.sampling.map(|_| b3.sampling_state())
     }
 
-    /// Writes the chosen form and removes the other (and, without a span, both): a reused
-    /// carrier keeps nothing of an earlier request.
+    /// Writes the chosen form and removes the other (and, with nothing to write, both): a
+    /// reused carrier keeps nothing of an earlier request. A context without a span but with
+    /// a decision received alone ([`Context::sampling_state`]) passes it on (`b3: 0`).
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
-        let b3 = cx.span().map(B3::of);
+        let b3 = match cx.span() {
+            Some(span) => Some(B3::of(span)),
+            None => cx
+                .sampling_state()
+                .and_then(b3_sampling)
+                .map(|sampling| B3 {
+                    ids: None,
+                    sampling: Some(sampling),
+                }),
+        };
         if self.single {
             match b3 {
                 Some(b3) => carrier.set(B3_SINGLE, &b3.to_string()),
@@ -482,6 +496,13 @@ mod tests {
         }
         let cx = B3Propagator::single_header().extract(&vec![("X-B3-Flags", "2")]);
         assert_eq!(cx.sampling_state(), None);
+        // A decision received alone is passed on alone, in either form.
+        let cx = B3Propagator::single_header().extract(&vec![("b3", "0")]);
+        let mut out: Vec<(String, String)> = Vec::new();
+        B3Propagator::single_header().inject(&cx, &mut out);
+        assert_eq!(out, [("b3".to_owned(), "0".to_owned())]);
+        B3Propagator::multi_header().inject(&cx, &mut out);
+        assert_eq!(out, [("x-b3-sampled".to_owned(), "0".to_owned())]);
         let carrier = vec![
             ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"),
             ("x-b3-traceid", "a3ce929d0e0e4736"),

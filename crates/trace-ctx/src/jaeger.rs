@@ -3,12 +3,14 @@
 //! Rules followed (Jaeger client propagation format):
 //! - `{trace-id}:{span-id}:{parent-span-id}:{flags}`, each field hex (either case, as
 //!   Jaeger clients accept), without required padding: trace id 1 to 32 digits, span and
-//!   parent ids 1 to 16, flags 1 or 2;
+//!   parent ids 1 to 16, flags 1 or 2; the separators may be URL-encoded (`%3A`, either
+//!   case), as OpenTelemetry's Java and Go propagators send them;
 //! - trace and span ids must not be zero; parent `0` means "no parent" (the field is
 //!   deprecated);
 //! - flags: `0x01` sampled, `0x02` debug (and other bits carried as they are); debug implies
 //!   sampled, so a span context read from flags `2` is sampled and written back as `3`;
-//! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded;
+//! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded; a `+` reads as a
+//!   space (Go clients encode with `url.QueryEscape`), so a plus is written as `%2B`;
 //! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
 
 use std::fmt;
@@ -62,6 +64,14 @@ impl JaegerHeader {
     /// [`Error::Jaeger`] if the value breaks the rules in the module docs.
     pub fn parse(value: &str) -> Result<Self, Error> {
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        // Only the URL-encoded form allocates: its `%3A` separators become `:`.
+        let decoded;
+        let value = if value.contains('%') {
+            decoded = value.replace("%3A", ":").replace("%3a", ":");
+            decoded.as_str()
+        } else {
+            value
+        };
         let mut fields = value.split(':');
         let mut next = |max: usize, what: &'static str| -> Result<u128, Error> {
             let field = fields
@@ -180,7 +190,16 @@ impl Propagator for JaegerPropagator {
             if !key.bytes().all(is_tchar) {
                 continue;
             }
-            let Some(value) = carrier.get(&name).and_then(percent_decode) else {
+            let Some(raw) = carrier.get(&name) else {
+                continue;
+            };
+            // A `+` is a space in what Go's url.QueryEscape writes (a plus arrives as `%2B`).
+            let value = if raw.contains('+') {
+                percent_decode(&raw.replace('+', " "))
+            } else {
+                percent_decode(raw)
+            };
+            let Some(value) = value else {
                 continue;
             };
             let _ = baggage.insert(&key.to_ascii_lowercase(), &value);
@@ -205,6 +224,10 @@ impl Propagator for JaegerPropagator {
             let mut value = String::new();
             // Writing into a String cannot fail.
             let _ = write_percent_encoded(&mut value, entry.value());
+            // A plain `+` would read back as a space (see extraction).
+            if value.contains('+') {
+                value = value.replace('+', "%2B");
+            }
             carrier.set(&format!("{UBERCTX_PREFIX}{}", entry.key()), &value);
         }
     }
@@ -251,7 +274,18 @@ mod tests {
         ("g:2:0:1", None),
         ("4bf92f3577b34da6a3ce929d0e0e47366:2:0:1", None),
         ("1:00f067aa0ba902b70:0:1", None),
-        ("1%3A2%3A0%3A1", None),
+        // The URL-encoded form OpenTelemetry's Java and Go propagators send.
+        (
+            "1%3A2%3A0%3A1",
+            Some("00000000000000000000000000000001:0000000000000002:0:1"),
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4736%3a00f067aa0ba902b7%3a0%3a3",
+            Some("4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:3"),
+        ),
+        ("1%3B2%3A0%3A1", None),
+        ("1%3A2%3A0%3A", None),
+        ("1%2:0:1", None),
         ("", None),
     ];
 
@@ -329,6 +363,18 @@ mod tests {
             back.span().unwrap().trace_id(),
             cx.span().unwrap().trace_id()
         );
+        // Go clients encode with url.QueryEscape: `+` is a space, a plus is `%2B`.
+        let carrier = vec![
+            ("uberctx-greeting", "hello+world%21"),
+            ("uberctx-sum", "1%2B1"),
+        ];
+        let back = JaegerPropagator.extract(&carrier);
+        assert_eq!(back.baggage().get("greeting"), Some("hello world!"));
+        assert_eq!(back.baggage().get("sum"), Some("1+1"));
+        let mut out: Vec<(String, String)> = Vec::new();
+        JaegerPropagator.inject(&back, &mut out);
+        assert_eq!(JaegerPropagator.extract(&out).baggage(), back.baggage());
+
         let carrier = vec![("UberCtx-Mixed", "x"), ("uberctx-bad%", "%zz")];
         let back = JaegerPropagator.extract(&carrier);
         assert_eq!(back.baggage().get("mixed"), Some("x"));
