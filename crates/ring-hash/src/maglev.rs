@@ -190,13 +190,22 @@ impl Maglev {
         self.table.len()
     }
 
-    /// How many table entries each slot owns, indexed by slot.
+    /// How many table entries each node owns, in the order of [`crate::Placement::members`].
     pub fn entry_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.slots.bound()];
+        let mut by_slot = vec![0; self.slots.bound()];
         for &slot in &self.table {
-            counts[slot as usize] += 1;
+            by_slot[slot as usize] += 1;
         }
-        counts
+        // Slots freed by removals own nothing and are not members: skip them, so index `i`
+        // is the `i`-th member.
+        let mut live: Vec<usize> = self
+            .slots
+            .sorted_by_hash()
+            .into_iter()
+            .map(|(slot, _, _)| slot)
+            .collect();
+        live.sort_unstable();
+        live.into_iter().map(|slot| by_slot[slot]).collect()
     }
 
     /// The table size: the configured size rounded up to a prime.
@@ -476,5 +485,33 @@ mod tests {
         assert_eq!(placement.len(), 100);
         // The default table holds 6,553 nodes of 100 entries.
         assert_eq!(Maglev::new().max_nodes(), 6553);
+    }
+
+    #[test]
+    fn entry_counts_follow_the_members_after_a_removal() {
+        let config = MaglevConfig {
+            entries_per_node: 1,
+            table_size: Some(1009),
+        };
+        let mut placement = Placement::from_members(
+            Maglev::with_config(config).unwrap(),
+            (0..5u32).map(Member::new),
+        )
+        .unwrap();
+        placement.remove(&2).unwrap();
+        let counts = placement.engine().entry_counts();
+        let members: Vec<u32> = placement.members().map(|(node, _)| *node).collect();
+        assert_eq!(members, [0, 1, 3, 4]);
+        assert_eq!(counts.len(), members.len());
+        // Count each member's entries from lookups: entry `e` is read by key hashes in
+        // [ceil(e·2^64 / m), ...), so the smallest such hash finds its owner.
+        let size = placement.engine().table_size() as u64;
+        let mut by_lookup = vec![0usize; members.len()];
+        for entry in 0..size {
+            let hash = u64::try_from((u128::from(entry) << 64).div_ceil(u128::from(size))).unwrap();
+            let owner = placement.node_for_hash(hash).unwrap();
+            by_lookup[members.iter().position(|m| m == owner).unwrap()] += 1;
+        }
+        assert_eq!(counts, by_lookup);
     }
 }

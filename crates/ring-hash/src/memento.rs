@@ -42,8 +42,9 @@ const WORKING: u32 = u32::MAX;
 /// shrinks `n`.
 ///
 /// Disruption is minimal for every add and remove. This implementation keeps the replacer in a
-/// dense array (4 bytes per bucket ever used) rather than the paper's hash table: lookups stay
-/// at one array read per step.
+/// dense array rather than the paper's hash table, so lookups stay at one array read per step;
+/// it costs 16 bytes per bucket ever used, removed or not (a 4-byte replacer, a 4-byte link to
+/// the previously removed bucket and the 8-byte node hash).
 ///
 /// Weights are not supported; every bucket has the same share.
 #[derive(Debug, Clone, Default)]

@@ -285,12 +285,23 @@ mod tests {
 
     #[test]
     fn flip_hash_spreads_keys_evenly() {
-        let buckets = 100u64 + 28; // not a power of two
-        let mut counts = vec![0u32; buckets as usize];
-        for key in 0..128_000u64 {
-            counts[flip_hash(fmix64(key), buckets) as usize] += 1;
+        // Powers of two, and counts between them, where FlipHash re-draws keys that land
+        // beyond the range.
+        for buckets in [3u64, 100, 128, 1000, 1500] {
+            let per_bucket = 1000u64;
+            let mut counts = vec![0u64; buckets as usize];
+            for key in 0..per_bucket * buckets {
+                counts[flip_hash(fmix64(key), buckets) as usize] += 1;
+            }
+            // Five binomial standard deviations: about one bucket in two million outside.
+            let p = 1.0 / buckets as f64;
+            let sigma = (per_bucket as f64 * buckets as f64 * p * (1.0 - p)).sqrt();
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(
+                (*min as f64) > per_bucket as f64 - 5.0 * sigma
+                    && (*max as f64) < per_bucket as f64 + 5.0 * sigma,
+                "{buckets} buckets: min {min} max {max}"
+            );
         }
-        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        assert!(*min > 850 && *max < 1150, "min {min} max {max}");
     }
 }
