@@ -285,6 +285,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
 
     /// Decides on one request.
     #[inline]
+    #[must_use = "a rate-limit decision that is never read limits nothing"]
     pub fn check(&self) -> Decision {
         let decision = self
             .state

@@ -37,6 +37,7 @@ pub const RETRY_AFTER: &str = "Retry-After";
 /// # Ok::<(), infra_ratelimit::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "a rate-limit decision that is never read limits nothing"]
 pub struct Decision {
     allowed: bool,
     limit: u32,

@@ -103,7 +103,9 @@ impl Algorithm for Gcra {
         // operations on one location are totally ordered, so every admitted request sees the
         // debt left by every request admitted before it. No other memory is published.
         let mut tat = self.tat.load(Ordering::Relaxed);
-        let cost = u64::from(n) * config.interval;
+        // Beyond u64 only for an `n` far above the burst (which `RateLimiter` refuses first):
+        // such a request can never be admitted.
+        let cost = u64::from(n).checked_mul(config.interval);
         loop {
             let base = tat.max(now);
             let debt = base - now;
@@ -114,6 +116,14 @@ impl Algorithm for Gcra {
                     Duration::from_nanos(debt),
                 );
             }
+            let Some(cost) = cost else {
+                return Decision::denied(
+                    config.burst,
+                    remaining(config, debt),
+                    Duration::MAX,
+                    Duration::from_nanos(debt),
+                );
+            };
             let Some(new_tat) = base.checked_add(cost) else {
                 // Only at clock readings near 2^64 ns (584 years): refuse rather than wrap.
                 return Decision::denied(config.burst, 0, Duration::MAX, Duration::MAX);
@@ -196,6 +206,19 @@ mod tests {
         assert!(limiter.check_n(0).unwrap().is_allowed());
         clock.advance(Duration::from_secs(1));
         assert!(limiter.is_idle());
+    }
+
+    #[test]
+    fn a_huge_n_is_denied_not_wrapped() {
+        // u32::MAX cells of an hour each: 2^73 ns, far past u64.
+        let config = GcraConfig::from_quota(&Quota::per_hour(1).unwrap()).unwrap();
+        let state = Gcra::new(&config, 0);
+        for now in [0, 1 << 40, u64::MAX] {
+            let decision = state.check_n(&config, now, u32::MAX);
+            assert!(decision.is_denied(), "{decision:?}");
+            assert_eq!(decision.retry_after(), Duration::MAX);
+        }
+        assert!(state.check_n(&config, 0, 1).is_allowed());
     }
 
     #[test]

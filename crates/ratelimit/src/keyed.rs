@@ -472,10 +472,10 @@ mod tests {
     #[test]
     fn sweeping_keeps_keys_that_are_not_idle() {
         let (clock, limiter) = limiter(2, 100);
-        limiter.check(&1).unwrap();
-        limiter.check(&2).unwrap();
+        let _ = limiter.check(&1).unwrap();
+        let _ = limiter.check(&2).unwrap();
         clock.advance(Duration::from_millis(300));
-        limiter.check(&2).unwrap();
+        let _ = limiter.check(&2).unwrap();
         // Key 1 refilled at 500 ms; key 2 only at 800 ms.
         clock.advance(Duration::from_millis(300));
         assert_eq!(limiter.sweep(), 1);

@@ -409,9 +409,9 @@ mod tests {
                     .with_metrics_name("async"),
             )
         });
-        limiter.until_ready().await; // admitted at once
+        let _ = limiter.until_ready().await; // admitted at once
         // Denied on arrival and again at the head of the queue, admitted one second later.
-        limiter.until_ready().await;
+        let _ = limiter.until_ready().await;
         let series = counters(&recorder.snapshotter());
         assert_eq!(decisions(&series, "async", "admitted"), Some(2));
         assert_eq!(decisions(&series, "async", "denied"), Some(2));

@@ -222,9 +222,9 @@ mod tests {
     async fn waits_exactly_until_capacity_is_back() {
         let limiter = limiter(1, 1);
         let start = Instant::now();
-        limiter.until_ready().await;
+        let _ = limiter.until_ready().await;
         assert_eq!(start.elapsed(), Duration::ZERO);
-        limiter.until_ready().await;
+        let _ = limiter.until_ready().await;
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert!(matches!(
             limiter.until_n_ready(2).await,
@@ -235,13 +235,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiters_are_served_in_arrival_order() {
         let limiter = limiter(1, 2);
-        limiter.until_n_ready(2).await.unwrap();
+        let _ = limiter.until_n_ready(2).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (name, n) in [("big", 2), ("small", 1), ("small2", 1)] {
             let (limiter, order) = (Arc::clone(&limiter), Arc::clone(&order));
             tasks.push(tokio::spawn(async move {
-                limiter.until_n_ready(n).await.unwrap();
+                let _ = limiter.until_n_ready(n).await.unwrap();
                 order.lock().push((name, Instant::now()));
             }));
             tokio::task::yield_now().await;
@@ -261,7 +261,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_waiter_takes_nothing_and_lets_the_next_move_up() {
         let limiter = limiter(1, 2);
-        limiter.until_n_ready(2).await.unwrap();
+        let _ = limiter.until_n_ready(2).await.unwrap();
         let start = Instant::now();
         let first = {
             let limiter = Arc::clone(&limiter);
@@ -277,7 +277,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
-        second.await.unwrap();
+        let _ = second.await.unwrap();
         assert_eq!(
             start.elapsed(),
             Duration::from_secs(1),
