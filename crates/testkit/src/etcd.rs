@@ -55,7 +55,13 @@ impl Server<Etcd> {
     ///
     /// Enough to drive etcd's JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`) in tests without
     /// an etcd client crate.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` while the member is stopped or killed (another process may have taken
+    /// its port, and this never talks to it), or the I/O error of the exchange.
     pub fn http(&self, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
+        self.ensure_running()?;
         http(self.addr(), method, path, body, RESPONSE_TIMEOUT)
     }
 }

@@ -85,7 +85,11 @@ impl EtcdCluster {
             let statuses: Vec<Option<etcd::Status>> = self
                 .members
                 .iter()
-                .map(|member| etcd::status(member.addr()).ok())
+                // A stopped member's port may belong to another process by now.
+                .map(|member| {
+                    member.running_pid()?;
+                    etcd::status(member.addr()).ok()
+                })
                 .collect();
             if let Some(leader) = agreed_leader(&statuses) {
                 return Ok(leader);

@@ -226,6 +226,12 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The child's pid if it has not exited, without reaping it (so `&self` suffices).
+    pub(crate) fn running_pid(&self) -> Option<u32> {
+        let pid = self.pid()?;
+        has_exited(pid).is_none_or(|exited| !exited).then_some(pid)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.data_dir.path().join("server.log")
     }
@@ -443,6 +449,36 @@ fn all_threads_stopped(pid: u32) -> bool {
     })
 }
 
+/// Whether our unreaped child `pid` has exited, asked without reaping it (`WNOWAIT`), so
+/// `Child::try_wait` still sees the exit later. `None` if that cannot be asked.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn has_exited(pid: u32) -> Option<bool> {
+    let pid = libc::id_t::try_from(pid).ok()?;
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid siginfo_t the call may write; P_PID names one child of ours.
+    let result = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid,
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: waitid filled `info`; with WNOHANG and no exited child, `si_pid` is zero.
+    Some(unsafe { info.si_pid() } != 0)
+}
+
+/// Whether child `pid` has exited; unknown without `waitid`.
+#[cfg(not(unix))]
+fn has_exited(_pid: u32) -> Option<bool> {
+    None
+}
+
 /// Sends `signal` to the process group led by `pid`.
 ///
 /// Callers pass only the id of a child they have not reaped: until then the id (and the group
@@ -453,7 +489,8 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
     };
-    if pid <= 0 {
+    // Never 0 or 1: kill(0) and kill(-1) would signal our own group or every process.
+    if pid <= 1 {
         return;
     }
     // SAFETY: kill(2) has no memory-safety preconditions. A negative id addresses the group

@@ -56,8 +56,24 @@ impl Server<Redis> {
     /// A minimal client for tests that need to poke the server (flush it, read a counter)
     /// without depending on a Redis client crate. The whole reply is read; only its first line
     /// is returned.
+    ///
+    /// It talks only to our own process: while the server is stopped or killed this fails with
+    /// `NotConnected` (another process may have taken the port), and on each connection the
+    /// server's `INFO server` process id is checked before the command is sent.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` if the server is not running, `AddrInUse` if another server answers on
+    /// its port, or the I/O or protocol error of the exchange (a paused server times out).
     pub fn command(&self, args: &[&str]) -> io::Result<String> {
-        request(self.addr(), args).map(|reply| reply.first_line())
+        self.request(args).map(|reply| reply.first_line())
+    }
+
+    /// Sends one command to our own process (see [`command`](Self::command)) and reads the
+    /// whole reply.
+    pub(crate) fn request(&self, args: &[&str]) -> io::Result<Reply> {
+        let pid = self.ensure_running()?;
+        request_to(self.addr(), Some(pid), args)
     }
 }
 
@@ -105,11 +121,7 @@ fn probe(addr: SocketAddr, pid: u32) -> Probe {
         Ok(other) => return Probe::NotReady(other.first_line()),
         Err(error) => return Probe::NotReady(error.to_string()),
     };
-    let answering = info
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .and_then(|id| id.trim().parse::<u32>().ok());
-    match answering {
+    match process_id(&info) {
         Some(id) if id == pid => {}
         Some(id) => return Probe::Stranger(format!("redis-server with process id {id}")),
         None => return Probe::Stranger("a server without a process id in INFO".into()),
@@ -157,11 +169,39 @@ impl Reply {
 
 /// Sends one command to `addr` on a fresh connection and reads the whole reply.
 pub(crate) fn request(addr: SocketAddr, args: &[&str]) -> io::Result<Reply> {
-    let mut stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
+    request_to(addr, None, args)
+}
+
+/// Like [`request`], but when `pid` is given first checks on the same connection that the
+/// server is that process, and sends nothing else to a stranger.
+fn request_to(addr: SocketAddr, pid: Option<u32>, args: &[&str]) -> io::Result<Reply> {
+    let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
     stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-    stream.write_all(&encode(args))?;
-    read_reply(&mut BufReader::new(stream), 0)
+    let mut reader = BufReader::new(stream);
+    if let Some(pid) = pid {
+        reader.get_mut().write_all(&encode(&["INFO", "server"]))?;
+        let info = read_reply(&mut reader, 0)?;
+        let answering = info.text().as_deref().and_then(process_id);
+        if answering != Some(pid) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{addr} is answered by another server ({}), not process {pid}",
+                    answering.map_or_else(|| info.first_line(), |id| format!("process id {id}"))
+                ),
+            ));
+        }
+    }
+    reader.get_mut().write_all(&encode(args))?;
+    read_reply(&mut reader, 0)
+}
+
+/// The `process_id` field of an `INFO server` reply.
+fn process_id(info: &str) -> Option<u32> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 fn encode(args: &[&str]) -> Vec<u8> {

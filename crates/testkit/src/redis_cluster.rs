@@ -89,7 +89,7 @@ impl RedisCluster {
         for (index, node) in self.nodes.iter().enumerate() {
             let (first, last) = slot_range(index, self.nodes.len());
             expect_ok(
-                node.addr(),
+                node,
                 &[
                     "CLUSTER",
                     "ADDSLOTSRANGE",
@@ -102,13 +102,13 @@ impl RedisCluster {
             return Ok(());
         };
         for node in others {
-            let bus = match redis::request(node.addr(), &["CONFIG", "GET", "cluster-port"])? {
+            let bus = match node.request(&["CONFIG", "GET", "cluster-port"])? {
                 Reply::Array(Some(items)) => items.get(1).and_then(Reply::text),
                 _ => None,
             }
             .ok_or_else(|| io::Error::other("no cluster-port in CONFIG GET"))?;
             let port = node.addr().port().to_string();
-            expect_ok(first.addr(), &["CLUSTER", "MEET", "127.0.0.1", &port, &bus])?;
+            expect_ok(first, &["CLUSTER", "MEET", "127.0.0.1", &port, &bus])?;
         }
         self.wait_until_ok()
     }
@@ -144,7 +144,8 @@ impl RedisCluster {
         let known = format!("cluster_known_nodes:{}", self.nodes.len());
         for node in &self.nodes {
             loop {
-                let info = redis::request(node.addr(), &["CLUSTER", "INFO"])
+                let info = node
+                    .request(&["CLUSTER", "INFO"])
                     .ok()
                     .and_then(|reply| reply.text())
                     .unwrap_or_default();
@@ -187,8 +188,9 @@ impl RedisCluster {
     /// Sends one command to the cluster, following `MOVED` redirections to the node that owns
     /// the key, and returns the first line of the reply, like [`RedisServer::command`].
     ///
-    /// Starts at the first node that accepts a connection. Redirections are followed only to
-    /// this cluster's own nodes.
+    /// Starts at the first running node that answers. Redirections are followed only to this
+    /// cluster's own nodes, and a stopped or killed node is never contacted (another process
+    /// may hold its port): a redirection to it fails with `NotConnected`.
     pub fn command(&self, args: &[&str]) -> io::Result<String> {
         let mut reply = self.ask_any(args)?;
         for _ in 0..MAX_REDIRECTS {
@@ -203,16 +205,16 @@ impl RedisCluster {
                 .iter()
                 .find(|node| node.addr() == target)
                 .ok_or_else(|| io::Error::other(format!("MOVED to a stranger: {error}")))?;
-            reply = redis::request(node.addr(), args)?;
+            reply = node.request(args)?;
         }
         Ok(reply.first_line())
     }
 
-    /// Sends `args` to the first node that takes a connection.
+    /// Sends `args` to the first running node that answers as itself.
     fn ask_any(&self, args: &[&str]) -> io::Result<Reply> {
         let mut last_error = io::Error::other("the cluster has no nodes");
         for node in &self.nodes {
-            match redis::request(node.addr(), args) {
+            match node.request(args) {
                 Ok(reply) => return Ok(reply),
                 Err(error) => last_error = error,
             }
@@ -235,12 +237,13 @@ fn moved_target(error: &str) -> Option<SocketAddr> {
     words.nth(1)?.parse().ok()
 }
 
-fn expect_ok(addr: SocketAddr, args: &[&str]) -> io::Result<()> {
-    match redis::request(addr, args)? {
+fn expect_ok(node: &RedisServer, args: &[&str]) -> io::Result<()> {
+    match node.request(args)? {
         Reply::Simple(ok) if ok == "OK" => Ok(()),
         other => Err(io::Error::other(format!(
-            "{} at {addr}: {}",
+            "{} at {}: {}",
             args.join(" "),
+            node.addr(),
             other.first_line()
         ))),
     }
@@ -264,34 +267,49 @@ mod tests {
         }
     }
 
-    /// A cluster of one fake node at `addr` that answers every command with `reply`.
+    /// A cluster of one fake node: a running child process (`sleep`) and a listener that
+    /// answers `INFO` with that child's process id and every other command with `reply`.
+    #[cfg(unix)] // `sh`
     fn fake_cluster(reply: &'static [u8]) -> RedisCluster {
         use std::io::{Read, Write};
 
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.read(&mut [0; 1024]);
-                let _ = stream.write_all(reply);
-            }
-        });
-        let process = ServerProcess::prepare("infra-unit-", |_| {
+        let mut process = ServerProcess::prepare("infra-unit-", |_| {
             Ok(crate::process::ServerSpec {
-                binary: "redis-server".into(),
-                args: Vec::new(),
+                binary: "sh".into(),
+                args: vec!["-c".into(), "exec sleep 600".into()],
                 probe: Box::new(|_, _| crate::process::Probe::NotReady("fake".into())),
                 probe_addr: addr,
                 ports: Vec::new(),
             })
         })
         .unwrap();
+        process.spawn().unwrap();
+        let pid = process.pid().unwrap();
+        let info = format!("process_id:{pid}\r\n");
+        let info: &'static [u8] = format!("${}\r\n{info}\r\n", info.len()).leak().as_bytes();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buffer = [0; 1024];
+                while let Ok(read @ 1..) = stream.read(&mut buffer) {
+                    let is_info = buffer[..read].windows(4).any(|word| word == b"INFO");
+                    if stream
+                        .write_all(if is_info { info } else { reply })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
         RedisCluster {
             nodes: vec![Server::new(process)],
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn redirections_are_followed_only_to_own_nodes() {
         let stranger = fake_cluster(b"-MOVED 866 127.0.0.1:1\r\n");

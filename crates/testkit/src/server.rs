@@ -41,6 +41,22 @@ impl<K> Server<K> {
         self.process.pid()
     }
 
+    /// The pid of our process if it has not exited, checked without reaping it.
+    pub(crate) fn running_pid(&self) -> Option<u32> {
+        self.process.running_pid()
+    }
+
+    /// `NotConnected` unless our process is running: its port may have been taken by another
+    /// process since it stopped, and the built-in clients never talk to that one.
+    pub(crate) fn ensure_running(&self) -> io::Result<u32> {
+        self.running_pid().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the server at {} is not running", self.addr()),
+            )
+        })
+    }
+
     /// Stops the server gracefully (SIGTERM; a plain kill where there are no signals). Its
     /// port and data stay reserved for [`restart`](Self::restart).
     pub fn stop(&mut self) {

@@ -191,3 +191,33 @@ fn drop_during_a_panic_still_stops_the_server() {
         assert!(!answers_as(addr, pid), "server outlived the panic");
     }
 }
+
+/// Binds `addr` and answers every read on every connection with `reply`, as some other
+/// server that took a freed port would.
+fn stranger_on(addr: SocketAddr, reply: &'static [u8]) {
+    let listener = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buffer = [0; 4096];
+                while let Ok(1..) = stream.read(&mut buffer) {
+                    if stream.write_all(reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn command_never_talks_to_a_stranger_on_a_stopped_servers_port() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.kill();
+    stranger_on(redis.addr(), b"+STRANGER\r\n");
+    let error = redis.command(&["PING"]).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::NotConnected, "{error}");
+}

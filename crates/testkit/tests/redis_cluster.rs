@@ -1,5 +1,10 @@
 //! `RedisCluster` against the real `redis-server`: slots on every node, MOVED followed, a node
 //! killed and restarted, a node paused.
+// The strangers on freed ports are test scaffolding on std threads.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 
 use infra_testkit::RedisCluster;
 
@@ -72,4 +77,51 @@ fn a_paused_node_stops_answering_for_its_slots_only() {
     assert_eq!(cluster.command(&["SET", &other_key, "x"]).unwrap(), "+OK");
     cluster.node_mut(2).resume();
     assert_eq!(cluster.command(&["SET", &paused_key, "x"]).unwrap(), "+OK");
+}
+
+/// Binds `addr` and answers every read on every connection with `reply`, as some other
+/// server that took a freed port would.
+fn stranger_on(addr: SocketAddr, reply: &'static [u8]) {
+    let listener = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buffer = [0; 4096];
+                while let Ok(1..) = stream.read(&mut buffer) {
+                    if stream.write_all(reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn commands_skip_down_nodes_and_never_reach_a_stranger_on_their_ports() {
+    let Some(mut cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let on_first = key_on(&cluster, 0);
+    let on_second = key_on(&cluster, 1);
+    let on_third = key_on(&cluster, 2);
+    // Node 0, where commands start, and node 1 die; strangers take their ports.
+    for index in [0, 1] {
+        cluster.node_mut(index).kill();
+        stranger_on(cluster.addrs()[index], b"+STRANGER\r\n");
+    }
+    // Node 2 alone is a minority: once the node timeout passes it answers CLUSTERDOWN, which
+    // is its own answer, never the stranger's.
+    let reply = cluster.command(&["SET", &on_third, "x"]).unwrap();
+    assert!(
+        reply == "+OK" || reply.starts_with("-CLUSTERDOWN"),
+        "the command must start at a running node, got {reply}"
+    );
+    for key in [&on_first, &on_second] {
+        match cluster.command(&["GET", key]) {
+            Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::NotConnected, "{error}"),
+            Ok(reply) => assert!(reply.starts_with("-CLUSTERDOWN"), "got {reply}"),
+        }
+    }
 }
