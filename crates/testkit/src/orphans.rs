@@ -10,12 +10,14 @@
 //! - On Unix every server leads a process group of its own, so signals reach the processes it
 //!   forks (Redis forks to rewrite its append-only file) and a terminal's Ctrl-C is left to the
 //!   test binary, whose death then takes the servers along.
-//! - Every data directory holds an owner file with the test binary's process id. Starting a
-//!   server first removes the `infra-*` directories whose owner is dead, which is what a killed
-//!   run leaves behind.
+//! - Every data directory holds an owner file on which the server's handle holds an exclusive
+//!   `flock` for as long as it lives (the lock goes with the process, however it dies). Starting
+//!   a server first removes the `infra-*` directories whose owner file nobody holds locked,
+//!   which is what a killed run leaves behind. A process id would not do: an owner in another
+//!   pid namespace (a container sharing the temporary directory) would look dead.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::OnceLock;
@@ -99,14 +101,26 @@ fn spawn_here(mut command: Command) -> io::Result<Child> {
     command.spawn()
 }
 
-/// Marks `dir` as owned by this process.
-pub(crate) fn claim(dir: &Path) -> io::Result<()> {
-    fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+/// Marks `dir` as owned by the caller for as long as the returned file stays open: the file
+/// holds an exclusive lock on the owner file (Unix), which the sweep respects. It also names
+/// this process, for people reading the directory.
+///
+/// The owner file is written and locked under a temporary name and then renamed into place,
+/// so a sweep never finds it unlocked.
+pub(crate) fn claim(dir: &Path) -> io::Result<File> {
+    let pending = dir.join(format!("{OWNER_FILE}.new"));
+    let mut owner = File::create(&pending)?;
+    #[cfg(unix)]
+    lock_exclusive(&owner)?;
+    write!(owner, "{}", std::process::id())?;
+    fs::rename(&pending, dir.join(OWNER_FILE))?;
+    Ok(owner)
 }
 
-/// Removes the `infra-*` directories under `parent` whose owner process is dead. Directories
-/// without an owner file, or whose owner cannot be read, are left alone: they may be in the
-/// middle of being created, or belong to something else.
+/// Removes the `infra-*` directories under `parent` whose owner file no one holds locked: their
+/// owner is gone. Directories without an owner file are left alone: they may be in the middle
+/// of being created, or belong to something else.
+#[cfg(unix)]
 pub(crate) fn sweep_stale_dirs(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -116,43 +130,40 @@ pub(crate) fn sweep_stale_dirs(parent: &Path) {
             continue;
         }
         let dir = entry.path();
-        let Ok(owner) = fs::read_to_string(dir.join(OWNER_FILE)) else {
+        let Ok(owner) = File::open(dir.join(OWNER_FILE)) else {
             continue;
         };
-        let Ok(owner) = owner.trim().parse::<u32>() else {
-            continue;
-        };
-        if owner != std::process::id() && !is_alive(owner) {
+        // Held while removing, so the owner file cannot be claimed again in between.
+        if lock_exclusive(&owner).is_ok() {
             let _ = fs::remove_dir_all(&dir);
         }
     }
 }
 
-/// Whether a process with this id exists (conservatively `true` where that cannot be asked).
+/// Takes an exclusive `flock` on `file`'s open file description without waiting. Fails with
+/// `WouldBlock` if another open file description (of any process) holds it.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub(crate) fn is_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    if pid <= 0 {
-        return true;
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    // SAFETY: flock(2) on a descriptor `file` keeps open; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    // SAFETY: kill(2) with signal 0 only checks that the process exists and may be signalled.
-    let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Whether a process with this id exists (conservatively `true` where that cannot be asked).
+/// Without `flock` there is no way to tell a live owner from a dead one, so nothing is swept.
 #[cfg(not(unix))]
-pub(crate) fn is_alive(_pid: u32) -> bool {
-    true
-}
+pub(crate) fn sweep_stale_dirs(_parent: &Path) {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     fn dead_pid() -> u32 {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id();
@@ -162,34 +173,75 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn the_sweep_removes_only_directories_of_dead_owners() {
+    fn the_sweep_leaves_claimed_unowned_and_foreign_directories() {
         let parent = tempfile::tempdir().unwrap();
-        let dead = parent.path().join("infra-dead");
-        let live = parent.path().join("infra-live");
+        let claimed = parent.path().join("infra-claimed");
         let unowned = parent.path().join("infra-unowned");
         let foreign = parent.path().join("other-dead");
-        for dir in [&dead, &live, &unowned, &foreign] {
+        for dir in [&claimed, &unowned, &foreign] {
             fs::create_dir(dir).unwrap();
         }
-        let dead_owner = dead_pid();
-        fs::write(dead.join(OWNER_FILE), dead_owner.to_string()).unwrap();
-        fs::write(foreign.join(OWNER_FILE), dead_owner.to_string()).unwrap();
-        claim(&live).unwrap();
-        fs::write(unowned.join(OWNER_FILE), "not a pid").unwrap();
+        let owner = claim(&claimed).unwrap();
+        assert_eq!(
+            fs::read_to_string(claimed.join(OWNER_FILE)).unwrap(),
+            std::process::id().to_string()
+        );
+        fs::write(foreign.join(OWNER_FILE), dead_pid().to_string()).unwrap();
 
         sweep_stale_dirs(parent.path());
 
-        assert!(!dead.exists(), "a dead owner's directory survived");
-        assert!(live.exists(), "a live owner's directory was removed");
-        assert!(unowned.exists(), "an unreadable owner must not be swept");
+        assert!(claimed.exists(), "a claimed directory was removed");
+        assert!(
+            unowned.exists(),
+            "a directory without an owner file must not be swept"
+        );
         assert!(foreign.exists(), "only infra-* directories are swept");
+        drop(owner);
+        sweep_stale_dirs(parent.path());
+        assert!(
+            !claimed.exists(),
+            "a directory whose owner is gone survived"
+        );
+    }
+
+    /// Takes an exclusive lock on `file`'s open file description, as an owner does.
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    fn lock(file: &fs::File) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor `file` keeps open; no memory is involved.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
     }
 
     #[cfg(unix)]
     #[test]
-    fn liveness_follows_the_process() {
-        assert!(is_alive(std::process::id()));
-        assert!(!is_alive(dead_pid()));
+    fn the_sweep_removes_a_directory_only_when_no_one_holds_its_owner_lock() {
+        let parent = tempfile::tempdir().unwrap();
+        // An owner in another pid namespace: its pid means nothing here, but it holds the lock.
+        let held = parent.path().join("infra-held");
+        // An owner whose pid is ours (or was reused) but that no longer holds the lock.
+        let released = parent.path().join("infra-released");
+        for dir in [&held, &released] {
+            fs::create_dir(dir).unwrap();
+        }
+        fs::write(held.join(OWNER_FILE), dead_pid().to_string()).unwrap();
+        fs::write(released.join(OWNER_FILE), std::process::id().to_string()).unwrap();
+        let holder = fs::File::open(held.join(OWNER_FILE)).unwrap();
+        lock(&holder);
+
+        sweep_stale_dirs(parent.path());
+
+        assert!(
+            held.exists(),
+            "a directory whose owner holds the lock was removed"
+        );
+        assert!(!released.exists(), "an unlocked directory survived");
+        drop(holder);
+        sweep_stale_dirs(parent.path());
+        assert!(
+            !held.exists(),
+            "the lock's release did not free the directory"
+        );
     }
 
     #[cfg(unix)]

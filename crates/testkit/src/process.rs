@@ -165,6 +165,9 @@ pub(crate) struct ServerProcess {
     spec: ServerSpec,
     // Dropped after `child` is killed (see `Drop`), which removes the data.
     data_dir: tempfile::TempDir,
+    /// Holds the lock on the data directory's owner file, which keeps the sweep of other test
+    /// binaries away from the directory while this handle lives.
+    _owner: File,
     /// The child while it has not been reaped. Once `try_wait` or `wait` reports its exit the
     /// handle is dropped, so no signal can reach a process that reused its id.
     child: Option<Child>,
@@ -183,11 +186,12 @@ impl ServerProcess {
         let temp = std::env::temp_dir();
         orphans::sweep_stale_dirs(&temp);
         let data_dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&temp)?;
-        orphans::claim(data_dir.path())?;
+        let owner = orphans::claim(data_dir.path())?;
         let spec = make_spec(data_dir.path())?;
         Ok(Self {
             spec,
             data_dir,
+            _owner: owner,
             child: None,
             paused: false,
         })
