@@ -400,18 +400,15 @@ impl ServerProcess {
     /// request in between; on Linux this returns only once every thread of the server is
     /// stopped.
     #[cfg(unix)]
-    pub(crate) fn pause(&mut self) {
-        if let Some(pid) = self.live_pid() {
-            signal_group(pid, libc::SIGSTOP);
-            self.paused = true;
-            #[cfg(target_os = "linux")]
-            {
-                let deadline = Instant::now() + STOP_TIMEOUT;
-                while !all_threads_stopped(pid) && Instant::now() < deadline {
-                    std::thread::sleep(POLL_INTERVAL);
-                }
-            }
-        }
+    pub(crate) fn pause(&mut self) -> io::Result<()> {
+        let Some(pid) = self.live_pid() else {
+            return Ok(());
+        };
+        signal_group(pid, libc::SIGSTOP);
+        self.paused = true;
+        #[cfg(target_os = "linux")]
+        wait_until_stopped(pid, STOP_TIMEOUT)?;
+        Ok(())
     }
 
     /// Lets a paused process run again (SIGCONT).
@@ -434,6 +431,25 @@ impl Drop for ServerProcess {
         // SIGKILL works on a stopped (paused) process too, and a test that is being torn
         // down, possibly by a panic, has no use for a graceful shutdown.
         self.kill();
+    }
+}
+
+/// Waits until every thread of `pid` is stopped; `TimedOut` if that takes longer than
+/// `timeout`.
+#[cfg(target_os = "linux")]
+fn wait_until_stopped(pid: u32, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if all_threads_stopped(pid) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("process {pid} was sent SIGSTOP but not stopped after {timeout:?}"),
+            ));
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -592,7 +608,7 @@ mod tests {
         assert_eq!(process.pid(), None);
         #[cfg(unix)]
         {
-            process.pause();
+            process.pause().unwrap();
             process.resume();
         }
         process.stop();
@@ -631,12 +647,25 @@ mod tests {
             !all_threads_stopped(pid),
             "a running process counts as stopped"
         );
-        process.pause();
+        process.pause().unwrap();
         assert!(all_threads_stopped(pid), "pause returned before the stop");
         assert!(process.is_running(), "a paused process is alive");
         process.resume();
         process.kill();
         assert!(!process.is_running());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn waiting_for_a_stop_that_does_not_happen_is_an_error() {
+        let mut process =
+            ServerProcess::prepare("infra-unit-", silent_spec("exec sleep 600")).unwrap();
+        process.spawn().unwrap();
+        // Never sent SIGSTOP, so it never stops.
+        let error =
+            wait_until_stopped(process.pid().unwrap(), Duration::from_millis(100)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        process.kill();
     }
 
     #[cfg(unix)] // `sh`

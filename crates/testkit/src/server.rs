@@ -80,9 +80,27 @@ impl<K> Server<K> {
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered. Unix only; on
     /// Linux it returns once every thread of the server has stopped.
+    ///
+    /// # Panics
+    ///
+    /// If the server has not stopped 10 seconds after the signal (see
+    /// [`try_pause`](Self::try_pause)).
     #[cfg(unix)]
     pub fn pause(&mut self) {
-        self.process.pause();
+        if let Err(error) = self.try_pause() {
+            panic!("cannot pause the server at {}: {error}", self.addr());
+        }
+    }
+
+    /// Like [`pause`](Self::pause), but returns an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` if, on Linux, some thread of the server has still not stopped 10 seconds
+    /// after SIGSTOP; the server is then left marked paused, so `resume` or `stop` still work.
+    #[cfg(unix)]
+    pub fn try_pause(&mut self) -> io::Result<()> {
+        self.process.pause()
     }
 
     /// Lets a paused server answer again (SIGCONT). Unix only.
