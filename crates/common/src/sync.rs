@@ -37,10 +37,15 @@
 //! assert_eq!(*log.lock(), ["worker"]);
 //! ```
 //!
-//! Every type here is a wrapper, never a re-export, for two reasons: both arms then have exactly
-//! the same API, so code that builds normally also builds under loom; and the workspace
-//! `clippy.toml` can ban the `std` and `parking_lot` originals everywhere else (clippy sees a
-//! re-export as the banned type itself). This module is the one place that names them.
+//! Every type and function here is a wrapper, never a re-export, for two reasons: both arms
+//! then have exactly the same API, so code that builds normally also builds under loom; and the
+//! workspace `clippy.toml` can ban the `std`, `parking_lot` and `lock_api` originals everywhere
+//! else (clippy sees a re-export as the banned item itself). This module is the one place that
+//! names them. A wrapper exposes only what both backends have: the lock guards are
+//! `Deref`/`DerefMut` and nothing more (no `parking_lot` `downgrade` or `map`), and
+//! [`thread::JoinHandle`] has `join` alone (no `std` `is_finished`). Two items are not
+//! wrappers: [`atomic::Ordering`], which loom itself takes from `std`, so it is one type in both
+//! arms; and `model`, loom's own, which exists only under `infra_loom`, for the loom tests.
 //!
 //! [loom]: https://docs.rs/loom
 #![allow(
@@ -561,7 +566,33 @@ pub mod thread {
     #[cfg(infra_loom)]
     use loom::thread as backend;
 
-    pub use backend::{JoinHandle, yield_now};
+    /// Offers the rest of this thread's time slice to other threads (under loom: lets the
+    /// scheduler run another thread).
+    #[inline]
+    pub fn yield_now() {
+        backend::yield_now();
+    }
+
+    /// Owns a thread started with [`spawn`]; [`JoinHandle::join`] is its whole API in both arms.
+    #[must_use = "dropping the handle detaches the thread"]
+    pub struct JoinHandle<T> {
+        inner: backend::JoinHandle<T>,
+    }
+
+    impl<T> JoinHandle<T> {
+        /// Waits for the thread to finish; `Err` carries its panic payload if it panicked.
+        #[inline]
+        #[cfg_attr(infra_loom, track_caller)]
+        pub fn join(self) -> std::thread::Result<T> {
+            self.inner.join()
+        }
+    }
+
+    impl<T> fmt::Debug for JoinHandle<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("JoinHandle").finish_non_exhaustive()
+        }
+    }
 
     /// Declares thread-local statics that loom models as well.
     ///
@@ -578,7 +609,9 @@ pub mod thread {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        backend::spawn(f)
+        JoinHandle {
+            inner: backend::spawn(f),
+        }
     }
 
     /// A thread-local value declared with [`thread_local!`](crate::sync::thread::thread_local).
@@ -989,17 +1022,50 @@ pub struct RwLock<T> {
 }
 
 /// Shared access to an [`RwLock`] until dropped.
-#[cfg(not(infra_loom))]
-pub type RwLockReadGuard<'a, T> = backend::RwLockReadGuard<'a, T>;
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RwLockReadGuard<'a, T> {
+    inner: backend::RwLockReadGuard<'a, T>,
+}
+
 /// Exclusive access to an [`RwLock`] until dropped.
-#[cfg(not(infra_loom))]
-pub type RwLockWriteGuard<'a, T> = backend::RwLockWriteGuard<'a, T>;
-/// Shared access to an [`RwLock`] until dropped.
-#[cfg(infra_loom)]
-pub type RwLockReadGuard<'a, T> = backend::RwLockReadGuard<'a, T>;
-/// Exclusive access to an [`RwLock`] until dropped.
-#[cfg(infra_loom)]
-pub type RwLockWriteGuard<'a, T> = backend::RwLockWriteGuard<'a, T>;
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RwLockWriteGuard<'a, T> {
+    inner: backend::RwLockWriteGuard<'a, T>,
+}
+
+impl<T> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for RwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
 
 impl<T> RwLock<T> {
     /// Creates an unlocked lock holding `value`.
@@ -1012,17 +1078,19 @@ impl<T> RwLock<T> {
     /// Blocks until shared access is granted.
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         #[cfg(not(infra_loom))]
-        return self.inner.read();
+        let inner = self.inner.read();
         #[cfg(infra_loom)]
-        return unpoison(self.inner.read());
+        let inner = unpoison(self.inner.read());
+        RwLockReadGuard { inner }
     }
 
     /// Blocks until exclusive access is granted.
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         #[cfg(not(infra_loom))]
-        return self.inner.write();
+        let inner = self.inner.write();
         #[cfg(infra_loom)]
-        return unpoison(self.inner.write());
+        let inner = unpoison(self.inner.write());
+        RwLockWriteGuard { inner }
     }
 
     /// Consumes the lock and returns its value.
