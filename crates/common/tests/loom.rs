@@ -7,7 +7,7 @@
 
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::cell::UnsafeCell;
-use infra_common::sync::{Arc, Condvar, Mutex, model, thread};
+use infra_common::sync::{Arc, Condvar, Mutex, RwLock, model, thread};
 use infra_common::{Clock, ManualClock};
 use std::cell::Cell;
 use std::time::Duration;
@@ -169,5 +169,25 @@ fn thread_locals_are_per_thread_under_loom() {
         });
         assert_eq!(other.join().unwrap(), 10);
         assert_eq!(VISITS.with(Cell::get), 1);
+    });
+}
+
+/// The RwLock wrapper's guards: a reader sees either none or both of a writer's two pushes.
+#[test]
+fn rwlock_readers_see_whole_writes() {
+    model(|| {
+        let lock = Arc::new(RwLock::new(Vec::new()));
+        let writer = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || {
+                let mut values = lock.write();
+                values.push(1);
+                values.push(2);
+            })
+        };
+        let seen = lock.read().len();
+        assert!(seen == 0 || seen == 2, "saw {seen}");
+        writer.join().unwrap();
+        assert_eq!(*lock.read(), [1, 2]);
     });
 }
