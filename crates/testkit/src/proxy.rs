@@ -122,6 +122,10 @@ impl Shared {
 impl FaultProxy {
     /// Starts a proxy on a free `127.0.0.1` port that forwards every connection to `target`.
     ///
+    /// `target` is an address, not a server: while the server behind it is stopped, new
+    /// connections reach whatever process holds that port by then, or are closed when none
+    /// does.
+    ///
     /// # Errors
     ///
     /// `InvalidInput` if `target` is not a loopback address (tests never leave the machine),

@@ -1,5 +1,9 @@
 //! `EtcdServer` against the real `etcd`: start, persist, restart, pause, stop.
+// The stranger on a freed port is test scaffolding on a std thread.
+#![allow(clippy::disallowed_methods)]
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 
 use infra_testkit::EtcdServer;
@@ -78,4 +82,25 @@ fn drop_stops_the_member_and_removes_its_data() {
         "member {pid} outlived its handle"
     );
     assert!(!data_dir.exists(), "{} was not removed", data_dir.display());
+}
+
+#[test]
+fn http_never_talks_to_a_stranger_on_a_stopped_members_port() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    etcd.kill();
+    // Another process takes the freed client port and answers every request.
+    let stranger = TcpListener::bind(etcd.addr()).unwrap();
+    std::thread::spawn(move || {
+        for stream in stranger.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.read(&mut [0; 4096]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        }
+    });
+    let error = etcd
+        .http("POST", "/v3/kv/range", RANGE_GREETING)
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::NotConnected, "{error}");
 }
