@@ -460,7 +460,10 @@ pub fn run(kind: Kind, quota: Quota, max_keys: Option<usize>, ops: &[Op]) -> Res
             // `Quota::emission_interval`); where the period is not a multiple of the limit it
             // runs up to one part per interval fast, and decisions are compared exactly only
             // where it is (tests/bounds.rs bounds the others within 1 %).
-            if !quota.period_nanos().is_multiple_of(u64::from(quota.limit())) {
+            if !quota
+                .period_nanos()
+                .is_multiple_of(u64::from(quota.limit()))
+            {
                 return Ok(());
             }
             dispatch::<TokenBucket, _>(quota, max_keys, || TokenBucketModel::new(&quota), ops)
