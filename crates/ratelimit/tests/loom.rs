@@ -85,7 +85,10 @@ fn token_bucket_older_readings_add_nothing() {
             })
             .collect();
         let admitted: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert!(admitted[0], "the later reading finds two tokens in every order");
+        assert!(
+            admitted[0],
+            "the later reading finds two tokens in every order"
+        );
         let after = state.check_n(&config, second, 1);
         assert!(after.is_denied(), "{admitted:?} then {after:?}");
         assert_eq!(after.remaining(), 0);
