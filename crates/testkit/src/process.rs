@@ -129,6 +129,15 @@ impl Drop for Port {
     }
 }
 
+/// Whether `port` is reserved for a server (or proxy) of this process.
+#[cfg(test)]
+pub(crate) fn is_reserved(port: u16) -> bool {
+    RESERVED_PORTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&port)
+}
+
 /// A loopback address on `port`.
 pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

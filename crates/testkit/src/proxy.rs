@@ -379,3 +379,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
     drop(chunks);
     let _ = writer.join();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxys_port_is_reserved_while_it_runs() {
+        let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 9))).unwrap();
+        assert!(
+            crate::process::is_reserved(proxy.addr().port()),
+            "a server of this process could be handed the proxy's port"
+        );
+    }
+}
