@@ -351,3 +351,135 @@ fn every_algorithm_is_full_again_after_any_idle_period() {
         check::<SlidingWindowLog>(idle);
     }
 }
+
+/// Window quotas: `limit` per `period`, from one per hour to 10^6 per second.
+fn window_quota() -> impl Strategy<Value = (u64, Duration)> {
+    (1u64..=50, 10u32..=42).prop_map(|(limit, period_bits)| {
+        let period =
+            (limit * (1u64 << period_bits)).clamp(limit * 1_000, 3_600_000_000_000 * limit);
+        (limit, Duration::from_nanos(period))
+    })
+}
+
+/// Admission times (one per admitted cell) of `A` under overload, from `start` for `duration`.
+fn admission_times<A: Algorithm>(
+    limiter: &RateLimiter<A, ManualClock>,
+    clock: &ManualClock,
+    start: u64,
+    step: u64,
+    duration: u64,
+) -> Vec<u64> {
+    let mut times = Vec::new();
+    overload(
+        |now| {
+            clock.set(Duration::from_nanos(now));
+            let admitted = limiter.check().is_allowed();
+            if admitted {
+                times.push(now);
+            }
+            admitted
+        },
+        start,
+        step,
+        duration,
+    );
+    times
+}
+
+/// The most admissions in any span of `span` ns.
+fn most_in_any_span(times: &[u64], span: u64) -> usize {
+    let mut first = 0;
+    let mut most = 0;
+    for (last, &at) in times.iter().enumerate() {
+        while times[first] + span <= at {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Under overload for `k` periods: the fixed window admits exactly `limit` in every window
+    /// it touches, so up to `2 × limit` in a span of one period straddling a boundary; the
+    /// sliding log never more than `limit` in any span of one period; the sliding counter at
+    /// most `2 × limit` in any span of one period, and `limit` per period on average.
+    #[test]
+    fn windows_admit_their_stated_bounds_under_overload(
+        (limit, period) in window_quota(),
+        start_fraction in 0u64..100,
+        periods in 2u64..=6,
+    ) {
+        let quota = Quota::new(limit, period).unwrap();
+        let period = u64::try_from(period.as_nanos()).unwrap();
+        let start = period / 100 * start_fraction;
+        let step = (period / limit / 50).max(1);
+        let duration = period * periods;
+        let windows_touched = (start + duration) / period - start / period + 1;
+
+        let (fixed, clock) = limiter::<FixedWindow>(quota);
+        let times = admission_times(&fixed, &clock, start, step, duration);
+        prop_assert_eq!(times.len() as u64, limit * windows_touched);
+        prop_assert!(most_in_any_span(&times, period) as u64 <= 2 * limit);
+
+        let (log, clock) = limiter::<SlidingWindowLog>(quota);
+        let times = admission_times(&log, &clock, start, step, duration);
+        prop_assert!(most_in_any_span(&times, period) as u64 <= limit);
+        prop_assert!(times.len() as u64 >= limit * periods);
+
+        let (counter, clock) = limiter::<SlidingWindowCounter>(quota);
+        let times = admission_times(&counter, &clock, start, step, duration);
+        prop_assert!(most_in_any_span(&times, period) as u64 <= 2 * limit);
+        let admitted = times.len() as u64;
+        prop_assert!(admitted <= limit * (periods + 2) && admitted >= limit * (periods - 1),
+            "sliding counter admitted {} over {} periods of {}", admitted, periods, limit);
+    }
+
+    /// A window limiter at its limit keeps its count across a quota change: with the same
+    /// window it admits only what the new limit leaves, and with any window it is back to
+    /// `limit` per window within two windows of the new quota.
+    #[test]
+    fn window_counts_carry_across_quota_changes(
+        (limit_a, period_a) in window_quota(),
+        (limit_b, period_b) in window_quota(),
+        same_period in any::<bool>(),
+    ) {
+        let quota_a = Quota::new(limit_a, period_a).unwrap();
+        let period_b = if same_period { period_a } else { period_b };
+        let quota_b = Quota::new(limit_b, period_b).unwrap();
+        let window_b = u64::try_from(period_b.as_nanos()).unwrap();
+        fn check<A: Algorithm>(
+            quota_a: Quota,
+            quota_b: Quota,
+            same_period: bool,
+            window_b: u64,
+        ) -> Result<(), TestCaseError> {
+            let (limiter, clock) = limiter::<A>(quota_a);
+            drain(&limiter);
+            limiter.set_quota(quota_b).unwrap();
+            let (limit_a, limit_b) = (u64::from(quota_a.limit()), u64::from(quota_b.limit()));
+            let now = clock.now_nanos();
+            if same_period {
+                let mut at_once = 0;
+                while limiter.check().is_allowed() {
+                    at_once += 1;
+                }
+                prop_assert_eq!(at_once, limit_b.saturating_sub(limit_a), "{}", A::NAME);
+            }
+            // Five new windows later (two for the old count to age out), under overload.
+            let step = (window_b / limit_b / 50).max(1);
+            let old_window = u64::try_from(quota_a.period().as_nanos()).unwrap();
+            let settle = window_b * 2 + old_window;
+            clock.set(Duration::from_nanos(now + settle));
+            let times = admission_times(&limiter, &clock, now + settle, step, window_b * 3);
+            prop_assert!(times.len() as u64 >= limit_b * 2, "{} admitted {} after the change", A::NAME, times.len());
+            prop_assert!(most_in_any_span(&times, window_b) as u64 <= 2 * limit_b, "{}", A::NAME);
+            Ok(())
+        }
+        check::<FixedWindow>(quota_a, quota_b, same_period, window_b)?;
+        check::<SlidingWindowCounter>(quota_a, quota_b, same_period, window_b)?;
+        check::<SlidingWindowLog>(quota_a, quota_b, same_period, window_b)?;
+    }
+}
