@@ -6,7 +6,7 @@
 #![allow(clippy::disallowed_types)]
 
 use arbitrary::Arbitrary;
-use infra_trace_ctx::{B3, B3Propagator, Propagator};
+use infra_trace_ctx::{B3, B3Propagator, Context, Propagator};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -45,5 +45,16 @@ fuzz_target!(|input: Input| {
         assert_eq!(B3::extract_multi(&out), Ok(b3));
         let cx = B3Propagator::multi_header().extract(&carrier);
         assert_eq!(cx.span().cloned(), b3.span_context());
+        // Every sampling state (defer and debug included) survives the propagator, and a
+        // reused carrier holds only what the second injection wrote.
+        for propagator in [B3Propagator::multi_header(), B3Propagator::single_header()] {
+            let mut again: Vec<(String, String)> = Vec::new();
+            propagator.inject(&cx, &mut again);
+            let back = propagator.extract(&again);
+            assert_eq!(back.span(), cx.span());
+            assert_eq!(back.sampling_state(), cx.sampling_state());
+            propagator.inject(&Context::new(), &mut again);
+            assert!(again.is_empty(), "{again:?}");
+        }
     }
 });

@@ -42,9 +42,9 @@ fuzz_target!(|input: Input| {
     let back = JaegerPropagator.extract(&out);
     assert_eq!(
         back.span()
-            .map(|s| (s.trace_id(), s.span_id(), s.is_sampled())),
+            .map(|s| (s.trace_id(), s.span_id(), s.sampling_state())),
         cx.span()
-            .map(|s| (s.trace_id(), s.span_id(), s.is_sampled()))
+            .map(|s| (s.trace_id(), s.span_id(), s.sampling_state()))
     );
     assert_eq!(back.baggage(), cx.baggage());
 });
