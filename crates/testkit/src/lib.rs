@@ -12,6 +12,8 @@
 //! - [`EtcdCluster`]: an etcd cluster of several members, with its leader found on request.
 //! - [`FaultProxy`]: a TCP proxy in front of any server that adds latency, cuts connections
 //!   or refuses new ones.
+//! - [`LoopbackListener`]: a listener for a test's own stand-in server, on a port no server of
+//!   the test binary holds.
 //!
 //! When the server binary is not installed, `start` prints one skip line and returns `None`, so
 //! `cargo test --workspace` passes on a machine with only Rust. With `INFRA_REQUIRE_SERVERS=1`
@@ -35,6 +37,7 @@
 
 mod etcd;
 mod etcd_cluster;
+mod listener;
 mod orphans;
 mod process;
 mod proxy;
@@ -44,6 +47,7 @@ mod server;
 
 pub use etcd::{Etcd, EtcdServer};
 pub use etcd_cluster::EtcdCluster;
+pub use listener::LoopbackListener;
 pub use proxy::FaultProxy;
 pub use redis::{Redis, RedisServer};
 pub use redis_cluster::RedisCluster;

@@ -4,18 +4,18 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use infra_testkit::{FaultProxy, RedisServer};
+use infra_testkit::{FaultProxy, LoopbackListener, RedisServer};
 
 /// Generous: a loaded machine may be slow, and a timeout only turns a hang into a failure.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A loopback server that echoes every byte back, on its own thread.
 fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = LoopbackListener::bind().unwrap();
+    let addr = listener.addr();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -175,8 +175,8 @@ fn a_cut_ends_every_connection_open_at_the_time_also_those_not_yet_accepted() {
 
 /// A loopback server that accepts connections and never reads from them.
 fn deaf_server() -> SocketAddr {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = LoopbackListener::bind().unwrap();
+    let addr = listener.addr();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming() {
