@@ -75,8 +75,9 @@ fn run(address: SocketAddr) -> Result<String, Box<dyn std::error::Error>> {
     let mut leases = Vec::new();
     for round in 0..ROUNDS {
         clock.advance(Duration::from_millis(5));
-        api.check();
-        login.check(&(round % 7))?;
+        // Only the counters matter here, not the decisions themselves.
+        let _ = api.check();
+        let _ = login.check(&(round % 7))?;
         let _span = tracer.span("handle request").start();
         leases.push(sessions.take(&round)?);
         if leases.len() > 100 {
