@@ -99,6 +99,14 @@ fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// How often `command` ran, from what [`command_calls`] read.
+fn calls_to(calls: &[(String, u64)], command: &str) -> u64 {
+    calls
+        .iter()
+        .find(|(name, _)| name == command)
+        .map_or(0, |(_, calls)| *calls)
+}
+
 #[test]
 fn threads_exclude_each_other_and_the_fenced_balance_counts_every_write() {
     let Some(server) = RedisServer::start() else {
@@ -410,12 +418,7 @@ fn acquire_release_and_extend_are_one_round_trip_each() {
         guard.release().unwrap();
     }
     let calls = command_calls(&server);
-    let count = |name: &str| {
-        calls
-            .iter()
-            .find(|(command, _)| command == name)
-            .map_or(0, |(_, calls)| *calls)
-    };
+    let count = |name: &str| calls_to(&calls, name);
     // Acquire, extend, a refused try_acquire and release: four calls, four round trips.
     assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
     assert_eq!(count("eval"), 0, "{calls:?}");
@@ -862,12 +865,7 @@ fn permits_cost_one_round_trip_per_call() {
         permit.release().unwrap();
     }
     let calls = command_calls(&server);
-    let count = |name: &str| {
-        calls
-            .iter()
-            .find(|(command, _)| command == name)
-            .map_or(0, |(_, calls)| *calls)
-    };
+    let count = |name: &str| calls_to(&calls, name);
     assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
     assert_eq!(count("eval"), 0, "{calls:?}");
     assert_eq!(
@@ -983,12 +981,7 @@ fn readers_cost_one_round_trip_per_call() {
         reader.release().unwrap();
     }
     let calls = command_calls(&server);
-    let count = |name: &str| {
-        calls
-            .iter()
-            .find(|(command, _)| command == name)
-            .map_or(0, |(_, calls)| *calls)
-    };
+    let count = |name: &str| calls_to(&calls, name);
     // read, extend, a refused writer and release are scripts; is_held is one ZSCORE.
     assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
     assert_eq!(count("eval"), 0, "{calls:?}");
