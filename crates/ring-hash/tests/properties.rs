@@ -170,13 +170,9 @@ proptest! {
 
     #[test]
     fn maglev_properties(members in members(30, true), new_node in 0u32..10_000) {
-        // A fixed table size: the default size changes when the node count crosses a power of
-        // two over 100, and then every key moves (documented).
-        check_engine(
-            || Maglev::with_config(MaglevConfig { table_size: Some(4099), ..MaglevConfig::default() }).unwrap(),
-            &members,
-            new_node,
-        );
+        // The default table, which the 2.5x bound is documented for: a small table (4,099
+        // entries) moved more than 2.5x the ideal on some weighted memberships.
+        check_engine(Maglev::new, &members, new_node);
     }
 
     #[test]
