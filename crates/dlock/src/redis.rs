@@ -1,14 +1,15 @@
 //! Mutexes, read-write locks and semaphores shared by many processes through one Redis: one
 //! round trip per grant
 //! attempt, per extension and per release, with fencing tokens that keep growing when Redis
-//! loses its data.
+//! loses all or part of its data.
 //!
 //! Each operation is one `EVALSHA` of a small Lua script, which Redis runs without
 //! interleaving; if the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`), the same
 //! call is sent once as `EVAL`, which also loads the script for the next calls.
 //!
-//! - **Grant**: if the lock key exists, answer its remaining time; otherwise `INCR` the name's
-//!   token counter, `SET` the lock key to the new token with `PX` = the lease, and answer the
+//! - **Grant**: if the lock key exists, answer its remaining time; otherwise raise the name's
+//!   token counter to the server's clock if it is behind (the clock rule below), `INCR` it,
+//!   `SET` the lock key to the new token with `PX` = the lease, and answer the
 //!   token.
 //! - **Extend** and **release**: compare the lock key with the grant's token and only then
 //!   `PEXPIRE` or `DEL` it, so a grant that expired or was taken over never touches the current
@@ -28,30 +29,33 @@
 //! `dlock:{account-42}:permits:count`), so all keys of one lock live on one cluster slot. The
 //! counter has no expiry: it is kept for every name ever locked (a few dozen bytes each).
 //!
-//! # The epoch rule: tokens grow across a Redis that lost its data
+//! # The clock rule: tokens grow across a Redis that lost its data
 //!
-//! A Redis restarted without persistence, a failover to a replica that had not received the
-//! last `INCR`, or an eviction of the counter under `maxmemory` would restart a plain counter
-//! from 1 and hand out tokens smaller than ones already in use, which a [`Fence`](crate::Fence)
-//! would then refuse forever (or, worse, a fence that was reset would admit a stale holder).
-//! So the counter never starts at 0: when the grant script finds no counter, it starts a new
-//! **epoch** from the server's clock (`TIME`), in the same round trip:
+//! A Redis restarted without persistence, an eviction of the counter under `maxmemory`, or
+//! — losing only part of the data — a restart from an older snapshot, an append-only file
+//! written with `appendfsync everysec` that missed its last second, or a failover to a replica
+//! that had not received the last `INCR`s would leave a plain counter missing or **behind**,
+//! and hand out again tokens already in use: a fence admits a repeated token (the same holder
+//! writes many times), so a stalled holder and the new one would both get in. So the counter
+//! also follows the server's clock (`TIME`), in the same round trip, like a hybrid logical
+//! clock:
 //!
 //! ```text
-//! counter := milliseconds since 1970 (server's TIME) × 2^20      (then INCR: first token +1)
+//! counter := max(counter, milliseconds since 1970 (server's TIME) × 2^20);  INCR counter
 //! ```
 //!
-//! Every later grant of the name increments it. A token is thus `epoch_ms × 2^20 + n`, where
-//! `n` counts the grants since the epoch began (carrying into the epoch part past 2^20). The
-//! first token of a new epoch that starts at `E2` is greater than every token of an epoch that
-//! started at `E1 < E2` as long as fewer than `(E2 − E1) × 2^20` grants of that name were made
-//! in it: more than a billion grants per second would be needed to break that, far beyond what
-//! one Redis does. **The assumption is the server's wall clock**: tokens keep growing across a
-//! data loss if the clock of the server that starts the new epoch reads later than the clock
-//! that started the lost epoch did (on a failover: the replica's clock, so keep the servers'
-//! clocks synchronized, as NTP does, to within the time a failover takes). A clock set back
-//! across a data loss breaks it. `INCR` fails rather than wrap at `2^63 − 1`, which the epoch
-//! part reaches in the year 2248; that failure is [`Error::TokensExhausted`].
+//! so a token is `max(previous + 1, now_ms × 2^20 + 1)`. A token issued at server time `T1`
+//! is below `(T1 + 1 ms) × 2^20` unless the counter ran more than 2^20 grants per
+//! millisecond ahead of the clock, over a billion grants per second, far beyond what one Redis
+//! does. So after any loss or rollback of the counter, the next token is above every token
+//! issued before, as long as **the server's wall clock reads later than it did when the last
+//! of the lost tokens was issued** — at least one millisecond later; a restart takes longer.
+//! On a failover that is the replica's clock: keep the servers' clocks synchronized, as NTP
+//! does, to within the time a failover takes; the rule covers a failover only under that
+//! assumption. A clock set back across a data loss breaks it. Where that is not enough,
+//! make the grants themselves durable: `appendfsync always` on the server, and `WAIT` for the
+//! replicas (this backend sends no `WAIT`). `INCR` fails rather than wrap at `2^63 − 1`,
+//! which the clock part reaches in the year 2248; that failure is [`Error::TokensExhausted`].
 //!
 //! A data loss also loses the holds: the next request is granted at once, while the previous
 //! holder may still be within its lease. Only the fence keeps the resource safe then.
@@ -74,7 +78,7 @@
 //! that pauses past its lease, a network that delays its write, a Redis restart that hands the
 //! lock to someone else early — in each case the later holder's token is larger, and the fence
 //! refuses the earlier one. Tokens grow as long as Redis keeps the counter, and across a loss
-//! of it under the epoch rule above. Without a fence, this is an **efficiency** lock only:
+//! or a rollback of it under the clock rule above. Without a fence, this is an **efficiency** lock only:
 //! mutual exclusion holds while no holder outlives its lease and Redis keeps its data, which
 //! no timeout can promise.
 //!
@@ -98,15 +102,21 @@ use crate::grant::{
 use crate::locks::Locks;
 
 /// The next token of a name (`KEYS[2]`), into the Lua local `token` as a string (so no
-/// precision is lost to Lua's doubles): a missing counter starts a new epoch from the server's
-/// `TIME` (see the module docs); a counter that cannot grow answers `{2}`.
+/// precision is lost to Lua's doubles): the counter is first raised to the server's `TIME` in
+/// ms × 2^20 if it is missing or below that (see the module docs), then incremented; a counter
+/// that cannot grow answers `{2}`. The floor is exact as a double (ms < 2^41, times a power of
+/// two), and the comparison is on the decimal strings (no leading zeros: longer is larger),
+/// never on doubles; a counter that is not a number is left for `INCR` to refuse.
 macro_rules! next_token {
     () => {
         r"
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  local t = redis.call('TIME')
-  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('SET', KEYS[2], string.format('%.0f', ms * 1048576))
+local clock = redis.call('TIME')
+local clock_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local floor = string.format('%.0f', clock_ms * 1048576)
+local counter = redis.call('GET', KEYS[2])
+if not counter or (string.find(counter, '^[1-9]%d*$')
+    and (#counter < #floor or (#counter == #floor and counter < floor))) then
+  redis.call('SET', KEYS[2], floor)
 end
 local next = redis.pcall('INCR', KEYS[2])
 if type(next) == 'table' and next.err then
@@ -357,7 +367,7 @@ enum Attempt {
 /// Mutexes, read-write locks and semaphores with fencing tokens, shared by every process that
 /// talks to the same Redis.
 ///
-/// See the [module docs](self) for the scripts, the epoch rule and the drift allowance.
+/// See the [module docs](self) for the scripts, the clock rule and the drift allowance.
 /// Leases run on `C` (the [`SystemClock`] by default); a waiting acquisition sleeps in real
 /// time between attempts (1 ms, doubling up to [`RedisOptions::max_backoff`], never past the
 /// holder's remaining lease), and measures its timeout on `C`. Waiting is not FIFO: whichever
