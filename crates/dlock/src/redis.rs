@@ -84,8 +84,9 @@
 //!
 //! Waiting is not FIFO, for any kind: whoever asks first after the lock is freed gets it. One
 //! exception keeps writers from starving: a writer that waits for readers marks itself on
-//! each attempt (for 4 × [`RedisOptions::max_backoff`]), and readers that ask while the mark
-//! stands are told to wait. A writer that stops waiting leaves the mark to expire.
+//! each attempt (for 4 × [`RedisOptions::max_backoff`], at most
+//! [`MAX_LEASE`](crate::MAX_LEASE)), and readers that ask while the mark stands are told to
+//! wait. A writer that stops waiting leaves the mark to expire.
 
 use std::fmt;
 use std::time::Duration;
@@ -97,7 +98,7 @@ use redis::{Connection, RedisError, Value};
 
 use crate::error::Error;
 use crate::grant::{
-    Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
+    Access, FencingToken, Grant, LockName, MAX_LEASE, Wait, check_access, check_lease, check_name,
 };
 use crate::locks::Locks;
 
@@ -315,7 +316,9 @@ impl RedisOptions {
     }
 
     /// The longest sleep between two attempts of a waiting acquisition (default 50 ms). Sleeps
-    /// start at 1 ms and double, and never outlast the holder's remaining lease.
+    /// start at 1 ms and double, and never outlast the holder's remaining lease. A writer
+    /// waiting for readers keeps new readers out for 4 × this, at most
+    /// [`MAX_LEASE`](crate::MAX_LEASE).
     #[must_use]
     pub fn max_backoff(self, max_backoff: Duration) -> Self {
         Self {
@@ -549,12 +552,14 @@ impl<C: Clock> RedisLocks<C> {
             }
             Access::Shared => self.run(&self.read, &keys, &[&lease_ms])?,
             _ => {
+                // Bounded by the longest lease, so `PX` stays in the range Redis accepts
+                // under any `max_backoff`.
                 let mark_ms = if waits {
                     self.options
                         .max_backoff
                         .as_millis()
                         .saturating_mul(4)
-                        .max(4)
+                        .clamp(4, MAX_LEASE.as_millis())
                 } else {
                     0
                 };

@@ -1017,6 +1017,39 @@ fn readers_share_and_a_waiting_writer_is_not_overtaken_by_later_readers() {
 }
 
 #[test]
+fn a_writer_waits_for_readers_under_any_max_backoff() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let lease = Duration::from_secs(30);
+    for max_backoff in [Duration::from_secs(3_600 * 24 * 365 * 1_000), Duration::MAX] {
+        let options = RedisOptions::default()
+            .timeout(Duration::from_secs(2))
+            .max_backoff(max_backoff);
+        let locks = RedisLocks::new(&server.url(), options).unwrap();
+        let reader = locks.read("config", lease).unwrap();
+        // The writer's mark stays within what Redis accepts, so the wait times out cleanly.
+        let writer = locks.grant(
+            "config",
+            Access::Exclusive,
+            lease,
+            Wait::Up(Duration::from_millis(30)),
+        );
+        assert!(matches!(writer, Ok(None)), "{max_backoff:?}: {writer:?}");
+        let marked: i64 = redis::cmd("PTTL")
+            .arg("dlock:{config}:writer-waiting")
+            .query(&mut client(&server))
+            .unwrap();
+        assert!(marked > 0, "the waiting writer marked itself: {marked}");
+        reader.release().unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg("dlock:{config}:writer-waiting")
+            .query(&mut client(&server))
+            .unwrap();
+    }
+}
+
+#[test]
 fn an_expired_reader_is_refused_and_the_writer_gets_in() {
     let Some(server) = RedisServer::start() else {
         return;
