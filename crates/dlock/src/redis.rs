@@ -85,7 +85,7 @@
 //! Waiting is not FIFO, for any kind: whoever asks first after the lock is freed gets it. One
 //! exception keeps writers from starving: a writer that waits for readers marks itself on
 //! each attempt (for 4 × [`RedisOptions::max_backoff`], at most
-//! [`MAX_LEASE`](crate::MAX_LEASE)), and readers that ask while the mark stands are told to
+//! [`MAX_LEASE`]), and readers that ask while the mark stands are told to
 //! wait. A writer that stops waiting leaves the mark to expire.
 
 use std::fmt;
@@ -318,7 +318,7 @@ impl RedisOptions {
     /// The longest sleep between two attempts of a waiting acquisition (default 50 ms). Sleeps
     /// start at 1 ms and double, and never outlast the holder's remaining lease. A writer
     /// waiting for readers keeps new readers out for 4 × this, at most
-    /// [`MAX_LEASE`](crate::MAX_LEASE).
+    /// [`MAX_LEASE`].
     #[must_use]
     pub fn max_backoff(self, max_backoff: Duration) -> Self {
         Self {
