@@ -345,17 +345,20 @@ impl RedisOptions {
     }
 }
 
-/// A server script: its source and its SHA-1 for `EVALSHA`.
+/// A server script: its source, its SHA-1 for `EVALSHA`, and whether running it twice does
+/// no harm when the first run's answer was lost.
 struct Script {
     source: &'static str,
     hash: redis::Script,
+    resend: bool,
 }
 
 impl Script {
-    fn new(source: &'static str) -> Self {
+    fn new(source: &'static str, resend: bool) -> Self {
         Self {
             source,
             hash: redis::Script::new(source),
+            resend,
         }
     }
 }
@@ -440,13 +443,16 @@ impl<C: Clock> RedisLocks<C> {
         Ok(Self {
             client,
             idle: Mutex::new(Vec::new()),
-            grant: Script::new(GRANT_SCRIPT),
-            extend: Script::new(EXTEND_SCRIPT),
-            release: Script::new(RELEASE_SCRIPT),
-            read: Script::new(READ_SCRIPT),
-            permit: Script::new(PERMIT_SCRIPT),
-            set_extend: Script::new(SET_EXTEND_SCRIPT),
-            set_release: Script::new(SET_RELEASE_SCRIPT),
+            // A mutex grant that did run holds the key, so running it again finds the key held
+            // (the lost grant runs out with its lease); extend and release compare the token
+            // first. A second reader or permit grant would be a second hold: never resent.
+            grant: Script::new(GRANT_SCRIPT, true),
+            extend: Script::new(EXTEND_SCRIPT, true),
+            release: Script::new(RELEASE_SCRIPT, true),
+            read: Script::new(READ_SCRIPT, false),
+            permit: Script::new(PERMIT_SCRIPT, false),
+            set_extend: Script::new(SET_EXTEND_SCRIPT, true),
+            set_release: Script::new(SET_RELEASE_SCRIPT, true),
             options,
             clock,
             issuer: next_issuer(),
@@ -472,7 +478,7 @@ impl<C: Clock> RedisLocks<C> {
 
     /// Runs `script` with `keys` and `args`: one round trip, two after a `NOSCRIPT`.
     fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Value, Error> {
-        self.on_connection(|connection| {
+        self.on_connection(script.resend, |connection| {
             let build = |command: &str, body: &str| {
                 let mut cmd = redis::cmd(command);
                 cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
@@ -487,10 +493,12 @@ impl<C: Clock> RedisLocks<C> {
         })
     }
 
-    /// Runs `request` on a pooled connection, and once more on a fresh one if the pooled one
-    /// had died while idle.
+    /// Runs `request` on a pooled connection. If that connection turns out dead (closed while
+    /// idle, as by a server restart), the other idle ones are dropped too, and `request` is
+    /// sent once more on a fresh connection if `resend` says that is harmless.
     fn on_connection<T>(
         &self,
+        resend: bool,
         mut request: impl FnMut(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, Error> {
         let pooled = self.idle.lock().pop();
@@ -502,11 +510,15 @@ impl<C: Clock> RedisLocks<C> {
         if reused
             && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error() && !e.is_timeout())
         {
-            // The pooled connection was closed while idle (a server restart). Each request is
-            // safe to send again: a grant that did happen holds the key, so the retry finds
-            // it held; release and extend compare the token first; a read is a read.
-            connection = self.connect().map_err(|e| backend(&e))?;
-            result = request(&mut connection);
+            // Most likely the pooled connection was closed while idle (a server restart), and
+            // so were the others pooled with it. But the connection may also have failed after
+            // the server ran the request: the client cannot tell, so only a request that is
+            // harmless to run twice is sent again; for another, the outcome is unknown.
+            self.idle.lock().clear();
+            if resend {
+                connection = self.connect().map_err(|e| backend(&e))?;
+                result = request(&mut connection);
+            }
         }
         // A connection that failed (a timeout above all: its answer may still arrive) is
         // dropped, so no later call reads a stale answer.
@@ -767,7 +779,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
         };
         if let Some(set_key) = set_key {
             // The client's deadline, checked above, ends before the server's expiry.
-            let held = self.on_connection(|connection| {
+            let held = self.on_connection(true, |connection| {
                 redis::cmd("ZSCORE")
                     .arg(&set_key)
                     .arg(&token)
@@ -775,7 +787,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
             });
             return matches!(held, Ok(Some(_)));
         }
-        let held = self.on_connection(|connection| {
+        let held = self.on_connection(true, |connection| {
             redis::cmd("GET")
                 .arg(&key)
                 .query::<Option<String>>(connection)

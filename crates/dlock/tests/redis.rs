@@ -1050,6 +1050,47 @@ fn a_writer_waits_for_readers_under_any_max_backoff() {
 }
 
 #[test]
+fn a_reader_or_permit_cut_off_after_the_server_granted_it_is_not_granted_twice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let locks = Arc::new(locks(&format!("redis://{}", proxy.addr())));
+    let lease = Duration::from_secs(30);
+    let ask: [(&str, Access); 2] = [
+        ("config", Access::Shared),
+        ("pool", Access::Permit { permits: 5 }),
+    ];
+    for (name, access) in ask {
+        // Pool a connection and load the script.
+        let warm = locks.grant(name, access, lease, Wait::No).unwrap().unwrap();
+        locks.release(warm).unwrap();
+        // The request reaches the server, which grants it; the connection is cut before the
+        // answer comes back.
+        proxy.set_latency(Duration::from_millis(200));
+        let asking = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.grant(name, access, lease, Wait::No))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.cut_connections();
+        let outcome = asking.join().unwrap();
+        proxy.set_latency(Duration::ZERO);
+        let set = if access == Access::Shared {
+            "readers"
+        } else {
+            "permits"
+        };
+        let holders: u64 = redis::cmd("ZCARD")
+            .arg(format!("dlock:{{{name}}}:{set}"))
+            .query(&mut client(&server))
+            .unwrap();
+        assert_eq!(holders, 1, "{name}: {outcome:?}");
+        assert!(matches!(outcome, Err(Error::Backend { .. })), "{outcome:?}");
+    }
+}
+
+#[test]
 fn an_expired_reader_is_refused_and_the_writer_gets_in() {
     let Some(server) = RedisServer::start() else {
         return;
