@@ -113,6 +113,38 @@ impl Fence {
         }
     }
 
+    /// Checks a read of `resource` under `token` of lock `lock` without raising the mark: for
+    /// the readers of a read-write lock.
+    ///
+    /// A reader's token must not go through [`Fence::admit`]: it would raise the mark and
+    /// refuse the other readers' older tokens. Checking instead refuses a reader whose grant
+    /// is older than the last write admitted (a reader that stalled past its lease while a
+    /// writer was granted and wrote), and admits readers granted after it, in any order. A
+    /// resource with no mark yet admits any token and stays unbound.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fence::admit`]: [`Error::StaleToken`] for a token below the mark,
+    /// [`Error::WrongLock`] for another lock's token, [`Error::EmptyName`] or
+    /// [`Error::NameTooLong`] for a bad `lock`.
+    pub fn check(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
+        check_name(lock)?;
+        let marks = self.marks.lock();
+        match marks.get(resource) {
+            Some(mark) if *mark.lock != *lock => Err(Error::WrongLock {
+                resource: resource.to_owned(),
+                expected: mark.lock.to_string(),
+                got: lock.to_owned(),
+            }),
+            Some(mark) if token < mark.highest => Err(Error::StaleToken {
+                resource: resource.to_owned(),
+                token,
+                highest: mark.highest,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The highest token admitted for `resource`, if any.
     pub fn highest(&self, resource: &str) -> Option<FencingToken> {
         self.marks.lock().get(resource).map(|mark| mark.highest)
@@ -160,6 +192,34 @@ mod tests {
         // Resources are independent.
         fence.admit("other", "lock", t(1)).unwrap();
         assert_eq!(fence.highest("other"), Some(t(1)));
+    }
+
+    #[test]
+    fn a_check_refuses_tokens_below_the_mark_and_never_raises_it() {
+        let fence = Fence::new();
+        // Readers 3 and 4 read before any write; the mark does not move.
+        fence.check("r", "lock", t(4)).unwrap();
+        fence.check("r", "lock", t(3)).unwrap();
+        assert_eq!(fence.highest("r"), None);
+        // The writer (5) writes; reader 3, stalled past its lease, reads afterwards: refused.
+        fence.admit("r", "lock", t(5)).unwrap();
+        assert_eq!(
+            fence.check("r", "lock", t(3)),
+            Err(Error::StaleToken {
+                resource: "r".into(),
+                token: t(3),
+                highest: t(5)
+            })
+        );
+        // Readers granted after the writer read in any order, without raising the mark.
+        fence.check("r", "lock", t(7)).unwrap();
+        fence.check("r", "lock", t(6)).unwrap();
+        assert_eq!(fence.highest("r"), Some(t(5)));
+        assert!(matches!(
+            fence.check("r", "other", t(9)),
+            Err(Error::WrongLock { .. })
+        ));
+        assert_eq!(fence.check("r", "", t(9)), Err(Error::EmptyName));
     }
 
     #[test]

@@ -56,12 +56,16 @@ pub enum Access {
     /// Every reader gets a token of its own, from the same sequence as the writers', so a
     /// writer granted after a reader always has a greater token. A reader's token orders its
     /// grant but is not for writing: a fence admitting a reader's token would refuse the other
-    /// readers' older tokens.
+    /// readers' older tokens. Present it to [`Fence::check`](crate::Fence::check) instead,
+    /// which refuses a reader older than the last admitted write without raising the mark.
     Shared,
     /// One of `permits` holders of a counting semaphore.
     ///
-    /// Each permit carries its own token; all permits of one name share one sequence. Fence
-    /// each permit's resource under a resource name of its own.
+    /// Each permit carries its own token; all permits of one name share one sequence. A fence
+    /// cannot bound a semaphore's concurrency: permits do not exclude each other, so no later
+    /// permit raises the mark of the resource a stalled permit holder writes to, and its late
+    /// write is admitted. A semaphore limits concurrency only while no holder outlives its
+    /// lease.
     Permit {
         /// How many permits the semaphore has. Every request for the name must agree.
         permits: u32,

@@ -70,23 +70,30 @@
 //! Redlock description). The lease sent to Redis is the one asked for, rounded up to whole
 //! milliseconds. So the holder believes it holds the lock for no longer than Redis keeps it,
 //! as long as the two clocks' rates differ by less than the allowance — a belief, not a
-//! guarantee: a holder can pause right after checking. Hence the fence.
+//! guarantee: a holder can pause right after checking. Hence the fence. The allowance covers
+//! clock *rates*, not *jumps*: Redis ends leases on its wall clock, so a forward step of the
+//! server's clock (set by hand, or stepped by NTP) ends every lease at once and the locks go
+//! to the next requesters while the holders still count theirs. Only the fence helps then.
 //!
 //! # Safe for correctness?
 //!
-//! With a [`Fence`](crate::Fence) at the resource, **yes**, as long as tokens grow: a holder
+//! For mutexes and read-write locks (writers [`Fence::admit`](crate::Fence::admit), readers
+//! [`Fence::check`](crate::Fence::check)), with a fence at the resource, **yes**, as long as
+//! tokens grow: a holder
 //! that pauses past its lease, a network that delays its write, a Redis restart that hands the
 //! lock to someone else early — in each case the later holder's token is larger, and the fence
 //! refuses the earlier one. Tokens grow as long as Redis keeps the counter, and across a loss
-//! or a rollback of it under the clock rule above. Without a fence, this is an **efficiency** lock only:
-//! mutual exclusion holds while no holder outlives its lease and Redis keeps its data, which
-//! no timeout can promise.
+//! or a rollback of it under the clock rule above. Without a fence, this is an **efficiency**
+//! lock only: mutual exclusion holds while no holder outlives its lease and Redis keeps its
+//! data, which no timeout can promise. A semaphore is an efficiency limit even with a fence:
+//! permits do not exclude each other, so no later permit raises the mark of the resource a
+//! stalled permit holder writes to, and nothing refuses its late write.
 //!
 //! Waiting is not FIFO, for any kind: whoever asks first after the lock is freed gets it. One
 //! exception keeps writers from starving: a writer that waits for readers marks itself on
-//! each attempt (for 4 × [`RedisOptions::max_backoff`], at most
-//! [`MAX_LEASE`]), and readers that ask while the mark stands are told to
-//! wait. A writer that stops waiting leaves the mark to expire.
+//! each attempt (for 4 × [`RedisOptions::max_backoff`], at most [`MAX_LEASE`]), and readers
+//! that ask while the mark stands are told to wait. A writer that stops waiting leaves the
+//! mark to expire.
 
 use std::fmt;
 use std::time::Duration;
