@@ -648,7 +648,10 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
     assert!(ledger.accepted_writes > 0);
     assert_eq!(ledger.refused, outcomes.refused);
     // Twelve or more stalls past the lease: the fence refused at least one of them.
-    assert!(ledger.refused > 0, "the fence refused nothing: {outcomes:?}");
+    assert!(
+        ledger.refused > 0,
+        "the fence refused nothing: {outcomes:?}"
+    );
 }
 
 /// A balance kept in Redis whose reads and writes present a token, fenced by a Lua script, so
