@@ -1,0 +1,1 @@
+//! Assignment of requests to drivers: greedy nearest and batched minimum-cost matching.

@@ -1,0 +1,1 @@
+//! Surge pricing from demand and supply per H3 cell.
