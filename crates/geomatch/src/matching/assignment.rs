@@ -1,0 +1,669 @@
+//! Minimum-cost assignment of requests to drivers over sparse candidate edges.
+//!
+//! The objective, stated once: with an `unmatched_cost` P, choose a set of edges in which every
+//! request and every driver appears at most once, minimising
+//!
+//! ```text
+//! sum of the chosen edges' costs  +  P × (number of requests left without a driver)
+//! ```
+//!
+//! over the requests that appear in the graph. An edge costlier than P is never worth taking
+//! (dropping it and leaving its request unmatched is cheaper and frees a driver). When P is
+//! larger than the sum of all edge costs, every extra match outweighs any possible saving, so
+//! the optimum has maximum cardinality and, among maximum matchings, minimum total cost.
+//!
+//! The exact solver is the shortest-augmenting-path form of the Hungarian method on a sparse
+//! graph (Jonker and Volgenant, "A shortest augmenting path algorithm for dense and sparse
+//! linear assignment problems", Computing 38, 1987): requests are added one at a time, each
+//! by a Dijkstra search over reduced costs that stops at the first free driver, after which the
+//! dual potentials are updated so every reduced cost stays non-negative. Each request also has
+//! a private "unmatched" column of cost P, so a request can always be placed and the search
+//! may instead end by pushing a previously matched request to its unmatched column when that
+//! is cheaper. Because most drivers are free in a typical batch, most searches end after a few
+//! steps.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fmt;
+
+/// A candidate pairing of one request with one driver at a cost (distance, ETA, ...).
+///
+/// `request` and `driver` are indices into the caller's own arrays of requests and drivers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Edge {
+    /// Index of the request.
+    pub request: u32,
+    /// Index of the driver.
+    pub driver: u32,
+    /// The cost of this pairing: finite and not negative.
+    pub cost: f64,
+}
+
+/// One pairing of an [`Assignment`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pairing {
+    /// Index of the request.
+    pub request: u32,
+    /// Index of the driver assigned to it.
+    pub driver: u32,
+    /// The cost of the edge between them.
+    pub cost: f64,
+}
+
+/// Why a set of candidate edges or a solver parameter was refused.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum MatchError {
+    /// An edge's cost is NaN, infinite or negative. Costs must be finite and at least zero.
+    InvalidCost {
+        /// The edge's request.
+        request: u32,
+        /// The edge's driver.
+        driver: u32,
+        /// The cost given.
+        cost: f64,
+    },
+    /// An edge names a request at or past the number of requests given.
+    RequestOutOfRange {
+        /// The request index on the edge.
+        request: u32,
+        /// The number of requests.
+        requests: u32,
+    },
+    /// An edge names a driver at or past the number of drivers given.
+    DriverOutOfRange {
+        /// The driver index on the edge.
+        driver: u32,
+        /// The number of drivers.
+        drivers: u32,
+    },
+    /// Two edges join the same request and driver. Keep one (the cheaper) per pair.
+    DuplicateEdge {
+        /// The request of both edges.
+        request: u32,
+        /// The driver of both edges.
+        driver: u32,
+    },
+    /// The cost of leaving a request unmatched is NaN, infinite or negative.
+    InvalidUnmatchedCost(f64),
+    /// A batch asked for zero candidate drivers per request.
+    ZeroCandidates,
+}
+
+impl fmt::Display for MatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidCost {
+                request,
+                driver,
+                cost,
+            } => write!(
+                f,
+                "edge (request {request}, driver {driver}) has cost {cost}: costs must be finite and not negative"
+            ),
+            Self::RequestOutOfRange { request, requests } => write!(
+                f,
+                "edge names request {request} but there are only {requests} requests"
+            ),
+            Self::DriverOutOfRange { driver, drivers } => write!(
+                f,
+                "edge names driver {driver} but there are only {drivers} drivers"
+            ),
+            Self::DuplicateEdge { request, driver } => write!(
+                f,
+                "two edges join request {request} and driver {driver}: keep one per pair"
+            ),
+            Self::InvalidUnmatchedCost(cost) => write!(
+                f,
+                "unmatched cost {cost}: it must be finite and not negative"
+            ),
+            Self::ZeroCandidates => f.write_str("a batch needs at least one candidate per request"),
+        }
+    }
+}
+
+impl std::error::Error for MatchError {}
+
+/// Validated candidate edges in compact adjacency form, ready for [`CandidateGraph::solve`] or
+/// [`CandidateGraph::greedy`].
+///
+/// Memory is proportional to the number of edges, whatever the counts of requests and drivers:
+/// only requests and drivers that appear on an edge get a slot.
+///
+/// ```
+/// use infra_geomatch::matching::{CandidateGraph, Edge};
+///
+/// let edges = [
+///     Edge { request: 0, driver: 0, cost: 1.0 },
+///     Edge { request: 0, driver: 1, cost: 2.0 },
+///     Edge { request: 1, driver: 0, cost: 1.5 },
+/// ];
+/// let graph = CandidateGraph::new(2, 2, &edges)?;
+/// // Greedy in arrival order gives request 0 its nearest driver and leaves request 1 nothing;
+/// let greedy = graph.greedy(100.0)?;
+/// assert_eq!(greedy.len(), 1);
+/// // the exact solver sends driver 1 to request 0 and serves both for 3.5.
+/// let best = graph.solve(100.0)?;
+/// assert_eq!(best.driver_of(0), Some(1));
+/// assert_eq!(best.driver_of(1), Some(0));
+/// assert_eq!(best.total_cost(), 3.5);
+/// # Ok::<(), infra_geomatch::matching::MatchError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct CandidateGraph {
+    requests: u32,
+    /// The request index of each row, ascending.
+    row_request: Vec<u32>,
+    /// The driver index of each column, ascending.
+    column_driver: Vec<u32>,
+    /// Edges of row `r` are `row_start[r]..row_start[r + 1]` in `edge_column`/`edge_cost`.
+    row_start: Vec<usize>,
+    edge_column: Vec<u32>,
+    edge_cost: Vec<f64>,
+}
+
+impl CandidateGraph {
+    /// Validates `edges` between `requests` requests and `drivers` drivers.
+    ///
+    /// # Errors
+    ///
+    /// [`MatchError::InvalidCost`] for a NaN, infinite or negative cost,
+    /// [`MatchError::RequestOutOfRange`] / [`MatchError::DriverOutOfRange`] for an index past
+    /// its count, [`MatchError::DuplicateEdge`] when two edges join the same pair.
+    pub fn new(requests: u32, drivers: u32, edges: &[Edge]) -> Result<Self, MatchError> {
+        for edge in edges {
+            if !(edge.cost.is_finite() && edge.cost >= 0.0) {
+                return Err(MatchError::InvalidCost {
+                    request: edge.request,
+                    driver: edge.driver,
+                    cost: edge.cost,
+                });
+            }
+            if edge.request >= requests {
+                return Err(MatchError::RequestOutOfRange {
+                    request: edge.request,
+                    requests,
+                });
+            }
+            if edge.driver >= drivers {
+                return Err(MatchError::DriverOutOfRange {
+                    driver: edge.driver,
+                    drivers,
+                });
+            }
+        }
+        let mut sorted: Vec<Edge> = edges.to_vec();
+        sorted.sort_unstable_by_key(|edge| (edge.request, edge.driver));
+        if let Some(pair) = sorted
+            .windows(2)
+            .find(|pair| (pair[0].request, pair[0].driver) == (pair[1].request, pair[1].driver))
+        {
+            return Err(MatchError::DuplicateEdge {
+                request: pair[0].request,
+                driver: pair[0].driver,
+            });
+        }
+
+        let mut column_driver: Vec<u32> = sorted.iter().map(|edge| edge.driver).collect();
+        column_driver.sort_unstable();
+        column_driver.dedup();
+
+        let mut row_request = Vec::new();
+        let mut row_start = Vec::new();
+        let mut edge_column = Vec::with_capacity(sorted.len());
+        let mut edge_cost = Vec::with_capacity(sorted.len());
+        for (position, edge) in sorted.iter().enumerate() {
+            if row_request.last() != Some(&edge.request) {
+                row_request.push(edge.request);
+                row_start.push(position);
+            }
+            // Present by construction: `column_driver` holds every edge's driver.
+            let column = column_driver
+                .binary_search(&edge.driver)
+                .unwrap_or_default();
+            edge_column.push(u32::try_from(column).unwrap_or(u32::MAX));
+            edge_cost.push(edge.cost);
+        }
+        row_start.push(sorted.len());
+        Ok(Self {
+            requests,
+            row_request,
+            column_driver,
+            row_start,
+            edge_column,
+            edge_cost,
+        })
+    }
+
+    /// The number of requests the graph was built for, with or without edges.
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
+    /// The number of edges.
+    pub fn edges(&self) -> usize {
+        self.edge_cost.len()
+    }
+
+    fn row_edges(&self, row: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let range = self.row_start[row]..self.row_start[row + 1];
+        self.edge_column[range.clone()]
+            .iter()
+            .zip(&self.edge_cost[range])
+            .map(|(&column, &cost)| (column as usize, cost))
+    }
+
+    /// Greedy assignment in arrival order: request by request, in ascending index, each takes
+    /// its cheapest edge to a driver not yet taken, if that edge costs at most `unmatched_cost`
+    /// (ties go to the lower driver index).
+    ///
+    /// This is what a dispatcher that matches each request the moment it arrives achieves,
+    /// and the baseline the batched [`CandidateGraph::solve`] is measured against.
+    ///
+    /// # Errors
+    ///
+    /// [`MatchError::InvalidUnmatchedCost`] if `unmatched_cost` is NaN, infinite or negative.
+    pub fn greedy(&self, unmatched_cost: f64) -> Result<Assignment, MatchError> {
+        check_unmatched_cost(unmatched_cost)?;
+        let mut taken = vec![false; self.column_driver.len()];
+        let mut pairings = Vec::new();
+        for row in 0..self.row_request.len() {
+            let best = self
+                .row_edges(row)
+                .filter(|&(column, cost)| !taken[column] && cost <= unmatched_cost)
+                .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            if let Some((column, cost)) = best {
+                taken[column] = true;
+                pairings.push(Pairing {
+                    request: self.row_request[row],
+                    driver: self.column_driver[column],
+                    cost,
+                });
+            }
+        }
+        Ok(Assignment::new(pairings))
+    }
+
+    /// The exact minimum of the objective in the [module documentation](self): edge costs of
+    /// the matched pairs plus `unmatched_cost` for every request left unmatched.
+    ///
+    /// When several assignments reach the minimum, which one is returned is deterministic for a
+    /// given input but otherwise unspecified; a tie between matching a request and leaving it
+    /// unmatched is resolved by matching it.
+    ///
+    /// Time: one Dijkstra search per request that stops at the first free driver, so
+    /// O(E log E) per request at worst and far less when most drivers are free.
+    ///
+    /// # Errors
+    ///
+    /// [`MatchError::InvalidUnmatchedCost`] if `unmatched_cost` is NaN, infinite or negative.
+    pub fn solve(&self, unmatched_cost: f64) -> Result<Assignment, MatchError> {
+        check_unmatched_cost(unmatched_cost)?;
+        let mut solver = Solver::new(self, unmatched_cost);
+        for row in 0..self.row_request.len() {
+            solver.add_row(row);
+        }
+        let pairings = solver
+            .row_match
+            .iter()
+            .enumerate()
+            .filter_map(|(row, &column)| {
+                let column = column?;
+                let cost = self
+                    .row_edges(row)
+                    .find(|&(c, _)| c == column)
+                    .map_or(0.0, |(_, cost)| cost);
+                Some(Pairing {
+                    request: self.row_request[row],
+                    driver: self.column_driver[column],
+                    cost,
+                })
+            })
+            .collect();
+        Ok(Assignment::new(pairings))
+    }
+}
+
+fn check_unmatched_cost(cost: f64) -> Result<(), MatchError> {
+    if cost.is_finite() && cost >= 0.0 {
+        Ok(())
+    } else {
+        Err(MatchError::InvalidUnmatchedCost(cost))
+    }
+}
+
+/// Requests paired with drivers, sorted by request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assignment {
+    pairings: Vec<Pairing>,
+}
+
+impl Assignment {
+    fn new(mut pairings: Vec<Pairing>) -> Self {
+        pairings.sort_unstable_by_key(|pairing| pairing.request);
+        Self { pairings }
+    }
+
+    /// The pairings, in ascending request order.
+    pub fn pairings(&self) -> &[Pairing] {
+        &self.pairings
+    }
+
+    /// The number of matched requests.
+    pub fn len(&self) -> usize {
+        self.pairings.len()
+    }
+
+    /// Whether no request was matched.
+    pub fn is_empty(&self) -> bool {
+        self.pairings.is_empty()
+    }
+
+    /// The driver assigned to `request`, if any.
+    pub fn driver_of(&self, request: u32) -> Option<u32> {
+        self.pairings
+            .binary_search_by_key(&request, |pairing| pairing.request)
+            .ok()
+            .map(|at| self.pairings[at].driver)
+    }
+
+    /// The sum of the matched edges' costs (the unmatched penalty not included).
+    pub fn total_cost(&self) -> f64 {
+        self.pairings.iter().map(|pairing| pairing.cost).sum()
+    }
+}
+
+/// A column (driver) candidate in the Dijkstra heap, smallest distance first.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    distance: f64,
+    column: u32,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    // Reversed, so std's max-heap pops the nearest column; ties go to the lower column so the
+    // result does not depend on the heap's internal order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .distance
+            .total_cmp(&self.distance)
+            .then(other.column.cmp(&self.column))
+    }
+}
+
+/// Where a search ended: at a free driver, or at the unmatched column of a row.
+#[derive(Clone, Copy, Debug)]
+enum Sink {
+    Column(usize),
+    Unmatched(usize),
+}
+
+/// The state of the shortest-augmenting-path solver.
+///
+/// Dual feasibility, kept after every added row: for every edge (r, c),
+/// `cost - row_potential[r] - column_potential[c] >= 0`, with equality on matched edges; for
+/// every added row, `unmatched_cost - row_potential[r] >= 0`, with equality if the row is
+/// unmatched. Column potentials are never positive and stay zero on free columns; unmatched
+/// columns keep potential zero because each is reachable only from its own row, which is
+/// never reached once it sits there. With these, an assignment of all added rows is optimal
+/// (complementary slackness of the assignment LP).
+struct Solver<'g> {
+    graph: &'g CandidateGraph,
+    unmatched_cost: f64,
+    row_potential: Vec<f64>,
+    column_potential: Vec<f64>,
+    row_match: Vec<Option<usize>>,
+    column_match: Vec<Option<usize>>,
+    // Per-search scratch, reset through `touched` so a search costs what it explores.
+    distance: Vec<f64>,
+    predecessor: Vec<usize>,
+    done: Vec<bool>,
+    touched: Vec<usize>,
+    finished: Vec<usize>,
+    heap: BinaryHeap<Entry>,
+}
+
+impl<'g> Solver<'g> {
+    fn new(graph: &'g CandidateGraph, unmatched_cost: f64) -> Self {
+        let rows = graph.row_request.len();
+        let columns = graph.column_driver.len();
+        Self {
+            graph,
+            unmatched_cost,
+            row_potential: vec![0.0; rows],
+            column_potential: vec![0.0; columns],
+            row_match: vec![None; rows],
+            column_match: vec![None; columns],
+            distance: vec![f64::INFINITY; columns],
+            predecessor: vec![0; columns],
+            done: vec![false; columns],
+            touched: Vec::new(),
+            finished: Vec::new(),
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Relaxes the edges of `row`, reached at `row_distance`, and offers its unmatched column.
+    fn scan_row(&mut self, row: usize, row_distance: f64, best_unmatched: &mut (f64, usize)) {
+        let base = row_distance - self.row_potential[row];
+        for (column, cost) in self.graph.row_edges(row) {
+            if self.done[column] {
+                continue;
+            }
+            // Rounding can push a reduced cost a hair below zero; Dijkstra needs it non-negative.
+            let candidate = row_distance.max(base + cost - self.column_potential[column]);
+            if candidate < self.distance[column] {
+                if self.distance[column] == f64::INFINITY {
+                    self.touched.push(column);
+                }
+                self.distance[column] = candidate;
+                self.predecessor[column] = row;
+                self.heap.push(Entry {
+                    distance: candidate,
+                    column: u32::try_from(column).unwrap_or(u32::MAX),
+                });
+            }
+        }
+        let unmatched = row_distance.max(base + self.unmatched_cost);
+        if unmatched < best_unmatched.0 {
+            *best_unmatched = (unmatched, row);
+        }
+    }
+
+    fn add_row(&mut self, start: usize) {
+        let mut best_unmatched = (f64::INFINITY, start);
+        self.scan_row(start, 0.0, &mut best_unmatched);
+        let (sink, sink_distance) = loop {
+            let Some(entry) = self.heap.pop() else {
+                break (Sink::Unmatched(best_unmatched.1), best_unmatched.0);
+            };
+            let column = entry.column as usize;
+            if self.done[column] || entry.distance > self.distance[column] {
+                continue;
+            }
+            // Strictly less: on a tie, matching beats leaving a request unmatched.
+            if best_unmatched.0 < entry.distance {
+                break (Sink::Unmatched(best_unmatched.1), best_unmatched.0);
+            }
+            self.done[column] = true;
+            self.finished.push(column);
+            match self.column_match[column] {
+                None => break (Sink::Column(column), entry.distance),
+                Some(row) => self.scan_row(row, entry.distance, &mut best_unmatched),
+            }
+        };
+        self.heap.clear();
+
+        // Potentials: every finished column (distance at most the sink's) and its matched row
+        // move by the slack to the sink, which keeps all reduced costs non-negative and makes
+        // the shortest path's edges tight.
+        self.row_potential[start] += sink_distance;
+        for &column in &self.finished {
+            let slack = sink_distance - self.distance[column];
+            self.column_potential[column] -= slack;
+            if let Some(row) = self.column_match[column] {
+                self.row_potential[row] += slack;
+            }
+        }
+
+        let mut column = match sink {
+            Sink::Column(column) => Some(column),
+            Sink::Unmatched(row) => {
+                let freed = self.row_match[row].take();
+                // A matched row reached by the search gives up its column; the search's own
+                // start row simply stays unmatched.
+                if row == start { None } else { freed }
+            }
+        };
+        while let Some(current) = column {
+            let row = self.predecessor[current];
+            let previous = self.row_match[row];
+            self.row_match[row] = Some(current);
+            self.column_match[current] = Some(row);
+            column = if row == start { None } else { previous };
+        }
+
+        for &column in &self.touched {
+            self.distance[column] = f64::INFINITY;
+            self.done[column] = false;
+        }
+        self.touched.clear();
+        self.finished.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(request: u32, driver: u32, cost: f64) -> Edge {
+        Edge {
+            request,
+            driver,
+            cost,
+        }
+    }
+
+    #[test]
+    fn bad_edges_are_refused_with_the_offending_edge() {
+        for cost in [f64::NAN, f64::INFINITY, -1.0] {
+            let result = CandidateGraph::new(2, 2, &[edge(1, 0, cost)]);
+            assert!(
+                matches!(
+                    result,
+                    Err(MatchError::InvalidCost {
+                        request: 1,
+                        driver: 0,
+                        ..
+                    })
+                ),
+                "{cost}: {result:?}"
+            );
+        }
+        assert_eq!(
+            CandidateGraph::new(2, 2, &[edge(2, 0, 1.0)]).unwrap_err(),
+            MatchError::RequestOutOfRange {
+                request: 2,
+                requests: 2
+            }
+        );
+        assert_eq!(
+            CandidateGraph::new(2, 2, &[edge(0, 5, 1.0)]).unwrap_err(),
+            MatchError::DriverOutOfRange {
+                driver: 5,
+                drivers: 2
+            }
+        );
+        assert_eq!(
+            CandidateGraph::new(2, 2, &[edge(1, 1, 1.0), edge(0, 1, 1.0), edge(1, 1, 2.0)])
+                .unwrap_err(),
+            MatchError::DuplicateEdge {
+                request: 1,
+                driver: 1
+            }
+        );
+        let graph = CandidateGraph::new(1, 1, &[edge(0, 0, 1.0)]).expect("valid");
+        for cost in [f64::NAN, f64::INFINITY, -0.5] {
+            assert!(matches!(
+                graph.solve(cost),
+                Err(MatchError::InvalidUnmatchedCost(_))
+            ));
+            assert!(matches!(
+                graph.greedy(cost),
+                Err(MatchError::InvalidUnmatchedCost(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn memory_follows_the_edges_not_the_counts() {
+        let graph =
+            CandidateGraph::new(u32::MAX, u32::MAX, &[edge(u32::MAX - 1, 7, 2.0)]).expect("valid");
+        assert_eq!(graph.row_request.len(), 1);
+        assert_eq!(graph.column_driver.len(), 1);
+        let best = graph.solve(10.0).expect("valid");
+        assert_eq!(best.driver_of(u32::MAX - 1), Some(7));
+    }
+
+    #[test]
+    fn an_edge_costlier_than_leaving_unmatched_is_not_taken() {
+        let graph = CandidateGraph::new(1, 1, &[edge(0, 0, 5.0)]).expect("valid");
+        assert!(graph.solve(4.0).expect("valid").is_empty());
+        assert!(graph.greedy(4.0).expect("valid").is_empty());
+        assert_eq!(
+            graph.solve(5.0).expect("valid").len(),
+            1,
+            "a tie is matched"
+        );
+    }
+
+    #[test]
+    fn a_later_request_can_push_an_earlier_one_out() {
+        // One driver; the second request is much closer to it. Only one can be served, and
+        // the cheaper pairing wins even though the first request was placed first.
+        let graph = CandidateGraph::new(2, 1, &[edge(0, 0, 10.0), edge(1, 0, 1.0)]).expect("valid");
+        let best = graph.solve(1_000.0).expect("valid");
+        assert_eq!(
+            best.pairings(),
+            &[Pairing {
+                request: 1,
+                driver: 0,
+                cost: 1.0
+            }]
+        );
+        let greedy = graph.greedy(1_000.0).expect("valid");
+        assert_eq!(greedy.driver_of(0), Some(0));
+    }
+
+    #[test]
+    fn a_long_chain_of_displacements_is_followed() {
+        // Request i's cheapest driver is i, and i+1 is slightly worse; the last request has
+        // only driver 0. The optimum shifts everyone up by one driver.
+        let n = 50;
+        let mut edges = Vec::new();
+        for i in 0..n {
+            edges.push(edge(i, i, 1.0));
+            edges.push(edge(i, i + 1, 2.0));
+        }
+        edges.push(edge(n, 0, 1.0));
+        let graph = CandidateGraph::new(n + 1, n + 1, &edges).expect("valid");
+        let best = graph.solve(1_000.0).expect("valid");
+        assert_eq!(best.len(), n as usize + 1);
+        assert_eq!(best.total_cost(), 1.0 + 2.0 * f64::from(n));
+        assert_eq!(graph.greedy(1_000.0).expect("valid").len(), n as usize);
+    }
+}

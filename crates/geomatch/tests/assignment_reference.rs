@@ -1,0 +1,262 @@
+//! The assignment solver against two references that share no code with it: an exhaustive
+//! search over every assignment of tiny instances, and `pathfinding`'s Kuhn-Munkres on dense
+//! integer matrices.
+
+use infra_geomatch::matching::{Assignment, CandidateGraph, Edge};
+use pathfinding::prelude::{Matrix, kuhn_munkres_min};
+use proptest::prelude::*;
+
+/// A random instance: `requests × drivers` pairs, each present with an integer cost.
+#[derive(Clone, Debug)]
+struct Instance {
+    requests: u32,
+    drivers: u32,
+    edges: Vec<Edge>,
+}
+
+fn instance(max_side: u32, max_cost: u32) -> impl Strategy<Value = Instance> {
+    (0..=max_side, 0..=max_side).prop_flat_map(move |(requests, drivers)| {
+        let pairs = (requests * drivers) as usize;
+        proptest::collection::vec(proptest::option::weighted(0.6, 0..=max_cost), pairs).prop_map(
+            move |costs| {
+                let edges = costs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, cost)| {
+                        let at = u32::try_from(at).expect("small");
+                        cost.map(|cost| Edge {
+                            request: at / drivers,
+                            driver: at % drivers,
+                            cost: f64::from(cost),
+                        })
+                    })
+                    .collect();
+                Instance {
+                    requests,
+                    drivers,
+                    edges,
+                }
+            },
+        )
+    })
+}
+
+fn cost_of(instance: &Instance, request: u32, driver: u32) -> Option<f64> {
+    instance
+        .edges
+        .iter()
+        .find(|edge| edge.request == request && edge.driver == driver)
+        .map(|edge| edge.cost)
+}
+
+/// The objective of an assignment, after checking it uses real edges at their costs and no
+/// driver twice.
+fn objective(instance: &Instance, assignment: &Assignment, unmatched_cost: f64) -> f64 {
+    let mut used = vec![false; instance.drivers as usize];
+    for pairing in assignment.pairings() {
+        assert!(
+            !used[pairing.driver as usize],
+            "driver {} used twice",
+            pairing.driver
+        );
+        used[pairing.driver as usize] = true;
+        assert_eq!(
+            cost_of(instance, pairing.request, pairing.driver),
+            Some(pairing.cost),
+            "pairing {pairing:?} is not an edge"
+        );
+    }
+    let requests: Vec<u32> = assignment.pairings().iter().map(|p| p.request).collect();
+    let mut unique = requests.clone();
+    unique.dedup();
+    assert_eq!(requests, unique, "a request matched twice");
+    let unmatched = f64::from(instance.requests) - requests.len() as f64;
+    assignment.total_cost() + unmatched_cost * unmatched
+}
+
+/// The best (objective, matched count) over every assignment, by trying each request
+/// unmatched and with each free driver in turn.
+fn exhaustive(instance: &Instance, unmatched_cost: f64) -> (f64, usize) {
+    fn go(
+        instance: &Instance,
+        unmatched_cost: f64,
+        request: u32,
+        used: &mut Vec<bool>,
+        best: &mut (f64, usize),
+        cost: f64,
+        matched: usize,
+    ) {
+        if request == instance.requests {
+            if cost < best.0 || (cost == best.0 && matched > best.1) {
+                *best = (cost, matched);
+            }
+            return;
+        }
+        go(
+            instance,
+            unmatched_cost,
+            request + 1,
+            used,
+            best,
+            cost + unmatched_cost,
+            matched,
+        );
+        for driver in 0..instance.drivers {
+            if let (false, Some(edge)) = (used[driver as usize], cost_of(instance, request, driver))
+            {
+                used[driver as usize] = true;
+                go(
+                    instance,
+                    unmatched_cost,
+                    request + 1,
+                    used,
+                    best,
+                    cost + edge,
+                    matched + 1,
+                );
+                used[driver as usize] = false;
+            }
+        }
+    }
+    let mut best = (f64::INFINITY, 0);
+    let mut used = vec![false; instance.drivers as usize];
+    go(instance, unmatched_cost, 0, &mut used, &mut best, 0.0, 0);
+    best
+}
+
+/// The most requests any assignment can serve, by exhaustive search.
+fn maximum_cardinality(instance: &Instance) -> usize {
+    fn go(instance: &Instance, request: u32, used: &mut Vec<bool>) -> usize {
+        if request == instance.requests {
+            return 0;
+        }
+        let mut best = go(instance, request + 1, used);
+        for driver in 0..instance.drivers {
+            if !used[driver as usize] && cost_of(instance, request, driver).is_some() {
+                used[driver as usize] = true;
+                best = best.max(1 + go(instance, request + 1, used));
+                used[driver as usize] = false;
+            }
+        }
+        best
+    }
+    go(instance, 0, &mut vec![false; instance.drivers as usize])
+}
+
+/// Kuhn-Munkres on the square-or-wider matrix `requests × (drivers + requests)`: column
+/// `drivers + r` is request r's "unmatched" column at `unmatched_cost`; a missing edge, and
+/// another request's unmatched column, cost more than any assignment avoiding them can.
+fn kuhn_munkres_objective(instance: &Instance, unmatched_cost: i64) -> i64 {
+    let rows = instance.requests as usize;
+    if rows == 0 {
+        return 0;
+    }
+    let columns = instance.drivers as usize + rows;
+    let max_edge = instance
+        .edges
+        .iter()
+        .map(|e| e.cost as i64)
+        .max()
+        .unwrap_or(0);
+    let forbidden = (i64::from(instance.requests) + 1) * (max_edge.max(unmatched_cost) + 1);
+    let mut matrix = Matrix::new(rows, columns, forbidden);
+    for edge in &instance.edges {
+        matrix[(edge.request as usize, edge.driver as usize)] = edge.cost as i64;
+    }
+    for row in 0..rows {
+        matrix[(row, instance.drivers as usize + row)] = unmatched_cost;
+    }
+    let (total, _) = kuhn_munkres_min(&matrix);
+    assert!(total < forbidden, "the reference used a forbidden cell");
+    total
+}
+
+/// The arrival-order greedy from its definition: each request, in index order, takes the
+/// cheapest (then lowest-index) untaken driver whose edge costs at most `unmatched_cost`.
+fn greedy_reference(instance: &Instance, unmatched_cost: f64) -> Vec<(u32, u32)> {
+    let mut taken = vec![false; instance.drivers as usize];
+    let mut pairs = Vec::new();
+    for request in 0..instance.requests {
+        let mut best: Option<(f64, u32)> = None;
+        for driver in 0..instance.drivers {
+            if taken[driver as usize] {
+                continue;
+            }
+            if let Some(cost) = cost_of(instance, request, driver)
+                && cost <= unmatched_cost
+                && best.is_none_or(|(c, _)| cost < c)
+            {
+                best = Some((cost, driver));
+            }
+        }
+        if let Some((_, driver)) = best {
+            taken[driver as usize] = true;
+            pairs.push((request, driver));
+        }
+    }
+    pairs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn solve_matches_exhaustive_search(instance in instance(5, 20), penalty in 0u32..=60) {
+        let unmatched_cost = f64::from(penalty);
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let best = graph.solve(unmatched_cost).expect("valid penalty");
+        let (expected, _) = exhaustive(&instance, unmatched_cost);
+        prop_assert_eq!(objective(&instance, &best, unmatched_cost), expected);
+        let greedy = graph.greedy(unmatched_cost).expect("valid penalty");
+        prop_assert!(objective(&instance, &greedy, unmatched_cost) >= expected);
+    }
+
+    #[test]
+    fn a_large_penalty_gives_a_maximum_matching_of_least_cost(instance in instance(5, 20)) {
+        let total: f64 = instance.edges.iter().map(|edge| edge.cost).sum();
+        let unmatched_cost = total + 1.0;
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let best = graph.solve(unmatched_cost).expect("valid penalty");
+        prop_assert_eq!(best.len(), maximum_cardinality(&instance));
+        let (expected, matched) = exhaustive(&instance, unmatched_cost);
+        prop_assert_eq!(best.len(), matched);
+        prop_assert_eq!(objective(&instance, &best, unmatched_cost), expected);
+    }
+
+    #[test]
+    fn solve_matches_kuhn_munkres(instance in instance(24, 1_000), penalty in 0u32..=2_000) {
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let best = graph.solve(f64::from(penalty)).expect("valid penalty");
+        let expected = kuhn_munkres_objective(&instance, i64::from(penalty));
+        prop_assert_eq!(objective(&instance, &best, f64::from(penalty)), expected as f64);
+    }
+
+    #[test]
+    fn greedy_is_arrival_order_nearest(instance in instance(8, 10), penalty in 0u32..=12) {
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let greedy = graph.greedy(f64::from(penalty)).expect("valid penalty");
+        let pairs: Vec<(u32, u32)> =
+            greedy.pairings().iter().map(|p| (p.request, p.driver)).collect();
+        prop_assert_eq!(pairs, greedy_reference(&instance, f64::from(penalty)));
+    }
+
+    #[test]
+    fn edge_order_does_not_change_the_optimum(instance in instance(6, 20), seed in any::<u64>()) {
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let mut shuffled = instance.edges.clone();
+        // A fixed permutation from the seed: reverse, then rotate.
+        shuffled.reverse();
+        if !shuffled.is_empty() {
+            let by = (seed % shuffled.len() as u64) as usize;
+            shuffled.rotate_left(by);
+        }
+        let other = CandidateGraph::new(instance.requests, instance.drivers, &shuffled)
+            .expect("valid instance");
+        prop_assert_eq!(graph.solve(30.0).expect("valid"), other.solve(30.0).expect("valid"));
+    }
+}
