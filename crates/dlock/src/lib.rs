@@ -14,6 +14,8 @@
 //! - [`Fence`]: the resource's check-and-advance of the highest token seen.
 //! - `redis::RedisLocks` (feature `redis`): the same three kinds of lock, shared by many
 //!   processes through one Redis, with tokens that keep growing across a Redis that lost its data.
+//! - `etcd::EtcdLocks` (feature `etcd`): the same three kinds of lock through an etcd cluster,
+//!   FIFO, with the lock key's create revision as the token; it rides out leader changes.
 //! - [`Error`]: the crate's one error type.
 //!
 //! ```
@@ -37,6 +39,8 @@ mod fence;
 mod grant;
 mod locks;
 mod memory;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -47,7 +51,7 @@ pub use error::Error;
 pub use fence::Fence;
 pub use grant::{Access, FencingToken, Grant, MAX_LEASE, MAX_NAME_LEN, Wait};
 pub use locks::{LockGuard, Locks};
-pub use memory::MemoryLocks;
+pub use memory::{LockHandle, MemoryLocks};
 
 /// Compiles and runs the README's examples as doctests.
 #[cfg(doctest)]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
+use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
@@ -12,7 +13,7 @@ use crate::error::Error;
 use crate::grant::{
     Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
 };
-use crate::locks::Locks;
+use crate::locks::{LockGuard, Locks};
 
 /// Leased, fenced locks for the threads of one process.
 ///
@@ -20,10 +21,12 @@ use crate::locks::Locks;
 ///
 /// # How it works
 ///
-/// One mutex guards a map from lock name to an entry: the current holders and a FIFO queue of
-/// waiters. Tokens come from one counter for the whole instance, so they grow per name as
-/// well. Idle entries are kept for reuse and swept out once the map has doubled since the last
-/// sweep.
+/// Each lock name has its own state behind its own mutex: the current holders and a FIFO
+/// queue of waiters. A map from name to that state, behind one more mutex, finds it for the
+/// calls that name a lock; a [`LockHandle`] keeps the name's state and skips the map. Tokens
+/// come from one atomic counter for the whole instance, drawn under the name's mutex, so they
+/// grow per name as well. Idle names are kept for reuse and swept out of the map once it has
+/// doubled since the last sweep; a name a handle or a waiting call still points at is kept.
 ///
 /// **Hand-off.** A waiter is granted by whoever frees the lock: a release, an expiry or a
 /// waiter leaving the queue moves the queue's head into the holders (with a new token, the
@@ -56,52 +59,74 @@ pub struct MemoryLocks<C: Clock = SystemClock> {
     clock: C,
     /// Tells this instance's grants from another's.
     issuer: u64,
-    state: Mutex<State>,
-    /// Notified whenever a grant ends, for [`Locks::wait_lost`].
-    ended: Condvar,
+    /// The last token issued; 0 before the first grant. Drawn only under the mutex of the
+    /// name being granted, so two grants of one name are ordered by that mutex and the later
+    /// one reads a later value of the counter.
+    last_token: AtomicU64,
+    names: Mutex<Names>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::LockCounters,
 }
 
-struct State {
-    /// The last token issued; 0 before the first grant.
-    last_token: u64,
-    /// Numbers the waiters, so a waiter finds itself among the holders after a hand-off.
-    last_ticket: u64,
-    names: HashMap<Box<str>, Entry, RandomState>,
-    /// The map size at which idle entries are swept out (see [`State::entry`]).
+struct Names {
+    map: HashMap<Box<str>, Arc<Slot>, RandomState>,
+    /// The map size at which idle names are swept out (see [`Names::slot`]).
     sweep_at: usize,
 }
 
-/// Below this many names, idle entries are never swept.
+/// Below this many names, idle names are never swept.
 const MIN_SWEEP: usize = 64;
 
-impl State {
-    /// The entry of `name`, created idle if missing.
+/// One lock name's state.
+///
+/// Lock order: the map's mutex before a slot's, never the other way round.
+struct Slot {
+    /// The name, handed out with each grant.
+    name: LockName,
+    entry: Mutex<Entry>,
+    /// Notified whenever a grant of this name ends, for [`Locks::wait_lost`].
+    ended: Condvar,
+}
+
+impl Slot {
+    /// Whether the map may drop this slot: nobody points at it but the map, and it has no
+    /// holder or waiter. A slot a handle points at must stay, or a new slot for the same
+    /// name would let the handle's grants and the map's overlap.
+    fn sweepable(slot: &Arc<Self>) -> bool {
+        Arc::strong_count(slot) == 1 && slot.entry.lock().is_idle()
+    }
+}
+
+impl Names {
+    /// The slot of `name`, created idle if missing.
     ///
-    /// Idle entries stay in the map, so a lock taken again and again costs no allocation;
+    /// Idle slots stay in the map, so a lock taken again and again costs no allocation;
     /// they are swept out whenever the map has doubled since the last sweep, which keeps it
     /// within twice the names in use (plus [`MIN_SWEEP`]) at an amortized constant cost.
-    /// Returned with the token counter, which hand-offs in the entry draw from.
-    fn entry(&mut self, name: &str) -> (&mut Entry, &mut u64) {
-        if !self.names.contains_key(name) {
-            if self.names.len() >= self.sweep_at {
-                self.names.retain(|_, entry| !entry.is_idle());
-                self.sweep_at = (self.names.len() * 2).max(MIN_SWEEP);
+    fn slot(&mut self, name: &str) -> &Arc<Slot> {
+        if !self.map.contains_key(name) {
+            if self.map.len() >= self.sweep_at {
+                self.map.retain(|_, slot| !Slot::sweepable(slot));
+                self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
             }
-            let entry = Entry {
+            let slot = Slot {
                 name: LockName::from(name),
-                holders: Vec::new(),
-                queue: VecDeque::new(),
+                entry: Mutex::new(Entry {
+                    last_ticket: 0,
+                    holders: Vec::new(),
+                    queue: VecDeque::new(),
+                }),
+                ended: Condvar::new(),
             };
-            self.names.insert(name.into(), entry);
+            self.map.insert(name.into(), Arc::new(slot));
         }
-        let entry = self.names.get_mut(name).expect("inserted above");
-        (entry, &mut self.last_token)
+        self.map.get(name).expect("inserted above")
     }
 }
 
 struct Entry {
-    /// The name again, to hand out with each grant.
-    name: LockName,
+    /// Numbers the waiters, so a waiter finds itself among the holders after a hand-off.
+    last_ticket: u64,
     holders: Vec<Holder>,
     queue: VecDeque<Waiter>,
 }
@@ -120,6 +145,23 @@ struct Waiter {
     access: Access,
     lease: u64,
     wake: Arc<Condvar>,
+}
+
+/// A request that joined a queue: what its waiting needs to know.
+struct Queued {
+    ticket: u64,
+    access: Access,
+    lease: u64,
+    wake: Arc<Condvar>,
+    give_up_at: Option<u64>,
+}
+
+/// What a request found on arrival.
+enum Arrival {
+    /// Granted, or refused without waiting.
+    Done(Option<Grant>),
+    /// Queued; wait.
+    Queued(Queued),
 }
 
 impl Holder {
@@ -146,6 +188,15 @@ fn same_kind(a: Access, b: Access) -> bool {
     }
 }
 
+/// The next token, or `None` once the counter is at its end: tokens never wrap.
+fn next_token(last_token: &AtomicU64) -> Option<u64> {
+    // Relaxed: every draw for one name happens under that name's mutex, which orders them.
+    last_token
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_add(1))
+        .ok()
+        .map(|previous| previous + 1)
+}
+
 impl Entry {
     fn is_idle(&self) -> bool {
         self.holders.is_empty() && self.queue.is_empty()
@@ -159,7 +210,7 @@ impl Entry {
 
     /// Drops expired holders and hands the lock to queued waiters in order, as far as they
     /// fit. Returns how many grants ended.
-    fn settle(&mut self, now: u64, last_token: &mut u64) -> usize {
+    fn settle(&mut self, now: u64, last_token: &AtomicU64) -> usize {
         let before = self.holders.len();
         self.holders.retain(|h| h.runs_at(now));
         let ended = before - self.holders.len();
@@ -167,12 +218,11 @@ impl Entry {
             if !compatible(&self.holders, head.access) {
                 break;
             }
-            let Some(token) = last_token.checked_add(1) else {
+            let Some(token) = next_token(last_token) else {
                 // Wake the head so it reports the exhaustion instead of waiting forever.
                 head.wake.notify_one();
                 break;
             };
-            *last_token = token;
             let head = self.queue.pop_front().expect("the queue has a head");
             self.holders.push(Holder {
                 token,
@@ -215,14 +265,22 @@ impl<C: Clock> MemoryLocks<C> {
         Self {
             clock,
             issuer: next_issuer(),
-            state: Mutex::new(State {
-                last_token: last.get(),
-                last_ticket: 0,
-                names: HashMap::default(),
+            last_token: AtomicU64::new(last.get()),
+            names: Mutex::new(Names {
+                map: HashMap::default(),
                 sweep_at: MIN_SWEEP,
             }),
-            ended: Condvar::new(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::LockCounters::unnamed(),
         }
+    }
+
+    /// Reports this instance's metrics under `name` (the `locks` label) instead of
+    /// `default`. See the [`metrics`](crate::metrics) module: install the recorder first.
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::LockCounters::new(name.into());
+        self
     }
 
     /// The clock the leases run on.
@@ -230,10 +288,44 @@ impl<C: Clock> MemoryLocks<C> {
         &self.clock
     }
 
+    /// A handle on lock `name` that skips the name's lookup on every call.
+    ///
+    /// The handle shares the lock with every other caller of this instance (by name or through
+    /// another handle): same holders, same queue, same tokens. It resolves the name once, so
+    /// its acquire and release touch only that lock's own state; use one for a lock taken
+    /// often. While a handle lives, the name's state is kept.
+    ///
+    /// ```
+    /// use infra_dlock::{Locks, MemoryLocks};
+    /// use std::time::Duration;
+    ///
+    /// let locks = MemoryLocks::new();
+    /// let account = locks.handle("account-42")?;
+    /// let lease = Duration::from_secs(10);
+    /// let guard = account.acquire(lease)?;
+    /// // The same lock as by name: taken.
+    /// assert!(locks.try_acquire("account-42", lease)?.is_none());
+    /// guard.release()?;
+    /// assert!(account.try_acquire(lease)?.is_some());
+    /// # Ok::<(), infra_dlock::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyName`] or [`Error::NameTooLong`] for a bad name.
+    pub fn handle(&self, name: &str) -> Result<LockHandle<'_, C>, Error> {
+        check_name(name)?;
+        let slot = Arc::clone(self.names.lock().slot(name));
+        Ok(LockHandle { locks: self, slot })
+    }
+
     /// How many requests wait in `name`'s queue right now.
     pub fn queue_len(&self, name: &str) -> usize {
-        let state = self.state.lock();
-        state.names.get(name).map_or(0, |entry| entry.queue.len())
+        let names = self.names.lock();
+        names
+            .map
+            .get(name)
+            .map_or(0, |slot| slot.entry.lock().queue.len())
     }
 
     /// Ends every expired lease now, hands the freed locks to their waiters, and wakes every
@@ -243,23 +335,29 @@ impl<C: Clock> MemoryLocks<C> {
     /// deadlines. With a [`ManualClock`](infra_common::ManualClock), call it after advancing
     /// the clock so that blocked waiters see the new time.
     pub fn expire_due(&self) -> usize {
-        let mut state = self.state.lock();
+        let mut names = self.names.lock();
         let now = self.clock.now_nanos();
-        let State {
-            last_token, names, ..
-        } = &mut *state;
         let mut expired = 0;
-        for entry in names.values_mut() {
-            expired += entry.settle(now, last_token);
+        for slot in names.map.values() {
+            let mut entry = slot.entry.lock();
+            expired += self.settle(slot, &mut entry, now);
             for waiter in &entry.queue {
                 waiter.wake.notify_one();
             }
         }
-        names.retain(|_, entry| !entry.is_idle());
-        if expired > 0 {
-            self.ended.notify_all();
-        }
+        names.map.retain(|_, slot| !Slot::sweepable(slot));
         expired
+    }
+
+    /// Settles `entry` at `now`, waking the grant's loss waiters if any lease ended.
+    fn settle(&self, slot: &Slot, entry: &mut Entry, now: u64) -> usize {
+        let ended = entry.settle(now, &self.last_token);
+        if ended > 0 {
+            slot.ended.notify_all();
+            #[cfg(feature = "metrics")]
+            self.metrics.leases_lost(ended);
+        }
+        ended
     }
 
     fn make_grant(&self, name: &LockName, holder: &Holder) -> Grant {
@@ -273,54 +371,121 @@ impl<C: Clock> MemoryLocks<C> {
         }
     }
 
-    /// Blocks in the queue of `name` until granted, timed out, or out of tokens.
+    /// Grants `access` on arrival if nobody waits and it fits; otherwise queues the request,
+    /// or gives up if it may not wait.
+    fn arrive(
+        &self,
+        slot: &Slot,
+        entry: &mut Entry,
+        access: Access,
+        lease: u64,
+        wait: Wait,
+    ) -> Result<Arrival, Error> {
+        let now = self.clock.now_nanos();
+        self.settle(slot, entry, now);
+        if !entry.accepts_kind(access) {
+            return Err(Error::KindMismatch {
+                name: slot.name.to_string(),
+            });
+        }
+        if entry.queue.is_empty() && compatible(&entry.holders, access) {
+            let token = next_token(&self.last_token).ok_or(Error::TokensExhausted)?;
+            let holder = Holder {
+                token,
+                ticket: 0,
+                access,
+                granted_at: now,
+                lease,
+            };
+            let grant = self.make_grant(&slot.name, &holder);
+            entry.holders.push(holder);
+            #[cfg(feature = "metrics")]
+            self.metrics.granted(access);
+            return Ok(Arrival::Done(Some(grant)));
+        }
+        let give_up_at = match wait {
+            Wait::No => {
+                #[cfg(feature = "metrics")]
+                self.metrics.busy();
+                return Ok(Arrival::Done(None));
+            }
+            Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
+            Wait::Forever => None,
+        };
+        entry.last_ticket += 1;
+        let wake = Arc::new(Condvar::new());
+        entry.queue.push_back(Waiter {
+            ticket: entry.last_ticket,
+            access,
+            lease,
+            wake: Arc::clone(&wake),
+        });
+        Ok(Arrival::Queued(Queued {
+            ticket: entry.last_ticket,
+            access,
+            lease,
+            wake,
+            give_up_at,
+        }))
+    }
+
+    /// The whole request on one slot: arrival, then the wait if it queued.
+    fn grant_in(
+        &self,
+        slot: &Slot,
+        access: Access,
+        lease: u64,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        let mut entry = slot.entry.lock();
+        match self.arrive(slot, &mut entry, access, lease, wait)? {
+            Arrival::Done(granted) => Ok(granted),
+            Arrival::Queued(queued) => self.wait_in_queue(slot, entry, &queued),
+        }
+    }
+
+    /// Blocks in the queue of `slot` until granted, timed out, or out of tokens.
     fn wait_in_queue(
         &self,
-        mut state: MutexGuard<'_, State>,
-        name: &str,
-        waiter: Waiter,
-        give_up_at: Option<u64>,
+        slot: &Slot,
+        mut entry: MutexGuard<'_, Entry>,
+        queued: &Queued,
     ) -> Result<Option<Grant>, Error> {
-        let ticket = waiter.ticket;
-        let wake = Arc::clone(&waiter.wake);
-        let (access, lease) = (waiter.access, waiter.lease);
-        state.entry(name).0.queue.push_back(waiter);
+        let ticket = queued.ticket;
         loop {
             let now = self.clock.now_nanos();
-            let (entry, last_token) = state.entry(name);
-            if entry.settle(now, last_token) > 0 {
-                self.ended.notify_all();
-            }
+            self.settle(slot, &mut entry, now);
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
-                return Ok(Some(self.make_grant(&entry.name, holder)));
+                #[cfg(feature = "metrics")]
+                self.metrics.waited(holder.access, true);
+                return Ok(Some(self.make_grant(&slot.name, holder)));
             }
-            let queued = entry.queue.iter().any(|w| w.ticket == ticket);
-            if !queued {
+            let in_queue = entry.queue.iter().any(|w| w.ticket == ticket);
+            if !in_queue {
                 // Handed the lock, then its lease ran out before this thread woke up to take
                 // it (only possible with a lease shorter than a wake-up): queue again, first.
                 entry.queue.push_front(Waiter {
                     ticket,
-                    access,
-                    lease,
-                    wake: Arc::clone(&wake),
+                    access: queued.access,
+                    lease: queued.lease,
+                    wake: Arc::clone(&queued.wake),
                 });
                 continue;
             }
-            let exhausted = *last_token == u64::MAX
+            let exhausted = self.last_token.load(Ordering::Relaxed) == u64::MAX
                 && entry.queue.front().is_some_and(|w| w.ticket == ticket)
-                && compatible(&entry.holders, access);
-            let timed_out = give_up_at.is_some_and(|at| now >= at);
+                && compatible(&entry.holders, queued.access);
+            let timed_out = queued.give_up_at.is_some_and(|at| now >= at);
             if exhausted || timed_out {
                 entry.queue.retain(|w| w.ticket != ticket);
                 // Leaving may let the waiters behind in (a writer leaving before readers).
-                if entry.settle(now, last_token) > 0 {
-                    self.ended.notify_all();
+                self.settle(slot, &mut entry, now);
+                if exhausted {
+                    return Err(Error::TokensExhausted);
                 }
-                return if exhausted {
-                    Err(Error::TokensExhausted)
-                } else {
-                    Ok(None)
-                };
+                #[cfg(feature = "metrics")]
+                self.metrics.waited(queued.access, false);
+                return Ok(None);
             }
             // Sleep until the first holder's lease ends or the wait times out, whichever is
             // first; a hand-off or `expire_due` wakes the sleeper earlier.
@@ -329,88 +494,120 @@ impl<C: Clock> MemoryLocks<C> {
                 .iter()
                 .map(|h| h.granted_at.saturating_add(h.lease))
                 .min();
-            let until = match (first_expiry, give_up_at) {
+            let until = match (first_expiry, queued.give_up_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             match until {
                 Some(until) => {
                     let nap = Duration::from_nanos(until.saturating_sub(now).max(1));
-                    wake.wait_timeout(&mut state, nap);
+                    queued.wake.wait_timeout(&mut entry, nap);
                 }
-                None => wake.wait(&mut state),
+                None => queued.wake.wait(&mut entry),
             }
         }
     }
 
-    /// Settles `entry` at `now` and grants `access` on arrival if nobody waits and it fits;
-    /// `Ok(None)` if the request must queue.
-    fn grant_now(
-        &self,
-        entry: &mut Entry,
-        last_token: &mut u64,
-        access: Access,
-        lease: u64,
-        now: u64,
-    ) -> Result<Option<Grant>, Error> {
-        if entry.settle(now, last_token) > 0 {
-            self.ended.notify_all();
-        }
-        if !entry.accepts_kind(access) {
-            return Err(Error::KindMismatch {
-                name: entry.name.to_string(),
-            });
-        }
-        if !(entry.queue.is_empty() && compatible(&entry.holders, access)) {
-            return Ok(None);
-        }
-        let token = last_token.checked_add(1).ok_or(Error::TokensExhausted)?;
-        *last_token = token;
-        let holder = Holder {
-            token,
-            ticket: 0,
-            access,
-            granted_at: now,
-            lease,
-        };
-        let grant = self.make_grant(&entry.name, &holder);
-        entry.holders.push(holder);
-        Ok(Some(grant))
-    }
-
-    /// Settles the grant's name at `now` and finds the grant among its live holders.
-    ///
-    /// Returns the entry, the holder's index and the token counter; the holder is compared
-    /// by token, so an expired grant never matches the grant that replaced it.
-    fn find_held<'s>(
-        &self,
-        state: &'s mut State,
-        grant: &Grant,
-        now: u64,
-    ) -> Result<(&'s mut Entry, usize, &'s mut u64), Error> {
-        if grant.issuer != self.issuer {
-            return Err(Error::ForeignGrant {
+    /// The error for a grant this instance did not issue.
+    fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
+        if grant.issuer == self.issuer {
+            Ok(())
+        } else {
+            Err(Error::ForeignGrant {
                 name: grant.name.to_string(),
                 token: grant.token,
-            });
+            })
         }
-        let expired = || Error::LeaseExpired {
-            name: grant.name.to_string(),
-            token: grant.token,
-        };
-        let State {
-            last_token, names, ..
-        } = state;
-        let entry = names.get_mut(&*grant.name).ok_or_else(expired)?;
-        if entry.settle(now, last_token) > 0 {
-            self.ended.notify_all();
+    }
+
+    /// Runs `f` on the slot of the grant's name, with the map locked; a name without a slot
+    /// holds nothing, so its grant has expired.
+    fn on_grant_slot<R>(
+        &self,
+        grant: &Grant,
+        f: impl FnOnce(&Arc<Slot>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.check_issuer(grant)?;
+        let names = self.names.lock();
+        match names.map.get(&*grant.name) {
+            Some(slot) => f(slot),
+            None => Err(expired(grant)),
         }
-        let index = entry
+    }
+
+    /// Settles the grant's slot at `now` and finds the grant among its live holders.
+    ///
+    /// The holder is compared by token, so an expired grant never matches the grant that
+    /// replaced it.
+    fn find_held(
+        &self,
+        slot: &Slot,
+        entry: &mut Entry,
+        grant: &Grant,
+        now: u64,
+    ) -> Result<usize, Error> {
+        self.check_issuer(grant)?;
+        self.settle(slot, entry, now);
+        entry
             .holders
             .iter()
             .position(|h| h.token == grant.token.get())
-            .ok_or_else(expired)?;
-        Ok((entry, index, last_token))
+            .ok_or_else(|| expired(grant))
+    }
+
+    fn extend_in(&self, slot: &Slot, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        check_lease(lease)?;
+        let lease_nanos = duration_to_nanos(lease);
+        let mut entry = slot.entry.lock();
+        let now = self.clock.now_nanos();
+        let index = self.find_held(slot, &mut entry, grant, now)?;
+        let holder = &mut entry.holders[index];
+        holder.granted_at = now;
+        holder.lease = lease_nanos;
+        grant.granted_at = now;
+        grant.lease = lease;
+        Ok(())
+    }
+
+    fn release_in(&self, slot: &Slot, grant: &Grant) -> Result<(), Error> {
+        let mut entry = slot.entry.lock();
+        let now = self.clock.now_nanos();
+        let index = self.find_held(slot, &mut entry, grant, now)?;
+        entry.holders.swap_remove(index);
+        entry.settle(now, &self.last_token);
+        slot.ended.notify_all();
+        Ok(())
+    }
+
+    fn is_held_in(&self, slot: &Slot, grant: &Grant) -> bool {
+        let mut entry = slot.entry.lock();
+        let now = self.clock.now_nanos();
+        self.find_held(slot, &mut entry, grant, now).is_ok()
+    }
+
+    fn wait_lost_in(&self, slot: &Slot, grant: &Grant) {
+        let mut entry = slot.entry.lock();
+        loop {
+            let now = self.clock.now_nanos();
+            // The record, not `grant`, knows about extensions made through another handle.
+            let deadline = match self.find_held(slot, &mut entry, grant, now) {
+                Ok(index) => {
+                    let holder = &entry.holders[index];
+                    holder.granted_at.saturating_add(holder.lease)
+                }
+                Err(_) => return,
+            };
+            let nap = Duration::from_nanos(deadline.saturating_sub(now).max(1));
+            slot.ended.wait_timeout(&mut entry, nap);
+        }
+    }
+}
+
+/// The error for a grant whose lease is over.
+fn expired(grant: &Grant) -> Error {
+    Error::LeaseExpired {
+        name: grant.name.to_string(),
+        token: grant.token,
     }
 }
 
@@ -426,82 +623,234 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         check_lease(lease)?;
         check_access(access)?;
         let lease = duration_to_nanos(lease);
-        let mut state = self.state.lock();
-        let now = self.clock.now_nanos();
-        let State {
-            last_token, names, ..
-        } = &mut *state;
-        // One lookup when the name is known (the common case); a new name is created first.
-        let granted = match names.get_mut(name) {
-            Some(entry) => self.grant_now(entry, last_token, access, lease, now)?,
-            None => {
-                let (entry, last_token) = state.entry(name);
-                self.grant_now(entry, last_token, access, lease, now)?
+        let mut names = self.names.lock();
+        let slot = names.slot(name);
+        let mut entry = slot.entry.lock();
+        match self.arrive(slot, &mut entry, access, lease, wait)? {
+            Arrival::Done(granted) => Ok(granted),
+            Arrival::Queued(queued) => {
+                // Wait without the map: keep the slot alive by a count of our own (which
+                // also keeps it in the map), and take its mutex again; a hand-off made in
+                // between is found in the holders before the first sleep.
+                drop(entry);
+                let slot = Arc::clone(slot);
+                drop(names);
+                let entry = slot.entry.lock();
+                self.wait_in_queue(&slot, entry, &queued)
             }
-        };
-        if granted.is_some() {
-            return Ok(granted);
         }
-        let give_up_at = match wait {
-            Wait::No => return Ok(None),
-            Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
-            Wait::Forever => None,
-        };
-        state.last_ticket += 1;
-        let waiter = Waiter {
-            ticket: state.last_ticket,
-            access,
-            lease,
-            wake: Arc::new(Condvar::new()),
-        };
-        self.wait_in_queue(state, name, waiter, give_up_at)
     }
 
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
-        let lease_nanos = duration_to_nanos(lease);
-        let mut state = self.state.lock();
-        let now = self.clock.now_nanos();
-        let (entry, index, _) = self.find_held(&mut state, grant, now)?;
-        let holder = &mut entry.holders[index];
-        holder.granted_at = now;
-        holder.lease = lease_nanos;
-        grant.granted_at = now;
-        grant.lease = lease;
-        Ok(())
+        self.check_issuer(grant)?;
+        let names = self.names.lock();
+        match names.map.get(&*grant.name) {
+            Some(slot) => self.extend_in(slot, grant, lease),
+            None => Err(expired(grant)),
+        }
     }
 
     fn release(&self, grant: Grant) -> Result<(), Error> {
-        let mut state = self.state.lock();
-        let now = self.clock.now_nanos();
-        let (entry, index, last_token) = self.find_held(&mut state, &grant, now)?;
-        entry.holders.swap_remove(index);
-        entry.settle(now, last_token);
-        self.ended.notify_all();
-        Ok(())
+        self.on_grant_slot(&grant, |slot| self.release_in(slot, &grant))
     }
 
     fn is_held(&self, grant: &Grant) -> bool {
-        let mut state = self.state.lock();
-        let now = self.clock.now_nanos();
-        self.find_held(&mut state, grant, now).is_ok()
+        self.on_grant_slot(grant, |slot| Ok(self.is_held_in(slot, grant)))
+            .unwrap_or(false)
     }
 
     fn wait_lost(&self, grant: &Grant) {
-        let mut state = self.state.lock();
-        loop {
-            let now = self.clock.now_nanos();
-            // The record, not `grant`, knows about extensions made through another handle.
-            let deadline = match self.find_held(&mut state, grant, now) {
-                Ok((entry, index, _)) => {
-                    let holder = &entry.holders[index];
-                    holder.granted_at.saturating_add(holder.lease)
-                }
-                Err(_) => return,
-            };
-            let nap = Duration::from_nanos(deadline.saturating_sub(now).max(1));
-            self.ended.wait_timeout(&mut state, nap);
+        let slot = self.on_grant_slot(grant, |slot| Ok(Arc::clone(slot)));
+        if let Ok(slot) = slot {
+            self.wait_lost_in(&slot, grant);
         }
+    }
+}
+
+/// A handle on one lock of a [`MemoryLocks`]: the name resolved once.
+///
+/// Made by [`MemoryLocks::handle`]. Its `acquire`, `try_acquire`, `acquire_timeout`, `read`
+/// and `permit` take the lock without looking the name up; the guards they return release
+/// through the handle, again without a lookup. Everything else is as through the
+/// [`MemoryLocks`] by name: the same holders, queue, leases and tokens.
+///
+/// A handle is also a [`Locks`]: for its own name it skips the lookup, and for any other
+/// name it passes the call on to its [`MemoryLocks`].
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_dlock::{Fence, Locks, MemoryLocks};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let locks = MemoryLocks::with_clock(clock.clone());
+/// let fence = Fence::new();
+/// let account = locks.handle("account-7")?;
+/// let lease = Duration::from_secs(5);
+///
+/// let paused = account.acquire(lease)?.into_grant();
+/// clock.advance(Duration::from_secs(6)); // the holder stalls past its lease
+/// let next = account.acquire(lease)?;
+/// fence.admit("balance/7", "account-7", next.token())?;
+/// assert!(fence.admit("balance/7", "account-7", paused.token()).is_err());
+/// assert!(account.release(paused).is_err()); // its lease is over
+/// # Ok::<(), infra_dlock::Error>(())
+/// ```
+pub struct LockHandle<'a, C: Clock = SystemClock> {
+    locks: &'a MemoryLocks<C>,
+    slot: Arc<Slot>,
+}
+
+impl<C: Clock> LockHandle<'_, C> {
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// Asks for `access` to this lock for `lease`, waiting as `wait` says (see
+    /// [`Locks::grant`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::grant`].
+    pub fn grant_here(
+        &self,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        check_lease(lease)?;
+        check_access(access)?;
+        self.locks
+            .grant_in(&self.slot, access, duration_to_nanos(lease), wait)
+    }
+
+    /// Takes this lock exclusively for `lease`, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::acquire`].
+    pub fn acquire(&self, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
+        let grant = self.grant_here(Access::Exclusive, lease, Wait::Forever)?;
+        let grant = grant.ok_or(Error::TokensExhausted)?;
+        Ok(LockGuard::new(self, grant))
+    }
+
+    /// Takes this lock exclusively for `lease` if it is free now and nobody waits for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::try_acquire`].
+    pub fn try_acquire(&self, lease: Duration) -> Result<Option<LockGuard<'_, Self>>, Error> {
+        let grant = self.grant_here(Access::Exclusive, lease, Wait::No)?;
+        Ok(grant.map(|grant| LockGuard::new(self, grant)))
+    }
+
+    /// Takes this lock exclusively for `lease`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::acquire_timeout`].
+    pub fn acquire_timeout(
+        &self,
+        lease: Duration,
+        timeout: Duration,
+    ) -> Result<Option<LockGuard<'_, Self>>, Error> {
+        let grant = self.grant_here(Access::Exclusive, lease, Wait::Up(timeout))?;
+        Ok(grant.map(|grant| LockGuard::new(self, grant)))
+    }
+
+    /// Takes the read side of this read-write lock for `lease`, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::read`].
+    pub fn read(&self, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
+        let grant = self.grant_here(Access::Shared, lease, Wait::Forever)?;
+        let grant = grant.ok_or(Error::TokensExhausted)?;
+        Ok(LockGuard::new(self, grant))
+    }
+
+    /// Takes one of the `permits` permits of this semaphore for `lease`, waiting as long as
+    /// it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::permit`].
+    pub fn permit(&self, permits: u32, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
+        let access = Access::Permit { permits };
+        let grant = self.grant_here(access, lease, Wait::Forever)?;
+        let grant = grant.ok_or(Error::TokensExhausted)?;
+        Ok(LockGuard::new(self, grant))
+    }
+
+    /// How many requests wait in this lock's queue right now.
+    pub fn queue_len(&self) -> usize {
+        self.slot.entry.lock().queue.len()
+    }
+
+    /// Whether `grant` is for this handle's lock (the grant's name is compared).
+    fn is_mine(&self, grant: &Grant) -> bool {
+        // `Arc<str>`'s equality compares the pointers first: a grant made through this
+        // slot shares its name, so the usual case costs no string compare.
+        grant.name == self.slot.name
+    }
+}
+
+impl<C: Clock> Locks for LockHandle<'_, C> {
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        if name == self.name() {
+            self.grant_here(access, lease, wait)
+        } else {
+            self.locks.grant(name, access, lease, wait)
+        }
+    }
+
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        if self.is_mine(grant) {
+            self.locks.extend_in(&self.slot, grant, lease)
+        } else {
+            self.locks.extend(grant, lease)
+        }
+    }
+
+    fn release(&self, grant: Grant) -> Result<(), Error> {
+        if self.is_mine(&grant) {
+            self.locks.release_in(&self.slot, &grant)
+        } else {
+            self.locks.release(grant)
+        }
+    }
+
+    fn is_held(&self, grant: &Grant) -> bool {
+        if self.is_mine(grant) {
+            self.locks.is_held_in(&self.slot, grant)
+        } else {
+            self.locks.is_held(grant)
+        }
+    }
+
+    fn wait_lost(&self, grant: &Grant) {
+        if self.is_mine(grant) {
+            self.locks.wait_lost_in(&self.slot, grant);
+        } else {
+            self.locks.wait_lost(grant);
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for LockHandle<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockHandle")
+            .field("name", &self.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -526,7 +875,6 @@ fn next_issuer() -> u64 {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
-    use crate::locks::LockGuard;
     use infra_common::ManualClock;
 
     #[test]
@@ -539,15 +887,15 @@ mod tests {
         for i in 0..10_000 {
             let guard = locks.acquire(&format!("passing-{i}"), lease).unwrap();
             guard.release().unwrap();
-            let names = locks.state.lock().names.len();
+            let names = locks.names.lock().map.len();
             assert!(names <= 2 * (held.len() + 1) + MIN_SWEEP, "{names} names");
         }
         // The same name again and again reuses its entry.
-        let before = locks.state.lock().names.len();
+        let before = locks.names.lock().map.len();
         for _ in 0..100 {
             locks.acquire("held-0x", lease).unwrap().release().unwrap();
         }
-        assert!(locks.state.lock().names.len() <= before + 1);
+        assert!(locks.names.lock().map.len() <= before + 1);
         assert!(held.iter().all(LockGuard::is_held));
     }
 }
