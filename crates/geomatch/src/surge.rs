@@ -1,1 +1,885 @@
 //! Surge pricing from demand and supply per H3 cell.
+//!
+//! A [`Surge`] counts two kinds of events per cell over a sliding window on a [`Clock`]:
+//! **demand** (a ride request) and **supply** (an available driver seen in the cell). From
+//! them it derives a price multiplier per cell:
+//!
+//! 1. **Window.** The window of length `window` is cut into `slices` equal slices, one
+//!    bucket of counts each. An event recorded at time t (nanoseconds on the clock) belongs to
+//!    slice `t / slice_length` and is counted while the current slice is less than `slices`
+//!    slices later; at the start of slice `t / slice_length + slices` it leaves the window.
+//!    Only `slices` buckets exist, so memory does not grow with time.
+//! 2. **Smoothing.** A cell's smoothed demand is its own demand plus `neighbour_weight` times
+//!    the demand of each of its neighbours (the ring `grid_disk(1)` minus the cell: six cells,
+//!    five around a pentagon), and likewise for supply. Smoothing spreads a hot spot onto the
+//!    streets around it, so prices do not jump at a cell's edge.
+//! 3. **Curve.** The ratio smoothed demand / smoothed supply is mapped through a
+//!    piecewise-linear [`SurgeCurve`] that starts at 1, never decreases, and is capped. A cell
+//!    with demand and no supply is at the cap; one with neither is at 1.
+//! 4. **Roll-up.** [`Surge::rollup`] sums the raw counts of all cells under each coarser
+//!    parent cell and applies the curve to the sums (no smoothing at the coarse level), for
+//!    dashboards and for the metrics.
+//!
+//! Supply is whatever the caller reports: a driver coming online or finishing a trip, or one
+//! observation per available driver per snapshot. Demand and supply are counted the same
+//! way, so the curve's ratios should be chosen for the caller's notion of supply.
+//!
+//! ```
+//! use infra_common::ManualClock;
+//! use infra_geomatch::surge::{Surge, SurgeConfig};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let surge = Surge::new(SurgeConfig::default(), clock.clone())?;
+//! let cell = surge.record_supply(37.7749, -122.4194)?;
+//! for _ in 0..4 {
+//!     surge.record_demand(37.7749, -122.4194)?;
+//! }
+//! assert!(surge.multiplier(cell) > 1.0);
+//! // Five minutes later the window has moved past every event.
+//! clock.advance(Duration::from_secs(300));
+//! assert_eq!(surge.multiplier(cell), 1.0);
+//! # Ok::<(), infra_geomatch::surge::SurgeError>(())
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::time::Duration;
+
+use h3o::{CellIndex, LatLng, Resolution};
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::Mutex;
+use infra_common::{Clock, RandomState};
+
+/// Why a surge configuration or an event was refused.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum SurgeError {
+    /// A latitude outside [-90, 90], a longitude outside [-180, 180], or either not finite.
+    InvalidCoordinate {
+        /// The latitude given, in degrees.
+        lat: f64,
+        /// The longitude given, in degrees.
+        lng: f64,
+    },
+    /// A configuration value is out of range; the message names it.
+    InvalidConfig(&'static str),
+    /// A cell coarser than the counting resolution cannot be counted in one finer cell.
+    CellTooCoarse {
+        /// The cell given.
+        cell: CellIndex,
+        /// The resolution the surge counts at.
+        resolution: Resolution,
+    },
+    /// A roll-up asked for a resolution finer than the counting resolution.
+    RollupTooFine {
+        /// The resolution asked for.
+        asked: Resolution,
+        /// The resolution the surge counts at.
+        resolution: Resolution,
+    },
+    /// The current slice already holds counts for `max_cells_per_slice` cells; an event in
+    /// a new cell is refused until the slice ends. Raise the limit if this is real traffic.
+    TooManyCells {
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for SurgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidCoordinate { lat, lng } => write!(
+                f,
+                "invalid coordinate ({lat}, {lng}): latitude must be finite in [-90, 90] and longitude finite in [-180, 180]"
+            ),
+            Self::InvalidConfig(what) => write!(f, "invalid surge configuration: {what}"),
+            Self::CellTooCoarse { cell, resolution } => write!(
+                f,
+                "cell {cell} is coarser than the counting resolution {resolution}"
+            ),
+            Self::RollupTooFine { asked, resolution } => write!(
+                f,
+                "roll-up to resolution {asked} asked, finer than the counting resolution {resolution}"
+            ),
+            Self::TooManyCells { max } => write!(
+                f,
+                "the current slice already counts {max} cells; a new cell is refused until it ends"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SurgeError {}
+
+/// A piecewise-linear map from the demand/supply ratio to a price multiplier, with a cap.
+///
+/// Between two points the multiplier is interpolated linearly; below the first point it is
+/// 1; beyond the last point it stays at the last point's multiplier. The result is never more
+/// than the cap. Points must have strictly increasing, non-negative ratios and non-decreasing
+/// multipliers of at least 1, so the multiplier never decreases as demand grows.
+///
+/// ```
+/// use infra_geomatch::surge::SurgeCurve;
+///
+/// let curve = SurgeCurve::new(&[(1.0, 1.0), (3.0, 2.0)], 1.8)?;
+/// assert_eq!(curve.multiplier(0.5), 1.0);
+/// assert_eq!(curve.multiplier(2.0), 1.5);
+/// assert_eq!(curve.multiplier(10.0), 1.8); // capped
+/// # Ok::<(), infra_geomatch::surge::SurgeError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurgeCurve {
+    points: Vec<(f64, f64)>,
+    cap: f64,
+}
+
+impl SurgeCurve {
+    /// The most points a curve may have.
+    pub const MAX_POINTS: usize = 64;
+
+    /// A curve through `points` (ratio, multiplier), capped at `cap`.
+    ///
+    /// # Errors
+    ///
+    /// [`SurgeError::InvalidConfig`] if there are no points or more than
+    /// [`SurgeCurve::MAX_POINTS`], if a value is not finite, if ratios are negative or not
+    /// strictly increasing, if multipliers are below 1 or decrease, or if `cap` is below 1 or
+    /// not finite.
+    pub fn new(points: &[(f64, f64)], cap: f64) -> Result<Self, SurgeError> {
+        if points.is_empty() || points.len() > Self::MAX_POINTS {
+            return Err(SurgeError::InvalidConfig(
+                "a surge curve needs between 1 and 64 points",
+            ));
+        }
+        if !(cap.is_finite() && cap >= 1.0) {
+            return Err(SurgeError::InvalidConfig(
+                "the surge cap must be finite and at least 1",
+            ));
+        }
+        let mut previous: Option<(f64, f64)> = None;
+        for &(ratio, multiplier) in points {
+            if !(ratio.is_finite() && ratio >= 0.0 && multiplier.is_finite() && multiplier >= 1.0) {
+                return Err(SurgeError::InvalidConfig(
+                    "surge curve points need finite ratios of at least 0 and multipliers of at least 1",
+                ));
+            }
+            if let Some((last_ratio, last_multiplier)) = previous
+                && (ratio <= last_ratio || multiplier < last_multiplier)
+            {
+                return Err(SurgeError::InvalidConfig(
+                    "surge curve ratios must increase strictly and multipliers must not decrease",
+                ));
+            }
+            previous = Some((ratio, multiplier));
+        }
+        Ok(Self {
+            points: points.to_vec(),
+            cap,
+        })
+    }
+
+    /// The cap: no multiplier is above it.
+    pub fn cap(&self) -> f64 {
+        self.cap
+    }
+
+    /// The multiplier at a demand/supply `ratio` (an infinite ratio gives the last point's
+    /// multiplier, capped; NaN is treated as zero demand).
+    pub fn multiplier(&self, ratio: f64) -> f64 {
+        let ratio = if ratio.is_nan() { 0.0 } else { ratio };
+        let mut value = 1.0;
+        let mut previous = (0.0, 1.0);
+        for (at, &(point_ratio, point_multiplier)) in self.points.iter().enumerate() {
+            if ratio >= point_ratio {
+                value = point_multiplier;
+                previous = (point_ratio, point_multiplier);
+                continue;
+            }
+            // `ratio` lies below this point: interpolate from the previous point, or from
+            // (first ratio, 1) before the first, where the multiplier is still 1.
+            if at > 0 {
+                let (from_ratio, from_multiplier) = previous;
+                let share = (ratio - from_ratio) / (point_ratio - from_ratio);
+                value = from_multiplier + share * (point_multiplier - from_multiplier);
+            }
+            break;
+        }
+        value.clamp(1.0, self.cap)
+    }
+}
+
+impl Default for SurgeCurve {
+    /// 1 up to one request per unit of supply, then linear to 2 at a ratio of 3 and to the
+    /// cap, 3, at a ratio of 5.
+    fn default() -> Self {
+        Self {
+            points: vec![(1.0, 1.0), (3.0, 2.0), (5.0, 3.0)],
+            cap: 3.0,
+        }
+    }
+}
+
+/// How a [`Surge`] counts and prices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurgeConfig {
+    /// The H3 resolution events are counted at (default 8, cells of about 0.7 km²).
+    pub resolution: Resolution,
+    /// The sliding window's length (default five minutes).
+    pub window: Duration,
+    /// How many slices the window is cut into (default 10): the window moves a slice at a
+    /// time, and memory holds this many buckets.
+    pub slices: u32,
+    /// The weight of each neighbour's counts in a cell's smoothed counts, the cell's own
+    /// weighing 1 (default 0.5; 0 turns smoothing off). Finite, in [0, 1].
+    pub neighbour_weight: f64,
+    /// The curve from smoothed demand/supply ratio to multiplier.
+    pub curve: SurgeCurve,
+    /// The most cells one slice holds counts for (default 100,000): bounds memory against a
+    /// flood of events from scattered coordinates.
+    pub max_cells_per_slice: usize,
+}
+
+impl Default for SurgeConfig {
+    fn default() -> Self {
+        Self {
+            resolution: Resolution::Eight,
+            window: Duration::from_secs(300),
+            slices: 10,
+            neighbour_weight: 0.5,
+            curve: SurgeCurve::default(),
+            max_cells_per_slice: 100_000,
+        }
+    }
+}
+
+/// Demand and supply counted in one cell over the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellCounts {
+    /// Requests.
+    pub demand: u64,
+    /// Available-driver observations.
+    pub supply: u64,
+}
+
+impl CellCounts {
+    fn add(&mut self, other: Self) {
+        self.demand = self.demand.saturating_add(other.demand);
+        self.supply = self.supply.saturating_add(other.supply);
+    }
+}
+
+/// One cell's counts and multiplier, as [`Surge::snapshot`] and [`Surge::rollup`] list them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CellSurge {
+    /// The cell.
+    pub cell: CellIndex,
+    /// Its raw (unsmoothed) counts in the window.
+    pub counts: CellCounts,
+    /// Its multiplier.
+    pub multiplier: f64,
+}
+
+/// One slice's counts; `number` is the slice it holds (`time / slice_length`).
+#[derive(Debug)]
+struct Slice {
+    number: u64,
+    cells: HashMap<CellIndex, CellCounts, RandomState>,
+}
+
+/// Demand and supply per H3 cell over a sliding window, and the surge multiplier they give.
+/// See the [module documentation](self) for the exact rules. Shared by reference between
+/// threads: each call takes an internal lock for the time of one update or read.
+#[derive(Debug)]
+pub struct Surge<C> {
+    config: SurgeConfig,
+    slice_nanos: u64,
+    clock: C,
+    slices: Mutex<Vec<Slice>>,
+}
+
+enum Event {
+    Demand,
+    Supply,
+}
+
+impl<C: Clock> Surge<C> {
+    /// A surge with no events yet, reading time from `clock`.
+    ///
+    /// # Errors
+    ///
+    /// [`SurgeError::InvalidConfig`] for a zero window, zero slices or more than 10,000, a
+    /// window shorter than one nanosecond per slice, a neighbour weight that is not finite in
+    /// [0, 1], or a zero cell limit.
+    pub fn new(config: SurgeConfig, clock: C) -> Result<Self, SurgeError> {
+        if config.window.is_zero() {
+            return Err(SurgeError::InvalidConfig(
+                "the surge window must be positive",
+            ));
+        }
+        if config.slices == 0 || config.slices > 10_000 {
+            return Err(SurgeError::InvalidConfig(
+                "the surge window needs between 1 and 10,000 slices",
+            ));
+        }
+        let slice_nanos = duration_to_nanos(config.window) / u64::from(config.slices);
+        if slice_nanos == 0 {
+            return Err(SurgeError::InvalidConfig(
+                "the surge window is shorter than one nanosecond per slice",
+            ));
+        }
+        if !(config.neighbour_weight.is_finite() && (0.0..=1.0).contains(&config.neighbour_weight))
+        {
+            return Err(SurgeError::InvalidConfig(
+                "the neighbour weight must be finite in [0, 1]",
+            ));
+        }
+        if config.max_cells_per_slice == 0 {
+            return Err(SurgeError::InvalidConfig(
+                "the cell limit per slice must be positive",
+            ));
+        }
+        let slices = (0..config.slices)
+            .map(|_| Slice {
+                // No slice number is ever this large, so the bucket reads as empty.
+                number: u64::MAX,
+                cells: HashMap::with_hasher(RandomState::new()),
+            })
+            .collect();
+        Ok(Self {
+            config,
+            slice_nanos,
+            clock,
+            slices: Mutex::new(slices),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SurgeConfig {
+        &self.config
+    }
+
+    /// Counts one request at a position; returns the cell it was counted in.
+    ///
+    /// # Errors
+    ///
+    /// [`SurgeError::InvalidCoordinate`] for a position that is not on Earth,
+    /// [`SurgeError::TooManyCells`] at the cell limit.
+    pub fn record_demand(&self, lat: f64, lng: f64) -> Result<CellIndex, SurgeError> {
+        let cell = self.cell_at(lat, lng)?;
+        self.record(cell, &Event::Demand)?;
+        Ok(cell)
+    }
+
+    /// Counts one available-driver observation at a position; returns its cell.
+    ///
+    /// # Errors
+    ///
+    /// As [`Surge::record_demand`].
+    pub fn record_supply(&self, lat: f64, lng: f64) -> Result<CellIndex, SurgeError> {
+        let cell = self.cell_at(lat, lng)?;
+        self.record(cell, &Event::Supply)?;
+        Ok(cell)
+    }
+
+    /// Counts one request in `cell`, or in its parent at the counting resolution if it is
+    /// finer; returns the cell counted.
+    ///
+    /// # Errors
+    ///
+    /// [`SurgeError::CellTooCoarse`] for a cell coarser than the counting resolution,
+    /// [`SurgeError::TooManyCells`] at the cell limit.
+    pub fn record_demand_in(&self, cell: CellIndex) -> Result<CellIndex, SurgeError> {
+        let cell = self.counting_cell(cell)?;
+        self.record(cell, &Event::Demand)?;
+        Ok(cell)
+    }
+
+    /// Counts one available-driver observation in `cell` (see [`Surge::record_demand_in`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Surge::record_demand_in`].
+    pub fn record_supply_in(&self, cell: CellIndex) -> Result<CellIndex, SurgeError> {
+        let cell = self.counting_cell(cell)?;
+        self.record(cell, &Event::Supply)?;
+        Ok(cell)
+    }
+
+    fn cell_at(&self, lat: f64, lng: f64) -> Result<CellIndex, SurgeError> {
+        let valid = lat.is_finite()
+            && lng.is_finite()
+            && (-90.0..=90.0).contains(&lat)
+            && (-180.0..=180.0).contains(&lng);
+        let point = LatLng::new(lat, lng)
+            .ok()
+            .filter(|_| valid)
+            .ok_or(SurgeError::InvalidCoordinate { lat, lng })?;
+        Ok(point.to_cell(self.config.resolution))
+    }
+
+    fn counting_cell(&self, cell: CellIndex) -> Result<CellIndex, SurgeError> {
+        cell.parent(self.config.resolution)
+            .ok_or(SurgeError::CellTooCoarse {
+                cell,
+                resolution: self.config.resolution,
+            })
+    }
+
+    fn current_slice(&self) -> u64 {
+        self.clock.now_nanos() / self.slice_nanos
+    }
+
+    fn record(&self, cell: CellIndex, event: &Event) -> Result<(), SurgeError> {
+        let number = self.current_slice();
+        let mut slices = self.slices.lock();
+        let slot = (number % u64::from(self.config.slices)) as usize;
+        let slice = &mut slices[slot];
+        if slice.number != number {
+            // The bucket still holds a slice that has left the window: reuse it.
+            slice.number = number;
+            slice.cells.clear();
+        }
+        let at_limit = slice.cells.len() >= self.config.max_cells_per_slice;
+        let counts = match slice.cells.entry(cell) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) if at_limit => {
+                return Err(SurgeError::TooManyCells {
+                    max: self.config.max_cells_per_slice,
+                });
+            }
+            Entry::Vacant(entry) => entry.insert(CellCounts::default()),
+        };
+        match event {
+            Event::Demand => counts.demand = counts.demand.saturating_add(1),
+            Event::Supply => counts.supply = counts.supply.saturating_add(1),
+        }
+        Ok(())
+    }
+
+    /// Every cell's raw counts over the window, summed across its live slices.
+    fn window_counts(&self) -> HashMap<CellIndex, CellCounts, RandomState> {
+        let current = self.current_slice();
+        let slices = self.slices.lock();
+        let mut totals: HashMap<CellIndex, CellCounts, RandomState> =
+            HashMap::with_hasher(RandomState::new());
+        for slice in slices.iter().filter(|slice| self.is_live(slice, current)) {
+            for (&cell, &counts) in &slice.cells {
+                totals.entry(cell).or_default().add(counts);
+            }
+        }
+        totals
+    }
+
+    fn is_live(&self, slice: &Slice, current: u64) -> bool {
+        slice.number <= current && current - slice.number < u64::from(self.config.slices)
+    }
+
+    /// The raw (unsmoothed) counts of `cell` in the window; a cell at another resolution
+    /// reads as empty.
+    pub fn counts(&self, cell: CellIndex) -> CellCounts {
+        let current = self.current_slice();
+        let slices = self.slices.lock();
+        let mut total = CellCounts::default();
+        for slice in slices.iter().filter(|slice| self.is_live(slice, current)) {
+            if let Some(&counts) = slice.cells.get(&cell) {
+                total.add(counts);
+            }
+        }
+        total
+    }
+
+    /// The multiplier of `cell` now: smoothed over its neighbours, through the curve.
+    pub fn multiplier(&self, cell: CellIndex) -> f64 {
+        let current = self.current_slice();
+        let slices = self.slices.lock();
+        let live: Vec<&Slice> = slices
+            .iter()
+            .filter(|slice| self.is_live(slice, current))
+            .collect();
+        let read = |cell: CellIndex| {
+            let mut total = CellCounts::default();
+            for slice in &live {
+                if let Some(&counts) = slice.cells.get(&cell) {
+                    total.add(counts);
+                }
+            }
+            total
+        };
+        self.smoothed_multiplier(cell, read)
+    }
+
+    fn smoothed_multiplier(&self, cell: CellIndex, read: impl Fn(CellIndex) -> CellCounts) -> f64 {
+        let own = read(cell);
+        let mut demand = own.demand as f64;
+        let mut supply = own.supply as f64;
+        if self.config.neighbour_weight > 0.0 {
+            for neighbour in cell.grid_disk::<Vec<_>>(1) {
+                if neighbour != cell {
+                    let counts = read(neighbour);
+                    demand += self.config.neighbour_weight * counts.demand as f64;
+                    supply += self.config.neighbour_weight * counts.supply as f64;
+                }
+            }
+        }
+        self.price(demand, supply)
+    }
+
+    fn price(&self, demand: f64, supply: f64) -> f64 {
+        let ratio = if demand == 0.0 {
+            0.0
+        } else if supply == 0.0 {
+            f64::INFINITY
+        } else {
+            demand / supply
+        };
+        self.config.curve.multiplier(ratio)
+    }
+
+    /// Every cell with events in the window, and every neighbour such a cell's smoothing
+    /// reaches, with its counts and multiplier, sorted by cell.
+    pub fn snapshot(&self) -> Vec<CellSurge> {
+        let totals = self.window_counts();
+        let read = |cell: CellIndex| totals.get(&cell).copied().unwrap_or_default();
+        let mut cells: Vec<CellIndex> = if self.config.neighbour_weight > 0.0 {
+            totals
+                .keys()
+                .flat_map(|cell| cell.grid_disk::<Vec<_>>(1))
+                .collect()
+        } else {
+            totals.keys().copied().collect()
+        };
+        cells.sort_unstable();
+        cells.dedup();
+        cells
+            .into_iter()
+            .map(|cell| CellSurge {
+                cell,
+                counts: read(cell),
+                multiplier: self.smoothed_multiplier(cell, read),
+            })
+            .collect()
+    }
+
+    /// The window's counts summed under each parent cell at the coarser `resolution`, with
+    /// the multiplier of each sum (no smoothing), sorted by cell.
+    ///
+    /// # Errors
+    ///
+    /// [`SurgeError::RollupTooFine`] if `resolution` is finer than the counting resolution.
+    pub fn rollup(&self, resolution: Resolution) -> Result<Vec<CellSurge>, SurgeError> {
+        if resolution > self.config.resolution {
+            return Err(SurgeError::RollupTooFine {
+                asked: resolution,
+                resolution: self.config.resolution,
+            });
+        }
+        let mut parents: HashMap<CellIndex, CellCounts, RandomState> =
+            HashMap::with_hasher(RandomState::new());
+        for (cell, counts) in self.window_counts() {
+            // Every counted cell is at the counting resolution, at least as fine as `resolution`.
+            if let Some(parent) = cell.parent(resolution) {
+                parents.entry(parent).or_default().add(counts);
+            }
+        }
+        let mut rolled: Vec<CellSurge> = parents
+            .into_iter()
+            .map(|(cell, counts)| CellSurge {
+                cell,
+                counts,
+                multiplier: self.price(counts.demand as f64, counts.supply as f64),
+            })
+            .collect();
+        rolled.sort_unstable_by_key(|surge| surge.cell);
+        Ok(rolled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra_common::ManualClock;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const LAT: f64 = 37.7749;
+    const LNG: f64 = -122.4194;
+
+    fn surge(config: SurgeConfig) -> (Surge<ManualClock>, ManualClock) {
+        let clock = ManualClock::new();
+        (Surge::new(config, clock.clone()).expect("valid"), clock)
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let (surge, _) = surge(SurgeConfig::default());
+        for (lat, lng) in [
+            (f64::NAN, 0.0),
+            (0.0, f64::NAN),
+            (91.0, 0.0),
+            (0.0, -180.5),
+            (f64::INFINITY, 0.0),
+        ] {
+            assert!(matches!(
+                surge.record_demand(lat, lng),
+                Err(SurgeError::InvalidCoordinate { .. })
+            ));
+            assert!(matches!(
+                surge.record_supply(lat, lng),
+                Err(SurgeError::InvalidCoordinate { .. })
+            ));
+        }
+        let zero_window = SurgeConfig {
+            window: Duration::ZERO,
+            ..SurgeConfig::default()
+        };
+        assert!(matches!(
+            Surge::new(zero_window, ManualClock::new()),
+            Err(SurgeError::InvalidConfig(_))
+        ));
+        for config in [
+            SurgeConfig {
+                slices: 0,
+                ..SurgeConfig::default()
+            },
+            SurgeConfig {
+                window: Duration::from_nanos(5),
+                slices: 10,
+                ..SurgeConfig::default()
+            },
+            SurgeConfig {
+                neighbour_weight: f64::NAN,
+                ..SurgeConfig::default()
+            },
+            SurgeConfig {
+                neighbour_weight: 1.5,
+                ..SurgeConfig::default()
+            },
+            SurgeConfig {
+                max_cells_per_slice: 0,
+                ..SurgeConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                Surge::new(config, ManualClock::new()),
+                Err(SurgeError::InvalidConfig(_))
+            ));
+        }
+        for (points, cap) in [
+            (vec![], 2.0),
+            (vec![(1.0, 1.0)], 0.5),
+            (vec![(1.0, 1.0)], f64::INFINITY),
+            (vec![(1.0, 0.9)], 2.0),
+            (vec![(f64::NAN, 1.0)], 2.0),
+            (vec![(-1.0, 1.0)], 2.0),
+            (vec![(1.0, 1.0), (1.0, 2.0)], 2.0),
+            (vec![(1.0, 2.0), (2.0, 1.5)], 2.0),
+        ] {
+            assert!(
+                SurgeCurve::new(&points, cap).is_err(),
+                "{points:?} capped at {cap}"
+            );
+        }
+        let coarse = LatLng::new(LAT, LNG)
+            .expect("valid")
+            .to_cell(Resolution::Five);
+        assert!(matches!(
+            surge.record_demand_in(coarse),
+            Err(SurgeError::CellTooCoarse { .. })
+        ));
+        assert!(matches!(
+            surge.rollup(Resolution::Nine),
+            Err(SurgeError::RollupTooFine { .. })
+        ));
+    }
+
+    #[test]
+    fn a_finer_cell_is_counted_in_its_parent() {
+        let (surge, _) = surge(SurgeConfig::default());
+        let fine = LatLng::new(LAT, LNG)
+            .expect("valid")
+            .to_cell(Resolution::Eleven);
+        let counted = surge.record_demand_in(fine).expect("fine enough");
+        assert_eq!(counted.resolution(), Resolution::Eight);
+        assert_eq!(counted, surge.record_supply(LAT, LNG).expect("valid"));
+        assert_eq!(
+            surge.counts(counted),
+            CellCounts {
+                demand: 1,
+                supply: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_cell_limit_refuses_new_cells_until_the_slice_ends() {
+        let config = SurgeConfig {
+            max_cells_per_slice: 1,
+            ..SurgeConfig::default()
+        };
+        let (surge, clock) = surge(config);
+        surge.record_demand(LAT, LNG).expect("first cell");
+        surge.record_demand(LAT, LNG).expect("same cell");
+        assert_eq!(
+            surge.record_demand(LAT + 0.1, LNG),
+            Err(SurgeError::TooManyCells { max: 1 })
+        );
+        clock.advance(Duration::from_secs(30));
+        surge.record_demand(LAT + 0.1, LNG).expect("a new slice");
+    }
+
+    #[test]
+    fn smoothing_lifts_the_neighbours_of_a_hot_cell() {
+        let (surge, _) = surge(SurgeConfig::default());
+        let hot = surge.record_supply(LAT, LNG).expect("valid");
+        for _ in 0..8 {
+            surge.record_demand(LAT, LNG).expect("valid");
+        }
+        let neighbour = hot
+            .grid_disk::<Vec<_>>(1)
+            .into_iter()
+            .find(|&cell| cell != hot)
+            .expect("a hexagon has neighbours");
+        // The neighbour has no events of its own; half the hot cell's 8 requests against half
+        // its one driver is still a ratio of 8, at the cap.
+        assert_eq!(surge.multiplier(neighbour), 3.0);
+        assert_eq!(surge.multiplier(hot), 3.0);
+        let far = hot.grid_disk::<Vec<_>>(2);
+        let two_away = far
+            .iter()
+            .find(|cell| hot.grid_distance(**cell).ok() == Some(2))
+            .expect("a ring at distance 2");
+        assert_eq!(surge.multiplier(*two_away), 1.0);
+        let snapshot = surge.snapshot();
+        assert_eq!(snapshot.len(), 7);
+        assert!(snapshot.iter().all(|cell| cell.multiplier == 3.0));
+    }
+
+    proptest! {
+        #[test]
+        fn the_curve_is_monotone_capped_and_at_least_one(
+            steps in proptest::collection::vec((0.01f64..5.0, 0.0f64..2.0), 1..8),
+            cap in 1.0f64..6.0,
+            a in 0.0f64..40.0,
+            b in 0.0f64..40.0,
+        ) {
+            let mut points = Vec::new();
+            let (mut ratio, mut multiplier) = (0.0, 1.0);
+            for (step, rise) in steps {
+                ratio += step;
+                multiplier += rise;
+                points.push((ratio, multiplier));
+            }
+            let curve = SurgeCurve::new(&points, cap).expect("valid curve");
+            let (low, high) = if a <= b { (a, b) } else { (b, a) };
+            let (at_low, at_high) = (curve.multiplier(low), curve.multiplier(high));
+            prop_assert!(at_low <= at_high, "{at_low} at {low} > {at_high} at {high}");
+            prop_assert!((1.0..=cap).contains(&at_low) && (1.0..=cap).contains(&at_high));
+            prop_assert!(curve.multiplier(f64::INFINITY) <= cap);
+        }
+
+        #[test]
+        fn more_demand_never_lowers_a_multiplier(
+            supply in 0u32..6,
+            demand in 0u32..30,
+            extra in 1u32..10,
+            neighbour_supply in 0u32..4,
+        ) {
+            let (surge, _) = surge(SurgeConfig::default());
+            let cell = LatLng::new(LAT, LNG).expect("valid").to_cell(Resolution::Eight);
+            let neighbour = cell
+                .grid_disk::<Vec<_>>(1)
+                .into_iter()
+                .find(|&other| other != cell)
+                .expect("a hexagon has neighbours");
+            for _ in 0..supply {
+                surge.record_supply_in(cell).expect("valid");
+            }
+            for _ in 0..neighbour_supply {
+                surge.record_supply_in(neighbour).expect("valid");
+            }
+            for _ in 0..demand {
+                surge.record_demand_in(cell).expect("valid");
+            }
+            let before = surge.multiplier(cell);
+            let before_neighbour = surge.multiplier(neighbour);
+            for _ in 0..extra {
+                surge.record_demand_in(cell).expect("valid");
+            }
+            prop_assert!(surge.multiplier(cell) >= before);
+            prop_assert!(surge.multiplier(neighbour) >= before_neighbour);
+            prop_assert!((1.0..=3.0).contains(&surge.multiplier(cell)));
+        }
+
+        #[test]
+        fn counts_leave_the_window_exactly_on_time(
+            window_secs in 1u64..600,
+            slices in 1u32..20,
+            events in proptest::collection::vec(0u64..2_000_000, 1..40),
+            probes in proptest::collection::vec(0u64..3_000_000, 1..20),
+        ) {
+            // Times in milliseconds; the model: an event at t is counted at time now iff
+            // floor(t / slice) <= floor(now / slice) < floor(t / slice) + slices.
+            let window = Duration::from_secs(window_secs);
+            let slice_nanos = duration_to_nanos(window) / u64::from(slices);
+            let mut times: Vec<u64> = events.iter().map(|ms| ms * 1_000_000).collect();
+            times.sort_unstable();
+            let mut probes: Vec<u64> = probes.iter().map(|ms| ms * 1_000_000).collect();
+            probes.sort_unstable();
+            let config = SurgeConfig { window, slices, ..SurgeConfig::default() };
+            let (surge, clock) = surge(config);
+            let cell = LatLng::new(LAT, LNG).expect("valid").to_cell(Resolution::Eight);
+            let mut recorded: Vec<u64> = Vec::new();
+            let mut next_event = 0;
+            for probe in probes {
+                while next_event < times.len() && times[next_event] <= probe {
+                    clock.set(Duration::from_nanos(times[next_event]));
+                    surge.record_demand_in(cell).expect("valid");
+                    recorded.push(times[next_event]);
+                    next_event += 1;
+                }
+                clock.set(Duration::from_nanos(probe));
+                let now_slice = probe / slice_nanos;
+                let expected = recorded
+                    .iter()
+                    .filter(|&&t| now_slice < t / slice_nanos + u64::from(slices))
+                    .count() as u64;
+                prop_assert_eq!(surge.counts(cell).demand, expected, "at {} ns", probe);
+            }
+        }
+
+        #[test]
+        fn rollup_sums_equal_the_children_sums(
+            points in proptest::collection::vec((37.6f64..37.9, -122.6f64..-122.3, any::<bool>()), 0..200),
+            coarse in 4u8..=8,
+        ) {
+            let (surge, _) = surge(SurgeConfig::default());
+            for &(lat, lng, is_demand) in &points {
+                if is_demand {
+                    surge.record_demand(lat, lng).expect("valid");
+                } else {
+                    surge.record_supply(lat, lng).expect("valid");
+                }
+            }
+            let resolution = Resolution::try_from(coarse).expect("valid resolution");
+            let rolled = surge.rollup(resolution).expect("coarser");
+            // The model: each coarse cell's children at the counting resolution, read one by one.
+            for rolled_cell in &rolled {
+                let mut sum = CellCounts::default();
+                for child in rolled_cell.cell.children(Resolution::Eight) {
+                    sum.add(surge.counts(child));
+                }
+                prop_assert_eq!(rolled_cell.counts, sum);
+                let expected = surge.config().curve.multiplier(if sum.supply == 0 {
+                    f64::INFINITY
+                } else {
+                    sum.demand as f64 / sum.supply as f64
+                });
+                prop_assert_eq!(rolled_cell.multiplier, expected);
+            }
+            let total: u64 = rolled.iter().map(|s| s.counts.demand + s.counts.supply).sum();
+            prop_assert_eq!(total, points.len() as u64);
+        }
+    }
+}
