@@ -1,0 +1,338 @@
+//! Points on the sphere and exact great-circle distance.
+//!
+//! Distances are on a sphere of radius [`EARTH_RADIUS_M`], the mean Earth radius of the
+//! IUGG. Inside the crate a point is also kept as a unit vector: comparing two candidates
+//! then needs only the squared chord `|a - b|²`, which orders points exactly as the
+//! great-circle distance does (the arc is `2·asin(chord / 2)`, increasing in the chord), so
+//! the trigonometry runs once per result rather than once per driver scanned.
+
+use std::f64::consts::PI;
+
+use h3o::{CellIndex, LatLng, Resolution};
+
+use crate::Error;
+
+/// The sphere's radius for every distance: the mean Earth radius, 6,371,008.8 m.
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// A validated position: latitude in [-90, 90] and longitude in [-180, 180] degrees, finite.
+///
+/// ```
+/// use infra_geomatch::{Error, Point};
+///
+/// let paris = Point::new(48.8566, 2.3522)?;
+/// let london = Point::new(51.5074, -0.1278)?;
+/// assert!((paris.distance_m(london) - 343_560.0).abs() < 1_000.0);
+/// assert!(matches!(Point::new(f64::NAN, 0.0), Err(Error::InvalidCoordinate { .. })));
+/// assert!(Point::new(0.0, 180.5).is_err());
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    lat: f64,
+    lng: f64,
+}
+
+impl Point {
+    /// A point from degrees.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCoordinate`] if either value is not finite or out of range.
+    pub fn new(lat: f64, lng: f64) -> Result<Self, Error> {
+        if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lng) {
+            Ok(Self { lat, lng })
+        } else {
+            // NaN fails `contains` too, so every non-finite value lands here.
+            Err(Error::InvalidCoordinate { lat, lng })
+        }
+    }
+
+    /// Latitude in degrees.
+    ///
+    /// ```
+    /// # use infra_geomatch::Point;
+    /// assert_eq!(Point::new(10.0, 20.0)?.lat(), 10.0);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn lat(self) -> f64 {
+        self.lat
+    }
+
+    /// Longitude in degrees.
+    ///
+    /// ```
+    /// # use infra_geomatch::Point;
+    /// assert_eq!(Point::new(10.0, 20.0)?.lng(), 20.0);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn lng(self) -> f64 {
+        self.lng
+    }
+
+    /// Great-circle distance in meters on the sphere of radius [`EARTH_RADIUS_M`].
+    ///
+    /// ```
+    /// # use infra_geomatch::Point;
+    /// // Across the antimeridian: 0.2 degrees of longitude on the equator.
+    /// let west = Point::new(0.0, 179.9)?;
+    /// let east = Point::new(0.0, -179.9)?;
+    /// assert!((west.distance_m(east) - 22_239.0).abs() < 1.0);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn distance_m(self, other: Self) -> f64 {
+        chord2_to_angle(chord2(&self.unit(), &other.unit())) * EARTH_RADIUS_M
+    }
+
+    /// The H3 cell containing the point at `resolution`.
+    ///
+    /// ```
+    /// # use infra_geomatch::Point;
+    /// let cell = Point::new(48.8566, 2.3522)?.cell(h3o::Resolution::Nine);
+    /// assert_eq!(cell.resolution(), h3o::Resolution::Nine);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn cell(self, resolution: Resolution) -> CellIndex {
+        self.lat_lng().to_cell(resolution)
+    }
+
+    fn lat_lng(self) -> LatLng {
+        // Validated finite degrees always convert: h3o refuses only non-finite values.
+        LatLng::new(self.lat, self.lng).expect("a validated point is finite")
+    }
+
+    pub(crate) fn unit(self) -> Unit {
+        unit_from_radians(self.lat.to_radians(), self.lng.to_radians())
+    }
+}
+
+/// A point of the unit sphere.
+pub(crate) type Unit = [f64; 3];
+
+pub(crate) fn unit_from_radians(lat: f64, lng: f64) -> Unit {
+    let (sin_lat, cos_lat) = lat.sin_cos();
+    let (sin_lng, cos_lng) = lng.sin_cos();
+    [cos_lat * cos_lng, cos_lat * sin_lng, sin_lat]
+}
+
+pub(crate) fn unit_of(ll: LatLng) -> Unit {
+    unit_from_radians(ll.lat_radians(), ll.lng_radians())
+}
+
+/// Squared chord length between two unit vectors: 0 (same point) to 4 (antipodes).
+///
+/// Computed from the difference rather than as `2 - 2·a·b`, which would lose every digit
+/// for points a few meters apart.
+#[inline]
+pub(crate) fn chord2(a: &Unit, b: &Unit) -> f64 {
+    let dx = a[0] - b[0];
+    let dy = a[1] - b[1];
+    let dz = a[2] - b[2];
+    dx * dx + dy * dy + dz * dz
+}
+
+/// The central angle, in radians, of a squared chord.
+#[inline]
+pub(crate) fn chord2_to_angle(chord2: f64) -> f64 {
+    2.0 * (chord2.sqrt() * 0.5).min(1.0).asin()
+}
+
+/// The squared chord of a central angle, clamped to [0, π].
+pub(crate) fn angle_to_chord2(angle: f64) -> f64 {
+    let angle = angle.clamp(0.0, PI);
+    let chord = 2.0 * (angle * 0.5).sin();
+    chord * chord
+}
+
+pub(crate) fn angle(a: &Unit, b: &Unit) -> f64 {
+    chord2_to_angle(chord2(a, b))
+}
+
+fn cross(a: &Unit, b: &Unit) -> Unit {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn dot(a: &Unit, b: &Unit) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn normalized(v: Unit) -> Option<Unit> {
+    let norm = dot(&v, &v).sqrt();
+    (norm > 1e-15).then(|| [v[0] / norm, v[1] / norm, v[2] / norm])
+}
+
+/// The angle from `c` to the great-circle arc from `a` to `b` (shorter than π).
+fn angle_to_arc(c: &Unit, a: &Unit, b: &Unit) -> f64 {
+    let endpoints = angle(c, a).min(angle(c, b));
+    let Some(normal) = normalized(cross(a, b)) else {
+        return endpoints;
+    };
+    let off_plane = dot(c, &normal);
+    let foot = [
+        c[0] - off_plane * normal[0],
+        c[1] - off_plane * normal[1],
+        c[2] - off_plane * normal[2],
+    ];
+    // The foot of the perpendicular lies on the arc iff it is between a and b going the
+    // same way round as the arc itself.
+    if dot(&cross(a, &foot), &normal) >= 0.0 && dot(&cross(&foot, b), &normal) >= 0.0 {
+        off_plane.abs().min(1.0).asin().min(endpoints)
+    } else {
+        endpoints
+    }
+}
+
+/// Slack added to every geometric bound, in radians (about 0.6 m): more than the rounding of
+/// h3o's cell boundaries and of our vector arithmetic, so a point a rounding error outside its
+/// cell's polygon still counts as inside the outer bound. It only ever makes a query look at
+/// more cells, never fewer.
+const SLACK_RAD: f64 = 1e-7;
+
+/// What the queries need to know of a cell's shape: its center and two circles around it.
+///
+/// H3 cell edges are great-circle arcs (straight lines in the gnomonic projection of an
+/// icosahedron face), so a cell is the spherical polygon of its boundary vertices, star-shaped
+/// around its center. Every point of the cell is then within `outer` of the center (the farthest
+/// point of an arc shorter than π from a point is one of its ends), and every point within
+/// `inner` of the center is in the cell.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CellGeometry {
+    pub(crate) center: Unit,
+    /// Largest center-to-vertex angle, plus slack.
+    outer: f64,
+    /// Squared chord of the smallest center-to-edge angle, less slack (0 if degenerate).
+    inner_chord2: f64,
+}
+
+impl CellGeometry {
+    pub(crate) fn of(cell: CellIndex) -> Self {
+        let center = unit_of(LatLng::from(cell));
+        let vertices: Vec<Unit> = cell.boundary().iter().map(|v| unit_of(*v)).collect();
+        let mut outer: f64 = 0.0;
+        let mut inner = f64::INFINITY;
+        for (i, a) in vertices.iter().enumerate() {
+            let b = &vertices[(i + 1) % vertices.len()];
+            outer = outer.max(angle(&center, a));
+            inner = inner.min(angle_to_arc(&center, a, b));
+        }
+        Self {
+            center,
+            outer: outer + SLACK_RAD,
+            inner_chord2: angle_to_chord2(inner - SLACK_RAD),
+        }
+    }
+
+    /// A lower bound on the angle from `p` to any point of the cell.
+    #[inline]
+    pub(crate) fn min_angle_from(&self, p: &Unit) -> f64 {
+        angle(p, &self.center) - self.outer
+    }
+
+    /// Whether `p` is certainly inside the cell (false says nothing).
+    #[inline]
+    pub(crate) fn surely_contains(&self, p: &Unit) -> bool {
+        chord2(p, &self.center) < self.inner_chord2
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Haversine from the textbook formula, independent of the vector form above.
+    fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+        let (lat1, lat2) = (a.0.to_radians(), b.0.to_radians());
+        let dlat = lat2 - lat1;
+        let dlng = (b.1 - a.1).to_radians();
+        let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlng / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+    }
+
+    #[test]
+    fn bad_coordinates_are_refused() {
+        for (lat, lng) in [
+            (f64::NAN, 0.0),
+            (0.0, f64::NAN),
+            (f64::INFINITY, 0.0),
+            (0.0, f64::NEG_INFINITY),
+            (90.000_001, 0.0),
+            (-90.5, 0.0),
+            (0.0, 180.000_001),
+            (0.0, -181.0),
+        ] {
+            assert!(
+                matches!(Point::new(lat, lng), Err(Error::InvalidCoordinate { .. })),
+                "({lat}, {lng}) accepted"
+            );
+        }
+        for (lat, lng) in [(90.0, 180.0), (-90.0, -180.0), (0.0, 0.0)] {
+            assert!(Point::new(lat, lng).is_ok());
+        }
+    }
+
+    fn anywhere() -> impl Strategy<Value = Point> {
+        (-90.0f64..=90.0, -180.0f64..=180.0).prop_map(|(lat, lng)| Point::new(lat, lng).unwrap())
+    }
+
+    /// A point near a cell's center, near its edges or just outside.
+    fn near_cells() -> impl Strategy<Value = (Point, Resolution)> {
+        (anywhere(), 0u8..=12).prop_map(|(p, r)| (p, Resolution::try_from(r).unwrap()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn distance_is_the_haversine(a in anywhere(), b in anywhere()) {
+            let ours = a.distance_m(b);
+            let reference = haversine_m((a.lat(), a.lng()), (b.lat(), b.lng()));
+            prop_assert!((ours - reference).abs() <= 1e-6 * reference.max(1.0), "{ours} vs {reference}");
+        }
+
+        /// The two circles hold for points H3 puts in a cell: the outer one contains them, and
+        /// points inside the inner one are put in the cell.
+        #[test]
+        fn cell_circles_bound_the_cell((p, res) in near_cells(), bearing in 0.0f64..std::f64::consts::TAU, frac in 0.0f64..1.0) {
+            let cell = p.cell(res);
+            let geometry = CellGeometry::of(cell);
+            prop_assert!(angle(&p.unit(), &geometry.center) <= geometry.outer);
+            // A point at `frac` of the inner radius, in direction `bearing`.
+            let inner = chord2_to_angle(geometry.inner_chord2) * frac;
+            let center = LatLng::from(cell);
+            let (lat, lng) = destination(center.lat_radians(), center.lng_radians(), bearing, inner);
+            let q = unit_from_radians(lat, lng);
+            let ll = LatLng::from_radians(lat, lng).unwrap();
+            prop_assert!(geometry.surely_contains(&q) || frac > 0.999);
+            prop_assert_eq!(ll.to_cell(res), cell);
+        }
+    }
+
+    /// The point at `angle` from (lat, lng) in direction `bearing` (radians).
+    fn destination(lat: f64, lng: f64, bearing: f64, angle: f64) -> (f64, f64) {
+        let lat2 = (lat.sin() * angle.cos() + lat.cos() * angle.sin() * bearing.cos()).asin();
+        let lng2 = lng
+            + (bearing.sin() * angle.sin() * lat.cos()).atan2(angle.cos() - lat.sin() * lat2.sin());
+        (lat2, lng2)
+    }
+
+    #[test]
+    fn pentagons_have_sound_circles() {
+        for res in 0..=15u8 {
+            let res = Resolution::try_from(res).unwrap();
+            for pentagon in res.pentagons() {
+                let geometry = CellGeometry::of(pentagon);
+                assert!(chord2_to_angle(geometry.inner_chord2) > 0.0);
+                for vertex in pentagon.boundary().iter() {
+                    let v = unit_of(*vertex);
+                    assert!(angle(&v, &geometry.center) <= geometry.outer);
+                    assert!(!geometry.surely_contains(&v));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1065 @@
+//! The concurrent driver index: per-cell buckets, exact nearest and radius queries, claims.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
+use std::f64::consts::PI;
+use std::time::Duration;
+
+use h3o::{CellIndex, Resolution};
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::RwLock;
+use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use infra_common::{Clock, RandomState, SystemClock};
+
+use crate::driver::{STATE_BITS, STATE_MASK};
+use crate::geo::{CellGeometry, EARTH_RADIUS_M, Unit, angle_to_chord2, chord2, chord2_to_angle};
+use crate::{
+    Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
+    Version,
+};
+
+/// The most drivers one [`Index::nearest`] query returns, which bounds its memory.
+pub const MAX_K: usize = 10_000;
+
+/// How an [`Index`] is laid out and when a driver counts as gone.
+///
+/// ```
+/// use std::time::Duration;
+/// use infra_geomatch::Config;
+///
+/// let config = Config::default()
+///     .resolution(h3o::Resolution::Eight)
+///     .staleness(Duration::from_secs(60))
+///     .shards(64);
+/// assert_eq!(config.staleness_window(), Duration::from_secs(60));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    resolution: Resolution,
+    staleness: Duration,
+    shards: usize,
+}
+
+impl Default for Config {
+    /// Resolution 9 (cells of about 0.1 km²), a 30 s staleness window, 256 shards.
+    fn default() -> Self {
+        Self {
+            resolution: Resolution::Nine,
+            staleness: Duration::from_secs(30),
+            shards: 256,
+        }
+    }
+}
+
+impl Config {
+    /// The most shards an index may have.
+    pub const MAX_SHARDS: usize = 65_536;
+
+    /// The H3 resolution of the buckets. Finer cells mean fewer drivers scanned per cell
+    /// but more cells per query; pick one whose cells hold a few dozen drivers.
+    #[must_use]
+    pub const fn resolution(mut self, resolution: Resolution) -> Self {
+        self.resolution = resolution;
+        self
+    }
+
+    /// Drivers whose last report is older than this are left out of queries and claims.
+    #[must_use]
+    pub const fn staleness(mut self, window: Duration) -> Self {
+        self.staleness = window;
+        self
+    }
+
+    /// How many independently locked parts the driver table and the cell table each have
+    /// (1 to [`Config::MAX_SHARDS`]).
+    #[must_use]
+    pub const fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// The bucket resolution.
+    pub const fn bucket_resolution(&self) -> Resolution {
+        self.resolution
+    }
+
+    /// The staleness window.
+    pub const fn staleness_window(&self) -> Duration {
+        self.staleness
+    }
+}
+
+/// One cell's drivers, column by column so a scan reads only what it tests.
+#[derive(Debug)]
+struct Bucket {
+    geometry: CellGeometry,
+    ids: Vec<DriverId>,
+    units: Vec<Unit>,
+    points: Vec<Point>,
+    seen: Vec<u64>,
+    profiles: Vec<DriverProfile>,
+    /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
+    /// one driver cannot both see it available.
+    words: Vec<AtomicU64>,
+    slots: HashMap<DriverId, usize, RandomState>,
+}
+
+/// A driver's row, while it moves between buckets.
+#[derive(Clone, Copy)]
+struct Row {
+    id: DriverId,
+    point: Point,
+    seen: u64,
+    profile: DriverProfile,
+    word: u64,
+}
+
+impl Bucket {
+    fn new(cell: CellIndex) -> Self {
+        Self {
+            geometry: CellGeometry::of(cell),
+            ids: Vec::new(),
+            units: Vec::new(),
+            points: Vec::new(),
+            seen: Vec::new(),
+            profiles: Vec::new(),
+            words: Vec::new(),
+            slots: HashMap::default(),
+        }
+    }
+
+    fn push(&mut self, row: Row) {
+        self.slots.insert(row.id, self.ids.len());
+        self.ids.push(row.id);
+        self.units.push(row.point.unit());
+        self.points.push(row.point);
+        self.seen.push(row.seen);
+        self.profiles.push(row.profile);
+        self.words.push(AtomicU64::new(row.word));
+    }
+
+    fn take(&mut self, id: DriverId) -> Option<Row> {
+        let slot = self.slots.remove(&id)?;
+        self.ids.swap_remove(slot);
+        self.units.swap_remove(slot);
+        let point = self.points.swap_remove(slot);
+        let seen = self.seen.swap_remove(slot);
+        let profile = self.profiles.swap_remove(slot);
+        let word = self.words.swap_remove(slot).load(Ordering::Acquire);
+        if let Some(moved) = self.ids.get(slot) {
+            self.slots.insert(*moved, slot);
+        }
+        Some(Row {
+            id,
+            point,
+            seen,
+            profile,
+            word,
+        })
+    }
+
+    fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
+        self.points[slot] = point;
+        self.units[slot] = unit;
+        self.seen[slot] = now;
+    }
+}
+
+/// The word after a change to `state`: the next version, so older versions stop matching.
+fn next_word(word: u64, state: DriverState) -> u64 {
+    ((word >> STATE_BITS).wrapping_add(1) << STATE_BITS) | state.code()
+}
+
+type DriverShard = RwLock<HashMap<DriverId, CellIndex, RandomState>>;
+type CellShard = RwLock<HashMap<CellIndex, Bucket, RandomState>>;
+
+/// Drivers in per-cell buckets on an H3 grid, shared by many threads.
+///
+/// Updates, queries and claims all take `&self`. The driver table (id → cell) and the cell
+/// table (cell → bucket) are each split into [`Config::shards`] read-write-locked parts; an
+/// update locks its driver's part, then one cell's part at a time (never two cells at once),
+/// and a query takes read locks on one cell part at a time. A driver's state is an atomic word
+/// changed only by compare-and-swap, so claims need read locks only.
+///
+/// ```
+/// use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, Point};
+///
+/// let index = Index::new(Config::default())?;
+/// index.insert(DriverId(1), Point::new(40.7128, -74.0060)?, DriverProfile::default())?;
+/// index.insert(DriverId(2), Point::new(40.7306, -73.9352)?, DriverProfile::default())?;
+/// index.update(DriverId(2), Point::new(40.7130, -74.0050)?)?; // moved near the rider
+///
+/// let rider = Point::new(40.7127, -74.0059)?;
+/// let nearest = index.nearest(rider, 2, &Filter::any())?;
+/// assert_eq!(nearest[0].driver, DriverId(1));
+///
+/// // Claim the nearest driver that nobody else claims first.
+/// let (candidate, claim) = index.claim_nearest(rider, 2, &Filter::any())?.expect("two free");
+/// assert_eq!(candidate.driver, DriverId(1));
+/// index.accept(&claim)?;
+/// # Ok::<(), infra_geomatch::Error>(())
+/// ```
+pub struct Index<C = SystemClock> {
+    config: Config,
+    staleness_nanos: u64,
+    clock: C,
+    drivers: Box<[DriverShard]>,
+    cells: Box<[CellShard]>,
+    /// Buckets that hold at least one driver; decides when scanning every bucket is cheaper
+    /// than another ring.
+    occupied: AtomicUsize,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::IndexMetrics,
+}
+
+impl<C> std::fmt::Debug for Index<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("config", &self.config)
+            .field("occupied_cells", &self.occupied.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn shard_of(key: u64, shards: usize) -> usize {
+    // Fibonacci hashing: ids and cell indexes are far from uniform in their low bits.
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
+}
+
+impl Index<SystemClock> {
+    /// An empty index on the system clock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if the shard count is 0 or above [`Config::MAX_SHARDS`].
+    ///
+    /// ```
+    /// use infra_geomatch::{Config, Index};
+    /// assert!(Index::new(Config::default().shards(0)).is_err());
+    /// assert!(Index::new(Config::default()).unwrap().is_empty());
+    /// ```
+    pub fn new(config: Config) -> Result<Self, Error> {
+        Self::with_clock(config, SystemClock::new())
+    }
+}
+
+impl<C: Clock> Index<C> {
+    /// An empty index reading time from `clock` (a `ManualClock` in tests).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if the shard count is 0 or above [`Config::MAX_SHARDS`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use infra_common::ManualClock;
+    /// use infra_geomatch::{Config, DriverId, DriverProfile, Error, Filter, Index, Point};
+    ///
+    /// let clock = ManualClock::new();
+    /// let config = Config::default().staleness(Duration::from_secs(30));
+    /// let index = Index::with_clock(config, clock.clone())?;
+    /// let here = Point::new(35.68, 139.69)?;
+    /// index.insert(DriverId(1), here, DriverProfile::default())?;
+    /// clock.advance(Duration::from_secs(31));
+    /// assert!(index.nearest(here, 1, &Filter::any())?.is_empty()); // not heard from: left out
+    /// index.update(DriverId(1), here)?;
+    /// assert_eq!(index.nearest(here, 1, &Filter::any())?.len(), 1);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn with_clock(config: Config, clock: C) -> Result<Self, Error> {
+        if config.shards == 0 || config.shards > Config::MAX_SHARDS {
+            return Err(Error::InvalidConfig("shards must be 1 to 65,536"));
+        }
+        Ok(Self {
+            config,
+            staleness_nanos: duration_to_nanos(config.staleness),
+            clock,
+            drivers: (0..config.shards)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
+            cells: (0..config.shards)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
+            occupied: AtomicUsize::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::IndexMetrics::new(std::borrow::Cow::Borrowed(
+                crate::metrics::DEFAULT_INDEX_NAME,
+            )),
+        })
+    }
+
+    /// Names the index in its metrics (the `index` label; default `default`).
+    ///
+    /// Counts so far stay under the old name; name the index before inserting drivers.
+    ///
+    /// ```
+    /// use infra_geomatch::{Config, Index};
+    /// let index = Index::new(Config::default())?.with_metrics_name("berlin");
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::IndexMetrics::new(name.into());
+        self
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, Index};
+    /// let index = Index::new(Config::default())?;
+    /// assert_eq!(index.config().bucket_resolution(), h3o::Resolution::Nine);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How many drivers the index holds, in any state.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// assert_eq!(index.len(), 1);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.drivers.iter().map(|shard| shard.read().len()).sum()
+    }
+
+    /// Whether the index holds no driver.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, Index};
+    /// assert!(Index::new(Config::default())?.is_empty());
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.drivers.iter().all(|shard| shard.read().is_empty())
+    }
+
+    fn driver_shard(&self, id: DriverId) -> &DriverShard {
+        &self.drivers[shard_of(id.0, self.drivers.len())]
+    }
+
+    fn cell_shard(&self, cell: CellIndex) -> &CellShard {
+        &self.cells[shard_of(u64::from(cell), self.cells.len())]
+    }
+
+    fn fresh(&self, now: u64, seen: u64) -> bool {
+        now.saturating_sub(seen) <= self.staleness_nanos
+    }
+
+    /// Adds a driver, `Available`, heard from now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateDriver`] if the id is already in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Error, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// let at = Point::new(0.0, 0.0)?;
+    /// index.insert(DriverId(1), at, DriverProfile::default())?;
+    /// assert_eq!(index.insert(DriverId(1), at, DriverProfile::default()), Err(Error::DuplicateDriver(DriverId(1))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
+        let row = Row {
+            id,
+            point,
+            seen: self.clock.now_nanos(),
+            profile,
+            word: DriverState::Available.code(),
+        };
+        self.insert_row(row)
+    }
+
+    /// Adds a driver exactly as recorded elsewhere (state, version, last report): the
+    /// receiving side of a hand-off between partitions (see [`Partitioner`](crate::Partitioner)).
+    ///
+    /// The record's `seen_nanos` must come from a clock comparable with this index's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateDriver`] if the id is already in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Index, Point};
+    /// let here = Index::new(Config::default())?;
+    /// let there = Index::new(Config::default())?;
+    /// here.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// here.set_state(DriverId(1), DriverState::Busy)?;
+    /// let record = here.remove(DriverId(1))?;
+    /// there.restore(record)?;
+    /// assert_eq!(there.driver(DriverId(1))?.state, DriverState::Busy);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
+        self.insert_row(Row {
+            id: record.id,
+            point: record.point,
+            seen: record.seen_nanos,
+            profile: record.profile,
+            word: record.version.0,
+        })
+    }
+
+    fn insert_row(&self, row: Row) -> Result<(), Error> {
+        let id = row.id;
+        let cell = row.point.cell(self.config.resolution);
+        let mut drivers = self.driver_shard(id).write();
+        if drivers.contains_key(&id) {
+            return Err(Error::DuplicateDriver(id));
+        }
+        #[cfg(feature = "metrics")]
+        self.metrics.entered(DriverState::from_code(row.word));
+        self.push_row(cell, row);
+        drivers.insert(id, cell);
+        Ok(())
+    }
+
+    fn push_row(&self, cell: CellIndex, row: Row) {
+        let mut cells = self.cell_shard(cell).write();
+        cells
+            .entry(cell)
+            .or_insert_with(|| {
+                self.occupied.fetch_add(1, Ordering::Relaxed);
+                Bucket::new(cell)
+            })
+            .push(row);
+    }
+
+    fn take_row(&self, cell: CellIndex, id: DriverId) -> Row {
+        let mut cells = self.cell_shard(cell).write();
+        let bucket = cells
+            .get_mut(&cell)
+            .expect("the driver table names a bucket that holds the driver");
+        let row = bucket.take(id).expect("the driver is in its bucket");
+        if bucket.ids.is_empty() {
+            cells.remove(&cell);
+            self.occupied.fetch_sub(1, Ordering::Relaxed);
+        }
+        row
+    }
+
+    /// Records a driver's new position and that it was heard from now.
+    ///
+    /// Inside its cell this rewrites the driver's row in place, usually without asking H3 for
+    /// the cell (a position well inside the cell's inscribed circle is in the cell); a cell
+    /// change moves the row to the new cell's bucket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`] if the id is not in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Error, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// index.update(DriverId(1), Point::new(0.5, 0.5)?)?;
+    /// assert_eq!(index.driver(DriverId(1))?.point, Point::new(0.5, 0.5)?);
+    /// assert_eq!(index.update(DriverId(2), Point::new(0.0, 0.0)?), Err(Error::UnknownDriver(DriverId(2))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn update(&self, id: DriverId, point: Point) -> Result<(), Error> {
+        let now = self.clock.now_nanos();
+        let unit = point.unit();
+        let mut drivers = self.driver_shard(id).write();
+        let cell = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        {
+            let mut cells = self.cell_shard(cell).write();
+            let bucket = cells
+                .get_mut(&cell)
+                .expect("the driver table names a bucket that holds the driver");
+            if bucket.geometry.surely_contains(&unit) {
+                let slot = bucket.slots[&id];
+                bucket.set_position(slot, point, unit, now);
+                return Ok(());
+            }
+        }
+        // Near the edge: ask H3, outside any cell lock (it is the slow part).
+        let new_cell = point.cell(self.config.resolution);
+        if new_cell == cell {
+            let mut cells = self.cell_shard(cell).write();
+            let bucket = cells
+                .get_mut(&cell)
+                .expect("the driver table names a bucket that holds the driver");
+            let slot = bucket.slots[&id];
+            bucket.set_position(slot, point, unit, now);
+            return Ok(());
+        }
+        // The row leaves one bucket before it enters the other, never holding two cell locks;
+        // a query in between may miss this one driver, as if its report came a moment later.
+        let mut row = self.take_row(cell, id);
+        row.point = point;
+        row.seen = now;
+        self.push_row(new_cell, row);
+        drivers.insert(id, new_cell);
+        Ok(())
+    }
+
+    /// Takes a driver out of the index and returns what it held, for
+    /// [`Index::restore`] elsewhere. An outstanding claim on it stops holding.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`] if the id is not in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// assert_eq!(index.remove(DriverId(1))?.id, DriverId(1));
+    /// assert!(index.remove(DriverId(1)).is_err());
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn remove(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        let mut drivers = self.driver_shard(id).write();
+        let cell = drivers.remove(&id).ok_or(Error::UnknownDriver(id))?;
+        let row = self.take_row(cell, id);
+        #[cfg(feature = "metrics")]
+        self.metrics.left(DriverState::from_code(row.word));
+        Ok(DriverRecord {
+            id,
+            point: row.point,
+            profile: row.profile,
+            state: DriverState::from_code(row.word),
+            version: Version(row.word),
+            seen_nanos: row.seen,
+        })
+    }
+
+    /// Runs `f` on the driver's bucket and slot, under read locks of its driver and cell.
+    fn with_slot<R>(&self, id: DriverId, f: impl FnOnce(&Bucket, usize) -> R) -> Result<R, Error> {
+        let drivers = self.driver_shard(id).read();
+        let cell = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        let cells = self.cell_shard(cell).read();
+        let bucket = cells
+            .get(&cell)
+            .expect("the driver table names a bucket that holds the driver");
+        Ok(f(bucket, bucket.slots[&id]))
+    }
+
+    /// A copy of what the index holds about a driver.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`] if the id is not in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// assert_eq!(index.driver(DriverId(1))?.state, DriverState::Available);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        self.with_slot(id, |bucket, slot| {
+            let word = bucket.words[slot].load(Ordering::Acquire);
+            DriverRecord {
+                id,
+                point: bucket.points[slot],
+                profile: bucket.profiles[slot],
+                state: DriverState::from_code(word),
+                version: Version(word),
+                seen_nanos: bucket.seen[slot],
+            }
+        })
+    }
+
+    /// Sets a driver's state whatever it was (a trip ended, the app went offline) and returns
+    /// the new version. Any outstanding claim on the driver stops holding.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`] if the id is not in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Error, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// let seen = index.driver(DriverId(1))?.version;
+    /// index.set_state(DriverId(1), DriverState::Offline)?;
+    /// assert_eq!(index.claim(DriverId(1), seen), Err(Error::ClaimLost(DriverId(1))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_state(&self, id: DriverId, state: DriverState) -> Result<Version, Error> {
+        self.with_slot(id, |bucket, slot| {
+            let word = &bucket.words[slot];
+            let mut current = word.load(Ordering::Acquire);
+            loop {
+                let next = next_word(current, state);
+                match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        #[cfg(feature = "metrics")]
+                        self.metrics.changed(DriverState::from_code(current), state);
+                        return Version(next);
+                    }
+                    Err(seen) => current = seen,
+                }
+            }
+        })
+    }
+
+    /// Claims a driver found at `version`: moves it from `Available` to `Offered` if nothing
+    /// changed since, atomically, so two claimers of one driver never both win.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ClaimLost`]: the driver's state changed since `version` was read (another
+    ///   claim won, or it went busy or offline). Move on to the next candidate.
+    /// - [`Error::NotAvailable`]: `version` was read while the driver was not available.
+    /// - [`Error::Stale`]: the driver has not reported within the staleness window.
+    /// - [`Error::UnknownDriver`]: the id is not in the index.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Error, Filter, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// let at = Point::new(0.0, 0.0)?;
+    /// index.insert(DriverId(1), at, DriverProfile::default())?;
+    /// let found = index.nearest(at, 1, &Filter::any())?[0];
+    /// let won = index.claim(found.driver, found.version)?;
+    /// // A second matcher that saw the same candidate loses, and says so.
+    /// assert_eq!(index.claim(found.driver, found.version), Err(Error::ClaimLost(DriverId(1))));
+    /// index.decline(won)?; // available again
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn claim(&self, id: DriverId, version: Version) -> Result<Claim, Error> {
+        let now = self.clock.now_nanos();
+        let expected = version.0;
+        let seen_state = DriverState::from_code(expected);
+        if seen_state != DriverState::Available {
+            return Err(Error::NotAvailable {
+                driver: id,
+                state: seen_state,
+            });
+        }
+        self.with_slot(id, |bucket, slot| {
+            if !self.fresh(now, bucket.seen[slot]) {
+                return Err(Error::Stale(id));
+            }
+            let offered = next_word(expected, DriverState::Offered);
+            match bucket.words[slot].compare_exchange(
+                expected,
+                offered,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    #[cfg(feature = "metrics")]
+                    {
+                        self.metrics.claim_won();
+                        self.metrics
+                            .changed(DriverState::Available, DriverState::Offered);
+                    }
+                    Ok(Claim {
+                        driver: id,
+                        version: Version(offered),
+                    })
+                }
+                Err(_) => {
+                    #[cfg(feature = "metrics")]
+                    self.metrics.claim_lost();
+                    Err(Error::ClaimLost(id))
+                }
+            }
+        })?
+    }
+
+    fn settle(&self, claim: &Claim, to: DriverState) -> Result<(), Error> {
+        let id = claim.driver;
+        self.with_slot(id, |bucket, slot| {
+            bucket.words[slot]
+                .compare_exchange(
+                    claim.version.0,
+                    next_word(claim.version.0, to),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .map(|_| {
+                    #[cfg(feature = "metrics")]
+                    self.metrics.changed(DriverState::Offered, to);
+                })
+                .map_err(|_| Error::ClaimInvalid(id))
+        })?
+    }
+
+    /// The driver accepted the offer: `Offered → Busy`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClaimInvalid`] if the claim no longer holds (already settled, or the state
+    /// was set since); [`Error::UnknownDriver`] if the driver was removed.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Error, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// let claim = index.claim(DriverId(1), index.driver(DriverId(1))?.version)?;
+    /// index.accept(&claim)?;
+    /// assert_eq!(index.accept(&claim), Err(Error::ClaimInvalid(DriverId(1))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn accept(&self, claim: &Claim) -> Result<(), Error> {
+        self.settle(claim, DriverState::Busy)
+    }
+
+    /// The driver declined, or the offer timed out: `Offered → Available`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::UnknownDriver`] if the
+    /// driver was removed.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// let claim = index.claim(DriverId(1), index.driver(DriverId(1))?.version)?;
+    /// index.decline(claim)?;
+    /// assert_eq!(index.driver(DriverId(1))?.state, DriverState::Available);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn decline(&self, claim: Claim) -> Result<(), Error> {
+        self.settle(&claim, DriverState::Available)
+    }
+
+    /// The `k` nearest available, fresh drivers that pass `filter`, nearest first, by exact
+    /// great-circle distance (ties by id). Fewer if fewer exist.
+    ///
+    /// Scans the query's cell, then rings of cells around it, and stops after the first ring
+    /// whose every cell is provably farther than the `k`-th driver found (the crate README
+    /// states the bound).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyResults`] if `k` exceeds [`MAX_K`].
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// for i in 0..5u32 {
+    ///     let at = Point::new(0.0, 0.001 * f64::from(i))?;
+    ///     index.insert(DriverId(u64::from(i)), at, DriverProfile::default())?;
+    /// }
+    /// let found = index.nearest(Point::new(0.0, 0.0021)?, 2, &Filter::any())?;
+    /// assert_eq!([found[0].driver, found[1].driver], [DriverId(2), DriverId(3)]);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn nearest(
+        &self,
+        point: Point,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
+        if k > MAX_K {
+            return Err(Error::TooManyResults { k, max: MAX_K });
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut nearest = Nearest {
+            query: point.unit(),
+            filter,
+            now: self.clock.now_nanos(),
+            index: self,
+            k,
+            best: BinaryHeap::with_capacity(k + 1),
+        };
+        self.walk(point, &mut nearest);
+        Ok(into_candidates(nearest.best.into_sorted_vec()))
+    }
+
+    /// Every available, fresh driver within `radius_m` meters (great-circle) that passes
+    /// `filter`, nearest first (ties by id).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRadius`] if the radius is negative or not finite.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?; // 111 m
+    /// index.insert(DriverId(2), Point::new(0.0, 0.01)?, DriverProfile::default())?;  // 1.1 km
+    /// let found = index.within(Point::new(0.0, 0.0)?, 500.0, &Filter::any())?;
+    /// assert_eq!(found.len(), 1);
+    /// assert!(index.within(Point::new(0.0, 0.0)?, f64::NAN, &Filter::any()).is_err());
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn within(
+        &self,
+        point: Point,
+        radius_m: f64,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
+        if !(radius_m.is_finite() && radius_m >= 0.0) {
+            return Err(Error::InvalidRadius(radius_m));
+        }
+        let reach = radius_m / EARTH_RADIUS_M;
+        let mut within = Within {
+            query: point.unit(),
+            filter,
+            now: self.clock.now_nanos(),
+            index: self,
+            reach,
+            reach_chord2: if reach >= PI {
+                f64::INFINITY
+            } else {
+                angle_to_chord2(reach)
+            },
+            found: Vec::new(),
+        };
+        self.walk(point, &mut within);
+        within.found.sort_unstable();
+        Ok(into_candidates(within.found))
+    }
+
+    /// Greedy nearest for one request: walks the `k` nearest candidates in order and claims
+    /// the first whose claim wins; `None` if every one was lost or none exists.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyResults`] if `k` exceeds [`MAX_K`].
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Filter, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?;
+    /// index.insert(DriverId(2), Point::new(0.0, 0.002)?, DriverProfile::default())?;
+    /// let rider = Point::new(0.0, 0.0)?;
+    /// let (first, _claim) = index.claim_nearest(rider, 5, &Filter::any())?.unwrap();
+    /// let (second, _claim) = index.claim_nearest(rider, 5, &Filter::any())?.unwrap();
+    /// assert_eq!((first.driver, second.driver), (DriverId(1), DriverId(2)));
+    /// assert!(index.claim_nearest(rider, 5, &Filter::any())?.is_none());
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn claim_nearest(
+        &self,
+        point: Point,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Option<(Candidate, Claim)>, Error> {
+        for candidate in self.nearest(point, k, filter)? {
+            match self.claim(candidate.driver, candidate.version) {
+                Ok(claim) => return Ok(Some((candidate, claim))),
+                // Lost to another claimer, changed state, went stale or was removed since the
+                // query: all mean "not this one".
+                Err(
+                    Error::ClaimLost(_)
+                    | Error::NotAvailable { .. }
+                    | Error::Stale(_)
+                    | Error::UnknownDriver(_),
+                ) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Visits buckets ring by ring around `point`'s cell until every cell not visited is
+    /// provably out of the collector's reach.
+    ///
+    /// Why stopping is safe: the great-circle path from the query point to any point in a cell
+    /// at grid distance `d` crosses a cell of every ring `1..=d` (adjacent cells share an edge,
+    /// and three cells meet at each vertex, all mutually adjacent), so its length is at least
+    /// the smallest lower bound over ring `j`'s cells, for every `j ≤ d`. Once a whole ring is
+    /// farther than the reach, so is everything beyond it. Pentagons only change how many
+    /// cells a ring has, and H3's ring function falls back to a breadth-first walk near them.
+    fn walk(&self, point: Point, collector: &mut impl Collector) {
+        let query = point.unit();
+        let origin = point.cell(self.config.resolution);
+        let mut distance = 0u32;
+        loop {
+            let ring: Vec<CellIndex> = if distance == 0 {
+                vec![origin]
+            } else {
+                origin.grid_ring(distance)
+            };
+            let mut ring_bound = f64::INFINITY;
+            for cell in ring {
+                let cells = self.cell_shard(cell).read();
+                if let Some(bucket) = cells.get(&cell) {
+                    let bound = bucket.geometry.min_angle_from(&query);
+                    ring_bound = ring_bound.min(bound);
+                    if bound <= collector.reach() {
+                        collector.visit(bucket);
+                    }
+                } else {
+                    drop(cells);
+                    ring_bound = ring_bound.min(CellGeometry::of(cell).min_angle_from(&query));
+                }
+            }
+            if ring_bound > collector.reach() {
+                return;
+            }
+            distance += 1;
+            // Ring `d` has up to 6d cells: once that is more than there are buckets, one pass
+            // over every bucket costs less than the ring, and needs no bound at all.
+            if 6 * distance as usize > self.occupied.load(Ordering::Relaxed) {
+                collector.restart();
+                for shard in &*self.cells {
+                    for bucket in shard.read().values() {
+                        if bucket.geometry.min_angle_from(&query) <= collector.reach() {
+                            collector.visit(bucket);
+                        }
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A driver found by a scan: its squared chord from the query point, ordered by it then by id.
+#[derive(Clone, Copy, Debug)]
+struct Found {
+    chord2: f64,
+    id: DriverId,
+    word: u64,
+}
+
+impl PartialEq for Found {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+
+impl Eq for Found {}
+
+impl PartialOrd for Found {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Found {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.chord2
+            .total_cmp(&other.chord2)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+fn into_candidates(found: Vec<Found>) -> Vec<Candidate> {
+    found
+        .into_iter()
+        .map(|f| Candidate {
+            driver: f.id,
+            distance_m: chord2_to_angle(f.chord2) * EARTH_RADIUS_M,
+            version: Version(f.word),
+        })
+        .collect()
+}
+
+/// What a ring walk collects.
+trait Collector {
+    /// The angle beyond which nothing more is wanted.
+    fn reach(&self) -> f64;
+    /// Looks at every driver of a bucket.
+    fn visit(&mut self, bucket: &Bucket);
+    /// Forgets everything collected: the walk starts over on every bucket.
+    fn restart(&mut self);
+}
+
+/// Reads one driver for a query: `Some(word)` if it is available, fresh and passes.
+#[inline]
+fn admissible<C: Clock>(
+    index: &Index<C>,
+    bucket: &Bucket,
+    slot: usize,
+    filter: &Filter,
+    now: u64,
+) -> Option<u64> {
+    if !filter.admits(&bucket.profiles[slot]) || !index.fresh(now, bucket.seen[slot]) {
+        return None;
+    }
+    let word = bucket.words[slot].load(Ordering::Acquire);
+    (word & STATE_MASK == DriverState::Available.code()).then_some(word)
+}
+
+struct Nearest<'a, C> {
+    query: Unit,
+    filter: &'a Filter,
+    now: u64,
+    index: &'a Index<C>,
+    k: usize,
+    /// The best `k` so far, worst on top.
+    best: BinaryHeap<Found>,
+}
+
+impl<C: Clock> Collector for Nearest<'_, C> {
+    fn reach(&self) -> f64 {
+        if self.best.len() < self.k {
+            f64::INFINITY
+        } else {
+            self.best
+                .peek()
+                .map_or(f64::INFINITY, |worst| chord2_to_angle(worst.chord2))
+        }
+    }
+
+    fn visit(&mut self, bucket: &Bucket) {
+        for (slot, unit) in bucket.units.iter().enumerate() {
+            let found = Found {
+                chord2: chord2(&self.query, unit),
+                id: bucket.ids[slot],
+                word: 0,
+            };
+            if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
+                continue;
+            }
+            let Some(word) = admissible(self.index, bucket, slot, self.filter, self.now) else {
+                continue;
+            };
+            self.best.push(Found { word, ..found });
+            if self.best.len() > self.k {
+                self.best.pop();
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        self.best.clear();
+    }
+}
+
+struct Within<'a, C> {
+    query: Unit,
+    filter: &'a Filter,
+    now: u64,
+    index: &'a Index<C>,
+    reach: f64,
+    reach_chord2: f64,
+    found: Vec<Found>,
+}
+
+impl<C: Clock> Collector for Within<'_, C> {
+    fn reach(&self) -> f64 {
+        self.reach
+    }
+
+    fn visit(&mut self, bucket: &Bucket) {
+        for (slot, unit) in bucket.units.iter().enumerate() {
+            let chord2 = chord2(&self.query, unit);
+            if chord2 > self.reach_chord2 {
+                continue;
+            }
+            if let Some(word) = admissible(self.index, bucket, slot, self.filter, self.now) {
+                self.found.push(Found {
+                    chord2,
+                    id: bucket.ids[slot],
+                    word,
+                });
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        self.found.clear();
+    }
+}
