@@ -86,8 +86,30 @@ pub enum MatchError {
     },
     /// The cost of leaving a request unmatched is NaN, infinite or negative.
     InvalidUnmatchedCost(f64),
-    /// A batch asked for zero candidate drivers per request.
-    ZeroCandidates,
+    /// A batch configuration asked for zero candidate drivers per request, or more than the
+    /// most allowed.
+    InvalidCandidates {
+        /// Candidates per request asked for.
+        candidates: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A batch configuration allowed zero assignment rounds, or more than the most allowed.
+    InvalidRounds {
+        /// Rounds asked for.
+        rounds: u32,
+        /// The most allowed.
+        max: u32,
+    },
+    /// A batch has more requests than one assignment takes. Split it.
+    BatchTooLarge {
+        /// Requests in the batch.
+        requests: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The driver index refused a query of the batch.
+    Index(crate::Error),
 }
 
 impl fmt::Display for MatchError {
@@ -117,12 +139,31 @@ impl fmt::Display for MatchError {
                 f,
                 "unmatched cost {cost}: it must be finite and not negative"
             ),
-            Self::ZeroCandidates => f.write_str("a batch needs at least one candidate per request"),
+            Self::InvalidCandidates { candidates, max } => write!(
+                f,
+                "{candidates} candidates per request asked for: between 1 and {max} are allowed"
+            ),
+            Self::InvalidRounds { rounds, max } => write!(
+                f,
+                "{rounds} assignment rounds asked for: between 1 and {max} are allowed"
+            ),
+            Self::BatchTooLarge { requests, max } => write!(
+                f,
+                "a batch of {requests} requests is more than the {max} one assignment takes: split it"
+            ),
+            Self::Index(error) => write!(f, "driver index query failed: {error}"),
         }
     }
 }
 
-impl std::error::Error for MatchError {}
+impl std::error::Error for MatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Index(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// Validated candidate edges in compact adjacency form, ready for [`CandidateGraph::solve`] or
 /// [`CandidateGraph::greedy`].

@@ -14,5 +14,7 @@
 //! matchings.
 
 mod assignment;
+mod batch;
 
 pub use assignment::{Assignment, CandidateGraph, Edge, MatchError, Pairing};
+pub use batch::{BatchConfig, BatchMatch, BatchMatcher, BatchOutcome};

@@ -1,0 +1,598 @@
+//! Batched matching over the driver index: candidates from kNN queries, an exact
+//! assignment, then atomic claims with a fallback for claims lost to races.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use infra_common::{Clock, RandomState, SystemClock};
+
+use super::{CandidateGraph, Edge, MatchError};
+use crate::{Candidate, Claim, DriverId, Filter, Index, Point};
+
+/// How a [`BatchMatcher`] builds and settles a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchConfig {
+    /// Candidate drivers per request: the `k` of each request's nearest-driver query
+    /// (default 8). Only these edges enter the assignment, which is what keeps a batch of
+    /// thousands of requests fast; an assignment is optimal *on these edges*.
+    pub candidates: usize,
+    /// The price of leaving a request unmatched, in cost units (default 1e9). The assignment
+    /// minimises the matched costs plus this price per unmatched request; a price above the
+    /// sum of all candidate costs (with distances in meters, 1e9 is above any batch whose
+    /// candidate edges sum to less than 1,000,000 km) serves as many requests as possible.
+    pub unmatched_cost: f64,
+    /// The most assignment rounds (default 4): the first, and one more each time claims
+    /// were lost, for the requests that lost them.
+    pub max_rounds: u32,
+}
+
+impl BatchConfig {
+    /// The most candidates per request.
+    pub const MAX_CANDIDATES: usize = 64;
+    /// The most requests in one batch.
+    pub const MAX_REQUESTS: usize = 100_000;
+    /// The most rounds.
+    pub const MAX_ROUNDS: u32 = 64;
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            candidates: 8,
+            unmatched_cost: 1e9,
+            max_rounds: 4,
+        }
+    }
+}
+
+/// One request of a batch matched to a driver, whose claim this batch holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchMatch {
+    /// The request's position in the batch.
+    pub request: usize,
+    /// The driver as the request's query found it (distance, version).
+    pub candidate: Candidate,
+    /// The claim: the driver is offered to this request until accepted or declined.
+    pub claim: Claim,
+    /// The pairing's cost (the distance in meters, or the cost function's value).
+    pub cost: f64,
+}
+
+/// What a batch achieved.
+#[derive(Clone, Debug, PartialEq)]
+#[must_use = "the matches hold claims that must be accepted or declined"]
+pub struct BatchOutcome {
+    /// The matched requests, in ascending request order.
+    pub matches: Vec<BatchMatch>,
+    /// Requests left unmatched, ascending: no candidate, every candidate taken by a cheaper
+    /// pairing, or claims still lost after the last round.
+    pub unmatched: Vec<usize>,
+    /// Claims this batch lost to races (another claimer won, or the driver changed state,
+    /// went stale or was removed after the query).
+    pub claims_lost: usize,
+    /// Assignment rounds run.
+    pub rounds: u32,
+    /// Time from the first query to the last claim, on the matcher's clock.
+    pub elapsed: Duration,
+}
+
+/// Batched matching: for each request its `k` nearest available drivers, one exact
+/// minimum-cost assignment over all those edges, then an atomic claim of every assigned
+/// driver.
+///
+/// # Claims lost to races
+///
+/// Claiming is [`Index::claim`], a compare-and-swap on the driver's state version, so a
+/// driver is never matched twice however many matchers run at once. When a claim is lost
+/// (another matcher won the driver, or it changed state since the query), that driver is
+/// dropped from the batch and the requests that lost their claims are **re-solved together**
+/// on their remaining candidates, excluding every driver this batch has claimed or lost, for
+/// up to [`BatchConfig::max_rounds`] rounds. No new queries are made: a request whose
+/// candidates all went is reported unmatched, to be retried in the next batch. A request
+/// the first assignment left unmatched is not retried, since the later rounds only have
+/// fewer drivers.
+///
+/// For one request on its own, greedy nearest is [`Index::claim_nearest`].
+///
+/// ```
+/// use infra_geomatch::matching::{BatchConfig, BatchMatcher};
+/// use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, Point};
+///
+/// let index = Index::new(Config::default())?;
+/// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?;
+/// index.insert(DriverId(2), Point::new(0.0, 0.004)?, DriverProfile::default())?;
+/// // Request 0 is a little closer to driver 1 (156 m) than to driver 2 (178 m); request 1
+/// // stands on driver 1 and is 334 m from driver 2. Greedy in arrival order would give
+/// // driver 1 to request 0, for 490 m in all; the batch pays 178 m.
+/// let requests = [Point::new(0.0, 0.0024)?, Point::new(0.0, 0.001)?];
+///
+/// let matcher = BatchMatcher::new(BatchConfig::default())?;
+/// let outcome = matcher.match_batch(&index, &requests, &Filter::any())?;
+/// let drivers: Vec<DriverId> = outcome.matches.iter().map(|m| m.candidate.driver).collect();
+/// assert_eq!(drivers, [DriverId(2), DriverId(1)]);
+/// assert!((outcome.matches.iter().map(|m| m.cost).sum::<f64>() - 178.0).abs() < 1.0);
+/// for matched in &outcome.matches {
+///     index.accept(&matched.claim)?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct BatchMatcher<C = SystemClock> {
+    config: BatchConfig,
+    clock: C,
+}
+
+impl BatchMatcher<SystemClock> {
+    /// A matcher timing its batches on the system clock.
+    ///
+    /// # Errors
+    ///
+    /// As [`BatchMatcher::with_clock`].
+    pub fn new(config: BatchConfig) -> Result<Self, MatchError> {
+        Self::with_clock(config, SystemClock::new())
+    }
+}
+
+impl<C: Clock> BatchMatcher<C> {
+    /// A matcher timing its batches on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// [`MatchError::InvalidCandidates`] for zero candidates or more than
+    /// [`BatchConfig::MAX_CANDIDATES`], [`MatchError::InvalidUnmatchedCost`] for a price that
+    /// is NaN, infinite or negative, [`MatchError::InvalidRounds`] for zero rounds or more
+    /// than [`BatchConfig::MAX_ROUNDS`].
+    pub fn with_clock(config: BatchConfig, clock: C) -> Result<Self, MatchError> {
+        if config.candidates == 0 || config.candidates > BatchConfig::MAX_CANDIDATES {
+            return Err(MatchError::InvalidCandidates {
+                candidates: config.candidates,
+                max: BatchConfig::MAX_CANDIDATES,
+            });
+        }
+        if !(config.unmatched_cost.is_finite() && config.unmatched_cost >= 0.0) {
+            return Err(MatchError::InvalidUnmatchedCost(config.unmatched_cost));
+        }
+        if config.max_rounds == 0 || config.max_rounds > BatchConfig::MAX_ROUNDS {
+            return Err(MatchError::InvalidRounds {
+                rounds: config.max_rounds,
+                max: BatchConfig::MAX_ROUNDS,
+            });
+        }
+        Ok(Self { config, clock })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BatchConfig {
+        &self.config
+    }
+
+    /// Matches `requests` (pickup points) to available drivers passing `filter`, minimising
+    /// the total great-circle pickup distance in meters.
+    ///
+    /// # Errors
+    ///
+    /// [`MatchError::BatchTooLarge`] for more than [`BatchConfig::MAX_REQUESTS`] requests,
+    /// [`MatchError::Index`] if a query fails. Both are returned before any claim is made.
+    pub fn match_batch<IC: Clock>(
+        &self,
+        index: &Index<IC>,
+        requests: &[Point],
+        filter: &Filter,
+    ) -> Result<BatchOutcome, MatchError> {
+        self.match_batch_by(index, requests, filter, |_, candidate| {
+            Some(candidate.distance_m)
+        })
+    }
+
+    /// As [`BatchMatcher::match_batch`], with the cost of each candidate pairing from `cost`:
+    /// called with the request's position in the batch and the candidate (driver, distance),
+    /// it returns the cost (an ETA in seconds, say), or `None` to rule the pairing out.
+    ///
+    /// # Errors
+    ///
+    /// As [`BatchMatcher::match_batch`], and [`MatchError::InvalidCost`] if `cost` returns a
+    /// NaN, infinite or negative value; all before any claim is made.
+    pub fn match_batch_by<IC: Clock>(
+        &self,
+        index: &Index<IC>,
+        requests: &[Point],
+        filter: &Filter,
+        mut cost: impl FnMut(usize, &Candidate) -> Option<f64>,
+    ) -> Result<BatchOutcome, MatchError> {
+        if requests.len() > BatchConfig::MAX_REQUESTS {
+            return Err(MatchError::BatchTooLarge {
+                requests: requests.len(),
+                max: BatchConfig::MAX_REQUESTS,
+            });
+        }
+        let started = self.clock.now_nanos();
+
+        // Every request's candidates, with the driver numbered once across the batch.
+        let mut driver_numbers: HashMap<DriverId, u32, RandomState> =
+            HashMap::with_hasher(RandomState::new());
+        let mut options: Vec<Vec<CandidateEdge>> = Vec::with_capacity(requests.len());
+        for (request, &point) in requests.iter().enumerate() {
+            let found = index
+                .nearest(point, self.config.candidates, filter)
+                .map_err(MatchError::Index)?;
+            let mut mine = Vec::with_capacity(found.len());
+            for candidate in found {
+                let Some(value) = cost(request, &candidate) else {
+                    continue;
+                };
+                let next = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
+                let driver = *driver_numbers.entry(candidate.driver).or_insert(next);
+                if !(value.is_finite() && value >= 0.0) {
+                    return Err(MatchError::InvalidCost {
+                        request: u32::try_from(request).unwrap_or(u32::MAX),
+                        driver,
+                        cost: value,
+                    });
+                }
+                mine.push(CandidateEdge {
+                    driver,
+                    candidate,
+                    cost: value,
+                });
+            }
+            options.push(mine);
+        }
+        let drivers = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
+
+        let mut matches = Vec::new();
+        let mut unmatched = Vec::new();
+        let mut claims_lost = 0;
+        let mut gone: HashSet<u32, RandomState> = HashSet::with_hasher(RandomState::new());
+        let mut pending: Vec<usize> = (0..requests.len()).collect();
+        let mut rounds = 0;
+        while !pending.is_empty() && rounds < self.config.max_rounds {
+            rounds += 1;
+            let mut edges = Vec::new();
+            for (row, &request) in pending.iter().enumerate() {
+                let row = u32::try_from(row).unwrap_or(u32::MAX);
+                edges.extend(
+                    options[request]
+                        .iter()
+                        .filter(|option| !gone.contains(&option.driver))
+                        .map(|option| Edge {
+                            request: row,
+                            driver: option.driver,
+                            cost: option.cost,
+                        }),
+                );
+            }
+            let rows = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+            let assignment =
+                CandidateGraph::new(rows, drivers, &edges)?.solve(self.config.unmatched_cost)?;
+
+            let mut lost = Vec::new();
+            let mut assigned = vec![false; pending.len()];
+            for pairing in assignment.pairings() {
+                let request = pending[pairing.request as usize];
+                assigned[pairing.request as usize] = true;
+                let Some(option) = options[request]
+                    .iter()
+                    .find(|option| option.driver == pairing.driver)
+                else {
+                    continue;
+                };
+                gone.insert(option.driver);
+                // Any refusal means the driver is no longer ours to take (lost to another
+                // claimer, offered, busy, offline, stale or removed): move on without it.
+                match index.claim(option.candidate.driver, option.candidate.version) {
+                    Ok(claim) => matches.push(BatchMatch {
+                        request,
+                        candidate: option.candidate,
+                        claim,
+                        cost: option.cost,
+                    }),
+                    Err(_) => {
+                        claims_lost += 1;
+                        lost.push(request);
+                    }
+                }
+            }
+            unmatched.extend(
+                pending
+                    .iter()
+                    .zip(&assigned)
+                    .filter(|&(_, &assigned)| !assigned)
+                    .map(|(&request, _)| request),
+            );
+            pending = lost;
+        }
+        unmatched.extend(pending);
+        unmatched.sort_unstable();
+        matches.sort_unstable_by_key(|matched| matched.request);
+        Ok(BatchOutcome {
+            matches,
+            unmatched,
+            claims_lost,
+            rounds,
+            elapsed: self.clock.elapsed_since(started),
+        })
+    }
+}
+
+/// One candidate pairing of a request, as the batch numbers it.
+#[derive(Clone, Copy, Debug)]
+struct CandidateEdge {
+    driver: u32,
+    candidate: Candidate,
+    cost: f64,
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use std::cell::Cell;
+
+    use infra_common::ManualClock;
+    use infra_common::sync::{Arc, thread};
+
+    use super::*;
+    use crate::{Config, DriverProfile, DriverState};
+
+    fn index_with(drivers: &[(f64, f64)]) -> Index<ManualClock> {
+        let index = Index::with_clock(Config::default(), ManualClock::new()).expect("valid");
+        for (id, &(lat, lng)) in drivers.iter().enumerate() {
+            let at = Point::new(lat, lng).expect("valid");
+            index
+                .insert(DriverId(id as u64), at, DriverProfile::default())
+                .expect("new driver");
+        }
+        index
+    }
+
+    fn points(coordinates: &[(f64, f64)]) -> Vec<Point> {
+        coordinates
+            .iter()
+            .map(|&(lat, lng)| Point::new(lat, lng).expect("valid"))
+            .collect()
+    }
+
+    fn matcher(config: BatchConfig) -> BatchMatcher<ManualClock> {
+        BatchMatcher::with_clock(config, ManualClock::new()).expect("valid")
+    }
+
+    /// The least total distance over every way of serving as many requests as possible, by
+    /// trying every driver for every request (all drivers are candidates in these tests).
+    fn exhaustive(requests: &[Point], drivers: &[Point]) -> (usize, f64) {
+        fn go(
+            requests: &[Point],
+            drivers: &[Point],
+            used: &mut Vec<bool>,
+            matched: usize,
+            total: f64,
+            best: &mut (usize, f64),
+        ) {
+            let Some((first, rest)) = requests.split_first() else {
+                if matched > best.0 || (matched == best.0 && total < best.1) {
+                    *best = (matched, total);
+                }
+                return;
+            };
+            go(rest, drivers, used, matched, total, best);
+            for (driver, at) in drivers.iter().enumerate() {
+                if !used[driver] {
+                    used[driver] = true;
+                    let distance = first.distance_m(*at);
+                    go(rest, drivers, used, matched + 1, total + distance, best);
+                    used[driver] = false;
+                }
+            }
+        }
+        let mut best = (0, f64::INFINITY);
+        go(
+            requests,
+            drivers,
+            &mut vec![false; drivers.len()],
+            0,
+            0.0,
+            &mut best,
+        );
+        best
+    }
+
+    #[test]
+    fn a_small_batch_is_optimal_and_holds_its_claims() {
+        let drivers = [
+            (51.500, -0.120),
+            (51.502, -0.121),
+            (51.505, -0.118),
+            (51.499, -0.125),
+            (51.510, -0.130),
+        ];
+        let requests = points(&[
+            (51.501, -0.120),
+            (51.500, -0.121),
+            (51.504, -0.119),
+            (51.498, -0.124),
+        ]);
+        let index = index_with(&drivers);
+        let outcome = matcher(BatchConfig {
+            candidates: drivers.len(),
+            ..BatchConfig::default()
+        })
+        .match_batch(&index, &requests, &Filter::any())
+        .expect("valid batch");
+        let (served, least) = exhaustive(&requests, &points(&drivers));
+        assert_eq!(outcome.matches.len(), served);
+        let total: f64 = outcome.matches.iter().map(|m| m.cost).sum();
+        assert!((total - least).abs() < 1e-6, "{total} vs {least}");
+        for matched in &outcome.matches {
+            let record = index.driver(matched.candidate.driver).expect("present");
+            assert_eq!(record.state, DriverState::Offered);
+            let exact = requests[matched.request].distance_m(record.point);
+            assert!((matched.cost - exact).abs() < 1e-6);
+        }
+        assert_eq!(outcome.claims_lost, 0);
+        assert_eq!(outcome.rounds, 1);
+        assert!(outcome.unmatched.is_empty());
+    }
+
+    #[test]
+    fn a_claim_lost_to_a_race_moves_the_request_to_its_next_candidate() {
+        // Request 0's nearest driver is 0, then 1, then 2; a rival claims driver 0 between
+        // the query and the batch's claim.
+        let drivers = [(0.0, 0.001), (0.0, 0.002), (0.0, 0.003)];
+        let index = index_with(&drivers);
+        let requests = points(&[(0.0, 0.0), (0.0, 0.0031)]);
+        let rival = Cell::new(None);
+        let outcome = matcher(BatchConfig::default())
+            .match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
+                if request == 0 && candidate.driver == DriverId(0) && rival.get().is_none() {
+                    rival.set(Some(
+                        index.claim(candidate.driver, candidate.version).is_ok(),
+                    ));
+                }
+                Some(candidate.distance_m)
+            })
+            .expect("valid batch");
+        assert_eq!(rival.get(), Some(true), "the rival won driver 0");
+        assert_eq!(outcome.claims_lost, 1);
+        assert_eq!(outcome.rounds, 2);
+        let pairs: Vec<(usize, DriverId)> = outcome
+            .matches
+            .iter()
+            .map(|m| (m.request, m.candidate.driver))
+            .collect();
+        assert_eq!(pairs, [(0, DriverId(1)), (1, DriverId(2))]);
+    }
+
+    #[test]
+    fn requests_that_keep_losing_are_unmatched_after_the_last_round() {
+        let index = index_with(&[(0.0, 0.001), (0.0, 0.002)]);
+        let requests = points(&[(0.0, 0.0)]);
+        // The cost function claims every candidate for a rival: every claim of the batch loses.
+        let outcome = matcher(BatchConfig {
+            max_rounds: 2,
+            ..BatchConfig::default()
+        })
+        .match_batch_by(&index, &requests, &Filter::any(), |_, candidate| {
+            let _rival = index.claim(candidate.driver, candidate.version);
+            Some(candidate.distance_m)
+        })
+        .expect("valid batch");
+        assert!(outcome.matches.is_empty());
+        assert_eq!(outcome.unmatched, [0]);
+        assert_eq!((outcome.claims_lost, outcome.rounds), (2, 2));
+    }
+
+    #[test]
+    fn the_cost_function_rules_out_and_prices_pairings() {
+        let index = index_with(&[(0.0, 0.001), (0.0, 0.002)]);
+        let requests = points(&[(0.0, 0.0)]);
+        let outcome = matcher(BatchConfig::default())
+            .match_batch_by(&index, &requests, &Filter::any(), |_, candidate| {
+                // Driver 0 is nearer but ruled out (say, the wrong side of a river).
+                (candidate.driver != DriverId(0)).then_some(60.0)
+            })
+            .expect("valid batch");
+        assert_eq!(outcome.matches.len(), 1);
+        assert_eq!(outcome.matches[0].candidate.driver, DriverId(1));
+        assert_eq!(outcome.matches[0].cost, 60.0);
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            let result = matcher(BatchConfig::default()).match_batch_by(
+                &index,
+                &requests,
+                &Filter::any(),
+                |_, _| Some(bad),
+            );
+            assert!(
+                matches!(result, Err(MatchError::InvalidCost { .. })),
+                "{bad}"
+            );
+        }
+        // Nothing was claimed by the refused batches.
+        assert_eq!(
+            index.driver(DriverId(0)).expect("present").state,
+            DriverState::Available
+        );
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        for config in [
+            BatchConfig {
+                candidates: 0,
+                ..BatchConfig::default()
+            },
+            BatchConfig {
+                candidates: BatchConfig::MAX_CANDIDATES + 1,
+                ..BatchConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                BatchMatcher::new(config),
+                Err(MatchError::InvalidCandidates { .. })
+            ));
+        }
+        assert!(matches!(
+            BatchMatcher::new(BatchConfig {
+                unmatched_cost: f64::NAN,
+                ..BatchConfig::default()
+            }),
+            Err(MatchError::InvalidUnmatchedCost(_))
+        ));
+        assert!(matches!(
+            BatchMatcher::new(BatchConfig {
+                max_rounds: 0,
+                ..BatchConfig::default()
+            }),
+            Err(MatchError::InvalidRounds { .. })
+        ));
+        let index = index_with(&[]);
+        let requests = vec![Point::new(0.0, 0.0).expect("valid"); BatchConfig::MAX_REQUESTS + 1];
+        assert!(matches!(
+            matcher(BatchConfig::default()).match_batch(&index, &requests, &Filter::any()),
+            Err(MatchError::BatchTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_batches_never_match_a_driver_twice() {
+        // Four matchers on overlapping requests over the same 40 drivers.
+        let drivers: Vec<(f64, f64)> = (0..40)
+            .map(|i| (0.001 * f64::from(i % 8), 0.001 * f64::from(i / 8)))
+            .collect();
+        let index = Arc::new(index_with(&drivers));
+        let handles: Vec<_> = (0..4)
+            .map(|worker| {
+                let index = Arc::clone(&index);
+                thread::spawn(move || {
+                    let requests: Vec<Point> = (0..20)
+                        .map(|i| {
+                            let lat = 0.0005 * f64::from((i + worker) % 16);
+                            Point::new(lat, 0.0005 * f64::from(i % 9)).expect("valid")
+                        })
+                        .collect();
+                    let outcome = matcher(BatchConfig::default())
+                        .match_batch(&index, &requests, &Filter::any())
+                        .expect("valid batch");
+                    outcome
+                        .matches
+                        .iter()
+                        .map(|m| m.candidate.driver)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<DriverId> = handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("the worker did not panic"))
+            .collect();
+        let matched = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), matched, "a driver was matched twice");
+        assert!(matched > 0);
+        // Every driver a batch reports is offered, and no other driver is.
+        let offered = (0..40)
+            .filter(|&id| {
+                index.driver(DriverId(id)).expect("present").state == DriverState::Offered
+            })
+            .count();
+        assert_eq!(offered, matched);
+    }
+}
