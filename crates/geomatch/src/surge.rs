@@ -26,20 +26,22 @@
 //!
 //! ```
 //! use infra_common::ManualClock;
+//! use infra_geomatch::Point;
 //! use infra_geomatch::surge::{Surge, SurgeConfig};
 //! use std::time::Duration;
 //!
 //! let clock = ManualClock::new();
 //! let surge = Surge::new(SurgeConfig::default(), clock.clone())?;
-//! let cell = surge.record_supply(37.7749, -122.4194)?;
+//! let station = Point::new(37.7749, -122.4194)?;
+//! let cell = surge.record_supply(station)?;
 //! for _ in 0..4 {
-//!     surge.record_demand(37.7749, -122.4194)?;
+//!     surge.record_demand(station)?;
 //! }
 //! assert!(surge.multiplier(cell) > 1.0);
 //! // Five minutes later the window has moved past every event.
 //! clock.advance(Duration::from_secs(300));
 //! assert_eq!(surge.multiplier(cell), 1.0);
-//! # Ok::<(), infra_geomatch::surge::SurgeError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::HashMap;
@@ -47,22 +49,17 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::time::Duration;
 
-use h3o::{CellIndex, LatLng, Resolution};
+use h3o::{CellIndex, Resolution};
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::Mutex;
 use infra_common::{Clock, RandomState};
+
+use crate::Point;
 
 /// Why a surge configuration or an event was refused.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum SurgeError {
-    /// A latitude outside [-90, 90], a longitude outside [-180, 180], or either not finite.
-    InvalidCoordinate {
-        /// The latitude given, in degrees.
-        lat: f64,
-        /// The longitude given, in degrees.
-        lng: f64,
-    },
     /// A configuration value is out of range; the message names it.
     InvalidConfig(&'static str),
     /// A cell coarser than the counting resolution cannot be counted in one finer cell.
@@ -90,10 +87,6 @@ pub enum SurgeError {
 impl fmt::Display for SurgeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::InvalidCoordinate { lat, lng } => write!(
-                f,
-                "invalid coordinate ({lat}, {lng}): latitude must be finite in [-90, 90] and longitude finite in [-180, 180]"
-            ),
             Self::InvalidConfig(what) => write!(f, "invalid surge configuration: {what}"),
             Self::CellTooCoarse { cell, resolution } => write!(
                 f,
@@ -360,25 +353,24 @@ impl<C: Clock> Surge<C> {
         &self.config
     }
 
-    /// Counts one request at a position; returns the cell it was counted in.
+    /// Counts one request at a pickup point; returns the cell it was counted in.
     ///
     /// # Errors
     ///
-    /// [`SurgeError::InvalidCoordinate`] for a position that is not on Earth,
     /// [`SurgeError::TooManyCells`] at the cell limit.
-    pub fn record_demand(&self, lat: f64, lng: f64) -> Result<CellIndex, SurgeError> {
-        let cell = self.cell_at(lat, lng)?;
+    pub fn record_demand(&self, point: Point) -> Result<CellIndex, SurgeError> {
+        let cell = point.cell(self.config.resolution);
         self.record(cell, &Event::Demand)?;
         Ok(cell)
     }
 
-    /// Counts one available-driver observation at a position; returns its cell.
+    /// Counts one available-driver observation at a driver's position; returns its cell.
     ///
     /// # Errors
     ///
     /// As [`Surge::record_demand`].
-    pub fn record_supply(&self, lat: f64, lng: f64) -> Result<CellIndex, SurgeError> {
-        let cell = self.cell_at(lat, lng)?;
+    pub fn record_supply(&self, point: Point) -> Result<CellIndex, SurgeError> {
+        let cell = point.cell(self.config.resolution);
         self.record(cell, &Event::Supply)?;
         Ok(cell)
     }
@@ -405,18 +397,6 @@ impl<C: Clock> Surge<C> {
         let cell = self.counting_cell(cell)?;
         self.record(cell, &Event::Supply)?;
         Ok(cell)
-    }
-
-    fn cell_at(&self, lat: f64, lng: f64) -> Result<CellIndex, SurgeError> {
-        let valid = lat.is_finite()
-            && lng.is_finite()
-            && (-90.0..=90.0).contains(&lat)
-            && (-180.0..=180.0).contains(&lng);
-        let point = LatLng::new(lat, lng)
-            .ok()
-            .filter(|_| valid)
-            .ok_or(SurgeError::InvalidCoordinate { lat, lng })?;
-        Ok(point.to_cell(self.config.resolution))
     }
 
     fn counting_cell(&self, cell: CellIndex) -> Result<CellIndex, SurgeError> {
@@ -598,6 +578,7 @@ impl<C: Clock> Surge<C> {
 
 #[cfg(test)]
 mod tests {
+    use h3o::LatLng;
     use infra_common::ManualClock;
     use proptest::prelude::*;
 
@@ -605,6 +586,10 @@ mod tests {
 
     const LAT: f64 = 37.7749;
     const LNG: f64 = -122.4194;
+
+    fn at(lat: f64, lng: f64) -> Point {
+        Point::new(lat, lng).expect("valid")
+    }
 
     fn surge(config: SurgeConfig) -> (Surge<ManualClock>, ManualClock) {
         let clock = ManualClock::new();
@@ -614,22 +599,6 @@ mod tests {
     #[test]
     fn bad_input_is_refused() {
         let (surge, _) = surge(SurgeConfig::default());
-        for (lat, lng) in [
-            (f64::NAN, 0.0),
-            (0.0, f64::NAN),
-            (91.0, 0.0),
-            (0.0, -180.5),
-            (f64::INFINITY, 0.0),
-        ] {
-            assert!(matches!(
-                surge.record_demand(lat, lng),
-                Err(SurgeError::InvalidCoordinate { .. })
-            ));
-            assert!(matches!(
-                surge.record_supply(lat, lng),
-                Err(SurgeError::InvalidCoordinate { .. })
-            ));
-        }
         let zero_window = SurgeConfig {
             window: Duration::ZERO,
             ..SurgeConfig::default()
@@ -702,7 +671,7 @@ mod tests {
             .to_cell(Resolution::Eleven);
         let counted = surge.record_demand_in(fine).expect("fine enough");
         assert_eq!(counted.resolution(), Resolution::Eight);
-        assert_eq!(counted, surge.record_supply(LAT, LNG).expect("valid"));
+        assert_eq!(counted, surge.record_supply(at(LAT, LNG)).expect("valid"));
         assert_eq!(
             surge.counts(counted),
             CellCounts {
@@ -719,22 +688,24 @@ mod tests {
             ..SurgeConfig::default()
         };
         let (surge, clock) = surge(config);
-        surge.record_demand(LAT, LNG).expect("first cell");
-        surge.record_demand(LAT, LNG).expect("same cell");
+        surge.record_demand(at(LAT, LNG)).expect("first cell");
+        surge.record_demand(at(LAT, LNG)).expect("same cell");
         assert_eq!(
-            surge.record_demand(LAT + 0.1, LNG),
+            surge.record_demand(at(LAT + 0.1, LNG)),
             Err(SurgeError::TooManyCells { max: 1 })
         );
         clock.advance(Duration::from_secs(30));
-        surge.record_demand(LAT + 0.1, LNG).expect("a new slice");
+        surge
+            .record_demand(at(LAT + 0.1, LNG))
+            .expect("a new slice");
     }
 
     #[test]
     fn smoothing_lifts_the_neighbours_of_a_hot_cell() {
         let (surge, _) = surge(SurgeConfig::default());
-        let hot = surge.record_supply(LAT, LNG).expect("valid");
+        let hot = surge.record_supply(at(LAT, LNG)).expect("valid");
         for _ in 0..8 {
-            surge.record_demand(LAT, LNG).expect("valid");
+            surge.record_demand(at(LAT, LNG)).expect("valid");
         }
         let neighbour = hot
             .grid_disk::<Vec<_>>(1)
@@ -857,9 +828,9 @@ mod tests {
             let (surge, _) = surge(SurgeConfig::default());
             for &(lat, lng, is_demand) in &points {
                 if is_demand {
-                    surge.record_demand(lat, lng).expect("valid");
+                    surge.record_demand(at(lat, lng)).expect("valid");
                 } else {
-                    surge.record_supply(lat, lng).expect("valid");
+                    surge.record_supply(at(lat, lng)).expect("valid");
                 }
             }
             let resolution = Resolution::try_from(coarse).expect("valid resolution");
