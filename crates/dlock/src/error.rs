@@ -67,6 +67,15 @@ pub enum Error {
         /// The part of a lease the backend sets aside for clock drift.
         allowance: Duration,
     },
+    /// A renewal interval that is zero or not shorter than the lease: renewals would spin,
+    /// or come after the lease had run out. Renew well within the lease (by default, every
+    /// third of it).
+    RenewalInterval {
+        /// The interval asked for.
+        every: Duration,
+        /// The lease it renews.
+        lease: Duration,
+    },
     /// The lock server could not be asked (refused, cut or timed-out connection) or answered
     /// something unexpected. After a timeout the outcome is unknown: a grant may have been
     /// made (it runs out with its lease) or a release may have happened. Retry, or give up.
@@ -74,6 +83,10 @@ pub enum Error {
         /// What went wrong, as reported by the client or the server.
         reason: String,
     },
+    /// A blocking call of a backend that runs its own async client (etcd) was made on a
+    /// thread that drives an async runtime, where blocking would stall that runtime's tasks.
+    /// Call it from a plain thread, or through the runtime's `spawn_blocking`.
+    CalledFromAsync,
     /// A [`Fence`](crate::Fence) refused a token older than one it has already admitted for
     /// the resource: the writer's grant was superseded, and its write must not happen.
     StaleToken {
@@ -129,7 +142,14 @@ impl fmt::Display for Error {
                 f,
                 "the lease of {lease:?} is not longer than the clock-drift allowance of {allowance:?}"
             ),
+            Self::RenewalInterval { every, lease } => write!(
+                f,
+                "a renewal every {every:?} cannot keep a lease of {lease:?}: renew more often than the lease, and not continuously"
+            ),
             Self::Backend { reason } => write!(f, "the lock server failed: {reason}"),
+            Self::CalledFromAsync => f.write_str(
+                "a blocking lock call was made on an async runtime's thread; call it from a plain thread or through spawn_blocking",
+            ),
             Self::StaleToken {
                 resource,
                 token,

@@ -62,6 +62,8 @@ use crate::grant::{FencingToken, check_name};
 /// ```
 pub struct Fence {
     marks: Mutex<HashMap<Box<str>, Mark, RandomState>>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::FenceCounters,
 }
 
 struct Mark {
@@ -74,7 +76,17 @@ impl Fence {
     pub fn new() -> Self {
         Self {
             marks: Mutex::new(HashMap::default()),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::FenceCounters::unnamed(),
         }
+    }
+
+    /// Reports this fence's refusals under `name` (the `fence` label) instead of `default`.
+    /// See the [`metrics`](crate::metrics) module: install the recorder first.
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::FenceCounters::new(name.into());
+        self
     }
 
     /// Admits a write to `resource` under `token` of lock `lock`, or refuses it.
@@ -87,7 +99,7 @@ impl Fence {
     pub fn admit(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
         check_name(lock)?;
         let mut marks = self.marks.lock();
-        match marks.get_mut(resource) {
+        let admitted = match marks.get_mut(resource) {
             Some(mark) if *mark.lock != *lock => Err(Error::WrongLock {
                 resource: resource.to_owned(),
                 expected: mark.lock.to_string(),
@@ -110,7 +122,10 @@ impl Fence {
                 marks.insert(resource.into(), mark);
                 Ok(())
             }
-        }
+        };
+        #[cfg(feature = "metrics")]
+        self.metrics.record(&admitted);
+        admitted
     }
 
     /// Checks a read of `resource` under `token` of lock `lock` without raising the mark: for
@@ -130,7 +145,7 @@ impl Fence {
     pub fn check(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
         check_name(lock)?;
         let marks = self.marks.lock();
-        match marks.get(resource) {
+        let checked = match marks.get(resource) {
             Some(mark) if *mark.lock != *lock => Err(Error::WrongLock {
                 resource: resource.to_owned(),
                 expected: mark.lock.to_string(),
@@ -142,7 +157,10 @@ impl Fence {
                 highest: mark.highest,
             }),
             _ => Ok(()),
-        }
+        };
+        #[cfg(feature = "metrics")]
+        self.metrics.record(&checked);
+        checked
     }
 
     /// The highest token admitted for `resource`, if any.

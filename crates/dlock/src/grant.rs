@@ -141,6 +141,16 @@ impl Grant {
         self.granted_at.saturating_add(self.lease_nanos())
     }
 
+    /// A copy for a call that must own its grant (a blocking call on another thread); the
+    /// copy is not a second hold, only the same record, and is never handed to users.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            name: LockName::clone(&self.name),
+            ..*self
+        }
+    }
+
     pub(crate) fn lease_nanos(&self) -> u64 {
         duration_to_nanos(self.lease)
     }

@@ -38,11 +38,17 @@ mod error;
 mod fence;
 mod grant;
 mod locks;
+#[cfg(feature = "tokio")]
+mod async_locks;
 mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "tokio")]
+mod watchdog;
 
 #[cfg(any(test, fuzzing))]
 pub mod reference;
@@ -51,7 +57,11 @@ pub use error::Error;
 pub use fence::Fence;
 pub use grant::{Access, FencingToken, Grant, MAX_LEASE, MAX_NAME_LEN, Wait};
 pub use locks::{LockGuard, Locks};
+#[cfg(feature = "tokio")]
+pub use async_locks::AsyncLocks;
 pub use memory::{LockHandle, MemoryLocks};
+#[cfg(feature = "tokio")]
+pub use watchdog::{Loss, Renewal, Watchdog};
 
 /// Compiles and runs the README's examples as doctests.
 #[cfg(doctest)]

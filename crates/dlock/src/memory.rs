@@ -404,11 +404,7 @@ impl<C: Clock> MemoryLocks<C> {
             return Ok(Arrival::Done(Some(grant)));
         }
         let give_up_at = match wait {
-            Wait::No => {
-                #[cfg(feature = "metrics")]
-                self.metrics.busy();
-                return Ok(Arrival::Done(None));
-            }
+            Wait::No => return Ok(Arrival::Done(None)),
             Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
             Wait::Forever => None,
         };

@@ -1,0 +1,254 @@
+//! Any backend's calls from tokio tasks, on tokio's blocking pool.
+
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::sync::Arc;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::grant::{Access, Grant, Wait};
+use crate::locks::Locks;
+
+/// A [`Locks`] backend for tokio tasks: each call runs on tokio's blocking pool
+/// (`spawn_blocking`), so a task waiting for a lock never stalls the runtime's threads.
+///
+/// Grants come back as plain [`Grant`]s: release them with [`AsyncLocks::release`], or hand
+/// them to a [`Watchdog`](crate::Watchdog), which renews the lease while the work goes on and
+/// releases it when released or dropped.
+///
+/// **Cancellation.** Dropping a waiting `grant` (or `acquire`, `try_acquire`, ...) future, for
+/// example under `tokio::time::timeout`, leaves nothing held: a grant the backend makes after
+/// the future is gone is released at once, on the blocking pool. A dropped `release` still
+/// releases; a dropped `extend` may still extend the lease, while the caller's grant keeps its
+/// earlier deadline (so the caller never believes it holds the lock longer than it does).
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_common::sync::Arc;
+/// use infra_dlock::{AsyncLocks, MemoryLocks};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), infra_dlock::Error> {
+/// let locks = AsyncLocks::new(Arc::new(MemoryLocks::with_clock(ManualClock::new())));
+/// let lease = Duration::from_secs(10);
+/// let grant = locks.acquire("report", lease).await?;
+/// assert!(locks.try_acquire("report", lease).await?.is_none());
+/// locks.release(grant).await?;
+/// assert!(locks.try_acquire("report", lease).await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncLocks<L: Locks + 'static> {
+    locks: Arc<L>,
+}
+
+impl<L: Locks + 'static> AsyncLocks<L> {
+    /// Wraps a backend shared with the blocking pool.
+    pub fn new(locks: Arc<L>) -> Self {
+        Self { locks }
+    }
+
+    /// The backend.
+    pub fn locks(&self) -> &Arc<L> {
+        &self.locks
+    }
+
+    /// Asks for `access` to lock `name` for `lease`, waiting as `wait` says (see
+    /// [`Locks::grant`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::grant`]; [`Error::Backend`] if the blocking call did not complete (it
+    /// panicked, or the runtime is shutting down).
+    pub async fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        let (sender, receiver) = oneshot::channel();
+        let mut unclaimed = Unclaimed {
+            locks: Arc::clone(&self.locks),
+            receiver,
+            claimed: false,
+        };
+        let locks = Arc::clone(&self.locks);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let granted = locks.grant(&name, access, lease, wait);
+            // The asking future is gone: nobody will ever release this grant but us.
+            if let Err(Ok(Some(grant))) = sender.send(granted) {
+                let _ = locks.release(grant);
+            }
+        });
+        let granted = (&mut unclaimed.receiver).await;
+        unclaimed.claimed = true;
+        granted.map_err(|_| not_completed())?
+    }
+
+    /// Takes lock `name` exclusively for `lease`, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncLocks::grant`].
+    pub async fn acquire(&self, name: &str, lease: Duration) -> Result<Grant, Error> {
+        let grant = self
+            .grant(name, Access::Exclusive, lease, Wait::Forever)
+            .await?;
+        // An unbounded wait that ends without a grant breaks the trait's contract; report
+        // it as the one error a waiter could have seen, as `Locks::acquire` does.
+        grant.ok_or(Error::TokensExhausted)
+    }
+
+    /// Takes lock `name` exclusively for `lease` if it is free now and nobody waits for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncLocks::grant`].
+    pub async fn try_acquire(&self, name: &str, lease: Duration) -> Result<Option<Grant>, Error> {
+        self.grant(name, Access::Exclusive, lease, Wait::No).await
+    }
+
+    /// Takes lock `name` exclusively for `lease`, waiting at most `timeout` on the backend's
+    /// clock.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncLocks::grant`].
+    pub async fn acquire_timeout(
+        &self,
+        name: &str,
+        lease: Duration,
+        timeout: Duration,
+    ) -> Result<Option<Grant>, Error> {
+        self.grant(name, Access::Exclusive, lease, Wait::Up(timeout))
+            .await
+    }
+
+    /// Takes the read side of read-write lock `name` for `lease`, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncLocks::grant`].
+    pub async fn read(&self, name: &str, lease: Duration) -> Result<Grant, Error> {
+        let grant = self
+            .grant(name, Access::Shared, lease, Wait::Forever)
+            .await?;
+        grant.ok_or(Error::TokensExhausted)
+    }
+
+    /// Takes one of the `permits` permits of semaphore `name` for `lease`, waiting as long as
+    /// it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncLocks::grant`].
+    pub async fn permit(&self, name: &str, permits: u32, lease: Duration) -> Result<Grant, Error> {
+        let access = Access::Permit { permits };
+        let grant = self.grant(name, access, lease, Wait::Forever).await?;
+        grant.ok_or(Error::TokensExhausted)
+    }
+
+    /// Renews the grant's lease for `lease` from the moment the backend confirms (see
+    /// [`Locks::extend`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::extend`]; [`Error::Backend`] if the blocking call did not complete.
+    pub async fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        let locks = Arc::clone(&self.locks);
+        let mut copy = grant.duplicate();
+        let extended =
+            tokio::task::spawn_blocking(move || locks.extend(&mut copy, lease).map(|()| copy))
+                .await
+                .map_err(|_| not_completed())??;
+        *grant = extended;
+        Ok(())
+    }
+
+    /// Gives the lock back (see [`Locks::release`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locks::release`]; [`Error::Backend`] if the blocking call did not complete.
+    pub async fn release(&self, grant: Grant) -> Result<(), Error> {
+        let locks = Arc::clone(&self.locks);
+        tokio::task::spawn_blocking(move || locks.release(grant))
+            .await
+            .map_err(|_| not_completed())?
+    }
+
+    /// Whether the grant is still held (see [`Locks::is_held`]); `false` if the blocking call
+    /// did not complete.
+    pub async fn is_held(&self, grant: &Grant) -> bool {
+        let locks = Arc::clone(&self.locks);
+        let copy = grant.duplicate();
+        tokio::task::spawn_blocking(move || locks.is_held(&copy))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl<L: Locks + 'static> Clone for AsyncLocks<L> {
+    fn clone(&self) -> Self {
+        Self {
+            locks: Arc::clone(&self.locks),
+        }
+    }
+}
+
+impl<L: Locks + fmt::Debug + 'static> fmt::Debug for AsyncLocks<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncLocks")
+            .field("locks", &*self.locks)
+            .finish()
+    }
+}
+
+/// The error for a blocking call that never reported back.
+pub(crate) fn not_completed() -> Error {
+    Error::Backend {
+        reason:
+            "the blocking lock call did not complete (it panicked, or the runtime is shutting down)"
+                .to_owned(),
+    }
+}
+
+/// The answer to a grant request, until the asking future has taken it.
+///
+/// If the future is dropped first, a grant already sent (or sent later: the sender then finds
+/// the channel closed and releases it itself) is released here.
+struct Unclaimed<L: Locks + 'static> {
+    locks: Arc<L>,
+    receiver: oneshot::Receiver<Result<Option<Grant>, Error>>,
+    claimed: bool,
+}
+
+impl<L: Locks + 'static> Drop for Unclaimed<L> {
+    fn drop(&mut self) {
+        if self.claimed {
+            return;
+        }
+        // After `close`, the sender either fails (and releases) or has already sent.
+        self.receiver.close();
+        if let Ok(Ok(Some(grant))) = self.receiver.try_recv() {
+            release_in_background(Arc::clone(&self.locks), grant);
+        }
+    }
+}
+
+/// Releases `grant` on the blocking pool, or right here outside a runtime; the result is
+/// dropped, since nobody is left to learn it.
+pub(crate) fn release_in_background<L: Locks + 'static>(locks: Arc<L>, grant: Grant) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || locks.release(grant));
+        }
+        Err(_) => {
+            let _ = locks.release(grant);
+        }
+    }
+}

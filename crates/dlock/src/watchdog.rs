@@ -1,0 +1,353 @@
+//! Renewing a held lease in the background, with a loss signal that never stays silent.
+
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::Clock;
+use infra_common::sync::Arc;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::async_locks::not_completed;
+use crate::error::Error;
+use crate::grant::{FencingToken, Grant, check_lease};
+use crate::locks::Locks;
+
+/// How a [`Watchdog`] renews its lease: the lease each renewal asks for, and how often.
+#[derive(Clone, Debug)]
+pub struct Renewal {
+    lease: Duration,
+    every: Option<Duration>,
+    #[cfg(feature = "metrics")]
+    metrics_name: std::borrow::Cow<'static, str>,
+}
+
+impl Renewal {
+    /// Renew for `lease` each time, every third of it: two renewals can fail to arrive in
+    /// time before the lease runs out.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            lease,
+            every: None,
+            #[cfg(feature = "metrics")]
+            metrics_name: std::borrow::Cow::Borrowed(crate::metrics::DEFAULT_NAME),
+        }
+    }
+
+    /// Renew every `every` instead of every third of the lease. It must be shorter than the
+    /// lease, and not zero ([`Watchdog::spawn`] refuses it otherwise).
+    pub fn every(mut self, every: Duration) -> Self {
+        self.every = Some(every);
+        self
+    }
+
+    /// Reports renewal failures under `name` (the `locks` label) instead of `default`. See
+    /// the [`metrics`](crate::metrics) module: install the recorder before spawning.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics_name = name.into();
+        self
+    }
+
+    fn interval(&self) -> Duration {
+        self.every.unwrap_or(self.lease / 3)
+    }
+}
+
+/// Why a [`Watchdog`]'s grant is no longer held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Loss {
+    /// It was released through [`Watchdog::release`].
+    Released,
+    /// The lease ran out before a renewal could be made (the renewals came too late: a
+    /// starved runtime, or a clock that jumped).
+    Expired,
+    /// A renewal failed with this error; the watchdog stopped and released what it could.
+    /// [`Error::LeaseExpired`] says the lock may already belong to someone else.
+    RenewalFailed(Error),
+    /// The renewal task ended without releasing (its runtime shut down): nobody renews the
+    /// lease any more, and it runs out.
+    Stopped,
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Released => f.write_str("the grant was released"),
+            Self::Expired => f.write_str("the lease ran out before it was renewed"),
+            Self::RenewalFailed(error) => write!(f, "a renewal failed: {error}"),
+            Self::Stopped => f.write_str("the renewal task stopped"),
+        }
+    }
+}
+
+/// What the renewal task tells the watchdog.
+#[derive(Clone, Debug)]
+struct Status {
+    /// The clock reading at which the lease runs out, as of the last renewal.
+    deadline: u64,
+    loss: Option<Loss>,
+}
+
+/// A held grant kept alive by a tokio task that renews its lease, and the signal that it is
+/// lost.
+///
+/// [`Watchdog::spawn`] takes the grant and starts a task that extends its lease (every third
+/// of it by default, see [`Renewal`]). The holder does its work and asks [`Watchdog::is_held`]
+/// between steps, or races the work against [`Watchdog::lost`], which resolves with the
+/// [`Loss`]:
+///
+/// - **A failed renewal is never silent.** The first renewal that fails ends the watchdog:
+///   `lost()` resolves with [`Loss::RenewalFailed`] and the error, `is_held()` turns false,
+///   [`Watchdog::release`] returns the error, and (feature `metrics`) the failure is counted.
+///   A renewal due after the lease already ran out is not attempted: [`Loss::Expired`].
+/// - **Release stops the renewals** and gives the lock back; `lost()` resolves with
+///   [`Loss::Released`].
+/// - **Drop stops them too** and releases the grant in the background: the task ends at once
+///   (before its next renewal), so a dropped watchdog leaves no task behind.
+///
+/// `is_held()` also reads `clock`, which must be the backend's: it is false once the last
+/// confirmed lease has run out, even if the task has not run yet. A holder that pauses past
+/// its lease still must not write unfenced: the token goes with every write.
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_common::sync::Arc;
+/// use infra_dlock::{Locks, Loss, MemoryLocks, Renewal, Watchdog};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), infra_dlock::Error> {
+/// let clock = ManualClock::new();
+/// let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+/// let lease = Duration::from_secs(30);
+/// let grant = locks.acquire("nightly-report", lease)?.into_grant();
+/// let watchdog = Watchdog::spawn(Arc::clone(&locks), grant, clock.clone(), Renewal::new(lease))?;
+///
+/// // Ten leases of work: the watchdog renews every 10 s (both clocks move together here).
+/// for _ in 0..30 {
+///     clock.advance(Duration::from_secs(10));
+///     tokio::time::sleep(Duration::from_secs(10)).await;
+///     assert!(watchdog.is_held());
+/// }
+/// watchdog.release().await?;
+/// assert!(locks.try_acquire("nightly-report", lease)?.is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "the lock is released as soon as the watchdog is dropped"]
+pub struct Watchdog<C: Clock + 'static> {
+    name: String,
+    token: FencingToken,
+    clock: C,
+    status: watch::Receiver<Status>,
+    /// Asks the task to release; dropping it (with the watchdog) does the same.
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl<C: Clock + 'static> Watchdog<C> {
+    /// Starts renewing `grant`, held from `locks`, whose leases run on `clock`.
+    ///
+    /// Must be called within a tokio runtime (it spawns the renewal task).
+    ///
+    /// # Errors
+    ///
+    /// A bad renewal lease ([`Error::ZeroLease`], [`Error::LeaseTooLong`]), or
+    /// [`Error::RenewalInterval`] for an interval that is zero or not shorter than the
+    /// lease. The grant is released before the error is returned.
+    pub fn spawn<L: Locks + 'static>(
+        locks: Arc<L>,
+        grant: Grant,
+        clock: C,
+        renewal: Renewal,
+    ) -> Result<Self, Error>
+    where
+        C: Clone,
+    {
+        let every = renewal.interval();
+        let valid = check_lease(renewal.lease).and_then(|()| {
+            if every.is_zero() || every >= renewal.lease {
+                Err(Error::RenewalInterval {
+                    every,
+                    lease: renewal.lease,
+                })
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = valid {
+            let _ = locks.release(grant);
+            return Err(error);
+        }
+        let (status_sender, status) = watch::channel(Status {
+            deadline: grant.deadline_nanos(),
+            loss: None,
+        });
+        let (stop, stopped) = oneshot::channel();
+        let name = grant.name().to_owned();
+        let token = grant.token();
+        let task = Renewer {
+            locks,
+            clock: clock.clone(),
+            lease: renewal.lease,
+            every,
+            status: status_sender,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::RenewalCounters::new(renewal.metrics_name),
+        };
+        let task = tokio::spawn(task.run(grant, stopped));
+        Ok(Self {
+            name,
+            token,
+            clock,
+            status,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token: send it with every write to the protected resource.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The clock reading at which the lease runs out unless renewed again.
+    pub fn deadline_nanos(&self) -> u64 {
+        self.status.borrow().deadline
+    }
+
+    /// Whether the grant is still held: no loss reported, and the last confirmed lease has
+    /// not run out on the clock.
+    pub fn is_held(&self) -> bool {
+        let status = self.status.borrow();
+        status.loss.is_none() && self.clock.now_nanos() < status.deadline
+    }
+
+    /// Why the grant was lost, if it was.
+    pub fn loss(&self) -> Option<Loss> {
+        self.status.borrow().loss.clone()
+    }
+
+    /// Resolves when the watchdog learns that the grant is lost, with the reason.
+    ///
+    /// Cancel-safe: dropping the future changes nothing, and any number of callers can wait.
+    pub async fn lost(&self) -> Loss {
+        let mut status = self.status.clone();
+        match status.wait_for(|status| status.loss.is_some()).await {
+            Ok(status) => status.loss.clone().unwrap_or(Loss::Stopped),
+            // The task is gone without a word: its runtime shut down.
+            Err(_) => Loss::Stopped,
+        }
+    }
+
+    /// Stops the renewals and releases the grant.
+    ///
+    /// # Errors
+    ///
+    /// The error that ended the watchdog if it had already lost the grant (a failed
+    /// renewal's error, or [`Error::LeaseExpired`]); otherwise as [`Locks::release`].
+    pub async fn release(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            // A task that already ended has dropped its receiver: its result says why.
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|_| not_completed())?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl<C: Clock + 'static> fmt::Debug for Watchdog<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The renewal task's side.
+struct Renewer<L: Locks + 'static, C: Clock> {
+    locks: Arc<L>,
+    clock: C,
+    lease: Duration,
+    every: Duration,
+    status: watch::Sender<Status>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::RenewalCounters,
+}
+
+impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
+    async fn run(self, mut grant: Grant, mut stop: oneshot::Receiver<()>) -> Result<(), Error> {
+        loop {
+            // `Ok(Ok)`: release asked; `Ok(Err)`: the watchdog was dropped. Either way the
+            // grant goes back now.
+            if tokio::time::timeout(self.every, &mut stop).await.is_ok() {
+                let released = self.blocking(move |locks| locks.release(grant)).await;
+                self.lose(Loss::Released);
+                return released.and_then(|released| released);
+            }
+            if self.clock.now_nanos() >= grant.deadline_nanos() {
+                let error = Error::LeaseExpired {
+                    name: grant.name().to_owned(),
+                    token: grant.token(),
+                };
+                #[cfg(feature = "metrics")]
+                self.metrics.failed(&error);
+                self.lose(Loss::Expired);
+                return Err(error);
+            }
+            let lease = self.lease;
+            let renewed = self
+                .blocking(move |locks| {
+                    let extended = locks.extend(&mut grant, lease);
+                    (grant, extended)
+                })
+                .await;
+            let error = match renewed {
+                Ok((renewed, Ok(()))) => {
+                    grant = renewed;
+                    let deadline = grant.deadline_nanos();
+                    self.status.send_modify(|status| status.deadline = deadline);
+                    continue;
+                }
+                Ok((renewed, Err(error))) => {
+                    // Give back whatever is still held, so the next holder need not wait
+                    // out the lease; its answer adds nothing to the renewal's error.
+                    let _ = self.blocking(move |locks| locks.release(renewed)).await;
+                    error
+                }
+                // The grant went down with the blocking call; its lease runs out.
+                Err(error) => error,
+            };
+            #[cfg(feature = "metrics")]
+            self.metrics.failed(&error);
+            self.lose(Loss::RenewalFailed(error.clone()));
+            return Err(error);
+        }
+    }
+
+    /// Runs `call` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&L) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let locks = Arc::clone(&self.locks);
+        tokio::task::spawn_blocking(move || call(&locks))
+            .await
+            .map_err(|_| not_completed())
+    }
+
+    fn lose(&self, loss: Loss) {
+        self.status.send_modify(|status| status.loss = Some(loss));
+    }
+}
