@@ -31,7 +31,7 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let quota = Quota::per_second(5)?.with_burst(3)?;
     let partner_quota = Quota::per_second(50)?;
     let limiter = KeyedRateLimiter::<String, Gcra, _>::with_clock(quota, clock.clone())?;
-    limiter.set_key_quota("partner".to_owned(), partner_quota)?;
+    limiter.set_key_quota("partner", partner_quota)?;
 
     let first_request = clock.now_nanos();
     let mut last_request = first_request;

@@ -83,6 +83,14 @@ pub trait Algorithm: Send + Sync + fmt::Debug + Sized {
     /// Whether this state is indistinguishable from a new one at `now`: every later decision
     /// would be the same if it were dropped and recreated.
     fn is_idle(&self, config: &Self::Config, now: u64) -> bool;
+
+    /// The most heap memory, in bytes, one state may hold under `config` (beyond
+    /// `size_of::<Self>()`); keyed limiters charge it against their byte cap. Zero unless the
+    /// state allocates.
+    fn heap_bytes(config: &Self::Config) -> usize {
+        let _ = config;
+        0
+    }
 }
 
 /// An algorithm configuration (and the quota it came from) that many threads read on every

@@ -53,11 +53,18 @@ pub enum Error {
         /// The most the limiter admits at once.
         capacity: u32,
     },
-    /// A keyed limiter already tracks its maximum number of keys and none of them is idle,
-    /// so a new key cannot be admitted without forgetting another key's state.
+    /// A keyed limiter is full (its key cap or its byte cap) and none of the keys its eviction
+    /// hand examined was idle, so a new key cannot be tracked without forgetting another key's
+    /// state. Retry later, or raise the caps.
     TooManyKeys {
-        /// The configured cap.
+        /// The configured key cap.
         max_keys: usize,
+    },
+    /// A keyed limiter already keeps its maximum of per-key quotas, or the new one's bytes do
+    /// not fit under its byte cap. Clear unused per-key quotas, or raise the caps.
+    TooManyOverrides {
+        /// The configured cap on per-key quotas.
+        max_overrides: usize,
     },
     /// A remote backend (Redis) could not be asked and the fail-closed policy applies, or an
     /// operation that has no policy failed.
@@ -91,7 +98,13 @@ impl fmt::Display for Error {
             ),
             Self::TooManyKeys { max_keys } => write!(
                 f,
-                "the limiter already tracks {max_keys} keys and none is idle: new keys are refused"
+                "the limiter is full (at most {max_keys} keys, or its byte cap) and no key it \
+                 examined is idle: new keys are refused until some are"
+            ),
+            Self::TooManyOverrides { max_overrides } => write!(
+                f,
+                "the limiter keeps at most {max_overrides} per-key quotas within its byte cap: \
+                 clear some first"
             ),
             Self::Unavailable { reason } => write!(f, "rate-limit backend unavailable: {reason}"),
         }

@@ -1,30 +1,70 @@
 //! Keyed limiting: one limiter state per user, IP address or API key, in bounded memory.
+//!
+//! Memory is bounded twice: by a count of keys and by an estimate of their bytes. Beside the map,
+//! the limiter keeps a min-heap of every tracked key by the earliest time its state can be fully
+//! replenished (*due*): a lower bound, since a key only becomes due later by being used. When a
+//! new key does not fit, the check takes the due keys off the top of the heap, at most
+//! [`KeyedOptions::RECLAIM_SAMPLE`] of them: a key that has replenished is forgotten (a new key
+//! starts in the same state, so no decision changes), any other goes back with its due time
+//! brought up to date. The key closest to full is always examined first, an active key is never
+//! forgotten (an abuser cannot reset its own limit by flooding the map), and a key an abuser
+//! drained is reclaimable the moment it has replenished.
+//!
+//! A key enters the heap due at once, so its first examination sees it after whatever burst
+//! created it, and every check that tracks a new key also examines up to
+//! [`SWEEP_PER_INSERT`] due keys: the sweep is spread over insertions, and the heap's top stays
+//! close to the truth. No request thread ever makes a pass over all keys.
 
 use std::borrow::Borrow;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::hash::Hash;
-use std::time::Duration;
+use std::mem::{size_of, size_of_val};
 
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use infra_common::sync::Mutex;
+use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_common::{Clock, SystemClock};
 
 use crate::algorithm::{Algorithm, AlgorithmConfig, ConfigCell};
 use crate::store::Shards;
 use crate::{Decision, Error, Gcra, Quota};
 
-/// How many keys a keyed limiter tracks and how often it may scan for idle ones.
+/// Due keys examined by each check that tracks a new key while the limiter has room.
+const SWEEP_PER_INSERT: usize = 2;
+
+/// Bytes charged per tracked key besides its key and state: the eviction heap's record of it
+/// (due time, hash and charge, 24 bytes) and the hash table's control byte and spare capacity
+/// (8 bytes, rounded up).
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Bytes charged per per-key quota besides its key and the quota: the table's control byte and
+/// spare capacity, rounded up.
+const OVERRIDE_OVERHEAD: usize = 8;
+
+/// How much memory a keyed limiter may use: a cap on tracked keys, on their estimated bytes, and
+/// on per-key quotas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyedOptions {
     max_keys: usize,
-    sweep_interval: Duration,
+    max_bytes: usize,
+    max_overrides: usize,
 }
 
 impl KeyedOptions {
     /// Default cap on tracked keys: 1,000,000.
     pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
-    /// Default least time between two automatic sweeps: one second.
-    pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+    /// Default cap on the estimated bytes of tracked keys and per-key quotas: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
+    /// Default cap on per-key quotas: 100,000.
+    pub const DEFAULT_MAX_OVERRIDES: usize = 100_000;
+    /// The most tracked keys one check on a new key examines when the limiter is full.
+    ///
+    /// Bounds the work a request thread does for eviction. The keys examined are those due
+    /// earliest (closest to fully replenished); each one found active is given its up-to-date
+    /// due time, so the next check looks further.
+    pub const RECLAIM_SAMPLE: usize = 32;
 
     /// Tracks at most `max_keys` keys (at least 1).
     #[must_use]
@@ -35,12 +75,18 @@ impl KeyedOptions {
         }
     }
 
-    /// Sweeps for idle keys automatically at most once per `interval`, and only when the cap is
-    /// reached. [`KeyedRateLimiter::sweep`] can always be called directly.
+    /// Charges tracked keys and per-key quotas at most `max_bytes` bytes in total (see
+    /// [`KeyedRateLimiter::bytes`] for what a key costs).
     #[must_use]
-    pub fn sweep_interval(self, interval: Duration) -> Self {
+    pub fn max_bytes(self, max_bytes: usize) -> Self {
+        Self { max_bytes, ..self }
+    }
+
+    /// Keeps at most `max_overrides` per-key quotas.
+    #[must_use]
+    pub fn max_overrides(self, max_overrides: usize) -> Self {
         Self {
-            sweep_interval: interval,
+            max_overrides,
             ..self
         }
     }
@@ -50,16 +96,34 @@ impl Default for KeyedOptions {
     fn default() -> Self {
         Self {
             max_keys: Self::DEFAULT_MAX_KEYS,
-            sweep_interval: Self::DEFAULT_SWEEP_INTERVAL,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_overrides: Self::DEFAULT_MAX_OVERRIDES,
         }
     }
 }
 
-/// A per-key quota set at run time, with its derived configuration.
+/// A per-key quota set at run time, with its derived configuration and what it was charged.
 #[derive(Clone, Copy, Debug)]
 struct Override<A: Algorithm> {
     quota: Quota,
     config: A::Config,
+    bytes: usize,
+}
+
+/// The eviction heap's record of a tracked key: the earliest clock reading at which its state
+/// can be fully replenished, where the map files it, and what it was charged. Ordered by `due`
+/// first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Tracked {
+    due: u64,
+    hash: u64,
+    bytes: usize,
+}
+
+/// What a key costs in the map: its slot in the entry plus its borrowed form (a `str`'s bytes
+/// for a `String` key; an inline key such as `u64` is counted twice, erring high).
+fn key_bytes<K, Q: ?Sized>(key: &Q) -> usize {
+    size_of::<K>().saturating_add(size_of_val(key))
 }
 
 /// One [`Algorithm`] state per key, in a sharded concurrent map, with per-key quotas and a hard
@@ -68,18 +132,21 @@ struct Override<A: Algorithm> {
 /// - **Quotas.** Every key uses the default quota unless [`KeyedRateLimiter::set_key_quota`]
 ///   gave it its own. Both can change at run time ([`KeyedRateLimiter::set_quota`]); states are
 ///   kept, not reset.
-/// - **Bounded memory.** At most `max_keys` keys are tracked (default one million). A key whose
-///   state has fully recovered is *idle*: forgetting it changes no decision, since a new key
-///   starts in the same state. [`KeyedRateLimiter::sweep`] drops idle keys; when the cap is
-///   reached the limiter sweeps by itself (at most once per sweep interval). If the cap is
-///   reached and no key is idle, a check on a **new** key returns [`Error::TooManyKeys`] rather
-///   than forgetting the state of an active one — evicting active keys would let a client
-///   reset its own limit by flooding the map with fresh keys. Known keys are unaffected.
+/// - **Bounded memory.** At most `max_keys` keys and `max_bytes` estimated bytes are tracked
+///   (see [`KeyedOptions`] and [`KeyedRateLimiter::bytes`]). A key whose state has fully
+///   replenished is *idle*: forgetting it changes no decision, since a new key starts in the
+///   same state. When a new key does not fit, the check examines at most
+///   [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those closest to fully replenished first,
+///   and forgets the idle ones among them. If none of them was idle, the new key gets
+///   [`Error::TooManyKeys`] rather than the state of an active key being forgotten (that would
+///   let a client reset its own limit by flooding the map); known keys are unaffected. Checks
+///   that track a new key also forget a few idle keys on the way, and
+///   [`KeyedRateLimiter::sweep`] forgets every idle key at once.
+/// - **Quota changes and eviction.** A key's place in the eviction order is a lower bound on
+///   when it replenishes under the quota it was last examined with; after a quota change makes
+///   keys replenish sooner, they are found idle when that bound comes due, not earlier.
 /// - **Hashing.** The map uses infra-common's randomly keyed [`RandomState`](infra_common::RandomState),
 ///   so clients cannot choose keys that collide.
-///
-/// Memory: with GCRA each tracked key costs its key, one 8-byte state and the map's per-entry
-/// overhead (see the crate README for measured figures).
 ///
 /// ```
 /// use infra_common::ManualClock;
@@ -88,7 +155,7 @@ struct Override<A: Algorithm> {
 ///
 /// let clock = ManualClock::new();
 /// let limiter = KeyedRateLimiter::<String, Gcra, _>::with_clock(Quota::per_second(2)?, clock.clone())?;
-/// limiter.set_key_quota("premium".to_string(), Quota::per_second(100)?)?;
+/// limiter.set_key_quota("premium", Quota::per_second(100)?)?;
 /// assert!(limiter.check("alice")?.is_allowed());
 /// assert!(limiter.check("alice")?.is_allowed());
 /// assert!(limiter.check("alice")?.is_denied());
@@ -101,12 +168,16 @@ struct Override<A: Algorithm> {
 pub struct KeyedRateLimiter<K, A: Algorithm = Gcra, C: Clock = SystemClock> {
     states: Shards<K, A>,
     tracked: AtomicUsize,
+    /// Estimated bytes of tracked keys and overrides, charged against `max_bytes`.
+    bytes: AtomicUsize,
+    /// Every tracked key once, earliest due first. A key enters it after its insertion into
+    /// `states` and leaves it only when it is forgotten, so the two agree except for a key in
+    /// between.
+    due: Mutex<BinaryHeap<Reverse<Tracked>>>,
     overrides: Shards<K, Override<A>>,
     override_count: AtomicUsize,
     default: ConfigCell<A>,
     options: KeyedOptions,
-    /// Clock reading of the last automatic sweep, plus one (zero: never swept).
-    last_sweep: AtomicU64,
     clock: C,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::KeyedCounters,
@@ -147,11 +218,12 @@ where
         Ok(Self {
             states: Shards::new(),
             tracked: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            due: Mutex::new(BinaryHeap::new()),
             overrides: Shards::new(),
             override_count: AtomicUsize::new(0),
             default: ConfigCell::new(&quota)?,
             options,
-            last_sweep: AtomicU64::new(0),
             clock,
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::KeyedCounters::unnamed(),
@@ -197,7 +269,7 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyKeys`] when `key` is new, the cap is reached and no key is idle.
+    /// [`Error::TooManyKeys`] when `key` is new and does not fit (see the type's docs).
     #[inline]
     pub fn check<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
@@ -245,84 +317,134 @@ where
             self.metrics.decisions.record(&decision);
             return Ok(decision);
         }
-        // Reserve a slot before taking the shard lock: the reservation may sweep, and a sweep
-        // locks every shard.
-        self.reserve_slot(now)?;
+        let bytes = key_bytes::<K, Q>(key)
+            .saturating_add(size_of::<A>())
+            .saturating_add(A::heap_bytes(&config))
+            .saturating_add(ENTRY_OVERHEAD);
+        // Reserve room before taking the shard lock: reclaiming takes shard locks itself.
+        let had_room = self.reserve(bytes);
+        if !had_room {
+            self.reclaim(now, KeyedOptions::RECLAIM_SAMPLE);
+            if !self.reserve(bytes) {
+                #[cfg(feature = "metrics")]
+                self.metrics.too_many_keys.increment(1);
+                return Err(Error::TooManyKeys {
+                    max_keys: self.options.max_keys,
+                });
+            }
+        }
+        let hash = self.states.hash_of(key);
         let (decision, inserted) = self.states.with_or_insert(
             key.to_owned(),
             || A::new(&config, now),
             |state, inserted| (state.check_n(&config, now, n), inserted),
         );
-        if !inserted {
-            // Another thread inserted the key first; its slot counts, ours goes back.
-            self.tracked.fetch_sub(1, Ordering::Relaxed);
+        if inserted {
+            if had_room {
+                // The incremental sweep, done before this key joins the heap so that its own
+                // record (due now) is not among the keys examined.
+                self.reclaim(now, SWEEP_PER_INSERT);
+            }
+            self.due.lock().push(Reverse(Tracked {
+                due: now,
+                hash,
+                bytes,
+            }));
+        } else {
+            // Another thread inserted the key first; its reservation counts, ours goes back.
+            self.release(bytes);
         }
         #[cfg(feature = "metrics")]
         self.metrics.decisions.record(&decision);
         Ok(decision)
     }
 
-    fn reserve_slot(&self, now: u64) -> Result<(), Error> {
+    /// Takes one key slot and `bytes` bytes, or nothing.
+    fn reserve(&self, bytes: usize) -> bool {
         let max_keys = self.options.max_keys;
-        let mut swept = false;
-        loop {
-            let reserved =
-                self.tracked
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tracked| {
-                        (tracked < max_keys).then_some(tracked + 1)
-                    });
-            if reserved.is_ok() {
-                return Ok(());
-            }
-            if swept || !self.claim_sweep(now) {
-                #[cfg(feature = "metrics")]
-                self.metrics.too_many_keys.increment(1);
-                return Err(Error::TooManyKeys { max_keys });
-            }
-            self.sweep_at(now);
-            swept = true;
-        }
-    }
-
-    /// Whether this thread may run the automatic sweep now (at most one per interval).
-    fn claim_sweep(&self, now: u64) -> bool {
-        let interval = duration_to_nanos(self.options.sweep_interval);
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_add(1) < last.saturating_add(interval) {
+        if self
+            .tracked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tracked| {
+                (tracked < max_keys).then_some(tracked + 1)
+            })
+            .is_err()
+        {
             return false;
         }
-        self.last_sweep
-            .compare_exchange(
-                last,
-                now.saturating_add(1),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
+        if self.charge(bytes) {
+            return true;
+        }
+        self.tracked.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Adds `bytes` to the charged bytes if they stay within `max_bytes`.
+    fn charge(&self, bytes: usize) -> bool {
+        let max_bytes = self.options.max_bytes;
+        self.bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= max_bytes)
+            })
             .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.tracked.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Examines at most `budget` keys that are due at `now`, earliest first: forgets the idle
+    /// ones and puts the others back with their due time brought up to date. Returns how many it
+    /// forgot.
+    fn reclaim(&self, now: u64, budget: usize) -> usize {
+        let mut forgotten = 0;
+        for _ in 0..budget {
+            // The heap's lock is never held while a shard lock is taken, so checks that insert
+            // (shard, then heap) and reclaiming (heap, then shard) cannot deadlock.
+            let entry = {
+                let mut due = self.due.lock();
+                match due.peek() {
+                    Some(Reverse(top)) if top.due <= now => due.pop().map(|Reverse(e)| e),
+                    _ => None,
+                }
+            };
+            let Some(entry) = entry else {
+                break;
+            };
+            // Decided under the shard's exclusive lock: a check that consumes from the key
+            // either comes first (the key is no longer idle and stays) or finds it gone and
+            // starts it afresh, which is the same state.
+            let outcome = self.states.evict_hashed(entry.hash, |key, state| {
+                let config = self.config_for(key);
+                if state.is_idle(&config, now) {
+                    return None;
+                }
+                // At least one nanosecond later, so a pass over due keys always ends.
+                let full_in = duration_to_nanos(state.check_n(&config, now, 0).reset_after());
+                Some(now.saturating_add(full_in.max(1)))
+            });
+            match outcome {
+                Some(Some(due)) => self.due.lock().push(Reverse(Tracked { due, ..entry })),
+                Some(None) => {
+                    forgotten += 1;
+                    self.release(entry.bytes);
+                }
+                // Only after a 64-bit hash collision, when the other key's record already took
+                // this key: this record's room comes back all the same.
+                None => self.release(entry.bytes),
+            }
+        }
+        forgotten
     }
 
     /// Forgets every idle key (one whose state has fully recovered) and returns how many.
     ///
-    /// Takes each shard's lock in turn; checks on other shards proceed meanwhile. Call it
-    /// periodically to keep memory proportional to the active keys; it also runs by itself when
-    /// the key cap is reached.
+    /// Examines every key that may be idle (see the type's docs on quota changes), each under
+    /// its shard's lock; checks proceed meanwhile. New keys reclaim idle ones by themselves, a few at a
+    /// time, so calling this is only needed to give memory back at once.
     pub fn sweep(&self) -> usize {
-        self.sweep_at(self.clock.now_nanos())
-    }
-
-    fn sweep_at(&self, now: u64) -> usize {
-        let has_overrides = self.override_count.load(Ordering::Relaxed) > 0;
-        let default = self.default.config();
-        let removed = self.states.retain(|key, state| {
-            let config = if has_overrides {
-                self.overrides.with(key, |o| o.config).unwrap_or(default)
-            } else {
-                default
-            };
-            !state.is_idle(&config, now)
-        });
-        self.tracked.fetch_sub(removed, Ordering::Relaxed);
-        removed
+        let tracked = self.due.lock().len();
+        self.reclaim(self.clock.now_nanos(), tracked)
     }
 
     /// Keys currently tracked.
@@ -338,6 +460,32 @@ where
     /// The cap on tracked keys.
     pub fn max_keys(&self) -> usize {
         self.options.max_keys
+    }
+
+    /// The estimated bytes of tracked keys and per-key quotas, charged against
+    /// [`KeyedOptions::max_bytes`].
+    ///
+    /// A tracked key is charged, when first tracked, `size_of::<K>()` plus its borrowed form's
+    /// size (the bytes of a `str`), the algorithm's state and the most heap memory that state may
+    /// hold under the key's quota ([`Algorithm::heap_bytes`]: a sliding-window log's entries),
+    /// plus 32 bytes for the map and the eviction heap. A per-key quota is charged its key the
+    /// same way, its stored quota and 8 bytes.
+    ///
+    /// ```
+    /// use infra_common::ManualClock;
+    /// use infra_ratelimit::{Gcra, KeyedOptions, KeyedRateLimiter, Quota};
+    ///
+    /// let options = KeyedOptions::default().max_bytes(200);
+    /// let limiter =
+    ///     KeyedRateLimiter::<String, Gcra, _>::with_options(Quota::per_second(2)?, ManualClock::new(), options)?;
+    /// assert!(limiter.check("a short key")?.is_allowed());
+    /// assert!(limiter.bytes() > 32 + 11);
+    /// let long_key = "k".repeat(1_000);
+    /// assert!(limiter.check(long_key.as_str()).is_err()); // does not fit in 200 bytes
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The default quota.
@@ -358,15 +506,52 @@ where
     ///
     /// # Errors
     ///
-    /// When the algorithm cannot represent the quota.
-    pub fn set_key_quota(&self, key: K, quota: Quota) -> Result<(), Error> {
+    /// When the algorithm cannot represent the quota; [`Error::TooManyOverrides`] when `key` has
+    /// no quota of its own yet and [`KeyedOptions::max_overrides`] quotas are already set, or
+    /// this one's bytes do not fit under [`KeyedOptions::max_bytes`].
+    pub fn set_key_quota<Q>(&self, key: &Q, quota: Quota) -> Result<(), Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
         let config = A::Config::from_quota(&quota)?;
-        if self
-            .overrides
-            .insert(key, Override { quota, config })
-            .is_none()
-        {
-            self.override_count.fetch_add(1, Ordering::Relaxed);
+        let bytes = key_bytes::<K, Q>(key)
+            .saturating_add(size_of::<Override<A>>())
+            .saturating_add(OVERRIDE_OVERHEAD);
+        let entry = Override {
+            quota,
+            config,
+            bytes,
+        };
+        if self.overrides.with(key, |_| ()).is_some() {
+            // Replacing a quota adds no entry. Should the old one be cleared meanwhile, this
+            // becomes an insertion past the caps by one entry per racing caller, never more.
+            match self.overrides.insert(key.to_owned(), entry) {
+                Some(replaced) => {
+                    self.bytes.fetch_sub(replaced.bytes, Ordering::Relaxed);
+                }
+                None => {
+                    self.override_count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            return Ok(());
+        }
+        let max_overrides = self.options.max_overrides;
+        let refused = Error::TooManyOverrides { max_overrides };
+        self.override_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                (count < max_overrides).then_some(count + 1)
+            })
+            .map_err(|_| refused.clone())?;
+        if !self.charge(bytes) {
+            self.override_count.fetch_sub(1, Ordering::Relaxed);
+            return Err(refused);
+        }
+        if let Some(replaced) = self.overrides.insert(key.to_owned(), entry) {
+            // The key had a quota already: one entry, charged once.
+            self.override_count.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(replaced.bytes, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -377,8 +562,9 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if self.overrides.remove(key).is_some() {
+        if let Some(removed) = self.overrides.remove(key) {
             self.override_count.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(removed.bytes, Ordering::Relaxed);
         }
     }
 
@@ -405,6 +591,7 @@ impl<K, A: Algorithm, C: Clock> fmt::Debug for KeyedRateLimiter<K, A, C> {
             .field("algorithm", &A::NAME)
             .field("quota", &self.default.quota())
             .field("tracked", &self.tracked.load(Ordering::Relaxed))
+            .field("bytes", &self.bytes.load(Ordering::Relaxed))
             .field("overrides", &self.override_count.load(Ordering::Relaxed))
             .field("options", &self.options)
             .finish_non_exhaustive()
@@ -416,15 +603,14 @@ mod tests {
     use super::*;
     use crate::{SlidingWindowLog, TokenBucket};
     use infra_common::ManualClock;
+    use std::time::Duration;
 
     fn limiter(
         per_second: u64,
         max_keys: usize,
     ) -> (ManualClock, KeyedRateLimiter<u64, Gcra, ManualClock>) {
         let clock = ManualClock::new();
-        let options = KeyedOptions::default()
-            .max_keys(max_keys)
-            .sweep_interval(Duration::from_secs(10));
+        let options = KeyedOptions::default().max_keys(max_keys);
         let limiter = KeyedRateLimiter::with_options(
             Quota::per_second(per_second).unwrap(),
             clock.clone(),
@@ -450,23 +636,174 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_refuses_new_keys_until_old_ones_are_idle() {
+    fn a_full_limiter_reclaims_idle_keys_at_once_and_never_active_ones() {
         let (clock, limiter) = limiter(1, 2);
         assert!(limiter.check(&1).unwrap().is_allowed());
         assert!(limiter.check(&2).unwrap().is_allowed());
         assert_eq!(limiter.check(&3), Err(Error::TooManyKeys { max_keys: 2 }));
-        // Known keys keep working at the cap.
+        // Known keys keep working at the cap, and the refusal forgot neither.
         assert!(limiter.check(&1).unwrap().is_denied());
-        // The refused check above already used the automatic sweep (it found nothing idle);
-        // the next one is allowed a sweep interval later, when both keys are idle.
-        clock.advance(Duration::from_secs(9));
+        assert!(limiter.check(&2).unwrap().is_denied());
+        clock.advance(Duration::from_millis(999));
         assert_eq!(limiter.check(&3), Err(Error::TooManyKeys { max_keys: 2 }));
-        clock.advance(Duration::from_secs(1));
+        // Both replenished: the next new keys take their places at once, one after the other.
+        clock.advance(Duration::from_millis(1));
         assert!(limiter.check(&3).unwrap().is_allowed());
-        assert_eq!(limiter.len(), 1);
-        // The sweep interval throttles the next automatic sweep.
         assert!(limiter.check(&4).unwrap().is_allowed());
+        assert_eq!(limiter.len(), 2);
         assert_eq!(limiter.check(&5), Err(Error::TooManyKeys { max_keys: 2 }));
+        // A key that comes back after being forgotten starts full, as it would have been.
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.check(&1).unwrap().is_allowed());
+    }
+
+    /// GCRA that counts how often a keyed limiter asks whether a state is idle.
+    #[derive(Debug)]
+    struct Counted(Gcra);
+
+    // A static needs a const constructor, which the loom-switchable atomic lacks; only this
+    // test's single thread touches it.
+    #[allow(clippy::disallowed_types)]
+    static IDLE_QUESTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    impl Algorithm for Counted {
+        type Config = crate::GcraConfig;
+        const NAME: &'static str = "counted";
+
+        fn new(config: &Self::Config, now: u64) -> Self {
+            Self(Gcra::new(config, now))
+        }
+
+        fn check_n(&self, config: &Self::Config, now: u64, n: u32) -> Decision {
+            self.0.check_n(config, now, n)
+        }
+
+        fn is_idle(&self, config: &Self::Config, now: u64) -> bool {
+            IDLE_QUESTIONS.fetch_add(1, Ordering::Relaxed);
+            self.0.is_idle(config, now)
+        }
+    }
+
+    #[test]
+    fn a_new_key_at_the_cap_examines_a_bounded_sample() {
+        let clock = ManualClock::new();
+        let max_keys = 2_000;
+        let limiter = KeyedRateLimiter::<u64, Counted, _>::with_options(
+            Quota::per_hour(100).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_keys(max_keys),
+        )
+        .unwrap();
+        for key in 0..max_keys as u64 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        // Every key is active: each new key is refused after a bounded look, never a full pass.
+        for attempt in 0..100 {
+            let before = IDLE_QUESTIONS.load(Ordering::Relaxed);
+            let refused = limiter.check(&(1_000_000 + attempt));
+            let asked = IDLE_QUESTIONS.load(Ordering::Relaxed) - before;
+            assert!(matches!(refused, Err(Error::TooManyKeys { .. })));
+            assert!(asked <= 32, "asked about {asked} keys");
+        }
+        // Once keys replenish, each new key finds one at once.
+        clock.advance(Duration::from_secs(36));
+        for attempt in 0..100 {
+            let before = IDLE_QUESTIONS.load(Ordering::Relaxed);
+            assert!(limiter.check(&(2_000_000 + attempt)).unwrap().is_allowed());
+            assert!(IDLE_QUESTIONS.load(Ordering::Relaxed) - before <= 32);
+        }
+        assert!(limiter.len() <= max_keys);
+    }
+
+    #[test]
+    fn the_byte_cap_counts_key_lengths_overrides_and_logs() {
+        let clock = ManualClock::new();
+        let per_key = |key: &str| size_of::<String>() + key.len() + size_of::<Gcra>() + 32;
+        let options = KeyedOptions::default().max_bytes(per_key("alice") + per_key("bob"));
+        let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
+            Quota::per_second(1).unwrap(),
+            clock.clone(),
+            options,
+        )
+        .unwrap();
+        assert!(limiter.check("alice").unwrap().is_allowed());
+        assert_eq!(limiter.bytes(), per_key("alice"));
+        // A key of any length is charged its length: this one never fits.
+        let long = "x".repeat(10_000);
+        assert!(matches!(
+            limiter.check(long.as_str()),
+            Err(Error::TooManyKeys { .. })
+        ));
+        assert!(limiter.check("bob").unwrap().is_allowed());
+        assert_eq!(limiter.bytes(), per_key("alice") + per_key("bob"));
+        assert!(limiter.check("eve").is_err(), "the bytes are used up");
+        // Forgetting a key gives its bytes back.
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.sweep(), 2);
+        assert_eq!(limiter.bytes(), 0);
+
+        // A per-key quota is charged too, and refused when it does not fit.
+        let override_bytes = size_of::<String>() + "alice".len() + size_of::<Override<Gcra>>() + 8;
+        let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
+            Quota::per_second(1).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_bytes(override_bytes),
+        )
+        .unwrap();
+        limiter
+            .set_key_quota("alice", Quota::per_second(5).unwrap())
+            .unwrap();
+        let with_override = limiter.bytes();
+        assert_eq!(with_override, override_bytes);
+        assert!(limiter.check("bob").is_err(), "the quota used the bytes");
+        assert_eq!(
+            limiter.set_key_quota(long.as_str(), Quota::per_second(5).unwrap()),
+            Err(Error::TooManyOverrides {
+                max_overrides: KeyedOptions::DEFAULT_MAX_OVERRIDES
+            })
+        );
+        // Replacing a key's quota charges it once.
+        limiter
+            .set_key_quota("alice", Quota::per_second(6).unwrap())
+            .unwrap();
+        assert_eq!(limiter.bytes(), with_override);
+        limiter.clear_key_quota("alice");
+        assert_eq!(limiter.bytes(), 0);
+
+        // A sliding-window log is charged for the entries its limit allows.
+        let log = KeyedRateLimiter::<u64, SlidingWindowLog, _>::with_options(
+            Quota::per_second(1_000).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_bytes(40_000),
+        )
+        .unwrap();
+        assert!(log.check(&1).unwrap().is_allowed());
+        assert!(log.bytes() >= 1_024 * 16, "{}", log.bytes());
+        assert!(log.check(&2).unwrap().is_allowed());
+        assert!(matches!(log.check(&3), Err(Error::TooManyKeys { .. })));
+    }
+
+    #[test]
+    fn per_key_quotas_are_capped() {
+        let (_clock, limiter) = limiter(1, 100);
+        let limiter = KeyedRateLimiter::<u64, Gcra, _>::with_options(
+            limiter.quota(),
+            ManualClock::new(),
+            KeyedOptions::default().max_overrides(2),
+        )
+        .unwrap();
+        let quota = Quota::per_second(9).unwrap();
+        limiter.set_key_quota(&1, quota).unwrap();
+        limiter.set_key_quota(&2, quota).unwrap();
+        limiter.set_key_quota(&2, quota).unwrap();
+        assert_eq!(
+            limiter.set_key_quota(&3, quota),
+            Err(Error::TooManyOverrides { max_overrides: 2 })
+        );
+        limiter.clear_key_quota(&1);
+        limiter.set_key_quota(&3, quota).unwrap();
+        assert_eq!(limiter.quota_for(&3), quota);
+        assert_eq!(limiter.quota_for(&1), Quota::per_second(1).unwrap());
     }
 
     #[test]
@@ -487,7 +824,7 @@ mod tests {
     fn per_key_quotas_and_runtime_changes_keep_state() {
         let (_clock, limiter) = limiter(2, 100);
         limiter
-            .set_key_quota(7, Quota::per_second(5).unwrap())
+            .set_key_quota(&7, Quota::per_second(5).unwrap())
             .unwrap();
         assert_eq!(limiter.quota_for(&7), Quota::per_second(5).unwrap());
         assert!(limiter.check_n(&7, 5).unwrap().is_allowed());

@@ -172,7 +172,6 @@ impl RedisCounters {
 
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
-    use std::time::Duration;
 
     use infra_common::ManualClock;
     use metrics_util::MetricKind;
@@ -278,9 +277,7 @@ mod tests {
             KeyedRateLimiter::<u64, crate::Gcra, _>::with_options(
                 Quota::per_second(2).unwrap(),
                 clock.clone(),
-                KeyedOptions::default()
-                    .max_keys(2)
-                    .sweep_interval(Duration::from_secs(60)),
+                KeyedOptions::default().max_keys(2),
             )
             .unwrap()
             .with_metrics_name("login")

@@ -354,11 +354,10 @@ fn run_keyed<A: Algorithm, M: Model>(
     ops: &[Op],
 ) -> Result<(), String> {
     let clock = ManualClock::new();
-    // Sweeping whenever the cap is hit makes every refusal meaningful: it happens only when
-    // `max_keys` keys are genuinely not idle.
-    let options = KeyedOptions::default()
-        .max_keys(max_keys)
-        .sweep_interval(Duration::ZERO);
+    // With at most `KeyedOptions::RECLAIM_SAMPLE` keys, the eviction hand examines every
+    // tracked key before refusing one, so a refusal happens only when `max_keys` keys are
+    // genuinely not idle.
+    let options = KeyedOptions::default().max_keys(max_keys);
     let limiter = KeyedRateLimiter::<u8, A, _>::with_options(quota, clock.clone(), options)
         .map_err(|e| e.to_string())?;
     let mut models: BTreeMap<u8, M> = BTreeMap::new();

@@ -211,6 +211,17 @@ impl Algorithm for SlidingWindowLog {
         Decision::denied(config.limit, cells(left), retry, log.reset_after(w, now))
     }
 
+    /// At most `limit` entries (each holds at least one admitted cell), in a `VecDeque` whose
+    /// capacity doubles from 4.
+    fn heap_bytes(config: &WindowConfig) -> usize {
+        let entries = usize::try_from(config.limit)
+            .unwrap_or(usize::MAX)
+            .max(4)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
+        entries.saturating_mul(std::mem::size_of::<(u64, u32)>())
+    }
+
     fn is_idle(&self, config: &WindowConfig, now: u64) -> bool {
         let log = self.state.lock();
         log.entries

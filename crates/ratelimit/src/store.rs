@@ -94,6 +94,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     }
 
     /// Keeps the entries for which `keep` holds; returns how many were removed.
+    #[cfg(any(feature = "redis", test))]
     pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
         let mut removed = 0;
         self.map.retain(|key, value| {
@@ -106,6 +107,42 @@ impl<K: Hash + Eq, V> Shards<K, V> {
 
     pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
         self.map.insert(key, value)
+    }
+
+    /// The hash the map files `key` under.
+    pub(crate) fn hash_of<Q>(&self, key: &Q) -> u64
+    where
+        K: Borrow<Q>,
+        Q: Hash + ?Sized,
+    {
+        self.map.hasher().hash_one(key)
+    }
+
+    /// Finds the entry whose key hashes to `hash` and, under the shard's exclusive lock, asks
+    /// `keep` about it: the entry is removed when `keep` returns `None`. Returns `None` when no
+    /// key has that hash, else what `keep` returned.
+    ///
+    /// Eviction remembers keys by hash alone (8 bytes each, not a second copy of every key), so
+    /// the entry is found by probing for the hash and re-hashing each candidate's key: the
+    /// table's own equality tag is only 7 bits of it.
+    pub(crate) fn evict_hashed<R>(
+        &self,
+        hash: u64,
+        keep: impl FnOnce(&K, &V) -> Option<R>,
+    ) -> Option<Option<R>> {
+        let hasher = self.map.hasher();
+        #[allow(clippy::cast_possible_truncation)]
+        let shard = self.map.determine_shard(hash as usize);
+        let mut table = self.map.shards()[shard].write();
+        let matches = |(candidate, _): &(K, dashmap::SharedValue<V>)| {
+            hasher.hash_one(candidate) == hash
+        };
+        let (key, value) = table.get(hash, matches)?;
+        let kept = keep(key, value.get());
+        if kept.is_none() {
+            table.remove_entry(hash, matches);
+        }
+        Some(kept)
     }
 
     pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
@@ -213,6 +250,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         f(value, inserted)
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
         let mut map = self.map.write();
         let before = map.len();
@@ -222,6 +260,34 @@ impl<K: Hash + Eq, V> Shards<K, V> {
 
     pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
         self.map.write().insert(key, value)
+    }
+
+    pub(crate) fn hash_of<Q>(&self, key: &Q) -> u64
+    where
+        K: Borrow<Q>,
+        Q: Hash + ?Sized,
+    {
+        use std::hash::BuildHasher;
+        self.map.read().hasher().hash_one(key)
+    }
+
+    pub(crate) fn evict_hashed<R>(
+        &self,
+        hash: u64,
+        keep: impl FnOnce(&K, &V) -> Option<R>,
+    ) -> Option<Option<R>>
+    where
+        K: Clone,
+    {
+        use std::hash::BuildHasher;
+        let mut map = self.map.write();
+        let hasher = map.hasher().clone();
+        let key = map.keys().find(|key| hasher.hash_one(key) == hash)?.clone();
+        let kept = keep(&key, &map[&key]);
+        if kept.is_none() {
+            map.remove(&key);
+        }
+        Some(kept)
     }
 
     pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>

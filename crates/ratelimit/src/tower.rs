@@ -9,8 +9,10 @@
 //! - admitted: the inner service's response, with `RateLimit-Limit`, `RateLimit-Remaining` and
 //!   `RateLimit-Reset` added;
 //! - denied: `429` with those headers and `Retry-After`, without calling the inner service;
-//! - the key cap reached with no idle key ([`Error::TooManyKeys`](crate::Error::TooManyKeys)): `429` with
-//!   `Retry-After: 1`, since the limiter sheds new clients until some become idle.
+//! - a new key when the limiter is full and none of the keys it examined is idle
+//!   ([`Error::TooManyKeys`](crate::Error::TooManyKeys)): `429` with the key's quota as
+//!   `RateLimit-Limit`, `RateLimit-Remaining: 0` and `Retry-After: 1`, since the limiter sheds
+//!   new clients until some tracked keys have replenished.
 //!
 //! ```
 //! use http::{Request, Response};
@@ -174,8 +176,10 @@ where
         let decision = match self.limiter.check(&key) {
             Ok(decision) => decision,
             // One cell never exceeds a capacity: the error is the key cap (see the module docs).
+            // The headers still state the key's limit: a zero-cell check asks for it without
+            // tracking the key.
             Err(_) => Decision::denied(
-                0,
+                self.limiter.check_n(&key, 0).map_or(0, |d| d.limit()),
                 0,
                 std::time::Duration::from_secs(1),
                 std::time::Duration::ZERO,
@@ -362,6 +366,8 @@ mod tests {
         let shed = service.call(request("bob")).await.unwrap();
         assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(shed.headers()["retry-after"], "1");
+        assert_eq!(shed.headers()["ratelimit-limit"], "2");
+        assert_eq!(shed.headers()["ratelimit-remaining"], "0");
         assert_eq!(limiter.len(), 1);
         assert!(format!("{layer:?} {service:?}").contains("RateLimit"));
     }

@@ -1,0 +1,142 @@
+//! A flood of distinct keys against a keyed limiter with a key cap: the flood cannot lock other
+//! users out, cannot reset its own limits, and every decision, the attacker's and everyone
+//! else's, is the one an unbounded limiter would make.
+//!
+//! The reference is a token bucket per key written from the definition, `tokens = min(burst,
+//! tokens + limit × elapsed / period)`, in exact integers (tokens counted in units of
+//! `1 / period`). It never forgets a key, so it is what a limiter without any cap decides.
+#![cfg(not(infra_loom))]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use infra_common::{Clock, ManualClock};
+use infra_ratelimit::{Gcra, KeyedOptions, KeyedRateLimiter, Quota};
+
+const LIMIT: u128 = 100;
+const PERIOD: u128 = 3_600_000_000_000; // one hour, in nanoseconds
+
+/// One key's bucket: `scaled` is tokens × `PERIOD`.
+#[derive(Clone, Copy)]
+struct Bucket {
+    scaled: u128,
+    last: u128,
+}
+
+impl Bucket {
+    const FULL: Bucket = Bucket {
+        scaled: LIMIT * PERIOD,
+        last: 0,
+    };
+
+    /// Takes one token at `now` if there is one; returns whether it did and the whole tokens
+    /// left.
+    fn take(&mut self, now: u64) -> (bool, u32) {
+        let now = u128::from(now);
+        if now > self.last {
+            self.scaled = (self.scaled + LIMIT * (now - self.last)).min(LIMIT * PERIOD);
+            self.last = now;
+        }
+        let admitted = self.scaled >= PERIOD;
+        if admitted {
+            self.scaled -= PERIOD;
+        }
+        (admitted, u32::try_from(self.scaled / PERIOD).unwrap())
+    }
+}
+
+struct Replay {
+    clock: ManualClock,
+    limiter: KeyedRateLimiter<u64, Gcra, ManualClock>,
+    reference: HashMap<u64, Bucket>,
+    max_keys: usize,
+    checks: u64,
+}
+
+impl Replay {
+    fn at(&mut self, nanos: u64) {
+        self.clock.set(Duration::from_nanos(nanos));
+    }
+
+    /// One request for `key` now; the limiter must decide as the reference does.
+    fn request(&mut self, key: u64) -> bool {
+        let now = self.clock.now_nanos();
+        let want = self.reference.entry(key).or_insert(Bucket::FULL).take(now);
+        let got = match self.limiter.check(&key) {
+            Ok(decision) => (decision.is_allowed(), decision.remaining()),
+            Err(error) => panic!(
+                "key {key} refused at {now} ns with {} keys tracked: {error}",
+                self.limiter.len()
+            ),
+        };
+        assert_eq!(got, want, "key {key} at {now} ns: (admitted, remaining)");
+        assert!(self.limiter.len() <= self.max_keys);
+        self.checks += 1;
+        got.0
+    }
+
+    /// Requests for `key` until one is denied; returns how many were admitted.
+    fn drain(&mut self, key: u64) -> u32 {
+        let mut admitted = 0;
+        while self.request(key) {
+            admitted += 1;
+        }
+        admitted
+    }
+}
+
+/// An attack of 10 × `max_keys` distinct keys, each draining its whole hourly burst at once, in
+/// waves of 50 keys 10 ms apart every 200 s, interleaved with ten legitimate users; 100 s after
+/// each wave, one key of each of the 17 previous waves comes back for one more request (which
+/// keeps it active 36 s longer). At most 18 waves' keys plus those 17 are active at once, 917,
+/// so with the ten users there are always idle keys among the 950 tracked; but the limiter is
+/// full from the nineteenth wave on, with fewer spare places than a wave has keys, so new keys,
+/// the users' included, need idle ones reclaimed at once, milliseconds apart.
+#[test]
+fn a_flood_of_distinct_keys_locks_nobody_out_and_resets_nobody() {
+    let max_keys = 950;
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::<u64, Gcra, _>::with_options(
+        Quota::per_hour(100).unwrap(),
+        clock.clone(),
+        KeyedOptions::default().max_keys(max_keys),
+    )
+    .unwrap();
+    let mut replay = Replay {
+        clock,
+        limiter,
+        reference: HashMap::new(),
+        max_keys,
+        checks: 0,
+    };
+    let ms = 1_000_000u64;
+    let wave_every = 200_000 * ms;
+    let wave_size = 50u64;
+    let attackers = 10 * max_keys as u64;
+    let users = 10u64;
+    let attacker = |i: u64| 1_000_000 + i;
+    for wave in 0..attackers / wave_size {
+        let start = wave * wave_every;
+        for i in 0..wave_size {
+            replay.at(start + i * 10 * ms);
+            let key = attacker(wave * wave_size + i);
+            assert_eq!(replay.drain(key), 100, "attacker {key} gets its burst once");
+            // Mid-wave, a user sends a few requests, and another one drains its own quota.
+            if i == 25 {
+                replay.at(start + i * 10 * ms + 5 * ms);
+                for _ in 0..3 {
+                    replay.request(wave % users);
+                }
+                replay.drain((wave + 5) % users);
+            }
+        }
+        // Later, earlier attackers come back: still limited, never reset by the churn.
+        replay.at(start + 100_000 * ms);
+        for back in 1..=17u64.min(wave) {
+            let key = attacker((wave - back) * wave_size + back % wave_size);
+            replay.request(key);
+        }
+    }
+    assert_eq!(replay.reference.len() as u64, attackers + users);
+    assert!(replay.checks > attackers * 101);
+}
