@@ -1,0 +1,1307 @@
+//! Mutexes, read-write locks and semaphores shared by many processes through an etcd cluster:
+//! FIFO by arrival, with the lock key's create revision as the fencing token.
+//!
+//! # The recipe
+//!
+//! It is the queue of etcd's own `concurrency` package, written here from its description:
+//!
+//! - **Queue.** Each request gets an etcd lease and creates one key,
+//!   `{prefix}/{name}/{lease id in hex}`, attached to that lease, in a transaction that creates
+//!   it only if it is absent and, in the same round trip, reads every key of the name. Its
+//!   value says what it asks for (`exclusive`, `shared` or `permits=N`) and the lease's TTL.
+//!   The keys of a name, ordered by **create revision**, are the queue: first come, first
+//!   served. A name's `/` and `%` are escaped, so no name's keys fall under another's prefix.
+//! - **Holders.** A mutex, or the writer of a read-write lock, holds the lock when its key is
+//!   the first; a reader when no writer's key is ahead of it; a permit of a semaphore of `N`
+//!   when fewer than `N` keys are ahead of it. A `try_acquire` joins the queue like the others,
+//!   so it never overtakes a waiter, and leaves again (revoking its lease) if it does not hold.
+//! - **Waiting** watches, from the revision just read, the one key whose deletion may let the
+//!   waiter in: a mutex or writer the key just ahead of it, a reader the last writer ahead of
+//!   it, so a release wakes one waiter rather than the herd. A semaphore's waiter watches the
+//!   name's deletions, any of which may free a permit. On any event it reads the queue again.
+//!   While it waits, it renews its lease every third of the TTL, so it keeps its place.
+//! - **Hand-over: the lease is checked again** (etcd issue 11456). A waiter whose lease ran
+//!   out while it waited (it was paused, or cut off from the cluster for longer than the TTL)
+//!   lost its key with the lease, and must not be told that it holds the lock. So a waiter
+//!   that finds itself at the front first renews its lease once: etcd refuses to renew a lease
+//!   that has expired, even one whose revocation is still on its way, and then the waiter
+//!   joins the queue again at the back under a new lease instead of returning. The renewal also
+//!   starts the holder's lease at the hand-over, not when it began to wait. A request that
+//!   holds the lock right away skips it: its lease was granted in the same call.
+//! - **Extend** finds the grant's key by its create revision and renews its lease once, or, for
+//!   a lease longer than the key's TTL, moves the key to a new lease in a transaction that
+//!   compares the create revision; **release** finds the key and revokes its lease, which
+//!   deletes the key in the same step. A key that is gone is [`Error::LeaseExpired`] and
+//!   nothing else is touched. Each costs two round trips, `is_held` one.
+//! - **Kinds.** A request whose kind does not agree with a key ahead of it (a semaphore and a
+//!   mutex or read-write lock on one name, or semaphores of different sizes) leaves the queue
+//!   and is [`Error::KindMismatch`].
+//!
+//! An uncontended acquire costs two round trips (lease grant, transaction) and a release two.
+//!
+//! # Fencing tokens
+//!
+//! The token is the create revision of the grant's key. etcd's revision is one counter for
+//! the whole cluster, raised by every write and never lowered: it is part of the replicated
+//! log, so it survives restarts of members and changes of leader, and a write acknowledged by
+//! the cluster is never undone. A key is created by a later write than every key created
+//! before it, so its revision is larger. For one name, the holders follow the queue's
+//! order: a mutex or writer holds only when every key ahead of it is gone, a reader only when
+//! every writer ahead is gone, and a permit when the keys ahead of it are few enough, which is
+//! then also true of every earlier permit. So whenever a grant begins, every grant that began
+//! before it has a smaller token, and a [`Fence`](crate::Fence) refuses a holder that stalled
+//! past its lease once the next holder has been admitted. Tokens go back only if the cluster
+//! loses its data (a new cluster, or one restored from an older backup): then raise the fences'
+//! marks by hand, or lock under a new prefix.
+//!
+//! # Leases and their TTL
+//!
+//! etcd counts a lease's TTL in whole seconds on the leader's monotonic clock, from when it
+//! handles the grant or renewal. The client counts the grant's [`Grant::lease`], the lease
+//! asked for, on its [`Clock`] from the moment it **sent** the request, which is never later.
+//! The TTL asked for is the lease plus a clock-drift allowance
+//! (`lease × drift_permille / 1000 + drift_fixed`, by default 1 % and 2 ms), rounded up to
+//! whole seconds: a 500 ms lease asks for 1 s, a 10 s lease for 11 s. The server may raise it to its own minimum (1.5 election
+//! timeouts, 2 s with the default settings), and a new leader extends every lease by an election
+//! timeout. So the server keeps a key at least as long as the client counts its grant, and
+//! usually longer: a holder that stops renewing keeps others out until the TTL has passed,
+//! not only its lease. The allowance covers clock rates, not a holder that pauses after checking:
+//! hence the fence.
+//!
+//! # Safe for correctness?
+//!
+//! For mutexes and read-write locks, with a fence at the resource (writers
+//! [`Fence::admit`](crate::Fence::admit), readers [`Fence::check`](crate::Fence::check)),
+//! **yes**, as long as the cluster keeps its data: tokens grow (above), so a holder that
+//! pauses past its lease, a write delayed in the network, or a leader change that hands the
+//! lock on — the later holder's token is larger, and the fence refuses the earlier one.
+//! Exclusion itself rests on etcd: a key is the first of its queue in one linearizable view of
+//! the cluster. Without a fence it is an **efficiency** lock: exclusion holds only while no
+//! holder outlives its lease. A semaphore is an efficiency limit with a fence or without:
+//! permits do not exclude each other, so nothing refuses a stalled permit holder's late write.
+//!
+//! # Blocking calls on a runtime of their own
+//!
+//! The etcd client is async. An [`EtcdLocks`] owns a single-threaded tokio runtime driven by
+//! one background thread; the [`Locks`] methods hand their requests to it and block until the
+//! answer. They must not be called on a thread that drives an async runtime (it would stall
+//! that runtime's other tasks): there they return [`Error::CalledFromAsync`] (`is_held`
+//! answers `false`, `wait_lost` returns) instead of blocking. From async code, call them
+//! through `spawn_blocking`. The runtime stops when the `EtcdLocks` is dropped.
+//!
+//! # Timeouts and failures
+//!
+//! Every request has a timeout ([`EtcdOptions::timeout`], default 1 s). A failed or timed-out
+//! request is [`Error::Backend`], never a panic; after a timeout its outcome is unknown. A grant
+//! the cluster may have made without the caller learning of it runs out with its lease, since
+//! nothing renews it; the caller also revokes the lease once, and if that fails too the key
+//! keeps the lock until its TTL has passed. A **waiting** acquisition instead rides out failed
+//! requests — a leader election, a member killed or paused, a cut connection — retrying every
+//! few milliseconds (up to [`EtcdOptions::max_backoff`]) for as long as its lease's TTL; then it
+//! gives up with [`Error::Backend`]. `try_acquire` tries once.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchFilterType, WatchOptions,
+};
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::thread;
+use infra_common::{Clock, SystemClock};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::grant::{
+    Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
+};
+use crate::locks::Locks;
+
+/// Settings of an [`EtcdLocks`].
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    timeout: Duration,
+    prefix: String,
+    drift_permille: u32,
+    drift_fixed: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            prefix: "dlock".to_owned(),
+            drift_permille: 10,
+            drift_fixed: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl EtcdOptions {
+    /// How long to wait for connecting and for each answer (default 1 s). A request that
+    /// times out is [`Error::Backend`], with its outcome unknown.
+    ///
+    /// ```
+    /// use infra_dlock::etcd::EtcdOptions;
+    /// use std::time::Duration;
+    ///
+    /// let options = EtcdOptions::default().timeout(Duration::from_millis(500));
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self {
+            timeout: timeout.max(Duration::from_millis(1)),
+            ..self
+        }
+    }
+
+    /// The prefix of every etcd key (default `dlock`): a lock's keys are
+    /// `{prefix}/{name}/{lease id}`.
+    ///
+    /// ```
+    /// use infra_dlock::etcd::EtcdOptions;
+    ///
+    /// let options = EtcdOptions::default().prefix("billing/locks");
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ..self
+        }
+    }
+
+    /// The clock-drift allowance added to each lease before it is rounded up to the TTL asked
+    /// of etcd: this many thousandths of the lease (default 10, that is 1 %) plus `fixed`
+    /// (default 2 ms).
+    ///
+    /// ```
+    /// use infra_dlock::etcd::EtcdOptions;
+    /// use std::time::Duration;
+    ///
+    /// let options = EtcdOptions::default().drift_allowance(50, Duration::from_millis(10));
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn drift_allowance(self, permille: u32, fixed: Duration) -> Self {
+        Self {
+            drift_permille: permille,
+            drift_fixed: fixed,
+            ..self
+        }
+    }
+
+    /// The longest pause between retries of a waiting acquisition whose requests fail
+    /// (default 100 ms); the pauses start at 1 ms and double.
+    ///
+    /// ```
+    /// use infra_dlock::etcd::EtcdOptions;
+    /// use std::time::Duration;
+    ///
+    /// let options = EtcdOptions::default().max_backoff(Duration::from_millis(20));
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn max_backoff(self, max_backoff: Duration) -> Self {
+        Self {
+            max_backoff: max_backoff.max(Duration::from_millis(1)),
+            ..self
+        }
+    }
+
+    /// The TTL, in whole seconds, asked of etcd for a lease of `lease`: the lease plus the
+    /// drift allowance, rounded up.
+    fn ttl_secs(&self, lease: Duration) -> i64 {
+        let share = lease.as_nanos() * u128::from(self.drift_permille) / 1000;
+        let nanos = lease.as_nanos() + share + self.drift_fixed.as_nanos();
+        // `lease` is at most a week, so this is far below `i64::MAX` for any sane allowance.
+        i64::try_from(nanos.div_ceil(1_000_000_000))
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+}
+
+/// What a key in a lock's queue asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A mutex, or the writer of a read-write lock.
+    Exclusive,
+    /// A reader of a read-write lock.
+    Shared,
+    /// A permit of a semaphore of this many.
+    Permits(u32),
+}
+
+impl Kind {
+    fn of(access: Access) -> Self {
+        match access {
+            Access::Exclusive => Self::Exclusive,
+            Access::Shared => Self::Shared,
+            Access::Permit { permits } => Self::Permits(permits),
+        }
+    }
+
+    /// Whether the two may share one name's queue.
+    fn agrees_with(self, other: Self) -> bool {
+        match (self, other) {
+            (Self::Permits(mine), Self::Permits(theirs)) => mine == theirs,
+            (Self::Permits(_), _) | (_, Self::Permits(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// The key's value: the kind and the TTL of the key's lease in seconds.
+    fn value(self, ttl: i64) -> String {
+        match self {
+            Self::Exclusive => format!("exclusive ttl={ttl}"),
+            Self::Shared => format!("shared ttl={ttl}"),
+            Self::Permits(permits) => format!("permits={permits} ttl={ttl}"),
+        }
+    }
+
+    /// Reads a value written by [`Kind::value`].
+    fn parse(value: &[u8]) -> Option<(Self, i64)> {
+        let value = std::str::from_utf8(value).ok()?;
+        let (kind, ttl) = value.split_once(" ttl=")?;
+        let ttl = ttl.parse::<i64>().ok().filter(|&ttl| ttl > 0)?;
+        let kind = match kind {
+            "exclusive" => Self::Exclusive,
+            "shared" => Self::Shared,
+            other => Self::Permits(
+                other
+                    .strip_prefix("permits=")?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)?,
+            ),
+        };
+        Some((kind, ttl))
+    }
+}
+
+/// One key of a lock's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    key: Vec<u8>,
+    revision: i64,
+    lease: i64,
+    kind: Kind,
+    ttl: i64,
+}
+
+impl Entry {
+    fn read(kv: &KeyValue) -> Result<Self, Error> {
+        let (kind, ttl) = Kind::parse(kv.value()).ok_or_else(|| Error::Backend {
+            reason: format!(
+                "etcd key {:?} has a value that is not a lock request: {:?}",
+                String::from_utf8_lossy(kv.key()),
+                String::from_utf8_lossy(kv.value())
+            ),
+        })?;
+        Ok(Self {
+            key: kv.key().to_vec(),
+            revision: kv.create_revision(),
+            lease: kv.lease(),
+            kind,
+            ttl,
+        })
+    }
+}
+
+/// Where a request stands in its queue.
+#[derive(Debug, PartialEq, Eq)]
+enum Standing {
+    /// It holds the lock.
+    Held,
+    /// It waits; this key's deletion may let it in.
+    BehindKey(Vec<u8>),
+    /// It waits for a permit: any deletion under the name may let it in.
+    BehindAny,
+    /// A key ahead of it asks for another kind of lock.
+    Mismatch,
+}
+
+/// Where a request of `kind` stands behind `ahead`, the name's keys created before its own.
+fn standing(kind: Kind, ahead: &[Entry]) -> Standing {
+    if ahead.iter().any(|entry| !kind.agrees_with(entry.kind)) {
+        return Standing::Mismatch;
+    }
+    let last = |pick: fn(&&Entry) -> bool| {
+        ahead
+            .iter()
+            .filter(pick)
+            .max_by_key(|entry| entry.revision)
+            .map(|entry| entry.key.clone())
+    };
+    match kind {
+        Kind::Exclusive => last(|_| true).map_or(Standing::Held, Standing::BehindKey),
+        Kind::Shared => {
+            last(|entry| entry.kind == Kind::Exclusive).map_or(Standing::Held, Standing::BehindKey)
+        }
+        Kind::Permits(permits) => {
+            if ahead.len() < usize::try_from(permits).unwrap_or(usize::MAX) {
+                Standing::Held
+            } else {
+                Standing::BehindAny
+            }
+        }
+    }
+}
+
+/// A lock name as one segment of an etcd key: `%` and `/` escaped, so that no name's
+/// `{prefix}/{name}/` range contains another name's keys.
+fn escape(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '/' => escaped.push_str("%2F"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// A request that failed.
+#[derive(Debug)]
+enum Failed {
+    /// etcd says the lease is gone: it expired or was revoked, and its keys with it.
+    LeaseGone,
+    /// Anything else: a timeout, a transport error, an error from the server.
+    Error(Error),
+}
+
+impl Failed {
+    fn etcd(what: &str, error: &etcd_client::Error) -> Self {
+        // etcd's words for a lease that does not exist: "etcdserver: requested lease not
+        // found" on revoke and put, and a renewal answered with TTL 0, which the client
+        // reports as "lease not found".
+        let gone = match error {
+            etcd_client::Error::GRpcStatus(status) => status.message().contains("lease not found"),
+            etcd_client::Error::LeaseKeepAliveError(message) => {
+                message.contains("lease not found")
+            }
+            _ => false,
+        };
+        if gone {
+            Self::LeaseGone
+        } else {
+            Self::Error(Error::Backend {
+                reason: format!("etcd {what}: {error}"),
+            })
+        }
+    }
+
+    /// The error to report where a gone lease is not expected.
+    fn into_error(self, what: &str) -> Error {
+        match self {
+            Self::LeaseGone => Error::Backend {
+                reason: format!("etcd {what}: the request's lease expired"),
+            },
+            Self::Error(error) => error,
+        }
+    }
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Self::Error(error)
+    }
+}
+
+/// A request's place in its queue: its key and lease.
+#[derive(Debug)]
+struct Queued {
+    key: Vec<u8>,
+    lease: i64,
+    ttl: i64,
+    revision: i64,
+    /// When the lease's latest grant or renewal was sent, on the backend's clock.
+    renewed_at: u64,
+}
+
+/// The keys of a name up to a request's own, as read at one revision.
+#[derive(Debug)]
+struct Snapshot {
+    revision: i64,
+    /// The request's own key, if it still exists.
+    mine: Option<Entry>,
+    /// The keys created before it, in creation order.
+    ahead: Vec<Entry>,
+}
+
+impl Snapshot {
+    fn read(revision: i64, kvs: &[KeyValue], key: &[u8]) -> Result<Self, Error> {
+        let entries = kvs.iter().map(Entry::read).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(revision, entries, key))
+    }
+
+    fn new(revision: i64, mut entries: Vec<Entry>, key: &[u8]) -> Self {
+        entries.sort_by_key(|entry| entry.revision);
+        let mine = entries.iter().position(|entry| entry.key == key);
+        let (ahead, mine) = match mine {
+            Some(at) => {
+                let mine = entries.swap_remove(at);
+                entries.retain(|entry| entry.revision < mine.revision);
+                (entries, Some(mine))
+            }
+            None => (Vec::new(), None),
+        };
+        Self {
+            revision,
+            mine,
+            ahead,
+        }
+    }
+}
+
+/// What one pass of an acquisition found.
+enum Attempt {
+    Granted(Grant),
+    /// Waiting behind others: watch for a change after `revision`.
+    Behind { watch: Watch, revision: i64 },
+    /// The request's place is lost (its lease ended, or the grant came too late to use):
+    /// queue again.
+    Requeue,
+}
+
+/// What a waiter watches for deletions.
+enum Watch {
+    Key(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+/// A single-threaded tokio runtime driven by one background thread, which runs the etcd
+/// client's requests and its connections' tasks between calls.
+struct Driver {
+    handle: Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Driver {
+    fn start() -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| Error::Backend {
+                reason: format!("cannot start the etcd client's runtime: {error}"),
+            })?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            // Runs every spawned task until told to stop (or until the sender is dropped).
+            let _ = runtime.block_on(stopped);
+        });
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `future` on the runtime and blocks until it is done.
+    fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, Error> {
+        refuse_inside_async()?;
+        let (answer, answered) = oneshot::channel();
+        self.handle.spawn(async move {
+            let _ = answer.send(future.await);
+        });
+        answered.blocking_recv().map_err(|_| Error::Backend {
+            reason: "the etcd client's runtime stopped".to_owned(),
+        })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // The thread only drives the runtime; a panic there has nothing left to report.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Blocking on a thread that drives an async runtime would stall it (and tokio panics on it).
+fn refuse_inside_async() -> Result<(), Error> {
+    if Handle::try_current().is_ok() {
+        Err(Error::CalledFromAsync)
+    } else {
+        Ok(())
+    }
+}
+
+/// Mutexes, read-write locks and semaphores with fencing tokens, shared by every process that
+/// talks to the same etcd cluster.
+///
+/// See the [module docs](self) for the recipe, the tokens, the TTL and the runtime. Leases run
+/// on `C` (the [`SystemClock`] by default); waiting is FIFO per name and watches etcd rather
+/// than polling; acquisition timeouts are measured on `C`.
+///
+/// ```no_run
+/// use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
+/// use infra_dlock::{Fence, Locks};
+/// use std::time::Duration;
+///
+/// let endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"];
+/// let locks = EtcdLocks::new(&endpoints, EtcdOptions::default())?;
+/// let guard = locks.acquire("account-42", Duration::from_secs(10))?;
+/// let fence = Fence::new(); // at the resource
+/// fence.admit("balance/42", "account-42", guard.token())?;
+/// guard.release()?;
+/// # Ok::<(), infra_dlock::Error>(())
+/// ```
+pub struct EtcdLocks<C: Clock = SystemClock> {
+    // Declared before the driver, so the client's connections close before its runtime stops.
+    client: Client,
+    driver: Driver,
+    options: EtcdOptions,
+    clock: C,
+    /// Tells this instance's grants from another's.
+    issuer: u64,
+}
+
+impl EtcdLocks {
+    /// Locks on the system clock, talking to the cluster at `endpoints`
+    /// (`http://host:port` each).
+    ///
+    /// No connection is made until the first call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] for no endpoints or a malformed one, or if the client's runtime
+    /// cannot start; [`Error::CalledFromAsync`] on an async runtime's thread.
+    pub fn new(endpoints: &[impl AsRef<str>], options: EtcdOptions) -> Result<Self, Error> {
+        Self::with_clock(endpoints, options, SystemClock::new())
+    }
+}
+
+impl<C: Clock> EtcdLocks<C> {
+    /// Locks whose leases and acquisition timeouts run on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`EtcdLocks::new`].
+    pub fn with_clock(
+        endpoints: &[impl AsRef<str>],
+        options: EtcdOptions,
+        clock: C,
+    ) -> Result<Self, Error> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|endpoint| endpoint.as_ref().to_owned())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::Backend {
+                reason: "no etcd endpoints given".to_owned(),
+            });
+        }
+        refuse_inside_async()?;
+        let driver = Driver::start()?;
+        // A member without a leader refuses requests at once instead of holding them.
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(options.timeout)
+            .with_require_leader(true);
+        let client = driver
+            .run(Client::connect(endpoints, Some(connect)))?
+            .map_err(|error| Error::Backend {
+                reason: format!("etcd endpoints: {error}"),
+            })?;
+        Ok(Self {
+            client,
+            driver,
+            options,
+            clock,
+            issuer: next_issuer(),
+        })
+    }
+
+    /// The clock the leases run on.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// `{prefix}/{escaped name}/`: the range of the name's keys.
+    fn dir(&self, name: &str) -> Vec<u8> {
+        format!("{}/{}/", self.options.prefix, escape(name)).into_bytes()
+    }
+
+    /// Runs one request built by `request` on the runtime, within `budget`.
+    fn call_within<T, F>(
+        &self,
+        what: &'static str,
+        budget: Duration,
+        request: impl FnOnce(Client) -> F,
+    ) -> Result<T, Failed>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let future = request(self.client.clone());
+        match self
+            .driver
+            .run(async move { tokio::time::timeout(budget, future).await })?
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(Failed::etcd(what, &error)),
+            Err(_) => Err(Failed::Error(Error::Backend {
+                reason: format!("etcd {what}: no answer within {budget:?}; the outcome is unknown"),
+            })),
+        }
+    }
+
+    fn call<T, F>(&self, what: &'static str, request: impl FnOnce(Client) -> F) -> Result<T, Failed>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call_within(what, self.options.timeout, request)
+    }
+
+    /// Joins the queue of `dir`: a new lease, a key on it, and the keys ahead, read in the
+    /// same transaction.
+    fn enqueue(&self, dir: &[u8], kind: Kind, ttl: i64) -> Result<(Queued, Snapshot), Failed> {
+        let sent = self.clock.now_nanos();
+        let granted = self.call("lease grant", move |mut client| async move {
+            client.lease_grant(ttl, None).await
+        })?;
+        let (lease, ttl) = (granted.id(), granted.ttl());
+        if ttl <= 0 {
+            return Err(Failed::Error(Error::Backend {
+                reason: format!("etcd refused a lease: {}", granted.error()),
+            }));
+        }
+        let mut key = dir.to_vec();
+        key.extend_from_slice(format!("{lease:016x}").as_bytes());
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    kind.value(ttl),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::get(dir.to_vec(), Some(GetOptions::new().with_prefix())),
+            ]);
+        let joined = self
+            .call("queueing transaction", move |mut client| async move {
+                client.txn(txn).await
+            })
+            .and_then(|response| {
+                let header = response.header().map_or(0, etcd_client::ResponseHeader::revision);
+                let read = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|op| match op {
+                        TxnOpResponse::Get(get) => Some(get),
+                        _ => None,
+                    });
+                match (response.succeeded(), read) {
+                    (true, Some(read)) => Ok(Snapshot::read(header, read.kvs(), &key)?),
+                    _ => Err(Failed::Error(Error::Backend {
+                        reason: "etcd queueing transaction: the lock key already existed"
+                            .to_owned(),
+                    })),
+                }
+            });
+        let snapshot = match joined {
+            Ok(snapshot) => snapshot,
+            Err(failed) => {
+                // The key may exist (a timeout); without renewals it goes with the lease.
+                self.revoke_quietly(lease);
+                return Err(failed);
+            }
+        };
+        let Some(revision) = snapshot.mine.as_ref().map(|mine| mine.revision) else {
+            self.revoke_quietly(lease);
+            return Err(Failed::LeaseGone);
+        };
+        let queued = Queued {
+            key,
+            lease,
+            ttl,
+            revision,
+            renewed_at: sent,
+        };
+        Ok((queued, snapshot))
+    }
+
+    /// Reads `dir`'s keys up to the request's own.
+    fn read(&self, dir: &[u8], queued: &Queued) -> Result<Snapshot, Failed> {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_max_create_revision(queued.revision);
+        let dir = dir.to_vec();
+        let response = self.call("read of the queue", move |mut client| async move {
+            client.get(dir, Some(options)).await
+        })?;
+        let revision = response.header().map_or(0, etcd_client::ResponseHeader::revision);
+        Ok(Snapshot::read(revision, response.kvs(), &queued.key)?)
+    }
+
+    /// Renews `lease` once; [`Failed::LeaseGone`] if it had expired.
+    fn renew(&self, lease: i64) -> Result<(), Failed> {
+        self.call("lease renewal", move |mut client| async move {
+            // The first answer on the stream is the renewal's; dropping both ends closes it.
+            client.lease_keep_alive(lease).await.map(drop)
+        })
+    }
+
+    /// Revokes `lease`, deleting its key.
+    fn revoke(&self, lease: i64) -> Result<(), Failed> {
+        self.call("lease revocation", move |mut client| async move {
+            client.lease_revoke(lease).await.map(drop)
+        })
+    }
+
+    /// Revokes `lease` where nothing depends on it: if it fails, the lease and its key run
+    /// out by themselves.
+    fn revoke_quietly(&self, lease: i64) {
+        let _ = self.revoke(lease);
+    }
+
+    /// Blocks until something is deleted under `watch` after `revision`, or `limit` passes.
+    fn watch(&self, watch: &Watch, revision: i64, limit: Duration) -> Result<(), Failed> {
+        let (key, options) = match watch {
+            Watch::Key(key) => (key.clone(), WatchOptions::new()),
+            Watch::Prefix(dir) => (dir.clone(), WatchOptions::new().with_prefix()),
+        };
+        // Renewals of the watched lease (a key moved to a new lease) are puts: not wanted.
+        let options = options
+            .with_start_revision(revision.saturating_add(1))
+            .with_filters([WatchFilterType::NoPut]);
+        let timeout = self.options.timeout;
+        let budget = timeout.saturating_add(limit);
+        self.call_within("watch", budget, move |mut client| async move {
+            let mut stream = tokio::time::timeout(timeout, client.watch(key, Some(options)))
+                .await
+                .map_err(|_| {
+                    etcd_client::Error::WatchError(format!("not created within {timeout:?}"))
+                })??;
+            let changed = async {
+                loop {
+                    match stream.message().await? {
+                        // A cancelled watch (its start was compacted, or the member lost its
+                        // leader) also sends the waiter back to read.
+                        Some(response) if response.canceled() || !response.events().is_empty() => {
+                            return Ok(());
+                        }
+                        Some(_) => {}
+                        None => return Ok(()),
+                    }
+                }
+            };
+            tokio::time::timeout(limit, changed)
+                .await
+                .unwrap_or(Ok(()))
+        })
+    }
+
+    /// The grant's key, found by its create revision, with the revision of the read.
+    fn find(&self, grant: &Grant) -> Result<(Option<Entry>, i64), Failed> {
+        let Ok(token) = i64::try_from(grant.token.get()) else {
+            return Ok((None, 0));
+        };
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_min_create_revision(token)
+            .with_max_create_revision(token);
+        let dir = self.dir(&grant.name);
+        let response = self.call("read of the lock key", move |mut client| async move {
+            client.get(dir, Some(options)).await
+        })?;
+        let revision = response.header().map_or(0, etcd_client::ResponseHeader::revision);
+        let entry = response
+            .kvs()
+            .iter()
+            .find(|kv| kv.create_revision() == token)
+            .map(Entry::read)
+            .transpose()?;
+        Ok((entry, revision))
+    }
+
+    /// One pass of an acquisition: join the queue (or renew the lease and read it again),
+    /// then see where the request stands.
+    fn attempt(
+        &self,
+        dir: &[u8],
+        name: &LockName,
+        access: Access,
+        lease: Duration,
+        ttl: i64,
+        place: &mut Option<Queued>,
+    ) -> Result<Attempt, Failed> {
+        let kind = Kind::of(access);
+        let (queued, snapshot, fresh) = match place.take() {
+            None => {
+                let (queued, snapshot) = self.enqueue(dir, kind, ttl)?;
+                (queued, snapshot, true)
+            }
+            Some(mut queued) => {
+                let every = Duration::from_secs(queued.ttl.unsigned_abs()) / 3;
+                if self.clock.elapsed_since(queued.renewed_at) >= every {
+                    let sent = self.clock.now_nanos();
+                    match self.renew(queued.lease) {
+                        Ok(()) => queued.renewed_at = sent,
+                        Err(Failed::LeaseGone) => return Ok(Attempt::Requeue),
+                        Err(failed) => {
+                            *place = Some(queued);
+                            return Err(failed);
+                        }
+                    }
+                }
+                match self.read(dir, &queued) {
+                    Ok(snapshot) => (queued, snapshot, false),
+                    Err(failed) => {
+                        *place = Some(queued);
+                        return Err(failed);
+                    }
+                }
+            }
+        };
+        if snapshot.mine.is_none() {
+            // Our key went with our lease while we waited (etcd issue 11456): never a grant.
+            return Ok(Attempt::Requeue);
+        }
+        match standing(kind, &snapshot.ahead) {
+            Standing::Mismatch => {
+                self.revoke_quietly(queued.lease);
+                Err(Failed::Error(Error::KindMismatch {
+                    name: name.to_string(),
+                }))
+            }
+            Standing::BehindKey(key) => {
+                let revision = snapshot.revision;
+                *place = Some(queued);
+                Ok(Attempt::Behind {
+                    watch: Watch::Key(key),
+                    revision,
+                })
+            }
+            Standing::BehindAny => {
+                let revision = snapshot.revision;
+                *place = Some(queued);
+                Ok(Attempt::Behind {
+                    watch: Watch::Prefix(dir.to_vec()),
+                    revision,
+                })
+            }
+            Standing::Held => {
+                let granted_at = if fresh {
+                    queued.renewed_at
+                } else {
+                    // The hand-over check: a lease that expired cannot be renewed.
+                    let sent = self.clock.now_nanos();
+                    match self.renew(queued.lease) {
+                        Ok(()) => sent,
+                        Err(Failed::LeaseGone) => return Ok(Attempt::Requeue),
+                        Err(failed) => {
+                            *place = Some(queued);
+                            return Err(failed);
+                        }
+                    }
+                };
+                let grant = Grant {
+                    name: LockName::clone(name),
+                    access,
+                    token: token_of(queued.revision)?,
+                    granted_at,
+                    lease,
+                    issuer: self.issuer,
+                };
+                if self.clock.now_nanos() < grant.deadline_nanos() {
+                    Ok(Attempt::Granted(grant))
+                } else {
+                    // Useless already (the answers took longer than the lease): free it.
+                    self.revoke_quietly(queued.lease);
+                    Ok(Attempt::Requeue)
+                }
+            }
+        }
+    }
+
+    /// Leaves the queue, if in it.
+    fn abandon(&self, place: &mut Option<Queued>) {
+        if let Some(queued) = place.take() {
+            self.revoke_quietly(queued.lease);
+        }
+    }
+
+    fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
+        if grant.issuer == self.issuer {
+            Ok(())
+        } else {
+            Err(Error::ForeignGrant {
+                name: grant.name.to_string(),
+                token: grant.token,
+            })
+        }
+    }
+
+    fn expired(grant: &Grant) -> Error {
+        Error::LeaseExpired {
+            name: grant.name.to_string(),
+            token: grant.token,
+        }
+    }
+
+    /// Sleeps, in real time, before retrying after a failure.
+    fn nap(&self, backoff: &mut Duration, give_up_at: Option<u64>) {
+        let left =
+            give_up_at.map(|at| Duration::from_nanos(at.saturating_sub(self.clock.now_nanos())));
+        let nap = left.map_or(*backoff, |left| left.min(*backoff));
+        std::thread::sleep(nap.max(Duration::from_millis(1)));
+        *backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
+    }
+}
+
+/// A create revision as a token: etcd's revisions start at 1.
+fn token_of(revision: i64) -> Result<FencingToken, Failed> {
+    u64::try_from(revision)
+        .ok()
+        .filter(|&token| token > 0)
+        .map(FencingToken::new)
+        .ok_or_else(|| {
+            Failed::Error(Error::Backend {
+                reason: format!("etcd answered a create revision of {revision}"),
+            })
+        })
+}
+
+impl<C: Clock> Locks for EtcdLocks<C> {
+    /// Joins the name's queue and waits for its turn; see the [module docs](self).
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        check_name(name)?;
+        check_lease(lease)?;
+        check_access(access)?;
+        refuse_inside_async()?;
+        let dir = self.dir(name);
+        let shared_name = LockName::from(name);
+        let ttl = self.options.ttl_secs(lease);
+        let give_up_at = match wait {
+            Wait::Up(timeout) => Some(
+                self.clock
+                    .now_nanos()
+                    .saturating_add(duration_to_nanos(timeout)),
+            ),
+            Wait::No | Wait::Forever => None,
+        };
+        let waits = !matches!(wait, Wait::No);
+        let mut place = None;
+        let mut failing_since = None;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let attempt = self.attempt(&dir, &shared_name, access, lease, ttl, &mut place);
+            let now = self.clock.now_nanos();
+            let timed_out = give_up_at.is_some_and(|at| now >= at);
+            match attempt {
+                Ok(Attempt::Granted(grant)) => return Ok(Some(grant)),
+                Ok(Attempt::Requeue) => {
+                    failing_since = None;
+                    if !waits || timed_out {
+                        return Ok(None);
+                    }
+                }
+                Ok(Attempt::Behind { watch, revision }) => {
+                    failing_since = None;
+                    backoff = Duration::from_millis(1);
+                    let Some(queued) = place.as_ref().filter(|_| waits && !timed_out) else {
+                        self.abandon(&mut place);
+                        return Ok(None);
+                    };
+                    // Wake up in time to renew the lease, or to give up.
+                    let renew_at = queued.renewed_at.saturating_add(duration_to_nanos(
+                        Duration::from_secs(queued.ttl.unsigned_abs()) / 3,
+                    ));
+                    let until = give_up_at.map_or(renew_at, |at| at.min(renew_at));
+                    let limit = Duration::from_nanos(until.saturating_sub(now));
+                    if self.watch(&watch, revision, limit).is_err() {
+                        // A failed watch is one more failed request; the next pass reads again.
+                        failing_since.get_or_insert(now);
+                        self.nap(&mut backoff, give_up_at);
+                    }
+                }
+                Err(Failed::Error(error @ Error::KindMismatch { .. })) => return Err(error),
+                Err(failed) => {
+                    let error = failed.into_error("acquisition");
+                    if !waits {
+                        self.abandon(&mut place);
+                        return Err(error);
+                    }
+                    let since = *failing_since.get_or_insert(now);
+                    let tolerance = Duration::from_secs(
+                        place.as_ref().map_or(ttl, |queued| queued.ttl).unsigned_abs(),
+                    );
+                    if self.clock.elapsed_since(since) >= tolerance {
+                        self.abandon(&mut place);
+                        return Err(error);
+                    }
+                    if timed_out {
+                        self.abandon(&mut place);
+                        return Ok(None);
+                    }
+                    self.nap(&mut backoff, give_up_at);
+                }
+            }
+        }
+    }
+
+    /// Renews the grant's lease: two round trips (find the key, renew its lease), four when
+    /// `lease` needs a longer TTL than the key's (a new lease, a transaction moving the key
+    /// onto it, the old lease revoked). The client counts `lease` from when it sent the
+    /// renewal.
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        check_lease(lease)?;
+        self.check_issuer(grant)?;
+        refuse_inside_async()?;
+        if self.clock.now_nanos() >= grant.deadline_nanos() {
+            // The holder must already have stopped; renewing now could revive a grant that
+            // someone else's fence has moved past.
+            return Err(Self::expired(grant));
+        }
+        let lost = |failed: Failed| match failed {
+            Failed::LeaseGone => Self::expired(grant),
+            Failed::Error(error) => error,
+        };
+        let (entry, _) = self.find(grant).map_err(lost)?;
+        let entry = entry.ok_or_else(|| Self::expired(grant))?;
+        let ttl = self.options.ttl_secs(lease);
+        let sent = self.clock.now_nanos();
+        if ttl <= entry.ttl {
+            self.renew(entry.lease).map_err(lost)?;
+        } else {
+            let granted = self
+                .call("lease grant", move |mut client| async move {
+                    client.lease_grant(ttl, None).await
+                })
+                .map_err(lost)?;
+            let (new_lease, new_ttl) = (granted.id(), granted.ttl());
+            let token = entry.revision;
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    entry.key.clone(),
+                    CompareOp::Equal,
+                    token,
+                )])
+                .and_then([TxnOp::put(
+                    entry.key.clone(),
+                    entry.kind.value(new_ttl),
+                    Some(PutOptions::new().with_lease(new_lease)),
+                )]);
+            let moved = self.call("lease move", move |mut client| async move {
+                client.txn(txn).await
+            });
+            match moved {
+                Ok(response) if response.succeeded() => self.revoke_quietly(entry.lease),
+                Ok(_) => {
+                    self.revoke_quietly(new_lease);
+                    return Err(Self::expired(grant));
+                }
+                Err(failed) => {
+                    self.revoke_quietly(new_lease);
+                    return Err(lost(failed));
+                }
+            }
+        }
+        grant.granted_at = sent;
+        grant.lease = lease;
+        Ok(())
+    }
+
+    /// Revokes the lease of the grant's key, which deletes it: two round trips. Succeeds if
+    /// etcd still held the key, even when the client's count of the lease had run out.
+    fn release(&self, grant: Grant) -> Result<(), Error> {
+        self.check_issuer(&grant)?;
+        refuse_inside_async()?;
+        let lost = |failed: Failed| match failed {
+            Failed::LeaseGone => Self::expired(&grant),
+            Failed::Error(error) => error,
+        };
+        let (entry, _) = self.find(&grant).map_err(lost)?;
+        let entry = entry.ok_or_else(|| Self::expired(&grant))?;
+        self.revoke(entry.lease).map_err(lost)
+    }
+
+    /// Whether the lease still runs on the client's clock and the grant's key still exists
+    /// (one round trip while the lease runs; `false` if etcd cannot be asked).
+    fn is_held(&self, grant: &Grant) -> bool {
+        if grant.issuer != self.issuer || self.clock.now_nanos() >= grant.deadline_nanos() {
+            return false;
+        }
+        matches!(self.find(grant), Ok((Some(_), _)))
+    }
+
+    /// Watches the grant's key until it is deleted or the client's lease runs out.
+    fn wait_lost(&self, grant: &Grant) {
+        loop {
+            if grant.issuer != self.issuer {
+                return;
+            }
+            let left = grant
+                .deadline_nanos()
+                .saturating_sub(self.clock.now_nanos());
+            if left == 0 {
+                return;
+            }
+            let Ok((Some(entry), revision)) = self.find(grant) else {
+                return;
+            };
+            let watch = Watch::Key(entry.key);
+            if self
+                .watch(&watch, revision, Duration::from_nanos(left))
+                .is_err()
+            {
+                // etcd cannot be asked: like `is_held`, count the grant as lost.
+                return;
+            }
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for EtcdLocks<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdLocks")
+            .field("options", &self.options)
+            .field("clock", &self.clock)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A number no other etcd backend instance in this process has; the top two bits keep it
+/// apart from the in-process and Redis backends' numbers.
+// A process-wide counter of instances, not state the locks share between threads: loom's
+// atomics cannot live in a static, and instance numbering is not part of any model.
+#[allow(clippy::disallowed_types)]
+fn next_issuer() -> u64 {
+    static ISSUERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(3 << 62);
+    ISSUERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(revision: i64, kind: Kind) -> Entry {
+        Entry {
+            key: format!("k{revision}").into_bytes(),
+            revision,
+            lease: revision,
+            kind,
+            ttl: 5,
+        }
+    }
+
+    #[test]
+    fn a_mutex_waits_for_the_key_just_ahead_and_holds_when_first() {
+        assert_eq!(standing(Kind::Exclusive, &[]), Standing::Held);
+        let ahead = [entry(3, Kind::Shared), entry(7, Kind::Exclusive), entry(5, Kind::Shared)];
+        assert_eq!(
+            standing(Kind::Exclusive, &ahead),
+            Standing::BehindKey(b"k7".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_reader_waits_only_for_the_last_writer_ahead() {
+        let readers = [entry(3, Kind::Shared), entry(4, Kind::Shared)];
+        assert_eq!(standing(Kind::Shared, &readers), Standing::Held);
+        let writers = [
+            entry(2, Kind::Exclusive),
+            entry(3, Kind::Shared),
+            entry(6, Kind::Exclusive),
+            entry(8, Kind::Shared),
+        ];
+        assert_eq!(
+            standing(Kind::Shared, &writers),
+            Standing::BehindKey(b"k6".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_permit_holds_among_the_first_n_and_kinds_must_agree() {
+        let two = Kind::Permits(2);
+        assert_eq!(standing(two, &[entry(1, two)]), Standing::Held);
+        assert_eq!(
+            standing(two, &[entry(1, two), entry(2, two)]),
+            Standing::BehindAny
+        );
+        assert_eq!(
+            standing(two, &[entry(1, Kind::Permits(3))]),
+            Standing::Mismatch
+        );
+        assert_eq!(standing(two, &[entry(1, Kind::Exclusive)]), Standing::Mismatch);
+        assert_eq!(standing(Kind::Shared, &[entry(1, two)]), Standing::Mismatch);
+        assert_eq!(standing(Kind::Exclusive, &[entry(1, two)]), Standing::Mismatch);
+    }
+
+    #[test]
+    fn values_round_trip_and_garbage_is_refused() {
+        for kind in [Kind::Exclusive, Kind::Shared, Kind::Permits(3)] {
+            assert_eq!(Kind::parse(kind.value(11).as_bytes()), Some((kind, 11)));
+        }
+        for garbage in [
+            &b"exclusive"[..],
+            b"exclusive ttl=0",
+            b"exclusive ttl=-3",
+            b"permits=0 ttl=3",
+            b"permits=x ttl=3",
+            b"writer ttl=3",
+            b"\xff ttl=3",
+        ] {
+            assert_eq!(Kind::parse(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_escaped_so_no_name_is_under_another() {
+        assert_eq!(escape("a/b"), "a%2Fb");
+        assert_eq!(escape("100%"), "100%25");
+        assert_eq!(escape("%2F"), "%252F");
+        assert_ne!(escape("a%2Fb"), escape("a/b"));
+        assert!(!escape("a/b/c").contains('/'));
+    }
+
+    #[test]
+    fn the_ttl_is_the_lease_and_its_allowance_rounded_up_to_seconds() {
+        let options = EtcdOptions::default();
+        let ms = Duration::from_millis;
+        assert_eq!(options.ttl_secs(ms(1)), 1);
+        assert_eq!(options.ttl_secs(ms(500)), 1);
+        // 990 ms + 9.9 ms + 2 ms passes a second.
+        assert_eq!(options.ttl_secs(ms(990)), 2);
+        assert_eq!(options.ttl_secs(Duration::from_secs(10)), 11);
+        let none = options.drift_allowance(0, Duration::ZERO);
+        assert_eq!(none.ttl_secs(Duration::from_secs(3)), 3);
+        assert_eq!(none.ttl_secs(crate::MAX_LEASE), 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn snapshots_keep_the_keys_ahead_in_creation_order() {
+        let entries = vec![entry(9, Kind::Shared), entry(4, Kind::Exclusive), entry(6, Kind::Shared), entry(2, Kind::Shared)];
+        let snapshot = Snapshot::new(12, entries.clone(), b"k6");
+        assert_eq!(snapshot.mine, Some(entry(6, Kind::Shared)));
+        assert_eq!(snapshot.ahead, [entry(2, Kind::Shared), entry(4, Kind::Exclusive)]);
+        let gone = Snapshot::new(12, entries, b"k5");
+        assert_eq!((gone.mine, gone.ahead.len()), (None, 0));
+    }
+}

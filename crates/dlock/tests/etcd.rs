@@ -1,0 +1,1075 @@
+//! The etcd backend against real `etcd` members: exclusion with fencing from threads and OS
+//! processes, FIFO hand-over, owner-only release and extend, readers and semaphores, the
+//! lease check at hand-over (etcd issue 11456), tokens across restarts, round trips per call,
+//! and a fenced store under leader kills, paused members, cut and slow connections and
+//! holders that pause past their leases, on a 3-member cluster.
+#![cfg(all(feature = "etcd", not(infra_loom)))]
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::sync::{Arc, Mutex, thread};
+use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
+use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
+use infra_testkit::{EtcdCluster, EtcdServer, FaultProxy};
+
+const LOCK: &str = "account-7";
+
+fn options() -> EtcdOptions {
+    EtcdOptions::default().timeout(Duration::from_secs(2))
+}
+
+fn locks(endpoints: &[String]) -> EtcdLocks {
+    EtcdLocks::new(endpoints, options()).unwrap()
+}
+
+/// A plain etcd client on a runtime of its own, to look at and change what the backend wrote.
+struct Raw {
+    runtime: tokio::runtime::Runtime,
+    client: etcd_client::Client,
+}
+
+impl Raw {
+    fn new(endpoints: &[String]) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime
+            .block_on(etcd_client::Client::connect(endpoints, None))
+            .unwrap();
+        Self { runtime, client }
+    }
+
+    /// The keys under `prefix`, with their create revisions, in creation order.
+    fn keys(&self, prefix: &str) -> Vec<(String, i64)> {
+        let mut client = self.client.clone();
+        let response = self
+            .runtime
+            .block_on(client.get(prefix, Some(GetOptions::new().with_prefix())))
+            .unwrap();
+        let mut keys: Vec<(String, i64)> = response
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap().to_owned(), kv.create_revision()))
+            .collect();
+        keys.sort_by_key(|(_, revision)| *revision);
+        keys
+    }
+
+    /// Waits (up to 20 s) until `prefix` has `count` keys.
+    fn await_keys(&self, prefix: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.keys(prefix).len() != count {
+            assert!(
+                Instant::now() < deadline,
+                "{prefix}: {:?}, not {count} keys",
+                self.keys(prefix)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn txn(&self, txn: Txn) -> etcd_client::TxnResponse {
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.txn(txn)).unwrap()
+    }
+}
+
+/// A balance whose reads and writes present the caller's token to a fence, and which checks on
+/// its own, without the fence, that it never accepts a token older than one it accepted.
+struct Account {
+    fence: Fence,
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct Ledger {
+    balance: u64,
+    accepted_writes: u64,
+    refused: u64,
+    /// Operations the store accepted with a token below one it had accepted before.
+    stale_accepted: u64,
+    highest: u64,
+}
+
+impl Account {
+    fn new() -> Self {
+        Self {
+            fence: Fence::new(),
+            ledger: Mutex::new(Ledger::default()),
+        }
+    }
+
+    fn admit(&self, ledger: &mut Ledger, token: FencingToken) -> Result<(), Error> {
+        match self.fence.admit("balance", LOCK, token) {
+            Ok(()) => {
+                if token.get() < ledger.highest {
+                    ledger.stale_accepted += 1;
+                }
+                ledger.highest = ledger.highest.max(token.get());
+                Ok(())
+            }
+            Err(error) => {
+                ledger.refused += 1;
+                Err(error)
+            }
+        }
+    }
+
+    fn read(&self, token: FencingToken) -> Result<u64, Error> {
+        let mut ledger = self.ledger.lock();
+        self.admit(&mut ledger, token)?;
+        Ok(ledger.balance)
+    }
+
+    fn write(&self, token: FencingToken, balance: u64) -> Result<(), Error> {
+        let mut ledger = self.ledger.lock();
+        self.admit(&mut ledger, token)?;
+        ledger.balance = balance;
+        ledger.accepted_writes += 1;
+        Ok(())
+    }
+
+    fn ledger(&self) -> Ledger {
+        *self.ledger.lock()
+    }
+}
+
+/// `grpc_server_started_total` per method, from the member's `/metrics`.
+fn requests(server: &EtcdServer) -> Vec<(String, u64)> {
+    let (status, body) = server.http("GET", "/metrics", "").unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("grpc_server_started_total{")?;
+            let (labels, count) = rest.split_once("} ")?;
+            let method = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("grpc_method=\""))?
+                .trim_end_matches('"');
+            Some((method.to_owned(), count.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// Requests per method between two [`requests`] readings, without the methods not sent.
+fn sent_between(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut sent: Vec<(String, u64)> = after
+        .iter()
+        .map(|(method, count)| {
+            let earlier = before
+                .iter()
+                .find(|(m, _)| m == method)
+                .map_or(0, |(_, c)| *c);
+            (method.clone(), count - earlier)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    sent.sort();
+    sent
+}
+
+#[test]
+fn threads_exclude_each_other_and_the_fenced_balance_counts_every_write() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let locks = Arc::new(locks(&[server.url()]));
+    let account = Arc::new(Account::new());
+    let inside = Arc::new(Mutex::new(0u32));
+    let overlaps = Arc::new(Mutex::new(0u32));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
+            let (inside, overlaps) = (Arc::clone(&inside), Arc::clone(&overlaps));
+            thread::spawn(move || {
+                let mut tokens = Vec::new();
+                for _ in 0..25 {
+                    let guard = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+                    {
+                        let mut inside = inside.lock();
+                        *inside += 1;
+                        if *inside != 1 {
+                            *overlaps.lock() += 1;
+                        }
+                    }
+                    let balance = account.read(guard.token()).unwrap();
+                    account.write(guard.token(), balance + 1).unwrap();
+                    tokens.push(guard.token());
+                    *inside.lock() -= 1;
+                    guard.release().unwrap();
+                }
+                tokens
+            })
+        })
+        .collect();
+    let mut tokens: Vec<FencingToken> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let ledger = account.ledger();
+    assert_eq!(*overlaps.lock(), 0);
+    assert_eq!((ledger.balance, ledger.accepted_writes), (100, 100));
+    assert_eq!((ledger.refused, ledger.stale_accepted), (0, 0));
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 100, "every grant has a token of its own");
+    // Every key went with its release.
+    assert!(Raw::new(&[server.url()]).keys("dlock/").is_empty());
+}
+
+#[test]
+fn waiters_are_served_in_arrival_order_and_try_acquire_never_overtakes() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let locks = Arc::new(locks(&endpoints));
+    let lease = Duration::from_secs(30);
+    let holder = locks.acquire(LOCK, lease).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let (locks, order) = (Arc::clone(&locks), Arc::clone(&order));
+        waiters.push(thread::spawn(move || {
+            let guard = locks.acquire(LOCK, lease).unwrap();
+            order.lock().push((i, guard.token()));
+            guard.release().unwrap();
+        }));
+        // The next waiter arrives only once this one has its key in the queue.
+        raw.await_keys(&format!("dlock/{LOCK}/"), i + 2);
+    }
+    // A try_acquire joins the queue behind the waiters and leaves it: it gets nothing.
+    assert!(locks.try_acquire(LOCK, lease).unwrap().is_none());
+    assert_eq!(raw.keys(&format!("dlock/{LOCK}/")).len(), 4);
+    let first = holder.token();
+    holder.release().unwrap();
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    let order = order.lock().clone();
+    let arrival: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(arrival, [0, 1, 2], "{order:?}");
+    assert!(order.windows(2).all(|pair| pair[0].1 < pair[1].1));
+    assert!(order[0].1 > first);
+}
+
+#[test]
+fn only_the_owner_releases_or_extends_and_an_expired_lock_goes_on_with_a_larger_token() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let ours = locks(&endpoints);
+    let theirs = locks(&endpoints);
+    let lease = Duration::from_secs(30);
+
+    let mut grant = ours.acquire(LOCK, lease).unwrap().into_grant();
+    let foreign = theirs.extend(&mut grant, lease);
+    assert!(
+        matches!(foreign, Err(Error::ForeignGrant { .. })),
+        "{foreign:?}"
+    );
+    let mut memory_grant = MemoryLocks::new()
+        .acquire(LOCK, lease)
+        .unwrap()
+        .into_grant();
+    assert!(matches!(
+        ours.extend(&mut memory_grant, lease),
+        Err(Error::ForeignGrant { .. })
+    ));
+    assert!(ours.is_held(&grant));
+    assert!(theirs.try_acquire(LOCK, lease).unwrap().is_none());
+
+    // Extending for longer than the key's TTL moves it to a new lease, token unchanged.
+    let token = grant.token();
+    ours.extend(&mut grant, Duration::from_secs(90)).unwrap();
+    assert_eq!(grant.token(), token);
+    assert_eq!(grant.lease(), Duration::from_secs(90));
+    let raw = Raw::new(&endpoints);
+    let keys = raw.keys(&format!("dlock/{LOCK}/"));
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].1, i64::try_from(token.get()).unwrap());
+
+    // A short extension: the client counts 300 ms; etcd keeps the key for the key's TTL.
+    ours.extend(&mut grant, Duration::from_millis(300)).unwrap();
+    assert_eq!(grant.lease(), Duration::from_millis(300));
+    ours.wait_lost(&grant);
+    assert!(!ours.is_held(&grant));
+    assert!(matches!(
+        ours.extend(&mut grant, lease),
+        Err(Error::LeaseExpired { .. })
+    ));
+    // The key is still there (its TTL is 91 s): only its owner's release removes it.
+    assert_eq!(raw.keys(&format!("dlock/{LOCK}/")).len(), 1);
+    ours.release(grant).unwrap();
+
+    // A lease that runs out on the server hands the lock on, with a larger token.
+    let first = ours
+        .acquire(LOCK, Duration::from_millis(500))
+        .unwrap()
+        .into_grant();
+    let started = Instant::now();
+    let next = theirs.acquire(LOCK, lease).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(next.token() > first.token());
+    assert!(!ours.is_held(&first));
+    assert!(next.is_held());
+    let late = ours.release(first);
+    assert!(matches!(late, Err(Error::LeaseExpired { .. })), "{late:?}");
+    assert!(
+        next.is_held(),
+        "the late release left the next holder alone"
+    );
+    // The grant's lease is the one asked for, counted by the client.
+    assert_eq!(next.grant().lease(), lease);
+    next.release().unwrap();
+}
+
+#[test]
+fn readers_share_and_a_waiting_writer_is_not_overtaken_by_later_readers() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let locks = Arc::new(locks(&endpoints));
+    let lease = Duration::from_secs(30);
+    let first = locks.read("config", lease).unwrap();
+    let second = locks.read("config", lease).unwrap();
+    assert!(second.token() > first.token());
+    assert!(locks.try_acquire("config", lease).unwrap().is_none());
+    let writer = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || {
+            let guard = locks.acquire("config", lease).unwrap();
+            let token = guard.token();
+            guard.release().unwrap();
+            token
+        })
+    };
+    raw.await_keys("dlock/config/", 3);
+    let late = locks
+        .grant("config", Access::Shared, lease, Wait::No)
+        .unwrap();
+    assert!(late.is_none(), "a later reader overtook the waiting writer");
+    let last_reader = second.token();
+    first.release().unwrap();
+    second.release().unwrap();
+    let written = writer.join().unwrap();
+    assert!(written > last_reader);
+    let after = locks.read("config", lease).unwrap();
+    assert!(after.token() > written);
+    // A semaphore on a name with readers, and readers on a semaphore's name, are refused.
+    let kind = |result: Result<(), Error>| matches!(result, Err(Error::KindMismatch { .. }));
+    assert!(kind(locks.permit("config", 2, lease).map(drop)));
+    let permit = locks.permit("pool", 2, lease).unwrap();
+    assert!(kind(locks.read("pool", lease).map(drop)));
+    permit.release().unwrap();
+    after.release().unwrap();
+    // The refused requests left no key behind.
+    assert!(raw.keys("dlock/").is_empty(), "{:?}", raw.keys("dlock/"));
+}
+
+#[test]
+fn a_semaphore_admits_up_to_its_permits_in_arrival_order() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let locks = Arc::new(locks(&endpoints));
+    let lease = Duration::from_secs(30);
+    let two = Access::Permit { permits: 2 };
+    let a = locks.permit("pool", 2, lease).unwrap();
+    let b = locks.permit("pool", 2, lease).unwrap();
+    assert!(b.token() > a.token());
+    assert!(
+        locks
+            .grant("pool", two, lease, Wait::No)
+            .unwrap()
+            .is_none(),
+        "both permits are out"
+    );
+    let kind = |result: Result<(), Error>| matches!(result, Err(Error::KindMismatch { .. }));
+    assert!(kind(
+        locks
+            .grant("pool", Access::Permit { permits: 3 }, lease, Wait::No)
+            .map(drop)
+    ));
+    assert!(kind(locks.try_acquire("pool", lease).map(drop)));
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || locks.permit("pool", 2, lease).unwrap().into_grant())
+    };
+    raw.await_keys("dlock/pool/", 3);
+    let mut a = a.into_grant();
+    locks.extend(&mut a, lease).unwrap();
+    locks.release(a).unwrap();
+    let c = waiter.join().unwrap();
+    assert!(c.token() > b.token());
+    assert!(locks.is_held(&c) && b.is_held());
+    locks.release(c).unwrap();
+    b.release().unwrap();
+    // With every permit back, the name can be a mutex.
+    assert!(locks.try_acquire("pool", lease).unwrap().is_some());
+}
+
+#[test]
+fn bad_input_is_refused_before_any_round_trip() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let locks = locks(&[server.url()]);
+    // One call first, so the connection is made.
+    locks
+        .acquire("warm-up", Duration::from_secs(5))
+        .unwrap()
+        .release()
+        .unwrap();
+    let before = requests(&server);
+    let lease = Duration::from_secs(1);
+    assert_eq!(locks.try_acquire("", lease).unwrap_err(), Error::EmptyName);
+    assert!(matches!(
+        locks.try_acquire(&"x".repeat(513), lease),
+        Err(Error::NameTooLong { .. })
+    ));
+    assert_eq!(
+        locks.try_acquire("a", Duration::ZERO).unwrap_err(),
+        Error::ZeroLease
+    );
+    assert!(matches!(
+        locks.try_acquire("a", Duration::MAX),
+        Err(Error::LeaseTooLong { .. })
+    ));
+    assert_eq!(locks.permit("a", 0, lease).unwrap_err(), Error::ZeroPermits);
+    let mut foreign = MemoryLocks::new().acquire("a", lease).unwrap().into_grant();
+    assert!(matches!(
+        locks.extend(&mut foreign, lease),
+        Err(Error::ForeignGrant { .. })
+    ));
+    assert!(!locks.is_held(&foreign));
+    // Called on an async runtime's thread: a clear error, not a panic or a stalled runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let inside = runtime.block_on(async { locks.try_acquire("a", lease).map(drop) });
+    assert_eq!(inside, Err(Error::CalledFromAsync));
+    assert_eq!(sent_between(&before, &requests(&server)), []);
+    // Bad endpoints are refused when the backend is made; an unreachable one on the call.
+    assert!(matches!(
+        EtcdLocks::new(&[] as &[&str], options()),
+        Err(Error::Backend { .. })
+    ));
+    assert!(matches!(
+        EtcdLocks::new(&["http://[::1"], options()),
+        Err(Error::Backend { .. })
+    ));
+    let addr = server.addr();
+    drop(server);
+    let unreachable = EtcdLocks::new(
+        &[format!("http://{addr}")],
+        options().timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let failed = unreachable.try_acquire("a", lease);
+    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
+}
+
+#[test]
+fn an_uncontended_acquire_and_release_cost_two_round_trips_each() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let locks = locks(&[server.url()]);
+    let lease = Duration::from_secs(30);
+    locks.acquire("warm-up", lease).unwrap().release().unwrap();
+    let before = requests(&server);
+    let rounds = 20;
+    for _ in 0..rounds {
+        let mut guard = locks.acquire(LOCK, lease).unwrap();
+        guard.extend(lease).unwrap();
+        guard.release().unwrap();
+    }
+    let sent = sent_between(&before, &requests(&server));
+    // acquire: LeaseGrant + Txn; extend: Range + LeaseKeepAlive; release: Range + LeaseRevoke.
+    let expected: Vec<(String, u64)> = [
+        ("LeaseGrant", rounds),
+        ("LeaseKeepAlive", rounds),
+        ("LeaseRevoke", rounds),
+        ("Range", 2 * rounds),
+        ("Txn", rounds),
+    ]
+    .iter()
+    .map(|(method, count)| ((*method).to_owned(), *count))
+    .collect();
+    assert_eq!(sent, expected);
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_has_its_write_refused() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let locks = locks(&[server.url()]);
+    let account = Account::new();
+    let paused = locks
+        .acquire(LOCK, Duration::from_millis(500))
+        .unwrap()
+        .into_grant();
+    let balance = account.read(paused.token()).unwrap();
+    locks.wait_lost(&paused); // the holder stalls past its lease
+    // Granted once etcd has ended the paused holder's key (its TTL, at least 1 s).
+    let next = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+    let next_balance = account.read(next.token()).unwrap();
+    assert!(matches!(
+        account.write(paused.token(), balance + 1),
+        Err(Error::StaleToken { .. })
+    ));
+    account.write(next.token(), next_balance + 1).unwrap();
+    let ledger = account.ledger();
+    assert_eq!(
+        (ledger.balance, ledger.accepted_writes, ledger.refused),
+        (1, 1, 1)
+    );
+    assert_eq!(ledger.stale_accepted, 0);
+}
+
+#[test]
+fn tokens_keep_growing_across_restarts_of_the_member() {
+    let Some(mut server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let locks = locks(&endpoints);
+    let lease = Duration::from_secs(30);
+    let mut last = FencingToken::new(0);
+    for round in 0..2 {
+        for _ in 0..3 {
+            let guard = locks.acquire(LOCK, lease).unwrap();
+            assert!(guard.token() > last, "round {round}");
+            last = guard.token();
+            guard.release().unwrap();
+        }
+        server.kill();
+        server.restart().unwrap();
+    }
+    // The backend reconnects by itself; the first call may still find the old connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let guard = loop {
+        match locks.acquire_timeout(LOCK, lease, Duration::from_secs(5)) {
+            Ok(Some(guard)) => break guard,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+    };
+    assert!(guard.token() > last);
+}
+
+/// A balance kept in etcd whose reads and writes present a token, fenced in one transaction,
+/// so that holders in different processes share one resource and one fence. The fence is
+/// the highest token seen, as a zero-padded decimal (so etcd's byte-wise comparison orders
+/// it); each accepted write adds a key of its own, so the writes can be counted.
+struct SharedAccount {
+    raw: Raw,
+}
+
+impl SharedAccount {
+    fn new(endpoints: &[String]) -> Self {
+        Self {
+            raw: Raw::new(endpoints),
+        }
+    }
+
+    /// `Some(balance)` if the fence admitted the token; a write also sets the balance.
+    fn call(&mut self, token: FencingToken, write: Option<u64>) -> Option<u64> {
+        let mark = format!("{:020}", token.get());
+        let mut admitted = vec![TxnOp::put("account/fence", mark.clone(), None)];
+        if let Some(balance) = write {
+            admitted.push(TxnOp::put("account/balance", balance.to_string(), None));
+            admitted.push(TxnOp::put(
+                format!("account/writes/{mark}-{balance}"),
+                "",
+                None,
+            ));
+        }
+        admitted.push(TxnOp::get("account/balance", None));
+        // A missing fence key fails the comparison, which admits the first token.
+        let txn = Txn::new()
+            .when([Compare::value("account/fence", CompareOp::Greater, mark)])
+            .and_then([])
+            .or_else(admitted);
+        let response = self.raw.txn(txn);
+        if response.succeeded() {
+            return None;
+        }
+        let balance = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(get) => Some(
+                    get.kvs()
+                        .first()
+                        .map_or(0, |kv| kv.value_str().unwrap().parse().unwrap()),
+                ),
+                _ => None,
+            })
+            .unwrap();
+        Some(balance)
+    }
+
+    fn read(&mut self, token: FencingToken) -> Option<u64> {
+        self.call(token, None)
+    }
+
+    fn write(&mut self, token: FencingToken, balance: u64) -> bool {
+        self.call(token, Some(balance)).is_some()
+    }
+
+    /// The balance and the number of accepted writes.
+    fn totals(&mut self) -> (u64, u64) {
+        let mut client = self.raw.client.clone();
+        let response = self
+            .raw
+            .runtime
+            .block_on(client.get("account/balance", None))
+            .unwrap();
+        let balance = response
+            .kvs()
+            .first()
+            .map_or(0, |kv| kv.value_str().unwrap().parse().unwrap());
+        let writes = self.raw.keys("account/writes/").len() as u64;
+        (balance, writes)
+    }
+}
+
+const WORKER_ENDPOINTS: &str = "INFRA_DLOCK_ETCD_ENDPOINTS";
+const WORKER_ROLE: &str = "INFRA_DLOCK_ETCD_ROLE";
+const WORKER_ROUNDS: u64 = 25;
+
+/// Increments the shared balance `rounds` times under the lock; returns the accepted writes.
+fn increment_shared(endpoints: &[String], rounds: u64) -> u64 {
+    let locks = locks(endpoints);
+    let mut account = SharedAccount::new(endpoints);
+    let mut accepted = 0;
+    for _ in 0..rounds {
+        let guard = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+        let balance = account.read(guard.token()).expect("the holder's read");
+        if account.write(guard.token(), balance + 1) {
+            accepted += 1;
+        }
+        guard.release().unwrap();
+    }
+    accepted
+}
+
+/// The worker half of the multi-process tests: started by them as a separate OS process.
+#[test]
+#[ignore = "worker process of the multi-process tests"]
+fn etcd_worker_process() {
+    let endpoints: Vec<String> = std::env::var(WORKER_ENDPOINTS)
+        .expect("started by a multi-process test")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    match std::env::var(WORKER_ROLE).as_deref() {
+        Ok("stalled") => {
+            // Take the lock, read, then wait for the parent's word (sent while this process
+            // is frozen) and write what was read.
+            let locks = locks(&endpoints);
+            let mut account = SharedAccount::new(&endpoints);
+            let guard = locks.acquire(LOCK, Duration::from_millis(500)).unwrap();
+            let balance = account.read(guard.token()).expect("the first read");
+            println!("read-done");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            let written = account.write(guard.token(), balance + 100);
+            println!("written={written} held={}", guard.is_held());
+        }
+        Ok("waiter") => {
+            // Wait for the lock (frozen by the parent meanwhile); say when it is granted.
+            let locks = locks(&endpoints);
+            println!("waiting");
+            let guard = locks.acquire(LOCK, Duration::from_millis(500)).unwrap();
+            println!("granted={}", guard.token().get());
+            // The parent checks the key of the grant before this process lets go.
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+        }
+        _ => println!("accepted={}", increment_shared(&endpoints, WORKER_ROUNDS)),
+    }
+}
+
+fn spawn_worker(endpoints: &[String], role: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "etcd_worker_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WORKER_ENDPOINTS, endpoints.join(","))
+        .env(WORKER_ROLE, role)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The value after `key=` on the first line that has it.
+fn printed(output: &str, key: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let (_, rest) = line.split_once(&format!("{key}="))?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+#[test]
+fn processes_and_threads_share_one_lock_and_one_fenced_balance() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = vec![server.url()];
+    let children: Vec<_> = (0..2)
+        .map(|_| spawn_worker(&endpoints, "increment"))
+        .collect();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let endpoints = endpoints.clone();
+            thread::spawn(move || increment_shared(&endpoints, WORKER_ROUNDS))
+        })
+        .collect();
+    let in_threads: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let in_children: u64 = children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "worker failed: {output:?}");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            printed(&stdout, "accepted")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    let totals = SharedAccount::new(&endpoints).totals();
+    assert_eq!(in_threads + in_children, 4 * WORKER_ROUNDS, "no write was refused");
+    assert_eq!(totals, (4 * WORKER_ROUNDS, 4 * WORKER_ROUNDS));
+}
+
+/// Reads the child's stdout lines on a thread of their own, so the test can wait for one
+/// with a deadline.
+fn lines_of(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    // Detached: it ends with the child's stdout.
+    drop(thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            sink.lock().push(line);
+        }
+    }));
+    lines
+}
+
+fn await_line(lines: &Mutex<Vec<String>>, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(line) = lines.lock().iter().find(|line| line.starts_with(prefix)) {
+            return line.clone();
+        }
+        assert!(Instant::now() < deadline, "no {prefix:?} in {:?}", lines.lock());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(unix)]
+fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
+    use std::io::Write;
+
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = vec![server.url()];
+    let mut child = spawn_worker(&endpoints, "stalled");
+    let lines = lines_of(&mut child);
+    await_line(&lines, "read-done");
+    signal(&child, "-STOP");
+    // Its word to go on waits in the pipe until the process is thawed.
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    // The lease runs out while the holder is frozen; the next holder reads and writes.
+    let locks = locks(&endpoints);
+    let next = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+    let mut account = SharedAccount::new(&endpoints);
+    let balance = account.read(next.token()).unwrap();
+    assert!(account.write(next.token(), balance + 1));
+    signal(&child, "-CONT");
+    let outcome = await_line(&lines, "written=");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(printed(&outcome, "written").as_deref(), Some("false"));
+    assert_eq!(printed(&outcome, "held").as_deref(), Some("false"));
+    assert_eq!(
+        account.totals(),
+        (1, 1),
+        "only the next holder's write landed"
+    );
+    next.release().unwrap();
+}
+
+/// etcd issue 11456: a waiter whose lease ran out while it waited must not be told that it
+/// holds the lock. The waiter process is frozen while it waits until its key has expired; a
+/// third party then takes the lock. Thawed, the waiter must wait behind it, and its grant must
+/// be a live key.
+#[cfg(unix)]
+#[test]
+fn a_waiter_frozen_past_its_lease_is_not_told_it_holds_the_lock() {
+    use std::io::Write;
+
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = vec![server.url()];
+    let raw = Raw::new(&endpoints);
+    let queue = format!("dlock/{LOCK}/");
+    let locks = locks(&endpoints);
+    let lease = Duration::from_secs(30);
+    let first = locks.acquire(LOCK, lease).unwrap();
+    let mut child = spawn_worker(&endpoints, "waiter");
+    let lines = lines_of(&mut child);
+    raw.await_keys(&queue, 2);
+    let frozen_key = raw.keys(&queue)[1].clone();
+    signal(&child, "-STOP");
+    // etcd ends the frozen waiter's lease (TTL 1 s, or the server's minimum) and its key.
+    raw.await_keys(&queue, 1);
+    first.release().unwrap();
+    let third = locks.acquire(LOCK, lease).unwrap();
+    signal(&child, "-CONT");
+    // Thawed, the waiter finds its key gone and queues again, behind the third holder.
+    raw.await_keys(&queue, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !lines.lock().iter().any(|line| line.starts_with("granted=")),
+        "the waiter was granted while the third holder held the lock: {:?}",
+        lines.lock()
+    );
+    let third_token = third.token();
+    third.release().unwrap();
+    let granted = await_line(&lines, "granted=");
+    let token: u64 = printed(&granted, "granted").unwrap().parse().unwrap();
+    assert!(token > third_token.get(), "{token} after {third_token}");
+    assert_ne!(i64::try_from(token).unwrap(), frozen_key.1);
+    // The grant is a live key: the only one in the queue, created at the token's revision.
+    let keys = raw.keys(&queue);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].1, i64::try_from(token).unwrap());
+    child.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Retries `call` on `Error::Backend` (a leader election under way) for up to 20 s.
+fn retried<T>(mut call: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match call() {
+            Err(Error::Backend { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_held_lock_and_its_waiters_survive_the_leader_being_killed() {
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let raw = Raw::new(&endpoints);
+    let queue = format!("dlock/{LOCK}/");
+    let locks = Arc::new(locks(&endpoints));
+    let lease = Duration::from_secs(10);
+    let mut held = locks.acquire(LOCK, lease).unwrap().into_grant();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..2 {
+        let (locks, order) = (Arc::clone(&locks), Arc::clone(&order));
+        waiters.push(thread::spawn(move || {
+            let guard = locks
+                .acquire_timeout(LOCK, lease, Duration::from_secs(25))
+                .unwrap()
+                .expect("granted within the wait");
+            order.lock().push((i, guard.token()));
+            guard.release().unwrap();
+        }));
+        raw.await_keys(&queue, i + 2);
+    }
+    let old = cluster.leader().unwrap();
+    cluster.member_mut(old).kill();
+    let new = cluster.leader().unwrap();
+    assert_ne!(old, new);
+    // The hold outlived the election: the holder still holds, extends and releases it.
+    let before = held.token();
+    retried(|| locks.extend(&mut held, lease)).unwrap();
+    assert_eq!(held.token(), before);
+    assert!(locks.is_held(&held));
+    assert_eq!(raw.keys(&queue).len(), 3, "both waiters kept their places");
+    locks.release(held).unwrap();
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    let order = order.lock().clone();
+    assert_eq!(
+        order.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0, 1],
+        "{order:?}"
+    );
+    assert!(order[0].1 > before && order[1].1 > order[0].1);
+    // The killed member comes back and tokens keep growing.
+    cluster.member_mut(old).restart().unwrap();
+    let after = retried(|| locks.acquire(LOCK, lease)).unwrap();
+    assert!(after.token() > order[1].1);
+}
+
+/// What the workers of the fault test saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcomes {
+    grants: u64,
+    /// Acquisitions that ended in `Error::Backend`: a grant, if made, was lost and ran out.
+    failed_acquires: u64,
+    timed_out_waits: u64,
+    /// Reads or writes the fence refused.
+    refused: u64,
+    /// Releases that found the key gone (expired, or lost with the connection).
+    lost_leases: u64,
+    failed_releases: u64,
+}
+
+/// Three workers increment a fenced balance on a 3-member cluster, each through its own fault
+/// proxies, while the main thread slows and cuts the connections, pauses the leader and kills
+/// and restarts it; every fourth hold a worker stalls past its lease between its read and its
+/// write, until another worker has read.
+#[test]
+fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let proxies: Vec<FaultProxy> = cluster
+        .members()
+        .iter()
+        .map(|member| FaultProxy::start(member.addr()).unwrap())
+        .collect();
+    let endpoints: Vec<String> = proxies
+        .iter()
+        .map(|proxy| format!("http://{}", proxy.addr()))
+        .collect();
+    let account = Arc::new(Account::new());
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let lease = Duration::from_millis(500);
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (account, outcomes, done) = (
+                Arc::clone(&account),
+                Arc::clone(&outcomes),
+                Arc::clone(&done),
+            );
+            let options = EtcdOptions::default().timeout(Duration::from_millis(300));
+            let locks = EtcdLocks::new(&endpoints, options).unwrap();
+            thread::spawn(move || {
+                let mut round = 0u32;
+                while !done.load(Ordering::SeqCst) {
+                    round += 1;
+                    let wait = Duration::from_secs(3);
+                    let guard = match locks.acquire_timeout(LOCK, lease, wait) {
+                        Ok(Some(guard)) => guard,
+                        Ok(None) => {
+                            outcomes.lock().timed_out_waits += 1;
+                            continue;
+                        }
+                        Err(Error::Backend { .. }) => {
+                            outcomes.lock().failed_acquires += 1;
+                            continue;
+                        }
+                        Err(other) => panic!("{other}"),
+                    };
+                    outcomes.lock().grants += 1;
+                    let token = guard.token();
+                    let written = account.read(token).and_then(|balance| {
+                        if round.is_multiple_of(4) {
+                            // A pause past the lease, until another worker has read (or 4 s).
+                            guard.wait_lost();
+                            let until = Instant::now() + Duration::from_secs(4);
+                            while account.ledger().highest == token.get() && Instant::now() < until
+                            {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                        }
+                        account.write(token, balance + 1)
+                    });
+                    if written.is_err() {
+                        outcomes.lock().refused += 1;
+                    }
+                    match guard.release() {
+                        Ok(()) => {}
+                        Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+                        Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let all = |act: &dyn Fn(&FaultProxy)| proxies.iter().for_each(act);
+    std::thread::sleep(Duration::from_millis(1_500));
+    all(&|proxy| proxy.set_latency(Duration::from_millis(100)));
+    std::thread::sleep(Duration::from_millis(1_500));
+    all(&|proxy| proxy.heal());
+    all(&|proxy| proxy.cut_connections());
+    std::thread::sleep(Duration::from_millis(1_500));
+    let leader = cluster.leader().unwrap();
+    cluster.member_mut(leader).pause();
+    std::thread::sleep(Duration::from_millis(2_500));
+    cluster.member_mut(leader).resume();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let leader = cluster.leader().unwrap();
+    cluster.member_mut(leader).kill();
+    std::thread::sleep(Duration::from_millis(2_500));
+    cluster.member_mut(leader).restart().unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    done.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let ledger = account.ledger();
+    let outcomes = *outcomes.lock();
+    println!("fault run: {outcomes:?}; store: {ledger:?}");
+    assert_eq!(ledger.stale_accepted, 0, "{ledger:?}");
+    assert_eq!(
+        ledger.balance, ledger.accepted_writes,
+        "no increment was lost: {ledger:?}"
+    );
+    assert!(ledger.accepted_writes > 0);
+    assert_eq!(ledger.refused, outcomes.refused);
+    assert!(
+        ledger.refused > 0,
+        "the fence refused nothing: {outcomes:?}"
+    );
+}
