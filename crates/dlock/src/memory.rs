@@ -389,7 +389,9 @@ impl<C: Clock> MemoryLocks<C> {
             });
         }
         if entry.queue.is_empty() && compatible(&entry.holders, access) {
-            let token = next_token(&self.last_token).ok_or(Error::TokensExhausted)?;
+            let Some(token) = next_token(&self.last_token) else {
+                return Err(Error::TokensExhausted);
+            };
             let holder = Holder {
                 token,
                 ticket: 0,
@@ -728,9 +730,12 @@ impl<C: Clock> LockHandle<'_, C> {
     ///
     /// As [`Locks::acquire`].
     pub fn acquire(&self, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
-        let grant = self.grant_here(Access::Exclusive, lease, Wait::Forever)?;
-        let grant = grant.ok_or(Error::TokensExhausted)?;
-        Ok(LockGuard::new(self, grant))
+        match self.grant_here(Access::Exclusive, lease, Wait::Forever)? {
+            Some(grant) => Ok(LockGuard::new(self, grant)),
+            // An unbounded wait ends with a grant or an error; `None` cannot happen, and is
+            // reported as the one error such a waiter could have seen rather than a panic.
+            None => Err(Error::TokensExhausted),
+        }
     }
 
     /// Takes this lock exclusively for `lease` if it is free now and nobody waits for it.
@@ -788,9 +793,11 @@ impl<C: Clock> LockHandle<'_, C> {
 
     /// Whether `grant` is for this handle's lock (the grant's name is compared).
     fn is_mine(&self, grant: &Grant) -> bool {
-        // `Arc<str>`'s equality compares the pointers first: a grant made through this
-        // slot shares its name, so the usual case costs no string compare.
-        grant.name == self.slot.name
+        // A grant made through this slot shares its name's allocation, so the usual case
+        // is one pointer compare; a grant of an earlier slot of the same name (swept after
+        // the grant's lease ended) falls back to comparing the text.
+        let (theirs, ours) = (&*grant.name, &*self.slot.name);
+        std::ptr::eq(theirs, ours) || theirs == ours
     }
 }
 

@@ -208,3 +208,213 @@ impl FenceCounters {
         }
     }
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use infra_common::ManualClock;
+    use infra_common::sync::{Arc, thread};
+    use metrics_util::MetricKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    use super::*;
+    use crate::{Fence, FencingToken, Locks, MemoryLocks, Wait};
+
+    /// One counter series: name, labels sorted by key, value.
+    type Series = (String, Vec<(String, String)>, u64);
+
+    /// Every counter series of one snapshot (taking one resets the recorder's counters).
+    fn counters(snapshotter: &Snapshotter) -> Vec<Series> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| {
+                let (kind, key) = key.into_parts();
+                let DebugValue::Counter(count) = value else {
+                    return None;
+                };
+                (kind == MetricKind::Counter).then(|| {
+                    let mut labels: Vec<(String, String)> = key
+                        .labels()
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    labels.sort();
+                    (key.name().to_owned(), labels, count)
+                })
+            })
+            .collect()
+    }
+
+    /// The value of the series `name` with exactly `labels`.
+    fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        wanted.sort();
+        series
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|&(_, _, count)| count)
+    }
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn memory_locks_count_grants_waits_and_lost_leases_but_never_lock_names() {
+        let recorder = DebuggingRecorder::new();
+        let clock = ManualClock::new();
+        let locks = metrics::with_local_recorder(&recorder, || {
+            Arc::new(MemoryLocks::with_clock(clock.clone()).with_metrics_name("jobs"))
+        });
+        let holder = locks.acquire("a", LEASE).unwrap();
+        drop(locks.read("b", LEASE).unwrap());
+        drop(locks.permit("c", 2, LEASE).unwrap());
+        // A try that finds the lock taken is neither a grant nor a wait.
+        assert!(locks.try_acquire("a", LEASE).unwrap().is_none());
+        // A wait that times out at once, and one granted at the holder's release.
+        assert!(
+            locks
+                .grant("a", Access::Exclusive, LEASE, Wait::Up(Duration::ZERO))
+                .unwrap()
+                .is_none()
+        );
+        let waiter = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.acquire("a", LEASE).unwrap().into_grant())
+        };
+        while locks.queue_len("a") == 0 {
+            thread::yield_now();
+        }
+        holder.release().unwrap();
+        let handed = waiter.join().unwrap();
+        // That grant runs out unreleased; so does one through a handle.
+        let handle = locks.handle("d").unwrap();
+        let _kept = handle.acquire(LEASE).unwrap().into_grant();
+        clock.advance(LEASE);
+        assert_eq!(locks.expire_due(), 2);
+        assert!(locks.release(handed).is_err());
+
+        let series = counters(&recorder.snapshotter());
+        let grants = |access| {
+            value(
+                &series,
+                GRANTS_TOTAL,
+                &[(LOCKS_LABEL, "jobs"), (ACCESS_LABEL, access)],
+            )
+        };
+        assert_eq!(grants("exclusive"), Some(3));
+        assert_eq!(grants("shared"), Some(1));
+        assert_eq!(grants("permit"), Some(1));
+        let waits = |outcome| {
+            value(
+                &series,
+                WAITS_TOTAL,
+                &[(LOCKS_LABEL, "jobs"), (OUTCOME_LABEL, outcome)],
+            )
+        };
+        assert_eq!(waits("granted"), Some(1));
+        assert_eq!(waits("timed_out"), Some(1));
+        assert_eq!(
+            value(&series, LEASE_LOSSES_TOTAL, &[(LOCKS_LABEL, "jobs")]),
+            Some(2)
+        );
+        // Six series named `jobs` (and six at zero under the default name it was built
+        // with), whatever lock names were used.
+        let named = series
+            .iter()
+            .filter(|(_, l, _)| l.iter().any(|(_, v)| v == "jobs"));
+        assert_eq!(named.count(), 6);
+        assert_eq!(series.len(), 12);
+        assert!(
+            series
+                .iter()
+                .all(|(_, labels, _)| labels.iter().all(|(_, v)| v.len() > 1))
+        );
+    }
+
+    #[test]
+    fn a_fence_counts_stale_tokens_refused_by_admit_and_check() {
+        let recorder = DebuggingRecorder::new();
+        let fence =
+            metrics::with_local_recorder(&recorder, || Fence::new().with_metrics_name("ledger"));
+        let t = FencingToken::new;
+        fence.admit("r", "m", t(5)).unwrap();
+        assert!(fence.admit("r", "m", t(4)).is_err());
+        assert!(fence.check("r", "m", t(3)).is_err());
+        fence.check("r", "m", t(6)).unwrap();
+        // Another lock's token is refused, but not as stale.
+        assert!(fence.admit("r", "other", t(9)).is_err());
+        let series = counters(&recorder.snapshotter());
+        assert_eq!(
+            value(&series, STALE_TOKENS_TOTAL, &[(FENCE_LABEL, "ledger")]),
+            Some(2)
+        );
+        assert_eq!(
+            value(&series, STALE_TOKENS_TOTAL, &[(FENCE_LABEL, DEFAULT_NAME)]),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn locks_built_before_the_recorder_report_nothing_to_it() {
+        let recorder = DebuggingRecorder::new();
+        let locks = MemoryLocks::with_clock(ManualClock::new());
+        metrics::with_local_recorder(&recorder, || {
+            drop(locks.acquire("a", LEASE).unwrap());
+        });
+        assert!(counters(&recorder.snapshotter()).is_empty());
+    }
+
+    #[test]
+    fn every_metric_is_described_as_a_count() {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            drop(LockCounters::unnamed());
+            #[cfg(feature = "tokio")]
+            drop(RenewalCounters::new(Cow::Borrowed(DEFAULT_NAME)));
+            drop(FenceCounters::unnamed());
+        });
+        let described = recorder.snapshotter().snapshot().into_vec();
+        let names: std::collections::BTreeSet<String> = described
+            .iter()
+            .map(|(key, _, _, _)| key.key().name().to_owned())
+            .collect();
+        let expected = if cfg!(feature = "tokio") { 5 } else { 4 };
+        assert_eq!(names.len(), expected);
+        for (_, unit, description, _) in described {
+            assert_eq!(unit, Some(Unit::Count));
+            assert!(description.is_some_and(|d| !d.is_empty()));
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test(start_paused = true)]
+    async fn a_watchdog_counts_its_failed_renewal_by_reason() {
+        use crate::{Loss, Renewal, Watchdog};
+
+        let recorder = DebuggingRecorder::new();
+        let clock = ManualClock::new();
+        let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+        let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+        let watchdog = metrics::with_local_recorder(&recorder, || {
+            let renewal = Renewal::new(LEASE).metrics_name("jobs");
+            Watchdog::spawn(Arc::clone(&locks), grant, clock.clone(), renewal).unwrap()
+        });
+        clock.advance(LEASE * 2);
+        assert_eq!(watchdog.lost().await, Loss::Expired);
+        let series = counters(&recorder.snapshotter());
+        let failures = |reason| {
+            value(
+                &series,
+                RENEWAL_FAILURES_TOTAL,
+                &[(LOCKS_LABEL, "jobs"), (REASON_LABEL, reason)],
+            )
+        };
+        assert_eq!(failures("expired"), Some(1));
+        assert_eq!(failures("backend"), Some(0));
+        assert_eq!(failures("other"), Some(0));
+    }
+}

@@ -554,3 +554,98 @@ fn tokens_never_wrap() {
     assert_eq!(waiter.join().unwrap(), Err(Error::TokensExhausted));
     assert_eq!(locks.queue_len("a"), 0);
 }
+
+#[test]
+fn a_handle_takes_the_same_lock_as_the_name_with_the_same_queue_and_tokens() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let lease = Duration::from_secs(10);
+    let handle = locks.handle(LOCK).unwrap();
+    assert_eq!(handle.name(), LOCK);
+
+    // Exclusion both ways.
+    let by_handle = handle.acquire(lease).unwrap();
+    assert!(locks.try_acquire(LOCK, lease).unwrap().is_none());
+    let first = by_handle.token();
+    by_handle.release().unwrap();
+    let by_name = locks.acquire(LOCK, lease).unwrap();
+    assert!(handle.try_acquire(lease).unwrap().is_none());
+    assert!(by_name.token() > first);
+
+    // One FIFO queue: a waiter by name, then one through another handle, in that order.
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let named = {
+        let (locks, order) = (Arc::clone(&locks), Arc::clone(&order));
+        thread::spawn(move || {
+            let guard = locks.acquire(LOCK, lease).unwrap();
+            order.lock().push("name");
+            guard.token()
+        })
+    };
+    until_queued(&locks, LOCK, 1);
+    let handled = {
+        let (locks, order) = (Arc::clone(&locks), Arc::clone(&order));
+        thread::spawn(move || {
+            let handle = locks.handle(LOCK).unwrap();
+            let guard = handle.acquire(lease).unwrap();
+            order.lock().push("handle");
+            guard.token()
+        })
+    };
+    until_queued(&locks, LOCK, 2);
+    assert_eq!(handle.queue_len(), 2);
+    assert!(
+        handle.try_acquire(lease).unwrap().is_none(),
+        "overtook the queue"
+    );
+    let held = by_name.token();
+    by_name.release().unwrap();
+    let (a, b) = (named.join().unwrap(), handled.join().unwrap());
+    assert_eq!(*order.lock(), ["name", "handle"]);
+    assert!(held < a && a < b);
+
+    // A grant made by name is released through the handle, and the other way round; an
+    // expired one is refused by either.
+    let grant = locks.acquire(LOCK, lease).unwrap().into_grant();
+    handle.release(grant).unwrap();
+    let grant = handle.acquire(lease).unwrap().into_grant();
+    clock.advance(lease);
+    assert!(matches!(
+        locks.release(grant),
+        Err(Error::LeaseExpired { .. })
+    ));
+    // For another name, the handle passes the call on.
+    let other = handle.grant("other", Access::Exclusive, lease, Wait::No);
+    let other = other.unwrap().expect("free");
+    assert!(locks.is_held(&other));
+    assert!(handle.release(other).is_ok());
+    assert!(matches!(locks.handle(""), Err(Error::EmptyName)));
+    assert!(matches!(
+        handle.acquire(Duration::ZERO),
+        Err(Error::ZeroLease)
+    ));
+}
+
+#[test]
+fn a_handle_keeps_its_lock_through_sweeps_of_idle_names() {
+    let locks = MemoryLocks::with_clock(ManualClock::new());
+    let lease = Duration::from_secs(10);
+    let handle = locks.handle(LOCK).unwrap();
+    handle.acquire(lease).unwrap().release().unwrap();
+    // The handle's name is idle now; many other names pass through, and the map is swept.
+    for i in 0..1_000 {
+        locks
+            .acquire(&format!("passing-{i}"), lease)
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+    assert_eq!(locks.expire_due(), 0);
+    // Were the name's state dropped and made anew, the handle and the name would be two locks.
+    let guard = handle.acquire(lease).unwrap();
+    assert!(locks.try_acquire(LOCK, lease).unwrap().is_none());
+    drop(guard);
+    let guard = locks.acquire(LOCK, lease).unwrap();
+    assert!(handle.try_acquire(lease).unwrap().is_none());
+    drop(guard);
+}
