@@ -277,13 +277,25 @@ enum Control {
 /// +1 per round trip of the whole window, as TCP congestion control). The limit stays within
 /// `min..=max`. A permit dropped without a report gives back its slot and says nothing.
 ///
+/// Two rules keep the limit honest, as in Netflix's concurrency-limits:
+///
+/// - **It grows only while used.** A success counts towards an increase only if at least half
+///   the limit was in flight when its request was sent (the permit itself included): a limiter
+///   that sees one request at a time learns nothing about how many more the service could take,
+///   so an idle service's limit does not creep up to `max`.
+/// - **One cut per round trip.** Only a request sent since the last cut may cut the limit again.
+///   Requests that were in flight together report the same overload: ten timeouts at once cut
+///   the limit once, not ten times (0.9, not 0.9^10). A request sent after the cut comes back
+///   about one round trip later and may cut again if the overload persists.
+///
 /// [`AdaptiveConcurrencyLimiter::vegas`] moves the limit with TCP Vegas's rule instead: from the
 /// smallest latency seen (the no-queue baseline) and each request's latency, it estimates how
 /// many requests are queued, `limit × (latency − baseline) / latency`, and adds one to the limit
-/// while fewer than α are queued, removes one while more than β are. It reacts to queues before
-/// they turn into timeouts, without a hand-picked threshold. The baseline is the smallest latency
-/// since creation or [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the service's
-/// normal latency is known to have changed.
+/// while fewer than α are queued (and the limit is in use), removes one while more than β are
+/// (once per round trip, as any cut). It reacts to queues before they turn into timeouts,
+/// without a hand-picked threshold. The baseline is the smallest latency since creation or
+/// [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the service's normal latency is
+/// known to have changed.
 ///
 /// ```
 /// use infra_common::ManualClock;
@@ -303,6 +315,9 @@ pub struct AdaptiveConcurrencyLimiter<C: Clock> {
     in_flight: AtomicU32,
     limit: AtomicU32,
     fast_successes: AtomicU32,
+    /// Counts the cuts of the limit. A permit remembers the value it was taken under, and only a
+    /// report from a permit taken since the last cut may cut again: one cut per round trip.
+    cuts: AtomicU64,
     control: Control,
     clock: C,
 }
@@ -312,6 +327,10 @@ pub struct AdaptiveConcurrencyLimiter<C: Clock> {
 pub struct AdaptivePermit<'a, C: Clock> {
     limiter: &'a AdaptiveConcurrencyLimiter<C>,
     started: u64,
+    /// Permits held, this one included, when it was taken.
+    in_flight: u32,
+    /// The limiter's cut count when it was taken.
+    cuts: u64,
 }
 
 impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
@@ -329,12 +348,16 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     ///
     /// let clock = ManualClock::new();
     /// let limiter = AdaptiveConcurrencyLimiter::vegas(VegasConfig::new(10, 1, 100)?, clock.clone());
-    /// for latency in [10, 10, 40] {
-    ///     let permit = limiter.try_acquire().unwrap();
-    ///     clock.advance(Duration::from_millis(latency));
-    ///     permit.success();
-    /// }
-    /// // Two fast answers grew it to 12; at 4× the baseline about 9 requests look queued.
+    /// // Six requests at once, answered in 10 ms: the baseline. The last two were sent with at
+    /// // least half the limit in flight, so the limit grows by two.
+    /// let permits: Vec<_> = (0..6).map(|_| limiter.try_acquire().unwrap()).collect();
+    /// clock.advance(Duration::from_millis(10));
+    /// permits.into_iter().for_each(|permit| permit.success());
+    /// assert_eq!(limiter.limit(), 12);
+    /// // An answer at 4× the baseline: about 9 requests look queued, more than β = 6.
+    /// let permit = limiter.try_acquire().unwrap();
+    /// clock.advance(Duration::from_millis(40));
+    /// permit.success();
     /// assert_eq!(limiter.limit(), 11);
     /// # Ok::<(), infra_ratelimit::Error>(())
     /// ```
@@ -351,6 +374,7 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
             in_flight: AtomicU32::new(0),
             limit: AtomicU32::new(initial),
             fast_successes: AtomicU32::new(0),
+            cuts: AtomicU64::new(0),
             control,
             clock,
         }
@@ -371,12 +395,19 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         }
     }
 
-    fn record_success(&self, latency: u64) {
+    /// Whether the limit was in use when a request was sent: at least half of it in flight, as
+    /// Netflix's concurrency-limits requires before growing. A limit that is not used says
+    /// nothing about how much more the service could take.
+    fn was_in_use(&self, in_flight: u32) -> bool {
+        u64::from(in_flight) * 2 >= u64::from(self.limit())
+    }
+
+    fn record_success(&self, permit: &AdaptivePermit<'_, C>, latency: u64) {
         match &self.control {
             Control::Aimd(config) => {
                 if latency > duration_to_nanos(config.latency_threshold) {
-                    self.decrease();
-                } else {
+                    self.decrease(permit.cuts);
+                } else if self.was_in_use(permit.in_flight) {
                     self.increase();
                 }
             }
@@ -387,23 +418,22 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                 let baseline = min_latency
                     .fetch_min(latency, Ordering::Relaxed)
                     .min(latency);
+                let limit = self.limit();
+                let queued = if latency == 0 {
+                    0
+                } else {
+                    u128::from(limit) * u128::from(latency - baseline) / u128::from(latency)
+                };
                 let (min, max, _) = self.bounds();
-                let _ = self
-                    .limit
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
-                        let queued = if latency == 0 {
-                            0
-                        } else {
-                            u128::from(limit) * u128::from(latency - baseline) / u128::from(latency)
-                        };
-                        if queued < u128::from(config.alpha) {
+                if queued > u128::from(config.beta) {
+                    self.cut(permit.cuts, |limit| limit.saturating_sub(1).max(min));
+                } else if queued < u128::from(config.alpha) && self.was_in_use(permit.in_flight) {
+                    let _ = self
+                        .limit
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
                             Some(limit.saturating_add(1).min(max))
-                        } else if queued > u128::from(config.beta) {
-                            Some(limit.saturating_sub(1).max(min))
-                        } else {
-                            None
-                        }
-                    });
+                        });
+                }
             }
         }
     }
@@ -416,9 +446,11 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     pub fn try_acquire(&self) -> Result<AdaptivePermit<'_, C>, Decision> {
         let limit = self.limit();
         match try_take(&self.in_flight, limit) {
-            Ok(_) => Ok(AdaptivePermit {
+            Ok(before) => Ok(AdaptivePermit {
                 limiter: self,
                 started: self.clock.now_nanos(),
+                in_flight: before + 1,
+                cuts: self.cuts.load(Ordering::Acquire),
             }),
             Err(_) => Err(denied(limit)),
         }
@@ -434,14 +466,32 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    fn decrease(&self) {
+    /// Multiplies the limit by the backoff factor, once per round trip (see [`Self::cut`]).
+    fn decrease(&self, cuts_seen: u64) {
         let (min, _, backoff_percent) = self.bounds();
+        self.cut(cuts_seen, |limit| {
+            let lowered = u64::from(limit) * u64::from(backoff_percent) / 100;
+            u32::try_from(lowered).unwrap_or(limit).max(min)
+        });
+    }
+
+    /// Applies `lower` to the limit if no cut happened since the reporting permit was taken.
+    ///
+    /// The requests in flight when the limit was cut were sent under the old limit: their
+    /// timeouts report the same overload, so N of them at once cut once, not N times (TCP's
+    /// one reduction per window). The first permit taken after a cut comes back one round trip
+    /// later and may cut again.
+    fn cut(&self, cuts_seen: u64, lower: impl Fn(u32) -> u32) {
+        if self
+            .cuts
+            .compare_exchange(cuts_seen, cuts_seen + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
         let _ = self
             .limit
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
-                let lowered = u64::from(limit) * u64::from(backoff_percent) / 100;
-                Some(u32::try_from(lowered).unwrap_or(limit).max(min))
-            });
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| Some(lower(limit)));
         self.fast_successes.store(0, Ordering::Relaxed);
     }
 
@@ -474,12 +524,12 @@ impl<C: Clock> AdaptivePermit<'_, C> {
     /// limit (AIMD: against the threshold; Vegas: against the baseline).
     pub fn success(self) {
         let latency = self.limiter.clock.now_nanos().saturating_sub(self.started);
-        self.limiter.record_success(latency);
+        self.limiter.record_success(&self, latency);
     }
 
     /// The request failed in a way that signals overload (timeout, 503, connection dropped).
     pub fn overloaded(self) {
-        self.limiter.decrease();
+        self.limiter.decrease(self.cuts);
     }
 }
 
@@ -526,12 +576,16 @@ mod tests {
             .with_backoff_percent(50)
             .unwrap();
         let limiter = AdaptiveConcurrencyLimiter::new(config, clock.clone());
-        for _ in 0..4 {
-            limiter.try_acquire().unwrap().success();
+        // Requests sent with two or more of four in flight use the limit: four fast answers to
+        // them raise it by one.
+        for _ in 0..2 {
+            let held: Vec<_> = (0..4).map(|_| limiter.try_acquire().unwrap()).collect();
+            held.into_iter().for_each(AdaptivePermit::success);
         }
         assert_eq!(limiter.limit(), 5);
         for _ in 0..10 {
-            limiter.try_acquire().unwrap().success();
+            let held: Vec<_> = (0..3).map(|_| limiter.try_acquire().unwrap()).collect();
+            held.into_iter().for_each(AdaptivePermit::success);
         }
         assert_eq!(limiter.limit(), 5, "capped at max");
         limiter.try_acquire().unwrap().overloaded();
@@ -542,6 +596,61 @@ mod tests {
         assert!(limiter.try_acquire().is_err());
         drop(held);
         assert_eq!(limiter.in_flight(), 0);
+    }
+
+    #[test]
+    fn concurrent_overload_reports_cut_the_limit_once_per_round_trip() {
+        let clock = ManualClock::new();
+        let config = AimdConfig::new(100, 1, 200, Duration::from_millis(10)).unwrap();
+        let aimd = AdaptiveConcurrencyLimiter::new(config, clock.clone());
+        let vegas = AdaptiveConcurrencyLimiter::vegas(
+            VegasConfig::new(100, 1, 200).unwrap(),
+            clock.clone(),
+        );
+        for limiter in [&aimd, &vegas] {
+            let held: Vec<_> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
+            clock.advance(Duration::from_millis(5));
+            // Ten requests sent under one limit time out together: one cut, not 0.9^10.
+            held.into_iter().for_each(AdaptivePermit::overloaded);
+            assert_eq!(limiter.limit(), 90);
+            // A request sent after the cut reports a new overload: the next cut.
+            let later: Vec<_> = (0..3).map(|_| limiter.try_acquire().unwrap()).collect();
+            later.into_iter().for_each(AdaptivePermit::overloaded);
+            assert_eq!(limiter.limit(), 81);
+        }
+        // A slow answer is AIMD's overload signal, with the same rule.
+        let held: Vec<_> = (0..4).map(|_| aimd.try_acquire().unwrap()).collect();
+        clock.advance(Duration::from_millis(50));
+        held.into_iter().for_each(AdaptivePermit::success);
+        assert_eq!(aimd.limit(), 72);
+    }
+
+    #[test]
+    fn a_limit_that_is_not_used_does_not_grow() {
+        let clock = ManualClock::new();
+        let config = AimdConfig::new(10, 1, 1_000, Duration::from_millis(10)).unwrap();
+        let aimd = AdaptiveConcurrencyLimiter::new(config, clock.clone());
+        let vegas =
+            AdaptiveConcurrencyLimiter::vegas(VegasConfig::new(10, 1, 1_000).unwrap(), clock.clone());
+        for limiter in [&aimd, &vegas] {
+            // One request at a time, all fast: the service is never asked for more than one.
+            for _ in 0..1_000 {
+                let permit = limiter.try_acquire().unwrap();
+                clock.advance(Duration::from_millis(1));
+                permit.success();
+            }
+            assert_eq!(limiter.limit(), 10);
+            // Half the limit in flight at once: now it grows.
+            let held: Vec<_> = (0..5).map(|_| limiter.try_acquire().unwrap()).collect();
+            clock.advance(Duration::from_millis(1));
+            held.into_iter().for_each(AdaptivePermit::success);
+        }
+        assert_eq!(vegas.limit(), 11, "one answer sent with half the limit in flight");
+        for _ in 0..2 {
+            let held: Vec<_> = (0..10).map(|_| aimd.try_acquire().unwrap()).collect();
+            held.into_iter().for_each(AdaptivePermit::success);
+        }
+        assert_eq!(aimd.limit(), 11, "ten answers sent with the limit in use");
     }
 
     /// What a test does with the permits it holds.
@@ -606,9 +715,10 @@ mod tests {
                 .with_backoff_percent(backoff)
                 .unwrap();
             let limiter = AdaptiveConcurrencyLimiter::new(config, clock.clone());
-            // The model: the limit, fast successes since the last change, and each held
-            // permit with the time it was taken.
-            let (mut limit, mut fast) = (initial, 0u32);
+            // The model: the limit, fast successes since the last change, the number of cuts,
+            // and each held permit with the time it was taken, the permits held then (itself
+            // included) and the cuts made before it.
+            let (mut limit, mut fast, mut cuts) = (initial, 0u32, 0u64);
             let mut held = Vec::new();
             for step in steps {
                 match step {
@@ -616,17 +726,20 @@ mod tests {
                         let admitted = limiter.try_acquire();
                         prop_assert_eq!(admitted.is_ok(), (held.len() as u32) < limit);
                         if let Ok(permit) = admitted {
-                            held.push((permit, clock.now_nanos()));
+                            held.push((permit, clock.now_nanos(), held.len() as u32 + 1, cuts));
                         }
                     }
                     Step::Success(i, millis) if !held.is_empty() => {
                         clock.advance(Duration::from_millis(millis));
-                        let (permit, started) = held.swap_remove(i % held.len());
+                        let (permit, started, in_flight, seen) = held.swap_remove(i % held.len());
                         permit.success();
                         if clock.now_nanos() - started > 20_000_000 {
-                            limit = (limit * backoff / 100).max(min);
-                            fast = 0;
-                        } else {
+                            if seen == cuts {
+                                limit = (limit * backoff / 100).max(min);
+                                fast = 0;
+                                cuts += 1;
+                            }
+                        } else if in_flight * 2 >= limit {
                             fast += 1;
                             if fast >= limit {
                                 limit = (limit + 1).min(max);
@@ -635,9 +748,13 @@ mod tests {
                         }
                     }
                     Step::Overloaded(i) if !held.is_empty() => {
-                        held.swap_remove(i % held.len()).0.overloaded();
-                        limit = (limit * backoff / 100).max(min);
-                        fast = 0;
+                        let (permit, _, _, seen) = held.swap_remove(i % held.len());
+                        permit.overloaded();
+                        if seen == cuts {
+                            limit = (limit * backoff / 100).max(min);
+                            fast = 0;
+                            cuts += 1;
+                        }
                     }
                     Step::Drop(i) if !held.is_empty() => drop(held.swap_remove(i % held.len())),
                     _ => {}
@@ -649,35 +766,52 @@ mod tests {
     }
 
     proptest! {
-        // `prop_oneof!` expands to `std::sync::Arc`; test-only, not loom code.
-        #[allow(clippy::disallowed_types)]
         #[test]
         fn vegas_matches_its_model(
             (initial, min, max) in (1u32..8, 1u32..8, 8u32..20)
                 .prop_map(|(a, b, c)| (a.max(b), a.min(b), c)),
-            latencies in proptest::collection::vec(prop_oneof![1u64..30, Just(0u64)], 0..60),
-            overload_every in 3usize..10,
+            steps in proptest::collection::vec(step(), 0..80),
         ) {
             let clock = ManualClock::new();
             let config = VegasConfig::new(initial, min, max).unwrap().with_thresholds(2, 4).unwrap();
             let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
-            let (mut limit, mut baseline) = (u64::from(initial), u64::MAX);
-            for (i, millis) in latencies.into_iter().enumerate() {
-                let permit = limiter.try_acquire().unwrap();
-                if i % overload_every == overload_every - 1 {
-                    permit.overloaded();
-                    limit = (limit * 90 / 100).max(u64::from(min));
-                } else {
-                    clock.advance(Duration::from_millis(millis));
-                    permit.success();
-                    let latency = millis * 1_000_000;
-                    baseline = baseline.min(latency);
-                    let queued = (limit * (latency - baseline)).checked_div(latency).unwrap_or(0);
-                    if queued < 2 {
-                        limit = (limit + 1).min(u64::from(max));
-                    } else if queued > 4 {
-                        limit = (limit - 1).max(u64::from(min));
+            let (mut limit, mut baseline, mut cuts) = (u64::from(initial), u64::MAX, 0u64);
+            let mut held = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Acquire => {
+                        let admitted = limiter.try_acquire();
+                        prop_assert_eq!(admitted.is_ok(), (held.len() as u64) < limit);
+                        if let Ok(permit) = admitted {
+                            held.push((permit, clock.now_nanos(), held.len() as u64 + 1, cuts));
+                        }
                     }
+                    Step::Success(i, millis) if !held.is_empty() => {
+                        clock.advance(Duration::from_millis(millis));
+                        let (permit, started, in_flight, seen) = held.swap_remove(i % held.len());
+                        permit.success();
+                        let latency = clock.now_nanos() - started;
+                        baseline = baseline.min(latency);
+                        let queued = (limit * (latency - baseline)).checked_div(latency).unwrap_or(0);
+                        if queued > 4 {
+                            if seen == cuts {
+                                limit = (limit - 1).max(u64::from(min));
+                                cuts += 1;
+                            }
+                        } else if queued < 2 && in_flight * 2 >= limit {
+                            limit = (limit + 1).min(u64::from(max));
+                        }
+                    }
+                    Step::Overloaded(i) if !held.is_empty() => {
+                        let (permit, _, _, seen) = held.swap_remove(i % held.len());
+                        permit.overloaded();
+                        if seen == cuts {
+                            limit = (limit * 90 / 100).max(u64::from(min));
+                            cuts += 1;
+                        }
+                    }
+                    Step::Drop(i) if !held.is_empty() => drop(held.swap_remove(i % held.len())),
+                    _ => {}
                 }
                 prop_assert_eq!(u64::from(limiter.limit()), limit);
             }
@@ -695,14 +829,18 @@ mod tests {
             permit.success();
         };
         answer(10);
-        assert_eq!(limiter.limit(), 21);
+        assert_eq!(limiter.limit(), 20, "one request in flight does not use the limit");
         for _ in 0..5 {
             answer(20); // half of every latency is queueing: ~10 queued > beta
         }
-        assert_eq!(limiter.limit(), 16);
+        assert_eq!(limiter.limit(), 15);
         limiter.reset_baseline();
         answer(20);
-        assert_eq!(limiter.limit(), 17, "20 ms is the new normal");
+        assert_eq!(limiter.limit(), 15, "20 ms is the new normal: nothing queued");
+        let held: Vec<_> = (0..15).map(|_| limiter.try_acquire().unwrap()).collect();
+        clock.advance(Duration::from_millis(20));
+        held.into_iter().for_each(AdaptivePermit::success);
+        assert!(limiter.limit() > 15, "used and not queueing: it grows");
         assert!(format!("{limiter:?}").contains("Vegas"));
         assert!(
             VegasConfig::new(1, 1, 1)
