@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use infra_common::Clock;
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::Mutex;
+use infra_common::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::algorithm::Algorithm;
@@ -44,11 +44,33 @@ impl Clock for TokioClock {
     }
 }
 
-/// Tickets of the callers waiting, oldest first.
+/// The callers waiting, oldest first.
 #[derive(Debug, Default)]
 struct Queue {
     next_ticket: u64,
-    waiting: VecDeque<u64>,
+    waiting: VecDeque<Waiter>,
+}
+
+/// One waiting caller: its ticket and the signal that it has reached the head of the queue.
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    turn: Arc<Notify>,
+}
+
+impl Queue {
+    fn head(&self) -> Option<u64> {
+        self.waiting.front().map(|waiter| waiter.ticket)
+    }
+
+    /// Tells the caller now at the head that it is its turn. Only the head ever needs waking:
+    /// the others cannot be served before it, so a departure wakes one waiter, not all of them.
+    fn wake_head(&self) {
+        if let Some(head) = self.waiting.front() {
+            // Stored as a permit if the head is not waiting yet, so the wake-up is never lost.
+            head.turn.notify_one();
+        }
+    }
 }
 
 /// A [`RateLimiter`] whose callers can wait for capacity instead of being denied.
@@ -59,7 +81,8 @@ struct Queue {
 /// - **Cancel-safe**: capacity is consumed only in the same poll that returns it; dropping a
 ///   waiting future takes nothing and lets the next waiter move up.
 /// - **No background task**: the first waiter sleeps until the limiter's `retry_after`, the
-///   others sleep until the one ahead of them leaves the queue.
+///   others sleep until they reach the head of the queue. Each departure wakes only the new
+///   head, so `n` waiters cost `O(n)` wake-ups in all, not `O(n²)`.
 ///
 /// The limiter's clock must agree with tokio's timer: use [`TokioClock`] (or the system clock
 /// outside tests).
@@ -82,8 +105,6 @@ struct Queue {
 pub struct AsyncRateLimiter<A: Algorithm = Gcra, C: Clock = TokioClock> {
     limiter: RateLimiter<A, C>,
     queue: Mutex<Queue>,
-    /// Woken whenever the head of the queue leaves it.
-    moved: Notify,
 }
 
 /// Removes a ticket from the queue when its future is dropped before admission.
@@ -99,11 +120,10 @@ impl<A: Algorithm, C: Clock> Drop for Ticket<'_, A, C> {
             return;
         }
         let mut queue = self.owner.queue.lock();
-        let was_head = queue.waiting.front() == Some(&self.ticket);
-        queue.waiting.retain(|&t| t != self.ticket);
-        drop(queue);
+        let was_head = queue.head() == Some(self.ticket);
+        queue.waiting.retain(|waiter| waiter.ticket != self.ticket);
         if was_head {
-            self.owner.moved.notify_waiters();
+            queue.wake_head();
         }
     }
 }
@@ -114,7 +134,6 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
         Self {
             limiter,
             queue: Mutex::new(Queue::default()),
-            moved: Notify::new(),
         }
     }
 
@@ -144,6 +163,7 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     /// [`Error::InsufficientCapacity`] at once when `n` exceeds the capacity (it would wait
     /// forever).
     pub async fn until_n_ready(&self, n: u32) -> Result<Decision, Error> {
+        let turn = Arc::new(Notify::new());
         let ticket = {
             let mut queue = self.queue.lock();
             if queue.waiting.is_empty() {
@@ -154,7 +174,10 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
             }
             let ticket = queue.next_ticket;
             queue.next_ticket += 1;
-            queue.waiting.push_back(ticket);
+            queue.waiting.push_back(Waiter {
+                ticket,
+                turn: Arc::clone(&turn),
+            });
             ticket
         };
         let mut guard = Ticket {
@@ -163,19 +186,14 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
             admitted: false,
         };
         loop {
-            let moved = self.moved.notified();
-            tokio::pin!(moved);
-            // Registered before looking at the queue, so a departure in between is not missed.
-            moved.as_mut().enable();
             let wait = {
                 let mut queue = self.queue.lock();
-                if queue.waiting.front() == Some(&ticket) {
+                if queue.head() == Some(ticket) {
                     let decision = self.limiter.check_n(n)?;
                     if decision.is_allowed() {
                         queue.waiting.pop_front();
                         guard.admitted = true;
-                        drop(queue);
-                        self.moved.notify_waiters();
+                        queue.wake_head();
                         return Ok(decision);
                     }
                     Some(decision.retry_after())
@@ -186,7 +204,7 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
             match wait {
                 // Never sleep zero: a quota change could otherwise make this spin.
                 Some(wait) => tokio::time::sleep(wait.max(Duration::from_nanos(1))).await,
-                None => moved.await,
+                None => turn.notified().await,
             }
         }
     }
@@ -256,6 +274,50 @@ mod tests {
         let start = order[0].1 - Duration::from_secs(2);
         assert_eq!(order[1].1 - start, Duration::from_secs(3));
         assert_eq!(order[2].1 - start, Duration::from_secs(4));
+    }
+
+    /// A future that counts how often it is polled: each poll after the first is a wake-up.
+    struct Polls<F> {
+        inner: std::pin::Pin<Box<F>>,
+        polls: Arc<infra_common::sync::atomic::AtomicUsize>,
+    }
+
+    impl<F: std::future::Future> std::future::Future for Polls<F> {
+        type Output = F::Output;
+
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<F::Output> {
+            self.polls
+                .fetch_add(1, infra_common::sync::atomic::Ordering::Relaxed);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_departure_wakes_only_the_next_waiter() {
+        let limiter = limiter(1, 1);
+        let _ = limiter.until_ready().await;
+        let waiters = 60;
+        let polls = Arc::new(infra_common::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..waiters {
+            let limiter = Arc::clone(&limiter);
+            let future = Polls {
+                inner: Box::pin(async move { limiter.until_ready().await }),
+                polls: Arc::clone(&polls),
+            };
+            tasks.push(tokio::spawn(future));
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            let _ = task.await.unwrap();
+        }
+        // Each waiter is polled when it queues, when it reaches the head and when its
+        // retry-after elapses; waking every waiter on every departure would take ~n²/2 polls.
+        let polls = polls.load(infra_common::sync::atomic::Ordering::Relaxed);
+        assert!(polls <= 4 * waiters, "{polls} polls for {waiters} waiters");
     }
 
     #[tokio::test(start_paused = true)]
