@@ -385,9 +385,7 @@ impl Failed {
         // reports as "lease not found".
         let gone = match error {
             etcd_client::Error::GRpcStatus(status) => status.message().contains("lease not found"),
-            etcd_client::Error::LeaseKeepAliveError(message) => {
-                message.contains("lease not found")
-            }
+            etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
             _ => false,
         };
         if gone {
@@ -466,7 +464,10 @@ impl Snapshot {
 enum Attempt {
     Granted(Grant),
     /// Waiting behind others: watch for a change after `revision`.
-    Behind { watch: Watch, revision: i64 },
+    Behind {
+        watch: Watch,
+        revision: i64,
+    },
     /// The request's place is lost (its lease ended, or the grant came too late to use):
     /// queue again.
     Requeue,
@@ -533,6 +534,13 @@ impl Drop for Driver {
             let _ = thread.join();
         }
     }
+}
+
+/// Whether the request failed before it left the client: the member's port refused the
+/// connection, which tonic reports as a "tcp connect error".
+fn never_sent(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.message().contains("tcp connect error"))
 }
 
 /// Blocking on a thread that drives an async runtime would stall it (and tokio panics on it).
@@ -640,30 +648,52 @@ impl<C: Clock> EtcdLocks<C> {
     }
 
     /// Runs one request built by `request` on the runtime, within `budget`.
+    ///
+    /// A request that could not even be sent, because the member the client picked refused
+    /// the connection (it is down), is built and sent again, to whichever member the client
+    /// picks next, until the budget runs out: the client keeps a member that is down among its
+    /// choices, and resending what never left is harmless.
     fn call_within<T, F>(
         &self,
         what: &'static str,
         budget: Duration,
-        request: impl FnOnce(Client) -> F,
+        request: impl Fn(Client) -> F + Send + 'static,
     ) -> Result<T, Failed>
     where
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
         T: Send + 'static,
     {
-        let future = request(self.client.clone());
+        let client = self.client.clone();
+        let attempts = async move {
+            loop {
+                match request(client.clone()).await {
+                    Err(error) if never_sent(&error) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    answer => return answer,
+                }
+            }
+        };
         match self
             .driver
-            .run(async move { tokio::time::timeout(budget, future).await })?
+            .run(async move { tokio::time::timeout(budget, attempts).await })?
         {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(Failed::etcd(what, &error)),
             Err(_) => Err(Failed::Error(Error::Backend {
-                reason: format!("etcd {what}: no answer within {budget:?}; the outcome is unknown"),
+                reason: format!(
+                    "etcd {what}: no answer within {budget:?} (no member reachable, or none \
+                     answering); the outcome is unknown"
+                ),
             })),
         }
     }
 
-    fn call<T, F>(&self, what: &'static str, request: impl FnOnce(Client) -> F) -> Result<T, Failed>
+    fn call<T, F>(
+        &self,
+        what: &'static str,
+        request: impl Fn(Client) -> F + Send + 'static,
+    ) -> Result<T, Failed>
     where
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
         T: Send + 'static,
@@ -697,18 +727,18 @@ impl<C: Clock> EtcdLocks<C> {
                 TxnOp::get(dir.to_vec(), Some(GetOptions::new().with_prefix())),
             ]);
         let joined = self
-            .call("queueing transaction", move |mut client| async move {
-                client.txn(txn).await
+            .call("queueing transaction", move |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
             })
             .and_then(|response| {
-                let header = response.header().map_or(0, etcd_client::ResponseHeader::revision);
-                let read = response
-                    .op_responses()
-                    .into_iter()
-                    .find_map(|op| match op {
-                        TxnOpResponse::Get(get) => Some(get),
-                        _ => None,
-                    });
+                let header = response
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision);
+                let read = response.op_responses().into_iter().find_map(|op| match op {
+                    TxnOpResponse::Get(get) => Some(get),
+                    _ => None,
+                });
                 match (response.succeeded(), read) {
                     (true, Some(read)) => Ok(Snapshot::read(header, read.kvs(), &key)?),
                     _ => Err(Failed::Error(Error::Backend {
@@ -745,10 +775,13 @@ impl<C: Clock> EtcdLocks<C> {
             .with_prefix()
             .with_max_create_revision(queued.revision);
         let dir = dir.to_vec();
-        let response = self.call("read of the queue", move |mut client| async move {
-            client.get(dir, Some(options)).await
+        let response = self.call("read of the queue", move |mut client| {
+            let (dir, options) = (dir.clone(), options.clone());
+            async move { client.get(dir, Some(options)).await }
         })?;
-        let revision = response.header().map_or(0, etcd_client::ResponseHeader::revision);
+        let revision = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
         Ok(Snapshot::read(revision, response.kvs(), &queued.key)?)
     }
 
@@ -785,28 +818,31 @@ impl<C: Clock> EtcdLocks<C> {
             .with_filters([WatchFilterType::NoPut]);
         let timeout = self.options.timeout;
         let budget = timeout.saturating_add(limit);
-        self.call_within("watch", budget, move |mut client| async move {
-            let mut stream = tokio::time::timeout(timeout, client.watch(key, Some(options)))
-                .await
-                .map_err(|_| {
-                    etcd_client::Error::WatchError(format!("not created within {timeout:?}"))
-                })??;
-            let changed = async {
-                loop {
-                    match stream.message().await? {
-                        // A cancelled watch (its start was compacted, or the member lost its
-                        // leader) also sends the waiter back to read.
-                        Some(response) if response.canceled() || !response.events().is_empty() => {
-                            return Ok(());
+        self.call_within("watch", budget, move |mut client| {
+            let (key, options) = (key.clone(), options.clone());
+            async move {
+                let mut stream = tokio::time::timeout(timeout, client.watch(key, Some(options)))
+                    .await
+                    .map_err(|_| {
+                        etcd_client::Error::WatchError(format!("not created within {timeout:?}"))
+                    })??;
+                let changed = async {
+                    loop {
+                        match stream.message().await? {
+                            // A cancelled watch (its start was compacted, or the member lost its
+                            // leader) also sends the waiter back to read.
+                            Some(response)
+                                if response.canceled() || !response.events().is_empty() =>
+                            {
+                                return Ok(());
+                            }
+                            Some(_) => {}
+                            None => return Ok(()),
                         }
-                        Some(_) => {}
-                        None => return Ok(()),
                     }
-                }
-            };
-            tokio::time::timeout(limit, changed)
-                .await
-                .unwrap_or(Ok(()))
+                };
+                tokio::time::timeout(limit, changed).await.unwrap_or(Ok(()))
+            }
         })
     }
 
@@ -820,10 +856,13 @@ impl<C: Clock> EtcdLocks<C> {
             .with_min_create_revision(token)
             .with_max_create_revision(token);
         let dir = self.dir(&grant.name);
-        let response = self.call("read of the lock key", move |mut client| async move {
-            client.get(dir, Some(options)).await
+        let response = self.call("read of the lock key", move |mut client| {
+            let (dir, options) = (dir.clone(), options.clone());
+            async move { client.get(dir, Some(options)).await }
         })?;
-        let revision = response.header().map_or(0, etcd_client::ResponseHeader::revision);
+        let revision = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
         let entry = response
             .kvs()
             .iter()
@@ -1049,7 +1088,10 @@ impl<C: Clock> Locks for EtcdLocks<C> {
                     }
                     let since = *failing_since.get_or_insert(now);
                     let tolerance = Duration::from_secs(
-                        place.as_ref().map_or(ttl, |queued| queued.ttl).unsigned_abs(),
+                        place
+                            .as_ref()
+                            .map_or(ttl, |queued| queued.ttl)
+                            .unsigned_abs(),
                     );
                     if self.clock.elapsed_since(since) >= tolerance {
                         self.abandon(&mut place);
@@ -1107,8 +1149,9 @@ impl<C: Clock> Locks for EtcdLocks<C> {
                     entry.kind.value(new_ttl),
                     Some(PutOptions::new().with_lease(new_lease)),
                 )]);
-            let moved = self.call("lease move", move |mut client| async move {
-                client.txn(txn).await
+            let moved = self.call("lease move", move |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
             });
             match moved {
                 Ok(response) if response.succeeded() => self.revoke_quietly(entry.lease),
@@ -1214,7 +1257,11 @@ mod tests {
     #[test]
     fn a_mutex_waits_for_the_key_just_ahead_and_holds_when_first() {
         assert_eq!(standing(Kind::Exclusive, &[]), Standing::Held);
-        let ahead = [entry(3, Kind::Shared), entry(7, Kind::Exclusive), entry(5, Kind::Shared)];
+        let ahead = [
+            entry(3, Kind::Shared),
+            entry(7, Kind::Exclusive),
+            entry(5, Kind::Shared),
+        ];
         assert_eq!(
             standing(Kind::Exclusive, &ahead),
             Standing::BehindKey(b"k7".to_vec())
@@ -1249,9 +1296,15 @@ mod tests {
             standing(two, &[entry(1, Kind::Permits(3))]),
             Standing::Mismatch
         );
-        assert_eq!(standing(two, &[entry(1, Kind::Exclusive)]), Standing::Mismatch);
+        assert_eq!(
+            standing(two, &[entry(1, Kind::Exclusive)]),
+            Standing::Mismatch
+        );
         assert_eq!(standing(Kind::Shared, &[entry(1, two)]), Standing::Mismatch);
-        assert_eq!(standing(Kind::Exclusive, &[entry(1, two)]), Standing::Mismatch);
+        assert_eq!(
+            standing(Kind::Exclusive, &[entry(1, two)]),
+            Standing::Mismatch
+        );
     }
 
     #[test]
@@ -1297,10 +1350,18 @@ mod tests {
 
     #[test]
     fn snapshots_keep_the_keys_ahead_in_creation_order() {
-        let entries = vec![entry(9, Kind::Shared), entry(4, Kind::Exclusive), entry(6, Kind::Shared), entry(2, Kind::Shared)];
+        let entries = vec![
+            entry(9, Kind::Shared),
+            entry(4, Kind::Exclusive),
+            entry(6, Kind::Shared),
+            entry(2, Kind::Shared),
+        ];
         let snapshot = Snapshot::new(12, entries.clone(), b"k6");
         assert_eq!(snapshot.mine, Some(entry(6, Kind::Shared)));
-        assert_eq!(snapshot.ahead, [entry(2, Kind::Shared), entry(4, Kind::Exclusive)]);
+        assert_eq!(
+            snapshot.ahead,
+            [entry(2, Kind::Shared), entry(4, Kind::Exclusive)]
+        );
         let gone = Snapshot::new(12, entries, b"k5");
         assert_eq!((gone.mine, gone.ahead.len()), (None, 0));
     }
