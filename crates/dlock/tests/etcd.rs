@@ -967,8 +967,12 @@ struct Outcomes {
     timed_out_waits: u64,
     /// Reads or writes the fence refused.
     refused: u64,
-    /// Releases that found the key gone (expired, or lost with the connection).
-    lost_leases: u64,
+    /// Holds that stalled on purpose past their lease, and of those, the ones whose release
+    /// found the key gone.
+    stalls: u64,
+    stalls_expired: u64,
+    /// Holds that did not stall but whose release found the key gone: grants the faults took.
+    grants_lost: u64,
     failed_releases: u64,
 }
 
@@ -1022,8 +1026,12 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
                     };
                     outcomes.lock().grants += 1;
                     let token = guard.token();
+                    let stalls = round.is_multiple_of(4);
+                    if stalls {
+                        outcomes.lock().stalls += 1;
+                    }
                     let written = account.read(token).and_then(|balance| {
-                        if round.is_multiple_of(4) {
+                        if stalls {
                             // A pause past the lease, until another worker has read (or 4 s).
                             guard.wait_lost();
                             let until = Instant::now() + Duration::from_secs(4);
@@ -1039,7 +1047,10 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
                     }
                     match guard.release() {
                         Ok(()) => {}
-                        Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+                        Err(Error::LeaseExpired { .. }) if stalls => {
+                            outcomes.lock().stalls_expired += 1;
+                        }
+                        Err(Error::LeaseExpired { .. }) => outcomes.lock().grants_lost += 1,
                         Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
                         Err(other) => panic!("{other}"),
                     }
