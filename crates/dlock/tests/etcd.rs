@@ -77,6 +77,12 @@ impl Raw {
         }
     }
 
+    fn value(&self, key: &str) -> String {
+        let mut client = self.client.clone();
+        let response = self.runtime.block_on(client.get(key, None)).unwrap();
+        response.kvs()[0].value_str().unwrap().to_owned()
+    }
+
     fn txn(&self, txn: Txn) -> etcd_client::TxnResponse {
         let mut client = self.client.clone();
         self.runtime.block_on(client.txn(txn)).unwrap()
@@ -427,12 +433,8 @@ fn bad_input_is_refused_before_any_round_trip() {
         return;
     };
     let locks = locks(&[server.url()]);
-    // One call first, so the connection is made.
-    locks
-        .acquire("warm-up", Duration::from_secs(5))
-        .unwrap()
-        .release()
-        .unwrap();
+    // A grant made first, so the connection is open and there is a grant to ask about.
+    let held = locks.acquire("held", Duration::from_secs(30)).unwrap();
     let before = requests(&server);
     let lease = Duration::from_secs(1);
     assert_eq!(locks.try_acquire("", lease).unwrap_err(), Error::EmptyName);
@@ -462,7 +464,11 @@ fn bad_input_is_refused_before_any_round_trip() {
         .unwrap();
     let inside = runtime.block_on(async { locks.try_acquire("a", lease).map(drop) });
     assert_eq!(inside, Err(Error::CalledFromAsync));
+    assert!(!runtime.block_on(async { held.is_held() }));
+    runtime.block_on(async { held.wait_lost() }); // returns at once
     assert_eq!(sent_between(&before, &requests(&server)), []);
+    assert!(held.is_held(), "outside the runtime it is held");
+    held.release().unwrap();
     // Bad endpoints are refused when the backend is made; an unreachable one on the call.
     assert!(matches!(
         EtcdLocks::new(&[] as &[&str], options()),
@@ -496,15 +502,17 @@ fn an_uncontended_acquire_and_release_cost_two_round_trips_each() {
     for _ in 0..rounds {
         let mut guard = locks.acquire(LOCK, lease).unwrap();
         guard.extend(lease).unwrap();
+        assert!(guard.is_held());
         guard.release().unwrap();
     }
     let sent = sent_between(&before, &requests(&server));
-    // acquire: LeaseGrant + Txn; extend: Range + LeaseKeepAlive; release: Range + LeaseRevoke.
+    // acquire: LeaseGrant + Txn; extend: Range + LeaseKeepAlive; is_held: Range;
+    // release: Range + LeaseRevoke.
     let expected: Vec<(String, u64)> = [
         ("LeaseGrant", rounds),
         ("LeaseKeepAlive", rounds),
         ("LeaseRevoke", rounds),
-        ("Range", 2 * rounds),
+        ("Range", 3 * rounds),
         ("Txn", rounds),
     ]
     .iter()
@@ -570,6 +578,75 @@ fn tokens_keep_growing_across_restarts_of_the_member() {
         }
     };
     assert!(guard.token() > last);
+}
+
+#[test]
+fn a_waiter_renews_its_lease_and_keeps_its_place() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let queue = format!("dlock/{LOCK}/");
+    let locks = Arc::new(locks(&endpoints));
+    let holder = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        // A 500 ms lease: etcd raises the TTL to its minimum, 2 s with default settings.
+        thread::spawn(move || {
+            locks
+                .acquire(LOCK, Duration::from_millis(500))
+                .unwrap()
+                .into_grant()
+        })
+    };
+    raw.await_keys(&queue, 2);
+    let (key, revision) = raw.keys(&queue)[1].clone();
+    let value = raw.value(&key);
+    assert_eq!(value, "exclusive ttl=2", "the server's minimum TTL");
+    // Three TTLs later the waiter still has its key, kept by its renewals.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(raw.keys(&queue)[1], (key, revision));
+    holder.release().unwrap();
+    let grant = waiter.join().unwrap();
+    assert_eq!(grant.token().get(), u64::try_from(revision).unwrap());
+    locks.release(grant).unwrap();
+}
+
+#[test]
+fn a_waiter_rides_out_failures_for_its_ttl_then_gives_up() {
+    let Some(mut server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let locks = Arc::new(
+        EtcdLocks::new(&endpoints, options().timeout(Duration::from_millis(300))).unwrap(),
+    );
+    let holder = locks
+        .acquire(LOCK, Duration::from_secs(30))
+        .unwrap()
+        .into_grant();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || {
+            let waited = Instant::now();
+            // A 1.5 s lease: a TTL of 2 s.
+            let outcome = locks.acquire(LOCK, Duration::from_millis(1_500)).map(drop);
+            (outcome, waited.elapsed())
+        })
+    };
+    raw.await_keys(&format!("dlock/{LOCK}/"), 2);
+    drop(raw);
+    let killed = Instant::now();
+    server.kill();
+    let (outcome, _) = waiter.join().unwrap();
+    let gave_up_after = killed.elapsed();
+    assert!(matches!(outcome, Err(Error::Backend { .. })), "{outcome:?}");
+    // It kept trying for the TTL (2 s) and not much longer.
+    assert!(gave_up_after >= Duration::from_secs(2), "{gave_up_after:?}");
+    assert!(gave_up_after < Duration::from_secs(5), "{gave_up_after:?}");
+    drop(holder);
 }
 
 /// A balance kept in etcd whose reads and writes present a token, fenced in one transaction,
