@@ -118,3 +118,32 @@ fn the_fence_never_moves_back() {
         );
     });
 }
+
+/// A handle and the name are one lock, even when `expire_due` sweeps idle names meanwhile:
+/// one thread takes the lock through a handle made while the name was idle, the other sweeps
+/// and takes it by name; they are never inside together.
+///
+/// Guards: a sweep keeps a name whose state a handle still points at.
+#[test]
+fn a_handle_and_the_name_stay_one_lock_across_a_sweep() {
+    model(|| {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let by_name = {
+            let (locks, inside) = (Arc::clone(&locks), Arc::clone(&inside));
+            thread::spawn(move || {
+                locks.expire_due();
+                let guard = locks.acquire("m", LEASE).unwrap();
+                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                inside.fetch_sub(1, Ordering::SeqCst);
+                guard.release().unwrap();
+            })
+        };
+        let handle = locks.handle("m").unwrap();
+        let guard = handle.acquire(LEASE).unwrap();
+        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+        inside.fetch_sub(1, Ordering::SeqCst);
+        guard.release().unwrap();
+        by_name.join().unwrap();
+    });
+}
