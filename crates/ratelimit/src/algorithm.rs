@@ -379,8 +379,8 @@ mod tests {
     fn state_sizes_are_as_documented() {
         assert_eq!(size_of::<Gcra>(), 8);
         assert_eq!(size_of::<TokenBucket>(), 8);
-        assert_eq!(size_of::<FixedWindow>(), 24);
-        assert_eq!(size_of::<SlidingWindowCounter>(), 32);
+        assert_eq!(size_of::<FixedWindow>(), 32);
+        assert_eq!(size_of::<SlidingWindowCounter>(), 40);
         assert_eq!(size_of::<SlidingWindowLog>(), 48);
     }
 

@@ -14,17 +14,54 @@ use crate::{Decision, Error, Quota};
 /// `count + n ≤ limit` and denial consumes nothing. Cheap and easy to explain, but a client can
 /// send `limit` at the end of one window and `limit` again at the start of the next: up to twice
 /// the limit within one period. Use a sliding window or GCRA when that matters. The burst of the
-/// quota is not used. After a quota change the count carries over; a new window length starts
-/// its windows at the next boundary of the new length.
+/// quota is not used.
+///
+/// After a quota change the count carries over and the new limit applies to it. After a change
+/// of window length, windows of the new length are aligned to the clock the same way, and the
+/// count, which belongs to the window it was taken in, carries into the current window if the
+/// two overlap and is dropped otherwise. Precisely: no cell is lost (every cell admitted within
+/// a window of the new length counts against it), and when the new window contains the old one
+/// (a limit per second becoming a limit per minute) it counts exactly that window's cells. When
+/// it does not, the count (which keeps no times) may include cells admitted in the old window
+/// before the new one began: the limiter then admits less in that one window, never more.
 #[derive(Debug)]
 pub struct FixedWindow {
     state: Mutex<WindowCount>,
 }
 
+/// `count` cells admitted in the window `[start, end)`.
 #[derive(Debug, Clone, Copy)]
 struct WindowCount {
     start: u64,
+    end: u64,
     count: u64,
+}
+
+impl WindowCount {
+    fn empty(config: &WindowConfig, now: u64) -> Self {
+        let start = config.window_start(now);
+        Self {
+            start,
+            end: start.saturating_add(config.window),
+            count: 0,
+        }
+    }
+
+    /// Moves the count to the window of `config` holding `now`: kept if its own window
+    /// overlaps that one, else dropped. A reading older than the count's window (a racing
+    /// thread) counts in that window.
+    fn roll(&mut self, config: &WindowConfig, now: u64) {
+        if now < self.start {
+            return;
+        }
+        let current = Self::empty(config, now);
+        let count = if self.end > current.start {
+            self.count
+        } else {
+            0
+        };
+        *self = Self { count, ..current };
+    }
 }
 
 /// A window algorithm's configuration: its length and the most it admits per window.
@@ -81,23 +118,15 @@ impl Algorithm for FixedWindow {
 
     fn new(config: &WindowConfig, now: u64) -> Self {
         Self {
-            state: Mutex::new(WindowCount {
-                start: config.window_start(now),
-                count: 0,
-            }),
+            state: Mutex::new(WindowCount::empty(config, now)),
         }
     }
 
     fn check_n(&self, config: &WindowConfig, now: u64, n: u32) -> Decision {
         let limit = u64::from(config.limit);
         let mut state = self.state.lock();
-        let start = config.window_start(now);
-        // A reading older than the current window (a racing thread) counts in the current one.
-        if start > state.start {
-            *state = WindowCount { start, count: 0 };
-        }
-        let end = state.start.saturating_add(config.window);
-        let until_end = end.saturating_sub(now);
+        state.roll(config, now);
+        let until_end = state.end.saturating_sub(now);
         let left = limit.saturating_sub(state.count);
         let reset = |count: u64| nanos(if count > 0 { until_end } else { 0 });
         if n == 0 {
@@ -116,8 +145,9 @@ impl Algorithm for FixedWindow {
     }
 
     fn is_idle(&self, config: &WindowConfig, now: u64) -> bool {
-        let state = self.state.lock();
-        state.count == 0 || config.window_start(now) > state.start
+        let mut state = *self.state.lock();
+        state.roll(config, now);
+        state.count == 0
     }
 }
 

@@ -19,31 +19,62 @@ use crate::fixed_window::{WindowConfig, cells, nanos};
 /// window's requests were evenly spread, so a burst at the end of one window can still let
 /// through somewhat more than `limit` in some sliding period. Use [`SlidingWindowLog`] when the
 /// bound must be exact. The quota's burst is not used.
+///
+/// After a change of window length, windows of the new length are aligned to the clock, and
+/// each of the two counts, which belong to the windows they were taken in, moves to the later of
+/// the two new windows (current and previous) that its own window overlaps, or is dropped if it
+/// overlaps neither. No cell is lost: the estimate is never below the one computed from the
+/// cells' actual admission times. When each old window lies within one new window (a limit per
+/// second becoming a limit per minute) the estimate is exactly that one; otherwise a cell may
+/// count as admitted later than it was, and the limiter admits less for a while, never more.
 #[derive(Debug)]
 pub struct SlidingWindowCounter {
     state: Mutex<Counts>,
 }
 
+/// `current` cells admitted in the window `[start, end)` and `previous` in the one of the same
+/// length before it.
 #[derive(Debug, Clone, Copy)]
 struct Counts {
     start: u64,
+    end: u64,
     previous: u64,
     current: u64,
 }
 
 impl Counts {
-    /// Moves the counts forward to the window holding `now`; older readings change nothing.
-    fn roll(&mut self, config: &WindowConfig, now: u64) {
+    fn empty(config: &WindowConfig, now: u64) -> Self {
         let start = config.window_start(now);
-        if start > self.start {
-            self.previous = if start - self.start == config.window {
-                self.current
-            } else {
-                0
-            };
-            self.current = 0;
-            self.start = start;
+        Self {
+            start,
+            end: start.saturating_add(config.window),
+            previous: 0,
+            current: 0,
         }
+    }
+
+    /// Moves the counts to the window of `config` holding `now` and the one before it; older
+    /// readings change nothing.
+    ///
+    /// Each count goes to the later of the two new windows that its own window overlaps (its
+    /// cells may lie there), and is dropped if it overlaps neither. With an unchanged length
+    /// this is the usual shift (current becomes previous, then nothing); after a change of
+    /// length no cell is lost, and a cell is at most counted later than it was admitted.
+    fn roll(&mut self, config: &WindowConfig, now: u64) {
+        if now < self.start {
+            return;
+        }
+        let mut rolled = Self::empty(config, now);
+        let before = rolled.start.saturating_sub(config.window);
+        // The previous window ends where the current one starts.
+        for (count, ends) in [(self.current, self.end), (self.previous, self.start)] {
+            if ends > rolled.start {
+                rolled.current += count;
+            } else if ends > before {
+                rolled.previous += count;
+            }
+        }
+        *self = rolled;
     }
 }
 
@@ -60,11 +91,7 @@ impl Algorithm for SlidingWindowCounter {
 
     fn new(config: &WindowConfig, now: u64) -> Self {
         Self {
-            state: Mutex::new(Counts {
-                start: config.window_start(now),
-                previous: 0,
-                current: 0,
-            }),
+            state: Mutex::new(Counts::empty(config, now)),
         }
     }
 
@@ -75,6 +102,7 @@ impl Algorithm for SlidingWindowCounter {
             start,
             previous,
             current,
+            ..
         } = *counts;
         let w = config.window;
         let limit = u64::from(config.limit);

@@ -514,3 +514,151 @@ fn every_algorithm_denies_older_readings_of_a_drained_state() {
     check::<SlidingWindowCounter>();
     check::<SlidingWindowLog>();
 }
+
+/// Every cell a window limiter admitted, at its admission time; the window algorithms'
+/// definitions are evaluated on it.
+#[derive(Default)]
+struct Admissions {
+    times: Vec<u64>,
+    /// Cells admitted before this time are no longer remembered (see `window_change_run`).
+    remembered_from: u64,
+}
+
+impl Admissions {
+    /// Remembered cells admitted in `[from, to)`.
+    fn between(&self, from: u64, to: u64) -> u128 {
+        let from = from.max(self.remembered_from);
+        self.times.iter().filter(|&&t| t >= from && t < to).count() as u128
+    }
+
+    /// The fixed window's count at `now` for windows of `window`: the cells of the window
+    /// holding `now`, `[k × window, (k + 1) × window)`.
+    fn fixed_count(&self, window: u64, now: u64) -> u128 {
+        let start = now - now % window;
+        self.between(start, start + window)
+    }
+
+    /// The sliding counter's estimate at `now`, scaled by `window`: the previous window's cells
+    /// weighted by the part of it the sliding window still covers, plus the current window's.
+    fn sliding_estimate(&self, window: u64, now: u64) -> u128 {
+        let start = now - now % window;
+        let elapsed = u128::from(now - start);
+        let w = u128::from(window);
+        self.between(start.saturating_sub(window), start) * (w - elapsed)
+            + self.between(start, start + window) * w
+    }
+}
+
+/// Runs requests of `(advance, n)` on a window limiter switched from `before` to `after` after
+/// `switch_at` requests, and hands `check` each decision with the admissions so far and the
+/// quota in force.
+///
+/// A window limiter remembers the counts of the windows it held at its last check before the
+/// change (the fixed window one, the sliding counter two): from the change on, the admissions
+/// only remember cells from the start of the earliest of those windows, `windows_kept` windows
+/// of the old length back.
+fn window_change_run<A: Algorithm>(
+    before: Quota,
+    after: Quota,
+    switch_at: usize,
+    requests: &[(u64, u32)],
+    windows_kept: u64,
+    mut check: impl FnMut(&Admissions, Quota, u64, u32, bool) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let (limiter, clock) = limiter::<A>(before);
+    let mut admissions = Admissions::default();
+    let mut quota = before;
+    let mut last_check = 0;
+    for (i, &(advance, n)) in requests.iter().enumerate() {
+        if i == switch_at {
+            limiter.set_quota(after).unwrap();
+            quota = after;
+            let old = before.period_nanos();
+            let current = last_check - last_check % old;
+            admissions.remembered_from = current.saturating_sub((windows_kept - 1) * old);
+        }
+        clock.advance(Duration::from_nanos(advance));
+        let now = clock.now_nanos();
+        if n > quota.limit() {
+            continue;
+        }
+        let admitted = limiter.check_n(n).unwrap().is_allowed();
+        last_check = now;
+        check(&admissions, quota, now, n, admitted)?;
+        if admitted {
+            admissions.times.extend(std::iter::repeat_n(now, n as usize));
+        }
+    }
+    Ok(())
+}
+
+/// Window quotas for a change: a base window of 1 to 64 ms, the other one a multiple of it
+/// (`nested`) or any length from 1 to 100 ms.
+fn window_change() -> impl Strategy<Value = (Quota, Quota, bool)> {
+    (1u64..=64, 1u64..=8, 1u64..=100, 1u64..6, 1u64..6, any::<bool>(), any::<bool>()).prop_map(
+        |(base_ms, factor, other_ms, limit_a, limit_b, nested, longer)| {
+            let base = base_ms * 1_000_000;
+            let other = if nested { base * factor } else { other_ms * 1_000_000 };
+            let (a, b) = if longer { (base, other) } else { (other, base) };
+            let quota = |limit, nanos| Quota::new(limit, Duration::from_nanos(nanos)).unwrap();
+            // Nested: each old window lies within one new window.
+            (quota(limit_a, a), quota(limit_b, b), nested && longer)
+        },
+    )
+}
+
+fn requests() -> impl Strategy<Value = Vec<(u64, u32)>> {
+    proptest::collection::vec((0u64..30_000_000, 1u32..4), 1..80)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Across a change of window length, the fixed window never loses a cell it still counts:
+    /// it never admits what its definition, applied to the admission times of those cells,
+    /// refuses; and when each old window lies within one new window it decides exactly as the
+    /// definition does.
+    #[test]
+    fn fixed_window_counts_carry_exactly_across_window_changes(
+        (before, after, nested) in window_change(),
+        switch_at in 0usize..40,
+        requests in requests(),
+    ) {
+        window_change_run::<FixedWindow>(before, after, switch_at, &requests, 1, |admissions, quota, now, n, admitted| {
+            let count = admissions.fixed_count(quota.period_nanos(), now);
+            let fits = count + u128::from(n) <= u128::from(quota.limit());
+            if admitted {
+                prop_assert!(fits, "admitted {} at {} with {} in the window", n, now, count);
+            }
+            if nested || quota == before {
+                prop_assert_eq!(admitted, fits, "at {} with {} in the window", now, count);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// The same for the sliding counter: its estimate is never below the definition's applied
+    /// to the admission times of the cells it still counts, and equals it when each old window
+    /// lies within one new window.
+    #[test]
+    fn sliding_counter_counts_carry_exactly_across_window_changes(
+        (before, after, nested) in window_change(),
+        switch_at in 0usize..40,
+        requests in requests(),
+    ) {
+        window_change_run::<SlidingWindowCounter>(before, after, switch_at, &requests, 2, |admissions, quota, now, n, admitted| {
+            let window = quota.period_nanos();
+            let w = u128::from(window);
+            let room = u128::from(quota.limit()) * w;
+            let estimate = admissions.sliding_estimate(window, now);
+            let fits = estimate + u128::from(n) * w <= room;
+            if admitted {
+                prop_assert!(fits, "admitted {} at {}: estimate {} of {}", n, now, estimate, room);
+            }
+            if nested || quota == before {
+                prop_assert_eq!(admitted, fits, "at {}: estimate {} of {}", now, estimate, room);
+            }
+            Ok(())
+        })?;
+    }
+}
