@@ -51,6 +51,16 @@ pub enum Error {
     InvalidConfig(&'static str),
     /// The partitioner has no nodes to place cells on.
     NoNodes,
+    /// A point the shared index cannot hold: Redis GEO takes latitudes within ±85.05112878
+    /// only (the `redis` feature's index). Keep polar drivers in an in-process index.
+    OutsideGeoRange {
+        /// The latitude given, in degrees.
+        lat: f64,
+        /// The longitude given, in degrees.
+        lng: f64,
+    },
+    /// The shared index's server failed; [`BackendFailure`](crate::BackendFailure) says how.
+    Backend(crate::BackendFailure),
 }
 
 impl fmt::Display for Error {
@@ -88,6 +98,11 @@ impl fmt::Display for Error {
             ),
             Self::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
             Self::NoNodes => f.write_str("the partitioner has no nodes"),
+            Self::OutsideGeoRange { lat, lng } => write!(
+                f,
+                "({lat}, {lng}) is outside Redis GEO's latitudes, -85.05112878 to 85.05112878"
+            ),
+            Self::Backend(failure) => write!(f, "the shared index's server failed: {failure}"),
         }
     }
 }

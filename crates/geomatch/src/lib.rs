@@ -45,12 +45,15 @@
 #![forbid(unsafe_code)]
 
 mod driver;
+mod drivers;
 mod error;
 mod geo;
 mod index;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod partition;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(test, fuzzing))]
 pub mod reference;
 
@@ -61,6 +64,7 @@ pub use driver::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Filter, VehicleClass,
     Version,
 };
+pub use drivers::{BackendFailure, Drivers};
 pub use error::Error;
 pub use geo::{EARTH_RADIUS_M, Point};
 pub use index::{Config, Index, MAX_K};

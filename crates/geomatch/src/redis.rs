@@ -1,0 +1,1221 @@
+//! The driver index shared by many matcher processes through one Redis: positions in a GEO
+//! set, states and versions in a hash, last reports in a sorted set; every call is one round
+//! trip (one Lua script), and claims are atomic on the server.
+//!
+//! [`RedisIndex`] has the methods of [`Index`](crate::Index), with the same arguments,
+//! results and errors, so code moves between them (or is written once against
+//! [`Drivers`](crate::Drivers)).
+//!
+//! # Keys
+//!
+//! Under a prefix (default `geomatch:{drivers}`), four keys:
+//!
+//! - `{prefix}:geo`: the GEO set (a sorted set of 52-bit geohashes) of every driver;
+//! - `{prefix}:seen`: a sorted set of each driver's last report, in microseconds since
+//!   1970 on the **server's** clock (`TIME`);
+//! - `{prefix}:drivers`: a hash of each driver's reported position, exactly as given, and
+//!   profile (`"lat lng class capacity"`);
+//! - `{prefix}:words`: a hash of each driver's state word, `version × 4 + state`, the same
+//!   word as the in-process index's, changed only by `HINCRBY` (exact 64-bit arithmetic).
+//!
+//! Member and field names are the driver ids in decimal. Put a hash tag in the prefix (the
+//! default's `{drivers}`) so that on a Redis Cluster the four keys hash to one slot: the
+//! scripts touch all of them. One index per prefix; a fleet split by city uses one prefix per
+//! city, and the cities spread over the cluster's slots.
+//!
+//! # Queries
+//!
+//! A query is one script. `GEOSEARCH ... BYRADIUS r ASC COUNT n WITHDIST` lists the nearest
+//! drivers around the point by Redis's distance; the script keeps those that are available,
+//! fresh and pass the filter (one `HGET` of the word, one `ZSCORE`, one `HGET` of the profile
+//! per driver, each driver looked at once per query). For [`RedisIndex::nearest`] it starts
+//! at [`RedisOptions::search_radius`] and `n = max(4k, 32)`, and widens — four times the
+//! radius while every driver in the radius was listed, four times `n` while the list was cut
+//! off — until it holds the `k` nearest that pass **and** every driver within
+//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance), or the radius covers the whole sphere.
+//! So a query's cost grows with the drivers it has to skip: busy or filtered-out drivers near
+//! the point make it look farther, as in the in-process index. Redis itself reads every
+//! driver within the final radius to sort them, so a radius that jumps from an empty suburb
+//! to a whole city reads the city once.
+//!
+//! The client then computes each survivor's distance from its exact reported position on the
+//! crate's sphere ([`EARTH_RADIUS_M`]), sorts by it (ties by id) and keeps `k`. So the
+//! answers, distances included, are **the same as the in-process index's** for the same
+//! drivers, states and staleness: Redis's own distances are used only to choose candidates,
+//! with a margin that covers how they differ from ours.
+//!
+//! # How Redis GEO differs, and what this index does about it
+//!
+//! - Redis measures with the haversine on a sphere of radius 6,372,797.560856 m (ours:
+//!   6,371,008.8 m, so its distances are 0.028 % longer) between the query point and the
+//!   **center of the driver's geohash cell** (52 bits: 26 per axis, cells of at most 0.6 m by
+//!   0.3 m), and prints them to 0.1 mm. Its distance to a driver differs from ours, scaled,
+//!   by less than 0.5 m; [`GEO_MARGIN_M`] (1 m) covers that twice, which is what the nearest
+//!   search's margin needs (the `k`-th and a closer driver may each be off by that much). A
+//!   radius query searches Redis with the radius scaled to Redis's sphere plus the margin,
+//!   then applies the exact radius on the client.
+//! - Redis GEO holds latitudes within ±[`MAX_GEO_LAT`] only (the Web Mercator square).
+//!   Drivers and query points beyond it are refused with [`Error::OutsideGeoRange`] before any
+//!   round trip. The in-process index covers the whole sphere.
+//!
+//! # Time and staleness
+//!
+//! Reports are stamped, and staleness judged, by the server's clock (`TIME` inside the
+//! scripts), never a client's: every matcher process then agrees on which drivers are stale,
+//! however their own clocks differ. What remains is the server's own clock: a forward step of
+//! it makes every driver stale until it reports again, a backward step keeps them fresh
+//! longer; after a failover, the replica's clock takes over. [`DriverRecord::seen_nanos`] is
+//! the server's time of the last report, in nanoseconds since 1970 (microsecond precision);
+//! [`RedisIndex::restore`] takes it in the same form.
+//!
+//! # Failures
+//!
+//! Connections are pooled; one that turns out dead (a server restart) is dropped with the
+//! other idle ones, and a call that is harmless to run twice (queries, reads, position
+//! updates, state sets) is sent once more on a fresh connection. A claim, an accept or
+//! decline, an insert, a restore or a removal is not resent: if its connection fails or
+//! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
+//! driver left offered by a claim whose answer was lost is reset with
+//! [`RedisIndex::set_state`].
+
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::sync::Mutex;
+use redis::{Connection, RedisError, Value};
+
+use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2, chord2_to_angle};
+use crate::{
+    BackendFailure, Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error,
+    Filter, MAX_K, Point, VehicleClass, Version,
+};
+
+/// The largest latitude, north or south, that Redis GEO holds (degrees).
+pub const MAX_GEO_LAT: f64 = 85.051_128_78;
+
+/// The radius of Redis's sphere, in meters (Redis's `EARTH_RADIUS_IN_METERS`).
+pub const REDIS_EARTH_RADIUS_M: f64 = 6_372_797.560_856;
+
+/// How much farther than the `k`-th candidate (by Redis's distance) a nearest query looks,
+/// and how much a radius query adds to its radius: twice the most Redis's distance can
+/// differ from ours.
+pub const GEO_MARGIN_M: f64 = 1.0;
+
+/// Half the circumference of Redis's sphere plus the margin: a radius that covers it all.
+const WHOLE_SPHERE_M: f64 = std::f64::consts::PI * REDIS_EARTH_RADIUS_M + GEO_MARGIN_M;
+
+// Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
+// set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
+// state words (hash). A word's state is `word mod 4`, read from its last two decimal digits
+// (100 is a multiple of 4) so no word is ever turned into a Lua double, which would round
+// words above 2^53.
+
+/// The server's clock in microseconds since 1970, into the Lua local `now` (exact: below
+/// 2^53 until the year 2255).
+macro_rules! server_now {
+    () => {
+        r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+"
+    };
+}
+
+/// Adds driver `ARGV[1]` at `ARGV[2]`, `ARGV[3]` (lng, lat) with the record `ARGV[4]` and the
+/// word `ARGV[5]`, last heard from at `ARGV[6]` µs (empty: now). Replies 1, or 0 if the id
+/// is taken. `GEOADD` goes first: if it fails, nothing was written.
+const INSERT_SCRIPT: &str = concat!(
+    r"
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
+redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
+local seen = ARGV[6]
+if seen == '' then
+",
+    server_now!(),
+    r"
+  seen = string.format('%.0f', now)
+end
+redis.call('ZADD', KEYS[2], seen, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+return 1
+"
+);
+
+/// Moves driver `ARGV[1]` to `ARGV[2]`, `ARGV[3]` (lng, lat), whose record starts `ARGV[4]`
+/// (`"lat lng"`), heard from now. Replies 1, 0 for an unknown driver, 2 for a record this
+/// crate did not write.
+const UPDATE_SCRIPT: &str = concat!(
+    r"
+local record = redis.call('HGET', KEYS[3], ARGV[1])
+if not record then return 0 end
+local profile = string.match(record, '^%S+ %S+ (%d+ %d+)$')
+if not profile then return 2 end
+redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
+",
+    server_now!(),
+    r"
+redis.call('ZADD', KEYS[2], string.format('%.0f', now), ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4] .. ' ' .. profile)
+return 1
+"
+);
+
+/// Reads driver `ARGV[1]`: `{1, word, record, seen}` or `{0}`. With `ARGV[2] == 'take'`,
+/// also removes it.
+const READ_SCRIPT: &str = r"
+local word = redis.call('HGET', KEYS[4], ARGV[1])
+if not word then return {0} end
+local record = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+local seen = redis.call('ZSCORE', KEYS[2], ARGV[1]) or ''
+if ARGV[2] == 'take' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+return {1, word, record, seen}
+";
+
+/// Sets driver `ARGV[1]`'s state to code `ARGV[2]` with the next version: `{1, word}` or
+/// `{0}`.
+const SET_STATE_SCRIPT: &str = r"
+local word = redis.call('HGET', KEYS[4], ARGV[1])
+if not word then return {0} end
+local state = tonumber(string.sub(word, -2)) % 4
+redis.call('HINCRBY', KEYS[4], ARGV[1], 4 - state + tonumber(ARGV[2]))
+return {1, redis.call('HGET', KEYS[4], ARGV[1])}
+";
+
+/// Claims driver `ARGV[1]` if its word is still `ARGV[2]` (an available one) and it reported
+/// within `ARGV[3]` µs: the word moves to the next version, offered. Replies `{1, word}`,
+/// `{0}` unknown, `{2}` stale, `{3}` lost (the word changed).
+const CLAIM_SCRIPT: &str = concat!(
+    r"
+local word = redis.call('HGET', KEYS[4], ARGV[1])
+if not word then return {0} end
+",
+    server_now!(),
+    r"
+local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not seen or now - tonumber(seen) > tonumber(ARGV[3]) then return {2} end
+if word ~= ARGV[2] then return {3} end
+-- available (0) to offered (1), one version up: + 4 + 1
+redis.call('HINCRBY', KEYS[4], ARGV[1], 5)
+return {1, redis.call('HGET', KEYS[4], ARGV[1])}
+"
+);
+
+/// Settles the claim of driver `ARGV[1]` at word `ARGV[2]` (offered) by adding `ARGV[3]` to
+/// the word. Replies 1, 0 unknown, 2 if the word changed since the claim.
+const SETTLE_SCRIPT: &str = r"
+local word = redis.call('HGET', KEYS[4], ARGV[1])
+if not word then return 0 end
+if word ~= ARGV[2] then return 2 end
+redis.call('HINCRBY', KEYS[4], ARGV[1], ARGV[3])
+return 1
+";
+
+/// The Lua function `admit(id)` shared by both queries: the driver's `{id, word, record}`
+/// if it is available, reported within `ARGV[4]` µs and passes the filter (`ARGV[5]` the
+/// class or empty, `ARGV[6]` the least capacity), else `false`.
+macro_rules! admit {
+    () => {
+        r"
+local window, class, least = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local function admit(id)
+  local word = redis.call('HGET', KEYS[4], id)
+  if not word or tonumber(string.sub(word, -2)) % 4 ~= 0 then return false end
+  local seen = redis.call('ZSCORE', KEYS[2], id)
+  if not seen or now - tonumber(seen) > window then return false end
+  local record = redis.call('HGET', KEYS[3], id)
+  if not record then return false end
+  local c, capacity = string.match(record, '^%S+ %S+ (%d+) (%d+)$')
+  if not c or tonumber(capacity) < least or (class ~= '' and c ~= class) then return false end
+  return {id, word, record}
+end
+"
+    };
+}
+
+/// The `ARGV[7]` nearest admitted drivers around `ARGV[1]`, `ARGV[2]` (lng, lat) and every
+/// admitted driver within `ARGV[8]` m of the last of them, by Redis's distance, starting
+/// from radius `ARGV[3]` m (see the module docs). Replies `{id, word, record, ...}`.
+const NEAREST_SCRIPT: &str = concat!(
+    server_now!(),
+    admit!(),
+    r"
+local k, margin, radius = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[3])
+local whole = tonumber(ARGV[9])
+local count = math.max(4 * k, 32)
+local verdicts = {}
+while true do
+  local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+    'BYRADIUS', string.format('%.4f', radius), 'm', 'ASC', 'COUNT', count, 'WITHDIST')
+  local listed_all = #found < count
+  local picked, bound, beyond = {}, nil, false
+  for i = 1, #found do
+    local id, distance = found[i][1], tonumber(found[i][2])
+    if bound and distance > bound then beyond = true break end
+    local verdict = verdicts[id]
+    if verdict == nil then verdict = admit(id) verdicts[id] = verdict end
+    if verdict then
+      picked[#picked + 1] = verdict
+      if #picked == k then bound = distance + margin end
+    end
+  end
+  if beyond or (listed_all and ((bound and bound <= radius) or radius >= whole)) then
+    local reply = {}
+    for _, v in ipairs(picked) do
+      reply[#reply + 1] = v[1] reply[#reply + 1] = v[2] reply[#reply + 1] = v[3]
+    end
+    return reply
+  end
+  if listed_all then
+    radius = math.min(math.max(radius * 4, bound or 0), whole)
+  else
+    count = count * 4
+  end
+end
+"
+);
+
+/// Every admitted driver within `ARGV[3]` m (Redis's distance) of `ARGV[1]`, `ARGV[2]` (lng,
+/// lat). Replies `{id, word, record, ...}`.
+const WITHIN_SCRIPT: &str = concat!(
+    server_now!(),
+    admit!(),
+    r"
+local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+  'BYRADIUS', ARGV[3], 'm')
+local reply = {}
+for i = 1, #found do
+  local v = admit(found[i])
+  if v then
+    reply[#reply + 1] = v[1] reply[#reply + 1] = v[2] reply[#reply + 1] = v[3]
+  end
+end
+return reply
+"
+);
+
+/// Settings of a [`RedisIndex`].
+///
+/// ```
+/// use std::time::Duration;
+/// use infra_geomatch::redis::RedisOptions;
+///
+/// let options = RedisOptions::default()
+///     .prefix("geomatch:{berlin}")
+///     .staleness(Duration::from_secs(60))
+///     .timeout(Duration::from_millis(200));
+/// assert_eq!(options.staleness_window(), Duration::from_secs(60));
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    prefix: String,
+    staleness: Duration,
+    timeout: Duration,
+    search_radius_m: f64,
+    max_idle_connections: usize,
+}
+
+impl Default for RedisOptions {
+    /// Prefix `geomatch:{drivers}`, a 30 s staleness window (as
+    /// [`Config`](crate::Config)'s), a 500 ms timeout, a first search radius of 1 km, 16
+    /// idle connections.
+    fn default() -> Self {
+        Self {
+            prefix: "geomatch:{drivers}".to_owned(),
+            staleness: Duration::from_secs(30),
+            timeout: Duration::from_millis(500),
+            search_radius_m: 1_000.0,
+            max_idle_connections: 16,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// The prefix of the index's keys; include a hash tag (`{...}`) for Redis Cluster.
+    #[must_use]
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ..self
+        }
+    }
+
+    /// Drivers whose last report, on the server's clock, is older than this are left out of
+    /// queries and claims. Counted in whole microseconds.
+    #[must_use]
+    pub fn staleness(self, window: Duration) -> Self {
+        Self {
+            staleness: window,
+            ..self
+        }
+    }
+
+    /// How long to wait for connecting, sending and each answer (default 500 ms). A call that
+    /// times out is [`Error::Backend`], with its outcome unknown.
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// The radius a nearest query searches first, in meters (default 1,000); it grows four
+    /// times per step when too few drivers are found. About the distance within which `k`
+    /// drivers are usually available keeps most queries to one search.
+    #[must_use]
+    pub fn search_radius(self, meters: f64) -> Self {
+        Self {
+            search_radius_m: meters,
+            ..self
+        }
+    }
+
+    /// Connections kept open between calls (default 16).
+    #[must_use]
+    pub fn max_idle_connections(self, connections: usize) -> Self {
+        Self {
+            max_idle_connections: connections,
+            ..self
+        }
+    }
+
+    /// The staleness window.
+    pub fn staleness_window(&self) -> Duration {
+        self.staleness
+    }
+}
+
+/// A server script: its source, its SHA-1 for `EVALSHA`, and whether running it twice does
+/// no harm when the first run's answer was lost.
+struct Script {
+    source: &'static str,
+    hash: redis::Script,
+    resend: bool,
+}
+
+impl Script {
+    fn new(source: &'static str, resend: bool) -> Self {
+        Self {
+            source,
+            hash: redis::Script::new(source),
+            resend,
+        }
+    }
+}
+
+/// The driver index of [`Index`](crate::Index), shared by every process that talks to the same
+/// Redis under the same prefix.
+///
+/// See the [module docs](self) for the keys, the scripts, how Redis GEO differs from the
+/// in-process index and what happens on failures.
+///
+/// ```no_run
+/// use infra_geomatch::redis::{RedisIndex, RedisOptions};
+/// use infra_geomatch::{DriverId, DriverProfile, Error, Filter, Point};
+///
+/// let index = RedisIndex::new("redis://127.0.0.1:6379", RedisOptions::default())?;
+/// index.insert(DriverId(1), Point::new(51.5074, -0.1278)?, DriverProfile::default())?;
+/// let rider = Point::new(51.5076, -0.1280)?;
+/// if let Some((candidate, claim)) = index.claim_nearest(rider, 10, &Filter::any())? {
+///     // No other process can claim this driver until the offer is declined.
+///     assert_eq!(candidate.driver, DriverId(1));
+///     index.accept(&claim)?;
+/// }
+/// // Redis GEO cannot hold the poles: refused before any round trip.
+/// let pole = Point::new(89.0, 0.0)?;
+/// assert!(matches!(
+///     index.insert(DriverId(2), pole, DriverProfile::default()),
+///     Err(Error::OutsideGeoRange { .. })
+/// ));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct RedisIndex {
+    client: redis::Client,
+    idle: Mutex<Vec<Connection>>,
+    keys: [String; 4],
+    options: RedisOptions,
+    /// The staleness window in µs, as the scripts take it.
+    window_us: String,
+    insert: Script,
+    update: Script,
+    read: Script,
+    take: Script,
+    set_state: Script,
+    claim: Script,
+    settle: Script,
+    nearest: Script,
+    within: Script,
+}
+
+impl fmt::Debug for RedisIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisIndex")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(error: &RedisError) -> Error {
+    Error::Backend(if error.is_timeout() {
+        BackendFailure::Timeout
+    } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
+    {
+        BackendFailure::Connection
+    } else if matches!(
+        error.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        BackendFailure::Malformed
+    } else {
+        BackendFailure::Refused
+    })
+}
+
+const MALFORMED: Error = Error::Backend(BackendFailure::Malformed);
+
+/// Refuses a point Redis GEO cannot hold, before any round trip.
+fn check_geo(point: Point) -> Result<Point, Error> {
+    if point.lat().abs() <= MAX_GEO_LAT {
+        Ok(point)
+    } else {
+        Err(Error::OutsideGeoRange {
+            lat: point.lat(),
+            lng: point.lng(),
+        })
+    }
+}
+
+/// A driver's hash record: its position exactly as reported, and its profile.
+fn record_of(point: Point, profile: DriverProfile) -> String {
+    // `Display` of an f64 is the shortest text that parses back to the same value.
+    format!(
+        "{} {} {} {}",
+        point.lat(),
+        point.lng(),
+        profile.class.0,
+        profile.capacity
+    )
+}
+
+fn parse_record(record: &[u8]) -> Result<(Point, DriverProfile), Error> {
+    let text = std::str::from_utf8(record).map_err(|_| MALFORMED)?;
+    let mut fields = text.split(' ');
+    let mut next = || fields.next().ok_or(MALFORMED);
+    let lat: f64 = next()?.parse().map_err(|_| MALFORMED)?;
+    let lng: f64 = next()?.parse().map_err(|_| MALFORMED)?;
+    let class: u8 = next()?.parse().map_err(|_| MALFORMED)?;
+    let capacity: u8 = next()?.parse().map_err(|_| MALFORMED)?;
+    let point = Point::new(lat, lng).map_err(|_| MALFORMED)?;
+    Ok((
+        point,
+        DriverProfile {
+            class: VehicleClass(class),
+            capacity,
+        },
+    ))
+}
+
+fn parse_u64(bytes: &[u8]) -> Result<u64, Error> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(MALFORMED)
+}
+
+fn bytes(value: &Value) -> Result<&[u8], Error> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        _ => Err(MALFORMED),
+    }
+}
+
+impl RedisIndex {
+    /// An index on the Redis at `url` (`redis://host:port/db`). No connection is made until
+    /// the first call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a malformed URL or a search radius that is not a positive
+    /// number of meters.
+    ///
+    /// ```
+    /// use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// assert!(RedisIndex::new("redis://127.0.0.1:6379", RedisOptions::default()).is_ok());
+    /// assert!(RedisIndex::new("not a url", RedisOptions::default()).is_err());
+    /// assert!(RedisIndex::new("redis://127.0.0.1", RedisOptions::default().search_radius(0.0)).is_err());
+    /// ```
+    pub fn new(url: &str, options: RedisOptions) -> Result<Self, Error> {
+        if !(options.search_radius_m.is_finite() && options.search_radius_m > 0.0) {
+            return Err(Error::InvalidConfig(
+                "the search radius must be a positive number of meters",
+            ));
+        }
+        let client = redis::Client::open(url)
+            .map_err(|_| Error::InvalidConfig("the Redis URL is malformed"))?;
+        let prefix = &options.prefix;
+        let keys = ["geo", "seen", "drivers", "words"].map(|name| format!("{prefix}:{name}"));
+        Ok(Self {
+            client,
+            idle: Mutex::new(Vec::new()),
+            keys,
+            window_us: options.staleness.as_micros().to_string(),
+            options,
+            // A second insert or restore would answer "duplicate" for a driver the first run
+            // added, a second take "unknown" and lose the record, a second claim "lost" and
+            // leave the driver offered to nobody, a second settle "invalid": none is resent.
+            // A position update or a state set run twice leaves what one run leaves.
+            insert: Script::new(INSERT_SCRIPT, false),
+            update: Script::new(UPDATE_SCRIPT, true),
+            read: Script::new(READ_SCRIPT, true),
+            take: Script::new(READ_SCRIPT, false),
+            set_state: Script::new(SET_STATE_SCRIPT, true),
+            claim: Script::new(CLAIM_SCRIPT, false),
+            settle: Script::new(SETTLE_SCRIPT, false),
+            nearest: Script::new(NEAREST_SCRIPT, true),
+            within: Script::new(WITHIN_SCRIPT, true),
+        })
+    }
+
+    /// The settings.
+    ///
+    /// ```
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// assert_eq!(index.options().staleness_window().as_secs(), 30);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// How many drivers the index holds, in any state (one round trip).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the server fails.
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// println!("{} drivers", index.len()?);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn len(&self) -> Result<usize, Error> {
+        self.on_connection(true, |connection| {
+            redis::cmd("HLEN").arg(&self.keys[3]).query(connection)
+        })
+    }
+
+    /// Whether the index holds no driver (one round trip).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the server fails.
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// assert!(index.is_empty()? == (index.len()? == 0));
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        self.len().map(|len| len == 0)
+    }
+
+    /// Adds a driver, `Available`, heard from now (the server's clock).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideGeoRange`] beyond ±[`MAX_GEO_LAT`] (before any round trip);
+    /// [`Error::DuplicateDriver`] if the id is taken; [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Error, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// let at = Point::new(48.85, 2.35)?;
+    /// index.insert(DriverId(1), at, DriverProfile::default())?;
+    /// assert_eq!(index.insert(DriverId(1), at, DriverProfile::default()), Err(Error::DuplicateDriver(DriverId(1))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
+        self.add(id, point, profile, &DriverState::Available.code().to_string(), "")
+    }
+
+    /// Adds a driver exactly as recorded elsewhere: state, version and last report (for a
+    /// record read from another `RedisIndex`; a record of an in-process index carries its own
+    /// clock's reading, which the server's clock cannot compare with).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisIndex::insert`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, DriverState, Point};
+    /// let berlin = RedisIndex::new("redis://127.0.0.1", RedisOptions::default().prefix("geomatch:{berlin}"))?;
+    /// let potsdam = RedisIndex::new("redis://127.0.0.1", RedisOptions::default().prefix("geomatch:{potsdam}"))?;
+    /// berlin.insert(DriverId(1), Point::new(52.45, 13.2)?, DriverProfile::default())?;
+    /// berlin.set_state(DriverId(1), DriverState::Busy)?;
+    /// potsdam.restore(berlin.remove(DriverId(1))?)?;
+    /// assert_eq!(potsdam.driver(DriverId(1))?.state, DriverState::Busy);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
+        let seen_us = (record.seen_nanos / 1_000).to_string();
+        self.add(
+            record.id,
+            record.point,
+            record.profile,
+            &record.version.0.to_string(),
+            &seen_us,
+        )
+    }
+
+    fn add(
+        &self,
+        id: DriverId,
+        point: Point,
+        profile: DriverProfile,
+        word: &str,
+        seen_us: &str,
+    ) -> Result<(), Error> {
+        let point = check_geo(point)?;
+        let reply = self.run(
+            &self.insert,
+            &[
+                &id.to_string(),
+                &point.lng().to_string(),
+                &point.lat().to_string(),
+                &record_of(point, profile),
+                word,
+                seen_us,
+            ],
+        )?;
+        match reply {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(Error::DuplicateDriver(id)),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    /// Records a driver's new position and that it was heard from now (the server's clock).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideGeoRange`] (before any round trip); [`Error::UnknownDriver`];
+    /// [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Error, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// index.update(DriverId(1), Point::new(0.5, 0.5)?)?;
+    /// assert_eq!(index.driver(DriverId(1))?.point, Point::new(0.5, 0.5)?);
+    /// assert_eq!(index.update(DriverId(2), Point::new(0.0, 0.0)?), Err(Error::UnknownDriver(DriverId(2))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn update(&self, id: DriverId, point: Point) -> Result<(), Error> {
+        let point = check_geo(point)?;
+        let reply = self.run(
+            &self.update,
+            &[
+                &id.to_string(),
+                &point.lng().to_string(),
+                &point.lat().to_string(),
+                &format!("{} {}", point.lat(), point.lng()),
+            ],
+        )?;
+        match reply {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(Error::UnknownDriver(id)),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    /// Takes a driver out of the index and returns what it held. An outstanding claim on it
+    /// stops holding.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`]; [`Error::Backend`] (after a lost connection the driver may
+    /// or may not be gone).
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// assert_eq!(index.remove(DriverId(1))?.id, DriverId(1));
+    /// assert!(index.remove(DriverId(1)).is_err());
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn remove(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        self.read_driver(&self.take, id, "take")
+    }
+
+    /// A copy of what the index holds about a driver.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`]; [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, DriverState, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// assert_eq!(index.driver(DriverId(1))?.state, DriverState::Available);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        self.read_driver(&self.read, id, "read")
+    }
+
+    fn read_driver(&self, script: &Script, id: DriverId, mode: &str) -> Result<DriverRecord, Error> {
+        let reply = self.run(script, &[&id.to_string(), mode])?;
+        let Value::Array(fields) = &reply else {
+            return Err(MALFORMED);
+        };
+        match fields.as_slice() {
+            [Value::Int(0)] => Err(Error::UnknownDriver(id)),
+            [Value::Int(1), word, record, seen] => {
+                let word = parse_u64(bytes(word)?)?;
+                let (point, profile) = parse_record(bytes(record)?)?;
+                // Scores come back as doubles printed in full: whole microseconds.
+                let seen_us: f64 = std::str::from_utf8(bytes(seen)?)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .filter(|us: &f64| us.is_finite() && *us >= 0.0)
+                    .ok_or(MALFORMED)?;
+                // `as` from a finite, non-negative double saturates at u64::MAX.
+                let seen_nanos = (seen_us as u64).saturating_mul(1_000);
+                Ok(DriverRecord {
+                    id,
+                    point,
+                    profile,
+                    state: DriverState::from_code(word),
+                    version: Version(word),
+                    seen_nanos,
+                })
+            }
+            _ => Err(MALFORMED),
+        }
+    }
+
+    /// Sets a driver's state whatever it was and returns the new version. Any outstanding
+    /// claim on the driver stops holding.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDriver`]; [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, DriverState, Error, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// let seen = index.driver(DriverId(1))?.version;
+    /// index.set_state(DriverId(1), DriverState::Offline)?;
+    /// assert_eq!(index.claim(DriverId(1), seen), Err(Error::ClaimLost(DriverId(1))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_state(&self, id: DriverId, state: DriverState) -> Result<Version, Error> {
+        let reply = self.run(
+            &self.set_state,
+            &[&id.to_string(), &state.code().to_string()],
+        )?;
+        let Value::Array(fields) = &reply else {
+            return Err(MALFORMED);
+        };
+        match fields.as_slice() {
+            [Value::Int(0)] => Err(Error::UnknownDriver(id)),
+            [Value::Int(1), word] => Ok(Version(parse_u64(bytes(word)?)?)),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    /// Claims a driver found at `version`: moves it from `Available` to `Offered` if nothing
+    /// changed since, in one script, so two claimers of one driver — in any processes — never
+    /// both win.
+    ///
+    /// # Errors
+    ///
+    /// As [`Index::claim`](crate::Index::claim): [`Error::NotAvailable`] (before any round
+    /// trip), [`Error::Stale`], [`Error::ClaimLost`], [`Error::UnknownDriver`]; and
+    /// [`Error::Backend`], after which the claim may or may not have been made.
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Error, Filter, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// let at = Point::new(0.0, 0.0)?;
+    /// index.insert(DriverId(1), at, DriverProfile::default())?;
+    /// let found = index.nearest(at, 1, &Filter::any())?[0];
+    /// let won = index.claim(found.driver, found.version)?;
+    /// assert_eq!(index.claim(found.driver, found.version), Err(Error::ClaimLost(DriverId(1))));
+    /// index.decline(won)?;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn claim(&self, id: DriverId, version: Version) -> Result<Claim, Error> {
+        let seen_state = DriverState::from_code(version.0);
+        if seen_state != DriverState::Available {
+            return Err(Error::NotAvailable {
+                driver: id,
+                state: seen_state,
+            });
+        }
+        let reply = self.run(
+            &self.claim,
+            &[&id.to_string(), &version.0.to_string(), &self.window_us],
+        )?;
+        let Value::Array(fields) = &reply else {
+            return Err(MALFORMED);
+        };
+        match fields.as_slice() {
+            [Value::Int(1), word] => Ok(Claim {
+                driver: id,
+                version: Version(parse_u64(bytes(word)?)?),
+            }),
+            [Value::Int(0)] => Err(Error::UnknownDriver(id)),
+            [Value::Int(2)] => Err(Error::Stale(id)),
+            [Value::Int(3)] => Err(Error::ClaimLost(id)),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    fn settle(&self, claim: &Claim, to: DriverState) -> Result<(), Error> {
+        let id = claim.driver;
+        // From offered (1) to `to`, one version up.
+        let step = 4 - DriverState::Offered.code() + to.code();
+        let reply = self.run(
+            &self.settle,
+            &[
+                &id.to_string(),
+                &claim.version.0.to_string(),
+                &step.to_string(),
+            ],
+        )?;
+        match reply {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(Error::UnknownDriver(id)),
+            Value::Int(2) => Err(Error::ClaimInvalid(id)),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    /// The driver accepted the offer: `Offered → Busy`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::UnknownDriver`];
+    /// [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Error, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// let claim = index.claim(DriverId(1), index.driver(DriverId(1))?.version)?;
+    /// index.accept(&claim)?;
+    /// assert_eq!(index.accept(&claim), Err(Error::ClaimInvalid(DriverId(1))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn accept(&self, claim: &Claim) -> Result<(), Error> {
+        self.settle(claim, DriverState::Busy)
+    }
+
+    /// The driver declined, or the offer timed out: `Offered → Available`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::UnknownDriver`];
+    /// [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, DriverState, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// let claim = index.claim(DriverId(1), index.driver(DriverId(1))?.version)?;
+    /// index.decline(claim)?;
+    /// assert_eq!(index.driver(DriverId(1))?.state, DriverState::Available);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn decline(&self, claim: Claim) -> Result<(), Error> {
+        self.settle(&claim, DriverState::Available)
+    }
+
+    /// The `k` nearest available, fresh drivers that pass `filter`, nearest first, by exact
+    /// great-circle distance on the crate's sphere (ties by id): the in-process index's
+    /// answer, in one round trip (see the module docs for the search).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyResults`] above [`MAX_K`] and [`Error::OutsideGeoRange`] (both before
+    /// any round trip); [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Filter, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// for i in 0..5u32 {
+    ///     let at = Point::new(0.0, 0.001 * f64::from(i))?;
+    ///     index.insert(DriverId(u64::from(i)), at, DriverProfile::default())?;
+    /// }
+    /// let found = index.nearest(Point::new(0.0, 0.0021)?, 2, &Filter::any())?;
+    /// assert_eq!([found[0].driver, found[1].driver], [DriverId(2), DriverId(3)]);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn nearest(
+        &self,
+        point: Point,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
+        if k > MAX_K {
+            return Err(Error::TooManyResults { k, max: MAX_K });
+        }
+        let point = check_geo(point)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let args = self.query_args(
+            point,
+            self.options.search_radius_m.min(WHOLE_SPHERE_M),
+            filter,
+            [k.to_string(), GEO_MARGIN_M.to_string(), WHOLE_SPHERE_M.to_string()],
+        );
+        let reply = self.run(&self.nearest, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mut found = ranked(point, &reply, f64::INFINITY)?;
+        found.truncate(k);
+        Ok(found)
+    }
+
+    /// Every available, fresh driver within `radius_m` meters (great-circle, on the crate's
+    /// sphere) that passes `filter`, nearest first (ties by id): the in-process index's
+    /// answer, in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRadius`] if the radius is negative or not finite, and
+    /// [`Error::OutsideGeoRange`] (both before any round trip); [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Filter, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?; // 111 m
+    /// index.insert(DriverId(2), Point::new(0.0, 0.01)?, DriverProfile::default())?;  // 1.1 km
+    /// let found = index.within(Point::new(0.0, 0.0)?, 500.0, &Filter::any())?;
+    /// assert_eq!(found.len(), 1);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn within(
+        &self,
+        point: Point,
+        radius_m: f64,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
+        if !(radius_m.is_finite() && radius_m >= 0.0) {
+            return Err(Error::InvalidRadius(radius_m));
+        }
+        let point = check_geo(point)?;
+        let redis_radius =
+            (radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M).min(WHOLE_SPHERE_M);
+        let args = self.query_args(point, redis_radius, filter, []);
+        let reply = self.run(&self.within, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let reach = radius_m / EARTH_RADIUS_M;
+        let reach_chord2 = if reach >= std::f64::consts::PI {
+            f64::INFINITY
+        } else {
+            angle_to_chord2(reach)
+        };
+        ranked(point, &reply, reach_chord2)
+    }
+
+    /// The arguments both query scripts take, then `extra`.
+    fn query_args(
+        &self,
+        point: Point,
+        radius_m: f64,
+        filter: &Filter,
+        extra: impl IntoIterator<Item = String>,
+    ) -> Vec<String> {
+        let (class, least) = filter_args(filter);
+        let mut args = vec![
+            point.lng().to_string(),
+            point.lat().to_string(),
+            // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
+            format!("{radius_m:.4}"),
+            self.window_us.clone(),
+            class,
+            least,
+        ];
+        args.extend(extra);
+        args
+    }
+
+    /// Greedy nearest for one request: claims the first of the `k` nearest candidates whose
+    /// claim wins, moving past those lost to other claimers (in any process); `None` if every
+    /// one was lost or none exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisIndex::nearest`]; [`Error::Backend`] from a claim, after which that claim
+    /// may or may not have been made.
+    ///
+    /// ```no_run
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// # use infra_geomatch::{DriverId, DriverProfile, Filter, Point};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?;
+    /// let rider = Point::new(0.0, 0.0)?;
+    /// let (first, _claim) = index.claim_nearest(rider, 5, &Filter::any())?.unwrap();
+    /// assert_eq!(first.driver, DriverId(1));
+    /// assert!(index.claim_nearest(rider, 5, &Filter::any())?.is_none());
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn claim_nearest(
+        &self,
+        point: Point,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Option<(Candidate, Claim)>, Error> {
+        for candidate in self.nearest(point, k, filter)? {
+            match self.claim(candidate.driver, candidate.version) {
+                Ok(claim) => return Ok(Some((candidate, claim))),
+                // Lost to another claimer, changed state, went stale or was removed since the
+                // query: all mean "not this one".
+                Err(
+                    Error::ClaimLost(_)
+                    | Error::NotAvailable { .. }
+                    | Error::Stale(_)
+                    | Error::UnknownDriver(_),
+                ) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(None)
+    }
+
+    fn connect(&self) -> Result<Connection, RedisError> {
+        let timeout = self.options.timeout;
+        let connection = self.client.get_connection_with_timeout(timeout)?;
+        connection.set_read_timeout(Some(timeout))?;
+        connection.set_write_timeout(Some(timeout))?;
+        Ok(connection)
+    }
+
+    /// Runs `script` on the index's keys with `args`: one round trip, two after a
+    /// `NOSCRIPT` (a restarted server, or `SCRIPT FLUSH`).
+    fn run(&self, script: &Script, args: &[&str]) -> Result<Value, Error> {
+        self.on_connection(script.resend, |connection| {
+            let build = |command: &str, body: &str| {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(body).arg(self.keys.len()).arg(&self.keys).arg(args);
+                cmd
+            };
+            match build("EVALSHA", script.hash.get_hash()).query(connection) {
+                Err(error) if error.code() == Some("NOSCRIPT") => {
+                    build("EVAL", script.source).query(connection)
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// Runs `request` on a pooled connection. If that connection turns out dead (closed while
+    /// idle, as by a server restart), the other idle ones are dropped too, and `request` is
+    /// sent once more on a fresh connection if `resend` says that is harmless.
+    fn on_connection<T>(
+        &self,
+        resend: bool,
+        mut request: impl FnMut(&mut Connection) -> Result<T, RedisError>,
+    ) -> Result<T, Error> {
+        let pooled = self.idle.lock().pop();
+        let (mut connection, reused) = match pooled {
+            Some(connection) => (connection, true),
+            None => (self.connect().map_err(|e| backend(&e))?, false),
+        };
+        let mut result = request(&mut connection);
+        if reused
+            && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error() && !e.is_timeout())
+        {
+            // The server may have run the request before the connection failed: only a
+            // request that is harmless twice is sent again.
+            self.idle.lock().clear();
+            if resend {
+                connection = self.connect().map_err(|e| backend(&e))?;
+                result = request(&mut connection);
+            }
+        }
+        // A failed connection (a timed-out one above all: its answer may still arrive) is
+        // dropped, so no later call reads a stale answer.
+        let value = result.map_err(|e| backend(&e))?;
+        let mut idle = self.idle.lock();
+        if idle.len() < self.options.max_idle_connections {
+            idle.push(connection);
+        }
+        Ok(value)
+    }
+}
+
+/// The filter as the query scripts take it: the class (empty for any) and the least capacity.
+fn filter_args(filter: &Filter) -> (String, String) {
+    // `Filter` keeps its fields private; probing `admits` recovers them exactly: the class
+    // is the one class a probe with every seat admits, if only one is; the least capacity is
+    // the fewest seats admitted in that class.
+    let any = |class: u8, capacity: u8| {
+        filter.admits(&DriverProfile {
+            class: VehicleClass(class),
+            capacity,
+        })
+    };
+    let admitted: Vec<u8> = (0..=u8::MAX).filter(|&c| any(c, u8::MAX)).collect();
+    let class = match admitted.as_slice() {
+        [only] => only.to_string(),
+        _ => String::new(),
+    };
+    let probe = admitted.first().copied().unwrap_or(0);
+    let least = (0..=u8::MAX).find(|&seats| any(probe, seats));
+    // No class admitted at all (not expressible today) is a filter no driver passes: a least
+    // capacity above every u8.
+    let least = least.map_or_else(|| "256".to_owned(), |seats| seats.to_string());
+    (class, least)
+}
+
+/// The drivers of a query reply, by exact distance from `point` (ties by id), within
+/// `reach_chord2` (squared chord on the unit sphere).
+fn ranked(point: Point, reply: &Value, reach_chord2: f64) -> Result<Vec<Candidate>, Error> {
+    let Value::Array(fields) = reply else {
+        return Err(MALFORMED);
+    };
+    if fields.len() % 3 != 0 {
+        return Err(MALFORMED);
+    }
+    let query = point.unit();
+    let mut found = Vec::with_capacity(fields.len() / 3);
+    for driver in fields.chunks_exact(3) {
+        let id = DriverId(parse_u64(bytes(&driver[0])?)?);
+        let word = parse_u64(bytes(&driver[1])?)?;
+        let (at, _) = parse_record(bytes(&driver[2])?)?;
+        let chord2 = chord2(&query, &at.unit());
+        if chord2 <= reach_chord2 {
+            found.push((chord2, id, word));
+        }
+    }
+    found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    Ok(found
+        .into_iter()
+        .map(|(chord2, driver, word)| Candidate {
+            driver,
+            distance_m: chord2_to_angle(chord2) * EARTH_RADIUS_M,
+            version: Version(word),
+        })
+        .collect())
+}
