@@ -10,12 +10,19 @@
 //!   `wait_lost`; [`LockGuard`] releases on drop.
 //! - [`MemoryLocks`]: the in-process backend: FIFO-fair, leases on an
 //!   [`infra_common::Clock`], no busy waiting, no background thread.
+//!   [`MemoryLocks::handle`] resolves a lock name once: a [`LockHandle`] takes and releases
+//!   that lock without looking the name up again.
 //! - [`Grant`], [`FencingToken`], [`Access`], [`Wait`]: what a grant is and how to ask for one.
 //! - [`Fence`]: the resource's check-and-advance of the highest token seen.
 //! - `redis::RedisLocks` (feature `redis`): the same three kinds of lock, shared by many
 //!   processes through one Redis, with tokens that keep growing across a Redis that lost its data.
 //! - `etcd::EtcdLocks` (feature `etcd`): the same three kinds of lock through an etcd cluster,
 //!   FIFO, with the lock key's create revision as the token; it rides out leader changes.
+//! - `AsyncLocks`, `Watchdog` (feature `tokio`): any backend's calls from tokio tasks, and a
+//!   task that renews a held lease, with a loss signal (`is_held`, `lost().await`) that reports
+//!   every failed renewal.
+//! - `metrics` (feature `metrics`): grants, waits, lease losses, renewal failures and stale
+//!   tokens through the `metrics` facade.
 //! - [`Error`]: the crate's one error type.
 //!
 //! ```
@@ -34,17 +41,17 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+mod async_locks;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod fence;
 mod grant;
 mod locks;
-#[cfg(feature = "tokio")]
-mod async_locks;
 mod memory;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-#[cfg(feature = "etcd")]
-pub mod etcd;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "tokio")]
@@ -53,12 +60,12 @@ mod watchdog;
 #[cfg(any(test, fuzzing))]
 pub mod reference;
 
+#[cfg(feature = "tokio")]
+pub use async_locks::AsyncLocks;
 pub use error::Error;
 pub use fence::Fence;
 pub use grant::{Access, FencingToken, Grant, MAX_LEASE, MAX_NAME_LEN, Wait};
 pub use locks::{LockGuard, Locks};
-#[cfg(feature = "tokio")]
-pub use async_locks::AsyncLocks;
 pub use memory::{LockHandle, MemoryLocks};
 #[cfg(feature = "tokio")]
 pub use watchdog::{Loss, Renewal, Watchdog};
