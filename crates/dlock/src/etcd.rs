@@ -121,6 +121,16 @@ use crate::grant::{
 use crate::locks::Locks;
 
 /// Settings of an [`EtcdLocks`].
+///
+/// ```
+/// use infra_dlock::etcd::EtcdOptions;
+/// use std::time::Duration;
+///
+/// let options = EtcdOptions::default()
+///     .timeout(Duration::from_millis(500))
+///     .prefix("billing/locks");
+/// # let _ = options;
+/// ```
 #[derive(Clone, Debug)]
 pub struct EtcdOptions {
     timeout: Duration,
@@ -588,6 +598,20 @@ impl EtcdLocks {
     ///
     /// No connection is made until the first call.
     ///
+    /// ```
+    /// use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
+    /// use infra_dlock::Error;
+    ///
+    /// let locks = EtcdLocks::new(&["http://127.0.0.1:2379"], EtcdOptions::default())?;
+    /// # drop(locks);
+    /// let none: &[&str] = &[];
+    /// assert!(matches!(
+    ///     EtcdLocks::new(none, EtcdOptions::default()),
+    ///     Err(Error::Backend { .. })
+    /// ));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Backend`] for no endpoints or a malformed one, or if the client's runtime
@@ -599,6 +623,16 @@ impl EtcdLocks {
 
 impl<C: Clock> EtcdLocks<C> {
     /// Locks whose leases and acquisition timeouts run on `clock`.
+    ///
+    /// ```
+    /// use infra_common::SystemClock;
+    /// use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
+    ///
+    /// let endpoints = ["http://127.0.0.1:2379"];
+    /// let locks = EtcdLocks::with_clock(&endpoints, EtcdOptions::default(), SystemClock::new())?;
+    /// # drop(locks);
+    /// # Ok::<(), infra_dlock::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -638,6 +672,16 @@ impl<C: Clock> EtcdLocks<C> {
     }
 
     /// The clock the leases run on.
+    ///
+    /// ```
+    /// use infra_common::Clock;
+    /// use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
+    ///
+    /// let locks = EtcdLocks::new(&["http://127.0.0.1:2379"], EtcdOptions::default())?;
+    /// let now = locks.clock().now_nanos(); // what grants' deadlines are compared with
+    /// # let _ = now;
+    /// # Ok::<(), infra_dlock::Error>(())
+    /// ```
     pub fn clock(&self) -> &C {
         &self.clock
     }
