@@ -83,10 +83,6 @@ pub enum Error {
         /// What went wrong, as reported by the client or the server.
         reason: String,
     },
-    /// A blocking call of a backend that runs its own async client (etcd) was made on a
-    /// thread that drives an async runtime, where blocking would stall that runtime's tasks.
-    /// Call it from a plain thread, or through the runtime's `spawn_blocking`.
-    CalledFromAsync,
     /// A [`Fence`](crate::Fence) refused a token older than one it has already admitted for
     /// the resource: the writer's grant was superseded, and its write must not happen.
     StaleToken {
@@ -147,9 +143,6 @@ impl fmt::Display for Error {
                 "a renewal every {every:?} cannot keep a lease of {lease:?}: renew more often than the lease, and not continuously"
             ),
             Self::Backend { reason } => write!(f, "the lock server failed: {reason}"),
-            Self::CalledFromAsync => f.write_str(
-                "a blocking lock call was made on an async runtime's thread; call it from a plain thread or through spawn_blocking",
-            ),
             Self::StaleToken {
                 resource,
                 token,

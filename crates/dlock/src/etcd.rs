@@ -21,13 +21,13 @@
 //!   name's deletions, any of which may free a permit. On any event it reads the queue again.
 //!   While it waits, it renews its lease every third of the TTL, so it keeps its place.
 //! - **Hand-over: the lease is checked again** (etcd issue 11456). A waiter whose lease ran
-//!   out while it waited (it was paused, or cut off from the cluster for longer than the TTL)
-//!   lost its key with the lease, and must not be told that it holds the lock. So a waiter
-//!   that finds itself at the front first renews its lease once: etcd refuses to renew a lease
-//!   that has expired, even one whose revocation is still on its way, and then the waiter
-//!   joins the queue again at the back under a new lease instead of returning. The renewal also
-//!   starts the holder's lease at the hand-over, not when it began to wait. A request that
-//!   holds the lock right away skips it: its lease was granted in the same call.
+//!   out while it waited (it was paused, or its renewals did not get through) lost its key
+//!   with the lease, and must not be told that it holds the lock. So a waiter that finds
+//!   itself at the front first renews its lease once: etcd does not renew a lease that has
+//!   expired, and then the waiter joins the queue again at the back under a new lease
+//!   instead of returning. The renewal also starts the holder's lease at the hand-over, not
+//!   when it began to wait. A request that holds the lock right away skips it: its lease was
+//!   granted in the same call.
 //! - **Extend** finds the grant's key by its create revision and renews its lease once, or, for
 //!   a lease longer than the key's TTL, moves the key to a new lease in a transaction that
 //!   compares the create revision; **release** finds the key and revokes its lease, which
@@ -61,12 +61,11 @@
 //! asked for, on its [`Clock`] from the moment it **sent** the request, which is never later.
 //! The TTL asked for is the lease plus a clock-drift allowance
 //! (`lease × drift_permille / 1000 + drift_fixed`, by default 1 % and 2 ms), rounded up to
-//! whole seconds: a 500 ms lease asks for 1 s, a 10 s lease for 11 s. The server may raise it to its own minimum (1.5 election
-//! timeouts, 2 s with the default settings), and a new leader extends every lease by an election
-//! timeout. So the server keeps a key at least as long as the client counts its grant, and
-//! usually longer: a holder that stops renewing keeps others out until the TTL has passed,
-//! not only its lease. The allowance covers clock rates, not a holder that pauses after checking:
-//! hence the fence.
+//! whole seconds: a 500 ms lease asks for 1 s, a 10 s lease for 11 s. The server raises a TTL
+//! below its own minimum (2 s with etcd's default election timeout). So the server keeps a
+//! key at least as long as the client counts its grant, and usually longer: a holder that
+//! stops renewing keeps others out until the TTL has passed, not only its lease. The allowance
+//! covers clock rates, not a holder that pauses after checking: hence the fence.
 //!
 //! # Safe for correctness?
 //!
@@ -84,10 +83,13 @@
 //!
 //! The etcd client is async. An [`EtcdLocks`] owns a single-threaded tokio runtime driven by
 //! one background thread; the [`Locks`] methods hand their requests to it and block until the
-//! answer. They must not be called on a thread that drives an async runtime (it would stall
-//! that runtime's other tasks): there they return [`Error::CalledFromAsync`] (`is_held`
-//! answers `false`, `wait_lost` returns) instead of blocking. From async code, call them
-//! through `spawn_blocking`. The runtime stops when the `EtcdLocks` is dropped.
+//! answer, on a condition variable, so they work from any thread, a `spawn_blocking` closure
+//! included. Like every blocking backend, they should not be called on an async runtime's
+//! own thread, where they would stall that runtime's other tasks for as long as they wait:
+//! from async code, call them through `spawn_blocking` (as the `tokio` feature's
+//! `AsyncLocks` does). The runtime stops when the `EtcdLocks` is dropped; a request dropped
+//! without an answer (a panic inside the client) is [`Error::Backend`], not a caller blocked
+//! for ever.
 //!
 //! # Timeouts and failures
 //!
@@ -109,7 +111,7 @@ use etcd_client::{
     TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::thread;
+use infra_common::sync::{Arc, Condvar, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -518,19 +520,70 @@ impl Driver {
         })
     }
 
-    /// Runs `future` on the runtime and blocks until it is done.
+    /// Runs `future` on the runtime and blocks the calling thread until it is done.
+    ///
+    /// The caller waits on a condition variable, not on tokio's blocking receive, so any
+    /// thread may call: a plain one, a `spawn_blocking` closure, or (stalling it meanwhile) an
+    /// async runtime's own thread.
     fn run<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, Error> {
-        refuse_inside_async()?;
-        let (answer, answered) = oneshot::channel();
-        self.handle.spawn(async move {
-            let _ = answer.send(future.await);
+        let answer = Arc::new(Answer {
+            slot: Mutex::new(Slot::Pending),
+            ready: Condvar::new(),
         });
-        answered.blocking_recv().map_err(|_| Error::Backend {
-            reason: "the etcd client's runtime stopped".to_owned(),
-        })
+        let promise = Promise(Arc::clone(&answer));
+        self.handle.spawn(async move {
+            let value = future.await;
+            promise.fulfil(value);
+        });
+        let mut slot = answer.slot.lock();
+        while matches!(*slot, Slot::Pending) {
+            answer.ready.wait(&mut slot);
+        }
+        match std::mem::replace(&mut *slot, Slot::Lost) {
+            Slot::Ready(value) => Ok(value),
+            Slot::Pending | Slot::Lost => Err(Error::Backend {
+                reason: "the etcd client's request was dropped (its runtime stopped, or it \
+                         panicked)"
+                    .to_owned(),
+            }),
+        }
+    }
+}
+
+/// Where a request's answer waits for the thread blocked on it.
+struct Answer<T> {
+    slot: Mutex<Slot<T>>,
+    ready: Condvar,
+}
+
+enum Slot<T> {
+    Pending,
+    Ready(T),
+    /// The request ended without an answer.
+    Lost,
+}
+
+/// The request's side of an [`Answer`]: dropped unfulfilled (the task panicked, or the
+/// runtime dropped it), it wakes the caller with [`Slot::Lost`], so no caller waits forever.
+struct Promise<T>(Arc<Answer<T>>);
+
+impl<T> Promise<T> {
+    fn fulfil(self, value: T) {
+        *self.0.slot.lock() = Slot::Ready(value);
+        // `drop(self)` now finds the slot filled and only wakes the caller.
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        let mut slot = self.0.slot.lock();
+        if matches!(*slot, Slot::Pending) {
+            *slot = Slot::Lost;
+        }
+        self.0.ready.notify_all();
     }
 }
 
@@ -551,15 +604,6 @@ impl Drop for Driver {
 fn never_sent(error: &etcd_client::Error) -> bool {
     matches!(error, etcd_client::Error::GRpcStatus(status)
         if status.message().contains("tcp connect error"))
-}
-
-/// Blocking on a thread that drives an async runtime would stall it (and tokio panics on it).
-fn refuse_inside_async() -> Result<(), Error> {
-    if Handle::try_current().is_ok() {
-        Err(Error::CalledFromAsync)
-    } else {
-        Ok(())
-    }
 }
 
 /// Mutexes, read-write locks and semaphores with fencing tokens, shared by every process that
@@ -615,7 +659,7 @@ impl EtcdLocks {
     /// # Errors
     ///
     /// [`Error::Backend`] for no endpoints or a malformed one, or if the client's runtime
-    /// cannot start; [`Error::CalledFromAsync`] on an async runtime's thread.
+    /// cannot start.
     pub fn new(endpoints: &[impl AsRef<str>], options: EtcdOptions) -> Result<Self, Error> {
         Self::with_clock(endpoints, options, SystemClock::new())
     }
@@ -651,7 +695,6 @@ impl<C: Clock> EtcdLocks<C> {
                 reason: "no etcd endpoints given".to_owned(),
             });
         }
-        refuse_inside_async()?;
         let driver = Driver::start()?;
         // A member without a leader refuses requests at once instead of holding them.
         let connect = ConnectOptions::new()
@@ -1076,7 +1119,6 @@ impl<C: Clock> Locks for EtcdLocks<C> {
         check_name(name)?;
         check_lease(lease)?;
         check_access(access)?;
-        refuse_inside_async()?;
         let dir = self.dir(name);
         let shared_name = LockName::from(name);
         let ttl = self.options.ttl_secs(lease);
@@ -1158,7 +1200,6 @@ impl<C: Clock> Locks for EtcdLocks<C> {
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         self.check_issuer(grant)?;
-        refuse_inside_async()?;
         if self.clock.now_nanos() >= grant.deadline_nanos() {
             // The holder must already have stopped; renewing now could revive a grant that
             // someone else's fence has moved past.
@@ -1218,7 +1259,6 @@ impl<C: Clock> Locks for EtcdLocks<C> {
     /// etcd still held the key, even when the client's count of the lease had run out.
     fn release(&self, grant: Grant) -> Result<(), Error> {
         self.check_issuer(&grant)?;
-        refuse_inside_async()?;
         let lost = |failed: Failed| match failed {
             Failed::LeaseGone => Self::expired(&grant),
             Failed::Error(error) => error,
@@ -1390,6 +1430,20 @@ mod tests {
         let none = options.drift_allowance(0, Duration::ZERO);
         assert_eq!(none.ttl_secs(Duration::from_secs(3)), 3);
         assert_eq!(none.ttl_secs(crate::MAX_LEASE), 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn a_request_that_panics_answers_an_error_instead_of_blocking_for_ever() {
+        let driver = Driver::start().unwrap();
+        assert_eq!(driver.run(async { 7 }), Ok(7));
+        let lost = driver.run(async {
+            if Kind::parse(b"").is_none() {
+                panic!("a panic inside the client");
+            }
+            7
+        });
+        assert!(matches!(lost, Err(Error::Backend { .. })), "{lost:?}");
+        assert_eq!(driver.run(async { 8 }), Ok(8), "the runtime goes on");
     }
 
     #[test]
