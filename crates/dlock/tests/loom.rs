@@ -15,7 +15,7 @@ const LEASE: Duration = Duration::from_secs(10);
 
 /// Two threads take the same lock; neither is ever inside while the other is.
 ///
-/// Guards: the manager's state lock held from the free check to the grant.
+/// Guards: the name's mutex (and, by name, the map's) held from the free check to the grant.
 #[test]
 fn two_threads_never_hold_the_lock_together() {
     model(|| {
@@ -41,7 +41,8 @@ fn two_threads_never_hold_the_lock_together() {
 
 /// A queued waiter gets the lock at the release: a try right after the release finds it taken.
 ///
-/// Guards: the hand-off to the queue's head inside `release`.
+/// Guards: the hand-off to the queue's head when the lock is freed (without it the waiter is
+/// never granted, and loom reports the deadlock); the queue check refuses the try.
 #[test]
 fn a_release_hands_the_lock_to_the_queued_waiter() {
     model(|| {
