@@ -1082,7 +1082,7 @@ struct Outcomes {
 /// Three workers increment a fenced balance on a 3-member cluster, each through its own fault
 /// proxies, while the main thread slows and cuts the connections, pauses the leader and kills
 /// and restarts it; every fourth hold a worker stalls past its lease between its read and its
-/// write, until another worker has read.
+/// write, until another worker has read (or 6 s, or the end of the run).
 #[test]
 fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
     let Some(mut cluster) = EtcdCluster::start(3) else {
@@ -1135,10 +1135,13 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
                     }
                     let written = account.read(token).and_then(|balance| {
                         if stalls {
-                            // A pause past the lease, until another worker has read (or 4 s).
+                            // A pause past the lease, until another worker has read (or
+                            // 6 s, or the run is over and nobody else will).
                             guard.wait_lost();
-                            let until = Instant::now() + Duration::from_secs(4);
-                            while account.ledger().highest == token.get() && Instant::now() < until
+                            let until = Instant::now() + Duration::from_secs(6);
+                            while account.ledger().highest == token.get()
+                                && Instant::now() < until
+                                && !done.load(Ordering::SeqCst)
                             {
                                 std::thread::sleep(Duration::from_millis(10));
                             }
