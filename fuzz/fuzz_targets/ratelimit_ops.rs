@@ -1,7 +1,8 @@
 //! Arbitrary sequences of (advance time, check n, sweep) on every rate-limiting algorithm, direct
-//! and keyed (with a cap of 1 to 4 keys, or a roomy 256), agree step by step with the crate's
-//! simple reference models: admitted or not, remaining, retry-after and reset-after; a keyed
-//! limiter refuses a new key only when the cap is full of keys that are not idle, and a sweep
+//! and keyed (eight keys competing for a cap of 1 to 4, so new keys keep evicting replenished
+//! ones, or a roomy 256), agree step by step with the crate's simple reference models: admitted
+//! or not, remaining, retry-after and reset-after; a keyed limiter refuses a new key only when
+//! the cap is full of keys that are not idle, eviction never changes a decision, and a sweep
 //! leaves exactly the keys that are not idle.
 #![no_main]
 // `derive(Arbitrary)` declares a std thread-local (its recursion guard), a type the workspace
@@ -51,7 +52,7 @@ fuzz_target!(|input: Input| {
             FuzzOp::AdvanceMicros(micros) => Op::Advance(u64::from(micros) * 1_000),
             FuzzOp::AdvanceNanos(nanos) => Op::Advance(u64::from(nanos)),
             FuzzOp::Check { key, n } => Op::Check {
-                key: key % 4,
+                key: key % 8,
                 n: u32::from(n % 32),
             },
             FuzzOp::Sweep => Op::Sweep,

@@ -428,11 +428,11 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                 if queued > u128::from(config.beta) {
                     self.cut(permit.cuts, |limit| limit.saturating_sub(1).max(min));
                 } else if queued < u128::from(config.alpha) && self.was_in_use(permit.in_flight) {
-                    let _ = self
-                        .limit
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
-                            Some(limit.saturating_add(1).min(max))
-                        });
+                    let _ =
+                        self.limit
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                                Some(limit.saturating_add(1).min(max))
+                            });
                 }
             }
         }
@@ -484,14 +484,21 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     fn cut(&self, cuts_seen: u64, lower: impl Fn(u32) -> u32) {
         if self
             .cuts
-            .compare_exchange(cuts_seen, cuts_seen + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                cuts_seen,
+                cuts_seen + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             return;
         }
         let _ = self
             .limit
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| Some(lower(limit)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                Some(lower(limit))
+            });
         self.fast_successes.store(0, Ordering::Relaxed);
     }
 
@@ -630,8 +637,10 @@ mod tests {
         let clock = ManualClock::new();
         let config = AimdConfig::new(10, 1, 1_000, Duration::from_millis(10)).unwrap();
         let aimd = AdaptiveConcurrencyLimiter::new(config, clock.clone());
-        let vegas =
-            AdaptiveConcurrencyLimiter::vegas(VegasConfig::new(10, 1, 1_000).unwrap(), clock.clone());
+        let vegas = AdaptiveConcurrencyLimiter::vegas(
+            VegasConfig::new(10, 1, 1_000).unwrap(),
+            clock.clone(),
+        );
         for limiter in [&aimd, &vegas] {
             // One request at a time, all fast: the service is never asked for more than one.
             for _ in 0..1_000 {
@@ -645,7 +654,11 @@ mod tests {
             clock.advance(Duration::from_millis(1));
             held.into_iter().for_each(AdaptivePermit::success);
         }
-        assert_eq!(vegas.limit(), 11, "one answer sent with half the limit in flight");
+        assert_eq!(
+            vegas.limit(),
+            11,
+            "one answer sent with half the limit in flight"
+        );
         for _ in 0..2 {
             let held: Vec<_> = (0..10).map(|_| aimd.try_acquire().unwrap()).collect();
             held.into_iter().for_each(AdaptivePermit::success);
@@ -829,14 +842,22 @@ mod tests {
             permit.success();
         };
         answer(10);
-        assert_eq!(limiter.limit(), 20, "one request in flight does not use the limit");
+        assert_eq!(
+            limiter.limit(),
+            20,
+            "one request in flight does not use the limit"
+        );
         for _ in 0..5 {
             answer(20); // half of every latency is queueing: ~10 queued > beta
         }
         assert_eq!(limiter.limit(), 15);
         limiter.reset_baseline();
         answer(20);
-        assert_eq!(limiter.limit(), 15, "20 ms is the new normal: nothing queued");
+        assert_eq!(
+            limiter.limit(),
+            15,
+            "20 ms is the new normal: nothing queued"
+        );
         let held: Vec<_> = (0..15).map(|_| limiter.try_acquire().unwrap()).collect();
         clock.advance(Duration::from_millis(20));
         held.into_iter().for_each(AdaptivePermit::success);

@@ -657,6 +657,28 @@ mod tests {
         assert!(limiter.check(&1).unwrap().is_allowed());
     }
 
+    #[test]
+    fn tracking_new_keys_forgets_replenished_ones_on_the_way() {
+        let (clock, limiter) = limiter(1, 100);
+        for key in 0..10 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        clock.advance(Duration::from_millis(500));
+        assert!(limiter.check(&3).unwrap().is_denied());
+        clock.advance(Duration::from_millis(500));
+        // Far from the cap, each new key still examines two keys that may have replenished
+        // (new keys among them, whose first look comes after their first check).
+        for key in 100..120 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        assert_eq!(limiter.len(), 20, "the ten replenished keys are forgotten");
+        // Key 3 was used again (the denial consumed nothing, so it replenished too); the keys
+        // forgotten decide as new ones.
+        for key in 0..10 {
+            assert!(limiter.check(&key).unwrap().is_allowed(), "key {key}");
+        }
+    }
+
     /// GCRA that counts how often a keyed limiter asks whether a state is idle.
     #[derive(Debug)]
     struct Counted(Gcra);

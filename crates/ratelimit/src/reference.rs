@@ -466,7 +466,7 @@ mod tests {
             3 => (0u64..3_000_000_000).prop_map(Op::Advance),
             1 => (0u64..50_000_000_000).prop_map(Op::Advance),
             1 => (0u64..2_000).prop_map(Op::Advance),
-            6 => (0u8..4, 0u32..8).prop_map(|(key, n)| Op::Check { key, n }),
+            6 => (0u8..8, 0u32..8).prop_map(|(key, n)| Op::Check { key, n }),
             1 => Just(Op::Sweep),
         ]
     }

@@ -134,9 +134,8 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         #[allow(clippy::cast_possible_truncation)]
         let shard = self.map.determine_shard(hash as usize);
         let mut table = self.map.shards()[shard].write();
-        let matches = |(candidate, _): &(K, dashmap::SharedValue<V>)| {
-            hasher.hash_one(candidate) == hash
-        };
+        let matches =
+            |(candidate, _): &(K, dashmap::SharedValue<V>)| hasher.hash_one(candidate) == hash;
         let (key, value) = table.get(hash, matches)?;
         let kept = keep(key, value.get());
         if kept.is_none() {
@@ -330,7 +329,18 @@ mod tests {
             shards.with_meanwhile("key-7", || (), |v, ()| *v),
             ((), None)
         );
-        assert_eq!(shards.retain(|_, v| v % 2 == 0), 2_499);
+        let hash = shards.hash_of("key-9");
+        assert_eq!(shards.evict_hashed(hash, |_, v| Some(*v)), Some(Some(9)));
+        assert_eq!(
+            shards.evict_hashed(hash, |key, _| (key != "key-9").then_some(())),
+            Some(None)
+        );
+        assert_eq!(
+            shards.evict_hashed(hash, |_, v| Some(*v)),
+            None,
+            "key-9 is gone"
+        );
+        assert_eq!(shards.retain(|_, v| v % 2 == 0), 2_498);
         assert_eq!(
             shards.with_meanwhile("key-8", || (), |v, ()| *v),
             ((), Some(8))

@@ -586,7 +586,9 @@ fn window_change_run<A: Algorithm>(
         last_check = now;
         check(&admissions, quota, now, n, admitted)?;
         if admitted {
-            admissions.times.extend(std::iter::repeat_n(now, n as usize));
+            admissions
+                .times
+                .extend(std::iter::repeat_n(now, n as usize));
         }
     }
     Ok(())
@@ -595,16 +597,29 @@ fn window_change_run<A: Algorithm>(
 /// Window quotas for a change: a base window of 1 to 64 ms, the other one a multiple of it
 /// (`nested`) or any length from 1 to 100 ms.
 fn window_change() -> impl Strategy<Value = (Quota, Quota, bool)> {
-    (1u64..=64, 1u64..=8, 1u64..=100, 1u64..6, 1u64..6, any::<bool>(), any::<bool>()).prop_map(
-        |(base_ms, factor, other_ms, limit_a, limit_b, nested, longer)| {
-            let base = base_ms * 1_000_000;
-            let other = if nested { base * factor } else { other_ms * 1_000_000 };
-            let (a, b) = if longer { (base, other) } else { (other, base) };
-            let quota = |limit, nanos| Quota::new(limit, Duration::from_nanos(nanos)).unwrap();
-            // Nested: each old window lies within one new window.
-            (quota(limit_a, a), quota(limit_b, b), nested && longer)
-        },
+    (
+        1u64..=64,
+        1u64..=8,
+        1u64..=100,
+        1u64..6,
+        1u64..6,
+        any::<bool>(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(base_ms, factor, other_ms, limit_a, limit_b, nested, longer)| {
+                let base = base_ms * 1_000_000;
+                let other = if nested {
+                    base * factor
+                } else {
+                    other_ms * 1_000_000
+                };
+                let (a, b) = if longer { (base, other) } else { (other, base) };
+                let quota = |limit, nanos| Quota::new(limit, Duration::from_nanos(nanos)).unwrap();
+                // Nested: each old window lies within one new window.
+                (quota(limit_a, a), quota(limit_b, b), nested && longer)
+            },
+        )
 }
 
 fn requests() -> impl Strategy<Value = Vec<(u64, u32)>> {

@@ -183,3 +183,34 @@ fn keyed_racing_inserts_respect_the_cap_and_share_one_state() {
         assert!(refused >= 1, "{results:?}");
     });
 }
+
+#[test]
+fn keyed_eviction_never_forgets_an_admitted_request() {
+    model(|| {
+        let clock = ManualClock::new();
+        let options = KeyedOptions::default().max_keys(1);
+        let limiter = Arc::new(
+            KeyedRateLimiter::<u8, Gcra, _>::with_options(quota(1, 1), clock.clone(), options)
+                .unwrap(),
+        );
+        assert!(limiter.check(&1).unwrap().is_allowed());
+        let one_key = limiter.bytes();
+        // A second later key 1 is idle: a new key may take its place, but not once a check has
+        // taken key 1's refilled cell.
+        clock.advance(Duration::from_secs(1));
+        let handles: Vec<_> = [1u8, 2]
+            .into_iter()
+            .map(|key| {
+                let limiter = Arc::clone(&limiter);
+                thread::spawn(move || limiter.check(&key).is_ok_and(|d| d.is_allowed()))
+            })
+            .collect();
+        let admitted: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // One place, one admission, and the admitted key's state is the one kept.
+        assert_eq!(admitted.iter().filter(|&&a| a).count(), 1, "{admitted:?}");
+        let winner = if admitted[0] { 1u8 } else { 2 };
+        assert!(limiter.check(&winner).unwrap().is_denied(), "{admitted:?}");
+        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.bytes(), one_key);
+    });
+}
