@@ -798,7 +798,6 @@ fn etcd_worker_process() {
         Ok("waiter") => {
             // Wait for the lock (frozen by the parent meanwhile); say when it is granted.
             let locks = locks(&endpoints);
-            println!("waiting");
             let guard = locks.acquire(LOCK, Duration::from_millis(500)).unwrap();
             println!("granted={}", guard.token().get());
             // The parent checks the key of the grant before this process lets go.
