@@ -515,6 +515,33 @@ fn calls_from_async_code_complete_through_spawn_blocking_or_directly() {
     assert!(direct.unwrap() > pooled);
 }
 
+/// The `tokio` feature's `AsyncLocks` runs backend calls on the blocking pool: with this
+/// backend underneath, tasks acquire, extend and release on a current-thread runtime.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_locks_drive_the_etcd_backend() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let locks = infra_dlock::AsyncLocks::new(Arc::new(locks(&[server.url()])));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    runtime.block_on(async {
+        let mut first = locks.acquire(LOCK, lease).await.unwrap();
+        assert!(locks.try_acquire(LOCK, lease).await.unwrap().is_none());
+        locks.extend(&mut first, lease).await.unwrap();
+        assert!(locks.is_held(&first).await);
+        let token = first.token();
+        locks.release(first).await.unwrap();
+        let next = locks.acquire(LOCK, lease).await.unwrap();
+        assert!(next.token() > token);
+        locks.release(next).await.unwrap();
+    });
+}
+
 #[test]
 fn an_uncontended_acquire_and_release_cost_two_round_trips_each() {
     let Some(server) = EtcdServer::start() else {
