@@ -929,6 +929,21 @@ fn await_line(lines: &Mutex<Vec<String>>, prefix: &str) -> String {
     }
 }
 
+/// A worker process that is killed if the test fails while it is frozen, so no stopped
+/// process outlives the test.
+#[cfg(unix)]
+struct Frozen(std::process::Child);
+
+#[cfg(unix)]
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[cfg(unix)]
 fn signal(child: &std::process::Child, name: &str) {
     let status = std::process::Command::new("kill")
@@ -947,10 +962,11 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
         return;
     };
     let endpoints = vec![server.url()];
-    let mut child = spawn_worker(&endpoints, "stalled");
-    let lines = lines_of(&mut child);
+    let mut worker = Frozen(spawn_worker(&endpoints, "stalled"));
+    let child = &mut worker.0;
+    let lines = lines_of(child);
     await_line(&lines, "read-done");
-    signal(&child, "-STOP");
+    signal(child, "-STOP");
     // Its word to go on waits in the pipe until the process is thawed.
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     // The lease runs out while the holder is frozen; the next holder reads and writes.
@@ -959,7 +975,7 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
     let mut account = SharedAccount::new(&endpoints);
     let balance = account.read(next.token()).unwrap();
     assert!(account.write(next.token(), balance + 1));
-    signal(&child, "-CONT");
+    signal(child, "-CONT");
     let outcome = await_line(&lines, "written=");
     assert!(child.wait().unwrap().success());
     assert_eq!(printed(&outcome, "written").as_deref(), Some("false"));
@@ -990,16 +1006,17 @@ fn a_waiter_frozen_past_its_lease_is_not_told_it_holds_the_lock() {
     let locks = locks(&endpoints);
     let lease = Duration::from_secs(30);
     let first = locks.acquire(LOCK, lease).unwrap();
-    let mut child = spawn_worker(&endpoints, "waiter");
-    let lines = lines_of(&mut child);
+    let mut worker = Frozen(spawn_worker(&endpoints, "waiter"));
+    let child = &mut worker.0;
+    let lines = lines_of(child);
     raw.await_keys(&queue, 2);
     let frozen_key = raw.keys(&queue)[1].clone();
-    signal(&child, "-STOP");
+    signal(child, "-STOP");
     // etcd ends the frozen waiter's lease (TTL 1 s, or the server's minimum) and its key.
     raw.await_keys(&queue, 1);
     first.release().unwrap();
     let third = locks.acquire(LOCK, lease).unwrap();
-    signal(&child, "-CONT");
+    signal(child, "-CONT");
     // Thawed, the waiter finds its key gone and queues again, behind the third holder.
     raw.await_keys(&queue, 2);
     std::thread::sleep(Duration::from_millis(500));
