@@ -781,25 +781,29 @@ impl SharedAccount {
 
 const WORKER_ENDPOINTS: &str = "INFRA_DLOCK_ETCD_ENDPOINTS";
 const WORKER_ROLE: &str = "INFRA_DLOCK_ETCD_ROLE";
-const WORKER_ROUNDS: u64 = 25;
+/// How long each worker of the multi-process test increments.
+const WORKER_TIME: Duration = Duration::from_secs(3);
 
-/// Increments the shared balance `rounds` times under the lock; returns the accepted writes.
-fn increment_shared(endpoints: &[String], rounds: u64) -> u64 {
+/// Increments the shared balance under the lock for `time`; returns the increments tried and
+/// the writes the fenced store accepted.
+fn increment_shared(endpoints: &[String], time: Duration) -> (u64, u64) {
     let locks = locks(endpoints);
     let mut account = SharedAccount::new(endpoints);
-    let mut accepted = 0;
-    for _ in 0..rounds {
+    let (mut tried, mut accepted) = (0, 0);
+    let until = Instant::now() + time;
+    while Instant::now() < until {
         let guard = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
-        let balance = account.read(guard.token()).expect("the holder's read");
-        if account.write(guard.token(), balance + 1) {
+        tried += 1;
+        if let Some(balance) = account.read(guard.token())
+            && account.write(guard.token(), balance + 1)
+        {
             accepted += 1;
         }
         guard.release().unwrap();
     }
-    accepted
+    (tried, accepted)
 }
 
-/// The worker half of the multi-process tests: started by them as a separate OS process.
 #[test]
 #[ignore = "worker process of the multi-process tests"]
 fn etcd_worker_process() {
@@ -831,7 +835,10 @@ fn etcd_worker_process() {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).unwrap();
         }
-        _ => println!("accepted={}", increment_shared(&endpoints, WORKER_ROUNDS)),
+        _ => {
+            let (tried, accepted) = increment_shared(&endpoints, WORKER_TIME);
+            println!("tried={tried} accepted={accepted}");
+        }
     }
 }
 
@@ -872,29 +879,28 @@ fn processes_and_threads_share_one_lock_and_one_fenced_balance() {
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let endpoints = endpoints.clone();
-            thread::spawn(move || increment_shared(&endpoints, WORKER_ROUNDS))
+            thread::spawn(move || increment_shared(&endpoints, WORKER_TIME))
         })
         .collect();
-    let in_threads: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let in_children: u64 = children
-        .into_iter()
-        .map(|child| {
-            let output = child.wait_with_output().unwrap();
-            assert!(output.status.success(), "worker failed: {output:?}");
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            printed(&stdout, "accepted")
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum();
-    let totals = SharedAccount::new(&endpoints).totals();
+    let mut counts: Vec<(u64, u64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "worker failed: {output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let count = |key| printed(&stdout, key).unwrap().parse::<u64>().unwrap();
+        counts.push((count("tried"), count("accepted")));
+    }
+    println!("workers (tried, accepted), threads first: {counts:?}");
+    // Every worker, thread or process, got the lock, and every holder's write was accepted.
+    assert!(counts.iter().all(|&(tried, _)| tried > 0), "{counts:?}");
+    let tried: u64 = counts.iter().map(|(tried, _)| tried).sum();
+    let accepted: u64 = counts.iter().map(|(_, accepted)| accepted).sum();
+    assert_eq!(tried, accepted, "no holder's write was refused: {counts:?}");
+    // The store's final balance is the number of writes it accepted, and each worker's count.
     assert_eq!(
-        in_threads + in_children,
-        4 * WORKER_ROUNDS,
-        "no write was refused"
+        SharedAccount::new(&endpoints).totals(),
+        (accepted, accepted)
     );
-    assert_eq!(totals, (4 * WORKER_ROUNDS, 4 * WORKER_ROUNDS));
 }
 
 /// Reads the child's stdout lines on a thread of their own, so the test can wait for one
