@@ -58,10 +58,10 @@ impl Renewal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Loss {
-    /// It was released through [`Watchdog::release`].
+    /// It was released through [`Watchdog::release`] (or the watchdog was dropped).
     Released,
     /// The lease ran out before a renewal could be made (the renewals came too late: a
-    /// starved runtime, or a clock that jumped).
+    /// starved runtime, or a clock that jumped), found at a renewal or at the release.
     Expired,
     /// A renewal failed with this error; the watchdog stopped and released what it could.
     /// [`Error::LeaseExpired`] says the lock may already belong to someone else.
@@ -235,15 +235,20 @@ impl<C: Clock + 'static> Watchdog<C> {
         self.status.borrow().loss.clone()
     }
 
-    /// Resolves when the watchdog learns that the grant is lost, with the reason.
+    /// A future that resolves when the watchdog learns that the grant is lost, with the
+    /// reason.
     ///
-    /// Cancel-safe: dropping the future changes nothing, and any number of callers can wait.
-    pub async fn lost(&self) -> Loss {
+    /// The future does not borrow the watchdog: it can be moved to another task, and it still
+    /// resolves (with [`Loss::Released`]) after [`Watchdog::release`] or a drop. Cancel-safe:
+    /// dropping it changes nothing, and any number of them can wait.
+    pub fn lost(&self) -> impl Future<Output = Loss> + Send + 'static {
         let mut status = self.status.clone();
-        match status.wait_for(|status| status.loss.is_some()).await {
-            Ok(status) => status.loss.clone().unwrap_or(Loss::Stopped),
-            // The task is gone without a word: its runtime shut down.
-            Err(_) => Loss::Stopped,
+        async move {
+            match status.wait_for(|status| status.loss.is_some()).await {
+                Ok(status) => status.loss.clone().unwrap_or(Loss::Stopped),
+                // The task is gone without a word: its runtime shut down.
+                Err(_) => Loss::Stopped,
+            }
         }
     }
 
@@ -292,9 +297,16 @@ impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
             // `Ok(Ok)`: release asked; `Ok(Err)`: the watchdog was dropped. Either way the
             // grant goes back now.
             if tokio::time::timeout(self.every, &mut stop).await.is_ok() {
-                let released = self.blocking(move |locks| locks.release(grant)).await;
-                self.lose(Loss::Released);
-                return released.and_then(|released| released);
+                let released = self
+                    .blocking(move |locks| locks.release(grant))
+                    .await
+                    .and_then(|released| released);
+                // A lease that ran out between two renewals was lost before the release.
+                self.lose(match released {
+                    Err(Error::LeaseExpired { .. }) => Loss::Expired,
+                    _ => Loss::Released,
+                });
+                return released;
             }
             if self.clock.now_nanos() >= grant.deadline_nanos() {
                 let error = Error::LeaseExpired {

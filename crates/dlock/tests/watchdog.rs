@@ -362,3 +362,56 @@ async fn async_calls_share_the_backend_and_a_cancelled_acquire_leaves_nothing_he
         Err(Error::EmptyName)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_after_the_lease_ran_out_reports_it_expired() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+    let token = grant.token();
+    let watchdog = Watchdog::spawn(
+        Arc::clone(&locks),
+        grant,
+        clock.clone(),
+        Renewal::new(LEASE),
+    )
+    .unwrap();
+    half_tick(&clock).await;
+    // Between two renewals, the lease clock jumps past the lease; the release comes first.
+    clock.advance(LEASE);
+    let waiter = tokio::spawn(watchdog.lost());
+    assert_eq!(
+        watchdog.release().await,
+        Err(Error::LeaseExpired {
+            name: "job".into(),
+            token
+        })
+    );
+    assert_eq!(waiter.await.unwrap(), Loss::Expired);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_learns_of_a_release_and_of_a_drop() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    for drop_it in [false, true] {
+        let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+        let watchdog = Watchdog::spawn(
+            Arc::clone(&locks),
+            grant,
+            clock.clone(),
+            Renewal::new(LEASE),
+        )
+        .unwrap();
+        let waiter = tokio::spawn(watchdog.lost());
+        half_tick(&clock).await;
+        assert!(!waiter.is_finished());
+        if drop_it {
+            drop(watchdog);
+        } else {
+            watchdog.release().await.unwrap();
+        }
+        assert_eq!(waiter.await.unwrap(), Loss::Released);
+        assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
+    }
+}
