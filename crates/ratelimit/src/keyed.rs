@@ -6,7 +6,8 @@
 //! new key does not fit, the check takes the due keys off the top of the heap, at most
 //! [`KeyedOptions::RECLAIM_SAMPLE`] of them: a key that has replenished is forgotten (a new key
 //! starts in the same state, so no decision changes), any other goes back with its due time
-//! brought up to date. The key closest to full is always examined first, an active key is never
+//! brought up to date. The key that can have replenished earliest is examined first (with due
+//! times up to date, the one closest to full), an active key is never
 //! forgotten (an abuser cannot reset its own limit by flooding the map), and a key an abuser
 //! drained is reclaimable the moment it has replenished.
 //!
@@ -136,8 +137,8 @@ fn key_bytes<K, Q: ?Sized>(key: &Q) -> usize {
 ///   (see [`KeyedOptions`] and [`KeyedRateLimiter::bytes`]). A key whose state has fully
 ///   replenished is *idle*: forgetting it changes no decision, since a new key starts in the
 ///   same state. When a new key does not fit, the check examines at most
-///   [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those closest to fully replenished first,
-///   and forgets the idle ones among them. If none of them was idle, the new key gets
+///   [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those that can have replenished earliest
+///   first, and forgets the idle ones among them. If none of them was idle, the new key gets
 ///   [`Error::TooManyKeys`] rather than the state of an active key being forgotten (that would
 ///   let a client reset its own limit by flooding the map); known keys are unaffected. Checks
 ///   that track a new key also forget a few idle keys on the way, and
