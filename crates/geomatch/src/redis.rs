@@ -86,8 +86,8 @@ use redis::{Connection, RedisError, Value};
 
 use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2, chord2_to_angle};
 use crate::{
-    BackendFailure, Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error,
-    Filter, MAX_K, Point, VehicleClass, Version,
+    BackendFailure, Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Drivers,
+    Error, Filter, MAX_K, Point, VehicleClass, Version,
 };
 
 /// The largest latitude, north or south, that Redis GEO holds (degrees).
@@ -101,8 +101,19 @@ pub const REDIS_EARTH_RADIUS_M: f64 = 6_372_797.560_856;
 /// differ from ours.
 pub const GEO_MARGIN_M: f64 = 1.0;
 
-/// Half the circumference of Redis's sphere plus the margin: a radius that covers it all.
-const WHOLE_SPHERE_M: f64 = std::f64::consts::PI * REDIS_EARTH_RADIUS_M + GEO_MARGIN_M;
+/// The widest radius a query asks `GEOSEARCH` for, in meters of Redis's sphere; a query that
+/// needs more reads every driver instead. Redis's radius search builds its cells from a
+/// bounding box that breaks down near the edges of its latitudes and at longitude 180 when
+/// the radius spans a good part of the globe (it misses drivers there); at this radius, the
+/// tests compare it with the in-process index up to latitude 85.05 and across the
+/// antimeridian.
+pub const MAX_SEARCH_M: f64 = 1_000_000.0;
+
+/// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
+/// Redis's neighbour cells of a point at exactly 180 miss drivers.
+fn geo_lng(point: Point) -> f64 {
+    if point.lng() == 180.0 { -180.0 } else { point.lng() }
+}
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
 // set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
@@ -238,65 +249,100 @@ end
     };
 }
 
+/// Every admitted driver in the GEO set, appended to the Lua table `picked`: the fallback
+/// for searches wider than [`MAX_SEARCH_M`].
+macro_rules! admit_all {
+    () => {
+        r"
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local verdict = admit(id)
+  if verdict then picked[#picked + 1] = verdict end
+end
+"
+    };
+}
+
+/// The reply of a query: `{id, word, record, ...}` of the Lua table `picked`.
+macro_rules! reply_picked {
+    () => {
+        r"
+local reply = {}
+for _, v in ipairs(picked) do
+  reply[#reply + 1] = v[1] reply[#reply + 1] = v[2] reply[#reply + 1] = v[3]
+end
+return reply
+"
+    };
+}
+
 /// The `ARGV[7]` nearest admitted drivers around `ARGV[1]`, `ARGV[2]` (lng, lat) and every
 /// admitted driver within `ARGV[8]` m of the last of them, by Redis's distance, starting
-/// from radius `ARGV[3]` m (see the module docs). Replies `{id, word, record, ...}`.
+/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m, beyond which it takes every
+/// admitted driver (see the module docs).
 const NEAREST_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
 local k, margin, radius = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[3])
-local whole = tonumber(ARGV[9])
+local widest = tonumber(ARGV[9])
 local count = math.max(4 * k, 32)
 local verdicts = {}
-while true do
-  local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-    'BYRADIUS', string.format('%.4f', radius), 'm', 'ASC', 'COUNT', count, 'WITHDIST')
-  local listed_all = #found < count
-  local picked, bound, beyond = {}, nil, false
-  for i = 1, #found do
-    local id, distance = found[i][1], tonumber(found[i][2])
-    if bound and distance > bound then beyond = true break end
-    local verdict = verdicts[id]
-    if verdict == nil then verdict = admit(id) verdicts[id] = verdict end
-    if verdict then
-      picked[#picked + 1] = verdict
-      if #picked == k then bound = distance + margin end
+local function nearest()
+  while true do
+    local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+      'BYRADIUS', string.format('%.4f', radius), 'm', 'ASC', 'COUNT', count, 'WITHDIST')
+    local listed_all = #found < count
+    local picked, bound, beyond = {}, nil, false
+    for i = 1, #found do
+      local id, distance = found[i][1], tonumber(found[i][2])
+      if bound and distance > bound then beyond = true break end
+      local verdict = verdicts[id]
+      if verdict == nil then verdict = admit(id) verdicts[id] = verdict end
+      if verdict then
+        picked[#picked + 1] = verdict
+        if #picked == k then bound = distance + margin end
+      end
     end
-  end
-  if beyond or (listed_all and ((bound and bound <= radius) or radius >= whole)) then
-    local reply = {}
-    for _, v in ipairs(picked) do
-      reply[#reply + 1] = v[1] reply[#reply + 1] = v[2] reply[#reply + 1] = v[3]
+    if beyond or (listed_all and bound and bound <= radius) then return picked end
+    if listed_all then
+      if radius >= widest then return nil end
+      radius = math.min(math.max(radius * 4, bound or 0), widest)
+    else
+      count = count * 4
     end
-    return reply
-  end
-  if listed_all then
-    radius = math.min(math.max(radius * 4, bound or 0), whole)
-  else
-    count = count * 4
   end
 end
-"
+local picked = nearest()
+if not picked then
+  picked = {}
+",
+    admit_all!(),
+    r"
+end
+",
+    reply_picked!()
 );
 
 /// Every admitted driver within `ARGV[3]` m (Redis's distance) of `ARGV[1]`, `ARGV[2]` (lng,
-/// lat). Replies `{id, word, record, ...}`.
+/// lat); with `ARGV[3] == 'all'`, every admitted driver.
 const WITHIN_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
-local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-  'BYRADIUS', ARGV[3], 'm')
-local reply = {}
-for i = 1, #found do
-  local v = admit(found[i])
-  if v then
-    reply[#reply + 1] = v[1] reply[#reply + 1] = v[2] reply[#reply + 1] = v[3]
+local picked = {}
+if ARGV[3] == 'all' then
+",
+    admit_all!(),
+    r"
+else
+  for _, id in ipairs(redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+      'BYRADIUS', ARGV[3], 'm')) do
+    local verdict = admit(id)
+    if verdict then picked[#picked + 1] = verdict end
   end
 end
-return reply
-"
+",
+    reply_picked!()
 );
 
 /// Settings of a [`RedisIndex`].
@@ -508,6 +554,9 @@ fn parse_record(record: &[u8]) -> Result<(Point, DriverProfile), Error> {
     let lng: f64 = next()?.parse().map_err(|_| MALFORMED)?;
     let class: u8 = next()?.parse().map_err(|_| MALFORMED)?;
     let capacity: u8 = next()?.parse().map_err(|_| MALFORMED)?;
+    if fields.next().is_some() {
+        return Err(MALFORMED);
+    }
     let point = Point::new(lat, lng).map_err(|_| MALFORMED)?;
     Ok((
         point,
@@ -688,7 +737,7 @@ impl RedisIndex {
             &self.insert,
             &[
                 &id.to_string(),
-                &point.lng().to_string(),
+                &geo_lng(point).to_string(),
                 &point.lat().to_string(),
                 &record_of(point, profile),
                 word,
@@ -725,7 +774,7 @@ impl RedisIndex {
             &self.update,
             &[
                 &id.to_string(),
-                &point.lng().to_string(),
+                &geo_lng(point).to_string(),
                 &point.lat().to_string(),
                 &format!("{} {}", point.lat(), point.lng()),
             ],
@@ -986,9 +1035,9 @@ impl RedisIndex {
         }
         let args = self.query_args(
             point,
-            self.options.search_radius_m.min(WHOLE_SPHERE_M),
+            format!("{:.4}", self.options.search_radius_m.min(MAX_SEARCH_M)),
             filter,
-            [k.to_string(), GEO_MARGIN_M.to_string(), WHOLE_SPHERE_M.to_string()],
+            [k.to_string(), GEO_MARGIN_M.to_string(), MAX_SEARCH_M.to_string()],
         );
         let reply = self.run(&self.nearest, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mut found = ranked(point, &reply, f64::INFINITY)?;
@@ -1025,9 +1074,14 @@ impl RedisIndex {
             return Err(Error::InvalidRadius(radius_m));
         }
         let point = check_geo(point)?;
-        let redis_radius =
-            (radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M).min(WHOLE_SPHERE_M);
-        let args = self.query_args(point, redis_radius, filter, []);
+        let redis_radius = radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M;
+        let radius_arg = if redis_radius > MAX_SEARCH_M {
+            "all".to_owned()
+        } else {
+            // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
+            format!("{redis_radius:.4}")
+        };
+        let args = self.query_args(point, radius_arg, filter, []);
         let reply = self.run(&self.within, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let reach = radius_m / EARTH_RADIUS_M;
         let reach_chord2 = if reach >= std::f64::consts::PI {
@@ -1042,16 +1096,15 @@ impl RedisIndex {
     fn query_args(
         &self,
         point: Point,
-        radius_m: f64,
+        radius: String,
         filter: &Filter,
         extra: impl IntoIterator<Item = String>,
     ) -> Vec<String> {
         let (class, least) = filter_args(filter);
         let mut args = vec![
-            point.lng().to_string(),
+            geo_lng(point).to_string(),
             point.lat().to_string(),
-            // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
-            format!("{radius_m:.4}"),
+            radius,
             self.window_us.clone(),
             class,
             least,
@@ -1218,4 +1271,66 @@ fn ranked(point: Point, reply: &Value, reach_chord2: f64) -> Result<Vec<Candidat
             version: Version(word),
         })
         .collect())
+}
+
+// Each method calls the inherent method of the same name: inherent methods take precedence
+// over trait methods, so these are not recursive.
+impl Drivers for RedisIndex {
+    fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
+        RedisIndex::insert(self, id, point, profile)
+    }
+
+    fn restore(&self, record: DriverRecord) -> Result<(), Error> {
+        RedisIndex::restore(self, record)
+    }
+
+    fn update(&self, id: DriverId, point: Point) -> Result<(), Error> {
+        RedisIndex::update(self, id, point)
+    }
+
+    fn remove(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        RedisIndex::remove(self, id)
+    }
+
+    fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        RedisIndex::driver(self, id)
+    }
+
+    fn set_state(&self, id: DriverId, state: DriverState) -> Result<Version, Error> {
+        RedisIndex::set_state(self, id, state)
+    }
+
+    fn claim(&self, id: DriverId, version: Version) -> Result<Claim, Error> {
+        RedisIndex::claim(self, id, version)
+    }
+
+    fn accept(&self, claim: &Claim) -> Result<(), Error> {
+        RedisIndex::accept(self, claim)
+    }
+
+    fn decline(&self, claim: Claim) -> Result<(), Error> {
+        RedisIndex::decline(self, claim)
+    }
+
+    fn nearest(&self, point: Point, k: usize, filter: &Filter) -> Result<Vec<Candidate>, Error> {
+        RedisIndex::nearest(self, point, k, filter)
+    }
+
+    fn within(
+        &self,
+        point: Point,
+        radius_m: f64,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
+        RedisIndex::within(self, point, radius_m, filter)
+    }
+
+    fn claim_nearest(
+        &self,
+        point: Point,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Option<(Candidate, Claim)>, Error> {
+        RedisIndex::claim_nearest(self, point, k, filter)
+    }
 }

@@ -1,0 +1,656 @@
+//! The shared index against a real `redis-server`: the same answers as the in-process index on
+//! random fleets (a city, and the whole GEO range), Redis's own distances within the
+//! documented margin, states, filters and staleness, claims from many threads and from two
+//! processes that never hand a driver out twice, bad input refused before any round trip, and
+//! a server restart that gives errors, not panics.
+#![cfg(all(feature = "redis", not(infra_loom)))]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use infra_common::sync::{Arc, Mutex, thread};
+use infra_geomatch::redis::{
+    GEO_MARGIN_M, MAX_GEO_LAT, REDIS_EARTH_RADIUS_M, RedisIndex, RedisOptions,
+};
+use infra_geomatch::{
+    BackendFailure, Candidate, Config, DriverId, DriverProfile, DriverState, Drivers,
+    EARTH_RADIUS_M, Error, Filter, Index, MAX_K, Point, VehicleClass,
+};
+use infra_testkit::RedisServer;
+
+/// splitmix64: a small deterministic generator, so a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        lo + (hi - lo) * unit
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Long enough that no driver goes stale during a test (the differential tests compare two
+/// clocks' verdicts otherwise).
+const HOUR: Duration = Duration::from_secs(3_600);
+
+fn shared(server: &RedisServer, prefix: &str) -> RedisIndex {
+    let options = RedisOptions::default().prefix(prefix).staleness(HOUR);
+    RedisIndex::new(&server.url(), options).expect("a valid URL")
+}
+
+fn in_process() -> Index {
+    Index::new(Config::default().staleness(HOUR)).expect("a valid configuration")
+}
+
+fn point(lat: f64, lng: f64) -> Point {
+    Point::new(lat, lng).expect("a valid point")
+}
+
+/// The same random fleet in both indexes, with the same state changes in the same order, so
+/// versions agree too: profiles of three classes and 2 to 7 seats; a fifth busy, a tenth
+/// offline, a tenth offered by a claim.
+fn populate(
+    rng: &mut Rng,
+    drivers: u64,
+    place: &mut impl FnMut(&mut Rng) -> Point,
+    both: &[&dyn Drivers],
+) {
+    for id in 0..drivers {
+        let at = place(rng);
+        let profile = DriverProfile {
+            class: VehicleClass(u8::try_from(rng.below(3)).unwrap()),
+            capacity: 2 + u8::try_from(rng.below(6)).unwrap(),
+        };
+        let roll = rng.below(10);
+        for index in both {
+            index.insert(DriverId(id), at, profile).unwrap();
+            match roll {
+                0 | 1 => {
+                    index.set_state(DriverId(id), DriverState::Busy).unwrap();
+                }
+                2 => {
+                    index.set_state(DriverId(id), DriverState::Offline).unwrap();
+                }
+                3 => {
+                    let version = index.driver(DriverId(id)).unwrap().version;
+                    let _offered = index.claim(DriverId(id), version).unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn filters(rng: &mut Rng) -> Filter {
+    match rng.below(4) {
+        0 => Filter::any(),
+        1 => Filter::any().class(VehicleClass(1)),
+        2 => Filter::any().min_capacity(5),
+        _ => Filter::any().class(VehicleClass(2)).min_capacity(4),
+    }
+}
+
+/// Equal answers, or a short account of where they part.
+#[track_caller]
+fn assert_same(ours: &[Candidate], theirs: &[Candidate], context: &str) {
+    if ours == theirs {
+        return;
+    }
+    let at = ours.iter().zip(theirs).position(|(a, b)| a != b);
+    let missing: Vec<_> = theirs.iter().filter(|c| !ours.contains(c)).take(5).collect();
+    let extra: Vec<_> = ours.iter().filter(|c| !theirs.contains(c)).take(5).collect();
+    panic!(
+        "{context}: {} against {} found, first difference at {at:?}; missing {missing:?}; extra {extra:?}",
+        ours.len(),
+        theirs.len()
+    );
+}
+
+fn ids(found: &[Candidate]) -> Vec<u64> {
+    found.iter().map(|c| c.driver.0).collect()
+}
+
+#[test]
+fn nearest_and_within_answer_as_the_in_process_index_in_a_city() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{city}");
+    let local = in_process();
+    let mut rng = Rng(7);
+    // Berlin, about 30 km across.
+    let mut city = |rng: &mut Rng| point(rng.range(52.38, 52.65), rng.range(13.1, 13.7));
+    populate(&mut rng, 3_000, &mut city, &[&local, &redis]);
+    assert_eq!(redis.len().unwrap(), 3_000);
+    for query in 0..300 {
+        let at = city(&mut rng);
+        let filter = filters(&mut rng);
+        let k = [1, 3, 10, 50, 400][query % 5];
+        let theirs = local.nearest(at, k, &filter).unwrap();
+        let ours = redis.nearest(at, k, &filter).unwrap();
+        // Exactly equal: ids in order, distances to the bit, versions.
+        assert_same(&ours, &theirs, &format!("query {query} at {at:?}, k {k}, {filter:?}"));
+        assert_eq!(ours.len(), k, "the city holds enough drivers for every filter");
+        let radius = rng.range(0.0, 4_000.0);
+        let theirs = local.within(at, radius, &filter).unwrap();
+        let ours = redis.within(at, radius, &filter).unwrap();
+        assert_same(&ours, &theirs, &format!("query {query} at {at:?}, radius {radius}"));
+    }
+    // A radius exactly at a driver's distance includes it in both.
+    let at = city(&mut rng);
+    let nearest = local.nearest(at, 1, &Filter::any()).unwrap()[0];
+    let on_the_edge = redis.within(at, nearest.distance_m, &Filter::any()).unwrap();
+    assert_eq!(on_the_edge, local.within(at, nearest.distance_m, &Filter::any()).unwrap());
+    assert_eq!(on_the_edge[0].driver, nearest.driver);
+}
+
+#[test]
+fn nearest_and_within_answer_as_the_in_process_index_across_the_geo_range() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{world}");
+    // Coarse cells for a sparse world: the answers do not depend on the resolution.
+    let local = Index::new(Config::default().staleness(HOUR).resolution(h3o::Resolution::Three))
+        .expect("a valid configuration");
+    let mut rng = Rng(11);
+    // Sparse and worldwide, a cluster on each side of the antimeridian, and drivers at the
+    // very edge of Redis's latitudes: queries must widen far, and wrap.
+    let mut world = |rng: &mut Rng| match rng.below(4) {
+        0 => point(rng.range(-1.0, 1.0), rng.range(179.0, 180.0)),
+        1 => point(rng.range(-1.0, 1.0), rng.range(-180.0, -179.0)),
+        2 => point(rng.range(84.0, MAX_GEO_LAT), rng.range(-180.0, 180.0)),
+        _ => point(
+            rng.range(-MAX_GEO_LAT, MAX_GEO_LAT),
+            rng.range(-180.0, 180.0),
+        ),
+    };
+    populate(&mut rng, 400, &mut world, &[&local, &redis]);
+    for query in 0..200 {
+        let at = world(&mut rng);
+        let filter = filters(&mut rng);
+        let k = [1, 7, 40, 400][query % 4];
+        assert_same(
+            &redis.nearest(at, k, &filter).unwrap(),
+            &local.nearest(at, k, &filter).unwrap(),
+            &format!("query {query} at {at:?}, k {k}, {filter:?}"),
+        );
+        let radius = [50_000.0, 500_000.0, 997_000.0, 5_000_000.0, 30_000_000.0][query % 5];
+        assert_same(
+            &redis.within(at, radius, &filter).unwrap(),
+            &local.within(at, radius, &filter).unwrap(),
+            &format!("query {query} at {at:?}, radius {radius}"),
+        );
+    }
+    // Every available driver, from anywhere: the whole sphere.
+    let all = redis.nearest(point(0.0, 0.0), MAX_K, &Filter::any()).unwrap();
+    assert_eq!(all, local.nearest(point(0.0, 0.0), MAX_K, &Filter::any()).unwrap());
+    assert!(all.len() > 200, "{} available", all.len());
+}
+
+/// Redis's own distance (GEODIST, WITHDIST) against ours: on its larger sphere, 0.028 %
+/// longer, and from the center of the driver's geohash cell, within half the documented
+/// margin once scaled; which is why the index computes distances itself.
+#[test]
+fn redis_distances_differ_from_ours_as_documented() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut rng = Rng(3);
+    let (mut worst_offset, mut worst_ratio, mut least_ratio) = (0.0f64, 0.0f64, f64::MAX);
+    for i in 0..2_000 {
+        let a = point(rng.range(-80.0, 80.0), rng.range(-180.0, 180.0));
+        // From a few meters to the far side of the Earth.
+        let b = if i % 2 == 0 {
+            point(
+                (a.lat() + rng.range(-0.05, 0.05)).clamp(-MAX_GEO_LAT, MAX_GEO_LAT),
+                (a.lng() + rng.range(-0.05, 0.05)).clamp(-180.0, 180.0),
+            )
+        } else {
+            point(rng.range(-80.0, 80.0), rng.range(-180.0, 180.0))
+        };
+        let _: i64 = redis::cmd("GEOADD")
+            .arg("distances")
+            .arg(b.lng())
+            .arg(b.lat())
+            .arg(i)
+            .query(&mut connection)
+            .unwrap();
+        let found: Vec<(String, f64)> = redis::cmd("GEOSEARCH")
+            .arg("distances")
+            .arg("FROMLONLAT")
+            .arg(a.lng())
+            .arg(a.lat())
+            .arg("BYRADIUS")
+            .arg(21_000_000)
+            .arg("m")
+            .arg("ASC")
+            .arg("WITHDIST")
+            .query(&mut connection)
+            .unwrap();
+        let theirs = found
+            .iter()
+            .find(|(member, _)| member == &i.to_string())
+            .unwrap()
+            .1;
+        let ours = a.distance_m(b);
+        let scaled = ours * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M);
+        worst_offset = worst_offset.max((theirs - scaled).abs());
+        if ours > 10_000.0 {
+            worst_ratio = worst_ratio.max(theirs / ours);
+            least_ratio = least_ratio.min(theirs / ours);
+        }
+        let _: i64 = redis::cmd("DEL")
+            .arg("distances")
+            .query(&mut connection)
+            .unwrap();
+    }
+    assert!(
+        worst_offset < GEO_MARGIN_M / 2.0,
+        "Redis's distance is {worst_offset} m off ours, scaled"
+    );
+    assert!(
+        worst_offset > 0.01,
+        "the geohash moves drivers by centimeters at least"
+    );
+    // 6,372,797.560856 / 6,371,008.8 = 1.000281
+    assert!(
+        (1.00026..1.0003).contains(&least_ratio) && (1.00026..1.0003).contains(&worst_ratio),
+        "{least_ratio}..{worst_ratio}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_any_round_trip() {
+    // Nothing listens on port 1: any call that reached the network would fail as a backend
+    // error, so these errors prove the input was checked first.
+    let nowhere = RedisIndex::new("redis://127.0.0.1:1", RedisOptions::default()).unwrap();
+    let here = point(52.5, 13.4);
+    let polar = point(85.1, 0.0);
+    let profile = DriverProfile::default();
+    assert_eq!(
+        nowhere.insert(DriverId(1), polar, profile),
+        Err(Error::OutsideGeoRange { lat: 85.1, lng: 0.0 })
+    );
+    assert!(matches!(
+        nowhere.update(DriverId(1), point(-89.0, 10.0)),
+        Err(Error::OutsideGeoRange { .. })
+    ));
+    assert!(matches!(
+        nowhere.nearest(polar, 5, &Filter::any()),
+        Err(Error::OutsideGeoRange { .. })
+    ));
+    assert!(matches!(
+        nowhere.within(polar, 5.0, &Filter::any()),
+        Err(Error::OutsideGeoRange { .. })
+    ));
+    assert_eq!(
+        nowhere.nearest(here, MAX_K + 1, &Filter::any()),
+        Err(Error::TooManyResults {
+            k: MAX_K + 1,
+            max: MAX_K
+        })
+    );
+    assert_eq!(nowhere.nearest(here, 0, &Filter::any()), Ok(Vec::new()));
+    for radius in [f64::NAN, -1.0, f64::INFINITY] {
+        assert!(matches!(
+            nowhere.within(here, radius, &Filter::any()),
+            Err(Error::InvalidRadius(_))
+        ));
+    }
+    // A version read while the driver was offered cannot be claimed.
+    let local = in_process();
+    local.insert(DriverId(1), here, profile).unwrap();
+    let offered = local
+        .claim(DriverId(1), local.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    assert_eq!(
+        nowhere.claim(DriverId(1), offered.version()),
+        Err(Error::NotAvailable {
+            driver: DriverId(1),
+            state: DriverState::Offered
+        })
+    );
+    // And the network is really not there.
+    assert_eq!(
+        nowhere.insert(DriverId(1), here, profile),
+        Err(Error::Backend(BackendFailure::Connection))
+    );
+    assert!(Point::new(f64::NAN, 0.0).is_err());
+    assert!(matches!(
+        RedisIndex::new("redis://x", RedisOptions::default().search_radius(f64::NAN)),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn the_edge_of_the_geo_range_is_held_and_unknown_drivers_are_errors() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let index = shared(&server, "test:{edge}");
+    let north = point(MAX_GEO_LAT, 180.0);
+    let south = point(-MAX_GEO_LAT, -180.0);
+    index
+        .insert(DriverId(1), north, DriverProfile::default())
+        .unwrap();
+    index
+        .insert(DriverId(2), south, DriverProfile::default())
+        .unwrap();
+    assert_eq!(index.driver(DriverId(1)).unwrap().point, north);
+    let found = index.nearest(north, 2, &Filter::any()).unwrap();
+    assert_eq!(ids(&found), [1, 2]);
+    assert_eq!(found[1].distance_m, north.distance_m(south));
+
+    let ghost = DriverId(99);
+    let unknown = Err(Error::UnknownDriver(ghost));
+    assert_eq!(index.update(ghost, north), unknown);
+    assert_eq!(index.driver(ghost).map(|_| ()), unknown);
+    assert_eq!(index.remove(ghost).map(|_| ()), unknown);
+    assert_eq!(index.set_state(ghost, DriverState::Busy).map(|_| ()), unknown);
+    let version = index.driver(DriverId(1)).unwrap().version;
+    assert_eq!(index.claim(ghost, version).map(|_| ()), unknown);
+    let claim = index.claim(DriverId(1), version).unwrap();
+    index.remove(DriverId(1)).unwrap();
+    assert_eq!(index.accept(&claim), Err(Error::UnknownDriver(DriverId(1))));
+}
+
+/// One scenario, run on both backends: the same outcomes, step by step.
+fn lifecycle(index: &dyn Drivers) -> Vec<String> {
+    let mut log = Vec::new();
+    let at = point(48.8566, 2.3522);
+    let van = DriverProfile {
+        class: VehicleClass(2),
+        capacity: 6,
+    };
+    index.insert(DriverId(1), at, DriverProfile::default()).unwrap();
+    index.insert(DriverId(2), point(48.857, 2.353), van).unwrap();
+    log.push(format!("{:?}", index.insert(DriverId(2), at, van)));
+    let vans = Filter::any().class(VehicleClass(2)).min_capacity(5);
+    log.push(format!("{:?}", ids(&index.nearest(at, 5, &vans).unwrap())));
+    log.push(format!(
+        "{:?}",
+        ids(&index.nearest(at, 5, &Filter::any().min_capacity(7)).unwrap())
+    ));
+    let seen = index.nearest(at, 1, &Filter::any()).unwrap()[0];
+    let won = index.claim(seen.driver, seen.version);
+    log.push(format!("{won:?}"));
+    log.push(format!("{:?}", index.claim(seen.driver, seen.version)));
+    let won = won.unwrap();
+    log.push(format!("{:?}", ids(&index.nearest(at, 5, &Filter::any()).unwrap())));
+    log.push(format!("{:?}", index.driver(DriverId(1)).unwrap().state));
+    index.decline(won).unwrap();
+    log.push(format!("{:?}", index.decline(won)));
+    log.push(format!("{:?}", index.accept(&won)));
+    let (candidate, claim) = index.claim_nearest(at, 5, &Filter::any()).unwrap().unwrap();
+    log.push(format!("{:?} {:?}", candidate.driver, claim.version()));
+    index.accept(&claim).unwrap();
+    log.push(format!("{:?}", index.driver(candidate.driver).unwrap().state));
+    let version = index.set_state(candidate.driver, DriverState::Available).unwrap();
+    log.push(format!("{version:?}"));
+    log.push(format!("{:?}", index.claim(candidate.driver, claim.version())));
+    index.set_state(DriverId(2), DriverState::Offline).unwrap();
+    let record = index.remove(DriverId(2)).unwrap();
+    log.push(format!(
+        "{:?} {:?} {:?} {:?} {:?}",
+        record.id, record.point, record.profile, record.state, record.version
+    ));
+    index.restore(record).unwrap();
+    let back = index.driver(DriverId(2)).unwrap();
+    log.push(format!("{:?} {:?}", back.state, back.version));
+    assert_eq!(back, record, "a record comes back as it left");
+    index.update(DriverId(1), point(48.86, 2.36)).unwrap();
+    log.push(format!("{:?}", index.driver(DriverId(1)).unwrap().point));
+    log
+}
+
+#[test]
+fn states_claims_and_filters_go_as_in_the_in_process_index() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let local = lifecycle(&in_process());
+    let shared = lifecycle(&shared(&server, "test:{lifecycle}"));
+    assert_eq!(shared, local);
+    // The log says what it checked, so an empty or trivial run cannot pass.
+    assert_eq!(local.len(), 16);
+    assert_eq!(local[0], "Err(DuplicateDriver(DriverId(2)))");
+    assert_eq!(local[4], "Err(ClaimLost(DriverId(1)))");
+}
+
+#[test]
+fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let options = RedisOptions::default()
+        .prefix("test:{stale}")
+        .staleness(Duration::from_millis(300));
+    let index = RedisIndex::new(&server.url(), options).unwrap();
+    let at = point(40.7128, -74.006);
+    index.insert(DriverId(1), at, DriverProfile::default()).unwrap();
+    index
+        .insert(DriverId(2), point(40.72, -74.0), DriverProfile::default())
+        .unwrap();
+    let version = index.driver(DriverId(1)).unwrap().version;
+    let before = index.driver(DriverId(1)).unwrap().seen_nanos;
+    assert_eq!(index.nearest(at, 5, &Filter::any()).unwrap().len(), 2);
+    std::thread::sleep(Duration::from_millis(450));
+    assert!(index.nearest(at, 5, &Filter::any()).unwrap().is_empty());
+    assert!(index.within(at, 10_000.0, &Filter::any()).unwrap().is_empty());
+    assert_eq!(index.claim(DriverId(1), version), Err(Error::Stale(DriverId(1))));
+    assert_eq!(
+        index.claim_nearest(at, 5, &Filter::any()).unwrap(),
+        None,
+        "nothing fresh to claim"
+    );
+    index.update(DriverId(1), at).unwrap();
+    let after = index.driver(DriverId(1)).unwrap().seen_nanos;
+    assert!(
+        after - before >= 400_000_000,
+        "stamped by the server's clock: {before} then {after}"
+    );
+    assert_eq!(ids(&index.nearest(at, 5, &Filter::any()).unwrap()), [1]);
+    let _offered = index.claim(DriverId(1), version).unwrap();
+}
+
+#[test]
+fn concurrent_claims_never_hand_a_driver_out_twice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    const DRIVERS: u64 = 300;
+    let index = Arc::new(shared(&server, "test:{race}"));
+    let mut rng = Rng(5);
+    for id in 0..DRIVERS {
+        let at = point(rng.range(35.6, 35.7), rng.range(139.65, 139.75));
+        index.insert(DriverId(id), at, DriverProfile::default()).unwrap();
+    }
+    let won = Arc::new(Mutex::new(Vec::new()));
+    let lost = Arc::new(Mutex::new(0u64));
+    let workers: Vec<_> = (0..8u64)
+        .map(|worker| {
+            let (index, won, lost) = (Arc::clone(&index), Arc::clone(&won), Arc::clone(&lost));
+            thread::spawn(move || {
+                let mut rng = Rng(100 + worker);
+                // Every worker asks near one spot, so they see the same candidates and race.
+                let rider = point(35.65 + rng.range(0.0, 1e-4), 139.7);
+                loop {
+                    let found = index.nearest(rider, 4, &Filter::any()).unwrap();
+                    if found.is_empty() {
+                        return;
+                    }
+                    for candidate in found {
+                        match index.claim(candidate.driver, candidate.version) {
+                            Ok(claim) => won.lock().push(claim.driver()),
+                            Err(Error::ClaimLost(_)) => *lost.lock() += 1,
+                            Err(other) => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let won = won.lock().clone();
+    let distinct: HashSet<DriverId> = won.iter().copied().collect();
+    assert_eq!(distinct.len(), won.len(), "a driver was claimed twice");
+    assert_eq!(won.len() as u64, DRIVERS, "every driver was claimed once");
+    assert!(*lost.lock() > 0, "the workers never raced");
+    for id in 0..DRIVERS {
+        assert_eq!(
+            index.driver(DriverId(id)).unwrap().state,
+            DriverState::Offered
+        );
+    }
+}
+
+const CHILD_URL: &str = "GEOMATCH_REDIS_CHILD_URL";
+
+/// Run only as a child of `two_processes_never_claim_one_driver`: claims nearest drivers
+/// until none is left and prints each id won.
+#[test]
+#[ignore = "a child process of two_processes_never_claim_one_driver"]
+fn claiming_child() {
+    let url = std::env::var(CHILD_URL).expect("started by the parent test");
+    let index = RedisIndex::new(&url, RedisOptions::default().prefix("test:{processes}")).unwrap();
+    let rider = point(-33.87, 151.21);
+    while let Some((candidate, _claim)) = index.claim_nearest(rider, 4, &Filter::any()).unwrap()
+    {
+        println!("won {}", candidate.driver);
+    }
+}
+
+#[test]
+fn two_processes_never_claim_one_driver() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    const DRIVERS: u64 = 400;
+    let index = shared(&server, "test:{processes}");
+    let mut rng = Rng(9);
+    for id in 0..DRIVERS {
+        let at = point(rng.range(-33.9, -33.84), rng.range(151.18, 151.24));
+        index.insert(DriverId(id), at, DriverProfile::default()).unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "claiming_child", "--ignored", "--nocapture"])
+                .env(CHILD_URL, server.url())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut won = Vec::new();
+    let mut per_child = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        let mine: Vec<u64> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("won "))
+            .map(|id| id.parse().unwrap())
+            .collect();
+        per_child.push(mine.len());
+        won.extend(mine);
+    }
+    let distinct: HashSet<u64> = won.iter().copied().collect();
+    assert_eq!(distinct.len(), won.len(), "a driver was claimed by both");
+    assert_eq!(won.len() as u64, DRIVERS);
+    // Both really claimed: neither finished before the other started.
+    assert!(per_child.iter().all(|&n| n > 0), "{per_child:?}");
+}
+
+#[test]
+fn a_server_restart_gives_errors_then_service_again() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let index = shared(&server, "test:{restart}");
+    let at = point(-23.55, -46.63);
+    for id in 0..20u32 {
+        let nearby = point(-23.55 + 1e-4 * f64::from(id), -46.63);
+        index
+            .insert(DriverId(u64::from(id)), nearby, DriverProfile::default())
+            .unwrap();
+    }
+    let version = index.driver(DriverId(0)).unwrap().version;
+    server.stop();
+    let down = Err(Error::Backend(BackendFailure::Connection));
+    assert_eq!(index.nearest(at, 3, &Filter::any()).map(|_| ()), down);
+    assert_eq!(index.update(DriverId(0), at), down);
+    assert_eq!(index.claim(DriverId(0), version).map(|_| ()), down);
+    assert_eq!(index.len().map(|_| ()), down);
+    server.restart().unwrap();
+    // The server kept its data (its append-only file) but not its scripts: the first call of
+    // each script is answered NOSCRIPT and sent again as EVAL.
+    assert_eq!(index.len().unwrap(), 20);
+    assert_eq!(ids(&index.nearest(at, 3, &Filter::any()).unwrap()), [0, 1, 2]);
+    let _offered = index.claim(DriverId(0), version).unwrap();
+    // Pooled connections that died with the server: the next call still works.
+    server.stop();
+    server.restart().unwrap();
+    assert_eq!(ids(&index.nearest(at, 3, &Filter::any()).unwrap()), [1, 2, 3]);
+}
+
+#[test]
+fn records_another_program_wrote_are_errors_not_panics() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let index = shared(&server, "test:{garbage}");
+    let at = point(1.0, 1.0);
+    index.insert(DriverId(1), at, DriverProfile::default()).unwrap();
+    let version = index.driver(DriverId(1)).unwrap().version;
+    let malformed = Err(Error::Backend(BackendFailure::Malformed));
+    for garbage in ["", "1 2 3", "x y 0 4", "91 0 0 4", "1 1 300 4", "1 1 0 4 5"] {
+        server
+            .command(&["HSET", "test:{garbage}:drivers", "1", garbage])
+            .unwrap();
+        assert_eq!(index.driver(DriverId(1)).map(|_| ()), malformed, "{garbage:?}");
+    }
+    server
+        .command(&["HSET", "test:{garbage}:words", "1", "seven"])
+        .unwrap();
+    assert_eq!(index.driver(DriverId(1)).map(|_| ()), malformed);
+    assert!(matches!(
+        index.set_state(DriverId(1), DriverState::Busy),
+        Err(Error::Backend(_))
+    ));
+    // A key of another type under the prefix: the server refuses.
+    server.command(&["DEL", "test:{garbage}:words"]).unwrap();
+    server
+        .command(&["SET", "test:{garbage}:words", "x"])
+        .unwrap();
+    assert_eq!(
+        index.driver(DriverId(1)).map(|_| ()),
+        Err(Error::Backend(BackendFailure::Refused))
+    );
+    assert_eq!(
+        index.claim(DriverId(1), version),
+        Err(Error::Backend(BackendFailure::Refused))
+    );
+}
