@@ -56,8 +56,8 @@
 //!
 //! # Leases and their TTL
 //!
-//! etcd counts a lease's TTL in whole seconds on the leader's monotonic clock, from when it
-//! handles the grant or renewal. The client counts the grant's [`Grant::lease`], the lease
+//! etcd counts a lease's TTL in whole seconds on the leader's clock, from when it handles the
+//! grant or renewal. The client counts the grant's [`Grant::lease`], the lease
 //! asked for, on its [`Clock`] from the moment it **sent** the request, which is never later.
 //! The TTL asked for is the lease plus a clock-drift allowance
 //! (`lease × drift_permille / 1000 + drift_fixed`, by default 1 % and 2 ms), rounded up to
