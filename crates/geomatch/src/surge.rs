@@ -56,6 +56,10 @@ use infra_common::{Clock, RandomState};
 
 use crate::Point;
 
+/// The finest resolution whose cells [`Surge::publish_metrics`] publishes (6: cells of about
+/// 36 km², a few dozen over a large city), so the number of metric series stays small.
+pub const MAX_METRICS_RESOLUTION: Resolution = Resolution::Six;
+
 /// Why a surge configuration or an event was refused.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -76,6 +80,13 @@ pub enum SurgeError {
         /// The resolution the surge counts at.
         resolution: Resolution,
     },
+    /// Surge metrics were asked for at a resolution finer than
+    /// [`MAX_METRICS_RESOLUTION`]: each cell is a metric series, so only coarse cells are
+    /// published.
+    MetricsTooFine {
+        /// The resolution asked for.
+        asked: Resolution,
+    },
     /// The current slice already holds counts for `max_cells_per_slice` cells; an event in
     /// a new cell is refused until the slice ends. Raise the limit if this is real traffic.
     TooManyCells {
@@ -95,6 +106,10 @@ impl fmt::Display for SurgeError {
             Self::RollupTooFine { asked, resolution } => write!(
                 f,
                 "roll-up to resolution {asked} asked, finer than the counting resolution {resolution}"
+            ),
+            Self::MetricsTooFine { asked } => write!(
+                f,
+                "surge metrics asked at resolution {asked}; at most {MAX_METRICS_RESOLUTION} is published"
             ),
             Self::TooManyCells { max } => write!(
                 f,
@@ -274,6 +289,20 @@ pub struct CellSurge {
     pub multiplier: f64,
 }
 
+/// Gauge of the multiplier of coarse cells, labelled `surge` and `cell` (feature `metrics`),
+/// set by [`Surge::publish_metrics`].
+#[cfg(feature = "metrics")]
+pub const SURGE_MULTIPLIER: &str = "infra_geomatch_surge_multiplier";
+/// The label naming the surge instance.
+#[cfg(feature = "metrics")]
+pub const SURGE_LABEL: &str = "surge";
+/// The label naming a coarse cell (its H3 index in hexadecimal).
+#[cfg(feature = "metrics")]
+pub const CELL_LABEL: &str = "cell";
+/// The `surge` label of a surge that was given no name.
+#[cfg(feature = "metrics")]
+pub const DEFAULT_SURGE_NAME: &str = "default";
+
 /// One slice's counts; `number` is the slice it holds (`time / slice_length`).
 #[derive(Debug)]
 struct Slice {
@@ -290,6 +319,11 @@ pub struct Surge<C> {
     slice_nanos: u64,
     clock: C,
     slices: Mutex<Vec<Slice>>,
+    #[cfg(feature = "metrics")]
+    metrics_name: metrics::SharedString,
+    /// The coarse cells whose gauges the last publication set.
+    #[cfg(feature = "metrics")]
+    published: Mutex<Vec<CellIndex>>,
 }
 
 enum Event {
@@ -345,7 +379,64 @@ impl<C: Clock> Surge<C> {
             slice_nanos,
             clock,
             slices: Mutex::new(slices),
+            #[cfg(feature = "metrics")]
+            metrics_name: metrics::SharedString::const_str(DEFAULT_SURGE_NAME),
+            #[cfg(feature = "metrics")]
+            published: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Names the surge in its metrics (feature `metrics`): the `surge` label of
+    /// [`SURGE_MULTIPLIER`].
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics_name = metrics::SharedString::from(name.into());
+        self
+    }
+
+    /// Sets the gauge [`SURGE_MULTIPLIER`] of every coarse cell of [`Surge::rollup`] at
+    /// `resolution`, and back to 1 for each cell the previous publication set that now has
+    /// no events; returns the number of cells set. Call it periodically (each slice, say):
+    /// it looks each gauge up by name, unlike the hot-path handles of the index and matcher.
+    ///
+    /// # Errors
+    ///
+    /// [`SurgeError::MetricsTooFine`] for a resolution finer than
+    /// [`MAX_METRICS_RESOLUTION`]; [`SurgeError::RollupTooFine`] for one finer than the
+    /// counting resolution.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self, resolution: Resolution) -> Result<usize, SurgeError> {
+        if resolution > MAX_METRICS_RESOLUTION {
+            return Err(SurgeError::MetricsTooFine { asked: resolution });
+        }
+        let rolled = self.rollup(resolution)?;
+        metrics::describe_gauge!(
+            SURGE_MULTIPLIER,
+            metrics::Unit::Count,
+            "Surge multiplier of each coarse H3 cell with events in the window (1 is no surge)."
+        );
+        let gauge = |cell: CellIndex| {
+            metrics::gauge!(
+                SURGE_MULTIPLIER,
+                SURGE_LABEL => self.metrics_name.clone(),
+                CELL_LABEL => cell.to_string()
+            )
+        };
+        let mut published = self.published.lock();
+        for &cell in published.iter() {
+            if rolled
+                .binary_search_by_key(&cell, |surge| surge.cell)
+                .is_err()
+            {
+                gauge(cell).set(1.0);
+            }
+        }
+        for surge in &rolled {
+            gauge(surge.cell).set(surge.multiplier);
+        }
+        *published = rolled.iter().map(|surge| surge.cell).collect();
+        Ok(rolled.len())
     }
 
     /// The configuration.
@@ -661,6 +752,59 @@ mod tests {
             surge.rollup(Resolution::Nine),
             Err(SurgeError::RollupTooFine { .. })
         ));
+    }
+
+    #[cfg(all(feature = "metrics", not(infra_loom)))]
+    #[test]
+    fn published_gauges_follow_the_coarse_cells_and_cool_back_to_one() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (surge, clock) = surge(SurgeConfig::default());
+        let surge = surge.with_metrics_name("city");
+        surge.record_supply(at(LAT, LNG)).expect("valid");
+        for _ in 0..8 {
+            surge.record_demand(at(LAT, LNG)).expect("valid");
+        }
+        let coarse = at(LAT, LNG).cell(Resolution::Eight).parent(Resolution::Six);
+        let gauges = || -> Vec<(String, f64)> {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter_map(|(key, _, _, value)| {
+                    let key = key.key();
+                    let DebugValue::Gauge(value) = value else {
+                        return None;
+                    };
+                    assert_eq!(key.name(), SURGE_MULTIPLIER);
+                    let mut labels: Vec<String> = key
+                        .labels()
+                        .map(|label| format!("{}={}", label.key(), label.value()))
+                        .collect();
+                    labels.sort();
+                    Some((labels.join(","), value.into_inner()))
+                })
+                .collect()
+        };
+        let expected_label = format!("cell={},surge=city", coarse.expect("a parent"));
+        let published =
+            metrics::with_local_recorder(&recorder, || surge.publish_metrics(Resolution::Six));
+        assert_eq!(published, Ok(1));
+        // 8 requests against 1 driver, unsmoothed at the coarse level: ratio 8, the cap.
+        assert_eq!(gauges(), [(expected_label.clone(), 3.0)]);
+        clock.advance(Duration::from_secs(300));
+        let published =
+            metrics::with_local_recorder(&recorder, || surge.publish_metrics(Resolution::Six));
+        assert_eq!(published, Ok(0));
+        assert_eq!(gauges(), [(expected_label, 1.0)]);
+        assert_eq!(
+            surge.publish_metrics(Resolution::Seven),
+            Err(SurgeError::MetricsTooFine {
+                asked: Resolution::Seven
+            })
+        );
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct BatchOutcome {
 pub struct BatchMatcher<C = SystemClock> {
     config: BatchConfig,
     clock: C,
+    #[cfg(feature = "metrics")]
+    metrics: super::metrics::MatchMetrics,
 }
 
 impl BatchMatcher<SystemClock> {
@@ -159,7 +161,23 @@ impl<C: Clock> BatchMatcher<C> {
                 max: BatchConfig::MAX_ROUNDS,
             });
         }
-        Ok(Self { config, clock })
+        Ok(Self {
+            config,
+            clock,
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::MatchMetrics::new(std::borrow::Cow::Borrowed(
+                super::metrics::DEFAULT_MATCHER_NAME,
+            )),
+        })
+    }
+
+    /// Names the matcher in its metrics (feature `metrics`; see
+    /// [`matching::metrics`](super::metrics)).
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = super::metrics::MatchMetrics::new(name.into());
+        self
     }
 
     /// The configuration.
@@ -305,12 +323,15 @@ impl<C: Clock> BatchMatcher<C> {
         unmatched.extend(pending);
         unmatched.sort_unstable();
         matches.sort_unstable_by_key(|matched| matched.request);
+        let elapsed = self.clock.elapsed_since(started);
+        #[cfg(feature = "metrics")]
+        self.metrics.record(elapsed, matches.len(), unmatched.len());
         Ok(BatchOutcome {
             matches,
             unmatched,
             claims_lost,
             rounds,
-            elapsed: self.clock.elapsed_since(started),
+            elapsed,
         })
     }
 }

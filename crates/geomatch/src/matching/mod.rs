@@ -5,6 +5,13 @@
 //! fixed price for each request left unmatched, and [`CandidateGraph::greedy`], each request
 //! in arrival order taking its cheapest free driver. The objective is stated exactly below.
 //!
+//! [`BatchMatcher`] runs a batch against the driver [`Index`](crate::Index): each request's
+//! `k` nearest available drivers become its candidate edges (cost: the great-circle pickup
+//! distance, or any cost function such as an ETA), the assignment is solved exactly on those
+//! edges, and every assigned driver is claimed atomically; requests whose claim was lost to
+//! a race are re-solved on their remaining candidates. Greedy nearest for one request at a
+//! time is [`Index::claim_nearest`](crate::Index::claim_nearest).
+//!
 //! # Objective
 //!
 //! With an `unmatched_cost` P, the solver picks pairings in which every request and every
@@ -15,6 +22,8 @@
 
 mod assignment;
 mod batch;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 pub use assignment::{Assignment, CandidateGraph, Edge, MatchError, Pairing};
 pub use batch::{BatchConfig, BatchMatch, BatchMatcher, BatchOutcome};
