@@ -483,6 +483,28 @@ fn bad_input_is_refused_before_any_round_trip() {
 }
 
 #[test]
+fn a_garbled_key_in_the_queue_is_an_error_not_a_panic() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let locks = locks(&endpoints);
+    raw.txn(Txn::new().and_then([TxnOp::put("dlock/garbled/0", "not a lock", None)]));
+    let failed = locks.try_acquire("garbled", Duration::from_secs(5));
+    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
+    // The request took its key out again; only the stranger's is left.
+    assert_eq!(raw.keys("dlock/garbled/").len(), 1);
+    // Other names are not affected.
+    assert!(
+        locks
+            .try_acquire("fine", Duration::from_secs(5))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
 fn calls_from_async_code_complete_through_spawn_blocking_or_directly() {
     let Some(server) = EtcdServer::start() else {
         return;
