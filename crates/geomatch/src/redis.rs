@@ -32,11 +32,15 @@
 //! at [`RedisOptions::search_radius`] and `n = max(4k, 32)`, and widens — four times the
 //! radius while every driver in the radius was listed, four times `n` while the list was cut
 //! off — until it holds the `k` nearest that pass **and** every driver within
-//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance), or the radius covers the whole sphere.
-//! So a query's cost grows with the drivers it has to skip: busy or filtered-out drivers near
-//! the point make it look farther, as in the in-process index. Redis itself reads every
-//! driver within the final radius to sort them, so a radius that jumps from an empty suburb
-//! to a whole city reads the city once.
+//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). Past [`MAX_SEARCH_M`] (1,000 km) it
+//! stops searching by radius and reads every driver of the index instead (see below why);
+//! [`RedisIndex::within`] does the same for a radius above it. So a query's cost grows with
+//! the drivers it has to skip: busy or filtered-out drivers near the point make it look
+//! farther, as in the in-process index, and a query with fewer than `k` drivers to find
+//! within 1,000 km reads the whole fleet. Redis itself reads every driver within the final
+//! radius to sort them, so a radius that jumps from an empty suburb to a whole city reads the
+//! city once. A script runs alone on the server: keep fleets that query across continents in
+//! an index per region.
 //!
 //! The client then computes each survivor's distance from its exact reported position on the
 //! crate's sphere ([`EARTH_RADIUS_M`]), sorts by it (ties by id) and keeps `k`. So the
@@ -57,6 +61,11 @@
 //! - Redis GEO holds latitudes within ±[`MAX_GEO_LAT`] only (the Web Mercator square).
 //!   Drivers and query points beyond it are refused with [`Error::OutsideGeoRange`] before any
 //!   round trip. The in-process index covers the whole sphere.
+//! - Redis's radius search misses drivers when the radius spans much of the globe from near
+//!   its latitude limits, and from a point at longitude exactly 180 at any radius (its cells'
+//!   neighbours do not wrap there). So no search goes past [`MAX_SEARCH_M`], and a longitude
+//!   of 180 is sent to Redis as -180, the same meridian; drivers keep the longitude they
+//!   reported.
 //!
 //! # Time and staleness
 //!
@@ -112,7 +121,11 @@ pub const MAX_SEARCH_M: f64 = 1_000_000.0;
 /// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
 /// Redis's neighbour cells of a point at exactly 180 miss drivers.
 fn geo_lng(point: Point) -> f64 {
-    if point.lng() == 180.0 { -180.0 } else { point.lng() }
+    if point.lng() == 180.0 {
+        -180.0
+    } else {
+        point.lng()
+    }
 }
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
@@ -691,7 +704,13 @@ impl RedisIndex {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
-        self.add(id, point, profile, &DriverState::Available.code().to_string(), "")
+        self.add(
+            id,
+            point,
+            profile,
+            &DriverState::Available.code().to_string(),
+            "",
+        )
     }
 
     /// Adds a driver exactly as recorded elsewhere: state, version and last report (for a
@@ -825,7 +844,12 @@ impl RedisIndex {
         self.read_driver(&self.read, id, "read")
     }
 
-    fn read_driver(&self, script: &Script, id: DriverId, mode: &str) -> Result<DriverRecord, Error> {
+    fn read_driver(
+        &self,
+        script: &Script,
+        id: DriverId,
+        mode: &str,
+    ) -> Result<DriverRecord, Error> {
         let reply = self.run(script, &[&id.to_string(), mode])?;
         let Value::Array(fields) = &reply else {
             return Err(MALFORMED);
@@ -1037,9 +1061,16 @@ impl RedisIndex {
             point,
             format!("{:.4}", self.options.search_radius_m.min(MAX_SEARCH_M)),
             filter,
-            [k.to_string(), GEO_MARGIN_M.to_string(), MAX_SEARCH_M.to_string()],
+            [
+                k.to_string(),
+                GEO_MARGIN_M.to_string(),
+                MAX_SEARCH_M.to_string(),
+            ],
         );
-        let reply = self.run(&self.nearest, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let reply = self.run(
+            &self.nearest,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
         let mut found = ranked(point, &reply, f64::INFINITY)?;
         found.truncate(k);
         Ok(found)
@@ -1082,7 +1113,10 @@ impl RedisIndex {
             format!("{redis_radius:.4}")
         };
         let args = self.query_args(point, radius_arg, filter, []);
-        let reply = self.run(&self.within, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let reply = self.run(
+            &self.within,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
         let reach = radius_m / EARTH_RADIUS_M;
         let reach_chord2 = if reach >= std::f64::consts::PI {
             f64::INFINITY

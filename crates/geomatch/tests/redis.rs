@@ -110,8 +110,16 @@ fn assert_same(ours: &[Candidate], theirs: &[Candidate], context: &str) {
         return;
     }
     let at = ours.iter().zip(theirs).position(|(a, b)| a != b);
-    let missing: Vec<_> = theirs.iter().filter(|c| !ours.contains(c)).take(5).collect();
-    let extra: Vec<_> = ours.iter().filter(|c| !theirs.contains(c)).take(5).collect();
+    let missing: Vec<_> = theirs
+        .iter()
+        .filter(|c| !ours.contains(c))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = ours
+        .iter()
+        .filter(|c| !theirs.contains(c))
+        .take(5)
+        .collect();
     panic!(
         "{context}: {} against {} found, first difference at {at:?}; missing {missing:?}; extra {extra:?}",
         ours.len(),
@@ -142,18 +150,37 @@ fn nearest_and_within_answer_as_the_in_process_index_in_a_city() {
         let theirs = local.nearest(at, k, &filter).unwrap();
         let ours = redis.nearest(at, k, &filter).unwrap();
         // Exactly equal: ids in order, distances to the bit, versions.
-        assert_same(&ours, &theirs, &format!("query {query} at {at:?}, k {k}, {filter:?}"));
-        assert_eq!(ours.len(), k, "the city holds enough drivers for every filter");
+        assert_same(
+            &ours,
+            &theirs,
+            &format!("query {query} at {at:?}, k {k}, {filter:?}"),
+        );
+        assert_eq!(
+            ours.len(),
+            k,
+            "the city holds enough drivers for every filter"
+        );
         let radius = rng.range(0.0, 4_000.0);
         let theirs = local.within(at, radius, &filter).unwrap();
         let ours = redis.within(at, radius, &filter).unwrap();
-        assert_same(&ours, &theirs, &format!("query {query} at {at:?}, radius {radius}"));
+        assert_same(
+            &ours,
+            &theirs,
+            &format!("query {query} at {at:?}, radius {radius}"),
+        );
     }
     // A radius exactly at a driver's distance includes it in both.
     let at = city(&mut rng);
     let nearest = local.nearest(at, 1, &Filter::any()).unwrap()[0];
-    let on_the_edge = redis.within(at, nearest.distance_m, &Filter::any()).unwrap();
-    assert_eq!(on_the_edge, local.within(at, nearest.distance_m, &Filter::any()).unwrap());
+    let on_the_edge = redis
+        .within(at, nearest.distance_m, &Filter::any())
+        .unwrap();
+    assert_eq!(
+        on_the_edge,
+        local
+            .within(at, nearest.distance_m, &Filter::any())
+            .unwrap()
+    );
     assert_eq!(on_the_edge[0].driver, nearest.driver);
 }
 
@@ -164,8 +191,12 @@ fn nearest_and_within_answer_as_the_in_process_index_across_the_geo_range() {
     };
     let redis = shared(&server, "test:{world}");
     // Coarse cells for a sparse world: the answers do not depend on the resolution.
-    let local = Index::new(Config::default().staleness(HOUR).resolution(h3o::Resolution::Three))
-        .expect("a valid configuration");
+    let local = Index::new(
+        Config::default()
+            .staleness(HOUR)
+            .resolution(h3o::Resolution::Three),
+    )
+    .expect("a valid configuration");
     let mut rng = Rng(11);
     // Sparse and worldwide, a cluster on each side of the antimeridian, and drivers at the
     // very edge of Redis's latitudes: queries must widen far, and wrap.
@@ -196,8 +227,15 @@ fn nearest_and_within_answer_as_the_in_process_index_across_the_geo_range() {
         );
     }
     // Every available driver, from anywhere: the whole sphere.
-    let all = redis.nearest(point(0.0, 0.0), MAX_K, &Filter::any()).unwrap();
-    assert_eq!(all, local.nearest(point(0.0, 0.0), MAX_K, &Filter::any()).unwrap());
+    let all = redis
+        .nearest(point(0.0, 0.0), MAX_K, &Filter::any())
+        .unwrap();
+    assert_eq!(
+        all,
+        local
+            .nearest(point(0.0, 0.0), MAX_K, &Filter::any())
+            .unwrap()
+    );
     assert!(all.len() > 200, "{} available", all.len());
 }
 
@@ -262,6 +300,10 @@ fn redis_distances_differ_from_ours_as_documented() {
             .query(&mut connection)
             .unwrap();
     }
+    println!(
+        "Redis's distance against ours scaled to its sphere: at most {worst_offset:.3} m apart; \
+         ratio beyond 10 km {least_ratio:.6} to {worst_ratio:.6}"
+    );
     assert!(
         worst_offset < GEO_MARGIN_M / 2.0,
         "Redis's distance is {worst_offset} m off ours, scaled"
@@ -287,7 +329,10 @@ fn bad_input_is_refused_before_any_round_trip() {
     let profile = DriverProfile::default();
     assert_eq!(
         nowhere.insert(DriverId(1), polar, profile),
-        Err(Error::OutsideGeoRange { lat: 85.1, lng: 0.0 })
+        Err(Error::OutsideGeoRange {
+            lat: 85.1,
+            lng: 0.0
+        })
     );
     assert!(matches!(
         nowhere.update(DriverId(1), point(-89.0, 10.0)),
@@ -364,7 +409,10 @@ fn the_edge_of_the_geo_range_is_held_and_unknown_drivers_are_errors() {
     assert_eq!(index.update(ghost, north), unknown);
     assert_eq!(index.driver(ghost).map(|_| ()), unknown);
     assert_eq!(index.remove(ghost).map(|_| ()), unknown);
-    assert_eq!(index.set_state(ghost, DriverState::Busy).map(|_| ()), unknown);
+    assert_eq!(
+        index.set_state(ghost, DriverState::Busy).map(|_| ()),
+        unknown
+    );
     let version = index.driver(DriverId(1)).unwrap().version;
     assert_eq!(index.claim(ghost, version).map(|_| ()), unknown);
     let claim = index.claim(DriverId(1), version).unwrap();
@@ -380,21 +428,30 @@ fn lifecycle(index: &dyn Drivers) -> Vec<String> {
         class: VehicleClass(2),
         capacity: 6,
     };
-    index.insert(DriverId(1), at, DriverProfile::default()).unwrap();
-    index.insert(DriverId(2), point(48.857, 2.353), van).unwrap();
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    index
+        .insert(DriverId(2), point(48.857, 2.353), van)
+        .unwrap();
     log.push(format!("{:?}", index.insert(DriverId(2), at, van)));
     let vans = Filter::any().class(VehicleClass(2)).min_capacity(5);
     log.push(format!("{:?}", ids(&index.nearest(at, 5, &vans).unwrap())));
     log.push(format!(
         "{:?}",
-        ids(&index.nearest(at, 5, &Filter::any().min_capacity(7)).unwrap())
+        ids(&index
+            .nearest(at, 5, &Filter::any().min_capacity(7))
+            .unwrap())
     ));
     let seen = index.nearest(at, 1, &Filter::any()).unwrap()[0];
     let won = index.claim(seen.driver, seen.version);
     log.push(format!("{won:?}"));
     log.push(format!("{:?}", index.claim(seen.driver, seen.version)));
     let won = won.unwrap();
-    log.push(format!("{:?}", ids(&index.nearest(at, 5, &Filter::any()).unwrap())));
+    log.push(format!(
+        "{:?}",
+        ids(&index.nearest(at, 5, &Filter::any()).unwrap())
+    ));
     log.push(format!("{:?}", index.driver(DriverId(1)).unwrap().state));
     index.decline(won).unwrap();
     log.push(format!("{:?}", index.decline(won)));
@@ -402,10 +459,18 @@ fn lifecycle(index: &dyn Drivers) -> Vec<String> {
     let (candidate, claim) = index.claim_nearest(at, 5, &Filter::any()).unwrap().unwrap();
     log.push(format!("{:?} {:?}", candidate.driver, claim.version()));
     index.accept(&claim).unwrap();
-    log.push(format!("{:?}", index.driver(candidate.driver).unwrap().state));
-    let version = index.set_state(candidate.driver, DriverState::Available).unwrap();
+    log.push(format!(
+        "{:?}",
+        index.driver(candidate.driver).unwrap().state
+    ));
+    let version = index
+        .set_state(candidate.driver, DriverState::Available)
+        .unwrap();
     log.push(format!("{version:?}"));
-    log.push(format!("{:?}", index.claim(candidate.driver, claim.version())));
+    log.push(format!(
+        "{:?}",
+        index.claim(candidate.driver, claim.version())
+    ));
     index.set_state(DriverId(2), DriverState::Offline).unwrap();
     let record = index.remove(DriverId(2)).unwrap();
     log.push(format!(
@@ -445,7 +510,9 @@ fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
         .staleness(Duration::from_millis(300));
     let index = RedisIndex::new(&server.url(), options).unwrap();
     let at = point(40.7128, -74.006);
-    index.insert(DriverId(1), at, DriverProfile::default()).unwrap();
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
     index
         .insert(DriverId(2), point(40.72, -74.0), DriverProfile::default())
         .unwrap();
@@ -454,8 +521,16 @@ fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
     assert_eq!(index.nearest(at, 5, &Filter::any()).unwrap().len(), 2);
     std::thread::sleep(Duration::from_millis(450));
     assert!(index.nearest(at, 5, &Filter::any()).unwrap().is_empty());
-    assert!(index.within(at, 10_000.0, &Filter::any()).unwrap().is_empty());
-    assert_eq!(index.claim(DriverId(1), version), Err(Error::Stale(DriverId(1))));
+    assert!(
+        index
+            .within(at, 10_000.0, &Filter::any())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        index.claim(DriverId(1), version),
+        Err(Error::Stale(DriverId(1)))
+    );
     assert_eq!(
         index.claim_nearest(at, 5, &Filter::any()).unwrap(),
         None,
@@ -481,7 +556,9 @@ fn concurrent_claims_never_hand_a_driver_out_twice() {
     let mut rng = Rng(5);
     for id in 0..DRIVERS {
         let at = point(rng.range(35.6, 35.7), rng.range(139.65, 139.75));
-        index.insert(DriverId(id), at, DriverProfile::default()).unwrap();
+        index
+            .insert(DriverId(id), at, DriverProfile::default())
+            .unwrap();
     }
     let won = Arc::new(Mutex::new(Vec::new()));
     let lost = Arc::new(Mutex::new(0u64));
@@ -534,8 +611,7 @@ fn claiming_child() {
     let url = std::env::var(CHILD_URL).expect("started by the parent test");
     let index = RedisIndex::new(&url, RedisOptions::default().prefix("test:{processes}")).unwrap();
     let rider = point(-33.87, 151.21);
-    while let Some((candidate, _claim)) = index.claim_nearest(rider, 4, &Filter::any()).unwrap()
-    {
+    while let Some((candidate, _claim)) = index.claim_nearest(rider, 4, &Filter::any()).unwrap() {
         println!("won {}", candidate.driver);
     }
 }
@@ -550,7 +626,9 @@ fn two_processes_never_claim_one_driver() {
     let mut rng = Rng(9);
     for id in 0..DRIVERS {
         let at = point(rng.range(-33.9, -33.84), rng.range(151.18, 151.24));
-        index.insert(DriverId(id), at, DriverProfile::default()).unwrap();
+        index
+            .insert(DriverId(id), at, DriverProfile::default())
+            .unwrap();
     }
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..2)
@@ -608,12 +686,18 @@ fn a_server_restart_gives_errors_then_service_again() {
     // The server kept its data (its append-only file) but not its scripts: the first call of
     // each script is answered NOSCRIPT and sent again as EVAL.
     assert_eq!(index.len().unwrap(), 20);
-    assert_eq!(ids(&index.nearest(at, 3, &Filter::any()).unwrap()), [0, 1, 2]);
+    assert_eq!(
+        ids(&index.nearest(at, 3, &Filter::any()).unwrap()),
+        [0, 1, 2]
+    );
     let _offered = index.claim(DriverId(0), version).unwrap();
     // Pooled connections that died with the server: the next call still works.
     server.stop();
     server.restart().unwrap();
-    assert_eq!(ids(&index.nearest(at, 3, &Filter::any()).unwrap()), [1, 2, 3]);
+    assert_eq!(
+        ids(&index.nearest(at, 3, &Filter::any()).unwrap()),
+        [1, 2, 3]
+    );
 }
 
 #[test]
@@ -623,14 +707,20 @@ fn records_another_program_wrote_are_errors_not_panics() {
     };
     let index = shared(&server, "test:{garbage}");
     let at = point(1.0, 1.0);
-    index.insert(DriverId(1), at, DriverProfile::default()).unwrap();
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
     let version = index.driver(DriverId(1)).unwrap().version;
     let malformed = Err(Error::Backend(BackendFailure::Malformed));
     for garbage in ["", "1 2 3", "x y 0 4", "91 0 0 4", "1 1 300 4", "1 1 0 4 5"] {
         server
             .command(&["HSET", "test:{garbage}:drivers", "1", garbage])
             .unwrap();
-        assert_eq!(index.driver(DriverId(1)).map(|_| ()), malformed, "{garbage:?}");
+        assert_eq!(
+            index.driver(DriverId(1)).map(|_| ()),
+            malformed,
+            "{garbage:?}"
+        );
     }
     server
         .command(&["HSET", "test:{garbage}:words", "1", "seven"])
