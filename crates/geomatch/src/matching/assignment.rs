@@ -108,6 +108,15 @@ pub enum MatchError {
         /// The most allowed.
         max: usize,
     },
+    /// A batch's cost function returned NaN, an infinity or a negative value for a candidate.
+    InvalidCandidateCost {
+        /// The request's position in the batch.
+        request: usize,
+        /// The candidate driver.
+        driver: crate::DriverId,
+        /// The value returned.
+        cost: f64,
+    },
     /// The driver index refused a query of the batch.
     Index(crate::Error),
 }
@@ -150,6 +159,14 @@ impl fmt::Display for MatchError {
             Self::BatchTooLarge { requests, max } => write!(
                 f,
                 "a batch of {requests} requests is more than the {max} one assignment takes: split it"
+            ),
+            Self::InvalidCandidateCost {
+                request,
+                driver,
+                cost,
+            } => write!(
+                f,
+                "the cost function gave {cost} for request {request} and driver {driver}: costs must be finite and not negative"
             ),
             Self::Index(error) => write!(f, "driver index query failed: {error}"),
         }

@@ -209,8 +209,8 @@ impl<C: Clock> BatchMatcher<C> {
     ///
     /// # Errors
     ///
-    /// As [`BatchMatcher::match_batch`], and [`MatchError::InvalidCost`] if `cost` returns a
-    /// NaN, infinite or negative value; all before any claim is made.
+    /// As [`BatchMatcher::match_batch`], and [`MatchError::InvalidCandidateCost`] if `cost`
+    /// returns a NaN, infinite or negative value; all before any claim is made.
     pub fn match_batch_by<IC: Clock>(
         &self,
         index: &Index<IC>,
@@ -239,15 +239,15 @@ impl<C: Clock> BatchMatcher<C> {
                 let Some(value) = cost(request, &candidate) else {
                     continue;
                 };
-                let next = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
-                let driver = *driver_numbers.entry(candidate.driver).or_insert(next);
                 if !(value.is_finite() && value >= 0.0) {
-                    return Err(MatchError::InvalidCost {
-                        request: u32::try_from(request).unwrap_or(u32::MAX),
-                        driver,
+                    return Err(MatchError::InvalidCandidateCost {
+                        request,
+                        driver: candidate.driver,
                         cost: value,
                     });
                 }
+                let next = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
+                let driver = *driver_numbers.entry(candidate.driver).or_insert(next);
                 mine.push(CandidateEdge {
                     driver,
                     candidate,
@@ -521,8 +521,12 @@ mod tests {
                 |_, _| Some(bad),
             );
             assert!(
-                matches!(result, Err(MatchError::InvalidCost { .. })),
-                "{bad}"
+                matches!(
+                    result,
+                    Err(MatchError::InvalidCandidateCost { request: 0, driver: DriverId(0), cost })
+                        if cost.to_bits() == bad.to_bits()
+                ),
+                "{bad}: {result:?}"
             );
         }
         // Nothing was claimed by the refused batches.
