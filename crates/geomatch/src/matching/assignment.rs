@@ -342,8 +342,8 @@ impl CandidateGraph {
         Ok(Assignment::new(pairings))
     }
 
-    /// The exact minimum of the objective in the [module documentation](self): edge costs of
-    /// the matched pairs plus `unmatched_cost` for every request left unmatched.
+    /// The exact minimum of the [objective](super#objective): the edge costs of the matched
+    /// pairs plus `unmatched_cost` for every request left unmatched.
     ///
     /// When several assignments reach the minimum, which one is returned is deterministic for a
     /// given input but otherwise unspecified; a tie between matching a request and leaving it
