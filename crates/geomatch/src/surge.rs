@@ -230,6 +230,25 @@ impl Default for SurgeCurve {
 }
 
 /// How a [`Surge`] counts and prices.
+///
+/// ```
+/// use std::time::Duration;
+/// use infra_common::ManualClock;
+/// use infra_geomatch::surge::{Surge, SurgeConfig, SurgeCurve, SurgeError};
+///
+/// let config = SurgeConfig {
+///     window: Duration::from_secs(120),
+///     slices: 12, // the window moves 10 s at a time
+///     neighbour_weight: 0.0, // no smoothing
+///     curve: SurgeCurve::new(&[(1.0, 1.0), (2.0, 2.0)], 2.0)?,
+///     ..SurgeConfig::default()
+/// };
+/// let surge = Surge::new(config, ManualClock::new())?;
+/// assert_eq!(surge.config().slices, 12);
+/// let zero = SurgeConfig { window: Duration::ZERO, ..SurgeConfig::default() };
+/// assert!(matches!(Surge::new(zero, ManualClock::new()), Err(SurgeError::InvalidConfig(_))));
+/// # Ok::<(), SurgeError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SurgeConfig {
     /// The H3 resolution events are counted at (default 8, cells of about 0.7 km²).
@@ -313,6 +332,23 @@ struct Slice {
 /// Demand and supply per H3 cell over a sliding window, and the surge multiplier they give.
 /// See the [module documentation](self) for the exact rules. Shared by reference between
 /// threads: each call takes an internal lock for the time of one update or read.
+///
+/// ```
+/// use h3o::Resolution;
+/// use infra_common::ManualClock;
+/// use infra_geomatch::Point;
+/// use infra_geomatch::surge::{CellCounts, Surge, SurgeConfig};
+///
+/// let surge = Surge::new(SurgeConfig::default(), ManualClock::new())?;
+/// let stadium = Point::new(48.9245, 2.3602)?;
+/// let cell = surge.record_demand(stadium)?;
+/// surge.record_supply(stadium)?;
+/// assert_eq!(surge.counts(cell), CellCounts { demand: 1, supply: 1 });
+/// assert_eq!(surge.multiplier(cell), 1.0); // one request per driver: no surge
+/// let coarse = surge.rollup(Resolution::Six)?;
+/// assert_eq!(coarse[0].counts, CellCounts { demand: 1, supply: 1 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Surge<C> {
     config: SurgeConfig,

@@ -50,7 +50,17 @@ pub struct Pairing {
     pub cost: f64,
 }
 
-/// Why a set of candidate edges or a solver parameter was refused.
+/// Why a set of candidate edges, a solver parameter or a batch was refused.
+///
+/// ```
+/// use infra_geomatch::matching::{CandidateGraph, Edge, MatchError};
+///
+/// let edges = [Edge { request: 0, driver: 0, cost: f64::NAN }];
+/// assert!(matches!(
+///     CandidateGraph::new(1, 1, &edges),
+///     Err(MatchError::InvalidCost { request: 0, driver: 0, .. })
+/// ));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum MatchError {
@@ -391,6 +401,17 @@ fn check_unmatched_cost(cost: f64) -> Result<(), MatchError> {
 }
 
 /// Requests paired with drivers, sorted by request.
+///
+/// ```
+/// use infra_geomatch::matching::{CandidateGraph, Edge, Pairing};
+///
+/// let edges = [Edge { request: 3, driver: 9, cost: 120.0 }];
+/// let assignment = CandidateGraph::new(5, 10, &edges)?.solve(1_000.0)?;
+/// assert_eq!(assignment.pairings(), &[Pairing { request: 3, driver: 9, cost: 120.0 }]);
+/// assert_eq!((assignment.driver_of(3), assignment.driver_of(4)), (Some(9), None));
+/// assert_eq!((assignment.len(), assignment.total_cost()), (1, 120.0));
+/// # Ok::<(), infra_geomatch::matching::MatchError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Assignment {
     pairings: Vec<Pairing>,

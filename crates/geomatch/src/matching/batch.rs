@@ -11,6 +11,20 @@ use super::{CandidateGraph, Edge, MatchError};
 use crate::{Candidate, Claim, DriverId, Filter, Index, Point};
 
 /// How a [`BatchMatcher`] builds and settles a batch.
+///
+/// ```
+/// use infra_geomatch::matching::{BatchConfig, BatchMatcher, MatchError};
+///
+/// // Never pick a pairing costlier than 3 km: leave the request for the next batch instead.
+/// let config = BatchConfig { candidates: 16, unmatched_cost: 3_000.0, ..BatchConfig::default() };
+/// let matcher = BatchMatcher::new(config)?;
+/// assert_eq!(matcher.config().candidates, 16);
+/// assert!(matches!(
+///     BatchMatcher::new(BatchConfig { candidates: 0, ..BatchConfig::default() }),
+///     Err(MatchError::InvalidCandidates { candidates: 0, .. })
+/// ));
+/// # Ok::<(), MatchError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchConfig {
     /// Candidate drivers per request: the `k` of each request's nearest-driver query
