@@ -744,3 +744,45 @@ fn records_another_program_wrote_are_errors_not_panics() {
         Err(Error::Backend(BackendFailure::Refused))
     );
 }
+
+#[test]
+fn a_slow_server_is_a_timeout_and_the_driver_can_be_read_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
+    let options = RedisOptions::default()
+        .prefix("test:{slow}")
+        .staleness(HOUR)
+        .timeout(Duration::from_millis(100));
+    let index = RedisIndex::new(&format!("redis://{}", proxy.addr()), options).unwrap();
+    let at = point(19.43, -99.13);
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    let version = index.driver(DriverId(1)).unwrap().version;
+    proxy.set_latency(Duration::from_millis(300));
+    assert_eq!(
+        index.claim(DriverId(1), version).map(|_| ()),
+        Err(Error::Backend(BackendFailure::Timeout))
+    );
+    proxy.set_latency(Duration::ZERO);
+    // Whether the claim reached the server is unknown (here the proxy drops what it held for
+    // the closed connection): read the driver back, and set it available again as the docs
+    // say.
+    std::thread::sleep(Duration::from_millis(400));
+    let now = index.driver(DriverId(1)).unwrap();
+    assert!(
+        [DriverState::Available, DriverState::Offered].contains(&now.state),
+        "{now:?}"
+    );
+    index
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    assert_eq!(
+        index.claim(DriverId(1), version),
+        Err(Error::ClaimLost(DriverId(1))),
+        "the version read before is spent"
+    );
+    assert_eq!(ids(&index.nearest(at, 1, &Filter::any()).unwrap()), [1]);
+}
