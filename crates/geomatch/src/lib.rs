@@ -5,7 +5,7 @@
 //!   exact great-circle distance, looking at rings of cells only as far as needed;
 //!   [`Index::claim`] moves a driver from available to offered atomically, so a driver is
 //!   never matched twice, and [`Index::claim_nearest`] is greedy nearest for one request.
-//! - [`Partitioner`]: cell → parent cell at a coarse resolution → node, so a fleet of nodes
+//! - [`Partitioner`]: point → cell at a coarse resolution → node, so a fleet of nodes
 //!   can split the world, with the hand-off of drivers crossing partitions.
 //! - [`matching`] and [`surge`]: batched assignment and pricing on top of the index.
 //!

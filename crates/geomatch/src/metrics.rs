@@ -104,3 +104,101 @@ impl IndexMetrics {
         self.lost.increment(1);
     }
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::{Config, DriverId, DriverProfile, Error, Index, Point};
+
+    /// Every series of one snapshot: name, labels sorted, value (gauges as integers).
+    fn series(recorder: &DebuggingRecorder) -> Vec<(String, Vec<(String, String)>, i64)> {
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key().clone();
+                let mut labels: Vec<(String, String)> = key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect();
+                labels.sort();
+                let value = match value {
+                    DebugValue::Counter(n) => i64::try_from(n).unwrap(),
+                    DebugValue::Gauge(g) => g.into_inner() as i64,
+                    DebugValue::Histogram(_) => panic!("no histograms"),
+                };
+                (key.name().to_owned(), labels, value)
+            })
+            .collect()
+    }
+
+    fn value(
+        all: &[(String, Vec<(String, String)>, i64)],
+        name: &str,
+        label: &str,
+        v: &str,
+    ) -> i64 {
+        let mut wanted = vec![
+            (INDEX_LABEL.to_owned(), "city".to_owned()),
+            (label.to_owned(), v.to_owned()),
+        ];
+        wanted.sort();
+        all.iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map_or_else(|| panic!("no series {name}{{{label}={v}}}"), |s| s.2)
+    }
+
+    #[test]
+    fn drivers_by_state_and_claim_outcomes_are_exact() {
+        let recorder = DebuggingRecorder::new();
+        let index = metrics::with_local_recorder(&recorder, || {
+            Index::new(Config::default())
+                .unwrap()
+                .with_metrics_name("city")
+        });
+        let at = Point::new(48.85, 2.35).unwrap();
+        for id in 0..4 {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+        assert!(
+            index
+                .insert(DriverId(0), at, DriverProfile::default())
+                .is_err()
+        );
+        let seen = index.driver(DriverId(0)).unwrap().version;
+        let claim = index.claim(DriverId(0), seen).unwrap();
+        assert_eq!(
+            index.claim(DriverId(0), seen),
+            Err(Error::ClaimLost(DriverId(0)))
+        );
+        index.accept(&claim).unwrap();
+        let second = index
+            .claim(DriverId(1), index.driver(DriverId(1)).unwrap().version)
+            .unwrap();
+        index.decline(second).unwrap();
+        index.set_state(DriverId(2), DriverState::Offline).unwrap();
+        index.remove(DriverId(3)).unwrap();
+
+        let all = series(&recorder);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "available"), 1);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "offered"), 0);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "busy"), 1);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "offline"), 1);
+        assert_eq!(value(&all, CLAIMS_TOTAL, OUTCOME_LABEL, "won"), 2);
+        assert_eq!(value(&all, CLAIMS_TOTAL, OUTCOME_LABEL, "lost"), 1);
+        // No series per driver: the named index's six, and the six registered under the
+        // default name when the index was built, before it was named, all zero.
+        assert_eq!(all.len(), 12, "{all:?}");
+        for (_, labels, value) in &all {
+            if labels.contains(&(INDEX_LABEL.to_owned(), DEFAULT_INDEX_NAME.to_owned())) {
+                assert_eq!(*value, 0, "{labels:?}");
+            }
+        }
+    }
+}

@@ -15,6 +15,12 @@ pub const MAX_PARTITIONS_ASKED: usize = 4_096;
 /// Assigns every place on Earth to a node: a point's cell at the partition resolution (the
 /// *partition*) is hashed onto the nodes of a ring-hash [`Placement`].
 ///
+/// The partition is the coarse cell that contains the point, not the parent of the point's
+/// bucket cell: H3 children are not exactly inside their parent (a child hexagon can stick out
+/// of its parent's boundary), so a partition made of a parent's children would have a jagged
+/// edge that no cell-circle bound describes. With the point's own coarse cell, a partition is
+/// exactly that cell's polygon and [`Partitioner::partitions_to_ask`] can bound it.
+///
 /// Each node runs its own [`Index`](crate::Index) holding the drivers whose positions fall in
 /// its partitions. When a driver's update crosses into another partition
 /// ([`Partitioner::handoff`]), the old node removes it ([`Index::remove`](crate::Index::remove))
@@ -153,12 +159,12 @@ where
         point.cell(self.resolution)
     }
 
-    /// The node owning a partition (or the partition containing a finer cell).
+    /// The node owning a partition (a cell at the partition resolution).
     ///
     /// # Errors
     ///
-    /// [`Error::NoNodes`] if the placement is empty; [`Error::InvalidConfig`] if `cell` is
-    /// coarser than the partition resolution.
+    /// [`Error::NoNodes`] if the placement is empty; [`Error::InvalidConfig`] if `partition`
+    /// is not at the partition resolution.
     ///
     /// ```
     /// # use infra_geomatch::{Partitioner, Point};
@@ -166,14 +172,17 @@ where
     /// let mut nodes = Placement::new(Ring::new());
     /// nodes.add("geo-1", 1)?;
     /// let partitioner = Partitioner::new(h3o::Resolution::Three, nodes);
-    /// let bucket = Point::new(10.0, 10.0)?.cell(h3o::Resolution::Nine);
-    /// assert_eq!(*partitioner.node_of_cell(bucket)?, "geo-1");
+    /// let at = Point::new(10.0, 10.0)?;
+    /// assert_eq!(*partitioner.node_of_partition(partitioner.partition_of(at))?, "geo-1");
+    /// assert!(partitioner.node_of_partition(at.cell(h3o::Resolution::Nine)).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn node_of_cell(&self, cell: CellIndex) -> Result<&N, Error> {
-        let partition = cell.parent(self.resolution).ok_or(Error::InvalidConfig(
-            "the cell is coarser than the partition resolution",
-        ))?;
+    pub fn node_of_partition(&self, partition: CellIndex) -> Result<&N, Error> {
+        if partition.resolution() != self.resolution {
+            return Err(Error::InvalidConfig(
+                "a partition is a cell at the partition resolution",
+            ));
+        }
         self.placement
             .node(&u64::from(partition))
             .ok_or(Error::NoNodes)
@@ -193,7 +202,7 @@ where
     /// # Ok::<(), Error>(())
     /// ```
     pub fn node_of(&self, point: Point) -> Result<&N, Error> {
-        self.node_of_cell(self.partition_of(point))
+        self.node_of_partition(self.partition_of(point))
     }
 
     /// Whether a driver moving from `from` to `to` leaves its partition, and if so between
@@ -220,8 +229,8 @@ where
         Ok(Some(Handoff {
             from_partition,
             to_partition,
-            from_node: self.node_of_cell(from_partition)?,
-            to_node: self.node_of_cell(to_partition)?,
+            from_node: self.node_of_partition(from_partition)?,
+            to_node: self.node_of_partition(to_partition)?,
         }))
     }
 
@@ -297,7 +306,7 @@ where
     pub fn nodes_to_ask(&self, point: Point, radius_m: f64) -> Result<Vec<&N>, Error> {
         let mut nodes: Vec<&N> = Vec::new();
         for partition in self.partitions_to_ask(point, radius_m)? {
-            let node = self.node_of_cell(partition)?;
+            let node = self.node_of_partition(partition)?;
             if !nodes.contains(&node) {
                 nodes.push(node);
             }

@@ -14,7 +14,9 @@
 //!   kilometer, so ties and round-off may order equal-distance drivers differently.
 //! - Every state change (claim, accept, decline, set) gives the driver a new version; a claim
 //!   succeeds iff the driver is known, the version read is current and available, and the
-//!   driver is fresh; accept and decline succeed iff nothing changed since the claim.
+//!   driver is fresh; accept and decline succeed iff nothing changed since the claim. A failed
+//!   claim reports, first that applies: not available (the version was read in another
+//!   state), unknown driver, stale, lost (the version changed).
 //!
 //! Only available to tests and fuzzing (`cfg(test)` or `cfg(fuzzing)`).
 
@@ -501,14 +503,18 @@ impl Harness {
         seen_changes: Option<u64>,
     ) -> Result<(), String> {
         let driver = DriverId(id.into());
+        // The order in which the index reports: a version read while the driver was not
+        // available, an unknown driver, a stale one, then a change since the version was read.
         let expected = match self.model.get(&id) {
             None => Err(Error::UnknownDriver(driver)),
-            Some(d) if seen_changes != Some(d.changes) => Err(Error::ClaimLost(driver)),
-            Some(d) if d.state != DriverState::Available => Err(Error::NotAvailable {
-                driver,
-                state: d.state,
-            }),
+            Some(d) if seen_changes == Some(d.changes) && d.state != DriverState::Available => {
+                Err(Error::NotAvailable {
+                    driver,
+                    state: d.state,
+                })
+            }
             Some(d) if !self.fresh(d) => Err(Error::Stale(driver)),
+            Some(d) if seen_changes != Some(d.changes) => Err(Error::ClaimLost(driver)),
             Some(_) => Ok(()),
         };
         let compared = same_error(&ours.as_ref().map(|_| ()).map_err(Clone::clone), &expected);
@@ -555,4 +561,72 @@ pub fn run(config: Config, ops: &[Op]) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use h3o::Resolution;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Coordinates near a few places (a city, the antimeridian, a pole, a pentagon), plus
+    /// the occasional invalid value.
+    fn coordinate() -> impl Strategy<Value = (f64, f64)> {
+        let places = [
+            (52.52, 13.405),
+            (0.0, 179.999),
+            (89.99, 0.0),
+            (-89.99, 45.0),
+            (64.7, 10.536_199),
+        ];
+        prop_oneof![
+            10 => (proptest::sample::select(places.to_vec()), -0.02f64..0.02, -0.02f64..0.02)
+                .prop_map(|((lat, lng), dlat, dlng)| {
+                    let lng = lng + dlng;
+                    (
+                        (lat + dlat).clamp(-90.0, 90.0),
+                        if lng > 180.0 { lng - 360.0 } else { lng },
+                    )
+                }),
+            1 => prop_oneof![
+                Just((f64::NAN, 0.0)),
+                Just((0.0, f64::INFINITY)),
+                Just((91.0, 0.0)),
+                Just((0.0, -180.5)),
+            ],
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let id = 0u8..12;
+        prop_oneof![
+            3 => (id.clone(), coordinate(), 0u8..2, 1u8..6).prop_map(|(id, (lat, lng), class, capacity)| Op::Insert { id, lat, lng, class, capacity }),
+            4 => (id.clone(), coordinate()).prop_map(|(id, (lat, lng))| Op::Update { id, lat, lng }),
+            1 => id.clone().prop_map(|id| Op::Remove { id }),
+            1 => (id.clone(), prop_oneof![Just(DriverState::Available), Just(DriverState::Busy), Just(DriverState::Offline), Just(DriverState::Offered)]).prop_map(|(id, state)| Op::SetState { id, state }),
+            2 => id.clone().prop_map(|id| Op::Claim { id }),
+            2 => id.prop_map(|id| Op::ClaimSeen { id }),
+            1 => any::<usize>().prop_map(|slot| Op::Accept { slot }),
+            1 => any::<usize>().prop_map(|slot| Op::Decline { slot }),
+            1 => (0u64..20_000_000_000).prop_map(Op::Advance),
+            3 => (coordinate(), 0usize..6, proptest::option::of(0u8..2), 0u8..4).prop_map(|((lat, lng), k, class, min_capacity)| Op::Nearest { lat, lng, k, class, min_capacity }),
+            2 => (coordinate(), prop_oneof![0.0f64..3_000.0, Just(-1.0), Just(f64::NAN), Just(1e8)]).prop_map(|((lat, lng), radius_m)| Op::Within { lat, lng, radius_m }),
+            2 => (coordinate(), 0usize..4).prop_map(|((lat, lng), k)| Op::ClaimNearest { lat, lng, k }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Operation sequences agree with the model step by step, at the default resolution
+        /// and at a fine one where a query crosses many cells.
+        #[test]
+        fn operations_agree_with_the_model(ops in proptest::collection::vec(op(), 1..120), fine in any::<bool>()) {
+            let resolution = if fine { Resolution::Eleven } else { Resolution::Nine };
+            if let Err(disagreement) = run(Config::default().resolution(resolution).shards(4), &ops) {
+                return Err(TestCaseError::fail(disagreement));
+            }
+        }
+    }
 }

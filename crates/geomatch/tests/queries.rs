@@ -1,0 +1,311 @@
+//! Nearest and radius queries equal a brute-force scan, worldwide: random places, the
+//! antimeridian, the poles and the neighbourhoods of the twelve pentagons, at several
+//! resolutions, with states, filters and staleness in play.
+
+use std::time::Duration;
+
+use h3o::{LatLng, Resolution};
+use infra_common::ManualClock;
+use infra_geomatch::{
+    Candidate, Config, DriverId, DriverProfile, DriverState, Filter, Index, Point, VehicleClass,
+};
+use proptest::prelude::*;
+
+/// Haversine on the IUGG mean sphere, written from the formula.
+fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    const R: f64 = 6_371_008.8;
+    let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
+    let h = ((p2 - p1) / 2.0).sin().powi(2)
+        + p1.cos() * p2.cos() * ((b.1 - a.1).to_radians() / 2.0).sin().powi(2);
+    2.0 * R * h.sqrt().min(1.0).asin()
+}
+
+fn tolerance(d: f64) -> f64 {
+    (d * 1e-9).max(1e-6)
+}
+
+#[derive(Clone, Debug)]
+struct Driver {
+    at: (f64, f64),
+    class: u8,
+    capacity: u8,
+    state: DriverState,
+    /// Heard from at this many seconds after the start.
+    seen_s: u64,
+}
+
+/// Where a scenario's points cluster.
+fn anchor() -> impl Strategy<Value = (f64, f64)> {
+    let pentagons: Vec<(f64, f64)> = Resolution::Nine
+        .pentagons()
+        .map(|cell| {
+            let ll = LatLng::from(cell);
+            (ll.lat(), ll.lng())
+        })
+        .collect();
+    prop_oneof![
+        (-90.0f64..=90.0, -180.0f64..=180.0),
+        (
+            -80.0f64..80.0,
+            prop_oneof![Just(180.0), Just(-180.0), Just(179.999)]
+        )
+            .prop_map(|(lat, lng)| (lat, lng)),
+        (
+            prop_oneof![Just(90.0), Just(-90.0), Just(89.995), Just(-89.99)],
+            -180.0f64..=180.0
+        ),
+        proptest::sample::select(pentagons),
+    ]
+}
+
+/// A point within about `spread` degrees of `anchor`, wrapped onto valid coordinates.
+fn near(anchor: (f64, f64), spread: f64) -> impl Strategy<Value = (f64, f64)> {
+    (-spread..=spread, -spread..=spread).prop_map(move |(dlat, dlng)| {
+        let lat = (anchor.0 + dlat).clamp(-90.0, 90.0);
+        let mut lng = anchor.1 + dlng;
+        if lng > 180.0 {
+            lng -= 360.0;
+        } else if lng < -180.0 {
+            lng += 360.0;
+        }
+        (lat, lng)
+    })
+}
+
+fn driver(anchor: (f64, f64), spread: f64) -> impl Strategy<Value = Driver> {
+    (
+        near(anchor, spread),
+        0u8..3,
+        1u8..8,
+        prop_oneof![
+            6 => Just(DriverState::Available),
+            1 => Just(DriverState::Offered),
+            1 => Just(DriverState::Busy),
+            1 => Just(DriverState::Offline),
+        ],
+        0u64..60,
+    )
+        .prop_map(|(at, class, capacity, state, seen_s)| Driver {
+            at,
+            class,
+            capacity,
+            state,
+            seen_s,
+        })
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    resolution: Resolution,
+    drivers: Vec<Driver>,
+    query: (f64, f64),
+    k: usize,
+    radius_m: f64,
+    class: Option<u8>,
+    min_capacity: u8,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        anchor(),
+        prop_oneof![Just(0.002), Just(0.02), Just(0.3), Just(3.0)],
+        prop_oneof![
+            4 => Just(Resolution::Nine),
+            1 => Just(Resolution::Seven),
+            1 => Just(Resolution::Ten),
+            1 => Just(Resolution::Four),
+        ],
+    )
+        .prop_flat_map(|(anchor, spread, resolution)| {
+            (
+                proptest::collection::vec(driver(anchor, spread), 0..200),
+                near(anchor, spread * 1.5),
+                1usize..25,
+                0.0f64..(spread * 150_000.0),
+                proptest::option::of(0u8..3),
+                0u8..5,
+            )
+                .prop_map(move |(drivers, query, k, radius_m, class, min_capacity)| {
+                    Scenario {
+                        resolution,
+                        drivers,
+                        query,
+                        k,
+                        radius_m,
+                        class,
+                        min_capacity,
+                    }
+                })
+        })
+}
+
+const WINDOW: Duration = Duration::from_secs(30);
+/// The queries run at 70 s: drivers seen before 40 s are stale.
+const QUERY_AT_S: u64 = 70;
+
+/// Builds the index: each driver inserted at its `seen_s`, then put in its state.
+fn build(s: &Scenario) -> Index<ManualClock> {
+    let clock = ManualClock::new();
+    let index = Index::with_clock(
+        Config::default()
+            .resolution(s.resolution)
+            .staleness(WINDOW)
+            .shards(8),
+        clock.clone(),
+    )
+    .unwrap();
+    let mut order: Vec<usize> = (0..s.drivers.len()).collect();
+    order.sort_by_key(|&i| s.drivers[i].seen_s);
+    for i in order {
+        let d = &s.drivers[i];
+        clock.set(Duration::from_secs(d.seen_s));
+        let profile = DriverProfile {
+            class: VehicleClass(d.class),
+            capacity: d.capacity,
+        };
+        index
+            .insert(
+                DriverId(i as u64),
+                Point::new(d.at.0, d.at.1).unwrap(),
+                profile,
+            )
+            .unwrap();
+        if d.state != DriverState::Available {
+            index.set_state(DriverId(i as u64), d.state).unwrap();
+        }
+    }
+    clock.set(Duration::from_secs(QUERY_AT_S));
+    index
+}
+
+/// Eligible drivers by the definitions, with their distances from the query.
+fn eligible(s: &Scenario, class: Option<u8>, min_capacity: u8) -> Vec<(f64, u64)> {
+    s.drivers
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            d.state == DriverState::Available
+                && QUERY_AT_S - d.seen_s <= WINDOW.as_secs()
+                && d.capacity >= min_capacity
+                && class.is_none_or(|c| c == d.class)
+        })
+        .map(|(i, d)| (haversine_m(s.query, d.at), i as u64))
+        .collect()
+}
+
+fn filter(s: &Scenario) -> Filter {
+    let f = Filter::any().min_capacity(s.min_capacity);
+    match s.class {
+        Some(c) => f.class(VehicleClass(c)),
+        None => f,
+    }
+}
+
+/// Every returned driver is eligible at the distance it reports, once, in order.
+fn check_returned(found: &[Candidate], reference: &[(f64, u64)]) -> Result<(), TestCaseError> {
+    for (i, c) in found.iter().enumerate() {
+        let Some(&(d, _)) = reference.iter().find(|(_, id)| *id == c.driver.0) else {
+            return Err(TestCaseError::fail(format!("{} is not eligible", c.driver)));
+        };
+        prop_assert!(
+            (d - c.distance_m).abs() <= tolerance(d),
+            "{}: {} vs {d}",
+            c.driver,
+            c.distance_m
+        );
+        prop_assert!(
+            !found[..i].iter().any(|o| o.driver == c.driver),
+            "{} twice",
+            c.driver
+        );
+        if i > 0 {
+            prop_assert!(found[i - 1].distance_m <= c.distance_m, "not nearest first");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn nearest_equals_brute_force(s in scenario()) {
+        let index = build(&s);
+        let query = Point::new(s.query.0, s.query.1).unwrap();
+        let found = index.nearest(query, s.k, &filter(&s)).unwrap();
+        let mut reference = eligible(&s, s.class, s.min_capacity);
+        check_returned(&found, &reference)?;
+        reference.sort_by(|a, b| a.0.total_cmp(&b.0));
+        reference.truncate(s.k);
+        prop_assert_eq!(found.len(), reference.len());
+        for (c, (d, _)) in found.iter().zip(&reference) {
+            prop_assert!((c.distance_m - d).abs() <= tolerance(*d), "{} at {} m, reference {d} m", c.driver, c.distance_m);
+        }
+    }
+
+    #[test]
+    fn within_equals_brute_force(s in scenario()) {
+        let index = build(&s);
+        let query = Point::new(s.query.0, s.query.1).unwrap();
+        let found = index.within(query, s.radius_m, &filter(&s)).unwrap();
+        let reference = eligible(&s, s.class, s.min_capacity);
+        check_returned(&found, &reference)?;
+        for c in &found {
+            prop_assert!(c.distance_m <= s.radius_m + tolerance(s.radius_m));
+        }
+        for (d, id) in &reference {
+            if *d < s.radius_m - tolerance(s.radius_m) {
+                prop_assert!(found.iter().any(|c| c.driver.0 == *id), "{id} at {d} m missing");
+            }
+        }
+    }
+}
+
+/// Huge radii and sparse worlds take the every-bucket path; the answer is the same.
+#[test]
+fn a_sparse_world_and_a_huge_radius_are_exact() {
+    let index = Index::new(Config::default()).unwrap();
+    let places = [
+        (0.0, 0.0),
+        (89.9, 10.0),
+        (-89.9, -170.0),
+        (10.0, 179.9),
+        (10.0, -179.9),
+        (45.0, 90.0),
+    ];
+    for (i, (lat, lng)) in places.iter().enumerate() {
+        index
+            .insert(
+                DriverId(i as u64),
+                Point::new(*lat, *lng).unwrap(),
+                DriverProfile::default(),
+            )
+            .unwrap();
+    }
+    let query = Point::new(10.0, 180.0).unwrap();
+    let found = index.nearest(query, 3, &Filter::any()).unwrap();
+    let ids: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
+    assert_eq!(ids[..2], [3, 4]);
+    assert!(
+        (found[0].distance_m - 10_950.0).abs() < 100.0,
+        "{}",
+        found[0].distance_m
+    );
+    let all = index.within(query, 30_000_000.0, &Filter::any()).unwrap();
+    assert_eq!(all.len(), places.len());
+}
+
+#[test]
+fn bad_query_input_is_an_error() {
+    let index = Index::new(Config::default()).unwrap();
+    let at = Point::new(0.0, 0.0).unwrap();
+    for radius in [-1.0, f64::NAN, f64::INFINITY] {
+        assert!(index.within(at, radius, &Filter::any()).is_err());
+    }
+    assert!(
+        index
+            .nearest(at, infra_geomatch::MAX_K + 1, &Filter::any())
+            .is_err()
+    );
+    assert!(index.nearest(at, 0, &Filter::any()).unwrap().is_empty());
+}
