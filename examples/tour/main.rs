@@ -6,6 +6,7 @@
 
 mod common;
 mod dlock;
+mod geomatch;
 mod ratelimit;
 mod ring_hash;
 mod trace_ctx;
@@ -34,6 +35,7 @@ const CHAPTERS: &[Chapter] = &[
         "infra-dlock: a paused lock holder and a fenced account",
         dlock::run,
     ),
+    ("infra-geomatch: a city at rush hour", geomatch::run),
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
