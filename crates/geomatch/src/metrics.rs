@@ -112,8 +112,11 @@ mod tests {
     use super::*;
     use crate::{Config, DriverId, DriverProfile, Error, Index, Point};
 
-    /// Every series of one snapshot: name, labels sorted, value (gauges as integers).
-    fn series(recorder: &DebuggingRecorder) -> Vec<(String, Vec<(String, String)>, i64)> {
+    /// One series: name, labels sorted by key, value (gauges as integers).
+    type Series = (String, Vec<(String, String)>, i64);
+
+    /// Every series of one snapshot.
+    fn series(recorder: &DebuggingRecorder) -> Vec<Series> {
         recorder
             .snapshotter()
             .snapshot()
@@ -136,12 +139,7 @@ mod tests {
             .collect()
     }
 
-    fn value(
-        all: &[(String, Vec<(String, String)>, i64)],
-        name: &str,
-        label: &str,
-        v: &str,
-    ) -> i64 {
+    fn value(all: &[Series], name: &str, label: &str, v: &str) -> i64 {
         let mut wanted = vec![
             (INDEX_LABEL.to_owned(), "city".to_owned()),
             (label.to_owned(), v.to_owned()),

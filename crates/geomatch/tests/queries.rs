@@ -34,6 +34,9 @@ struct Driver {
     seen_s: u64,
 }
 
+// `prop_oneof!` expands to a std `Arc`, which the workspace clippy.toml bans outside
+// infra_common::sync; this is test code, not shared state.
+#[allow(clippy::disallowed_types)]
 /// Where a scenario's points cluster.
 fn anchor() -> impl Strategy<Value = (f64, f64)> {
     let pentagons: Vec<(f64, f64)> = Resolution::Nine
@@ -72,6 +75,9 @@ fn near(anchor: (f64, f64), spread: f64) -> impl Strategy<Value = (f64, f64)> {
     })
 }
 
+// `prop_oneof!` expands to a std `Arc`, which the workspace clippy.toml bans outside
+// infra_common::sync; this is test code, not shared state.
+#[allow(clippy::disallowed_types)]
 fn driver(anchor: (f64, f64), spread: f64) -> impl Strategy<Value = Driver> {
     (
         near(anchor, spread),
@@ -105,6 +111,9 @@ struct Scenario {
     min_capacity: u8,
 }
 
+// `prop_oneof!` expands to a std `Arc`, which the workspace clippy.toml bans outside
+// infra_common::sync; this is test code, not shared state.
+#[allow(clippy::disallowed_types)]
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
         anchor(),
