@@ -350,6 +350,7 @@ impl<C: Clock> MemoryLocks<C> {
     }
 
     /// Settles `entry` at `now`, waking the grant's loss waiters if any lease ended.
+    #[inline(always)]
     fn settle(&self, slot: &Slot, entry: &mut Entry, now: u64) -> usize {
         let ended = entry.settle(now, &self.last_token);
         if ended > 0 {
@@ -360,6 +361,7 @@ impl<C: Clock> MemoryLocks<C> {
         ended
     }
 
+    #[inline(always)]
     fn make_grant(&self, name: &LockName, holder: &Holder) -> Grant {
         Grant {
             name: LockName::clone(name),
@@ -373,6 +375,9 @@ impl<C: Clock> MemoryLocks<C> {
 
     /// Grants `access` on arrival if nobody waits and it fits; otherwise queues the request,
     /// or gives up if it may not wait.
+    // Inlined into the handle's calls: returned through memory, the grant's parts are
+    // stored piecewise and read back whole, a store-forwarding stall on every call.
+    #[inline(always)]
     fn arrive(
         &self,
         slot: &Slot,
@@ -428,6 +433,7 @@ impl<C: Clock> MemoryLocks<C> {
     }
 
     /// The whole request on one slot: arrival, then the wait if it queued.
+    #[inline(always)]
     fn grant_in(
         &self,
         slot: &Slot,
@@ -518,17 +524,13 @@ impl<C: Clock> MemoryLocks<C> {
         }
     }
 
-    /// Runs `f` on the slot of the grant's name, with the map locked; a name without a slot
-    /// holds nothing, so its grant has expired.
-    fn on_grant_slot<R>(
-        &self,
-        grant: &Grant,
-        f: impl FnOnce(&Arc<Slot>) -> Result<R, Error>,
-    ) -> Result<R, Error> {
+    /// The slot of the grant's name, kept in the map by the count returned; a name without a
+    /// slot holds nothing, so its grant has expired.
+    fn slot_of(&self, grant: &Grant) -> Result<Arc<Slot>, Error> {
         self.check_issuer(grant)?;
         let names = self.names.lock();
         match names.map.get(&*grant.name) {
-            Some(slot) => f(slot),
+            Some(slot) => Ok(Arc::clone(slot)),
             None => Err(expired(grant)),
         }
     }
@@ -537,6 +539,7 @@ impl<C: Clock> MemoryLocks<C> {
     ///
     /// The holder is compared by token, so an expired grant never matches the grant that
     /// replaced it.
+    #[inline(always)]
     fn find_held(
         &self,
         slot: &Slot,
@@ -567,6 +570,7 @@ impl<C: Clock> MemoryLocks<C> {
         Ok(())
     }
 
+    #[inline(always)]
     fn release_in(&self, slot: &Slot, grant: &Grant) -> Result<(), Error> {
         let mut entry = slot.entry.lock();
         let now = self.clock.now_nanos();
@@ -621,46 +625,32 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         check_lease(lease)?;
         check_access(access)?;
         let lease = duration_to_nanos(lease);
-        let mut names = self.names.lock();
-        let slot = names.slot(name);
-        let mut entry = slot.entry.lock();
-        match self.arrive(slot, &mut entry, access, lease, wait)? {
-            Arrival::Done(granted) => Ok(granted),
-            Arrival::Queued(queued) => {
-                // Wait without the map: keep the slot alive by a count of our own (which
-                // also keeps it in the map), and take its mutex again; a hand-off made in
-                // between is found in the holders before the first sleep.
-                drop(entry);
-                let slot = Arc::clone(slot);
-                drop(names);
-                let entry = slot.entry.lock();
-                self.wait_in_queue(&slot, entry, &queued)
-            }
-        }
+        // The map's mutex only finds the slot: the request itself runs under the slot's
+        // mutex alone, so by-name callers of different locks never wait for each other's
+        // work, and a caller preempted inside a lock does not hold up the whole map. The
+        // count taken here keeps the slot in the map until the request is done.
+        let slot = Arc::clone(self.names.lock().slot(name));
+        self.grant_in(&slot, access, lease, wait)
     }
 
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
-        self.check_issuer(grant)?;
-        let names = self.names.lock();
-        match names.map.get(&*grant.name) {
-            Some(slot) => self.extend_in(slot, grant, lease),
-            None => Err(expired(grant)),
-        }
+        let slot = self.slot_of(grant)?;
+        self.extend_in(&slot, grant, lease)
     }
 
     fn release(&self, grant: Grant) -> Result<(), Error> {
-        self.on_grant_slot(&grant, |slot| self.release_in(slot, &grant))
+        let slot = self.slot_of(&grant)?;
+        self.release_in(&slot, &grant)
     }
 
     fn is_held(&self, grant: &Grant) -> bool {
-        self.on_grant_slot(grant, |slot| Ok(self.is_held_in(slot, grant)))
-            .unwrap_or(false)
+        self.slot_of(grant)
+            .is_ok_and(|slot| self.is_held_in(&slot, grant))
     }
 
     fn wait_lost(&self, grant: &Grant) {
-        let slot = self.on_grant_slot(grant, |slot| Ok(Arc::clone(slot)));
-        if let Ok(slot) = slot {
+        if let Ok(slot) = self.slot_of(grant) {
             self.wait_lost_in(&slot, grant);
         }
     }
