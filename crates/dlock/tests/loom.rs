@@ -15,7 +15,7 @@ const LEASE: Duration = Duration::from_secs(10);
 
 /// Two threads take the same lock; neither is ever inside while the other is.
 ///
-/// Guards: the name's mutex (and, by name, the map's) held from the free check to the grant.
+/// Guards: the name's mutex held from the free check to the grant.
 #[test]
 fn two_threads_never_hold_the_lock_together() {
     model(|| {
