@@ -171,7 +171,7 @@ fn keyed_racing_inserts_respect_the_cap_and_share_one_state() {
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let admitted = results
             .iter()
-            .filter(|(_, r)| r.as_ref().is_ok_and(|d| d.is_allowed()))
+            .filter(|(_, r)| r.as_ref().is_ok_and(infra_ratelimit::Decision::is_allowed))
             .count();
         let refused = results
             .iter()
@@ -202,7 +202,12 @@ fn keyed_eviction_never_forgets_an_admitted_request() {
             .into_iter()
             .map(|key| {
                 let limiter = Arc::clone(&limiter);
-                thread::spawn(move || limiter.check(&key).is_ok_and(|d| d.is_allowed()))
+                thread::spawn(move || {
+                    limiter
+                        .check(&key)
+                        .as_ref()
+                        .is_ok_and(infra_ratelimit::Decision::is_allowed)
+                })
             })
             .collect();
         let admitted: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -212,5 +217,38 @@ fn keyed_eviction_never_forgets_an_admitted_request() {
         assert!(limiter.check(&winner).unwrap().is_denied(), "{admitted:?}");
         assert_eq!(limiter.len(), 1);
         assert_eq!(limiter.bytes(), one_key);
+    });
+}
+
+#[test]
+fn adaptive_overloads_reported_together_cut_once() {
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+    use infra_ratelimit::{AdaptiveConcurrencyLimiter, AimdConfig};
+    model(|| {
+        let config = AimdConfig::new(100, 1, 200, Duration::from_millis(10)).unwrap();
+        let limiter = Arc::new(AdaptiveConcurrencyLimiter::new(config, ManualClock::new()));
+        let taken = Arc::new(AtomicUsize::new(0));
+        // Both requests are in flight under the same limit, then both time out: whatever the
+        // order of the two reports, the limit is cut once.
+        let reporters: Vec<_> = (0..2)
+            .map(|_| {
+                let (limiter, taken) = (Arc::clone(&limiter), Arc::clone(&taken));
+                thread::spawn(move || {
+                    let permit = limiter.try_acquire().unwrap();
+                    taken.fetch_add(1, Ordering::AcqRel);
+                    while taken.load(Ordering::Acquire) < 2 {
+                        thread::yield_now();
+                    }
+                    permit.overloaded();
+                })
+            })
+            .collect();
+        for reporter in reporters {
+            reporter.join().unwrap();
+        }
+        assert_eq!(limiter.limit(), 90);
+        // A request sent after the cut may cut again.
+        limiter.try_acquire().unwrap().overloaded();
+        assert_eq!(limiter.limit(), 81);
     });
 }
