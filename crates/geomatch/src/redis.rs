@@ -4,7 +4,7 @@
 //!
 //! [`RedisIndex`] has the methods of [`Index`](crate::Index), with the same arguments,
 //! results and errors, so code moves between them (or is written once against
-//! [`Drivers`](crate::Drivers)).
+//! [`Drivers`]).
 //!
 //! # Keys
 //!
