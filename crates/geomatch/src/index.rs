@@ -874,12 +874,14 @@ impl<C: Clock> Index<C> {
         let query = point.unit();
         let origin = point.cell(self.config.resolution);
         let mut distance = 0u32;
+        let mut visited = 0usize;
         loop {
             let ring: Vec<CellIndex> = if distance == 0 {
                 vec![origin]
             } else {
                 origin.grid_ring(distance)
             };
+            visited += ring.len();
             let mut ring_bound = f64::INFINITY;
             for cell in ring {
                 let cells = self.cell_shard(cell).read();
@@ -898,9 +900,12 @@ impl<C: Clock> Index<C> {
                 return;
             }
             distance += 1;
-            // Ring `d` has up to 6d cells: once that is more than there are buckets, one pass
-            // over every bucket costs less than the ring, and needs no bound at all.
-            if 6 * distance as usize > self.occupied.load(Ordering::Relaxed) {
+            // Ring `d` has up to 6d cells. Once the cells visited and the next ring would be
+            // more than there are buckets, one pass over every bucket costs less, and needs no
+            // bound at all; so a query looks at no more than about twice the occupied cells,
+            // even when few drivers qualify (all stale, say) and the rings would otherwise
+            // grow until they covered the planet.
+            if visited + 6 * distance as usize > self.occupied.load(Ordering::Relaxed) {
                 collector.restart();
                 for shard in &*self.cells {
                     for bucket in shard.read().values() {
