@@ -67,6 +67,15 @@ pub enum Error {
         /// The part of a lease the backend sets aside for clock drift.
         allowance: Duration,
     },
+    /// The grant arrived with its lease already spent on the client's clock: the lease is not
+    /// longer than the round trips a grant takes, so no attempt could ever be used. The grant
+    /// was given back. Ask for a longer lease.
+    LeaseSpentOnArrival {
+        /// The lease asked for.
+        lease: Duration,
+        /// How long the attempt took, from sending the request to reading the answer.
+        took: Duration,
+    },
     /// A renewal interval that is zero or not shorter than the lease: renewals would spin,
     /// or come after the lease had run out. Renew well within the lease (by default, every
     /// third of it).
@@ -103,6 +112,12 @@ pub enum Error {
         /// The lock the presented token belongs to.
         got: String,
     },
+    /// A [`Fence`](crate::Fence) was shown token 0, which no lock service issues: the token
+    /// was never taken from a grant.
+    ZeroToken,
+    /// A [`Fence`](crate::Fence) was asked about a resource with an empty name. Name the
+    /// resource the write or read is for.
+    EmptyResource,
 }
 
 impl fmt::Display for Error {
@@ -138,6 +153,10 @@ impl fmt::Display for Error {
                 f,
                 "the lease of {lease:?} is not longer than the clock-drift allowance of {allowance:?}"
             ),
+            Self::LeaseSpentOnArrival { lease, took } => write!(
+                f,
+                "the lease of {lease:?} was spent before the grant arrived ({took:?}); ask for a longer lease"
+            ),
             Self::RenewalInterval { every, lease } => write!(
                 f,
                 "a renewal every {every:?} cannot keep a lease of {lease:?}: renew more often than the lease, and not continuously"
@@ -159,6 +178,10 @@ impl fmt::Display for Error {
                 f,
                 "{resource:?} is guarded by lock {expected:?}, not by lock {got:?}"
             ),
+            Self::ZeroToken => {
+                f.write_str("token 0 was presented to a fence; no lock service issues it")
+            }
+            Self::EmptyResource => f.write_str("the fenced resource's name is empty"),
         }
     }
 }

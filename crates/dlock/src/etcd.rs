@@ -11,6 +11,11 @@
 //!   value says what it asks for (`exclusive`, `shared` or `permits=N`) and the lease's TTL.
 //!   The keys of a name, ordered by **create revision**, are the queue: first come, first
 //!   served. A name's `/` and `%` are escaped, so no name's keys fall under another's prefix.
+//!   A key in the name's range that is not `{prefix}/{name}/` followed by 16 hex digits, or
+//!   whose value is not a lock request, is not part of the queue and is ignored: so a garbled
+//!   key cannot stop the name's requests, and the keys of a lock under a longer prefix (prefix
+//!   `dlock/a`, whose keys lie in the range of name `a` under prefix `dlock`) never join its
+//!   queue.
 //! - **Holders.** A mutex, or the writer of a read-write lock, holds the lock when its key is
 //!   the first; a reader when no writer's key is ahead of it; a permit of a semaphore of `N`
 //!   when fewer than `N` keys are ahead of it. A `try_acquire` joins the queue like the others,
@@ -45,12 +50,14 @@
 //! the whole cluster, raised by every write and never lowered: it is part of the replicated
 //! log, so it survives restarts of members and changes of leader, and a write acknowledged by
 //! the cluster is never undone. A key is created by a later write than every key created
-//! before it, so its revision is larger. For one name, the holders follow the queue's
-//! order: a mutex or writer holds only when every key ahead of it is gone, a reader only when
-//! every writer ahead is gone, and a permit when the keys ahead of it are few enough, which is
-//! then also true of every earlier permit. So whenever a grant begins, every grant that began
-//! before it has a smaller token, and a [`Fence`](crate::Fence) refuses a holder that stalled
-//! past its lease once the next holder has been admitted. Tokens go back only if the cluster
+//! before it, so its revision is larger. For one name, a mutex or writer holds only when every
+//! key ahead of it is gone: when a mutex or writer grant begins, every grant with a smaller
+//! token (reader, writer or mutex) has ended, and every grant that begins after it has a
+//! larger token. Readers and permits do not follow one another in token order: two readers
+//! let in by the same writer's release, or two permits freed by one release, begin in
+//! whichever order their clients notice. A [`Fence`](crate::Fence) therefore refuses a
+//! writer that stalled past its lease once a later writer wrote or a later reader was
+//! checked, and a reader that stalled past its lease once a later writer wrote. Tokens go back only if the cluster
 //! loses its data (a new cluster, or one restored from an older backup): then raise the fences'
 //! marks by hand, or lock under a new prefix.
 //!
@@ -309,18 +316,26 @@ struct Entry {
 }
 
 impl Entry {
-    fn read(kv: &KeyValue) -> Result<Self, Error> {
-        let (kind, ttl) = Kind::parse(kv.value()).ok_or_else(|| Error::Backend {
-            reason: format!(
-                "etcd key {:?} has a value that is not a lock request: {:?}",
-                String::from_utf8_lossy(kv.key()),
-                String::from_utf8_lossy(kv.value())
-            ),
-        })?;
-        Ok(Self {
-            key: kv.key().to_vec(),
-            revision: kv.create_revision(),
-            lease: kv.lease(),
+    /// Reads a key of the queue whose range is `dir`, if it is one: `{dir}{lease id}` with the
+    /// lease id in 16 hex digits, and a lock request as its value. Anything else in the range
+    /// (a key of a lock under a longer prefix, as `{prefix}/{name}/` holds the keys of prefix
+    /// `{prefix}/{name}`, or a key written by something else) is not part of the queue: it is
+    /// ignored, so that it cannot stop or reorder the name's requests.
+    fn read(dir: &[u8], kv: &KeyValue) -> Option<Self> {
+        Self::parse(dir, kv.key(), kv.value(), kv.create_revision(), kv.lease())
+    }
+
+    /// [`Entry::read`] on the parts of a key-value.
+    fn parse(dir: &[u8], key: &[u8], value: &[u8], revision: i64, lease: i64) -> Option<Self> {
+        let id = key.strip_prefix(dir)?;
+        if id.len() != 16 || !id.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let (kind, ttl) = Kind::parse(value)?;
+        Some(Self {
+            key: key.to_vec(),
+            revision,
+            lease,
             kind,
             ttl,
         })
@@ -448,9 +463,9 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn read(revision: i64, kvs: &[KeyValue], key: &[u8]) -> Result<Self, Error> {
-        let entries = kvs.iter().map(Entry::read).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::new(revision, entries, key))
+    fn read(revision: i64, kvs: &[KeyValue], dir: &[u8], key: &[u8]) -> Self {
+        let entries = kvs.iter().filter_map(|kv| Entry::read(dir, kv)).collect();
+        Self::new(revision, entries, key)
     }
 
     fn new(revision: i64, mut entries: Vec<Entry>, key: &[u8]) -> Self {
@@ -827,7 +842,7 @@ impl<C: Clock> EtcdLocks<C> {
                     _ => None,
                 });
                 match (response.succeeded(), read) {
-                    (true, Some(read)) => Ok(Snapshot::read(header, read.kvs(), &key)?),
+                    (true, Some(read)) => Ok(Snapshot::read(header, read.kvs(), &dir, &key)),
                     _ => Err(Failed::Error(Error::Backend {
                         reason: "etcd queueing transaction: the lock key already existed"
                             .to_owned(),
@@ -861,15 +876,15 @@ impl<C: Clock> EtcdLocks<C> {
         let options = GetOptions::new()
             .with_prefix()
             .with_max_create_revision(queued.revision);
-        let dir = dir.to_vec();
+        let range = dir.to_vec();
         let response = self.call("read of the queue", move |mut client| {
-            let (dir, options) = (dir.clone(), options.clone());
-            async move { client.get(dir, Some(options)).await }
+            let (range, options) = (range.clone(), options.clone());
+            async move { client.get(range, Some(options)).await }
         })?;
         let revision = response
             .header()
             .map_or(0, etcd_client::ResponseHeader::revision);
-        Ok(Snapshot::read(revision, response.kvs(), &queued.key)?)
+        Ok(Snapshot::read(revision, response.kvs(), dir, &queued.key))
     }
 
     /// Renews `lease` once; [`Failed::LeaseGone`] if it had expired.
@@ -943,9 +958,10 @@ impl<C: Clock> EtcdLocks<C> {
             .with_min_create_revision(token)
             .with_max_create_revision(token);
         let dir = self.dir(&grant.name);
+        let range = dir.clone();
         let response = self.call("read of the lock key", move |mut client| {
-            let (dir, options) = (dir.clone(), options.clone());
-            async move { client.get(dir, Some(options)).await }
+            let (range, options) = (range.clone(), options.clone());
+            async move { client.get(range, Some(options)).await }
         })?;
         let revision = response
             .header()
@@ -953,9 +969,8 @@ impl<C: Clock> EtcdLocks<C> {
         let entry = response
             .kvs()
             .iter()
-            .find(|kv| kv.create_revision() == token)
-            .map(Entry::read)
-            .transpose()?;
+            .filter(|kv| kv.create_revision() == token)
+            .find_map(|kv| Entry::read(&dir, kv));
         Ok((entry, revision))
     }
 
@@ -1048,12 +1063,17 @@ impl<C: Clock> EtcdLocks<C> {
                     lease,
                     issuer: self.issuer,
                 };
-                if self.clock.now_nanos() < grant.deadline_nanos() {
+                let now = self.clock.now_nanos();
+                if now < grant.deadline_nanos() {
                     Ok(Attempt::Granted(grant))
                 } else {
-                    // Useless already (the answers took longer than the lease): free it.
+                    // Useless already (the answers took longer than the lease): free it. Asking
+                    // again would take as long, so say so rather than queue again forever.
                     self.revoke_quietly(queued.lease);
-                    Ok(Attempt::Requeue)
+                    Err(Failed::Error(Error::LeaseSpentOnArrival {
+                        lease,
+                        took: Duration::from_nanos(now.saturating_sub(granted_at)),
+                    }))
                 }
             }
         }
@@ -1092,6 +1112,33 @@ impl<C: Clock> EtcdLocks<C> {
         std::thread::sleep(nap.max(Duration::from_millis(1)));
         *backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
     }
+}
+
+/// Where a grant's key was found after a lease move whose answer was lost.
+#[derive(Debug, PartialEq, Eq)]
+enum MoveFound {
+    /// On the new lease: the move happened.
+    Moved,
+    /// On another lease (the old one): the move did not happen, and no longer can once the
+    /// new lease is revoked.
+    NotMoved,
+    /// The key is gone: the grant's lease ran out or was revoked.
+    Gone,
+}
+
+/// Judges a lease move from a fresh read of the grant's key (`found`).
+fn judge_move(found: Option<&Entry>, new_lease: i64) -> MoveFound {
+    match found {
+        Some(entry) if entry.lease == new_lease => MoveFound::Moved,
+        Some(_) => MoveFound::NotMoved,
+        None => MoveFound::Gone,
+    }
+}
+
+/// Ends `grant`'s lease on the client's clock at `now`: its holder must stop.
+fn end_now(grant: &mut Grant, now: u64) {
+    grant.granted_at = now;
+    grant.lease = Duration::ZERO;
 }
 
 /// A create revision as a token: etcd's revisions start at 1.
@@ -1145,6 +1192,9 @@ impl<C: Clock> Locks for EtcdLocks<C> {
                     if !waits || timed_out {
                         return Ok(None);
                     }
+                    // The lease ran out while waiting (a pause, or renewals that did not get
+                    // through): back off rather than spin through new leases.
+                    self.nap(&mut backoff, give_up_at);
                 }
                 Ok(Attempt::Behind { watch, revision }) => {
                     failing_since = None;
@@ -1165,7 +1215,9 @@ impl<C: Clock> Locks for EtcdLocks<C> {
                         self.nap(&mut backoff, give_up_at);
                     }
                 }
-                Err(Failed::Error(error @ Error::KindMismatch { .. })) => return Err(error),
+                Err(Failed::Error(
+                    error @ (Error::KindMismatch { .. } | Error::LeaseSpentOnArrival { .. }),
+                )) => return Err(error),
                 Err(failed) => {
                     let error = failed.into_error("acquisition");
                     if !waits {
@@ -1197,6 +1249,12 @@ impl<C: Clock> Locks for EtcdLocks<C> {
     /// `lease` needs a longer TTL than the key's (a new lease, a transaction moving the key
     /// onto it, the old lease revoked). The client counts `lease` from when it sent the
     /// renewal.
+    ///
+    /// If the answer to a lease move is lost, the key is read again: found on the new lease,
+    /// the move happened and the extension succeeds; found on the old one, the new lease is
+    /// revoked and the error reported with the grant unchanged; gone, [`Error::LeaseExpired`].
+    /// If even that read fails, the grant's lease is ended on the client's clock (its holder
+    /// must stop, as [`Locks::is_held`] then says) and the error is reported.
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         self.check_issuer(grant)?;
@@ -1245,8 +1303,29 @@ impl<C: Clock> Locks for EtcdLocks<C> {
                     return Err(Self::expired(grant));
                 }
                 Err(failed) => {
-                    self.revoke_quietly(new_lease);
-                    return Err(lost(failed));
+                    // The answer was lost, not necessarily the move: revoking the new lease
+                    // now could delete the key under a holder whose deadline still runs. Read
+                    // the key again and act on where it is.
+                    match self.find(grant) {
+                        Ok((found, _)) => match judge_move(found.as_ref(), new_lease) {
+                            MoveFound::Moved => self.revoke_quietly(entry.lease),
+                            MoveFound::NotMoved => {
+                                self.revoke_quietly(new_lease);
+                                return Err(lost(failed));
+                            }
+                            MoveFound::Gone => {
+                                self.revoke_quietly(new_lease);
+                                return Err(Self::expired(grant));
+                            }
+                        },
+                        Err(_) => {
+                            // Still unknown: the key may be on either lease, and either may
+                            // be revoked or run out. The holder must stop at once.
+                            let error = lost(failed);
+                            end_now(grant, self.clock.now_nanos());
+                            return Err(error);
+                        }
+                    }
                 }
             }
         }
@@ -1336,6 +1415,43 @@ mod tests {
             kind,
             ttl: 5,
         }
+    }
+
+    #[test]
+    fn a_lost_lease_move_is_judged_by_where_the_key_is_found() {
+        let on = |lease| Entry {
+            lease,
+            ..entry(3, Kind::Exclusive)
+        };
+        assert_eq!(judge_move(Some(&on(9)), 9), MoveFound::Moved);
+        assert_eq!(judge_move(Some(&on(3)), 9), MoveFound::NotMoved);
+        assert_eq!(judge_move(None, 9), MoveFound::Gone);
+        let mut grant = Grant {
+            name: LockName::from("m"),
+            access: Access::Exclusive,
+            token: FencingToken::new(3),
+            granted_at: 100,
+            lease: Duration::from_secs(10),
+            issuer: 1,
+        };
+        end_now(&mut grant, 500);
+        assert_eq!(grant.deadline_nanos(), 500);
+    }
+
+    #[test]
+    fn only_keys_of_the_names_own_shape_join_its_queue() {
+        let dir = b"dlock/a/";
+        let value = b"exclusive ttl=5";
+        let own = Entry::parse(dir, b"dlock/a/00000000000000ff", value, 7, 255).unwrap();
+        assert_eq!((own.revision, own.lease, own.kind), (7, 255, Kind::Exclusive));
+        // Prefix `dlock/a`, name `b`: under `dlock/a/`, but not of name `a`.
+        let nested = b"dlock/a/b/00000000000000ff";
+        assert_eq!(Entry::parse(dir, nested, value, 8, 255), None);
+        // Garbled values and names are ignored, not errors.
+        let key = b"dlock/a/00000000000000ff";
+        assert_eq!(Entry::parse(dir, key, b"garbage", 9, 255), None);
+        assert_eq!(Entry::parse(dir, b"dlock/a/zz", value, 9, 255), None);
+        assert_eq!(Entry::parse(dir, b"dlock/b/00000000000000ff", value, 9, 1), None);
     }
 
     #[test]

@@ -9,15 +9,26 @@ use infra_common::sync::Mutex;
 use crate::error::Error;
 use crate::grant::{FencingToken, check_name};
 
-/// Remembers, per resource, the highest fencing token admitted and the lock it came from.
+/// Remembers, per resource, the highest fencing token admitted for a write, the highest
+/// checked for a read, and the lock they came from.
 ///
 /// A lock alone cannot stop a holder that paused past its lease from writing: it wakes up
 /// still believing it holds the lock. The resource must check. [`Fence::admit`] admits a token
 /// at least as high as every token admitted before for that resource (the same holder writes
 /// many times under one grant) and raises the mark, in one atomic step; an older token is
-/// refused with [`Error::StaleToken`]. The first token admitted for a resource binds it to that
-/// token's lock; a token of another lock is refused with [`Error::WrongLock`], since tokens of
-/// different locks are not comparable.
+/// refused with [`Error::StaleToken`]. A write is also refused below the highest token a
+/// reader presented to [`Fence::check`]: a writer whose lease ran out while readers were
+/// granted must not write during their shared hold. The first token admitted or checked for a
+/// resource binds it to that token's lock; a token of another lock is refused with
+/// [`Error::WrongLock`], since tokens of different locks are not comparable. Token 0 is never
+/// issued and is refused with [`Error::ZeroToken`]; an empty resource name with
+/// [`Error::EmptyResource`].
+///
+/// A fence tells locks apart **by name only**. It must see, for each lock name, the tokens of
+/// one lock service: one [`MemoryLocks`](crate::MemoryLocks) instance, or one Redis or etcd
+/// deployment under one key prefix. Two services that both lock `account-7` each issue their
+/// own growing tokens, and the fence cannot tell a token of one from a token of the other: it
+/// would compare them as if they were of one lock.
 ///
 /// The check must be atomic with the write it guards: admit inside the storage's own critical
 /// section (or transaction), so that no newer writer can slip in between the check and the
@@ -68,7 +79,30 @@ pub struct Fence {
 
 struct Mark {
     lock: Box<str>,
-    highest: FencingToken,
+    /// The highest token admitted for a write; readers below it are refused.
+    highest: Option<FencingToken>,
+    /// The highest token checked for a read; writers below it are refused.
+    highest_read: Option<FencingToken>,
+}
+
+impl Mark {
+    /// The lowest token a write may carry: no write may come from a grant older than the last
+    /// write or the last read.
+    fn write_floor(&self) -> Option<FencingToken> {
+        self.highest.max(self.highest_read)
+    }
+}
+
+/// Refuses the inputs no lock service issues: token 0, an empty resource, a bad lock name.
+fn check_input(resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
+    check_name(lock)?;
+    if resource.is_empty() {
+        return Err(Error::EmptyResource);
+    }
+    if token.get() == 0 {
+        return Err(Error::ZeroToken);
+    }
+    Ok(())
 }
 
 impl Fence {
@@ -93,11 +127,12 @@ impl Fence {
     ///
     /// # Errors
     ///
-    /// [`Error::StaleToken`] if a higher token of the lock was admitted for `resource`;
-    /// [`Error::WrongLock`] if `resource` is guarded by another lock; [`Error::EmptyName`] or
-    /// [`Error::NameTooLong`] for a bad `lock`.
+    /// [`Error::StaleToken`] if a higher token of the lock was admitted for `resource`, or
+    /// checked for a read of it; [`Error::WrongLock`] if `resource` is guarded by another lock;
+    /// [`Error::ZeroToken`] for token 0; [`Error::EmptyResource`] for an empty `resource`;
+    /// [`Error::EmptyName`] or [`Error::NameTooLong`] for a bad `lock`.
     pub fn admit(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
-        check_name(lock)?;
+        check_input(resource, lock, token)?;
         let mut marks = self.marks.lock();
         let admitted = match marks.get_mut(resource) {
             Some(mark) if *mark.lock != *lock => Err(Error::WrongLock {
@@ -105,19 +140,22 @@ impl Fence {
                 expected: mark.lock.to_string(),
                 got: lock.to_owned(),
             }),
-            Some(mark) if token < mark.highest => Err(Error::StaleToken {
-                resource: resource.to_owned(),
-                token,
-                highest: mark.highest,
-            }),
-            Some(mark) => {
-                mark.highest = token;
-                Ok(())
-            }
+            Some(mark) => match mark.write_floor() {
+                Some(floor) if token < floor => Err(Error::StaleToken {
+                    resource: resource.to_owned(),
+                    token,
+                    highest: floor,
+                }),
+                _ => {
+                    mark.highest = Some(token);
+                    Ok(())
+                }
+            },
             None => {
                 let mark = Mark {
                     lock: lock.into(),
-                    highest: token,
+                    highest: Some(token),
+                    highest_read: None,
                 };
                 marks.insert(resource.into(), mark);
                 Ok(())
@@ -128,44 +166,64 @@ impl Fence {
         admitted
     }
 
-    /// Checks a read of `resource` under `token` of lock `lock` without raising the mark: for
-    /// the readers of a read-write lock.
+    /// Checks a read of `resource` under `token` of lock `lock`: for the readers of a
+    /// read-write lock.
     ///
-    /// A reader's token must not go through [`Fence::admit`]: it would raise the mark and
+    /// A reader's token must not go through [`Fence::admit`]: it would raise the write mark and
     /// refuse the other readers' older tokens. Checking instead refuses a reader whose grant
     /// is older than the last write admitted (a reader that stalled past its lease while a
-    /// writer was granted and wrote), and admits readers granted after it, in any order. A
-    /// resource with no mark yet admits any token and stays unbound.
+    /// writer was granted and wrote), and lets readers granted after it read in any order. It
+    /// raises the read mark, so that a writer whose grant is older than a reader's (a writer
+    /// that stalled past its lease while the readers were granted) is refused by
+    /// [`Fence::admit`]. The first check binds the resource to `lock`.
     ///
     /// # Errors
     ///
-    /// As [`Fence::admit`]: [`Error::StaleToken`] for a token below the mark,
-    /// [`Error::WrongLock`] for another lock's token, [`Error::EmptyName`] or
-    /// [`Error::NameTooLong`] for a bad `lock`.
+    /// [`Error::StaleToken`] for a token below the last write admitted, and otherwise as
+    /// [`Fence::admit`].
     pub fn check(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
-        check_name(lock)?;
-        let marks = self.marks.lock();
-        let checked = match marks.get(resource) {
+        check_input(resource, lock, token)?;
+        let mut marks = self.marks.lock();
+        let checked = match marks.get_mut(resource) {
             Some(mark) if *mark.lock != *lock => Err(Error::WrongLock {
                 resource: resource.to_owned(),
                 expected: mark.lock.to_string(),
                 got: lock.to_owned(),
             }),
-            Some(mark) if token < mark.highest => Err(Error::StaleToken {
-                resource: resource.to_owned(),
-                token,
-                highest: mark.highest,
-            }),
-            _ => Ok(()),
+            Some(mark) => match mark.highest {
+                Some(highest) if token < highest => Err(Error::StaleToken {
+                    resource: resource.to_owned(),
+                    token,
+                    highest,
+                }),
+                _ => {
+                    mark.highest_read = mark.highest_read.max(Some(token));
+                    Ok(())
+                }
+            },
+            None => {
+                let mark = Mark {
+                    lock: lock.into(),
+                    highest: None,
+                    highest_read: Some(token),
+                };
+                marks.insert(resource.into(), mark);
+                Ok(())
+            }
         };
         #[cfg(feature = "metrics")]
         self.metrics.record(&checked);
         checked
     }
 
-    /// The highest token admitted for `resource`, if any.
+    /// The highest token admitted for a write to `resource`, if any.
     pub fn highest(&self, resource: &str) -> Option<FencingToken> {
-        self.marks.lock().get(resource).map(|mark| mark.highest)
+        self.marks.lock().get(resource).and_then(|mark| mark.highest)
+    }
+
+    /// The highest token checked for a read of `resource`, if any.
+    pub fn highest_read(&self, resource: &str) -> Option<FencingToken> {
+        self.marks.lock().get(resource).and_then(|mark| mark.highest_read)
     }
 }
 
@@ -213,12 +271,13 @@ mod tests {
     }
 
     #[test]
-    fn a_check_refuses_tokens_below_the_mark_and_never_raises_it() {
+    fn a_check_refuses_tokens_below_the_write_mark_and_raises_only_the_read_mark() {
         let fence = Fence::new();
-        // Readers 3 and 4 read before any write; the mark does not move.
+        // Readers 3 and 4 read before any write; the write mark does not move.
         fence.check("r", "lock", t(4)).unwrap();
         fence.check("r", "lock", t(3)).unwrap();
         assert_eq!(fence.highest("r"), None);
+        assert_eq!(fence.highest_read("r"), Some(t(4)));
         // The writer (5) writes; reader 3, stalled past its lease, reads afterwards: refused.
         fence.admit("r", "lock", t(5)).unwrap();
         assert_eq!(
@@ -254,5 +313,35 @@ mod tests {
         );
         assert_eq!(fence.highest("r"), Some(t(1)));
         assert_eq!(fence.admit("r", "", t(2)), Err(Error::EmptyName));
+    }
+
+    #[test]
+    fn a_writer_older_than_a_checked_reader_is_refused() {
+        let fence = Fence::new();
+        fence.admit("r", "lock", t(1)).unwrap();
+        // Writer 1 stalls past its lease; reader 2 is granted and reads.
+        fence.check("r", "lock", t(2)).unwrap();
+        assert_eq!(
+            fence.admit("r", "lock", t(1)),
+            Err(Error::StaleToken {
+                resource: "r".into(),
+                token: t(1),
+                highest: t(2)
+            })
+        );
+        // A writer granted after the reader writes.
+        fence.admit("r", "lock", t(3)).unwrap();
+        assert_eq!(fence.highest("r"), Some(t(3)));
+    }
+
+    #[test]
+    fn token_zero_and_an_empty_resource_are_refused() {
+        let fence = Fence::new();
+        assert_eq!(fence.admit("r", "lock", t(0)), Err(Error::ZeroToken));
+        assert_eq!(fence.check("r", "lock", t(0)), Err(Error::ZeroToken));
+        assert_eq!(fence.admit("", "lock", t(1)), Err(Error::EmptyResource));
+        assert_eq!(fence.check("", "lock", t(1)), Err(Error::EmptyResource));
+        assert_eq!(fence.highest(""), None);
+        assert_eq!(fence.highest("r"), None);
     }
 }

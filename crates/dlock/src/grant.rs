@@ -57,7 +57,8 @@ pub enum Access {
     /// writer granted after a reader always has a greater token. A reader's token orders its
     /// grant but is not for writing: a fence admitting a reader's token would refuse the other
     /// readers' older tokens. Present it to [`Fence::check`](crate::Fence::check) instead,
-    /// which refuses a reader older than the last admitted write without raising the mark.
+    /// which refuses a reader older than the last admitted write and raises only the read
+    /// mark, below which [`Fence::admit`](crate::Fence::admit) refuses a writer.
     Shared,
     /// One of `permits` holders of a counting semaphore.
     ///

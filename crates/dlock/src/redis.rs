@@ -10,10 +10,19 @@
 //! - **Grant**: if the lock key exists, answer its remaining time; otherwise raise the name's
 //!   token counter to the server's clock if it is behind (the clock rule below), `INCR` it,
 //!   `SET` the lock key to the new token with `PX` = the lease, and answer the
-//!   token.
+//!   token. The request carries a random nonce, kept beside the key for the lease: a request
+//!   resent after its connection failed (see below) whose first run granted the lock finds its
+//!   own nonce and gets the same token back, instead of waiting out a lease nobody holds.
 //! - **Extend** and **release**: compare the lock key with the grant's token and only then
 //!   `PEXPIRE` or `DEL` it, so a grant that expired or was taken over never touches the current
-//!   holder.
+//!   holder. A mutex release leaves its token in `{name}:released` for what was left of the
+//!   lease, so a resent release whose first run did delete the key succeeds too. (Readers and
+//!   permits keep no such mark: a resent release of one reports [`Error::LeaseExpired`].)
+//!
+//! A request sent on a pooled connection that turns out dead is sent once more on a fresh
+//! connection if running it twice is harmless: extend, release and mutex grants; never reader
+//! or permit grants, whose outcome is then unknown ([`Error::Backend`]). Any
+//! [`Error::Backend`] ends a grant call at once, even under [`Wait::Forever`].
 //! - **Semaphores** ([`Locks::permit`]): the holders are a sorted set of their tokens, scored
 //!   by their lease's end on the server's clock (`TIME` + lease); a grant drops the ended ones
 //!   and adds itself if fewer than `permits` remain, from the same token counter. Extend and
@@ -96,10 +105,13 @@
 //! mark to expire.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
+use infra_common::RandomState;
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::Mutex;
+use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::{Clock, SystemClock};
 use redis::{Connection, RedisError, Value};
 
@@ -138,19 +150,27 @@ local token = redis.call('GET', KEYS[2])
 
 // Every grant script takes the same keys of one name: KEYS[1] the mutex (or writer) key,
 // KEYS[2] the token counter, KEYS[3] a semaphore's holders and KEYS[4] its permit count,
-// KEYS[5] the readers of a read-write lock and KEYS[6] a waiting writer's mark. The holder
+// KEYS[5] the readers of a read-write lock, KEYS[6] a waiting writer's mark and KEYS[7] the
+// nonce of the request that was granted the mutex (or writer). The holder
 // sets (semaphore, readers) are sorted sets of tokens scored by the end of each lease on the
-// server's clock (ms); each set expires with its last holder. Each script replies `{1, token}`
+// server's clock (ms), counted from the millisecond after `TIME` (which the scripts truncate
+// to whole ms), so a holder's end is never earlier than `TIME` + its lease; each set expires
+// with its last holder. Each script replies `{1, token}`
 // when granted, `{0, ms}` when the caller should look again in about `ms`, `{2}` when the
 // counter cannot grow, and `{3}` when the name is in use as another kind of lock.
 
 /// Grants the mutex, or the writer of a read-write lock, for `ARGV[1]` ms. A writer that
 /// finds readers marks itself waiting for `ARGV[2]` ms (0: does not), which keeps new readers
-/// out until it is granted.
+/// out until it is granted. `ARGV[3]` is the request's nonce, kept in `KEYS[7]` for the lease:
+/// a resent request whose first run granted the lock (its answer lost) finds its own nonce and
+/// is answered the same grant instead of being told to wait out its own lease.
 const GRANT_SCRIPT: &str = concat!(
     r"
 if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('GET', KEYS[7]) == ARGV[3] then
+    return {1, redis.call('GET', KEYS[1])}
+  end
   return {0, redis.call('PTTL', KEYS[1])}
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -167,6 +187,7 @@ end
     next_token!(),
     r"
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[1])
 redis.call('DEL', KEYS[6])
 return {1, token}
 "
@@ -188,7 +209,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 ",
     next_token!(),
     r"
-redis.call('ZADD', KEYS[5], now + tonumber(ARGV[1]), token)
+redis.call('ZADD', KEYS[5], now + 1 + tonumber(ARGV[1]), token)
 local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[5], last[2])
 return {1, token}
@@ -215,7 +236,7 @@ end
 ",
     next_token!(),
     r"
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), token)
+redis.call('ZADD', KEYS[3], now + 1 + tonumber(ARGV[1]), token)
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 redis.call('SET', KEYS[4], ARGV[2])
 redis.call('PEXPIREAT', KEYS[3], last[2])
@@ -232,7 +253,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) <= now then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', now + 1 + tonumber(ARGV[2]), ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[1], last[2])
 redis.call('PEXPIREAT', KEYS[2], last[2])
@@ -261,14 +282,24 @@ end
 return 0
 ";
 
-/// Deletes the key if it still holds the grant's token. Replies 1 or 0.
+/// Deletes the key `KEYS[1]` if it still holds the grant's token, and leaves the token in
+/// `KEYS[2]` for what was left of the lease, so that a resent release whose first run deleted
+/// the key (its answer lost) is told 1 as well. Replies 1 or 0.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  local left = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
+  if left > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', left) end
   return 1
 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
 return 0
 ";
+
+/// The smallest fixed part of the clock-drift allowance: 1 ms. Redis counts leases and
+/// holder scores in whole milliseconds of its clock, so a client deadline without this
+/// margin could end up to a millisecond after the server's expiry.
+pub const MIN_DRIFT_FIXED: Duration = Duration::from_millis(1);
 
 /// Settings of a [`RedisLocks`].
 #[derive(Clone, Debug)]
@@ -312,12 +343,13 @@ impl RedisOptions {
     }
 
     /// The clock-drift allowance: this many thousandths of each lease (default 10, that is
-    /// 1 %; at most 999) plus `fixed` (default 2 ms) are taken off the lease the client counts.
+    /// 1 %; at most 999) plus `fixed` (default 2 ms; at least [`MIN_DRIFT_FIXED`], smaller
+    /// values are raised to it) are taken off the lease the client counts.
     #[must_use]
     pub fn drift_allowance(self, permille: u32, fixed: Duration) -> Self {
         Self {
             drift_permille: permille.min(999),
-            drift_fixed: fixed,
+            drift_fixed: fixed.max(MIN_DRIFT_FIXED),
             ..self
         }
     }
@@ -412,6 +444,10 @@ pub struct RedisLocks<C: Clock = SystemClock> {
     clock: C,
     /// Tells this instance's grants from another's.
     issuer: u64,
+    /// Seeds the grant requests' nonces, so that no two processes make the same.
+    nonces: RandomState,
+    /// Grant requests sent so far: no two of this instance's nonces are the same.
+    requests: AtomicU64,
 }
 
 fn backend(error: &RedisError) -> Error {
@@ -450,9 +486,10 @@ impl<C: Clock> RedisLocks<C> {
         Ok(Self {
             client,
             idle: Mutex::new(Vec::new()),
-            // A mutex grant that did run holds the key, so running it again finds the key held
-            // (the lost grant runs out with its lease); extend and release compare the token
-            // first. A second reader or permit grant would be a second hold: never resent.
+            // A mutex grant that did run holds the key with the request's nonce, so running it
+            // again answers the same grant; extend and release compare the token first, and a
+            // release that did run leaves its token behind for the resend to find. A second
+            // reader or permit grant would be a second hold: never resent.
             grant: Script::new(GRANT_SCRIPT, true),
             extend: Script::new(EXTEND_SCRIPT, true),
             release: Script::new(RELEASE_SCRIPT, true),
@@ -463,6 +500,8 @@ impl<C: Clock> RedisLocks<C> {
             options,
             clock,
             issuer: next_issuer(),
+            nonces: RandomState::new(),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -553,8 +592,9 @@ impl<C: Clock> RedisLocks<C> {
             format!("{key}:permits:count"),
             format!("{key}:readers"),
             format!("{key}:writer-waiting"),
+            format!("{key}:request"),
         ];
-        let [counter, permits_key, count_key, readers_key, waiting_key] =
+        let [counter, permits_key, count_key, readers_key, waiting_key, request_key] =
             keys.each_ref().map(String::as_str);
         let keys = [
             key.as_str(),
@@ -563,6 +603,7 @@ impl<C: Clock> RedisLocks<C> {
             count_key,
             readers_key,
             waiting_key,
+            request_key,
         ];
         let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
         let reply = match access {
@@ -582,7 +623,8 @@ impl<C: Clock> RedisLocks<C> {
                 } else {
                     0
                 };
-                self.run(&self.grant, &keys, &[&lease_ms, &mark_ms.to_string()])?
+                let nonce = self.nonce();
+                self.run(&self.grant, &keys, &[&lease_ms, &mark_ms.to_string(), &nonce])?
             }
         };
         let Value::Array(fields) = &reply else {
@@ -631,7 +673,10 @@ impl<C: Clock> RedisLocks<C> {
         } else {
             match extend {
                 Some(lease_ms) => self.run(&self.extend, &[&key], &[&token, lease_ms])?,
-                None => self.run(&self.release, &[&key], &[&token])?,
+                None => {
+                    let released = format!("{key}:released");
+                    self.run(&self.release, &[&key, &released], &[&token])?
+                }
             }
         };
         match reply {
@@ -639,6 +684,13 @@ impl<C: Clock> RedisLocks<C> {
             Value::Int(0) => Ok(false),
             other => Err(malformed("a compare-and-act script", &other)),
         }
+    }
+
+    /// A nonce for one grant request, unique across processes: a randomly seeded hash of
+    /// this instance's id and a count of its requests.
+    fn nonce(&self) -> String {
+        let count = self.requests.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}", self.nonces.hash_one((self.issuer, count)))
     }
 
     fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
@@ -689,7 +741,10 @@ impl<C: Clock> Locks for RedisLocks<C> {
     /// Asks Redis for the lock, one round trip per attempt; see [`RedisLocks`] for waiting.
     ///
     /// A grant that arrives after its whole (shortened) lease has passed on the client's clock
-    /// is given back at once and the wait goes on.
+    /// is given back at once and the call fails with [`Error::LeaseSpentOnArrival`]: the lease
+    /// is not longer than a round trip, and no retry would do better. A failed round trip
+    /// ([`Error::Backend`]) ends the call at once, whatever `wait` says, since a timed-out
+    /// request may or may not have been granted: the caller decides whether to ask again.
     fn grant(
         &self,
         name: &str,
@@ -724,9 +779,12 @@ impl<C: Clock> Locks for RedisLocks<C> {
                         return Ok(Some(grant));
                     }
                     // Useless already (the reply took longer than the lease): free it for
-                    // the others; a failure only means it runs out by itself.
+                    // the others; a failure only means it runs out by itself. Asking again
+                    // would take as long, so a lease this short can never be held: say so
+                    // rather than retry forever.
+                    let took = self.clock.elapsed_since(sent);
                     let _ = self.compare_and_act(&grant, None);
-                    Duration::ZERO
+                    return Err(Error::LeaseSpentOnArrival { lease, took });
                 }
                 Attempt::Held(held_for) => held_for,
             };
@@ -761,7 +819,8 @@ impl<C: Clock> Locks for RedisLocks<C> {
     }
 
     /// Deletes the lock key if it still holds this grant's token, in one round trip. Succeeds
-    /// if Redis still held the grant, even when the client's shortened lease had run out.
+    /// if Redis still held the grant, even when the client's shortened lease had run out, and
+    /// when a mutex release is resent after its first run released the grant.
     fn release(&self, grant: Grant) -> Result<(), Error> {
         self.check_issuer(&grant)?;
         if self.compare_and_act(&grant, None)? {
@@ -880,10 +939,20 @@ mod tests {
             options.allowance(Duration::from_secs(1)),
             Duration::from_millis(12)
         );
-        let lenient = options.drift_allowance(5_000, Duration::ZERO);
+        let lenient = options.drift_allowance(5_000, Duration::from_millis(3));
         assert_eq!(
             lenient.allowance(Duration::from_secs(1)),
-            Duration::from_millis(999)
+            Duration::from_millis(1002)
         );
+    }
+
+    #[test]
+    fn the_fixed_allowance_is_never_below_one_millisecond() {
+        // Redis truncates its clock to whole ms: with no fixed allowance the client's deadline
+        // could outlive the server's expiry by up to a millisecond.
+        let options = RedisOptions::default().drift_allowance(0, Duration::ZERO);
+        assert_eq!(options.allowance(Duration::from_secs(1)), MIN_DRIFT_FIXED);
+        let options = RedisOptions::default().drift_allowance(0, Duration::from_micros(10));
+        assert_eq!(options.allowance(Duration::from_secs(1)), MIN_DRIFT_FIXED);
     }
 }

@@ -483,25 +483,71 @@ fn bad_input_is_refused_before_any_round_trip() {
 }
 
 #[test]
-fn a_garbled_key_in_the_queue_is_an_error_not_a_panic() {
+fn a_garbled_or_nested_key_in_the_range_is_ignored() {
     let Some(server) = EtcdServer::start() else {
         return;
     };
     let endpoints = [server.url()];
     let raw = Raw::new(&endpoints);
     let locks = locks(&endpoints);
-    raw.txn(Txn::new().and_then([TxnOp::put("dlock/garbled/0", "not a lock", None)]));
-    let failed = locks.try_acquire("garbled", Duration::from_secs(5));
-    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
-    // The request took its key out again; only the stranger's is left.
-    assert_eq!(raw.keys("dlock/garbled/").len(), 1);
-    // Other names are not affected.
-    assert!(
-        locks
-            .try_acquire("fine", Duration::from_secs(5))
-            .unwrap()
-            .is_some()
-    );
+    // A stranger's garbled key in name `a`'s range.
+    raw.txn(Txn::new().and_then([TxnOp::put("dlock/a/0", "not a lock", None)]));
+    // A lock held under prefix `dlock/a`: its keys lie in name `a`'s range under `dlock`.
+    let nested = EtcdLocks::new(&endpoints, options().prefix("dlock/a")).unwrap();
+    let lease = Duration::from_secs(5);
+    let other = nested.acquire("b", lease).unwrap();
+    assert_eq!(raw.keys("dlock/a/b/").len(), 1);
+    // Neither stops nor queues name `a`.
+    let guard = locks
+        .try_acquire("a", lease)
+        .unwrap()
+        .expect("name `a` is free");
+    assert!(guard.is_held());
+    guard.release().unwrap();
+    other.release().unwrap();
+    assert_eq!(raw.keys("dlock/a/").len(), 1, "only the stranger's key is left");
+}
+
+/// A clock that moves on by `step` at every reading: each round trip looks that long.
+#[derive(Debug)]
+struct SlowRoundTrips {
+    now: infra_common::sync::atomic::AtomicU64,
+    step: u64,
+}
+
+impl infra_common::Clock for SlowRoundTrips {
+    fn now_nanos(&self) -> u64 {
+        self.now.fetch_add(self.step, Ordering::SeqCst) + self.step
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(self.now.load(Ordering::SeqCst))
+    }
+}
+
+#[test]
+fn a_lease_no_longer_than_a_round_trip_is_refused_instead_of_requeued() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let clock = SlowRoundTrips {
+        now: infra_common::sync::atomic::AtomicU64::new(0),
+        step: 50_000_000,
+    };
+    let locks = EtcdLocks::with_clock(&endpoints, options(), clock).unwrap();
+    let lease = Duration::from_millis(20);
+    for wait in [Wait::No, Wait::Forever] {
+        let started = Instant::now();
+        let granted = locks.grant("short", Access::Exclusive, lease, wait);
+        assert!(
+            matches!(granted, Err(Error::LeaseSpentOnArrival { .. })),
+            "{wait:?}: {granted:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    assert!(raw.keys("dlock/short/").is_empty(), "the spent grant was revoked");
 }
 
 #[test]

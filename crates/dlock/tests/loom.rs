@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
-use infra_common::sync::{Arc, model, thread};
-use infra_dlock::{Error, Fence, FencingToken, Locks, MemoryLocks};
+use infra_common::sync::{Arc, Mutex, model, thread};
+use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
 
 const LEASE: Duration = Duration::from_secs(10);
 
@@ -42,7 +42,9 @@ fn two_threads_never_hold_the_lock_together() {
 /// A queued waiter gets the lock at the release: a try right after the release finds it taken.
 ///
 /// Guards: the hand-off to the queue's head when the lock is freed (without it the waiter is
-/// never granted, and loom reports the deadlock); the queue check refuses the try.
+/// never granted, and loom reports the deadlock). The try is refused because the lock was
+/// handed to the waiter and is held; the queue check is modelled by
+/// `a_reader_never_overtakes_a_queued_writer`.
 #[test]
 fn a_release_hands_the_lock_to_the_queued_waiter() {
     model(|| {
@@ -93,30 +95,71 @@ fn a_release_racing_its_expiry_never_frees_the_next_holder() {
     });
 }
 
-/// Two writers present tokens at once; the fence ends at the higher one, which is admitted.
+/// Two writers write to one store, each admitting its token through the fence inside the
+/// store's critical section, as the fence's docs require; a third wrote before them. However
+/// they interleave, the store's log of admitted writes never goes back in token order, and a
+/// token below the highest is refused afterwards.
 ///
-/// Guards: the check and the advance in one critical section of `Fence::admit`.
+/// Guards: the check and the raise of `Fence::admit` under the store's lock, with the write.
 #[test]
 fn the_fence_never_moves_back() {
     model(|| {
         let fence = Arc::new(Fence::new());
-        fence.admit("r", "m", FencingToken::new(1)).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let write = |fence: &Fence, log: &Mutex<Vec<u64>>, token: u64| {
+            let mut log = log.lock();
+            let admitted = fence.admit("r", "m", FencingToken::new(token));
+            if admitted.is_ok() {
+                log.push(token);
+            }
+            admitted
+        };
+        write(&fence, &log, 1).unwrap();
         let threads: Vec<_> = [2, 3]
             .into_iter()
             .map(|token| {
-                let fence = Arc::clone(&fence);
-                thread::spawn(move || fence.admit("r", "m", FencingToken::new(token)))
+                let (fence, log) = (Arc::clone(&fence), Arc::clone(&log));
+                thread::spawn(move || write(&fence, &log, token))
             })
             .collect();
         let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(results[1], Ok(()), "the newest token was refused");
-        assert_eq!(fence.highest("r"), Some(FencingToken::new(3)));
-        // Token 2 came after token 3 was admitted, or before: then refused, else admitted.
         assert!(matches!(results[0], Ok(()) | Err(Error::StaleToken { .. })));
+        let written = log.lock().clone();
         assert!(
-            fence.admit("r", "m", FencingToken::new(2)).is_err(),
+            written.windows(2).all(|pair| pair[0] <= pair[1]),
+            "an older write after a newer one: {written:?}"
+        );
+        assert_eq!(written.last(), Some(&3));
+        assert_eq!(fence.highest("r"), Some(FencingToken::new(3)));
+        assert!(
+            write(&fence, &log, 2).is_err(),
             "a token below the highest was admitted"
         );
+    });
+}
+
+/// A reader holds the lock and a writer waits in the queue: a reader that asks without
+/// waiting is refused, though it would fit beside the holder.
+///
+/// Guards: the queue check on arrival (without it the second reader overtakes the writer).
+#[test]
+fn a_reader_never_overtakes_a_queued_writer() {
+    model(|| {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let reader = locks.grant("m", Access::Shared, LEASE, Wait::No).unwrap().unwrap();
+        let writer = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.acquire("m", LEASE).unwrap().into_grant())
+        };
+        while locks.queue_len("m") == 0 {
+            thread::yield_now();
+        }
+        let second = locks.grant("m", Access::Shared, LEASE, Wait::No).unwrap();
+        assert!(second.is_none(), "a reader overtook the queued writer");
+        locks.release(reader).unwrap();
+        let granted = writer.join().unwrap();
+        locks.release(granted).unwrap();
     });
 }
 

@@ -649,3 +649,48 @@ fn a_handle_keeps_its_lock_through_sweeps_of_idle_names() {
     assert!(handle.try_acquire(lease).unwrap().is_none());
     drop(guard);
 }
+
+#[test]
+fn a_writer_stalled_past_its_lease_is_refused_after_a_reader_read() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let fence = Fence::new();
+    let lease = Duration::from_secs(5);
+    let writer = locks.acquire(LOCK, lease).unwrap().into_grant();
+    fence.admit("balance", LOCK, writer.token()).unwrap();
+    // The writer stalls past its lease; a reader is granted and reads.
+    clock.advance(Duration::from_secs(6));
+    let reader = locks.read(LOCK, lease).unwrap();
+    fence.check("balance", LOCK, reader.token()).unwrap();
+    // The writer wakes up and writes during the reader's shared hold: refused.
+    assert_eq!(
+        fence.admit("balance", LOCK, writer.token()),
+        Err(Error::StaleToken {
+            resource: "balance".into(),
+            token: writer.token(),
+            highest: reader.token(),
+        })
+    );
+    reader.release().unwrap();
+}
+
+#[test]
+fn a_fence_refuses_token_zero_and_an_empty_resource() {
+    let fence = Fence::new();
+    let never_issued = FencingToken::new(0);
+    assert_eq!(
+        fence.admit("balance", LOCK, never_issued),
+        Err(Error::ZeroToken)
+    );
+    assert_eq!(
+        fence.check("balance", LOCK, never_issued),
+        Err(Error::ZeroToken)
+    );
+    let locks = MemoryLocks::with_clock(ManualClock::new());
+    let guard = locks.acquire(LOCK, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        fence.admit("", LOCK, guard.token()),
+        Err(Error::EmptyResource)
+    );
+    assert_eq!(fence.highest("balance"), None);
+}

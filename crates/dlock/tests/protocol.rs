@@ -1,4 +1,5 @@
-//! An exhaustive search of the fencing protocol itself, apart from any implementation.
+//! An exhaustive search of the fencing protocol itself, apart from any implementation, and a
+//! replay of its counterexample against the crate's own [`Fence`].
 //!
 //! Two clients each want to increment a value in a storage once: take the lock, read, compute,
 //! write, release. A lock service grants leases with growing tokens and frees a lock when its
@@ -10,9 +11,16 @@
 //! seen), no reachable state has accepted a stale write and every finished run's value equals
 //! the number of accepted writes. Without the fence, the search must find a run where a stale
 //! write is accepted and an increment is lost.
+//!
+//! The search checks the protocol with a fence modelled here (refuse a token below the highest
+//! seen), not the crate's code. What ties it to the crate: the unfenced counterexample's
+//! requests, as they reach the storage, are replayed through the crate's real [`Fence`], which
+//! must refuse the stale write the unfenced storage accepted.
 #![cfg(not(infra_loom))]
 
 use std::collections::{HashSet, VecDeque};
+
+use infra_dlock::{Error, Fence, FencingToken};
 
 /// How many ticks a lease lasts.
 const LEASE: u8 = 2;
@@ -143,7 +151,10 @@ impl World {
                             expires,
                             value: self.value,
                         };
-                        format!("storage answers client {i}'s read: {}", self.value)
+                        format!(
+                            "storage answers client {i}'s read: {} (token {token})",
+                            self.value
+                        )
                     } else {
                         w.clients[i] = Client::Done;
                         format!("storage refuses client {i}'s read with token {token}")
@@ -273,4 +284,37 @@ fn the_fenced_search_reaches_requests_the_fence_refuses() {
         }
     }
     assert!(refused);
+}
+
+/// The tokens of the requests a run's storage accepted, in the order they arrived.
+fn tokens_at_the_storage(run: &[String]) -> Vec<u64> {
+    run.iter()
+        .filter(|step| step.starts_with("storage answers") || step.starts_with("storage accepts"))
+        .map(|step| {
+            let (_, token) = step.rsplit_once("(token ").expect(step);
+            token.trim_end_matches(')').parse().expect(step)
+        })
+        .collect()
+}
+
+#[test]
+fn the_crates_fence_refuses_the_stale_write_of_the_unfenced_counterexample() {
+    let run = search(false)
+        .stale_write
+        .expect("without a fence a paused client's write must get through");
+    let tokens = tokens_at_the_storage(&run);
+    let (&stale, earlier) = tokens.split_last().expect("the run reaches the storage");
+    let fence = Fence::new();
+    for &token in earlier {
+        fence
+            .admit("value", "lock", FencingToken::new(token))
+            .unwrap();
+    }
+    assert!(
+        matches!(
+            fence.admit("value", "lock", FencingToken::new(stale)),
+            Err(Error::StaleToken { .. })
+        ),
+        "the crate's fence admitted the stale write of {run:#?}"
+    );
 }

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use infra_common::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use infra_common::Clock;
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
 use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
@@ -510,7 +511,9 @@ fn acquire_release_and_extend_are_one_round_trip_each() {
     // against the server's clock (TIME), and no command sent on its own.
     assert_eq!(count("incr"), rounds, "{calls:?}");
     assert_eq!(count("time"), rounds, "{calls:?}");
-    assert_eq!(count("get"), 4 * rounds, "{calls:?}");
+    // Reads of the counter (two per grant), of the key by extend and release, and of the
+    // holder's nonce by the refused attempt (a resend would find its own there).
+    assert_eq!(count("get"), 5 * rounds, "{calls:?}");
 }
 
 #[test]
@@ -1157,4 +1160,124 @@ fn readers_cost_one_round_trip_per_call() {
         .query(&mut client(&server))
         .unwrap();
     assert_eq!(marked, 0);
+}
+
+/// A clock that moves on by `step` at every reading: each round trip looks that long.
+#[derive(Debug)]
+struct SlowRoundTrips {
+    now: AtomicU64,
+    step: u64,
+}
+
+impl Clock for SlowRoundTrips {
+    fn now_nanos(&self) -> u64 {
+        self.now.fetch_add(self.step, Ordering::SeqCst) + self.step
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(self.now.load(Ordering::SeqCst))
+    }
+}
+
+#[test]
+fn a_lease_no_longer_than_a_round_trip_is_refused_instead_of_retried() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = SlowRoundTrips {
+        now: AtomicU64::new(0),
+        step: 50_000_000,
+    };
+    let options = RedisOptions::default().timeout(Duration::from_secs(2));
+    let locks = RedisLocks::with_clock(&server.url(), options, clock).unwrap();
+    let lease = Duration::from_millis(20);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut client(&server))
+        .unwrap();
+    for wait in [Wait::No, Wait::Forever] {
+        let granted = locks.grant("short", Access::Exclusive, lease, wait);
+        assert!(
+            matches!(granted, Err(Error::LeaseSpentOnArrival { .. })),
+            "{wait:?}: {granted:?}"
+        );
+    }
+    // One grant per call, each given back at once.
+    let calls = command_calls(&server);
+    assert_eq!(calls_to(&calls, "incr"), 2, "{calls:?}");
+    let held: u64 = redis::cmd("EXISTS")
+        .arg("dlock:{short}")
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(held, 0, "the spent grant was given back");
+}
+
+#[test]
+fn a_backend_error_ends_even_a_forever_wait() {
+    let locks = locks("redis://127.0.0.1:1");
+    let started = std::time::Instant::now();
+    let granted = locks.grant("a", Access::Exclusive, Duration::from_secs(1), Wait::Forever);
+    assert!(matches!(granted, Err(Error::Backend { .. })), "{granted:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Sends `request` on a pooled connection through `proxy` and cuts the connection after the
+/// server ran it but before its answer came back; the client resends it on a new connection.
+fn cut_after_the_server_ran<T: Send + 'static>(
+    proxy: &FaultProxy,
+    request: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    proxy.set_latency(Duration::from_millis(200));
+    let asking = thread::spawn(request);
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.cut_connections();
+    let outcome = asking.join().unwrap();
+    proxy.set_latency(Duration::ZERO);
+    outcome
+}
+
+#[test]
+fn a_mutex_grant_cut_off_after_the_server_granted_it_is_recovered_by_the_resend() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let locks = Arc::new(locks(&format!("redis://{}", proxy.addr())));
+    let lease = Duration::from_secs(30);
+    // Pool a connection and load the script.
+    locks.acquire(LOCK, lease).unwrap().release().unwrap();
+    let granted = cut_after_the_server_ran(&proxy, {
+        let locks = Arc::clone(&locks);
+        move || locks.grant(LOCK, Access::Exclusive, lease, Wait::No)
+    });
+    let grant = granted.unwrap().expect("the resend recovers the grant its first run made");
+    let held: String = redis::cmd("GET")
+        .arg(format!("dlock:{{{LOCK}}}"))
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(held, grant.token().get().to_string());
+    assert!(locks.is_held(&grant));
+    // Another request is still refused: the nonce is the first request's own.
+    assert!(locks.try_acquire(LOCK, lease).unwrap().is_none());
+    locks.release(grant).unwrap();
+}
+
+#[test]
+fn a_resent_release_whose_first_run_released_succeeds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let locks = Arc::new(locks(&format!("redis://{}", proxy.addr())));
+    let lease = Duration::from_secs(30);
+    let grant = locks.acquire(LOCK, lease).unwrap().into_grant();
+    let token = grant.token();
+    let released = cut_after_the_server_ran(&proxy, {
+        let locks = Arc::clone(&locks);
+        move || locks.release(grant)
+    });
+    assert_eq!(released, Ok(()));
+    let next = locks.try_acquire(LOCK, lease).unwrap().expect("released");
+    assert!(next.token() > token);
+    next.release().unwrap();
 }
