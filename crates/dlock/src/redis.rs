@@ -35,7 +35,9 @@
 //!
 //! Keys are `{prefix}:{name}` with the name in a hash tag (`dlock:{account-42}`, its counter
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
-//! `dlock:{account-42}:permits:count`), so all keys of one lock live on one cluster slot. The
+//! `dlock:{account-42}:permits:count`, a mutex grant's nonce `dlock:{account-42}:request` and
+//! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
+//! to), so all keys of one lock live on one cluster slot. The
 //! counter has no expiry: it is kept for every name ever locked (a few dozen bytes each).
 //!
 //! # The clock rule: tokens grow across a Redis that lost its data

@@ -1196,6 +1196,9 @@ struct Outcomes {
     /// Holds that did not stall but whose release found the key gone: grants the faults took.
     grants_lost: u64,
     failed_releases: u64,
+    /// Grants whose 500 ms lease was spent by the time the answers crossed the slowed links:
+    /// revoked and reported, not queued again.
+    spent_on_arrival: u64,
 }
 
 /// Three workers increment a fenced balance on a 3-member cluster, each through its own fault
@@ -1242,6 +1245,10 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
                         }
                         Err(Error::Backend { .. }) => {
                             outcomes.lock().failed_acquires += 1;
+                            continue;
+                        }
+                        Err(Error::LeaseSpentOnArrival { .. }) => {
+                            outcomes.lock().spent_on_arrival += 1;
                             continue;
                         }
                         Err(other) => panic!("{other}"),
