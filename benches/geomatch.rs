@@ -126,7 +126,11 @@ fn moved(
     step: usize,
 ) -> (usize, (f64, f64), (f64, f64)) {
     let (driver, dlat, dlng) = world.moves[step % DRIVERS];
-    let sign = if (step / DRIVERS) % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = if (step / DRIVERS).is_multiple_of(2) {
+        1.0
+    } else {
+        -1.0
+    };
     let old = current[driver];
     let new = (old.0 + sign * dlat, old.1 + sign * dlng);
     current[driver] = new;
