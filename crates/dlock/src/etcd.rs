@@ -842,7 +842,7 @@ impl<C: Clock> EtcdLocks<C> {
                     _ => None,
                 });
                 match (response.succeeded(), read) {
-                    (true, Some(read)) => Ok(Snapshot::read(header, read.kvs(), &dir, &key)),
+                    (true, Some(read)) => Ok(Snapshot::read(header, read.kvs(), dir, &key)),
                     _ => Err(Failed::Error(Error::Backend {
                         reason: "etcd queueing transaction: the lock key already existed"
                             .to_owned(),
@@ -1443,7 +1443,10 @@ mod tests {
         let dir = b"dlock/a/";
         let value = b"exclusive ttl=5";
         let own = Entry::parse(dir, b"dlock/a/00000000000000ff", value, 7, 255).unwrap();
-        assert_eq!((own.revision, own.lease, own.kind), (7, 255, Kind::Exclusive));
+        assert_eq!(
+            (own.revision, own.lease, own.kind),
+            (7, 255, Kind::Exclusive)
+        );
         // Prefix `dlock/a`, name `b`: under `dlock/a/`, but not of name `a`.
         let nested = b"dlock/a/b/00000000000000ff";
         assert_eq!(Entry::parse(dir, nested, value, 8, 255), None);
@@ -1451,7 +1454,10 @@ mod tests {
         let key = b"dlock/a/00000000000000ff";
         assert_eq!(Entry::parse(dir, key, b"garbage", 9, 255), None);
         assert_eq!(Entry::parse(dir, b"dlock/a/zz", value, 9, 255), None);
-        assert_eq!(Entry::parse(dir, b"dlock/b/00000000000000ff", value, 9, 1), None);
+        assert_eq!(
+            Entry::parse(dir, b"dlock/b/00000000000000ff", value, 9, 1),
+            None
+        );
     }
 
     #[test]

@@ -218,12 +218,18 @@ impl Fence {
 
     /// The highest token admitted for a write to `resource`, if any.
     pub fn highest(&self, resource: &str) -> Option<FencingToken> {
-        self.marks.lock().get(resource).and_then(|mark| mark.highest)
+        self.marks
+            .lock()
+            .get(resource)
+            .and_then(|mark| mark.highest)
     }
 
     /// The highest token checked for a read of `resource`, if any.
     pub fn highest_read(&self, resource: &str) -> Option<FencingToken> {
-        self.marks.lock().get(resource).and_then(|mark| mark.highest_read)
+        self.marks
+            .lock()
+            .get(resource)
+            .and_then(|mark| mark.highest_read)
     }
 }
 

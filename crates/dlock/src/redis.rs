@@ -596,8 +596,14 @@ impl<C: Clock> RedisLocks<C> {
             format!("{key}:writer-waiting"),
             format!("{key}:request"),
         ];
-        let [counter, permits_key, count_key, readers_key, waiting_key, request_key] =
-            keys.each_ref().map(String::as_str);
+        let [
+            counter,
+            permits_key,
+            count_key,
+            readers_key,
+            waiting_key,
+            request_key,
+        ] = keys.each_ref().map(String::as_str);
         let keys = [
             key.as_str(),
             counter,
@@ -626,7 +632,11 @@ impl<C: Clock> RedisLocks<C> {
                     0
                 };
                 let nonce = self.nonce();
-                self.run(&self.grant, &keys, &[&lease_ms, &mark_ms.to_string(), &nonce])?
+                self.run(
+                    &self.grant,
+                    &keys,
+                    &[&lease_ms, &mark_ms.to_string(), &nonce],
+                )?
             }
         };
         let Value::Array(fields) = &reply else {

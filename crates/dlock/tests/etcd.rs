@@ -505,7 +505,11 @@ fn a_garbled_or_nested_key_in_the_range_is_ignored() {
     assert!(guard.is_held());
     guard.release().unwrap();
     other.release().unwrap();
-    assert_eq!(raw.keys("dlock/a/").len(), 1, "only the stranger's key is left");
+    assert_eq!(
+        raw.keys("dlock/a/").len(),
+        1,
+        "only the stranger's key is left"
+    );
 }
 
 /// A clock that moves on by `step` at every reading: each round trip looks that long.
@@ -547,7 +551,10 @@ fn a_lease_no_longer_than_a_round_trip_is_refused_instead_of_requeued() {
         );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
-    assert!(raw.keys("dlock/short/").is_empty(), "the spent grant was revoked");
+    assert!(
+        raw.keys("dlock/short/").is_empty(),
+        "the spent grant was revoked"
+    );
 }
 
 #[test]

@@ -1223,7 +1223,12 @@ fn a_lease_no_longer_than_a_round_trip_is_refused_instead_of_retried() {
 fn a_backend_error_ends_even_a_forever_wait() {
     let locks = locks("redis://127.0.0.1:1");
     let started = std::time::Instant::now();
-    let granted = locks.grant("a", Access::Exclusive, Duration::from_secs(1), Wait::Forever);
+    let granted = locks.grant(
+        "a",
+        Access::Exclusive,
+        Duration::from_secs(1),
+        Wait::Forever,
+    );
     assert!(matches!(granted, Err(Error::Backend { .. })), "{granted:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -1257,7 +1262,9 @@ fn a_mutex_grant_cut_off_after_the_server_granted_it_is_recovered_by_the_resend(
         let locks = Arc::clone(&locks);
         move || locks.grant(LOCK, Access::Exclusive, lease, Wait::No)
     });
-    let grant = granted.unwrap().expect("the resend recovers the grant its first run made");
+    let grant = granted
+        .unwrap()
+        .expect("the resend recovers the grant its first run made");
     let held: String = redis::cmd("GET")
         .arg(format!("dlock:{{{LOCK}}}"))
         .query(&mut client(&server))
