@@ -78,8 +78,10 @@
 //! later than the server's start, and sets aside a clock-drift allowance for the server's
 //! clock running faster than the client's: a grant's [`Grant::lease`] is the lease asked for
 //! minus `lease × drift_permille / 1000 + drift_fixed` (defaults: 1 % + 2 ms, as in the
-//! Redlock description). The lease sent to Redis is the one asked for, rounded up to whole
-//! milliseconds. So the holder believes it holds the lock for no longer than Redis keeps it,
+//! Redlock description; `drift_fixed` is never below [`MIN_DRIFT_FIXED`], 1 ms, since the
+//! scripts read the server's clock in whole milliseconds). The lease sent to Redis is the one
+//! asked for, rounded up to whole milliseconds, and a reader's or permit's end is scored from
+//! the millisecond after the server's `TIME`. So the holder believes it holds the lock for no longer than Redis keeps it,
 //! as long as the two clocks' rates differ by less than the allowance — a belief, not a
 //! guarantee: a holder can pause right after checking. Hence the fence. The allowance covers
 //! clock *rates*, not *jumps*: Redis ends leases on its wall clock, so a forward step of the
