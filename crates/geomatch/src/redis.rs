@@ -8,7 +8,7 @@
 //!
 //! # Keys
 //!
-//! Under a prefix (default `geomatch:{drivers}`), four keys:
+//! Under a prefix (default `geomatch:{drivers}`), five keys:
 //!
 //! - `{prefix}:geo`: the GEO set (a sorted set of 52-bit geohashes) of every driver;
 //! - `{prefix}:seen`: a sorted set of each driver's last report, in microseconds since
@@ -16,10 +16,16 @@
 //! - `{prefix}:drivers`: a hash of each driver's reported position, exactly as given, and
 //!   profile (`"lat lng class capacity"`);
 //! - `{prefix}:words`: a hash of each driver's state word, `version × 4 + state`, the same
-//!   word as the in-process index's, changed only by `HINCRBY` (exact 64-bit arithmetic).
+//!   word as the in-process index's, changed only by `HINCRBY` (exact 64-bit arithmetic);
+//! - `{prefix}:versions`: the index's version counter, a word. An insert takes the next
+//!   version from it, and a removal first raises it to the removed driver's version, so a
+//!   driver removed and inserted again starts above every version it had: a claim from its
+//!   earlier stay never holds on the new one (test
+//!   `a_claim_from_before_a_remove_and_insert_does_not_hold`). A restore keeps the version of
+//!   its record.
 //!
 //! Member and field names are the driver ids in decimal. Put a hash tag in the prefix (the
-//! default's `{drivers}`) so that on a Redis Cluster the four keys hash to one slot: the
+//! default's `{drivers}`) so that on a Redis Cluster the five keys hash to one slot: the
 //! scripts touch all of them. One index per prefix; a fleet split by city uses one prefix per
 //! city, and the cities spread over the cluster's slots.
 //!
@@ -33,19 +39,23 @@
 //! radius while every driver in the radius was listed, four times `n` while the list was cut
 //! off — until it holds the `k` nearest that pass **and** every driver within
 //! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). Past [`MAX_SEARCH_M`] (1,000 km) it
-//! stops searching by radius and reads every driver of the index instead (see below why);
-//! [`RedisIndex::within`] does the same for a radius above it. So a query's cost grows with
-//! the drivers it has to skip: busy or filtered-out drivers near the point make it look
-//! farther, as in the in-process index, and a query with fewer than `k` drivers to find
-//! within 1,000 km reads the whole fleet. Redis itself reads every driver within the final
-//! radius to sort them, so a radius that jumps from an empty suburb to a whole city reads the
-//! city once. A script runs alone on the server: keep fleets that query across continents in
-//! an index per region.
+//! stops searching by radius (see below why) and the client reads the whole fleet instead,
+//! [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`; [`RedisIndex::within`] does the
+//! same for a radius above it. Redis runs one script at a time, so reading the fleet holds
+//! the server for one page at a time: other matchers' calls run between the pages (test
+//! `a_query_over_the_whole_fleet_reads_it_page_by_page`). The pages are not one snapshot: a
+//! driver available throughout the scan is found, one that changes, arrives or leaves during
+//! it may or may not be. So a query's cost grows with the drivers it has to skip: busy or
+//! filtered-out drivers near the point make it look farther, as in the in-process index, and
+//! a query with fewer than `k` drivers to find within 1,000 km reads the whole fleet, in
+//! pages. Redis itself reads every driver within a search's radius to sort them, so a radius
+//! that jumps from an empty suburb to a whole city reads the city in one script: keep
+//! fleets that query across continents in an index per region.
 //!
 //! The client then computes each survivor's distance from its exact reported position on the
 //! crate's sphere ([`EARTH_RADIUS_M`]), sorts by it (ties by id) and keeps `k`. So the
-//! answers, distances included, are **the same as the in-process index's** for the same
-//! drivers, states and staleness: Redis's own distances are used only to choose candidates,
+//! answers, drivers and distances, are **the same as the in-process index's** for the same
+//! drivers, states and staleness (versions are each index's own): Redis's own distances are used only to choose candidates,
 //! with a margin that covers how they differ from ours.
 //!
 //! # How Redis GEO differs, and what this index does about it
@@ -93,7 +103,7 @@ use std::time::Duration;
 use infra_common::sync::Mutex;
 use redis::{Connection, RedisError, Value};
 
-use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2, chord2_to_angle};
+use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2};
 use crate::{
     BackendFailure, Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Drivers,
     Error, Filter, MAX_K, Point, VehicleClass, Version,
@@ -117,6 +127,12 @@ pub const GEO_MARGIN_M: f64 = 1.0;
 /// tests compare it with the in-process index up to latitude 85.05 and across the
 /// antimeridian.
 pub const MAX_SEARCH_M: f64 = 1_000_000.0;
+
+/// The drivers one script reads when a query pages through the whole fleet (a radius above
+/// [`MAX_SEARCH_M`], or a nearest query that found fewer than `k` within it): the `COUNT` of
+/// each `HSCAN` page. Redis runs one script at a time, so a page is what one such query can
+/// hold the server for; other matchers' calls run between its pages.
+pub const SCAN_PAGE: usize = 1_000;
 
 /// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
 /// Redis's neighbour cells of a point at exactly 180 miss drivers.
@@ -146,12 +162,21 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 }
 
 /// Adds driver `ARGV[1]` at `ARGV[2]`, `ARGV[3]` (lng, lat) with the record `ARGV[4]` and the
-/// word `ARGV[5]`, last heard from at `ARGV[6]` µs (empty: now). Replies 1, or 0 if the id
-/// is taken. `GEOADD` goes first: if it fails, nothing was written.
+/// word `ARGV[5]` (empty: the next word of the version counter, available), last heard from
+/// at `ARGV[6]` µs (empty: now). Replies 1, or 0 if the id is taken. `GEOADD` goes first: if
+/// it fails, nothing was written.
 const INSERT_SCRIPT: &str = concat!(
     r"
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
+local word = ARGV[5]
+if word == '' then
+  -- A version above every version a removed driver of this index reached (see the take in
+  -- READ_SCRIPT), so no claim on an earlier incarnation of this id can match. Read back as
+  -- a string: INCRBY's integer reply would reach Lua as a double, rounded above 2^53.
+  redis.call('INCRBY', KEYS[5], 4)
+  word = redis.call('GET', KEYS[5])
+end
 local seen = ARGV[6]
 if seen == '' then
 ",
@@ -161,7 +186,7 @@ if seen == '' then
 end
 redis.call('ZADD', KEYS[2], seen, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[1], word)
 return 1
 "
 );
@@ -186,13 +211,20 @@ return 1
 );
 
 /// Reads driver `ARGV[1]`: `{1, word, record, seen}` or `{0}`. With `ARGV[2] == 'take'`,
-/// also removes it.
+/// also removes it, first raising the version counter to at least the driver's version (as
+/// a word: `version × 4`), so the next insert of any id starts above it. Words are compared
+/// as decimal strings (longer is larger, then lexically), never as Lua doubles.
 const READ_SCRIPT: &str = r"
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
 local record = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1]) or ''
 if ARGV[2] == 'take' then
+  local counter = redis.call('GET', KEYS[5]) or '0'
+  if #word > #counter or (#word == #counter and word > counter) then
+    redis.call('SET', KEYS[5], word)
+    redis.call('INCRBY', KEYS[5], -(tonumber(string.sub(word, -2)) % 4))
+  end
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
@@ -262,19 +294,6 @@ end
     };
 }
 
-/// Every admitted driver in the GEO set, appended to the Lua table `picked`: the fallback
-/// for searches wider than [`MAX_SEARCH_M`].
-macro_rules! admit_all {
-    () => {
-        r"
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local verdict = admit(id)
-  if verdict then picked[#picked + 1] = verdict end
-end
-"
-    };
-}
-
 /// The reply of a query: `{id, word, record, ...}` of the Lua table `picked`.
 macro_rules! reply_picked {
     () => {
@@ -290,8 +309,8 @@ return reply
 
 /// The `ARGV[7]` nearest admitted drivers around `ARGV[1]`, `ARGV[2]` (lng, lat) and every
 /// admitted driver within `ARGV[8]` m of the last of them, by Redis's distance, starting
-/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m, beyond which it takes every
-/// admitted driver (see the module docs).
+/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m; a nil reply if that is not far
+/// enough, and the client pages through the fleet instead ([`SCAN_SCRIPT`]).
 const NEAREST_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
@@ -326,36 +345,49 @@ local function nearest()
   end
 end
 local picked = nearest()
-if not picked then
-  picked = {}
-",
-    admit_all!(),
-    r"
-end
+if not picked then return false end
 ",
     reply_picked!()
 );
 
 /// Every admitted driver within `ARGV[3]` m (Redis's distance) of `ARGV[1]`, `ARGV[2]` (lng,
-/// lat); with `ARGV[3] == 'all'`, every admitted driver.
+/// lat); the radius is at most [`MAX_SEARCH_M`] (a wider query pages through the fleet with
+/// [`SCAN_SCRIPT`] instead).
 const WITHIN_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
 local picked = {}
-if ARGV[3] == 'all' then
-",
-    admit_all!(),
-    r"
-else
-  for _, id in ipairs(redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-      'BYRADIUS', ARGV[3], 'm')) do
-    local verdict = admit(id)
-    if verdict then picked[#picked + 1] = verdict end
-  end
+for _, id in ipairs(redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+    'BYRADIUS', ARGV[3], 'm')) do
+  local verdict = admit(id)
+  if verdict then picked[#picked + 1] = verdict end
 end
 ",
     reply_picked!()
+);
+
+/// One page of the whole fleet: `HSCAN` of the state words from cursor `ARGV[1]` with
+/// `COUNT ARGV[2]` (`ARGV[3]` unused, so `admit` finds its arguments where the queries put
+/// them). Replies `{next cursor, id, word, record, ...}` of the admitted drivers of the page.
+/// One script reads one page, never the fleet: Redis runs scripts one at a time, and a
+/// script over every driver would stall every other matcher on the server meanwhile.
+const SCAN_SCRIPT: &str = concat!(
+    server_now!(),
+    admit!(),
+    r"
+local page = redis.call('HSCAN', KEYS[4], ARGV[1], 'COUNT', ARGV[2])
+local fields, picked = page[2], {}
+for i = 1, #fields, 2 do
+  local verdict = admit(fields[i])
+  if verdict then picked[#picked + 1] = verdict end
+end
+local reply = {page[1]}
+for _, v in ipairs(picked) do
+  reply[#reply + 1] = v[1] reply[#reply + 1] = v[2] reply[#reply + 1] = v[3]
+end
+return reply
+"
 );
 
 /// Settings of a [`RedisIndex`].
@@ -497,7 +529,7 @@ impl Script {
 pub struct RedisIndex {
     client: redis::Client,
     idle: Mutex<Vec<Connection>>,
-    keys: [String; 4],
+    keys: [String; 5],
     options: RedisOptions,
     /// The staleness window in µs, as the scripts take it.
     window_us: String,
@@ -510,6 +542,7 @@ pub struct RedisIndex {
     settle: Script,
     nearest: Script,
     within: Script,
+    scan: Script,
 }
 
 impl fmt::Debug for RedisIndex {
@@ -621,7 +654,8 @@ impl RedisIndex {
         let client = redis::Client::open(url)
             .map_err(|_| Error::InvalidConfig("the Redis URL is malformed"))?;
         let prefix = &options.prefix;
-        let keys = ["geo", "seen", "drivers", "words"].map(|name| format!("{prefix}:{name}"));
+        let keys =
+            ["geo", "seen", "drivers", "words", "versions"].map(|name| format!("{prefix}:{name}"));
         Ok(Self {
             client,
             idle: Mutex::new(Vec::new()),
@@ -641,6 +675,7 @@ impl RedisIndex {
             settle: Script::new(SETTLE_SCRIPT, false),
             nearest: Script::new(NEAREST_SCRIPT, true),
             within: Script::new(WITHIN_SCRIPT, true),
+            scan: Script::new(SCAN_SCRIPT, true),
         })
     }
 
@@ -708,11 +743,9 @@ impl RedisIndex {
     /// ```
     pub fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
         self.add(
-            id,
-            point,
-            profile,
-            &DriverState::Available.code().to_string(),
-            "",
+            id, point, profile,
+            // Empty: the script takes the next word of the index's version counter.
+            "", "",
         )
     }
 
@@ -877,6 +910,11 @@ impl RedisIndex {
                     state: DriverState::from_code(word),
                     version: Version(word),
                     seen_nanos,
+                    // The server's clock against this process's: close enough for staleness.
+                    age: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .saturating_sub(std::time::Duration::from_nanos(seen_nanos)),
                 })
             }
             _ => Err(MALFORMED),
@@ -956,6 +994,8 @@ impl RedisIndex {
             [Value::Int(1), word] => Ok(Claim {
                 driver: id,
                 version: Version(parse_u64(bytes(word)?)?),
+                // No in-process index issued it: `Index` refuses it as foreign.
+                issuer: 0,
             }),
             [Value::Int(0)] => Err(Error::UnknownDriver(id)),
             [Value::Int(2)] => Err(Error::Stale(id)),
@@ -1074,7 +1114,11 @@ impl RedisIndex {
             &self.nearest,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
-        let mut found = ranked(point, &reply, f64::INFINITY)?;
+        let mut found = match reply {
+            // Not enough within MAX_SEARCH_M: page through the fleet.
+            Value::Nil => self.scan_fleet(point, filter, f64::INFINITY)?,
+            reply => ranked(point, fields(&reply)?, f64::INFINITY)?,
+        };
         found.truncate(k);
         Ok(found)
     }
@@ -1109,24 +1153,61 @@ impl RedisIndex {
         }
         let point = check_geo(point)?;
         let redis_radius = radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M;
-        let radius_arg = if redis_radius > MAX_SEARCH_M {
-            "all".to_owned()
-        } else {
-            // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
-            format!("{redis_radius:.4}")
-        };
-        let args = self.query_args(point, radius_arg, filter, []);
-        let reply = self.run(
-            &self.within,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        )?;
         let reach = radius_m / EARTH_RADIUS_M;
         let reach_chord2 = if reach >= std::f64::consts::PI {
             f64::INFINITY
         } else {
             angle_to_chord2(reach)
         };
-        ranked(point, &reply, reach_chord2)
+        if redis_radius > MAX_SEARCH_M {
+            return self.scan_fleet(point, filter, reach_chord2);
+        }
+        // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
+        let args = self.query_args(point, format!("{redis_radius:.4}"), filter, []);
+        let reply = self.run(
+            &self.within,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        ranked(point, fields(&reply)?, reach_chord2)
+    }
+
+    /// Every admitted driver of the fleet within `reach_chord2` of `point`, nearest first
+    /// (ties by id), read [`SCAN_PAGE`] drivers per script. The pages are not one snapshot:
+    /// a driver available throughout is found (`HSCAN` returns every field present for the
+    /// whole scan), one that changes, arrives or leaves meanwhile may or may not be, and
+    /// each page judges staleness at its own time.
+    fn scan_fleet(
+        &self,
+        point: Point,
+        filter: &Filter,
+        reach_chord2: f64,
+    ) -> Result<Vec<Candidate>, Error> {
+        let (class, least) = filter_args(filter);
+        let page = SCAN_PAGE.to_string();
+        let mut cursor = b"0".to_vec();
+        let mut found = Vec::new();
+        loop {
+            let text = std::str::from_utf8(&cursor).map_err(|_| MALFORMED)?;
+            let reply = self.run(
+                &self.scan,
+                &[text, &page, "", &self.window_us, &class, &least],
+            )?;
+            let (next, drivers) = fields(&reply)?.split_first().ok_or(MALFORMED)?;
+            found.extend(ranked(point, drivers, reach_chord2)?);
+            cursor = bytes(next)?.to_vec();
+            if cursor == b"0" {
+                break;
+            }
+        }
+        // HSCAN may return a field twice: keep one entry per driver.
+        found.sort_unstable_by_key(|candidate| candidate.driver);
+        found.dedup_by_key(|candidate| candidate.driver);
+        found.sort_unstable_by(|a, b| {
+            a.distance_m
+                .total_cmp(&b.distance_m)
+                .then(a.driver.cmp(&b.driver))
+        });
+        Ok(found)
     }
 
     /// The arguments both query scripts take, then `extra`.
@@ -1279,13 +1360,18 @@ fn filter_args(filter: &Filter) -> (String, String) {
     (class, least)
 }
 
-/// The drivers of a query reply, by exact distance from `point` (ties by id), within
-/// `reach_chord2` (squared chord on the unit sphere).
-fn ranked(point: Point, reply: &Value, reach_chord2: f64) -> Result<Vec<Candidate>, Error> {
-    let Value::Array(fields) = reply else {
-        return Err(MALFORMED);
-    };
-    if fields.len() % 3 != 0 {
+/// The elements of an array reply.
+fn fields(reply: &Value) -> Result<&[Value], Error> {
+    match reply {
+        Value::Array(fields) => Ok(fields),
+        _ => Err(MALFORMED),
+    }
+}
+
+/// The drivers of a query reply (`id, word, record` triples), by exact distance from `point`
+/// (ties by id), within `reach_chord2` (squared chord on the unit sphere).
+fn ranked(point: Point, fields: &[Value], reach_chord2: f64) -> Result<Vec<Candidate>, Error> {
+    if !fields.len().is_multiple_of(3) {
         return Err(MALFORMED);
     }
     let query = point.unit();
@@ -1296,15 +1382,16 @@ fn ranked(point: Point, reply: &Value, reach_chord2: f64) -> Result<Vec<Candidat
         let (at, _) = parse_record(bytes(&driver[2])?)?;
         let chord2 = chord2(&query, &at.unit());
         if chord2 <= reach_chord2 {
-            found.push((chord2, id, word));
+            found.push((chord2, id, word, at));
         }
     }
     found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     Ok(found
         .into_iter()
-        .map(|(chord2, driver, word)| Candidate {
+        .map(|(_, driver, word, at)| Candidate {
             driver,
-            distance_m: chord2_to_angle(chord2) * EARTH_RADIUS_M,
+            // The distance as the in-process index reports it, to the last bit.
+            distance_m: point.distance_m(at),
             version: Version(word),
         })
         .collect())

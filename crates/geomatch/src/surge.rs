@@ -18,7 +18,19 @@
 //!    with demand and no supply is at the cap; one with neither is at 1.
 //! 4. **Roll-up.** [`Surge::rollup`] sums the raw counts of all cells under each coarser
 //!    parent cell and applies the curve to the sums (no smoothing at the coarse level), for
-//!    dashboards and for the metrics.
+//!    dashboards and for the metrics. A roll-up cell is the H3 *parent* of the counting
+//!    cells, and H3 children do not tile their parent exactly: a counting cell near a
+//!    parent's edge may cover ground of the next coarse cell. The
+//!    [`Partitioner`](crate::Partitioner) assigns a point by the coarse cell containing the
+//!    point itself, so near a coarse edge a roll-up cell's counts can include events that
+//!    partitioning sends to the neighbouring partition. Do not read a roll-up cell as one
+//!    partition's load.
+//!
+//! Events are counted in the slice of the clock's reading, taken under the surge's lock. A
+//! reading behind the newest slice held (a clock that stepped back) is counted in that
+//! newest slice rather than dropped, and never clears newer counts; while the clock is
+//! behind, reads leave that slice out, and take it in again once the clock reaches it (test
+//! `a_clock_that_steps_back_loses_no_counts`).
 //!
 //! Supply is whatever the caller reports: a driver coming online or finishing a trip, or one
 //! observation per available driver per snapshot. Demand and supply are counted the same
@@ -123,9 +135,10 @@ impl std::error::Error for SurgeError {}
 
 /// A piecewise-linear map from the demand/supply ratio to a price multiplier, with a cap.
 ///
-/// Between two points the multiplier is interpolated linearly; below the first point it is
-/// 1; beyond the last point it stays at the last point's multiplier. The result is never more
-/// than the cap. Points must have strictly increasing, non-negative ratios and non-decreasing
+/// The curve starts at (ratio 0, multiplier 1): between it and the first point, and between
+/// two points, the multiplier is interpolated linearly, so it never jumps; beyond the last
+/// point it stays at the last point's multiplier. A first point at ratio 0 applies from 0.
+/// The result is never more than the cap (test `the_curve_interpolates_from_one_to_its_points`). Points must have strictly increasing, non-negative ratios and non-decreasing
 /// multipliers of at least 1, so the multiplier never decreases as demand grows.
 ///
 /// ```
@@ -135,6 +148,9 @@ impl std::error::Error for SurgeError {}
 /// assert_eq!(curve.multiplier(0.5), 1.0);
 /// assert_eq!(curve.multiplier(2.0), 1.5);
 /// assert_eq!(curve.multiplier(10.0), 1.8); // capped
+/// // From (0, 1) up to a first point above 1: half way there at half its ratio.
+/// let steep = SurgeCurve::new(&[(2.0, 1.5)], 3.0)?;
+/// assert_eq!(steep.multiplier(1.0), 1.25);
 /// # Ok::<(), infra_geomatch::surge::SurgeError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -198,20 +214,20 @@ impl SurgeCurve {
     pub fn multiplier(&self, ratio: f64) -> f64 {
         let ratio = if ratio.is_nan() { 0.0 } else { ratio };
         let mut value = 1.0;
+        // The curve's implicit start: no demand, no surge.
         let mut previous = (0.0, 1.0);
-        for (at, &(point_ratio, point_multiplier)) in self.points.iter().enumerate() {
+        for &(point_ratio, point_multiplier) in &self.points {
             if ratio >= point_ratio {
                 value = point_multiplier;
                 previous = (point_ratio, point_multiplier);
                 continue;
             }
-            // `ratio` lies below this point: interpolate from the previous point, or from
-            // (first ratio, 1) before the first, where the multiplier is still 1.
-            if at > 0 {
-                let (from_ratio, from_multiplier) = previous;
-                let share = (ratio - from_ratio) / (point_ratio - from_ratio);
-                value = from_multiplier + share * (point_multiplier - from_multiplier);
-            }
+            // `ratio` lies below this point, and at or above the previous one (or the start,
+            // which is below every point but one at ratio 0, which `ratio` is never below):
+            // interpolate between the two.
+            let (from_ratio, from_multiplier) = previous;
+            let share = (ratio - from_ratio) / (point_ratio - from_ratio);
+            value = from_multiplier + share * (point_multiplier - from_multiplier);
             break;
         }
         value.clamp(1.0, self.cap)
@@ -539,8 +555,18 @@ impl<C: Clock> Surge<C> {
     }
 
     fn record(&self, cell: CellIndex, event: &Event) -> Result<(), SurgeError> {
-        let number = self.current_slice();
         let mut slices = self.slices.lock();
+        // The clock is read under the lock, so of two recorders the later reading is never
+        // counted first. A reading behind the newest slice (a clock that stepped back) counts
+        // in that newest slice: put in its own slot, it would clear a bucket holding newer
+        // counts. Empty buckets hold `u64::MAX`, never a slice number.
+        let now = self.current_slice();
+        let newest = slices
+            .iter()
+            .map(|slice| slice.number)
+            .filter(|&number| number != u64::MAX)
+            .max();
+        let number = newest.filter(|&newest| newest > now).unwrap_or(now);
         let slot = (number % u64::from(self.config.slices)) as usize;
         let slice = &mut slices[slot];
         if slice.number != number {
@@ -1032,5 +1058,72 @@ mod tests {
             let total: u64 = rolled.iter().map(|s| s.counts.demand + s.counts.supply).sum();
             prop_assert_eq!(total, points.len() as u64);
         }
+    }
+
+    /// A clock set by hand that, unlike `ManualClock`, may be set back: a clock stepped back
+    /// by an operator, or readings taken before a lock and applied after a later one.
+    #[derive(Debug, Default)]
+    struct SteppingClock(infra_common::sync::atomic::AtomicU64);
+
+    impl SteppingClock {
+        fn set(&self, at: Duration) {
+            let nanos = u64::try_from(at.as_nanos()).expect("within u64 nanoseconds");
+            self.0
+                .store(nanos, infra_common::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for SteppingClock {
+        fn now_nanos(&self) -> u64 {
+            self.0.load(infra_common::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn wall_time(&self) -> std::time::SystemTime {
+            std::time::UNIX_EPOCH + Duration::from_nanos(self.now_nanos())
+        }
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_loses_no_counts() {
+        // Two slices of 10 s: slice 2 (20 s) shares its bucket with slice 0.
+        let config = SurgeConfig {
+            window: Duration::from_secs(20),
+            slices: 2,
+            ..SurgeConfig::default()
+        };
+        let clock = SteppingClock::default();
+        let surge = Surge::new(config, &clock).expect("valid");
+        let point = at(LAT, LNG);
+        clock.set(Duration::from_secs(21));
+        let cell = surge.record_demand(point).expect("counted");
+        surge.record_demand(point).expect("counted");
+        // Back to slice 0, whose bucket holds slice 2's two requests.
+        clock.set(Duration::from_secs(1));
+        surge.record_demand(point).expect("counted");
+        // Forward again: all three requests are in the window, none was cleared.
+        clock.set(Duration::from_secs(22));
+        assert_eq!(surge.counts(cell).demand, 3);
+    }
+
+    #[test]
+    fn the_curve_interpolates_from_one_to_its_points() {
+        let curve = SurgeCurve::new(&[(2.0, 1.5), (4.0, 2.5)], 3.0).expect("valid");
+        let cases = [
+            (0.0, 1.0),
+            (1.0, 1.25), // below the first point: from (0, 1) to (2, 1.5)
+            (2.0, 1.5),  // at a point
+            (3.0, 2.0),  // between points
+            (4.0, 2.5),
+            (9.0, 2.5), // beyond the last point
+            (f64::INFINITY, 2.5),
+            (f64::NAN, 1.0),
+        ];
+        for (ratio, expected) in cases {
+            assert_eq!(curve.multiplier(ratio), expected, "ratio {ratio}");
+        }
+        // A first point at ratio 0 applies from 0; the cap bounds every value.
+        let flat = SurgeCurve::new(&[(0.0, 1.2), (1.0, 4.0)], 2.0).expect("valid");
+        assert_eq!(flat.multiplier(0.0), 1.2);
+        assert_eq!(flat.multiplier(0.5), 2.0);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use infra_common::{Clock, RandomState, SystemClock};
 
 use super::{CandidateGraph, Edge, MatchError};
-use crate::{Candidate, Claim, DriverId, Filter, Index, Point};
+use crate::{Candidate, Claim, DriverId, Drivers, Filter, Point};
 
 /// How a [`BatchMatcher`] builds and settles a batch.
 ///
@@ -97,7 +97,7 @@ pub struct BatchOutcome {
 ///
 /// # Claims lost to races
 ///
-/// Claiming is [`Index::claim`], a compare-and-swap on the driver's state version, so a
+/// Claiming is [`Drivers::claim`], a compare-and-swap on the driver's state version, so a
 /// driver is never matched twice however many matchers run at once. When a claim is lost
 /// (another matcher won the driver, or it changed state since the query), that driver is
 /// dropped from the batch and the requests that lost their claims are **re-solved together**
@@ -107,7 +107,7 @@ pub struct BatchOutcome {
 /// the first assignment left unmatched is not retried, since the later rounds only have
 /// fewer drivers.
 ///
-/// For one request on its own, greedy nearest is [`Index::claim_nearest`].
+/// For one request on its own, greedy nearest is [`Drivers::claim_nearest`].
 ///
 /// ```
 /// use infra_geomatch::matching::{BatchConfig, BatchMatcher};
@@ -200,15 +200,19 @@ impl<C: Clock> BatchMatcher<C> {
     }
 
     /// Matches `requests` (pickup points) to available drivers passing `filter`, minimising
-    /// the total great-circle pickup distance in meters.
+    /// the total great-circle pickup distance in meters. `index` is any [`Drivers`]: the
+    /// in-process [`Index`](crate::Index) or, with the `redis` feature, the shared
+    /// `redis::RedisIndex`; the batch uses only its `nearest` and `claim`, so both give the
+    /// same outcome on the same drivers (test `a_batch_on_redis_matches_as_on_the_in_process_index`
+    /// in `tests/redis.rs`).
     ///
     /// # Errors
     ///
     /// [`MatchError::BatchTooLarge`] for more than [`BatchConfig::MAX_REQUESTS`] requests,
     /// [`MatchError::Index`] if a query fails. Both are returned before any claim is made.
-    pub fn match_batch<IC: Clock>(
+    pub fn match_batch<D: Drivers + ?Sized>(
         &self,
-        index: &Index<IC>,
+        index: &D,
         requests: &[Point],
         filter: &Filter,
     ) -> Result<BatchOutcome, MatchError> {
@@ -225,9 +229,9 @@ impl<C: Clock> BatchMatcher<C> {
     ///
     /// As [`BatchMatcher::match_batch`], and [`MatchError::InvalidCandidateCost`] if `cost`
     /// returns a NaN, infinite or negative value; all before any claim is made.
-    pub fn match_batch_by<IC: Clock>(
+    pub fn match_batch_by<D: Drivers + ?Sized>(
         &self,
-        index: &Index<IC>,
+        index: &D,
         requests: &[Point],
         filter: &Filter,
         mut cost: impl FnMut(usize, &Candidate) -> Option<f64>,
@@ -366,7 +370,7 @@ mod tests {
     use infra_common::sync::{Arc, thread};
 
     use super::*;
-    use crate::{Config, DriverProfile, DriverState};
+    use crate::{Config, DriverProfile, DriverState, Index};
 
     fn index_with(drivers: &[(f64, f64)]) -> Index<ManualClock> {
         let index = Index::with_clock(Config::default(), ManualClock::new()).expect("valid");
@@ -607,7 +611,7 @@ mod tests {
                         })
                         .collect();
                     let outcome = matcher(BatchConfig::default())
-                        .match_batch(&index, &requests, &Filter::any())
+                        .match_batch(&*index, &requests, &Filter::any())
                         .expect("valid batch");
                     outcome
                         .matches

@@ -5,12 +5,13 @@
 //! fixed price for each request left unmatched, and [`CandidateGraph::greedy`], each request
 //! in arrival order taking its cheapest free driver. The objective is stated exactly below.
 //!
-//! [`BatchMatcher`] runs a batch against the driver [`Index`](crate::Index): each request's
+//! [`BatchMatcher`] runs a batch against any [`Drivers`](crate::Drivers) backend (the
+//! in-process [`Index`](crate::Index), or the shared index on Redis): each request's
 //! `k` nearest available drivers become its candidate edges (cost: the great-circle pickup
 //! distance, or any cost function such as an ETA), the assignment is solved exactly on those
 //! edges, and every assigned driver is claimed atomically; requests whose claim was lost to
 //! a race are re-solved on their remaining candidates. Greedy nearest for one request at a
-//! time is [`Index::claim_nearest`](crate::Index::claim_nearest).
+//! time is [`Drivers::claim_nearest`](crate::Drivers::claim_nearest).
 //!
 //! # Objective
 //!
