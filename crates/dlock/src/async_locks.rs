@@ -17,11 +17,26 @@ use crate::locks::Locks;
 /// them to a [`Watchdog`](crate::Watchdog), which renews the lease while the work goes on and
 /// releases it when released or dropped.
 ///
+/// **Waiting in slices.** A blocking call cannot be interrupted, so a wait longer than the
+/// wait slice (one second unless [`AsyncLocks::with_wait_slice`] says otherwise) is made of
+/// bounded waits of one slice each, [`Wait::Up`] on the backend, asked again until granted.
+/// Between two slices the blocking thread goes back to the pool, so waiters never hold every
+/// thread for good (a release queued behind them runs when a slice ends). The price is
+/// fairness: a request whose slice ends leaves the backend's queue and joins it again at the
+/// back, so a FIFO backend ([`MemoryLocks`](crate::MemoryLocks), `EtcdLocks`) keeps arrival
+/// order only among waits shorter than a slice; a wait is never starved (everyone queued
+/// ahead of it joined earlier, so leaves before it does), but it can be overtaken. Each slice
+/// that ends without a grant counts as a wait that timed out in the backend's metrics. A
+/// [`Wait::Up`] timeout is the sum of its slices, each measured on the backend's clock.
+///
 /// **Cancellation.** Dropping a waiting `grant` (or `acquire`, `try_acquire`, ...) future, for
 /// example under `tokio::time::timeout`, leaves nothing held: a grant the backend makes after
-/// the future is gone is released at once, on the blocking pool. A dropped `release` still
-/// releases; a dropped `extend` may still extend the lease, while the caller's grant keeps its
-/// earlier deadline (so the caller never believes it holds the lock longer than it does).
+/// the future is gone is released at once, on the blocking pool. Its blocking call ends with
+/// the slice it is in, at most one slice later on the backend's clock, and gives its thread
+/// and its place in the backend's queue back; no further slice is asked for. A dropped
+/// `release` still releases; a dropped `extend` may still extend the lease, while the
+/// caller's grant keeps its earlier deadline (so the caller never believes it holds the lock
+/// longer than it does).
 ///
 /// ```
 /// use infra_common::ManualClock;
@@ -31,7 +46,9 @@ use crate::locks::Locks;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), infra_dlock::Error> {
-/// let locks = AsyncLocks::new(Arc::new(MemoryLocks::with_clock(ManualClock::new())));
+/// let backend = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+/// // A waiter whose future is dropped gives its thread back within 200 ms.
+/// let locks = AsyncLocks::new(backend).with_wait_slice(Duration::from_millis(200));
 /// let lease = Duration::from_secs(10);
 /// let grant = locks.acquire("report", lease).await?;
 /// assert!(locks.try_acquire("report", lease).await?.is_none());
@@ -42,12 +59,32 @@ use crate::locks::Locks;
 /// ```
 pub struct AsyncLocks<L: Locks + 'static> {
     locks: Arc<L>,
+    /// The longest single wait on the blocking pool.
+    slice: Duration,
 }
 
+/// The wait slice unless [`AsyncLocks::with_wait_slice`] says otherwise.
+const DEFAULT_WAIT_SLICE: Duration = Duration::from_secs(1);
+
+/// The shortest wait slice: a zero slice would ask the backend again and again without
+/// waiting.
+const MIN_WAIT_SLICE: Duration = Duration::from_millis(1);
+
 impl<L: Locks + 'static> AsyncLocks<L> {
-    /// Wraps a backend shared with the blocking pool.
+    /// Wraps a backend shared with the blocking pool, with waits in slices of one second.
     pub fn new(locks: Arc<L>) -> Self {
-        Self { locks }
+        Self {
+            locks,
+            slice: DEFAULT_WAIT_SLICE,
+        }
+    }
+
+    /// Waits in slices of `slice` (at least 1 ms) on the backend's clock: a shorter slice
+    /// gives an abandoned wait's thread back sooner, a longer one keeps a FIFO backend's
+    /// arrival order for longer waits (see the type's documentation).
+    pub fn with_wait_slice(mut self, slice: Duration) -> Self {
+        self.slice = slice.max(MIN_WAIT_SLICE);
+        self
     }
 
     /// The backend.
@@ -56,13 +93,46 @@ impl<L: Locks + 'static> AsyncLocks<L> {
     }
 
     /// Asks for `access` to lock `name` for `lease`, waiting as `wait` says (see
-    /// [`Locks::grant`]).
+    /// [`Locks::grant`]), in slices for a wait longer than one.
     ///
     /// # Errors
     ///
     /// As [`Locks::grant`]; [`Error::Backend`] if the blocking call did not complete (it
     /// panicked, or the runtime is shutting down).
     pub async fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        // What is left of a bounded wait; `None` for an unbounded one.
+        let mut left = match wait {
+            Wait::Up(timeout) if timeout > self.slice => Some(timeout),
+            Wait::No | Wait::Up(_) => return self.grant_once(name, access, lease, wait).await,
+            Wait::Forever => None,
+        };
+        loop {
+            let slice = left.map_or(self.slice, |left| left.min(self.slice));
+            let granted = self
+                .grant_once(name, access, lease, Wait::Up(slice))
+                .await?;
+            if granted.is_some() {
+                return Ok(granted);
+            }
+            // A slice that ended without a grant waited all of it on the backend's clock.
+            if let Some(left) = &mut left {
+                *left -= slice;
+                if left.is_zero() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// One blocking call to [`Locks::grant`]; a grant made after this future is dropped is
+    /// released.
+    async fn grant_once(
         &self,
         name: &str,
         access: Access,
@@ -196,6 +266,7 @@ impl<L: Locks + 'static> Clone for AsyncLocks<L> {
     fn clone(&self) -> Self {
         Self {
             locks: Arc::clone(&self.locks),
+            slice: self.slice,
         }
     }
 }
@@ -204,6 +275,7 @@ impl<L: Locks + fmt::Debug + 'static> fmt::Debug for AsyncLocks<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncLocks")
             .field("locks", &*self.locks)
+            .field("slice", &self.slice)
             .finish()
     }
 }

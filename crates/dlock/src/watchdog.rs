@@ -1,6 +1,9 @@
 //! Renewing a held lease in the background, with a loss signal that never stays silent.
 
 use std::fmt;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use infra_common::Clock;
@@ -23,8 +26,9 @@ pub struct Renewal {
 }
 
 impl Renewal {
-    /// Renew for `lease` each time, every third of it: two renewals can fail to arrive in
-    /// time before the lease runs out.
+    /// Renew for `lease` each time, every third of it: a renewal that is late by up to two
+    /// thirds of the lease (a slow backend, a busy runtime) still lands in time. A renewal
+    /// that fails is not retried: it ends the watchdog.
     pub fn new(lease: Duration) -> Self {
         Self {
             lease,
@@ -35,7 +39,8 @@ impl Renewal {
     }
 
     /// Renew every `every` instead of every third of the lease. It must be shorter than the
-    /// lease, and not zero ([`Watchdog::spawn`] refuses it otherwise).
+    /// lease, and not zero ([`Watchdog::spawn`] refuses it otherwise). The first renewal
+    /// comes sooner if a third of what is left of the grant's own lease is shorter.
     pub fn every(mut self, every: Duration) -> Self {
         self.every = Some(every);
         self
@@ -60,8 +65,9 @@ impl Renewal {
 pub enum Loss {
     /// It was released through [`Watchdog::release`] (or the watchdog was dropped).
     Released,
-    /// The lease ran out before a renewal could be made (the renewals came too late: a
-    /// starved runtime, or a clock that jumped), found at a renewal or at the release.
+    /// The lease ran out on the clock before a renewal was confirmed: a renewal came too
+    /// late (a starved runtime, a clock that jumped) or its answer had not come back by the
+    /// deadline. Reported at the deadline, at a renewal, or at the release.
     Expired,
     /// A renewal failed with this error; the watchdog stopped and released what it could.
     /// [`Error::LeaseExpired`] says the lock may already belong to someone else.
@@ -69,6 +75,10 @@ pub enum Loss {
     /// The renewal task ended without releasing (its runtime shut down): nobody renews the
     /// lease any more, and it runs out.
     Stopped,
+    /// The release (through [`Watchdog::release`] or a drop) failed with this error, other
+    /// than [`Error::LeaseExpired`]: whether the lock was given back is unknown, and at worst
+    /// it stays taken until its lease runs out. Renewals stopped.
+    ReleaseFailed(Error),
 }
 
 impl fmt::Display for Loss {
@@ -78,6 +88,7 @@ impl fmt::Display for Loss {
             Self::Expired => f.write_str("the lease ran out before it was renewed"),
             Self::RenewalFailed(error) => write!(f, "a renewal failed: {error}"),
             Self::Stopped => f.write_str("the renewal task stopped"),
+            Self::ReleaseFailed(error) => write!(f, "the release failed: {error}"),
         }
     }
 }
@@ -101,11 +112,18 @@ struct Status {
 /// - **A failed renewal is never silent.** The first renewal that fails ends the watchdog:
 ///   `lost()` resolves with [`Loss::RenewalFailed`] and the error, `is_held()` turns false,
 ///   [`Watchdog::release`] returns the error, and (feature `metrics`) the failure is counted.
-///   A renewal due after the lease already ran out is not attempted: [`Loss::Expired`].
+/// - **The deadline is kept.** `lost()` resolves with [`Loss::Expired`] when the last
+///   confirmed lease runs out on the clock, even while a renewal is still waiting for the
+///   backend's answer (a renewal that is confirmed after that is given back). A renewal due
+///   after the lease already ran out is not attempted. The first renewal comes after
+///   [`Renewal`]'s interval or a third of what is left of the grant's lease, whichever is
+///   sooner, so a grant shorter than the renewal lease is renewed in time.
 /// - **Release stops the renewals** and gives the lock back; `lost()` resolves with
-///   [`Loss::Released`].
-/// - **Drop stops them too** and releases the grant in the background: the task ends at once
-///   (before its next renewal), so a dropped watchdog leaves no task behind.
+///   [`Loss::Released`] (or [`Loss::ReleaseFailed`] with the error if the backend could not
+///   release).
+/// - **Drop stops them too** and releases the grant in the background: the task ends once a
+///   renewal in flight has returned (or at once between renewals), so a dropped watchdog
+///   leaves no task behind.
 ///
 /// `is_held()` also reads `clock`, which must be the backend's: it is false once the last
 /// confirmed lease has run out, even if the task has not run yet. A holder that pauses past
@@ -181,8 +199,13 @@ impl<C: Clock + 'static> Watchdog<C> {
             let _ = locks.release(grant);
             return Err(error);
         }
+        let deadline = grant.deadline_nanos();
+        // The grant may have less left than the renewal lease (or than `every`): renew it
+        // within what is left, at the same proportion as the default interval.
+        let left = Duration::from_nanos(deadline.saturating_sub(clock.now_nanos()));
+        let first = every.min(left / 3);
         let (status_sender, status) = watch::channel(Status {
-            deadline: grant.deadline_nanos(),
+            deadline,
             loss: None,
         });
         let (stop, stopped) = oneshot::channel();
@@ -190,6 +213,8 @@ impl<C: Clock + 'static> Watchdog<C> {
         let token = grant.token();
         let task = Renewer {
             locks,
+            name: name.clone(),
+            token,
             clock: clock.clone(),
             lease: renewal.lease,
             every,
@@ -197,7 +222,7 @@ impl<C: Clock + 'static> Watchdog<C> {
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::RenewalCounters::new(renewal.metrics_name),
         };
-        let task = tokio::spawn(task.run(grant, stopped));
+        let task = tokio::spawn(task.run(grant, first, stopped));
         Ok(Self {
             name,
             token,
@@ -223,24 +248,31 @@ impl<C: Clock + 'static> Watchdog<C> {
         self.status.borrow().deadline
     }
 
-    /// Whether the grant is still held: no loss reported, and the last confirmed lease has
-    /// not run out on the clock.
+    /// Whether the grant is still held: no loss reported (nor the renewal task gone, see
+    /// [`Loss::Stopped`]), and the last confirmed lease has not run out on the clock.
     pub fn is_held(&self) -> bool {
-        let status = self.status.borrow();
-        status.loss.is_none() && self.clock.now_nanos() < status.deadline
+        if self.loss().is_some() {
+            return false;
+        }
+        self.clock.now_nanos() < self.status.borrow().deadline
     }
 
-    /// Why the grant was lost, if it was.
+    /// Why the grant was lost, if it was: the same answer [`Watchdog::lost`] resolves with.
     pub fn loss(&self) -> Option<Loss> {
-        self.status.borrow().loss.clone()
+        // Checked before the status is read: a task that reports a loss does so before it
+        // ends, so a closed channel with no loss in it means the task ended without a word.
+        let task_gone = self.status.has_changed().is_err();
+        let loss = self.status.borrow().loss.clone();
+        loss.or(task_gone.then_some(Loss::Stopped))
     }
 
     /// A future that resolves when the watchdog learns that the grant is lost, with the
     /// reason.
     ///
     /// The future does not borrow the watchdog: it can be moved to another task, and it still
-    /// resolves (with [`Loss::Released`]) after [`Watchdog::release`] or a drop. Cancel-safe:
-    /// dropping it changes nothing, and any number of them can wait.
+    /// resolves (with [`Loss::Released`], or [`Loss::ReleaseFailed`]) after
+    /// [`Watchdog::release`] or a drop. Cancel-safe: dropping it changes nothing, and any
+    /// number of them can wait.
     pub fn lost(&self) -> impl Future<Output = Loss> + Send + 'static {
         let mut status = self.status.clone();
         async move {
@@ -257,7 +289,8 @@ impl<C: Clock + 'static> Watchdog<C> {
     /// # Errors
     ///
     /// The error that ended the watchdog if it had already lost the grant (a failed
-    /// renewal's error, or [`Error::LeaseExpired`]); otherwise as [`Locks::release`].
+    /// renewal's error, or [`Error::LeaseExpired`]); otherwise as [`Locks::release`];
+    /// [`Error::Backend`] if the renewal task did not complete (its runtime shut down).
     pub async fn release(mut self) -> Result<(), Error> {
         if let Some(stop) = self.stop.take() {
             // A task that already ended has dropped its receiver: its result says why.
@@ -283,6 +316,10 @@ impl<C: Clock + 'static> fmt::Debug for Watchdog<C> {
 /// The renewal task's side.
 struct Renewer<L: Locks + 'static, C: Clock> {
     locks: Arc<L>,
+    /// The grant's name and token, for the error of a lease that ran out while the grant
+    /// itself is away in a renewal (a renewal keeps the token).
+    name: String,
+    token: FencingToken,
     clock: C,
     lease: Duration,
     every: Duration,
@@ -292,44 +329,55 @@ struct Renewer<L: Locks + 'static, C: Clock> {
 }
 
 impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
-    async fn run(self, mut grant: Grant, mut stop: oneshot::Receiver<()>) -> Result<(), Error> {
+    /// Renews `grant` until released, dropped or lost; the first renewal comes after `wait`.
+    async fn run(
+        self,
+        mut grant: Grant,
+        mut wait: Duration,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Result<(), Error> {
         loop {
-            // `Ok(Ok)`: release asked; `Ok(Err)`: the watchdog was dropped. Either way the
-            // grant goes back now.
-            if tokio::time::timeout(self.every, &mut stop).await.is_ok() {
-                let released = self
-                    .blocking(move |locks| locks.release(grant))
-                    .await
-                    .and_then(|released| released);
-                // A lease that ran out between two renewals was lost before the release.
-                self.lose(match released {
-                    Err(Error::LeaseExpired { .. }) => Loss::Expired,
-                    _ => Loss::Released,
-                });
-                return released;
+            let deadline = grant.deadline_nanos();
+            // A release asked for goes first; then the deadline, so that a renewal due at the
+            // very moment the lease ends is not attempted.
+            let due = first(self.until(deadline), tokio::time::sleep(wait));
+            match first(&mut stop, due).await {
+                // `Ok`: release asked; `Err`: the watchdog was dropped. Either way the grant
+                // goes back now.
+                First::A(_) => return self.release(grant).await,
+                First::B(First::A(())) => return self.expire(grant).await,
+                First::B(First::B(())) => {}
             }
-            if self.clock.now_nanos() >= grant.deadline_nanos() {
-                let error = Error::LeaseExpired {
-                    name: grant.name().to_owned(),
-                    token: grant.token(),
-                };
-                #[cfg(feature = "metrics")]
-                self.metrics.failed(&error);
-                self.lose(Loss::Expired);
-                return Err(error);
+            // The lease clock may have jumped past the deadline before tokio's timer did.
+            if self.clock.now_nanos() >= deadline {
+                return self.expire(grant).await;
             }
             let lease = self.lease;
-            let renewed = self
-                .blocking(move |locks| {
-                    let extended = locks.extend(&mut grant, lease);
-                    (grant, extended)
-                })
-                .await;
+            let locks = Arc::clone(&self.locks);
+            let mut renewal = tokio::task::spawn_blocking(move || {
+                let extended = locks.extend(&mut grant, lease);
+                (grant, extended)
+            });
+            // A renewal whose answer is late must not keep the holder believing it holds the
+            // lock past its deadline: the loss is reported at the deadline.
+            let renewed = match first(&mut renewal, self.until(deadline)).await {
+                First::A(renewed) => renewed.map_err(|_| not_completed()),
+                First::B(()) => {
+                    let error = self.expired();
+                    // The grant is in the blocking call; once it returns, whatever it renewed
+                    // goes back (the release compares tokens, so a new holder is untouched).
+                    if let Ok((renewed, _)) = renewal.await {
+                        let _ = self.blocking(move |locks| locks.release(renewed)).await;
+                    }
+                    return Err(error);
+                }
+            };
             let error = match renewed {
                 Ok((renewed, Ok(()))) => {
                     grant = renewed;
                     let deadline = grant.deadline_nanos();
                     self.status.send_modify(|status| status.deadline = deadline);
+                    wait = self.every;
                     continue;
                 }
                 Ok((renewed, Err(error))) => {
@@ -348,6 +396,54 @@ impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
         }
     }
 
+    /// Resolves once the clock has reached `deadline`. It sleeps on tokio's timer for what is
+    /// left and reads the clock again on waking: the two clocks are separate (the lease clock
+    /// may be a test's manual clock, or run at a slightly different rate).
+    async fn until(&self, deadline: u64) {
+        loop {
+            let now = self.clock.now_nanos();
+            if now >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(deadline - now)).await;
+        }
+    }
+
+    /// Releases the grant, as asked (or on drop), and reports how that went.
+    async fn release(&self, grant: Grant) -> Result<(), Error> {
+        let released = self
+            .blocking(move |locks| locks.release(grant))
+            .await
+            .and_then(|released| released);
+        self.lose(match &released {
+            Ok(()) => Loss::Released,
+            // A lease that ran out between two renewals was lost before the release.
+            Err(Error::LeaseExpired { .. }) => Loss::Expired,
+            Err(error) => Loss::ReleaseFailed(error.clone()),
+        });
+        released
+    }
+
+    /// Reports the lease run out on the clock, then gives the grant back in case the backend
+    /// still holds it (its lease may end a little after ours, by its drift allowance).
+    async fn expire(&self, grant: Grant) -> Result<(), Error> {
+        let error = self.expired();
+        let _ = self.blocking(move |locks| locks.release(grant)).await;
+        Err(error)
+    }
+
+    /// Reports the loss of the grant to an expired lease, and returns the error for it.
+    fn expired(&self) -> Error {
+        let error = Error::LeaseExpired {
+            name: self.name.clone(),
+            token: self.token,
+        };
+        #[cfg(feature = "metrics")]
+        self.metrics.failed(&error);
+        self.lose(Loss::Expired);
+        error
+    }
+
     /// Runs `call` on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -362,4 +458,23 @@ impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
     fn lose(&self, loss: Loss) {
         self.status.send_modify(|status| status.loss = Some(loss));
     }
+}
+
+/// Which of two futures finished first.
+enum First<A, B> {
+    A(A),
+    B(B),
+}
+
+/// Runs `a` and `b` together until one finishes; `a` is polled first, so it wins a tie.
+async fn first<A: Future, B: Future>(a: A, b: B) -> First<A::Output, B::Output> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    poll_fn(|cx| {
+        if let Poll::Ready(a) = a.as_mut().poll(cx) {
+            return Poll::Ready(First::A(a));
+        }
+        b.as_mut().poll(cx).map(First::B)
+    })
+    .await
 }

@@ -1,6 +1,7 @@
 //! The async surface and the renewal watchdog, on tokio's paused time with leases on a
-//! `ManualClock`: renewals keep a lease alive, a failed renewal is reported, release and drop
-//! stop the renewals, and a cancelled acquisition leaves nothing held.
+//! `ManualClock`: renewals keep a lease alive, a failed renewal or release is reported, a
+//! renewal stuck past the deadline is reported at the deadline, release and drop stop the
+//! renewals, and a cancelled acquisition leaves nothing held and gives its thread back.
 #![cfg(all(feature = "tokio", not(infra_loom)))]
 
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use infra_common::ManualClock;
 use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use infra_common::sync::thread;
+use infra_common::sync::{Condvar, Mutex, thread};
 use infra_dlock::{
     Access, AsyncLocks, Error, Grant, Locks, Loss, MemoryLocks, Renewal, Wait, Watchdog,
 };
@@ -16,11 +17,16 @@ use infra_dlock::{
 const LEASE: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_secs(10);
 
-/// A backend that counts renewals and fails them on demand.
+/// A backend that counts renewals, fails renewals or releases on demand, and can hold back
+/// the answer to a renewal it has made (a slow reply from a lock server).
 struct Flaky {
     inner: MemoryLocks<ManualClock>,
     extends: AtomicUsize,
     fail_extends: AtomicBool,
+    fail_releases: AtomicBool,
+    /// While true, `extend` renews the lease at once but does not return.
+    holding: Mutex<bool>,
+    answer: Condvar,
 }
 
 impl Flaky {
@@ -29,7 +35,22 @@ impl Flaky {
             inner: MemoryLocks::with_clock(clock.clone()),
             extends: AtomicUsize::new(0),
             fail_extends: AtomicBool::new(false),
+            fail_releases: AtomicBool::new(false),
+            holding: Mutex::new(false),
+            answer: Condvar::new(),
         }
+    }
+
+    /// Holds back the answers to renewals from now on (`true`), or lets them go (`false`).
+    fn hold_answers(&self, hold: bool) {
+        *self.holding.lock() = hold;
+        self.answer.notify_all();
+    }
+}
+
+fn injected() -> Error {
+    Error::Backend {
+        reason: "injected".into(),
     }
 }
 
@@ -45,16 +66,24 @@ impl Locks for Flaky {
     }
 
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
-        self.extends.fetch_add(1, Ordering::SeqCst);
         if self.fail_extends.load(Ordering::SeqCst) {
-            return Err(Error::Backend {
-                reason: "injected".into(),
-            });
+            self.extends.fetch_add(1, Ordering::SeqCst);
+            return Err(injected());
         }
-        self.inner.extend(grant, lease)
+        let extended = self.inner.extend(grant, lease);
+        // Counted once the backend has renewed, so a test that sees the count sees the renewal.
+        self.extends.fetch_add(1, Ordering::SeqCst);
+        let mut holding = self.holding.lock();
+        while *holding {
+            self.answer.wait(&mut holding);
+        }
+        extended
     }
 
     fn release(&self, grant: Grant) -> Result<(), Error> {
+        if self.fail_releases.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
         self.inner.release(grant)
     }
 
@@ -146,9 +175,7 @@ async fn a_failed_renewal_resolves_lost_with_the_error_and_is_not_retried_silent
     assert!(watchdog.is_held());
     locks.fail_extends.store(true, Ordering::SeqCst);
     clock.advance(TICK);
-    let injected = Error::Backend {
-        reason: "injected".into(),
-    };
+    let injected = injected();
     // Resolves at the next renewal: nothing else moves the time.
     assert_eq!(watchdog.lost().await, Loss::RenewalFailed(injected.clone()));
     assert!(!watchdog.is_held());
@@ -414,4 +441,242 @@ async fn a_waiter_learns_of_a_release_and_of_a_drop() {
         assert_eq!(waiter.await.unwrap(), Loss::Released);
         assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
     }
+}
+
+/// Lets the tasks and the blocking pool run until `locks` has made `count` renewals (or long
+/// enough to say it will not), without moving any clock; returns how many it made.
+async fn until_renewals(locks: &Flaky, count: usize) -> usize {
+    for _ in 0..10_000 {
+        if locks.extends.load(Ordering::SeqCst) >= count {
+            break;
+        }
+        tokio::task::yield_now().await;
+        thread::yield_now();
+    }
+    locks.extends.load(Ordering::SeqCst)
+}
+
+/// Lets the watchdog's task run until it has reported a loss, without moving any clock.
+async fn until_lost(watchdog: &Watchdog<ManualClock>) -> Option<Loss> {
+    for _ in 0..100 {
+        if watchdog.loss().is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    watchdog.loss()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_whose_answer_comes_after_the_deadline_is_reported_expired_at_the_deadline() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(Flaky::new(&clock));
+    let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+    let token = grant.token();
+    let deadline = grant.deadline_nanos();
+    let watchdog = Watchdog::spawn(
+        Arc::clone(&locks),
+        grant,
+        clock.clone(),
+        Renewal::new(LEASE),
+    )
+    .unwrap();
+    // The renewal due at 10 s is made by the backend, but its answer does not come back.
+    locks.hold_answers(true);
+    tick(&clock).await;
+    assert_eq!(until_renewals(&locks, 1).await, 1);
+    // Both clocks reach the deadline of the last confirmed lease. (The blocked renewal keeps
+    // paused time from moving by itself, so it is moved by hand.)
+    clock.advance(LEASE - TICK);
+    tokio::time::advance(LEASE - TICK).await;
+    assert_eq!(clock_now(&clock), deadline);
+    let loss = until_lost(&watchdog).await;
+    let held = watchdog.is_held();
+    let lost_now = tokio::time::timeout(Duration::ZERO, watchdog.lost()).await;
+    // The answer comes at last (let go before asserting, so a failure cannot hang the test on
+    // the blocked call): the renewal the holder no longer counts on is given back, not left
+    // to run out its lease.
+    locks.hold_answers(false);
+    assert_eq!(loss, Some(Loss::Expired));
+    assert!(!held);
+    assert_eq!(lost_now, Ok(Loss::Expired));
+    assert_eq!(
+        watchdog.release().await,
+        Err(Error::LeaseExpired {
+            name: "job".into(),
+            token
+        })
+    );
+    assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_shorter_than_the_renewal_interval_is_renewed_within_its_own_lease() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(Flaky::new(&clock));
+    // Renewals every 10 s would come after this grant's 3 s had run out.
+    let short = Duration::from_secs(3);
+    let grant = locks.acquire("job", short).unwrap().into_grant();
+    let watchdog = Watchdog::spawn(
+        Arc::clone(&locks),
+        grant,
+        clock.clone(),
+        Renewal::new(LEASE),
+    )
+    .unwrap();
+    // The first renewal comes at a third of what is left of the grant's lease.
+    clock.advance(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(until_renewals(&locks, 1).await, 1);
+    clock.advance(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(locks.extends.load(Ordering::SeqCst), 1);
+    assert!(watchdog.is_held());
+    assert_eq!(watchdog.loss(), None);
+    // Renewed at 1 s for the renewal's lease.
+    assert_eq!(watchdog.deadline_nanos(), 31_000_000_000);
+    watchdog.release().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_that_fails_is_reported_with_its_error_not_as_released() {
+    for drop_it in [false, true] {
+        let clock = ManualClock::new();
+        let locks = Arc::new(Flaky::new(&clock));
+        let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+        let watchdog = Watchdog::spawn(
+            Arc::clone(&locks),
+            grant,
+            clock.clone(),
+            Renewal::new(LEASE),
+        )
+        .unwrap();
+        let waiter = tokio::spawn(watchdog.lost());
+        half_tick(&clock).await;
+        locks.fail_releases.store(true, Ordering::SeqCst);
+        if drop_it {
+            drop(watchdog);
+        } else {
+            assert_eq!(watchdog.release().await, Err(injected()));
+        }
+        assert_eq!(waiter.await.unwrap(), Loss::ReleaseFailed(injected()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_extend_may_still_extend_the_lease_while_the_grant_keeps_its_deadline() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(Flaky::new(&clock));
+    let async_locks = AsyncLocks::new(Arc::clone(&locks));
+    let mut grant = async_locks.acquire("job", LEASE).await.unwrap();
+    let deadline = grant.deadline_nanos();
+    locks.hold_answers(true);
+    // Polled once (the renewal starts on the blocking pool), then abandoned.
+    tokio::select! {
+        biased;
+        _ = async_locks.extend(&mut grant, LEASE * 4) => panic!("the answer was held back"),
+        () = std::future::ready(()) => {}
+    }
+    assert_eq!(until_renewals(&locks, 1).await, 1);
+    locks.hold_answers(false);
+    // The backend renewed; the caller's grant still says the earlier deadline.
+    assert_eq!(grant.deadline_nanos(), deadline);
+    clock.advance(LEASE);
+    assert!(locks.is_held(&grant));
+    assert!(
+        async_locks
+            .try_acquire("job", LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_runtime_that_shuts_down_under_the_watchdog_resolves_lost_with_stopped() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let runtime = paused();
+    let watchdog = runtime.block_on(async {
+        let watchdog = Watchdog::spawn(
+            Arc::clone(&locks),
+            grant,
+            clock.clone(),
+            Renewal::new(LEASE),
+        )
+        .unwrap();
+        half_tick(&clock).await;
+        tick(&clock).await;
+        watchdog
+    });
+    assert!(watchdog.is_held());
+    let lost = watchdog.lost();
+    drop(runtime);
+    assert_eq!(paused().block_on(lost), Loss::Stopped);
+    assert_eq!(watchdog.loss(), Some(Loss::Stopped));
+    assert!(!watchdog.is_held());
+    // Nobody released the grant: it runs out with its lease.
+    assert!(locks.try_acquire("job", LEASE).unwrap().is_none());
+    clock.advance(LEASE);
+    assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
+}
+
+/// How long the test that could deadlock waits, on real time, before it calls it one. It
+/// passes without waiting: this bound is only reached if the blocking pool is stuck.
+const STUCK: Duration = Duration::from_secs(10);
+
+#[test]
+fn cancelled_acquires_give_their_blocking_threads_back() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let async_locks = AsyncLocks::new(Arc::clone(&locks));
+    let hour = Duration::from_secs(3600);
+    let mut holder = Some(locks.acquire("job", hour).unwrap().into_grant());
+    let free = runtime.block_on(async {
+        // As many abandoned waits as the pool has threads, each polled once then dropped
+        // (what a `timeout` around it does when it elapses).
+        for _ in 0..4 {
+            tokio::select! {
+                biased;
+                _ = async_locks.acquire("job", LEASE) => panic!("the lock is held"),
+                () = std::future::ready(()) => {}
+            }
+        }
+        while locks.queue_len("job") < 4 {
+            tokio::task::yield_now().await;
+        }
+        // Each abandoned wait ends within one wait slice on the backend's clock (a minute is
+        // longer than a slice); waking the waiters lets them see it.
+        clock.advance(Duration::from_secs(60));
+        locks.expire_due();
+        tokio::time::timeout(STUCK, async_locks.try_acquire("other", LEASE)).await
+    });
+    if free.is_err() {
+        // The pool is stuck: let the waiters in (each gives its grant back), so that the
+        // runtime can shut down and the test fail rather than hang.
+        let _ = locks.release(holder.take().unwrap());
+    }
+    assert!(
+        matches!(free, Ok(Ok(Some(_)))),
+        "a free lock could not be taken: {free:?}"
+    );
+    let holder = holder.take().unwrap();
+    let released =
+        runtime.block_on(async { tokio::time::timeout(STUCK, async_locks.release(holder)).await });
+    assert_eq!(released, Ok(Ok(())));
+    assert_eq!(locks.queue_len("job"), 0);
+    assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
 }
