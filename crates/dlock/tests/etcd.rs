@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
@@ -555,6 +556,83 @@ fn a_lease_no_longer_than_a_round_trip_is_refused_instead_of_requeued() {
         raw.keys("dlock/short/").is_empty(),
         "the spent grant was revoked"
     );
+}
+
+/// The leases of the keys under `prefix`.
+fn leases(raw: &Raw, prefix: &str) -> Vec<i64> {
+    let mut client = raw.client.clone();
+    let options = GetOptions::new().with_prefix();
+    match raw.runtime.block_on(client.get(prefix, Some(options))) {
+        Ok(response) => response
+            .kvs()
+            .iter()
+            .map(etcd_client::KeyValue::lease)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn an_extend_whose_lease_move_answer_is_lost_never_leaves_the_holder_without_its_key() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let proxy = Arc::new(FaultProxy::start(server.addr()).unwrap());
+    let locks = locks(&[format!("http://{}", proxy.addr())]);
+    // Long enough to still run when the extension's answer is lost.
+    let mut grant = locks
+        .acquire(LOCK, Duration::from_secs(5))
+        .unwrap()
+        .into_grant();
+    let dir = format!("dlock/{LOCK}/");
+    let direct = [server.url()];
+    let old_lease = leases(&Raw::new(&direct), &dir)[0];
+    // Every answer now crosses the proxy 300 ms late. A watcher talking to etcd directly sees
+    // the key move to a new lease (the transaction committed) and cuts the connection while
+    // the transaction's answer is still on its way back, refusing new connections for a while:
+    // the client cannot learn what happened.
+    proxy.set_latency(Duration::from_millis(300));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (proxy, done, dir) = (Arc::clone(&proxy), Arc::clone(&done), dir.clone());
+        thread::spawn(move || {
+            let raw = Raw::new(&direct);
+            while !done.load(Ordering::SeqCst) {
+                if leases(&raw, &dir).iter().any(|&lease| lease != old_lease) {
+                    proxy.refuse_new(true);
+                    proxy.cut_connections();
+                    std::thread::sleep(Duration::from_millis(500));
+                    proxy.heal();
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            false
+        })
+    };
+    // A lease longer than the key's TTL: the key moves to a new lease.
+    let extended = locks.extend(&mut grant, Duration::from_secs(30));
+    done.store(true, Ordering::SeqCst);
+    assert!(watcher.join().unwrap(), "the key never moved: {extended:?}");
+    proxy.heal();
+    let keys = leases(&Raw::new(&[server.url()]), &dir);
+    let believes_held = locks.clock().now_nanos() < grant.deadline_nanos();
+    println!("extend after a lost move answer: {extended:?}; keys' leases: {keys:?}");
+    // The holder never goes on believing it holds a lock whose key is gone.
+    assert!(
+        !believes_held || keys.len() == 1,
+        "{extended:?}: the key is gone while the holder's deadline runs"
+    );
+    match extended {
+        // The key was read again and found on its new lease.
+        Ok(()) => assert!(locks.is_held(&grant)),
+        // Still unknown: the holder's lease ended at once, so it stops.
+        Err(Error::Backend { .. }) => {
+            assert!(!believes_held, "the holder still counts its old lease");
+            assert!(!locks.is_held(&grant));
+        }
+        Err(other) => panic!("{other}"),
+    }
 }
 
 #[test]
