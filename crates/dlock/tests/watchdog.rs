@@ -27,6 +27,8 @@ struct Flaky {
     /// While true, `extend` renews the lease at once but does not return.
     holding: Mutex<bool>,
     answer: Condvar,
+    /// How each grant request asked to wait, in order.
+    waits: Mutex<Vec<Wait>>,
 }
 
 impl Flaky {
@@ -38,6 +40,7 @@ impl Flaky {
             fail_releases: AtomicBool::new(false),
             holding: Mutex::new(false),
             answer: Condvar::new(),
+            waits: Mutex::new(Vec::new()),
         }
     }
 
@@ -62,6 +65,7 @@ impl Locks for Flaky {
         lease: Duration,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
+        self.waits.lock().push(wait);
         self.inner.grant(name, access, lease, wait)
     }
 
@@ -679,4 +683,58 @@ fn cancelled_acquires_give_their_blocking_threads_back() {
     assert_eq!(released, Ok(Ok(())));
     assert_eq!(locks.queue_len("job"), 0);
     assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_long_timeout_is_waited_in_slices_that_add_up_to_it() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(Flaky::new(&clock));
+    let slice = Duration::from_secs(1);
+    let async_locks = AsyncLocks::new(Arc::clone(&locks)).with_wait_slice(slice);
+    let _holder = locks.acquire("job", LEASE).unwrap();
+    let waiting = {
+        let async_locks = async_locks.clone();
+        tokio::spawn(async move {
+            async_locks
+                .acquire_timeout("job", LEASE, Duration::from_millis(2500))
+                .await
+        })
+    };
+    // Each slice ends when the lease clock has moved by it and the waiter is woken to see it.
+    for (asked, step) in [(2, slice), (3, slice), (4, Duration::from_millis(500))] {
+        for _ in 0..10_000 {
+            if locks.waits.lock().len() == asked && locks.inner.queue_len("job") == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            thread::yield_now();
+        }
+        assert_eq!(
+            locks.waits.lock().len(),
+            asked,
+            "the next slice was not asked for"
+        );
+        assert!(!waiting.is_finished());
+        clock.advance(step);
+        locks.inner.expire_due();
+    }
+    assert_eq!(waiting.await.unwrap(), Ok(None));
+    let short = Duration::from_millis(500);
+    assert_eq!(
+        *locks.waits.lock(),
+        [
+            Wait::Forever,
+            Wait::Up(slice),
+            Wait::Up(slice),
+            Wait::Up(short)
+        ]
+    );
+    // A wait within one slice is one call, as asked.
+    assert_eq!(
+        async_locks
+            .acquire_timeout("job", LEASE, Duration::ZERO)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(locks.waits.lock().last(), Some(&Wait::Up(Duration::ZERO)));
 }
