@@ -1,6 +1,7 @@
 //! The driver index shared by many matcher processes through one Redis: positions in a GEO
 //! set, states and versions in a hash, last reports in a sorted set; every call is one round
-//! trip (one Lua script), and claims are atomic on the server.
+//! trip (one Lua script) but a query that has to read the whole fleet (one per page of
+//! [`SCAN_PAGE`] drivers), and claims are atomic on the server.
 //!
 //! [`RedisIndex`] has the methods of [`Index`](crate::Index), with the same arguments,
 //! results and errors, so code moves between them (or is written once against
@@ -1068,7 +1069,8 @@ impl RedisIndex {
 
     /// The `k` nearest available, fresh drivers that pass `filter`, nearest first, by exact
     /// great-circle distance on the crate's sphere (ties by id): the in-process index's
-    /// answer, in one round trip (see the module docs for the search).
+    /// answer, in one round trip, or one per [`SCAN_PAGE`] drivers when it has to read the
+    /// whole fleet (see the module docs for the search).
     ///
     /// # Errors
     ///
@@ -1125,7 +1127,8 @@ impl RedisIndex {
 
     /// Every available, fresh driver within `radius_m` meters (great-circle, on the crate's
     /// sphere) that passes `filter`, nearest first (ties by id): the in-process index's
-    /// answer, in one round trip.
+    /// answer, in one round trip, or one per [`SCAN_PAGE`] drivers for a radius above
+    /// [`MAX_SEARCH_M`].
     ///
     /// # Errors
     ///
