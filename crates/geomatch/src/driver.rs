@@ -217,6 +217,8 @@ pub struct Candidate {
 pub struct Claim {
     pub(crate) driver: DriverId,
     pub(crate) version: Version,
+    /// The id of the index that issued the claim; only that index settles it.
+    pub(crate) issuer: u64,
 }
 
 impl Claim {
@@ -255,6 +257,10 @@ pub struct DriverRecord {
     pub state: DriverState,
     /// Its state version.
     pub version: Version,
-    /// The index clock's reading at its last report, in nanoseconds.
+    /// The index clock's reading at its last report, in nanoseconds: comparable only with
+    /// that index's clock (`SystemClock` counts from its process's start).
     pub seen_nanos: u64,
+    /// How long before the record was read the driver last reported: what
+    /// [`Index::restore`](crate::Index::restore) goes by, whatever the clocks of the two indexes.
+    pub age: std::time::Duration,
 }

@@ -47,6 +47,18 @@ pub enum Error {
     /// The claim no longer holds: the offer was already accepted or declined, or the driver's
     /// state was set since.
     ClaimInvalid(DriverId),
+    /// The claim was issued by another index (a claim names the index that made it, and the
+    /// same driver may hold the same version elsewhere): settle it where it was made.
+    ForeignClaim(DriverId),
+    /// A [`DriverRecord`](crate::DriverRecord) whose `state` is not the state its `version`
+    /// encodes: it was altered after it was read, and is refused rather than guessed at.
+    InconsistentRecord(DriverId),
+    /// A query near more partitions than [`MAX_PARTITIONS_ASKED`](crate::MAX_PARTITIONS_ASKED):
+    /// ask every node instead.
+    TooManyPartitions {
+        /// The most partitions one call names.
+        max: usize,
+    },
     /// A configuration value out of range; the message names it.
     InvalidConfig(&'static str),
     /// The partitioner has no nodes to place cells on.
@@ -95,6 +107,18 @@ impl fmt::Display for Error {
             Self::ClaimInvalid(id) => write!(
                 f,
                 "the claim of driver {id} no longer holds: its state changed since"
+            ),
+            Self::ForeignClaim(id) => write!(
+                f,
+                "the claim of driver {id} was made on another index; settle it there"
+            ),
+            Self::InconsistentRecord(id) => write!(
+                f,
+                "the record of driver {id} names a state its version does not encode"
+            ),
+            Self::TooManyPartitions { max } => write!(
+                f,
+                "more than {max} partitions lie within the radius; ask every node instead"
             ),
             Self::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
             Self::NoNodes => f.write_str("the partitioner has no nodes"),

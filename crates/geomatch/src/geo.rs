@@ -2,13 +2,17 @@
 //!
 //! Distances are on a sphere of radius [`EARTH_RADIUS_M`], the mean Earth radius of the
 //! IUGG. Inside the crate a point is also kept as a unit vector: comparing two candidates
-//! then needs only the squared chord `|a - b|²`, which orders points exactly as the
-//! great-circle distance does (the arc is `2·asin(chord / 2)`, increasing in the chord), so
-//! the trigonometry runs once per result rather than once per driver scanned.
+//! then needs only the squared chord `|a - b|²`, which orders points as the great-circle
+//! distance does (the arc increases with the chord), so the trigonometry runs once per result
+//! rather than once per driver scanned. A returned distance is computed from the two vectors
+//! as `atan2(|a × b|, a · b)`, which keeps full precision at every angle; `2·asin(chord / 2)`
+//! loses digits near the antipodes, where the chord's derivative vanishes.
 
+use std::collections::HashSet;
 use std::f64::consts::PI;
 
 use h3o::{CellIndex, LatLng, Resolution};
+use infra_common::RandomState;
 
 use crate::Error;
 
@@ -81,7 +85,7 @@ impl Point {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn distance_m(self, other: Self) -> f64 {
-        chord2_to_angle(chord2(&self.unit(), &other.unit())) * EARTH_RADIUS_M
+        exact_angle(&self.unit(), &other.unit()) * EARTH_RADIUS_M
     }
 
     /// The H3 cell containing the point at `resolution`.
@@ -137,6 +141,14 @@ pub(crate) fn chord2_to_angle(chord2: f64) -> f64 {
     2.0 * (chord2.sqrt() * 0.5).min(1.0).asin()
 }
 
+/// The central angle, in radians, between two unit vectors, accurate to rounding at every
+/// angle (the asin of the chord is not, near π).
+#[inline]
+pub(crate) fn exact_angle(a: &Unit, b: &Unit) -> f64 {
+    let c = cross(a, b);
+    dot(&c, &c).sqrt().atan2(dot(a, b))
+}
+
 /// The squared chord of a central angle, clamped to [0, π].
 pub(crate) fn angle_to_chord2(angle: f64) -> f64 {
     let angle = angle.clamp(0.0, PI);
@@ -183,6 +195,48 @@ fn angle_to_arc(c: &Unit, a: &Unit, b: &Unit) -> f64 {
         off_plane.abs().min(1.0).asin().min(endpoints)
     } else {
         endpoints
+    }
+}
+
+/// The rings of cells around an origin, ring `d` being the cells at grid distance `d`.
+///
+/// Built breadth-first: ring `d + 1` is the neighbours of ring `d` not seen before. H3's fast
+/// ring walk goes round a hexagonal path of fixed length and does not notice when, at coarse
+/// resolutions or large distances, that path wraps around the globe: it then returns cells
+/// twice and misses others. Breadth-first over a visited set cannot: each cell comes exactly
+/// once, in the ring of its true grid distance, and the rings end when the globe is covered.
+pub(crate) struct Rings {
+    visited: HashSet<CellIndex, RandomState>,
+    ring: Vec<CellIndex>,
+}
+
+impl Rings {
+    /// Ring 0: the origin alone.
+    pub(crate) fn new(origin: CellIndex) -> Self {
+        let mut visited = HashSet::default();
+        visited.insert(origin);
+        Self {
+            visited,
+            ring: vec![origin],
+        }
+    }
+
+    /// The current ring (empty once every cell has been returned).
+    pub(crate) fn current(&self) -> &[CellIndex] {
+        &self.ring
+    }
+
+    /// Moves to the next ring.
+    pub(crate) fn advance(&mut self) {
+        let mut next = Vec::with_capacity(self.ring.len() + 6);
+        for cell in &self.ring {
+            for neighbour in cell.grid_disk_safe(1) {
+                if self.visited.insert(neighbour) {
+                    next.push(neighbour);
+                }
+            }
+        }
+        self.ring = next;
     }
 }
 
@@ -282,7 +336,7 @@ mod tests {
 
     /// A point near a cell's center, near its edges or just outside.
     fn near_cells() -> impl Strategy<Value = (Point, Resolution)> {
-        (anywhere(), 0u8..=12).prop_map(|(p, r)| (p, Resolution::try_from(r).unwrap()))
+        (anywhere(), 0u8..=15).prop_map(|(p, r)| (p, Resolution::try_from(r).unwrap()))
     }
 
     proptest! {
@@ -319,6 +373,39 @@ mod tests {
         let lng2 = lng
             + (bearing.sin() * angle.sin() * lat.cos()).atan2(angle.cos() - lat.sin() * lat2.sin());
         (lat2, lng2)
+    }
+
+    /// The spherical Vincenty formula from latitudes and longitudes: well conditioned at
+    /// every angle, antipodes included, and independent of the vector form above.
+    fn vincenty_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+        let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
+        let dl = (b.1 - a.1).to_radians();
+        let y = ((p2.cos() * dl.sin()).powi(2)
+            + (p1.cos() * p2.sin() - p1.sin() * p2.cos() * dl.cos()).powi(2))
+        .sqrt();
+        let x = p1.sin() * p2.sin() + p1.cos() * p2.cos() * dl.cos();
+        EARTH_RADIUS_M * y.atan2(x)
+    }
+
+    /// Near the antipodes the arc from the chord (`2·asin(c / 2)`) loses about half its
+    /// digits, tenths of a meter at Earth's radius; the returned distance must not.
+    #[test]
+    fn near_antipodal_distances_are_exact() {
+        let mut worst: f64 = 0.0;
+        for i in 0..2_000u32 {
+            let t = f64::from(i);
+            let lat = -80.0 + (t * 0.618_033_988_7).fract() * 160.0;
+            let lng = -170.0 + (t * 0.414_213_562_3).fract() * 340.0;
+            // Within about 1e-7 to 1e-3 degrees of the exact antipode.
+            let off = 10f64.powf(-7.0 + (t * 0.732_050_807_5).fract() * 4.0);
+            let b_lng = if lng > 0.0 { lng - 180.0 } else { lng + 180.0 };
+            let (a, b) = ((lat, lng), (-lat + off, b_lng - off * 0.7));
+            let ours = Point::new(a.0, a.1)
+                .unwrap()
+                .distance_m(Point::new(b.0, b.1).unwrap());
+            worst = worst.max((ours - vincenty_m(a, b)).abs());
+        }
+        assert!(worst < 1e-6, "worst difference {worst} m");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::f64::consts::PI;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use h3o::{CellIndex, Resolution};
@@ -12,7 +13,10 @@ use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::driver::{STATE_BITS, STATE_MASK};
-use crate::geo::{CellGeometry, EARTH_RADIUS_M, Unit, angle_to_chord2, chord2, chord2_to_angle};
+use crate::geo::{
+    CellGeometry, EARTH_RADIUS_M, Rings, Unit, angle_to_chord2, chord2, chord2_to_angle,
+    exact_angle,
+};
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
     Version,
@@ -102,6 +106,16 @@ struct Bucket {
     /// one driver cannot both see it available.
     words: Vec<AtomicU64>,
     slots: HashMap<DriverId, usize, RandomState>,
+}
+
+/// How a driver enters the index, which decides its first version.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// A new driver: `Available`, at the index's version floor.
+    Inserted,
+    /// A record from [`Index::remove`] (here or elsewhere): its state, and its version if
+    /// that is at or above the floor, else the floor.
+    Restored(u64),
 }
 
 /// A driver's row, while it moves between buckets.
@@ -201,6 +215,13 @@ type CellShard = RwLock<HashMap<CellIndex, Bucket, RandomState>>;
 /// ```
 pub struct Index<C = SystemClock> {
     config: Config,
+    /// Random, never 0: names this index in its claims, so a claim cannot be settled on
+    /// another index where the same driver may hold the same version.
+    id: u64,
+    /// Every version this index gave a driver that has since left it is below this (versions
+    /// counted without the state bits). A driver entering the index starts here, so its
+    /// versions never repeat ones an earlier stay issued, and neither do claims.
+    version_floor: AtomicU64,
     staleness_nanos: u64,
     clock: C,
     drivers: Box<[DriverShard]>,
@@ -272,6 +293,9 @@ impl<C: Clock> Index<C> {
         }
         Ok(Self {
             config,
+            // A fresh random key per index; `| 1` keeps 0 free for claims no index issued.
+            id: RandomState::new().hash_one(0u8) | 1,
+            version_floor: AtomicU64::new(0),
             staleness_nanos: duration_to_nanos(config.staleness),
             clock,
             drivers: (0..config.shards)
@@ -372,19 +396,27 @@ impl<C: Clock> Index<C> {
             point,
             seen: self.clock.now_nanos(),
             profile,
-            word: DriverState::Available.code(),
+            word: 0,
         };
-        self.insert_row(row)
+        self.insert_row(row, Entry::Inserted)
     }
 
-    /// Adds a driver exactly as recorded elsewhere (state, version, last report): the
-    /// receiving side of a hand-off between partitions (see [`Partitioner`](crate::Partitioner)).
+    /// Adds a driver as recorded elsewhere (position, profile, state, version, how long ago it
+    /// reported): the receiving side of a hand-off between partitions (see
+    /// [`Partitioner`](crate::Partitioner)).
     ///
-    /// The record's `seen_nanos` must come from a clock comparable with this index's.
+    /// The last report is placed [`DriverRecord::age`] before this index's clock reads now, so
+    /// records move between indexes whose clocks differ; `seen_nanos` is not used. The state
+    /// is kept. The version is kept if it is at or above every version this index has given a
+    /// driver that since left it; otherwise the driver gets a new one, so no version repeats
+    /// for a driver within an index. A claim made on another index never holds here
+    /// ([`Error::ForeignClaim`]): an offer outstanding at the hand-off arrives `Offered`, and
+    /// the new node ends it with [`Index::set_state`].
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateDriver`] if the id is already in the index.
+    /// [`Error::DuplicateDriver`] if the id is already in the index;
+    /// [`Error::InconsistentRecord`] if the record's state is not the one its version encodes.
     ///
     /// ```
     /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Index, Point};
@@ -398,22 +430,36 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
-        self.insert_row(Row {
+        if DriverState::from_code(record.version.0) != record.state {
+            return Err(Error::InconsistentRecord(record.id));
+        }
+        let row = Row {
             id: record.id,
             point: record.point,
-            seen: record.seen_nanos,
+            seen: self
+                .clock
+                .now_nanos()
+                .saturating_sub(duration_to_nanos(record.age)),
             profile: record.profile,
-            word: record.version.0,
-        })
+            word: 0,
+        };
+        self.insert_row(row, Entry::Restored(record.version.0))
     }
 
-    fn insert_row(&self, row: Row) -> Result<(), Error> {
+    fn insert_row(&self, mut row: Row, entry: Entry) -> Result<(), Error> {
         let id = row.id;
         let cell = row.point.cell(self.config.resolution);
         let mut drivers = self.driver_shard(id).write();
         if drivers.contains_key(&id) {
             return Err(Error::DuplicateDriver(id));
         }
+        // Read under the driver's lock: a removal of this id raised the floor under it.
+        let floor = self.version_floor.load(Ordering::Acquire);
+        row.word = match entry {
+            Entry::Inserted => (floor << STATE_BITS) | DriverState::Available.code(),
+            Entry::Restored(word) if word >> STATE_BITS >= floor => word,
+            Entry::Restored(word) => (floor << STATE_BITS) | (word & STATE_MASK),
+        };
         #[cfg(feature = "metrics")]
         self.metrics.entered(DriverState::from_code(row.word));
         self.push_row(cell, row);
@@ -502,7 +548,9 @@ impl<C: Clock> Index<C> {
     }
 
     /// Takes a driver out of the index and returns what it held, for
-    /// [`Index::restore`] elsewhere. An outstanding claim on it stops holding.
+    /// [`Index::restore`] elsewhere. An outstanding claim on it stops holding, here and
+    /// anywhere: if the driver is inserted or restored here again, it gets versions above any
+    /// it had, and claims name the index that issued them.
     ///
     /// # Errors
     ///
@@ -520,6 +568,9 @@ impl<C: Clock> Index<C> {
         let mut drivers = self.driver_shard(id).write();
         let cell = drivers.remove(&id).ok_or(Error::UnknownDriver(id))?;
         let row = self.take_row(cell, id);
+        // Still under the driver's lock, so a later insert of this id reads the raised floor.
+        self.version_floor
+            .fetch_max((row.word >> STATE_BITS) + 1, Ordering::AcqRel);
         #[cfg(feature = "metrics")]
         self.metrics.left(DriverState::from_code(row.word));
         Ok(DriverRecord {
@@ -529,6 +580,7 @@ impl<C: Clock> Index<C> {
             state: DriverState::from_code(row.word),
             version: Version(row.word),
             seen_nanos: row.seen,
+            age: Duration::from_nanos(self.clock.now_nanos().saturating_sub(row.seen)),
         })
     }
 
@@ -557,6 +609,7 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        let now = self.clock.now_nanos();
         self.with_slot(id, |bucket, slot| {
             let word = bucket.words[slot].load(Ordering::Acquire);
             DriverRecord {
@@ -566,6 +619,7 @@ impl<C: Clock> Index<C> {
                 state: DriverState::from_code(word),
                 version: Version(word),
                 seen_nanos: bucket.seen[slot],
+                age: Duration::from_nanos(now.saturating_sub(bucket.seen[slot])),
             }
         })
     }
@@ -659,6 +713,7 @@ impl<C: Clock> Index<C> {
                     Ok(Claim {
                         driver: id,
                         version: Version(offered),
+                        issuer: self.id,
                     })
                 }
                 Err(_) => {
@@ -672,6 +727,9 @@ impl<C: Clock> Index<C> {
 
     fn settle(&self, claim: &Claim, to: DriverState) -> Result<(), Error> {
         let id = claim.driver;
+        if claim.issuer != self.id {
+            return Err(Error::ForeignClaim(id));
+        }
         self.with_slot(id, |bucket, slot| {
             bucket.words[slot]
                 .compare_exchange(
@@ -692,8 +750,9 @@ impl<C: Clock> Index<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::ClaimInvalid`] if the claim no longer holds (already settled, or the state
-    /// was set since); [`Error::UnknownDriver`] if the driver was removed.
+    /// [`Error::ClaimInvalid`] if the claim no longer holds (already settled, the state was
+    /// set since, or the driver was removed and entered again); [`Error::UnknownDriver`] if
+    /// the driver was removed; [`Error::ForeignClaim`] if another index issued the claim.
     ///
     /// ```
     /// # use infra_geomatch::{Config, DriverId, DriverProfile, Error, Index, Point};
@@ -713,7 +772,7 @@ impl<C: Clock> Index<C> {
     /// # Errors
     ///
     /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::UnknownDriver`] if the
-    /// driver was removed.
+    /// driver was removed; [`Error::ForeignClaim`] if another index issued the claim.
     ///
     /// ```
     /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Index, Point};
@@ -771,7 +830,10 @@ impl<C: Clock> Index<C> {
             best: BinaryHeap::with_capacity(k + 1),
         };
         self.walk(point, &mut nearest);
-        Ok(into_candidates(nearest.best.into_sorted_vec()))
+        Ok(into_candidates(
+            &nearest.query,
+            nearest.best.into_sorted_vec(),
+        ))
     }
 
     /// Every available, fresh driver within `radius_m` meters (great-circle) that passes
@@ -816,7 +878,7 @@ impl<C: Clock> Index<C> {
         };
         self.walk(point, &mut within);
         within.found.sort_unstable();
-        Ok(into_candidates(within.found))
+        Ok(into_candidates(&within.query, within.found))
     }
 
     /// Greedy nearest for one request: walks the `k` nearest candidates in order and claims
@@ -868,22 +930,23 @@ impl<C: Clock> Index<C> {
     /// at grid distance `d` crosses a cell of every ring `1..=d` (adjacent cells share an edge,
     /// and three cells meet at each vertex, all mutually adjacent), so its length is at least
     /// the smallest lower bound over ring `j`'s cells, for every `j ≤ d`. Once a whole ring is
-    /// farther than the reach, so is everything beyond it. Pentagons only change how many
-    /// cells a ring has, and H3's ring function falls back to a breadth-first walk near them.
+    /// farther than the reach, so is everything beyond it. The rings are built breadth-first
+    /// ([`Rings`]), so each holds exactly the cells at its grid distance, near pentagons and
+    /// when the rings wrap around the globe alike.
     fn walk(&self, point: Point, collector: &mut impl Collector) {
         let query = point.unit();
-        let origin = point.cell(self.config.resolution);
-        let mut distance = 0u32;
+        let mut rings = Rings::new(point.cell(self.config.resolution));
+        let mut distance = 0usize;
         let mut visited = 0usize;
         loop {
-            let ring: Vec<CellIndex> = if distance == 0 {
-                vec![origin]
-            } else {
-                origin.grid_ring(distance)
-            };
+            let ring = rings.current();
+            if ring.is_empty() {
+                // Every cell of the globe has been looked at.
+                return;
+            }
             visited += ring.len();
             let mut ring_bound = f64::INFINITY;
-            for cell in ring {
+            for &cell in ring {
                 let cells = self.cell_shard(cell).read();
                 if let Some(bucket) = cells.get(&cell) {
                     let bound = bucket.geometry.min_angle_from(&query);
@@ -900,12 +963,13 @@ impl<C: Clock> Index<C> {
                 return;
             }
             distance += 1;
+            rings.advance();
             // Ring `d` has up to 6d cells. Once the cells visited and the next ring would be
             // more than there are buckets, one pass over every bucket costs less, and needs no
             // bound at all; so a query looks at no more than about twice the occupied cells,
             // even when few drivers qualify (all stale, say) and the rings would otherwise
             // grow until they covered the planet.
-            if visited + 6 * distance as usize > self.occupied.load(Ordering::Relaxed) {
+            if visited + 6 * distance > self.occupied.load(Ordering::Relaxed) {
                 collector.restart();
                 for shard in &*self.cells {
                     for bucket in shard.read().values() {
@@ -926,6 +990,8 @@ struct Found {
     chord2: f64,
     id: DriverId,
     word: u64,
+    /// The driver's position, for its exact distance once it is a result.
+    unit: Unit,
 }
 
 impl PartialEq for Found {
@@ -950,15 +1016,23 @@ impl Ord for Found {
     }
 }
 
-fn into_candidates(found: Vec<Found>) -> Vec<Candidate> {
-    found
+fn into_candidates(query: &Unit, found: Vec<Found>) -> Vec<Candidate> {
+    let mut candidates: Vec<Candidate> = found
         .into_iter()
         .map(|f| Candidate {
             driver: f.id,
-            distance_m: chord2_to_angle(f.chord2) * EARTH_RADIUS_M,
+            distance_m: exact_angle(query, &f.unit) * EARTH_RADIUS_M,
             version: Version(f.word),
         })
-        .collect()
+        .collect();
+    // The squared chord and the exact arc can order two nearly equidistant drivers differently
+    // by a rounding; results are nearest first by the distance they report.
+    candidates.sort_by(|a, b| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.driver.cmp(&b.driver))
+    });
+    candidates
 }
 
 /// What a ring walk collects.
@@ -1014,6 +1088,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
                 chord2: chord2(&self.query, unit),
                 id: bucket.ids[slot],
                 word: 0,
+                unit: *unit,
             };
             if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
                 continue;
@@ -1059,6 +1134,7 @@ impl<C: Clock> Collector for Within<'_, C> {
                     chord2,
                     id: bucket.ids[slot],
                     word,
+                    unit: *unit,
                 });
             }
         }

@@ -1,11 +1,11 @@
-//! Splitting the world between nodes: cell → parent cell at a coarse resolution → node.
+//! Splitting the world between nodes: point → its own cell at a coarse resolution → node.
 
 use std::hash::Hash;
 
 use h3o::{CellIndex, Resolution};
 use infra_ring_hash::{Engine, Placement};
 
-use crate::geo::{CellGeometry, EARTH_RADIUS_M};
+use crate::geo::{CellGeometry, EARTH_RADIUS_M, Rings};
 use crate::{Error, Point};
 
 /// The most partitions one [`Partitioner::partitions_to_ask`] call names, which bounds its
@@ -241,7 +241,7 @@ where
     /// # Errors
     ///
     /// [`Error::InvalidRadius`] for a negative or non-finite radius;
-    /// [`Error::TooManyResults`] if more than [`MAX_PARTITIONS_ASKED`] partitions would be
+    /// [`Error::TooManyPartitions`] if more than [`MAX_PARTITIONS_ASKED`] partitions would be
     /// named (ask every node instead).
     ///
     /// ```
@@ -264,17 +264,22 @@ where
         let origin = self.partition_of(point);
         let mut found = vec![origin];
         // Same ring argument as the index's queries: once a whole ring is beyond the reach,
-        // so is everything farther out.
-        for distance in 1.. {
-            let ring: Vec<CellIndex> = origin.grid_ring(distance);
+        // so is everything farther out. Breadth-first rings hold each cell once, however far
+        // they reach round the globe; they end empty once it is covered.
+        let mut rings = Rings::new(origin);
+        loop {
+            rings.advance();
+            let ring = rings.current();
+            if ring.is_empty() {
+                break;
+            }
             let mut ring_bound = f64::INFINITY;
-            for cell in ring {
+            for &cell in ring {
                 let bound = CellGeometry::of(cell).min_angle_from(&query);
                 ring_bound = ring_bound.min(bound);
                 if bound <= reach {
                     if found.len() == MAX_PARTITIONS_ASKED {
-                        return Err(Error::TooManyResults {
-                            k: found.len() + 1,
+                        return Err(Error::TooManyPartitions {
                             max: MAX_PARTITIONS_ASKED,
                         });
                     }

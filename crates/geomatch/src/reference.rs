@@ -12,9 +12,11 @@
 //! - `nearest(k)` is the `k` eligible drivers of least distance; `within(r)` every eligible
 //!   driver at distance ≤ r. Distances are compared to a tolerance of a micrometer per
 //!   kilometer, so ties and round-off may order equal-distance drivers differently.
-//! - Every state change (claim, accept, decline, set) gives the driver a new version; a claim
-//!   succeeds iff the driver is known, the version read is current and available, and the
-//!   driver is fresh; accept and decline succeed iff nothing changed since the claim. A failed
+//! - Every state change (claim, accept, decline, set) and every insertion gives the driver a
+//!   new version, never one it had before, not even before a removal; a claim succeeds iff the
+//!   driver is known, the version read is current and available, and the driver is fresh;
+//!   accept and decline succeed iff nothing changed since the claim, so a claim held across a
+//!   removal and a new insertion of the driver fails. A failed
 //!   claim reports, first that applies: not available (the version was read in another
 //!   state), unknown driver, stale, lost (the version changed).
 //!
@@ -58,7 +60,8 @@ struct ModelDriver {
     class: u8,
     capacity: u8,
     state: DriverState,
-    /// Number of state changes since insertion.
+    /// The harness's change count when this driver last changed (or entered): a stamp no
+    /// other change of any driver shares.
     changes: u64,
     seen: u64,
 }
@@ -165,6 +168,8 @@ pub struct Harness {
     seen: HashMap<u8, (Version, u64)>,
     /// Claims held: ours, and the driver's model change count right after the claim.
     held: Vec<(Claim, u8, u64)>,
+    /// Changes of any driver so far, insertions included; never goes back.
+    stamp: u64,
 }
 
 impl Harness {
@@ -182,6 +187,7 @@ impl Harness {
             model: HashMap::new(),
             seen: HashMap::new(),
             held: Vec::new(),
+            stamp: 0,
         }
     }
 
@@ -209,9 +215,10 @@ impl Harness {
     }
 
     fn change(&mut self, id: u8, state: DriverState) {
+        self.stamp += 1;
         let driver = self.model.get_mut(&id).expect("known");
         driver.state = state;
-        driver.changes += 1;
+        driver.changes = self.stamp;
     }
 
     /// Applies one operation to both and compares the answers.
@@ -240,6 +247,7 @@ impl Harness {
                     Err(Error::DuplicateDriver(DriverId(id.into())))
                 } else {
                     let now = self.now();
+                    self.stamp += 1;
                     self.model.insert(
                         id,
                         ModelDriver {
@@ -248,7 +256,7 @@ impl Harness {
                             class,
                             capacity,
                             state: DriverState::Available,
-                            changes: 0,
+                            changes: self.stamp,
                             seen: now,
                         },
                     );

@@ -1,10 +1,13 @@
 //! The partition function: queries name every partition they must ask, and drivers crossing
 //! partitions are handed from one node's index to the other's without loss.
 
+use std::time::Duration;
+
 use h3o::{LatLng, Resolution};
 use infra_common::ManualClock;
 use infra_geomatch::{
-    Config, DriverId, DriverProfile, DriverState, Filter, Index, Partitioner, Point,
+    Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, MAX_PARTITIONS_ASKED,
+    Partitioner, Point,
 };
 use infra_ring_hash::{Placement, Rendezvous};
 use proptest::prelude::*;
@@ -207,10 +210,11 @@ fn drivers_crossing_partitions_are_handed_off() {
     );
 }
 
-/// A driver offered on one node and handed to another can still accept there, and a hand-off
-/// of an unknown driver or into a node that already has it is refused.
+/// A driver offered on one node and handed to another arrives offered, but the claim made on
+/// the first node does not hold on the second (a claim names its index); a hand-off of an
+/// unknown driver or into a node that already has it is refused.
 #[test]
-fn an_offer_survives_a_handoff() {
+fn an_offer_arrives_offered_and_its_claim_stays_home() {
     let (from, to) = (
         Index::new(Config::default()).unwrap(),
         Index::new(Config::default()).unwrap(),
@@ -225,6 +229,210 @@ fn an_offer_survives_a_handoff() {
     assert!(from.remove(DriverId(1)).is_err());
     to.restore(record).unwrap();
     assert!(to.restore(record).is_err());
-    to.accept(&claim).unwrap();
+    assert_eq!(to.accept(&claim), Err(Error::ForeignClaim(DriverId(1))));
+    assert_eq!(to.driver(DriverId(1)).unwrap().state, DriverState::Offered);
+    to.set_state(DriverId(1), DriverState::Busy).unwrap();
     assert_eq!(to.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+}
+
+/// Two indexes each holding the same driver at the same version: a claim made on one is
+/// refused by the other, which keeps its own offer.
+#[test]
+fn a_claim_is_settled_only_by_the_index_that_made_it() {
+    let (a, b) = (
+        Index::new(Config::default()).unwrap(),
+        Index::new(Config::default()).unwrap(),
+    );
+    let at = Point::new(45.0, 7.0).unwrap();
+    for index in [&a, &b] {
+        index
+            .insert(DriverId(1), at, DriverProfile::default())
+            .unwrap();
+    }
+    let on_a = a
+        .claim(DriverId(1), a.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    let on_b = b
+        .claim(DriverId(1), b.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    assert_eq!(b.accept(&on_a), Err(Error::ForeignClaim(DriverId(1))));
+    assert_eq!(a.decline(on_b), Err(Error::ForeignClaim(DriverId(1))));
+    assert_eq!(b.driver(DriverId(1)).unwrap().state, DriverState::Offered);
+    b.accept(&on_b).unwrap();
+    a.accept(&on_a).unwrap();
+}
+
+/// Two nodes whose clocks read very differently (each `SystemClock` counts from its own
+/// process's start): a record keeps its age across the hand-off, in both directions.
+#[test]
+fn a_restored_driver_keeps_its_age_across_clocks() {
+    const WINDOW: Duration = Duration::from_secs(30);
+    for (from_start, to_start) in [(1_000, 20), (20, 1_000)] {
+        let (from_clock, to_clock) = (ManualClock::new(), ManualClock::new());
+        from_clock.set(Duration::from_secs(from_start));
+        to_clock.set(Duration::from_secs(to_start));
+        let config = Config::default().staleness(WINDOW);
+        let from = Index::with_clock(config, from_clock.clone()).unwrap();
+        let to = Index::with_clock(config, to_clock.clone()).unwrap();
+        let at = Point::new(45.0, 7.0).unwrap();
+        from.insert(DriverId(1), at, DriverProfile::default())
+            .unwrap();
+        from_clock.advance(Duration::from_secs(10));
+        let record = from.remove(DriverId(1)).unwrap();
+        assert_eq!(record.age, Duration::from_secs(10));
+        to.restore(record).unwrap();
+        assert_eq!(to.driver(DriverId(1)).unwrap().age, Duration::from_secs(10));
+        // Heard from 10 s ago: fresh for 20 s more, then stale.
+        assert_eq!(
+            to.nearest(at, 1, &Filter::any()).unwrap().len(),
+            1,
+            "{from_start} -> {to_start}"
+        );
+        to_clock.advance(Duration::from_secs(20));
+        assert_eq!(
+            to.nearest(at, 1, &Filter::any()).unwrap().len(),
+            1,
+            "{from_start} -> {to_start}"
+        );
+        to_clock.advance(Duration::from_secs(1));
+        assert!(
+            to.nearest(at, 1, &Filter::any()).unwrap().is_empty(),
+            "{from_start} -> {to_start}"
+        );
+    }
+}
+
+/// A record whose state is not the one its version encodes is refused, not restored in
+/// either state.
+#[test]
+fn an_inconsistent_record_is_refused() {
+    let (from, to) = (
+        Index::new(Config::default()).unwrap(),
+        Index::new(Config::default()).unwrap(),
+    );
+    from.insert(
+        DriverId(1),
+        Point::new(45.0, 7.0).unwrap(),
+        DriverProfile::default(),
+    )
+    .unwrap();
+    let mut record = from.remove(DriverId(1)).unwrap();
+    assert_eq!(record.state, DriverState::Available);
+    record.state = DriverState::Busy;
+    assert_eq!(
+        to.restore(record),
+        Err(Error::InconsistentRecord(DriverId(1)))
+    );
+    assert!(to.driver(DriverId(1)).is_err());
+}
+
+/// Restoring a record older than what the index has since issued gives the driver a new
+/// version: a version seen before the record left cannot claim a later stay's state.
+#[test]
+fn an_old_record_does_not_bring_back_its_version() {
+    let index = Index::new(Config::default()).unwrap();
+    let at = Point::new(45.0, 7.0).unwrap();
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    let old = index.remove(DriverId(1)).unwrap();
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    let newer = index.driver(DriverId(1)).unwrap().version;
+    assert_ne!(newer, old.version);
+    index.remove(DriverId(1)).unwrap();
+    index.restore(old).unwrap();
+    let restored = index.driver(DriverId(1)).unwrap().version;
+    assert_ne!(restored, old.version);
+    assert_ne!(restored, newer);
+    assert_eq!(
+        index.claim(DriverId(1), old.version),
+        Err(Error::ClaimLost(DriverId(1)))
+    );
+    assert_eq!(
+        index.claim(DriverId(1), newer),
+        Err(Error::ClaimLost(DriverId(1)))
+    );
+    index.claim(DriverId(1), restored).unwrap();
+}
+
+/// The sphere distance between two points, from the haversine formula.
+fn center_distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    haversine_m(Point::new(a.0, a.1).unwrap(), Point::new(b.0, b.1).unwrap())
+}
+
+/// `partitions_to_ask` against every cell of the coarse resolutions, for radii up to half the
+/// globe: each partition once, every partition within the radius named, none named that is
+/// clearly beyond it. A cell is taken to reach as far from its center as its farthest vertex.
+#[test]
+fn partitions_to_ask_equal_a_scan_of_every_cell() {
+    for res in 0..=2u8 {
+        let resolution = Resolution::try_from(res).unwrap();
+        let partitioner = partitioner(resolution, 3);
+        let cells: Vec<(h3o::CellIndex, (f64, f64), f64)> = h3o::CellIndex::base_cells()
+            .flat_map(|base| base.children(resolution))
+            .map(|cell| {
+                let c = LatLng::from(cell);
+                let center = (c.lat(), c.lng());
+                let radius = cell
+                    .boundary()
+                    .iter()
+                    .map(|v| center_distance_m(center, (v.lat(), v.lng())))
+                    .fold(0.0, f64::max);
+                (cell, center, radius)
+            })
+            .collect();
+        for (lat, lng) in [(0.0, 0.0), (45.0, 179.9), (-89.0, 30.0), (64.7, 10.536_199)] {
+            for radius_m in [500_000.0, 2_000_000.0, 8_000_000.0, 20_000_000.0] {
+                let query = Point::new(lat, lng).unwrap();
+                let asked = match partitioner.partitions_to_ask(query, radius_m) {
+                    Ok(asked) => asked,
+                    // Nearly the whole globe at resolution 2: more than 4,096 of its 5,882 cells.
+                    Err(Error::TooManyPartitions { .. }) if res == 2 && radius_m > 1e7 => continue,
+                    Err(e) => panic!("res {res} ({lat}, {lng}) {radius_m} m: {e}"),
+                };
+                let mut distinct = asked.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(
+                    distinct.len(),
+                    asked.len(),
+                    "res {res} ({lat}, {lng}) {radius_m} m: duplicates"
+                );
+                for (cell, center, reach) in &cells {
+                    let gap = center_distance_m((lat, lng), *center) - reach;
+                    if gap <= radius_m - 1.0 {
+                        assert!(
+                            asked.contains(cell),
+                            "res {res} ({lat}, {lng}) {radius_m} m: {cell} missed"
+                        );
+                    } else if gap > radius_m + 1.0 {
+                        assert!(
+                            !asked.contains(cell),
+                            "res {res} ({lat}, {lng}) {radius_m} m: {cell} named"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// More partitions than one call names is its own error, which says so.
+#[test]
+fn too_many_partitions_is_its_own_error() {
+    let partitioner = partitioner(Resolution::Five, 2);
+    let asked = partitioner.partitions_to_ask(Point::new(0.0, 0.0).unwrap(), 2_000_000.0);
+    assert_eq!(
+        asked,
+        Err(Error::TooManyPartitions {
+            max: MAX_PARTITIONS_ASKED
+        })
+    );
+    let message = asked.unwrap_err().to_string();
+    assert!(
+        message.contains("partitions") && !message.contains("drivers"),
+        "{message}"
+    );
 }

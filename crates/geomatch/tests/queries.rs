@@ -20,6 +20,18 @@ fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     2.0 * R * h.sqrt().min(1.0).asin()
 }
 
+/// The spherical Vincenty formula on the same sphere: unlike the haversine, well conditioned
+/// near the antipodes, where the coarse-resolution tests reach.
+fn vincenty_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
+    let dl = (b.1 - a.1).to_radians();
+    let y = ((p2.cos() * dl.sin()).powi(2)
+        + (p1.cos() * p2.sin() - p1.sin() * p2.cos() * dl.cos()).powi(2))
+    .sqrt();
+    let x = p1.sin() * p2.sin() + p1.cos() * p2.cos() * dl.cos();
+    6_371_008.8 * y.atan2(x)
+}
+
 fn tolerance(d: f64) -> f64 {
     (d * 1e-9).max(1e-6)
 }
@@ -317,4 +329,147 @@ fn bad_query_input_is_an_error() {
             .is_err()
     );
     assert!(index.nearest(at, 0, &Filter::any()).unwrap().is_empty());
+}
+
+/// Every cell of resolutions 0 to 3 holds a driver at its center: the rings reach round the
+/// globe, where a walk that does not track the cells it has seen meets some twice and misses
+/// others. `nearest` up to `MAX_K` and `within` up to half the globe equal a scan: each driver
+/// once, and the k-th distance exact.
+#[test]
+fn every_cell_occupied_at_coarse_resolutions() {
+    for res in 0..=3u8 {
+        let resolution = Resolution::try_from(res).unwrap();
+        let index = Index::new(Config::default().resolution(resolution).shards(16)).unwrap();
+        let mut drivers = Vec::new();
+        for (i, cell) in h3o::CellIndex::base_cells()
+            .flat_map(|base| base.children(resolution))
+            .enumerate()
+        {
+            let c = LatLng::from(cell);
+            index
+                .insert(
+                    DriverId(i as u64),
+                    Point::new(c.lat(), c.lng()).unwrap(),
+                    DriverProfile::default(),
+                )
+                .unwrap();
+            drivers.push((c.lat(), c.lng()));
+        }
+        for query in [(0.0, 0.0), (45.0, 179.9), (-89.5, 30.0), (64.7, 10.536_199)] {
+            let point = Point::new(query.0, query.1).unwrap();
+            let mut reference: Vec<(f64, u64)> = drivers
+                .iter()
+                .enumerate()
+                .map(|(i, at)| (vincenty_m(query, *at), i as u64))
+                .collect();
+            reference.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for k in [1, 7, 100, 500, 2_000, infra_geomatch::MAX_K] {
+                let found = index.nearest(point, k, &Filter::any()).unwrap();
+                let what = format!("res {res} from {query:?}, k = {k}");
+                assert_eq!(found.len(), k.min(drivers.len()), "{what}");
+                let mut ids: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(ids.len(), found.len(), "{what}: a driver twice");
+                for (i, c) in found.iter().enumerate() {
+                    let own = vincenty_m(query, drivers[c.driver.0 as usize]);
+                    assert!((own - c.distance_m).abs() <= tolerance(own), "{what}: #{i}");
+                    let d = reference[i].0;
+                    assert!(
+                        (c.distance_m - d).abs() <= tolerance(d),
+                        "{what}: #{i} at {} m, scan {d} m",
+                        c.distance_m
+                    );
+                }
+            }
+            for radius_m in [1_000_000.0, 5_000_000.0, 10_000_000.0] {
+                let found = index.within(point, radius_m, &Filter::any()).unwrap();
+                let what = format!("res {res} from {query:?}, within {radius_m} m");
+                let mut ids: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(ids.len(), found.len(), "{what}: a driver twice");
+                let inside = reference
+                    .iter()
+                    .filter(|(d, _)| *d <= radius_m - tolerance(radius_m));
+                for (d, id) in inside {
+                    assert!(
+                        ids.binary_search(id).is_ok(),
+                        "{what}: {id} at {d} m missing"
+                    );
+                }
+                assert!(
+                    found
+                        .iter()
+                        .all(|c| c.distance_m <= radius_m + tolerance(radius_m)),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// A claim made before the driver was removed and inserted again does not hold on the new
+/// stay: the new claimer's offer is its own, and the old claimer cannot settle it.
+#[test]
+fn a_claim_does_not_survive_removal_and_reinsertion() {
+    let index = Index::new(Config::default()).unwrap();
+    let at = Point::new(52.52, 13.405).unwrap();
+    let id = DriverId(1);
+    index.insert(id, at, DriverProfile::default()).unwrap();
+    let first = index.claim(id, index.driver(id).unwrap().version).unwrap();
+    index.remove(id).unwrap();
+    assert_eq!(
+        index.accept(&first),
+        Err(infra_geomatch::Error::UnknownDriver(id))
+    );
+    index.insert(id, at, DriverProfile::default()).unwrap();
+    let second = index.claim(id, index.driver(id).unwrap().version).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(
+        index.accept(&first),
+        Err(infra_geomatch::Error::ClaimInvalid(id))
+    );
+    assert_eq!(index.driver(id).unwrap().state, DriverState::Offered);
+    index.decline(second).unwrap();
+    assert_eq!(index.driver(id).unwrap().state, DriverState::Available);
+}
+
+/// Distances to a driver near the query point's antipode are exact to well under a
+/// millimeter (the arc from the chord is off by up to tenths of a meter there).
+#[test]
+fn near_antipodal_distances_are_exact() {
+    let index = Index::new(Config::default().resolution(Resolution::Two)).unwrap();
+    let query = (30.0, 40.0);
+    let mut drivers = Vec::new();
+    for i in 0..50u32 {
+        let off = 1e-6 * f64::from(i + 1).powi(2);
+        let at = (-30.0 + off, -140.0 - off * 0.5);
+        index
+            .insert(
+                DriverId(i.into()),
+                Point::new(at.0, at.1).unwrap(),
+                DriverProfile::default(),
+            )
+            .unwrap();
+        drivers.push(at);
+    }
+    let found = index
+        .within(
+            Point::new(query.0, query.1).unwrap(),
+            30_000_000.0,
+            &Filter::any(),
+        )
+        .unwrap();
+    assert_eq!(found.len(), drivers.len());
+    for c in found {
+        let at = drivers[c.driver.0 as usize];
+        let exact = vincenty_m(query, at);
+        assert!(
+            (c.distance_m - exact).abs() < 1e-6,
+            "{}: {} m vs {exact} m",
+            c.driver,
+            c.distance_m
+        );
+    }
 }
