@@ -110,10 +110,20 @@ enum FuzzOp {
     },
 }
 
+/// The bucket resolutions: the default, a fine one where a query crosses many cells, and the
+/// three coarsest, where the rings of cells wrap around the globe.
+const RESOLUTIONS: [h3o::Resolution; 5] = [
+    h3o::Resolution::Nine,
+    h3o::Resolution::Eleven,
+    h3o::Resolution::Zero,
+    h3o::Resolution::One,
+    h3o::Resolution::Two,
+];
+
 #[derive(Debug, Arbitrary)]
 struct Input {
-    /// Resolution 11 instead of 9: many more cells per query.
-    fine: bool,
+    /// `RESOLUTIONS[resolution % 5]`.
+    resolution: u8,
     ops: Vec<FuzzOp>,
 }
 
@@ -176,7 +186,7 @@ fuzz_target!(|input: Input| {
                 Op::Nearest {
                     lat,
                     lng,
-                    k: usize::from(k % 20),
+                    k: usize::from(k % 64),
                     class: class.map(|c| c % 3),
                     min_capacity: min_capacity % 8,
                 }
@@ -198,16 +208,12 @@ fuzz_target!(|input: Input| {
                 Op::ClaimNearest {
                     lat,
                     lng,
-                    k: usize::from(k % 8),
+                    k: usize::from(k % 32),
                 }
             }
         })
         .collect();
-    let resolution = if input.fine {
-        h3o::Resolution::Eleven
-    } else {
-        h3o::Resolution::Nine
-    };
+    let resolution = RESOLUTIONS[usize::from(input.resolution) % RESOLUTIONS.len()];
     if let Err(disagreement) = run(Config::default().resolution(resolution).shards(4), &ops) {
         panic!("{disagreement}");
     }

@@ -624,7 +624,7 @@ mod tests {
             1 => any::<usize>().prop_map(|slot| Op::Accept { slot }),
             1 => any::<usize>().prop_map(|slot| Op::Decline { slot }),
             1 => (0u64..20_000_000_000).prop_map(Op::Advance),
-            3 => (coordinate(), 0usize..6, proptest::option::of(0u8..2), 0u8..4).prop_map(|((lat, lng), k, class, min_capacity)| Op::Nearest { lat, lng, k, class, min_capacity }),
+            3 => (coordinate(), 0usize..16, proptest::option::of(0u8..2), 0u8..4).prop_map(|((lat, lng), k, class, min_capacity)| Op::Nearest { lat, lng, k, class, min_capacity }),
             2 => (coordinate(), prop_oneof![0.0f64..3_000.0, Just(-1.0), Just(f64::NAN), Just(1e8)]).prop_map(|((lat, lng), radius_m)| Op::Within { lat, lng, radius_m }),
             2 => (coordinate(), 0usize..4).prop_map(|((lat, lng), k)| Op::ClaimNearest { lat, lng, k }),
         ]
@@ -633,11 +633,11 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
-        /// Operation sequences agree with the model step by step, at the default resolution
-        /// and at a fine one where a query crosses many cells.
+        /// Operation sequences agree with the model step by step, at the default resolution,
+        /// at a fine one where a query crosses many cells, and at the three coarsest, where
+        /// rings of cells wrap around the globe.
         #[test]
-        fn operations_agree_with_the_model(ops in proptest::collection::vec(op(), 1..120), fine in any::<bool>()) {
-            let resolution = if fine { Resolution::Eleven } else { Resolution::Nine };
+        fn operations_agree_with_the_model(ops in proptest::collection::vec(op(), 1..120), resolution in proptest::sample::select(vec![Resolution::Nine, Resolution::Eleven, Resolution::Zero, Resolution::One, Resolution::Two])) {
             if let Err(disagreement) = run(Config::default().resolution(resolution).shards(4), &ops) {
                 return Err(TestCaseError::fail(disagreement));
             }

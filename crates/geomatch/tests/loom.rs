@@ -93,3 +93,29 @@ fn a_claim_racing_a_cell_change_finds_the_driver() {
         assert_eq!(index.driver(DRIVER).unwrap().state, DriverState::Busy);
     });
 }
+
+/// A matcher claims with the version it read while the driver is removed and inserted again
+/// (an app restart, or a hand-off out and back): the claim may win only on the stay it read,
+/// and then that stay's end cancels it, so the new stay is never offered on an old reading.
+///
+/// Guards: the version floor raised by `Index::remove`, which starts the new stay above every
+/// version of the old one.
+#[test]
+fn a_claim_from_before_a_removal_never_holds_after_reinsertion() {
+    model(|| {
+        let index = index_with_one_driver();
+        let seen = index.driver(DRIVER).unwrap().version;
+        let claimer = {
+            let index = Arc::clone(&index);
+            thread::spawn(move || index.claim(DRIVER, seen))
+        };
+        let record = index.remove(DRIVER).unwrap();
+        index
+            .insert(DRIVER, record.point, DriverProfile::default())
+            .unwrap();
+        if let Ok(claim) = claimer.join().unwrap() {
+            assert_eq!(index.accept(&claim), Err(Error::ClaimInvalid(DRIVER)));
+        }
+        assert_eq!(index.driver(DRIVER).unwrap().state, DriverState::Available);
+    });
+}
