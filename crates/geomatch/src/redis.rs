@@ -572,6 +572,11 @@ fn backend(error: &RedisError) -> Error {
 
 const MALFORMED: Error = Error::Backend(BackendFailure::Malformed);
 
+/// The issuer of every claim of a shared index. Any `RedisIndex` settles them, since the
+/// driver's word on the server is what a claim is checked against; in-process indexes have odd
+/// ids, so each refuses these as foreign, and a shared index refuses theirs.
+const REDIS_ISSUER: u64 = 0;
+
 /// Refuses a point Redis GEO cannot hold, before any round trip.
 fn check_geo(point: Point) -> Result<Point, Error> {
     if point.lat().abs() <= MAX_GEO_LAT {
@@ -995,8 +1000,7 @@ impl RedisIndex {
             [Value::Int(1), word] => Ok(Claim {
                 driver: id,
                 version: Version(parse_u64(bytes(word)?)?),
-                // No in-process index issued it: `Index` refuses it as foreign.
-                issuer: 0,
+                issuer: REDIS_ISSUER,
             }),
             [Value::Int(0)] => Err(Error::UnknownDriver(id)),
             [Value::Int(2)] => Err(Error::Stale(id)),
@@ -1007,6 +1011,11 @@ impl RedisIndex {
 
     fn settle(&self, claim: &Claim, to: DriverState) -> Result<(), Error> {
         let id = claim.driver;
+        // A claim of an in-process index names another index's driver: its version could
+        // equal a word here by chance, so it is refused before any round trip.
+        if claim.issuer != REDIS_ISSUER {
+            return Err(Error::ForeignClaim(id));
+        }
         // From offered (1) to `to`, one version up.
         let step = 4 - DriverState::Offered.code() + to.code();
         let reply = self.run(
@@ -1029,7 +1038,8 @@ impl RedisIndex {
     ///
     /// # Errors
     ///
-    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::UnknownDriver`];
+    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::ForeignClaim`] for a
+    /// claim of an in-process index (before any round trip); [`Error::UnknownDriver`];
     /// [`Error::Backend`].
     ///
     /// ```no_run
@@ -1050,7 +1060,8 @@ impl RedisIndex {
     ///
     /// # Errors
     ///
-    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::UnknownDriver`];
+    /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::ForeignClaim`] for a
+    /// claim of an in-process index (before any round trip); [`Error::UnknownDriver`];
     /// [`Error::Backend`].
     ///
     /// ```no_run

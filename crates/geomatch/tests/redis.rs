@@ -933,3 +933,33 @@ fn a_query_over_the_whole_fleet_reads_it_page_by_page() {
         "every driver of a filter",
     );
 }
+
+/// A claim names the kind of index that issued it: the shared index refuses a claim of an
+/// in-process index, and the other way round, even when the versions happen to agree.
+#[test]
+fn claims_of_the_other_backend_are_foreign() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{foreign}");
+    let local = in_process();
+    let at = point(48.85, 2.35);
+    for index in [&redis as &dyn Drivers, &local] {
+        index
+            .insert(DriverId(1), at, DriverProfile::default())
+            .unwrap();
+    }
+    let ours = redis
+        .claim(DriverId(1), redis.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    let theirs = local
+        .claim(DriverId(1), local.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    assert_eq!(redis.accept(&theirs), Err(Error::ForeignClaim(DriverId(1))));
+    assert_eq!(redis.decline(theirs), Err(Error::ForeignClaim(DriverId(1))));
+    assert_eq!(local.accept(&ours), Err(Error::ForeignClaim(DriverId(1))));
+    // Each settles its own.
+    redis.accept(&ours).unwrap();
+    local.accept(&theirs).unwrap();
+    assert_eq!(redis.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+}
