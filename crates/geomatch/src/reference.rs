@@ -630,6 +630,30 @@ mod tests {
         ]
     }
 
+    /// A claim held while its driver is removed and inserted again: the model refuses it,
+    /// and so must the index (a version counted from zero on insertion would accept it, and
+    /// the driver's new offer with it).
+    #[test]
+    fn a_claim_held_across_reinsertion_is_refused() {
+        let insert = Op::Insert {
+            id: 1,
+            lat: 52.52,
+            lng: 13.405,
+            class: 0,
+            capacity: 4,
+        };
+        let ops = [
+            insert.clone(),
+            Op::Claim { id: 1 },
+            Op::Remove { id: 1 },
+            insert,
+            Op::Claim { id: 1 },
+            Op::Accept { slot: 0 },
+            Op::Decline { slot: 0 },
+        ];
+        assert_eq!(run(Config::default().shards(4), &ops), Ok(()));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 

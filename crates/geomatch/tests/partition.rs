@@ -354,7 +354,8 @@ fn an_old_record_does_not_bring_back_its_version() {
         index.claim(DriverId(1), newer),
         Err(Error::ClaimLost(DriverId(1)))
     );
-    index.claim(DriverId(1), restored).unwrap();
+    let claim = index.claim(DriverId(1), restored).unwrap();
+    index.accept(&claim).unwrap();
 }
 
 /// The sphere distance between two points, from the haversine formula.
