@@ -68,8 +68,9 @@ use infra_common::{Clock, RandomState};
 
 use crate::Point;
 
-/// The finest resolution whose cells [`Surge::publish_metrics`] publishes (6: cells of about
-/// 36 km², a few dozen over a large city), so the number of metric series stays small.
+/// The finest resolution whose cells `Surge::publish_metrics` (feature `metrics`) publishes
+/// (6: cells of about 36 km², a few dozen over a large city), so the number of metric series
+/// stays small.
 pub const MAX_METRICS_RESOLUTION: Resolution = Resolution::Six;
 
 /// Why a surge configuration or an event was refused.
