@@ -73,7 +73,8 @@ pub(crate) const STATE_BITS: u32 = 2;
 pub(crate) const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 
 /// A driver's state version: it changes with every state change, so a claim made on a version
-/// read earlier fails if anything happened to the driver since.
+/// read earlier fails if anything happened to the driver since. Within one index it never
+/// repeats for a driver, not even after the driver is removed and inserted again.
 ///
 /// ```
 /// use infra_geomatch::{DriverId, DriverProfile, Filter, Index, Config, Point};

@@ -376,7 +376,8 @@ impl<C: Clock> Index<C> {
         now.saturating_sub(seen) <= self.staleness_nanos
     }
 
-    /// Adds a driver, `Available`, heard from now.
+    /// Adds a driver, `Available`, heard from now, at a version above any it had in this
+    /// index before (so claims from an earlier stay do not hold).
     ///
     /// # Errors
     ///
