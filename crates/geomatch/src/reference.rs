@@ -2,7 +2,7 @@
 //! runs the same operations on an [`Index`] and on the model and compares every answer.
 //!
 //! The model shares nothing with the implementation: it keeps drivers in a list, measures
-//! distance with the haversine formula written out below, and answers every query by scanning
+//! distance with the spherical Vincenty formula written out below, and answers every query by scanning
 //! and sorting the whole list.
 //!
 //! - A coordinate is valid iff latitude is finite in [-90, 90] and longitude finite in
@@ -39,13 +39,17 @@ const RADIUS_M: f64 = 6_371_008.8;
 /// The staleness window of the scenarios.
 pub const STALENESS: Duration = Duration::from_secs(30);
 
-/// Great-circle distance by the haversine formula, in meters.
-pub fn haversine_m(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
+/// Great-circle distance by the spherical Vincenty formula, in meters: the haversine's arc
+/// sine loses about half its digits near the antipodes (tenths of a meter), this `atan2` form
+/// does not.
+pub fn great_circle_m(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
     let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
-    let half_dphi = (phi2 - phi1) / 2.0;
-    let half_dlambda = (lng2 - lng1).to_radians() / 2.0;
-    let h = half_dphi.sin().powi(2) + phi1.cos() * phi2.cos() * half_dlambda.sin().powi(2);
-    2.0 * RADIUS_M * h.sqrt().min(1.0).asin()
+    let dlambda = (lng2 - lng1).to_radians();
+    let y = ((phi2.cos() * dlambda.sin()).powi(2)
+        + (phi1.cos() * phi2.sin() - phi1.sin() * phi2.cos() * dlambda.cos()).powi(2))
+    .sqrt();
+    let x = phi1.sin() * phi2.sin() + phi1.cos() * phi2.cos() * dlambda.cos();
+    RADIUS_M * y.atan2(x)
 }
 
 fn valid(lat: f64, lng: f64) -> bool {
@@ -210,7 +214,7 @@ impl Harness {
                     && d.capacity >= min_capacity
                     && class.is_none_or(|c| c == d.class)
             })
-            .map(|(id, d)| (haversine_m(lat, lng, d.lat, d.lng), *id))
+            .map(|(id, d)| (great_circle_m(lat, lng, d.lat, d.lng), *id))
             .collect()
     }
 
