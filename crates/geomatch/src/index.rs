@@ -964,7 +964,6 @@ impl<C: Clock> Index<C> {
                 return;
             }
             distance += 1;
-            rings.advance();
             // Ring `d` has up to 6d cells. Once the cells visited and the next ring would be
             // more than there are buckets, one pass over every bucket costs less, and needs no
             // bound at all; so a query looks at no more than about twice the occupied cells,
@@ -981,6 +980,7 @@ impl<C: Clock> Index<C> {
                 }
                 return;
             }
+            rings.advance();
         }
     }
 }
