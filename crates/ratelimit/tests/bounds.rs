@@ -142,14 +142,16 @@ fn bucket_quota() -> impl Strategy<Value = (u64, Duration, u64)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
-    /// The bound holds when requests are offered at least 100 times per interval (a bucket
-    /// that is full between two requests discards what it would have refilled, so slower
-    /// offers earn less, by design), and against the model for clients that come back every
-    /// few intervals.
+    /// The bound holds when requests are offered at least 200 times per interval, and against
+    /// the model for clients that come back every few intervals. A bucket that is full between
+    /// two requests discards what it would have refilled, so slower offers earn less, by
+    /// design: the model loses up to one offer step per token, 1/200 of the rate here, which
+    /// leaves room for the 1 % comparison (at 100 offers per interval the model's own loss
+    /// reached 0.97 % and a GCRA that loses nothing read as 1.007 % off).
     #[test]
     fn buckets_admit_within_one_percent_across_the_whole_range(
         (limit, period, burst) in bucket_quota(),
-        offers_per_interval in 100u64..=200,
+        offers_per_interval in 200u64..=400,
         intervals_per_offer in 1u64..=3,
         slow_client in any::<bool>(),
     ) {
