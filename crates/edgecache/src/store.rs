@@ -1,0 +1,1 @@
+//! The core store: sharded, size-aware, with an adaptive scan-resistant policy.

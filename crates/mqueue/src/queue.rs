@@ -1,0 +1,1 @@
+//! The work queue: leases, acks, redelivery and dead letters.
