@@ -12,8 +12,11 @@ use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
-use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
+use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{EtcdCluster, EtcdServer, FaultProxy};
+
+mod common;
+use common::Account;
 
 const LOCK: &str = "account-7";
 
@@ -90,66 +93,6 @@ impl Raw {
     }
 }
 
-/// A balance whose reads and writes present the caller's token to a fence, and which checks on
-/// its own, without the fence, that it never accepts a token older than one it accepted.
-struct Account {
-    fence: Fence,
-    ledger: Mutex<Ledger>,
-}
-
-#[derive(Default, Debug, Clone, Copy)]
-struct Ledger {
-    balance: u64,
-    accepted_writes: u64,
-    refused: u64,
-    /// Operations the store accepted with a token below one it had accepted before.
-    stale_accepted: u64,
-    highest: u64,
-}
-
-impl Account {
-    fn new() -> Self {
-        Self {
-            fence: Fence::new(),
-            ledger: Mutex::new(Ledger::default()),
-        }
-    }
-
-    fn admit(&self, ledger: &mut Ledger, token: FencingToken) -> Result<(), Error> {
-        match self.fence.admit("balance", LOCK, token) {
-            Ok(()) => {
-                if token.get() < ledger.highest {
-                    ledger.stale_accepted += 1;
-                }
-                ledger.highest = ledger.highest.max(token.get());
-                Ok(())
-            }
-            Err(error) => {
-                ledger.refused += 1;
-                Err(error)
-            }
-        }
-    }
-
-    fn read(&self, token: FencingToken) -> Result<u64, Error> {
-        let mut ledger = self.ledger.lock();
-        self.admit(&mut ledger, token)?;
-        Ok(ledger.balance)
-    }
-
-    fn write(&self, token: FencingToken, balance: u64) -> Result<(), Error> {
-        let mut ledger = self.ledger.lock();
-        self.admit(&mut ledger, token)?;
-        ledger.balance = balance;
-        ledger.accepted_writes += 1;
-        Ok(())
-    }
-
-    fn ledger(&self) -> Ledger {
-        *self.ledger.lock()
-    }
-}
-
 /// `grpc_server_started_total` per method, from the member's `/metrics`.
 fn requests(server: &EtcdServer) -> Vec<(String, u64)> {
     let (status, body) = server.http("GET", "/metrics", "").unwrap();
@@ -190,7 +133,7 @@ fn threads_exclude_each_other_and_the_fenced_balance_counts_every_write() {
         return;
     };
     let locks = Arc::new(locks(&[server.url()]));
-    let account = Arc::new(Account::new());
+    let account = Arc::new(Account::new(LOCK));
     let inside = Arc::new(Mutex::new(0u32));
     let overlaps = Arc::new(Mutex::new(0u32));
     let threads: Vec<_> = (0..4)
@@ -735,7 +678,7 @@ fn a_holder_paused_past_its_lease_has_its_write_refused() {
         return;
     };
     let locks = locks(&[server.url()]);
-    let account = Account::new();
+    let account = Account::new(LOCK);
     let paused = locks
         .acquire(LOCK, Duration::from_millis(500))
         .unwrap()
@@ -1304,7 +1247,7 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
         .iter()
         .map(|proxy| format!("http://{}", proxy.addr()))
         .collect();
-    let account = Arc::new(Account::new());
+    let account = Arc::new(Account::new(LOCK));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let done = Arc::new(AtomicBool::new(false));
     let lease = Duration::from_millis(500);

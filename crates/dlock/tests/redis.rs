@@ -10,70 +10,13 @@ use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
-use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
+use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{FaultProxy, RedisServer};
 
+mod common;
+use common::Account;
+
 const LOCK: &str = "account-7";
-
-/// A balance whose reads and writes present the caller's token to a fence, and which checks on
-/// its own, without the fence, that it never accepts a token older than one it accepted.
-struct Account {
-    fence: Fence,
-    ledger: Mutex<Ledger>,
-}
-
-#[derive(Default, Debug, Clone, Copy)]
-struct Ledger {
-    balance: u64,
-    accepted_writes: u64,
-    refused: u64,
-    /// Operations the store accepted with a token below one it had accepted before.
-    stale_accepted: u64,
-    highest: u64,
-}
-
-impl Account {
-    fn new() -> Self {
-        Self {
-            fence: Fence::new(),
-            ledger: Mutex::new(Ledger::default()),
-        }
-    }
-
-    fn admit(&self, ledger: &mut Ledger, token: FencingToken) -> Result<(), Error> {
-        match self.fence.admit("balance", LOCK, token) {
-            Ok(()) => {
-                if token.get() < ledger.highest {
-                    ledger.stale_accepted += 1;
-                }
-                ledger.highest = ledger.highest.max(token.get());
-                Ok(())
-            }
-            Err(error) => {
-                ledger.refused += 1;
-                Err(error)
-            }
-        }
-    }
-
-    fn read(&self, token: FencingToken) -> Result<u64, Error> {
-        let mut ledger = self.ledger.lock();
-        self.admit(&mut ledger, token)?;
-        Ok(ledger.balance)
-    }
-
-    fn write(&self, token: FencingToken, balance: u64) -> Result<(), Error> {
-        let mut ledger = self.ledger.lock();
-        self.admit(&mut ledger, token)?;
-        ledger.balance = balance;
-        ledger.accepted_writes += 1;
-        Ok(())
-    }
-
-    fn ledger(&self) -> Ledger {
-        *self.ledger.lock()
-    }
-}
 
 fn locks(url: &str) -> RedisLocks {
     let options = RedisOptions::default().timeout(Duration::from_secs(2));
@@ -114,7 +57,7 @@ fn threads_exclude_each_other_and_the_fenced_balance_counts_every_write() {
         return;
     };
     let locks = Arc::new(locks(&server.url()));
-    let account = Arc::new(Account::new());
+    let account = Arc::new(Account::new(LOCK));
     let inside = Arc::new(AtomicUsize::new(0));
     let overlaps = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..4)
@@ -359,7 +302,7 @@ fn tokens_keep_growing_after_a_restart_from_an_older_snapshot() {
     let locks = locks(&server.url());
     let counter = format!("dlock:{{{LOCK}}}:token");
     let lease = Duration::from_secs(30);
-    let account = Account::new();
+    let account = Account::new(LOCK);
     let mut handed_out = Vec::new();
     for round in 0..3 {
         let saved = locks.acquire(LOCK, lease).unwrap();
@@ -522,7 +465,7 @@ fn a_holder_paused_past_its_lease_has_its_write_refused() {
         return;
     };
     let locks = locks(&server.url());
-    let account = Account::new();
+    let account = Account::new(LOCK);
     let paused = locks
         .acquire(LOCK, Duration::from_millis(50))
         .unwrap()
@@ -573,7 +516,7 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
     };
     let proxy = FaultProxy::start(server.addr()).unwrap();
     let url = format!("redis://{}", proxy.addr());
-    let account = Arc::new(Account::new());
+    let account = Arc::new(Account::new(LOCK));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let done = Arc::new(AtomicBool::new(false));
     let lease = Duration::from_millis(150);
