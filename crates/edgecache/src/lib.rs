@@ -3,3 +3,7 @@
 
 pub mod http;
 pub mod store;
+mod stats;
+
+pub use stats::Stats;
+pub use store::{Cache, CacheBuilder};

@@ -1,1 +1,0 @@
-//! The core store: sharded, size-aware, with an adaptive scan-resistant policy.

@@ -1,0 +1,577 @@
+//! One shard: the entries, their index, and the replacement policy (adaptive W-TinyLFU).
+//!
+//! The policy follows W-TinyLFU (Einziger, Eytan, Friedman and Manes, "Adaptive Software Cache
+//! Management", Middleware 2018), the design Caffeine made popular:
+//!
+//! - New entries enter a small **window** queue (LRU), which lets a burst of new keys build up
+//!   frequency before it has to compete.
+//! - An entry leaving the window is a *candidate* for the **main** space, a segmented LRU with a
+//!   **probation** and a **protected** queue (80 % of the main space). The candidate duels the
+//!   probation queue's least recently used entry, the *victim*: the one with the higher
+//!   estimated frequency ([`FrequencySketch`]) stays. Ties evict the candidate, which is what
+//!   makes one-pass scans unable to flush the cache.
+//! - A hit in probation promotes the entry to protected; protected overflow is demoted back to
+//!   probation's most recently used end.
+//! - **Hill climbing** adapts the window's share: after each sample of requests the shard
+//!   compares its hit ratio with the previous sample's and keeps moving the window size in the
+//!   direction that helped, with a decaying step that restarts when the ratio shifts by 5
+//!   points. A recency-heavy workload grows the window towards plain LRU; a frequency-heavy
+//!   one shrinks it towards pure TinyLFU.
+//!
+//! All sizes are weights (a user's weigher, bytes in an HTTP cache), so the queues hold
+//! weighted budgets rather than counts. The queues are intrusive doubly linked lists through
+//! slot indices, and the index is an open-addressing table of slot numbers, so an entry costs
+//! its node plus four bytes of table.
+
+use hashbrown::HashTable;
+
+use super::sketch::FrequencySketch;
+
+/// An index that is no slot: the end of a list.
+const NIL: u32 = u32::MAX;
+/// The largest number of slots a shard uses (one index is `NIL`).
+const MAX_SLOTS: usize = NIL as usize;
+/// An expiry that never comes.
+pub(crate) const NEVER: u64 = u64::MAX;
+/// The window's initial share of the shard: 1 %.
+const INITIAL_WINDOW_PERCENT: u64 = 1;
+/// The protected queue's share of the main space: 80 %.
+const PROTECTED_PERCENT: u64 = 80;
+/// Hill climbing: the step, as a fraction of the shard's budget.
+const CLIMB_STEP_FRACTION: f64 = 0.0625;
+/// Hill climbing: a hit-ratio change this large restarts the step at its full size.
+const CLIMB_RESTART_THRESHOLD: f64 = 0.05;
+/// Hill climbing: each sample without a restart multiplies the step by this.
+const CLIMB_STEP_DECAY: f64 = 0.98;
+/// Expired entries examined per insert by the incremental sweep.
+const SWEEP_PER_INSERT: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Window,
+    Probation,
+    Protected,
+}
+
+#[derive(Debug)]
+struct Node<K, V> {
+    key: K,
+    value: V,
+    hash: u64,
+    /// Monotonic nanoseconds after which the entry is gone, or [`NEVER`].
+    expires_at: u64,
+    weight: u32,
+    prev: u32,
+    next: u32,
+    queue: Queue,
+}
+
+#[derive(Debug)]
+enum Slot<K, V> {
+    Occupied(Node<K, V>),
+    /// A free slot, linked to the next free one.
+    Free(u32),
+}
+
+/// A doubly linked queue through slot indices: `head` is the most recently used end.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    weight: u64,
+}
+
+impl List {
+    const EMPTY: Self = Self {
+        head: NIL,
+        tail: NIL,
+        weight: 0,
+    };
+}
+
+/// What a shard has counted; summed over shards into [`crate::Stats`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ShardCounters {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) inserts: u64,
+    pub(crate) updates: u64,
+    pub(crate) evictions: u64,
+    pub(crate) expirations: u64,
+    pub(crate) rejections: u64,
+}
+
+/// The hill climber's state (see the module docs).
+#[derive(Debug, Clone, Copy)]
+struct Climber {
+    hits: u64,
+    misses: u64,
+    previous_hit_ratio: f64,
+    /// Signed step in weight units: positive grows the window.
+    step: f64,
+}
+
+/// One shard of the cache: entries, index and policy, used under the shard's lock.
+#[derive(Debug)]
+pub(crate) struct Shard<K, V> {
+    table: HashTable<u32>,
+    slots: Vec<Slot<K, V>>,
+    free: u32,
+    len: usize,
+    window: List,
+    probation: List,
+    protected: List,
+    max_weight: u64,
+    window_max: u64,
+    protected_max: u64,
+    sketch: FrequencySketch,
+    climber: Climber,
+    sweep_cursor: usize,
+    pub(crate) counters: ShardCounters,
+}
+
+/// How a shard reaches the current time: read only when an entry has an expiry.
+pub(crate) trait Now {
+    fn now(&self) -> u64;
+}
+
+impl<F: Fn() -> u64> Now for F {
+    fn now(&self) -> u64 {
+        self()
+    }
+}
+
+/// `percentage` % of `value`, rounded down, without overflow.
+fn percent(value: u64, percentage: u64) -> u64 {
+    value / 100 * percentage + value % 100 * percentage / 100
+}
+
+impl<K, V> Shard<K, V> {
+    /// An empty shard holding at most `max_weight`.
+    pub(crate) fn new(max_weight: u64) -> Self {
+        let window_max = percent(max_weight, INITIAL_WINDOW_PERCENT);
+        Self {
+            table: HashTable::new(),
+            slots: Vec::new(),
+            free: NIL,
+            len: 0,
+            window: List::EMPTY,
+            probation: List::EMPTY,
+            protected: List::EMPTY,
+            max_weight,
+            window_max,
+            protected_max: percent(max_weight - window_max, PROTECTED_PERCENT),
+            // Sized for unit weights up to 64 Ki entries, then grown with the entry count.
+            sketch: FrequencySketch::new(usize::try_from(max_weight.min(1 << 16)).unwrap_or(1)),
+            climber: Climber {
+                hits: 0,
+                misses: 0,
+                previous_hit_ratio: 0.0,
+                step: -CLIMB_STEP_FRACTION * max_weight as f64,
+            },
+            sweep_cursor: 0,
+            counters: ShardCounters::default(),
+        }
+    }
+
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The summed weight of the entries.
+    pub(crate) fn weight(&self) -> u64 {
+        self.window.weight + self.probation.weight + self.protected.weight
+    }
+
+    /// The budget.
+    pub(crate) fn max_weight(&self) -> u64 {
+        self.max_weight
+    }
+}
+
+impl<K: Eq, V: Clone> Shard<K, V> {
+    fn node(&self, index: u32) -> &Node<K, V> {
+        match &self.slots[index as usize] {
+            Slot::Occupied(node) => node,
+            Slot::Free(_) => unreachable!("a linked or indexed slot is occupied"),
+        }
+    }
+
+    fn node_mut(&mut self, index: u32) -> &mut Node<K, V> {
+        match &mut self.slots[index as usize] {
+            Slot::Occupied(node) => node,
+            Slot::Free(_) => unreachable!("a linked or indexed slot is occupied"),
+        }
+    }
+
+    fn find(&self, hash: u64, key: &K) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&index| match &slots[index as usize] {
+                Slot::Occupied(node) => node.key == *key,
+                Slot::Free(_) => false,
+            })
+            .copied()
+    }
+
+    fn list_mut(&mut self, queue: Queue) -> &mut List {
+        match queue {
+            Queue::Window => &mut self.window,
+            Queue::Probation => &mut self.probation,
+            Queue::Protected => &mut self.protected,
+        }
+    }
+
+    /// Takes a node out of its queue.
+    fn unlink(&mut self, index: u32) {
+        let (prev, next, queue, weight) = {
+            let node = self.node(index);
+            (node.prev, node.next, node.queue, u64::from(node.weight))
+        };
+        if prev == NIL {
+            self.list_mut(queue).head = next;
+        } else {
+            self.node_mut(prev).next = next;
+        }
+        if next == NIL {
+            self.list_mut(queue).tail = prev;
+        } else {
+            self.node_mut(next).prev = prev;
+        }
+        self.list_mut(queue).weight -= weight;
+    }
+
+    /// Puts a node at the most recently used end of `queue`.
+    fn push_head(&mut self, index: u32, queue: Queue) {
+        let old_head = self.list_mut(queue).head;
+        let weight = {
+            let node = self.node_mut(index);
+            node.prev = NIL;
+            node.next = old_head;
+            node.queue = queue;
+            u64::from(node.weight)
+        };
+        if old_head == NIL {
+            self.list_mut(queue).tail = index;
+        } else {
+            self.node_mut(old_head).prev = index;
+        }
+        let list = self.list_mut(queue);
+        list.head = index;
+        list.weight += weight;
+    }
+
+    fn move_to(&mut self, index: u32, queue: Queue) {
+        self.unlink(index);
+        self.push_head(index, queue);
+    }
+
+    /// Removes an entry from its queue, the index and its slot, returning its value.
+    fn remove_index(&mut self, index: u32) -> V {
+        self.unlink(index);
+        let hash = self.node(index).hash;
+        if let Ok(found) = self.table.find_entry(hash, |&other| other == index) {
+            found.remove();
+        }
+        self.len -= 1;
+        let slot = std::mem::replace(&mut self.slots[index as usize], Slot::Free(self.free));
+        self.free = index;
+        match slot {
+            Slot::Occupied(node) => node.value,
+            Slot::Free(_) => unreachable!("removed slots are occupied"),
+        }
+    }
+
+    fn is_expired(node: &Node<K, V>, now: &impl Now) -> bool {
+        node.expires_at != NEVER && now.now() >= node.expires_at
+    }
+
+    /// Looks a key up as a request: counts a hit or a miss and updates the policy.
+    pub(crate) fn get(&mut self, hash: u64, key: &K, now: &impl Now) -> Option<V> {
+        self.sketch.increment(hash);
+        let found = match self.find(hash, key) {
+            Some(index) if Self::is_expired(self.node(index), now) => {
+                self.remove_index(index);
+                self.counters.expirations += 1;
+                None
+            }
+            found => found,
+        };
+        match found {
+            Some(index) => {
+                self.counters.hits += 1;
+                self.climber.hits += 1;
+                self.on_hit(index);
+                // Cloned before climbing, which may resize the queues and evict this entry.
+                let value = self.node(index).value.clone();
+                self.climb();
+                Some(value)
+            }
+            None => {
+                self.counters.misses += 1;
+                self.climber.misses += 1;
+                self.climb();
+                None
+            }
+        }
+    }
+
+    /// Looks a key up without counting it or touching the policy.
+    pub(crate) fn peek(&self, hash: u64, key: &K, now: &impl Now) -> Option<V> {
+        let node = self.node(self.find(hash, key)?);
+        (!Self::is_expired(node, now)).then(|| node.value.clone())
+    }
+
+    /// The policy's reaction to a hit.
+    fn on_hit(&mut self, index: u32) {
+        match self.node(index).queue {
+            Queue::Window => self.move_to(index, Queue::Window),
+            Queue::Probation => {
+                self.move_to(index, Queue::Protected);
+                self.demote_protected_overflow();
+            }
+            Queue::Protected => self.move_to(index, Queue::Protected),
+        }
+    }
+
+    fn demote_protected_overflow(&mut self) {
+        while self.protected.weight > self.protected_max {
+            let tail = self.protected.tail;
+            if tail == NIL {
+                break;
+            }
+            self.move_to(tail, Queue::Probation);
+        }
+    }
+
+    /// Inserts or replaces an entry, then evicts until the shard fits its budget.
+    ///
+    /// An entry heavier than the whole shard is not stored, and any older value of its key
+    /// is removed so a later lookup never returns it.
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: V,
+        weight: u32,
+        expires_at: u64,
+        now: &impl Now,
+    ) {
+        // A weight of zero would let the entry count grow without bound.
+        let weight = weight.max(1);
+        let existing = self.find(hash, &key);
+        if u64::from(weight) > self.max_weight {
+            if let Some(index) = existing {
+                self.remove_index(index);
+            }
+            self.counters.rejections += 1;
+            return;
+        }
+        if let Some(index) = existing {
+            let queue = self.node(index).queue;
+            let old_weight = {
+                let node = self.node_mut(index);
+                node.value = value;
+                node.expires_at = expires_at;
+                std::mem::replace(&mut node.weight, weight)
+            };
+            let list = self.list_mut(queue);
+            list.weight = list.weight - u64::from(old_weight) + u64::from(weight);
+            self.counters.updates += 1;
+            self.on_hit(index);
+        } else {
+            if self.len >= MAX_SLOTS {
+                // Four billion entries in one shard: make room by the policy's own order.
+                self.evict_one();
+            }
+            let node = Node {
+                key,
+                value,
+                hash,
+                expires_at,
+                weight,
+                prev: NIL,
+                next: NIL,
+                queue: Queue::Window,
+            };
+            let index = if self.free == NIL {
+                let index = self.slots.len() as u32;
+                self.slots.push(Slot::Occupied(node));
+                index
+            } else {
+                let index = self.free;
+                self.free = match std::mem::replace(
+                    &mut self.slots[index as usize],
+                    Slot::Occupied(node),
+                ) {
+                    Slot::Free(next) => next,
+                    Slot::Occupied(_) => unreachable!("the free list holds free slots"),
+                };
+                index
+            };
+            let slots = &self.slots;
+            self.table.insert_unique(hash, index, |&other| match &slots[other as usize] {
+                Slot::Occupied(node) => node.hash,
+                Slot::Free(_) => 0,
+            });
+            self.push_head(index, Queue::Window);
+            self.len += 1;
+            self.counters.inserts += 1;
+            self.sketch.ensure_capacity(self.len);
+        }
+        self.sweep_expired(now);
+        self.evict();
+    }
+
+    /// Removes a key, returning its value if it was present and not expired.
+    pub(crate) fn remove(&mut self, hash: u64, key: &K, now: &impl Now) -> Option<V> {
+        let index = self.find(hash, key)?;
+        let expired = Self::is_expired(self.node(index), now);
+        let value = self.remove_index(index);
+        (!expired).then_some(value)
+    }
+
+    /// Keeps only the entries for which `keep` returns true (expired ones are dropped too).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool, now: &impl Now) {
+        for index in 0..self.slots.len() {
+            let drop = match &self.slots[index] {
+                Slot::Occupied(node) => Self::is_expired(node, now) || !keep(&node.key, &node.value),
+                Slot::Free(_) => false,
+            };
+            if drop {
+                self.remove_index(index as u32);
+            }
+        }
+    }
+
+    /// Examines a few slots round-robin and reclaims expired entries, so entries nobody asks
+    /// for again do not hold memory past their expiry for long.
+    fn sweep_expired(&mut self, now: &impl Now) {
+        for _ in 0..SWEEP_PER_INSERT {
+            if self.slots.is_empty() {
+                return;
+            }
+            if self.sweep_cursor >= self.slots.len() {
+                self.sweep_cursor = 0;
+            }
+            let index = self.sweep_cursor;
+            self.sweep_cursor += 1;
+            if let Slot::Occupied(node) = &self.slots[index] {
+                if Self::is_expired(node, now) {
+                    self.remove_index(index as u32);
+                    self.counters.expirations += 1;
+                }
+            }
+        }
+    }
+
+    /// Removes every expired entry.
+    pub(crate) fn purge_expired(&mut self, now: &impl Now) {
+        for index in 0..self.slots.len() {
+            if let Slot::Occupied(node) = &self.slots[index] {
+                if Self::is_expired(node, now) {
+                    self.remove_index(index as u32);
+                    self.counters.expirations += 1;
+                }
+            }
+        }
+    }
+
+    /// Evicts one entry by the policy's order: probation's LRU, then protected's, then the
+    /// window's. False when the shard is empty.
+    fn evict_one(&mut self) -> bool {
+        let victim = [self.probation.tail, self.protected.tail, self.window.tail]
+            .into_iter()
+            .find(|&index| index != NIL);
+        let Some(index) = victim else { return false };
+        self.remove_index(index);
+        self.counters.evictions += 1;
+        true
+    }
+
+    /// Moves window overflow into the main space through the admission duel, then evicts
+    /// until the shard fits its budget.
+    fn evict(&mut self) {
+        while self.window.weight > self.window_max {
+            let candidate = self.window.tail;
+            if candidate == NIL {
+                break;
+            }
+            self.unlink(candidate);
+            self.admit(candidate);
+        }
+        while self.weight() > self.max_weight && self.evict_one() {}
+    }
+
+    /// The TinyLFU duel of a candidate leaving the window (already unlinked) against the
+    /// victims at probation's LRU end.
+    fn admit(&mut self, candidate: u32) {
+        let candidate_weight = u64::from(self.node(candidate).weight);
+        let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
+        // The weight the candidate needs freed: everything else must fit beside it.
+        while self.weight() + candidate_weight > self.max_weight {
+            let victim = [self.probation.tail, self.protected.tail]
+                .into_iter()
+                .find(|&index| index != NIL);
+            let Some(victim) = victim else { break };
+            let victim_frequency = self.sketch.frequency(self.node(victim).hash);
+            if candidate_frequency > victim_frequency {
+                self.remove_index(victim);
+                self.counters.evictions += 1;
+            } else {
+                // The candidate loses: it is evicted (it is in no queue; link it so the removal
+                // path stays the one and only way out).
+                self.push_head(candidate, Queue::Probation);
+                self.remove_index(candidate);
+                self.counters.evictions += 1;
+                return;
+            }
+        }
+        self.push_head(candidate, Queue::Probation);
+    }
+
+    /// One step of hill climbing, at the end of each sample.
+    fn climb(&mut self) {
+        let requests = self.climber.hits + self.climber.misses;
+        if requests < self.sketch.sample_size() {
+            return;
+        }
+        let hit_ratio = self.climber.hits as f64 / requests as f64;
+        let change = hit_ratio - self.climber.previous_hit_ratio;
+        let amount = if change >= 0.0 {
+            self.climber.step
+        } else {
+            -self.climber.step
+        };
+        self.climber.step = if change.abs() >= CLIMB_RESTART_THRESHOLD {
+            CLIMB_STEP_FRACTION * self.max_weight as f64 * amount.signum()
+        } else {
+            CLIMB_STEP_DECAY * amount
+        };
+        self.climber.previous_hit_ratio = hit_ratio;
+        self.climber.hits = 0;
+        self.climber.misses = 0;
+        self.resize_window(amount);
+    }
+
+    /// Moves `amount` of budget from the main space to the window (negative: back).
+    fn resize_window(&mut self, amount: f64) {
+        let max = self.max_weight as f64;
+        let window = (self.window_max as f64 + amount).clamp(0.0, max);
+        // In range 0..=max_weight, so the conversion is exact enough and cannot overflow.
+        self.window_max = window as u64;
+        self.protected_max = percent(self.max_weight - self.window_max, PROTECTED_PERCENT);
+        self.demote_protected_overflow();
+        // A smaller window passes its overflow to probation directly: those entries already
+        // proved themselves by being kept, and the next insert's eviction trims the main space.
+        while self.window.weight > self.window_max {
+            let tail = self.window.tail;
+            if tail == NIL {
+                break;
+            }
+            self.move_to(tail, Queue::Probation);
+        }
+        while self.weight() > self.max_weight && self.evict_one() {}
+    }
+}
