@@ -1,5 +1,8 @@
 //! An embeddable durable queue that never loses an acknowledged message.
 #![forbid(unsafe_code)]
 
+mod error;
 pub mod log;
 pub mod queue;
+
+pub use error::Error;

@@ -1,0 +1,69 @@
+//! The log's metrics through the `metrics` facade (feature `metrics`).
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `infra_mqueue_log_appends_total` | counter | `log` | records appended |
+//! | `infra_mqueue_log_appended_bytes_total` | counter (bytes) | `log` | bytes written for them, framing included |
+//! | `infra_mqueue_log_fsyncs_total` | counter | `log` | fsyncs of segment files (shared by a group commit) |
+//! | `infra_mqueue_log_depth` | gauge | `log` | records kept (`next_offset - first_offset`) |
+//!
+//! `log` is the name given with [`Log::with_metrics_name`](super::Log::with_metrics_name)
+//! (streams use their topic's name), `default` otherwise.
+
+use metrics::{Counter, Gauge, Unit};
+
+/// Records appended.
+pub(crate) const APPENDS: &str = "infra_mqueue_log_appends_total";
+/// Bytes appended, framing included.
+pub(crate) const APPENDED_BYTES: &str = "infra_mqueue_log_appended_bytes_total";
+/// Segment fsyncs.
+pub(crate) const FSYNCS: &str = "infra_mqueue_log_fsyncs_total";
+/// Records kept.
+pub(crate) const DEPTH: &str = "infra_mqueue_log_depth";
+/// The label naming the log.
+pub(crate) const LOG_LABEL: &str = "log";
+
+/// One log's handles, registered once.
+#[derive(Debug, Clone)]
+pub(crate) struct LogMetrics {
+    appends: Counter,
+    bytes: Counter,
+    fsyncs: Counter,
+    depth: Gauge,
+}
+
+impl LogMetrics {
+    pub(crate) fn register(name: &str) -> Self {
+        metrics::describe_counter!(APPENDS, Unit::Count, "Records appended to the log.");
+        metrics::describe_counter!(
+            APPENDED_BYTES,
+            Unit::Bytes,
+            "Bytes written for appended records, framing included."
+        );
+        metrics::describe_counter!(FSYNCS, Unit::Count, "fsyncs of the log's segment files.");
+        metrics::describe_gauge!(DEPTH, Unit::Count, "Records the log keeps.");
+        let label = [(LOG_LABEL, name.to_owned())];
+        Self {
+            appends: metrics::counter!(APPENDS, &label),
+            bytes: metrics::counter!(APPENDED_BYTES, &label),
+            fsyncs: metrics::counter!(FSYNCS, &label),
+            depth: metrics::gauge!(DEPTH, &label),
+        }
+    }
+
+    pub(crate) fn appended(&self, records: usize, bytes: usize, depth: u64) {
+        self.appends.increment(records as u64);
+        self.bytes.increment(bytes as u64);
+        #[allow(clippy::cast_precision_loss, reason = "a gauge is an f64")]
+        self.depth.set(depth as f64);
+    }
+
+    pub(crate) fn fsynced(&self) {
+        self.fsyncs.increment(1);
+    }
+
+    pub(crate) fn depth(&self, depth: u64) {
+        #[allow(clippy::cast_precision_loss, reason = "a gauge is an f64")]
+        self.depth.set(depth as f64);
+    }
+}

@@ -1,0 +1,683 @@
+//! The append-only segment log: CRC-framed records, group commit, recovery and retention.
+//!
+//! A [`Log`] is one directory of segment files named by the offset of their first record
+//! (`00000000000000000000.seg`). Appends go to the newest segment; when it reaches
+//! [`LogOptions::segment_bytes`] a new one starts. Every record carries a CRC-32C over its
+//! length and payload, so a torn or flipped record is never delivered.
+//!
+//! # What each fsync policy can lose
+//!
+//! | [`FsyncPolicy`] | an append returns | a process crash loses | a power loss loses |
+//! |---|---|---|---|
+//! | `Always` (default) | after an fsync covering it (shared with concurrent appends) | nothing acknowledged | nothing acknowledged |
+//! | `Interval(d)` | at once; an fsync runs on the first append `d` after the last | nothing acknowledged (the kernel holds it) | appends of the last `d` or more, up to the last fsync |
+//! | `Never` | at once | nothing acknowledged | everything since the last [`Log::sync`] or segment roll |
+//!
+//! Under `Always`, [`Log::read`] only returns records already made durable, so no reader sees
+//! a record that a power loss could take back. Under the other policies it returns everything
+//! written.
+//!
+//! # Recovery
+//!
+//! [`Log::open`] checks every record of every segment. A torn tail — incomplete or failing
+//! records at the end of the newest segment with nothing valid after them — is cut off: those
+//! appends never returned under `Always`. A bad record anywhere else (valid records after it, or
+//! in an older segment) is [`Error::Corrupt`](crate::Error::Corrupt), and nothing is deleted.
+//!
+//! ```
+//! use infra_mqueue::log::{Log, LogOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let log = Log::open(dir.path(), LogOptions::default())?;
+//! let first = log.append(b"order 1")?;
+//! let batch = log.append_batch(&[b"order 2", b"order 3"])?;
+//! assert_eq!((first, batch), (0, 1..3));
+//! drop(log);
+//!
+//! let log = Log::open(dir.path(), LogOptions::default())?; // recovers
+//! let records = log.read(1, 10)?;
+//! assert_eq!(records[1].payload, b"order 3");
+//! assert_eq!(log.next_offset(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod commit;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod record;
+mod segment;
+mod storage;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use infra_common::sync::{Arc, Mutex};
+use infra_common::{Clock, SystemClock};
+
+pub use commit::GroupCommit;
+pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
+
+use crate::Error;
+use record::{Frame, SEGMENT_HEADER};
+use segment::{INDEX_STRIDE, Reader, Segment};
+
+/// The largest `max_record_bytes` accepted (256 MiB), and the limit recovery applies to a
+/// record's length field whatever the options say, so lowering the option never turns valid
+/// records into a "torn tail".
+pub const RECORD_LIMIT: u32 = 1 << 28;
+
+/// When appends are made durable. See the [module docs](self) for what each can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// Every append returns only once an fsync covers it. Concurrent appends share one fsync
+    /// (group commit).
+    #[default]
+    Always,
+    /// Appends return at once; the first append at least this long after the last fsync runs
+    /// one (on the log's [`Clock`]). Dropping the log syncs too.
+    Interval(Duration),
+    /// Appends return at once; data reaches the disk when the OS writes it back, at a segment
+    /// roll, or at [`Log::sync`].
+    Never,
+}
+
+/// Which old segments are deleted. The newest segment is always kept; whole segments go, oldest
+/// first, when a new segment starts or [`Log::enforce_retention`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete the oldest segments while the log's files take more than this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Delete a segment once the segment after it was started at least this long ago (its
+    /// newest record is then at least this old), on the clock's wall time.
+    pub max_age: Option<Duration>,
+}
+
+/// How a [`Log`] is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    /// When appends are made durable. Default [`FsyncPolicy::Always`].
+    pub fsync: FsyncPolicy,
+    /// A new segment starts when the next record would take the current one past this size.
+    /// Default 64 MiB; at least 64 bytes.
+    pub segment_bytes: u64,
+    /// The largest payload accepted, at most [`RECORD_LIMIT`]. Default 1 MiB.
+    pub max_record_bytes: u32,
+    /// Which old segments are deleted. Default: none.
+    pub retention: Retention,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 64 << 20,
+            max_record_bytes: 1 << 20,
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<(), Error> {
+        if self.segment_bytes < 64 || self.segment_bytes > 1 << 40 {
+            return Err(Error::InvalidOptions {
+                reason: "segment_bytes must be between 64 bytes and 1 TiB",
+            });
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes > RECORD_LIMIT {
+            return Err(Error::InvalidOptions {
+                reason: "max_record_bytes must be between 1 and RECORD_LIMIT (256 MiB)",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its offset: the number of records appended to the log before it.
+    pub offset: u64,
+    /// What was appended.
+    pub payload: Vec<u8>,
+}
+
+/// A log's size and contents at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// Bytes of all segment files.
+    pub bytes: u64,
+    /// Records kept: `next_offset - first_offset`.
+    pub depth: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// The oldest offset kept.
+    pub first_offset: u64,
+    /// The offset the next append gets.
+    pub next_offset: u64,
+}
+
+/// An append-only log in one directory. `Send + Sync`: share it through an `Arc`.
+///
+/// Only one `Log` may have a directory open at a time (a lock file enforces it across
+/// processes); a second [`Log::open`] gets [`Error::Locked`].
+pub struct Log {
+    dir: PathBuf,
+    options: LogOptions,
+    clock: Box<dyn Clock>,
+    storage: Box<dyn Storage>,
+    inner: Mutex<Inner>,
+    commit: GroupCommit,
+    _lock: Box<dyn fmt::Debug + Send + Sync>,
+    #[cfg(feature = "metrics")]
+    metrics: metrics::LogMetrics,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// By base offset; never empty.
+    segments: std::collections::BTreeMap<u64, Segment>,
+    next: u64,
+    /// A write or fsync failed: no more appends.
+    failed: bool,
+    last_sync_nanos: u64,
+    bytes: u64,
+    scratch: Vec<u8>,
+}
+
+impl Inner {
+    fn active(&self) -> (&u64, &Segment) {
+        self.segments
+            .last_key_value()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn first(&self) -> u64 {
+        self.segments.keys().next().copied().unwrap_or(self.next)
+    }
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system and the system
+    /// clock, recovering from a crash: see the [module docs](self).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`], [`Error::Locked`], [`Error::Corrupt`], [`Error::Io`].
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Self, Error> {
+        Self::open_with(dir, options, SystemClock::new(), FileStorage)
+    }
+
+    /// Opens the log in `dir` with a chosen clock (for `Interval` syncs and age retention) and
+    /// file layer ([`SimulatedStorage`] in power-loss tests).
+    ///
+    /// # Errors
+    /// As [`Log::open`].
+    pub fn open_with(
+        dir: &Path,
+        options: LogOptions,
+        clock: impl Clock + 'static,
+        storage: impl Storage + 'static,
+    ) -> Result<Self, Error> {
+        options.validate()?;
+        let storage: Box<dyn Storage> = Box::new(storage);
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let lock = storage
+            .lock_dir(dir)
+            .map_err(|e| Error::io("lock", dir, e))?
+            .ok_or_else(|| Error::Locked {
+                dir: dir.to_path_buf(),
+            })?;
+        let mut bases: Vec<u64> = storage
+            .list(dir)
+            .map_err(|e| Error::io("list", dir, e))?
+            .iter()
+            .filter_map(|name| parse_segment_name(name))
+            .collect();
+        bases.sort_unstable();
+
+        let mut segments = std::collections::BTreeMap::new();
+        let mut bytes = 0u64;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment_name(base));
+            let is_last = i + 1 == bases.len();
+            let segment = Segment::recover(&*storage, path, base, is_last)?;
+            if let Some(&next_base) = bases.get(i + 1)
+                && base.checked_add(segment.records) != Some(next_base)
+            {
+                return Err(Error::Corrupt {
+                    segment: segment.path.clone(),
+                    position: segment.len,
+                    reason: "the segment's record count does not reach the next segment's base offset",
+                });
+            }
+            bytes += segment.len;
+            segments.insert(base, segment);
+        }
+        let clock: Box<dyn Clock> = Box::new(clock);
+        if segments.is_empty() {
+            let segment = Segment::create(&*storage, dir, 0, wall_millis(&*clock))?;
+            bytes += segment.len;
+            segments.insert(0, segment);
+        }
+        let (&base, last) = segments.last_key_value().expect("just ensured");
+        let next = base + last.records;
+        let last_sync_nanos = clock.now_nanos();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            options,
+            clock,
+            storage,
+            inner: Mutex::new(Inner {
+                segments,
+                next,
+                failed: false,
+                last_sync_nanos,
+                bytes,
+                scratch: Vec::new(),
+            }),
+            commit: GroupCommit::new(next),
+            _lock: lock,
+            #[cfg(feature = "metrics")]
+            metrics: metrics::LogMetrics::register("default"),
+        })
+    }
+
+    /// Appends one record and returns its offset once it is durable per the [`FsyncPolicy`].
+    ///
+    /// # Errors
+    /// [`Error::RecordTooLarge`]; [`Error::Io`] when the write or fsync failed;
+    /// [`Error::Failed`] when an earlier one did.
+    pub fn append(&self, payload: &[u8]) -> Result<u64, Error> {
+        Ok(self.append_batch(&[payload])?.start)
+    }
+
+    /// Appends records in order, in as few writes as possible, and returns their offsets once
+    /// all are durable per the [`FsyncPolicy`]. On an error, a prefix of the batch may have been
+    /// appended (it is then not promised durable).
+    ///
+    /// # Errors
+    /// As [`Log::append`]; nothing is written when any payload is too large.
+    pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Range<u64>, Error> {
+        let max = self.options.max_record_bytes;
+        if let Some(big) = payloads.iter().find(|p| p.len() > max as usize) {
+            return Err(Error::RecordTooLarge {
+                len: big.len(),
+                max,
+            });
+        }
+        let (range, sync_due) = {
+            let mut inner = self.inner.lock();
+            if inner.failed {
+                return Err(Error::Failed);
+            }
+            let start = inner.next;
+            let mut buf = std::mem::take(&mut inner.scratch);
+            buf.clear();
+            let mut positions = Vec::with_capacity(payloads.len());
+            for payload in payloads {
+                let framed = record::framed_len(payload.len());
+                let used = inner.active().1.len + buf.len() as u64;
+                if used > SEGMENT_HEADER as u64 && used + framed > self.options.segment_bytes {
+                    self.flush(&mut inner, &buf, &positions)?;
+                    buf.clear();
+                    positions.clear();
+                    self.roll(&mut inner)?;
+                }
+                positions.push(inner.active().1.len + buf.len() as u64);
+                record::encode(payload, &mut buf);
+            }
+            self.flush(&mut inner, &buf, &positions)?;
+            buf.clear();
+            inner.scratch = buf;
+            let due = match self.options.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(every) => {
+                    let now = self.clock.now_nanos();
+                    let due = now.saturating_sub(inner.last_sync_nanos)
+                        >= infra_common::clock::duration_to_nanos(every);
+                    if due {
+                        inner.last_sync_nanos = now;
+                    }
+                    due
+                }
+                FsyncPolicy::Never => false,
+            };
+            (start..inner.next, due)
+        };
+        if sync_due {
+            self.commit.wait(range.end, || self.sync_written())?;
+        }
+        Ok(range)
+    }
+
+    /// Writes `buf` (whose records start at `positions`) to the active segment.
+    fn flush(&self, inner: &mut Inner, buf: &[u8], positions: &[u64]) -> Result<(), Error> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let segment = inner.active_mut();
+        if let Err(error) = segment.file.append(buf) {
+            // Cut back a partial write so that later appends never follow a torn record; if
+            // that fails too, what is on disk is unknown and the log stops.
+            let error = Error::io("append", &segment.path, error);
+            if segment.file.truncate(segment.len).is_err() {
+                inner.failed = true;
+            }
+            return Err(error);
+        }
+        for &position in positions {
+            if segment.records.is_multiple_of(INDEX_STRIDE) {
+                segment.index.push(position);
+            }
+            segment.records += 1;
+        }
+        segment.len += buf.len() as u64;
+        inner.bytes += buf.len() as u64;
+        inner.next += positions.len() as u64;
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .appended(positions.len(), buf.len(), inner.next - inner.first());
+        Ok(())
+    }
+
+    /// Syncs the active segment (and with it everything written before the call) and starts a
+    /// new one at the next offset, then applies retention.
+    fn roll(&self, inner: &mut Inner) -> Result<(), Error> {
+        let (_, active) = inner.active();
+        if let Err(error) = active.file.sync() {
+            let error = Error::io("fsync", &active.path, error);
+            inner.failed = true;
+            return Err(error);
+        }
+        self.count_fsync();
+        let segment =
+            Segment::create(&*self.storage, &self.dir, inner.next, wall_millis(&*self.clock))?;
+        inner.bytes += segment.len;
+        inner.segments.insert(inner.next, segment);
+        self.retain(inner)
+    }
+
+    /// The leader's sync: everything written so far, through the active segment's file (older
+    /// segments were synced when they were rolled).
+    fn sync_written(&self) -> Result<u64, Error> {
+        let (end, file, path) = {
+            let inner = self.inner.lock();
+            if inner.failed {
+                return Err(Error::Failed);
+            }
+            let (_, active) = inner.active();
+            (inner.next, Arc::clone(&active.file), active.path.clone())
+        };
+        if let Err(error) = file.sync() {
+            self.inner.lock().failed = true;
+            return Err(Error::io("fsync", path, error));
+        }
+        self.count_fsync();
+        Ok(end)
+    }
+
+    /// Makes every record appended so far durable, whatever the policy.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the fsync fails, [`Error::Failed`] when an earlier one did.
+    pub fn sync(&self) -> Result<(), Error> {
+        let end = {
+            let mut inner = self.inner.lock();
+            inner.last_sync_nanos = self.clock.now_nanos();
+            inner.next
+        };
+        self.commit.wait(end, || self.sync_written())
+    }
+
+    /// Reads up to `max_records` records from offset `from` on, in order. Empty when `from` is
+    /// at or past the end of what is readable (under `Always`: durable).
+    ///
+    /// # Errors
+    /// [`Error::OffsetTruncated`] when retention removed `from`; [`Error::Corrupt`] when a
+    /// record fails its checksum (the file changed under the log); [`Error::Io`].
+    pub fn read(&self, from: u64, max_records: usize) -> Result<Vec<Record>, Error> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while out.len() < max_records {
+            let (file, path, mut position, mut offset, until, seg_len) = {
+                let inner = self.inner.lock();
+                let first = inner.first();
+                if at < first {
+                    if out.is_empty() {
+                        return Err(Error::OffsetTruncated {
+                            requested: at,
+                            first,
+                        });
+                    }
+                    break;
+                }
+                let visible = match self.options.fsync {
+                    FsyncPolicy::Always => self.commit.durable().min(inner.next),
+                    _ => inner.next,
+                };
+                if at >= visible {
+                    break;
+                }
+                let Some((&base, segment)) = inner.segments.range(..=at).next_back() else {
+                    break;
+                };
+                let stride = (at - base) / INDEX_STRIDE;
+                let Some(&position) = usize::try_from(stride)
+                    .ok()
+                    .and_then(|i| segment.index.get(i))
+                else {
+                    break;
+                };
+                let wanted = u64::try_from(max_records - out.len()).unwrap_or(u64::MAX);
+                let until = visible
+                    .min(base + segment.records)
+                    .min(at.saturating_add(wanted));
+                (
+                    Arc::clone(&segment.file),
+                    segment.path.clone(),
+                    position,
+                    base + stride * INDEX_STRIDE,
+                    until,
+                    segment.len,
+                )
+            };
+            let mut reader = Reader::new(&**file, seg_len);
+            while offset < until {
+                let frame = reader
+                    .frame_at(position, RECORD_LIMIT)
+                    .map_err(|e| Error::io("read", &path, e))?;
+                let Frame::Record { payload, len } = frame else {
+                    return Err(Error::Corrupt {
+                        segment: path,
+                        position,
+                        reason: "a record changed on disk after it was written",
+                    });
+                };
+                if offset >= at {
+                    out.push(Record {
+                        offset,
+                        payload: payload.to_vec(),
+                    });
+                }
+                position += len as u64;
+                offset += 1;
+            }
+            at = until;
+        }
+        Ok(out)
+    }
+
+    /// The oldest offset kept (retention raises it).
+    pub fn first_offset(&self) -> u64 {
+        self.inner.lock().first()
+    }
+
+    /// The offset the next append will get.
+    pub fn next_offset(&self) -> u64 {
+        self.inner.lock().next
+    }
+
+    /// The log's size now.
+    pub fn stats(&self) -> LogStats {
+        let inner = self.inner.lock();
+        let first = inner.first();
+        LogStats {
+            bytes: inner.bytes,
+            depth: inner.next - first,
+            segments: inner.segments.len(),
+            first_offset: first,
+            next_offset: inner.next,
+        }
+    }
+
+    /// Reports this log's metrics under `name` (the `log` label) instead of `default`. Install
+    /// the recorder before calling it.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: &str) -> Self {
+        self.metrics = metrics::LogMetrics::register(name);
+        self.metrics.depth(self.stats().depth);
+        self
+    }
+
+    fn count_fsync(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.fsynced();
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes the segments [`LogOptions::retention`] no longer keeps (it also runs at every
+    /// segment roll) and returns how many went.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be removed or the directory synced.
+    pub fn enforce_retention(&self) -> Result<usize, Error> {
+        let mut inner = self.inner.lock();
+        let before = inner.segments.len();
+        self.retain(&mut inner)?;
+        Ok(before - inner.segments.len())
+    }
+
+    fn retain(&self, inner: &mut Inner) -> Result<(), Error> {
+        let Retention { max_bytes, max_age } = self.options.retention;
+        let now = wall_millis(&*self.clock);
+        let mut removed = false;
+        while inner.segments.len() > 1 {
+            let mut bases = inner.segments.keys();
+            let (Some(&oldest), Some(&second)) = (bases.next(), bases.next()) else {
+                break;
+            };
+            let over_size = max_bytes.is_some_and(|max| inner.bytes > max);
+            let too_old = max_age.is_some_and(|age| {
+                let started = inner.segments[&second].created_millis;
+                let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+                now.saturating_sub(started) >= age
+            });
+            if !over_size && !too_old {
+                break;
+            }
+            let segment = &inner.segments[&oldest];
+            self.storage
+                .remove(&segment.path)
+                .map_err(|e| Error::io("remove", &segment.path, e))?;
+            inner.bytes -= segment.len;
+            inner.segments.remove(&oldest);
+            removed = true;
+        }
+        if removed {
+            #[cfg(feature = "metrics")]
+            self.metrics.depth(inner.next - inner.first());
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if matches!(self.options.fsync, FsyncPolicy::Interval(_)) {
+            // Best effort: a failure here has no caller to tell, and reopening recovers.
+            let _ = self.sync();
+        }
+    }
+}
+
+fn wall_millis(clock: &dyn Clock) -> u64 {
+    clock
+        .wall_time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+
+/// Decodes `bytes` as consecutive records the way recovery does, for the fuzz target: returns
+/// each record's position and payload up to the first frame that is not a whole valid record.
+#[cfg(fuzzing)]
+pub fn fuzz_decode(bytes: &[u8], max_len: u32) -> Vec<(usize, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(rest) = bytes.get(at..) {
+        match record::decode(rest, max_len) {
+            Frame::Record { payload, len } => {
+                out.push((at, payload));
+                at += len;
+            }
+            Frame::Incomplete { .. } | Frame::Invalid(_) => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_name(42), "00000000000000000042.seg");
+        assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_segment_name("0042.seg"), None);
+        assert_eq!(parse_segment_name("0000000000000000004x.seg"), None);
+        assert_eq!(parse_segment_name("00000000000000000042.tmp"), None);
+    }
+}
