@@ -8,6 +8,8 @@
 //! - [`hash`]: a stable 64-bit hash that is the same in every process, platform and release
 //!   ([`stable_hash`]), and a randomly seeded, flooding-resistant [`RandomState`] for in-process
 //!   maps keyed by untrusted input.
+//! - `redis` (feature `redis`): the connection pool and script runner every Redis backend
+//!   shares, so each gets reconnects, resends and `NOSCRIPT` right the same way.
 //!
 //! A new item belongs here only once two primitives need it.
 //!
@@ -28,6 +30,8 @@
 
 pub mod clock;
 pub mod hash;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod sync;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -114,10 +114,10 @@ use std::time::Duration;
 
 use infra_common::RandomState;
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::Mutex;
+use infra_common::redis::{Connections, Script};
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::{Clock, SystemClock};
-use redis::{Connection, RedisError, Value};
+use redis::{RedisError, Value};
 
 use crate::error::Error;
 use crate::grant::{
@@ -388,24 +388,6 @@ impl RedisOptions {
     }
 }
 
-/// A server script: its source, its SHA-1 for `EVALSHA`, and whether running it twice does
-/// no harm when the first run's answer was lost.
-struct Script {
-    source: &'static str,
-    hash: redis::Script,
-    resend: bool,
-}
-
-impl Script {
-    fn new(source: &'static str, resend: bool) -> Self {
-        Self {
-            source,
-            hash: redis::Script::new(source),
-            resend,
-        }
-    }
-}
-
 /// What one grant attempt found.
 enum Attempt {
     Granted(FencingToken),
@@ -435,8 +417,7 @@ enum Attempt {
 /// # Ok::<(), infra_dlock::Error>(())
 /// ```
 pub struct RedisLocks<C: Clock = SystemClock> {
-    client: redis::Client,
-    idle: Mutex<Vec<Connection>>,
+    connections: Connections,
     grant: Script,
     extend: Script,
     release: Script,
@@ -486,10 +467,10 @@ impl<C: Clock> RedisLocks<C> {
     ///
     /// As [`RedisLocks::new`].
     pub fn with_clock(url: &str, options: RedisOptions, clock: C) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|e| backend(&e))?;
+        let connections = Connections::open(url, options.timeout, options.max_idle_connections)
+            .map_err(|e| backend(&e))?;
         Ok(Self {
-            client,
-            idle: Mutex::new(Vec::new()),
+            connections,
             // A mutex grant that did run holds the key with the request's nonce, so running it
             // again answers the same grant; extend and release compare the token first, and a
             // release that did run leaves its token behind for the resend to find. A second
@@ -518,66 +499,12 @@ impl<C: Clock> RedisLocks<C> {
         format!("{}:{{{name}}}", self.options.prefix)
     }
 
-    fn connect(&self) -> Result<Connection, RedisError> {
-        let timeout = self.options.timeout;
-        let connection = self.client.get_connection_with_timeout(timeout)?;
-        connection.set_read_timeout(Some(timeout))?;
-        connection.set_write_timeout(Some(timeout))?;
-        Ok(connection)
-    }
-
-    /// Runs `script` with `keys` and `args`: one round trip, two after a `NOSCRIPT`.
+    /// Runs `script` with `keys` and `args`: one round trip, two after a `NOSCRIPT`; resent
+    /// after a dead pooled connection only if the script is harmless to run twice.
     fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Value, Error> {
-        self.on_connection(script.resend, |connection| {
-            let build = |command: &str, body: &str| {
-                let mut cmd = redis::cmd(command);
-                cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
-                cmd
-            };
-            match build("EVALSHA", script.hash.get_hash()).query(connection) {
-                Err(error) if error.code() == Some("NOSCRIPT") => {
-                    build("EVAL", script.source).query(connection)
-                }
-                other => other,
-            }
-        })
-    }
-
-    /// Runs `request` on a pooled connection. If that connection turns out dead (closed while
-    /// idle, as by a server restart), the other idle ones are dropped too, and `request` is
-    /// sent once more on a fresh connection if `resend` says that is harmless.
-    fn on_connection<T>(
-        &self,
-        resend: bool,
-        mut request: impl FnMut(&mut Connection) -> Result<T, RedisError>,
-    ) -> Result<T, Error> {
-        let pooled = self.idle.lock().pop();
-        let (mut connection, reused) = match pooled {
-            Some(connection) => (connection, true),
-            None => (self.connect().map_err(|e| backend(&e))?, false),
-        };
-        let mut result = request(&mut connection);
-        if reused
-            && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error() && !e.is_timeout())
-        {
-            // Most likely the pooled connection was closed while idle (a server restart), and
-            // so were the others pooled with it. But the connection may also have failed after
-            // the server ran the request: the client cannot tell, so only a request that is
-            // harmless to run twice is sent again; for another, the outcome is unknown.
-            self.idle.lock().clear();
-            if resend {
-                connection = self.connect().map_err(|e| backend(&e))?;
-                result = request(&mut connection);
-            }
-        }
-        // A connection that failed (a timeout above all: its answer may still arrive) is
-        // dropped, so no later call reads a stale answer.
-        let value = result.map_err(|e| backend(&e))?;
-        let mut idle = self.idle.lock();
-        if idle.len() < self.options.max_idle_connections {
-            idle.push(connection);
-        }
-        Ok(value)
+        self.connections
+            .script(script, keys, args)
+            .map_err(|e| backend(&e))
     }
 
     /// One grant attempt: one round trip. A writer that finds readers and `waits` keeps new
@@ -859,7 +786,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
         };
         if let Some(set_key) = set_key {
             // The client's deadline, checked above, ends before the server's expiry.
-            let held = self.on_connection(true, |connection| {
+            let held = self.connections.run(true, |connection| {
                 redis::cmd("ZSCORE")
                     .arg(&set_key)
                     .arg(&token)
@@ -867,7 +794,7 @@ impl<C: Clock> Locks for RedisLocks<C> {
             });
             return matches!(held, Ok(Some(_)));
         }
-        let held = self.on_connection(true, |connection| {
+        let held = self.connections.run(true, |connection| {
             redis::cmd("GET")
                 .arg(&key)
                 .query::<Option<String>>(connection)
