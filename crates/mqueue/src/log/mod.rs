@@ -294,6 +294,12 @@ impl Log {
             segments.insert(0, segment);
         }
         let (&base, last) = segments.last_key_value().expect("just ensured");
+        // What was recovered becomes the durable point, so make it so: under `Never` the last
+        // process may have left it in the page cache only (older segments were synced when
+        // they were rolled).
+        last.file
+            .sync()
+            .map_err(|e| Error::io("fsync", &last.path, e))?;
         let next = base + last.records;
         let last_sync_nanos = clock.now_nanos();
         Ok(Self {
@@ -424,8 +430,12 @@ impl Log {
             return Err(error);
         }
         self.count_fsync();
-        let segment =
-            Segment::create(&*self.storage, &self.dir, inner.next, wall_millis(&*self.clock))?;
+        let segment = Segment::create(
+            &*self.storage,
+            &self.dir,
+            inner.next,
+            wall_millis(&*self.clock),
+        )?;
         inner.bytes += segment.len;
         inner.segments.insert(inner.next, segment);
         self.retain(inner)
@@ -648,7 +658,6 @@ fn wall_millis(clock: &dyn Clock) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
-
 
 /// Decodes `bytes` as consecutive records the way recovery does, for the fuzz target: returns
 /// each record's position and payload up to the first frame that is not a whole valid record.

@@ -40,7 +40,9 @@ pub(crate) fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
 
 /// Appends the framed `payload` to `out`. The caller has checked the length fits in `u32`.
 pub(crate) fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let len = u32::try_from(payload.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes();
     out.extend_from_slice(&len);
     out.extend_from_slice(&checksum(len, payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -139,7 +141,10 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(matches!(decode(&buf[..cut], 100), Frame::Incomplete { .. }));
         }
-        assert_eq!(decode(&buf, 4), Frame::Invalid("length above the record limit"));
+        assert_eq!(
+            decode(&buf, 4),
+            Frame::Invalid("length above the record limit")
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 }
 
 /// One open file. Every method takes `&self`, so one thread can sync while another appends.
-#[allow(clippy::len_without_is_empty, reason = "a file's length, read fallibly")]
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "a file's length, read fallibly"
+)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's length in bytes.
     ///
@@ -356,7 +359,10 @@ impl Storage for SimulatedStorage {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.disk.lock();
-        disk.names.remove(path).map(drop).ok_or_else(|| not_found(path))
+        disk.names
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -441,7 +447,9 @@ impl StorageFile for SimHandle {
 
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.with(|file, _| {
-            let start = usize::try_from(pos).unwrap_or(usize::MAX).min(file.data.len());
+            let start = usize::try_from(pos)
+                .unwrap_or(usize::MAX)
+                .min(file.data.len());
             let n = buf.len().min(file.data.len() - start);
             buf[..n].copy_from_slice(&file.data[start..start + n]);
             n
