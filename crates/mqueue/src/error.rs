@@ -182,7 +182,7 @@ impl fmt::Display for Error {
                 write!(f, "the log in {} is already open", dir.display())
             }
             Self::InvalidName { reason } => write!(f, "invalid name: {reason}"),
-            // ---- work queue (mqwork) variants ----
+            // ---- work queue (mqwork) variants, to the end of the match ----
             Self::UnknownDelivery { offset, attempt } => write!(
                 f,
                 "message {offset} was never delivered as attempt {attempt}"
@@ -211,10 +211,9 @@ impl fmt::Display for Error {
                 f,
                 "message of {len} bytes is larger than the limit of {max}"
             ),
-            Self::InvalidMessageId { len } => write!(
-                f,
-                "message id of {len} bytes: ids are 1 to 255 bytes"
-            ),
+            Self::InvalidMessageId { len } => {
+                write!(f, "message id of {len} bytes: ids are 1 to 255 bytes")
+            }
             Self::InvalidDuration { duration } => write!(
                 f,
                 "duration {duration:?} is longer than the one year accepted"
@@ -226,7 +225,6 @@ impl fmt::Display for Error {
             Self::CorruptMessage { offset, reason } => {
                 write!(f, "corrupt stored message at offset {offset}: {reason}")
             }
-            // ---- end of work queue variants ----
         }
     }
 }

@@ -1,1 +1,0 @@
-//! The work queue: leases, acks, redelivery and dead letters.

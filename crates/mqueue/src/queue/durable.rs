@@ -1,0 +1,323 @@
+//! The durable side of a work queue: three logs in one directory and the journal's upkeep.
+//!
+//! ```text
+//! <dir>/messages/       the message log (envelopes, see `envelope`)
+//! <dir>/journal-<N>/    the state journal, generation N (see `journal`)
+//! <dir>/JOURNAL         the current generation's number, replaced atomically
+//! <dir>/dead/           the dead-letter log
+//! ```
+//!
+//! Compaction writes the live state as a checkpoint into generation N+1, syncs it, then
+//! renames a new `JOURNAL` file over the old one and syncs the directory: a crash before the
+//! rename reopens generation N (the half-written N+1 is removed), a crash after it opens N+1.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use infra_common::Clock;
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::sync::{Mutex, MutexGuard, RwLock};
+
+use super::envelope::Envelope;
+use super::journal::{Entry, Replay};
+use super::lease::Leases;
+use super::{DeadLetter, QueueOptions, wall_ms};
+use crate::error::Error;
+use crate::log::Log;
+
+/// Records read from a log per call during replay.
+const REPLAY_BATCH: usize = 4096;
+
+/// What a reopened queue recovered.
+#[derive(Debug)]
+pub(super) struct Recovered {
+    pub(super) leases: Leases,
+    /// `(id, offset, sent_at_ms)` of the last messages with an id, oldest first.
+    pub(super) ids: Vec<(Bytes, u64, u64)>,
+}
+
+#[derive(Debug)]
+struct Journal {
+    log: Log,
+    generation: u64,
+}
+
+/// The logs of one durable queue.
+#[derive(Debug)]
+pub(super) struct Durable {
+    dir: PathBuf,
+    messages: Log,
+    /// Appenders share the read side; compaction takes the write side to swap the log.
+    journal: RwLock<Journal>,
+    /// Records in the current journal generation.
+    journal_records: AtomicU64,
+    compact_after: u64,
+    dead: Log,
+    /// Serializes sends so the message log's offsets match the lease table's.
+    append: Mutex<()>,
+    log_options: crate::log::LogOptions,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::io(op, path, source)
+}
+
+fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("journal-{generation}"))
+}
+
+fn read_generation(dir: &Path) -> Result<u64, Error> {
+    let path = dir.join("JOURNAL");
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| Error::CorruptJournal {
+            reason: "the JOURNAL file does not hold a generation number",
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(Error::io("read", path, error)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+fn remove_stale_journals(dir: &Path, keep: u64) -> Result<(), Error> {
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let entry = entry.map_err(io("list", dir))?;
+        let name = entry.file_name();
+        let Some(generation) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("journal-"))
+            .and_then(|digits| digits.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if generation != keep {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
+impl Durable {
+    pub(super) fn open(
+        dir: &Path,
+        options: &QueueOptions,
+        clock: &dyn Clock,
+    ) -> Result<(Self, Recovered), Error> {
+        if !dir.is_dir() {
+            if !options.create {
+                return Err(Error::UnknownQueue {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        }
+        let mut log_options = options.log.clone();
+        // The envelope adds at most 18 bytes and the id.
+        let needed = options.max_message_bytes + 18 + super::MAX_ID_LEN;
+        log_options.max_record_bytes = log_options
+            .max_record_bytes
+            .max(u32::try_from(needed).unwrap_or(u32::MAX));
+        // Retention would delete unsettled messages and journal records: the queue decides
+        // what it still needs, so its logs keep everything.
+        log_options.retention = crate::log::Retention::default();
+
+        let generation = read_generation(dir)?;
+        remove_stale_journals(dir, generation)?;
+        let messages = Log::open(&dir.join("messages"), log_options.clone())?;
+        let journal = Log::open(&journal_dir(dir, generation), log_options.clone())?;
+        let dead = Log::open(&dir.join("dead"), log_options.clone())?;
+
+        let mut replay = Replay::default();
+        let mut at = journal.first_offset();
+        let mut journal_records = 0;
+        loop {
+            let records = journal.read(at, REPLAY_BATCH)?;
+            let Some(last) = records.last() else { break };
+            at = last.offset + 1;
+            for record in &records {
+                replay.apply(Entry::decode(&record.payload)?);
+                journal_records += 1;
+            }
+        }
+        replay.finish();
+
+        let now = clock.now_nanos();
+        let now_ms = wall_ms(clock);
+        let to_nanos = |wall: u64| -> u64 {
+            now.saturating_add(duration_to_nanos(std::time::Duration::from_millis(
+                wall.saturating_sub(now_ms),
+            )))
+        };
+        let start = replay.watermark.max(messages.first_offset());
+        let mut leases = Leases::new(start, options.max_deliveries);
+        let dedup_from = options.dedup.map(|window| {
+            messages
+                .next_offset()
+                .saturating_sub(window.max_ids() as u64)
+        });
+        let mut ids = Vec::new();
+        // The dedup window may reach below the watermark: read from the lower of the two,
+        // and rebuild leases only from the watermark on.
+        let mut at = dedup_from
+            .map_or(start, |from| from.min(start))
+            .max(messages.first_offset());
+        loop {
+            let records = messages.read(at, REPLAY_BATCH)?;
+            let Some(last) = records.last() else { break };
+            at = last.offset + 1;
+            for record in records {
+                let envelope = Envelope::decode(record.offset, &record.payload)?;
+                if let (Some(from), Some(id)) = (dedup_from, &envelope.id)
+                    && record.offset >= from
+                {
+                    ids.push((id.clone(), record.offset, envelope.sent_at_ms));
+                }
+                if record.offset < start {
+                    continue;
+                }
+                let known = replay.get(record.offset);
+                let wait_until_ms = match known.nacked {
+                    Some((_, until)) => Some(until),
+                    None if known.deliveries == 0 => envelope.not_before_ms,
+                    None => None,
+                };
+                leases.push(
+                    envelope.payload,
+                    now,
+                    wait_until_ms.map(to_nanos),
+                    known.deliveries,
+                    known.settled,
+                );
+            }
+        }
+        let durable = Self {
+            dir: dir.to_path_buf(),
+            messages,
+            journal: RwLock::new(Journal {
+                log: journal,
+                generation,
+            }),
+            journal_records: AtomicU64::new(journal_records),
+            compact_after: options.compact_after,
+            dead,
+            append: Mutex::new(()),
+            log_options,
+        };
+        Ok((durable, Recovered { leases, ids }))
+    }
+
+    pub(super) fn append_lock(&self) -> MutexGuard<'_, ()> {
+        self.append.lock()
+    }
+
+    pub(super) fn append_message(&self, envelope: &Envelope) -> Result<u64, Error> {
+        self.messages.append(&envelope.encode())
+    }
+
+    /// Appends a journal record; `true` when the journal has grown enough to compact.
+    pub(super) fn journal(&self, entry: Entry) -> Result<bool, Error> {
+        let journal = self.journal.read();
+        journal.log.append(&entry.encode())?;
+        let records = self.journal_records.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(records >= self.compact_after)
+    }
+
+    /// Replaces the journal with `checkpoint()`'s records, if no one else just did.
+    pub(super) fn compact(&self, checkpoint: impl FnOnce() -> Vec<Entry>) -> Result<(), Error> {
+        let mut journal = self.journal.write();
+        if self.journal_records.load(Ordering::Relaxed) < self.compact_after {
+            return Ok(());
+        }
+        // Taken under the write lock: every record appended before it is in the old
+        // generation and reflected in the state; every later one goes to the new generation.
+        let records = checkpoint();
+        let generation = journal.generation + 1;
+        let new_dir = journal_dir(&self.dir, generation);
+        if new_dir.exists() {
+            fs::remove_dir_all(&new_dir).map_err(io("remove", &new_dir))?;
+        }
+        let log = Log::open(&new_dir, self.log_options.clone())?;
+        let encoded: Vec<Vec<u8>> = records.iter().map(|entry| entry.encode()).collect();
+        for chunk in encoded.chunks(REPLAY_BATCH) {
+            let slices: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            log.append_batch(&slices)?;
+        }
+        log.sync()?;
+        let pointer = self.dir.join("JOURNAL");
+        let temporary = self.dir.join("JOURNAL.tmp");
+        {
+            let mut file = fs::File::create(&temporary).map_err(io("create", &temporary))?;
+            file.write_all(generation.to_string().as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io("write", &temporary))?;
+        }
+        fs::rename(&temporary, &pointer).map_err(io("rename", &pointer))?;
+        sync_dir(&self.dir)?;
+        let old = std::mem::replace(&mut *journal, Journal { log, generation });
+        self.journal_records
+            .store(records.len() as u64, Ordering::Relaxed);
+        let old_dir = journal_dir(&self.dir, old.generation);
+        drop(old);
+        fs::remove_dir_all(&old_dir).map_err(io("remove", &old_dir))?;
+        Ok(())
+    }
+
+    pub(super) fn dead_letter(
+        &self,
+        offset: u64,
+        deliveries: u32,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let mut record = Vec::with_capacity(12 + payload.len());
+        record.extend_from_slice(&offset.to_le_bytes());
+        record.extend_from_slice(&deliveries.to_le_bytes());
+        record.extend_from_slice(payload);
+        self.dead.append(&record)?;
+        Ok(())
+    }
+
+    pub(super) fn read_dead_letters(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, Error> {
+        let from = from.max(self.dead.first_offset());
+        self.dead
+            .read(from, max)?
+            .into_iter()
+            .map(|record| {
+                let bad = Error::CorruptMessage {
+                    offset: record.offset,
+                    reason: "dead letter shorter than its header",
+                };
+                let offset: [u8; 8] = record
+                    .payload
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(bad)?;
+                let deliveries: [u8; 4] = record
+                    .payload
+                    .get(8..12)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(Error::CorruptMessage {
+                        offset: record.offset,
+                        reason: "dead letter shorter than its header",
+                    })?;
+                Ok(DeadLetter {
+                    position: record.offset,
+                    offset: u64::from_le_bytes(offset),
+                    deliveries: u32::from_le_bytes(deliveries),
+                    payload: Bytes::copy_from_slice(&record.payload[12..]),
+                })
+            })
+            .collect()
+    }
+}

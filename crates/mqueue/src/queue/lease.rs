@@ -1,0 +1,437 @@
+//! The lease state machine: which message is ready, who holds which attempt, what is settled.
+//!
+//! Pure bookkeeping with no locking, no I/O and no clock of its own: every call takes the
+//! current monotonic reading, so the rules can be read (and tested) apart from the plumbing.
+//! [`WorkQueue`](super::WorkQueue) keeps one of these behind its mutex.
+//!
+//! Messages are numbered by offset. Slots for every offset from `base` (the oldest unsettled
+//! message) up to `next` live in a deque; settled slots at the front are dropped, so memory
+//! follows the unsettled messages, not the history.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// How a message left the queue for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Acknowledged by the holder of its current attempt.
+    Acked,
+    /// Terminated by the holder of its current attempt: not redelivered, not dead-lettered.
+    Terminated,
+    /// Moved to the dead-letter topic after `max_deliveries` deliveries.
+    DeadLettered,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Available now (or since its not-before time passed).
+    Ready,
+    /// Not available before this monotonic reading (a delayed send or a delayed nack).
+    Waiting { not_before: u64 },
+    /// Held by `attempt` until `deadline`; after the deadline it may be received again, but
+    /// until then the holder may still settle it.
+    Leased { attempt: u32, deadline: u64 },
+    /// Gone for good.
+    Settled(Outcome),
+}
+
+#[derive(Debug)]
+struct Slot {
+    payload: Bytes,
+    /// Deliveries so far; the attempt number of the latest one.
+    deliveries: u32,
+    state: State,
+    /// Monotonic reading when the message became known to this queue (for the oldest age).
+    enqueued_at: u64,
+}
+
+/// What to do with a message the queue hands out.
+#[derive(Debug)]
+pub(crate) enum Handout {
+    /// Deliver it as `attempt`, leased until `deadline`.
+    Deliver {
+        offset: u64,
+        attempt: u32,
+        payload: Bytes,
+    },
+    /// It reached `max_deliveries`: it was settled as dead-lettered and must be written to the
+    /// dead-letter topic.
+    DeadLetter {
+        offset: u64,
+        deliveries: u32,
+        payload: Bytes,
+    },
+}
+
+/// The lease table of one queue.
+#[derive(Debug)]
+pub(crate) struct Leases {
+    /// Offset of `slots[0]`: every message below it is settled.
+    base: u64,
+    slots: VecDeque<Slot>,
+    /// Never-delivered messages available now, in increasing offset order.
+    fresh: VecDeque<u64>,
+    /// Messages available again (expired lease, nack, delay over); may hold stale entries,
+    /// which are checked against the slot when popped.
+    retry: BinaryHeap<Reverse<u64>>,
+    /// Waiting messages by not-before time: `(not_before, offset)`; stale entries allowed.
+    delayed: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Leases in the order they were granted, whose deadlines never decrease (one visibility
+    /// timeout, a monotonic clock): `(deadline, offset, attempt)`.
+    leases: VecDeque<(u64, u64, u32)>,
+    /// Leases with a deadline out of that order (extended ones).
+    other_leases: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// The deadline of the latest entry in `leases`, to keep that deque sorted.
+    last_lease_deadline: u64,
+    unsettled: usize,
+    in_flight: usize,
+    max_deliveries: u32,
+}
+
+/// Why a settle call (ack, nack, extend, term) was refused.
+fn refuse(offset: u64, attempt: u32, slot: Option<&Slot>) -> Error {
+    let Some(slot) = slot else {
+        return Error::AlreadySettled { offset };
+    };
+    match slot.state {
+        State::Settled(_) => Error::AlreadySettled { offset },
+        _ if attempt < slot.deliveries => Error::Redelivered {
+            offset,
+            attempt,
+            current: slot.deliveries,
+        },
+        _ if attempt > slot.deliveries => Error::UnknownDelivery { offset, attempt },
+        // The same attempt, but no longer leased: it was nacked.
+        _ => Error::NotLeased { offset, attempt },
+    }
+}
+
+impl Leases {
+    /// An empty table whose first message will be `first_offset`.
+    pub(crate) fn new(first_offset: u64, max_deliveries: u32) -> Self {
+        Self {
+            base: first_offset,
+            slots: VecDeque::new(),
+            fresh: VecDeque::new(),
+            retry: BinaryHeap::new(),
+            delayed: BinaryHeap::new(),
+            leases: VecDeque::new(),
+            other_leases: BinaryHeap::new(),
+            last_lease_deadline: 0,
+            unsettled: 0,
+            in_flight: 0,
+            max_deliveries,
+        }
+    }
+
+    /// The offset the next message will get.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    /// The oldest unsettled offset (or [`Self::next_offset`] when all are settled).
+    pub(crate) fn watermark(&self) -> u64 {
+        self.base
+    }
+
+    /// Messages not yet settled: ready, waiting or leased.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.unsettled
+    }
+
+    /// Messages under a lease, expired or not, that no one has received again yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The monotonic reading at which the oldest unsettled message was enqueued.
+    pub(crate) fn oldest_enqueued_at(&self) -> Option<u64> {
+        self.slots.front().map(|slot| slot.enqueued_at)
+    }
+
+    fn slot(&self, offset: u64) -> Option<&Slot> {
+        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        self.slots.get(index)
+    }
+
+    fn slot_mut(&mut self, offset: u64) -> Option<&mut Slot> {
+        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Appends the message at [`Self::next_offset`], available at `not_before` (or now).
+    ///
+    /// `deliveries` is the count a restart recovered (zero for a new message); a recovered
+    /// message may also be already settled (`settled`), which keeps the offsets dense.
+    pub(crate) fn push(
+        &mut self,
+        payload: Bytes,
+        now: u64,
+        not_before: Option<u64>,
+        deliveries: u32,
+        settled: Option<Outcome>,
+    ) -> u64 {
+        let offset = self.next_offset();
+        let state = match (settled, not_before) {
+            (Some(outcome), _) => State::Settled(outcome),
+            (None, Some(not_before)) if not_before > now => {
+                self.delayed.push(Reverse((not_before, offset)));
+                State::Waiting { not_before }
+            }
+            (None, _) => {
+                if deliveries == 0 {
+                    self.fresh.push_back(offset);
+                } else {
+                    self.retry.push(Reverse(offset));
+                }
+                State::Ready
+            }
+        };
+        if settled.is_none() {
+            self.unsettled += 1;
+        }
+        self.slots.push_back(Slot {
+            payload,
+            deliveries,
+            state,
+            enqueued_at: now,
+        });
+        self.drop_settled_front();
+        offset
+    }
+
+    fn drop_settled_front(&mut self) {
+        while let Some(slot) = self.slots.front() {
+            if !matches!(slot.state, State::Settled(_)) {
+                break;
+            }
+            self.slots.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Moves what the clock made available (delays over, leases expired) into `retry`.
+    fn promote(&mut self, now: u64) {
+        while let Some(&Reverse((due, offset))) = self.delayed.peek() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(slot) = self.slot_mut(offset)
+                && slot.state == (State::Waiting { not_before: due })
+            {
+                slot.state = State::Ready;
+                self.retry.push(Reverse(offset));
+            }
+        }
+        // Stale entries (settled, nacked or re-leased since) are dropped wherever they are,
+        // so the deque stays as short as the leases really held.
+        while let Some(&(deadline, offset, attempt)) = self.leases.front() {
+            let current = self.lease_is_current(offset, attempt, deadline);
+            if current && deadline > now {
+                break;
+            }
+            self.leases.pop_front();
+            if current {
+                self.retry.push(Reverse(offset));
+            }
+        }
+        while let Some(&Reverse((deadline, offset, attempt))) = self.other_leases.peek() {
+            if deadline > now {
+                break;
+            }
+            self.other_leases.pop();
+            if self.lease_is_current(offset, attempt, deadline) {
+                self.retry.push(Reverse(offset));
+            }
+        }
+    }
+
+    fn lease_is_current(&self, offset: u64, attempt: u32, deadline: u64) -> bool {
+        self.slot(offset)
+            .is_some_and(|slot| slot.state == State::Leased { attempt, deadline })
+    }
+
+    /// Whether the message at `offset` may be handed out at `now`.
+    fn is_available(&self, offset: u64, now: u64) -> bool {
+        self.slot(offset).is_some_and(|slot| match slot.state {
+            State::Ready => true,
+            State::Leased { deadline, .. } => deadline <= now,
+            State::Waiting { .. } | State::Settled(_) => false,
+        })
+    }
+
+    /// Hands out the available message with the lowest offset, leasing it until
+    /// `now + visibility`; a message that already had `max_deliveries` deliveries is
+    /// dead-lettered instead (the caller asks again). `None` when nothing is available.
+    pub(crate) fn receive(&mut self, now: u64, visibility: u64) -> Option<Handout> {
+        self.promote(now);
+        while let Some(&Reverse(offset)) = self.retry.peek() {
+            if self.is_available(offset, now) {
+                break;
+            }
+            self.retry.pop();
+        }
+        let from_retry = self.retry.peek().map(|&Reverse(offset)| offset);
+        let offset = match (self.fresh.front().copied(), from_retry) {
+            (Some(fresh), Some(retry)) if retry < fresh => self.retry.pop()?.0,
+            (Some(_), _) => self.fresh.pop_front()?,
+            (None, Some(_)) => self.retry.pop()?.0,
+            (None, None) => return None,
+        };
+        let max_deliveries = self.max_deliveries;
+        let index = usize::try_from(offset - self.base).ok()?;
+        let slot = self.slots.get_mut(index)?;
+        let was_leased = matches!(slot.state, State::Leased { .. });
+        if slot.deliveries >= max_deliveries {
+            slot.state = State::Settled(Outcome::DeadLettered);
+            let handout = Handout::DeadLetter {
+                offset,
+                deliveries: slot.deliveries,
+                payload: slot.payload.clone(),
+            };
+            self.unsettled -= 1;
+            if was_leased {
+                self.in_flight -= 1;
+            }
+            self.drop_settled_front();
+            return Some(handout);
+        }
+        slot.deliveries += 1;
+        let attempt = slot.deliveries;
+        let deadline = now.saturating_add(visibility);
+        slot.state = State::Leased { attempt, deadline };
+        let payload = slot.payload.clone();
+        if !was_leased {
+            self.in_flight += 1;
+        }
+        self.record_lease(offset, attempt, deadline);
+        Some(Handout::Deliver {
+            offset,
+            attempt,
+            payload,
+        })
+    }
+
+    fn record_lease(&mut self, offset: u64, attempt: u32, deadline: u64) {
+        if deadline >= self.last_lease_deadline {
+            self.last_lease_deadline = deadline;
+            self.leases.push_back((deadline, offset, attempt));
+        } else {
+            self.other_leases.push(Reverse((deadline, offset, attempt)));
+        }
+    }
+
+    /// Checks that `attempt` is the current lease of `offset`: the one rule every settle
+    /// call goes through. A lease past its deadline still counts until someone receives the
+    /// message again.
+    fn current_lease(&mut self, offset: u64, attempt: u32) -> Result<&mut Slot, Error> {
+        if offset >= self.next_offset() {
+            return Err(Error::UnknownDelivery { offset, attempt });
+        }
+        match self.slot(offset) {
+            Some(slot) if slot.state_is_leased_by(attempt) => {}
+            other => return Err(refuse(offset, attempt, other)),
+        }
+        self.slot_mut(offset)
+            .ok_or(Error::AlreadySettled { offset })
+    }
+
+    /// Settles the message held by `attempt` for good (ack or term).
+    pub(crate) fn settle(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<(), Error> {
+        let slot = self.current_lease(offset, attempt)?;
+        slot.state = State::Settled(outcome);
+        self.unsettled -= 1;
+        self.in_flight -= 1;
+        self.drop_settled_front();
+        Ok(())
+    }
+
+    /// Gives the message back: available again at `not_before` (now if not later).
+    pub(crate) fn nack(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        now: u64,
+        not_before: u64,
+    ) -> Result<(), Error> {
+        let slot = self.current_lease(offset, attempt)?;
+        if not_before > now {
+            slot.state = State::Waiting { not_before };
+            self.delayed.push(Reverse((not_before, offset)));
+        } else {
+            slot.state = State::Ready;
+            self.retry.push(Reverse(offset));
+        }
+        self.in_flight -= 1;
+        Ok(())
+    }
+
+    /// Moves the lease's deadline to `deadline`.
+    pub(crate) fn extend(&mut self, offset: u64, attempt: u32, deadline: u64) -> Result<(), Error> {
+        let slot = self.current_lease(offset, attempt)?;
+        slot.state = State::Leased { attempt, deadline };
+        self.other_leases.push(Reverse((deadline, offset, attempt)));
+        Ok(())
+    }
+
+    /// The earliest monotonic reading at which a message not available now becomes
+    /// available (a delay ends or a lease expires), for a receiver deciding how long to wait.
+    pub(crate) fn next_due(&mut self, now: u64) -> Option<u64> {
+        self.promote(now);
+        let delayed = self.delayed.peek().map(|&Reverse((due, _))| due);
+        let leased = self.leases.front().map(|&(deadline, _, _)| deadline);
+        let other = self
+            .other_leases
+            .peek()
+            .map(|&Reverse((deadline, _, _))| deadline);
+        [delayed, leased, other].into_iter().flatten().min()
+    }
+
+    /// Whether a receive at `now` would find a message (or a dead letter to move).
+    pub(crate) fn has_available(&mut self, now: u64) -> bool {
+        self.promote(now);
+        if !self.fresh.is_empty() {
+            return true;
+        }
+        while let Some(&Reverse(offset)) = self.retry.peek() {
+            if self.is_available(offset, now) {
+                return true;
+            }
+            self.retry.pop();
+        }
+        false
+    }
+
+    /// What a checkpoint of this table must say about each message from the watermark on:
+    /// `(offset, deliveries, settled, waiting until)`.
+    pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u64, u32, bool, Option<u64>)> + '_ {
+        self.slots.iter().enumerate().map(|(index, slot)| {
+            let waiting = match slot.state {
+                State::Waiting { not_before } => Some(not_before),
+                _ => None,
+            };
+            (
+                self.base + index as u64,
+                slot.deliveries,
+                matches!(slot.state, State::Settled(_)),
+                waiting,
+            )
+        })
+    }
+}
+
+impl Slot {
+    fn state_is_leased_by(&self, attempt: u32) -> bool {
+        matches!(self.state, State::Leased { attempt: current, .. } if current == attempt)
+    }
+}

@@ -1,0 +1,981 @@
+//! The work queue: leases, acks, redelivery and dead letters.
+//!
+//! A [`WorkQueue`] hands each message to one consumer at a time under a **lease** (the
+//! visibility timeout). The consumer settles it with the [`Delivery`] it got:
+//!
+//! - [`ack`](WorkQueue::ack): done, never delivered again;
+//! - [`nack`](WorkQueue::nack): give it back now or after a delay;
+//! - [`extend`](WorkQueue::extend): keep the lease longer;
+//! - [`term`](WorkQueue::term): give up on it for good, without a dead letter.
+//!
+//! A lease that runs out before the message is settled makes it available again, and the
+//! next [`receive`](WorkQueue::receive) gets it as a new **attempt**. Until that happens the
+//! holder of the expired lease may still settle it; once it has happened, every call with the
+//! older attempt is refused with [`Error::Redelivered`], so a consumer that stalled past its
+//! lease can never ack work that someone else is now doing. A message delivered
+//! `max_deliveries` times and given back once more is moved to the **dead-letter** topic
+//! instead of being delivered again.
+//!
+//! Delivery is **at least once**: a message is delivered again whenever its lease runs out
+//! or is given back before an ack, and after a restart every unsettled message is available
+//! again at once (leases do not survive a restart; delivery counts do). Receives hand out the
+//! available message with the **lowest offset**, so messages are delivered in send order
+//! except where a redelivery or a delay puts an older one back in front.
+//!
+//! [`WorkQueue::in_memory`] keeps everything in memory; [`WorkQueue::open`] stores the
+//! messages in a [`Log`](crate::log::Log) and the lease history in a second, compact log,
+//! both in one directory (see the crate README for exactly what survives which crash).
+//!
+//! ```
+//! use infra_common::ManualClock;
+//! use infra_mqueue::queue::{QueueOptions, WorkQueue};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let options = QueueOptions::default().visibility_timeout(Duration::from_secs(30));
+//! let queue = WorkQueue::in_memory_with_clock(options, clock.clone())?;
+//!
+//! queue.send(b"resize image 17".as_slice())?;
+//! let first = queue.try_receive()?.expect("a message is ready");
+//! // The worker stalls past its lease; the message goes to someone else.
+//! clock.advance(Duration::from_secs(31));
+//! let second = queue.try_receive()?.expect("redelivered");
+//! assert_eq!((second.offset(), second.attempt()), (first.offset(), 2));
+//! assert!(queue.ack(&first).is_err()); // the late ack is refused
+//! queue.ack(&second)?;
+//! # Ok::<(), infra_mqueue::Error>(())
+//! ```
+
+mod dedup;
+mod durable;
+mod envelope;
+mod journal;
+mod lease;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "tokio")]
+mod wait;
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::{Condvar, Mutex, MutexGuard};
+use infra_common::{Clock, SystemClock};
+
+use crate::error::Error;
+use crate::log::LogOptions;
+
+pub use dedup::DedupWindow;
+pub use envelope::MAX_ID_LEN;
+
+use durable::Durable;
+use envelope::Envelope;
+use lease::{Handout, Leases, Outcome};
+
+/// How a [`WorkQueue`] behaves. Every field has a sensible default; set what you need.
+///
+/// ```
+/// use infra_mqueue::queue::{DedupWindow, QueueOptions};
+/// use std::time::Duration;
+///
+/// let options = QueueOptions::default()
+///     .visibility_timeout(Duration::from_secs(60))
+///     .max_deliveries(3)
+///     .capacity(50_000)
+///     .dedup(DedupWindow::new(10_000));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    visibility_timeout: Duration,
+    max_deliveries: u32,
+    capacity: usize,
+    max_message_bytes: usize,
+    dedup: Option<DedupWindow>,
+    create: bool,
+    compact_after: u64,
+    log: LogOptions,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            max_deliveries: 5,
+            capacity: 100_000,
+            max_message_bytes: 1 << 20,
+            dedup: None,
+            create: true,
+            compact_after: 100_000,
+            log: LogOptions::default(),
+        }
+    }
+}
+
+/// The longest visibility timeout or delay accepted: one year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl QueueOptions {
+    /// How long a receive leases a message (default 30 s; 1 ms to [`MAX_DURATION`]).
+    #[must_use]
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout;
+        self
+    }
+
+    /// Deliveries after which a message given back (nacked or expired) is dead-lettered
+    /// instead of delivered again (default 5; at least 1).
+    #[must_use]
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries;
+        self
+    }
+
+    /// Unsettled messages (ready, delayed or leased) the queue holds before a send waits or a
+    /// `try_send` fails with [`Error::Full`] (default 100,000; at least 1).
+    #[must_use]
+    pub fn capacity(mut self, messages: usize) -> Self {
+        self.capacity = messages;
+        self
+    }
+
+    /// The largest payload accepted (default 1 MiB); a durable queue also needs it to fit the
+    /// log's record limit.
+    #[must_use]
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Deduplicates sends that carry a message id over this window (default: off).
+    #[must_use]
+    pub fn dedup(mut self, window: DedupWindow) -> Self {
+        self.dedup = Some(window);
+        self
+    }
+
+    /// Whether [`WorkQueue::open`] creates a missing queue directory (default `true`); when
+    /// `false`, opening a missing queue fails with [`Error::UnknownQueue`].
+    #[must_use]
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Journal records after which a durable queue rewrites its journal as one checkpoint of
+    /// the live state (default 100,000; at least 16).
+    #[must_use]
+    pub fn compact_after(mut self, records: u64) -> Self {
+        self.compact_after = records;
+        self
+    }
+
+    /// The options of the logs a durable queue opens (fsync policy, segment size).
+    #[must_use]
+    pub fn log_options(mut self, log: LogOptions) -> Self {
+        self.log = log;
+        self
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |reason| Err(Error::InvalidOptions { reason });
+        if self.visibility_timeout < Duration::from_millis(1)
+            || self.visibility_timeout > MAX_DURATION
+        {
+            return invalid("visibility_timeout must be between 1 ms and one year");
+        }
+        if self.max_deliveries == 0 {
+            return invalid("max_deliveries must be at least 1");
+        }
+        if self.capacity == 0 {
+            return invalid("capacity must be at least 1");
+        }
+        if self.compact_after < 16 {
+            return invalid("compact_after must be at least 16 records");
+        }
+        Ok(())
+    }
+}
+
+/// A message to send: a payload, and optionally a producer id and a delay.
+///
+/// ```
+/// use infra_mqueue::queue::Message;
+/// use std::time::Duration;
+///
+/// let message = Message::new(b"charge card 42".to_vec())
+///     .id(b"payment-42".to_vec())
+///     .delay(Duration::from_secs(5));
+/// assert_eq!(message.payload(), b"charge card 42");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    payload: Bytes,
+    id: Option<Bytes>,
+    delay: Duration,
+}
+
+impl Message {
+    /// A message with this payload, no id, no delay.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            payload: payload.into(),
+            id: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// A producer id (at most [`MAX_ID_LEN`] bytes): with a [`DedupWindow`], a second send of
+    /// the same id within the window is not stored again.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<Bytes>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Not delivered before this much time has passed (at most [`MAX_DURATION`]).
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(payload: Vec<u8>) -> Self {
+        Self::new(payload)
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(payload: Bytes) -> Self {
+        Self::new(payload)
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(payload: &[u8]) -> Self {
+        Self::new(Bytes::copy_from_slice(payload))
+    }
+}
+
+impl From<&str> for Message {
+    fn from(payload: &str) -> Self {
+        Self::new(Bytes::copy_from_slice(payload.as_bytes()))
+    }
+}
+
+/// What a send did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The message's offset (for a duplicate: the offset of the first send).
+    pub offset: u64,
+    /// Whether the id was already in the dedup window, so nothing was stored.
+    pub duplicate: bool,
+}
+
+/// Which delivery of which message: what ack, nack, extend and term are checked against.
+///
+/// Take it from a [`Delivery`] (`&delivery` converts); it is `Copy`, so a worker can keep it
+/// after handing the payload on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    offset: u64,
+    attempt: u32,
+}
+
+impl Receipt {
+    /// The receipt of delivery number `attempt` (1 for the first) of the message at `offset`.
+    pub fn new(offset: u64, attempt: u32) -> Self {
+        Self { offset, attempt }
+    }
+
+    /// The message's offset.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Which delivery of the message this is: 1 for the first, 2 after one redelivery, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// A received message under lease: settle it with [`WorkQueue::ack`], [`WorkQueue::nack`],
+/// [`WorkQueue::extend`] or [`WorkQueue::term`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    receipt: Receipt,
+    payload: Bytes,
+}
+
+impl Delivery {
+    /// The message's offset.
+    pub fn offset(&self) -> u64 {
+        self.receipt.offset
+    }
+
+    /// Which delivery of the message this is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.receipt.attempt
+    }
+
+    /// The receipt to settle it with.
+    pub fn receipt(&self) -> Receipt {
+        self.receipt
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The payload, without a copy.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+}
+
+impl From<&Delivery> for Receipt {
+    fn from(delivery: &Delivery) -> Self {
+        delivery.receipt
+    }
+}
+
+/// A message that was moved to the dead-letter topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its position in the dead-letter topic.
+    pub position: u64,
+    /// Its offset in the queue.
+    pub offset: u64,
+    /// How many times it was delivered.
+    pub deliveries: u32,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Counts and gauges of one queue, since it was built or opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Unsettled messages: ready, delayed or leased.
+    pub unsettled: usize,
+    /// Leased messages (including expired leases not yet received again).
+    pub in_flight: usize,
+    /// The offset the next message gets.
+    pub next_offset: u64,
+    /// Every offset below it is settled.
+    pub watermark: u64,
+    /// Deliveries handed out, first ones and redeliveries.
+    pub delivered: u64,
+    /// Deliveries with an attempt above 1.
+    pub redelivered: u64,
+    /// Acks accepted.
+    pub acked: u64,
+    /// Nacks accepted.
+    pub nacked: u64,
+    /// Terms accepted.
+    pub terminated: u64,
+    /// Messages moved to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Sends that were duplicates of an id in the window.
+    pub duplicates: u64,
+    /// Settle calls refused because the delivery was stale, settled or unknown.
+    pub refused: u64,
+    /// Dead letters an in-memory queue dropped because it already held `capacity` of them.
+    pub dead_letters_dropped: u64,
+    /// How long the oldest unsettled message has been in the queue.
+    pub oldest_age: Option<Duration>,
+}
+
+/// Everything behind the queue's one mutex.
+#[derive(Debug)]
+struct State {
+    leases: Leases,
+    dedup: Option<dedup::Dedup>,
+    /// Sends reserved but not yet stored (durable queues store outside this lock).
+    reserved: usize,
+    /// An in-memory queue's dead letters (a durable one writes them to its dead-letter log).
+    dead: std::collections::VecDeque<DeadLetter>,
+    dead_next: u64,
+    stats: QueueStats,
+}
+
+/// A work queue with leases, redelivery, dead letters, delays and producer dedup; in memory
+/// or durable. Share it between threads by reference or in an `Arc`.
+///
+/// See the [module documentation](self) for the semantics and the crate README for what a
+/// durable queue keeps across crashes.
+pub struct WorkQueue {
+    state: Mutex<State>,
+    /// Signalled when a message may have become available.
+    available: Condvar,
+    /// Signalled when capacity may have been freed.
+    space: Condvar,
+    clock: Box<dyn Clock>,
+    options: QueueOptions,
+    visibility_nanos: u64,
+    durable: Option<Durable>,
+    #[cfg(feature = "tokio")]
+    notify: wait::Notifiers,
+    #[cfg(feature = "metrics")]
+    metrics: metrics::QueueMetrics,
+}
+
+impl fmt::Debug for WorkQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkQueue")
+            .field("durable", &self.durable.is_some())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn wall_ms(clock: &dyn Clock) -> u64 {
+    clock
+        .wall_time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn check_duration(duration: Duration) -> Result<u64, Error> {
+    if duration > MAX_DURATION {
+        return Err(Error::InvalidDuration { duration });
+    }
+    Ok(duration_to_nanos(duration))
+}
+
+impl WorkQueue {
+    /// An in-memory queue on the system clock: nothing survives the process.
+    pub fn in_memory(options: QueueOptions) -> Result<Self, Error> {
+        Self::in_memory_with_clock(options, SystemClock::new())
+    }
+
+    /// An in-memory queue on `clock` (a `ManualClock` in tests).
+    pub fn in_memory_with_clock(
+        options: QueueOptions,
+        clock: impl Clock + 'static,
+    ) -> Result<Self, Error> {
+        options.validate()?;
+        let leases = Leases::new(0, options.max_deliveries);
+        Ok(Self::build(options, Box::new(clock), leases, None))
+    }
+
+    /// Opens (or creates) the durable queue in `dir`, on the system clock.
+    ///
+    /// Replays the journal: acked, terminated and dead-lettered messages stay settled, every
+    /// other message is available again at once (or when its delay ends) with its delivery
+    /// count kept.
+    pub fn open(dir: &Path, options: QueueOptions) -> Result<Self, Error> {
+        Self::open_with_clock(dir, options, SystemClock::new())
+    }
+
+    /// [`WorkQueue::open`] on `clock`.
+    pub fn open_with_clock(
+        dir: &Path,
+        options: QueueOptions,
+        clock: impl Clock + 'static,
+    ) -> Result<Self, Error> {
+        options.validate()?;
+        let clock: Box<dyn Clock> = Box::new(clock);
+        let (durable, recovered) = Durable::open(dir, &options, clock.as_ref())?;
+        let queue = Self::build(options, clock, recovered.leases, Some(durable));
+        {
+            let mut state = queue.state.lock();
+            if let Some(dedup) = &mut state.dedup {
+                for (id, offset, sent_at_ms) in recovered.ids {
+                    dedup.remember(id, offset, sent_at_ms);
+                }
+            }
+        }
+        Ok(queue)
+    }
+
+    fn build(
+        options: QueueOptions,
+        clock: Box<dyn Clock>,
+        leases: Leases,
+        durable: Option<Durable>,
+    ) -> Self {
+        let visibility_nanos = duration_to_nanos(options.visibility_timeout);
+        Self {
+            state: Mutex::new(State {
+                leases,
+                dedup: options.dedup.map(dedup::Dedup::new),
+                reserved: 0,
+                dead: std::collections::VecDeque::new(),
+                dead_next: 0,
+                stats: QueueStats::default(),
+            }),
+            available: Condvar::new(),
+            space: Condvar::new(),
+            clock,
+            visibility_nanos,
+            durable,
+            #[cfg(feature = "tokio")]
+            notify: wait::Notifiers::default(),
+            #[cfg(feature = "metrics")]
+            metrics: metrics::QueueMetrics::new(None),
+            options,
+        }
+    }
+
+    /// Names this queue in its metrics (feature `metrics`): the `queue` label.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: &str) -> Self {
+        self.metrics = metrics::QueueMetrics::new(Some(name));
+        self
+    }
+
+    /// Sends a message, waiting while the queue holds `capacity` unsettled messages.
+    ///
+    /// A durable queue returns once the message is in the log as durably as the log's fsync
+    /// policy makes it; only then can it be received.
+    pub fn send(&self, message: impl Into<Message>) -> Result<Sent, Error> {
+        self.send_message(message.into(), true)
+    }
+
+    /// Sends a message, or fails with [`Error::Full`] at once if the queue is at capacity.
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<Sent, Error> {
+        self.send_message(message.into(), false)
+    }
+
+    fn validate_message(&self, message: &Message) -> Result<Option<u64>, Error> {
+        if message.payload.len() > self.options.max_message_bytes {
+            return Err(Error::MessageTooLarge {
+                len: message.payload.len(),
+                max: self.options.max_message_bytes,
+            });
+        }
+        if let Some(id) = &message.id
+            && (id.is_empty() || id.len() > MAX_ID_LEN)
+        {
+            return Err(Error::InvalidMessageId { len: id.len() });
+        }
+        let delay = check_duration(message.delay)?;
+        Ok((delay > 0).then_some(delay))
+    }
+
+    /// Waits for room (or fails with `Full`); `Ok(Some(offset))` if the id is a duplicate.
+    fn admit(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        id: Option<&Bytes>,
+        now_ms: u64,
+        wait: bool,
+    ) -> Result<Option<u64>, Error> {
+        loop {
+            if let (Some(dedup), Some(id)) = (&mut state.dedup, id)
+                && let Some(offset) = dedup.lookup(id, now_ms)
+            {
+                state.stats.duplicates += 1;
+                #[cfg(feature = "metrics")]
+                self.metrics.duplicate();
+                return Ok(Some(offset));
+            }
+            if state.leases.unsettled() + state.reserved < self.options.capacity {
+                return Ok(None);
+            }
+            if !wait {
+                return Err(Error::Full {
+                    capacity: self.options.capacity,
+                });
+            }
+            self.space.wait(state);
+        }
+    }
+
+    fn send_message(&self, message: Message, wait: bool) -> Result<Sent, Error> {
+        let delay = self.validate_message(&message)?;
+        let now_ms = wall_ms(self.clock.as_ref());
+        let Some(durable) = &self.durable else {
+            let mut state = self.state.lock();
+            if let Some(offset) = self.admit(&mut state, message.id.as_ref(), now_ms, wait)? {
+                return Ok(Sent {
+                    offset,
+                    duplicate: true,
+                });
+            }
+            let now = self.clock.now_nanos();
+            let not_before = delay.map(|delay| now.saturating_add(delay));
+            let offset = state.leases.push(message.payload, now, not_before, 0, None);
+            if let (Some(dedup), Some(id)) = (&mut state.dedup, message.id) {
+                dedup.remember(id, offset, now_ms);
+            }
+            drop(state);
+            self.wake_receivers();
+            return Ok(Sent {
+                offset,
+                duplicate: false,
+            });
+        };
+        // Durable: sends are stored one at a time, in offset order, under the append lock,
+        // so the log's offsets and the lease table's stay the same; the state lock is not
+        // held across the write.
+        let _append = durable.append_lock();
+        {
+            let mut state = self.state.lock();
+            if let Some(offset) = self.admit(&mut state, message.id.as_ref(), now_ms, wait)? {
+                return Ok(Sent {
+                    offset,
+                    duplicate: true,
+                });
+            }
+            state.reserved += 1;
+        }
+        let envelope = Envelope {
+            id: message.id,
+            sent_at_ms: now_ms,
+            not_before_ms: delay.map(|delay| now_ms.saturating_add(delay / 1_000_000)),
+            payload: message.payload,
+        };
+        let stored = durable.append_message(&envelope);
+        let mut state = self.state.lock();
+        state.reserved -= 1;
+        let offset = match stored {
+            Ok(offset) => offset,
+            Err(error) => {
+                drop(state);
+                self.space.notify_one();
+                return Err(error);
+            }
+        };
+        let now = self.clock.now_nanos();
+        let not_before = delay.map(|delay| now.saturating_add(delay));
+        let pushed = state
+            .leases
+            .push(envelope.payload, now, not_before, 0, None);
+        debug_assert_eq!(
+            pushed, offset,
+            "the log and the lease table agree on offsets"
+        );
+        if let (Some(dedup), Some(id)) = (&mut state.dedup, envelope.id) {
+            dedup.remember(id, offset, now_ms);
+        }
+        drop(state);
+        self.wake_receivers();
+        Ok(Sent {
+            offset,
+            duplicate: false,
+        })
+    }
+
+    fn wake_receivers(&self) {
+        self.available.notify_one();
+        #[cfg(feature = "tokio")]
+        self.notify.available.notify_one();
+    }
+
+    fn wake_senders(&self) {
+        self.space.notify_one();
+        #[cfg(feature = "tokio")]
+        self.notify.space.notify_one();
+    }
+
+    /// Leases the available message with the lowest offset, if any, without waiting.
+    pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
+        let now = self.clock.now_nanos();
+        let mut state = self.state.lock();
+        let mut dead = Vec::new();
+        let delivery = loop {
+            match state.leases.receive(now, self.visibility_nanos) {
+                None => break None,
+                Some(Handout::Deliver {
+                    offset,
+                    attempt,
+                    payload,
+                }) => {
+                    state.stats.delivered += 1;
+                    if attempt > 1 {
+                        state.stats.redelivered += 1;
+                        #[cfg(feature = "metrics")]
+                        self.metrics.redelivered();
+                    }
+                    break Some(Delivery {
+                        receipt: Receipt { offset, attempt },
+                        payload,
+                    });
+                }
+                Some(Handout::DeadLetter {
+                    offset,
+                    deliveries,
+                    payload,
+                }) => {
+                    state.stats.dead_lettered += 1;
+                    #[cfg(feature = "metrics")]
+                    self.metrics.dead_lettered();
+                    if self.durable.is_some() {
+                        dead.push((offset, deliveries, payload));
+                    } else {
+                        self.keep_dead_letter(&mut state, offset, deliveries, payload);
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "metrics")]
+        self.metrics.gauges(&state.leases, now);
+        drop(state);
+        if !dead.is_empty() {
+            // Settling a dead letter freed room.
+            self.wake_senders();
+        }
+        if let Some(durable) = &self.durable {
+            // The dead letters first: a crash before their journal record only writes them
+            // to the dead-letter topic again after the restart.
+            for (offset, deliveries, payload) in dead {
+                durable.dead_letter(offset, deliveries, &payload)?;
+                self.journal(durable, journal::Entry::DeadLettered { offset })?;
+            }
+            if let Some(delivery) = &delivery {
+                self.journal(
+                    durable,
+                    journal::Entry::Received {
+                        offset: delivery.offset(),
+                        attempt: delivery.attempt(),
+                    },
+                )?;
+            }
+        }
+        Ok(delivery)
+    }
+
+    fn keep_dead_letter(&self, state: &mut State, offset: u64, deliveries: u32, payload: Bytes) {
+        if state.dead.len() >= self.options.capacity {
+            state.dead.pop_front();
+            state.stats.dead_letters_dropped += 1;
+        }
+        let position = state.dead_next;
+        state.dead_next += 1;
+        state.dead.push_back(DeadLetter {
+            position,
+            offset,
+            deliveries,
+            payload,
+        });
+    }
+
+    /// Leases a message, waiting for one to be sent, given back or made due by its delay.
+    pub fn receive(&self) -> Result<Delivery, Error> {
+        loop {
+            if let Some(delivery) = self.receive_timeout(MAX_DURATION)? {
+                return Ok(delivery);
+            }
+        }
+    }
+
+    /// Leases a message, waiting at most `timeout` on the queue's clock; `None` if none came.
+    ///
+    /// The wait sleeps on a condition variable (no busy waiting) until a send or a nack
+    /// signals it, or until the next delay or lease ends, whichever is first.
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Option<Delivery>, Error> {
+        let deadline = self
+            .clock
+            .now_nanos()
+            .saturating_add(duration_to_nanos(timeout));
+        loop {
+            if let Some(delivery) = self.try_receive()? {
+                return Ok(Some(delivery));
+            }
+            let mut state = self.state.lock();
+            let now = self.clock.now_nanos();
+            if now >= deadline {
+                return Ok(None);
+            }
+            if state.leases.has_available(now) {
+                continue;
+            }
+            let until = state
+                .leases
+                .next_due(now)
+                .map_or(deadline, |due| due.min(deadline));
+            self.available
+                .wait_timeout(&mut state, Duration::from_nanos(until - now));
+        }
+    }
+
+    /// Runs one settle call under the lock, counting refusals.
+    fn settle_call(
+        &self,
+        apply: impl FnOnce(&mut State, u64) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let now = self.clock.now_nanos();
+        let mut state = self.state.lock();
+        let result = apply(&mut state, now);
+        if result.is_err() {
+            state.stats.refused += 1;
+            #[cfg(feature = "metrics")]
+            self.metrics.refused();
+        }
+        #[cfg(feature = "metrics")]
+        self.metrics.gauges(&state.leases, now);
+        result
+    }
+
+    /// Acknowledges the delivery: the message is settled and never delivered again.
+    ///
+    /// Refused if the message was redelivered since ([`Error::Redelivered`]), nacked
+    /// ([`Error::NotLeased`]), already settled ([`Error::AlreadySettled`]) or never delivered
+    /// as this attempt ([`Error::UnknownDelivery`]). A lease past its deadline still counts
+    /// until the message is received again.
+    pub fn ack(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
+        let receipt = receipt.into();
+        self.settle_call(|state, _| {
+            state
+                .leases
+                .settle(receipt.offset, receipt.attempt, Outcome::Acked)?;
+            state.stats.acked += 1;
+            Ok(())
+        })?;
+        self.wake_senders();
+        self.journal_settle(journal::Entry::Acked {
+            offset: receipt.offset,
+        })
+    }
+
+    /// Terminates the delivery: the message is settled without being processed, never
+    /// delivered again and not dead-lettered (for messages that can never succeed, which the
+    /// consumer has dealt with itself). Refused like [`WorkQueue::ack`].
+    pub fn term(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
+        let receipt = receipt.into();
+        self.settle_call(|state, _| {
+            state
+                .leases
+                .settle(receipt.offset, receipt.attempt, Outcome::Terminated)?;
+            state.stats.terminated += 1;
+            Ok(())
+        })?;
+        self.wake_senders();
+        self.journal_settle(journal::Entry::Terminated {
+            offset: receipt.offset,
+        })
+    }
+
+    /// Gives the message back, to be delivered again after `delay` (zero: at once). It
+    /// counts as a delivery: after `max_deliveries` the next receive dead-letters it.
+    /// Refused like [`WorkQueue::ack`].
+    pub fn nack(&self, receipt: impl Into<Receipt>, delay: Duration) -> Result<(), Error> {
+        let receipt = receipt.into();
+        let delay_nanos = check_duration(delay)?;
+        self.settle_call(|state, now| {
+            state.leases.nack(
+                receipt.offset,
+                receipt.attempt,
+                now,
+                now.saturating_add(delay_nanos),
+            )?;
+            state.stats.nacked += 1;
+            Ok(())
+        })?;
+        self.wake_receivers();
+        let not_before_ms = wall_ms(self.clock.as_ref()).saturating_add(delay_nanos / 1_000_000);
+        self.journal_settle(journal::Entry::Nacked {
+            offset: receipt.offset,
+            attempt: receipt.attempt,
+            not_before_ms,
+        })
+    }
+
+    /// Extends the lease to `by` from now (at most [`MAX_DURATION`]). Refused like
+    /// [`WorkQueue::ack`]. Not journaled: leases do not survive a restart.
+    pub fn extend(&self, receipt: impl Into<Receipt>, by: Duration) -> Result<(), Error> {
+        let receipt = receipt.into();
+        let by = check_duration(by)?;
+        self.settle_call(|state, now| {
+            state
+                .leases
+                .extend(receipt.offset, receipt.attempt, now.saturating_add(by))
+        })
+    }
+
+    fn journal_settle(&self, entry: journal::Entry) -> Result<(), Error> {
+        match &self.durable {
+            Some(durable) => self.journal(durable, entry),
+            None => Ok(()),
+        }
+    }
+
+    fn journal(&self, durable: &Durable, entry: journal::Entry) -> Result<(), Error> {
+        if durable.journal(entry)? {
+            durable.compact(|| self.checkpoint())?;
+        }
+        Ok(())
+    }
+
+    /// The journal records that say everything the lease table knows.
+    fn checkpoint(&self) -> Vec<journal::Entry> {
+        let state = self.state.lock();
+        let now = self.clock.now_nanos();
+        let now_ms = wall_ms(self.clock.as_ref());
+        let mut records = vec![journal::Entry::Checkpoint {
+            watermark: state.leases.watermark(),
+        }];
+        for (offset, deliveries, settled, waiting) in state.leases.snapshot() {
+            if settled {
+                records.push(journal::Entry::Acked { offset });
+                continue;
+            }
+            if deliveries > 0 {
+                records.push(journal::Entry::Received {
+                    offset,
+                    attempt: deliveries,
+                });
+            }
+            if let Some(not_before) = waiting {
+                let not_before_ms =
+                    now_ms.saturating_add((not_before.saturating_sub(now)) / 1_000_000);
+                records.push(journal::Entry::Nacked {
+                    offset,
+                    attempt: deliveries,
+                    not_before_ms,
+                });
+            }
+        }
+        records
+    }
+
+    /// Dead letters from `position` on, at most `max`.
+    ///
+    /// A durable queue reads them from its dead-letter log, where they stay; an in-memory
+    /// queue keeps the latest `capacity` of them.
+    pub fn dead_letters(&self, position: u64, max: usize) -> Result<Vec<DeadLetter>, Error> {
+        if let Some(durable) = &self.durable {
+            return durable.read_dead_letters(position, max);
+        }
+        let state = self.state.lock();
+        Ok(state
+            .dead
+            .iter()
+            .filter(|letter| letter.position >= position)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    /// The queue's counts and gauges.
+    pub fn stats(&self) -> QueueStats {
+        let now = self.clock.now_nanos();
+        let state = self.state.lock();
+        let mut stats = state.stats;
+        stats.unsettled = state.leases.unsettled();
+        stats.in_flight = state.leases.in_flight();
+        stats.next_offset = state.leases.next_offset();
+        stats.watermark = state.leases.watermark();
+        stats.oldest_age = state
+            .leases
+            .oldest_enqueued_at()
+            .map(|at| Duration::from_nanos(now.saturating_sub(at)));
+        stats
+    }
+}

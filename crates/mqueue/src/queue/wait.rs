@@ -1,0 +1,64 @@
+//! The async face of a work queue (feature `tokio`): sends that wait for room and receives
+//! that wait for a message on tokio's `Notify`, never by polling.
+
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Delivery, Message, Sent, WorkQueue};
+use crate::error::Error;
+
+/// The wake-ups of async waiters.
+#[derive(Debug, Default)]
+pub(super) struct Notifiers {
+    /// A message may have become available.
+    pub(super) available: Notify,
+    /// Room may have been freed.
+    pub(super) space: Notify,
+}
+
+impl WorkQueue {
+    /// [`WorkQueue::send`] for async callers: waits for room without blocking the thread.
+    ///
+    /// A durable queue still writes (and, under `FsyncPolicy::Always`, fsyncs) on the calling
+    /// thread; run it on a blocking-friendly runtime thread if that matters.
+    pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
+        let message = message.into();
+        loop {
+            let room = self.notify.space.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a wake-up between the two is not lost.
+            room.as_mut().enable();
+            match self.try_send(message.clone()) {
+                Err(Error::Full { .. }) => room.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// [`WorkQueue::receive`] for async callers: waits for a send or a nack, or until the
+    /// next delay or lease ends on the queue's clock, whichever comes first.
+    pub async fn receive_async(&self) -> Result<Delivery, Error> {
+        loop {
+            let arrival = self.notify.available.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            if let Some(delivery) = self.try_receive()? {
+                return Ok(delivery);
+            }
+            let wait = {
+                let mut state = self.state.lock();
+                let now = self.clock.now_nanos();
+                state
+                    .leases
+                    .next_due(now)
+                    .map(|due| Duration::from_nanos(due.saturating_sub(now)))
+            };
+            match wait {
+                // Either outcome means: look again.
+                Some(wait) => drop(tokio::time::timeout(wait, arrival).await),
+                None => arrival.await,
+            }
+        }
+    }
+}

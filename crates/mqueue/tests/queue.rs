@@ -1,0 +1,506 @@
+//! The work queue end to end: leases and redelivery, late acks, dead letters, delays, dedup,
+//! backpressure, bad input, and what a durable queue keeps across a reopen.
+#![cfg(not(infra_loom))]
+
+use std::time::Duration;
+
+use infra_common::sync::{Arc, thread};
+use infra_common::{ManualClock, SystemClock};
+use infra_mqueue::Error;
+use infra_mqueue::log::{FsyncPolicy, LogOptions};
+use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, Receipt, WorkQueue};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn options() -> QueueOptions {
+    QueueOptions::default()
+        .visibility_timeout(LEASE)
+        .max_deliveries(3)
+}
+
+fn memory(options: QueueOptions) -> (WorkQueue, ManualClock) {
+    let clock = ManualClock::new();
+    let queue = WorkQueue::in_memory_with_clock(options, clock.clone()).unwrap();
+    (queue, clock)
+}
+
+fn fast_log() -> LogOptions {
+    LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    }
+}
+
+fn durable(dir: &std::path::Path, options: QueueOptions, clock: &ManualClock) -> WorkQueue {
+    WorkQueue::open_with_clock(dir, options.log_options(fast_log()), clock.clone()).unwrap()
+}
+
+fn payloads(queue: &WorkQueue) -> Vec<Vec<u8>> {
+    let mut seen = Vec::new();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        seen.push(delivery.payload().to_vec());
+        queue.ack(&delivery).unwrap();
+    }
+    seen
+}
+
+#[test]
+fn messages_are_received_in_send_order_and_acked_once() {
+    let (queue, _clock) = memory(options());
+    for n in 0..5u8 {
+        assert_eq!(queue.send(vec![n]).unwrap().offset, u64::from(n));
+    }
+    assert_eq!(
+        payloads(&queue),
+        (0..5u8).map(|n| vec![n]).collect::<Vec<_>>()
+    );
+    let stats = queue.stats();
+    assert_eq!((stats.acked, stats.unsettled, stats.watermark), (5, 0, 5));
+}
+
+#[test]
+fn a_consumer_that_dies_before_acking_gets_its_message_redelivered_after_the_lease() {
+    let (queue, clock) = memory(options());
+    queue.send("job").unwrap();
+    let lost = queue.try_receive().unwrap().unwrap();
+    assert_eq!(lost.attempt(), 1);
+    // The consumer "dies": nothing is settled. Within the lease nobody else gets it.
+    clock.advance(LEASE - Duration::from_nanos(1));
+    assert!(queue.try_receive().unwrap().is_none());
+    clock.advance(Duration::from_nanos(1));
+    let again = queue
+        .try_receive()
+        .unwrap()
+        .expect("redelivered at the deadline");
+    assert_eq!((again.offset(), again.attempt()), (lost.offset(), 2));
+    assert_eq!(again.payload(), b"job");
+    assert_eq!(queue.stats().redelivered, 1);
+    queue.ack(&again).unwrap();
+    assert!(queue.try_receive().unwrap().is_none());
+}
+
+#[test]
+fn a_late_ack_after_redelivery_is_refused_and_the_new_holder_keeps_the_message() {
+    let (queue, clock) = memory(options());
+    queue.send("job").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    clock.advance(LEASE);
+    let second = queue.try_receive().unwrap().unwrap();
+    for refused in [
+        queue.ack(&first),
+        queue.nack(&first, Duration::ZERO),
+        queue.extend(&first, LEASE),
+        queue.term(&first),
+    ] {
+        assert!(matches!(
+            refused,
+            Err(Error::Redelivered {
+                offset: 0,
+                attempt: 1,
+                current: 2
+            })
+        ));
+    }
+    assert_eq!(queue.stats().refused, 4);
+    queue.ack(&second).unwrap();
+}
+
+#[test]
+fn an_expired_lease_can_still_be_settled_until_someone_receives_the_message() {
+    let (queue, clock) = memory(options());
+    queue.send("job").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    clock.advance(LEASE * 2);
+    queue.ack(&delivery).unwrap();
+    assert!(
+        queue.try_receive().unwrap().is_none(),
+        "acked, not redelivered"
+    );
+}
+
+#[test]
+fn settling_twice_or_an_unknown_delivery_is_a_clear_error() {
+    let (queue, _clock) = memory(options());
+    queue.send("a").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.ack(&delivery).unwrap();
+    assert!(matches!(
+        queue.ack(&delivery),
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+    assert!(matches!(
+        queue.ack(Receipt::new(7, 1)),
+        Err(Error::UnknownDelivery {
+            offset: 7,
+            attempt: 1
+        })
+    ));
+    queue.send("b").unwrap();
+    assert!(matches!(
+        queue.ack(Receipt::new(1, 1)),
+        Err(Error::UnknownDelivery {
+            offset: 1,
+            attempt: 1
+        })
+    ));
+    let b = queue.try_receive().unwrap().unwrap();
+    queue.nack(&b, Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        queue.ack(&b),
+        Err(Error::NotLeased {
+            offset: 1,
+            attempt: 1
+        })
+    ));
+    let text = queue.ack(Receipt::new(9, 2)).unwrap_err().to_string();
+    assert!(text.contains("never delivered"), "{text}");
+}
+
+#[test]
+fn a_message_is_dead_lettered_after_max_deliveries_and_never_delivered_again() {
+    let (queue, clock) = memory(options());
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+    for attempt in 1..=3 {
+        let delivery = queue.try_receive().unwrap().unwrap();
+        assert_eq!((delivery.offset(), delivery.attempt()), (0, attempt));
+        if attempt == 2 {
+            clock.advance(LEASE); // one attempt expires instead of nacking
+        } else {
+            queue.nack(&delivery, Duration::ZERO).unwrap();
+        }
+    }
+    // The third attempt was given back: the next receive dead-letters it and moves on.
+    let next = queue.try_receive().unwrap().unwrap();
+    assert_eq!(next.payload(), b"fine");
+    let dead = queue.dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].offset, dead[0].deliveries), (0, 3));
+    assert_eq!(dead[0].payload.as_ref(), b"poison");
+    assert_eq!(queue.stats().dead_lettered, 1);
+    assert!(matches!(
+        queue.ack(Receipt::new(0, 3)),
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+}
+
+#[test]
+fn a_terminated_message_is_neither_redelivered_nor_dead_lettered() {
+    let (queue, clock) = memory(options());
+    queue.send("bad input").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.term(&delivery).unwrap();
+    clock.advance(LEASE * 10);
+    assert!(queue.try_receive().unwrap().is_none());
+    assert!(queue.dead_letters(0, 10).unwrap().is_empty());
+    assert_eq!(queue.stats().terminated, 1);
+}
+
+#[test]
+fn delayed_sends_and_nacks_wait_their_time_and_keep_offset_order_when_due() {
+    let (queue, clock) = memory(options());
+    queue
+        .send(Message::new(b"later".to_vec()).delay(Duration::from_secs(10)))
+        .unwrap();
+    queue.send("now").unwrap();
+    let now = queue.try_receive().unwrap().unwrap();
+    assert_eq!(now.payload(), b"now");
+    queue.nack(&now, Duration::from_secs(20)).unwrap();
+    assert!(queue.try_receive().unwrap().is_none());
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(queue.try_receive().unwrap().unwrap().payload(), b"later");
+    assert!(queue.try_receive().unwrap().is_none());
+    clock.advance(Duration::from_secs(10));
+    let again = queue.try_receive().unwrap().unwrap();
+    assert_eq!((again.payload(), again.attempt()), (&b"now"[..], 2));
+}
+
+#[test]
+fn extend_moves_the_deadline_from_now() {
+    let (queue, clock) = memory(options());
+    queue.send("long job").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    clock.advance(Duration::from_secs(25));
+    queue.extend(&delivery, Duration::from_secs(60)).unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert!(queue.try_receive().unwrap().is_none(), "still leased");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(queue.try_receive().unwrap().unwrap().attempt(), 2);
+}
+
+#[test]
+fn duplicate_ids_within_the_window_are_stored_once_and_counted() {
+    let (queue, _clock) = memory(options().dedup(DedupWindow::new(2)));
+    let first = queue.send(Message::new(b"a".to_vec()).id("id-1")).unwrap();
+    let again = queue.send(Message::new(b"a".to_vec()).id("id-1")).unwrap();
+    assert_eq!(again.offset, first.offset);
+    assert!(again.duplicate && !first.duplicate);
+    queue.send(Message::new(b"b".to_vec()).id("id-2")).unwrap();
+    queue.send(Message::new(b"c".to_vec()).id("id-3")).unwrap();
+    // id-1 fell out of the two-id window: stored again.
+    let late = queue.send(Message::new(b"a".to_vec()).id("id-1")).unwrap();
+    assert!(!late.duplicate);
+    assert_eq!(queue.stats().duplicates, 1);
+    assert_eq!(payloads(&queue).len(), 4);
+}
+
+#[test]
+fn the_dedup_window_forgets_ids_older_than_its_age() {
+    let window = DedupWindow::new(100).max_age(Duration::from_secs(60));
+    let (queue, clock) = memory(options().dedup(window));
+    queue.send(Message::new(b"x".to_vec()).id("k")).unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        queue
+            .send(Message::new(b"x".to_vec()).id("k"))
+            .unwrap()
+            .duplicate
+    );
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        !queue
+            .send(Message::new(b"x".to_vec()).id("k"))
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[test]
+fn a_full_queue_refuses_try_send_and_a_blocked_send_resumes_after_an_ack() {
+    let queue = Arc::new(WorkQueue::in_memory(options().capacity(2)).unwrap());
+    queue.send("1").unwrap();
+    queue.send("2").unwrap();
+    assert!(matches!(
+        queue.try_send("3"),
+        Err(Error::Full { capacity: 2 })
+    ));
+    let producer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("3").unwrap().offset)
+    };
+    let delivery = queue.receive().unwrap();
+    queue.ack(&delivery).unwrap();
+    assert_eq!(producer.join().unwrap(), 2);
+    assert_eq!(queue.stats().unsettled, 2);
+}
+
+#[test]
+fn a_blocked_receive_wakes_on_a_send() {
+    let queue = Arc::new(WorkQueue::in_memory_with_clock(options(), SystemClock::new()).unwrap());
+    let consumer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.receive().unwrap().payload().to_vec())
+    };
+    queue.send("wake up").unwrap();
+    assert_eq!(consumer.join().unwrap(), b"wake up");
+}
+
+#[test]
+fn receive_timeout_gives_up_when_nothing_comes() {
+    let queue = WorkQueue::in_memory(options()).unwrap();
+    assert!(
+        queue
+            .receive_timeout(Duration::from_millis(1))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_stored() {
+    let (queue, _clock) = memory(options().max_message_bytes(4));
+    assert!(matches!(
+        queue.send(vec![0; 5]),
+        Err(Error::MessageTooLarge { len: 5, max: 4 })
+    ));
+    assert!(matches!(
+        queue.send(Message::new(b"x".to_vec()).id(vec![b'i'; 256])),
+        Err(Error::InvalidMessageId { len: 256 })
+    ));
+    assert!(matches!(
+        queue.send(Message::new(b"x".to_vec()).id(Vec::new())),
+        Err(Error::InvalidMessageId { len: 0 })
+    ));
+    assert!(matches!(
+        queue.send(Message::new(b"x".to_vec()).delay(Duration::from_secs(400 * 24 * 3600))),
+        Err(Error::InvalidDuration { .. })
+    ));
+    assert_eq!(queue.stats().next_offset, 0);
+    for bad in [
+        options().max_deliveries(0),
+        options().capacity(0),
+        options().visibility_timeout(Duration::ZERO),
+        options().compact_after(1),
+    ] {
+        assert!(matches!(
+            WorkQueue::in_memory(bad),
+            Err(Error::InvalidOptions { .. })
+        ));
+    }
+}
+
+#[test]
+fn opening_a_missing_queue_without_create_is_an_unknown_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("orders");
+    let result = WorkQueue::open(&missing, options().create(false));
+    assert!(matches!(result, Err(Error::UnknownQueue { .. })));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn a_reopened_queue_keeps_acked_messages_acked_and_redelivers_the_rest_with_their_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = durable(dir.path(), options(), &clock);
+        for n in 0..4u8 {
+            queue.send(vec![n]).unwrap();
+        }
+        let d0 = queue.try_receive().unwrap().unwrap();
+        let d1 = queue.try_receive().unwrap().unwrap();
+        let d2 = queue.try_receive().unwrap().unwrap();
+        queue.ack(&d0).unwrap();
+        queue.ack(&d2).unwrap();
+        queue.nack(&d1, Duration::ZERO).unwrap();
+        let d1 = queue.try_receive().unwrap().unwrap();
+        assert_eq!(d1.attempt(), 2);
+        // Crash with offset 1 leased (attempt 2) and offset 3 never delivered.
+    }
+    let queue = durable(dir.path(), options(), &clock);
+    let first = queue.try_receive().unwrap().unwrap();
+    assert_eq!((first.offset(), first.attempt()), (1, 3), "count survives");
+    let second = queue.try_receive().unwrap().unwrap();
+    assert_eq!((second.offset(), second.attempt()), (3, 1));
+    assert!(queue.try_receive().unwrap().is_none(), "acked stay acked");
+    assert_eq!(queue.stats().watermark, 1);
+}
+
+#[test]
+fn max_deliveries_holds_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    for attempt in 1..=3 {
+        let queue = durable(dir.path(), options(), &clock);
+        if attempt == 1 {
+            queue.send("crashes the worker").unwrap();
+        }
+        let delivery = queue.try_receive().unwrap().unwrap();
+        assert_eq!(delivery.attempt(), attempt);
+        // The worker takes the whole process down with it.
+    }
+    let queue = durable(dir.path(), options(), &clock);
+    assert!(queue.try_receive().unwrap().is_none());
+    let dead = queue.dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].offset, dead[0].deliveries), (0, 3));
+    drop(queue);
+    let queue = durable(dir.path(), options(), &clock);
+    assert!(
+        queue.try_receive().unwrap().is_none(),
+        "dead letters stay settled"
+    );
+    assert_eq!(queue.dead_letters(0, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn delays_and_dedup_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let opts = || options().dedup(DedupWindow::new(10));
+    {
+        let queue = durable(dir.path(), opts(), &clock);
+        queue
+            .send(
+                Message::new(b"in a minute".to_vec())
+                    .delay(Duration::from_secs(60))
+                    .id("a"),
+            )
+            .unwrap();
+        queue.send(Message::new(b"now".to_vec()).id("b")).unwrap();
+        let now = queue.try_receive().unwrap().unwrap();
+        queue.nack(&now, Duration::from_secs(120)).unwrap();
+    }
+    clock.advance(Duration::from_secs(30));
+    let queue = durable(dir.path(), opts(), &clock);
+    let retry = queue.send(Message::new(b"now".to_vec()).id("b")).unwrap();
+    assert_eq!((retry.offset, retry.duplicate), (1, true));
+    assert!(queue.try_receive().unwrap().is_none(), "both still wait");
+    clock.advance(Duration::from_secs(30));
+    let delayed = queue.try_receive().unwrap().unwrap();
+    assert_eq!(delayed.payload(), b"in a minute");
+    queue.ack(&delayed).unwrap();
+    clock.advance(Duration::from_secs(60));
+    let again = queue.try_receive().unwrap().unwrap();
+    assert_eq!((again.payload(), again.attempt()), (&b"now"[..], 2));
+}
+
+#[test]
+fn compaction_keeps_the_state_and_bounds_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let opts = || options().compact_after(16);
+    {
+        let queue = durable(dir.path(), opts(), &clock);
+        for n in 0..100u8 {
+            queue.send(vec![n]).unwrap();
+        }
+        // Ack all but every tenth; leave those delivered once and nacked with a delay.
+        for _ in 0..100 {
+            let delivery = queue.try_receive().unwrap().unwrap();
+            if delivery.payload()[0] % 10 == 0 {
+                queue.nack(&delivery, Duration::from_secs(5)).unwrap();
+            } else {
+                queue.ack(&delivery).unwrap();
+            }
+        }
+    }
+    let journals: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().into_string().ok())
+        .filter(|name| name.starts_with("journal-"))
+        .collect();
+    assert_eq!(
+        journals.len(),
+        1,
+        "old generations are removed: {journals:?}"
+    );
+    assert_ne!(journals[0], "journal-0", "the journal was compacted");
+    let queue = durable(dir.path(), opts(), &clock);
+    assert!(
+        queue.try_receive().unwrap().is_none(),
+        "the nack delays survive"
+    );
+    clock.advance(Duration::from_secs(5));
+    let left: Vec<(u8, u32)> = std::iter::from_fn(|| queue.try_receive().unwrap())
+        .map(|delivery| (delivery.payload()[0], delivery.attempt()))
+        .collect();
+    assert_eq!(left, (0..10).map(|n| (n * 10, 2)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_send_that_returned_under_fsync_always_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = WorkQueue::open_with_clock(dir.path(), options(), clock.clone()).unwrap();
+        queue.send("durable").unwrap();
+    }
+    let queue = WorkQueue::open_with_clock(dir.path(), options(), clock).unwrap();
+    assert_eq!(queue.try_receive().unwrap().unwrap().payload(), b"durable");
+}
+
+#[test]
+fn stats_report_in_flight_and_the_oldest_age() {
+    let (queue, clock) = memory(options());
+    queue.send("a").unwrap();
+    clock.advance(Duration::from_secs(3));
+    queue.send("b").unwrap();
+    let _a = queue.try_receive().unwrap().unwrap();
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.unsettled, stats.in_flight, stats.delivered),
+        (2, 1, 1)
+    );
+    assert_eq!(stats.oldest_age, Some(Duration::from_secs(3)));
+}
