@@ -9,11 +9,11 @@ use infra_common::RandomState;
 /// Which recent message ids a queue remembers, to turn a repeated send into a no-op.
 ///
 /// A send whose id is remembered is not stored again: it returns the offset of the first
-/// send (see [`Sent::duplicate`](super::Sent::duplicate)). An id is forgotten when
-/// `max_ids` newer ids have been sent, or, with `max_age`, once its first send is older than
-/// that on the wall clock. A durable queue rebuilds the window on open from the last
-/// `max_ids` messages of its log, so a producer retrying across a restart of the queue is
-/// still deduplicated.
+/// send (see [`Sent::duplicate`](super::Sent::duplicate)). An id is forgotten once `max_ids`
+/// newer messages (with or without an id) have been stored, or, with `max_age`, once its
+/// first send is older than that on the wall clock. A durable queue rebuilds the window on
+/// open from the last `max_ids` messages of its log, so the window is the same after a
+/// restart and a producer retrying across one is still deduplicated.
 ///
 /// ```
 /// use infra_mqueue::queue::DedupWindow;
@@ -29,7 +29,7 @@ pub struct DedupWindow {
 }
 
 impl DedupWindow {
-    /// Remembers the last `max_ids` ids (at least one).
+    /// Remembers the ids of the last `max_ids` messages stored (at least one).
     pub fn new(max_ids: usize) -> Self {
         Self {
             max_ids: max_ids.max(1),
@@ -46,7 +46,7 @@ impl DedupWindow {
         }
     }
 
-    /// How many ids are remembered at most.
+    /// How many of the latest messages' ids are remembered.
     pub fn max_ids(&self) -> usize {
         self.max_ids
     }
@@ -62,8 +62,9 @@ impl DedupWindow {
 pub(crate) struct Dedup {
     window: DedupWindow,
     offsets: HashMap<Bytes, u64, RandomState>,
-    /// Ids in send order with their send time (wall-clock milliseconds).
-    order: VecDeque<(Bytes, u64)>,
+    /// Every stored message in send order, its id if it had one, and its send time
+    /// (wall-clock milliseconds).
+    order: VecDeque<(Option<Bytes>, u64)>,
 }
 
 impl Dedup {
@@ -86,7 +87,9 @@ impl Dedup {
             if !too_many && !too_old {
                 break;
             }
-            self.offsets.remove(id);
+            if let Some(id) = id {
+                self.offsets.remove(id);
+            }
             self.order.pop_front();
         }
     }
@@ -97,11 +100,14 @@ impl Dedup {
         self.offsets.get(id).copied()
     }
 
-    /// Remembers that `id` was stored at `offset`, sent at `sent_at_ms`.
-    pub(crate) fn remember(&mut self, id: Bytes, offset: u64, sent_at_ms: u64) {
-        if self.offsets.insert(id.clone(), offset).is_none() {
-            self.order.push_back((id, sent_at_ms));
+    /// Remembers that a message (with `id`, if any) was stored at `offset`, sent at
+    /// `sent_at_ms`. A stored message's id is never in the window already: the send looked
+    /// it up first.
+    pub(crate) fn remember(&mut self, id: Option<Bytes>, offset: u64, sent_at_ms: u64) {
+        if let Some(id) = &id {
+            self.offsets.insert(id.clone(), offset);
         }
+        self.order.push_back((id, sent_at_ms));
         self.forget_old(sent_at_ms);
     }
 }

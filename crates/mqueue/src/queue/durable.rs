@@ -35,8 +35,9 @@ const REPLAY_BATCH: usize = 4096;
 #[derive(Debug)]
 pub(super) struct Recovered {
     pub(super) leases: Leases,
-    /// `(id, offset, sent_at_ms)` of the last messages with an id, oldest first.
-    pub(super) ids: Vec<(Bytes, u64, u64)>,
+    /// `(id, offset, sent_at_ms)` of the last messages (as many as the dedup window holds),
+    /// oldest first.
+    pub(super) ids: Vec<(Option<Bytes>, u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -175,10 +176,8 @@ impl Durable {
             at = last.offset + 1;
             for record in records {
                 let envelope = Envelope::decode(record.offset, &record.payload)?;
-                if let (Some(from), Some(id)) = (dedup_from, &envelope.id)
-                    && record.offset >= from
-                {
-                    ids.push((id.clone(), record.offset, envelope.sent_at_ms));
+                if dedup_from.is_some_and(|from| record.offset >= from) {
+                    ids.push((envelope.id.clone(), record.offset, envelope.sent_at_ms));
                 }
                 if record.offset < start {
                     continue;

@@ -611,8 +611,8 @@ impl WorkQueue {
             let now = self.clock.now_nanos();
             let not_before = delay.map(|delay| now.saturating_add(delay));
             let offset = state.leases.push(message.payload, now, not_before, 0, None);
-            if let (Some(dedup), Some(id)) = (&mut state.dedup, message.id) {
-                dedup.remember(id, offset, now_ms);
+            if let Some(dedup) = &mut state.dedup {
+                dedup.remember(message.id, offset, now_ms);
             }
             drop(state);
             self.wake_receivers();
@@ -661,8 +661,8 @@ impl WorkQueue {
             pushed, offset,
             "the log and the lease table agree on offsets"
         );
-        if let (Some(dedup), Some(id)) = (&mut state.dedup, envelope.id) {
-            dedup.remember(id, offset, now_ms);
+        if let Some(dedup) = &mut state.dedup {
+            dedup.remember(envelope.id, offset, now_ms);
         }
         drop(state);
         self.wake_receivers();
