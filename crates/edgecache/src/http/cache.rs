@@ -1,0 +1,863 @@
+//! [`HttpCache`]: the store, RFC 9111 / RFC 5861 semantics, coalescing and purge, on tokio.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{
+    AGE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE,
+    SET_COOKIE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use infra_common::sync::Arc;
+use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::{Clock, SystemClock};
+
+use super::cache_control::CacheControl;
+use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
+use super::error::Error;
+use super::freshness::{Decision, Exchange, Freshness, Heuristic};
+use super::keys::{PrimaryKey, VaryKey};
+use super::origin::Origin;
+use super::purge::{PurgeLog, PurgeMode, Purged, parse_tags};
+use super::revalidation::{
+    client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
+};
+use super::storability::{RequestFacts, ResponseFacts, SetCookiePolicy, storability};
+use crate::{Cache, Stats};
+
+/// The most variants (different `Vary` selections) kept for one primary key; a new one
+/// replaces the oldest.
+pub const MAX_VARIANTS: usize = 8;
+
+/// How a response was produced, in its extensions (`response.extensions().get::<CacheStatus>()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CacheStatus {
+    /// Served from storage, fresh.
+    Hit,
+    /// Served from storage, stale (`max-stale`, `stale-while-revalidate` or `stale-if-error`).
+    Stale,
+    /// Validated with the origin (a 304) and served from storage.
+    Revalidated,
+    /// Fetched from the origin (by this request or one it waited for).
+    Miss,
+    /// Sent to the origin without the cache taking part (other methods, `Range`, unreadable
+    /// `Cache-Control`).
+    Pass,
+}
+
+/// One stored response with what the cache needs to reuse it.
+#[derive(Debug)]
+struct Stored {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    vary: VaryKey,
+    freshness: Freshness,
+    /// The monotonic reading when it was stored: its resident time counts from here.
+    stored_at: u64,
+    /// The purge generation when its fetch began.
+    generation: u64,
+    tags: Vec<Box<str>>,
+    /// Set by a soft purge of its URL.
+    soft_purged: AtomicBool,
+    /// Whether other requests may be given it (it was storable).
+    shareable: bool,
+    /// Whether it is a stored response freshened by a 304.
+    revalidated: bool,
+}
+
+impl Stored {
+    fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        self.body.len()
+            + headers
+            + self.vary.weight()
+            + self.tags.iter().map(|t| t.len()).sum::<usize>()
+            + 128
+    }
+
+    fn has_validators(&self) -> bool {
+        !conditional_headers(&self.headers).is_empty()
+    }
+}
+
+/// The variants stored under one primary key.
+#[derive(Debug, Default)]
+struct Variants {
+    list: Vec<Arc<Stored>>,
+}
+
+/// What a flight ends with: the response (stored or not), or why there is none.
+type FetchResult = Result<Arc<Stored>, Error>;
+
+/// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
+/// revalidations of different variants do not wait on each other.
+type FlightKey = (PrimaryKey, Option<VaryKey>);
+
+/// Tunes an [`HttpCache`]; start with [`HttpCache::builder`].
+#[derive(Debug)]
+pub struct HttpCacheBuilder<O> {
+    origin: O,
+    max_bytes: u64,
+    shards: Option<usize>,
+    config: Config,
+    clock: Option<Box<dyn ClockSource>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    fetch_timeout: Duration,
+    heuristic: Heuristic,
+    set_cookie: SetCookiePolicy,
+    max_object_bytes: usize,
+    keep_validated: Duration,
+}
+
+/// A clock the builder can hand to both the store and the HTTP layer.
+trait ClockSource: fmt::Debug + Send + Sync {
+    fn boxed(&self) -> Box<dyn Clock>;
+}
+
+impl<C: Clock + Clone + 'static> ClockSource for C {
+    fn boxed(&self) -> Box<dyn Clock> {
+        Box::new(self.clone())
+    }
+}
+
+impl<O: Origin> HttpCacheBuilder<O> {
+    /// The longest the origin may take to answer before the fetch fails with
+    /// [`Error::Timeout`] and its waiters are released (default 10 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// Heuristic freshness for responses without an explicit lifetime (default: 10 % of the
+    /// time since `Last-Modified`, at most a day).
+    pub fn heuristic(mut self, heuristic: Heuristic) -> Self {
+        self.config.heuristic = heuristic;
+        self
+    }
+
+    /// What to do with responses that set cookies (default: do not store them).
+    pub fn set_cookie(mut self, policy: SetCookiePolicy) -> Self {
+        self.config.set_cookie = policy;
+        self
+    }
+
+    /// The largest response body stored (default 8 MiB); larger ones pass through.
+    pub fn max_object_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_object_bytes = bytes;
+        self
+    }
+
+    /// How long a response with validators is kept past its last usable moment, so it can be
+    /// revalidated with a 304 instead of fetched again (default one hour).
+    pub fn keep_for_revalidation(mut self, keep: Duration) -> Self {
+        self.config.keep_validated = keep;
+        self
+    }
+
+    /// The number of store shards (default: the store's).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// The clock for freshness and the store's expiry (default [`SystemClock`]). Its wall
+    /// reading stands for "now" in `Date` and `Expires` arithmetic; its monotonic reading
+    /// measures how long a response has been stored.
+    pub fn clock(mut self, clock: impl Clock + Clone + 'static) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(self) -> HttpCache<O> {
+        let source = self.clock.unwrap_or_else(|| Box::new(SystemClock::new()));
+        let mut store = Cache::builder(self.max_bytes)
+            .weigher(|key: &PrimaryKey, variants: &Arc<Variants>| {
+                let bytes = key.as_str().len()
+                    + variants
+                        .list
+                        .iter()
+                        .map(|stored| stored.weight())
+                        .sum::<usize>();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .clock(BoxedClock(source.boxed()));
+        if let Some(shards) = self.shards {
+            store = store.shards(shards);
+        }
+        HttpCache {
+            inner: Arc::new(Inner {
+                origin: self.origin,
+                store: store.build(),
+                flights: Flights::new(),
+                purges: PurgeLog::default(),
+                clock: source.boxed(),
+                config: self.config,
+            }),
+        }
+    }
+}
+
+/// A boxed clock the store can own.
+#[derive(Debug)]
+struct BoxedClock(Box<dyn Clock>);
+
+impl Clock for BoxedClock {
+    fn now_nanos(&self) -> u64 {
+        self.0.now_nanos()
+    }
+
+    fn wall_time(&self) -> SystemTime {
+        self.0.wall_time()
+    }
+}
+
+/// An HTTP cache in front of an [`Origin`]: RFC 9111 for a shared cache, RFC 5861's
+/// `stale-while-revalidate` and `stale-if-error`, request coalescing and purge by URL or tag.
+///
+/// Cheap to clone (clones share the cache). [`HttpCache::serve`] must run inside a tokio
+/// runtime: fetches and background revalidations run on tasks of their own.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use infra_edgecache::http::{CacheStatus, HttpCache, Origin, OriginError};
+///
+/// struct Hello;
+/// impl Origin for Hello {
+///     async fn fetch(&self, _: Request<Bytes>) -> Result<Response<Bytes>, OriginError> {
+///         Ok(Response::builder()
+///             .header("cache-control", "max-age=60")
+///             .body(Bytes::from_static(b"hello"))
+///             .unwrap())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let cache = HttpCache::builder(Hello, 64 << 20).build();
+/// let request = || Request::get("http://example.com/").body(Bytes::new()).unwrap();
+/// let first = cache.serve(request()).await?;
+/// assert_eq!(first.extensions().get::<CacheStatus>(), Some(&CacheStatus::Miss));
+/// let second = cache.serve(request()).await?;
+/// assert_eq!(second.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
+/// assert_eq!(second.body(), "hello");
+/// # Ok::<(), infra_edgecache::http::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct HttpCache<O> {
+    inner: Arc<Inner<O>>,
+}
+
+struct Inner<O> {
+    origin: O,
+    store: Cache<PrimaryKey, Arc<Variants>>,
+    flights: Flights<FlightKey, FetchResult>,
+    purges: PurgeLog,
+    clock: Box<dyn Clock>,
+    config: Config,
+}
+
+impl<O> Clone for HttpCache<O> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<O> fmt::Debug for HttpCache<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("store", &self.inner.store)
+            .field("flights", &self.inner.flights)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored response chosen for a request, and what may be done with it.
+struct Candidate {
+    stored: Arc<Stored>,
+    decision: Decision,
+}
+
+impl<O: Origin> HttpCache<O> {
+    /// Starts configuring a cache of at most `max_bytes` in front of `origin`.
+    pub fn builder(origin: O, max_bytes: u64) -> HttpCacheBuilder<O> {
+        HttpCacheBuilder {
+            origin,
+            max_bytes,
+            shards: None,
+            config: Config {
+                fetch_timeout: Duration::from_secs(10),
+                heuristic: Heuristic::default(),
+                set_cookie: SetCookiePolicy::default(),
+                max_object_bytes: 8 << 20,
+                keep_validated: Duration::from_secs(60 * 60),
+            },
+            clock: None,
+        }
+    }
+
+    /// The store's counters, with the HTTP layer's (stale served, revalidations, coalesced
+    /// waits).
+    pub fn stats(&self) -> Stats {
+        self.inner.store.stats()
+    }
+
+    /// The origin, for its owner's use.
+    pub fn origin(&self) -> &O {
+        &self.inner.origin
+    }
+
+    /// Answers `request`: from storage where RFC 9111 allows, else from the origin.
+    ///
+    /// GET and HEAD are cached. Other methods go to the origin; a successful unsafe one
+    /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
+    /// Requests with `Range` pass through: this cache does not store partial content.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] when the origin fails or times out and no stored response may stand in.
+    pub async fn serve(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let inner = &self.inner;
+        let (parts, body) = request.into_parts();
+        let key = PrimaryKey::new(&parts.method, &parts.uri, &parts.headers);
+        let request_cc = request_directives(&parts.headers);
+
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            let unsafe_method = !matches!(parts.method, Method::OPTIONS | Method::TRACE);
+            let response = inner.pass(Request::from_parts(parts, body)).await?;
+            if unsafe_method
+                && (response.status().is_success() || response.status().is_redirection())
+            {
+                inner.store.remove(&key.with_method(&Method::GET));
+                inner.store.remove(&key.with_method(&Method::HEAD));
+            }
+            return Ok(response);
+        }
+        if parts.headers.contains_key(RANGE) || request_cc.exceeded_limits() {
+            return inner.pass(Request::from_parts(parts, body)).await;
+        }
+
+        let candidate = inner.lookup(&key, &parts.headers, &request_cc);
+        if let Some(candidate) = &candidate {
+            match candidate.decision {
+                Decision::Fresh => {
+                    return Ok(respond(
+                        &candidate.stored,
+                        &parts.headers,
+                        inner.age(&candidate.stored),
+                        CacheStatus::Hit,
+                    ));
+                }
+                Decision::StaleAccepted => {
+                    inner.store.record_stale_served();
+                    return Ok(respond(
+                        &candidate.stored,
+                        &parts.headers,
+                        inner.age(&candidate.stored),
+                        CacheStatus::Stale,
+                    ));
+                }
+                Decision::StaleWhileRevalidate => {
+                    // RFC 5861 §3: serve stale now; one background refresh per variant.
+                    let flight_key = (
+                        key.clone(),
+                        Some(candidate.stored.vary.for_request(&parts.headers)),
+                    );
+                    if let Joined::Leader(leader) = inner.flights.join(&flight_key) {
+                        inner.store.record_revalidation();
+                        let origin_request = Request::from_parts(parts.clone(), body.clone());
+                        tokio::spawn(Inner::fetch(
+                            Arc::clone(&self.inner),
+                            leader,
+                            key.clone(),
+                            origin_request,
+                            Some(Arc::clone(&candidate.stored)),
+                        ));
+                    }
+                    inner.store.record_stale_served();
+                    return Ok(respond(
+                        &candidate.stored,
+                        &parts.headers,
+                        inner.age(&candidate.stored),
+                        CacheStatus::Stale,
+                    ));
+                }
+                Decision::Revalidate { .. } => {}
+            }
+        }
+        if request_cc.only_if_cached() {
+            // §5.2.1.7: nothing usable without the origin.
+            return Ok(gateway_timeout());
+        }
+
+        let stale = candidate.as_ref().map(|c| Arc::clone(&c.stored));
+        let flight_key = (
+            key.clone(),
+            stale.as_ref().map(|s| s.vary.for_request(&parts.headers)),
+        );
+        let (flight, initiator) = match inner.flights.join(&flight_key) {
+            Joined::Leader(leader) => {
+                // Re-check: a flight that ended between the lookup and the join stored its
+                // response already.
+                if let Some(found) = inner.lookup(&key, &parts.headers, &request_cc)
+                    && found.decision == Decision::Fresh
+                {
+                    leader.complete(Ok(Arc::clone(&found.stored)));
+                    return Ok(respond(
+                        &found.stored,
+                        &parts.headers,
+                        inner.age(&found.stored),
+                        CacheStatus::Hit,
+                    ));
+                }
+                if stale.is_some() {
+                    inner.store.record_revalidation();
+                }
+                let flight = leader.flight();
+                let origin_request = Request::from_parts(parts.clone(), body.clone());
+                tokio::spawn(Inner::fetch(
+                    Arc::clone(&self.inner),
+                    leader,
+                    key.clone(),
+                    origin_request,
+                    stale.clone(),
+                ));
+                (flight, true)
+            }
+            Joined::Follower(flight) => {
+                inner.store.record_coalesced_wait();
+                (flight, false)
+            }
+        };
+
+        let timeout = inner.config.fetch_timeout;
+        let outcome = match tokio::time::timeout(timeout, Flight::wait(flight)).await {
+            Ok(Outcome::Done(result)) => result,
+            Ok(Outcome::Abandoned) => Err(Error::FetchAbandoned),
+            Err(_) => Err(Error::Timeout(timeout)),
+        };
+        let stale_if_error = candidate.as_ref().is_some_and(|c| {
+            matches!(
+                c.decision,
+                Decision::Revalidate {
+                    stale_if_error: true
+                }
+            )
+        });
+        match outcome {
+            Ok(fetched) if stale_if_error && is_error_status(fetched.status) => {
+                inner.store.record_stale_served();
+                let stale = candidate.map(|c| c.stored).unwrap_or(fetched);
+                Ok(respond(
+                    &stale,
+                    &parts.headers,
+                    inner.age(&stale),
+                    CacheStatus::Stale,
+                ))
+            }
+            Ok(fetched) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
+                let status = if fetched.revalidated {
+                    CacheStatus::Revalidated
+                } else {
+                    CacheStatus::Miss
+                };
+                Ok(respond(
+                    &fetched,
+                    &parts.headers,
+                    inner.age(&fetched),
+                    status,
+                ))
+            }
+            Ok(fetched) if initiator => Ok(respond(
+                &fetched,
+                &parts.headers,
+                Duration::ZERO,
+                CacheStatus::Miss,
+            )),
+            // Another request's response that this one may not reuse: fetch for itself.
+            Ok(_) => inner.pass(Request::from_parts(parts, body)).await,
+            Err(error) => match candidate {
+                Some(c) if stale_if_error => {
+                    inner.store.record_stale_served();
+                    Ok(respond(
+                        &c.stored,
+                        &parts.headers,
+                        inner.age(&c.stored),
+                        CacheStatus::Stale,
+                    ))
+                }
+                _ => Err(error),
+            },
+        }
+    }
+
+    /// Purges the stored responses for `uri` (GET and HEAD, every variant). Returns whether
+    /// anything was stored for it.
+    ///
+    /// `uri` must carry the host the requests did (`http://example.com/path`), since requests
+    /// in origin form are keyed by their `Host`.
+    pub fn purge_url(&self, uri: &http::Uri, mode: PurgeMode) -> bool {
+        let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
+        let mut found = false;
+        for method in [Method::GET, Method::HEAD] {
+            let key = key.with_method(&method);
+            match mode {
+                PurgeMode::Hard => found |= self.inner.store.remove(&key).is_some(),
+                PurgeMode::Soft => {
+                    if let Some(variants) = self.inner.store.peek(&key) {
+                        found = true;
+                        for stored in &variants.list {
+                            stored.soft_purged.store(true, Ordering::Release);
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Purges every response stored with `tag` in its `Surrogate-Key` field, fetched before
+    /// this call (including fetches still in progress).
+    pub fn purge_tag(&self, tag: &str, mode: PurgeMode) {
+        self.inner.purges.purge(tag, mode);
+    }
+}
+
+impl<O: Origin> Inner<O> {
+    /// The resident age of a stored response now (§4.2.3: corrected initial age plus resident
+    /// time, from the monotonic clock).
+    fn age(&self, stored: &Stored) -> Duration {
+        stored
+            .freshness
+            .initial_age()
+            .saturating_add(self.clock.elapsed_since(stored.stored_at))
+    }
+
+    /// The stored response this request selects, if any survives the purges.
+    fn lookup(
+        &self,
+        key: &PrimaryKey,
+        headers: &HeaderMap,
+        request_cc: &CacheControl,
+    ) -> Option<Candidate> {
+        let variants = self.store.get(key)?;
+        let stored = variants
+            .list
+            .iter()
+            .rev()
+            .find(|stored| stored.vary.matches(headers))?;
+        let purged = match self.purges.check(stored.generation, &stored.tags) {
+            Purged::Hard => return None,
+            Purged::Soft => true,
+            Purged::No => stored.soft_purged.load(Ordering::Acquire),
+        };
+        let decision = match stored.freshness.decide(self.age(stored), request_cc) {
+            // A soft purge makes the response stale: it must be revalidated, and may stand in
+            // only for an origin error.
+            Decision::Fresh | Decision::StaleAccepted | Decision::StaleWhileRevalidate
+                if purged =>
+            {
+                Decision::Revalidate {
+                    stale_if_error: stored
+                        .freshness
+                        .allows_stale_if_error(self.age(stored), request_cc),
+                }
+            }
+            decision => decision,
+        };
+        Some(Candidate {
+            stored: Arc::clone(stored),
+            decision,
+        })
+    }
+
+    /// Sends a request to the origin outside the cache.
+    async fn pass(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let timeout = self.config.fetch_timeout;
+        let mut response = match tokio::time::timeout(timeout, self.origin.fetch(request)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(Error::Timeout(timeout)),
+        };
+        response.extensions_mut().insert(CacheStatus::Pass);
+        Ok(response)
+    }
+
+    /// The leader's fetch: asks the origin (conditionally when revalidating), stores what it
+    /// may, and completes the flight.
+    async fn fetch(
+        this: Arc<Self>,
+        leader: Leader<FlightKey, FetchResult>,
+        key: PrimaryKey,
+        request: Request<Bytes>,
+        stale: Option<Arc<Stored>>,
+    ) {
+        let generation = this.purges.generation();
+        let (mut parts, body) = request.into_parts();
+        let client_headers = parts.headers.clone();
+        // The client's own conditions are answered from what the cache holds; the origin gets
+        // the cache's validators instead.
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+        ] {
+            parts.headers.remove(name);
+        }
+        if let Some(stale) = &stale {
+            for (name, value) in &conditional_headers(&stale.headers) {
+                parts.headers.insert(name, value.clone());
+            }
+        }
+        let method = parts.method.clone();
+        let request_time = this.clock.wall_time();
+        let timeout = this.config.fetch_timeout;
+        let answer =
+            tokio::time::timeout(timeout, this.origin.fetch(Request::from_parts(parts, body)))
+                .await;
+        let result = match answer {
+            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(Err(error)) => Err(Error::Origin(error)),
+            Ok(Ok(response)) => {
+                let exchange = Exchange {
+                    request_time,
+                    response_time: this.clock.wall_time(),
+                };
+                let context = FetchContext {
+                    key: &key,
+                    method: &method,
+                    request_cc: request_directives(&client_headers),
+                    request_headers: &client_headers,
+                    exchange,
+                    generation,
+                };
+                Ok(this.absorb(&context, response, stale.as_deref()))
+            }
+        };
+        leader.complete(result);
+    }
+
+    /// Turns an origin response into a stored (or pass-through) response, storing it when
+    /// allowed; a 304 that validates the stale response freshens it (§4.3.4).
+    fn absorb(
+        &self,
+        context: &FetchContext<'_>,
+        response: Response<Bytes>,
+        stale: Option<&Stored>,
+    ) -> Arc<Stored> {
+        let (parts, body) = response.into_parts();
+        if parts.status == StatusCode::NOT_MODIFIED
+            && let Some(stale) = stale
+            && validates(&stale.headers, &parts.headers)
+        {
+            let mut headers = stale.headers.clone();
+            merge_not_modified(&mut headers, &parts.headers);
+            let merged = Fetched {
+                status: stale.status,
+                headers,
+                body: stale.body.clone(),
+                revalidated: true,
+            };
+            return self.keep(context, merged);
+        }
+        let fetched = Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            revalidated: false,
+        };
+        self.keep(context, fetched)
+    }
+
+    /// Builds the stored form of a response and stores it if RFC 9111 and this cache's
+    /// policy allow.
+    fn keep(&self, context: &FetchContext<'_>, fetched: Fetched) -> Arc<Stored> {
+        let mut headers = without_hop_by_hop(&fetched.headers);
+        let response_cc = CacheControl::from_headers(&headers);
+        let allowed = storability(
+            RequestFacts {
+                method: context.method,
+                headers: context.request_headers,
+                cache_control: &context.request_cc,
+            },
+            ResponseFacts {
+                status: fetched.status,
+                headers: &headers,
+                cache_control: &response_cc,
+            },
+            self.config.set_cookie,
+        );
+        let vary = VaryKey::new(&headers, context.request_headers);
+        let tags = parse_tags(
+            headers
+                .get_all("surrogate-key")
+                .iter()
+                .map(HeaderValue::as_bytes),
+        );
+        let freshness = Freshness::of_response(
+            fetched.status,
+            &headers,
+            &response_cc,
+            context.exchange,
+            self.config.heuristic,
+        );
+        let storable = allowed.is_ok()
+            && vary.is_some()
+            && tags.is_some()
+            && fetched.body.len() <= self.config.max_object_bytes;
+        if storable {
+            // Only reached under `SetCookiePolicy::StripAndStore`.
+            headers.remove(SET_COOKIE);
+        }
+        let mut stored = Stored {
+            status: fetched.status,
+            headers,
+            body: fetched.body,
+            vary: vary.unwrap_or_default(),
+            freshness,
+            stored_at: self.clock.now_nanos(),
+            generation: context.generation,
+            tags: tags.unwrap_or_default(),
+            soft_purged: AtomicBool::new(false),
+            shareable: false,
+            revalidated: fetched.revalidated,
+        };
+        let ttl = self.keep_for(&stored);
+        if !storable || ttl.is_zero() {
+            return Arc::new(stored);
+        }
+        stored.shareable = true;
+        let stored = Arc::new(stored);
+        // Replace the variant this request selects; keep the others, newest last.
+        let mut list: Vec<Arc<Stored>> = self
+            .store
+            .peek(context.key)
+            .map(|variants| {
+                variants
+                    .list
+                    .iter()
+                    .filter(|other| other.vary != stored.vary)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if list.len() >= MAX_VARIANTS {
+            list.remove(0);
+        }
+        list.push(Arc::clone(&stored));
+        let ttl = list
+            .iter()
+            .map(|variant| self.keep_for(variant))
+            .max()
+            .unwrap_or(ttl);
+        self.store
+            .insert_with_ttl(context.key.clone(), Arc::new(Variants { list }), ttl);
+        stored
+    }
+
+    /// How much longer a stored response is worth keeping: until its last stale window ends,
+    /// plus [`HttpCacheBuilder::keep_for_revalidation`] if it has validators.
+    fn keep_for(&self, stored: &Stored) -> Duration {
+        let extra = if stored.has_validators() {
+            self.config.keep_validated
+        } else {
+            Duration::ZERO
+        };
+        stored
+            .freshness
+            .stale_horizon()
+            .saturating_add(extra)
+            .saturating_sub(self.clock.elapsed_since(stored.stored_at))
+    }
+}
+
+/// The request side of one fetch, for storing its response.
+struct FetchContext<'a> {
+    key: &'a PrimaryKey,
+    method: &'a Method,
+    request_headers: &'a HeaderMap,
+    request_cc: CacheControl,
+    exchange: Exchange,
+    generation: u64,
+}
+
+/// A response as the origin gave it, or a stored one freshened by a 304.
+struct Fetched {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    revalidated: bool,
+}
+
+/// RFC 5861 §4: the statuses `stale-if-error` covers.
+fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// The request's directives; `Pragma: no-cache` counts as `no-cache` when the request has
+/// no `Cache-Control` (§5.4).
+fn request_directives(headers: &HeaderMap) -> CacheControl {
+    if headers.contains_key(http::header::CACHE_CONTROL) {
+        return CacheControl::from_headers(headers);
+    }
+    let pragma_no_cache = headers.get_all(PRAGMA).iter().any(|line| {
+        line.as_bytes()
+            .split(|&b| b == b',')
+            .any(|member| member.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+    });
+    if pragma_no_cache {
+        CacheControl::parse(b"no-cache")
+    } else {
+        CacheControl::default()
+    }
+}
+
+/// A response from a stored one, with its current `Age` (§5.1), or a 304 when the client's
+/// own conditions hold.
+fn respond(
+    stored: &Stored,
+    request_headers: &HeaderMap,
+    age: Duration,
+    status: CacheStatus,
+) -> Response<Bytes> {
+    let mut headers = stored.headers.clone();
+    if age > Duration::ZERO || headers.contains_key(AGE) {
+        headers.insert(AGE, HeaderValue::from(age.as_secs()));
+    }
+    let not_modified =
+        stored.status == StatusCode::OK && client_not_modified(request_headers, &stored.headers);
+    let mut response = Response::new(if not_modified {
+        Bytes::new()
+    } else {
+        stored.body.clone()
+    });
+    *response.status_mut() = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        stored.status
+    };
+    *response.headers_mut() = headers;
+    response.extensions_mut().insert(status);
+    response
+}
+
+/// §5.2.1.7's answer to `only-if-cached` with nothing usable stored.
+fn gateway_timeout() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response.extensions_mut().insert(CacheStatus::Pass);
+    response
+}

@@ -1,0 +1,308 @@
+//! Freshness (RFC 9111 §4.2) and the RFC 5861 stale extensions, as a shared cache sees them.
+//!
+//! A response's [`Freshness`] is computed once, when it arrives: its freshness lifetime
+//! (§4.2.1), its corrected initial age (§4.2.3) and what it allows once stale. Each later
+//! request asks [`Freshness::decide`] with the current age (initial age plus the time the
+//! response has spent in this cache, read from a monotonic clock so a wall-clock step cannot
+//! make it younger) and the request's own directives.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, DATE, EXPIRES, LAST_MODIFIED};
+use http::{HeaderMap, StatusCode};
+
+use super::cache_control::{CacheControl, Delta, MaxStale};
+
+/// Heuristic freshness for responses without an explicit lifetime (§4.2.2).
+///
+/// The lifetime is `percent` % of the time since `Last-Modified` (measured at the response's
+/// `Date`), capped at `max`. Only heuristically cacheable status codes (RFC 9110 §15.1) and
+/// responses marked `public` get one; the rest have lifetime zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heuristic {
+    /// The share of the time since the last modification, in percent (the RFC's example: 10).
+    pub percent: u32,
+    /// The longest heuristic lifetime.
+    pub max: Duration,
+}
+
+impl Default for Heuristic {
+    /// 10 % of the time since the last modification, at most one day.
+    fn default() -> Self {
+        Self {
+            percent: 10,
+            max: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// When the exchange that brought a response happened, on the wall clock (§4.2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// When the request was sent.
+    pub request_time: SystemTime,
+    /// When the response arrived.
+    pub response_time: SystemTime,
+}
+
+/// What the cache may do with a stored response for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Fresh enough for this request: serve it.
+    Fresh,
+    /// Stale, but the request's `max-stale` accepts it: serve it without contacting the origin.
+    StaleAccepted,
+    /// Stale within `stale-while-revalidate` (RFC 5861 §3): serve it and refresh it in the
+    /// background.
+    StaleWhileRevalidate,
+    /// The origin must be asked (conditionally, where the response has validators).
+    Revalidate {
+        /// Whether the stored response may be served if the origin fails (RFC 5861 §4).
+        stale_if_error: bool,
+    },
+}
+
+/// The freshness facts of one stored response.
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use infra_edgecache::http::{CacheControl, Decision, Exchange, Freshness, Heuristic};
+/// use std::time::{Duration, SystemTime};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("cache-control", "max-age=60, stale-while-revalidate=30".parse()?);
+/// let now = SystemTime::now();
+/// let exchange = Exchange { request_time: now, response_time: now };
+/// let freshness = Freshness::of_response(
+///     StatusCode::OK, &headers, &CacheControl::from_headers(&headers), exchange, Heuristic::default(),
+/// );
+/// assert_eq!(freshness.lifetime(), Duration::from_secs(60));
+/// let plain = CacheControl::default();
+/// assert_eq!(freshness.decide(Duration::from_secs(59), &plain), Decision::Fresh);
+/// assert_eq!(freshness.decide(Duration::from_secs(80), &plain), Decision::StaleWhileRevalidate);
+/// assert_eq!(
+///     freshness.decide(Duration::from_secs(91), &plain),
+///     Decision::Revalidate { stale_if_error: false },
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    lifetime: Duration,
+    initial_age: Duration,
+    /// `no-cache`: never served without validation (§5.2.2.4).
+    no_cache: bool,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale (§5.2.2.2,
+    /// §5.2.2.8, and §5.2.2.10, where `s-maxage` implies `proxy-revalidate`).
+    revalidate_when_stale: bool,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
+}
+
+impl Freshness {
+    /// Computes the freshness of a response received in `exchange`.
+    pub fn of_response(
+        status: StatusCode,
+        headers: &HeaderMap,
+        cc: &CacheControl,
+        exchange: Exchange,
+        heuristic: Heuristic,
+    ) -> Self {
+        let date = header_date(headers, &DATE);
+        Self {
+            lifetime: lifetime(status, headers, cc, date, exchange, heuristic),
+            initial_age: corrected_initial_age(headers, date, exchange),
+            no_cache: cc.no_cache(),
+            revalidate_when_stale: cc.must_revalidate()
+                || cc.proxy_revalidate()
+                || cc.s_maxage().is_some(),
+            stale_while_revalidate: cc.stale_while_revalidate().map(delta),
+            stale_if_error: cc.stale_if_error().map(delta),
+        }
+    }
+
+    /// The freshness lifetime (§4.2.1).
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The corrected initial age (§4.2.3): the response's age when it arrived.
+    pub fn initial_age(&self) -> Duration {
+        self.initial_age
+    }
+
+    /// Whether a response of age `age` is fresh (§4.2: lifetime greater than age).
+    pub fn is_fresh(&self, age: Duration) -> bool {
+        self.lifetime > age
+    }
+
+    /// How long the cache should keep the response: its lifetime plus the longest stale
+    /// window it grants, beyond its initial age. Past this only a revalidation could use it,
+    /// so the caller adds its own allowance for keeping validators.
+    pub fn stale_horizon(&self) -> Duration {
+        let window = if self.revalidate_when_stale || self.no_cache {
+            Duration::ZERO
+        } else {
+            self.stale_while_revalidate
+                .unwrap_or_default()
+                .max(self.stale_if_error.unwrap_or_default())
+        };
+        self.lifetime
+            .saturating_add(window)
+            .saturating_sub(self.initial_age)
+    }
+
+    /// Whether the response may stand in for an origin error at age `age` (RFC 5861 §4): the
+    /// response or the request grants a `stale-if-error` window that covers its staleness,
+    /// and nothing forbids serving it stale (`no-cache`, `must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage`).
+    pub fn allows_stale_if_error(&self, age: Duration, request: &CacheControl) -> bool {
+        if self.no_cache || self.revalidate_when_stale {
+            return false;
+        }
+        let window = match (self.stale_if_error, request.stale_if_error().map(delta)) {
+            (None, None) => return false,
+            (response, request) => response
+                .unwrap_or_default()
+                .max(request.unwrap_or_default()),
+        };
+        age.saturating_sub(self.lifetime) <= window
+    }
+
+    /// What to do with this response, at current age `age`, for a request with directives
+    /// `request` (§4.2, §5.2.1, RFC 5861).
+    pub fn decide(&self, age: Duration, request: &CacheControl) -> Decision {
+        let staleness = age.saturating_sub(self.lifetime);
+        let servable_stale = !self.no_cache && !self.revalidate_when_stale;
+        let revalidate = Decision::Revalidate {
+            stale_if_error: self.allows_stale_if_error(age, request),
+        };
+
+        if self.no_cache || request.no_cache() {
+            return revalidate;
+        }
+        // §5.2.1.1: the client will not accept a response older than its max-age.
+        if request.max_age().is_some_and(|max| age > delta(max)) {
+            return revalidate;
+        }
+        if self.is_fresh(age) {
+            // §5.2.1.3: the client wants it to stay fresh for at least min-fresh more.
+            let remaining = self.lifetime - age;
+            if request
+                .min_fresh()
+                .is_some_and(|min| remaining < delta(min))
+            {
+                return revalidate;
+            }
+            return Decision::Fresh;
+        }
+        if servable_stale {
+            // §4.2.4, §5.2.1.2: a stale response only where the client allowed it.
+            let accepted = match request.max_stale() {
+                Some(MaxStale::Any) => true,
+                Some(MaxStale::Seconds(limit)) => staleness <= Duration::from_secs(limit.into()),
+                None => false,
+            };
+            if accepted {
+                return Decision::StaleAccepted;
+            }
+            if self
+                .stale_while_revalidate
+                .is_some_and(|window| staleness <= window)
+            {
+                return Decision::StaleWhileRevalidate;
+            }
+        }
+        revalidate
+    }
+}
+
+fn delta(value: Delta) -> Duration {
+    Duration::from_secs(value.seconds_or_zero())
+}
+
+/// The first field line of `name` parsed as an HTTP-date; `None` when absent or invalid.
+pub(crate) fn header_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime> {
+    let value = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(value).ok()
+}
+
+/// The freshness lifetime for a shared cache (§4.2.1): `s-maxage`, else `max-age`, else
+/// `Expires` minus `Date`, else a heuristic (§4.2.2), else zero.
+fn lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    date: Option<SystemTime>,
+    exchange: Exchange,
+    heuristic: Heuristic,
+) -> Duration {
+    if let Some(value) = cc.s_maxage().or(cc.max_age()) {
+        return delta(value);
+    }
+    // Without a valid Date, the time the response arrived stands in for it (§4.2.1 computes
+    // Expires minus Date; RFC 9110 §6.6.1 has a recipient supply a missing Date).
+    let date = date.unwrap_or(exchange.response_time);
+    if headers.contains_key(EXPIRES) {
+        // §5.3: an invalid date, such as "0", means already expired.
+        return header_date(headers, &EXPIRES)
+            .and_then(|expires| expires.duration_since(date).ok())
+            .unwrap_or_default();
+    }
+    let heuristically_cacheable = is_heuristically_cacheable(status) || cc.public();
+    match header_date(headers, &LAST_MODIFIED) {
+        Some(modified) if heuristically_cacheable => {
+            let since = date.duration_since(modified).unwrap_or_default();
+            (since / 100)
+                .saturating_mul(heuristic.percent)
+                .min(heuristic.max)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// The corrected initial age (§4.2.3).
+fn corrected_initial_age(
+    headers: &HeaderMap,
+    date: Option<SystemTime>,
+    exchange: Exchange,
+) -> Duration {
+    let apparent_age = date
+        .and_then(|date| exchange.response_time.duration_since(date).ok())
+        .unwrap_or_default();
+    let response_delay = exchange
+        .response_time
+        .duration_since(exchange.request_time)
+        .unwrap_or_default();
+    // §5.1: Age is delta-seconds; an unreadable one is ignored.
+    let age_value = headers
+        .get(AGE)
+        .and_then(|value| value.to_str().ok())
+        .map_or(Duration::ZERO, |text| {
+            Duration::from_secs(parse_age(text.trim()).seconds_or_zero())
+        });
+    let corrected_age_value = age_value.saturating_add(response_delay);
+    apparent_age.max(corrected_age_value)
+}
+
+fn parse_age(text: &str) -> Delta {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Delta::Invalid;
+    }
+    let seconds = text.bytes().fold(0u32, |value, digit| {
+        value
+            .saturating_mul(10)
+            .saturating_add(u32::from(digit - b'0'))
+            .min(1 << 31)
+    });
+    Delta::Seconds(seconds)
+}
+
+/// RFC 9110 §15.1: status codes cacheable by default.
+pub(crate) fn is_heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}

@@ -1,0 +1,169 @@
+//! Cache keys (RFC 9111 §2, §4.1): a primary key of method and target URI, and a secondary
+//! key of the request fields a response's `Vary` names.
+
+use std::fmt;
+
+use http::header::{HOST, VARY};
+use http::{HeaderMap, HeaderName, Method, Uri};
+
+/// The most field names a `Vary` may list for the response to be stored.
+pub const MAX_VARY_FIELDS: usize = 16;
+
+/// The primary cache key: the request method and the target URI, with the scheme and host
+/// lower-cased (they are case-insensitive, RFC 3986 §6.2.2.1) and the path and query kept as
+/// they are. A request in origin form (no authority in the URI) takes its host from `Host`.
+///
+/// ```
+/// use http::{HeaderMap, Method, Uri};
+/// use infra_edgecache::http::PrimaryKey;
+///
+/// let a = PrimaryKey::new(&Method::GET, &Uri::from_static("http://Example.COM/a?b"), &HeaderMap::new());
+/// let mut headers = HeaderMap::new();
+/// headers.insert("host", "example.com".parse()?);
+/// let b = PrimaryKey::new(&Method::GET, &Uri::from_static("/a?b"), &headers);
+/// assert_eq!(a, b);
+/// assert_eq!(a.as_str(), "GET example.com/a?b");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PrimaryKey(Box<str>);
+
+impl PrimaryKey {
+    /// The key of a request.
+    pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        let host = match uri.authority() {
+            Some(authority) => authority.as_str().to_ascii_lowercase(),
+            None => headers
+                .get(HOST)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_default(),
+        };
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // The scheme is left out on purpose: one cache normally fronts one scheme, and a
+        // request in origin form does not carry it. Users who front both put it in the host.
+        Self(format!("{method} {host}{path}").into_boxed_str())
+    }
+
+    /// The key as text: `METHOD host/path?query`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The same target under another method (a purge clears GET and HEAD alike).
+    pub(crate) fn with_method(&self, method: &Method) -> Self {
+        let target = self.0.split_once(' ').map_or("", |(_, target)| target);
+        Self(format!("{method} {target}").into_boxed_str())
+    }
+}
+
+impl fmt::Display for PrimaryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The secondary key: the request's normalised values of the fields a response's `Vary`
+/// names (§4.1), in the order named. A stored response matches a later request when every
+/// named field normalises to the same value (absent matches only absent).
+///
+/// Normalisation combines the field lines with commas and drops whitespace around list
+/// members, which §4.1 allows; values are otherwise compared byte for byte.
+///
+/// ```
+/// use http::HeaderMap;
+/// use infra_edgecache::http::VaryKey;
+///
+/// let mut response = HeaderMap::new();
+/// response.insert("vary", "Accept-Encoding".parse()?);
+/// let mut first = HeaderMap::new();
+/// first.insert("accept-encoding", "gzip,  br".parse()?);
+/// let key = VaryKey::new(&response, &first).expect("a usable Vary");
+///
+/// let mut second = HeaderMap::new();
+/// second.append("accept-encoding", "gzip".parse()?);
+/// second.append("accept-encoding", " br".parse()?);
+/// assert!(key.matches(&second));
+/// assert!(!key.matches(&HeaderMap::new()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VaryKey {
+    fields: Vec<(HeaderName, Option<Vec<u8>>)>,
+}
+
+impl VaryKey {
+    /// The secondary key of `request` under `response`'s `Vary`; `None` for `Vary: *`, a
+    /// malformed field name, or more than [`MAX_VARY_FIELDS`] names.
+    pub fn new(response: &HeaderMap, request: &HeaderMap) -> Option<Self> {
+        let mut fields: Vec<(HeaderName, Option<Vec<u8>>)> = Vec::new();
+        for line in response.get_all(VARY) {
+            for member in line.as_bytes().split(|&b| b == b',') {
+                let member = member.trim_ascii();
+                if member.is_empty() {
+                    continue;
+                }
+                let name = HeaderName::from_bytes(member).ok()?;
+                if fields.iter().any(|(known, _)| *known == name) {
+                    continue;
+                }
+                if fields.len() == MAX_VARY_FIELDS {
+                    return None;
+                }
+                let value = normalised(request, &name);
+                fields.push((name, value));
+            }
+        }
+        Some(Self { fields })
+    }
+
+    /// Whether `request` selects the response this key was made for.
+    pub fn matches(&self, request: &HeaderMap) -> bool {
+        self.fields
+            .iter()
+            .all(|(name, value)| normalised(request, name) == *value)
+    }
+
+    /// Whether the response varies on nothing.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The bytes the key occupies, for weighing a stored response.
+    pub(crate) fn weight(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// The same fields, with the values `request` has for them.
+    pub(crate) fn for_request(&self, request: &HeaderMap) -> Self {
+        Self {
+            fields: self
+                .fields
+                .iter()
+                .map(|(name, _)| (name.clone(), normalised(request, name)))
+                .collect(),
+        }
+    }
+}
+
+/// The field's lines combined with commas, without whitespace around members; `None` if the
+/// field is absent.
+fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut lines = headers.get_all(name).iter().peekable();
+    lines.peek()?;
+    let mut out = Vec::new();
+    let mut first = true;
+    for line in lines {
+        for member in line.as_bytes().split(|&b| b == b',') {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(member.trim_ascii());
+        }
+    }
+    Some(out)
+}

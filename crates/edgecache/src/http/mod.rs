@@ -1,0 +1,42 @@
+//! The HTTP layer: RFC 9111 freshness and storability, Vary, revalidation, RFC 5861,
+//! coalescing and purge.
+//!
+//! The core is synchronous and runtime-free; [`HttpCache`] (feature `tokio`) ties it to the
+//! store and an [`Origin`]:
+//!
+//! - [`CacheControl`]: directive parsing with bounded work (`cache_control`).
+//! - [`Freshness`], [`Decision`], [`Heuristic`]: lifetime, age and what a request may be
+//!   given (`freshness`, RFC 9111 §4.2, RFC 5861).
+//! - [`storability`], [`NotStorable`], [`SetCookiePolicy`]: what a shared cache may store
+//!   (`storability`, §3).
+//! - [`PrimaryKey`], [`VaryKey`]: cache keys (`keys`, §2, §4.1).
+//! - [`conditional_headers`], [`merge_not_modified`], [`validates`]: revalidation
+//!   (`revalidation`, §4.3).
+//! - [`coalescing`]: one fetch per key, any number of waiters, released on failure.
+//! - [`PurgeMode`]: purge by URL or surrogate key (`purge`).
+//! - [`Origin`], [`OriginError`], [`Error`].
+
+#[cfg(feature = "tokio")]
+mod cache;
+mod cache_control;
+pub mod coalescing;
+mod error;
+mod freshness;
+mod keys;
+mod origin;
+mod purge;
+mod revalidation;
+mod storability;
+
+#[cfg(feature = "tokio")]
+pub use cache::{CacheStatus, HttpCache, HttpCacheBuilder, MAX_VARIANTS};
+pub use cache_control::{CacheControl, Delta, MAX_CACHE_CONTROL_BYTES, MAX_DIRECTIVES, MaxStale};
+pub use error::Error;
+pub use freshness::{Decision, Exchange, Freshness, Heuristic};
+pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
+pub use origin::{Origin, OriginError};
+pub use purge::{MAX_PURGED_TAGS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode};
+pub use revalidation::{
+    client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
+};
+pub use storability::{NotStorable, RequestFacts, ResponseFacts, SetCookiePolicy, storability};

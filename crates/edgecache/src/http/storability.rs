@@ -1,0 +1,164 @@
+//! Whether a shared cache may store a response (RFC 9111 §3), and this cache's `Set-Cookie`
+//! policy.
+
+use std::fmt;
+
+use http::header::{AUTHORIZATION, EXPIRES, SET_COOKIE, VARY};
+use http::{HeaderMap, Method, StatusCode};
+
+use super::cache_control::CacheControl;
+use super::freshness::is_heuristically_cacheable;
+
+/// What the cache does with a response that sets a cookie.
+///
+/// RFC 9111 lets a shared cache store such a response, but serving one user's `Set-Cookie` to
+/// every other user is a classic leak, so the default is not to store it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetCookiePolicy {
+    /// Pass the response through to its requester and store nothing (the default).
+    #[default]
+    DoNotStore,
+    /// Store the response without its `Set-Cookie` fields: the requester whose fetch brought
+    /// it gets the cookie, later hits do not.
+    StripAndStore,
+}
+
+/// Why a response is not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotStorable {
+    /// The method is not GET or HEAD.
+    Method,
+    /// A status this cache does not store: informational, 206 (no range support), 304.
+    Status,
+    /// `no-store` in the request or the response (§3, §5.2.1.5, §5.2.2.5).
+    NoStore,
+    /// `private` in the response: a shared cache must not store it (§5.2.2.7).
+    Private,
+    /// The request carried `Authorization` and the response did not say `public`, `s-maxage`
+    /// or `must-revalidate` (§3.5).
+    Authorization,
+    /// `Set-Cookie` under [`SetCookiePolicy::DoNotStore`].
+    SetCookie,
+    /// `Vary: *` (storable by the RFC, but never reusable, §4.1), or a `Vary` this cache
+    /// cannot match: a malformed field name or more than [`MAX_VARY_FIELDS`] of them.
+    ///
+    /// [`MAX_VARY_FIELDS`]: super::MAX_VARY_FIELDS
+    VaryAll,
+    /// Neither an explicit lifetime, `public`, nor a status cacheable by default (§3).
+    NoFreshnessInformation,
+    /// A `Cache-Control` past the parser's limits: its unread part might have said `no-store`.
+    UnreadableCacheControl,
+}
+
+impl fmt::Display for NotStorable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotStorable::Method => "the method is not GET or HEAD",
+            NotStorable::Status => "the status code is not stored",
+            NotStorable::NoStore => "no-store",
+            NotStorable::Private => "private",
+            NotStorable::Authorization => {
+                "an authorized request without public, s-maxage or must-revalidate"
+            }
+            NotStorable::SetCookie => "Set-Cookie",
+            NotStorable::VaryAll => "Vary: * or an unusable Vary",
+            NotStorable::NoFreshnessInformation => {
+                "no explicit lifetime, public, or default-cacheable status"
+            }
+            NotStorable::UnreadableCacheControl => "Cache-Control beyond the parser's limits",
+        })
+    }
+}
+
+/// The request half of an exchange, as storability sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request's header fields.
+    pub headers: &'a HeaderMap,
+    /// The request's parsed `Cache-Control`.
+    pub cache_control: &'a CacheControl,
+}
+
+/// The response half of an exchange, as storability sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseFacts<'a> {
+    /// The response status.
+    pub status: StatusCode,
+    /// The response's header fields.
+    pub headers: &'a HeaderMap,
+    /// The response's parsed `Cache-Control`.
+    pub cache_control: &'a CacheControl,
+}
+
+/// Checks RFC 9111 §3 for a shared cache, plus this cache's own choices (`Set-Cookie`,
+/// `Vary: *`, unreadable `Cache-Control`).
+///
+/// ```
+/// use http::{HeaderMap, Method, StatusCode};
+/// use infra_edgecache::http::{
+///     storability, CacheControl, NotStorable, RequestFacts, ResponseFacts, SetCookiePolicy,
+/// };
+///
+/// let none = HeaderMap::new();
+/// let request = RequestFacts { method: &Method::GET, headers: &none, cache_control: &CacheControl::default() };
+/// let mut headers = HeaderMap::new();
+/// headers.insert("cache-control", "private, max-age=60".parse()?);
+/// let cc = CacheControl::from_headers(&headers);
+/// let response = ResponseFacts { status: StatusCode::OK, headers: &headers, cache_control: &cc };
+/// assert_eq!(storability(request, response, SetCookiePolicy::default()), Err(NotStorable::Private));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn storability(
+    request: RequestFacts<'_>,
+    response: ResponseFacts<'_>,
+    set_cookie: SetCookiePolicy,
+) -> Result<(), NotStorable> {
+    let cc = response.cache_control;
+    if request.cache_control.exceeded_limits() || cc.exceeded_limits() {
+        return Err(NotStorable::UnreadableCacheControl);
+    }
+    if *request.method != Method::GET && *request.method != Method::HEAD {
+        return Err(NotStorable::Method);
+    }
+    let code = response.status.as_u16();
+    if !(200..=599).contains(&code) || code == 206 || code == 304 {
+        return Err(NotStorable::Status);
+    }
+    if request.cache_control.no_store() || cc.no_store() {
+        return Err(NotStorable::NoStore);
+    }
+    if cc.private() {
+        return Err(NotStorable::Private);
+    }
+    if request.headers.contains_key(AUTHORIZATION)
+        && !(cc.public() || cc.s_maxage().is_some() || cc.must_revalidate())
+    {
+        return Err(NotStorable::Authorization);
+    }
+    if set_cookie == SetCookiePolicy::DoNotStore && response.headers.contains_key(SET_COOKIE) {
+        return Err(NotStorable::SetCookie);
+    }
+    if vary_is_all(response.headers) {
+        return Err(NotStorable::VaryAll);
+    }
+    let explicit =
+        response.headers.contains_key(EXPIRES) || cc.max_age().is_some() || cc.s_maxage().is_some();
+    if explicit || cc.public() || is_heuristically_cacheable(response.status) {
+        Ok(())
+    } else {
+        Err(NotStorable::NoFreshnessInformation)
+    }
+}
+
+/// Whether any `Vary` member is `*`.
+pub(crate) fn vary_is_all(headers: &HeaderMap) -> bool {
+    headers.get_all(VARY).iter().any(|line| {
+        line.as_bytes()
+            .split(|&b| b == b',')
+            .any(|member| member.trim_ascii() == b"*")
+    })
+}
