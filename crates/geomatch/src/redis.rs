@@ -101,7 +101,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use infra_common::sync::Mutex;
+use infra_common::redis::{Connections, Script};
 use redis::{Connection, RedisError, Value};
 
 use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2};
@@ -483,24 +483,6 @@ impl RedisOptions {
     }
 }
 
-/// A server script: its source, its SHA-1 for `EVALSHA`, and whether running it twice does
-/// no harm when the first run's answer was lost.
-struct Script {
-    source: &'static str,
-    hash: redis::Script,
-    resend: bool,
-}
-
-impl Script {
-    fn new(source: &'static str, resend: bool) -> Self {
-        Self {
-            source,
-            hash: redis::Script::new(source),
-            resend,
-        }
-    }
-}
-
 /// The driver index of [`Index`](crate::Index), shared by every process that talks to the same
 /// Redis under the same prefix.
 ///
@@ -528,8 +510,7 @@ impl Script {
 /// # Ok::<(), Error>(())
 /// ```
 pub struct RedisIndex {
-    client: redis::Client,
-    idle: Mutex<Vec<Connection>>,
+    connections: Connections,
     keys: [String; 5],
     options: RedisOptions,
     /// The staleness window in µs, as the scripts take it.
@@ -657,14 +638,13 @@ impl RedisIndex {
                 "the search radius must be a positive number of meters",
             ));
         }
-        let client = redis::Client::open(url)
+        let connections = Connections::open(url, options.timeout, options.max_idle_connections)
             .map_err(|_| Error::InvalidConfig("the Redis URL is malformed"))?;
         let prefix = &options.prefix;
         let keys =
             ["geo", "seen", "drivers", "words", "versions"].map(|name| format!("{prefix}:{name}"));
         Ok(Self {
-            client,
-            idle: Mutex::new(Vec::new()),
+            connections,
             keys,
             window_us: options.staleness.as_micros().to_string(),
             options,
@@ -1288,65 +1268,25 @@ impl RedisIndex {
         Ok(None)
     }
 
-    fn connect(&self) -> Result<Connection, RedisError> {
-        let timeout = self.options.timeout;
-        let connection = self.client.get_connection_with_timeout(timeout)?;
-        connection.set_read_timeout(Some(timeout))?;
-        connection.set_write_timeout(Some(timeout))?;
-        Ok(connection)
-    }
-
     /// Runs `script` on the index's keys with `args`: one round trip, two after a
-    /// `NOSCRIPT` (a restarted server, or `SCRIPT FLUSH`).
+    /// `NOSCRIPT` (a restarted server, or `SCRIPT FLUSH`); resent after a dead pooled
+    /// connection only if the script is harmless to run twice.
     fn run(&self, script: &Script, args: &[&str]) -> Result<Value, Error> {
-        self.on_connection(script.resend, |connection| {
-            let build = |command: &str, body: &str| {
-                let mut cmd = redis::cmd(command);
-                cmd.arg(body).arg(self.keys.len()).arg(&self.keys).arg(args);
-                cmd
-            };
-            match build("EVALSHA", script.hash.get_hash()).query(connection) {
-                Err(error) if error.code() == Some("NOSCRIPT") => {
-                    build("EVAL", script.source).query(connection)
-                }
-                other => other,
-            }
-        })
+        self.connections
+            .script(script, &self.keys, args)
+            .map_err(|e| backend(&e))
     }
 
-    /// Runs `request` on a pooled connection. If that connection turns out dead (closed while
-    /// idle, as by a server restart), the other idle ones are dropped too, and `request` is
-    /// sent once more on a fresh connection if `resend` says that is harmless.
+    /// Runs `request` on a pooled connection, sent again after a dead pooled connection if
+    /// `resend` says that is harmless.
     fn on_connection<T>(
         &self,
         resend: bool,
-        mut request: impl FnMut(&mut Connection) -> Result<T, RedisError>,
+        request: impl FnMut(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, Error> {
-        let pooled = self.idle.lock().pop();
-        let (mut connection, reused) = match pooled {
-            Some(connection) => (connection, true),
-            None => (self.connect().map_err(|e| backend(&e))?, false),
-        };
-        let mut result = request(&mut connection);
-        if reused
-            && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error() && !e.is_timeout())
-        {
-            // The server may have run the request before the connection failed: only a
-            // request that is harmless twice is sent again.
-            self.idle.lock().clear();
-            if resend {
-                connection = self.connect().map_err(|e| backend(&e))?;
-                result = request(&mut connection);
-            }
-        }
-        // A failed connection (a timed-out one above all: its answer may still arrive) is
-        // dropped, so no later call reads a stale answer.
-        let value = result.map_err(|e| backend(&e))?;
-        let mut idle = self.idle.lock();
-        if idle.len() < self.options.max_idle_connections {
-            idle.push(connection);
-        }
-        Ok(value)
+        self.connections
+            .run(resend, request)
+            .map_err(|e| backend(&e))
     }
 }
 
