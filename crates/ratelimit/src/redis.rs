@@ -34,10 +34,11 @@ use std::fmt;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
+use infra_common::redis::{Connections, Script};
 use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::{Clock, SystemClock};
-use redis::{Connection, RedisError};
+use redis::RedisError;
 
 use crate::store::Shards;
 use crate::{Decision, Error, Quota};
@@ -219,16 +220,13 @@ pub struct RedisStats {
 /// # Ok::<(), infra_ratelimit::Error>(())
 /// ```
 pub struct RedisRateLimiter<C: Clock = SystemClock> {
-    client: redis::Client,
-    idle: Mutex<Vec<Connection>>,
-    script: redis::Script,
-    source: &'static str,
+    connections: Connections,
+    script: Script,
     quota: Mutex<Quota>,
     options: RedisOptions,
     /// Key → local clock reading until which one cell is certainly denied.
     denied_until: Shards<String, u64>,
     denied_len: AtomicUsize,
-    round_trips: AtomicU64,
     cache_hits: AtomicU64,
     failures: AtomicU64,
     clock: C,
@@ -281,10 +279,6 @@ fn unavailable(error: &RedisError) -> Error {
     }
 }
 
-fn is_noscript(error: &RedisError) -> bool {
-    error.code() == Some("NOSCRIPT")
-}
-
 impl RedisRateLimiter {
     /// A limiter on the system clock talking to `url` (`redis://host:port/db`).
     ///
@@ -312,21 +306,22 @@ impl<C: Clock> RedisRateLimiter<C> {
         clock: C,
     ) -> Result<Self, Error> {
         script_args(options.algorithm, &quota)?;
-        let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
+        let connections = Connections::open(url, options.timeout, options.max_idle_connections)
+            .map_err(|e| unavailable(&e))?;
         let source = match options.algorithm {
             RemoteAlgorithm::Gcra => GCRA_SCRIPT,
             RemoteAlgorithm::SlidingWindowLog => LOG_SCRIPT,
         };
         Ok(Self {
-            client,
-            idle: Mutex::new(Vec::new()),
-            script: redis::Script::new(source),
-            source,
+            connections,
+            // Sent again after a dead pooled connection: in the usual case (a restarted server
+            // closed it while idle) the first send never arrived; if it did, the request is
+            // counted twice, which errs toward denying, never toward admitting too much.
+            script: Script::new(source, true),
             quota: Mutex::new(quota),
             options,
             denied_until: Shards::new(),
             denied_len: AtomicUsize::new(0),
-            round_trips: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             clock,
@@ -382,7 +377,7 @@ impl<C: Clock> RedisRateLimiter<C> {
     /// What the limiter did so far.
     pub fn stats(&self) -> RedisStats {
         RedisStats {
-            round_trips: self.round_trips.load(Ordering::Relaxed),
+            round_trips: self.script.commands_sent(),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
         }
@@ -493,69 +488,21 @@ impl<C: Clock> RedisRateLimiter<C> {
         }
     }
 
-    fn connect(&self) -> Result<Connection, RedisError> {
-        let timeout = self.options.timeout;
-        let connection = self.client.get_connection_with_timeout(timeout)?;
-        connection.set_read_timeout(Some(timeout))?;
-        connection.set_write_timeout(Some(timeout))?;
-        Ok(connection)
-    }
-
+    /// One check of `n` cells: one round trip, two after a `NOSCRIPT`.
     fn run_script(&self, key: &str, args: ScriptArgs, n: u32) -> Result<Vec<i64>, RedisError> {
-        let pooled = self.idle.lock().pop();
-        let (mut connection, reused) = match pooled {
-            Some(connection) => (connection, true),
-            None => (self.connect()?, false),
-        };
-        let mut result = self.call(&mut connection, key, args, n);
-        if reused
-            && matches!(&result, Err(e) if e.is_connection_dropped() || e.is_io_error() && !e.is_timeout())
-        {
-            // The pooled connection died while idle (a server restart): one fresh try. The
-            // command was never delivered, so it cannot have been counted.
-            connection = self.connect()?;
-            result = self.call(&mut connection, key, args, n);
-        }
-        match result {
-            Ok(reply) => {
-                let mut idle = self.idle.lock();
-                if idle.len() < self.options.max_idle_connections {
-                    idle.push(connection);
-                }
-                Ok(reply)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    fn call(
-        &self,
-        connection: &mut Connection,
-        key: &str,
-        args: ScriptArgs,
-        n: u32,
-    ) -> Result<Vec<i64>, RedisError> {
         let prefix = &self.options.prefix;
         let state_key = format!("{prefix}:{{{key}}}");
-        let build = |command: &str, script: &str| {
-            let mut cmd = redis::cmd(command);
-            cmd.arg(script);
-            match self.options.algorithm {
-                RemoteAlgorithm::Gcra => cmd.arg(1).arg(&state_key),
-                RemoteAlgorithm::SlidingWindowLog => {
-                    cmd.arg(2).arg(&state_key).arg(format!("{state_key}:seq"))
-                }
-            };
-            cmd.arg(args.first).arg(args.second).arg(n);
-            cmd
-        };
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match build("EVALSHA", self.script.get_hash()).query(connection) {
-            Err(error) if is_noscript(&error) => {
-                self.round_trips.fetch_add(1, Ordering::Relaxed);
-                build("EVAL", self.source).query(connection)
+        let script_args = (args.first, args.second, n);
+        match self.options.algorithm {
+            RemoteAlgorithm::Gcra => {
+                self.connections
+                    .script(&self.script, &[&state_key], script_args)
             }
-            other => other,
+            RemoteAlgorithm::SlidingWindowLog => self.connections.script(
+                &self.script,
+                &[state_key.clone(), format!("{state_key}:seq")],
+                script_args,
+            ),
         }
     }
 }
