@@ -103,6 +103,9 @@ impl VaryKey {
                 if member.is_empty() {
                     continue;
                 }
+                if member == b"*" {
+                    return None;
+                }
                 let name = HeaderName::from_bytes(member).ok()?;
                 if fields.iter().any(|(known, _)| *known == name) {
                     continue;

@@ -1,0 +1,257 @@
+//! Table-driven checks of storability (RFC 9111 §3) and freshness (RFC 9111 §4.2, §5.2;
+//! RFC 5861), one row per rule, each citing its section.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use infra_edgecache::http::{
+    CacheControl, Decision, Exchange, Freshness, Heuristic, NotStorable, RequestFacts,
+    ResponseFacts, SetCookiePolicy, VaryKey, storability,
+};
+
+/// 2024-01-01T00:00:00Z, when every row's response arrives.
+const T0: u64 = 1_704_067_200;
+
+fn http_date(offset_from_t0: i64) -> String {
+    let seconds = T0.checked_add_signed(offset_from_t0).unwrap();
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+struct Row {
+    section: &'static str,
+    method: Method,
+    request: Vec<(&'static str, String)>,
+    status: u16,
+    response: Vec<(&'static str, String)>,
+    /// Seconds the response has been stored when the request arrives.
+    resident: u64,
+    storable: Result<(), NotStorable>,
+    decision: Decision,
+}
+
+fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+fn row(
+    section: &'static str,
+    response: &[(&'static str, &str)],
+    resident: u64,
+    storable: Result<(), NotStorable>,
+    decision: Decision,
+) -> Row {
+    Row {
+        section,
+        method: Method::GET,
+        request: Vec::new(),
+        status: 200,
+        response: response.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(),
+        resident,
+        storable,
+        decision,
+    }
+}
+
+fn with_request(mut row: Row, request: &[(&'static str, &str)]) -> Row {
+    row.request = request.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+    row
+}
+
+fn with_status(mut row: Row, status: u16) -> Row {
+    row.status = status;
+    row
+}
+
+fn with_method(mut row: Row, method: Method) -> Row {
+    row.method = method;
+    row
+}
+
+const FRESH: Decision = Decision::Fresh;
+const REVALIDATE: Decision = Decision::Revalidate {
+    stale_if_error: false,
+};
+const REVALIDATE_OR_STALE_ON_ERROR: Decision = Decision::Revalidate {
+    stale_if_error: true,
+};
+
+fn rows() -> Vec<Row> {
+    let cc = "cache-control";
+    let mut rows = vec![
+        row("9111 §5.2.2.1 max-age: fresh while age < lifetime", &[(cc, "max-age=60")], 59, Ok(()), FRESH),
+        row("9111 §4.2 fresh means lifetime > age: stale at equality", &[(cc, "max-age=60")], 60, Ok(()), REVALIDATE),
+        row("9111 §5.2.2.10 s-maxage overrides max-age in a shared cache", &[(cc, "max-age=100, s-maxage=10")], 50, Ok(()), REVALIDATE),
+        row("9111 §4.2.1 max-age overrides Expires", &[(cc, "max-age=10"), ("expires", &http_date(1000))], 20, Ok(()), REVALIDATE),
+        row("9111 §1.2.2 a huge delta-seconds saturates, still fresh", &[(cc, "max-age=999999999999999")], 1_000_000_000, Ok(()), FRESH),
+        row("9111 §4.2.1 an invalid max-age makes the response stale", &[(cc, "max-age=ten")], 0, Ok(()), REVALIDATE),
+        row("9111 §4.2.1 disagreeing duplicate max-age: stale", &[(cc, "max-age=60, max-age=70")], 0, Ok(()), REVALIDATE),
+        row("9111 §5.2.2.4 response no-cache: always revalidate", &[(cc, "max-age=60, no-cache")], 0, Ok(()), REVALIDATE),
+        row("9111 §5.2.2.5 response no-store", &[(cc, "max-age=60, no-store")], 0, Err(NotStorable::NoStore), FRESH),
+        row("9111 §5.2.2.7 private is not stored by a shared cache", &[(cc, "private, max-age=60")], 0, Err(NotStorable::Private), FRESH),
+        row("9111 §3 200 without freshness information: storable (default cacheable), lifetime 0", &[], 0, Ok(()), REVALIDATE),
+        row("9111 §5.2.2.2 must-revalidate forbids stale-if-error", &[(cc, "max-age=10, must-revalidate, stale-if-error=100")], 20, Ok(()), REVALIDATE),
+        row("9111 §5.2.2.8 proxy-revalidate forbids stale serving in a shared cache", &[(cc, "max-age=10, proxy-revalidate, stale-while-revalidate=100")], 20, Ok(()), REVALIDATE),
+        row("9111 §5.2.2.10 s-maxage implies proxy-revalidate", &[(cc, "s-maxage=10, stale-while-revalidate=100")], 20, Ok(()), REVALIDATE),
+        row("5861 §3 within stale-while-revalidate", &[(cc, "max-age=10, stale-while-revalidate=30")], 35, Ok(()), Decision::StaleWhileRevalidate),
+        row("5861 §3 past stale-while-revalidate", &[(cc, "max-age=10, stale-while-revalidate=30")], 41, Ok(()), REVALIDATE),
+        row("5861 §4 within stale-if-error", &[(cc, "max-age=10, stale-if-error=60")], 50, Ok(()), REVALIDATE_OR_STALE_ON_ERROR),
+        row("5861 §4 past stale-if-error", &[(cc, "max-age=10, stale-if-error=60")], 71, Ok(()), REVALIDATE),
+        row("9111 §4.2.2 heuristic: 10 % of the time since Last-Modified", &[("date", &http_date(0)), ("last-modified", &http_date(-1000))], 99, Ok(()), FRESH),
+        row("9111 §4.2.2 heuristic lifetime ends", &[("date", &http_date(0)), ("last-modified", &http_date(-1000))], 100, Ok(()), REVALIDATE),
+        row("9111 §4.2.2 heuristic capped at a day", &[("last-modified", &http_date(-100 * 86_400))], 86_400, Ok(()), REVALIDATE),
+        row("9111 §4.2.2 heuristic below the cap", &[("last-modified", &http_date(-100 * 86_400))], 86_399, Ok(()), FRESH),
+        row("9111 §4.2.1 Expires minus Date", &[("date", &http_date(0)), ("expires", &http_date(100))], 99, Ok(()), FRESH),
+        row("9111 §4.2.1 Expires reached", &[("date", &http_date(0)), ("expires", &http_date(100))], 100, Ok(()), REVALIDATE),
+        row("9111 §5.3 Expires: 0 is already expired", &[("expires", "0")], 0, Ok(()), REVALIDATE),
+        row("9111 §4.2.3 Age counts toward the current age", &[(cc, "max-age=60"), ("age", "50")], 9, Ok(()), FRESH),
+        row("9111 §4.2.3 Age plus resident time past the lifetime", &[(cc, "max-age=60"), ("age", "50")], 11, Ok(()), REVALIDATE),
+        row("9111 §4.2.3 apparent age from an old Date", &[(cc, "max-age=60"), ("date", &http_date(-30))], 31, Ok(()), REVALIDATE),
+        row("9111 §4.2.3 apparent age from an old Date, still fresh", &[(cc, "max-age=60"), ("date", &http_date(-30))], 29, Ok(()), FRESH),
+        row("9111 §3 Set-Cookie: this cache's policy is not to store", &[(cc, "max-age=60"), ("set-cookie", "a=b")], 0, Err(NotStorable::SetCookie), FRESH),
+        row("9111 §4.1 Vary: * never matches: not stored", &[(cc, "max-age=60"), ("vary", "accept, *")], 0, Err(NotStorable::VaryAll), FRESH),
+    ];
+    rows.extend([
+        with_request(row("9111 §5.2.1.5 request no-store", &[(cc, "max-age=60")], 0, Err(NotStorable::NoStore), FRESH), &[(cc, "no-store")]),
+        with_request(row("9111 §3.5 Authorization without public/s-maxage/must-revalidate", &[(cc, "max-age=60")], 0, Err(NotStorable::Authorization), FRESH), &[("authorization", "Bearer x")]),
+        with_request(row("9111 §3.5 Authorization with public", &[(cc, "public, max-age=60")], 0, Ok(()), FRESH), &[("authorization", "Bearer x")]),
+        with_request(row("9111 §3.5 Authorization with s-maxage", &[(cc, "s-maxage=60")], 0, Ok(()), FRESH), &[("authorization", "Bearer x")]),
+        with_request(row("9111 §3.5 Authorization with must-revalidate", &[(cc, "must-revalidate, max-age=60")], 0, Ok(()), FRESH), &[("authorization", "Bearer x")]),
+        with_request(row("9111 §5.2.1.4 request no-cache", &[(cc, "max-age=60")], 0, Ok(()), REVALIDATE), &[(cc, "no-cache")]),
+        with_request(row("9111 §5.2.1.1 request max-age below the age", &[(cc, "max-age=60")], 10, Ok(()), REVALIDATE), &[(cc, "max-age=5")]),
+        with_request(row("9111 §5.2.1.3 min-fresh not met", &[(cc, "max-age=60")], 40, Ok(()), REVALIDATE), &[(cc, "min-fresh=30")]),
+        with_request(row("9111 §5.2.1.3 min-fresh met", &[(cc, "max-age=60")], 20, Ok(()), FRESH), &[(cc, "min-fresh=30")]),
+        with_request(row("9111 §5.2.1.2 max-stale=20 covers 15 s stale", &[(cc, "max-age=10")], 25, Ok(()), Decision::StaleAccepted), &[(cc, "max-stale=20")]),
+        with_request(row("9111 §5.2.1.2 max-stale=20 does not cover 21 s", &[(cc, "max-age=10")], 31, Ok(()), REVALIDATE), &[(cc, "max-stale=20")]),
+        with_request(row("9111 §5.2.1.2 max-stale without a value: any staleness", &[(cc, "max-age=10")], 10_000, Ok(()), Decision::StaleAccepted), &[(cc, "max-stale")]),
+        with_request(row("9111 §5.2.2.2 must-revalidate overrides max-stale", &[(cc, "max-age=10, must-revalidate")], 20, Ok(()), REVALIDATE), &[(cc, "max-stale")]),
+        with_request(row("5861 §4 stale-if-error in the request", &[(cc, "max-age=10")], 50, Ok(()), REVALIDATE_OR_STALE_ON_ERROR), &[(cc, "stale-if-error=100")]),
+        with_status(row("9111 §3 206 is not stored (no range support)", &[(cc, "max-age=60")], 0, Err(NotStorable::Status), FRESH), 206),
+        with_status(row("9111 §3 a 500 with an explicit lifetime is storable", &[(cc, "max-age=10")], 0, Ok(()), FRESH), 500),
+        with_status(row("9111 §3 a 500 without one is not", &[], 0, Err(NotStorable::NoFreshnessInformation), REVALIDATE), 500),
+        with_status(row("9111 §4.2.2 no heuristic for a 302", &[("last-modified", &http_date(-1000))], 0, Err(NotStorable::NoFreshnessInformation), REVALIDATE), 302),
+        with_status(row("9111 §4.2.2 public makes a 302 heuristically cacheable", &[(cc, "public"), ("last-modified", &http_date(-1000))], 50, Ok(()), FRESH), 302),
+        with_status(row("9110 §15.1 404 is cacheable by default", &[(cc, "max-age=60")], 0, Ok(()), FRESH), 404),
+        with_method(row("9111 §3 POST is not stored", &[(cc, "max-age=60")], 0, Err(NotStorable::Method), FRESH), Method::POST),
+    ]);
+    rows
+}
+
+#[test]
+fn storability_and_freshness_follow_the_rfcs() {
+    let arrival = UNIX_EPOCH + Duration::from_secs(T0);
+    let exchange = Exchange {
+        request_time: arrival,
+        response_time: arrival,
+    };
+    let mut failures = Vec::new();
+    for row in rows() {
+        let request = headers(&row.request);
+        let response = headers(&row.response);
+        let request_cc = CacheControl::from_headers(&request);
+        let response_cc = CacheControl::from_headers(&response);
+        let status = StatusCode::from_u16(row.status).unwrap();
+        let storable = storability(
+            RequestFacts {
+                method: &row.method,
+                headers: &request,
+                cache_control: &request_cc,
+            },
+            ResponseFacts {
+                status,
+                headers: &response,
+                cache_control: &response_cc,
+            },
+            SetCookiePolicy::default(),
+        );
+        if storable != row.storable {
+            failures.push(format!(
+                "{}: storable {storable:?}, expected {:?}",
+                row.section, row.storable
+            ));
+        }
+        if row.storable.is_ok() {
+            let freshness = Freshness::of_response(
+                status,
+                &response,
+                &response_cc,
+                exchange,
+                Heuristic::default(),
+            );
+            let age = freshness.initial_age() + Duration::from_secs(row.resident);
+            let decision = freshness.decide(age, &request_cc);
+            if decision != row.decision {
+                failures.push(format!(
+                    "{}: {decision:?}, expected {:?}",
+                    row.section, row.decision
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn set_cookie_can_be_stripped_instead() {
+    let response = headers(&[
+        ("cache-control", "max-age=60".to_owned()),
+        ("set-cookie", "a=b".to_owned()),
+    ]);
+    let cc = CacheControl::from_headers(&response);
+    let none = HeaderMap::new();
+    let request = RequestFacts {
+        method: &Method::GET,
+        headers: &none,
+        cache_control: &CacheControl::default(),
+    };
+    let facts = ResponseFacts {
+        status: StatusCode::OK,
+        headers: &response,
+        cache_control: &cc,
+    };
+    assert_eq!(
+        storability(request, facts, SetCookiePolicy::StripAndStore),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_round_trip_counts_toward_the_initial_age() {
+    // §4.2.3: corrected_age_value = age_value + response_delay.
+    let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
+    let exchange = Exchange {
+        request_time: sent,
+        response_time: sent + Duration::from_secs(3),
+    };
+    let response = headers(&[
+        ("cache-control", "max-age=60".to_owned()),
+        ("age", "10".to_owned()),
+    ]);
+    let cc = CacheControl::from_headers(&response);
+    let freshness =
+        Freshness::of_response(StatusCode::OK, &response, &cc, exchange, Heuristic::default());
+    assert_eq!(freshness.initial_age(), Duration::from_secs(13));
+}
+
+#[test]
+fn vary_selects_by_the_named_request_fields() {
+    // §4.1: absent matches only absent; whitespace between list members is not significant;
+    // names are case-insensitive.
+    let response = headers(&[("vary", "Accept-Encoding, accept-language".to_owned())]);
+    let first = headers(&[("accept-encoding", "gzip, br".to_owned())]);
+    let key = VaryKey::new(&response, &first).unwrap();
+    assert!(key.matches(&headers(&[("accept-encoding", "gzip,br".to_owned())])));
+    assert!(!key.matches(&headers(&[
+        ("accept-encoding", "gzip, br".to_owned()),
+        ("accept-language", "en".to_owned())
+    ])));
+    assert!(!key.matches(&headers(&[("accept-encoding", "br, gzip".to_owned())])));
+    let star = headers(&[("vary", "*".to_owned())]);
+    assert!(VaryKey::new(&star, &first).is_none());
+}
