@@ -1,0 +1,330 @@
+//! Request coalescing through `HttpCache`: one origin fetch per key, waiters released on
+//! failure or timeout, stale-if-error and stale-while-revalidate under concurrency. Time is
+//! tokio's paused clock (timeouts) and a `ManualClock` (freshness); nothing sleeps for real.
+#![cfg(feature = "tokio")]
+
+mod http_support;
+
+use std::time::Duration;
+
+use http_support::{Reply, TestOrigin, get, response, status};
+use infra_common::ManualClock;
+use infra_edgecache::http::{CacheStatus, Error, HttpCache};
+use tokio::task::JoinSet;
+
+fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
+    HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .fetch_timeout(Duration::from_secs(5))
+        .build()
+}
+
+fn cache_status(response: &http::Response<bytes::Bytes>) -> CacheStatus {
+    *response.extensions().get::<CacheStatus>().unwrap()
+}
+
+/// Lets every spawned task run until it waits on something the test controls.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn spawn_many(
+    cache: &HttpCache<TestOrigin>,
+    url: &'static str,
+    count: usize,
+) -> JoinSet<Result<http::Response<bytes::Bytes>, Error>> {
+    let mut tasks = JoinSet::new();
+    for _ in 0..count {
+        let cache = cache.clone();
+        tasks.spawn(async move { cache.serve(get(url, &[])).await });
+    }
+    tasks
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_concurrent_misses_make_one_origin_call() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "v1")));
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+
+    let mut tasks = spawn_many(&cache, "http://example.com/cold", 100);
+    settle().await;
+    assert_eq!(cache.origin().calls(), 1, "one fetch while all 100 wait");
+    cache.origin().set_open(true);
+
+    let mut statuses = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let response = result.unwrap().unwrap();
+        assert_eq!(response.body(), "v1");
+        statuses.push(cache_status(&response));
+    }
+    assert_eq!(statuses.len(), 100);
+    assert!(statuses.iter().all(|s| *s == CacheStatus::Miss));
+    assert_eq!(cache.origin().calls(), 1);
+    assert_eq!(cache.stats().coalesced_waits, 99);
+
+    let after = cache
+        .serve(get("http://example.com/cold", &[]))
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&after), CacheStatus::Hit);
+    assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_fetch_releases_waiters_with_stale_if_error() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=10, stale-if-error=600")],
+            "old",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    cache
+        .serve(get("http://example.com/sie", &[]))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(20));
+
+    cache.origin().set_script(|_| Reply::Fail);
+    cache.origin().set_open(false);
+    let mut tasks = spawn_many(&cache, "http://example.com/sie", 50);
+    settle().await;
+    assert_eq!(
+        cache.origin().calls(),
+        2,
+        "one revalidation for 50 requests"
+    );
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        let response = result.unwrap().unwrap();
+        assert_eq!(response.body(), "old");
+        assert_eq!(cache_status(&response), CacheStatus::Stale);
+        assert_eq!(response.headers()["age"], "20");
+    }
+    assert_eq!(cache.origin().calls(), 2);
+    assert_eq!(cache.stats().stale_served, 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_fetch_without_stale_content_releases_waiters_with_the_error() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| Reply::Fail);
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = spawn_many(&cache, "http://example.com/down", 30);
+    settle().await;
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        assert!(matches!(result.unwrap(), Err(Error::Origin(_))));
+    }
+    assert_eq!(cache.origin().calls(), 1);
+
+    // The failed flight is gone: the next request tries the origin again.
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "up")));
+    let response = cache
+        .serve(get("http://example.com/down", &[]))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), "up");
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_origin_releases_waiters_at_the_timeout() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| Reply::Hang);
+    let cache = cache(origin, &clock);
+    let started = tokio::time::Instant::now();
+    let mut tasks = spawn_many(&cache, "http://example.com/hang", 20);
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(
+            result.unwrap().unwrap_err(),
+            Error::Timeout(Duration::from_secs(5))
+        );
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(5),
+        "released at the timeout, not later"
+    );
+    assert_eq!(cache.origin().calls(), 1);
+
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "back")));
+    let response = cache
+        .serve(get("http://example.com/hang", &[]))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), "back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_revalidation_serves_stale_at_the_timeout() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=1, stale-if-error=60")],
+            "kept",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    cache
+        .serve(get("http://example.com/slow", &[]))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    cache.origin().set_script(|_| Reply::Hang);
+    let mut tasks = spawn_many(&cache, "http://example.com/slow", 10);
+    while let Some(result) = tasks.join_next().await {
+        let response = result.unwrap().unwrap();
+        assert_eq!(
+            (response.body().as_ref(), cache_status(&response)),
+            (&b"kept"[..], CacheStatus::Stale)
+        );
+    }
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_error_counts_as_an_error_for_stale_if_error() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=1, stale-if-error=60")],
+            "good",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    cache
+        .serve(get("http://example.com/5xx", &[]))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(503, &[], "busy")));
+    let response = cache
+        .serve(get("http://example.com/5xx", &[]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body(), "good");
+    // Past the stale-if-error window the error goes through.
+    clock.advance(Duration::from_secs(60));
+    let response = cache
+        .serve(get("http://example.com/5xx", &[]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=10, stale-while-revalidate=60")],
+            "v1",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    cache
+        .serve(get("http://example.com/swr", &[]))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(20));
+
+    cache.origin().set_script(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=10, stale-while-revalidate=60")],
+            "v2",
+        ))
+    });
+    cache.origin().set_open(false);
+    let mut tasks = spawn_many(&cache, "http://example.com/swr", 25);
+    while let Some(result) = tasks.join_next().await {
+        let response = result.unwrap().unwrap();
+        assert_eq!(
+            (response.body().as_ref(), cache_status(&response)),
+            (&b"v1"[..], CacheStatus::Stale)
+        );
+    }
+    settle().await;
+    assert_eq!(cache.origin().calls(), 2, "exactly one background refresh");
+    cache.origin().set_open(true);
+    settle().await;
+    let response = cache
+        .serve(get("http://example.com/swr", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.body().as_ref(), cache_status(&response)),
+        (&b"v2"[..], CacheStatus::Hit)
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_fetch_releases_waiters_as_abandoned() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| Reply::Panic);
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = spawn_many(&cache, "http://example.com/panic", 10);
+    settle().await;
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.unwrap().unwrap_err(), Error::FetchAbandoned);
+    }
+    assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_whose_vary_differs_fetch_for_themselves() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let language = request
+            .headers()
+            .get("accept-language")
+            .map_or("none", |v| v.to_str().unwrap())
+            .to_owned();
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+            &language,
+        ))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for language in ["en", "en", "fr"] {
+        let cache = cache.clone();
+        tasks.spawn(async move {
+            let response = cache
+                .serve(get(
+                    "http://example.com/lang",
+                    &[("accept-language", language)],
+                ))
+                .await
+                .unwrap();
+            (language, response.into_body())
+        });
+    }
+    settle().await;
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        let (language, body) = result.unwrap();
+        assert_eq!(body, language, "every request gets its own language");
+    }
+    // One coalesced fetch (answered in whichever language the leader asked for) plus one
+    // fetch by the waiter it did not fit.
+    assert_eq!(cache.origin().calls(), 2);
+}
