@@ -14,10 +14,6 @@ use crate::Error;
 
 /// The durable point of a log and the leader/follower hand-off that advances it.
 #[derive(Debug)]
-#[cfg_attr(
-    not(infra_loom),
-    allow(unreachable_pub, reason = "public only for the loom models")
-)]
 pub struct GroupCommit {
     state: Mutex<State>,
     advanced: Condvar,
@@ -33,10 +29,6 @@ struct State {
     failed: bool,
 }
 
-#[cfg_attr(
-    not(infra_loom),
-    allow(unreachable_pub, reason = "public only for the loom models")
-)]
 impl GroupCommit {
     /// A hand-off whose durable point starts at `durable`.
     pub fn new(durable: u64) -> Self {

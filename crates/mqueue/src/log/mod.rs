@@ -56,6 +56,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use infra_common::sync::{Arc, Mutex};
 use infra_common::{Clock, SystemClock};
 
+// Public for the loom models in tests/loom.rs, which check the hand-off itself; not an API.
+#[doc(hidden)]
 pub use commit::GroupCommit;
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
 
