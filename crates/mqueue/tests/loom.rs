@@ -75,3 +75,95 @@ mod group_commit {
         appenders(3);
     }
 }
+
+mod lease {
+    //! The work queue's lease state machine under racing consumers: settle calls are checked
+    //! against the current attempt and state under the queue's lock, and a blocked receiver
+    //! is never left asleep beside an available message.
+    //!
+    //! Guards, one per model: the attempt compare of a settle call (`Slot::state_is_leased_by`
+    //! compares the attempt), the leased-state check of the same call (a nacked attempt no
+    //! longer holds the message), and the availability re-check under the lock before a
+    //! receiver sleeps (`WorkQueue::receive_timeout`).
+
+    use std::time::Duration;
+
+    use infra_common::ManualClock;
+    use infra_common::sync::{Arc, model, thread};
+    use infra_mqueue::Error;
+    use infra_mqueue::queue::{QueueOptions, WorkQueue};
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn queue(clock: &ManualClock) -> Arc<WorkQueue> {
+        let options = QueueOptions::default().visibility_timeout(LEASE);
+        Arc::new(WorkQueue::in_memory_with_clock(options, clock.clone()).unwrap())
+    }
+
+    /// A late ack of attempt 1 races the redelivery of its expired lease: exactly one wins.
+    /// Either the ack lands first (and the receive finds nothing) or attempt 2 is delivered
+    /// (and the ack is refused as `Redelivered`), never both.
+    #[test]
+    fn a_late_ack_and_a_redelivery_never_both_succeed() {
+        model(|| {
+            let clock = ManualClock::new();
+            let queue = queue(&clock);
+            queue.send("job").unwrap();
+            let first = queue.try_receive().unwrap().unwrap();
+            clock.advance(LEASE);
+            let late = {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || queue.ack(&first))
+            };
+            let redelivered = queue.try_receive().unwrap();
+            let acked = late.join().unwrap();
+            match (&acked, &redelivered) {
+                (Ok(()), None) => {}
+                (Err(Error::Redelivered { current: 2, .. }), Some(second)) => {
+                    assert_eq!(second.attempt(), 2);
+                }
+                other => panic!("the late ack and the redelivery disagree: {other:?}"),
+            }
+        });
+    }
+
+    /// An ack and a nack of the same attempt race: exactly one settles it.
+    #[test]
+    fn an_ack_and_a_nack_of_one_attempt_never_both_succeed() {
+        model(|| {
+            let clock = ManualClock::new();
+            let queue = queue(&clock);
+            queue.send("job").unwrap();
+            let delivery = queue.try_receive().unwrap().unwrap();
+            let receipt = delivery.receipt();
+            let nack = {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || queue.nack(receipt, Duration::ZERO))
+            };
+            let acked = queue.ack(receipt);
+            let nacked = nack.join().unwrap();
+            assert!(
+                acked.is_ok() != nacked.is_ok(),
+                "ack {acked:?} and nack {nacked:?} of one attempt"
+            );
+            let stats = queue.stats();
+            assert_eq!(stats.unsettled, usize::from(nacked.is_ok()));
+        });
+    }
+
+    /// A receiver blocks on an empty queue while a producer sends: it always wakes with the
+    /// message (a lost wake-up would leave it asleep, which loom reports as a deadlock).
+    #[test]
+    fn a_blocked_receiver_always_wakes_for_a_send() {
+        model(|| {
+            let clock = ManualClock::new();
+            let queue = queue(&clock);
+            let consumer = {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || queue.receive().unwrap().offset())
+            };
+            queue.send("wake").unwrap();
+            assert_eq!(consumer.join().unwrap(), 0);
+        });
+    }
+}
