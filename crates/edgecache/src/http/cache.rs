@@ -94,7 +94,15 @@ struct Variants {
 }
 
 /// What a flight ends with: the response (stored or not), or why there is none.
-type FetchResult = Result<Arc<Stored>, Error>;
+type FetchResult = Result<Fetch, Error>;
+
+/// A flight's response, and the `Set-Cookie` fields stripped from its stored form, which only
+/// the request that caused the fetch receives.
+#[derive(Clone, Debug)]
+struct Fetch {
+    stored: Arc<Stored>,
+    cookies: Vec<HeaderValue>,
+}
 
 /// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
 /// revalidations of different variants do not wait on each other.
@@ -414,7 +422,10 @@ impl<O: Origin> HttpCache<O> {
                 if let Some(found) = inner.lookup(&key, &parts.headers, &request_cc)
                     && found.decision == Decision::Fresh
                 {
-                    leader.complete(Ok(Arc::clone(&found.stored)));
+                    leader.complete(Ok(Fetch {
+                        stored: Arc::clone(&found.stored),
+                        cookies: Vec::new(),
+                    }));
                     return Ok(respond(
                         &found.stored,
                         &parts.headers,
@@ -457,7 +468,9 @@ impl<O: Origin> HttpCache<O> {
             )
         });
         match outcome {
-            Ok(fetched) if stale_if_error && is_error_status(fetched.status) => {
+            Ok(Fetch {
+                stored: fetched, ..
+            }) if stale_if_error && is_error_status(fetched.status) => {
                 inner.store.record_stale_served();
                 let stale = candidate.map(|c| c.stored).unwrap_or(fetched);
                 Ok(respond(
@@ -467,20 +480,26 @@ impl<O: Origin> HttpCache<O> {
                     CacheStatus::Stale,
                 ))
             }
-            Ok(fetched) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
+            Ok(Fetch {
+                stored: fetched,
+                cookies,
+            }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
                 } else {
                     CacheStatus::Miss
                 };
-                Ok(respond(
-                    &fetched,
-                    &parts.headers,
-                    inner.age(&fetched),
-                    status,
-                ))
+                let mut response = respond(&fetched, &parts.headers, inner.age(&fetched), status);
+                if initiator {
+                    for cookie in cookies {
+                        response.headers_mut().append(SET_COOKIE, cookie);
+                    }
+                }
+                Ok(response)
             }
-            Ok(fetched) if initiator => Ok(respond(
+            Ok(Fetch {
+                stored: fetched, ..
+            }) if initiator => Ok(respond(
                 &fetched,
                 &parts.headers,
                 Duration::ZERO,
@@ -657,7 +676,7 @@ impl<O: Origin> Inner<O> {
         context: &FetchContext<'_>,
         response: Response<Bytes>,
         stale: Option<&Stored>,
-    ) -> Arc<Stored> {
+    ) -> Fetch {
         let (parts, body) = response.into_parts();
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) = stale
@@ -684,7 +703,7 @@ impl<O: Origin> Inner<O> {
 
     /// Builds the stored form of a response and stores it if RFC 9111 and this cache's
     /// policy allow.
-    fn keep(&self, context: &FetchContext<'_>, fetched: Fetched) -> Arc<Stored> {
+    fn keep(&self, context: &FetchContext<'_>, fetched: Fetched) -> Fetch {
         let mut headers = without_hop_by_hop(&fetched.headers);
         let response_cc = CacheControl::from_headers(&headers);
         let allowed = storability(
@@ -718,9 +737,10 @@ impl<O: Origin> Inner<O> {
             && vary.is_some()
             && tags.is_some()
             && fetched.body.len() <= self.config.max_object_bytes;
-        if storable {
+        let mut cookies = Vec::new();
+        if storable && let http::header::Entry::Occupied(entry) = headers.entry(SET_COOKIE) {
             // Only reached under `SetCookiePolicy::StripAndStore`.
-            headers.remove(SET_COOKIE);
+            cookies = entry.remove_entry_mult().1.collect();
         }
         let mut stored = Stored {
             status: fetched.status,
@@ -737,7 +757,10 @@ impl<O: Origin> Inner<O> {
         };
         let ttl = self.keep_for(&stored);
         if !storable || ttl.is_zero() {
-            return Arc::new(stored);
+            return Fetch {
+                stored: Arc::new(stored),
+                cookies,
+            };
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
@@ -765,7 +788,7 @@ impl<O: Origin> Inner<O> {
             .unwrap_or(ttl);
         self.store
             .insert_with_ttl(context.key.clone(), Arc::new(Variants { list }), ttl);
-        stored
+        Fetch { stored, cookies }
     }
 
     /// How much longer a stored response is worth keeping: until its last stale window ends,

@@ -1,0 +1,444 @@
+//! `HttpCache` end to end against a scripted origin: revalidation with 304s, Vary, purge by
+//! URL and tag, unsafe-method invalidation, the client's own conditionals, Set-Cookie.
+#![cfg(feature = "tokio")]
+
+mod http_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_support::{Reply, TestOrigin, get, response, status};
+use infra_common::ManualClock;
+use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode, SetCookiePolicy};
+
+fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
+    HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .build()
+}
+
+async fn fetch(cache: &HttpCache<TestOrigin>, url: &str) -> (CacheStatus, String) {
+    fetch_with(cache, url, &[]).await
+}
+
+async fn fetch_with(
+    cache: &HttpCache<TestOrigin>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (CacheStatus, String) {
+    let response = cache.serve(get(url, headers)).await.unwrap();
+    let status = *response.extensions().get::<CacheStatus>().unwrap();
+    (
+        status,
+        String::from_utf8(response.into_body().to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_304_freshens_the_stored_response() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=10"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+            ],
+            "body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    assert_eq!(
+        fetch(&cache, "http://a.test/r").await,
+        (CacheStatus::Miss, "body".into())
+    );
+    clock.advance(Duration::from_secs(11));
+
+    cache.origin().set_script(|request| {
+        assert_eq!(request.headers()["if-none-match"], "\"v1\"");
+        Reply::Response(status(
+            304,
+            &[
+                ("cache-control", "max-age=100"),
+                ("etag", "\"v1\""),
+                ("x-version", "2"),
+            ],
+            "",
+        ))
+    });
+    let response = cache.serve(get("http://a.test/r", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated)
+    );
+    assert_eq!(response.body(), "body", "the stored body is kept");
+    assert_eq!(
+        response.headers()["x-version"],
+        "2",
+        "the 304's fields replace the stored ones"
+    );
+    assert_eq!(cache.stats().revalidations, 1);
+
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(
+        fetch(&cache, "http://a.test/r").await,
+        (CacheStatus::Hit, "body".into())
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn a_304_for_another_entity_tag_is_not_merged() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
+            "body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/other-tag").await;
+    clock.advance(Duration::from_secs(11));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(304, &[("etag", "\"v9\"")], "")));
+    let response = cache
+        .serve(get("http://a.test/other-tag", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        304,
+        "passed on, not taken as validating the stored body"
+    );
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+}
+
+#[tokio::test]
+async fn last_modified_is_sent_as_if_modified_since() {
+    let clock = ManualClock::new();
+    let modified = "Mon, 01 Jan 2024 00:00:00 GMT";
+    let origin = TestOrigin::new(move |_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=1"), ("last-modified", modified)],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/lm").await;
+    clock.advance(Duration::from_secs(2));
+    fetch(&cache, "http://a.test/lm").await;
+    let seen = cache.origin().seen();
+    assert!(!seen[0].1.contains_key("if-modified-since"));
+    assert_eq!(seen[1].1["if-modified-since"], modified);
+}
+
+#[tokio::test]
+async fn vary_keeps_one_variant_per_selection() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let encoding = request
+            .headers()
+            .get("accept-encoding")
+            .map_or("identity", |v| v.to_str().unwrap())
+            .to_owned();
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+            &encoding,
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let gzip = [("accept-encoding", "gzip")];
+    let br = [("accept-encoding", "br")];
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/v", &gzip).await,
+        (CacheStatus::Miss, "gzip".into())
+    );
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/v", &br).await,
+        (CacheStatus::Miss, "br".into())
+    );
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/v", &gzip).await,
+        (CacheStatus::Hit, "gzip".into())
+    );
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/v", &br).await,
+        (CacheStatus::Hit, "br".into())
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/v").await,
+        (CacheStatus::Miss, "identity".into())
+    );
+    assert_eq!(cache.origin().calls(), 3);
+}
+
+#[tokio::test]
+async fn purge_by_url_hard_and_soft() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600, stale-if-error=600"),
+                ("etag", "\"e\""),
+            ],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let uri = Uri::from_static("http://a.test/p");
+    fetch(&cache, "http://a.test/p").await;
+
+    assert!(cache.purge_url(&uri, PurgeMode::Soft));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(304, &[("etag", "\"e\"")], "")));
+    assert_eq!(
+        fetch(&cache, "http://a.test/p").await.0,
+        CacheStatus::Revalidated
+    );
+    assert_eq!(fetch(&cache, "http://a.test/p").await.0, CacheStatus::Hit);
+
+    // A soft-purged response still stands in for a failing origin (stale-if-error).
+    assert!(cache.purge_url(&uri, PurgeMode::Soft));
+    cache.origin().set_script(|_| Reply::Fail);
+    assert_eq!(fetch(&cache, "http://a.test/p").await.0, CacheStatus::Stale);
+
+    assert!(cache.purge_url(&uri, PurgeMode::Hard));
+    assert!(!cache.purge_url(&uri, PurgeMode::Hard));
+    assert!(
+        cache.serve(get("http://a.test/p", &[])).await.is_err(),
+        "nothing left to stand in"
+    );
+}
+
+#[tokio::test]
+async fn purge_by_tag_reaches_tagged_responses_only() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let tags = if request.uri().path() == "/a" {
+            "product-1 all"
+        } else {
+            "product-2 all"
+        };
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("surrogate-key", tags)],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/a").await;
+    fetch(&cache, "http://a.test/b").await;
+
+    cache.purge_tag("product-1", PurgeMode::Hard);
+    assert_eq!(fetch(&cache, "http://a.test/a").await.0, CacheStatus::Miss);
+    assert_eq!(fetch(&cache, "http://a.test/b").await.0, CacheStatus::Hit);
+    assert_eq!(
+        fetch(&cache, "http://a.test/a").await.0,
+        CacheStatus::Hit,
+        "refetched after the purge"
+    );
+
+    cache.purge_tag("all", PurgeMode::Soft);
+    assert_eq!(
+        fetch(&cache, "http://a.test/a").await.0,
+        CacheStatus::Miss,
+        "no validators: fetched again"
+    );
+    assert_eq!(fetch(&cache, "http://a.test/b").await.0, CacheStatus::Miss);
+    assert_eq!(cache.origin().calls(), 5);
+}
+
+#[tokio::test]
+async fn a_tag_purge_reaches_a_fetch_in_progress() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("surrogate-key", "t")],
+            "old",
+        ))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let pending = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get("http://a.test/inflight", &[])).await })
+    };
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(cache.origin().calls(), 1);
+    cache.purge_tag("t", PurgeMode::Hard);
+    cache.origin().set_open(true);
+    pending.await.unwrap().unwrap();
+    assert_eq!(
+        fetch(&cache, "http://a.test/inflight").await.0,
+        CacheStatus::Miss
+    );
+}
+
+#[tokio::test]
+async fn a_successful_unsafe_method_invalidates_the_url() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/u").await;
+    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Hit);
+    let post = Request::post("http://a.test/u")
+        .body(Bytes::from_static(b"new"))
+        .unwrap();
+    let response = cache.serve(post).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Pass)
+    );
+    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
+}
+
+#[tokio::test]
+async fn only_if_cached_answers_504_when_nothing_is_stored() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    let response = cache
+        .serve(get(
+            "http://a.test/oic",
+            &[("cache-control", "only-if-cached")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(cache.origin().calls(), 0);
+}
+
+#[tokio::test]
+async fn the_clients_own_conditional_request_gets_a_304() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("etag", "\"abc\"")],
+            "big body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/c").await;
+    let response = cache
+        .serve(get("http://a.test/c", &[("if-none-match", "\"abc\"")]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 304);
+    assert!(response.body().is_empty());
+    // The client's validator was not forwarded: the origin saw an unconditional request.
+    assert!(!cache.origin().seen()[0].1.contains_key("if-none-match"));
+}
+
+#[tokio::test]
+async fn set_cookie_responses_are_not_stored_by_default() {
+    let clock = ManualClock::new();
+    let script = |_: &Request<Bytes>| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("set-cookie", "session=1"),
+            ],
+            "x",
+        ))
+    };
+    let cache = cache(TestOrigin::new(script), &clock);
+    fetch(&cache, "http://a.test/sc").await;
+    assert_eq!(fetch(&cache, "http://a.test/sc").await.0, CacheStatus::Miss);
+
+    let stripping = HttpCache::builder(TestOrigin::new(script), 1 << 20)
+        .clock(clock.clone())
+        .set_cookie(SetCookiePolicy::StripAndStore)
+        .build();
+    let first = stripping.serve(get("http://a.test/sc", &[])).await.unwrap();
+    assert_eq!(
+        first.headers()["set-cookie"],
+        "session=1",
+        "the fetching client gets its cookie"
+    );
+    let second = stripping.serve(get("http://a.test/sc", &[])).await.unwrap();
+    assert_eq!(
+        second.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(
+        !second.headers().contains_key("set-cookie"),
+        "later clients do not"
+    );
+}
+
+#[tokio::test]
+async fn pragma_no_cache_revalidates_without_cache_control() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/pragma").await;
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/pragma", &[("pragma", "no-cache")])
+            .await
+            .0,
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        fetch_with(
+            &cache,
+            "http://a.test/pragma",
+            &[("pragma", "no-cache"), ("cache-control", "max-stale")]
+        )
+        .await
+        .0,
+        CacheStatus::Hit,
+        "§5.4: Pragma counts only without Cache-Control"
+    );
+}
+
+#[tokio::test]
+async fn range_requests_and_hostile_cache_control_pass_through() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/pass").await;
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/pass", &[("range", "bytes=0-1")])
+            .await
+            .0,
+        CacheStatus::Pass
+    );
+    let many = vec!["x"; 100].join(",");
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/pass", &[("cache-control", &many)])
+            .await
+            .0,
+        CacheStatus::Pass
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/pass").await.0,
+        CacheStatus::Hit
+    );
+}
+
+#[tokio::test]
+async fn age_reports_the_time_in_cache() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("age", "5")],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/age").await;
+    clock.advance(Duration::from_secs(7));
+    let response = cache.serve(get("http://a.test/age", &[])).await.unwrap();
+    assert_eq!(response.headers()["age"], "12");
+}
