@@ -215,50 +215,11 @@ mod tests {
 
     use infra_common::ManualClock;
     use infra_common::sync::{Arc, thread};
-    use metrics_util::MetricKind;
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    use infra_testkit::metrics::{counters, value};
+    use metrics_util::debugging::DebuggingRecorder;
 
     use super::*;
     use crate::{Fence, FencingToken, Locks, MemoryLocks, Wait};
-
-    /// One counter series: name, labels sorted by key, value.
-    type Series = (String, Vec<(String, String)>, u64);
-
-    /// Every counter series of one snapshot (taking one resets the recorder's counters).
-    fn counters(snapshotter: &Snapshotter) -> Vec<Series> {
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .filter_map(|(key, _, _, value)| {
-                let (kind, key) = key.into_parts();
-                let DebugValue::Counter(count) = value else {
-                    return None;
-                };
-                (kind == MetricKind::Counter).then(|| {
-                    let mut labels: Vec<(String, String)> = key
-                        .labels()
-                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                        .collect();
-                    labels.sort();
-                    (key.name().to_owned(), labels, count)
-                })
-            })
-            .collect()
-    }
-
-    /// The value of the series `name` with exactly `labels`.
-    fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let mut wanted: Vec<(String, String)> = labels
-            .iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        wanted.sort();
-        series
-            .iter()
-            .find(|(n, l, _)| n == name && *l == wanted)
-            .map(|&(_, _, count)| count)
-    }
 
     const LEASE: Duration = Duration::from_secs(10);
 

@@ -139,38 +139,11 @@ impl BoundedCounters {
 
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
-    use metrics_util::MetricKind;
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    use infra_testkit::metrics::{Series, counters};
+    use metrics_util::debugging::DebuggingRecorder;
 
     use super::*;
     use crate::{BoundedLoad, Member, Placement, Ring, SharedPlacement};
-
-    /// One counter series: name, labels sorted by key, value.
-    type Series = (String, Vec<(String, String)>, u64);
-
-    /// Every counter series of one snapshot. Taking a snapshot resets the debugging
-    /// recorder's counters, so each test reads all its counters from one.
-    fn counters(snapshotter: &Snapshotter) -> Vec<Series> {
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .filter_map(|(key, _, _, value)| {
-                let (kind, key) = key.into_parts();
-                let DebugValue::Counter(count) = value else {
-                    return None;
-                };
-                (kind == MetricKind::Counter).then(|| {
-                    let mut labels: Vec<(String, String)> = key
-                        .labels()
-                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                        .collect();
-                    labels.sort();
-                    (key.name().to_owned(), labels, count)
-                })
-            })
-            .collect()
-    }
 
     /// The value of `name` for placement `placement` with `label` = `value`.
     fn value(series: &[Series], name: &str, placement: &str, label: &str, value: &str) -> u64 {

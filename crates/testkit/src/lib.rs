@@ -14,6 +14,7 @@
 //!   or refuses new ones.
 //! - [`LoopbackListener`]: a listener for a test's own stand-in server, on a port no server of
 //!   the test binary holds.
+//! - `metrics` (feature `metrics`): counters read back from a debugging `metrics` recorder.
 //!
 //! When the server binary is not installed, `start` prints one skip line and returns `None`, so
 //! `cargo test --workspace` passes on a machine with only Rust. With `INFRA_REQUIRE_SERVERS=1`
@@ -38,6 +39,8 @@
 mod etcd;
 mod etcd_cluster;
 mod listener;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod orphans;
 mod process;
 mod proxy;
