@@ -197,9 +197,42 @@ pub struct Context {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Context> = const {
-        RefCell::new(Context::new())
+    static CURRENT: RefCell<Current> = const {
+        RefCell::new(Current {
+            context: Context::new(),
+            attached: Vec::new(),
+        })
     };
+}
+
+/// A thread's current context, and what each attachment still alive replaced.
+struct Current {
+    context: Context,
+    /// One entry per [`Context::attach`] not yet undone, oldest first.
+    attached: Vec<Attachment>,
+}
+
+struct Attachment {
+    /// The context that was current before this attachment.
+    previous: Context,
+    /// Whether its guard is still alive.
+    live: bool,
+}
+
+impl Current {
+    /// Undoes the attachment at `depth`. The newest live attachment's context stays current:
+    /// a guard dropped before a newer one only marks its entry, which is undone when every
+    /// newer one is.
+    fn detach(&mut self, depth: usize) {
+        if let Some(attachment) = self.attached.get_mut(depth) {
+            attachment.live = false;
+        }
+        while self.attached.last().is_some_and(|top| !top.live) {
+            if let Some(top) = self.attached.pop() {
+                self.context = top.previous;
+            }
+        }
+    }
 }
 
 impl Context {
@@ -267,16 +300,47 @@ impl Context {
     /// Runs `f` on the calling thread's current context without copying it.
     #[inline]
     pub fn map_current<T>(f: impl FnOnce(&Self) -> T) -> T {
-        CURRENT.with(|current| f(&current.borrow()))
+        CURRENT.with(|current| f(&current.borrow().context))
     }
 
-    /// Makes this context the thread's current one until the guard is dropped, when the
-    /// previous one is restored. Guards must be dropped in reverse order of creation, which
-    /// scoping gives for free.
+    /// Makes this context the thread's current one until the guard is dropped.
+    ///
+    /// The current context is always the one of the newest attachment whose guard is still
+    /// alive (or the thread's base context when none is). Guards dropped in reverse order of
+    /// creation, as scoping drops them, each restore the context before them; a guard dropped
+    /// while a newer one lives changes nothing until the newer one goes too, so dropping
+    /// guards out of order never leaves a stale context current. A guard that is leaked
+    /// (`mem::forget`) keeps its context attached until the thread ends.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{Baggage, Context};
+    ///
+    /// let tagged = |tenant: &str| {
+    ///     let mut baggage = Baggage::new();
+    ///     baggage.insert("tenant", tenant).unwrap();
+    ///     Context::new().with_baggage(baggage)
+    /// };
+    /// let tenant = || Context::current().baggage().get("tenant").map(str::to_owned);
+    ///
+    /// let outer = tagged("outer").attach();
+    /// let inner = tagged("inner").attach();
+    /// drop(outer); // out of order: the inner context stays current
+    /// assert_eq!(tenant().as_deref(), Some("inner"));
+    /// drop(inner); // both gone: back to the thread's base context
+    /// assert_eq!(tenant(), None);
+    /// ```
     pub fn attach(self) -> ContextGuard {
-        let previous = swap_current(self);
+        let depth = CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            let previous = std::mem::replace(&mut current.context, self);
+            current.attached.push(Attachment {
+                previous,
+                live: true,
+            });
+            current.attached.len() - 1
+        });
         ContextGuard {
-            previous: Some(previous),
+            depth,
             _not_send: PhantomData,
         }
     }
@@ -284,7 +348,7 @@ impl Context {
 
 /// Replaces the thread's current context, returning the old one.
 pub(crate) fn swap_current(cx: Context) -> Context {
-    CURRENT.with(|current| std::mem::replace(&mut *current.borrow_mut(), cx))
+    CURRENT.with(|current| std::mem::replace(&mut current.borrow_mut().context, cx))
 }
 
 /// Restores the previous current context when dropped; returned by [`Context::attach`].
@@ -292,16 +356,15 @@ pub(crate) fn swap_current(cx: Context) -> Context {
 /// Not `Send`: the context it restores belongs to the thread that attached it.
 #[must_use = "the context is detached as soon as the guard is dropped"]
 pub struct ContextGuard {
-    previous: Option<Context>,
+    /// Its entry among the thread's attachments.
+    depth: usize,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for ContextGuard {
     fn drop(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // During thread teardown the thread-local may be gone; nothing to restore then.
-            let _ = CURRENT.try_with(|current| *current.borrow_mut() = previous);
-        }
+        // During thread teardown the thread-local may be gone; nothing to restore then.
+        let _ = CURRENT.try_with(|current| current.borrow_mut().detach(self.depth));
     }
 }
 
@@ -332,6 +395,56 @@ mod tests {
         assert_eq!(Context::current().span(), Some(&outer));
         drop(g1);
         assert!(Context::current().span().is_none());
+    }
+
+    #[test]
+    fn guards_dropped_out_of_order_never_leave_a_stale_context_current() {
+        let [a, b, c] = [span(), span(), span()];
+        let ga = Context::new().with_span(a.clone()).attach();
+        let gb = Context::new().with_span(b.clone()).attach();
+        let gc = Context::new().with_span(c.clone()).attach();
+        // The middle guard first: the newest live attachment (c) stays current.
+        drop(gb);
+        assert_eq!(Context::current().span(), Some(&c));
+        // c goes: b is already gone, so a, the newest live one, is current.
+        drop(gc);
+        assert_eq!(Context::current().span(), Some(&a));
+        drop(ga);
+        assert!(Context::current().span().is_none());
+
+        // The oldest first: nothing changes until the newer one goes too.
+        let ga = Context::new().with_span(a.clone()).attach();
+        let gb = Context::new().with_span(b.clone()).attach();
+        drop(ga);
+        assert_eq!(Context::current().span(), Some(&b));
+        drop(gb);
+        assert!(Context::current().span().is_none());
+    }
+
+    proptest::proptest! {
+        /// Any order of attaches and drops: the current span is the newest attached one whose
+        /// guard is alive, per a model that only keeps the list of live attachments.
+        #[test]
+        fn the_current_context_is_the_newest_live_attachment(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0usize..8), 1..40),
+        ) {
+            let mut guards: Vec<(ContextGuard, SpanContext)> = Vec::new();
+            for (attach, pick) in ops {
+                if attach || guards.is_empty() {
+                    let s = span();
+                    guards.push((Context::new().with_span(s.clone()).attach(), s));
+                } else {
+                    let at = pick % guards.len();
+                    drop(guards.remove(at));
+                }
+                let expected = guards.last().map(|(_, s)| s.clone());
+                proptest::prop_assert_eq!(Context::current().span().cloned(), expected);
+            }
+            while let Some(guard) = guards.pop() {
+                drop(guard);
+            }
+            proptest::prop_assert!(Context::current().span().is_none());
+        }
     }
 
     #[test]
