@@ -649,6 +649,8 @@ pub struct EtcdLocks<C: Clock = SystemClock> {
     clock: C,
     /// Tells this instance's grants from another's.
     issuer: u64,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::LockCounters,
 }
 
 impl EtcdLocks {
@@ -726,7 +728,18 @@ impl<C: Clock> EtcdLocks<C> {
             options,
             clock,
             issuer: next_issuer(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::LockCounters::unnamed(),
         })
+    }
+
+    /// Reports this instance's metrics under `name` (the `locks` label) instead of
+    /// `default`. See the [`metrics`](crate::metrics) module: install the recorder first.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::LockCounters::new(name.into());
+        self
     }
 
     /// The clock the leases run on.
@@ -1154,9 +1167,9 @@ fn token_of(revision: i64) -> Result<FencingToken, Failed> {
         })
 }
 
-impl<C: Clock> Locks for EtcdLocks<C> {
-    /// Joins the name's queue and waits for its turn; see the [module docs](self).
-    fn grant(
+impl<C: Clock> EtcdLocks<C> {
+    /// [`Locks::grant`], before metrics see its outcome.
+    fn request_grant(
         &self,
         name: &str,
         access: Access,
@@ -1245,17 +1258,8 @@ impl<C: Clock> Locks for EtcdLocks<C> {
         }
     }
 
-    /// Renews the grant's lease: two round trips (find the key, renew its lease), four when
-    /// `lease` needs a longer TTL than the key's (a new lease, a transaction moving the key
-    /// onto it, the old lease revoked). The client counts `lease` from when it sent the
-    /// renewal.
-    ///
-    /// If the answer to a lease move is lost, the key is read again: found on the new lease,
-    /// the move happened and the extension succeeds; found on the old one, the new lease is
-    /// revoked and the error reported with the grant unchanged; gone, [`Error::LeaseExpired`].
-    /// If even that read fails, the grant's lease is ended on the client's clock (its holder
-    /// must stop, as [`Locks::is_held`] then says) and the error is reported.
-    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+    /// [`Locks::extend`], before metrics see its outcome.
+    fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         self.check_issuer(grant)?;
         if self.clock.now_nanos() >= grant.deadline_nanos() {
@@ -1334,17 +1338,58 @@ impl<C: Clock> Locks for EtcdLocks<C> {
         Ok(())
     }
 
+    /// [`Locks::release`], before metrics see its outcome.
+    fn request_release(&self, grant: &Grant) -> Result<(), Error> {
+        self.check_issuer(grant)?;
+        let lost = |failed: Failed| match failed {
+            Failed::LeaseGone => Self::expired(grant),
+            Failed::Error(error) => error,
+        };
+        let (entry, _) = self.find(grant).map_err(lost)?;
+        let entry = entry.ok_or_else(|| Self::expired(grant))?;
+        self.revoke(entry.lease).map_err(lost)
+    }
+}
+
+impl<C: Clock> Locks for EtcdLocks<C> {
+    /// Joins the name's queue and waits for its turn; see the [module docs](self).
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        let result = self.request_grant(name, access, lease, wait);
+        #[cfg(feature = "metrics")]
+        self.metrics.grant_answered(access, wait, &result);
+        result
+    }
+
+    /// Renews the grant's lease: two round trips (find the key, renew its lease), four when
+    /// `lease` needs a longer TTL than the key's (a new lease, a transaction moving the key
+    /// onto it, the old lease revoked). The client counts `lease` from when it sent the
+    /// renewal.
+    ///
+    /// If the answer to a lease move is lost, the key is read again: found on the new lease,
+    /// the move happened and the extension succeeds; found on the old one, the new lease is
+    /// revoked and the error reported with the grant unchanged; gone, [`Error::LeaseExpired`].
+    /// If even that read fails, the grant's lease is ended on the client's clock (its holder
+    /// must stop, as [`Locks::is_held`] then says) and the error is reported.
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        let result = self.request_extend(grant, lease);
+        #[cfg(feature = "metrics")]
+        self.metrics.hold_answered(&result);
+        result
+    }
+
     /// Revokes the lease of the grant's key, which deletes it: two round trips. Succeeds if
     /// etcd still held the key, even when the client's count of the lease had run out.
     fn release(&self, grant: Grant) -> Result<(), Error> {
-        self.check_issuer(&grant)?;
-        let lost = |failed: Failed| match failed {
-            Failed::LeaseGone => Self::expired(&grant),
-            Failed::Error(error) => error,
-        };
-        let (entry, _) = self.find(&grant).map_err(lost)?;
-        let entry = entry.ok_or_else(|| Self::expired(&grant))?;
-        self.revoke(entry.lease).map_err(lost)
+        let result = self.request_release(&grant);
+        #[cfg(feature = "metrics")]
+        self.metrics.hold_answered(&result);
+        result
     }
 
     /// Whether the lease still runs on the client's clock and the grant's key still exists

@@ -8,6 +8,13 @@
 //! | [`LEASE_LOSSES_TOTAL`] | counter | `locks` | leases that ran out before they were released, counted when the backend ends them (the next call on the name, or [`expire_due`](crate::MemoryLocks::expire_due)) |
 //! | [`RENEWAL_FAILURES_TOTAL`] | counter | `locks`, `reason` | renewals a `Watchdog` (feature `tokio`) could not make, each of which ends it: `reason` is `expired` (the lease was over before the renewal, by the clock or the backend's answer), `backend` (the backend could not be asked) or `other` |
 //! | [`STALE_TOKENS_TOTAL`] | counter | `fence` | tokens a [`Fence`](crate::Fence) refused as older than its mark, by `admit` or `check` |
+//! | [`BACKEND_ERRORS_TOTAL`] | counter | `locks` | calls of a Redis or etcd backend that failed because the server could not be asked or answered in time ([`Error::Backend`]) |
+//!
+//! The Redis and etcd backends (features `redis`, `etcd`) report grants, backend errors, waits
+//! that timed out (`outcome="timed_out"`; they do not tell a grant after a wait from one on
+//! arrival, so they count no `granted` waits) and lease losses, which they learn of when an
+//! `extend` or `release` finds the lease over, or when a grant's lease was spent before its
+//! answer arrived ([`Error::LeaseSpentOnArrival`]).
 //!
 //! `locks` is the name given with `MemoryLocks::with_metrics_name` (for a watchdog,
 //! `Renewal::metrics_name`), `fence` the one given with `Fence::with_metrics_name`; both are
@@ -38,6 +45,8 @@ use metrics::{Counter, SharedString, Unit, counter, describe_counter};
 
 use crate::error::Error;
 use crate::grant::Access;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+use crate::grant::{Grant, Wait};
 
 /// Counter of grants, labelled `locks` and `access`.
 pub const GRANTS_TOTAL: &str = "infra_dlock_grants_total";
@@ -49,6 +58,8 @@ pub const LEASE_LOSSES_TOTAL: &str = "infra_dlock_lease_losses_total";
 pub const RENEWAL_FAILURES_TOTAL: &str = "infra_dlock_renewal_failures_total";
 /// Counter of tokens a fence refused as stale, labelled `fence`.
 pub const STALE_TOKENS_TOTAL: &str = "infra_dlock_stale_tokens_total";
+/// Counter of server backend calls that failed, labelled `locks`.
+pub const BACKEND_ERRORS_TOTAL: &str = "infra_dlock_backend_errors_total";
 /// The label naming the locks instance.
 pub const LOCKS_LABEL: &str = "locks";
 /// The label naming a grant's kind of hold.
@@ -88,6 +99,11 @@ fn describe() {
         Unit::Count,
         "Fencing tokens a fence refused as older than its mark, by fence."
     );
+    describe_counter!(
+        BACKEND_ERRORS_TOTAL,
+        Unit::Count,
+        "Calls of a Redis or etcd lock backend that failed to reach or hear from the server, by locks instance."
+    );
 }
 
 /// The handles a [`MemoryLocks`](crate::MemoryLocks) increments.
@@ -99,6 +115,7 @@ pub(crate) struct LockCounters {
     waited_granted: Counter,
     waited_timed_out: Counter,
     lease_losses: Counter,
+    backend_errors: Counter,
 }
 
 impl LockCounters {
@@ -114,6 +131,7 @@ impl LockCounters {
             waited_granted: waits("granted"),
             waited_timed_out: waits("timed_out"),
             lease_losses: counter!(LEASE_LOSSES_TOTAL, LOCKS_LABEL => locks.clone()),
+            backend_errors: counter!(BACKEND_ERRORS_TOTAL, LOCKS_LABEL => locks.clone()),
         }
     }
 
@@ -146,6 +164,41 @@ impl LockCounters {
     pub(crate) fn leases_lost(&self, count: usize) {
         self.lease_losses
             .increment(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// What a server backend's grant call came to, for a request that waited as `wait` says.
+    #[cfg(any(feature = "redis", feature = "etcd"))]
+    pub(crate) fn grant_answered(
+        &self,
+        access: Access,
+        wait: Wait,
+        result: &Result<Option<Grant>, Error>,
+    ) {
+        match result {
+            Ok(Some(_)) => self.granted(access),
+            Ok(None) if matches!(wait, Wait::Up(_)) => self.waited_timed_out.increment(1),
+            Ok(None) => {}
+            Err(error) => self.failed(error),
+        }
+    }
+
+    /// What a server backend's extend or release came to.
+    #[cfg(any(feature = "redis", feature = "etcd"))]
+    pub(crate) fn hold_answered(&self, result: &Result<(), Error>) {
+        if let Err(error) = result {
+            self.failed(error);
+        }
+    }
+
+    #[cfg(any(feature = "redis", feature = "etcd"))]
+    fn failed(&self, error: &Error) {
+        match error {
+            Error::Backend { .. } => self.backend_errors.increment(1),
+            Error::LeaseExpired { .. } | Error::LeaseSpentOnArrival { .. } => {
+                self.lease_losses.increment(1);
+            }
+            _ => {}
+        }
     }
 }
 

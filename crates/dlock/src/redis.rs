@@ -433,6 +433,8 @@ pub struct RedisLocks<C: Clock = SystemClock> {
     nonces: RandomState,
     /// Grant requests sent so far: no two of this instance's nonces are the same.
     requests: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::LockCounters,
 }
 
 fn backend(error: &RedisError) -> Error {
@@ -487,7 +489,18 @@ impl<C: Clock> RedisLocks<C> {
             issuer: next_issuer(),
             nonces: RandomState::new(),
             requests: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::LockCounters::unnamed(),
         })
+    }
+
+    /// Reports this instance's metrics under `name` (the `locks` label) instead of
+    /// `default`. See the [`metrics`](crate::metrics) module: install the recorder first.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::LockCounters::new(name.into());
+        self
     }
 
     /// The clock the leases run on.
@@ -678,15 +691,9 @@ fn next_nap(backoff: Duration, held_for: Duration, left: Option<Duration>) -> Du
         .max(Duration::from_millis(1))
 }
 
-impl<C: Clock> Locks for RedisLocks<C> {
-    /// Asks Redis for the lock, one round trip per attempt; see [`RedisLocks`] for waiting.
-    ///
-    /// A grant that arrives after its whole (shortened) lease has passed on the client's clock
-    /// is given back at once and the call fails with [`Error::LeaseSpentOnArrival`]: the lease
-    /// is not longer than a round trip, and no retry would do better. A failed round trip
-    /// ([`Error::Backend`]) ends the call at once, whatever `wait` says, since a timed-out
-    /// request may or may not have been granted: the caller decides whether to ask again.
-    fn grant(
+impl<C: Clock> RedisLocks<C> {
+    /// [`Locks::grant`], before metrics see its outcome.
+    fn request_grant(
         &self,
         name: &str,
         access: Access,
@@ -737,9 +744,8 @@ impl<C: Clock> Locks for RedisLocks<C> {
         }
     }
 
-    /// Renews the lease in one round trip: Redis keeps the key for `lease` from now, the
-    /// client counts `lease` minus the allowance from the moment it sent the request.
-    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+    /// [`Locks::extend`], before metrics see its outcome.
+    fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         self.check_issuer(grant)?;
         let validity = self.validity(lease)?;
@@ -759,16 +765,55 @@ impl<C: Clock> Locks for RedisLocks<C> {
         }
     }
 
+    /// [`Locks::release`], before metrics see its outcome.
+    fn request_release(&self, grant: &Grant) -> Result<(), Error> {
+        self.check_issuer(grant)?;
+        if self.compare_and_act(grant, None)? {
+            Ok(())
+        } else {
+            Err(Self::expired(grant))
+        }
+    }
+}
+
+impl<C: Clock> Locks for RedisLocks<C> {
+    /// Asks Redis for the lock, one round trip per attempt; see [`RedisLocks`] for waiting.
+    ///
+    /// A grant that arrives after its whole (shortened) lease has passed on the client's clock
+    /// is given back at once and the call fails with [`Error::LeaseSpentOnArrival`]: the lease
+    /// is not longer than a round trip, and no retry would do better. A failed round trip
+    /// ([`Error::Backend`]) ends the call at once, whatever `wait` says, since a timed-out
+    /// request may or may not have been granted: the caller decides whether to ask again.
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        let result = self.request_grant(name, access, lease, wait);
+        #[cfg(feature = "metrics")]
+        self.metrics.grant_answered(access, wait, &result);
+        result
+    }
+
+    /// Renews the lease in one round trip: Redis keeps the key for `lease` from now, the
+    /// client counts `lease` minus the allowance from the moment it sent the request.
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        let result = self.request_extend(grant, lease);
+        #[cfg(feature = "metrics")]
+        self.metrics.hold_answered(&result);
+        result
+    }
+
     /// Deletes the lock key if it still holds this grant's token, in one round trip. Succeeds
     /// if Redis still held the grant, even when the client's shortened lease had run out, and
     /// when a mutex release is resent after its first run released the grant.
     fn release(&self, grant: Grant) -> Result<(), Error> {
-        self.check_issuer(&grant)?;
-        if self.compare_and_act(&grant, None)? {
-            Ok(())
-        } else {
-            Err(Self::expired(&grant))
-        }
+        let result = self.request_release(&grant);
+        #[cfg(feature = "metrics")]
+        self.metrics.hold_answered(&result);
+        result
     }
 
     /// Whether the lease still runs on the client's clock and Redis still holds the grant's

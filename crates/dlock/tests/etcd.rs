@@ -1355,3 +1355,69 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
         "the fence refused nothing: {outcomes:?}"
     );
 }
+
+/// Grants, a timed-out wait, a lease found over at renewal and a cluster that cannot be
+/// reached, each counted once under the instance's name.
+#[cfg(feature = "metrics")]
+#[test]
+fn grants_timeouts_lease_losses_and_backend_errors_are_counted() {
+    use infra_dlock::metrics::{
+        BACKEND_ERRORS_TOTAL, GRANTS_TOTAL, LEASE_LOSSES_TOTAL, WAITS_TOTAL,
+    };
+    use infra_testkit::metrics::{counters, value};
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let Some(mut server) = EtcdServer::start() else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let locks = metrics::with_local_recorder(&recorder, || {
+        EtcdLocks::new(
+            &[server.url()],
+            options().timeout(Duration::from_millis(500)),
+        )
+        .unwrap()
+        .with_metrics_name("fleet")
+    });
+    let lease = Duration::from_secs(30);
+    let mut held = locks.acquire(LOCK, lease).unwrap().into_grant();
+    let permit = locks.permit("pool", 2, lease).unwrap();
+    assert!(
+        locks
+            .acquire_timeout(LOCK, lease, Duration::from_millis(50))
+            .unwrap()
+            .is_none()
+    );
+    permit.release().unwrap();
+    // The client counts 300 ms; a renewal after that finds the lease over.
+    locks.extend(&mut held, Duration::from_millis(300)).unwrap();
+    locks.wait_lost(&held);
+    assert!(matches!(
+        locks.extend(&mut held, lease),
+        Err(Error::LeaseExpired { .. })
+    ));
+    locks.release(held).unwrap();
+    server.stop();
+    let failed = locks.try_acquire("elsewhere", lease);
+    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
+
+    let series = counters(&snapshotter);
+    let locks_label = ("locks", "fleet");
+    let grants = |access| value(&series, GRANTS_TOTAL, &[locks_label, ("access", access)]);
+    assert_eq!(grants("exclusive"), Some(1));
+    assert_eq!(grants("permit"), Some(1));
+    assert_eq!(
+        value(
+            &series,
+            WAITS_TOTAL,
+            &[locks_label, ("outcome", "timed_out")]
+        ),
+        Some(1)
+    );
+    assert_eq!(value(&series, LEASE_LOSSES_TOTAL, &[locks_label]), Some(1));
+    assert_eq!(
+        value(&series, BACKEND_ERRORS_TOTAL, &[locks_label]),
+        Some(1)
+    );
+}

@@ -1247,3 +1247,71 @@ fn a_resent_release_whose_first_run_released_succeeds() {
     assert!(next.token() > token);
     next.release().unwrap();
 }
+
+/// Grants, a timed-out wait, a lease found over at release and a server that cannot be
+/// reached, each counted once under the instance's name.
+#[cfg(feature = "metrics")]
+#[test]
+fn grants_timeouts_lease_losses_and_backend_errors_are_counted() {
+    use infra_dlock::metrics::{
+        BACKEND_ERRORS_TOTAL, GRANTS_TOTAL, LEASE_LOSSES_TOTAL, WAITS_TOTAL,
+    };
+    use infra_testkit::metrics::{counters, value};
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let locks = metrics::with_local_recorder(&recorder, || {
+        locks(&server.url()).with_metrics_name("fleet")
+    });
+    let lease = Duration::from_secs(30);
+    let held = locks.acquire(LOCK, lease).unwrap();
+    let reader = locks.read("config", lease).unwrap();
+    assert!(
+        locks
+            .acquire_timeout(LOCK, lease, Duration::from_millis(20))
+            .unwrap()
+            .is_none()
+    );
+    held.release().unwrap();
+    reader.release().unwrap();
+    // A short lease that runs out before its release.
+    let short = locks
+        .acquire("short", Duration::from_millis(200))
+        .unwrap()
+        .into_grant();
+    // Granted once Redis has ended the short lease.
+    let next = locks.acquire("short", lease).unwrap();
+    assert!(matches!(
+        locks.release(short),
+        Err(Error::LeaseExpired { .. })
+    ));
+    next.release().unwrap();
+    server.stop();
+    assert!(matches!(
+        locks.try_acquire(LOCK, lease),
+        Err(Error::Backend { .. })
+    ));
+
+    let series = counters(&snapshotter);
+    let locks_label = ("locks", "fleet");
+    let grants = |access| value(&series, GRANTS_TOTAL, &[locks_label, ("access", access)]);
+    assert_eq!(grants("exclusive"), Some(3));
+    assert_eq!(grants("shared"), Some(1));
+    assert_eq!(
+        value(
+            &series,
+            WAITS_TOTAL,
+            &[locks_label, ("outcome", "timed_out")]
+        ),
+        Some(1)
+    );
+    assert_eq!(value(&series, LEASE_LOSSES_TOTAL, &[locks_label]), Some(1));
+    assert_eq!(
+        value(&series, BACKEND_ERRORS_TOTAL, &[locks_label]),
+        Some(1)
+    );
+}
