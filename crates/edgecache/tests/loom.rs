@@ -1,0 +1,145 @@
+//! Model-checked concurrency of the edgecache crate.
+//!
+//! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-edgecache --test loom`
+#![cfg(infra_loom)]
+
+/// The coalescing hand-off (`http::coalescing`): a leader fetches, followers wait, and a
+/// leader that fails or goes away releases them.
+mod coalescing {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use infra_common::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use infra_common::sync::{Arc, Condvar, Mutex, model, thread};
+    use infra_edgecache::http::coalescing::{Flight, Flights, Joined, Outcome};
+
+    /// Wakes a thread blocked in [`block_on`]: a flag under a loom mutex and a loom condvar,
+    /// so loom sees every wake-up and reports a wait nobody will end as a deadlock.
+    struct Signal {
+        woken: Mutex<bool>,
+        ready: Condvar,
+    }
+
+    impl Wake for Signal {
+        fn wake(self: std::sync::Arc<Self>) {
+            *self.woken.lock() = true;
+            self.ready.notify_one();
+        }
+    }
+
+    /// Polls `future` on this thread until it is ready, sleeping between polls.
+    // `std::task::Waker::from` takes a `std` `Arc`; the state it wakes is loom's.
+    #[allow(clippy::disallowed_types)]
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let signal = std::sync::Arc::new(Signal {
+            woken: Mutex::new(false),
+            ready: Condvar::new(),
+        });
+        let waker = Waker::from(std::sync::Arc::clone(&signal));
+        let mut context = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+            let mut woken = signal.woken.lock();
+            while !*woken {
+                signal.ready.wait(&mut woken);
+            }
+            *woken = false;
+        }
+    }
+
+    /// One request for the key: a stored value is served; otherwise the caller joins the
+    /// flight and, as leader, re-checks the store, then "fetches" (counts a fetch and stores
+    /// 7); as follower, it waits for the leader's value.
+    fn request(flights: &Flights<u8, u32>, stored: &AtomicU32, fetches: &AtomicUsize) -> u32 {
+        let value = stored.load(Ordering::SeqCst);
+        if value != 0 {
+            return value;
+        }
+        match flights.join(&1) {
+            Joined::Leader(leader) => {
+                let value = stored.load(Ordering::SeqCst);
+                if value != 0 {
+                    leader.complete(value);
+                    return value;
+                }
+                fetches.fetch_add(1, Ordering::SeqCst);
+                stored.store(7, Ordering::SeqCst);
+                leader.complete(7);
+                7
+            }
+            Joined::Follower(flight) => match block_on(Flight::wait(flight)) {
+                Outcome::Done(value) => value,
+                Outcome::Abandoned => panic!("the leader completed, yet a follower saw it abandon"),
+            },
+        }
+    }
+
+    /// Two concurrent misses: both get the value, the origin is asked once, and the flight is
+    /// gone afterwards.
+    ///
+    /// Guards: the waker registered under the flight's lock and woken after the outcome is
+    /// published (without the wake-up the follower waits forever: loom reports a deadlock);
+    /// the leader's re-check of the store after it joins (without it, a request that missed
+    /// the store just before the previous flight ended fetches a second time).
+    #[test]
+    fn concurrent_misses_share_one_fetch() {
+        model(|| {
+            let flights = Arc::new(Flights::<u8, u32>::new());
+            let stored = Arc::new(AtomicU32::new(0));
+            let fetches = Arc::new(AtomicUsize::new(0));
+            let other = {
+                let (flights, stored, fetches) = (
+                    Arc::clone(&flights),
+                    Arc::clone(&stored),
+                    Arc::clone(&fetches),
+                );
+                thread::spawn(move || request(&flights, &stored, &fetches))
+            };
+            let mine = request(&flights, &stored, &fetches);
+            assert_eq!(other.join().unwrap(), 7);
+            assert_eq!(mine, 7);
+            assert_eq!(fetches.load(Ordering::SeqCst), 1, "one origin fetch");
+            assert!(flights.is_empty(), "the flight left the table");
+        });
+    }
+
+    /// A leader that fails (completes with an error) or goes away (is dropped) releases its
+    /// follower, which never waits forever; a caller arriving after it starts a new flight.
+    ///
+    /// Guards: `Leader`'s `Drop`, which publishes `Abandoned` and wakes the waiters (without
+    /// it the follower waits forever: loom reports a deadlock).
+    #[test]
+    fn a_failing_or_vanishing_leader_releases_its_follower() {
+        for fails in [true, false] {
+            model(move || {
+                let flights = Arc::new(Flights::<u8, Result<u32, ()>>::new());
+                let Joined::Leader(leader) = flights.join(&1) else {
+                    panic!("the first join leads");
+                };
+                let follower = {
+                    let flights = Arc::clone(&flights);
+                    thread::spawn(move || match flights.join(&1) {
+                        Joined::Follower(flight) => Some(block_on(Flight::wait(flight))),
+                        // Joined after the leader left: this caller leads a new flight.
+                        Joined::Leader(_) => None,
+                    })
+                };
+                if fails {
+                    leader.complete(Err(()));
+                } else {
+                    drop(leader);
+                }
+                match follower.join().unwrap() {
+                    Some(Outcome::Done(result)) => assert!(fails && result.is_err()),
+                    Some(Outcome::Abandoned) => assert!(!fails),
+                    None => {}
+                }
+                assert!(flights.is_empty());
+            });
+        }
+    }
+}
