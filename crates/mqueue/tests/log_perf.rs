@@ -1,0 +1,91 @@
+//! Figures that take real time and disk, ignored in normal test runs. Run them with
+//!
+//! ```text
+//! cargo test --release -p infra-mqueue --test log_perf -- --ignored --nocapture
+//! ```
+//!
+//! `INFRA_MQUEUE_PERF_DIR` chooses the directory (default: the system temp directory); the disk
+//! under it is what is measured. Nothing here asserts a duration: the tests print figures and
+//! check only counts.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use infra_common::sync::{Arc, thread};
+use infra_mqueue::log::{FsyncPolicy, Log, LogOptions};
+
+fn scratch() -> tempfile::TempDir {
+    let base =
+        std::env::var_os("INFRA_MQUEUE_PERF_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank]
+}
+
+/// p50 and p99 latency of one 100-byte append under `Always`, with 1 and 8 producers.
+#[test]
+#[ignore = "takes real time and disk; run with --ignored to print the figures"]
+fn append_latency_percentiles() {
+    for producers in [1usize, 8] {
+        let dir = scratch();
+        let log = Arc::new(Log::open(dir.path(), LogOptions::default()).unwrap());
+        let per_producer = 4000 / producers;
+        let threads: Vec<_> = (0..producers)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    (0..per_producer)
+                        .map(|_| {
+                            let start = Instant::now();
+                            log.append(&[b'm'; 100]).unwrap();
+                            start.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut latencies: Vec<Duration> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        latencies.sort();
+        assert_eq!(latencies.len(), per_producer * producers);
+        println!(
+            "append latency, fsync=Always, {producers} producer(s), {} appends: p50 {:?}, p99 {:?}",
+            latencies.len(),
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.99)
+        );
+    }
+}
+
+/// How long `Log::open` takes to recover (check every record's CRC of) a 1 GiB log.
+#[test]
+#[ignore = "writes 1 GiB; run with --ignored to print the figure"]
+fn recovery_time_of_one_gib() {
+    let dir = scratch();
+    let options = LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    };
+    let payload = vec![b'r'; 1000];
+    let batch: Vec<&[u8]> = vec![&payload; 1000];
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    while log.stats().bytes < 1 << 30 {
+        log.append_batch(&batch).unwrap();
+    }
+    log.sync().unwrap();
+    let stats = log.stats();
+    drop(log);
+    let start = Instant::now();
+    let log = Log::open(dir.path(), options).unwrap();
+    let took = start.elapsed();
+    assert_eq!(log.stats(), stats);
+    println!(
+        "recovery of {} bytes in {} segments ({} records of 1000 bytes): {took:?} (page cache warm)",
+        stats.bytes, stats.segments, stats.depth
+    );
+}
