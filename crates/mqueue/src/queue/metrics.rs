@@ -9,7 +9,7 @@
 //! | [`IN_FLIGHT`] | gauge | `queue` | leased messages, after each receive and settle call |
 //! | [`OLDEST_AGE_SECONDS`] | gauge | `queue` | age of the oldest unsettled message, after each receive and settle call |
 //!
-//! `queue` is the name given with `WorkQueue::with_metrics_name`, [`DEFAULT_NAME`]
+//! `queue` is the name given with `QueueOptions::metrics_name`, [`DEFAULT_NAME`]
 //! otherwise. The handles are registered when the queue is built or named, so install the
 //! recorder first.
 

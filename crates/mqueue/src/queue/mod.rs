@@ -98,6 +98,8 @@ pub struct QueueOptions {
     create: bool,
     compact_after: u64,
     log: LogOptions,
+    #[cfg(feature = "metrics")]
+    metrics_name: Option<String>,
 }
 
 impl Default for QueueOptions {
@@ -111,6 +113,8 @@ impl Default for QueueOptions {
             create: true,
             compact_after: 100_000,
             log: LogOptions::default(),
+            #[cfg(feature = "metrics")]
+            metrics_name: None,
         }
     }
 }
@@ -177,6 +181,15 @@ impl QueueOptions {
     #[must_use]
     pub fn log_options(mut self, log: LogOptions) -> Self {
         self.log = log;
+        self
+    }
+
+    /// The `queue` label of this queue's metrics (feature `metrics`; default `default`).
+    /// The queue registers its series when it is built: install the recorder first.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_name(mut self, name: impl Into<String>) -> Self {
+        self.metrics_name = Some(name.into());
         self
     }
 
@@ -526,17 +539,9 @@ impl WorkQueue {
             #[cfg(feature = "tokio")]
             notify: wait::Notifiers::default(),
             #[cfg(feature = "metrics")]
-            metrics: metrics::QueueMetrics::new(None),
+            metrics: metrics::QueueMetrics::new(options.metrics_name.as_deref()),
             options,
         }
-    }
-
-    /// Names this queue in its metrics (feature `metrics`): the `queue` label.
-    #[cfg(feature = "metrics")]
-    #[must_use]
-    pub fn with_metrics_name(mut self, name: &str) -> Self {
-        self.metrics = metrics::QueueMetrics::new(Some(name));
-        self
     }
 
     /// Sends a message, waiting while the queue holds `capacity` unsettled messages.
