@@ -511,3 +511,22 @@ fn stats_report_in_flight_and_the_oldest_age() {
     );
     assert_eq!(stats.oldest_age, Some(Duration::from_secs(3)));
 }
+
+#[test]
+fn a_dead_letter_frees_room_for_a_blocked_send() {
+    let clock = ManualClock::new();
+    let options = options().capacity(1).max_deliveries(1);
+    let queue = Arc::new(WorkQueue::in_memory_with_clock(options, clock).unwrap());
+    queue.send("poison").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.nack(&delivery, Duration::ZERO).unwrap();
+    let producer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("next").unwrap().offset)
+    };
+    // This receive dead-letters "poison" (one delivery is the maximum), which frees the room
+    // the blocked producer waits for.
+    let next = queue.receive().unwrap();
+    assert_eq!(next.payload(), b"next");
+    assert_eq!(producer.join().unwrap(), 1);
+}

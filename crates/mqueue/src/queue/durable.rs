@@ -55,6 +55,9 @@ pub(super) struct Durable {
     journal: RwLock<Journal>,
     /// Records in the current journal generation.
     journal_records: AtomicU64,
+    /// The record count at which to compact: `compact_after` more than the last checkpoint
+    /// held, so a large live state is not rewritten at every record.
+    compact_at: AtomicU64,
     compact_after: u64,
     dead: Log,
     /// Serializes sends so the message log's offsets match the lease table's.
@@ -205,6 +208,7 @@ impl Durable {
                 generation,
             }),
             journal_records: AtomicU64::new(journal_records),
+            compact_at: AtomicU64::new(options.compact_after),
             compact_after: options.compact_after,
             dead,
             append: Mutex::new(()),
@@ -226,13 +230,13 @@ impl Durable {
         let journal = self.journal.read();
         journal.log.append(&entry.encode())?;
         let records = self.journal_records.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(records >= self.compact_after)
+        Ok(records >= self.compact_at.load(Ordering::Relaxed))
     }
 
     /// Replaces the journal with `checkpoint()`'s records, if no one else just did.
     pub(super) fn compact(&self, checkpoint: impl FnOnce() -> Vec<Entry>) -> Result<(), Error> {
         let mut journal = self.journal.write();
-        if self.journal_records.load(Ordering::Relaxed) < self.compact_after {
+        if self.journal_records.load(Ordering::Relaxed) < self.compact_at.load(Ordering::Relaxed) {
             return Ok(());
         }
         // Taken under the write lock: every record appended before it is in the old
@@ -261,8 +265,10 @@ impl Durable {
         fs::rename(&temporary, &pointer).map_err(io("rename", &pointer))?;
         sync_dir(&self.dir)?;
         let old = std::mem::replace(&mut *journal, Journal { log, generation });
-        self.journal_records
-            .store(records.len() as u64, Ordering::Relaxed);
+        let live = records.len() as u64;
+        self.journal_records.store(live, Ordering::Relaxed);
+        self.compact_at
+            .store(live.saturating_add(self.compact_after), Ordering::Relaxed);
         let old_dir = journal_dir(&self.dir, old.generation);
         drop(old);
         fs::remove_dir_all(&old_dir).map_err(io("remove", &old_dir))?;

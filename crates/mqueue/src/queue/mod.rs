@@ -694,6 +694,7 @@ impl WorkQueue {
         let now = self.clock.now_nanos();
         let mut state = self.state.lock();
         let mut dead = Vec::new();
+        let mut freed = false;
         let delivery = loop {
             match state.leases.receive(now, self.visibility_nanos) {
                 None => break None,
@@ -719,6 +720,7 @@ impl WorkQueue {
                     payload,
                 }) => {
                     state.stats.dead_lettered += 1;
+                    freed = true;
                     #[cfg(feature = "metrics")]
                     self.metrics.dead_lettered();
                     if self.durable.is_some() {
@@ -732,7 +734,7 @@ impl WorkQueue {
         #[cfg(feature = "metrics")]
         self.metrics.gauges(&state.leases, now);
         drop(state);
-        if !dead.is_empty() {
+        if freed {
             // Settling a dead letter freed room.
             self.wake_senders();
         }
