@@ -328,3 +328,22 @@ async fn waiters_whose_vary_differs_fetch_for_themselves() {
     // fetch by the waiter it did not fit.
     assert_eq!(cache.origin().calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_share_an_uncacheable_server_error() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| Reply::Response(status(503, &[], "overloaded")));
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = spawn_many(&cache, "http://example.com/overloaded", 40);
+    settle().await;
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.unwrap().unwrap().status(), 503);
+    }
+    assert_eq!(
+        cache.origin().calls(),
+        1,
+        "a failing origin is asked once, not once per waiter"
+    );
+}

@@ -110,8 +110,9 @@ mod coalescing {
     /// A leader that fails (completes with an error) or goes away (is dropped) releases its
     /// follower, which never waits forever; a caller arriving after it starts a new flight.
     ///
-    /// Guards: `Leader`'s `Drop`, which publishes `Abandoned` and wakes the waiters (without
-    /// it the follower waits forever: loom reports a deadlock).
+    /// Guards: `Leader`'s `Drop`, which takes the flight out of the table, publishes
+    /// `Abandoned` and wakes the waiters (without it the abandoned flight stays in the table
+    /// and its follower is never released: the model fails).
     #[test]
     fn a_failing_or_vanishing_leader_releases_its_follower() {
         for fails in [true, false] {

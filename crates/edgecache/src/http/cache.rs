@@ -357,7 +357,7 @@ impl<O: Origin> HttpCache<O> {
             return inner.pass(Request::from_parts(parts, body)).await;
         }
 
-        let candidate = inner.lookup(&key, &parts.headers, &request_cc);
+        let candidate = inner.lookup(&key, &parts.headers, &request_cc, true);
         if let Some(candidate) = &candidate {
             match candidate.decision {
                 Decision::Fresh => {
@@ -419,7 +419,7 @@ impl<O: Origin> HttpCache<O> {
             Joined::Leader(leader) => {
                 // Re-check: a flight that ended between the lookup and the join stored its
                 // response already.
-                if let Some(found) = inner.lookup(&key, &parts.headers, &request_cc)
+                if let Some(found) = inner.lookup(&key, &parts.headers, &request_cc, false)
                     && found.decision == Decision::Fresh
                 {
                     leader.complete(Ok(Fetch {
@@ -505,6 +505,18 @@ impl<O: Origin> HttpCache<O> {
                 Duration::ZERO,
                 CacheStatus::Miss,
             )),
+            // An error answer goes to the waiters too: asking a failing origin once per waiter
+            // would pile onto it.
+            Ok(Fetch {
+                stored: fetched, ..
+            }) if is_error_status(fetched.status) && !fetched.headers.contains_key(SET_COOKIE) => {
+                Ok(respond(
+                    &fetched,
+                    &parts.headers,
+                    Duration::ZERO,
+                    CacheStatus::Miss,
+                ))
+            }
             // Another request's response that this one may not reuse: fetch for itself.
             Ok(_) => inner.pass(Request::from_parts(parts, body)).await,
             Err(error) => match candidate {
@@ -564,14 +576,21 @@ impl<O: Origin> Inner<O> {
             .saturating_add(self.clock.elapsed_since(stored.stored_at))
     }
 
-    /// The stored response this request selects, if any survives the purges.
+    /// The stored response this request selects, if any survives the purges. `counted`
+    /// lookups count as the store's hits and misses and inform its policy; a re-check does
+    /// not count twice.
     fn lookup(
         &self,
         key: &PrimaryKey,
         headers: &HeaderMap,
         request_cc: &CacheControl,
+        counted: bool,
     ) -> Option<Candidate> {
-        let variants = self.store.get(key)?;
+        let variants = if counted {
+            self.store.get(key)?
+        } else {
+            self.store.peek(key)?
+        };
         let stored = variants
             .list
             .iter()

@@ -50,6 +50,7 @@ impl PrimaryKey {
         &self.0
     }
 
+    #[cfg(feature = "tokio")]
     /// The same target under another method (a purge clears GET and HEAD alike).
     pub(crate) fn with_method(&self, method: &Method) -> Self {
         let target = self.0.split_once(' ').map_or("", |(_, target)| target);
@@ -132,6 +133,7 @@ impl VaryKey {
         self.fields.is_empty()
     }
 
+    #[cfg(feature = "tokio")]
     /// The bytes the key occupies, for weighing a stored response.
     pub(crate) fn weight(&self) -> usize {
         self.fields
@@ -140,6 +142,7 @@ impl VaryKey {
             .sum()
     }
 
+    #[cfg(feature = "tokio")]
     /// The same fields, with the values `request` has for them.
     pub(crate) fn for_request(&self, request: &HeaderMap) -> Self {
         Self {

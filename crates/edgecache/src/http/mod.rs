@@ -13,7 +13,7 @@
 //! - [`conditional_headers`], [`merge_not_modified`], [`validates`]: revalidation
 //!   (`revalidation`, §4.3).
 //! - [`coalescing`]: one fetch per key, any number of waiters, released on failure.
-//! - [`PurgeMode`]: purge by URL or surrogate key (`purge`).
+//! - `PurgeMode` (feature `tokio`): purge by URL or surrogate key (`purge`).
 //! - [`Origin`], [`OriginError`], [`Error`].
 
 #[cfg(feature = "tokio")]
@@ -24,6 +24,7 @@ mod error;
 mod freshness;
 mod keys;
 mod origin;
+#[cfg(feature = "tokio")]
 mod purge;
 mod revalidation;
 mod storability;
@@ -35,6 +36,7 @@ pub use error::Error;
 pub use freshness::{Decision, Exchange, Freshness, Heuristic};
 pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
 pub use origin::{Origin, OriginError};
+#[cfg(feature = "tokio")]
 pub use purge::{MAX_PURGED_TAGS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode};
 pub use revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
