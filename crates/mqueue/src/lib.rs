@@ -4,5 +4,6 @@
 mod error;
 pub mod log;
 pub mod queue;
+pub mod stream;
 
 pub use error::Error;

@@ -19,6 +19,7 @@ enum Op {
     Reopen,
 }
 
+#[allow(clippy::disallowed_types, reason = "prop_oneof! expands to std's Arc")]
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..4).prop_map(Op::Append),

@@ -329,6 +329,7 @@ impl Storage for SimulatedStorage {
         Ok(disk
             .names
             .keys()
+            .chain(disk.dirs.iter())
             .filter(|path| path.parent() == Some(dir))
             .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
             .collect())

@@ -1,0 +1,381 @@
+//! Streams: a topic of N partition logs, keyed publishing, and consumer groups with durably
+//! committed offsets (at-least-once).
+//!
+//! A [`Stream`] is one directory holding `partition-NNNNN/` logs. [`Stream::publish`] hashes the
+//! key (the workspace's stable XXH3 hash, the same in every process and release) to pick a
+//! partition, so all records of one key land in one partition, in publish order, and a consumer
+//! reads them in that order.
+//!
+//! A [`ConsumerGroup`] reads every partition from its committed offsets. [`ConsumerGroup::poll`]
+//! moves a read position only; [`ConsumerGroup::commit`] makes the positions the group's
+//! committed offsets, durably (a small file written to a temporary name, fsynced, renamed over
+//! the old one, and the directory fsynced). Commit after processing: a consumer that dies
+//! before its commit gets the same records again from the next `group` call (at-least-once; a
+//! record can be processed twice, never skipped). Under a policy other than `Always`, a power
+//! loss can take back records a group had committed past; reopening the stream lowers such
+//! commits to what the partitions hold, so records published afterwards are not skipped. One `ConsumerGroup` value per group name at a
+//! time: two values of one group would each commit their own positions over the other's.
+//!
+//! ```
+//! use infra_mqueue::stream::{Stream, StreamOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let stream = Stream::open(dir.path(), StreamOptions { partitions: 4, ..StreamOptions::default() })?;
+//! stream.publish(b"user-7", b"signed up")?;
+//! stream.publish(b"user-7", b"paid")?;
+//!
+//! let mut group = stream.group("billing")?;
+//! let messages = group.poll(10)?;
+//! let events: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+//! assert_eq!(events, [&b"signed up"[..], b"paid"]); // one key: publish order
+//! group.commit()?; // processed: not delivered to "billing" again
+//! assert!(stream.group("billing")?.poll(10)?.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use infra_common::{Clock, SystemClock, stable_hash};
+
+use crate::Error;
+use crate::log::{FileStorage, Log, LogOptions, Storage};
+
+/// The most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+/// The longest consumer group name, in bytes.
+pub const MAX_GROUP_NAME: usize = 64;
+
+const OFFSETS_MAGIC: &[u8; 8] = b"IMQOFF01";
+
+/// How a [`Stream`] is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Partition logs; fixed once the stream exists (reopening with another count is refused,
+    /// since keys would move). Default 1, at most [`MAX_PARTITIONS`].
+    pub partitions: u32,
+    /// Options of every partition log.
+    pub log: LogOptions,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            log: LogOptions::default(),
+        }
+    }
+}
+
+/// One record delivered to a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The partition it was read from.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// What was published.
+    pub payload: Vec<u8>,
+}
+
+/// A topic: N partition logs in one directory, and its consumer groups' offsets.
+#[derive(Debug)]
+pub struct Stream {
+    dir: PathBuf,
+    partitions: Vec<Log>,
+    storage: Box<dyn Storage>,
+}
+
+fn partition_dir(dir: &Path, partition: u32) -> PathBuf {
+    dir.join(format!("partition-{partition:05}"))
+}
+
+impl Stream {
+    /// Opens (creating if needed) the stream in `dir` on the real file system and clock.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for a partition count of 0, above [`MAX_PARTITIONS`] or unlike
+    /// the existing stream's; anything [`Log::open`] returns.
+    pub fn open(dir: &Path, options: StreamOptions) -> Result<Self, Error> {
+        Self::open_with(dir, options, SystemClock::new(), FileStorage)
+    }
+
+    /// Opens the stream with a chosen clock and file layer (shared by every partition).
+    ///
+    /// # Errors
+    /// As [`Stream::open`].
+    pub fn open_with<C, S>(
+        dir: &Path,
+        options: StreamOptions,
+        clock: C,
+        storage: S,
+    ) -> Result<Self, Error>
+    where
+        C: Clock + Clone + 'static,
+        S: Storage + Clone + 'static,
+    {
+        let StreamOptions {
+            partitions: count,
+            log: log_options,
+        } = options;
+        if count == 0 || count > MAX_PARTITIONS {
+            return Err(Error::InvalidOptions {
+                reason: "a stream has between 1 and MAX_PARTITIONS (4096) partitions",
+            });
+        }
+        storage
+            .create_dir_all(&dir.join("groups"))
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let existing = storage
+            .list(dir)
+            .map_err(|e| Error::io("list", dir, e))?
+            .iter()
+            .filter(|name| name.starts_with("partition-"))
+            .count();
+        if existing != 0 && existing != count as usize {
+            return Err(Error::InvalidOptions {
+                reason: "the stream exists with another partition count (keys would move)",
+            });
+        }
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        let partitions = (0..count)
+            .map(|p| {
+                let log = Log::open_with(
+                    &partition_dir(dir, p),
+                    log_options.clone(),
+                    clock.clone(),
+                    storage.clone(),
+                )?;
+                #[cfg(feature = "metrics")]
+                let log = log.with_metrics_name(
+                    &dir.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                );
+                Ok(log)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let stream = Self {
+            dir: dir.to_path_buf(),
+            partitions,
+            storage: Box::new(storage),
+        };
+        stream.clamp_commits()?;
+        Ok(stream)
+    }
+
+    /// Under a policy other than `Always`, a commit can outlive the records it passed (a power
+    /// loss took them back), and new records would reuse those offsets unread. On open, every
+    /// group's committed offsets are lowered to what the partitions hold.
+    fn clamp_commits(&self) -> Result<(), Error> {
+        let groups = self.dir.join("groups");
+        let names = self
+            .storage
+            .list(&groups)
+            .map_err(|e| Error::io("list", &groups, e))?;
+        for name in names.iter().filter(|n| n.ends_with(".offsets")) {
+            let path = groups.join(name);
+            let committed = self.read_offsets(&path)?;
+            let clamped: Vec<u64> = committed
+                .iter()
+                .zip(&self.partitions)
+                .map(|(&offset, log)| offset.min(log.next_offset()))
+                .collect();
+            if clamped != committed {
+                self.write_offsets(&path, &clamped)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        u32::try_from(self.partitions.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The partition a key's records go to: its stable hash modulo the partition count.
+    pub fn partition_for(&self, key: &[u8]) -> u32 {
+        u32::try_from(stable_hash(key) % u64::from(self.partitions())).unwrap_or(0)
+    }
+
+    /// Appends `payload` to the key's partition; returns the partition and offset once durable
+    /// per the log options' fsync policy.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn publish(&self, key: &[u8], payload: &[u8]) -> Result<(u32, u64), Error> {
+        let partition = self.partition_for(key);
+        let offset = self.partitions[partition as usize].append(payload)?;
+        Ok((partition, offset))
+    }
+
+    /// One partition's log, for reading it directly or for its stats.
+    pub fn partition(&self, partition: u32) -> Option<&Log> {
+        self.partitions.get(partition as usize)
+    }
+
+    /// The consumer group `name`, positioned at its committed offsets (0 for a new group).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] unless the name is 1 to [`MAX_GROUP_NAME`] ASCII letters, digits,
+    /// `-` or `_`; [`Error::Corrupt`] when its offsets file fails its checks; [`Error::Io`].
+    pub fn group(&self, name: &str) -> Result<ConsumerGroup<'_>, Error> {
+        if name.is_empty()
+            || name.len() > MAX_GROUP_NAME
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidName {
+                reason: "a group name is 1 to 64 ASCII letters, digits, '-' or '_'",
+            });
+        }
+        let path = self.dir.join("groups").join(format!("{name}.offsets"));
+        let committed = self.read_offsets(&path)?;
+        Ok(ConsumerGroup {
+            stream: self,
+            path,
+            positions: committed.clone(),
+            committed,
+        })
+    }
+
+    fn read_offsets(&self, path: &Path) -> Result<Vec<u64>, Error> {
+        let n = self.partitions.len();
+        let file = match self.storage.open(path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![0; n]),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let expected = 8 + 4 + 8 * n + 4;
+        let corrupt = |reason| Error::Corrupt {
+            segment: path.to_path_buf(),
+            position: 0,
+            reason,
+        };
+        let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+        if len != expected as u64 {
+            return Err(corrupt("offsets file of the wrong size"));
+        }
+        let mut bytes = vec![0; expected];
+        let mut filled = 0;
+        while filled < expected {
+            let read = file
+                .read_at(filled as u64, &mut bytes[filled..])
+                .map_err(|e| Error::io("read", path, e))?;
+            if read == 0 {
+                return Err(corrupt("offsets file shorter than its size"));
+            }
+            filled += read;
+        }
+        let (body, crc) = bytes.split_at(expected - 4);
+        if crc32c::crc32c(body).to_le_bytes() != crc {
+            return Err(corrupt("offsets file checksum mismatch"));
+        }
+        if &body[..8] != OFFSETS_MAGIC || body[8..12] != u32::try_from(n).unwrap_or(0).to_le_bytes()
+        {
+            return Err(corrupt("not an offsets file of this stream"));
+        }
+        Ok(body[12..]
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+            .collect())
+    }
+
+    fn write_offsets(&self, path: &Path, offsets: &[u64]) -> Result<(), Error> {
+        let mut bytes = OFFSETS_MAGIC.to_vec();
+        bytes.extend_from_slice(&u32::try_from(offsets.len()).unwrap_or(0).to_le_bytes());
+        for offset in offsets {
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let temp = path.with_extension("offsets.tmp");
+        let file = self
+            .storage
+            .open(&temp, true)
+            .map_err(|e| Error::io("create", &temp, e))?;
+        file.truncate(0)
+            .and_then(|()| file.append(&bytes))
+            .and_then(|()| file.sync())
+            .map_err(|e| Error::io("write", &temp, e))?;
+        drop(file);
+        self.storage
+            .rename(&temp, path)
+            .map_err(|e| Error::io("rename", &temp, e))?;
+        let groups = path.parent().unwrap_or(&self.dir);
+        self.storage
+            .sync_dir(groups)
+            .map_err(|e| Error::io("sync directory", groups, e))
+    }
+}
+
+/// A consumer group's read positions and committed offsets over every partition of a stream.
+#[derive(Debug)]
+pub struct ConsumerGroup<'a> {
+    stream: &'a Stream,
+    path: PathBuf,
+    /// Where the next poll reads, per partition.
+    positions: Vec<u64>,
+    /// Durably committed: where a new `ConsumerGroup` of this name starts, per partition.
+    committed: Vec<u64>,
+}
+
+impl ConsumerGroup<'_> {
+    /// Up to `max` records not yet polled, taken from the partitions in turn (each partition in
+    /// offset order). Records removed by retention before they were read are skipped.
+    ///
+    /// # Errors
+    /// As [`Log::read`], other than [`Error::OffsetTruncated`].
+    pub fn poll(&mut self, max: usize) -> Result<Vec<Message>, Error> {
+        let mut out = Vec::new();
+        let count = self.positions.len();
+        let share = max.div_ceil(count.max(1)).max(1);
+        let mut progress = true;
+        while out.len() < max && progress {
+            progress = false;
+            for (partition, position) in self.positions.iter_mut().enumerate() {
+                let want = share.min(max - out.len());
+                if want == 0 {
+                    break;
+                }
+                let log = &self.stream.partitions[partition];
+                *position = (*position).max(log.first_offset());
+                let records = log.read(*position, want)?;
+                if let Some(last) = records.last() {
+                    *position = last.offset + 1;
+                    progress = true;
+                }
+                out.extend(records.into_iter().map(|r| Message {
+                    partition: u32::try_from(partition).unwrap_or(u32::MAX),
+                    offset: r.offset,
+                    payload: r.payload,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits everything polled so far, durably: a later `group` call of this name starts
+    /// after it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the offsets file cannot be written; the committed offsets are then
+    /// unchanged.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        self.stream.write_offsets(&self.path, &self.positions)?;
+        self.committed.clone_from(&self.positions);
+        Ok(())
+    }
+
+    /// The committed offset of `partition`: the first record a new consumer of this group reads.
+    pub fn committed(&self, partition: u32) -> Option<u64> {
+        self.committed.get(partition as usize).copied()
+    }
+
+    /// Moves the read positions back to the committed offsets, so records polled but not
+    /// committed are polled again (what a restart does).
+    pub fn rewind(&mut self) {
+        self.positions.clone_from(&self.committed);
+    }
+}
