@@ -442,3 +442,69 @@ async fn age_reports_the_time_in_cache() {
     let response = cache.serve(get("http://a.test/age", &[])).await.unwrap();
     assert_eq!(response.headers()["age"], "12");
 }
+
+#[tokio::test]
+async fn a_wall_clock_step_back_does_not_make_a_response_younger() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=10")], "x")));
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/wall").await;
+    clock.advance(Duration::from_secs(11));
+    clock.set_wall_time(std::time::UNIX_EPOCH + Duration::from_secs(1_000));
+    assert_eq!(
+        fetch(&cache, "http://a.test/wall").await.0,
+        CacheStatus::Miss,
+        "stale by the monotonic clock"
+    );
+}
+
+#[tokio::test]
+async fn at_most_eight_variants_are_kept_per_url() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("vary", "x-variant")],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let variants: Vec<String> = (0..=8).map(|i| i.to_string()).collect();
+    for variant in &variants {
+        fetch_with(&cache, "http://a.test/many", &[("x-variant", variant)]).await;
+    }
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/many", &[("x-variant", "0")])
+            .await
+            .0,
+        CacheStatus::Miss,
+        "the oldest made room"
+    );
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/many", &[("x-variant", "8")])
+            .await
+            .0,
+        CacheStatus::Hit
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_object_limit_pass_through_unstored() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(&[("cache-control", "max-age=600")], "0123456789"))
+    });
+    let cache = HttpCache::builder(origin, 1 << 20)
+        .clock(clock.clone())
+        .max_object_bytes(9)
+        .build();
+    assert_eq!(
+        fetch(&cache, "http://a.test/big").await,
+        (CacheStatus::Miss, "0123456789".into())
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/big").await.0,
+        CacheStatus::Miss
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}

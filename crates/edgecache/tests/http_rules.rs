@@ -644,6 +644,12 @@ fn vary_selects_by_the_named_request_fields() {
         ("accept-language", "en".to_owned())
     ])));
     assert!(!key.matches(&headers(&[("accept-encoding", "br, gzip".to_owned())])));
+    let many: Vec<String> = (0..=16).map(|i| format!("x-field-{i}")).collect();
+    let too_many = headers(&[("vary", many.join(", "))]);
+    assert!(
+        VaryKey::new(&too_many, &first).is_none(),
+        "more than 16 fields"
+    );
     let star = headers(&[("vary", "*".to_owned())]);
     assert!(VaryKey::new(&star, &first).is_none());
 }
