@@ -347,6 +347,7 @@ impl Context {
 }
 
 /// Replaces the thread's current context, returning the old one.
+#[cfg(feature = "tokio")]
 pub(crate) fn swap_current(cx: Context) -> Context {
     CURRENT.with(|current| std::mem::replace(&mut current.borrow_mut().context, cx))
 }
