@@ -7,6 +7,7 @@
 mod common;
 mod dlock;
 mod geomatch;
+mod mqueue;
 mod ratelimit;
 mod ring_hash;
 mod trace_ctx;
@@ -36,6 +37,10 @@ const CHAPTERS: &[Chapter] = &[
         dlock::run,
     ),
     ("infra-geomatch: a city at rush hour", geomatch::run),
+    (
+        "infra-mqueue: an order fans out, a consumer crashes, a poison message",
+        mqueue::run,
+    ),
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
