@@ -6,6 +6,7 @@
 
 mod common;
 mod dlock;
+mod edgecache;
 mod geomatch;
 mod mqueue;
 mod ratelimit;
@@ -40,6 +41,10 @@ const CHAPTERS: &[Chapter] = &[
     (
         "infra-mqueue: an order fans out, a consumer crashes, a poison message",
         mqueue::run,
+    ),
+    (
+        "infra-edgecache: a shopper in Tokyo, an origin in Virginia",
+        edgecache::run,
     ),
 ];
 
