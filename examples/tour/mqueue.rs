@@ -77,7 +77,9 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     drop(email);
     println!("    email: crashed after receiving, before its ack");
     let email = open(&scratch, "email", &clock)?;
-    let again = email.try_receive()?.ok_or("redelivered after the restart")?;
+    let again = email
+        .try_receive()?
+        .ok_or("redelivered after the restart")?;
     if again.payload() != order {
         return Err("the redelivered order differs".into());
     }
