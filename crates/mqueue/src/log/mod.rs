@@ -271,12 +271,14 @@ impl Log {
             .collect();
         bases.sort_unstable();
 
+        let clock: Box<dyn Clock> = Box::new(clock);
+        let now_millis = wall_millis(&*clock);
         let mut segments = std::collections::BTreeMap::new();
         let mut bytes = 0u64;
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_name(base));
             let is_last = i + 1 == bases.len();
-            let segment = Segment::recover(&*storage, path, base, is_last)?;
+            let segment = Segment::recover(&*storage, path, base, is_last, now_millis)?;
             if let Some(&next_base) = bases.get(i + 1)
                 && base.checked_add(segment.records) != Some(next_base)
             {
@@ -289,9 +291,8 @@ impl Log {
             bytes += segment.len;
             segments.insert(base, segment);
         }
-        let clock: Box<dyn Clock> = Box::new(clock);
         if segments.is_empty() {
-            let segment = Segment::create(&*storage, dir, 0, wall_millis(&*clock))?;
+            let segment = Segment::create(&*storage, dir, 0, now_millis)?;
             bytes += segment.len;
             segments.insert(0, segment);
         }

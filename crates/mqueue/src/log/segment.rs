@@ -61,6 +61,7 @@ impl Segment {
         path: PathBuf,
         base: u64,
         is_last: bool,
+        now_millis: u64,
     ) -> Result<Self, Error> {
         let file = storage
             .open(&path, false)
@@ -87,12 +88,12 @@ impl Segment {
             Err(_) if is_last && file_len <= SEGMENT_HEADER as u64 => {
                 file.truncate(0)
                     .map_err(|e| Error::io("truncate", &path, e))?;
-                write_header(&*file, &path, base, 0)?;
+                write_header(&*file, &path, base, now_millis)?;
                 return Ok(Self {
                     path,
                     file: Arc::new(file),
                     len: SEGMENT_HEADER as u64,
-                    created_millis: 0,
+                    created_millis: now_millis,
                     index: Vec::new(),
                     records: 0,
                 });
