@@ -448,7 +448,7 @@ fn compaction_keeps_the_state_and_bounds_the_journal() {
         // Ack all but every tenth; leave those delivered once and nacked with a delay.
         for _ in 0..100 {
             let delivery = queue.try_receive().unwrap().unwrap();
-            if delivery.payload()[0] % 10 == 0 {
+            if delivery.payload()[0].is_multiple_of(10) {
                 queue.nack(&delivery, Duration::from_secs(5)).unwrap();
             } else {
                 queue.ack(&delivery).unwrap();
