@@ -164,3 +164,49 @@ fn under_always_a_reader_never_sees_a_record_a_power_cut_could_take() {
     assert_eq!(records.len(), 1);
     assert_eq!(log.stats().depth, 1);
 }
+
+#[test]
+fn a_failed_write_is_cut_back_and_a_failed_fsync_stops_the_log() {
+    let disk = SimulatedStorage::new();
+    let log = open(&disk, FsyncPolicy::Never);
+    log.append(b"before").unwrap();
+    disk.set_failing(true);
+    assert!(matches!(
+        log.append(b"half of this reaches the file"),
+        Err(infra_mqueue::Error::Io { op: "append", .. })
+    ));
+    disk.set_failing(false);
+    // The half-written record was cut back: the next one follows "before" directly.
+    assert_eq!(log.append(b"after").unwrap(), 1);
+    let payloads: Vec<Vec<u8>> = log
+        .read(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(payloads, [b"before".to_vec(), b"after".to_vec()]);
+    drop(log);
+
+    let log = open(&disk, FsyncPolicy::Never);
+    assert_eq!(log.append(b"unsynced").unwrap(), 2);
+    disk.set_failing(true);
+    assert!(matches!(
+        log.sync(),
+        Err(infra_mqueue::Error::Io { op: "fsync", .. })
+    ));
+    disk.set_failing(false);
+    // After a failed fsync nothing is promised any more, even once the disk works again.
+    assert!(matches!(
+        log.append(b"refused"),
+        Err(infra_mqueue::Error::Failed)
+    ));
+    assert!(matches!(log.sync(), Err(infra_mqueue::Error::Failed)));
+    drop(log);
+    let log = open(&disk, FsyncPolicy::Always);
+    assert_eq!(
+        log.next_offset(),
+        3,
+        "a reopen recovers from what the disk holds"
+    );
+    assert_eq!(log.append(b"again").unwrap(), 3);
+}

@@ -237,6 +237,8 @@ struct Disk {
     file_syncs: u64,
     /// Bytes of unsynced data a power cut keeps, per file, for torn-write tests.
     keep_unsynced: usize,
+    /// File appends and syncs fail (an append writing half its bytes first).
+    failing: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -277,6 +279,12 @@ impl SimulatedStorage {
             file.data = kept.clone();
             file.durable = kept;
         }
+    }
+
+    /// While `failing`, every file append writes half its bytes and fails, and every file sync
+    /// fails, as a full or dying disk would.
+    pub fn set_failing(&self, failing: bool) {
+        self.disk.lock().failing = failing;
     }
 
     /// How many file syncs have happened on this disk.
@@ -426,28 +434,31 @@ struct SimHandle {
 }
 
 impl SimHandle {
-    fn with<R>(&self, f: impl FnOnce(&mut SimFile, &mut u64) -> R) -> io::Result<R> {
+    fn with<R>(&self, f: impl FnOnce(&mut SimFile, &mut u64, bool) -> R) -> io::Result<R> {
         let mut disk = self.disk.lock();
         if disk.generation != self.generation {
             return Err(io::Error::other("the simulated disk lost power"));
         }
         let Disk {
-            files, file_syncs, ..
+            files,
+            file_syncs,
+            failing,
+            ..
         } = &mut *disk;
         let file = files
             .get_mut(&self.id)
             .ok_or_else(|| io::Error::other("file vanished"))?;
-        Ok(f(file, file_syncs))
+        Ok(f(file, file_syncs, *failing))
     }
 }
 
 impl StorageFile for SimHandle {
     fn len(&self) -> io::Result<u64> {
-        self.with(|file, _| file.data.len() as u64)
+        self.with(|file, _, _| file.data.len() as u64)
     }
 
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.with(|file, _| {
+        self.with(|file, _, _| {
             let start = usize::try_from(pos)
                 .unwrap_or(usize::MAX)
                 .min(file.data.len());
@@ -458,20 +469,31 @@ impl StorageFile for SimHandle {
     }
 
     fn append(&self, bytes: &[u8]) -> io::Result<()> {
-        self.with(|file, _| file.data.extend_from_slice(bytes))
+        self.with(|file, _, failing| {
+            if failing {
+                file.data.extend_from_slice(&bytes[..bytes.len() / 2]);
+                return Err(io::Error::other("simulated write failure"));
+            }
+            file.data.extend_from_slice(bytes);
+            Ok(())
+        })?
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
-        self.with(|file, _| {
+        self.with(|file, _, _| {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             file.data.resize(len, 0);
         })
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.with(|file, syncs| {
+        self.with(|file, syncs, failing| {
+            if failing {
+                return Err(io::Error::other("simulated fsync failure"));
+            }
             file.durable.clone_from(&file.data);
             *syncs += 1;
-        })
+            Ok(())
+        })?
     }
 }
