@@ -100,22 +100,29 @@ async fn a_304_for_another_entity_tag_is_not_merged() {
     let cache = cache(origin, &clock);
     fetch(&cache, "http://a.test/other-tag").await;
     clock.advance(Duration::from_secs(11));
-    cache
-        .origin()
-        .set_script(|_| Reply::Response(status(304, &[("etag", "\"v9\"")], "")));
+    cache.origin().set_script(|request| {
+        if request.headers().contains_key("if-none-match") {
+            Reply::Response(status(304, &[("etag", "\"v9\"")], ""))
+        } else {
+            Reply::Response(response(
+                &[("cache-control", "max-age=10"), ("etag", "\"v9\"")],
+                "new",
+            ))
+        }
+    });
     let response = cache
         .serve(get("http://a.test/other-tag", &[]))
         .await
         .unwrap();
-    assert_eq!(
-        response.status(),
-        304,
-        "passed on, not taken as validating the stored body"
-    );
+    // §4.3.4: not taken as validating the stored body; asked again without conditions.
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body(), "new");
     assert_eq!(
         response.extensions().get::<CacheStatus>(),
         Some(&CacheStatus::Miss)
     );
+    assert_eq!(cache.origin().calls(), 3);
+    assert!(!cache.origin().seen()[2].1.contains_key("if-none-match"));
 }
 
 #[tokio::test]

@@ -655,17 +655,29 @@ impl<O: Origin> Inner<O> {
         ] {
             parts.headers.remove(name);
         }
+        let unconditional = Request::from_parts(parts.clone(), body.clone());
+        let mut stale = stale;
         if let Some(stale) = &stale {
             for (name, value) in &conditional_headers(&stale.headers) {
                 parts.headers.insert(name, value.clone());
             }
         }
         let method = parts.method.clone();
-        let request_time = this.clock.wall_time();
+        let mut request_time = this.clock.wall_time();
         let timeout = this.config.fetch_timeout;
-        let answer =
+        let mut answer =
             tokio::time::timeout(timeout, this.origin.fetch(Request::from_parts(parts, body)))
                 .await;
+        // §4.3.4: a 304 that names another representation updates nothing, and the client did
+        // not ask a conditional question: ask again, unconditionally.
+        if let (Ok(Ok(response)), Some(old)) = (&answer, &stale)
+            && response.status() == StatusCode::NOT_MODIFIED
+            && !validates(&old.headers, response.headers())
+        {
+            stale = None;
+            request_time = this.clock.wall_time();
+            answer = tokio::time::timeout(timeout, this.origin.fetch(unconditional)).await;
+        }
         let result = match answer {
             Err(_) => Err(Error::Timeout(timeout)),
             Ok(Err(error)) => Err(Error::Origin(error)),
