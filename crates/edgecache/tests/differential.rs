@@ -82,6 +82,8 @@ struct Case {
     resident: u64,
 }
 
+// `prop_oneof!` expands to a `std` `Arc`.
+#[allow(clippy::disallowed_types)]
 fn directive() -> impl Strategy<Value = String> {
     prop_oneof![
         (0u32..2000).prop_map(|n| format!("max-age={n}")),
@@ -96,6 +98,8 @@ fn directive() -> impl Strategy<Value = String> {
     ]
 }
 
+// `prop_oneof!` expands to a `std` `Arc`.
+#[allow(clippy::disallowed_types)]
 fn case() -> impl Strategy<Value = Case> {
     (
         (

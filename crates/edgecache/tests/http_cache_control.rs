@@ -16,6 +16,8 @@ enum Directive {
     Extension(String, Option<String>),
 }
 
+// `prop_oneof!` expands to a `std` `Arc`.
+#[allow(clippy::disallowed_types)]
 fn directive() -> impl Strategy<Value = Directive> {
     let delta_names = prop::sample::select(vec![
         "max-age",
