@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use h3o::{CellIndex, Resolution};
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::RwLock;
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use infra_common::sync::{RwLock, RwLockReadGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
-    CellGeometry, EARTH_RADIUS_M, Rings, Unit, angle_to_chord2, chord2, chord2_to_angle,
-    exact_angle,
+    CellGeometry, EARTH_RADIUS_M, Rings, Unit, angle_to_chord2, chord2, exact_angle, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -93,18 +92,37 @@ impl Config {
     }
 }
 
-/// One cell's drivers, column by column so a scan reads only what it tests.
+/// What a scan reads of every driver: where it is and who it is, side by side, so a scan
+/// walks one array.
+#[derive(Clone, Copy, Debug)]
+struct Spot {
+    unit: Unit,
+    id: DriverId,
+}
+
+/// The rest of a driver's row: read for the drivers a scan keeps, written by every update
+/// (with the spot) and by state changes.
+#[derive(Debug)]
+struct Detail {
+    point: Point,
+    seen: u64,
+    /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
+    /// one driver cannot both see it available.
+    word: AtomicU64,
+    profile: DriverProfile,
+}
+
+/// One cell's drivers: two arrays of rows, the slot of a driver being its index in both.
 #[derive(Debug)]
 struct Bucket {
     geometry: CellGeometry,
-    ids: Vec<DriverId>,
-    units: Vec<Unit>,
-    points: Vec<Point>,
-    seen: Vec<u64>,
-    profiles: Vec<DriverProfile>,
-    /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
-    /// one driver cannot both see it available.
-    words: Vec<AtomicU64>,
+    /// The cell and its neighbours (six, five around a pentagon), so a query's next ring
+    /// comes from here rather than from H3.
+    around: Box<[CellIndex]>,
+    spots: Vec<Spot>,
+    details: Vec<Detail>,
+    /// Driver → slot, for when the driver table's slot is out of date (another driver of the
+    /// bucket left and the last row took its slot).
     slots: HashMap<DriverId, usize, RandomState>,
 }
 
@@ -130,53 +148,76 @@ struct Row {
 
 impl Bucket {
     fn new(cell: CellIndex) -> Self {
+        let mut around = Vec::with_capacity(7);
+        neighbours(cell, &mut around);
         Self {
             geometry: CellGeometry::of(cell),
-            ids: Vec::new(),
-            units: Vec::new(),
-            points: Vec::new(),
-            seen: Vec::new(),
-            profiles: Vec::new(),
-            words: Vec::new(),
+            around: around.into_boxed_slice(),
+            spots: Vec::new(),
+            details: Vec::new(),
             slots: HashMap::default(),
         }
     }
 
-    fn push(&mut self, row: Row) {
-        self.slots.insert(row.id, self.ids.len());
-        self.ids.push(row.id);
-        self.units.push(row.point.unit());
-        self.points.push(row.point);
-        self.seen.push(row.seen);
-        self.profiles.push(row.profile);
-        self.words.push(AtomicU64::new(row.word));
+    /// Adds a row; its slot.
+    fn push(&mut self, row: Row) -> usize {
+        let slot = self.spots.len();
+        self.slots.insert(row.id, slot);
+        self.spots.push(Spot {
+            unit: row.point.unit(),
+            id: row.id,
+        });
+        self.details.push(Detail {
+            point: row.point,
+            seen: row.seen,
+            word: AtomicU64::new(row.word),
+            profile: row.profile,
+        });
+        slot
     }
 
-    fn take(&mut self, id: DriverId) -> Option<Row> {
-        let slot = self.slots.remove(&id)?;
-        self.ids.swap_remove(slot);
-        self.units.swap_remove(slot);
-        let point = self.points.swap_remove(slot);
-        let seen = self.seen.swap_remove(slot);
-        let profile = self.profiles.swap_remove(slot);
-        let word = self.words.swap_remove(slot).load(Ordering::Acquire);
-        if let Some(moved) = self.ids.get(slot) {
-            self.slots.insert(*moved, slot);
+    /// The slot of `id`, which the bucket holds: `hint` if that is still it (one compare),
+    /// else the slot map's.
+    #[inline]
+    fn slot_of(&self, id: DriverId, hint: usize) -> usize {
+        if self.spots.get(hint).is_some_and(|spot| spot.id == id) {
+            hint
+        } else {
+            self.slots[&id]
         }
-        Some(Row {
+    }
+
+    fn take(&mut self, id: DriverId, hint: usize) -> Row {
+        let slot = self.slot_of(id, hint);
+        self.slots.remove(&id);
+        self.spots.swap_remove(slot);
+        let detail = self.details.swap_remove(slot);
+        if let Some(moved) = self.spots.get(slot) {
+            self.slots.insert(moved.id, slot);
+        }
+        Row {
             id,
-            point,
-            seen,
-            profile,
-            word,
-        })
+            point: detail.point,
+            seen: detail.seen,
+            profile: detail.profile,
+            word: detail.word.load(Ordering::Acquire),
+        }
     }
 
     fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
-        self.points[slot] = point;
-        self.units[slot] = unit;
-        self.seen[slot] = now;
+        self.spots[slot].unit = unit;
+        let detail = &mut self.details[slot];
+        detail.point = point;
+        detail.seen = now;
     }
+}
+
+/// Where the driver table says a driver is: its cell, and its slot in the cell's bucket as of
+/// the driver's last move (checked before use, see [`Bucket::slot_of`]).
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    cell: CellIndex,
+    slot: usize,
 }
 
 /// The word after a change to `state`: the next version, so older versions stop matching.
@@ -184,8 +225,13 @@ fn next_word(word: u64, state: DriverState) -> u64 {
     ((word >> STATE_BITS).wrapping_add(1) << STATE_BITS) | state.code()
 }
 
-type DriverShard = RwLock<HashMap<DriverId, CellIndex, RandomState>>;
+type DriverShard = RwLock<HashMap<DriverId, Place, RandomState>>;
 type CellShard = RwLock<HashMap<CellIndex, Bucket, RandomState>>;
+type CellShardGuard<'a> = RwLockReadGuard<'a, HashMap<CellIndex, Bucket, RandomState>>;
+
+/// How many resolutions above a bucket's cell the ancestor lies that picks the bucket's part
+/// of the cell table: 2, so the 49 or so cells under one ancestor share a part.
+const SHARD_LEVELS: u8 = 2;
 
 /// Drivers in per-cell buckets on an H3 grid, shared by many threads.
 ///
@@ -229,6 +275,9 @@ pub struct Index<C = SystemClock> {
     /// Buckets that hold at least one driver; decides when scanning every bucket is cheaper
     /// than another ring.
     occupied: AtomicUsize,
+    /// Where cells are grouped into parts of the cell table (see `cell_shard_index`); `None`
+    /// at resolutions 0 and 1, where each cell is its own key.
+    shard_resolution: Option<Resolution>,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::IndexMetrics,
 }
@@ -305,6 +354,9 @@ impl<C: Clock> Index<C> {
                 .map(|_| RwLock::new(HashMap::default()))
                 .collect(),
             occupied: AtomicUsize::new(0),
+            shard_resolution: u8::from(config.resolution)
+                .checked_sub(SHARD_LEVELS)
+                .and_then(|r| Resolution::try_from(r).ok()),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::IndexMetrics::new(std::borrow::Cow::Borrowed(
                 crate::metrics::DEFAULT_INDEX_NAME,
@@ -369,7 +421,18 @@ impl<C: Clock> Index<C> {
     }
 
     fn cell_shard(&self, cell: CellIndex) -> &CellShard {
-        &self.cells[shard_of(u64::from(cell), self.cells.len())]
+        &self.cells[self.cell_shard_index(cell)]
+    }
+
+    /// A cell's part of the cell table, chosen by its ancestor [`SHARD_LEVELS`] resolutions
+    /// up, so the cells around a query mostly share a part and it takes few locks; a city
+    /// still spreads over many parts (at resolution 9, one part per 5 km² or so).
+    fn cell_shard_index(&self, cell: CellIndex) -> usize {
+        let key = self
+            .shard_resolution
+            .and_then(|r| cell.parent(r))
+            .unwrap_or(cell);
+        shard_of(u64::from(key), self.cells.len())
     }
 
     fn fresh(&self, now: u64, seen: u64) -> bool {
@@ -463,12 +526,13 @@ impl<C: Clock> Index<C> {
         };
         #[cfg(feature = "metrics")]
         self.metrics.entered(DriverState::from_code(row.word));
-        self.push_row(cell, row);
-        drivers.insert(id, cell);
+        let slot = self.push_row(cell, row);
+        drivers.insert(id, Place { cell, slot });
         Ok(())
     }
 
-    fn push_row(&self, cell: CellIndex, row: Row) {
+    /// Adds a row to `cell`'s bucket; its slot.
+    fn push_row(&self, cell: CellIndex, row: Row) -> usize {
         let mut cells = self.cell_shard(cell).write();
         cells
             .entry(cell)
@@ -476,16 +540,17 @@ impl<C: Clock> Index<C> {
                 self.occupied.fetch_add(1, Ordering::Relaxed);
                 Bucket::new(cell)
             })
-            .push(row);
+            .push(row)
     }
 
-    fn take_row(&self, cell: CellIndex, id: DriverId) -> Row {
+    fn take_row(&self, place: Place, id: DriverId) -> Row {
+        let cell = place.cell;
         let mut cells = self.cell_shard(cell).write();
         let bucket = cells
             .get_mut(&cell)
             .expect("the driver table names a bucket that holds the driver");
-        let row = bucket.take(id).expect("the driver is in its bucket");
-        if bucket.ids.is_empty() {
+        let row = bucket.take(id, place.slot);
+        if bucket.spots.is_empty() {
             cells.remove(&cell);
             self.occupied.fetch_sub(1, Ordering::Relaxed);
         }
@@ -515,36 +580,38 @@ impl<C: Clock> Index<C> {
         let now = self.clock.now_nanos();
         let unit = point.unit();
         let mut drivers = self.driver_shard(id).write();
-        let cell = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        let place = drivers.get_mut(&id).ok_or(Error::UnknownDriver(id))?;
         {
-            let mut cells = self.cell_shard(cell).write();
+            let mut cells = self.cell_shard(place.cell).write();
             let bucket = cells
-                .get_mut(&cell)
+                .get_mut(&place.cell)
                 .expect("the driver table names a bucket that holds the driver");
+            place.slot = bucket.slot_of(id, place.slot);
             if bucket.geometry.surely_contains(&unit) {
-                let slot = bucket.slots[&id];
-                bucket.set_position(slot, point, unit, now);
+                bucket.set_position(place.slot, point, unit, now);
                 return Ok(());
             }
         }
         // Near the edge: ask H3, outside any cell lock (it is the slow part).
         let new_cell = point.cell(self.config.resolution);
-        if new_cell == cell {
-            let mut cells = self.cell_shard(cell).write();
+        if new_cell == place.cell {
+            let mut cells = self.cell_shard(new_cell).write();
             let bucket = cells
-                .get_mut(&cell)
+                .get_mut(&new_cell)
                 .expect("the driver table names a bucket that holds the driver");
-            let slot = bucket.slots[&id];
-            bucket.set_position(slot, point, unit, now);
+            place.slot = bucket.slot_of(id, place.slot);
+            bucket.set_position(place.slot, point, unit, now);
             return Ok(());
         }
         // The row leaves one bucket before it enters the other, never holding two cell locks;
         // a query in between may miss this one driver, as if its report came a moment later.
-        let mut row = self.take_row(cell, id);
+        let mut row = self.take_row(*place, id);
         row.point = point;
         row.seen = now;
-        self.push_row(new_cell, row);
-        drivers.insert(id, new_cell);
+        *place = Place {
+            cell: new_cell,
+            slot: self.push_row(new_cell, row),
+        };
         Ok(())
     }
 
@@ -567,8 +634,8 @@ impl<C: Clock> Index<C> {
     /// ```
     pub fn remove(&self, id: DriverId) -> Result<DriverRecord, Error> {
         let mut drivers = self.driver_shard(id).write();
-        let cell = drivers.remove(&id).ok_or(Error::UnknownDriver(id))?;
-        let row = self.take_row(cell, id);
+        let place = drivers.remove(&id).ok_or(Error::UnknownDriver(id))?;
+        let row = self.take_row(place, id);
         // Still under the driver's lock, so a later insert of this id reads the raised floor.
         self.version_floor
             .fetch_max((row.word >> STATE_BITS) + 1, Ordering::AcqRel);
@@ -588,12 +655,12 @@ impl<C: Clock> Index<C> {
     /// Runs `f` on the driver's bucket and slot, under read locks of its driver and cell.
     fn with_slot<R>(&self, id: DriverId, f: impl FnOnce(&Bucket, usize) -> R) -> Result<R, Error> {
         let drivers = self.driver_shard(id).read();
-        let cell = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
-        let cells = self.cell_shard(cell).read();
+        let place = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        let cells = self.cell_shard(place.cell).read();
         let bucket = cells
-            .get(&cell)
+            .get(&place.cell)
             .expect("the driver table names a bucket that holds the driver");
-        Ok(f(bucket, bucket.slots[&id]))
+        Ok(f(bucket, bucket.slot_of(id, place.slot)))
     }
 
     /// A copy of what the index holds about a driver.
@@ -612,15 +679,16 @@ impl<C: Clock> Index<C> {
     pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
         let now = self.clock.now_nanos();
         self.with_slot(id, |bucket, slot| {
-            let word = bucket.words[slot].load(Ordering::Acquire);
+            let detail = &bucket.details[slot];
+            let word = detail.word.load(Ordering::Acquire);
             DriverRecord {
                 id,
-                point: bucket.points[slot],
-                profile: bucket.profiles[slot],
+                point: detail.point,
+                profile: detail.profile,
                 state: DriverState::from_code(word),
                 version: Version(word),
-                seen_nanos: bucket.seen[slot],
-                age: Duration::from_nanos(now.saturating_sub(bucket.seen[slot])),
+                seen_nanos: detail.seen,
+                age: Duration::from_nanos(now.saturating_sub(detail.seen)),
             }
         })
     }
@@ -643,7 +711,7 @@ impl<C: Clock> Index<C> {
     /// ```
     pub fn set_state(&self, id: DriverId, state: DriverState) -> Result<Version, Error> {
         self.with_slot(id, |bucket, slot| {
-            let word = &bucket.words[slot];
+            let word = &bucket.details[slot].word;
             let mut current = word.load(Ordering::Acquire);
             loop {
                 let next = next_word(current, state);
@@ -694,11 +762,12 @@ impl<C: Clock> Index<C> {
             });
         }
         self.with_slot(id, |bucket, slot| {
-            if !self.fresh(now, bucket.seen[slot]) {
+            let detail = &bucket.details[slot];
+            if !self.fresh(now, detail.seen) {
                 return Err(Error::Stale(id));
             }
             let offered = next_word(expected, DriverState::Offered);
-            match bucket.words[slot].compare_exchange(
+            match detail.word.compare_exchange(
                 expected,
                 offered,
                 Ordering::AcqRel,
@@ -732,7 +801,8 @@ impl<C: Clock> Index<C> {
             return Err(Error::ForeignClaim(id));
         }
         self.with_slot(id, |bucket, slot| {
-            bucket.words[slot]
+            bucket.details[slot]
+                .word
                 .compare_exchange(
                     claim.version.0,
                     next_word(claim.version.0, to),
@@ -822,15 +892,17 @@ impl<C: Clock> Index<C> {
         if k == 0 {
             return Ok(Vec::new());
         }
+        let query = point.unit();
         let mut nearest = Nearest {
-            query: point.unit(),
+            query,
             filter,
             now: self.clock.now_nanos(),
             index: self,
             k,
             best: BinaryHeap::with_capacity(k + 1),
+            worst_chord2: f64::INFINITY,
         };
-        self.walk(point, &mut nearest);
+        self.walk(point, &query, &mut nearest);
         Ok(into_candidates(
             &nearest.query,
             nearest.best.into_sorted_vec(),
@@ -864,12 +936,12 @@ impl<C: Clock> Index<C> {
             return Err(Error::InvalidRadius(radius_m));
         }
         let reach = radius_m / EARTH_RADIUS_M;
+        let query = point.unit();
         let mut within = Within {
-            query: point.unit(),
+            query,
             filter,
             now: self.clock.now_nanos(),
             index: self,
-            reach,
             reach_chord2: if reach >= PI {
                 f64::INFINITY
             } else {
@@ -877,7 +949,7 @@ impl<C: Clock> Index<C> {
             },
             found: Vec::new(),
         };
-        self.walk(point, &mut within);
+        self.walk(point, &query, &mut within);
         within.found.sort_unstable();
         Ok(into_candidates(&within.query, within.found))
     }
@@ -933,10 +1005,18 @@ impl<C: Clock> Index<C> {
     /// the smallest lower bound over ring `j`'s cells, for every `j ≤ d`. Once a whole ring is
     /// farther than the reach, so is everything beyond it. The rings are built breadth-first
     /// ([`Rings`]), so each holds exactly the cells at its grid distance, near pentagons and
-    /// when the rings wrap around the globe alike.
-    fn walk(&self, point: Point, collector: &mut impl Collector) {
-        let query = point.unit();
+    /// when the rings wrap around the globe alike; a bucket keeps its cell's neighbours, so
+    /// H3 is asked for them only around empty cells. Bounds and the reach are chords, which
+    /// order points as arcs do: no arc sine per cell.
+    fn walk(&self, point: Point, query: &Unit, collector: &mut impl Collector) {
         let mut rings = Rings::new(point.cell(self.config.resolution));
+        // Per ring: the occupied cells with their lower bounds, the empty ones, the cells to
+        // scan, and every neighbour of the ring's cells (whence the next ring).
+        let mut bounds: Vec<(f64, CellIndex)> = Vec::with_capacity(32);
+        let mut empty: Vec<CellIndex> = Vec::new();
+        let mut order: Vec<CellIndex> = Vec::with_capacity(32);
+        let mut next: Vec<CellIndex> = Vec::with_capacity(128);
+        let mut around = Vec::with_capacity(7);
         let mut distance = 0usize;
         let mut visited = 0usize;
         loop {
@@ -946,20 +1026,45 @@ impl<C: Clock> Index<C> {
                 return;
             }
             visited += ring.len();
-            let mut ring_bound = f64::INFINITY;
-            for &cell in ring {
-                let cells = self.cell_shard(cell).read();
-                if let Some(bucket) = cells.get(&cell) {
-                    let bound = bucket.geometry.min_angle_from(&query);
-                    ring_bound = ring_bound.min(bound);
-                    if bound <= collector.reach() {
-                        collector.visit(bucket);
-                    }
-                } else {
-                    drop(cells);
-                    ring_bound = ring_bound.min(CellGeometry::of(cell).min_angle_from(&query));
+            bounds.clear();
+            empty.clear();
+            next.clear();
+            self.with_cells(ring, |cell, bucket| match bucket {
+                Some(bucket) => {
+                    bounds.push((bucket.geometry.min_chord_from(query), cell));
+                    next.extend_from_slice(&bucket.around);
                 }
+                None => empty.push(cell),
+            });
+            let mut ring_bound = bounds
+                .iter()
+                .map(|&(bound, _)| bound)
+                .fold(f64::INFINITY, f64::min);
+            // An empty cell's shape and neighbours come from H3, outside any lock (the slow
+            // part).
+            for &cell in &empty {
+                ring_bound = ring_bound.min(CellGeometry::of(cell).min_chord_from(query));
+                neighbours(cell, &mut around);
+                next.extend_from_slice(&around);
             }
+            // The occupied cells within reach, nearest first: the reach shrinks as early as it
+            // can, and farther cells it then leaves out are not scanned. (A bucket emptied or
+            // filled since the first look is skipped or missed, as a report a moment later
+            // would have been.)
+            bounds.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let wanted = bounds.partition_point(|&(bound, _)| bound <= collector.reach());
+            order.clear();
+            order.extend(bounds[..wanted].iter().map(|&(_, cell)| cell));
+            let mut nth = 0;
+            self.with_cells(&order, |_, bucket| {
+                let bound = bounds[nth].0;
+                nth += 1;
+                if let Some(bucket) = bucket
+                    && bound <= collector.reach()
+                {
+                    collector.visit(bucket);
+                }
+            });
             if ring_bound > collector.reach() {
                 return;
             }
@@ -973,14 +1078,30 @@ impl<C: Clock> Index<C> {
                 collector.restart();
                 for shard in &*self.cells {
                     for bucket in shard.read().values() {
-                        if bucket.geometry.min_angle_from(&query) <= collector.reach() {
+                        if bucket.geometry.min_chord_from(query) <= collector.reach() {
                             collector.visit(bucket);
                         }
                     }
                 }
                 return;
             }
-            rings.advance();
+            rings.advance_to(&next);
+        }
+    }
+
+    /// Calls `f` on each cell of `cells` in order with its bucket, if any, under its part's
+    /// read lock. Neighbouring cells mostly share a part (`cell_shard_index`): the lock is
+    /// kept from one cell to the next rather than taken again, and given up before another
+    /// part's is taken, so one call never holds two.
+    fn with_cells(&self, cells: &[CellIndex], mut f: impl FnMut(CellIndex, Option<&Bucket>)) {
+        let mut held: Option<(usize, CellShardGuard<'_>)> = None;
+        for &cell in cells {
+            let shard = self.cell_shard_index(cell);
+            if held.as_ref().is_some_and(|(part, _)| *part != shard) {
+                held = None;
+            }
+            let (_, guard) = held.get_or_insert_with(|| (shard, self.cells[shard].read()));
+            f(cell, guard.get(&cell));
         }
     }
 }
@@ -1038,7 +1159,8 @@ fn into_candidates(query: &Unit, found: Vec<Found>) -> Vec<Candidate> {
 
 /// What a ring walk collects.
 trait Collector {
-    /// The angle beyond which nothing more is wanted.
+    /// The chord beyond which nothing more is wanted (a straight 3D distance between unit
+    /// vectors: it grows with the arc, so it orders drivers as the arc does).
     fn reach(&self) -> f64;
     /// Looks at every driver of a bucket.
     fn visit(&mut self, bucket: &Bucket);
@@ -1050,15 +1172,14 @@ trait Collector {
 #[inline]
 fn admissible<C: Clock>(
     index: &Index<C>,
-    bucket: &Bucket,
-    slot: usize,
+    detail: &Detail,
     filter: &Filter,
     now: u64,
 ) -> Option<u64> {
-    if !filter.admits(&bucket.profiles[slot]) || !index.fresh(now, bucket.seen[slot]) {
+    if !filter.admits(&detail.profile) || !index.fresh(now, detail.seen) {
         return None;
     }
-    let word = bucket.words[slot].load(Ordering::Acquire);
+    let word = detail.word.load(Ordering::Acquire);
     (word & STATE_MASK == DriverState::Available.code()).then_some(word)
 }
 
@@ -1070,42 +1191,48 @@ struct Nearest<'a, C> {
     k: usize,
     /// The best `k` so far, worst on top.
     best: BinaryHeap<Found>,
+    /// The squared chord of the worst of the best once there are `k`, else infinite: a driver
+    /// farther than it is passed over with one comparison.
+    worst_chord2: f64,
 }
 
 impl<C: Clock> Collector for Nearest<'_, C> {
     fn reach(&self) -> f64 {
-        if self.best.len() < self.k {
-            f64::INFINITY
-        } else {
-            self.best
-                .peek()
-                .map_or(f64::INFINITY, |worst| chord2_to_angle(worst.chord2))
-        }
+        self.worst_chord2.sqrt()
     }
 
     fn visit(&mut self, bucket: &Bucket) {
-        for (slot, unit) in bucket.units.iter().enumerate() {
+        for (spot, detail) in bucket.spots.iter().zip(&bucket.details) {
+            let chord2 = chord2(&self.query, &spot.unit);
+            if chord2 > self.worst_chord2 {
+                continue;
+            }
             let found = Found {
-                chord2: chord2(&self.query, unit),
-                id: bucket.ids[slot],
+                chord2,
+                id: spot.id,
                 word: 0,
-                unit: *unit,
+                unit: spot.unit,
             };
+            // As far as the worst: it stays worse unless its id is smaller.
             if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
                 continue;
             }
-            let Some(word) = admissible(self.index, bucket, slot, self.filter, self.now) else {
+            let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
                 continue;
             };
             self.best.push(Found { word, ..found });
             if self.best.len() > self.k {
                 self.best.pop();
             }
+            if self.best.len() == self.k {
+                self.worst_chord2 = self.best.peek().map_or(f64::INFINITY, |worst| worst.chord2);
+            }
         }
     }
 
     fn restart(&mut self) {
         self.best.clear();
+        self.worst_chord2 = f64::INFINITY;
     }
 }
 
@@ -1114,28 +1241,28 @@ struct Within<'a, C> {
     filter: &'a Filter,
     now: u64,
     index: &'a Index<C>,
-    reach: f64,
+    /// The radius as a squared chord, infinite if it reaches the antipode.
     reach_chord2: f64,
     found: Vec<Found>,
 }
 
 impl<C: Clock> Collector for Within<'_, C> {
     fn reach(&self) -> f64 {
-        self.reach
+        self.reach_chord2.sqrt()
     }
 
     fn visit(&mut self, bucket: &Bucket) {
-        for (slot, unit) in bucket.units.iter().enumerate() {
-            let chord2 = chord2(&self.query, unit);
+        for (spot, detail) in bucket.spots.iter().zip(&bucket.details) {
+            let chord2 = chord2(&self.query, &spot.unit);
             if chord2 > self.reach_chord2 {
                 continue;
             }
-            if let Some(word) = admissible(self.index, bucket, slot, self.filter, self.now) {
+            if let Some(word) = admissible(self.index, detail, self.filter, self.now) {
                 self.found.push(Found {
                     chord2,
-                    id: bucket.ids[slot],
+                    id: spot.id,
                     word,
-                    unit: *unit,
+                    unit: spot.unit,
                 });
             }
         }

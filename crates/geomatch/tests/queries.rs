@@ -473,3 +473,52 @@ fn near_antipodal_distances_are_exact() {
         );
     }
 }
+
+/// Drivers of one cell leave in an order that moves the others' rows (a leaving row's slot
+/// is taken by the bucket's last row): every operation on a moved driver still reaches its
+/// own row, never a neighbour's.
+#[test]
+fn drivers_whose_rows_moved_are_still_found_by_id() {
+    let index = Index::with_clock(Config::default(), ManualClock::new()).unwrap();
+    let at = |i: u32| Point::new(48.8566, 2.3522 + 1e-6 * f64::from(i)).unwrap();
+    for i in 0..6u32 {
+        index
+            .insert(DriverId(u64::from(i)), at(i), DriverProfile::default())
+            .unwrap();
+    }
+    assert_eq!(
+        at(0).cell(Resolution::Nine),
+        at(5).cell(Resolution::Nine),
+        "one cell"
+    );
+    // Removing 0 moves 5 into slot 0; removing 1 moves 4 into slot 1.
+    index.remove(DriverId(0)).unwrap();
+    index.remove(DriverId(1)).unwrap();
+    let moved_to = Point::new(48.8566, 2.3523).unwrap();
+    index.update(DriverId(5), moved_to).unwrap();
+    index.set_state(DriverId(4), DriverState::Busy).unwrap();
+    for i in 2..6u32 {
+        let record = index.driver(DriverId(u64::from(i))).unwrap();
+        assert_eq!(record.id, DriverId(u64::from(i)));
+        let expected = if i == 5 { moved_to } else { at(i) };
+        assert_eq!(record.point, expected, "driver {i}");
+        let state = if i == 4 {
+            DriverState::Busy
+        } else {
+            DriverState::Available
+        };
+        assert_eq!(record.state, state, "driver {i}");
+    }
+    let claim = index
+        .claim(DriverId(5), index.driver(DriverId(5)).unwrap().version)
+        .unwrap();
+    index.accept(&claim).unwrap();
+    assert_eq!(index.driver(DriverId(5)).unwrap().state, DriverState::Busy);
+    assert_eq!(
+        index.driver(DriverId(3)).unwrap().state,
+        DriverState::Available
+    );
+    let found = index.nearest(at(3), 10, &Filter::any()).unwrap();
+    let ids: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
+    assert_eq!(ids, [3, 2]);
+}
