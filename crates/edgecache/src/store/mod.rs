@@ -4,8 +4,8 @@
 //! its own lock; a key's hash picks its shard. Each shard runs adaptive W-TinyLFU (see
 //! `shard.rs` for the policy and the papers it follows): a small LRU window admits new
 //! entries, a frequency sketch decides which of a window leaver and the main space's
-//! least-recently-used entry is worth keeping, and hill climbing resizes the window to whatever
-//! the workload rewards.
+//! least-recently-used entry is worth keeping, and ghosts of recently evicted keys resize the
+//! window to whatever the workload rewards.
 //!
 //! ```
 //! use std::time::Duration;
@@ -24,6 +24,7 @@
 //! assert_eq!(cache.len(), 0);
 //! ```
 
+mod ghost;
 mod shard;
 mod sketch;
 
@@ -131,8 +132,8 @@ impl<K, V> CacheBuilder<K, V> {
         // The remainder of the split goes to the first shards, so the shares sum to the budget.
         let shards = (0..count_u64)
             .map(|index| {
-                let share = self.max_weight / count_u64
-                    + u64::from(index < self.max_weight % count_u64);
+                let share =
+                    self.max_weight / count_u64 + u64::from(index < self.max_weight % count_u64);
                 PaddedShard(Mutex::new(Shard::new(share)))
             })
             .collect();
@@ -216,7 +217,10 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// insert's incremental sweep reaches it, by the policy's eviction, or by
     /// [`Cache::purge_expired`].
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
-        let expires_at = self.clock.now_nanos().saturating_add(duration_to_nanos(ttl));
+        let expires_at = self
+            .clock
+            .now_nanos()
+            .saturating_add(duration_to_nanos(ttl));
         // `NEVER` means no expiry; a finite TTL saturating into it stays finite.
         self.insert_until(key, value, expires_at.min(NEVER - 1));
     }
@@ -277,12 +281,18 @@ impl<K, V> Cache<K, V> {
 
     /// The summed weight of the entries held.
     pub fn weighted_size(&self) -> u64 {
-        self.shards.iter().map(|shard| shard.0.lock().weight()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.0.lock().weight())
+            .sum()
     }
 
     /// The budget the cache was built with.
     pub fn max_weight(&self) -> u64 {
-        self.shards.iter().map(|shard| shard.0.lock().max_weight()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.0.lock().max_weight())
+            .sum()
     }
 
     /// The number of shards.

@@ -12,11 +12,14 @@
 //!   makes one-pass scans unable to flush the cache.
 //! - A hit in probation promotes the entry to protected; protected overflow is demoted back to
 //!   probation's most recently used end.
-//! - **Hill climbing** adapts the window's share: after each sample of requests the shard
-//!   compares its hit ratio with the previous sample's and keeps moving the window size in the
-//!   direction that helped, with a decaying step that restarts when the ratio shifts by 5
-//!   points. A recency-heavy workload grows the window towards plain LRU; a frequency-heavy
-//!   one shrinks it towards pure TinyLFU.
+//! - **Ghosts adapt the window's share**, as ARC (Megiddo and Modha, FAST 2003) adapts its
+//!   recency list: the shard remembers the hashes of keys recently let go by the window (the
+//!   duel rejected them) and by the main space. A miss on a key the window let go grows the
+//!   window; a miss on one the main space let go shrinks it; each step is one mean entry
+//!   weight times the ratio of the other ghost's size to this one's. A recency-heavy workload
+//!   grows the window towards plain LRU; a frequency-heavy one shrinks it towards pure
+//!   TinyLFU. (Caffeine's hill climbing on sampled hit ratios was tried first: on the Zipf
+//!   rows of the hit-ratio table its noisy samples cost more than a fixed window.)
 //!
 //! All sizes are weights (a user's weigher, bytes in an HTTP cache), so the queues hold
 //! weighted budgets rather than counts. The queues are intrusive doubly linked lists through
@@ -25,6 +28,7 @@
 
 use hashbrown::HashTable;
 
+use super::ghost::Ghost;
 use super::sketch::FrequencySketch;
 
 /// An index that is no slot: the end of a list.
@@ -37,12 +41,12 @@ pub(crate) const NEVER: u64 = u64::MAX;
 const INITIAL_WINDOW_PERCENT: u64 = 1;
 /// The protected queue's share of the main space: 80 %.
 const PROTECTED_PERCENT: u64 = 80;
-/// Hill climbing: the step, as a fraction of the shard's budget.
-const CLIMB_STEP_FRACTION: f64 = 0.0625;
-/// Hill climbing: a hit-ratio change this large restarts the step at its full size.
-const CLIMB_RESTART_THRESHOLD: f64 = 0.05;
-/// Hill climbing: each sample without a restart multiplies the step by this.
-const CLIMB_STEP_DECAY: f64 = 0.98;
+/// The ghosts hold the hashes of this fraction (1/32) of the shard's entry count each: enough
+/// to see a window or main space that is too small, few enough that old evictions do not steer
+/// (measured on the hit-ratio table; one ghost per entry drifted the window too far on Zipf).
+const GHOST_DIVISOR: usize = 32;
+/// The smallest ghost, for small shards.
+const GHOST_MIN: usize = 16;
 /// Expired entries examined per insert by the incremental sweep.
 const SWEEP_PER_INSERT: usize = 2;
 
@@ -101,16 +105,6 @@ pub(crate) struct ShardCounters {
     pub(crate) rejections: u64,
 }
 
-/// The hill climber's state (see the module docs).
-#[derive(Debug, Clone, Copy)]
-struct Climber {
-    hits: u64,
-    misses: u64,
-    previous_hit_ratio: f64,
-    /// Signed step in weight units: positive grows the window.
-    step: f64,
-}
-
 /// One shard of the cache: entries, index and policy, used under the shard's lock.
 #[derive(Debug)]
 pub(crate) struct Shard<K, V> {
@@ -125,7 +119,10 @@ pub(crate) struct Shard<K, V> {
     window_max: u64,
     protected_max: u64,
     sketch: FrequencySketch,
-    climber: Climber,
+    /// Keys the window let go (rejected by the admission duel).
+    window_ghost: Ghost,
+    /// Keys the main space let go.
+    main_ghost: Ghost,
     sweep_cursor: usize,
     pub(crate) counters: ShardCounters,
 }
@@ -161,14 +158,10 @@ impl<K, V> Shard<K, V> {
             max_weight,
             window_max,
             protected_max: percent(max_weight - window_max, PROTECTED_PERCENT),
-            // Sized for unit weights up to 64 Ki entries, then grown with the entry count.
-            sketch: FrequencySketch::new(usize::try_from(max_weight.min(1 << 16)).unwrap_or(1)),
-            climber: Climber {
-                hits: 0,
-                misses: 0,
-                previous_hit_ratio: 0.0,
-                step: -CLIMB_STEP_FRACTION * max_weight as f64,
-            },
+            // Sized for a few entries, then grown with the entry count.
+            sketch: FrequencySketch::new(1),
+            window_ghost: Ghost::default(),
+            main_ghost: Ghost::default(),
             sweep_cursor: 0,
             counters: ShardCounters::default(),
         }
@@ -301,17 +294,12 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         match found {
             Some(index) => {
                 self.counters.hits += 1;
-                self.climber.hits += 1;
                 self.on_hit(index);
-                // Cloned before climbing, which may resize the queues and evict this entry.
-                let value = self.node(index).value.clone();
-                self.climb();
-                Some(value)
+                Some(self.node(index).value.clone())
             }
             None => {
                 self.counters.misses += 1;
-                self.climber.misses += 1;
-                self.climb();
+                self.learn_from_ghosts(hash);
                 None
             }
         }
@@ -411,10 +399,11 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 index
             };
             let slots = &self.slots;
-            self.table.insert_unique(hash, index, |&other| match &slots[other as usize] {
-                Slot::Occupied(node) => node.hash,
-                Slot::Free(_) => 0,
-            });
+            self.table
+                .insert_unique(hash, index, |&other| match &slots[other as usize] {
+                    Slot::Occupied(node) => node.hash,
+                    Slot::Free(_) => 0,
+                });
             self.push_head(index, Queue::Window);
             self.len += 1;
             self.counters.inserts += 1;
@@ -436,7 +425,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool, now: &impl Now) {
         for index in 0..self.slots.len() {
             let drop = match &self.slots[index] {
-                Slot::Occupied(node) => Self::is_expired(node, now) || !keep(&node.key, &node.value),
+                Slot::Occupied(node) => {
+                    Self::is_expired(node, now) || !keep(&node.key, &node.value)
+                }
                 Slot::Free(_) => false,
             };
             if drop {
@@ -485,6 +476,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             .into_iter()
             .find(|&index| index != NIL);
         let Some(index) = victim else { return false };
+        self.forget(index);
         self.remove_index(index);
         self.counters.evictions += 1;
         true
@@ -517,12 +509,14 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             let Some(victim) = victim else { break };
             let victim_frequency = self.sketch.frequency(self.node(victim).hash);
             if candidate_frequency > victim_frequency {
+                self.forget(victim);
                 self.remove_index(victim);
                 self.counters.evictions += 1;
             } else {
                 // The candidate loses: it is evicted (it is in no queue; link it so the removal
                 // path stays the one and only way out).
-                self.push_head(candidate, Queue::Probation);
+                self.push_head(candidate, Queue::Window);
+                self.forget(candidate);
                 self.remove_index(candidate);
                 self.counters.evictions += 1;
                 return;
@@ -531,28 +525,29 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         self.push_head(candidate, Queue::Probation);
     }
 
-    /// One step of hill climbing, at the end of each sample.
-    fn climb(&mut self) {
-        let requests = self.climber.hits + self.climber.misses;
-        if requests < self.sketch.sample_size() {
-            return;
+    /// Remembers an entry about to be evicted in the ghost of the space it leaves.
+    fn forget(&mut self, index: u32) {
+        let (hash, queue) = (self.node(index).hash, self.node(index).queue);
+        let capacity = (self.len / GHOST_DIVISOR).max(GHOST_MIN);
+        match queue {
+            Queue::Window => self.window_ghost.push(hash, capacity),
+            Queue::Probation | Queue::Protected => self.main_ghost.push(hash, capacity),
         }
-        let hit_ratio = self.climber.hits as f64 / requests as f64;
-        let change = hit_ratio - self.climber.previous_hit_ratio;
-        let amount = if change >= 0.0 {
-            self.climber.step
-        } else {
-            -self.climber.step
-        };
-        self.climber.step = if change.abs() >= CLIMB_RESTART_THRESHOLD {
-            CLIMB_STEP_FRACTION * self.max_weight as f64 * amount.signum()
-        } else {
-            CLIMB_STEP_DECAY * amount
-        };
-        self.climber.previous_hit_ratio = hit_ratio;
-        self.climber.hits = 0;
-        self.climber.misses = 0;
-        self.resize_window(amount);
+    }
+
+    /// ARC's adaptation on a miss: a key the window let go asks for a larger window, a key the
+    /// main space let go for a smaller one, by a step weighted by the other ghost's size.
+    fn learn_from_ghosts(&mut self, hash: u64) {
+        let unit = (self.weight() / self.len.max(1) as u64).max(1) as f64;
+        let (window_ghosts, main_ghosts) = (
+            self.window_ghost.len().max(1) as f64,
+            self.main_ghost.len().max(1) as f64,
+        );
+        if self.window_ghost.take(hash) {
+            self.resize_window(unit * (main_ghosts / window_ghosts).max(1.0));
+        } else if self.main_ghost.take(hash) {
+            self.resize_window(-unit * (window_ghosts / main_ghosts).max(1.0));
+        }
     }
 
     /// Moves `amount` of budget from the main space to the window (negative: back).

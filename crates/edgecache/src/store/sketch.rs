@@ -20,6 +20,8 @@ const ROW_SEEDS: [u64; 4] = [
     0x1656_67b1_9e37_79f9,
     0xd6e8_feb8_6659_fd93,
 ];
+/// The table size small shards get (see `words_for`).
+const SMALL_SHARD_WORDS: usize = 8 << 10;
 /// The largest table, in words (2^26 words = 512 MiB would be absurd; 2^24 = 128 MiB holds the
 /// counters for 16 million entries per shard).
 const MAX_WORDS: usize = 1 << 24;
@@ -39,7 +41,7 @@ pub(crate) struct FrequencySketch {
 impl FrequencySketch {
     /// A sketch sized for `entries` entries.
     pub(crate) fn new(entries: usize) -> Self {
-        let words = entries.max(1).next_power_of_two().clamp(1, MAX_WORDS);
+        let words = Self::words_for(entries);
         Self {
             words: vec![0; words],
             counter_mask: (words as u64 * 16) - 1,
@@ -49,6 +51,7 @@ impl FrequencySketch {
     }
 
     /// How many increments make up one sample (the aging period).
+    #[cfg(test)]
     pub(crate) fn sample_size(&self) -> u64 {
         self.sample_size
     }
@@ -57,9 +60,23 @@ impl FrequencySketch {
     /// forgets the counts, as a resize of a hashed table must; it happens a logarithmic number
     /// of times.
     pub(crate) fn ensure_capacity(&mut self, entries: usize) {
-        if entries > self.words.len() && self.words.len() < MAX_WORDS {
+        if Self::words_for(entries) > self.words.len() {
             *self = Self::new(entries);
         }
+    }
+
+    /// The table size for `entries` entries: a word (16 counters) per entry, and for small
+    /// shards up to 16 words per entry but no more than 8 Ki words (64 KiB), because a small
+    /// table ages after only a few thousand requests, too few to tell keys of similar
+    /// popularity apart (measured on the Zipf rows of the hit-ratio table).
+    fn words_for(entries: usize) -> usize {
+        let small_shard_words = entries.saturating_mul(16).min(SMALL_SHARD_WORDS);
+        entries
+            .max(small_shard_words)
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_WORDS)
+            .min(MAX_WORDS)
     }
 
     /// The counter positions of a key's hash, one per row.

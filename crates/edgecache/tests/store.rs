@@ -1,0 +1,349 @@
+//! The store against its definition: a reference model for the values, exact accounting of
+//! entries and weights, the budget after every operation, time to live on a manual clock, scan
+//! resistance, statistics, and concurrent use.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use infra_common::ManualClock;
+use infra_common::sync::{Arc, thread};
+use infra_edgecache::Cache;
+use proptest::prelude::*;
+
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert {
+        key: u8,
+        value: u32,
+        weight: u32,
+    },
+    InsertTtl {
+        key: u8,
+        value: u32,
+        weight: u32,
+        ticks: u8,
+    },
+    Get(u8),
+    Peek(u8),
+    Remove(u8),
+    Advance(u8),
+}
+
+// `prop_oneof!` expands to a std `Arc`, which the workspace clippy.toml bans outside
+// infra_common::sync; the strategy is test-only.
+#[allow(clippy::disallowed_types)]
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..24_u8, any::<u32>(), 0..45_u32)
+            .prop_map(|(key, value, weight)| Op::Insert { key, value, weight }),
+        2 => (0..24_u8, any::<u32>(), 0..45_u32, 1..4_u8).prop_map(|(key, value, weight, ticks)| {
+            Op::InsertTtl { key, value, weight, ticks }
+        }),
+        4 => (0..24_u8).prop_map(Op::Get),
+        1 => (0..24_u8).prop_map(Op::Peek),
+        1 => (0..24_u8).prop_map(Op::Remove),
+        1 => (0..3_u8).prop_map(Op::Advance),
+    ]
+}
+
+/// What the model remembers of a key: the last value written, its weight (a weight of 0
+/// counts as 1), and its expiry in ticks.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    value: u32,
+    weight: u64,
+    expires: Option<u64>,
+}
+
+const BUDGET: u64 = 100;
+
+fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
+    let clock = Arc::new(ManualClock::new());
+    // The weigher reads the weight from the value's low bits, so each insert picks its own.
+    let cache: Cache<u8, (u32, u32)> = Cache::builder(BUDGET)
+        .shards(shards)
+        .weigher(|_, &(_, weight)| weight)
+        .clock(Arc::clone(&clock))
+        .build();
+    let share = BUDGET / cache.shard_count() as u64;
+    // Keys whose last write may still be in the cache; a key leaves when the cache shows it
+    // is gone (an eviction never brings a value back).
+    let mut model: HashMap<u8, Written> = HashMap::new();
+    let mut now = 0_u64;
+    let live = |written: &Written, now: u64| written.expires.is_none_or(|at| now < at);
+    for op in ops {
+        match *op {
+            Op::Insert { key, value, weight } => {
+                cache.insert(key, (value, weight));
+                let weight = u64::from(weight.max(1));
+                model.insert(
+                    key,
+                    Written {
+                        value,
+                        weight,
+                        expires: None,
+                    },
+                );
+            }
+            Op::InsertTtl {
+                key,
+                value,
+                weight,
+                ticks,
+            } => {
+                cache.insert_with_ttl(key, (value, weight), TICK * u32::from(ticks));
+                let weight = u64::from(weight.max(1));
+                let expires = Some(now + u64::from(ticks));
+                model.insert(
+                    key,
+                    Written {
+                        value,
+                        weight,
+                        expires,
+                    },
+                );
+            }
+            Op::Get(key) | Op::Peek(key) => {
+                let got = if matches!(op, Op::Get(_)) {
+                    cache.get(&key)
+                } else {
+                    cache.peek(&key)
+                };
+                match (got, model.get(&key)) {
+                    (Some((value, _)), Some(written)) => {
+                        prop_assert_eq!(value, written.value, "a stale or wrong value");
+                        prop_assert!(live(written, now), "an expired value was returned");
+                    }
+                    (Some(found), None) => {
+                        prop_assert!(false, "{key} returned {found:?}, never written or gone")
+                    }
+                    (None, _) => {
+                        model.remove(&key);
+                    }
+                }
+            }
+            Op::Remove(key) => {
+                let removed = cache.remove(&key);
+                let written = model.remove(&key);
+                if let Some((value, _)) = removed {
+                    let written = written.expect("a removed value was written");
+                    prop_assert_eq!(value, written.value);
+                    prop_assert!(live(&written, now));
+                }
+                prop_assert_eq!(cache.peek(&key), None);
+            }
+            Op::Advance(ticks) => {
+                clock.advance(TICK * u32::from(ticks));
+                now += u64::from(ticks);
+            }
+        }
+        prop_assert!(
+            cache.weighted_size() <= BUDGET,
+            "over budget: {}",
+            cache.weighted_size()
+        );
+        // Each shard keeps its share, so the total stays within the budget too.
+        prop_assert!(cache.weighted_size() <= share * cache.shard_count() as u64);
+    }
+    // Exact accounting: once expired entries are purged, the cache holds exactly the model's
+    // keys it still shows, and its weight is theirs.
+    cache.purge_expired();
+    let mut held = 0;
+    let mut weight = 0;
+    for (key, written) in &model {
+        if let Some((value, _)) = cache.peek(key) {
+            prop_assert_eq!(value, written.value);
+            held += 1;
+            weight += written.weight;
+        }
+    }
+    prop_assert_eq!(cache.len(), held, "entries the model cannot see");
+    prop_assert_eq!(cache.weighted_size(), weight);
+    let stats = cache.stats();
+    prop_assert_eq!(stats.entries, held as u64);
+    prop_assert_eq!(stats.weighted_size, weight);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn one_shard_matches_the_model(ops in proptest::collection::vec(op(), 1..200)) {
+        run(&ops, 1)?;
+    }
+
+    #[test]
+    fn four_shards_match_the_model(ops in proptest::collection::vec(op(), 1..200)) {
+        run(&ops, 4)?;
+    }
+}
+
+#[test]
+fn an_entry_expires_after_its_ttl_and_is_reclaimed() {
+    let clock = Arc::new(ManualClock::new());
+    let cache: Cache<&str, u32> = Cache::builder(10)
+        .shards(1)
+        .clock(Arc::clone(&clock))
+        .build();
+    cache.insert_with_ttl("a", 1, Duration::from_secs(10));
+    cache.insert("b", 2);
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(cache.get(&"a"), Some(1));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(cache.peek(&"a"), None);
+    assert_eq!(cache.get(&"a"), None);
+    assert_eq!(cache.get(&"b"), Some(2));
+    assert_eq!(
+        cache.len(),
+        1,
+        "the expired entry was reclaimed by the lookup"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.expirations), (2, 1, 1));
+}
+
+#[test]
+fn expired_entries_nobody_asks_for_are_reclaimed_by_later_inserts() {
+    let clock = Arc::new(ManualClock::new());
+    let cache: Cache<u32, u32> = Cache::builder(1000)
+        .shards(1)
+        .clock(Arc::clone(&clock))
+        .build();
+    for key in 0..100 {
+        cache.insert_with_ttl(key, key, Duration::from_secs(1));
+    }
+    clock.advance(Duration::from_secs(2));
+    // Each insert sweeps a few slots; 100 inserts of new keys cover the old ones.
+    for key in 100..200 {
+        cache.insert(key, key);
+    }
+    assert_eq!(cache.len(), 100);
+    assert_eq!(cache.stats().expirations, 100);
+}
+
+#[test]
+fn purge_expired_removes_every_expired_entry() {
+    let clock = Arc::new(ManualClock::new());
+    let cache: Cache<u32, u32> = Cache::builder(1000).clock(Arc::clone(&clock)).build();
+    for key in 0..50 {
+        cache.insert_with_ttl(key, key, Duration::from_secs(u64::from(key % 2 + 1)));
+    }
+    clock.advance(Duration::from_secs(1));
+    cache.purge_expired();
+    assert_eq!(cache.len(), 25);
+    assert!((0..50).all(|key| cache.peek(&key).is_some() == (key % 2 == 1)));
+}
+
+#[test]
+fn an_entry_heavier_than_a_shard_is_refused_and_removes_the_older_value() {
+    let cache: Cache<u32, u32> = Cache::builder(100).shards(1).weigher(|_, &v| v).build();
+    cache.insert(1, 10);
+    cache.insert(1, 101);
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "the older value must not outlive the refused write"
+    );
+    assert_eq!(cache.stats().rejections, 1);
+    assert_eq!(cache.weighted_size(), 0);
+}
+
+#[test]
+fn a_scan_does_not_flush_a_hot_set() {
+    let cache: Cache<u64, u64> = Cache::builder(100).shards(1).build();
+    // A hot set of 50 keys, each requested often.
+    for _ in 0..20 {
+        for key in 0..50 {
+            if cache.get(&key).is_none() {
+                cache.insert(key, key);
+            }
+        }
+    }
+    // A one-pass scan of 10,000 keys never seen before.
+    for key in 1_000..11_000 {
+        if cache.get(&key).is_none() {
+            cache.insert(key, key);
+        }
+    }
+    let survivors = (0..50).filter(|key| cache.peek(key).is_some()).count();
+    assert!(
+        survivors >= 45,
+        "only {survivors} of 50 hot keys survived the scan"
+    );
+}
+
+#[test]
+fn budget_is_split_over_shards_and_never_exceeded() {
+    let cache: Cache<u32, u32> = Cache::builder(1000).shards(8).weigher(|_, &v| v).build();
+    assert_eq!(cache.shard_count(), 8);
+    assert_eq!(cache.max_weight(), 1000);
+    for key in 0..10_000 {
+        cache.insert(key, key % 50 + 1);
+        assert!(cache.weighted_size() <= 1000);
+    }
+    assert!(
+        cache.weighted_size() > 500,
+        "the shards are used: {}",
+        cache.weighted_size()
+    );
+}
+
+#[test]
+fn layer_counters_add_up_in_stats() {
+    let cache: Cache<u32, u32> = Cache::builder(10).build();
+    cache.record_stale_served();
+    cache.record_revalidation();
+    cache.record_revalidation();
+    cache.record_coalesced_wait();
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.stale_served,
+            stats.revalidations,
+            stats.coalesced_waits
+        ),
+        (1, 2, 1)
+    );
+}
+
+#[test]
+fn retain_keeps_what_the_predicate_keeps() {
+    let cache: Cache<u32, u32> = Cache::builder(100).shards(4).build();
+    for key in 0..40 {
+        cache.insert(key, key);
+    }
+    cache.retain(|_, &value| value >= 30);
+    assert_eq!(cache.len(), 10);
+    assert_eq!(cache.weighted_size(), 10);
+    assert!((30..40).all(|key| cache.peek(&key) == Some(key)));
+}
+
+#[test]
+fn threads_share_a_cache_without_losing_values_or_budget() {
+    let cache: Arc<Cache<u32, u32>> = Arc::new(Cache::builder(512).shards(4).build());
+    let workers: Vec<_> = (0..4_u32)
+        .map(|worker| {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || {
+                for round in 0..2_000_u32 {
+                    let key = (round * 7 + worker) % 1_000;
+                    match cache.get(&key) {
+                        // Every writer stores key * 3, so any value seen must be that.
+                        Some(value) => assert_eq!(value, key * 3),
+                        None => cache.insert(key, key * 3),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    assert!(cache.weighted_size() <= 512);
+    let stats = cache.stats();
+    assert_eq!(stats.hits + stats.misses, 8_000);
+    assert_eq!(stats.entries, cache.len() as u64);
+}

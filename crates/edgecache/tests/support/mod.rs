@@ -1,0 +1,2 @@
+//! Code shared by several test files.
+pub(crate) mod hit_ratio;
