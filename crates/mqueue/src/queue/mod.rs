@@ -13,8 +13,8 @@
 //! holder of the expired lease may still settle it; once it has happened, every call with the
 //! older attempt is refused with [`Error::Redelivered`], so a consumer that stalled past its
 //! lease can never ack work that someone else is now doing. A message delivered
-//! `max_deliveries` times and given back once more is moved to the **dead-letter** topic
-//! instead of being delivered again.
+//! `max_deliveries` times and then given back (nacked, or its lease expired) is moved to the
+//! **dead-letter** topic by the next receive that reaches it, instead of being delivered again.
 //!
 //! Delivery is **at least once**: a message is delivered again whenever its lease runs out
 //! or is given back before an ack, and after a restart every unsettled message is available
