@@ -144,3 +144,53 @@ mod coalescing {
         }
     }
 }
+
+/// The store's shard (`store`): concurrent inserts that force evictions keep the byte budget
+/// at every instant, and never lose or duplicate an entry.
+///
+/// Guards: the shard's mutex held from linking a new entry to the end of the eviction it
+/// triggers, so no other thread (here, one reading the size) sees the shard over budget.
+mod store {
+    use infra_common::ManualClock;
+    use infra_common::sync::{Arc, model, thread};
+    use infra_edgecache::Cache;
+
+    #[test]
+    fn inserts_that_evict_keep_the_budget_and_every_entry_once() {
+        model(|| {
+            let cache: Arc<Cache<u32, u32>> = Arc::new(
+                Cache::builder(2)
+                    .shards(1)
+                    .clock(ManualClock::new())
+                    .build(),
+            );
+            let writers: Vec<_> = [vec![1, 2], vec![3]]
+                .into_iter()
+                .map(|keys| {
+                    let cache = Arc::clone(&cache);
+                    thread::spawn(move || {
+                        for key in keys {
+                            cache.insert(key, key * 10);
+                        }
+                    })
+                })
+                .collect();
+            // A reader between and during the inserts never sees the shard over budget.
+            assert!(cache.weighted_size() <= 2, "over budget: {}", cache.weighted_size());
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            assert!(cache.weighted_size() <= 2);
+            let present: Vec<u32> = (1..=3).filter(|key| cache.peek(key).is_some()).collect();
+            for key in &present {
+                assert_eq!(cache.peek(key), Some(key * 10));
+            }
+            let stats = cache.stats();
+            assert_eq!(stats.inserts, 3);
+            // Every insert is either still held or was evicted once: none lost, none doubled.
+            assert_eq!(stats.inserts - stats.evictions, present.len() as u64);
+            assert_eq!(stats.entries, present.len() as u64);
+            assert_eq!(stats.weighted_size, present.len() as u64);
+        });
+    }
+}
