@@ -117,7 +117,9 @@ fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
                         prop_assert!(live(written, now), "an expired value was returned");
                     }
                     (Some(found), None) => {
-                        prop_assert!(false, "{key} returned {found:?}, never written or gone")
+                        return Err(TestCaseError::fail(format!(
+                            "{key} returned {found:?}, never written or gone"
+                        )));
                     }
                     (None, _) => {
                         model.remove(&key);

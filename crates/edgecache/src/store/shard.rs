@@ -448,24 +448,24 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             }
             let index = self.sweep_cursor;
             self.sweep_cursor += 1;
-            if let Slot::Occupied(node) = &self.slots[index] {
-                if Self::is_expired(node, now) {
-                    self.remove_index(index as u32);
-                    self.counters.expirations += 1;
-                }
-            }
+            self.reclaim_if_expired(index, now);
+        }
+    }
+
+    fn reclaim_if_expired(&mut self, index: usize, now: &impl Now) {
+        if let Slot::Occupied(node) = &self.slots[index]
+            && Self::is_expired(node, now)
+        {
+            // Slot indices stay below MAX_SLOTS, so they fit a u32.
+            self.remove_index(index as u32);
+            self.counters.expirations += 1;
         }
     }
 
     /// Removes every expired entry.
     pub(crate) fn purge_expired(&mut self, now: &impl Now) {
         for index in 0..self.slots.len() {
-            if let Slot::Occupied(node) = &self.slots[index] {
-                if Self::is_expired(node, now) {
-                    self.remove_index(index as u32);
-                    self.counters.expirations += 1;
-                }
-            }
+            self.reclaim_if_expired(index, now);
         }
     }
 
