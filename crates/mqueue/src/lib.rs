@@ -10,6 +10,8 @@
 //! - [`Error`]: the crate's one error type.
 //! - feature `metrics`: appends, fsyncs, bytes and depth per log (and the queue's figures)
 //!   through the `metrics` facade.
+//! - feature `tokio`: the work queue's `send_async` and `receive_async`, which wait on tokio's
+//!   `Notify` instead of blocking a thread.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};
