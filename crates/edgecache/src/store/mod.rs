@@ -13,12 +13,12 @@
 //! use infra_edgecache::Cache;
 //!
 //! let clock = Arc::new(ManualClock::new());
-//! let cache: Cache<String, Arc<[u8]>> = Cache::builder(1 << 20) // 1 MiB
-//!     .weigher(|key: &String, body: &Arc<[u8]>| (key.len() + body.len()) as u32)
+//! let cache: Cache<String, Arc<Vec<u8>>> = Cache::builder(1 << 20) // 1 MiB
+//!     .weigher(|key: &String, body: &Arc<Vec<u8>>| (key.len() + body.len()) as u32)
 //!     .clock(Arc::clone(&clock))
 //!     .build();
-//! cache.insert_with_ttl("/a".to_owned(), Arc::from(&b"hello"[..]), Duration::from_secs(60));
-//! assert_eq!(cache.get(&"/a".to_owned()).as_deref(), Some(&b"hello"[..]));
+//! cache.insert_with_ttl("/a".to_owned(), Arc::new(b"hello".to_vec()), Duration::from_secs(60));
+//! assert_eq!(cache.get(&"/a".to_owned()).as_deref(), Some(&b"hello".to_vec()));
 //! clock.advance(Duration::from_secs(61));
 //! assert_eq!(cache.get(&"/a".to_owned()), None); // expired: a miss, and reclaimed
 //! assert_eq!(cache.len(), 0);
@@ -155,7 +155,7 @@ impl<K, V> Cache<K, V> {
     /// use infra_edgecache::Cache;
     ///
     /// let cache: Cache<&str, Vec<u8>> = Cache::builder(64 << 20)
-    ///     .weigher(|_, body| u32::try_from(body.len()).unwrap_or(u32::MAX))
+    ///     .weigher(|_, body: &Vec<u8>| u32::try_from(body.len()).unwrap_or(u32::MAX))
     ///     .build();
     /// cache.insert("k", vec![0; 1000]);
     /// assert_eq!(cache.weighted_size(), 1000);
