@@ -11,7 +11,10 @@
 //!
 //! The peers work on local planar coordinates in meters (an equirectangular projection at the
 //! city's latitude), which is what a user of a planar index does; ours measures great-circle
-//! distance on the sphere. Every driver is built once per run and shared by the groups.
+//! distance on the sphere. The `/3d` rows give the peers our configuration: points on the
+//! sphere as 3D vectors in meters, whose straight-line distance orders drivers exactly as the
+//! great-circle distance does (the same metric as ours, on either side of the antimeridian).
+//! Every driver is built once per run and shared by the groups.
 
 // `criterion_group!`-style entry points cannot carry docs.
 #![allow(missing_docs)]
@@ -58,6 +61,17 @@ fn planar(lat: f64, lng: f64) -> [f64; 2] {
     [
         (lng - WEST) * 111_195.0 * 0.759_3,
         (lat - SOUTH) * 111_195.0,
+    ]
+}
+
+/// A point of the sphere of radius 6,371,008.8 m as a 3D vector.
+fn spherical(lat: f64, lng: f64) -> [f64; 3] {
+    const R: f64 = 6_371_008.8;
+    let (lat, lng) = (lat.to_radians(), lng.to_radians());
+    [
+        R * lat.cos() * lng.cos(),
+        R * lat.cos() * lng.sin(),
+        R * lat.sin(),
     ]
 }
 
@@ -113,6 +127,15 @@ impl World {
             self.positions
                 .iter()
                 .map(|&(lat, lng)| planar(lat, lng))
+                .collect(),
+        )
+    }
+
+    fn rtree_3d(&self) -> RTree<[f64; 3]> {
+        RTree::bulk_load(
+            self.positions
+                .iter()
+                .map(|&(lat, lng)| spherical(lat, lng))
                 .collect(),
         )
     }
@@ -174,6 +197,19 @@ fn update(
             rtree.insert(planar(new.0, new.1));
         });
     });
+    let mut rtree_3d = world.rtree_3d();
+    let mut tracker_3d = Tracker {
+        current: world.positions.clone(),
+        step: 0,
+    };
+    group.bench_function("rstar/3d", |b| {
+        b.iter(|| {
+            let (_, old, new) = moved(world, &mut tracker_3d.current, tracker_3d.step);
+            tracker_3d.step += 1;
+            black_box(rtree_3d.remove(&spherical(old.0, old.1)));
+            rtree_3d.insert(spherical(new.0, new.1));
+        });
+    });
     group.finish();
 }
 
@@ -217,6 +253,37 @@ fn knn(c: &mut Criterion, world: &World, index: &Index, rtree: &RTree<[f64; 2]>)
             black_box(
                 kdtree
                     .query(&planar(lat, lng))
+                    .nearest_n::<SquaredEuclidean<f64>>(k)
+                    .execute(),
+            );
+        });
+    });
+    let rtree_3d = world.rtree_3d();
+    let mut q = 0;
+    group.bench_function("rstar/3d", |b| {
+        b.iter(|| {
+            let (lat, lng) = world.queries[q % QUERIES];
+            q += 1;
+            for neighbour in rtree_3d.nearest_neighbor_iter(spherical(lat, lng)).take(K) {
+                black_box(neighbour);
+            }
+        });
+    });
+    drop(rtree_3d);
+    let points_3d: Vec<[f64; 3]> = world
+        .positions
+        .iter()
+        .map(|&(lat, lng)| spherical(lat, lng))
+        .collect();
+    let kdtree_3d = ImmutableKdTree::new_from_slice(&points_3d).expect("a million points");
+    let mut q = 0;
+    group.bench_function("kiddo/3d", |b| {
+        b.iter(|| {
+            let (lat, lng) = world.queries[q % QUERIES];
+            q += 1;
+            black_box(
+                kdtree_3d
+                    .query(&spherical(lat, lng))
                     .nearest_n::<SquaredEuclidean<f64>>(k)
                     .execute(),
             );
