@@ -176,7 +176,11 @@ mod store {
                 })
                 .collect();
             // A reader between and during the inserts never sees the shard over budget.
-            assert!(cache.weighted_size() <= 2, "over budget: {}", cache.weighted_size());
+            assert!(
+                cache.weighted_size() <= 2,
+                "over budget: {}",
+                cache.weighted_size()
+            );
             for writer in writers {
                 writer.join().unwrap();
             }
