@@ -19,8 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
-pub mod store;
 mod stats;
+pub mod store;
 
 pub use stats::Stats;
 pub use store::{Cache, CacheBuilder};
