@@ -24,13 +24,13 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size().cast_signed(), Ordering::Relaxed);
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size().cast_signed(), Ordering::Relaxed);
         // SAFETY: the caller's contract for `dealloc` is passed on as is.
         unsafe { System.dealloc(ptr, layout) }
     }
