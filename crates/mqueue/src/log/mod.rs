@@ -22,7 +22,7 @@
 //! [`Log::open`] checks every record of every segment. A torn tail — incomplete or failing
 //! records at the end of the newest segment with nothing valid after them — is cut off: those
 //! appends never returned under `Always`. A bad record anywhere else (valid records after it, or
-//! in an older segment) is [`Error::Corrupt`](crate::Error::Corrupt), and nothing is deleted.
+//! in an older segment) is [`Error::Corrupt`], and nothing is deleted.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};
