@@ -11,47 +11,8 @@ use infra_ratelimit::metrics::{
 };
 use infra_ratelimit::redis::{RedisOptions, RedisRateLimiter};
 use infra_testkit::RedisServer;
-use metrics_util::MetricKind;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-
-/// One counter series: name, labels sorted by key, value.
-type Series = (String, Vec<(String, String)>, u64);
-
-/// Every counter series of one snapshot.
-fn counters(snapshotter: &Snapshotter) -> Vec<Series> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let (kind, key) = key.into_parts();
-            let DebugValue::Counter(count) = value else {
-                return None;
-            };
-            (kind == MetricKind::Counter).then(|| {
-                let mut labels: Vec<(String, String)> = key
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect();
-                labels.sort();
-                (key.name().to_owned(), labels, count)
-            })
-        })
-        .collect()
-}
-
-/// The value of the series `name` with exactly `labels`.
-fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-    let mut wanted: Vec<(String, String)> = labels
-        .iter()
-        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    wanted.sort();
-    series
-        .iter()
-        .find(|(n, l, _)| n == name && *l == wanted)
-        .map(|&(_, _, count)| count)
-}
+use infra_testkit::metrics::{counters, value};
+use metrics_util::debugging::DebuggingRecorder;
 
 #[test]
 fn redis_decisions_count_whether_redis_or_the_local_cache_decides() {
