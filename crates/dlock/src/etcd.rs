@@ -128,6 +128,7 @@ use crate::grant::{
     Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
 };
 use crate::locks::Locks;
+use crate::metered::ServerCalls;
 
 /// Settings of an [`EtcdLocks`].
 ///
@@ -1167,8 +1168,7 @@ fn token_of(revision: i64) -> Result<FencingToken, Failed> {
         })
 }
 
-impl<C: Clock> EtcdLocks<C> {
-    /// [`Locks::grant`], before metrics see its outcome.
+impl<C: Clock> ServerCalls for EtcdLocks<C> {
     fn request_grant(
         &self,
         name: &str,
@@ -1258,7 +1258,6 @@ impl<C: Clock> EtcdLocks<C> {
         }
     }
 
-    /// [`Locks::extend`], before metrics see its outcome.
     fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         self.check_issuer(grant)?;
@@ -1338,7 +1337,6 @@ impl<C: Clock> EtcdLocks<C> {
         Ok(())
     }
 
-    /// [`Locks::release`], before metrics see its outcome.
     fn request_release(&self, grant: &Grant) -> Result<(), Error> {
         self.check_issuer(grant)?;
         let lost = |failed: Failed| match failed {
@@ -1348,6 +1346,11 @@ impl<C: Clock> EtcdLocks<C> {
         let (entry, _) = self.find(grant).map_err(lost)?;
         let entry = entry.ok_or_else(|| Self::expired(grant))?;
         self.revoke(entry.lease).map_err(lost)
+    }
+
+    #[cfg(feature = "metrics")]
+    fn counters(&self) -> &crate::metrics::LockCounters {
+        &self.metrics
     }
 }
 
@@ -1360,10 +1363,7 @@ impl<C: Clock> Locks for EtcdLocks<C> {
         lease: Duration,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
-        let result = self.request_grant(name, access, lease, wait);
-        #[cfg(feature = "metrics")]
-        self.metrics.grant_answered(access, wait, &result);
-        result
+        self.metered_grant(name, access, lease, wait)
     }
 
     /// Renews the grant's lease: two round trips (find the key, renew its lease), four when
@@ -1377,19 +1377,13 @@ impl<C: Clock> Locks for EtcdLocks<C> {
     /// If even that read fails, the grant's lease is ended on the client's clock (its holder
     /// must stop, as [`Locks::is_held`] then says) and the error is reported.
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
-        let result = self.request_extend(grant, lease);
-        #[cfg(feature = "metrics")]
-        self.metrics.hold_answered(&result);
-        result
+        self.metered_extend(grant, lease)
     }
 
     /// Revokes the lease of the grant's key, which deletes it: two round trips. Succeeds if
     /// etcd still held the key, even when the client's count of the lease had run out.
     fn release(&self, grant: Grant) -> Result<(), Error> {
-        let result = self.request_release(&grant);
-        #[cfg(feature = "metrics")]
-        self.metrics.hold_answered(&result);
-        result
+        self.metered_release(&grant)
     }
 
     /// Whether the lease still runs on the client's clock and the grant's key still exists

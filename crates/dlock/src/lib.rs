@@ -50,6 +50,8 @@ mod fence;
 mod grant;
 mod locks;
 mod memory;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+mod metered;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "redis")]

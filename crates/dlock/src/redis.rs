@@ -124,6 +124,7 @@ use crate::grant::{
     Access, FencingToken, Grant, LockName, MAX_LEASE, Wait, check_access, check_lease, check_name,
 };
 use crate::locks::Locks;
+use crate::metered::ServerCalls;
 
 /// The next token of a name (`KEYS[2]`), into the Lua local `token` as a string (so no
 /// precision is lost to Lua's doubles): the counter is first raised to the server's `TIME` in
@@ -691,8 +692,7 @@ fn next_nap(backoff: Duration, held_for: Duration, left: Option<Duration>) -> Du
         .max(Duration::from_millis(1))
 }
 
-impl<C: Clock> RedisLocks<C> {
-    /// [`Locks::grant`], before metrics see its outcome.
+impl<C: Clock> ServerCalls for RedisLocks<C> {
     fn request_grant(
         &self,
         name: &str,
@@ -744,7 +744,6 @@ impl<C: Clock> RedisLocks<C> {
         }
     }
 
-    /// [`Locks::extend`], before metrics see its outcome.
     fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         self.check_issuer(grant)?;
@@ -765,7 +764,6 @@ impl<C: Clock> RedisLocks<C> {
         }
     }
 
-    /// [`Locks::release`], before metrics see its outcome.
     fn request_release(&self, grant: &Grant) -> Result<(), Error> {
         self.check_issuer(grant)?;
         if self.compare_and_act(grant, None)? {
@@ -773,6 +771,11 @@ impl<C: Clock> RedisLocks<C> {
         } else {
             Err(Self::expired(grant))
         }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn counters(&self) -> &crate::metrics::LockCounters {
+        &self.metrics
     }
 }
 
@@ -791,29 +794,20 @@ impl<C: Clock> Locks for RedisLocks<C> {
         lease: Duration,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
-        let result = self.request_grant(name, access, lease, wait);
-        #[cfg(feature = "metrics")]
-        self.metrics.grant_answered(access, wait, &result);
-        result
+        self.metered_grant(name, access, lease, wait)
     }
 
     /// Renews the lease in one round trip: Redis keeps the key for `lease` from now, the
     /// client counts `lease` minus the allowance from the moment it sent the request.
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
-        let result = self.request_extend(grant, lease);
-        #[cfg(feature = "metrics")]
-        self.metrics.hold_answered(&result);
-        result
+        self.metered_extend(grant, lease)
     }
 
     /// Deletes the lock key if it still holds this grant's token, in one round trip. Succeeds
     /// if Redis still held the grant, even when the client's shortened lease had run out, and
     /// when a mutex release is resent after its first run released the grant.
     fn release(&self, grant: Grant) -> Result<(), Error> {
-        let result = self.request_release(&grant);
-        #[cfg(feature = "metrics")]
-        self.metrics.hold_answered(&result);
-        result
+        self.metered_release(&grant)
     }
 
     /// Whether the lease still runs on the client's clock and Redis still holds the grant's

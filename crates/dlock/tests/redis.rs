@@ -1253,10 +1253,6 @@ fn a_resent_release_whose_first_run_released_succeeds() {
 #[cfg(feature = "metrics")]
 #[test]
 fn grants_timeouts_lease_losses_and_backend_errors_are_counted() {
-    use infra_dlock::metrics::{
-        BACKEND_ERRORS_TOTAL, GRANTS_TOTAL, LEASE_LOSSES_TOTAL, WAITS_TOTAL,
-    };
-    use infra_testkit::metrics::{counters, value};
     use metrics_util::debugging::DebuggingRecorder;
 
     let Some(mut server) = RedisServer::start() else {
@@ -1296,22 +1292,5 @@ fn grants_timeouts_lease_losses_and_backend_errors_are_counted() {
         Err(Error::Backend { .. })
     ));
 
-    let series = counters(&snapshotter);
-    let locks_label = ("locks", "fleet");
-    let grants = |access| value(&series, GRANTS_TOTAL, &[locks_label, ("access", access)]);
-    assert_eq!(grants("exclusive"), Some(3));
-    assert_eq!(grants("shared"), Some(1));
-    assert_eq!(
-        value(
-            &series,
-            WAITS_TOTAL,
-            &[locks_label, ("outcome", "timed_out")]
-        ),
-        Some(1)
-    );
-    assert_eq!(value(&series, LEASE_LOSSES_TOTAL, &[locks_label]), Some(1));
-    assert_eq!(
-        value(&series, BACKEND_ERRORS_TOTAL, &[locks_label]),
-        Some(1)
-    );
+    common::assert_server_counts(&snapshotter, &[("exclusive", 3), ("shared", 1)]);
 }

@@ -65,3 +65,39 @@ impl Account {
         *self.ledger.lock()
     }
 }
+
+/// The end of each server backend's metrics test: `grants` (by `access`) under the `locks`
+/// label `fleet`, then one wait that timed out, one lease lost and one backend error.
+#[cfg(feature = "metrics")]
+pub(crate) fn assert_server_counts(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    grants: &[(&str, u64)],
+) {
+    use infra_dlock::metrics::{
+        BACKEND_ERRORS_TOTAL, GRANTS_TOTAL, LEASE_LOSSES_TOTAL, WAITS_TOTAL,
+    };
+    use infra_testkit::metrics::{counters, value};
+
+    let series = counters(snapshotter);
+    let locks_label = ("locks", "fleet");
+    for &(access, count) in grants {
+        assert_eq!(
+            value(&series, GRANTS_TOTAL, &[locks_label, ("access", access)]),
+            Some(count),
+            "{access} grants"
+        );
+    }
+    assert_eq!(
+        value(
+            &series,
+            WAITS_TOTAL,
+            &[locks_label, ("outcome", "timed_out")]
+        ),
+        Some(1)
+    );
+    assert_eq!(value(&series, LEASE_LOSSES_TOTAL, &[locks_label]), Some(1));
+    assert_eq!(
+        value(&series, BACKEND_ERRORS_TOTAL, &[locks_label]),
+        Some(1)
+    );
+}
