@@ -140,6 +140,19 @@ pub enum Error {
         reason: &'static str,
     },
     // ---- end of work queue variants ----
+    // ---- Redis backend (mqredis) variants ----
+    /// The Redis server or the connection to it failed, or answered something unexpected. The
+    /// outcome of the call is unknown: a send may or may not have been stored.
+    Backend {
+        /// What went wrong, as reported by the client or the server.
+        reason: String,
+    },
+    /// The backend cannot do what was asked; the reason says what and why.
+    Unsupported {
+        /// What is not supported.
+        reason: &'static str,
+    },
+    // ---- end of Redis backend variants ----
 }
 
 impl Error {
@@ -225,6 +238,8 @@ impl fmt::Display for Error {
             Self::CorruptMessage { offset, reason } => {
                 write!(f, "corrupt stored message at offset {offset}: {reason}")
             }
+            Self::Backend { reason } => write!(f, "the queue server failed: {reason}"),
+            Self::Unsupported { reason } => write!(f, "not supported: {reason}"),
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   through the `metrics` facade.
 //! - feature `tokio`: the work queue's `send_async` and `receive_async`, which wait on tokio's
 //!   `Notify` instead of blocking a thread.
+//! - feature `redis`: [`redis::RedisQueue`], the same work-queue API over Redis Streams, one
+//!   queue shared by many processes.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};
@@ -27,6 +29,8 @@
 mod error;
 pub mod log;
 pub mod queue;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stream;
 
 pub use error::Error;

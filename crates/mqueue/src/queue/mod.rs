@@ -260,6 +260,12 @@ impl Message {
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
+
+    /// The payload, the id and the delay, for another backend of the same API.
+    #[cfg(feature = "redis")]
+    pub(crate) fn into_parts(self) -> (Bytes, Option<Bytes>, Duration) {
+        (self.payload, self.id, self.delay)
+    }
 }
 
 impl From<Vec<u8>> for Message {
@@ -331,6 +337,16 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Delivery number `attempt` of the message at `offset`, for another backend of the same
+    /// API.
+    #[cfg(feature = "redis")]
+    pub(crate) fn new(offset: u64, attempt: u32, payload: Bytes) -> Self {
+        Self {
+            receipt: Receipt { offset, attempt },
+            payload,
+        }
+    }
+
     /// The message's offset.
     pub fn offset(&self) -> u64 {
         self.receipt.offset

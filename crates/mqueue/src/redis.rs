@@ -1,0 +1,809 @@
+//! The work queue over Redis Streams (feature `redis`): one queue shared by many processes.
+//!
+//! A [`RedisQueue`] speaks the embedded [`WorkQueue`](crate::queue::WorkQueue)'s language —
+//! [`Message`], [`Delivery`], [`Receipt`], [`Sent`], [`DeadLetter`], the same refusals — over
+//! one Redis stream and one consumer group. Every call is one `EVALSHA` of a small Lua script,
+//! which Redis runs without interleaving (`EVAL` once after a `NOSCRIPT`):
+//!
+//! - **send**: `XADD` with the id `0-*`, so a message's stream id is `0-(offset + 1)` and its
+//!   offset a plain number as in the embedded queue. With a message id and a dedup window,
+//!   the same script first looks up the id's key and, after the `XADD`, sets it with
+//!   `PX` = the window; a repeated id within the window stores nothing and answers the first
+//!   send's offset. A send to a queue holding `capacity` unsettled messages is
+//!   [`Error::Full`].
+//! - **receive**: `XAUTOCLAIM` takes the first entry whose delivery has been idle for the
+//!   visibility timeout (a lease that ran out, or a nack whose delay is over) — a redelivery;
+//!   only if there is none does `XREADGROUP >` read a new one. The attempt number is the
+//!   delivery count of the pending entries list (PEL), which both commands raise by one. An
+//!   entry claimed for the `max_deliveries + 1`-th time is instead moved to the dead-letter
+//!   stream (`XADD` there, `XACK` and `XDEL` here, in the same script) and the search goes on.
+//! - **ack** and **term**: the script reads the message's PEL entry and compares its delivery
+//!   count with the receipt's attempt; only if they are equal (and the entry was not nacked)
+//!   does it `XACK` and `XDEL` the entry, so a consumer that stalled past its lease can never
+//!   settle a message someone else has received since: that is [`Error::Redelivered`].
+//! - **nack** and **extend**: the same check, then `XCLAIM … IDLE … JUSTID`, which sets the
+//!   entry's idle time without counting a delivery: a nack with delay `d` sets it to
+//!   `visibility − d`, so the message is claimable again after `d`; an extension by `b` sets it
+//!   to `visibility − b`. A nacked entry is moved to a reserved consumer name
+//!   ([`NACKED_CONSUMER`]), so a second settle call with the same attempt is
+//!   [`Error::NotLeased`].
+//!
+//! What differs from the embedded queue (see the crate README for the full list): idle time is
+//! the **server's wall clock**, not a [`Clock`](infra_common::Clock); delayed sends are not
+//! supported, and a nack delay or an extension can be at most the visibility timeout
+//! ([`Error::Unsupported`]); a full queue refuses a send instead of waiting; the dedup window is
+//! a time, not a count; every handle of one queue must use the same visibility timeout and
+//! `max_deliveries`, since each receive applies its own; settled messages are deleted from the
+//! stream at once (`XDEL`), dead letters are kept until someone deletes them.
+//!
+//! A receive looks for expired leases first, scanning the PEL from its start: its cost grows
+//! with the number of messages in flight, not with the number waiting.
+//!
+//! Keys are `{prefix}:{name}` with the name in a hash tag (`mqueue:{orders}`), its dead
+//! letters `mqueue:{orders}:dlq` and its dedup keys `mqueue:{orders}:id:<message id>`, so one
+//! queue lives on one cluster slot.
+//!
+//! ```no_run
+//! use infra_mqueue::redis::{RedisOptions, RedisQueue};
+//! use std::time::Duration;
+//!
+//! let options = RedisOptions::default().visibility_timeout(Duration::from_secs(30));
+//! let queue = RedisQueue::new("redis://127.0.0.1:6379/", "images", options)?;
+//! queue.send(b"resize image 17".as_slice())?;
+//! if let Some(delivery) = queue.try_receive()? {
+//!     // ... resize the image ...
+//!     queue.ack(&delivery)?;
+//! }
+//! # Ok::<(), infra_mqueue::Error>(())
+//! ```
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use bytes::Bytes;
+use infra_common::RandomState;
+use infra_common::redis::{Connections, Script};
+use redis::{RedisError, Value};
+
+use crate::error::Error;
+use crate::queue::{DeadLetter, Delivery, MAX_DURATION, MAX_ID_LEN, Message, Receipt, Sent};
+
+/// The consumer name a nacked message is parked under until it is received again; no
+/// consumer may take this name.
+pub const NACKED_CONSUMER: &str = "mqueue:nacked";
+
+/// Creates the consumer group (`ARGV[1]`) of the stream `KEYS[1]` if it is missing, reading
+/// from the stream's start; the `BUSYGROUP` answer when it exists is ignored.
+macro_rules! ensure_group {
+    () => {
+        "redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
+    };
+}
+
+/// Sends `ARGV[2]` to the stream `KEYS[1]`: `{0, id}` when stored, `{1, id}` when the
+/// message id's key `KEYS[2]` names an earlier send (only when the window `ARGV[4]` ms is not
+/// 0), `{2}` when the stream holds `ARGV[3]` messages.
+const SEND_SCRIPT: &str = r"
+local window = ARGV[4]
+if window ~= '0' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {1, first} end
+end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {2} end
+local id = redis.call('XADD', KEYS[1], '0-*', 'p', ARGV[2])
+if window ~= '0' then redis.call('SET', KEYS[2], id, 'PX', window) end
+return {0, id}
+";
+
+/// Leases one message of `KEYS[1]` to consumer `ARGV[2]` of group `ARGV[1]`: first one idle
+/// for `ARGV[3]` ms (redelivered; dead-lettered to `KEYS[2]` instead if that would be delivery
+/// `ARGV[4] + 1`), else a new one. `{1, id, deliveries, payload}`, or `{0}` when none is ready.
+const RECEIVE_SCRIPT: &str = concat!(
+    ensure_group!(),
+    r"
+local group, consumer, max = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local function payload(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then return fields[i + 1] end
+  end
+  return false
+end
+local cursor = '0-0'
+repeat
+  local claimed = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], cursor, 'COUNT', 1)
+  cursor = claimed[1]
+  local entry = claimed[2][1]
+  if entry then
+    local id = entry[1]
+    local deliveries = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1][4]
+    if deliveries <= max then return {1, id, deliveries, payload(entry[2])} end
+    redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1,
+      'p', payload(entry[2]) or '')
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('XDEL', KEYS[1], id)
+  end
+until cursor == '0-0'
+local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+if not read then return {0} end
+local entry = read[1][2][1]
+return {1, entry[1], 1, payload(entry[2])}
+"
+);
+
+/// Settles delivery `ARGV[3]` of entry `ARGV[2]` of `KEYS[1]` in group `ARGV[1]` with the
+/// action `ARGV[4]` (`ack`: `XACK` and `XDEL`; `nack`: park it under consumer `ARGV[6]` idle
+/// for `ARGV[5]` ms; `extend`: set its idle time to `ARGV[5]` ms). `{0}` done, `{1}` already
+/// settled, `{2}` never delivered as that attempt, `{3, current}` redelivered since, `{4}`
+/// nacked by that attempt.
+const SETTLE_SCRIPT: &str = concat!(
+    ensure_group!(),
+    r"
+local group, id, attempt, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[6]
+local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+if not entry then
+  if #redis.call('XRANGE', KEYS[1], id, id) == 1 then
+    if attempt == 0 then return {4} end
+    return {2}
+  end
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  local a = last and string.match(last, '^0%-(%d+)$')
+  local b = string.match(id, '^0%-(%d+)$')
+  if a and b and (#b < #a or (#b == #a and b <= a)) then return {1} end
+  return {2}
+end
+local holder, deliveries = entry[2], entry[4]
+if deliveries == attempt and holder ~= parked then
+  if ARGV[4] == 'ack' then
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('XDEL', KEYS[1], id)
+  elseif ARGV[4] == 'nack' then
+    redis.call('XCLAIM', KEYS[1], group, parked, 0, id, 'IDLE', ARGV[5], 'JUSTID')
+  else
+    redis.call('XCLAIM', KEYS[1], group, holder, 0, id, 'IDLE', ARGV[5], 'JUSTID')
+  end
+  return {0}
+end
+if attempt < deliveries then return {3, deliveries} end
+if attempt > deliveries then return {2} end
+return {4}
+"
+);
+
+/// `{unsettled, pending, parked, dead letters}` of `KEYS[1]` (group `ARGV[1]`, parked
+/// consumer `ARGV[2]`) and its dead-letter stream `KEYS[2]`.
+const STATS_SCRIPT: &str = concat!(
+    ensure_group!(),
+    r"
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+local parked = 0
+if summary[4] then
+  for _, consumer in ipairs(summary[4]) do
+    if consumer[1] == ARGV[2] then parked = tonumber(consumer[2]) end
+  end
+end
+return {redis.call('XLEN', KEYS[1]), summary[1], parked, redis.call('XLEN', KEYS[2])}
+"
+);
+
+/// How a [`RedisQueue`] behaves. Every handle of one queue should use the same visibility
+/// timeout and `max_deliveries`: each receive applies its own.
+///
+/// ```
+/// use infra_mqueue::redis::RedisOptions;
+/// use std::time::Duration;
+///
+/// let options = RedisOptions::default()
+///     .visibility_timeout(Duration::from_secs(60))
+///     .max_deliveries(3)
+///     .dedup_window(Duration::from_secs(600))
+///     .consumer("worker-1");
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    timeout: Duration,
+    prefix: String,
+    group: String,
+    consumer: Option<String>,
+    visibility_timeout: Duration,
+    max_deliveries: u32,
+    capacity: u64,
+    max_message_bytes: usize,
+    dedup_window: Option<Duration>,
+    max_idle_connections: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            prefix: "mqueue".to_owned(),
+            group: "workers".to_owned(),
+            consumer: None,
+            visibility_timeout: Duration::from_secs(30),
+            max_deliveries: 5,
+            capacity: 100_000,
+            max_message_bytes: 1 << 20,
+            dedup_window: None,
+            max_idle_connections: 16,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// How long to wait for connecting, sending and each answer (default 2 s). A call that
+    /// times out is [`Error::Backend`], with its outcome unknown.
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// The prefix of every Redis key (default `mqueue`).
+    #[must_use]
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ..self
+        }
+    }
+
+    /// The consumer group (default `workers`). Each group receives every message once: two
+    /// groups on one queue are two independent work queues over the same messages — but a
+    /// settled message is deleted from the stream, so use one group per queue.
+    #[must_use]
+    pub fn group(self, group: impl Into<String>) -> Self {
+        Self {
+            group: group.into(),
+            ..self
+        }
+    }
+
+    /// This handle's consumer name in the group (default: random per handle). Redis keeps
+    /// every consumer name it has seen in the group; a stable name per worker keeps that list
+    /// short.
+    #[must_use]
+    pub fn consumer(self, consumer: impl Into<String>) -> Self {
+        Self {
+            consumer: Some(consumer.into()),
+            ..self
+        }
+    }
+
+    /// How long a delivery stays leased before a receive may take it again (default 30 s;
+    /// 1 ms to [`MAX_DURATION`], whole milliseconds).
+    #[must_use]
+    pub fn visibility_timeout(self, visibility_timeout: Duration) -> Self {
+        Self {
+            visibility_timeout,
+            ..self
+        }
+    }
+
+    /// Deliveries after which a message given back (nacked or expired) is dead-lettered
+    /// instead of delivered again (default 5; at least 1).
+    #[must_use]
+    pub fn max_deliveries(self, max_deliveries: u32) -> Self {
+        Self {
+            max_deliveries,
+            ..self
+        }
+    }
+
+    /// Unsettled messages the stream holds before a send fails with [`Error::Full`] (default
+    /// 100,000; at least 1).
+    #[must_use]
+    pub fn capacity(self, capacity: u64) -> Self {
+        Self { capacity, ..self }
+    }
+
+    /// The largest payload accepted (default 1 MiB).
+    #[must_use]
+    pub fn max_message_bytes(self, max_message_bytes: usize) -> Self {
+        Self {
+            max_message_bytes,
+            ..self
+        }
+    }
+
+    /// Deduplicates sends that carry a message id for this long after the first (default:
+    /// off; at least 1 ms).
+    #[must_use]
+    pub fn dedup_window(self, window: Duration) -> Self {
+        Self {
+            dedup_window: Some(window),
+            ..self
+        }
+    }
+
+    /// Idle connections kept for reuse (default 16).
+    #[must_use]
+    pub fn max_idle_connections(self, max_idle_connections: usize) -> Self {
+        Self {
+            max_idle_connections,
+            ..self
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |reason| Err(Error::InvalidOptions { reason });
+        if self.visibility_timeout < Duration::from_millis(1)
+            || self.visibility_timeout > MAX_DURATION
+        {
+            return invalid("visibility_timeout must be between 1 ms and one year");
+        }
+        if self.max_deliveries == 0 {
+            return invalid("max_deliveries must be at least 1");
+        }
+        if self.capacity == 0 {
+            return invalid("capacity must be at least 1");
+        }
+        if self
+            .dedup_window
+            .is_some_and(|window| window < Duration::from_millis(1) || window > MAX_DURATION)
+        {
+            return invalid("dedup_window must be between 1 ms and one year");
+        }
+        if self.group.is_empty() {
+            return Err(Error::InvalidName {
+                reason: "the consumer group name is empty",
+            });
+        }
+        if let Some(consumer) = &self.consumer
+            && (consumer.is_empty() || consumer == NACKED_CONSUMER)
+        {
+            return Err(Error::InvalidName {
+                reason: "the consumer name is empty or reserved",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counts of one Redis queue, read in one round trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Unsettled messages: waiting, leased or nacked (the stream's length).
+    pub unsettled: u64,
+    /// Leased messages, including expired leases not yet received again.
+    pub in_flight: u64,
+    /// Nacked messages waiting out their delay or for the next receive.
+    pub nacked: u64,
+    /// Messages in the dead-letter stream.
+    pub dead_letters: u64,
+}
+
+/// A work queue in one Redis stream, shared by every process that opens the same name on the
+/// same server. See the [module documentation](self) for how each call maps to Redis.
+pub struct RedisQueue {
+    connections: Connections,
+    /// `KEYS` of the receive and stats scripts: the stream and its dead letters.
+    keys: [Vec<u8>; 2],
+    /// The prefix of the dedup keys, up to the message id.
+    dedup_prefix: Vec<u8>,
+    consumer: String,
+    visibility_ms: u64,
+    options: RedisOptions,
+    send: Script,
+    receive: Script,
+    settle: Script,
+    stats: Script,
+}
+
+impl fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("stream", &String::from_utf8_lossy(&self.keys[0]))
+            .field("consumer", &self.consumer)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(error: &RedisError) -> Error {
+    Error::Backend {
+        reason: error.to_string(),
+    }
+}
+
+fn malformed(what: &str, reply: &Value) -> Error {
+    Error::Backend {
+        reason: format!("unexpected reply to {what}: {reply:?}"),
+    }
+}
+
+/// The stream id of the message at `offset`: `0-(offset + 1)`.
+fn stream_id(offset: u64) -> Option<String> {
+    offset.checked_add(1).map(|seq| format!("0-{seq}"))
+}
+
+/// The offset of the stream id `0-N` (N ≥ 1).
+fn offset_of(id: &[u8]) -> Option<u64> {
+    let seq = std::str::from_utf8(id).ok()?.strip_prefix("0-")?;
+    seq.parse::<u64>().ok()?.checked_sub(1)
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn bulk(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// A stream-id field of a reply as an offset; anything else is not one of ours.
+fn offset_field(what: &str, reply: &Value, field: Option<&Value>) -> Result<u64, Error> {
+    field
+        .and_then(bulk)
+        .and_then(offset_of)
+        .ok_or_else(|| malformed(what, reply))
+}
+
+impl RedisQueue {
+    /// The queue `name` on the Redis at `url` (`redis://host:port/db`). No connection is made
+    /// until the first call; the consumer group is created by the first call that needs it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] or [`Error::InvalidName`] for options out of range or an
+    /// empty name; [`Error::Backend`] for a malformed URL.
+    pub fn new(url: &str, name: &str, options: RedisOptions) -> Result<Self, Error> {
+        options.validate()?;
+        if name.is_empty() {
+            return Err(Error::InvalidName {
+                reason: "the queue name is empty",
+            });
+        }
+        let connections = Connections::open(url, options.timeout, options.max_idle_connections)
+            .map_err(|e| backend(&e))?;
+        let stream = format!("{}:{{{name}}}", options.prefix);
+        let consumer = options.consumer.clone().unwrap_or_else(|| {
+            let random = RandomState::new().hash_one(std::process::id());
+            format!("consumer-{random:016x}")
+        });
+        let visibility_ms = u64::try_from(options.visibility_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Ok(Self {
+            connections,
+            keys: [
+                stream.clone().into_bytes(),
+                format!("{stream}:dlq").into_bytes(),
+            ],
+            dedup_prefix: format!("{stream}:id:").into_bytes(),
+            consumer,
+            visibility_ms,
+            options,
+            // A send run twice may store the message twice; a receive run twice leases two
+            // messages, one of which comes back only after its lease; a settle run twice
+            // reports its own first run as a refusal. None is resent.
+            send: Script::new(SEND_SCRIPT, false),
+            receive: Script::new(RECEIVE_SCRIPT, false),
+            settle: Script::new(SETTLE_SCRIPT, false),
+            // Only reads (and creates the group if missing): harmless to repeat.
+            stats: Script::new(STATS_SCRIPT, true),
+        })
+    }
+
+    /// This handle's consumer name in the group.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn run(&self, script: &Script, keys: &[Vec<u8>], args: &[&[u8]]) -> Result<Value, Error> {
+        self.connections
+            .script(script, keys, args)
+            .map_err(|e| backend(&e))
+    }
+
+    /// Stores a message at the end of the stream; returns once Redis has applied the `XADD`
+    /// (durable as far as the server's persistence setting makes it: see the crate README).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`], [`Error::InvalidMessageId`], [`Error::Unsupported`] for a
+    /// message with a delay, [`Error::Full`] when the stream holds `capacity` unsettled
+    /// messages (nothing waits: retry later), [`Error::Backend`] when the server fails (the
+    /// message may or may not be stored; resend it with an id to be sure it is stored once).
+    pub fn send(&self, message: impl Into<Message>) -> Result<Sent, Error> {
+        let (payload, id, delay) = message.into().into_parts();
+        if payload.len() > self.options.max_message_bytes {
+            return Err(Error::MessageTooLarge {
+                len: payload.len(),
+                max: self.options.max_message_bytes,
+            });
+        }
+        if let Some(id) = &id
+            && (id.is_empty() || id.len() > MAX_ID_LEN)
+        {
+            return Err(Error::InvalidMessageId { len: id.len() });
+        }
+        if !delay.is_zero() {
+            return Err(Error::Unsupported {
+                reason: "a Redis queue has no delayed sends",
+            });
+        }
+        let (dedup_key, window) = match (&id, self.options.dedup_window) {
+            (Some(id), Some(window)) => {
+                let mut key = self.dedup_prefix.clone();
+                key.extend_from_slice(id);
+                (key, window.as_millis().max(1).to_string())
+            }
+            _ => (self.keys[0].clone(), "0".to_owned()),
+        };
+        let capacity = self.options.capacity.to_string();
+        let keys = [self.keys[0].clone(), dedup_key];
+        let args: [&[u8]; 4] = [
+            self.options.group.as_bytes(),
+            &payload,
+            capacity.as_bytes(),
+            window.as_bytes(),
+        ];
+        let reply = self.run(&self.send, &keys, &args)?;
+        let Value::Array(items) = &reply else {
+            return Err(malformed("send", &reply));
+        };
+        match items.first().and_then(int) {
+            Some(code @ (0 | 1)) => Ok(Sent {
+                offset: offset_field("send", &reply, items.get(1))?,
+                duplicate: code == 1,
+            }),
+            Some(2) => Err(Error::Full {
+                capacity: usize::try_from(self.options.capacity).unwrap_or(usize::MAX),
+            }),
+            _ => Err(malformed("send", &reply)),
+        }
+    }
+
+    /// Leases a message, if one is ready, without waiting: first one whose lease ran out (or
+    /// whose nack delay is over), else the oldest never delivered. A message that would be
+    /// delivered for the `max_deliveries + 1`-th time is moved to the dead-letter stream
+    /// instead, in the same call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the server fails (a message it leased then comes back after
+    /// the visibility timeout); [`Error::CorruptMessage`] for a stream entry this crate did
+    /// not write.
+    pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
+        let visibility = self.visibility_ms.to_string();
+        let max = self.options.max_deliveries.to_string();
+        let args: [&[u8]; 4] = [
+            self.options.group.as_bytes(),
+            self.consumer.as_bytes(),
+            visibility.as_bytes(),
+            max.as_bytes(),
+        ];
+        let reply = self.run(&self.receive, &self.keys, &args)?;
+        let Value::Array(items) = &reply else {
+            return Err(malformed("receive", &reply));
+        };
+        match items.first().and_then(int) {
+            Some(0) => Ok(None),
+            Some(1) => {
+                let offset = offset_field("receive", &reply, items.get(1))?;
+                let attempt = items
+                    .get(2)
+                    .and_then(int)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| malformed("receive", &reply))?;
+                let payload = items.get(3).and_then(bulk).ok_or(Error::CorruptMessage {
+                    offset,
+                    reason: "a stream entry without a payload field",
+                })?;
+                Ok(Some(Delivery::new(
+                    offset,
+                    attempt,
+                    Bytes::copy_from_slice(payload),
+                )))
+            }
+            _ => Err(malformed("receive", &reply)),
+        }
+    }
+
+    /// One settle call: the receipt is checked against the PEL entry, then `action` applied.
+    fn settle_call(&self, receipt: Receipt, action: &str, idle_ms: u64) -> Result<(), Error> {
+        let (offset, attempt) = (receipt.offset(), receipt.attempt());
+        let Some(id) = stream_id(offset) else {
+            return Err(Error::UnknownDelivery { offset, attempt });
+        };
+        let (attempt_arg, idle) = (attempt.to_string(), idle_ms.to_string());
+        let args: [&[u8]; 6] = [
+            self.options.group.as_bytes(),
+            id.as_bytes(),
+            attempt_arg.as_bytes(),
+            action.as_bytes(),
+            idle.as_bytes(),
+            NACKED_CONSUMER.as_bytes(),
+        ];
+        let reply = self.run(&self.settle, &self.keys[..1], &args)?;
+        let Value::Array(items) = &reply else {
+            return Err(malformed(action, &reply));
+        };
+        match items.first().and_then(int) {
+            Some(0) => Ok(()),
+            Some(1) => Err(Error::AlreadySettled { offset }),
+            Some(2) => Err(Error::UnknownDelivery { offset, attempt }),
+            Some(3) => {
+                let current = items
+                    .get(1)
+                    .and_then(int)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| malformed(action, &reply))?;
+                Err(Error::Redelivered {
+                    offset,
+                    attempt,
+                    current,
+                })
+            }
+            Some(4) => Err(Error::NotLeased { offset, attempt }),
+            _ => Err(malformed(action, &reply)),
+        }
+    }
+
+    /// Acknowledges the delivery: the entry is acknowledged (`XACK`) and deleted from the
+    /// stream (`XDEL`), never delivered again.
+    ///
+    /// # Errors
+    ///
+    /// Refused, as by the embedded queue, if the message was received again since
+    /// ([`Error::Redelivered`]), nacked ([`Error::NotLeased`]), already settled
+    /// ([`Error::AlreadySettled`]) or never delivered as this attempt
+    /// ([`Error::UnknownDelivery`]). A lease past its deadline still counts until the message
+    /// is received again. [`Error::Backend`] when the server fails.
+    pub fn ack(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
+        self.settle_call(receipt.into(), "ack", 0)
+    }
+
+    /// Terminates the delivery: settled without a dead letter, as by an ack (Redis sees no
+    /// difference). Refused like [`RedisQueue::ack`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisQueue::ack`].
+    pub fn term(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
+        self.settle_call(receipt.into(), "ack", 0)
+    }
+
+    /// Gives the message back, to be received again after `delay` (zero: at once). It counts
+    /// as a delivery: after `max_deliveries` the next receive that reaches it dead-letters it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDuration`] beyond [`MAX_DURATION`]; [`Error::Unsupported`] for a delay
+    /// longer than the visibility timeout (Redis cannot make an entry look idle for less than
+    /// no time); otherwise refused like [`RedisQueue::ack`].
+    pub fn nack(&self, receipt: impl Into<Receipt>, delay: Duration) -> Result<(), Error> {
+        let idle = self.idle_for(delay, "a nack delay longer than the visibility timeout")?;
+        self.settle_call(receipt.into(), "nack", idle)
+    }
+
+    /// Extends the lease to `by` from now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDuration`] beyond [`MAX_DURATION`]; [`Error::Unsupported`] for an
+    /// extension longer than the visibility timeout; otherwise refused like
+    /// [`RedisQueue::ack`].
+    pub fn extend(&self, receipt: impl Into<Receipt>, by: Duration) -> Result<(), Error> {
+        let idle = self.idle_for(by, "an extension longer than the visibility timeout")?;
+        self.settle_call(receipt.into(), "extend", idle)
+    }
+
+    /// The idle time that makes an entry claimable again `after` from now.
+    fn idle_for(&self, after: Duration, too_long: &'static str) -> Result<u64, Error> {
+        if after > MAX_DURATION {
+            return Err(Error::InvalidDuration { duration: after });
+        }
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.visibility_ms
+            .checked_sub(after_ms)
+            .ok_or(Error::Unsupported { reason: too_long })
+    }
+
+    /// Dead letters from `position` on, at most `max`, oldest first. They stay in the
+    /// dead-letter stream until someone deletes them (`XDEL` or `XTRIM` on `<queue key>:dlq`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the server fails; [`Error::CorruptMessage`] for an entry this
+    /// crate did not write.
+    pub fn dead_letters(&self, position: u64, max: usize) -> Result<Vec<DeadLetter>, Error> {
+        let (Some(start), false) = (stream_id(position), max == 0) else {
+            return Ok(Vec::new());
+        };
+        let reply: Value = self
+            .connections
+            .run(true, |connection| {
+                redis::cmd("XRANGE")
+                    .arg(&self.keys[1])
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max)
+                    .query(connection)
+            })
+            .map_err(|e| backend(&e))?;
+        let Value::Array(entries) = &reply else {
+            return Err(malformed("XRANGE", &reply));
+        };
+        entries.iter().map(dead_letter).collect()
+    }
+
+    /// The queue's counts, read together in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the server fails.
+    pub fn stats(&self) -> Result<RedisStats, Error> {
+        let args: [&[u8]; 2] = [self.options.group.as_bytes(), NACKED_CONSUMER.as_bytes()];
+        let reply = self.run(&self.stats, &self.keys, &args)?;
+        let counts: Option<Vec<u64>> = match &reply {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| int(item).and_then(|n| u64::try_from(n).ok()))
+                .collect(),
+            _ => None,
+        };
+        match counts.as_deref() {
+            Some(&[unsettled, pending, nacked, dead_letters]) => Ok(RedisStats {
+                unsettled,
+                in_flight: pending.saturating_sub(nacked),
+                nacked,
+                dead_letters,
+            }),
+            _ => Err(malformed("stats", &reply)),
+        }
+    }
+}
+
+/// One `XRANGE` entry of the dead-letter stream.
+fn dead_letter(entry: &Value) -> Result<DeadLetter, Error> {
+    let corrupt = |reason| Error::CorruptMessage { offset: 0, reason };
+    let Value::Array(parts) = entry else {
+        return Err(corrupt("a dead letter that is not a stream entry"));
+    };
+    let position = parts
+        .first()
+        .and_then(bulk)
+        .and_then(offset_of)
+        .ok_or(corrupt("a dead letter with a foreign stream id"))?;
+    let Some(Value::Array(fields)) = parts.get(1) else {
+        return Err(corrupt("a dead letter without fields"));
+    };
+    let field = |name: &[u8]| {
+        fields
+            .chunks_exact(2)
+            .find(|pair| bulk(&pair[0]) == Some(name))
+            .map(|pair| &pair[1])
+    };
+    let offset = field(b"offset")
+        .and_then(bulk)
+        .and_then(offset_of)
+        .ok_or(corrupt("a dead letter without its offset"))?;
+    let deliveries = field(b"deliveries")
+        .and_then(int)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(corrupt("a dead letter without its delivery count"))?;
+    let payload = field(b"p")
+        .and_then(bulk)
+        .ok_or(corrupt("a dead letter without its payload"))?;
+    Ok(DeadLetter {
+        position,
+        offset,
+        deliveries,
+        payload: Bytes::copy_from_slice(payload),
+    })
+}

@@ -1,0 +1,423 @@
+//! The Redis Streams work queue against a real `redis-server`: send, receive and settle; a
+//! redelivery after the visibility timeout and the stale attempt's refusal; dead letters after
+//! `max_deliveries`; producer dedup; two consumers that never hold one message at once; and a
+//! server killed and restarted that keeps every message whose send returned.
+#![cfg(all(feature = "redis", not(infra_loom)))]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use infra_common::sync::{Arc, thread};
+use infra_mqueue::Error;
+use infra_mqueue::queue::{Message, Receipt};
+use infra_mqueue::redis::{RedisOptions, RedisQueue};
+use infra_testkit::RedisServer;
+
+const QUEUE: &str = "orders";
+
+fn options() -> RedisOptions {
+    RedisOptions::default().timeout(Duration::from_secs(5))
+}
+
+fn queue(server: &RedisServer, options: RedisOptions) -> RedisQueue {
+    RedisQueue::new(&server.url(), QUEUE, options).unwrap()
+}
+
+#[test]
+fn messages_are_received_in_order_and_settled_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    for (i, text) in ["a", "b", "c"].into_iter().enumerate() {
+        let sent = queue.send(text).unwrap();
+        assert_eq!((sent.offset, sent.duplicate), (i as u64, false));
+    }
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.unsettled, stats.in_flight), (3, 0));
+
+    let first = queue.try_receive().unwrap().unwrap();
+    let second = queue.try_receive().unwrap().unwrap();
+    assert_eq!(
+        (first.offset(), first.attempt(), first.payload()),
+        (0, 1, &b"a"[..])
+    );
+    assert_eq!(
+        (second.offset(), second.attempt(), second.payload()),
+        (1, 1, &b"b"[..])
+    );
+    assert_eq!(queue.stats().unwrap().in_flight, 2);
+
+    queue.ack(&first).unwrap();
+    assert!(matches!(
+        queue.ack(&first),
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+    queue.term(&second).unwrap();
+    assert!(matches!(
+        queue.term(&second),
+        Err(Error::AlreadySettled { offset: 1 })
+    ));
+    // Offset 2 is stored but not delivered yet; offset 3 was never sent.
+    assert!(matches!(
+        queue.ack(Receipt::new(2, 1)),
+        Err(Error::UnknownDelivery {
+            offset: 2,
+            attempt: 1
+        })
+    ));
+    assert!(matches!(
+        queue.ack(Receipt::new(3, 1)),
+        Err(Error::UnknownDelivery { offset: 3, .. })
+    ));
+    assert!(matches!(
+        queue.ack(Receipt::new(u64::MAX, 1)),
+        Err(Error::UnknownDelivery { .. })
+    ));
+
+    let third = queue.try_receive().unwrap().unwrap();
+    assert_eq!((third.offset(), third.payload()), (2, &b"c"[..]));
+    // An attempt newer than any delivery is unknown.
+    assert!(matches!(
+        queue.ack(Receipt::new(2, 2)),
+        Err(Error::UnknownDelivery {
+            offset: 2,
+            attempt: 2
+        })
+    ));
+    queue.ack(&third).unwrap();
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.unsettled, stats.in_flight, stats.nacked), (0, 0, 0));
+}
+
+#[test]
+fn an_expired_lease_is_redelivered_and_the_stale_ack_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Redis measures idle time on its own wall clock, so this is a real wait: a short lease,
+    // and a generous deadline for a loaded machine.
+    let queue = queue(
+        &server,
+        options().visibility_timeout(Duration::from_millis(200)),
+    );
+    queue.send("resize image 17").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    assert_eq!(first.attempt(), 1);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        if let Some(delivery) = queue.try_receive().unwrap() {
+            break delivery;
+        }
+        assert!(Instant::now() < deadline, "no redelivery within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!((second.offset(), second.attempt()), (first.offset(), 2));
+    assert_eq!(second.payload(), b"resize image 17");
+
+    for refused in [
+        queue.ack(&first),
+        queue.term(&first),
+        queue.nack(&first, Duration::ZERO),
+        queue.extend(&first, Duration::from_millis(100)),
+    ] {
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Redelivered {
+                    offset: 0,
+                    attempt: 1,
+                    current: 2
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    queue.ack(&second).unwrap();
+    assert_eq!(queue.stats().unwrap().unsettled, 0);
+}
+
+#[test]
+fn nacks_count_as_deliveries_and_the_last_one_dead_letters() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(2));
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+
+    let first = queue.try_receive().unwrap().unwrap();
+    assert_eq!((first.offset(), first.attempt()), (0, 1));
+    queue.nack(&first, Duration::ZERO).unwrap();
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.in_flight, stats.nacked), (0, 1));
+    // The nacking attempt cannot settle it any more.
+    assert!(matches!(
+        queue.ack(&first),
+        Err(Error::NotLeased {
+            offset: 0,
+            attempt: 1
+        })
+    ));
+
+    // A nacked message comes back before newer ones: the lowest offset first.
+    let second = queue.try_receive().unwrap().unwrap();
+    assert_eq!((second.offset(), second.attempt()), (0, 2));
+    queue.nack(&second, Duration::ZERO).unwrap();
+
+    // The third delivery would exceed max_deliveries: dead-lettered, and the next message
+    // is delivered in the same call.
+    let next = queue.try_receive().unwrap().unwrap();
+    assert_eq!(
+        (next.offset(), next.attempt(), next.payload()),
+        (1, 1, &b"fine"[..])
+    );
+    assert!(matches!(
+        queue.ack(&second),
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+    let dead = queue.dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].position, dead[0].offset, dead[0].deliveries),
+        (0, 0, 2)
+    );
+    assert_eq!(&dead[0].payload[..], b"poison");
+    assert!(queue.dead_letters(1, 10).unwrap().is_empty());
+    assert!(queue.dead_letters(0, 0).unwrap().is_empty());
+    let stats = queue.stats().unwrap();
+    assert_eq!(
+        (stats.unsettled, stats.in_flight, stats.dead_letters),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn a_nack_delay_keeps_the_message_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(
+        &server,
+        options().visibility_timeout(Duration::from_secs(60)),
+    );
+    queue.send("later").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    // Given back for the whole visibility timeout: not receivable now.
+    queue.nack(&first, Duration::from_secs(60)).unwrap();
+    assert_eq!(queue.try_receive().unwrap(), None);
+    assert_eq!(queue.stats().unwrap().nacked, 1);
+}
+
+#[test]
+fn extensions_and_delays_beyond_what_redis_can_express_are_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(
+        &server,
+        options().visibility_timeout(Duration::from_secs(10)),
+    );
+    queue.send("x").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.extend(&delivery, Duration::from_secs(10)).unwrap();
+    assert!(matches!(
+        queue.extend(&delivery, Duration::from_secs(11)),
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        queue.nack(&delivery, Duration::from_secs(11)),
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        queue.nack(&delivery, Duration::from_secs(400 * 24 * 3600)),
+        Err(Error::InvalidDuration { .. })
+    ));
+    assert!(matches!(
+        queue.send(Message::new(b"x".to_vec()).delay(Duration::from_secs(1))),
+        Err(Error::Unsupported { .. })
+    ));
+    // The refused calls changed nothing: the lease is still this delivery's.
+    queue.ack(&delivery).unwrap();
+}
+
+#[test]
+fn bad_messages_and_a_full_queue_are_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().capacity(2).max_message_bytes(4));
+    assert!(matches!(
+        queue.send("too long"),
+        Err(Error::MessageTooLarge { len: 8, max: 4 })
+    ));
+    assert!(matches!(
+        queue.send(Message::new(b"x".to_vec()).id(Vec::new())),
+        Err(Error::InvalidMessageId { len: 0 })
+    ));
+    assert!(matches!(
+        queue.send(Message::new(b"x".to_vec()).id(vec![b'i'; 256])),
+        Err(Error::InvalidMessageId { len: 256 })
+    ));
+    queue.send("1").unwrap();
+    queue.send("2").unwrap();
+    assert!(matches!(queue.send("3"), Err(Error::Full { capacity: 2 })));
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.ack(&delivery).unwrap();
+    assert_eq!(queue.send("3").unwrap().offset, 2);
+
+    for bad in [
+        options().visibility_timeout(Duration::ZERO),
+        options().max_deliveries(0),
+        options().capacity(0),
+        options().dedup_window(Duration::ZERO),
+    ] {
+        assert!(matches!(
+            RedisQueue::new(&server.url(), QUEUE, bad),
+            Err(Error::InvalidOptions { .. })
+        ));
+    }
+    for bad in [
+        options().consumer(""),
+        options().consumer(infra_mqueue::redis::NACKED_CONSUMER),
+        options().group(""),
+    ] {
+        assert!(matches!(
+            RedisQueue::new(&server.url(), QUEUE, bad),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    assert!(matches!(
+        RedisQueue::new(&server.url(), "", options()),
+        Err(Error::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn a_repeated_message_id_within_the_window_is_stored_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().dedup_window(Duration::from_secs(600)));
+    let first = queue
+        .send(Message::new(b"charge".to_vec()).id(b"payment-42".to_vec()))
+        .unwrap();
+    let again = queue
+        .send(Message::new(b"charge again".to_vec()).id(b"payment-42".to_vec()))
+        .unwrap();
+    let other = queue
+        .send(Message::new(b"other".to_vec()).id(b"payment-43".to_vec()))
+        .unwrap();
+    assert_eq!((first.offset, first.duplicate), (0, false));
+    assert_eq!((again.offset, again.duplicate), (0, true));
+    assert_eq!((other.offset, other.duplicate), (1, false));
+    // Still a duplicate once the first send is settled, within the window.
+    let delivery = queue.try_receive().unwrap().unwrap();
+    assert_eq!(delivery.payload(), b"charge");
+    queue.ack(&delivery).unwrap();
+    let after = queue
+        .send(Message::new(b"charge".to_vec()).id(b"payment-42".to_vec()))
+        .unwrap();
+    assert_eq!((after.offset, after.duplicate), (0, true));
+    assert_eq!(queue.stats().unwrap().unsettled, 1);
+
+    // Without a window, ids are not looked at.
+    let plain = RedisQueue::new(&server.url(), "plain", options()).unwrap();
+    for _ in 0..2 {
+        let sent = plain
+            .send(Message::new(b"x".to_vec()).id(b"same".to_vec()))
+            .unwrap();
+        assert!(!sent.duplicate);
+    }
+}
+
+#[test]
+fn two_consumers_never_hold_the_same_message_at_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    const MESSAGES: u64 = 300;
+    let producer = queue(&server, options());
+    for i in 0..MESSAGES {
+        producer.send(i.to_string().into_bytes()).unwrap();
+    }
+    let url = server.url();
+    let workers: Vec<_> = (0..2)
+        .map(|worker| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let queue =
+                    RedisQueue::new(&url, QUEUE, options().consumer(format!("worker-{worker}")))
+                        .unwrap();
+                let mut got = Vec::new();
+                // No lease runs out (30 s): every message is delivered once, to one worker.
+                while let Some(delivery) = queue.try_receive().unwrap() {
+                    assert_eq!(delivery.attempt(), 1);
+                    assert_eq!(delivery.payload(), delivery.offset().to_string().as_bytes());
+                    got.push(delivery.offset());
+                    queue.ack(&delivery).unwrap();
+                }
+                got
+            })
+        })
+        .collect();
+    let results: Vec<Vec<u64>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let total: usize = results.iter().map(Vec::len).sum();
+    let distinct: BTreeSet<u64> = results.iter().flatten().copied().collect();
+    assert_eq!(total, MESSAGES as usize, "a message was delivered twice");
+    assert_eq!(distinct, (0..MESSAGES).collect());
+    for got in &results {
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+    }
+    assert_eq!(producer.stats().unwrap().unsettled, 0);
+}
+
+#[test]
+fn a_killed_and_restarted_server_keeps_every_sent_message() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    // The test kit runs Redis with `appendfsync always`: a send returns after its fsync.
+    const MESSAGES: u64 = 200;
+    let shared = Arc::new(queue(&server, options()));
+    let senders: Vec<_> = (0..2)
+        .map(|sender| {
+            let queue = Arc::clone(&shared);
+            thread::spawn(move || {
+                for i in 0..MESSAGES / 2 {
+                    queue.send(format!("{sender}-{i}").into_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let held = shared.try_receive().unwrap().unwrap();
+    server.kill();
+    server.restart().unwrap();
+
+    // A fresh handle: the old one's pooled connections died with the server.
+    let queue = queue(&server, options());
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.unsettled, stats.in_flight), (MESSAGES, 1));
+    // The lease held before the crash is still this delivery's.
+    queue.extend(&held, Duration::from_secs(30)).unwrap();
+    let mut payloads = BTreeSet::new();
+    let mut previous = held.offset();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        assert!(delivery.offset() > previous);
+        previous = delivery.offset();
+        payloads.insert(delivery.payload().to_vec());
+        queue.ack(&delivery).unwrap();
+    }
+    payloads.insert(held.payload().to_vec());
+    queue.ack(&held).unwrap();
+    let expected: BTreeSet<Vec<u8>> = (0..2)
+        .flat_map(|sender| (0..MESSAGES / 2).map(move |i| format!("{sender}-{i}").into_bytes()))
+        .collect();
+    assert_eq!(payloads, expected);
+    assert_eq!(queue.stats().unwrap().unsettled, 0);
+}
