@@ -21,6 +21,7 @@ use crate::span::{Exporter, KeyValue, SpanData, Status, Value};
 #[derive(Clone, Debug, Default)]
 pub struct MemoryExporter {
     spans: Arc<Mutex<Vec<SpanData>>>,
+    record_only: Arc<Mutex<Vec<SpanData>>>,
 }
 
 impl MemoryExporter {
@@ -38,11 +39,21 @@ impl MemoryExporter {
     pub fn take(&self) -> Vec<SpanData> {
         std::mem::take(&mut *self.spans.lock())
     }
+
+    /// A copy of the recorded but unsampled spans received so far
+    /// ([`Exporter::record_only`]), kept apart from the exported ones.
+    pub fn record_only_spans(&self) -> Vec<SpanData> {
+        self.record_only.lock().clone()
+    }
 }
 
 impl Exporter for MemoryExporter {
     fn export(&self, span: SpanData) {
         self.spans.lock().push(span);
+    }
+
+    fn record_only(&self, span: SpanData) {
+        self.record_only.lock().push(span);
     }
 }
 
@@ -50,8 +61,10 @@ impl Exporter for MemoryExporter {
 ///
 /// Fields: `service`, `name`, `kind`, `trace_id`, `span_id`, `parent_span_id` (or null),
 /// `trace_flags`, `start_unix_nanos`, `end_unix_nanos`, `duration_nanos`, `status`
-/// (`"unset"`, `"ok"` or `{"error": "..."}`), `attributes` (an object) and `events` (a list
-/// of `{name, time_unix_nanos, attributes}`). Write errors are counted, not raised: tracing
+/// (`"unset"`, `"ok"` or `{"error": "..."}`), `attributes` (an object), `events` (a list
+/// of `{name, time_unix_nanos, attributes, dropped_attributes_count}`), `links` (a list of
+/// `{trace_id, span_id, trace_state, attributes, dropped_attributes_count}`), and
+/// `dropped_attributes_count`, `dropped_events_count`, `dropped_links_count`. Write errors are counted, not raised: tracing
 /// must never fail the request it observes.
 ///
 /// ```
@@ -191,9 +204,37 @@ pub(crate) fn write_json(out: &mut String, span: &SpanData) -> fmt::Result {
             unix_nanos(event.time)
         )?;
         write_attributes(out, &event.attributes)?;
-        out.push('}');
+        write!(
+            out,
+            ",\"dropped_attributes_count\":{}}}",
+            event.dropped_attributes_count
+        )?;
     }
-    out.push_str("]}");
+    out.push_str("],\"links\":[");
+    for (i, link) in span.links.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write!(
+            out,
+            "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",\"trace_state\":",
+            link.context.trace_id(),
+            link.context.span_id()
+        )?;
+        push_json_str(out, link.context.trace_state().as_str());
+        out.push_str(",\"attributes\":");
+        write_attributes(out, &link.attributes)?;
+        write!(
+            out,
+            ",\"dropped_attributes_count\":{}}}",
+            link.dropped_attributes_count
+        )?;
+    }
+    write!(
+        out,
+        "],\"dropped_attributes_count\":{},\"dropped_events_count\":{},\"dropped_links_count\":{}}}",
+        span.dropped_attributes_count, span.dropped_events_count, span.dropped_links_count
+    )?;
     Ok(())
 }
 
@@ -293,7 +334,13 @@ mod tests {
             ),
             "{first}"
         );
-        assert!(first.contains(r#""events":[{"name":"retry","time_unix_nanos":1704067200001500000,"attributes":{"n":1}}]}"#), "{first}");
+        assert!(first.contains(r#""events":[{"name":"retry","time_unix_nanos":1704067200001500000,"attributes":{"n":1},"dropped_attributes_count":0}],"links":[],"#), "{first}");
+        assert!(
+            first.ends_with(
+                r#""dropped_attributes_count":0,"dropped_events_count":0,"dropped_links_count":0}"#
+            ),
+            "{first}"
+        );
         assert!(lines[1].contains(r#""status":"unset""#));
     }
 

@@ -18,7 +18,8 @@
 //! vectors of pairs, and `http::HeaderMap` (feature `http`).
 //!
 //! Sampling: [`AlwaysOn`], [`AlwaysOff`], [`ParentBased`], [`TraceIdRatio`] (consistent
-//! across services) and [`RateLimited`]. Spans: [`Tracer`], [`Span`], with [`MemoryExporter`]
+//! across services, with OpenTelemetry's `ot=th:…` threshold and `rv:…` randomness in
+//! `tracestate`, see [`Threshold`]) and [`RateLimited`]. Spans: [`Tracer`], [`Span`], with [`MemoryExporter`]
 //! and [`JsonLinesExporter`]. The current [`Context`] follows a thread (scope guards) and,
 //! with feature `tokio`, a task across `.await` (`FutureExt::with_context`).
 //!
@@ -70,6 +71,7 @@ mod log_layer;
 pub mod metrics;
 #[cfg(feature = "tower")]
 mod middleware;
+mod probability;
 mod propagator;
 mod sampler;
 mod span;
@@ -93,13 +95,15 @@ pub use jaeger::{JaegerHeader, JaegerPropagator, UBER_TRACE_ID, UBERCTX_PREFIX};
 pub use log_layer::{TraceLogLayer, current_ids};
 #[cfg(feature = "tower")]
 pub use middleware::{ClientLayer, ResponseFuture, ServerLayer, TracedClient, TracedServer};
+pub use probability::Threshold;
 pub use propagator::{CompositePropagator, Propagator};
 pub use sampler::{
-    AlwaysOff, AlwaysOn, ParentBased, RateLimited, Sampler, SamplingDecision, TraceIdRatio,
+    AlwaysOff, AlwaysOn, ParentBased, RateLimited, Sampler, SamplingDecision, SamplingResult,
+    TraceIdRatio,
 };
 pub use span::{
-    Event, Exporter, KeyValue, NoopExporter, Span, SpanBuilder, SpanData, SpanKind, Status, Tracer,
-    TracerBuilder, Value,
+    Event, Exporter, KeyValue, Link, NoopExporter, Span, SpanBuilder, SpanData, SpanKind,
+    SpanLimits, Status, Tracer, TracerBuilder, Value,
 };
 pub use trace_context::{
     TRACEPARENT, TRACEPARENT_LEN, TRACESTATE, TraceContextPropagator, TraceParent,

@@ -5,13 +5,18 @@
 //! - [`TraceIdRatio`]: keep a fraction of traces, decided from the trace id's random bits so
 //!   every service that uses the same ratio makes the same decision for the same trace;
 //! - [`RateLimited`]: at most N new traces per second, for a ceiling on cost.
+//!
+//! A sampler decides ([`Sampler::should_sample`]) and may also change the new span's
+//! `tracestate` ([`Sampler::sample`]): the consistent probability samplers write their
+//! threshold (`ot=th:…`, see [`Threshold`](crate::Threshold)) on the spans they keep, and
+//! erase a threshold that no longer describes the span.
 
 use std::fmt;
 
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::{Clock, SystemClock};
 
-use crate::{SamplingState, SpanContext, SpanKind, TraceId};
+use crate::{SamplingState, SpanContext, SpanKind, Threshold, TraceId, TraceState};
 
 /// Whether a span is recorded and exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,14 +24,24 @@ use crate::{SamplingState, SpanContext, SpanKind, TraceId};
 pub enum SamplingDecision {
     /// Not recorded; the sampled flag is propagated as 0. Costs no allocation.
     Drop,
+    /// Recorded (attributes, events and timing are kept, and the span reaches
+    /// [`Exporter::record_only`](crate::Exporter::record_only) when it ends) but not
+    /// exported, and propagated with the sampled flag clear.
+    RecordOnly,
     /// Recorded, exported, and propagated with the sampled flag set.
     RecordAndSample,
 }
 
 impl SamplingDecision {
-    /// Whether the span is sampled.
+    /// Whether the span is sampled (exported, and propagated with the sampled flag).
     pub const fn is_sampled(self) -> bool {
         matches!(self, Self::RecordAndSample)
+    }
+
+    /// Whether the span is recorded ([`SamplingDecision::RecordOnly`] or
+    /// [`SamplingDecision::RecordAndSample`]).
+    pub const fn is_recording(self) -> bool {
+        matches!(self, Self::RecordOnly | Self::RecordAndSample)
     }
 
     const fn from_bool(sampled: bool) -> Self {
@@ -38,8 +53,42 @@ impl SamplingDecision {
     }
 }
 
+/// A sampler's decision and the new span's `tracestate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SamplingResult {
+    /// Whether the span is recorded and sampled.
+    pub decision: SamplingDecision,
+    /// The new span's trace state; `None` keeps the parent's (shared, not copied).
+    pub trace_state: Option<TraceState>,
+}
+
+impl SamplingResult {
+    /// `decision`, with the parent's trace state unchanged.
+    pub const fn keep(decision: SamplingDecision) -> Self {
+        Self {
+            decision,
+            trace_state: None,
+        }
+    }
+
+    /// `decision`, with `trace_state` as the new span's trace state.
+    pub const fn with_trace_state(decision: SamplingDecision, trace_state: TraceState) -> Self {
+        Self {
+            decision,
+            trace_state: Some(trace_state),
+        }
+    }
+}
+
 /// Decides whether a new span is sampled. Called once per span start, so it must be cheap
-/// and must not allocate.
+/// and should not allocate when it drops a span.
+///
+/// Implement [`Sampler::should_sample`]; implement [`Sampler::sample`] too to change the new
+/// span's `tracestate`. The default `sample` keeps the parent's state, except that a span
+/// it keeps loses the parent's OpenTelemetry threshold (`ot=th:…`): a sampler that knows
+/// nothing of probabilities yields spans of unknown probability, and the specification asks
+/// such a sampler to erase the threshold.
 pub trait Sampler: Send + Sync + fmt::Debug {
     /// The decision for a span named `name` of `kind` in trace `trace_id`, whose parent (if
     /// any) is `parent`.
@@ -50,6 +99,23 @@ pub trait Sampler: Send + Sync + fmt::Debug {
         name: &str,
         kind: SpanKind,
     ) -> SamplingDecision;
+
+    /// The decision and the new span's trace state. This is what a [`Tracer`](crate::Tracer)
+    /// calls.
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+    ) -> SamplingResult {
+        let decision = self.should_sample(parent, trace_id, name, kind);
+        if decision.is_recording() {
+            threshold_result(decision, parent, None)
+        } else {
+            SamplingResult::keep(decision)
+        }
+    }
 }
 
 impl<S: Sampler + ?Sized> Sampler for Box<S> {
@@ -61,6 +127,49 @@ impl<S: Sampler + ?Sized> Sampler for Box<S> {
         kind: SpanKind,
     ) -> SamplingDecision {
         (**self).should_sample(parent, trace_id, name, kind)
+    }
+
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+    ) -> SamplingResult {
+        (**self).sample(parent, trace_id, name, kind)
+    }
+}
+
+/// `decision` with the parent's trace state carrying `threshold` (`None`: no threshold).
+/// Copies the state only when the threshold changes.
+fn threshold_result(
+    decision: SamplingDecision,
+    parent: Option<&SpanContext>,
+    threshold: Option<Threshold>,
+) -> SamplingResult {
+    let state = parent.map(SpanContext::trace_state);
+    if state.and_then(TraceState::ot_threshold) == threshold {
+        return SamplingResult::keep(decision);
+    }
+    let mut state = state.cloned().unwrap_or_default();
+    if state.set_ot_threshold(threshold).is_err() {
+        // The `ot` entry cannot take the new threshold (it would exceed 256 characters): a
+        // span must not carry a threshold that does not describe it, so the entry goes.
+        state.remove("ot");
+    }
+    SamplingResult::with_trace_state(decision, state)
+}
+
+/// The 56-bit randomness the specification lets a sampler rely on: the parent's explicit
+/// `rv`, else the trace id's low 56 bits when they are promised random (a new trace, or a
+/// parent with the W3C Level 2 random flag). `None` when neither holds.
+fn known_randomness(parent: Option<&SpanContext>, trace_id: TraceId) -> Option<u64> {
+    match parent {
+        None => Some(trace_id.randomness()),
+        Some(parent) => parent
+            .trace_state()
+            .ot_randomness()
+            .or_else(|| parent.flags().is_random().then(|| trace_id.randomness())),
     }
 }
 
@@ -77,6 +186,23 @@ impl Sampler for AlwaysOn {
         _: SpanKind,
     ) -> SamplingDecision {
         SamplingDecision::RecordAndSample
+    }
+
+    /// Keeps everything: a parent's threshold becomes `th:0`. A state without a threshold
+    /// gets none (writing `ot=th:0` would add a `tracestate` header to every request; use
+    /// `TraceIdRatio::new(1.0)` for that).
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        _: TraceId,
+        _: &str,
+        _: SpanKind,
+    ) -> SamplingResult {
+        let decision = SamplingDecision::RecordAndSample;
+        match parent.and_then(|p| p.trace_state().ot_threshold()) {
+            Some(_) => threshold_result(decision, parent, Some(Threshold::ALWAYS)),
+            None => SamplingResult::keep(decision),
+        }
     }
 }
 
@@ -99,8 +225,10 @@ impl Sampler for AlwaysOff {
 /// Follows the parent's sampled flag; asks `root` when there is no parent, or when the
 /// parent deferred the decision ([`SamplingState::Defer`], B3 ids without a sampling state).
 ///
-/// The four parent cases (remote or local, sampled or not) can each get their own sampler;
-/// by default sampled parents are followed with [`AlwaysOn`] and unsampled with [`AlwaysOff`].
+/// The four parent cases (remote or local, sampled or not) can each get their own sampler.
+/// By default a sampled parent is followed with its trace state, threshold included, unless
+/// the threshold is inconsistent with the randomness (`rv < th`), in which case it is erased;
+/// an unsampled parent is followed with its trace state unchanged (shared, no allocation).
 ///
 /// ```
 /// use infra_trace_ctx::{ParentBased, Sampler, SpanKind, TraceId, TraceIdRatio};
@@ -123,9 +251,9 @@ impl ParentBased {
     pub fn new(root: impl Sampler + 'static) -> Self {
         Self {
             root: Box::new(root),
-            remote_sampled: Box::new(AlwaysOn),
+            remote_sampled: Box::new(FollowParent),
             remote_not_sampled: Box::new(AlwaysOff),
-            local_sampled: Box::new(AlwaysOn),
+            local_sampled: Box::new(FollowParent),
             local_not_sampled: Box::new(AlwaysOff),
         }
     }
@@ -159,15 +287,9 @@ impl ParentBased {
     }
 }
 
-impl Sampler for ParentBased {
-    fn should_sample(
-        &self,
-        parent: Option<&SpanContext>,
-        trace_id: TraceId,
-        name: &str,
-        kind: SpanKind,
-    ) -> SamplingDecision {
-        let delegate = match parent {
+impl ParentBased {
+    fn delegate(&self, parent: Option<&SpanContext>) -> &dyn Sampler {
+        match parent {
             // A deferred parent (B3 ids without a decision) leaves the decision to us.
             None => &self.root,
             Some(p) if p.sampling_state() == SamplingState::Defer => &self.root,
@@ -177,18 +299,84 @@ impl Sampler for ParentBased {
                 (false, true) => &self.local_sampled,
                 (false, false) => &self.local_not_sampled,
             },
+        }
+    }
+}
+
+impl Sampler for ParentBased {
+    fn should_sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+    ) -> SamplingDecision {
+        self.delegate(parent)
+            .should_sample(parent, trace_id, name, kind)
+    }
+
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: SpanKind,
+    ) -> SamplingResult {
+        self.delegate(parent).sample(parent, trace_id, name, kind)
+    }
+}
+
+/// [`ParentBased`]'s default for a sampled parent: keeps the span, and the parent's
+/// threshold with it when the threshold is consistent with the known randomness.
+#[derive(Clone, Copy, Debug)]
+struct FollowParent;
+
+impl Sampler for FollowParent {
+    fn should_sample(
+        &self,
+        _: Option<&SpanContext>,
+        _: TraceId,
+        _: &str,
+        _: SpanKind,
+    ) -> SamplingDecision {
+        SamplingDecision::RecordAndSample
+    }
+
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        _: &str,
+        _: SpanKind,
+    ) -> SamplingResult {
+        let decision = SamplingDecision::RecordAndSample;
+        let Some(threshold) = parent.and_then(|p| p.trace_state().ot_threshold()) else {
+            return SamplingResult::keep(decision);
         };
-        delegate.should_sample(parent, trace_id, name, kind)
+        let consistent = parent.is_some_and(SpanContext::is_sampled)
+            && known_randomness(parent, trace_id).is_none_or(|r| threshold.samples(r));
+        if consistent {
+            SamplingResult::keep(decision)
+        } else {
+            threshold_result(decision, parent, None)
+        }
     }
 }
 
 /// Samples a fixed fraction of traces, consistently across services.
 ///
-/// The decision compares the trace id's 56 random bits (its rightmost 7 bytes, random by
-/// the W3C Level 2 promise) with a threshold: sampled if `randomness >= (1 - ratio) * 2^56`.
-/// This is the rule of OpenTelemetry's consistent probability sampling, so every service
-/// using it with the same ratio keeps the same traces, and a service with a higher ratio
-/// keeps a superset of what a lower one keeps.
+/// The decision compares 56 random bits with a threshold: sampled if `randomness >=
+/// (1 - ratio) * 2^56`, the threshold rounded to 4 significant hex digits
+/// ([`Threshold::from_probability`]). This is OpenTelemetry's consistent probability
+/// sampling, so every service using it with the same ratio keeps the same traces, and a
+/// service with a higher ratio keeps a superset of what a lower one keeps.
+///
+/// The randomness is the parent's explicit `ot=rv:…` when present, else the trace id's
+/// rightmost 7 bytes. A span it keeps carries its threshold as `ot=th:…` in `tracestate`
+/// ([`Sampler::sample`]), unless the randomness is not known to be random (a parent without
+/// `rv` whose W3C Level 2 random flag is clear): then the decision is still made from the
+/// trace id, so services agree, but no threshold is written, since the probability it
+/// states would not be promised. A ratio of 0 samples nothing and writes nothing.
 ///
 /// ```
 /// use infra_trace_ctx::{Sampler, SpanKind, TraceId, TraceIdRatio};
@@ -204,31 +392,27 @@ impl Sampler for ParentBased {
 #[derive(Clone, Copy, Debug)]
 pub struct TraceIdRatio {
     ratio: f64,
-    /// Randomness values at or above this are sampled; `2^56` samples nothing.
-    threshold: u64,
+    /// Randomness values at or above this are sampled; `None` samples nothing.
+    threshold: Option<Threshold>,
 }
 
 impl TraceIdRatio {
-    const RANGE: u64 = 1 << 56;
-
     /// Samples `ratio` of all traces; values outside `0.0..=1.0` (and NaN) are clamped.
     pub fn new(ratio: f64) -> Self {
+        Self::with_precision(ratio, Threshold::DEFAULT_PRECISION)
+    }
+
+    /// [`TraceIdRatio::new`] with the threshold rounded to `precision` significant hex digits
+    /// (1..=12, see [`Threshold::from_probability_with_precision`]).
+    pub fn with_precision(ratio: f64, precision: u8) -> Self {
         let ratio = if ratio.is_nan() {
             0.0
         } else {
             ratio.clamp(0.0, 1.0)
         };
-        // (1 - ratio) * 2^56 is in 0..=2^56, which f64 and u64 both represent exactly at the
-        // ends; rounding in between moves the ratio by at most 2^-56.
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let threshold = ((1.0 - ratio) * Self::RANGE as f64).round() as u64;
         Self {
             ratio,
-            threshold: threshold.min(Self::RANGE),
+            threshold: Threshold::from_probability_with_precision(ratio, precision),
         }
     }
 
@@ -237,21 +421,51 @@ impl TraceIdRatio {
         self.ratio
     }
 
-    /// Whether `trace_id` falls in the sampled fraction.
+    /// The rejection threshold, `None` for a ratio of 0 (or below `2^-56`).
+    pub const fn threshold(&self) -> Option<Threshold> {
+        self.threshold
+    }
+
+    /// Whether `trace_id` falls in the sampled fraction, by its own low 56 bits.
     pub const fn samples(&self, trace_id: TraceId) -> bool {
-        trace_id.randomness() >= self.threshold
+        self.samples_randomness(trace_id.randomness())
+    }
+
+    const fn samples_randomness(&self, randomness: u64) -> bool {
+        match self.threshold {
+            Some(threshold) => threshold.samples(randomness),
+            None => false,
+        }
     }
 }
 
 impl Sampler for TraceIdRatio {
     fn should_sample(
         &self,
-        _: Option<&SpanContext>,
+        parent: Option<&SpanContext>,
         trace_id: TraceId,
         _: &str,
         _: SpanKind,
     ) -> SamplingDecision {
-        SamplingDecision::from_bool(self.samples(trace_id))
+        let randomness = known_randomness(parent, trace_id).unwrap_or(trace_id.randomness());
+        SamplingDecision::from_bool(self.samples_randomness(randomness))
+    }
+
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        _: &str,
+        _: SpanKind,
+    ) -> SamplingResult {
+        let known = known_randomness(parent, trace_id);
+        let randomness = known.unwrap_or(trace_id.randomness());
+        if !self.samples_randomness(randomness) {
+            return SamplingResult::keep(SamplingDecision::Drop);
+        }
+        // Only a promised randomness makes the threshold a true statement of probability.
+        let written = known.and(self.threshold);
+        threshold_result(SamplingDecision::RecordAndSample, parent, written)
     }
 }
 

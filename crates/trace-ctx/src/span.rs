@@ -2,7 +2,11 @@
 //! recorded, and an [`Exporter`] receives each recorded span when it ends.
 //!
 //! An unsampled span is a span context on the stack and nothing else: starting, annotating
-//! and ending it allocates nothing, so instrumentation can stay in hot code.
+//! and ending it allocates nothing, even under a parent carrying a `tracestate` (the state is
+//! shared, not copied), so instrumentation can stay in hot code.
+//!
+//! A recorded span keeps at most [`SpanLimits`] attributes, events and links (OpenTelemetry's
+//! defaults, 128 each) and counts what it dropped; the counts are exported with the span.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use infra_common::{Clock, SystemClock};
 
-use crate::sampler::{AlwaysOn, ParentBased, Sampler, SamplingDecision};
+use crate::sampler::{AlwaysOn, ParentBased, Sampler, SamplingDecision, SamplingResult};
 use crate::{Context, ContextGuard, SamplingState, SpanContext, SpanId, TraceFlags};
 
 /// The role of a span in a request.
@@ -42,7 +46,8 @@ impl SpanKind {
     }
 }
 
-/// How a span's work ended.
+/// How a span's work ended. [`Status::Ok`] is final: once set, later statuses are ignored;
+/// setting [`Status::Unset`] is ignored too (OpenTelemetry's rules).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Status {
     /// Not set (the default).
@@ -135,8 +140,93 @@ pub struct Event {
     pub name: Cow<'static, str>,
     /// When it happened.
     pub time: SystemTime,
-    /// Its attributes.
+    /// Its attributes, at most [`SpanLimits::max_attributes_per_event`].
     pub attributes: Vec<KeyValue>,
+    /// How many attributes were dropped over the limit.
+    pub dropped_attributes_count: u32,
+}
+
+/// A reference from a span to another span, of this trace or another (a batch consumer
+/// links the messages it handles, for example).
+///
+/// ```
+/// use infra_trace_ctx::{KeyValue, Link, SpanContext, SpanId, TraceFlags, TraceId};
+///
+/// let producer = SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED);
+/// let link = Link::new(producer.clone()).with_attributes([KeyValue::new("queue", "orders")]);
+/// assert_eq!(link.context, producer);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Link {
+    /// The linked span.
+    pub context: SpanContext,
+    /// The link's attributes, at most [`SpanLimits::max_attributes_per_link`].
+    pub attributes: Vec<KeyValue>,
+    /// How many attributes were dropped over the limit.
+    pub dropped_attributes_count: u32,
+}
+
+impl Link {
+    /// A link to `context`, without attributes.
+    pub const fn new(context: SpanContext) -> Self {
+        Self {
+            context,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+        }
+    }
+
+    /// This link with `attributes`.
+    #[must_use]
+    pub fn with_attributes(mut self, attributes: impl IntoIterator<Item = KeyValue>) -> Self {
+        self.attributes = attributes.into_iter().collect();
+        self
+    }
+}
+
+/// The most a recorded span keeps; past a limit, new items are dropped and counted
+/// ([`SpanData::dropped_attributes_count`] and the like). The defaults are OpenTelemetry's:
+/// 128 of each.
+///
+/// ```
+/// use infra_trace_ctx::{SpanLimits, Tracer};
+///
+/// let limits = SpanLimits { max_attributes: 16, ..SpanLimits::default() };
+/// let tracer = Tracer::builder().span_limits(limits).build();
+/// # let _ = tracer;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpanLimits {
+    /// Distinct attribute keys per span (updating a kept key is always allowed).
+    pub max_attributes: usize,
+    /// Events per span.
+    pub max_events: usize,
+    /// Links per span.
+    pub max_links: usize,
+    /// Attributes per event.
+    pub max_attributes_per_event: usize,
+    /// Attributes per link.
+    pub max_attributes_per_link: usize,
+}
+
+impl Default for SpanLimits {
+    fn default() -> Self {
+        Self {
+            max_attributes: 128,
+            max_events: 128,
+            max_links: 128,
+            max_attributes_per_event: 128,
+            max_attributes_per_link: 128,
+        }
+    }
+}
+
+/// Keeps the first `max` items; returns how many were dropped (saturating).
+fn cap_len<T>(items: &mut Vec<T>, max: usize) -> u32 {
+    let dropped = items.len().saturating_sub(max);
+    items.truncate(max);
+    u32::try_from(dropped).unwrap_or(u32::MAX)
 }
 
 /// A finished, recorded span, as exporters receive it.
@@ -157,12 +247,21 @@ pub struct SpanData {
     pub start: SystemTime,
     /// Wall-clock end: the start plus the monotonic duration, so it never precedes the start.
     pub end: SystemTime,
-    /// Attributes in the order they were set (a repeated key keeps its last value).
+    /// Attributes in the order they were set (a repeated key keeps its last value), at most
+    /// [`SpanLimits::max_attributes`].
     pub attributes: Vec<KeyValue>,
-    /// Events in order.
+    /// Events in order, at most [`SpanLimits::max_events`].
     pub events: Vec<Event>,
+    /// Links in order, at most [`SpanLimits::max_links`].
+    pub links: Vec<Link>,
     /// How the work ended.
     pub status: Status,
+    /// Attributes dropped over [`SpanLimits::max_attributes`].
+    pub dropped_attributes_count: u32,
+    /// Events dropped over [`SpanLimits::max_events`].
+    pub dropped_events_count: u32,
+    /// Links dropped over [`SpanLimits::max_links`].
+    pub dropped_links_count: u32,
 }
 
 impl SpanData {
@@ -183,13 +282,24 @@ impl SpanData {
 /// Receives recorded spans when they end. Called on the thread that ends the span, so an
 /// implementation should hand slow work (network) to a background task.
 pub trait Exporter: Send + Sync + fmt::Debug {
-    /// Takes one finished span.
+    /// Takes one finished, sampled span.
     fn export(&self, span: SpanData);
+
+    /// Takes one finished span that was recorded but not sampled
+    /// ([`SamplingDecision::RecordOnly`]): not for export, but available to whatever
+    /// consumes recorded spans locally (span metrics, for example). Ignored by default.
+    fn record_only(&self, span: SpanData) {
+        let _ = span;
+    }
 }
 
 impl<E: Exporter + ?Sized> Exporter for Box<E> {
     fn export(&self, span: SpanData) {
         (**self).export(span);
+    }
+
+    fn record_only(&self, span: SpanData) {
+        (**self).record_only(span);
     }
 }
 
@@ -198,6 +308,10 @@ impl<E: Exporter + ?Sized> Exporter for Box<E> {
 impl<E: Exporter + ?Sized> Exporter for std::sync::Arc<E> {
     fn export(&self, span: SpanData) {
         (**self).export(span);
+    }
+
+    fn record_only(&self, span: SpanData) {
+        (**self).record_only(span);
     }
 }
 
@@ -239,12 +353,13 @@ struct TracerConfig {
     sampler: Box<dyn Sampler>,
     exporter: Box<dyn Exporter>,
     clock: Box<dyn Clock>,
+    limits: SpanLimits,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::TracerCounters,
 }
 
 /// Configures a [`Tracer`]. Defaults: service `"unknown"`, parent-based sampling that
-/// samples every new trace, no exporter, the system clock.
+/// samples every new trace, no exporter, the system clock, [`SpanLimits::default`].
 #[derive(Debug)]
 pub struct TracerBuilder {
     config: TracerConfig,
@@ -278,6 +393,13 @@ impl TracerBuilder {
     #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.config.clock = Box::new(clock);
+        self
+    }
+
+    /// The most attributes, events and links a recorded span keeps.
+    #[must_use]
+    pub const fn span_limits(mut self, limits: SpanLimits) -> Self {
+        self.config.limits = limits;
         self
     }
 
@@ -325,6 +447,7 @@ impl Tracer {
                 sampler: Box::new(ParentBased::new(AlwaysOn)),
                 exporter: Box::new(NoopExporter),
                 clock: Box::new(SystemClock::new()),
+                limits: SpanLimits::default(),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::TracerCounters::noop(),
             },
@@ -341,6 +464,7 @@ impl Tracer {
             name: name.into(),
             kind: SpanKind::Internal,
             parent: ParentChoice::Current,
+            links: Vec::new(),
         }
     }
 }
@@ -358,6 +482,7 @@ pub struct SpanBuilder<'a> {
     name: Cow<'static, str>,
     kind: SpanKind,
     parent: ParentChoice<'a>,
+    links: Vec<Link>,
 }
 
 impl fmt::Debug for SpanBuilder<'_> {
@@ -402,6 +527,13 @@ impl<'a> SpanBuilder<'a> {
         self
     }
 
+    /// Links the span to another span (kept only if the span is recorded).
+    #[must_use]
+    pub fn link(mut self, link: Link) -> Self {
+        self.links.push(link);
+        self
+    }
+
     /// Starts the span: asks the sampler, and records only if it says so.
     #[inline]
     pub fn start(self) -> Span {
@@ -438,13 +570,16 @@ impl<'a> SpanBuilder<'a> {
         };
         // A decision sent without ids is followed like a remote parent's; defer (or none)
         // leaves it to the sampler.
-        let decision = match sent {
-            Some(SamplingState::Deny) => SamplingDecision::Drop,
-            Some(SamplingState::Accept | SamplingState::Debug) => SamplingDecision::RecordAndSample,
+        let result = match sent {
+            Some(SamplingState::Deny) => SamplingResult::keep(SamplingDecision::Drop),
+            Some(SamplingState::Accept | SamplingState::Debug) => {
+                SamplingResult::keep(SamplingDecision::RecordAndSample)
+            }
             _ => config
                 .sampler
-                .should_sample(parent, trace_id, &self.name, self.kind),
+                .sample(parent, trace_id, &self.name, self.kind),
         };
+        let decision = result.decision;
         #[cfg(feature = "metrics")]
         config.metrics.started(decision.is_sampled());
         let flags = TraceFlags::NONE
@@ -457,12 +592,18 @@ impl<'a> SpanBuilder<'a> {
         if debug && decision.is_sampled() {
             context = context.with_sampling_state(SamplingState::Debug);
         }
-        if let Some(parent) = parent
-            && !parent.trace_state().is_empty()
-        {
-            context = context.with_trace_state(parent.trace_state().clone());
+        match result.trace_state {
+            Some(state) => context = context.with_trace_state(state),
+            // Shared with the parent: a reference count, not a copy.
+            None => {
+                if let Some(parent) = parent
+                    && !parent.trace_state().is_empty()
+                {
+                    context = context.with_trace_state(parent.trace_state().clone());
+                }
+            }
         }
-        if !decision.is_sampled() {
+        if !decision.is_recording() {
             return Span {
                 context,
                 recording: None,
@@ -473,8 +614,15 @@ impl<'a> SpanBuilder<'a> {
 
     fn record(self, context: SpanContext, parent_span_id: Option<SpanId>) -> Span {
         let config = &*self.tracer.inner;
+        let limits = config.limits;
         let start_nanos = config.clock.now_nanos();
         let start = config.clock.wall_time();
+        let mut links = self.links;
+        let dropped_links_count = cap_len(&mut links, limits.max_links);
+        for link in &mut links {
+            let dropped = cap_len(&mut link.attributes, limits.max_attributes_per_link);
+            link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
+        }
         Span {
             recording: Some(Box::new(Recording {
                 tracer: self.tracer.clone(),
@@ -489,7 +637,11 @@ impl<'a> SpanBuilder<'a> {
                     end: start,
                     attributes: Vec::new(),
                     events: Vec::new(),
+                    links,
                     status: Status::Unset,
+                    dropped_attributes_count: 0,
+                    dropped_events_count: 0,
+                    dropped_links_count,
                 },
             })),
             context,
@@ -516,12 +668,13 @@ impl Span {
         &self.context
     }
 
-    /// Whether the span is being recorded (it was sampled).
+    /// Whether the span is being recorded (sampled, or [`SamplingDecision::RecordOnly`]).
     pub const fn is_recording(&self) -> bool {
         self.recording.is_some()
     }
 
-    /// Sets an attribute; does nothing on an unrecorded span.
+    /// Sets an attribute; does nothing on an unrecorded span. A new key past
+    /// [`SpanLimits::max_attributes`] is dropped and counted.
     #[inline]
     pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
         if let Some(recording) = &mut self.recording {
@@ -535,7 +688,8 @@ impl Span {
     }
 
     /// Records an event with attributes now; `attributes` is not consumed on an unrecorded
-    /// span.
+    /// span. Past [`SpanLimits::max_events`] the event is dropped and counted; past
+    /// [`SpanLimits::max_attributes_per_event`] its extra attributes are.
     pub fn add_event_with(
         &mut self,
         name: impl Into<Cow<'static, str>>,
@@ -544,17 +698,60 @@ impl Span {
         let Some(recording) = &mut self.recording else {
             return;
         };
+        let limits = recording.tracer.inner.limits;
+        if recording.data.events.len() >= limits.max_events {
+            recording.data.dropped_events_count =
+                recording.data.dropped_events_count.saturating_add(1);
+            return;
+        }
         let time = recording.wall_now();
+        let mut attributes: Vec<KeyValue> = attributes.into_iter().collect();
+        let dropped_attributes_count = cap_len(&mut attributes, limits.max_attributes_per_event);
         recording.data.events.push(Event {
             name: name.into(),
             time,
-            attributes: attributes.into_iter().collect(),
+            attributes,
+            dropped_attributes_count,
         });
     }
 
-    /// Sets the status; does nothing on an unrecorded span.
+    /// Adds a link; does nothing on an unrecorded span. Past [`SpanLimits::max_links`] the
+    /// link is dropped and counted; past [`SpanLimits::max_attributes_per_link`] its extra
+    /// attributes are.
+    pub fn add_link(&mut self, mut link: Link) {
+        let Some(recording) = &mut self.recording else {
+            return;
+        };
+        let limits = recording.tracer.inner.limits;
+        if recording.data.links.len() >= limits.max_links {
+            recording.data.dropped_links_count =
+                recording.data.dropped_links_count.saturating_add(1);
+            return;
+        }
+        let dropped = cap_len(&mut link.attributes, limits.max_attributes_per_link);
+        link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
+        recording.data.links.push(link);
+    }
+
+    /// Sets the status; does nothing on an unrecorded span. [`Status::Ok`] is final (a
+    /// later error does not replace it), and [`Status::Unset`] is ignored.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{MemoryExporter, Status, Tracer};
+    ///
+    /// let exporter = MemoryExporter::new();
+    /// let tracer = Tracer::builder().exporter(exporter.clone()).build();
+    /// let mut span = tracer.span("charge").start();
+    /// span.set_status(Status::Ok);
+    /// span.set_status(Status::Error("late failure".into()));
+    /// span.end();
+    /// assert_eq!(exporter.spans()[0].status, Status::Ok);
+    /// ```
     pub fn set_status(&mut self, status: Status) {
-        if let Some(recording) = &mut self.recording {
+        if let Some(recording) = &mut self.recording
+            && recording.data.status != Status::Ok
+            && status != Status::Unset
+        {
             recording.data.status = status;
         }
     }
@@ -578,6 +775,10 @@ impl Span {
         if let Some(mut recording) = self.recording.take() {
             recording.data.end = recording.wall_now();
             let Recording { tracer, data, .. } = *recording;
+            if !data.context.is_sampled() {
+                tracer.inner.exporter.record_only(data);
+                return;
+            }
             tracer.inner.exporter.export(data);
             // Counted after the hand-over: a call in between made the span's data take a
             // detour through the stack (an extra copy of `SpanData`, measured).
@@ -589,10 +790,17 @@ impl Span {
 
 impl Recording {
     fn set_attribute(&mut self, key: Cow<'static, str>, value: Value) {
+        let max = self.tracer.inner.limits.max_attributes;
         let attributes = &mut self.data.attributes;
-        match attributes.iter_mut().find(|kv| kv.key == key) {
-            Some(existing) => existing.value = value,
-            None => attributes.push(KeyValue { key, value }),
+        if let Some(existing) = attributes.iter_mut().find(|kv| kv.key == key) {
+            existing.value = value;
+            return;
+        }
+        if attributes.len() < max {
+            attributes.push(KeyValue { key, value });
+        } else {
+            self.data.dropped_attributes_count =
+                self.data.dropped_attributes_count.saturating_add(1);
         }
     }
 

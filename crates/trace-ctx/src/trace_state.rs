@@ -21,10 +21,15 @@ use std::fmt;
 
 use crate::Error;
 
+// An immutable string shared by every span context that carries it: no interleaving to model,
+// so a plain std `Arc` (cloning it is a reference count, never an allocation).
+#[allow(clippy::disallowed_types)]
+type Shared = std::sync::Arc<str>;
+
 /// The ordered vendor entries of a trace, stored as their canonical header value.
 ///
-/// Empty by default, and an empty one holds no heap memory, so carrying it costs nothing on
-/// the hot path.
+/// Empty by default, and an empty one holds no heap memory. A non-empty one is shared, not
+/// copied: cloning it (as every child span does) bumps a reference count and never allocates.
 ///
 /// ```
 /// use infra_trace_ctx::TraceState;
@@ -37,9 +42,9 @@ use crate::Error;
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct TraceState {
-    /// `key=value` entries joined by `,`, no whitespace; `None` when there are none. A boxed
-    /// slice rather than a `String` keeps every span context 8 bytes smaller.
-    header: Option<Box<str>>,
+    /// `key=value` entries joined by `,`, no whitespace; `None` when there are none. A shared
+    /// slice rather than a `String` keeps every span context 8 bytes smaller, and clones free.
+    header: Option<Shared>,
 }
 
 impl TraceState {
@@ -88,7 +93,7 @@ impl TraceState {
 
     fn from_string(header: String) -> Self {
         Self {
-            header: (!header.is_empty()).then(|| header.into_boxed_str()),
+            header: (!header.is_empty()).then(|| Shared::from(header)),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Proves the hot paths allocate nothing: extracting and injecting a `traceparent` (no
-//! `tracestate`), and starting, annotating and ending an unsampled span.
+//! `tracestate`), starting, annotating and ending an unsampled span, and starting children
+//! of an unsampled parent that carries a `tracestate`.
 //!
 //! A counting global allocator tallies allocations made by the current thread only, so the
 //! test harness's own threads do not disturb the count.
@@ -147,4 +148,43 @@ fn unsampled_spans_allocate_nothing() {
         "unsampled spans allocated {count} times in 100 rounds"
     );
     assert!(Context::current().span().is_none());
+}
+
+#[test]
+fn children_of_an_unsampled_parent_with_a_tracestate_allocate_nothing() {
+    let tracer = Tracer::builder()
+        .sampler(ParentBased::new(TraceIdRatio::new(0.5)))
+        .build();
+    let mut incoming: HashMap<String, String> = HashMap::new();
+    incoming.insert(
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into(),
+    );
+    incoming.insert(
+        "tracestate".into(),
+        "ot=th:8;rv:0123456789abcd,congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".into(),
+    );
+    let remote = TraceContextPropagator.extract(&incoming);
+    let parent = remote.span().expect("valid header").clone();
+    assert!(!parent.trace_state().is_empty());
+    let warm_up = tracer.span("warm-up").start();
+    drop(warm_up.attach());
+    drop(warm_up);
+
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..100 {
+            // An explicit remote parent, then the thread's current span as the parent.
+            let server = tracer.span("handle").parent(&parent).start();
+            assert!(!server.is_recording());
+            assert_eq!(server.context().trace_state(), parent.trace_state());
+            let _guard = server.attach();
+            let child = tracer.span("query").start();
+            assert!(!child.is_recording());
+            assert_eq!(child.context().trace_state(), parent.trace_state());
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "children of an unsampled parent allocated {count} times in 100 rounds"
+    );
 }

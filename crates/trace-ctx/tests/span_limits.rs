@@ -1,0 +1,227 @@
+//! Span limits (OpenTelemetry's defaults) with counts of what was dropped, links, and the
+//! finality of an `Ok` status.
+#![cfg(not(infra_loom))]
+
+use infra_trace_ctx::{
+    JsonLinesExporter, KeyValue, Link, MemoryExporter, SpanContext, SpanData, SpanId, SpanLimits,
+    Status, TraceFlags, TraceId, Tracer,
+};
+use proptest::prelude::*;
+
+fn attributes(n: usize) -> Vec<KeyValue> {
+    (0..n).map(|i| KeyValue::new(format!("a{i}"), 1)).collect()
+}
+
+fn link() -> Link {
+    Link::new(SpanContext::new(
+        TraceId::random(),
+        SpanId::random(),
+        TraceFlags::SAMPLED,
+    ))
+}
+
+fn only_span(exporter: &MemoryExporter) -> SpanData {
+    let mut spans = exporter.take();
+    assert_eq!(spans.len(), 1);
+    spans.remove(0)
+}
+
+#[test]
+fn defaults_are_opentelemetry_s_128() {
+    let limits = SpanLimits::default();
+    assert_eq!(
+        [
+            limits.max_attributes,
+            limits.max_events,
+            limits.max_links,
+            limits.max_attributes_per_event,
+            limits.max_attributes_per_link
+        ],
+        [128; 5]
+    );
+}
+
+#[test]
+fn default_limits_drop_and_count_past_128() {
+    let exporter = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(exporter.clone()).build();
+    let mut builder = tracer.span("busy");
+    for _ in 0..130 {
+        builder = builder.link(link().with_attributes(attributes(3)));
+    }
+    let mut span = builder.start();
+    for i in 0..200 {
+        span.set_attribute(format!("k{i}"), i);
+    }
+    // Updating a kept key is not a new attribute.
+    span.set_attribute("k0", "updated");
+    for _ in 0..150 {
+        span.add_event_with("tick", attributes(130));
+    }
+    span.add_link(link().with_attributes(attributes(129)));
+    span.end();
+
+    let data = only_span(&exporter);
+    assert_eq!(data.attributes.len(), 128);
+    assert_eq!(data.dropped_attributes_count, 72);
+    assert_eq!(data.attribute("k0"), Some(&"updated".into()));
+    assert_eq!(data.attribute("k128"), None);
+    assert_eq!(data.events.len(), 128);
+    assert_eq!(data.dropped_events_count, 22);
+    assert!(data.events.iter().all(|e| e.attributes.len() == 128));
+    assert!(data.events.iter().all(|e| e.dropped_attributes_count == 2));
+    // 130 links at start keep 128; the one added later is dropped too.
+    assert_eq!(data.links.len(), 128);
+    assert_eq!(data.dropped_links_count, 3);
+    assert!(data.links.iter().all(|l| l.dropped_attributes_count == 0));
+}
+
+#[test]
+fn link_attributes_are_capped_and_links_exported() {
+    let exporter = JsonLinesExporter::new(Vec::new());
+    let tracer = Tracer::builder()
+        .exporter(exporter.clone())
+        .span_limits(SpanLimits {
+            max_attributes_per_link: 1,
+            ..SpanLimits::default()
+        })
+        .build();
+    let target = link();
+    let mut span = tracer.span("consume").start();
+    span.add_link(target.clone().with_attributes(attributes(3)));
+    span.end();
+    drop(tracer);
+    let text = String::from_utf8(exporter.into_inner().unwrap()).unwrap();
+    let expected = format!(
+        r#""links":[{{"trace_id":"{}","span_id":"{}","trace_state":"","attributes":{{"a0":1}},"dropped_attributes_count":2}}]"#,
+        target.context.trace_id(),
+        target.context.span_id()
+    );
+    assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
+fn unsampled_spans_ignore_links() {
+    let tracer = Tracer::builder()
+        .sampler(infra_trace_ctx::AlwaysOff)
+        .build();
+    let mut span = tracer.span("quiet").link(link()).start();
+    span.add_link(link());
+    assert!(!span.is_recording());
+}
+
+#[test]
+fn ok_is_final_and_unset_is_ignored() {
+    let exporter = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(exporter.clone()).build();
+
+    let mut span = tracer.span("ok then error").start();
+    span.set_status(Status::Ok);
+    span.set_status(Status::Error("too late".into()));
+    span.set_status(Status::Unset);
+    span.end();
+    assert_eq!(only_span(&exporter).status, Status::Ok);
+
+    let mut span = tracer.span("error then ok").start();
+    span.set_status(Status::Error("first".into()));
+    span.set_status(Status::Unset);
+    assert_eq!(exporter.spans().len(), 0);
+    span.set_status(Status::Error("second".into()));
+    span.end();
+    assert_eq!(only_span(&exporter).status, Status::Error("second".into()));
+
+    let mut span = tracer.span("error then ok").start();
+    span.set_status(Status::Error("failed".into()));
+    span.set_status(Status::Ok);
+    span.end();
+    assert_eq!(only_span(&exporter).status, Status::Ok);
+}
+
+/// One operation on a span, for the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    Attribute(u8),
+    Event(u8),
+    Link(u8),
+}
+
+#[allow(clippy::disallowed_types, reason = "prop_oneof! expands to std's Arc")]
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..12).prop_map(Op::Attribute),
+        (0u8..6).prop_map(Op::Event),
+        (0u8..6).prop_map(Op::Link),
+    ]
+}
+
+proptest! {
+    /// Against a plain model: kept counts are min(limit, distinct or total) and the
+    /// dropped counts make up the rest.
+    #[test]
+    fn kept_plus_dropped_is_everything(
+        ops in proptest::collection::vec(op(), 0..60),
+        limits in (0usize..6, 0usize..6, 0usize..6, 0usize..4, 0usize..4),
+    ) {
+        let limits = SpanLimits {
+            max_attributes: limits.0,
+            max_events: limits.1,
+            max_links: limits.2,
+            max_attributes_per_event: limits.3,
+            max_attributes_per_link: limits.4,
+        };
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).span_limits(limits).build();
+        let mut span = tracer.span("model").start();
+        // The model: keys kept in first-set order, and plain counters.
+        let mut kept_keys: Vec<u8> = Vec::new();
+        let (mut dropped_attributes, mut events, mut links) = (0u32, 0usize, 0usize);
+        let mut event_sizes = Vec::new();
+        let mut link_sizes = Vec::new();
+        for op in &ops {
+            match *op {
+                Op::Attribute(key) => {
+                    span.set_attribute(format!("k{key}"), 1);
+                    if !kept_keys.contains(&key) {
+                        if kept_keys.len() < limits.max_attributes {
+                            kept_keys.push(key);
+                        } else {
+                            dropped_attributes += 1;
+                        }
+                    }
+                }
+                Op::Event(size) => {
+                    span.add_event_with("e", attributes(usize::from(size)));
+                    events += 1;
+                    if event_sizes.len() < limits.max_events {
+                        event_sizes.push(usize::from(size));
+                    }
+                }
+                Op::Link(size) => {
+                    span.add_link(link().with_attributes(attributes(usize::from(size))));
+                    links += 1;
+                    if link_sizes.len() < limits.max_links {
+                        link_sizes.push(usize::from(size));
+                    }
+                }
+            }
+        }
+        span.end();
+        let data = only_span(&exporter);
+        let keys: Vec<String> = data.attributes.iter().map(|kv| kv.key.to_string()).collect();
+        let expected: Vec<String> = kept_keys.iter().map(|k| format!("k{k}")).collect();
+        prop_assert_eq!(keys, expected);
+        prop_assert_eq!(data.dropped_attributes_count, dropped_attributes);
+        prop_assert_eq!(data.events.len() + data.dropped_events_count as usize, events);
+        prop_assert_eq!(data.links.len() + data.dropped_links_count as usize, links);
+        for (event, size) in data.events.iter().zip(&event_sizes) {
+            prop_assert_eq!(event.attributes.len(), (*size).min(limits.max_attributes_per_event));
+            prop_assert_eq!(event.attributes.len() + event.dropped_attributes_count as usize, *size);
+        }
+        prop_assert_eq!(data.events.len(), event_sizes.len());
+        for (link, size) in data.links.iter().zip(&link_sizes) {
+            prop_assert_eq!(link.attributes.len(), (*size).min(limits.max_attributes_per_link));
+            prop_assert_eq!(link.attributes.len() + link.dropped_attributes_count as usize, *size);
+        }
+        prop_assert_eq!(data.links.len(), link_sizes.len());
+    }
+}
