@@ -724,6 +724,8 @@ impl RedisQueue {
         let (Some(start), false) = (stream_id(position), max == 0) else {
             return Ok(Vec::new());
         };
+        // Redis takes a signed count; no stream holds more entries than that anyway.
+        let count = i64::try_from(max).unwrap_or(i64::MAX);
         let reply: Value = self
             .connections
             .run(true, |connection| {
@@ -732,7 +734,7 @@ impl RedisQueue {
                     .arg(&start)
                     .arg("+")
                     .arg("COUNT")
-                    .arg(max)
+                    .arg(count)
                     .query(connection)
             })
             .map_err(|e| backend(&e))?;

@@ -1,22 +1,25 @@
-//! Random operation sequences against a reference model written from the documented rules,
-//! sharing no code with the queue: a `VecDeque` of every message ever sent, scanned front to
-//! back. Run in memory and durably (with reopens standing in for crashes, and a journal small
-//! enough to be compacted many times).
+//! Random operation sequences against the reference model of `support/model.rs`, written from
+//! the documented rules and sharing no code with the queue: a `VecDeque` of every message ever
+//! sent, scanned front to back. Run in memory and durably (with reopens standing in for
+//! crashes, and a journal small enough to be compacted many times).
 #![cfg(not(infra_loom))]
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use infra_common::ManualClock;
-use infra_mqueue::Error;
 use infra_mqueue::log::{FsyncPolicy, LogOptions};
 use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, Receipt, WorkQueue};
 use proptest::prelude::*;
+
+#[path = "support/model.rs"]
+mod model;
+use model::{Model, Outcome, Rules, Status, outcome_of_send, outcome_of_settle};
 
 const LEASE_SECS: u64 = 10;
 const MAX_DELIVERIES: u32 = 3;
 const CAPACITY: usize = 6;
 const WINDOW: usize = 3;
+const MAX_BYTES: usize = 64;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -56,143 +59,23 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Status {
-    /// Available from this second on.
-    Ready(u64),
-    /// Held by this attempt until this second.
-    Leased(u32, u64),
-    Done,
-}
-
-#[derive(Debug)]
-struct Entry {
-    byte: u8,
-    id: Option<u8>,
-    deliveries: u32,
-    status: Status,
-}
-
-/// The rules, as the README states them, in the plainest form.
-#[derive(Debug, Default)]
-struct Model {
-    now: u64,
-    messages: VecDeque<Entry>,
-    dead: Vec<(u64, u32, u8)>,
-}
-
-/// What an operation returned, in a form both sides produce.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Sent(u64, bool),
-    Full,
-    Got(Option<(u64, u32, u8)>),
-    Settled,
-    Refused(&'static str),
-}
-
-fn refusal(error: &Error) -> &'static str {
-    match error {
-        Error::UnknownDelivery { .. } => "unknown",
-        Error::AlreadySettled { .. } => "settled",
-        Error::Redelivered { .. } => "redelivered",
-        Error::NotLeased { .. } => "not leased",
-        other => panic!("unexpected error {other}"),
+fn rules() -> Rules {
+    Rules {
+        lease: LEASE_SECS,
+        max_deliveries: MAX_DELIVERIES,
+        capacity: CAPACITY,
+        window: WINDOW,
+        max_bytes: MAX_BYTES,
     }
 }
 
-impl Model {
-    fn unsettled(&self) -> usize {
-        self.messages
-            .iter()
-            .filter(|m| m.status != Status::Done)
-            .count()
-    }
-
-    fn send(&mut self, byte: u8, id: Option<u8>, delay: u64) -> Outcome {
-        if let Some(id) = id {
-            let start = self.messages.len().saturating_sub(WINDOW);
-            if let Some(at) =
-                (start..self.messages.len()).find(|&i| self.messages[i].id == Some(id))
-            {
-                return Outcome::Sent(at as u64, true);
-            }
+/// What a restart does to the model: leases do not survive it.
+fn reopen(model: &mut Model) {
+    let now = model.now;
+    for message in &mut model.messages {
+        if let Status::Leased(..) = message.status {
+            message.status = Status::Ready(now);
         }
-        if self.unsettled() >= CAPACITY {
-            return Outcome::Full;
-        }
-        self.messages.push_back(Entry {
-            byte,
-            id,
-            deliveries: 0,
-            status: Status::Ready(self.now + delay),
-        });
-        Outcome::Sent(self.messages.len() as u64 - 1, false)
-    }
-
-    fn receive(&mut self) -> Outcome {
-        let now = self.now;
-        for (offset, message) in self.messages.iter_mut().enumerate() {
-            let available = match message.status {
-                Status::Ready(from) => from <= now,
-                Status::Leased(_, until) => until <= now,
-                Status::Done => false,
-            };
-            if !available {
-                continue;
-            }
-            if message.deliveries >= MAX_DELIVERIES {
-                message.status = Status::Done;
-                self.dead
-                    .push((offset as u64, message.deliveries, message.byte));
-                continue;
-            }
-            message.deliveries += 1;
-            message.status = Status::Leased(message.deliveries, now + LEASE_SECS);
-            return Outcome::Got(Some((offset as u64, message.deliveries, message.byte)));
-        }
-        Outcome::Got(None)
-    }
-
-    /// Checks the receipt; on success applies `change` to the message's status.
-    fn settle(&mut self, offset: u64, attempt: u32, change: Status) -> Outcome {
-        let Some(message) = self.messages.get_mut(offset as usize) else {
-            return Outcome::Refused("unknown");
-        };
-        match message.status {
-            Status::Done => Outcome::Refused("settled"),
-            Status::Leased(holder, _) if holder == attempt => {
-                message.status = change;
-                Outcome::Settled
-            }
-            _ if attempt < message.deliveries => Outcome::Refused("redelivered"),
-            _ if attempt > message.deliveries => Outcome::Refused("unknown"),
-            _ => Outcome::Refused("not leased"),
-        }
-    }
-
-    fn reopen(&mut self) {
-        let now = self.now;
-        for message in &mut self.messages {
-            if let Status::Leased(..) = message.status {
-                message.status = Status::Ready(now);
-            }
-        }
-    }
-}
-
-fn outcome_of_send(result: Result<infra_mqueue::queue::Sent, Error>) -> Outcome {
-    match result {
-        Ok(sent) => Outcome::Sent(sent.offset, sent.duplicate),
-        Err(Error::Full { .. }) => Outcome::Full,
-        Err(other) => panic!("send failed: {other}"),
-    }
-}
-
-fn outcome_of_settle(result: Result<(), Error>) -> Outcome {
-    match result {
-        Ok(()) => Outcome::Settled,
-        Err(error) => Outcome::Refused(refusal(&error)),
     }
 }
 
@@ -202,6 +85,7 @@ fn options() -> QueueOptions {
         .max_deliveries(MAX_DELIVERIES)
         .capacity(CAPACITY)
         .dedup(DedupWindow::new(WINDOW))
+        .max_message_bytes(MAX_BYTES)
         .compact_after(16)
         .log_options(LogOptions {
             fsync: FsyncPolicy::Never,
@@ -220,7 +104,7 @@ fn run(ops: &[Op], durable: bool) {
         }
     };
     let mut queue = open();
-    let mut model = Model::default();
+    let mut model = Model::new(rules());
     // Receipts handed out so far; settle ops pick one by index (stale ones included).
     let mut receipts: Vec<Receipt> = Vec::new();
     let pick = |receipts: &Vec<Receipt>, i: usize| receipts.get(i % receipts.len().max(1)).copied();
@@ -233,13 +117,13 @@ fn run(ops: &[Op], durable: bool) {
                 }
                 (
                     outcome_of_send(queue.try_send(message)),
-                    model.send(byte, id, delay),
+                    model.send(vec![byte], id, delay),
                 )
             }
             Op::Receive => {
                 let got = queue.try_receive().unwrap().map(|d| {
                     receipts.push(d.receipt());
-                    (d.offset(), d.attempt(), d.payload()[0])
+                    (d.offset(), d.attempt(), d.payload().to_vec())
                 });
                 (Outcome::Got(got), model.receive())
             }
@@ -282,25 +166,20 @@ fn run(ops: &[Op], durable: bool) {
                 }
                 drop(queue);
                 queue = open();
-                model.reopen();
+                reopen(&mut model);
                 continue;
             }
         };
         assert_eq!(got, want, "step {step}: {op:?}");
         let stats = queue.stats();
         assert_eq!(stats.unsettled, model.unsettled(), "step {step}: unsettled");
-        let leased = model
-            .messages
-            .iter()
-            .filter(|m| matches!(m.status, Status::Leased(..)))
-            .count();
-        assert_eq!(stats.in_flight, leased, "step {step}: in flight");
+        assert_eq!(stats.in_flight, model.leased(), "step {step}: in flight");
     }
-    let dead: Vec<(u64, u32, u8)> = queue
+    let dead: Vec<(u64, u32, Vec<u8>)> = queue
         .dead_letters(0, usize::MAX)
         .unwrap()
         .into_iter()
-        .map(|letter| (letter.offset, letter.deliveries, letter.payload[0]))
+        .map(|letter| (letter.offset, letter.deliveries, letter.payload.to_vec()))
         .collect();
     // An in-memory queue keeps its latest `capacity` dead letters; a durable one keeps all.
     let kept = if durable {

@@ -1,7 +1,8 @@
 //! The Redis Streams work queue against a real `redis-server`: send, receive and settle; a
 //! redelivery after the visibility timeout and the stale attempt's refusal; dead letters after
 //! `max_deliveries`; producer dedup; two consumers that never hold one message at once; and a
-//! server killed and restarted that keeps every message whose send returned.
+//! server killed and restarted that keeps every message whose send returned; and random
+//! operation sequences against the embedded queue's reference model.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
 use std::collections::BTreeSet;
@@ -12,6 +13,11 @@ use infra_mqueue::Error;
 use infra_mqueue::queue::{Message, Receipt};
 use infra_mqueue::redis::{RedisOptions, RedisQueue};
 use infra_testkit::RedisServer;
+use proptest::prelude::*;
+
+#[path = "support/model.rs"]
+mod model;
+use model::{Model, Outcome, Rules, Status, outcome_of_send, outcome_of_settle};
 
 const QUEUE: &str = "orders";
 
@@ -420,4 +426,151 @@ fn a_killed_and_restarted_server_keeps_every_sent_message() {
         .collect();
     assert_eq!(payloads, expected);
     assert_eq!(queue.stats().unwrap().unsettled, 0);
+}
+
+const MODEL_CAPACITY: usize = 6;
+const MODEL_MAX_BYTES: usize = 8;
+const MODEL_MAX_DELIVERIES: u32 = 3;
+/// A lease no test outlives: in the model no time passes, so only nacks and extensions to
+/// zero make a delivered message available again.
+const MODEL_LEASE_SECS: u64 = 3600;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Send(usize),
+    Receive,
+    Ack(usize),
+    Nack(usize),
+    /// Extend by nothing (the lease ends now) or by 10 minutes.
+    Extend(usize, bool),
+    Term(usize),
+    Forged {
+        offset: u64,
+        attempt: u32,
+    },
+}
+
+// `prop_oneof!` expands to a `std` `Arc`, a type the workspace clippy.toml keeps behind
+// infra_common::sync; this is single-threaded test code.
+#[allow(clippy::disallowed_types)]
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..=MODEL_MAX_BYTES + 2).prop_map(Op::Send),
+        5 => Just(Op::Receive),
+        3 => (0..8usize).prop_map(Op::Ack),
+        2 => (0..8usize).prop_map(Op::Nack),
+        1 => (0..8usize, any::<bool>()).prop_map(|(i, longer)| Op::Extend(i, longer)),
+        1 => (0..8usize).prop_map(Op::Term),
+        1 => (0..20u64, 0..5u32).prop_map(|(offset, attempt)| Op::Forged { offset, attempt }),
+    ]
+}
+
+/// Runs `ops` on a fresh queue `name` and on the model, comparing every step.
+fn follow_the_model(url: &str, name: &str, ops: &[Op]) {
+    let options = options()
+        .visibility_timeout(Duration::from_secs(MODEL_LEASE_SECS))
+        .max_deliveries(MODEL_MAX_DELIVERIES)
+        .capacity(MODEL_CAPACITY as u64)
+        .max_message_bytes(MODEL_MAX_BYTES);
+    let queue = RedisQueue::new(url, name, options).unwrap();
+    let mut model = Model::new(Rules {
+        lease: MODEL_LEASE_SECS,
+        max_deliveries: MODEL_MAX_DELIVERIES,
+        capacity: MODEL_CAPACITY,
+        window: 0,
+        max_bytes: MODEL_MAX_BYTES,
+    });
+    let mut receipts: Vec<Receipt> = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        let (got, want) = match *op {
+            Op::Send(len) => {
+                // Distinct payloads, so a delivery of the wrong message shows.
+                let payload: Vec<u8> = (0..len).map(|i| (step + i) as u8).collect();
+                (
+                    outcome_of_send(queue.send(payload.clone())),
+                    model.send(payload, None, 0),
+                )
+            }
+            Op::Receive => {
+                let got = queue.try_receive().unwrap().map(|delivery| {
+                    receipts.push(delivery.receipt());
+                    (
+                        delivery.offset(),
+                        delivery.attempt(),
+                        delivery.payload().to_vec(),
+                    )
+                });
+                (Outcome::Got(got), model.receive())
+            }
+            Op::Ack(i) | Op::Nack(i) | Op::Extend(i, _) | Op::Term(i) => {
+                let Some(&receipt) = receipts.get(i % receipts.len().max(1)) else {
+                    continue;
+                };
+                let (offset, attempt, now) = (receipt.offset(), receipt.attempt(), model.now);
+                let (got, change) = match *op {
+                    Op::Ack(_) => (queue.ack(receipt), Status::Done),
+                    Op::Term(_) => (queue.term(receipt), Status::Done),
+                    Op::Nack(_) => (queue.nack(receipt, Duration::ZERO), Status::Ready(now)),
+                    Op::Extend(_, longer) => {
+                        let by = if longer { 600 } else { 0 };
+                        (
+                            queue.extend(receipt, Duration::from_secs(by)),
+                            Status::Leased(attempt, now + by),
+                        )
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                (
+                    outcome_of_settle(got),
+                    model.settle(offset, attempt, change),
+                )
+            }
+            Op::Forged { offset, attempt } => (
+                outcome_of_settle(queue.ack(Receipt::new(offset, attempt))),
+                model.settle(offset, attempt, Status::Done),
+            ),
+        };
+        assert_eq!(got, want, "step {step}: {op:?}");
+        let stats = queue.stats().unwrap();
+        assert_eq!(
+            stats.unsettled,
+            model.unsettled() as u64,
+            "step {step}: unsettled"
+        );
+        assert_eq!(
+            stats.in_flight,
+            model.leased() as u64,
+            "step {step}: in flight"
+        );
+    }
+    let dead: Vec<(u64, u32, Vec<u8>)> = queue
+        .dead_letters(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|letter| (letter.offset, letter.deliveries, letter.payload.to_vec()))
+        .collect();
+    assert_eq!(dead, model.dead);
+}
+
+#[test]
+fn the_redis_queue_follows_the_work_queue_model() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let case = std::cell::Cell::new(0u64);
+    let config = ProptestConfig {
+        // 64 cases (each a fresh queue on a real server) unless PROPTEST_CASES asks for more.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(64),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
+        // A fresh queue per case (and per shrinking step) on the one server.
+        case.set(case.get() + 1);
+        follow_the_model(&url, &format!("model-{}", case.get()), &ops);
+    });
 }
