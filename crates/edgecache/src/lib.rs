@@ -4,7 +4,9 @@
 //! - [`http`]: RFC 9111 / RFC 5861 semantics on top of it: `Cache-Control` parsing,
 //!   freshness, storability, Vary keys, revalidation, request coalescing and purge by URL or
 //!   surrogate key; `http::HttpCache` (feature `tokio`) puts them in front of an
-//!   [`http::Origin`].
+//!   [`http::Origin`]; with feature `redis`, `http::SharedTier` adds a second level in Redis
+//!   shared by many edges, and purges broadcast to them all.
+//! - `metrics` (feature `metrics`): the cache's counters through the `metrics` facade.
 //!
 //! ```
 //! use http::HeaderMap;
@@ -19,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod stats;
 pub mod store;
 

@@ -2,13 +2,16 @@
 //! entries and weights, the budget after every operation, time to live on a manual clock, scan
 //! resistance, statistics, and concurrent use.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use infra_common::ManualClock;
 use infra_common::sync::{Arc, thread};
 use infra_edgecache::Cache;
 use proptest::prelude::*;
+
+#[path = "support/store_model.rs"]
+mod model;
+use model::Model;
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -48,15 +51,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What the model remembers of a key: the last value written, its weight (a weight of 0
-/// counts as 1), and its expiry in ticks.
-#[derive(Debug, Clone, Copy)]
-struct Written {
-    value: u32,
-    weight: u64,
-    expires: Option<u64>,
-}
-
 const BUDGET: u64 = 100;
 
 fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
@@ -68,24 +62,12 @@ fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
         .clock(Arc::clone(&clock))
         .build();
     let share = BUDGET / cache.shard_count() as u64;
-    // Keys whose last write may still be in the cache; a key leaves when the cache shows it
-    // is gone (an eviction never brings a value back).
-    let mut model: HashMap<u8, Written> = HashMap::new();
-    let mut now = 0_u64;
-    let live = |written: &Written, now: u64| written.expires.is_none_or(|at| now < at);
+    let mut model = Model::default();
     for op in ops {
         match *op {
             Op::Insert { key, value, weight } => {
                 cache.insert(key, (value, weight));
-                let weight = u64::from(weight.max(1));
-                model.insert(
-                    key,
-                    Written {
-                        value,
-                        weight,
-                        expires: None,
-                    },
-                );
+                model.insert(key, value, weight, None);
             }
             Op::InsertTtl {
                 key,
@@ -94,16 +76,7 @@ fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
                 ticks,
             } => {
                 cache.insert_with_ttl(key, (value, weight), TICK * u32::from(ticks));
-                let weight = u64::from(weight.max(1));
-                let expires = Some(now + u64::from(ticks));
-                model.insert(
-                    key,
-                    Written {
-                        value,
-                        weight,
-                        expires,
-                    },
-                );
+                model.insert(key, value, weight, Some(u64::from(ticks)));
             }
             Op::Get(key) | Op::Peek(key) => {
                 let got = if matches!(op, Op::Get(_)) {
@@ -111,34 +84,20 @@ fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
                 } else {
                     cache.peek(&key)
                 };
-                match (got, model.get(&key)) {
-                    (Some((value, _)), Some(written)) => {
-                        prop_assert_eq!(value, written.value, "a stale or wrong value");
-                        prop_assert!(live(written, now), "an expired value was returned");
-                    }
-                    (Some(found), None) => {
-                        return Err(TestCaseError::fail(format!(
-                            "{key} returned {found:?}, never written or gone"
-                        )));
-                    }
-                    (None, _) => {
-                        model.remove(&key);
-                    }
-                }
+                model
+                    .looked_up(key, got.map(|(value, _)| value))
+                    .map_err(TestCaseError::fail)?;
             }
             Op::Remove(key) => {
                 let removed = cache.remove(&key);
-                let written = model.remove(&key);
-                if let Some((value, _)) = removed {
-                    let written = written.expect("a removed value was written");
-                    prop_assert_eq!(value, written.value);
-                    prop_assert!(live(&written, now));
-                }
+                model
+                    .removed(key, removed.map(|(value, _)| value))
+                    .map_err(TestCaseError::fail)?;
                 prop_assert_eq!(cache.peek(&key), None);
             }
             Op::Advance(ticks) => {
                 clock.advance(TICK * u32::from(ticks));
-                now += u64::from(ticks);
+                model.advance(u64::from(ticks));
             }
         }
         prop_assert!(
@@ -152,15 +111,9 @@ fn run(ops: &[Op], shards: usize) -> Result<(), TestCaseError> {
     // Exact accounting: once expired entries are purged, the cache holds exactly the model's
     // keys it still shows, and its weight is theirs.
     cache.purge_expired();
-    let mut held = 0;
-    let mut weight = 0;
-    for (key, written) in &model {
-        if let Some((value, _)) = cache.peek(key) {
-            prop_assert_eq!(value, written.value);
-            held += 1;
-            weight += written.weight;
-        }
-    }
+    let (held, weight) = model
+        .held(|key| cache.peek(&key).map(|(value, _)| value))
+        .map_err(TestCaseError::fail)?;
     prop_assert_eq!(cache.len(), held, "entries the model cannot see");
     prop_assert_eq!(cache.weighted_size(), weight);
     let stats = cache.stats();

@@ -45,6 +45,9 @@ pub enum CacheStatus {
     /// Sent to the origin without the cache taking part (other methods, `Range`, unreadable
     /// `Cache-Control`).
     Pass,
+    /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
+    /// was not asked; now stored here too.
+    SharedHit,
 }
 
 /// One stored response with what the cache needs to reuse it.
@@ -66,6 +69,8 @@ struct Stored {
     shareable: bool,
     /// Whether it is a stored response freshened by a 304.
     revalidated: bool,
+    /// Whether it was read from the shared tier rather than fetched.
+    from_shared: bool,
 }
 
 impl Stored {
@@ -116,6 +121,10 @@ pub struct HttpCacheBuilder<O> {
     shards: Option<usize>,
     config: Config,
     clock: Option<Box<dyn ClockSource>>,
+    #[cfg(feature = "redis")]
+    shared: Option<super::shared::SharedTier>,
+    #[cfg(feature = "metrics")]
+    metrics_name: std::borrow::Cow<'static, str>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -186,8 +195,30 @@ impl<O: Origin> HttpCacheBuilder<O> {
         self
     }
 
+    /// Puts `tier` behind this cache (feature `redis`): a miss here is looked up in Redis
+    /// before the origin, what is stored here is written there too, and purges are broadcast
+    /// to, and received from, every cache sharing the tier. Redis failures never fail a
+    /// request: the cache serves as if there were no shared tier, and counts them
+    /// ([`HttpCache::shared_stats`]).
+    #[cfg(feature = "redis")]
+    pub fn shared_tier(mut self, tier: super::shared::SharedTier) -> Self {
+        self.shared = Some(tier);
+        self
+    }
+
+    /// The name the cache's metrics carry in their `cache` label (feature `metrics`; default
+    /// `default`). Install the recorder before [`build`](Self::build): the counters are
+    /// registered there.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics_name = name.into();
+        self
+    }
+
     /// Builds the cache.
     pub fn build(self) -> HttpCache<O> {
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::HttpMetrics::new(self.metrics_name);
         let source = self.clock.unwrap_or_else(|| Box::new(SystemClock::new()));
         let mut store = Cache::builder(self.max_bytes)
             .weigher(|key: &PrimaryKey, variants: &Arc<Variants>| {
@@ -203,14 +234,39 @@ impl<O: Origin> HttpCacheBuilder<O> {
         if let Some(shards) = self.shards {
             store = store.shards(shards);
         }
+        let store = Arc::new(store.build());
+        let purges = Arc::new(PurgeLog::default());
+        #[cfg(feature = "redis")]
+        let shared = self.shared.map(|tier| {
+            let (store, purges) = (Arc::clone(&store), Arc::clone(&purges));
+            // A record holds the body and the fields; a megabyte more than the largest body
+            // covers any fields a stored response can have.
+            let max_record_bytes = self.config.max_object_bytes.saturating_add(1 << 20);
+            super::shared::Shared::start(
+                tier,
+                max_record_bytes,
+                #[cfg(feature = "metrics")]
+                metrics.shared.clone(),
+                move |target, mode| match target {
+                    super::shared::Target::Url(uri) => {
+                        purge_stored_url(&store, uri, mode);
+                    }
+                    super::shared::Target::Tag(tag) => purges.purge(tag, mode),
+                },
+            )
+        });
         HttpCache {
             inner: Arc::new(Inner {
                 origin: self.origin,
-                store: store.build(),
+                store,
                 flights: Flights::new(),
-                purges: PurgeLog::default(),
+                purges,
                 clock: source.boxed(),
                 config: self.config,
+                #[cfg(feature = "redis")]
+                shared,
+                #[cfg(feature = "metrics")]
+                metrics,
             }),
         }
     }
@@ -268,11 +324,16 @@ pub struct HttpCache<O> {
 
 struct Inner<O> {
     origin: O,
-    store: Cache<PrimaryKey, Arc<Variants>>,
+    store: Arc<Cache<PrimaryKey, Arc<Variants>>>,
     flights: Flights<FlightKey, FetchResult>,
-    purges: PurgeLog,
+    purges: Arc<PurgeLog>,
     clock: Box<dyn Clock>,
     config: Config,
+    /// The shared tier; dropping it stops its subscriber.
+    #[cfg(feature = "redis")]
+    shared: Option<super::shared::Shared>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::HttpMetrics,
 }
 
 impl<O> Clone for HttpCache<O> {
@@ -313,6 +374,10 @@ impl<O: Origin> HttpCache<O> {
                 keep_validated: Duration::from_secs(60 * 60),
             },
             clock: None,
+            #[cfg(feature = "redis")]
+            shared: None,
+            #[cfg(feature = "metrics")]
+            metrics_name: std::borrow::Cow::Borrowed(crate::metrics::DEFAULT_NAME),
         }
     }
 
@@ -320,6 +385,12 @@ impl<O: Origin> HttpCache<O> {
     /// waits).
     pub fn stats(&self) -> Stats {
         self.inner.store.stats()
+    }
+
+    /// What the shared tier has counted, if the cache has one (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fn shared_stats(&self) -> Option<super::shared::SharedStats> {
+        self.inner.shared.as_ref().map(super::shared::Shared::stats)
     }
 
     /// The origin, for its owner's use.
@@ -369,7 +440,7 @@ impl<O: Origin> HttpCache<O> {
                     ));
                 }
                 Decision::StaleAccepted => {
-                    inner.store.record_stale_served();
+                    inner.stale_served();
                     return Ok(respond(
                         &candidate.stored,
                         &parts.headers,
@@ -384,7 +455,7 @@ impl<O: Origin> HttpCache<O> {
                         Some(candidate.stored.vary.for_request(&parts.headers)),
                     );
                     if let Joined::Leader(leader) = inner.flights.join(&flight_key) {
-                        inner.store.record_revalidation();
+                        inner.revalidation();
                         let origin_request = Request::from_parts(parts.clone(), body.clone());
                         tokio::spawn(Inner::fetch(
                             Arc::clone(&self.inner),
@@ -394,7 +465,7 @@ impl<O: Origin> HttpCache<O> {
                             Some(Arc::clone(&candidate.stored)),
                         ));
                     }
-                    inner.store.record_stale_served();
+                    inner.stale_served();
                     return Ok(respond(
                         &candidate.stored,
                         &parts.headers,
@@ -434,7 +505,7 @@ impl<O: Origin> HttpCache<O> {
                     ));
                 }
                 if stale.is_some() {
-                    inner.store.record_revalidation();
+                    inner.revalidation();
                 }
                 let flight = leader.flight();
                 let origin_request = Request::from_parts(parts.clone(), body.clone());
@@ -448,7 +519,7 @@ impl<O: Origin> HttpCache<O> {
                 (flight, true)
             }
             Joined::Follower(flight) => {
-                inner.store.record_coalesced_wait();
+                inner.coalesced_wait();
                 (flight, false)
             }
         };
@@ -471,7 +542,7 @@ impl<O: Origin> HttpCache<O> {
             Ok(Fetch {
                 stored: fetched, ..
             }) if stale_if_error && is_error_status(fetched.status) => {
-                inner.store.record_stale_served();
+                inner.stale_served();
                 let stale = candidate.map(|c| c.stored).unwrap_or(fetched);
                 Ok(respond(
                     &stale,
@@ -486,6 +557,8 @@ impl<O: Origin> HttpCache<O> {
             }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
+                } else if fetched.from_shared {
+                    CacheStatus::SharedHit
                 } else {
                     CacheStatus::Miss
                 };
@@ -521,7 +594,7 @@ impl<O: Origin> HttpCache<O> {
             Ok(_) => inner.pass(Request::from_parts(parts, body)).await,
             Err(error) => match candidate {
                 Some(c) if stale_if_error => {
-                    inner.store.record_stale_served();
+                    inner.stale_served();
                     Ok(respond(
                         &c.stored,
                         &parts.headers,
@@ -539,34 +612,80 @@ impl<O: Origin> HttpCache<O> {
     ///
     /// `uri` must carry the host the requests did (`http://example.com/path`), since requests
     /// in origin form are keyed by their `Host`.
+    ///
+    /// With a shared tier (feature `redis`) the URL's record is also deleted from Redis and the
+    /// purge published to the other caches; that part runs on tokio's blocking pool when
+    /// called inside a runtime, and before returning otherwise.
     pub fn purge_url(&self, uri: &http::Uri, mode: PurgeMode) -> bool {
-        let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
-        let mut found = false;
-        for method in [Method::GET, Method::HEAD] {
-            let key = key.with_method(&method);
-            match mode {
-                PurgeMode::Hard => found |= self.inner.store.remove(&key).is_some(),
-                PurgeMode::Soft => {
-                    if let Some(variants) = self.inner.store.peek(&key) {
-                        found = true;
-                        for stored in &variants.list {
-                            stored.soft_purged.store(true, Ordering::Release);
-                        }
-                    }
-                }
-            }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.inner.shared {
+            shared.publish(&super::shared::Target::Url(uri.clone()), mode);
         }
-        found
+        purge_stored_url(&self.inner.store, uri, mode)
     }
 
     /// Purges every response stored with `tag` in its `Surrogate-Key` field, fetched before
     /// this call (including fetches still in progress).
+    ///
+    /// With a shared tier (feature `redis`) the records written with `tag` are also deleted
+    /// from Redis and the purge published to the other caches, as for
+    /// [`HttpCache::purge_url`].
     pub fn purge_tag(&self, tag: &str, mode: PurgeMode) {
         self.inner.purges.purge(tag, mode);
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.inner.shared {
+            shared.publish(&super::shared::Target::Tag(tag.into()), mode);
+        }
     }
 }
 
+/// Purges the responses stored in `store` for `uri`; whether there were any.
+fn purge_stored_url(
+    store: &Cache<PrimaryKey, Arc<Variants>>,
+    uri: &http::Uri,
+    mode: PurgeMode,
+) -> bool {
+    let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
+    let mut found = false;
+    for method in [Method::GET, Method::HEAD] {
+        let key = key.with_method(&method);
+        match mode {
+            PurgeMode::Hard => found |= store.remove(&key).is_some(),
+            PurgeMode::Soft => {
+                if let Some(variants) = store.peek(&key) {
+                    found = true;
+                    for stored in &variants.list {
+                        stored.soft_purged.store(true, Ordering::Release);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 impl<O: Origin> Inner<O> {
+    /// Counts a stale response served.
+    fn stale_served(&self) {
+        self.store.record_stale_served();
+        #[cfg(feature = "metrics")]
+        self.metrics.stale_served();
+    }
+
+    /// Counts a revalidation sent to the origin.
+    fn revalidation(&self) {
+        self.store.record_revalidation();
+        #[cfg(feature = "metrics")]
+        self.metrics.revalidation();
+    }
+
+    /// Counts a request that waited for another's fetch.
+    fn coalesced_wait(&self) {
+        self.store.record_coalesced_wait();
+        #[cfg(feature = "metrics")]
+        self.metrics.coalesced_wait();
+    }
+
     /// The resident age of a stored response now (§4.2.3: corrected initial age plus resident
     /// time, from the monotonic clock).
     fn age(&self, stored: &Stored) -> Duration {
@@ -587,7 +706,10 @@ impl<O: Origin> Inner<O> {
         counted: bool,
     ) -> Option<Candidate> {
         let variants = if counted {
-            self.store.get(key)?
+            let found = self.store.get(key);
+            #[cfg(feature = "metrics")]
+            self.metrics.lookup(found.is_some());
+            found?
         } else {
             self.store.peek(key)?
         };
@@ -663,6 +785,14 @@ impl<O: Origin> Inner<O> {
             }
         }
         let method = parts.method.clone();
+        #[cfg(feature = "redis")]
+        if let Some(found) = this.read_shared(&key, &client_headers, generation).await {
+            leader.complete(Ok(Fetch {
+                stored: found,
+                cookies: Vec::new(),
+            }));
+            return;
+        }
         let mut request_time = this.clock.wall_time();
         let timeout = this.config.fetch_timeout;
         let mut answer =
@@ -785,6 +915,7 @@ impl<O: Origin> Inner<O> {
             soft_purged: AtomicBool::new(false),
             shareable: false,
             revalidated: fetched.revalidated,
+            from_shared: false,
         };
         let ttl = self.keep_for(&stored);
         if !storable || ttl.is_zero() {
@@ -795,10 +926,18 @@ impl<O: Origin> Inner<O> {
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
-        // Replace the variant this request selects; keep the others, newest last.
+        self.store_variant(context.key, &stored, ttl);
+        #[cfg(feature = "redis")]
+        self.write_shared(context.key, &stored, ttl);
+        Fetch { stored, cookies }
+    }
+
+    /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
+    /// keeping the others, newest last, for as long as the longest-lived needs.
+    fn store_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) {
         let mut list: Vec<Arc<Stored>> = self
             .store
-            .peek(context.key)
+            .peek(key)
             .map(|variants| {
                 variants
                     .list
@@ -811,15 +950,88 @@ impl<O: Origin> Inner<O> {
         if list.len() >= MAX_VARIANTS {
             list.remove(0);
         }
-        list.push(Arc::clone(&stored));
+        list.push(Arc::clone(stored));
         let ttl = list
             .iter()
             .map(|variant| self.keep_for(variant))
             .max()
             .unwrap_or(ttl);
-        self.store
-            .insert_with_ttl(context.key.clone(), Arc::new(Variants { list }), ttl);
-        Fetch { stored, cookies }
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+        let evicted =
+            self.store
+                .insert_with_ttl_evicting(key.clone(), Arc::new(Variants { list }), ttl);
+        #[cfg(feature = "metrics")]
+        self.metrics.stored(stored.weight(), evicted);
+    }
+
+    /// The shared tier's record of `key`, if it is for this request's variant, not purged
+    /// here, and fresh enough for the request: stored here and returned.
+    #[cfg(feature = "redis")]
+    async fn read_shared(
+        &self,
+        key: &PrimaryKey,
+        request_headers: &HeaderMap,
+        generation: u64,
+    ) -> Option<Arc<Stored>> {
+        use super::shared::Event;
+
+        let shared = self.shared.as_ref()?;
+        let (record, kept) = shared.read(key).await?;
+        let freshness = record
+            .freshness
+            .with_initial_age(record.freshness.initial_age().saturating_add(kept));
+        let usable = record.vary.matches(request_headers)
+            && self.purges.check(generation, &record.tags) == Purged::No
+            && freshness.decide(
+                freshness.initial_age(),
+                &request_directives(request_headers),
+            ) == Decision::Fresh;
+        if !usable {
+            shared.count(Event::Miss);
+            return None;
+        }
+        shared.count(Event::Hit);
+        let stored = Arc::new(Stored {
+            status: record.status,
+            headers: record.headers,
+            body: record.body,
+            vary: record.vary,
+            freshness,
+            stored_at: self.clock.now_nanos(),
+            generation,
+            tags: record.tags,
+            soft_purged: AtomicBool::new(false),
+            shareable: true,
+            revalidated: false,
+            from_shared: true,
+        });
+        let ttl = self.keep_for(&stored);
+        if !ttl.is_zero() {
+            self.store_variant(key, &stored, ttl);
+        }
+        Some(stored)
+    }
+
+    /// Writes a response just stored here to the shared tier, unless a purge has already
+    /// reached it.
+    #[cfg(feature = "redis")]
+    fn write_shared(&self, key: &PrimaryKey, stored: &Stored, ttl: Duration) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if self.purges.check(stored.generation, &stored.tags) != Purged::No {
+            return;
+        }
+        let record = super::record::Record {
+            status: stored.status,
+            headers: stored.headers.clone(),
+            body: stored.body.clone(),
+            vary: stored.vary.clone(),
+            tags: stored.tags.clone(),
+            freshness: stored.freshness.with_initial_age(self.age(stored)),
+            expires_in: ttl,
+        };
+        shared.write(key, &record);
     }
 
     /// How much longer a stored response is worth keeping: until its last stale window ends,

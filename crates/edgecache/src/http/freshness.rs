@@ -122,6 +122,41 @@ impl Freshness {
         }
     }
 
+    /// The facts as stored, for the shared tier's encoding: lifetime, initial age, `no-cache`,
+    /// never-serve-stale, `stale-while-revalidate`, `stale-if-error`.
+    pub(crate) fn parts(&self) -> FreshnessParts {
+        FreshnessParts {
+            lifetime: self.lifetime,
+            initial_age: self.initial_age,
+            no_cache: self.no_cache,
+            revalidate_when_stale: self.revalidate_when_stale,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+        }
+    }
+
+    /// The freshness [`Freshness::parts`] described.
+    pub(crate) fn from_parts(parts: FreshnessParts) -> Self {
+        Self {
+            lifetime: parts.lifetime,
+            initial_age: parts.initial_age,
+            no_cache: parts.no_cache,
+            revalidate_when_stale: parts.revalidate_when_stale,
+            stale_while_revalidate: parts.stale_while_revalidate,
+            stale_if_error: parts.stale_if_error,
+        }
+    }
+
+    /// The same facts for a copy of the response that is `age` old on arrival (a copy taken
+    /// from the shared tier).
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_initial_age(self, age: Duration) -> Self {
+        Self {
+            initial_age: age,
+            ..self
+        }
+    }
+
     /// The freshness lifetime (§4.2.1).
     pub fn lifetime(&self) -> Duration {
         self.lifetime
@@ -216,6 +251,17 @@ impl Freshness {
         }
         revalidate
     }
+}
+
+/// The fields of a [`Freshness`], for encoding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FreshnessParts {
+    pub(crate) lifetime: Duration,
+    pub(crate) initial_age: Duration,
+    pub(crate) no_cache: bool,
+    pub(crate) revalidate_when_stale: bool,
+    pub(crate) stale_while_revalidate: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 fn delta(value: Delta) -> Duration {

@@ -133,6 +133,21 @@ impl VaryKey {
         self.fields.is_empty()
     }
 
+    /// The named fields and the values they had, in order, for encoding the key.
+    pub(crate) fn fields(&self) -> &[(HeaderName, Option<Vec<u8>>)] {
+        &self.fields
+    }
+
+    /// A key of these fields, as [`VaryKey::fields`] listed them; `None` past
+    /// [`MAX_VARY_FIELDS`] or with a name twice.
+    pub(crate) fn from_fields(fields: Vec<(HeaderName, Option<Vec<u8>>)>) -> Option<Self> {
+        let repeated = fields
+            .iter()
+            .enumerate()
+            .any(|(i, (name, _))| fields[..i].iter().any(|(other, _)| other == name));
+        (fields.len() <= MAX_VARY_FIELDS && !repeated).then_some(Self { fields })
+    }
+
     #[cfg(feature = "tokio")]
     /// The bytes the key occupies, for weighing a stored response.
     pub(crate) fn weight(&self) -> usize {

@@ -14,6 +14,10 @@
 //!   (`revalidation`, §4.3).
 //! - [`coalescing`]: one fetch per key, any number of waiters, released on failure.
 //! - `PurgeMode` (feature `tokio`): purge by URL or surrogate key (`purge`).
+//! - [`Record`]: the versioned binary form of a stored response the shared tier keeps
+//!   (`record`).
+//! - `SharedTier` (feature `redis`): a second level in Redis shared by many edges, and purges
+//!   broadcast to all of them (`shared`).
 //! - [`Origin`], [`OriginError`], [`Error`].
 
 #[cfg(feature = "tokio")]
@@ -26,7 +30,10 @@ mod keys;
 mod origin;
 #[cfg(feature = "tokio")]
 mod purge;
+mod record;
 mod revalidation;
+#[cfg(feature = "redis")]
+pub(crate) mod shared;
 mod storability;
 
 #[cfg(feature = "tokio")]
@@ -38,7 +45,10 @@ pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
 pub use origin::{Origin, OriginError};
 #[cfg(feature = "tokio")]
 pub use purge::{MAX_PURGED_TAGS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode};
+pub use record::{DecodeError, RECORD_VERSION, Record};
 pub use revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
 };
+#[cfg(feature = "redis")]
+pub use shared::{SharedStats, SharedTier};
 pub use storability::{NotStorable, RequestFacts, ResponseFacts, SetCookiePolicy, storability};

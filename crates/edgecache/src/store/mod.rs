@@ -217,20 +217,27 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// insert's incremental sweep reaches it, by the policy's eviction, or by
     /// [`Cache::purge_expired`].
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        self.insert_with_ttl_evicting(key, value, ttl);
+    }
+
+    /// [`Cache::insert_with_ttl`], returning how many entries the policy evicted for it.
+    pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> u64 {
         let expires_at = self
             .clock
             .now_nanos()
             .saturating_add(duration_to_nanos(ttl));
         // `NEVER` means no expiry; a finite TTL saturating into it stays finite.
-        self.insert_until(key, value, expires_at.min(NEVER - 1));
+        self.insert_until(key, value, expires_at.min(NEVER - 1))
     }
 
-    fn insert_until(&self, key: K, value: V, expires_at: u64) {
+    /// Inserts, returning how many entries the policy evicted for it.
+    fn insert_until(&self, key: K, value: V, expires_at: u64) -> u64 {
         let weight = (self.weigher)(&key, &value);
         let (hash, shard) = self.locate(&key);
-        shard
-            .lock()
-            .insert(hash, key, value, weight, expires_at, &self.now());
+        let mut shard = shard.lock();
+        let before = shard.counters.evictions;
+        shard.insert(hash, key, value, weight, expires_at, &self.now());
+        shard.counters.evictions - before
     }
 
     /// Removes `key`, returning its value if it was present and not expired.

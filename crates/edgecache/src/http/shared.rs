@@ -1,0 +1,544 @@
+//! The shared tier (feature `redis`): a second level in one Redis that many edge processes
+//! share, and purges broadcast to all of them through Redis pub/sub.
+//!
+//! Keys, under a namespace (default `edgecache`):
+//!
+//! - `<ns>:r:<primary key>`: the latest stored variant of a URL, a [`Record`], kept with
+//!   `PX` = the time the cache would keep it (its stale windows and validator allowance
+//!   included).
+//! - `<ns>:t:<tag>`: a set of the record keys written with that surrogate key, kept as long as
+//!   the longest of them, so a purge by tag knows what to delete.
+//! - `<ns>:purge`: the channel purges are published on.
+//!
+//! The HTTP layer is async and [`Connections`] blocks, so every Redis call runs on tokio's
+//! blocking pool (`spawn_blocking`); the subscriber owns a thread of its own. Every script
+//! names keys it does not declare (the members of a tag set), so the tier needs one Redis, not
+//! a cluster.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use infra_common::redis::{Connections, Script};
+use infra_common::sync::Arc;
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use infra_common::sync::thread;
+use redis::{RedisError, Value};
+
+use super::keys::PrimaryKey;
+use super::purge::PurgeMode;
+use super::record::Record;
+
+/// Reads a record with the time it has left, or a marker that it is too large to read.
+const READ: &str = r"
+local len = redis.call('STRLEN', KEYS[1])
+if len == 0 then return false end
+if len > tonumber(ARGV[1]) then return -1 end
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+";
+
+/// Writes a record and adds its key to its tags' sets, each kept at least as long.
+const WRITE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local ttl = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+";
+
+/// Deletes the records of a tag and the tag's set, then publishes the purge.
+const PURGE_TAG: &str = r"
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', key) end
+redis.call('DEL', KEYS[1])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+";
+
+/// Deletes the records of a URL (GET and HEAD), then publishes the purge.
+const PURGE_URL: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+";
+
+/// How often the subscriber looks up from an idle channel to see whether its cache is gone.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(250);
+/// How long the subscriber waits before reconnecting after losing Redis.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// The first bytes of a purge message, with its version.
+const MESSAGE_MAGIC: &[u8; 3] = b"EP\x01";
+
+/// Where the shared tier lives: one Redis, a namespace for the keys, and the timeout of every
+/// call. Give it to [`HttpCacheBuilder::shared_tier`](super::HttpCacheBuilder::shared_tier).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use infra_edgecache::http::SharedTier;
+///
+/// let tier = SharedTier::open("redis://127.0.0.1:6379/", Duration::from_secs(1))?
+///     .namespace("shop-edge");
+/// # Ok::<(), redis::RedisError>(())
+/// ```
+pub struct SharedTier {
+    client: redis::Client,
+    connections: Connections,
+    timeout: Duration,
+    namespace: String,
+}
+
+impl fmt::Debug for SharedTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTier")
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedTier {
+    /// The tier in the Redis at `url` (`redis://host:port/db`), every call bounded by
+    /// `timeout`; no connection is made until the cache is built. The namespace is
+    /// `edgecache`.
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL.
+    pub fn open(url: &str, timeout: Duration) -> Result<Self, RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            connections: Connections::open(url, timeout, 16)?,
+            timeout,
+            namespace: "edgecache".to_owned(),
+        })
+    }
+
+    /// The prefix of every key and of the purge channel (default `edgecache`): edges that
+    /// share it share responses and purges.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    fn record_key(&self, key: &PrimaryKey) -> String {
+        format!("{}:r:{}", self.namespace, key.as_str())
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}:t:{tag}", self.namespace)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:purge", self.namespace)
+    }
+}
+
+/// What the shared tier has counted for one cache, from [`HttpCache::shared_stats`](super::HttpCache::shared_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// Reads that found a usable record (the origin was not asked).
+    pub hits: u64,
+    /// Reads that found nothing, or a record this request could not use (another variant,
+    /// not fresh enough).
+    pub misses: u64,
+    /// Reads that failed (Redis unreachable, timed out, or refused): served as if there were
+    /// no shared tier.
+    pub read_errors: u64,
+    /// Records that could not be decoded or were over the size limit: treated as misses.
+    pub invalid_records: u64,
+    /// Records written.
+    pub writes: u64,
+    /// Writes that failed.
+    pub write_errors: u64,
+    /// Purges this cache deleted from Redis and published.
+    pub purges_published: u64,
+    /// Purges that could not be published (Redis unreachable): applied here only.
+    pub purge_errors: u64,
+    /// Purges received from other edges and applied here.
+    pub purges_applied: u64,
+    /// Messages on the purge channel that were not purges this crate wrote.
+    pub invalid_messages: u64,
+}
+
+/// One thing the shared tier counts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    ReadError,
+    InvalidRecord,
+    Write,
+    WriteError,
+    PurgePublished,
+    PurgeError,
+    PurgeApplied,
+    InvalidMessage,
+}
+
+const EVENTS: usize = 10;
+
+/// The shared tier's counters (and their metrics handles, with the feature).
+#[derive(Debug)]
+pub(crate) struct SharedCounters {
+    counts: [AtomicU64; EVENTS],
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::SharedMetrics,
+}
+
+impl SharedCounters {
+    fn count(&self, event: Event) {
+        self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.count(event);
+    }
+
+    fn stats(&self) -> SharedStats {
+        let read = |event: Event| self.counts[event as usize].load(Ordering::Relaxed);
+        SharedStats {
+            hits: read(Event::Hit),
+            misses: read(Event::Miss),
+            read_errors: read(Event::ReadError),
+            invalid_records: read(Event::InvalidRecord),
+            writes: read(Event::Write),
+            write_errors: read(Event::WriteError),
+            purges_published: read(Event::PurgePublished),
+            purge_errors: read(Event::PurgeError),
+            purges_applied: read(Event::PurgeApplied),
+            invalid_messages: read(Event::InvalidMessage),
+        }
+    }
+}
+
+/// A purge as broadcast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Url(http::Uri),
+    Tag(Box<str>),
+}
+
+/// What a read of a URL's record found.
+pub(crate) enum Read {
+    /// A record, and how long it has been kept in Redis.
+    Found(Box<Record>, Duration),
+    Absent,
+}
+
+/// A cache's link to the shared tier: the tier, its scripts and counters, and the flag that
+/// stops the subscriber when the cache goes.
+pub(crate) struct Shared {
+    tier: Arc<SharedTier>,
+    scripts: Arc<Scripts>,
+    counters: Arc<SharedCounters>,
+    stop: Arc<AtomicBool>,
+    instance: u64,
+    max_record_bytes: usize,
+}
+
+struct Scripts {
+    read: Script,
+    write: Script,
+    purge_tag: Script,
+    purge_url: Script,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("tier", &self.tier)
+            .field("stats", &self.counters.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Shared {
+    /// Links a cache to `tier` and starts its subscriber, which hands every purge another
+    /// edge publishes to `apply`.
+    pub(crate) fn start(
+        tier: SharedTier,
+        max_record_bytes: usize,
+        #[cfg(feature = "metrics")] metrics: crate::metrics::SharedMetrics,
+        apply: impl Fn(&Target, PurgeMode) + Send + 'static,
+    ) -> Self {
+        let counters = Arc::new(SharedCounters {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            #[cfg(feature = "metrics")]
+            metrics,
+        });
+        let shared = Self {
+            tier: Arc::new(tier),
+            scripts: Arc::new(Scripts {
+                read: Script::new(READ, true),
+                write: Script::new(WRITE, true),
+                purge_tag: Script::new(PURGE_TAG, true),
+                purge_url: Script::new(PURGE_URL, true),
+            }),
+            counters,
+            stop: Arc::new(AtomicBool::new(false)),
+            instance: instance_id(),
+            max_record_bytes,
+        };
+        let subscriber = Subscriber {
+            client: shared.tier.client.clone(),
+            channel: shared.tier.channel(),
+            timeout: shared.tier.timeout,
+            instance: shared.instance,
+            stop: Arc::clone(&shared.stop),
+            counters: Arc::clone(&shared.counters),
+        };
+        // Detached: it ends within one poll after the cache is dropped.
+        drop(thread::spawn(move || subscriber.run(&apply)));
+        shared
+    }
+
+    pub(crate) fn stats(&self) -> SharedStats {
+        self.counters.stats()
+    }
+
+    /// Reads the record of `key`, counting errors; `None` when there is none to use.
+    pub(crate) async fn read(&self, key: &PrimaryKey) -> Option<(Record, Duration)> {
+        let tier = Arc::clone(&self.tier);
+        let scripts = Arc::clone(&self.scripts);
+        let record_key = tier.record_key(key);
+        let limit = self.max_record_bytes;
+        let answer = tokio::task::spawn_blocking(move || {
+            let reply: Value = tier
+                .connections
+                .script(&scripts.read, &[record_key], limit)?;
+            Ok::<_, RedisError>(reply)
+        })
+        .await;
+        let Ok(Ok(reply)) = answer else {
+            self.counters.count(Event::ReadError);
+            return None;
+        };
+        match parse_read(reply) {
+            Ok(Read::Found(record, kept)) => Some((*record, kept)),
+            Ok(Read::Absent) => {
+                self.counters.count(Event::Miss);
+                None
+            }
+            Err(()) => {
+                self.counters.count(Event::InvalidRecord);
+                None
+            }
+        }
+    }
+
+    /// Counts a read whose record was used, or found unusable for its request.
+    pub(crate) fn count(&self, event: Event) {
+        self.counters.count(event);
+    }
+
+    /// Writes `record` under `key` for `record.expires_in`, in the background.
+    pub(crate) fn write(&self, key: &PrimaryKey, record: &Record) {
+        let millis = u64::try_from(record.expires_in.as_millis()).unwrap_or(u64::MAX);
+        if millis == 0 {
+            return;
+        }
+        let mut keys = vec![self.tier.record_key(key)];
+        keys.extend(record.tags.iter().map(|tag| self.tier.tag_key(tag)));
+        let bytes = record.encode();
+        let tier = Arc::clone(&self.tier);
+        let scripts = Arc::clone(&self.scripts);
+        let counters = Arc::clone(&self.counters);
+        drop(tokio::task::spawn_blocking(move || {
+            let written: Result<i64, _> =
+                tier.connections
+                    .script(&scripts.write, &keys, (bytes, millis));
+            counters.count(if written.is_ok() {
+                Event::Write
+            } else {
+                Event::WriteError
+            });
+        }));
+    }
+
+    /// Deletes what `target` covers from Redis and publishes it to the other edges: in the
+    /// background inside a tokio runtime, at once outside one.
+    pub(crate) fn publish(&self, target: &Target, mode: PurgeMode) {
+        let message = encode_message(self.instance, target, mode);
+        let channel = self.tier.channel();
+        let (keys, tag) = match target {
+            Target::Url(uri) => {
+                let get = PrimaryKey::new(&http::Method::GET, uri, &http::HeaderMap::new());
+                let head = get.with_method(&http::Method::HEAD);
+                (
+                    vec![self.tier.record_key(&get), self.tier.record_key(&head)],
+                    false,
+                )
+            }
+            Target::Tag(tag) => (vec![self.tier.tag_key(tag)], true),
+        };
+        let tier = Arc::clone(&self.tier);
+        let scripts = Arc::clone(&self.scripts);
+        let counters = Arc::clone(&self.counters);
+        let run = move || {
+            let script = if tag {
+                &scripts.purge_tag
+            } else {
+                &scripts.purge_url
+            };
+            let published: Result<i64, _> =
+                tier.connections.script(script, &keys, (channel, message));
+            counters.count(if published.is_ok() {
+                Event::PurgePublished
+            } else {
+                Event::PurgeError
+            });
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(run)),
+            Err(_) => run(),
+        }
+    }
+}
+
+/// What the read script answered: nil, -1 (too large), or the record and its `PTTL`.
+fn parse_read(reply: Value) -> Result<Read, ()> {
+    match reply {
+        Value::Nil => Ok(Read::Absent),
+        Value::Array(mut items) if items.len() == 2 => {
+            let (Value::Int(left), Value::BulkString(bytes)) = (items.remove(1), items.remove(0))
+            else {
+                return Err(());
+            };
+            let record = Record::decode(&bytes).map_err(|_| ())?;
+            let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+            let kept = record.expires_in.saturating_sub(left);
+            Ok(Read::Found(Box::new(record), kept))
+        }
+        _ => Err(()),
+    }
+}
+
+/// An id for this cache's purge messages, so it can skip its own.
+fn instance_id() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// `EP` 1, the sender's id (u64), the kind (0 URL, 1 tag), the mode (0 soft, 1 hard), the
+/// URL or tag.
+fn encode_message(instance: u64, target: &Target, mode: PurgeMode) -> Vec<u8> {
+    let (kind, text) = match target {
+        Target::Url(uri) => (0, uri.to_string()),
+        Target::Tag(tag) => (1, tag.to_string()),
+    };
+    let mut out = Vec::with_capacity(13 + text.len());
+    out.extend_from_slice(MESSAGE_MAGIC);
+    out.extend_from_slice(&instance.to_be_bytes());
+    out.push(kind);
+    out.push(u8::from(mode == PurgeMode::Hard));
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// The sender, target and mode of a purge message; `None` for anything else.
+pub(crate) fn decode_message(bytes: &[u8]) -> Option<(u64, Target, PurgeMode)> {
+    let rest = bytes.strip_prefix(MESSAGE_MAGIC)?;
+    let (instance, rest) = rest.split_first_chunk::<8>()?;
+    let (&[kind, mode], text) = rest.split_first_chunk::<2>()?;
+    let mode = match mode {
+        0 => PurgeMode::Soft,
+        1 => PurgeMode::Hard,
+        _ => return None,
+    };
+    let text = std::str::from_utf8(text).ok()?;
+    let target = match kind {
+        0 => Target::Url(text.parse().ok()?),
+        1 if !text.is_empty() && text.len() <= super::purge::MAX_TAG_BYTES => {
+            Target::Tag(text.into())
+        }
+        _ => return None,
+    };
+    Some((u64::from_be_bytes(*instance), target, mode))
+}
+
+/// The thread that listens for other edges' purges.
+struct Subscriber {
+    client: redis::Client,
+    channel: String,
+    timeout: Duration,
+    instance: u64,
+    stop: Arc<AtomicBool>,
+    counters: Arc<SharedCounters>,
+}
+
+impl Subscriber {
+    fn run(&self, apply: &impl Fn(&Target, PurgeMode)) {
+        while !self.stop.load(Ordering::Acquire) {
+            // Returns when the connection is lost; messages published until the next
+            // subscription are not seen.
+            if self.listen(apply).is_err() && !self.stop.load(Ordering::Acquire) {
+                std::thread::sleep(RECONNECT_BACKOFF);
+            }
+        }
+    }
+
+    fn listen(&self, apply: &impl Fn(&Target, PurgeMode)) -> Result<(), RedisError> {
+        let mut connection = self.client.get_connection_with_timeout(self.timeout)?;
+        connection.set_write_timeout(Some(self.timeout))?;
+        let mut pubsub = connection.as_pubsub();
+        pubsub.subscribe(&self.channel)?;
+        pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+        while !self.stop.load(Ordering::Acquire) {
+            let message = match pubsub.get_message() {
+                Ok(message) => message,
+                Err(error) if error.is_timeout() => continue,
+                Err(error) => return Err(error),
+            };
+            match decode_message(message.get_payload_bytes()) {
+                Some((sender, _, _)) if sender == self.instance => {}
+                Some((_, target, mode)) => {
+                    apply(&target, mode);
+                    self.counters.count(Event::PurgeApplied);
+                }
+                None => self.counters.count(Event::InvalidMessage),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_messages_round_trip_and_reject_anything_else() {
+        let cases = [
+            (
+                Target::Url("http://a.example/x?y".parse().unwrap()),
+                PurgeMode::Hard,
+            ),
+            (Target::Tag("product-42".into()), PurgeMode::Soft),
+        ];
+        for (target, mode) in cases {
+            let bytes = encode_message(7, &target, mode);
+            assert_eq!(decode_message(&bytes), Some((7, target, mode)));
+            for cut in 0..bytes.len() - 1 {
+                let decoded = decode_message(&bytes[..cut]);
+                assert!(decoded.is_none() || cut >= 13, "{cut}");
+            }
+        }
+        assert_eq!(decode_message(b"EP\x01\0\0\0\0\0\0\0\x07\x01\x00"), None);
+        assert_eq!(decode_message(b"EP\x01\0\0\0\0\0\0\0\x07\x01\x02tag"), None);
+        assert_eq!(decode_message(b"EP\x02\0\0\0\0\0\0\0\x07\x01\x01tag"), None);
+        let long = [b"EP\x01\0\0\0\0\0\0\0\x07\x01\x01".as_slice(), &[b'a'; 257]].concat();
+        assert_eq!(decode_message(&long), None);
+    }
+}

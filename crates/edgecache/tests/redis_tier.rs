@@ -1,0 +1,235 @@
+//! The shared tier against a real `redis-server`: two caches ("edges") share one Redis; what
+//! one stores the other reads without asking its origin, a purge on one reaches the other's
+//! store, and a broken record or an unreachable Redis only costs an origin fetch.
+#![cfg(all(feature = "redis", not(infra_loom)))]
+
+mod http_support;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use http_support::{Reply, TestOrigin, get, response};
+use infra_common::ManualClock;
+use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode, SharedStats, SharedTier};
+use infra_testkit::RedisServer;
+
+const URL: &str = "http://shop.example/p/42";
+const RECORD_KEY: &str = "edgecache:r:GET shop.example/p/42";
+const CHANNEL: &str = "edgecache:purge";
+/// How long a poll waits for another process or thread before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn origin(body: &'static str) -> TestOrigin {
+    TestOrigin::new(move |_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("surrogate-key", "product-42 catalogue"),
+                ("vary", "accept-language"),
+            ],
+            body,
+        ))
+    })
+}
+
+fn edge(url: &str, body: &'static str, clock: &ManualClock) -> HttpCache<TestOrigin> {
+    let tier = SharedTier::open(url, Duration::from_secs(2)).unwrap();
+    HttpCache::builder(origin(body), 16 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build()
+}
+
+async fn serve(cache: &HttpCache<TestOrigin>, language: &str) -> (CacheStatus, String) {
+    let response = cache
+        .serve(get(URL, &[("accept-language", language)]))
+        .await
+        .unwrap();
+    let status = *response.extensions().get::<CacheStatus>().unwrap();
+    (status, String::from_utf8(response.body().to_vec()).unwrap())
+}
+
+/// Waits, without a fixed sleep, until `done` holds; fails the test after [`DEADLINE`].
+async fn poll<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn stats(cache: &HttpCache<TestOrigin>) -> SharedStats {
+    cache.shared_stats().unwrap()
+}
+
+fn exists(server: &RedisServer, key: &str) -> bool {
+    server.command(&["EXISTS", key]).unwrap() == ":1"
+}
+
+/// Waits until `edges` subscribers listen on the purge channel.
+async fn subscribed(server: &RedisServer, edges: i64) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    poll("the subscribers", || {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(CHANNEL)
+            .query(&mut connection)
+            .unwrap();
+        async move { count == edges }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_reads_what_another_stored_without_asking_its_origin() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&server.url(), "from b", &clock);
+
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
+    poll("a's write", || {
+        let written = stats(&a).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert!(exists(&server, RECORD_KEY));
+
+    assert_eq!(
+        serve(&b, "en").await,
+        (CacheStatus::SharedHit, "from a".into())
+    );
+    assert_eq!(b.origin().calls(), 0);
+    // Now in b's own store.
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Hit, "from a".into()));
+    let b_stats = stats(&b);
+    assert_eq!(
+        (b_stats.hits, b_stats.misses, b_stats.read_errors),
+        (1, 0, 0)
+    );
+    // What b read from Redis, b does not write back.
+    assert_eq!(b_stats.writes, 0);
+
+    // Another variant is not in Redis: b asks its origin.
+    assert_eq!(serve(&b, "fr").await, (CacheStatus::Miss, "from b".into()));
+    assert_eq!(b.origin().calls(), 1);
+    assert_eq!(stats(&b).misses, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&server.url(), "from b", &clock);
+    subscribed(&server, 2).await;
+
+    serve(&a, "en").await;
+    poll("a's write", || {
+        let written = stats(&a).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::SharedHit);
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+
+    // A hard purge by tag on a: gone from Redis, then from b's store.
+    a.purge_tag("catalogue", PurgeMode::Hard);
+    poll("b to apply the purge", || {
+        let applied = stats(&b).purges_applied == 1;
+        async move { applied }
+    })
+    .await;
+    assert_eq!(stats(&a).purges_published, 1);
+    assert!(!exists(&server, RECORD_KEY));
+    assert!(!exists(&server, "edgecache:t:catalogue"));
+    // a does not apply its own message a second time.
+    assert_eq!(stats(&a).purges_applied, 0);
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    assert_eq!(b.origin().calls(), 1);
+
+    // b's fetch is in Redis again, and a (whose copy its own purge removed) reads it there.
+    poll("b's write", || {
+        let written = stats(&b).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert_eq!(
+        serve(&a, "en").await,
+        (CacheStatus::SharedHit, "from b".into())
+    );
+    assert_eq!(serve(&a, "en").await.0, CacheStatus::Hit);
+    // A soft purge by URL on b marks a's copy stale: a asks its origin again.
+    b.purge_url(&Uri::from_static(URL), PurgeMode::Soft);
+    poll("a to apply the purge", || {
+        let applied = stats(&a).purges_applied == 1;
+        async move { applied }
+    })
+    .await;
+    assert!(!exists(&server, RECORD_KEY));
+    let calls = a.origin().calls();
+    assert_eq!(serve(&a, "en").await.0, CacheStatus::Miss);
+    assert_eq!(a.origin().calls(), calls + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_decode_is_a_counted_miss() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let cache = edge(&server.url(), "fresh", &clock);
+    assert_eq!(
+        server
+            .command(&["SET", RECORD_KEY, "EC\x01garbage"])
+            .unwrap(),
+        "+OK"
+    );
+    assert_eq!(
+        serve(&cache, "en").await,
+        (CacheStatus::Miss, "fresh".into())
+    );
+    let stats = stats(&cache);
+    assert_eq!((stats.invalid_records, stats.hits), (1, 0));
+    assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_costs_only_origin_fetches() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    server.stop();
+    let clock = ManualClock::new();
+    let cache = edge(&url, "fresh", &clock);
+    assert_eq!(
+        serve(&cache, "en").await,
+        (CacheStatus::Miss, "fresh".into())
+    );
+    assert_eq!(
+        serve(&cache, "en").await,
+        (CacheStatus::Hit, "fresh".into())
+    );
+    assert_eq!(stats(&cache).read_errors, 1);
+    poll("the failed write", || {
+        let failed = stats(&cache).write_errors == 1;
+        async move { failed }
+    })
+    .await;
+    // The purge still applies here.
+    assert!(cache.purge_url(&Uri::from_static(URL), PurgeMode::Hard));
+    poll("the failed publish", || {
+        let failed = stats(&cache).purge_errors == 1;
+        async move { failed }
+    })
+    .await;
+    assert_eq!(serve(&cache, "en").await.0, CacheStatus::Miss);
+    assert_eq!(cache.origin().calls(), 2);
+}
