@@ -9,7 +9,6 @@
 // clippy.toml keeps behind infra_common::sync; a fuzz target is single-threaded test code.
 #![allow(clippy::disallowed_types)]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
@@ -18,16 +17,21 @@ use infra_common::sync::Arc;
 use infra_edgecache::Cache;
 use libfuzzer_sys::fuzz_target;
 
+// The reference model `tests/store.rs` checks the store against.
+#[path = "../../crates/edgecache/tests/support/store_model.rs"]
+mod model;
+use model::Model;
+
 #[derive(Debug, Arbitrary)]
 enum Op {
     Insert {
         key: u8,
-        value: u16,
+        value: u32,
         weight: u32,
     },
     InsertTtl {
         key: u8,
-        value: u16,
+        value: u32,
         weight: u32,
         seconds: u32,
     },
@@ -44,36 +48,21 @@ struct Input {
     ops: Vec<Op>,
 }
 
-/// The last write of a key: value, weight (0 counts as 1), expiry in seconds.
-struct Written {
-    value: u16,
-    weight: u64,
-    expires: Option<u64>,
-}
-
 fuzz_target!(|input: Input| {
     let budget = u64::from(input.budget);
     let clock = Arc::new(ManualClock::new());
-    let cache: Cache<u8, (u16, u32)> = Cache::builder(budget)
+    let cache: Cache<u8, (u32, u32)> = Cache::builder(budget)
         .shards(usize::from(input.shards % 8) + 1)
         .weigher(|_, &(_, weight)| weight)
         .clock(Arc::clone(&clock))
         .build();
-    let mut model: HashMap<u8, Written> = HashMap::new();
-    let mut now = 0_u64;
+    // One model tick is one second of the cache's clock.
+    let mut model = Model::default();
     for op in input.ops.iter().take(2_000) {
         match *op {
             Op::Insert { key, value, weight } => {
                 cache.insert(key, (value, weight));
-                let weight = u64::from(weight.max(1));
-                model.insert(
-                    key,
-                    Written {
-                        value,
-                        weight,
-                        expires: None,
-                    },
-                );
+                model.insert(key, value, weight, None);
             }
             Op::InsertTtl {
                 key,
@@ -82,58 +71,34 @@ fuzz_target!(|input: Input| {
                 seconds,
             } => {
                 cache.insert_with_ttl(key, (value, weight), Duration::from_secs(seconds.into()));
-                let weight = u64::from(weight.max(1));
-                let expires = Some(now + u64::from(seconds));
-                model.insert(
-                    key,
-                    Written {
-                        value,
-                        weight,
-                        expires,
-                    },
-                );
+                model.insert(key, value, weight, Some(u64::from(seconds)));
             }
             Op::Get(key) | Op::Peek(key) => {
                 let got = match op {
                     Op::Get(_) => cache.get(&key),
                     _ => cache.peek(&key),
                 };
-                match (got, model.get(&key)) {
-                    (Some((value, _)), Some(written)) => {
-                        assert_eq!(value, written.value, "a wrong value for {key}");
-                        assert!(written.expires.is_none_or(|at| now < at), "expired value");
-                    }
-                    (Some(found), None) => panic!("{key} returned {found:?} after it was gone"),
-                    (None, _) => {
-                        model.remove(&key);
-                    }
+                if let Err(error) = model.looked_up(key, got.map(|(value, _)| value)) {
+                    panic!("{error}");
                 }
             }
             Op::Remove(key) => {
                 let removed = cache.remove(&key);
-                let written = model.remove(&key);
-                if let Some((value, _)) = removed {
-                    let written = written.expect("a removed value was written");
-                    assert_eq!(value, written.value);
-                    assert!(written.expires.is_none_or(|at| now < at));
+                if let Err(error) = model.removed(key, removed.map(|(value, _)| value)) {
+                    panic!("{error}");
                 }
             }
             Op::Advance(seconds) => {
                 clock.advance(Duration::from_secs(seconds.into()));
-                now += u64::from(seconds);
+                model.advance(u64::from(seconds));
             }
         }
         assert!(cache.weighted_size() <= budget, "over budget");
     }
     cache.purge_expired();
-    let (mut held, mut weight) = (0, 0);
-    for (key, written) in &model {
-        if let Some((value, _)) = cache.peek(key) {
-            assert_eq!(value, written.value);
-            held += 1;
-            weight += written.weight;
-        }
-    }
+    let (held, weight) = model
+        .held(|key| cache.peek(&key).map(|(value, _)| value))
+        .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(cache.len(), held, "entries nobody can see");
     assert_eq!(cache.weighted_size(), weight);
 });

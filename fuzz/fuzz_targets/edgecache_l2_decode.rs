@@ -1,0 +1,17 @@
+//! Bytes read back from the shared tier are untrusted: decoding any input returns an error or
+//! a record, never panics, and never allocates past the input's size. A record that decodes
+//! encodes to exactly as many bytes (every length in the format is checked against the input)
+//! and decodes again to itself.
+#![no_main]
+
+use infra_edgecache::http::Record;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(record) = Record::decode(data) else {
+        return;
+    };
+    let encoded = record.encode();
+    assert_eq!(encoded.len(), data.len(), "a record of another size");
+    assert_eq!(Record::decode(&encoded).as_ref(), Ok(&record));
+});
