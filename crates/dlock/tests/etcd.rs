@@ -1400,3 +1400,140 @@ fn grants_timeouts_lease_losses_and_backend_errors_are_counted() {
 
     common::assert_server_counts(&snapshotter, &[("exclusive", 1), ("permit", 1)]);
 }
+
+/// A lock renewed by a watchdog (feature `tokio`) while the cluster's leader is killed: the
+/// watchdog goes on renewing through the election and the lock stays held, or it reports the
+/// loss. At no moment does another client get the lock while the watchdog says it is held.
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn a_renewed_lock_stays_held_or_reports_its_loss_across_a_leader_change() {
+    use infra_common::SystemClock;
+    use infra_dlock::{Loss, Renewal, Watchdog};
+    use tokio::task::spawn_blocking;
+
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let other = Arc::new(locks(&endpoints));
+    let locks = Arc::new(locks(&endpoints));
+    let lease = Duration::from_secs(6);
+    let grant = {
+        let locks = Arc::clone(&locks);
+        spawn_blocking(move || {
+            locks
+                .acquire(LOCK, lease)
+                .map(infra_dlock::LockGuard::into_grant)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let watchdog = Watchdog::spawn(
+        Arc::clone(&locks),
+        grant,
+        SystemClock::new(),
+        Renewal::new(lease),
+    )
+    .unwrap();
+    let token = watchdog.token();
+    // Whether another client gets the lock (given back at once), asked on the blocking pool
+    // so that the renewals go on; `None` while the cluster cannot answer.
+    let taken_by_other = || {
+        let other = Arc::clone(&other);
+        async move {
+            spawn_blocking(
+                move || match other.grant(LOCK, Access::Exclusive, lease, Wait::No) {
+                    Ok(Some(grant)) => {
+                        let _ = other.release(grant);
+                        Some(true)
+                    }
+                    Ok(None) => Some(false),
+                    Err(_) => None,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(taken_by_other().await, Some(false));
+    let (cluster, old, new) = spawn_blocking(move || {
+        let old = cluster.leader().unwrap();
+        cluster.member_mut(old).kill();
+        let new = cluster.leader().unwrap();
+        (cluster, old, new)
+    })
+    .await
+    .unwrap();
+    assert_ne!(old, new);
+    // Watched for three leases after the election, and through every renewal in them.
+    let until = Instant::now() + lease * 3;
+    let mut checks = 0;
+    while Instant::now() < until && watchdog.is_held() {
+        if taken_by_other().await == Some(true) {
+            assert!(
+                !watchdog.is_held(),
+                "another client got the lock while the watchdog said it was held"
+            );
+            break;
+        }
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    match watchdog.loss() {
+        None => {
+            assert!(watchdog.is_held());
+            assert_eq!(taken_by_other().await, Some(false));
+            println!("held through the election ({checks} checks), then released");
+            watchdog.release().await.unwrap();
+        }
+        Some(loss) => {
+            assert!(
+                matches!(loss, Loss::RenewalFailed(_) | Loss::Expired),
+                "{loss:?}"
+            );
+            println!("the watchdog reported the loss after {checks} checks: {loss}");
+        }
+    }
+    // Either way the lock is free within a lease, with a larger token.
+    let next = spawn_blocking(move || {
+        retried(|| other.acquire_timeout(LOCK, lease, lease * 2))
+            .unwrap()
+            .expect("free within two leases")
+            .token()
+    })
+    .await
+    .unwrap();
+    assert!(next > token);
+    drop(cluster);
+}
+
+/// All three members stopped and started again on their data: the locks answer again, and
+/// every token after each restart is above every token before it.
+#[test]
+fn tokens_keep_growing_across_restarts_of_the_whole_cluster() {
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let locks = locks(&cluster.endpoints());
+    let lease = Duration::from_secs(10);
+    let mut tokens: Vec<FencingToken> = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            cluster.restart_all().unwrap();
+        }
+        for _ in 0..3 {
+            let guard = retried(|| locks.acquire(LOCK, lease)).unwrap();
+            if let Some(&last) = tokens.last() {
+                assert!(
+                    guard.token() > last,
+                    "token {} after {last} (round {round})",
+                    guard.token()
+                );
+            }
+            tokens.push(guard.token());
+            guard.release().unwrap();
+        }
+    }
+    assert_eq!(tokens.len(), 9);
+}

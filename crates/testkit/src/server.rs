@@ -78,6 +78,17 @@ impl<K> Server<K> {
         self.process.restart()
     }
 
+    /// Starts a stopped server again on the same port and data without waiting for it to
+    /// answer: for cluster members, which answer only once a quorum of them runs.
+    pub(crate) fn spawn_again(&mut self) -> io::Result<()> {
+        self.process.spawn_again()
+    }
+
+    /// Waits until a server started with [`spawn_again`](Self::spawn_again) answers.
+    pub(crate) fn wait_ready(&mut self, deadline: std::time::Instant) -> io::Result<()> {
+        self.process.wait_ready(deadline)
+    }
+
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered. Unix only; on
     /// Linux it returns once every thread of the server has stopped.
     ///
