@@ -252,9 +252,8 @@ impl RedisOptions {
         }
     }
 
-    /// The consumer group (default `workers`). Each group receives every message once: two
-    /// groups on one queue are two independent work queues over the same messages — but a
-    /// settled message is deleted from the stream, so use one group per queue.
+    /// The consumer group (default `workers`). Use one group per queue: a settle deletes the
+    /// message from the stream, which takes it from every other group too.
     #[must_use]
     pub fn group(self, group: impl Into<String>) -> Self {
         Self {
