@@ -1,6 +1,7 @@
 //! The shared tier against a real `redis-server`: two caches ("edges") share one Redis; what
-//! one stores the other reads without asking its origin, a purge on one reaches the other's
-//! store, and a broken record or an unreachable Redis only costs an origin fetch.
+//! one stores the other reads without asking its origin (as old as Redis says it is), a purge
+//! on one reaches the other's store, and a broken or oversized record or an unreachable Redis
+//! only costs an origin fetch.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
 mod http_support;
@@ -198,6 +199,77 @@ async fn a_record_that_does_not_decode_is_a_counted_miss() {
     let stats = stats(&cache);
     assert_eq!((stats.invalid_records, stats.hits), (1, 0));
     assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_size_limit_is_not_read() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+    let cache = HttpCache::builder(origin("fresh"), 16 << 20)
+        .clock(ManualClock::new())
+        .max_object_bytes(16)
+        .shared_tier(tier)
+        .build();
+    // The limit is the largest body plus 1 MiB for the rest of the record.
+    let oversized = "x".repeat((1 << 20) + 17);
+    assert_eq!(
+        server.command(&["SET", RECORD_KEY, &oversized]).unwrap(),
+        "+OK"
+    );
+    assert_eq!(
+        serve(&cache, "en").await,
+        (CacheStatus::Miss, "fresh".into())
+    );
+    assert_eq!(stats(&cache).invalid_records, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_a_record_spent_in_redis_counts_in_its_age() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&server.url(), "from b", &clock);
+    serve(&a, "en").await;
+    poll("a's write", || {
+        let written = stats(&a).writes == 1;
+        async move { written }
+    })
+    .await;
+    // Written to be kept 600 s (its max-age); Redis says 5 s are left, so it has been kept
+    // 595 s, whatever the edges' clocks say.
+    assert_eq!(
+        server.command(&["PEXPIRE", RECORD_KEY, "5000"]).unwrap(),
+        ":1"
+    );
+    let response = b
+        .serve(get(URL, &[("accept-language", "en")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::SharedHit)
+    );
+    let age = |response: &http::Response<bytes::Bytes>| -> u64 {
+        response.headers()["age"].to_str().unwrap().parse().unwrap()
+    };
+    // 595 s, and a little more if this machine took over a second between the two commands.
+    let first = age(&response);
+    assert!((595..600).contains(&first), "{first}");
+    // Served from b's store from now on, ageing on b's clock.
+    clock.advance(Duration::from_secs(3));
+    let response = b
+        .serve(get(URL, &[("accept-language", "en")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(age(&response), first + 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
