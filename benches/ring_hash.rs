@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infra_common::hash::stable_hash;
+use infra_common::hash::{StableHasher, stable_hash};
 use infra_ring_hash::hashing::key_hash;
 use infra_ring_hash::{
     BoundedLoad, Maglev, Member, Memento, Placement, Rendezvous, Ring, flip_hash, jump_hash,
@@ -34,7 +34,9 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 11211))
 }
 
-/// Ring at 100 nodes × 160 points; string keys hashed by each crate its own way.
+/// Ring at 100 nodes × 160 points; string keys, each crate called the way its users call it
+/// (`node(&str)` for ours), plus hashring with our hasher (XXH3) and our lookup on a
+/// precomputed hash, for reference.
 fn ring(c: &mut Criterion) {
     let keys = string_keys();
     let mut group = c.benchmark_group("ring_hash/ring/100");
@@ -43,6 +45,13 @@ fn ring(c: &mut Criterion) {
     let placement =
         Placement::from_members(Ring::new(), (0..100).map(|i| Member::new(addr(i)))).unwrap();
     group.bench_function("infra", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(placement.node(key.as_str()));
+            }
+        });
+    });
+    group.bench_function("infra_prehashed", |b| {
         b.iter(|| {
             for key in &keys {
                 black_box(placement.node_for_hash(stable_hash(key.as_bytes())));
@@ -60,7 +69,22 @@ fn ring(c: &mut Criterion) {
     group.bench_function("hashring", |b| {
         b.iter(|| {
             for key in &keys {
-                black_box(hashring.get(&key.as_bytes()));
+                black_box(hashring.get(&key.as_str()));
+            }
+        });
+    });
+    // The same ring with our hasher: XXH3-64 with our seed, through std's `Hash`.
+    let mut hashring_xxh3 =
+        hashring::HashRing::with_hasher(BuildHasherDefault::<StableHasher>::default());
+    hashring_xxh3.batch_add(
+        (0..100)
+            .flat_map(|i| (0..160u32).map(move |point| (addr(i), point)))
+            .collect(),
+    );
+    group.bench_function("hashring_xxh3", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(hashring_xxh3.get(&key.as_str()));
             }
         });
     });
@@ -235,7 +259,7 @@ fn bounded(c: &mut Criterion) {
     group.bench_function("infra_ring_lookup", |b| {
         b.iter(|| {
             for key in &keys {
-                black_box(placement.node_for_hash(stable_hash(key.as_bytes())));
+                black_box(placement.node(key.as_str()));
             }
         });
     });
@@ -245,14 +269,14 @@ fn bounded(c: &mut Criterion) {
     group.bench_function("infra", |b| {
         b.iter(|| {
             for key in &keys {
-                black_box(bounded.peek_for_hash(stable_hash(key.as_bytes())));
+                black_box(bounded.peek(key.as_str()));
             }
         });
     });
     group.bench_function("infra_take_release", |b| {
         b.iter(|| {
             for key in &keys {
-                let lease = bounded.take_for_hash(stable_hash(key.as_bytes())).unwrap();
+                let lease = bounded.take(key.as_str()).unwrap();
                 black_box(lease.node());
             }
         });

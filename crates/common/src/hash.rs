@@ -22,8 +22,48 @@
 //! does not depend on the platform. What a type writes is up to its `Hash` impl: integers write
 //! exactly their bytes, `str` and `String` write their UTF-8 bytes followed by one `0xFF` byte,
 //! and slices such as `[u8]` and `Vec<u8>` write their length (8 bytes, little-endian) followed
-//! by their elements. For cross-language placement of byte strings, hash them with
-//! [`stable_hash`] directly.
+//! by their elements. Those bytes are std's choice, which std does not promise to keep across
+//! compiler releases: for anything that must stay put (placements), use [`StableHash`].
+//!
+//! # Stable encodings: [`StableHash`]
+//!
+//! std's [`Hash`] impls are free to change what they write between compiler releases (today
+//! `str` appends a `0xFF` byte and slices prefix their length), so a value hashed through
+//! [`StableHasher::hash_one`] is only as stable as std's choice. [`StableHash`] fixes the bytes
+//! ourselves; `value.stable_hash()` is [`stable_hash`] of the value's **encoding**:
+//!
+//! | type | encoding |
+//! | --- | --- |
+//! | `str`, `String` | its UTF-8 bytes, nothing else |
+//! | `[u8]`, `Vec<u8>` | its bytes, nothing else |
+//! | `u8`, `u16`, `u32`, `u64`, `u128` and `i8` to `i128` | its little-endian bytes (1 to 16) |
+//! | `usize`, `isize` | as `u64`, `i64`: 8 little-endian bytes on every platform |
+//! | `&T` | the encoding of `T` |
+//! | `Ipv4Addr`, `Ipv6Addr` | its 4 or 16 octets, in network order |
+//! | `IpAddr` | `0x04` then the 4 octets, or `0x06` then the 16 octets |
+//! | `SocketAddrV4`, `SocketAddrV6` | the address's octets, then the port (2 bytes, little-endian); an IPv6 flow label and scope id are not part of it |
+//! | `SocketAddr` | `0x04` or `0x06`, then the encoding of the `SocketAddrV4` or `SocketAddrV6` |
+//! | tuples `(A,)` to `(A, B, C, D, E, F)` | the **field** encodings of the elements, in order |
+//! | arrays `[T; N]` | the **field** encodings of the `N` elements, in order (no length) |
+//!
+//! A value's field encoding, used inside tuples and arrays, is its encoding for every type of
+//! fixed size, and for `str`/`String`/`[u8]`/`Vec<u8>` its length as 8 little-endian bytes
+//! followed by its bytes, so that `("ab", "c")` and `("a", "bc")` differ. Consequences worth
+//! knowing: `"k"`, `b"k"` (a `[u8; 1]`), `b"k".to_vec()` and `String::from("k")` all hash
+//! alike; `7u32` (4 bytes) and `7u64` (8 bytes) do not; `("ab", 1u8)` encodes as
+//! `02 00 00 00 00 00 00 00 61 62 01`. The encodings are pinned by known-answer tests.
+//!
+//! ```
+//! use infra_common::hash::{StableHash, stable_hash};
+//!
+//! assert_eq!("user:42".stable_hash(), stable_hash(b"user:42"));
+//! assert_eq!(b"user:42".stable_hash(), "user:42".stable_hash());
+//! assert_eq!(0x0102u16.stable_hash(), stable_hash(&[0x02, 0x01]));
+//! assert_eq!(
+//!     ("ab", 1u8).stable_hash(),
+//!     stable_hash(&[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', 1])
+//! );
+//! ```
 //!
 //! Do not use the stable hash for maps keyed by untrusted input: its seed is public, so an
 //! attacker can precompute colliding keys.
@@ -47,6 +87,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64_with_seed};
 
@@ -222,6 +263,270 @@ impl fmt::Debug for StableHasher {
         f.debug_struct("StableHasher")
             .field("streaming", &self.streaming.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// A value with a byte encoding we define, hashed with [`stable_hash`]: the same in every
+/// process, on every platform, with every compiler release.
+///
+/// The encodings of the implementing types are listed in the [module docs](self). To make your
+/// own type a key or node of a placement, write its fields as a tuple would, which keeps the
+/// encoding unambiguous:
+///
+/// ```
+/// use infra_common::hash::{StableHash, StableHasher};
+///
+/// struct Endpoint {
+///     host: String,
+///     port: u16,
+/// }
+///
+/// impl StableHash for Endpoint {
+///     fn write_stable(&self, hasher: &mut StableHasher) {
+///         (self.host.as_str(), self.port).write_stable(hasher);
+///     }
+/// }
+///
+/// let endpoint = Endpoint { host: "10.0.0.1".into(), port: 6379 };
+/// assert_eq!(endpoint.stable_hash(), ("10.0.0.1", 6379u16).stable_hash());
+/// ```
+pub trait StableHash {
+    /// Writes the value's encoding: the bytes [`StableHash::stable_hash`] hashes.
+    fn write_stable(&self, hasher: &mut StableHasher);
+
+    /// Writes the value as one element of a tuple or array. This must be self-delimiting (no
+    /// encoding of the type is a prefix of another): the default, the plain encoding, is right
+    /// for every type whose encoding has a fixed length or is itself made of fields; types of
+    /// variable length (such as `str`) write their length first.
+    #[inline]
+    fn write_stable_field(&self, hasher: &mut StableHasher) {
+        self.write_stable(hasher);
+    }
+
+    /// [`stable_hash`] of the value's encoding. Byte strings and integers override it with a
+    /// one-shot hash of their bytes, which gives the same value faster.
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        let mut hasher = StableHasher::new();
+        self.write_stable(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// Writes a length as 8 little-endian bytes, the prefix of variable-length fields.
+#[inline]
+fn write_length(hasher: &mut StableHasher, len: usize) {
+    hasher.write(&(len as u64).to_le_bytes());
+}
+
+impl StableHash for [u8] {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        hasher.write(self);
+    }
+
+    #[inline]
+    fn write_stable_field(&self, hasher: &mut StableHasher) {
+        write_length(hasher, self.len());
+        hasher.write(self);
+    }
+
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        stable_hash(self)
+    }
+}
+
+impl StableHash for str {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        self.as_bytes().write_stable(hasher);
+    }
+
+    #[inline]
+    fn write_stable_field(&self, hasher: &mut StableHasher) {
+        self.as_bytes().write_stable_field(hasher);
+    }
+
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        stable_hash(self.as_bytes())
+    }
+}
+
+/// Forwards every method to the `Target` an owning or borrowing type derefs to.
+macro_rules! forward_stable_hash {
+    ($(impl$([$($generics:tt)*])? for $outer:ty => $inner:ty;)*) => {$(
+        impl$(<$($generics)*>)? StableHash for $outer {
+            #[inline]
+            fn write_stable(&self, hasher: &mut StableHasher) {
+                <$inner as StableHash>::write_stable(self, hasher);
+            }
+
+            #[inline]
+            fn write_stable_field(&self, hasher: &mut StableHasher) {
+                <$inner as StableHash>::write_stable_field(self, hasher);
+            }
+
+            #[inline]
+            fn stable_hash(&self) -> u64 {
+                <$inner as StableHash>::stable_hash(self)
+            }
+        }
+    )*};
+}
+
+forward_stable_hash! {
+    impl for String => str;
+    impl for Vec<u8> => [u8];
+    impl[T: StableHash + ?Sized] for &T => T;
+}
+
+/// Integers: their little-endian bytes, hashed in one shot.
+macro_rules! stable_hash_integers {
+    ($($int:ty),*) => {$(
+        impl StableHash for $int {
+            #[inline]
+            fn write_stable(&self, hasher: &mut StableHasher) {
+                hasher.write(&self.to_le_bytes());
+            }
+
+            #[inline]
+            fn stable_hash(&self) -> u64 {
+                stable_hash(&self.to_le_bytes())
+            }
+        }
+    )*};
+}
+
+stable_hash_integers!(u8, u16, u32, u128, i8, i16, i32, i128);
+
+impl StableHash for u64 {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        hasher.write(&self.to_le_bytes());
+    }
+
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        stable_hash_u64(*self)
+    }
+}
+
+impl StableHash for i64 {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        hasher.write(&self.to_le_bytes());
+    }
+
+    #[inline]
+    #[allow(clippy::cast_sign_loss)] // the same 8 bytes, reinterpreted
+    fn stable_hash(&self) -> u64 {
+        stable_hash_u64(*self as u64)
+    }
+}
+
+impl StableHash for usize {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        (*self as u64).write_stable(hasher);
+    }
+
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        stable_hash_u64(*self as u64)
+    }
+}
+
+impl StableHash for isize {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        (*self as i64).write_stable(hasher);
+    }
+
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        (*self as i64).stable_hash()
+    }
+}
+
+impl StableHash for Ipv4Addr {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        hasher.write(&self.octets());
+    }
+}
+
+impl StableHash for Ipv6Addr {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        hasher.write(&self.octets());
+    }
+}
+
+impl StableHash for IpAddr {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        match self {
+            Self::V4(ip) => (4u8, ip).write_stable(hasher),
+            Self::V6(ip) => (6u8, ip).write_stable(hasher),
+        }
+    }
+}
+
+impl StableHash for SocketAddrV4 {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        (self.ip(), self.port()).write_stable(hasher);
+    }
+}
+
+impl StableHash for SocketAddrV6 {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        (self.ip(), self.port()).write_stable(hasher);
+    }
+}
+
+impl StableHash for SocketAddr {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        match self {
+            Self::V4(addr) => (4u8, addr).write_stable(hasher),
+            Self::V6(addr) => (6u8, addr).write_stable(hasher),
+        }
+    }
+}
+
+/// Tuples: the field encodings of their elements, in order.
+macro_rules! stable_hash_tuples {
+    ($(($($name:ident),+))*) => {$(
+        impl<$($name: StableHash),+> StableHash for ($($name,)+) {
+            #[inline]
+            #[allow(non_snake_case)] // the bindings reuse the type parameters' names
+            fn write_stable(&self, hasher: &mut StableHasher) {
+                let ($($name,)+) = self;
+                $($name.write_stable_field(hasher);)+
+            }
+        }
+    )*};
+}
+
+stable_hash_tuples! {
+    (A)
+    (A, B)
+    (A, B, C)
+    (A, B, C, D)
+    (A, B, C, D, E)
+    (A, B, C, D, E, F)
+}
+
+impl<T: StableHash, const N: usize> StableHash for [T; N] {
+    #[inline]
+    fn write_stable(&self, hasher: &mut StableHasher) {
+        for element in self {
+            element.write_stable_field(hasher);
+        }
     }
 }
 
@@ -412,6 +717,124 @@ mod tests {
             "only {differing} of 8 keys hashed differently"
         );
         assert_eq!(format!("{a:?}"), "RandomState { .. }");
+    }
+
+    /// Asserts that `value` encodes as exactly `bytes`, through both the streamed
+    /// (`write_stable`) and the one-shot (`stable_hash`) paths.
+    fn assert_encodes<T: StableHash + ?Sized>(value: &T, bytes: &[u8]) {
+        let mut hasher = StableHasher::new();
+        value.write_stable(&mut hasher);
+        assert_eq!(hasher.finish(), stable_hash(bytes), "streamed encoding");
+        assert_eq!(value.stable_hash(), stable_hash(bytes), "one-shot hash");
+    }
+
+    #[test]
+    fn byte_strings_encode_as_their_bytes_alone() {
+        assert_encodes("user:42", b"user:42");
+        assert_encodes(&String::from("user:42"), b"user:42");
+        assert_encodes(&b"user:42"[..], b"user:42");
+        assert_encodes(&b"user:42".to_vec(), b"user:42");
+        assert_encodes(b"user:42", b"user:42");
+        assert_encodes("", b"");
+        assert_encodes(&&&"k", b"k");
+        // The pinned value: the crate's known answer for "user:42".
+        assert_eq!("user:42".stable_hash(), 0xc5f3_34dc_1957_cddc);
+    }
+
+    #[test]
+    fn integers_encode_little_endian_at_their_width() {
+        assert_encodes(&0x01u8, &[1]);
+        assert_encodes(&0x0102u16, &[2, 1]);
+        assert_encodes(&0x0102_0304u32, &[4, 3, 2, 1]);
+        assert_encodes(&0x0102_0304_0506_0708u64, &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_encodes(&1u128, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_encodes(&-1i8, &[0xff]);
+        assert_encodes(&-2i16, &[0xfe, 0xff]);
+        assert_encodes(&-1i32, &[0xff; 4]);
+        assert_encodes(&-1i64, &[0xff; 8]);
+        assert_encodes(&-1i128, &[0xff; 16]);
+        assert_encodes(&7usize, &[7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_encodes(&-1isize, &[0xff; 8]);
+    }
+
+    #[test]
+    fn tuples_and_arrays_length_prefix_their_byte_string_fields() {
+        assert_encodes(&("ab", 1u8), &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', 1]);
+        assert_encodes(&(1u16,), &[1, 0]);
+        assert_encodes(
+            &(
+                "a",
+                String::from("bc"),
+                b"d".to_vec(),
+                &b"e"[..],
+                2u32,
+                -1i8,
+            ),
+            &[
+                1, 0, 0, 0, 0, 0, 0, 0, b'a', //
+                2, 0, 0, 0, 0, 0, 0, 0, b'b', b'c', //
+                1, 0, 0, 0, 0, 0, 0, 0, b'd', //
+                1, 0, 0, 0, 0, 0, 0, 0, b'e', //
+                2, 0, 0, 0, 0xff,
+            ],
+        );
+        assert_encodes(&[1u16, 2], &[1, 0, 2, 0]);
+        assert_encodes(
+            &["a", "bc"],
+            &[
+                1, 0, 0, 0, 0, 0, 0, 0, b'a', 2, 0, 0, 0, 0, 0, 0, 0, b'b', b'c',
+            ],
+        );
+        assert_encodes(
+            &((1u8, "x"), [3u8; 2]),
+            &[1, 1, 0, 0, 0, 0, 0, 0, 0, b'x', 3, 3],
+        );
+        assert_ne!(("ab", "c").stable_hash(), ("a", "bc").stable_hash());
+    }
+
+    #[test]
+    fn addresses_encode_their_octets_and_port() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+        let v4 = Ipv4Addr::new(10, 0, 0, 1);
+        assert_encodes(&v4, &[10, 0, 0, 1]);
+        assert_encodes(&IpAddr::V4(v4), &[4, 10, 0, 0, 1]);
+        let mut v6_bytes = [0u8; 16];
+        v6_bytes[15] = 1;
+        assert_encodes(&Ipv6Addr::LOCALHOST, &v6_bytes);
+        let mut tagged = vec![6];
+        tagged.extend_from_slice(&v6_bytes);
+        assert_encodes(&IpAddr::V6(Ipv6Addr::LOCALHOST), &tagged);
+        let socket: SocketAddr = "10.0.0.1:11211".parse().unwrap();
+        assert_encodes(&socket, &[4, 10, 0, 0, 1, 0xcb, 0x2b]); // 11211 = 0x2bcb
+        // Flow label and scope id are not hashed; the address and port are.
+        let with_flow = SocketAddrV6::new(Ipv6Addr::LOCALHOST, 80, 7, 3);
+        let plain = SocketAddrV6::new(Ipv6Addr::LOCALHOST, 80, 0, 0);
+        assert_eq!(with_flow.stable_hash(), plain.stable_hash());
+        let mut expected = v6_bytes.to_vec();
+        expected.extend_from_slice(&[80, 0]);
+        assert_encodes(&plain, &expected);
+    }
+
+    proptest! {
+        #[test]
+        fn byte_string_hashes_match_the_hash_of_their_bytes(text in ".{0,300}") {
+            prop_assert_eq!(text.stable_hash(), stable_hash(text.as_bytes()));
+            let mut hasher = StableHasher::new();
+            text.write_stable(&mut hasher);
+            prop_assert_eq!(hasher.finish(), stable_hash(text.as_bytes()));
+        }
+
+        #[test]
+        fn integer_hashes_match_the_hash_of_their_bytes(n in any::<u64>(), m in any::<i32>()) {
+            prop_assert_eq!(n.stable_hash(), stable_hash(&n.to_le_bytes()));
+            prop_assert_eq!(m.stable_hash(), stable_hash(&m.to_le_bytes()));
+            let mut hasher = StableHasher::new();
+            (n, m).write_stable(&mut hasher);
+            let mut both = n.to_le_bytes().to_vec();
+            both.extend_from_slice(&m.to_le_bytes());
+            prop_assert_eq!(hasher.finish(), stable_hash(&both));
+        }
     }
 
     proptest! {

@@ -35,7 +35,7 @@ pub mod redis;
 pub mod sync;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use hash::{RandomState, StableHasher, stable_hash, stable_hash_u64};
+pub use hash::{RandomState, StableHash, StableHasher, stable_hash, stable_hash_u64};
 
 // Compiles the README's examples as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]

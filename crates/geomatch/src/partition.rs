@@ -3,6 +3,7 @@
 use std::hash::Hash;
 
 use h3o::{CellIndex, Resolution};
+use infra_common::hash::StableHash;
 use infra_ring_hash::{Engine, Placement};
 
 use crate::geo::{CellGeometry, EARTH_RADIUS_M, Rings};
@@ -108,7 +109,7 @@ where
 
 impl<N, E> Partitioner<N, E>
 where
-    N: Hash + Eq + Clone + std::fmt::Debug,
+    N: StableHash + Hash + Eq + Clone + std::fmt::Debug,
     E: Engine,
 {
     /// Partitions at `resolution` placed on `placement`'s nodes.

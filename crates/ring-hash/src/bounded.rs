@@ -3,6 +3,7 @@
 use std::fmt;
 use std::hash::Hash;
 
+use infra_common::hash::StableHash;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::{Arc, spin_loop};
 
@@ -75,7 +76,7 @@ pub struct Lease<'a, N, E> {
 
 impl<N, E> BoundedLoad<N, E>
 where
-    N: Hash + Eq + Clone + fmt::Debug,
+    N: StableHash + Hash + Eq + Clone + fmt::Debug,
     E: Engine,
 {
     /// A bounded-load layer over `placement` with capacity factor `factor` (at least 1.0; 1.25
@@ -139,7 +140,7 @@ where
     /// # Errors
     ///
     /// [`Error::EmptyMembership`] when the placement has no node.
-    pub fn take<K: Hash + ?Sized>(&self, key: &K) -> Result<Lease<'_, N, E>, Error> {
+    pub fn take<K: StableHash + ?Sized>(&self, key: &K) -> Result<Lease<'_, N, E>, Error> {
         self.take_for_hash(key_hash(key))
     }
 
@@ -229,7 +230,7 @@ where
     ///
     /// Another thread may take the room before a later [`BoundedLoad::take`]; use `take` when
     /// the assignment must count.
-    pub fn peek<K: Hash + ?Sized>(&self, key: &K) -> Option<&N> {
+    pub fn peek<K: StableHash + ?Sized>(&self, key: &K) -> Option<&N> {
         self.peek_for_hash(key_hash(key))
     }
 

@@ -3,15 +3,20 @@
 //!
 //! # Keys and nodes
 //!
-//! A key or node is turned into 64 bits once, with infra-common's stable hash
-//! ([`StableHasher::hash_one`], XXH3-64 seeded with
-//! [`STABLE_SEED`](infra_common::hash::STABLE_SEED)). What is hashed is what the value's
-//! [`Hash`] impl writes: integers as little-endian bytes, `str`/`String` as their UTF-8 bytes
-//! **followed by one `0xFF` byte**, and slices such as `[u8]`/`Vec<u8>` as their length (8 bytes,
-//! little-endian) followed by their elements. So the node `"cache-1"` has the hash
-//! `XXH3_64bits_withSeed(b"cache-1\xff", 0x696e667261317631)`. Callers that want the plain
-//! bytes hashed call [`stable_hash`](infra_common::hash::stable_hash) themselves and use the
+//! A key or node is turned into 64 bits once, with infra-common's
+//! [`StableHash`]: XXH3-64 seeded with [`STABLE_SEED`](infra_common::hash::STABLE_SEED) over
+//! an encoding this workspace defines byte for byte (std's `Hash` is not used, since std does not
+//! promise its bytes across compiler releases). A `str`, `String`, `[u8]`, `[u8; N]` or `Vec<u8>`
+//! is its bytes alone, so the node `"cache-1"` has the hash
+//! `XXH3_64bits_withSeed(b"cache-1", 0x696e667261317631)` and `node("k")`, `node(b"k")` agree;
+//! integers are their little-endian bytes at their own width (`7u32` is 4 bytes, `7u64` 8);
+//! tuples and arrays are listed in [`StableHash`]'s docs. Callers holding a hash already use the
 //! `*_for_hash` lookups.
+//!
+//! The file `vectors/placements.txt` in this crate's source lists memberships, removals, keys and
+//! the node every engine picks; the crate's tests check every row, so a change of placement
+//! cannot ship unnoticed, and a port to another language can check itself against the same
+//! rows (`vectors/reference.py` does, for the key hash and Jump).
 //!
 //! # Everything after that is integer arithmetic
 //!
@@ -25,29 +30,29 @@
 //! All arithmetic wraps modulo 2^64 (or 2^128 for [`reduce`]). No floating point is used on any
 //! lookup path, so results cannot depend on the platform's float rounding.
 
-use std::hash::Hash;
-
-use infra_common::hash::StableHasher;
+use infra_common::hash::StableHash;
 
 /// The 64-bit golden-ratio constant used to decorrelate the second argument of [`mix`].
 pub const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The stable 64-bit hash of a key or node: [`StableHasher::hash_one`], named for what it is
-/// used for here.
+/// The stable 64-bit hash of a key or node: [`StableHash::stable_hash`], named for what it is
+/// used for here. Byte strings and integers take XXH3's one-shot path, with no streaming state.
 ///
 /// ```
 /// use infra_common::hash::stable_hash;
 /// use infra_ring_hash::hashing::key_hash;
 ///
-/// // `str` hashes its bytes followed by 0xFF.
-/// assert_eq!(key_hash("user:42"), stable_hash(b"user:42\xff"));
+/// // Byte strings hash their bytes alone, whatever their type.
+/// assert_eq!(key_hash("user:42"), stable_hash(b"user:42"));
+/// assert_eq!(key_hash(b"user:42"), key_hash("user:42"));
+/// assert_eq!(key_hash(&b"user:42".to_vec()), key_hash("user:42"));
+/// // Integers hash their little-endian bytes.
 /// assert_eq!(key_hash(&7u64), stable_hash(&7u64.to_le_bytes()));
-/// // Slices write their length first.
-/// assert_eq!(key_hash(&b"ab"[..]), stable_hash(&[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']));
+/// assert_eq!(key_hash(&7u32), stable_hash(&7u32.to_le_bytes()));
 /// ```
 #[inline]
-pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
-    StableHasher::hash_one(key)
+pub fn key_hash<K: StableHash + ?Sized>(key: &K) -> u64 {
+    key.stable_hash()
 }
 
 /// MurmurHash3's 64-bit finalizer: a bijection on `u64` with full avalanche.

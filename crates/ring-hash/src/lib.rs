@@ -38,8 +38,10 @@
 //! ```
 //!
 //! Placements are reproducible: the same membership puts the same key on the same node in
-//! every process, on every platform, in every release. The exact functions are in
-//! [`hashing`].
+//! every process, on every platform, in every release. Keys and nodes hash through
+//! [`StableHash`](infra_common::hash::StableHash), an encoding this workspace defines (not std's
+//! `Hash`); the exact functions are in [`hashing`], and the known-answer file
+//! `vectors/placements.txt`, checked by the crate's tests, pins every engine's placements.
 //!
 //! # Features
 //!

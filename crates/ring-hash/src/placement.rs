@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
-use infra_common::hash::RandomState;
+use infra_common::hash::{RandomState, StableHash};
 
 use crate::Error;
 use crate::engine::Engine;
@@ -75,7 +75,7 @@ impl<N> FromIterator<Member<N>> for Membership<N> {
 ///
 /// A `Placement` is a plain value: change it with `&mut self` methods in one thread, or share it
 /// through [`crate::SharedPlacement`], which publishes changed copies atomically so readers never
-/// wait. Nodes may be any `Hash + Eq + Clone` type; their stable hash (see [`crate::hashing`])
+/// wait. Nodes may be any `StableHash + Hash + Eq + Clone` type; their stable hash (see [`crate::hashing`])
 /// decides where they go, so the same membership places keys the same way in every process.
 ///
 /// ```
@@ -103,7 +103,7 @@ pub struct Placement<N, E> {
 
 impl<N, E> Placement<N, E>
 where
-    N: Hash + Eq + Clone + fmt::Debug,
+    N: StableHash + Hash + Eq + Clone + fmt::Debug,
     E: Engine,
 {
     /// An empty placement over `engine` (which must be empty too).
@@ -230,7 +230,7 @@ where
 
     /// The node that owns `key`, or `None` with no member.
     #[inline]
-    pub fn node<K: Hash + ?Sized>(&self, key: &K) -> Option<&N> {
+    pub fn node<K: StableHash + ?Sized>(&self, key: &K) -> Option<&N> {
         self.node_for_hash(key_hash(key))
     }
 
@@ -239,7 +239,7 @@ where
     /// # Errors
     ///
     /// [`Error::EmptyMembership`] with no member.
-    pub fn try_node<K: Hash + ?Sized>(&self, key: &K) -> Result<&N, Error> {
+    pub fn try_node<K: StableHash + ?Sized>(&self, key: &K) -> Result<&N, Error> {
         self.node(key).ok_or(Error::EmptyMembership)
     }
 
@@ -252,7 +252,7 @@ where
 
     /// Up to `n` distinct nodes for `key`, in a stable preference order that starts with
     /// [`Placement::node`]'s answer; fewer only when there are fewer than `n` members.
-    pub fn get_n<K: Hash + ?Sized>(&self, key: &K, n: usize) -> Vec<&N> {
+    pub fn get_n<K: StableHash + ?Sized>(&self, key: &K, n: usize) -> Vec<&N> {
         self.get_n_for_hash(key_hash(key), n)
     }
 
@@ -322,7 +322,7 @@ where
 
 impl<N> Placement<N, crate::Maglev>
 where
-    N: Hash + Eq + Clone + fmt::Debug,
+    N: StableHash + Hash + Eq + Clone + fmt::Debug,
 {
     /// Changes the Maglev table size (rounded up to a prime) and rebuilds the table. **This
     /// moves most keys** (88% of them when a 100-node table doubles): a key's entry depends

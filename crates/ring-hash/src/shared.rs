@@ -3,6 +3,7 @@
 use std::fmt;
 use std::hash::Hash;
 
+use infra_common::hash::StableHash;
 use infra_common::sync::{Arc, Mutex};
 
 use crate::Error;
@@ -53,7 +54,7 @@ pub struct SharedPlacement<N, E> {
 
 impl<N, E> SharedPlacement<N, E>
 where
-    N: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    N: StableHash + Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     E: Engine,
 {
     /// An empty shared placement over `engine`.
@@ -80,14 +81,14 @@ where
     }
 
     /// A clone of the node that owns `key`, or `None` with no member.
-    pub fn node<K: Hash + ?Sized>(&self, key: &K) -> Option<N> {
+    pub fn node<K: StableHash + ?Sized>(&self, key: &K) -> Option<N> {
         let hash = key_hash(key);
         self.current
             .read(|placement| placement.node_for_hash(hash).cloned())
     }
 
     /// Clones of up to `n` distinct nodes for `key`, in preference order.
-    pub fn get_n<K: Hash + ?Sized>(&self, key: &K, n: usize) -> Vec<N> {
+    pub fn get_n<K: StableHash + ?Sized>(&self, key: &K, n: usize) -> Vec<N> {
         let hash = key_hash(key);
         self.current.read(|placement| {
             placement
