@@ -13,6 +13,9 @@
 //!   is an error.
 //! - Each grant's token is greater than every token issued before for the same name.
 //! - `release` and `extend` succeed iff the grant is live; `is_held` is liveness.
+//! - A call made through a [`LockHandle`](crate::LockHandle) answers as the same call by
+//!   name, whichever name the handle was made for, and whether or not the handle was dropped
+//!   and idle names swept in between.
 //!
 //! Only available to tests and fuzzing (`cfg(test)` or `cfg(fuzzing)`).
 
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use infra_common::ManualClock;
 
-use crate::{Access, Error, Grant, Locks, MemoryLocks, Wait};
+use crate::{Access, Error, Grant, LockHandle, Locks, MemoryLocks, Wait};
 
 /// The longest lease, one week, in nanoseconds.
 const WEEK_NANOS: u64 = 7 * 24 * 3600 * 1_000_000_000;
@@ -36,6 +39,18 @@ pub enum Kind {
     Permit(u32),
 }
 
+/// Which way a call goes to the locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// By name, on the [`MemoryLocks`].
+    Name,
+    /// Through the [`LockHandle`] of name number `n` (the same numbering as
+    /// [`Op::Acquire`]'s `name`), made on first use and kept until [`Op::DropHandle`]. A
+    /// handle of another name than the call's passes the call on; the empty name has no
+    /// handle (making one is refused), so its calls go by name.
+    Handle(u8),
+}
+
 /// One step of a scenario.
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -47,6 +62,8 @@ pub enum Op {
         kind: Kind,
         /// Lease in nanoseconds (0 and more than a week are invalid).
         lease: u64,
+        /// By name or through a handle.
+        via: Via,
     },
     /// `extend` the grant in slot `slot % slots`.
     Extend {
@@ -54,11 +71,15 @@ pub enum Op {
         slot: usize,
         /// New lease in nanoseconds.
         lease: u64,
+        /// By name or through a handle.
+        via: Via,
     },
     /// `release` the grant in slot `slot % slots`.
     Release {
         /// Which held grant.
         slot: usize,
+        /// By name or through a handle.
+        via: Via,
     },
     /// `release` the grant in slot `slot % slots` on another instance, which must refuse it.
     ReleaseElsewhere {
@@ -69,7 +90,11 @@ pub enum Op {
     IsHeld {
         /// Which held grant.
         slot: usize,
+        /// By name or through a handle.
+        via: Via,
     },
+    /// Drops the handle of name number `n % 4`, if one was made.
+    DropHandle(u8),
     /// Move the clock forward.
     Advance(u64),
     /// `expire_due`, which must not change any answer.
@@ -145,6 +170,31 @@ fn verdict(grants: &[ModelGrant], name: &str, kind: Kind, lease: u64, now: u64) 
     }
 }
 
+/// The handles a run has made, by name number.
+struct Handles<'a> {
+    locks: &'a MemoryLocks<ManualClock>,
+    made: [Option<LockHandle<'a, ManualClock>>; NAMES.len()],
+}
+
+impl<'a> Handles<'a> {
+    /// The handle `via` names, made if missing; `Ok(None)` for a call by name, or through
+    /// the empty name's handle (refused, as it must be).
+    fn get(&mut self, via: Via) -> Result<Option<&LockHandle<'a, ManualClock>>, String> {
+        let Via::Handle(n) = via else {
+            return Ok(None);
+        };
+        let index = usize::from(n) % NAMES.len();
+        if self.made[index].is_none() {
+            match self.locks.handle(NAMES[index]) {
+                Ok(handle) => self.made[index] = Some(handle),
+                Err(Error::EmptyName) if NAMES[index].is_empty() => return Ok(None),
+                other => return Err(format!("handle of {:?}: {other:?}", NAMES[index])),
+            }
+        }
+        Ok(self.made[index].as_ref())
+    }
+}
+
 fn lease_error(lease: u64) -> Option<Error> {
     match lease {
         0 => Some(Error::ZeroLease),
@@ -165,6 +215,10 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
     let clock = ManualClock::new();
     let locks = MemoryLocks::with_clock(clock.clone());
     let elsewhere = MemoryLocks::with_clock(clock.clone());
+    let mut handles = Handles {
+        locks: &locks,
+        made: [None, None, None, None],
+    };
     let mut now = 0u64;
     let mut model: Vec<ModelGrant> = Vec::new();
     // Grants still in the caller's hands, each with its index in `model`.
@@ -172,7 +226,12 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
     for (step, op) in ops.iter().enumerate() {
         let fail = |what: String| Err(format!("step {step} {op:?}: {what}"));
         match *op {
-            Op::Acquire { name, kind, lease } => {
+            Op::Acquire {
+                name,
+                kind,
+                lease,
+                via,
+            } => {
                 let name = NAMES[usize::from(name) % NAMES.len()];
                 let access = match kind {
                     Kind::Writer => Access::Exclusive,
@@ -180,7 +239,12 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
                     Kind::Permit(permits) => Access::Permit { permits },
                 };
                 let expected = verdict(&model, name, kind, lease, now);
-                let got = locks.grant(name, access, Duration::from_nanos(lease), Wait::No);
+                let lease_for = Duration::from_nanos(lease);
+                let got = match handles.get(via) {
+                    Ok(Some(handle)) => handle.grant(name, access, lease_for, Wait::No),
+                    Ok(None) => locks.grant(name, access, lease_for, Wait::No),
+                    Err(what) => return fail(what),
+                };
                 let got_verdict = match &got {
                     Ok(Some(_)) => Verdict::Granted,
                     Ok(None) => Verdict::Busy,
@@ -218,13 +282,18 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
                     held.push((grant, model.len() - 1));
                 }
             }
-            Op::Extend { slot, lease } => {
+            Op::Extend { slot, lease, via } => {
                 if held.is_empty() {
                     continue;
                 }
                 let slot = slot % held.len();
                 let (grant, index) = &mut held[slot];
-                let got = locks.extend(grant, Duration::from_nanos(lease));
+                let lease_for = Duration::from_nanos(lease);
+                let got = match handles.get(via) {
+                    Ok(Some(handle)) => handle.extend(grant, lease_for),
+                    Ok(None) => locks.extend(grant, lease_for),
+                    Err(what) => return fail(what),
+                };
                 let expected = match lease_error(lease) {
                     Some(error) => Err(error),
                     None if model[*index].live(now) => Ok(()),
@@ -244,7 +313,7 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
                     }
                 }
             }
-            Op::Release { slot } => {
+            Op::Release { slot, via } => {
                 if held.is_empty() {
                     continue;
                 }
@@ -257,7 +326,11 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
                         token: grant.token(),
                     })
                 };
-                let got = locks.release(grant);
+                let got = match handles.get(via) {
+                    Ok(Some(handle)) => handle.release(grant),
+                    Ok(None) => locks.release(grant),
+                    Err(what) => return fail(what),
+                };
                 if got != expected {
                     return fail(format!("expected {expected:?}, got {got:?}"));
                 }
@@ -275,12 +348,17 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
                     return fail(format!("another instance answered {got:?}"));
                 }
             }
-            Op::IsHeld { slot } => {
+            Op::IsHeld { slot, via } => {
                 if held.is_empty() {
                     continue;
                 }
                 let (grant, index) = &held[slot % held.len()];
-                let (expected, got) = (model[*index].live(now), locks.is_held(grant));
+                let got = match handles.get(via) {
+                    Ok(Some(handle)) => handle.is_held(grant),
+                    Ok(None) => locks.is_held(grant),
+                    Err(what) => return fail(what),
+                };
+                let expected = model[*index].live(now);
                 if got != expected {
                     return fail(format!("model says held={expected}, locks said {got}"));
                 }
@@ -291,6 +369,9 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
             }
             Op::ExpireDue => {
                 locks.expire_due();
+            }
+            Op::DropHandle(n) => {
+                handles.made[usize::from(n) % NAMES.len()] = None;
             }
         }
     }
@@ -321,15 +402,23 @@ mod tests {
         ]
     }
 
+    fn via() -> impl Strategy<Value = Via> {
+        prop_oneof![
+            2 => Just(Via::Name),
+            3 => (0u8..4).prop_map(Via::Handle),
+        ]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0u8..4, kind(), lease()).prop_map(|(name, kind, lease)| Op::Acquire { name, kind, lease }),
-            2 => (any::<usize>(), lease()).prop_map(|(slot, lease)| Op::Extend { slot, lease }),
-            3 => any::<usize>().prop_map(|slot| Op::Release { slot }),
+            6 => (0u8..4, kind(), lease(), via()).prop_map(|(name, kind, lease, via)| Op::Acquire { name, kind, lease, via }),
+            2 => (any::<usize>(), lease(), via()).prop_map(|(slot, lease, via)| Op::Extend { slot, lease, via }),
+            3 => (any::<usize>(), via()).prop_map(|(slot, via)| Op::Release { slot, via }),
             1 => any::<usize>().prop_map(|slot| Op::ReleaseElsewhere { slot }),
-            2 => any::<usize>().prop_map(|slot| Op::IsHeld { slot }),
+            2 => (any::<usize>(), via()).prop_map(|(slot, via)| Op::IsHeld { slot, via }),
             3 => (0u64..30).prop_map(Op::Advance),
             1 => Just(Op::ExpireDue),
+            1 => (0u8..4).prop_map(Op::DropHandle),
         ]
     }
 
@@ -346,28 +435,46 @@ mod tests {
 
     #[test]
     fn the_model_decides_from_the_definition() {
-        // A hand-written scenario (the second writer is refused, a reader gets in once the
-        // first lease ends, releasing the expired grant is an error) and the model's verdicts
-        // on their own.
+        // A hand-written scenario (the second writer, through the name's handle, is refused,
+        // a reader gets in through another name's handle once the first lease ends, releasing
+        // the expired grant through a handle made after a sweep is an error) and the model's
+        // verdicts on their own.
         let ops = [
             Op::Acquire {
                 name: 1,
                 kind: Kind::Writer,
                 lease: 10,
+                via: Via::Name,
             },
             Op::Acquire {
                 name: 1,
                 kind: Kind::Writer,
                 lease: 10,
+                via: Via::Handle(1),
             },
             Op::Advance(10),
             Op::Acquire {
                 name: 1,
                 kind: Kind::Reader,
                 lease: 10,
+                via: Via::Handle(2),
             },
-            Op::IsHeld { slot: 0 },
-            Op::Release { slot: 0 },
+            Op::IsHeld {
+                slot: 0,
+                via: Via::Handle(1),
+            },
+            Op::DropHandle(1),
+            Op::ExpireDue,
+            Op::Release {
+                slot: 0,
+                via: Via::Handle(1),
+            },
+            Op::Acquire {
+                name: 2,
+                kind: Kind::Writer,
+                lease: 10,
+                via: Via::Handle(0),
+            },
         ];
         run(&ops).unwrap();
         let mut grants = Vec::new();
