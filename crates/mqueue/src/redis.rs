@@ -2,8 +2,9 @@
 //!
 //! A [`RedisQueue`] speaks the embedded [`WorkQueue`](crate::queue::WorkQueue)'s language —
 //! [`Message`], [`Delivery`], [`Receipt`], [`Sent`], [`DeadLetter`], the same refusals — over
-//! one Redis stream and one consumer group. Every call is one `EVALSHA` of a small Lua script,
-//! which Redis runs without interleaving (`EVAL` once after a `NOSCRIPT`):
+//! one Redis stream and one consumer group. Each send, receive, settle and stats call is one
+//! `EVALSHA` of a small Lua script, which Redis runs without interleaving (`EVAL` once after a
+//! `NOSCRIPT`); reading dead letters is one `XRANGE`:
 //!
 //! - **send**: `XADD` with the id `0-*`, so a message's stream id is `0-(offset + 1)` and its
 //!   offset a plain number as in the embedded queue. With a message id and a dedup window,
