@@ -616,18 +616,67 @@ fn concurrent_claims_never_hand_a_driver_out_twice() {
 }
 
 const CHILD_URL: &str = "GEOMATCH_REDIS_CHILD_URL";
+const CHILD_NUMBER: &str = "GEOMATCH_REDIS_CHILD_NUMBER";
+
+/// Where child `number` publishes how many drivers it has won ([`CHILD_DONE`] once it found
+/// none left).
+fn child_progress(number: u64) -> String {
+    format!("test:child-progress:{number}")
+}
+
+/// Above any count of wins: the child has stopped claiming.
+const CHILD_DONE: u64 = 1 << 40;
 
 /// Run only as a child of `two_processes_never_claim_one_driver`: claims nearest drivers
-/// until none is left and prints each id won.
+/// until none is left and prints each id won. The two children go in lockstep, neither more
+/// than one win ahead of the other while both claim, so they race for the same drivers
+/// however the machine schedules them (unpaced, a loaded machine once ran one child to the
+/// end before the other started).
 #[test]
 #[ignore = "a child process of two_processes_never_claim_one_driver"]
 fn claiming_child() {
     let url = std::env::var(CHILD_URL).expect("started by the parent test");
+    let me: u64 = std::env::var(CHILD_NUMBER).unwrap().parse().unwrap();
+    let mut control = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let index = RedisIndex::new(&url, RedisOptions::default().prefix("test:{processes}")).unwrap();
     let rider = point(-33.87, 151.21);
-    while let Some((candidate, _claim)) = index.claim_nearest(rider, 4, &Filter::any()).unwrap() {
+    let mut wins = 0u64;
+    loop {
+        let patience = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let other: Option<u64> = redis::cmd("GET")
+                .arg(child_progress(1 - me))
+                .query(&mut control)
+                .unwrap();
+            if wins <= other.unwrap_or(0) + 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < patience,
+                "the other child won nothing for 2 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let Some((candidate, _claim)) = index.claim_nearest(rider, 4, &Filter::any()).unwrap()
+        else {
+            break;
+        };
         println!("won {}", candidate.driver);
+        wins += 1;
+        let () = redis::cmd("SET")
+            .arg(child_progress(me))
+            .arg(wins)
+            .query(&mut control)
+            .unwrap();
     }
+    let () = redis::cmd("SET")
+        .arg(child_progress(me))
+        .arg(CHILD_DONE)
+        .query(&mut control)
+        .unwrap();
 }
 
 #[test]
@@ -645,11 +694,12 @@ fn two_processes_never_claim_one_driver() {
             .unwrap();
     }
     let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|_| {
+    let children: Vec<_> = (0..2u64)
+        .map(|number| {
             std::process::Command::new(&exe)
                 .args(["--exact", "claiming_child", "--ignored", "--nocapture"])
                 .env(CHILD_URL, server.url())
+                .env(CHILD_NUMBER, number.to_string())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -672,8 +722,13 @@ fn two_processes_never_claim_one_driver() {
     let distinct: HashSet<u64> = won.iter().copied().collect();
     assert_eq!(distinct.len(), won.len(), "a driver was claimed by both");
     assert_eq!(won.len() as u64, DRIVERS);
-    // Both really claimed: neither finished before the other started.
-    assert!(per_child.iter().all(|&n| n > 0), "{per_child:?}");
+    // Both really claimed, in lockstep: neither more than one win ahead of the other until the
+    // drivers ran out.
+    let (fewer, more) = (
+        per_child[0].min(per_child[1]),
+        per_child[0].max(per_child[1]),
+    );
+    assert!(fewer > 0 && more <= fewer + 2, "{per_child:?}");
 }
 
 #[test]
