@@ -659,8 +659,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn single_format_then_parse_is_identity(ids in ids(), sampling in sampling()) {
-            prop_assume!(ids.is_some() || sampling.is_some());
+        fn single_format_then_parse_is_identity(
+            (ids, sampling) in (ids(), sampling())
+                // An empty header is no B3 value. A filter, not `prop_assume!`: a quarter of
+                // the pairs are empty, which exceeds the global reject budget past ~3000 cases.
+                .prop_filter("ids or a sampling state", |(i, s)| i.is_some() || s.is_some())
+        ) {
             // Without a sampling field the parent cannot be written (see Display).
             let ids = ids.map(|mut ids| {
                 if sampling.is_none() { ids.parent_span_id = None; }
