@@ -11,9 +11,9 @@
 //! - `<ns>:purge`: the channel purges are published on.
 //!
 //! The HTTP layer is async and [`Connections`] blocks, so every Redis call runs on tokio's
-//! blocking pool (`spawn_blocking`); the subscriber owns a thread of its own. Every script
-//! names keys it does not declare (the members of a tag set), so the tier needs one Redis, not
-//! a cluster.
+//! blocking pool (`spawn_blocking`); the subscriber owns a thread of its own. A purge by tag
+//! deletes keys its script does not declare (the members of the tag's set), and a write spans
+//! a record and its tags' sets, so the tier needs one Redis, not a cluster.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
