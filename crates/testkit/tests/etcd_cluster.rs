@@ -83,3 +83,18 @@ fn a_paused_follower_does_not_stop_the_cluster() {
     let body = eventually(|| get(&cluster.members()[follower], "azE="));
     assert!(body.contains("djE="), "{body}");
 }
+
+#[test]
+fn the_whole_cluster_restarted_on_its_data_keeps_its_writes() {
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let leader = cluster.leader().unwrap();
+    eventually(|| put(&cluster.members()[leader], "azE=", "djE="));
+    cluster.restart_all().unwrap();
+    cluster.leader().unwrap();
+    for member in cluster.members() {
+        let body = eventually(|| get(member, "azE="));
+        assert!(body.contains("djE="), "write lost in the restart: {body}");
+    }
+}
