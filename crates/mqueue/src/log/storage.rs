@@ -42,6 +42,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// The operating system's error.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the empty directory `dir`. Durable only after [`Storage::sync_dir`] of its
+    /// parent.
+    ///
+    /// # Errors
+    /// The operating system's error; also when `dir` still has entries.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
     /// Makes the directory's entries (created, removed and renamed names) durable.
     ///
     /// # Errors
@@ -168,6 +174,10 @@ impl Storage for FileStorage {
         fs::rename(from, to)
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
+    }
+
     #[cfg(unix)]
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
@@ -194,11 +204,47 @@ impl Storage for FileStorage {
     }
 }
 
+/// A boxed file layer is one too, so a caller can choose the layer at run time.
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        (**self).create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        (**self).list(dir)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        (**self).open(path, create)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        (**self).remove(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        (**self).rename(from, to)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        (**self).remove_dir(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        (**self).sync_dir(dir)
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn fmt::Debug + Send + Sync>>> {
+        (**self).lock_dir(dir)
+    }
+}
+
 /// A disk in memory that loses everything not synced when [`power_cut`](Self::power_cut) is
 /// called. Clones share the same disk, so a test keeps one clone and hands another to a log.
 ///
 /// A file's contents are durable up to its last [`StorageFile::sync`]; a name (created,
 /// renamed or removed) is durable once its directory is synced with [`Storage::sync_dir`].
+/// Directories themselves (created or removed, with what they held) are durable at once.
 /// After a power cut, files opened before it refuse every operation, like handles of a
 /// crashed process.
 ///
@@ -378,6 +424,22 @@ impl Storage for SimulatedStorage {
         let mut disk = self.disk.lock();
         let id = disk.names.remove(from).ok_or_else(|| not_found(from))?;
         disk.names.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut disk = self.disk.lock();
+        if !disk.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let inside = |path: &PathBuf| path.parent() == Some(dir);
+        if disk.names.keys().any(inside) || disk.dirs.iter().any(inside) {
+            return Err(io::Error::other(format!("{} is not empty", dir.display())));
+        }
+        // Directories are durable as soon as they change, so their entries go with them.
+        disk.dirs.remove(dir);
+        disk.durable_names
+            .retain(|path, _| path.parent() != Some(dir));
         Ok(())
     }
 

@@ -11,25 +11,38 @@
 //! renames a new `JOURNAL` file over the old one and syncs the directory: a crash before the
 //! rename reopens generation N (the half-written N+1 is removed), a crash after it opens N+1.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use infra_common::Clock;
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::{Mutex, MutexGuard, RwLock};
+use infra_common::{Clock, SystemClock};
 
 use super::envelope::Envelope;
 use super::journal::{Entry, Replay};
 use super::lease::Leases;
 use super::{DeadLetter, QueueOptions, wall_ms};
 use crate::error::Error;
-use crate::log::Log;
+use crate::log::{Log, Storage};
 
 /// Records read from a log per call during replay.
 const REPLAY_BATCH: usize = 4096;
+
+/// The longest `JOURNAL` file read: a generation number and maybe a newline.
+const MAX_POINTER_BYTES: usize = 32;
+
+/// A file layer the queue can hand to each of its three logs.
+pub(super) trait QueueStorage: Storage {
+    /// A handle on the same files.
+    fn handle(&self) -> Box<dyn Storage>;
+}
+
+impl<S: Storage + Clone + 'static> QueueStorage for S {
+    fn handle(&self) -> Box<dyn Storage> {
+        Box::new(self.clone())
+    }
+}
 
 /// What a reopened queue recovered.
 #[derive(Debug)]
@@ -50,6 +63,7 @@ struct Journal {
 #[derive(Debug)]
 pub(super) struct Durable {
     dir: PathBuf,
+    storage: Box<dyn QueueStorage>,
     messages: Log,
     /// Appenders share the read side; compaction takes the write side to swap the log.
     journal: RwLock<Journal>,
@@ -73,37 +87,62 @@ fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal-{generation}"))
 }
 
-fn read_generation(dir: &Path) -> Result<u64, Error> {
+fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64, Error> {
     let path = dir.join("JOURNAL");
-    match fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| Error::CorruptJournal {
-            reason: "the JOURNAL file does not hold a generation number",
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(error) => Err(Error::io("read", path, error)),
+    let file = match storage.open(&path, false) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(Error::io("read", path, error)),
+    };
+    let bad = || Error::CorruptJournal {
+        reason: "the JOURNAL file does not hold a generation number",
+    };
+    let len = file.len().map_err(io("read", &path))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= MAX_POINTER_BYTES)
+        .ok_or_else(bad)?;
+    let mut bytes = vec![0; len];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let n = file
+            .read_at(filled as u64, &mut bytes[filled..])
+            .map_err(io("read", &path))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
     }
+    std::str::from_utf8(&bytes[..filled])
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(bad)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    fs::File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(io("sync directory", dir))
+/// Removes `dir` and the files in it (a log directory holds no subdirectories).
+fn remove_log_dir(storage: &dyn Storage, dir: &Path) -> Result<(), Error> {
+    let names = match storage.list(dir) {
+        Ok(names) => names,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(Error::io("list", dir, error)),
+    };
+    for name in names {
+        let path = dir.join(name);
+        storage.remove(&path).map_err(io("remove", &path))?;
+    }
+    storage.remove_dir(dir).map_err(io("remove", dir))
 }
 
-fn remove_stale_journals(dir: &Path, keep: u64) -> Result<(), Error> {
-    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
-        let entry = entry.map_err(io("list", dir))?;
-        let name = entry.file_name();
+fn remove_stale_journals(storage: &dyn Storage, dir: &Path, keep: u64) -> Result<(), Error> {
+    for name in storage.list(dir).map_err(io("list", dir))? {
         let Some(generation) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix("journal-"))
+            .strip_prefix("journal-")
             .and_then(|digits| digits.parse::<u64>().ok())
         else {
             continue;
         };
         if generation != keep {
-            let path = entry.path();
-            fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+            remove_log_dir(storage, &dir.join(name))?;
         }
     }
     Ok(())
@@ -114,14 +153,21 @@ impl Durable {
         dir: &Path,
         options: &QueueOptions,
         clock: &dyn Clock,
+        storage: Box<dyn QueueStorage>,
     ) -> Result<(Self, Recovered), Error> {
-        if !dir.is_dir() {
-            if !options.create {
-                return Err(Error::UnknownQueue {
-                    dir: dir.to_path_buf(),
-                });
+        match storage.list(dir) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if !options.create {
+                    return Err(Error::UnknownQueue {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                storage
+                    .create_dir_all(dir)
+                    .map_err(io("create directory", dir))?;
             }
-            fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+            Err(error) => return Err(Error::io("list", dir, error)),
         }
         let mut log_options = options.log.clone();
         // The envelope adds at most 18 bytes and the id.
@@ -133,11 +179,19 @@ impl Durable {
         // what it still needs, so its logs keep everything.
         log_options.retention = crate::log::Retention::default();
 
-        let generation = read_generation(dir)?;
-        remove_stale_journals(dir, generation)?;
-        let messages = Log::open(&dir.join("messages"), log_options.clone())?;
-        let journal = Log::open(&journal_dir(dir, generation), log_options.clone())?;
-        let dead = Log::open(&dir.join("dead"), log_options.clone())?;
+        let generation = read_generation(&*storage, dir)?;
+        remove_stale_journals(&*storage, dir, generation)?;
+        let open_log = |path: &Path| {
+            Log::open_with(
+                path,
+                log_options.clone(),
+                SystemClock::new(),
+                storage.handle(),
+            )
+        };
+        let messages = open_log(&dir.join("messages"))?;
+        let journal = open_log(&journal_dir(dir, generation))?;
+        let dead = open_log(&dir.join("dead"))?;
 
         let mut replay = Replay::default();
         let mut at = journal.first_offset();
@@ -202,6 +256,7 @@ impl Durable {
         }
         let durable = Self {
             dir: dir.to_path_buf(),
+            storage,
             messages,
             journal: RwLock::new(Journal {
                 log: journal,
@@ -244,10 +299,13 @@ impl Durable {
         let records = checkpoint();
         let generation = journal.generation + 1;
         let new_dir = journal_dir(&self.dir, generation);
-        if new_dir.exists() {
-            fs::remove_dir_all(&new_dir).map_err(io("remove", &new_dir))?;
-        }
-        let log = Log::open(&new_dir, self.log_options.clone())?;
+        remove_log_dir(&*self.storage, &new_dir)?;
+        let log = Log::open_with(
+            &new_dir,
+            self.log_options.clone(),
+            SystemClock::new(),
+            self.storage.handle(),
+        )?;
         let encoded: Vec<Vec<u8>> = records.iter().map(|entry| entry.encode()).collect();
         for chunk in encoded.chunks(REPLAY_BATCH) {
             let slices: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
@@ -256,14 +314,26 @@ impl Durable {
         log.sync()?;
         let pointer = self.dir.join("JOURNAL");
         let temporary = self.dir.join("JOURNAL.tmp");
+        match self.storage.remove(&temporary) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::io("remove", &temporary, error)),
+        }
         {
-            let mut file = fs::File::create(&temporary).map_err(io("create", &temporary))?;
-            file.write_all(generation.to_string().as_bytes())
-                .and_then(|()| file.sync_all())
+            let file = self
+                .storage
+                .open(&temporary, true)
+                .map_err(io("create", &temporary))?;
+            file.append(generation.to_string().as_bytes())
+                .and_then(|()| file.sync())
                 .map_err(io("write", &temporary))?;
         }
-        fs::rename(&temporary, &pointer).map_err(io("rename", &pointer))?;
-        sync_dir(&self.dir)?;
+        self.storage
+            .rename(&temporary, &pointer)
+            .map_err(io("rename", &pointer))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(io("sync directory", &self.dir))?;
         let old = std::mem::replace(&mut *journal, Journal { log, generation });
         let live = records.len() as u64;
         self.journal_records.store(live, Ordering::Relaxed);
@@ -271,7 +341,7 @@ impl Durable {
             .store(live.saturating_add(self.compact_after), Ordering::Relaxed);
         let old_dir = journal_dir(&self.dir, old.generation);
         drop(old);
-        fs::remove_dir_all(&old_dir).map_err(io("remove", &old_dir))?;
+        remove_log_dir(&*self.storage, &old_dir)?;
         Ok(())
     }
 

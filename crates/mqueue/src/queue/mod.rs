@@ -66,7 +66,7 @@ use infra_common::sync::{Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, SystemClock};
 
 use crate::error::Error;
-use crate::log::LogOptions;
+use crate::log::{FileStorage, LogOptions, Storage};
 
 pub use dedup::DedupWindow;
 pub use envelope::MAX_ID_LEN;
@@ -516,9 +516,40 @@ impl WorkQueue {
         options: QueueOptions,
         clock: impl Clock + 'static,
     ) -> Result<Self, Error> {
+        Self::open_with(dir, options, clock, FileStorage)
+    }
+
+    /// [`WorkQueue::open`] on `clock` and the file layer `storage` (a [`SimulatedStorage`]
+    /// in power-loss tests): the directory, its three logs and the `JOURNAL` pointer all go
+    /// through it.
+    ///
+    /// ```
+    /// use infra_common::ManualClock;
+    /// use infra_mqueue::log::SimulatedStorage;
+    /// use infra_mqueue::queue::{QueueOptions, WorkQueue};
+    /// use std::path::Path;
+    ///
+    /// let disk = SimulatedStorage::new();
+    /// let open = || WorkQueue::open_with(Path::new("/q"), QueueOptions::default(), ManualClock::new(), disk.clone());
+    /// let queue = open()?;
+    /// queue.send(b"kept".as_slice())?; // fsynced before `send` returns
+    /// drop(queue);
+    /// disk.power_cut();
+    /// let delivery = open()?.try_receive()?.expect("the message survived");
+    /// assert_eq!(delivery.payload(), b"kept");
+    /// # Ok::<(), infra_mqueue::Error>(())
+    /// ```
+    ///
+    /// [`SimulatedStorage`]: crate::log::SimulatedStorage
+    pub fn open_with(
+        dir: &Path,
+        options: QueueOptions,
+        clock: impl Clock + 'static,
+        storage: impl Storage + Clone + 'static,
+    ) -> Result<Self, Error> {
         options.validate()?;
         let clock: Box<dyn Clock> = Box::new(clock);
-        let (durable, recovered) = Durable::open(dir, &options, clock.as_ref())?;
+        let (durable, recovered) = Durable::open(dir, &options, clock.as_ref(), Box::new(storage))?;
         let queue = Self::build(options, clock, recovered.leases, Some(durable));
         {
             let mut state = queue.state.lock();
