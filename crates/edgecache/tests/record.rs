@@ -166,3 +166,33 @@ fn a_huge_declared_length_is_refused_without_allocating_it() {
     bytes[2] = RECORD_VERSION + 1;
     assert!(Record::decode(&bytes).is_err());
 }
+
+/// `http::HeaderMap` holds at most 32 768 fields and panics past that on `append`; a record
+/// from Redis may claim more (each costs only ten bytes), and must be refused, not panic.
+#[test]
+fn a_record_with_more_fields_than_a_header_map_holds_is_refused() {
+    let count: u32 = 40_000;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"EC");
+    bytes.push(RECORD_VERSION);
+    bytes.extend_from_slice(&200u16.to_be_bytes());
+    for _ in 0..2 {
+        // lifetime, initial age
+        bytes.extend_from_slice(&[0; 12]);
+    }
+    bytes.extend_from_slice(&[0, 0, 0]); // flags, no stale-while-revalidate, no stale-if-error
+    bytes.extend_from_slice(&[0; 12]); // expires_in
+    bytes.extend_from_slice(&count.to_be_bytes());
+    for index in 0..count {
+        // Distinct four-letter names, so every field is a new entry in the map.
+        let name: Vec<u8> = (0..4)
+            .map(|digit| b'a' + u8::try_from(index / 26u32.pow(digit) % 26).unwrap())
+            .collect();
+        bytes.extend_from_slice(&4u16.to_be_bytes());
+        bytes.extend_from_slice(&name);
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+    }
+    bytes.extend_from_slice(&[0, 0]); // no vary fields, no tags
+    bytes.extend_from_slice(&0u32.to_be_bytes()); // empty body
+    assert!(Record::decode(&bytes).is_err());
+}

@@ -305,3 +305,58 @@ async fn an_unreachable_redis_costs_only_origin_fetches() {
     assert_eq!(serve(&cache, "en").await.0, CacheStatus::Miss);
     assert_eq!(cache.origin().calls(), 2);
 }
+
+/// A Redis that accepts connections and never answers: every call waits for the timeout.
+fn silent_redis() -> (String, infra_common::sync::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    let holder = infra_common::sync::thread::spawn(move || {
+        // Holds every connection open, unanswered, until the test process ends.
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => held.push(stream),
+                Err(_) => return,
+            }
+        }
+    });
+    (url, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_redis_that_hangs_are_bounded_not_queued() {
+    // No redis-server needed: the point is a Redis that hangs.
+    let (url, _holder) = silent_redis();
+    let clock = ManualClock::new();
+    let tier = SharedTier::open(&url, Duration::from_secs(6)).unwrap();
+    let cache = HttpCache::builder(origin("fresh"), 64 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build();
+    let cache = infra_common::sync::Arc::new(cache);
+    let misses: u64 = 200;
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..misses {
+        let cache = infra_common::sync::Arc::clone(&cache);
+        tasks.spawn(async move {
+            let url = format!("http://shop.example/p/{index}");
+            let response = cache.serve(get(&url, &[])).await.unwrap();
+            *response.extensions().get::<CacheStatus>().unwrap()
+        });
+    }
+    let served = tasks.join_all().await;
+    assert!(served.iter().all(|status| *status == CacheStatus::Miss));
+    // Every read failed: past the cap at once, the others after the tier's timeout, not the
+    // fetch timeout (the requests would have failed).
+    let stats = stats(&cache);
+    assert_eq!(stats.read_errors, misses);
+    // Each miss wants a write. At most 64 wait on the hung Redis; the others are dropped and
+    // counted at once rather than queued (each holding its body). The first 64 writes hold
+    // their places for at least the timeout, by when at most 64 more misses could have
+    // finished: so at least `misses - 128` are dropped, however slow the machine.
+    assert!(
+        stats.write_errors >= misses - 2 * 64,
+        "only {} writes dropped of {misses}",
+        stats.write_errors
+    );
+}

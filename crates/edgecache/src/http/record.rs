@@ -211,7 +211,10 @@ impl Record {
                 .map_err(|_| invalid("invalid field name"))?;
             let value = HeaderValue::from_bytes(input.long()?)
                 .map_err(|_| invalid("invalid field value"))?;
-            headers.append(name, value);
+            // The map holds at most 32 768 fields, and `append` would panic past that.
+            headers
+                .try_append(name, value)
+                .map_err(|_| invalid("more fields than a header map holds"))?;
         }
 
         let vary_count = usize::from(input.u8()?);

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use infra_common::redis::{Connections, Script};
 use infra_common::sync::Arc;
-use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::thread;
 use redis::{RedisError, Value};
 
@@ -65,6 +65,10 @@ return redis.call('PUBLISH', ARGV[1], ARGV[2])
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(250);
 /// How long the subscriber waits before reconnecting after losing Redis.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// The most reads, and separately the most writes, one cache has waiting on Redis at once:
+/// past that a read is skipped (a miss) and a write dropped, both counted as errors, so a Redis
+/// that hangs holds at most this many blocking threads (and record bodies) per kind.
+pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 64;
 /// The first bytes of a purge message, with its version.
 const MESSAGE_MAGIC: &[u8; 3] = b"EP\x01";
 
@@ -233,6 +237,8 @@ pub(crate) struct Shared {
     stop: Arc<AtomicBool>,
     instance: u64,
     max_record_bytes: usize,
+    reads_in_flight: Arc<AtomicUsize>,
+    writes_in_flight: Arc<AtomicUsize>,
 }
 
 struct Scripts {
@@ -283,6 +289,8 @@ impl Shared {
             stop: Arc::new(AtomicBool::new(false)),
             instance: instance_id(),
             max_record_bytes,
+            reads_in_flight: Arc::new(AtomicUsize::new(0)),
+            writes_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let subscriber = Subscriber {
             client: shared.tier.client.clone(),
@@ -302,19 +310,29 @@ impl Shared {
     }
 
     /// Reads the record of `key`, counting errors; `None` when there is none to use.
+    ///
+    /// The request waits at most the tier's timeout: connecting, and a dead pooled connection's
+    /// retry, can make the blocking call itself take several timeouts, and it finishes in the
+    /// background (holding its place among [`MAX_CALLS_IN_FLIGHT`]) while the request goes on
+    /// to the origin.
     pub(crate) async fn read(&self, key: &PrimaryKey) -> Option<(Record, Duration)> {
+        let Some(slot) = Slot::take(&self.reads_in_flight) else {
+            self.counters.count(Event::ReadError);
+            return None;
+        };
         let tier = Arc::clone(&self.tier);
         let scripts = Arc::clone(&self.scripts);
         let record_key = tier.record_key(key);
         let limit = self.max_record_bytes;
-        let answer = tokio::task::spawn_blocking(move || {
+        let call = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let reply: Value = tier
                 .connections
                 .script(&scripts.read, &[record_key], limit)?;
             Ok::<_, RedisError>(reply)
-        })
-        .await;
-        let Ok(Ok(reply)) = answer else {
+        });
+        let answer = tokio::time::timeout(self.tier.timeout, call).await;
+        let Ok(Ok(Ok(reply))) = answer else {
             self.counters.count(Event::ReadError);
             return None;
         };
@@ -344,11 +362,16 @@ impl Shared {
         }
         let mut keys = vec![self.tier.record_key(key)];
         keys.extend(record.tags.iter().map(|tag| self.tier.tag_key(tag)));
+        let Some(slot) = Slot::take(&self.writes_in_flight) else {
+            self.counters.count(Event::WriteError);
+            return;
+        };
         let bytes = record.encode();
         let tier = Arc::clone(&self.tier);
         let scripts = Arc::clone(&self.scripts);
         let counters = Arc::clone(&self.counters);
         drop(tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let written: Result<i64, _> =
                 tier.connections
                     .script(&scripts.write, &keys, (bytes, millis));
@@ -397,6 +420,24 @@ impl Shared {
             Ok(runtime) => drop(runtime.spawn_blocking(run)),
             Err(_) => run(),
         }
+    }
+}
+
+/// One of the [`MAX_CALLS_IN_FLIGHT`] places of a kind of call, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(in_flight: &Arc<AtomicUsize>) -> Option<Self> {
+        let taken = in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = Self(Arc::clone(in_flight));
+        // Dropping `slot` gives the place back when all are taken.
+        (taken < MAX_CALLS_IN_FLIGHT).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
