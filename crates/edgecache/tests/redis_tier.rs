@@ -13,7 +13,7 @@ use http::Uri;
 use http_support::{Reply, TestOrigin, get, response};
 use infra_common::ManualClock;
 use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode, SharedStats, SharedTier};
-use infra_testkit::RedisServer;
+use infra_testkit::{FaultProxy, RedisServer};
 
 const URL: &str = "http://shop.example/p/42";
 const RECORD_KEY: &str = "edgecache:r:GET shop.example/p/42";
@@ -359,4 +359,52 @@ async fn writes_to_a_redis_that_hangs_are_bounded_not_queued() {
         "only {} writes dropped of {misses}",
         stats.write_errors
     );
+}
+
+/// The number of subscribers to the purge channel.
+fn subscribers(server: &RedisServer) -> i64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(CHANNEL)
+        .query(&mut connection)
+        .unwrap();
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    // b reaches Redis through the proxy, which can cut it off.
+    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    subscribed(&server, 2).await;
+
+    // b loses Redis, and cannot reconnect for now.
+    proxy.refuse_new(true);
+    proxy.cut_connections();
+    poll("b's subscription to end", || {
+        let gone = subscribers(&server) == 1;
+        async move { gone }
+    })
+    .await;
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+
+    // Redis is reachable again: b subscribes again on its own, and a's purge reaches it.
+    proxy.heal();
+    subscribed(&server, 2).await;
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard);
+    poll("b to apply the purge", || {
+        let applied = stats(&b).purges_applied == 1;
+        async move { applied }
+    })
+    .await;
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    assert_eq!(b.origin().calls(), 2);
 }
