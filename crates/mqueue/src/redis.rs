@@ -58,6 +58,9 @@
 //! # Ok::<(), infra_mqueue::Error>(())
 //! ```
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
+
 use std::fmt;
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -99,7 +102,8 @@ return {0, id}
 
 /// Leases one message of `KEYS[1]` to consumer `ARGV[2]` of group `ARGV[1]`: first one idle
 /// for `ARGV[3]` ms (redelivered; dead-lettered to `KEYS[2]` instead if that would be delivery
-/// `ARGV[4] + 1`), else a new one. `{1, id, deliveries, payload}`, or `{0}` when none is ready.
+/// `ARGV[4] + 1`), else a new one. `{1, id, deliveries, payload, dead}`, or `{0, dead}` when none
+/// is ready, where `dead` counts the messages dead-lettered on the way.
 const RECEIVE_SCRIPT: &str = concat!(
     ensure_group!(),
     r"
@@ -110,7 +114,7 @@ local function payload(fields)
   end
   return false
 end
-local cursor = '0-0'
+local cursor, dead = '0-0', 0
 repeat
   local claimed = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], cursor, 'COUNT', 1)
   cursor = claimed[1]
@@ -118,17 +122,18 @@ repeat
   if entry then
     local id = entry[1]
     local deliveries = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1][4]
-    if deliveries <= max then return {1, id, deliveries, payload(entry[2])} end
+    if deliveries <= max then return {1, id, deliveries, payload(entry[2]), dead} end
     redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1,
       'p', payload(entry[2]) or '')
     redis.call('XACK', KEYS[1], group, id)
     redis.call('XDEL', KEYS[1], id)
+    dead = dead + 1
   end
 until cursor == '0-0'
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-if not read then return {0} end
+if not read then return {0, dead} end
 local entry = read[1][2][1]
-return {1, entry[1], 1, payload(entry[2])}
+return {1, entry[1], 1, payload(entry[2]), dead}
 "
 );
 
@@ -217,6 +222,8 @@ pub struct RedisOptions {
     max_message_bytes: usize,
     dedup_window: Option<Duration>,
     max_idle_connections: usize,
+    #[cfg(feature = "metrics")]
+    metrics_name: Option<String>,
 }
 
 impl Default for RedisOptions {
@@ -230,6 +237,8 @@ impl Default for RedisOptions {
             max_deliveries: 5,
             capacity: 100_000,
             max_message_bytes: 1 << 20,
+            #[cfg(feature = "metrics")]
+            metrics_name: None,
             dedup_window: None,
             max_idle_connections: 16,
         }
@@ -329,6 +338,17 @@ impl RedisOptions {
         }
     }
 
+    /// The `queue` label of this handle's metrics (feature `metrics`; default `default`).
+    /// The handle registers its series when it is built: install the recorder first.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_name(self, name: impl Into<String>) -> Self {
+        Self {
+            metrics_name: Some(name.into()),
+            ..self
+        }
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let invalid = |reason| Err(Error::InvalidOptions { reason });
         if self.visibility_timeout < Duration::from_millis(1)
@@ -393,6 +413,8 @@ pub struct RedisQueue {
     receive: Script,
     settle: Script,
     stats: Script,
+    #[cfg(feature = "metrics")]
+    metrics: metrics::RedisMetrics,
 }
 
 impl fmt::Debug for RedisQueue {
@@ -485,7 +507,6 @@ impl RedisQueue {
             dedup_prefix: format!("{stream}:id:").into_bytes(),
             consumer,
             visibility_ms,
-            options,
             // A send run twice may store the message twice; a receive run twice leases two
             // messages, one of which comes back only after its lease; a settle run twice
             // reports its own first run as a refusal. None is resent.
@@ -494,6 +515,9 @@ impl RedisQueue {
             settle: Script::new(SETTLE_SCRIPT, false),
             // Only reads (and creates the group if missing): harmless to repeat.
             stats: Script::new(STATS_SCRIPT, true),
+            #[cfg(feature = "metrics")]
+            metrics: metrics::RedisMetrics::new(options.metrics_name.as_deref()),
+            options,
         })
     }
 
@@ -503,9 +527,11 @@ impl RedisQueue {
     }
 
     fn run(&self, script: &Script, keys: &[Vec<u8>], args: &[&[u8]]) -> Result<Value, Error> {
-        self.connections
-            .script(script, keys, args)
-            .map_err(|e| backend(&e))
+        self.connections.script(script, keys, args).map_err(|e| {
+            #[cfg(feature = "metrics")]
+            self.metrics.backend_errors.increment(1);
+            backend(&e)
+        })
     }
 
     /// Stores a message at the end of the stream; returns once Redis has applied the `XADD`
@@ -556,10 +582,19 @@ impl RedisQueue {
             return Err(malformed("send", &reply));
         };
         match items.first().and_then(int) {
-            Some(code @ (0 | 1)) => Ok(Sent {
-                offset: offset_field("send", &reply, items.get(1))?,
-                duplicate: code == 1,
-            }),
+            Some(code @ (0 | 1)) => {
+                let sent = Sent {
+                    offset: offset_field("send", &reply, items.get(1))?,
+                    duplicate: code == 1,
+                };
+                #[cfg(feature = "metrics")]
+                if sent.duplicate {
+                    self.metrics.duplicates.increment(1);
+                } else {
+                    self.metrics.sends.increment(1);
+                }
+                Ok(sent)
+            }
             Some(2) => Err(Error::Full {
                 capacity: usize::try_from(self.options.capacity).unwrap_or(usize::MAX),
             }),
@@ -590,6 +625,19 @@ impl RedisQueue {
         let Value::Array(items) = &reply else {
             return Err(malformed("receive", &reply));
         };
+        #[cfg(feature = "metrics")]
+        {
+            let at = if items.first().and_then(int) == Some(0) {
+                1
+            } else {
+                4
+            };
+            let dead = items
+                .get(at)
+                .and_then(int)
+                .and_then(|n| u64::try_from(n).ok());
+            self.metrics.dead_lettered.increment(dead.unwrap_or(0));
+        }
         match items.first().and_then(int) {
             Some(0) => Ok(None),
             Some(1) => {
@@ -603,6 +651,13 @@ impl RedisQueue {
                     offset,
                     reason: "a stream entry without a payload field",
                 })?;
+                #[cfg(feature = "metrics")]
+                {
+                    self.metrics.deliveries.increment(1);
+                    if attempt > 1 {
+                        self.metrics.redeliveries.increment(1);
+                    }
+                }
                 Ok(Some(Delivery::new(
                     offset,
                     attempt,
@@ -632,6 +687,10 @@ impl RedisQueue {
         let Value::Array(items) = &reply else {
             return Err(malformed(action, &reply));
         };
+        #[cfg(feature = "metrics")]
+        if matches!(items.first().and_then(int), Some(1..=4)) {
+            self.metrics.refused.increment(1);
+        }
         match items.first().and_then(int) {
             Some(0) => Ok(()),
             Some(1) => Err(Error::AlreadySettled { offset }),
@@ -664,7 +723,10 @@ impl RedisQueue {
     /// ([`Error::UnknownDelivery`]). A lease past its deadline still counts until the message
     /// is received again. [`Error::Backend`] when the server fails.
     pub fn ack(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
-        self.settle_call(receipt.into(), "ack", 0)
+        self.settle_call(receipt.into(), "ack", 0)?;
+        #[cfg(feature = "metrics")]
+        self.metrics.acks.increment(1);
+        Ok(())
     }
 
     /// Terminates the delivery: settled without a dead letter, as by an ack (Redis sees no
@@ -737,7 +799,11 @@ impl RedisQueue {
                     .arg(count)
                     .query(connection)
             })
-            .map_err(|e| backend(&e))?;
+            .map_err(|e| {
+                #[cfg(feature = "metrics")]
+                self.metrics.backend_errors.increment(1);
+                backend(&e)
+            })?;
         let Value::Array(entries) = &reply else {
             return Err(malformed("XRANGE", &reply));
         };

@@ -574,3 +574,67 @@ fn the_redis_queue_follows_the_work_queue_model() {
         follow_the_model(&url, &format!("model-{}", case.get()), &ops);
     });
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_count_each_call_under_the_queue_name() {
+    use infra_mqueue::redis::metrics::{
+        ACKS_TOTAL, BACKEND_ERRORS_TOTAL, DEAD_LETTERED_TOTAL, DELIVERIES_TOTAL, DUPLICATES_TOTAL,
+        REDELIVERIES_TOTAL, REFUSED_TOTAL, SENDS_TOTAL,
+    };
+    use infra_testkit::metrics::{counters, value};
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let named = options()
+            .max_deliveries(2)
+            .dedup_window(Duration::from_secs(600))
+            .metrics_name("orders");
+        let queue = queue(&server, named);
+        queue.send(Message::new("a").id("a")).unwrap();
+        assert!(queue.send(Message::new("a").id("a")).unwrap().duplicate);
+        queue.send("b").unwrap();
+        let first = queue.try_receive().unwrap().unwrap(); // "a", attempt 1
+        queue.nack(&first, Duration::ZERO).unwrap();
+        let second = queue.try_receive().unwrap().unwrap(); // "a", attempt 2
+        assert_eq!((second.offset(), second.attempt()), (0, 2));
+        assert!(queue.ack(&first).is_err()); // refused: redelivered
+        queue.nack(&second, Duration::ZERO).unwrap();
+        let b = queue.try_receive().unwrap().unwrap(); // "a" dead-lettered, then "b"
+        assert_eq!(b.payload(), b"b");
+        queue.ack(&b).unwrap();
+        assert!(queue.try_receive().unwrap().is_none());
+        // A handle on a port nothing listens on: every call is a backend error.
+        let dead_port = RedisQueue::new(
+            "redis://127.0.0.1:1/",
+            QUEUE,
+            options()
+                .timeout(Duration::from_secs(5))
+                .metrics_name("nowhere"),
+        )
+        .unwrap();
+        assert!(matches!(dead_port.send("x"), Err(Error::Backend { .. })));
+        assert!(matches!(
+            dead_port.try_receive(),
+            Err(Error::Backend { .. })
+        ));
+    });
+    let series = counters(&snapshotter);
+    let orders = |name| value(&series, name, &[("queue", "orders")]);
+    assert_eq!(orders(SENDS_TOTAL), Some(2));
+    assert_eq!(orders(DUPLICATES_TOTAL), Some(1));
+    assert_eq!(orders(DELIVERIES_TOTAL), Some(3));
+    assert_eq!(orders(REDELIVERIES_TOTAL), Some(1));
+    assert_eq!(orders(ACKS_TOTAL), Some(1));
+    assert_eq!(orders(DEAD_LETTERED_TOTAL), Some(1));
+    assert_eq!(orders(REFUSED_TOTAL), Some(1));
+    assert_eq!(orders(BACKEND_ERRORS_TOTAL), Some(0));
+    let nowhere = |name| value(&series, name, &[("queue", "nowhere")]);
+    assert_eq!(nowhere(BACKEND_ERRORS_TOTAL), Some(2));
+    assert_eq!(nowhere(SENDS_TOTAL), Some(0));
+}
