@@ -408,3 +408,56 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(b.origin().calls(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tags_set_in_redis_drops_records_that_have_expired() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+    // Kept one second: Redis expires the records on its own clock.
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=1"), ("surrogate-key", "short")],
+            "brief",
+        ))
+    });
+    let cache = HttpCache::builder(origin, 16 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build();
+    let first = "edgecache:r:GET shop.example/brief/1";
+    cache
+        .serve(get("http://shop.example/brief/1", &[]))
+        .await
+        .unwrap();
+    poll("the first record to be written, then to expire", || {
+        let gone = stats(&cache).writes == 1 && !exists(&server, first);
+        async move { gone }
+    })
+    .await;
+    cache
+        .serve(get("http://shop.example/brief/2", &[]))
+        .await
+        .unwrap();
+    poll("the second write", || {
+        let written = stats(&cache).writes == 2;
+        async move { written }
+    })
+    .await;
+    // Only the live record is left in the tag's set: a tag written to forever stays small.
+    assert_eq!(
+        server.command(&["ZCARD", "edgecache:t:short"]).unwrap(),
+        ":1"
+    );
+    // And a purge by the tag still deletes what it holds.
+    cache.purge_tag("short", PurgeMode::Hard);
+    poll("the purge", || {
+        let done = stats(&cache).purges_published == 1;
+        async move { done }
+    })
+    .await;
+    assert!(!exists(&server, "edgecache:r:GET shop.example/brief/2"));
+    assert!(!exists(&server, "edgecache:t:short"));
+}

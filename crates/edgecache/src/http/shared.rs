@@ -6,8 +6,11 @@
 //! - `<ns>:r:<primary key>`: the latest stored variant of a URL, a [`Record`], kept with
 //!   `PX` = the time the cache would keep it (its stale windows and validator allowance
 //!   included).
-//! - `<ns>:t:<tag>`: a set of the record keys written with that surrogate key, kept as long as
-//!   the longest of them, so a purge by tag knows what to delete.
+//! - `<ns>:t:<tag>`: a sorted set of the record keys written with that surrogate key, each
+//!   scored with the time (Redis's clock, in milliseconds) its record expires. Every write
+//!   prunes the members already expired, so the set holds only records that may still exist
+//!   (a tag written to forever does not grow forever), and the set is kept as long as the
+//!   longest of them; a purge by tag deletes its members.
 //! - `<ns>:purge`: the channel purges are published on.
 //!
 //! The HTTP layer is async and [`Connections`] blocks, so every Redis call runs on tokio's
@@ -37,12 +40,16 @@ if len > tonumber(ARGV[1]) then return -1 end
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 ";
 
-/// Writes a record and adds its key to its tags' sets, each kept at least as long.
+/// Writes a record and adds its key to its tags' sets, scored with its expiry, after removing
+/// the members already expired; each set is kept at least as long as the record.
 const WRITE: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local ttl = tonumber(ARGV[2])
 for i = 2, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return 1
@@ -50,7 +57,7 @@ return 1
 
 /// Deletes the records of a tag and the tag's set, then publishes the purge.
 const PURGE_TAG: &str = r"
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', key) end
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[1])
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 ";
