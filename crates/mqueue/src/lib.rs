@@ -8,8 +8,8 @@
 //!   with durably committed offsets (at-least-once).
 //! - [`queue`]: the work queue: leases with visibility timeouts, acks, redelivery, dead letters.
 //! - [`Error`]: the crate's one error type.
-//! - feature `metrics`: appends, fsyncs, bytes and depth per log (and the queue's figures)
-//!   through the `metrics` facade.
+//! - feature `metrics`: appends, fsyncs, bytes and depth per log (and the queue's figures, and
+//!   with `redis` the Redis queue's counters) through the `metrics` facade.
 //! - feature `tokio`: the work queue's `send_async` and `receive_async`, which wait on tokio's
 //!   `Notify` instead of blocking a thread.
 //! - feature `redis`: [`redis::RedisQueue`], the same work-queue API over Redis Streams, one
