@@ -94,7 +94,9 @@ pub use jaeger::{JaegerHeader, JaegerPropagator, UBER_TRACE_ID, UBERCTX_PREFIX};
 #[cfg(feature = "tracing")]
 pub use log_layer::{TraceLogLayer, current_ids};
 #[cfg(feature = "tower")]
-pub use middleware::{ClientLayer, ResponseFuture, ServerLayer, TracedClient, TracedServer};
+pub use middleware::{
+    ClientLayer, MethodName, ResponseFuture, RouteName, ServerLayer, TracedClient, TracedServer,
+};
 pub use probability::Threshold;
 pub use propagator::{CompositePropagator, Propagator};
 pub use sampler::{

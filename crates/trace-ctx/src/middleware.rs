@@ -2,10 +2,16 @@
 //!
 //! - [`ServerLayer`]: extracts the caller's context from the request headers, records a server
 //!   span around the inner service, and runs the service with that context current, so spans
-//!   and client calls made while handling the request join the caller's trace.
+//!   and client calls made while handling the request join the caller's trace. The span is
+//!   named by a [`RouteName`]: the method alone by default ([`MethodName`]), or a name built
+//!   from a route template the application supplies.
 //! - [`ClientLayer`]: injects the current context into outgoing requests; with a tracer, it
 //!   records a client span per request, so each call carries a new parent id.
+//!
+//! A propagator that is not `Clone`, such as [`CompositePropagator`](crate::CompositePropagator),
+//! goes behind either layer in an [`Arc`](std::sync::Arc), which is a [`Propagator`] too.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -15,51 +21,141 @@ use tower::{Layer, Service};
 use crate::future::{FutureExt, WithContext};
 use crate::{Context, Propagator, Span, SpanKind, Status, Tracer};
 
-/// Wraps a service so each request runs in the caller's trace, inside a server span.
+/// Names the server span of a request.
+///
+/// Name spans after the route template that matched (`GET /cart/{id}`), never the raw path:
+/// a raw path holds ids, so it gives every request its own span name and overwhelms the
+/// backend. Any `Fn(&http::Request<B>) -> impl Into<Cow<'static, str>>` is a `RouteName`;
+/// returning a `&'static str` costs no allocation.
 ///
 /// ```
 /// use infra_trace_ctx::{ServerLayer, TraceContextPropagator, Tracer};
 ///
-/// let layer = ServerLayer::new(Tracer::builder().service("cart").build(), TraceContextPropagator);
+/// let layer = ServerLayer::new(Tracer::builder().build(), TraceContextPropagator).route(
+///     |request: &http::Request<()>| match request.uri().path() {
+///         path if path.starts_with("/cart/") => "GET /cart/{id}",
+///         _ => "GET",
+///     },
+/// );
 /// # let _ = layer;
 /// ```
-#[derive(Clone, Debug)]
-pub struct ServerLayer<P> {
-    tracer: Tracer,
-    propagator: P,
+pub trait RouteName<B> {
+    /// The span name for `request`.
+    fn route_name(&self, request: &http::Request<B>) -> Cow<'static, str>;
 }
 
-impl<P> ServerLayer<P> {
-    /// Records spans with `tracer`, reads headers with `propagator`.
-    pub fn new(tracer: Tracer, propagator: P) -> Self {
-        Self { tracer, propagator }
+impl<B, F, N> RouteName<B> for F
+where
+    F: Fn(&http::Request<B>) -> N,
+    N: Into<Cow<'static, str>>,
+{
+    fn route_name(&self, request: &http::Request<B>) -> Cow<'static, str> {
+        self(request).into()
     }
 }
 
-impl<S, P: Clone> Layer<S> for ServerLayer<P> {
-    type Service = TracedServer<S, P>;
+/// The default [`RouteName`]: the request method alone (`GET`), or `HTTP` for a method
+/// outside RFC 9110 and PATCH, as OpenTelemetry's HTTP conventions name spans without a
+/// route. Never allocates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MethodName;
+
+impl<B> RouteName<B> for MethodName {
+    fn route_name(&self, request: &http::Request<B>) -> Cow<'static, str> {
+        Cow::Borrowed(match request.method().as_str() {
+            "GET" => "GET",
+            "HEAD" => "HEAD",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "DELETE" => "DELETE",
+            "CONNECT" => "CONNECT",
+            "OPTIONS" => "OPTIONS",
+            "TRACE" => "TRACE",
+            "PATCH" => "PATCH",
+            _ => "HTTP",
+        })
+    }
+}
+
+/// Wraps a service so each request runs in the caller's trace, inside a server span.
+///
+/// The span is named by [`MethodName`] unless [`ServerLayer::route`] supplies a name. It
+/// ends when the inner service's response future completes; a 5xx response or a service
+/// error sets its status to error (4xx is the client's fault, not the server's).
+///
+/// ```
+/// use std::sync::Arc;
+/// use infra_trace_ctx::{
+///     B3Propagator, CompositePropagator, ServerLayer, TraceContextPropagator, Tracer,
+/// };
+///
+/// let tracer = Tracer::builder().service("cart").build();
+/// let layer = ServerLayer::new(tracer.clone(), TraceContextPropagator);
+/// // A propagator that is not `Clone` goes in an `Arc`.
+/// let both = Arc::new(CompositePropagator::new(vec![
+///     Box::new(TraceContextPropagator),
+///     Box::new(B3Propagator::single_header()),
+/// ]));
+/// let composite = ServerLayer::new(tracer, both);
+/// # let _ = (layer, composite);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerLayer<P, N = MethodName> {
+    tracer: Tracer,
+    propagator: P,
+    route: N,
+}
+
+impl<P> ServerLayer<P> {
+    /// Records spans with `tracer`, reads headers with `propagator`, names spans with
+    /// [`MethodName`].
+    pub fn new(tracer: Tracer, propagator: P) -> Self {
+        Self {
+            tracer,
+            propagator,
+            route: MethodName,
+        }
+    }
+}
+
+impl<P, N> ServerLayer<P, N> {
+    /// Names server spans with `route` (see [`RouteName`]).
+    pub fn route<R>(self, route: R) -> ServerLayer<P, R> {
+        ServerLayer {
+            tracer: self.tracer,
+            propagator: self.propagator,
+            route,
+        }
+    }
+}
+
+impl<S, P: Clone, N: Clone> Layer<S> for ServerLayer<P, N> {
+    type Service = TracedServer<S, P, N>;
 
     fn layer(&self, inner: S) -> Self::Service {
         TracedServer {
             inner,
             tracer: self.tracer.clone(),
             propagator: self.propagator.clone(),
+            route: self.route.clone(),
         }
     }
 }
 
 /// The service built by [`ServerLayer`].
 #[derive(Clone, Debug)]
-pub struct TracedServer<S, P> {
+pub struct TracedServer<S, P, N = MethodName> {
     inner: S,
     tracer: Tracer,
     propagator: P,
+    route: N,
 }
 
-impl<S, P, B, R> Service<http::Request<B>> for TracedServer<S, P>
+impl<S, P, N, B, R> Service<http::Request<B>> for TracedServer<S, P, N>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     P: Propagator,
+    N: RouteName<B>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -71,7 +167,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let remote = self.propagator.extract(request.headers());
-        let name = format!("{} {}", request.method(), request.uri().path());
+        let name = self.route.route_name(&request);
         let mut span = self
             .tracer
             .span(name)
@@ -90,18 +186,22 @@ where
         ResponseFuture {
             inner: future.with_context(context),
             span: Some(span),
+            client: false,
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// The response future of [`TracedServer`] and [`TracedClient`]: ends the span when the
-    /// response arrives, with the status code as an attribute (5xx and errors mark it failed).
+    /// response arrives, with the status code as an attribute. An error from the service
+    /// marks the span failed, and so does an error status, per OpenTelemetry's HTTP
+    /// conventions: 5xx on a server span, 4xx and 5xx on a client span.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: WithContext<F>,
         span: Option<Span>,
+        client: bool,
     }
 }
 
@@ -121,6 +221,8 @@ where
                     span.set_attribute("http.response.status_code", i64::from(code));
                     if response.status().is_server_error() {
                         span.set_status(Status::Error("server error".into()));
+                    } else if *this.client && response.status().is_client_error() {
+                        span.set_status(Status::Error("client error".into()));
                     }
                 }
                 Err(_) => span.set_status(Status::Error("the service failed".into())),
@@ -132,6 +234,9 @@ where
 }
 
 /// Wraps an HTTP client so every request carries the current context.
+///
+/// With a tracer, a 4xx or 5xx response or a client error sets the client span's status to
+/// error.
 ///
 /// ```
 /// use infra_trace_ctx::{ClientLayer, TraceContextPropagator, Tracer};
@@ -211,6 +316,7 @@ where
         ResponseFuture {
             inner: self.inner.call(request).with_context(context),
             span,
+            client: true,
         }
     }
 }
@@ -237,10 +343,10 @@ mod tests {
 
         fn call(&mut self, request: http::Request<()>) -> Self::Future {
             let seen = Context::map_current(|cx| cx.span().map(SpanContext::trace_id));
-            let status = if request.uri().path() == "/fail" {
-                503
-            } else {
-                200
+            let status = match request.uri().path() {
+                "/fail" => 503,
+                "/missing" => 404,
+                _ => 200,
             };
             let header = request
                 .headers()
@@ -286,7 +392,7 @@ mod tests {
 
         let spans = exporter.spans();
         assert_eq!(spans.len(), 2);
-        assert_eq!(spans[0].name, "GET /cart");
+        assert_eq!(spans[0].name, "GET", "the method alone without a route");
         assert_eq!(spans[0].kind, SpanKind::Server);
         assert_eq!(
             spans[0].parent_span_id.map(|id| id.to_string()).as_deref(),
@@ -333,6 +439,123 @@ mod tests {
         assert!(
             spans.iter().all(|s| s.kind == SpanKind::Client
                 && s.parent_span_id == Some(root.context().span_id()))
+        );
+    }
+
+    #[allow(clippy::disallowed_types)] // users share a composite in `std`'s `Arc`
+    fn composite() -> std::sync::Arc<crate::CompositePropagator> {
+        std::sync::Arc::new(crate::CompositePropagator::new(vec![
+            Box::new(crate::B3Propagator::single_header()),
+            Box::new(TraceContextPropagator),
+        ]))
+    }
+
+    #[tokio::test]
+    async fn a_composite_propagator_works_behind_both_layers() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut server = ServerLayer::new(tracer.clone(), composite()).layer(Echo);
+        let request = http::Request::builder()
+            .uri("/cart")
+            .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+            .body(())
+            .unwrap();
+        let body = server.call(request).await.unwrap().into_body();
+        assert!(
+            body.starts_with("80f198ee56343ba864fe8b2a57d3eff7|"),
+            "{body}"
+        );
+
+        let mut client = ClientLayer::new(composite())
+            .with_tracer(tracer.clone())
+            .layer(Echo);
+        let root = tracer.span("handler").start();
+        let _guard = root.attach();
+        let request = http::Request::builder().uri("/next").body(()).unwrap();
+        let body = client.call(request).await.unwrap().into_body();
+        let sent = TraceParent::parse(body.split('|').nth(1).unwrap()).unwrap();
+        assert_eq!(sent.trace_id, root.context().trace_id());
+    }
+
+    #[tokio::test]
+    async fn client_4xx_and_5xx_are_errors_server_4xx_is_not() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut client = ClientLayer::new(TraceContextPropagator)
+            .with_tracer(tracer.clone())
+            .layer(Echo);
+        let mut server = ServerLayer::new(tracer, TraceContextPropagator).layer(Echo);
+        let request = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
+        for path in ["/next", "/missing", "/fail"] {
+            client.call(request(path)).await.unwrap();
+        }
+        server.call(request("/missing")).await.unwrap();
+        let statuses: Vec<(SpanKind, Status)> = exporter
+            .spans()
+            .into_iter()
+            .map(|span| (span.kind, span.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                (SpanKind::Client, Status::Unset),
+                (SpanKind::Client, Status::Error("client error".into())),
+                (SpanKind::Client, Status::Error("server error".into())),
+                (SpanKind::Server, Status::Unset),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn server_spans_are_named_by_the_route() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let route = |request: &http::Request<()>| -> Cow<'static, str> {
+            if request.uri().path().starts_with("/cart/") {
+                Cow::Borrowed("GET /cart/{id}")
+            } else {
+                Cow::Owned(format!("{} other", request.method()))
+            }
+        };
+        let mut service = ServerLayer::new(tracer, TraceContextPropagator)
+            .route(route)
+            .layer(Echo);
+        let mut unnamed = ServerLayer::new(
+            Tracer::builder().exporter(exporter.clone()).build(),
+            TraceContextPropagator,
+        )
+        .layer(Echo);
+        for (method, path) in [("GET", "/cart/1"), ("GET", "/cart/2"), ("POST", "/pay")] {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap();
+            service.call(request).await.unwrap();
+        }
+        for method in ["DELETE", "PATCH", "PURGE"] {
+            let request = http::Request::builder()
+                .method(method)
+                .uri("/x")
+                .body(())
+                .unwrap();
+            unnamed.call(request).await.unwrap();
+        }
+        let names: Vec<String> = exporter
+            .spans()
+            .into_iter()
+            .map(|s| s.name.into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "GET /cart/{id}",
+                "GET /cart/{id}",
+                "POST other",
+                "DELETE",
+                "PATCH",
+                "HTTP"
+            ]
         );
     }
 }

@@ -35,7 +35,7 @@ pub trait Propagator: Send + Sync + fmt::Debug {
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector);
 
     /// The field names this format reads and writes (prefixes end in `-`).
-    fn fields(&self) -> &'static [&'static str];
+    fn fields(&self) -> &[&'static str];
 
     /// The span context and baggage carried by `carrier`; without a span context, the
     /// sampling decision sent alone, if any ([`Context::sampling_state`]).
@@ -77,12 +77,19 @@ pub trait Propagator: Send + Sync + fmt::Debug {
 #[derive(Debug, Default)]
 pub struct CompositePropagator {
     formats: Vec<Box<dyn Propagator>>,
+    fields: Vec<&'static str>,
 }
 
 impl CompositePropagator {
     /// Formats in priority order (the first one's span context wins on extraction).
     pub fn new(formats: Vec<Box<dyn Propagator>>) -> Self {
-        Self { formats }
+        let mut fields: Vec<&'static str> = Vec::new();
+        for field in formats.iter().flat_map(|f| f.fields().iter().copied()) {
+            if !fields.contains(&field) {
+                fields.push(field);
+            }
+        }
+        Self { formats, fields }
     }
 
     /// The configured formats, in priority order.
@@ -114,10 +121,39 @@ impl Propagator for CompositePropagator {
         }
     }
 
-    /// Empty: a composite's fields are those of its formats, see
-    /// [`CompositePropagator::formats`].
-    fn fields(&self) -> &'static [&'static str] {
-        &[]
+    /// The fields of every format, in priority order, each once.
+    fn fields(&self) -> &[&'static str] {
+        &self.fields
+    }
+}
+
+/// A shared propagator is a propagator, so one that is not `Clone` (such as
+/// [`CompositePropagator`]) can sit behind layers that copy theirs per service.
+// Users share propagators in `std`'s `Arc`; this impl holds no shared state of its own.
+#[allow(clippy::disallowed_types)]
+impl<P: Propagator + ?Sized> Propagator for std::sync::Arc<P> {
+    fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        (**self).extract_span(carrier)
+    }
+
+    fn extract_sampling_state(&self, carrier: &dyn Extractor) -> Option<SamplingState> {
+        (**self).extract_sampling_state(carrier)
+    }
+
+    fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
+        (**self).extract_baggage(carrier, baggage);
+    }
+
+    fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
+        (**self).inject(cx, carrier);
+    }
+
+    fn fields(&self) -> &[&'static str] {
+        (**self).fields()
+    }
+
+    fn extract(&self, carrier: &dyn Extractor) -> Context {
+        (**self).extract(carrier)
     }
 }
 
@@ -256,5 +292,44 @@ mod tests {
             ]
         );
         assert_eq!(composite().formats().len(), 4);
+    }
+
+    #[test]
+    fn a_composite_lists_the_fields_of_every_format_once() {
+        let twice = CompositePropagator::new(vec![
+            Box::new(composite()),
+            Box::new(TraceContextPropagator),
+        ]);
+        let mut expected: Vec<&str> = Vec::new();
+        for format in [
+            &TraceContextPropagator as &dyn Propagator,
+            &B3Propagator::multi_header(),
+            &JaegerPropagator,
+            &BaggagePropagator,
+        ] {
+            for field in format.fields() {
+                if !expected.contains(field) {
+                    expected.push(field);
+                }
+            }
+        }
+        assert!(expected.contains(&"traceparent") && expected.contains(&"baggage"));
+        assert_eq!(composite().fields(), expected);
+        assert_eq!(twice.fields(), expected);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_types)] // the impl under test is for users' `std` `Arc`s
+    fn a_shared_propagator_behaves_as_the_one_it_shares() {
+        let shared = std::sync::Arc::new(composite());
+        let carrier = vec![("uber-trace-id", "abc:def:0:3"), ("baggage", "a=1")];
+        let cx = shared.extract(&carrier);
+        assert_eq!(cx, composite().extract(&carrier));
+        let mut via_arc: Vec<(String, String)> = Vec::new();
+        let mut direct: Vec<(String, String)> = Vec::new();
+        shared.inject(&cx, &mut via_arc);
+        composite().inject(&cx, &mut direct);
+        assert_eq!(via_arc, direct);
+        assert_eq!(shared.fields(), composite().fields());
     }
 }

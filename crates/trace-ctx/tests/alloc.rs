@@ -1,6 +1,7 @@
 //! Proves the hot paths allocate nothing: extracting and injecting a `traceparent` (no
 //! `tracestate`), starting, annotating and ending an unsampled span, and starting children
-//! of an unsampled parent that carries a `tracestate`.
+//! of an unsampled parent that carries a `tracestate`, and (feature `tower`) serving a request
+//! through the server layer when its span is unsampled.
 //!
 //! A counting global allocator tallies allocations made by the current thread only, so the
 //! test harness's own threads do not disturb the count.
@@ -186,5 +187,87 @@ fn children_of_an_unsampled_parent_with_a_tracestate_allocate_nothing() {
     assert_eq!(
         count, 0,
         "children of an unsampled parent allocated {count} times in 100 rounds"
+    );
+}
+
+/// A service that answers at once with an empty response, allocating nothing itself.
+#[cfg(feature = "tower")]
+#[derive(Clone)]
+struct Empty;
+
+#[cfg(feature = "tower")]
+impl tower::Service<http::Request<()>> for Empty {
+    type Response = http::Response<()>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(())))
+    }
+}
+
+#[cfg(feature = "tower")]
+#[test]
+fn an_unsampled_server_span_named_by_its_route_allocates_nothing() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Poll, Waker};
+
+    use infra_trace_ctx::ServerLayer;
+    use tower::{Layer, Service};
+
+    let tracer = Tracer::builder().sampler(AlwaysOff).build();
+    let route = |request: &http::Request<()>| {
+        if request.uri().path().starts_with("/cart/") {
+            "GET /cart/{id}"
+        } else {
+            "GET"
+        }
+    };
+    let mut named = ServerLayer::new(tracer.clone(), TraceContextPropagator)
+        .route(route)
+        .layer(Empty);
+    let mut by_method = ServerLayer::new(tracer, TraceContextPropagator).layer(Empty);
+    let requests: Vec<http::Request<()>> = (0..200)
+        .map(|i| {
+            http::Request::builder()
+                .uri(format!("/cart/{i}"))
+                .header("traceparent", TRACEPARENT)
+                .body(())
+                .expect("valid request")
+        })
+        .collect();
+    let mut waker_cx = std::task::Context::from_waker(Waker::noop());
+    // Warm-up: the first attach on a thread allocates the thread's list of attachments.
+    let mut warm_up = by_method.call(http::Request::new(()));
+    assert!(pin!(&mut warm_up).poll(&mut waker_cx).is_ready());
+
+    let mut requests = requests.into_iter();
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..100 {
+            let request = requests.next().expect("enough requests");
+            let mut future = pin!(named.call(request));
+            assert!(matches!(
+                future.as_mut().poll(&mut waker_cx),
+                Poll::Ready(Ok(_))
+            ));
+            let request = requests.next().expect("enough requests");
+            let mut future = pin!(by_method.call(request));
+            assert!(matches!(
+                future.as_mut().poll(&mut waker_cx),
+                Poll::Ready(Ok(_))
+            ));
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "unsampled server spans allocated {count} times in 100 rounds"
     );
 }
