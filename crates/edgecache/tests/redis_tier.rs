@@ -466,3 +466,109 @@ async fn a_tags_set_in_redis_drops_records_that_have_expired() {
     assert!(!exists(&server, "edgecache:r:GET shop.example/brief/2"));
     assert!(!exists(&server, "edgecache:t:short"));
 }
+
+/// The shared tier's metrics count what its stats count, under each cache's name.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_tier_metrics_match_its_stats() {
+    use infra_edgecache::metrics::{
+        CACHE_LABEL, OUTCOME_LABEL, PURGE_MESSAGES_TOTAL, SHARED_READS_TOTAL, SHARED_WRITES_TOTAL,
+    };
+    use infra_testkit::metrics::{counters, value};
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let clock = ManualClock::new();
+    let named = |name: &'static str, body: &'static str| {
+        let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            HttpCache::builder(origin(body), 16 << 20)
+                .clock(clock.clone())
+                .shared_tier(tier)
+                .metrics_name(name)
+                .build()
+        })
+    };
+    let a = named("a", "from a");
+    let b = named("b", "from b");
+    subscribed(&server, 2).await;
+
+    // a: a read that misses, a write. b: a read that hits, then a miss for another variant
+    // and its write.
+    serve(&a, "en").await;
+    poll("a's write", || {
+        let written = stats(&a).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::SharedHit);
+    assert_eq!(serve(&b, "fr").await.0, CacheStatus::Miss);
+    // Redis holds one record per URL: b's variant replaced a's.
+    poll("b's write", || {
+        let written = stats(&b).writes == 1;
+        async move { written }
+    })
+    .await;
+    // A purge from a, applied by b.
+    a.purge_tag("catalogue", PurgeMode::Hard);
+    poll("the purge to be counted on both edges", || {
+        let done = stats(&a).purges_published == 1 && stats(&b).purges_applied == 1;
+        async move { done }
+    })
+    .await;
+
+    let series = counters(&recorder.snapshotter());
+    let count = |name: &str, cache: &str, outcome: &str| {
+        value(
+            &series,
+            name,
+            &[(CACHE_LABEL, cache), (OUTCOME_LABEL, outcome)],
+        )
+    };
+    for (cache, edge) in [("a", &a), ("b", &b)] {
+        let stats = stats(edge);
+        let expected = [
+            (SHARED_READS_TOTAL, "hit", stats.hits),
+            (SHARED_READS_TOTAL, "miss", stats.misses),
+            (SHARED_READS_TOTAL, "error", stats.read_errors),
+            (SHARED_READS_TOTAL, "invalid", stats.invalid_records),
+            (SHARED_WRITES_TOTAL, "written", stats.writes),
+            (SHARED_WRITES_TOTAL, "error", stats.write_errors),
+            (PURGE_MESSAGES_TOTAL, "published", stats.purges_published),
+            (PURGE_MESSAGES_TOTAL, "error", stats.purge_errors),
+            (PURGE_MESSAGES_TOTAL, "applied", stats.purges_applied),
+            (PURGE_MESSAGES_TOTAL, "invalid", stats.invalid_messages),
+        ];
+        for (name, outcome, stat) in expected {
+            assert_eq!(
+                count(name, cache, outcome),
+                Some(stat),
+                "{name} {outcome} on {cache}"
+            );
+        }
+    }
+    let (a, b) = (stats(&a), stats(&b));
+    assert_eq!(
+        (
+            a.hits,
+            a.misses,
+            a.writes,
+            a.purges_published,
+            a.purges_applied
+        ),
+        (0, 1, 1, 1, 0)
+    );
+    assert_eq!(
+        (
+            b.hits,
+            b.misses,
+            b.writes,
+            b.purges_published,
+            b.purges_applied
+        ),
+        (1, 1, 1, 0, 1)
+    );
+}
