@@ -95,7 +95,8 @@ pub use jaeger::{JaegerHeader, JaegerPropagator, UBER_TRACE_ID, UBERCTX_PREFIX};
 pub use log_layer::{TraceLogLayer, current_ids};
 #[cfg(feature = "tower")]
 pub use middleware::{
-    ClientLayer, MethodName, ResponseFuture, RouteName, ServerLayer, TracedClient, TracedServer,
+    ClientLayer, MethodName, ResponseFuture, RouteName, ServerLayer, ServerResponseFuture,
+    TracedBody, TracedClient, TracedServer,
 };
 pub use probability::Threshold;
 pub use propagator::{CompositePropagator, Propagator};

@@ -80,8 +80,9 @@ impl<B> RouteName<B> for MethodName {
 /// Wraps a service so each request runs in the caller's trace, inside a server span.
 ///
 /// The span is named by [`MethodName`] unless [`ServerLayer::route`] supplies a name. It
-/// ends when the inner service's response future completes; a 5xx response or a service
-/// error sets its status to error (4xx is the client's fault, not the server's).
+/// ends when the response body finishes ([`TracedBody`]), or at once when the service fails;
+/// a 5xx response, a service error or a body error sets its status to error (4xx is the
+/// client's fault, not the server's).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -156,10 +157,11 @@ where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     P: Propagator,
     N: RouteName<B>,
+    R: http_body::Body,
 {
-    type Response = S::Response;
+    type Response = http::Response<TracedBody<R>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ServerResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -183,25 +185,136 @@ where
             let _current = context.clone().attach();
             self.inner.call(request)
         };
-        ResponseFuture {
+        ServerResponseFuture {
             inner: future.with_context(context),
             span: Some(span),
-            client: false,
         }
     }
 }
 
+/// Records the response status on `span`: an error from the service, a 5xx, or (for a client
+/// span) a 4xx marks it failed.
+fn record_status<R, E>(span: &mut Span, output: &Result<http::Response<R>, E>, client: bool) {
+    match output {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            span.set_attribute("http.response.status_code", i64::from(code));
+            if response.status().is_server_error() {
+                span.set_status(Status::Error("server error".into()));
+            } else if client && response.status().is_client_error() {
+                span.set_status(Status::Error("client error".into()));
+            }
+        }
+        Err(_) => span.set_status(Status::Error("the service failed".into())),
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The response future of [`TracedServer`] and [`TracedClient`]: ends the span when the
-    /// response arrives, with the status code as an attribute. An error from the service
-    /// marks the span failed, and so does an error status, per OpenTelemetry's HTTP
-    /// conventions: 5xx on a server span, 4xx and 5xx on a client span.
+    /// The response future of [`TracedServer`]: records the status code on the server span
+    /// (a 5xx or an error from the service marks it failed) and hands the span to the
+    /// response body, which ends it when the body finishes ([`TracedBody`]). An error from
+    /// the service ends the span at once.
+    #[derive(Debug)]
+    pub struct ServerResponseFuture<F> {
+        #[pin]
+        inner: WithContext<F>,
+        span: Option<Span>,
+    }
+}
+
+impl<F, R, E> Future for ServerResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+    R: http_body::Body,
+{
+    type Output = Result<http::Response<TracedBody<R>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        let mut span = this.span.take();
+        if let Some(span) = &mut span {
+            record_status(span, &output, false);
+        }
+        Poll::Ready(output.map(|response| {
+            let (parts, body) = response.into_parts();
+            if body.is_end_stream()
+                && let Some(span) = span.take()
+            {
+                span.end();
+            }
+            http::Response::from_parts(parts, TracedBody { inner: body, span })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends its server span when the body finishes: at its last frame,
+    /// at an error (which marks the span failed), or when it is dropped unfinished.
+    #[derive(Debug)]
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        span: Option<Span>,
+    }
+}
+
+impl<B> TracedBody<B> {
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// The wrapped body; the span, if still open, ends now.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let finished = match &frame {
+            None => true,
+            Some(Err(_)) => {
+                if let Some(span) = this.span {
+                    span.set_status(Status::Error("the response body failed".into()));
+                }
+                true
+            }
+            Some(Ok(_)) => this.inner.is_end_stream(),
+        };
+        if finished && let Some(span) = this.span.take() {
+            span.end();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TracedClient`]: ends the client span when the response
+    /// arrives, with the status code as an attribute. An error from the service, a 4xx or a
+    /// 5xx marks the span failed, per OpenTelemetry's HTTP conventions for clients.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: WithContext<F>,
         span: Option<Span>,
-        client: bool,
     }
 }
 
@@ -215,18 +328,7 @@ where
         let this = self.project();
         let output = std::task::ready!(this.inner.poll(cx));
         if let Some(mut span) = this.span.take() {
-            match &output {
-                Ok(response) => {
-                    let code = response.status().as_u16();
-                    span.set_attribute("http.response.status_code", i64::from(code));
-                    if response.status().is_server_error() {
-                        span.set_status(Status::Error("server error".into()));
-                    } else if *this.client && response.status().is_client_error() {
-                        span.set_status(Status::Error("client error".into()));
-                    }
-                }
-                Err(_) => span.set_status(Status::Error("the service failed".into())),
-            }
+            record_status(&mut span, &output, true);
             span.end();
         }
         Poll::Ready(output)
@@ -316,7 +418,6 @@ where
         ResponseFuture {
             inner: self.inner.call(request).with_context(context),
             span,
-            client: true,
         }
     }
 }
@@ -385,10 +486,14 @@ mod tests {
         assert!(
             response
                 .body()
+                .get_ref()
                 .starts_with("4bf92f3577b34da6a3ce929d0e0e4736|")
         );
+        read_to_end(response.into_body()).await;
         let failing = http::Request::builder().uri("/fail").body(()).unwrap();
-        assert_eq!(service.call(failing).await.unwrap().status(), 503);
+        let response = service.call(failing).await.unwrap();
+        assert_eq!(response.status(), 503);
+        read_to_end(response.into_body()).await;
 
         let spans = exporter.spans();
         assert_eq!(spans.len(), 2);
@@ -442,6 +547,35 @@ mod tests {
         );
     }
 
+    /// Reads `body` frame by frame to its end; the number of data frames.
+    async fn read_to_end<B: http_body::Body + Unpin>(mut body: B) -> usize {
+        let mut frames = 0;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            assert!(frame.is_ok(), "the test bodies never fail");
+            frames += 1;
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_server_span_ends_when_the_response_body_finishes() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut service = ServerLayer::new(tracer, TraceContextPropagator).layer(Echo);
+        let request = || http::Request::builder().uri("/cart").body(()).unwrap();
+
+        let response = service.call(request()).await.unwrap();
+        assert!(exporter.spans().is_empty(), "the body is still unread");
+        assert_eq!(read_to_end(response.into_body()).await, 1);
+        assert_eq!(exporter.spans().len(), 1, "read to the end");
+
+        let unread = service.call(request()).await.unwrap();
+        assert_eq!(exporter.spans().len(), 1);
+        drop(unread);
+        assert_eq!(exporter.spans().len(), 2, "dropped unfinished");
+    }
+
     #[allow(clippy::disallowed_types)] // users share a composite in `std`'s `Arc`
     fn composite() -> std::sync::Arc<crate::CompositePropagator> {
         std::sync::Arc::new(crate::CompositePropagator::new(vec![
@@ -460,7 +594,7 @@ mod tests {
             .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
             .body(())
             .unwrap();
-        let body = server.call(request).await.unwrap().into_body();
+        let body = server.call(request).await.unwrap().into_body().into_inner();
         assert!(
             body.starts_with("80f198ee56343ba864fe8b2a57d3eff7|"),
             "{body}"

@@ -197,7 +197,7 @@ struct Empty;
 
 #[cfg(feature = "tower")]
 impl tower::Service<http::Request<()>> for Empty {
-    type Response = http::Response<()>;
+    type Response = http::Response<String>;
     type Error = std::convert::Infallible;
     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
 
@@ -209,7 +209,7 @@ impl tower::Service<http::Request<()>> for Empty {
     }
 
     fn call(&mut self, _: http::Request<()>) -> Self::Future {
-        std::future::ready(Ok(http::Response::new(())))
+        std::future::ready(Ok(http::Response::new(String::new())))
     }
 }
 
