@@ -576,6 +576,63 @@ mod tests {
         assert_eq!(exporter.spans().len(), 2, "dropped unfinished");
     }
 
+    /// A body whose first frame is an error.
+    struct FailingBody;
+
+    impl http_body::Body for FailingBody {
+        type Data = &'static [u8];
+        type Error = &'static str;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(Some(Err("connection reset")))
+        }
+    }
+
+    /// Answers with a [`FailingBody`].
+    struct Failing;
+
+    impl Service<http::Request<()>> for Failing {
+        type Response = http::Response<FailingBody>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(FailingBody)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_error_ends_the_server_span_as_failed() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut service = ServerLayer::new(tracer, TraceContextPropagator).layer(Failing);
+        let request = http::Request::builder().uri("/cart").body(()).unwrap();
+        let mut body = service.call(request).await.unwrap().into_body();
+        assert!(exporter.spans().is_empty());
+        let frame =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await;
+        assert!(matches!(frame, Some(Err("connection reset"))));
+        let spans = exporter.spans();
+        assert_eq!(
+            spans.len(),
+            1,
+            "ended at the error, before the body is dropped"
+        );
+        assert_eq!(
+            spans[0].status,
+            Status::Error("the response body failed".into())
+        );
+        drop(body);
+        assert_eq!(exporter.spans().len(), 1);
+    }
+
     #[allow(clippy::disallowed_types)] // users share a composite in `std`'s `Arc`
     fn composite() -> std::sync::Arc<crate::CompositePropagator> {
         std::sync::Arc::new(crate::CompositePropagator::new(vec![
