@@ -3,8 +3,10 @@
 //!
 //! The format is versioned and every length is checked against the bytes that remain before
 //! anything is allocated, so decoding bytes from elsewhere (another process, a shared store
-//! anyone on the network may write to) returns a [`DecodeError`] rather than panicking or
-//! allocating more than the input's size. All integers are big-endian:
+//! anyone on the network may write to) returns a [`DecodeError`] rather than panicking, and
+//! allocates in proportion to the input: the body and values are copied once, and the field
+//! map grows by one entry per field read (at most the 32 768 a header map holds, each entry
+//! larger than the ten bytes a field takes at least). All integers are big-endian:
 //!
 //! ```text
 //! "EC" version(u8 = 1)
