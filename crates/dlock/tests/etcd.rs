@@ -1049,15 +1049,6 @@ impl Drop for Frozen {
 }
 
 #[cfg(unix)]
-fn signal(child: &std::process::Child, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-#[cfg(unix)]
 #[test]
 fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
     use std::io::Write;
@@ -1070,7 +1061,7 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
     let child = &mut worker.0;
     let lines = lines_of(child);
     await_line(&lines, "read-done");
-    signal(child, "-STOP");
+    common::freeze(child);
     // Its word to go on waits in the pipe until the process is thawed.
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     // The lease runs out while the holder is frozen; the next holder reads and writes.
@@ -1079,7 +1070,7 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
     let mut account = SharedAccount::new(&endpoints);
     let balance = account.read(next.token()).unwrap();
     assert!(account.write(next.token(), balance + 1));
-    signal(child, "-CONT");
+    common::thaw(child);
     let outcome = await_line(&lines, "written=");
     assert!(child.wait().unwrap().success());
     assert_eq!(printed(&outcome, "written").as_deref(), Some("false"));
@@ -1115,12 +1106,12 @@ fn a_waiter_frozen_past_its_lease_is_not_told_it_holds_the_lock() {
     let lines = lines_of(child);
     raw.await_keys(&queue, 2);
     let frozen_key = raw.keys(&queue)[1].clone();
-    signal(child, "-STOP");
+    common::freeze(child);
     // etcd ends the frozen waiter's lease (TTL 1 s, or the server's minimum) and its key.
     raw.await_keys(&queue, 1);
     first.release().unwrap();
     let third = locks.acquire(LOCK, lease).unwrap();
-    signal(child, "-CONT");
+    common::thaw(child);
     // Thawed, the waiter finds its key gone and queues again, behind the third holder.
     raw.await_keys(&queue, 2);
     std::thread::sleep(Duration::from_millis(500));

@@ -785,15 +785,7 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
             "the worker ended early"
         );
     }
-    let pid = child.id().to_string();
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    common::freeze(&child);
     // Its word to go on waits in the pipe until the process is thawed.
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     // The lease runs out while the holder is frozen; the next holder reads and writes.
@@ -802,7 +794,7 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
     let mut account = SharedAccount::new(&url);
     let balance = account.read(next.token()).unwrap();
     assert!(account.write(next.token(), balance + 1));
-    signal("-CONT");
+    common::thaw(&child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(child.wait().unwrap().success(), "{rest}");

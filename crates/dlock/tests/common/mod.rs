@@ -101,3 +101,50 @@ pub(crate) fn assert_server_counts(
         Some(1)
     );
 }
+
+/// Freezes `child` (SIGSTOP) and returns once every thread of it is stopped.
+///
+/// kill(2) returns before the stop takes effect: the signal wakes one thread to start the
+/// group stop, and until that thread gets a CPU the others run on. On a loaded machine a
+/// worker blocked on its stdin was seen to read the word sent right after the signal, write
+/// with its old token and only then stop, which is not the frozen holder the tests mean.
+#[cfg(unix)]
+pub(crate) fn freeze(child: &std::process::Child) {
+    send_signal(child, "-STOP");
+    #[cfg(target_os = "linux")]
+    {
+        let tasks = format!("/proc/{}/task", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stopped = std::fs::read_dir(&tasks).unwrap().flatten().all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the parenthesised command name: `tid (name) T ...`.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with(['T', 't']))
+            });
+            if stopped {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker did not stop within 30 s of SIGSTOP"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// Lets a child frozen by [`freeze`] run again (SIGCONT).
+#[cfg(unix)]
+pub(crate) fn thaw(child: &std::process::Child) {
+    send_signal(child, "-CONT");
+}
+
+#[cfg(unix)]
+fn send_signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {name} {}", child.id());
+}
