@@ -1,5 +1,6 @@
 //! Bytes read back from the shared tier are untrusted: decoding any input returns an error or
-//! a record, never panics, and never allocates past the input's size. A record that decodes
+//! a record and never panics; what it allocates grows in proportion to the input (libFuzzer's
+//! memory limit would catch more). A record that decodes
 //! encodes to exactly as many bytes (every length in the format is checked against the input)
 //! and decodes again to itself.
 #![no_main]
