@@ -1,8 +1,7 @@
 //! Bytes read back from the shared tier are untrusted: decoding any input returns an error or
-//! a record and never panics; what it allocates grows in proportion to the input (libFuzzer's
-//! memory limit would catch more). A record that decodes
-//! encodes to exactly as many bytes (every length in the format is checked against the input)
-//! and decodes again to itself.
+//! a record and never panics, and what it allocates grows in proportion to the input (CI runs
+//! this under a 2 GB memory limit). A record that decodes encodes to exactly as many bytes
+//! (every length in the format is checked against the input) and decodes again to itself.
 #![no_main]
 
 use infra_edgecache::http::Record;
