@@ -12,9 +12,9 @@
 //!   `PX` = the window; a repeated id within the window stores nothing and answers the first
 //!   send's offset. A send to a queue holding `capacity` unsettled messages is
 //!   [`Error::Full`].
-//! - **receive**: `XAUTOCLAIM` takes the first entry whose delivery has been idle for the
-//!   visibility timeout (a lease that ran out, or a nack whose delay is over) — a redelivery;
-//!   only if there is none does `XREADGROUP >` read a new one. The attempt number is the
+//! - **receive**: `XPENDING … IDLE` finds the lowest-id entry whose delivery has been idle for
+//!   the visibility timeout (a lease that ran out, or a nack whose delay is over) and `XCLAIM`
+//!   takes it — a redelivery; only if there is none does `XREADGROUP >` read a new one. The attempt number is the
 //!   delivery count of the pending entries list (PEL), which both commands raise by one. An
 //!   entry claimed for the `max_deliveries + 1`-th time is instead moved to the dead-letter
 //!   stream (`XADD` there, `XACK` and `XDEL` here, in the same script) and the search goes on.
@@ -37,12 +37,16 @@
 //! `max_deliveries`, since each receive applies its own; settled messages are deleted from the
 //! stream at once (`XDEL`), dead letters are kept until someone deletes them.
 //!
-//! A receive looks for expired leases first, scanning the PEL from its start: its cost grows
-//! with the number of messages in flight, not with the number waiting.
+//! A receive looks for expired leases first with one `XPENDING … IDLE` command: the server's
+//! work grows with the number of messages in flight, the number of commands does not. Only a
+//! receive creates the consumer group (and the stream); settle calls and stats on a queue
+//! nobody received from write nothing and treat it as empty.
 //!
 //! Keys are `{prefix}:{name}` with the name in a hash tag (`mqueue:{orders}`), its dead
-//! letters `mqueue:{orders}:dlq` and its dedup keys `mqueue:{orders}:id:<message id>`, so one
-//! queue lives on one cluster slot.
+//! letters `mqueue:{orders}:dlq` and its dedup keys `mqueue:{orders}:id:<message id>`, laid
+//! out for one cluster slot; Redis Cluster itself is not supported (no `MOVED` redirections
+//! are followed). The server must run with `maxmemory-policy noeviction`, and no one may
+//! `XGROUP DELCONSUMER` a consumer with pending entries (see the crate README).
 //!
 //! ```no_run
 //! use infra_mqueue::redis::{RedisOptions, RedisQueue};
@@ -114,22 +118,26 @@ local function payload(fields)
   end
   return false
 end
-local cursor, dead = '0-0', 0
-repeat
-  local claimed = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], cursor, 'COUNT', 1)
-  cursor = claimed[1]
-  local entry = claimed[2][1]
-  if entry then
-    local id = entry[1]
-    local deliveries = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1][4]
-    if deliveries <= max then return {1, id, deliveries, payload(entry[2]), dead} end
-    redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1,
-      'p', payload(entry[2]) or '')
+local dead = 0
+while true do
+  local oldest = redis.call('XPENDING', KEYS[1], group, 'IDLE', ARGV[3], '-', '+', 1)[1]
+  if not oldest then break end
+  local id, deliveries = oldest[1], oldest[4] + 1
+  if deliveries <= max then
+    local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, ARGV[3], id)[1]
+    if claimed then return {1, id, deliveries, payload(claimed[2]), dead} end
+    redis.call('XACK', KEYS[1], group, id)
+  else
+    local stored = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if stored then
+      redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1,
+        'p', payload(stored[2]) or '')
+      dead = dead + 1
+    end
     redis.call('XACK', KEYS[1], group, id)
     redis.call('XDEL', KEYS[1], id)
-    dead = dead + 1
   end
-until cursor == '0-0'
+end
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if not read then return {0, dead} end
 local entry = read[1][2][1]
@@ -142,20 +150,24 @@ return {1, entry[1], 1, payload(entry[2]), dead}
 /// for `ARGV[5]` ms; `extend`: set its idle time to `ARGV[5]` ms). `{0}` done, `{1}` already
 /// settled, `{2}` never delivered as that attempt, `{3, current}` redelivered since, `{4}`
 /// nacked by that attempt.
-const SETTLE_SCRIPT: &str = concat!(
-    ensure_group!(),
-    r"
+const SETTLE_SCRIPT: &str = r"
 local group, id, attempt, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[6]
-local entry = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+local pending = redis.pcall('XPENDING', KEYS[1], group, id, id, 1)
+if pending.err then return {2} end
+local entry = pending[1]
 if not entry then
   if #redis.call('XRANGE', KEYS[1], id, id) == 1 then
     if attempt == 0 then return {4} end
     return {2}
   end
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local last
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, delivered
+    for i = 1, #info, 2 do
+      if info[i] == 'name' then name = info[i + 1] end
+      if info[i] == 'last-delivered-id' then delivered = info[i + 1] end
+    end
+    if name == group then last = delivered end
   end
   local a = last and string.match(last, '^0%-(%d+)$')
   local b = string.match(id, '^0%-(%d+)$')
@@ -177,15 +189,13 @@ end
 if attempt < deliveries then return {3, deliveries} end
 if attempt > deliveries then return {2} end
 return {4}
-"
-);
+";
 
 /// `{unsettled, pending, parked, dead letters}` of `KEYS[1]` (group `ARGV[1]`, parked
 /// consumer `ARGV[2]`) and its dead-letter stream `KEYS[2]`.
-const STATS_SCRIPT: &str = concat!(
-    ensure_group!(),
-    r"
-local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+const STATS_SCRIPT: &str = r"
+local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if summary.err then summary = {0} end
 local parked = 0
 if summary[4] then
   for _, consumer in ipairs(summary[4]) do
@@ -193,8 +203,7 @@ if summary[4] then
   end
 end
 return {redis.call('XLEN', KEYS[1]), summary[1], parked, redis.call('XLEN', KEYS[2])}
-"
-);
+";
 
 /// How a [`RedisQueue`] behaves. Every handle of one queue should use the same visibility
 /// timeout and `max_deliveries`: each receive applies its own.
@@ -475,7 +484,7 @@ fn offset_field(what: &str, reply: &Value, field: Option<&Value>) -> Result<u64,
 
 impl RedisQueue {
     /// The queue `name` on the Redis at `url` (`redis://host:port/db`). No connection is made
-    /// until the first call; the consumer group is created by the first call that needs it.
+    /// until the first call; the consumer group is created by the first receive.
     ///
     /// # Errors
     ///
@@ -513,7 +522,7 @@ impl RedisQueue {
             send: Script::new(SEND_SCRIPT, false),
             receive: Script::new(RECEIVE_SCRIPT, false),
             settle: Script::new(SETTLE_SCRIPT, false),
-            // Only reads (and creates the group if missing): harmless to repeat.
+            // Only reads (a missing group counts as empty): harmless to repeat.
             stats: Script::new(STATS_SCRIPT, true),
             #[cfg(feature = "metrics")]
             metrics: metrics::RedisMetrics::new(options.metrics_name.as_deref()),

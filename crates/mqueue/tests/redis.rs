@@ -29,6 +29,85 @@ fn queue(server: &RedisServer, options: RedisOptions) -> RedisQueue {
     RedisQueue::new(&server.url(), QUEUE, options).unwrap()
 }
 
+fn client(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// The stream commands (`X…`) the server ran since its statistics were last reset, with
+/// their call counts, from `INFO commandstats` (which counts commands run by scripts too).
+fn stream_command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut client(server))
+        .unwrap();
+    let mut calls: Vec<(String, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (command, rest) = line.strip_prefix("cmdstat_x")?.split_once(":calls=")?;
+            let calls = rest.split(',').next()?.parse().ok()?;
+            Some((format!("x{command}"), calls))
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+#[test]
+fn settle_and_stats_of_a_queue_never_received_from_create_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let typo = RedisQueue::new(&server.url(), "odrers", options()).unwrap();
+    let stats = typo.stats().unwrap();
+    assert_eq!(
+        (
+            stats.unsettled,
+            stats.in_flight,
+            stats.nacked,
+            stats.dead_letters
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(matches!(
+        typo.ack(Receipt::new(0, 1)),
+        Err(Error::UnknownDelivery {
+            offset: 0,
+            attempt: 1
+        })
+    ));
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut client(&server)).unwrap();
+    assert_eq!(keys, 0);
+}
+
+#[test]
+fn a_receive_runs_the_same_commands_however_many_messages_are_in_flight() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let mut held = Vec::new();
+    let mut seen = Vec::new();
+    for in_flight in [1, 300] {
+        while held.len() < in_flight {
+            queue.send(b"m".as_slice()).unwrap();
+            held.push(queue.try_receive().unwrap().unwrap());
+        }
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut client(&server))
+            .unwrap();
+        // Every lease is live and nothing waits: the receive finds nothing.
+        assert!(queue.try_receive().unwrap().is_none());
+        seen.push(stream_command_calls(&server));
+    }
+    assert!(!seen[0].is_empty(), "no stream commands counted: {seen:?}");
+    assert_eq!(seen[0], seen[1], "1 in flight vs 300 in flight");
+    assert_eq!(queue.stats().unwrap().in_flight, 300);
+}
+
 #[test]
 fn messages_are_received_in_order_and_settled_once() {
     let Some(server) = RedisServer::start() else {
@@ -385,8 +464,16 @@ fn a_killed_and_restarted_server_keeps_every_sent_message() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    // The test kit runs Redis with `appendfsync always`: a send returns after its fsync.
+    // The test kit runs Redis with `appendfsync always`: a send returns after its fsync. A
+    // killed process loses nothing the kernel holds anyway; this checks the setting, and the
+    // crash covered is the server process's, not the machine's.
     const MESSAGES: u64 = 200;
+    let fsync: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(fsync, ["appendfsync", "always"]);
     let shared = Arc::new(queue(&server, options()));
     let senders: Vec<_> = (0..2)
         .map(|sender| {
