@@ -45,8 +45,9 @@
 //! Keys are `{prefix}:{name}` with the name in a hash tag (`mqueue:{orders}`), its dead
 //! letters `mqueue:{orders}:dlq` and its dedup keys `mqueue:{orders}:id:<message id>`, laid
 //! out for one cluster slot; Redis Cluster itself is not supported (no `MOVED` redirections
-//! are followed). The server must run with `maxmemory-policy noeviction`, and no one may
-//! `XGROUP DELCONSUMER` a consumer with pending entries (see the crate README).
+//! are followed). The server must run with `maxmemory-policy noeviction` (a handle checks it
+//! with `CONFIG GET` before its first call and answers [`Error::Unsupported`] otherwise), and
+//! no one may `XGROUP DELCONSUMER` a consumer with pending entries (see the crate README).
 //!
 //! ```no_run
 //! use infra_mqueue::redis::{RedisOptions, RedisQueue};
@@ -72,7 +73,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use infra_common::RandomState;
 use infra_common::redis::{Connections, Script};
-use redis::{RedisError, Value};
+use infra_common::sync::atomic::{AtomicBool, Ordering};
+use redis::{ErrorKind, RedisError, Value};
 
 use crate::error::Error;
 use crate::queue::{DeadLetter, Delivery, MAX_DURATION, MAX_ID_LEN, Message, Receipt, Sent};
@@ -422,6 +424,8 @@ pub struct RedisQueue {
     receive: Script,
     settle: Script,
     stats: Script,
+    /// Whether the server's eviction policy was found safe (or could not be read).
+    policy_checked: AtomicBool,
     #[cfg(feature = "metrics")]
     metrics: metrics::RedisMetrics,
 }
@@ -524,6 +528,7 @@ impl RedisQueue {
             settle: Script::new(SETTLE_SCRIPT, false),
             // Only reads (a missing group counts as empty): harmless to repeat.
             stats: Script::new(STATS_SCRIPT, true),
+            policy_checked: AtomicBool::new(false),
             #[cfg(feature = "metrics")]
             metrics: metrics::RedisMetrics::new(options.metrics_name.as_deref()),
             options,
@@ -535,7 +540,39 @@ impl RedisQueue {
         &self.consumer
     }
 
+    /// Refuses a server that may evict keys, once per handle until the policy is found safe: an
+    /// evicted stream loses its unsettled messages and restarts at offset 0. A server that does
+    /// not answer `CONFIG GET` (the command disabled or not permitted) is not checked.
+    fn check_eviction_policy(&self) -> Result<(), Error> {
+        if self.policy_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let reply = self.connections.run(true, |connection| {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query::<Vec<String>>(connection)
+        });
+        match reply {
+            Ok(pair) if pair.get(1).is_some_and(|policy| policy != "noeviction") => {
+                return Err(Error::Unsupported {
+                    reason: "the Redis server may evict keys: a queue needs maxmemory-policy noeviction",
+                });
+            }
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), ErrorKind::Server(_)) => {}
+            Err(error) => {
+                #[cfg(feature = "metrics")]
+                self.metrics.backend_errors.increment(1);
+                return Err(backend(&error));
+            }
+        }
+        self.policy_checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
     fn run(&self, script: &Script, keys: &[Vec<u8>], args: &[&[u8]]) -> Result<Value, Error> {
+        self.check_eviction_policy()?;
         self.connections.script(script, keys, args).map_err(|e| {
             #[cfg(feature = "metrics")]
             self.metrics.backend_errors.increment(1);

@@ -83,6 +83,32 @@ fn settle_and_stats_of_a_queue_never_received_from_create_nothing() {
 }
 
 #[test]
+fn a_server_that_may_evict_keys_is_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let set_policy = |policy: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query(&mut client(&server))
+            .unwrap();
+    };
+    set_policy("allkeys-lru");
+    let queue = queue(&server, options());
+    assert!(matches!(
+        queue.send(b"m".as_slice()),
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(queue.stats(), Err(Error::Unsupported { .. })));
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut client(&server)).unwrap();
+    assert_eq!(keys, 0);
+    set_policy("noeviction");
+    assert_eq!(queue.send(b"m".as_slice()).unwrap().offset, 0);
+}
+
+#[test]
 fn a_receive_runs_the_same_commands_however_many_messages_are_in_flight() {
     let Some(server) = RedisServer::start() else {
         return;
