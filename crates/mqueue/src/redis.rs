@@ -126,7 +126,9 @@ while true do
   if not oldest then break end
   local id, deliveries = oldest[1], oldest[4] + 1
   if deliveries <= max then
-    local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, ARGV[3], id)[1]
+    -- The script runs at one instant: the entry is still idle enough. Only an entry deleted
+    -- from the stream is not claimed; it can never be delivered, so it leaves the PEL.
+    local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, 0, id)[1]
     if claimed then return {1, id, deliveries, payload(claimed[2]), dead} end
     redis.call('XACK', KEYS[1], group, id)
   else
