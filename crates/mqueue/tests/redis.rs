@@ -306,6 +306,40 @@ fn nacks_count_as_deliveries_and_the_last_one_dead_letters() {
 }
 
 #[test]
+fn a_pending_entry_deleted_behind_the_queue_is_dropped_and_the_next_one_delivered() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    queue.send("gone").unwrap();
+    queue.send("next").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    queue.nack(&first, Duration::ZERO).unwrap();
+    let deleted: u64 = redis::cmd("XDEL")
+        .arg("mqueue:{orders}")
+        .arg("0-1")
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let next = queue.try_receive().unwrap().unwrap();
+    assert_eq!(
+        (next.offset(), next.attempt(), next.payload()),
+        (1, 1, &b"next"[..])
+    );
+    let stats = queue.stats().unwrap();
+    assert_eq!(
+        (
+            stats.unsettled,
+            stats.in_flight,
+            stats.nacked,
+            stats.dead_letters
+        ),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(queue.try_receive().unwrap(), None);
+}
+
+#[test]
 fn a_nack_delay_keeps_the_message_back() {
     let Some(server) = RedisServer::start() else {
         return;
