@@ -413,6 +413,10 @@ pub struct RedisStats {
 
 /// A work queue in one Redis stream, shared by every process that opens the same name on the
 /// same server. See the [module documentation](self) for how each call maps to Redis.
+///
+/// Every call except [`dead_letters`](Self::dead_letters) answers [`Error::Unsupported`]
+/// while the server's `maxmemory-policy` is not `noeviction`, checked until a handle's first
+/// successful check.
 pub struct RedisQueue {
     connections: Connections,
     /// `KEYS` of the receive and stats scripts: the stream and its dead letters.
