@@ -39,8 +39,8 @@
 //!
 //! A receive looks for expired leases first with one `XPENDING … IDLE` command: the server's
 //! work grows with the number of messages in flight, the number of commands does not. Only a
-//! receive creates the consumer group (and the stream); settle calls and stats on a queue
-//! nobody received from write nothing and treat it as empty.
+//! send or a receive creates the consumer group (and the stream); settle calls and stats on a
+//! queue nobody sent to or received from write nothing and treat it as empty.
 //!
 //! Keys are `{prefix}:{name}` with the name in a hash tag (`mqueue:{orders}`), its dead
 //! letters `mqueue:{orders}:dlq` and its dedup keys `mqueue:{orders}:id:<message id>`, laid
@@ -93,8 +93,11 @@ macro_rules! ensure_group {
 
 /// Sends `ARGV[2]` to the stream `KEYS[1]`: `{0, id}` when stored, `{1, id}` when the
 /// message id's key `KEYS[2]` names an earlier send (only when the window `ARGV[4]` ms is not
-/// 0), `{2}` when the stream holds `ARGV[3]` messages.
-const SEND_SCRIPT: &str = r"
+/// 0), `{2}` when the stream holds `ARGV[3]` messages. It creates the group `ARGV[1]` first,
+/// so a settle of a sent message that was never received finds it not leased, not unknown.
+const SEND_SCRIPT: &str = concat!(
+    ensure_group!(),
+    r"
 local window = ARGV[4]
 if window ~= '0' then
   local first = redis.call('GET', KEYS[2])
@@ -104,7 +107,8 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {2} end
 local id = redis.call('XADD', KEYS[1], '0-*', 'p', ARGV[2])
 if window ~= '0' then redis.call('SET', KEYS[2], id, 'PX', window) end
 return {0, id}
-";
+"
+);
 
 /// Leases one message of `KEYS[1]` to consumer `ARGV[2]` of group `ARGV[1]`: first one idle
 /// for `ARGV[3]` ms (redelivered; dead-lettered to `KEYS[2]` instead if that would be delivery
