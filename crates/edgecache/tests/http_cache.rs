@@ -288,6 +288,106 @@ async fn a_tag_purge_reaches_a_fetch_in_progress() {
     );
 }
 
+/// Starts a request for `url` on its own task and returns once the origin has been asked
+/// (its gate is expected closed, so the fetch waits there).
+async fn start_held_fetch(
+    cache: &HttpCache<TestOrigin>,
+    url: &'static str,
+) -> tokio::task::JoinHandle<Result<http::Response<Bytes>, infra_edgecache::http::Error>> {
+    let calls = cache.origin().calls();
+    let pending = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get(url, &[])).await })
+    };
+    // The runtime is single-threaded: each yield lets the spawned tasks run up to their next
+    // await, and the fetch reaches the origin within a few.
+    for _ in 0..1_000 {
+        if cache.origin().calls() > calls {
+            return pending;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the fetch never reached the origin");
+}
+
+#[tokio::test]
+async fn a_hard_url_purge_reaches_a_fetch_in_progress() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "old")));
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let pending = start_held_fetch(&cache, "http://a.test/u").await;
+    // The purge lands after the fetch began and before its answer is stored.
+    assert!(!cache.purge_url(&Uri::from_static("http://a.test/u"), PurgeMode::Hard));
+    cache.origin().set_open(true);
+    let answered = pending.await.unwrap().unwrap();
+    assert_eq!(
+        answered.body(),
+        "old",
+        "the request that was waiting still gets its answer"
+    );
+
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "new")));
+    assert_eq!(
+        fetch(&cache, "http://a.test/u").await,
+        (CacheStatus::Miss, "new".into()),
+        "the purged answer was not stored"
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/u").await,
+        (CacheStatus::Hit, "new".into())
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn a_soft_url_purge_reaches_a_fetch_in_progress() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("etag", "\"e\"")],
+            "old",
+        ))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let pending = start_held_fetch(&cache, "http://a.test/s").await;
+    assert!(!cache.purge_url(&Uri::from_static("http://a.test/s"), PurgeMode::Soft));
+    cache.origin().set_open(true);
+    pending.await.unwrap().unwrap();
+
+    cache.origin().set_script(|request| {
+        assert_eq!(request.headers()["if-none-match"], "\"e\"");
+        Reply::Response(status(304, &[("etag", "\"e\"")], ""))
+    });
+    assert_eq!(
+        fetch(&cache, "http://a.test/s").await,
+        (CacheStatus::Revalidated, "old".into()),
+        "stored, but stale: revalidated before reuse"
+    );
+    assert_eq!(fetch(&cache, "http://a.test/s").await.0, CacheStatus::Hit);
+}
+
+#[tokio::test]
+async fn a_url_purge_does_not_reach_a_fetch_begun_after_it() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    cache.purge_url(&Uri::from_static("http://a.test/later"), PurgeMode::Hard);
+    assert_eq!(
+        fetch(&cache, "http://a.test/later").await.0,
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/later").await.0,
+        CacheStatus::Hit
+    );
+}
+
 #[tokio::test]
 async fn a_successful_unsafe_method_invalidates_the_url() {
     let clock = ManualClock::new();

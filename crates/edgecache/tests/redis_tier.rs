@@ -185,6 +185,49 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_purge_from_another_edge_reaches_a_fetch_in_progress() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "old", &clock);
+    let b = edge(&server.url(), "unused", &clock);
+    subscribed(&server, 2).await;
+
+    // a's fetch misses Redis and waits at its origin's closed gate...
+    a.origin().set_open(false);
+    let pending = {
+        let a = a.clone();
+        tokio::spawn(async move { serve(&a, "en").await })
+    };
+    poll("a's origin to be asked", || {
+        let asked = a.origin().calls() == 1;
+        async move { asked }
+    })
+    .await;
+    // ...while b's purge of the URL reaches a.
+    b.purge_url(&Uri::from_static(URL), PurgeMode::Hard);
+    poll("a to apply the purge", || {
+        let applied = stats(&a).purges_applied == 1;
+        async move { applied }
+    })
+    .await;
+    a.origin().set_open(true);
+    assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "old".into()));
+
+    // The answer that predates the purge was neither kept by a nor shared through Redis.
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "old".into()));
+    assert_eq!(a.origin().calls(), 2);
+    poll("a's write of the second answer", || {
+        let written = stats(&a).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert_eq!(serve(&a, "en").await.0, CacheStatus::Hit);
+    assert_eq!(stats(&a).writes, 1, "the first answer was never written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_does_not_decode_is_a_counted_miss() {
     let Some(server) = RedisServer::start() else {
         return;

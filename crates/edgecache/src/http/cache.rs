@@ -249,7 +249,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
                 metrics.shared.clone(),
                 move |target, mode| match target {
                     super::shared::Target::Url(uri) => {
-                        purge_stored_url(&store, uri, mode);
+                        purge_stored_url(&store, &purges, uri, mode);
                     }
                     super::shared::Target::Tag(tag) => purges.purge(tag, mode),
                 },
@@ -621,7 +621,7 @@ impl<O: Origin> HttpCache<O> {
         if let Some(shared) = &self.inner.shared {
             shared.publish(&super::shared::Target::Url(uri.clone()), mode);
         }
-        purge_stored_url(&self.inner.store, uri, mode)
+        purge_stored_url(&self.inner.store, &self.inner.purges, uri, mode)
     }
 
     /// Purges every response stored with `tag` in its `Surrogate-Key` field, fetched before
@@ -639,29 +639,33 @@ impl<O: Origin> HttpCache<O> {
     }
 }
 
-/// Purges the responses stored in `store` for `uri`; whether there were any.
+/// Purges the responses stored in `store` for `uri`, and logs the purge in `purges` so that
+/// fetches for it in progress do not store their answers unpurged; whether any were stored.
 fn purge_stored_url(
     store: &Cache<PrimaryKey, Arc<Variants>>,
+    purges: &PurgeLog,
     uri: &http::Uri,
     mode: PurgeMode,
 ) -> bool {
     let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
-    let mut found = false;
-    for method in [Method::GET, Method::HEAD] {
-        let key = key.with_method(&method);
-        match mode {
-            PurgeMode::Hard => found |= store.remove(&key).is_some(),
-            PurgeMode::Soft => {
-                if let Some(variants) = store.peek(&key) {
-                    found = true;
-                    for stored in &variants.list {
-                        stored.soft_purged.store(true, Ordering::Release);
+    purges.purge_url(key.target(), mode, || {
+        let mut found = false;
+        for method in [Method::GET, Method::HEAD] {
+            let key = key.with_method(&method);
+            match mode {
+                PurgeMode::Hard => found |= store.remove(&key).is_some(),
+                PurgeMode::Soft => {
+                    if let Some(variants) = store.peek(&key) {
+                        found = true;
+                        for stored in &variants.list {
+                            stored.soft_purged.store(true, Ordering::Release);
+                        }
                     }
                 }
             }
         }
-    }
-    found
+        found
+    })
 }
 
 impl<O: Origin> Inner<O> {
@@ -793,6 +797,10 @@ impl<O: Origin> Inner<O> {
             }));
             return;
         }
+        // The origin's answer begins now: purges that reached this cache during the shared
+        // tier's read came before it.
+        #[cfg(feature = "redis")]
+        let generation = this.purges.generation();
         let mut request_time = this.clock.wall_time();
         let timeout = this.config.fetch_timeout;
         let mut answer =
@@ -926,15 +934,39 @@ impl<O: Origin> Inner<O> {
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
-        self.store_variant(context.key, &stored, ttl);
-        #[cfg(feature = "redis")]
-        self.write_shared(context.key, &stored, ttl);
+        // What a purge by URL reached during the fetch is not shared either.
+        if self.store_variant(context.key, &stored, ttl) == Purged::No {
+            #[cfg(feature = "redis")]
+            self.write_shared(context.key, &stored, ttl);
+        }
         Fetch { stored, cookies }
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
-    /// keeping the others, newest last, for as long as the longest-lived needs.
-    fn store_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) {
+    /// keeping the others, newest last, for as long as the longest-lived needs; unless a purge
+    /// of its URL reached the cache after its fetch began: a hard one stores nothing, a soft
+    /// one stores it marked stale. Returns what such purges did.
+    fn store_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> Purged {
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+        let (purged, evicted) = self
+            .purges
+            .store_url(key.target(), stored.generation, |purged| match purged {
+                Purged::Hard => (purged, None),
+                Purged::Soft => {
+                    stored.soft_purged.store(true, Ordering::Release);
+                    (purged, Some(self.insert_variant(key, stored, ttl)))
+                }
+                Purged::No => (purged, Some(self.insert_variant(key, stored, ttl))),
+            });
+        #[cfg(feature = "metrics")]
+        if let Some(evicted) = evicted {
+            self.metrics.stored(stored.weight(), evicted);
+        }
+        purged
+    }
+
+    /// [`store_variant`](Self::store_variant)'s insert; the number of entries evicted for it.
+    fn insert_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> u64 {
         let mut list: Vec<Arc<Stored>> = self
             .store
             .peek(key)
@@ -956,12 +988,8 @@ impl<O: Origin> Inner<O> {
             .map(|variant| self.keep_for(variant))
             .max()
             .unwrap_or(ttl);
-        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-        let evicted =
-            self.store
-                .insert_with_ttl_evicting(key.clone(), Arc::new(Variants { list }), ttl);
-        #[cfg(feature = "metrics")]
-        self.metrics.stored(stored.weight(), evicted);
+        self.store
+            .insert_with_ttl_evicting(key.clone(), Arc::new(Variants { list }), ttl)
     }
 
     /// The shared tier's record of `key`, if it is for this request's variant, not purged
@@ -990,7 +1018,6 @@ impl<O: Origin> Inner<O> {
             shared.count(Event::Miss);
             return None;
         }
-        shared.count(Event::Hit);
         let stored = Arc::new(Stored {
             status: record.status,
             headers: record.headers,
@@ -1006,9 +1033,13 @@ impl<O: Origin> Inner<O> {
             from_shared: true,
         });
         let ttl = self.keep_for(&stored);
-        if !ttl.is_zero() {
-            self.store_variant(key, &stored, ttl);
+        if !ttl.is_zero() && self.store_variant(key, &stored, ttl) != Purged::No {
+            // A purge of its URL reached this cache after the read began: the record predates
+            // it.
+            shared.count(Event::Miss);
+            return None;
         }
+        shared.count(Event::Hit);
         Some(stored)
     }
 

@@ -53,8 +53,13 @@ impl PrimaryKey {
     #[cfg(feature = "tokio")]
     /// The same target under another method (a purge clears GET and HEAD alike).
     pub(crate) fn with_method(&self, method: &Method) -> Self {
-        let target = self.0.split_once(' ').map_or("", |(_, target)| target);
-        Self(format!("{method} {target}").into_boxed_str())
+        Self(format!("{method} {}", self.target()).into_boxed_str())
+    }
+
+    #[cfg(feature = "tokio")]
+    /// The key without its method (`host/path?query`): what a purge by URL names.
+    pub(crate) fn target(&self) -> &str {
+        self.0.split_once(' ').map_or("", |(_, target)| target)
     }
 }
 

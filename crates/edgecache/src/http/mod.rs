@@ -44,7 +44,9 @@ pub use freshness::{Decision, Exchange, Freshness, Heuristic};
 pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
 pub use origin::{Origin, OriginError};
 #[cfg(feature = "tokio")]
-pub use purge::{MAX_PURGED_TAGS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode};
+pub use purge::{
+    MAX_PURGED_TAGS, MAX_PURGED_URLS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode,
+};
 pub use record::{DecodeError, RECORD_VERSION, Record};
 pub use revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,

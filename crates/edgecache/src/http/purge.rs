@@ -9,6 +9,15 @@
 //! The log is bounded: past [`MAX_PURGED_TAGS`] tags it is cleared and replaced by a floor,
 //! under which every stored response counts as hard-purged. That empties the cache's reuse of
 //! everything older, which is safe (a purge is never missed) and rare.
+//!
+//! A purge by URL removes (or marks) what is stored at once, but a fetch for that URL may be
+//! in progress: its answer, from the origin or the shared tier, predates the purge and must not
+//! be stored as if it did not. So purges by URL are logged too, by target and generation, and a
+//! fetch's store consults the log under the same lock the purge holds while it records itself
+//! and applies to the store: the store lands either before the purge's removal (which then
+//! removes it) or after its record (which the store sees). That log is bounded the same way,
+//! by [`MAX_PURGED_URLS`]; past it, every fetch begun before is treated as hard-purged and its
+//! answer served but not stored.
 
 use std::collections::HashMap;
 
@@ -17,6 +26,10 @@ use infra_common::sync::atomic::{AtomicU64, Ordering};
 
 /// The most tags the purge log remembers before it falls back to purging everything older.
 pub const MAX_PURGED_TAGS: usize = 100_000;
+
+/// The most purged URLs the purge log remembers before it falls back to refusing to store the
+/// answers of every fetch begun before.
+pub const MAX_PURGED_URLS: usize = 100_000;
 
 /// The most tags one response may carry for it to be stored.
 pub const MAX_TAGS_PER_RESPONSE: usize = 64;
@@ -43,18 +56,59 @@ pub(crate) enum Purged {
     Hard,
 }
 
-/// The generation counter and the purged tags.
+/// The generation counter, the purged tags and the purged URLs.
 #[derive(Debug, Default)]
 pub(crate) struct PurgeLog {
     generation: AtomicU64,
-    tags: Mutex<TagLog>,
+    tags: Mutex<Purges>,
+    /// Held while a URL purge records itself and applies to the store, and while a fetch checks
+    /// it and stores: the two never interleave.
+    urls: Mutex<Purges>,
 }
 
+/// Purged names (tags, or URL targets) with the generation and mode of their last purge.
 #[derive(Debug, Default)]
-struct TagLog {
-    by_tag: HashMap<Box<str>, (u64, PurgeMode)>,
+struct Purges {
+    by_name: HashMap<Box<str>, (u64, PurgeMode)>,
     /// Responses from generations below this are hard-purged.
     floor: u64,
+}
+
+impl Purges {
+    /// Records a purge of `name` at `purged_at`, falling back to a floor past `limit` names.
+    fn record(&mut self, name: &str, mode: PurgeMode, purged_at: u64, limit: usize) {
+        if self.by_name.len() >= limit && !self.by_name.contains_key(name) {
+            self.by_name.clear();
+            self.floor = purged_at;
+            return;
+        }
+        let entry = self
+            .by_name
+            .entry(name.into())
+            .or_insert((0, PurgeMode::Soft));
+        // A soft purge after a hard one does not soften it for older responses.
+        let mode = if entry.0 > 0 { entry.1.max(mode) } else { mode };
+        *entry = (purged_at, mode);
+    }
+
+    /// What the purges of `names` did to a response of `generation`.
+    fn check<'a>(&self, generation: u64, names: impl IntoIterator<Item = &'a str>) -> Purged {
+        if generation < self.floor {
+            return Purged::Hard;
+        }
+        let mut verdict = Purged::No;
+        for name in names {
+            if let Some(&(purged_at, mode)) = self.by_name.get(name)
+                && generation < purged_at
+            {
+                match mode {
+                    PurgeMode::Hard => return Purged::Hard,
+                    PurgeMode::Soft => verdict = Purged::Soft,
+                }
+            }
+        }
+        verdict
+    }
 }
 
 impl PurgeLog {
@@ -68,35 +122,40 @@ impl PurgeLog {
         let mut log = self.tags.lock();
         // Under the log's lock, so a reader never sees the new generation without the tag.
         let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        if log.by_tag.len() >= MAX_PURGED_TAGS && !log.by_tag.contains_key(tag) {
-            log.by_tag.clear();
-            log.floor = purged_at;
-            return;
-        }
-        let entry = log.by_tag.entry(tag.into()).or_insert((0, PurgeMode::Soft));
-        // A soft purge after a hard one does not soften it for older responses.
-        let mode = if entry.0 > 0 { entry.1.max(mode) } else { mode };
-        *entry = (purged_at, mode);
+        log.record(tag, mode, purged_at, MAX_PURGED_TAGS);
     }
 
-    /// What the purges did to a response of `generation` with `tags`.
+    /// What the tag purges did to a response of `generation` with `tags`.
     pub(crate) fn check(&self, generation: u64, tags: &[Box<str>]) -> Purged {
-        let log = self.tags.lock();
-        if generation < log.floor {
-            return Purged::Hard;
-        }
-        let mut verdict = Purged::No;
-        for tag in tags {
-            if let Some(&(purged_at, mode)) = log.by_tag.get(tag)
-                && generation < purged_at
-            {
-                match mode {
-                    PurgeMode::Hard => return Purged::Hard,
-                    PurgeMode::Soft => verdict = Purged::Soft,
-                }
-            }
-        }
-        verdict
+        self.tags
+            .lock()
+            .check(generation, tags.iter().map(|tag| &**tag))
+    }
+
+    /// Purges `target` (a URL's primary key without its method) for every fetch begun before
+    /// now, and runs `apply` (the purge of what is stored) before any fetch can store again.
+    pub(crate) fn purge_url<R>(
+        &self,
+        target: &str,
+        mode: PurgeMode,
+        apply: impl FnOnce() -> R,
+    ) -> R {
+        let mut log = self.urls.lock();
+        let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        log.record(target, mode, purged_at, MAX_PURGED_URLS);
+        apply()
+    }
+
+    /// Runs `store` with what the purges of `target` did to a fetch begun at `generation`, with
+    /// no URL purge running meanwhile.
+    pub(crate) fn store_url<R>(
+        &self,
+        target: &str,
+        generation: u64,
+        store: impl FnOnce(Purged) -> R,
+    ) -> R {
+        let log = self.urls.lock();
+        store(log.check(generation, [target]))
     }
 }
 
@@ -163,6 +222,48 @@ mod tests {
         assert_eq!(log.check(middle, &["unrelated".into()]), Purged::Hard);
         assert_eq!(
             log.check(log.generation(), &["one-more".into()]),
+            Purged::No
+        );
+    }
+
+    #[test]
+    fn a_url_purge_reaches_only_older_generations_of_its_target() {
+        let log = PurgeLog::default();
+        let old = log.generation();
+        let applied = log.purge_url("a.test/x", PurgeMode::Soft, || "applied");
+        assert_eq!(applied, "applied");
+        let new = log.generation();
+        assert_eq!(
+            log.store_url("a.test/x", old, |purged| purged),
+            Purged::Soft
+        );
+        assert_eq!(log.store_url("a.test/x", new, |purged| purged), Purged::No);
+        assert_eq!(log.store_url("a.test/y", old, |purged| purged), Purged::No);
+        assert_eq!(
+            log.check(old, &["a.test/x".into()]),
+            Purged::No,
+            "not a tag"
+        );
+        log.purge_url("a.test/x", PurgeMode::Hard, || ());
+        log.purge_url("a.test/x", PurgeMode::Soft, || ());
+        assert_eq!(
+            log.store_url("a.test/x", old, |purged| purged),
+            Purged::Hard,
+            "soft does not undo hard"
+        );
+    }
+
+    #[test]
+    fn a_full_url_log_refuses_every_older_fetch() {
+        let log = PurgeLog::default();
+        let before = log.generation();
+        for index in 0..MAX_PURGED_URLS {
+            log.purge_url(&format!("a.test/{index}"), PurgeMode::Soft, || ());
+        }
+        log.purge_url("a.test/one-more", PurgeMode::Soft, || ());
+        assert_eq!(log.store_url("b.test/", before, |p| p), Purged::Hard);
+        assert_eq!(
+            log.store_url("b.test/", log.generation(), |p| p),
             Purged::No
         );
     }
