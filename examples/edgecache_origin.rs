@@ -11,6 +11,9 @@
 //! cargo run -p examples --example edgecache_origin -- --serve # keep serving on :8080
 //! ```
 
+#[path = "edgecache_axum/origin.rs"]
+mod origin;
+
 use std::convert::Infallible;
 use std::error::Error;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,39 +24,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
-use infra_edgecache::http::{CacheStatus, HttpCache, Origin, OriginError, PurgeMode};
+use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode};
+use origin::{HttpClient, HyperOrigin, http_client};
 use tokio::net::TcpListener;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// The cache's origin: a hyper client that sends every request to one server.
-struct HyperOrigin {
-    client: HttpClient,
-    authority: String,
-}
-
-impl Origin for HyperOrigin {
-    async fn fetch(&self, request: Request<Bytes>) -> Result<Response<Bytes>, OriginError> {
-        let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = format!("http://{}{path}", self.authority)
-            .parse()
-            .map_err(OriginError::new)?;
-        let response = self
-            .client
-            .request(Request::from_parts(parts, Full::new(body)))
-            .await
-            .map_err(OriginError::new)?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(OriginError::new)?.to_bytes();
-        Ok(Response::from_parts(parts, body))
-    }
-}
 
 /// The origin server: `/item/N` is cacheable for 5 s, revalidatable by ETag, tagged.
 async fn origin_server(listener: TcpListener, served: Arc<AtomicU64>) {
@@ -190,11 +166,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let served = Arc::new(AtomicU64::new(0));
     tokio::spawn(origin_server(origin_listener, Arc::clone(&served)));
 
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let origin = HyperOrigin {
-        client: client.clone(),
-        authority: origin_address.to_string(),
-    };
+    let client = http_client();
+    let origin = HyperOrigin::new(client.clone(), origin_address.to_string());
     let cache = HttpCache::builder(origin, 64 << 20).build();
     let port = if serve { 8080 } else { 0 };
     let cache_listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
