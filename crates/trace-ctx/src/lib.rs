@@ -27,7 +27,7 @@
 //! `tracing` (a `tracing-subscriber` layer stamping trace and span ids on log events),
 //! `tower` (server and client layers for HTTP services), `metrics` (spans started, sampled,
 //! dropped and exported, and export failures, through the `metrics` facade; names in the
-//! `metrics` module).
+//! `metrics` module), `reqwest` (a `reqwest-middleware` middleware, `TraceMiddleware`).
 //!
 //! # Quick start
 //!
@@ -73,7 +73,11 @@ pub mod metrics;
 mod middleware;
 mod probability;
 mod propagator;
+#[cfg(feature = "reqwest")]
+mod reqwest_client;
 mod sampler;
+#[cfg(feature = "http")]
+mod semconv;
 mod span;
 mod trace_context;
 mod trace_state;
@@ -100,6 +104,8 @@ pub use middleware::{
 };
 pub use probability::Threshold;
 pub use propagator::{CompositePropagator, Propagator};
+#[cfg(feature = "reqwest")]
+pub use reqwest_client::TraceMiddleware;
 pub use sampler::{
     AlwaysOff, AlwaysOn, ParentBased, RateLimited, Sampler, SamplingDecision, SamplingResult,
     TraceIdRatio,

@@ -4,9 +4,16 @@
 //!   span around the inner service, and runs the service with that context current, so spans
 //!   and client calls made while handling the request join the caller's trace. The span is
 //!   named by a [`RouteName`]: the method alone by default ([`MethodName`]), or a name built
-//!   from a route template the application supplies.
+//!   from a route template the application supplies. With [`ServerLayer::trace_response`],
+//!   the response carries a `traceresponse` header naming that span.
 //! - [`ClientLayer`]: injects the current context into outgoing requests; with a tracer, it
 //!   records a client span per request, so each call carries a new parent id.
+//!
+//! Recorded spans carry OpenTelemetry's stable HTTP semantic-convention attributes (server:
+//! `http.request.method`, `url.path`, `url.scheme`, `http.route`, `server.address`,
+//! `server.port`; client: `http.request.method`, `url.full` with query values redacted,
+//! `server.address`, `server.port`; both: `http.response.status_code`, and `error.type` on
+//! failure). Unsampled spans get none, and cost no allocation for them.
 //!
 //! A propagator that is not `Clone`, such as [`CompositePropagator`](crate::CompositePropagator),
 //! goes behind either layer in an [`Arc`](std::sync::Arc), which is a [`Propagator`] too.
@@ -19,14 +26,16 @@ use std::task::{Context as TaskContext, Poll};
 use tower::{Layer, Service};
 
 use crate::future::{FutureExt, WithContext};
-use crate::{Context, Propagator, Span, SpanKind, Status, Tracer};
+use crate::semconv;
+use crate::{Context, Propagator, Span, SpanKind, Status, TraceParent, TraceParentHeader, Tracer};
 
 /// Names the server span of a request.
 ///
 /// Name spans after the route template that matched (`GET /cart/{id}`), never the raw path:
 /// a raw path holds ids, so it gives every request its own span name and overwhelms the
 /// backend. Any `Fn(&http::Request<B>) -> impl Into<Cow<'static, str>>` is a `RouteName`;
-/// returning a `&'static str` costs no allocation.
+/// returning a `&'static str` costs no allocation. A name of the form `{method} {route}`
+/// (the conventions' form) also gives the span its `http.route` attribute.
 ///
 /// ```
 /// use infra_trace_ctx::{ServerLayer, TraceContextPropagator, Tracer};
@@ -62,18 +71,7 @@ pub struct MethodName;
 
 impl<B> RouteName<B> for MethodName {
     fn route_name(&self, request: &http::Request<B>) -> Cow<'static, str> {
-        Cow::Borrowed(match request.method().as_str() {
-            "GET" => "GET",
-            "HEAD" => "HEAD",
-            "POST" => "POST",
-            "PUT" => "PUT",
-            "DELETE" => "DELETE",
-            "CONNECT" => "CONNECT",
-            "OPTIONS" => "OPTIONS",
-            "TRACE" => "TRACE",
-            "PATCH" => "PATCH",
-            _ => "HTTP",
-        })
+        Cow::Borrowed(semconv::method_span_name(request.method()))
     }
 }
 
@@ -83,6 +81,10 @@ impl<B> RouteName<B> for MethodName {
 /// ends when the response body finishes ([`TracedBody`]), or at once when the service fails;
 /// a 5xx response, a service error or a body error sets its status to error (4xx is the
 /// client's fault, not the server's).
+///
+/// With [`ServerLayer::trace_response`], each response carries `traceresponse:
+/// 00-{trace id}-{server span id}-{flags}` (W3C Trace Context Level 2), so a caller can find
+/// the trace its request started.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -105,6 +107,7 @@ pub struct ServerLayer<P, N = MethodName> {
     tracer: Tracer,
     propagator: P,
     route: N,
+    trace_response: bool,
 }
 
 impl<P> ServerLayer<P> {
@@ -115,6 +118,7 @@ impl<P> ServerLayer<P> {
             tracer,
             propagator,
             route: MethodName,
+            trace_response: false,
         }
     }
 }
@@ -126,7 +130,24 @@ impl<P, N> ServerLayer<P, N> {
             tracer: self.tracer,
             propagator: self.propagator,
             route,
+            trace_response: self.trace_response,
         }
+    }
+
+    /// Whether responses carry a `traceresponse` header naming the server span (off by
+    /// default: it tells every caller, trusted or not, the trace and span ids).
+    ///
+    /// ```
+    /// use infra_trace_ctx::{ServerLayer, TraceContextPropagator, Tracer};
+    ///
+    /// let layer = ServerLayer::new(Tracer::builder().build(), TraceContextPropagator)
+    ///     .trace_response(true);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub const fn trace_response(mut self, enabled: bool) -> Self {
+        self.trace_response = enabled;
+        self
     }
 }
 
@@ -139,6 +160,7 @@ impl<S, P: Clone, N: Clone> Layer<S> for ServerLayer<P, N> {
             tracer: self.tracer.clone(),
             propagator: self.propagator.clone(),
             route: self.route.clone(),
+            trace_response: self.trace_response,
         }
     }
 }
@@ -150,6 +172,7 @@ pub struct TracedServer<S, P, N = MethodName> {
     tracer: Tracer,
     propagator: P,
     route: N,
+    trace_response: bool,
 }
 
 impl<S, P, N, B, R> Service<http::Request<B>> for TracedServer<S, P, N>
@@ -177,9 +200,12 @@ where
             .remote(&remote)
             .start();
         if span.is_recording() {
-            span.set_attribute("http.request.method", request.method().to_string());
-            span.set_attribute("url.path", request.uri().path().to_owned());
+            semconv::record_server_request(&mut span, &request);
         }
+        // Formatted on the stack now; copied into a header value only if enabled.
+        let trace_response = self
+            .trace_response
+            .then(|| TraceParent::of(span.context()).encode());
         let context = remote.with_span(span.context().clone());
         let future = {
             let _current = context.clone().attach();
@@ -188,6 +214,7 @@ where
         ServerResponseFuture {
             inner: future.with_context(context),
             span: Some(span),
+            trace_response,
         }
     }
 }
@@ -195,17 +222,12 @@ where
 /// Records the response status on `span`: an error from the service, a 5xx, or (for a client
 /// span) a 4xx marks it failed.
 fn record_status<R, E>(span: &mut Span, output: &Result<http::Response<R>, E>, client: bool) {
+    if !span.is_recording() {
+        return;
+    }
     match output {
-        Ok(response) => {
-            let code = response.status().as_u16();
-            span.set_attribute("http.response.status_code", i64::from(code));
-            if response.status().is_server_error() {
-                span.set_status(Status::Error("server error".into()));
-            } else if client && response.status().is_client_error() {
-                span.set_status(Status::Error("client error".into()));
-            }
-        }
-        Err(_) => span.set_status(Status::Error("the service failed".into())),
+        Ok(response) => semconv::record_response(span, response.status(), client),
+        Err(_) => semconv::record_failure(span, "_OTHER", "the service failed"),
     }
 }
 
@@ -219,6 +241,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: WithContext<F>,
         span: Option<Span>,
+        trace_response: Option<TraceParentHeader>,
     }
 }
 
@@ -236,7 +259,14 @@ where
         if let Some(span) = &mut span {
             record_status(span, &output, false);
         }
-        Poll::Ready(output.map(|response| {
+        let trace_response = this.trace_response.take();
+        Poll::Ready(output.map(|mut response| {
+            if let Some(header) = trace_response {
+                // A formatted traceparent is visible ASCII: always a valid header value.
+                if let Ok(value) = http::HeaderValue::from_str(header.as_str()) {
+                    response.headers_mut().insert(TRACERESPONSE, value);
+                }
+            }
             let (parts, body) = response.into_parts();
             if body.is_end_stream()
                 && let Some(span) = span.take()
@@ -247,6 +277,9 @@ where
         }))
     }
 }
+
+/// The W3C Trace Context Level 2 response header: the callee's trace and span.
+const TRACERESPONSE: http::HeaderName = http::HeaderName::from_static("traceresponse");
 
 pin_project_lite::pin_project! {
     /// A response body that ends its server span when the body finishes: at its last frame,
@@ -407,9 +440,17 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let mut context = Context::current();
+        // Named by the method alone, as the conventions name a client span without a route
+        // template: a static name, so an unsampled call allocates nothing, and a bounded one.
         let span = self.tracer.as_ref().map(|tracer| {
-            let name = format!("{} {}", request.method(), request.uri().path());
-            tracer.span(name).kind(SpanKind::Client).start()
+            let mut span = tracer
+                .span(semconv::method_span_name(request.method()))
+                .kind(SpanKind::Client)
+                .start();
+            if span.is_recording() {
+                semconv::record_client_http_request(&mut span, &request);
+            }
+            span
         });
         if let Some(span) = &span {
             context.set_span(Some(span.context().clone()));
@@ -694,6 +735,166 @@ mod tests {
                 (SpanKind::Client, Status::Error("server error".into())),
                 (SpanKind::Server, Status::Unset),
             ]
+        );
+    }
+
+    /// The string value of attribute `key`, if it is one.
+    fn text<'a>(span: &'a crate::SpanData, key: &str) -> Option<&'a str> {
+        match span.attribute(key)? {
+            crate::Value::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn server_spans_carry_the_http_conventions() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let route = |request: &http::Request<()>| {
+            if request.uri().path().starts_with("/cart/") {
+                "GET /cart/{id}"
+            } else {
+                "GET"
+            }
+        };
+        let mut service = ServerLayer::new(tracer, TraceContextPropagator)
+            .route(route)
+            .layer(Echo);
+        let requests = [
+            ("GET", "/cart/7?user=1", "shop.example:8080"),
+            ("PURGE", "/fail", "[::1]"),
+        ];
+        for (method, uri, host) in requests {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", host)
+                .body(())
+                .unwrap();
+            read_to_end(service.call(request).await.unwrap().into_body()).await;
+        }
+        let spans = exporter.spans();
+        let (cart, purge) = (&spans[0], &spans[1]);
+        assert_eq!(text(cart, "http.request.method"), Some("GET"));
+        assert_eq!(text(cart, "url.path"), Some("/cart/7"));
+        assert_eq!(text(cart, "url.scheme"), Some("http"));
+        assert_eq!(text(cart, "http.route"), Some("/cart/{id}"));
+        assert_eq!(text(cart, "server.address"), Some("shop.example"));
+        assert_eq!(
+            cart.attribute("server.port"),
+            Some(&crate::Value::I64(8080))
+        );
+        assert_eq!(cart.attribute("error.type"), None);
+        assert_eq!(
+            purge.name, "GET",
+            "the route function's name for other paths"
+        );
+        assert_eq!(text(purge, "http.request.method"), Some("_OTHER"));
+        assert_eq!(text(purge, "http.request.method_original"), Some("PURGE"));
+        assert_eq!(
+            purge.attribute("http.route"),
+            None,
+            "not named {{method}} {{route}}"
+        );
+        assert_eq!(text(purge, "server.address"), Some("::1"));
+        assert_eq!(purge.attribute("server.port"), None);
+        assert_eq!(text(purge, "error.type"), Some("503"));
+        assert_eq!(
+            purge.attribute("http.response.status_code"),
+            Some(&crate::Value::I64(503))
+        );
+    }
+
+    #[tokio::test]
+    async fn traceresponse_names_the_server_span_only_when_enabled() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let layer = ServerLayer::new(tracer, TraceContextPropagator);
+        let mut plain = layer.clone().layer(Echo);
+        let mut answering = layer.trace_response(true).layer(Echo);
+        let request = || {
+            http::Request::builder()
+                .uri("/cart")
+                .header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )
+                .body(())
+                .unwrap()
+        };
+        let response = plain.call(request()).await.unwrap();
+        assert_eq!(response.headers().get("traceresponse"), None);
+        read_to_end(response.into_body()).await;
+        let response = answering.call(request()).await.unwrap();
+        let header = response.headers()["traceresponse"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        read_to_end(response.into_body()).await;
+
+        let spans = exporter.spans();
+        let server = &spans[1].context;
+        let parsed = TraceParent::parse(&header).unwrap();
+        assert_eq!(parsed.trace_id, server.trace_id());
+        assert_eq!(
+            parsed.parent_id,
+            server.span_id(),
+            "the child id is the server span's"
+        );
+        assert_ne!(parsed.parent_id.to_string(), "00f067aa0ba902b7");
+        assert!(parsed.flags.is_sampled());
+        assert_eq!(header, TraceParent::of(server).encode().as_str());
+    }
+
+    #[tokio::test]
+    async fn client_spans_are_named_by_the_method_and_carry_the_http_conventions() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut client = ClientLayer::new(TraceContextPropagator)
+            .with_tracer(tracer)
+            .layer(Echo);
+        let calls = [
+            (
+                "POST",
+                "https://user:secret@pay.example:8443/fail?sig=abc&n=1",
+            ),
+            ("GET", "/missing"),
+        ];
+        for (method, uri) in calls {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", "inventory:9000")
+                .body(())
+                .unwrap();
+            client.call(request).await.unwrap();
+        }
+        let spans = exporter.spans();
+        let (pay, missing) = (&spans[0], &spans[1]);
+        assert_eq!(pay.name, "POST", "the method alone, never the path");
+        assert_eq!(text(pay, "http.request.method"), Some("POST"));
+        assert_eq!(
+            text(pay, "url.full"),
+            Some("https://REDACTED:REDACTED@pay.example:8443/fail?sig=REDACTED&n=REDACTED")
+        );
+        assert_eq!(text(pay, "server.address"), Some("pay.example"));
+        assert_eq!(pay.attribute("server.port"), Some(&crate::Value::I64(8443)));
+        assert_eq!(text(pay, "error.type"), Some("503"));
+        assert_eq!(missing.name, "GET");
+        assert_eq!(
+            missing.attribute("url.full"),
+            None,
+            "a relative URI is no full URL"
+        );
+        assert_eq!(text(missing, "server.address"), Some("inventory"));
+        assert_eq!(
+            missing.attribute("server.port"),
+            Some(&crate::Value::I64(9000))
+        );
+        assert_eq!(text(missing, "error.type"), Some("404"));
+        assert_eq!(
+            missing.attribute("http.response.status_code"),
+            Some(&crate::Value::I64(404))
         );
     }
 

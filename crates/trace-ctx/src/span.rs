@@ -673,6 +673,12 @@ impl Span {
         self.recording.is_some()
     }
 
+    /// The name of a recorded span (`None` if unrecorded: its name is not kept).
+    #[cfg(feature = "http")]
+    pub(crate) fn recorded_name(&self) -> Option<&str> {
+        self.recording.as_ref().map(|r| &*r.data.name)
+    }
+
     /// Sets an attribute; does nothing on an unrecorded span. A new key past
     /// [`SpanLimits::max_attributes`] is dropped and counted.
     #[inline]

@@ -271,3 +271,55 @@ fn an_unsampled_server_span_named_by_its_route_allocates_nothing() {
         "unsampled server spans allocated {count} times in 100 rounds"
     );
 }
+
+#[cfg(feature = "tower")]
+#[test]
+fn an_unsampled_client_span_costs_no_allocation() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Poll, Waker};
+
+    use infra_trace_ctx::ClientLayer;
+    use tower::{Layer, Service};
+
+    let mut spanned = ClientLayer::new(TraceContextPropagator)
+        .with_tracer(Tracer::builder().sampler(AlwaysOff).build())
+        .layer(Empty);
+    let mut plain = ClientLayer::new(TraceContextPropagator).layer(Empty);
+    let mut waker_cx = std::task::Context::from_waker(Waker::noop());
+    let root = Tracer::builder()
+        .sampler(AlwaysOff)
+        .build()
+        .span("handler")
+        .start();
+    let _guard = root.attach();
+    // Injecting into the request's empty header map allocates the same with or without a
+    // span: the span's share must be nothing, whatever the path.
+    let call = |client: &mut dyn FnMut(http::Request<()>) -> bool, i: u32| {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://pay.example/charge/{i}?sig=abc"))
+            .body(())
+            .expect("valid request");
+        allocations_in(|| assert!(client(request))).0
+    };
+    let mut with_span = |request| {
+        let mut future = pin!(spanned.call(request));
+        matches!(future.as_mut().poll(&mut waker_cx), Poll::Ready(Ok(_)))
+    };
+    let spanned_counts: Vec<u64> = (0..50).map(|i| call(&mut with_span, i)).collect();
+    let mut waker_cx = std::task::Context::from_waker(Waker::noop());
+    let mut without = |request| {
+        let mut future = pin!(plain.call(request));
+        matches!(future.as_mut().poll(&mut waker_cx), Poll::Ready(Ok(_)))
+    };
+    let plain_counts: Vec<u64> = (0..50).map(|i| call(&mut without, i)).collect();
+    assert!(
+        plain_counts.iter().all(|&n| n > 0),
+        "injection allocates its header"
+    );
+    assert_eq!(
+        spanned_counts, plain_counts,
+        "an unsampled client span allocated beyond the injection"
+    );
+}
