@@ -281,13 +281,16 @@ fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
     Ok(())
 }
 
-/// Writes `value` with every byte outside the baggage-octet range, and `%`, percent-encoded.
+/// Writes `value` with every byte outside the baggage-octet range, `%` and `=`
+/// percent-encoded. `=` is a baggage octet, but readers that split a member at every `=`
+/// (OpenTelemetry's Rust propagator) would cut the value short; W3C Baggage lets a writer
+/// encode any octet, and every conforming reader decodes it.
 pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = value.as_bytes();
     let mut plain_start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
-        if is_baggage_octet(byte) && byte != b'%' {
+        if is_baggage_octet(byte) && byte != b'%' && byte != b'=' {
             continue;
         }
         // Plain runs hold only baggage octets, which are ASCII.
@@ -432,12 +435,13 @@ mod tests {
         ),
         (&["key1=value1 ; p1 = v1 ;p2"], Some("key1=value1;p1=v1;p2")),
         (&["key1=", "key2=x"], Some("key1=,key2=x")),
-        // `=` is a baggage octet: it needs no escape, and a decoded one is written plainly.
+        // `=` is a baggage octet: read plainly, but written escaped (see
+        // `write_percent_encoded`).
         (
             &["k=%20spaced%2C%3Dvalue%25"],
-            Some("k=%20spaced%2C=value%25"),
+            Some("k=%20spaced%2C%3Dvalue%25"),
         ),
-        (&["k=a=b"], Some("k=a=b")),
+        (&["k=a=b"], Some("k=a%3Db")),
         (&["k=%e2%9c%93"], Some("k=%E2%9C%93")),
         (&["k=a,,b=c, "], Some("k=a,b=c")),
         (&["k=1,k=2"], Some("k=2")),
