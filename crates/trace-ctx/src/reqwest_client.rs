@@ -21,7 +21,7 @@ use crate::{Context, Propagator, SpanKind, Tracer};
 /// query value replaced by `REDACTED`), `server.address`, `server.port`,
 /// `http.response.status_code`, and `error.type` on failure: the status code for a 4xx or
 /// 5xx, `timeout` for a timeout, `_OTHER` for any other error (status error for all three).
-/// An unsampled span records nothing and costs no allocation beyond the injected headers.
+/// An unsampled span records nothing: no attribute is built for it.
 ///
 /// ```
 /// use infra_trace_ctx::{TraceContextPropagator, TraceMiddleware, Tracer};
