@@ -363,6 +363,10 @@ struct TracerConfig {
 #[derive(Debug)]
 pub struct TracerBuilder {
     config: TracerConfig,
+    /// Whether [`TracerBuilder::exporter`] was called: without it, recorded spans are
+    /// dropped, which `build` reports (feature `tracing`).
+    #[cfg(feature = "tracing")]
+    exporter_configured: bool,
     #[cfg(feature = "metrics")]
     metrics_name: Option<Cow<'static, str>>,
 }
@@ -386,6 +390,10 @@ impl TracerBuilder {
     #[must_use]
     pub fn exporter(mut self, exporter: impl Exporter + 'static) -> Self {
         self.config.exporter = Box::new(exporter);
+        #[cfg(feature = "tracing")]
+        {
+            self.exporter_configured = true;
+        }
         self
     }
 
@@ -420,11 +428,21 @@ impl TracerBuilder {
         self
     }
 
-    /// The tracer.
+    /// The tracer. With feature `tracing`, a builder given no [`TracerBuilder::exporter`]
+    /// logs one warning here: its recorded spans would be dropped without a word
+    /// (`.exporter(NoopExporter)` says that is intended).
     #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
     // `Tracer` holds a std `Arc`; see its field.
     #[allow(clippy::disallowed_types)]
     pub fn build(mut self) -> Tracer {
+        #[cfg(feature = "tracing")]
+        if !self.exporter_configured {
+            tracing::warn!(
+                service = %self.config.service,
+                "no exporter configured: recorded spans are dropped when they end \
+                 (set one with TracerBuilder::exporter, or NoopExporter to drop them on purpose)"
+            );
+        }
         #[cfg(feature = "metrics")]
         {
             let name = self
@@ -453,6 +471,8 @@ impl Tracer {
             },
             #[cfg(feature = "metrics")]
             metrics_name: None,
+            #[cfg(feature = "tracing")]
+            exporter_configured: false,
         }
     }
 
@@ -980,6 +1000,45 @@ mod tests {
         drop(child);
         span.end();
         assert!(exporter.spans().is_empty());
+    }
+
+    /// Log lines written by a [`crate::TraceLogLayer`].
+    #[cfg(feature = "tracing")]
+    #[derive(Clone, Default)]
+    struct Lines(infra_common::sync::Arc<infra_common::sync::Mutex<Vec<u8>>>);
+
+    #[cfg(feature = "tracing")]
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[cfg(feature = "tracing")]
+    #[test]
+    fn a_tracer_built_without_an_exporter_warns_once() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(crate::TraceLogLayer::new(lines.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let silent = Tracer::builder().service("cart").build();
+            silent.span("dropped").start().end();
+            silent.span("dropped too").start().end();
+            let _ = Tracer::builder().exporter(NoopExporter).build();
+            let _ = Tracer::builder().exporter(MemoryExporter::new()).build();
+        });
+        let text = String::from_utf8(lines.0.lock().clone()).expect("UTF-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"level\":\"WARN\""), "{text}");
+        assert!(text.contains("no exporter configured"), "{text}");
+        assert!(text.contains("cart"), "{text}");
     }
 
     #[test]
