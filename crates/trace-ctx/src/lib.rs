@@ -90,7 +90,10 @@ pub use baggage::{BAGGAGE, Baggage, BaggageEntry, BaggagePropagator};
 pub use carrier::{Extractor, Injector};
 pub use context::{Context, ContextGuard, SamplingState, SpanContext};
 pub use error::Error;
-pub use export::{JsonLinesExporter, MemoryExporter};
+pub use export::{
+    BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, JsonLinesExporter,
+    MemoryExporter, SpanBatchExporter,
+};
 #[cfg(feature = "tokio")]
 pub use future::{FutureExt, WithContext, spawn};
 pub use id::{SpanId, TraceFlags, TraceId};

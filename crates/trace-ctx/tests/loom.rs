@@ -51,3 +51,48 @@ fn refill_races_with_decisions() {
         assert!(here ^ there);
     });
 }
+
+/// Two threads each end a span and flush; each flush must find its own span delivered, even
+/// when the worker has taken the batch but not yet returned from the exporter.
+#[test]
+fn flush_returns_only_after_spans_queued_before_it_are_exported() {
+    use infra_trace_ctx::{BatchSpanProcessor, MemoryExporter, Tracer};
+    use std::time::Duration;
+
+    model(|| {
+        let received = MemoryExporter::new();
+        let processor = BatchSpanProcessor::builder(received.clone())
+            .max_batch_size(2)
+            .clock(ManualClock::new())
+            .build()
+            .expect("valid sizes");
+        let tracer = Tracer::builder()
+            .exporter(processor.clone())
+            .clock(ManualClock::new())
+            .build();
+        let end_and_flush = {
+            let (tracer, processor, received) =
+                (tracer.clone(), processor.clone(), received.clone());
+            move |name: &'static str| {
+                tracer.span(name).start().end();
+                processor
+                    .force_flush(Duration::from_secs(1))
+                    .expect("loom never times out");
+                assert!(
+                    received.spans().iter().any(|span| span.name == name),
+                    "flush returned before {name} was exported"
+                );
+            }
+        };
+        let other = {
+            let end_and_flush = end_and_flush.clone();
+            thread::spawn(move || end_and_flush("there"))
+        };
+        end_and_flush("here");
+        other.join().expect("other thread finished");
+        drop(tracer);
+        processor
+            .shutdown(Duration::from_secs(1))
+            .expect("loom never times out");
+    });
+}

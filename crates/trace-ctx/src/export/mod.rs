@@ -1,4 +1,11 @@
-//! Exporters: [`MemoryExporter`] for tests, [`JsonLinesExporter`] for logs and files.
+//! Exporters: [`MemoryExporter`] for tests, [`JsonLinesExporter`] for logs and files, and
+//! [`BatchSpanProcessor`], which moves export off the request path.
+
+mod batch;
+mod error;
+
+pub use batch::{BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, SpanBatchExporter};
+pub use error::ExportError;
 
 use std::fmt::{self, Write as _};
 use std::io::Write;

@@ -1,0 +1,390 @@
+//! The batch span processor: ended spans go into a bounded queue on the request path, and a
+//! background thread hands them, a batch at a time, to a [`SpanBatchExporter`].
+//!
+//! The request path takes one short lock and never waits for the network: when the queue is
+//! full the span is dropped and counted. Bookkeeping works in sequence numbers: `accepted`
+//! counts spans ever queued, `handed` the ones whose batch the exporter has returned from.
+//! A flush remembers `accepted` when it is called and waits until `handed` reaches it, so it
+//! cannot return while a span queued before it is still in the queue or in the worker's hands.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use infra_common::clock::duration_to_nanos;
+use infra_common::sync::{Arc, Condvar, Mutex, thread};
+use infra_common::{Clock, SystemClock};
+
+use super::ExportError;
+use crate::span::{Exporter, SpanData};
+
+/// Receives finished spans a batch at a time, on the batch processor's background thread,
+/// where blocking (network, disk) is fine.
+///
+/// ```
+/// use infra_trace_ctx::{ExportError, SpanBatchExporter, SpanData};
+///
+/// #[derive(Debug, Default)]
+/// struct CountNames(usize);
+///
+/// impl SpanBatchExporter for CountNames {
+///     fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+///         self.0 += batch.iter().filter(|span| span.name == "checkout").count();
+///         Ok(())
+///     }
+/// }
+/// # let _ = CountNames::default();
+/// ```
+pub trait SpanBatchExporter: Send + fmt::Debug + 'static {
+    /// Delivers `batch` (at most the processor's batch size, in the order the spans ended).
+    /// An error is counted in [`BatchStats::failed`]; the spans are not retried by the
+    /// processor (an exporter that wants retries does them itself, as the OTLP one does).
+    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError>;
+}
+
+impl SpanBatchExporter for crate::MemoryExporter {
+    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        for span in batch {
+            Exporter::export(self, span.clone());
+        }
+        Ok(())
+    }
+}
+
+/// What a batch processor has done with the spans it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchStats {
+    /// Spans accepted into the queue.
+    pub queued: u64,
+    /// Spans dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Spans dropped because they ended after [`BatchSpanProcessor::shutdown`].
+    pub dropped_after_shutdown: u64,
+    /// Spans in batches the exporter accepted.
+    pub exported: u64,
+    /// Spans in batches the exporter returned an error for.
+    pub failed: u64,
+}
+
+/// An [`Exporter`] for [`Tracer::builder`](crate::Tracer::builder) that queues each ended
+/// span and exports them in batches from a background thread.
+///
+/// Guarantees:
+/// - Ending a span never blocks on the exporter: it takes a short lock, and when the queue
+///   holds [`max_queue_size`](BatchSpanProcessorBuilder::max_queue_size) spans the span is
+///   dropped and counted in [`BatchStats::dropped_queue_full`].
+/// - A batch is exported as soon as [`max_batch_size`](BatchSpanProcessorBuilder::max_batch_size)
+///   spans are queued, on [`force_flush`](Self::force_flush), on shutdown, or when
+///   [`scheduled_delay`](BatchSpanProcessorBuilder::scheduled_delay) passes with spans queued.
+/// - [`force_flush`](Self::force_flush) and [`shutdown`](Self::shutdown) return `Ok` only once
+///   every span queued before the call has been handed to the exporter, and
+///   [`ExportError::Timeout`] if their deadline passes first.
+/// - After shutdown (explicit, or when the last clone is dropped) spans are dropped and
+///   counted in [`BatchStats::dropped_after_shutdown`].
+///
+/// Clones share one queue and one background thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use infra_trace_ctx::{BatchSpanProcessor, MemoryExporter, Tracer};
+///
+/// let received = MemoryExporter::new();
+/// let processor = BatchSpanProcessor::builder(received.clone()).build()?;
+/// let tracer = Tracer::builder().exporter(processor.clone()).build();
+/// tracer.span("checkout").start().end();
+/// processor.force_flush(Duration::from_secs(5))?;
+/// assert_eq!(received.spans()[0].name, "checkout");
+/// assert_eq!(processor.stats().exported, 1);
+/// # Ok::<(), infra_trace_ctx::ExportError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchSpanProcessor {
+    owner: Arc<Owner>,
+}
+
+/// Settings of a [`BatchSpanProcessor`]; defaults are OpenTelemetry's (queue 2048, batch
+/// 512, delay 5 s) and a shutdown-on-drop timeout of 30 s.
+#[derive(Debug)]
+pub struct BatchSpanProcessorBuilder<E> {
+    exporter: E,
+    max_queue_size: usize,
+    max_batch_size: usize,
+    scheduled_delay: Duration,
+    drop_timeout: Duration,
+    clock: Box<dyn Clock>,
+}
+
+/// Owned by the handles and not by the worker, so the last handle's drop shuts down.
+struct Owner {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<thread::JoinHandle<()>>>,
+    drop_timeout: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the worker: a full batch, a flush, a shutdown.
+    work: Condvar,
+    /// Wakes flushers: a batch was handed over.
+    progress: Condvar,
+    max_queue_size: usize,
+    max_batch_size: usize,
+    scheduled_delay: Duration,
+    clock: Box<dyn Clock>,
+}
+
+struct State {
+    queue: VecDeque<SpanData>,
+    /// Spans ever queued; a flush waits for `handed` to reach its value at the call.
+    accepted: u64,
+    /// Spans whose batch the exporter has returned from.
+    handed: u64,
+    /// The highest `accepted` a flush waits for; the worker exports until `handed` reaches it.
+    flush_up_to: u64,
+    shut_down: bool,
+    stats: BatchStats,
+}
+
+impl BatchSpanProcessor {
+    /// Settings for a processor feeding `exporter`.
+    pub fn builder<E: SpanBatchExporter>(exporter: E) -> BatchSpanProcessorBuilder<E> {
+        BatchSpanProcessorBuilder {
+            exporter,
+            max_queue_size: 2048,
+            max_batch_size: 512,
+            scheduled_delay: Duration::from_secs(5),
+            drop_timeout: Duration::from_secs(30),
+            clock: Box::new(SystemClock::new()),
+        }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> BatchStats {
+        self.owner.shared.state.lock().stats
+    }
+
+    /// Exports everything queued before this call and waits, at most `timeout`, until the
+    /// exporter has returned for all of it.
+    pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
+        let shared = &self.owner.shared;
+        let mut state = shared.state.lock();
+        let target = state.accepted;
+        state.flush_up_to = state.flush_up_to.max(target);
+        shared.work.notify_one();
+        shared.wait_handed(&mut state, target, timeout)
+    }
+
+    /// Stops accepting spans, exports everything already queued and, once the exporter has
+    /// returned for all of it (at most `timeout`), stops the background thread. Later calls
+    /// return at once; spans ended afterwards are dropped and counted.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+        self.owner.shutdown(timeout)
+    }
+}
+
+impl Owner {
+    fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+        let shared = &self.shared;
+        {
+            let mut state = shared.state.lock();
+            state.shut_down = true;
+            let target = state.accepted;
+            shared.work.notify_one();
+            shared.wait_handed(&mut state, target, timeout)?;
+        }
+        // Everything is handed over, so the worker is leaving its loop: joining is short.
+        if let Some(worker) = self.worker.lock().take() {
+            // A worker that panicked (inside the exporter) has nothing left to deliver.
+            let _ = worker.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Nobody can be told about a failure here; the counters still show it.
+        let _ = self.shutdown(self.drop_timeout);
+    }
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchSpanProcessor")
+            .field("stats", &self.shared.state.lock().stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Waits until `handed` reaches `target`, or `timeout` passes on the clock.
+    fn wait_handed(
+        &self,
+        state: &mut infra_common::sync::MutexGuard<'_, State>,
+        target: u64,
+        timeout: Duration,
+    ) -> Result<(), ExportError> {
+        let deadline = self
+            .clock
+            .now_nanos()
+            .saturating_add(duration_to_nanos(timeout));
+        while state.handed < target {
+            let now = self.clock.now_nanos();
+            if now >= deadline {
+                return Err(ExportError::Timeout);
+            }
+            self.progress
+                .wait_timeout(state, Duration::from_nanos(deadline - now));
+        }
+        Ok(())
+    }
+
+    fn run(&self, mut exporter: impl SpanBatchExporter) {
+        // Swapped with the queue when the queue holds at most one batch, so taking a batch
+        // moves no span and both buffers keep their capacity.
+        let mut batch = VecDeque::with_capacity(self.max_batch_size);
+        let mut state = self.state.lock();
+        loop {
+            while !(state.shut_down
+                || state.queue.len() >= self.max_batch_size
+                || state.flush_up_to > state.handed)
+            {
+                let timed_out = self.work.wait_timeout(&mut state, self.scheduled_delay);
+                if timed_out && !state.queue.is_empty() {
+                    break;
+                }
+            }
+            if state.shut_down && state.queue.is_empty() {
+                return;
+            }
+            if state.queue.len() <= self.max_batch_size {
+                std::mem::swap(&mut state.queue, &mut batch);
+            } else {
+                batch.extend(state.queue.drain(..self.max_batch_size));
+            }
+            drop(state);
+            let result = exporter.export_batch(batch.make_contiguous());
+            let count = batch.len() as u64;
+            batch.clear();
+            state = self.state.lock();
+            state.handed += count;
+            match result {
+                Ok(()) => state.stats.exported += count,
+                Err(_) => state.stats.failed += count,
+            }
+            self.progress.notify_all();
+        }
+    }
+}
+
+impl Exporter for BatchSpanProcessor {
+    fn export(&self, span: SpanData) {
+        let shared = &self.owner.shared;
+        let mut state = shared.state.lock();
+        if state.shut_down {
+            state.stats.dropped_after_shutdown += 1;
+            return;
+        }
+        if state.queue.len() >= shared.max_queue_size {
+            state.stats.dropped_queue_full += 1;
+            return;
+        }
+        state.queue.push_back(span);
+        state.accepted += 1;
+        state.stats.queued += 1;
+        // Once per batch: the worker re-checks the length after every export anyway.
+        let batch_ready = state.queue.len() == shared.max_batch_size;
+        drop(state);
+        if batch_ready {
+            shared.work.notify_one();
+        }
+    }
+}
+
+impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
+    /// The most spans waiting for export; more are dropped and counted. Default 2048.
+    #[must_use]
+    pub const fn max_queue_size(mut self, spans: usize) -> Self {
+        self.max_queue_size = spans;
+        self
+    }
+
+    /// The most spans per [`SpanBatchExporter::export_batch`] call (at most the queue size).
+    /// Default 512.
+    #[must_use]
+    pub const fn max_batch_size(mut self, spans: usize) -> Self {
+        self.max_batch_size = spans;
+        self
+    }
+
+    /// How long queued spans may wait for a batch to fill. Default 5 s.
+    #[must_use]
+    pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
+        self.scheduled_delay = delay;
+        self
+    }
+
+    /// How long dropping the last handle waits for queued spans to be exported. Default 30 s.
+    #[must_use]
+    pub const fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
+    /// The clock that measures flush and shutdown deadlines. Default: the system clock.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Starts the background thread.
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::InvalidConfig`] if the queue or batch size is zero, or the batch is
+    /// larger than the queue.
+    pub fn build(self) -> Result<BatchSpanProcessor, ExportError> {
+        if self.max_queue_size == 0 {
+            return Err(ExportError::invalid("max_queue_size", "must be at least 1"));
+        }
+        if self.max_batch_size == 0 || self.max_batch_size > self.max_queue_size {
+            return Err(ExportError::invalid(
+                "max_batch_size",
+                format!(
+                    "must be between 1 and the queue size ({})",
+                    self.max_queue_size
+                ),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::with_capacity(self.max_batch_size),
+                accepted: 0,
+                handed: 0,
+                flush_up_to: 0,
+                shut_down: false,
+                stats: BatchStats::default(),
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            max_queue_size: self.max_queue_size,
+            max_batch_size: self.max_batch_size,
+            scheduled_delay: self.scheduled_delay,
+            clock: self.clock,
+        });
+        let exporter = self.exporter;
+        let worker = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || shared.run(exporter))
+        };
+        Ok(BatchSpanProcessor {
+            owner: Arc::new(Owner {
+                shared,
+                worker: Mutex::new(Some(worker)),
+                drop_timeout: self.drop_timeout,
+            }),
+        })
+    }
+}

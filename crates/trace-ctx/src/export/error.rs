@@ -1,0 +1,71 @@
+//! What can go wrong between a finished span and the receiver that should store it.
+
+use std::fmt;
+
+/// Why spans could not be flushed, configured or delivered.
+///
+/// Kept apart from [`crate::Error`], which describes malformed trace context and is built
+/// without allocating: an export failure carries what the network or the receiver said.
+///
+/// ```
+/// use infra_trace_ctx::ExportError;
+///
+/// let error = ExportError::Rejected { status: 400 };
+/// assert_eq!(error.to_string(), "the receiver rejected the spans with HTTP status 400");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// A flush or shutdown did not see every queued span handed to the exporter before its
+    /// deadline; the spans stay queued and are still exported later.
+    Timeout,
+    /// A setting (builder value or environment variable) is invalid; nothing was started.
+    InvalidConfig {
+        /// The setting, for example `OTEL_EXPORTER_OTLP_TIMEOUT`.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The receiver answered with a status that is neither success nor worth a retry.
+    Rejected {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The receiver could not be reached or did not answer in time.
+    Transport(String),
+    /// Every attempt allowed failed with a retryable error; the last one is kept.
+    GaveUp {
+        /// How many requests were sent.
+        attempts: u32,
+        /// Why the last one failed.
+        last: Box<ExportError>,
+    },
+}
+
+impl ExportError {
+    pub(crate) fn invalid(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out before every queued span was exported"),
+            Self::InvalidConfig { setting, reason } => write!(f, "invalid {setting}: {reason}"),
+            Self::Rejected { status } => write!(
+                f,
+                "the receiver rejected the spans with HTTP status {status}"
+            ),
+            Self::Transport(reason) => write!(f, "could not reach the receiver: {reason}"),
+            Self::GaveUp { attempts, last } => {
+                write!(f, "gave up after {attempts} attempts: {last}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ExportError {}
