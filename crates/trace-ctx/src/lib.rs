@@ -20,12 +20,13 @@
 //! Sampling: [`AlwaysOn`], [`AlwaysOff`], [`ParentBased`], [`TraceIdRatio`] (consistent
 //! across services, with OpenTelemetry's `ot=th:…` threshold and `rv:…` randomness in
 //! `tracestate`, see [`Threshold`]) and [`RateLimited`]. Spans: [`Tracer`], [`Span`], with [`MemoryExporter`]
-//! and [`JsonLinesExporter`]. The current [`Context`] follows a thread (scope guards) and,
+//! and [`JsonLinesExporter`], and [`BatchSpanProcessor`], which exports off the request path
+//! (to `OtlpExporter`, an OTLP/HTTP exporter, with feature `otlp`). The current [`Context`] follows a thread (scope guards) and,
 //! with feature `tokio`, a task across `.await` (`FutureExt::with_context`).
 //!
 //! Features: `http` (carriers for `http::HeaderMap`), `tokio` (context across `.await`),
 //! `tracing` (a `tracing-subscriber` layer stamping trace and span ids on log events),
-//! `tower` (server and client layers for HTTP services), `metrics` (spans started, sampled,
+//! `tower` (server and client layers for HTTP services), `otlp` (the OTLP/HTTP exporter), `metrics` (spans started, sampled,
 //! dropped and exported, and export failures, through the `metrics` facade; names in the
 //! `metrics` module), `reqwest` (a `reqwest-middleware` middleware, `TraceMiddleware`).
 //!
@@ -94,6 +95,8 @@ pub use export::{
     BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, JsonLinesExporter,
     MemoryExporter, SpanBatchExporter,
 };
+#[cfg(feature = "otlp")]
+pub use export::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};
 #[cfg(feature = "tokio")]
 pub use future::{FutureExt, WithContext, spawn};
 pub use id::{SpanId, TraceFlags, TraceId};

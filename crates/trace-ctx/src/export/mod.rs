@@ -3,9 +3,13 @@
 
 mod batch;
 mod error;
+#[cfg(feature = "otlp")]
+mod otlp;
 
 pub use batch::{BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, SpanBatchExporter};
 pub use error::ExportError;
+#[cfg(feature = "otlp")]
+pub use otlp::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};
 
 use std::fmt::{self, Write as _};
 use std::io::Write;

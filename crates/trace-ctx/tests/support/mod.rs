@@ -1,6 +1,8 @@
 //! Shared by the export tests: an exporter that waits at a gate, and bounded polling.
 #![allow(dead_code, unreachable_pub, reason = "each test target uses a part")]
 
+pub mod receiver;
+
 use std::time::{Duration, Instant};
 
 use infra_common::sync::{Arc, Condvar, Mutex, thread};

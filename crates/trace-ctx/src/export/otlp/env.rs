@@ -1,0 +1,135 @@
+//! The OpenTelemetry SDK environment variables the OTLP exporter reads. An empty value counts
+//! as unset (as the specification says); a malformed one is an error naming the variable,
+//! never a silent default.
+
+use std::time::Duration;
+
+use super::{Compression, OtlpExporterBuilder, Protocol, TRACES_PATH};
+use crate::baggage::percent_decode;
+use crate::export::ExportError;
+use crate::span::KeyValue;
+
+const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+const PROTOCOL: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+];
+const HEADERS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+];
+const COMPRESSION: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+];
+const TIMEOUT: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+];
+const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+
+/// The longest timeout accepted (an hour): past that a value is more likely a unit mistake.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+pub(super) fn apply(
+    mut builder: OtlpExporterBuilder,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<OtlpExporterBuilder, ExportError> {
+    let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    // The signal-specific variable wins over the general one.
+    let first = |names: [&'static str; 2]| {
+        names
+            .into_iter()
+            .find_map(|name| get(name).map(|value| (name, value)))
+    };
+
+    if let Some(url) = get(TRACES_ENDPOINT) {
+        builder = builder.traces_endpoint(url.trim());
+    } else if let Some(base) = get(ENDPOINT) {
+        builder.url = format!("{}{TRACES_PATH}", base.trim().trim_end_matches('/'));
+    }
+    if let Some((name, value)) = first(PROTOCOL) {
+        builder.protocol = match value.trim() {
+            "http/protobuf" => Protocol::HttpProtobuf,
+            "http/json" => Protocol::HttpJson,
+            other => {
+                return Err(ExportError::invalid(
+                    name,
+                    format!("{other:?}: only http/protobuf and http/json are supported"),
+                ));
+            }
+        };
+    }
+    if let Some((name, value)) = first(HEADERS) {
+        for (key, value) in parse_pairs(name, &value)? {
+            builder
+                .headers
+                .retain(|(existing, _)| !existing.eq_ignore_ascii_case(&key));
+            builder.headers.push((key, value));
+        }
+    }
+    if let Some((name, value)) = first(COMPRESSION) {
+        builder.compression = match value.trim() {
+            "gzip" => Compression::Gzip,
+            "none" => Compression::None,
+            other => {
+                return Err(ExportError::invalid(
+                    name,
+                    format!("{other:?}: expected gzip or none"),
+                ));
+            }
+        };
+    }
+    if let Some((name, value)) = first(TIMEOUT) {
+        let millis: u64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
+            .ok_or_else(|| {
+                ExportError::invalid(
+                    name,
+                    format!("{value:?}: expected milliseconds from 1 to {MAX_TIMEOUT_MS}"),
+                )
+            })?;
+        builder.timeout = Duration::from_millis(millis);
+    }
+    if let Some(value) = get(RESOURCE_ATTRIBUTES) {
+        for (key, value) in parse_pairs(RESOURCE_ATTRIBUTES, &value)? {
+            builder = builder.resource_attribute(KeyValue::new(key, value));
+        }
+    }
+    // Applied last: OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES.
+    if let Some(name) = get(SERVICE_NAME) {
+        builder.service_name = Some(name.trim().to_owned());
+    }
+    Ok(builder)
+}
+
+/// `key1=value1,key2=value2`, values percent-decoded (the W3C Baggage syntax both variables
+/// use). Blank members are skipped; a member without `=` or with an empty key is an error.
+fn parse_pairs(name: &'static str, list: &str) -> Result<Vec<(String, String)>, ExportError> {
+    let mut pairs = Vec::new();
+    for member in list.split(',') {
+        if member.trim().is_empty() {
+            continue;
+        }
+        let (key, value) = member
+            .split_once('=')
+            .ok_or_else(|| ExportError::invalid(name, format!("{member:?} is not key=value")))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(ExportError::invalid(
+                name,
+                format!("{member:?} has an empty key"),
+            ));
+        }
+        let value = percent_decode(value.trim()).ok_or_else(|| {
+            ExportError::invalid(name, format!("{member:?} has a malformed percent escape"))
+        })?;
+        pairs.push((key.to_owned(), value));
+    }
+    Ok(pairs)
+}

@@ -1,0 +1,258 @@
+//! The POST itself, with the OTLP/HTTP retry rules: 429, 502, 503, 504 and connection
+//! failures are retried with exponential back-off and jitter (or after the receiver's
+//! `Retry-After`), everything else is final.
+//!
+//! The client is ureq without default features: blocking, which is what the batch
+//! processor's background thread wants (no async runtime to bring along), small, and with
+//! no TLS stack, since the usual target is a collector on the same host or pod.
+
+use std::time::Duration;
+
+use super::ExportError;
+
+/// How an [`OtlpExporter`](super::OtlpExporter) retries a request that failed for a reason
+/// worth retrying (HTTP 429, 502, 503, 504, or no connection or answer).
+///
+/// The wait before retry `n` (from 1) is a random time between half and all of
+/// `initial_backoff × 2^(n-1)`, capped at `max_backoff`; a `Retry-After: <seconds>` from the
+/// receiver replaces it, also capped at `max_backoff`. A batch therefore takes at most
+/// `max_attempts × (timeout + max_backoff)`.
+///
+/// ```
+/// use std::time::Duration;
+/// use infra_trace_ctx::RetryPolicy;
+///
+/// let patient = RetryPolicy { max_attempts: 8, ..RetryPolicy::default() };
+/// assert_eq!(patient.initial_backoff, Duration::from_millis(100));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Requests sent at most per batch, the first included (0 counts as 1). Default 5.
+    pub max_attempts: u32,
+    /// The wait before the first retry. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// The longest wait between two attempts. Default 5 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry `retry` (from 1), given a random `u64`.
+    fn backoff(&self, retry: u32, random: u64) -> Duration {
+        let doubled = self
+            .initial_backoff
+            .saturating_mul(1 << retry.saturating_sub(1).min(20));
+        let ceiling = doubled.min(self.max_backoff);
+        // Between half and all of the ceiling ("equal jitter").
+        let half = ceiling / 2;
+        let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(random % spread.saturating_add(1))
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Sender {
+    agent: ureq::Agent,
+    url: ::http::Uri,
+    headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
+    retry: RetryPolicy,
+}
+
+impl Sender {
+    pub(super) fn new(
+        url: &str,
+        headers: &[(String, String)],
+        content_type: &'static str,
+        gzip: bool,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, ExportError> {
+        const ENDPOINT: &str = "endpoint";
+        let uri: ::http::Uri = url
+            .parse()
+            .map_err(|_| ExportError::invalid(ENDPOINT, format!("{url:?} is not a URL")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(ExportError::invalid(
+                    ENDPOINT,
+                    "https needs TLS, which this exporter does not include; send to a local collector over http",
+                ));
+            }
+            _ => {
+                return Err(ExportError::invalid(
+                    ENDPOINT,
+                    format!("{url:?} is not an http:// URL"),
+                ));
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(ExportError::invalid(
+                ENDPOINT,
+                format!("{url:?} has no host"),
+            ));
+        }
+        if timeout.is_zero() {
+            return Err(ExportError::invalid("timeout", "must be more than zero"));
+        }
+        let mut all = vec![(
+            ::http::header::CONTENT_TYPE,
+            ::http::HeaderValue::from_static(content_type),
+        )];
+        if gzip {
+            all.push((
+                ::http::header::CONTENT_ENCODING,
+                ::http::HeaderValue::from_static("gzip"),
+            ));
+        }
+        for (name, value) in headers {
+            let name = ::http::HeaderName::try_from(name.as_str()).map_err(|_| {
+                ExportError::invalid("headers", format!("bad header name {name:?}"))
+            })?;
+            let value = ::http::HeaderValue::try_from(value.as_str()).map_err(|_| {
+                ExportError::invalid("headers", format!("bad value for header {name}"))
+            })?;
+            all.push((name, value));
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            // Statuses are read and classified here, not turned into errors.
+            .http_status_as_error(false)
+            // A proxy from the environment would send loopback traffic elsewhere.
+            .proxy(None)
+            .max_redirects(0)
+            .build();
+        Ok(Self {
+            agent: config.into(),
+            url: uri,
+            headers: all,
+            retry,
+        })
+    }
+
+    /// POSTs `body`, retrying what is worth retrying.
+    pub(super) fn send(&self, body: &[u8]) -> Result<(), ExportError> {
+        let attempts = self.retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let (error, retry_after) = match self.post(body) {
+                Attempt::Done => return Ok(()),
+                Attempt::Final(error) => return Err(error),
+                Attempt::Retryable { error, retry_after } => (error, retry_after),
+            };
+            if attempt >= attempts {
+                return Err(ExportError::GaveUp {
+                    attempts,
+                    last: Box::new(error),
+                });
+            }
+            let wait = retry_after
+                .unwrap_or_else(|| self.retry.backoff(attempt, crate::id::next_random()))
+                .min(self.retry.max_backoff);
+            std::thread::sleep(wait);
+            attempt += 1;
+        }
+    }
+
+    fn post(&self, body: &[u8]) -> Attempt {
+        let mut request = self.agent.post(&self.url);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let response = match request.send(body) {
+            Ok(response) => response,
+            Err(error) => {
+                return match error {
+                    ureq::Error::Timeout(_)
+                    | ureq::Error::Io(_)
+                    | ureq::Error::ConnectionFailed
+                    | ureq::Error::HostNotFound
+                    | ureq::Error::Protocol(_) => Attempt::Retryable {
+                        error: ExportError::Transport(error.to_string()),
+                        retry_after: None,
+                    },
+                    other => Attempt::Final(ExportError::Transport(other.to_string())),
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => Attempt::Done,
+            429 | 502 | 503 | 504 => Attempt::Retryable {
+                error: ExportError::Rejected { status },
+                retry_after: response
+                    .headers()
+                    .get(::http::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(parse_retry_after),
+            },
+            _ => Attempt::Final(ExportError::Rejected { status }),
+        }
+    }
+}
+
+enum Attempt {
+    Done,
+    Final(ExportError),
+    Retryable {
+        error: ExportError,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// `Retry-After: <delay-seconds>`; the HTTP-date form falls back to the back-off.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too many digits for a u64 is "a very long time": the cap applies.
+    Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)))
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_within_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        // (retry, the un-jittered ceiling)
+        for (retry, ceiling_ms) in [(1, 100), (2, 200), (3, 400), (4, 500), (40, 500)] {
+            let ceiling = Duration::from_millis(ceiling_ms);
+            for random in [0, 1, 12_345, u64::MAX] {
+                let wait = policy.backoff(retry, random);
+                assert!(
+                    wait >= ceiling / 2 && wait <= ceiling,
+                    "{retry} {random} {wait:?}"
+                );
+            }
+            assert_eq!(policy.backoff(retry, 0), ceiling / 2);
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! An OTLP/HTTP exporter (feature `otlp`): batches of spans encoded as an
+//! `ExportTraceServiceRequest` (protobuf or JSON), optionally gzipped, and POSTed to
+//! `{endpoint}/v1/traces` with retries.
+
+mod env;
+mod http;
+mod json;
+mod proto;
+
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flate2::Compression as GzipLevel;
+use flate2::write::GzEncoder;
+
+use super::{ExportError, SpanBatchExporter};
+use crate::span::{KeyValue, Link, SpanData, SpanKind, Status, Value};
+
+pub use http::RetryPolicy;
+
+/// The instrumentation scope every span is reported under.
+const SCOPE_NAME: &str = "infra-trace-ctx";
+const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The spec's default endpoint for OTLP/HTTP.
+const DEFAULT_ENDPOINT: &str = "http://localhost:4318";
+const TRACES_PATH: &str = "/v1/traces";
+
+/// How a request body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `http/protobuf`: `Content-Type: application/x-protobuf` (the default).
+    #[default]
+    HttpProtobuf,
+    /// `http/json`: `Content-Type: application/json`, per the OTLP/JSON mapping.
+    HttpJson,
+}
+
+/// Whether request bodies are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Sent as encoded (the default).
+    #[default]
+    None,
+    /// `Content-Encoding: gzip`.
+    Gzip,
+}
+
+/// Sends batches of spans to an OpenTelemetry collector (or any OTLP/HTTP receiver). Meant
+/// to sit behind a [`BatchSpanProcessor`](crate::BatchSpanProcessor), whose background thread
+/// absorbs the network time.
+///
+/// Only `http://` endpoints are supported (no TLS is built in); put a local collector or
+/// a sidecar in front of a remote `https://` one.
+///
+/// ```no_run
+/// use infra_trace_ctx::{BatchSpanProcessor, OtlpExporter, Tracer};
+///
+/// // Endpoint, headers, compression, timeout, service name and resource attributes from the
+/// // standard OTEL_* variables; the endpoint defaults to http://localhost:4318.
+/// let otlp = OtlpExporter::builder().from_env()?.build()?;
+/// let processor = BatchSpanProcessor::builder(otlp).build()?;
+/// let tracer = Tracer::builder().service("cart").exporter(processor.clone()).build();
+/// tracer.span("GET /cart").start().end();
+/// processor.shutdown(std::time::Duration::from_secs(5))?;
+/// # Ok::<(), infra_trace_ctx::ExportError>(())
+/// ```
+#[derive(Debug)]
+pub struct OtlpExporter {
+    sender: http::Sender,
+    protocol: Protocol,
+    compression: Compression,
+    service_name: Option<String>,
+    resource: Vec<KeyValue>,
+    body: Vec<u8>,
+    compressed: Vec<u8>,
+    #[cfg(feature = "metrics")]
+    failures: metrics::Counter,
+}
+
+/// Settings of an [`OtlpExporter`].
+#[derive(Clone, Debug)]
+pub struct OtlpExporterBuilder {
+    url: String,
+    protocol: Protocol,
+    compression: Compression,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    retry: RetryPolicy,
+    service_name: Option<String>,
+    resource: Vec<KeyValue>,
+}
+
+impl Default for OtlpExporterBuilder {
+    fn default() -> Self {
+        Self {
+            url: format!("{DEFAULT_ENDPOINT}{TRACES_PATH}"),
+            protocol: Protocol::default(),
+            compression: Compression::default(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            service_name: None,
+            resource: Vec::new(),
+        }
+    }
+}
+
+impl OtlpExporter {
+    /// Settings with the spec's defaults: `http://localhost:4318/v1/traces`, protobuf, no
+    /// compression, a 10 s timeout per request, [`RetryPolicy::default`].
+    pub fn builder() -> OtlpExporterBuilder {
+        OtlpExporterBuilder::default()
+    }
+
+    /// Encodes `batch` as the request body this exporter sends (before compression).
+    pub fn encode(&self, batch: &[SpanData], out: &mut Vec<u8>) {
+        let groups = group_by_resource(self.service_name.as_deref(), &self.resource, batch);
+        match self.protocol {
+            Protocol::HttpProtobuf => proto::encode_request(&groups, out),
+            Protocol::HttpJson => json::encode_request(&groups, out),
+        }
+    }
+}
+
+impl SpanBatchExporter for OtlpExporter {
+    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        self.encode(batch, &mut body);
+        let result = match self.compression {
+            Compression::None => self.sender.send(&body),
+            Compression::Gzip => {
+                self.compressed.clear();
+                let mut encoder = GzEncoder::new(&mut self.compressed, GzipLevel::fast());
+                // Writing to a Vec cannot fail.
+                let _ = encoder.write_all(&body);
+                let _ = encoder.finish();
+                self.sender.send(&self.compressed)
+            }
+        };
+        self.body = body;
+        #[cfg(feature = "metrics")]
+        if result.is_err() {
+            self.failures.increment(batch.len() as u64);
+        }
+        result
+    }
+}
+
+impl OtlpExporterBuilder {
+    /// The collector's base URL (`http://host:port`, optionally with a path prefix); spans
+    /// go to `{endpoint}/v1/traces`, as with `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: &str) -> Self {
+        self.url = format!("{}{TRACES_PATH}", endpoint.trim_end_matches('/'));
+        self
+    }
+
+    /// The full URL spans are POSTed to, used as given, as with
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    #[must_use]
+    pub fn traces_endpoint(mut self, url: &str) -> Self {
+        url.clone_into(&mut self.url);
+        self
+    }
+
+    /// Protobuf (the default) or JSON.
+    #[must_use]
+    pub const fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Gzip or nothing (the default).
+    #[must_use]
+    pub const fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Adds a header sent with every request (an API key, for example).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The most one request may take, connection included. Default 10 s.
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// When and how often to retry.
+    #[must_use]
+    pub const fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The resource's `service.name`. Without it (and without `OTEL_SERVICE_NAME`), each
+    /// span's tracer service name is used.
+    #[must_use]
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// Adds a resource attribute (`deployment.environment`, `host.name`, ...).
+    #[must_use]
+    pub fn resource_attribute(mut self, attribute: KeyValue) -> Self {
+        if attribute.key == SERVICE_NAME {
+            if let Value::Str(name) = &attribute.value {
+                self.service_name = Some(name.to_string());
+            }
+            return self;
+        }
+        self.resource.retain(|kv| kv.key != attribute.key);
+        self.resource.push(attribute);
+        self
+    }
+
+    /// Applies the standard environment variables that are set: `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL` (and the
+    /// `_TRACES_` forms of the next three), `OTEL_EXPORTER_OTLP_HEADERS`,
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds),
+    /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` (which wins over a `service.name`
+    /// resource attribute).
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::InvalidConfig`] naming the first variable whose value is malformed.
+    pub fn from_env(self) -> Result<Self, ExportError> {
+        self.from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) reading from `lookup` instead of the process
+    /// environment.
+    ///
+    /// ```
+    /// use infra_trace_ctx::OtlpExporter;
+    ///
+    /// let builder = OtlpExporter::builder().from_lookup(|name| match name {
+    ///     "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("soon".to_owned()),
+    ///     _ => None,
+    /// });
+    /// assert!(builder.is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ExportError> {
+        env::apply(self, &lookup)
+    }
+
+    /// Checks the settings and prepares the HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::InvalidConfig`] for a URL that is not `http://host[:port]/...`, a
+    /// header name or value HTTP does not allow, or a zero timeout.
+    pub fn build(self) -> Result<OtlpExporter, ExportError> {
+        let content_type = match self.protocol {
+            Protocol::HttpProtobuf => "application/x-protobuf",
+            Protocol::HttpJson => "application/json",
+        };
+        let sender = http::Sender::new(
+            &self.url,
+            &self.headers,
+            content_type,
+            self.compression == Compression::Gzip,
+            self.timeout,
+            self.retry,
+        )?;
+        Ok(OtlpExporter {
+            sender,
+            protocol: self.protocol,
+            compression: self.compression,
+            service_name: self.service_name,
+            resource: self.resource,
+            body: Vec::new(),
+            compressed: Vec::new(),
+            #[cfg(feature = "metrics")]
+            failures: crate::metrics::export_failures("otlp"),
+        })
+    }
+}
+
+const SERVICE_NAME: &str = "service.name";
+
+/// One `ResourceSpans`: a resource and the spans recorded under it.
+struct ResourceSpans<'a> {
+    resource: Resource<'a>,
+    spans: Vec<&'a SpanData>,
+}
+
+struct Resource<'a> {
+    service: KeyValue,
+    attributes: &'a [KeyValue],
+}
+
+/// Groups `batch` by resource: one group when the service name is configured, otherwise
+/// one per tracer service name, in order of first appearance.
+fn group_by_resource<'a>(
+    configured: Option<&str>,
+    attributes: &'a [KeyValue],
+    batch: &'a [SpanData],
+) -> Vec<ResourceSpans<'a>> {
+    let resource = |name: Cow<'static, str>| Resource {
+        service: KeyValue::new(SERVICE_NAME, Value::Str(name)),
+        attributes,
+    };
+    if let Some(name) = configured {
+        return vec![ResourceSpans {
+            resource: resource(Cow::Owned(name.to_owned())),
+            spans: batch.iter().collect(),
+        }];
+    }
+    let mut groups: Vec<ResourceSpans<'a>> = Vec::new();
+    for span in batch {
+        let service = &span.service;
+        match groups
+            .iter_mut()
+            .find(|group| match &group.resource.service.value {
+                Value::Str(name) => name == service,
+                _ => false,
+            }) {
+            Some(group) => group.spans.push(span),
+            None => groups.push(ResourceSpans {
+                resource: resource(service.clone()),
+                spans: vec![span],
+            }),
+        }
+    }
+    groups
+}
+
+/// Nanoseconds since the Unix epoch (0 before it, saturating far in the future).
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `Span.SpanKind` of trace.proto.
+const fn span_kind_code(kind: SpanKind) -> u32 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+/// `Status.StatusCode` of trace.proto.
+const fn status_code(status: &Status) -> u32 {
+    match status {
+        Status::Unset => 0,
+        Status::Ok => 1,
+        Status::Error(_) => 2,
+    }
+}
+
+/// A link's flags: the W3C trace flags, plus trace.proto's `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE`
+/// (0x100) and, for a remote context, `SPAN_FLAGS_CONTEXT_IS_REMOTE` (0x200).
+fn link_flags(link: &Link) -> u32 {
+    let remote = if link.context.is_remote() { 0x200 } else { 0 };
+    u32::from(link.context.flags().bits()) | 0x100 | remote
+}

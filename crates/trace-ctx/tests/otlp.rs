@@ -1,0 +1,550 @@
+//! The OTLP exporter against a loopback receiver: what it sends is decoded with the official
+//! protobuf definitions (`opentelemetry-proto`) and compared field by field with a mapping
+//! written here from the OTLP specification.
+#![cfg(feature = "otlp")]
+
+mod support;
+
+use std::io::Read as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use infra_common::ManualClock;
+use infra_trace_ctx::{
+    Compression, ExportError, KeyValue, Link, MemoryExporter, OtlpExporter, OtlpExporterBuilder,
+    Protocol, RetryPolicy, SpanBatchExporter, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
+    Status, TraceFlags, TraceId, TraceState, Tracer, Value,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1 as common;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1 as trace;
+use prost::Message as _;
+use support::receiver::{Receiver, Reply};
+
+/// Spans that use every field: each attribute type, events, links (local and remote, with
+/// trace state), each status, each kind, parents, and every dropped count.
+fn sample_spans() -> Vec<SpanData> {
+    let memory = MemoryExporter::new();
+    let clock = ManualClock::new();
+    let limits = SpanLimits {
+        max_attributes: 5,
+        max_events: 2,
+        max_links: 2,
+        max_attributes_per_event: 1,
+        max_attributes_per_link: 1,
+    };
+    let tracer = Tracer::builder()
+        .service("checkout")
+        .exporter(memory.clone())
+        .clock(clock.clone())
+        .span_limits(limits)
+        .build();
+    let remote = SpanContext::remote(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED)
+        .with_trace_state(TraceState::parse("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7").unwrap());
+    let mut root = tracer
+        .span("GET /cart")
+        .kind(SpanKind::Server)
+        .parent(&remote)
+        .start();
+    root.set_attribute("http.method", "GET");
+    root.set_attribute("retries", -3);
+    root.set_attribute("ratio", 0.25);
+    root.set_attribute("cached", true);
+    root.set_attribute("big", i64::MAX);
+    root.set_attribute("over.limit", "dropped");
+    clock.advance(Duration::from_micros(1_500));
+    root.add_event_with(
+        "retry",
+        [KeyValue::new("attempt", 2), KeyValue::new("dropped", 1)],
+    );
+    root.add_event("cache miss");
+    root.add_event("over the event limit");
+    let local = SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED);
+    root.add_link(Link::new(local).with_attributes([
+        KeyValue::new("queue", "orders"),
+        KeyValue::new("dropped", 1.5),
+    ]));
+    root.add_link(Link::new(remote.clone()));
+    root.add_link(Link::new(remote.clone()));
+    {
+        let _guard = root.attach();
+        let mut child = tracer.span("charge").kind(SpanKind::Client).start();
+        child.set_status(Status::Ok);
+        clock.advance(Duration::from_millis(20));
+        child.end();
+        let mut producer = tracer.span("").kind(SpanKind::Producer).start();
+        producer.set_status(Status::Error("".into()));
+        producer.end();
+        tracer
+            .span("consume")
+            .kind(SpanKind::Consumer)
+            .start()
+            .end();
+        tracer.span("inside").root().start().end();
+    }
+    root.set_status(Status::Error("card \"declined\"\n".into()));
+    clock.advance(Duration::from_millis(3));
+    root.end();
+    memory.spans()
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    u64::try_from(time.duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap()
+}
+
+fn any_value(value: &Value) -> common::AnyValue {
+    use common::any_value::Value as V;
+    let value = match value {
+        Value::Str(s) => V::StringValue(s.to_string()),
+        Value::I64(n) => V::IntValue(*n),
+        Value::F64(x) => V::DoubleValue(*x),
+        Value::Bool(b) => V::BoolValue(*b),
+    };
+    common::AnyValue { value: Some(value) }
+}
+
+fn key_values(attributes: &[KeyValue]) -> Vec<common::KeyValue> {
+    attributes
+        .iter()
+        .map(|kv| common::KeyValue {
+            key: kv.key.to_string(),
+            value: Some(any_value(&kv.value)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The request the OTLP specification describes for `spans`, written from the .proto
+/// definitions, independently of the exporter's encoder.
+fn expected_request(
+    service: &str,
+    resource: &[KeyValue],
+    spans: &[SpanData],
+) -> ExportTraceServiceRequest {
+    let mut attributes = vec![KeyValue::new("service.name", service.to_owned())];
+    attributes.extend_from_slice(resource);
+    let spans = spans
+        .iter()
+        .map(|span| trace::Span {
+            trace_id: span.context.trace_id().to_bytes().to_vec(),
+            span_id: span.context.span_id().to_bytes().to_vec(),
+            trace_state: span.context.trace_state().to_string(),
+            parent_span_id: span
+                .parent_span_id
+                .map(|id| id.to_bytes().to_vec())
+                .unwrap_or_default(),
+            flags: u32::from(span.context.flags().bits()),
+            name: span.name.to_string(),
+            kind: match span.kind {
+                SpanKind::Internal => trace::span::SpanKind::Internal,
+                SpanKind::Server => trace::span::SpanKind::Server,
+                SpanKind::Client => trace::span::SpanKind::Client,
+                SpanKind::Producer => trace::span::SpanKind::Producer,
+                SpanKind::Consumer => trace::span::SpanKind::Consumer,
+            } as i32,
+            start_time_unix_nano: nanos(span.start),
+            end_time_unix_nano: nanos(span.end),
+            attributes: key_values(&span.attributes),
+            dropped_attributes_count: span.dropped_attributes_count,
+            events: span
+                .events
+                .iter()
+                .map(|event| trace::span::Event {
+                    time_unix_nano: nanos(event.time),
+                    name: event.name.to_string(),
+                    attributes: key_values(&event.attributes),
+                    dropped_attributes_count: event.dropped_attributes_count,
+                })
+                .collect(),
+            dropped_events_count: span.dropped_events_count,
+            links: span
+                .links
+                .iter()
+                .map(|link| trace::span::Link {
+                    trace_id: link.context.trace_id().to_bytes().to_vec(),
+                    span_id: link.context.span_id().to_bytes().to_vec(),
+                    trace_state: link.context.trace_state().to_string(),
+                    attributes: key_values(&link.attributes),
+                    dropped_attributes_count: link.dropped_attributes_count,
+                    flags: u32::from(link.context.flags().bits())
+                        | trace::SpanFlags::ContextHasIsRemoteMask as u32
+                        | if link.context.is_remote() {
+                            trace::SpanFlags::ContextIsRemoteMask as u32
+                        } else {
+                            0
+                        },
+                })
+                .collect(),
+            dropped_links_count: span.dropped_links_count,
+            status: match &span.status {
+                Status::Unset => None,
+                Status::Ok => Some(trace::Status {
+                    message: String::new(),
+                    code: trace::status::StatusCode::Ok as i32,
+                }),
+                Status::Error(message) => Some(trace::Status {
+                    message: message.to_string(),
+                    code: trace::status::StatusCode::Error as i32,
+                }),
+            },
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![trace::ResourceSpans {
+            resource: Some(Resource {
+                attributes: key_values(&attributes),
+                ..Default::default()
+            }),
+            scope_spans: vec![trace::ScopeSpans {
+                scope: Some(common::InstrumentationScope {
+                    name: "infra-trace-ctx".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn quick_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    }
+}
+
+fn exporter(receiver: &Receiver, builder: OtlpExporterBuilder) -> OtlpExporter {
+    builder
+        .endpoint(&receiver.endpoint())
+        .retry(quick_retries(3))
+        .build()
+        .unwrap()
+}
+
+fn decode_protobuf(body: &[u8]) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest::decode(body).expect("a valid ExportTraceServiceRequest")
+}
+
+#[test]
+fn protobuf_carries_every_field_of_every_span() {
+    let spans = sample_spans();
+    assert!(spans.iter().any(|s| s.dropped_attributes_count > 0));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.dropped_events_count > 0 && s.dropped_links_count > 0)
+    );
+    let resource = [
+        KeyValue::new("deployment.environment", "test"),
+        KeyValue::new("host.cores", 2),
+    ];
+    let receiver = Receiver::start(Vec::new());
+    let mut otlp = exporter(
+        &receiver,
+        resource
+            .iter()
+            .fold(OtlpExporter::builder().service_name("cart"), |b, kv| {
+                b.resource_attribute(kv.clone())
+            }),
+    );
+    otlp.export_batch(&spans).unwrap();
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/traces")
+    );
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(request.header("content-encoding"), None);
+    assert_eq!(
+        decode_protobuf(&request.body),
+        expected_request("cart", &resource, &spans)
+    );
+}
+
+#[test]
+fn json_carries_every_field_of_every_span() {
+    let spans = sample_spans();
+    let receiver = Receiver::start(Vec::new());
+    let mut otlp = exporter(
+        &receiver,
+        OtlpExporter::builder().protocol(Protocol::HttpJson),
+    );
+    otlp.export_batch(&spans).unwrap();
+    let request = &receiver.requests()[0];
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let decoded: ExportTraceServiceRequest =
+        serde_json::from_slice(&request.body).expect("OTLP/JSON the official types accept");
+    // Without a configured name, the resource is named after the tracer's service.
+    assert_eq!(decoded, expected_request("checkout", &[], &spans));
+    // The JSON mapping's own spellings: hex ids, 64-bit integers as strings.
+    let text = std::str::from_utf8(&request.body).unwrap();
+    assert!(text.contains(&format!("\"traceId\":\"{}\"", spans[0].context.trace_id())));
+    assert!(text.contains(&format!("\"intValue\":\"{}\"", i64::MAX)));
+}
+
+#[test]
+fn spans_of_several_services_get_a_resource_each() {
+    let mut spans = Vec::new();
+    for service in ["cart", "pricing", "cart"] {
+        let memory = MemoryExporter::new();
+        let tracer = Tracer::builder()
+            .service(service)
+            .exporter(memory.clone())
+            .build();
+        tracer.span(format!("{service}-op")).start().end();
+        spans.extend(memory.spans());
+    }
+    let receiver = Receiver::start(Vec::new());
+    exporter(&receiver, OtlpExporter::builder())
+        .export_batch(&spans)
+        .unwrap();
+    let decoded = decode_protobuf(&receiver.requests()[0].body);
+    let cart = expected_request("cart", &[], &[spans[0].clone(), spans[2].clone()]);
+    let pricing = expected_request("pricing", &[], &spans[1..2]);
+    assert_eq!(
+        decoded.resource_spans,
+        [cart.resource_spans, pricing.resource_spans].concat()
+    );
+}
+
+#[test]
+fn gzip_bodies_round_trip() {
+    let spans = sample_spans();
+    let receiver = Receiver::start(Vec::new());
+    let mut otlp = exporter(
+        &receiver,
+        OtlpExporter::builder().compression(Compression::Gzip),
+    );
+    otlp.export_batch(&spans).unwrap();
+    let request = &receiver.requests()[0];
+    assert_eq!(request.header("content-encoding"), Some("gzip"));
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(request.body.as_slice())
+        .read_to_end(&mut body)
+        .unwrap();
+    assert_eq!(
+        decode_protobuf(&body),
+        expected_request("checkout", &[], &spans)
+    );
+}
+
+#[test]
+fn retries_503_and_429_then_succeeds_with_the_same_body() {
+    let receiver = Receiver::start(vec![
+        Reply::Status(503, vec![]),
+        Reply::Status(429, vec![("retry-after", "0")]),
+    ]);
+    let spans = sample_spans();
+    exporter(&receiver, OtlpExporter::builder())
+        .export_batch(&spans)
+        .unwrap();
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r.body == requests[0].body));
+}
+
+#[test]
+fn gives_up_after_the_attempt_limit() {
+    let receiver = Receiver::start(vec![Reply::Status(502, vec![]); 10]);
+    let result = exporter(&receiver, OtlpExporter::builder()).export_batch(&sample_spans());
+    assert_eq!(
+        result,
+        Err(ExportError::GaveUp {
+            attempts: 3,
+            last: Box::new(ExportError::Rejected { status: 502 }),
+        })
+    );
+    assert_eq!(receiver.requests().len(), 3);
+}
+
+#[test]
+fn a_client_error_is_not_retried() {
+    let receiver = Receiver::start(vec![Reply::Status(400, vec![])]);
+    let result = exporter(&receiver, OtlpExporter::builder()).export_batch(&sample_spans());
+    assert_eq!(result, Err(ExportError::Rejected { status: 400 }));
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[test]
+fn a_receiver_that_never_answers_hits_the_timeout() {
+    let receiver = Receiver::start(vec![Reply::Silence; 2]);
+    let mut otlp = OtlpExporter::builder()
+        .endpoint(&receiver.endpoint())
+        .timeout(Duration::from_millis(200))
+        .retry(quick_retries(2))
+        .build()
+        .unwrap();
+    match otlp.export_batch(&sample_spans()) {
+        Err(ExportError::GaveUp { attempts: 2, last }) => {
+            assert!(matches!(*last, ExportError::Transport(_)), "{last:?}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+/// Environment variables that configure the exporter, and what the receiver then sees.
+#[test]
+fn environment_variables_configure_the_exporter() {
+    let receiver = Receiver::start(Vec::new());
+    let endpoint = receiver.endpoint();
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{endpoint}/base/")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "http/protobuf".to_owned(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s%C3%A9cret%2C1 , x-team = cart,".to_owned(),
+        ),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", " ".to_owned()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500".to_owned()),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=ignored,region=eu%20west".to_owned(),
+        ),
+        ("OTEL_SERVICE_NAME", "cart".to_owned()),
+    ];
+    let lookup = |name: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut otlp = OtlpExporter::builder()
+        .from_lookup(lookup)
+        .unwrap()
+        .build()
+        .unwrap();
+    let spans = sample_spans();
+    otlp.export_batch(&spans).unwrap();
+    let request = &receiver.requests()[0];
+    assert_eq!(request.path, "/base/v1/traces");
+    assert_eq!(request.header("api-key"), Some("sécret,1"));
+    assert_eq!(request.header("x-team"), Some("cart"));
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(request.header("content-encoding"), Some("gzip"));
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(request.body.as_slice())
+        .read_to_end(&mut body)
+        .unwrap();
+    assert_eq!(
+        decode_protobuf(&body),
+        expected_request("cart", &[KeyValue::new("region", "eu west")], &spans)
+    );
+
+    // The traces endpoint is used as given.
+    let traces = [(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        format!("{endpoint}/custom"),
+    )];
+    let lookup = |name: &str| {
+        traces
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    };
+    OtlpExporter::builder()
+        .from_lookup(lookup)
+        .unwrap()
+        .build()
+        .unwrap()
+        .export_batch(&spans)
+        .unwrap();
+    assert_eq!(receiver.requests()[1].path, "/custom");
+}
+
+/// (variable, value) pairs that must be refused, each naming its variable.
+const INVALID: &[(&str, &str)] = &[
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/xml"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "=value"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "key=bad%zzescape"),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "key=%E"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5"),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "99999999999999999999999",
+    ),
+    ("OTEL_RESOURCE_ATTRIBUTES", "region"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "a=1,=2"),
+];
+
+#[test]
+fn malformed_environment_values_are_errors_naming_the_variable() {
+    for (name, value) in INVALID {
+        let result =
+            OtlpExporter::builder().from_lookup(|n| (n == *name).then(|| (*value).to_owned()));
+        match result {
+            Err(ExportError::InvalidConfig { setting, .. }) => assert_eq!(setting, *name),
+            other => panic!("{name}={value:?}: expected an error, got {other:?}"),
+        }
+    }
+}
+
+/// Endpoints and headers are checked when building, whether from code or the environment.
+#[test]
+fn unusable_endpoints_and_headers_are_refused_when_building() {
+    let builders = [
+        OtlpExporter::builder().traces_endpoint("not a url"),
+        OtlpExporter::builder().traces_endpoint("https://collector:4318/v1/traces"),
+        OtlpExporter::builder().traces_endpoint("ftp://collector/v1/traces"),
+        OtlpExporter::builder().traces_endpoint("/v1/traces"),
+        OtlpExporter::builder().header("bad header", "x"),
+        OtlpExporter::builder().header("x-ok", "line\nbreak"),
+        OtlpExporter::builder().timeout(Duration::ZERO),
+        OtlpExporter::builder()
+            .from_lookup(|n| (n == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "k=%0D%0A".to_owned()))
+            .unwrap(),
+    ];
+    for builder in builders {
+        let debug = format!("{builder:?}");
+        assert!(
+            matches!(builder.build(), Err(ExportError::InvalidConfig { .. })),
+            "{debug}"
+        );
+    }
+}
+
+#[test]
+fn behind_a_batch_processor_every_span_reaches_the_receiver() {
+    let receiver = Receiver::start(Vec::new());
+    let processor =
+        infra_trace_ctx::BatchSpanProcessor::builder(exporter(&receiver, OtlpExporter::builder()))
+            .max_batch_size(3)
+            .build()
+            .unwrap();
+    let tracer = Tracer::builder().exporter(processor.clone()).build();
+    for n in 0..7 {
+        tracer.span(format!("op-{n}")).start().end();
+    }
+    processor.shutdown(Duration::from_secs(60)).unwrap();
+    let names: Vec<String> = receiver
+        .requests()
+        .iter()
+        .flat_map(|r| decode_protobuf(&r.body).resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, (0..7).map(|n| format!("op-{n}")).collect::<Vec<_>>());
+    assert_eq!(processor.stats().exported, 7);
+}
