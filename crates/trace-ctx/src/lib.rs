@@ -25,7 +25,8 @@
 //! with feature `tokio`, a task across `.await` (`FutureExt::with_context`).
 //!
 //! Features: `http` (carriers for `http::HeaderMap`), `tokio` (context across `.await`),
-//! `tracing` (a `tracing-subscriber` layer stamping trace and span ids on log events),
+//! `tracing` (a `tracing-subscriber` layer stamping trace and span ids on log events, and
+//! [`TracingBridge`], which records `tracing` spans as this crate's spans),
 //! `tower` (server and client layers for HTTP services), `otlp` (the OTLP/HTTP exporter), `metrics` (spans started, sampled,
 //! dropped and exported, and export failures, through the `metrics` facade; names in the
 //! `metrics` module), `reqwest` (a `reqwest-middleware` middleware, `TraceMiddleware`).
@@ -82,6 +83,8 @@ mod semconv;
 mod span;
 mod trace_context;
 mod trace_state;
+#[cfg(feature = "tracing")]
+mod tracing_bridge;
 
 pub use b3::{
     B3, B3_SINGLE, B3Ids, B3Propagator, B3Sampling, X_B3_FLAGS, X_B3_PARENT_SPAN_ID, X_B3_SAMPLED,
@@ -125,6 +128,8 @@ pub use trace_context::{
     TraceParentHeader,
 };
 pub use trace_state::TraceState;
+#[cfg(feature = "tracing")]
+pub use tracing_bridge::TracingBridge;
 
 // The README's examples run as doctests, so the front page cannot drift from the code.
 #[cfg(doctest)]

@@ -782,6 +782,25 @@ impl Span {
         }
     }
 
+    /// Renames the span (a route known only after the span started, for example); does
+    /// nothing on an unrecorded span. The sampler saw the name the span started with.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{MemoryExporter, Tracer};
+    ///
+    /// let exporter = MemoryExporter::new();
+    /// let tracer = Tracer::builder().exporter(exporter.clone()).build();
+    /// let mut span = tracer.span("GET").start();
+    /// span.update_name("GET /cart/{id}");
+    /// span.end();
+    /// assert_eq!(exporter.spans()[0].name, "GET /cart/{id}");
+    /// ```
+    pub fn update_name(&mut self, name: impl Into<Cow<'static, str>>) {
+        if let Some(recording) = &mut self.recording {
+            recording.data.name = name.into();
+        }
+    }
+
     /// Makes a context holding this span current on this thread until the guard drops, so
     /// spans started meanwhile become its children. Baggage of the current context is kept.
     pub fn attach(&self) -> ContextGuard {
