@@ -67,7 +67,7 @@ fn find(spans: &[SpanData], kind: SpanKind) -> &SpanData {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_is_one_trace_across_both_services() {
     let lines = Lines::default();
-    let subscriber = tracing_subscriber::registry().with(TraceLogLayer::new(lines.clone()));
+    let subscriber = tracing_subscriber::registry().with(TraceLogLayer::from_writer(lines.clone()));
     tracing::subscriber::set_global_default(subscriber).expect("the test's only subscriber");
 
     let (checkout_spans, pricing_spans) = (MemoryExporter::new(), MemoryExporter::new());

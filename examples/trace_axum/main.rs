@@ -46,7 +46,7 @@ fn tracer(service: &'static str) -> Tracer {
 async fn main() -> Result<(), Box<dyn Error>> {
     let port = port_from_args()?;
     // Log events at INFO and above, each stamped with the current trace and span ids.
-    let logs = TraceLogLayer::new(std::io::stdout()).with_filter(LevelFilter::INFO);
+    let logs = TraceLogLayer::new(std::io::stdout).with_filter(LevelFilter::INFO);
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(logs))?;
 
     // pricing on a free loopback port, checkout on the one asked for.

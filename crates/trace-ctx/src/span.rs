@@ -1045,7 +1045,7 @@ mod tests {
 
         let lines = Lines::default();
         let subscriber =
-            tracing_subscriber::registry().with(crate::TraceLogLayer::new(lines.clone()));
+            tracing_subscriber::registry().with(crate::TraceLogLayer::from_writer(lines.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let silent = Tracer::builder().service("cart").build();
             silent.span("dropped").start().end();
