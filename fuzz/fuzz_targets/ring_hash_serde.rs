@@ -1,14 +1,16 @@
-//! Arbitrary JSON read as a membership or as engine settings (the `serde` feature): decoding
+//! Arbitrary JSON read as a membership, a Memento bucket layout or engine settings (the `serde`
+//! feature): decoding
 //! never panics, what decodes re-encodes to the same value, a decoded membership is validated
-//! exactly like members added one by one, decoded settings are within their documented ranges
+//! exactly like members added one by one, a decoded layout is refused only for a repeated node
+//! and otherwise saves back as itself, decoded settings are within their documented ranges
 //! and build engines that report them back and refuse tables beyond the largest with an error.
 #![no_main]
 
 use std::collections::BTreeSet;
 
 use infra_ring_hash::{
-    Engine, Error, Jump, MAX_POINTS_PER_WEIGHT, MAX_TABLE_SIZE, Maglev, MaglevConfig, Membership,
-    Placement, Rendezvous, Ring, RingConfig,
+    BucketLayout, Engine, Error, Jump, MAX_POINTS_PER_WEIGHT, MAX_TABLE_SIZE, Maglev, MaglevConfig,
+    Membership, Placement, Rendezvous, Ring, RingConfig,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -146,6 +148,28 @@ fuzz_target!(|data: &[u8]| {
                 true,
                 &membership,
             );
+        }
+    }
+    if let Ok(layout) = serde_json::from_slice::<BucketLayout<String>>(data) {
+        let text = serde_json::to_string(&layout).expect("a layout encodes");
+        let back: BucketLayout<String> = serde_json::from_str(&text).expect("its encoding decodes");
+        assert_eq!(back, layout);
+        let distinct: BTreeSet<&str> = layout.buckets.iter().map(|b| b.node.as_str()).collect();
+        match Placement::from_buckets(layout.clone()) {
+            Ok(placement) => {
+                assert_eq!(distinct.len(), layout.buckets.len());
+                assert_eq!(placement.buckets(), layout);
+                let working = layout.buckets.iter().filter(|b| !b.vacant).count();
+                assert_eq!(placement.len(), working);
+                for key in 0..8u64 {
+                    match placement.node(&key) {
+                        Some(node) => assert!(placement.contains(node)),
+                        None => assert_eq!(working, 0),
+                    }
+                }
+            }
+            Err(Error::DuplicateNode { .. }) => assert!(distinct.len() < layout.buckets.len()),
+            Err(error) => panic!("unexpected {error}"),
         }
     }
     // Settings out of range are refused while decoding (checked by the crate's tests); what

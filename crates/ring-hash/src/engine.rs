@@ -65,6 +65,13 @@ pub trait Engine: Clone + fmt::Debug + Send + Sync + 'static {
     /// [`Error::WeightNotSupported`] for unweighted engines.
     fn set_weight(&mut self, slot: usize, weight: u32) -> Result<(), Error>;
 
+    /// Whether a removed node's slot stays reserved for it, so that re-adding the node can
+    /// restore it (as [`crate::Memento`] does). [`crate::Placement`] then keeps the removed node
+    /// to report it in the layout. `false` unless overridden.
+    fn keeps_vacant_slots(&self) -> bool {
+        false
+    }
+
     /// Recomputes lookup structures after a batch of `add`/`remove`/`set_weight` calls.
     fn rebuild(&mut self);
 

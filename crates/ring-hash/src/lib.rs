@@ -12,7 +12,7 @@
 //! | [`Jump`] | O(log n) | no | salted re-hash | minimal at the end |
 //! | [`Flip`] | O(1) expected | no | salted re-hash | minimal at the end |
 //! | [`Maglev`] | O(1) | yes | walk the table | near-minimal |
-//! | [`Memento`] | O(1) expected, plus `ln(n / working)` steps | no | salted re-hash | minimal |
+//! | [`Memento`] | O(1) expected, `n / working` draws | no | salted re-hash | minimal |
 //!
 //! # Quick start
 //!
@@ -45,8 +45,8 @@
 //!
 //! # Features
 //!
-//! * `serde`: `Serialize`/`Deserialize` for [`Member`], [`Membership`], [`RingConfig`] and
-//!   [`MaglevConfig`], so memberships can be loaded from a file.
+//! * `serde`: `Serialize`/`Deserialize` for [`Member`], [`Membership`], [`BucketLayout`],
+//!   [`RingConfig`] and [`MaglevConfig`], so memberships can be loaded from a file.
 //! * `metrics`: membership changes and bounded-load spill-overs through the `metrics`
 //!   facade; names in the `metrics` module.
 
@@ -76,7 +76,7 @@ pub use error::Error;
 pub use maglev::{
     DEFAULT_ENTRIES_PER_NODE, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, MaglevConfig,
 };
-pub use memento::Memento;
+pub use memento::{Bucket, BucketLayout, Memento};
 pub use numbered::{
     Flip, FlipHash, Jump, JumpHash, NumberedBuckets, RangeHash, flip_hash, jump_hash,
 };

@@ -1,104 +1,141 @@
-//! MementoHash: a consistent range hash that tolerates the removal of any bucket.
+//! The removal-tolerant numbered-bucket engine, and the bucket layout that reproduces it.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Error;
 use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_get_n};
 use crate::hashing::{mix, reduce};
 use crate::numbered::flip_hash;
 
-/// Marks a bucket that was not removed.
-const WORKING: u32 = u32::MAX;
+/// Draws a key makes among all buckets before scanning for the next working one. Each draw
+/// finds a working bucket with probability `working / buckets`, so with half the buckets
+/// vacant the scan runs for fewer than one key in 2^63.
+const DRAWS: u64 = 64;
 
-/// MementoHash (Coluzzi, Brocco, Antonucci & Leidi 2023): the removal-tolerant engine.
-///
-/// # Why MementoHash
-///
-/// The three removal-tolerant algorithms of the last years all keep Jump-like speed while
-/// allowing any bucket to fail. **AnchorHash** needs its capacity fixed up front (the `anchorhash`
-/// crate's main limitation) and keeps several arrays of that capacity. **DxHash** probes a
-/// pseudo-random sequence whose expected length grows with the fraction of removed buckets and
-/// doubles its array to grow. **MementoHash** needs no capacity, grows one bucket at a time with
-/// minimal disruption, and only remembers the removals: with no removal it *is* its underlying
-/// range hash, and its lookups slow down only with the fraction of buckets removed (about
-/// `ln(n/w)` extra steps with `w` of `n` buckets working). That matches how clusters actually
-/// change: mostly growth, sometimes a failure, and the failed node's slot reused by its
-/// replacement.
-///
-/// The paper builds MementoHash on Jump. Any consistent range hash works, since the algorithm
-/// only asks it to map keys onto `0..n` with minimal disruption as `n` changes by one at the
-/// end; this implementation uses [`flip_hash`], which takes constant expected time where Jump
-/// takes `O(log n)` divisions (about 90 ns at 65,536 buckets on our benchmark machine against
-/// 5 ns).
+/// Numbered buckets where any node may fail: a key keeps its bucket while that bucket works,
+/// and the placement depends only on *which* buckets are vacant, never on the order of the
+/// changes that made them so.
 ///
 /// # Algorithm
 ///
-/// Buckets `0..n` are FlipHash's. Removing bucket `b` while `w` buckets work records
-/// `replacer[b] = w - 1` (the number of buckets left) and pushes `b` on a stack of removals.
-/// A lookup computes `b = flip_hash(key, n)`; while `b` was removed, with `r = replacer[b]`, it draws
-/// `d = reduce(mix(key, b), r)`, follows `d = replacer[d]` while `replacer[d] >= r` (buckets
-/// removed *before* `b` hand their position to their replacer), and continues from `d`. Since `r`
-/// strictly decreases, the loop ends. Adding a node restores the most recently removed bucket
-/// (so the replacement node gets exactly the keys the failed one had), or appends bucket `n`
-/// when nothing was removed. Removing the last bucket when nothing else was removed simply
-/// shrinks `n`.
+/// Buckets `0..n` are FlipHash's. A key draws the bucket sequence `d_0 = flip_hash(key, n)`,
+/// `d_i = reduce(mix(key, i), n)` for `i = 1..64`, and belongs to the first working bucket in
+/// it; if all 64 draws are vacant, to the first working bucket after `d_63`, cyclically. So:
 ///
-/// Disruption is minimal for every add and remove. This implementation keeps the replacer in a
-/// dense array rather than the paper's hash table, so lookups stay at one array read per step;
-/// it costs 16 bytes per bucket ever used, removed or not (a 4-byte replacer, a 4-byte link to
-/// the previously removed bucket and the 8-byte node hash).
+/// * with no vacant bucket the engine *is* FlipHash over `n` buckets;
+/// * removing a node moves only its keys (they go to their next working draw), and restoring a
+///   bucket moves only keys onto it;
+/// * the same set of vacant buckets gives the same placement whatever the history: a node
+///   re-added after failures gets its own bucket back, and exactly its old keys, even when other
+///   nodes failed after it.
 ///
-/// Weights are not supported; every bucket has the same share.
+/// Removing a node leaves its bucket vacant, remembering which node held it, except that
+/// removing the highest bucket while no other is vacant shrinks `n` (FlipHash's own
+/// consistent shrink). Adding a node restores the vacant bucket it held last, if any; otherwise
+/// the lowest vacant bucket (and the keys that bucket held); and
+/// appends bucket `n` only when no bucket is vacant.
+///
+/// A lookup takes `n / working` draws on average (one while nothing is vacant, two with half
+/// the buckets vacant). This is the probing idea of DxHash (Dong & Wang 2021) over FlipHash,
+/// chosen over MementoHash's removal stack (Coluzzi et al. 2023), which is a little faster at
+/// heavy removal but can only restore the most recently removed bucket, so its placement
+/// depends on the order of removals and a node returning after another one failed would
+/// inherit that node's keys.
+///
+/// # What reproduces a placement
+///
+/// The engine's state is the bucket count, the node hash of each bucket and which buckets are
+/// vacant: exactly what [`crate::Placement::buckets`] returns and
+/// [`crate::Placement::from_buckets`] rebuilds (with the `serde` feature, as JSON). A
+/// [`crate::Membership`] lists only working nodes, so reloading one after removals renumbers
+/// the buckets and moves keys; save the bucket layout instead.
+///
+/// Memory: a node hash and a flag per bucket ever used, plus an index entry per vacant
+/// bucket. Weights are not supported; every bucket has the same share.
 #[derive(Debug, Clone, Default)]
 pub struct Memento {
-    /// Size of the range hash's range, including removed buckets.
-    size: u32,
-    /// Working buckets.
-    working: u32,
-    /// `replacer[b]` for removed buckets, [`WORKING`] otherwise.
-    replacer: Vec<u32>,
-    /// The bucket removed before `b`, for removed buckets: the removal stack.
-    previous: Vec<u32>,
-    /// The most recently removed bucket, or [`WORKING`] when none is removed.
-    last_removed: u32,
-    /// Node hashes by bucket (kept for introspection; placement depends only on bucket numbers).
+    /// The node hash of each bucket: its node if it works, the node that held it last if not.
     nodes: Vec<u64>,
+    /// Whether each bucket is vacant.
+    vacant: Vec<bool>,
+    /// The vacant buckets, lowest first.
+    vacancies: BTreeSet<u32>,
+    /// Vacant buckets by the hash of the node that held them last.
+    former: BTreeMap<u64, u32>,
 }
 
 impl Memento {
     /// An engine with no bucket.
     pub fn new() -> Self {
-        Self {
-            last_removed: WORKING,
-            ..Self::default()
-        }
+        Self::default()
     }
 
-    /// Buckets removed and not yet restored.
+    /// Vacant buckets: removed and not yet restored.
+    #[allow(clippy::cast_possible_truncation)] // at most MAX_NODES buckets
     pub fn removed(&self) -> u32 {
-        self.size - self.working
+        self.vacancies.len() as u32
+    }
+
+    /// An engine with these buckets, `(node_hash, vacant)` in bucket order.
+    pub(crate) fn from_layout(buckets: impl IntoIterator<Item = (u64, bool)>) -> Self {
+        let mut engine = Self::new();
+        for (bucket, (hash, vacant)) in (0u32..).zip(buckets) {
+            engine.nodes.push(hash);
+            engine.vacant.push(vacant);
+            if vacant {
+                engine.vacate(bucket);
+            }
+        }
+        engine
+    }
+
+    /// The number of buckets, working or vacant.
+    pub(crate) fn bucket_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn vacate(&mut self, bucket: u32) {
+        self.vacant[bucket as usize] = true;
+        self.vacancies.insert(bucket);
+        self.former.insert(self.nodes[bucket as usize], bucket);
+    }
+
+    fn restore(&mut self, bucket: u32, node_hash: u64) {
+        let previous = self.nodes[bucket as usize];
+        if self.former.get(&previous) == Some(&bucket) {
+            self.former.remove(&previous);
+        }
+        self.vacancies.remove(&bucket);
+        self.vacant[bucket as usize] = false;
+        self.nodes[bucket as usize] = node_hash;
+    }
+
+    fn working(&self) -> usize {
+        self.nodes.len() - self.vacancies.len()
     }
 
     #[inline]
-    fn bucket(&self, key_hash: u64) -> Option<u32> {
-        if self.working == 0 {
+    #[allow(clippy::cast_possible_truncation)] // buckets are below nodes.len() <= MAX_NODES
+    fn bucket(&self, key_hash: u64) -> Option<usize> {
+        if self.working() == 0 {
             return None;
         }
-        #[allow(clippy::cast_possible_truncation)] // flip_hash(_, size) < size, a u32
-        let mut bucket = flip_hash(key_hash, u64::from(self.size)) as u32;
-        let mut range = self.replacer[bucket as usize];
-        while range != WORKING {
-            #[allow(clippy::cast_possible_truncation)] // reduce(_, range) < range <= u32::MAX
-            let mut candidate = reduce(mix(key_hash, u64::from(bucket)), u64::from(range)) as u32;
-            loop {
-                let next = self.replacer[candidate as usize];
-                if next == WORKING || next < range {
-                    break;
-                }
-                candidate = next;
-            }
-            bucket = candidate;
-            range = self.replacer[bucket as usize];
+        let buckets = self.nodes.len() as u64;
+        let mut draw = flip_hash(key_hash, buckets) as usize;
+        if !self.vacant[draw] {
+            return Some(draw);
         }
-        Some(bucket)
+        for i in 1..DRAWS {
+            draw = reduce(mix(key_hash, i), buckets) as usize;
+            if !self.vacant[draw] {
+                return Some(draw);
+            }
+        }
+        // Consistent too: a removal elsewhere cannot change the first working bucket after
+        // `draw`, and a restore changes it only to the restored bucket.
+        (draw..self.vacant.len())
+            .chain(0..draw)
+            .find(|&bucket| !self.vacant[bucket])
     }
 }
 
@@ -118,42 +155,34 @@ impl Engine for Memento {
                 weight,
             });
         }
-        if self.last_removed == WORKING {
-            if self.size as usize >= MAX_NODES {
-                return Err(Error::TooManyNodes { engine: "memento" });
-            }
-            self.size += 1;
-            self.replacer.push(WORKING);
-            self.previous.push(WORKING);
-            self.nodes.push(node_hash);
-            self.working += 1;
-            return Ok(self.size as usize - 1);
+        let reclaimed = self
+            .former
+            .get(&node_hash)
+            .copied()
+            .or_else(|| self.vacancies.first().copied());
+        if let Some(bucket) = reclaimed {
+            self.restore(bucket, node_hash);
+            return Ok(bucket as usize);
         }
-        let bucket = self.last_removed as usize;
-        self.last_removed = self.previous[bucket];
-        self.replacer[bucket] = WORKING;
-        self.previous[bucket] = WORKING;
-        self.nodes[bucket] = node_hash;
-        self.working += 1;
-        Ok(bucket)
+        if self.nodes.len() >= MAX_NODES {
+            return Err(Error::TooManyNodes { engine: "memento" });
+        }
+        self.nodes.push(node_hash);
+        self.vacant.push(false);
+        Ok(self.nodes.len() - 1)
     }
 
-    #[allow(clippy::cast_possible_truncation)] // buckets are below size, a u32
+    #[allow(clippy::cast_possible_truncation)] // buckets are below MAX_NODES
     fn remove(&mut self, slot: usize) -> Option<Relocation> {
-        if self.replacer.get(slot).is_none_or(|&r| r != WORKING) {
+        if slot >= self.nodes.len() || self.vacant[slot] {
             return None;
         }
-        self.working -= 1;
-        if self.last_removed == WORKING && slot + 1 == self.size as usize {
-            self.size -= 1;
-            self.replacer.pop();
-            self.previous.pop();
+        if self.vacancies.is_empty() && slot + 1 == self.nodes.len() {
             self.nodes.pop();
-            return None;
+            self.vacant.pop();
+        } else {
+            self.vacate(slot as u32);
         }
-        self.replacer[slot] = self.working;
-        self.previous[slot] = self.last_removed;
-        self.last_removed = slot as u32;
         None
     }
 
@@ -170,24 +199,56 @@ impl Engine for Memento {
 
     fn rebuild(&mut self) {}
 
+    fn keeps_vacant_slots(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn lookup(&self, key_hash: u64) -> Option<usize> {
-        self.bucket(key_hash).map(|b| b as usize)
+        self.bucket(key_hash)
     }
 
     fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
         salted_get_n(
             key_hash,
             n,
-            self.working as usize,
-            self.size as usize,
+            self.working(),
+            self.nodes.len(),
             out,
             |hash| self.lookup(hash),
-            || {
-                (0..self.size as usize)
-                    .filter(|&b| self.replacer[b] == WORKING)
-                    .collect()
-            },
+            || (0..self.nodes.len()).filter(|&b| !self.vacant[b]).collect(),
         );
     }
+}
+
+/// One bucket of a [`Memento`] placement: the node that holds it, or held it last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct Bucket<N> {
+    /// The node.
+    pub node: N,
+    /// Whether the node was removed and the bucket waits for it (or a replacement).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "std::ops::Not::not")
+    )]
+    pub vacant: bool,
+}
+
+/// Every bucket of a [`Memento`] placement in order, working or vacant: the state that
+/// reproduces its placement exactly ([`crate::Placement::buckets`],
+/// [`crate::Placement::from_buckets`]).
+///
+/// With the `serde` feature it reads and writes, for example:
+///
+/// ```json
+/// { "buckets": [ { "node": "cache-a" }, { "node": "cache-b", "vacant": true } ] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct BucketLayout<N> {
+    /// The buckets, bucket 0 first.
+    pub buckets: Vec<Bucket<N>>,
 }

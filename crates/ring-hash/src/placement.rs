@@ -1,6 +1,6 @@
 //! [`Placement`]: node values and weights over an [`Engine`], with validated membership changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::Hash;
 
@@ -97,6 +97,9 @@ pub struct Placement<N, E> {
     /// `(node, weight)` by engine slot.
     nodes: Vec<Option<(N, u32)>>,
     slot_of: HashMap<N, usize, RandomState>,
+    /// The node removed last from each reserved slot, for engines that keep slots for their
+    /// nodes ([`Engine::keeps_vacant_slots`]).
+    vacated: BTreeMap<usize, N>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics::PlacementCounters,
 }
@@ -112,6 +115,7 @@ where
             engine,
             nodes: Vec::new(),
             slot_of: HashMap::default(),
+            vacated: BTreeMap::new(),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::PlacementCounters::unnamed(),
         }
@@ -179,6 +183,7 @@ where
             self.nodes.resize_with(slot + 1, || None);
         }
         self.nodes[slot] = Some((node.clone(), weight));
+        self.vacated.remove(&slot);
         self.slot_of.insert(node, slot);
         Ok(())
     }
@@ -193,7 +198,13 @@ where
             .slot_of
             .remove(node)
             .ok_or_else(|| Error::unknown(node))?;
-        let weight = self.nodes[slot].take().map_or(0, |(_, weight)| weight);
+        let entry = self.nodes[slot].take();
+        let weight = entry.as_ref().map_or(0, |(_, weight)| *weight);
+        if let Some((node, _)) = entry
+            && self.engine.keeps_vacant_slots()
+        {
+            self.vacated.insert(slot, node);
+        }
         if let Some(moved) = self.engine.remove(slot) {
             let entry = self.nodes[moved.from].take();
             if let Some((moved_node, _)) = &entry {
@@ -295,6 +306,9 @@ where
     }
 
     /// The members as a [`Membership`] (in slot order), for saving to a file.
+    ///
+    /// A membership lists working nodes only. For [`crate::Memento`] after removals, reloading
+    /// it renumbers the buckets and moves keys: save [`Placement::buckets`] instead.
     pub fn membership(&self) -> Membership<N> {
         self.members()
             .map(|(node, weight)| Member::weighted(node.clone(), weight))
@@ -339,6 +353,81 @@ where
         self.engine.resize(table_size)?;
         self.engine.rebuild();
         Ok(())
+    }
+}
+
+impl<N> Placement<N, crate::Memento>
+where
+    N: StableHash + Hash + Eq + Clone + fmt::Debug,
+{
+    /// Every bucket in order, working or vacant, with the node that holds or held it: the
+    /// state that [`Placement::from_buckets`] turns back into this exact placement.
+    ///
+    /// ```
+    /// use infra_ring_hash::{Member, Memento, Placement};
+    ///
+    /// let mut placement = Placement::from_members(Memento::new(), (0..5u32).map(Member::new))?;
+    /// placement.remove(&1)?;
+    /// placement.remove(&3)?;
+    /// let reloaded = Placement::from_buckets(placement.buckets())?;
+    /// for key in 0..1000u32 {
+    ///     assert_eq!(reloaded.node(&key), placement.node(&key));
+    /// }
+    /// // Node 1 comes back to its own bucket, with its own keys.
+    /// let mut placement = reloaded;
+    /// placement.add(1, 1)?;
+    /// assert!(!placement.buckets().buckets[1].vacant);
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    pub fn buckets(&self) -> crate::BucketLayout<N> {
+        let buckets = (0..self.engine.bucket_count())
+            .filter_map(|slot| match self.nodes.get(slot).and_then(Option::as_ref) {
+                Some((node, _)) => Some(crate::Bucket {
+                    node: node.clone(),
+                    vacant: false,
+                }),
+                None => self.vacated.get(&slot).map(|node| crate::Bucket {
+                    node: node.clone(),
+                    vacant: true,
+                }),
+            })
+            .collect();
+        crate::BucketLayout { buckets }
+    }
+
+    /// The placement a [`crate::BucketLayout`] describes (see [`Placement::buckets`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateNode`] when a node appears twice, or [`Error::TooManyNodes`] beyond
+    /// [`crate::MAX_NODES`] buckets.
+    pub fn from_buckets(layout: crate::BucketLayout<N>) -> Result<Self, Error> {
+        if layout.buckets.len() > crate::MAX_NODES {
+            return Err(Error::TooManyNodes { engine: "memento" });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(layout.buckets.len());
+        for bucket in &layout.buckets {
+            if !seen.insert(&bucket.node) {
+                return Err(Error::duplicate(&bucket.node));
+            }
+        }
+        let engine = crate::Memento::from_layout(
+            layout
+                .buckets
+                .iter()
+                .map(|bucket| (key_hash(&bucket.node), bucket.vacant)),
+        );
+        let mut placement = Self::new(engine);
+        for (slot, bucket) in layout.buckets.into_iter().enumerate() {
+            if bucket.vacant {
+                placement.vacated.insert(slot, bucket.node);
+                placement.nodes.push(None);
+            } else {
+                placement.slot_of.insert(bucket.node.clone(), slot);
+                placement.nodes.push(Some((bucket.node, 1)));
+            }
+        }
+        Ok(placement)
     }
 }
 
