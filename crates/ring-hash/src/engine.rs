@@ -78,10 +78,12 @@ pub trait Engine: Clone + fmt::Debug + Send + Sync + 'static {
     /// The slot that owns `key_hash`, or `None` when there is no node.
     fn lookup(&self, key_hash: u64) -> Option<usize>;
 
-    /// Appends up to `n` distinct slots for `key_hash` to `out` (cleared first), in preference
-    /// order: the first is always [`Engine::lookup`]'s answer. Fewer than `n` only when there are
-    /// fewer than `n` nodes.
-    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>);
+    /// The slots for `key_hash` in preference order, lazily: the first is [`Engine::lookup`]'s
+    /// answer, a slot may come more than once (callers keep the first time), and every live
+    /// slot comes at least once before the iterator ends. [`crate::Placement::get_n`] and
+    /// [`crate::Placement::node_iter`] keep the distinct ones; since the order depends only on
+    /// the key and the engine, `get_n(key, n)` is always a prefix of `get_n(key, n + 1)`.
+    fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_;
 }
 
 /// Node hashes and weights by slot, with a free list so slots are reused (most recent first).
@@ -137,6 +139,14 @@ impl SlotTable {
     /// Sum of the live nodes' weights.
     pub(crate) fn total_weight(&self) -> u64 {
         self.total_weight
+    }
+
+    /// The live slots, in slot order.
+    pub(crate) fn live_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| entry.map(|_| slot))
     }
 
     /// One past the highest slot ever used.
@@ -195,39 +205,71 @@ impl<'a> DistinctSlots<'a> {
     }
 }
 
-/// Fills `out` with `n` distinct slots by salted re-hashing, for engines without a natural
-/// successor order: candidate `i` is `lookup(mix(key_hash, i))` (candidate 0 is the key itself).
-/// After `4 n + 16` candidates the rest comes from `fallback`, an ordered list of every slot.
-pub(crate) fn salted_get_n(
+/// Salted draws a key makes before walking the remaining buckets.
+const SALTED_DRAWS: u64 = 64;
+
+/// Salt of the walk's permutation, apart from the draws' `1..SALTED_DRAWS`.
+const WALK_SALT: u64 = 1 << 32;
+
+/// Preference order for engines without a natural successor order (Jump, FlipHash, Memento):
+/// candidate `i < 64` is `lookup(mix(key_hash, i))` (candidate 0 is the key itself), which
+/// follows the engine's own balance and is as stable under membership changes as a lookup;
+/// then every bucket of `0..bound` that `live` accepts, in an order given by a pseudo-random
+/// permutation seeded by the key ([`KeyedPermutation`]), so that no bucket is favoured at the
+/// end of a long list.
+pub(crate) fn salted_candidates<'a>(
     key_hash: u64,
-    n: usize,
-    live: usize,
-    slot_bound: usize,
-    out: &mut Vec<usize>,
-    lookup: impl Fn(u64) -> Option<usize>,
-    fallback: impl FnOnce() -> Vec<usize>,
-) {
-    let want = n.min(live);
-    let mut picked = DistinctSlots::new(out, want, slot_bound);
-    if picked.is_full() {
-        return;
-    }
-    let attempts = 4 * want as u64 + 16;
-    for i in 0..attempts {
-        let hash = if i == 0 {
+    bound: usize,
+    lookup: impl Fn(u64) -> Option<usize> + 'a,
+    live: impl Fn(usize) -> bool + 'a,
+) -> impl Iterator<Item = usize> + 'a {
+    let draws = (0..SALTED_DRAWS).filter_map(move |i| {
+        lookup(if i == 0 {
             key_hash
         } else {
             crate::hashing::mix(key_hash, i)
-        };
-        if let Some(slot) = lookup(hash)
-            && picked.push(slot)
-        {
-            return;
+        })
+    });
+    let permutation = KeyedPermutation::new(key_hash, bound as u64);
+    #[allow(clippy::cast_possible_truncation)] // below bound, a usize
+    let walk = (0..permutation.domain())
+        .map(move |j| permutation.apply(j))
+        .filter(move |&bucket| bucket < bound as u64 && live(bucket as usize))
+        .map(|bucket| bucket as usize);
+    draws.chain(walk)
+}
+
+/// A permutation of `0..2^(2h)` (the smallest even power of two covering the buckets) chosen
+/// by the key: a four-round Feistel network on two `h`-bit halves whose round function is
+/// `mix`. Walking `apply(0), apply(1), ...` and keeping values below the bucket count visits
+/// every bucket once, in an order that differs from key to key, with no allocation.
+#[derive(Clone, Copy)]
+struct KeyedPermutation {
+    key: u64,
+    half_bits: u32,
+}
+
+impl KeyedPermutation {
+    fn new(key_hash: u64, buckets: u64) -> Self {
+        let bits = 64 - buckets.saturating_sub(1).leading_zeros();
+        Self {
+            key: crate::hashing::mix(key_hash, WALK_SALT),
+            half_bits: bits.div_ceil(2),
         }
     }
-    for slot in fallback() {
-        if picked.push(slot) {
-            return;
+
+    /// The size of the permuted range, at most four times the bucket count (or 1).
+    fn domain(self) -> u64 {
+        1 << (2 * self.half_bits)
+    }
+
+    fn apply(self, x: u64) -> u64 {
+        let mask = (1u64 << self.half_bits) - 1;
+        let (mut left, mut right) = (x >> self.half_bits, x & mask);
+        for round in 0..4u64 {
+            let f = crate::hashing::mix(self.key, (round << 32) | right) & mask;
+            (left, right) = (right, left ^ f);
         }
+        (left << self.half_bits) | right
     }
 }

@@ -1,7 +1,7 @@
 //! Maglev: a lookup table filled from per-node permutations.
 
 use crate::Error;
-use crate::engine::{Disruption, DistinctSlots, Engine, MAX_NODES, Relocation, SlotTable};
+use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, SlotTable};
 use crate::hashing::{mix, reduce};
 
 /// Default minimum table entries per node: a table of `m` entries holds at most
@@ -336,25 +336,18 @@ impl Engine for Maglev {
         Some(self.table[entry] as usize)
     }
 
-    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        let want = n.min(self.slots.live());
-        let mut picked = DistinctSlots::new(out, want, self.slots.bound());
-        if picked.is_full() || self.table.is_empty() {
-            return;
-        }
+    fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_ {
+        // Along the table from the key's entry, then every live slot, since a node whose
+        // weight is tiny next to the others may own no entry at all.
         let len = self.table.len();
-        let start = reduce(key_hash, len as u64) as usize;
-        for step in 0..len {
-            if picked.push(self.table[(start + step) % len] as usize) {
-                return;
-            }
-        }
-        // A node whose weight is tiny next to the others may own no entry at all.
-        for (slot, _, _) in self.slots.sorted_by_hash() {
-            if picked.push(slot) {
-                return;
-            }
-        }
+        let start = if len == 0 {
+            0
+        } else {
+            reduce(key_hash, len as u64) as usize
+        };
+        (0..len)
+            .map(move |step| self.table[(start + step) % len] as usize)
+            .chain(self.slots.live_slots())
     }
 }
 

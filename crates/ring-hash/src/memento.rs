@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Error;
-use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_get_n};
+use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_candidates};
 use crate::hashing::{mix, reduce};
 use crate::numbered::flip_hash;
 
@@ -208,16 +208,13 @@ impl Engine for Memento {
         self.bucket(key_hash)
     }
 
-    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        salted_get_n(
+    fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_ {
+        salted_candidates(
             key_hash,
-            n,
-            self.working(),
             self.nodes.len(),
-            out,
             |hash| self.lookup(hash),
-            || (0..self.nodes.len()).filter(|&b| !self.vacant[b]).collect(),
-        );
+            |bucket| !self.vacant[bucket],
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::Error;
-use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_get_n};
+use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_candidates};
 use crate::hashing::{fmix64, mix};
 
 /// Jump consistent hash (Lamping & Veach 2014): the bucket in `0..buckets` for `key`.
@@ -228,17 +228,13 @@ impl<H: RangeHash> Engine for NumberedBuckets<H> {
         (count > 0).then(|| H::bucket(key_hash, count) as usize)
     }
 
-    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        let count = self.nodes.len();
-        salted_get_n(
+    fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_ {
+        salted_candidates(
             key_hash,
-            n,
-            count,
-            count,
-            out,
+            self.nodes.len(),
             |hash| self.lookup(hash),
-            || (0..count).collect(),
-        );
+            |_| true,
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use std::hash::Hash;
 use infra_common::hash::{RandomState, StableHash};
 
 use crate::Error;
-use crate::engine::Engine;
+use crate::engine::{DistinctSlots, Engine};
 use crate::hashing::key_hash;
 
 /// One member: a node and its weight.
@@ -263,6 +263,7 @@ where
 
     /// Up to `n` distinct nodes for `key`, in a stable preference order that starts with
     /// [`Placement::node`]'s answer; fewer only when there are fewer than `n` members.
+    /// `get_n(key, n)` is a prefix of `get_n(key, n + 1)`.
     pub fn get_n<K: StableHash + ?Sized>(&self, key: &K, n: usize) -> Vec<&N> {
         self.get_n_for_hash(key_hash(key), n)
     }
@@ -270,11 +271,103 @@ where
     /// [`Placement::get_n`] for a precomputed key hash.
     pub fn get_n_for_hash(&self, key_hash: u64, n: usize) -> Vec<&N> {
         let mut slots = Vec::with_capacity(n.min(self.len()));
-        self.engine.get_n(key_hash, n, &mut slots);
+        self.get_n_slots(key_hash, n, &mut slots);
         slots
             .into_iter()
-            .filter_map(|slot| self.nodes.get(slot)?.as_ref().map(|(node, _)| node))
+            .filter_map(|slot| self.node_in_slot(slot).map(|(node, _)| node))
             .collect()
+    }
+
+    /// [`Placement::get_n`] into `out` (cleared first), without allocating once `out` has room
+    /// for `n` nodes: for a hot path that asks for replicas on every request. Distinctness is
+    /// checked against `out` itself, so this suits the small `n` of replication (a handful),
+    /// not a list of every member.
+    ///
+    /// ```
+    /// use infra_ring_hash::{Member, Placement, Ring};
+    ///
+    /// let placement = Placement::from_members(Ring::new(), (0..5u32).map(Member::new))?;
+    /// let mut replicas = Vec::with_capacity(3);
+    /// for request in 0..100u32 {
+    ///     placement.get_n_into(&request, 3, &mut replicas);
+    ///     assert_eq!(replicas, placement.get_n(&request, 3));
+    /// }
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    pub fn get_n_into<'a, K: StableHash + ?Sized>(
+        &'a self,
+        key: &K,
+        n: usize,
+        out: &mut Vec<&'a N>,
+    ) {
+        out.clear();
+        let want = n.min(self.len());
+        if want == 0 {
+            return;
+        }
+        for slot in self.engine.candidates(key_hash(key)) {
+            let Some((node, _)) = self.node_in_slot(slot) else {
+                continue;
+            };
+            if !out.iter().any(|held| std::ptr::eq(*held, node)) {
+                out.push(node);
+                if out.len() == want {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every member in `key`'s preference order ([`Placement::get_n`]'s), computed lazily: the
+    /// failover walk. Taking the first node costs a lookup; each further node costs what the
+    /// engine needs to find the next distinct one.
+    ///
+    /// Skipping nodes the caller knows to be down needs no rebuild: filter the walk.
+    ///
+    /// ```
+    /// use infra_ring_hash::{Member, Placement, Rendezvous};
+    ///
+    /// let placement = Placement::from_members(Rendezvous::new(), (0..5u32).map(Member::new))?;
+    /// let down = [placement.node("user:42").copied().unwrap()];
+    /// let healthy = placement.node_iter("user:42").find(|node| !down.contains(node));
+    /// assert_eq!(healthy, Some(placement.get_n("user:42", 2)[1]));
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    pub fn node_iter<K: StableHash + ?Sized>(&self, key: &K) -> impl Iterator<Item = &N> + '_ {
+        self.node_iter_for_hash(key_hash(key))
+    }
+
+    /// [`Placement::node_iter`] for a precomputed key hash.
+    pub fn node_iter_for_hash(&self, key_hash: u64) -> impl Iterator<Item = &N> + '_ {
+        let mut candidates = self.engine.candidates(key_hash);
+        // Slots already given, allocated at the second node: a first-node-only walk (the
+        // usual failover, when the owner is up) costs nothing more than a lookup.
+        let mut first: Option<usize> = None;
+        let mut seen: Vec<bool> = Vec::new();
+        let mut given = 0;
+        std::iter::from_fn(move || {
+            if given == self.len() {
+                return None;
+            }
+            let slot = candidates.find(|&slot| {
+                if self.node_in_slot(slot).is_none() {
+                    return false;
+                }
+                match first {
+                    None => true,
+                    Some(first) => {
+                        if seen.is_empty() {
+                            seen = vec![false; self.slot_bound()];
+                            seen[first] = true;
+                        }
+                        !std::mem::replace(&mut seen[slot], true)
+                    }
+                }
+            })?;
+            first.get_or_insert(slot);
+            given += 1;
+            self.node_in_slot(slot).map(|(node, _)| node)
+        })
     }
 
     /// Number of members.
@@ -329,8 +422,17 @@ where
         self.engine.lookup(key_hash)
     }
 
+    /// The first `n` distinct live slots of the engine's candidates, into `out`.
     pub(crate) fn get_n_slots(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        self.engine.get_n(key_hash, n, out);
+        let mut picked = DistinctSlots::new(out, n.min(self.len()), self.slot_bound());
+        if picked.is_full() {
+            return;
+        }
+        for slot in self.engine.candidates(key_hash) {
+            if self.node_in_slot(slot).is_some() && picked.push(slot) {
+                return;
+            }
+        }
     }
 }
 

@@ -121,28 +121,22 @@ impl Engine for Rendezvous {
         Some(best_slot as usize)
     }
 
-    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        out.clear();
-        let want = n.min(self.nodes.len());
-        if want == 0 {
-            return;
-        }
-        // (score, weight, rank in node-hash order) so ties resolve by node hash.
-        let mut scored: Vec<(u64, u32, usize)> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(rank, &(salt, weight, _))| (fmix64(key_hash ^ salt), weight, rank))
-            .collect();
-        if want < scored.len() {
-            scored.select_nth_unstable_by(want - 1, |&a, &b| self.compare(a, b));
-            scored.truncate(want);
-        }
-        scored.sort_unstable_by(|&a, &b| self.compare(a, b));
-        out.extend(
-            scored
-                .iter()
-                .map(|&(_, _, rank)| self.nodes[rank].2 as usize),
-        );
+    fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_ {
+        // Scores in order, best first: each step scans every node for the best one ranked
+        // after the previous pick (ties broken by node-hash rank, so the order is total).
+        // O(n) per node taken and no allocation; callers usually stop after one or two.
+        let score = move |rank: usize| {
+            let (salt, weight, _) = self.nodes[rank];
+            (fmix64(key_hash ^ salt), weight, rank)
+        };
+        let mut previous: Option<(u64, u32, usize)> = None;
+        std::iter::from_fn(move || {
+            let next = (0..self.nodes.len())
+                .map(score)
+                .filter(|&c| previous.is_none_or(|p| self.compare(p, c) == Ordering::Less))
+                .min_by(|&a, &b| self.compare(a, b))?;
+            previous = Some(next);
+            Some(self.nodes[next.2].2 as usize)
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! Ketama-style ring: virtual points per node, proportional to weight.
 
 use crate::Error;
-use crate::engine::{Disruption, DistinctSlots, Engine, Relocation, SlotTable};
+use crate::engine::{Disruption, Engine, Relocation, SlotTable};
 use crate::hashing::mix;
 
 /// Points per unit of weight when none is configured: the classic ketama figure.
@@ -264,20 +264,11 @@ impl Engine for Ring {
         Some(self.points[self.position(key_hash)].slot as usize)
     }
 
-    fn get_n(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        let want = n.min(self.slots.live());
-        let mut picked = DistinctSlots::new(out, want, self.slots.bound());
-        if picked.is_full() || self.points.is_empty() {
-            return;
-        }
-        let start = self.position(key_hash);
+    fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_ {
+        // Clockwise from the key's point, once round the ring.
         let len = self.points.len();
-        for step in 0..len {
-            let point = self.points[(start + step) % len];
-            if picked.push(point.slot as usize) {
-                return;
-            }
-        }
+        let start = if len == 0 { 0 } else { self.position(key_hash) };
+        (0..len).map(move |step| self.points[(start + step) % len].slot as usize)
     }
 }
 
