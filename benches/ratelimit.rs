@@ -11,50 +11,17 @@
 
 // `criterion_group!` generates public functions that cannot carry docs.
 #![allow(missing_docs)]
-// Measurement scaffolding, not loom code: the allocator's counter must be a `static` std atomic,
-// and the two-thread driver uses std's scoped threads, barrier and mutex.
+// Measurement scaffolding, not loom code: the two-thread driver uses std's scoped threads,
+// barrier and mutex.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use infra_ratelimit::{Gcra, KeyedOptions, KeyedRateLimiter, Quota, RateLimiter};
-
-/// Counts the bytes currently allocated, to measure memory per tracked key.
-struct CountingAllocator;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-fn signed(size: usize) -> isize {
-    isize::try_from(size).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged;
-// the counter is a side effect that does not touch the memory handed out.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(signed(layout.size()), Ordering::Relaxed);
-        // SAFETY: forwarded from our caller, who upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(signed(layout.size()), Ordering::Relaxed);
-        // SAFETY: forwarded from our caller, who upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(signed(new_size) - signed(layout.size()), Ordering::Relaxed);
-        // SAFETY: forwarded from our caller, who upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use infra_testkit::allocator::{self, CountingAllocator};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -126,11 +93,9 @@ fn measuring() -> bool {
 
 /// Bytes allocated while `build` runs, per key, keeping what it built alive until measured.
 fn bytes_per_key<T>(keys: u64, build: impl FnOnce() -> T) -> (T, f64) {
-    let before = ALLOCATED.load(Ordering::Relaxed);
-    let built = build();
-    let after = ALLOCATED.load(Ordering::Relaxed);
+    let (held, built) = allocator::bytes_held_by(build);
     #[allow(clippy::cast_precision_loss)]
-    let per_key = (after - before) as f64 / keys as f64;
+    let per_key = held as f64 / keys as f64;
     (built, per_key)
 }
 

@@ -6,46 +6,17 @@
 //! cargo run --release -p examples --example edgecache_memory
 //! ```
 
-// The allocator's counter is a plain std atomic: a global allocator runs outside any model
-// checker, before and after everything else.
-#![allow(clippy::disallowed_types)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use infra_edgecache::Cache;
-
-/// The system allocator, counting the bytes currently allocated.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call forwards to the system allocator unchanged; the counter only observes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size().cast_signed(), Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size().cast_signed(), Ordering::Relaxed);
-        // SAFETY: the caller's contract for `dealloc` is passed on as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use infra_testkit::allocator::{self, CountingAllocator};
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 const ENTRIES: u64 = 100_000;
 
 /// Heap bytes held by what `build` returns once it has inserted `ENTRIES` entries.
 fn measure<T>(build: impl FnOnce() -> T) -> isize {
-    let before = LIVE.load(Ordering::Relaxed);
-    let cache = build();
-    let held = LIVE.load(Ordering::Relaxed) - before;
+    let (held, cache) = allocator::bytes_held_by(build);
     drop(cache);
     held
 }

@@ -4,50 +4,16 @@
 //! test harness's own threads do not disturb the count.
 #![cfg(not(infra_loom))]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-use infra_common::sync::thread::thread_local;
 use infra_ring_hash::{Engine, Flip, Jump, Maglev, MaglevConfig, Member, Memento, Placement};
 use infra_ring_hash::{Rendezvous, Ring};
-
-struct Counting;
-
-thread_local! {
-    // `const` initialisation: reading it never allocates, so it is safe inside the allocator.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments, which
-// upholds GlobalAlloc's contract; counting touches only a thread-local integer.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: same layout as given to us, per GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout` (we allocate nothing else).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: forwarded unchanged; `ptr` came from `System` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use infra_testkit::allocator::{self, CountingAllocator};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Runs `f` and returns how many allocations it made on this thread.
 fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
+    allocator::allocations_in(f).0
 }
 
 /// Asks 500 keys for 3 replicas through `get_n_into`, counting allocations, and checks the

@@ -14,6 +14,8 @@
 //!   or refuses new ones.
 //! - [`LoopbackListener`]: a listener for a test's own stand-in server, on a port no server of
 //!   the test binary holds.
+//! - [`allocator`]: a counting global allocator, for tests that prove a path allocates nothing
+//!   and benchmarks that measure the memory a structure holds.
 //! - `metrics` (feature `metrics`): counters read back from a debugging `metrics` recorder.
 //!
 //! When the server binary is not installed, `start` prints one skip line and returns `None`, so
@@ -36,6 +38,7 @@
     clippy::disallowed_macros
 )]
 
+pub mod allocator;
 mod etcd;
 mod etcd_cluster;
 mod listener;
