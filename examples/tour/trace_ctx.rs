@@ -1,4 +1,5 @@
-//! infra-trace-ctx: one trace id across six services finds the slow one.
+//! infra-trace-ctx: one trace id across six services finds the slow one, and the spans leave
+//! the process the way a collector receives them: batched off the request path, encoded as OTLP.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -7,7 +8,8 @@ use std::time::Duration;
 
 use infra_common::ManualClock;
 use infra_trace_ctx::{
-    MemoryExporter, Propagator, SpanData, SpanKind, TraceContextPropagator, Tracer, Value,
+    BatchSpanProcessor, MemoryExporter, OtlpExporter, Propagator, SpanData, SpanKind,
+    TraceContextPropagator, Tracer, Value,
 };
 
 /// One service in the simulated checkout: its own work, then its calls, in order.
@@ -61,7 +63,9 @@ const CHECKOUT: Hop = Hop {
 
 struct Mesh {
     clock: ManualClock,
-    exporter: MemoryExporter,
+    /// Every tracer ends its spans into this processor, which hands them to `received` in
+    /// batches from its own thread.
+    processor: BatchSpanProcessor,
     tracers: HashMap<&'static str, Tracer>,
 }
 
@@ -71,7 +75,7 @@ impl Mesh {
             Tracer::builder()
                 .service(service)
                 .clock(self.clock.clone())
-                .exporter(self.exporter.clone())
+                .exporter(self.processor.clone())
                 .build()
         })
     }
@@ -112,7 +116,8 @@ fn millis(d: Duration) -> f64 {
 
 pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let clock = ManualClock::new();
-    let exporter = MemoryExporter::new();
+    let received = MemoryExporter::new();
+    let processor = BatchSpanProcessor::builder(received.clone()).build()?;
     let services = ["gateway", "auth", "cart", "pricing", "inventory", "payment"];
     let tracers = services
         .into_iter()
@@ -120,20 +125,34 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
             let tracer = Tracer::builder()
                 .service(service)
                 .clock(clock.clone())
-                .exporter(exporter.clone())
+                .exporter(processor.clone())
                 .build();
             (service, tracer)
         })
         .collect();
     let mesh = Mesh {
         clock,
-        exporter,
+        processor,
         tracers,
     };
     // The browser's request arrives without a traceparent: the gateway starts the trace.
     mesh.serve(&CHECKOUT, &HashMap::new(), 0);
 
-    let spans = mesh.exporter.take();
+    // Ending a span only queued it; a flush waits until the exporter has every span.
+    mesh.processor.force_flush(Duration::from_secs(5))?;
+    let spans = received.take();
+    let stats = mesh.processor.stats();
+    let mut otlp = Vec::new();
+    OtlpExporter::builder().build()?.encode(&spans, &mut otlp);
+    println!(
+        "export: {} spans queued as they ended, {} exported by the batch thread, {} dropped; \
+         as one OTLP/HTTP protobuf request: {} bytes",
+        stats.queued,
+        stats.exported,
+        stats.dropped_queue_full,
+        otlp.len()
+    );
+
     let mut servers: Vec<&SpanData> = spans
         .iter()
         .filter(|s| s.kind == SpanKind::Server)
