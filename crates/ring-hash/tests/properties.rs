@@ -540,7 +540,10 @@ fn maglev_sized_for_1000_nodes_moves_within_twice_the_ideal() {
     let ideal = MANY / 1001;
     assert!(moved <= 2 * ideal, "{moved} of {MANY} moved, ideal {ideal}");
     // The new node gets its share, less five standard deviations.
-    assert!(onto_new >= ideal - 160, "{onto_new} onto the new node, ideal {ideal}");
+    assert!(
+        onto_new >= ideal - 160,
+        "{onto_new} onto the new node, ideal {ideal}"
+    );
 }
 
 /// Maglev's table never changes size on its own: a full table refuses a node, and only an
