@@ -47,6 +47,8 @@
 //!
 //! * `serde`: `Serialize`/`Deserialize` for [`Member`], [`Membership`], [`BucketLayout`],
 //!   [`RingConfig`] and [`MaglevConfig`], so memberships can be loaded from a file.
+//! * `ketama`: `Ketama`, the MD5 continuum of libketama and libmemcached's weighted ketama
+//!   mode, checked against libmemcached's known answers.
 //! * `metrics`: membership changes and bounded-load spill-overs through the `metrics`
 //!   facade; names in the `metrics` module.
 
@@ -59,6 +61,8 @@ mod bounded;
 mod engine;
 mod error;
 pub mod hashing;
+#[cfg(feature = "ketama")]
+mod ketama;
 mod maglev;
 mod memento;
 #[cfg(feature = "metrics")]
@@ -73,6 +77,8 @@ mod snapshot;
 pub use bounded::{BoundedLoad, Lease};
 pub use engine::{Disruption, Engine, MAX_NODES, Relocation};
 pub use error::Error;
+#[cfg(feature = "ketama")]
+pub use ketama::{Ketama, MAX_KETAMA_SERVERS};
 pub use maglev::{
     DEFAULT_ENTRIES_PER_NODE, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, MaglevConfig,
 };
