@@ -337,6 +337,78 @@ where
         self.node_iter_for_hash(key_hash(key))
     }
 
+    /// The first node in `key`'s preference order that `usable` accepts: a lookup that skips
+    /// nodes the caller marks unhealthy, with no rebuild. A key whose owner is usable stays
+    /// where it is; a key whose owner is skipped goes to its next usable candidate (the next
+    /// in [`Placement::get_n`]'s order), so only the skipped nodes' keys move. `None` when no
+    /// member is usable.
+    ///
+    /// ```
+    /// use infra_ring_hash::{Maglev, Member, Placement};
+    ///
+    /// let placement = Placement::from_members(Maglev::new(), (0..5u32).map(Member::new))?;
+    /// let down = *placement.node("user:42").unwrap();
+    /// let owner = placement.node_where("user:42", |node| *node != down);
+    /// assert_eq!(owner, Some(placement.get_n("user:42", 2)[1]));
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    pub fn node_where<K: StableHash + ?Sized>(
+        &self,
+        key: &K,
+        mut usable: impl FnMut(&N) -> bool,
+    ) -> Option<&N> {
+        self.node_iter(key).find(|node| usable(node))
+    }
+
+    /// Up to `n` distinct nodes for `key` spread across failure domains: nodes of zones not
+    /// yet used come first, in `key`'s preference order, then the remaining nodes in that
+    /// order. `zone` tells a node's zone (a rack, an availability zone), typically a field of
+    /// the node value. The first node is [`Placement::node`]'s; with at least `n` zones the
+    /// `n` nodes are in `n` different zones.
+    ///
+    /// It walks [`Placement::node_iter`] until it has `n` zones, so with fewer zones than `n`
+    /// it visits every member.
+    ///
+    /// ```
+    /// use infra_ring_hash::{Member, Placement, Rendezvous};
+    ///
+    /// // (zone, host)
+    /// let nodes = [("a", 1), ("a", 2), ("a", 3), ("b", 4), ("b", 5), ("c", 6)];
+    /// let placement = Placement::from_members(Rendezvous::new(), nodes.map(Member::new))?;
+    /// let replicas = placement.get_n_across_zones("user:42", 3, |node| node.0);
+    /// let mut zones: Vec<&str> = replicas.iter().map(|node| node.0).collect();
+    /// zones.sort();
+    /// assert_eq!(zones, ["a", "b", "c"]);
+    /// assert_eq!(Some(replicas[0]), placement.node("user:42"));
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    pub fn get_n_across_zones<K: StableHash + ?Sized, Z: PartialEq>(
+        &self,
+        key: &K,
+        n: usize,
+        zone: impl Fn(&N) -> Z,
+    ) -> Vec<&N> {
+        let mut chosen = Vec::with_capacity(n.min(self.len()));
+        let mut zones = Vec::new();
+        // Nodes of a zone already used, in preference order: the fill once zones run out.
+        let mut same_zone = Vec::new();
+        for node in self.node_iter(key) {
+            if chosen.len() == n {
+                return chosen;
+            }
+            let node_zone = zone(node);
+            if zones.contains(&node_zone) {
+                same_zone.push(node);
+            } else {
+                zones.push(node_zone);
+                chosen.push(node);
+            }
+        }
+        let missing = n.saturating_sub(chosen.len());
+        chosen.extend(same_zone.into_iter().take(missing));
+        chosen
+    }
+
     /// [`Placement::node_iter`] for a precomputed key hash.
     pub fn node_iter_for_hash(&self, key_hash: u64) -> impl Iterator<Item = &N> + '_ {
         let mut candidates = self.engine.candidates(key_hash);
