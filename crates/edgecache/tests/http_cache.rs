@@ -407,6 +407,107 @@ async fn a_successful_unsafe_method_invalidates_the_url() {
     assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
 }
 
+/// An origin's script: a GET is answered "old" (once the gate opens), any other method at
+/// once with status `code` and `fields`.
+fn unsafe_method_script(
+    code: u16,
+    fields: &'static [(&'static str, &'static str)],
+) -> impl FnMut(&Request<Bytes>) -> Reply + Send + 'static {
+    move |request| {
+        if request.method() == http::Method::GET {
+            Reply::Response(response(&[("cache-control", "max-age=600")], "old"))
+        } else {
+            Reply::Ungated(status(code, fields, ""))
+        }
+    }
+}
+
+/// Sends an unsafe `method` request for `url` and checks it passed through.
+async fn send_unsafe(cache: &HttpCache<TestOrigin>, method: http::Method, url: &str) {
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Bytes::from_static(b"change"))
+        .unwrap();
+    let response = cache.serve(request).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Pass)
+    );
+}
+
+#[tokio::test]
+async fn an_unsafe_methods_invalidation_reaches_a_fetch_in_progress() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(unsafe_method_script(204, &[]));
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let pending = start_held_fetch(&cache, "http://a.test/inv").await;
+    // The PUT's answer invalidates the URL after the GET's fetch began, before it is stored.
+    send_unsafe(&cache, http::Method::PUT, "http://a.test/inv").await;
+    cache.origin().set_open(true);
+    assert_eq!(
+        pending.await.unwrap().unwrap().body(),
+        "old",
+        "the request that was waiting still gets its answer"
+    );
+
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "new")));
+    assert_eq!(
+        fetch(&cache, "http://a.test/inv").await,
+        (CacheStatus::Miss, "new".into()),
+        "the answer fetched before the invalidation was not stored"
+    );
+}
+
+#[tokio::test]
+async fn an_unsafe_method_invalidates_location_and_content_location_on_its_host_only() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(unsafe_method_script(
+        201,
+        &[
+            ("location", "/items/7"),
+            ("content-location", "http://A.test/items/7?full"),
+            ("location", "http://b.test/items/7"),
+        ],
+    ));
+    let cache = cache(origin, &clock);
+    let urls = [
+        "http://a.test/items",
+        "http://a.test/items/7",
+        "http://a.test/items/7?full",
+        "http://b.test/items/7",
+        "http://a.test/items/8",
+    ];
+    for url in urls {
+        fetch(&cache, url).await;
+        assert_eq!(fetch(&cache, url).await.0, CacheStatus::Hit, "{url}");
+    }
+    send_unsafe(&cache, http::Method::POST, "http://a.test/items").await;
+    let after: Vec<CacheStatus> = statuses_of(&cache, &urls).await;
+    assert_eq!(
+        after,
+        [
+            CacheStatus::Miss, // the target
+            CacheStatus::Miss, // Location, an absolute path
+            CacheStatus::Miss, // Content-Location, an absolute URI of the same host
+            CacheStatus::Hit,  // Location on another host: not this response's to clear
+            CacheStatus::Hit,  // not named
+        ]
+    );
+}
+
+/// The cache status of a GET of each of `urls`, in order.
+async fn statuses_of(cache: &HttpCache<TestOrigin>, urls: &[&str]) -> Vec<CacheStatus> {
+    let mut statuses = Vec::new();
+    for url in urls {
+        statuses.push(fetch(cache, url).await.0);
+    }
+    statuses
+}
+
 #[tokio::test]
 async fn only_if_cached_answers_504_when_nothing_is_stored() {
     let clock = ManualClock::new();

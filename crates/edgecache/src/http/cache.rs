@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE,
-    SET_COOKIE,
+    AGE, CONTENT_LOCATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
@@ -249,7 +249,8 @@ impl<O: Origin> HttpCacheBuilder<O> {
                 metrics.shared.clone(),
                 move |target, mode| match target {
                     super::shared::Target::Url(uri) => {
-                        purge_stored_url(&store, &purges, uri, mode);
+                        let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
+                        purge_stored_url(&store, &purges, &key, mode);
                     }
                     super::shared::Target::Tag(tag) => purges.purge(tag, mode),
                 },
@@ -419,8 +420,7 @@ impl<O: Origin> HttpCache<O> {
             if unsafe_method
                 && (response.status().is_success() || response.status().is_redirection())
             {
-                inner.store.remove(&key.with_method(&Method::GET));
-                inner.store.remove(&key.with_method(&Method::HEAD));
+                inner.invalidate(&key, response.headers());
             }
             return Ok(response);
         }
@@ -621,7 +621,8 @@ impl<O: Origin> HttpCache<O> {
         if let Some(shared) = &self.inner.shared {
             shared.publish(&super::shared::Target::Url(uri.clone()), mode);
         }
-        purge_stored_url(&self.inner.store, &self.inner.purges, uri, mode)
+        let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
+        purge_stored_url(&self.inner.store, &self.inner.purges, &key, mode)
     }
 
     /// Purges every response stored with `tag` in its `Surrogate-Key` field, fetched before
@@ -639,15 +640,15 @@ impl<O: Origin> HttpCache<O> {
     }
 }
 
-/// Purges the responses stored in `store` for `uri`, and logs the purge in `purges` so that
-/// fetches for it in progress do not store their answers unpurged; whether any were stored.
+/// Purges the responses stored in `store` for the target of `key` (GET and HEAD, whatever
+/// `key`'s method), and logs the purge in `purges` so that fetches for it in progress do not
+/// store their answers unpurged; whether any were stored.
 fn purge_stored_url(
     store: &Cache<PrimaryKey, Arc<Variants>>,
     purges: &PurgeLog,
-    uri: &http::Uri,
+    key: &PrimaryKey,
     mode: PurgeMode,
 ) -> bool {
-    let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
     purges.purge_url(key.target(), mode, || {
         let mut found = false;
         for method in [Method::GET, Method::HEAD] {
@@ -669,6 +670,27 @@ fn purge_stored_url(
 }
 
 impl<O: Origin> Inner<O> {
+    /// §4.4: after a successful unsafe request for `key`, invalidates what is stored for its
+    /// target and for the `Location` and `Content-Location` URIs of `response_headers` on the
+    /// same host. A hard purge by URL, through the purge log, so a GET fetch begun before
+    /// does not store its answer afterwards.
+    fn invalidate(&self, key: &PrimaryKey, response_headers: &HeaderMap) {
+        let mut targets = vec![key.clone()];
+        for value in [LOCATION, CONTENT_LOCATION]
+            .iter()
+            .flat_map(|name| response_headers.get_all(name))
+        {
+            if let Some(other) = key.same_host_reference(value.as_bytes())
+                && !targets.contains(&other)
+            {
+                targets.push(other);
+            }
+        }
+        for target in &targets {
+            purge_stored_url(&self.store, &self.purges, target, PurgeMode::Hard);
+        }
+    }
+
     /// Counts a stale response served.
     fn stale_served(&self) {
         self.store.record_stale_served();

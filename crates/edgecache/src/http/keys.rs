@@ -61,6 +61,35 @@ impl PrimaryKey {
     pub(crate) fn target(&self) -> &str {
         self.0.split_once(' ').map_or("", |(_, target)| target)
     }
+
+    #[cfg(feature = "tokio")]
+    /// The key, under this key's method, of the URI a `Location` or `Content-Location` value
+    /// names, if it has this key's host (§4.4 invalidates only those: another host's entries
+    /// are not this response's to clear). Understood: an absolute URI (`http://host/path`)
+    /// and an absolute path (`/path`); any other reference, or a value that is not a URI,
+    /// names nothing.
+    pub(crate) fn same_host_reference(&self, value: &[u8]) -> Option<Self> {
+        let target = self.target();
+        let host = target.find('/').map_or(target, |slash| &target[..slash]);
+        let method = self.0.split_once(' ').map_or("", |(method, _)| method);
+        let path = if value.starts_with(b"/") && !value.starts_with(b"//") {
+            Uri::try_from(value)
+                .ok()?
+                .path_and_query()?
+                .as_str()
+                .to_owned()
+        } else {
+            let uri = Uri::try_from(value).ok()?;
+            uri.scheme()?;
+            if !uri.authority()?.as_str().eq_ignore_ascii_case(host) {
+                return None;
+            }
+            uri.path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned()
+        };
+        Some(Self(format!("{method} {host}{path}").into_boxed_str()))
+    }
 }
 
 impl fmt::Display for PrimaryKey {
@@ -192,4 +221,45 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_uris_and_paths_on_the_same_host_are_references() {
+        let key = PrimaryKey::new(
+            &Method::POST,
+            &Uri::from_static("http://a.test:8080/items?x"),
+            &HeaderMap::new(),
+        );
+        let named = |value: &str| {
+            key.same_host_reference(value.as_bytes())
+                .map(|key| key.as_str().to_owned())
+        };
+        assert_eq!(
+            named("/items/7").as_deref(),
+            Some("POST a.test:8080/items/7")
+        );
+        assert_eq!(
+            named("https://A.TEST:8080/items/7?v").as_deref(),
+            Some("POST a.test:8080/items/7?v")
+        );
+        assert_eq!(
+            named("http://a.test:8080").as_deref(),
+            Some("POST a.test:8080/")
+        );
+        for other in [
+            "http://a.test/items/7",      // another port: another origin
+            "http://b.test:8080/items/7", // another host
+            "//a.test:8080/items/7",      // a network-path reference
+            "items/7",                    // a relative path
+            "",
+            "/items/\u{7f}",
+            "not a uri at all",
+        ] {
+            assert_eq!(named(other), None, "{other:?}");
+        }
+    }
 }

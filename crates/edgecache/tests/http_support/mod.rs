@@ -13,7 +13,10 @@ use tokio::sync::watch;
 /// What the origin does with the next request.
 #[allow(dead_code, reason = "each test file uses some of the replies")]
 pub(crate) enum Reply {
+    /// Answers once the gate is open.
     Response(Response<Bytes>),
+    /// Answers at once, whether the gate is open or not.
+    Ungated(Response<Bytes>),
     Fail,
     Hang,
     Panic,
@@ -67,12 +70,15 @@ impl Origin for TestOrigin {
             .lock()
             .push((request.method().clone(), request.headers().clone()));
         let reply = (self.script.lock())(&request);
+        if let Reply::Ungated(response) = reply {
+            return Ok(response);
+        }
         let mut open = self.gate.subscribe();
         if open.wait_for(|open| *open).await.is_err() {
             return Err(OriginError::new("gate dropped"));
         }
         match reply {
-            Reply::Response(response) => Ok(response),
+            Reply::Response(response) | Reply::Ungated(response) => Ok(response),
             Reply::Fail => Err(OriginError::new("connection refused")),
             Reply::Hang => pending().await,
             Reply::Panic => panic!("the origin client panicked"),
