@@ -198,3 +198,84 @@ mod store {
         });
     }
 }
+
+/// The purge log's URL hand-off (`http::purge`): a purge by URL, and the store of an answer
+/// whose fetch began before it, racing.
+///
+/// Guards: the log's URL lock, held by the purge from recording itself to the end of its
+/// clearing of the store, and by the store from consulting the log to the end of its insert.
+/// Without the consultation, with it made before taking the lock, or with the purge clearing
+/// the store before it records itself, the store can land after the clearing and keep the
+/// answer unpurged: the model fails.
+mod purge {
+    use infra_common::ManualClock;
+    use infra_common::sync::atomic::{AtomicBool, Ordering};
+    use infra_common::sync::{Arc, model, thread};
+    use infra_edgecache::Cache;
+    use infra_edgecache::http::PurgeMode;
+    use infra_edgecache::http::purge_model::{PurgeLog, Purged};
+
+    /// The purged URL, as the log names it.
+    const TARGET: &str = "a.test/u";
+
+    /// A stored response, reduced to whether a soft purge marked it stale.
+    type Response = Arc<AtomicBool>;
+
+    fn purge_races_a_fetch_begun_before(mode: PurgeMode) {
+        model(move || {
+            let log = Arc::new(PurgeLog::default());
+            let store: Arc<Cache<&'static str, Response>> = Arc::new(
+                Cache::builder(4)
+                    .shards(1)
+                    .clock(ManualClock::new())
+                    .build(),
+            );
+            // An older answer is stored, for the purge to clear too.
+            store.insert(TARGET, Arc::new(AtomicBool::new(false)));
+            // The fetch begins (takes its generation) before the purge is issued.
+            let began = log.generation();
+            let fetch = {
+                let (log, store) = (Arc::clone(&log), Arc::clone(&store));
+                thread::spawn(move || {
+                    let answer: Response = Arc::new(AtomicBool::new(false));
+                    log.store_url(TARGET, began, |purged| match purged {
+                        Purged::Hard => {}
+                        Purged::Soft => {
+                            answer.store(true, Ordering::Release);
+                            store.insert(TARGET, answer);
+                        }
+                        Purged::No => store.insert(TARGET, answer),
+                    });
+                })
+            };
+            log.purge_url(TARGET, mode, || {
+                if mode == PurgeMode::Hard {
+                    store.remove(&TARGET);
+                } else if let Some(stored) = store.peek(&TARGET) {
+                    stored.store(true, Ordering::Release);
+                }
+            });
+            fetch.join().unwrap();
+            let left = store.peek(&TARGET);
+            if mode == PurgeMode::Hard {
+                assert!(left.is_none(), "a hard-purged answer was stored");
+            } else {
+                let left = left.expect("a soft purge keeps the answer");
+                assert!(
+                    left.load(Ordering::Acquire),
+                    "a soft-purged answer was stored fresh"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn a_hard_url_purge_keeps_an_older_fetchs_answer_out() {
+        purge_races_a_fetch_begun_before(PurgeMode::Hard);
+    }
+
+    #[test]
+    fn a_soft_url_purge_leaves_an_older_fetchs_answer_stale() {
+        purge_races_a_fetch_begun_before(PurgeMode::Soft);
+    }
+}

@@ -28,7 +28,7 @@ mod error;
 mod freshness;
 mod keys;
 mod origin;
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", infra_loom))]
 mod purge;
 mod record;
 mod revalidation;
@@ -43,10 +43,17 @@ pub use error::Error;
 pub use freshness::{Decision, Exchange, Freshness, Heuristic};
 pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
 pub use origin::{Origin, OriginError};
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", infra_loom))]
 pub use purge::{
     MAX_PURGED_TAGS, MAX_PURGED_URLS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode,
 };
+
+/// The purge log's URL hand-off, for the loom model only (`tests/loom.rs`).
+#[cfg(infra_loom)]
+#[doc(hidden)]
+pub mod purge_model {
+    pub use super::purge::{PurgeLog, Purged};
+}
 pub use record::{DecodeError, RECORD_VERSION, Record};
 pub use revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,

@@ -48,17 +48,26 @@ pub enum PurgeMode {
     Hard,
 }
 
+// `PurgeLog` and `Purged` are public only to the loom model of the URL hand-off
+// (`tests/loom.rs`, which reaches them through `http::purge_model` under `infra_loom`);
+// elsewhere the crate is their only user.
+
 /// The state of a stored response after the purges since its fetch began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Purged {
+#[cfg_attr(not(infra_loom), allow(unreachable_pub))]
+pub enum Purged {
+    /// Not purged.
     No,
+    /// Soft-purged: stored stale.
     Soft,
+    /// Hard-purged: not stored.
     Hard,
 }
 
 /// The generation counter, the purged tags and the purged URLs.
 #[derive(Debug, Default)]
-pub(crate) struct PurgeLog {
+#[cfg_attr(not(infra_loom), allow(unreachable_pub))]
+pub struct PurgeLog {
     generation: AtomicU64,
     tags: Mutex<Purges>,
     /// Held while a URL purge records itself and applies to the store, and while a fetch checks
@@ -111,14 +120,15 @@ impl Purges {
     }
 }
 
+#[cfg_attr(not(infra_loom), allow(unreachable_pub))]
 impl PurgeLog {
     /// The generation a fetch beginning now records.
-    pub(crate) fn generation(&self) -> u64 {
+    pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Purges `tag` for every response fetched before now.
-    pub(crate) fn purge(&self, tag: &str, mode: PurgeMode) {
+    pub fn purge(&self, tag: &str, mode: PurgeMode) {
         let mut log = self.tags.lock();
         // Under the log's lock, so a reader never sees the new generation without the tag.
         let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
@@ -126,7 +136,7 @@ impl PurgeLog {
     }
 
     /// What the tag purges did to a response of `generation` with `tags`.
-    pub(crate) fn check(&self, generation: u64, tags: &[Box<str>]) -> Purged {
+    pub fn check(&self, generation: u64, tags: &[Box<str>]) -> Purged {
         self.tags
             .lock()
             .check(generation, tags.iter().map(|tag| &**tag))
@@ -134,12 +144,7 @@ impl PurgeLog {
 
     /// Purges `target` (a URL's primary key without its method) for every fetch begun before
     /// now, and runs `apply` (the purge of what is stored) before any fetch can store again.
-    pub(crate) fn purge_url<R>(
-        &self,
-        target: &str,
-        mode: PurgeMode,
-        apply: impl FnOnce() -> R,
-    ) -> R {
+    pub fn purge_url<R>(&self, target: &str, mode: PurgeMode, apply: impl FnOnce() -> R) -> R {
         let mut log = self.urls.lock();
         let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         log.record(target, mode, purged_at, MAX_PURGED_URLS);
@@ -148,7 +153,7 @@ impl PurgeLog {
 
     /// Runs `store` with what the purges of `target` did to a fetch begun at `generation`, with
     /// no URL purge running meanwhile.
-    pub(crate) fn store_url<R>(
+    pub fn store_url<R>(
         &self,
         target: &str,
         generation: u64,
@@ -161,6 +166,7 @@ impl PurgeLog {
 
 /// The tags of a `Surrogate-Key` field value: space-separated, deduplicated; `None` past
 /// [`MAX_TAGS_PER_RESPONSE`] tags or a tag longer than [`MAX_TAG_BYTES`].
+#[cfg(feature = "tokio")]
 pub(crate) fn parse_tags<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Vec<Box<str>>> {
     let mut tags: Vec<Box<str>> = Vec::new();
     for line in lines {
