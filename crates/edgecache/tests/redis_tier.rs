@@ -185,6 +185,54 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_method_on_one_edge_purges_its_url_in_redis_and_on_the_others() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&server.url(), "from b", &clock);
+    subscribed(&server, 2).await;
+
+    serve(&a, "en").await;
+    poll("a's write", || {
+        let written = stats(&a).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::SharedHit);
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+
+    let post = http::Request::post(URL)
+        .body(bytes::Bytes::from_static(b"change"))
+        .unwrap();
+    assert_eq!(a.serve(post).await.unwrap().status(), 200);
+    poll("b to apply the invalidation", || {
+        let applied = stats(&b).purges_applied == 1;
+        async move { applied }
+    })
+    .await;
+    poll("a to count its purge", || {
+        let counted = stats(&a).purges_published == 1;
+        async move { counted }
+    })
+    .await;
+    assert!(!exists(&server, RECORD_KEY));
+    // Neither edge is given the old answer again, from its store or from Redis: b asks its
+    // origin, and a reads b's new answer.
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    poll("b's write", || {
+        let written = stats(&b).writes == 1;
+        async move { written }
+    })
+    .await;
+    assert_eq!(
+        serve(&a, "en").await,
+        (CacheStatus::SharedHit, "from b".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_purge_from_another_edge_reaches_a_fetch_in_progress() {
     let Some(server) = RedisServer::start() else {
         return;

@@ -673,7 +673,8 @@ impl<O: Origin> Inner<O> {
     /// §4.4: after a successful unsafe request for `key`, invalidates what is stored for its
     /// target and for the `Location` and `Content-Location` URIs of `response_headers` on the
     /// same host. A hard purge by URL, through the purge log, so a GET fetch begun before
-    /// does not store its answer afterwards.
+    /// does not store its answer afterwards; with a shared tier, published as one too, so the
+    /// record in Redis, which this cache would otherwise read back, goes with it.
     fn invalidate(&self, key: &PrimaryKey, response_headers: &HeaderMap) {
         let mut targets = vec![key.clone()];
         for value in [LOCATION, CONTENT_LOCATION]
@@ -687,6 +688,14 @@ impl<O: Origin> Inner<O> {
             }
         }
         for target in &targets {
+            #[cfg(feature = "redis")]
+            if let Some(shared) = &self.shared
+                // A target without a host (a request in origin form without `Host`) has no
+                // URI to publish; it is purged here only.
+                && let Ok(uri) = http::Uri::try_from(format!("http://{}", target.target()))
+            {
+                shared.publish(&super::shared::Target::Url(uri), PurgeMode::Hard);
+            }
             purge_stored_url(&self.store, &self.purges, target, PurgeMode::Hard);
         }
     }
