@@ -499,6 +499,22 @@ async fn an_unsafe_method_invalidates_location_and_content_location_on_its_host_
     );
 }
 
+#[tokio::test]
+async fn an_unsafe_method_answered_with_an_error_invalidates_nothing() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(unsafe_method_script(500, &[("location", "/items/7")]));
+    let cache = cache(origin, &clock);
+    let urls = ["http://a.test/items", "http://a.test/items/7"];
+    for url in urls {
+        fetch(&cache, url).await;
+    }
+    send_unsafe(&cache, http::Method::DELETE, "http://a.test/items").await;
+    assert_eq!(
+        statuses_of(&cache, &urls).await,
+        [CacheStatus::Hit, CacheStatus::Hit]
+    );
+}
+
 /// The cache status of a GET of each of `urls`, in order.
 async fn statuses_of(cache: &HttpCache<TestOrigin>, urls: &[&str]) -> Vec<CacheStatus> {
     let mut statuses = Vec::new();
