@@ -74,17 +74,23 @@ impl Threshold {
     }
 
     /// [`Threshold::from_probability`] with `precision` significant hex digits (clamped to
-    /// 1..=12). Small probabilities get extra digits for their leading `f`s (one per factor
-    /// of 16 below 1/2), so the precision applies to the digits that matter; this is the
-    /// specification's reference algorithm, and reproduces its table of 1-in-N thresholds.
+    /// 1..=14). The specification's reference algorithm: the threshold is
+    /// `2^56 - round(probability * 2^56)`, rounded to the nearest multiple of the last kept
+    /// digit (halves up). The digits kept are `precision` plus one for every factor of 16 by
+    /// which the probability, or one minus it, is small: a probability near 0 gets a digit
+    /// per leading `f` of its threshold, one near 1 a digit per leading `0`, so 99.9999 % is
+    /// not rounded to 100 % (at most 14 digits).
     ///
     /// ```
     /// use infra_trace_ctx::Threshold;
     ///
-    /// let one_percent = |digits| Threshold::from_probability_with_precision(0.01, digits)
-    ///     .unwrap()
-    ///     .to_string();
-    /// assert_eq!([one_percent(3), one_percent(4), one_percent(5)], ["fd71", "fd70a", "fd70a4"]);
+    /// let th = |probability, digits| {
+    ///     Threshold::from_probability_with_precision(probability, digits)
+    ///         .unwrap()
+    ///         .to_string()
+    /// };
+    /// assert_eq!([th(0.01, 3), th(0.01, 4), th(0.01, 5)], ["fd71", "fd70a", "fd70a4"]);
+    /// assert_eq!(th(0.999_999, 4), "000010c7");
     /// ```
     pub fn from_probability_with_precision(probability: f64, precision: u8) -> Option<Self> {
         const MIN_PROBABILITY: f64 = 1.0 / (1u64 << BITS) as f64;
@@ -94,24 +100,30 @@ impl Threshold {
         if probability >= 1.0 {
             return Some(Self::ALWAYS);
         }
-        // The binary exponent `e` with probability = m * 2^e, m in [0.5, 1): the stored
-        // exponent of a normal f64 minus 1022. Probabilities here are normal and below 1.
-        let stored = (probability.to_bits() >> 52) & 0x7ff;
-        #[allow(clippy::cast_possible_wrap)]
-        let exponent = stored as i64 - 1022;
-        let extra = u32::try_from(-exponent / 4).unwrap_or(0);
-        let digits = (u32::from(precision.clamp(1, 12)) + extra).clamp(1, 12);
-        // 1 + the rejection probability, in [1, 2): its 52 fraction bits are the threshold's
-        // leading bits. Half of the last kept digit is added first, so truncating rounds.
-        let half_digit = f64::from_bits((1023 - u64::from(4 * digits + 1)) << 52);
-        let shifted = 2.0 - probability + half_digit;
-        let kept_bits = 4 * digits;
-        let leading = if shifted >= 2.0 {
-            (1u64 << kept_bits) - 1
-        } else {
-            (shifted.to_bits() & ((1u64 << 52) - 1)) >> (52 - kept_bits)
+        // frexp's exponent: x = m * 2^e with m in [0.5, 1). Both values are normal here:
+        // the probability is at least 2^-56, and 1 - probability (exact for probabilities
+        // of 1/2 and more, Sterbenz) at least 2^-53.
+        let exponent = |x: f64| {
+            #[allow(clippy::cast_possible_wrap)]
+            let stored = ((x.to_bits() >> 52) & 0x7ff) as i64;
+            stored - 1022
         };
-        Some(Self(leading << (BITS - kept_bits)))
+        let extra = (-exponent(probability) / 4).max(-exponent(1.0 - probability) / 4);
+        let digits = (i64::from(precision.clamp(1, 14)) + extra).min(14);
+        // probability * 2^56 is exact (a power-of-two scale) and lies in [1, 2^56).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let kept = (probability * (1u64 << BITS) as f64).round() as u64;
+        let exact = (1u64 << BITS) - kept;
+        // 0 <= 14 - digits <= 13 by the clamps above.
+        let dropped_bits = 4 * u32::try_from(14 - digits).unwrap_or(0);
+        let rounded = if dropped_bits == 0 {
+            exact
+        } else {
+            ((exact + (1 << (dropped_bits - 1))) >> dropped_bits) << dropped_bits
+        };
+        // The round-up cannot reach 2^56 (a probability that small keeps enough digits for
+        // its leading `f`s); saturating keeps that an argument, not a wrap to `th:0`.
+        Some(Self(rounded.min((1u64 << BITS) - 1)))
     }
 
     /// The probability of keeping a span: `(2^56 - threshold) / 2^56`.

@@ -403,7 +403,7 @@ impl TraceIdRatio {
     }
 
     /// [`TraceIdRatio::new`] with the threshold rounded to `precision` significant hex digits
-    /// (1..=12, see [`Threshold::from_probability_with_precision`]).
+    /// (1..=14, see [`Threshold::from_probability_with_precision`]).
     pub fn with_precision(ratio: f64, precision: u8) -> Self {
         let ratio = if ratio.is_nan() {
             0.0

@@ -33,8 +33,7 @@ const SPEC_TABLE: &[(u64, [&str; 3])] = &[
 #[test]
 fn the_specification_table_of_thresholds() {
     for (n, expected) in SPEC_TABLE {
-        #[allow(clippy::cast_precision_loss)]
-        let probability = 1.0 / *n as f64;
+        let probability = one_in(*n);
         for (precision, th) in [3u8, 4, 5].into_iter().zip(expected) {
             let threshold = Threshold::from_probability_with_precision(probability, precision)
                 .unwrap_or_else(|| panic!("1/{n} has a threshold"));
@@ -42,8 +41,7 @@ fn the_specification_table_of_thresholds() {
             assert_eq!(Threshold::parse(th).unwrap(), threshold, "{th} parses back");
         }
         // The default precision is the table's middle column.
-        #[allow(clippy::cast_precision_loss)]
-        let default = TraceIdRatio::new(1.0 / *n as f64).threshold().unwrap();
+        let default = TraceIdRatio::new(one_in(*n)).threshold().unwrap();
         assert_eq!(default.to_string(), expected[1]);
     }
 }
@@ -62,34 +60,80 @@ fn the_specification_worked_values() {
     assert!((third.probability() - 0.333_328_247_070_312_5).abs() < 1e-15);
 }
 
-/// An independent reading of the specification's rounding, in exact integer arithmetic on
-/// the rational 1/N: the threshold's hex digits (trailing zeros removed) at `precision`.
-fn reference_th(n: u64, precision: u32) -> String {
-    if n == 1 {
-        return "0".to_owned();
+/// An independent reading of the specification's rounding, in exact integer arithmetic:
+/// the threshold (as its 14 hex digits' value) for `probability` at `precision`.
+///
+/// The specification: the threshold is 2^56 minus `probability * 2^56` rounded to an integer;
+/// it is then rounded (halves up) to `precision` hex digits, plus one digit for every power
+/// of 16 the probability is below, or for every power of 16 one minus the probability is
+/// below (whichever is more), at most 14 digits.
+fn reference_threshold(probability: f64, precision: u32) -> u64 {
+    if probability >= 1.0 {
+        return 0;
     }
-    // frexp's exponent of 1/N is 1 - bit_length(N - 1); each 4 below zero adds a digit.
-    let bit_length = 64 - (n - 1).leading_zeros();
-    let extra = (bit_length - 1) / 4;
-    let digits = (precision + extra).clamp(1, 12);
-    let scale = 16u128.pow(digits);
-    let n = u128::from(n);
-    // round((N - 1) / N * 16^digits), halves up.
-    let mut value = (2 * (n - 1) * scale + n) / (2 * n);
-    if value >= scale {
-        value = scale - 1;
-    }
-    let text = format!("{value:0width$x}", width = digits as usize);
-    text.trim_end_matches('0').to_owned()
+    // Every probability from 2^-56 to 1 is a multiple of 2^-108 (52 fraction bits below
+    // its leading bit), so `numerator / 2^108` is exact.
+    const ONE: u128 = 1 << 108;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let numerator = (probability * 2f64.powi(108)) as u128;
+    assert_eq!(numerator as f64, probability * 2f64.powi(108), "exact");
+    let powers_of_16_below = |value: u128| (1..=14u32).filter(|k| value < ONE >> (4 * k)).count();
+    let extra = powers_of_16_below(numerator).max(powers_of_16_below(ONE - numerator));
+    let digits = (precision as usize + extra).min(14);
+    let kept = (numerator + (1 << 51)) >> 52;
+    let exact = (1u128 << 56) - kept;
+    let unit = 16u128.pow(14 - digits as u32);
+    let rounded = (exact + unit / 2) / unit * unit;
+    u64::try_from(rounded).unwrap()
+}
+
+/// `reference_threshold` as a `th` value: 14 hex digits, trailing zeros removed.
+fn reference_th(probability: f64, precision: u32) -> String {
+    let text = format!("{:014x}", reference_threshold(probability, precision));
+    let trimmed = text.trim_end_matches('0');
+    if trimmed.is_empty() { "0" } else { trimmed }.to_owned()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn one_in(n: u64) -> f64 {
+    1.0 / n as f64
 }
 
 #[test]
 fn the_reference_model_reproduces_the_table() {
     for (n, expected) in SPEC_TABLE {
         for (precision, th) in [3, 4, 5].into_iter().zip(expected) {
-            assert_eq!(reference_th(*n, precision), *th, "1/{n} at {precision}");
+            assert_eq!(
+                reference_th(one_in(*n), precision),
+                *th,
+                "1/{n} at {precision}"
+            );
         }
     }
+}
+
+/// Probabilities near 1 and below 16^-12 keep extra digits: without them 99.9999 % would
+/// be written as `th:0`, a claim of 100 %.
+#[test]
+fn probabilities_near_one_and_tiny_ones_keep_their_digits() {
+    for (probability, th) in [
+        (0.99, "028f6"),
+        (0.999, "004189"),
+        (0.9999, "00068dc"),
+        (0.999_999, "000010c7"),
+        (1e-15, "ffffffffffffb8"),
+    ] {
+        let threshold = Threshold::from_probability(probability).unwrap();
+        assert_eq!(threshold.to_string(), th, "p = {probability}");
+        assert_eq!(reference_th(probability, 4), th, "model, p = {probability}");
+        assert!(threshold > Threshold::ALWAYS);
+    }
+    // The largest probability below 1 is still not 100 %.
+    let just_below_one = 1.0 - f64::EPSILON / 2.0;
+    assert_eq!(
+        Threshold::from_probability(just_below_one).unwrap().bits(),
+        8
+    );
 }
 
 /// A trace id whose low 56 bits are `randomness`.
@@ -106,23 +150,32 @@ fn sample(
     (result.decision, result.trace_state)
 }
 
+/// Probabilities spread over the whole range: 1/N, tiny ones (down to 2^-56), ones within
+/// 2^-53 of 1, and any in between.
+fn probabilities() -> impl Strategy<Value = f64> {
+    (0u8..4, 1u64..=4096, 0.0..1.0f64).prop_map(|(kind, n, unit)| match kind {
+        0 => one_in(n),
+        1 => (-56.0 + 55.0 * unit).exp2(),
+        2 => 1.0 - (-53.0 + 52.0 * unit).exp2(),
+        _ => unit.max(2f64.powi(-56)),
+    })
+}
+
 proptest! {
     #[test]
-    fn thresholds_match_the_reference(n in 1u64..=4096, precision in 1u8..=5) {
-        #[allow(clippy::cast_precision_loss)]
-        let threshold = Threshold::from_probability_with_precision(1.0 / n as f64, precision).unwrap();
-        prop_assert_eq!(threshold.to_string(), reference_th(n, u32::from(precision)));
+    fn thresholds_match_the_reference(probability in probabilities(), precision in 1u8..=14) {
+        let threshold = Threshold::from_probability_with_precision(probability, precision).unwrap();
+        prop_assert_eq!(threshold.bits(), reference_threshold(probability, u32::from(precision)));
     }
 
     #[test]
     fn root_decisions_follow_rv_at_or_above_th(
-        n in 1u64..=4096,
+        probability in probabilities(),
         randomness in 0u64..(1 << 56),
     ) {
-        #[allow(clippy::cast_precision_loss)]
-        let sampler = TraceIdRatio::new(1.0 / n as f64);
-        let reference = reference_th(n, 4);
-        let threshold = u64::from_str_radix(&format!("{reference:0<14}"), 16).unwrap();
+        let sampler = TraceIdRatio::new(probability);
+        let reference = reference_th(probability, 4);
+        let threshold = reference_threshold(probability, 4);
         let (decision, state) = sample(&sampler, None, trace_with_randomness(randomness));
         prop_assert_eq!(decision.is_sampled(), randomness >= threshold);
         let expected = decision.is_sampled().then(|| format!("ot=th:{reference}"));
