@@ -154,8 +154,11 @@ fn threshold_result(
     let mut state = state.cloned().unwrap_or_default();
     if state.set_ot_threshold(threshold).is_err() {
         // The `ot` entry cannot take the new threshold (it would exceed 256 characters): a
-        // span must not carry a threshold that does not describe it, so the entry goes.
-        state.remove("ot");
+        // span must not carry a threshold that does not describe it, so only the parent's
+        // `th` goes. The other sub-keys stay, `rv` above all: without it, services further
+        // down would decide from the trace id and disagree with this one. Removing a
+        // sub-key shortens a valid entry, so it cannot fail.
+        state.set_ot_threshold(None).ok();
     }
     SamplingResult::with_trace_state(decision, state)
 }

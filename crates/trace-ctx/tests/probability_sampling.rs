@@ -367,3 +367,42 @@ fn a_tracer_propagates_the_threshold_it_sampled_with() {
         Some(Threshold::ALWAYS)
     );
 }
+
+#[test]
+fn a_threshold_that_does_not_fit_leaves_the_parents_rv() {
+    // A parent `ot` entry of exactly 256 characters: no room for `th:0;`.
+    let padding = "x".repeat(256 - "rv:00000000000001;k:".len());
+    let state = TraceState::parse(&format!("ot=rv:00000000000001;k:{padding},b=1")).unwrap();
+    assert_eq!(state.get("ot").map(str::len), Some(256));
+    let all_ones = TraceId::from_u128(u128::MAX).unwrap();
+    let parent = SpanContext::remote(all_ones, SpanId::random(), TraceFlags::SAMPLED)
+        .with_trace_state(state.clone());
+    for sampler in [&TraceIdRatio::new(1.0) as &dyn Sampler, &AlwaysOn] {
+        let (decision, written) = sample(sampler, Some(&parent), all_ones);
+        assert!(decision.is_sampled());
+        let written = written.unwrap_or_else(|| parent.trace_state().clone());
+        assert_eq!(written.ot_randomness(), Some(1), "rv survives");
+        assert_eq!(written.ot_threshold(), None, "no th that was not written");
+        assert_eq!(written.get("ot"), state.get("ot"));
+        assert_eq!(written.get("b"), Some("1"));
+        // Further down, a 50 % sampler still decides from rv (1: dropped), not from the
+        // trace id (all ones: kept).
+        let child = SpanContext::remote(all_ones, SpanId::random(), TraceFlags::SAMPLED)
+            .with_trace_state(written);
+        assert!(
+            !TraceIdRatio::new(0.5)
+                .should_sample(Some(&child), all_ones, "next", SpanKind::Internal)
+                .is_sampled()
+        );
+    }
+    // A parent `th` that no longer describes the span is removed, the rest stays.
+    let with_th = format!("ot=th:8;rv:ffffffffffffff;k:{}", &padding[5..]);
+    let parent = parent.with_trace_state(TraceState::parse(&with_th).unwrap());
+    let (decision, written) = sample(&TraceIdRatio::new(0.3), Some(&parent), all_ones);
+    assert!(decision.is_sampled());
+    let written = written.expect("th changes");
+    assert_eq!(
+        (written.ot_threshold(), written.ot_randomness()),
+        (None, Some((1 << 56) - 1))
+    );
+}
