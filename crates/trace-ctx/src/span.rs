@@ -161,7 +161,8 @@ pub struct Event {
 pub struct Link {
     /// The linked span.
     pub context: SpanContext,
-    /// The link's attributes, at most [`SpanLimits::max_attributes_per_link`].
+    /// The link's attributes, at most [`SpanLimits::max_attributes_per_link`]; on a recorded
+    /// span, a repeated key keeps its last value.
     pub attributes: Vec<KeyValue>,
     /// How many attributes were dropped over the limit.
     pub dropped_attributes_count: u32,
@@ -227,6 +228,29 @@ fn cap_len<T>(items: &mut Vec<T>, max: usize) -> u32 {
     let dropped = items.len().saturating_sub(max);
     items.truncate(max);
     u32::try_from(dropped).unwrap_or(u32::MAX)
+}
+
+/// An event's or link's attributes as a span's would be after `set_attribute` for each in
+/// turn: a repeated key keeps the place of its first occurrence and the value of its last
+/// (exporters must send unique keys), and keys past `max` are dropped and counted. In place:
+/// the merge allocates nothing.
+fn limit_attributes(attributes: &mut Vec<KeyValue>, max: usize) -> u32 {
+    let mut unique = 0;
+    for next in 0..attributes.len() {
+        match attributes[..unique]
+            .iter()
+            .position(|kv| kv.key == attributes[next].key)
+        {
+            // Entries between `unique` and `next` are merged duplicates, free to overwrite.
+            Some(first) => attributes.swap(first, next),
+            None => {
+                attributes.swap(unique, next);
+                unique += 1;
+            }
+        }
+    }
+    attributes.truncate(unique);
+    cap_len(attributes, max)
 }
 
 /// A finished, recorded span, as exporters receive it.
@@ -640,7 +664,7 @@ impl<'a> SpanBuilder<'a> {
         let mut links = self.links;
         let dropped_links_count = cap_len(&mut links, limits.max_links);
         for link in &mut links {
-            let dropped = cap_len(&mut link.attributes, limits.max_attributes_per_link);
+            let dropped = limit_attributes(&mut link.attributes, limits.max_attributes_per_link);
             link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
         }
         Span {
@@ -714,7 +738,8 @@ impl Span {
     }
 
     /// Records an event with attributes now; `attributes` is not consumed on an unrecorded
-    /// span. Past [`SpanLimits::max_events`] the event is dropped and counted; past
+    /// span. A repeated key keeps its last value, in the place of its first. Past
+    /// [`SpanLimits::max_events`] the event is dropped and counted; past
     /// [`SpanLimits::max_attributes_per_event`] its extra attributes are.
     pub fn add_event_with(
         &mut self,
@@ -732,7 +757,8 @@ impl Span {
         }
         let time = recording.wall_now();
         let mut attributes: Vec<KeyValue> = attributes.into_iter().collect();
-        let dropped_attributes_count = cap_len(&mut attributes, limits.max_attributes_per_event);
+        let dropped_attributes_count =
+            limit_attributes(&mut attributes, limits.max_attributes_per_event);
         recording.data.events.push(Event {
             name: name.into(),
             time,
@@ -754,7 +780,7 @@ impl Span {
                 recording.data.dropped_links_count.saturating_add(1);
             return;
         }
-        let dropped = cap_len(&mut link.attributes, limits.max_attributes_per_link);
+        let dropped = limit_attributes(&mut link.attributes, limits.max_attributes_per_link);
         link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
         recording.data.links.push(link);
     }

@@ -225,3 +225,58 @@ proptest! {
         prop_assert_eq!(data.links.len(), link_sizes.len());
     }
 }
+
+/// Exporters must send unique keys: a repeated key on an event or a link keeps its last
+/// value, in the place of its first, as `set_attribute` does for the span's own attributes.
+#[test]
+fn repeated_event_and_link_keys_keep_the_last_value() {
+    let exporter = MemoryExporter::new();
+    let json = JsonLinesExporter::new(Vec::new());
+    let limits = SpanLimits {
+        max_attributes_per_event: 2,
+        max_attributes_per_link: 2,
+        ..SpanLimits::default()
+    };
+    for tracer in [
+        Tracer::builder()
+            .span_limits(limits)
+            .exporter(exporter.clone())
+            .build(),
+        Tracer::builder()
+            .span_limits(limits)
+            .exporter(json.clone())
+            .build(),
+    ] {
+        let repeated = || {
+            [
+                KeyValue::new("user", "a"),
+                KeyValue::new("n", 1),
+                KeyValue::new("user", "b"),
+                KeyValue::new("over", true),
+                KeyValue::new("n", 2),
+            ]
+        };
+        let mut span = tracer
+            .span("s")
+            .link(link().with_attributes(repeated()))
+            .start();
+        span.add_link(link().with_attributes(repeated()));
+        span.add_event_with("e", repeated());
+        span.end();
+    }
+    let span = only_span(&exporter);
+    let expected = vec![KeyValue::new("user", "b"), KeyValue::new("n", 2)];
+    assert_eq!(span.events[0].attributes, expected);
+    // Limits apply to distinct keys: one (`over`) is dropped.
+    assert_eq!(span.events[0].dropped_attributes_count, 1);
+    for link in &span.links {
+        assert_eq!(link.attributes, expected);
+        assert_eq!(link.dropped_attributes_count, 1);
+    }
+    let line = String::from_utf8(json.into_inner().unwrap()).unwrap();
+    assert_eq!(
+        line.matches("\"user\"").count(),
+        3,
+        "once per event and link: {line}"
+    );
+}
