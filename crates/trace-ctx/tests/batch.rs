@@ -208,3 +208,22 @@ fn sizes_are_checked_when_building() {
         BatchStats::default()
     );
 }
+
+/// A zero delay would make the worker's wait for a batch return at once, spinning it while
+/// idle.
+#[test]
+fn a_zero_scheduled_delay_is_refused() {
+    let result = BatchSpanProcessor::builder(MemoryExporter::new())
+        .scheduled_delay(Duration::ZERO)
+        .build();
+    match result {
+        Err(ExportError::InvalidConfig { setting, .. }) => assert_eq!(setting, "scheduled_delay"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    assert!(
+        BatchSpanProcessor::builder(MemoryExporter::new())
+            .scheduled_delay(Duration::from_nanos(1))
+            .build()
+            .is_ok()
+    );
+}

@@ -318,7 +318,8 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         self
     }
 
-    /// How long queued spans may wait for a batch to fill. Default 5 s.
+    /// How long queued spans may wait for a batch to fill. Default 5 s; zero is rejected by
+    /// [`build`](Self::build).
     #[must_use]
     pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
@@ -343,11 +344,18 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     ///
     /// # Errors
     ///
-    /// [`ExportError::InvalidConfig`] if the queue or batch size is zero, or the batch is
-    /// larger than the queue.
+    /// [`ExportError::InvalidConfig`] if the queue or batch size or the scheduled delay is
+    /// zero, or the batch is larger than the queue.
     pub fn build(self) -> Result<BatchSpanProcessor, ExportError> {
         if self.max_queue_size == 0 {
             return Err(ExportError::invalid("max_queue_size", "must be at least 1"));
+        }
+        if self.scheduled_delay.is_zero() {
+            // The worker waits this long for a batch to fill: zero would spin it while idle.
+            return Err(ExportError::invalid(
+                "scheduled_delay",
+                "must be longer than zero",
+            ));
         }
         if self.max_batch_size == 0 || self.max_batch_size > self.max_queue_size {
             return Err(ExportError::invalid(
