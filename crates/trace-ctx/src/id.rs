@@ -100,7 +100,7 @@ impl TraceId {
 #[inline]
 pub(crate) fn random_root_ids() -> (TraceId, SpanId) {
     RNG_STATE.with(|cell| {
-        let mut state = load_state(cell);
+        let (mut state, generation) = load_state(cell);
         let ids = loop {
             let (high, low, span) = (wyrand(&mut state), wyrand(&mut state), wyrand(&mut state));
             let trace = TraceId::from_u128((u128::from(high) << 64) | u128::from(low));
@@ -108,7 +108,7 @@ pub(crate) fn random_root_ids() -> (TraceId, SpanId) {
                 break (trace, span);
             }
         };
-        cell.set(state);
+        cell.set((state, generation));
         ids
     })
 }
@@ -387,20 +387,22 @@ pub(crate) fn ascii(bytes: &[u8]) -> &str {
 }
 
 thread_local! {
-    /// The per-thread generator state; zero means "not seeded yet".
-    static RNG_STATE: Cell<u64> = const { Cell::new(0) };
+    /// The per-thread generator state and the fork generation it was seeded in; a zero
+    /// state means "not seeded yet".
+    static RNG_STATE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
 /// The next output of the thread's wyrand generator.
 ///
 /// wyrand passes BigCrush and PractRand, costs a multiply per output and needs no lock: each
-/// thread has its own state, seeded once from the operating system's randomness.
+/// thread has its own state, seeded from the operating system's randomness, and seeded again
+/// in a child process after `fork()`, which would otherwise repeat its parent's ids.
 #[inline]
 pub(crate) fn next_random() -> u64 {
     RNG_STATE.with(|cell| {
-        let mut state = load_state(cell);
+        let (mut state, generation) = load_state(cell);
         let value = wyrand(&mut state);
-        cell.set(state);
+        cell.set((state, generation));
         value
     })
 }
@@ -409,18 +411,20 @@ pub(crate) fn next_random() -> u64 {
 #[inline]
 fn next_random_pair() -> (u64, u64) {
     RNG_STATE.with(|cell| {
-        let mut state = load_state(cell);
+        let (mut state, generation) = load_state(cell);
         let pair = (wyrand(&mut state), wyrand(&mut state));
-        cell.set(state);
+        cell.set((state, generation));
         pair
     })
 }
 
 #[inline]
-fn load_state(cell: &Cell<u64>) -> u64 {
+fn load_state(cell: &Cell<(u64, u64)>) -> (u64, u64) {
+    let generation = fork::generation();
     match cell.get() {
-        0 => seed(),
-        state => state,
+        (0, _) => seed(),
+        (state, seeded_in) if seeded_in == generation => (state, generation),
+        _ => seed(),
     }
 }
 
@@ -434,12 +438,67 @@ fn wyrand(state: &mut u64) -> u64 {
     folded
 }
 
-/// A non-zero seed from a randomly keyed hasher (its keys come from the operating system).
+/// A non-zero seed from a randomly keyed hasher (its keys come from the operating system),
+/// with the fork generation it belongs to. The process id is hashed in too: a forked child
+/// inherits the hasher's key source, so two children of one parent would otherwise draw the
+/// same keys.
 #[cold]
-fn seed() -> u64 {
+fn seed() -> (u64, u64) {
+    fork::watch();
+    let generation = fork::generation();
     let keyed = infra_common::hash::RandomState::new();
-    let seed = keyed.hash_one(std::thread::current().id());
-    seed | 1
+    let seed = keyed.hash_one((std::thread::current().id(), std::process::id()));
+    (seed | 1, generation)
+}
+
+/// Counts the `fork()`s this process descends from, so that a thread can tell that its
+/// generator state was copied from a parent process.
+#[cfg(unix)]
+mod fork {
+    // A process-wide counter that only a child process's first moments write: `fork()` is
+    // outside what loom models, so the `std` atomic is used directly.
+    #[allow(clippy::disallowed_types)]
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    #[allow(clippy::disallowed_types)]
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+
+    /// The current generation: one more in a child than in its parent.
+    #[inline]
+    pub(super) fn generation() -> u64 {
+        // Relaxed: the handler runs in the child's only thread before `fork()` returns, so
+        // every later read in the child is ordered after it by program order.
+        GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Registers the child handler, once per process (children inherit it).
+    pub(super) fn watch() {
+        WATCHING.call_once(|| {
+            #[allow(unsafe_code)]
+            // SAFETY: `pthread_atfork` only records the handler; `after_fork_in_child` is a
+            // plain `extern "C"` function that does one atomic add, which is
+            // async-signal-safe as the child of a multi-threaded process requires.
+            // On failure (ENOMEM) a child would repeat ids as before; an id generator has
+            // nothing better to do than go on.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(after_fork_in_child))
+            };
+        });
+    }
+
+    extern "C" fn after_fork_in_child() {
+        GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Without `fork()`, there is one generation.
+#[cfg(not(unix))]
+mod fork {
+    #[inline]
+    pub(super) const fn generation() -> u64 {
+        0
+    }
+
+    pub(super) const fn watch() {}
 }
 
 #[cfg(all(test, not(infra_loom)))]
