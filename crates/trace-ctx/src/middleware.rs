@@ -898,6 +898,34 @@ mod tests {
         );
     }
 
+    /// `server.port` is required on a client span: a URL without a port has its scheme's.
+    #[tokio::test]
+    async fn client_spans_name_the_default_port_of_a_url_without_one() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut client = ClientLayer::new(TraceContextPropagator)
+            .with_tracer(tracer)
+            .layer(Echo);
+        for uri in ["https://pay.example/charge", "http://[::1]/stock"] {
+            let request = http::Request::get(uri).body(()).unwrap();
+            client.call(request).await.unwrap();
+        }
+        let spans = exporter.spans();
+        assert_eq!(
+            text(&spans[0], "url.full"),
+            Some("https://pay.example/charge")
+        );
+        assert_eq!(
+            spans[0].attribute("server.port"),
+            Some(&crate::Value::I64(443))
+        );
+        assert_eq!(text(&spans[1], "server.address"), Some("::1"));
+        assert_eq!(
+            spans[1].attribute("server.port"),
+            Some(&crate::Value::I64(80))
+        );
+    }
+
     #[tokio::test]
     async fn server_spans_are_named_by_the_route() {
         let exporter = MemoryExporter::new();

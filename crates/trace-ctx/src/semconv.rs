@@ -130,11 +130,29 @@ impl ClientUrl<'_> {
 }
 
 /// A client request's attributes: `http.request.method`, `url.full`, `server.address`,
-/// `server.port`.
+/// `server.port`. The conventions require `server.port` on a client span: a URL without a
+/// port gets its scheme's default.
 pub(crate) fn record_client_request(span: &mut Span, method: &http::Method, url: &ClientUrl<'_>) {
     record_method(span, method);
     span.set_attribute("url.full", url.redacted());
-    record_server(span, url.host, url.port);
+    record_server(
+        span,
+        url.host,
+        url.port.or_else(|| default_port(url.scheme)),
+    );
+}
+
+/// The port a URL of `scheme` means when it names none (RFC 9110 for HTTP, RFC 6455 for
+/// WebSocket).
+fn default_port(scheme: &str) -> Option<u16> {
+    let is = |name: &str| scheme.eq_ignore_ascii_case(name);
+    if is("http") || is("ws") {
+        Some(80)
+    } else if is("https") || is("wss") {
+        Some(443)
+    } else {
+        None
+    }
 }
 
 /// A client request whose URI may be relative (a tower client given a path): `url.full`

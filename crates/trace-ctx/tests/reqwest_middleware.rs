@@ -228,3 +228,39 @@ async fn failed_requests_end_the_span_with_an_error_type() {
         assert_eq!(span.attribute("http.response.status_code"), None);
     }
 }
+
+/// Answers every request itself, so that a URL on a default port needs no server there.
+struct AnswerLocally;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for AnswerLocally {
+    async fn handle(
+        &self,
+        _: reqwest::Request,
+        _: &mut http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        Ok(reqwest::Response::from(http::Response::new("")))
+    }
+}
+
+/// `server.port` is required on a client span: a URL without a port has its scheme's.
+#[tokio::test]
+async fn a_url_without_a_port_records_the_schemes_default() {
+    let exporter = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(exporter.clone()).build();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(TraceMiddleware::new(TraceContextPropagator).with_tracer(tracer))
+        .with(AnswerLocally)
+        .build();
+    for url in ["https://shop.example/cart", "http://shop.example/cart"] {
+        client.get(url).send().await.expect("answered locally");
+    }
+    let spans = exporter.spans();
+    assert_eq!(
+        text(&spans[0], "url.full"),
+        Some("https://shop.example/cart")
+    );
+    assert_eq!(spans[0].attribute("server.port"), Some(&Value::I64(443)));
+    assert_eq!(spans[1].attribute("server.port"), Some(&Value::I64(80)));
+}
