@@ -7,8 +7,11 @@
 //!   case), as OpenTelemetry's Java and Go propagators send them;
 //! - trace and span ids must not be zero; parent `0` means "no parent" (the field is
 //!   deprecated);
-//! - flags: `0x01` sampled, `0x02` debug (and other bits carried as they are); debug implies
-//!   sampled, so a span context read from flags `2` is sampled and written back as `3`;
+//! - flags: `0x01` sampled, `0x02` debug; debug implies sampled, so a span context read from
+//!   flags `2` is sampled and written back as `3`. [`JaegerHeader`] keeps the whole flags
+//!   byte (`1:2:0:9` reads and writes back as `9`), but a [`SpanContext`] holds only the
+//!   sampling decision, so other bits (firehose `0x08`, for one) are not propagated: the
+//!   propagator writes `0`, `1` or `3`;
 //! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded; a `+` reads as a
 //!   space (Go clients encode with `url.QueryEscape`), so a plus is written as `%2B`;
 //! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
@@ -47,7 +50,8 @@ pub struct JaegerHeader {
     pub span_id: SpanId,
     /// The caller's parent, or `None` for `0`.
     pub parent_span_id: Option<SpanId>,
-    /// The flags byte: `0x01` sampled, `0x02` debug.
+    /// The flags byte as received: `0x01` sampled, `0x02` debug, other bits kept here but not
+    /// in [`JaegerHeader::span_context`].
     pub flags: u8,
 }
 
@@ -328,7 +332,31 @@ mod tests {
             "1:2:0:3",
             "00000000000000000000000000000001:0000000000000002:0:3",
         ),
+        // Bits other than sampled and debug (firehose, 0x08) have no place in a span context.
+        (
+            "1:2:0:9",
+            "00000000000000000000000000000001:0000000000000002:0:1",
+        ),
+        (
+            "1:2:0:8",
+            "00000000000000000000000000000001:0000000000000002:0:0",
+        ),
+        (
+            "1:2:0:ff",
+            "00000000000000000000000000000001:0000000000000002:0:3",
+        ),
     ];
+
+    #[test]
+    fn the_header_keeps_every_flag_bit() {
+        let header = JaegerHeader::parse("1:2:0:9").unwrap();
+        assert_eq!(header.flags, 0x09);
+        assert!(header.to_string().ends_with(":0:9"), "{header}");
+        assert_eq!(
+            JaegerHeader::of(&header.span_context()).flags,
+            JaegerHeader::SAMPLED
+        );
+    }
 
     #[test]
     fn debug_flag_is_written_back() {
