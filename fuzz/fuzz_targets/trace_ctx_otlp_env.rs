@@ -1,6 +1,8 @@
-//! The OTLP exporter's environment variables: any values parse or are refused with an error
-//! naming a variable, never a panic; what is accepted obeys the specification's rules, checked
-//! against a model written here; and an accepted configuration builds or is refused cleanly.
+//! The OTLP exporter's environment variables, read through `from_lookup` (what `from_env`
+//! calls): any values parse or are refused with an error naming a variable, never a panic.
+//! A model written here from the SDK specification decides which effective values are
+//! malformed; the parser must accept exactly when the model finds none, and an error must name
+//! one the model finds malformed. An accepted configuration builds or is refused cleanly.
 #![no_main]
 // `derive(Arbitrary)` declares a std thread-local (its recursion guard), a type the workspace
 // clippy.toml keeps behind infra_common::sync; a fuzz target is single-threaded test code.
@@ -9,6 +11,18 @@
 use arbitrary::Arbitrary;
 use infra_trace_ctx::{ExportError, OtlpExporter};
 use libfuzzer_sys::fuzz_target;
+
+// Indexes into `NAMES` of the variables the model checks; the endpoints and the service name
+// are free text to it (`build` checks the URL), and the last name is one the exporter ignores.
+const PROTOCOL: usize = 2;
+const TRACES_PROTOCOL: usize = 3;
+const HEADERS: usize = 4;
+const TRACES_HEADERS: usize = 5;
+const COMPRESSION: usize = 6;
+const TRACES_COMPRESSION: usize = 7;
+const TIMEOUT: usize = 8;
+const TRACES_TIMEOUT: usize = 9;
+const RESOURCE_ATTRIBUTES: usize = 10;
 
 const NAMES: [&str; 13] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -32,11 +46,74 @@ struct Input {
     values: [Option<String>; 13],
 }
 
-/// The variable in effect among a signal-specific one and its general one (empty = unset).
-fn effective<'a>(input: &'a Input, specific: usize, general: usize) -> Option<&'a str> {
+/// A value the specification treats as set: present and not blank.
+fn set(input: &Input, index: usize) -> Option<&str> {
+    input.values[index]
+        .as_deref()
+        .map(|v| v.trim_matches(char::is_whitespace))
+        .filter(|v| !v.is_empty())
+}
+
+/// The variable in effect: the signal-specific one if set, else the general one.
+fn effective(input: &Input, specific: usize, general: usize) -> Option<(usize, &str)> {
     [specific, general]
         .into_iter()
-        .find_map(|i| input.values[i].as_deref().filter(|v| !v.trim().is_empty()))
+        .find_map(|i| set(input, i).map(|v| (i, v)))
+}
+
+/// Milliseconds, as the specification's "Timeout" type: an integer (decimal digits only),
+/// here from 1 ms to an hour. Compared as digit strings, so no integer parser is involved.
+fn timeout_ok(value: &str) -> bool {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let significant = value.trim_start_matches('0');
+    !significant.is_empty()
+        && (significant.len() < 7 || (significant.len() == 7 && significant <= "3600000"))
+}
+
+/// `key=value` members separated by commas (blank members allowed), each key non-blank,
+/// each `%` starting an escape of two hex digits.
+fn pairs_ok(list: &str) -> bool {
+    list.split(',')
+        .filter(|member| !member.trim().is_empty())
+        .all(|member| {
+            let Some((key, value)) = member.split_once('=') else {
+                return false;
+            };
+            let bytes = value.as_bytes();
+            !key.trim().is_empty()
+                && bytes.iter().enumerate().all(|(i, &b)| {
+                    b != b'%'
+                        || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                })
+        })
+}
+
+/// The variables whose effective value the model finds malformed.
+fn malformed(input: &Input) -> Vec<&'static str> {
+    let mut bad = Vec::new();
+    let mut check = |found: Option<(usize, &str)>, ok: &dyn Fn(&str) -> bool| {
+        if let Some((index, value)) = found
+            && !ok(value)
+        {
+            bad.push(NAMES[index]);
+        }
+    };
+    check(effective(input, TRACES_PROTOCOL, PROTOCOL), &|v| {
+        v == "http/protobuf" || v == "http/json"
+    });
+    check(effective(input, TRACES_COMPRESSION, COMPRESSION), &|v| {
+        v == "gzip" || v == "none"
+    });
+    check(effective(input, TRACES_TIMEOUT, TIMEOUT), &timeout_ok);
+    check(effective(input, TRACES_HEADERS, HEADERS), &pairs_ok);
+    check(
+        set(input, RESOURCE_ATTRIBUTES).map(|v| (RESOURCE_ATTRIBUTES, v)),
+        &pairs_ok,
+    );
+    bad
 }
 
 fuzz_target!(|input: Input| {
@@ -44,25 +121,23 @@ fuzz_target!(|input: Input| {
         let index = NAMES.iter().position(|n| *n == name)?;
         input.values[index].clone()
     };
+    let bad = malformed(&input);
     match OtlpExporter::builder().from_lookup(lookup) {
         Ok(builder) => {
-            if let Some(protocol) = effective(&input, 3, 2) {
-                assert!(matches!(protocol.trim(), "http/protobuf" | "http/json"));
-            }
-            if let Some(compression) = effective(&input, 7, 6) {
-                assert!(matches!(compression.trim(), "gzip" | "none"));
-            }
-            if let Some(timeout) = effective(&input, 9, 8) {
-                let ms: u64 = timeout.trim().parse().expect("an accepted timeout is a number");
-                assert!((1..=3_600_000).contains(&ms));
-            }
+            assert!(bad.is_empty(), "accepted although {bad:?} are malformed");
             match builder.build() {
-                Ok(_) | Err(ExportError::InvalidConfig { .. }) => {}
+                Ok(_) => {}
+                Err(ExportError::InvalidConfig { setting, .. }) => {
+                    assert!(matches!(setting, "endpoint" | "headers"), "{setting}");
+                }
                 Err(other) => panic!("building only fails on configuration: {other:?}"),
             }
         }
         Err(ExportError::InvalidConfig { setting, .. }) => {
-            assert!(NAMES[..12].contains(&setting), "{setting}");
+            assert!(
+                bad.contains(&setting),
+                "refused {setting}, which the model finds well formed (malformed: {bad:?})"
+            );
         }
         Err(other) => panic!("parsing only fails on configuration: {other:?}"),
     }

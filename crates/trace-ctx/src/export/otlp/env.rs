@@ -83,10 +83,12 @@ pub(super) fn apply(
         };
     }
     if let Some((name, value)) = first(TIMEOUT) {
-        let millis: u64 = value
-            .trim()
-            .parse()
-            .ok()
+        // Digits only: `u64::from_str` would also take a leading `+`, which the
+        // specification's integer does not have.
+        let digits = value.trim();
+        let millis: u64 = Some(digits)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse().ok())
             .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
             .ok_or_else(|| {
                 ExportError::invalid(
