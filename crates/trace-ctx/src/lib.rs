@@ -94,6 +94,8 @@ pub use baggage::{BAGGAGE, Baggage, BaggageEntry, BaggagePropagator};
 pub use carrier::{Extractor, Injector};
 pub use context::{Context, ContextGuard, SamplingState, SpanContext};
 pub use error::Error;
+#[cfg(all(feature = "otlp", fuzzing))]
+pub use export::fuzz_retry_after;
 pub use export::{
     BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, JsonLinesExporter,
     MemoryExporter, SpanBatchExporter,

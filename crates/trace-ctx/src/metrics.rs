@@ -6,6 +6,13 @@
 //! | [`SPANS_STARTED_TOTAL`] | counter | `tracer`, `decision` | every span started: `decision` is `sampled` (recorded) or `dropped` (the sampler said no; nothing is recorded) |
 //! | [`SPANS_EXPORTED_TOTAL`] | counter | `tracer` | recorded spans handed to the exporter when they end |
 //! | [`EXPORT_FAILURES_TOTAL`] | counter | `exporter` | spans an exporter could not deliver: [`JsonLinesExporter`](crate::JsonLinesExporter) write errors, as `exporter="json_lines"` |
+//! | [`BATCH_QUEUED_TOTAL`] | counter | `processor` | spans a [`BatchSpanProcessor`](crate::BatchSpanProcessor) accepted into its queue |
+//! | [`BATCH_DROPPED_TOTAL`] | counter | `processor`, `reason` | spans it dropped: `reason` is `queue_full` or `after_shutdown` |
+//! | [`BATCH_EXPORTED_TOTAL`] | counter | `processor` | spans in batches its exporter accepted |
+//! | [`BATCH_FAILED_TOTAL`] | counter | `processor`, `reason` | spans in batches its exporter failed: `reason` is `error` (it returned one) or `panic` |
+//!
+//! The batch counters follow [`BatchStats`](crate::BatchStats) one for one; `processor` is
+//! the name given with `BatchSpanProcessorBuilder::metrics_name`, by default `batch`.
 //!
 //! `tracer` is the name given with
 //! [`TracerBuilder::metrics_name`](crate::TracerBuilder::metrics_name), by default the
@@ -36,6 +43,18 @@ pub const SPANS_STARTED_TOTAL: &str = "infra_trace_ctx_spans_started_total";
 pub const SPANS_EXPORTED_TOTAL: &str = "infra_trace_ctx_spans_exported_total";
 /// Counter of spans an exporter could not deliver, labelled `exporter`.
 pub const EXPORT_FAILURES_TOTAL: &str = "infra_trace_ctx_export_failures_total";
+/// Counter of spans a batch processor queued, labelled `processor`.
+pub const BATCH_QUEUED_TOTAL: &str = "infra_trace_ctx_batch_queued_total";
+/// Counter of spans a batch processor dropped, labelled `processor` and `reason`.
+pub const BATCH_DROPPED_TOTAL: &str = "infra_trace_ctx_batch_dropped_total";
+/// Counter of spans in batches the exporter accepted, labelled `processor`.
+pub const BATCH_EXPORTED_TOTAL: &str = "infra_trace_ctx_batch_exported_total";
+/// Counter of spans in batches the exporter failed, labelled `processor` and `reason`.
+pub const BATCH_FAILED_TOTAL: &str = "infra_trace_ctx_batch_failed_total";
+/// The label naming the batch processor.
+pub const PROCESSOR_LABEL: &str = "processor";
+/// The label saying why spans were dropped or failed.
+pub const REASON_LABEL: &str = "reason";
 /// The label naming the tracer.
 pub const TRACER_LABEL: &str = "tracer";
 /// The label naming the sampling decision.
@@ -58,6 +77,26 @@ fn describe() {
         EXPORT_FAILURES_TOTAL,
         Unit::Count,
         "Spans an exporter could not deliver, by exporter."
+    );
+    describe_counter!(
+        BATCH_QUEUED_TOTAL,
+        Unit::Count,
+        "Spans a batch processor accepted into its queue, by processor."
+    );
+    describe_counter!(
+        BATCH_DROPPED_TOTAL,
+        Unit::Count,
+        "Spans a batch processor dropped, by processor and reason (queue_full, after_shutdown)."
+    );
+    describe_counter!(
+        BATCH_EXPORTED_TOTAL,
+        Unit::Count,
+        "Spans in batches the exporter accepted, by processor."
+    );
+    describe_counter!(
+        BATCH_FAILED_TOTAL,
+        Unit::Count,
+        "Spans in batches the exporter failed, by processor and reason (error, panic)."
     );
 }
 
@@ -101,6 +140,42 @@ impl TracerCounters {
     #[inline]
     pub(crate) fn exported(&self) {
         self.exported.increment(1);
+    }
+}
+
+/// A batch processor's handles.
+#[derive(Debug)]
+pub(crate) struct BatchCounters {
+    pub(crate) queued: Counter,
+    pub(crate) dropped_queue_full: Counter,
+    pub(crate) dropped_after_shutdown: Counter,
+    exported: Counter,
+    failed_error: Counter,
+    failed_panic: Counter,
+}
+
+impl BatchCounters {
+    pub(crate) fn new(processor: SharedString) -> Self {
+        describe();
+        let dropped = |reason: &'static str| counter!(BATCH_DROPPED_TOTAL, PROCESSOR_LABEL => processor.clone(), REASON_LABEL => reason);
+        let failed = |reason: &'static str| counter!(BATCH_FAILED_TOTAL, PROCESSOR_LABEL => processor.clone(), REASON_LABEL => reason);
+        Self {
+            queued: counter!(BATCH_QUEUED_TOTAL, PROCESSOR_LABEL => processor.clone()),
+            dropped_queue_full: dropped("queue_full"),
+            dropped_after_shutdown: dropped("after_shutdown"),
+            failed_error: failed("error"),
+            failed_panic: failed("panic"),
+            exported: counter!(BATCH_EXPORTED_TOTAL, PROCESSOR_LABEL => processor),
+        }
+    }
+
+    /// Counts a batch of `spans` by what the exporter did with it (`Err`: it panicked).
+    pub(crate) fn handed<E, P>(&self, outcome: &Result<Result<(), E>, P>, spans: u64) {
+        match outcome {
+            Ok(Ok(())) => self.exported.increment(spans),
+            Ok(Err(_)) => self.failed_error.increment(spans),
+            Err(_) => self.failed_panic.increment(spans),
+        }
     }
 }
 
@@ -229,9 +304,11 @@ mod tests {
         metrics::with_local_recorder(&recorder, || {
             drop(TracerCounters::new(SharedString::const_str("t")));
             drop(export_failures("e"));
+            drop(BatchCounters::new(SharedString::const_str("b")));
         });
         let described = recorder.snapshotter().snapshot().into_vec();
-        assert_eq!(described.len(), 4);
+        // One series per handle: a tracer's three, the exporter's one, a processor's six.
+        assert_eq!(described.len(), 10);
         for (_, unit, description, _) in described {
             assert_eq!(unit, Some(Unit::Count));
             assert!(description.is_some_and(|d| !d.is_empty()));

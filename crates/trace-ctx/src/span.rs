@@ -267,6 +267,9 @@ pub struct SpanData {
     pub context: SpanContext,
     /// The parent span's id, if it had a parent.
     pub parent_span_id: Option<SpanId>,
+    /// Whether the parent's context came from another process (extracted from a request);
+    /// `false` for a local parent and for a root span.
+    pub parent_is_remote: bool,
     /// Wall-clock start.
     pub start: SystemTime,
     /// Wall-clock end: the start plus the monotonic duration, so it never precedes the start.
@@ -653,10 +656,10 @@ impl<'a> SpanBuilder<'a> {
                 recording: None,
             };
         }
-        self.record(context, parent.map(SpanContext::span_id))
+        self.record(context, parent)
     }
 
-    fn record(self, context: SpanContext, parent_span_id: Option<SpanId>) -> Span {
+    fn record(self, context: SpanContext, parent: Option<&SpanContext>) -> Span {
         let config = &*self.tracer.inner;
         let limits = config.limits;
         let start_nanos = config.clock.now_nanos();
@@ -676,7 +679,8 @@ impl<'a> SpanBuilder<'a> {
                     name: self.name,
                     kind: self.kind,
                     context: context.clone(),
-                    parent_span_id,
+                    parent_span_id: parent.map(SpanContext::span_id),
+                    parent_is_remote: parent.is_some_and(SpanContext::is_remote),
                     start,
                     end: start,
                     attributes: Vec::new(),

@@ -1,4 +1,5 @@
-//! The batch processor: what it queues, drops, flushes and delivers on shutdown.
+//! The batch processor: what it queues, drops, flushes and delivers on shutdown, what an
+//! exporter's errors and panics do to it, and a property test against a model of the queue.
 
 mod support;
 
@@ -7,19 +8,29 @@ use std::time::Duration;
 use infra_common::sync::{Arc, Mutex};
 use infra_common::{ManualClock, SystemClock};
 use infra_trace_ctx::{
-    BatchSpanProcessor, BatchStats, ExportError, MemoryExporter, SpanBatchExporter, SpanData,
-    Tracer,
+    BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, MemoryExporter,
+    SpanBatchExporter, SpanData, Tracer,
 };
 use support::{Gate, GatedExporter, eventually};
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn tracer(processor: &BatchSpanProcessor) -> Tracer {
-    Tracer::builder()
+/// A processor feeding `exporter` that exports only on a full batch, a flush or shutdown
+/// (the scheduled delay is out of reach), set up further by `settings`, and a tracer ending
+/// spans into it.
+fn started<E: SpanBatchExporter>(
+    exporter: E,
+    settings: impl FnOnce(BatchSpanProcessorBuilder<E>) -> BatchSpanProcessorBuilder<E>,
+) -> (BatchSpanProcessor, Tracer) {
+    let processor = settings(BatchSpanProcessor::builder(exporter).scheduled_delay(LONG))
+        .build()
+        .unwrap();
+    let tracer = Tracer::builder()
         .service("checkout")
         .exporter(processor.clone())
         .clock(ManualClock::new())
-        .build()
+        .build();
+    (processor, tracer)
 }
 
 fn end_spans(tracer: &Tracer, names: std::ops::Range<u32>) {
@@ -53,12 +64,7 @@ impl SpanBatchExporter for BatchSizes {
 #[test]
 fn flush_delivers_every_queued_span_in_order_in_bounded_batches() {
     let exporter = BatchSizes::default();
-    let processor = BatchSpanProcessor::builder(exporter.clone())
-        .max_batch_size(4)
-        .scheduled_delay(LONG)
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(exporter.clone(), |b| b.max_batch_size(4));
     end_spans(&tracer, 0..10);
     processor.force_flush(LONG).unwrap();
     assert_eq!(names(&exporter.spans.spans()), expected(0..10));
@@ -73,13 +79,7 @@ fn flush_delivers_every_queued_span_in_order_in_bounded_batches() {
 fn a_full_queue_drops_and_counts_without_blocking() {
     let gate = Gate::default();
     let exporter = GatedExporter::new(&gate);
-    let processor = BatchSpanProcessor::builder(exporter.clone())
-        .max_queue_size(4)
-        .max_batch_size(2)
-        .scheduled_delay(LONG)
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(exporter.clone(), |b| b.max_queue_size(4).max_batch_size(2));
     // The first full batch goes to the exporter, which holds it until the gate opens.
     end_spans(&tracer, 0..2);
     eventually(|| gate.waiting() == 1);
@@ -98,12 +98,7 @@ fn a_full_queue_drops_and_counts_without_blocking() {
 fn flush_times_out_while_the_exporter_is_stuck_and_keeps_the_spans() {
     let gate = Gate::default();
     let exporter = GatedExporter::new(&gate);
-    let processor = BatchSpanProcessor::builder(exporter.clone())
-        .scheduled_delay(LONG)
-        .clock(SystemClock::new())
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(exporter.clone(), |b| b.clock(SystemClock::new()));
     end_spans(&tracer, 0..3);
     // The exporter cannot return before the gate opens, whatever the machine's speed.
     assert_eq!(
@@ -118,11 +113,7 @@ fn flush_times_out_while_the_exporter_is_stuck_and_keeps_the_spans() {
 #[test]
 fn shutdown_delivers_what_was_queued_and_drops_later_spans() {
     let exporter = MemoryExporter::new();
-    let processor = BatchSpanProcessor::builder(exporter.clone())
-        .scheduled_delay(LONG)
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(exporter.clone(), |b| b);
     end_spans(&tracer, 0..3);
     processor.shutdown(LONG).unwrap();
     assert_eq!(names(&exporter.spans()), expected(0..3));
@@ -140,11 +131,7 @@ fn shutdown_delivers_what_was_queued_and_drops_later_spans() {
 #[test]
 fn dropping_the_last_handle_exports_what_was_queued() {
     let exporter = MemoryExporter::new();
-    let processor = BatchSpanProcessor::builder(exporter.clone())
-        .scheduled_delay(LONG)
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(exporter.clone(), |b| b);
     end_spans(&tracer, 0..5);
     // The tracer holds the last handle.
     drop(processor);
@@ -163,12 +150,7 @@ impl SpanBatchExporter for Refuses {
 
 #[test]
 fn export_failures_are_counted_and_flush_still_completes() {
-    let processor = BatchSpanProcessor::builder(Refuses)
-        .max_batch_size(2)
-        .scheduled_delay(LONG)
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(Refuses, |b| b.max_batch_size(2));
     end_spans(&tracer, 0..5);
     processor.force_flush(LONG).unwrap();
     let stats = processor.stats();
@@ -178,11 +160,9 @@ fn export_failures_are_counted_and_flush_still_completes() {
 #[test]
 fn the_scheduled_delay_exports_a_partial_batch_without_a_flush() {
     let exporter = MemoryExporter::new();
-    let processor = BatchSpanProcessor::builder(exporter.clone())
-        .scheduled_delay(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    let tracer = tracer(&processor);
+    let (processor, tracer) = started(exporter.clone(), |b| {
+        b.scheduled_delay(Duration::from_millis(1))
+    });
     end_spans(&tracer, 0..1);
     eventually(|| exporter.spans().len() == 1);
     assert_eq!(processor.stats().exported, 1);
@@ -226,4 +206,257 @@ fn a_zero_scheduled_delay_is_refused() {
             .build()
             .is_ok()
     );
+}
+
+/// Panics on a batch holding a span named `panic`, refuses one holding `refuse`, and keeps
+/// every other batch.
+#[derive(Clone, Debug, Default)]
+struct Moody {
+    spans: MemoryExporter,
+}
+
+impl SpanBatchExporter for Moody {
+    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        if batch.iter().any(|span| span.name == "panic") {
+            panic!("the exporter broke on purpose");
+        }
+        if batch.iter().any(|span| span.name == "refuse") {
+            return Err(ExportError::Rejected { status: 400 });
+        }
+        self.spans.export_batch(batch)
+    }
+}
+
+/// Ends spans named `names`, each flushed on its own, so each is a batch of its own.
+fn end_and_flush_each(processor: &BatchSpanProcessor, tracer: &Tracer, names: &[&'static str]) {
+    for name in names {
+        tracer.span(*name).start().end();
+        processor.force_flush(LONG).unwrap();
+    }
+}
+
+#[test]
+fn a_panicking_exporter_fails_its_batch_and_export_goes_on() {
+    let exporter = Moody::default();
+    let (processor, tracer) = started(exporter.clone(), |b| b);
+    end_and_flush_each(
+        &processor,
+        &tracer,
+        &["before", "panic", "after", "panic", "last"],
+    );
+    assert_eq!(names(&exporter.spans.spans()), ["before", "after", "last"]);
+    let stats = processor.stats();
+    assert_eq!((stats.queued, stats.exported, stats.failed), (5, 3, 2));
+    // The background thread is still there to deliver on shutdown.
+    tracer.span("at shutdown").start().end();
+    processor.shutdown(LONG).unwrap();
+    assert_eq!(exporter.spans.spans().len(), 4);
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn counters_follow_the_stats_with_a_reason_for_each_drop_and_failure() {
+    use infra_testkit::metrics::{counters, value};
+    use infra_trace_ctx::metrics::{
+        BATCH_DROPPED_TOTAL, BATCH_EXPORTED_TOTAL, BATCH_FAILED_TOTAL, BATCH_QUEUED_TOTAL,
+        PROCESSOR_LABEL, REASON_LABEL,
+    };
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let recorder = DebuggingRecorder::new();
+    let gate = Gate::default();
+    gate.open();
+    let exporter = GatedExporter::new(&gate);
+    let moody = Moody::default();
+    let ((gated, gated_tracer), (failing, failing_tracer)) =
+        metrics::with_local_recorder(&recorder, || {
+            (
+                started(exporter.clone(), |b| {
+                    b.max_queue_size(2).max_batch_size(1).metrics_name("gated")
+                }),
+                // Left at the default name.
+                started(moody, |b| b),
+            )
+        });
+    // One span exported, then one held at the gate, two queued behind it, one dropped.
+    end_spans(&gated_tracer, 0..1);
+    gated.force_flush(LONG).unwrap();
+    gate.close();
+    end_spans(&gated_tracer, 1..2);
+    eventually(|| gate.waiting() == 1);
+    end_spans(&gated_tracer, 2..5);
+    gate.open();
+    gated.shutdown(LONG).unwrap();
+    end_spans(&gated_tracer, 5..7);
+    end_and_flush_each(
+        &failing,
+        &failing_tracer,
+        &["refuse", "panic", "panic", "ok"],
+    );
+
+    let series = counters(&recorder.snapshotter());
+    let count = |name, labels: &[(&str, &str)]| value(&series, name, labels).unwrap_or(0);
+    let gated_stats = gated.stats();
+    assert_eq!((gated_stats.queued, gated_stats.dropped_queue_full), (4, 1));
+    assert_eq!(gated_stats.dropped_after_shutdown, 2);
+    for (processor, stats) in [("gated", gated_stats), ("batch", failing.stats())] {
+        let labels = [(PROCESSOR_LABEL, processor)];
+        let reason = |reason| [(PROCESSOR_LABEL, processor), (REASON_LABEL, reason)];
+        assert_eq!(count(BATCH_QUEUED_TOTAL, &labels), stats.queued);
+        assert_eq!(count(BATCH_EXPORTED_TOTAL, &labels), stats.exported);
+        assert_eq!(
+            count(BATCH_DROPPED_TOTAL, &reason("queue_full")),
+            stats.dropped_queue_full
+        );
+        assert_eq!(
+            count(BATCH_DROPPED_TOTAL, &reason("after_shutdown")),
+            stats.dropped_after_shutdown
+        );
+        assert_eq!(
+            count(BATCH_FAILED_TOTAL, &reason("error"))
+                + count(BATCH_FAILED_TOTAL, &reason("panic")),
+            stats.failed
+        );
+    }
+    let failed = |reason| {
+        count(
+            BATCH_FAILED_TOTAL,
+            &[(PROCESSOR_LABEL, "batch"), (REASON_LABEL, reason)],
+        )
+    };
+    assert_eq!((failed("error"), failed("panic")), (1, 2));
+    assert_eq!(
+        count(BATCH_EXPORTED_TOTAL, &[(PROCESSOR_LABEL, "batch")]),
+        1
+    );
+}
+
+mod model {
+    //! Random sequences of ended spans, flushes, a stalled exporter and shutdown, against a
+    //! model of a bounded queue in front of one exporter.
+
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A span ends.
+        End,
+        /// The exporter is let through, everything is flushed, and it stalls again.
+        Flush,
+        /// Shutdown, with the exporter let through; later spans are dropped.
+        Shutdown,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![8 => Just(Op::End), 2 => Just(Op::Flush), 1 => Just(Op::Shutdown)]
+    }
+
+    /// What the processor must have done: spans are numbered in the order they end.
+    #[derive(Debug, Default)]
+    struct Model {
+        queue: VecDeque<u32>,
+        /// The batch the exporter has taken and is stuck on.
+        held: Option<Vec<u32>>,
+        exported: Vec<u32>,
+        queued: u64,
+        dropped_full: u64,
+        dropped_after_shutdown: u64,
+        shut_down: bool,
+    }
+
+    impl Model {
+        /// Returns whether the exporter takes a batch because of this span.
+        fn end(&mut self, span: u32, capacity: usize, batch: usize) -> bool {
+            if self.shut_down {
+                self.dropped_after_shutdown += 1;
+                return false;
+            }
+            if self.queue.len() == capacity {
+                self.dropped_full += 1;
+                return false;
+            }
+            self.queue.push_back(span);
+            self.queued += 1;
+            if self.held.is_none() && self.queue.len() == batch {
+                self.held = Some(self.queue.drain(..).collect());
+                return true;
+            }
+            false
+        }
+
+        fn deliver_all(&mut self) {
+            self.exported.extend(self.held.take().unwrap_or_default());
+            self.exported.extend(self.queue.drain(..));
+        }
+    }
+
+    fn span_name(n: u32) -> String {
+        format!("op-{n}")
+    }
+
+    proptest! {
+        #[test]
+        fn flush_and_shutdown_deliver_everything_queued_once(
+            (capacity, batch) in (1usize..6).prop_flat_map(|queue| (Just(queue), 1..=queue)),
+            ops in proptest::collection::vec(op(), 0..40),
+        ) {
+            let gate = Gate::default();
+            let exporter = GatedExporter::new(&gate);
+            let (processor, tracer) = started(exporter.clone(), |b| {
+                b.max_queue_size(capacity).max_batch_size(batch)
+            });
+            // Dropped before the processor, so a failing case does not stall its shutdown.
+            let _release = Release(gate.clone());
+            let mut model = Model::default();
+            let mut next = 0;
+            for op in ops {
+                match op {
+                    Op::End => {
+                        tracer.span(span_name(next)).start().end();
+                        if model.end(next, capacity, batch) {
+                            // The exporter holds the batch before anything else happens, as
+                            // the model says.
+                            eventually(|| gate.waiting() == 1);
+                        }
+                        next += 1;
+                    }
+                    Op::Flush => {
+                        gate.open();
+                        processor.force_flush(LONG).unwrap();
+                        gate.close();
+                        model.deliver_all();
+                    }
+                    Op::Shutdown => {
+                        gate.open();
+                        processor.shutdown(LONG).unwrap();
+                        model.deliver_all();
+                        model.shut_down = true;
+                    }
+                }
+                let stats = processor.stats();
+                prop_assert_eq!(stats.queued, model.queued);
+                prop_assert_eq!(stats.dropped_queue_full, model.dropped_full);
+                prop_assert_eq!(stats.dropped_after_shutdown, model.dropped_after_shutdown);
+                // Between flushes the exporter returns nothing, so what it delivered is
+                // exactly what the model delivered by the last flush: none missing, none twice.
+                let delivered = names(&exporter.spans.spans());
+                let expected: Vec<String> = model.exported.iter().map(|&n| span_name(n)).collect();
+                prop_assert_eq!(&delivered, &expected);
+                prop_assert_eq!(stats.exported, expected.len() as u64);
+            }
+        }
+    }
+
+    /// Opens the gate when dropped.
+    struct Release(Gate);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
 }

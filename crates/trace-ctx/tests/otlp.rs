@@ -9,17 +9,20 @@ use std::io::Read as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use infra_common::ManualClock;
+use infra_common::sync::{Arc, Mutex, thread};
+use infra_testkit::LoopbackListener;
 use infra_trace_ctx::{
-    Compression, ExportError, KeyValue, Link, MemoryExporter, OtlpExporter, OtlpExporterBuilder,
-    Protocol, RetryPolicy, SpanBatchExporter, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
-    Status, TraceFlags, TraceId, TraceState, Tracer, Value,
+    BatchSpanProcessor, Compression, ExportError, KeyValue, Link, MemoryExporter, OtlpExporter,
+    OtlpExporterBuilder, Protocol, RetryPolicy, SpanBatchExporter, SpanContext, SpanData, SpanId,
+    SpanKind, SpanLimits, Status, TraceFlags, TraceId, TraceState, Tracer, Value,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as trace;
 use prost::Message as _;
-use support::receiver::{Receiver, Reply};
+use support::eventually;
+use support::receiver::{Receiver, Reply, Request};
 
 /// Spans that use every field: each attribute type, events, links (local and remote, with
 /// trace state), each status, each kind, parents, and every dropped count.
@@ -133,7 +136,14 @@ fn expected_request(
                 .parent_span_id
                 .map(|id| id.to_bytes().to_vec())
                 .unwrap_or_default(),
-            flags: u32::from(span.context.flags().bits()),
+            // SpanFlags: the W3C flags, and whether the parent was remote (always known).
+            flags: u32::from(span.context.flags().bits())
+                | trace::SpanFlags::ContextHasIsRemoteMask as u32
+                | if span.parent_is_remote {
+                    trace::SpanFlags::ContextIsRemoteMask as u32
+                } else {
+                    0
+                },
             name: span.name.to_string(),
             kind: match span.kind {
                 SpanKind::Internal => trace::span::SpanKind::Internal,
@@ -225,6 +235,18 @@ fn exporter(receiver: &Receiver, builder: OtlpExporterBuilder) -> OtlpExporter {
         .unwrap()
 }
 
+/// Exports `spans` once to a new receiver answering `script`, through an exporter built from
+/// `builder` with quick retries: what the export returned and what the receiver saw.
+fn send(
+    script: Vec<Reply>,
+    builder: OtlpExporterBuilder,
+    spans: &[SpanData],
+) -> (Result<(), ExportError>, Vec<Request>) {
+    let receiver = Receiver::start(script);
+    let result = exporter(&receiver, builder).export_batch(spans);
+    (result, receiver.requests())
+}
+
 fn decode_protobuf(body: &[u8]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest::decode(body).expect("a valid ExportTraceServiceRequest")
 }
@@ -242,17 +264,13 @@ fn protobuf_carries_every_field_of_every_span() {
         KeyValue::new("deployment.environment", "test"),
         KeyValue::new("host.cores", 2),
     ];
-    let receiver = Receiver::start(Vec::new());
-    let mut otlp = exporter(
-        &receiver,
-        resource
-            .iter()
-            .fold(OtlpExporter::builder().service_name("cart"), |b, kv| {
-                b.resource_attribute(kv.clone())
-            }),
-    );
-    otlp.export_batch(&spans).unwrap();
-    let requests = receiver.requests();
+    let builder = resource
+        .iter()
+        .fold(OtlpExporter::builder().service_name("cart"), |b, kv| {
+            b.resource_attribute(kv.clone())
+        });
+    let (result, requests) = send(Vec::new(), builder, &spans);
+    result.unwrap();
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(
@@ -264,22 +282,28 @@ fn protobuf_carries_every_field_of_every_span() {
         Some("application/x-protobuf")
     );
     assert_eq!(request.header("content-encoding"), None);
-    assert_eq!(
-        decode_protobuf(&request.body),
-        expected_request("cart", &resource, &spans)
-    );
+    let decoded = decode_protobuf(&request.body);
+    assert_eq!(decoded, expected_request("cart", &resource, &spans));
+    // The server span continues a remote parent; its children and the new root do not.
+    let remote_bits = |name: &str| {
+        let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+        spans.iter().find(|s| s.name == name).unwrap().flags & 0x300
+    };
+    assert_eq!(remote_bits("GET /cart"), 0x300);
+    assert_eq!(remote_bits("charge"), 0x100);
+    assert_eq!(remote_bits("inside"), 0x100);
 }
 
 #[test]
 fn json_carries_every_field_of_every_span() {
     let spans = sample_spans();
-    let receiver = Receiver::start(Vec::new());
-    let mut otlp = exporter(
-        &receiver,
+    let (result, requests) = send(
+        Vec::new(),
         OtlpExporter::builder().protocol(Protocol::HttpJson),
+        &spans,
     );
-    otlp.export_batch(&spans).unwrap();
-    let request = &receiver.requests()[0];
+    result.unwrap();
+    let request = &requests[0];
     assert_eq!(request.header("content-type"), Some("application/json"));
     let decoded: ExportTraceServiceRequest =
         serde_json::from_slice(&request.body).expect("OTLP/JSON the official types accept");
@@ -303,11 +327,9 @@ fn spans_of_several_services_get_a_resource_each() {
         tracer.span(format!("{service}-op")).start().end();
         spans.extend(memory.spans());
     }
-    let receiver = Receiver::start(Vec::new());
-    exporter(&receiver, OtlpExporter::builder())
-        .export_batch(&spans)
-        .unwrap();
-    let decoded = decode_protobuf(&receiver.requests()[0].body);
+    let (result, requests) = send(Vec::new(), OtlpExporter::builder(), &spans);
+    result.unwrap();
+    let decoded = decode_protobuf(&requests[0].body);
     let cart = expected_request("cart", &[], &[spans[0].clone(), spans[2].clone()]);
     let pricing = expected_request("pricing", &[], &spans[1..2]);
     assert_eq!(
@@ -319,13 +341,13 @@ fn spans_of_several_services_get_a_resource_each() {
 #[test]
 fn gzip_bodies_round_trip() {
     let spans = sample_spans();
-    let receiver = Receiver::start(Vec::new());
-    let mut otlp = exporter(
-        &receiver,
+    let (result, requests) = send(
+        Vec::new(),
         OtlpExporter::builder().compression(Compression::Gzip),
+        &spans,
     );
-    otlp.export_batch(&spans).unwrap();
-    let request = &receiver.requests()[0];
+    result.unwrap();
+    let request = &requests[0];
     assert_eq!(request.header("content-encoding"), Some("gzip"));
     let mut body = Vec::new();
     flate2::read::GzDecoder::new(request.body.as_slice())
@@ -339,23 +361,20 @@ fn gzip_bodies_round_trip() {
 
 #[test]
 fn retries_503_and_429_then_succeeds_with_the_same_body() {
-    let receiver = Receiver::start(vec![
+    let script = vec![
         Reply::Status(503, vec![]),
-        Reply::Status(429, vec![("retry-after", "0")]),
-    ]);
-    let spans = sample_spans();
-    exporter(&receiver, OtlpExporter::builder())
-        .export_batch(&spans)
-        .unwrap();
-    let requests = receiver.requests();
+        Reply::Status(429, vec![("retry-after", "0".to_owned())]),
+    ];
+    let (result, requests) = send(script, OtlpExporter::builder(), &sample_spans());
+    result.unwrap();
     assert_eq!(requests.len(), 3);
     assert!(requests.iter().all(|r| r.body == requests[0].body));
 }
 
 #[test]
 fn gives_up_after_the_attempt_limit() {
-    let receiver = Receiver::start(vec![Reply::Status(502, vec![]); 10]);
-    let result = exporter(&receiver, OtlpExporter::builder()).export_batch(&sample_spans());
+    let script = vec![Reply::Status(502, vec![]); 10];
+    let (result, requests) = send(script, OtlpExporter::builder(), &sample_spans());
     assert_eq!(
         result,
         Err(ExportError::GaveUp {
@@ -363,15 +382,15 @@ fn gives_up_after_the_attempt_limit() {
             last: Box::new(ExportError::Rejected { status: 502 }),
         })
     );
-    assert_eq!(receiver.requests().len(), 3);
+    assert_eq!(requests.len(), 3);
 }
 
 #[test]
 fn a_client_error_is_not_retried() {
-    let receiver = Receiver::start(vec![Reply::Status(400, vec![])]);
-    let result = exporter(&receiver, OtlpExporter::builder()).export_batch(&sample_spans());
+    let script = vec![Reply::Status(400, vec![])];
+    let (result, requests) = send(script, OtlpExporter::builder(), &sample_spans());
     assert_eq!(result, Err(ExportError::Rejected { status: 400 }));
-    assert_eq!(receiver.requests().len(), 1);
+    assert_eq!(requests.len(), 1);
 }
 
 #[test]
@@ -390,6 +409,75 @@ fn a_receiver_that_never_answers_hits_the_timeout() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert_eq!(receiver.requests().len(), 2);
+}
+
+#[test]
+fn a_refused_connection_is_retried_then_reported_as_a_failure() {
+    // A loopback port that was free a moment ago and has nothing listening any more.
+    let closed = LoopbackListener::bind().unwrap().addr();
+    let to_closed_port = || {
+        OtlpExporter::builder()
+            .endpoint(&format!("http://{closed}"))
+            .retry(quick_retries(3))
+            .build()
+            .unwrap()
+    };
+    match to_closed_port().export_batch(&sample_spans()) {
+        Err(ExportError::GaveUp { attempts: 3, last }) => {
+            assert!(matches!(*last, ExportError::Transport(_)), "{last:?}");
+        }
+        other => panic!("expected three refused attempts, got {other:?}"),
+    }
+    // Behind a batch processor the spans count as failed, and nothing else breaks.
+    let processor = BatchSpanProcessor::builder(to_closed_port())
+        .build()
+        .unwrap();
+    let tracer = Tracer::builder().exporter(processor.clone()).build();
+    tracer.span("lost").start().end();
+    processor.force_flush(Duration::from_secs(60)).unwrap();
+    let stats = processor.stats();
+    assert_eq!((stats.queued, stats.exported, stats.failed), (1, 0, 1));
+}
+
+/// A `Retry-After` date is read against the exporter's clock, not the machine's: on a clock
+/// set to 2100, a date in 2099 is past, so the retry is immediate even though the back-off
+/// (and a reading against the real calendar) would wait ten minutes.
+#[test]
+fn a_retry_after_date_is_measured_from_the_exporters_clock() {
+    let now = UNIX_EPOCH + Duration::from_secs(4_102_444_800); // 2100-01-01
+    let clock = ManualClock::with_wall_time(now);
+    let a_day_ago = httpdate::fmt_http_date(now - Duration::from_secs(86_400));
+    let receiver = Receiver::start(vec![Reply::Status(503, vec![("retry-after", a_day_ago)])]);
+    let ten_minutes = Duration::from_secs(600);
+    let mut otlp = OtlpExporter::builder()
+        .endpoint(&receiver.endpoint())
+        .clock(clock)
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: ten_minutes,
+            max_backoff: ten_minutes,
+        })
+        .build()
+        .unwrap();
+    let spans = sample_spans();
+    let done = Arc::new(Mutex::new(None));
+    let finished = Arc::clone(&done);
+    // On a thread of its own, so a wrong wait fails the bounded poll instead of hanging.
+    drop(thread::spawn(move || {
+        *finished.lock() = Some(otlp.export_batch(&spans));
+    }));
+    eventually(|| done.lock().is_some());
+    assert_eq!(done.lock().take(), Some(Ok(())));
+    assert_eq!(receiver.requests().len(), 2);
+}
+
+/// Reads variables from `vars` instead of the process environment.
+fn lookup_in(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
+    |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// Environment variables that configure the exporter, and what the receiver then sees.
@@ -417,13 +505,8 @@ fn environment_variables_configure_the_exporter() {
         ),
         ("OTEL_SERVICE_NAME", "cart".to_owned()),
     ];
-    let lookup = |name: &str| {
-        vars.iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-    };
     let mut otlp = OtlpExporter::builder()
-        .from_lookup(lookup)
+        .from_lookup(lookup_in(&vars))
         .unwrap()
         .build()
         .unwrap();
@@ -452,14 +535,8 @@ fn environment_variables_configure_the_exporter() {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         format!("{endpoint}/custom"),
     )];
-    let lookup = |name: &str| {
-        traces
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-    };
     OtlpExporter::builder()
-        .from_lookup(lookup)
+        .from_lookup(lookup_in(&traces))
         .unwrap()
         .build()
         .unwrap()
@@ -480,6 +557,7 @@ const INVALID: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "+5"),
     (
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         "99999999999999999999999",
@@ -527,11 +605,10 @@ fn unusable_endpoints_and_headers_are_refused_when_building() {
 #[test]
 fn behind_a_batch_processor_every_span_reaches_the_receiver() {
     let receiver = Receiver::start(Vec::new());
-    let processor =
-        infra_trace_ctx::BatchSpanProcessor::builder(exporter(&receiver, OtlpExporter::builder()))
-            .max_batch_size(3)
-            .build()
-            .unwrap();
+    let processor = BatchSpanProcessor::builder(exporter(&receiver, OtlpExporter::builder()))
+        .max_batch_size(3)
+        .build()
+        .unwrap();
     let tracer = Tracer::builder().exporter(processor.clone()).build();
     for n in 0..7 {
         tracer.span(format!("op-{n}")).start().end();

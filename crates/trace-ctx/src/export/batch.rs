@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
@@ -39,6 +40,8 @@ pub trait SpanBatchExporter: Send + fmt::Debug + 'static {
     /// Delivers `batch` (at most the processor's batch size, in the order the spans ended).
     /// An error is counted in [`BatchStats::failed`]; the spans are not retried by the
     /// processor (an exporter that wants retries does them itself, as the OTLP one does).
+    /// A panic is caught and counted the same way, and the next batch goes to the same
+    /// exporter: one that cannot carry on after a panic should catch it itself.
     fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError>;
 }
 
@@ -63,7 +66,7 @@ pub struct BatchStats {
     pub dropped_after_shutdown: u64,
     /// Spans in batches the exporter accepted.
     pub exported: u64,
-    /// Spans in batches the exporter returned an error for.
+    /// Spans in batches the exporter returned an error for or panicked on.
     pub failed: u64,
 }
 
@@ -82,6 +85,8 @@ pub struct BatchStats {
 ///   [`ExportError::Timeout`] if their deadline passes first.
 /// - After shutdown (explicit, or when the last clone is dropped) spans are dropped and
 ///   counted in [`BatchStats::dropped_after_shutdown`].
+/// - A panic in the exporter is caught on the background thread: its batch counts as
+///   failed, and export goes on with the next batch.
 ///
 /// Clones share one queue and one background thread.
 ///
@@ -113,6 +118,8 @@ pub struct BatchSpanProcessorBuilder<E> {
     scheduled_delay: Duration,
     drop_timeout: Duration,
     clock: Box<dyn Clock>,
+    #[cfg(feature = "metrics")]
+    metrics_name: metrics::SharedString,
 }
 
 /// Owned by the handles and not by the worker, so the last handle's drop shuts down.
@@ -132,6 +139,8 @@ struct Shared {
     max_batch_size: usize,
     scheduled_delay: Duration,
     clock: Box<dyn Clock>,
+    #[cfg(feature = "metrics")]
+    counters: crate::metrics::BatchCounters,
 }
 
 struct State {
@@ -156,6 +165,8 @@ impl BatchSpanProcessor {
             scheduled_delay: Duration::from_secs(5),
             drop_timeout: Duration::from_secs(30),
             clock: Box::new(SystemClock::new()),
+            #[cfg(feature = "metrics")]
+            metrics_name: metrics::SharedString::const_str("batch"),
         }
     }
 
@@ -264,14 +275,22 @@ impl Shared {
                 batch.extend(state.queue.drain(..self.max_batch_size));
             }
             drop(state);
-            let result = exporter.export_batch(batch.make_contiguous());
+            // A panicking exporter must not take the thread with it: flushes would then wait
+            // out their deadlines and every later span would pile up unexported. Unwind
+            // safety is asserted because the exporter is the only state the closure touches,
+            // and the trait documents that it keeps being called after a panic.
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                exporter.export_batch(batch.make_contiguous())
+            }));
             let count = batch.len() as u64;
             batch.clear();
+            #[cfg(feature = "metrics")]
+            self.counters.handed(&result, count);
             state = self.state.lock();
             state.handed += count;
             match result {
-                Ok(()) => state.stats.exported += count,
-                Err(_) => state.stats.failed += count,
+                Ok(Ok(())) => state.stats.exported += count,
+                Ok(Err(_)) | Err(_) => state.stats.failed += count,
             }
             self.progress.notify_all();
         }
@@ -284,10 +303,16 @@ impl Exporter for BatchSpanProcessor {
         let mut state = shared.state.lock();
         if state.shut_down {
             state.stats.dropped_after_shutdown += 1;
+            drop(state);
+            #[cfg(feature = "metrics")]
+            shared.counters.dropped_after_shutdown.increment(1);
             return;
         }
         if state.queue.len() >= shared.max_queue_size {
             state.stats.dropped_queue_full += 1;
+            drop(state);
+            #[cfg(feature = "metrics")]
+            shared.counters.dropped_queue_full.increment(1);
             return;
         }
         state.queue.push_back(span);
@@ -296,6 +321,8 @@ impl Exporter for BatchSpanProcessor {
         // Once per batch: the worker re-checks the length after every export anyway.
         let batch_ready = state.queue.len() == shared.max_batch_size;
         drop(state);
+        #[cfg(feature = "metrics")]
+        shared.counters.queued.increment(1);
         if batch_ready {
             shared.work.notify_one();
         }
@@ -340,6 +367,15 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         self
     }
 
+    /// The `processor` label of this processor's counters (feature `metrics`, see
+    /// [`crate::metrics`]). Default `batch`.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_name(mut self, name: impl Into<metrics::SharedString>) -> Self {
+        self.metrics_name = name.into();
+        self
+    }
+
     /// Starts the background thread.
     ///
     /// # Errors
@@ -381,6 +417,8 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             max_batch_size: self.max_batch_size,
             scheduled_delay: self.scheduled_delay,
             clock: self.clock,
+            #[cfg(feature = "metrics")]
+            counters: crate::metrics::BatchCounters::new(self.metrics_name),
         });
         let exporter = self.exporter;
         let worker = {

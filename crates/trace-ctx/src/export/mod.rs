@@ -8,6 +8,8 @@ mod otlp;
 
 pub use batch::{BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, SpanBatchExporter};
 pub use error::ExportError;
+#[cfg(all(feature = "otlp", fuzzing))]
+pub use otlp::fuzz_retry_after;
 #[cfg(feature = "otlp")]
 pub use otlp::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};
 

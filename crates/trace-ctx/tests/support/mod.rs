@@ -17,7 +17,7 @@ pub fn eventually(mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Holds every exporter that reaches it until [`Gate::open`].
+/// Holds every exporter that reaches it while it is closed (as it starts).
 #[derive(Clone, Debug, Default)]
 pub struct Gate {
     inner: Arc<(Mutex<GateState>, Condvar)>,
@@ -35,10 +35,15 @@ impl Gate {
         self.inner.0.lock().waiting
     }
 
-    /// Lets every caller through, now and later.
+    /// Lets every caller through until [`Gate::close`].
     pub fn open(&self) {
         self.inner.0.lock().open = true;
         self.inner.1.notify_all();
+    }
+
+    /// Holds callers that arrive from now on again.
+    pub fn close(&self) {
+        self.inner.0.lock().open = false;
     }
 
     fn pass(&self) {

@@ -30,7 +30,7 @@ impl Request {
 #[derive(Clone, Debug)]
 pub enum Reply {
     /// Answers with this status and extra headers.
-    Status(u16, Vec<(&'static str, &'static str)>),
+    Status(u16, Vec<(&'static str, String)>),
     /// Reads the request and never answers.
     Silence,
 }

@@ -1,12 +1,15 @@
 //! The POST itself, with the OTLP/HTTP retry rules: 429, 502, 503, 504 and connection
 //! failures are retried with exponential back-off and jitter (or after the receiver's
-//! `Retry-After`), everything else is final.
+//! `Retry-After`, in seconds or as an HTTP-date), everything else is final.
 //!
 //! The client is ureq without default features: blocking, which is what the batch
 //! processor's background thread wants (no async runtime to bring along), small, and with
 //! no TLS stack, since the usual target is a collector on the same host or pod.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use infra_common::Clock;
+use infra_common::sync::Arc;
 
 use super::ExportError;
 
@@ -14,8 +17,10 @@ use super::ExportError;
 /// worth retrying (HTTP 429, 502, 503, 504, or no connection or answer).
 ///
 /// The wait before retry `n` (from 1) is a random time between half and all of
-/// `initial_backoff × 2^(n-1)`, capped at `max_backoff`; a `Retry-After: <seconds>` from the
-/// receiver replaces it, also capped at `max_backoff`. A batch therefore takes at most
+/// `initial_backoff × 2^(n-1)`, capped at `max_backoff`. A `Retry-After` from the receiver
+/// replaces it, also capped at `max_backoff`: in seconds, or an HTTP-date measured from the
+/// wall time of the exporter's clock (a date already past means "retry now"). A `Retry-After`
+/// that is neither leaves the back-off. A batch therefore takes at most
 /// `max_attempts × (timeout + max_backoff)`.
 ///
 /// ```
@@ -65,6 +70,8 @@ pub(super) struct Sender {
     url: ::http::Uri,
     headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
     retry: RetryPolicy,
+    /// Its wall time is what a `Retry-After` date is measured from.
+    clock: Arc<Box<dyn Clock>>,
 }
 
 impl Sender {
@@ -75,6 +82,7 @@ impl Sender {
         gzip: bool,
         timeout: Duration,
         retry: RetryPolicy,
+        clock: Arc<Box<dyn Clock>>,
     ) -> Result<Self, ExportError> {
         const ENDPOINT: &str = "endpoint";
         let uri: ::http::Uri = url
@@ -136,6 +144,7 @@ impl Sender {
             url: uri,
             headers: all,
             retry,
+            clock,
         })
     }
 
@@ -155,12 +164,18 @@ impl Sender {
                     last: Box::new(error),
                 });
             }
-            let wait = retry_after
-                .unwrap_or_else(|| self.retry.backoff(attempt, crate::id::next_random()))
-                .min(self.retry.max_backoff);
+            let wait = self.wait_before_retry(attempt, retry_after.as_deref());
             std::thread::sleep(wait);
             attempt += 1;
         }
+    }
+
+    /// The receiver's `Retry-After` if it is one, else the back-off; at most `max_backoff`.
+    fn wait_before_retry(&self, retry: u32, retry_after: Option<&str>) -> Duration {
+        retry_after
+            .and_then(|value| parse_retry_after(value, self.clock.wall_time()))
+            .unwrap_or_else(|| self.retry.backoff(retry, crate::id::next_random()))
+            .min(self.retry.max_backoff)
     }
 
     fn post(&self, body: &[u8]) -> Attempt {
@@ -193,7 +208,7 @@ impl Sender {
                     .headers()
                     .get(::http::header::RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
-                    .and_then(parse_retry_after),
+                    .map(str::to_owned),
             },
             _ => Attempt::Final(ExportError::Rejected { status }),
         }
@@ -205,22 +220,33 @@ enum Attempt {
     Final(ExportError),
     Retryable {
         error: ExportError,
-        retry_after: Option<Duration>,
+        /// The receiver's `Retry-After`, read when the wait starts.
+        retry_after: Option<String>,
     },
 }
 
-/// `Retry-After: <delay-seconds>`; the HTTP-date form falls back to the back-off.
-fn parse_retry_after(value: &str) -> Option<Duration> {
+/// How long `Retry-After` asks to wait (RFC 9110 §10.2.3): `<delay-seconds>`, or an HTTP-date
+/// in any of the three forms §5.6.7 makes recipients accept, measured from `now` (zero once
+/// past). `None` for anything else, so the normal back-off applies.
+pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    if value.is_empty() {
         return None;
     }
-    // Too many digits for a u64 is "a very long time": the cap applies.
-    Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)))
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is "a very long time": the cap applies.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use infra_common::ManualClock;
+
     use super::*;
 
     #[test]
@@ -245,14 +271,88 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_takes_seconds_only() {
-        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+    fn retry_after_takes_seconds_or_a_date_from_now() {
+        // 2015-10-21T07:28:00Z
+        let date = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let before = |secs| date - Duration::from_secs(secs);
+        assert_eq!(parse_retry_after(" 3 ", date), Some(Duration::from_secs(3)));
         assert_eq!(
-            parse_retry_after("99999999999999999999999"),
+            parse_retry_after("99999999999999999999999", date),
             Some(Duration::from_secs(u64::MAX))
         );
-        for bad in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"] {
-            assert_eq!(parse_retry_after(bad), None, "{bad}");
+        // The three HTTP-date forms, each naming the same instant.
+        for form in [
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            "Wed Oct 21 07:28:00 2015",
+        ] {
+            assert_eq!(
+                parse_retry_after(form, before(90)),
+                Some(Duration::from_secs(90)),
+                "{form}"
+            );
+            assert_eq!(parse_retry_after(form, date), Some(Duration::ZERO));
+            assert_eq!(
+                parse_retry_after(form, date + Duration::from_secs(3600)),
+                Some(Duration::ZERO),
+                "a date already past means now: {form}"
+            );
         }
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "+3",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 07:28:00",
+            "tomorrow",
+        ] {
+            assert_eq!(parse_retry_after(bad, date), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn wait_after_a_date_is_capped_by_the_max_backoff() {
+        let clock = ManualClock::with_wall_time(UNIX_EPOCH + Duration::from_secs(1_445_412_480));
+        let sender = sender(clock.clone(), Duration::from_secs(5));
+        let in_a_minute = httpdate::fmt_http_date(clock.wall_time() + Duration::from_secs(60));
+        let in_two_seconds = httpdate::fmt_http_date(clock.wall_time() + Duration::from_secs(2));
+        assert_eq!(
+            sender.wait_before_retry(1, Some(&in_a_minute)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            sender.wait_before_retry(1, Some(&in_two_seconds)),
+            Duration::from_secs(2)
+        );
+        // The date is read against the clock as it is when the answer arrives.
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            sender.wait_before_retry(1, Some(&in_two_seconds)),
+            Duration::from_secs(1)
+        );
+        // Garbage is the normal back-off: between half and all of 100 ms on the first retry.
+        let wait = sender.wait_before_retry(1, Some("soon"));
+        assert!(
+            wait >= Duration::from_millis(50) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+    }
+
+    fn sender(clock: ManualClock, max_backoff: Duration) -> Sender {
+        Sender::new(
+            "http://127.0.0.1:9/v1/traces",
+            &[],
+            "application/x-protobuf",
+            false,
+            Duration::from_secs(1),
+            RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff,
+            },
+            Arc::new(Box::new(clock)),
+        )
+        .unwrap()
     }
 }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use super::{
-    Resource, ResourceSpans, SCOPE_NAME, SCOPE_VERSION, link_flags, span_kind_code, status_code,
-    unix_nanos,
+    Resource, ResourceSpans, SCOPE_NAME, SCOPE_VERSION, link_flags, span_flags, span_kind_code,
+    status_code, unix_nanos,
 };
 use crate::export::push_json_str;
 use crate::span::{Event, KeyValue, Link, SpanData, Status, Value};
@@ -66,7 +66,7 @@ fn write_span(out: &mut String, span: &SpanData) {
     if let Some(parent) = span.parent_span_id {
         let _ = write!(out, ",\"parentSpanId\":\"{parent}\"");
     }
-    write_opt_u32(out, "flags", u32::from(span.context.flags().bits()));
+    write_opt_u32(out, "flags", span_flags(span));
     write_opt_str(out, "name", &span.name);
     let _ = write!(out, ",\"kind\":{}", span_kind_code(span.kind));
     write_time(out, "startTimeUnixNano", span.start);

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flate2::Compression as GzipLevel;
 use flate2::write::GzEncoder;
+use infra_common::sync::Arc;
+use infra_common::{Clock, SystemClock};
 
 use super::{ExportError, SpanBatchExporter};
 use crate::span::{KeyValue, Link, SpanData, SpanKind, Status, Value};
@@ -91,6 +93,7 @@ pub struct OtlpExporterBuilder {
     retry: RetryPolicy,
     service_name: Option<String>,
     resource: Vec<KeyValue>,
+    clock: Arc<Box<dyn Clock>>,
 }
 
 impl Default for OtlpExporterBuilder {
@@ -104,6 +107,7 @@ impl Default for OtlpExporterBuilder {
             retry: RetryPolicy::default(),
             service_name: None,
             resource: Vec::new(),
+            clock: Arc::new(Box::new(SystemClock::new())),
         }
     }
 }
@@ -202,6 +206,14 @@ impl OtlpExporterBuilder {
         self
     }
 
+    /// The clock whose wall time a receiver's `Retry-After: <HTTP-date>` is measured from.
+    /// Default: the system clock.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(Box::new(clock));
+        self
+    }
+
     /// The resource's `service.name`. Without it (and without `OTEL_SERVICE_NAME`), each
     /// span's tracer service name is used.
     #[must_use]
@@ -276,6 +288,7 @@ impl OtlpExporterBuilder {
             self.compression == Compression::Gzip,
             self.timeout,
             self.retry,
+            self.clock,
         )?;
         Ok(OtlpExporter {
             sender,
@@ -292,6 +305,14 @@ impl OtlpExporterBuilder {
 }
 
 const SERVICE_NAME: &str = "service.name";
+
+/// How long a receiver's `Retry-After: value` asks to wait when the exporter's clock reads
+/// `now`, before the `max_backoff` cap; `None` when the value is neither seconds nor an
+/// HTTP-date. For the fuzz target.
+#[cfg(fuzzing)]
+pub fn fuzz_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    http::parse_retry_after(value, now)
+}
 
 /// One `ResourceSpans`: a resource and the spans recorded under it.
 struct ResourceSpans<'a> {
@@ -366,9 +387,22 @@ const fn status_code(status: &Status) -> u32 {
     }
 }
 
-/// A link's flags: the W3C trace flags, plus trace.proto's `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE`
-/// (0x100) and, for a remote context, `SPAN_FLAGS_CONTEXT_IS_REMOTE` (0x200).
+/// trace.proto's `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: the next bit is meaningful.
+const HAS_IS_REMOTE: u32 = 0x100;
+/// trace.proto's `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
+const IS_REMOTE: u32 = 0x200;
+
+/// W3C trace flags in the low byte, then whether `remote` (always known here).
+fn remote_flags(flags: crate::TraceFlags, remote: bool) -> u32 {
+    u32::from(flags.bits()) | HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 }
+}
+
+/// A span's flags: its trace flags, and whether its parent came from another process.
+fn span_flags(span: &SpanData) -> u32 {
+    remote_flags(span.context.flags(), span.parent_is_remote)
+}
+
+/// A link's flags: the linked context's trace flags, and whether that context is remote.
 fn link_flags(link: &Link) -> u32 {
-    let remote = if link.context.is_remote() { 0x200 } else { 0 };
-    u32::from(link.context.flags().bits()) | 0x100 | remote
+    remote_flags(link.context.flags(), link.context.is_remote())
 }

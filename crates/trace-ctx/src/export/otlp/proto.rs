@@ -260,7 +260,7 @@ fn span_len(span: &SpanData) -> usize {
             .sum::<usize>()
         + opt_u32_len(14, span.dropped_links_count)
         + status_len(&span.status).map_or(0, |len| len_field(15, len))
-        + fixed32_len(16, span_flags(span))
+        + fixed32_len(16, super::span_flags(span))
 }
 
 fn put_span(out: &mut Vec<u8>, span: &SpanData) {
@@ -289,12 +289,7 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     if let Some(len) = status_len(&span.status) {
         put_message(out, 15, len, |out| put_status(out, &span.status));
     }
-    put_fixed32(out, 16, span_flags(span));
-}
-
-/// The span's W3C trace flags in the low byte (whether its parent was remote is not known).
-fn span_flags(span: &SpanData) -> u32 {
-    u32::from(span.context.flags().bits())
+    put_fixed32(out, 16, super::span_flags(span));
 }
 
 // Event: time_unix_nano = 1, name = 2, attributes = 3, dropped_attributes_count = 4.
