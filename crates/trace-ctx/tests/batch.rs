@@ -351,6 +351,7 @@ mod model {
         Shutdown,
     }
 
+    #[allow(clippy::disallowed_types, reason = "prop_oneof! expands to std's Arc")]
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![8 => Just(Op::End), 2 => Just(Op::Flush), 1 => Just(Op::Shutdown)]
     }

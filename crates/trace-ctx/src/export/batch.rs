@@ -369,6 +369,17 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
 
     /// The `processor` label of this processor's counters (feature `metrics`, see
     /// [`crate::metrics`]). Default `batch`.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{BatchSpanProcessor, MemoryExporter};
+    ///
+    /// // infra_trace_ctx_batch_queued_total{processor="audit"}, and so on.
+    /// let processor = BatchSpanProcessor::builder(MemoryExporter::new())
+    ///     .metrics_name("audit")
+    ///     .build()?;
+    /// # let _ = processor;
+    /// # Ok::<(), infra_trace_ctx::ExportError>(())
+    /// ```
     #[cfg(feature = "metrics")]
     #[must_use]
     pub fn metrics_name(mut self, name: impl Into<metrics::SharedString>) -> Self {

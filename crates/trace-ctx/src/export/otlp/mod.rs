@@ -208,6 +208,16 @@ impl OtlpExporterBuilder {
 
     /// The clock whose wall time a receiver's `Retry-After: <HTTP-date>` is measured from.
     /// Default: the system clock.
+    ///
+    /// ```
+    /// use infra_common::ManualClock;
+    /// use infra_trace_ctx::OtlpExporter;
+    ///
+    /// // Tests pin the calendar, so a Retry-After date means the same wait on every run.
+    /// let otlp = OtlpExporter::builder().clock(ManualClock::new()).build()?;
+    /// # let _ = otlp;
+    /// # Ok::<(), infra_trace_ctx::ExportError>(())
+    /// ```
     #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(Box::new(clock));
