@@ -371,6 +371,22 @@ fn retries_503_and_429_then_succeeds_with_the_same_body() {
     assert!(requests.iter().all(|r| r.body == requests[0].body));
 }
 
+/// A receiver that asks for more than `max_backoff` (5 s by default) is not asked again early:
+/// the batch is given up after its one request.
+#[test]
+fn a_retry_after_beyond_the_max_backoff_gives_up_without_asking_again() {
+    let script = vec![Reply::Status(429, vec![("retry-after", "3600".to_owned())]); 3];
+    let (result, requests) = send(script, OtlpExporter::builder(), &sample_spans());
+    assert_eq!(
+        result,
+        Err(ExportError::GaveUp {
+            attempts: 1,
+            last: Box::new(ExportError::Rejected { status: 429 }),
+        })
+    );
+    assert_eq!(requests.len(), 1);
+}
+
 #[test]
 fn gives_up_after_the_attempt_limit() {
     let script = vec![Reply::Status(502, vec![]); 10];

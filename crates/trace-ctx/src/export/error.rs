@@ -33,7 +33,9 @@ pub enum ExportError {
     },
     /// The receiver could not be reached or did not answer in time.
     Transport(String),
-    /// Every attempt allowed failed with a retryable error; the last one is kept.
+    /// Retrying stopped: every attempt allowed failed with a retryable error, or the receiver
+    /// asked (`Retry-After`) to wait longer than the retry policy's `max_backoff`. The last
+    /// error is kept.
     GaveUp {
         /// How many requests were sent.
         attempts: u32,

@@ -18,9 +18,12 @@ use super::ExportError;
 ///
 /// The wait before retry `n` (from 1) is a random time between half and all of
 /// `initial_backoff × 2^(n-1)`, capped at `max_backoff`. A `Retry-After` from the receiver
-/// replaces it, also capped at `max_backoff`: in seconds, or an HTTP-date measured from the
-/// wall time of the exporter's clock (a date already past means "retry now"). A `Retry-After`
-/// that is neither leaves the back-off. A batch therefore takes at most
+/// replaces it: in seconds, or an HTTP-date measured from the wall time of the exporter's
+/// clock (a date already past means "retry now"). A receiver that asks for more than
+/// `max_backoff` is not retried early: the batch is given up at once
+/// ([`ExportError::GaveUp`]), so a throttling collector is never asked again before the time
+/// it named, and the exporter's thread is not held for longer than `max_backoff`. A
+/// `Retry-After` that is neither form leaves the back-off. A batch therefore takes at most
 /// `max_attempts × (timeout + max_backoff)`.
 ///
 /// ```
@@ -158,24 +161,30 @@ impl Sender {
                 Attempt::Final(error) => return Err(error),
                 Attempt::Retryable { error, retry_after } => (error, retry_after),
             };
-            if attempt >= attempts {
+            let wait = if attempt < attempts {
+                self.wait_before_retry(attempt, retry_after.as_deref())
+            } else {
+                None
+            };
+            let Some(wait) = wait else {
                 return Err(ExportError::GaveUp {
-                    attempts,
+                    attempts: attempt,
                     last: Box::new(error),
                 });
-            }
-            let wait = self.wait_before_retry(attempt, retry_after.as_deref());
+            };
             std::thread::sleep(wait);
             attempt += 1;
         }
     }
 
-    /// The receiver's `Retry-After` if it is one, else the back-off; at most `max_backoff`.
-    fn wait_before_retry(&self, retry: u32, retry_after: Option<&str>) -> Duration {
-        retry_after
-            .and_then(|value| parse_retry_after(value, self.clock.wall_time()))
-            .unwrap_or_else(|| self.retry.backoff(retry, crate::id::next_random()))
-            .min(self.retry.max_backoff)
+    /// The receiver's `Retry-After` if it is one, else the back-off; `None` when the receiver
+    /// asks for more than `max_backoff` (the batch is then given up rather than retried early).
+    fn wait_before_retry(&self, retry: u32, retry_after: Option<&str>) -> Option<Duration> {
+        match retry_after.and_then(|value| parse_retry_after(value, self.clock.wall_time())) {
+            Some(asked) if asked > self.retry.max_backoff => None,
+            Some(asked) => Some(asked),
+            None => Some(self.retry.backoff(retry, crate::id::next_random())),
+        }
     }
 
     fn post(&self, body: &[u8]) -> Attempt {
@@ -312,27 +321,33 @@ mod tests {
     }
 
     #[test]
-    fn wait_after_a_date_is_capped_by_the_max_backoff() {
+    fn a_wait_longer_than_the_max_backoff_gives_the_batch_up() {
         let clock = ManualClock::with_wall_time(UNIX_EPOCH + Duration::from_secs(1_445_412_480));
         let sender = sender(clock.clone(), Duration::from_secs(5));
         let in_a_minute = httpdate::fmt_http_date(clock.wall_time() + Duration::from_secs(60));
         let in_two_seconds = httpdate::fmt_http_date(clock.wall_time() + Duration::from_secs(2));
         assert_eq!(
             sender.wait_before_retry(1, Some(&in_a_minute)),
-            Duration::from_secs(5)
+            None,
+            "retrying after 5 s would ask again 55 s before the receiver said"
+        );
+        assert_eq!(sender.wait_before_retry(1, Some("6")), None);
+        assert_eq!(
+            sender.wait_before_retry(1, Some("5")),
+            Some(Duration::from_secs(5))
         );
         assert_eq!(
             sender.wait_before_retry(1, Some(&in_two_seconds)),
-            Duration::from_secs(2)
+            Some(Duration::from_secs(2))
         );
         // The date is read against the clock as it is when the answer arrives.
         clock.advance(Duration::from_secs(1));
         assert_eq!(
             sender.wait_before_retry(1, Some(&in_two_seconds)),
-            Duration::from_secs(1)
+            Some(Duration::from_secs(1))
         );
         // Garbage is the normal back-off: between half and all of 100 ms on the first retry.
-        let wait = sender.wait_before_retry(1, Some("soon"));
+        let wait = sender.wait_before_retry(1, Some("soon")).unwrap();
         assert!(
             wait >= Duration::from_millis(50) && wait <= Duration::from_millis(100),
             "{wait:?}"
