@@ -1,63 +1,196 @@
-//! trace-ctx: W3C trace-context propagation and span start/end, against OpenTelemetry's
-//! `TraceContextPropagator` and SDK tracer on identical inputs.
+//! trace-ctx: propagation (W3C Trace Context, B3, Jaeger, Baggage) on `http::HeaderMap` and
+//! span start/end, against OpenTelemetry's propagators and SDK tracer on identical inputs.
+//!
+//! Both sides read and write an `http::HeaderMap`, the carrier a real service has:
+//! OpenTelemetry through `opentelemetry_http::{HeaderExtractor, HeaderInjector}` and
+//! `extract_with_context(&Context::new(), …)` (no thread-local current context), this crate
+//! through its own `HeaderMap` carrier.
 
 // `criterion_group!` generates public functions that cannot carry docs.
 #![allow(missing_docs)]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use infra_trace_ctx::{
-    AlwaysOff, AlwaysOn, NoopExporter, Propagator, TraceContextPropagator, Tracer,
+    AlwaysOff, AlwaysOn, B3Propagator, BaggagePropagator, JaegerPropagator, NoopExporter,
+    Propagator, SpanKind, TraceContextPropagator, Tracer,
 };
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACESTATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,dd=s:1;o:rum";
+const B3: &str = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1";
+const UBER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1";
+const BAGGAGE: &str = "userId=alice,tenant=acme%20corp,isProduction=false";
 
-fn incoming() -> HashMap<String, String> {
-    let mut headers = HashMap::new();
-    headers.insert("traceparent".to_owned(), TRACEPARENT.to_owned());
-    headers.insert("tracestate".to_owned(), TRACESTATE.to_owned());
-    headers.insert("content-type".to_owned(), "application/json".to_owned());
-    headers.insert("accept".to_owned(), "*/*".to_owned());
+/// A request's headers: the propagation headers given plus four ordinary ones.
+fn request(propagation: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("host", "cart.internal"),
+        ("user-agent", "checkout/1.4"),
+        ("accept", "*/*"),
+        ("content-type", "application/json"),
+    ]
+    .iter()
+    .chain(propagation)
+    {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     headers
 }
 
-fn extract(c: &mut Criterion) {
-    let headers = incoming();
-    let otel = opentelemetry_sdk::propagation::TraceContextPropagator::new();
-    let mut group = c.benchmark_group("trace_ctx/extract");
-    group.bench_function("infra", |b| {
-        b.iter(|| TraceContextPropagator.extract(black_box(&headers)));
-    });
+/// Extract from `headers` and inject the result into a fresh `HeaderMap` per iteration,
+/// both sides, in groups `{name}_extract` / `{name}_inject` (`extract` / `inject` for W3C).
+fn propagation_pair(
+    c: &mut Criterion,
+    name: &str,
+    headers: &HeaderMap,
+    ours: &impl Propagator,
+    theirs: &impl TextMapPropagator,
+) {
+    let (extract, inject) = if name == "w3c" {
+        (
+            "trace_ctx/extract".to_owned(),
+            "trace_ctx/inject".to_owned(),
+        )
+    } else {
+        (
+            format!("trace_ctx/{name}_extract"),
+            format!("trace_ctx/{name}_inject"),
+        )
+    };
+    let mut group = c.benchmark_group(extract);
+    group.bench_function("infra", |b| b.iter(|| ours.extract(black_box(headers))));
     group.bench_function("opentelemetry", |b| {
-        b.iter(|| otel.extract(black_box(&headers)));
+        b.iter(|| {
+            theirs.extract_with_context(
+                &opentelemetry::Context::new(),
+                &HeaderExtractor(black_box(headers)),
+            )
+        });
     });
     group.finish();
-}
 
-fn inject(c: &mut Criterion) {
-    let headers = incoming();
-    let ours = TraceContextPropagator.extract(&headers);
-    let otel = opentelemetry_sdk::propagation::TraceContextPropagator::new();
-    let theirs = otel.extract(&headers);
-    let mut group = c.benchmark_group("trace_ctx/inject");
-    // Each iteration fills a fresh header map, as an outgoing request would.
+    let our_cx = ours.extract(headers);
+    let their_cx =
+        theirs.extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers));
+    let mut group = c.benchmark_group(inject);
     group.bench_function("infra", |b| {
         b.iter(|| {
-            let mut out: HashMap<String, String> = HashMap::with_capacity(4);
-            TraceContextPropagator.inject(black_box(&ours), &mut out);
+            let mut out = HeaderMap::new();
+            ours.inject(black_box(&our_cx), &mut out);
             out
         });
     });
     group.bench_function("opentelemetry", |b| {
         b.iter(|| {
-            let mut out: HashMap<String, String> = HashMap::with_capacity(4);
-            otel.inject_context(black_box(&theirs), &mut out);
+            let mut out = HeaderMap::new();
+            theirs.inject_context(black_box(&their_cx), &mut HeaderInjector(&mut out));
+            out
+        });
+    });
+    group.finish();
+}
+
+fn propagation(c: &mut Criterion) {
+    propagation_pair(
+        c,
+        "w3c",
+        &request(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]),
+        &TraceContextPropagator,
+        &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    propagation_pair(
+        c,
+        "b3",
+        &request(&[("b3", B3)]),
+        &B3Propagator::single_header(),
+        &opentelemetry_zipkin::Propagator::with_encoding(
+            opentelemetry_zipkin::B3Encoding::SingleHeader,
+        ),
+    );
+    propagation_pair(
+        c,
+        "baggage",
+        &request(&[("baggage", BAGGAGE)]),
+        &BaggagePropagator,
+        &opentelemetry_sdk::propagation::BaggagePropagator::new(),
+    );
+    jaeger(c);
+}
+
+/// `HeaderMap` carriers for OpenTelemetry 0.32's API, which its Jaeger propagator uses
+/// (`opentelemetry_http` implements 0.33's).
+struct HeaderReader032<'a>(&'a HeaderMap);
+
+impl opentelemetry_032::propagation::Extractor for HeaderReader032<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderWriter032<'a>(&'a mut HeaderMap);
+
+impl opentelemetry_032::propagation::Injector for HeaderWriter032<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+fn jaeger(c: &mut Criterion) {
+    use opentelemetry_032::propagation::TextMapPropagator as _;
+
+    let headers = request(&[("uber-trace-id", UBER_TRACE_ID)]);
+    let theirs = opentelemetry_jaeger_propagator::Propagator::new();
+    let mut group = c.benchmark_group("trace_ctx/jaeger_extract");
+    group.bench_function("infra", |b| {
+        b.iter(|| JaegerPropagator.extract(black_box(&headers)));
+    });
+    group.bench_function("opentelemetry", |b| {
+        b.iter(|| {
+            theirs.extract_with_context(
+                &opentelemetry_032::Context::new(),
+                &HeaderReader032(black_box(&headers)),
+            )
+        });
+    });
+    group.finish();
+
+    let our_cx = JaegerPropagator.extract(&headers);
+    let their_cx = theirs.extract_with_context(
+        &opentelemetry_032::Context::new(),
+        &HeaderReader032(&headers),
+    );
+    let mut group = c.benchmark_group("trace_ctx/jaeger_inject");
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            let mut out = HeaderMap::new();
+            JaegerPropagator.inject(black_box(&our_cx), &mut out);
+            out
+        });
+    });
+    group.bench_function("opentelemetry", |b| {
+        b.iter(|| {
+            let mut out = HeaderMap::new();
+            theirs.inject_context(black_box(&their_cx), &mut HeaderWriter032(&mut out));
             out
         });
     });
@@ -85,16 +218,11 @@ impl opentelemetry_sdk::trace::SpanProcessor for DiscardProcessor {
 }
 
 fn otel_tracer(
-    sampled: bool,
+    sampler: opentelemetry_sdk::trace::Sampler,
 ) -> (
     opentelemetry_sdk::trace::SdkTracerProvider,
     opentelemetry_sdk::trace::SdkTracer,
 ) {
-    let sampler = if sampled {
-        opentelemetry_sdk::trace::Sampler::AlwaysOn
-    } else {
-        opentelemetry_sdk::trace::Sampler::AlwaysOff
-    };
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_sampler(sampler)
         .with_span_processor(DiscardProcessor)
@@ -116,7 +244,11 @@ fn spans(c: &mut Criterion) {
         } else {
             Tracer::builder().sampler(AlwaysOff).build()
         };
-        let (_provider, theirs) = otel_tracer(sampled);
+        let (_provider, theirs) = otel_tracer(if sampled {
+            opentelemetry_sdk::trace::Sampler::AlwaysOn
+        } else {
+            opentelemetry_sdk::trace::Sampler::AlwaysOff
+        });
         let mut group = c.benchmark_group(group_name);
         // The same work on both sides: start a root span, set one attribute, end it.
         group.bench_function("infra", |b| {
@@ -137,5 +269,45 @@ fn spans(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, extract, inject, spans);
+/// The real server path: extract the caller's context from the request's `HeaderMap`,
+/// start a sampled server span under it (parent-based sampling follows the sampled caller),
+/// set one attribute, end it.
+fn server_span(c: &mut Criterion) {
+    let headers = request(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]);
+    let ours = Tracer::builder().exporter(NoopExporter).build();
+    let (_provider, theirs) = otel_tracer(opentelemetry_sdk::trace::Sampler::ParentBased(
+        Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOn),
+    ));
+    let otel = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+    let mut group = c.benchmark_group("trace_ctx/server_span");
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            let remote = TraceContextPropagator.extract(black_box(&headers));
+            let mut span = ours
+                .span("GET /cart")
+                .kind(SpanKind::Server)
+                .remote(&remote)
+                .start();
+            span.set_attribute("items", 3);
+            span.end();
+        });
+    });
+    group.bench_function("opentelemetry", |b| {
+        b.iter(|| {
+            let remote = otel.extract_with_context(
+                &opentelemetry::Context::new(),
+                &HeaderExtractor(black_box(&headers)),
+            );
+            let mut span = theirs
+                .span_builder("GET /cart")
+                .with_kind(opentelemetry::trace::SpanKind::Server)
+                .start_with_context(&theirs, &remote);
+            span.set_attribute(opentelemetry::KeyValue::new("items", 3));
+            span.end();
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, propagation, spans, server_span);
 criterion_main!(benches);
