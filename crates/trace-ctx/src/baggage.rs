@@ -119,9 +119,14 @@ impl Baggage {
             }
             parsed.push(parse_member(member)?);
         }
+        // The encoded length is carried along rather than recounted per member, which made
+        // a header's extraction quadratic in its members.
+        let mut encoded_len = self.encoded_len();
         for entry in parsed {
             // Over the limits, whole members are dropped from the end, as the spec allows.
-            let _ = self.insert_entry(entry);
+            if let Ok(len) = self.insert_entry_at(entry, encoded_len) {
+                encoded_len = len;
+            }
         }
         Ok(())
     }
@@ -206,8 +211,14 @@ impl Baggage {
     }
 
     fn insert_entry(&mut self, entry: BaggageEntry) -> Result<(), Error> {
+        self.insert_entry_at(entry, self.encoded_len()).map(drop)
+    }
+
+    /// [`insert_entry`](Self::insert_entry) given the current `encoded_len()`; returns the
+    /// new one.
+    fn insert_entry_at(&mut self, entry: BaggageEntry, encoded_len: usize) -> Result<usize, Error> {
         let replaced = self.entries.iter().position(|e| e.key == entry.key);
-        let without = self.encoded_len()
+        let without = encoded_len
             - replaced.map_or(0, |i| {
                 self.entries[i].encoded_len() + usize::from(self.len() > 1)
             });
@@ -223,7 +234,7 @@ impl Baggage {
             Some(index) => self.entries[index] = entry,
             None => self.entries.push(entry),
         }
-        Ok(())
+        Ok(with)
     }
 
     fn encoded_len(&self) -> usize {

@@ -138,7 +138,47 @@ impl Injector for Vec<(String, String)> {
 
 #[cfg(feature = "http")]
 mod http_carrier {
+    use http::HeaderName;
+
     use super::{Extractor, Injector};
+    use crate::b3::{
+        B3_SINGLE, X_B3_FLAGS, X_B3_PARENT_SPAN_ID, X_B3_SAMPLED, X_B3_SPAN_ID, X_B3_TRACE_ID,
+    };
+    use crate::baggage::BAGGAGE;
+    use crate::jaeger::UBER_TRACE_ID;
+    use crate::trace_context::{TRACEPARENT, TRACESTATE};
+
+    /// The prebuilt name of a field the propagators read and write. A `&str` name is parsed
+    /// (copied, lowercased, checked) on every map call and, when written, copied to the
+    /// heap; a prebuilt one is neither.
+    fn known(name: &str) -> Option<&'static HeaderName> {
+        static NAMES: [HeaderName; 10] = [
+            HeaderName::from_static(TRACEPARENT),
+            HeaderName::from_static(TRACESTATE),
+            HeaderName::from_static(BAGGAGE),
+            HeaderName::from_static(B3_SINGLE),
+            HeaderName::from_static(X_B3_TRACE_ID),
+            HeaderName::from_static(X_B3_SPAN_ID),
+            HeaderName::from_static(X_B3_PARENT_SPAN_ID),
+            HeaderName::from_static(X_B3_SAMPLED),
+            HeaderName::from_static(X_B3_FLAGS),
+            HeaderName::from_static(UBER_TRACE_ID),
+        ];
+        let index = match name {
+            TRACEPARENT => 0,
+            TRACESTATE => 1,
+            BAGGAGE => 2,
+            B3_SINGLE => 3,
+            X_B3_TRACE_ID => 4,
+            X_B3_SPAN_ID => 5,
+            X_B3_PARENT_SPAN_ID => 6,
+            X_B3_SAMPLED => 7,
+            X_B3_FLAGS => 8,
+            UBER_TRACE_ID => 9,
+            _ => return None,
+        };
+        Some(&NAMES[index])
+    }
 
     /// Values are handed over as text even when they hold bytes outside visible ASCII, so the
     /// format's own grammar rejects them: a repeated `traceparent` is still seen as repeated,
@@ -146,13 +186,26 @@ mod http_carrier {
     /// Bytes that are not UTF-8 arrive as U+FFFD (allocating only in that case).
     impl Extractor for http::HeaderMap {
         fn get(&self, name: &str) -> Option<&str> {
-            http::HeaderMap::get(self, name)
-                .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+            let value = match known(name) {
+                Some(name) => http::HeaderMap::get(self, name),
+                None => http::HeaderMap::get(self, name),
+            };
+            value.and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
         }
 
         fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
-            for value in http::HeaderMap::get_all(self, name) {
-                each(&String::from_utf8_lossy(value.as_bytes()));
+            let values = match known(name) {
+                Some(name) => http::HeaderMap::get_all(self, name),
+                None => http::HeaderMap::get_all(self, name),
+            };
+            for value in values {
+                let bytes = value.as_bytes();
+                // `from_utf8` checks ASCII a word at a time; the lossy conversion goes byte
+                // by byte, so it only runs on a value that needs it.
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => each(text),
+                    Err(_) => each(&String::from_utf8_lossy(bytes)),
+                }
             }
         }
 
@@ -167,17 +220,21 @@ mod http_carrier {
     /// is valid, so that only happens for baggage keys chosen by the application.
     impl Injector for http::HeaderMap {
         fn set(&mut self, name: &str, value: &str) {
-            let (Ok(name), Ok(value)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(value),
-            ) else {
+            let Ok(value) = http::HeaderValue::from_str(value) else {
                 return;
             };
-            self.insert(name, value);
+            if let Some(name) = known(name) {
+                self.insert(name.clone(), value);
+            } else if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+                self.insert(name, value);
+            }
         }
 
         fn remove(&mut self, name: &str) {
-            http::HeaderMap::remove(self, name);
+            match known(name) {
+                Some(name) => http::HeaderMap::remove(self, name),
+                None => http::HeaderMap::remove(self, name),
+            };
         }
 
         fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool) {
