@@ -513,6 +513,16 @@ mod tests {
         let baggage = Baggage::parse(&header).unwrap();
         assert_eq!(baggage.len(), 2);
         assert!(baggage.to_string().len() <= Baggage::MAX_BYTES);
+        // A repeated key replaces its member, freeing the room it held; `c` then fills the
+        // header to 8189 bytes, and `d` (4 more with its comma) no longer fits.
+        let huge = "x".repeat(5000);
+        let tail = "x".repeat(3180);
+        let header = format!("a={huge},a=v,b={huge},c={tail},d=vv");
+        let baggage = Baggage::parse(&header).unwrap();
+        let keys: Vec<&str> = baggage.iter().map(BaggageEntry::key).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(baggage.get("a"), Some("v"));
+        assert_eq!(baggage.to_string().len(), 8189);
 
         let mut full = Baggage::new();
         for i in 0..64 {

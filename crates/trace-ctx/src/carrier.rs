@@ -327,6 +327,42 @@ mod tests {
         assert!(headers.is_empty());
     }
 
+    /// Every field the propagators use, written and read through the prebuilt names, lands
+    /// under the name `http` itself parses, and is found again under any spelling.
+    #[cfg(feature = "http")]
+    #[test]
+    fn header_map_prebuilt_names_match_parsed_ones() {
+        use crate::Propagator as _;
+
+        let propagators: [&dyn crate::Propagator; 4] = [
+            &crate::TraceContextPropagator,
+            &crate::BaggagePropagator,
+            &crate::B3Propagator::single_header(),
+            &crate::JaegerPropagator,
+        ];
+        let names: Vec<&str> = propagators
+            .iter()
+            .flat_map(|propagator| propagator.fields().iter().copied())
+            .filter(|name| !name.ends_with('-'))
+            .collect();
+        assert_eq!(names.len(), 10);
+        let mut headers = http::HeaderMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let value = format!("v{i}");
+            headers.set(name, &value);
+            let parsed = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(headers.get(&parsed).unwrap(), value.as_str(), "{name}");
+            assert_eq!(Extractor::get(&headers, name), Some(value.as_str()));
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(collect(&headers, &upper), [value.clone()]);
+        }
+        assert_eq!(headers.len(), names.len());
+        for name in &names {
+            Injector::remove(&mut headers, name);
+        }
+        assert!(headers.is_empty());
+    }
+
     #[cfg(feature = "http")]
     #[test]
     fn header_map_hands_over_values_outside_visible_ascii() {

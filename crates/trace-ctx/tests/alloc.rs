@@ -69,6 +69,20 @@ fn header_map_extraction_allocates_nothing() {
     assert!(cx.span().is_some());
 }
 
+/// A field this crate writes is named without allocating: only its value is copied.
+#[cfg(feature = "http")]
+#[test]
+fn header_map_injection_allocates_only_the_value() {
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert("traceparent", http::HeaderValue::from_static(TRACEPARENT));
+    let cx = TraceContextPropagator.extract(&incoming);
+    let mut outgoing = http::HeaderMap::with_capacity(4);
+    TraceContextPropagator.inject(&cx, &mut outgoing);
+    let (count, ()) = allocations_in(|| TraceContextPropagator.inject(&cx, &mut outgoing));
+    assert_eq!(count, 1);
+    assert_eq!(outgoing["traceparent"], TRACEPARENT);
+}
+
 #[test]
 fn unsampled_spans_allocate_nothing() {
     let tracer = Tracer::builder().sampler(AlwaysOff).build();
