@@ -332,8 +332,6 @@ mod tests {
     #[cfg(feature = "http")]
     #[test]
     fn header_map_prebuilt_names_match_parsed_ones() {
-        use crate::Propagator as _;
-
         let propagators: [&dyn crate::Propagator; 4] = [
             &crate::TraceContextPropagator,
             &crate::BaggagePropagator,
@@ -354,7 +352,7 @@ mod tests {
             assert_eq!(headers.get(&parsed).unwrap(), value.as_str(), "{name}");
             assert_eq!(Extractor::get(&headers, name), Some(value.as_str()));
             let upper = name.to_ascii_uppercase();
-            assert_eq!(collect(&headers, &upper), [value.clone()]);
+            assert_eq!(collect(&headers, &upper), [value.as_str()]);
         }
         assert_eq!(headers.len(), names.len());
         for name in &names {

@@ -78,7 +78,8 @@ mod propagator;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 mod sampler;
-#[cfg(feature = "http")]
+// Used by the tower layers and the reqwest middleware only.
+#[cfg(any(feature = "tower", feature = "reqwest"))]
 mod semconv;
 mod span;
 mod trace_context;

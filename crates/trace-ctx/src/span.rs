@@ -722,7 +722,7 @@ impl Span {
     }
 
     /// The name of a recorded span (`None` if unrecorded: its name is not kept).
-    #[cfg(feature = "http")]
+    #[cfg(any(feature = "tower", feature = "reqwest"))]
     pub(crate) fn recorded_name(&self) -> Option<&str> {
         self.recording.as_ref().map(|r| &*r.data.name)
     }
