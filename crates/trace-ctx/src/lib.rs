@@ -99,7 +99,7 @@ pub use error::Error;
 pub use export::fuzz_retry_after;
 pub use export::{
     BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, JsonLinesExporter,
-    MemoryExporter, SpanBatchExporter,
+    MemoryExporter, ShutdownSignal, SpanBatchExporter,
 };
 #[cfg(feature = "otlp")]
 pub use export::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};

@@ -96,3 +96,56 @@ fn flush_returns_only_after_spans_queued_before_it_are_exported() {
             .expect("loom never times out");
     });
 }
+
+/// An exporter that, like the OTLP one between attempts, waits on the shutdown signal.
+#[derive(Debug, Default)]
+struct WaitsToRetry {
+    signal: Option<infra_trace_ctx::ShutdownSignal>,
+}
+
+impl infra_trace_ctx::SpanBatchExporter for WaitsToRetry {
+    fn export_batch(
+        &mut self,
+        _batch: &[infra_trace_ctx::SpanData],
+    ) -> Result<(), infra_trace_ctx::ExportError> {
+        let signal = self
+            .signal
+            .as_ref()
+            .expect("given before the thread starts");
+        // Loom does not model time: this returns only once the signal is raised.
+        assert!(signal.wait_timeout(std::time::Duration::from_secs(3600)));
+        Err(infra_trace_ctx::ExportError::Abandoned)
+    }
+
+    fn watch_shutdown(&mut self, signal: infra_trace_ctx::ShutdownSignal) {
+        self.signal = Some(signal);
+    }
+}
+
+/// A shutdown whose deadline passes while the exporter waits to retry raises the signal in
+/// every interleaving, so the waiting exporter returns and the background thread ends (loom
+/// reports a deadlock otherwise): dropping the processor joins it.
+#[test]
+fn a_passed_shutdown_deadline_releases_an_exporter_waiting_to_retry() {
+    use infra_trace_ctx::{BatchSpanProcessor, ExportError, Tracer};
+    use std::time::Duration;
+
+    model(|| {
+        let processor = BatchSpanProcessor::builder(WaitsToRetry::default())
+            .max_batch_size(1)
+            .clock(ManualClock::new())
+            .build()
+            .expect("valid sizes");
+        let tracer = Tracer::builder()
+            .exporter(processor.clone())
+            .clock(ManualClock::new())
+            .build();
+        tracer.span("stuck").start().end();
+        assert_eq!(
+            processor.shutdown(Duration::ZERO),
+            Err(ExportError::Timeout)
+        );
+        drop(tracer);
+        drop(processor);
+    });
+}

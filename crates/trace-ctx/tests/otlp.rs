@@ -13,8 +13,8 @@ use infra_common::sync::{Arc, Mutex, thread};
 use infra_testkit::LoopbackListener;
 use infra_trace_ctx::{
     BatchSpanProcessor, Compression, ExportError, KeyValue, Link, MemoryExporter, OtlpExporter,
-    OtlpExporterBuilder, Protocol, RetryPolicy, SpanBatchExporter, SpanContext, SpanData, SpanId,
-    SpanKind, SpanLimits, Status, TraceFlags, TraceId, TraceState, Tracer, Value,
+    OtlpExporterBuilder, Protocol, RetryPolicy, ShutdownSignal, SpanBatchExporter, SpanContext,
+    SpanData, SpanId, SpanKind, SpanLimits, Status, TraceFlags, TraceId, TraceState, Tracer, Value,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1 as common;
@@ -640,4 +640,86 @@ fn behind_a_batch_processor_every_span_reaches_the_receiver() {
         .collect();
     assert_eq!(names, (0..7).map(|n| format!("op-{n}")).collect::<Vec<_>>());
     assert_eq!(processor.stats().exported, 7);
+}
+
+/// Forwards to an OTLP exporter and sets `ended` when dropped, which happens when the batch
+/// processor's background thread ends.
+#[derive(Debug)]
+struct Watched {
+    otlp: OtlpExporter,
+    ended: Arc<Mutex<bool>>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        *self.ended.lock() = true;
+    }
+}
+
+impl SpanBatchExporter for Watched {
+    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        self.otlp.export_batch(batch)
+    }
+
+    fn watch_shutdown(&mut self, signal: ShutdownSignal) {
+        self.otlp.watch_shutdown(signal);
+    }
+}
+
+/// A batch waiting out an hour-long back-off when the processor's shutdown deadline passes
+/// is given up at once: shutdown reports the timeout, the batch counts as failed after its
+/// one request, and the background thread ends instead of sleeping for the hour.
+#[test]
+fn a_shutdown_deadline_ends_a_retry_wait() {
+    let receiver = Receiver::start(vec![Reply::Status(503, vec![]); 5]);
+    let an_hour = Duration::from_secs(3600);
+    let otlp = OtlpExporter::builder()
+        .endpoint(&receiver.endpoint())
+        .retry(RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: an_hour,
+            max_backoff: an_hour,
+        })
+        .build()
+        .unwrap();
+    let ended = Arc::new(Mutex::new(false));
+    let processor = BatchSpanProcessor::builder(Watched {
+        otlp,
+        ended: Arc::clone(&ended),
+    })
+    .build()
+    .unwrap();
+    let tracer = Tracer::builder().exporter(processor.clone()).build();
+    tracer.span("stuck").start().end();
+    // Start the export without waiting for it, and see its first request answered 503.
+    assert_eq!(
+        processor.force_flush(Duration::ZERO),
+        Err(ExportError::Timeout)
+    );
+    eventually(|| receiver.requests().len() == 1);
+    assert_eq!(
+        processor.shutdown(Duration::from_millis(50)),
+        Err(ExportError::Timeout)
+    );
+    // Within the 30 s bound of `eventually`, far less than the hour of back-off.
+    eventually(|| *ended.lock());
+    let stats = processor.stats();
+    assert_eq!((stats.queued, stats.exported, stats.failed), (1, 0, 1));
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+/// Once the signal is raised an exporter sends nothing more: a batch handed to it afterwards
+/// fails at once without a request.
+#[test]
+fn after_the_shutdown_signal_nothing_is_sent() {
+    let receiver = Receiver::start(Vec::new());
+    let mut otlp = exporter(&receiver, OtlpExporter::builder());
+    let signal = ShutdownSignal::new();
+    otlp.watch_shutdown(signal.clone());
+    signal.raise();
+    assert_eq!(
+        otlp.export_batch(&sample_spans()),
+        Err(ExportError::Abandoned)
+    );
+    assert!(receiver.requests().is_empty());
 }

@@ -16,7 +16,7 @@ use infra_common::clock::duration_to_nanos;
 use infra_common::sync::{Arc, Condvar, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 
-use super::ExportError;
+use super::{ExportError, ShutdownSignal};
 use crate::span::{Exporter, SpanData};
 
 /// Receives finished spans a batch at a time, on the batch processor's background thread,
@@ -43,6 +43,15 @@ pub trait SpanBatchExporter: Send + fmt::Debug + 'static {
     /// A panic is caught and counted the same way, and the next batch goes to the same
     /// exporter: one that cannot carry on after a panic should catch it itself.
     fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError>;
+
+    /// Called once, before the processor's background thread starts, with the signal the
+    /// processor raises when its shutdown (or drop) deadline passes. From then on nobody waits
+    /// for the spans still queued: an exporter that waits between attempts should wait on the
+    /// signal and stop retrying once it is raised, so the thread ends soon after the deadline.
+    /// The default ignores it.
+    fn watch_shutdown(&mut self, signal: ShutdownSignal) {
+        let _ = signal;
+    }
 }
 
 impl SpanBatchExporter for crate::MemoryExporter {
@@ -85,6 +94,9 @@ pub struct BatchStats {
 ///   [`ExportError::Timeout`] if their deadline passes first.
 /// - After shutdown (explicit, or when the last clone is dropped) spans are dropped and
 ///   counted in [`BatchStats::dropped_after_shutdown`].
+/// - When a shutdown's deadline passes, the exporter's [`ShutdownSignal`] is raised, so an
+///   exporter that watches it (as the OTLP one does) gives the remaining batches up instead of
+///   retrying them: they count in [`BatchStats::failed`].
 /// - A panic in the exporter is caught on the background thread: its batch counts as
 ///   failed, and export goes on with the next batch.
 ///
@@ -126,6 +138,8 @@ pub struct BatchSpanProcessorBuilder<E> {
 struct Owner {
     shared: Arc<Shared>,
     worker: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Raised when a shutdown's deadline passes.
+    deadline_passed: ShutdownSignal,
     drop_timeout: Duration,
 }
 
@@ -189,6 +203,10 @@ impl BatchSpanProcessor {
     /// Stops accepting spans, exports everything already queued and, once the exporter has
     /// returned for all of it (at most `timeout`), stops the background thread. Later calls
     /// return at once; spans ended afterwards are dropped and counted.
+    ///
+    /// If `timeout` passes first, this returns [`ExportError::Timeout`] and raises the
+    /// exporter's [`ShutdownSignal`]: OpenTelemetry's specification owes queued spans their
+    /// export until the shutdown's timeout, not after it.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
         self.owner.shutdown(timeout)
     }
@@ -202,7 +220,10 @@ impl Owner {
             state.shut_down = true;
             let target = state.accepted;
             shared.work.notify_one();
-            shared.wait_handed(&mut state, target, timeout)?;
+            if let Err(timeout) = shared.wait_handed(&mut state, target, timeout) {
+                self.deadline_passed.raise();
+                return Err(timeout);
+            }
         }
         // Everything is handed over, so the worker is leaving its loop: joining is short.
         if let Some(worker) = self.worker.lock().take() {
@@ -431,7 +452,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             #[cfg(feature = "metrics")]
             counters: crate::metrics::BatchCounters::new(self.metrics_name),
         });
-        let exporter = self.exporter;
+        let mut exporter = self.exporter;
+        let deadline_passed = ShutdownSignal::new();
+        exporter.watch_shutdown(deadline_passed.clone());
         let worker = {
             let shared = Arc::clone(&shared);
             thread::spawn(move || shared.run(exporter))
@@ -440,6 +463,7 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             owner: Arc::new(Owner {
                 shared,
                 worker: Mutex::new(Some(worker)),
+                deadline_passed,
                 drop_timeout: self.drop_timeout,
             }),
         })

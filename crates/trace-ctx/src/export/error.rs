@@ -17,7 +17,8 @@ use std::fmt;
 #[non_exhaustive]
 pub enum ExportError {
     /// A flush or shutdown did not see every queued span handed to the exporter before its
-    /// deadline; the spans stay queued and are still exported later.
+    /// deadline. After a flush the spans stay queued and are still exported later; after a
+    /// shutdown the exporter is told to give them up (see [`crate::ShutdownSignal`]).
     Timeout,
     /// A setting (builder value or environment variable) is invalid; nothing was started.
     InvalidConfig {
@@ -33,15 +34,17 @@ pub enum ExportError {
     },
     /// The receiver could not be reached or did not answer in time.
     Transport(String),
-    /// Retrying stopped: every attempt allowed failed with a retryable error, or the receiver
-    /// asked (`Retry-After`) to wait longer than the retry policy's `max_backoff`. The last
-    /// error is kept.
+    /// Retrying stopped: every attempt allowed failed with a retryable error, the receiver
+    /// asked (`Retry-After`) to wait longer than the retry policy's `max_backoff`, or the batch
+    /// processor's shutdown deadline passed while waiting to retry. The last error is kept.
     GaveUp {
         /// How many requests were sent.
         attempts: u32,
         /// Why the last one failed.
         last: Box<ExportError>,
     },
+    /// Not sent: the batch processor's shutdown deadline had passed, so nobody waits for it.
+    Abandoned,
 }
 
 impl ExportError {
@@ -66,6 +69,7 @@ impl fmt::Display for ExportError {
             Self::GaveUp { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")
             }
+            Self::Abandoned => f.write_str("not sent: the shutdown deadline had passed"),
         }
     }
 }

@@ -5,6 +5,7 @@ mod batch;
 mod error;
 #[cfg(feature = "otlp")]
 mod otlp;
+mod shutdown;
 
 pub use batch::{BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, SpanBatchExporter};
 pub use error::ExportError;
@@ -12,6 +13,7 @@ pub use error::ExportError;
 pub use otlp::fuzz_retry_after;
 #[cfg(feature = "otlp")]
 pub use otlp::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};
+pub use shutdown::ShutdownSignal;
 
 use std::fmt::{self, Write as _};
 use std::io::Write;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use infra_common::Clock;
 use infra_common::sync::Arc;
 
-use super::ExportError;
+use super::{ExportError, ShutdownSignal};
 
 /// How an [`OtlpExporter`](super::OtlpExporter) retries a request that failed for a reason
 /// worth retrying (HTTP 429, 502, 503, 504, or no connection or answer).
@@ -151,8 +151,11 @@ impl Sender {
         })
     }
 
-    /// POSTs `body`, retrying what is worth retrying.
-    pub(super) fn send(&self, body: &[u8]) -> Result<(), ExportError> {
+    /// POSTs `body`, retrying what is worth retrying until `shutdown` is raised.
+    pub(super) fn send(&self, body: &[u8], shutdown: &ShutdownSignal) -> Result<(), ExportError> {
+        if shutdown.is_raised() {
+            return Err(ExportError::Abandoned);
+        }
         let attempts = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -166,14 +169,15 @@ impl Sender {
             } else {
                 None
             };
-            let Some(wait) = wait else {
-                return Err(ExportError::GaveUp {
-                    attempts: attempt,
-                    last: Box::new(error),
-                });
-            };
-            std::thread::sleep(wait);
-            attempt += 1;
+            match wait {
+                Some(wait) if !shutdown.wait_timeout(wait) => attempt += 1,
+                _ => {
+                    return Err(ExportError::GaveUp {
+                        attempts: attempt,
+                        last: Box::new(error),
+                    });
+                }
+            }
         }
     }
 

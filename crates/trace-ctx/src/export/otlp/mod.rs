@@ -16,7 +16,7 @@ use flate2::write::GzEncoder;
 use infra_common::sync::Arc;
 use infra_common::{Clock, SystemClock};
 
-use super::{ExportError, SpanBatchExporter};
+use super::{ExportError, ShutdownSignal, SpanBatchExporter};
 use crate::span::{KeyValue, Link, SpanData, SpanKind, Status, Value};
 
 pub use http::RetryPolicy;
@@ -78,6 +78,8 @@ pub struct OtlpExporter {
     resource: Vec<KeyValue>,
     body: Vec<u8>,
     compressed: Vec<u8>,
+    /// Raised by the batch processor once nobody waits for the spans any more.
+    shutdown: ShutdownSignal,
     #[cfg(feature = "metrics")]
     failures: metrics::Counter,
 }
@@ -135,14 +137,14 @@ impl SpanBatchExporter for OtlpExporter {
         body.clear();
         self.encode(batch, &mut body);
         let result = match self.compression {
-            Compression::None => self.sender.send(&body),
+            Compression::None => self.sender.send(&body, &self.shutdown),
             Compression::Gzip => {
                 self.compressed.clear();
                 let mut encoder = GzEncoder::new(&mut self.compressed, GzipLevel::fast());
                 // Writing to a Vec cannot fail.
                 let _ = encoder.write_all(&body);
                 let _ = encoder.finish();
-                self.sender.send(&self.compressed)
+                self.sender.send(&self.compressed, &self.shutdown)
             }
         };
         self.body = body;
@@ -151,6 +153,13 @@ impl SpanBatchExporter for OtlpExporter {
             self.failures.increment(batch.len() as u64);
         }
         result
+    }
+
+    /// Waits between attempts on `signal` rather than sleeping, and sends nothing once it is
+    /// raised: a batch waiting to retry fails as [`ExportError::GaveUp`], a later one as
+    /// [`ExportError::Abandoned`]. A request already in flight still runs to its timeout.
+    fn watch_shutdown(&mut self, signal: ShutdownSignal) {
+        self.shutdown = signal;
     }
 }
 
@@ -308,6 +317,7 @@ impl OtlpExporterBuilder {
             resource: self.resource,
             body: Vec::new(),
             compressed: Vec::new(),
+            shutdown: ShutdownSignal::new(),
             #[cfg(feature = "metrics")]
             failures: crate::metrics::export_failures("otlp"),
         })
