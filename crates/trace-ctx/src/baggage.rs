@@ -111,23 +111,25 @@ impl Baggage {
 
     /// Parses `header` and adds its members; on error `self` is unchanged.
     pub(crate) fn merge_header(&mut self, header: &str) -> Result<(), Error> {
-        let mut parsed = Vec::new();
+        // Members are merged into a copy as they are read, so memory stays within the limits
+        // (64 members, 8192 bytes) however long the header: members past them are still
+        // parsed, since a malformed one invalidates the header and a repeated key updates an
+        // earlier value, but not kept. The copy is what leaves `self` unchanged on error.
+        let mut merged = self.clone();
+        // The encoded length is carried along rather than recounted per member, which made
+        // a header's extraction quadratic in its members.
+        let mut encoded_len = merged.encoded_len();
         for member in header.split(',') {
             let member = member.trim_matches(is_ows);
             if member.is_empty() {
                 continue;
             }
-            parsed.push(parse_member(member)?);
-        }
-        // The encoded length is carried along rather than recounted per member, which made
-        // a header's extraction quadratic in its members.
-        let mut encoded_len = self.encoded_len();
-        for entry in parsed {
             // Over the limits, whole members are dropped from the end, as the spec allows.
-            if let Ok(len) = self.insert_entry_at(entry, encoded_len) {
+            if let Ok(len) = merged.insert_entry_at(parse_member(member)?, encoded_len) {
                 encoded_len = len;
             }
         }
+        *self = merged;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use infra_testkit::allocator::{CountingAllocator, allocations_in};
 use infra_trace_ctx::{
-    AlwaysOff, Context, ParentBased, Propagator, SpanKind, Status, TraceContextPropagator,
+    AlwaysOff, Baggage, Context, ParentBased, Propagator, SpanKind, Status, TraceContextPropagator,
     TraceIdRatio, Tracer,
 };
 
@@ -297,5 +297,37 @@ fn an_unsampled_client_span_costs_no_allocation() {
     assert_eq!(
         spanned_counts, plain_counts,
         "an unsampled client span allocated beyond the injection"
+    );
+}
+
+/// A header of 100,000 members is read in bounded memory: only the 64 members kept are held,
+/// yet a repeated key at the very end still updates its value, and a malformed last member
+/// still invalidates the whole header.
+#[test]
+fn a_huge_baggage_header_is_read_in_bounded_memory() {
+    let members: Vec<String> = (0..100_000).map(|n| format!("key{n}=value{n}")).collect();
+    let header = format!("{},key3=last", members.join(","));
+    let (peak, baggage) = infra_testkit::allocator::peak_bytes_during(|| Baggage::parse(&header));
+    let baggage = baggage.unwrap();
+    assert_eq!(baggage.len(), 64);
+    assert_eq!(baggage.get("key63"), Some("value63"));
+    assert_eq!(baggage.get("key64"), None);
+    assert_eq!(baggage.get("key3"), Some("last"));
+    // 64 members of at most 8192 bytes encoded, with their bookkeeping, fit in 32 KiB; the
+    // 100,000 members parsed would take megabytes.
+    assert!(
+        peak < 32 * 1024,
+        "reading the header peaked at {peak} bytes"
+    );
+
+    let broken = format!("{},key3", members.join(","));
+    let (peak, result) = infra_testkit::allocator::peak_bytes_during(|| Baggage::parse(&broken));
+    assert!(
+        result.is_err(),
+        "a malformed last member invalidates the header"
+    );
+    assert!(
+        peak < 32 * 1024,
+        "rejecting the header peaked at {peak} bytes"
     );
 }
