@@ -1,77 +1,215 @@
-//! Consistent hashing with bounded loads, over any engine.
+//! Consistent hashing with bounded loads, over any engine, across membership changes.
 
 use std::fmt;
 use std::hash::Hash;
 
 use infra_common::hash::StableHash;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
-use infra_common::sync::{Arc, spin_loop};
+use infra_common::sync::{Arc, Mutex};
 
 use crate::Error;
 use crate::engine::Engine;
 use crate::hashing::key_hash;
 use crate::placement::Placement;
+use crate::reentry::Section;
+use crate::snapshot::SnapshotCell;
 
 /// Consistent hashing with bounded loads (Mirrokni, Thorup & Zadimoghaddam, SODA 2018) over any
-/// engine's preference order.
+/// engine's preference order, shared between threads like a [`SharedPlacement`].
 ///
 /// Keys are assigned by taking a *lease*: the key goes to the first node in its
 /// [`Placement::get_n`] order whose load after the assignment stays within its capacity
-/// `⌈c × m × weight / total_weight⌉`, where `m` counts the leases held including the new one
-/// and `c ≥ 1` is the capacity factor. With equal weights that is the paper's `⌈c × average⌉`.
-/// Dropping the lease releases the slot. Since the capacities sum to at least `c × m ≥ m`, some
-/// node always has room.
+/// `⌈c × m × weight / total_weight⌉`, where `m` counts the leases held on members including the
+/// new one and `c ≥ 1` is the capacity factor. With equal weights that is the paper's
+/// `⌈c × average⌉`. Dropping the lease releases the slot. Since the capacities sum to at least
+/// `c × m ≥ m`, some node always has room.
 ///
 /// The factor is kept as an integer number of thousandths, so the capacity is computed in
 /// integer arithmetic: `⌈c_milli × m × w / (1000 × W)⌉`.
+///
+/// # Membership changes
+///
+/// [`BoundedLoad::add`], [`BoundedLoad::remove`], [`BoundedLoad::set_weight`] and
+/// [`BoundedLoad::update`] change the membership the way [`SharedPlacement`]'s writers do (copy,
+/// change, publish a snapshot; lookups never wait), and the loads come along: a node keeps its
+/// count while it stays a member. A removed node's leases stop counting at once (its keys are
+/// the caller's to place again); dropping them later changes no member's count. A node that
+/// leaves and comes back starts from zero.
+///
+/// # Owned leases
+///
+/// A [`Lease`] owns what it needs to release itself (no borrow of the `BoundedLoad`), so it can
+/// be moved into a spawned thread or a `'static` task and dropped there.
 ///
 /// # Concurrency
 ///
 /// Loads are atomic counters: [`BoundedLoad::take`] claims room on a node with a
 /// compare-and-swap that re-checks the capacity, so two threads can never both take a node's
-/// last unit of room. The bound holds at the moment each lease is taken; when other leases are
-/// released later, `m` shrinks and a node may sit above the new, lower bound until its own keys
-/// leave (the paper's insert-time guarantee). A `take` that races other `take`s for the last room
-/// everywhere re-reads `m` and tries again.
-///
-/// The layer is tied to one placement snapshot; after a membership change build a new
-/// `BoundedLoad` and let leases on the old one drain.
+/// last unit of room. The bound holds at the moment each lease is taken; when leases are
+/// released or a node joins, `m` shrinks or the weights change and a node may sit above the
+/// new bound until its own keys leave (the paper's insert-time guarantee). A `take` that races
+/// other `take`s for the last room everywhere re-reads `m` and the membership and tries again.
 ///
 /// ```
-/// use infra_ring_hash::{BoundedLoad, Placement, Ring};
+/// use infra_ring_hash::{BoundedLoad, Member, Placement, Ring};
 ///
 /// let placement = Placement::from_members(
 ///     Ring::new(),
-///     (0..4).map(|i| infra_ring_hash::Member::new(format!("node-{i}"))),
+///     (0..4).map(|i| Member::new(format!("node-{i}"))),
 /// )?;
 /// let bounded = BoundedLoad::new(placement, 1.25)?;
 /// let leases: Vec<_> = (0..100).map(|key| bounded.take(&key)).collect::<Result<_, _>>()?;
 /// // No node holds more than ⌈1.25 × 100 / 4⌉ = 32 keys.
 /// assert!(bounded.loads().iter().all(|&(_, load)| load <= 32));
+///
+/// // Loads survive a membership change.
+/// let before = bounded.load(&"node-0".to_string());
+/// bounded.add("node-4".to_string(), 1)?;
+/// assert_eq!(bounded.load(&"node-0".to_string()), before);
 /// drop(leases);
 /// assert_eq!(bounded.total(), 0);
 /// # Ok::<(), infra_ring_hash::Error>(())
 /// ```
+///
+/// [`SharedPlacement`]: crate::SharedPlacement
 pub struct BoundedLoad<N, E> {
-    placement: Arc<Placement<N, E>>,
+    current: SnapshotCell<View<N, E>>,
+    /// Held across copy-change-publish so concurrent changes are not lost.
+    changes: Mutex<()>,
+    /// Leases held on members in all, shared with every lease.
+    total: Arc<AtomicU64>,
     factor_milli: u64,
-    total_weight: u64,
-    /// Weight per slot (0 for empty slots), next to the loads so the room check does not touch
-    /// the node values.
-    weights: Box<[u32]>,
-    /// Leases held per slot.
-    loads: Box<[AtomicU64]>,
-    /// Leases held in all.
-    total: AtomicU64,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::BoundedCounters,
 }
 
-/// A key's assignment to a node; releases the node's slot when dropped.
+/// One membership with its counters: what a `take` reads, replaced whole on a change.
+struct View<N, E> {
+    placement: Arc<Placement<N, E>>,
+    total_weight: u64,
+    /// Weight per slot (0 for empty slots), next to the loads so the room check does not touch
+    /// the node values.
+    weights: Box<[u32]>,
+    /// Each member's counter by slot; a member's counter moves to its new slot when the
+    /// membership changes, so its load survives.
+    loads: Box<[Option<Arc<NodeLoad<N>>>]>,
+}
+
+/// Set in a counter when its node leaves: its leases no longer count in the total, and the
+/// counter reads as full so no stale `take` claims it.
+const RETIRED: u64 = 1 << 63;
+
+/// A member's lease count, shared by its leases. The top bit is [`RETIRED`].
+struct NodeLoad<N> {
+    node: N,
+    count: AtomicU64,
+}
+
+impl<N> NodeLoad<N> {
+    /// Gives one lease back. Decrementing the count and reading the retired bit is one atomic
+    /// step, so each lease leaves the total exactly once: here if its node was still a member,
+    /// in [`NodeLoad::retire`] otherwise.
+    fn release(&self, total: &AtomicU64) {
+        let before = self.count.fetch_sub(1, Ordering::AcqRel);
+        if before & RETIRED == 0 {
+            total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Marks the node as gone and takes its leases out of the total.
+    fn retire(&self, total: &AtomicU64) {
+        let before = self.count.fetch_or(RETIRED, Ordering::AcqRel);
+        if before & RETIRED == 0 {
+            total.fetch_sub(before, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A key's assignment to a node; releases the node's slot when dropped. Owns what it needs, so
+/// it can outlive the borrow of the [`BoundedLoad`] it came from (it is `'static` when `N` is).
 #[must_use = "dropping a lease releases it at once"]
-pub struct Lease<'a, N, E> {
-    owner: &'a BoundedLoad<N, E>,
-    slot: usize,
+pub struct Lease<N> {
+    load: Arc<NodeLoad<N>>,
+    total: Arc<AtomicU64>,
+}
+
+impl<N, E> View<N, E>
+where
+    N: StableHash + Hash + Eq + Clone + fmt::Debug,
+    E: Engine,
+{
+    /// The view of `placement`, taking each member's counter from `previous` when it was a
+    /// member there.
+    fn new(placement: Arc<Placement<N, E>>, previous: Option<&Self>) -> Self {
+        let total_weight: u64 = placement.members().map(|(_, w)| u64::from(w)).sum();
+        let mut weights = Vec::with_capacity(placement.slot_bound());
+        let mut loads = Vec::with_capacity(placement.slot_bound());
+        for slot in 0..placement.slot_bound() {
+            let Some((node, weight)) = placement.node_in_slot(slot) else {
+                weights.push(0);
+                loads.push(None);
+                continue;
+            };
+            weights.push(*weight);
+            let kept = previous.and_then(|view| view.counter_of(node)).cloned();
+            loads.push(Some(kept.unwrap_or_else(|| {
+                Arc::new(NodeLoad {
+                    node: node.clone(),
+                    count: AtomicU64::new(0),
+                })
+            })));
+        }
+        Self {
+            placement,
+            total_weight: total_weight.max(1),
+            weights: weights.into(),
+            loads: loads.into(),
+        }
+    }
+
+    fn counter_of(&self, node: &N) -> Option<&Arc<NodeLoad<N>>> {
+        self.placement
+            .slot_of(node)
+            .and_then(|slot| self.loads[slot].as_ref())
+    }
+
+    /// Whether a node of `weight` holding `load` leases has room for one more when `held`
+    /// leases exist: `load < ⌈c·held·w / W⌉`, which for integers is `load · 1000·W <
+    /// c_milli·held·w`, two multiplications and no division. A retired counter (top bit set)
+    /// never has room.
+    #[inline]
+    fn has_room(&self, factor_milli: u64, load: u64, held: u64, weight: u32) -> bool {
+        let limit = u128::from(factor_milli) * u128::from(held) * u128::from(weight);
+        u128::from(load) * 1000 * u128::from(self.total_weight) < limit
+    }
+
+    /// Adds one to `slot`'s load if it stays within capacity for `held` leases.
+    #[inline]
+    fn try_claim(&self, factor_milli: u64, slot: usize, held: u64) -> Option<&Arc<NodeLoad<N>>> {
+        let counter = self.loads[slot].as_ref()?;
+        let weight = self.weights[slot];
+        let mut current = counter.count.load(Ordering::Relaxed);
+        while self.has_room(factor_milli, current, held, weight) {
+            match counter.count.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(counter),
+                Err(actual) => current = actual,
+            }
+        }
+        None
+    }
+}
+
+/// Where one attempt at a take ended.
+enum Attempt<N> {
+    Primary(Arc<NodeLoad<N>>),
+    Spilled(Arc<NodeLoad<N>>),
+    Full,
+    Empty,
 }
 
 impl<N, E> BoundedLoad<N, E>
@@ -93,32 +231,20 @@ where
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1000..=1e9
         let factor_milli = (factor * 1000.0).round() as u64;
-        Ok(Self::with_factor_milli(placement.into(), factor_milli))
-    }
-
-    fn with_factor_milli(placement: Arc<Placement<N, E>>, factor_milli: u64) -> Self {
-        let total_weight: u64 = placement.members().map(|(_, w)| u64::from(w)).sum();
-        let loads = (0..placement.slot_bound())
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        let weights = (0..placement.slot_bound())
-            .map(|slot| placement.node_in_slot(slot).map_or(0, |(_, w)| *w))
-            .collect();
-        Self {
+        let placement = placement.into();
+        Ok(Self {
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::BoundedCounters::new(&placement.metrics),
-            placement,
+            current: SnapshotCell::new(Arc::new(View::new(placement, None))),
+            changes: Mutex::new(()),
+            total: Arc::new(AtomicU64::new(0)),
             factor_milli,
-            total_weight: total_weight.max(1),
-            weights,
-            loads,
-            total: AtomicU64::new(0),
-        }
+        })
     }
 
-    /// The placement this layer assigns over.
-    pub fn placement(&self) -> &Arc<Placement<N, E>> {
-        &self.placement
+    /// The current membership: an immutable placement that later changes do not affect.
+    pub fn placement(&self) -> Arc<Placement<N, E>> {
+        self.current.read(|view| Arc::clone(&view.placement))
     }
 
     /// The capacity factor in thousandths (1250 for 1.25).
@@ -126,10 +252,12 @@ where
         self.factor_milli
     }
 
-    /// The most leases a node of weight `weight` may hold when `held` leases exist in all.
+    /// The most leases a node of weight `weight` may hold when `held` leases exist in all, with
+    /// the current membership's total weight.
     pub fn capacity(&self, held: u64, weight: u32) -> u64 {
+        let total_weight = self.current.read(|view| view.total_weight);
         let numerator = u128::from(self.factor_milli) * u128::from(held) * u128::from(weight);
-        let denominator = 1000 * u128::from(self.total_weight);
+        let denominator = 1000 * u128::from(total_weight);
         #[allow(clippy::cast_possible_truncation)] // at most c × held, far below 2^64
         let capacity = numerator.div_ceil(denominator) as u64;
         capacity
@@ -140,7 +268,7 @@ where
     /// # Errors
     ///
     /// [`Error::EmptyMembership`] when the placement has no node.
-    pub fn take<K: StableHash + ?Sized>(&self, key: &K) -> Result<Lease<'_, N, E>, Error> {
+    pub fn take<K: StableHash + ?Sized>(&self, key: &K) -> Result<Lease<N>, Error> {
         self.take_for_hash(key_hash(key))
     }
 
@@ -149,179 +277,234 @@ where
     /// # Errors
     ///
     /// [`Error::EmptyMembership`] when the placement has no node.
-    pub fn take_for_hash(&self, key_hash: u64) -> Result<Lease<'_, N, E>, Error> {
-        let primary = self
-            .placement
-            .lookup_slot(key_hash)
-            .ok_or(Error::EmptyMembership)?;
+    pub fn take_for_hash(&self, key_hash: u64) -> Result<Lease<N>, Error> {
         let mut held = self.total.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.try_claim(primary, held) {
-            #[cfg(feature = "metrics")]
-            self.metrics.primary();
-            return Ok(Lease {
-                owner: self,
-                slot: primary,
-            });
-        }
         let mut order = Vec::new();
-        self.placement
-            .get_n_slots(key_hash, self.placement.len(), &mut order);
         loop {
-            for &slot in order.iter().skip(1) {
-                if self.try_claim(slot, held) {
+            // Each attempt runs in one read section and never waits inside it, so a writer
+            // publishing a new membership is never held up by a take that cannot place its key.
+            let attempt = self
+                .current
+                .read(|view| self.attempt(view, key_hash, held, &mut order));
+            let load = match attempt {
+                Attempt::Primary(load) => {
+                    #[cfg(feature = "metrics")]
+                    self.metrics.primary();
+                    load
+                }
+                Attempt::Spilled(load) => {
                     #[cfg(feature = "metrics")]
                     self.metrics.spilled();
-                    return Ok(Lease { owner: self, slot });
+                    load
                 }
-            }
-            // Every node looked full against a stale count: concurrent takes raised loads
-            // after this one read `held`. Re-read it (it includes every lease placed since)
-            // and retry, including the primary.
-            spin_loop();
-            held = self.total.load(Ordering::Acquire);
-            if self.try_claim(primary, held) {
-                #[cfg(feature = "metrics")]
-                self.metrics.primary();
-                return Ok(Lease {
-                    owner: self,
-                    slot: primary,
-                });
-            }
+                Attempt::Empty => {
+                    self.total.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Error::EmptyMembership);
+                }
+                Attempt::Full => {
+                    // Every node looked full against a stale count: concurrent takes raised
+                    // loads after this one read `held`, or a node left. Re-read it (it includes
+                    // every lease placed since) and the membership, and retry.
+                    infra_common::sync::spin_loop();
+                    held = self.total.load(Ordering::Acquire);
+                    continue;
+                }
+            };
+            return Ok(Lease {
+                load,
+                total: Arc::clone(&self.total),
+            });
         }
     }
 
-    /// Whether a node of `weight` holding `load` leases has room for one more when `held` leases
-    /// exist: `load < ⌈c·held·w / W⌉`, which for integers is `load · 1000·W < c_milli·held·w`,
-    /// two multiplications and no division.
-    #[inline]
-    fn has_room(&self, load: u64, held: u64, weight: u32) -> bool {
-        let limit = u128::from(self.factor_milli) * u128::from(held) * u128::from(weight);
-        u128::from(load) * 1000 * u128::from(self.total_weight) < limit
-    }
-
-    #[inline]
-    fn weight_of(&self, slot: usize) -> u32 {
-        self.weights[slot]
-    }
-
-    /// Adds one to `slot`'s load if it stays within capacity for `held` leases.
-    #[inline]
-    fn try_claim(&self, slot: usize, held: u64) -> bool {
-        let weight = self.weight_of(slot);
-        let load = &self.loads[slot];
-        let mut current = load.load(Ordering::Relaxed);
-        while self.has_room(current, held, weight) {
-            match load.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
+    fn attempt(
+        &self,
+        view: &View<N, E>,
+        key_hash: u64,
+        held: u64,
+        order: &mut Vec<usize>,
+    ) -> Attempt<N> {
+        let Some(primary) = view.placement.lookup_slot(key_hash) else {
+            return Attempt::Empty;
+        };
+        if let Some(load) = view.try_claim(self.factor_milli, primary, held) {
+            return Attempt::Primary(Arc::clone(load));
+        }
+        view.placement
+            .get_n_slots(key_hash, view.placement.len(), order);
+        for &slot in order.iter().skip(1) {
+            if let Some(load) = view.try_claim(self.factor_milli, slot, held) {
+                return Attempt::Spilled(Arc::clone(load));
             }
         }
-        false
+        Attempt::Full
     }
 
     /// The node `key` would be assigned to now, without taking a lease: the first node in its
-    /// preference order with room for one more key. When the engine's node has room this costs
-    /// the engine lookup plus two atomic loads. `None` with no member.
+    /// preference order with room for one more key. `None` with no member.
     ///
     /// Another thread may take the room before a later [`BoundedLoad::take`]; use `take` when
     /// the assignment must count.
-    pub fn peek<K: StableHash + ?Sized>(&self, key: &K) -> Option<&N> {
+    pub fn peek<K: StableHash + ?Sized>(&self, key: &K) -> Option<N> {
         self.peek_for_hash(key_hash(key))
     }
 
     /// [`BoundedLoad::peek`] for a precomputed key hash.
-    pub fn peek_for_hash(&self, key_hash: u64) -> Option<&N> {
-        let primary = self.placement.lookup_slot(key_hash)?;
+    pub fn peek_for_hash(&self, key_hash: u64) -> Option<N> {
         let held = self.total.load(Ordering::Acquire) + 1;
-        let room = |slot: usize| {
-            self.has_room(
-                self.loads[slot].load(Ordering::Relaxed),
-                held,
-                self.weight_of(slot),
-            )
-        };
-        let slot = if room(primary) {
-            primary
-        } else {
-            let mut order = Vec::new();
-            self.placement
-                .get_n_slots(key_hash, self.placement.len(), &mut order);
-            order
-                .into_iter()
-                .find(|&slot| room(slot))
-                .unwrap_or(primary)
-        };
-        self.placement.node_in_slot(slot).map(|(node, _)| node)
+        self.current.read(|view| {
+            let primary = view.placement.lookup_slot(key_hash)?;
+            let room = |slot: usize| {
+                view.loads[slot].as_ref().is_some_and(|counter| {
+                    view.has_room(
+                        self.factor_milli,
+                        counter.count.load(Ordering::Relaxed),
+                        held,
+                        view.weights[slot],
+                    )
+                })
+            };
+            let slot = if room(primary) {
+                primary
+            } else {
+                let mut order = Vec::new();
+                view.placement
+                    .get_n_slots(key_hash, view.placement.len(), &mut order);
+                order
+                    .into_iter()
+                    .find(|&slot| room(slot))
+                    .unwrap_or(primary)
+            };
+            view.placement
+                .node_in_slot(slot)
+                .map(|(node, _)| node.clone())
+        })
     }
 
-    /// Leases held in all.
+    /// Leases held on members in all.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Acquire)
     }
 
     /// Leases held on `node` (0 for a non-member).
     pub fn load(&self, node: &N) -> u64 {
-        self.placement
-            .slot_of(node)
-            .map_or(0, |slot| self.loads[slot].load(Ordering::Acquire))
+        self.current.read(|view| {
+            view.counter_of(node).map_or(0, |counter| {
+                counter.count.load(Ordering::Acquire) & !RETIRED
+            })
+        })
     }
 
     /// Every member with its current load, in slot order.
     pub fn loads(&self) -> Vec<(N, u64)> {
-        self.loads
+        self.current.read(|view| {
+            view.loads
+                .iter()
+                .flatten()
+                .map(|counter| {
+                    (
+                        counter.node.clone(),
+                        counter.count.load(Ordering::Acquire) & !RETIRED,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// Applies `change` to a copy of the current placement and publishes it with the loads of
+    /// the nodes that stay; on error nothing is published. Removed nodes' leases stop counting.
+    /// Returns `change`'s result.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `change` returns; [`Error::ChangeInsideOwnSection`] when called from inside
+    /// another change's closure on this `BoundedLoad`.
+    pub fn update<R>(
+        &self,
+        change: impl FnOnce(&mut Placement<N, E>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        Section::refuse_change(self)?;
+        let _serialized = self.changes.lock();
+        let previous = self.current.load();
+        let mut next = Placement::clone(&previous.placement);
+        let result = {
+            let _section = Section::enter(self);
+            change(&mut next)?
+        };
+        let view = View::new(Arc::new(next), Some(&previous));
+        let removed: Vec<_> = previous
+            .loads
             .iter()
-            .enumerate()
-            .filter_map(|(slot, load)| {
-                let (node, _) = self.placement.node_in_slot(slot)?;
-                Some((node.clone(), load.load(Ordering::Acquire)))
-            })
-            .collect()
+            .flatten()
+            .filter(|counter| !view.placement.contains(&counter.node))
+            .cloned()
+            .collect();
+        // Once published (and the old view drained), no take can claim a removed node; its
+        // counter then leaves the total with whatever leases it still has.
+        drop(self.current.publish(Arc::new(view)));
+        for counter in removed {
+            counter.retire(&self.total);
+        }
+        Ok(result)
+    }
+
+    /// Adds `node` with no leases; see [`Placement::add`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Placement::add`].
+    pub fn add(&self, node: N, weight: u32) -> Result<(), Error> {
+        self.update(|placement| placement.add(node, weight))
+    }
+
+    /// Removes `node`; its leases stop counting. See [`Placement::remove`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Placement::remove`].
+    pub fn remove(&self, node: &N) -> Result<u32, Error> {
+        self.update(|placement| placement.remove(node))
+    }
+
+    /// Reweights `node`, keeping its load; see [`Placement::set_weight`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Placement::set_weight`].
+    pub fn set_weight(&self, node: &N, weight: u32) -> Result<(), Error> {
+        self.update(|placement| placement.set_weight(node, weight))
     }
 }
 
-impl<N, E> Lease<'_, N, E> {
+impl<N> Lease<N> {
     /// The node the key was assigned to.
     pub fn node(&self) -> &N {
-        match self.owner.placement.node_in_slot(self.slot) {
-            Some((node, _)) => node,
-            None => unreachable!("a lease always names a live slot of its placement"),
-        }
+        &self.load.node
     }
 
     /// Releases the lease now (the same as dropping it).
     pub fn release(self) {}
 }
 
-impl<N, E> Drop for Lease<'_, N, E> {
+impl<N> Drop for Lease<N> {
     fn drop(&mut self) {
-        self.owner.release_slot(self.slot);
+        self.load.release(&self.total);
     }
 }
 
-impl<N, E> BoundedLoad<N, E> {
-    fn release_slot(&self, slot: usize) {
-        // Load first, then the total, so the total never undercounts the loads (a concurrent
-        // take's capacity is then never computed from fewer leases than are placed).
-        self.loads[slot].fetch_sub(1, Ordering::AcqRel);
-        self.total.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl<N: fmt::Debug, E> fmt::Debug for Lease<'_, N, E> {
+impl<N: fmt::Debug> fmt::Debug for Lease<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease").field("node", self.node()).finish()
     }
 }
 
-impl<N: fmt::Debug, E: Engine> fmt::Debug for BoundedLoad<N, E> {
+impl<N, E: Engine> fmt::Debug for BoundedLoad<N, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundedLoad")
-            .field("engine", &self.placement.engine().name())
+            .field(
+                "engine",
+                &self.current.read(|view| view.placement.engine().name()),
+            )
             .field("factor_milli", &self.factor_milli)
             .field("total", &self.total.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -371,7 +554,7 @@ mod tests {
         let bounded = BoundedLoad::new(nodes(3), 1.0).unwrap();
         let mut leases = Vec::new();
         for key in 0..300u64 {
-            let predicted = bounded.peek(&key).cloned();
+            let predicted = bounded.peek(&key);
             let lease = bounded.take(&key).unwrap();
             assert_eq!(predicted.as_ref(), Some(lease.node()));
             leases.push(lease);
@@ -390,11 +573,10 @@ mod tests {
         for held in 1..200u64 {
             let capacity = bounded.capacity(held, 1);
             for load in 0..capacity + 3 {
-                assert_eq!(
-                    bounded.has_room(load, held, 1),
-                    load < capacity,
-                    "{load}/{held}"
-                );
+                let room = bounded
+                    .current
+                    .read(|view| view.has_room(bounded.factor_milli, load, held, 1));
+                assert_eq!(room, load < capacity, "{load}/{held}");
             }
         }
     }
@@ -448,5 +630,87 @@ mod tests {
             worker.join().unwrap();
         }
         assert_eq!(bounded.total(), 0);
+    }
+
+    #[test]
+    fn loads_survive_adding_and_removing_another_node() {
+        let bounded = BoundedLoad::new(nodes(4), 1.25).unwrap();
+        let leases: Vec<_> = (0..200u64).map(|k| bounded.take(&k).unwrap()).collect();
+        let before = bounded.loads();
+        assert_eq!(before.iter().map(|&(_, load)| load).sum::<u64>(), 200);
+
+        bounded.add(4, 1).unwrap();
+        for &(node, load) in &before {
+            assert_eq!(bounded.load(&node), load, "node {node} after an add");
+        }
+        assert_eq!(bounded.load(&4), 0);
+        assert_eq!(bounded.total(), 200);
+
+        let (gone, gone_load) = before[1];
+        let on_gone = leases.iter().filter(|lease| *lease.node() == gone).count();
+        assert_eq!(u64::try_from(on_gone).unwrap(), gone_load);
+        bounded.remove(&gone).unwrap();
+        for &(node, load) in before.iter().filter(|&&(node, _)| node != gone) {
+            assert_eq!(bounded.load(&node), load, "node {node} after a remove");
+        }
+        assert_eq!(bounded.load(&gone), 0);
+        assert_eq!(bounded.total(), 200 - gone_load);
+
+        // The removed node's leases, dropped afterwards, leave every member's count alone.
+        let (on_gone, staying): (Vec<_>, Vec<_>) =
+            leases.into_iter().partition(|lease| *lease.node() == gone);
+        drop(on_gone);
+        assert_eq!(bounded.total(), 200 - gone_load);
+        for &(node, load) in before.iter().filter(|&&(node, _)| node != gone) {
+            assert_eq!(bounded.load(&node), load);
+        }
+        // Coming back, the node starts empty, and old leases cannot reach its new counter.
+        bounded.add(gone, 1).unwrap();
+        assert_eq!(bounded.load(&gone), 0);
+        drop(staying);
+        assert_eq!(bounded.total(), 0);
+        assert!(bounded.loads().iter().all(|&(_, load)| load == 0));
+    }
+
+    #[test]
+    fn reweighting_keeps_the_load_and_changes_the_capacity() {
+        let bounded = BoundedLoad::new(nodes(2), 1.0).unwrap();
+        let leases: Vec<_> = (0..10u64).map(|k| bounded.take(&k).unwrap()).collect();
+        let before = bounded.load(&0);
+        bounded.set_weight(&0, 3).unwrap();
+        assert_eq!(bounded.load(&0), before);
+        assert_eq!(bounded.capacity(10, 3), 8);
+        drop(leases);
+        assert_eq!(bounded.total(), 0);
+    }
+
+    #[test]
+    fn an_owned_lease_is_released_from_a_static_thread() {
+        let bounded = BoundedLoad::new(nodes(3), 1.25).unwrap();
+        let lease = bounded.take("session-9").unwrap();
+        let node = *lease.node();
+        assert_eq!(bounded.load(&node), 1);
+        // `thread::spawn` requires `'static`: the lease borrows nothing from `bounded`.
+        let released = thread::spawn(move || {
+            let node = *lease.node();
+            drop(lease);
+            node
+        });
+        assert_eq!(released.join().unwrap(), node);
+        assert_eq!(bounded.load(&node), 0);
+        assert_eq!(bounded.total(), 0);
+    }
+
+    #[test]
+    fn a_change_inside_a_change_is_refused() {
+        let bounded = BoundedLoad::new(nodes(2), 1.0).unwrap();
+        let outcome = bounded.update(|placement| {
+            placement.add(2, 1)?;
+            Ok(bounded.add(3, 1))
+        });
+        assert_eq!(outcome, Ok(Err(Error::ChangeInsideOwnSection)));
+        assert_eq!(bounded.placement().len(), 3);
+        bounded.add(3, 1).unwrap();
+        assert_eq!(bounded.loads().len(), 4);
     }
 }

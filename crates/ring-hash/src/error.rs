@@ -58,6 +58,10 @@ pub enum Error {
         /// The factor that was given.
         factor: String,
     },
+    /// A membership change was called on a shared placement from inside its own
+    /// `with_snapshot` closure or another change's closure, on the same thread: it would wait
+    /// for itself. Make the change after the closure returns.
+    ChangeInsideOwnSection,
 }
 
 impl Error {
@@ -112,6 +116,10 @@ impl fmt::Display for Error {
             Self::InvalidCapacityFactor { factor } => write!(
                 f,
                 "capacity factor {factor} is invalid: use a finite number of at least 1.0"
+            ),
+            Self::ChangeInsideOwnSection => f.write_str(
+                "membership change called inside this placement's own snapshot or change closure \
+                 (it would wait for itself): make the change after the closure returns",
             ),
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Six engines sit behind one [`Engine`] trait; a [`Placement`] holds node values and weights
 //! over an engine, [`SharedPlacement`] shares one between threads with wait-free lookups, and
-//! [`BoundedLoad`] caps every node's share of the keys currently assigned.
+//! [`BoundedLoad`] caps every node's share of the keys currently assigned, keeping its loads
+//! across membership changes.
 //!
 //! | engine | lookup | weights | replicas (`get_n`) | disruption |
 //! | --- | --- | --- | --- | --- |
@@ -69,6 +70,7 @@ mod memento;
 pub mod metrics;
 mod numbered;
 mod placement;
+mod reentry;
 mod rendezvous;
 mod ring;
 mod shared;

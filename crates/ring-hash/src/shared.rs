@@ -10,6 +10,7 @@ use crate::Error;
 use crate::engine::Engine;
 use crate::hashing::key_hash;
 use crate::placement::Placement;
+use crate::reentry::Section;
 use crate::snapshot::SnapshotCell;
 
 /// A [`Placement`] shared by many threads: lookups never wait, membership changes publish a
@@ -75,8 +76,24 @@ where
         self.current.load()
     }
 
-    /// Runs `f` on the current snapshot without taking a reference count. Keep `f` short.
+    /// Runs `f` on the current snapshot without taking a reference count. Keep `f` short: a
+    /// change waits for it before it releases the snapshot `f` sees.
+    ///
+    /// A change to this placement called from inside `f` would wait for `f` itself, so it
+    /// returns [`Error::ChangeInsideOwnSection`] instead:
+    ///
+    /// ```
+    /// use infra_ring_hash::{Error, Jump, SharedPlacement};
+    ///
+    /// let shared = SharedPlacement::new(Jump::new());
+    /// shared.add(0u32, 1)?;
+    /// let inside = shared.with_snapshot(|_| shared.add(1, 1));
+    /// assert_eq!(inside, Err(Error::ChangeInsideOwnSection));
+    /// shared.add(1, 1)?; // after the closure, the change goes through
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn with_snapshot<R>(&self, f: impl FnOnce(&Placement<N, E>) -> R) -> R {
+        let _section = Section::enter(self);
         self.current.read(f)
     }
 
@@ -104,14 +121,19 @@ where
     ///
     /// # Errors
     ///
-    /// Whatever `change` returns.
+    /// Whatever `change` returns; [`Error::ChangeInsideOwnSection`] when called from inside
+    /// this placement's [`SharedPlacement::with_snapshot`] or another change's closure.
     pub fn update<R>(
         &self,
         change: impl FnOnce(&mut Placement<N, E>) -> Result<R, Error>,
     ) -> Result<R, Error> {
+        Section::refuse_change(self)?;
         let _serialized = self.changes.lock();
         let mut next = Placement::clone(&self.current.load());
-        let result = change(&mut next)?;
+        let result = {
+            let _section = Section::enter(self);
+            change(&mut next)?
+        };
         drop(self.current.publish(Arc::new(next)));
         Ok(result)
     }
@@ -144,9 +166,16 @@ where
     }
 
     /// Replaces the whole placement, for example after reloading a configuration file.
-    pub fn replace(&self, placement: Placement<N, E>) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChangeInsideOwnSection`] when called from inside this placement's
+    /// [`SharedPlacement::with_snapshot`] or a change's closure.
+    pub fn replace(&self, placement: Placement<N, E>) -> Result<(), Error> {
+        Section::refuse_change(self)?;
         let _serialized = self.changes.lock();
         drop(self.current.publish(Arc::new(placement)));
+        Ok(())
     }
 }
 
@@ -163,7 +192,7 @@ mod tests {
     use super::*;
     use crate::{Member, Memento, Ring, RingConfig};
     use infra_common::sync::atomic::{AtomicBool, Ordering};
-    use infra_common::sync::thread;
+    use infra_common::sync::{Mutex, thread};
 
     #[test]
     fn readers_see_whole_snapshots_while_membership_changes() {
@@ -236,8 +265,101 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &shared.snapshot()));
         assert_eq!(shared.node("k"), Some("a"));
         assert!(shared.remove(&"zz").is_err());
-        shared.replace(Placement::new(Memento::new()));
+        shared.replace(Placement::new(Memento::new())).unwrap();
         assert_eq!(shared.node("k"), None);
         assert!(format!("{shared:?}").starts_with("SharedPlacement"));
+    }
+
+    /// Runs `work` on its own thread and returns its result, failing the test if it has not
+    /// finished by a generous deadline: a call that would hang fails instead of stalling the
+    /// run (the stuck thread is left behind; the test process ends with the failure).
+    fn finishes_in_time<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        let result = Arc::new(Mutex::new(None));
+        let worker = {
+            let result = Arc::clone(&result);
+            thread::spawn(move || *result.lock() = Some(work()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(value) = result.lock().take() {
+                worker.join().unwrap();
+                return value;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after 60 s: it waits for itself"
+            );
+            thread::yield_now();
+        }
+    }
+
+    fn two_nodes() -> Arc<SharedPlacement<&'static str, Memento>> {
+        Arc::new(SharedPlacement::from_placement(
+            Placement::from_members(Memento::new(), [Member::new("a"), Member::new("b")]).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_change_inside_with_snapshot_is_refused_instead_of_waiting_for_itself() {
+        let shared = two_nodes();
+        let outcome = finishes_in_time({
+            let shared = Arc::clone(&shared);
+            move || {
+                shared.with_snapshot(|placement| {
+                    (
+                        placement.len(),
+                        shared.add("c", 1),
+                        shared.remove(&"a"),
+                        shared.replace(Placement::new(Memento::new())),
+                    )
+                })
+            }
+        });
+        let refused = Err(Error::ChangeInsideOwnSection);
+        assert_eq!(
+            outcome,
+            (
+                2,
+                refused.clone(),
+                Err(Error::ChangeInsideOwnSection),
+                refused
+            )
+        );
+        // Nothing was published, and once the closure is over changes go through.
+        assert_eq!(shared.snapshot().len(), 2);
+        shared.add("c", 1).unwrap();
+        assert_eq!(shared.snapshot().len(), 3);
+    }
+
+    #[test]
+    fn a_change_inside_a_change_is_refused_instead_of_waiting_for_the_lock() {
+        let shared = two_nodes();
+        let outcome = finishes_in_time({
+            let shared = Arc::clone(&shared);
+            move || {
+                shared.update(|placement| {
+                    // Reading inside a change is fine; changing again is not.
+                    let seen = shared.with_snapshot(Placement::len);
+                    placement.add("c", 1)?;
+                    Ok((seen, shared.add("d", 1)))
+                })
+            }
+        });
+        assert_eq!(outcome, Ok((2, Err(Error::ChangeInsideOwnSection))));
+        assert_eq!(shared.snapshot().len(), 3);
+    }
+
+    #[test]
+    fn only_the_placement_being_read_refuses_changes() {
+        let (reading, other) = (two_nodes(), two_nodes());
+        let changed = reading.with_snapshot(|_| other.add("c", 1));
+        assert_eq!(changed, Ok(()));
+        assert_eq!(other.snapshot().len(), 3);
+        // A closure that panics leaves no record behind.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reading.with_snapshot(|_| panic!("reader failed"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(reading.add("c", 1), Ok(()));
     }
 }

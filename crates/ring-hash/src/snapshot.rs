@@ -30,7 +30,10 @@
 use std::fmt;
 
 use infra_common::sync::atomic::{AtomicPtr, AtomicUsize, Ordering, fence};
-use infra_common::sync::{Arc, Mutex, spin_loop};
+use infra_common::sync::{Arc, Mutex, spin_loop, thread};
+
+/// How many times a writer spins on a reader counter before it yields its time slice.
+const SPINS_BEFORE_YIELD: u32 = 64;
 
 /// An `Arc<T>` that can be replaced while readers use it, with wait-free reads.
 pub struct SnapshotCell<T> {
@@ -124,8 +127,17 @@ impl<T> SnapshotCell<T> {
         fence(Ordering::SeqCst);
         for _ in 0..2 {
             let drained = self.parity.fetch_xor(1, Ordering::Relaxed) & 1;
+            let mut spins = 0u32;
             while self.readers[drained].load(Ordering::Acquire) != 0 {
-                spin_loop();
+                // A read section is a few instructions, so a short spin usually sees it end; a
+                // reader that was preempted inside one needs the core, so after that, give it
+                // up rather than burn it.
+                if spins < SPINS_BEFORE_YIELD {
+                    spins += 1;
+                    spin_loop();
+                } else {
+                    thread::yield_now();
+                }
             }
         }
         // SAFETY: `old` came from `Arc::into_raw` and owned one strong count, which the swap
@@ -154,7 +166,6 @@ impl<T: fmt::Debug> fmt::Debug for SnapshotCell<T> {
 mod tests {
     use super::*;
     use infra_common::sync::atomic::AtomicBool;
-    use infra_common::sync::thread;
 
     #[test]
     fn publish_returns_the_previous_value_and_readers_see_the_new_one() {

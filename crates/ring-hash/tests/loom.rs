@@ -1,4 +1,5 @@
-//! Model checks: snapshot publication while readers look up, and the bounded-load counters.
+//! Model checks: snapshot publication while readers look up, and the bounded-load counters
+//! (including leases released and taken while their node leaves).
 //!
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-ring-hash --test loom`
 #![cfg(infra_loom)]
@@ -149,5 +150,51 @@ fn bounded_load_counters_never_exceed_capacity() {
         drop(lease);
         assert_eq!(bounded.total(), 0);
         assert_eq!(bounded.load(&1) + bounded.load(&2), 0);
+    });
+}
+
+#[test]
+fn a_lease_released_while_its_node_leaves_counts_once() {
+    model(|| {
+        let placement =
+            Placement::from_members(Jump::new(), [Member::new(1u32), Member::new(2)]).unwrap();
+        let bounded = Arc::new(BoundedLoad::new(placement, 2.0).unwrap());
+        let lease = bounded.take(&10u64).unwrap();
+        let node = *lease.node();
+        let kept = bounded.take(&11u64).unwrap();
+        // The lease is owned: it moves into the thread and is released there, while this
+        // thread removes its node.
+        let releaser = thread::spawn(move || drop(lease));
+        bounded.remove(&node).unwrap();
+        releaser.join().unwrap();
+        // Whichever came first, the released lease left the total exactly once.
+        let survivor = 3 - node;
+        let expected = u64::from(*kept.node() == survivor);
+        assert_eq!(bounded.total(), expected);
+        assert_eq!(bounded.load(&survivor), expected);
+        drop(kept);
+        assert_eq!(bounded.total(), 0);
+    });
+}
+
+#[test]
+fn a_take_racing_a_removal_lands_on_a_member_or_stops_counting() {
+    model(|| {
+        let placement =
+            Placement::from_members(Jump::new(), [Member::new(1u32), Member::new(2)]).unwrap();
+        let bounded = Arc::new(BoundedLoad::new(placement, 1.0).unwrap());
+        let taker = {
+            let bounded = Arc::clone(&bounded);
+            thread::spawn(move || bounded.take(&10u64).unwrap())
+        };
+        bounded.remove(&2).unwrap();
+        let lease = taker.join().unwrap();
+        // A lease on the removed node no longer counts; one on the member does.
+        let expected = u64::from(*lease.node() == 1);
+        assert_eq!(bounded.total(), expected);
+        assert_eq!(bounded.load(&1), expected);
+        drop(lease);
+        assert_eq!(bounded.total(), 0);
+        assert_eq!(bounded.load(&1), 0);
     });
 }

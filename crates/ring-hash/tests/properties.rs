@@ -744,4 +744,106 @@ proptest! {
             }
         }
     }
+
+    /// Bounded load across membership changes, against a model kept in a map of node → (weight,
+    /// count, generation): a take goes to the first node in the key's `get_n` order whose count
+    /// stays within ⌈c · m · w / W⌉ (`m` counting leases on members, `W` the members' weight);
+    /// an add starts a node at zero, a remove forgets its leases, and a lease released after
+    /// its node left (even if the node came back since) changes no count. After every step the
+    /// counts equal the model's, and no step lifts a node above the bound.
+    #[test]
+    fn bounded_load_across_membership_changes_matches_a_model(
+        members in members(6, true),
+        factor_milli in 1000u64..2000,
+        ops in proptest::collection::vec((0u8..8, any::<u64>(), 1u32..4), 1..200),
+    ) {
+        use infra_ring_hash::{BoundedLoad, Error};
+        use std::collections::HashMap;
+        let factor = factor_milli as f64 / 1000.0;
+        let mut reference = build(Rendezvous::new(), &members);
+        let bounded = BoundedLoad::new(reference.clone(), factor).unwrap();
+        // node → (weight, leases held, generation the node joined in)
+        let mut model: HashMap<u32, (u64, u64, u64)> = members
+            .iter()
+            .map(|&(node, weight)| (node, (u64::from(weight), 0, 0)))
+            .collect();
+        let mut generation = 0u64;
+        let mut leases = Vec::new();
+        let bound = |model: &HashMap<u32, (u64, u64, u64)>, weight: u64| {
+            let held: u64 = model.values().map(|entry| entry.1).sum();
+            let total_weight: u64 = model.values().map(|entry| entry.0).sum();
+            (u128::from(factor_milli) * u128::from(held) * u128::from(weight))
+                .div_ceil(1000 * u128::from(total_weight.max(1)))
+        };
+        for (op, key, weight) in ops {
+            let before = model.clone();
+            match op {
+                // Takes are the most common step, so loads build up between changes.
+                0..=3 => {
+                    let order: Vec<u32> = reference.get_n(&key, model.len()).into_iter().copied().collect();
+                    let mut trial = model.clone();
+                    let expected = order.into_iter().find(|node| {
+                        trial.get_mut(node).unwrap().1 += 1;
+                        let fits = u128::from(trial[node].1) <= bound(&trial, trial[node].0);
+                        trial.get_mut(node).unwrap().1 -= 1;
+                        fits
+                    });
+                    match bounded.take(&key) {
+                        Ok(lease) => {
+                            let node = *lease.node();
+                            prop_assert_eq!(Some(node), expected);
+                            let entry = model.get_mut(&node).unwrap();
+                            entry.1 += 1;
+                            leases.push((lease, node, entry.2));
+                        }
+                        Err(error) => {
+                            prop_assert_eq!(error, Error::EmptyMembership);
+                            prop_assert!(model.is_empty());
+                        }
+                    }
+                }
+                4 | 5 if !leases.is_empty() => {
+                    let (lease, node, joined) = leases.swap_remove(key as usize % leases.len());
+                    if let Some(entry) = model.get_mut(&node).filter(|entry| entry.2 == joined) {
+                        entry.1 -= 1;
+                    }
+                    drop(lease);
+                }
+                6 => {
+                    let node = 20_000 + (key % 8) as u32;
+                    let added = bounded.add(node, weight);
+                    prop_assert_eq!(added.is_ok(), !model.contains_key(&node));
+                    if added.is_ok() {
+                        generation += 1;
+                        reference.add(node, weight).unwrap();
+                        model.insert(node, (u64::from(weight), 0, generation));
+                    }
+                }
+                _ => {
+                    let mut present: Vec<u32> = model.keys().copied().collect();
+                    present.sort_unstable();
+                    if !present.is_empty() {
+                        let node = present[key as usize % present.len()];
+                        bounded.remove(&node).unwrap();
+                        reference.remove(&node).unwrap();
+                        model.remove(&node);
+                    }
+                }
+            }
+            let counts: HashMap<u32, u64> = bounded.loads().into_iter().collect();
+            let expected: HashMap<u32, u64> = model.iter().map(|(&node, entry)| (node, entry.1)).collect();
+            prop_assert_eq!(&counts, &expected);
+            prop_assert_eq!(bounded.total(), expected.values().sum::<u64>());
+            for (node, entry) in &model {
+                let grew = before.get(node).is_none_or(|old| entry.1 > old.1);
+                prop_assert!(
+                    !grew || u128::from(entry.1) <= bound(&model, entry.0),
+                    "node {} rose to {} above the bound", node, entry.1
+                );
+            }
+        }
+        drop(leases);
+        prop_assert_eq!(bounded.total(), 0);
+        prop_assert!(bounded.loads().iter().all(|&(_, load)| load == 0));
+    }
 }
