@@ -64,6 +64,19 @@ fn stats(cache: &HttpCache<TestOrigin>) -> SharedStats {
     cache.shared_stats().unwrap()
 }
 
+/// Waits until `cache`'s shared-tier counters satisfy `done`; fails the test after [`DEADLINE`].
+async fn poll_stats(
+    what: &str,
+    cache: &HttpCache<TestOrigin>,
+    done: impl Fn(&SharedStats) -> bool,
+) {
+    poll(what, || {
+        let reached = done(&stats(cache));
+        async move { reached }
+    })
+    .await;
+}
+
 fn exists(server: &RedisServer, key: &str) -> bool {
     server.command(&["EXISTS", key]).unwrap() == ":1"
 }
@@ -93,11 +106,7 @@ async fn an_edge_reads_what_another_stored_without_asking_its_origin() {
     let b = edge(&server.url(), "from b", &clock);
 
     assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
-    poll("a's write", || {
-        let written = stats(&a).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
     assert!(exists(&server, RECORD_KEY));
 
     assert_eq!(
@@ -132,27 +141,15 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
     subscribed(&server, 2).await;
 
     serve(&a, "en").await;
-    poll("a's write", || {
-        let written = stats(&a).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
     assert_eq!(serve(&b, "en").await.0, CacheStatus::SharedHit);
     assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
 
     // A hard purge by tag on a: gone from Redis, then from b's store.
     a.purge_tag("catalogue", PurgeMode::Hard);
-    poll("b to apply the purge", || {
-        let applied = stats(&b).purges_applied == 1;
-        async move { applied }
-    })
-    .await;
+    poll_stats("b to apply the purge", &b, |s| s.purges_applied == 1).await;
     // b may see the message before a's call returns and counts it.
-    poll("a to count its purge", || {
-        let counted = stats(&a).purges_published == 1;
-        async move { counted }
-    })
-    .await;
+    poll_stats("a to count its purge", &a, |s| s.purges_published == 1).await;
     assert!(!exists(&server, RECORD_KEY));
     assert!(!exists(&server, "edgecache:t:catalogue"));
     // a does not apply its own message a second time.
@@ -161,11 +158,7 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
     assert_eq!(b.origin().calls(), 1);
 
     // b's fetch is in Redis again, and a (whose copy its own purge removed) reads it there.
-    poll("b's write", || {
-        let written = stats(&b).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("b's write", &b, |s| s.writes == 1).await;
     assert_eq!(
         serve(&a, "en").await,
         (CacheStatus::SharedHit, "from b".into())
@@ -173,11 +166,7 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
     assert_eq!(serve(&a, "en").await.0, CacheStatus::Hit);
     // A soft purge by URL on b marks a's copy stale: a asks its origin again.
     b.purge_url(&Uri::from_static(URL), PurgeMode::Soft);
-    poll("a to apply the purge", || {
-        let applied = stats(&a).purges_applied == 1;
-        async move { applied }
-    })
-    .await;
+    poll_stats("a to apply the purge", &a, |s| s.purges_applied == 1).await;
     assert!(!exists(&server, RECORD_KEY));
     let calls = a.origin().calls();
     assert_eq!(serve(&a, "en").await.0, CacheStatus::Miss);
@@ -195,11 +184,7 @@ async fn an_unsafe_method_on_one_edge_purges_its_url_in_redis_and_on_the_others(
     subscribed(&server, 2).await;
 
     serve(&a, "en").await;
-    poll("a's write", || {
-        let written = stats(&a).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
     assert_eq!(serve(&b, "en").await.0, CacheStatus::SharedHit);
     assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
 
@@ -207,25 +192,13 @@ async fn an_unsafe_method_on_one_edge_purges_its_url_in_redis_and_on_the_others(
         .body(bytes::Bytes::from_static(b"change"))
         .unwrap();
     assert_eq!(a.serve(post).await.unwrap().status(), 200);
-    poll("b to apply the invalidation", || {
-        let applied = stats(&b).purges_applied == 1;
-        async move { applied }
-    })
-    .await;
-    poll("a to count its purge", || {
-        let counted = stats(&a).purges_published == 1;
-        async move { counted }
-    })
-    .await;
+    poll_stats("b to apply the invalidation", &b, |s| s.purges_applied == 1).await;
+    poll_stats("a to count its purge", &a, |s| s.purges_published == 1).await;
     assert!(!exists(&server, RECORD_KEY));
     // Neither edge is given the old answer again, from its store or from Redis: b asks its
     // origin, and a reads b's new answer.
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
-    poll("b's write", || {
-        let written = stats(&b).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("b's write", &b, |s| s.writes == 1).await;
     assert_eq!(
         serve(&a, "en").await,
         (CacheStatus::SharedHit, "from b".into())
@@ -255,22 +228,14 @@ async fn a_url_purge_from_another_edge_reaches_a_fetch_in_progress() {
     .await;
     // ...while b's purge of the URL reaches a.
     b.purge_url(&Uri::from_static(URL), PurgeMode::Hard);
-    poll("a to apply the purge", || {
-        let applied = stats(&a).purges_applied == 1;
-        async move { applied }
-    })
-    .await;
+    poll_stats("a to apply the purge", &a, |s| s.purges_applied == 1).await;
     a.origin().set_open(true);
     assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "old".into()));
 
     // The answer that predates the purge was neither kept by a nor shared through Redis.
     assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "old".into()));
     assert_eq!(a.origin().calls(), 2);
-    poll("a's write of the second answer", || {
-        let written = stats(&a).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("a's write of the second answer", &a, |s| s.writes == 1).await;
     assert_eq!(serve(&a, "en").await.0, CacheStatus::Hit);
     assert_eq!(stats(&a).writes, 1, "the first answer was never written");
 }
@@ -330,11 +295,7 @@ async fn the_time_a_record_spent_in_redis_counts_in_its_age() {
     let a = edge(&server.url(), "from a", &clock);
     let b = edge(&server.url(), "from b", &clock);
     serve(&a, "en").await;
-    poll("a's write", || {
-        let written = stats(&a).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
     // Written to be kept 600 s (its max-age); Redis says 5 s are left, so it has been kept
     // 595 s, whatever the edges' clocks say.
     assert_eq!(
@@ -386,18 +347,10 @@ async fn an_unreachable_redis_costs_only_origin_fetches() {
         (CacheStatus::Hit, "fresh".into())
     );
     assert_eq!(stats(&cache).read_errors, 1);
-    poll("the failed write", || {
-        let failed = stats(&cache).write_errors == 1;
-        async move { failed }
-    })
-    .await;
+    poll_stats("the failed write", &cache, |s| s.write_errors == 1).await;
     // The purge still applies here.
     assert!(cache.purge_url(&Uri::from_static(URL), PurgeMode::Hard));
-    poll("the failed publish", || {
-        let failed = stats(&cache).purge_errors == 1;
-        async move { failed }
-    })
-    .await;
+    poll_stats("the failed publish", &cache, |s| s.purge_errors == 1).await;
     assert_eq!(serve(&cache, "en").await.0, CacheStatus::Miss);
     assert_eq!(cache.origin().calls(), 2);
 }
@@ -496,11 +449,7 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
     proxy.heal();
     subscribed(&server, 2).await;
     a.purge_url(&Uri::from_static(URL), PurgeMode::Hard);
-    poll("b to apply the purge", || {
-        let applied = stats(&b).purges_applied == 1;
-        async move { applied }
-    })
-    .await;
+    poll_stats("b to apply the purge", &b, |s| s.purges_applied == 1).await;
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(b.origin().calls(), 2);
 }
@@ -528,20 +477,17 @@ async fn a_tags_set_in_redis_drops_records_that_have_expired() {
         .serve(get("http://shop.example/brief/1", &[]))
         .await
         .unwrap();
-    poll("the first record to be written, then to expire", || {
-        let gone = stats(&cache).writes == 1 && !exists(&server, first);
-        async move { gone }
-    })
+    poll_stats(
+        "the first record to be written, then to expire",
+        &cache,
+        |s| s.writes == 1 && !exists(&server, first),
+    )
     .await;
     cache
         .serve(get("http://shop.example/brief/2", &[]))
         .await
         .unwrap();
-    poll("the second write", || {
-        let written = stats(&cache).writes == 2;
-        async move { written }
-    })
-    .await;
+    poll_stats("the second write", &cache, |s| s.writes == 2).await;
     // Only the live record is left in the tag's set: a tag written to forever stays small.
     assert_eq!(
         server.command(&["ZCARD", "edgecache:t:short"]).unwrap(),
@@ -549,11 +495,7 @@ async fn a_tags_set_in_redis_drops_records_that_have_expired() {
     );
     // And a purge by the tag still deletes what it holds.
     cache.purge_tag("short", PurgeMode::Hard);
-    poll("the purge", || {
-        let done = stats(&cache).purges_published == 1;
-        async move { done }
-    })
-    .await;
+    poll_stats("the purge", &cache, |s| s.purges_published == 1).await;
     assert!(!exists(&server, "edgecache:r:GET shop.example/brief/2"));
     assert!(!exists(&server, "edgecache:t:short"));
 }
@@ -590,24 +532,15 @@ async fn the_shared_tier_metrics_match_its_stats() {
     // a: a read that misses, a write. b: a read that hits, then a miss for another variant
     // and its write.
     serve(&a, "en").await;
-    poll("a's write", || {
-        let written = stats(&a).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
     assert_eq!(serve(&b, "en").await.0, CacheStatus::SharedHit);
     assert_eq!(serve(&b, "fr").await.0, CacheStatus::Miss);
     // Redis holds one record per URL: b's variant replaced a's.
-    poll("b's write", || {
-        let written = stats(&b).writes == 1;
-        async move { written }
-    })
-    .await;
+    poll_stats("b's write", &b, |s| s.writes == 1).await;
     // A purge from a, applied by b.
     a.purge_tag("catalogue", PurgeMode::Hard);
-    poll("the purge to be counted on both edges", || {
-        let done = stats(&a).purges_published == 1 && stats(&b).purges_applied == 1;
-        async move { done }
+    poll_stats("the purge to be counted on both edges", &a, |s| {
+        s.purges_published == 1 && stats(&b).purges_applied == 1
     })
     .await;
 
