@@ -132,7 +132,8 @@ impl Decision {
     }
 }
 
-fn ceil_secs(duration: Duration) -> u64 {
+/// Whole seconds, rounded up: what a client may wait without being early.
+pub(crate) fn ceil_secs(duration: Duration) -> u64 {
     duration
         .as_secs()
         .saturating_add(u64::from(duration.subsec_nanos() > 0))

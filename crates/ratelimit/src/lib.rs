@@ -51,6 +51,8 @@ mod token_bucket;
 #[cfg(any(test, fuzzing))]
 pub mod reference;
 
+#[cfg(feature = "tower")]
+pub mod http;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "redis")]
