@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-/// Header naming the most the client may send at once (IETF `RateLimit` fields draft).
+/// Header naming the most the client may send at once (the legacy triple of the IETF
+/// `RateLimit` drafts before the current one, which the `http` module also emits as
+/// `RateLimit-Policy` and `RateLimit`).
 pub const RATELIMIT_LIMIT: &str = "RateLimit-Limit";
 /// Header naming how many more requests would be admitted right now.
 pub const RATELIMIT_REMAINING: &str = "RateLimit-Remaining";
@@ -119,8 +121,10 @@ impl Decision {
         (!self.allowed).then(|| ceil_secs(self.retry_after).max(1))
     }
 
-    /// The header names and values to send: the three `RateLimit-*` fields, plus `Retry-After`
-    /// when denied.
+    /// The header names and values to send: the legacy `RateLimit-Limit`, `-Remaining` and
+    /// `-Reset` fields, plus `Retry-After` when denied. The current draft's structured
+    /// `RateLimit-Policy` and `RateLimit` need a policy name and window: the `http` module
+    /// (feature `tower`) writes them.
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, u64)> + use<> {
         [
             (RATELIMIT_LIMIT, u64::from(self.limit)),

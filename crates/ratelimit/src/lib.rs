@@ -10,9 +10,10 @@
 //!   with RAII permits.
 //! - [`Decision`]: allowed or denied, remaining, retry-after, reset-after, and the
 //!   `RateLimit-*` / `Retry-After` header values.
-//! - Features: `tokio` (waiting for capacity), `tower` (an HTTP middleware answering 429),
-//!   `redis` (limits shared by many processes), `metrics` (decisions and Redis errors through
-//!   the `metrics` facade; names in the `metrics` module).
+//! - Features: `tokio` (waiting for capacity), `tower` (the `http` module: a tower layer with
+//!   the IETF `RateLimit` fields, per-route policies and client-IP keys), `axum` (client IPs
+//!   from axum's connection info), `redis` (limits shared by many processes), `metrics`
+//!   (decisions and Redis errors through the `metrics` facade; names in the `metrics` module).
 //!
 //! Every limiter reads time from an [`infra_common::Clock`]: [`SystemClock`](infra_common::SystemClock)
 //! in production, [`ManualClock`](infra_common::ManualClock) in tests, which never sleep.
@@ -57,8 +58,6 @@ pub mod http;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "tower")]
-pub mod tower;
 #[cfg(feature = "tokio")]
 mod wait;
 
