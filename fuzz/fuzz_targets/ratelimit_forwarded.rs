@@ -1,0 +1,212 @@
+//! `ClientIp` behind trusted proxies (infra-ratelimit's `tower` feature): whatever bytes the
+//! `X-Forwarded-For` and `Forwarded` fields hold, reading the client address never panics and
+//! gives exactly what a simple reference reader of the documented rules gives.
+//!
+//! The input is text: the first line is the number of trusted proxies (0 to 99), then one
+//! `name: value` header per line, so seeds are ordinary header blocks.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use http::{HeaderName, HeaderValue, Request};
+use infra_ratelimit::http::{ClientIp, KeyExtractor};
+use libfuzzer_sys::fuzz_target;
+
+/// Removes spaces and tabs at both ends.
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// What `ClientIp` keys by: IPv4-mapped addresses as IPv4, and no unspecified address.
+fn client(address: IpAddr) -> Option<IpAddr> {
+    let address = address.to_canonical();
+    (!address.is_unspecified()).then_some(address)
+}
+
+fn digits(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.chars().all(|c| c.is_ascii_digit())
+}
+
+/// `X-Forwarded-For`: every value joined by commas, split at commas, the entry `hops` from
+/// the end, trimmed: an address, `[v6]`, `[v6]:port` or `v4:port`.
+fn reference_xff(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
+    let joined = values.join(&b","[..]);
+    let entries: Vec<&[u8]> = joined.split(|&b| b == b',').collect();
+    if hops == 0 || hops > entries.len() {
+        return None;
+    }
+    let text = std::str::from_utf8(trim(entries[entries.len() - hops])).ok()?;
+    if let Ok(address) = text.parse::<IpAddr>() {
+        return Some(address);
+    }
+    if let Some(inner) = text.strip_prefix('[') {
+        let close = inner.find(']')?;
+        let after = &inner[close + 1..];
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(digits);
+        return port_ok
+            .then(|| inner[..close].parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
+    }
+    let (v4, port) = text.rsplit_once(':')?;
+    digits(port)
+        .then(|| v4.parse::<Ipv4Addr>().ok().map(IpAddr::V4))
+        .flatten()
+}
+
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn token(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|&b| tchar(b))
+}
+
+/// Splits at `separator` outside quoted strings; `None` if a quote or escape is unfinished.
+fn split_outside_quotes(bytes: &[u8], separator: u8) -> Option<Vec<&[u8]>> {
+    let (mut pieces, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && b == separator {
+            pieces.push(&bytes[start..i]);
+            start = i + 1;
+        }
+    }
+    if quoted || escaped {
+        return None;
+    }
+    pieces.push(&bytes[start..]);
+    Some(pieces)
+}
+
+/// A whole quoted string's content, unescaped, or a token as it is.
+fn value(bytes: &[u8]) -> Option<Vec<u8>> {
+    if token(bytes) {
+        return Some(bytes.to_vec());
+    }
+    let inner = bytes.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let mut content = Vec::new();
+    let mut iter = inner.iter();
+    while let Some(&b) = iter.next() {
+        match b {
+            b'\\' => content.push(*iter.next()?),
+            b'"' => return None,
+            b if b == b'\t' || b >= 0x20 && b != 0x7f => content.push(b),
+            _ => return None,
+        }
+    }
+    Some(content)
+}
+
+/// The `for` value of each element of one `Forwarded` value; `None` if it is malformed.
+fn elements(field: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut fors = Vec::new();
+    for element in split_outside_quotes(field, b',')? {
+        let mut found = None;
+        for pair in split_outside_quotes(trim(element), b';')? {
+            let pair = trim(pair);
+            let equals = pair.iter().position(|&b| b == b'=')?;
+            let (name, rest) = (&pair[..equals], &pair[equals + 1..]);
+            if !token(name) {
+                return None;
+            }
+            let value = value(rest)?;
+            if name.eq_ignore_ascii_case(b"for") && found.replace(value).is_some() {
+                return None;
+            }
+        }
+        fors.push(found);
+    }
+    Some(fors)
+}
+
+/// `Forwarded`: every element of every value, the `for` of the one `hops` from the end: `v4`
+/// or `[v6]`, then nothing or `:` and digits or `_` and letters, digits, `.`, `_`, `-`.
+fn reference_forwarded(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
+    let mut fors = Vec::new();
+    for field in values {
+        fors.extend(elements(field)?);
+    }
+    if hops == 0 || hops > fors.len() {
+        return None;
+    }
+    let last = fors.len() - hops;
+    let node = fors.swap_remove(last)?;
+    let text = String::from_utf8(node).ok()?;
+    let (address, after) = if let Some(inner) = text.strip_prefix('[') {
+        let close = inner.find(']')?;
+        (
+            IpAddr::V6(inner[..close].parse().ok()?),
+            &inner[close + 1..],
+        )
+    } else {
+        let colon = text.find(':').unwrap_or(text.len());
+        (IpAddr::V4(text[..colon].parse().ok()?), &text[colon..])
+    };
+    let port_ok = after.is_empty()
+        || after.strip_prefix(':').is_some_and(|port| {
+            digits(port)
+                || port.strip_prefix('_').is_some_and(|obfuscated| {
+                    !obfuscated.is_empty()
+                        && obfuscated
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                })
+        });
+    port_ok.then_some(address)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut lines = data.split(|&b| b == b'\n');
+    let Some(hops) = lines
+        .next()
+        .and_then(|line| std::str::from_utf8(line).ok()?.parse::<usize>().ok())
+        .filter(|&hops| hops < 100)
+    else {
+        return;
+    };
+    let mut request = Request::new(());
+    let (mut xff, mut forwarded) = (Vec::new(), Vec::new());
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        // What a server would have refused never reaches an extractor.
+        let (Ok(name), Ok(header)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        else {
+            continue;
+        };
+        match name.as_str() {
+            "x-forwarded-for" => xff.push(header.as_bytes().to_vec()),
+            "forwarded" => forwarded.push(header.as_bytes().to_vec()),
+            _ => {}
+        }
+        request.headers_mut().append(name, header);
+    }
+    let (parts, ()) = request.into_parts();
+    let xff: Vec<&[u8]> = xff.iter().map(Vec::as_slice).collect();
+    let forwarded: Vec<&[u8]> = forwarded.iter().map(Vec::as_slice).collect();
+
+    assert_eq!(
+        ClientIp::x_forwarded_for(hops).extract(&parts),
+        reference_xff(&xff, hops).and_then(client),
+        "X-Forwarded-For {xff:?}, {hops} hops"
+    );
+    assert_eq!(
+        ClientIp::forwarded(hops).extract(&parts),
+        reference_forwarded(&forwarded, hops).and_then(client),
+        "Forwarded {forwarded:?}, {hops} hops"
+    );
+});
