@@ -95,6 +95,11 @@ impl PolicyName {
         Ok(Self(name.into()))
     }
 
+    /// `default`, the name of a layer's default policy until renamed.
+    pub(crate) fn default_policy() -> Self {
+        Self("default".into())
+    }
+
     /// The name as configured.
     pub fn as_str(&self) -> &str {
         &self.0

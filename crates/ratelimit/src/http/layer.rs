@@ -88,7 +88,7 @@ impl<X: KeyExtractor, L: Limiter<X::Key>> RateLimitLayer<X, L> {
         RateLimitLayerBuilder {
             key,
             policies: vec![Policy {
-                name: PolicyName::new("default").unwrap_or_else(|_| unreachable!("valid name")),
+                name: PolicyName::default_policy(),
                 limiter,
             }],
             route: None,
