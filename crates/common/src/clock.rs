@@ -10,12 +10,19 @@
 //!   or an operator changing the date. Use them for every duration and deadline.
 //! - **wall-clock time** ([`Clock::wall_time`]): the calendar date, which can jump. Use it only
 //!   where a protocol speaks in dates (HTTP `Date`/`Expires`, span timestamps).
+//!
+//! [`CoarseClock`] is an opt-in third implementation for the hottest paths: [`SystemClock`]
+//! readings cached by an upkeep thread, one atomic load per reading, at a documented precision.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, Ordering};
+
+mod coarse;
+
+pub use coarse::{CoarseClock, PrecisionOutOfRange};
 
 /// A source of monotonic and wall-clock time.
 ///

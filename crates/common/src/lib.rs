@@ -4,7 +4,8 @@
 //!   Build with `RUSTFLAGS="--cfg infra_loom"` and every crate that imports its atomics, locks
 //!   and threads from here is model-checked unchanged.
 //! - [`clock`]: time as a parameter. [`SystemClock`] for production, [`ManualClock`] for tests
-//!   that must be deterministic and instant.
+//!   that must be deterministic and instant, [`CoarseClock`] for hot paths that accept a
+//!   reading up to a millisecond old in exchange for one atomic load.
 //! - [`hash`]: a stable 64-bit hash that is the same in every process, platform and release
 //!   ([`stable_hash`]), and a randomly seeded, flooding-resistant [`RandomState`] for in-process
 //!   maps keyed by untrusted input.
@@ -34,7 +35,7 @@ pub mod hash;
 pub mod redis;
 pub mod sync;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use hash::{RandomState, StableHash, StableHasher, stable_hash, stable_hash_u64};
 
 // Compiles the README's examples as doctests, so the README cannot drift from the API.

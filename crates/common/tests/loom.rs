@@ -8,7 +8,7 @@
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::cell::UnsafeCell;
 use infra_common::sync::{Arc, Condvar, Mutex, RwLock, model, thread};
-use infra_common::{Clock, ManualClock};
+use infra_common::{Clock, CoarseClock, ManualClock};
 use std::cell::Cell;
 use std::time::Duration;
 
@@ -189,5 +189,25 @@ fn rwlock_readers_see_whole_writes() {
         assert!(seen == 0 || seen == 2, "saw {seen}");
         writer.join().unwrap();
         assert_eq!(*lock.read(), [1, 2]);
+    });
+}
+
+/// A coarse clock's upkeep thread stops when the last of its handles drops, whichever thread
+/// drops it and wherever the upkeep thread is in its loop. The stop flag is set under the lock
+/// the thread checks it under before each wait, so the wake-up cannot fall between that check
+/// and the wait; were it lost, the thread would wait forever (loom's timed waits never time
+/// out) and the join in the last drop would deadlock, which loom reports.
+#[test]
+fn coarse_clock_upkeep_stops_with_the_last_handle() {
+    model(|| {
+        let clock = CoarseClock::new();
+        let clone = clock.clone();
+        let other = thread::spawn(move || {
+            let _ = clone.now_nanos();
+            drop(clone);
+        });
+        let _ = clock.now_nanos();
+        drop(clock);
+        other.join().unwrap();
     });
 }
