@@ -6,7 +6,7 @@ use infra_common::sync::atomic::{AtomicU64, Ordering, fence};
 use infra_common::sync::{Mutex, spin_loop};
 use infra_common::{Clock, SystemClock};
 
-use crate::{Decision, Error, Gcra, Quota};
+use crate::{Decision, Error, Gcra, NotUntil, Quota};
 
 /// How many 64-bit words an algorithm's configuration may take when stored for lock-free
 /// reading (see [`AlgorithmConfig::encode`]).
@@ -295,12 +295,49 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
     #[inline]
     #[must_use = "a rate-limit decision that is never read limits nothing"]
     pub fn check(&self) -> Decision {
-        let decision = self
-            .state
-            .check_n(&self.config.config(), self.clock.now_nanos(), 1);
+        self.decide(&self.config.config(), 1).1
+    }
+
+    /// Decides on one request, returning a denial as an error: `limiter.try_check()?` ends the
+    /// caller's function when the request is denied.
+    ///
+    /// ```
+    /// use infra_ratelimit::{NotUntil, Quota, RateLimiter};
+    ///
+    /// fn handle(limiter: &RateLimiter) -> Result<(), NotUntil> {
+    ///     limiter.try_check()?;
+    ///     // ... serve the request ...
+    ///     Ok(())
+    /// }
+    ///
+    /// let limiter = RateLimiter::new(Quota::per_minute(1)?)?;
+    /// assert!(handle(&limiter).is_ok());
+    /// let denied = handle(&limiter).unwrap_err();
+    /// assert!(denied.retry_after().as_secs() > 50); // a request per minute
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`] when the request is denied: when it could be admitted, and the decision.
+    #[inline]
+    pub fn try_check(&self) -> Result<(), NotUntil> {
+        let (now, decision) = self.decide(&self.config.config(), 1);
+        if decision.is_allowed() {
+            Ok(())
+        } else {
+            Err(NotUntil::new(decision, now))
+        }
+    }
+
+    /// Reads the clock, decides on `n` cells under `config` and counts the decision.
+    #[inline]
+    fn decide(&self, config: &A::Config, n: u32) -> (u64, Decision) {
+        let now = self.clock.now_nanos();
+        let decision = self.state.check_n(config, now, n);
         #[cfg(feature = "metrics")]
         self.metrics.record(&decision);
-        decision
+        (now, decision)
     }
 
     /// Decides on `n` cells at once: all admitted, or none.
@@ -319,10 +356,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
                 capacity,
             });
         }
-        let decision = self.state.check_n(&config, self.clock.now_nanos(), n);
-        #[cfg(feature = "metrics")]
-        self.metrics.record(&decision);
-        Ok(decision)
+        Ok(self.decide(&config, n).1)
     }
 
     /// The most cells one call can be granted.

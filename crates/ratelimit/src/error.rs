@@ -3,7 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Everything that can go wrong when building or asking a limiter.
+use crate::NotUntil;
+
+/// Everything that can go wrong when building or asking a limiter, and a denial when it is
+/// asked for as an error ([`Error::RateLimited`]).
 ///
 /// Quota errors come from constructors fed numbers that cannot describe a rate (zero, too large,
 /// or too fine to represent in nanoseconds); they never panic. [`Error::InsufficientCapacity`] is
@@ -72,6 +75,11 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The request was denied: the error of the `?`-friendly checks
+    /// ([`KeyedRateLimiter::try_check`](crate::KeyedRateLimiter::try_check); a [`NotUntil`]
+    /// from [`RateLimiter::try_check`](crate::RateLimiter::try_check) converts into it). Retry
+    /// after [`NotUntil::retry_after`].
+    RateLimited(NotUntil),
 }
 
 impl fmt::Display for Error {
@@ -107,8 +115,15 @@ impl fmt::Display for Error {
                  clear some first"
             ),
             Self::Unavailable { reason } => write!(f, "rate-limit backend unavailable: {reason}"),
+            Self::RateLimited(denial) => fmt::Display::fmt(denial, f),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<NotUntil> for Error {
+    fn from(denial: NotUntil) -> Self {
+        Self::RateLimited(denial)
+    }
+}

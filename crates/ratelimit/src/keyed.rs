@@ -292,6 +292,57 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
     {
+        self.decide(key, n).map(|(_, decision)| decision)
+    }
+
+    /// Decides on one request for `key`, returning a denial as an error: `limiter.try_check(key)?`
+    /// ends the caller's function when the request is denied (or the key cannot be tracked).
+    ///
+    /// ```
+    /// use infra_ratelimit::{Error, KeyedRateLimiter, Quota};
+    ///
+    /// fn handle(limiter: &KeyedRateLimiter<String>, user: &str) -> Result<(), Error> {
+    ///     limiter.try_check(user)?;
+    ///     // ... serve the request ...
+    ///     Ok(())
+    /// }
+    ///
+    /// let limiter = KeyedRateLimiter::new(Quota::per_minute(1)?)?;
+    /// handle(&limiter, "alice")?;
+    /// handle(&limiter, "bob")?;
+    /// match handle(&limiter, "alice") {
+    ///     Err(Error::RateLimited(denied)) => assert!(denied.retry_after().as_secs() > 50),
+    ///     other => panic!("alice is over her limit: {other:?}"),
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RateLimited`] with the [`NotUntil`](crate::NotUntil) when the request is
+    /// denied; [`Error::TooManyKeys`] as for [`KeyedRateLimiter::check`].
+    #[inline]
+    pub fn try_check<Q>(&self, key: &Q) -> Result<(), Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
+        let (now, decision) = self.decide(key, 1)?;
+        if decision.is_allowed() {
+            Ok(())
+        } else {
+            Err(Error::RateLimited(crate::NotUntil::new(decision, now)))
+        }
+    }
+
+    /// Decides on `n` cells for `key` and counts the decision; returns the clock reading it was
+    /// made at with it.
+    #[inline]
+    fn decide<Q>(&self, key: &Q, n: u32) -> Result<(u64, Decision), Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
         let config = self.config_for(key);
         let capacity = config.capacity();
         if n > capacity {
@@ -309,14 +360,14 @@ where
         if let Some(decision) = found {
             #[cfg(feature = "metrics")]
             self.metrics.decisions.record(&decision);
-            return Ok(decision);
+            return Ok((now, decision));
         }
         if n == 0 {
             // A new key is at full capacity; asking costs nothing, so it is not tracked.
             let decision = A::new(&config, now).check_n(&config, now, 0);
             #[cfg(feature = "metrics")]
             self.metrics.decisions.record(&decision);
-            return Ok(decision);
+            return Ok((now, decision));
         }
         let bytes = key_bytes::<K, Q>(key)
             .saturating_add(size_of::<A>())
@@ -357,7 +408,7 @@ where
         }
         #[cfg(feature = "metrics")]
         self.metrics.decisions.record(&decision);
-        Ok(decision)
+        Ok((now, decision))
     }
 
     /// Takes one key slot and `bytes` bytes, or nothing.

@@ -9,7 +9,8 @@
 //! - [`ConcurrencyLimiter`] and [`AdaptiveConcurrencyLimiter`] (AIMD or Vegas): in-flight limits
 //!   with RAII permits.
 //! - [`Decision`]: allowed or denied, remaining, retry-after, reset-after, and the
-//!   `RateLimit-*` / `Retry-After` header values.
+//!   `RateLimit-*` / `Retry-After` header values; `try_check` returns a denial as an error
+//!   instead ([`NotUntil`]), for `?`.
 //! - Features: `tokio` (waiting for capacity), `tower` (the `http` module: a tower layer with
 //!   the IETF `RateLimit` fields, per-route policies and client-IP keys), `axum` (client IPs
 //!   from axum's connection info), `redis` (limits shared by many processes), `metrics`
@@ -44,6 +45,7 @@ mod error;
 mod fixed_window;
 mod gcra;
 mod keyed;
+mod not_until;
 pub mod quota;
 mod sliding_window;
 mod store;
@@ -70,6 +72,7 @@ pub use error::Error;
 pub use fixed_window::{FixedWindow, WindowConfig};
 pub use gcra::{Gcra, GcraConfig};
 pub use keyed::{KeyedOptions, KeyedRateLimiter};
+pub use not_until::NotUntil;
 pub use quota::Quota;
 pub use sliding_window::{SlidingWindowCounter, SlidingWindowLog};
 pub use token_bucket::{TokenBucket, TokenBucketConfig};
