@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use infra_common::Clock;
 use infra_common::clock::duration_to_nanos;
+use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::{Decision, Error};
+use crate::gradient::GradientState;
+use crate::{Decision, Error, GradientConfig};
 
 /// Takes one in-flight slot if fewer than `limit` are taken.
 fn try_take(in_flight: &AtomicU32, limit: u32) -> Result<u32, u32> {
@@ -266,9 +268,17 @@ enum Control {
         /// The smallest latency seen since the last baseline reset, in nanoseconds.
         min_latency: AtomicU64,
     },
+    Gradient {
+        config: GradientConfig,
+        /// The averages and the current round trip's answers. A lock, not atomics: an update
+        /// reads and rewrites all of it, and must see every answer counted before it exactly
+        /// once. Only reports take it; `try_acquire` never does.
+        state: Mutex<GradientState>,
+    },
 }
 
-/// A concurrency limit that follows the service's health: AIMD on observed latency and errors.
+/// A concurrency limit that follows the service's health: AIMD on observed latency and errors,
+/// or Vegas, or Gradient.
 ///
 /// Each permit reports how its request went: [`AdaptivePermit::success`] measures the latency
 /// with the limiter's clock; a latency above the threshold, or [`AdaptivePermit::overloaded`]
@@ -287,6 +297,11 @@ enum Control {
 ///   Requests that were in flight together report the same overload: ten timeouts at once cut
 ///   the limit once, not ten times (0.9, not 0.9^10). A request sent after the cut comes back
 ///   about one round trip later and may cut again if the overload persists.
+///
+/// [`AdaptiveConcurrencyLimiter::gradient`] moves it with Netflix's Gradient2 rule (see
+/// [`GradientConfig`] and the limiter's constructor): once per round trip, by the ratio of a
+/// long-term latency average to the round trip's average, plus a small queue allowance while
+/// latency is not rising.
 ///
 /// [`AdaptiveConcurrencyLimiter::vegas`] moves the limit with TCP Vegas's rule instead: from the
 /// smallest latency seen (the no-queue baseline) and each request's latency, it estimates how
@@ -315,8 +330,9 @@ pub struct AdaptiveConcurrencyLimiter<C: Clock> {
     in_flight: AtomicU32,
     limit: AtomicU32,
     fast_successes: AtomicU32,
-    /// Counts the cuts of the limit. A permit remembers the value it was taken under, and only a
-    /// report from a permit taken since the last cut may cut again: one cut per round trip.
+    /// Counts the cuts of the limit (Gradient: every update). A permit remembers the value it was
+    /// taken under, and only a report from a permit taken since the last cut may cut again: one
+    /// cut per round trip.
     cuts: AtomicU64,
     control: Control,
     clock: C,
@@ -369,6 +385,53 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         Self::with_control(config.initial, control, clock)
     }
 
+    /// A Gradient limiter starting at the configured initial limit.
+    ///
+    /// Once per round trip (at the first answer to a request sent after the previous update),
+    /// the limit moves by `gradient = long / short`, clamped to `0.5..=1`, where `short` is the
+    /// mean latency of the answers since the previous update and `long` an exponential average
+    /// of those means over the configured long window: `limit + smoothing × (limit × gradient +
+    /// queue − limit)`, with the queue allowance only while `gradient = 1`. It grows only
+    /// while the limit is in use; an overload report cuts it by the backoff factor, once per
+    /// round trip, as AIMD does. It learns from changes in latency, not from a no-load
+    /// baseline: a limit already far above what the service takes when it starts is not
+    /// brought down until latency rises further or requests time out (report those with
+    /// [`AdaptivePermit::overloaded`]).
+    ///
+    /// ```
+    /// use infra_common::ManualClock;
+    /// use infra_ratelimit::{AdaptiveConcurrencyLimiter, GradientConfig};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let config = GradientConfig::new(10, 1, 100)?.with_smoothing_percent(100)?;
+    /// let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+    /// // Send as many requests as the limit allows, and answer them all after `millis`.
+    /// let round_trip = |millis| {
+    ///     let permits: Vec<_> = (0..limiter.limit()).map(|_| limiter.try_acquire().unwrap()).collect();
+    ///     clock.advance(Duration::from_millis(millis));
+    ///     permits.into_iter().for_each(|permit| permit.success());
+    /// };
+    /// // A round trip ends when the first request sent after it comes back, so each update
+    /// // weighs the answers of the round trip before. At a steady 10 ms nothing queues: the
+    /// // limit grows by the queue allowance (4).
+    /// round_trip(10);
+    /// round_trip(10);
+    /// assert_eq!(limiter.limit(), 14);
+    /// // Latency doubles: the long-term average barely moves, the gradient is about 0.5.
+    /// round_trip(20);
+    /// round_trip(20);
+    /// assert_eq!(limiter.limit(), 6);
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    pub fn gradient(config: GradientConfig, clock: C) -> Self {
+        let control = Control::Gradient {
+            config,
+            state: Mutex::new(GradientState::new(&config)),
+        };
+        Self::with_control(config.initial, control, clock)
+    }
+
     fn with_control(initial: u32, control: Control, clock: C) -> Self {
         Self {
             in_flight: AtomicU32::new(0),
@@ -387,11 +450,12 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         }
     }
 
-    /// `(min, max, backoff percent)` of either control.
+    /// `(min, max, backoff percent)` of any control.
     fn bounds(&self) -> (u32, u32, u32) {
         match &self.control {
             Control::Aimd(c) => (c.min, c.max, c.backoff_percent),
             Control::Vegas { config: c, .. } => (c.min, c.max, c.backoff_percent),
+            Control::Gradient { config: c, .. } => (c.min, c.max, c.backoff_percent),
         }
     }
 
@@ -435,6 +499,17 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                             });
                 }
             }
+            Control::Gradient { config, state } => {
+                let mut state = state.lock();
+                state.answer(latency, self.was_in_use(permit.in_flight));
+                // A request sent before the last update belongs to the round trip that update
+                // opened; the first one sent after it closes that round trip. Decided under the
+                // lock, so each round trip is closed once, with every answer counted before.
+                if permit.cuts == self.cuts.load(Ordering::Acquire) {
+                    self.limit.store(state.update(config), Ordering::Relaxed);
+                    self.cuts.fetch_add(1, Ordering::AcqRel);
+                }
+            }
         }
     }
 
@@ -469,10 +544,22 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     /// Multiplies the limit by the backoff factor, once per round trip (see [`Self::cut`]).
     fn decrease(&self, cuts_seen: u64) {
         let (min, _, backoff_percent) = self.bounds();
-        self.cut(cuts_seen, |limit| {
+        let lower = |limit: u32| {
             let lowered = u64::from(limit) * u64::from(backoff_percent) / 100;
             u32::try_from(lowered).unwrap_or(limit).max(min)
-        });
+        };
+        if let Control::Gradient { config, state } = &self.control {
+            // Under the state's lock, like every Gradient update: the cut also starts a new
+            // round trip, dropping the answers of the overloaded one.
+            let mut state = state.lock();
+            if cuts_seen == self.cuts.load(Ordering::Acquire) {
+                let limit = state.cut_to(lower(self.limit()), config);
+                self.limit.store(limit, Ordering::Relaxed);
+                self.cuts.fetch_add(1, Ordering::AcqRel);
+            }
+            return;
+        }
+        self.cut(cuts_seen, lower);
     }
 
     /// Applies `lower` to the limit if no cut happened since the reporting permit was taken.
@@ -528,7 +615,8 @@ impl<C: Clock> fmt::Debug for AdaptiveConcurrencyLimiter<C> {
 
 impl<C: Clock> AdaptivePermit<'_, C> {
     /// The request succeeded; its latency (measured since the permit was taken) moves the
-    /// limit (AIMD: against the threshold; Vegas: against the baseline).
+    /// limit (AIMD: against the threshold; Vegas: against the baseline; Gradient: against the
+    /// long-term average, at the end of a round trip).
     pub fn success(self) {
         let latency = self.limiter.clock.now_nanos().saturating_sub(self.started);
         self.limiter.record_success(&self, latency);
@@ -891,5 +979,271 @@ mod tests {
                 .with_backoff_percent(100)
                 .is_err()
         );
+    }
+
+    /// One round trip of a service whose latency is `base` up to `knee` requests in flight and
+    /// grows in proportion above it (a fixed throughput: Little's law): as many requests as the
+    /// limit allows are sent at once, answered together. Returns the limit afterwards.
+    fn round_trip(
+        limiter: &AdaptiveConcurrencyLimiter<ManualClock>,
+        clock: &ManualClock,
+        knee: u64,
+    ) -> u32 {
+        let base = 10_000_000; // 10 ms
+        let permits: Vec<_> = (0..limiter.limit())
+            .map(|_| limiter.try_acquire().unwrap())
+            .collect();
+        let in_flight = permits.len() as u64;
+        clock.advance(Duration::from_nanos(base * in_flight.max(knee) / knee));
+        permits.into_iter().for_each(AdaptivePermit::success);
+        limiter.limit()
+    }
+
+    #[test]
+    fn gradient_settles_near_the_knee_and_follows_it() {
+        let clock = ManualClock::new();
+        let config = GradientConfig::new(20, 1, 1_000).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+        let mut limits = Vec::new();
+        for round in 0..3_000 {
+            let knee = match round {
+                0..1_000 => 100,
+                1_000..2_000 => 50,
+                _ => 200,
+            };
+            limits.push(round_trip(&limiter, &clock, knee));
+        }
+        let range = |rounds: std::ops::Range<usize>| {
+            let seen = &limits[rounds];
+            (*seen.iter().min().unwrap(), *seen.iter().max().unwrap())
+        };
+        // Up from 20 by about the queue allowance per round trip, then held within a few
+        // percent of the knee for the rest of the phase: no creeping up.
+        assert!(limits[50] < 100, "{}", limits[50]);
+        let (low, high) = range(200..1_000);
+        assert!(low >= 98 && high <= 106, "knee 100: {low}..={high}");
+        // The service slows down (its knee halves): the limit follows within 50 round trips.
+        let (low, high) = range(1_050..2_000);
+        assert!(low >= 48 && high <= 60, "knee 50: {low}..={high}");
+        // And grows back when the service can take more.
+        let (low, high) = range(2_300..3_000);
+        assert!(low >= 196 && high <= 212, "knee 200: {low}..={high}");
+    }
+
+    #[test]
+    fn gradient_stays_within_its_bounds() {
+        let clock = ManualClock::new();
+        let capped = AdaptiveConcurrencyLimiter::gradient(
+            GradientConfig::new(20, 10, 60).unwrap(),
+            clock.clone(),
+        );
+        for round in 0..500 {
+            // Room for 100 in flight: the cap holds it at 60.
+            let limit = round_trip(&capped, &clock, 100);
+            assert!((10..=60).contains(&limit), "round {round}: {limit}");
+        }
+        assert_eq!(capped.limit(), 60);
+        // A service 20 % slower at every round trip: the gradient stays below 1, and the floor
+        // holds the limit at 30.
+        let floored = AdaptiveConcurrencyLimiter::gradient(
+            GradientConfig::new(200, 30, 1_000).unwrap(),
+            clock.clone(),
+        );
+        let mut latency = 1_000_000.0_f64;
+        for round in 0..100 {
+            let permits: Vec<_> = (0..floored.limit())
+                .map(|_| floored.try_acquire().unwrap())
+                .collect();
+            latency *= 1.2;
+            clock.advance(Duration::from_nanos(latency as u64));
+            permits.into_iter().for_each(AdaptivePermit::success);
+            let limit = floored.limit();
+            assert!((30..=200).contains(&limit), "round {round}: {limit}");
+        }
+        assert_eq!(floored.limit(), 30);
+    }
+
+    #[test]
+    fn gradient_updates_once_per_round_trip_and_grows_only_in_use() {
+        let clock = ManualClock::new();
+        let config = GradientConfig::new(10, 1, 100)
+            .unwrap()
+            .with_smoothing_percent(100)
+            .unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+        // One request at a time never uses the limit: no growth, however fast.
+        for _ in 0..100 {
+            let permit = limiter.try_acquire().unwrap();
+            clock.advance(Duration::from_millis(1));
+            permit.success();
+        }
+        assert_eq!(limiter.limit(), 10);
+        // Ten answers to requests sent together: only the first, sent after the last update,
+        // ends a round trip; the other nine wait for the next one.
+        let held: Vec<_> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
+        clock.advance(Duration::from_millis(1));
+        held.into_iter().for_each(AdaptivePermit::success);
+        assert_eq!(
+            limiter.limit(),
+            10,
+            "the first answer was sent with one in flight"
+        );
+        let permit = limiter.try_acquire().unwrap();
+        clock.advance(Duration::from_millis(1));
+        permit.success();
+        assert_eq!(
+            limiter.limit(),
+            14,
+            "the nine in use, then this one: + queue"
+        );
+        // Ten timeouts of requests sent together cut once.
+        let held: Vec<_> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
+        held.into_iter().for_each(AdaptivePermit::overloaded);
+        assert_eq!(limiter.limit(), 12, "14 × 90 %, once");
+        assert!(format!("{limiter:?}").contains("Gradient"));
+    }
+
+    #[test]
+    fn gradient_config_is_validated() {
+        assert_eq!(GradientConfig::new(1, 0, 1), Err(Error::ZeroLimit));
+        assert!(GradientConfig::new(5, 1, 4).is_err());
+        let config = GradientConfig::new(1, 1, 1).unwrap();
+        assert!(config.with_queue(0).is_err());
+        assert!(config.with_smoothing_percent(0).is_err());
+        assert!(config.with_smoothing_percent(101).is_err());
+        assert!(config.with_long_window(0).is_err());
+        assert!(config.with_backoff_percent(100).is_err());
+        assert!(config.with_backoff_percent(0).is_err());
+    }
+
+    /// The Gradient rule as its definition states it, in `f64`, for the property test below.
+    ///
+    /// The long-term average moves `weight` of the way to each round trip's mean, written so
+    /// that it stays exactly where it is when the mean equals it: a round trip as slow as the
+    /// average then has a gradient of exactly 1, and earns the queue allowance, as it does in
+    /// exact arithmetic.
+    struct GradientModel {
+        queue: f64,
+        smoothing: f64,
+        window: f64,
+        backoff_percent: u32,
+        min: u32,
+        max: u32,
+        estimate: f64,
+        long: Option<f64>,
+        answers: Vec<(u64, bool)>,
+    }
+
+    impl GradientModel {
+        /// The update at the end of a round trip: the round trip's mean latency against the
+        /// long-term exponential average, `weight = 2 / (window + 1)`.
+        fn end_round_trip(&mut self) {
+            let count = self.answers.len().max(1) as f64;
+            let short = self.answers.iter().map(|&(l, _)| l as f64).sum::<f64>() / count;
+            let used = self.answers.iter().any(|&(_, used)| used);
+            let weight = 2.0 / (self.window + 1.0);
+            let mut long = self.long.map_or(short, |l| l + weight * (short - l));
+            if long > 2.0 * short {
+                long *= 0.9;
+            }
+            self.long = Some(long);
+            let gradient = if short == 0.0 {
+                1.0
+            } else {
+                (long / short).clamp(0.5, 1.0)
+            };
+            let allowance = if gradient == 1.0 { self.queue } else { 0.0 };
+            let mut next = self.estimate * (1.0 - self.smoothing)
+                + (self.estimate * gradient + allowance) * self.smoothing;
+            if !used && next > self.estimate {
+                next = self.estimate;
+            }
+            self.set(next);
+        }
+
+        fn set(&mut self, estimate: f64) {
+            self.estimate = estimate.max(f64::from(self.min)).min(f64::from(self.max));
+            self.answers.clear();
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn gradient_matches_its_model(
+            (initial, min, max) in (1u32..8, 1u32..8, 8u32..40)
+                .prop_map(|(a, b, c)| (a.max(b), a.min(b), c)),
+            queue in 1u32..6,
+            smoothing in 1u32..=100,
+            window in 1u32..30,
+            backoff in 10u32..95,
+            steps in proptest::collection::vec(step(), 0..120),
+        ) {
+            let clock = ManualClock::new();
+            let config = GradientConfig::new(initial, min, max).unwrap()
+                .with_queue(queue).unwrap()
+                .with_smoothing_percent(smoothing).unwrap()
+                .with_long_window(window).unwrap()
+                .with_backoff_percent(backoff).unwrap();
+            let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+            let mut model = GradientModel {
+                queue: f64::from(queue),
+                smoothing: f64::from(smoothing) / 100.0,
+                window: f64::from(window),
+                backoff_percent: backoff,
+                min,
+                max,
+                estimate: f64::from(initial),
+                long: None,
+                answers: Vec::new(),
+            };
+            // The limit enforced: the estimate's integer part.
+            let mut limit = initial;
+            let mut round_trips = 0u64;
+            let mut held = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Acquire => {
+                        let admitted = limiter.try_acquire();
+                        prop_assert_eq!(admitted.is_ok(), (held.len() as u32) < limit);
+                        if let Ok(permit) = admitted {
+                            held.push((permit, clock.now_nanos(), held.len() as u32 + 1, round_trips));
+                        }
+                    }
+                    Step::Success(i, millis) if !held.is_empty() => {
+                        clock.advance(Duration::from_millis(millis));
+                        let (permit, started, in_flight, sent_in) = held.swap_remove(i % held.len());
+                        permit.success();
+                        model.answers.push((clock.now_nanos() - started, in_flight * 2 >= limit));
+                        if sent_in == round_trips {
+                            model.end_round_trip();
+                            round_trips += 1;
+                        }
+                    }
+                    Step::Overloaded(i) if !held.is_empty() => {
+                        let (permit, _, _, sent_in) = held.swap_remove(i % held.len());
+                        permit.overloaded();
+                        if sent_in == round_trips {
+                            model.set(f64::from(limit * model.backoff_percent / 100));
+                            round_trips += 1;
+                        }
+                    }
+                    Step::Drop(i) if !held.is_empty() => drop(held.swap_remove(i % held.len())),
+                    _ => {}
+                }
+                // Exact, except where the model's estimate is within rounding of an integer:
+                // then either side of it is right, and the model follows the limiter's.
+                let floor = model.estimate.floor();
+                let near = (model.estimate - model.estimate.round()).abs() < 1e-9;
+                let got = limiter.limit();
+                if near {
+                    let round = model.estimate.round() as u32;
+                    prop_assert!(got == round || got + 1 == round, "{got} vs {}", model.estimate);
+                } else {
+                    prop_assert_eq!(got, floor as u32, "model estimate {}", model.estimate);
+                }
+                limit = got;
+                prop_assert!((min..=max).contains(&got));
+            }
+        }
     }
 }

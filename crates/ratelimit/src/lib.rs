@@ -6,8 +6,8 @@
 //!   default), [`TokenBucket`], [`SlidingWindowCounter`], [`SlidingWindowLog`], [`FixedWindow`].
 //! - [`RateLimiter`]: one limiter for one thing; [`KeyedRateLimiter`]: one state per key in a
 //!   sharded map with per-key quotas and a hard cap on memory.
-//! - [`ConcurrencyLimiter`] and [`AdaptiveConcurrencyLimiter`] (AIMD or Vegas): in-flight limits
-//!   with RAII permits.
+//! - [`ConcurrencyLimiter`] and [`AdaptiveConcurrencyLimiter`] (AIMD, Vegas or Gradient):
+//!   in-flight limits with RAII permits.
 //! - [`Decision`]: allowed or denied, remaining, retry-after, reset-after, and the
 //!   `RateLimit-*` / `Retry-After` header values; `try_check` returns a denial as an error
 //!   instead ([`NotUntil`]), for `?`.
@@ -44,6 +44,7 @@ mod decision;
 mod error;
 mod fixed_window;
 mod gcra;
+mod gradient;
 mod keyed;
 mod not_until;
 pub mod quota;
@@ -71,6 +72,7 @@ pub use decision::{Decision, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RES
 pub use error::Error;
 pub use fixed_window::{FixedWindow, WindowConfig};
 pub use gcra::{Gcra, GcraConfig};
+pub use gradient::GradientConfig;
 pub use keyed::{KeyedOptions, KeyedRateLimiter};
 pub use not_until::NotUntil;
 pub use quota::Quota;

@@ -252,3 +252,51 @@ fn adaptive_overloads_reported_together_cut_once() {
         assert_eq!(limiter.limit(), 81);
     });
 }
+
+#[test]
+fn gradient_answers_reported_together_end_one_round_trip() {
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+    use infra_ratelimit::{AdaptiveConcurrencyLimiter, GradientConfig};
+    model(|| {
+        // Full smoothing and a queue allowance of 1: one update moves the limit from 4 to 5, a
+        // second one to 6.
+        let config = GradientConfig::new(4, 1, 100)
+            .unwrap()
+            .with_queue(1)
+            .unwrap()
+            .with_smoothing_percent(100)
+            .unwrap();
+        let limiter = Arc::new(AdaptiveConcurrencyLimiter::gradient(
+            config,
+            ManualClock::new(),
+        ));
+        // Two requests held here, so that the two below are sent with the limit in use (3 and
+        // 4 in flight) whatever the limit becomes.
+        let held = [
+            limiter.try_acquire().unwrap(),
+            limiter.try_acquire().unwrap(),
+        ];
+        // The two answers race. Each request was sent before any update, so each may end the
+        // round trip, but only the first to do so under the lock does: the other's answer then
+        // belongs to the next round trip.
+        let taken = Arc::new(AtomicUsize::new(0));
+        let reporters: Vec<_> = (0..2)
+            .map(|_| {
+                let (limiter, taken) = (Arc::clone(&limiter), Arc::clone(&taken));
+                thread::spawn(move || {
+                    let permit = limiter.try_acquire().unwrap();
+                    taken.fetch_add(1, Ordering::AcqRel);
+                    while taken.load(Ordering::Acquire) < 2 {
+                        thread::yield_now();
+                    }
+                    permit.success();
+                })
+            })
+            .collect();
+        for reporter in reporters {
+            reporter.join().unwrap();
+        }
+        assert_eq!(limiter.limit(), 5, "one update per round trip");
+        drop(held);
+    });
+}
