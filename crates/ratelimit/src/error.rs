@@ -75,6 +75,13 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A keyed limiter's waiters already wait for their maximum of distinct keys
+    /// ([`AsyncKeyedRateLimiter::with_max_waiting_keys`](crate::AsyncKeyedRateLimiter::with_max_waiting_keys)),
+    /// and this caller would have had to wait for one more. Retry later, or raise the cap.
+    TooManyWaitingKeys {
+        /// The configured cap on keys with waiters.
+        max_waiting_keys: usize,
+    },
     /// The request was denied: the error of the `?`-friendly checks
     /// ([`KeyedRateLimiter::try_check`](crate::KeyedRateLimiter::try_check); a [`NotUntil`]
     /// from [`RateLimiter::try_check`](crate::RateLimiter::try_check) converts into it). Retry
@@ -115,6 +122,11 @@ impl fmt::Display for Error {
                  clear some first"
             ),
             Self::Unavailable { reason } => write!(f, "rate-limit backend unavailable: {reason}"),
+            Self::TooManyWaitingKeys { max_waiting_keys } => write!(
+                f,
+                "callers already wait for {max_waiting_keys} keys, the most the limiter lets \
+                 wait: retry later"
+            ),
             Self::RateLimited(denial) => fmt::Display::fmt(denial, f),
         }
     }

@@ -11,9 +11,10 @@
 //! - [`Decision`]: allowed or denied, remaining, retry-after, reset-after, and the
 //!   `RateLimit-*` / `Retry-After` header values; `try_check` returns a denial as an error
 //!   instead ([`NotUntil`]), for `?`.
-//! - Features: `tokio` (waiting for capacity), `tower` (the `http` module: a tower layer with
-//!   the IETF `RateLimit` fields, per-route policies and client-IP keys), `axum` (client IPs
-//!   from axum's connection info), `redis` (limits shared by many processes), `metrics`
+//! - Features: `tokio` (waiting for capacity, per key too, with optional jitter), `tower` (the
+//!   `http` module: a tower layer with the IETF `RateLimit` fields, per-route policies and
+//!   client-IP keys), `axum` (client IPs from axum's connection info), `redis` (limits shared
+//!   by many processes), `metrics`
 //!   (decisions and Redis errors through the `metrics` facade; names in the `metrics` module).
 //!
 //! Every limiter reads time from an [`infra_common::Clock`]: [`SystemClock`](infra_common::SystemClock)
@@ -79,7 +80,7 @@ pub use quota::Quota;
 pub use sliding_window::{SlidingWindowCounter, SlidingWindowLog};
 pub use token_bucket::{TokenBucket, TokenBucketConfig};
 #[cfg(feature = "tokio")]
-pub use wait::{AsyncRateLimiter, TokioClock};
+pub use wait::{AsyncKeyedRateLimiter, AsyncRateLimiter, Jitter, TokioClock};
 
 /// Compiles and runs the README's examples as doctests.
 #[cfg(doctest)]

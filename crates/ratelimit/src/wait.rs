@@ -1,4 +1,11 @@
-//! Waiting for capacity on tokio's timer: fair, cancel-safe, without a background task.
+//! Waiting for capacity on tokio's timer: fair, cancel-safe, without a background task, for a
+//! direct limiter (here) or per key (`keyed`).
+
+mod jitter;
+mod keyed;
+
+pub use jitter::Jitter;
+pub use keyed::AsyncKeyedRateLimiter;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -44,7 +51,8 @@ impl Clock for TokioClock {
     }
 }
 
-/// The callers waiting, oldest first.
+/// The callers waiting in one line, oldest first. A direct limiter has one line; a keyed
+/// limiter has one per key with waiters.
 #[derive(Debug, Default)]
 struct Queue {
     next_ticket: u64,
@@ -59,8 +67,35 @@ struct Waiter {
 }
 
 impl Queue {
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     fn head(&self) -> Option<u64> {
         self.waiting.front().map(|waiter| waiter.ticket)
+    }
+
+    /// Queues a caller at the back; returns its ticket.
+    fn push(&mut self, turn: Arc<Notify>) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.waiting.push_back(Waiter { ticket, turn });
+        ticket
+    }
+
+    /// Removes the head, which has been admitted, and wakes the next.
+    fn pop_head(&mut self) {
+        self.waiting.pop_front();
+        self.wake_head();
+    }
+
+    /// Removes `ticket`, whose caller gave up; wakes the next caller if it was the head.
+    fn leave(&mut self, ticket: u64) {
+        let was_head = self.head() == Some(ticket);
+        self.waiting.retain(|waiter| waiter.ticket != ticket);
+        if was_head {
+            self.wake_head();
+        }
     }
 
     /// Tells the caller now at the head that it is its turn. Only the head ever needs waking:
@@ -70,6 +105,114 @@ impl Queue {
             // Stored as a permit if the head is not waiting yet, so the wake-up is never lost.
             head.turn.notify_one();
         }
+    }
+}
+
+/// Where one limited thing's waiters queue: the direct limiter's single line, or one key's.
+trait Line {
+    /// Runs `f` on the queue under its lock, creating the queue if there is none yet; a queue
+    /// `f` leaves empty may be dropped.
+    ///
+    /// # Errors
+    ///
+    /// When there is no queue yet and none may be created (a keyed limiter's cap on waiting
+    /// keys), if `f` left a caller in it.
+    fn join<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Result<R, Error>;
+
+    /// Runs `f` on the queue, which exists while a caller holds a ticket in it, under its lock;
+    /// a queue `f` leaves empty may be dropped.
+    fn locked<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R;
+}
+
+/// Where `join` left a caller.
+enum Joined {
+    Admitted(Decision),
+    Queued(u64),
+}
+
+/// What a queued caller does next.
+enum Step {
+    Admitted(Decision),
+    Sleep(Duration),
+    AwaitTurn,
+}
+
+/// A queued caller's place: leaves the queue when its future is dropped before admission.
+struct Place<'a, L: Line> {
+    line: &'a L,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl<L: Line> Drop for Place<'_, L> {
+    fn drop(&mut self) {
+        if !self.admitted {
+            self.line.locked(|queue| queue.leave(self.ticket));
+        }
+    }
+}
+
+/// The waiting protocol of every waiter: decided at once when nobody waits in `line`, else
+/// queued; only the head checks, sleeping until the check's `retry_after` (plus jitter), and
+/// capacity is consumed only in the poll that returns it.
+async fn wait_in_line<L: Line>(
+    line: &L,
+    jitter: Option<&Jitter>,
+    check: impl Fn() -> Result<Decision, Error>,
+) -> Result<Decision, Error> {
+    let turn = Arc::new(Notify::new());
+    let joined = line.join(|queue| -> Result<Joined, Error> {
+        if queue.is_empty() {
+            let decision = check()?;
+            if decision.is_allowed() {
+                return Ok(Joined::Admitted(decision));
+            }
+        }
+        Ok(Joined::Queued(queue.push(Arc::clone(&turn))))
+    })??;
+    let ticket = match joined {
+        Joined::Admitted(decision) => return Ok(decision),
+        Joined::Queued(ticket) => ticket,
+    };
+    let mut place = Place {
+        line,
+        ticket,
+        admitted: false,
+    };
+    loop {
+        let step = line.locked(|queue| -> Result<Step, Error> {
+            if queue.head() != Some(ticket) {
+                return Ok(Step::AwaitTurn);
+            }
+            let decision = check()?;
+            if decision.is_allowed() {
+                queue.pop_head();
+                return Ok(Step::Admitted(decision));
+            }
+            Ok(Step::Sleep(decision.retry_after()))
+        })?;
+        match step {
+            Step::Admitted(decision) => {
+                place.admitted = true;
+                return Ok(decision);
+            }
+            // Never sleep zero: a quota change could otherwise make this spin.
+            Step::Sleep(wait) => {
+                let jitter = jitter.map_or(Duration::ZERO, Jitter::next);
+                tokio::time::sleep(wait.max(Duration::from_nanos(1)).saturating_add(jitter)).await;
+            }
+            Step::AwaitTurn => turn.notified().await,
+        }
+    }
+}
+
+impl Line for Mutex<Queue> {
+    fn join<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Result<R, Error> {
+        Ok(f(&mut self.lock()))
+    }
+
+    fn locked<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
+        f(&mut self.lock())
     }
 }
 
@@ -83,6 +226,9 @@ impl Queue {
 /// - **No background task**: the first waiter sleeps until the limiter's `retry_after`, the
 ///   others sleep until they reach the head of the queue. Each departure wakes only the new
 ///   head, so `n` waiters cost `O(n)` wake-ups in all, not `O(n²)`.
+/// - **Jitter** (optional, [`AsyncRateLimiter::with_jitter`]): each sleep until capacity is
+///   back is lengthened by a random delay up to a bound, so callers across many limiters that
+///   would all wake at the same instant (a thundering herd) are spread over that bound.
 ///
 /// The limiter's clock must agree with tokio's timer: use [`TokioClock`] (or the system clock
 /// outside tests).
@@ -105,27 +251,7 @@ impl Queue {
 pub struct AsyncRateLimiter<A: Algorithm = Gcra, C: Clock = TokioClock> {
     limiter: RateLimiter<A, C>,
     queue: Mutex<Queue>,
-}
-
-/// Removes a ticket from the queue when its future is dropped before admission.
-struct Ticket<'a, A: Algorithm, C: Clock> {
-    owner: &'a AsyncRateLimiter<A, C>,
-    ticket: u64,
-    admitted: bool,
-}
-
-impl<A: Algorithm, C: Clock> Drop for Ticket<'_, A, C> {
-    fn drop(&mut self) {
-        if self.admitted {
-            return;
-        }
-        let mut queue = self.owner.queue.lock();
-        let was_head = queue.head() == Some(self.ticket);
-        queue.waiting.retain(|waiter| waiter.ticket != self.ticket);
-        if was_head {
-            queue.wake_head();
-        }
-    }
+    jitter: Option<Jitter>,
 }
 
 impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
@@ -134,6 +260,33 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
         Self {
             limiter,
             queue: Mutex::new(Queue::default()),
+            jitter: None,
+        }
+    }
+
+    /// Lengthens every sleep until capacity is back by a random delay up to `jitter`'s bound.
+    ///
+    /// ```
+    /// use infra_ratelimit::{AsyncRateLimiter, Jitter, Quota, RateLimiter, TokioClock};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), infra_ratelimit::Error> {
+    /// let limiter = AsyncRateLimiter::new(RateLimiter::gcra(Quota::per_second(1)?, TokioClock::new())?)
+    ///     .with_jitter(Jitter::up_to(Duration::from_millis(100)));
+    /// let start = tokio::time::Instant::now();
+    /// limiter.until_ready().await;
+    /// limiter.until_ready().await; // a second later, and up to 100 ms more
+    /// assert!(start.elapsed() >= Duration::from_secs(1));
+    /// assert!(start.elapsed() <= Duration::from_millis(1_100));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_jitter(self, jitter: Jitter) -> Self {
+        Self {
+            jitter: Some(jitter),
+            ..self
         }
     }
 
@@ -163,50 +316,10 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     /// [`Error::InsufficientCapacity`] at once when `n` exceeds the capacity (it would wait
     /// forever).
     pub async fn until_n_ready(&self, n: u32) -> Result<Decision, Error> {
-        let turn = Arc::new(Notify::new());
-        let ticket = {
-            let mut queue = self.queue.lock();
-            if queue.waiting.is_empty() {
-                let decision = self.limiter.check_n(n)?;
-                if decision.is_allowed() {
-                    return Ok(decision);
-                }
-            }
-            let ticket = queue.next_ticket;
-            queue.next_ticket += 1;
-            queue.waiting.push_back(Waiter {
-                ticket,
-                turn: Arc::clone(&turn),
-            });
-            ticket
-        };
-        let mut guard = Ticket {
-            owner: self,
-            ticket,
-            admitted: false,
-        };
-        loop {
-            let wait = {
-                let mut queue = self.queue.lock();
-                if queue.head() == Some(ticket) {
-                    let decision = self.limiter.check_n(n)?;
-                    if decision.is_allowed() {
-                        queue.waiting.pop_front();
-                        guard.admitted = true;
-                        queue.wake_head();
-                        return Ok(decision);
-                    }
-                    Some(decision.retry_after())
-                } else {
-                    None
-                }
-            };
-            match wait {
-                // Never sleep zero: a quota change could otherwise make this spin.
-                Some(wait) => tokio::time::sleep(wait.max(Duration::from_nanos(1))).await,
-                None => turn.notified().await,
-            }
-        }
+        wait_in_line(&self.queue, self.jitter.as_ref(), || {
+            self.limiter.check_n(n)
+        })
+        .await
     }
 }
 
@@ -215,7 +328,8 @@ impl<A: Algorithm, C: Clock> fmt::Debug for AsyncRateLimiter<A, C> {
         f.debug_struct("AsyncRateLimiter")
             .field("limiter", &self.limiter)
             .field("waiting", &self.waiting())
-            .finish_non_exhaustive()
+            .field("jitter", &self.jitter)
+            .finish()
     }
 }
 

@@ -1,0 +1,483 @@
+//! Waiting per key on a keyed limiter: a line for each key that has waiters, none for the rest.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+
+use infra_common::Clock;
+use infra_common::hash::RandomState;
+use infra_common::sync::Mutex;
+use infra_common::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Jitter, Line, Queue, TokioClock, wait_in_line};
+use crate::algorithm::Algorithm;
+use crate::{Decision, Error, Gcra, KeyedRateLimiter};
+
+/// The lines are spread over this many locks, so that waiters of different keys rarely
+/// contend for one.
+const SHARDS: usize = 64;
+
+/// The lines of the keys that have waiters, at most `max` of them.
+struct WaitingKeys<K> {
+    shards: Box<[Mutex<HashMap<K, Queue, RandomState>>]>,
+    hasher: RandomState,
+    lines: AtomicUsize,
+    max: usize,
+}
+
+impl<K: Hash + Eq> WaitingKeys<K> {
+    fn new(max: usize) -> Self {
+        let hasher = RandomState::new();
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(hasher.clone())))
+                .collect(),
+            hasher,
+            lines: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn line<'a, Q>(&'a self, key: &'a Q) -> KeyLine<'a, K, Q>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        // Bits 32 and up choose the shard: the maps inside use the low bits for their buckets
+        // and the top seven for their tags, so keys sharing a shard still spread in its map.
+        #[allow(clippy::cast_possible_truncation)]
+        let shard = (self.hasher.hash_one(key) >> 32) as usize % SHARDS;
+        KeyLine {
+            keys: self,
+            shard: &self.shards[shard],
+            key,
+        }
+    }
+}
+
+/// One key's line, found in its shard.
+struct KeyLine<'a, K, Q: ?Sized> {
+    keys: &'a WaitingKeys<K>,
+    shard: &'a Mutex<HashMap<K, Queue, RandomState>>,
+    key: &'a Q,
+}
+
+impl<K, Q> Line for KeyLine<'_, K, Q>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+{
+    fn join<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Result<R, Error> {
+        let mut lines = self.shard.lock();
+        if let Some(queue) = lines.get_mut(self.key) {
+            // A line exists only while someone waits in it, so `f` queues behind them.
+            return Ok(f(queue));
+        }
+        // No line yet: `f` decides at once, and only a caller it queues needs one kept.
+        let mut queue = Queue::default();
+        let joined = f(&mut queue);
+        if !queue.is_empty() {
+            let max = self.keys.max;
+            self.keys
+                .lines
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lines| {
+                    (lines < max).then_some(lines + 1)
+                })
+                .map_err(|_| Error::TooManyWaitingKeys {
+                    max_waiting_keys: max,
+                })?;
+            lines.insert(self.key.to_owned(), queue);
+        }
+        Ok(joined)
+    }
+
+    fn locked<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
+        let mut lines = self.shard.lock();
+        let queue = lines
+            .get_mut(self.key)
+            .expect("a caller holding a ticket keeps its key's line");
+        let result = f(queue);
+        if queue.is_empty() {
+            // The last waiter left: the key's line goes, so memory follows the waiting keys.
+            lines.remove(self.key);
+            self.keys.lines.fetch_sub(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+/// A [`KeyedRateLimiter`] whose callers can wait for their key's capacity instead of being
+/// denied: [`AsyncRateLimiter`](crate::AsyncRateLimiter)'s waiting, per key.
+///
+/// - **Per key, FIFO**: the waiters of one key are admitted in arrival order (a small request
+///   never overtakes a larger one queued before it for the same key); a caller arriving while
+///   nobody waits for its key is decided at once.
+/// - **Keys are independent**: each key with waiters has a line of its own, so a waiter for
+///   one key never waits behind another key's.
+/// - **Cancel-safe**: capacity is consumed only in the poll that returns it; dropping a
+///   waiting future takes nothing and lets the next waiter of its key move up.
+/// - **No task per key, bounded memory**: waiters sleep on tokio's timer; a key's line exists
+///   only while it has waiters, and at most
+///   [`max_waiting_keys`](AsyncKeyedRateLimiter::with_max_waiting_keys) keys (default
+///   [`AsyncKeyedRateLimiter::DEFAULT_MAX_WAITING_KEYS`]) have one: a caller that would open
+///   one more line gets [`Error::TooManyWaitingKeys`] at once, while waiters of keys that
+///   already wait, and callers admitted at once, are unaffected.
+/// - **Jitter** (optional, [`AsyncKeyedRateLimiter::with_jitter`]): spreads the wake-ups of
+///   many keys due at one instant over a bounded random delay.
+///
+/// The limiter's clock must agree with tokio's timer: use [`TokioClock`] (or the system clock
+/// outside tests).
+///
+/// ```
+/// use infra_ratelimit::{AsyncKeyedRateLimiter, Gcra, KeyedRateLimiter, Quota, TokioClock};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), infra_ratelimit::Error> {
+/// let limiter = AsyncKeyedRateLimiter::new(KeyedRateLimiter::<String, Gcra, _>::with_clock(
+///     Quota::per_second(2)?,
+///     TokioClock::new(),
+/// )?);
+/// let start = tokio::time::Instant::now();
+/// for _ in 0..4 {
+///     limiter.until_ready("alice").await?;
+/// }
+/// assert_eq!(start.elapsed(), Duration::from_secs(1)); // 2 at once, then one per 500 ms
+/// limiter.until_ready("bob").await?; // bob's quota is his own: no wait
+/// assert_eq!(start.elapsed(), Duration::from_secs(1));
+/// assert_eq!(limiter.waiting_keys(), 0); // nobody waits: no line is kept
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncKeyedRateLimiter<K, A: Algorithm = Gcra, C: Clock = TokioClock> {
+    limiter: KeyedRateLimiter<K, A, C>,
+    waiting: WaitingKeys<K>,
+    jitter: Option<Jitter>,
+}
+
+impl<K, A, C> AsyncKeyedRateLimiter<K, A, C>
+where
+    K: Hash + Eq + Clone + Send + Sync,
+    A: Algorithm,
+    C: Clock,
+{
+    /// The default cap on keys with waiters: 100,000.
+    pub const DEFAULT_MAX_WAITING_KEYS: usize = 100_000;
+
+    /// Wraps a keyed limiter.
+    pub fn new(limiter: KeyedRateLimiter<K, A, C>) -> Self {
+        Self {
+            limiter,
+            waiting: WaitingKeys::new(Self::DEFAULT_MAX_WAITING_KEYS),
+            jitter: None,
+        }
+    }
+
+    /// Lets at most `max` keys have waiters at once (at least 1).
+    #[must_use]
+    pub fn with_max_waiting_keys(self, max: usize) -> Self {
+        Self {
+            waiting: WaitingKeys::new(max.max(1)),
+            ..self
+        }
+    }
+
+    /// Lengthens every sleep until a key's capacity is back by a random delay up to `jitter`'s
+    /// bound (see [`Jitter`]).
+    #[must_use]
+    pub fn with_jitter(self, jitter: Jitter) -> Self {
+        Self {
+            jitter: Some(jitter),
+            ..self
+        }
+    }
+
+    /// The wrapped limiter (for `check`, `set_key_quota`, ...). Its direct checks do not queue.
+    pub fn limiter(&self) -> &KeyedRateLimiter<K, A, C> {
+        &self.limiter
+    }
+
+    /// Keys that have waiters now.
+    pub fn waiting_keys(&self) -> usize {
+        self.waiting.lines.load(Ordering::Relaxed)
+    }
+
+    /// Callers waiting for `key` now.
+    pub fn waiting<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let line = self.waiting.line(key);
+        line.shard
+            .lock()
+            .get(key)
+            .map_or(0, |queue| queue.waiting.len())
+    }
+
+    /// Waits until one request for `key` is admitted and returns its decision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyWaitingKeys`] as described on the type; [`Error::TooManyKeys`] when the
+    /// key is new and the limiter cannot track it.
+    pub async fn until_ready<Q>(&self, key: &Q) -> Result<Decision, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
+        self.until_n_ready(key, 1).await
+    }
+
+    /// Waits until `n` cells for `key` are admitted at once and returns the decision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InsufficientCapacity`] at once when `n` exceeds the key's capacity (it would
+    /// wait forever); otherwise as [`AsyncKeyedRateLimiter::until_ready`].
+    pub async fn until_n_ready<Q>(&self, key: &Q, n: u32) -> Result<Decision, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
+        let line = self.waiting.line(key);
+        wait_in_line(&line, self.jitter.as_ref(), || self.limiter.check_n(key, n)).await
+    }
+}
+
+impl<K, A: Algorithm, C: Clock> fmt::Debug for AsyncKeyedRateLimiter<K, A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncKeyedRateLimiter")
+            .field("limiter", &self.limiter)
+            .field("waiting_keys", &self.waiting.lines.load(Ordering::Relaxed))
+            .field("max_waiting_keys", &self.waiting.max)
+            .field("jitter", &self.jitter)
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::Quota;
+    use infra_common::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    type Limiter = AsyncKeyedRateLimiter<String>;
+
+    fn limiter(per_second: u64, burst: u64) -> Arc<Limiter> {
+        let quota = Quota::per_second(per_second)
+            .unwrap()
+            .with_burst(burst)
+            .unwrap();
+        Arc::new(AsyncKeyedRateLimiter::new(
+            KeyedRateLimiter::with_clock(quota, TokioClock::new()).unwrap(),
+        ))
+    }
+
+    /// Spawns a waiter for `n` cells of `key` that records when it was admitted.
+    fn wait_for(
+        limiter: &Arc<Limiter>,
+        key: &'static str,
+        n: u32,
+        admitted: &Arc<Mutex<Vec<(&'static str, Instant)>>>,
+        name: &'static str,
+    ) -> tokio::task::JoinHandle<Result<Decision, Error>> {
+        let (limiter, admitted) = (Arc::clone(limiter), Arc::clone(admitted));
+        tokio::spawn(async move {
+            let decision = limiter.until_n_ready(key, n).await?;
+            admitted.lock().push((name, Instant::now()));
+            Ok(decision)
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_of_a_key_are_served_in_arrival_order_and_other_keys_are_not_held_up() {
+        let limiter = limiter(1, 2);
+        let start = Instant::now();
+        let _ = limiter.until_n_ready("a", 2).await.unwrap();
+        let _ = limiter.until_n_ready("b", 2).await.unwrap();
+        let admitted = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (key, n, name) in [
+            ("a", 2, "a-big"),
+            ("a", 1, "a-small"),
+            ("b", 1, "b-small"),
+            ("a", 1, "a-small2"),
+        ] {
+            tasks.push(wait_for(&limiter, key, n, &admitted, name));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!((limiter.waiting("a"), limiter.waiting("b")), (3, 1));
+        assert_eq!(limiter.waiting_keys(), 2);
+        for task in tasks {
+            let _ = task.await.unwrap().unwrap();
+        }
+        let admitted = admitted.lock();
+        let seen: Vec<_> = admitted
+            .iter()
+            .map(|&(name, at)| (name, at - start))
+            .collect();
+        // "a-small" could have had a cell after 1 s, but "a-big" came first and needs 2; "b"
+        // has its own line and is served at 1 s whatever "a" waits for.
+        assert_eq!(
+            seen,
+            [
+                ("b-small", Duration::from_secs(1)),
+                ("a-big", Duration::from_secs(2)),
+                ("a-small", Duration::from_secs(3)),
+                ("a-small2", Duration::from_secs(4)),
+            ]
+        );
+        assert_eq!(limiter.waiting_keys(), 0, "lines go with their last waiter");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_takes_nothing_and_its_line_goes_with_it() {
+        let limiter = limiter(1, 2);
+        let _ = limiter.until_n_ready("a", 2).await.unwrap();
+        let start = Instant::now();
+        let first = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_n_ready("a", 2).await })
+        };
+        tokio::task::yield_now().await;
+        let second = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready("a").await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting("a"), 2);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        let _ = second.await.unwrap().unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "one cell back");
+        // The cancelled waiter consumed nothing: the next cell is back one second later.
+        let next = limiter.limiter().check("a").unwrap();
+        assert_eq!(next.retry_after(), Duration::from_secs(1));
+
+        // The last waiter of a key leaving by cancellation removes the line too.
+        let alone = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready("a").await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting_keys(), 1);
+        alone.abort();
+        assert!(alone.await.unwrap_err().is_cancelled());
+        assert_eq!((limiter.waiting_keys(), limiter.waiting("a")), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_on_waiting_keys_refuses_only_callers_that_would_open_a_line() {
+        let quota = Quota::per_second(1).unwrap();
+        let limiter = Arc::new(
+            AsyncKeyedRateLimiter::new(
+                KeyedRateLimiter::<String, Gcra, _>::with_clock(quota, TokioClock::new()).unwrap(),
+            )
+            .with_max_waiting_keys(2),
+        );
+        let mut waiters = Vec::new();
+        for key in ["a", "b"] {
+            let _ = limiter.until_ready(key).await.unwrap();
+            let limiter = Arc::clone(&limiter);
+            waiters.push(tokio::spawn(async move { limiter.until_ready(key).await }));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(limiter.waiting_keys(), 2);
+        // A third key admitted at once needs no line.
+        assert!(limiter.until_ready("c").await.unwrap().is_allowed());
+        // It would wait now: refused at once, without consuming.
+        assert_eq!(
+            limiter.until_ready("c").await,
+            Err(Error::TooManyWaitingKeys {
+                max_waiting_keys: 2
+            })
+        );
+        assert_eq!(limiter.waiting("c"), 0);
+        // A key that already waits takes one more waiter.
+        let more = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready("a").await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting("a"), 2);
+        for waiter in waiters {
+            let _ = waiter.await.unwrap().unwrap();
+        }
+        let _ = more.await.unwrap().unwrap();
+        assert_eq!(limiter.waiting_keys(), 0);
+        // Asking for more than the capacity fails at once and leaves no line behind.
+        assert!(matches!(
+            limiter.until_n_ready("d", 2).await,
+            Err(Error::InsufficientCapacity { .. })
+        ));
+        assert_eq!(limiter.waiting_keys(), 0);
+    }
+
+    /// Admission times of one waiter on each of `keys` keys, all drained at once so that all
+    /// are due at the same instant, one second later.
+    async fn herd(keys: usize, jitter: Option<Jitter>) -> Vec<Duration> {
+        let mut limiter = AsyncKeyedRateLimiter::new(
+            KeyedRateLimiter::<String, Gcra, _>::with_clock(
+                Quota::per_second(1).unwrap(),
+                TokioClock::new(),
+            )
+            .unwrap(),
+        );
+        if let Some(jitter) = jitter {
+            limiter = limiter.with_jitter(jitter);
+        }
+        let limiter = Arc::new(limiter);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for key in 0..keys {
+            let key = key.to_string();
+            let _ = limiter.until_ready(key.as_str()).await.unwrap();
+            let limiter = Arc::clone(&limiter);
+            tasks.push(tokio::spawn(async move {
+                let _ = limiter.until_ready(key.as_str()).await.unwrap();
+                Instant::now() - start
+            }));
+        }
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.unwrap());
+        }
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_spreads_a_herd_over_its_bound_reproducibly() {
+        let second = Duration::from_secs(1);
+        let plain = herd(200, None).await;
+        assert!(plain.iter().all(|&t| t == second), "{plain:?}");
+
+        // tokio's timer fires on whole milliseconds: a delay lands in one of the bound's
+        // 1,000 milliseconds (or the next one).
+        let bound = Duration::from_secs(1);
+        let spread = herd(200, Some(Jitter::seeded(bound, 1))).await;
+        let tick = Duration::from_millis(1);
+        assert!(
+            spread
+                .iter()
+                .all(|&t| t >= second && t <= second + bound + tick)
+        );
+        let mut distinct = spread.clone();
+        distinct.sort();
+        distinct.dedup();
+        // 200 uniform draws over 1,000 milliseconds hit about 181 distinct ones.
+        assert!(distinct.len() > 160, "{} distinct wake-ups", distinct.len());
+        // Over both halves of the bound, not bunched at one end.
+        let early = spread.iter().filter(|&&t| t < second + bound / 2).count();
+        assert!(
+            (60..140).contains(&early),
+            "{early} of 200 in the first half"
+        );
+        // The same seed wakes the same waiters at the same times.
+        assert_eq!(herd(200, Some(Jitter::seeded(bound, 1))).await, spread);
+    }
+}
