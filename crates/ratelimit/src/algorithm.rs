@@ -295,7 +295,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
     #[inline]
     #[must_use = "a rate-limit decision that is never read limits nothing"]
     pub fn check(&self) -> Decision {
-        self.decide(&self.config.config(), 1).1
+        self.decide_one().1
     }
 
     /// Decides on one request, returning a denial as an error: `limiter.try_check()?` ends the
@@ -322,7 +322,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
     /// [`NotUntil`] when the request is denied: when it could be admitted, and the decision.
     #[inline]
     pub fn try_check(&self) -> Result<(), NotUntil> {
-        let (now, decision) = self.decide(&self.config.config(), 1);
+        let (now, decision) = self.decide_one();
         if decision.is_allowed() {
             Ok(())
         } else {
@@ -330,14 +330,24 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
         }
     }
 
-    /// Reads the clock, decides on `n` cells under `config` and counts the decision.
+    /// Decides on one cell, which every configuration admits at once (no capacity check).
+    ///
+    /// The clock is read before the configuration: the reading is a call, and words loaded
+    /// before it would have to be kept in callee-saved registers across it (saved and restored
+    /// on every check).
     #[inline]
-    fn decide(&self, config: &A::Config, n: u32) -> (u64, Decision) {
+    fn decide_one(&self) -> (u64, Decision) {
         let now = self.clock.now_nanos();
+        (now, self.decide(&self.config.config(), now, 1))
+    }
+
+    /// Decides on `n` cells under `config` at clock reading `now`, and counts the decision.
+    #[inline]
+    fn decide(&self, config: &A::Config, now: u64, n: u32) -> Decision {
         let decision = self.state.check_n(config, now, n);
         #[cfg(feature = "metrics")]
         self.metrics.record(&decision);
-        (now, decision)
+        decision
     }
 
     /// Decides on `n` cells at once: all admitted, or none.
@@ -356,7 +366,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
                 capacity,
             });
         }
-        Ok(self.decide(&config, n).1)
+        Ok(self.decide(&config, self.clock.now_nanos(), n))
     }
 
     /// The most cells one call can be granted.
