@@ -1031,6 +1031,26 @@ mod tests {
     }
 
     #[test]
+    fn gradient_does_not_learn_an_absolute_latency() {
+        // Four times the knee from the start: latency is four times the no-load one, but
+        // steady, so it is the long-term average and nothing looks like queueing.
+        let clock = ManualClock::new();
+        let limiter = AdaptiveConcurrencyLimiter::gradient(
+            GradientConfig::new(400, 1, 1_000).unwrap(),
+            clock.clone(),
+        );
+        for _ in 0..300 {
+            let limit = round_trip(&limiter, &clock, 100);
+            assert!((395..=410).contains(&limit), "{limit}");
+        }
+        // Timeouts reported as overload bring it down.
+        for _ in 0..20 {
+            limiter.try_acquire().unwrap().overloaded();
+        }
+        assert!(limiter.limit() < 100, "{}", limiter.limit());
+    }
+
+    #[test]
     fn gradient_stays_within_its_bounds() {
         let clock = ManualClock::new();
         let capped = AdaptiveConcurrencyLimiter::gradient(
