@@ -124,10 +124,10 @@ trait Line {
     fn locked<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R;
 }
 
-/// Where `join` left a caller.
+/// Where `join` left a caller: admitted, or queued with its ticket and its wake-up signal.
 enum Joined {
     Admitted(Decision),
-    Queued(u64),
+    Queued(u64, Arc<Notify>),
 }
 
 /// What a queued caller does next.
@@ -160,7 +160,6 @@ async fn wait_in_line<L: Line>(
     jitter: Option<&Jitter>,
     check: impl Fn() -> Result<Decision, Error>,
 ) -> Result<Decision, Error> {
-    let turn = Arc::new(Notify::new());
     let joined = line.join(|queue| -> Result<Joined, Error> {
         if queue.is_empty() {
             let decision = check()?;
@@ -168,11 +167,13 @@ async fn wait_in_line<L: Line>(
                 return Ok(Joined::Admitted(decision));
             }
         }
-        Ok(Joined::Queued(queue.push(Arc::clone(&turn))))
+        // Allocated only for a caller that waits: one admitted at once costs no allocation.
+        let turn = Arc::new(Notify::new());
+        Ok(Joined::Queued(queue.push(Arc::clone(&turn)), turn))
     })??;
-    let ticket = match joined {
+    let (ticket, turn) = match joined {
         Joined::Admitted(decision) => return Ok(decision),
-        Joined::Queued(ticket) => ticket,
+        Joined::Queued(ticket, turn) => (ticket, turn),
     };
     let mut place = Place {
         line,
