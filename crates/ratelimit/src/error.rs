@@ -87,6 +87,15 @@ pub enum Error {
     /// from [`RateLimiter::try_check`](crate::RateLimiter::try_check) converts into it). Retry
     /// after [`NotUntil::retry_after`].
     RateLimited(NotUntil),
+    /// A remote backend (Redis) answered with an error about the request itself: out of
+    /// memory, a key holding another type, a script error, a missing permission. Unlike
+    /// [`Error::Unavailable`] the failure policy does not apply: the server is up, and admitting
+    /// or denying everyone would hide a fault that does not pass by itself. Fix the cause
+    /// (the reason names it).
+    Backend {
+        /// The server's error.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -128,6 +137,7 @@ impl fmt::Display for Error {
                  wait: retry later"
             ),
             Self::RateLimited(denial) => fmt::Display::fmt(denial, f),
+            Self::Backend { reason } => write!(f, "rate-limit backend refused the check: {reason}"),
         }
     }
 }

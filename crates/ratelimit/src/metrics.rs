@@ -4,7 +4,7 @@
 //! | name | type | labels | counts |
 //! | --- | --- | --- | --- |
 //! | [`DECISIONS_TOTAL`] | counter | `limiter`, `outcome` | every decision a limiter returns: `outcome` is `admitted` or `denied`, or `too_many_keys` when a keyed limiter refuses a new key |
-//! | [`REDIS_ERRORS_TOTAL`] | counter | `limiter`, `class` | Redis failures left to the failure policy: `class` is `timeout`, `connection`, `server` or `other` |
+//! | [`REDIS_ERRORS_TOTAL`] | counter | `limiter`, `class` | Redis checks that got no decision from Redis: `class` is `timeout`, `connection` (both answered by the failure policy), `circuit_open` (answered by the policy without asking, the breaker being open), `server` (an error reply: `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` and `TRYAGAIN` go to the policy, any other is returned as `Error::Backend`) or `other` (a reply of an unexpected shape, returned as `Error::Backend`) |
 //!
 //! `limiter` is the name given with `with_metrics_name` on [`RateLimiter`](crate::RateLimiter),
 //! [`KeyedRateLimiter`](crate::KeyedRateLimiter) or `RedisRateLimiter` (default
@@ -39,7 +39,7 @@ use crate::Decision;
 
 /// Counter of decisions, labelled `limiter` and `outcome`.
 pub const DECISIONS_TOTAL: &str = "infra_ratelimit_decisions_total";
-/// Counter of Redis failures handled by the failure policy, labelled `limiter` and `class`.
+/// Counter of Redis checks that got no decision from Redis, labelled `limiter` and `class`.
 pub const REDIS_ERRORS_TOTAL: &str = "infra_ratelimit_redis_errors_total";
 /// The label naming the limiter.
 pub const LIMITER_LABEL: &str = "limiter";
@@ -59,7 +59,7 @@ fn describe() {
     describe_counter!(
         REDIS_ERRORS_TOTAL,
         Unit::Count,
-        "Redis failures decided by the failure policy, by limiter and class (timeout, connection, server, other)."
+        "Redis checks that got no decision from Redis, by limiter and class (timeout, connection, circuit_open, server, other)."
     );
 }
 
@@ -132,6 +132,7 @@ pub(crate) struct RedisCounters {
     connection: Counter,
     server: Counter,
     other: Counter,
+    circuit_open: Counter,
 }
 
 #[cfg(feature = "redis")]
@@ -143,6 +144,7 @@ impl RedisCounters {
             connection: error("connection"),
             server: error("server"),
             other: error("other"),
+            circuit_open: error("circuit_open"),
             decisions: DecisionCounters::new(limiter),
         }
     }
@@ -151,23 +153,33 @@ impl RedisCounters {
         Self::new(Cow::Borrowed(DEFAULT_LIMITER_NAME))
     }
 
-    /// Counts `error` under its class: no answer in time, no usable connection, an error
-    /// reply from the server, or anything else (such as a reply of an unexpected shape).
-    pub(crate) fn record_error(&self, error: &redis::RedisError) {
-        let counter = if error.is_timeout() {
-            &self.timeout
-        } else if error.is_connection_refusal()
-            || error.is_connection_dropped()
-            || error.is_io_error()
-        {
-            &self.connection
-        } else if error.code().is_some() {
-            &self.server
-        } else {
-            &self.other
+    /// Counts one check of `class`.
+    pub(crate) fn record_error(&self, class: RedisErrorClass) {
+        let counter = match class {
+            RedisErrorClass::Timeout => &self.timeout,
+            RedisErrorClass::Connection => &self.connection,
+            RedisErrorClass::Server => &self.server,
+            RedisErrorClass::Other => &self.other,
+            RedisErrorClass::CircuitOpen => &self.circuit_open,
         };
         counter.increment(1);
     }
+}
+
+/// Why a Redis check got no decision from Redis: the `class` label.
+#[cfg(feature = "redis")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RedisErrorClass {
+    /// `timeout`: no answer in time.
+    Timeout,
+    /// `connection`: no usable connection.
+    Connection,
+    /// `server`: an error reply.
+    Server,
+    /// `other`: a reply of an unexpected shape.
+    Other,
+    /// `circuit_open`: not asked, the circuit breaker being open.
+    CircuitOpen,
 }
 
 #[cfg(all(test, not(infra_loom)))]

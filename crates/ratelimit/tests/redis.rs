@@ -1,15 +1,23 @@
-//! The Redis backend against a real `redis-server`: exact admission counts under threads and
-//! processes, failure policies across a restart, and one round trip per check.
+//! The Redis backend against a real `redis-server`: exact admission counts under threads,
+//! tasks and processes, decisions equal to the local algorithms', the rounding of rates, error
+//! replies, TTLs, batching, failure policies across a restart, and one round trip per check.
 #![cfg(feature = "redis")]
+
+mod redis_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use infra_common::sync::{Arc, thread};
-use infra_ratelimit::redis::{FailurePolicy, RedisOptions, RedisRateLimiter, RemoteAlgorithm};
-use infra_ratelimit::{Error, Quota};
+use infra_common::{Clock, ManualClock};
+use infra_ratelimit::redis::{
+    AsyncRedisRateLimiter, FailurePolicy, RedisOptions, RedisRateLimiter, RemoteAlgorithm,
+    TimeSource,
+};
+use infra_ratelimit::{Algorithm, Decision, Error, Gcra, Quota, RateLimiter, SlidingWindowLog};
 use infra_testkit::RedisServer;
+use redis_support::{admin, calls, splitmix};
 
 const WORKER_URL: &str = "INFRA_RATELIMIT_WORKER_URL";
 const WORKER_ALGORITHM: &str = "INFRA_RATELIMIT_WORKER_ALGORITHM";
@@ -133,19 +141,6 @@ fn one_key_is_shared_exactly_by_threads_and_processes_sliding_log() {
     shared_exactly(RemoteAlgorithm::SlidingWindowLog);
 }
 
-fn info_calls(server: &RedisServer, command: &str) -> u64 {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut connection)
-        .unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
-}
-
 #[test]
 fn each_check_is_one_round_trip_and_denials_are_cached() {
     let Some(server) = RedisServer::start() else {
@@ -178,8 +173,8 @@ fn each_check_is_one_round_trip_and_denials_are_cached() {
             with_writes / 250,
             read_only / 500
         );
-        let evalsha = info_calls(&server, "evalsha");
-        let eval = info_calls(&server, "eval");
+        let evalsha = calls(&server.url(), "evalsha");
+        let eval = calls(&server.url(), "eval");
         // The first EVALSHA finds no script (NOSCRIPT) and the check is resent once as EVAL.
         assert_eq!(eval, 1, "{algorithm:?}");
         assert_eq!(
@@ -275,4 +270,582 @@ fn a_restart_applies_the_policy_and_the_limiter_recovers() {
         stats.failures >= 1 && stats.failures < checks,
         "{checks} checks, {stats:?}"
     );
+}
+
+/// A limiter deciding on `clock`'s wall time (microseconds), with nothing answered locally.
+fn client_timed(
+    url: &str,
+    algorithm: RemoteAlgorithm,
+    quota: Quota,
+    clock: &ManualClock,
+    prefix: &str,
+) -> RedisRateLimiter<ManualClock> {
+    RedisRateLimiter::with_clock(
+        url,
+        quota,
+        RedisOptions::default()
+            .algorithm(algorithm)
+            .time_source(TimeSource::Client)
+            .deny_cache_capacity(0)
+            .timeout(Duration::from_secs(2))
+            .prefix(prefix),
+        clock.clone(),
+    )
+    .unwrap()
+}
+
+/// The comparable parts of a check's outcome.
+fn outcome(result: Result<Decision, Error>) -> Result<(bool, u32, Duration, Duration), Error> {
+    result.map(|d| {
+        (
+            d.is_allowed(),
+            d.remaining(),
+            d.retry_after(),
+            d.reset_after(),
+        )
+    })
+}
+
+/// Drives Redis and the local algorithm `A` with one manual clock through a long seeded
+/// schedule of waits, checks of various sizes and quota changes, and compares every outcome.
+fn matches_local<A: Algorithm>(
+    server: &RedisServer,
+    algorithm: RemoteAlgorithm,
+    quotas: [Quota; 2],
+) {
+    let clock = ManualClock::new();
+    let name = format!("{algorithm:?}");
+    let remote = client_timed(&server.url(), algorithm, quotas[0], &clock, &name);
+    let local = RateLimiter::<A, _>::with_clock(quotas[0], clock.clone()).unwrap();
+    let capacity = local.capacity();
+    let mut seed = 7;
+    let (mut admitted, mut denied) = (0, 0);
+    for step in 0..600 {
+        // Waits in whole microseconds (the scripts' unit), from none to over a window, so the
+        // state refills partly, fully, or not at all.
+        let wait = splitmix(&mut seed) % 4 * (splitmix(&mut seed) % 400_000);
+        clock.advance(Duration::from_micros(wait));
+        if step % 150 == 149 {
+            let quota = quotas[step / 150 % 2];
+            remote.set_quota(quota).unwrap();
+            local.set_quota(quota).unwrap();
+        }
+        let n = u32::try_from(splitmix(&mut seed) % u64::from(capacity + 2)).unwrap();
+        let expected = outcome(local.check_n(n));
+        let got = outcome(remote.check_n("k", n));
+        assert_eq!(got, expected, "{algorithm:?}, step {step}: check_n({n})");
+        match expected {
+            Ok((true, ..)) => admitted += 1,
+            Ok((false, ..)) => denied += 1,
+            Err(_) => {}
+        }
+    }
+    // The schedule exercised both answers many times.
+    assert!(
+        admitted > 100 && denied > 50,
+        "{admitted} admitted, {denied} denied"
+    );
+}
+
+#[test]
+fn decisions_equal_the_local_algorithms_over_refills_and_quota_changes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Emission intervals and windows in whole microseconds, so both sides compute alike.
+    let gcra = [
+        Quota::per_second(10).unwrap().with_burst(4).unwrap(),
+        Quota::new(8, Duration::from_millis(400)).unwrap(),
+    ];
+    matches_local::<Gcra>(&server, RemoteAlgorithm::Gcra, gcra);
+    let log = [
+        Quota::new(6, Duration::from_millis(500)).unwrap(),
+        Quota::new(3, Duration::from_millis(500)).unwrap(),
+    ];
+    matches_local::<SlidingWindowLog>(&server, RemoteAlgorithm::SlidingWindowLog, log);
+}
+
+#[test]
+fn on_the_server_clock_admissions_stay_within_the_quota_over_real_time() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut plain = admin(&server.url());
+    let server_micros = |plain: &mut redis::Connection| -> u64 {
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(plain).unwrap();
+        seconds * 1_000_000 + micros
+    };
+    // 50 per 100 ms: a cell every 2 ms, 50 at once.
+    let quota = Quota::new(50, Duration::from_millis(100)).unwrap();
+    for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let limiter = RedisRateLimiter::new(
+            &server.url(),
+            quota,
+            RedisOptions::default()
+                .algorithm(algorithm)
+                .deny_cache_capacity(0)
+                .timeout(Duration::from_secs(2))
+                .prefix(format!("{algorithm:?}")),
+        )
+        .unwrap();
+        let start = server_micros(&mut plain);
+        let mut admitted = 0u64;
+        // Checks for 300 ms of the server's time, read before and after (elapsed real time is
+        // what the server's clock is for).
+        while server_micros(&mut plain) - start < 300_000 {
+            admitted += u64::from(limiter.check("k").unwrap().is_allowed());
+        }
+        let elapsed = server_micros(&mut plain) - start;
+        // GCRA: the burst plus one cell per 2 ms. The log: 50 in every 100 ms window, so at
+        // most 50 per started window.
+        let most = match algorithm {
+            RemoteAlgorithm::Gcra => 50 + elapsed / 2_000,
+            _ => 50 * elapsed.div_ceil(100_000),
+        };
+        println!(
+            "{algorithm:?}: {admitted} admitted in {elapsed} µs of server time (at most {most})"
+        );
+        assert!(admitted <= most, "{algorithm:?}: {admitted} > {most}");
+        assert!(admitted >= 50, "{algorithm:?}: at least the first burst");
+    }
+}
+
+#[test]
+fn gcra_never_refills_faster_than_the_quota() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // 600,000 per second is one cell per 1.67 µs: in whole microseconds, 2 (not 1, which would
+    // be 1,000,000 per second).
+    let quota = Quota::per_second(600_000)
+        .unwrap()
+        .with_burst(1_000)
+        .unwrap();
+    let limiter = RedisRateLimiter::new(&server.url(), quota, RedisOptions::default()).unwrap();
+    let drained = limiter.check_n("k", 1_000).unwrap();
+    assert!(drained.is_allowed());
+    // Drained at once, the state is full again after the burst window, never sooner.
+    assert!(
+        drained.reset_after() >= quota.burst_duration(),
+        "refills 1,000 cells in {:?}: faster than {:?}",
+        drained.reset_after(),
+        quota.burst_duration()
+    );
+    assert_eq!(drained.reset_after(), Duration::from_micros(2_000));
+}
+
+#[test]
+fn error_replies_are_errors_under_every_policy_never_admissions() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let mut plain = admin(&url);
+    let quota = Quota::per_minute(10).unwrap();
+    for policy in [
+        FailurePolicy::FailOpen,
+        FailurePolicy::FailClosed,
+        FailurePolicy::Error,
+    ] {
+        let build = |algorithm| {
+            RedisRateLimiter::new(
+                &url,
+                quota,
+                RedisOptions::default()
+                    .algorithm(algorithm)
+                    .policy(policy)
+                    .prefix(format!("{policy:?}-{algorithm:?}")),
+            )
+            .unwrap()
+        };
+        let gcra = build(RemoteAlgorithm::Gcra);
+        let log = build(RemoteAlgorithm::SlidingWindowLog);
+        let state = |algorithm, key: &str| format!("{policy:?}-{algorithm:?}:{{{key}}}");
+        let rejected = |result: Result<Decision, Error>, what: &str| {
+            assert!(
+                matches!(&result, Err(Error::Backend { .. })),
+                "{policy:?}, {what}: {result:?}"
+            );
+        };
+        // WRONGTYPE: a list where GCRA keeps a string, a string where the log keeps a set.
+        let _: () = redis::cmd("RPUSH")
+            .arg(state(RemoteAlgorithm::Gcra, "list"))
+            .arg("x")
+            .query(&mut plain)
+            .unwrap();
+        rejected(gcra.check("list"), "a list at a GCRA key");
+        let _: () = redis::cmd("SET")
+            .arg(state(RemoteAlgorithm::SlidingWindowLog, "string"))
+            .arg("x")
+            .query(&mut plain)
+            .unwrap();
+        rejected(log.check("string"), "a string at a log key");
+        // A GCRA key holding something that is not a time is no licence to admit.
+        let _: () = redis::cmd("SET")
+            .arg(state(RemoteAlgorithm::Gcra, "garbage"))
+            .arg("not a number")
+            .query(&mut plain)
+            .unwrap();
+        rejected(gcra.check("garbage"), "a GCRA key that is not a number");
+        // A script error: the log's counter is not an integer, so its INCRBY fails.
+        let _: () = redis::cmd("SET")
+            .arg(format!(
+                "{}:seq",
+                state(RemoteAlgorithm::SlidingWindowLog, "seq")
+            ))
+            .arg("x")
+            .query(&mut plain)
+            .unwrap();
+        rejected(log.check("seq"), "a script error");
+        // OOM: no memory may be used for writes.
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg("noeviction")
+            .query(&mut plain)
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg("1")
+            .query(&mut plain)
+            .unwrap();
+        rejected(gcra.check("fresh"), "out of memory (GCRA)");
+        rejected(log.check("fresh"), "out of memory (log)");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg("0")
+            .query(&mut plain)
+            .unwrap();
+        assert!(gcra.check("fresh").unwrap().is_allowed());
+        assert_eq!(gcra.stats().server_errors, 3);
+        assert_eq!(gcra.stats().failures, 0, "none of this is an outage");
+
+        // NOSCRIPT after a flush: the check is sent again with the script's source and Redis
+        // decides, so a key over its limit stays denied.
+        let full = RedisRateLimiter::new(
+            &url,
+            Quota::per_hour(1).unwrap(),
+            RedisOptions::default()
+                .policy(policy)
+                .deny_cache_capacity(0)
+                .prefix(format!("{policy:?}-flush")),
+        )
+        .unwrap();
+        assert!(full.check("k").unwrap().is_allowed());
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut plain).unwrap();
+        let before = full.stats().round_trips;
+        assert!(
+            full.check("k").unwrap().is_denied(),
+            "{policy:?}: decided by Redis"
+        );
+        assert_eq!(full.stats().round_trips, before + 2, "EVALSHA, then EVAL");
+    }
+}
+
+/// Every key under `pattern` with its time to live in milliseconds (-1: none).
+fn ttls(plain: &mut redis::Connection, pattern: &str) -> Vec<(String, i64)> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(plain).unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(plain).unwrap();
+            (key, ttl)
+        })
+        .collect()
+}
+
+#[test]
+fn every_key_expires_once_its_state_says_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let mut plain = admin(&url);
+    let timeout = Duration::from_millis(300);
+    // GCRA: 100 ms per cell, a burst of 5: full again at most 500 ms after any write.
+    let gcra_quota = Quota::per_second(10).unwrap().with_burst(5).unwrap();
+    // The log: a window of 2 s.
+    let log_quota = Quota::new(5, Duration::from_secs(2)).unwrap();
+    for (algorithm, quota, bound) in [
+        (
+            RemoteAlgorithm::Gcra,
+            gcra_quota,
+            quota_millis(gcra_quota.burst_duration()),
+        ),
+        (
+            RemoteAlgorithm::SlidingWindowLog,
+            log_quota,
+            quota_millis(log_quota.period()),
+        ),
+    ] {
+        let prefix = format!("{algorithm:?}");
+        let limiter = RedisRateLimiter::new(
+            &url,
+            quota,
+            RedisOptions::default()
+                .algorithm(algorithm)
+                .timeout(timeout)
+                .deny_cache_capacity(0)
+                .prefix(&prefix),
+        )
+        .unwrap();
+        // Admissions of one and several cells, a denial, a read: after each, every key has a
+        // TTL no longer than its state lasts (records: two timeouts, at least a second).
+        let steps: [(&str, u32); 6] = [("a", 1), ("a", 3), ("a", 5), ("a", 0), ("b", 5), ("", 2)];
+        for (key, n) in steps {
+            let _ = limiter.check_n(key, n).unwrap();
+            let all = ttls(&mut plain, &format!("{prefix}:*"));
+            assert!(!all.is_empty());
+            for (redis_key, ttl) in all {
+                let most = if redis_key.contains(":req:") {
+                    1_000
+                } else {
+                    bound
+                };
+                assert!(
+                    ttl > 0 && ttl <= most,
+                    "{algorithm:?}: {redis_key} expires in {ttl} ms (at most {most})"
+                );
+            }
+        }
+    }
+}
+
+fn quota_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap()
+}
+
+#[test]
+fn the_sliding_log_adds_all_cells_of_a_check_in_one_command() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let limiter = limiter(
+        &url,
+        RemoteAlgorithm::SlidingWindowLog,
+        RedisOptions::default(),
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin(&url))
+        .unwrap();
+    assert!(limiter.check_n("k", 60).unwrap().is_allowed());
+    assert_eq!(calls(&url, "zadd"), 1, "60 cells, one ZADD");
+    let wide = RedisRateLimiter::new(
+        &url,
+        Quota::new(2_500, QUOTA_PERIOD).unwrap(),
+        RedisOptions::default()
+            .algorithm(RemoteAlgorithm::SlidingWindowLog)
+            .timeout(Duration::from_secs(2))
+            .prefix("wide"),
+    )
+    .unwrap();
+    assert!(wide.check_n("k", 2_500).unwrap().is_allowed());
+    assert_eq!(
+        calls(&url, "zadd"),
+        1 + 3,
+        "2,500 cells: one ZADD per 1,000"
+    );
+    let members: u64 = redis::cmd("ZCARD")
+        .arg("wide:{k}")
+        .query(&mut admin(&url))
+        .unwrap();
+    assert_eq!(members, 2_500);
+}
+
+#[test]
+fn keys_longer_than_the_cap_are_refused_before_any_round_trip() {
+    let limiter = RedisRateLimiter::new(
+        "redis://127.0.0.1:1",
+        Quota::per_second(1).unwrap(),
+        RedisOptions::default().max_key_len(16),
+    )
+    .unwrap();
+    let long = "k".repeat(17);
+    assert!(matches!(
+        limiter.check(&long),
+        Err(Error::TooLarge {
+            value: 17,
+            max: 16,
+            ..
+        })
+    ));
+    assert_eq!(limiter.stats().round_trips, 0);
+    assert!(matches!(
+        RedisRateLimiter::new(
+            "redis://127.0.0.1:1",
+            Quota::per_second(1).unwrap(),
+            RedisOptions::default().prefix("a{b}"),
+        ),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+#[test]
+fn async_tasks_share_one_connection_and_the_quota_exactly() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admitted = runtime.block_on(async {
+        let limiter = Arc::new(
+            AsyncRedisRateLimiter::new(
+                &server.url(),
+                Quota::new(QUOTA_LIMIT, QUOTA_PERIOD).unwrap(),
+                RedisOptions::default()
+                    .deny_cache_capacity(0)
+                    .timeout(Duration::from_secs(2)),
+            )
+            .unwrap(),
+        );
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                tokio::spawn(async move {
+                    let mut admitted = 0;
+                    for _ in 0..40 {
+                        admitted +=
+                            usize::from(limiter.check("shared").await.unwrap().is_allowed());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.unwrap();
+        }
+        // Eight tasks, one connection (the other client is this query's).
+        let clients: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut admin(&server.url()))
+            .unwrap();
+        assert!(
+            clients.lines().any(|line| line == "connected_clients:2"),
+            "{clients}"
+        );
+        // A blocking limiter refuses to block a runtime's thread.
+        let blocking = RedisRateLimiter::new(
+            &server.url(),
+            Quota::per_second(1).unwrap(),
+            RedisOptions::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            blocking.check("k"),
+            Err(Error::InvalidConfig { .. })
+        ));
+        admitted
+    });
+    assert_eq!(admitted, 100);
+}
+
+/// Runs `schedule` (clock advance in µs, limiter index) against `limiters` on one key and
+/// returns the clock reading of every admission, in µs.
+fn admissions(
+    limiters: &[RedisRateLimiter<ManualClock>],
+    clock: &ManualClock,
+    schedule: &[(u64, usize)],
+) -> Vec<u64> {
+    let mut admitted = Vec::new();
+    for &(advance, index) in schedule {
+        clock.advance(Duration::from_micros(advance));
+        if limiters[index].check("k").unwrap().is_allowed() {
+            admitted.push(clock.now_nanos() / 1_000);
+        }
+    }
+    admitted
+}
+
+#[test]
+fn batching_saves_round_trips_and_over_admits_at_most_b_minus_one_per_process() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    // 100 per second (a cell every 10 ms), 20 at once; 3 processes taking 8 cells per lease.
+    let quota = Quota::per_second(100).unwrap().with_burst(20).unwrap();
+    let (batch, processes) = (8u32, 3usize);
+    let interval = 10_000u64;
+    let clock = ManualClock::new();
+    let build = |prefix: &str, batch: u32| {
+        (0..processes)
+            .map(|_| {
+                RedisRateLimiter::with_clock(
+                    &url,
+                    quota,
+                    RedisOptions::default()
+                        .time_source(TimeSource::Client)
+                        .timeout(Duration::from_secs(2))
+                        .batch(batch, Duration::from_millis(500))
+                        .prefix(prefix),
+                    clock.clone(),
+                )
+                .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    // Phases of traffic under the limit (a check every 10 to 30 ms, 50 per second in all),
+    // overload (a check every 0 to 1 ms), and quiet spells in which leases expire.
+    let mut seed = 11;
+    let schedule: Vec<(u64, usize)> = (0..3_000)
+        .map(|step| {
+            let mut advance = match step / 250 % 3 {
+                1 => splitmix(&mut seed) % 1_000,
+                _ => 10_000 + splitmix(&mut seed) % 20_000,
+            };
+            if step % 500 == 499 {
+                advance += 300_000;
+            }
+            (advance, usize::try_from(splitmix(&mut seed) % 3).unwrap())
+        })
+        .collect();
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin(&url))
+        .unwrap();
+    let exact = build("exact", 1);
+    let exact_times = admissions(&exact, &clock, &schedule);
+    let exact_trips = calls(&url, "evalsha") + calls(&url, "eval");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin(&url))
+        .unwrap();
+    let batched = build("batched", batch);
+    let batched_times = admissions(&batched, &clock, &schedule);
+    let batched_trips = calls(&url, "evalsha") + calls(&url, "eval");
+    let lease_hits: u64 = batched.iter().map(|l| l.stats().lease_hits).sum();
+    println!(
+        "{} checks: exact {} admitted in {exact_trips} round trips; batched ({batch} per lease) \
+         {} admitted in {batched_trips} round trips, {lease_hits} from leases",
+        schedule.len(),
+        exact_times.len(),
+        batched_times.len()
+    );
+    assert!(
+        batched_trips * 2 < exact_trips,
+        "batching saves most round trips: {batched_trips} vs {exact_trips}"
+    );
+    // In every interval [a, b]: at most burst + (b − a) / interval exactly, plus B − 1 per
+    // process with batching.
+    let slack = u64::from(batch - 1) * processes as u64;
+    for (times, extra) in [(&exact_times, 0), (&batched_times, slack)] {
+        for (first, &a) in times.iter().enumerate() {
+            for (last, &b) in times.iter().enumerate().skip(first) {
+                let count = (last - first + 1) as u64;
+                let most = 20 + (b - a) / interval + extra;
+                assert!(
+                    count <= most,
+                    "{count} admitted in [{a}, {b}] µs, at most {most}"
+                );
+            }
+        }
+    }
 }

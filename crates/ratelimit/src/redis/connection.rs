@@ -1,0 +1,175 @@
+//! One multiplexed connection (or one cluster client) shared by every check, and what its
+//! errors mean.
+//!
+//! A single server is reached through the `redis` crate's `ConnectionManager`: one TCP
+//! connection on which concurrent checks are pipelined, replaced in the background when it
+//! drops. It makes one connection attempt each time it is asked to reconnect; the back-off
+//! between attempts while Redis is down is the circuit breaker's (see `breaker.rs`), which runs
+//! on the limiter's clock. A cluster is reached through the crate's async cluster client, which
+//! keeps one such connection per master, follows `MOVED` and `ASK` redirections and refreshes
+//! its slot map by itself.
+
+use std::time::Duration;
+
+use infra_common::sync::atomic::{AtomicU64, Ordering};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+
+use super::scripts::Script;
+
+/// Where the limiter's keys live.
+pub(crate) enum Endpoint<'a> {
+    /// One server (or a proxy in front of several), by URL.
+    Single(&'a str),
+    /// A Redis Cluster, by the URLs of some of its nodes.
+    Cluster(Vec<&'a str>),
+}
+
+/// The shared connection.
+pub(crate) enum Transport {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Transport {
+    /// Prepares the connection without connecting: the first check connects. Must run inside
+    /// a tokio runtime, which the connection's background tasks are spawned on.
+    pub(crate) fn open(endpoint: &Endpoint<'_>, timeout: Duration) -> Result<Self, RedisError> {
+        match endpoint {
+            Endpoint::Single(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    // The check's own deadline bounds the wait for a reply; a late reply is
+                    // still read off the shared connection, which stays usable.
+                    .set_response_timeout(None)
+                    .set_number_of_retries(0);
+                let client = redis::Client::open(*url)?;
+                Ok(Self::Single(ConnectionManager::new_lazy_with_config(
+                    client, config,
+                )?))
+            }
+            Endpoint::Cluster(urls) => {
+                let client = ClusterClientBuilder::new(urls.iter().copied())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()?;
+                Ok(Self::Cluster(
+                    client.get_pending_async_connection_with_config(ClusterConfig::new()),
+                ))
+            }
+        }
+    }
+
+    async fn query(&self, command: &Cmd) -> Result<Value, RedisError> {
+        match self {
+            Self::Single(connection) => command.query_async(&mut connection.clone()).await,
+            Self::Cluster(connection) => command.query_async(&mut connection.clone()).await,
+        }
+    }
+
+    /// Runs `script` by hash, and by source if the server does not know it (after a restart
+    /// or `SCRIPT FLUSH`, or on a cluster node that never ran it), which also loads it there.
+    /// Counts every command sent in `sent`.
+    pub(crate) async fn eval(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+        sent: &AtomicU64,
+    ) -> Result<Value, RedisError> {
+        let command = |name: &str, body: &str| {
+            sent.fetch_add(1, Ordering::Relaxed);
+            let mut command = redis::cmd(name);
+            command.arg(body).arg(keys.len()).arg(keys).arg(args);
+            command
+        };
+        match self.query(&command("EVALSHA", &script.hash)).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.query(&command("EVAL", script.source)).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Why a check got no answer it can use.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No answer within the check's timeout.
+    Timeout,
+    /// No usable connection: refused, reset, closed, or not yet re-established.
+    Connection(RedisError),
+    /// The server answered that it cannot serve now (loading its data, running a long
+    /// script, a cluster without a majority or without this slot's master).
+    ServerUnavailable(RedisError),
+    /// The server refused the request itself: out of memory, a key of the wrong type, a
+    /// script error, no permission.
+    Rejected(RedisError),
+    /// A reply the scripts never give (another program wrote the record key, say).
+    Malformed(String),
+}
+
+impl Failure {
+    /// Sorts an error of the `redis` crate.
+    pub(crate) fn of(error: RedisError) -> Self {
+        match error.kind() {
+            ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => {
+                if error.is_timeout() {
+                    Self::Timeout
+                } else {
+                    Self::Connection(error)
+                }
+            }
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown,
+            ) => Self::ServerUnavailable(error),
+            // `BUSY`: another script has run past its time limit; the server serves nothing else.
+            ErrorKind::Extension if error.code() == Some("BUSY") => Self::ServerUnavailable(error),
+            _ if error.code().is_some() => Self::Rejected(error),
+            _ => Self::Malformed(error.to_string()),
+        }
+    }
+
+    /// Whether the failure policy answers (Redis could not be asked), rather than an error.
+    pub(crate) fn is_unavailability(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout | Self::Connection(_) | Self::ServerUnavailable(_)
+        )
+    }
+
+    /// Whether sending the same request again may succeed where this attempt failed: its
+    /// connection was lost (the request may or may not have run; the record makes a second run
+    /// harmless).
+    pub(crate) fn is_worth_resending(&self) -> bool {
+        matches!(self, Self::Connection(_))
+    }
+
+    /// The metrics class.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn class(&self) -> crate::metrics::RedisErrorClass {
+        use crate::metrics::RedisErrorClass;
+        match self {
+            Self::Timeout => RedisErrorClass::Timeout,
+            Self::Connection(_) => RedisErrorClass::Connection,
+            Self::ServerUnavailable(_) | Self::Rejected(_) => RedisErrorClass::Server,
+            Self::Malformed(_) => RedisErrorClass::Other,
+        }
+    }
+
+    /// What went wrong, for an error message.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Self::Timeout => "no answer from Redis within the timeout".to_owned(),
+            Self::Connection(error) | Self::ServerUnavailable(error) | Self::Rejected(error) => {
+                error.to_string()
+            }
+            Self::Malformed(reply) => format!("unexpected reply from Redis: {reply}"),
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The async limiter: one check is local answers first (lease, deny cache, open breaker), then
+//! one script run under the check's deadline.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::time::{Duration, UNIX_EPOCH};
+
+use infra_common::clock::duration_to_nanos;
+use infra_common::hash::RandomState;
+use infra_common::sync::Mutex;
+use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::{Clock, SystemClock};
+
+use super::breaker::{Breaker, Pass};
+use super::connection::{Endpoint, Failure, Transport};
+use super::keys::KeyLayout;
+use super::local::{DenyCache, Fetch, Leases, Take};
+use super::options::{FailurePolicy, RedisOptions, TimeSource};
+use super::scripts::{Reply, Script, ScriptQuota};
+use crate::{Decision, Error, Quota};
+
+/// How long a request's record is kept at least, whatever the timeout: a resend comes right
+/// after its connection drops, well within it.
+const MIN_RECORD_TTL: Duration = Duration::from_secs(1);
+
+/// A rate limit shared through Redis, for async callers on a tokio runtime.
+///
+/// Built inside a tokio runtime (with IO and time enabled), on whose tasks its connection
+/// runs; no connection is made until the first check. Not `Clone`: share it in an `Arc`.
+///
+/// ```no_run
+/// use infra_ratelimit::Quota;
+/// use infra_ratelimit::redis::{AsyncRedisRateLimiter, RedisOptions};
+///
+/// # async fn run() -> Result<(), infra_ratelimit::Error> {
+/// let limiter = AsyncRedisRateLimiter::new(
+///     "redis://127.0.0.1:6379",
+///     Quota::per_minute(600)?,
+///     RedisOptions::default(),
+/// )?;
+/// let decision = limiter.check("user:42").await?;
+/// println!("allowed: {}, retry after {:?}", decision.is_allowed(), decision.retry_after());
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncRedisRateLimiter<C: Clock = SystemClock> {
+    transport: Transport,
+    script: Script,
+    keys: KeyLayout,
+    quota: Mutex<Quota>,
+    options: RedisOptions,
+    deny: DenyCache,
+    leases: Option<Leases>,
+    breaker: Breaker,
+    tokens: Tokens,
+    record_ttl_millis: u64,
+    counts: Counts,
+    clock: C,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::RedisCounters,
+}
+
+/// Counters of what a Redis limiter did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Commands sent to Redis: one per check that asks, plus one per `NOSCRIPT` fallback and
+    /// one per request sent again after its connection dropped.
+    pub round_trips: u64,
+    /// Checks denied from the local deny cache without a round trip.
+    pub cache_hits: u64,
+    /// Checks admitted from a lease (batching) without a round trip.
+    pub lease_hits: u64,
+    /// Checks that tried Redis and could not reach it: the failure policy answered.
+    pub failures: u64,
+    /// Checks the failure policy answered at once because the circuit breaker was open.
+    pub short_circuits: u64,
+    /// Checks that Redis answered with an error about the request ([`Error::Backend`]).
+    pub server_errors: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    round_trips: AtomicU64,
+    cache_hits: AtomicU64,
+    lease_hits: AtomicU64,
+    failures: AtomicU64,
+    short_circuits: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Request ids, unique across processes: a random 64-bit instance number and a counter.
+struct Tokens {
+    instance: u64,
+    next: AtomicU64,
+}
+
+impl Tokens {
+    fn new() -> Self {
+        Self {
+            instance: RandomState::new().hash_one(std::process::id()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let sequence = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{sequence:x}", self.instance)
+    }
+}
+
+impl AsyncRedisRateLimiter {
+    /// A limiter on the system clock talking to one server at `url` (`redis://host:port/db`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] outside a tokio runtime or for invalid options,
+    /// [`Error::Unavailable`] for a malformed URL, and quota errors for a GCRA interval under a
+    /// microsecond (the scripts' unit).
+    pub fn new(url: &str, quota: Quota, options: RedisOptions) -> Result<Self, Error> {
+        Self::with_clock(url, quota, options, SystemClock::new())
+    }
+
+    /// A limiter on the system clock talking to a Redis Cluster through some of its nodes'
+    /// URLs (the others are discovered).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRedisRateLimiter::new`].
+    pub fn cluster<S: AsRef<str>>(
+        nodes: &[S],
+        quota: Quota,
+        options: RedisOptions,
+    ) -> Result<Self, Error> {
+        Self::cluster_with_clock(nodes, quota, options, SystemClock::new())
+    }
+}
+
+impl<C: Clock> AsyncRedisRateLimiter<C> {
+    /// A limiter on one server whose local caches, breaker and (with [`TimeSource::Client`])
+    /// decisions read `clock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRedisRateLimiter::new`].
+    pub fn with_clock(
+        url: &str,
+        quota: Quota,
+        options: RedisOptions,
+        clock: C,
+    ) -> Result<Self, Error> {
+        Self::build(&Endpoint::Single(url), quota, options, clock)
+    }
+
+    /// A limiter on a Redis Cluster reading `clock`, as [`AsyncRedisRateLimiter::with_clock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRedisRateLimiter::new`].
+    pub fn cluster_with_clock<S: AsRef<str>>(
+        nodes: &[S],
+        quota: Quota,
+        options: RedisOptions,
+        clock: C,
+    ) -> Result<Self, Error> {
+        let nodes = nodes.iter().map(AsRef::as_ref).collect();
+        Self::build(&Endpoint::Cluster(nodes), quota, options, clock)
+    }
+
+    pub(crate) fn build(
+        endpoint: &Endpoint<'_>,
+        quota: Quota,
+        options: RedisOptions,
+        clock: C,
+    ) -> Result<Self, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidConfig {
+                reason: "an AsyncRedisRateLimiter is built inside a tokio runtime, which runs \
+                         its connection (RedisRateLimiter brings its own)",
+            });
+        }
+        options.validate()?;
+        ScriptQuota::new(options.algorithm, &quota)?;
+        let transport =
+            Transport::open(endpoint, options.timeout).map_err(|error| Error::Unavailable {
+                reason: error.to_string(),
+            })?;
+        let leases = options.batching().then(|| {
+            Leases::new(
+                options.batch_cells,
+                duration_to_nanos(options.lease_period),
+                options.lease_capacity,
+            )
+        });
+        let record_ttl = options.timeout.saturating_mul(2).max(MIN_RECORD_TTL);
+        Ok(Self {
+            transport,
+            script: Script::of(options.algorithm),
+            keys: KeyLayout::new(&options.prefix),
+            quota: Mutex::new(quota),
+            deny: DenyCache::new(options.deny_cache_capacity),
+            leases,
+            breaker: Breaker::new(
+                options.breaker_failures,
+                duration_to_nanos(options.breaker_cool_down),
+            ),
+            tokens: Tokens::new(),
+            record_ttl_millis: u64::try_from(record_ttl.as_millis()).unwrap_or(u64::MAX),
+            counts: Counts::default(),
+            options,
+            clock,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::RedisCounters::unnamed(),
+        })
+    }
+
+    /// Names this limiter in its metrics (the `limiter` label; default `"default"`) and
+    /// registers its counters with the recorder installed now (see [`crate::metrics`]).
+    ///
+    /// ```no_run
+    /// use infra_ratelimit::Quota;
+    /// use infra_ratelimit::redis::{AsyncRedisRateLimiter, RedisOptions};
+    ///
+    /// # async fn run() -> Result<(), infra_ratelimit::Error> {
+    /// let quota = Quota::per_minute(600)?;
+    /// let limiter =
+    ///     AsyncRedisRateLimiter::new("redis://127.0.0.1:6379", quota, RedisOptions::default())?
+    ///         .with_metrics_name("checkout");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.metrics = crate::metrics::RedisCounters::new(name.into());
+        self
+    }
+
+    /// The quota applied to keys checked without their own.
+    pub fn quota(&self) -> Quota {
+        *self.quota.lock()
+    }
+
+    /// Replaces the default quota. The state in Redis is kept (GCRA keeps each key's time
+    /// until full recovery, the log keeps its entries).
+    ///
+    /// # Errors
+    ///
+    /// A GCRA quota whose emission interval is under a microsecond.
+    pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
+        ScriptQuota::new(self.options.algorithm, &quota)?;
+        *self.quota.lock() = quota;
+        Ok(())
+    }
+
+    /// What the limiter did so far.
+    pub fn stats(&self) -> RedisStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        RedisStats {
+            round_trips: read(&self.counts.round_trips),
+            cache_hits: read(&self.counts.cache_hits),
+            lease_hits: read(&self.counts.lease_hits),
+            failures: read(&self.counts.failures),
+            short_circuits: read(&self.counts.short_circuits),
+            server_errors: read(&self.counts.server_errors),
+        }
+    }
+
+    /// Decides on one request for `key` under the default quota.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRedisRateLimiter::check_n_with`].
+    pub async fn check(&self, key: &str) -> Result<Decision, Error> {
+        self.check_n_with(key, &self.quota(), 1).await
+    }
+
+    /// Decides on `n` cells for `key` under the default quota.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRedisRateLimiter::check_n_with`].
+    pub async fn check_n(&self, key: &str, n: u32) -> Result<Decision, Error> {
+        self.check_n_with(key, &self.quota(), n).await
+    }
+
+    /// Decides on `n` cells for `key` under `quota` (a per-key quota: the quota travels with
+    /// each call, so keys can have their own without any registration).
+    ///
+    /// Cancel-safe: a check dropped before its answer took nothing locally, and in Redis at
+    /// most what its script took if it had already run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InsufficientCapacity`] when `n` exceeds what the quota admits at once;
+    /// [`Error::TooLarge`] for a key longer than [`RedisOptions::max_key_len`];
+    /// [`Error::Backend`] when Redis answers with an error about the request (whatever the
+    /// policy); [`Error::Unavailable`] when Redis cannot be asked and the policy is
+    /// [`FailurePolicy::Error`]; quota errors for a GCRA interval under a microsecond.
+    pub async fn check_n_with(&self, key: &str, quota: &Quota, n: u32) -> Result<Decision, Error> {
+        let limits = ScriptQuota::new(self.options.algorithm, quota)?;
+        if key.len() > self.options.max_key_len {
+            return Err(Error::TooLarge {
+                what: "key (bytes)",
+                value: key.len() as u128,
+                max: self.options.max_key_len as u128,
+            });
+        }
+        let capacity = limits.capacity;
+        if n > capacity {
+            return Err(Error::InsufficientCapacity {
+                requested: n,
+                capacity,
+            });
+        }
+        let now = self.clock.now_nanos();
+        let (want, fetch) = match self.leases.as_ref().filter(|_| n > 0) {
+            Some(leases) => match leases.take(key, n, now) {
+                Take::Spent { left, reset_after } => {
+                    bump(&self.counts.lease_hits);
+                    return Ok(self.observed(Decision::allowed(capacity, left, reset_after)));
+                }
+                Take::Fetch(fetch) => (leases.want(n, capacity), Some(fetch)),
+                Take::Single => (n, None),
+            },
+            None => (n, None),
+        };
+        if n > 0
+            && let Some(wait) = self.deny.denied_for(key, now)
+        {
+            bump(&self.counts.cache_hits);
+            return Ok(self.observed(Decision::denied(capacity, 0, wait, wait)));
+        }
+        let probe = match self.breaker.pass(now) {
+            Pass::Call => None,
+            Pass::Probe(probe) => Some(probe),
+            Pass::Open => {
+                bump(&self.counts.short_circuits);
+                #[cfg(feature = "metrics")]
+                self.metrics
+                    .record_error(crate::metrics::RedisErrorClass::CircuitOpen);
+                return self.policy(capacity, || {
+                    "the circuit breaker is open after repeated failures to reach Redis".to_owned()
+                });
+            }
+        };
+        let result = self.ask(key, limits, n, want).await;
+        let now = self.clock.now_nanos();
+        match result {
+            Ok(reply) => {
+                self.breaker.succeeded();
+                drop(probe);
+                Ok(self.observed(self.decide(key, capacity, n, &reply, fetch, now)))
+            }
+            Err(failure) => {
+                #[cfg(feature = "metrics")]
+                self.metrics.record_error(failure.class());
+                if failure.is_unavailability() {
+                    bump(&self.counts.failures);
+                    self.breaker.failed(now, probe);
+                    self.policy(capacity, || failure.reason())
+                } else {
+                    bump(&self.counts.server_errors);
+                    self.breaker.succeeded();
+                    Err(Error::Backend {
+                        reason: failure.reason(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Runs the script once, or twice with the same request id when the first attempt's
+    /// connection dropped, all within the timeout.
+    async fn ask(
+        &self,
+        key: &str,
+        limits: ScriptQuota,
+        n: u32,
+        want: u32,
+    ) -> Result<Reply, Failure> {
+        let token = self.tokens.next();
+        let keys = self.keys.script_keys(self.options.algorithm, key, &token);
+        let now = match self.options.time_source {
+            TimeSource::Server => String::new(),
+            TimeSource::Client => {
+                let since_epoch = self.clock.wall_time().duration_since(UNIX_EPOCH);
+                since_epoch
+                    .map_or(0, |elapsed| elapsed.as_micros())
+                    .to_string()
+            }
+        };
+        let args = [
+            limits.first.to_string(),
+            limits.second.to_string(),
+            n.to_string(),
+            want.to_string(),
+            now,
+            self.record_ttl_millis.to_string(),
+        ];
+        let attempt = async {
+            let run = || async {
+                self.transport
+                    .eval(&self.script, &keys, &args, &self.counts.round_trips)
+                    .await
+                    .map_err(Failure::of)
+            };
+            let value = match run().await {
+                Err(failure) if failure.is_worth_resending() => run().await,
+                other => other,
+            }?;
+            Reply::parse(&value)
+                .filter(|reply| reply.granted <= want && (!reply.allowed || reply.granted >= n))
+                .ok_or_else(|| Failure::Malformed(format!("{value:?}")))
+        };
+        tokio::time::timeout(self.options.timeout, attempt)
+            .await
+            .unwrap_or(Err(Failure::Timeout))
+    }
+
+    /// Turns a reply into a decision: remembers a key that cannot get a cell for a while, and
+    /// puts the cells of a batch beyond this check's `n` into the lease.
+    fn decide(
+        &self,
+        key: &str,
+        capacity: u32,
+        n: u32,
+        reply: &Reply,
+        fetch: Option<Fetch<'_>>,
+        now: u64,
+    ) -> Decision {
+        let micros = Duration::from_micros;
+        if reply.blocked_micros > 0 {
+            let until = now.saturating_add(reply.blocked_micros.saturating_mul(1_000));
+            self.deny.remember(key, now, until);
+        }
+        let reset_after = micros(reply.reset_micros);
+        if !reply.allowed {
+            return Decision::denied(
+                capacity,
+                reply.remaining,
+                micros(reply.retry_micros),
+                reset_after,
+            );
+        }
+        let spare = reply.granted.saturating_sub(n);
+        if let Some(fetch) = fetch {
+            fetch.fill(spare, reset_after, now);
+        }
+        Decision::allowed(capacity, reply.remaining.saturating_add(spare), reset_after)
+    }
+
+    /// The failure policy's answer when Redis cannot be asked.
+    fn policy(&self, capacity: u32, reason: impl FnOnce() -> String) -> Result<Decision, Error> {
+        match self.options.policy {
+            FailurePolicy::FailOpen => {
+                Ok(self.observed(Decision::allowed(capacity, capacity, Duration::ZERO)))
+            }
+            FailurePolicy::FailClosed => Ok(self.observed(Decision::denied(
+                capacity,
+                0,
+                Duration::from_secs(1),
+                Duration::ZERO,
+            ))),
+            FailurePolicy::Error => Err(Error::Unavailable { reason: reason() }),
+        }
+    }
+
+    /// Reports `decision` to the metrics (with the feature), and returns it.
+    #[inline]
+    fn observed(&self, decision: Decision) -> Decision {
+        #[cfg(feature = "metrics")]
+        self.metrics.decisions.record(&decision);
+        decision
+    }
+}
+
+impl<C: Clock> fmt::Debug for AsyncRedisRateLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncRedisRateLimiter")
+            .field("quota", &self.quota())
+            .field("options", &self.options)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,220 @@
+//! What a limiter remembers about keys between round trips: keys known to be over their limit
+//! (the deny cache) and leases of cells taken in a batch. Both are capped maps keyed by user
+//! keys, which clients choose, so both drop what is over before growing and refuse to grow
+//! past their cap.
+
+use std::time::Duration;
+
+use infra_common::sync::Mutex;
+use infra_common::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::store::Shards;
+
+/// A map of user keys holding at most about `capacity` entries (concurrent inserts may pass it
+/// by the number of threads inserting at once).
+struct CappedMap<V> {
+    map: Shards<String, V>,
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl<V> CappedMap<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: Shards::new(),
+            len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    /// Whether a new key fits, after forgetting the entries `over` says are done with when full.
+    fn has_room(&self, over: impl FnMut(&V) -> bool) -> bool {
+        if self.len.load(Ordering::Relaxed) < self.capacity {
+            return true;
+        }
+        let mut over = over;
+        let removed = self.map.retain(|_, value| !over(value));
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.len.load(Ordering::Relaxed) < self.capacity
+    }
+
+    fn count_insert(&self, inserted: bool) {
+        if inserted {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Keys over their limit, each with the local clock reading until which one cell is certainly
+/// denied.
+pub(crate) struct DenyCache {
+    until: CappedMap<u64>,
+}
+
+impl DenyCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            until: CappedMap::new(capacity),
+        }
+    }
+
+    /// How long `key` is still known to be denied at `now`, if it is.
+    pub(crate) fn denied_for(&self, key: &str, now: u64) -> Option<Duration> {
+        let until = self.until.map.with(key, |until| *until)?;
+        (now < until).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Remembers that `key` cannot get a cell until `until`, if there is room.
+    pub(crate) fn remember(&self, key: &str, now: u64, until: u64) {
+        if self.until.capacity == 0 || !self.until.has_room(|&until| until <= now) {
+            return;
+        }
+        let inserted = self.until.map.insert(key.to_owned(), until).is_none();
+        self.until.count_insert(inserted);
+    }
+}
+
+/// Cells taken from Redis in a batch and not yet spent, per key.
+pub(crate) struct Leases {
+    leases: CappedMap<Mutex<Lease>>,
+    /// The most cells one round trip takes.
+    batch: u32,
+    /// How long unspent cells may be spent, in clock nanoseconds.
+    period: u64,
+}
+
+#[derive(Debug, Default)]
+struct Lease {
+    cells: u32,
+    /// The clock reading after which the cells are given up.
+    expires: u64,
+    /// The clock reading at which Redis said the key's state is full again.
+    reset_at: u64,
+    /// Whether a check of this process is taking a new batch for the key.
+    fetching: bool,
+}
+
+/// What a check of `n` cells does about leases.
+pub(crate) enum Take<'a> {
+    /// Spent `n` cells of the lease: admitted without a round trip.
+    Spent {
+        /// Cells left in the lease.
+        left: u32,
+        /// Time until Redis's state is full, as of when the lease was taken.
+        reset_after: Duration,
+    },
+    /// Take a batch from Redis and fill the lease with what this check does not need.
+    Fetch(Fetch<'a>),
+    /// Ask Redis for `n` cells only: another check of this process is fetching a batch for the
+    /// key, or there is no room for another lease.
+    Single,
+}
+
+/// The one batch being taken for a key by this process. Dropped without being filled (the
+/// check failed or was cancelled), it leaves the lease empty for the next check to fetch.
+pub(crate) struct Fetch<'a> {
+    leases: &'a Leases,
+    key: String,
+    filled: bool,
+}
+
+impl Lease {
+    fn take(&mut self, n: u32, now: u64) -> Step {
+        if self.fetching {
+            return Step::Single;
+        }
+        if now < self.expires && self.cells >= n {
+            self.cells -= n;
+            return Step::Spent {
+                left: self.cells,
+                reset_after: Duration::from_nanos(self.reset_at.saturating_sub(now)),
+            };
+        }
+        // Cells too few for this check are given up: at most one batch per key is outstanding.
+        self.cells = 0;
+        self.fetching = true;
+        Step::Fetch
+    }
+
+    fn is_over(&self, now: u64) -> bool {
+        !self.fetching && (self.cells == 0 || self.expires <= now)
+    }
+}
+
+enum Step {
+    Spent { left: u32, reset_after: Duration },
+    Fetch,
+    Single,
+}
+
+impl Leases {
+    /// Leases of up to `batch` cells lasting `period` nanoseconds, for at most about
+    /// `capacity` keys.
+    pub(crate) fn new(batch: u32, period: u64, capacity: usize) -> Self {
+        Self {
+            leases: CappedMap::new(capacity),
+            batch,
+            period,
+        }
+    }
+
+    /// The cells one round trip asks for when fetching for a check of `n` cells, at most
+    /// `capacity` (the most the quota admits at once).
+    pub(crate) fn want(&self, n: u32, capacity: u32) -> u32 {
+        self.batch.min(capacity).max(n)
+    }
+
+    /// Spends `n` cells of `key`'s lease at `now`, or says how to ask Redis.
+    pub(crate) fn take(&self, key: &str, n: u32, now: u64) -> Take<'_> {
+        let step = match self.leases.map.with(key, |lease| lease.lock().take(n, now)) {
+            Some(step) => step,
+            None => {
+                if !self.leases.has_room(|lease| lease.lock().is_over(now)) {
+                    return Take::Single;
+                }
+                self.leases
+                    .map
+                    .with_or_insert(key.to_owned(), Mutex::default, |lease, inserted| {
+                        self.leases.count_insert(inserted);
+                        lease.lock().take(n, now)
+                    })
+            }
+        };
+        match step {
+            Step::Spent { left, reset_after } => Take::Spent { left, reset_after },
+            Step::Fetch => Take::Fetch(Fetch {
+                leases: self,
+                key: key.to_owned(),
+                filled: false,
+            }),
+            Step::Single => Take::Single,
+        }
+    }
+}
+
+impl Fetch<'_> {
+    /// Puts the `cells` a batch brought beyond its check's need into the lease, at `now`, with
+    /// Redis's state full again `reset_after` from now.
+    pub(crate) fn fill(mut self, cells: u32, reset_after: Duration, now: u64) {
+        let period = self.leases.period;
+        self.leases.leases.map.with(self.key.as_str(), |lease| {
+            let mut lease = lease.lock();
+            lease.cells = cells;
+            lease.expires = now.saturating_add(period);
+            lease.reset_at =
+                now.saturating_add(infra_common::clock::duration_to_nanos(reset_after));
+            lease.fetching = false;
+        });
+        self.filled = true;
+    }
+}
+
+impl Drop for Fetch<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.leases.leases.map.with(self.key.as_str(), |lease| {
+                lease.lock().fetching = false;
+            });
+        }
+    }
+}

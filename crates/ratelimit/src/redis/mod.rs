@@ -1,0 +1,116 @@
+//! Limits shared by many processes through Redis or Redis Cluster: GCRA and the sliding-window
+//! log, one round trip per check, on one multiplexed connection.
+//!
+//! - [`AsyncRedisRateLimiter`]: `check(key).await` on a tokio runtime.
+//! - [`RedisRateLimiter`]: the same limiter for synchronous callers, on a one-thread runtime of
+//!   its own (see its docs for why).
+//!
+//! Each check is one `EVALSHA` of a small Lua script that decides and updates the key
+//! atomically (Redis runs a script without interleaving), so every process sees one state. If
+//! the server answers `NOSCRIPT` (after a restart, `SCRIPT FLUSH`, or on a cluster node that
+//! never ran it), the same check is sent once as `EVAL`, which also loads the script. Both
+//! scripts run on Redis 6 and 7 (see [`GCRA_SCRIPT`] for their arguments and what they use).
+//!
+//! - **GCRA** ([`RemoteAlgorithm::Gcra`]): one string per key holding the theoretical arrival
+//!   time, in microseconds; the semantics of [`Gcra`](crate::Gcra), with the emission interval
+//!   rounded **up** to whole microseconds, so Redis never admits faster than the quota (600,000
+//!   per second runs at one per 2 µs, 500,000 per second; an interval under one microsecond is
+//!   [`Error::RateTooHigh`](crate::Error::RateTooHigh)).
+//! - **Sliding-window log** ([`RemoteAlgorithm::SlidingWindowLog`]): one sorted set per key with
+//!   one member per admitted cell in the window (at most `limit`, all of one check added by one
+//!   `ZADD` per 1,000 cells), plus a counter naming them; exact, as
+//!   [`SlidingWindowLog`](crate::SlidingWindowLog), with the window rounded up to microseconds.
+//!
+//! **Which clock.** By default the server's: the script reads `TIME`, so every process sees one
+//! clock and clients' skew never matters; with Redis Cluster each key is always decided on the
+//! clock of the master that holds it, and a failover moves it to the new master's clock (a
+//! replica's clock that lags by `d` makes its keys owe `d` more for a while; one that leads
+//! gives up to `d / interval` cells early). [`TimeSource::Client`] sends the limiter's clock
+//! (wall time, microseconds) instead: decisions are then exactly those of the local algorithm
+//! fed the same readings (`tests/redis.rs` checks this over long sequences with refills), at
+//! the price of trusting every client's clock.
+//!
+//! **Memory in Redis stays bounded.** Every write sets a TTL no longer than the state it
+//! describes: a GCRA key expires when it is full again (at most the burst window, `burst ×
+//! interval`), a log and its counter one window after their newest cell, a request's record
+//! (below) after a couple of timeouts, at least one second.
+//!
+//! **Cluster keys.** A user key's Redis keys all carry the same hash tag, so every script
+//! touches one slot, whatever bytes the key holds (empty, starting with `}`, full of braces):
+//! `<prefix>:{<tag>}` for the state, `…:seq` for the log's counter, `…:req:<token>` for records,
+//! where the tag is the key with `%`, `{` and `}` percent-escaped (the empty key's tag is `%`).
+//! The prefix may not contain a brace. Give each limit its own prefix: limits sharing one share
+//! every key's state. While a slot migrates between masters, a check whose keys are split
+//! between them gets `TRYAGAIN`, which the cluster client retries until the check's timeout.
+//!
+//! **Failures.** Three kinds, three answers:
+//! - Redis cannot be asked (connection refused or lost, no answer within the timeout, a server
+//!   that says `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` or `TRYAGAIN`): the
+//!   [`FailurePolicy`] decides. The default is [`FailurePolicy::FailOpen`]: admit, because a
+//!   rate limiter exists to protect a service, and an outage of the limiter's store should not
+//!   become an outage of the service. Choose [`FailurePolicy::FailClosed`] where an unlimited
+//!   burst is worse than refusing traffic, or [`FailurePolicy::Error`] to decide per call.
+//! - Redis answers with an error about the request (`OOM`, `WRONGTYPE`, a script error,
+//!   `NOPERM`): [`Error::Backend`](crate::Error::Backend), whatever the policy, never a silent
+//!   admission: the server is up, and the fault will not pass by itself.
+//! - Redis keeps failing: a circuit breaker ([`RedisOptions::circuit_breaker`], on by default:
+//!   5 failures, 1 s) stops asking after that many consecutive failures and lets the policy
+//!   answer at once, then lets one probe through after the cool-down, doubling it after each
+//!   failed probe (up to 32 times). Probes are the reconnect back-off: the connection makes one
+//!   attempt each time it is asked, and the breaker decides how often. All on the limiter's
+//!   [`Clock`](infra_common::Clock).
+//!
+//! **Retries never count twice.** Every check carries a request id; an admitted check leaves
+//! its reply in Redis under that id for a few seconds. When a check's connection drops before
+//! its reply arrives, the check is sent again once with the same id (after reconnecting, within
+//! its timeout): if the first one ran, the script finds its record and returns the first
+//! decision without taking cells again.
+//!
+//! **Local deny cache.** When Redis says a key cannot get even one cell until some time, the
+//! limiter remembers that (on its monotonic clock) and denies that key without a round trip
+//! until then. It only ever denies requests Redis would also deny, as long as a key is always
+//! checked under the same quota (a key checked under a larger quota than the one that filled
+//! the cache may be denied until the cached time passes).
+//!
+//! **Batching** ([`RedisOptions::batch`], off by default): leases of allowance, as Envoy's and
+//! Stripe's limiters take them. When a process has no cells of a key's lease left, its check
+//! takes up to `B` cells in its one round trip (as many as are free, at least what the check
+//! needs) and the next checks of that key in this process spend them without asking, until
+//! they run out or the lease period `L` passes, when unspent cells are given up (they stay
+//! spent in Redis: batching can only waste allowance, never create it). At most one batch per
+//! key is being taken by a process at a time; checks arriving meanwhile ask for their own
+//! cells only. The bound: a process holds at most `B − 1` unspent cells of a key at any moment
+//! (in its lease, or coming back with its one batch in flight), so in **any** interval the
+//! fleet admits at most what the exact limit admits plus `(B − 1)` per process, and a cell is
+//! spent at most `L` after Redis granted it. Batching trades that slack, and cells wasted when
+//! a lease expires, for round trips: `tests/redis.rs` measures them with `INFO commandstats`.
+//! With batching, `remaining` counts this process's lease plus what Redis had free when the
+//! lease was taken.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use infra_ratelimit::Quota;
+//! use infra_ratelimit::redis::{RedisOptions, RedisRateLimiter};
+//!
+//! let limiter = RedisRateLimiter::cluster(
+//!     &["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"],
+//!     Quota::per_second(1_000)?,
+//!     RedisOptions::default().batch(20, Duration::from_millis(50)),
+//! )?;
+//! assert!(limiter.check("tenant:7")?.is_allowed());
+//! # Ok::<(), infra_ratelimit::Error>(())
+//! ```
+
+mod blocking;
+mod breaker;
+mod connection;
+mod keys;
+mod limiter;
+mod local;
+mod options;
+mod scripts;
+
+pub use blocking::RedisRateLimiter;
+pub use limiter::{AsyncRedisRateLimiter, RedisStats};
+pub use options::{FailurePolicy, RedisOptions, RemoteAlgorithm, TimeSource};
+pub use scripts::{GCRA_SCRIPT, SLIDING_WINDOW_LOG_SCRIPT};

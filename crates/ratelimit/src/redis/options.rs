@@ -1,0 +1,225 @@
+//! What a Redis limiter can be told: algorithm, clock, failure handling, local caches, batching.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Which algorithm the script runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RemoteAlgorithm {
+    /// GCRA: burst, then one cell per emission interval.
+    #[default]
+    Gcra,
+    /// Sliding-window log: at most `limit` cells in any window of `period`, exactly.
+    SlidingWindowLog,
+}
+
+/// What a check does when Redis cannot be asked: unreachable, no answer in time, a server that
+/// says it cannot serve now (`LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`), or a
+/// circuit breaker that is open.
+///
+/// It never applies to a server that answers with an error about the request itself (out of
+/// memory, a key of the wrong type, a script error): those are returned as
+/// [`Error::Backend`], whatever the policy, because admitting or denying everyone would hide a
+/// fault that will not go away by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Admit (the default): the service stays up, unlimited, while Redis is down.
+    #[default]
+    FailOpen,
+    /// Deny, with a `retry_after` of one second.
+    FailClosed,
+    /// Return [`Error::Unavailable`] and let the caller decide.
+    Error,
+}
+
+/// Whose clock decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TimeSource {
+    /// The server's `TIME`, read inside the script (the default): every process sees one clock,
+    /// so clients' clock skew never matters. In Redis Cluster each key lives on one master and
+    /// is always decided on that master's clock.
+    #[default]
+    Server,
+    /// The limiter's own [`Clock`](infra_common::Clock), its wall time in microseconds since the
+    /// Unix epoch, sent with every check. Every process must then keep its wall clock in sync:
+    /// a process whose clock runs `d` ahead of the others sees `d` more time elapsed, and so up
+    /// to `d / interval` more cells (a clock behind sees fewer). Meant for tests that move time
+    /// by hand (`ManualClock`), and for fleets that trust their NTP more than a server that may
+    /// fail over to a replica with another clock.
+    Client,
+}
+
+/// Settings of a Redis limiter ([`RedisRateLimiter`](super::RedisRateLimiter) or
+/// [`AsyncRedisRateLimiter`](super::AsyncRedisRateLimiter)).
+///
+/// ```
+/// use std::time::Duration;
+/// use infra_ratelimit::redis::{FailurePolicy, RedisOptions, RemoteAlgorithm};
+///
+/// let options = RedisOptions::default()
+///     .algorithm(RemoteAlgorithm::SlidingWindowLog)
+///     .policy(FailurePolicy::FailClosed)
+///     .timeout(Duration::from_millis(50))
+///     .circuit_breaker(5, Duration::from_secs(1))
+///     .batch(10, Duration::from_millis(100))
+///     .prefix("api");
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    pub(crate) algorithm: RemoteAlgorithm,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) time_source: TimeSource,
+    pub(crate) timeout: Duration,
+    pub(crate) prefix: String,
+    pub(crate) max_key_len: usize,
+    pub(crate) deny_cache_capacity: usize,
+    pub(crate) breaker_failures: u32,
+    pub(crate) breaker_cool_down: Duration,
+    pub(crate) batch_cells: u32,
+    pub(crate) lease_period: Duration,
+    pub(crate) lease_capacity: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            algorithm: RemoteAlgorithm::Gcra,
+            policy: FailurePolicy::FailOpen,
+            time_source: TimeSource::Server,
+            timeout: Duration::from_millis(100),
+            prefix: "ratelimit".to_owned(),
+            max_key_len: 1024,
+            deny_cache_capacity: 100_000,
+            breaker_failures: 5,
+            breaker_cool_down: Duration::from_secs(1),
+            batch_cells: 1,
+            lease_period: Duration::ZERO,
+            lease_capacity: 100_000,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// The algorithm (default GCRA).
+    #[must_use]
+    pub fn algorithm(self, algorithm: RemoteAlgorithm) -> Self {
+        Self { algorithm, ..self }
+    }
+
+    /// The failure policy (default fail-open).
+    #[must_use]
+    pub fn policy(self, policy: FailurePolicy) -> Self {
+        Self { policy, ..self }
+    }
+
+    /// Whose clock decides (default the server's).
+    #[must_use]
+    pub fn time_source(self, time_source: TimeSource) -> Self {
+        Self {
+            time_source,
+            ..self
+        }
+    }
+
+    /// How long one check may take, connecting included, before the failure policy answers
+    /// (default 100 ms).
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// The prefix of every Redis key (default `ratelimit`). Give each limit its own: two limits
+    /// with one prefix share every key's state. It may not contain `{` or `}` (see the module
+    /// docs on cluster keys).
+    #[must_use]
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ..self
+        }
+    }
+
+    /// The longest key accepted, in bytes (default 1024); a longer one is
+    /// [`Error::TooLarge`], so a client cannot make the limiter send or cache megabytes.
+    #[must_use]
+    pub fn max_key_len(self, bytes: usize) -> Self {
+        Self {
+            max_key_len: bytes,
+            ..self
+        }
+    }
+
+    /// How many over-limit keys the local deny cache remembers (default 100,000; 0 disables it).
+    #[must_use]
+    pub fn deny_cache_capacity(self, capacity: usize) -> Self {
+        Self {
+            deny_cache_capacity: capacity,
+            ..self
+        }
+    }
+
+    /// Opens the circuit after `failures` consecutive failures to reach Redis, answering with
+    /// the failure policy at once for `cool_down`, then lets one probe through (default 5
+    /// failures, 1 s). Each failed probe doubles the cool-down, up to 32 times the one given.
+    /// `failures` 0 turns the breaker off: every check then asks Redis and pays its timeout.
+    #[must_use]
+    pub fn circuit_breaker(self, failures: u32, cool_down: Duration) -> Self {
+        Self {
+            breaker_failures: failures,
+            breaker_cool_down: cool_down,
+            ..self
+        }
+    }
+
+    /// Local batching (off by default): when a key's lease is empty, a check takes up to
+    /// `cells` cells from Redis in its one round trip and the following checks of that key in
+    /// this process spend them locally, until they run out or `lease` has passed (unspent cells
+    /// are then given up). See the module docs for the bound on over-admission. `cells` 0 or 1
+    /// turns it off.
+    #[must_use]
+    pub fn batch(self, cells: u32, lease: Duration) -> Self {
+        Self {
+            batch_cells: cells,
+            lease_period: lease,
+            ..self
+        }
+    }
+
+    /// How many keys hold a lease at once, at most (default 100,000). Past it, keys without a
+    /// lease are checked one round trip each until leases expire.
+    #[must_use]
+    pub fn lease_capacity(self, capacity: usize) -> Self {
+        Self {
+            lease_capacity: capacity,
+            ..self
+        }
+    }
+
+    /// Whether batching is on.
+    pub(crate) fn batching(&self) -> bool {
+        self.batch_cells > 1
+    }
+
+    /// Refuses settings that cannot work.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let invalid = |reason| Err(Error::InvalidConfig { reason });
+        if self.timeout.is_zero() {
+            return invalid("the Redis timeout must be positive");
+        }
+        if self.prefix.contains(['{', '}']) {
+            return invalid("a Redis key prefix may not contain `{` or `}`: they choose the slot");
+        }
+        if self.breaker_failures > 0 && self.breaker_cool_down.is_zero() {
+            return invalid("the circuit breaker's cool-down must be positive");
+        }
+        if self.batching() && self.lease_period.is_zero() {
+            return invalid("a batch lease must last a positive time");
+        }
+        Ok(())
+    }
+}
