@@ -51,9 +51,17 @@ impl Transport {
                 )?))
             }
             Endpoint::Cluster(urls) => {
+                // Redirections and TRYAGAIN are retried after 5 ms, doubling, within the
+                // check's timeout (the client's default first wait is 1.28 s).
+                let most = u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(10);
                 let client = ClusterClientBuilder::new(urls.iter().copied())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
+                    .min_retry_wait(5)
+                    .max_retry_wait(most)
+                    .retry_wait_formula(5, 2)
                     .build()?;
                 Ok(Self::Cluster(
                     client.get_pending_async_connection_with_config(ClusterConfig::new()),

@@ -386,13 +386,12 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     ) -> Result<Reply, Failure> {
         let token = self.tokens.next();
         let keys = self.keys.script_keys(self.options.algorithm, key, &token);
-        let now = match self.options.time_source {
-            TimeSource::Server => String::new(),
+        let (now, skew) = match self.options.time_source {
+            TimeSource::Server => (String::new(), 0),
             TimeSource::Client => {
                 let since_epoch = self.clock.wall_time().duration_since(UNIX_EPOCH);
-                since_epoch
-                    .map_or(0, |elapsed| elapsed.as_micros())
-                    .to_string()
+                let micros = since_epoch.map_or(0, |elapsed| elapsed.as_micros());
+                (micros.to_string(), self.options.max_clock_skew.as_millis())
             }
         };
         let args = [
@@ -402,6 +401,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             want.to_string(),
             now,
             self.record_ttl_millis.to_string(),
+            skew.to_string(),
         ];
         let attempt = async {
             let run = || async {

@@ -47,9 +47,10 @@ pub enum TimeSource {
     /// The limiter's own [`Clock`](infra_common::Clock), its wall time in microseconds since the
     /// Unix epoch, sent with every check. Every process must then keep its wall clock in sync:
     /// a process whose clock runs `d` ahead of the others sees `d` more time elapsed, and so up
-    /// to `d / interval` more cells (a clock behind sees fewer). Meant for tests that move time
-    /// by hand (`ManualClock`), and for fleets that trust their NTP more than a server that may
-    /// fail over to a replica with another clock.
+    /// to `d / interval` more cells (a clock behind sees fewer). Redis still expires keys on
+    /// its own clock, so each key is kept [`RedisOptions::max_clock_skew`] longer than its
+    /// state needs. Meant for tests that move time by hand (`ManualClock`), and for fleets that
+    /// trust their NTP more than a server that may fail over to a replica with another clock.
     Client,
 }
 
@@ -74,6 +75,7 @@ pub struct RedisOptions {
     pub(crate) algorithm: RemoteAlgorithm,
     pub(crate) policy: FailurePolicy,
     pub(crate) time_source: TimeSource,
+    pub(crate) max_clock_skew: Duration,
     pub(crate) timeout: Duration,
     pub(crate) prefix: String,
     pub(crate) max_key_len: usize,
@@ -91,6 +93,7 @@ impl Default for RedisOptions {
             algorithm: RemoteAlgorithm::Gcra,
             policy: FailurePolicy::FailOpen,
             time_source: TimeSource::Server,
+            max_clock_skew: Duration::from_secs(1),
             timeout: Duration::from_millis(100),
             prefix: "ratelimit".to_owned(),
             max_key_len: 1024,
@@ -122,6 +125,18 @@ impl RedisOptions {
     pub fn time_source(self, time_source: TimeSource) -> Self {
         Self {
             time_source,
+            ..self
+        }
+    }
+
+    /// With [`TimeSource::Client`], how far clients' clocks may run behind Redis's (default
+    /// 1 s): every key lives that much longer than its state needs, since Redis expires it on
+    /// its own clock. A client whose clock lags by more than this may find a key it still owes
+    /// on gone, and get up to `(lag − skew) / interval` cells early. Unused with server time.
+    #[must_use]
+    pub fn max_clock_skew(self, skew: Duration) -> Self {
+        Self {
+            max_clock_skew: skew,
             ..self
         }
     }

@@ -16,7 +16,9 @@ use crate::{Error, Quota};
 ///   burst × interval) or limit (log); `n`, the cells the request needs; `want`, the cells to
 ///   take if that many are free (`n` without batching, the batch size with it); the time in
 ///   microseconds since the Unix epoch, or an empty string for the server's `TIME`; how long to
-///   remember the request's record, in milliseconds.
+///   remember the request's record, in milliseconds; how many milliseconds to add to every
+///   state's TTL (the clock skew allowed with client time, whose durations the server measures
+///   on its own clock).
 /// - Reply: `{allowed, granted, remaining, retry µs, reset µs, blocked µs}`: `granted` cells
 ///   were taken (between `n` and `want`), `remaining` are still free, `retry` is when `n` cells
 ///   will be (0 if allowed), `reset` is when the state is full again, `blocked` is how long not
@@ -34,9 +36,9 @@ use crate::{Error, Quota};
 /// effects only). Numbers stay below 2^53 microseconds, which Lua's doubles hold exactly, and reach
 /// Redis as integers.
 ///
-/// **Memory.** Every write sets a TTL no longer than what it describes: a GCRA key lives until
-/// its state is full again (at most `burst × interval`), a log and its counter one window after
-/// their newest cell, a record for the time given. A denial writes nothing, and an admission's
+/// **Memory.** Every write sets a TTL no longer than what it describes (plus the given skew):
+/// a GCRA key lives until its state is full again (at most `burst × interval`), a log and its
+/// counter one window after their newest cell, a record for the time given. A denial writes nothing, and an admission's
 /// first write is one Redis refuses when out of memory (`maxmemory` with `noeviction`): a
 /// script that has written once is let through to the end, so a first write Redis does not
 /// check (trimming the log, say) would let it grow past the limit.
@@ -82,7 +84,7 @@ end
 local take = math.min(want, free)
 if take > 0 then
   owed = owed + take * interval
-  redis.call('SET', KEYS[1], now + owed, 'PX', math.ceil(owed / 1000))
+  redis.call('SET', KEYS[1], now + owed, 'PX', math.ceil(owed / 1000) + tonumber(ARGV[7]))
 end
 local reply = {1, take, free - take, 0, owed, blocked(owed)}
 if take > 0 then
@@ -146,7 +148,7 @@ if take > 0 then
     end
     redis.call('ZADD', KEYS[1], unpack(members))
   end
-  local ttl = math.ceil(window / 1000)
+  local ttl = math.ceil(window / 1000) + tonumber(ARGV[7])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   count = count + take

@@ -1,0 +1,245 @@
+//! The Redis backend on a real Redis Cluster of three masters on loopback: checks of many keys
+//! land on every master, every key (awkward ones included) keeps all its Redis keys in one
+//! slot, decisions equal one server's, and `MOVED` and `ASK` are followed while a slot moves,
+//! with its state.
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use infra_common::ManualClock;
+use infra_common::sync::{Arc, thread};
+use infra_ratelimit::redis::{
+    FailurePolicy, RedisOptions, RedisRateLimiter, RemoteAlgorithm, TimeSource,
+};
+use infra_ratelimit::{Decision, Error, Quota};
+use infra_testkit::{RedisCluster, RedisServer};
+use redis_support::{admin, calls, splitmix};
+
+/// 300 ordinary keys, and keys whose braces or emptiness would pick another slot for some of
+/// their Redis keys if they went into the hash tag as they are.
+fn user_keys() -> Vec<String> {
+    let awkward = [
+        "", "}", "}x", "{", "{}", "{a}", "a{b}c", "}{", "%", "%7D", "a}",
+    ];
+    awkward
+        .iter()
+        .map(ToString::to_string)
+        .chain((0..300).map(|i| format!("user:{i}")))
+        .collect()
+}
+
+fn outcome(result: Result<Decision, Error>) -> Result<(bool, u32, Duration, Duration), Error> {
+    result.map(|d| {
+        (
+            d.is_allowed(),
+            d.remaining(),
+            d.retry_after(),
+            d.reset_after(),
+        )
+    })
+}
+
+fn dbsize(url: &str) -> u64 {
+    redis::cmd("DBSIZE").query(&mut admin(url)).unwrap()
+}
+
+#[test]
+fn checks_spread_over_every_master_and_decide_as_one_server_does() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let Some(single) = RedisServer::start() else {
+        return;
+    };
+    let quota = Quota::per_second(4).unwrap().with_burst(3).unwrap();
+    for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let clock = ManualClock::new();
+        // Client time: both backends see the same clock, so their decisions must be equal.
+        let options = RedisOptions::default()
+            .algorithm(algorithm)
+            .time_source(TimeSource::Client)
+            // Manual time runs slower than Redis's clock here: keep keys for the whole test.
+            .max_clock_skew(Duration::from_secs(3_600))
+            .deny_cache_capacity(0)
+            .timeout(Duration::from_secs(5))
+            .prefix(format!("{algorithm:?}"));
+        let on_cluster = RedisRateLimiter::cluster_with_clock(
+            &cluster.urls(),
+            quota,
+            options.clone(),
+            clock.clone(),
+        )
+        .unwrap();
+        let on_server =
+            RedisRateLimiter::with_clock(&single.url(), quota, options, clock.clone()).unwrap();
+        let mut seed = 3;
+        let mut admitted = 0;
+        for round in 0..4 {
+            for key in user_keys().iter().cycle().take(3 * user_keys().len()) {
+                let n = u32::try_from(splitmix(&mut seed) % 3).unwrap();
+                let expected = outcome(on_server.check_n(key, n));
+                let got = outcome(on_cluster.check_n(key, n));
+                assert_eq!(got, expected, "{algorithm:?}, round {round}, key {key:?}");
+                admitted += usize::from(matches!(got, Ok((true, ..))));
+            }
+            clock.advance(Duration::from_millis(300));
+        }
+        let stats = on_cluster.stats();
+        assert_eq!(stats.failures + stats.server_errors, 0, "{stats:?}");
+        println!("{algorithm:?}: {admitted} admitted, {stats:?}");
+    }
+    let sizes: Vec<u64> = cluster.urls().iter().map(|url| dbsize(url)).collect();
+    println!("keys per master: {sizes:?}");
+    assert!(
+        sizes.iter().all(|&keys| keys > 50),
+        "every master holds keys: {sizes:?}"
+    );
+}
+
+/// The slot of `key` and the index of the master that owns it.
+fn slot_of(cluster: &RedisCluster, key: &str) -> (u64, usize) {
+    let slot: u64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut admin(&cluster.urls()[0]))
+        .unwrap();
+    (slot, cluster.node_for_key(key).unwrap())
+}
+
+fn node_id(url: &str) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut admin(url))
+        .unwrap()
+}
+
+fn setslot(url: &str, slot: u64, state: &str, node: &str) {
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(state)
+        .arg(node)
+        .query(&mut admin(url))
+        .unwrap();
+}
+
+/// Starts moving `slot` from master `from` to master `to` (`IMPORTING`, `MIGRATING`).
+fn start_migration(cluster: &RedisCluster, slot: u64, from: usize, to: usize) {
+    let urls = cluster.urls();
+    setslot(&urls[to], slot, "IMPORTING", &node_id(&urls[from]));
+    setslot(&urls[from], slot, "MIGRATING", &node_id(&urls[to]));
+}
+
+/// Moves every key of `slot` from `from` to `to`, then gives `to` the slot on every master.
+fn finish_migration(cluster: &RedisCluster, slot: u64, from: usize, to: usize) {
+    let urls = cluster.urls();
+    let mut source = admin(&urls[from]);
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(1_000)
+        .query(&mut source)
+        .unwrap();
+    if !keys.is_empty() {
+        let target = cluster.addrs()[to];
+        let _: () = redis::cmd("MIGRATE")
+            .arg(target.ip().to_string())
+            .arg(target.port())
+            .arg("")
+            .arg(0)
+            .arg(5_000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut source)
+            .unwrap();
+    }
+    let owner = node_id(&urls[to]);
+    for url in [&urls[to], &urls[from]].into_iter().chain(
+        urls.iter()
+            .enumerate()
+            .filter(|&(index, _)| index != from && index != to)
+            .map(|(_, url)| url),
+    ) {
+        setslot(url, slot, "NODE", &owner);
+    }
+}
+
+#[test]
+fn moved_and_ask_redirections_are_followed_and_state_moves_with_its_slot() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let limiter = Arc::new(
+        RedisRateLimiter::cluster(
+            &cluster.urls(),
+            Quota::new(3, Duration::from_secs(36_000)).unwrap(),
+            RedisOptions::default()
+                .policy(FailurePolicy::Error)
+                .deny_cache_capacity(0)
+                .timeout(Duration::from_secs(5)),
+        )
+        .unwrap(),
+    );
+
+    // MOVED: the slot of a key with state moves while the client's slot map still names the
+    // old master.
+    assert!(limiter.check("moving").unwrap().is_allowed());
+    assert!(limiter.check("moving").unwrap().is_allowed());
+    let (slot, from) = slot_of(&cluster, "ratelimit:{moving}");
+    let to = (from + 1) % 3;
+    start_migration(&cluster, slot, from, to);
+    finish_migration(&cluster, slot, from, to);
+    assert!(
+        limiter.check("moving").unwrap().is_allowed(),
+        "the third of 3"
+    );
+    assert!(
+        limiter.check("moving").unwrap().is_denied(),
+        "the state came along"
+    );
+    let moved: u64 = redis::cmd("EXISTS")
+        .arg("ratelimit:{moving}")
+        .query(&mut admin(&cluster.urls()[to]))
+        .unwrap();
+    assert_eq!(moved, 1);
+
+    // ASK: a new key whose slot is half-way to another master. The source answers ASK (none
+    // of the script's keys is there); the importing master, asked, answers TRYAGAIN (Redis
+    // runs no multi-key command on keys missing during a migration); the client waits and
+    // retries, and once the migration ends the check goes through on the new master.
+    let (slot, from) = slot_of(&cluster, "ratelimit:{asked}");
+    let to = (from + 2) % 3;
+    let importing = &cluster.urls()[to];
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin(importing))
+        .unwrap();
+    start_migration(&cluster, slot, from, to);
+    let asked = {
+        let limiter = Arc::clone(&limiter);
+        thread::spawn(move || limiter.check("asked"))
+    };
+    // Waits (for the client, not for time) until the redirection reached the new master.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls(importing, "asking") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the client never followed the ASK"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    finish_migration(&cluster, slot, from, to);
+    assert!(asked.join().unwrap().unwrap().is_allowed());
+    let created: u64 = redis::cmd("EXISTS")
+        .arg("ratelimit:{asked}")
+        .query(&mut admin(importing))
+        .unwrap();
+    assert_eq!(created, 1, "created on the master the slot moved to");
+    assert!(limiter.check("asked").unwrap().is_allowed());
+    assert!(limiter.check("asked").unwrap().is_allowed());
+    assert!(limiter.check("asked").unwrap().is_denied());
+    let stats = limiter.stats();
+    assert_eq!(stats.failures + stats.server_errors, 0, "{stats:?}");
+}
