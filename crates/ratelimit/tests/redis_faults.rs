@@ -1,0 +1,160 @@
+//! The Redis backend when the network fails, through the test kit's `FaultProxy`: the circuit
+//! breaker stops paying for an unreachable server and probes back on the limiter's clock, and
+//! a check whose reply is lost with its connection is sent again and counted once.
+#![cfg(feature = "redis")]
+
+use std::time::{Duration, Instant};
+
+use infra_common::ManualClock;
+use infra_common::sync::{Arc, thread};
+use infra_ratelimit::redis::{FailurePolicy, RedisOptions, RedisRateLimiter, RemoteAlgorithm};
+use infra_ratelimit::{Error, Quota};
+use infra_testkit::{FaultProxy, RedisServer};
+
+/// Two per ten hours: nothing refills during a test.
+fn two_per_ten_hours() -> Quota {
+    Quota::new(2, Duration::from_secs(36_000)).unwrap()
+}
+
+#[test]
+fn the_breaker_stops_asking_an_unreachable_server_and_probes_back_on_its_clock() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let limiter = RedisRateLimiter::with_clock(
+        &format!("redis://{}", proxy.addr()),
+        two_per_ten_hours(),
+        RedisOptions::default()
+            .policy(FailurePolicy::Error)
+            .timeout(Duration::from_secs(2))
+            .circuit_breaker(3, Duration::from_secs(10))
+            .deny_cache_capacity(0),
+        clock.clone(),
+    )
+    .unwrap();
+    let unavailable = |limiter: &RedisRateLimiter<ManualClock>| {
+        let result = limiter.check("k");
+        assert!(
+            matches!(result, Err(Error::Unavailable { .. })),
+            "{result:?}"
+        );
+    };
+    assert!(limiter.check("k").unwrap().is_allowed(), "the first of two");
+
+    proxy.refuse_new(true);
+    proxy.cut_connections();
+    for _ in 0..3 {
+        unavailable(&limiter);
+    }
+    let stats = limiter.stats();
+    assert_eq!((stats.failures, stats.short_circuits), (3, 0));
+    let sent = stats.round_trips;
+
+    // Open: the policy answers at once, and nothing is sent, for the whole cool-down.
+    for _ in 0..5 {
+        unavailable(&limiter);
+    }
+    clock.advance(Duration::from_secs(10) - Duration::from_nanos(1));
+    unavailable(&limiter);
+    let stats = limiter.stats();
+    assert_eq!((stats.failures, stats.short_circuits), (3, 6));
+    assert_eq!(stats.round_trips, sent, "no command while open");
+
+    // The cool-down is over: one probe, which fails (the proxy still refuses) and doubles it.
+    clock.advance(Duration::from_nanos(1));
+    unavailable(&limiter);
+    let stats = limiter.stats();
+    assert_eq!((stats.failures, stats.short_circuits), (4, 6));
+    assert!(stats.round_trips > sent, "the probe asked");
+    clock.advance(Duration::from_secs(20) - Duration::from_nanos(1));
+    unavailable(&limiter);
+    assert_eq!(limiter.stats().short_circuits, 7);
+
+    // Healed: the next probe reconnects, and Redis decides again, with the state it kept.
+    proxy.heal();
+    clock.advance(Duration::from_nanos(1));
+    assert!(
+        limiter.check("k").unwrap().is_allowed(),
+        "the second of two"
+    );
+    assert!(limiter.check("k").unwrap().is_denied(), "decided by Redis");
+    let stats = limiter.stats();
+    assert_eq!((stats.failures, stats.short_circuits), (4, 7));
+}
+
+/// Bytes received and not yet read by whoever holds the established TCP connections of local
+/// port `port` (`/proc/net/tcp`'s `rx_queue`).
+#[cfg(target_os = "linux")]
+fn unread_bytes(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let established = *fields.get(3)? == "01";
+            let unread = u64::from_str_radix(fields.get(4)?.split(':').nth(1)?, 16).ok()?;
+            (local_port == port && established).then_some(unread)
+        })
+        .sum()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_check_whose_reply_is_lost_is_sent_again_and_counted_once() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let port = server.addr().port();
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let limiter = Arc::new(
+            RedisRateLimiter::new(
+                &format!("redis://{}", proxy.addr()),
+                two_per_ten_hours(),
+                RedisOptions::default()
+                    .algorithm(algorithm)
+                    .policy(FailurePolicy::Error)
+                    .timeout(Duration::from_secs(10))
+                    .deny_cache_capacity(0)
+                    .prefix(format!("{algorithm:?}")),
+            )
+            .unwrap(),
+        );
+        assert!(limiter.check("k").unwrap().is_allowed(), "the first of two");
+        let sent = limiter.stats().round_trips;
+
+        // The server stops reading; the check's request waits in its socket.
+        server.pause();
+        let check = {
+            let limiter = Arc::clone(&limiter);
+            thread::spawn(move || limiter.check("k"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while unread_bytes(port) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the request never reached the server"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The connection is cut with the request delivered and its reply not yet written; the
+        // resumed server runs it (and answers into a closed socket), and the client, having
+        // lost the connection, sends the same request again on a new one.
+        proxy.cut_connections();
+        server.resume();
+        let decision = check.join().unwrap().unwrap();
+        assert!(
+            decision.is_allowed(),
+            "{algorithm:?}: the second of two, once"
+        );
+        assert_eq!(limiter.stats().round_trips, sent + 2, "sent twice");
+        assert!(
+            limiter.check("k").unwrap().is_denied(),
+            "{algorithm:?}: two admitted in all"
+        );
+    }
+}
