@@ -364,6 +364,38 @@ mod tests {
         assert_eq!(decisions(&series, "error", "denied"), Some(0));
     }
 
+    #[cfg(feature = "redis")]
+    #[test]
+    fn checks_answered_by_an_open_breaker_count_as_circuit_open() {
+        use crate::redis::{RedisOptions, RedisRateLimiter};
+
+        let recorder = DebuggingRecorder::new();
+        let limiter = metrics::with_local_recorder(&recorder, || {
+            RedisRateLimiter::with_clock(
+                &refused_url(),
+                Quota::per_second(10).unwrap(),
+                RedisOptions::default().circuit_breaker(2, std::time::Duration::from_secs(1)),
+                ManualClock::new(),
+            )
+            .unwrap()
+            .with_metrics_name("tripped")
+        });
+        for _ in 0..5 {
+            assert!(limiter.check("k").unwrap().is_allowed());
+        }
+        let series = counters(&recorder.snapshotter());
+        let errors = |class| {
+            value(
+                &series,
+                REDIS_ERRORS_TOTAL,
+                &[(LIMITER_LABEL, "tripped"), (CLASS_LABEL, class)],
+            )
+        };
+        assert_eq!(errors("connection"), Some(2));
+        assert_eq!(errors("circuit_open"), Some(3));
+        assert_eq!(decisions(&series, "tripped", "admitted"), Some(5));
+    }
+
     #[cfg(feature = "tokio")]
     #[tokio::test(start_paused = true)]
     async fn an_async_waiter_counts_each_attempt() {
