@@ -14,8 +14,8 @@
 //! - Features: `tokio` (waiting for capacity, per key too, with optional jitter), `tower` (the
 //!   `http` module: a tower layer with the IETF `RateLimit` fields, per-route policies and
 //!   client-IP keys), `axum` (client IPs from axum's connection info), `redis` (limits shared
-//!   by many processes), `metrics` (decisions and Redis errors through the `metrics` facade;
-//!   names in the `metrics` module).
+//!   by many processes through Redis or Redis Cluster, async or blocking), `metrics` (decisions
+//!   and Redis errors through the `metrics` facade; names in the `metrics` module).
 //!
 //! Every limiter reads time from an [`infra_common::Clock`]: [`SystemClock`](infra_common::SystemClock)
 //! in production, [`ManualClock`](infra_common::ManualClock) in tests, which never sleep.

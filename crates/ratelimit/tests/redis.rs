@@ -614,6 +614,39 @@ fn every_key_expires_once_its_state_says_nothing() {
     }
 }
 
+#[test]
+fn denials_and_reads_write_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut plain = admin(&server.url());
+    // Writes since the last save (none: the test server never saves), counted by Redis.
+    let mut writes = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(&mut plain)
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("rdb_changes_since_last_save:"))
+            .map(|count| count.trim().parse().unwrap())
+            .unwrap()
+    };
+    for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let limiter = limiter(
+            &server.url(),
+            algorithm,
+            RedisOptions::default()
+                .deny_cache_capacity(0)
+                .prefix(format!("{algorithm:?}")),
+        );
+        assert!(limiter.check_n("k", 100).unwrap().is_allowed());
+        let before = writes();
+        assert!(limiter.check("k").unwrap().is_denied());
+        assert!(limiter.check_n("k", 0).unwrap().is_allowed());
+        assert_eq!(writes(), before, "{algorithm:?}");
+    }
+}
+
 fn quota_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap()
 }

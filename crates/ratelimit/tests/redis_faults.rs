@@ -158,3 +158,42 @@ fn a_check_whose_reply_is_lost_is_sent_again_and_counted_once() {
         );
     }
 }
+
+#[cfg(unix)] // pausing the server
+#[test]
+fn a_cancelled_check_leaves_no_batch_half_taken() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limiter = runtime.block_on(async {
+        infra_ratelimit::redis::AsyncRedisRateLimiter::new(
+            &server.url(),
+            Quota::per_second(1_000).unwrap(),
+            RedisOptions::default()
+                .timeout(Duration::from_secs(10))
+                .batch(5, Duration::from_secs(3_600)),
+        )
+        .unwrap()
+    });
+    assert!(runtime.block_on(limiter.check("warm")).unwrap().is_allowed());
+    // The first check of "k" takes a batch, but its caller gives up while the server is
+    // paused: the check's future is dropped with its request in flight.
+    server.pause();
+    let gave_up = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), limiter.check("k")).await
+    });
+    assert!(gave_up.is_err(), "the caller gave up");
+    server.resume();
+    // The next check takes a batch itself (one round trip), and the three after it spend it.
+    let sent = limiter.stats().round_trips;
+    for _ in 0..4 {
+        assert!(runtime.block_on(limiter.check("k")).unwrap().is_allowed());
+    }
+    let stats = limiter.stats();
+    assert_eq!(stats.round_trips, sent + 1, "{stats:?}");
+    assert_eq!(stats.lease_hits, 3, "{stats:?}");
+}

@@ -9,7 +9,8 @@
 //! atomically (Redis runs a script without interleaving), so every process sees one state. If
 //! the server answers `NOSCRIPT` (after a restart, `SCRIPT FLUSH`, or on a cluster node that
 //! never ran it), the same check is sent once as `EVAL`, which also loads the script. Both
-//! scripts run on Redis 6 and 7 (see [`GCRA_SCRIPT`] for their arguments and what they use).
+//! scripts are written for Redis 6 and 7, using only commands both have (see [`GCRA_SCRIPT`]
+//! for their arguments and what they use); the tests run them on Redis 7.0.
 //!
 //! - **GCRA** ([`RemoteAlgorithm::Gcra`]): one string per key holding the theoretical arrival
 //!   time, in microseconds; the semantics of [`Gcra`](crate::Gcra), with the emission interval
@@ -84,8 +85,9 @@
 //! fleet admits at most what the exact limit admits plus `(B − 1)` per process, and a cell is
 //! spent at most `L` after Redis granted it. Batching trades that slack, and cells wasted when
 //! a lease expires, for round trips: `tests/redis.rs` measures them with `INFO commandstats`.
-//! With batching, `remaining` counts this process's lease plus what Redis had free when the
-//! lease was taken.
+//! With batching, the `remaining` of a check that asked Redis counts what Redis still had free
+//! plus what went into the lease; that of a check answered from the lease counts the lease
+//! only.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -238,3 +238,47 @@ impl RedisOptions {
         Ok(())
     }
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_nonsense_is_refused() {
+        let options = RedisOptions::default();
+        assert_eq!(options.algorithm, RemoteAlgorithm::Gcra);
+        assert_eq!(options.policy, FailurePolicy::FailOpen);
+        assert_eq!(options.time_source, TimeSource::Server);
+        assert_eq!(options.timeout, Duration::from_millis(100));
+        assert_eq!(options.prefix, "ratelimit");
+        assert_eq!(options.max_key_len, 1024);
+        assert_eq!(options.max_clock_skew, Duration::from_secs(1));
+        assert_eq!(options.deny_cache_capacity, 100_000);
+        assert_eq!(
+            (options.breaker_failures, options.breaker_cool_down),
+            (5, Duration::from_secs(1))
+        );
+        assert!(!options.batching());
+        assert_eq!(options.lease_capacity, 100_000);
+        assert_eq!(options.validate(), Ok(()));
+        let refused = [
+            RedisOptions::default().timeout(Duration::ZERO),
+            RedisOptions::default().prefix("a}"),
+            RedisOptions::default().circuit_breaker(1, Duration::ZERO),
+            RedisOptions::default().batch(2, Duration::ZERO),
+        ];
+        for options in refused {
+            assert!(
+                matches!(options.validate(), Err(Error::InvalidConfig { .. })),
+                "{options:?}"
+            );
+        }
+        assert_eq!(
+            RedisOptions::default()
+                .circuit_breaker(0, Duration::ZERO)
+                .validate(),
+            Ok(()),
+            "a breaker turned off needs no cool-down"
+        );
+    }
+}
