@@ -179,7 +179,12 @@ fn a_cancelled_check_leaves_no_batch_half_taken() {
         )
         .unwrap()
     });
-    assert!(runtime.block_on(limiter.check("warm")).unwrap().is_allowed());
+    assert!(
+        runtime
+            .block_on(limiter.check("warm"))
+            .unwrap()
+            .is_allowed()
+    );
     // The first check of "k" takes a batch, but its caller gives up while the server is
     // paused: the check's future is dropped with its request in flight.
     server.pause();
