@@ -9,7 +9,6 @@
 //! code (it would block a runtime's worker): there, use
 //! [`AsyncRedisRateLimiter`](super::AsyncRedisRateLimiter).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 
@@ -161,7 +160,7 @@ impl<C: Clock> RedisRateLimiter<C> {
     /// ```
     #[cfg(feature = "metrics")]
     #[must_use]
-    pub fn with_metrics_name(self, name: impl Into<Cow<'static, str>>) -> Self {
+    pub fn with_metrics_name(self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         Self {
             limiter: self.limiter.with_metrics_name(name),
             runtime: self.runtime,
@@ -214,6 +213,12 @@ impl<C: Clock> RedisRateLimiter<C> {
     /// from async code (inside a tokio runtime), where blocking would stall it.
     pub fn check_n_with(&self, key: &str, quota: &Quota, n: u32) -> Result<Decision, Error> {
         self.block_on(self.limiter.check_n_with(key, quota, n))
+    }
+
+    /// The limiter inside, and the runtime its connection runs on.
+    #[cfg(feature = "tower")]
+    pub(crate) fn parts(&self) -> (&AsyncRedisRateLimiter<C>, &Runtime) {
+        (&self.limiter, self.runtime.get())
     }
 
     fn block_on<T>(&self, check: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {

@@ -1,15 +1,14 @@
 //! The async limiter: one check is local answers first (lease, deny cache, open breaker), then
 //! one script run under the check's deadline.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::time::{Duration, UNIX_EPOCH};
 
 use infra_common::clock::duration_to_nanos;
 use infra_common::hash::RandomState;
-use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::sync::{Arc, Mutex};
 use infra_common::{Clock, SystemClock};
 
 use super::breaker::{Breaker, Pass};
@@ -28,6 +27,7 @@ const MIN_RECORD_TTL: Duration = Duration::from_secs(1);
 ///
 /// Built inside a tokio runtime (with IO and time enabled), on whose tasks its connection
 /// runs; no connection is made until the first check. Not `Clone`: share it in an `Arc`.
+/// With feature `tower` it is a [`Limiter`](crate::http::Limiter) for the HTTP layer.
 ///
 /// ```no_run
 /// use infra_ratelimit::Quota;
@@ -45,6 +45,21 @@ const MIN_RECORD_TTL: Duration = Duration::from_secs(1);
 /// # }
 /// ```
 pub struct AsyncRedisRateLimiter<C: Clock = SystemClock> {
+    core: Arc<Core<C>>,
+    /// Beside the core, so that naming a limiter never waits for checks in flight.
+    #[cfg(feature = "metrics")]
+    metrics: Arc<crate::metrics::RedisCounters>,
+}
+
+/// What a check reports its outcome to: the metrics with the feature, nothing without.
+#[cfg(feature = "metrics")]
+type Observer = crate::metrics::RedisCounters;
+#[cfg(not(feature = "metrics"))]
+type Observer = ();
+
+/// Everything one limiter shares among its checks, including those in flight after their
+/// caller moved on (the HTTP layer's futures own a reference).
+struct Core<C> {
     transport: Transport,
     script: Script,
     keys: KeyLayout,
@@ -57,8 +72,6 @@ pub struct AsyncRedisRateLimiter<C: Clock = SystemClock> {
     record_ttl_millis: u64,
     counts: Counts,
     clock: C,
-    #[cfg(feature = "metrics")]
-    metrics: crate::metrics::RedisCounters,
 }
 
 /// Counters of what a Redis limiter did.
@@ -198,7 +211,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             )
         });
         let record_ttl = options.timeout.saturating_mul(2).max(MIN_RECORD_TTL);
-        Ok(Self {
+        let core = Core {
             transport,
             script: Script::of(options.algorithm),
             keys: KeyLayout::new(&options.prefix),
@@ -214,8 +227,11 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             counts: Counts::default(),
             options,
             clock,
+        };
+        Ok(Self {
+            core: Arc::new(core),
             #[cfg(feature = "metrics")]
-            metrics: crate::metrics::RedisCounters::unnamed(),
+            metrics: Arc::new(crate::metrics::RedisCounters::unnamed()),
         })
     }
 
@@ -236,14 +252,46 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     /// ```
     #[cfg(feature = "metrics")]
     #[must_use]
-    pub fn with_metrics_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.metrics = crate::metrics::RedisCounters::new(name.into());
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.metrics = Arc::new(crate::metrics::RedisCounters::new(name.into()));
         self
+    }
+
+    /// Where this limiter's checks report.
+    fn observer(&self) -> &Observer {
+        #[cfg(feature = "metrics")]
+        return &self.metrics;
+        #[cfg(not(feature = "metrics"))]
+        &()
+    }
+
+    /// A check of `n` cells for `key` under the default quota that owns what it uses, for
+    /// callers that cannot lend the limiter for the check's duration.
+    #[cfg(feature = "tower")]
+    pub(crate) fn owned_check(
+        &self,
+        key: String,
+        n: u32,
+    ) -> impl std::future::Future<Output = Result<Decision, Error>> + Send + 'static
+    where
+        C: 'static,
+    {
+        let core = Arc::clone(&self.core);
+        #[cfg(feature = "metrics")]
+        let metrics = Arc::clone(&self.metrics);
+        async move {
+            #[cfg(feature = "metrics")]
+            let observer = &*metrics;
+            #[cfg(not(feature = "metrics"))]
+            let observer = &();
+            let quota = core.quota();
+            core.check_n_with(observer, &key, &quota, n).await
+        }
     }
 
     /// The quota applied to keys checked without their own.
     pub fn quota(&self) -> Quota {
-        *self.quota.lock()
+        self.core.quota()
     }
 
     /// Replaces the default quota. The state in Redis is kept (GCRA keeps each key's time
@@ -253,22 +301,29 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     ///
     /// A GCRA quota whose emission interval is under a microsecond.
     pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
-        ScriptQuota::new(self.options.algorithm, &quota)?;
-        *self.quota.lock() = quota;
+        ScriptQuota::new(self.core.options.algorithm, &quota)?;
+        *self.core.quota.lock() = quota;
         Ok(())
     }
 
     /// What the limiter did so far.
     pub fn stats(&self) -> RedisStats {
+        let counts = &self.core.counts;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RedisStats {
-            round_trips: read(&self.counts.round_trips),
-            cache_hits: read(&self.counts.cache_hits),
-            lease_hits: read(&self.counts.lease_hits),
-            failures: read(&self.counts.failures),
-            short_circuits: read(&self.counts.short_circuits),
-            server_errors: read(&self.counts.server_errors),
+            round_trips: read(&counts.round_trips),
+            cache_hits: read(&counts.cache_hits),
+            lease_hits: read(&counts.lease_hits),
+            failures: read(&counts.failures),
+            short_circuits: read(&counts.short_circuits),
+            server_errors: read(&counts.server_errors),
         }
+    }
+
+    /// The options the limiter was built with.
+    #[cfg(feature = "tower")]
+    pub(crate) fn options(&self) -> &RedisOptions {
+        &self.core.options
     }
 
     /// Decides on one request for `key` under the default quota.
@@ -303,6 +358,23 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     /// policy); [`Error::Unavailable`] when Redis cannot be asked and the policy is
     /// [`FailurePolicy::Error`]; quota errors for a GCRA interval under a microsecond.
     pub async fn check_n_with(&self, key: &str, quota: &Quota, n: u32) -> Result<Decision, Error> {
+        self.core.check_n_with(self.observer(), key, quota, n).await
+    }
+}
+
+impl<C: Clock> Core<C> {
+    fn quota(&self) -> Quota {
+        *self.quota.lock()
+    }
+
+    /// One check, reporting to `observer`.
+    async fn check_n_with(
+        &self,
+        observer: &Observer,
+        key: &str,
+        quota: &Quota,
+        n: u32,
+    ) -> Result<Decision, Error> {
         let limits = ScriptQuota::new(self.options.algorithm, quota)?;
         if key.len() > self.options.max_key_len {
             return Err(Error::TooLarge {
@@ -323,7 +395,9 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             Some(leases) => match leases.take(key, n, now) {
                 Take::Spent { left, reset_after } => {
                     bump(&self.counts.lease_hits);
-                    return Ok(self.observed(Decision::allowed(capacity, left, reset_after)));
+                    return Ok(
+                        self.observed(observer, Decision::allowed(capacity, left, reset_after))
+                    );
                 }
                 Take::Fetch(fetch) => (leases.want(n, capacity), Some(fetch)),
                 Take::Single => (n, None),
@@ -334,7 +408,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             && let Some(wait) = self.deny.denied_for(key, now)
         {
             bump(&self.counts.cache_hits);
-            return Ok(self.observed(Decision::denied(capacity, 0, wait, wait)));
+            return Ok(self.observed(observer, Decision::denied(capacity, 0, wait, wait)));
         }
         let probe = match self.breaker.pass(now) {
             Pass::Call => None,
@@ -342,9 +416,8 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             Pass::Open => {
                 bump(&self.counts.short_circuits);
                 #[cfg(feature = "metrics")]
-                self.metrics
-                    .record_error(crate::metrics::RedisErrorClass::CircuitOpen);
-                return self.policy(capacity, || {
+                observer.record_error(crate::metrics::RedisErrorClass::CircuitOpen);
+                return self.policy(observer, capacity, || {
                     "the circuit breaker is open after repeated failures to reach Redis".to_owned()
                 });
             }
@@ -355,15 +428,15 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             Ok(reply) => {
                 self.breaker.succeeded();
                 drop(probe);
-                Ok(self.observed(self.decide(key, capacity, n, &reply, fetch, now)))
+                Ok(self.observed(observer, self.decide(key, capacity, n, &reply, fetch, now)))
             }
             Err(failure) => {
                 #[cfg(feature = "metrics")]
-                self.metrics.record_error(failure.class());
+                observer.record_error(failure.class());
                 if failure.is_unavailability() {
                     bump(&self.counts.failures);
                     self.breaker.failed(now, probe);
-                    self.policy(capacity, || failure.reason())
+                    self.policy(observer, capacity, || failure.reason())
                 } else {
                     bump(&self.counts.server_errors);
                     self.breaker.succeeded();
@@ -456,26 +529,32 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     }
 
     /// The failure policy's answer when Redis cannot be asked.
-    fn policy(&self, capacity: u32, reason: impl FnOnce() -> String) -> Result<Decision, Error> {
+    fn policy(
+        &self,
+        observer: &Observer,
+        capacity: u32,
+        reason: impl FnOnce() -> String,
+    ) -> Result<Decision, Error> {
         match self.options.policy {
-            FailurePolicy::FailOpen => {
-                Ok(self.observed(Decision::allowed(capacity, capacity, Duration::ZERO)))
-            }
-            FailurePolicy::FailClosed => Ok(self.observed(Decision::denied(
-                capacity,
-                0,
-                Duration::from_secs(1),
-                Duration::ZERO,
-            ))),
+            FailurePolicy::FailOpen => Ok(self.observed(
+                observer,
+                Decision::allowed(capacity, capacity, Duration::ZERO),
+            )),
+            FailurePolicy::FailClosed => Ok(self.observed(
+                observer,
+                Decision::denied(capacity, 0, Duration::from_secs(1), Duration::ZERO),
+            )),
             FailurePolicy::Error => Err(Error::Unavailable { reason: reason() }),
         }
     }
 
-    /// Reports `decision` to the metrics (with the feature), and returns it.
+    /// Reports `decision` to `observer` (with the feature), and returns it.
     #[inline]
-    fn observed(&self, decision: Decision) -> Decision {
+    fn observed(&self, observer: &Observer, decision: Decision) -> Decision {
         #[cfg(feature = "metrics")]
-        self.metrics.decisions.record(&decision);
+        observer.decisions.record(&decision);
+        #[cfg(not(feature = "metrics"))]
+        let () = *observer;
         decision
     }
 }
@@ -484,7 +563,7 @@ impl<C: Clock> fmt::Debug for AsyncRedisRateLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncRedisRateLimiter")
             .field("quota", &self.quota())
-            .field("options", &self.options)
+            .field("options", &self.core.options)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

@@ -4,6 +4,8 @@
 //! - [`AsyncRedisRateLimiter`]: `check(key).await` on a tokio runtime.
 //! - [`RedisRateLimiter`]: the same limiter for synchronous callers, on a one-thread runtime of
 //!   its own (see its docs for why).
+//! - With feature `tower`, both are a [`Limiter`](crate::http::Limiter) for the HTTP layer,
+//!   keyed by the key's `Display` text, deciding without blocking the server's threads.
 //!
 //! Each check is one `EVALSHA` of a small Lua script that decides and updates the key
 //! atomically (Redis runs a script without interleaving), so every process sees one state. If
@@ -106,6 +108,8 @@
 mod blocking;
 mod breaker;
 mod connection;
+#[cfg(feature = "tower")]
+mod http;
 mod keys;
 mod limiter;
 mod local;

@@ -1,0 +1,82 @@
+//! The HTTP layer with a Redis limiter behind it, against a real `redis-server`: the async
+//! limiter checks on the server's runtime, the blocking one on its own, both refuse with 429
+//! once a key's quota is spent in Redis, and `RateLimit-Policy` states the quota Redis applies.
+#![cfg(all(feature = "redis", feature = "tower"))]
+
+use std::convert::Infallible;
+
+use http::{HeaderName, Request, Response, StatusCode};
+use infra_ratelimit::Quota;
+use infra_ratelimit::http::{HeaderKey, Limiter, RateLimitLayer};
+use infra_ratelimit::redis::{AsyncRedisRateLimiter, RedisOptions, RedisRateLimiter};
+use infra_testkit::RedisServer;
+use tower::{Layer, Service, ServiceExt};
+
+/// Sends requests with `x-api-key: key` through a layer over `limiter` and returns the
+/// statuses and the first response's `RateLimit-Policy`.
+async fn statuses<L: Limiter<String>>(limiter: L, requests: &[&str]) -> (Vec<StatusCode>, String) {
+    let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
+    let layer = RateLimitLayer::builder(key, limiter).build();
+    let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let mut statuses = Vec::new();
+    let mut policy = String::new();
+    for key in requests {
+        let request = Request::get("/")
+            .header("x-api-key", *key)
+            .body(String::new())
+            .unwrap();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        if policy.is_empty() {
+            policy = response.headers()["ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+        }
+        statuses.push(response.status());
+    }
+    (statuses, policy)
+}
+
+#[test]
+fn the_http_layer_limits_through_redis_with_either_limiter() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Two per minute: two at once, back within a minute.
+    let quota = Quota::per_minute(2).unwrap();
+    let requests = ["a", "a", "a", "b"];
+    let expected = [
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::OK,
+    ];
+    runtime.block_on(async {
+        let options = |prefix| RedisOptions::default().prefix(prefix);
+        let on_runtime =
+            AsyncRedisRateLimiter::new(&server.url(), quota, options("async")).unwrap();
+        let (got, policy) = statuses(on_runtime, &requests).await;
+        assert_eq!(got, expected, "async limiter");
+        assert_eq!(policy, r#""default";q=2;w=60"#);
+
+        let own_runtime = RedisRateLimiter::new(&server.url(), quota, options("blocking")).unwrap();
+        let (got, policy) = statuses(own_runtime, &requests).await;
+        assert_eq!(got, expected, "blocking limiter");
+        assert_eq!(policy, r#""default";q=2;w=60"#);
+    });
+    // Both spent their quota in Redis, where a third limiter finds it spent.
+    let checker = RedisRateLimiter::new(
+        &server.url(),
+        quota,
+        RedisOptions::default().prefix("async"),
+    )
+    .unwrap();
+    assert!(checker.check("a").unwrap().is_denied());
+    assert!(checker.check("b").unwrap().is_allowed());
+}
