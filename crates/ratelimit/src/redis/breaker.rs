@@ -211,3 +211,41 @@ mod tests {
         }
     }
 }
+
+/// Model-checked: however checks race when the cool-down ends, at most one probe is in
+/// flight at a time.
+///
+/// `RUSTFLAGS="--cfg infra_loom" cargo test --release -p infra-ratelimit --features redis --lib
+/// breaker` (the breaker is internal, so its model lives beside it rather than in
+/// `tests/loom.rs`).
+#[cfg(all(test, infra_loom))]
+mod loom_models {
+    use infra_common::sync::{Arc, model, thread};
+
+    use super::*;
+
+    #[test]
+    fn at_most_one_probe_is_in_flight() {
+        model(|| {
+            let breaker = Arc::new(Breaker::new(1, 10));
+            breaker.failed(0, None); // open until 10
+            let in_flight = Arc::new(AtomicU32::new(0));
+            let checks: Vec<_> = (0..2)
+                .map(|_| {
+                    let (breaker, in_flight) = (Arc::clone(&breaker), Arc::clone(&in_flight));
+                    thread::spawn(move || {
+                        if let Pass::Probe(probe) = breaker.pass(10) {
+                            let others = in_flight.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(others, 0, "two probes at once");
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            drop(probe);
+                        }
+                    })
+                })
+                .collect();
+            for check in checks {
+                check.join().unwrap();
+            }
+        });
+    }
+}

@@ -46,7 +46,7 @@ const MIN_RECORD_TTL: Duration = Duration::from_secs(1);
 /// ```
 pub struct AsyncRedisRateLimiter<C: Clock = SystemClock> {
     core: Arc<Core<C>>,
-    /// Beside the core, so that naming a limiter never waits for checks in flight.
+    /// Beside the core, which checks in flight share: renaming needs no access to it.
     #[cfg(feature = "metrics")]
     metrics: Arc<crate::metrics::RedisCounters>,
 }
