@@ -331,7 +331,12 @@ mod tests {
         let quota = Quota::per_second(10).unwrap();
         let (open, closed, error) = metrics::with_local_recorder(&recorder, || {
             let build = |policy, name| {
-                RedisRateLimiter::new(&url, quota, RedisOptions::default().policy(policy))
+                // A refused connection fails at once; the long timeout keeps a loaded machine
+                // from turning it into a timeout, which is counted under another class.
+                let options = RedisOptions::default()
+                    .policy(policy)
+                    .timeout(std::time::Duration::from_secs(5));
+                RedisRateLimiter::new(&url, quota, options)
                     .unwrap()
                     .with_metrics_name(name)
             };

@@ -17,7 +17,7 @@ use infra_ratelimit::redis::{
 };
 use infra_ratelimit::{Algorithm, Decision, Error, Gcra, Quota, RateLimiter, SlidingWindowLog};
 use infra_testkit::RedisServer;
-use redis_support::{admin, calls, splitmix};
+use redis_support::{admin, calls, options, splitmix};
 
 const WORKER_URL: &str = "INFRA_RATELIMIT_WORKER_URL";
 const WORKER_ALGORITHM: &str = "INFRA_RATELIMIT_WORKER_ALGORITHM";
@@ -59,11 +59,7 @@ fn redis_worker_process() {
         Ok("log") => RemoteAlgorithm::SlidingWindowLog,
         _ => RemoteAlgorithm::Gcra,
     };
-    let limiter = limiter(
-        &url,
-        algorithm,
-        RedisOptions::default().deny_cache_capacity(0),
-    );
+    let limiter = limiter(&url, algorithm, options().deny_cache_capacity(0));
     println!("admitted={}", hammer(&limiter, WORKER_ATTEMPTS));
 }
 
@@ -103,11 +99,7 @@ fn shared_exactly(algorithm: RemoteAlgorithm) {
     };
     let url = server.url();
     let workers: Vec<_> = (0..2).map(|_| spawn_worker(&url, algorithm)).collect();
-    let limiter = Arc::new(limiter(
-        &url,
-        algorithm,
-        RedisOptions::default().deny_cache_capacity(0),
-    ));
+    let limiter = Arc::new(limiter(&url, algorithm, options().deny_cache_capacity(0)));
     let started = Instant::now();
     let threads: Vec<_> = (0..6)
         .map(|_| {
@@ -153,7 +145,7 @@ fn each_check_is_one_round_trip_and_denials_are_cached() {
         let uncached = limiter(
             &server.url(),
             algorithm,
-            RedisOptions::default().deny_cache_capacity(0).prefix(name),
+            options().deny_cache_capacity(0).prefix(name),
         );
         let checks = 250;
         let started = Instant::now();
@@ -188,7 +180,7 @@ fn each_check_is_one_round_trip_and_denials_are_cached() {
         let cached = limiter(
             &server.url(),
             algorithm,
-            RedisOptions::default().prefix(format!("cached-{name}")),
+            options().prefix(format!("cached-{name}")),
         );
         let started = Instant::now();
         let admitted = (0..1_000)
@@ -215,7 +207,7 @@ fn a_restart_applies_the_policy_and_the_limiter_recovers() {
     };
     let url = server.url();
     let options = || {
-        RedisOptions::default()
+        options()
             .timeout(Duration::from_millis(200))
             .deny_cache_capacity(0)
     };
@@ -283,7 +275,7 @@ fn client_timed(
     RedisRateLimiter::with_clock(
         url,
         quota,
-        RedisOptions::default()
+        options()
             .algorithm(algorithm)
             .time_source(TimeSource::Client)
             // Manual time runs slower than Redis's clock here: keep keys for the whole test.
@@ -383,7 +375,7 @@ fn on_the_server_clock_admissions_stay_within_the_quota_over_real_time() {
         let limiter = RedisRateLimiter::new(
             &server.url(),
             quota,
-            RedisOptions::default()
+            options()
                 .algorithm(algorithm)
                 .deny_cache_capacity(0)
                 .timeout(Duration::from_secs(2))
@@ -391,11 +383,12 @@ fn on_the_server_clock_admissions_stay_within_the_quota_over_real_time() {
         )
         .unwrap();
         let start = server_micros(&mut plain);
-        let mut admitted = 0u64;
+        let (mut admitted, mut checks) = (0u64, 0u64);
         // Checks for 300 ms of the server's time, read before and after (elapsed real time is
         // what the server's clock is for).
         while server_micros(&mut plain) - start < 300_000 {
             admitted += u64::from(limiter.check("k").unwrap().is_allowed());
+            checks += 1;
         }
         let elapsed = server_micros(&mut plain) - start;
         // GCRA: the burst plus one cell per 2 ms. The log: 50 in every 100 ms window, so at
@@ -408,7 +401,11 @@ fn on_the_server_clock_admissions_stay_within_the_quota_over_real_time() {
             "{algorithm:?}: {admitted} admitted in {elapsed} µs of server time (at most {most})"
         );
         assert!(admitted <= most, "{algorithm:?}: {admitted} > {most}");
-        assert!(admitted >= 50, "{algorithm:?}: at least the first burst");
+        // The first burst is admitted whole, however few checks a loaded machine gets through.
+        assert!(
+            admitted >= checks.min(50),
+            "{algorithm:?}: {admitted} of {checks} checks, at least the first burst"
+        );
     }
 }
 
@@ -423,7 +420,7 @@ fn gcra_never_refills_faster_than_the_quota() {
         .unwrap()
         .with_burst(1_000)
         .unwrap();
-    let limiter = RedisRateLimiter::new(&server.url(), quota, RedisOptions::default()).unwrap();
+    let limiter = RedisRateLimiter::new(&server.url(), quota, options()).unwrap();
     let drained = limiter.check_n("k", 1_000).unwrap();
     assert!(drained.is_allowed());
     // Drained at once, the state is full again after the burst window, never sooner.
@@ -453,7 +450,7 @@ fn error_replies_are_errors_under_every_policy_never_admissions() {
             RedisRateLimiter::new(
                 &url,
                 quota,
-                RedisOptions::default()
+                options()
                     .algorithm(algorithm)
                     .policy(policy)
                     .prefix(format!("{policy:?}-{algorithm:?}")),
@@ -529,7 +526,7 @@ fn error_replies_are_errors_under_every_policy_never_admissions() {
         let full = RedisRateLimiter::new(
             &url,
             Quota::per_hour(1).unwrap(),
-            RedisOptions::default()
+            options()
                 .policy(policy)
                 .deny_cache_capacity(0)
                 .prefix(format!("{policy:?}-flush")),
@@ -585,7 +582,7 @@ fn every_key_expires_once_its_state_says_nothing() {
         let limiter = RedisRateLimiter::new(
             &url,
             quota,
-            RedisOptions::default()
+            options()
                 .algorithm(algorithm)
                 .timeout(timeout)
                 .deny_cache_capacity(0)
@@ -635,7 +632,7 @@ fn denials_and_reads_write_nothing() {
         let limiter = limiter(
             &server.url(),
             algorithm,
-            RedisOptions::default()
+            options()
                 .deny_cache_capacity(0)
                 .prefix(format!("{algorithm:?}")),
         );
@@ -657,11 +654,7 @@ fn the_sliding_log_adds_all_cells_of_a_check_in_one_command() {
         return;
     };
     let url = server.url();
-    let limiter = limiter(
-        &url,
-        RemoteAlgorithm::SlidingWindowLog,
-        RedisOptions::default(),
-    );
+    let limiter = limiter(&url, RemoteAlgorithm::SlidingWindowLog, options());
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query(&mut admin(&url))
@@ -671,7 +664,7 @@ fn the_sliding_log_adds_all_cells_of_a_check_in_one_command() {
     let wide = RedisRateLimiter::new(
         &url,
         Quota::new(2_500, QUOTA_PERIOD).unwrap(),
-        RedisOptions::default()
+        options()
             .algorithm(RemoteAlgorithm::SlidingWindowLog)
             .timeout(Duration::from_secs(2))
             .prefix("wide"),
@@ -695,7 +688,7 @@ fn keys_longer_than_the_cap_are_refused_before_any_round_trip() {
     let limiter = RedisRateLimiter::new(
         "redis://127.0.0.1:1",
         Quota::per_second(1).unwrap(),
-        RedisOptions::default().max_key_len(16),
+        options().max_key_len(16),
     )
     .unwrap();
     let long = "k".repeat(17);
@@ -712,7 +705,7 @@ fn keys_longer_than_the_cap_are_refused_before_any_round_trip() {
         RedisRateLimiter::new(
             "redis://127.0.0.1:1",
             Quota::per_second(1).unwrap(),
-            RedisOptions::default().prefix("a{b}"),
+            options().prefix("a{b}"),
         ),
         Err(Error::InvalidConfig { .. })
     ));
@@ -732,7 +725,7 @@ fn async_tasks_share_one_connection_and_the_quota_exactly() {
             AsyncRedisRateLimiter::new(
                 &server.url(),
                 Quota::new(QUOTA_LIMIT, QUOTA_PERIOD).unwrap(),
-                RedisOptions::default()
+                options()
                     .deny_cache_capacity(0)
                     .timeout(Duration::from_secs(2)),
             )
@@ -765,12 +758,8 @@ fn async_tasks_share_one_connection_and_the_quota_exactly() {
             "{clients}"
         );
         // A blocking limiter refuses to block a runtime's thread.
-        let blocking = RedisRateLimiter::new(
-            &server.url(),
-            Quota::per_second(1).unwrap(),
-            RedisOptions::default(),
-        )
-        .unwrap();
+        let blocking =
+            RedisRateLimiter::new(&server.url(), Quota::per_second(1).unwrap(), options()).unwrap();
         assert!(matches!(
             blocking.check("k"),
             Err(Error::InvalidConfig { .. })
@@ -814,7 +803,7 @@ fn batching_saves_round_trips_and_over_admits_at_most_b_minus_one_per_process() 
                 RedisRateLimiter::with_clock(
                     &url,
                     quota,
-                    RedisOptions::default()
+                    options()
                         .time_source(TimeSource::Client)
                         // Manual time runs slower than Redis's clock here: keep keys for the whole test.
                         .max_clock_skew(Duration::from_secs(3_600))

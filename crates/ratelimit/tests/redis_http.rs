@@ -3,13 +3,16 @@
 //! once a key's quota is spent in Redis, and `RateLimit-Policy` states the quota Redis applies.
 #![cfg(all(feature = "redis", feature = "tower"))]
 
+mod redis_support;
+
 use std::convert::Infallible;
 
 use http::{HeaderName, Request, Response, StatusCode};
 use infra_ratelimit::Quota;
 use infra_ratelimit::http::{HeaderKey, Limiter, RateLimitLayer};
-use infra_ratelimit::redis::{AsyncRedisRateLimiter, RedisOptions, RedisRateLimiter};
+use infra_ratelimit::redis::{AsyncRedisRateLimiter, RedisRateLimiter};
 use infra_testkit::RedisServer;
+use redis_support::options;
 use tower::{Layer, Service, ServiceExt};
 
 /// Sends requests with `x-api-key: key` through a layer over `limiter` and returns the
@@ -58,7 +61,7 @@ fn the_http_layer_limits_through_redis_with_either_limiter() {
         StatusCode::OK,
     ];
     runtime.block_on(async {
-        let options = |prefix| RedisOptions::default().prefix(prefix);
+        let options = |prefix| options().prefix(prefix);
         let on_runtime =
             AsyncRedisRateLimiter::new(&server.url(), quota, options("async")).unwrap();
         let (got, policy) = statuses(on_runtime, &requests).await;
@@ -71,12 +74,7 @@ fn the_http_layer_limits_through_redis_with_either_limiter() {
         assert_eq!(policy, r#""default";q=2;w=60"#);
     });
     // Both spent their quota in Redis, where a third limiter finds it spent.
-    let checker = RedisRateLimiter::new(
-        &server.url(),
-        quota,
-        RedisOptions::default().prefix("async"),
-    )
-    .unwrap();
+    let checker = RedisRateLimiter::new(&server.url(), quota, options().prefix("async")).unwrap();
     assert!(checker.check("a").unwrap().is_denied());
     assert!(checker.check("b").unwrap().is_allowed());
 }

@@ -3,16 +3,19 @@
 //! infra-testkit, which is not published (the file is in the crate's `exclude`).
 #![cfg(all(feature = "metrics", feature = "redis"))]
 
+mod redis_support;
+
 use std::time::Duration;
 
 use infra_ratelimit::metrics::{
     CLASS_LABEL, DECISIONS_TOTAL, LIMITER_LABEL, OUTCOME_LABEL, REDIS_ERRORS_TOTAL,
 };
-use infra_ratelimit::redis::{RedisOptions, RedisRateLimiter};
+use infra_ratelimit::redis::RedisRateLimiter;
 use infra_ratelimit::{Error, Quota};
 use infra_testkit::RedisServer;
 use infra_testkit::metrics::{counters, value};
 use metrics_util::debugging::DebuggingRecorder;
+use redis_support::options;
 
 #[test]
 fn redis_decisions_count_whether_redis_or_the_local_cache_decides() {
@@ -23,7 +26,7 @@ fn redis_decisions_count_whether_redis_or_the_local_cache_decides() {
     // Two per ten hours: nothing refills during the test.
     let quota = Quota::new(2, Duration::from_secs(36_000)).unwrap();
     let limiter = metrics::with_local_recorder(&recorder, || {
-        RedisRateLimiter::new(&server.url(), quota, RedisOptions::default())
+        RedisRateLimiter::new(&server.url(), quota, options())
             .unwrap()
             .with_metrics_name("shared")
     });
@@ -61,13 +64,9 @@ fn an_error_reply_counts_as_a_server_error_and_not_as_a_decision() {
     };
     let recorder = DebuggingRecorder::new();
     let limiter = metrics::with_local_recorder(&recorder, || {
-        RedisRateLimiter::new(
-            &server.url(),
-            Quota::per_second(10).unwrap(),
-            RedisOptions::default(),
-        )
-        .unwrap()
-        .with_metrics_name("typed")
+        RedisRateLimiter::new(&server.url(), Quota::per_second(10).unwrap(), options())
+            .unwrap()
+            .with_metrics_name("typed")
     });
     // A list where the limiter keeps a string: WRONGTYPE.
     assert_eq!(

@@ -1,7 +1,17 @@
-//! What the Redis test files share: a plain connection for poking the server, command counts,
-//! and a seeded sequence of numbers for schedules.
+//! What the Redis test files share: limiter options for tests, a plain connection for poking
+//! the server, command counts, and a seeded sequence of numbers for schedules.
 // Each test file uses its own subset.
 #![allow(dead_code)]
+
+use infra_ratelimit::redis::RedisOptions;
+use std::time::Duration;
+
+/// The default options with a timeout no loaded test machine reaches: a check that timed out
+/// would get the failure policy's answer instead of Redis's, and the tests compare Redis's.
+/// Tests of the timeout itself set their own.
+pub(crate) fn options() -> RedisOptions {
+    RedisOptions::default().timeout(Duration::from_secs(5))
+}
 
 /// A plain blocking connection to `url`, for commands the limiter does not send.
 pub(crate) fn admin(url: &str) -> redis::Connection {
