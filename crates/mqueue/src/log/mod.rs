@@ -42,6 +42,7 @@
 //! ```
 
 mod commit;
+mod crc;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod record;

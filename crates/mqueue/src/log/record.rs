@@ -8,6 +8,8 @@
 //! (u64 LE), its creation time in Unix milliseconds (u64 LE), four reserved zero bytes and a
 //! CRC-32C of the first 28 bytes.
 
+use super::crc;
+
 /// Bytes before a record's payload: length and checksum.
 pub(crate) const FRAME_HEADER: usize = 8;
 /// Bytes of a segment header.
@@ -34,8 +36,8 @@ pub(crate) enum Frame<'a> {
 }
 
 /// The checksum of a record: CRC-32C over the length bytes and then the payload.
-pub(crate) fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload)
+fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
+    crc::append(crc::append(0, &len_bytes), payload)
 }
 
 /// Appends the framed `payload` to `out`. The caller has checked the length fits in `u32`.
@@ -43,9 +45,18 @@ pub(crate) fn encode(payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len())
         .unwrap_or(u32::MAX)
         .to_le_bytes();
+    let start = out.len();
+    out.reserve(FRAME_HEADER + payload.len());
+    // The checksummed bytes, length then payload, are laid down side by side where the
+    // checksum and payload go, so one CRC call covers them (a call costs more than the
+    // bytes of a small record); then the length moves in front and the checksum takes its
+    // place.
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&len);
-    out.extend_from_slice(&checksum(len, payload).to_le_bytes());
     out.extend_from_slice(payload);
+    let crc = crc::append(0, &out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The size on disk of a record with a payload of `len` bytes.
@@ -97,14 +108,14 @@ impl SegmentHeader {
         out[..8].copy_from_slice(MAGIC);
         out[8..16].copy_from_slice(&self.base.to_le_bytes());
         out[16..24].copy_from_slice(&self.created_millis.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..28]);
+        let crc = crc::append(0, &out[..28]);
         out[28..].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
     pub(crate) fn decode(bytes: &[u8; SEGMENT_HEADER]) -> Result<Self, &'static str> {
         let (body, crc) = bytes.split_at(28);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
+        if crc::append(0, body).to_le_bytes() != crc {
             return Err("segment header checksum mismatch");
         }
         if &body[..8] != MAGIC {
@@ -124,6 +135,7 @@ impl SegmentHeader {
 
 #[cfg(test)]
 mod tests {
+    use super::super::crc::tests::bitwise;
     use super::*;
 
     #[test]
@@ -145,6 +157,28 @@ mod tests {
             decode(&buf, 4),
             Frame::Invalid("length above the record limit")
         );
+    }
+
+    #[test]
+    fn the_frame_checksum_is_crc32c_of_length_then_payload() {
+        for len in [0usize, 1, 3, 7, 8, 100, 1000, 4099] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut buf = vec![0xAA; 5]; // frames start anywhere in a buffer
+            encode(&payload, &mut buf);
+            let frame = &buf[5..];
+            let len_bytes = u32::try_from(len).unwrap().to_le_bytes();
+            let covered: Vec<u8> = len_bytes.iter().chain(&payload).copied().collect();
+            assert_eq!(frame[..4], len_bytes);
+            assert_eq!(frame[4..8], bitwise(&covered).to_le_bytes(), "len {len}");
+            assert_eq!(frame[8..], payload[..]);
+            assert_eq!(
+                decode(frame, 1 << 20),
+                Frame::Record {
+                    payload: &payload,
+                    len: len + 8
+                }
+            );
+        }
     }
 
     #[test]
