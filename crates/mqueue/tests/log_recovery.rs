@@ -1,8 +1,10 @@
-//! Recovery of segment files the test damages by hand: torn tails are cut, anything else is
-//! `Error::Corrupt` with nothing deleted; plus reads, rolls, retention and options.
+//! Recovery of segment files the test damages by hand: torn tails are cut, zeros where the next
+//! record would start end the log, anything else is `Error::Corrupt` with nothing deleted; plus
+//! reads, rolls, preallocation, retention and options.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +21,15 @@ fn fill(dir: &Path, options: LogOptions, count: u64) {
     for i in 0..count {
         assert_eq!(log.append(&payload(i)).unwrap(), i);
     }
+}
+
+/// Where a segment's records end: just past its last non-zero byte (every payload here ends
+/// in a digit), before the preallocated zeros.
+fn records_end(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1)
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -91,31 +102,138 @@ fn a_torn_tail_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), LogOptions::default(), 5);
     let segment = segments(dir.path()).pop().unwrap();
+    let end = records_end(&fs::read(&segment).unwrap()) as u64;
+    assert!(
+        fs::metadata(&segment).unwrap().len() > end,
+        "the segment has zeros after its records"
+    );
+    // Half a record over the preallocated zeros: the length and part of a sixth append.
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&40u32.to_le_bytes(), end).unwrap();
+    file.write_all_at(&[1, 2, 3, 4, 5, 6, 7], end + 4).unwrap();
+    drop(file);
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(all(&log), expected(0..5));
+    // Cut where the records end (the zeros after the torn bytes go too); the next append
+    // writes 1 MiB (the default) of zeros ahead again.
+    assert_eq!(fs::metadata(&segment).unwrap().len(), end);
+    assert_eq!(log.append(b"after").unwrap(), 5);
+    let after = end + 8 + 5;
+    assert_eq!(fs::metadata(&segment).unwrap().len(), after + (1 << 20));
+    drop(log);
+
+    // Without preallocation: half a record appended at the end of the file.
+    let dir = tempfile::tempdir().unwrap();
+    let unallocated = LogOptions {
+        preallocate: 0,
+        ..LogOptions::default()
+    };
+    fill(dir.path(), unallocated.clone(), 5);
+    let segment = segments(dir.path()).pop().unwrap();
     let full = fs::metadata(&segment).unwrap().len();
-    // Half a record: the length and part of the payload of a sixth append.
     let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
     file.write_all(&40u32.to_le_bytes()).unwrap();
     file.write_all(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
     drop(file);
-    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let log = Log::open(dir.path(), unallocated).unwrap();
     assert_eq!(all(&log), expected(0..5));
     assert_eq!(fs::metadata(&segment).unwrap().len(), full);
     assert_eq!(log.append(b"after").unwrap(), 5);
 }
 
 #[test]
-fn a_tail_cut_at_every_byte_recovers_a_prefix() {
+fn a_tail_cut_at_every_byte_recovers_a_prefix_with_or_without_zeros_after_it() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), LogOptions::default(), 4);
     let segment = segments(dir.path()).pop().unwrap();
     let bytes = fs::read(&segment).unwrap();
-    for cut in 32..bytes.len() {
-        fs::write(&segment, &bytes[..cut]).unwrap();
-        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-        let got = all(&log);
-        assert_eq!(got, expected(0..got.len() as u64), "cut at {cut}");
-        drop(log);
+    let end = records_end(&bytes);
+    for cut in 32..=end {
+        // The file cut there, and the same bytes followed by the preallocated zeros (a write
+        // into preallocated space that got only partly to the disk).
+        let mut zeroed = bytes[..cut].to_vec();
+        zeroed.resize(bytes.len(), 0);
+        for damaged in [&bytes[..cut], &zeroed[..]] {
+            fs::write(&segment, damaged).unwrap();
+            let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+            let got = all(&log);
+            assert_eq!(got, expected(0..got.len() as u64), "cut at {cut}");
+            assert_eq!(got.len() == 4, cut == end, "cut at {cut}");
+            drop(log);
+        }
     }
+}
+
+#[test]
+fn zeros_after_the_last_record_end_the_log_and_keep_their_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        preallocate: 4096,
+        ..LogOptions::default()
+    };
+    fill(dir.path(), options.clone(), 5);
+    let segment = segments(dir.path()).pop().unwrap();
+    let bytes = fs::read(&segment).unwrap();
+    let end = records_end(&bytes) as u64;
+    // The first append wrote 4096 zeros after itself; the next four went over them.
+    let first_end = 32 + 8 + payload(0).len() as u64;
+    assert_eq!(bytes.len() as u64, first_end + 4096);
+    let log = Log::open(dir.path(), options).unwrap();
+    assert_eq!(all(&log), expected(0..5));
+    let stats = log.stats();
+    assert_eq!(
+        (stats.bytes, stats.allocated_bytes),
+        (end, first_end + 4096)
+    );
+    // The next record goes over the zeros too: the file does not grow.
+    assert_eq!(log.append(b"after").unwrap(), 5);
+    assert_eq!(fs::metadata(&segment).unwrap().len(), first_end + 4096);
+    assert_eq!(log.stats().bytes, end + 8 + 5);
+    assert_eq!(log.read(5, 1).unwrap()[0].payload, b"after");
+}
+
+#[test]
+fn without_preallocation_and_under_never_the_files_hold_only_headers_and_records() {
+    let unallocated = LogOptions {
+        preallocate: 0,
+        segment_bytes: 200,
+        ..LogOptions::default()
+    };
+    let never = LogOptions {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 200,
+        ..LogOptions::default()
+    };
+    for options in [unallocated, never] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), options).unwrap();
+        for i in 0..30 {
+            log.append(&payload(i)).unwrap();
+        }
+        let stats = log.stats();
+        assert!(stats.segments > 2, "{stats:?}");
+        let on_disk: u64 = segments(dir.path())
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
+        assert_eq!((stats.bytes, stats.allocated_bytes), (on_disk, on_disk));
+    }
+}
+
+#[test]
+fn zeros_over_a_record_in_the_middle_are_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), LogOptions::default(), 6);
+    let segment = segments(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    // The second record (header 32, each frame 8 + 16 bytes) zeroed: valid records follow.
+    bytes[32 + 24..32 + 48].fill(0);
+    fs::write(&segment, &bytes).unwrap();
+    match Log::open(dir.path(), LogOptions::default()).unwrap_err() {
+        Error::Corrupt { position, .. } => assert_eq!(position, 32 + 24),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(&segment).unwrap(), bytes, "nothing was cut");
 }
 
 #[test]
@@ -124,11 +242,25 @@ fn a_flipped_bit_in_the_last_record_is_a_torn_tail() {
     fill(dir.path(), LogOptions::default(), 3);
     let segment = segments(dir.path()).pop().unwrap();
     let mut bytes = fs::read(&segment).unwrap();
-    let last = bytes.len() - 2;
+    let last = records_end(&bytes) - 2;
     bytes[last] ^= 0x10;
     fs::write(&segment, &bytes).unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(all(&log), expected(0..2));
+}
+
+#[test]
+fn a_flipped_bit_in_the_preallocated_zeros_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), LogOptions::default(), 3);
+    let segment = segments(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    let end = records_end(&bytes);
+    bytes[end + 1000] = 0x40;
+    fs::write(&segment, &bytes).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(all(&log), expected(0..3));
+    assert_eq!(fs::metadata(&segment).unwrap().len(), end as u64);
 }
 
 #[test]
@@ -167,7 +299,7 @@ fn damage_in_an_older_segment_is_corruption() {
     assert!(paths.len() >= 3);
     // Truncate the first segment: its last records vanish.
     let bytes = fs::read(&paths[0]).unwrap();
-    fs::write(&paths[0], &bytes[..bytes.len() - 5]).unwrap();
+    fs::write(&paths[0], &bytes[..records_end(&bytes) - 5]).unwrap();
     assert!(matches!(
         Log::open(dir.path(), options.clone()),
         Err(Error::Corrupt { .. })
@@ -228,6 +360,10 @@ fn options_and_oversized_records_are_refused_clearly() {
             max_record_bytes: u32::MAX,
             ..LogOptions::default()
         },
+        LogOptions {
+            preallocate: (1 << 30) + 1,
+            ..LogOptions::default()
+        },
     ] {
         assert!(matches!(
             Log::open(dir.path(), bad),
@@ -274,7 +410,7 @@ fn retention_by_size_drops_whole_old_segments() {
         log.append(&payload(i)).unwrap();
     }
     let stats = log.stats();
-    assert!(stats.bytes <= 1000 + 300, "{stats:?}");
+    assert!(stats.allocated_bytes <= 1000 + 300, "{stats:?}");
     assert!(stats.first_offset > 0);
     assert_eq!(stats.next_offset, 200);
     assert_eq!(stats.depth, 200 - stats.first_offset);
@@ -282,7 +418,11 @@ fn retention_by_size_drops_whole_old_segments() {
         .iter()
         .map(|p| fs::metadata(p).unwrap().len())
         .sum();
-    assert_eq!(on_disk, stats.bytes);
+    assert_eq!(on_disk, stats.allocated_bytes);
+    assert!(
+        stats.bytes < stats.allocated_bytes,
+        "the newest segment has zeros ahead"
+    );
     assert!(matches!(
         log.read(0, 1),
         Err(Error::OffsetTruncated { requested: 0, first }) if first == stats.first_offset

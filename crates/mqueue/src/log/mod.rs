@@ -48,7 +48,9 @@ mod metrics;
 mod record;
 mod segment;
 mod storage;
+mod ticket;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ use infra_common::{Clock, SystemClock};
 #[doc(hidden)]
 pub use commit::GroupCommit;
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
+pub use ticket::AppendTicket;
 
 use crate::Error;
 use record::{Frame, SEGMENT_HEADER};
@@ -91,7 +94,8 @@ pub enum FsyncPolicy {
 /// first, when a new segment starts or [`Log::enforce_retention`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
-    /// Delete the oldest segments while the log's files take more than this many bytes.
+    /// Delete the oldest segments while the log's files take more than this many bytes
+    /// ([`LogStats::allocated_bytes`]).
     pub max_bytes: Option<u64>,
     /// Delete a segment once the segment after it was started at least this long ago (its
     /// newest record is then at least this old), on the clock's wall time.
@@ -110,6 +114,14 @@ pub struct LogOptions {
     pub max_record_bytes: u32,
     /// Which old segments are deleted. Default: none.
     pub retention: Retention,
+    /// Zeros written ahead of the newest record, so that appends overwrite space the file
+    /// already has instead of growing it: an fsync after a write that grew the file must also
+    /// commit the file's new size to the file system's journal. When an append passes the
+    /// zeros, this many more are written (never past `segment_bytes`), so one append in every
+    /// `preallocate` bytes writes them. Recovery takes zeros where the next record would start
+    /// for the end of the log. Not done under [`FsyncPolicy::Never`], which has no fsync to
+    /// make cheaper. 0 turns it off. Default 1 MiB; at most 1 GiB.
+    pub preallocate: u64,
 }
 
 impl Default for LogOptions {
@@ -119,6 +131,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             max_record_bytes: 1 << 20,
             retention: Retention::default(),
+            preallocate: 1 << 20,
         }
     }
 }
@@ -133,6 +146,11 @@ impl LogOptions {
         if self.max_record_bytes == 0 || self.max_record_bytes > RECORD_LIMIT {
             return Err(Error::InvalidOptions {
                 reason: "max_record_bytes must be between 1 and RECORD_LIMIT (256 MiB)",
+            });
+        }
+        if self.preallocate > 1 << 30 {
+            return Err(Error::InvalidOptions {
+                reason: "preallocate must be at most 1 GiB",
             });
         }
         Ok(())
@@ -151,8 +169,11 @@ pub struct Record {
 /// A log's size and contents at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogStats {
-    /// Bytes of all segment files.
+    /// Bytes of segment headers and records: what the log holds.
     pub bytes: u64,
+    /// Bytes of all segment files: `bytes` plus the zeros written ahead of the newest record
+    /// ([`LogOptions::preallocate`]). What the log takes on disk.
+    pub allocated_bytes: u64,
     /// Records kept: `next_offset - first_offset`.
     pub depth: u64,
     /// Segment files.
@@ -181,32 +202,45 @@ pub struct Log {
 
 #[derive(Debug)]
 struct Inner {
-    /// By base offset; never empty.
-    segments: std::collections::BTreeMap<u64, Segment>,
+    /// The segments before the newest, by base offset: only read and removed.
+    sealed: BTreeMap<u64, Segment>,
+    /// The newest segment, where appends go.
+    active: Segment,
     next: u64,
     /// A write or fsync failed: no more appends.
     failed: bool,
     last_sync_nanos: u64,
+    /// Sums of the segments' `len` and `allocated`.
     bytes: u64,
+    allocated: u64,
+    /// Reused by every append, so that an append allocates nothing: the framed records, and
+    /// where each starts in its segment.
     scratch: Vec<u8>,
+    positions: Vec<u64>,
 }
 
 impl Inner {
-    fn active(&self) -> (&u64, &Segment) {
-        self.segments
-            .last_key_value()
-            .expect("a log always has a segment")
-    }
-
-    fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .values_mut()
-            .next_back()
-            .expect("a log always has a segment")
-    }
-
     fn first(&self) -> u64 {
-        self.segments.keys().next().copied().unwrap_or(self.next)
+        self.sealed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.active.base)
+    }
+
+    /// The segment holding offset `at`, if one is kept.
+    fn segment_with(&self, at: u64) -> Option<&Segment> {
+        if at >= self.active.base {
+            return Some(&self.active);
+        }
+        self.sealed
+            .range(..=at)
+            .next_back()
+            .map(|(_, segment)| segment)
+    }
+
+    fn segments(&self) -> usize {
+        self.sealed.len() + 1
     }
 }
 
@@ -274,8 +308,9 @@ impl Log {
 
         let clock: Box<dyn Clock> = Box::new(clock);
         let now_millis = wall_millis(&*clock);
-        let mut segments = std::collections::BTreeMap::new();
-        let mut bytes = 0u64;
+        let mut sealed = BTreeMap::new();
+        let mut newest = None;
+        let (mut bytes, mut allocated) = (0u64, 0u64);
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_name(base));
             let is_last = i + 1 == bases.len();
@@ -290,21 +325,28 @@ impl Log {
                 });
             }
             bytes += segment.len;
-            segments.insert(base, segment);
+            allocated += segment.allocated;
+            if let Some(older) = newest.replace(segment) {
+                sealed.insert(older.base, older);
+            }
         }
-        if segments.is_empty() {
-            let segment = Segment::create(&*storage, dir, 0, now_millis)?;
-            bytes += segment.len;
-            segments.insert(0, segment);
-        }
-        let (&base, last) = segments.last_key_value().expect("just ensured");
+        let active = match newest {
+            Some(segment) => segment,
+            None => {
+                let segment = Segment::create(&*storage, dir, 0, now_millis)?;
+                bytes += segment.len;
+                allocated += segment.allocated;
+                segment
+            }
+        };
         // What was recovered becomes the durable point, so make it so: under `Never` the last
         // process may have left it in the page cache only (older segments were synced when
         // they were rolled).
-        last.file
+        active
+            .file
             .sync()
-            .map_err(|e| Error::io("fsync", &last.path, e))?;
-        let next = base + last.records;
+            .map_err(|e| Error::io("fsync", &active.path, e))?;
+        let next = active.base + active.records;
         let last_sync_nanos = clock.now_nanos();
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -312,12 +354,15 @@ impl Log {
             clock,
             storage,
             inner: Mutex::new(Inner {
-                segments,
+                sealed,
+                active,
                 next,
                 failed: false,
                 last_sync_nanos,
                 bytes,
+                allocated,
                 scratch: Vec::new(),
+                positions: Vec::new(),
             }),
             commit: GroupCommit::new(next),
             _lock: lock,
@@ -342,6 +387,64 @@ impl Log {
     /// # Errors
     /// As [`Log::append`]; nothing is written when any payload is too large.
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Range<u64>, Error> {
+        let (range, sync_due) = self.write(payloads)?;
+        if sync_due {
+            self.make_durable(range.end)?;
+        }
+        Ok(range)
+    }
+
+    /// Writes one record and returns at once with a ticket for it: a producer keeps many
+    /// appends in flight and acknowledges each when [`AppendTicket::wait`] returns, so under
+    /// [`FsyncPolicy::Always`] one fsync covers every record written before it began, however
+    /// few producers there are.
+    ///
+    /// Under `Always` the record is not acknowledged yet: it is on its way to the disk, not
+    /// durable, and [`Log::read`] does not return it until an fsync covers it (one run by any
+    /// ticket's `wait`, an [`append`](Log::append) or [`sync`](Log::sync)); dropping the
+    /// ticket does not take the record back. Under the other policies the ticket's `wait`
+    /// returns at once, as [`append`](Log::append) would have.
+    ///
+    /// ```
+    /// use std::collections::VecDeque;
+    /// use infra_mqueue::log::{AppendTicket, Log, LogOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let log = Log::open(dir.path(), LogOptions::default())?; // fsync=Always
+    /// let mut in_flight = VecDeque::new();
+    /// for i in 0..1000u32 {
+    ///     if in_flight.len() == 64 {
+    ///         let oldest: AppendTicket<'_> = in_flight.pop_front().unwrap();
+    ///         oldest.wait()?; // durable now: acknowledge it
+    ///     }
+    ///     in_flight.push_back(log.append_nowait(&i.to_le_bytes())?);
+    /// }
+    /// for ticket in in_flight {
+    ///     ticket.wait()?;
+    /// }
+    /// assert_eq!(log.read(0, usize::MAX)?.len(), 1000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Log::append`], except that the fsync's errors come from [`AppendTicket::wait`].
+    pub fn append_nowait(&self, payload: &[u8]) -> Result<AppendTicket<'_>, Error> {
+        let (range, sync_due) = self.write(&[payload])?;
+        let pending = sync_due && self.options.fsync == FsyncPolicy::Always;
+        if sync_due && !pending {
+            // An `Interval` sync that is due runs now, as in `append`: it must not wait for a
+            // ticket that may never be waited on.
+            self.make_durable(range.end)?;
+        }
+        Ok(AppendTicket {
+            log: self,
+            offset: range.start,
+            pending,
+        })
+    }
+
+    /// Frames and writes `payloads`; returns their offsets and whether an fsync is due for them.
+    fn write(&self, payloads: &[&[u8]]) -> Result<(Range<u64>, bool), Error> {
         let max = self.options.max_record_bytes;
         if let Some(big) = payloads.iter().find(|p| p.len() > max as usize) {
             return Err(Error::RecordTooLarge {
@@ -349,49 +452,57 @@ impl Log {
                 max,
             });
         }
-        let (range, sync_due) = {
-            let mut inner = self.inner.lock();
-            if inner.failed {
-                return Err(Error::Failed);
-            }
-            let start = inner.next;
-            let mut buf = std::mem::take(&mut inner.scratch);
-            buf.clear();
-            let mut positions = Vec::with_capacity(payloads.len());
-            for payload in payloads {
-                let framed = record::framed_len(payload.len());
-                let used = inner.active().1.len + buf.len() as u64;
-                if used > SEGMENT_HEADER as u64 && used + framed > self.options.segment_bytes {
-                    self.flush(&mut inner, &buf, &positions)?;
-                    buf.clear();
-                    positions.clear();
-                    self.roll(&mut inner)?;
-                }
-                positions.push(inner.active().1.len + buf.len() as u64);
-                record::encode(payload, &mut buf);
-            }
-            self.flush(&mut inner, &buf, &positions)?;
-            buf.clear();
-            inner.scratch = buf;
-            let due = match self.options.fsync {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval(every) => {
-                    let now = self.clock.now_nanos();
-                    let due = now.saturating_sub(inner.last_sync_nanos)
-                        >= infra_common::clock::duration_to_nanos(every);
-                    if due {
-                        inner.last_sync_nanos = now;
-                    }
-                    due
-                }
-                FsyncPolicy::Never => false,
-            };
-            (start..inner.next, due)
-        };
-        if sync_due {
-            self.commit.wait(range.end, || self.sync_written())?;
+        let mut inner = self.inner.lock();
+        if inner.failed {
+            return Err(Error::Failed);
         }
-        Ok(range)
+        let start = inner.next;
+        let mut buf = std::mem::take(&mut inner.scratch);
+        let mut positions = std::mem::take(&mut inner.positions);
+        buf.clear();
+        positions.clear();
+        let written = self.write_framed(&mut inner, payloads, &mut buf, &mut positions);
+        inner.scratch = buf;
+        inner.positions = positions;
+        written?;
+        let due = match self.options.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => {
+                let now = self.clock.now_nanos();
+                let due = now.saturating_sub(inner.last_sync_nanos)
+                    >= infra_common::clock::duration_to_nanos(every);
+                if due {
+                    inner.last_sync_nanos = now;
+                }
+                due
+            }
+            FsyncPolicy::Never => false,
+        };
+        Ok((start..inner.next, due))
+    }
+
+    /// Frames `payloads` into `buf` and writes them, rolling to a new segment where the next
+    /// record would not fit.
+    fn write_framed(
+        &self,
+        inner: &mut Inner,
+        payloads: &[&[u8]],
+        buf: &mut Vec<u8>,
+        positions: &mut Vec<u64>,
+    ) -> Result<(), Error> {
+        for payload in payloads {
+            let framed = record::framed_len(payload.len());
+            let used = inner.active.len + buf.len() as u64;
+            if used > SEGMENT_HEADER as u64 && used + framed > self.options.segment_bytes {
+                self.flush(inner, buf, positions)?;
+                buf.clear();
+                positions.clear();
+                self.roll(inner)?;
+            }
+            positions.push(inner.active.len + buf.len() as u64);
+            record::encode(payload, buf);
+        }
+        self.flush(inner, buf, positions)
     }
 
     /// Writes `buf` (whose records start at `positions`) to the active segment.
@@ -399,23 +510,25 @@ impl Log {
         if positions.is_empty() {
             return Ok(());
         }
-        let segment = inner.active_mut();
-        if let Err(error) = segment.file.append(buf) {
-            // Cut back a partial write so that later appends never follow a torn record; if
-            // that fails too, what is on disk is unknown and the log stops.
-            let error = Error::io("append", &segment.path, error);
-            if segment.file.truncate(segment.len).is_err() {
-                inner.failed = true;
-            }
-            return Err(error);
+        let segment = &mut inner.active;
+        let end = segment.len + buf.len() as u64;
+        let preallocate = match self.options.fsync {
+            FsyncPolicy::Never => 0,
+            _ => self.options.preallocate,
+        };
+        let zeros_until = self
+            .options
+            .segment_bytes
+            .min(end.saturating_add(preallocate));
+        let allocated_before = segment.allocated;
+        let written = segment.write_records(buf, positions, zeros_until);
+        inner.allocated = inner.allocated - allocated_before + inner.active.allocated;
+        if let Err(failure) = written {
+            // The segment cut a partial write back, so later appends never follow a torn
+            // record; if that failed too, what is on disk is unknown and the log stops.
+            inner.failed |= !failure.cut_back;
+            return Err(failure.error);
         }
-        for &position in positions {
-            if segment.records.is_multiple_of(INDEX_STRIDE) {
-                segment.index.push(position);
-            }
-            segment.records += 1;
-        }
-        segment.len += buf.len() as u64;
         inner.bytes += buf.len() as u64;
         inner.next += positions.len() as u64;
         #[cfg(feature = "metrics")]
@@ -427,7 +540,7 @@ impl Log {
     /// Syncs the active segment (and with it everything written before the call) and starts a
     /// new one at the next offset, then applies retention.
     fn roll(&self, inner: &mut Inner) -> Result<(), Error> {
-        let (_, active) = inner.active();
+        let active = &inner.active;
         if let Err(error) = active.file.sync() {
             let error = Error::io("fsync", &active.path, error);
             inner.failed = true;
@@ -441,7 +554,9 @@ impl Log {
             wall_millis(&*self.clock),
         )?;
         inner.bytes += segment.len;
-        inner.segments.insert(inner.next, segment);
+        inner.allocated += segment.allocated;
+        let sealed = std::mem::replace(&mut inner.active, segment);
+        inner.sealed.insert(sealed.base, sealed);
         self.retain(inner)
     }
 
@@ -453,7 +568,7 @@ impl Log {
             if inner.failed {
                 return Err(Error::Failed);
             }
-            let (_, active) = inner.active();
+            let active = &inner.active;
             (inner.next, Arc::clone(&active.file), active.path.clone())
         };
         if let Err(error) = file.sync() {
@@ -474,6 +589,12 @@ impl Log {
             inner.last_sync_nanos = self.clock.now_nanos();
             inner.next
         };
+        self.make_durable(end)
+    }
+
+    /// Returns once every record below `end` is durable, sharing fsyncs with every other
+    /// caller (group commit).
+    fn make_durable(&self, end: u64) -> Result<(), Error> {
         self.commit.wait(end, || self.sync_written())
     }
 
@@ -506,9 +627,10 @@ impl Log {
                 if at >= visible {
                     break;
                 }
-                let Some((&base, segment)) = inner.segments.range(..=at).next_back() else {
+                let Some(segment) = inner.segment_with(at) else {
                     break;
                 };
+                let base = segment.base;
                 let stride = (at - base) / INDEX_STRIDE;
                 let Some(&position) = usize::try_from(stride)
                     .ok()
@@ -571,8 +693,9 @@ impl Log {
         let first = inner.first();
         LogStats {
             bytes: inner.bytes,
+            allocated_bytes: inner.allocated,
             depth: inner.next - first,
-            segments: inner.segments.len(),
+            segments: inner.segments(),
             first_offset: first,
             next_offset: inner.next,
         }
@@ -605,35 +728,32 @@ impl Log {
     /// [`Error::Io`] when a file cannot be removed or the directory synced.
     pub fn enforce_retention(&self) -> Result<usize, Error> {
         let mut inner = self.inner.lock();
-        let before = inner.segments.len();
+        let before = inner.segments();
         self.retain(&mut inner)?;
-        Ok(before - inner.segments.len())
+        Ok(before - inner.segments())
     }
 
     fn retain(&self, inner: &mut Inner) -> Result<(), Error> {
         let Retention { max_bytes, max_age } = self.options.retention;
         let now = wall_millis(&*self.clock);
         let mut removed = false;
-        while inner.segments.len() > 1 {
-            let mut bases = inner.segments.keys();
-            let (Some(&oldest), Some(&second)) = (bases.next(), bases.next()) else {
-                break;
-            };
-            let over_size = max_bytes.is_some_and(|max| inner.bytes > max);
+        while let Some(oldest) = inner.sealed.values().next() {
+            // The segment after the oldest was started once the oldest's last record was in.
+            let next_started = inner.sealed.values().nth(1).unwrap_or(&inner.active);
+            let over_size = max_bytes.is_some_and(|max| inner.allocated > max);
             let too_old = max_age.is_some_and(|age| {
-                let started = inner.segments[&second].created_millis;
                 let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-                now.saturating_sub(started) >= age
+                now.saturating_sub(next_started.created_millis) >= age
             });
             if !over_size && !too_old {
                 break;
             }
-            let segment = &inner.segments[&oldest];
             self.storage
-                .remove(&segment.path)
-                .map_err(|e| Error::io("remove", &segment.path, e))?;
-            inner.bytes -= segment.len;
-            inner.segments.remove(&oldest);
+                .remove(&oldest.path)
+                .map_err(|e| Error::io("remove", &oldest.path, e))?;
+            inner.bytes -= oldest.len;
+            inner.allocated -= oldest.allocated;
+            inner.sealed.pop_first();
             removed = true;
         }
         if removed {

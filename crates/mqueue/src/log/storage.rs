@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use infra_common::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// The operating system's error.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Opens `path` for reading and appending, creating it (empty) when `create` is set.
+    /// Opens `path` for reading and writing, creating it (empty) when `create` is set.
     ///
     /// # Errors
     /// The operating system's error; `NotFound` when absent and `create` is unset.
@@ -77,11 +77,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// # Errors
     /// The operating system's error.
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
-    /// Appends all of `bytes` at the end of the file.
+    /// Writes all of `bytes` at byte `pos`, over what is there and past the end (a gap before
+    /// `pos` reads as zeros).
     ///
     /// # Errors
     /// The operating system's error; part of `bytes` may have been written.
-    fn append(&self, bytes: &[u8]) -> io::Result<()>;
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()>;
     /// Cuts the file to `len` bytes.
     ///
     /// # Errors
@@ -125,9 +126,22 @@ impl StorageFile for RealFile {
         std::os::windows::fs::FileExt::seek_read(&self.0, buf, pos)
     }
 
-    fn append(&self, bytes: &[u8]) -> io::Result<()> {
-        // Opened in append mode: every write lands at the end, whatever the cursor says.
-        (&self.0).write_all(bytes)
+    #[cfg(unix)]
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.0, bytes, pos)
+    }
+
+    #[cfg(windows)]
+    fn write_at(&self, mut pos: u64, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = std::os::windows::fs::FileExt::seek_write(&self.0, bytes, pos)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[n..];
+            pos += n as u64;
+        }
+        Ok(())
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
@@ -158,10 +172,12 @@ impl Storage for FileStorage {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        // Not in append mode: writes go where `write_at` says, also over preallocated zeros.
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(create)
+            .truncate(false)
             .open(path)?;
         Ok(Box::new(RealFile(file)))
     }
@@ -281,9 +297,7 @@ struct Disk {
     generation: u64,
     locked: BTreeSet<PathBuf>,
     file_syncs: u64,
-    /// Bytes of unsynced data a power cut keeps, per file, for torn-write tests.
-    keep_unsynced: usize,
-    /// File appends and syncs fail (an append writing half its bytes first).
+    /// File writes and syncs fail (a write putting down half its bytes first).
     failing: bool,
 }
 
@@ -291,6 +305,25 @@ struct Disk {
 struct SimFile {
     data: Vec<u8>,
     durable: Vec<u8>,
+}
+
+impl SimFile {
+    /// The synced contents with the first `keep` changed bytes since the sync written over
+    /// them: a write that reached the disk in order, up to some point.
+    fn after_power_cut(&self, keep: usize) -> Vec<u8> {
+        let same = self
+            .data
+            .iter()
+            .zip(&self.durable)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let end = same + keep.min(self.data.len() - same);
+        let mut kept = self.data[..end].to_vec();
+        if let Some(rest) = self.durable.get(end..) {
+            kept.extend_from_slice(rest);
+        }
+        kept
+    }
 }
 
 impl SimulatedStorage {
@@ -306,28 +339,31 @@ impl SimulatedStorage {
     }
 
     /// Loses power like [`power_cut`](Self::power_cut), but each file keeps up to `bytes` of
-    /// what was written after its last sync, as a disk that got part of a write out would.
+    /// what was written after its last sync, as a disk that got part of a write out would:
+    /// the changed contents from the first byte that differs from the synced ones on, for
+    /// `bytes` bytes, whether they were appended or written over older (say, preallocated)
+    /// bytes.
     pub fn power_cut_keeping(&self, bytes: usize) {
         let mut disk = self.disk.lock();
-        disk.keep_unsynced = bytes;
         disk.generation += 1;
         disk.names = disk.durable_names.clone();
         disk.locked.clear();
-        let keep = disk.keep_unsynced;
         for file in disk.files.values_mut() {
-            let synced = file.durable.len();
-            let kept = if file.data.len() > synced && file.data[..synced] == file.durable[..] {
-                let end = synced + keep.min(file.data.len() - synced);
-                file.data[..end].to_vec()
-            } else {
-                file.durable.clone()
-            };
-            file.data = kept.clone();
+            let kept = file.after_power_cut(bytes);
+            file.data.clone_from(&kept);
             file.durable = kept;
         }
     }
 
-    /// While `failing`, every file append writes half its bytes and fails, and every file sync
+    /// The contents of `path` a power cut now would leave (with nothing unsynced kept), or
+    /// `None` when no such file is open under that name.
+    pub fn durable_contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let disk = self.disk.lock();
+        let id = disk.names.get(path)?;
+        Some(disk.files.get(id)?.durable.clone())
+    }
+
+    /// While `failing`, every file write writes half its bytes and fails, and every file sync
     /// fails, as a full or dying disk would.
     pub fn set_failing(&self, failing: bool) {
         self.disk.lock().failing = failing;
@@ -530,13 +566,24 @@ impl StorageFile for SimHandle {
         })
     }
 
-    fn append(&self, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        let pos = usize::try_from(pos).map_err(io::Error::other)?;
         self.with(|file, _, failing| {
+            let written = if failing {
+                &bytes[..bytes.len() / 2]
+            } else {
+                bytes
+            };
+            let end = pos
+                .checked_add(written.len())
+                .ok_or_else(|| io::Error::other("write past the largest offset"))?;
+            if file.data.len() < end {
+                file.data.resize(end, 0);
+            }
+            file.data[pos..end].copy_from_slice(written);
             if failing {
-                file.data.extend_from_slice(&bytes[..bytes.len() / 2]);
                 return Err(io::Error::other("simulated write failure"));
             }
-            file.data.extend_from_slice(bytes);
             Ok(())
         })?
     }

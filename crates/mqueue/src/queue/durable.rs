@@ -324,7 +324,7 @@ impl Durable {
                 .storage
                 .open(&temporary, true)
                 .map_err(io("create", &temporary))?;
-            file.append(generation.to_string().as_bytes())
+            file.write_at(0, generation.to_string().as_bytes())
                 .and_then(|()| file.sync())
                 .map_err(io("write", &temporary))?;
         }

@@ -296,7 +296,7 @@ impl Stream {
             .open(&temp, true)
             .map_err(|e| Error::io("create", &temp, e))?;
         file.truncate(0)
-            .and_then(|()| file.append(&bytes))
+            .and_then(|()| file.write_at(0, &bytes))
             .and_then(|()| file.sync())
             .map_err(|e| Error::io("write", &temp, e))?;
         drop(file);
