@@ -1,8 +1,12 @@
 //! infra-mqueue's log, durable appends of 100-byte messages, beside the floor and a peer, all in
 //! one run on the same disk (the system temp directory):
 //!
-//! - `infra always/N` — `FsyncPolicy::Always` with N producer threads sharing one log: every
-//!   append returns after an fsync covering it; concurrent appends share fsyncs (group commit).
+//! - `infra always/N` — `FsyncPolicy::Always` with N producer threads sharing one log, each
+//!   calling `Log::append`: every append returns after an fsync covering it; concurrent appends
+//!   share fsyncs (group commit), so one fsync covers at most N appends.
+//! - `infra always/8-pipelined` — the same with `Log::append_nowait`: each of 8 producers keeps
+//!   64 appends in flight and acknowledges each when its ticket's `wait` returns (after an
+//!   fsync covering it), so one fsync can cover up to 512.
 //! - `write+fdatasync/1` — the floor of one-fsync-per-message: a plain loop of `write_all` and
 //!   `sync_data` on one file.
 //! - `infra never/1` and `yaque/1` — equal durability without fsync: yaque's `try_send` writes
@@ -16,27 +20,66 @@
 // The drivers use std's threads and barrier outside any code under test.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infra_mqueue::log::{FsyncPolicy, Log, LogOptions};
+use infra_mqueue::log::{AppendTicket, FsyncPolicy, Log, LogOptions};
 
 const MESSAGE: [u8; 100] = [b'm'; 100];
 
-fn log_options(fsync: FsyncPolicy) -> LogOptions {
+/// Appends each pipelined producer keeps in flight.
+const IN_FLIGHT: usize = 64;
+
+/// How a producer appends.
+#[derive(Clone, Copy)]
+enum Producer {
+    /// `Log::append`: one append in flight.
+    Synchronous,
+    /// `Log::append_nowait`, waiting on the oldest ticket when `IN_FLIGHT` are in flight.
+    Pipelined,
+}
+
+fn produce(log: &Log, producer: Producer, count: u64) {
+    match producer {
+        Producer::Synchronous => {
+            for _ in 0..count {
+                log.append(&MESSAGE).expect("append");
+            }
+        }
+        Producer::Pipelined => {
+            let mut in_flight: VecDeque<AppendTicket<'_>> = VecDeque::with_capacity(IN_FLIGHT);
+            for _ in 0..count {
+                if in_flight.len() == IN_FLIGHT
+                    && let Some(oldest) = in_flight.pop_front()
+                {
+                    oldest.wait().expect("durable");
+                }
+                in_flight.push_back(log.append_nowait(&MESSAGE).expect("append"));
+            }
+            for ticket in in_flight {
+                ticket.wait().expect("durable");
+            }
+        }
+    }
+}
+
+fn log_options(fsync: FsyncPolicy, preallocate: bool) -> LogOptions {
+    let defaults = LogOptions::default();
     LogOptions {
         fsync,
-        ..LogOptions::default()
+        preallocate: if preallocate { defaults.preallocate } else { 0 },
+        ..defaults
     }
 }
 
 /// `iters` appends spread over `producers` threads sharing one log; the wall time of them all.
-fn infra_appends(fsync: FsyncPolicy, producers: u64, iters: u64) -> Duration {
+fn infra_appends(options: LogOptions, producers: u64, producer: Producer, iters: u64) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = Arc::new(Log::open(dir.path(), log_options(fsync)).expect("open"));
+    let log = Arc::new(Log::open(dir.path(), options).expect("open"));
     let barrier = Arc::new(Barrier::new(usize::try_from(producers).unwrap_or(1) + 1));
     let threads: Vec<_> = (0..producers)
         .map(|p| {
@@ -44,9 +87,7 @@ fn infra_appends(fsync: FsyncPolicy, producers: u64, iters: u64) -> Duration {
             let share = iters / producers + u64::from(p < iters % producers);
             std::thread::spawn(move || {
                 barrier.wait();
-                for _ in 0..share {
-                    log.append(&MESSAGE).expect("append");
-                }
+                produce(&log, producer, share);
             })
         })
         .collect();
@@ -63,10 +104,30 @@ fn durable(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    for producers in [1, 8] {
-        group.bench_function(format!("infra always/{producers}"), |b| {
-            b.iter_custom(|iters| infra_appends(FsyncPolicy::Always, producers, iters));
-        });
+    let rows = [
+        ("always/1", FsyncPolicy::Always, 1, Producer::Synchronous),
+        ("always/8", FsyncPolicy::Always, 8, Producer::Synchronous),
+        (
+            "always/8-pipelined",
+            FsyncPolicy::Always,
+            8,
+            Producer::Pipelined,
+        ),
+        ("never/1", FsyncPolicy::Never, 1, Producer::Synchronous),
+    ];
+    for (name, fsync, producers, producer) in rows {
+        // `Never` writes no zeros ahead whatever the option says.
+        let variants: &[(&str, bool)] = match fsync {
+            FsyncPolicy::Never => &[("", true)],
+            _ => &[("", true), (" no-prealloc", false)],
+        };
+        for &(suffix, preallocate) in variants {
+            group.bench_function(format!("infra {name}{suffix}"), |b| {
+                b.iter_custom(|iters| {
+                    infra_appends(log_options(fsync, preallocate), producers, producer, iters)
+                });
+            });
+        }
     }
     group.bench_function("write+fdatasync/1", |b| {
         b.iter_custom(|iters| {
@@ -83,9 +144,6 @@ fn durable(c: &mut Criterion) {
             }
             start.elapsed()
         });
-    });
-    group.bench_function("infra never/1", |b| {
-        b.iter_custom(|iters| infra_appends(FsyncPolicy::Never, 1, iters));
     });
     group.bench_function("yaque/1", |b| {
         b.iter_custom(|iters| {
