@@ -2,8 +2,10 @@
 //!
 //! - [`log`]: the storage: [`log::Log`], an append-only log of CRC-32C framed records in segment
 //!   files, with an fsync policy ([`log::FsyncPolicy`]: `Always` with group commit, `Interval`,
-//!   `Never`), crash recovery that cuts torn tails and refuses real corruption, retention by size
-//!   and age, and a file layer ([`log::Storage`]) with a simulated disk that can lose power.
+//!   `Never`), pipelined appends acknowledged by ticket ([`log::Log::append_nowait`]),
+//!   preallocated segments, crash recovery that cuts torn tails and refuses real corruption,
+//!   retention by size and age, and a file layer ([`log::Storage`]) with a simulated disk that
+//!   can lose power.
 //! - [`stream`]: a topic of partition logs, keyed publishing (per-key order) and consumer groups
 //!   with durably committed offsets (at-least-once).
 //! - [`queue`]: the work queue: leases with visibility timeouts, acks, redelivery, dead letters.

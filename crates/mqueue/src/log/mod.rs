@@ -17,12 +17,23 @@
 //! a record that a power loss could take back. Under the other policies it returns everything
 //! written.
 //!
+//! # Pipelined appends
+//!
+//! [`Log::append`] has one record in flight per calling thread, so one fsync covers at most as
+//! many records as there are producers. [`Log::append_nowait`] writes a record and returns an
+//! [`AppendTicket`] at once; the record is acknowledged when [`AppendTicket::wait`] returns,
+//! which under `Always` is after an fsync that began once the record was written. A producer
+//! that keeps many tickets in flight lets one fsync cover all of them. An append whose ticket
+//! was not waited on was never acknowledged: a crash may keep it or lose it (and everything
+//! after it), never a record before it that was acknowledged.
+//!
 //! # Recovery
 //!
-//! [`Log::open`] checks every record of every segment. A torn tail — incomplete or failing
-//! records at the end of the newest segment with nothing valid after them — is cut off: those
-//! appends never returned under `Always`. A bad record anywhere else (valid records after it, or
-//! in an older segment) is [`Error::Corrupt`], and nothing is deleted.
+//! [`Log::open`] checks every record of every segment. Zeros where the next record would start
+//! end a segment: the space [`LogOptions::preallocate`] wrote ahead. A torn tail — incomplete or
+//! failing records at the end of the newest segment with nothing valid after them — is cut off:
+//! those appends never returned under `Always`. A bad record anywhere else (valid records after
+//! it, or in an older segment) is [`Error::Corrupt`], and nothing is deleted.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};
