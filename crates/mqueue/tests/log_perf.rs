@@ -131,7 +131,11 @@ fn preallocation_cost() {
     }
     extending.sort();
     others.sort();
-    assert!(extending.len() >= 9, "{} appends wrote zeros", extending.len());
+    assert!(
+        extending.len() >= 9,
+        "{} appends wrote zeros",
+        extending.len()
+    );
     println!(
         "fsync=Always, 10 KiB appends: {} that wrote 1 MiB of zeros ahead, median {:?}; {} others, median {:?}",
         extending.len(),
