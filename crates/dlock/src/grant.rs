@@ -85,12 +85,60 @@ pub enum Wait {
     Forever,
 }
 
-/// A lock name shared between a backend's record and the grants it hands out, so a grant
-/// costs a reference count rather than a copy of the name.
+/// A lock name as a backend's record and its grants keep it: a short name is copied into the
+/// grant, a longer one is shared.
+///
+/// A copy of a few bytes costs less than a shared count, which is an atomic read-modify-write
+/// when the grant is made and another when it is dropped: on an uncontended in-process lock,
+/// as much as the lock itself.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum LockName {
+    /// A name of at most [`INLINE_NAME`] bytes; the bytes past `len` are zero.
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    /// A longer name.
+    Shared(SharedName),
+}
+
+/// The longest name a [`LockName`] holds without sharing it: a grant's name then takes as
+/// much room as a shared one's pointer and length plus eight bytes.
+const INLINE_NAME: usize = 22;
+
 // An immutable string behind std's `Arc`: nothing is synchronized through it, so there is
 // nothing for loom to model, and loom's `Arc` cannot hold a `str`.
 #[allow(clippy::disallowed_types)]
-pub(crate) type LockName = std::sync::Arc<str>;
+type SharedName = std::sync::Arc<str>;
+
+impl From<&str> for LockName {
+    fn from(name: &str) -> Self {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE_NAME => {
+                let mut bytes = [0; INLINE_NAME];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(SharedName::from(name)),
+        }
+    }
+}
+
+impl std::ops::Deref for LockName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied from a whole `str`")
+            }
+            Self::Shared(name) => name,
+        }
+    }
+}
+
+impl fmt::Debug for LockName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
 
 /// A lease on a lock: who holds it, with which token, until when.
 ///
@@ -221,6 +269,21 @@ mod tests {
             check_access(Access::Permit { permits: 0 }),
             Err(Error::ZeroPermits)
         );
+    }
+
+    #[test]
+    fn a_name_reads_back_the_same_copied_or_shared() {
+        let (accents, over, longest) = ("é".repeat(11), "x".repeat(23), "y".repeat(512));
+        for name in ["a", "account-42", &accents, &over, &longest] {
+            let kept = LockName::from(name);
+            assert_eq!(&*kept, name);
+            assert_eq!(format!("{kept:?}"), format!("{name:?}"));
+            assert_eq!(kept.clone(), kept);
+            let inline = name.len() <= INLINE_NAME;
+            assert_eq!(matches!(kept, LockName::Inline { .. }), inline, "{name}");
+        }
+        assert_ne!(LockName::from("ab"), LockName::from("a"));
+        assert_ne!(LockName::from("a\0"), LockName::from("a"));
     }
 
     #[test]
