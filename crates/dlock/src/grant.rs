@@ -157,6 +157,10 @@ pub struct Grant {
     pub(crate) lease: Duration,
     /// The identity of the backend instance that issued the grant.
     pub(crate) issuer: u64,
+    /// Which of the issuer's records of the lock the grant was made in (the in-process
+    /// backend's per-name state, so a handle knows its own grants by one compare; 0 for the
+    /// server backends).
+    pub(crate) record: u64,
 }
 
 impl Grant {
@@ -295,6 +299,7 @@ mod tests {
             granted_at: 100,
             lease: Duration::from_nanos(10),
             issuer: 0,
+            record: 0,
         };
         assert_eq!(grant.deadline_nanos(), 110);
         let late = Grant {

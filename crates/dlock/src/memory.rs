@@ -90,6 +90,8 @@ struct Names {
     /// point): a name's new slot counts on from here, so its tokens keep growing across a
     /// sweep.
     tokens_after: u64,
+    /// How many slots were made so far, to number them.
+    slots_made: u64,
 }
 
 /// Below this many names, idle names are never swept.
@@ -112,6 +114,8 @@ const MIN_SWEEP: usize = 64;
 struct Slot {
     /// The name, handed out with each grant.
     name: LockName,
+    /// This slot among the instance's slots, past and present; handed out with each grant.
+    number: u64,
     /// `token << MODE_BITS | mode`: `FREE` (nobody holds or waits; the token is the last
     /// issued), `FAST` (one exclusive holder granted on the fast path, with this token) or
     /// `ENTRY` (the entry under the mutex holds the whole state, and its last token).
@@ -162,7 +166,7 @@ impl FastLease {
 }
 
 impl Slot {
-    fn new(name: &str, tokens_after: u64) -> Self {
+    fn new(name: &str, number: u64, tokens_after: u64) -> Self {
         // A token too large for the word: the name lives in its entry from the start.
         let mode = if tokens_after <= MAX_FAST_TOKEN {
             state(tokens_after, FREE)
@@ -171,6 +175,7 @@ impl Slot {
         };
         Self {
             name: LockName::from(name),
+            number,
             state: AtomicU64::new(mode),
             fast: FastLease {
                 owner: AtomicU64::new(0),
@@ -231,7 +236,8 @@ impl Names {
                 self.sweep();
                 self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
             }
-            let slot = Slot::new(name, self.tokens_after);
+            self.slots_made += 1;
+            let slot = Slot::new(name, self.slots_made, self.tokens_after);
             self.map.insert(name.into(), Arc::new(slot));
         }
         self.map.get(name).expect("inserted above")
@@ -417,6 +423,7 @@ impl<C: Clock> MemoryLocks<C> {
                 map: HashMap::default(),
                 sweep_at: MIN_SWEEP,
                 tokens_after: last.get(),
+                slots_made: 0,
             }),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::LockCounters::unnamed(),
@@ -558,14 +565,15 @@ impl<C: Clock> MemoryLocks<C> {
     }
 
     #[inline(always)]
-    fn make_grant(&self, name: &LockName, holder: &Holder) -> Grant {
+    fn make_grant(&self, slot: &Slot, holder: &Holder) -> Grant {
         Grant {
-            name: LockName::clone(name),
+            name: LockName::clone(&slot.name),
             access: holder.access,
             token: FencingToken::new(holder.token),
             granted_at: holder.granted_at,
             lease: Duration::from_nanos(holder.lease),
             issuer: self.issuer,
+            record: slot.number,
         }
     }
 
@@ -604,6 +612,7 @@ impl<C: Clock> MemoryLocks<C> {
             granted_at: now,
             lease: Duration::from_nanos(lease),
             issuer: self.issuer,
+            record: slot.number,
         })
     }
 
@@ -639,7 +648,7 @@ impl<C: Clock> MemoryLocks<C> {
                 lease,
                 pending: false,
             };
-            let grant = self.make_grant(&slot.name, &holder);
+            let grant = self.make_grant(slot, &holder);
             entry.holders.push(holder);
             #[cfg(feature = "metrics")]
             self.metrics.granted(access);
@@ -707,7 +716,7 @@ impl<C: Clock> MemoryLocks<C> {
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
                 #[cfg(feature = "metrics")]
                 self.metrics.waited(holder.access, true);
-                return Ok(Some(self.make_grant(&slot.name, holder)));
+                return Ok(Some(self.make_grant(slot, holder)));
             }
             let in_queue = entry.queue.iter().any(|w| w.ticket == ticket);
             if !in_queue {
@@ -871,6 +880,7 @@ impl<C: Clock> MemoryLocks<C> {
 
     fn is_held_in(&self, slot: &Slot, grant: &Grant) -> bool {
         if let Some(held) = Self::fast_word(grant)
+            && grant.issuer == self.issuer
             && slot.state.load(Ordering::Acquire) == held
             && Self::runs_fast(grant, self.clock.now_nanos())
         {
@@ -1075,9 +1085,11 @@ impl<C: Clock> LockHandle<'_, C> {
         self.slot.entry.lock().queue.len()
     }
 
-    /// Whether `grant` is for this handle's lock (the grant's name is compared).
+    /// Whether `grant` was made in this handle's slot (and is of its instance, which the
+    /// calls check). A grant of an earlier slot of the same name, swept after its lease ended,
+    /// is not: it goes by name, which answers for it as for any grant of the name.
     fn is_mine(&self, grant: &Grant) -> bool {
-        grant.name == self.slot.name
+        grant.record == self.slot.number
     }
 }
 

@@ -290,6 +290,10 @@ fn a_fast_holder_sees_what_the_previous_one_wrote() {
         };
         add_one(&locks, &counter);
         other.join().unwrap();
-        assert_eq!(counter.load(Ordering::Relaxed), 2, "a holder's write was lost");
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            2,
+            "a holder's write was lost"
+        );
     });
 }

@@ -715,3 +715,23 @@ fn on_a_coarse_clock_the_holders_deadline_is_never_late() {
         guard.release().unwrap();
     }
 }
+
+/// Another instance's grant of the same name with the same token is not held here, asked
+/// through a handle (whose fast check compares the token with the lock's word) or by name.
+#[test]
+fn another_instances_grant_with_the_same_token_is_not_held_here() {
+    let clock = ManualClock::new();
+    let (ours, theirs) = (
+        MemoryLocks::with_clock(clock.clone()),
+        MemoryLocks::with_clock(clock),
+    );
+    let lease = Duration::from_secs(10);
+    let handle = ours.handle("same").unwrap();
+    let held_here = handle.acquire(lease).unwrap();
+    let their_handle = theirs.handle("same").unwrap();
+    let foreign = their_handle.acquire(lease).unwrap();
+    assert_eq!(held_here.token(), foreign.token());
+    assert!(!handle.is_held(foreign.grant()));
+    assert!(!ours.is_held(foreign.grant()));
+    assert!(held_here.is_held() && foreign.is_held());
+}
