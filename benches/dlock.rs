@@ -4,9 +4,11 @@
 //!
 //! Ours does more per acquisition than the floor, and the numbers should be read with that in
 //! mind: it validates the name and lease, reads the clock, looks the name up in a map, issues a
-//! fencing token, records the lease, and shares the name with the grant. The `infra handle`
-//! rows take the same lock through `MemoryLocks::handle`, which resolves the name once; the
-//! `infra+fence` row adds the resource's check of the token.
+//! fencing token, records the lease, and hands the grant its name; the release reads the clock
+//! again to refuse an expired lease. The `infra handle` rows take the same lock through
+//! `MemoryLocks::handle`, which resolves the name once (`coarse clock`: on a `CoarseClock`,
+//! whose reading is one atomic load); the `infra+fence` row adds the resource's check of the
+//! token.
 
 // `criterion_group!` generates public functions that cannot carry docs.
 #![allow(missing_docs)]
