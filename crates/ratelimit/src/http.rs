@@ -60,7 +60,7 @@ mod reject;
 
 pub use client_ip::ClientIp;
 pub use fields::{HeaderStyle, PolicyName, RATELIMIT, RATELIMIT_POLICY, insert_headers};
-pub use key::{HeaderKey, KeyExtractor, KeyFn, MissingKey, key_fn};
+pub use key::{HeaderKey, KeyExtractor, KeyFn, MissingKey, NoKey, key_fn};
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, RateLimitService, ResponseFuture};
 pub use limiter::{Limiter, QuotaPolicy};
 pub use reject::{ProblemJson, RejectResponse, Rejection};

@@ -19,8 +19,8 @@ use infra_common::ManualClock;
 use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_ratelimit::http::{
-    ClientIp, HeaderKey, HeaderStyle, KeyExtractor, Limiter, MissingKey, QuotaPolicy,
-    RateLimitLayer, Rejection, key_fn,
+    ClientIp, HeaderKey, HeaderStyle, KeyExtractor, Limiter, MissingKey, NoKey, PolicyName,
+    ProblemJson, QuotaPolicy, RateLimitLayer, RejectResponse, Rejection, insert_headers, key_fn,
 };
 use infra_ratelimit::{Decision, Error, Gcra, KeyedOptions, KeyedRateLimiter, Quota};
 use structured_fields::{Bare, parse_list};
@@ -337,22 +337,30 @@ async fn requests_cost_what_the_cost_function_says_and_too_costly_ones_are_refus
         ("r".into(), 6)
     );
 
-    // More than the 10 the policy ever admits at once: refused, clearly, and never panics.
-    let delete = send(&mut service, request(Method::DELETE)).await;
-    assert_eq!(delete.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(delete.headers()["retry-after"], "1");
-    let body = problem(&delete);
-    let detail = body["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("costs 11") && detail.contains("at most 10"),
-        "{detail}"
-    );
+    // More than the 10 the policy ever admits at once: refused, clearly, and never panics;
+    // as a client error with nothing that says waiting helps, since it never does.
+    for _ in 0..3 {
+        let delete = send(&mut service, request(Method::DELETE)).await;
+        assert_eq!(delete.status(), StatusCode::BAD_REQUEST);
+        assert!(delete.headers().get("retry-after").is_none());
+        assert!(delete.headers().get("ratelimit").is_none());
+        let body = problem(&delete);
+        assert_eq!(body["status"], 400);
+        assert!(body.get("retry_after").is_none());
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("costs 11") && detail.contains("at most 10"),
+            "{detail}"
+        );
+        assert!(detail.contains("never be admitted"), "{detail}");
+        clock.advance(Duration::from_secs(1));
+    }
     assert_eq!(inner.calls(), 2);
     // Refusing it spent nothing.
     let get = send(&mut service, request(Method::GET)).await;
     assert_eq!(
         list(get.headers(), "ratelimit")[0].params[0],
-        ("r".into(), 5)
+        ("r".into(), 9)
     );
 }
 
@@ -622,14 +630,20 @@ fn client_ip_reads_the_peer_or_the_entry_the_trusted_proxies_wrote() {
     let peer = parts(request);
     assert_eq!(
         ClientIp::peer().extract(&peer),
-        Some("192.0.2.7".parse().unwrap())
+        Ok("192.0.2.7".parse().unwrap())
     );
     // Zero trusted proxies: the header is the client's own words, the peer is the client.
     assert_eq!(
         ClientIp::x_forwarded_for(0).extract(&peer),
-        Some("192.0.2.7".parse().unwrap())
+        Ok("192.0.2.7".parse().unwrap())
     );
-    assert_eq!(ClientIp::peer().extract(&parts(Request::new(()))), None);
+    assert_eq!(
+        ClientIp::peer().extract(&parts(Request::new(()))),
+        Err(NoKey::Missing)
+    );
+    for extractor in [ClientIp::x_forwarded_for(1), ClientIp::forwarded(1)] {
+        assert_eq!(extractor.extract(&peer), Err(NoKey::Missing), "no field");
+    }
 
     // client -> proxy A -> proxy B -> us: A appended the client, B appended A.
     let forwarded = parts(
@@ -643,22 +657,29 @@ fn client_ip_reads_the_peer_or_the_entry_the_trusted_proxies_wrote() {
             .body(())
             .unwrap(),
     );
-    let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+    let ip = |text: &str| Ok(text.parse::<IpAddr>().unwrap());
     assert_eq!(
         ClientIp::x_forwarded_for(2).extract(&forwarded),
         ip("203.0.113.5")
     );
     assert_eq!(
         ClientIp::forwarded(2).extract(&forwarded),
-        ip("2001:db8::5")
+        ip("2001:db8::"),
+        "2001:db8::5 by its /64"
     );
-    // One proxy too many trusted reaches the forged entry; more than there are gives none.
+    // One proxy too many trusted reaches the forged entry; more than there are: unusable.
     assert_eq!(
         ClientIp::x_forwarded_for(3).extract(&forwarded),
         ip("1.1.1.1")
     );
-    assert_eq!(ClientIp::x_forwarded_for(4).extract(&forwarded), None);
-    assert_eq!(ClientIp::forwarded(4).extract(&forwarded), None);
+    assert!(matches!(
+        ClientIp::x_forwarded_for(4).extract(&forwarded),
+        Err(NoKey::Unusable { .. })
+    ));
+    assert!(matches!(
+        ClientIp::forwarded(4).extract(&forwarded),
+        Err(NoKey::Unusable { .. })
+    ));
 }
 
 #[test]
@@ -671,12 +692,12 @@ fn ipv6_clients_can_be_keyed_by_network_and_mapped_ipv4_by_address() {
                 .unwrap(),
         )
     };
-    let by_64 = ClientIp::x_forwarded_for(1).ipv6_prefix(64).unwrap();
-    let by_address = ClientIp::x_forwarded_for(1);
+    let by_64 = ClientIp::x_forwarded_for(1);
+    let by_address = ClientIp::x_forwarded_for(1).ipv6_prefix(128).unwrap();
     let a = request("2001:db8:aa:bb:1::1");
     let b = request("2001:db8:aa:bb:ffff::2");
     assert_eq!(by_64.extract(&a), by_64.extract(&b));
-    assert_eq!(by_64.extract(&a), Some("2001:db8:aa:bb::".parse().unwrap()));
+    assert_eq!(by_64.extract(&a), Ok("2001:db8:aa:bb::".parse().unwrap()));
     assert_ne!(by_address.extract(&a), by_address.extract(&b));
     let c = request("2001:db8:aa:bc::1");
     assert_ne!(by_64.extract(&a), by_64.extract(&c));
@@ -684,12 +705,19 @@ fn ipv6_clients_can_be_keyed_by_network_and_mapped_ipv4_by_address() {
     let v4 = request("192.0.2.1");
     let mapped = request("::ffff:192.0.2.1");
     let other_mapped = request("::ffff:192.0.2.2");
-    assert_eq!(by_64.extract(&v4), Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(by_64.extract(&v4), Ok("192.0.2.1".parse().unwrap()));
     assert_eq!(by_64.extract(&mapped), by_64.extract(&v4));
     assert_ne!(by_64.extract(&mapped), by_64.extract(&other_mapped));
     // No client has an unspecified address, and 0.0.0.0 is the keyless requests' key.
-    assert_eq!(by_64.extract(&request("0.0.0.0")), None);
-    assert_eq!(by_64.extract(&request("::")), None);
+    for unspecified in ["0.0.0.0", "::", "64:ff9b::0.0.0.0"] {
+        assert!(
+            matches!(
+                by_64.extract(&request(unspecified)),
+                Err(NoKey::Unusable { .. })
+            ),
+            "{unspecified}"
+        );
+    }
     assert_eq!(by_64.shared_key(), "0.0.0.0".parse::<IpAddr>().unwrap());
     for bits in [0, 129] {
         assert!(matches!(
@@ -708,17 +736,26 @@ fn header_and_function_keys() {
         }
         parts(builder.body(()).unwrap())
     };
-    assert_eq!(
-        api_key().extract(&request(&["abc"])).as_deref(),
-        Some("abc")
+    assert_eq!(api_key().extract(&request(&["abc"])).as_deref(), Ok("abc"));
+    assert_eq!(api_key().extract(&request(&[])), Err(NoKey::Missing));
+    assert!(matches!(
+        api_key().extract(&request(&["  "])),
+        Err(NoKey::Unusable { .. })
+    ));
+    assert!(
+        matches!(
+            api_key().extract(&request(&["a", "b"])),
+            Err(NoKey::Unusable { .. })
+        ),
+        "ambiguous"
     );
-    assert_eq!(api_key().extract(&request(&["  "])), None);
-    assert_eq!(api_key().extract(&request(&["a", "b"])), None, "ambiguous");
     assert_eq!(api_key().shared_key(), "");
 
     let tenant = key_fn(|parts| parts.uri.path().strip_prefix("/t/").map(str::to_owned));
     let (parts, _) = Request::get("/t/acme").body(()).unwrap().into_parts();
-    assert_eq!(tenant.extract(&parts).as_deref(), Some("acme"));
+    assert_eq!(tenant.extract(&parts).as_deref(), Ok("acme"));
+    let (other, _) = Request::get("/").body(()).unwrap().into_parts();
+    assert_eq!(tenant.extract(&other), Err(NoKey::Missing));
     assert_eq!(tenant.shared_key(), "");
     assert_eq!(tenant.with_shared_key("*".to_owned()).shared_key(), "*");
 }
@@ -732,6 +769,256 @@ fn client_ip_reads_axum_connect_info() {
     ));
     assert_eq!(
         ClientIp::peer().extract(&parts(request)),
-        Some("2001:db8::9".parse().unwrap())
+        Ok("2001:db8::".parse().unwrap()),
+        "2001:db8::9 by its /64"
     );
+}
+
+/// Sends a request with `headers` (repeated names become repeated field lines).
+async fn send_with<S>(service: &mut S, headers: &[(&str, &str)]) -> Response<String>
+where
+    S: Service<Request<String>, Response = Response<String>, Error = Infallible>,
+{
+    let mut request = Request::get("/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(service, request.body(String::new()).unwrap()).await
+}
+
+/// Asserts the default answer to an unusable key: 400, problem+json, no rate-limit fields.
+fn assert_unusable_key(response: &Response<String>) {
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("retry-after").is_none());
+    assert!(response.headers().get("ratelimit").is_none());
+    let body = problem(response);
+    assert_eq!(body["status"], 400);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("identity is unusable"), "{detail}");
+}
+
+/// Behind one proxy keyed by `Forwarded`, a client writes whatever it likes left of the
+/// proxy's element: a malformed line of its own, an unclosed quote that would swallow the
+/// proxy's element, garbage bytes. None of it changes its key, under every missing-key
+/// policy: it stays limited under its own address.
+#[tokio::test]
+async fn what_a_client_prepends_to_forwarded_never_changes_its_key() {
+    let client = "for=203.0.113.5";
+    let escapes: [&[(&str, &str)]; 5] = [
+        &[("forwarded", "x"), ("forwarded", client)],
+        &[("forwarded", r#"for="x, for=203.0.113.5"#)],
+        &[("forwarded", r#"for=1.2.3.4;for="\", for=203.0.113.5"#)],
+        &[("forwarded", r#"garbage\";;, ,for=203.0.113.5"#)],
+        &[(
+            "forwarded",
+            r#"for="[::1]";by=x, x="a, for=6.6.6.6", for=203.0.113.5"#,
+        )],
+    ];
+    for missing in [MissingKey::Shared, MissingKey::Pass, MissingKey::Reject] {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<IpAddr, Gcra, _>::with_clock(
+            Quota::per_hour(2).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        let layer = RateLimitLayer::builder(ClientIp::forwarded(1), limiter)
+            .missing_key(missing)
+            .build();
+        let inner = Counting::default();
+        let mut service = layer.layer(inner.clone());
+        for _ in 0..2 {
+            let honest = send_with(&mut service, &[("forwarded", client)]).await;
+            assert_eq!(honest.status(), StatusCode::OK);
+        }
+        for escape in escapes {
+            let response = send_with(&mut service, escape).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "{missing:?} {escape:?}"
+            );
+        }
+        assert_eq!(inner.calls(), 2, "{missing:?}");
+        assert_eq!(layer.missing_keys(), 0);
+        assert_eq!(layer.limiter("default").unwrap().len(), 1);
+    }
+}
+
+/// A `Forwarded` or `X-Forwarded-For` field that is there but gives no address where the
+/// trusted proxy writes is the client's error: 400 under every missing-key policy, never the
+/// shared bucket, never a pass, never a 500.
+#[tokio::test]
+async fn an_unusable_forwarded_identity_is_refused_as_a_client_error() {
+    let requests: [(ClientIp, &[(&str, &str)]); 6] = [
+        (ClientIp::forwarded(1), &[("forwarded", "for=192.0.2.1, x")]),
+        (ClientIp::forwarded(1), &[("forwarded", "for=unknown")]),
+        (
+            ClientIp::forwarded(1),
+            &[("forwarded", r#"for="192.0.2.1"#)],
+        ),
+        (ClientIp::forwarded(2), &[("forwarded", "for=192.0.2.1")]),
+        (
+            ClientIp::x_forwarded_for(1),
+            &[("x-forwarded-for", "1.2.3.4, nope")],
+        ),
+        (
+            ClientIp::x_forwarded_for(1),
+            &[("x-forwarded-for", "0.0.0.0")],
+        ),
+    ];
+    for missing in [MissingKey::Shared, MissingKey::Pass, MissingKey::Reject] {
+        for (extractor, headers) in requests {
+            let clock = ManualClock::new();
+            let limiter = KeyedRateLimiter::<IpAddr, Gcra, _>::with_clock(
+                Quota::per_hour(100).unwrap(),
+                clock.clone(),
+            )
+            .unwrap();
+            let layer = RateLimitLayer::builder(extractor, limiter)
+                .missing_key(missing)
+                .build();
+            let inner = Counting::default();
+            let mut service = layer.layer(inner.clone());
+            assert_unusable_key(&send_with(&mut service, headers).await);
+            assert_eq!(inner.calls(), 0, "{missing:?} {headers:?}");
+            assert_eq!(layer.limiter("default").unwrap().len(), 0);
+        }
+    }
+}
+
+/// An API key sent twice is ambiguous: a client error, not a keyless request that could pass
+/// or share another bucket.
+#[tokio::test]
+async fn a_key_header_sent_twice_is_a_client_error() {
+    let clock = ManualClock::new();
+    for missing in [MissingKey::Shared, MissingKey::Pass, MissingKey::Reject] {
+        let layer = RateLimitLayer::builder(api_key(), keyed(&clock, Quota::per_hour(1).unwrap()))
+            .missing_key(missing)
+            .build();
+        let inner = Counting::default();
+        let mut service = layer.layer(inner.clone());
+        assert_eq!(send(&mut service, get("/", Some("k1"))).await.status(), 200);
+        assert_eq!(send(&mut service, get("/", Some("k1"))).await.status(), 429);
+        for _ in 0..5 {
+            let twice = send_with(&mut service, &[("x-api-key", "k1"), ("x-api-key", "k1")]);
+            assert_unusable_key(&twice.await);
+        }
+        assert_eq!(inner.calls(), 1, "{missing:?}");
+    }
+}
+
+/// The refusal function sees an unusable key as its own case and may answer it its way.
+#[tokio::test]
+async fn an_unusable_key_reaches_the_rejection_function() {
+    let clock = ManualClock::new();
+    let layer = RateLimitLayer::builder(api_key(), keyed(&clock, Quota::per_hour(1).unwrap()))
+        .reject(|rejection: &Rejection<'_>| {
+            let mut response = Response::new(format!("{:?}", rejection.status()));
+            if let Rejection::UnusableKey { reason } = rejection {
+                *response.body_mut() = (*reason).to_owned();
+                *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            }
+            response
+        })
+        .build();
+    let mut service = layer.layer(Counting::default());
+    let response = send_with(&mut service, &[("x-api-key", "a"), ("x-api-key", "b")]).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.body(), "the key header was sent more than once");
+}
+
+/// By default IPv6 clients are keyed by their /64: one host cycling through the addresses of
+/// its /64 is one client, and cannot fill the key table and lock new clients out.
+#[tokio::test]
+async fn one_ipv6_64_is_one_client_by_default() {
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::<IpAddr, Gcra, _>::with_options(
+        Quota::per_hour(10).unwrap(),
+        clock.clone(),
+        KeyedOptions::default().max_keys(1_000),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::builder(ClientIp::x_forwarded_for(1), limiter).build();
+    let mut service = layer.layer(Counting::default());
+    let mut admitted = 0;
+    for i in 0..1_000u32 {
+        let address = format!("2001:db8:1:2::{:x}:{:x}", i >> 16, i & 0xffff);
+        if send_with(&mut service, &[("x-forwarded-for", &address)])
+            .await
+            .status()
+            == 200
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10);
+    assert_eq!(layer.limiter("default").unwrap().len(), 1);
+    let newcomer = send_with(&mut service, &[("x-forwarded-for", "198.51.100.77")]).await;
+    assert_eq!(newcomer.status(), StatusCode::OK);
+}
+
+/// IPv4 clients reaching an IPv6 server through a NAT64 translator on the well-known prefix
+/// are keyed by their IPv4 address, whatever the IPv6 prefix length.
+#[tokio::test]
+async fn nat64_clients_are_keyed_by_their_ipv4_address() {
+    for extractor in [
+        ClientIp::x_forwarded_for(1),
+        ClientIp::x_forwarded_for(1).ipv6_prefix(48).unwrap(),
+    ] {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<IpAddr, Gcra, _>::with_clock(
+            Quota::per_hour(1).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        let layer = RateLimitLayer::builder(extractor, limiter).build();
+        let mut service = layer.layer(Counting::default());
+        let mut statuses = Vec::new();
+        for address in [
+            "64:ff9b::192.0.2.1",
+            "64:ff9b::203.0.113.9",
+            // The same IPv4 clients, translated or not, are the same clients.
+            "192.0.2.1",
+            "::ffff:203.0.113.9",
+        ] {
+            let response = send_with(&mut service, &[("x-forwarded-for", address)]).await;
+            statuses.push(response.status().as_u16());
+        }
+        assert_eq!(statuses, [200, 200, 429, 429]);
+    }
+}
+
+/// `t`, `Retry-After` and the problem body's `retry_after` state one number, however long
+/// the wait a limiter reports, and it is an integer that JSON readers hold exactly.
+#[test]
+fn every_field_states_the_same_bounded_wait() {
+    for wait in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        Duration::from_secs(999_999_999_999_999),
+        Duration::from_secs(1 << 53),
+        Duration::from_millis(1_500),
+    ] {
+        let denied = Decision::denied(10, 0, wait, wait);
+        let mut headers = HeaderMap::new();
+        let name = PolicyName::new("default").unwrap();
+        let policy = QuotaPolicy::new(10, Duration::from_secs(1));
+        insert_headers(&mut headers, HeaderStyle::Both, &name, &policy, &denied);
+        let t = list(&headers, "ratelimit")[0].params[1].clone();
+        assert_eq!(t.0, "t");
+        let retry_after: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        let response: Response<String> = ProblemJson.respond(&Rejection::Limited {
+            policy: "default",
+            decision: denied,
+        });
+        let body = problem(&response)["retry_after"].as_i64().unwrap();
+        assert_eq!((t.1, body), (retry_after, retry_after), "{wait:?}");
+        assert!(retry_after < (1 << 53));
+        let reset: i64 = headers["ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(reset < (1 << 53));
+    }
 }

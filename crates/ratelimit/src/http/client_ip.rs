@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::request::Parts;
 
-use super::KeyExtractor;
 use super::forwarded;
+use super::{KeyExtractor, NoKey};
 use crate::Error;
 
 /// Where the client address is read.
@@ -26,16 +26,27 @@ enum Source {
 /// - [`ClientIp::x_forwarded_for`] and [`ClientIp::forwarded`] (RFC 7239), behind
 ///   `trusted_proxies` proxies: each proxy appends the address it received the request from,
 ///   so the client is the entry `trusted_proxies` from the right. Entries further left were
-///   written by the client and are never used, so a client cannot choose its own key. With no
-///   such entry (fewer entries than proxies, a malformed field, `unknown` or an obfuscated
-///   identifier) the request has no key. `trusted_proxies = 0` reads the peer address.
+///   written by the client and are never read, so a client can neither choose its own key nor
+///   lose it. Without the field the request has no key ([`NoKey::Missing`]); with the field
+///   but no address at that position (fewer entries than proxies, a malformed element,
+///   `unknown`, an obfuscated identifier) its key is unusable ([`NoKey::Unusable`]) and the
+///   layer refuses it. `trusted_proxies = 0` reads the peer address.
 ///
-/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, from dual-stack sockets) count as their
-/// IPv4 address. [`ClientIp::ipv6_prefix`] keys IPv6 clients by their network: a single
-/// subscriber is usually given a whole /64 (often a /56 or a /48), so keyed by full address
-/// one machine could take 2^64 fresh keys, each with a full quota, and fill the limiter's key
-/// table. An unspecified address (`0.0.0.0`, `::`) is no client's: such a request has no
-/// key, and keyless requests share `0.0.0.0`.
+/// IPv6 clients are keyed by their /64 by default: a single subscriber is given at least a
+/// whole /64 (often a /56 or a /48) and picks addresses in it freely (SLAAC privacy
+/// addresses), so keyed by full address one machine could take 2^64 fresh keys, each with a
+/// full quota, and fill the limiter's key table. [`ClientIp::ipv6_prefix`] changes the
+/// length (128: by full address, for networks known to give one address per client).
+///
+/// IPv4 clients are keyed by address, including those seen as IPv6: IPv4-mapped addresses
+/// (`::ffff:192.0.2.1`, from dual-stack sockets) and the RFC 6052 well-known NAT64 prefix
+/// (`64:ff9b::192.0.2.1`, `64:ff9b::/96`) count as the IPv4 address they carry. The
+/// local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215) is keyed as any IPv6 address, by
+/// prefix: where the IPv4 address sits in it depends on the prefix length each operator
+/// picks, so it cannot be read without knowing the translator (key such traffic with
+/// [`key_fn`](super::key_fn) if you do). An unspecified address (`0.0.0.0`, `::`, also after
+/// that mapping) is no client's: from the peer the request has no key, from a proxy's field
+/// an unusable one. Keyless requests share `0.0.0.0`.
 ///
 /// ```
 /// use http::Request;
@@ -43,19 +54,19 @@ enum Source {
 /// use std::net::{IpAddr, SocketAddr};
 ///
 /// // One proxy in front: the client is the last X-Forwarded-For entry; "6.6.6.6" is forged.
-/// let client_ip = ClientIp::x_forwarded_for(1).ipv6_prefix(64)?;
+/// let client_ip = ClientIp::x_forwarded_for(1);
 /// let (parts, _) = Request::get("/")
 ///     .header("x-forwarded-for", "6.6.6.6, 2001:db8:1:2:aaaa::1")
 ///     .body(())
 ///     .unwrap()
 ///     .into_parts();
-/// assert_eq!(client_ip.extract(&parts), Some("2001:db8:1:2::".parse::<IpAddr>()?));
+/// assert_eq!(client_ip.extract(&parts), Ok("2001:db8:1:2::".parse::<IpAddr>()?));
 ///
 /// // The connection's peer, from a SocketAddr extension.
 /// let mut request = Request::get("/").body(()).unwrap();
 /// request.extensions_mut().insert("192.0.2.7:51000".parse::<SocketAddr>()?);
 /// let (parts, _) = request.into_parts();
-/// assert_eq!(ClientIp::peer().extract(&parts), Some("192.0.2.7".parse()?));
+/// assert_eq!(ClientIp::peer().extract(&parts), Ok("192.0.2.7".parse()?));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,14 +88,14 @@ impl ClientIp {
     }
 
     /// The `for` parameter of the `Forwarded` element `trusted_proxies` from the right (RFC
-    /// 7239); the peer address when 0. The whole field must parse: a malformed one anywhere
-    /// gives no key.
+    /// 7239); the peer address when 0. Only the last `trusted_proxies` elements are read,
+    /// right to left; what the client wrote left of them is never looked at.
     pub fn forwarded(trusted_proxies: usize) -> Self {
         Self::from(Source::Forwarded { trusted_proxies })
     }
 
-    /// Keys IPv6 clients by their first `bits` bits (64: their /64), IPv4 clients still by
-    /// address.
+    /// Keys IPv6 clients by their first `bits` bits (default 64: their /64; 128: by full
+    /// address), IPv4 clients still by address.
     ///
     /// # Errors
     ///
@@ -104,7 +115,7 @@ impl ClientIp {
     /// The key of a client at `address`; none for an unspecified address, which no client
     /// has and which IPv4's is the shared key.
     fn key(&self, address: IpAddr) -> Option<IpAddr> {
-        match address.to_canonical() {
+        match ipv4_carried(address) {
             address if address.is_unspecified() => None,
             IpAddr::V6(v6) => {
                 let mask = u128::MAX << (128 - u32::from(self.ipv6_prefix));
@@ -119,8 +130,27 @@ impl From<Source> for ClientIp {
     fn from(source: Source) -> Self {
         Self {
             source,
-            ipv6_prefix: 128,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
+    }
+}
+
+/// The prefix a subscriber is given at the least (RFC 6177, RFC 7421).
+const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// The RFC 6052 well-known NAT64 prefix, `64:ff9b::/96`, as the top 96 bits.
+const NAT64_WELL_KNOWN: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
+
+/// The IPv4 address an IPv6 address carries (IPv4-mapped, or behind the well-known NAT64
+/// prefix), else the address itself.
+fn ipv4_carried(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) if v6.to_bits() >> 32 == NAT64_WELL_KNOWN >> 32 => {
+            // The low 32 bits are the IPv4 address: the truncation is the point.
+            #[allow(clippy::cast_possible_truncation)]
+            IpAddr::V4(Ipv4Addr::from_bits(v6.to_bits() as u32))
+        }
+        address => address,
     }
 }
 
@@ -136,22 +166,31 @@ fn peer(request: &Parts) -> Option<IpAddr> {
     request.extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 
+/// A proxy recorded the unspecified address as the client's.
+const UNSPECIFIED_FORWARDED: NoKey = NoKey::Unusable {
+    reason: "the trusted proxy recorded the unspecified address as the client's",
+};
+
 impl KeyExtractor for ClientIp {
     type Key = IpAddr;
 
-    fn extract(&self, request: &Parts) -> Option<IpAddr> {
-        let address = match self.source {
+    fn extract(&self, request: &Parts) -> Result<IpAddr, NoKey> {
+        let (address, unspecified) = match self.source {
             Source::Peer
             | Source::XForwardedFor { trusted_proxies: 0 }
-            | Source::Forwarded { trusted_proxies: 0 } => peer(request)?,
-            Source::XForwardedFor { trusted_proxies } => {
-                forwarded::x_forwarded_for(&request.headers, trusted_proxies)?
+            | Source::Forwarded { trusted_proxies: 0 } => {
+                (peer(request).ok_or(NoKey::Missing)?, NoKey::Missing)
             }
-            Source::Forwarded { trusted_proxies } => {
-                forwarded::forwarded(&request.headers, trusted_proxies)?
-            }
+            Source::XForwardedFor { trusted_proxies } => (
+                forwarded::x_forwarded_for(&request.headers, trusted_proxies)?,
+                UNSPECIFIED_FORWARDED,
+            ),
+            Source::Forwarded { trusted_proxies } => (
+                forwarded::forwarded(&request.headers, trusted_proxies)?,
+                UNSPECIFIED_FORWARDED,
+            ),
         };
-        self.key(address)
+        self.key(address).ok_or(unspecified)
     }
 
     fn shared_key(&self) -> IpAddr {

@@ -18,9 +18,17 @@ const LEGACY_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const LEGACY_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const LEGACY_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// The largest Integer a structured field may carry (RFC 9651 §3.3.1). Our counts and
-/// seconds never come near it; clamping keeps every field valid whatever a limiter reports.
+/// The largest Integer a structured field may carry (RFC 9651 §3.3.1), below 2^53 − 1, so
+/// JavaScript clients read it exactly too. Every number of seconds the layer sends (`w`, `t`,
+/// `Retry-After`, the legacy reset, the problem body's `retry_after`) is clamped to it, so
+/// the fields stay valid and agree with each other whatever a limiter reports.
 const MAX_SF_INTEGER: u64 = 999_999_999_999_999;
+
+/// The seconds to wait that every response field states for `decision`, clamped to one
+/// bound; `None` when it was admitted.
+pub(crate) fn retry_after_secs(decision: &Decision) -> Option<u64> {
+    decision.retry_after_secs().map(sf_integer)
+}
 
 /// Which rate-limit fields responses carry. `Retry-After` is on every `429` whatever the
 /// style.
@@ -128,9 +136,7 @@ impl fmt::Display for PolicyName {
 /// request's `t` is its `Retry-After`, since the draft asks that `Retry-After` never point
 /// before the end of the effective window.
 fn remaining_and_window(decision: &Decision) -> (u64, u64) {
-    let window = decision
-        .retry_after_secs()
-        .unwrap_or_else(|| decision.reset_secs());
+    let window = retry_after_secs(decision).unwrap_or_else(|| sf_integer(decision.reset_secs()));
     (u64::from(decision.remaining()), window)
 }
 
@@ -150,7 +156,7 @@ pub(crate) fn policy_field(name: &PolicyName, policy: &QuotaPolicy) -> String {
 /// The `RateLimit` value: `"name";r=<remaining>;t=<seconds>`.
 pub(crate) fn limit_field(name: &PolicyName, decision: &Decision) -> String {
     let (remaining, window) = remaining_and_window(decision);
-    format!("{name};r={remaining};t={}", sf_integer(window))
+    format!("{name};r={remaining};t={window}")
 }
 
 /// Writes the fields `style` asks for, and `Retry-After` when `decision` is a denial, into
@@ -187,9 +193,12 @@ pub fn insert_headers(
     if style.legacy() {
         headers.insert(LEGACY_LIMIT, HeaderValue::from(decision.limit()));
         headers.insert(LEGACY_REMAINING, HeaderValue::from(decision.remaining()));
-        headers.insert(LEGACY_RESET, HeaderValue::from(decision.reset_secs()));
+        headers.insert(
+            LEGACY_RESET,
+            HeaderValue::from(sf_integer(decision.reset_secs())),
+        );
     }
-    if let Some(secs) = decision.retry_after_secs() {
+    if let Some(secs) = retry_after_secs(decision) {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
 }

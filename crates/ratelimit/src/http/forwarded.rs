@@ -2,54 +2,90 @@
 //! `Forwarded` element's `for` parameter (RFC 7239), a given number of hops from the right.
 //!
 //! Proxies append; clients can write anything to the left of what the proxies appended. So
-//! both readers count from the right and never look further left than asked: with `hops`
-//! trusted proxies in front of the server, the client is the entry `hops` from the right
-//! (1: the last). Anything that does not give an address there is `None`.
+//! both readers start at the end of the last field line, read right to left, and stop at the
+//! element `hops` from the right (1: the last): no byte left of that element and its
+//! separator is ever read, so nothing a client prepends (bytes, a malformed element, an
+//! unclosed quote, whole field lines) changes the outcome. With no field of that name at all
+//! the request has no identity ([`NoKey::Missing`]); with one that does not give an address
+//! at that position, its identity is unusable ([`NoKey::Unusable`]).
 //!
 //! `X-Forwarded-For` has no specification: its fields, in order, form one list split at
 //! commas, each entry trimmed of spaces and tabs. An entry is an IPv4 or IPv6 address,
 //! optionally bracketed (`[2001:db8::1]`), and either with a port (`192.0.2.1:4711`,
-//! `[2001:db8::1]:4711`). Entries left of the one read are never parsed.
+//! `[2001:db8::1]:4711`).
 //!
-//! `Forwarded` is parsed in full, since a quoted string may hold commas: every field, in
-//! order, is a non-empty list of elements (`element *(OWS "," OWS element)`), an element is
-//! `pair *(OWS ";" OWS pair)`, a pair `token "=" (token / quoted-string)`, with parameter
-//! names case-insensitive and at most one `for` per element. Anything else anywhere in the
-//! field makes the whole field unusable. The `for` value of the chosen element must be an
-//! IPv4 address or a bracketed IPv6 address, optionally followed by `:` and a port (1 to 5
-//! digits, or an obfuscated `_port`); `unknown` and obfuscated identifiers (`_hidden`) are not
-//! addresses.
+//! `Forwarded`: every field line is a non-empty list of elements (`element *(OWS "," OWS
+//! element)`), an element is `pair *(OWS ";" OWS pair)`, a pair `token "=" (token /
+//! quoted-string)`, with parameter names case-insensitive and at most one `for` per element.
+//! The elements read (the last `hops`) must follow that grammar, each preceded by a comma or
+//! the start of its line. The `for` value of the chosen element must be an IPv4 address or a
+//! bracketed IPv6 address, optionally followed by `:` and a port (1 to 5 digits, or an
+//! obfuscated `_port`); `unknown` and obfuscated identifiers (`_hidden`) are not addresses.
+//! The work is bounded by the bytes of the elements read, and nothing is allocated.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::HeaderMap;
 use http::header::FORWARDED;
 
+use super::NoKey;
+
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
+/// Why a present field gave no address.
+const UNUSABLE_X_FORWARDED_FOR: NoKey = NoKey::Unusable {
+    reason: "the X-Forwarded-For entry of the trusted proxy is not a client address",
+};
+const UNUSABLE_FORWARDED: NoKey = NoKey::Unusable {
+    reason: "the Forwarded element of the trusted proxy has no client address",
+};
+
 /// The `X-Forwarded-For` entry `hops` (at least 1) from the right, as an address.
-pub(crate) fn x_forwarded_for(headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
-    let entry = headers
-        .get_all(X_FORWARDED_FOR)
+pub(crate) fn x_forwarded_for(headers: &HeaderMap, hops: usize) -> Result<IpAddr, NoKey> {
+    let fields = headers.get_all(X_FORWARDED_FOR);
+    if fields.iter().next().is_none() {
+        return Err(NoKey::Missing);
+    }
+    let entry = fields
         .iter()
         .rev()
         .flat_map(|field| field.as_bytes().rsplit(|&b| b == b','))
-        .nth(hops.checked_sub(1)?)?;
-    let text = std::str::from_utf8(trim_ows(entry)).ok()?;
+        .nth(hops.checked_sub(1).ok_or(UNUSABLE_X_FORWARDED_FOR)?)
+        .ok_or(UNUSABLE_X_FORWARDED_FOR)?;
+    let text = std::str::from_utf8(trim_ows(entry)).map_err(|_| UNUSABLE_X_FORWARDED_FOR)?;
     text.parse::<IpAddr>()
         .ok()
         .or_else(|| address_and_port(text, is_port))
+        .ok_or(UNUSABLE_X_FORWARDED_FOR)
 }
 
 /// The `for` address of the `Forwarded` element `hops` (at least 1) from the right.
-pub(crate) fn forwarded(headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
-    let mut fors = Vec::new();
-    for field in headers.get_all(FORWARDED) {
-        Parser::new(field.as_bytes()).elements(&mut fors)?;
+pub(crate) fn forwarded(headers: &HeaderMap, hops: usize) -> Result<IpAddr, NoKey> {
+    let fields = headers.get_all(FORWARDED);
+    if fields.iter().next().is_none() {
+        return Err(NoKey::Missing);
     }
-    let node = fors[fors.len().checked_sub(hops)?].as_deref()?;
-    let text = std::str::from_utf8(node).ok()?;
-    address_and_port(text, |port| is_port(port) || is_obfuscated(port))
+    let mut left = hops.checked_sub(1).ok_or(UNUSABLE_FORWARDED)?;
+    for field in fields.iter().rev() {
+        let mut reader = Backwards::new(field.as_bytes());
+        loop {
+            let node = reader.element().ok_or(UNUSABLE_FORWARDED)?;
+            if left == 0 {
+                let mut buffer = [0; MAX_NODE];
+                let text = node
+                    .ok_or(UNUSABLE_FORWARDED)?
+                    .unescape(&mut buffer)
+                    .ok_or(UNUSABLE_FORWARDED)?;
+                return address_and_port(text, |port| is_port(port) || is_obfuscated(port))
+                    .ok_or(UNUSABLE_FORWARDED);
+            }
+            left -= 1;
+            if !reader.separator().ok_or(UNUSABLE_FORWARDED)? {
+                break;
+            }
+        }
+    }
+    Err(UNUSABLE_FORWARDED)
 }
 
 /// `[IPv6]` or IPv4, then nothing, or `:` and a port that `port` accepts.
@@ -85,12 +121,18 @@ fn is_obfuscated(text: &str) -> bool {
     })
 }
 
+fn is_ows(b: u8) -> bool {
+    matches!(b, b' ' | b'\t')
+}
+
 fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
-    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|&b| !is_ows(b))
+        .unwrap_or(bytes.len());
     let end = bytes
         .iter()
-        .rposition(|b| !is_ows(b))
+        .rposition(|&b| !is_ows(b))
         .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
@@ -100,105 +142,177 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// A recursive-descent reader of one `Forwarded` field.
-struct Parser<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// RFC 9110 `qdtext`: what a quoted string holds unescaped.
+fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff)
 }
 
-impl<'a> Parser<'a> {
+/// RFC 9110 `quoted-pair`'s second byte: HTAB, SP, VCHAR or obs-text.
+fn is_escapable(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff)
+}
+
+/// The longest `for` value that can be an address: a bracketed IPv6 address with a port
+/// (`[` 45 `]:` 5) is 53 bytes; anything longer is not an address.
+const MAX_NODE: usize = 64;
+
+/// A `for` value as written: a token, or a quoted string's content with its escapes.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Token(&'a [u8]),
+    Quoted(&'a [u8]),
+}
+
+impl Node<'_> {
+    /// The value as text, escapes removed into `buffer`; `None` if it is too long to be an
+    /// address or not UTF-8.
+    fn unescape(self, buffer: &mut [u8; MAX_NODE]) -> Option<&str> {
+        let len = match self {
+            Node::Token(token) => {
+                buffer.get_mut(..token.len())?.copy_from_slice(token);
+                token.len()
+            }
+            Node::Quoted(content) => {
+                let mut len = 0;
+                let mut bytes = content.iter();
+                while let Some(&b) = bytes.next() {
+                    // The content was checked: every backslash is followed by its byte.
+                    let b = if b == b'\\' { *bytes.next()? } else { b };
+                    *buffer.get_mut(len)? = b;
+                    len += 1;
+                }
+                len
+            }
+        };
+        std::str::from_utf8(&buffer[..len]).ok()
+    }
+}
+
+/// Reads one `Forwarded` field line from its end towards its start.
+struct Backwards<'a> {
+    bytes: &'a [u8],
+    /// Everything at and after `end` has been read.
+    end: usize,
+}
+
+impl<'a> Backwards<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, at: 0 }
+        let mut reader = Self {
+            bytes,
+            end: bytes.len(),
+        };
+        reader.skip_ows();
+        reader
     }
 
+    /// The byte just left of what has been read.
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.end.checked_sub(1).map(|i| self.bytes[i])
     }
 
     fn skip_ows(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.at += 1;
+        while self.peek().is_some_and(is_ows) {
+            self.end -= 1;
         }
     }
 
-    /// Appends each element's `for` value (unquoted), or `None` for an element without one.
-    fn elements(mut self, fors: &mut Vec<Option<Vec<u8>>>) -> Option<()> {
+    /// After an element: `true` at a comma (another element precedes it on this line),
+    /// `false` at the start of the line, `None` at anything else.
+    fn separator(&mut self) -> Option<bool> {
         self.skip_ows();
-        loop {
-            fors.push(self.element()?);
-            self.skip_ows();
-            match self.peek() {
-                None => return Some(()),
-                Some(b',') => {
-                    self.at += 1;
-                    self.skip_ows();
-                }
-                Some(_) => return None,
+        match self.peek() {
+            None => Some(false),
+            Some(b',') => {
+                self.end -= 1;
+                self.skip_ows();
+                Some(true)
             }
+            Some(_) => None,
         }
     }
 
-    fn element(&mut self) -> Option<Option<Vec<u8>>> {
+    /// The element ending here: its `for` value, if it has one; `None` if it is malformed
+    /// or not preceded by a comma or the start of the line.
+    fn element(&mut self) -> Option<Option<Node<'a>>> {
         let mut found = None;
         loop {
-            let name = self.token()?;
+            let value = self.value()?;
             if self.peek() != Some(b'=') {
                 return None;
             }
-            self.at += 1;
-            let value = if self.peek() == Some(b'"') {
-                self.quoted()?
-            } else {
-                self.token()?.to_vec()
-            };
-            if name.eq_ignore_ascii_case(b"for") {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(value);
+            self.end -= 1;
+            let name = self.token()?;
+            if name.eq_ignore_ascii_case(b"for") && found.replace(value).is_some() {
+                return None;
             }
-            let before = self.at;
+            let before = self.end;
             self.skip_ows();
             if self.peek() != Some(b';') {
-                self.at = before;
-                return Some(found);
+                self.end = before;
+                return matches!(self.before_ows(), None | Some(b',')).then_some(found);
             }
-            self.at += 1;
+            self.end -= 1;
             self.skip_ows();
+        }
+    }
+
+    /// The first byte left of the spaces and tabs before what has been read.
+    fn before_ows(&self) -> Option<u8> {
+        self.bytes[..self.end]
+            .iter()
+            .rev()
+            .copied()
+            .find(|&b| !is_ows(b))
+    }
+
+    fn value(&mut self) -> Option<Node<'a>> {
+        if self.peek() == Some(b'"') {
+            self.quoted()
+        } else {
+            self.token().map(Node::Token)
         }
     }
 
     fn token(&mut self) -> Option<&'a [u8]> {
-        let start = self.at;
+        let end = self.end;
         while self.peek().is_some_and(is_tchar) {
-            self.at += 1;
+            self.end -= 1;
         }
-        (self.at > start).then(|| &self.bytes[start..self.at])
+        (self.end < end).then(|| &self.bytes[self.end..end])
     }
 
-    /// A quoted string's content, escapes removed (RFC 9110 §5.6.4).
-    fn quoted(&mut self) -> Option<Vec<u8>> {
-        self.at += 1;
-        let mut content = Vec::new();
-        loop {
-            let b = self.peek()?;
-            self.at += 1;
-            match b {
-                b'"' => return Some(content),
-                // quoted-pair: HTAB, SP, VCHAR or obs-text.
-                b'\\' => {
-                    let escaped = self.peek()?;
-                    if !matches!(escaped, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff) {
-                        return None;
-                    }
-                    self.at += 1;
-                    content.push(escaped);
-                }
-                // qdtext
-                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => content.push(b),
-                _ => return None,
+    /// The quoted string ending here (at its closing quote). Its opening quote is the first
+    /// quote to the left that is not escaped, that is, preceded by an even run of
+    /// backslashes; a well-formed string's runs lie inside it. The content is then checked
+    /// from the left: qdtext, or a backslash and the byte it escapes.
+    fn quoted(&mut self) -> Option<Node<'a>> {
+        let close = self.end - 1;
+        let mut at = close;
+        let open = loop {
+            at = self.bytes[..at].iter().rposition(|&b| b == b'"')?;
+            let backslashes = self.bytes[..at]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count();
+            if backslashes % 2 == 0 {
+                break at;
+            }
+        };
+        let content = &self.bytes[open + 1..close];
+        let mut bytes = content.iter();
+        while let Some(&b) = bytes.next() {
+            let valid = if b == b'\\' {
+                bytes.next().is_some_and(|&escaped| is_escapable(escaped))
+            } else {
+                is_qdtext(b)
+            };
+            if !valid {
+                return None;
             }
         }
+        self.end = open;
+        Some(Node::Quoted(content))
     }
 }
 
@@ -215,8 +329,12 @@ mod tests {
         headers
     }
 
-    fn ip(text: &str) -> Option<IpAddr> {
-        Some(text.parse().unwrap())
+    fn ip(text: &str) -> Result<IpAddr, NoKey> {
+        Ok(text.parse().unwrap())
+    }
+
+    fn unusable(result: Result<IpAddr, NoKey>) -> bool {
+        matches!(result, Err(NoKey::Unusable { .. }))
     }
 
     #[test]
@@ -229,9 +347,9 @@ mod tests {
         assert_eq!(x_forwarded_for(&h, 2), ip("198.51.100.2"));
         assert_eq!(x_forwarded_for(&h, 3), ip("203.0.113.9"));
         // The leftmost entry is garbage and is only read when asked for.
-        assert_eq!(x_forwarded_for(&h, 4), None);
-        assert_eq!(x_forwarded_for(&h, 5), None);
-        assert_eq!(x_forwarded_for(&HeaderMap::new(), 1), None);
+        assert!(unusable(x_forwarded_for(&h, 4)));
+        assert!(unusable(x_forwarded_for(&h, 5)));
+        assert_eq!(x_forwarded_for(&HeaderMap::new(), 1), Err(NoKey::Missing));
     }
 
     #[test]
@@ -242,14 +360,14 @@ mod tests {
             ("2001:db8::1", ip("2001:db8::1")),
             ("[2001:db8::1]", ip("2001:db8::1")),
             ("[2001:db8::1]:443", ip("2001:db8::1")),
-            ("[192.0.2.1]", None),
-            ("192.0.2.1:", None),
-            ("192.0.2.1:123456", None),
-            ("192.0.2.1:+80", None),
-            ("[2001:db8::1]x", None),
-            ("unknown", None),
-            ("", None),
-            ("01.2.3.4", None),
+            ("[192.0.2.1]", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("192.0.2.1:", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("192.0.2.1:123456", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("192.0.2.1:+80", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("[2001:db8::1]x", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("unknown", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("01.2.3.4", Err(UNUSABLE_X_FORWARDED_FOR)),
         ] {
             let h = headers(X_FORWARDED_FOR, &[&format!("1.1.1.1, {entry}")]);
             assert_eq!(x_forwarded_for(&h, 1), expected, "{entry:?}");
@@ -265,11 +383,13 @@ mod tests {
                 "for=192.0.2.60;proto=https;by=203.0.113.43 ,  proto=http",
             ],
         );
-        assert_eq!(forwarded(&h, 1), None, "no `for` in the last element");
+        assert!(unusable(forwarded(&h, 1)), "no `for` in the last element");
         assert_eq!(forwarded(&h, 2), ip("192.0.2.60"));
         assert_eq!(forwarded(&h, 3), ip("2001:db8:cafe::17"));
         assert_eq!(forwarded(&h, 4), ip("6.6.6.6"));
-        assert_eq!(forwarded(&h, 5), None);
+        assert!(unusable(forwarded(&h, 5)));
+        assert!(unusable(forwarded(&h, 0)));
+        assert_eq!(forwarded(&HeaderMap::new(), 1), Err(NoKey::Missing));
     }
 
     #[test]
@@ -279,11 +399,18 @@ mod tests {
             (r#"for="192.0.2.1:_p1""#, ip("192.0.2.1")),
             (r#"for="[::1]""#, ip("::1")),
             (r#"for="\[::1\]""#, ip("::1")),
-            ("for=unknown", None),
-            ("for=_hidden", None),
-            (r#"for="2001:db8::1""#, None),
-            (r#"for="[2001:db8::1]x""#, None),
-            (r#"for="192.0.2.1:""#, None),
+            (r#"for="\"192.0.2.1""#, Err(UNUSABLE_FORWARDED)),
+            (r#"for=" 192.0.2.1""#, Err(UNUSABLE_FORWARDED)),
+            ("for=unknown", Err(UNUSABLE_FORWARDED)),
+            ("for=_hidden", Err(UNUSABLE_FORWARDED)),
+            (r#"for="2001:db8::1""#, Err(UNUSABLE_FORWARDED)),
+            (r#"for="[2001:db8::1]x""#, Err(UNUSABLE_FORWARDED)),
+            (r#"for="192.0.2.1:""#, Err(UNUSABLE_FORWARDED)),
+            // Too long to be an address: never copied past the fixed buffer.
+            (
+                &format!("for=\"[::1]:_{}\"", "a".repeat(100)),
+                Err(UNUSABLE_FORWARDED),
+            ),
         ] {
             assert_eq!(
                 forwarded(&headers("forwarded", &[value]), 1),
@@ -294,26 +421,54 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_forwarded_field_anywhere_gives_none() {
+    fn a_malformed_chosen_element_is_unusable() {
         for value in [
-            "for=192.0.2.1, garbage, for=192.0.2.2",
+            "for=192.0.2.1, garbage",
             "for=[::1]",
             "for=192.0.2.1;for=192.0.2.2",
             "for=192.0.2.1,",
             r#"for="192.0.2.1"#,
+            r#"for=192.0.2.1""#,
+            r#"for="192.0.2.1\""#,
             "for =192.0.2.1",
+            "for= 192.0.2.1",
             "for=",
             "",
             "for=192.0.2.1;",
+            "x for=192.0.2.1",
+            "x;;for=192.0.2.1",
         ] {
-            assert_eq!(
-                forwarded(&headers("forwarded", &[value]), 1),
-                None,
+            assert!(
+                unusable(forwarded(&headers("forwarded", &[value]), 1)),
                 "{value:?}"
             );
         }
         // A comma inside a quoted string is not a separator.
         let quoted = headers("forwarded", &[r#"for=192.0.2.9;x="a, b", for=192.0.2.1"#]);
         assert_eq!(forwarded(&quoted, 2), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn what_the_client_wrote_left_of_the_chosen_element_is_never_read() {
+        let proxies = r#"for=192.0.2.1;proto=https, For="[2001:db8::5]:80";by=_x"#;
+        for prefix in [
+            "",
+            "x",
+            r#"for=""#,
+            r#"for="\"#,
+            r#"a="\\"#,
+            r#"\""#,
+            ";",
+            ",",
+            "for=6.6.6.6",
+            "\t",
+        ] {
+            let same_line = headers("forwarded", &[&format!("{prefix},{proxies}")]);
+            let own_line = headers("forwarded", &[prefix, proxies]);
+            for h in [same_line, own_line] {
+                assert_eq!(forwarded(&h, 1), ip("2001:db8::5"), "{prefix:?}");
+                assert_eq!(forwarded(&h, 2), ip("192.0.2.1"), "{prefix:?}");
+            }
+        }
     }
 }

@@ -19,19 +19,56 @@ use http::request::Parts;
 /// // The closure's argument is inferred: no type to write, whatever the body type.
 /// let tenant = key_fn(|parts| parts.uri.path().split('/').nth(1).map(str::to_owned));
 /// let (parts, _body) = Request::get("/acme/orders").body(()).unwrap().into_parts();
-/// assert_eq!(tenant.extract(&parts).as_deref(), Some("acme"));
+/// assert_eq!(tenant.extract(&parts).as_deref(), Ok("acme"));
 /// ```
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The key type.
     type Key: Send + 'static;
 
-    /// The request's key, or `None` when the request does not carry one (see
-    /// [`MissingKey`]).
-    fn extract(&self, request: &Parts) -> Option<Self::Key>;
+    /// The request's key; [`NoKey::Missing`] when the request does not carry one (see
+    /// [`MissingKey`]), [`NoKey::Unusable`] when it carries one that cannot be used.
+    ///
+    /// # Errors
+    ///
+    /// Why the request has no key.
+    fn extract(&self, request: &Parts) -> Result<Self::Key, NoKey>;
 
     /// The key that requests without a key share under [`MissingKey::Shared`]: one that
     /// [`KeyExtractor::extract`] never returns, so no client's own limit is touched.
     fn shared_key(&self) -> Self::Key;
+}
+
+/// Why a request has no key.
+///
+/// The two cases differ in who is at fault. A *missing* identity (no connect info, no
+/// header at all) is the deployment's: the layer applies the [`MissingKey`] policy. An
+/// *unusable* one is the client's: the identity is there but malformed, ambiguous (a
+/// [`HeaderKey`] header sent twice) or not where the trusted proxies put it. Letting such a
+/// request share a bucket, or pass, would let any client leave its own limit by sending a
+/// malformed header, so the layer always refuses it
+/// ([`Rejection::UnusableKey`](super::Rejection::UnusableKey): `400 Bad Request` by default).
+///
+/// ```
+/// use http::Request;
+/// use infra_ratelimit::http::{HeaderKey, KeyExtractor, NoKey};
+///
+/// let api_key = HeaderKey::new(http::HeaderName::from_static("x-api-key"));
+/// let (none, _) = Request::get("/").body(()).unwrap().into_parts();
+/// assert_eq!(api_key.extract(&none), Err(NoKey::Missing));
+/// let (twice, _) =
+///     Request::get("/").header("x-api-key", "a").header("x-api-key", "b").body(()).unwrap().into_parts();
+/// assert!(matches!(api_key.extract(&twice), Err(NoKey::Unusable { .. })));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoKey {
+    /// The request carries no identity: the [`MissingKey`] policy applies.
+    Missing,
+    /// The request carries an identity that cannot be used: refused as a client error.
+    Unusable {
+        /// What is wrong with it, for the response and logs (never the request's bytes).
+        reason: &'static str,
+    },
 }
 
 /// What the layer does with a request whose extractor finds no key.
@@ -71,8 +108,8 @@ pub struct KeyFn<F, K> {
     shared: K,
 }
 
-/// An extractor calling `extract`, a closure whose argument type is inferred. Keyless
-/// requests share `K::default()` under [`MissingKey::Shared`] (an empty string, `0`): if that
+/// An extractor calling `extract`, a closure whose argument type is inferred; `None` is a
+/// missing key ([`NoKey::Missing`]). Keyless requests share `K::default()` under [`MissingKey::Shared`] (an empty string, `0`): if that
 /// can be a real key, name another with [`KeyFn::with_shared_key`].
 ///
 /// ```
@@ -113,8 +150,8 @@ where
 {
     type Key = K;
 
-    fn extract(&self, request: &Parts) -> Option<K> {
-        (self.extract)(request)
+    fn extract(&self, request: &Parts) -> Result<K, NoKey> {
+        (self.extract)(request).ok_or(NoKey::Missing)
     }
 
     fn shared_key(&self) -> K {
@@ -132,19 +169,20 @@ impl<F, K: fmt::Debug> fmt::Debug for KeyFn<F, K> {
 
 /// Keys requests by the value of a named header (an API key, a tenant id).
 ///
-/// The value must be visible ASCII and non-empty after trimming spaces; a request with no
-/// such header, an empty or non-ASCII value, or the header more than once (which copy would
-/// count?) has no key. Keyless requests share the empty string.
+/// The value must be visible ASCII and non-empty after trimming spaces. A request without
+/// the header has no key ([`NoKey::Missing`]); one with an empty or non-ASCII value, or with
+/// the header more than once (which copy would count?), has an unusable one
+/// ([`NoKey::Unusable`]), which the layer refuses. Keyless requests share the empty string.
 ///
 /// ```
 /// use http::Request;
-/// use infra_ratelimit::http::{HeaderKey, KeyExtractor};
+/// use infra_ratelimit::http::{HeaderKey, KeyExtractor, NoKey};
 ///
 /// let api_key = HeaderKey::new(http::HeaderName::from_static("x-api-key"));
 /// let (parts, _) = Request::get("/").header("x-api-key", " k-123 ").body(()).unwrap().into_parts();
-/// assert_eq!(api_key.extract(&parts).as_deref(), Some("k-123"));
+/// assert_eq!(api_key.extract(&parts).as_deref(), Ok("k-123"));
 /// let (parts, _) = Request::get("/").body(()).unwrap().into_parts();
-/// assert_eq!(api_key.extract(&parts), None);
+/// assert_eq!(api_key.extract(&parts), Err(NoKey::Missing));
 /// ```
 #[derive(Clone, Debug)]
 pub struct HeaderKey {
@@ -161,14 +199,25 @@ impl HeaderKey {
 impl KeyExtractor for HeaderKey {
     type Key = String;
 
-    fn extract(&self, request: &Parts) -> Option<String> {
+    fn extract(&self, request: &Parts) -> Result<String, NoKey> {
         let mut values = request.headers.get_all(&self.name).iter();
-        let value = values.next()?;
+        let value = values.next().ok_or(NoKey::Missing)?;
         if values.next().is_some() {
-            return None;
+            return Err(NoKey::Unusable {
+                reason: "the key header was sent more than once",
+            });
         }
-        let value = value.to_str().ok()?.trim_matches([' ', '\t']);
-        (!value.is_empty()).then(|| value.to_owned())
+        let unusable = NoKey::Unusable {
+            reason: "the key header is empty or not visible ASCII",
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| unusable)?
+            .trim_matches([' ', '\t']);
+        if value.is_empty() {
+            return Err(unusable);
+        }
+        Ok(value.to_owned())
     }
 
     fn shared_key(&self) -> String {

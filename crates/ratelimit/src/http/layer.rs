@@ -13,7 +13,7 @@ use infra_common::sync::atomic::{AtomicU64, Ordering};
 
 use super::fields::insert_headers;
 use super::{
-    HeaderStyle, KeyExtractor, Limiter, MissingKey, PolicyName, ProblemJson, QuotaPolicy,
+    HeaderStyle, KeyExtractor, Limiter, MissingKey, NoKey, PolicyName, ProblemJson, QuotaPolicy,
     RejectResponse, Rejection,
 };
 use crate::{Decision, Error};
@@ -380,7 +380,6 @@ where
             policy,
             cost: ticket.cost,
             capacity,
-            decision: Decision::denied(capacity, 0, quota.window(), quota.window()),
         },
         Err(Error::TooManyKeys { .. }) => Rejection::KeyTableFull {
             policy,
@@ -444,8 +443,13 @@ where
         let shared = &self.shared;
         let (parts, body) = request.into_parts();
         let key = match shared.key.extract(&parts) {
-            Some(key) => key,
-            None => {
+            Ok(key) => key,
+            Err(NoKey::Unusable { reason }) => {
+                return ResponseFuture::answered(
+                    shared.refuse(&Rejection::UnusableKey { reason }, None),
+                );
+            }
+            Err(NoKey::Missing) => {
                 shared.note_missing_key();
                 match shared.missing {
                     MissingKey::Pass => {

@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::fields::retry_after_secs;
 use crate::{Decision, Error};
 
 /// Why the layer refused a request, handed to the rejection function
@@ -36,8 +37,10 @@ pub enum Rejection<'a> {
         decision: Decision,
     },
     /// The request costs more than the policy ever admits at once: it will be refused
-    /// however long the client waits. `decision` states the policy's quota, nothing left,
-    /// and the policy's window as `Retry-After`.
+    /// however long the client waits. So the default answer is `400 Bad Request`, not a
+    /// `429`, and carries no `Retry-After` (nor rate-limit fields): a `429` or a
+    /// `Retry-After` tells a client that waiting helps, and one that obeys would retry
+    /// forever. The body says what the request cost and what the policy admits.
     CostTooHigh {
         /// The policy.
         policy: &'a str,
@@ -45,8 +48,6 @@ pub enum Rejection<'a> {
         cost: u32,
         /// The most the policy admits at once.
         capacity: u32,
-        /// What the response states: the policy's quota and window.
-        decision: Decision,
     },
     /// The key is new and the limiter's key table is full of active keys
     /// ([`Error::TooManyKeys`]): new clients are refused for a second, known ones keep
@@ -59,6 +60,15 @@ pub enum Rejection<'a> {
     },
     /// The request has no key and [`MissingKey::Reject`](super::MissingKey::Reject) applies.
     MissingKey,
+    /// The request carries an identity its extractor cannot use
+    /// ([`NoKey::Unusable`](super::NoKey::Unusable)): a malformed or ambiguous header, or
+    /// none where the trusted proxies write it. A client error, refused whatever the
+    /// [`MissingKey`](super::MissingKey) policy, so that no client can leave its own limit
+    /// by spoiling its identity.
+    UnusableKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The limiter could not decide (a remote limiter unreachable under a fail-closed
     /// policy).
     Unavailable {
@@ -70,26 +80,29 @@ pub enum Rejection<'a> {
 }
 
 impl Rejection<'_> {
-    /// The status of the default response: `429 Too Many Requests` for the three refusals
-    /// by quota, `500 Internal Server Error` for a missing key (the server could not tell
-    /// who is calling), `503 Service Unavailable` when the limiter could not decide.
+    /// The status of the default response: `429 Too Many Requests` for the two refusals
+    /// that end with time (limited, key table full), `400 Bad Request` for the client's
+    /// errors (a cost that no wait makes admissible, an unusable key), `500 Internal Server
+    /// Error` for a missing key (the server could not tell who is calling), `503 Service
+    /// Unavailable` when the limiter could not decide.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Limited { .. } | Self::CostTooHigh { .. } | Self::KeyTableFull { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::Limited { .. } | Self::KeyTableFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::CostTooHigh { .. } | Self::UnusableKey { .. } => StatusCode::BAD_REQUEST,
             Self::MissingKey => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// The decision whose fields the response carries, for the refusals by quota.
+    /// The decision whose fields (and `Retry-After`) the response carries, for the refusals
+    /// that waiting ends.
     pub fn decision(&self) -> Option<&Decision> {
         match self {
-            Self::Limited { decision, .. }
-            | Self::CostTooHigh { decision, .. }
-            | Self::KeyTableFull { decision, .. } => Some(decision),
-            Self::MissingKey | Self::Unavailable { .. } => None,
+            Self::Limited { decision, .. } | Self::KeyTableFull { decision, .. } => Some(decision),
+            Self::CostTooHigh { .. }
+            | Self::MissingKey
+            | Self::UnusableKey { .. }
+            | Self::Unavailable { .. } => None,
         }
     }
 
@@ -100,7 +113,7 @@ impl Rejection<'_> {
             | Self::CostTooHigh { policy, .. }
             | Self::KeyTableFull { policy, .. }
             | Self::Unavailable { policy, .. } => Some(policy),
-            Self::MissingKey => None,
+            Self::MissingKey | Self::UnusableKey { .. } => None,
         }
     }
 }
@@ -125,7 +138,8 @@ where
 
 /// The default rejection: an `application/problem+json` body (RFC 9457) with `type`,
 /// `title`, `status`, `detail` and, when the client should come back, `retry_after`
-/// (seconds) and `violated-policies` (draft-ietf-httpapi-ratelimit-headers-11 §5.1). A
+/// (seconds, the same as `Retry-After`) and `violated-policies`
+/// (draft-ietf-httpapi-ratelimit-headers-11 §5.1). A
 /// refusal by quota has the draft's `quota-exceeded` type; the others `about:blank` with
 /// their status's title. Nothing from the request is echoed.
 ///
@@ -169,17 +183,22 @@ fn problem_body(rejection: &Rejection<'_>, status: StatusCode) -> String {
             "too many requests: retry after the time given".to_owned(),
         ),
         Rejection::CostTooHigh { cost, capacity, .. } => (
-            QUOTA_EXCEEDED,
-            "Quota Exceeded",
+            "about:blank",
+            "Bad Request",
             format!(
                 "this request costs {cost} units and the policy admits at most {capacity} at \
-                 once: it cannot be admitted, split it"
+                 once: it can never be admitted, however long the client waits; split it"
             ),
         ),
         Rejection::KeyTableFull { .. } => (
             "about:blank",
             "Too Many Requests",
             "the server is limiting too many clients to admit a new one: retry shortly".to_owned(),
+        ),
+        Rejection::UnusableKey { reason } => (
+            "about:blank",
+            "Bad Request",
+            format!("the request's client identity is unusable: {reason}"),
         ),
         Rejection::MissingKey => (
             "about:blank",
@@ -202,7 +221,7 @@ fn problem_body(rejection: &Rejection<'_>, status: StatusCode) -> String {
         status.as_u16(),
         JsonString(&detail)
     );
-    if let Some(secs) = rejection.decision().and_then(Decision::retry_after_secs) {
+    if let Some(secs) = rejection.decision().and_then(retry_after_secs) {
         let _ = write!(body, r#","retry_after":{secs}"#);
     }
     if let Some(policy) = rejection
