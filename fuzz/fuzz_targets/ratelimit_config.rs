@@ -95,8 +95,12 @@ fuzz_target!(|input: Input| {
     } else if input.limit > 0 && !period.is_zero() && input.burst > 0 {
         // Rejections of non-zero numbers say why.
         let error = quota.unwrap_err();
+        // InvalidConfig: a rate whose whole-nanosecond interval is more than 1 % off.
         assert!(
-            matches!(error, Error::TooLarge { .. } | Error::RateTooHigh { .. }),
+            matches!(
+                error,
+                Error::TooLarge { .. } | Error::RateTooHigh { .. } | Error::InvalidConfig { .. }
+            ),
             "{error}"
         );
     }

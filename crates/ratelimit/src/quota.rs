@@ -35,6 +35,8 @@ const MAX_BURST_NANOS: u128 = 1 << 61;
 /// assert_eq!(quota.emission_interval(), Duration::from_millis(10));
 /// assert_eq!(Quota::per_second(0), Err(Error::ZeroLimit));
 /// assert!(Quota::new(2_000_000_000, Duration::from_secs(1)).is_err()); // > 1 per ns
+/// // 1 per 2.5 ns: whole nanoseconds would make it 1 per 2 ns, 25 % too fast.
+/// assert!(Quota::per_second(400_000_000).is_err());
 /// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,7 +54,10 @@ impl Quota {
     ///
     /// [`Error::ZeroLimit`], [`Error::ZeroPeriod`], [`Error::TooLarge`] for a limit above
     /// `u32::MAX` or a period above [`MAX_PERIOD`], [`Error::RateTooHigh`] for more than one
-    /// request per nanosecond.
+    /// request per nanosecond, [`Error::InvalidConfig`] for a rate whose interval in whole
+    /// nanoseconds is more than 1 % shorter than `period / limit` (it would admit more than
+    /// 1 % too many: only rates above 10,000,000 per second can be refused so, since below
+    /// that the interval is at least 100 ns).
     pub fn new(limit: u64, period: Duration) -> Result<Self, Error> {
         if limit == 0 {
             return Err(Error::ZeroLimit);
@@ -77,6 +82,16 @@ impl Quota {
         let interval_nanos = period_nanos / limit;
         if interval_nanos == 0 {
             return Err(Error::RateTooHigh { limit, period });
+        }
+        // What flooring `period / limit` cuts off, as a share of the exact interval
+        // (`lost / limit` of `period / limit`): at most 1 %.
+        let lost = u128::from(period_nanos - interval_nanos * limit);
+        if lost * 100 > u128::from(period_nanos) {
+            return Err(Error::InvalidConfig {
+                reason: "this rate is not representable: its interval in whole nanoseconds \
+                         is more than 1 % shorter than period / limit (use a limit that \
+                         divides the period more evenly, or a longer period)",
+            });
         }
         Self {
             limit: limit32,
@@ -167,7 +182,8 @@ impl Quota {
     /// Time to replenish one request: `period / limit`, rounded down to whole nanoseconds.
     ///
     /// The rounding makes the effective rate at most one part in `interval` faster than asked
-    /// (3 per second admits 3.000000009 per second).
+    /// (3 per second admits 3.000000009 per second), and never more than 1 %: the
+    /// constructors refuse rates that whole nanoseconds cannot hold that closely.
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.interval_nanos)
     }
@@ -244,5 +260,77 @@ mod tests {
             3_600_000_000_000
         );
         assert!(format!("{q:?}").contains("burst: 5"));
+    }
+
+    #[test]
+    fn rates_whole_nanoseconds_cannot_hold_within_one_percent_are_refused() {
+        let second = Duration::from_secs(1);
+        // One per nanosecond down to 0.99 per nanosecond: interval 1, at most 1 % short.
+        for limit in [1_000_000_000, 990_000_000] {
+            assert_eq!(Quota::new(limit, second).unwrap().interval_nanos(), 1);
+        }
+        // Interval 2 ns holds 500,000,000/s exactly and 495,000,000/s within 1 %.
+        for limit in [500_000_000, 495_000_000] {
+            assert_eq!(Quota::new(limit, second).unwrap().interval_nanos(), 2);
+        }
+        for limit in [
+            989_999_999,
+            900_000_000,
+            600_000_000,
+            494_999_999,
+            400_000_000,
+        ] {
+            assert!(
+                matches!(Quota::new(limit, second), Err(Error::InvalidConfig { .. })),
+                "{limit}"
+            );
+        }
+    }
+
+    /// The largest whole number of nanoseconds that `limit` times fits in `period`, found by
+    /// bisection; `None` if not even 1 does.
+    fn largest_fitting_interval(limit: u64, period: u64) -> Option<u128> {
+        let fits = |i: u128| i * u128::from(limit) <= u128::from(period);
+        let (mut low, mut high) = (0u128, u128::from(period) + 1);
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if fits(mid) { low = mid } else { high = mid }
+        }
+        (low > 0).then_some(low)
+    }
+
+    proptest::proptest! {
+        /// Over limits and periods of every size, and near every boundary (limits within a
+        /// few thousand of `period / k`): a quota is accepted exactly when the interval it
+        /// keeps, the largest whole number of nanoseconds fitting `limit` times in the period,
+        /// loses at most 1 % of it (interval × limit at least 99 % of the period).
+        #[test]
+        fn accepted_rates_are_within_one_percent(
+            near in proptest::bool::ANY,
+            wide_limit in 1u64..=u64::from(u32::MAX),
+            wide_period in 1u64..=(1u64 << 60),
+            near_period in 1u64..=(1u64 << 34),
+            k in 1u64..=300,
+            delta in -3000i64..=3000,
+        ) {
+            let (limit, period) = if near {
+                let around = i64::try_from(near_period / k).unwrap() + delta;
+                (u64::try_from(around.max(1)).unwrap().min(u64::from(u32::MAX)), near_period)
+            } else {
+                (wide_limit, wide_period)
+            };
+            let within_one_percent = largest_fitting_interval(limit, period)
+                .filter(|&i| i * u128::from(limit) * 100 >= u128::from(period) * 99);
+            match Quota::new(limit, Duration::from_nanos(period)) {
+                Ok(quota) => proptest::prop_assert_eq!(
+                    Some(u128::from(quota.interval_nanos())),
+                    within_one_percent
+                ),
+                Err(error) => proptest::prop_assert!(
+                    within_one_percent.is_none(),
+                    "{} per {} ns refused: {}", limit, period, error
+                ),
+            }
+        }
     }
 }
