@@ -1,6 +1,11 @@
 //! `ClientIp` behind trusted proxies (infra-ratelimit's `tower` feature): whatever bytes the
 //! `X-Forwarded-For` and `Forwarded` fields hold, reading the client address never panics and
-//! gives exactly what a simple reference reader of the documented rules gives.
+//! gives exactly what a simple reference reader of the documented rules gives (an address, no
+//! field, or an unusable one). And what a client writes left of the proxies' elements never
+//! changes a key: the first `Forwarded` line stands for the client's bytes, the others for
+//! what the proxies wrote; whenever the proxies' lines alone give a key, the same key comes
+//! with the client's bytes prepended as a line of their own or joined to the proxies' first
+//! line by a comma.
 //!
 //! The input is text: the first line is the number of trusted proxies (0 to 99), then one
 //! `name: value` header per line, so seeds are ordinary header blocks.
@@ -9,7 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderName, HeaderValue, Request};
-use infra_ratelimit::http::{ClientIp, KeyExtractor};
+use infra_ratelimit::http::{ClientIp, KeyExtractor, NoKey};
 use libfuzzer_sys::fuzz_target;
 
 /// Removes spaces and tabs at both ends.
@@ -23,10 +28,37 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// What `ClientIp` keys by: IPv4-mapped addresses as IPv4, and no unspecified address.
+/// What `ClientIp` keys by: IPv4-mapped and `64:ff9b::/96` addresses as IPv4, other IPv6
+/// addresses by their first four segments; no unspecified address (before that masking:
+/// `::1` is the network `::`).
 fn client(address: IpAddr) -> Option<IpAddr> {
-    let address = address.to_canonical();
-    (!address.is_unspecified()).then_some(address)
+    let address = match address.to_canonical() {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            let [.., a, b, c, d] = v6.octets();
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+        }
+        other => other,
+    };
+    if address.is_unspecified() {
+        return None;
+    }
+    Some(match address {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    })
+}
+
+/// The extractor's answer for a field that is there: a key, or unusable.
+fn outcome(address: Option<IpAddr>) -> Result<IpAddr, bool> {
+    address.and_then(client).ok_or(true)
+}
+
+/// An extractor's answer in the same terms: `Err(false)` is no field, `Err(true)` unusable.
+fn observed(result: Result<IpAddr, NoKey>) -> Result<IpAddr, bool> {
+    result.map_err(|no_key| no_key != NoKey::Missing)
 }
 
 fn digits(port: &str) -> bool {
@@ -130,18 +162,40 @@ fn elements(field: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     Some(fors)
 }
 
-/// `Forwarded`: every element of every value, the `for` of the one `hops` from the end: `v4`
-/// or `[v6]`, then nothing or `:` and digits or `_` and letters, digits, `.`, `_`, `-`.
-fn reference_forwarded(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
-    let mut fors = Vec::new();
-    for field in values {
+/// The elements of `values[line][start..]` and of every later line, if all parse.
+fn tail_elements(values: &[&[u8]], line: usize, start: usize) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut fors = elements(&values[line][start..])?;
+    for field in &values[line + 1..] {
         fors.extend(elements(field)?);
     }
-    if hops == 0 || hops > fors.len() {
+    Some(fors)
+}
+
+/// `Forwarded`: the shortest tail of the values, starting at the start of a line or after a
+/// comma, that parses in full into exactly `hops` elements; the `for` of its first element:
+/// `v4` or `[v6]`, then nothing or `:` and digits or `_` and letters, digits, `.`, `_`, `-`,
+/// 64 bytes at most.
+fn reference_forwarded(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
+    if hops == 0 {
         return None;
     }
-    let last = fors.len() - hops;
-    let node = fors.swap_remove(last)?;
+    let mut chosen = None;
+    'search: for line in (0..values.len()).rev() {
+        let commas = values[line].iter().enumerate().filter(|&(_, &b)| b == b',');
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(commas.map(|(i, _)| i + 1))
+            .collect();
+        for &start in starts.iter().rev() {
+            if let Some(fors) = tail_elements(values, line, start).filter(|f| f.len() == hops) {
+                chosen = Some(fors);
+                break 'search;
+            }
+        }
+    }
+    let node = chosen?.swap_remove(0)?;
+    if node.len() > 64 {
+        return None;
+    }
     let text = String::from_utf8(node).ok()?;
     let (address, after) = if let Some(inner) = text.strip_prefix('[') {
         let close = inner.find(']')?;
@@ -199,14 +253,44 @@ fuzz_target!(|data: &[u8]| {
     let xff: Vec<&[u8]> = xff.iter().map(Vec::as_slice).collect();
     let forwarded: Vec<&[u8]> = forwarded.iter().map(Vec::as_slice).collect();
 
+    // Zero hops reads the peer, which this request has none of.
+    let expected = |values: &[&[u8]], reference: fn(&[&[u8]], usize) -> Option<IpAddr>| {
+        if hops == 0 || values.is_empty() {
+            Err(false)
+        } else {
+            outcome(reference(values, hops))
+        }
+    };
     assert_eq!(
-        ClientIp::x_forwarded_for(hops).extract(&parts),
-        reference_xff(&xff, hops).and_then(client),
+        observed(ClientIp::x_forwarded_for(hops).extract(&parts)),
+        expected(&xff, reference_xff),
         "X-Forwarded-For {xff:?}, {hops} hops"
     );
     assert_eq!(
-        ClientIp::forwarded(hops).extract(&parts),
-        reference_forwarded(&forwarded, hops).and_then(client),
+        observed(ClientIp::forwarded(hops).extract(&parts)),
+        expected(&forwarded, reference_forwarded),
         "Forwarded {forwarded:?}, {hops} hops"
     );
+
+    if let [client_bytes, proxies @ ..] = forwarded.as_slice()
+        && !proxies.is_empty()
+    {
+        let forwarded_key = |lines: &[&[u8]]| {
+            let mut request = Request::new(());
+            for line in lines {
+                let value = HeaderValue::from_bytes(line).expect("joined from valid values");
+                request.headers_mut().append(http::header::FORWARDED, value);
+            }
+            ClientIp::forwarded(hops).extract(&request.into_parts().0)
+        };
+        if let Ok(key) = forwarded_key(proxies) {
+            let mut joined = client_bytes.to_vec();
+            joined.push(b',');
+            joined.extend_from_slice(proxies[0]);
+            let mut same_line = vec![joined.as_slice()];
+            same_line.extend_from_slice(&proxies[1..]);
+            assert_eq!(forwarded_key(&same_line), Ok(key), "{same_line:?}");
+            assert_eq!(forwarded_key(&forwarded), Ok(key), "{forwarded:?}");
+        }
+    }
 });

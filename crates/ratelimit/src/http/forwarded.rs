@@ -20,7 +20,8 @@
 //! The elements read (the last `hops`) must follow that grammar, each preceded by a comma or
 //! the start of its line. The `for` value of the chosen element must be an IPv4 address or a
 //! bracketed IPv6 address, optionally followed by `:` and a port (1 to 5 digits, or an
-//! obfuscated `_port`); `unknown` and obfuscated identifiers (`_hidden`) are not addresses.
+//! obfuscated `_port`); `unknown` and obfuscated identifiers (`_hidden`) are not addresses,
+//! nor is a value of more than 64 bytes (the longest address with a decimal port has 53).
 //! The work is bounded by the bytes of the elements read, and nothing is allocated.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
