@@ -10,11 +10,15 @@
 //!   `RateLimit-Limit` / `-Remaining` / `-Reset`, or both, or none ([`HeaderStyle`]).
 //! - Refused ([`Rejection`]): `429 Too Many Requests` with `Retry-After` and an
 //!   `application/problem+json` body ([`ProblemJson`]) by default, without calling the inner
-//!   service; or your function's response, to which the layer adds the same fields.
+//!   service (a `400` without `Retry-After` when waiting cannot help: a cost above the
+//!   policy's capacity, an unusable key); or your function's response, to which the layer
+//!   adds the same fields.
 //! - Keys: [`ClientIp`] (the connection's peer, or `X-Forwarded-For` / `Forwarded` behind a
 //!   known number of trusted proxies, IPv6 optionally by network), [`HeaderKey`], [`key_fn`].
 //!   A request without a key is limited under one shared key by default, never let through
-//!   silently ([`MissingKey`]); the first is logged.
+//!   silently ([`MissingKey`]); the first is logged. One whose key is there but unusable (a
+//!   malformed or repeated identity header: [`NoKey::Unusable`]) is refused with a `400`,
+//!   whatever that policy, so no client can leave its own limit by spoiling its identity.
 //! - [`Limiter`]: the one trait the layer asks, implemented for
 //!   [`KeyedRateLimiter`](crate::KeyedRateLimiter) and [`RateLimiter`](crate::RateLimiter);
 //!   its future lets a remote limiter answer without blocking the server's threads.
