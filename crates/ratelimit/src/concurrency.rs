@@ -648,6 +648,31 @@ mod tests {
     use infra_common::ManualClock;
     use proptest::prelude::*;
 
+    /// `n` requests sent together, all answered `answer` `after` later.
+    fn together<'l>(
+        limiter: &'l AdaptiveConcurrencyLimiter<ManualClock>,
+        clock: &ManualClock,
+        n: usize,
+        after: Duration,
+        answer: fn(AdaptivePermit<'l, ManualClock>),
+    ) {
+        let held: Vec<_> = (0..n).map(|_| limiter.try_acquire().unwrap()).collect();
+        clock.advance(after);
+        held.into_iter().for_each(answer);
+    }
+
+    /// `rounds` requests one after another, each answered successfully `after` it was sent.
+    fn one_at_a_time(
+        limiter: &AdaptiveConcurrencyLimiter<ManualClock>,
+        clock: &ManualClock,
+        rounds: usize,
+        after: Duration,
+    ) {
+        for _ in 0..rounds {
+            together(limiter, clock, 1, after, AdaptivePermit::success);
+        }
+    }
+
     #[test]
     fn permits_are_released_on_drop_and_limits_change() {
         let limiter = ConcurrencyLimiter::new(1).unwrap();
@@ -674,13 +699,11 @@ mod tests {
         // Requests sent with two or more of four in flight use the limit: four fast answers to
         // them raise it by one.
         for _ in 0..2 {
-            let held: Vec<_> = (0..4).map(|_| limiter.try_acquire().unwrap()).collect();
-            held.into_iter().for_each(AdaptivePermit::success);
+            together(&limiter, &clock, 4, Duration::ZERO, AdaptivePermit::success);
         }
         assert_eq!(limiter.limit(), 5);
         for _ in 0..10 {
-            let held: Vec<_> = (0..3).map(|_| limiter.try_acquire().unwrap()).collect();
-            held.into_iter().for_each(AdaptivePermit::success);
+            together(&limiter, &clock, 3, Duration::ZERO, AdaptivePermit::success);
         }
         assert_eq!(limiter.limit(), 5, "capped at max");
         limiter.try_acquire().unwrap().overloaded();
@@ -709,14 +732,23 @@ mod tests {
             held.into_iter().for_each(AdaptivePermit::overloaded);
             assert_eq!(limiter.limit(), 90);
             // A request sent after the cut reports a new overload: the next cut.
-            let later: Vec<_> = (0..3).map(|_| limiter.try_acquire().unwrap()).collect();
-            later.into_iter().for_each(AdaptivePermit::overloaded);
+            together(
+                limiter,
+                &clock,
+                3,
+                Duration::ZERO,
+                AdaptivePermit::overloaded,
+            );
             assert_eq!(limiter.limit(), 81);
         }
         // A slow answer is AIMD's overload signal, with the same rule.
-        let held: Vec<_> = (0..4).map(|_| aimd.try_acquire().unwrap()).collect();
-        clock.advance(Duration::from_millis(50));
-        held.into_iter().for_each(AdaptivePermit::success);
+        together(
+            &aimd,
+            &clock,
+            4,
+            Duration::from_millis(50),
+            AdaptivePermit::success,
+        );
         assert_eq!(aimd.limit(), 72);
     }
 
@@ -731,16 +763,16 @@ mod tests {
         );
         for limiter in [&aimd, &vegas] {
             // One request at a time, all fast: the service is never asked for more than one.
-            for _ in 0..1_000 {
-                let permit = limiter.try_acquire().unwrap();
-                clock.advance(Duration::from_millis(1));
-                permit.success();
-            }
+            one_at_a_time(limiter, &clock, 1_000, Duration::from_millis(1));
             assert_eq!(limiter.limit(), 10);
             // Half the limit in flight at once: now it grows.
-            let held: Vec<_> = (0..5).map(|_| limiter.try_acquire().unwrap()).collect();
-            clock.advance(Duration::from_millis(1));
-            held.into_iter().for_each(AdaptivePermit::success);
+            together(
+                limiter,
+                &clock,
+                5,
+                Duration::from_millis(1),
+                AdaptivePermit::success,
+            );
         }
         assert_eq!(
             vegas.limit(),
@@ -748,8 +780,7 @@ mod tests {
             "one answer sent with half the limit in flight"
         );
         for _ in 0..2 {
-            let held: Vec<_> = (0..10).map(|_| aimd.try_acquire().unwrap()).collect();
-            held.into_iter().for_each(AdaptivePermit::success);
+            together(&aimd, &clock, 10, Duration::ZERO, AdaptivePermit::success);
         }
         assert_eq!(aimd.limit(), 11, "ten answers sent with the limit in use");
     }
@@ -946,9 +977,13 @@ mod tests {
             15,
             "20 ms is the new normal: nothing queued"
         );
-        let held: Vec<_> = (0..15).map(|_| limiter.try_acquire().unwrap()).collect();
-        clock.advance(Duration::from_millis(20));
-        held.into_iter().for_each(AdaptivePermit::success);
+        together(
+            &limiter,
+            &clock,
+            15,
+            Duration::from_millis(20),
+            AdaptivePermit::success,
+        );
         assert!(limiter.limit() > 15, "used and not queueing: it grows");
         assert!(format!("{limiter:?}").contains("Vegas"));
         assert!(
@@ -1092,33 +1127,36 @@ mod tests {
             .unwrap();
         let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
         // One request at a time never uses the limit: no growth, however fast.
-        for _ in 0..100 {
-            let permit = limiter.try_acquire().unwrap();
-            clock.advance(Duration::from_millis(1));
-            permit.success();
-        }
+        one_at_a_time(&limiter, &clock, 100, Duration::from_millis(1));
         assert_eq!(limiter.limit(), 10);
         // Ten answers to requests sent together: only the first, sent after the last update,
         // ends a round trip; the other nine wait for the next one.
-        let held: Vec<_> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
-        clock.advance(Duration::from_millis(1));
-        held.into_iter().for_each(AdaptivePermit::success);
+        together(
+            &limiter,
+            &clock,
+            10,
+            Duration::from_millis(1),
+            AdaptivePermit::success,
+        );
         assert_eq!(
             limiter.limit(),
             10,
             "the first answer was sent with one in flight"
         );
-        let permit = limiter.try_acquire().unwrap();
-        clock.advance(Duration::from_millis(1));
-        permit.success();
+        one_at_a_time(&limiter, &clock, 1, Duration::from_millis(1));
         assert_eq!(
             limiter.limit(),
             14,
             "the nine in use, then this one: + queue"
         );
         // Ten timeouts of requests sent together cut once.
-        let held: Vec<_> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
-        held.into_iter().for_each(AdaptivePermit::overloaded);
+        together(
+            &limiter,
+            &clock,
+            10,
+            Duration::ZERO,
+            AdaptivePermit::overloaded,
+        );
         assert_eq!(limiter.limit(), 12, "14 × 90 %, once");
         assert!(format!("{limiter:?}").contains("Gradient"));
     }
