@@ -58,10 +58,14 @@ pub enum Error {
     },
     /// A keyed limiter is full (its key cap or its byte cap) and none of the keys its eviction
     /// hand examined was idle, so a new key cannot be tracked without forgetting another key's
-    /// state. Retry later, or raise the caps.
+    /// state. Retry after `retry_after`, or raise the caps.
     TooManyKeys {
         /// The configured key cap.
         max_keys: usize,
+        /// How long until the tracked key due soonest can have replenished, when a slot may be
+        /// reclaimed (a lower bound: that key may be used meanwhile); one second when the
+        /// limiter tracks no key (its byte cap is smaller than one key).
+        retry_after: Duration,
     },
     /// A keyed limiter already keeps its maximum of per-key quotas, or the new one's bytes do
     /// not fit under its byte cap. Clear unused per-key quotas, or raise the caps.
@@ -120,10 +124,14 @@ impl fmt::Display for Error {
                 f,
                 "{requested} cells requested but at most {capacity} can ever be admitted at once"
             ),
-            Self::TooManyKeys { max_keys } => write!(
+            Self::TooManyKeys {
+                max_keys,
+                retry_after,
+            } => write!(
                 f,
                 "the limiter is full (at most {max_keys} keys, or its byte cap) and no key it \
-                 examined is idle: new keys are refused until some are"
+                 examined is idle: new keys are refused until some are (the first in \
+                 {retry_after:?})"
             ),
             Self::TooManyOverrides { max_overrides } => write!(
                 f,

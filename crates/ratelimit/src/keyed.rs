@@ -22,6 +22,7 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::hash::Hash;
 use std::mem::{size_of, size_of_val};
+use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::Mutex;
@@ -382,6 +383,7 @@ where
                 self.metrics.too_many_keys.increment(1);
                 return Err(Error::TooManyKeys {
                     max_keys: self.options.max_keys,
+                    retry_after: self.next_due_in(now),
                 });
             }
         }
@@ -438,6 +440,17 @@ where
                 used.checked_add(bytes).filter(|&total| total <= max_bytes)
             })
             .is_ok()
+    }
+
+    /// How long until the tracked key due soonest can have replenished: the earliest a new key
+    /// may find room (one second when no key is tracked, so none will ever be reclaimed).
+    fn next_due_in(&self, now: u64) -> Duration {
+        self.due
+            .lock()
+            .peek()
+            .map_or(Duration::from_secs(1), |Reverse(soonest)| {
+                Duration::from_nanos(soonest.due.saturating_sub(now))
+            })
     }
 
     fn release(&self, bytes: usize) {
@@ -692,18 +705,25 @@ mod tests {
         let (clock, limiter) = limiter(1, 2);
         assert!(limiter.check(&1).unwrap().is_allowed());
         assert!(limiter.check(&2).unwrap().is_allowed());
-        assert_eq!(limiter.check(&3), Err(Error::TooManyKeys { max_keys: 2 }));
+        // Both keys are full again a second after their one request: the earliest a slot frees.
+        let full = |retry_after| {
+            Err(Error::TooManyKeys {
+                max_keys: 2,
+                retry_after,
+            })
+        };
+        assert_eq!(limiter.check(&3), full(Duration::from_secs(1)));
         // Known keys keep working at the cap, and the refusal forgot neither.
         assert!(limiter.check(&1).unwrap().is_denied());
         assert!(limiter.check(&2).unwrap().is_denied());
         clock.advance(Duration::from_millis(999));
-        assert_eq!(limiter.check(&3), Err(Error::TooManyKeys { max_keys: 2 }));
+        assert_eq!(limiter.check(&3), full(Duration::from_millis(1)));
         // Both replenished: the next new keys take their places at once, one after the other.
         clock.advance(Duration::from_millis(1));
         assert!(limiter.check(&3).unwrap().is_allowed());
         assert!(limiter.check(&4).unwrap().is_allowed());
         assert_eq!(limiter.len(), 2);
-        assert_eq!(limiter.check(&5), Err(Error::TooManyKeys { max_keys: 2 }));
+        assert_eq!(limiter.check(&5), full(Duration::from_secs(1)));
         // A key that comes back after being forgotten starts full, as it would have been.
         clock.advance(Duration::from_secs(1));
         assert!(limiter.check(&1).unwrap().is_allowed());

@@ -387,10 +387,10 @@ async fn a_custom_rejection_keeps_the_fields() {
 }
 
 #[tokio::test]
-async fn a_full_key_table_sheds_new_clients_with_a_429() {
+async fn a_full_key_table_sheds_new_clients_until_a_key_can_have_replenished() {
     let clock = ManualClock::new();
     let limiter = Keyed::with_options(
-        Quota::per_second(2).unwrap(),
+        Quota::per_hour(2).unwrap(),
         clock.clone(),
         KeyedOptions::default().max_keys(1),
     )
@@ -403,10 +403,11 @@ async fn a_full_key_table_sheds_new_clients_with_a_429() {
     );
     let shed = send(&mut service, get("/", Some("bob"))).await;
     assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(shed.headers()["retry-after"], "1");
+    // Ann's one request of two per hour is back in half an hour: her slot may be free then.
+    assert_eq!(shed.headers()["retry-after"], "1800");
     assert_eq!(
         list(shed.headers(), "ratelimit-policy"),
-        [item("default", &[("q", 2), ("w", 1)])]
+        [item("default", &[("q", 2), ("w", 3600)])]
     );
     assert_eq!(problem(&shed)["status"], 429);
     assert_eq!(layer.limiter("default").unwrap().len(), 1);

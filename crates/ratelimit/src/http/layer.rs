@@ -381,14 +381,9 @@ where
             cost: ticket.cost,
             capacity,
         },
-        Err(Error::TooManyKeys { .. }) => Rejection::KeyTableFull {
+        Err(Error::TooManyKeys { retry_after, .. }) => Rejection::KeyTableFull {
             policy,
-            decision: Decision::denied(
-                quota.quota(),
-                0,
-                std::time::Duration::from_secs(1),
-                std::time::Duration::ZERO,
-            ),
+            decision: Decision::denied(quota.quota(), 0, retry_after, std::time::Duration::ZERO),
         },
         Err(error) => {
             return Settled::Answer(shared.refuse(

@@ -50,12 +50,13 @@ pub enum Rejection<'a> {
         capacity: u32,
     },
     /// The key is new and the limiter's key table is full of active keys
-    /// ([`Error::TooManyKeys`]): new clients are refused for a second, known ones keep
-    /// their limits.
+    /// ([`Error::TooManyKeys`]): new clients are refused until the tracked key due soonest
+    /// can have replenished, known ones keep their limits.
     KeyTableFull {
         /// The policy.
         policy: &'a str,
-        /// What the response states: the policy's quota, nothing left, retry in a second.
+        /// What the response states: the policy's quota, nothing left, and when a slot may
+        /// be reclaimed.
         decision: Decision,
     },
     /// The request has no key and [`MissingKey::Reject`](super::MissingKey::Reject) applies.
