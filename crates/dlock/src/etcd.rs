@@ -1076,7 +1076,6 @@ impl<C: Clock> EtcdLocks<C> {
                     granted_at,
                     lease,
                     issuer: self.issuer,
-                    record: 0,
                 };
                 let now = self.clock.now_nanos();
                 if now < grant.deadline_nanos() {
@@ -1473,7 +1472,6 @@ mod tests {
             granted_at: 100,
             lease: Duration::from_secs(10),
             issuer: 1,
-            record: 0,
         };
         end_now(&mut grant, 500);
         assert_eq!(grant.deadline_nanos(), 500);
