@@ -1076,6 +1076,7 @@ impl<C: Clock> EtcdLocks<C> {
                     granted_at,
                     lease,
                     issuer: self.issuer,
+                    record: 0,
                 };
                 let now = self.clock.now_nanos();
                 if now < grant.deadline_nanos() {
@@ -1472,6 +1473,7 @@ mod tests {
             granted_at: 100,
             lease: Duration::from_secs(10),
             issuer: 1,
+            record: 0,
         };
         end_now(&mut grant, 500);
         assert_eq!(grant.deadline_nanos(), 500);

@@ -85,12 +85,60 @@ pub enum Wait {
     Forever,
 }
 
-/// A lock name shared between a backend's record and the grants it hands out, so a grant
-/// costs a reference count rather than a copy of the name.
+/// A lock name as a backend's record and its grants keep it: a short name is copied into the
+/// grant, a longer one is shared.
+///
+/// A copy of a few bytes costs less than a shared count, which is an atomic read-modify-write
+/// when the grant is made and another when it is dropped: on an uncontended in-process lock,
+/// as much as the lock itself.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum LockName {
+    /// A name of at most [`INLINE_NAME`] bytes; the bytes past `len` are zero.
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    /// A longer name.
+    Shared(SharedName),
+}
+
+/// The longest name a [`LockName`] holds without sharing it: a grant's name then takes as
+/// much room as a shared one's pointer and length plus eight bytes.
+const INLINE_NAME: usize = 22;
+
 // An immutable string behind std's `Arc`: nothing is synchronized through it, so there is
 // nothing for loom to model, and loom's `Arc` cannot hold a `str`.
 #[allow(clippy::disallowed_types)]
-pub(crate) type LockName = std::sync::Arc<str>;
+type SharedName = std::sync::Arc<str>;
+
+impl From<&str> for LockName {
+    fn from(name: &str) -> Self {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE_NAME => {
+                let mut bytes = [0; INLINE_NAME];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(SharedName::from(name)),
+        }
+    }
+}
+
+impl std::ops::Deref for LockName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied from a whole `str`")
+            }
+            Self::Shared(name) => name,
+        }
+    }
+}
+
+impl fmt::Debug for LockName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
 
 /// A lease on a lock: who holds it, with which token, until when.
 ///
@@ -109,6 +157,10 @@ pub struct Grant {
     pub(crate) lease: Duration,
     /// The identity of the backend instance that issued the grant.
     pub(crate) issuer: u64,
+    /// Which of the issuer's records of the lock the grant was made in (the in-process
+    /// backend's per-name state, so a handle knows its own grants by one compare; 0 for the
+    /// server backends).
+    pub(crate) record: u64,
 }
 
 impl Grant {
@@ -224,6 +276,21 @@ mod tests {
     }
 
     #[test]
+    fn a_name_reads_back_the_same_copied_or_shared() {
+        let (accents, over, longest) = ("é".repeat(11), "x".repeat(23), "y".repeat(512));
+        for name in ["a", "account-42", &accents, &over, &longest] {
+            let kept = LockName::from(name);
+            assert_eq!(&*kept, name);
+            assert_eq!(format!("{kept:?}"), format!("{name:?}"));
+            assert_eq!(kept.clone(), kept);
+            let inline = name.len() <= INLINE_NAME;
+            assert_eq!(matches!(kept, LockName::Inline { .. }), inline, "{name}");
+        }
+        assert_ne!(LockName::from("ab"), LockName::from("a"));
+        assert_ne!(LockName::from("a\0"), LockName::from("a"));
+    }
+
+    #[test]
     fn the_deadline_is_the_start_plus_the_lease_and_saturates() {
         let grant = Grant {
             name: "a".into(),
@@ -232,6 +299,7 @@ mod tests {
             granted_at: 100,
             lease: Duration::from_nanos(10),
             issuer: 0,
+            record: 0,
         };
         assert_eq!(grant.deadline_nanos(), 110);
         let late = Grant {

@@ -21,12 +21,21 @@ use crate::locks::{LockGuard, Locks};
 ///
 /// # How it works
 ///
-/// Each lock name has its own state behind its own mutex: the current holders and a FIFO
+/// Each lock name has its own state: one atomic word (free, or held on the fast path with a
+/// token, or in the mutex's hands) and, behind its own mutex, the current holders and a FIFO
 /// queue of waiters. A map from name to that state, behind one more mutex, finds it for the
-/// calls that name a lock; a [`LockHandle`] keeps the name's state and skips the map. Tokens
-/// come from one atomic counter for the whole instance, drawn under the name's mutex, so they
-/// grow per name as well. Idle names are kept for reuse and swept out of the map once it has
+/// calls that name a lock; a [`LockHandle`] keeps the name's state and skips the map. Each
+/// name counts its own tokens; a name swept out of the map and made again counts on from the
+/// highest token swept. Idle names are kept for reuse and swept out of the map once it has
 /// doubled since the last sweep; a name a handle or a waiting call still points at is kept.
+///
+/// **Fast path.** A free lock taken exclusively (`acquire`, `try_acquire`,
+/// `acquire_timeout`) is granted with one compare-and-swap of the word, a clock reading and
+/// the lease's publication; its release is a clock reading and one compare-and-swap back,
+/// which also compares the token. Everything else takes the mutex: readers and permits,
+/// waiting, `extend`, `wait_lost`, and a lease that has run out. A request that must wait
+/// first marks the word as in the mutex's hands, so no later request takes the lock on the
+/// fast path ahead of it and the holder's release comes to the mutex to hand the lock on.
 ///
 /// **Hand-off.** A waiter is granted by whoever frees the lock: a release, an expiry or a
 /// waiter leaving the queue moves the queue's head into the holders (with a new token, the
@@ -41,6 +50,15 @@ use crate::locks::{LockGuard, Locks};
 /// it lets waiters in by touching the name (any acquire, release, `is_held`) or by calling
 /// [`MemoryLocks::expire_due`], which ends every expired lease and wakes every waiter to look
 /// at the clock again.
+///
+/// **A coarse clock.** With [`CoarseClock`](infra_common::CoarseClock) (a cached reading, one
+/// atomic load) a reading lags the true time by up to the clock's precision, and is never
+/// ahead of it. A grant's start is a reading taken no later than the grant, so its
+/// [`deadline`](Grant::deadline_nanos) is never later than the true grant plus the lease: a
+/// holder that checks it against the [`SystemClock`] stops in time, up to one precision
+/// early. The backend ends a lease when its own lagging reading passes that deadline, up to
+/// one precision (plus the upkeep thread's delay) late: the lock may stay closed to others a
+/// little longer than asked, never shorter than its holder believes.
 ///
 /// ```
 /// use infra_dlock::{Locks, MemoryLocks};
@@ -59,10 +77,6 @@ pub struct MemoryLocks<C: Clock = SystemClock> {
     clock: C,
     /// Tells this instance's grants from another's.
     issuer: u64,
-    /// The last token issued; 0 before the first grant. Drawn only under the mutex of the
-    /// name being granted, so two grants of one name are ordered by that mutex and the later
-    /// one reads a later value of the counter.
-    last_token: AtomicU64,
     names: Mutex<Names>,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::LockCounters,
@@ -72,6 +86,12 @@ struct Names {
     map: HashMap<Box<str>, Arc<Slot>, RandomState>,
     /// The map size at which idle names are swept out (see [`Names::slot`]).
     sweep_at: usize,
+    /// At least the last token of every name swept out so far (and the instance's starting
+    /// point): a name's new slot counts on from here, so its tokens keep growing across a
+    /// sweep.
+    tokens_after: u64,
+    /// How many slots were made so far, to number them.
+    slots_made: u64,
 }
 
 /// Below this many names, idle names are never swept.
@@ -80,20 +100,127 @@ const MIN_SWEEP: usize = 64;
 /// One lock name's state.
 ///
 /// Lock order: the map's mutex before a slot's, never the other way round.
+///
+/// **Two ways to hold a slot.** A free lock taken exclusively is granted on the *fast path*:
+/// one compare-and-swap of [`Slot::state`] from free to held with the next token, then the
+/// grant's lease published in [`Slot::fast`]; its release is one compare-and-swap back, which
+/// also checks the token. Everything else (readers, permits, waiters, extensions, an expired
+/// lease taken over, loss waiters) runs under the slot's mutex on the [`Entry`]. Before it
+/// touches the entry, a call under the mutex moves the lock into the entry's hands (see
+/// [`MemoryLocks::take_over_state`]): the state word then says `ENTRY`, which no fast
+/// acquire or release can change, so a fast acquire never overtakes a queued waiter and a
+/// holder's release finds its way to the mutex, hands the lock on and wakes whoever waits.
+/// The word goes back to free when a call leaves the entry idle.
 struct Slot {
     /// The name, handed out with each grant.
     name: LockName,
+    /// This slot among the instance's slots, past and present; handed out with each grant.
+    number: u64,
+    /// `token << MODE_BITS | mode`: `FREE` (nobody holds or waits; the token is the last
+    /// issued), `FAST` (one exclusive holder granted on the fast path, with this token) or
+    /// `ENTRY` (the entry under the mutex holds the whole state, and its last token).
+    state: AtomicU64,
+    /// The lease of the holder granted on the fast path.
+    fast: FastLease,
     entry: Mutex<Entry>,
     /// Notified whenever a grant of this name ends, for [`Locks::wait_lost`].
     ended: Condvar,
 }
 
+const MODE_BITS: u32 = 2;
+const MODE: u64 = (1 << MODE_BITS) - 1;
+const FREE: u64 = 0;
+const FAST: u64 = 1;
+const ENTRY: u64 = 2;
+/// The largest token the state word holds; past it a name stays in its entry's hands and
+/// counts on there, up to `u64::MAX`.
+const MAX_FAST_TOKEN: u64 = u64::MAX >> MODE_BITS;
+
+const fn state(token: u64, mode: u64) -> u64 {
+    token << MODE_BITS | mode
+}
+
+/// The lease of the holder granted on the fast path, written by that holder right after its
+/// compare-and-swap won: `owner` last, so a reader that finds its token there reads its lease.
+///
+/// The compare-and-swap cannot carry the lease (a token and a deadline do not fit in one
+/// word), so between it and these stores a holder's lease is unknown to others: they treat
+/// such a holder as holding (see [`Holder::pending`]), which can only make them wait.
+struct FastLease {
+    owner: AtomicU64,
+    granted_at: AtomicU64,
+    lease: AtomicU64,
+}
+
+impl FastLease {
+    /// The lease of fast holder `token`, once it has published it.
+    fn of(&self, token: u64) -> Option<(u64, u64)> {
+        // Acquire: pairs with the owner's Release store, after its lease's.
+        (self.owner.load(Ordering::Acquire) == token).then(|| {
+            (
+                self.granted_at.load(Ordering::Relaxed),
+                self.lease.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
 impl Slot {
-    /// Whether the map may drop this slot: nobody points at it but the map, and it has no
-    /// holder or waiter. A slot a handle points at must stay, or a new slot for the same
-    /// name would let the handle's grants and the map's overlap.
-    fn sweepable(slot: &Arc<Self>) -> bool {
-        Arc::strong_count(slot) == 1 && slot.entry.lock().is_idle()
+    fn new(name: &str, number: u64, tokens_after: u64) -> Self {
+        // A token too large for the word: the name lives in its entry from the start.
+        let mode = if tokens_after <= MAX_FAST_TOKEN {
+            state(tokens_after, FREE)
+        } else {
+            ENTRY
+        };
+        Self {
+            name: LockName::from(name),
+            number,
+            state: AtomicU64::new(mode),
+            fast: FastLease {
+                owner: AtomicU64::new(0),
+                granted_at: AtomicU64::new(0),
+                lease: AtomicU64::new(0),
+            },
+            entry: Mutex::new(Entry {
+                last_token: tokens_after,
+                last_ticket: 0,
+                holders: Vec::new(),
+                queue: VecDeque::new(),
+            }),
+            ended: Condvar::new(),
+        }
+    }
+
+    /// The last token issued, if the map may drop this slot: nobody points at it but the
+    /// map, and it has no holder or waiter. A slot a handle points at must stay, or a new
+    /// slot for the same name would let the handle's grants and the map's overlap.
+    fn sweepable(slot: &Arc<Self>) -> Option<u64> {
+        if Arc::strong_count(slot) != 1 {
+            return None;
+        }
+        // Nobody else points at the slot, so nobody changes the word while this reads it.
+        let word = slot.state.load(Ordering::Acquire);
+        match word & MODE {
+            FREE => Some(word >> MODE_BITS),
+            ENTRY => {
+                let entry = slot.entry.lock();
+                entry.is_idle().then_some(entry.last_token)
+            }
+            _ => None,
+        }
+    }
+
+    /// Gives the lock back to the fast path if the entry is idle (and its token fits).
+    ///
+    /// Called under the entry's mutex, in `ENTRY` mode, which only the mutex's holder
+    /// changes: a plain store.
+    fn leave(&self, entry: &Entry) {
+        if entry.is_idle() && entry.last_token <= MAX_FAST_TOKEN {
+            // Release: a fast acquirer that takes the lock sees everything done under it.
+            self.state
+                .store(state(entry.last_token, FREE), Ordering::Release);
+        }
     }
 }
 
@@ -106,25 +233,32 @@ impl Names {
     fn slot(&mut self, name: &str) -> &Arc<Slot> {
         if !self.map.contains_key(name) {
             if self.map.len() >= self.sweep_at {
-                self.map.retain(|_, slot| !Slot::sweepable(slot));
+                self.sweep();
                 self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
             }
-            let slot = Slot {
-                name: LockName::from(name),
-                entry: Mutex::new(Entry {
-                    last_ticket: 0,
-                    holders: Vec::new(),
-                    queue: VecDeque::new(),
-                }),
-                ended: Condvar::new(),
-            };
+            self.slots_made += 1;
+            let slot = Slot::new(name, self.slots_made, self.tokens_after);
             self.map.insert(name.into(), Arc::new(slot));
         }
         self.map.get(name).expect("inserted above")
     }
+
+    /// Drops the idle slots nobody else points at, keeping their last tokens.
+    fn sweep(&mut self) {
+        let tokens_after = &mut self.tokens_after;
+        self.map.retain(|_, slot| match Slot::sweepable(slot) {
+            Some(last) => {
+                *tokens_after = (*tokens_after).max(last);
+                false
+            }
+            None => true,
+        });
+    }
 }
 
 struct Entry {
+    /// The last token issued for this name, while the entry holds the state.
+    last_token: u64,
     /// Numbers the waiters, so a waiter finds itself among the holders after a hand-off.
     last_ticket: u64,
     holders: Vec<Holder>,
@@ -138,6 +272,9 @@ struct Holder {
     access: Access,
     granted_at: u64,
     lease: u64,
+    /// A fast-path holder taken into the entry before it published its lease: held until
+    /// the lease is known (read again from [`Slot::fast`] on every settle).
+    pending: bool,
 }
 
 struct Waiter {
@@ -164,9 +301,22 @@ enum Arrival {
     Queued(Queued),
 }
 
+/// How long a sleeper waits before it looks again at a holder whose lease is not known yet
+/// (published a few instructions after its grant, unless that thread was preempted there).
+const PENDING_RECHECK: Duration = Duration::from_millis(1);
+
 impl Holder {
     fn runs_at(&self, now: u64) -> bool {
-        now.saturating_sub(self.granted_at) < self.lease
+        self.pending || now.saturating_sub(self.granted_at) < self.lease
+    }
+
+    /// When a sleeper should look at this holder again: its lease's end.
+    fn wake_at(&self, now: u64) -> u64 {
+        if self.pending {
+            now.saturating_add(duration_to_nanos(PENDING_RECHECK))
+        } else {
+            self.granted_at.saturating_add(self.lease)
+        }
     }
 }
 
@@ -188,16 +338,13 @@ fn same_kind(a: Access, b: Access) -> bool {
     }
 }
 
-/// The next token, or `None` once the counter is at its end: tokens never wrap.
-fn next_token(last_token: &AtomicU64) -> Option<u64> {
-    // Relaxed: every draw for one name happens under that name's mutex, which orders them.
-    last_token
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_add(1))
-        .ok()
-        .map(|previous| previous + 1)
-}
-
 impl Entry {
+    /// The next token, or `None` once the counter is at its end: tokens never wrap.
+    fn next_token(&mut self) -> Option<u64> {
+        self.last_token = self.last_token.checked_add(1)?;
+        Some(self.last_token)
+    }
+
     fn is_idle(&self) -> bool {
         self.holders.is_empty() && self.queue.is_empty()
     }
@@ -210,7 +357,12 @@ impl Entry {
 
     /// Drops expired holders and hands the lock to queued waiters in order, as far as they
     /// fit. Returns how many grants ended.
-    fn settle(&mut self, now: u64, last_token: &AtomicU64) -> usize {
+    fn settle(&mut self, now: u64, fast: &FastLease) -> usize {
+        for holder in self.holders.iter_mut().filter(|h| h.pending) {
+            if let Some((granted_at, lease)) = fast.of(holder.token) {
+                (holder.granted_at, holder.lease, holder.pending) = (granted_at, lease, false);
+            }
+        }
         let before = self.holders.len();
         self.holders.retain(|h| h.runs_at(now));
         let ended = before - self.holders.len();
@@ -218,11 +370,12 @@ impl Entry {
             if !compatible(&self.holders, head.access) {
                 break;
             }
-            let Some(token) = next_token(last_token) else {
+            if self.last_token == u64::MAX {
                 // Wake the head so it reports the exhaustion instead of waiting forever.
                 head.wake.notify_one();
                 break;
-            };
+            }
+            let token = self.next_token().expect("not at the end, checked above");
             let head = self.queue.pop_front().expect("the queue has a head");
             self.holders.push(Holder {
                 token,
@@ -230,6 +383,7 @@ impl Entry {
                 access: head.access,
                 granted_at: now,
                 lease: head.lease,
+                pending: false,
             });
             head.wake.notify_one();
         }
@@ -265,10 +419,11 @@ impl<C: Clock> MemoryLocks<C> {
         Self {
             clock,
             issuer: next_issuer(),
-            last_token: AtomicU64::new(last.get()),
             names: Mutex::new(Names {
                 map: HashMap::default(),
                 sweep_at: MIN_SWEEP,
+                tokens_after: last.get(),
+                slots_made: 0,
             }),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::LockCounters::unnamed(),
@@ -340,19 +495,67 @@ impl<C: Clock> MemoryLocks<C> {
         let mut expired = 0;
         for slot in names.map.values() {
             let mut entry = slot.entry.lock();
+            self.take_over_state(slot, &mut entry);
             expired += self.settle(slot, &mut entry, now);
             for waiter in &entry.queue {
                 waiter.wake.notify_one();
             }
+            slot.leave(&entry);
         }
-        names.map.retain(|_, slot| !Slot::sweepable(slot));
+        names.sweep();
         expired
+    }
+
+    /// Puts the lock in its entry's hands (`ENTRY` mode), moving a fast-path holder into the
+    /// entry's holders, so that no fast acquire or release changes the lock while the caller
+    /// works under the mutex. The caller holds the slot's mutex and calls [`Slot::leave`]
+    /// when done.
+    ///
+    /// This is the waiter bit of the fast path: from here on a fast acquire finds the lock
+    /// taken, and the fast holder's release fails its compare-and-swap and comes to the mutex.
+    fn take_over_state(&self, slot: &Slot, entry: &mut Entry) {
+        let mut word = slot.state.load(Ordering::Acquire);
+        loop {
+            let mode = word & MODE;
+            if mode == ENTRY {
+                return;
+            }
+            let token = word >> MODE_BITS;
+            // Read before the swap. If the swap succeeds the word was `FAST(token)` all along
+            // (a token is issued once, so the word never comes back to it), and only that
+            // holder writes the fast lease while it is.
+            let fast_lease = (mode == FAST).then(|| slot.fast.of(token));
+            match slot
+                .state
+                .compare_exchange(word, ENTRY, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    entry.last_token = token;
+                    if let Some(fast_lease) = fast_lease {
+                        let ((granted_at, lease), pending) = match fast_lease {
+                            Some(known) => (known, false),
+                            None => ((0, 0), true),
+                        };
+                        entry.holders.push(Holder {
+                            token,
+                            ticket: 0,
+                            access: Access::Exclusive,
+                            granted_at,
+                            lease,
+                            pending,
+                        });
+                    }
+                    return;
+                }
+                Err(current) => word = current,
+            }
+        }
     }
 
     /// Settles `entry` at `now`, waking the grant's loss waiters if any lease ended.
     #[inline(always)]
     fn settle(&self, slot: &Slot, entry: &mut Entry, now: u64) -> usize {
-        let ended = entry.settle(now, &self.last_token);
+        let ended = entry.settle(now, &slot.fast);
         if ended > 0 {
             slot.ended.notify_all();
             #[cfg(feature = "metrics")]
@@ -362,15 +565,55 @@ impl<C: Clock> MemoryLocks<C> {
     }
 
     #[inline(always)]
-    fn make_grant(&self, name: &LockName, holder: &Holder) -> Grant {
+    fn make_grant(&self, slot: &Slot, holder: &Holder) -> Grant {
         Grant {
-            name: LockName::clone(name),
+            name: LockName::clone(&slot.name),
             access: holder.access,
             token: FencingToken::new(holder.token),
             granted_at: holder.granted_at,
             lease: Duration::from_nanos(holder.lease),
             issuer: self.issuer,
+            record: slot.number,
         }
+    }
+
+    /// Takes a free lock exclusively without its mutex: one compare-and-swap from free to
+    /// held with the next token, then the lease published for whoever takes the lock into
+    /// its entry. `None` if the lock is not free (held, waited for, in its entry's hands, or
+    /// out of tokens that fit the word): the caller goes the slow way.
+    #[inline(always)]
+    fn acquire_fast(&self, slot: &Slot, lease: u64) -> Option<Grant> {
+        let word = slot.state.load(Ordering::Relaxed);
+        let last = word >> MODE_BITS;
+        if word & MODE != FREE || last == MAX_FAST_TOKEN {
+            return None;
+        }
+        let token = last + 1;
+        // Read before the swap: the lease starts no later than the grant, never after.
+        let now = self.clock.now_nanos();
+        // Acquire: this holder sees everything its predecessors did under the lock.
+        slot.state
+            .compare_exchange(
+                word,
+                state(token, FAST),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        slot.fast.granted_at.store(now, Ordering::Relaxed);
+        slot.fast.lease.store(lease, Ordering::Relaxed);
+        slot.fast.owner.store(token, Ordering::Release);
+        #[cfg(feature = "metrics")]
+        self.metrics.granted(Access::Exclusive);
+        Some(Grant {
+            name: LockName::clone(&slot.name),
+            access: Access::Exclusive,
+            token: FencingToken::new(token),
+            granted_at: now,
+            lease: Duration::from_nanos(lease),
+            issuer: self.issuer,
+            record: slot.number,
+        })
     }
 
     /// Grants `access` on arrival if nobody waits and it fits; otherwise queues the request,
@@ -394,7 +637,7 @@ impl<C: Clock> MemoryLocks<C> {
             });
         }
         if entry.queue.is_empty() && compatible(&entry.holders, access) {
-            let Some(token) = next_token(&self.last_token) else {
+            let Some(token) = entry.next_token() else {
                 return Err(Error::TokensExhausted);
             };
             let holder = Holder {
@@ -403,8 +646,9 @@ impl<C: Clock> MemoryLocks<C> {
                 access,
                 granted_at: now,
                 lease,
+                pending: false,
             };
-            let grant = self.make_grant(&slot.name, &holder);
+            let grant = self.make_grant(slot, &holder);
             entry.holders.push(holder);
             #[cfg(feature = "metrics")]
             self.metrics.granted(access);
@@ -432,7 +676,8 @@ impl<C: Clock> MemoryLocks<C> {
         }))
     }
 
-    /// The whole request on one slot: arrival, then the wait if it queued.
+    /// The whole request on one slot: the fast path for a free lock taken exclusively, else
+    /// arrival under the mutex, then the wait if it queued.
     #[inline(always)]
     fn grant_in(
         &self,
@@ -441,28 +686,37 @@ impl<C: Clock> MemoryLocks<C> {
         lease: u64,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
-        let mut entry = slot.entry.lock();
-        match self.arrive(slot, &mut entry, access, lease, wait)? {
-            Arrival::Done(granted) => Ok(granted),
-            Arrival::Queued(queued) => self.wait_in_queue(slot, entry, &queued),
+        if access == Access::Exclusive
+            && let Some(grant) = self.acquire_fast(slot, lease)
+        {
+            return Ok(Some(grant));
         }
+        let mut entry = slot.entry.lock();
+        self.take_over_state(slot, &mut entry);
+        let granted = match self.arrive(slot, &mut entry, access, lease, wait) {
+            Ok(Arrival::Done(granted)) => Ok(granted),
+            Ok(Arrival::Queued(queued)) => self.wait_in_queue(slot, &mut entry, &queued),
+            Err(error) => Err(error),
+        };
+        slot.leave(&entry);
+        granted
     }
 
     /// Blocks in the queue of `slot` until granted, timed out, or out of tokens.
     fn wait_in_queue(
         &self,
         slot: &Slot,
-        mut entry: MutexGuard<'_, Entry>,
+        entry: &mut MutexGuard<'_, Entry>,
         queued: &Queued,
     ) -> Result<Option<Grant>, Error> {
         let ticket = queued.ticket;
         loop {
             let now = self.clock.now_nanos();
-            self.settle(slot, &mut entry, now);
+            self.settle(slot, entry, now);
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
                 #[cfg(feature = "metrics")]
                 self.metrics.waited(holder.access, true);
-                return Ok(Some(self.make_grant(&slot.name, holder)));
+                return Ok(Some(self.make_grant(slot, holder)));
             }
             let in_queue = entry.queue.iter().any(|w| w.ticket == ticket);
             if !in_queue {
@@ -476,14 +730,14 @@ impl<C: Clock> MemoryLocks<C> {
                 });
                 continue;
             }
-            let exhausted = self.last_token.load(Ordering::Relaxed) == u64::MAX
+            let exhausted = entry.last_token == u64::MAX
                 && entry.queue.front().is_some_and(|w| w.ticket == ticket)
                 && compatible(&entry.holders, queued.access);
             let timed_out = queued.give_up_at.is_some_and(|at| now >= at);
             if exhausted || timed_out {
                 entry.queue.retain(|w| w.ticket != ticket);
                 // Leaving may let the waiters behind in (a writer leaving before readers).
-                self.settle(slot, &mut entry, now);
+                self.settle(slot, entry, now);
                 if exhausted {
                     return Err(Error::TokensExhausted);
                 }
@@ -493,11 +747,7 @@ impl<C: Clock> MemoryLocks<C> {
             }
             // Sleep until the first holder's lease ends or the wait times out, whichever is
             // first; a hand-off or `expire_due` wakes the sleeper earlier.
-            let first_expiry = entry
-                .holders
-                .iter()
-                .map(|h| h.granted_at.saturating_add(h.lease))
-                .min();
+            let first_expiry = entry.holders.iter().map(|h| h.wake_at(now)).min();
             let until = match (first_expiry, queued.give_up_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -505,9 +755,9 @@ impl<C: Clock> MemoryLocks<C> {
             match until {
                 Some(until) => {
                     let nap = Duration::from_nanos(until.saturating_sub(now).max(1));
-                    queued.wake.wait_timeout(&mut entry, nap);
+                    queued.wake.wait_timeout(entry, nap);
                 }
-                None => queued.wake.wait(&mut entry),
+                None => queued.wake.wait(entry),
             }
         }
     }
@@ -538,7 +788,7 @@ impl<C: Clock> MemoryLocks<C> {
     /// Settles the grant's slot at `now` and finds the grant among its live holders.
     ///
     /// The holder is compared by token, so an expired grant never matches the grant that
-    /// replaced it.
+    /// replaced it. The caller has taken the state over ([`Self::take_over_state`]).
     #[inline(always)]
     fn find_held(
         &self,
@@ -556,52 +806,106 @@ impl<C: Clock> MemoryLocks<C> {
             .ok_or_else(|| expired(grant))
     }
 
+    /// Runs `work` on the grant's holder record under the slot's mutex, with the state taken
+    /// over and given back afterwards.
+    fn with_held<R>(
+        &self,
+        slot: &Slot,
+        grant: &Grant,
+        work: impl FnOnce(&mut Entry, usize, u64) -> R,
+    ) -> Result<R, Error> {
+        let mut entry = slot.entry.lock();
+        self.take_over_state(slot, &mut entry);
+        let now = self.clock.now_nanos();
+        let done = self
+            .find_held(slot, &mut entry, grant, now)
+            .map(|index| work(&mut entry, index, now));
+        slot.leave(&entry);
+        done
+    }
+
     fn extend_in(&self, slot: &Slot, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
         let lease_nanos = duration_to_nanos(lease);
-        let mut entry = slot.entry.lock();
-        let now = self.clock.now_nanos();
-        let index = self.find_held(slot, &mut entry, grant, now)?;
-        let holder = &mut entry.holders[index];
-        holder.granted_at = now;
-        holder.lease = lease_nanos;
+        let now = self.with_held(slot, grant, |entry, index, now| {
+            let holder = &mut entry.holders[index];
+            (holder.granted_at, holder.lease, holder.pending) = (now, lease_nanos, false);
+            now
+        })?;
         grant.granted_at = now;
         grant.lease = lease;
         Ok(())
     }
 
+    /// Whether `grant` runs at `now` by its own lease, which is the holder's record as long
+    /// as the grant is held on the fast path (extending takes it to the entry).
+    fn runs_fast(grant: &Grant, now: u64) -> bool {
+        now.saturating_sub(grant.granted_at) < grant.lease_nanos()
+    }
+
+    /// The word of `grant` held on the fast path, if its token fits one.
+    fn fast_word(grant: &Grant) -> Option<u64> {
+        let token = grant.token.get();
+        (grant.access == Access::Exclusive && token <= MAX_FAST_TOKEN).then(|| state(token, FAST))
+    }
+
     #[inline(always)]
     fn release_in(&self, slot: &Slot, grant: &Grant) -> Result<(), Error> {
-        let mut entry = slot.entry.lock();
-        let now = self.clock.now_nanos();
-        let index = self.find_held(slot, &mut entry, grant, now)?;
-        entry.holders.swap_remove(index);
-        entry.settle(now, &self.last_token);
-        slot.ended.notify_all();
-        Ok(())
+        self.check_issuer(grant)?;
+        if let Some(held) = Self::fast_word(grant) {
+            let now = self.clock.now_nanos();
+            // The compared word holds the token, so only this grant's hold is freed: after an
+            // expiry the word went through the entry and holds another token, or `ENTRY`.
+            // Release: the next holder sees everything done under the lock.
+            if Self::runs_fast(grant, now)
+                && slot
+                    .state
+                    .compare_exchange(
+                        held,
+                        held & !MODE | FREE,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        self.with_held(slot, grant, |entry, index, now| {
+            entry.holders.swap_remove(index);
+            entry.settle(now, &slot.fast);
+            slot.ended.notify_all();
+        })
     }
 
     fn is_held_in(&self, slot: &Slot, grant: &Grant) -> bool {
-        let mut entry = slot.entry.lock();
-        let now = self.clock.now_nanos();
-        self.find_held(slot, &mut entry, grant, now).is_ok()
+        if let Some(held) = Self::fast_word(grant)
+            && grant.issuer == self.issuer
+            && slot.state.load(Ordering::Acquire) == held
+            && Self::runs_fast(grant, self.clock.now_nanos())
+        {
+            return true;
+        }
+        // Expired, released or in the entry's hands: settling there also hands an expired
+        // lock on to its waiters.
+        self.with_held(slot, grant, |_, _, _| ()).is_ok()
     }
 
     fn wait_lost_in(&self, slot: &Slot, grant: &Grant) {
         let mut entry = slot.entry.lock();
         loop {
+            // Taken over so that the holder's release comes through the mutex and wakes this.
+            self.take_over_state(slot, &mut entry);
             let now = self.clock.now_nanos();
             // The record, not `grant`, knows about extensions made through another handle.
-            let deadline = match self.find_held(slot, &mut entry, grant, now) {
-                Ok(index) => {
-                    let holder = &entry.holders[index];
-                    holder.granted_at.saturating_add(holder.lease)
-                }
-                Err(_) => return,
+            let wake_at = match self.find_held(slot, &mut entry, grant, now) {
+                Ok(index) => entry.holders[index].wake_at(now),
+                Err(_) => break,
             };
-            let nap = Duration::from_nanos(deadline.saturating_sub(now).max(1));
+            let nap = Duration::from_nanos(wake_at.saturating_sub(now).max(1));
             slot.ended.wait_timeout(&mut entry, nap);
         }
+        slot.leave(&entry);
     }
 }
 
@@ -781,13 +1085,11 @@ impl<C: Clock> LockHandle<'_, C> {
         self.slot.entry.lock().queue.len()
     }
 
-    /// Whether `grant` is for this handle's lock (the grant's name is compared).
+    /// Whether `grant` was made in this handle's slot (and is of its instance, which the
+    /// calls check). A grant of an earlier slot of the same name, swept after its lease ended,
+    /// is not: it goes by name, which answers for it as for any grant of the name.
     fn is_mine(&self, grant: &Grant) -> bool {
-        // A grant made through this slot shares its name's allocation, so the usual case
-        // is one pointer compare; a grant of an earlier slot of the same name (swept after
-        // the grant's lease ended) falls back to comparing the text.
-        let (theirs, ours) = (&*grant.name, &*self.slot.name);
-        std::ptr::eq(theirs, ours) || theirs == ours
+        grant.record == self.slot.number
     }
 }
 
@@ -890,5 +1192,71 @@ mod tests {
         }
         assert!(locks.names.lock().map.len() <= before + 1);
         assert!(held.iter().all(LockGuard::is_held));
+    }
+
+    #[test]
+    fn a_name_swept_out_and_made_again_counts_on_from_its_last_token() {
+        let locks = MemoryLocks::with_clock(ManualClock::new());
+        let lease = Duration::from_secs(1);
+        let mut last = 0;
+        for _ in 0..3 {
+            let guard = locks.acquire("swept", lease).unwrap();
+            assert!(
+                guard.token().get() > last,
+                "{:?} after {last}",
+                guard.token()
+            );
+            last = guard.token().get();
+            guard.release().unwrap();
+            locks.expire_due();
+            assert!(!locks.names.lock().map.contains_key("swept"), "not swept");
+        }
+    }
+
+    #[test]
+    fn tokens_past_the_state_word_go_on_under_the_mutex() {
+        let locks = MemoryLocks::with_tokens_after(
+            ManualClock::new(),
+            FencingToken::new(MAX_FAST_TOKEN - 1),
+        );
+        let handle = locks.handle("edge").unwrap();
+        let lease = Duration::from_secs(1);
+        let fast = handle.acquire(lease).unwrap();
+        assert_eq!(fast.token().get(), MAX_FAST_TOKEN);
+        assert_eq!(handle.slot.state.load(Ordering::Relaxed) & MODE, FAST);
+        fast.release().unwrap();
+        for expected in [MAX_FAST_TOKEN + 1, MAX_FAST_TOKEN + 2] {
+            let slow = handle.acquire(lease).unwrap();
+            assert_eq!(slow.token().get(), expected);
+            assert_eq!(handle.slot.state.load(Ordering::Relaxed), ENTRY);
+            assert!(handle.try_acquire(lease).unwrap().is_none());
+            slow.release().unwrap();
+        }
+    }
+
+    /// A fast holder preempted between its grant and the publication of its lease: the
+    /// others find the lock held, however late, until the lease is published; then it ends
+    /// on time.
+    #[test]
+    fn a_fast_holder_whose_lease_is_not_published_yet_holds_until_it_is() {
+        let clock = ManualClock::new();
+        let locks = MemoryLocks::with_clock(clock.clone());
+        let handle = locks.handle("pending").unwrap();
+        let lease = Duration::from_secs(1);
+        // The first half of a fast acquire: the word says held by token 1, no lease yet.
+        handle.slot.state.store(state(1, FAST), Ordering::Relaxed);
+        assert!(locks.try_acquire("pending", lease).unwrap().is_none());
+        clock.advance(Duration::from_secs(60));
+        assert!(locks.try_acquire("pending", lease).unwrap().is_none());
+        // The second half: the lease that began at 0 for one second is long over.
+        let fast = &handle.slot.fast;
+        fast.granted_at.store(0, Ordering::Relaxed);
+        fast.lease.store(1_000_000_000, Ordering::Relaxed);
+        fast.owner.store(1, Ordering::Release);
+        let next = locks
+            .try_acquire("pending", lease)
+            .unwrap()
+            .expect("expired");
+        assert_eq!(next.token().get(), 2);
     }
 }

@@ -722,6 +722,7 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
                         granted_at: sent,
                         lease: validity,
                         issuer: self.issuer,
+                        record: 0,
                     };
                     if self.clock.now_nanos() < grant.deadline_nanos() {
                         return Ok(Some(grant));

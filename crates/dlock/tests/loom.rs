@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use infra_common::ManualClock;
-use infra_common::sync::atomic::{AtomicUsize, Ordering};
+use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, model, thread};
 use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
 
@@ -196,5 +196,104 @@ fn a_handle_and_the_name_stay_one_lock_across_a_sweep() {
         inside.fetch_sub(1, Ordering::SeqCst);
         guard.release().unwrap();
         by_name.join().unwrap();
+    });
+}
+
+/// A waiter queues behind a holder granted on the fast path; the holder releases on the fast
+/// path's terms; a fast acquire right after the release finds the lock handed to the waiter.
+///
+/// Guards: a waiter takes the state word over (the waiter bit) before it queues. Without it
+/// the holder's release frees the word without seeing the waiter, and either the try barges
+/// in ahead of it or nobody wakes it (loom reports the deadlock).
+#[test]
+fn a_fast_acquire_never_overtakes_a_waiter_that_queued_behind_a_fast_holder() {
+    model(|| {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let handle = locks.handle("m").unwrap();
+        let holder = handle.acquire(LEASE).unwrap().into_grant();
+        let first = holder.token();
+        let waiter = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || {
+                let handle = locks.handle("m").unwrap();
+                handle.acquire(LEASE).unwrap().into_grant()
+            })
+        };
+        while handle.queue_len() == 0 {
+            thread::yield_now();
+        }
+        handle.release(holder).unwrap();
+        assert!(handle.try_acquire(LEASE).unwrap().is_none(), "barged");
+        let next = waiter.join().unwrap();
+        assert!(next.token() > first);
+        handle.release(next).unwrap();
+    });
+}
+
+/// A fast holder's release races its expiry: another thread takes the expired lock over,
+/// frees it, and takes it again on the fast path. However they interleave, the old release
+/// never frees the newest hold.
+///
+/// Guards: the token in the word the release compares. Without it (any fast hold freed) the
+/// old holder, which read the clock before its lease ran out, frees the third grant.
+#[test]
+fn an_expired_fast_holder_never_frees_a_later_fast_hold() {
+    model(|| {
+        let clock = ManualClock::new();
+        let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+        let old = locks.acquire("m", LEASE).unwrap().into_grant();
+        let releaser = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.release(old))
+        };
+        clock.advance(LEASE);
+        let handle = locks.handle("m").unwrap();
+        if let Some(taken_over) = handle.try_acquire(LEASE).unwrap() {
+            taken_over.release().unwrap();
+        }
+        let newest = handle.try_acquire(LEASE).unwrap();
+        let released = releaser.join().unwrap();
+        assert!(
+            matches!(released, Ok(()) | Err(Error::LeaseExpired { .. })),
+            "{released:?}"
+        );
+        let newest = newest.expect("the lock was released, expired or taken over and freed");
+        assert!(
+            newest.is_held(),
+            "the old grant's release freed a later hold"
+        );
+    });
+}
+
+/// Two threads take turns on the fast path and each adds one to a counter while it holds the
+/// lock, with a relaxed load and a relaxed store (no read-modify-write): each holder sees the
+/// previous holder's write, so none is lost.
+///
+/// Guards: the Release on the fast release's swap and the Acquire on the fast acquire's.
+/// With both Relaxed, the second holder can read the counter as it was before the first
+/// holder's write, and the total comes out 1.
+#[test]
+fn a_fast_holder_sees_what_the_previous_one_wrote() {
+    model(|| {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let counter = Arc::new(AtomicU64::new(0));
+        let add_one = |locks: &MemoryLocks<ManualClock>, counter: &AtomicU64| {
+            let handle = locks.handle("m").unwrap();
+            let guard = handle.acquire(LEASE).unwrap();
+            let seen = counter.load(Ordering::Relaxed);
+            counter.store(seen + 1, Ordering::Relaxed);
+            guard.release().unwrap();
+        };
+        let other = {
+            let (locks, counter) = (Arc::clone(&locks), Arc::clone(&counter));
+            thread::spawn(move || add_one(&locks, &counter))
+        };
+        add_one(&locks, &counter);
+        other.join().unwrap();
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            2,
+            "a holder's write was lost"
+        );
     });
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use infra_common::sync::{Arc, Mutex, thread};
-use infra_common::{Clock, ManualClock, SystemClock};
+use infra_common::{Clock, CoarseClock, ManualClock, SystemClock};
 use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MAX_LEASE, MemoryLocks, Wait};
 
 const LOCK: &str = "account-7";
@@ -535,6 +535,10 @@ fn tokens_never_wrap() {
     ));
     let last = locks.acquire("a", Duration::from_secs(1)).unwrap();
     assert_eq!(last.token(), FencingToken::new(u64::MAX));
+    // Each name counts its own tokens from the same start: "b" gets its last one too.
+    let other = locks.acquire("b", Duration::from_secs(1)).unwrap();
+    assert_eq!(other.token(), FencingToken::new(u64::MAX));
+    other.release().unwrap();
     assert!(matches!(
         locks.acquire("b", Duration::from_secs(1)),
         Err(Error::TokensExhausted)
@@ -693,4 +697,41 @@ fn a_fence_refuses_token_zero_and_an_empty_resource() {
         Err(Error::EmptyResource)
     );
     assert_eq!(fence.highest("balance"), None);
+}
+
+/// On a coarse clock a grant's deadline is never later than the lease counted from a system
+/// clock reading taken after the grant: a holder checking its deadline stops in time.
+#[test]
+fn on_a_coarse_clock_the_holders_deadline_is_never_late() {
+    let locks = MemoryLocks::with_clock(CoarseClock::new());
+    let system = SystemClock::new();
+    let lease = Duration::from_millis(50);
+    let handle = locks.handle("coarse").unwrap();
+    for _ in 0..1_000 {
+        let guard = handle.acquire(lease).unwrap();
+        let after = system.now_nanos();
+        assert!(guard.grant().granted_at_nanos() <= after);
+        assert!(guard.deadline_nanos() <= after + 50_000_000);
+        guard.release().unwrap();
+    }
+}
+
+/// Another instance's grant of the same name with the same token is not held here, asked
+/// through a handle (whose fast check compares the token with the lock's word) or by name.
+#[test]
+fn another_instances_grant_with_the_same_token_is_not_held_here() {
+    let clock = ManualClock::new();
+    let (ours, theirs) = (
+        MemoryLocks::with_clock(clock.clone()),
+        MemoryLocks::with_clock(clock),
+    );
+    let lease = Duration::from_secs(10);
+    let handle = ours.handle("same").unwrap();
+    let held_here = handle.acquire(lease).unwrap();
+    let their_handle = theirs.handle("same").unwrap();
+    let foreign = their_handle.acquire(lease).unwrap();
+    assert_eq!(held_here.token(), foreign.token());
+    assert!(!handle.is_held(foreign.grant()));
+    assert!(!ours.is_held(foreign.grant()));
+    assert!(held_here.is_held() && foreign.is_held());
 }
