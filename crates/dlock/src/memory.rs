@@ -711,6 +711,11 @@ impl<C: Clock> MemoryLocks<C> {
     ) -> Result<Option<Grant>, Error> {
         let ticket = queued.ticket;
         loop {
+            // Taken over again after every sleep: while this thread slept without the mutex,
+            // a hand-off to it whose lease ran out left the entry idle for a moment, and
+            // whoever held the mutex then gave the lock back to the fast path, which may have
+            // issued tokens since. Without this the entry would issue them again.
+            self.take_over_state(slot, entry);
             let now = self.clock.now_nanos();
             self.settle(slot, entry, now);
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
