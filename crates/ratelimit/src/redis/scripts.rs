@@ -5,6 +5,29 @@ use redis::Value;
 use super::options::RemoteAlgorithm;
 use crate::{Error, Quota};
 
+/// What both scripts do first: answer a request seen before from its record (the last key),
+/// and read the time (the client's, or the server's `TIME`).
+macro_rules! script_start {
+    () => {
+        r"
+if redis.replicate_commands then redis.replicate_commands() end
+local record = KEYS[#KEYS]
+local record_ttl = tonumber(ARGV[6])
+local seen = redis.call('GET', record)
+if seen then
+  local reply = {}
+  for field in string.gmatch(seen, '%d+') do reply[#reply + 1] = tonumber(field) end
+  return reply
+end
+local now = tonumber(ARGV[5])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"
+    };
+}
+
 /// GCRA on the server: one string per key holding the theoretical arrival time in µs.
 ///
 /// Both scripts take the same arguments and give the same reply, so one code path runs either
@@ -42,21 +65,9 @@ use crate::{Error, Quota};
 /// first write is one Redis refuses when out of memory (`maxmemory` with `noeviction`): a
 /// script that has written once is let through to the end, so a first write Redis does not
 /// check (trimming the log, say) would let it grow past the limit.
-pub const GCRA_SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local record_ttl = tonumber(ARGV[6])
-local seen = redis.call('GET', KEYS[2])
-if seen then
-  local reply = {}
-  for field in string.gmatch(seen, '%d+') do reply[#reply + 1] = tonumber(field) end
-  return reply
-end
-local now = tonumber(ARGV[5])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local interval = tonumber(ARGV[1])
+pub const GCRA_SCRIPT: &str = concat!(
+    script_start!(),
+    r"local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
@@ -88,29 +99,18 @@ if take > 0 then
 end
 local reply = {1, take, free - take, 0, owed, blocked(owed)}
 if take > 0 then
-  redis.call('SET', KEYS[2], string.format('%d,%d,%d,%d,%d,%d', unpack(reply)), 'PX', record_ttl)
+  redis.call('SET', record, string.format('%d,%d,%d,%d,%d,%d', unpack(reply)), 'PX', record_ttl)
 end
 return reply
-";
+",
+);
 
 /// The sliding-window log on the server: one sorted-set member per admitted cell, scored by
 /// its admission time in µs, named by a per-key counter. Arguments and reply as
 /// [`GCRA_SCRIPT`].
-pub const SLIDING_WINDOW_LOG_SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local record_ttl = tonumber(ARGV[6])
-local seen = redis.call('GET', KEYS[3])
-if seen then
-  local reply = {}
-  for field in string.gmatch(seen, '%d+') do reply[#reply + 1] = tonumber(field) end
-  return reply
-end
-local now = tonumber(ARGV[5])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local window = tonumber(ARGV[1])
+pub const SLIDING_WINDOW_LOG_SCRIPT: &str = concat!(
+    script_start!(),
+    r"local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
@@ -155,10 +155,11 @@ if take > 0 then
 end
 local reply = {1, take, free - take, 0, expiry(-1), blocked(count)}
 if take > 0 then
-  redis.call('SET', KEYS[3], string.format('%d,%d,%d,%d,%d,%d', unpack(reply)), 'PX', record_ttl)
+  redis.call('SET', record, string.format('%d,%d,%d,%d,%d,%d', unpack(reply)), 'PX', record_ttl)
 end
 return reply
-";
+",
+);
 
 /// A script and its SHA-1, for `EVALSHA`.
 #[derive(Debug)]
