@@ -614,6 +614,50 @@ pub mod thread {
         }
     }
 
+    /// A number for the calling thread: 0 for the first thread that asks, 1 for the next, and
+    /// so on; the same on every call from one thread, and never given to a second thread.
+    ///
+    /// For spreading threads over a fixed set of slots (say, striped counters, each on its own
+    /// cache line): `ordinal() % SLOTS` gives the first `SLOTS` threads that ask a slot each,
+    /// and later ones the slots in turn, where a hash of the thread id could put two threads on
+    /// one slot. After the first call on a thread, it costs one thread-local read. Under loom
+    /// the numbering restarts with every execution of the model, in the order the threads ask.
+    ///
+    /// ```
+    /// use infra_common::sync::thread;
+    ///
+    /// let mine = thread::ordinal();
+    /// assert_eq!(thread::ordinal(), mine);
+    /// let theirs = thread::spawn(thread::ordinal).join().unwrap();
+    /// assert_ne!(theirs, mine);
+    /// ```
+    #[inline]
+    #[cfg_attr(infra_loom, track_caller)]
+    pub fn ordinal() -> usize {
+        crate::__infra_thread_local! {
+            // Taken from the process-wide count on the thread's first call.
+            static ORDINAL: usize = next_ordinal();
+        }
+        ORDINAL.with(|ordinal| *ordinal)
+    }
+
+    /// The next unused thread ordinal.
+    #[cfg(not(infra_loom))]
+    fn next_ordinal() -> usize {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next unused thread ordinal of this execution of the model.
+    #[cfg(infra_loom)]
+    fn next_ordinal() -> usize {
+        use loom::sync::atomic::AtomicUsize;
+        loom::lazy_static! {
+            static ref NEXT: AtomicUsize = AtomicUsize::new(0);
+        }
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A thread-local value declared with [`thread_local!`](crate::sync::thread::thread_local).
     ///
     /// ```
@@ -1209,6 +1253,38 @@ mod tests {
         assert_eq!(
             EAGER.try_with(|values| values.borrow().clone()),
             Some(vec![1])
+        );
+    }
+
+    #[test]
+    fn thread_ordinals_are_fixed_per_thread_and_never_shared() {
+        let mine = thread::ordinal();
+        let others: Vec<usize> = (0..4)
+            .map(|_| {
+                thread::spawn(|| {
+                    let first = thread::ordinal();
+                    assert_eq!(thread::ordinal(), first, "fixed for the thread's life");
+                    first
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(thread::ordinal(), mine);
+        let mut all = others.clone();
+        all.push(mine);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            5,
+            "five threads, five ordinals: {others:?} and {mine}"
+        );
+        // Threads started one after another get increasing numbers (other tests' threads may
+        // take some in between).
+        assert!(
+            others.windows(2).all(|pair| pair[0] < pair[1]),
+            "{others:?}"
         );
     }
 
