@@ -27,10 +27,14 @@ use crate::snapshot::SnapshotCell;
 /// The price is paid by writers: changes are serialized by a mutex, each one copies the
 /// placement (for a ring or Maglev, it rebuilds the lookup structure), and before the old
 /// snapshot is released the writer waits for in-flight lookups to leave their read sections.
-/// Membership changes are rare and lookups are hot, which is the right way round. Readers'
-/// announcements are atomic increments on a shared counter, so very many cores reading at once
-/// contend on that cache line; [`SharedPlacement::snapshot`] hands out an `Arc` that a thread
-/// can keep and query with no shared write at all, as long as it refreshes it now and then.
+/// Membership changes are rare and lookups are hot, which is the right way round. A reader
+/// announces itself with an atomic increment and a decrement on a counter of its thread's
+/// stripe: 16 stripes, each on a cache line of its own, handed to threads in turn in the order
+/// they first read, so the first 16 threads never share one and lookups on different cores do
+/// not contend (a thread past the 16th shares a stripe, which costs speed, not correctness).
+/// What every lookup still pays is those two atomic read-modify-writes and a fence;
+/// [`SharedPlacement::snapshot`] hands out an `Arc` that a thread can keep and query with no
+/// atomic write at all, as long as it refreshes it now and then.
 ///
 /// ```
 /// use infra_ring_hash::{Ring, SharedPlacement};

@@ -2,26 +2,37 @@
 //!
 //! # Protocol
 //!
-//! The cell holds the current value as a raw `Arc` pointer. A reader announces itself on one of
-//! two counters (chosen by a parity bit), issues a `SeqCst` fence, loads the pointer, uses the
-//! value (or takes a strong count), and withdraws from the counter. That is a fixed sequence of
-//! atomic instructions: readers are wait-free and never look at a lock.
+//! The cell holds the current value as a raw `Arc` pointer. A reader announces itself on a
+//! counter, issues a `SeqCst` fence, loads the pointer, uses the value (or takes a strong
+//! count), and withdraws from the counter. That is a fixed sequence of atomic instructions:
+//! readers are wait-free and never look at a lock.
+//!
+//! The counters come in stripes, each stripe on a cache line of its own, with two counters
+//! per stripe chosen by a parity bit. A reader uses the stripe of its thread
+//! ([`thread::ordinal`] modulo the stripe count, so the first [`STRIPES`] threads to read get
+//! one each) and the counter of the current parity. Readers on different threads therefore
+//! write to different cache lines; all they share is the pointer and the parity bit, which
+//! they only read. (One pair of counters for all readers, as this cell had before, made every
+//! lookup on two threads fight over one cache line.)
 //!
 //! A writer (serialized with the other writers by a mutex) swaps the new pointer in, issues a
-//! `SeqCst` fence, and then, for each counter in turn, flips the parity bit so new readers go to
-//! the other counter and waits until the counter drains to zero. Only then does it release the
-//! old value's strong count.
+//! `SeqCst` fence, and then, twice: flips the parity bit so new readers go to the other
+//! parity, and waits until the counter of the old parity drains to zero on every stripe. Only
+//! then does it release the old value's strong count.
 //!
-//! Why this is enough: take a reader that loaded the *old* pointer. By the two fences (the
-//! store-buffering pattern), either the writer's counter load sees the reader's announcement, or
-//! the reader's pointer load sees the new pointer. In the first case the writer waits for the
-//! reader's `Release` withdrawal, which its `Acquire` load synchronizes with, so the reader is
-//! done with the old value before it is dropped. Both counters are drained after the swap, so it
-//! does not matter which one the reader picked; the parity flip only keeps a stream of new
-//! readers from starving the writer.
+//! Why this is enough: take a reader that loaded the *old* pointer, announced on some
+//! stripe's counter. By the two fences (the store-buffering pattern), either the writer's
+//! load of that counter sees the reader's announcement, or the reader's pointer load sees the
+//! new pointer. In the first case the writer waits for the reader's `Release` withdrawal,
+//! which its `Acquire` load synchronizes with, so the reader is done with the old value before
+//! it is dropped. Every counter of every stripe is drained after the swap (each parity in one
+//! of the two rounds), so it does not matter which counter the reader picked, nor whether two
+//! threads share a stripe; the parity flip only keeps a stream of new readers from starving
+//! the writer.
 //!
-//! The cost is on the writer, which waits for the few instructions of every in-flight read; a
-//! reader preempted inside its read section delays the writer, never other readers.
+//! The cost is on the writer, which waits for the few instructions of every in-flight read
+//! and reads `2 × STRIPES` counters; a reader preempted inside its read section delays the
+//! writer, never other readers.
 //!
 //! The protocol is model-checked by the crate's loom tests, and the unit tests below (real
 //! threads, unsafe pointer handling) also pass under Miri:
@@ -35,14 +46,55 @@ use infra_common::sync::{Arc, Mutex, spin_loop, thread};
 /// How many times a writer spins on a reader counter before it yields its time slice.
 const SPINS_BEFORE_YIELD: u32 = 64;
 
-/// An `Arc<T>` that can be replaced while readers use it, with wait-free reads.
-pub struct SnapshotCell<T> {
-    /// Always a pointer obtained from `Arc::into_raw`, owning one strong count.
-    current: AtomicPtr<T>,
-    /// Which of `readers` new readers announce themselves on (only the low bit matters).
-    parity: AtomicUsize,
-    /// Readers currently inside a read section, by the parity they saw.
+/// How many stripes of reader counters a cell has: up to this many threads read without
+/// sharing a cache line, and a cell takes `STRIPES × 128` bytes for them.
+#[cfg(not(infra_loom))]
+const STRIPES: usize = 16;
+
+/// Two stripes are enough for a model to put two readers on different stripes; more would
+/// only add states to explore.
+#[cfg(infra_loom)]
+const STRIPES: usize = 2;
+
+/// A stripe's two reader counters (one per parity), alone on a cache line: 128 bytes, since
+/// x86 processors fetch lines in adjacent pairs.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe {
     readers: [AtomicUsize; 2],
+}
+
+/// What readers only read, apart from the stripes they write to.
+#[repr(align(128))]
+struct Current<T> {
+    /// Always a pointer obtained from `Arc::into_raw`, owning one strong count.
+    value: AtomicPtr<T>,
+    /// Which counter of each stripe new readers announce themselves on (only the low bit
+    /// matters).
+    parity: AtomicUsize,
+}
+
+/// An `Arc<T>` that can be replaced while readers use it, with wait-free reads.
+///
+/// Readers on different threads write to different cache lines (see the protocol in the
+/// source of this module); a writer waits for the readers that may still see the value it
+/// replaces.
+///
+/// ```
+/// use infra_common::sync::Arc;
+/// use infra_ring_hash::SnapshotCell;
+///
+/// let cell = SnapshotCell::new(Arc::new(vec!["a"]));
+/// let held = cell.load();
+/// let old = cell.publish(Arc::new(vec!["a", "b"]));
+/// assert!(Arc::ptr_eq(&old, &held));
+/// assert_eq!(cell.read(|nodes| nodes.len()), 2);
+/// assert_eq!(held.len(), 1); // a loaded value outlives its replacement
+/// ```
+pub struct SnapshotCell<T> {
+    current: Current<T>,
+    /// Readers currently inside a read section, by stripe and by the parity they saw.
+    stripes: [Stripe; STRIPES],
     /// Serializes writers.
     writer: Mutex<()>,
 }
@@ -69,24 +121,44 @@ impl Drop for ReadSection<'_> {
     }
 }
 
+/// Waits until no reader is announced on `counter`.
+fn drain(counter: &AtomicUsize) {
+    let mut spins = 0u32;
+    while counter.load(Ordering::Acquire) != 0 {
+        // A read section is a few instructions, so a short spin usually sees it end; a reader
+        // that was preempted inside one needs the core, so after that, give it up rather than
+        // burn it.
+        if spins < SPINS_BEFORE_YIELD {
+            spins += 1;
+            spin_loop();
+        } else {
+            thread::yield_now();
+        }
+    }
+}
+
 impl<T> SnapshotCell<T> {
     /// A cell holding `value`.
     pub fn new(value: Arc<T>) -> Self {
         Self {
-            current: AtomicPtr::new(Arc::into_raw(value).cast_mut()),
-            parity: AtomicUsize::new(0),
-            readers: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            current: Current {
+                value: AtomicPtr::new(Arc::into_raw(value).cast_mut()),
+                parity: AtomicUsize::new(0),
+            },
+            stripes: std::array::from_fn(|_| Stripe::default()),
             writer: Mutex::new(()),
         }
     }
 
+    #[inline]
     fn enter(&self) -> (ReadSection<'_>, *const T) {
-        let counter = &self.readers[self.parity.load(Ordering::Relaxed) & 1];
+        let stripe = &self.stripes[thread::ordinal() % STRIPES];
+        let counter = &stripe.readers[self.current.parity.load(Ordering::Relaxed) & 1];
         counter.fetch_add(1, Ordering::Relaxed);
         // Pairs with the writer's fence: either the writer sees this announcement or this
         // reader sees the writer's new pointer (see the module documentation).
         fence(Ordering::SeqCst);
-        let ptr = self.current.load(Ordering::Acquire);
+        let ptr = self.current.value.load(Ordering::Acquire);
         (ReadSection { counter }, ptr)
     }
 
@@ -123,21 +195,13 @@ impl<T> SnapshotCell<T> {
         let _writer = self.writer.lock();
         let old = self
             .current
+            .value
             .swap(Arc::into_raw(next).cast_mut(), Ordering::AcqRel);
         fence(Ordering::SeqCst);
         for _ in 0..2 {
-            let drained = self.parity.fetch_xor(1, Ordering::Relaxed) & 1;
-            let mut spins = 0u32;
-            while self.readers[drained].load(Ordering::Acquire) != 0 {
-                // A read section is a few instructions, so a short spin usually sees it end; a
-                // reader that was preempted inside one needs the core, so after that, give it
-                // up rather than burn it.
-                if spins < SPINS_BEFORE_YIELD {
-                    spins += 1;
-                    spin_loop();
-                } else {
-                    thread::yield_now();
-                }
+            let drained = self.current.parity.fetch_xor(1, Ordering::Relaxed) & 1;
+            for stripe in &self.stripes {
+                drain(&stripe.readers[drained]);
             }
         }
         // SAFETY: `old` came from `Arc::into_raw` and owned one strong count, which the swap
@@ -148,7 +212,7 @@ impl<T> SnapshotCell<T> {
 
 impl<T> Drop for SnapshotCell<T> {
     fn drop(&mut self) {
-        let ptr = self.current.load(Ordering::Acquire);
+        let ptr = self.current.value.load(Ordering::Acquire);
         // SAFETY: `&mut self` means no reader or writer is active; the pointer owns one count.
         #[allow(unsafe_code)]
         let current = unsafe { Arc::from_raw(ptr) };
@@ -180,6 +244,36 @@ mod tests {
         );
         assert_eq!(*cell.load(), 2);
         assert_eq!(format!("{cell:?}"), "SnapshotCell(2)");
+    }
+
+    /// Which counters of `cell` are nonzero, as (stripe, parity) pairs.
+    fn announced<T>(cell: &SnapshotCell<T>) -> Vec<(usize, usize)> {
+        let mut seen = Vec::new();
+        for (stripe, counters) in cell.stripes.iter().enumerate() {
+            for (parity, counter) in counters.readers.iter().enumerate() {
+                if counter.load(Ordering::Relaxed) != 0 {
+                    seen.push((stripe, parity));
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_reader_announces_itself_on_its_threads_stripe_only() {
+        let cell = Arc::new(SnapshotCell::new(Arc::new(0)));
+        let here = cell.read(|_| announced(&cell));
+        assert_eq!(here, [(thread::ordinal() % STRIPES, 0)]);
+        // A publication flips the parity twice, so readers after it use the same counters.
+        drop(cell.publish(Arc::new(1)));
+        let theirs = {
+            let cell = Arc::clone(&cell);
+            thread::spawn(move || (thread::ordinal(), cell.read(|_| announced(&cell))))
+                .join()
+                .unwrap()
+        };
+        assert_eq!(theirs.1, [(theirs.0 % STRIPES, 0)]);
+        assert!(announced(&cell).is_empty(), "every reader withdrew");
     }
 
     #[test]

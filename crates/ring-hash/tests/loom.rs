@@ -1,5 +1,6 @@
-//! Model checks: snapshot publication while readers look up, and the bounded-load counters
-//! (including leases released and taken while their node leaves).
+//! Model checks: snapshot publication while readers look up (on the same or different reader
+//! stripes), and the bounded-load counters (including leases released and taken while their
+//! node leaves).
 //!
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-ring-hash --test loom`
 #![cfg(infra_loom)]
@@ -63,6 +64,35 @@ fn readers_never_see_a_released_snapshot() {
         assert!(dropped[0].load(Ordering::Acquire));
         assert!(!dropped[1].load(Ordering::Acquire));
         assert_eq!(cell.read(|value| value.id), 1);
+    });
+}
+
+#[test]
+fn a_reader_on_another_stripe_is_waited_for() {
+    model(|| {
+        let dropped = flags();
+        let cell = Arc::new(SnapshotCell::new(Arc::new(Tracked {
+            id: 0,
+            dropped: Arc::clone(&dropped),
+        })));
+        // This thread reads first, so it takes the first stripe and the reader below the
+        // second: the writer (this thread) must wait for a reader on a stripe not its own.
+        assert_eq!(cell.read(|value| value.id), 0);
+        let reader = {
+            let (cell, dropped) = (Arc::clone(&cell), Arc::clone(&dropped));
+            thread::spawn(move || {
+                cell.read(|value| {
+                    assert!(!dropped[value.id as usize].load(Ordering::Acquire));
+                    value.id
+                })
+            })
+        };
+        drop(cell.publish(Arc::new(Tracked {
+            id: 1,
+            dropped: Arc::clone(&dropped),
+        })));
+        assert!(dropped[0].load(Ordering::Acquire));
+        assert!(reader.join().unwrap() <= 1);
     });
 }
 
