@@ -12,8 +12,9 @@
 //! ([`thread::ordinal`] modulo the stripe count, so the first [`STRIPES`] threads to read get
 //! one each) and the counter of the current parity. Readers on different threads therefore
 //! write to different cache lines; all they share is the pointer and the parity bit, which
-//! they only read. (One pair of counters for all readers, as this cell had before, made every
-//! lookup on two threads fight over one cache line.)
+//! they only read. (With one pair of counters for all readers, as this cell had before, two
+//! threads' lookups fought over one cache line and lost to arc-swap on two threads; see the
+//! `ring_hash/shared` benchmarks.)
 //!
 //! A writer (serialized with the other writers by a mutex) swaps the new pointer in, issues a
 //! `SeqCst` fence, and then, twice: flips the parity bit so new readers go to the other
@@ -34,8 +35,8 @@
 //! and reads `2 × STRIPES` counters; a reader preempted inside its read section delays the
 //! writer, never other readers.
 //!
-//! The protocol is model-checked by the crate's loom tests, and the unit tests below (real
-//! threads, unsafe pointer handling) also pass under Miri:
+//! The protocol is model-checked by the crate's loom tests. The unit tests below drive the
+//! unsafe pointer handling from real threads, so they are the ones to run under Miri:
 //! `cargo +nightly miri test -p infra-ring-hash --lib snapshot`.
 
 use std::fmt;
@@ -46,8 +47,8 @@ use infra_common::sync::{Arc, Mutex, spin_loop, thread};
 /// How many times a writer spins on a reader counter before it yields its time slice.
 const SPINS_BEFORE_YIELD: u32 = 64;
 
-/// How many stripes of reader counters a cell has: up to this many threads read without
-/// sharing a cache line, and a cell takes `STRIPES × 128` bytes for them.
+/// How many stripes of reader counters a cell has: the first this many threads of the process
+/// to read get a stripe each, and a cell takes `STRIPES × 128` bytes for them.
 #[cfg(not(infra_loom))]
 const STRIPES: usize = 16;
 
