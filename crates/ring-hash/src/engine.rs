@@ -132,6 +132,15 @@ impl SlotTable {
         }
     }
 
+    /// The weight of the node in `slot` (0 for an empty slot).
+    pub(crate) fn weight(&self, slot: usize) -> u32 {
+        self.slots
+            .get(slot)
+            .copied()
+            .flatten()
+            .map_or(0, |(_, weight)| weight)
+    }
+
     pub(crate) fn live(&self) -> usize {
         self.live
     }

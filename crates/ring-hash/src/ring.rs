@@ -11,10 +11,11 @@ pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 160;
 pub const MAX_POINTS_PER_WEIGHT: u32 = 1 << 16;
 
 /// The most points a ring holds (2^22, 4,194,304: 64 MiB of points and 16 MiB of index), and
-/// so the most nodes. When `points_per_weight × total weight` would exceed it, weights are
-/// normalised: each node gets `⌊weight × MAX_RING_POINTS / total weight⌋` points (at least
-/// one), so shares still follow weights and the ring never holds more than `MAX_RING_POINTS`
-/// plus one point per node.
+/// so the most nodes. A change that would make `points_per_weight × total weight` exceed it is
+/// refused with [`Error::SettingOutOfRange`]: at the default 160 points per unit of weight, a
+/// total weight of 26,214. Scaling every node's points down instead would move keys between
+/// nodes that did not change; for larger totals, lower [`RingConfig::points_per_weight`] or
+/// the weights.
 pub const MAX_RING_POINTS: u64 = 1 << 22;
 
 /// A consistent-hash ring (Karger et al. 1997, as popularised by ketama).
@@ -34,9 +35,9 @@ pub const MAX_RING_POINTS: u64 = 1 << 22;
 /// ring size.
 ///
 /// Disruption is minimal: a new node only takes the arcs in front of its own points, and a
-/// removed node's arcs go to the next points. This holds while the ring is within
-/// [`MAX_RING_POINTS`]; above it every node's point count is normalised to the total weight, so
-/// a change also moves a few keys between other nodes.
+/// removed node's arcs go to the next points. A node's points depend only on its own hash and
+/// weight: a change that would take the ring past [`MAX_RING_POINTS`] is refused rather than
+/// rescaling the others.
 ///
 /// ```
 /// use infra_ring_hash::{Placement, Ring};
@@ -167,19 +168,25 @@ impl Ring {
         self.points.len()
     }
 
-    /// The points of a node of `weight`, normalised when the ring would exceed
-    /// [`MAX_RING_POINTS`] (see there).
+    /// The points of a node of `weight`.
     fn points_of(&self, weight: u32) -> u64 {
-        let unscaled = u64::from(weight) * u64::from(self.points_per_weight);
+        u64::from(weight) * u64::from(self.points_per_weight)
+    }
+
+    /// Refuses a change that would leave the ring with `total_weight` when its points would
+    /// exceed [`MAX_RING_POINTS`].
+    fn check_points(&self, total_weight: u64) -> Result<(), Error> {
         // Weights are u32 and there are at most MAX_NODES of them, so this cannot overflow.
-        let total = u128::from(self.slots.total_weight()) * u128::from(self.points_per_weight);
-        if total <= u128::from(MAX_RING_POINTS) {
-            return unscaled;
+        let points = u128::from(total_weight) * u128::from(self.points_per_weight);
+        if points <= u128::from(MAX_RING_POINTS) {
+            return Ok(());
         }
-        let scaled = u128::from(weight) * u128::from(MAX_RING_POINTS)
-            / u128::from(self.slots.total_weight());
-        // At most MAX_RING_POINTS, since weight <= total weight.
-        u64::try_from(scaled).unwrap_or(MAX_RING_POINTS).max(1)
+        Err(Error::SettingOutOfRange {
+            setting: "Ring points (total weight × points_per_weight)",
+            value: u64::try_from(points).unwrap_or(u64::MAX),
+            min: 1,
+            max: MAX_RING_POINTS,
+        })
     }
 
     #[inline]
@@ -209,8 +216,9 @@ impl Engine for Ring {
 
     #[allow(clippy::cast_possible_truncation)] // MAX_RING_POINTS fits usize
     fn add(&mut self, node_hash: u64, weight: u32) -> Result<usize, Error> {
-        // Every node keeps at least one point.
+        // Every node has at least one point.
         self.slots.check_room(MAX_RING_POINTS as usize, "ring")?;
+        self.check_points(self.slots.total_weight() + u64::from(weight))?;
         Ok(self.slots.insert(node_hash, weight))
     }
 
@@ -220,6 +228,8 @@ impl Engine for Ring {
     }
 
     fn set_weight(&mut self, slot: usize, weight: u32) -> Result<(), Error> {
+        let others = self.slots.total_weight() - u64::from(self.slots.weight(slot));
+        self.check_points(others + u64::from(weight))?;
         self.slots.set_weight(slot, weight);
         Ok(())
     }
@@ -300,35 +310,67 @@ mod tests {
         assert_eq!(ring.config().points_per_weight, MAX_POINTS_PER_WEIGHT);
     }
 
+    fn past_the_cap(points: u64) -> Error {
+        Error::SettingOutOfRange {
+            setting: "Ring points (total weight × points_per_weight)",
+            value: points,
+            min: 1,
+            max: MAX_RING_POINTS,
+        }
+    }
+
     #[test]
-    fn huge_weights_are_normalised_to_the_point_cap() {
-        // 2^32 × 65,536 points unnormalised: a 4 TiB ring.
+    fn huge_weights_are_refused_not_rescaled() {
+        // 2^32 × 65,536 points: a 4 TiB ring.
         let ring = Ring::with_config(RingConfig {
             points_per_weight: MAX_POINTS_PER_WEIGHT,
         })
         .unwrap();
-        let members = [
-            Member::weighted(1u32, u32::MAX / 4),
-            Member::weighted(2, u32::MAX / 4 * 3),
-        ];
-        let mut placement = Placement::from_members(ring, members).unwrap();
-        let points = placement.engine().point_count() as u64;
-        assert!(points <= MAX_RING_POINTS + 2, "{points} points");
-        assert!(points >= MAX_RING_POINTS - 2, "{points} points");
-        let heavy = (0..20_000u64)
-            .filter(|k| *placement.node(k).unwrap() == 2)
-            .count();
-        // The heavy node holds 3/4 of the circle up to the ring's own unevenness.
-        assert!(
-            (14_000..16_000).contains(&heavy),
-            "heavy node got {heavy} of 20000"
+        let refused = Placement::from_members(ring, [Member::weighted(1u32, u32::MAX)]);
+        assert_eq!(
+            refused.unwrap_err(),
+            past_the_cap(u64::from(u32::MAX) * u64::from(MAX_POINTS_PER_WEIGHT))
         );
-        placement.set_weight(&1, u32::MAX).unwrap();
-        assert!(placement.engine().point_count() as u64 <= MAX_RING_POINTS + 2);
-        // Within the cap nothing is normalised: a node gets weight × points_per_weight points.
+        // Within the cap a node gets weight × points_per_weight points.
         let small =
             Placement::from_members(Ring::new(), [Member::weighted(1u32, 3), Member::new(2)])
                 .unwrap();
         assert_eq!(small.engine().point_count(), 4 * 160);
+    }
+
+    /// Above the cap the ring used to rescale every node's points, so adding a 27th node of
+    /// weight 1,000 to 26 moved keys between the 26 (3.2% of all keys with a 28th node).
+    #[test]
+    fn adds_up_to_the_point_cap_move_keys_only_onto_the_new_node_and_past_it_are_refused() {
+        let members = (0..26u32).map(|node| Member::weighted(node, 1000));
+        let mut placement = Placement::from_members(Ring::new(), members).unwrap();
+        let owners = |placement: &Placement<u32, Ring>| -> Vec<u32> {
+            (0..20_000u32).map(|k| *placement.node(&k).unwrap()).collect()
+        };
+        let before = owners(&placement);
+
+        // 26 × 1,000 + 1,000 units of weight at 160 points each: past 2^22 points.
+        assert_eq!(
+            placement.add(26, 1000).unwrap_err(),
+            past_the_cap(27_000 * 160)
+        );
+        assert_eq!(
+            placement.set_weight(&0, 2000).unwrap_err(),
+            past_the_cap(27_000 * 160)
+        );
+        assert_eq!(owners(&placement), before, "a refused change moved keys");
+        assert_eq!(placement.len(), 26);
+
+        // Up to the cap (26,214 units of weight), an add moves keys only onto the new node.
+        placement.add(26, 214).unwrap();
+        assert_eq!(placement.engine().point_count(), 26_214 * 160);
+        let after = owners(&placement);
+        let moved = before.iter().zip(&after).filter(|(old, new)| old != new);
+        let mut onto_new = 0;
+        for (old, new) in moved {
+            assert_eq!(*new, 26, "key moved from {old} to {new}, not onto the new node");
+            onto_new += 1;
+        }
+        assert!(onto_new > 0, "the new node got no key");
     }
 }
