@@ -14,6 +14,12 @@ use crate::placement::Placement;
 use crate::reentry::Section;
 use crate::snapshot::SnapshotCell;
 
+/// The largest capacity factor [`BoundedLoad::new`] accepts (one million). A factor that large
+/// already bounds nothing in practice (a node may hold a million times its share), and the cap
+/// keeps the factor in thousandths, `c_milli`, at most 10^9, so the capacity arithmetic
+/// `c_milli × m × w` fits its 128 bits for any lease count and weight.
+pub const MAX_CAPACITY_FACTOR: f64 = 1_000_000.0;
+
 /// Consistent hashing with bounded loads (Mirrokni, Thorup & Zadimoghaddam, SODA 2018) over any
 /// engine's preference order, shared between threads like a [`SharedPlacement`].
 ///
@@ -45,10 +51,13 @@ use crate::snapshot::SnapshotCell;
 ///
 /// Loads are atomic counters: [`BoundedLoad::take`] claims room on a node with a
 /// compare-and-swap that re-checks the capacity, so two threads can never both take a node's
-/// last unit of room. The bound holds at the moment each lease is taken; when leases are
-/// released or a node joins, `m` shrinks or the weights change and a node may sit above the
-/// new bound until its own keys leave (the paper's insert-time guarantee). A `take` that races
-/// other `take`s for the last room everywhere re-reads `m` and the membership and tries again.
+/// last unit of room. The capacity uses `m` as the take read it when it started: leases
+/// released while the take looks still count in it, so under concurrent releases the chosen
+/// node may exceed the bound for the count at that instant by the leases released meanwhile;
+/// without them the bound holds at the moment each lease is taken. When leases are released
+/// or a node joins, `m` shrinks or the weights change and a node may sit above the new bound
+/// until its own keys leave (the paper's insert-time guarantee). A `take` that races other
+/// `take`s for the last room everywhere re-reads `m` and the membership and tries again.
 ///
 /// ```
 /// use infra_ring_hash::{BoundedLoad, Member, Placement, Ring};
@@ -217,14 +226,15 @@ where
     N: StableHash + Hash + Eq + Clone + fmt::Debug,
     E: Engine,
 {
-    /// A bounded-load layer over `placement` with capacity factor `factor` (at least 1.0; 1.25
-    /// is a common choice), rounded to thousandths.
+    /// A bounded-load layer over `placement` with capacity factor `factor` (from 1.0 to
+    /// [`MAX_CAPACITY_FACTOR`]; 1.25 is a common choice), rounded to thousandths.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidCapacityFactor`] unless `factor` is finite and at least 1.0.
+    /// [`Error::InvalidCapacityFactor`] unless `factor` is a finite number from 1.0 to
+    /// [`MAX_CAPACITY_FACTOR`].
     pub fn new(placement: impl Into<Arc<Placement<N, E>>>, factor: f64) -> Result<Self, Error> {
-        if !factor.is_finite() || !(1.0..=1_000_000.0).contains(&factor) {
+        if !factor.is_finite() || !(1.0..=MAX_CAPACITY_FACTOR).contains(&factor) {
             return Err(Error::InvalidCapacityFactor {
                 factor: factor.to_string(),
             });
@@ -598,12 +608,22 @@ mod tests {
 
     #[test]
     fn bad_factors_and_empty_placements_are_errors() {
-        for factor in [0.5, f64::NAN, f64::INFINITY] {
+        for factor in [0.5, f64::NAN, f64::INFINITY, 2_000_000.0] {
             assert!(matches!(
                 BoundedLoad::new(nodes(1), factor),
                 Err(Error::InvalidCapacityFactor { .. })
             ));
         }
+        assert!(BoundedLoad::new(nodes(1), MAX_CAPACITY_FACTOR).is_ok());
+        // The message names both ends of the range, so a factor above it is not misread.
+        let message = BoundedLoad::new(nodes(1), 2_000_000.0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            "capacity factor 2000000 is invalid: use a finite number from 1.0 to 1000000"
+        );
         let empty = BoundedLoad::new(Placement::<u32, Jump>::new(Jump::new()), 1.5).unwrap();
         assert_eq!(empty.take("k").err(), Some(Error::EmptyMembership));
     }

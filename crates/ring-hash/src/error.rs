@@ -21,6 +21,18 @@ pub enum Error {
         /// The node, rendered with `Debug`.
         node: String,
     },
+    /// The node is not a member but hashes like one: their [`StableHash`] encodings are equal
+    /// (for example two IPv6 socket addresses differing only in scope id, which the encoding
+    /// leaves out), so the engines could not tell them apart and one would get no keys. Give
+    /// nodes encodings that differ.
+    ///
+    /// [`StableHash`]: infra_common::hash::StableHash
+    SameStableHash {
+        /// The node that was refused, rendered with `Debug`.
+        node: String,
+        /// The member it collides with, rendered with `Debug`.
+        member: String,
+    },
     /// The node is not a member, so it cannot be removed or reweighted.
     UnknownNode {
         /// The node, rendered with `Debug`.
@@ -53,7 +65,8 @@ pub enum Error {
         /// The largest value allowed.
         max: u64,
     },
-    /// A bounded-load capacity factor must be a finite number of at least 1.0.
+    /// A bounded-load capacity factor must be a finite number from 1.0 to
+    /// [`crate::MAX_CAPACITY_FACTOR`] (one million).
     InvalidCapacityFactor {
         /// The factor that was given.
         factor: String,
@@ -77,6 +90,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn same_stable_hash(node: &impl fmt::Debug, member: &impl fmt::Debug) -> Self {
+        Self::SameStableHash {
+            node: format!("{node:?}"),
+            member: format!("{member:?}"),
+        }
+    }
+
     pub(crate) fn unknown(node: &impl fmt::Debug) -> Self {
         Self::UnknownNode {
             node: format!("{node:?}"),
@@ -94,6 +114,11 @@ impl fmt::Display for Error {
             Self::DuplicateNode { node } => write!(
                 f,
                 "node {node} is already a member: use set_weight to change it"
+            ),
+            Self::SameStableHash { node, member } => write!(
+                f,
+                "node {node} has the same stable hash as member {member} (equal StableHash \
+                 encodings), so it would get no keys: give nodes encodings that differ"
             ),
             Self::UnknownNode { node } => write!(f, "node {node} is not a member"),
             Self::WeightNotSupported { engine, weight } => write!(
@@ -115,7 +140,8 @@ impl fmt::Display for Error {
             ),
             Self::InvalidCapacityFactor { factor } => write!(
                 f,
-                "capacity factor {factor} is invalid: use a finite number of at least 1.0"
+                "capacity factor {factor} is invalid: use a finite number from 1.0 to {}",
+                crate::MAX_CAPACITY_FACTOR
             ),
             Self::ChangeInsideOwnSection => f.write_str(
                 "membership change called inside this placement's own snapshot or change closure \

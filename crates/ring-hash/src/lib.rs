@@ -76,7 +76,7 @@ mod ring;
 mod shared;
 mod snapshot;
 
-pub use bounded::{BoundedLoad, Lease};
+pub use bounded::{BoundedLoad, Lease, MAX_CAPACITY_FACTOR};
 pub use engine::{Disruption, Engine, MAX_NODES, Relocation};
 pub use error::Error;
 #[cfg(feature = "ketama")]

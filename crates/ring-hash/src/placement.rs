@@ -97,6 +97,9 @@ pub struct Placement<N, E> {
     /// `(node, weight)` by engine slot.
     nodes: Vec<Option<(N, u32)>>,
     slot_of: HashMap<N, usize, RandomState>,
+    /// Members' slots by their stable hash, which engines see instead of the node: two
+    /// members must never share one ([`Error::SameStableHash`]).
+    slot_of_hash: HashMap<u64, usize, RandomState>,
     /// The node removed last from each reserved slot, for engines that keep slots for their
     /// nodes ([`Engine::keeps_vacant_slots`]).
     vacated: BTreeMap<usize, N>,
@@ -115,6 +118,7 @@ where
             engine,
             nodes: Vec::new(),
             slot_of: HashMap::default(),
+            slot_of_hash: HashMap::default(),
             vacated: BTreeMap::new(),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::PlacementCounters::unnamed(),
@@ -142,7 +146,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroWeight`], [`Error::DuplicateNode`], or the engine's error
+    /// [`Error::ZeroWeight`], [`Error::DuplicateNode`], [`Error::SameStableHash`], or the
+    /// engine's error
     /// ([`Error::WeightNotSupported`], [`Error::TooManyNodes`]).
     pub fn from_members(
         engine: E,
@@ -160,9 +165,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroWeight`], [`Error::DuplicateNode`], [`Error::WeightNotSupported`] (weight
-    /// other than 1 on an unweighted engine) or [`Error::TooManyNodes`]; the placement is then
-    /// unchanged.
+    /// [`Error::ZeroWeight`], [`Error::DuplicateNode`], [`Error::SameStableHash`] (a member
+    /// already hashes like `node`), [`Error::WeightNotSupported`] (weight other than 1 on an
+    /// unweighted engine) or [`Error::TooManyNodes`]; the placement is then unchanged.
     pub fn add(&mut self, node: N, weight: u32) -> Result<(), Error> {
         self.insert(node, weight)?;
         self.engine.rebuild();
@@ -178,13 +183,19 @@ where
         if self.slot_of.contains_key(&node) {
             return Err(Error::duplicate(&node));
         }
-        let slot = self.engine.add(key_hash(&node), weight)?;
+        let hash = key_hash(&node);
+        let colliding = self.slot_of_hash.get(&hash);
+        if let Some((member, _)) = colliding.and_then(|&slot| self.node_in_slot(slot)) {
+            return Err(Error::same_stable_hash(&node, member));
+        }
+        let slot = self.engine.add(hash, weight)?;
         if self.nodes.len() <= slot {
             self.nodes.resize_with(slot + 1, || None);
         }
         self.nodes[slot] = Some((node.clone(), weight));
         self.vacated.remove(&slot);
         self.slot_of.insert(node, slot);
+        self.slot_of_hash.insert(hash, slot);
         Ok(())
     }
 
@@ -198,6 +209,7 @@ where
             .slot_of
             .remove(node)
             .ok_or_else(|| Error::unknown(node))?;
+        self.slot_of_hash.remove(&key_hash(node));
         let entry = self.nodes[slot].take();
         let weight = entry.as_ref().map_or(0, |(_, weight)| *weight);
         if let Some((node, _)) = entry
@@ -209,6 +221,7 @@ where
             let entry = self.nodes[moved.from].take();
             if let Some((moved_node, _)) = &entry {
                 self.slot_of.insert(moved_node.clone(), moved.to);
+                self.slot_of_hash.insert(key_hash(moved_node), moved.to);
             }
             self.nodes[moved.to] = entry;
         }
@@ -573,16 +586,28 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateNode`] when a node appears twice, or [`Error::TooManyNodes`] beyond
+    /// [`Error::DuplicateNode`] when a node appears twice, [`Error::SameStableHash`] when two
+    /// buckets' nodes hash alike (a vacant bucket is restored by its node's hash), or
+    /// [`Error::TooManyNodes`] beyond
     /// [`crate::MAX_NODES`] buckets.
     pub fn from_buckets(layout: crate::BucketLayout<N>) -> Result<Self, Error> {
         if layout.buckets.len() > crate::MAX_NODES {
             return Err(Error::TooManyNodes { engine: "memento" });
         }
         let mut seen = std::collections::HashSet::with_capacity(layout.buckets.len());
-        for bucket in &layout.buckets {
+        let mut slot_of_hash = HashMap::with_capacity_and_hasher(
+            layout.buckets.len(),
+            RandomState::default(),
+        );
+        for (slot, bucket) in layout.buckets.iter().enumerate() {
             if !seen.insert(&bucket.node) {
                 return Err(Error::duplicate(&bucket.node));
+            }
+            if let Some(first) = slot_of_hash.insert(key_hash(&bucket.node), slot) {
+                return Err(Error::same_stable_hash(
+                    &bucket.node,
+                    &layout.buckets[first].node,
+                ));
             }
         }
         let engine = crate::Memento::from_layout(
@@ -594,6 +619,7 @@ where
         let mut placement = Self::new(engine);
         for (slot, bucket) in layout.buckets.into_iter().enumerate() {
             if bucket.vacant {
+                slot_of_hash.remove(&key_hash(&bucket.node));
                 placement.vacated.insert(slot, bucket.node);
                 placement.nodes.push(None);
             } else {
@@ -601,6 +627,7 @@ where
                 placement.nodes.push(Some((bucket.node, 1)));
             }
         }
+        placement.slot_of_hash = slot_of_hash;
         Ok(placement)
     }
 }
