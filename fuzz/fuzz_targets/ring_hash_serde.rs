@@ -1,7 +1,8 @@
 //! Arbitrary JSON read as a membership, a Memento bucket layout or engine settings (the `serde`
 //! feature): decoding
 //! never panics, what decodes re-encodes to the same value, a decoded membership is validated
-//! exactly like members added one by one, a decoded layout is refused only for a repeated node
+//! exactly like members added one by one (Maglev refusing weights more than 64 times apart), a
+//! decoded layout is refused only for a repeated node
 //! and otherwise saves back as itself, decoded settings are within their documented ranges
 //! and build engines that report them back and refuse tables beyond the largest with an error.
 #![no_main]
@@ -25,6 +26,9 @@ fn expected(
     engine: &'static str,
 ) -> Result<(), Error> {
     let mut seen = BTreeSet::new();
+    // The lightest and heaviest weights accepted so far: Maglev keeps members' weights within
+    // 64 times each other.
+    let mut weights: Option<(u64, u64)> = None;
     for member in &membership.members {
         let node = format!("{:?}", member.node);
         if member.weight == 0 {
@@ -39,6 +43,21 @@ fn expected(
                 weight: member.weight,
             });
         }
+        let weight = u64::from(member.weight);
+        if engine == "maglev"
+            && let Some((lightest, heaviest)) = weights
+            && (weight > lightest * 64 || weight * 64 < heaviest)
+        {
+            return Err(Error::SettingOutOfRange {
+                setting: "Maglev weight (within MAX_MAGLEV_WEIGHT_RATIO = 64 times every member's)",
+                value: weight,
+                min: heaviest.div_ceil(64),
+                max: (lightest * 64).min(u64::from(u32::MAX)),
+            });
+        }
+        weights = Some(weights.map_or((weight, weight), |(lightest, heaviest)| {
+            (lightest.min(weight), heaviest.max(weight))
+        }));
     }
     Ok(())
 }

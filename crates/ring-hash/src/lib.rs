@@ -82,7 +82,8 @@ pub use error::Error;
 #[cfg(feature = "ketama")]
 pub use ketama::{Ketama, MAX_KETAMA_SERVERS};
 pub use maglev::{
-    DEFAULT_ENTRIES_PER_NODE, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, MaglevConfig,
+    DEFAULT_ENTRIES_PER_NODE, DEFAULT_TABLE_SIZE, MAX_MAGLEV_WEIGHT_RATIO, MAX_TABLE_SIZE, Maglev,
+    MaglevConfig,
 };
 pub use memento::{Bucket, BucketLayout, Memento};
 pub use numbered::{

@@ -1,5 +1,7 @@
 //! Maglev: a lookup table filled from per-node permutations.
 
+use std::collections::BTreeMap;
+
 use crate::Error;
 use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, SlotTable};
 use crate::hashing::{mix, reduce};
@@ -27,6 +29,17 @@ const ENTRIES_PER_SQUARED_NODE: u64 = 5;
 /// with [`Error::TooManyNodes`].
 pub const MAX_TABLE_SIZE: u64 = 16_777_213;
 
+/// The largest ratio between two Maglev members' weights (64): an `add` or `set_weight` that
+/// would make the heaviest member more than 64 times the lightest is refused with
+/// [`Error::SettingOutOfRange`], whose range says which weights fit.
+///
+/// Why: the population gives every node one turn per round and the heaviest node one entry per
+/// round, so filling the table takes about `table size × heaviest / average weight` node
+/// turns. With no bound, one node of weight 1,000 among a thousand of weight 1 makes that 500
+/// turns per entry, and every membership change pays it; the cap keeps it at most 64 per
+/// entry.
+pub const MAX_MAGLEV_WEIGHT_RATIO: u32 = 64;
+
 /// Maglev hashing (Eisenbud et al., NSDI 2016, section 3.4), with weights.
 ///
 /// Each node with hash `h` walks its own permutation of the `m` table entries,
@@ -47,10 +60,15 @@ pub const MAX_TABLE_SIZE: u64 = 16_777_213;
 /// for a 1% change). Every key's entry depends on the table size, so the size never changes on
 /// its own; [`crate::Placement::resize_table`] changes it explicitly and moves most
 /// keys. `get_n` walks the table forward from the key's entry and collects distinct nodes.
+///
+/// Weights are 1 to `u32::MAX`, but members' weights stay within [`MAX_MAGLEV_WEIGHT_RATIO`]
+/// of each other, which bounds the work of a rebuild.
 #[derive(Debug, Clone)]
 pub struct Maglev {
     config: MaglevConfig,
     slots: SlotTable,
+    /// How many live nodes have each weight, for the weight-ratio check.
+    weights: BTreeMap<u32, usize>,
     table: Vec<u32>,
 }
 
@@ -220,6 +238,7 @@ impl Maglev {
         Self {
             config: MaglevConfig::default(),
             slots: SlotTable::default(),
+            weights: BTreeMap::new(),
             table: Vec::new(),
         }
     }
@@ -277,6 +296,45 @@ impl Maglev {
         (self.size() / self.config.entries_per_node) as usize
     }
 
+    /// Refuses `weight` for a node when it is more than [`MAX_MAGLEV_WEIGHT_RATIO`] times
+    /// another member's weight or less than its inverse; `replacing` is the node's current
+    /// weight when it is reweighted (it does not count as another member).
+    fn check_weight(&self, weight: u32, replacing: Option<u32>) -> Result<(), Error> {
+        let mut others = self.weights.iter().filter_map(|(&other, &count)| {
+            (count > usize::from(replacing == Some(other))).then_some(other)
+        });
+        let Some(lightest) = others.next() else {
+            return Ok(());
+        };
+        let heaviest = others.next_back().unwrap_or(lightest);
+        let ratio = u64::from(MAX_MAGLEV_WEIGHT_RATIO);
+        let min = u64::from(heaviest).div_ceil(ratio);
+        let max = (u64::from(lightest) * ratio).min(u64::from(u32::MAX));
+        if (min..=max).contains(&u64::from(weight)) {
+            Ok(())
+        } else {
+            Err(Error::SettingOutOfRange {
+                setting: "Maglev weight (within MAX_MAGLEV_WEIGHT_RATIO = 64 times every member's)",
+                value: u64::from(weight),
+                min,
+                max,
+            })
+        }
+    }
+
+    fn count_weight(&mut self, weight: u32) {
+        *self.weights.entry(weight).or_default() += 1;
+    }
+
+    fn uncount_weight(&mut self, weight: u32) {
+        if let Some(count) = self.weights.get_mut(&weight) {
+            *count -= 1;
+            if *count == 0 {
+                self.weights.remove(&weight);
+            }
+        }
+    }
+
     /// Changes the table size; the caller rebuilds.
     pub(crate) fn resize(&mut self, table_size: u64) -> Result<(), Error> {
         let config = MaglevConfig {
@@ -314,15 +372,22 @@ impl Engine for Maglev {
     fn add(&mut self, node_hash: u64, weight: u32) -> Result<usize, Error> {
         self.slots
             .check_room(self.max_nodes().min(MAX_NODES), "maglev")?;
+        self.check_weight(weight, None)?;
+        self.count_weight(weight);
         Ok(self.slots.insert(node_hash, weight))
     }
 
     fn remove(&mut self, slot: usize) -> Option<Relocation> {
+        self.uncount_weight(self.slots.weight(slot));
         self.slots.remove(slot);
         None
     }
 
     fn set_weight(&mut self, slot: usize, weight: u32) -> Result<(), Error> {
+        let current = self.slots.weight(slot);
+        self.check_weight(weight, Some(current))?;
+        self.uncount_weight(current);
+        self.count_weight(weight);
         self.slots.set_weight(slot, weight);
         Ok(())
     }
@@ -558,6 +623,47 @@ mod tests {
         assert_eq!(placement.len(), 100);
         // The default table holds 6,553 nodes of 100 entries.
         assert_eq!(Maglev::new().max_nodes(), 6553);
+    }
+
+    /// One node of weight 1,000 among nodes of weight 1 made a rebuild walk ~500 node turns per
+    /// table entry; weights more than 64× apart are now refused.
+    #[test]
+    fn weights_more_than_the_ratio_apart_are_refused() {
+        let out_of_range = |value: u64, min: u64, max: u64| Error::SettingOutOfRange {
+            setting: "Maglev weight (within MAX_MAGLEV_WEIGHT_RATIO = 64 times every member's)",
+            value,
+            min,
+            max,
+        };
+        let engine = Maglev::with_config(MaglevConfig {
+            entries_per_node: 1,
+            table_size: Some(1009),
+        })
+        .unwrap();
+        let mut placement = Placement::from_members(engine, (0..3u32).map(Member::new)).unwrap();
+        assert_eq!(placement.add(3, 1000), Err(out_of_range(1000, 1, 64)));
+        assert_eq!(placement.add(3, 65), Err(out_of_range(65, 1, 64)));
+        assert_eq!(placement.set_weight(&0, 65), Err(out_of_range(65, 1, 64)));
+        assert_eq!(placement.len(), 3, "a refused add changed the membership");
+        assert_eq!(placement.weight(&0), Some(1));
+        placement.add(3, 64).unwrap();
+        // Against a member of weight 64, a weight must be at least 1 and at most 64 × 1.
+        assert_eq!(placement.set_weight(&3, 65), Err(out_of_range(65, 1, 64)));
+        // The node's own current weight is not another member's: with the weight-1 nodes gone,
+        // node 3 alone may take any weight.
+        for node in 0..3 {
+            placement.remove(&node).unwrap();
+        }
+        placement.set_weight(&3, 64 * 64).unwrap();
+        assert_eq!(
+            placement.add(4, 63),
+            Err(out_of_range(63, 64, 64 * 64 * 64))
+        );
+        placement.add(4, 64).unwrap();
+        assert_eq!(
+            placement.engine().entry_counts().iter().sum::<usize>(),
+            1009
+        );
     }
 
     #[test]

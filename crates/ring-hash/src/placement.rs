@@ -595,10 +595,8 @@ where
             return Err(Error::TooManyNodes { engine: "memento" });
         }
         let mut seen = std::collections::HashSet::with_capacity(layout.buckets.len());
-        let mut slot_of_hash = HashMap::with_capacity_and_hasher(
-            layout.buckets.len(),
-            RandomState::default(),
-        );
+        let mut slot_of_hash =
+            HashMap::with_capacity_and_hasher(layout.buckets.len(), RandomState::default());
         for (slot, bucket) in layout.buckets.iter().enumerate() {
             if !seen.insert(&bucket.node) {
                 return Err(Error::duplicate(&bucket.node));

@@ -345,7 +345,9 @@ mod tests {
         let members = (0..26u32).map(|node| Member::weighted(node, 1000));
         let mut placement = Placement::from_members(Ring::new(), members).unwrap();
         let owners = |placement: &Placement<u32, Ring>| -> Vec<u32> {
-            (0..20_000u32).map(|k| *placement.node(&k).unwrap()).collect()
+            (0..20_000u32)
+                .map(|k| *placement.node(&k).unwrap())
+                .collect()
         };
         let before = owners(&placement);
 
@@ -368,7 +370,10 @@ mod tests {
         let moved = before.iter().zip(&after).filter(|(old, new)| old != new);
         let mut onto_new = 0;
         for (old, new) in moved {
-            assert_eq!(*new, 26, "key moved from {old} to {new}, not onto the new node");
+            assert_eq!(
+                *new, 26,
+                "key moved from {old} to {new}, not onto the new node"
+            );
             onto_new += 1;
         }
         assert!(onto_new > 0, "the new node got no key");

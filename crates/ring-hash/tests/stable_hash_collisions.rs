@@ -28,7 +28,11 @@ fn a_node_hashing_like_a_member_is_refused_on_every_path() {
     let mut ring = Placement::new(Ring::new());
     ring.add(a, 1).unwrap();
     assert_eq!(ring.add(b, 1), Err(collision(b, a)));
-    assert_eq!(ring.members().count(), 1, "a refused add changed the placement");
+    assert_eq!(
+        ring.members().count(),
+        1,
+        "a refused add changed the placement"
+    );
 
     let refused = Placement::from_members(Rendezvous::new(), [Member::new(a), Member::new(b)]);
     assert_eq!(refused.err(), Some(collision(b, a)));
@@ -64,9 +68,7 @@ fn a_removed_members_hash_is_free_again_and_follows_relocated_members() {
     assert_eq!(memento.node(&"key"), Some(&b));
 
     // Removing bucket 0 of Jump moves the last node (`a`) into it; its hash moves along.
-    let others = (0..3u16).map(|port| {
-        SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0)
-    });
+    let others = (0..3u16).map(|port| SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0));
     let mut jump = Placement::from_members(Jump::new(), others.clone().map(Member::new)).unwrap();
     jump.add(a, 1).unwrap();
     let first = others.clone().next().unwrap();
