@@ -666,6 +666,40 @@ mod tests {
         );
     }
 
+    /// The README's "reweight: mostly onto / off that node".
+    #[test]
+    fn reweighting_moves_keys_mostly_onto_or_off_that_node() {
+        let mut placement =
+            Placement::from_members(Maglev::new(), (0..50u32).map(Member::new)).unwrap();
+        let owners = |placement: &Placement<u32, Maglev>| -> Vec<u32> {
+            (0..20_000u32)
+                .map(|k| *placement.node(&k).unwrap())
+                .collect()
+        };
+        let before = owners(&placement);
+        placement.set_weight(&7, 2).unwrap();
+        let after = owners(&placement);
+        let (mut onto, mut between_others) = (0, 0);
+        for (old, new) in before.iter().zip(&after).filter(|(old, new)| old != new) {
+            if *new == 7 {
+                onto += 1;
+            } else {
+                assert_ne!(*old, 7, "a key moved off the node whose weight grew");
+                between_others += 1;
+            }
+        }
+        // Node 7's share grows from 1/50 to 2/51 of the keys: 385 keys of 20,000.
+        assert!(onto > 300, "{onto} keys moved onto the reweighted node");
+        assert!(
+            between_others * 10 < onto,
+            "{between_others} keys moved between other nodes, {onto} onto the reweighted one"
+        );
+        // The table depends only on the membership and weights: reweighting back moves every
+        // key it took back off it, and nothing else.
+        placement.set_weight(&7, 1).unwrap();
+        assert_eq!(owners(&placement), before);
+    }
+
     #[test]
     fn entry_counts_follow_the_members_after_a_removal() {
         let config = MaglevConfig {

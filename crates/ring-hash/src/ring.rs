@@ -319,6 +319,21 @@ mod tests {
         }
     }
 
+    /// The README's memory figure: 16 bytes per point, plus an index of 4-byte entries whose
+    /// count is the point count rounded up to a power of two.
+    #[test]
+    fn a_point_takes_16_bytes_and_at_most_8_of_index() {
+        assert_eq!(std::mem::size_of::<Point>(), 16);
+        assert_eq!(std::mem::size_of_val(&Ring::new().index[0]), 4);
+        for nodes in [1u32, 3, 100, 1000] {
+            let placement = Placement::from_members(Ring::new(), (0..nodes).map(Member::new));
+            let ring = placement.unwrap().engine().clone();
+            assert_eq!(ring.points.len(), 160 * nodes as usize);
+            assert!(ring.index.len() >= ring.points.len());
+            assert!(ring.index.len() < 2 * ring.points.len());
+        }
+    }
+
     #[test]
     fn huge_weights_are_refused_not_rescaled() {
         // 2^32 × 65,536 points: a 4 TiB ring.
