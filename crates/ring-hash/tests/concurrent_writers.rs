@@ -31,8 +31,12 @@ fn race_writers(
             let (add, remove) = (Arc::clone(&add), Arc::clone(&remove));
             thread::spawn(move || {
                 let members = (0..MEMBERS_PER_WRITER).map(|i| writer * 1000 + i);
-                members.clone().for_each(|member| add(member));
-                members.step_by(2).for_each(|member| remove(member));
+                for member in members.clone() {
+                    add(member);
+                }
+                for member in members.step_by(2) {
+                    remove(member);
+                }
             })
         })
         .collect();
