@@ -20,9 +20,9 @@ use crate::hashing::{GOLDEN, fmix64, neg_log2};
 ///
 /// Ties (probability about 2^-64) go to the node with the smaller node hash.
 ///
-/// `get_n` and `node_iter` take the first [`SCANNED_CANDIDATES`] candidates by rescanning the
-/// nodes (no allocation); a walk past them scores every node once more and sorts, so a full
-/// walk (a [`crate::BoundedLoad`] spill-over) costs O(n log n), not O(n²).
+/// `get_n` and `node_iter` take the first 16 candidates by rescanning the nodes (no
+/// allocation); a walk past them scores every node once more and sorts, so a full walk (a
+/// [`crate::BoundedLoad`] spill-over) costs O(n log n), not O(n²).
 ///
 /// Disruption is minimal: a node's score for a key never depends on the other nodes.
 ///
