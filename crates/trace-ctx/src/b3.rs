@@ -16,6 +16,7 @@ use std::fmt;
 
 use crate::carrier::{Extractor, Injector};
 use crate::id::parse_lower_hex_u128;
+use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
 use crate::{Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
 
@@ -69,14 +70,15 @@ impl B3 {
     ///
     /// [`Error::B3`] if the value breaks the rules in the module docs.
     pub fn parse_single(value: &str) -> Result<Self, Error> {
-        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        let value = value.trim_matches(|c| c == ' ' || c == '\t').as_bytes();
         if let Some(sampling) = parse_sampling(value) {
             return Ok(Self {
                 ids: None,
                 sampling: Some(sampling),
             });
         }
-        let mut fields = value.split('-');
+        // Split on the byte: a plain loop beats a substring search over fields this short.
+        let mut fields = value.split(|&byte| byte == b'-');
         let trace_id = parse_trace_id(fields.next().unwrap_or_default())?;
         let span_id = parse_span_id(
             fields
@@ -110,11 +112,17 @@ impl B3 {
     /// [`Error::B3`] if a header is malformed, or only one of trace id and span id is present.
     /// `Ok` with neither ids nor sampling if no B3 header is present.
     pub fn extract_multi(carrier: &dyn Extractor) -> Result<Self, Error> {
-        let trace_id = carrier.get(X_B3_TRACE_ID).map(parse_trace_id).transpose()?;
-        let span_id = carrier.get(X_B3_SPAN_ID).map(parse_span_id).transpose()?;
+        let trace_id = carrier
+            .get(X_B3_TRACE_ID)
+            .map(|hex| parse_trace_id(hex.as_bytes()))
+            .transpose()?;
+        let span_id = carrier
+            .get(X_B3_SPAN_ID)
+            .map(|hex| parse_span_id(hex.as_bytes()))
+            .transpose()?;
         let parent_span_id = carrier
             .get(X_B3_PARENT_SPAN_ID)
-            .map(parse_span_id)
+            .map(|hex| parse_span_id(hex.as_bytes()))
             .transpose()?;
         // Only `1` means debug; any other value is ignored rather than failing the request.
         let debug = carrier.get(X_B3_FLAGS) == Some("1");
@@ -147,10 +155,12 @@ impl B3 {
     pub fn inject_multi(&self, carrier: &mut dyn Injector) {
         match self.ids {
             Some(ids) => {
-                carrier.set(X_B3_TRACE_ID, &ids.trace_id.to_string());
-                carrier.set(X_B3_SPAN_ID, &ids.span_id.to_string());
+                carrier.set(X_B3_TRACE_ID, hex::<32>(&ids.trace_id.to_bytes()).as_str());
+                carrier.set(X_B3_SPAN_ID, hex::<16>(&ids.span_id.to_bytes()).as_str());
                 match ids.parent_span_id {
-                    Some(parent) => carrier.set(X_B3_PARENT_SPAN_ID, &parent.to_string()),
+                    Some(parent) => {
+                        carrier.set(X_B3_PARENT_SPAN_ID, hex::<16>(&parent.to_bytes()).as_str());
+                    }
                     None => carrier.remove(X_B3_PARENT_SPAN_ID),
                 }
             }
@@ -209,29 +219,55 @@ impl B3 {
     }
 }
 
-impl fmt::Display for B3 {
-    /// The single-header form. A value with neither ids nor sampling writes nothing, which
-    /// is not a valid header: check [`B3::ids`] or [`B3::sampling`] first.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// An id's bytes as `N` lowercase hex digits, on the stack.
+fn hex<const N: usize>(bytes: &[u8]) -> InlineText<N> {
+    let mut out = InlineText::new();
+    out.push_hex(bytes);
+    out
+}
+
+/// The longest single header: trace id, span id, state and parent id with their dashes.
+const B3_SINGLE_MAX_LEN: usize = 32 + 1 + 16 + 1 + 1 + 1 + 16;
+
+impl B3 {
+    /// The single-header form, formatted on the stack. A value with neither ids nor
+    /// sampling writes nothing, which is not a valid header: check [`B3::ids`] or
+    /// [`B3::sampling`] first.
+    fn encode_single(&self) -> InlineText<B3_SINGLE_MAX_LEN> {
+        let mut out = InlineText::new();
         let state = self.sampling.map(|s| match s {
             B3Sampling::Deny => "0",
             B3Sampling::Accept => "1",
             B3Sampling::Debug => "d",
         });
         match (self.ids, state) {
-            (None, Some(state)) => f.write_str(state),
-            (None, None) => Ok(()),
+            (None, Some(state)) => out.push_str(state),
+            (None, None) => {}
             (Some(ids), state) => {
-                write!(f, "{}-{}", ids.trace_id, ids.span_id)?;
-                match (state, ids.parent_span_id) {
-                    (Some(state), Some(parent)) => write!(f, "-{state}-{parent}"),
-                    (Some(state), None) => write!(f, "-{state}"),
-                    // A parent id needs a sampling field before it; deferred has none, so
-                    // the parent is omitted (it is informational only).
-                    (None, _) => Ok(()),
+                out.push_hex(&ids.trace_id.to_bytes());
+                out.push_str("-");
+                out.push_hex(&ids.span_id.to_bytes());
+                // A parent id needs a sampling field before it; deferred has none, so the
+                // parent is omitted (it is informational only).
+                if let Some(state) = state {
+                    out.push_str("-");
+                    out.push_str(state);
+                    if let Some(parent) = ids.parent_span_id {
+                        out.push_str("-");
+                        out.push_hex(&parent.to_bytes());
+                    }
                 }
             }
         }
+        out
+    }
+}
+
+impl fmt::Display for B3 {
+    /// The single-header form. A value with neither ids nor sampling writes nothing, which
+    /// is not a valid header: check [`B3::ids`] or [`B3::sampling`] first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode_single().as_str())
     }
 }
 
@@ -244,28 +280,28 @@ const fn b3_sampling(state: SamplingState) -> Option<B3Sampling> {
     }
 }
 
-fn parse_sampling(state: &str) -> Option<B3Sampling> {
+fn parse_sampling(state: &[u8]) -> Option<B3Sampling> {
     match state {
-        "0" => Some(B3Sampling::Deny),
-        "1" => Some(B3Sampling::Accept),
-        "d" => Some(B3Sampling::Debug),
+        b"0" => Some(B3Sampling::Deny),
+        b"1" => Some(B3Sampling::Accept),
+        b"d" => Some(B3Sampling::Debug),
         _ => None,
     }
 }
 
-fn parse_trace_id(hex: &str) -> Result<TraceId, Error> {
+fn parse_trace_id(hex: &[u8]) -> Result<TraceId, Error> {
     if hex.len() != 16 && hex.len() != 32 {
         return Err(Error::B3("a trace id is 16 or 32 hex digits"));
     }
-    let value = parse_lower_hex_u128(hex.as_bytes()).ok_or(Error::B3("ids are lowercase hex"))?;
+    let value = parse_lower_hex_u128(hex).ok_or(Error::B3("ids are lowercase hex"))?;
     TraceId::from_u128(value).ok_or(Error::B3("an all-zero trace id is invalid"))
 }
 
-fn parse_span_id(hex: &str) -> Result<SpanId, Error> {
+fn parse_span_id(hex: &[u8]) -> Result<SpanId, Error> {
     if hex.len() != 16 {
         return Err(Error::B3("a span id is 16 hex digits"));
     }
-    let value = parse_lower_hex_u128(hex.as_bytes()).ok_or(Error::B3("ids are lowercase hex"))?;
+    let value = parse_lower_hex_u128(hex).ok_or(Error::B3("ids are lowercase hex"))?;
     // 16 hex digits fit in 64 bits.
     #[allow(clippy::cast_possible_truncation)]
     SpanId::from_u64(value as u64).ok_or(Error::B3("an all-zero span id is invalid"))
@@ -348,7 +384,7 @@ impl Propagator for B3Propagator {
         };
         if self.single {
             match b3 {
-                Some(b3) => carrier.set(B3_SINGLE, &b3.to_string()),
+                Some(b3) => carrier.set(B3_SINGLE, b3.encode_single().as_str()),
                 None => carrier.remove(B3_SINGLE),
             }
             B3 {

@@ -322,8 +322,9 @@ pub(crate) const fn any_hex_value(byte: u8) -> Option<u8> {
     }
 }
 
-/// Each byte's value as a lowercase hex digit, or `0xff` if it is not one.
-const LOWER_HEX_VALUE: [u8; 256] = {
+/// Each byte's value as a hex digit, or `0xff` if it is not one; uppercase digits count
+/// only with `upper`.
+const fn hex_value_table(upper: bool) -> [u8; 256] {
     let mut table = [0xff; 256];
     let mut i = 0;
     while i < 10 {
@@ -333,50 +334,56 @@ const LOWER_HEX_VALUE: [u8; 256] = {
     let mut i = 0;
     while i < 6 {
         table[b'a' as usize + i] = 10 + i as u8;
+        if upper {
+            table[b'A' as usize + i] = 10 + i as u8;
+        }
         i += 1;
     }
     table
-};
+}
 
-/// Parses up to 16 lowercase hex digits. Branch-free over the digits: invalid ones are
+const LOWER_HEX_VALUE: [u8; 256] = hex_value_table(false);
+const ANY_HEX_VALUE: [u8; 256] = hex_value_table(true);
+
+/// Parses up to 16 hex digits with `table`. Branch-free over the digits: invalid ones are
 /// detected once at the end from the OR of their table entries.
 #[inline]
-fn parse_lower_hex_u64(digits: &[u8]) -> Option<u64> {
+fn parse_hex_u64(digits: &[u8], table: &[u8; 256]) -> Option<u64> {
     let mut value = 0u64;
     let mut invalid = 0u8;
     for &digit in digits {
-        let nibble = LOWER_HEX_VALUE[usize::from(digit)];
+        let nibble = table[usize::from(digit)];
         invalid |= nibble;
         value = (value << 4) | u64::from(nibble & 0x0f);
     }
     (invalid & 0xf0 == 0).then_some(value)
 }
 
-/// Parses 1 to 32 lowercase hex digits.
+/// Parses 1 to 32 hex digits with `table`.
 #[inline]
-pub(crate) fn parse_lower_hex_u128(digits: &[u8]) -> Option<u128> {
+fn parse_hex_u128(digits: &[u8], table: &[u8; 256]) -> Option<u128> {
     match digits.len() {
         0 | 33.. => None,
-        1..=16 => parse_lower_hex_u64(digits).map(u128::from),
+        1..=16 => parse_hex_u64(digits, table).map(u128::from),
         len => {
             let (high, low) = digits.split_at(len - 16);
-            let high = parse_lower_hex_u64(high)?;
-            let low = parse_lower_hex_u64(low)?;
+            let high = parse_hex_u64(high, table)?;
+            let low = parse_hex_u64(low, table)?;
             Some((u128::from(high) << 64) | u128::from(low))
         }
     }
 }
 
-/// Parses up to 32 hex digits of either case.
+/// Parses 1 to 32 lowercase hex digits.
+#[inline]
+pub(crate) fn parse_lower_hex_u128(digits: &[u8]) -> Option<u128> {
+    parse_hex_u128(digits, &LOWER_HEX_VALUE)
+}
+
+/// Parses 1 to 32 hex digits of either case.
+#[inline]
 pub(crate) fn parse_any_hex_u128(digits: &[u8]) -> Option<u128> {
-    if digits.is_empty() || digits.len() > 32 {
-        return None;
-    }
-    let mut value = 0u128;
-    for &digit in digits {
-        value = (value << 4) | u128::from(any_hex_value(digit)?);
-    }
-    Some(value)
+    parse_hex_u128(digits, &ANY_HEX_VALUE)
 }
 
 /// Views bytes this crate wrote itself (hex digits and header punctuation) as text.

@@ -21,6 +21,7 @@ use std::fmt;
 use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
 use crate::carrier::{Extractor, Injector};
 use crate::id::parse_any_hex_u128;
+use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
 use crate::{Baggage, Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
 
@@ -70,13 +71,14 @@ impl JaegerHeader {
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
         // Only the URL-encoded form allocates: its `%3A` separators become `:`.
         let decoded;
-        let value = if value.contains('%') {
+        let value = if value.bytes().any(|byte| byte == b'%') {
             decoded = value.replace("%3A", ":").replace("%3a", ":");
-            decoded.as_str()
+            decoded.as_bytes()
         } else {
-            value
+            value.as_bytes()
         };
-        let mut fields = value.split(':');
+        // Split on the byte: a plain loop beats a substring search over fields this short.
+        let mut fields = value.split(|&byte| byte == b':');
         let mut next = |max: usize, what: &'static str| -> Result<u128, Error> {
             let field = fields
                 .next()
@@ -84,7 +86,7 @@ impl JaegerHeader {
             if field.is_empty() || field.len() > max {
                 return Err(Error::Jaeger(what));
             }
-            parse_any_hex_u128(field.as_bytes()).ok_or(Error::Jaeger(what))
+            parse_any_hex_u128(field).ok_or(Error::Jaeger(what))
         };
         let trace_id = next(32, "the trace id is 1 to 32 hex digits")?;
         let span_id = next(16, "the span id is 1 to 16 hex digits")?;
@@ -138,14 +140,30 @@ impl JaegerHeader {
     }
 }
 
+/// The longest header: 32, 16 and 16 hex digits and two of flags, with three colons.
+const UBER_TRACE_ID_MAX_LEN: usize = 32 + 1 + 16 + 1 + 16 + 1 + 2;
+
+impl JaegerHeader {
+    /// The header value, formatted on the stack.
+    fn encode(&self) -> InlineText<UBER_TRACE_ID_MAX_LEN> {
+        let mut out = InlineText::new();
+        out.push_hex(&self.trace_id.to_bytes());
+        out.push_str(":");
+        out.push_hex(&self.span_id.to_bytes());
+        out.push_str(":");
+        match self.parent_span_id {
+            Some(parent) => out.push_hex(&parent.to_bytes()),
+            None => out.push_str("0"),
+        }
+        out.push_str(":");
+        out.push_minimal_hex(self.flags);
+        out
+    }
+}
+
 impl fmt::Display for JaegerHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:", self.trace_id, self.span_id)?;
-        match self.parent_span_id {
-            Some(parent) => write!(f, "{parent}")?,
-            None => f.write_str("0")?,
-        }
-        write!(f, ":{:x}", self.flags)
+        f.write_str(self.encode().as_str())
     }
 }
 
@@ -212,7 +230,7 @@ impl Propagator for JaegerPropagator {
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
         match cx.span() {
-            Some(span) => carrier.set(UBER_TRACE_ID, &JaegerHeader::of(span).to_string()),
+            Some(span) => carrier.set(UBER_TRACE_ID, JaegerHeader::of(span).encode().as_str()),
             None => carrier.remove(UBER_TRACE_ID),
         }
         // A reused carrier may hold the previous request's baggage: every `uberctx-*` field

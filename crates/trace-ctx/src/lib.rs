@@ -66,6 +66,7 @@ mod export;
 #[cfg(feature = "tokio")]
 mod future;
 mod id;
+mod inline_text;
 mod jaeger;
 #[cfg(feature = "tracing")]
 mod log_layer;
