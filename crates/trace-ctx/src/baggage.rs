@@ -11,7 +11,7 @@
 //! - a member that breaks the grammar makes the whole header invalid (nothing half-read);
 //! - a repeated key keeps its first position and its last value.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use crate::Error;
 use crate::id::any_hex_value;
@@ -248,11 +248,26 @@ impl Baggage {
 impl fmt::Display for Baggage {
     /// The canonical header value: members joined by `,`, values percent-encoded.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_members(f)
+    }
+}
+
+impl Baggage {
+    /// The header value, written straight into a `String` of its exact length: no
+    /// reallocation, and no formatter between the bytes and the buffer.
+    fn encode(&self) -> String {
+        let mut header = String::with_capacity(self.encoded_len());
+        // Writing into a String cannot fail.
+        let _ = self.write_members(&mut header);
+        header
+    }
+
+    fn write_members(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for (i, entry) in self.entries.iter().enumerate() {
             if i > 0 {
-                f.write_char(',')?;
+                out.write_char(',')?;
             }
-            write_entry(f, entry)?;
+            write_entry(out, entry)?;
         }
         Ok(())
     }
@@ -600,8 +615,18 @@ impl crate::Propagator for BaggagePropagator {
         if !valid {
             return;
         }
+        if baggage.is_empty() {
+            // A fresh context, the usual case: the members received, already unique and
+            // within the limits, are the baggage as they stand.
+            *baggage = received;
+            return;
+        }
+        // The encoded length is carried along, not recounted at each insertion.
+        let mut encoded_len = baggage.encoded_len();
         for entry in received.entries {
-            let _ = baggage.insert_entry(entry);
+            if let Ok(len) = baggage.insert_entry_at(entry, encoded_len) {
+                encoded_len = len;
+            }
         }
     }
 
@@ -610,7 +635,7 @@ impl crate::Propagator for BaggagePropagator {
         if cx.baggage().is_empty() {
             carrier.remove(BAGGAGE);
         } else {
-            carrier.set(BAGGAGE, &cx.baggage().to_string());
+            carrier.set(BAGGAGE, &cx.baggage().encode());
         }
     }
 

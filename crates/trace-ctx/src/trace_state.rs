@@ -233,15 +233,25 @@ impl std::str::FromStr for TraceState {
 
 /// Accumulates repeated `tracestate` fields into one canonical value.
 ///
-/// One pass over the bytes; allocates only once the first real entry arrives (sized for the
-/// whole field), so a request without `tracestate` costs nothing.
+/// One pass over the bytes of each field. A request without `tracestate` costs nothing; a
+/// single field already in canonical form (no whitespace, no empty or repeated members, as
+/// tracers write it) is validated and shared as it is, one allocation; any other input is
+/// rebuilt member by member.
 #[derive(Debug, Default)]
 pub(crate) struct TraceStateBuilder {
+    /// The combined value of the fields accepted so far, unless it is `verbatim`.
     header: String,
-    /// Where each accepted key sits in `header`, for the duplicate check (the header is at
-    /// most 32 members of at most 513 bytes, so offsets fit in `u16`).
+    /// The first field, when it was canonical as received: shared without a rebuild. A second
+    /// field moves it into `header`.
+    verbatim: Option<Shared>,
+    /// Where each accepted key sits in the combined value, for the duplicate check (the value
+    /// is at most 32 members of at most 513 bytes, so offsets fit in `u16`).
     keys: [(u16, u16); TraceState::MAX_MEMBERS],
     members: usize,
+    /// The members of the field being scanned, accepted but not yet added to the combined
+    /// value: `(key start, key end, value end)` in the field.
+    pending: [(usize, usize, usize); TraceState::MAX_MEMBERS],
+    pending_len: usize,
     error: Option<Error>,
 }
 
@@ -294,8 +304,9 @@ impl TraceStateBuilder {
         if self.error.is_some() {
             return;
         }
-        if let Err(error) = self.scan(field) {
-            self.error = Some(error);
+        match self.scan(field) {
+            Ok(()) => self.commit(field),
+            Err(error) => self.error = Some(error),
         }
     }
 
@@ -368,7 +379,13 @@ impl TraceStateBuilder {
         }
     }
 
-    /// Appends the validated member `field[key_start..value_end]` whose key ends at `key_end`.
+    /// The combined value of the fields accepted so far.
+    fn combined(&self) -> &str {
+        self.verbatim.as_deref().unwrap_or(&self.header)
+    }
+
+    /// Accepts the validated member `field[key_start..value_end]` whose key ends at
+    /// `key_end`, unless its key was seen before.
     fn push_member(
         &mut self,
         field: &str,
@@ -377,42 +394,86 @@ impl TraceStateBuilder {
         value_end: usize,
     ) -> Result<(), Error> {
         let key = &field.as_bytes()[key_start..key_end];
-        let seen = self.header.as_bytes();
+        let combined = self.combined().as_bytes();
         let duplicate = self.keys[..self.members]
             .iter()
-            .any(|&(from, to)| &seen[usize::from(from)..usize::from(to)] == key);
+            .any(|&(from, to)| &combined[usize::from(from)..usize::from(to)] == key)
+            || self.pending[..self.pending_len]
+                .iter()
+                .any(|&(from, to, _)| &field.as_bytes()[from..to] == key);
         if duplicate {
             // The first entry of a key stands; a later one is dropped, not the whole list.
             return Ok(());
         }
-        if self.members == TraceState::MAX_MEMBERS {
+        if self.members + self.pending_len == TraceState::MAX_MEMBERS {
             return Err(Error::TraceState("more than 32 members"));
         }
-        if self.header.is_empty() {
-            self.header.reserve(field.len() - key_start);
-        } else {
-            self.header.push(',');
-        }
-        // Offsets stay below 32 * 514 < u16::MAX (member sizes are validated above).
-        #[allow(clippy::cast_possible_truncation)]
-        let from = self.header.len() as u16;
-        // The member is ASCII (validated), cut from a `str` at ASCII bytes.
-        self.header.push_str(&field[key_start..value_end]);
-        #[allow(clippy::cast_possible_truncation)]
-        let to = from + key.len() as u16;
-        self.keys[self.members] = (from, to);
-        self.members += 1;
+        self.pending[self.pending_len] = (key_start, key_end, value_end);
+        self.pending_len += 1;
         Ok(())
+    }
+
+    /// Adds the accepted members of `field`, once it is wholly valid, to the combined value.
+    fn commit(&mut self, field: &str) {
+        let pending = &self.pending[..self.pending_len];
+        self.pending_len = 0;
+        if pending.is_empty() {
+            return;
+        }
+        // Canonical as received: the members follow each other, one comma apart, from the
+        // first byte to the last (any whitespace, empty member or dropped duplicate would
+        // leave a gap).
+        let canonical = pending[0].0 == 0
+            && pending[pending.len() - 1].2 == field.len()
+            && pending.windows(2).all(|pair| pair[1].0 == pair[0].2 + 1);
+        if canonical && self.members == 0 {
+            for &(key_start, key_end, _) in pending {
+                self.keys[self.members] = (offset(key_start), offset(key_end));
+                self.members += 1;
+            }
+            self.verbatim = Some(Shared::from(field));
+            return;
+        }
+        if let Some(verbatim) = self.verbatim.take() {
+            self.header.push_str(&verbatim);
+        }
+        for &(key_start, key_end, value_end) in pending {
+            if self.header.is_empty() {
+                self.header.reserve(field.len() - key_start);
+            } else {
+                self.header.push(',');
+            }
+            let from = offset(self.header.len());
+            // The member is ASCII (validated), cut from a `str` at ASCII bytes.
+            self.header.push_str(&field[key_start..value_end]);
+            self.keys[self.members] = (from, from + offset(key_end - key_start));
+            self.members += 1;
+        }
     }
 
     pub(crate) fn finish(self) -> Result<TraceState, Error> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let mut state = TraceState::from_string(self.header);
+        let mut state = match self.verbatim {
+            Some(verbatim) => TraceState {
+                header: Some(verbatim),
+            },
+            None => TraceState::from_string(self.header),
+        };
         state.truncate(TraceState::MAX_LEN);
         Ok(state)
     }
+}
+
+/// A position in a combined value: at most 32 members of at most 513 bytes and their
+/// commas, so below `u16::MAX` (member sizes are validated before any is accepted).
+fn offset(position: usize) -> u16 {
+    // Bounded as above; a larger one would be a bug in the scanner's checks.
+    #[allow(clippy::cast_possible_truncation)]
+    let narrowed = position as u16;
+    debug_assert_eq!(usize::from(narrowed), position);
+    narrowed
 }
 
 /// `key = (lcalpha / DIGIT) 0*255(keychar)`.
@@ -508,6 +569,12 @@ mod tests {
         (&["rojo=1,congo=2,rojo=3"], Some("rojo=1,congo=2")),
         (&["rojo=1", "rojo=2"], Some("rojo=1")),
         (&["rojo=1", "bad key=2"], None),
+        // A canonical first field is kept as received, and still combined with later ones.
+        (&["a=1,b=2", "c=3,a=4"], Some("a=1,b=2,c=3")),
+        (&["a=1,b=2", ""], Some("a=1,b=2")),
+        (&["a=1,b=2", "b=5"], Some("a=1,b=2")),
+        (&["", "a=1,b=2", " c=3"], Some("a=1,b=2,c=3")),
+        (&["a=1,b=2,"], Some("a=1,b=2")),
     ];
 
     #[test]
