@@ -512,6 +512,37 @@ mod fork {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any mix of digits, letters and separators, of every length around the ids':
+        /// the parsers agree with the standard library's radix parser on what each accepts.
+        #[test]
+        fn hex_parsing_agrees_with_the_standard_library(digits in "[0-9a-fA-Fg:-]{0,33}") {
+            let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+            let upper_hex = |b: u8| (b'A'..=b'F').contains(&b);
+            let sized = (1..=32).contains(&digits.len());
+            let lower = sized && digits.bytes().all(lower_hex);
+            let any = sized && digits.bytes().all(|b| lower_hex(b) || upper_hex(b));
+            let expected = u128::from_str_radix(&digits, 16).ok();
+            proptest::prop_assert_eq!(
+                parse_lower_hex_u128(digits.as_bytes()),
+                expected.filter(|_| lower)
+            );
+            proptest::prop_assert_eq!(
+                parse_any_hex_u128(digits.as_bytes()),
+                expected.filter(|_| any)
+            );
+        }
+
+        /// Valid ids of every length, which random text above seldom produces.
+        #[test]
+        fn valid_hex_reads_as_the_standard_library_reads_it(digits in "[0-9a-f]{1,32}") {
+            let expected = u128::from_str_radix(&digits, 16).ok();
+            proptest::prop_assert_eq!(parse_lower_hex_u128(digits.as_bytes()), expected);
+            let upper = digits.to_ascii_uppercase();
+            proptest::prop_assert_eq!(parse_any_hex_u128(upper.as_bytes()), expected);
+        }
+    }
+
     #[test]
     fn ids_reject_zero_and_bad_hex() {
         assert!(TraceId::from_u128(0).is_none());
