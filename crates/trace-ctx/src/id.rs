@@ -96,20 +96,17 @@ impl TraceId {
     }
 }
 
-/// A new trace id and span id for a root span, from one access to the thread's generator.
+/// A new trace id and span id for a root span, from one load of the thread's generator.
 #[inline]
 pub(crate) fn random_root_ids() -> (TraceId, SpanId) {
-    RNG_STATE.with(|cell| {
-        let (mut state, generation) = load_state(cell);
-        let ids = loop {
-            let (high, low, span) = (wyrand(&mut state), wyrand(&mut state), wyrand(&mut state));
+    with_generator(|state| {
+        loop {
+            let (high, low, span) = (wyrand(state), wyrand(state), wyrand(state));
             let trace = TraceId::from_u128((u128::from(high) << 64) | u128::from(low));
             if let (Some(trace), Some(span)) = (trace, SpanId::from_u64(span)) {
                 break (trace, span);
             }
-        };
-        cell.set((state, generation));
-        ids
+        }
     })
 }
 
@@ -406,29 +403,32 @@ thread_local! {
 /// in a child process after `fork()`, which would otherwise repeat its parent's ids.
 #[inline]
 pub(crate) fn next_random() -> u64 {
-    RNG_STATE.with(|cell| {
-        let (mut state, generation) = load_state(cell);
-        let value = wyrand(&mut state);
-        cell.set((state, generation));
-        value
-    })
+    with_generator(wyrand)
 }
 
-/// Two outputs for one thread-local access (a trace id's two halves).
+/// Two outputs for one load of the generator (a trace id's two halves).
 #[inline]
 fn next_random_pair() -> (u64, u64) {
-    RNG_STATE.with(|cell| {
-        let (mut state, generation) = load_state(cell);
-        let pair = (wyrand(&mut state), wyrand(&mut state));
-        cell.set((state, generation));
-        pair
-    })
+    with_generator(|state| (wyrand(state), wyrand(state)))
+}
+
+/// Runs `draw` on the thread's generator state and stores the state it leaves.
+///
+/// The state is copied out and back with two one-line accesses rather than drawn inside
+/// one closure: the compiler inlines those into direct thread-local loads and stores, where
+/// the larger closure left a call through the key's accessor on every span.
+#[inline]
+fn with_generator<T>(draw: impl FnOnce(&mut u64) -> T) -> T {
+    let (mut state, generation) = load_state(RNG_STATE.with(Cell::get));
+    let value = draw(&mut state);
+    RNG_STATE.with(|cell| cell.set((state, generation)));
+    value
 }
 
 #[inline]
-fn load_state(cell: &Cell<(u64, u64)>) -> (u64, u64) {
+fn load_state(stored: (u64, u64)) -> (u64, u64) {
     let generation = fork::generation();
-    match cell.get() {
+    match stored {
         (0, _) => seed(),
         (state, seeded_in) if seeded_in == generation => (state, generation),
         _ => seed(),
