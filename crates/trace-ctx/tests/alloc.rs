@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use infra_testkit::allocator::{CountingAllocator, allocations_in};
 use infra_trace_ctx::{
-    AlwaysOff, Baggage, Context, ParentBased, Propagator, SpanKind, Status, TraceContextPropagator,
-    TraceIdRatio, Tracer,
+    AlwaysOff, B3Propagator, Baggage, BaggagePropagator, Context, JaegerPropagator, ParentBased,
+    Propagator, SpanKind, Status, TraceContextPropagator, TraceIdRatio, Tracer,
 };
 
 #[global_allocator]
@@ -81,6 +81,75 @@ fn header_map_injection_allocates_only_the_value() {
     let (count, ()) = allocations_in(|| TraceContextPropagator.inject(&cx, &mut outgoing));
     assert_eq!(count, 1);
     assert_eq!(outgoing["traceparent"], TRACEPARENT);
+}
+
+/// A `tracestate` as tracers write it (no whitespace, no repeated key) becomes the shared
+/// value in one allocation; one that needs rewriting costs a second (the rewritten copy).
+#[test]
+fn a_canonical_tracestate_is_extracted_in_one_allocation() {
+    let extract = |tracestate: &str| {
+        let mut incoming: HashMap<String, String> = HashMap::new();
+        incoming.insert("traceparent".into(), TRACEPARENT.into());
+        incoming.insert("tracestate".into(), tracestate.into());
+        let (count, cx) = allocations_in(|| TraceContextPropagator.extract(&incoming));
+        let state = cx.span().expect("valid traceparent").trace_state().clone();
+        (count, state.as_str().to_owned())
+    };
+    let _ = extract("warm=up");
+    let canonical = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,dd=s:1;o:rum";
+    assert_eq!(extract(canonical), (1, canonical.to_owned()));
+    let spaced = "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE,dd=s:1;o:rum";
+    assert_eq!(extract(spaced), (2, canonical.to_owned()));
+}
+
+/// B3 and Jaeger headers are formatted on the stack: re-injected into a map that already
+/// holds their fields, they allocate nothing.
+#[test]
+fn b3_and_jaeger_injection_into_a_reused_map_allocates_nothing() {
+    let mut incoming: HashMap<String, String> = HashMap::new();
+    incoming.insert("traceparent".into(), TRACEPARENT.into());
+    let cx = TraceContextPropagator.extract(&incoming);
+    let propagators: [&dyn Propagator; 3] = [
+        &B3Propagator::single_header(),
+        &B3Propagator::multi_header(),
+        &JaegerPropagator,
+    ];
+    // One map per propagator: single- and multi-header B3 each remove the other's fields.
+    let mut outgoing: Vec<HashMap<String, String>> = vec![HashMap::new(); propagators.len()];
+    for (propagator, map) in propagators.iter().zip(&mut outgoing) {
+        propagator.inject(&cx, map);
+    }
+    let (count, ()) = allocations_in(|| {
+        for (propagator, map) in propagators.iter().zip(&mut outgoing) {
+            propagator.inject(&cx, map);
+        }
+    });
+    assert_eq!(count, 0, "B3 and Jaeger injection allocated {count} times");
+    assert_eq!(
+        outgoing[0]["b3"],
+        "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
+    );
+    assert_eq!(outgoing[1]["x-b3-spanid"], "00f067aa0ba902b7");
+    assert_eq!(
+        outgoing[2]["uber-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1"
+    );
+}
+
+/// Baggage is encoded into a buffer of its exact length: one allocation, never a regrowth.
+#[test]
+fn baggage_injection_allocates_the_header_once() {
+    let mut incoming: HashMap<String, String> = HashMap::new();
+    incoming.insert(
+        "baggage".into(),
+        "userId=alice,tenant=acme%20corp,isProduction=false".into(),
+    );
+    let cx = BaggagePropagator.extract(&incoming);
+    let mut outgoing: HashMap<String, String> = HashMap::new();
+    BaggagePropagator.inject(&cx, &mut outgoing);
+    let (count, ()) = allocations_in(|| BaggagePropagator.inject(&cx, &mut outgoing));
+    assert_eq!(count, 1);
+    assert_eq!(outgoing["baggage"], incoming["baggage"]);
 }
 
 #[test]
