@@ -13,7 +13,7 @@
 //! | [`Jump`] | O(log n) | no | salted re-hash | minimal at the end |
 //! | [`Flip`] | O(1) expected | no | salted re-hash | minimal at the end |
 //! | [`Maglev`] | O(1) | yes | walk the table | near-minimal |
-//! | [`Memento`] | O(1) expected, `n / working` draws, at most `max(64, √n)` + one per working bucket | no | salted re-hash | minimal |
+//! | [`Memento`] | `n / working` draws expected (O(1) while few buckets are vacant), at most `max(64, √n)` + one per working bucket | no | salted re-hash | minimal |
 //!
 //! # Quick start
 //!
