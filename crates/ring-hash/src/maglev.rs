@@ -354,6 +354,177 @@ impl Maglev {
     }
 }
 
+/// One node's walk through its permutation of the table entries: entry `j` is
+/// `(offset + j·skip) mod size`.
+struct Walker {
+    /// The next entry of the permutation to test.
+    next: u32,
+    skip: u32,
+    /// `skip⁻¹ mod size`: the number of steps from entry `a` to entry `b` is
+    /// `(b - a)·skip⁻¹ mod size`.
+    inverse: u32,
+    /// Weight earned and not yet spent on claims.
+    credit: u64,
+}
+
+impl Walker {
+    #[allow(clippy::cast_possible_truncation)] // offset and skip are below size < 2^24
+    fn new(node_hash: u64, size: u64) -> Self {
+        let offset = reduce(mix(node_hash, 1), size);
+        let skip = if size > 1 {
+            reduce(mix(node_hash, 2), size - 1) + 1
+        } else {
+            1
+        };
+        Self {
+            next: offset as u32,
+            skip: skip as u32,
+            inverse: inverse_mod(skip, size) as u32,
+            credit: 0,
+        }
+    }
+
+    /// The first entry from `next` on that `taken` does not mark. Steps with an addition and a
+    /// conditional subtraction instead of a division, with the position in a register, so the
+    /// test of each entry is the only memory access of a probe.
+    #[inline]
+    fn probe(&self, taken: &[u64], size: u32) -> u32 {
+        let mut entry = self.next;
+        while taken[(entry / 64) as usize] >> (entry % 64) & 1 == 1 {
+            // size < 2^24, so the sum cannot overflow.
+            entry += self.skip;
+            if entry >= size {
+                entry -= size;
+            }
+        }
+        entry
+    }
+
+    /// The entry of `free` that comes first on the walk from `next`: the fewest steps away.
+    #[allow(clippy::cast_possible_truncation)] // steps are below size < 2^24
+    fn nearest(&self, free: &[u32], size: &Divisor) -> usize {
+        let mut nearest = (u64::MAX, 0);
+        for (index, &entry) in free.iter().enumerate() {
+            let distance = size.modulo(u64::from(entry) + size.value - u64::from(self.next));
+            let steps = size.modulo(distance * u64::from(self.inverse));
+            if steps < nearest.0 {
+                nearest = (steps, index);
+            }
+        }
+        nearest.1
+    }
+
+    /// Moves past `entry`, just claimed.
+    fn step_past(&mut self, entry: u32, size: u32) {
+        self.next = entry + self.skip;
+        if self.next >= size {
+            self.next -= size;
+        }
+    }
+}
+
+/// `a⁻¹ mod m` for `a` coprime to `m` (extended Euclid); 0 when `m` is 1.
+#[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)] // m < 2^24
+fn inverse_mod(a: u64, m: u64) -> u64 {
+    let (mut t, mut next_t) = (0i64, 1i64);
+    let (mut r, mut next_r) = (m as i64, (a % m) as i64);
+    while next_r != 0 {
+        let q = r / next_r;
+        (t, next_t) = (next_t, t - q * next_t);
+        (r, next_r) = (next_r, r - q * next_r);
+    }
+    t.rem_euclid(m as i64) as u64
+}
+
+/// A table size with its reciprocal, for `x mod size` by multiplication (Barrett reduction):
+/// `x / size` is `x·⌊(2^64 - 1) / size⌋ / 2^64` or one less, for `x` below 2^48.
+struct Divisor {
+    value: u64,
+    reciprocal: u64,
+}
+
+impl Divisor {
+    fn new(value: u64) -> Self {
+        Self {
+            value,
+            reciprocal: u64::MAX / value,
+        }
+    }
+
+    /// `x mod value`, for `x < 2^48`.
+    #[inline]
+    #[allow(clippy::cast_possible_truncation)] // the shifted product is at most x / value
+    fn modulo(&self, x: u64) -> u64 {
+        let quotient = ((u128::from(x) * u128::from(self.reciprocal)) >> 64) as u64;
+        let remainder = x - quotient * self.value;
+        if remainder >= self.value {
+            remainder - self.value
+        } else {
+            remainder
+        }
+    }
+}
+
+/// The Maglev table of `nodes` (`(slot, hash, weight)` in node-hash order) over `size` entries.
+///
+/// Nodes take turns in order; in each round a node earns its weight in credit and claims its
+/// next free entry once per `max_weight` credit, until every entry is claimed. Whether an entry
+/// is taken is read from a bitmap (80 KB for the default table, which stays in cache) rather
+/// than from the table (2.6 MB), which is only written.
+///
+/// A claim with `f` entries free probes about `size / f` entries, so probing the last entries
+/// costs most of the build (about `size·ln(size)` probes in all). Once at most `√size` entries
+/// are free, a claim instead computes how many steps each free entry is from the node's
+/// position on its permutation and takes the nearest: the same entry the probes would reach
+/// first, for `f` multiplications instead of `size / f` probes. At 1,000 nodes on the default
+/// table that replaces about half of the 8.9 million probes.
+#[allow(clippy::cast_possible_truncation)] // table size and slots are checked to fit u32
+fn populate(nodes: &[(usize, u64, u32)], size: u64) -> Vec<u32> {
+    let max_weight = nodes.iter().map(|n| u64::from(n.2)).max().unwrap_or(1);
+    let mut walkers: Vec<Walker> = nodes
+        .iter()
+        .map(|&(_, hash, _)| Walker::new(hash, size))
+        .collect();
+    let divisor = Divisor::new(size);
+    let size32 = size as u32;
+    let mut table = vec![u32::MAX; size as usize];
+    let mut taken = vec![0u64; size.div_ceil(64) as usize];
+    let few = size.isqrt();
+    let mut left = size;
+    // The free entries, in no order, once `left <= few`.
+    let mut free: Vec<u32> = if left <= few {
+        (0..size32).collect()
+    } else {
+        Vec::new()
+    };
+    loop {
+        for (walker, &(slot, _, weight)) in walkers.iter_mut().zip(nodes) {
+            walker.credit += u64::from(weight);
+            while walker.credit >= max_weight {
+                walker.credit -= max_weight;
+                let entry = if left > few {
+                    let entry = walker.probe(&taken, size32);
+                    taken[(entry / 64) as usize] |= 1 << (entry % 64);
+                    if left - 1 == few {
+                        free = (0..size32)
+                            .filter(|&e| taken[(e / 64) as usize] >> (e % 64) & 1 == 0)
+                            .collect();
+                    }
+                    entry
+                } else {
+                    free.swap_remove(walker.nearest(&free, &divisor))
+                };
+                walker.step_past(entry, size32);
+                table[entry as usize] = slot as u32;
+                left -= 1;
+                if left == 0 {
+                    return table;
+                }
+            }
+        }
+    }
+}
+
 impl Default for Maglev {
     fn default() -> Self {
         Self::new()
@@ -392,60 +563,13 @@ impl Engine for Maglev {
         Ok(())
     }
 
-    #[allow(clippy::cast_possible_truncation)] // table size and slots are checked to fit u32
     fn rebuild(&mut self) {
         let nodes = self.slots.sorted_by_hash();
         self.table.clear();
         if nodes.is_empty() {
             return;
         }
-        let size = self.size();
-        let max_weight = nodes.iter().map(|n| u64::from(n.2)).max().unwrap_or(1);
-        // Per node: (next entry of its permutation, skip, credit). The permutation's entry `j` is
-        // `(offset + j·skip) mod size`; stepping by `skip` with one conditional subtraction
-        // walks it without a division per probe.
-        let mut walkers: Vec<(u64, u64, u64)> = nodes
-            .iter()
-            .map(|&(_, hash, _)| {
-                let offset = reduce(mix(hash, 1), size);
-                let skip = if size > 1 {
-                    reduce(mix(hash, 2), size - 1) + 1
-                } else {
-                    1
-                };
-                (offset, skip, 0)
-            })
-            .collect();
-        let mut table = vec![u32::MAX; size as usize];
-        // Most probes find the entry taken; a bitmap of taken entries (80 KB for the default
-        // table) answers them from cache instead of reading the 2.6 MB table.
-        let mut taken = vec![0u64; size.div_ceil(64) as usize];
-        let mut filled = 0u64;
-        'rounds: loop {
-            for (walker, &(slot, _, weight)) in walkers.iter_mut().zip(&nodes) {
-                walker.2 += u64::from(weight);
-                while walker.2 >= max_weight {
-                    walker.2 -= max_weight;
-                    let entry = loop {
-                        let entry = walker.0 as usize;
-                        walker.0 += walker.1;
-                        if walker.0 >= size {
-                            walker.0 -= size;
-                        }
-                        if taken[entry / 64] & (1 << (entry % 64)) == 0 {
-                            break entry;
-                        }
-                    };
-                    taken[entry / 64] |= 1 << (entry % 64);
-                    table[entry] = slot as u32;
-                    filled += 1;
-                    if filled == size {
-                        break 'rounds;
-                    }
-                }
-            }
-        }
-        self.table = table;
+        self.table = populate(&nodes, self.size());
     }
 
     #[inline]
@@ -502,6 +626,93 @@ mod tests {
         // Numbers whose square root is above 2^32: `d * d` would overflow there.
         assert!(!is_prime(u64::MAX));
         assert!(!is_prime(u64::MAX - 1));
+    }
+
+    /// The table by the paper's rule read literally: each node in turn tests the entries of its
+    /// permutation one by one, with a division per entry, reading the table itself.
+    fn probed_one_by_one(nodes: &[(usize, u64, u32)], size: u64) -> Vec<u32> {
+        let permutation = |hash: u64, j: u64| {
+            let offset = reduce(mix(hash, 1), size);
+            let skip = if size > 1 {
+                reduce(mix(hash, 2), size - 1) + 1
+            } else {
+                1
+            };
+            ((u128::from(offset) + u128::from(j) * u128::from(skip)) % u128::from(size)) as usize
+        };
+        let max_weight = nodes.iter().map(|n| n.2).max().unwrap();
+        let mut position = vec![0u64; nodes.len()];
+        let mut credit = vec![0u32; nodes.len()];
+        let mut table = vec![None; size as usize];
+        let mut left = size;
+        while left > 0 {
+            for (i, &(slot, hash, weight)) in nodes.iter().enumerate() {
+                credit[i] += weight;
+                while credit[i] >= max_weight && left > 0 {
+                    credit[i] -= max_weight;
+                    while table[permutation(hash, position[i])].is_some() {
+                        position[i] += 1;
+                    }
+                    table[permutation(hash, position[i])] = Some(slot as u32);
+                    left -= 1;
+                }
+            }
+        }
+        table.into_iter().map(Option::unwrap).collect()
+    }
+
+    #[test]
+    fn the_population_claims_what_probing_one_by_one_claims() {
+        // Sizes with the last `√size` entries claimed without probing: tiny ones, where every
+        // claim is; and node counts above and below that threshold, weighted and not.
+        for (size, count, weighted) in [
+            (1, 1, false),
+            (2, 1, false),
+            (3, 3, true),
+            (101, 7, true),
+            (2053, 13, false),
+            (2053, 60, true),
+            (65_537, 300, true),
+            (65_537, 1000, false),
+        ] {
+            let mut nodes: Vec<(usize, u64, u32)> = (0..count)
+                .map(|i| {
+                    let weight = if weighted { 1 + (i as u32 * 7) % 5 } else { 1 };
+                    (i, mix(i as u64, 99), weight)
+                })
+                .collect();
+            nodes.sort_unstable_by_key(|&(slot, hash, _)| (hash, slot));
+            assert_eq!(
+                populate(&nodes, size),
+                probed_one_by_one(&nodes, size),
+                "size {size}, {count} nodes, weighted {weighted}"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_between_entries_are_computed_exactly() {
+        for size in [1u64, 2, 3, 1009, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE] {
+            let divisor = Divisor::new(size);
+            let mut x = 0x1234_5678_9abc_u64;
+            for _ in 0..10_000 {
+                x = mix(x, size) >> 16; // below 2^48
+                assert_eq!(divisor.modulo(x), x % size, "{x} mod {size}");
+            }
+            for x in [0, size - 1, size, (1 << 48) - 1] {
+                assert_eq!(divisor.modulo(x), x % size, "{x} mod {size}");
+            }
+            for skip in [1, size / 2 + 1, size - 1]
+                .into_iter()
+                .filter(|skip| (1..size).contains(skip))
+            {
+                assert_eq!(
+                    u128::from(skip) * u128::from(inverse_mod(skip, size)) % u128::from(size),
+                    1,
+                    "{skip} in {size}"
+                );
+            }
+        }
     }
 
     #[test]
