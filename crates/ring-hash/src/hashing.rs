@@ -69,7 +69,14 @@ pub const fn fmix64(mut x: u64) -> u64 {
 /// Hashes the pair `(a, b)`: `fmix64(a ^ fmix64(b ^ GOLDEN))`.
 #[inline]
 pub const fn mix(a: u64, b: u64) -> u64 {
-    fmix64(a ^ fmix64(b ^ GOLDEN))
+    fmix64(a ^ mix_salt(b))
+}
+
+/// The half of [`mix`] that depends on `b` alone: `mix(a, b) == fmix64(a ^ mix_salt(b))`, so a
+/// caller mixing many `a` with a few fixed `b` can compute it once.
+#[inline]
+pub(crate) const fn mix_salt(b: u64) -> u64 {
+    fmix64(b ^ GOLDEN)
 }
 
 /// Maps uniform 64-bit `x` onto `0..n` as `(x * n) >> 64` (128-bit product).

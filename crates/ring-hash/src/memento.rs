@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Error;
 use crate::engine::{Disruption, Engine, MAX_NODES, Relocation, salted_candidates};
-use crate::hashing::{mix, reduce};
+use crate::hashing::{fmix64, mix, mix_salt, reduce};
 use crate::numbered::flip_hash;
 
 /// Fewest draws a key makes among all buckets before its fallback. Each draw finds a working
@@ -23,6 +23,21 @@ const FALLBACK_SALT: u64 = 1 << 33;
 /// `draws + buckets / (e · draws)` hashes on average, whatever the share of working buckets.
 fn draws(buckets: u64) -> u64 {
     buckets.isqrt().max(MIN_DRAWS)
+}
+
+/// `mix_salt(i)` for the first [`MIN_DRAWS`] draws `i`, so that a draw's `mix(key, i)` costs one
+/// `fmix64`, not two; the draws beyond them (only with more than 4,096 buckets, and only for keys
+/// whose first 64 draws were vacant) compute theirs.
+static DRAW_SALTS: [u64; MIN_DRAWS as usize] = draw_salts();
+
+const fn draw_salts() -> [u64; MIN_DRAWS as usize] {
+    let mut salts = [0; MIN_DRAWS as usize];
+    let mut i = 0;
+    while i < MIN_DRAWS {
+        salts[i as usize] = mix_salt(i);
+        i += 1;
+    }
+    salts
 }
 
 /// Numbered buckets where any node may fail: a key keeps its bucket while that bucket works,
@@ -82,8 +97,9 @@ fn draws(buckets: u64) -> u64 {
 pub struct Memento {
     /// The node hash of each bucket: its node if it works, the node that held it last if not.
     nodes: Vec<u64>,
-    /// Whether each bucket is vacant.
-    vacant: Vec<bool>,
+    /// Whether each bucket is vacant, one bit per bucket (bit `b % 64` of word `b / 64`): 8 KB
+    /// for 65,536 buckets, so the draws of a lookup read the first level of cache.
+    vacant: Vec<u64>,
     /// The working buckets, lowest first: what the fallback scores.
     working: Vec<u32>,
     /// The vacant buckets, lowest first.
@@ -108,8 +124,7 @@ impl Memento {
     pub(crate) fn from_layout(buckets: impl IntoIterator<Item = (u64, bool)>) -> Self {
         let mut engine = Self::new();
         for (bucket, (hash, vacant)) in (0u32..).zip(buckets) {
-            engine.nodes.push(hash);
-            engine.vacant.push(vacant);
+            engine.push(hash);
             if vacant {
                 engine.mark_vacant(bucket);
             } else {
@@ -124,6 +139,26 @@ impl Memento {
         self.nodes.len()
     }
 
+    #[inline]
+    fn is_vacant(&self, bucket: usize) -> bool {
+        self.vacant[bucket / 64] >> (bucket % 64) & 1 == 1
+    }
+
+    fn set_vacant(&mut self, bucket: usize, vacant: bool) {
+        let bit = 1 << (bucket % 64);
+        if vacant {
+            self.vacant[bucket / 64] |= bit;
+        } else {
+            self.vacant[bucket / 64] &= !bit;
+        }
+    }
+
+    /// Appends a bucket held by `node_hash`, working until marked vacant.
+    fn push(&mut self, node_hash: u64) {
+        self.nodes.push(node_hash);
+        self.vacant.resize(self.nodes.len().div_ceil(64), 0);
+    }
+
     /// Makes a working bucket vacant, remembering its node.
     fn vacate(&mut self, bucket: u32) {
         if let Ok(at) = self.working.binary_search(&bucket) {
@@ -133,7 +168,7 @@ impl Memento {
     }
 
     fn mark_vacant(&mut self, bucket: u32) {
-        self.vacant[bucket as usize] = true;
+        self.set_vacant(bucket as usize, true);
         self.vacancies.insert(bucket);
         self.former.insert(self.nodes[bucket as usize], bucket);
     }
@@ -144,7 +179,7 @@ impl Memento {
             self.former.remove(&previous);
         }
         self.vacancies.remove(&bucket);
-        self.vacant[bucket as usize] = false;
+        self.set_vacant(bucket as usize, false);
         self.nodes[bucket as usize] = node_hash;
         if let Err(at) = self.working.binary_search(&bucket) {
             self.working.insert(at, bucket);
@@ -167,13 +202,20 @@ impl Memento {
         let buckets = self.nodes.len() as u64;
         hashed();
         let draw = flip_hash(key_hash, buckets) as usize;
-        if !self.vacant[draw] {
+        if !self.is_vacant(draw) {
             return Some(draw);
         }
-        for i in 1..draws(buckets) {
+        for salt in &DRAW_SALTS[1..] {
+            hashed();
+            let draw = reduce(fmix64(key_hash ^ salt), buckets) as usize;
+            if !self.is_vacant(draw) {
+                return Some(draw);
+            }
+        }
+        for i in MIN_DRAWS..draws(buckets) {
             hashed();
             let draw = reduce(mix(key_hash, i), buckets) as usize;
-            if !self.vacant[draw] {
+            if !self.is_vacant(draw) {
                 return Some(draw);
             }
         }
@@ -218,14 +260,13 @@ impl Engine for Memento {
         }
         #[allow(clippy::cast_possible_truncation)] // below MAX_NODES
         self.working.push(self.nodes.len() as u32);
-        self.nodes.push(node_hash);
-        self.vacant.push(false);
+        self.push(node_hash);
         Ok(self.nodes.len() - 1)
     }
 
     #[allow(clippy::cast_possible_truncation)] // buckets are below MAX_NODES
     fn remove(&mut self, slot: usize) -> Option<Relocation> {
-        if slot >= self.nodes.len() || self.vacant[slot] {
+        if slot >= self.nodes.len() || self.is_vacant(slot) {
             return None;
         }
         self.vacate(slot as u32);
@@ -259,7 +300,7 @@ impl Engine for Memento {
             key_hash,
             self.nodes.len(),
             |hash| self.lookup(hash),
-            |bucket| !self.vacant[bucket],
+            |bucket| !self.is_vacant(bucket),
         )
     }
 }
