@@ -64,3 +64,23 @@ fn get_n_into_allocates_nothing() {
         .unwrap(),
     );
 }
+
+/// A ring keeps 16 bytes per point and 4 per index entry, plus the placement's bookkeeping per
+/// node: 1,000 nodes at the default 160 points hold 160,000 points and a 2^18-entry index.
+#[test]
+fn a_ring_holds_sixteen_bytes_per_point() {
+    let (held, placement) = allocator::bytes_held_by(|| {
+        Placement::from_members(Ring::new(), (0..1000u32).map(Member::new)).unwrap()
+    });
+    assert_eq!(placement.len(), 1000);
+    let points = 16 * 160_000;
+    let index = 4 * (1 << 18);
+    // Node values, slots and the node-to-slot map: about 130 bytes per node when measured; the
+    // allowance also covers what the other tests of this file allocate meanwhile.
+    let bookkeeping = 300 * 1000;
+    assert!(
+        held <= points + index + bookkeeping,
+        "{held} bytes held, more than {}",
+        points + index + bookkeeping
+    );
+}
