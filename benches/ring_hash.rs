@@ -104,10 +104,87 @@ fn ring(c: &mut Criterion) {
     group.finish();
 }
 
+/// Three distinct replicas of each key over the 100-node ring of `ring`: ours through
+/// `get_n_into` with a reused `Vec` and through `node_iter().take(3)`, hashring's
+/// `get_with_replicas` (the owner and the next two ring entries), pingora-ketama's `node_iter`
+/// walked until it has given three distinct nodes.
+fn get_n(c: &mut Criterion) {
+    const REPLICAS: usize = 3;
+    let keys = string_keys();
+    let mut group = c.benchmark_group("ring_hash/get_n/100");
+    group.throughput(Throughput::Elements(KEYS as u64));
+
+    let placement =
+        Placement::from_members(Ring::new(), (0..100).map(|i| Member::new(addr(i)))).unwrap();
+    group.bench_function("infra_get_n_into", |b| {
+        let mut replicas = Vec::with_capacity(REPLICAS);
+        b.iter(|| {
+            for key in &keys {
+                placement.get_n_into(key.as_str(), REPLICAS, &mut replicas);
+                black_box(&replicas);
+            }
+        });
+    });
+    group.bench_function("infra_node_iter", |b| {
+        b.iter(|| {
+            for key in &keys {
+                for node in placement.node_iter(key.as_str()).take(REPLICAS) {
+                    black_box(node);
+                }
+            }
+        });
+    });
+
+    let buckets: Vec<pingora_ketama::Bucket> = (0..100)
+        .map(|i| pingora_ketama::Bucket::new(addr(i), 1))
+        .collect();
+    let continuum = pingora_ketama::Continuum::new(&buckets);
+    group.bench_function("pingora-ketama", |b| {
+        let mut replicas: Vec<&SocketAddr> = Vec::with_capacity(REPLICAS);
+        b.iter(|| {
+            for key in &keys {
+                replicas.clear();
+                for node in continuum.node_iter(key.as_bytes()) {
+                    if !replicas.contains(&node) {
+                        replicas.push(node);
+                        if replicas.len() == REPLICAS {
+                            break;
+                        }
+                    }
+                }
+                black_box(&replicas);
+            }
+        });
+    });
+    // hashring's replicas are the next ring entries, not distinct nodes: with 160 entries per
+    // node (as in `ring`), two of the three may be one node. It copies the whole ring (16,000
+    // entries) on every call.
+    let mut hashring = hashring::HashRing::new();
+    hashring.batch_add(
+        (0..100)
+            .flat_map(|i| (0..160u32).map(move |point| (addr(i), point)))
+            .collect(),
+    );
+    // At about 0.2 ms per call (180 ms per 1,024 keys when measured), 100 samples would take
+    // minutes: this row (last) takes 10.
+    group.sample_size(10);
+    group.bench_function("hashring", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(hashring.get_with_replicas(&key.as_str(), REPLICAS - 1));
+            }
+        });
+    });
+
+    group.finish();
+}
+
 /// Jump and FlipHash on numbered buckets; u64 keys hashed by each crate its own way.
 fn numbered(c: &mut Criterion) {
     let keys = int_keys();
     let jumphash = jumphash::JumpHasher::new_with_keys(1, 2);
+    // The same jump with our hasher: XXH3-64 with our seed, through std's `Hash`.
+    let jumphash_xxh3 = jumphash::CustomJumpHasher::new(StableHasher::new());
     for buckets in [1_000u32, 1_000_000] {
         for (engine, function) in [
             ("jump", jump_hash as fn(u64, u32) -> u32),
@@ -128,6 +205,13 @@ fn numbered(c: &mut Criterion) {
                 b.iter(|| {
                     for key in &keys {
                         black_box(jumphash.slot(key, black_box(buckets)));
+                    }
+                });
+            });
+            group.bench_function("jumphash_xxh3", |b| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(jumphash_xxh3.slot(key, black_box(buckets)));
                     }
                 });
             });
@@ -157,6 +241,19 @@ fn maglev(c: &mut Criterion) {
         b.iter(|| {
             for key in &keys {
                 black_box(peer.get(key));
+            }
+        });
+    });
+    // The same with our hasher: XXH3-64 with our seed, through std's `Hash`.
+    let peer_xxh3 = maglev::Maglev::with_capacity_and_hasher(
+        0..1000u32,
+        10_007,
+        BuildHasherDefault::<StableHasher>::default(),
+    );
+    group.bench_function("maglev_xxh3", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(peer_xxh3.get(key));
             }
         });
     });
@@ -212,11 +309,10 @@ fn removal_tolerant(c: &mut Criterion) {
         // buckets one by one it starts with half the capacity working, which AnchorHash treats
         // exactly like removed buckets.
         if let Ok(capacity) = u16::try_from(size) {
-            let anchor = anchorhash::Builder::with_hasher(BuildHasherDefault::<
-                std::collections::hash_map::DefaultHasher,
-            >::default())
-            .with_resources(0..u32::from(capacity).div_ceil(2))
-            .build::<u64>(capacity);
+            let anchor = half_working_anchor(
+                capacity,
+                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
+            );
             group.bench_function("anchorhash", |b| {
                 b.iter(|| {
                     for key in &keys {
@@ -224,9 +320,29 @@ fn removal_tolerant(c: &mut Criterion) {
                     }
                 });
             });
+            // The same with our hasher: XXH3-64 with our seed, through std's `Hash`.
+            let anchor_xxh3 =
+                half_working_anchor(capacity, BuildHasherDefault::<StableHasher>::default());
+            group.bench_function("anchorhash_xxh3", |b| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(anchor_xxh3.get_resource(*key));
+                    }
+                });
+            });
         }
         group.finish();
     }
+}
+
+/// An AnchorHash of `capacity` buckets with the lower half working, hashing keys with `hasher`.
+fn half_working_anchor<B: std::hash::BuildHasher>(
+    capacity: u16,
+    hasher: B,
+) -> anchorhash::AnchorHash<u64, u32, B> {
+    anchorhash::Builder::with_hasher(hasher)
+        .with_resources(0..u32::from(capacity).div_ceil(2))
+        .build::<u64>(capacity)
 }
 
 /// Rendezvous at 10 nodes.
@@ -298,6 +414,7 @@ fn bounded(c: &mut Criterion) {
 criterion_group!(
     benches,
     ring,
+    get_n,
     numbered,
     maglev,
     maglev_build,
