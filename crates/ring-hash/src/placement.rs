@@ -425,32 +425,14 @@ where
     /// [`Placement::node_iter`] for a precomputed key hash.
     pub fn node_iter_for_hash(&self, key_hash: u64) -> impl Iterator<Item = &N> + '_ {
         let mut candidates = self.engine.candidates(key_hash);
-        // Slots already given, allocated at the second node: a first-node-only walk (the
-        // usual failover, when the owner is up) costs nothing more than a lookup.
-        let mut first: Option<usize> = None;
-        let mut seen: Vec<bool> = Vec::new();
-        let mut given = 0;
+        let mut given = GivenSlots::default();
         std::iter::from_fn(move || {
-            if given == self.len() {
+            if given.count == self.len() {
                 return None;
             }
             let slot = candidates.find(|&slot| {
-                if self.node_in_slot(slot).is_none() {
-                    return false;
-                }
-                match first {
-                    None => true,
-                    Some(first) => {
-                        if seen.is_empty() {
-                            seen = vec![false; self.slot_bound()];
-                            seen[first] = true;
-                        }
-                        !std::mem::replace(&mut seen[slot], true)
-                    }
-                }
+                self.node_in_slot(slot).is_some() && given.insert(slot, self.slot_bound())
             })?;
-            first.get_or_insert(slot);
-            given += 1;
             self.node_in_slot(slot).map(|(node, _)| node)
         })
     }
@@ -648,5 +630,40 @@ impl<N: fmt::Debug, E: Engine> fmt::Debug for Placement<N, E> {
             .field("engine", &self.engine.name())
             .field("members", &self.nodes.iter().flatten().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+/// Slots a failover walk ([`Placement::node_iter`]) has given. A replica walk takes a handful,
+/// so the first few sit in an inline list checked one by one, and a walk allocates (a flag per
+/// slot) only past them.
+#[derive(Default)]
+struct GivenSlots {
+    inline: [usize; GivenSlots::INLINE],
+    count: usize,
+    beyond_inline: Vec<bool>,
+}
+
+impl GivenSlots {
+    const INLINE: usize = 8;
+
+    /// Records `slot` (below `bound`); whether it was new.
+    fn insert(&mut self, slot: usize, bound: usize) -> bool {
+        let new = if !self.beyond_inline.is_empty() {
+            !std::mem::replace(&mut self.beyond_inline[slot], true)
+        } else if self.inline[..self.count].contains(&slot) {
+            false
+        } else if self.count < Self::INLINE {
+            self.inline[self.count] = slot;
+            true
+        } else {
+            self.beyond_inline = vec![false; bound];
+            for &given in &self.inline {
+                self.beyond_inline[given] = true;
+            }
+            self.beyond_inline[slot] = true;
+            true
+        };
+        self.count += usize::from(new);
+        new
     }
 }
