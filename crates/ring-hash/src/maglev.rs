@@ -93,7 +93,7 @@ impl MaglevConfig {
     /// The default table moves 4.3× the ideal at 1,000 → 1,001 nodes; this one, 5,000,011
     /// entries (20 MB) for `max_nodes = 1000`, moves 1.8× (1,803 of 1,000,000 keys against an
     /// ideal 999). It costs memory and build time, and every membership change rebuilds the
-    /// table: about 9× the default table's build at 1,000 nodes (see the crate README). Past
+    /// table: 9–11× the default table's build at 1,000 nodes (see the crate README). Past
     /// `max_nodes`, nodes are still accepted up to [`Maglev::max_nodes`], but disruption grows
     /// back towards the default table's.
     ///
