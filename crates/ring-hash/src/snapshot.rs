@@ -8,13 +8,15 @@
 //! readers are wait-free and never look at a lock.
 //!
 //! The counters come in stripes, each stripe on a cache line of its own, with two counters
-//! per stripe chosen by a parity bit. A reader uses the stripe of its thread
-//! ([`thread::ordinal`] modulo the stripe count, so the first [`STRIPES`] threads to read get
-//! one each) and the counter of the current parity. Readers on different threads therefore
-//! write to different cache lines; all they share is the pointer and the parity bit, which
-//! they only read. (With one pair of counters for all readers, as this cell had before, two
-//! threads' lookups fought over one cache line and lost to arc-swap on two threads; see the
-//! `ring_hash/shared` benchmarks.)
+//! per stripe chosen by a parity bit. The first [`STRIPES`] threads of the process
+//! ([`thread::ordinal`] below [`STRIPES`]) each own a stripe that no other thread writes, so
+//! they count with a plain load and store instead of a locked read-modify-write; later threads
+//! share the overflow stripes (ordinal modulo [`STRIPES`]) and count with atomic increments. A
+//! reader uses the counter of the current parity. Readers on different threads therefore write
+//! to different cache lines (up to the overflow's sharing); all they share is the pointer and
+//! the parity bit, which they only read. (With one pair of counters for all readers, as this
+//! cell had first, two threads' lookups fought over one cache line and lost to arc-swap on two
+//! threads; see the `ring_hash/shared` benchmarks.)
 //!
 //! A writer (serialized with the other writers by a mutex) swaps the new pointer in, issues a
 //! `SeqCst` fence, and then, twice: flips the parity bit so new readers go to the other
@@ -26,10 +28,13 @@
 //! load of that counter sees the reader's announcement, or the reader's pointer load sees the
 //! new pointer. In the first case the writer waits for the reader's `Release` withdrawal,
 //! which its `Acquire` load synchronizes with, so the reader is done with the old value before
-//! it is dropped. Every counter of every stripe is drained after the swap (each parity in one
-//! of the two rounds), so it does not matter which counter the reader picked, nor whether two
-//! threads share a stripe; the parity flip only keeps a stream of new readers from starving
-//! the writer.
+//! it is dropped. Every counter of every stripe, owned and overflow, is drained after the swap
+//! (each parity in one of the two rounds), so it does not matter which counter the reader
+//! picked, nor whether two threads share a stripe; the parity flip only keeps a stream of new
+//! readers from starving the writer. An owned counter's plain store is as good as an
+//! increment there because its thread is the only writer: its load reads its own last store,
+//! and the writer's `Acquire` load of the withdrawing `Release` store (the last one of a
+//! nested read) sees everything the thread did before it.
 //!
 //! The cost is on the writer, which waits for the few instructions of every in-flight read
 //! and reads `2 × STRIPES` counters; a reader preempted inside its read section delays the
@@ -47,15 +52,16 @@ use infra_common::sync::{Arc, Mutex, spin_loop, thread};
 /// How many times a writer spins on a reader counter before it yields its time slice.
 const SPINS_BEFORE_YIELD: u32 = 64;
 
-/// How many stripes of reader counters a cell has: the first this many threads of the process
-/// to read get a stripe each, and a cell takes `STRIPES × 128` bytes for them.
+/// How many owned stripes and how many overflow stripes a cell has: the first this many
+/// threads of the process own a stripe each, later threads share the overflow ones, and a cell
+/// takes `2 × STRIPES × 128` bytes for them.
 #[cfg(not(infra_loom))]
 const STRIPES: usize = 16;
 
-/// Two stripes are enough for a model to put two readers on different stripes; more would
-/// only add states to explore.
+/// One of each is enough for a model to put a reader on an owned stripe (the first thread to
+/// read) and one on the overflow stripe (the next); more would only add states to explore.
 #[cfg(infra_loom)]
-const STRIPES: usize = 2;
+const STRIPES: usize = 1;
 
 /// A stripe's two reader counters (one per parity), alone on a cache line: 128 bytes, since
 /// x86 processors fetch lines in adjacent pairs.
@@ -94,8 +100,11 @@ struct Current<T> {
 /// ```
 pub struct SnapshotCell<T> {
     current: Current<T>,
-    /// Readers currently inside a read section, by stripe and by the parity they saw.
-    stripes: [Stripe; STRIPES],
+    /// Readers currently inside a read section, by stripe and by the parity they saw: the
+    /// stripe a thread owns (written by it alone) ...
+    owned: [Stripe; STRIPES],
+    /// ... or, for threads past the first [`STRIPES`], a shared one.
+    overflow: [Stripe; STRIPES],
     /// Serializes writers.
     writer: Mutex<()>,
 }
@@ -112,13 +121,36 @@ unsafe impl<T: Send + Sync> Sync for SnapshotCell<T> {}
 /// closure panics.
 struct ReadSection<'a> {
     counter: &'a AtomicUsize,
+    /// Whether `counter` is on the stripe this thread owns (and no other thread writes).
+    owned: bool,
+}
+
+impl ReadSection<'_> {
+    /// Adds one reader to `counter`.
+    #[inline]
+    fn announce(counter: &AtomicUsize, owned: bool) -> ReadSection<'_> {
+        if owned {
+            // This thread is the counter's only writer: a load and a store count without a
+            // locked read-modify-write.
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        } else {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        ReadSection { counter, owned }
+    }
 }
 
 impl Drop for ReadSection<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Release: everything this reader did with the value happens before a writer's
         // Acquire load that sees the counter drop.
-        self.counter.fetch_sub(1, Ordering::Release);
+        if self.owned {
+            let count = self.counter.load(Ordering::Relaxed);
+            self.counter.store(count - 1, Ordering::Release);
+        } else {
+            self.counter.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -146,21 +178,25 @@ impl<T> SnapshotCell<T> {
                 value: AtomicPtr::new(Arc::into_raw(value).cast_mut()),
                 parity: AtomicUsize::new(0),
             },
-            stripes: std::array::from_fn(|_| Stripe::default()),
+            owned: std::array::from_fn(|_| Stripe::default()),
+            overflow: std::array::from_fn(|_| Stripe::default()),
             writer: Mutex::new(()),
         }
     }
 
     #[inline]
     fn enter(&self) -> (ReadSection<'_>, *const T) {
-        let stripe = &self.stripes[thread::ordinal() % STRIPES];
-        let counter = &stripe.readers[self.current.parity.load(Ordering::Relaxed) & 1];
-        counter.fetch_add(1, Ordering::Relaxed);
+        let ordinal = thread::ordinal();
+        let parity = self.current.parity.load(Ordering::Relaxed) & 1;
+        let section = match self.owned.get(ordinal) {
+            Some(stripe) => ReadSection::announce(&stripe.readers[parity], true),
+            None => ReadSection::announce(&self.overflow[ordinal % STRIPES].readers[parity], false),
+        };
         // Pairs with the writer's fence: either the writer sees this announcement or this
         // reader sees the writer's new pointer (see the module documentation).
         fence(Ordering::SeqCst);
         let ptr = self.current.value.load(Ordering::Acquire);
-        (ReadSection { counter }, ptr)
+        (section, ptr)
     }
 
     /// Runs `f` on the current value without touching its reference count.
@@ -201,7 +237,7 @@ impl<T> SnapshotCell<T> {
         fence(Ordering::SeqCst);
         for _ in 0..2 {
             let drained = self.current.parity.fetch_xor(1, Ordering::Relaxed) & 1;
-            for stripe in &self.stripes {
+            for stripe in self.owned.iter().chain(&self.overflow) {
                 drain(&stripe.readers[drained]);
             }
         }
@@ -247,10 +283,11 @@ mod tests {
         assert_eq!(format!("{cell:?}"), "SnapshotCell(2)");
     }
 
-    /// Which counters of `cell` are nonzero, as (stripe, parity) pairs.
+    /// Which counters of `cell` are nonzero, as (stripe, parity) pairs; stripes numbered
+    /// owned first, then overflow.
     fn announced<T>(cell: &SnapshotCell<T>) -> Vec<(usize, usize)> {
         let mut seen = Vec::new();
-        for (stripe, counters) in cell.stripes.iter().enumerate() {
+        for (stripe, counters) in cell.owned.iter().chain(&cell.overflow).enumerate() {
             for (parity, counter) in counters.readers.iter().enumerate() {
                 if counter.load(Ordering::Relaxed) != 0 {
                     seen.push((stripe, parity));
@@ -260,20 +297,45 @@ mod tests {
         seen
     }
 
+    /// The stripe (numbered as in `announced`) a thread of `ordinal` reads on.
+    fn stripe_of(ordinal: usize) -> usize {
+        if ordinal < STRIPES {
+            ordinal
+        } else {
+            STRIPES + ordinal % STRIPES
+        }
+    }
+
     #[test]
     fn a_reader_announces_itself_on_its_threads_stripe_only() {
         let cell = Arc::new(SnapshotCell::new(Arc::new(0)));
-        let here = cell.read(|_| announced(&cell));
-        assert_eq!(here, [(thread::ordinal() % STRIPES, 0)]);
+        let here = cell.read(|_| cell.read(|_| announced(&cell)));
+        assert_eq!(
+            here,
+            [(stripe_of(thread::ordinal()), 0)],
+            "nested reads count on one counter"
+        );
+        assert_eq!(
+            cell.owned
+                .iter()
+                .chain(&cell.overflow)
+                .map(|s| s.readers[0].load(Ordering::Relaxed))
+                .sum::<usize>(),
+            0
+        );
         // A publication flips the parity twice, so readers after it use the same counters.
         drop(cell.publish(Arc::new(1)));
-        let theirs = {
-            let cell = Arc::clone(&cell);
-            thread::spawn(move || (thread::ordinal(), cell.read(|_| announced(&cell))))
-                .join()
-                .unwrap()
-        };
-        assert_eq!(theirs.1, [(theirs.0 % STRIPES, 0)]);
+        // Threads past the first `STRIPES` use the overflow stripes: start enough of them that
+        // both kinds are exercised whatever ordinals earlier tests took.
+        for _ in 0..=STRIPES {
+            let theirs = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || (thread::ordinal(), cell.read(|_| announced(&cell))))
+                    .join()
+                    .unwrap()
+            };
+            assert_eq!(theirs.1, [(stripe_of(theirs.0), 0)]);
+        }
         assert!(announced(&cell).is_empty(), "every reader withdrew");
     }
 

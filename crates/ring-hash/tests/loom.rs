@@ -1,5 +1,5 @@
-//! Model checks: snapshot publication while readers look up (on the same or different reader
-//! stripes), and the bounded-load counters (including leases released and taken while their
+//! Model checks: snapshot publication while readers look up (on an owned or the overflow
+//! reader stripe), and the bounded-load counters (including leases released and taken while their
 //! node leaves).
 //!
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-ring-hash --test loom`
@@ -75,8 +75,9 @@ fn a_reader_on_another_stripe_is_waited_for() {
             id: 0,
             dropped: Arc::clone(&dropped),
         })));
-        // This thread reads first, so it takes the first stripe and the reader below the
-        // second: the writer (this thread) must wait for a reader on a stripe not its own.
+        // This thread reads first, so it owns the model's one owned stripe and the reader below
+        // counts on the overflow stripe: the writer (this thread) must wait for a reader on a
+        // stripe not its own, counted with atomic increments rather than its owner's stores.
         assert_eq!(cell.read(|value| value.id), 0);
         let reader = {
             let (cell, dropped) = (Arc::clone(&cell), Arc::clone(&dropped));
