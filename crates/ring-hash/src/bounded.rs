@@ -4,14 +4,14 @@ use std::fmt;
 use std::hash::Hash;
 
 use infra_common::hash::StableHash;
+use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
-use infra_common::sync::{Arc, Mutex};
 
 use crate::Error;
 use crate::engine::Engine;
 use crate::hashing::key_hash;
 use crate::placement::Placement;
-use crate::reentry::Section;
+use crate::shared::SharedPlacement;
 use crate::snapshot::SnapshotCell;
 
 /// The largest capacity factor [`BoundedLoad::new`] accepts (one million). A factor that large
@@ -36,11 +36,19 @@ pub const MAX_CAPACITY_FACTOR: f64 = 1_000_000.0;
 /// # Membership changes
 ///
 /// [`BoundedLoad::add`], [`BoundedLoad::remove`], [`BoundedLoad::set_weight`] and
-/// [`BoundedLoad::update`] change the membership the way [`SharedPlacement`]'s writers do (copy,
-/// change, publish a snapshot; lookups never wait), and the loads come along: a node keeps its
+/// [`BoundedLoad::update`] change the membership through the [`SharedPlacement`] the layer
+/// follows (copy, change, publish a snapshot; lookups never wait), and the loads come along: a node keeps its
 /// count while it stays a member. A removed node's leases stop counting at once (its keys are
 /// the caller's to place again); dropping them later changes no member's count. A node that
 /// leaves and comes back starts from zero.
+///
+/// # Over a shared placement
+///
+/// [`BoundedLoad::over_shared`] builds the layer over an existing [`SharedPlacement`] instead
+/// of a placement of its own: the two share one membership and its snapshots, so a change made
+/// through either is seen by both (the loads follow it as above) and nobody keeps two member
+/// lists in step by hand. [`BoundedLoad::new`] makes a shared placement of its own, reachable
+/// through [`BoundedLoad::shared`].
 ///
 /// # Owned leases
 ///
@@ -79,12 +87,17 @@ pub const MAX_CAPACITY_FACTOR: f64 = 1_000_000.0;
 /// assert_eq!(bounded.total(), 0);
 /// # Ok::<(), infra_ring_hash::Error>(())
 /// ```
-///
-/// [`SharedPlacement`]: crate::SharedPlacement
 pub struct BoundedLoad<N, E> {
+    loads: Arc<Loads<N, E>>,
+    /// The membership the loads follow: changes go through it, and it passes each one on to
+    /// `loads` before the change returns.
+    shared: Arc<SharedPlacement<N, E>>,
+}
+
+/// The loads of one [`BoundedLoad`]: what its lookups read, kept up to date by the
+/// [`SharedPlacement`] it follows.
+pub(crate) struct Loads<N, E> {
     current: SnapshotCell<View<N, E>>,
-    /// Held across copy-change-publish so concurrent changes are not lost.
-    changes: Mutex<()>,
     /// Leases held on members in all, shared with every lease.
     total: Arc<AtomicU64>,
     factor_milli: u64,
@@ -221,52 +234,133 @@ enum Attempt<N> {
     Empty,
 }
 
-impl<N, E> BoundedLoad<N, E>
+/// The capacity factor in thousandths, or the error for a factor outside 1.0 to
+/// [`MAX_CAPACITY_FACTOR`].
+fn factor_milli(factor: f64) -> Result<u64, Error> {
+    if !factor.is_finite() || !(1.0..=MAX_CAPACITY_FACTOR).contains(&factor) {
+        return Err(Error::InvalidCapacityFactor {
+            factor: factor.to_string(),
+        });
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1000..=1e9
+    let factor_milli = (factor * 1000.0).round() as u64;
+    Ok(factor_milli)
+}
+
+impl<N, E> Loads<N, E>
 where
     N: StableHash + Hash + Eq + Clone + fmt::Debug,
     E: Engine,
 {
+    fn new(placement: Arc<Placement<N, E>>, factor_milli: u64) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::BoundedCounters::new(&placement.metrics),
+            current: SnapshotCell::new(Arc::new(View::new(placement, None))),
+            total: Arc::new(AtomicU64::new(0)),
+            factor_milli,
+        }
+    }
+
+    /// Moves the loads onto `placement`, the new membership: the nodes that stay keep their
+    /// counters, removed nodes' leases stop counting. Called by the followed
+    /// [`SharedPlacement`] with its changes serialized.
+    pub(crate) fn follow(&self, placement: &Arc<Placement<N, E>>) {
+        let previous = self.current.load();
+        let view = View::new(Arc::clone(placement), Some(&previous));
+        let removed: Vec<_> = previous
+            .loads
+            .iter()
+            .flatten()
+            .filter(|counter| !view.placement.contains(&counter.node))
+            .cloned()
+            .collect();
+        // Once published (and the old view drained), no take can claim a removed node; its
+        // counter then leaves the total with whatever leases it still has.
+        drop(self.current.publish(Arc::new(view)));
+        for counter in removed {
+            counter.retire(&self.total);
+        }
+    }
+}
+
+impl<N, E> BoundedLoad<N, E>
+where
+    N: StableHash + Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    E: Engine,
+{
     /// A bounded-load layer over `placement` with capacity factor `factor` (from 1.0 to
-    /// [`MAX_CAPACITY_FACTOR`]; 1.25 is a common choice), rounded to thousandths.
+    /// [`MAX_CAPACITY_FACTOR`]; 1.25 is a common choice), rounded to thousandths. The
+    /// membership is shared through a [`SharedPlacement`] of its own ([`BoundedLoad::shared`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidCapacityFactor`] unless `factor` is a finite number from 1.0 to
     /// [`MAX_CAPACITY_FACTOR`].
     pub fn new(placement: impl Into<Arc<Placement<N, E>>>, factor: f64) -> Result<Self, Error> {
-        if !factor.is_finite() || !(1.0..=MAX_CAPACITY_FACTOR).contains(&factor) {
-            return Err(Error::InvalidCapacityFactor {
-                factor: factor.to_string(),
-            });
-        }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1000..=1e9
-        let factor_milli = (factor * 1000.0).round() as u64;
-        let placement = placement.into();
-        Ok(Self {
-            #[cfg(feature = "metrics")]
-            metrics: crate::metrics::BoundedCounters::new(&placement.metrics),
-            current: SnapshotCell::new(Arc::new(View::new(placement, None))),
-            changes: Mutex::new(()),
-            total: Arc::new(AtomicU64::new(0)),
-            factor_milli,
-        })
+        let factor_milli = factor_milli(factor)?;
+        let shared = Arc::new(SharedPlacement::from_snapshot(placement.into()));
+        let loads = shared.attach(|placement| Loads::new(placement, factor_milli))?;
+        Ok(Self { loads, shared })
+    }
+
+    /// A bounded-load layer over `shared`, an existing shared placement: lookups follow every
+    /// membership change made through `shared` (or through this layer, which makes them on
+    /// `shared`), and the loads of the nodes that stay carry over. Several layers may follow
+    /// one placement, each with loads of its own.
+    ///
+    /// ```
+    /// use infra_common::sync::Arc;
+    /// use infra_ring_hash::{BoundedLoad, Rendezvous, SharedPlacement};
+    ///
+    /// let shared = Arc::new(SharedPlacement::new(Rendezvous::new()));
+    /// shared.add("cache-a".to_string(), 1)?;
+    /// shared.add("cache-b".to_string(), 1)?;
+    /// let bounded = BoundedLoad::over_shared(Arc::clone(&shared), 1.25)?;
+    /// let lease = bounded.take("session-1")?;
+    /// let owner = lease.node().clone();
+    ///
+    /// // A change made through the shared placement reaches the bounded lookups, and the
+    /// // load of a node that stays carries over.
+    /// shared.add("cache-c".to_string(), 1)?;
+    /// assert_eq!(bounded.placement().len(), 3);
+    /// assert_eq!(bounded.load(&owner), 1);
+    /// drop(lease);
+    /// assert_eq!(bounded.total(), 0);
+    /// # Ok::<(), infra_ring_hash::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCapacityFactor`] as for [`BoundedLoad::new`];
+    /// [`Error::ChangeInsideOwnSection`] when called from inside a closure of `shared` (a
+    /// change's, or [`SharedPlacement::with_snapshot`]'s).
+    pub fn over_shared(shared: Arc<SharedPlacement<N, E>>, factor: f64) -> Result<Self, Error> {
+        let factor_milli = factor_milli(factor)?;
+        let loads = shared.attach(|placement| Loads::new(placement, factor_milli))?;
+        Ok(Self { loads, shared })
+    }
+
+    /// The shared placement whose membership this layer follows.
+    pub fn shared(&self) -> &Arc<SharedPlacement<N, E>> {
+        &self.shared
     }
 
     /// The current membership: an immutable placement that later changes do not affect.
     pub fn placement(&self) -> Arc<Placement<N, E>> {
-        self.current.read(|view| Arc::clone(&view.placement))
+        self.loads.current.read(|view| Arc::clone(&view.placement))
     }
 
     /// The capacity factor in thousandths (1250 for 1.25).
     pub fn factor_milli(&self) -> u64 {
-        self.factor_milli
+        self.loads.factor_milli
     }
 
     /// The most leases a node of weight `weight` may hold when `held` leases exist in all, with
     /// the current membership's total weight.
     pub fn capacity(&self, held: u64, weight: u32) -> u64 {
-        let total_weight = self.current.read(|view| view.total_weight);
-        let numerator = u128::from(self.factor_milli) * u128::from(held) * u128::from(weight);
+        let total_weight = self.loads.current.read(|view| view.total_weight);
+        let numerator = u128::from(self.loads.factor_milli) * u128::from(held) * u128::from(weight);
         let denominator = 1000 * u128::from(total_weight);
         #[allow(clippy::cast_possible_truncation)] // at most c × held, far below 2^64
         let capacity = numerator.div_ceil(denominator) as u64;
@@ -288,27 +382,28 @@ where
     ///
     /// [`Error::EmptyMembership`] when the placement has no node.
     pub fn take_for_hash(&self, key_hash: u64) -> Result<Lease<N>, Error> {
-        let mut held = self.total.fetch_add(1, Ordering::AcqRel) + 1;
+        let loads = &*self.loads;
+        let mut held = loads.total.fetch_add(1, Ordering::AcqRel) + 1;
         let mut order = Vec::new();
         loop {
             // Each attempt runs in one read section and never waits inside it, so a writer
             // publishing a new membership is never held up by a take that cannot place its key.
-            let attempt = self
+            let attempt = loads
                 .current
-                .read(|view| self.attempt(view, key_hash, held, &mut order));
+                .read(|view| Self::attempt(loads, view, key_hash, held, &mut order));
             let load = match attempt {
                 Attempt::Primary(load) => {
                     #[cfg(feature = "metrics")]
-                    self.metrics.primary();
+                    loads.metrics.primary();
                     load
                 }
                 Attempt::Spilled(load) => {
                     #[cfg(feature = "metrics")]
-                    self.metrics.spilled();
+                    loads.metrics.spilled();
                     load
                 }
                 Attempt::Empty => {
-                    self.total.fetch_sub(1, Ordering::AcqRel);
+                    loads.total.fetch_sub(1, Ordering::AcqRel);
                     return Err(Error::EmptyMembership);
                 }
                 Attempt::Full => {
@@ -316,19 +411,19 @@ where
                     // loads after this one read `held`, or a node left. Re-read it (it includes
                     // every lease placed since) and the membership, and retry.
                     infra_common::sync::spin_loop();
-                    held = self.total.load(Ordering::Acquire);
+                    held = loads.total.load(Ordering::Acquire);
                     continue;
                 }
             };
             return Ok(Lease {
                 load,
-                total: Arc::clone(&self.total),
+                total: Arc::clone(&loads.total),
             });
         }
     }
 
     fn attempt(
-        &self,
+        loads: &Loads<N, E>,
         view: &View<N, E>,
         key_hash: u64,
         held: u64,
@@ -337,13 +432,13 @@ where
         let Some(primary) = view.placement.lookup_slot(key_hash) else {
             return Attempt::Empty;
         };
-        if let Some(load) = view.try_claim(self.factor_milli, primary, held) {
+        if let Some(load) = view.try_claim(loads.factor_milli, primary, held) {
             return Attempt::Primary(Arc::clone(load));
         }
         view.placement
             .get_n_slots(key_hash, view.placement.len(), order);
         for &slot in order.iter().skip(1) {
-            if let Some(load) = view.try_claim(self.factor_milli, slot, held) {
+            if let Some(load) = view.try_claim(loads.factor_milli, slot, held) {
                 return Attempt::Spilled(Arc::clone(load));
             }
         }
@@ -361,13 +456,14 @@ where
 
     /// [`BoundedLoad::peek`] for a precomputed key hash.
     pub fn peek_for_hash(&self, key_hash: u64) -> Option<N> {
-        let held = self.total.load(Ordering::Acquire) + 1;
-        self.current.read(|view| {
+        let loads = &*self.loads;
+        let held = loads.total.load(Ordering::Acquire) + 1;
+        loads.current.read(|view| {
             let primary = view.placement.lookup_slot(key_hash)?;
             let room = |slot: usize| {
                 view.loads[slot].as_ref().is_some_and(|counter| {
                     view.has_room(
-                        self.factor_milli,
+                        loads.factor_milli,
                         counter.count.load(Ordering::Relaxed),
                         held,
                         view.weights[slot],
@@ -393,12 +489,12 @@ where
 
     /// Leases held on members in all.
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Acquire)
+        self.loads.total.load(Ordering::Acquire)
     }
 
     /// Leases held on `node` (0 for a non-member).
     pub fn load(&self, node: &N) -> u64 {
-        self.current.read(|view| {
+        self.loads.current.read(|view| {
             view.counter_of(node).map_or(0, |counter| {
                 counter.count.load(Ordering::Acquire) & !RETIRED
             })
@@ -407,7 +503,7 @@ where
 
     /// Every member with its current load, in slot order.
     pub fn loads(&self) -> Vec<(N, u64)> {
-        self.current.read(|view| {
+        self.loads.current.read(|view| {
             view.loads
                 .iter()
                 .flatten()
@@ -421,41 +517,18 @@ where
         })
     }
 
-    /// Applies `change` to a copy of the current placement and publishes it with the loads of
-    /// the nodes that stay; on error nothing is published. Removed nodes' leases stop counting.
-    /// Returns `change`'s result.
+    /// Applies `change` to a copy of the current placement and publishes it, on the shared
+    /// placement this layer follows, with the loads of the nodes that stay; on error nothing is
+    /// published. Removed nodes' leases stop counting. Returns `change`'s result.
     ///
     /// # Errors
     ///
-    /// Whatever `change` returns; [`Error::ChangeInsideOwnSection`] when called from inside
-    /// another change's closure on this `BoundedLoad`.
+    /// As [`SharedPlacement::update`].
     pub fn update<R>(
         &self,
         change: impl FnOnce(&mut Placement<N, E>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        Section::refuse_change(self)?;
-        let _serialized = self.changes.lock();
-        let previous = self.current.load();
-        let mut next = Placement::clone(&previous.placement);
-        let result = {
-            let _section = Section::enter(self);
-            change(&mut next)?
-        };
-        let view = View::new(Arc::new(next), Some(&previous));
-        let removed: Vec<_> = previous
-            .loads
-            .iter()
-            .flatten()
-            .filter(|counter| !view.placement.contains(&counter.node))
-            .cloned()
-            .collect();
-        // Once published (and the old view drained), no take can claim a removed node; its
-        // counter then leaves the total with whatever leases it still has.
-        drop(self.current.publish(Arc::new(view)));
-        for counter in removed {
-            counter.retire(&self.total);
-        }
-        Ok(result)
+        self.shared.update(change)
     }
 
     /// Adds `node` with no leases; see [`Placement::add`].
@@ -464,7 +537,7 @@ where
     ///
     /// As [`Placement::add`].
     pub fn add(&self, node: N, weight: u32) -> Result<(), Error> {
-        self.update(|placement| placement.add(node, weight))
+        self.shared.add(node, weight)
     }
 
     /// Removes `node`; its leases stop counting. See [`Placement::remove`].
@@ -473,7 +546,7 @@ where
     ///
     /// As [`Placement::remove`].
     pub fn remove(&self, node: &N) -> Result<u32, Error> {
-        self.update(|placement| placement.remove(node))
+        self.shared.remove(node)
     }
 
     /// Reweights `node`, keeping its load; see [`Placement::set_weight`].
@@ -482,7 +555,14 @@ where
     ///
     /// As [`Placement::set_weight`].
     pub fn set_weight(&self, node: &N, weight: u32) -> Result<(), Error> {
-        self.update(|placement| placement.set_weight(node, weight))
+        self.shared.set_weight(node, weight)
+    }
+}
+
+impl<N, E> Drop for BoundedLoad<N, E> {
+    /// Stops following the shared placement, so later changes no longer update these loads.
+    fn drop(&mut self) {
+        self.shared.detach(&self.loads);
     }
 }
 
@@ -513,10 +593,13 @@ impl<N, E: Engine> fmt::Debug for BoundedLoad<N, E> {
         f.debug_struct("BoundedLoad")
             .field(
                 "engine",
-                &self.current.read(|view| view.placement.engine().name()),
+                &self
+                    .loads
+                    .current
+                    .read(|view| view.placement.engine().name()),
             )
-            .field("factor_milli", &self.factor_milli)
-            .field("total", &self.total.load(Ordering::Relaxed))
+            .field("factor_milli", &self.loads.factor_milli)
+            .field("total", &self.loads.total.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -584,8 +667,9 @@ mod tests {
             let capacity = bounded.capacity(held, 1);
             for load in 0..capacity + 3 {
                 let room = bounded
+                    .loads
                     .current
-                    .read(|view| view.has_room(bounded.factor_milli, load, held, 1));
+                    .read(|view| view.has_room(bounded.loads.factor_milli, load, held, 1));
                 assert_eq!(room, load < capacity, "{load}/{held}");
             }
         }
@@ -719,6 +803,74 @@ mod tests {
         assert_eq!(released.join().unwrap(), node);
         assert_eq!(bounded.load(&node), 0);
         assert_eq!(bounded.total(), 0);
+    }
+
+    #[test]
+    fn a_bounded_load_over_a_shared_placement_follows_its_changes() {
+        let shared = Arc::new(SharedPlacement::from_placement(nodes(4)));
+        let bounded = BoundedLoad::over_shared(Arc::clone(&shared), 1.25).unwrap();
+        // One membership, one snapshot: the layer reads the shared placement's.
+        assert!(Arc::ptr_eq(&bounded.placement(), &shared.snapshot()));
+        let leases: Vec<_> = (0..200u64).map(|k| bounded.take(&k).unwrap()).collect();
+        let before = bounded.loads();
+
+        // A node added through the shared placement: bounded lookups see it, loads stay.
+        shared.add(4, 1).unwrap();
+        assert!(Arc::ptr_eq(&bounded.placement(), &shared.snapshot()));
+        for &(node, load) in &before {
+            assert_eq!(bounded.load(&node), load, "node {node} after an add");
+        }
+        assert_eq!(bounded.load(&4), 0);
+        let to_new = (0..u64::MAX).find(|k| shared.node(k) == Some(4)).unwrap();
+        assert_eq!(
+            bounded.peek(&to_new),
+            Some(4),
+            "the empty new node has room"
+        );
+
+        // A node removed through the shared placement: its leases stop counting, no lookup
+        // goes to it, and the others keep their loads.
+        let (gone, gone_load) = before[2];
+        assert_eq!(shared.remove(&gone), Ok(1));
+        assert_eq!(bounded.total(), 200 - gone_load);
+        assert_eq!(bounded.load(&gone), 0);
+        assert!((0..1000u64).all(|k| bounded.peek(&k) != Some(gone)));
+        for &(node, load) in before.iter().filter(|&&(node, _)| node != gone) {
+            assert_eq!(bounded.load(&node), load, "node {node} after a remove");
+        }
+
+        // Leases taken before the changes release correctly after them.
+        let (on_gone, staying): (Vec<_>, Vec<_>) =
+            leases.into_iter().partition(|lease| *lease.node() == gone);
+        drop(on_gone);
+        assert_eq!(bounded.total(), 200 - gone_load);
+        drop(staying);
+        assert_eq!(bounded.total(), 0);
+        assert!(bounded.loads().iter().all(|&(_, load)| load == 0));
+
+        // A change made through the layer reaches the shared placement, and a second layer
+        // over it keeps loads of its own.
+        bounded.add(9, 1).unwrap();
+        assert!(shared.snapshot().contains(&9));
+        let other = BoundedLoad::over_shared(Arc::clone(&shared), 2.0).unwrap();
+        let lease = other.take("k").unwrap();
+        assert_eq!((other.total(), bounded.total()), (1, 0));
+        shared.remove(&9).unwrap();
+        assert_eq!(other.placement().len(), 4);
+        drop(lease);
+        assert_eq!(other.total(), 0);
+    }
+
+    #[test]
+    fn attaching_inside_a_change_of_the_shared_placement_is_refused() {
+        let shared = Arc::new(SharedPlacement::from_placement(nodes(2)));
+        let inside = shared.update(|_| {
+            Ok(BoundedLoad::over_shared(Arc::clone(&shared), 1.0)
+                .err()
+                .unwrap())
+        });
+        assert_eq!(inside, Ok(Error::ChangeInsideOwnSection));
+        assert!(BoundedLoad::over_shared(shared, 1.0).is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Six engines sit behind one [`Engine`] trait; a [`Placement`] holds node values and weights
 //! over an engine, [`SharedPlacement`] shares one between threads with wait-free lookups, and
 //! [`BoundedLoad`] caps every node's share of the keys currently assigned, keeping its loads
-//! across membership changes.
+//! across membership changes (over a placement of its own, or over an existing
+//! [`SharedPlacement`] whose changes it follows).
 //!
 //! | engine | lookup | weights | replicas (`get_n`) | disruption |
 //! | --- | --- | --- | --- | --- |

@@ -7,6 +7,7 @@ use infra_common::hash::StableHash;
 use infra_common::sync::{Arc, Mutex};
 
 use crate::Error;
+use crate::bounded::Loads;
 use crate::engine::Engine;
 use crate::hashing::key_hash;
 use crate::placement::Placement;
@@ -28,13 +29,17 @@ use crate::snapshot::SnapshotCell;
 /// placement (for a ring or Maglev, it rebuilds the lookup structure), and before the old
 /// snapshot is released the writer waits for in-flight lookups to leave their read sections.
 /// Membership changes are rare and lookups are hot, which is the right way round. A reader
-/// announces itself with an atomic increment and a decrement on a counter of its thread's
-/// stripe: 16 stripes, each on a cache line of its own, handed to threads in turn in the order
-/// they first read, so the first 16 threads never share one and lookups on different cores do
-/// not contend (a thread past the 16th shares a stripe, which costs speed, not correctness).
-/// What every lookup still pays is those two atomic read-modify-writes and a fence;
+/// announces itself on a counter of its thread's stripe and withdraws after the lookup. The
+/// first 16 threads of the process each own a stripe, a cache line no other thread writes, so
+/// they count with a plain load and store and lookups on different cores do not contend; later
+/// threads share 16 overflow stripes and count with atomic increments and decrements (which
+/// costs speed, not correctness). What every lookup still pays is that counting and a fence;
 /// [`SharedPlacement::snapshot`] hands out an `Arc` that a thread can keep and query with no
 /// atomic write at all, as long as it refreshes it now and then.
+///
+/// A bounded-load layer can follow a shared placement
+/// ([`BoundedLoad::over_shared`](crate::BoundedLoad::over_shared)): each change is passed on to
+/// it before the change returns.
 ///
 /// ```
 /// use infra_ring_hash::{Ring, SharedPlacement};
@@ -53,8 +58,12 @@ use crate::snapshot::SnapshotCell;
 /// ```
 pub struct SharedPlacement<N, E> {
     current: SnapshotCell<Placement<N, E>>,
-    /// Held across clone-change-publish so concurrent changes are not lost.
+    /// Held across clone-change-publish-pass-on so concurrent changes are not lost, and so a
+    /// bounded-load layer attaching meanwhile misses none.
     changes: Mutex<()>,
+    /// The loads of the [`BoundedLoad`](crate::BoundedLoad)s over this placement; every
+    /// change is passed on to them before it returns.
+    followers: Mutex<Vec<Arc<Loads<N, E>>>>,
 }
 
 impl<N, E> SharedPlacement<N, E>
@@ -69,9 +78,37 @@ where
 
     /// Shares an existing placement.
     pub fn from_placement(placement: Placement<N, E>) -> Self {
+        Self::from_snapshot(Arc::new(placement))
+    }
+
+    pub(crate) fn from_snapshot(placement: Arc<Placement<N, E>>) -> Self {
         Self {
-            current: SnapshotCell::new(Arc::new(placement)),
+            current: SnapshotCell::new(placement),
             changes: Mutex::new(()),
+            followers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers the loads `build` makes from the current snapshot, so that every later change
+    /// is passed on to them.
+    pub(crate) fn attach(
+        &self,
+        build: impl FnOnce(Arc<Placement<N, E>>) -> Loads<N, E>,
+    ) -> Result<Arc<Loads<N, E>>, Error> {
+        Section::refuse_change(self)?;
+        let _serialized = self.changes.lock();
+        let loads = Arc::new(build(self.current.load()));
+        self.followers.lock().push(Arc::clone(&loads));
+        Ok(loads)
+    }
+
+    /// Makes `next` the current snapshot and passes it on to every follower; called with
+    /// `changes` held.
+    fn publish(&self, next: Placement<N, E>) {
+        let next = Arc::new(next);
+        drop(self.current.publish(Arc::clone(&next)));
+        for loads in self.followers.lock().iter() {
+            loads.follow(&next);
         }
     }
 
@@ -138,7 +175,7 @@ where
             let _section = Section::enter(self);
             change(&mut next)?
         };
-        drop(self.current.publish(Arc::new(next)));
+        self.publish(next);
         Ok(result)
     }
 
@@ -178,8 +215,17 @@ where
     pub fn replace(&self, placement: Placement<N, E>) -> Result<(), Error> {
         Section::refuse_change(self)?;
         let _serialized = self.changes.lock();
-        drop(self.current.publish(Arc::new(placement)));
+        self.publish(placement);
         Ok(())
+    }
+}
+
+impl<N, E> SharedPlacement<N, E> {
+    /// Stops passing changes on to `loads` (unbounded, for `BoundedLoad`'s `Drop`).
+    pub(crate) fn detach(&self, loads: &Arc<Loads<N, E>>) {
+        self.followers
+            .lock()
+            .retain(|follower| !Arc::ptr_eq(follower, loads));
     }
 }
 
@@ -351,6 +397,16 @@ mod tests {
         });
         assert_eq!(outcome, Ok((2, Err(Error::ChangeInsideOwnSection))));
         assert_eq!(shared.snapshot().len(), 3);
+    }
+
+    #[test]
+    fn a_dropped_bounded_load_stops_following() {
+        let shared = two_nodes();
+        let bounded = crate::BoundedLoad::over_shared(Arc::clone(&shared), 1.5).unwrap();
+        assert_eq!(shared.followers.lock().len(), 1);
+        drop(bounded);
+        assert!(shared.followers.lock().is_empty());
+        shared.add("c", 1).unwrap();
     }
 
     #[test]
