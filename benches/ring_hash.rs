@@ -9,14 +9,16 @@ use std::hash::BuildHasherDefault;
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use infra_common::hash::{StableHasher, stable_hash};
 use infra_ring_hash::hashing::key_hash;
 use infra_ring_hash::{
-    BoundedLoad, Maglev, MaglevConfig, Member, Memento, Placement, Rendezvous, Ring, flip_hash,
-    jump_hash,
+    BoundedLoad, Engine, Flip, Jump, Maglev, MaglevConfig, Member, Memento, Placement, Rendezvous,
+    Ring, flip_hash, jump_hash,
 };
 use maglev::ConsistentHasher;
+use rendezvous_hash::Node;
 
 const KEYS: usize = 1024;
 
@@ -179,7 +181,27 @@ fn get_n(c: &mut Criterion) {
     group.finish();
 }
 
-/// Jump and FlipHash on numbered buckets; u64 keys hashed by each crate its own way.
+/// `Placement::node` over `buckets` numbered members: the engine as its users call it (the
+/// bare function's work plus finding the member in the bucket's slot).
+fn numbered_placement<E: Engine>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    engine: E,
+    buckets: u32,
+    keys: &[u64],
+) {
+    let placement =
+        Placement::from_members(engine, (0..buckets).map(Member::new)).expect("numbered members");
+    group.bench_function("infra_placement", |b| {
+        b.iter(|| {
+            for key in keys {
+                black_box(placement.node(key));
+            }
+        });
+    });
+}
+
+/// Jump and FlipHash on numbered buckets; u64 keys hashed by each crate its own way. `infra` is
+/// the bare function, `infra_placement` the same engine through `Placement::node`.
 fn numbered(c: &mut Criterion) {
     let keys = int_keys();
     let jumphash = jumphash::JumpHasher::new_with_keys(1, 2);
@@ -201,6 +223,11 @@ fn numbered(c: &mut Criterion) {
                     }
                 });
             });
+            if engine == "jump" {
+                numbered_placement(&mut group, Jump::new(), buckets, &keys);
+            } else {
+                numbered_placement(&mut group, Flip::new(), buckets, &keys);
+            }
             group.bench_function("jumphash", |b| {
                 b.iter(|| {
                     for key in &keys {
@@ -345,7 +372,9 @@ fn half_working_anchor<B: std::hash::BuildHasher>(
         .build::<u64>(capacity)
 }
 
-/// Rendezvous at 10 nodes.
+/// Rendezvous at 10 nodes, the same work on both sides: the owner alone (`infra`,
+/// `rendezvous_hash_top1`), and the whole preference order of the 10 nodes (`infra_full_order`,
+/// `rendezvous_hash_full_order`).
 fn rendezvous(c: &mut Criterion) {
     let keys = int_keys();
     let names: Vec<String> = (0..10).map(|i| format!("node-{i}")).collect();
@@ -364,10 +393,36 @@ fn rendezvous(c: &mut Criterion) {
     for name in &names {
         peer.insert(name.as_str());
     }
-    group.bench_function("rendezvous_hash", |b| {
+    // `rendezvous_hash` has no owner-only call (`calc_candidates` scores and sorts every node):
+    // a user who wants only the owner scores each node with the crate's public
+    // `Node::hash_code` and keeps the highest, ties going to the larger node id as in its sort
+    // (a `(score, id)` maximum).
+    let hasher = rendezvous_hash::DefaultNodeHasher::new();
+    group.bench_function("rendezvous_hash_top1", |b| {
         b.iter(|| {
             for key in &keys {
-                black_box(peer.calc_candidates(key).next());
+                let scored = peer
+                    .iter()
+                    .map(|&node| (node.hash_code(&hasher, key), node));
+                black_box(scored.max().map(|(_, node)| node));
+            }
+        });
+    });
+    group.bench_function("infra_full_order", |b| {
+        let mut order = Vec::with_capacity(names.len());
+        b.iter(|| {
+            for key in &keys {
+                placement.get_n_into(key, names.len(), &mut order);
+                black_box(&order);
+            }
+        });
+    });
+    group.bench_function("rendezvous_hash_full_order", |b| {
+        b.iter(|| {
+            for key in &keys {
+                for node in peer.calc_candidates(key) {
+                    black_box(node);
+                }
             }
         });
     });
@@ -396,6 +451,16 @@ fn bounded(c: &mut Criterion) {
         b.iter(|| {
             for key in &keys {
                 black_box(bounded.peek(key.as_str()));
+            }
+        });
+    });
+    // The same ring shared between threads (the layer's own `SharedPlacement`): the plain
+    // lookup plus the read section and the clone of the owner that every lookup of a shared,
+    // changing membership pays, and that the bounded lookup pays too.
+    group.bench_function("infra_shared_lookup", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(bounded.shared().node(key.as_str()));
             }
         });
     });
