@@ -9,11 +9,13 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use infra_common::RandomState;
 use infra_edgecache::Cache;
+
+mod support;
+use support::threads::two_threads;
 
 /// Entries in every cache.
 const ENTRIES: u64 = 100_000;
@@ -96,30 +98,6 @@ fn key(i: u64, space: u64) -> u64 {
     i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % space
 }
 
-/// Runs `op` `iters` times on each of two threads at once; the time of the slower thread.
-fn two_threads(iters: u64, op: &(dyn Fn(u64) + Sync)) -> Duration {
-    let barrier = std::sync::Barrier::new(2);
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = (0..2_u64)
-            .map(|thread| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for i in 0..iters {
-                        op(i.wrapping_add(thread << 32));
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        runs.into_iter()
-            .map(|run| run.join().expect("bench thread"))
-            .max()
-            .unwrap_or_default()
-    })
-}
-
 fn get_hit(c: &mut Criterion) {
     let mut group = c.benchmark_group("edgecache/get_hit");
     // Half the capacity, so every read hits whatever each policy admitted.
@@ -141,7 +119,9 @@ fn get_hit(c: &mut Criterion) {
         });
         group.bench_function(format!("{name}/2 threads"), |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, &|i| {
+                two_threads(iters, &|thread, i| {
+                    // Each thread its own run of keys.
+                    let i = i.wrapping_add(thread << 32);
                     black_box(cache.get(key(i, hot)));
                 })
             });
@@ -167,7 +147,9 @@ fn mixed(c: &mut Criterion) {
         });
         group.bench_function(format!("{name}/2 threads"), |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, &|i| {
+                two_threads(iters, &|thread, i| {
+                    // Each thread its own run of keys.
+                    let i = i.wrapping_add(thread << 32);
                     let k = key(i, space);
                     if cache.get(k).is_none() {
                         cache.insert(k, k);

@@ -15,11 +15,13 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use infra_ring_hash::{Member, Placement, Ring, SharedPlacement};
+
+mod support;
+use support::threads::two_threads;
 
 const KEYS: usize = 1024;
 
@@ -92,44 +94,19 @@ fn one_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `lookups` `iters` times on each of two threads started together; the time of the
-/// slower thread, from the common start.
-fn two_threads(iters: u64, lookups: &(dyn Fn() + Sync)) -> Duration {
-    let barrier = std::sync::Barrier::new(2);
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = (0..2)
-            .map(|_| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        lookups();
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        runs.into_iter()
-            .map(|run| run.join().expect("bench thread"))
-            .max()
-            .unwrap_or_default()
-    })
-}
-
 fn two_threads_group(c: &mut Criterion) {
     let contenders = Contenders::new();
     let mut group = c.benchmark_group("ring_hash/shared/2threads");
     // Both threads do the 1,024 lookups of an iteration.
     group.throughput(Throughput::Elements(2 * KEYS as u64));
     group.bench_function("infra_shared_node", |b| {
-        b.iter_custom(|iters| two_threads(iters, &|| contenders.shared_node()));
+        b.iter_custom(|iters| two_threads(iters, &|_, _| contenders.shared_node()));
     });
     group.bench_function("arc_swap_load_node", |b| {
-        b.iter_custom(|iters| two_threads(iters, &|| contenders.arc_swap_node()));
+        b.iter_custom(|iters| two_threads(iters, &|_, _| contenders.arc_swap_node()));
     });
     group.bench_function("infra_snapshot_node", |b| {
-        b.iter_custom(|iters| two_threads(iters, &|| contenders.snapshot_node()));
+        b.iter_custom(|iters| two_threads(iters, &|_, _| contenders.snapshot_node()));
     });
     group.finish();
 }

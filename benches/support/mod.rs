@@ -1,0 +1,3 @@
+//! Helpers shared by several benchmark files (each includes this module).
+
+pub(crate) mod threads;
