@@ -177,40 +177,60 @@ impl SlotTable {
     }
 }
 
-/// Collects distinct slots into `out` until it holds `want`: a linear check for short lists, a
-/// bitmap over `0..slot_bound` for long ones (bounded load asks for every node).
-pub(crate) struct DistinctSlots<'a> {
-    out: &'a mut Vec<usize>,
-    want: usize,
-    seen: Vec<bool>,
+/// The slots a replica list holds already: the list itself for short lists, a bitmap over
+/// `0..slot_bound` for long ones (bounded load asks for every node), kept on the stack up to
+/// [`STACK_SLOTS`] slots so that `get_n` allocates only its answer there.
+#[allow(clippy::large_enum_variant)] // on the stack on purpose: a box is the allocation it saves
+pub(crate) enum SeenSlots {
+    Few {
+        slots: [usize; FEW_SLOTS],
+        len: usize,
+    },
+    Stack([u64; STACK_SLOTS / 64]),
+    Heap(Vec<u64>),
 }
 
-impl<'a> DistinctSlots<'a> {
-    pub(crate) fn new(out: &'a mut Vec<usize>, want: usize, slot_bound: usize) -> Self {
-        out.clear();
-        let seen = if want > 16 {
-            vec![false; slot_bound]
-        } else {
-            Vec::new()
-        };
-        Self { out, want, seen }
-    }
+/// Lists up to this long are checked one by one.
+const FEW_SLOTS: usize = 16;
 
-    /// Adds `slot` unless already present; returns `true` once `want` slots are held.
-    pub(crate) fn push(&mut self, slot: usize) -> bool {
-        if self.seen.is_empty() {
-            if !self.out.contains(&slot) {
-                self.out.push(slot);
+/// Slots a long list's bitmap covers on the stack (512 bytes); more take a heap bitmap of one
+/// bit per slot.
+const STACK_SLOTS: usize = 4096;
+
+impl SeenSlots {
+    /// Room for a list of `want` slots below `slot_bound`.
+    pub(crate) fn new(want: usize, slot_bound: usize) -> Self {
+        if want <= FEW_SLOTS {
+            Self::Few {
+                slots: [0; FEW_SLOTS],
+                len: 0,
             }
-        } else if !self.seen[slot] {
-            self.seen[slot] = true;
-            self.out.push(slot);
+        } else if slot_bound <= STACK_SLOTS {
+            Self::Stack([0; STACK_SLOTS / 64])
+        } else {
+            Self::Heap(vec![0; slot_bound.div_ceil(64)])
         }
-        self.is_full()
     }
 
-    pub(crate) fn is_full(&self) -> bool {
-        self.out.len() >= self.want
+    /// Records `slot`; `false` when it was recorded already. A short list takes at most
+    /// [`FEW_SLOTS`] slots, the `want` it was made for.
+    pub(crate) fn insert(&mut self, slot: usize) -> bool {
+        let words: &mut [u64] = match self {
+            Self::Few { slots, len } => {
+                if slots[..*len].contains(&slot) {
+                    return false;
+                }
+                slots[*len] = slot;
+                *len += 1;
+                return true;
+            }
+            Self::Stack(words) => words,
+            Self::Heap(words) => words,
+        };
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let fresh = words[word] & bit == 0;
+        words[word] |= bit;
+        fresh
     }
 }
 

@@ -7,7 +7,7 @@ use std::hash::Hash;
 use infra_common::hash::{RandomState, StableHash};
 
 use crate::Error;
-use crate::engine::{DistinctSlots, Engine};
+use crate::engine::{Engine, SeenSlots};
 use crate::hashing::key_hash;
 
 /// One member: a node and its weight.
@@ -283,12 +283,23 @@ where
 
     /// [`Placement::get_n`] for a precomputed key hash.
     pub fn get_n_for_hash(&self, key_hash: u64, n: usize) -> Vec<&N> {
-        let mut slots = Vec::with_capacity(n.min(self.len()));
-        self.get_n_slots(key_hash, n, &mut slots);
-        slots
-            .into_iter()
-            .filter_map(|slot| self.node_in_slot(slot).map(|(node, _)| node))
-            .collect()
+        let want = n.min(self.len());
+        let mut nodes = Vec::with_capacity(want);
+        if want == 0 {
+            return nodes;
+        }
+        let mut seen = SeenSlots::new(want, self.slot_bound());
+        for slot in self.engine.candidates(key_hash) {
+            if let Some((node, _)) = self.node_in_slot(slot)
+                && seen.insert(slot)
+            {
+                nodes.push(node);
+                if nodes.len() == want {
+                    break;
+                }
+            }
+        }
+        nodes
     }
 
     /// [`Placement::get_n`] into `out` (cleared first), without allocating once `out` has room
@@ -491,13 +502,18 @@ where
 
     /// The first `n` distinct live slots of the engine's candidates, into `out`.
     pub(crate) fn get_n_slots(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
-        let mut picked = DistinctSlots::new(out, n.min(self.len()), self.slot_bound());
-        if picked.is_full() {
+        out.clear();
+        let want = n.min(self.len());
+        if want == 0 {
             return;
         }
+        let mut seen = SeenSlots::new(want, self.slot_bound());
         for slot in self.engine.candidates(key_hash) {
-            if self.node_in_slot(slot).is_some() && picked.push(slot) {
-                return;
+            if self.node_in_slot(slot).is_some() && seen.insert(slot) {
+                out.push(slot);
+                if out.len() == want {
+                    return;
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Which shared placements this thread is inside of, so a change that would wait for itself is
-//! refused instead of hanging.
+//! Which shared placements (and snapshot cells, for readers on an overflow stripe) this thread
+//! is inside of, so a change that would wait for itself is refused instead of hanging.
 //!
 //! A change publishes a snapshot and then waits for every reader of the old one to leave; a
 //! change called from inside a reader's closure on the same thread waits for its own caller
@@ -34,10 +34,15 @@ impl Section {
         Self { owner }
     }
 
+    /// Whether this thread is inside a closure (or a read) of `owner`.
+    pub(crate) fn is_open<T>(owner: &T) -> bool {
+        let owner = std::ptr::from_ref(owner) as usize;
+        OPEN.with(|open| open.borrow().contains(&owner))
+    }
+
     /// [`Error::ChangeInsideOwnSection`] when this thread is inside a closure of `owner`.
     pub(crate) fn refuse_change<T>(owner: &T) -> Result<(), Error> {
-        let owner = std::ptr::from_ref(owner) as usize;
-        if OPEN.with(|open| open.borrow().contains(&owner)) {
+        if Self::is_open(owner) {
             return Err(Error::ChangeInsideOwnSection);
         }
         Ok(())

@@ -49,6 +49,8 @@ use std::fmt;
 use infra_common::sync::atomic::{AtomicPtr, AtomicUsize, Ordering, fence};
 use infra_common::sync::{Arc, Mutex, spin_loop, thread};
 
+use crate::reentry::Section;
+
 /// How many times a writer spins on a reader counter before it yields its time slice.
 const SPINS_BEFORE_YIELD: u32 = 64;
 
@@ -123,20 +125,35 @@ struct ReadSection<'a> {
     counter: &'a AtomicUsize,
     /// Whether `counter` is on the stripe this thread owns (and no other thread writes).
     owned: bool,
+    /// For a thread on an overflow stripe, the record that it is inside a read of this cell
+    /// (an owned stripe's counters say so by themselves): see [`SnapshotCell::publish`].
+    _overflow: Option<Section>,
 }
 
 impl ReadSection<'_> {
-    /// Adds one reader to `counter`.
+    /// Adds one reader to the counter this thread owns.
     #[inline]
-    fn announce(counter: &AtomicUsize, owned: bool) -> ReadSection<'_> {
-        if owned {
-            // This thread is the counter's only writer: a load and a store count without a
-            // locked read-modify-write.
-            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        } else {
-            counter.fetch_add(1, Ordering::Relaxed);
+    fn announce_owned(counter: &AtomicUsize) -> ReadSection<'_> {
+        // This thread is the counter's only writer: a load and a store count without a locked
+        // read-modify-write.
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        ReadSection {
+            counter,
+            owned: true,
+            _overflow: None,
         }
-        ReadSection { counter, owned }
+    }
+
+    /// Adds one reader to a shared overflow `counter` of `cell`.
+    #[inline]
+    fn announce_shared<'a, T>(counter: &'a AtomicUsize, cell: &SnapshotCell<T>) -> ReadSection<'a> {
+        let overflow = Section::enter(cell);
+        counter.fetch_add(1, Ordering::Relaxed);
+        ReadSection {
+            counter,
+            owned: false,
+            _overflow: Some(overflow),
+        }
     }
 }
 
@@ -189,8 +206,11 @@ impl<T> SnapshotCell<T> {
         let ordinal = thread::ordinal();
         let parity = self.current.parity.load(Ordering::Relaxed) & 1;
         let section = match self.owned.get(ordinal) {
-            Some(stripe) => ReadSection::announce(&stripe.readers[parity], true),
-            None => ReadSection::announce(&self.overflow[ordinal % STRIPES].readers[parity], false),
+            Some(stripe) => ReadSection::announce_owned(&stripe.readers[parity]),
+            None => ReadSection::announce_shared(
+                &self.overflow[ordinal % STRIPES].readers[parity],
+                self,
+            ),
         };
         // Pairs with the writer's fence: either the writer sees this announcement or this
         // reader sees the writer's new pointer (see the module documentation).
@@ -227,8 +247,28 @@ impl<T> SnapshotCell<T> {
 
     /// Makes `next` the current value and returns the previous one, once no reader can still
     /// be reading it through this cell.
+    ///
+    /// # Panics
+    ///
+    /// When called inside [`SnapshotCell::read`] (or a `Debug` print) of this same cell on the
+    /// same thread: the publication would wait for that read to end, which waits for the
+    /// publication, forever. A reentrant publish is a bug in the caller, so it panics, as
+    /// `RefCell::borrow_mut` does inside a borrow, rather than hang.
+    ///
+    /// ```should_panic
+    /// use infra_common::sync::Arc;
+    /// use infra_ring_hash::SnapshotCell;
+    ///
+    /// let cell = SnapshotCell::new(Arc::new(1));
+    /// cell.read(|_| cell.publish(Arc::new(2)));
+    /// ```
     #[allow(unsafe_code)]
     pub fn publish(&self, next: Arc<T>) -> Arc<T> {
+        assert!(
+            !self.read_by_this_thread(),
+            "SnapshotCell::publish inside a read of the same cell on the same thread would \
+             wait for itself forever"
+        );
         let _writer = self.writer.lock();
         let old = self
             .current
@@ -244,6 +284,20 @@ impl<T> SnapshotCell<T> {
         // SAFETY: `old` came from `Arc::into_raw` and owned one strong count, which the swap
         // transferred to us; no reader can still be using it without its own count.
         unsafe { Arc::from_raw(old) }
+    }
+}
+
+impl<T> SnapshotCell<T> {
+    /// Whether this thread is inside a read of this cell: its owned stripe's counters, which
+    /// only it writes, are exact for it; a thread on the overflow stripes keeps a record.
+    fn read_by_this_thread(&self) -> bool {
+        match self.owned.get(thread::ordinal()) {
+            Some(stripe) => stripe
+                .readers
+                .iter()
+                .any(|counter| counter.load(Ordering::Relaxed) != 0),
+            None => Section::is_open(self),
+        }
     }
 }
 
@@ -336,6 +390,36 @@ mod tests {
             };
             assert_eq!(theirs.1, [(stripe_of(theirs.0), 0)]);
         }
+        assert!(announced(&cell).is_empty(), "every reader withdrew");
+    }
+
+    /// A publish inside a read of the same cell waited for itself forever; now it panics, on
+    /// an owned stripe and on an overflow stripe, and leaves the cell usable.
+    #[test]
+    fn a_publish_inside_its_own_read_panics_instead_of_hanging() {
+        let cell = Arc::new(SnapshotCell::new(Arc::new(0)));
+        // Enough threads that some own a stripe and some share an overflow one, whatever
+        // ordinals earlier tests took.
+        let kinds: Vec<bool> = (0..=STRIPES)
+            .map(|_| {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || {
+                    let owned = thread::ordinal() < STRIPES;
+                    let inside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        cell.read(|_| drop(cell.publish(Arc::new(1))));
+                    }));
+                    assert!(inside.is_err(), "owned stripe: {owned}");
+                    // Outside any read, and inside a read of another cell, it publishes.
+                    let other = SnapshotCell::new(Arc::new(0));
+                    other.read(|_| drop(cell.publish(Arc::new(2))));
+                    assert_eq!(cell.read(|v| *v), 2);
+                    owned
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        assert!(kinds.contains(&false), "no thread used an overflow stripe");
         assert!(announced(&cell).is_empty(), "every reader withdrew");
     }
 

@@ -93,6 +93,36 @@ fn get_n_into_allocates_nothing() {
     check(small_maglev());
 }
 
+/// `get_n` for a long list (every one of 30 nodes) allocates its answer and nothing else: the
+/// set of slots already taken lives on the stack up to 4,096 slots (it was a heap flag per
+/// slot for lists past 16).
+fn check_long_get_n<E: Engine>(engine: E) {
+    let mut placement = Placement::from_members(engine, (0..31u32).map(Member::new)).unwrap();
+    placement.remove(&4).unwrap();
+    let name = placement.engine().name();
+    for key in 0..50u32 {
+        let mut replicas = Vec::new();
+        let count = allocations_in(|| replicas = placement.get_n(&key, 30));
+        assert_eq!(count, 1, "{name}: key {key}");
+        let mut distinct: Vec<u32> = replicas.iter().map(|node| **node).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 30, "{name}: key {key}");
+        let walk: Vec<&u32> = placement.node_iter(&key).collect();
+        assert_eq!(replicas, walk, "{name}: key {key}");
+    }
+}
+
+#[test]
+fn a_long_get_n_allocates_only_its_answer() {
+    check_long_get_n(Ring::new());
+    check_long_get_n(Rendezvous::new());
+    check_long_get_n(Jump::new());
+    check_long_get_n(Flip::new());
+    check_long_get_n(Memento::new());
+    check_long_get_n(small_maglev());
+}
+
 /// A Maglev engine with a 1,009-entry table, quick to build in a debug test.
 fn small_maglev() -> Maglev {
     Maglev::with_config(MaglevConfig {
