@@ -372,6 +372,19 @@ fn half_working_anchor<B: std::hash::BuildHasher>(
         .build::<u64>(capacity)
 }
 
+/// `rendezvous_hash`'s scores through XXH3: the key, then the node, into one hasher.
+struct Xxh3NodeHasher;
+
+impl<N: std::hash::Hash> rendezvous_hash::NodeHasher<N> for Xxh3NodeHasher {
+    fn hash<T: std::hash::Hash>(&self, node: &N, item: &T) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = StableHasher::new();
+        item.hash(&mut hasher);
+        node.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
 /// Rendezvous at 10 nodes, the same work on both sides: the owner alone (`infra`,
 /// `rendezvous_hash_top1`), and the whole preference order of the 10 nodes (`infra_full_order`,
 /// `rendezvous_hash_full_order`).
@@ -408,6 +421,22 @@ fn rendezvous(c: &mut Criterion) {
             }
         });
     });
+    // The same rows with the peer scoring through XXH3 (our key hash), as its `NodeHasher`
+    // allows: the key and then the node written into one `StableHasher`.
+    let mut peer_xxh3 = rendezvous_hash::RendezvousNodes::new(Xxh3NodeHasher);
+    for name in &names {
+        peer_xxh3.insert(name.as_str());
+    }
+    group.bench_function("rendezvous_hash_xxh3_top1", |b| {
+        b.iter(|| {
+            for key in &keys {
+                let scored = peer_xxh3
+                    .iter()
+                    .map(|&node| (node.hash_code(&Xxh3NodeHasher, key), node));
+                black_box(scored.max().map(|(_, node)| node));
+            }
+        });
+    });
     group.bench_function("infra_full_order", |b| {
         let mut order = Vec::with_capacity(names.len());
         b.iter(|| {
@@ -421,6 +450,15 @@ fn rendezvous(c: &mut Criterion) {
         b.iter(|| {
             for key in &keys {
                 for node in peer.calc_candidates(key) {
+                    black_box(node);
+                }
+            }
+        });
+    });
+    group.bench_function("rendezvous_hash_xxh3_full_order", |b| {
+        b.iter(|| {
+            for key in &keys {
+                for node in peer_xxh3.calc_candidates(key) {
                     black_box(node);
                 }
             }

@@ -84,6 +84,10 @@ pub trait Engine: Clone + fmt::Debug + Send + Sync + 'static {
     /// [`crate::Placement::node_iter`] keep the distinct ones; since the order depends only on
     /// the key and the engine, `get_n(key, n)` is always a prefix of `get_n(key, n + 1)`.
     fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_;
+
+    /// Whether [`Engine::candidates`] never repeats a slot, so that callers may skip their
+    /// distinctness check (default `false`).
+    const DISTINCT_CANDIDATES: bool = false;
 }
 
 /// Node hashes and weights by slot, with a free list so slots are reused (most recent first).

@@ -333,7 +333,7 @@ where
             let Some((node, _)) = self.node_in_slot(slot) else {
                 continue;
             };
-            if !out.iter().any(|held| std::ptr::eq(*held, node)) {
+            if E::DISTINCT_CANDIDATES || !out.iter().any(|held| std::ptr::eq(*held, node)) {
                 out.push(node);
                 if out.len() == want {
                     return;

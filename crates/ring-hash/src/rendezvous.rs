@@ -20,8 +20,8 @@ use crate::hashing::{GOLDEN, fmix64, neg_log2};
 ///
 /// Ties (probability about 2^-64) go to the node with the smaller node hash.
 ///
-/// `get_n` and `node_iter` never allocate up to 32 nodes: a walk past the owner scores every
-/// node once into an array on the stack and sorts it, as a sort-based implementation does. With
+/// `get_n` and `node_iter` never allocate up to 32 nodes: a walk scores every node once into
+/// an array on the stack and sorts it, as a sort-based implementation does. With
 /// more nodes, the first 16 candidates come from rescanning the nodes (no allocation) and a
 /// walk past them scores every node once more and sorts, so a full walk (a
 /// [`crate::BoundedLoad`] spill-over) costs O(n log n), not O(n²).
@@ -40,7 +40,7 @@ pub struct Rendezvous {
 
 /// A node's score for a key: `(score, weight, rank)`, `rank` being its position in
 /// [`Rendezvous::nodes`].
-type Candidate = (u64, u32, usize);
+type Candidate = (u64, u32, u32);
 
 /// Candidates a walk over more than [`STACK_NODES`] nodes takes by rescanning every node before
 /// it sorts the rest: replica lists up to this long cost `n` scores each and allocate nothing
@@ -48,22 +48,23 @@ type Candidate = (u64, u32, usize);
 /// more scores and a sort.
 const SCANNED_CANDIDATES: usize = 16;
 
-/// Up to this many nodes, a walk past the owner scores every node once into an array on the
-/// stack (768 bytes) and sorts it: a full order then costs `n` scores and a sort of `n`, where
-/// rescanning cost `n` scores per candidate (5× slower than a sorting peer at 10 nodes).
+/// Up to this many nodes, a walk scores every node once into an array on the stack (512
+/// bytes) and sorts it: a full order then costs `n` scores and a sort of `n`, where rescanning
+/// cost `n` scores per candidate (5× slower than a sorting peer at 10 nodes).
 const STACK_NODES: usize = 32;
 
-/// Where a walk's candidates come from after the first.
+/// Where a walk's candidates come from.
 #[allow(clippy::large_enum_variant)] // on the stack on purpose: a box is the allocation it saves
 enum Rest {
-    /// The first [`SCANNED_CANDIDATES`] by rescanning (or none yet, for a stack walk).
-    Scanning,
-    /// Every node's candidate, sorted best first; `next` is the one to yield.
+    /// Up to [`STACK_NODES`] nodes: every node's candidate, sorted best first on the first
+    /// call (`next` is `None` until then); `next` is the one to yield.
     Stack {
         sorted: [Candidate; STACK_NODES],
-        next: usize,
+        next: Option<usize>,
     },
-    /// The candidates after the scanned ones, sorted.
+    /// More nodes: the first [`SCANNED_CANDIDATES`] by rescanning.
+    Scanning,
+    /// More nodes: the candidates after the scanned ones, sorted.
     Heap(std::vec::IntoIter<Candidate>),
 }
 
@@ -75,15 +76,16 @@ impl Rendezvous {
 
     /// The score of the node at `rank` for `key_hash`.
     #[inline]
+    #[allow(clippy::cast_possible_truncation)] // node counts are checked to fit u32
     fn score(&self, key_hash: u64, rank: usize) -> Candidate {
         let (salt, weight, _) = self.nodes[rank];
-        (fmix64(key_hash ^ salt), weight, rank)
+        (fmix64(key_hash ^ salt), weight, rank as u32)
     }
 
     /// Every node's candidate, best first, from `score` (a node's [`Rendezvous::score`] for
-    /// one key). The first is a scan of every node, as a lookup. After it: up to
-    /// [`STACK_NODES`] nodes, every node's score once, sorted on the stack; above, the next
-    /// [`SCANNED_CANDIDATES`] by a scan of every node each, then the rest by one sort.
+    /// one key). Up to [`STACK_NODES`] nodes, every node's score once, sorted on the stack at
+    /// the first call; above, the first [`SCANNED_CANDIDATES`] by a scan of every node each
+    /// (the first is a lookup's work), then the rest by one sort.
     fn by_score(&self, score: impl Fn(usize) -> Candidate) -> impl Iterator<Item = Candidate> {
         let nodes = self.nodes.len();
         let after = |previous: Option<Candidate>, candidate: Candidate| {
@@ -91,46 +93,60 @@ impl Rendezvous {
         };
         let mut previous: Option<Candidate> = None;
         let mut taken = 0;
-        let mut rest = Rest::Scanning;
-        std::iter::from_fn(move || {
-            if taken == 1 && nodes <= STACK_NODES {
-                let mut sorted = [(0, 0, 0); STACK_NODES];
-                for (rank, slot) in sorted[..nodes].iter_mut().enumerate() {
-                    *slot = score(rank);
-                }
-                sorted[..nodes].sort_unstable_by(|&a, &b| self.compare(a, b));
-                // The first sorted candidate is the one the scan already gave.
-                rest = Rest::Stack { sorted, next: 1 };
+        let mut rest = if nodes <= STACK_NODES {
+            Rest::Stack {
+                sorted: [(0, 0, 0); STACK_NODES],
+                next: None,
             }
-            taken += 1;
-            match &mut rest {
-                Rest::Stack { sorted, next } => {
-                    let candidate = sorted[..nodes].get(*next).copied();
-                    *next += 1;
-                    candidate
-                }
-                Rest::Scanning if taken <= SCANNED_CANDIDATES => {
-                    let next = (0..nodes)
-                        .map(&score)
-                        .filter(|&candidate| after(previous, candidate))
-                        .min_by(|&a, &b| self.compare(a, b))?;
-                    previous = Some(next);
-                    Some(next)
-                }
-                Rest::Scanning => {
-                    let mut sorted: Vec<Candidate> = (0..nodes)
-                        .map(&score)
-                        .filter(|&candidate| after(previous, candidate))
-                        .collect();
-                    sorted.sort_unstable_by(|&a, &b| self.compare(a, b));
-                    let mut sorted = sorted.into_iter();
-                    let next = sorted.next();
-                    rest = Rest::Heap(sorted);
-                    next
-                }
-                Rest::Heap(sorted) => sorted.next(),
+        } else {
+            Rest::Scanning
+        };
+        std::iter::from_fn(move || match &mut rest {
+            Rest::Stack { sorted, next } => {
+                let at = *next.get_or_insert_with(|| {
+                    self.sort_all(&mut sorted[..nodes], &score);
+                    0
+                });
+                *next = Some(at + 1);
+                sorted[..nodes].get(at).copied()
             }
+            Rest::Scanning if taken < SCANNED_CANDIDATES => {
+                taken += 1;
+                let next = (0..nodes)
+                    .map(&score)
+                    .filter(|&candidate| after(previous, candidate))
+                    .min_by(|&a, &b| self.compare(a, b))?;
+                previous = Some(next);
+                Some(next)
+            }
+            Rest::Scanning => {
+                let mut sorted: Vec<Candidate> = (0..nodes)
+                    .map(&score)
+                    .filter(|&candidate| after(previous, candidate))
+                    .collect();
+                sorted.sort_unstable_by(|&a, &b| self.compare(a, b));
+                let mut sorted = sorted.into_iter();
+                let next = sorted.next();
+                rest = Rest::Heap(sorted);
+                next
+            }
+            Rest::Heap(sorted) => sorted.next(),
         })
+    }
+
+    /// Fills `out` with the candidates of ranks `0..out.len()` and sorts them, best first.
+    fn sort_all(&self, out: &mut [Candidate], score: impl Fn(usize) -> Candidate) {
+        for (rank, candidate) in out.iter_mut().enumerate() {
+            *candidate = score(rank);
+        }
+        if self.uniform {
+            // `compare`'s order as one integer: the larger score first, then the lower rank.
+            out.sort_unstable_by_key(|&(score, _, rank)| {
+                (u128::from(!score) << 32) | u128::from(rank)
+            });
+        } else {
+            out.sort_unstable_by(|&a, &b| self.compare(a, b));
+        }
     }
 
     /// Whether candidate `a` (`score`, weight) beats candidate `b`.
@@ -146,7 +162,8 @@ impl Rendezvous {
         }
     }
 
-    fn compare(&self, a: (u64, u32, usize), b: (u64, u32, usize)) -> Ordering {
+    #[inline]
+    fn compare(&self, a: Candidate, b: Candidate) -> Ordering {
         if self.better((a.0, a.1), (b.0, b.1)) {
             Ordering::Less
         } else if self.better((b.0, b.1), (a.0, a.1)) {
@@ -216,10 +233,12 @@ impl Engine for Rendezvous {
         Some(best_slot as usize)
     }
 
+    const DISTINCT_CANDIDATES: bool = true;
+
     fn candidates(&self, key_hash: u64) -> impl Iterator<Item = usize> + '_ {
         // Scores in order, best first (ties broken by node-hash rank, so the order is total).
         self.by_score(move |rank| self.score(key_hash, rank))
-            .map(|(_, _, rank)| self.nodes[rank].2 as usize)
+            .map(|(_, _, rank)| self.nodes[rank as usize].2 as usize)
     }
 }
 
@@ -232,9 +251,9 @@ mod tests {
 
     /// A full walk of a small membership used to rescan every node per candidate (100 scores
     /// for 10 nodes, 5× slower than `rendezvous_hash`'s score-and-sort); now it scores each node
-    /// at most twice (once for the owner, once for the sorted rest) and agrees with a sort.
+    /// once and agrees with a sort.
     #[test]
-    fn a_full_walk_of_a_small_membership_scores_each_node_at_most_twice() {
+    fn a_full_walk_of_a_small_membership_scores_each_node_once() {
         for (nodes, weighted) in [(1, false), (10, false), (10, true), (32, true)] {
             let members =
                 (0..nodes).map(|node| Member::weighted(node, 1 + node % 4 * u32::from(weighted)));
@@ -286,7 +305,7 @@ mod tests {
                     scores.get()
                 );
                 // Every node once, each strictly after the one before.
-                let mut ranks: Vec<usize> = walk.iter().map(|c| c.2).collect();
+                let mut ranks: Vec<usize> = walk.iter().map(|c| c.2 as usize).collect();
                 assert!(
                     walk.windows(2)
                         .all(|pair| engine.compare(pair[0], pair[1]) == Ordering::Less)
@@ -295,7 +314,7 @@ mod tests {
                 assert!(ranks.iter().copied().eq(0..2000));
                 // The walk starts at the lookup's answer.
                 assert_eq!(
-                    Some(engine.nodes[walk[0].2].2 as usize),
+                    Some(engine.nodes[walk[0].2 as usize].2 as usize),
                     engine.lookup(key_hash)
                 );
             }
