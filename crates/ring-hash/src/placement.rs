@@ -343,8 +343,9 @@ where
     }
 
     /// Every member in `key`'s preference order ([`Placement::get_n`]'s), computed lazily: the
-    /// failover walk. Taking the first node costs a lookup; each further node costs what the
-    /// engine needs to find the next distinct one.
+    /// failover walk. Taking the first node costs about a lookup (for rendezvous up to 32
+    /// nodes, a score per node and a sort of them, which also pays for the rest of the walk);
+    /// each further node costs what the engine needs to find the next distinct one.
     ///
     /// Skipping nodes the caller knows to be down needs no rebuild: filter the walk.
     ///
