@@ -22,7 +22,7 @@ type Chapter = (&'static str, fn() -> Result<(), Box<dyn Error>>);
 const CHAPTERS: &[Chapter] = &[
     ("infra-common: clocks and hashing", common::run),
     (
-        "infra-ring-hash: adding a node to a cluster",
+        "infra-ring-hash: a node joins, a node fails and returns",
         ring_hash::run,
     ),
     (

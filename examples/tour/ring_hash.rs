@@ -1,9 +1,10 @@
-//! infra-ring-hash: growing a cluster by one node without reshuffling every key.
+//! infra-ring-hash: growing a cluster by one node without reshuffling every key, and a node that
+//! fails and comes back getting its own keys again.
 
 use std::error::Error;
 
 use infra_ring_hash::hashing::key_hash;
-use infra_ring_hash::{Jump, Member, Placement, Ring};
+use infra_ring_hash::{Jump, Member, Memento, Placement, Ring};
 
 const KEYS: u64 = 1_000_000;
 /// Nodes before the new one joins.
@@ -73,6 +74,47 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
         "  jump         moved {:>6} keys ({:.1}%)",
         jump_moved,
         percent(jump_moved)
+    );
+    failure_and_return(&hashes, NODES + 1)
+}
+
+/// MementoHash over `count` nodes: `cache-2` fails, then comes back. Only its keys move while it
+/// is away, and each of them returns to it: placement depends on the membership, not on the
+/// order of failures.
+fn failure_and_return(hashes: &[u64], count: u32) -> Result<(), Box<dyn Error>> {
+    let owners = |placement: &Placement<String, Memento>| -> Result<Vec<String>, Box<dyn Error>> {
+        hashes
+            .iter()
+            .map(|&h| {
+                placement
+                    .node_for_hash(h)
+                    .cloned()
+                    .ok_or("empty placement".into())
+            })
+            .collect()
+    };
+    let mut memento = Placement::from_members(
+        Memento::new(),
+        (0..count).map(|i| Member::new(format!("cache-{i}"))),
+    )?;
+    let healthy = owners(&memento)?;
+    let failed = String::from("cache-2");
+    let weight = memento.remove(&failed)?;
+    let during = owners(&memento)?;
+    memento.add(failed.clone(), weight)?;
+    let after = owners(&memento)?;
+    let differ = |a: &[String], b: &[String]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+    let moved = differ(&healthy, &during);
+    let moved_elsewhere = healthy
+        .iter()
+        .zip(&during)
+        .filter(|(before, now)| before != now && **before != failed)
+        .count();
+    println!(
+        "  memento      {failed} failed: {moved} keys moved ({:.1}%), {moved_elsewhere} of them not {failed}'s; \
+         after it came back, {} keys sit elsewhere than before the failure",
+        100.0 * moved as f64 / hashes.len() as f64,
+        differ(&healthy, &after)
     );
     Ok(())
 }
