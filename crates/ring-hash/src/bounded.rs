@@ -265,6 +265,11 @@ where
     /// Moves the loads onto `placement`, the new membership: the nodes that stay keep their
     /// counters, removed nodes' leases stop counting. Called by the followed
     /// [`SharedPlacement`] with its changes serialized.
+    /// Whether this thread is inside a read of the layer's current view.
+    pub(crate) fn read_by_this_thread(&self) -> bool {
+        self.current.read_by_this_thread()
+    }
+
     pub(crate) fn follow(&self, placement: &Arc<Placement<N, E>>) {
         let previous = self.current.load();
         let view = View::new(Arc::clone(placement), Some(&previous));

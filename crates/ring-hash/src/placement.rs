@@ -343,7 +343,7 @@ where
     }
 
     /// Every member in `key`'s preference order ([`Placement::get_n`]'s), computed lazily: the
-    /// failover walk. Taking the first node costs about a lookup (for rendezvous up to 32
+    /// failover walk. Taking the first node does a lookup's work (for rendezvous up to 32
     /// nodes, a score per node and a sort of them, which also pays for the rest of the walk);
     /// each further node costs what the engine needs to find the next distinct one.
     ///
@@ -442,9 +442,12 @@ where
             if given.count == self.len() {
                 return None;
             }
+            // An engine whose candidates never repeat needs no record of them.
             let slot = candidates.find(|&slot| {
-                self.node_in_slot(slot).is_some() && given.insert(slot, self.slot_bound())
+                self.node_in_slot(slot).is_some()
+                    && (E::DISTINCT_CANDIDATES || given.insert(slot, self.slot_bound()))
             })?;
+            given.count += usize::from(E::DISTINCT_CANDIDATES);
             self.node_in_slot(slot).map(|(node, _)| node)
         })
     }

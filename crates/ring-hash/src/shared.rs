@@ -20,7 +20,8 @@ use crate::snapshot::SnapshotCell;
 /// # What "never wait" means here
 ///
 /// Lookups run on the current snapshot through a wait-free read section (a fixed handful of
-/// atomic instructions, no lock, no retry loop; see the `snapshot` module's protocol). A
+/// atomic instructions, no lock, no retry loop; past the first 16 threads also a thread-local
+/// record of the read; see the `snapshot` module's protocol). A
 /// membership change clones the current snapshot, applies the change to the copy, and swaps the
 /// copy in with one atomic pointer exchange; lookups that started before the swap finish on the
 /// old snapshot, lookups after it see the new one, and none ever sees a half-built one.
@@ -59,7 +60,10 @@ use crate::snapshot::SnapshotCell;
 pub struct SharedPlacement<N, E> {
     current: SnapshotCell<Placement<N, E>>,
     /// Held across clone-change-publish-pass-on so concurrent changes are not lost, and so a
-    /// bounded-load layer attaching meanwhile misses none.
+    /// bounded-load layer attaching meanwhile misses none. Its address also names this
+    /// placement's closures in the thread's record of open sections (the placement's own
+    /// address is its first field's, the snapshot cell's, whose overflow readers record
+    /// themselves there too).
     changes: Mutex<()>,
     /// The loads of the [`BoundedLoad`](crate::BoundedLoad)s over this placement; every
     /// change is passed on to them before it returns.
@@ -95,11 +99,28 @@ where
         &self,
         build: impl FnOnce(Arc<Placement<N, E>>) -> Loads<N, E>,
     ) -> Result<Arc<Loads<N, E>>, Error> {
-        Section::refuse_change(self)?;
+        self.refuse_reentry()?;
         let _serialized = self.changes.lock();
         let loads = Arc::new(build(self.current.load()));
         self.followers.lock().push(Arc::clone(&loads));
         Ok(loads)
+    }
+
+    /// [`Error::ChangeInsideOwnSection`] when this thread is inside a closure of this
+    /// placement, or inside a read of its snapshot or of a following layer's view (where user
+    /// code such as a node's `Clone` or `Debug` runs): the change would wait for that read.
+    fn refuse_reentry(&self) -> Result<(), Error> {
+        Section::refuse_change(&self.changes)?;
+        let reading = self.current.read_by_this_thread()
+            || self
+                .followers
+                .lock()
+                .iter()
+                .any(|loads| loads.read_by_this_thread());
+        if reading {
+            return Err(Error::ChangeInsideOwnSection);
+        }
+        Ok(())
     }
 
     /// Makes `next` the current snapshot and passes it on to every follower; called with
@@ -134,7 +155,7 @@ where
     /// # Ok::<(), Error>(())
     /// ```
     pub fn with_snapshot<R>(&self, f: impl FnOnce(&Placement<N, E>) -> R) -> R {
-        let _section = Section::enter(self);
+        let _section = Section::enter(&self.changes);
         self.current.read(f)
     }
 
@@ -168,13 +189,13 @@ where
         &self,
         change: impl FnOnce(&mut Placement<N, E>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        Section::refuse_change(self)?;
+        self.refuse_reentry()?;
         let _serialized = self.changes.lock();
         let mut next = Placement::clone(&self.current.load());
-        let result = {
-            let _section = Section::enter(self);
-            change(&mut next)?
-        };
+        // The section covers the publication too: a node's `Clone` run while a follower
+        // takes the new membership must not start a change either.
+        let _section = Section::enter(&self.changes);
+        let result = change(&mut next)?;
         self.publish(next);
         Ok(result)
     }
@@ -213,8 +234,9 @@ where
     /// [`Error::ChangeInsideOwnSection`] when called from inside this placement's
     /// [`SharedPlacement::with_snapshot`] or a change's closure.
     pub fn replace(&self, placement: Placement<N, E>) -> Result<(), Error> {
-        Section::refuse_change(self)?;
+        self.refuse_reentry()?;
         let _serialized = self.changes.lock();
+        let _section = Section::enter(&self.changes);
         self.publish(placement);
         Ok(())
     }
@@ -397,6 +419,74 @@ mod tests {
         });
         assert_eq!(outcome, Ok((2, Err(Error::ChangeInsideOwnSection))));
         assert_eq!(shared.snapshot().len(), 3);
+    }
+
+    /// A node whose `Debug` starts a change on the placement it is printed from: the change
+    /// runs inside a read of the placement's own snapshot cell. Before, a change there waited
+    /// for that read forever (or, after the cell learnt to refuse it, panicked with the change
+    /// lock held); now it is refused with an error, on an owned stripe and an overflow one.
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    struct Meddler(u32);
+
+    impl infra_common::hash::StableHash for Meddler {
+        fn write_stable(&self, hasher: &mut infra_common::hash::StableHasher) {
+            self.0.write_stable(hasher);
+        }
+    }
+
+    infra_common::sync::thread::thread_local! {
+        static MEDDLE_IN: std::cell::RefCell<Option<Arc<SharedPlacement<Meddler, Ring>>>> =
+            const { std::cell::RefCell::new(None) };
+        static MEDDLED: std::cell::RefCell<Vec<Result<(), Error>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    impl fmt::Debug for Meddler {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            if let Some(shared) = MEDDLE_IN.with(|target| target.borrow_mut().take()) {
+                let outcome = shared.add(Meddler(99), 1);
+                MEDDLED.with(|seen| seen.borrow_mut().push(outcome));
+            }
+            write!(f, "Meddler({})", self.0)
+        }
+    }
+
+    #[test]
+    fn a_change_from_inside_a_read_of_the_snapshot_is_refused() {
+        let shared = Arc::new(SharedPlacement::from_placement(
+            Placement::from_members(Ring::new(), (0..3).map(|i| Member::new(Meddler(i)))).unwrap(),
+        ));
+        // Enough threads that some share an overflow stripe whatever ordinals earlier tests
+        // took; the first ones may own a stripe.
+        let outcomes: Vec<(usize, Vec<Result<(), Error>>)> = (0..=crate::snapshot::STRIPES)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || {
+                    MEDDLE_IN.with(|target| *target.borrow_mut() = Some(Arc::clone(&shared)));
+                    let printed = format!("{shared:?}");
+                    assert!(printed.contains("Meddler(0)"));
+                    (thread::ordinal(), MEDDLED.with(std::cell::RefCell::take))
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        for (ordinal, outcome) in &outcomes {
+            assert_eq!(
+                outcome,
+                &[Err(Error::ChangeInsideOwnSection)],
+                "thread {ordinal}"
+            );
+        }
+        assert!(
+            outcomes
+                .iter()
+                .any(|(ordinal, _)| *ordinal >= crate::snapshot::STRIPES)
+        );
+        // Nothing was added, and the placement still takes changes.
+        assert_eq!(shared.snapshot().len(), 3);
+        shared.add(Meddler(7), 1).unwrap();
+        assert_eq!(shared.snapshot().len(), 4);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! The cell holds the current value as a raw `Arc` pointer. A reader announces itself on a
 //! counter, issues a `SeqCst` fence, loads the pointer, uses the value (or takes a strong
 //! count), and withdraws from the counter. That is a fixed sequence of atomic instructions:
-//! readers are wait-free and never look at a lock.
+//! readers are wait-free and never look at a lock. (A thread on an overflow stripe, below,
+//! also records the cell in a thread-local list for the length of its read, so that a
+//! `publish` inside the read is detected; the list's first use allocates.)
 //!
 //! The counters come in stripes, each stripe on a cache line of its own, with two counters
 //! per stripe chosen by a parity bit. The first [`STRIPES`] threads of the process
@@ -58,12 +60,12 @@ const SPINS_BEFORE_YIELD: u32 = 64;
 /// threads of the process own a stripe each, later threads share the overflow ones, and a cell
 /// takes `2 × STRIPES × 128` bytes for them.
 #[cfg(not(infra_loom))]
-const STRIPES: usize = 16;
+pub(crate) const STRIPES: usize = 16;
 
 /// One of each is enough for a model to put a reader on an owned stripe (the first thread to
 /// read) and one on the overflow stripe (the next); more would only add states to explore.
 #[cfg(infra_loom)]
-const STRIPES: usize = 1;
+pub(crate) const STRIPES: usize = 1;
 
 /// A stripe's two reader counters (one per parity), alone on a cache line: 128 bytes, since
 /// x86 processors fetch lines in adjacent pairs.
@@ -290,7 +292,7 @@ impl<T> SnapshotCell<T> {
 impl<T> SnapshotCell<T> {
     /// Whether this thread is inside a read of this cell: its owned stripe's counters, which
     /// only it writes, are exact for it; a thread on the overflow stripes keeps a record.
-    fn read_by_this_thread(&self) -> bool {
+    pub(crate) fn read_by_this_thread(&self) -> bool {
         match self.owned.get(thread::ordinal()) {
             Some(stripe) => stripe
                 .readers
@@ -393,8 +395,9 @@ mod tests {
         assert!(announced(&cell).is_empty(), "every reader withdrew");
     }
 
-    /// A publish inside a read of the same cell waited for itself forever; now it panics, on
-    /// an owned stripe and on an overflow stripe, and leaves the cell usable.
+    /// A publish inside a read of the same cell waited for itself forever; now it panics and
+    /// leaves the cell usable. In a full test run every thread here is past the owned
+    /// stripes; `tests/snapshot_edges.rs` checks an owned one.
     #[test]
     fn a_publish_inside_its_own_read_panics_instead_of_hanging() {
         let cell = Arc::new(SnapshotCell::new(Arc::new(0)));

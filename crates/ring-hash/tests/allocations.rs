@@ -113,6 +113,38 @@ fn check_long_get_n<E: Engine>(engine: E) {
     }
 }
 
+/// Past 32 nodes, a rendezvous list longer than 16 sorts the rest of the candidates in one
+/// vector: two allocations, the answer's and that one (it reallocated as it grew: 5 at 33
+/// nodes, 7 at 100).
+#[test]
+fn a_long_rendezvous_list_over_many_nodes_allocates_twice() {
+    for members in [33u32, 100] {
+        let placement =
+            Placement::from_members(Rendezvous::new(), (0..members).map(Member::new)).unwrap();
+        for key in 0..20u32 {
+            let mut replicas = Vec::new();
+            let count = allocations_in(|| replicas = placement.get_n(&key, 30));
+            assert_eq!(count, 2, "{members} members, key {key}");
+            let walk: Vec<&u32> = placement.node_iter(&key).take(30).collect();
+            assert_eq!(replicas, walk);
+        }
+    }
+}
+
+/// Up to 32 rendezvous nodes, a whole `node_iter` walk allocates nothing: the engine scores and
+/// sorts on the stack and never repeats a node, so the walk keeps no record of what it gave
+/// (it allocated a flag per slot past its eighth node).
+#[test]
+fn a_whole_rendezvous_walk_of_up_to_32_nodes_allocates_nothing() {
+    let placement =
+        Placement::from_members(Rendezvous::new(), (0..32u32).map(Member::new)).unwrap();
+    for key in 0..20u32 {
+        let mut walked = 0;
+        let count = allocations_in(|| walked = placement.node_iter(&key).count());
+        assert_eq!((count, walked), (0, 32), "key {key}");
+    }
+}
+
 #[test]
 fn a_long_get_n_allocates_only_its_answer() {
     check_long_get_n(Ring::new());
