@@ -425,8 +425,23 @@ mod tests {
     /// runs inside a read of the placement's own snapshot cell. Before, a change there waited
     /// for that read forever (or, after the cell learnt to refuse it, panicked with the change
     /// lock held); now it is refused with an error, on an owned stripe and an overflow one.
-    #[derive(Clone, PartialEq, Eq, Hash)]
+    #[derive(PartialEq, Eq, Hash)]
     struct Meddler(u32);
+
+    /// Starts the change this thread was told to start, once.
+    fn meddle() {
+        if let Some(shared) = MEDDLE_IN.with(|target| target.borrow_mut().take()) {
+            let outcome = shared.add(Meddler(99), 1);
+            MEDDLED.with(|seen| seen.borrow_mut().push(outcome));
+        }
+    }
+
+    impl Clone for Meddler {
+        fn clone(&self) -> Self {
+            meddle();
+            Self(self.0)
+        }
+    }
 
     impl infra_common::hash::StableHash for Meddler {
         fn write_stable(&self, hasher: &mut infra_common::hash::StableHasher) {
@@ -443,10 +458,7 @@ mod tests {
 
     impl fmt::Debug for Meddler {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            if let Some(shared) = MEDDLE_IN.with(|target| target.borrow_mut().take()) {
-                let outcome = shared.add(Meddler(99), 1);
-                MEDDLED.with(|seen| seen.borrow_mut().push(outcome));
-            }
+            meddle();
             write!(f, "Meddler({})", self.0)
         }
     }
@@ -487,6 +499,36 @@ mod tests {
         assert_eq!(shared.snapshot().len(), 3);
         shared.add(Meddler(7), 1).unwrap();
         assert_eq!(shared.snapshot().len(), 4);
+    }
+
+    /// The same from a node's `Clone` run inside a read of a following bounded-load layer's
+    /// view (`BoundedLoad::loads`): before, the shared placement published, then the layer's
+    /// update panicked and the layer was left on the old membership.
+    #[test]
+    fn a_change_from_inside_a_read_of_a_followers_view_is_refused() {
+        let shared = Arc::new(SharedPlacement::from_placement(
+            Placement::from_members(Ring::new(), (0..3).map(|i| Member::new(Meddler(i)))).unwrap(),
+        ));
+        let bounded = Arc::new(crate::BoundedLoad::over_shared(Arc::clone(&shared), 1.25).unwrap());
+        for _ in 0..=crate::snapshot::STRIPES {
+            let (shared, bounded) = (Arc::clone(&shared), Arc::clone(&bounded));
+            let (ordinal, outcome) = thread::spawn(move || {
+                MEDDLE_IN.with(|target| *target.borrow_mut() = Some(Arc::clone(&shared)));
+                assert_eq!(bounded.loads().len(), 3);
+                (thread::ordinal(), MEDDLED.with(std::cell::RefCell::take))
+            })
+            .join()
+            .unwrap();
+            assert_eq!(
+                outcome,
+                [Err(Error::ChangeInsideOwnSection)],
+                "thread {ordinal}"
+            );
+        }
+        assert_eq!(shared.snapshot().len(), 3);
+        assert_eq!(bounded.placement().len(), 3);
+        shared.add(Meddler(7), 1).unwrap();
+        assert_eq!(bounded.placement().len(), 4, "the layer still follows");
     }
 
     #[test]
