@@ -446,6 +446,14 @@ fn rendezvous(c: &mut Criterion) {
             }
         });
     });
+    // The same order as a fresh vector per key, as `calc_candidates` returns one.
+    group.bench_function("infra_full_order_get_n", |b| {
+        b.iter(|| {
+            for key in &keys {
+                black_box(placement.get_n(key, names.len()));
+            }
+        });
+    });
     group.bench_function("rendezvous_hash_full_order", |b| {
         b.iter(|| {
             for key in &keys {

@@ -288,10 +288,10 @@ where
         if want == 0 {
             return nodes;
         }
-        let mut seen = SeenSlots::new(want, self.slot_bound());
+        let mut seen = self.seen_slots(want);
         for slot in self.engine.candidates(key_hash) {
             if let Some((node, _)) = self.node_in_slot(slot)
-                && seen.insert(slot)
+                && seen.as_mut().is_none_or(|seen| seen.insert(slot))
             {
                 nodes.push(node);
                 if nodes.len() == want {
@@ -504,6 +504,12 @@ where
         self.engine.lookup(key_hash)
     }
 
+    /// A record of the slots a list of `want` holds already, or `None` for an engine whose
+    /// candidates never repeat.
+    fn seen_slots(&self, want: usize) -> Option<SeenSlots> {
+        (!E::DISTINCT_CANDIDATES).then(|| SeenSlots::new(want, self.slot_bound()))
+    }
+
     /// The first `n` distinct live slots of the engine's candidates, into `out`.
     pub(crate) fn get_n_slots(&self, key_hash: u64, n: usize, out: &mut Vec<usize>) {
         out.clear();
@@ -511,9 +517,11 @@ where
         if want == 0 {
             return;
         }
-        let mut seen = SeenSlots::new(want, self.slot_bound());
+        let mut seen = self.seen_slots(want);
         for slot in self.engine.candidates(key_hash) {
-            if self.node_in_slot(slot).is_some() && seen.insert(slot) {
+            if self.node_in_slot(slot).is_some()
+                && seen.as_mut().is_none_or(|seen| seen.insert(slot))
+            {
                 out.push(slot);
                 if out.len() == want {
                     return;
