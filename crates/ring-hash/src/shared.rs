@@ -424,7 +424,8 @@ mod tests {
     /// A node whose `Debug` starts a change on the placement it is printed from: the change
     /// runs inside a read of the placement's own snapshot cell. Before, a change there waited
     /// for that read forever (or, after the cell learnt to refuse it, panicked with the change
-    /// lock held); now it is refused with an error, on an owned stripe and an overflow one.
+    /// lock held); now it is refused with an error. The tests' threads read on overflow stripes
+    /// in a full run; the owned stripes' check is the cell's, tested in `tests/snapshot_edges.rs`.
     #[derive(PartialEq, Eq, Hash)]
     struct Meddler(u32);
 
