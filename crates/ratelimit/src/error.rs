@@ -86,6 +86,13 @@ pub enum Error {
         /// The configured cap on keys with waiters.
         max_waiting_keys: usize,
     },
+    /// A waiting limiter's line is full ([`AsyncRateLimiter::with_max_waiters`](crate::AsyncRateLimiter::with_max_waiters),
+    /// [`AsyncKeyedRateLimiter::with_max_waiters`](crate::AsyncKeyedRateLimiter::with_max_waiters)),
+    /// and this caller would have had to wait. Retry later, or raise the cap.
+    TooManyWaiters {
+        /// The configured cap on waiting callers.
+        max_waiters: usize,
+    },
     /// The request was denied: the error of the `?`-friendly checks
     /// ([`KeyedRateLimiter::try_check`](crate::KeyedRateLimiter::try_check); a [`NotUntil`]
     /// from [`RateLimiter::try_check`](crate::RateLimiter::try_check) converts into it). Retry
@@ -143,6 +150,10 @@ impl fmt::Display for Error {
                 f,
                 "callers already wait for {max_waiting_keys} keys, the most the limiter lets \
                  wait: retry later"
+            ),
+            Self::TooManyWaiters { max_waiters } => write!(
+                f,
+                "{max_waiters} callers already wait, the most the limiter lets wait: retry later"
             ),
             Self::RateLimited(denial) => fmt::Display::fmt(denial, f),
             Self::Backend { reason } => write!(f, "rate-limit backend refused the check: {reason}"),

@@ -418,9 +418,9 @@ mod tests {
                     .with_metrics_name("async"),
             )
         });
-        let _ = limiter.until_ready().await; // admitted at once
+        assert!(limiter.until_ready().await.unwrap().is_allowed()); // admitted at once
         // Denied on arrival and again at the head of the queue, admitted one second later.
-        let _ = limiter.until_ready().await;
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
         let series = counters(&recorder.snapshotter());
         assert_eq!(decisions(&series, "async", "admitted"), Some(2));
         assert_eq!(decisions(&series, "async", "denied"), Some(2));

@@ -3,11 +3,12 @@
 
 mod jitter;
 mod keyed;
+mod queue;
 
 pub use jitter::Jitter;
 pub use keyed::AsyncKeyedRateLimiter;
+use queue::Queue;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -51,63 +52,6 @@ impl Clock for TokioClock {
     }
 }
 
-/// The callers waiting in one line, oldest first. A direct limiter has one line; a keyed
-/// limiter has one per key with waiters.
-#[derive(Debug, Default)]
-struct Queue {
-    next_ticket: u64,
-    waiting: VecDeque<Waiter>,
-}
-
-/// One waiting caller: its ticket and the signal that it has reached the head of the queue.
-#[derive(Debug)]
-struct Waiter {
-    ticket: u64,
-    turn: Arc<Notify>,
-}
-
-impl Queue {
-    fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
-    }
-
-    fn head(&self) -> Option<u64> {
-        self.waiting.front().map(|waiter| waiter.ticket)
-    }
-
-    /// Queues a caller at the back; returns its ticket.
-    fn push(&mut self, turn: Arc<Notify>) -> u64 {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.waiting.push_back(Waiter { ticket, turn });
-        ticket
-    }
-
-    /// Removes the head, which has been admitted, and wakes the next.
-    fn pop_head(&mut self) {
-        self.waiting.pop_front();
-        self.wake_head();
-    }
-
-    /// Removes `ticket`, whose caller gave up; wakes the next caller if it was the head.
-    fn leave(&mut self, ticket: u64) {
-        let was_head = self.head() == Some(ticket);
-        self.waiting.retain(|waiter| waiter.ticket != ticket);
-        if was_head {
-            self.wake_head();
-        }
-    }
-
-    /// Tells the caller now at the head that it is its turn. Only the head ever needs waking:
-    /// the others cannot be served before it, so a departure wakes one waiter, not all of them.
-    fn wake_head(&self) {
-        if let Some(head) = self.waiting.front() {
-            // Stored as a permit if the head is not waiting yet, so the wake-up is never lost.
-            head.turn.notify_one();
-        }
-    }
-}
-
 /// Where one limited thing's waiters queue: the direct limiter's single line, or one key's.
 trait Line {
     /// Runs `f` on the queue under its lock, creating the queue if there is none yet; a queue
@@ -115,8 +59,8 @@ trait Line {
     ///
     /// # Errors
     ///
-    /// When there is no queue yet and none may be created (a keyed limiter's cap on waiting
-    /// keys), if `f` left a caller in it.
+    /// When `f` queued a caller the line has no room for (a cap on waiters, or a keyed
+    /// limiter's cap on waiting keys): that caller is taken back out, and `f`'s result dropped.
     fn join<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Result<R, Error>;
 
     /// Runs `f` on the queue, which exists while a caller holds a ticket in it, under its lock;
@@ -207,13 +151,29 @@ async fn wait_in_line<L: Line>(
     }
 }
 
-impl Line for Mutex<Queue> {
+/// A direct limiter's line, and the most callers it lets wait.
+#[derive(Debug)]
+struct DirectLine {
+    queue: Mutex<Queue>,
+    max_waiters: usize,
+}
+
+impl Line for DirectLine {
     fn join<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Result<R, Error> {
-        Ok(f(&mut self.lock()))
+        let mut queue = self.queue.lock();
+        let before = queue.len();
+        let joined = f(&mut queue);
+        if queue.len() > before && queue.len() > self.max_waiters {
+            queue.unpush();
+            return Err(Error::TooManyWaiters {
+                max_waiters: self.max_waiters,
+            });
+        }
+        Ok(joined)
     }
 
     fn locked<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
-        f(&mut self.lock())
+        f(&mut self.queue.lock())
     }
 }
 
@@ -226,7 +186,11 @@ impl Line for Mutex<Queue> {
 ///   waiting future takes nothing and lets the next waiter move up.
 /// - **No background task**: the first waiter sleeps until the limiter's `retry_after`, the
 ///   others sleep until they reach the head of the queue. Each departure wakes only the new
-///   head, so `n` waiters cost `O(n)` wake-ups in all, not `O(n²)`.
+///   head, so `n` waiters cost `O(n)` wake-ups in all, not `O(n²)`, and a waiter that gives up
+///   leaves in `O(log n)` (amortized), wherever it stands in the line.
+/// - **Bounded**: at most [`max_waiters`](AsyncRateLimiter::with_max_waiters) callers wait
+///   (default [`AsyncRateLimiter::DEFAULT_MAX_WAITERS`]); one more that would have to wait gets
+///   [`Error::TooManyWaiters`] at once, so a flood of waiters cannot grow memory without end.
 /// - **Jitter** (optional, [`AsyncRateLimiter::with_jitter`]): each sleep until capacity is
 ///   back is lengthened by a random delay up to a bound, so callers across many limiters that
 ///   would all wake at the same instant (a thundering herd) are spread over that bound.
@@ -243,7 +207,7 @@ impl Line for Mutex<Queue> {
 /// let limiter = AsyncRateLimiter::new(RateLimiter::gcra(Quota::per_second(2)?, TokioClock::new())?);
 /// let start = tokio::time::Instant::now();
 /// for _ in 0..4 {
-///     limiter.until_ready().await;
+///     limiter.until_ready().await?;
 /// }
 /// assert_eq!(start.elapsed(), Duration::from_secs(1)); // 2 at once, then one per 500 ms
 /// # Ok(())
@@ -251,17 +215,60 @@ impl Line for Mutex<Queue> {
 /// ```
 pub struct AsyncRateLimiter<A: Algorithm = Gcra, C: Clock = TokioClock> {
     limiter: RateLimiter<A, C>,
-    queue: Mutex<Queue>,
+    line: DirectLine,
     jitter: Option<Jitter>,
 }
 
 impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
+    /// The default cap on waiting callers: 100,000.
+    pub const DEFAULT_MAX_WAITERS: usize = 100_000;
+
     /// Wraps a limiter.
     pub fn new(limiter: RateLimiter<A, C>) -> Self {
         Self {
             limiter,
-            queue: Mutex::new(Queue::default()),
+            line: DirectLine {
+                queue: Mutex::new(Queue::default()),
+                max_waiters: Self::DEFAULT_MAX_WAITERS,
+            },
             jitter: None,
+        }
+    }
+
+    /// Lets at most `max` callers wait at once (at least 1); a caller that would be one more
+    /// gets [`Error::TooManyWaiters`] instead of waiting.
+    ///
+    /// ```
+    /// use infra_ratelimit::{AsyncRateLimiter, Error, Quota, RateLimiter, TokioClock};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Error> {
+    /// let limiter = AsyncRateLimiter::new(RateLimiter::gcra(Quota::per_second(1)?, TokioClock::new())?)
+    ///     .with_max_waiters(1);
+    /// limiter.until_ready().await?; // admitted at once
+    /// let first = limiter.until_ready(); // would wait: the one caller allowed to
+    /// let mut first = std::pin::pin!(first);
+    /// assert!(poll_once(first.as_mut()).is_none());
+    /// assert!(matches!(
+    ///     limiter.until_ready().await,
+    ///     Err(Error::TooManyWaiters { max_waiters: 1 })
+    /// ));
+    /// first.await?; // the waiter in line is served as usual
+    /// # Ok(())
+    /// # }
+    /// # fn poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     match f.poll(&mut cx) { std::task::Poll::Ready(v) => Some(v), std::task::Poll::Pending => None }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_max_waiters(self, max: usize) -> Self {
+        Self {
+            line: DirectLine {
+                queue: Mutex::new(Queue::default()),
+                max_waiters: max.max(1),
+            },
+            ..self
         }
     }
 
@@ -276,8 +283,8 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     /// let limiter = AsyncRateLimiter::new(RateLimiter::gcra(Quota::per_second(1)?, TokioClock::new())?)
     ///     .with_jitter(Jitter::up_to(Duration::from_millis(100)));
     /// let start = tokio::time::Instant::now();
-    /// limiter.until_ready().await;
-    /// limiter.until_ready().await; // a second later, and up to 100 ms more
+    /// limiter.until_ready().await?;
+    /// limiter.until_ready().await?; // a second later, and up to 100 ms more
     /// assert!(start.elapsed() >= Duration::from_secs(1));
     /// assert!(start.elapsed() <= Duration::from_millis(1_100));
     /// # Ok(())
@@ -298,16 +305,17 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
 
     /// Callers currently waiting.
     pub fn waiting(&self) -> usize {
-        self.queue.lock().waiting.len()
+        self.line.queue.lock().len()
     }
 
     /// Waits until one request is admitted and returns its decision.
-    pub async fn until_ready(&self) -> Decision {
-        match self.until_n_ready(1).await {
-            Ok(decision) => decision,
-            // Every limiter admits at least one cell at once.
-            Err(_) => unreachable!("a single cell never exceeds a limiter's capacity"),
-        }
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyWaiters`] at once when the request would have to wait and the line is
+    /// full ([`AsyncRateLimiter::with_max_waiters`]).
+    pub async fn until_ready(&self) -> Result<Decision, Error> {
+        self.until_n_ready(1).await
     }
 
     /// Waits until `n` cells are admitted at once and returns the decision.
@@ -315,12 +323,9 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     /// # Errors
     ///
     /// [`Error::InsufficientCapacity`] at once when `n` exceeds the capacity (it would wait
-    /// forever).
+    /// forever); [`Error::TooManyWaiters`] as [`AsyncRateLimiter::until_ready`].
     pub async fn until_n_ready(&self, n: u32) -> Result<Decision, Error> {
-        wait_in_line(&self.queue, self.jitter.as_ref(), || {
-            self.limiter.check_n(n)
-        })
-        .await
+        wait_in_line(&self.line, self.jitter.as_ref(), || self.limiter.check_n(n)).await
     }
 }
 
@@ -355,9 +360,9 @@ mod tests {
     async fn waits_exactly_until_capacity_is_back() {
         let limiter = limiter(1, 1);
         let start = Instant::now();
-        let _ = limiter.until_ready().await;
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
         assert_eq!(start.elapsed(), Duration::ZERO);
-        let _ = limiter.until_ready().await;
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert!(matches!(
             limiter.until_n_ready(2).await,
@@ -413,7 +418,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_departure_wakes_only_the_next_waiter() {
         let limiter = limiter(1, 1);
-        let _ = limiter.until_ready().await;
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
         let waiters = 60;
         let polls = Arc::new(infra_common::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -427,7 +432,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         for task in tasks {
-            let _ = task.await.unwrap();
+            assert!(task.await.unwrap().unwrap().is_allowed());
         }
         // Each waiter is polled when it queues, when it reaches the head and when its
         // retry-after elapses; waking every waiter on every departure would take ~n²/2 polls.
@@ -454,7 +459,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
-        let _ = second.await.unwrap();
+        assert!(second.await.unwrap().unwrap().is_allowed());
         assert_eq!(
             start.elapsed(),
             Duration::from_secs(1),
@@ -465,5 +470,85 @@ mod tests {
         let d = limiter.limiter().check();
         assert!(d.is_denied());
         assert_eq!(d.retry_after(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_line_refuses_one_more_waiter_until_one_leaves() {
+        let quota = Quota::per_second(1).unwrap();
+        let limiter = Arc::new(
+            AsyncRateLimiter::new(RateLimiter::gcra(quota, TokioClock::new()).unwrap())
+                .with_max_waiters(2),
+        );
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
+        let spawn = || {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready().await })
+        };
+        let (first, second) = (spawn(), spawn());
+        tokio::task::yield_now().await;
+        assert_eq!(
+            limiter.until_ready().await,
+            Err(Error::TooManyWaiters { max_waiters: 2 })
+        );
+        assert_eq!(limiter.waiting(), 2);
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        let third = spawn();
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting(), 2);
+        let start = Instant::now();
+        assert!(second.await.unwrap().unwrap().is_allowed());
+        assert!(third.await.unwrap().unwrap().is_allowed());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(2),
+            "one per second, in order"
+        );
+    }
+
+    /// Yields until `done` holds: spawned tasks run (and queue) in some later turns.
+    pub(super) async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the spawned tasks never got there");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thousands_of_waiters_giving_up_in_any_order_leave_the_line_working() {
+        let limiter = limiter(1, 1);
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
+        let tasks: Vec<_> = (0..10_000)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                tokio::spawn(async move { limiter.until_ready().await })
+            })
+            .collect();
+        settle(|| limiter.waiting() == 10_000).await;
+        // Every other waiter from the back, then the rest but the last from the front.
+        let (kept, mut gone): (Vec<_>, Vec<_>) = tasks
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| *i == 9_999);
+        gone.sort_by_key(|(i, _)| (i % 2 == 0, std::cmp::Reverse(*i)));
+        for (_, task) in &gone {
+            task.abort();
+        }
+        for (_, task) in gone {
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(limiter.waiting(), 1);
+        let start = Instant::now();
+        for (_, task) in kept {
+            assert!(task.await.unwrap().unwrap().is_allowed());
+        }
+        assert!(
+            start.elapsed() <= Duration::from_secs(1),
+            "served when its cell is back"
+        );
+        assert_eq!(limiter.waiting(), 0);
     }
 }

@@ -841,6 +841,7 @@ async fn what_a_client_prepends_to_forwarded_never_changes_its_key() {
         }
         assert_eq!(inner.calls(), 2, "{missing:?}");
         assert_eq!(layer.missing_keys(), 0);
+        assert_eq!(layer.unusable_keys(), 0);
         assert_eq!(layer.limiter("default").unwrap().len(), 1);
     }
 }
@@ -881,8 +882,10 @@ async fn an_unusable_forwarded_identity_is_refused_as_a_client_error() {
             let inner = Counting::default();
             let mut service = layer.layer(inner.clone());
             assert_unusable_key(&send_with(&mut service, headers).await);
+            assert_unusable_key(&send_with(&mut service, headers).await);
             assert_eq!(inner.calls(), 0, "{missing:?} {headers:?}");
             assert_eq!(layer.limiter("default").unwrap().len(), 0);
+            assert_eq!((layer.unusable_keys(), layer.missing_keys()), (2, 0));
         }
     }
 }

@@ -40,6 +40,7 @@ struct Shared<X, L, J> {
     style: HeaderStyle,
     reject: J,
     missing_keys: AtomicU64,
+    unusable_keys: AtomicU64,
 }
 
 /// Builds [`RateLimitService`]s that limit each request by its key. Cheap to clone: clones and
@@ -114,6 +115,14 @@ impl<X, L, J> RateLimitLayer<X, L, J> {
     /// Nonzero usually means a deployment mistake (see [`MissingKey`]).
     pub fn missing_keys(&self) -> u64 {
         self.shared.missing_keys.load(Ordering::Relaxed)
+    }
+
+    /// How many requests were refused for an identity that cannot be used (a malformed
+    /// `Forwarded` element where the trusted proxy writes, a key header sent twice, ...), across
+    /// every clone and service of this layer. Each is answered `400`; many of them usually mean
+    /// a proxy that writes another format than the extractor reads, or a client probing.
+    pub fn unusable_keys(&self) -> u64 {
+        self.shared.unusable_keys.load(Ordering::Relaxed)
     }
 }
 
@@ -255,6 +264,7 @@ impl<X, L, J> RateLimitLayerBuilder<X, L, J> {
                 style: self.style,
                 reject: self.reject,
                 missing_keys: AtomicU64::new(0),
+                unusable_keys: AtomicU64::new(0),
             }),
         }
     }
@@ -311,6 +321,7 @@ impl<X, L, J> Shared<X, L, J> {
             .field("missing_key", &self.missing)
             .field("header_style", &self.style)
             .field("missing_keys", &self.missing_keys.load(Ordering::Relaxed))
+            .field("unusable_keys", &self.unusable_keys.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 
@@ -340,6 +351,17 @@ impl<X, L, J> Shared<X, L, J> {
                 "a rate-limited request had no key: the extractor found no client identity \
                  (for a client IP: is the server started with connect info, is the trusted \
                  proxy count right?); further keyless requests are counted, not logged"
+            );
+        }
+    }
+
+    /// Counts a request refused for an unusable identity; the first one is logged.
+    fn note_unusable_key(&self, reason: &'static str) {
+        if self.unusable_keys.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                reason,
+                "a rate-limited request carried a client identity that cannot be used and was \
+                 refused with 400; further ones are counted, not logged"
             );
         }
     }
@@ -440,6 +462,7 @@ where
         let key = match shared.key.extract(&parts) {
             Ok(key) => key,
             Err(NoKey::Unusable { reason }) => {
+                shared.note_unusable_key(reason);
                 return ResponseFuture::answered(
                     shared.refuse(&Rejection::UnusableKey { reason }, None),
                 );

@@ -18,16 +18,19 @@ use crate::{Decision, Error, Gcra, KeyedRateLimiter};
 /// contend for one.
 const SHARDS: usize = 64;
 
-/// The lines of the keys that have waiters, at most `max` of them.
+/// The lines of the keys that have waiters: at most `max` lines, and at most `max_waiters`
+/// waiters in all of them together.
 struct WaitingKeys<K> {
     shards: Box<[Mutex<HashMap<K, Queue, RandomState>>]>,
     hasher: RandomState,
     lines: AtomicUsize,
     max: usize,
+    waiters: AtomicUsize,
+    max_waiters: usize,
 }
 
 impl<K: Hash + Eq> WaitingKeys<K> {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, max_waiters: usize) -> Self {
         let hasher = RandomState::new();
         Self {
             shards: (0..SHARDS)
@@ -36,7 +39,23 @@ impl<K: Hash + Eq> WaitingKeys<K> {
             hasher,
             lines: AtomicUsize::new(0),
             max,
+            waiters: AtomicUsize::new(0),
+            max_waiters,
         }
+    }
+
+    /// Counts one more waiter, if there is room for it.
+    fn add_waiter(&self) -> Result<(), Error> {
+        take_one(&self.waiters, self.max_waiters).map_err(|()| Error::TooManyWaiters {
+            max_waiters: self.max_waiters,
+        })
+    }
+
+    /// Counts one more line, if there is room for it.
+    fn add_line(&self) -> Result<(), Error> {
+        take_one(&self.lines, self.max).map_err(|()| Error::TooManyWaitingKeys {
+            max_waiting_keys: self.max,
+        })
     }
 
     fn line<'a, Q>(&'a self, key: &'a Q) -> KeyLine<'a, K, Q>
@@ -63,6 +82,16 @@ struct KeyLine<'a, K, Q: ?Sized> {
     key: &'a Q,
 }
 
+/// Adds one to `count` unless it is already `max`.
+fn take_one(count: &AtomicUsize, max: usize) -> Result<(), ()> {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .map(drop)
+        .map_err(drop)
+}
+
 impl<K, Q> Line for KeyLine<'_, K, Q>
 where
     K: Borrow<Q> + Hash + Eq,
@@ -72,21 +101,22 @@ where
         let mut lines = self.shard.lock();
         if let Some(queue) = lines.get_mut(self.key) {
             // A line exists only while someone waits in it, so `f` queues behind them.
-            return Ok(f(queue));
+            let before = queue.len();
+            let joined = f(queue);
+            if queue.len() > before {
+                self.keys.add_waiter().inspect_err(|_| queue.unpush())?;
+            }
+            return Ok(joined);
         }
         // No line yet: `f` decides at once, and only a caller it queues needs one kept.
         let mut queue = Queue::default();
         let joined = f(&mut queue);
         if !queue.is_empty() {
-            let max = self.keys.max;
-            self.keys
-                .lines
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lines| {
-                    (lines < max).then_some(lines + 1)
-                })
-                .map_err(|_| Error::TooManyWaitingKeys {
-                    max_waiting_keys: max,
-                })?;
+            self.keys.add_waiter()?;
+            if let Err(error) = self.keys.add_line() {
+                self.keys.waiters.fetch_sub(1, Ordering::Relaxed);
+                return Err(error);
+            }
             lines.insert(self.key.to_owned(), queue);
         }
         Ok(joined)
@@ -97,7 +127,11 @@ where
         let queue = lines
             .get_mut(self.key)
             .expect("a caller holding a ticket keeps its key's line");
+        let before = queue.len();
         let result = f(queue);
+        self.keys
+            .waiters
+            .fetch_sub(before - queue.len(), Ordering::Relaxed);
         if queue.is_empty() {
             // The last waiter left: the key's line goes, so memory follows the waiting keys.
             lines.remove(self.key);
@@ -122,7 +156,11 @@ where
 ///   [`max_waiting_keys`](AsyncKeyedRateLimiter::with_max_waiting_keys) keys (default
 ///   [`AsyncKeyedRateLimiter::DEFAULT_MAX_WAITING_KEYS`]) have one: a caller that would open
 ///   one more line gets [`Error::TooManyWaitingKeys`] at once, while waiters of keys that
-///   already wait, and callers admitted at once, are unaffected.
+///   already wait, and callers admitted at once, are unaffected. At most
+///   [`max_waiters`](AsyncKeyedRateLimiter::with_max_waiters) callers wait over all keys
+///   together (default [`AsyncKeyedRateLimiter::DEFAULT_MAX_WAITERS`]): one more that would have
+///   to wait gets [`Error::TooManyWaiters`]. A waiter that gives up leaves its line in
+///   `O(log n)` (amortized), wherever it stands in it.
 /// - **Jitter** (optional, [`AsyncKeyedRateLimiter::with_jitter`]): spreads the wake-ups of
 ///   many keys due at one instant over a bounded random delay.
 ///
@@ -164,12 +202,14 @@ where
 {
     /// The default cap on keys with waiters: 100,000.
     pub const DEFAULT_MAX_WAITING_KEYS: usize = 100_000;
+    /// The default cap on waiting callers, over all keys: 100,000.
+    pub const DEFAULT_MAX_WAITERS: usize = 100_000;
 
     /// Wraps a keyed limiter.
     pub fn new(limiter: KeyedRateLimiter<K, A, C>) -> Self {
         Self {
             limiter,
-            waiting: WaitingKeys::new(Self::DEFAULT_MAX_WAITING_KEYS),
+            waiting: WaitingKeys::new(Self::DEFAULT_MAX_WAITING_KEYS, Self::DEFAULT_MAX_WAITERS),
             jitter: None,
         }
     }
@@ -178,7 +218,17 @@ where
     #[must_use]
     pub fn with_max_waiting_keys(self, max: usize) -> Self {
         Self {
-            waiting: WaitingKeys::new(max.max(1)),
+            waiting: WaitingKeys::new(max.max(1), self.waiting.max_waiters),
+            ..self
+        }
+    }
+
+    /// Lets at most `max` callers wait at once over all keys (at least 1); a caller that would
+    /// be one more gets [`Error::TooManyWaiters`] instead of waiting.
+    #[must_use]
+    pub fn with_max_waiters(self, max: usize) -> Self {
+        Self {
+            waiting: WaitingKeys::new(self.waiting.max, max.max(1)),
             ..self
         }
     }
@@ -210,18 +260,15 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let line = self.waiting.line(key);
-        line.shard
-            .lock()
-            .get(key)
-            .map_or(0, |queue| queue.waiting.len())
+        line.shard.lock().get(key).map_or(0, Queue::len)
     }
 
     /// Waits until one request for `key` is admitted and returns its decision.
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyWaitingKeys`] as described on the type; [`Error::TooManyKeys`] when the
-    /// key is new and the limiter cannot track it.
+    /// [`Error::TooManyWaitingKeys`] and [`Error::TooManyWaiters`] as described on the type;
+    /// [`Error::TooManyKeys`] when the key is new and the limiter cannot track it.
     pub async fn until_ready<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
         K: Borrow<Q>,
@@ -252,6 +299,8 @@ impl<K, A: Algorithm, C: Clock> fmt::Debug for AsyncKeyedRateLimiter<K, A, C> {
             .field("limiter", &self.limiter)
             .field("waiting_keys", &self.waiting.lines.load(Ordering::Relaxed))
             .field("max_waiting_keys", &self.waiting.max)
+            .field("waiters", &self.waiting.waiters.load(Ordering::Relaxed))
+            .field("max_waiters", &self.waiting.max_waiters)
             .field("jitter", &self.jitter)
             .finish()
     }
@@ -369,6 +418,76 @@ mod tests {
         alone.abort();
         assert!(alone.await.unwrap_err().is_cancelled());
         assert_eq!((limiter.waiting_keys(), limiter.waiting("a")), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_on_waiters_counts_every_key_and_frees_a_place_per_departure() {
+        let quota = Quota::per_second(1).unwrap();
+        let limiter = Arc::new(
+            AsyncKeyedRateLimiter::new(
+                KeyedRateLimiter::<String, Gcra, _>::with_clock(quota, TokioClock::new()).unwrap(),
+            )
+            .with_max_waiters(3),
+        );
+        for key in ["a", "b", "c"] {
+            assert!(limiter.until_ready(key).await.unwrap().is_allowed());
+        }
+        let spawn = |key: &'static str| {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready(key).await })
+        };
+        let (a1, a2, b1) = (spawn("a"), spawn("a"), spawn("b"));
+        tokio::task::yield_now().await;
+        // Full: one more waiter is refused, for a waiting key or a new one, and opens no line.
+        for key in ["a", "c"] {
+            assert_eq!(
+                limiter.until_ready(key).await,
+                Err(Error::TooManyWaiters { max_waiters: 3 })
+            );
+        }
+        assert_eq!(limiter.waiting_keys(), 2);
+        a2.abort();
+        assert!(a2.await.unwrap_err().is_cancelled());
+        // The departure freed a place: a waiter for "c" now queues and is served.
+        let c1 = spawn("c");
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting_keys(), 3);
+        for task in [a1, b1, c1] {
+            assert!(task.await.unwrap().unwrap().is_allowed());
+        }
+        assert_eq!(limiter.waiting_keys(), 0);
+        assert!(format!("{limiter:?}").contains("waiters: 0"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thousands_of_waiters_giving_up_leave_every_line_empty() {
+        let limiter = limiter(1, 1);
+        let keys = ["a", "b"];
+        for key in keys {
+            assert!(limiter.until_ready(key).await.unwrap().is_allowed());
+        }
+        let mut tasks = Vec::new();
+        for i in 0..6_000 {
+            let limiter = Arc::clone(&limiter);
+            let key = keys[i % 2];
+            tasks.push(tokio::spawn(async move { limiter.until_ready(key).await }));
+        }
+        crate::wait::tests::settle(|| limiter.waiting("a") + limiter.waiting("b") == 6_000).await;
+        assert_eq!((limiter.waiting("a"), limiter.waiting("b")), (3_000, 3_000));
+        // Every waiter but the first of each key gives up, newest first, then the rest.
+        let firsts: Vec<_> = tasks.drain(..2).collect();
+        for task in tasks.iter().rev() {
+            task.abort();
+        }
+        for task in tasks {
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!((limiter.waiting("a"), limiter.waiting("b")), (1, 1));
+        for task in firsts {
+            assert!(task.await.unwrap().unwrap().is_allowed());
+        }
+        assert_eq!(limiter.waiting_keys(), 0);
+        assert!(format!("{limiter:?}").contains("waiters: 0"));
     }
 
     #[tokio::test(start_paused = true)]
