@@ -530,3 +530,60 @@ fn a_dead_letter_frees_room_for_a_blocked_send() {
     assert_eq!(next.payload(), b"next");
     assert_eq!(producer.join().unwrap(), 1);
 }
+
+/// A clock that counts its readings: what the hot path of an in-memory queue asks of it.
+#[derive(Debug, Default)]
+struct CountingClock {
+    inner: ManualClock,
+    monotonic: infra_common::sync::atomic::AtomicU64,
+    wall: infra_common::sync::atomic::AtomicU64,
+}
+
+impl infra_common::Clock for CountingClock {
+    fn now_nanos(&self) -> u64 {
+        self.monotonic
+            .fetch_add(1, infra_common::sync::atomic::Ordering::Relaxed);
+        self.inner.now_nanos()
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        self.wall
+            .fetch_add(1, infra_common::sync::atomic::Ordering::Relaxed);
+        self.inner.wall_time()
+    }
+}
+
+impl CountingClock {
+    /// Readings since the last call: (monotonic, wall).
+    fn take(&self) -> (u64, u64) {
+        use infra_common::sync::atomic::Ordering::Relaxed;
+        (self.monotonic.swap(0, Relaxed), self.wall.swap(0, Relaxed))
+    }
+}
+
+/// The in-memory hot path reads the clock once per send (the enqueue time) and once per
+/// receive (the lease's deadline), never for an ack or a poll of an empty queue (unless the
+/// `metrics` feature's gauges, updated there, need the time), and never the wall clock unless
+/// deduplication dates the send.
+#[test]
+fn an_in_memory_queue_reads_the_clock_only_where_time_matters() {
+    let gauges = u64::from(cfg!(feature = "metrics"));
+    let clock = Arc::new(CountingClock::default());
+    let queue = WorkQueue::in_memory_with_clock(options(), Arc::clone(&clock)).unwrap();
+    clock.take();
+    assert_eq!(queue.try_receive().unwrap().map(|d| d.offset()), None);
+    assert_eq!(clock.take(), (gauges, 0), "a poll of an empty queue");
+    queue.send(Message::new("order-1")).unwrap();
+    assert_eq!(clock.take(), (1, 0), "a send");
+    let delivery = queue.receive_timeout(LEASE).unwrap().unwrap();
+    assert_eq!(clock.take(), (1, 0), "a receive of a waiting message");
+    queue.ack(&delivery).unwrap();
+    assert_eq!(clock.take(), (gauges, 0), "an ack");
+
+    let dedup =
+        WorkQueue::in_memory_with_clock(options().dedup(DedupWindow::new(10)), Arc::clone(&clock))
+            .unwrap();
+    clock.take();
+    dedup.send(Message::new("order-2").id("o-2")).unwrap();
+    assert_eq!(clock.take(), (1, 1), "a deduplicated send dates its id");
+}

@@ -469,6 +469,22 @@ impl fmt::Debug for WorkQueue {
     }
 }
 
+/// Extra looks a receive takes at an empty queue, or a send at a full one, before it sleeps
+/// (none under loom, where a spin is only more interleavings to explore).
+const SPINS: u32 = if cfg!(infra_loom) { 0 } else { 10 };
+
+/// The pause before extra look `round`: 2, 4, ... 64 spins, then yielding the processor, as a
+/// channel's back-off does.
+fn back_off(round: u32) {
+    if round < 6 {
+        for _ in 0..2u32 << round {
+            infra_common::sync::spin_loop();
+        }
+    } else {
+        infra_common::sync::thread::yield_now();
+    }
+}
+
 fn wall_ms(clock: &dyn Clock) -> u64 {
     clock
         .wall_time()
@@ -649,12 +665,45 @@ impl WorkQueue {
         }
     }
 
+    /// The state, locked with room for one more send, and the offset of the id's first send
+    /// if it is a duplicate: [`WorkQueue::admit`], where a waiting sender at a full queue
+    /// first looks again a few times, spinning then yielding, before it sleeps (room is often
+    /// a moment away: a consumer between two acks).
+    fn lock_admitted(
+        &self,
+        id: Option<&Bytes>,
+        now_ms: u64,
+        wait: bool,
+    ) -> Result<(MutexGuard<'_, State>, Option<u64>), Error> {
+        if wait {
+            for round in 0..SPINS {
+                let mut state = self.state.lock();
+                match self.admit(&mut state, id, now_ms, false) {
+                    Err(Error::Full { .. }) => {
+                        drop(state);
+                        back_off(round);
+                    }
+                    admitted => return admitted.map(|duplicate| (state, duplicate)),
+                }
+            }
+        }
+        let mut state = self.state.lock();
+        let duplicate = self.admit(&mut state, id, now_ms, wait)?;
+        Ok((state, duplicate))
+    }
+
     fn send_message(&self, message: Message, wait: bool) -> Result<Sent, Error> {
         let delay = self.validate_message(&message)?;
-        let now_ms = wall_ms(self.clock.as_ref());
         let Some(durable) = &self.durable else {
-            let mut state = self.state.lock();
-            if let Some(offset) = self.admit(&mut state, message.id.as_ref(), now_ms, wait)? {
+            // In memory the wall clock only dates sends for deduplication: without a window,
+            // a send needs no reading of it (a system call on some platforms).
+            let now_ms = if self.options.dedup.is_some() {
+                wall_ms(self.clock.as_ref())
+            } else {
+                0
+            };
+            let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
+            if let Some(offset) = duplicate {
                 return Ok(Sent {
                     offset,
                     duplicate: true,
@@ -676,10 +725,11 @@ impl WorkQueue {
         // Durable: sends are stored one at a time, in offset order, under the append lock,
         // so the log's offsets and the lease table's stay the same; the state lock is not
         // held across the write.
+        let now_ms = wall_ms(self.clock.as_ref());
         let _append = durable.append_lock();
         {
-            let mut state = self.state.lock();
-            if let Some(offset) = self.admit(&mut state, message.id.as_ref(), now_ms, wait)? {
+            let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
+            if let Some(offset) = duplicate {
                 return Ok(Sent {
                     offset,
                     duplicate: true,
@@ -738,8 +788,15 @@ impl WorkQueue {
 
     /// Leases the available message with the lowest offset, if any, without waiting.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
-        let now = self.clock.now_nanos();
         let mut state = self.state.lock();
+        if state.leases.unsettled() == 0 {
+            // Nothing to hand out at any time: a consumer polling an empty queue (as a
+            // receive does before it sleeps) pays no clock reading, unless gauges need one.
+            #[cfg(feature = "metrics")]
+            self.metrics.gauges(&state.leases, self.clock.now_nanos());
+            return Ok(None);
+        }
+        let now = self.clock.now_nanos();
         let mut dead = Vec::new();
         let mut freed = false;
         let delivery = loop {
@@ -834,6 +891,20 @@ impl WorkQueue {
     /// The wait sleeps on a condition variable (no busy waiting) until a send or a nack
     /// signals it, or until the next delay or lease ends, whichever is first.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Option<Delivery>, Error> {
+        if let Some(delivery) = self.try_receive()? {
+            return Ok(Some(delivery));
+        }
+        if !timeout.is_zero() {
+            // A message is often a moment away (a producer between two sends): look again a
+            // few times, spinning then yielding, before sleeping, since a sleep and its
+            // wake-up cost two context switches. Bounded: at most `SPINS` more looks.
+            for round in 0..SPINS {
+                back_off(round);
+                if let Some(delivery) = self.try_receive()? {
+                    return Ok(Some(delivery));
+                }
+            }
+        }
         let deadline = self
             .clock
             .now_nanos()
@@ -860,11 +931,18 @@ impl WorkQueue {
     }
 
     /// Runs one settle call under the lock, counting refusals.
-    fn settle_call(
+    ///
+    /// The clock is read (before the lock) only for calls that look at the time, `TIMED` ones
+    /// (nack, extend), and for the gauges; the others (ack, term) get zero.
+    fn settle_call<const TIMED: bool>(
         &self,
         apply: impl FnOnce(&mut State, u64) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let now = self.clock.now_nanos();
+        let now = if TIMED || cfg!(feature = "metrics") {
+            self.clock.now_nanos()
+        } else {
+            0
+        };
         let mut state = self.state.lock();
         let result = apply(&mut state, now);
         if result.is_err() {
@@ -885,7 +963,7 @@ impl WorkQueue {
     /// until the message is received again.
     pub fn ack(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
         let receipt = receipt.into();
-        self.settle_call(|state, _| {
+        self.settle_call::<false>(|state, _| {
             state
                 .leases
                 .settle(receipt.offset, receipt.attempt, Outcome::Acked)?;
@@ -903,7 +981,7 @@ impl WorkQueue {
     /// consumer has dealt with itself). Refused like [`WorkQueue::ack`].
     pub fn term(&self, receipt: impl Into<Receipt>) -> Result<(), Error> {
         let receipt = receipt.into();
-        self.settle_call(|state, _| {
+        self.settle_call::<false>(|state, _| {
             state
                 .leases
                 .settle(receipt.offset, receipt.attempt, Outcome::Terminated)?;
@@ -922,7 +1000,7 @@ impl WorkQueue {
     pub fn nack(&self, receipt: impl Into<Receipt>, delay: Duration) -> Result<(), Error> {
         let receipt = receipt.into();
         let delay_nanos = check_duration(delay)?;
-        self.settle_call(|state, now| {
+        self.settle_call::<true>(|state, now| {
             state.leases.nack(
                 receipt.offset,
                 receipt.attempt,
@@ -946,7 +1024,7 @@ impl WorkQueue {
     pub fn extend(&self, receipt: impl Into<Receipt>, by: Duration) -> Result<(), Error> {
         let receipt = receipt.into();
         let by = check_duration(by)?;
-        self.settle_call(|state, now| {
+        self.settle_call::<true>(|state, now| {
             state
                 .leases
                 .extend(receipt.offset, receipt.attempt, now.saturating_add(by))
