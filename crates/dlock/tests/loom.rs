@@ -12,6 +12,62 @@ use infra_common::sync::{Arc, Mutex, model, thread};
 use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
 
 const LEASE: Duration = Duration::from_secs(10);
+/// A lease that runs out within a model: the clock is advanced by this much.
+const SHORT: Duration = Duration::from_secs(1);
+
+/// Who held lock `m` with which token, the exclusive holders' writes admitted by one fence
+/// under the store's lock: the token models look for one token held by two holders, which
+/// the fence cannot tell apart and admits both.
+struct Ledger {
+    fence: Fence,
+    held: Mutex<Vec<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    holder: &'static str,
+    token: FencingToken,
+    /// Whether the fence admitted a write with it.
+    admitted: bool,
+}
+
+impl Ledger {
+    fn new() -> Self {
+        Self {
+            fence: Fence::new(),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An exclusive holder writes to the store with its token, if the fence admits it.
+    fn write(&self, holder: &'static str, token: FencingToken) {
+        let mut held = self.held.lock();
+        let admitted = self.fence.admit("r", "m", token).is_ok();
+        held.push(Held {
+            holder,
+            token,
+            admitted,
+        });
+    }
+
+    /// Panics if two holders held one token.
+    fn assert_no_token_held_twice(&self) {
+        let held = self.held.lock();
+        for (index, first) in held.iter().enumerate() {
+            for second in &held[index + 1..] {
+                assert!(
+                    first.holder == second.holder || first.token != second.token,
+                    "{} and {} held token {} (written through the fence: {} and {}): {held:?}",
+                    first.holder,
+                    second.holder,
+                    first.token.get(),
+                    first.admitted,
+                    second.admitted
+                );
+            }
+        }
+    }
+}
 
 /// Two threads take the same lock; neither is ever inside while the other is.
 ///
@@ -296,4 +352,59 @@ fn a_fast_holder_sees_what_the_previous_one_wrote() {
             "a holder's write was lost"
         );
     });
+}
+
+/// A waiter is handed the lock at the holder's release, and that grant's lease runs out
+/// before the waiter wakes to take it: `expire_due` ends it, the name is idle, and a fast
+/// acquire takes it. However they interleave, no token goes to two holders, whether the
+/// waiter waits as long as it takes or gives up when its timeout passes (then it gives up
+/// right after the race, behind the fast holder).
+///
+/// Guards: a waiter takes the state word over again after every sleep. Without it the
+/// waiter, queued again, counts on from the entry's last token, which the fast acquire has
+/// issued since, and the fence admits both holders' writes with one token.
+fn a_hand_off_that_expired_before_the_waiter_woke(wait: Wait) {
+    model(move || {
+        let clock = ManualClock::new();
+        let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+        let ledger = Arc::new(Ledger::new());
+        let holder = locks.acquire("m", LEASE).unwrap();
+        let waiter = {
+            let (locks, ledger) = (Arc::clone(&locks), Arc::clone(&ledger));
+            thread::spawn(move || {
+                let granted = locks.grant("m", Access::Exclusive, SHORT, wait).unwrap();
+                if let Some(grant) = &granted {
+                    ledger.write("waiter", grant.token());
+                }
+                granted.is_some()
+            })
+        };
+        while locks.queue_len("m") == 0 {
+            thread::yield_now();
+        }
+        // Hands the lock to the waiter, for SHORT from now; it may not wake until later.
+        holder.release().unwrap();
+        clock.advance(SHORT);
+        locks.expire_due();
+        if let Some(fast) = locks.try_acquire("m", LEASE).unwrap() {
+            ledger.write("fast", fast.token());
+            fast.release().unwrap();
+        }
+        let granted = waiter.join().unwrap();
+        ledger.assert_no_token_held_twice();
+        assert!(
+            granted || wait != Wait::Forever,
+            "an unbounded wait ended ungranted"
+        );
+    });
+}
+
+#[test]
+fn a_hand_off_that_expired_before_the_waiter_woke_never_reissues_a_fast_token() {
+    a_hand_off_that_expired_before_the_waiter_woke(Wait::Forever);
+}
+
+#[test]
+fn a_waiter_that_gives_up_after_its_hand_off_expired_never_reissues_a_fast_token() {
+    a_hand_off_that_expired_before_the_waiter_woke(Wait::Up(SHORT));
 }
