@@ -1218,6 +1218,37 @@ mod tests {
         }
     }
 
+    /// A name freed on the fast path and swept out because new names filled the map: its new
+    /// state counts on from the fast path's last token, which only the state word knows (the
+    /// entry counts only while it holds the state, and this sweep, unlike `expire_due`'s,
+    /// does not take the state over first).
+    #[test]
+    fn a_name_swept_by_new_names_counts_on_from_its_fast_path_tokens() {
+        let locks = MemoryLocks::with_clock(ManualClock::new());
+        let lease = Duration::from_secs(1);
+        let mut last = 0;
+        for round in 0..3 {
+            let guard = locks.acquire("swept", lease).unwrap();
+            let word = locks.names.lock().map["swept"]
+                .state
+                .load(Ordering::Relaxed);
+            assert_eq!(word & MODE, FAST, "not granted on the fast path");
+            assert!(
+                guard.token().get() > last,
+                "{:?} after {last}",
+                guard.token()
+            );
+            last = guard.token().get();
+            guard.release().unwrap();
+            let mut fillers = 0;
+            while locks.names.lock().map.contains_key("swept") {
+                assert!(fillers <= 2 * MIN_SWEEP, "never swept");
+                locks.handle(&format!("filler-{round}-{fillers}")).unwrap();
+                fillers += 1;
+            }
+        }
+    }
+
     #[test]
     fn tokens_past_the_state_word_go_on_under_the_mutex() {
         let locks = MemoryLocks::with_tokens_after(
