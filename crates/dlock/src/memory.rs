@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::sync::atomic::{AtomicU64, Ordering, fence};
 use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
@@ -199,6 +199,10 @@ impl Slot {
         if Arc::strong_count(slot) != 1 {
             return None;
         }
+        // The count is read without ordering; the fence pairs with the release of the last
+        // other reference (dropping an `Arc` decrements with `Release`), so the word read
+        // below sees every change its holder made before letting go, on any processor.
+        fence(Ordering::Acquire);
         // Nobody else points at the slot, so nobody changes the word while this reads it.
         let word = slot.state.load(Ordering::Acquire);
         match word & MODE {
