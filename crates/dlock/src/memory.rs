@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::sync::atomic::{AtomicU64, Ordering, fence};
 use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
@@ -199,6 +199,10 @@ impl Slot {
         if Arc::strong_count(slot) != 1 {
             return None;
         }
+        // The count is read without ordering; the fence pairs with the release of the last
+        // other reference (dropping an `Arc` decrements with `Release`), so the word read
+        // below sees every change its holder made before letting go, on any processor.
+        fence(Ordering::Acquire);
         // Nobody else points at the slot, so nobody changes the word while this reads it.
         let word = slot.state.load(Ordering::Acquire);
         match word & MODE {
@@ -1215,6 +1219,37 @@ mod tests {
             guard.release().unwrap();
             locks.expire_due();
             assert!(!locks.names.lock().map.contains_key("swept"), "not swept");
+        }
+    }
+
+    /// A name freed on the fast path and swept out because new names filled the map: its new
+    /// state counts on from the fast path's last token, which only the state word knows (the
+    /// entry counts only while it holds the state, and this sweep, unlike `expire_due`'s,
+    /// does not take the state over first).
+    #[test]
+    fn a_name_swept_by_new_names_counts_on_from_its_fast_path_tokens() {
+        let locks = MemoryLocks::with_clock(ManualClock::new());
+        let lease = Duration::from_secs(1);
+        let mut last = 0;
+        for round in 0..3 {
+            let guard = locks.acquire("swept", lease).unwrap();
+            let word = locks.names.lock().map["swept"]
+                .state
+                .load(Ordering::Relaxed);
+            assert_eq!(word & MODE, FAST, "not granted on the fast path");
+            assert!(
+                guard.token().get() > last,
+                "{:?} after {last}",
+                guard.token()
+            );
+            last = guard.token().get();
+            guard.release().unwrap();
+            let mut fillers = 0;
+            while locks.names.lock().map.contains_key("swept") {
+                assert!(fillers <= 2 * MIN_SWEEP, "never swept");
+                locks.handle(&format!("filler-{round}-{fillers}")).unwrap();
+                fillers += 1;
+            }
         }
     }
 

@@ -9,9 +9,74 @@ use std::time::Duration;
 use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, model, thread};
-use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MemoryLocks, Wait};
+use infra_dlock::{Access, Error, Fence, FencingToken, Grant, Locks, MemoryLocks, Wait};
 
 const LEASE: Duration = Duration::from_secs(10);
+/// A lease that runs out within a model: the clock is advanced by this much.
+const SHORT: Duration = Duration::from_secs(1);
+
+/// Who held lock `m` with which token, the exclusive holders' writes admitted by one fence
+/// under the store's lock: the token models look for one token held by two holders, which
+/// the fence cannot tell apart and admits both.
+struct Ledger {
+    fence: Fence,
+    held: Mutex<Vec<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    holder: &'static str,
+    token: FencingToken,
+    /// Whether the fence admitted a write with it (exclusive holders only).
+    admitted: bool,
+}
+
+impl Ledger {
+    fn new() -> Self {
+        Self {
+            fence: Fence::new(),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An exclusive holder writes to the store with its token, if the fence admits it.
+    fn write(&self, holder: &'static str, token: FencingToken) {
+        let mut held = self.held.lock();
+        let admitted = self.fence.admit("r", "m", token).is_ok();
+        held.push(Held {
+            holder,
+            token,
+            admitted,
+        });
+    }
+
+    /// A reader or a permit holder notes its token; it writes nothing.
+    fn note(&self, holder: &'static str, token: FencingToken) {
+        self.held.lock().push(Held {
+            holder,
+            token,
+            admitted: false,
+        });
+    }
+
+    /// Panics if two holders held one token.
+    fn assert_no_token_held_twice(&self) {
+        let held = self.held.lock();
+        for (index, first) in held.iter().enumerate() {
+            for second in &held[index + 1..] {
+                assert!(
+                    first.holder == second.holder || first.token != second.token,
+                    "{} and {} held token {} (written through the fence: {} and {}): {held:?}",
+                    first.holder,
+                    second.holder,
+                    first.token.get(),
+                    first.admitted,
+                    second.admitted
+                );
+            }
+        }
+    }
+}
 
 /// Two threads take the same lock; neither is ever inside while the other is.
 ///
@@ -294,6 +359,190 @@ fn a_fast_holder_sees_what_the_previous_one_wrote() {
             counter.load(Ordering::Relaxed),
             2,
             "a holder's write was lost"
+        );
+    });
+}
+
+/// A waiter is handed the lock at the holder's release, and that grant's lease runs out
+/// before the waiter wakes to take it: `expire_due` ends it, the name is idle, and a fast
+/// acquire takes it. However they interleave, no token goes to two holders, whether the
+/// waiter waits as long as it takes or gives up when its timeout passes (then it gives up
+/// right after the race, behind the fast holder).
+///
+/// Guards: a waiter takes the state word over again after every sleep. Without it the
+/// waiter, queued again, counts on from the entry's last token, which the fast acquire has
+/// issued since, and the fence admits both holders' writes with one token.
+fn a_hand_off_that_expired_before_the_waiter_woke(wait: Wait) {
+    model(move || {
+        let clock = ManualClock::new();
+        let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+        let ledger = Arc::new(Ledger::new());
+        let holder = locks.acquire("m", LEASE).unwrap();
+        let waiter = {
+            let (locks, ledger) = (Arc::clone(&locks), Arc::clone(&ledger));
+            thread::spawn(move || {
+                let granted = locks.grant("m", Access::Exclusive, SHORT, wait).unwrap();
+                if let Some(grant) = &granted {
+                    ledger.write("waiter", grant.token());
+                }
+                granted.is_some()
+            })
+        };
+        while locks.queue_len("m") == 0 {
+            thread::yield_now();
+        }
+        // Hands the lock to the waiter, for SHORT from now; it may not wake until later.
+        holder.release().unwrap();
+        clock.advance(SHORT);
+        locks.expire_due();
+        if let Some(fast) = locks.try_acquire("m", LEASE).unwrap() {
+            ledger.write("fast", fast.token());
+            fast.release().unwrap();
+        }
+        let granted = waiter.join().unwrap();
+        ledger.assert_no_token_held_twice();
+        assert!(
+            granted || wait != Wait::Forever,
+            "an unbounded wait ended ungranted"
+        );
+    });
+}
+
+#[test]
+fn a_hand_off_that_expired_before_the_waiter_woke_never_reissues_a_fast_token() {
+    a_hand_off_that_expired_before_the_waiter_woke(Wait::Forever);
+}
+
+#[test]
+fn a_waiter_that_gives_up_after_its_hand_off_expired_never_reissues_a_fast_token() {
+    a_hand_off_that_expired_before_the_waiter_woke(Wait::Up(SHORT));
+}
+
+/// A thread waits for a fast holder's grant to end (`wait_lost`); the grant expires, the lock
+/// is taken over it and freed, and taken again on the fast path, while the waiting thread may
+/// still be asleep. However they interleave, no token goes to two holders.
+///
+/// Guards: `wait_lost` takes the state word over again after every sleep, as a queued waiter
+/// does. Taken over once, before its first sleep, the waiting thread wakes to an entry that
+/// has lost track of the word and, leaving it idle, gives the word back to the fast path with
+/// the entry's older token, over the newer fast hold: a fast acquire then issues that hold's
+/// token again.
+#[test]
+fn a_wait_for_a_lost_grant_never_makes_the_fast_path_reissue_a_token() {
+    model(|| {
+        let clock = ManualClock::new();
+        let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+        let ledger = Arc::new(Ledger::new());
+        let first = locks.acquire("m", SHORT).unwrap().into_grant();
+        ledger.write("first", first.token());
+        let watcher = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.wait_lost(&first))
+        };
+        clock.advance(SHORT);
+        // Taken over the expired grant, under the mutex, then freed.
+        let second = locks.try_acquire("m", LEASE).unwrap().expect("expired");
+        ledger.write("second", second.token());
+        second.release().unwrap();
+        let third = locks.try_acquire("m", LEASE).unwrap().expect("freed");
+        ledger.write("third", third.token());
+        if let Some(fourth) = locks.try_acquire("m", LEASE).unwrap() {
+            ledger.write("fourth", fourth.token());
+        }
+        watcher.join().unwrap();
+        ledger.assert_no_token_held_twice();
+        third.release().unwrap();
+    });
+}
+
+/// A grant made under the mutex (a reader's, or a permit's on a name also taken exclusively)
+/// and its release race two fast acquires of the same name. However they interleave, no token
+/// goes to two holders.
+///
+/// Guards: a request under the mutex takes the state word over before it counts a token, and
+/// so counts on from the fast path's last token. Without it the request counts from the
+/// entry's own last token, which the fast path has issued since.
+fn a_grant_under_the_mutex_racing_fast_acquires(access: Access) {
+    model(move || {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let ledger = Arc::new(Ledger::new());
+        // A semaphore and a mutex share no holders: either may be refused while the other holds.
+        let refused = |result: &Result<Option<Grant>, Error>| {
+            matches!(result, Ok(None) | Err(Error::KindMismatch { .. }))
+        };
+        let other = {
+            let (locks, ledger) = (Arc::clone(&locks), Arc::clone(&ledger));
+            thread::spawn(move || {
+                let granted = locks.grant("m", access, LEASE, Wait::No);
+                if let Ok(Some(grant)) = granted {
+                    ledger.note("under the mutex", grant.token());
+                    locks.release(grant).unwrap();
+                } else {
+                    assert!(refused(&granted), "{granted:?}");
+                }
+            })
+        };
+        for holder in ["fast 1", "fast 2"] {
+            let granted = locks.grant("m", Access::Exclusive, LEASE, Wait::No);
+            if let Ok(Some(grant)) = granted {
+                ledger.write(holder, grant.token());
+                locks.release(grant).unwrap();
+            } else {
+                assert!(refused(&granted), "{granted:?}");
+            }
+        }
+        other.join().unwrap();
+        ledger.assert_no_token_held_twice();
+    });
+}
+
+#[test]
+fn a_reader_racing_fast_acquires_never_shares_their_tokens() {
+    a_grant_under_the_mutex_racing_fast_acquires(Access::Shared);
+}
+
+#[test]
+fn a_permit_racing_fast_acquires_never_shares_their_tokens() {
+    a_grant_under_the_mutex_racing_fast_acquires(Access::Permit { permits: 2 });
+}
+
+/// A fast holder extends its lease to a short one, and its release comes after that lease may
+/// have run out; meanwhile another thread takes the lock twice. However they interleave, no
+/// token goes to two holders, the extension of the live grant succeeds, and the late release
+/// is accepted or refused as expired.
+///
+/// Guards: `extend` and `release` take the state word over before they look for the grant
+/// under the mutex. Without it `extend` misses the fast holder, and on leaving the entry idle
+/// gives the word back to the fast path with the entry's older token, over the live hold: the
+/// next fast acquire issues that hold's token again.
+#[test]
+fn an_extension_and_a_late_release_never_make_the_fast_path_reissue_a_token() {
+    model(|| {
+        let clock = ManualClock::new();
+        let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+        let ledger = Arc::new(Ledger::new());
+        let mut first = locks.acquire("m", LEASE).unwrap().into_grant();
+        ledger.write("first", first.token());
+        let holder = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || {
+                let extended = locks.extend(&mut first, SHORT);
+                (extended, locks.release(first))
+            })
+        };
+        clock.advance(SHORT);
+        for taker in ["second", "third"] {
+            if let Some(grant) = locks.try_acquire("m", LEASE).unwrap() {
+                ledger.write(taker, grant.token());
+                grant.release().unwrap();
+            }
+        }
+        let (extended, released) = holder.join().unwrap();
+        ledger.assert_no_token_held_twice();
+        assert_eq!(extended, Ok(()), "the live grant was not extended");
+        assert!(
+            matches!(released, Ok(()) | Err(Error::LeaseExpired { .. })),
+            "{released:?}"
         );
     });
 }

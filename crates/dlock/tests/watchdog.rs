@@ -378,6 +378,7 @@ async fn async_calls_share_the_backend_and_a_cancelled_acquire_leaves_nothing_he
     assert!(waiting.await.unwrap_err().is_cancelled());
     // The release hands the lock to the queued blocking call, whose future is gone: the
     // grant must come back rather than run out its lease.
+    let first_token = first.token().get();
     async_locks.release(first).await.unwrap();
     let mut again = None;
     while again.is_none() {
@@ -386,6 +387,9 @@ async fn async_calls_share_the_backend_and_a_cancelled_acquire_leaves_nothing_he
     }
     let again = again.unwrap();
     assert!(locks.is_held(&again));
+    // The grant handed to the abandoned wait had the next token, given back under the mutex;
+    // the fast path counts on past it.
+    assert_eq!(again.token().get(), first_token + 2);
     assert_eq!(
         async_locks
             .grant("", Access::Exclusive, LEASE, Wait::No)
