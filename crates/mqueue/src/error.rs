@@ -163,6 +163,19 @@ impl Error {
             source,
         }
     }
+
+    /// The same failure for a waiter other than the caller that got it: an `Io` error is rebuilt
+    /// from its kind and message (an `io::Error` cannot be cloned), anything else is `Failed`.
+    pub(crate) fn for_another_waiter(&self) -> Self {
+        match self {
+            Self::Io { op, path, source } => Self::Io {
+                op,
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            _ => Self::Failed,
+        }
+    }
 }
 
 impl fmt::Display for Error {

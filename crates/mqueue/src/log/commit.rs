@@ -7,8 +7,16 @@
 //! whose end the published point covers returns without syncing; one that wrote after the sync
 //! began leads the next one. With N appenders at once the disk sees about two syncs per round
 //! rather than N.
+//!
+//! Async waiters ([`GroupCommit::poll_wait`]) take part in the same hand-off without blocking:
+//! one that would lead takes a [`SyncLeader`] and hands the sync to a thread that may block (the
+//! log gives it to tokio's blocking pool), and registers its waker in the list of the sync in
+//! flight. Whoever ends a sync, a blocked thread or a [`SyncLeader`], wakes the blocked threads
+//! and every registered waker once, so a waiter is polled again once per sync, never in a loop.
 
-use infra_common::sync::{Condvar, Mutex};
+use std::task::{Poll, Waker};
+
+use infra_common::sync::{Arc, Condvar, Mutex};
 
 use crate::Error;
 
@@ -25,8 +33,32 @@ struct State {
     durable: u64,
     /// A leader is syncing now.
     syncing: bool,
-    /// A sync failed: nothing more is promised.
-    failed: bool,
+    /// A sync failed: nothing more is promised. Async waiters get a copy of its error.
+    failure: Option<Error>,
+    /// The wakers of async waiters, each woken once when the sync in flight ends.
+    wakers: Vec<Waker>,
+    /// Syncs ended so far: which sync's list a waiter's registration belongs to.
+    ended: u64,
+}
+
+/// How a sync ended, for the waiters.
+#[derive(Clone, Copy)]
+enum SyncEnd<'a> {
+    /// Everything below this offset is durable.
+    Covered(u64),
+    /// It failed with this error.
+    Failed(&'a Error),
+    /// It never ran (its runtime shut down first): the next waiter leads instead.
+    Abandoned,
+}
+
+impl<'a> SyncEnd<'a> {
+    fn of(outcome: &'a Result<u64, Error>) -> Self {
+        match outcome {
+            Ok(covered) => Self::Covered(*covered),
+            Err(error) => Self::Failed(error),
+        }
+    }
 }
 
 impl GroupCommit {
@@ -36,7 +68,9 @@ impl GroupCommit {
             state: Mutex::new(State {
                 durable,
                 syncing: false,
-                failed: false,
+                failure: None,
+                wakers: Vec::new(),
+                ended: 0,
             }),
             advanced: Condvar::new(),
         }
@@ -47,6 +81,11 @@ impl GroupCommit {
         self.state.lock().durable
     }
 
+    /// Whether a sync failed, after which the log refuses appends.
+    pub fn failed(&self) -> bool {
+        self.state.lock().failure.is_some()
+    }
+
     /// Returns once every offset below `end` is durable.
     ///
     /// `sync` makes durable everything written so far and returns the end it covered; it is
@@ -54,12 +93,12 @@ impl GroupCommit {
     /// not yet cover `end`.
     ///
     /// # Errors
-    /// The error of this thread's `sync`, or [`Error::Failed`] when another thread's failed.
+    /// The error of this thread's `sync`, or [`Error::Failed`] when another sync failed.
     pub fn wait(&self, end: u64, sync: impl FnOnce() -> Result<u64, Error>) -> Result<(), Error> {
         let mut state = self.state.lock();
         let mut sync = Some(sync);
         loop {
-            if state.failed {
+            if state.failure.is_some() {
                 return Err(Error::Failed);
             }
             if state.durable >= end {
@@ -76,14 +115,119 @@ impl GroupCommit {
             state.syncing = true;
             drop(state);
             let outcome = lead();
-            state = self.state.lock();
-            state.syncing = false;
-            match outcome {
-                Ok(covered) => state.durable = state.durable.max(covered),
-                Err(_) => state.failed = true,
-            }
-            self.advanced.notify_all();
+            self.end_sync(SyncEnd::of(&outcome));
             outcome?;
+            state = self.state.lock();
+        }
+    }
+
+    /// The async form of [`wait`](Self::wait): `Ready` once every offset below `end` is
+    /// durable; otherwise `Pending`, with `waker` woken when the sync in flight ends.
+    ///
+    /// When no sync is in flight this waiter leads: `lead` is called (without the lock held)
+    /// with the [`SyncLeader`] that must end the sync. It must not block: it hands the sync to
+    /// a thread that may. `waiter` is this waiter's registration, kept across its polls so its
+    /// waker is listed once per sync.
+    ///
+    /// # Errors
+    /// A copy of the failed sync's error (its [`Error::Io`] rebuilt, or [`Error::Failed`]).
+    pub fn poll_wait(
+        commit: &Arc<Self>,
+        end: u64,
+        waiter: &mut AsyncWaiter,
+        waker: &Waker,
+        lead: impl FnOnce(SyncLeader),
+    ) -> Poll<Result<(), Error>> {
+        let mut state = commit.state.lock();
+        if let Some(failure) = &state.failure {
+            return Poll::Ready(Err(failure.for_another_waiter()));
+        }
+        if state.durable >= end {
+            return Poll::Ready(Ok(()));
+        }
+        // Listed before a sync is started, so a sync that ends at once still wakes us.
+        waiter.register(&mut state, waker);
+        if state.syncing {
+            return Poll::Pending;
+        }
+        state.syncing = true;
+        drop(state);
+        lead(SyncLeader {
+            commit: Some(Arc::clone(commit)),
+        });
+        Poll::Pending
+    }
+
+    /// Publishes how the sync in flight ended and wakes every waiter, blocked or async.
+    fn end_sync(&self, how: SyncEnd<'_>) {
+        let wakers = {
+            let mut state = self.state.lock();
+            state.syncing = false;
+            match how {
+                SyncEnd::Covered(covered) => state.durable = state.durable.max(covered),
+                SyncEnd::Failed(error) => state.failure = Some(error.for_another_waiter()),
+                SyncEnd::Abandoned => {}
+            }
+            state.ended += 1;
+            std::mem::take(&mut state.wakers)
+        };
+        self.advanced.notify_all();
+        // Woken outside the lock: a waker may poll its task right here.
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// An async waiter's registration in the wake-up list of the sync in flight.
+#[derive(Debug, Default)]
+pub struct AsyncWaiter {
+    /// The sync (by [`State::ended`]) whose list holds this waiter's waker, and where.
+    listed: Option<(u64, usize)>,
+}
+
+impl AsyncWaiter {
+    /// Lists `waker` for the sync in flight, replacing this waiter's earlier waker in the same
+    /// list, so a waiter polled many times during one sync takes one place.
+    fn register(&mut self, state: &mut State, waker: &Waker) {
+        if let Some((sync, at)) = self.listed
+            && sync == state.ended
+            && let Some(listed) = state.wakers.get_mut(at)
+        {
+            if !listed.will_wake(waker) {
+                listed.clone_from(waker);
+            }
+            return;
+        }
+        state.wakers.push(waker.clone());
+        self.listed = Some((state.ended, state.wakers.len() - 1));
+    }
+}
+
+/// The duty to end one sync, taken by an async waiter that found none in flight and moved to
+/// the thread that runs it. Until it ends, no other waiter starts a sync.
+///
+/// Dropped without [`finish`](Self::finish) (the sync never ran, say because its runtime shut
+/// down), it ends the sync as abandoned: nothing is marked durable, and the next waiter leads.
+#[derive(Debug)]
+pub struct SyncLeader {
+    commit: Option<Arc<GroupCommit>>,
+}
+
+impl SyncLeader {
+    /// Ends the sync with `outcome`: the end it covered, or its error, which every async waiter
+    /// then gets a copy of (blocked waiters get [`Error::Failed`]).
+    pub fn finish(mut self, outcome: &Result<u64, Error>) {
+        if let Some(commit) = self.commit.take() {
+            commit.end_sync(SyncEnd::of(outcome));
+        }
+    }
+}
+
+impl Drop for SyncLeader {
+    fn drop(&mut self) {
+        if let Some(commit) = self.commit.take() {
+            commit.end_sync(SyncEnd::Abandoned);
         }
     }
 }

@@ -52,6 +52,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod async_append;
 mod commit;
 mod crc;
 #[cfg(feature = "metrics")]
@@ -72,7 +74,7 @@ use infra_common::{Clock, SystemClock};
 
 // Public for the loom models in tests/loom.rs, which check the hand-off itself; not an API.
 #[doc(hidden)]
-pub use commit::GroupCommit;
+pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
 pub use ticket::AppendTicket;
 
@@ -205,7 +207,9 @@ pub struct Log {
     clock: Box<dyn Clock>,
     storage: Box<dyn Storage>,
     inner: Mutex<Inner>,
-    commit: GroupCommit,
+    /// Shared with the blocking-pool tasks that run async appenders' fsyncs, which may outlive
+    /// the future that started them.
+    commit: Arc<GroupCommit>,
     _lock: Box<dyn fmt::Debug + Send + Sync>,
     #[cfg(feature = "metrics")]
     metrics: metrics::LogMetrics,
@@ -218,7 +222,8 @@ struct Inner {
     /// The newest segment, where appends go.
     active: Segment,
     next: u64,
-    /// A write or fsync failed: no more appends.
+    /// A write or a roll's fsync failed: no more appends. (A failed group-commit fsync is
+    /// recorded in [`GroupCommit`], which the blocking-pool task that ran it can reach.)
     failed: bool,
     last_sync_nanos: u64,
     /// Sums of the segments' `len` and `allocated`.
@@ -375,7 +380,7 @@ impl Log {
                 scratch: Vec::new(),
                 positions: Vec::new(),
             }),
-            commit: GroupCommit::new(next),
+            commit: Arc::new(GroupCommit::new(next)),
             _lock: lock,
             #[cfg(feature = "metrics")]
             metrics: metrics::LogMetrics::register("default"),
@@ -440,17 +445,23 @@ impl Log {
     /// # Errors
     /// As [`Log::append`], except that the fsync's errors come from [`AppendTicket::wait`].
     pub fn append_nowait(&self, payload: &[u8]) -> Result<AppendTicket<'_>, Error> {
-        let (range, sync_due) = self.write(&[payload])?;
-        let pending = sync_due && self.options.fsync == FsyncPolicy::Always;
-        if sync_due && !pending {
+        let mut ticket = self.write_one(payload)?;
+        if ticket.pending && self.options.fsync != FsyncPolicy::Always {
             // An `Interval` sync that is due runs now, as in `append`: it must not wait for a
             // ticket that may never be waited on.
-            self.make_durable(range.end)?;
+            self.make_durable(ticket.offset + 1)?;
+            ticket.pending = false;
         }
+        Ok(ticket)
+    }
+
+    /// Writes one record; its ticket is pending when an fsync is due for it.
+    fn write_one(&self, payload: &[u8]) -> Result<AppendTicket<'_>, Error> {
+        let (range, sync_due) = self.write(&[payload])?;
         Ok(AppendTicket {
             log: self,
             offset: range.start,
-            pending,
+            pending: sync_due,
         })
     }
 
@@ -464,7 +475,7 @@ impl Log {
             });
         }
         let mut inner = self.inner.lock();
-        if inner.failed {
+        if inner.failed || self.commit.failed() {
             return Err(Error::Failed);
         }
         let start = inner.next;
@@ -571,23 +582,27 @@ impl Log {
         self.retain(inner)
     }
 
-    /// The leader's sync: everything written so far, through the active segment's file (older
-    /// segments were synced when they were rolled).
+    /// The leader's sync: everything written so far.
     fn sync_written(&self) -> Result<u64, Error> {
-        let (end, file, path) = {
-            let inner = self.inner.lock();
-            if inner.failed {
-                return Err(Error::Failed);
-            }
-            let active = &inner.active;
-            (inner.next, Arc::clone(&active.file), active.path.clone())
-        };
-        if let Err(error) = file.sync() {
-            self.inner.lock().failed = true;
-            return Err(Error::io("fsync", path, error));
+        self.pending_sync()?.run()
+    }
+
+    /// An fsync of everything written so far, through the active segment's file (older
+    /// segments were synced when they were rolled). The end it covers is read now, before the
+    /// fsync starts, so a record written meanwhile is never counted as covered.
+    fn pending_sync(&self) -> Result<PendingSync, Error> {
+        let inner = self.inner.lock();
+        if inner.failed {
+            return Err(Error::Failed);
         }
-        self.count_fsync();
-        Ok(end)
+        let active = &inner.active;
+        Ok(PendingSync {
+            end: inner.next,
+            file: Arc::clone(&active.file),
+            path: active.path.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// Makes every record appended so far durable, whatever the policy.
@@ -775,6 +790,30 @@ impl Log {
                 .map_err(|e| Error::io("sync directory", &self.dir, e))?;
         }
         Ok(())
+    }
+}
+
+/// An fsync that owns what it needs, so it can run on any thread (`Log::pending_sync`).
+#[derive(Debug)]
+struct PendingSync {
+    /// Every record below this is in `file` or in an older, already synced segment.
+    end: u64,
+    file: Arc<Box<dyn StorageFile>>,
+    path: PathBuf,
+    #[cfg(feature = "metrics")]
+    metrics: metrics::LogMetrics,
+}
+
+impl PendingSync {
+    /// Runs the fsync; returns the end it made durable. A failure is recorded by the group
+    /// commit the outcome goes to, which then refuses further appends.
+    fn run(self) -> Result<u64, Error> {
+        self.file
+            .sync()
+            .map_err(|error| Error::io("fsync", self.path, error))?;
+        #[cfg(feature = "metrics")]
+        self.metrics.fsynced();
+        Ok(self.end)
     }
 }
 

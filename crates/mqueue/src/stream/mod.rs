@@ -209,6 +209,33 @@ impl Stream {
         Ok((partition, offset))
     }
 
+    /// [`publish`](Self::publish) for async callers (feature `tokio`): returns the partition and
+    /// offset once durable per the fsync policy, without blocking the thread for the fsync
+    /// (see [`Log::append_async`], which it calls on the key's partition).
+    ///
+    /// ```
+    /// use infra_mqueue::stream::{Stream, StreamOptions};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let stream = Stream::open(dir.path(), StreamOptions::default())?;
+    /// let (partition, offset) = stream.publish_async(b"user-7", b"signed up").await?;
+    /// assert_eq!((partition, offset), (0, 0)); // durable
+    /// # Ok::<(), infra_mqueue::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Log::append_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn publish_async(&self, key: &[u8], payload: &[u8]) -> Result<(u32, u64), Error> {
+        let partition = self.partition_for(key);
+        let offset = self.partitions[partition as usize]
+            .append_async(payload)
+            .await?;
+        Ok((partition, offset))
+    }
+
     /// One partition's log, for reading it directly or for its stats.
     pub fn partition(&self, partition: u32) -> Option<&Log> {
         self.partitions.get(partition as usize)

@@ -1,0 +1,477 @@
+//! Async appends (feature `tokio`) on current-thread and multi-thread runtimes, over the
+//! simulated disk: concurrent async appends share fsyncs, every returned offset survives a
+//! power cut, a failed fsync reaches every waiter it was to cover, a dropped future loses nothing
+//! and leaves no later append stuck, and a current-thread runtime runs other tasks while an
+//! fsync is in flight.
+//!
+//! Where a test needs an fsync to stay in flight, the disk's file syncs wait at a [`Gate`] the
+//! test opens; nothing waits for time to pass (a gate gives up after a long real-time timeout,
+//! only so that a regression fails instead of hanging).
+#![cfg(feature = "tokio")]
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::path::Path;
+use std::pin::{Pin, pin};
+use std::task::Poll;
+use std::time::Duration;
+
+use infra_common::ManualClock;
+use infra_common::sync::{Arc, Condvar, Mutex};
+use infra_mqueue::Error;
+use infra_mqueue::log::{FsyncPolicy, Log, LogOptions, SimulatedStorage, Storage, StorageFile};
+use infra_mqueue::stream::{Stream, StreamOptions};
+
+/// Ends a gate wait that a regression would leave hanging; never reached by a passing test.
+const HUNG: Duration = Duration::from_secs(30);
+
+/// Holds every file sync until opened; counts the syncs that arrived and that went through.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    arrived: u64,
+    passed: u64,
+}
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        self.state.lock().closed = closed;
+        self.changed.notify_all();
+    }
+
+    /// Called by a file sync: waits while the gate is closed.
+    fn pass(&self) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.arrived += 1;
+        self.changed.notify_all();
+        while state.closed {
+            if self.changed.wait_timeout(&mut state, HUNG) {
+                return Err(io::Error::other("the gate was never opened"));
+            }
+        }
+        state.passed += 1;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Blocks this thread until `done` holds of (arrived, passed).
+    fn wait_until(&self, done: impl Fn(u64, u64) -> bool) {
+        let mut state = self.state.lock();
+        while !done(state.arrived, state.passed) {
+            assert!(
+                !self.changed.wait_timeout(&mut state, HUNG),
+                "gate condition never met"
+            );
+        }
+    }
+}
+
+/// The simulated disk with file syncs held at a gate.
+#[derive(Debug, Clone)]
+struct GatedDisk {
+    disk: SimulatedStorage,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    file: Box<dyn StorageFile>,
+    gate: Arc<Gate>,
+}
+
+impl StorageFile for GatedFile {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(pos, buf)
+    }
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_at(pos, bytes)
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.gate.pass()?;
+        self.file.sync()
+    }
+}
+
+impl Storage for GatedDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.disk.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.disk.list(dir)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(GatedFile {
+            file: self.disk.open(path, create)?,
+            gate: Arc::clone(&self.gate),
+        }))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.disk.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.disk.rename(from, to)
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.disk.remove_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.disk.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn fmt::Debug + Send + Sync>>> {
+        self.disk.lock_dir(dir)
+    }
+}
+
+const DIR: &str = "/log";
+
+/// Default options: 64 MiB segments, so no roll adds an fsync here.
+fn open(disk: &SimulatedStorage) -> Log {
+    Log::open_with(
+        Path::new(DIR),
+        LogOptions::default(),
+        ManualClock::new(),
+        disk.clone(),
+    )
+    .unwrap()
+}
+
+/// A log whose file syncs wait at the returned (open) gate, which counts from after the open.
+fn open_gated(disk: &SimulatedStorage) -> (Log, Arc<Gate>) {
+    open_gated_with(disk, LogOptions::default(), ManualClock::new())
+}
+
+fn open_gated_with(
+    disk: &SimulatedStorage,
+    options: LogOptions,
+    clock: ManualClock,
+) -> (Log, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let gated = GatedDisk {
+        disk: disk.clone(),
+        gate: Arc::clone(&gate),
+    };
+    let log = Log::open_with(Path::new(DIR), options, clock, gated).unwrap();
+    *gate.state.lock() = GateState::default();
+    (log, gate)
+}
+
+/// Polls `future` once, with this task's waker, so the wake-up it registers is this task's.
+async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// What a power cut now leaves of the (dropped) log: the disk loses everything not fsynced, and
+/// the log is reopened on it.
+fn after_power_cut(disk: &SimulatedStorage) -> Vec<(u64, Vec<u8>)> {
+    disk.power_cut();
+    let records = open(disk).read(0, usize::MAX).unwrap();
+    records.into_iter().map(|r| (r.offset, r.payload)).collect()
+}
+
+/// An fsync held in flight while 32 more async appends write: the first append's fsync covers
+/// only its own record, and the next one, led by one of the 32, covers all of them.
+async fn appends_during_an_fsync_share_the_next() {
+    let disk = SimulatedStorage::new();
+    let (log, gate) = open_gated(&disk);
+    let before = disk.file_syncs();
+    gate.set_closed(true);
+    let payloads: Vec<Vec<u8>> = (0..33u32)
+        .map(|i| format!("order {i}").into_bytes())
+        .collect();
+    let mut appends: Vec<_> = payloads
+        .iter()
+        .map(|payload| Box::pin(log.append_async(payload)))
+        .collect();
+    for append in &mut appends {
+        // The first writes its record and starts the fsync; the others write theirs behind it.
+        assert!(poll_once(append.as_mut()).await.is_pending());
+    }
+    assert_eq!(log.next_offset(), 33);
+    assert!(log.read(0, 1).unwrap().is_empty(), "nothing is durable yet");
+    gate.set_closed(false);
+    let mut offsets = Vec::new();
+    for append in appends {
+        offsets.push(append.await.unwrap());
+    }
+    assert_eq!(offsets, (0..33).collect::<Vec<u64>>());
+    assert_eq!(
+        disk.file_syncs() - before,
+        2,
+        "33 async appends, two fsyncs"
+    );
+    drop(log);
+    let expected: Vec<(u64, Vec<u8>)> = (0..).zip(payloads).collect();
+    assert_eq!(after_power_cut(&disk), expected);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn appends_during_an_fsync_share_the_next_on_a_current_thread_runtime() {
+    appends_during_an_fsync_share_the_next().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_during_an_fsync_share_the_next_on_a_multi_thread_runtime() {
+    appends_during_an_fsync_share_the_next().await;
+}
+
+/// 8 tasks × 25 async appends, free-running: every offset returned is distinct, readable, and
+/// survives a power cut with its payload; per task, offsets grow in the order they returned.
+async fn concurrent_appends_survive_a_power_cut() {
+    let disk = SimulatedStorage::new();
+    let log = Arc::new(open(&disk));
+    let before = disk.file_syncs();
+    let tasks: Vec<_> = (0..8u32)
+        .map(|task| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..25u32 {
+                    let payload = format!("{task}:{i}").into_bytes();
+                    let offset = log.append_async(&payload).await.unwrap();
+                    acked.push((offset, payload));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for task in tasks {
+        let mine = task.await.unwrap();
+        assert!(mine.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        acked.extend(mine);
+    }
+    acked.sort();
+    assert_eq!(acked.len(), 200);
+    let syncs = disk.file_syncs() - before;
+    // How many are shared depends on the scheduler; `appends_during_an_fsync_share_the_next`
+    // and the loom models check the sharing itself.
+    assert!((1..=200).contains(&syncs), "{syncs} fsyncs for 200 appends");
+    let readable: Vec<(u64, Vec<u8>)> = (log.read(0, usize::MAX).unwrap().into_iter())
+        .map(|r| (r.offset, r.payload))
+        .collect();
+    assert_eq!(readable, acked);
+    drop(log); // the tasks' clones went with them
+    assert_eq!(after_power_cut(&disk), acked);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_appends_survive_a_power_cut_on_a_current_thread_runtime() {
+    concurrent_appends_survive_a_power_cut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_survive_a_power_cut_on_a_multi_thread_runtime() {
+    concurrent_appends_survive_a_power_cut().await;
+}
+
+/// While an async append's fsync is held in flight, the (only) runtime thread runs another task
+/// to completion; the append completes once the fsync does.
+#[tokio::test(flavor = "current_thread")]
+async fn a_current_thread_runtime_runs_other_tasks_during_an_fsync() {
+    let disk = SimulatedStorage::new();
+    let (log, gate) = open_gated(&disk);
+    gate.set_closed(true);
+    let mut append = pin!(log.append_async(b"slow disk"));
+    assert!(poll_once(append.as_mut()).await.is_pending());
+    // The fsync is now inside the disk, on another thread, not on this one.
+    gate.wait_until(|arrived, _| arrived == 1);
+    let other = tokio::spawn(async { 6 * 7 });
+    assert_eq!(other.await.unwrap(), 42);
+    assert!(poll_once(append.as_mut()).await.is_pending());
+    gate.set_closed(false);
+    assert_eq!(append.await.unwrap(), 0);
+    assert_eq!(log.read(0, 1).unwrap()[0].payload, b"slow disk");
+}
+
+/// A failed fsync reaches every async waiter held behind it, as the fsync's I/O error; later
+/// appends, async or blocking, fail with `Failed`.
+async fn a_failed_fsync_reaches_every_waiter() {
+    let disk = SimulatedStorage::new();
+    let (log, gate) = open_gated(&disk);
+    gate.set_closed(true);
+    let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 8]).collect();
+    let mut appends: Vec<_> = payloads
+        .iter()
+        .map(|payload| Box::pin(log.append_async(payload)))
+        .collect();
+    for append in &mut appends {
+        assert!(poll_once(append.as_mut()).await.is_pending());
+    }
+    disk.set_failing(true);
+    gate.set_closed(false);
+    for append in appends {
+        match append.await {
+            Err(Error::Io { op: "fsync", .. }) => {}
+            other => panic!("a waiter of the failed fsync got {other:?}"),
+        }
+    }
+    disk.set_failing(false);
+    assert!(matches!(
+        log.append_async(b"later").await,
+        Err(Error::Failed)
+    ));
+    assert!(matches!(log.append(b"later"), Err(Error::Failed)));
+    assert!(
+        log.read(0, 10).unwrap().is_empty(),
+        "nothing was acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_fsync_reaches_every_waiter_on_a_current_thread_runtime() {
+    a_failed_fsync_reaches_every_waiter().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_reaches_every_waiter_on_a_multi_thread_runtime() {
+    a_failed_fsync_reaches_every_waiter().await;
+}
+
+/// An append whose future is dropped while its fsync is in flight: the fsync still runs and its
+/// end is published, so the next append is not left waiting for a leader that went away, and
+/// every record, acknowledged or not, survives a power cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_append_loses_nothing_and_blocks_nothing() {
+    let disk = SimulatedStorage::new();
+    let (log, gate) = open_gated(&disk);
+    let before = disk.file_syncs();
+    let first = log.append_async(b"acknowledged").await.unwrap();
+    gate.set_closed(true);
+    let mut dropped = Box::pin(log.append_async(b"dropped while syncing"));
+    assert!(poll_once(dropped.as_mut()).await.is_pending());
+    gate.wait_until(|arrived, _| arrived == 2);
+    drop(dropped);
+    gate.set_closed(false);
+    let after = tokio::time::timeout(HUNG, log.append_async(b"after"))
+        .await
+        .expect("an append waited for the fsync of a dropped future forever");
+    assert_eq!((first, after.unwrap()), (0, 2));
+    // The first's fsync, the dropped one's (it ran), then one for "after", written later.
+    assert_eq!(disk.file_syncs() - before, 3);
+    drop(log);
+    let expected: Vec<(u64, Vec<u8>)> = vec![
+        (0, b"acknowledged".to_vec()),
+        (1, b"dropped while syncing".to_vec()),
+        (2, b"after".to_vec()),
+    ];
+    assert_eq!(after_power_cut(&disk), expected);
+}
+
+/// A thread blocked in `append` leads an fsync while an async append waits behind it: the end of
+/// the blocked thread's fsync wakes the async waiter, which leads the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_append_waits_behind_a_blocking_appends_fsync() {
+    let disk = SimulatedStorage::new();
+    let (log, gate) = open_gated(&disk);
+    let log = Arc::new(log);
+    let before = disk.file_syncs();
+    gate.set_closed(true);
+    let blocking = {
+        let log = Arc::clone(&log);
+        tokio::task::spawn_blocking(move || log.append(b"blocking"))
+    };
+    gate.wait_until(|arrived, _| arrived == 1);
+    let mut waiting = Box::pin(log.append_async(b"async"));
+    assert!(poll_once(waiting.as_mut()).await.is_pending());
+    assert_eq!(
+        disk.file_syncs(),
+        before,
+        "the async append started no fsync of its own yet"
+    );
+    gate.set_closed(false);
+    assert_eq!(blocking.await.unwrap().unwrap(), 0);
+    let offset = tokio::time::timeout(HUNG, waiting)
+        .await
+        .expect("the end of the blocked thread's fsync never woke the async waiter");
+    assert_eq!(offset.unwrap(), 1);
+    assert_eq!(disk.file_syncs() - before, 2);
+    assert_eq!(log.read(0, 10).unwrap().len(), 2);
+}
+
+/// `Stream::publish_async` publishes to the key's partition, durably, from tasks on a
+/// multi-thread runtime (its future is `Send`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_async_is_durable_per_key() {
+    let disk = SimulatedStorage::new();
+    let options = StreamOptions {
+        partitions: 4,
+        ..StreamOptions::default()
+    };
+    let open_stream = || {
+        Stream::open_with(
+            Path::new("/s"),
+            options.clone(),
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap()
+    };
+    let stream = Arc::new(open_stream());
+    let tasks: Vec<_> = (0..4u32)
+        .map(|user| {
+            let stream = Arc::clone(&stream);
+            tokio::spawn(async move {
+                let key = format!("user-{user}");
+                let mut published = Vec::new();
+                for event in 0..10u32 {
+                    let payload = format!("{user}:{event}").into_bytes();
+                    let (partition, offset) = stream
+                        .publish_async(key.as_bytes(), &payload)
+                        .await
+                        .unwrap();
+                    assert_eq!(partition, stream.partition_for(key.as_bytes()));
+                    published.push((partition, offset, payload));
+                }
+                published
+            })
+        })
+        .collect();
+    let mut published = Vec::new();
+    for task in tasks {
+        published.extend(task.await.unwrap());
+    }
+    drop(stream); // the tasks' clones went with them
+    disk.power_cut();
+    let stream = open_stream();
+    for (partition, offset, payload) in published {
+        let log = stream.partition(partition).unwrap();
+        assert_eq!(log.read(offset, 1).unwrap()[0].payload, payload);
+    }
+}
+
+/// Under `Interval`, an async append whose fsync is due waits for it without blocking; one
+/// that is not due returns at once.
+#[tokio::test(flavor = "current_thread")]
+async fn interval_appends_run_a_due_fsync_off_the_runtime_thread() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let every = Duration::from_secs(1);
+    let options = LogOptions {
+        fsync: FsyncPolicy::Interval(every),
+        ..LogOptions::default()
+    };
+    let (log, gate) = open_gated_with(&disk, options, clock.clone());
+    let before = disk.file_syncs();
+    assert_eq!(log.append_async(b"not due").await.unwrap(), 0);
+    assert_eq!(disk.file_syncs(), before);
+    clock.advance(every);
+    gate.set_closed(true);
+    let mut due = pin!(log.append_async(b"due"));
+    assert!(poll_once(due.as_mut()).await.is_pending());
+    gate.set_closed(false);
+    assert_eq!(due.await.unwrap(), 1);
+    assert_eq!(disk.file_syncs(), before + 1);
+}
