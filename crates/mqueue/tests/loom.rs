@@ -1,6 +1,7 @@
 //! Model-checked concurrency: every interleaving of a few threads on the log's group commit
-//! (`mod group_commit`), on pipelined appends through the real log (`mod tickets`) and on the
-//! work queue's leases (`mod lease`).
+//! (`mod group_commit`), on async appenders in the same hand-off (`mod async_group_commit`), on
+//! pipelined appends through the real log (`mod tickets`) and on the work queue's leases
+//! (`mod lease`).
 //!
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-mqueue --test loom`
 #![cfg(infra_loom)]
@@ -74,6 +75,170 @@ mod group_commit {
     #[test]
     fn three_appenders_are_durable_on_return_and_share_syncs() {
         appenders(3);
+    }
+}
+
+mod async_group_commit {
+    //! Async appenders (`GroupCommit::poll_wait`, what `AppendTicket::wait_async` polls) wait
+    //! beside blocked ones: an async appender that finds no sync in flight takes the
+    //! `SyncLeader` and hands the sync to a thread of its own (tokio's blocking pool in the
+    //! log), which ends it with `SyncLeader::finish`. Checked: nobody returns before a sync
+    //! covers its record, no sync runs for a record an earlier one covered, and every waiter,
+    //! blocked or async, is woken when a sync ends (loom reports a waiter left asleep as a
+    //! deadlock), also when a leader is dropped without running its sync.
+    //!
+    //! Guards: the waker listed before the sync is handed off (`AsyncWaiter::register` ahead of
+    //! `lead`), the wake-up of every listed waker and blocked thread when a sync ends
+    //! (`GroupCommit::end_sync`), and the abandoned end of a dropped leader (`SyncLeader`'s
+    //! `Drop`).
+
+    use std::future::{Future, poll_fn};
+    use std::pin::pin;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use infra_common::sync::{Arc, Condvar, Mutex, model, thread};
+    use infra_mqueue::Error;
+    use infra_mqueue::log::{AsyncWaiter, GroupCommit, SyncLeader};
+
+    #[derive(Debug, Default)]
+    struct Disk {
+        written: u64,
+        synced: u64,
+        syncs: u64,
+    }
+
+    /// Wakes a thread blocked in [`block_on`]: a flag under a loom mutex and a loom condvar,
+    /// so loom sees every wake-up and reports a wait nobody will end as a deadlock.
+    struct Signal {
+        woken: Mutex<bool>,
+        ready: Condvar,
+    }
+
+    impl Wake for Signal {
+        fn wake(self: std::sync::Arc<Self>) {
+            *self.woken.lock() = true;
+            self.ready.notify_one();
+        }
+    }
+
+    /// Polls `future` on this thread until it is ready, sleeping between polls.
+    // `std::task::Waker::from` takes a `std` `Arc`; the state it wakes is loom's.
+    #[allow(clippy::disallowed_types)]
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let signal = std::sync::Arc::new(Signal {
+            woken: Mutex::new(false),
+            ready: Condvar::new(),
+        });
+        let waker = Waker::from(std::sync::Arc::clone(&signal));
+        let mut context = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+            let mut woken = signal.woken.lock();
+            while !*woken {
+                signal.ready.wait(&mut woken);
+            }
+            *woken = false;
+        }
+    }
+
+    /// Writes one record; returns the end a sync must pass for it.
+    fn write(disk: &Mutex<Disk>) -> u64 {
+        let mut disk = disk.lock();
+        disk.written += 1;
+        disk.written
+    }
+
+    /// Marks everything written so far as synced, for a leader whose record is below `end`.
+    fn sync(disk: &Mutex<Disk>, end: u64) -> Result<u64, Error> {
+        let mut disk = disk.lock();
+        assert!(
+            disk.synced < end,
+            "a sync ran for an appender an earlier sync covered"
+        );
+        disk.syncs += 1;
+        disk.synced = disk.written;
+        Ok(disk.synced)
+    }
+
+    fn assert_durable(disk: &Mutex<Disk>, end: u64) {
+        assert!(
+            disk.lock().synced >= end,
+            "an appender returned before a sync covered its record"
+        );
+    }
+
+    /// Writes a record and waits for it the async way. The first `abandon` leads are dropped
+    /// unrun (a runtime that shut down); later ones run their sync on a thread of their own.
+    fn append_async(commit: &Arc<GroupCommit>, disk: &Arc<Mutex<Disk>>, mut abandon: usize) {
+        let end = write(disk);
+        let mut waiter = AsyncWaiter::default();
+        let mut lead = |leader: SyncLeader| {
+            if abandon > 0 {
+                abandon -= 1;
+                drop(leader);
+                return;
+            }
+            let disk = Arc::clone(disk);
+            // Detached, as a blocking-pool task is: its end reaches the waiters by the leader.
+            drop(thread::spawn(move || leader.finish(&sync(&disk, end))));
+        };
+        block_on(poll_fn(|cx| {
+            GroupCommit::poll_wait(commit, end, &mut waiter, cx.waker(), &mut lead)
+        }))
+        .unwrap();
+        assert_durable(disk, end);
+    }
+
+    fn append_blocking(commit: &GroupCommit, disk: &Mutex<Disk>) {
+        let end = write(disk);
+        commit.wait(end, || sync(disk, end)).unwrap();
+        assert_durable(disk, end);
+    }
+
+    /// Runs `appenders` (async when `true`) at once on one commit; checks what they share.
+    fn appenders(kinds: &'static [bool], abandon: usize) {
+        model(move || {
+            let commit = Arc::new(GroupCommit::new(0));
+            let disk = Arc::new(Mutex::new(Disk::default()));
+            let threads: Vec<_> = kinds
+                .iter()
+                .map(|&is_async| {
+                    let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
+                    thread::spawn(move || {
+                        if is_async {
+                            append_async(&commit, &disk, abandon);
+                        } else {
+                            append_blocking(&commit, &disk);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let count = kinds.len() as u64;
+            let disk = disk.lock();
+            assert_eq!(disk.synced, count);
+            assert!(disk.syncs >= 1 && disk.syncs <= count);
+        });
+    }
+
+    #[test]
+    fn an_async_and_a_blocked_appender_are_durable_on_return_and_share_syncs() {
+        appenders(&[true, false], 0);
+    }
+
+    #[test]
+    fn two_async_appenders_are_durable_on_return_and_share_syncs() {
+        appenders(&[true, true], 0);
+    }
+
+    #[test]
+    fn a_leader_dropped_unrun_lets_the_next_waiter_lead() {
+        appenders(&[true, false], 1);
     }
 }
 
