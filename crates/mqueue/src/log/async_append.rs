@@ -40,7 +40,7 @@ impl AppendTicket<'_> {
     /// let second = log.append_nowait(b"order 2")?;
     /// assert_eq!(second.wait_async().await?, 1); // one fsync covered both
     /// assert_eq!(first.wait_async().await?, 0);
-    /// # Ok::<(), infra_mqueue::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
     ///
@@ -83,7 +83,7 @@ impl Log {
     ///     producer.await.unwrap()?; // durable
     /// }
     /// assert_eq!(log.read(0, 10)?.len(), 4);
-    /// # Ok::<(), infra_mqueue::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
     ///

@@ -27,6 +27,14 @@
 //! was not waited on was never acknowledged: a crash may keep it or lose it (and everything
 //! after it), never a record before it that was acknowledged.
 //!
+//! # Async appends (feature `tokio`)
+//!
+//! `Log::append_async` and `AppendTicket::wait_async` are [`Log::append`] and
+//! [`AppendTicket::wait`] for async callers: the record is written on the calling task and the
+//! fsync runs on tokio's blocking pool, in the same group commit as blocking appends; the task
+//! is woken once when an fsync covering its record ends. Their `Ok` means what the blocking
+//! calls' does; a dropped future leaves its record written and unacknowledged.
+//!
 //! # Recovery
 //!
 //! [`Log::open`] checks every record of every segment. Zeros where the next record would start

@@ -221,7 +221,7 @@ impl Stream {
     /// let stream = Stream::open(dir.path(), StreamOptions::default())?;
     /// let (partition, offset) = stream.publish_async(b"user-7", b"signed up").await?;
     /// assert_eq!((partition, offset), (0, 0)); // durable
-    /// # Ok::<(), infra_mqueue::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
     ///
