@@ -7,6 +7,9 @@
 //! - `infra always/8-pipelined` — the same with `Log::append_nowait`: each of 8 producers keeps
 //!   64 appends in flight and acknowledges each when its ticket's `wait` returns (after an
 //!   fsync covering it), so one fsync can cover up to 512.
+//! - `infra always/8-async` — 8 tasks on a multi-thread tokio runtime (one worker per core),
+//!   each awaiting `Log::append_async`: every append returns after an fsync covering it, run on
+//!   tokio's blocking pool; the tasks share fsyncs as the threads of `always/8` do.
 //! - `write+fdatasync/1` — the floor of one-fsync-per-message: a plain loop of `write_all` and
 //!   `sync_data` on one file.
 //! - `infra never/1` and `yaque/1` — equal durability without fsync: yaque's `try_send` writes
@@ -41,6 +44,15 @@ enum Producer {
     Synchronous,
     /// `Log::append_nowait`, waiting on the oldest ticket when `IN_FLIGHT` are in flight.
     Pipelined,
+}
+
+/// What runs the producers.
+#[derive(Clone, Copy)]
+enum Driver {
+    /// One thread per producer.
+    Threads(Producer),
+    /// One tokio task per producer, awaiting `Log::append_async`, on a multi-thread runtime.
+    Tasks,
 }
 
 fn produce(log: &Log, producer: Producer, count: u64) {
@@ -99,23 +111,53 @@ fn infra_appends(options: LogOptions, producers: u64, producer: Producer, iters:
     start.elapsed()
 }
 
+/// `iters` appends spread over `tasks` tokio tasks sharing one log on a multi-thread runtime;
+/// the wall time of them all.
+fn infra_async_appends(options: LogOptions, tasks: u64, iters: u64) -> Duration {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Arc::new(Log::open(dir.path(), options).expect("open"));
+    runtime.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                let share = iters / tasks + u64::from(t < iters % tasks);
+                tokio::spawn(async move {
+                    for _ in 0..share {
+                        log.append_async(&MESSAGE).await.expect("append");
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("task");
+        }
+        start.elapsed()
+    })
+}
+
 fn durable(c: &mut Criterion) {
     let mut group = c.benchmark_group("mqueue/durable");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
+    let synchronous = Driver::Threads(Producer::Synchronous);
     let rows = [
-        ("always/1", FsyncPolicy::Always, 1, Producer::Synchronous),
-        ("always/8", FsyncPolicy::Always, 8, Producer::Synchronous),
+        ("always/1", FsyncPolicy::Always, 1, synchronous),
+        ("always/8", FsyncPolicy::Always, 8, synchronous),
         (
             "always/8-pipelined",
             FsyncPolicy::Always,
             8,
-            Producer::Pipelined,
+            Driver::Threads(Producer::Pipelined),
         ),
-        ("never/1", FsyncPolicy::Never, 1, Producer::Synchronous),
+        ("always/8-async", FsyncPolicy::Always, 8, Driver::Tasks),
+        ("never/1", FsyncPolicy::Never, 1, synchronous),
     ];
-    for (name, fsync, producers, producer) in rows {
+    for (name, fsync, producers, driver) in rows {
         // `Never` writes no zeros ahead whatever the option says.
         let variants: &[(&str, bool)] = match fsync {
             FsyncPolicy::Never => &[("", true)],
@@ -124,7 +166,13 @@ fn durable(c: &mut Criterion) {
         for &(suffix, preallocate) in variants {
             group.bench_function(format!("infra {name}{suffix}"), |b| {
                 b.iter_custom(|iters| {
-                    infra_appends(log_options(fsync, preallocate), producers, producer, iters)
+                    let options = log_options(fsync, preallocate);
+                    match driver {
+                        Driver::Threads(producer) => {
+                            infra_appends(options, producers, producer, iters)
+                        }
+                        Driver::Tasks => infra_async_appends(options, producers, iters),
+                    }
                 });
             });
         }
