@@ -231,3 +231,106 @@ impl Drop for SyncLeader {
         }
     }
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use std::io;
+    use std::task::Wake;
+
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    #[allow(
+        clippy::disallowed_types,
+        reason = "`Wake` is implemented on std's `Arc`"
+    )]
+    impl Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A waker counting its wake-ups, and the counter.
+    #[allow(clippy::disallowed_types, reason = "`Waker::from` takes std's `Arc`")]
+    fn counting_waker() -> (Waker, std::sync::Arc<CountingWaker>) {
+        let counter = std::sync::Arc::new(CountingWaker::default());
+        (Waker::from(std::sync::Arc::clone(&counter)), counter)
+    }
+
+    /// Polls `waiter` for `end` once; returns the leader it was handed, if it had to lead.
+    fn poll(
+        commit: &Arc<GroupCommit>,
+        end: u64,
+        waiter: &mut AsyncWaiter,
+        waker: &Waker,
+    ) -> (Poll<Result<(), Error>>, Option<SyncLeader>) {
+        let mut led = None;
+        let polled =
+            GroupCommit::poll_wait(commit, end, waiter, waker, |leader| led = Some(leader));
+        (polled, led)
+    }
+
+    #[test]
+    fn a_waiter_polled_many_times_during_one_sync_leads_once_and_is_woken_once() {
+        let commit = Arc::new(GroupCommit::new(0));
+        let (waker, wakes) = counting_waker();
+        let mut waiter = AsyncWaiter::default();
+        let (first, leader) = poll(&commit, 1, &mut waiter, &waker);
+        assert!(first.is_pending());
+        let leader = leader.expect("the first waiter with no sync in flight leads");
+        for _ in 0..5 {
+            let (again, led) = poll(&commit, 1, &mut waiter, &waker);
+            assert!(again.is_pending() && led.is_none());
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        leader.finish(&Ok(1));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake-up per sync");
+        let (done, led) = poll(&commit, 1, &mut waiter, &waker);
+        assert!(matches!(done, Poll::Ready(Ok(()))) && led.is_none());
+        assert_eq!(commit.durable(), 1);
+    }
+
+    #[test]
+    fn a_dropped_leader_wakes_its_waiters_and_the_next_poll_leads() {
+        let commit = Arc::new(GroupCommit::new(0));
+        let (waker, wakes) = counting_waker();
+        let mut waiter = AsyncWaiter::default();
+        let (_, leader) = poll(&commit, 1, &mut waiter, &waker);
+        drop(leader);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(commit.durable(), 0, "an abandoned sync covers nothing");
+        let (again, leader) = poll(&commit, 1, &mut waiter, &waker);
+        assert!(again.is_pending());
+        leader.expect("leads again").finish(&Ok(1));
+        assert!(poll(&commit, 1, &mut waiter, &waker).0.is_ready());
+    }
+
+    #[test]
+    fn a_failed_sync_gives_async_waiters_its_error_and_blocked_ones_failed() {
+        let commit = Arc::new(GroupCommit::new(0));
+        let (waker, _) = counting_waker();
+        let (mut leading, mut behind) = (AsyncWaiter::default(), AsyncWaiter::default());
+        let (_, leader) = poll(&commit, 1, &mut leading, &waker);
+        assert!(poll(&commit, 2, &mut behind, &waker).0.is_pending());
+        let error = Error::io("fsync", "/log/0.seg", io::Error::other("disk on fire"));
+        leader.expect("leads").finish(&Err(error));
+        assert!(commit.failed());
+        for waiter in [&mut leading, &mut behind] {
+            match poll(&commit, 2, waiter, &waker).0 {
+                Poll::Ready(Err(Error::Io { op, source, .. })) => {
+                    assert_eq!(
+                        (op, source.to_string()),
+                        ("fsync", "disk on fire".to_owned())
+                    );
+                }
+                other => panic!("an async waiter of the failed sync got {other:?}"),
+            }
+        }
+        assert!(matches!(commit.wait(3, || Ok(3)), Err(Error::Failed)));
+    }
+}

@@ -6,8 +6,9 @@ use super::Log;
 use crate::Error;
 
 /// An append written by [`Log::append_nowait`] and acknowledged once [`wait`](Self::wait)
-/// returns: under [`FsyncPolicy::Always`](super::FsyncPolicy::Always), only after an fsync
-/// that began after the record was written has returned.
+/// (or, with feature `tokio`, `wait_async`) returns: under
+/// [`FsyncPolicy::Always`](super::FsyncPolicy::Always), only after an fsync that began after
+/// the record was written has returned.
 #[must_use = "an append is acknowledged only once its ticket's `wait` returns"]
 pub struct AppendTicket<'log> {
     pub(super) log: &'log Log,
