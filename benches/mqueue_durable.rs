@@ -9,7 +9,7 @@
 //!   fsync covering it), so one fsync can cover up to 512.
 //! - `infra always/8-async` — 8 tasks on a multi-thread tokio runtime (one worker per core),
 //!   each awaiting `Log::append_async`: every append returns after an fsync covering it, run on
-//!   tokio's blocking pool; the tasks share fsyncs as the threads of `always/8` do.
+//!   tokio's blocking pool and shared with the other tasks (group commit).
 //! - `write+fdatasync/1` — the floor of one-fsync-per-message: a plain loop of `write_all` and
 //!   `sync_data` on one file.
 //! - `infra never/1` and `yaque/1` — equal durability without fsync: yaque's `try_send` writes
