@@ -16,6 +16,7 @@
 
 use std::task::{Poll, Waker};
 
+use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Condvar, Mutex};
 
 use crate::Error;
@@ -25,6 +26,8 @@ use crate::Error;
 pub struct GroupCommit {
     state: Mutex<State>,
     advanced: Condvar,
+    /// `state.failure.is_some()`, readable without the lock: every append checks it.
+    failed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ impl GroupCommit {
                 ended: 0,
             }),
             advanced: Condvar::new(),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -83,7 +87,7 @@ impl GroupCommit {
 
     /// Whether a sync failed, after which the log refuses appends.
     pub fn failed(&self) -> bool {
-        self.state.lock().failure.is_some()
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Returns once every offset below `end` is durable.
@@ -165,7 +169,10 @@ impl GroupCommit {
             state.syncing = false;
             match how {
                 SyncEnd::Covered(covered) => state.durable = state.durable.max(covered),
-                SyncEnd::Failed(error) => state.failure = Some(error.for_another_waiter()),
+                SyncEnd::Failed(error) => {
+                    state.failure = Some(error.for_another_waiter());
+                    self.failed.store(true, Ordering::Release);
+                }
                 SyncEnd::Abandoned => {}
             }
             state.ended += 1;
