@@ -6,50 +6,10 @@
 /// The coalescing hand-off (`http::coalescing`): a leader fetches, followers wait, and a
 /// leader that fails or goes away releases them.
 mod coalescing {
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Wake, Waker};
-
     use infra_common::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-    use infra_common::sync::{Arc, Condvar, Mutex, model, thread};
+    use infra_common::sync::{Arc, model, thread};
     use infra_edgecache::http::coalescing::{Flight, Flights, Joined, Outcome};
-
-    /// Wakes a thread blocked in [`block_on`]: a flag under a loom mutex and a loom condvar,
-    /// so loom sees every wake-up and reports a wait nobody will end as a deadlock.
-    struct Signal {
-        woken: Mutex<bool>,
-        ready: Condvar,
-    }
-
-    impl Wake for Signal {
-        fn wake(self: std::sync::Arc<Self>) {
-            *self.woken.lock() = true;
-            self.ready.notify_one();
-        }
-    }
-
-    /// Polls `future` on this thread until it is ready, sleeping between polls.
-    // `std::task::Waker::from` takes a `std` `Arc`; the state it wakes is loom's.
-    #[allow(clippy::disallowed_types)]
-    fn block_on<F: Future>(future: F) -> F::Output {
-        let signal = std::sync::Arc::new(Signal {
-            woken: Mutex::new(false),
-            ready: Condvar::new(),
-        });
-        let waker = Waker::from(std::sync::Arc::clone(&signal));
-        let mut context = Context::from_waker(&waker);
-        let mut future = pin!(future);
-        loop {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-                return output;
-            }
-            let mut woken = signal.woken.lock();
-            while !*woken {
-                signal.ready.wait(&mut woken);
-            }
-            *woken = false;
-        }
-    }
+    use infra_testkit::block_on;
 
     /// One request for the key: a stored value is served; otherwise the caller joins the
     /// flight and, as leader, re-checks the store, then "fetches" (counts a fetch and stores

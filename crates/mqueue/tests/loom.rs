@@ -92,56 +92,18 @@ mod async_group_commit {
     //! (`GroupCommit::end_sync`), and the abandoned end of a dropped leader (`SyncLeader`'s
     //! `Drop`).
 
-    use std::future::{Future, poll_fn};
-    use std::pin::pin;
-    use std::task::{Context, Poll, Wake, Waker};
+    use std::future::poll_fn;
 
-    use infra_common::sync::{Arc, Condvar, Mutex, model, thread};
+    use infra_common::sync::{Arc, Mutex, model, thread};
     use infra_mqueue::Error;
     use infra_mqueue::log::{AsyncWaiter, GroupCommit, SyncLeader};
+    use infra_testkit::block_on;
 
     #[derive(Debug, Default)]
     struct Disk {
         written: u64,
         synced: u64,
         syncs: u64,
-    }
-
-    /// Wakes a thread blocked in [`block_on`]: a flag under a loom mutex and a loom condvar,
-    /// so loom sees every wake-up and reports a wait nobody will end as a deadlock.
-    struct Signal {
-        woken: Mutex<bool>,
-        ready: Condvar,
-    }
-
-    impl Wake for Signal {
-        fn wake(self: std::sync::Arc<Self>) {
-            *self.woken.lock() = true;
-            self.ready.notify_one();
-        }
-    }
-
-    /// Polls `future` on this thread until it is ready, sleeping between polls.
-    // `std::task::Waker::from` takes a `std` `Arc`; the state it wakes is loom's.
-    #[allow(clippy::disallowed_types)]
-    fn block_on<F: Future>(future: F) -> F::Output {
-        let signal = std::sync::Arc::new(Signal {
-            woken: Mutex::new(false),
-            ready: Condvar::new(),
-        });
-        let waker = Waker::from(std::sync::Arc::clone(&signal));
-        let mut context = Context::from_waker(&waker);
-        let mut future = pin!(future);
-        loop {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-                return output;
-            }
-            let mut woken = signal.woken.lock();
-            while !*woken {
-                signal.ready.wait(&mut woken);
-            }
-            *woken = false;
-        }
     }
 
     /// Writes one record; returns the end a sync must pass for it.

@@ -17,6 +17,8 @@
 //! - [`allocator`]: a counting global allocator, for tests that prove a path allocates nothing
 //!   and benchmarks that measure the memory a structure holds.
 //! - `metrics` (feature `metrics`): counters read back from a debugging `metrics` recorder.
+//! - [`block_on`]: a future run to completion on the calling thread, sleeping on
+//!   `infra_common::sync`'s condition variable (loom's under `--cfg infra_loom`).
 //!
 //! When the server binary is not installed, `start` prints one skip line and returns `None`, so
 //! `cargo test --workspace` passes on a machine with only Rust. With `INFRA_REQUIRE_SERVERS=1`
@@ -39,6 +41,7 @@
 )]
 
 pub mod allocator;
+mod block_on;
 mod etcd;
 mod etcd_cluster;
 mod listener;
@@ -51,6 +54,7 @@ mod redis;
 mod redis_cluster;
 mod server;
 
+pub use block_on::block_on;
 pub use etcd::{Etcd, EtcdServer};
 pub use etcd_cluster::EtcdCluster;
 pub use listener::LoopbackListener;
