@@ -6,6 +6,46 @@
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-mqueue --test loom`
 #![cfg(infra_loom)]
 
+/// The disk the group-commit models write to: what was written, what a sync covered, and how
+/// many syncs ran; shared by the blocking and the async models.
+mod disk {
+    use infra_common::sync::Mutex;
+    use infra_mqueue::Error;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Disk {
+        pub(crate) written: u64,
+        pub(crate) synced: u64,
+        pub(crate) syncs: u64,
+    }
+
+    /// Writes one record; returns the end a sync must pass for it.
+    pub(crate) fn write(disk: &Mutex<Disk>) -> u64 {
+        let mut disk = disk.lock();
+        disk.written += 1;
+        disk.written
+    }
+
+    /// Marks everything written so far as synced, for a leader whose record is below `end`.
+    pub(crate) fn sync(disk: &Mutex<Disk>, end: u64) -> Result<u64, Error> {
+        let mut disk = disk.lock();
+        assert!(
+            disk.synced < end,
+            "a sync ran for an appender an earlier sync covered"
+        );
+        disk.syncs += 1;
+        disk.synced = disk.written;
+        Ok(disk.synced)
+    }
+
+    pub(crate) fn assert_durable(disk: &Mutex<Disk>, end: u64) {
+        assert!(
+            disk.lock().synced >= end,
+            "an appender returned before a sync covered its record"
+        );
+    }
+}
+
 mod group_commit {
     //! Appenders write a record, then wait in `GroupCommit::wait` with a sync that marks
     //! everything written so far as synced. Checked: no appender returns before a sync covers
@@ -18,12 +58,7 @@ mod group_commit {
     use infra_common::sync::{Arc, Mutex, model, thread};
     use infra_mqueue::log::GroupCommit;
 
-    #[derive(Debug, Default)]
-    struct Disk {
-        written: u64,
-        synced: u64,
-        syncs: u64,
-    }
+    use crate::disk::{Disk, assert_durable, sync, write};
 
     fn appenders(count: u64) {
         model(move || {
@@ -33,27 +68,9 @@ mod group_commit {
                 .map(|_| {
                     let (commit, disk) = (Arc::clone(&commit), Arc::clone(&disk));
                     thread::spawn(move || {
-                        let end = {
-                            let mut disk = disk.lock();
-                            disk.written += 1;
-                            disk.written
-                        };
-                        commit
-                            .wait(end, || {
-                                let mut disk = disk.lock();
-                                assert!(
-                                    disk.synced < end,
-                                    "a sync ran for an appender an earlier sync covered"
-                                );
-                                disk.syncs += 1;
-                                disk.synced = disk.written;
-                                Ok(disk.synced)
-                            })
-                            .unwrap();
-                        assert!(
-                            disk.lock().synced >= end,
-                            "an appender returned before a sync covered its record"
-                        );
+                        let end = write(&disk);
+                        commit.wait(end, || sync(&disk, end)).unwrap();
+                        assert_durable(&disk, end);
                     })
                 })
                 .collect();
@@ -95,42 +112,10 @@ mod async_group_commit {
     use std::future::poll_fn;
 
     use infra_common::sync::{Arc, Mutex, model, thread};
-    use infra_mqueue::Error;
     use infra_mqueue::log::{AsyncWaiter, GroupCommit, SyncLeader};
     use infra_testkit::block_on;
 
-    #[derive(Debug, Default)]
-    struct Disk {
-        written: u64,
-        synced: u64,
-        syncs: u64,
-    }
-
-    /// Writes one record; returns the end a sync must pass for it.
-    fn write(disk: &Mutex<Disk>) -> u64 {
-        let mut disk = disk.lock();
-        disk.written += 1;
-        disk.written
-    }
-
-    /// Marks everything written so far as synced, for a leader whose record is below `end`.
-    fn sync(disk: &Mutex<Disk>, end: u64) -> Result<u64, Error> {
-        let mut disk = disk.lock();
-        assert!(
-            disk.synced < end,
-            "a sync ran for an appender an earlier sync covered"
-        );
-        disk.syncs += 1;
-        disk.synced = disk.written;
-        Ok(disk.synced)
-    }
-
-    fn assert_durable(disk: &Mutex<Disk>, end: u64) {
-        assert!(
-            disk.lock().synced >= end,
-            "an appender returned before a sync covered its record"
-        );
-    }
+    use crate::disk::{Disk, assert_durable, sync, write};
 
     /// Writes a record and waits for it the async way. The first `abandon` leads are dropped
     /// unrun (a runtime that shut down); later ones run their sync on a thread of their own.
