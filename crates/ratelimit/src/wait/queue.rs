@@ -63,9 +63,9 @@ impl Queue {
 
     /// Takes back the caller just queued by [`Queue::push`] (it may not wait after all).
     pub(super) fn unpush(&mut self) {
+        // The front stays what it was (or the line is empty): no hole reaches it.
         let last = self.slots.pop_back();
         debug_assert!(last.is_some_and(|slot| slot.turn.is_some()));
-        self.trim_front();
     }
 
     /// Removes the head, which has been admitted, and wakes the next.
