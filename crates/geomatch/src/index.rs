@@ -859,7 +859,12 @@ impl<C: Clock> Index<C> {
     }
 
     /// The `k` nearest available, fresh drivers that pass `filter`, nearest first, by exact
-    /// great-circle distance (ties by id). Fewer if fewer exist.
+    /// great-circle distance. Fewer if fewer exist.
+    ///
+    /// Drivers are chosen by the squared straight-line distance between their unit vectors
+    /// (ties by id), which orders them as the great-circle distance does up to rounding: two
+    /// drivers whose reported distances are equal to the last bit (or differ by a rounding)
+    /// can come out in either order, and the `k`-th place between them is not decided by id.
     ///
     /// Scans the query's cell, then rings of cells around it, and stops after the first ring
     /// whose every cell is provably farther than the `k`-th driver found (the crate README
@@ -910,7 +915,9 @@ impl<C: Clock> Index<C> {
     }
 
     /// Every available, fresh driver within `radius_m` meters (great-circle) that passes
-    /// `filter`, nearest first (ties by id).
+    /// `filter`, nearest first (ties by id, as [`nearest`](Self::nearest) orders them). A
+    /// driver within a rounding of the radius (a few units in the last place) may fall on
+    /// either side of it.
     ///
     /// # Errors
     ///

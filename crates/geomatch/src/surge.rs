@@ -660,15 +660,16 @@ impl<C: Clock> Surge<C> {
         self.price(demand, supply)
     }
 
+    /// The two ends are fixed whatever the curve: no demand is no surge, and demand without
+    /// supply is the cap (a curve may start above 1 at ratio 0, or end below its cap).
     fn price(&self, demand: f64, supply: f64) -> f64 {
-        let ratio = if demand == 0.0 {
-            0.0
+        if demand == 0.0 {
+            1.0
         } else if supply == 0.0 {
-            f64::INFINITY
+            self.config.curve.cap()
         } else {
-            demand / supply
-        };
-        self.config.curve.multiplier(ratio)
+            self.config.curve.multiplier(demand / supply)
+        }
     }
 
     /// Every cell with events in the window, and every neighbour such a cell's smoothing
@@ -1104,6 +1105,32 @@ mod tests {
         // Forward again: all three requests are in the window, none was cleared.
         clock.set(Duration::from_secs(22));
         assert_eq!(surge.counts(cell).demand, 3);
+    }
+
+    #[test]
+    fn no_demand_is_one_and_demand_without_supply_is_the_cap_whatever_the_curve() {
+        // A curve that starts above 1 and ends below its cap.
+        let curve = SurgeCurve::new(&[(0.0, 1.2), (2.0, 1.5)], 3.0).expect("valid");
+        let (surge, _) = surge(SurgeConfig {
+            curve,
+            neighbour_weight: 0.0,
+            ..SurgeConfig::default()
+        });
+        let supplied = surge.record_supply(at(LAT, LNG)).expect("valid");
+        let wanted = surge.record_demand(at(LAT + 0.05, LNG)).expect("valid");
+        let quiet = surge.record_supply(at(LAT - 0.05, LNG)).expect("valid");
+        assert_ne!(supplied, wanted);
+        assert_eq!(surge.multiplier(supplied), 1.0, "supply, no demand");
+        assert_eq!(surge.multiplier(quiet), 1.0, "supply, no demand");
+        assert_eq!(surge.multiplier(wanted), 3.0, "demand, no supply");
+        let empty = at(LAT + 0.1, LNG).cell(surge.config().resolution);
+        assert_eq!(surge.multiplier(empty), 1.0, "no events at all");
+        surge.record_demand(at(LAT, LNG)).expect("valid");
+        let on_curve = surge.multiplier(supplied);
+        assert!(
+            (on_curve - 1.35).abs() < 1e-12,
+            "ratio 1 on the curve: {on_curve}"
+        );
     }
 
     #[test]

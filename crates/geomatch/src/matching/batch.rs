@@ -8,7 +8,7 @@ use std::time::Duration;
 use infra_common::{Clock, RandomState, SystemClock};
 
 use super::{CandidateGraph, Edge, MatchError};
-use crate::{Candidate, Claim, DriverId, Drivers, Filter, Point};
+use crate::{Candidate, Claim, DriverId, Drivers, Error, Filter, Point};
 
 /// How a [`BatchMatcher`] builds and settles a batch.
 ///
@@ -85,10 +85,29 @@ pub struct BatchOutcome {
     /// Claims this batch lost to races (another claimer won, or the driver changed state,
     /// went stale or was removed after the query).
     pub claims_lost: usize,
+    /// A claim that failed for another reason (the shared index's server failed or timed
+    /// out), after which the batch made no more claims. Such a claim may or may not have
+    /// run: the driver may now be offered to nobody. Read it back
+    /// ([`Drivers::driver`](crate::Drivers::driver)) and set its state
+    /// ([`Drivers::set_state`](crate::Drivers::set_state)) once the server answers. Its
+    /// request, and every request whose claim was not tried, are in `unmatched`.
+    pub claim_failed: Option<FailedClaim>,
     /// Assignment rounds run.
     pub rounds: u32,
     /// Time from the first query to the last claim, on the matcher's clock.
     pub elapsed: Duration,
+}
+
+/// A claim of a batch that failed for a reason other than a race; see
+/// [`BatchOutcome::claim_failed`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FailedClaim {
+    /// The request the driver was assigned to.
+    pub request: usize,
+    /// The driver whose claim failed.
+    pub driver: DriverId,
+    /// What the index answered.
+    pub error: Error,
 }
 
 /// Batched matching: for each request its `k` nearest available drivers, one exact
@@ -106,6 +125,13 @@ pub struct BatchOutcome {
 /// candidates all went is reported unmatched, to be retried in the next batch. A request
 /// the first assignment left unmatched is not retried, since the later rounds only have
 /// fewer drivers.
+///
+/// Only refusals that mean the driver is no longer available count as lost
+/// ([`Error::ClaimLost`], [`Error::NotAvailable`], [`Error::Stale`],
+/// [`Error::UnknownDriver`]). Any other error (a shared index whose server failed or timed
+/// out) stops the claiming: it is reported in [`BatchOutcome::claim_failed`], with the
+/// driver to read back, and the requests not yet claimed for are unmatched, so a batch never
+/// spends its rounds against a failing server nor hides the failure as a race.
 ///
 /// For one request on its own, greedy nearest is [`Drivers::claim_nearest`].
 ///
@@ -279,10 +305,11 @@ impl<C: Clock> BatchMatcher<C> {
         let mut matches = Vec::new();
         let mut unmatched = Vec::new();
         let mut claims_lost = 0;
+        let mut claim_failed = None;
         let mut gone: HashSet<u32, RandomState> = HashSet::with_hasher(RandomState::new());
         let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut rounds = 0;
-        while !pending.is_empty() && rounds < self.config.max_rounds {
+        while !pending.is_empty() && rounds < self.config.max_rounds && claim_failed.is_none() {
             rounds += 1;
             let mut edges = Vec::new();
             for (row, &request) in pending.iter().enumerate() {
@@ -305,6 +332,10 @@ impl<C: Clock> BatchMatcher<C> {
             let mut lost = Vec::new();
             let mut assigned = vec![false; pending.len()];
             for pairing in assignment.pairings() {
+                if claim_failed.is_some() {
+                    // No claim is tried after a failure: the request stays unassigned.
+                    break;
+                }
                 let request = pending[pairing.request as usize];
                 assigned[pairing.request as usize] = true;
                 let Some(option) = options[request]
@@ -314,8 +345,6 @@ impl<C: Clock> BatchMatcher<C> {
                     continue;
                 };
                 gone.insert(option.driver);
-                // Any refusal means the driver is no longer ours to take (lost to another
-                // claimer, offered, busy, offline, stale or removed): move on without it.
                 match index.claim(option.candidate.driver, option.candidate.version) {
                     Ok(claim) => matches.push(BatchMatch {
                         request,
@@ -323,9 +352,24 @@ impl<C: Clock> BatchMatcher<C> {
                         claim,
                         cost: option.cost,
                     }),
-                    Err(_) => {
+                    // The driver is no longer ours to take (lost to another claimer, offered,
+                    // busy, offline, stale or removed): move on without it.
+                    Err(
+                        Error::ClaimLost(_)
+                        | Error::NotAvailable { .. }
+                        | Error::Stale(_)
+                        | Error::UnknownDriver(_),
+                    ) => {
                         claims_lost += 1;
                         lost.push(request);
+                    }
+                    Err(error) => {
+                        claim_failed = Some(FailedClaim {
+                            request,
+                            driver: option.candidate.driver,
+                            error,
+                        });
+                        unmatched.push(request);
                     }
                 }
             }
@@ -348,6 +392,7 @@ impl<C: Clock> BatchMatcher<C> {
             matches,
             unmatched,
             claims_lost,
+            claim_failed,
             rounds,
             elapsed,
         })
@@ -497,6 +542,139 @@ mod tests {
             .map(|m| (m.request, m.candidate.driver))
             .collect();
         assert_eq!(pairs, [(0, DriverId(1)), (1, DriverId(2))]);
+    }
+
+    /// An index whose claims run but whose answers are lost after the first `answered`
+    /// ones: what a shared index reports as a timeout, when the command may have run.
+    struct LostAnswers {
+        index: Index<ManualClock>,
+        answered: Cell<usize>,
+    }
+
+    impl Drivers for LostAnswers {
+        fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
+            self.index.insert(id, point, profile)
+        }
+        fn restore(&self, record: crate::DriverRecord) -> Result<(), Error> {
+            self.index.restore(record)
+        }
+        fn update(&self, id: DriverId, point: Point) -> Result<(), Error> {
+            self.index.update(id, point)
+        }
+        fn remove(&self, id: DriverId) -> Result<crate::DriverRecord, Error> {
+            self.index.remove(id)
+        }
+        fn driver(&self, id: DriverId) -> Result<crate::DriverRecord, Error> {
+            self.index.driver(id)
+        }
+        fn set_state(&self, id: DriverId, state: DriverState) -> Result<crate::Version, Error> {
+            self.index.set_state(id, state)
+        }
+        fn claim(&self, id: DriverId, version: crate::Version) -> Result<Claim, Error> {
+            let claim = self.index.claim(id, version)?;
+            match self.answered.get() {
+                0 => Err(Error::Backend(crate::BackendFailure::Timeout)),
+                left => {
+                    self.answered.set(left - 1);
+                    Ok(claim)
+                }
+            }
+        }
+        fn accept(&self, claim: &Claim) -> Result<(), Error> {
+            self.index.accept(claim)
+        }
+        fn decline(&self, claim: Claim) -> Result<(), Error> {
+            self.index.decline(claim)
+        }
+        fn nearest(
+            &self,
+            point: Point,
+            k: usize,
+            filter: &Filter,
+        ) -> Result<Vec<Candidate>, Error> {
+            self.index.nearest(point, k, filter)
+        }
+        fn within(
+            &self,
+            point: Point,
+            radius_m: f64,
+            filter: &Filter,
+        ) -> Result<Vec<Candidate>, Error> {
+            self.index.within(point, radius_m, filter)
+        }
+        fn claim_nearest(
+            &self,
+            point: Point,
+            k: usize,
+            filter: &Filter,
+        ) -> Result<Option<(Candidate, Claim)>, Error> {
+            self.index.claim_nearest(point, k, filter)
+        }
+    }
+
+    fn offered(index: &Index<ManualClock>, drivers: u64) -> Vec<DriverId> {
+        (0..drivers)
+            .map(DriverId)
+            .filter(|&id| index.driver(id).expect("known").state == DriverState::Offered)
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_claim_is_reported_and_ends_the_claiming() {
+        // Requests 0 and 1 stand on drivers 0 and 1; drivers 2 and 3 are spare candidates.
+        let drivers = [(0.0, 0.0), (0.0, 0.01), (0.0, 0.001), (0.0, 0.011)];
+        let index = LostAnswers {
+            index: index_with(&drivers),
+            answered: Cell::new(1),
+        };
+        let requests = points(&[(0.0, 0.0), (0.0, 0.01)]);
+        let outcome = matcher(BatchConfig::default())
+            .match_batch(&index, &requests, &Filter::any())
+            .expect("valid batch");
+        // Request 0's claim was answered; request 1's ran but its answer was lost.
+        let pairs: Vec<(usize, DriverId)> = outcome
+            .matches
+            .iter()
+            .map(|m| (m.request, m.candidate.driver))
+            .collect();
+        assert_eq!(pairs, [(0, DriverId(0))]);
+        assert_eq!(
+            outcome.claim_failed,
+            Some(FailedClaim {
+                request: 1,
+                driver: DriverId(1),
+                error: Error::Backend(crate::BackendFailure::Timeout),
+            })
+        );
+        // Not a race, and no other driver was tried: the only drivers offered are the
+        // matched one and the one the failure names.
+        assert_eq!((outcome.claims_lost, outcome.rounds), (0, 1));
+        assert_eq!(outcome.unmatched, [1]);
+        assert_eq!(offered(&index.index, 4), [DriverId(0), DriverId(1)]);
+        // The remedy the failure asks for: read the driver back and make it available.
+        index
+            .set_state(DriverId(1), DriverState::Available)
+            .expect("known");
+        assert_eq!(offered(&index.index, 4), [DriverId(0)]);
+    }
+
+    #[test]
+    fn a_failure_on_the_first_claim_tries_no_other_driver() {
+        let index = LostAnswers {
+            index: index_with(&[(0.0, 0.001), (0.0, 0.002), (0.0, 0.003)]),
+            answered: Cell::new(0),
+        };
+        let outcome = matcher(BatchConfig::default())
+            .match_batch(&index, &points(&[(0.0, 0.0)]), &Filter::any())
+            .expect("valid batch");
+        assert!(outcome.matches.is_empty());
+        assert_eq!(outcome.unmatched, [0]);
+        assert_eq!((outcome.claims_lost, outcome.rounds), (0, 1));
+        assert_eq!(
+            outcome.claim_failed.map(|failed| failed.driver),
+            Some(DriverId(0))
+        );
+        assert_eq!(offered(&index.index, 3), [DriverId(0)]);
     }
 
     #[test]

@@ -27,4 +27,4 @@ mod batch;
 pub mod metrics;
 
 pub use assignment::{Assignment, CandidateGraph, Edge, MatchError, Pairing};
-pub use batch::{BatchConfig, BatchMatch, BatchMatcher, BatchOutcome};
+pub use batch::{BatchConfig, BatchMatch, BatchMatcher, BatchOutcome, FailedClaim};
