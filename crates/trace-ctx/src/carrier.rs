@@ -24,6 +24,20 @@ pub trait Extractor {
         }
     }
 
+    /// The first value of the field `name` as bytes, if present. Like
+    /// [`Extractor::get_all_bytes`], for formats whose grammar is ASCII. The default calls
+    /// [`Extractor::get`].
+    ///
+    /// ```
+    /// use infra_trace_ctx::Extractor;
+    ///
+    /// let carrier = vec![("b3", "0"), ("B3", "1")];
+    /// assert_eq!(carrier.get_bytes("b3"), Some(&b"0"[..]));
+    /// ```
+    fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(str::as_bytes)
+    }
+
     /// Calls `each` with every value of the field `name` as bytes, in the order received.
     ///
     /// The propagators read formats whose grammar is ASCII this way, so a carrier that holds
@@ -210,17 +224,25 @@ mod http_carrier {
         Some(&NAMES[index])
     }
 
+    /// The first value of `name`, looked up by its prebuilt name when it has one.
+    fn first<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a http::HeaderValue> {
+        match known(name) {
+            Some(name) => headers.get(name),
+            None => headers.get(name),
+        }
+    }
+
     /// Values are handed over as text even when they hold bytes outside visible ASCII, so the
     /// format's own grammar rejects them: a repeated `traceparent` is still seen as repeated,
     /// and a `tracestate` field with a stray byte still invalidates the combined header.
     /// Bytes that are not UTF-8 arrive as U+FFFD (allocating only in that case).
     impl Extractor for http::HeaderMap {
         fn get(&self, name: &str) -> Option<&str> {
-            let value = match known(name) {
-                Some(name) => http::HeaderMap::get(self, name),
-                None => http::HeaderMap::get(self, name),
-            };
-            value.and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+            first(self, name).and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+        }
+
+        fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+            first(self, name).map(http::HeaderValue::as_bytes)
         }
 
         fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
@@ -418,6 +440,9 @@ mod tests {
         let mut single = http::HeaderMap::new();
         single.insert("b3", http::HeaderValue::from_bytes(b"\xff").unwrap());
         assert_eq!(Extractor::get(&single, "b3"), None);
+        assert_eq!(single.get_bytes("b3"), Some(&b"\xff"[..]));
+        let b3 = crate::B3Propagator::single_header();
+        assert!(crate::Propagator::extract_span(&b3, &single).is_none());
 
         // As bytes, values arrive as received; the formats' grammars reject what is not ASCII.
         let mut raw = Vec::new();
