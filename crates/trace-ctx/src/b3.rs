@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::carrier::{Extractor, Injector};
+use crate::carrier::{Extractor, Injector, trim_ows};
 use crate::id::parse_lower_hex_u128;
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
@@ -70,7 +70,13 @@ impl B3 {
     ///
     /// [`Error::B3`] if the value breaks the rules in the module docs.
     pub fn parse_single(value: &str) -> Result<Self, Error> {
-        let value = value.trim_matches(|c| c == ' ' || c == '\t').as_bytes();
+        Self::parse_single_bytes(value.as_bytes())
+    }
+
+    /// [`B3::parse_single`] on the bytes of a value, which need not be UTF-8 (any byte
+    /// outside the grammar is rejected).
+    fn parse_single_bytes(value: &[u8]) -> Result<Self, Error> {
+        let value = trim_ows(value);
         if let Some(sampling) = parse_sampling(value) {
             return Ok(Self {
                 ids: None,
@@ -345,8 +351,8 @@ impl B3Propagator {
 
 impl Propagator for B3Propagator {
     fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
-        if let Some(value) = carrier.get(B3_SINGLE)
-            && let Ok(b3) = B3::parse_single(value)
+        if let Some(value) = carrier.get_bytes(B3_SINGLE)
+            && let Ok(b3) = B3::parse_single_bytes(value)
             && b3.ids.is_some()
         {
             return b3.span_context();
@@ -355,8 +361,8 @@ impl Propagator for B3Propagator {
     }
 
     fn extract_sampling_state(&self, carrier: &dyn Extractor) -> Option<SamplingState> {
-        if let Some(value) = carrier.get(B3_SINGLE)
-            && let Ok(b3) = B3::parse_single(value)
+        if let Some(value) = carrier.get_bytes(B3_SINGLE)
+            && let Ok(b3) = B3::parse_single_bytes(value)
             && b3.ids.is_none()
         {
             return b3.sampling.map(|_| b3.sampling_state());

@@ -24,9 +24,53 @@ pub trait Extractor {
         }
     }
 
+    /// The first value of the field `name` as bytes, if present. Like
+    /// [`Extractor::get_all_bytes`], for formats whose grammar is ASCII. The default calls
+    /// [`Extractor::get`].
+    ///
+    /// ```
+    /// use infra_trace_ctx::Extractor;
+    ///
+    /// let carrier = vec![("b3", "0"), ("B3", "1")];
+    /// assert_eq!(carrier.get_bytes("b3"), Some(&b"0"[..]));
+    /// ```
+    fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(str::as_bytes)
+    }
+
+    /// Calls `each` with every value of the field `name` as bytes, in the order received.
+    ///
+    /// The propagators read formats whose grammar is ASCII this way, so a carrier that holds
+    /// bytes (such as `http::HeaderMap`) can hand its values over without checking they are
+    /// UTF-8 first: the format's grammar rejects any other byte anyway. The default calls
+    /// [`Extractor::get_all`].
+    ///
+    /// ```
+    /// use infra_trace_ctx::Extractor;
+    ///
+    /// let carrier = vec![("tracestate", "a=1"), ("TraceState", "b=2")];
+    /// let mut values = Vec::new();
+    /// carrier.get_all_bytes("tracestate", &mut |value| values.push(value.to_vec()));
+    /// assert_eq!(values, [b"a=1".to_vec(), b"b=2".to_vec()]);
+    /// ```
+    fn get_all_bytes(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+        self.get_all(name, &mut |value| each(value.as_bytes()));
+    }
+
     /// Calls `each` with the name of every field present (for prefixed fields such as
     /// Jaeger's `uberctx-*`).
     fn names(&self, each: &mut dyn FnMut(&str));
+}
+
+/// `value` without the spaces and tabs around it (HTTP's optional whitespace).
+pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
+    let is_ows = |byte: &u8| *byte == b' ' || *byte == b'\t';
+    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |last| last + 1);
+    &value[start..end]
 }
 
 /// Writes fields into an outgoing carrier.
@@ -180,17 +224,25 @@ mod http_carrier {
         Some(&NAMES[index])
     }
 
+    /// The first value of `name`, looked up by its prebuilt name when it has one.
+    fn first<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a http::HeaderValue> {
+        match known(name) {
+            Some(name) => headers.get(name),
+            None => headers.get(name),
+        }
+    }
+
     /// Values are handed over as text even when they hold bytes outside visible ASCII, so the
     /// format's own grammar rejects them: a repeated `traceparent` is still seen as repeated,
     /// and a `tracestate` field with a stray byte still invalidates the combined header.
     /// Bytes that are not UTF-8 arrive as U+FFFD (allocating only in that case).
     impl Extractor for http::HeaderMap {
         fn get(&self, name: &str) -> Option<&str> {
-            let value = match known(name) {
-                Some(name) => http::HeaderMap::get(self, name),
-                None => http::HeaderMap::get(self, name),
-            };
-            value.and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+            first(self, name).and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+        }
+
+        fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+            first(self, name).map(http::HeaderValue::as_bytes)
         }
 
         fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
@@ -206,6 +258,16 @@ mod http_carrier {
                     Ok(text) => each(text),
                     Err(_) => each(&String::from_utf8_lossy(bytes)),
                 }
+            }
+        }
+
+        fn get_all_bytes(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+            let values = match known(name) {
+                Some(name) => http::HeaderMap::get_all(self, name),
+                None => http::HeaderMap::get_all(self, name),
+            };
+            for value in values {
+                each(value.as_bytes());
             }
         }
 
@@ -378,5 +440,35 @@ mod tests {
         let mut single = http::HeaderMap::new();
         single.insert("b3", http::HeaderValue::from_bytes(b"\xff").unwrap());
         assert_eq!(Extractor::get(&single, "b3"), None);
+        assert_eq!(single.get_bytes("b3"), Some(&b"\xff"[..]));
+        let b3 = crate::B3Propagator::single_header();
+        assert!(crate::Propagator::extract_span(&b3, &single).is_none());
+
+        // As bytes, values arrive as received; the formats' grammars reject what is not ASCII.
+        let mut raw = Vec::new();
+        headers.get_all_bytes("tracestate", &mut |value| raw.push(value.to_vec()));
+        assert_eq!(raw, [&b"a=1"[..], "b=\u{e9}".as_bytes(), b"c=\xff"]);
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.insert("traceparent", http::HeaderValue::from_static(valid));
+        let span =
+            crate::Propagator::extract_span(&crate::TraceContextPropagator, &headers).unwrap();
+        assert!(
+            span.trace_state().is_empty(),
+            "a byte outside ASCII voids tracestate"
+        );
+        let mut bad = valid.as_bytes().to_vec();
+        bad[10] = 0xe9;
+        headers.insert("traceparent", http::HeaderValue::from_bytes(&bad).unwrap());
+        assert!(
+            crate::Propagator::extract_span(&crate::TraceContextPropagator, &headers).is_none()
+        );
+    }
+
+    #[test]
+    fn trim_ows_strips_spaces_and_tabs_only() {
+        assert_eq!(trim_ows(b" \ta b\t "), b"a b");
+        assert_eq!(trim_ows(b"\r\nx\n"), b"\r\nx\n");
+        assert_eq!(trim_ows(b" \t "), b"");
+        assert_eq!(trim_ows(b""), b"");
     }
 }

@@ -343,8 +343,9 @@ const LOWER_HEX_VALUE: [u8; 256] = hex_value_table(false);
 const ANY_HEX_VALUE: [u8; 256] = hex_value_table(true);
 
 /// Parses up to 16 hex digits with `table`. Branch-free over the digits: invalid ones are
-/// detected once at the end from the OR of their table entries.
-#[inline]
+/// detected once at the end from the OR of their table entries. Always inlined, so the
+/// fields of one header (each id, each half of a trace id) are decoded side by side.
+#[inline(always)]
 fn parse_hex_u64(digits: &[u8], table: &[u8; 256]) -> Option<u64> {
     let mut value = 0u64;
     let mut invalid = 0u8;
@@ -357,7 +358,7 @@ fn parse_hex_u64(digits: &[u8], table: &[u8; 256]) -> Option<u64> {
 }
 
 /// Parses 1 to 32 hex digits with `table`.
-#[inline]
+#[inline(always)]
 fn parse_hex_u128(digits: &[u8], table: &[u8; 256]) -> Option<u128> {
     match digits.len() {
         0 | 33.. => None,

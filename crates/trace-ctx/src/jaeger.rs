@@ -19,7 +19,7 @@
 use std::fmt;
 
 use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
-use crate::carrier::{Extractor, Injector};
+use crate::carrier::{Extractor, Injector, trim_ows};
 use crate::id::parse_any_hex_u128;
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
@@ -68,14 +68,20 @@ impl JaegerHeader {
     ///
     /// [`Error::Jaeger`] if the value breaks the rules in the module docs.
     pub fn parse(value: &str) -> Result<Self, Error> {
-        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        Self::parse_bytes(value.as_bytes())
+    }
+
+    /// [`JaegerHeader::parse`] on the bytes of a value, which need not be UTF-8 (any byte
+    /// outside the grammar is rejected).
+    fn parse_bytes(value: &[u8]) -> Result<Self, Error> {
+        let value = trim_ows(value);
         // Only the URL-encoded form allocates: its `%3A` separators become `:`.
         let decoded;
-        let value = if value.bytes().any(|byte| byte == b'%') {
-            decoded = value.replace("%3A", ":").replace("%3a", ":");
-            decoded.as_bytes()
+        let value = if value.contains(&b'%') {
+            decoded = decode_separators(value);
+            &decoded
         } else {
-            value.as_bytes()
+            value
         };
         // Split on the byte: a plain loop beats a substring search over fields this short.
         let mut fields = value.split(|&byte| byte == b':');
@@ -175,6 +181,22 @@ impl std::str::FromStr for JaegerHeader {
     }
 }
 
+/// `value` with each URL-encoded separator (`%3A` or `%3a`) decoded to `:`.
+fn decode_separators(value: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::with_capacity(value.len());
+    let mut rest = value;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if let (b'%', [b'3', b'A' | b'a', after @ ..]) = (byte, tail) {
+            decoded.push(b':');
+            rest = after;
+        } else {
+            decoded.push(byte);
+            rest = tail;
+        }
+    }
+    decoded
+}
+
 /// Propagates Jaeger's `uber-trace-id` and `uberctx-*` baggage.
 ///
 /// ```
@@ -193,8 +215,10 @@ pub struct JaegerPropagator;
 
 impl Propagator for JaegerPropagator {
     fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
-        let value = carrier.get(UBER_TRACE_ID)?;
-        JaegerHeader::parse(value).ok().map(|h| h.span_context())
+        let value = carrier.get_bytes(UBER_TRACE_ID)?;
+        JaegerHeader::parse_bytes(value)
+            .ok()
+            .map(|h| h.span_context())
     }
 
     fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
@@ -437,6 +461,13 @@ mod tests {
                 flags,
             };
             prop_assert_eq!(JaegerHeader::parse(&header.to_string()), Ok(header));
+        }
+
+        /// Separators decode as replacing each spelling of `%3A` in turn would.
+        #[test]
+        fn separators_decode_like_text_replacement(value in "[%3Aa:0-9]{0,24}") {
+            let replaced = value.replace("%3A", ":").replace("%3a", ":");
+            prop_assert_eq!(decode_separators(value.as_bytes()), replaced.into_bytes());
         }
     }
 }

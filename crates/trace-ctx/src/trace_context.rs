@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::carrier::{Extractor, Injector};
+use crate::carrier::{Extractor, Injector, trim_ows};
 use crate::id::{ascii, lower_hex_value, parse_lower_hex_u128};
 use crate::propagator::Propagator;
 use crate::trace_state::TraceStateBuilder;
@@ -79,7 +79,13 @@ impl TraceParent {
     ///
     /// [`Error::TraceParent`] if the value breaks any rule listed in the module docs.
     pub fn parse(value: &str) -> Result<Self, Error> {
-        let bytes = value.trim_matches(|c| c == ' ' || c == '\t').as_bytes();
+        Self::parse_bytes(value.as_bytes())
+    }
+
+    /// [`TraceParent::parse`] on the bytes of a value, which need not be UTF-8 (any byte
+    /// outside the grammar is rejected).
+    pub(crate) fn parse_bytes(value: &[u8]) -> Result<Self, Error> {
+        let bytes = trim_ows(value);
         if bytes.len() < TRACEPARENT_LEN {
             return Err(Error::TraceParent("shorter than 55 characters"));
         }
@@ -193,10 +199,10 @@ impl Propagator for TraceContextPropagator {
     fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
         let mut count = 0usize;
         let mut parsed = None;
-        carrier.get_all(TRACEPARENT, &mut |value| {
+        carrier.get_all_bytes(TRACEPARENT, &mut |value| {
             count += 1;
             if count == 1 {
-                parsed = TraceParent::parse(value).ok();
+                parsed = TraceParent::parse_bytes(value).ok();
             }
         });
         // Two traceparent fields cannot be combined: the request's parent is ambiguous.
@@ -205,7 +211,7 @@ impl Propagator for TraceContextPropagator {
         }
         let parent = parsed?;
         let mut builder = TraceStateBuilder::default();
-        carrier.get_all(TRACESTATE, &mut |value| builder.push_header(value));
+        carrier.get_all_bytes(TRACESTATE, &mut |value| builder.push_header(value));
         let span = SpanContext::remote(parent.trace_id, parent.parent_id, parent.flags);
         Some(match builder.finish() {
             Ok(state) => span.with_trace_state(state),
