@@ -633,15 +633,86 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn remove(&self, id: DriverId) -> Result<DriverRecord, Error> {
+        self.remove_unless(id, |_| false)?
+            .ok_or(Error::UnknownDriver(id))
+    }
+
+    /// Takes out every driver not heard from (inserted, restored or updated) for `idle` or
+    /// longer, whatever its state, and returns what each held (as [`Index::remove`] does), so
+    /// a fleet can hand the records elsewhere or drop them. Stale drivers are already left
+    /// out of queries; this reclaims their memory and the time scans spend passing over them.
+    ///
+    /// One pass over the cell table, one part at a time under its read lock; each removal
+    /// then checks the driver again under its own lock, so a driver that reported meanwhile
+    /// stays. It reads every driver: meant for a periodic maintenance call, not for every
+    /// request.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use infra_common::ManualClock;
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Index, Point};
+    /// let clock = ManualClock::new();
+    /// let index = Index::with_clock(Config::default(), clock.clone())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// index.insert(DriverId(2), Point::new(0.0, 0.001)?, DriverProfile::default())?;
+    /// clock.advance(Duration::from_secs(600));
+    /// index.update(DriverId(2), Point::new(0.0, 0.002)?)?;
+    /// let gone = index.remove_idle(Duration::from_secs(300));
+    /// assert_eq!(gone.iter().map(|record| record.id).collect::<Vec<_>>(), [DriverId(1)]);
+    /// assert_eq!(index.len(), 1);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn remove_idle(&self, idle: Duration) -> Vec<DriverRecord> {
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        let is_idle = |seen: u64| self.clock.now_nanos().saturating_sub(seen) >= idle;
+        let mut candidates = Vec::new();
+        for shard in &*self.cells {
+            for bucket in shard.read().values() {
+                candidates.extend(
+                    bucket
+                        .spots
+                        .iter()
+                        .zip(&bucket.details)
+                        .filter(|(_, detail)| is_idle(detail.seen))
+                        .map(|(spot, _)| spot.id),
+                );
+            }
+        }
+        candidates.sort_unstable();
+        candidates
+            .into_iter()
+            .filter_map(|id| self.remove_unless(id, |seen| !is_idle(seen)).ok().flatten())
+            .collect()
+    }
+
+    /// Takes a driver out unless `keep` says otherwise of its last report's time; `Ok(None)`
+    /// if kept. The driver's lock is held from the check to the removal, so no update of its
+    /// position comes between them.
+    fn remove_unless(
+        &self,
+        id: DriverId,
+        keep: impl FnOnce(u64) -> bool,
+    ) -> Result<Option<DriverRecord>, Error> {
         let mut drivers = self.driver_shard(id).write();
-        let place = drivers.remove(&id).ok_or(Error::UnknownDriver(id))?;
+        let place = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        let seen = {
+            let cells = self.cell_shard(place.cell).read();
+            let bucket = cells
+                .get(&place.cell)
+                .expect("the driver table names a bucket that holds the driver");
+            bucket.details[bucket.slot_of(id, place.slot)].seen
+        };
+        if keep(seen) {
+            return Ok(None);
+        }
+        drivers.remove(&id);
         let row = self.take_row(place, id);
         // Still under the driver's lock, so a later insert of this id reads the raised floor.
         self.version_floor
             .fetch_max((row.word >> STATE_BITS) + 1, Ordering::AcqRel);
         #[cfg(feature = "metrics")]
         self.metrics.left(DriverState::from_code(row.word));
-        Ok(DriverRecord {
+        Ok(Some(DriverRecord {
             id,
             point: row.point,
             profile: row.profile,
@@ -649,7 +720,7 @@ impl<C: Clock> Index<C> {
             version: Version(row.word),
             seen_nanos: row.seen,
             age: Duration::from_nanos(self.clock.now_nanos().saturating_sub(row.seen)),
-        })
+        }))
     }
 
     /// Runs `f` on the driver's bucket and slot, under read locks of its driver and cell.

@@ -522,3 +522,59 @@ fn drivers_whose_rows_moved_are_still_found_by_id() {
     let ids: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
     assert_eq!(ids, [3, 2]);
 }
+
+/// `remove_idle` takes out exactly the drivers whose last report is at least `idle` old,
+/// whatever their state, returns their records, and leaves every other driver findable.
+#[test]
+fn remove_idle_takes_out_exactly_the_drivers_not_heard_from() {
+    let clock = ManualClock::new();
+    let index = Index::with_clock(Config::default(), clock.clone()).unwrap();
+    let at = |i: u64| Point::new(52.52, 13.405 + 0.0001 * i as f64).unwrap();
+    for i in 0..6 {
+        index
+            .insert(DriverId(i), at(i), DriverProfile::default())
+            .unwrap();
+    }
+    // Driver 3 is offered to a rider, driver 4 is on a trip: both idle too.
+    let offered = index
+        .claim(DriverId(3), index.driver(DriverId(3)).unwrap().version)
+        .unwrap();
+    index.set_state(DriverId(4), DriverState::Busy).unwrap();
+    // Driver 2 reports at 100 s, driver 1 a nanosecond later, driver 5 at 299 s; the sweep
+    // runs at 300 s: driver 2 is exactly `idle` old, driver 1 a nanosecond short of it.
+    clock.advance(Duration::from_secs(100));
+    index.update(DriverId(2), at(2)).unwrap();
+    clock.advance(Duration::from_nanos(1));
+    index.update(DriverId(1), at(1)).unwrap();
+    clock.advance(Duration::from_secs(199) - Duration::from_nanos(1));
+    index.update(DriverId(5), at(5)).unwrap();
+    clock.advance(Duration::from_secs(1));
+    let idle = Duration::from_secs(200);
+    let gone = index.remove_idle(idle);
+    let summary: Vec<(u64, DriverState)> = gone.iter().map(|r| (r.id.0, r.state)).collect();
+    assert_eq!(
+        summary,
+        [
+            (0, DriverState::Available),
+            (2, DriverState::Available),
+            (3, DriverState::Offered),
+            (4, DriverState::Busy),
+        ]
+    );
+    assert!(gone.iter().all(|record| record.age >= idle));
+    assert_eq!(index.len(), 2);
+    let found: Vec<DriverId> = index
+        .nearest(at(0), 10, &Filter::any())
+        .unwrap()
+        .iter()
+        .map(|c| c.driver)
+        .collect();
+    // Driver 1 is stale for queries (past the default staleness window) but still held.
+    assert_eq!(found, [DriverId(5)]);
+    assert!(index.driver(DriverId(1)).is_ok());
+    assert_eq!(
+        index.accept(&offered),
+        Err(infra_geomatch::Error::UnknownDriver(DriverId(3)))
+    );
+    assert!(index.remove_idle(idle).is_empty());
+}
