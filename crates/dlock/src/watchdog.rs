@@ -39,8 +39,10 @@ impl Renewal {
     }
 
     /// Renew every `every` instead of every third of the lease. It must be shorter than the
-    /// lease, and not zero ([`Watchdog::spawn`] refuses it otherwise). The first renewal
-    /// comes sooner if a third of what is left of the grant's own lease is shorter.
+    /// lease, and not zero ([`Watchdog::spawn`] refuses it otherwise). Each renewal comes
+    /// sooner if a third of what is left of the confirmed lease is shorter: a backend may
+    /// confirm less than was asked (Redis counts a clock-drift allowance off it), and an
+    /// interval just under the lease would otherwise always arrive too late.
     pub fn every(mut self, every: Duration) -> Self {
         self.every = Some(every);
         self
@@ -115,9 +117,10 @@ struct Status {
 /// - **The deadline is kept.** `lost()` resolves with [`Loss::Expired`] when the last
 ///   confirmed lease runs out on the clock, even while a renewal is still waiting for the
 ///   backend's answer (a renewal that is confirmed after that is given back). A renewal due
-///   after the lease already ran out is not attempted. The first renewal comes after
-///   [`Renewal`]'s interval or a third of what is left of the grant's lease, whichever is
-///   sooner, so a grant shorter than the renewal lease is renewed in time.
+///   after the lease already ran out is not attempted. Each renewal comes after
+///   [`Renewal`]'s interval or a third of what is left of the confirmed lease, whichever is
+///   sooner, so a grant shorter than the renewal lease, or a lease the backend confirms
+///   shorter than asked, is renewed in time.
 /// - **Release stops the renewals** and gives the lock back; `lost()` resolves with
 ///   [`Loss::Released`] (or [`Loss::ReleaseFailed`] with the error if the backend could not
 ///   release).
@@ -200,10 +203,7 @@ impl<C: Clock + 'static> Watchdog<C> {
             return Err(error);
         }
         let deadline = grant.deadline_nanos();
-        // The grant may have less left than the renewal lease (or than `every`): renew it
-        // within what is left, at the same proportion as the default interval.
-        let left = Duration::from_nanos(deadline.saturating_sub(clock.now_nanos()));
-        let first = every.min(left / 3);
+        let first = next_wait(every, deadline, clock.now_nanos());
         let (status_sender, status) = watch::channel(Status {
             deadline,
             loss: None,
@@ -328,6 +328,13 @@ struct Renewer<L: Locks + 'static, C: Clock> {
     metrics: crate::metrics::RenewalCounters,
 }
 
+/// When to renew a lease confirmed until `deadline`: after `every`, or after a third of what
+/// is left if that is sooner. The confirmed lease may be shorter than the renewal lease (a
+/// grant taken for less, a backend's clock-drift allowance), and `every` may be close to it.
+fn next_wait(every: Duration, deadline: u64, now: u64) -> Duration {
+    every.min(Duration::from_nanos(deadline.saturating_sub(now)) / 3)
+}
+
 impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
     /// Renews `grant` until released, dropped or lost; the first renewal comes after `wait`.
     async fn run(
@@ -377,7 +384,7 @@ impl<L: Locks + 'static, C: Clock> Renewer<L, C> {
                     grant = renewed;
                     let deadline = grant.deadline_nanos();
                     self.status.send_modify(|status| status.deadline = deadline);
-                    wait = self.every;
+                    wait = next_wait(self.every, deadline, self.clock.now_nanos());
                     continue;
                 }
                 Ok((renewed, Err(error))) => {

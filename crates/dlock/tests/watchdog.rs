@@ -518,6 +518,65 @@ async fn a_renewal_whose_answer_comes_after_the_deadline_is_reported_expired_at_
     assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
 }
 
+/// A backend that confirms a second less than each lease asked, as the Redis backend counts
+/// its clock-drift allowance off every grant and extension.
+struct Shortened(MemoryLocks<ManualClock>);
+
+const ALLOWANCE: Duration = Duration::from_secs(1);
+
+impl Locks for Shortened {
+    fn grant(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        wait: Wait,
+    ) -> Result<Option<Grant>, Error> {
+        self.0.grant(name, access, lease - ALLOWANCE, wait)
+    }
+
+    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
+        self.0.extend(grant, lease - ALLOWANCE)
+    }
+
+    fn release(&self, grant: Grant) -> Result<(), Error> {
+        self.0.release(grant)
+    }
+
+    fn is_held(&self, grant: &Grant) -> bool {
+        self.0.is_held(grant)
+    }
+
+    fn wait_lost(&self, grant: &Grant) {
+        self.0.wait_lost(grant);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_keep_a_lease_the_backend_confirms_shorter_than_asked() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(Shortened(MemoryLocks::with_clock(clock.clone())));
+    let grant = locks.acquire("job", LEASE).unwrap().into_grant();
+    assert_eq!(grant.lease(), LEASE - ALLOWANCE);
+    // Accepted (shorter than the lease asked) but longer than the lease confirmed: renewing
+    // at this interval alone would come after every confirmed lease had run out.
+    let every = LEASE - Duration::from_millis(100);
+    let renewal = Renewal::new(LEASE).every(every);
+    let watchdog = Watchdog::spawn(Arc::clone(&locks), grant, clock.clone(), renewal).unwrap();
+    // Four leases' time.
+    for _ in 0..24 {
+        half_tick(&clock).await;
+        assert_eq!(
+            watchdog.loss(),
+            None,
+            "at {} s",
+            clock_now(&clock) / 1_000_000_000
+        );
+    }
+    assert!(watchdog.is_held());
+    watchdog.release().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_grant_shorter_than_the_renewal_interval_is_renewed_within_its_own_lease() {
     let clock = ManualClock::new();
