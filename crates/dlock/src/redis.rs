@@ -37,8 +37,11 @@
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
 //! `dlock:{account-42}:permits:count`, a mutex grant's nonce `dlock:{account-42}:request` and
 //! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
-//! to), so all keys of one lock live on one cluster slot. The
-//! counter has no expiry: it is kept for every name ever locked (a few dozen bytes each).
+//! to). `RedisLocks` talks to one server (or one per URL for Redlock): Redis Cluster is not
+//! supported, and a name that starts with `}` makes the hash tag empty, so its keys would not
+//! even share a cluster slot. The counter has no expiry: it is kept for every name ever locked
+//! (a few dozen bytes each), so a service that locks per-user or per-order names grows Redis
+//! by that much per name.
 //!
 //! # The clock rule: tokens grow across a Redis that lost its data
 //!
