@@ -39,19 +39,25 @@
 //! at [`RedisOptions::search_radius`] and `n = max(4k, 32)`, and widens — four times the
 //! radius while every driver in the radius was listed, four times `n` while the list was cut
 //! off — until it holds the `k` nearest that pass **and** every driver within
-//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). Past [`MAX_SEARCH_M`] (1,000 km) it
-//! stops searching by radius (see below why) and the client reads the whole fleet instead,
-//! [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`; [`RedisIndex::within`] does the
-//! same for a radius above it. Redis runs one script at a time, so reading the fleet holds
-//! the server for one page at a time: other matchers' calls run between the pages (test
+//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). It gives up, and the client reads
+//! the whole fleet instead, [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`, when the
+//! search would go past [`MAX_SEARCH_M`] (1,000 km; see below why) or examine more than
+//! [`SCAN_PAGE`] drivers in the one script: a filter that nobody near passes, or everyone
+//! near busy, then costs pages of the fleet, never the whole city in one script (test
+//! `a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script`).
+//! [`RedisIndex::within`] pages the same way for a radius above [`MAX_SEARCH_M`]. Redis
+//! runs one script at a time, so reading the fleet holds the server for one page at a time:
+//! other matchers' calls run between the pages (test
 //! `a_query_over_the_whole_fleet_reads_it_page_by_page`). The pages are not one snapshot: a
 //! driver available throughout the scan is found, one that changes, arrives or leaves during
 //! it may or may not be. So a query's cost grows with the drivers it has to skip: busy or
 //! filtered-out drivers near the point make it look farther, as in the in-process index, and
-//! a query with fewer than `k` drivers to find within 1,000 km reads the whole fleet, in
-//! pages. Redis itself reads every driver within a search's radius to sort them, so a radius
-//! that jumps from an empty suburb to a whole city reads the city in one script: keep
-//! fleets that query across continents in an index per region.
+//! a query that has to skip more than [`SCAN_PAGE`] of them reads the whole fleet, in pages.
+//! `GEOSEARCH` itself (inside Redis, before any driver is examined) reads every driver
+//! within its radius to sort them, so a radius that jumps from an empty suburb to a whole
+//! city still reads the city's positions in one script, and [`RedisIndex::within`] reads
+//! every driver in its radius in one: keep fleets that query across continents in an index
+//! per region, and radius queries to what one script should read.
 //!
 //! The client then computes each survivor's distance from its exact reported position on the
 //! crate's sphere ([`EARTH_RADIUS_M`]), sorts by it (ties by id) and keeps `k`. So the
@@ -129,10 +135,13 @@ pub const GEO_MARGIN_M: f64 = 1.0;
 /// antimeridian.
 pub const MAX_SEARCH_M: f64 = 1_000_000.0;
 
-/// The drivers one script reads when a query pages through the whole fleet (a radius above
-/// [`MAX_SEARCH_M`], or a nearest query that found fewer than `k` within it): the `COUNT` of
-/// each `HSCAN` page. Redis runs one script at a time, so a page is what one such query can
-/// hold the server for; other matchers' calls run between its pages.
+/// The most drivers one script examines (reads the state, last report and record of): the
+/// `COUNT` of each `HSCAN` page when a query pages through the whole fleet (a radius above
+/// [`MAX_SEARCH_M`], or a nearest query that found fewer than `k` within it), and the budget
+/// of a nearest query's search, which pages through the fleet instead once it has examined
+/// this many drivers without finding its answer. Redis runs one script at a time, so this is
+/// what one script of a query can hold the server for; other matchers' calls run between
+/// them.
 pub const SCAN_PAGE: usize = 1_000;
 
 /// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
@@ -310,16 +319,17 @@ return reply
 
 /// The `ARGV[7]` nearest admitted drivers around `ARGV[1]`, `ARGV[2]` (lng, lat) and every
 /// admitted driver within `ARGV[8]` m of the last of them, by Redis's distance, starting
-/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m; a nil reply if that is not far
-/// enough, and the client pages through the fleet instead ([`SCAN_SCRIPT`]).
+/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m, examining at most `ARGV[10]`
+/// drivers; a nil reply if that is not far enough or the budget runs out, and the client
+/// pages through the fleet instead ([`SCAN_SCRIPT`]).
 const NEAREST_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
 local k, margin, radius = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[3])
-local widest = tonumber(ARGV[9])
+local widest, budget = tonumber(ARGV[9]), tonumber(ARGV[10])
 local count = math.max(4 * k, 32)
-local verdicts = {}
+local verdicts, examined = {}, 0
 local function nearest()
   while true do
     local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
@@ -330,7 +340,13 @@ local function nearest()
       local id, distance = found[i][1], tonumber(found[i][2])
       if bound and distance > bound then beyond = true break end
       local verdict = verdicts[id]
-      if verdict == nil then verdict = admit(id) verdicts[id] = verdict end
+      if verdict == nil then
+        -- Out of budget: this search would read too much of the fleet in one script.
+        if examined == budget then return nil end
+        examined = examined + 1
+        verdict = admit(id)
+        verdicts[id] = verdict
+      end
       if verdict then
         picked[#picked + 1] = verdict
         if #picked == k then bound = distance + margin end
@@ -1101,6 +1117,7 @@ impl RedisIndex {
                 k.to_string(),
                 GEO_MARGIN_M.to_string(),
                 MAX_SEARCH_M.to_string(),
+                SCAN_PAGE.to_string(),
             ],
         );
         let reply = self.run(
@@ -1108,7 +1125,8 @@ impl RedisIndex {
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         let mut found = match reply {
-            // Not enough within MAX_SEARCH_M: page through the fleet.
+            // Not enough within MAX_SEARCH_M, or within what one script may examine: page
+            // through the fleet.
             Value::Nil => self.scan_fleet(point, filter, f64::INFINITY)?,
             reply => ranked(point, fields(&reply)?, f64::INFINITY)?,
         };

@@ -928,8 +928,9 @@ fn a_claim_from_before_a_remove_and_insert_does_not_hold() {
     assert_eq!(redis.driver(DriverId(1)).unwrap().state, DriverState::Busy);
 }
 
-/// Scripts (`EVAL` and `EVALSHA`) the server has run, from `INFO commandstats`.
-fn scripts_run(server: &RedisServer) -> u64 {
+/// How many times the server has run the `commands` (lowercase names), from `INFO
+/// commandstats`; a script's own calls count too.
+fn calls(server: &RedisServer, commands: &[&str]) -> u64 {
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_connection().unwrap();
     let info: String = redis::cmd("INFO")
@@ -937,12 +938,20 @@ fn scripts_run(server: &RedisServer) -> u64 {
         .query(&mut connection)
         .unwrap();
     info.lines()
-        .filter(|line| line.starts_with("cmdstat_eval:") || line.starts_with("cmdstat_evalsha:"))
         .filter_map(|line| {
-            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            commands.contains(&name).then_some(stats)
+        })
+        .filter_map(|stats| {
+            let calls = stats.split("calls=").nth(1)?.split(',').next()?;
             calls.parse::<u64>().ok()
         })
         .sum()
+}
+
+/// Scripts (`EVAL` and `EVALSHA`) the server has run.
+fn scripts_run(server: &RedisServer) -> u64 {
+    calls(server, &["eval", "evalsha"])
 }
 
 /// A query that needs the whole fleet (a radius above `MAX_SEARCH_M`, or too few drivers
@@ -1017,4 +1026,53 @@ fn claims_of_the_other_backend_are_foreign() {
     redis.accept(&ours).unwrap();
     local.accept(&theirs).unwrap();
     assert_eq!(redis.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+}
+
+/// A nearest query whose `k` drivers are nowhere near (a filter no driver passes) stops
+/// widening its search once one script has examined `SCAN_PAGE` drivers, and pages through
+/// the fleet instead: no script reads the whole city. Each driver examined costs two `HGET`s
+/// (its word, then its record, which fails the filter), so the query makes about two per
+/// driver of the fleet (the pages) plus at most two per driver of the budget (the search);
+/// a search that widened over the whole city first would make four per driver.
+#[test]
+fn a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{bounded}");
+    let mut rng = Rng(23);
+    let drivers = 5 * SCAN_PAGE as u64;
+    for id in 0..drivers {
+        let at = point(rng.range(52.4, 52.58), rng.range(13.3, 13.6));
+        redis
+            .insert(DriverId(id), at, DriverProfile::default())
+            .unwrap();
+    }
+    let nobody = Filter::any().min_capacity(200);
+    let before = calls(&server, &["hget"]);
+    assert!(
+        redis
+            .nearest(point(52.5, 13.45), 1, &nobody)
+            .unwrap()
+            .is_empty()
+    );
+    let hgets = calls(&server, &["hget"]) - before;
+    assert!(
+        hgets < 3 * drivers,
+        "{hgets} HGETs for {drivers} drivers: one script read the whole city"
+    );
+    // The answer is still the in-process index's, for a filter some drivers pass.
+    let local = in_process();
+    for id in 0..drivers {
+        let record = redis.driver(DriverId(id)).unwrap();
+        local
+            .insert(DriverId(id), record.point, record.profile)
+            .unwrap();
+    }
+    let four_seats = Filter::any().min_capacity(4);
+    assert_same(
+        &redis.nearest(point(52.5, 13.45), 3, &four_seats).unwrap(),
+        &local.nearest(point(52.5, 13.45), 3, &four_seats).unwrap(),
+        "nearest after the bounded search",
+    );
 }
