@@ -528,6 +528,8 @@ impl RedisOptions {
 pub struct RedisIndex {
     connections: Connections,
     keys: [String; 5],
+    /// The issuer id of this index's claims (see [`issuer_of`]).
+    issuer: u64,
     options: RedisOptions,
     /// The staleness window in µs, as the scripts take it.
     window_us: String,
@@ -569,10 +571,20 @@ fn backend(error: &RedisError) -> Error {
 
 const MALFORMED: Error = Error::Backend(BackendFailure::Malformed);
 
-/// The issuer of every claim of a shared index. Any `RedisIndex` settles them, since the
-/// driver's word on the server is what a claim is checked against; in-process indexes have odd
-/// ids, so each refuses these as foreign, and a shared index refuses theirs.
-const REDIS_ISSUER: u64 = 0;
+/// The issuer id of the claims of the index under `prefix`: the same in every process, so
+/// any `RedisIndex` on the prefix settles them, and (but for a 64-bit hash collision)
+/// another prefix's index refuses them as foreign, where the same driver may hold the same
+/// version. Even: in-process indexes have odd ids, so each kind refuses the other's claims;
+/// never 0, which no index issues.
+fn issuer_of(prefix: &str) -> u64 {
+    // FNV-1a: stable across processes and builds, unlike the standard library's hasher.
+    let hash = prefix
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash & !1).max(2)
+}
 
 /// Refuses a point Redis GEO cannot hold, before any round trip.
 fn check_geo(point: Point) -> Result<Point, Error> {
@@ -662,6 +674,7 @@ impl RedisIndex {
         Ok(Self {
             connections,
             keys,
+            issuer: issuer_of(prefix),
             window_us: options.staleness.as_micros().to_string(),
             options,
             // A second insert or restore would answer "duplicate" for a driver the first run
@@ -996,7 +1009,7 @@ impl RedisIndex {
             [Value::Int(1), word] => Ok(Claim {
                 driver: id,
                 version: Version(parse_u64(bytes(word)?)?),
-                issuer: REDIS_ISSUER,
+                issuer: self.issuer,
             }),
             [Value::Int(0)] => Err(Error::UnknownDriver(id)),
             [Value::Int(2)] => Err(Error::Stale(id)),
@@ -1007,9 +1020,9 @@ impl RedisIndex {
 
     fn settle(&self, claim: &Claim, to: DriverState) -> Result<(), Error> {
         let id = claim.driver;
-        // A claim of an in-process index names another index's driver: its version could
-        // equal a word here by chance, so it is refused before any round trip.
-        if claim.issuer != REDIS_ISSUER {
+        // A claim of another index (in-process, or another prefix) names another index's
+        // driver: its version could equal a word here, so it is refused before any round trip.
+        if claim.issuer != self.issuer {
             return Err(Error::ForeignClaim(id));
         }
         // From offered (1) to `to`, one version up.
@@ -1035,8 +1048,8 @@ impl RedisIndex {
     /// # Errors
     ///
     /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::ForeignClaim`] for a
-    /// claim of an in-process index (before any round trip); [`Error::UnknownDriver`];
-    /// [`Error::Backend`].
+    /// claim of an in-process index or of an index on another prefix (before any round
+    /// trip); [`Error::UnknownDriver`]; [`Error::Backend`].
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -1057,8 +1070,8 @@ impl RedisIndex {
     /// # Errors
     ///
     /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::ForeignClaim`] for a
-    /// claim of an in-process index (before any round trip); [`Error::UnknownDriver`];
-    /// [`Error::Backend`].
+    /// claim of an in-process index or of an index on another prefix (before any round
+    /// trip); [`Error::UnknownDriver`]; [`Error::Backend`].
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};

@@ -1076,3 +1076,42 @@ fn a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_sc
         "nearest after the bounded search",
     );
 }
+
+/// Claims name the index (the prefix) that issued them: one city's claim is refused on
+/// another city's index before any round trip, though the driver id and the version agree,
+/// and another index on the same prefix settles it.
+#[test]
+fn a_claim_of_one_prefix_is_foreign_to_another() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let berlin = shared(&server, "test:{berlin}");
+    let paris = shared(&server, "test:{paris}");
+    berlin
+        .insert(DriverId(1), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    paris
+        .insert(DriverId(1), point(48.85, 2.35), DriverProfile::default())
+        .unwrap();
+    let berlins = berlin
+        .claim(DriverId(1), berlin.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    let paris_claim = paris
+        .claim(DriverId(1), paris.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    assert_eq!(
+        paris.accept(&berlins),
+        Err(Error::ForeignClaim(DriverId(1)))
+    );
+    assert_eq!(
+        paris.decline(berlins),
+        Err(Error::ForeignClaim(DriverId(1)))
+    );
+    assert_eq!(
+        paris.driver(DriverId(1)).unwrap().state,
+        DriverState::Offered
+    );
+    paris.accept(&paris_claim).unwrap();
+    shared(&server, "test:{berlin}").accept(&berlins).unwrap();
+    assert_eq!(berlin.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+}
