@@ -17,7 +17,8 @@
 //! - `{prefix}:drivers`: a hash of each driver's reported position, exactly as given, and
 //!   profile (`"lat lng class capacity"`);
 //! - `{prefix}:words`: a hash of each driver's state word, `version × 4 + state`, the same
-//!   word as the in-process index's, changed only by `HINCRBY` (exact 64-bit arithmetic);
+//!   word as the in-process index's, changed by `HINCRBY` (exact 64-bit arithmetic), or set
+//!   by a claim to the server's time (see [Failures](#failures));
 //! - `{prefix}:versions`: the index's version counter, a word. An insert takes the next
 //!   version from it, and a removal first raises it to the removed driver's version, so a
 //!   driver removed and inserted again starts above every version it had: a claim from its
@@ -103,6 +104,18 @@
 //! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
 //! driver left offered by a claim whose answer was lost is reset with
 //! [`RedisIndex::set_state`].
+//!
+//! A server that loses writes (a restart from an older snapshot or an append-only file
+//! that was not synced, a failover to a replica that had not received them, `FLUSHALL`)
+//! rolls drivers' words and the version counter back, so counting alone would issue again
+//! the very word of a claim made before the loss. A claim therefore moves the driver to a
+//! version of at least the server's time in microseconds (`TIME`, times 4 in the word): a
+//! claim made after the loss carries a later time, and one made before it is refused as
+//! [`Error::ClaimInvalid`] (tests `a_claim_from_before_a_rollback_restart_does_not_hold`,
+//! `a_claim_from_before_a_data_loss_does_not_hold_after_it`). This holds while the server's
+//! clock after the loss reads later than when the earlier claim was made: a failover to a
+//! replica whose clock is behind by more than the time between the two claims can repeat a
+//! word.
 
 use std::fmt;
 use std::time::Duration;
@@ -156,9 +169,10 @@ fn geo_lng(point: Point) -> f64 {
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
 // set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
-// state words (hash). A word's state is `word mod 4`, read from its last two decimal digits
-// (100 is a multiple of 4) so no word is ever turned into a Lua double, which would round
-// words above 2^53.
+// state words (hash), KEYS[5] the version counter. A word's state is `word mod 4`, read
+// from its last two decimal digits (100 is a multiple of 4) so no word is ever turned into
+// a single Lua double, which would round words above 2^53; words are compared and built in
+// two parts (`words!`).
 
 /// The server's clock in microseconds since 1970, into the Lua local `now` (exact: below
 /// 2^53 until the year 2255).
@@ -167,6 +181,35 @@ macro_rules! server_now {
         r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+"
+    };
+}
+
+/// Lua functions on words (decimal text of a u64) held exactly as two doubles, `hi × 10^6 +
+/// lo`: `version_part(word)`, the word less its state (`word - word mod 4`; 10^6 is a
+/// multiple of 4, so no borrow), split; `above(a_hi, a_lo, b_hi, b_lo)`; `joined(hi, lo)`,
+/// back to text; and `time_word(clock)`, the server's `TIME` reply in µs × 4 (a version
+/// part), split.
+macro_rules! words {
+    () => {
+        r"
+local function version_part(word)
+  local n = #word
+  local hi, lo = 0, tonumber(word)
+  if n > 6 then hi, lo = tonumber(string.sub(word, 1, n - 6)), tonumber(string.sub(word, n - 5)) end
+  return hi, lo - lo % 4
+end
+local function above(a_hi, a_lo, b_hi, b_lo)
+  return a_hi > b_hi or (a_hi == b_hi and a_lo > b_lo)
+end
+local function joined(hi, lo)
+  if hi == 0 then return string.format('%d', lo) end
+  return string.format('%.0f%06d', hi, lo)
+end
+local function time_word(clock)
+  local micros = tonumber(clock[2]) * 4
+  return tonumber(clock[1]) * 4 + math.floor(micros / 1000000), micros % 1000000
+end
 "
     };
 }
@@ -222,26 +265,26 @@ return 1
 
 /// Reads driver `ARGV[1]`: `{1, word, record, seen}` or `{0}`. With `ARGV[2] == 'take'`,
 /// also removes it, first raising the version counter to at least the driver's version (as
-/// a word: `version × 4`), so the next insert of any id starts above it. Words are compared
-/// as decimal strings (longer is larger, then lexically), never as Lua doubles.
-const READ_SCRIPT: &str = r"
+/// a word: `version × 4`), so the next insert of any id starts above it.
+const READ_SCRIPT: &str = concat!(
+    words!(),
+    r"
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
 local record = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1]) or ''
 if ARGV[2] == 'take' then
-  local counter = redis.call('GET', KEYS[5]) or '0'
-  if #word > #counter or (#word == #counter and word > counter) then
-    redis.call('SET', KEYS[5], word)
-    redis.call('INCRBY', KEYS[5], -(tonumber(string.sub(word, -2)) % 4))
-  end
+  local hi, lo = version_part(word)
+  local counter_hi, counter_lo = version_part(redis.call('GET', KEYS[5]) or '0')
+  if above(hi, lo, counter_hi, counter_lo) then redis.call('SET', KEYS[5], joined(hi, lo)) end
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 return {1, word, record, seen}
-";
+"
+);
 
 /// Sets driver `ARGV[1]`'s state to code `ARGV[2]` with the next version: `{1, word}` or
 /// `{0}`.
@@ -254,9 +297,11 @@ return {1, redis.call('HGET', KEYS[4], ARGV[1])}
 ";
 
 /// Claims driver `ARGV[1]` if its word is still `ARGV[2]` (an available one) and it reported
-/// within `ARGV[3]` µs: the word moves to the next version, offered. Replies `{1, word}`,
-/// `{0}` unknown, `{2}` stale, `{3}` lost (the word changed).
+/// within `ARGV[3]` µs: the word moves to offered at the next version, or at the server's
+/// time in µs if that is higher. Replies `{1, word}`, `{0}` unknown, `{2}` stale, `{3}`
+/// lost (the word changed).
 const CLAIM_SCRIPT: &str = concat!(
+    words!(),
     r"
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
@@ -266,8 +311,17 @@ if not word then return {0} end
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not seen or now - tonumber(seen) > tonumber(ARGV[3]) then return {2} end
 if word ~= ARGV[2] then return {3} end
--- available (0) to offered (1), one version up: + 4 + 1
-redis.call('HINCRBY', KEYS[4], ARGV[1], 5)
+-- A version no earlier claim had, even one made before the server lost writes (a restart
+-- from an older snapshot, a failover, FLUSHALL) and rolled the word back: the server's
+-- time, which has moved on since. A version already past it (rare: a driver claimed again
+-- within the microsecond) goes one up. Available (0) to offered (1).
+local hi, lo = version_part(word)
+local time_hi, time_lo = time_word(clock)
+if above(time_hi, time_lo, hi, lo) then
+  redis.call('HSET', KEYS[4], ARGV[1], joined(time_hi, time_lo + 1))
+else
+  redis.call('HINCRBY', KEYS[4], ARGV[1], 5)
+end
 return {1, redis.call('HGET', KEYS[4], ARGV[1])}
 "
 );

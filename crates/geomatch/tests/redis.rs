@@ -1115,3 +1115,61 @@ fn a_claim_of_one_prefix_is_foreign_to_another() {
     shared(&server, "test:{berlin}").accept(&berlins).unwrap();
     assert_eq!(berlin.driver(DriverId(1)).unwrap().state, DriverState::Busy);
 }
+
+/// A restart that comes back from older persisted state rolls the driver's word back; the
+/// claim made before it must not settle the offer made after it.
+#[test]
+fn a_claim_from_before_a_rollback_restart_does_not_hold() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{rollback}");
+    redis
+        .insert(DriverId(8), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    // From here on, writes are not persisted (as between two snapshots).
+    server
+        .command(&["CONFIG", "SET", "appendonly", "no"])
+        .unwrap();
+    let before = redis
+        .claim(DriverId(8), redis.driver(DriverId(8)).unwrap().version)
+        .unwrap();
+    server.kill();
+    server.restart().unwrap();
+    let rolled_back = redis.driver(DriverId(8)).unwrap();
+    assert_eq!(
+        rolled_back.state,
+        DriverState::Available,
+        "the claim was lost"
+    );
+    let after = redis.claim(DriverId(8), rolled_back.version).unwrap();
+    assert_eq!(redis.accept(&before), Err(Error::ClaimInvalid(DriverId(8))));
+    assert_eq!(redis.decline(before), Err(Error::ClaimInvalid(DriverId(8))));
+    redis.accept(&after).unwrap();
+}
+
+/// The same after the server lost everything (`FLUSHALL`, as a failover to an empty
+/// replica leaves it): the version counter starts again, the claims do not repeat.
+#[test]
+fn a_claim_from_before_a_data_loss_does_not_hold_after_it() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{loss}");
+    let at = point(52.52, 13.405);
+    redis
+        .insert(DriverId(8), at, DriverProfile::default())
+        .unwrap();
+    let before = redis
+        .claim(DriverId(8), redis.driver(DriverId(8)).unwrap().version)
+        .unwrap();
+    server.command(&["FLUSHALL"]).unwrap();
+    redis
+        .insert(DriverId(8), at, DriverProfile::default())
+        .unwrap();
+    let after = redis
+        .claim(DriverId(8), redis.driver(DriverId(8)).unwrap().version)
+        .unwrap();
+    assert_eq!(redis.accept(&before), Err(Error::ClaimInvalid(DriverId(8))));
+    redis.accept(&after).unwrap();
+}
