@@ -24,7 +24,9 @@
 //!   driver removed and inserted again starts above every version it had: a claim from its
 //!   earlier stay never holds on the new one (test
 //!   `a_claim_from_before_a_remove_and_insert_does_not_hold`). A restore keeps the version of
-//!   its record.
+//!   its record if it is above the counter, and otherwise takes the counter's next version
+//!   with the record's state, as the in-process index raises a restored version to its
+//!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`).
 //!
 //! Member and field names are the driver ids in decimal. Put a hash tag in the prefix (the
 //! default's `{drivers}`) so that on a Redis Cluster the five keys hash to one slot: the
@@ -93,7 +95,8 @@
 //! it makes every driver stale until it reports again, a backward step keeps them fresh
 //! longer; after a failover, the replica's clock takes over. [`DriverRecord::seen_nanos`] is
 //! the server's time of the last report, in nanoseconds since 1970 (microsecond precision);
-//! [`RedisIndex::restore`] takes it in the same form.
+//! [`RedisIndex::restore`] takes it in the same form, and takes a time later than the
+//! server's now as now (test `a_restored_report_from_the_future_is_taken_as_now`).
 //!
 //! # Failures
 //!
@@ -216,13 +219,25 @@ end
 
 /// Adds driver `ARGV[1]` at `ARGV[2]`, `ARGV[3]` (lng, lat) with the record `ARGV[4]` and the
 /// word `ARGV[5]` (empty: the next word of the version counter, available), last heard from
-/// at `ARGV[6]` µs (empty: now). Replies 1, or 0 if the id is taken. `GEOADD` goes first: if
-/// it fails, nothing was written.
+/// at `ARGV[6]` µs (empty, or later than now: now). A given word is kept if its version is
+/// above the counter's; otherwise the driver takes the counter's next version with the given
+/// word's state. Replies 1, or 0 if the id is taken. `GEOADD` goes first: if it fails,
+/// nothing was written.
 const INSERT_SCRIPT: &str = concat!(
+    words!(),
+    server_now!(),
     r"
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
-local word = ARGV[5]
+local word, state = ARGV[5], 0
+if word ~= '' then
+  local hi, lo = version_part(word)
+  local counter_hi, counter_lo = version_part(redis.call('GET', KEYS[5]) or '0')
+  if not above(hi, lo, counter_hi, counter_lo) then
+    state = tonumber(string.sub(word, -2)) % 4
+    word = ''
+  end
+end
 if word == '' then
   -- A version above every version a removed driver of this index reached (see the take in
   -- READ_SCRIPT), so no claim on an earlier incarnation of this id can match. Read back as
@@ -231,15 +246,13 @@ if word == '' then
   word = redis.call('GET', KEYS[5])
 end
 local seen = ARGV[6]
-if seen == '' then
-",
-    server_now!(),
-    r"
-  seen = string.format('%.0f', now)
-end
+-- A last report later than the server's clock (another server's clock, a bad record)
+-- would keep the driver fresh until then: it is taken as now.
+if seen == '' or tonumber(seen) > now then seen = string.format('%.0f', now) end
 redis.call('ZADD', KEYS[2], seen, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[1], word)
+if state ~= 0 then redis.call('HINCRBY', KEYS[4], ARGV[1], state) end
 return 1
 "
 );
@@ -818,13 +831,18 @@ impl RedisIndex {
         )
     }
 
-    /// Adds a driver exactly as recorded elsewhere: state, version and last report (for a
-    /// record read from another `RedisIndex`; a record of an in-process index carries its own
-    /// clock's reading, which the server's clock cannot compare with).
+    /// Adds a driver as recorded elsewhere: state, version and last report (for a record
+    /// read from another `RedisIndex`; a record of an in-process index carries its own
+    /// clock's reading, which the server's clock cannot compare with). As
+    /// [`Index::restore`](crate::Index::restore), the version is kept only if it is above
+    /// every version this index's counter has reached (see the module docs), else the driver
+    /// gets the next one, so a claim from an earlier stay never holds; a last report later
+    /// than the server's clock is taken as now.
     ///
     /// # Errors
     ///
-    /// As [`RedisIndex::insert`].
+    /// As [`RedisIndex::insert`]; [`Error::InconsistentRecord`] (before any round trip) if the
+    /// record's state is not the one its version encodes.
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -838,6 +856,9 @@ impl RedisIndex {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
+        if DriverState::from_code(record.version.0) != record.state {
+            return Err(Error::InconsistentRecord(record.id));
+        }
         let seen_us = (record.seen_nanos / 1_000).to_string();
         self.add(
             record.id,

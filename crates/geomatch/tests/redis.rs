@@ -1173,3 +1173,88 @@ fn a_claim_from_before_a_data_loss_does_not_hold_after_it() {
     assert_eq!(redis.accept(&before), Err(Error::ClaimInvalid(DriverId(8))));
     redis.accept(&after).unwrap();
 }
+
+/// `restore` refuses what `Index::restore` refuses: a record whose state is not the one its
+/// version encodes.
+#[test]
+fn restore_refuses_an_inconsistent_record_as_the_in_process_index() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let from = shared(&server, "test:{restore-from}");
+    let to = shared(&server, "test:{restore-to}");
+    from.insert(DriverId(5), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    let mut record = from.remove(DriverId(5)).unwrap();
+    record.state = DriverState::Busy;
+    assert_eq!(
+        in_process().restore(record),
+        Err(Error::InconsistentRecord(DriverId(5)))
+    );
+    assert_eq!(
+        to.restore(record),
+        Err(Error::InconsistentRecord(DriverId(5)))
+    );
+    assert_eq!(
+        to.driver(DriverId(5)),
+        Err(Error::UnknownDriver(DriverId(5)))
+    );
+}
+
+/// A restored record older than the driver's last stay gets a version above every version
+/// the index issued it, as in `Index`: a claim from that stay does not hold.
+#[test]
+fn restoring_an_older_record_does_not_revive_an_old_claim() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{older}");
+    let local = in_process();
+    for index in [&redis as &dyn Drivers, &local] {
+        index
+            .insert(DriverId(3), point(52.52, 13.405), DriverProfile::default())
+            .unwrap();
+        let earlier = index.driver(DriverId(3)).unwrap();
+        let old = index.claim(DriverId(3), earlier.version).unwrap();
+        let left = index.remove(DriverId(3)).unwrap();
+        index.restore(earlier).unwrap();
+        let back = index.driver(DriverId(3)).unwrap();
+        assert!(back.version > left.version, "{back:?} after {left:?}");
+        assert_eq!(back.state, DriverState::Available);
+        let new = index.claim(DriverId(3), back.version).unwrap();
+        assert_eq!(index.accept(&old), Err(Error::ClaimInvalid(DriverId(3))));
+        index.accept(&new).unwrap();
+    }
+}
+
+/// A restored last report later than the server's clock is taken as now: the driver goes
+/// stale after the window like any other.
+#[test]
+fn a_restored_report_from_the_future_is_taken_as_now() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{future}");
+    redis
+        .insert(DriverId(4), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    let mut record = redis.remove(DriverId(4)).unwrap();
+    let ten_years_ns = 10 * 365 * 24 * 3_600 * 1_000_000_000;
+    record.seen_nanos += ten_years_ns;
+    redis.restore(record).unwrap();
+    let restored = redis.driver(DriverId(4)).unwrap().seen_nanos;
+    let client = redis::Client::open(server.url()).unwrap();
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME")
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    let server_now_ns = (seconds * 1_000_000 + micros) * 1_000;
+    assert!(
+        restored <= server_now_ns,
+        "last report {restored} ns, after the server's now {server_now_ns} ns"
+    );
+    let reported = record.seen_nanos - ten_years_ns;
+    assert!(
+        restored >= reported,
+        "{restored} ns, before the last report {reported} ns"
+    );
+}
