@@ -436,14 +436,18 @@ if not picked then return false end
 
 /// Every admitted driver within `ARGV[3]` m (Redis's distance) of `ARGV[1]`, `ARGV[2]` (lng,
 /// lat); the radius is at most [`MAX_SEARCH_M`] (a wider query pages through the fleet with
-/// [`SCAN_SCRIPT`] instead).
+/// [`SCAN_SCRIPT`] instead). A nil reply if more than `ARGV[7]` drivers are in the radius:
+/// the client pages through the fleet then too, rather than examine them all in one script.
 const WITHIN_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
+local budget = tonumber(ARGV[7])
+local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+  'BYRADIUS', ARGV[3], 'm', 'COUNT', budget + 1)
+if #found > budget then return false end
 local picked = {}
-for _, id in ipairs(redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-    'BYRADIUS', ARGV[3], 'm')) do
+for _, id in ipairs(found) do
   local verdict = admit(id)
   if verdict then picked[#picked + 1] = verdict end
 end
@@ -1263,12 +1267,21 @@ impl RedisIndex {
             return self.scan_fleet(point, filter, reach_chord2);
         }
         // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
-        let args = self.query_args(point, format!("{redis_radius:.4}"), filter, []);
+        let args = self.query_args(
+            point,
+            format!("{redis_radius:.4}"),
+            filter,
+            [SCAN_PAGE.to_string()],
+        );
         let reply = self.run(
             &self.within,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
-        ranked(point, fields(&reply)?, reach_chord2)
+        match reply {
+            // More drivers in the radius than one script examines: page through the fleet.
+            Value::Nil => self.scan_fleet(point, filter, reach_chord2),
+            reply => ranked(point, fields(&reply)?, reach_chord2),
+        }
     }
 
     /// Every admitted driver of the fleet within `reach_chord2` of `point`, nearest first

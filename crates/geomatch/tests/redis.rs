@@ -1028,6 +1028,22 @@ fn claims_of_the_other_backend_are_foreign() {
     assert_eq!(redis.driver(DriverId(1)).unwrap().state, DriverState::Busy);
 }
 
+/// Five times `SCAN_PAGE` drivers of the default profile (4 seats) in a 20 km city, in both
+/// indexes.
+fn busy_city(server: &RedisServer, prefix: &str) -> (RedisIndex, Index) {
+    let (redis, local) = (shared(server, prefix), in_process());
+    let mut rng = Rng(23);
+    for id in 0..5 * SCAN_PAGE as u64 {
+        let at = point(rng.range(52.4, 52.58), rng.range(13.3, 13.6));
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+    }
+    (redis, local)
+}
+
 /// A nearest query whose `k` drivers are nowhere near (a filter no driver passes) stops
 /// widening its search once one script has examined `SCAN_PAGE` drivers, and pages through
 /// the fleet instead: no script reads the whole city. Each driver examined costs two `HGET`s
@@ -1039,41 +1055,56 @@ fn a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_sc
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let redis = shared(&server, "test:{bounded}");
-    let mut rng = Rng(23);
+    let (redis, local) = busy_city(&server, "test:{bounded}");
     let drivers = 5 * SCAN_PAGE as u64;
-    for id in 0..drivers {
-        let at = point(rng.range(52.4, 52.58), rng.range(13.3, 13.6));
-        redis
-            .insert(DriverId(id), at, DriverProfile::default())
-            .unwrap();
-    }
+    let at = point(52.5, 13.45);
     let nobody = Filter::any().min_capacity(200);
     let before = calls(&server, &["hget"]);
-    assert!(
-        redis
-            .nearest(point(52.5, 13.45), 1, &nobody)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(redis.nearest(at, 1, &nobody).unwrap().is_empty());
     let hgets = calls(&server, &["hget"]) - before;
     assert!(
         hgets < 3 * drivers,
         "{hgets} HGETs for {drivers} drivers: one script read the whole city"
     );
     // The answer is still the in-process index's, for a filter some drivers pass.
-    let local = in_process();
-    for id in 0..drivers {
-        let record = redis.driver(DriverId(id)).unwrap();
-        local
-            .insert(DriverId(id), record.point, record.profile)
-            .unwrap();
-    }
     let four_seats = Filter::any().min_capacity(4);
     assert_same(
-        &redis.nearest(point(52.5, 13.45), 3, &four_seats).unwrap(),
-        &local.nearest(point(52.5, 13.45), 3, &four_seats).unwrap(),
+        &redis.nearest(at, 3, &four_seats).unwrap(),
+        &local.nearest(at, 3, &four_seats).unwrap(),
         "nearest after the bounded search",
+    );
+}
+
+/// A radius query holding more drivers than one script examines (`SCAN_PAGE`) pages through
+/// the fleet instead of examining them all in one script, with the in-process index's answer.
+#[test]
+fn a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (redis, local) = busy_city(&server, "test:{bounded-radius}");
+    let drivers = 5 * SCAN_PAGE as u64;
+    let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
+    // Pages of about SCAN_PAGE drivers (HSCAN's COUNT is a hint): several scripts, not one.
+    let before = scripts_run(&server);
+    let found = redis.within(at, 50_000.0, &four_seats).unwrap();
+    let scripts = scripts_run(&server) - before;
+    assert!(scripts >= 3, "{scripts} scripts for {drivers} drivers");
+    assert_same(
+        &found,
+        &local.within(at, 50_000.0, &four_seats).unwrap(),
+        "the whole city by radius",
+    );
+    assert_eq!(found.len() as u64, drivers);
+    // A radius holding fewer drivers than the budget is one script.
+    let before = scripts_run(&server);
+    let near = redis.within(at, 300.0, &four_seats).unwrap();
+    assert_eq!(scripts_run(&server) - before, 1);
+    assert!(!near.is_empty());
+    assert_same(
+        &near,
+        &local.within(at, 300.0, &four_seats).unwrap(),
+        "a small radius",
     );
 }
 
