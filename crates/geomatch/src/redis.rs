@@ -28,10 +28,12 @@
 //!   with the record's state, as the in-process index raises a restored version to its
 //!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`).
 //!
-//! Member and field names are the driver ids in decimal. Put a hash tag in the prefix (the
-//! default's `{drivers}`) so that on a Redis Cluster the five keys hash to one slot: the
-//! scripts touch all of them. One index per prefix; a fleet split by city uses one prefix per
-//! city, and the cities spread over the cluster's slots.
+//! Member and field names are the driver ids in decimal. An index talks to a single Redis
+//! server, the one its URL names (a fleet may use one server per URL, with an index for
+//! each); Redis Cluster is not supported: the client does not follow `MOVED` redirections.
+//! One index per prefix; a fleet split by city uses one prefix per city, and each index
+//! refuses the claims of the others ([`Error::ForeignClaim`], test
+//! `a_claim_of_one_prefix_is_foreign_to_another`).
 //!
 //! # Queries
 //!
@@ -48,7 +50,9 @@
 //! [`SCAN_PAGE`] drivers in the one script: a filter that nobody near passes, or everyone
 //! near busy, then costs pages of the fleet, never the whole city in one script (test
 //! `a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script`).
-//! [`RedisIndex::within`] pages the same way for a radius above [`MAX_SEARCH_M`]. Redis
+//! [`RedisIndex::within`] pages the same way for a radius above [`MAX_SEARCH_M`] or one
+//! that holds more than [`SCAN_PAGE`] drivers (test
+//! `a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script`). Redis
 //! runs one script at a time, so reading the fleet holds the server for one page at a time:
 //! other matchers' calls run between the pages (test
 //! `a_query_over_the_whole_fleet_reads_it_page_by_page`). The pages are not one snapshot: a
@@ -58,9 +62,8 @@
 //! a query that has to skip more than [`SCAN_PAGE`] of them reads the whole fleet, in pages.
 //! `GEOSEARCH` itself (inside Redis, before any driver is examined) reads every driver
 //! within its radius to sort them, so a radius that jumps from an empty suburb to a whole
-//! city still reads the city's positions in one script, and [`RedisIndex::within`] reads
-//! every driver in its radius in one: keep fleets that query across continents in an index
-//! per region, and radius queries to what one script should read.
+//! city still reads the city's positions (not their states or records) in one script: keep
+//! fleets that query across continents in an index per region.
 //!
 //! The client then computes each survivor's distance from its exact reported position on the
 //! crate's sphere ([`EARTH_RADIUS_M`]), sorts by it (ties by id) and keeps `k`. So the
@@ -151,13 +154,13 @@ pub const GEO_MARGIN_M: f64 = 1.0;
 /// antimeridian.
 pub const MAX_SEARCH_M: f64 = 1_000_000.0;
 
-/// The most drivers one script examines (reads the state, last report and record of): the
-/// `COUNT` of each `HSCAN` page when a query pages through the whole fleet (a radius above
-/// [`MAX_SEARCH_M`], or a nearest query that found fewer than `k` within it), and the budget
-/// of a nearest query's search, which pages through the fleet instead once it has examined
-/// this many drivers without finding its answer. Redis runs one script at a time, so this is
-/// what one script of a query can hold the server for; other matchers' calls run between
-/// them.
+/// The most drivers one script examines (reads the state, last report and record of). It
+/// is the `COUNT` of each `HSCAN` page (a hint: a page may hold a few more) when a query
+/// pages through the whole fleet; the budget of a nearest query's search, which pages
+/// through the fleet instead once it has examined this many drivers without finding its
+/// answer; and the most drivers a radius query examines in one script, paging through the
+/// fleet when its radius holds more. Redis runs one script at a time, so this is what one
+/// script of a query can hold the server for; other matchers' calls run between them.
 pub const SCAN_PAGE: usize = 1_000;
 
 /// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
@@ -515,7 +518,7 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
-    /// The prefix of the index's keys; include a hash tag (`{...}`) for Redis Cluster.
+    /// The prefix of the index's keys: one index (one city or region) per prefix.
     #[must_use]
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
         Self {
