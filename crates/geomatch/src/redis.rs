@@ -1456,21 +1456,23 @@ fn ranked(point: Point, fields: &[Value], reach_chord2: f64) -> Result<Vec<Candi
         let id = DriverId(parse_u64(bytes(&driver[0])?)?);
         let word = parse_u64(bytes(&driver[1])?)?;
         let (at, _) = parse_record(bytes(&driver[2])?)?;
-        let chord2 = chord2(&query, &at.unit());
-        if chord2 <= reach_chord2 {
-            found.push((chord2, id, word, at));
+        if chord2(&query, &at.unit()) <= reach_chord2 {
+            found.push(Candidate {
+                driver: id,
+                // The distance as the in-process index reports it, to the last bit.
+                distance_m: point.distance_m(at),
+                version: Version(word),
+            });
         }
     }
-    found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    Ok(found
-        .into_iter()
-        .map(|(_, driver, word, at)| Candidate {
-            driver,
-            // The distance as the in-process index reports it, to the last bit.
-            distance_m: point.distance_m(at),
-            version: Version(word),
-        })
-        .collect())
+    // By the distance reported, then id: the squared chord can order two drivers at the same
+    // reported distance either way by a rounding.
+    found.sort_unstable_by(|a, b| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.driver.cmp(&b.driver))
+    });
+    Ok(found)
 }
 
 // Each method calls the inherent method of the same name: inherent methods take precedence

@@ -1289,3 +1289,44 @@ fn a_restored_report_from_the_future_is_taken_as_now() {
         "{restored} ns, before the last report {reported} ns"
     );
 }
+
+/// Two drivers at the same reported distance (their squared chords differ by a rounding)
+/// come out by id, in the order the in-process index gives.
+#[test]
+fn drivers_at_the_same_reported_distance_come_out_by_id() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{ties}");
+    let local = in_process();
+    // Symmetric about the query's meridian, so their distances agree to the bit.
+    let (lat, lng, offset) = (
+        -0.412_919_348_221_493,
+        -7.590_221_209_104_953_5,
+        0.004_614_555_575_488_124,
+    );
+    for (id, at) in [(2, point(lat, lng + offset)), (1, point(lat, lng - offset))] {
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+    }
+    let found = redis.nearest(point(lat, lng), 2, &Filter::any()).unwrap();
+    assert_eq!(found[0].distance_m, found[1].distance_m);
+    assert_eq!(ids(&found), [1, 2]);
+    assert_same(
+        &found,
+        &local.nearest(point(lat, lng), 2, &Filter::any()).unwrap(),
+        "a tie",
+    );
+    assert_same(
+        &redis
+            .within(point(lat, lng), 1_000.0, &Filter::any())
+            .unwrap(),
+        &local
+            .within(point(lat, lng), 1_000.0, &Filter::any())
+            .unwrap(),
+        "a tie within a radius",
+    );
+}
