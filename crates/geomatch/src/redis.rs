@@ -17,18 +17,23 @@
 //! - `{prefix}:drivers`: a hash of each driver's reported position, exactly as given, and
 //!   profile (`"lat lng class capacity"`);
 //! - `{prefix}:words`: a hash of each driver's state word, `version × 4 + state`, the same
-//!   word as the in-process index's, changed only by `HINCRBY` (exact 64-bit arithmetic);
+//!   word as the in-process index's, changed by `HINCRBY` (exact 64-bit arithmetic), or set
+//!   by a claim to the server's time (see [Failures](#failures));
 //! - `{prefix}:versions`: the index's version counter, a word. An insert takes the next
 //!   version from it, and a removal first raises it to the removed driver's version, so a
 //!   driver removed and inserted again starts above every version it had: a claim from its
 //!   earlier stay never holds on the new one (test
 //!   `a_claim_from_before_a_remove_and_insert_does_not_hold`). A restore keeps the version of
-//!   its record.
+//!   its record if it is above the counter, and otherwise takes the counter's next version
+//!   with the record's state, as the in-process index raises a restored version to its
+//!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`).
 //!
-//! Member and field names are the driver ids in decimal. Put a hash tag in the prefix (the
-//! default's `{drivers}`) so that on a Redis Cluster the five keys hash to one slot: the
-//! scripts touch all of them. One index per prefix; a fleet split by city uses one prefix per
-//! city, and the cities spread over the cluster's slots.
+//! Member and field names are the driver ids in decimal. An index talks to a single Redis
+//! server, the one its URL names (a fleet may use one server per URL, with an index for
+//! each); Redis Cluster is not supported: the client does not follow `MOVED` redirections.
+//! One index per prefix; a fleet split by city uses one prefix per city, and each index
+//! refuses the claims of the others ([`Error::ForeignClaim`], test
+//! `a_claim_of_one_prefix_is_foreign_to_another`).
 //!
 //! # Queries
 //!
@@ -39,18 +44,25 @@
 //! at [`RedisOptions::search_radius`] and `n = max(4k, 32)`, and widens — four times the
 //! radius while every driver in the radius was listed, four times `n` while the list was cut
 //! off — until it holds the `k` nearest that pass **and** every driver within
-//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). Past [`MAX_SEARCH_M`] (1,000 km) it
-//! stops searching by radius (see below why) and the client reads the whole fleet instead,
-//! [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`; [`RedisIndex::within`] does the
-//! same for a radius above it. Redis runs one script at a time, so reading the fleet holds
-//! the server for one page at a time: other matchers' calls run between the pages (test
+//! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). It gives up, and the client reads
+//! the whole fleet instead, [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`, when the
+//! search would go past [`MAX_SEARCH_M`] (1,000 km; see below why) or examine more than
+//! [`SCAN_PAGE`] drivers in the one script: a filter that nobody near passes, or everyone
+//! near busy, then costs pages of the fleet, never the whole city in one script (test
+//! `a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script`).
+//! [`RedisIndex::within`] pages the same way for a radius above [`MAX_SEARCH_M`] or one
+//! that holds more than [`SCAN_PAGE`] drivers (test
+//! `a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script`). Redis
+//! runs one script at a time, so reading the fleet holds the server for one page at a time:
+//! other matchers' calls run between the pages (test
 //! `a_query_over_the_whole_fleet_reads_it_page_by_page`). The pages are not one snapshot: a
 //! driver available throughout the scan is found, one that changes, arrives or leaves during
 //! it may or may not be. So a query's cost grows with the drivers it has to skip: busy or
 //! filtered-out drivers near the point make it look farther, as in the in-process index, and
-//! a query with fewer than `k` drivers to find within 1,000 km reads the whole fleet, in
-//! pages. Redis itself reads every driver within a search's radius to sort them, so a radius
-//! that jumps from an empty suburb to a whole city reads the city in one script: keep
+//! a query that has to skip more than [`SCAN_PAGE`] of them reads the whole fleet, in pages.
+//! `GEOSEARCH` itself (inside Redis, before any driver is examined) reads every driver
+//! within its radius to sort them, so a radius that jumps from an empty suburb to a whole
+//! city still reads the city's positions (not their states or records) in one script: keep
 //! fleets that query across continents in an index per region.
 //!
 //! The client then computes each survivor's distance from its exact reported position on the
@@ -86,7 +98,8 @@
 //! it makes every driver stale until it reports again, a backward step keeps them fresh
 //! longer; after a failover, the replica's clock takes over. [`DriverRecord::seen_nanos`] is
 //! the server's time of the last report, in nanoseconds since 1970 (microsecond precision);
-//! [`RedisIndex::restore`] takes it in the same form.
+//! [`RedisIndex::restore`] takes it in the same form, and takes a time later than the
+//! server's now as now (test `a_restored_report_from_the_future_is_taken_as_now`).
 //!
 //! # Failures
 //!
@@ -97,6 +110,18 @@
 //! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
 //! driver left offered by a claim whose answer was lost is reset with
 //! [`RedisIndex::set_state`].
+//!
+//! A server that loses writes (a restart from an older snapshot or an append-only file
+//! that was not synced, a failover to a replica that had not received them, `FLUSHALL`)
+//! rolls drivers' words and the version counter back, so counting alone would issue again
+//! the very word of a claim made before the loss. A claim therefore moves the driver to a
+//! version of at least the server's time in microseconds (`TIME`, times 4 in the word): a
+//! claim made after the loss carries a later time, and one made before it is refused as
+//! [`Error::ClaimInvalid`] (tests `a_claim_from_before_a_rollback_restart_does_not_hold`,
+//! `a_claim_from_before_a_data_loss_does_not_hold_after_it`). This holds while the server's
+//! clock after the loss reads later than when the earlier claim was made: a failover to a
+//! replica whose clock is behind by more than the time between the two claims can repeat a
+//! word.
 
 use std::fmt;
 use std::time::Duration;
@@ -129,10 +154,13 @@ pub const GEO_MARGIN_M: f64 = 1.0;
 /// antimeridian.
 pub const MAX_SEARCH_M: f64 = 1_000_000.0;
 
-/// The drivers one script reads when a query pages through the whole fleet (a radius above
-/// [`MAX_SEARCH_M`], or a nearest query that found fewer than `k` within it): the `COUNT` of
-/// each `HSCAN` page. Redis runs one script at a time, so a page is what one such query can
-/// hold the server for; other matchers' calls run between its pages.
+/// The most drivers one script examines (reads the state, last report and record of). It
+/// is the `COUNT` of each `HSCAN` page (a hint: a page may hold a few more) when a query
+/// pages through the whole fleet; the budget of a nearest query's search, which pages
+/// through the fleet instead once it has examined this many drivers without finding its
+/// answer; and the most drivers a radius query examines in one script, paging through the
+/// fleet when its radius holds more. Redis runs one script at a time, so this is what one
+/// script of a query can hold the server for; other matchers' calls run between them.
 pub const SCAN_PAGE: usize = 1_000;
 
 /// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
@@ -147,9 +175,10 @@ fn geo_lng(point: Point) -> f64 {
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
 // set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
-// state words (hash). A word's state is `word mod 4`, read from its last two decimal digits
-// (100 is a multiple of 4) so no word is ever turned into a Lua double, which would round
-// words above 2^53.
+// state words (hash), KEYS[5] the version counter. A word's state is `word mod 4`, read
+// from its last two decimal digits (100 is a multiple of 4) so no word is ever turned into
+// a single Lua double, which would round words above 2^53; words are compared and built in
+// two parts (`words!`).
 
 /// The server's clock in microseconds since 1970, into the Lua local `now` (exact: below
 /// 2^53 until the year 2255).
@@ -162,15 +191,56 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     };
 }
 
+/// Lua functions on words (decimal text of a u64) held exactly as two doubles, `hi × 10^6 +
+/// lo`: `version_part(word)`, the word less its state (`word - word mod 4`; 10^6 is a
+/// multiple of 4, so no borrow), split; `above(a_hi, a_lo, b_hi, b_lo)`; `joined(hi, lo)`,
+/// back to text; and `time_word(clock)`, the server's `TIME` reply in µs × 4 (a version
+/// part), split.
+macro_rules! words {
+    () => {
+        r"
+local function version_part(word)
+  local n = #word
+  local hi, lo = 0, tonumber(word)
+  if n > 6 then hi, lo = tonumber(string.sub(word, 1, n - 6)), tonumber(string.sub(word, n - 5)) end
+  return hi, lo - lo % 4
+end
+local function above(a_hi, a_lo, b_hi, b_lo)
+  return a_hi > b_hi or (a_hi == b_hi and a_lo > b_lo)
+end
+local function joined(hi, lo)
+  if hi == 0 then return string.format('%d', lo) end
+  return string.format('%.0f%06d', hi, lo)
+end
+local function time_word(clock)
+  local micros = tonumber(clock[2]) * 4
+  return tonumber(clock[1]) * 4 + math.floor(micros / 1000000), micros % 1000000
+end
+"
+    };
+}
+
 /// Adds driver `ARGV[1]` at `ARGV[2]`, `ARGV[3]` (lng, lat) with the record `ARGV[4]` and the
 /// word `ARGV[5]` (empty: the next word of the version counter, available), last heard from
-/// at `ARGV[6]` µs (empty: now). Replies 1, or 0 if the id is taken. `GEOADD` goes first: if
-/// it fails, nothing was written.
+/// at `ARGV[6]` µs (empty, or later than now: now). A given word is kept if its version is
+/// above the counter's; otherwise the driver takes the counter's next version with the given
+/// word's state. Replies 1, or 0 if the id is taken. `GEOADD` goes first: if it fails,
+/// nothing was written.
 const INSERT_SCRIPT: &str = concat!(
+    words!(),
+    server_now!(),
     r"
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
-local word = ARGV[5]
+local word, state = ARGV[5], 0
+if word ~= '' then
+  local hi, lo = version_part(word)
+  local counter_hi, counter_lo = version_part(redis.call('GET', KEYS[5]) or '0')
+  if not above(hi, lo, counter_hi, counter_lo) then
+    state = tonumber(string.sub(word, -2)) % 4
+    word = ''
+  end
+end
 if word == '' then
   -- A version above every version a removed driver of this index reached (see the take in
   -- READ_SCRIPT), so no claim on an earlier incarnation of this id can match. Read back as
@@ -179,15 +249,13 @@ if word == '' then
   word = redis.call('GET', KEYS[5])
 end
 local seen = ARGV[6]
-if seen == '' then
-",
-    server_now!(),
-    r"
-  seen = string.format('%.0f', now)
-end
+-- A last report later than the server's clock (another server's clock, a bad record)
+-- would keep the driver fresh until then: it is taken as now.
+if seen == '' or tonumber(seen) > now then seen = string.format('%.0f', now) end
 redis.call('ZADD', KEYS[2], seen, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[1], word)
+if state ~= 0 then redis.call('HINCRBY', KEYS[4], ARGV[1], state) end
 return 1
 "
 );
@@ -213,26 +281,26 @@ return 1
 
 /// Reads driver `ARGV[1]`: `{1, word, record, seen}` or `{0}`. With `ARGV[2] == 'take'`,
 /// also removes it, first raising the version counter to at least the driver's version (as
-/// a word: `version × 4`), so the next insert of any id starts above it. Words are compared
-/// as decimal strings (longer is larger, then lexically), never as Lua doubles.
-const READ_SCRIPT: &str = r"
+/// a word: `version × 4`), so the next insert of any id starts above it.
+const READ_SCRIPT: &str = concat!(
+    words!(),
+    r"
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
 local record = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1]) or ''
 if ARGV[2] == 'take' then
-  local counter = redis.call('GET', KEYS[5]) or '0'
-  if #word > #counter or (#word == #counter and word > counter) then
-    redis.call('SET', KEYS[5], word)
-    redis.call('INCRBY', KEYS[5], -(tonumber(string.sub(word, -2)) % 4))
-  end
+  local hi, lo = version_part(word)
+  local counter_hi, counter_lo = version_part(redis.call('GET', KEYS[5]) or '0')
+  if above(hi, lo, counter_hi, counter_lo) then redis.call('SET', KEYS[5], joined(hi, lo)) end
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 return {1, word, record, seen}
-";
+"
+);
 
 /// Sets driver `ARGV[1]`'s state to code `ARGV[2]` with the next version: `{1, word}` or
 /// `{0}`.
@@ -245,9 +313,11 @@ return {1, redis.call('HGET', KEYS[4], ARGV[1])}
 ";
 
 /// Claims driver `ARGV[1]` if its word is still `ARGV[2]` (an available one) and it reported
-/// within `ARGV[3]` µs: the word moves to the next version, offered. Replies `{1, word}`,
-/// `{0}` unknown, `{2}` stale, `{3}` lost (the word changed).
+/// within `ARGV[3]` µs: the word moves to offered at the next version, or at the server's
+/// time in µs if that is higher. Replies `{1, word}`, `{0}` unknown, `{2}` stale, `{3}`
+/// lost (the word changed).
 const CLAIM_SCRIPT: &str = concat!(
+    words!(),
     r"
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
@@ -257,8 +327,17 @@ if not word then return {0} end
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not seen or now - tonumber(seen) > tonumber(ARGV[3]) then return {2} end
 if word ~= ARGV[2] then return {3} end
--- available (0) to offered (1), one version up: + 4 + 1
-redis.call('HINCRBY', KEYS[4], ARGV[1], 5)
+-- A version no earlier claim had, even one made before the server lost writes (a restart
+-- from an older snapshot, a failover, FLUSHALL) and rolled the word back: the server's
+-- time, which has moved on since. A version already past it (rare: a driver claimed again
+-- within the microsecond) goes one up. Available (0) to offered (1).
+local hi, lo = version_part(word)
+local time_hi, time_lo = time_word(clock)
+if above(time_hi, time_lo, hi, lo) then
+  redis.call('HSET', KEYS[4], ARGV[1], joined(time_hi, time_lo + 1))
+else
+  redis.call('HINCRBY', KEYS[4], ARGV[1], 5)
+end
 return {1, redis.call('HGET', KEYS[4], ARGV[1])}
 "
 );
@@ -310,16 +389,17 @@ return reply
 
 /// The `ARGV[7]` nearest admitted drivers around `ARGV[1]`, `ARGV[2]` (lng, lat) and every
 /// admitted driver within `ARGV[8]` m of the last of them, by Redis's distance, starting
-/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m; a nil reply if that is not far
-/// enough, and the client pages through the fleet instead ([`SCAN_SCRIPT`]).
+/// from radius `ARGV[3]` m and widening up to `ARGV[9]` m, examining at most `ARGV[10]`
+/// drivers; a nil reply if that is not far enough or the budget runs out, and the client
+/// pages through the fleet instead ([`SCAN_SCRIPT`]).
 const NEAREST_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
 local k, margin, radius = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[3])
-local widest = tonumber(ARGV[9])
+local widest, budget = tonumber(ARGV[9]), tonumber(ARGV[10])
 local count = math.max(4 * k, 32)
-local verdicts = {}
+local verdicts, examined = {}, 0
 local function nearest()
   while true do
     local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
@@ -330,7 +410,13 @@ local function nearest()
       local id, distance = found[i][1], tonumber(found[i][2])
       if bound and distance > bound then beyond = true break end
       local verdict = verdicts[id]
-      if verdict == nil then verdict = admit(id) verdicts[id] = verdict end
+      if verdict == nil then
+        -- Out of budget: this search would read too much of the fleet in one script.
+        if examined == budget then return nil end
+        examined = examined + 1
+        verdict = admit(id)
+        verdicts[id] = verdict
+      end
       if verdict then
         picked[#picked + 1] = verdict
         if #picked == k then bound = distance + margin end
@@ -353,14 +439,18 @@ if not picked then return false end
 
 /// Every admitted driver within `ARGV[3]` m (Redis's distance) of `ARGV[1]`, `ARGV[2]` (lng,
 /// lat); the radius is at most [`MAX_SEARCH_M`] (a wider query pages through the fleet with
-/// [`SCAN_SCRIPT`] instead).
+/// [`SCAN_SCRIPT`] instead). A nil reply if more than `ARGV[7]` drivers are in the radius:
+/// the client pages through the fleet then too, rather than examine them all in one script.
 const WITHIN_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
+local budget = tonumber(ARGV[7])
+local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+  'BYRADIUS', ARGV[3], 'm', 'COUNT', budget + 1)
+if #found > budget then return false end
 local picked = {}
-for _, id in ipairs(redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-    'BYRADIUS', ARGV[3], 'm')) do
+for _, id in ipairs(found) do
   local verdict = admit(id)
   if verdict then picked[#picked + 1] = verdict end
 end
@@ -428,7 +518,7 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
-    /// The prefix of the index's keys; include a hash tag (`{...}`) for Redis Cluster.
+    /// The prefix of the index's keys: one index (one city or region) per prefix.
     #[must_use]
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
         Self {
@@ -512,6 +602,8 @@ impl RedisOptions {
 pub struct RedisIndex {
     connections: Connections,
     keys: [String; 5],
+    /// The issuer id of this index's claims (see [`issuer_of`]).
+    issuer: u64,
     options: RedisOptions,
     /// The staleness window in µs, as the scripts take it.
     window_us: String,
@@ -553,10 +645,20 @@ fn backend(error: &RedisError) -> Error {
 
 const MALFORMED: Error = Error::Backend(BackendFailure::Malformed);
 
-/// The issuer of every claim of a shared index. Any `RedisIndex` settles them, since the
-/// driver's word on the server is what a claim is checked against; in-process indexes have odd
-/// ids, so each refuses these as foreign, and a shared index refuses theirs.
-const REDIS_ISSUER: u64 = 0;
+/// The issuer id of the claims of the index under `prefix`: the same in every process, so
+/// any `RedisIndex` on the prefix settles them, and (but for a 64-bit hash collision)
+/// another prefix's index refuses them as foreign, where the same driver may hold the same
+/// version. Even: in-process indexes have odd ids, so each kind refuses the other's claims;
+/// never 0, which no index issues.
+fn issuer_of(prefix: &str) -> u64 {
+    // FNV-1a: stable across processes and builds, unlike the standard library's hasher.
+    let hash = prefix
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash & !1).max(2)
+}
 
 /// Refuses a point Redis GEO cannot hold, before any round trip.
 fn check_geo(point: Point) -> Result<Point, Error> {
@@ -646,6 +748,7 @@ impl RedisIndex {
         Ok(Self {
             connections,
             keys,
+            issuer: issuer_of(prefix),
             window_us: options.staleness.as_micros().to_string(),
             options,
             // A second insert or restore would answer "duplicate" for a driver the first run
@@ -735,13 +838,18 @@ impl RedisIndex {
         )
     }
 
-    /// Adds a driver exactly as recorded elsewhere: state, version and last report (for a
-    /// record read from another `RedisIndex`; a record of an in-process index carries its own
-    /// clock's reading, which the server's clock cannot compare with).
+    /// Adds a driver as recorded elsewhere: state, version and last report (for a record
+    /// read from another `RedisIndex`; a record of an in-process index carries its own
+    /// clock's reading, which the server's clock cannot compare with). As
+    /// [`Index::restore`](crate::Index::restore), the version is kept only if it is above
+    /// every version this index's counter has reached (see the module docs), else the driver
+    /// gets the next one, so a claim from an earlier stay never holds; a last report later
+    /// than the server's clock is taken as now.
     ///
     /// # Errors
     ///
-    /// As [`RedisIndex::insert`].
+    /// As [`RedisIndex::insert`]; [`Error::InconsistentRecord`] (before any round trip) if the
+    /// record's state is not the one its version encodes.
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -755,6 +863,9 @@ impl RedisIndex {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
+        if DriverState::from_code(record.version.0) != record.state {
+            return Err(Error::InconsistentRecord(record.id));
+        }
         let seen_us = (record.seen_nanos / 1_000).to_string();
         self.add(
             record.id,
@@ -980,7 +1091,7 @@ impl RedisIndex {
             [Value::Int(1), word] => Ok(Claim {
                 driver: id,
                 version: Version(parse_u64(bytes(word)?)?),
-                issuer: REDIS_ISSUER,
+                issuer: self.issuer,
             }),
             [Value::Int(0)] => Err(Error::UnknownDriver(id)),
             [Value::Int(2)] => Err(Error::Stale(id)),
@@ -991,9 +1102,9 @@ impl RedisIndex {
 
     fn settle(&self, claim: &Claim, to: DriverState) -> Result<(), Error> {
         let id = claim.driver;
-        // A claim of an in-process index names another index's driver: its version could
-        // equal a word here by chance, so it is refused before any round trip.
-        if claim.issuer != REDIS_ISSUER {
+        // A claim of another index (in-process, or another prefix) names another index's
+        // driver: its version could equal a word here, so it is refused before any round trip.
+        if claim.issuer != self.issuer {
             return Err(Error::ForeignClaim(id));
         }
         // From offered (1) to `to`, one version up.
@@ -1019,8 +1130,8 @@ impl RedisIndex {
     /// # Errors
     ///
     /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::ForeignClaim`] for a
-    /// claim of an in-process index (before any round trip); [`Error::UnknownDriver`];
-    /// [`Error::Backend`].
+    /// claim of an in-process index or of an index on another prefix (before any round
+    /// trip); [`Error::UnknownDriver`]; [`Error::Backend`].
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -1041,8 +1152,8 @@ impl RedisIndex {
     /// # Errors
     ///
     /// [`Error::ClaimInvalid`] if the claim no longer holds; [`Error::ForeignClaim`] for a
-    /// claim of an in-process index (before any round trip); [`Error::UnknownDriver`];
-    /// [`Error::Backend`].
+    /// claim of an in-process index or of an index on another prefix (before any round
+    /// trip); [`Error::UnknownDriver`]; [`Error::Backend`].
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -1101,6 +1212,7 @@ impl RedisIndex {
                 k.to_string(),
                 GEO_MARGIN_M.to_string(),
                 MAX_SEARCH_M.to_string(),
+                SCAN_PAGE.to_string(),
             ],
         );
         let reply = self.run(
@@ -1108,7 +1220,8 @@ impl RedisIndex {
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         let mut found = match reply {
-            // Not enough within MAX_SEARCH_M: page through the fleet.
+            // Not enough within MAX_SEARCH_M, or within what one script may examine: page
+            // through the fleet.
             Value::Nil => self.scan_fleet(point, filter, f64::INFINITY)?,
             reply => ranked(point, fields(&reply)?, f64::INFINITY)?,
         };
@@ -1157,12 +1270,21 @@ impl RedisIndex {
             return self.scan_fleet(point, filter, reach_chord2);
         }
         // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
-        let args = self.query_args(point, format!("{redis_radius:.4}"), filter, []);
+        let args = self.query_args(
+            point,
+            format!("{redis_radius:.4}"),
+            filter,
+            [SCAN_PAGE.to_string()],
+        );
         let reply = self.run(
             &self.within,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
-        ranked(point, fields(&reply)?, reach_chord2)
+        match reply {
+            // More drivers in the radius than one script examines: page through the fleet.
+            Value::Nil => self.scan_fleet(point, filter, reach_chord2),
+            reply => ranked(point, fields(&reply)?, reach_chord2),
+        }
     }
 
     /// Every admitted driver of the fleet within `reach_chord2` of `point`, nearest first
@@ -1334,21 +1456,23 @@ fn ranked(point: Point, fields: &[Value], reach_chord2: f64) -> Result<Vec<Candi
         let id = DriverId(parse_u64(bytes(&driver[0])?)?);
         let word = parse_u64(bytes(&driver[1])?)?;
         let (at, _) = parse_record(bytes(&driver[2])?)?;
-        let chord2 = chord2(&query, &at.unit());
-        if chord2 <= reach_chord2 {
-            found.push((chord2, id, word, at));
+        if chord2(&query, &at.unit()) <= reach_chord2 {
+            found.push(Candidate {
+                driver: id,
+                // The distance as the in-process index reports it, to the last bit.
+                distance_m: point.distance_m(at),
+                version: Version(word),
+            });
         }
     }
-    found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    Ok(found
-        .into_iter()
-        .map(|(_, driver, word, at)| Candidate {
-            driver,
-            // The distance as the in-process index reports it, to the last bit.
-            distance_m: point.distance_m(at),
-            version: Version(word),
-        })
-        .collect())
+    // By the distance reported, then id: the squared chord can order two drivers at the same
+    // reported distance either way by a rounding.
+    found.sort_unstable_by(|a, b| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.driver.cmp(&b.driver))
+    });
+    Ok(found)
 }
 
 // Each method calls the inherent method of the same name: inherent methods take precedence

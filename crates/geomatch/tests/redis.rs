@@ -928,8 +928,9 @@ fn a_claim_from_before_a_remove_and_insert_does_not_hold() {
     assert_eq!(redis.driver(DriverId(1)).unwrap().state, DriverState::Busy);
 }
 
-/// Scripts (`EVAL` and `EVALSHA`) the server has run, from `INFO commandstats`.
-fn scripts_run(server: &RedisServer) -> u64 {
+/// How many times the server has run the `commands` (lowercase names), from `INFO
+/// commandstats`; a script's own calls count too.
+fn calls(server: &RedisServer, commands: &[&str]) -> u64 {
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_connection().unwrap();
     let info: String = redis::cmd("INFO")
@@ -937,12 +938,20 @@ fn scripts_run(server: &RedisServer) -> u64 {
         .query(&mut connection)
         .unwrap();
     info.lines()
-        .filter(|line| line.starts_with("cmdstat_eval:") || line.starts_with("cmdstat_evalsha:"))
         .filter_map(|line| {
-            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            commands.contains(&name).then_some(stats)
+        })
+        .filter_map(|stats| {
+            let calls = stats.split("calls=").nth(1)?.split(',').next()?;
             calls.parse::<u64>().ok()
         })
         .sum()
+}
+
+/// Scripts (`EVAL` and `EVALSHA`) the server has run.
+fn scripts_run(server: &RedisServer) -> u64 {
+    calls(server, &["eval", "evalsha"])
 }
 
 /// A query that needs the whole fleet (a radius above `MAX_SEARCH_M`, or too few drivers
@@ -1017,4 +1026,307 @@ fn claims_of_the_other_backend_are_foreign() {
     redis.accept(&ours).unwrap();
     local.accept(&theirs).unwrap();
     assert_eq!(redis.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+}
+
+/// Five times `SCAN_PAGE` drivers of the default profile (4 seats) in a 20 km city, in both
+/// indexes.
+fn busy_city(server: &RedisServer, prefix: &str) -> (RedisIndex, Index) {
+    let (redis, local) = (shared(server, prefix), in_process());
+    let mut rng = Rng(23);
+    for id in 0..5 * SCAN_PAGE as u64 {
+        let at = point(rng.range(52.4, 52.58), rng.range(13.3, 13.6));
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+    }
+    (redis, local)
+}
+
+/// A nearest query whose `k` drivers are nowhere near (a filter no driver passes) stops
+/// widening its search once one script has examined `SCAN_PAGE` drivers, and pages through
+/// the fleet instead: no script reads the whole city. Each driver examined costs two `HGET`s
+/// (its word, then its record, which fails the filter), so the query makes about two per
+/// driver of the fleet (the pages) plus at most two per driver of the budget (the search);
+/// a search that widened over the whole city first would make four per driver.
+#[test]
+fn a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (redis, local) = busy_city(&server, "test:{bounded}");
+    let drivers = 5 * SCAN_PAGE as u64;
+    let at = point(52.5, 13.45);
+    let nobody = Filter::any().min_capacity(200);
+    let before = calls(&server, &["hget"]);
+    assert!(redis.nearest(at, 1, &nobody).unwrap().is_empty());
+    let hgets = calls(&server, &["hget"]) - before;
+    assert!(
+        hgets < 3 * drivers,
+        "{hgets} HGETs for {drivers} drivers: one script read the whole city"
+    );
+    // The answer is still the in-process index's, for a filter some drivers pass.
+    let four_seats = Filter::any().min_capacity(4);
+    assert_same(
+        &redis.nearest(at, 3, &four_seats).unwrap(),
+        &local.nearest(at, 3, &four_seats).unwrap(),
+        "nearest after the bounded search",
+    );
+}
+
+/// A radius query holding more drivers than one script examines (`SCAN_PAGE`) pages through
+/// the fleet instead of examining them all in one script, with the in-process index's answer.
+#[test]
+fn a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (redis, local) = busy_city(&server, "test:{bounded-radius}");
+    let drivers = 5 * SCAN_PAGE as u64;
+    let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
+    // Pages of about SCAN_PAGE drivers (HSCAN's COUNT is a hint): several scripts, not one.
+    let before = scripts_run(&server);
+    let found = redis.within(at, 50_000.0, &four_seats).unwrap();
+    let scripts = scripts_run(&server) - before;
+    assert!(scripts >= 3, "{scripts} scripts for {drivers} drivers");
+    assert_same(
+        &found,
+        &local.within(at, 50_000.0, &four_seats).unwrap(),
+        "the whole city by radius",
+    );
+    assert_eq!(found.len() as u64, drivers);
+    // A radius holding fewer drivers than the budget is one script.
+    let before = scripts_run(&server);
+    let near = redis.within(at, 300.0, &four_seats).unwrap();
+    assert_eq!(scripts_run(&server) - before, 1);
+    assert!(!near.is_empty());
+    assert_same(
+        &near,
+        &local.within(at, 300.0, &four_seats).unwrap(),
+        "a small radius",
+    );
+}
+
+/// Claims name the index (the prefix) that issued them: one city's claim is refused on
+/// another city's index before any round trip, though the driver id and the version agree,
+/// and another index on the same prefix settles it.
+#[test]
+fn a_claim_of_one_prefix_is_foreign_to_another() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let berlin = shared(&server, "test:{berlin}");
+    let paris = shared(&server, "test:{paris}");
+    berlin
+        .insert(DriverId(1), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    paris
+        .insert(DriverId(1), point(48.85, 2.35), DriverProfile::default())
+        .unwrap();
+    let berlins = berlin
+        .claim(DriverId(1), berlin.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    let paris_claim = paris
+        .claim(DriverId(1), paris.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    assert_eq!(
+        paris.accept(&berlins),
+        Err(Error::ForeignClaim(DriverId(1)))
+    );
+    assert_eq!(
+        paris.decline(berlins),
+        Err(Error::ForeignClaim(DriverId(1)))
+    );
+    assert_eq!(
+        paris.driver(DriverId(1)).unwrap().state,
+        DriverState::Offered
+    );
+    paris.accept(&paris_claim).unwrap();
+    shared(&server, "test:{berlin}").accept(&berlins).unwrap();
+    assert_eq!(berlin.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+}
+
+/// A restart that comes back from older persisted state rolls the driver's word back; the
+/// claim made before it must not settle the offer made after it.
+#[test]
+fn a_claim_from_before_a_rollback_restart_does_not_hold() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{rollback}");
+    redis
+        .insert(DriverId(8), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    // From here on, writes are not persisted (as between two snapshots).
+    server
+        .command(&["CONFIG", "SET", "appendonly", "no"])
+        .unwrap();
+    let before = redis
+        .claim(DriverId(8), redis.driver(DriverId(8)).unwrap().version)
+        .unwrap();
+    server.kill();
+    server.restart().unwrap();
+    let rolled_back = redis.driver(DriverId(8)).unwrap();
+    assert_eq!(
+        rolled_back.state,
+        DriverState::Available,
+        "the claim was lost"
+    );
+    let after = redis.claim(DriverId(8), rolled_back.version).unwrap();
+    assert_eq!(redis.accept(&before), Err(Error::ClaimInvalid(DriverId(8))));
+    assert_eq!(redis.decline(before), Err(Error::ClaimInvalid(DriverId(8))));
+    redis.accept(&after).unwrap();
+}
+
+/// The same after the server lost everything (`FLUSHALL`, as a failover to an empty
+/// replica leaves it): the version counter starts again, the claims do not repeat.
+#[test]
+fn a_claim_from_before_a_data_loss_does_not_hold_after_it() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{loss}");
+    let at = point(52.52, 13.405);
+    redis
+        .insert(DriverId(8), at, DriverProfile::default())
+        .unwrap();
+    let before = redis
+        .claim(DriverId(8), redis.driver(DriverId(8)).unwrap().version)
+        .unwrap();
+    server.command(&["FLUSHALL"]).unwrap();
+    redis
+        .insert(DriverId(8), at, DriverProfile::default())
+        .unwrap();
+    let after = redis
+        .claim(DriverId(8), redis.driver(DriverId(8)).unwrap().version)
+        .unwrap();
+    assert_eq!(redis.accept(&before), Err(Error::ClaimInvalid(DriverId(8))));
+    redis.accept(&after).unwrap();
+}
+
+/// `restore` refuses what `Index::restore` refuses: a record whose state is not the one its
+/// version encodes.
+#[test]
+fn restore_refuses_an_inconsistent_record_as_the_in_process_index() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let from = shared(&server, "test:{restore-from}");
+    let to = shared(&server, "test:{restore-to}");
+    from.insert(DriverId(5), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    let mut record = from.remove(DriverId(5)).unwrap();
+    record.state = DriverState::Busy;
+    assert_eq!(
+        in_process().restore(record),
+        Err(Error::InconsistentRecord(DriverId(5)))
+    );
+    assert_eq!(
+        to.restore(record),
+        Err(Error::InconsistentRecord(DriverId(5)))
+    );
+    assert_eq!(
+        to.driver(DriverId(5)),
+        Err(Error::UnknownDriver(DriverId(5)))
+    );
+}
+
+/// A restored record older than the driver's last stay gets a version above every version
+/// the index issued it, as in `Index`: a claim from that stay does not hold.
+#[test]
+fn restoring_an_older_record_does_not_revive_an_old_claim() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{older}");
+    let local = in_process();
+    for index in [&redis as &dyn Drivers, &local] {
+        index
+            .insert(DriverId(3), point(52.52, 13.405), DriverProfile::default())
+            .unwrap();
+        let earlier = index.driver(DriverId(3)).unwrap();
+        let old = index.claim(DriverId(3), earlier.version).unwrap();
+        let left = index.remove(DriverId(3)).unwrap();
+        index.restore(earlier).unwrap();
+        let back = index.driver(DriverId(3)).unwrap();
+        assert!(back.version > left.version, "{back:?} after {left:?}");
+        assert_eq!(back.state, DriverState::Available);
+        let new = index.claim(DriverId(3), back.version).unwrap();
+        assert_eq!(index.accept(&old), Err(Error::ClaimInvalid(DriverId(3))));
+        index.accept(&new).unwrap();
+    }
+}
+
+/// A restored last report later than the server's clock is taken as now: the driver goes
+/// stale after the window like any other.
+#[test]
+fn a_restored_report_from_the_future_is_taken_as_now() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{future}");
+    redis
+        .insert(DriverId(4), point(52.52, 13.405), DriverProfile::default())
+        .unwrap();
+    let mut record = redis.remove(DriverId(4)).unwrap();
+    let ten_years_ns = 10 * 365 * 24 * 3_600 * 1_000_000_000;
+    record.seen_nanos += ten_years_ns;
+    redis.restore(record).unwrap();
+    let restored = redis.driver(DriverId(4)).unwrap().seen_nanos;
+    let client = redis::Client::open(server.url()).unwrap();
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME")
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    let server_now_ns = (seconds * 1_000_000 + micros) * 1_000;
+    assert!(
+        restored <= server_now_ns,
+        "last report {restored} ns, after the server's now {server_now_ns} ns"
+    );
+    let reported = record.seen_nanos - ten_years_ns;
+    assert!(
+        restored >= reported,
+        "{restored} ns, before the last report {reported} ns"
+    );
+}
+
+/// Two drivers at the same reported distance (their squared chords differ by a rounding)
+/// come out by id, in the order the in-process index gives.
+#[test]
+fn drivers_at_the_same_reported_distance_come_out_by_id() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{ties}");
+    let local = in_process();
+    // Symmetric about the query's meridian, so their distances agree to the bit.
+    let (lat, lng, offset) = (
+        -0.412_919_348_221_493,
+        -7.590_221_209_104_953_5,
+        0.004_614_555_575_488_124,
+    );
+    for (id, at) in [(2, point(lat, lng + offset)), (1, point(lat, lng - offset))] {
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+    }
+    let found = redis.nearest(point(lat, lng), 2, &Filter::any()).unwrap();
+    assert_eq!(found[0].distance_m, found[1].distance_m);
+    assert_eq!(ids(&found), [1, 2]);
+    assert_same(
+        &found,
+        &local.nearest(point(lat, lng), 2, &Filter::any()).unwrap(),
+        "a tie",
+    );
+    assert_same(
+        &redis
+            .within(point(lat, lng), 1_000.0, &Filter::any())
+            .unwrap(),
+        &local
+            .within(point(lat, lng), 1_000.0, &Filter::any())
+            .unwrap(),
+        "a tie within a radius",
+    );
 }
