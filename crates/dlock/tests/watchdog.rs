@@ -17,10 +17,14 @@ use infra_dlock::{
 const LEASE: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_secs(10);
 
-/// A backend that counts renewals, fails renewals or releases on demand, and can hold back
-/// the answer to a renewal it has made (a slow reply from a lock server).
+/// A backend that counts renewals, fails renewals or releases on demand, can hold back the
+/// answer to a renewal it has made (a slow reply from a lock server), and can confirm less
+/// lease than asked, as the Redis backend counts its clock-drift allowance off every grant
+/// and extension.
 struct Flaky {
     inner: MemoryLocks<ManualClock>,
+    /// Taken off every lease asked for.
+    shortfall: Duration,
     extends: AtomicUsize,
     fail_extends: AtomicBool,
     fail_releases: AtomicBool,
@@ -35,6 +39,7 @@ impl Flaky {
     fn new(clock: &ManualClock) -> Self {
         Self {
             inner: MemoryLocks::with_clock(clock.clone()),
+            shortfall: Duration::ZERO,
             extends: AtomicUsize::new(0),
             fail_extends: AtomicBool::new(false),
             fail_releases: AtomicBool::new(false),
@@ -66,7 +71,7 @@ impl Locks for Flaky {
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
         self.waits.lock().push(wait);
-        self.inner.grant(name, access, lease, wait)
+        self.inner.grant(name, access, lease - self.shortfall, wait)
     }
 
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
@@ -74,7 +79,7 @@ impl Locks for Flaky {
             self.extends.fetch_add(1, Ordering::SeqCst);
             return Err(injected());
         }
-        let extended = self.inner.extend(grant, lease);
+        let extended = self.inner.extend(grant, lease - self.shortfall);
         // Counted once the backend has renewed, so a test that sees the count sees the renewal.
         self.extends.fetch_add(1, Ordering::SeqCst);
         let mut holding = self.holding.lock();
@@ -518,44 +523,15 @@ async fn a_renewal_whose_answer_comes_after_the_deadline_is_reported_expired_at_
     assert!(locks.try_acquire("job", LEASE).unwrap().is_some());
 }
 
-/// A backend that confirms a second less than each lease asked, as the Redis backend counts
-/// its clock-drift allowance off every grant and extension.
-struct Shortened(MemoryLocks<ManualClock>);
-
 const ALLOWANCE: Duration = Duration::from_secs(1);
-
-impl Locks for Shortened {
-    fn grant(
-        &self,
-        name: &str,
-        access: Access,
-        lease: Duration,
-        wait: Wait,
-    ) -> Result<Option<Grant>, Error> {
-        self.0.grant(name, access, lease - ALLOWANCE, wait)
-    }
-
-    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
-        self.0.extend(grant, lease - ALLOWANCE)
-    }
-
-    fn release(&self, grant: Grant) -> Result<(), Error> {
-        self.0.release(grant)
-    }
-
-    fn is_held(&self, grant: &Grant) -> bool {
-        self.0.is_held(grant)
-    }
-
-    fn wait_lost(&self, grant: &Grant) {
-        self.0.wait_lost(grant);
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn renewals_keep_a_lease_the_backend_confirms_shorter_than_asked() {
     let clock = ManualClock::new();
-    let locks = Arc::new(Shortened(MemoryLocks::with_clock(clock.clone())));
+    let locks = Arc::new(Flaky {
+        shortfall: ALLOWANCE,
+        ..Flaky::new(&clock)
+    });
     let grant = locks.acquire("job", LEASE).unwrap().into_grant();
     assert_eq!(grant.lease(), LEASE - ALLOWANCE);
     // Accepted (shorter than the lease asked) but longer than the lease confirmed: renewing
