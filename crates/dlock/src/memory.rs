@@ -45,7 +45,9 @@ use crate::locks::{LockGuard, Locks};
 /// **Expiry without busy waiting.** Leases are never swept by a background thread. Every call
 /// that touches a name first drops that name's expired holders and hands the lock on; a waiter
 /// sleeps at most until the earliest deadline among the holders it waits behind (or its own
-/// timeout), then looks again. With [`SystemClock`] that wakes it when the lease ends. A
+/// timeout), then looks again; the time left on the lock's clock is slept as real time, and
+/// a sleeper whose clock has not moved since its last nap naps at least 1 ms, so a clock
+/// standing still never makes it spin. With [`SystemClock`] that wakes it when the lease ends. A
 /// [`ManualClock`](infra_common::ManualClock) does not move by itself, so a test that advances
 /// it lets waiters in by touching the name (any acquire, release, `is_held`) or by calling
 /// [`MemoryLocks::expire_due`], which ends every expired lease and wakes every waiter to look
@@ -714,6 +716,7 @@ impl<C: Clock> MemoryLocks<C> {
         queued: &Queued,
     ) -> Result<Option<Grant>, Error> {
         let ticket = queued.ticket;
+        let mut napped_at = None;
         loop {
             // Taken over again after every sleep: while this thread slept without the mutex,
             // a hand-off to it whose lease ran out left the entry idle for a moment, and
@@ -763,8 +766,9 @@ impl<C: Clock> MemoryLocks<C> {
             };
             match until {
                 Some(until) => {
-                    let nap = Duration::from_nanos(until.saturating_sub(now).max(1));
-                    queued.wake.wait_timeout(entry, nap);
+                    queued
+                        .wake
+                        .wait_timeout(entry, nap(now, until, &mut napped_at));
                 }
                 None => queued.wake.wait(entry),
             }
@@ -902,6 +906,7 @@ impl<C: Clock> MemoryLocks<C> {
 
     fn wait_lost_in(&self, slot: &Slot, grant: &Grant) {
         let mut entry = slot.entry.lock();
+        let mut napped_at = None;
         loop {
             // Taken over so that the holder's release comes through the mutex and wakes this.
             self.take_over_state(slot, &mut entry);
@@ -911,11 +916,31 @@ impl<C: Clock> MemoryLocks<C> {
                 Ok(index) => entry.holders[index].wake_at(now),
                 Err(_) => break,
             };
-            let nap = Duration::from_nanos(wake_at.saturating_sub(now).max(1));
-            slot.ended.wait_timeout(&mut entry, nap);
+            slot.ended
+                .wait_timeout(&mut entry, nap(now, wake_at, &mut napped_at));
         }
         slot.leave(&entry);
     }
+}
+
+/// The shortest nap of a sleeper whose clock has not moved since its last nap.
+const STILL_CLOCK_NAP: Duration = Duration::from_millis(1);
+
+/// How long a sleeper that read `now` naps before it looks again at a deadline `until`, both
+/// on the lock's clock; `napped_at` is the reading of its last nap.
+///
+/// The time left on the lock's clock is slept as real time. A clock that has not moved since
+/// the last nap (a manual clock standing still, a coarse clock between two ticks) would
+/// otherwise make the sleeper nap the same few nanoseconds again and again, a busy wait: then
+/// it naps at least [`STILL_CLOCK_NAP`]. A clock that moves is followed to the nanosecond.
+fn nap(now: u64, until: u64, napped_at: &mut Option<u64>) -> Duration {
+    let floor = if *napped_at == Some(now) {
+        STILL_CLOCK_NAP
+    } else {
+        Duration::from_nanos(1)
+    };
+    *napped_at = Some(now);
+    Duration::from_nanos(until.saturating_sub(now)).max(floor)
 }
 
 /// The error for a grant whose lease is over.

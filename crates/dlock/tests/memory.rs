@@ -743,3 +743,72 @@ fn another_instances_grant_with_the_same_token_is_not_held_here() {
     assert!(!ours.is_held(foreign.grant()));
     assert!(held_here.is_held() && foreign.is_held());
 }
+
+/// CPU time (user + system) a thread of this process has used, in clock ticks.
+#[cfg(target_os = "linux")]
+fn cpu_ticks_of(thread: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{thread}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The calling thread's id, as `/proc/self/task` names it.
+#[cfg(target_os = "linux")]
+fn this_thread() -> String {
+    let link = std::fs::read_link("/proc/thread-self").unwrap();
+    link.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A holder whose lease ends 50 ns from now on a manual clock that stands still: a waiter
+/// queued behind it, and a thread waiting for its loss, nap between looks at the clock instead
+/// of napping the 50 ns left again and again. Each thread's CPU time over one second of real
+/// time is measured (no assertion on how fast anything runs): a thread that spins spends
+/// nearly all of it, a sleeper nearly none.
+#[cfg(target_os = "linux")]
+#[test]
+fn waiters_on_a_clock_that_stands_still_do_not_spin() {
+    let clock = ManualClock::new();
+    let locks = Arc::new(MemoryLocks::with_clock(clock.clone()));
+    let lease = Duration::from_nanos(50);
+    let grant = locks.acquire("still", lease).unwrap().into_grant();
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let waiter = {
+        let (locks, threads) = (Arc::clone(&locks), Arc::clone(&threads));
+        thread::spawn(move || {
+            threads.lock().push(this_thread());
+            let guard = locks.acquire("still", Duration::from_secs(1)).unwrap();
+            guard.release().unwrap();
+        })
+    };
+    let watcher = {
+        let (locks, threads) = (Arc::clone(&locks), Arc::clone(&threads));
+        thread::spawn(move || {
+            threads.lock().push(this_thread());
+            locks.wait_lost(&grant);
+        })
+    };
+    until_queued(&locks, "still", 1);
+    while threads.lock().len() < 2 {
+        thread::yield_now();
+    }
+    let threads = threads.lock().clone();
+    let before: Vec<u64> = threads.iter().map(|t| cpu_ticks_of(t)).collect();
+    // Real time passes for the measurement; the lock's clock stands still.
+    std::thread::sleep(Duration::from_secs(1));
+    let spent: Vec<u64> = threads
+        .iter()
+        .zip(&before)
+        .map(|(t, before)| cpu_ticks_of(t) - before)
+        .collect();
+    clock.advance(lease);
+    locks.expire_due();
+    waiter.join().unwrap();
+    watcher.join().unwrap();
+    // A clock tick is 1/100 s on Linux: a spinning thread spends close to 100 of them.
+    assert!(
+        spent.iter().all(|&ticks| ticks < 20),
+        "CPU ticks in one second of waiting (queue waiter, loss waiter): {spent:?}"
+    );
+}
