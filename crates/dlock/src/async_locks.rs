@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::grant::{Access, Grant, Wait};
 use crate::locks::Locks;
+use crate::memory::QueuePlace;
 
 /// A [`Locks`] backend for tokio tasks: each call runs on tokio's blocking pool
 /// (`spawn_blocking`), so a task waiting for a lock never stalls the runtime's threads.
@@ -21,19 +22,25 @@ use crate::locks::Locks;
 /// wait slice (one second unless [`AsyncLocks::with_wait_slice`] says otherwise) is made of
 /// bounded waits of one slice each, [`Wait::Up`] on the backend, asked again until granted.
 /// Between two slices the blocking thread goes back to the pool, so waiters never hold every
-/// thread for good (a release queued behind them runs when a slice ends). The price is
-/// fairness: a request whose slice ends leaves the backend's queue and joins it again at the
-/// back, so a FIFO backend ([`MemoryLocks`](crate::MemoryLocks), `EtcdLocks`) keeps arrival
-/// order only among waits shorter than a slice; a wait is never starved (everyone queued
-/// ahead of it joined earlier, so leaves before it does), but it can be overtaken. Each slice
-/// that ends without a grant counts as a wait that timed out in the backend's metrics. A
-/// [`Wait::Up`] timeout is the sum of its slices, each measured on the backend's clock.
+/// thread for good (a release queued behind them runs when a slice ends). On
+/// [`MemoryLocks`](crate::MemoryLocks) (by name, through a handle, or through a wrapper that
+/// passes the call on) the slices run in one [`QueuePlace`]: the request keeps its place in
+/// the queue between them, is handed the lock in its turn, and the next slice takes the grant
+/// up, so arrival order holds for waits of any length; the last slice of a [`Wait::Up`] leaves
+/// the queue. Other backends (`EtcdLocks` among them) leave their queue when a slice ends and
+/// join it again at the back with the next: they keep arrival order only among waits shorter
+/// than a slice, and a longer wait is overtaken by every request that arrives while it is
+/// between two slices or queued ahead of where it joins again, for as long as that goes on
+/// (choose a slice longer than the locks are held). On those backends each slice that ends
+/// without a grant counts as a wait that timed out in the metrics. A [`Wait::Up`] timeout is
+/// the sum of its slices, each measured on the backend's clock.
 ///
 /// **Cancellation.** Dropping a waiting `grant` (or `acquire`, `try_acquire`, ...) future, for
 /// example under `tokio::time::timeout`, leaves nothing held: a grant the backend makes after
 /// the future is gone is released at once, on the blocking pool. Its blocking call ends with
 /// the slice it is in, at most one slice later on the backend's clock, and gives its thread
-/// and its place in the backend's queue back; no further slice is asked for. A dropped
+/// and its place in the backend's queue back (with a grant handed to a kept place); no
+/// further slice is asked for. A dropped
 /// `release` still releases; a dropped `extend` may still extend the lease, while the
 /// caller's grant keeps its earlier deadline (so the caller never believes it holds the lock
 /// longer than it does).
@@ -80,8 +87,8 @@ impl<L: Locks + 'static> AsyncLocks<L> {
     }
 
     /// Waits in slices of `slice` (at least 1 ms) on the backend's clock: a shorter slice
-    /// gives an abandoned wait's thread back sooner, a longer one keeps a FIFO backend's
-    /// arrival order for longer waits (see the type's documentation).
+    /// gives an abandoned wait's thread back sooner, a longer one keeps a FIFO backend other
+    /// than `MemoryLocks` in arrival order for longer waits (see the type's documentation).
     pub fn with_wait_slice(mut self, slice: Duration) -> Self {
         self.slice = slice.max(MIN_WAIT_SLICE);
         self
@@ -109,17 +116,26 @@ impl<L: Locks + 'static> AsyncLocks<L> {
         // What is left of a bounded wait; `None` for an unbounded one.
         let mut left = match wait {
             Wait::Up(timeout) if timeout > self.slice => Some(timeout),
-            Wait::No | Wait::Up(_) => return self.grant_once(name, access, lease, wait).await,
+            Wait::No | Wait::Up(_) => {
+                let once = self.grant_once(name, access, lease, wait, QueuePlace::new(), false);
+                return once.await.map(|(granted, _)| granted);
+            }
             Wait::Forever => None,
         };
+        // Carried from slice to slice, so that a FIFO in-process backend keeps the waiter's
+        // place in its queue between them; dropped with this future, it leaves the queue.
+        let mut place = QueuePlace::new();
         loop {
             let slice = left.map_or(self.slice, |left| left.min(self.slice));
-            let granted = self
-                .grant_once(name, access, lease, Wait::Up(slice))
+            // The last slice of a bounded wait leaves the queue when it ends.
+            let keep = left.is_none_or(|left| left > self.slice);
+            let (granted, kept) = self
+                .grant_once(name, access, lease, Wait::Up(slice), place, keep)
                 .await?;
             if granted.is_some() {
                 return Ok(granted);
             }
+            place = kept;
             // A slice that ended without a grant waited all of it on the backend's clock.
             if let Some(left) = &mut left {
                 *left -= slice;
@@ -130,15 +146,18 @@ impl<L: Locks + 'static> AsyncLocks<L> {
         }
     }
 
-    /// One blocking call to [`Locks::grant`]; a grant made after this future is dropped is
-    /// released.
+    /// One blocking call to [`Locks::grant`] in `place` (keeping it if `keep` and the call
+    /// ends without a grant), which comes back with the answer; a grant made after this
+    /// future is dropped is released, and a place kept then is left.
     async fn grant_once(
         &self,
         name: &str,
         access: Access,
         lease: Duration,
         wait: Wait,
-    ) -> Result<Option<Grant>, Error> {
+        mut place: QueuePlace,
+        keep: bool,
+    ) -> Result<(Option<Grant>, QueuePlace), Error> {
         let (sender, receiver) = oneshot::channel();
         let mut unclaimed = Unclaimed {
             locks: Arc::clone(&self.locks),
@@ -148,15 +167,22 @@ impl<L: Locks + 'static> AsyncLocks<L> {
         let locks = Arc::clone(&self.locks);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            let granted = locks.grant(&name, access, lease, wait);
-            // The asking future is gone: nobody will ever release this grant but us.
-            if let Err(Ok(Some(grant))) = sender.send(granted) {
+            let ask = || locks.grant(&name, access, lease, wait);
+            let granted = if keep {
+                place.wait_keeping(ask)
+            } else {
+                place.wait_last(ask)
+            };
+            // The asking future is gone: nobody will ever release this grant but us. The
+            // place, dropped here, leaves the queue.
+            if let Err((Ok(Some(grant)), _)) = sender.send((granted, place)) {
                 let _ = locks.release(grant);
             }
         });
-        let granted = (&mut unclaimed.receiver).await;
+        let answer = (&mut unclaimed.receiver).await;
         unclaimed.claimed = true;
-        granted.map_err(|_| not_completed())?
+        let (granted, place) = answer.map_err(|_| not_completed())?;
+        Ok((granted?, place))
     }
 
     /// Takes lock `name` exclusively for `lease`, waiting as long as it takes.
@@ -295,7 +321,7 @@ pub(crate) fn not_completed() -> Error {
 /// the channel closed and releases it itself) is released here.
 struct Unclaimed<L: Locks + 'static> {
     locks: Arc<L>,
-    receiver: oneshot::Receiver<Result<Option<Grant>, Error>>,
+    receiver: oneshot::Receiver<(Result<Option<Grant>, Error>, QueuePlace)>,
     claimed: bool,
 }
 
@@ -306,7 +332,8 @@ impl<L: Locks + 'static> Drop for Unclaimed<L> {
         }
         // After `close`, the sender either fails (and releases) or has already sent.
         self.receiver.close();
-        if let Ok(Ok(Some(grant))) = self.receiver.try_recv() {
+        // A place that came with the answer leaves the queue as it is dropped.
+        if let Ok((Ok(Some(grant)), _)) = self.receiver.try_recv() {
             release_in_background(Arc::clone(&self.locks), grant);
         }
     }

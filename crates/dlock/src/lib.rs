@@ -68,7 +68,7 @@ pub use error::Error;
 pub use fence::Fence;
 pub use grant::{Access, FencingToken, Grant, MAX_LEASE, MAX_NAME_LEN, Wait};
 pub use locks::{LockGuard, Locks};
-pub use memory::{LockHandle, MemoryLocks};
+pub use memory::{LockHandle, MemoryLocks, QueuePlace};
 #[cfg(feature = "tokio")]
 pub use watchdog::{Loss, Renewal, Watchdog};
 

@@ -1,11 +1,13 @@
 //! The in-process backend: leased, fenced, FIFO-fair locks for the threads of one process.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::atomic::{AtomicU64, Ordering, fence};
+use infra_common::sync::thread::thread_local;
 use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
@@ -305,6 +307,24 @@ enum Arrival {
     Done(Option<Grant>),
     /// Queued; wait.
     Queued(Queued),
+}
+
+/// How a wait in the queue ended without an error.
+enum Waited {
+    Granted(Grant),
+    /// Timed out and left the queue.
+    GaveUp,
+    /// Timed out and kept its place, for a [`QueuePlace`] to take up again.
+    Kept,
+}
+
+/// When a wait that starts at `now` gives up: at once, after its timeout, or never.
+fn give_up_at(wait: Wait, now: u64) -> Option<u64> {
+    match wait {
+        Wait::No => Some(now),
+        Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
+        Wait::Forever => None,
+    }
 }
 
 /// How long a sleeper waits before it looks again at a holder whose lease is not known yet
@@ -660,11 +680,9 @@ impl<C: Clock> MemoryLocks<C> {
             self.metrics.granted(access);
             return Ok(Arrival::Done(Some(grant)));
         }
-        let give_up_at = match wait {
-            Wait::No => return Ok(Arrival::Done(None)),
-            Wait::Up(timeout) => Some(now.saturating_add(duration_to_nanos(timeout))),
-            Wait::Forever => None,
-        };
+        if wait == Wait::No {
+            return Ok(Arrival::Done(None));
+        }
         entry.last_ticket += 1;
         let wake = Arc::new(Condvar::new());
         entry.queue.push_back(Waiter {
@@ -678,20 +696,22 @@ impl<C: Clock> MemoryLocks<C> {
             access,
             lease,
             wake,
-            give_up_at,
+            give_up_at: give_up_at(wait, now),
         }))
     }
 
     /// The whole request on one slot: the fast path for a free lock taken exclusively, else
-    /// arrival under the mutex, then the wait if it queued.
+    /// arrival under the mutex (or, inside [`QueuePlace`], the place it kept taken up again),
+    /// then the wait if it queued.
     #[inline(always)]
     fn grant_in(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         access: Access,
         lease: u64,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
+        // A kept place holds the lock in its entry's hands, so the fast path fails for it.
         if access == Access::Exclusive
             && let Some(grant) = self.acquire_fast(slot, lease)
         {
@@ -699,22 +719,50 @@ impl<C: Clock> MemoryLocks<C> {
         }
         let mut entry = slot.entry.lock();
         self.take_over_state(slot, &mut entry);
-        let granted = match self.arrive(slot, &mut entry, access, lease, wait) {
+        let slice = Slice::take_for(slot);
+        let keep = slice.as_ref().is_some_and(|slice| slice.keep);
+        let arrival = match slice.and_then(|slice| slice.kept) {
+            Some(kept) => Ok(Arrival::Queued(Queued {
+                give_up_at: give_up_at(wait, self.clock.now_nanos()),
+                ..kept.waiter
+            })),
+            None => self.arrive(slot, &mut entry, access, lease, wait),
+        };
+        let mut kept = None;
+        let granted = match arrival {
             Ok(Arrival::Done(granted)) => Ok(granted),
-            Ok(Arrival::Queued(queued)) => self.wait_in_queue(slot, &mut entry, &queued),
+            Ok(Arrival::Queued(queued)) => {
+                match self.wait_in_queue(slot, &mut entry, &queued, keep) {
+                    Ok(Waited::Granted(grant)) => Ok(Some(grant)),
+                    Ok(Waited::GaveUp) => Ok(None),
+                    Ok(Waited::Kept) => {
+                        kept = Some(Kept {
+                            slot: Arc::clone(slot),
+                            waiter: queued,
+                        });
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             Err(error) => Err(error),
         };
+        if keep || kept.is_some() {
+            Slice::put_back(Slice { kept, keep });
+        }
         slot.leave(&entry);
         granted
     }
 
-    /// Blocks in the queue of `slot` until granted, timed out, or out of tokens.
+    /// Blocks in the queue of `slot` until granted, timed out (leaving the queue, or staying
+    /// in it if `keep`), or out of tokens.
     fn wait_in_queue(
         &self,
         slot: &Slot,
         entry: &mut MutexGuard<'_, Entry>,
         queued: &Queued,
-    ) -> Result<Option<Grant>, Error> {
+        keep: bool,
+    ) -> Result<Waited, Error> {
         let ticket = queued.ticket;
         let mut napped_at = None;
         loop {
@@ -728,7 +776,7 @@ impl<C: Clock> MemoryLocks<C> {
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
                 #[cfg(feature = "metrics")]
                 self.metrics.waited(holder.access, true);
-                return Ok(Some(self.make_grant(slot, holder)));
+                return Ok(Waited::Granted(self.make_grant(slot, holder)));
             }
             let in_queue = entry.queue.iter().any(|w| w.ticket == ticket);
             if !in_queue {
@@ -746,6 +794,11 @@ impl<C: Clock> MemoryLocks<C> {
                 && entry.queue.front().is_some_and(|w| w.ticket == ticket)
                 && compatible(&entry.holders, queued.access);
             let timed_out = queued.give_up_at.is_some_and(|at| now >= at);
+            if timed_out && keep && !exhausted {
+                // Still queued, with no thread waiting: whoever frees the lock hands it to this
+                // place as to any waiter, and the next wait of the `QueuePlace` takes it up.
+                return Ok(Waited::Kept);
+            }
             if exhausted || timed_out {
                 entry.queue.retain(|w| w.ticket != ticket);
                 // Leaving may let the waiters behind in (a writer leaving before readers).
@@ -755,7 +808,7 @@ impl<C: Clock> MemoryLocks<C> {
                 }
                 #[cfg(feature = "metrics")]
                 self.metrics.waited(queued.access, false);
-                return Ok(None);
+                return Ok(Waited::GaveUp);
             }
             // Sleep until the first holder's lease ends or the wait times out, whichever is
             // first; a hand-off or `expire_due` wakes the sleeper earlier.
@@ -941,6 +994,170 @@ fn nap(now: u64, until: u64, napped_at: &mut Option<u64>) -> Duration {
     };
     *napped_at = Some(now);
     Duration::from_nanos(until.saturating_sub(now)).max(floor)
+}
+
+/// A waiter's place in a [`MemoryLocks`] queue, kept from one bounded wait to the next.
+///
+/// A caller that waits in slices (to look at something else between two of them, as
+/// [`AsyncLocks`](crate::AsyncLocks) does to give its thread back) would otherwise leave the
+/// queue at the end of every slice and join it again at the back: behind holders that hold
+/// longer than a slice and ask again at once, it would be overtaken for ever. Run each slice's
+/// `grant` inside [`QueuePlace::wait_keeping`] instead: a wait on a [`MemoryLocks`] (by name,
+/// through a [`LockHandle`], or through any [`Locks`] that passes the call on, on the same
+/// thread) that times out stays in the queue, and the next wait run through the same place
+/// takes that place up again, whatever its arguments, instead of joining at the back.
+///
+/// While no thread waits for it, a kept place is still a waiter: a freed lock is handed to it
+/// in its turn, its lease starting then, and the next wait returns that grant. End with
+/// [`QueuePlace::wait_last`], whose wait leaves the queue if it ends without a grant
+/// (`Wait::No` leaves at once), or drop the place: dropping it leaves the queue and gives
+/// back a grant handed to it meanwhile. Other backends ignore the place: their slices leave
+/// their queues.
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_dlock::{Access, Locks, MemoryLocks, QueuePlace, Wait};
+/// use std::time::Duration;
+///
+/// let locks = MemoryLocks::with_clock(ManualClock::new());
+/// let lease = Duration::from_secs(10);
+/// let holder = locks.acquire("report", lease)?;
+/// let mut place = QueuePlace::new();
+/// // A slice that times out (at once, here) keeps its place at the head of the queue.
+/// let slice = || locks.grant("report", Access::Exclusive, lease, Wait::Up(Duration::ZERO));
+/// assert!(place.wait_keeping(slice)?.is_none());
+/// assert!(place.is_kept());
+/// holder.release()?; // hands the lock to the kept place
+/// assert!(locks.try_acquire("report", lease)?.is_none());
+/// let granted = place.wait_last(slice)?.expect("handed over while kept");
+/// assert!(!place.is_kept());
+/// locks.release(granted)?;
+/// # Ok::<(), infra_dlock::Error>(())
+/// ```
+#[derive(Default)]
+pub struct QueuePlace {
+    kept: Option<Kept>,
+}
+
+/// A waiter left in its queue, with no thread waiting for it.
+struct Kept {
+    slot: Arc<Slot>,
+    waiter: Queued,
+}
+
+/// What the wait running inside a [`QueuePlace`] on this thread asks of the backend.
+struct Slice {
+    /// The place to take up instead of joining the queue; afterwards, the place kept.
+    kept: Option<Kept>,
+    /// Whether a wait that ends without a grant keeps its place.
+    keep: bool,
+}
+
+thread_local! {
+    /// The slice of the [`QueuePlace`] whose wait runs on this thread, for the backend call
+    /// inside it, which may be reached through any number of [`Locks`] wrappers.
+    static SLICE: RefCell<Option<Slice>> = const { RefCell::new(None) };
+}
+
+impl Slice {
+    /// The slice armed on this thread, if its place (if any) is in `slot`: taken, so that a
+    /// second backend call inside the same wait joins its queue as usual.
+    fn take_for(slot: &Arc<Slot>) -> Option<Self> {
+        SLICE.with(|armed| {
+            let mut armed = armed.borrow_mut();
+            let here = armed.as_ref().is_some_and(|slice| {
+                (slice.kept.as_ref()).is_none_or(|kept| Arc::ptr_eq(&kept.slot, slot))
+            });
+            if here { armed.take() } else { None }
+        })
+    }
+
+    /// Hands the outcome back to the [`QueuePlace`] whose wait runs on this thread.
+    fn put_back(self) {
+        SLICE.with(|armed| *armed.borrow_mut() = Some(self));
+    }
+}
+
+impl QueuePlace {
+    /// A place not in any queue yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a wait left a place in a queue here.
+    pub fn is_kept(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    /// Runs `wait` (a blocking grant) so that it takes up this place if one is kept, and,
+    /// if it is a [`MemoryLocks`] wait that ends without a grant, keeps its place here.
+    pub fn wait_keeping<R>(&mut self, wait: impl FnOnce() -> R) -> R {
+        self.run(true, wait)
+    }
+
+    /// Runs `wait` (a blocking grant) so that it takes up this place if one is kept, and
+    /// leaves the queue if it ends without a grant.
+    pub fn wait_last<R>(&mut self, wait: impl FnOnce() -> R) -> R {
+        self.run(false, wait)
+    }
+
+    fn run<R>(&mut self, keep: bool, wait: impl FnOnce() -> R) -> R {
+        let kept = self.kept.take();
+        let earlier = SLICE.with(|armed| armed.borrow_mut().replace(Slice { kept, keep }));
+        // Disarmed even if `wait` panics: the next call on this (pooled) thread must not find
+        // the place, and the place must come back here to be given up.
+        let armed = Armed {
+            place: self,
+            earlier,
+        };
+        let answer = wait();
+        drop(armed);
+        answer
+    }
+}
+
+/// Disarms a [`QueuePlace`]'s slice when its wait returns, and takes the kept place back.
+struct Armed<'a> {
+    place: &'a mut QueuePlace,
+    /// The slice of an enclosing wait on this thread, armed again.
+    earlier: Option<Slice>,
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        let slice =
+            SLICE.with(|armed| std::mem::replace(&mut *armed.borrow_mut(), self.earlier.take()));
+        self.place.kept = slice.and_then(|slice| slice.kept);
+    }
+}
+
+impl Drop for QueuePlace {
+    /// Leaves the queue, or gives back the grant handed to the place meanwhile.
+    fn drop(&mut self) {
+        let Some(Kept { slot, waiter }) = self.kept.take() else {
+            return;
+        };
+        let mut entry = slot.entry.lock();
+        // The entry holds the state: it has not been idle since the place joined its queue.
+        entry.queue.retain(|w| w.ticket != waiter.ticket);
+        if let Some(index) = entry.holders.iter().position(|h| h.ticket == waiter.ticket) {
+            entry.holders.swap_remove(index);
+            slot.ended.notify_all();
+        }
+        // The head may fit now: it settles (and takes the lock) when it wakes.
+        if let Some(head) = entry.queue.front() {
+            head.wake.notify_one();
+        }
+        slot.leave(&entry);
+    }
+}
+
+impl fmt::Debug for QueuePlace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuePlace")
+            .field("kept", &self.is_kept())
+            .finish()
+    }
 }
 
 /// The error for a grant whose lease is over.

@@ -9,7 +9,9 @@ use std::time::Duration;
 use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, model, thread};
-use infra_dlock::{Access, Error, Fence, FencingToken, Grant, Locks, MemoryLocks, Wait};
+use infra_dlock::{
+    Access, Error, Fence, FencingToken, Grant, Locks, MemoryLocks, QueuePlace, Wait,
+};
 
 const LEASE: Duration = Duration::from_secs(10);
 /// A lease that runs out within a model: the clock is advanced by this much.
@@ -544,5 +546,69 @@ fn an_extension_and_a_late_release_never_make_the_fast_path_reissue_a_token() {
             matches!(released, Ok(()) | Err(Error::LeaseExpired { .. })),
             "{released:?}"
         );
+    });
+}
+
+/// A place kept in the queue by a wait that timed out (as between two slices of an async
+/// wait), with no thread waiting for it.
+fn kept_place(locks: &MemoryLocks<ManualClock>) -> QueuePlace {
+    let mut place = QueuePlace::new();
+    let slice = || locks.grant("m", Access::Exclusive, LEASE, Wait::Up(Duration::ZERO));
+    assert!(place.wait_keeping(slice).unwrap().is_none());
+    assert!(place.is_kept());
+    place
+}
+
+/// A release racing a request that arrives while the queue's head is a kept place, and the
+/// place taken up again: the lock goes to the place, never to the later arrival.
+///
+/// Guards: a wait that times out inside a `QueuePlace` stays queued. Without it the place has
+/// left the queue, and the late arrival takes the freed lock.
+#[test]
+fn a_kept_place_is_handed_the_lock_before_a_later_arrival() {
+    model(|| {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let holder = locks.acquire("m", LEASE).unwrap().into_grant();
+        let mut place = kept_place(&locks);
+        let releaser = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.release(holder).unwrap())
+        };
+        let late = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || {
+                locks
+                    .grant("m", Access::Exclusive, LEASE, Wait::No)
+                    .unwrap()
+            })
+        };
+        let resumed = || locks.grant("m", Access::Exclusive, LEASE, Wait::Forever);
+        let granted = place.wait_last(resumed).unwrap();
+        releaser.join().unwrap();
+        assert!(late.join().unwrap().is_none(), "a later arrival overtook");
+        assert!(granted.is_some() && !place.is_kept());
+    });
+}
+
+/// A kept place dropped while the holder releases: whether the lock was handed to the place
+/// first or not, nothing is left queued or held.
+///
+/// Guards: dropping a `QueuePlace` leaves the queue and gives back a grant handed to it.
+/// Without it the place stays at the head of the queue (or holds the lock), and the lock is
+/// never free again.
+#[test]
+fn a_kept_place_dropped_while_the_holder_releases_leaves_the_lock_free() {
+    model(|| {
+        let locks = Arc::new(MemoryLocks::with_clock(ManualClock::new()));
+        let holder = locks.acquire("m", LEASE).unwrap().into_grant();
+        let place = kept_place(&locks);
+        let releaser = {
+            let locks = Arc::clone(&locks);
+            thread::spawn(move || locks.release(holder).unwrap())
+        };
+        drop(place);
+        releaser.join().unwrap();
+        assert_eq!(locks.queue_len("m"), 0);
+        assert!(locks.try_acquire("m", LEASE).unwrap().is_some());
     });
 }
