@@ -131,6 +131,22 @@ pub trait Drivers {
     ) -> Result<Option<(Candidate, Claim)>, Error>;
 }
 
+/// Claims the first of `candidates` (nearest first) whose claim wins, passing over drivers
+/// lost to a race since the query: the claim-nearest loop of every backend.
+pub(crate) fn claim_first<D: Drivers + ?Sized>(
+    drivers: &D,
+    candidates: Vec<Candidate>,
+) -> Result<Option<(Candidate, Claim)>, Error> {
+    for candidate in candidates {
+        match drivers.claim(candidate.driver, candidate.version) {
+            Ok(claim) => return Ok(Some((candidate, claim))),
+            Err(error) if error.is_lost_race() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
 // Each method calls the inherent method of the same name: inherent methods take precedence
 // over trait methods, so these are not recursive.
 impl<C: Clock> Drivers for Index<C> {

@@ -75,6 +75,21 @@ pub enum Error {
     Backend(crate::BackendFailure),
 }
 
+impl Error {
+    /// Whether a claim refused with this error was lost to a race: another claimer won the
+    /// driver, or it changed state, went stale or was removed since the query. Such a driver
+    /// is simply not this claimer's to take; any other error is a failure to report.
+    pub(crate) const fn is_lost_race(&self) -> bool {
+        matches!(
+            self,
+            Self::ClaimLost(_)
+                | Self::NotAvailable { .. }
+                | Self::Stale(_)
+                | Self::UnknownDriver(_)
+        )
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

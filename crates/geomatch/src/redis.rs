@@ -1373,21 +1373,7 @@ impl RedisIndex {
         k: usize,
         filter: &Filter,
     ) -> Result<Option<(Candidate, Claim)>, Error> {
-        for candidate in self.nearest(point, k, filter)? {
-            match self.claim(candidate.driver, candidate.version) {
-                Ok(claim) => return Ok(Some((candidate, claim))),
-                // Lost to another claimer, changed state, went stale or was removed since the
-                // query: all mean "not this one".
-                Err(
-                    Error::ClaimLost(_)
-                    | Error::NotAvailable { .. }
-                    | Error::Stale(_)
-                    | Error::UnknownDriver(_),
-                ) => {}
-                Err(other) => return Err(other),
-            }
-        }
-        Ok(None)
+        crate::drivers::claim_first(self, self.nearest(point, k, filter)?)
     }
 
     /// Runs `script` on the index's keys with `args`: one round trip, two after a

@@ -354,12 +354,7 @@ impl<C: Clock> BatchMatcher<C> {
                     }),
                     // The driver is no longer ours to take (lost to another claimer, offered,
                     // busy, offline, stale or removed): move on without it.
-                    Err(
-                        Error::ClaimLost(_)
-                        | Error::NotAvailable { .. }
-                        | Error::Stale(_)
-                        | Error::UnknownDriver(_),
-                    ) => {
+                    Err(error) if error.is_lost_race() => {
                         claims_lost += 1;
                         lost.push(request);
                     }
