@@ -664,7 +664,11 @@ impl<C: Clock> Index<C> {
     /// ```
     pub fn remove_idle(&self, idle: Duration) -> Vec<DriverRecord> {
         let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-        let is_idle = |seen: u64| self.clock.now_nanos().saturating_sub(seen) >= idle;
+        // One reading for the whole pass: idle means last heard from at or before `cutoff`.
+        let Some(cutoff) = self.clock.now_nanos().checked_sub(idle) else {
+            return Vec::new();
+        };
+        let is_idle = |seen: u64| seen <= cutoff;
         let mut candidates = Vec::new();
         for shard in &*self.cells {
             for bucket in shard.read().values() {
