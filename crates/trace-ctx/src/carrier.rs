@@ -224,41 +224,35 @@ mod http_carrier {
         Some(&NAMES[index])
     }
 
-    /// The first value of `name`, looked up by its prebuilt name when it has one.
-    fn first<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a http::HeaderValue> {
-        match known(name) {
-            Some(name) => headers.get(name),
-            None => headers.get(name),
-        }
-    }
-
     /// Values are handed over as text even when they hold bytes outside visible ASCII, so the
     /// format's own grammar rejects them: a repeated `traceparent` is still seen as repeated,
     /// and a `tracestate` field with a stray byte still invalidates the combined header.
-    /// Bytes that are not UTF-8 arrive as U+FFFD (allocating only in that case).
+    /// Bytes that are not UTF-8 arrive as U+FFFD (allocating only in that case). Names are
+    /// looked up by their prebuilt `HeaderName` when they have one; the text methods read
+    /// through the byte ones.
     impl Extractor for http::HeaderMap {
         fn get(&self, name: &str) -> Option<&str> {
-            first(self, name).and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+            self.get_bytes(name)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
         }
 
         fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-            first(self, name).map(http::HeaderValue::as_bytes)
+            let value = match known(name) {
+                Some(name) => http::HeaderMap::get(self, name),
+                None => http::HeaderMap::get(self, name),
+            };
+            value.map(http::HeaderValue::as_bytes)
         }
 
         fn get_all(&self, name: &str, each: &mut dyn FnMut(&str)) {
-            let values = match known(name) {
-                Some(name) => http::HeaderMap::get_all(self, name),
-                None => http::HeaderMap::get_all(self, name),
-            };
-            for value in values {
-                let bytes = value.as_bytes();
+            self.get_all_bytes(name, &mut |bytes| {
                 // `from_utf8` checks ASCII a word at a time; the lossy conversion goes byte
                 // by byte, so it only runs on a value that needs it.
                 match std::str::from_utf8(bytes) {
                     Ok(text) => each(text),
                     Err(_) => each(&String::from_utf8_lossy(bytes)),
                 }
-            }
+            });
         }
 
         fn get_all_bytes(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
