@@ -137,8 +137,14 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
-    /// Waits (up to a minute) until every node reports `cluster_state:ok` and knows every other
-    /// node, for instance after restarting one.
+    /// Waits (up to a minute) until every node reports `cluster_state:ok`, knows every other
+    /// node, and agrees on their configuration epochs, for instance after restarting one.
+    ///
+    /// The epochs matter to a test that moves a slot by hand (`CLUSTER SETSLOT`): the master
+    /// that takes the slot over raises its epoch above every epoch it knows, and only then do
+    /// the other masters prefer its claim to the old owner's. Right after `CLUSTER MEET` the
+    /// nodes still share epoch 0 and settle the collision over a few heartbeats; a slot moved
+    /// before that can end with each master sending `MOVED` to the other.
     pub fn wait_until_ok(&self) -> io::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let known = format!("cluster_known_nodes:{}", self.nodes.len());
@@ -163,7 +169,30 @@ impl RedisCluster {
                 std::thread::sleep(POLL_INTERVAL);
             }
         }
-        Ok(())
+        loop {
+            let views = self
+                .nodes
+                .iter()
+                .map(|node| {
+                    let nodes = node.request(&["CLUSTER", "NODES"])?.text();
+                    Ok(nodes.as_deref().and_then(config_epochs))
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            let settled = views.first().is_some_and(|first| {
+                first.as_ref().is_some_and(|epochs| all_distinct(epochs))
+                    && views.iter().all(|view| view == first)
+            });
+            if settled {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the nodes never agreed on distinct epochs: {views:?}"),
+                ));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 
     /// The index of the node that owns `key`'s hash slot (`CLUSTER KEYSLOT`).
@@ -226,6 +255,30 @@ impl RedisCluster {
 /// The first and last slot node `index` of `nodes` owns.
 fn slot_range(index: usize, nodes: usize) -> (usize, usize) {
     (index * SLOTS / nodes, (index + 1) * SLOTS / nodes - 1)
+}
+
+/// Every node's id and configuration epoch in a `CLUSTER NODES` reply (fields 1 and 7 of
+/// each line), sorted by id; `None` if a line is not of that form.
+fn config_epochs(nodes: &str) -> Option<Vec<(String, u64)>> {
+    let mut epochs = nodes
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?.to_owned();
+            let epoch = fields.nth(5)?.parse().ok()?;
+            Some((id, epoch))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    epochs.sort();
+    Some(epochs)
+}
+
+/// Whether no two nodes share an epoch.
+fn all_distinct(epochs: &[(String, u64)]) -> bool {
+    let mut seen: Vec<u64> = epochs.iter().map(|&(_, epoch)| epoch).collect();
+    seen.sort_unstable();
+    seen.windows(2).all(|pair| pair[0] != pair[1])
 }
 
 /// The address in a `MOVED <slot> <ip>:<port>` error.
@@ -317,6 +370,23 @@ mod tests {
         assert!(error.to_string().contains("MOVED to a stranger"), "{error}");
         let plain = fake_cluster(b"$3\r\nabc\r\n");
         assert_eq!(plain.command(&["GET", "k"]).unwrap(), "$3");
+    }
+
+    #[test]
+    fn config_epochs_are_read_from_cluster_nodes() {
+        let nodes = "b2 127.0.0.1:7001@17001 master - 0 1796402887292 0 connected 5461-10921\n\
+                     a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 14604\n";
+        let epochs = config_epochs(nodes).unwrap();
+        assert_eq!(epochs, [("a1".to_owned(), 1), ("b2".to_owned(), 0)]);
+        assert!(all_distinct(&epochs));
+        let colliding = "a1 127.0.0.1:7000@17000 myself,master - 0 0 0 connected\n\
+                         b2 127.0.0.1:7001@17001 master - 0 1796402887292 0 connected\n";
+        assert!(!all_distinct(&config_epochs(colliding).unwrap()));
+        assert_eq!(
+            config_epochs("a1 127.0.0.1:7000 master - 0 0 x connected"),
+            None
+        );
+        assert_eq!(config_epochs("a1 127.0.0.1:7000"), None);
     }
 
     #[test]
