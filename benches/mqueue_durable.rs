@@ -10,6 +10,8 @@
 //! - `infra always/8-async` — 8 tasks on a multi-thread tokio runtime (one worker per core),
 //!   each awaiting `Log::append_async`: every append returns after an fsync covering it, run on
 //!   tokio's blocking pool and shared with the other tasks (group commit).
+//! - `queue always/N` — the durable work queue: N threads each calling `WorkQueue::send`, which
+//!   returns after an fsync covering the message (sends share fsyncs as appends do).
 //! - `write+fdatasync/1` — the floor of one-fsync-per-message: a plain loop of `write_all` and
 //!   `sync_data` on one file.
 //! - `infra never/1` and `yaque/1` — equal durability without fsync: yaque's `try_send` writes
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use infra_mqueue::log::{AppendTicket, FsyncPolicy, Log, LogOptions};
+use infra_mqueue::queue::{QueueOptions, WorkQueue};
 
 const MESSAGE: [u8; 100] = [b'm'; 100];
 
@@ -139,6 +142,34 @@ fn infra_async_appends(options: LogOptions, tasks: u64, iters: u64) -> Duration 
     })
 }
 
+/// `iters` sends spread over `producers` threads sharing one durable work queue (fsync
+/// `Always`); the wall time of them all.
+fn queue_sends(producers: u64, iters: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing is received: room for every send of the longest sample.
+    let options = QueueOptions::default().capacity(usize::MAX);
+    let queue = Arc::new(WorkQueue::open(dir.path(), options).expect("open"));
+    let barrier = Arc::new(Barrier::new(usize::try_from(producers).unwrap_or(1) + 1));
+    let threads: Vec<_> = (0..producers)
+        .map(|p| {
+            let (queue, barrier) = (Arc::clone(&queue), Arc::clone(&barrier));
+            let share = iters / producers + u64::from(p < iters % producers);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..share {
+                    queue.send(&MESSAGE[..]).expect("send");
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for t in threads {
+        t.join().expect("producer");
+    }
+    start.elapsed()
+}
+
 fn durable(c: &mut Criterion) {
     let mut group = c.benchmark_group("mqueue/durable");
     group.throughput(Throughput::Elements(1));
@@ -176,6 +207,11 @@ fn durable(c: &mut Criterion) {
                 });
             });
         }
+    }
+    for producers in [1, 8] {
+        group.bench_function(format!("queue always/{producers}"), |b| {
+            b.iter_custom(|iters| queue_sends(producers, iters));
+        });
     }
     group.bench_function("write+fdatasync/1", |b| {
         b.iter_custom(|iters| {

@@ -95,7 +95,7 @@ impl Log {
 
     /// Returns once every record below `end` is durable, sharing fsyncs with every other
     /// caller, blocked or async.
-    async fn make_durable_async(&self, end: u64) -> Result<(), Error> {
+    pub(crate) async fn make_durable_async(&self, end: u64) -> Result<(), Error> {
         let mut waiter = AsyncWaiter::default();
         poll_fn(|cx| {
             GroupCommit::poll_wait(&self.commit, end, &mut waiter, cx.waker(), |leader| {

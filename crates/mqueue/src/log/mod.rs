@@ -628,7 +628,7 @@ impl Log {
 
     /// Returns once every record below `end` is durable, sharing fsyncs with every other
     /// caller (group commit).
-    fn make_durable(&self, end: u64) -> Result<(), Error> {
+    pub(crate) fn make_durable(&self, end: u64) -> Result<(), Error> {
         self.commit.wait(end, || self.sync_written())
     }
 

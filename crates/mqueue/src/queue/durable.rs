@@ -24,7 +24,7 @@ use super::journal::{Entry, Replay};
 use super::lease::Leases;
 use super::{DeadLetter, QueueOptions, wall_ms};
 use crate::error::Error;
-use crate::log::{Log, Storage};
+use crate::log::{AppendTicket, FsyncPolicy, Log, Storage};
 
 /// Records read from a log per call during replay.
 const REPLAY_BATCH: usize = 4096;
@@ -74,7 +74,8 @@ pub(super) struct Durable {
     compact_at: AtomicU64,
     compact_after: u64,
     dead: Log,
-    /// Serializes sends so the message log's offsets match the lease table's.
+    /// Serializes the writes of sends so the message log's offsets match the lease table's
+    /// (held for the write only: the fsync that makes a send durable is shared).
     append: Mutex<()>,
     log_options: crate::log::LogOptions,
 }
@@ -276,8 +277,27 @@ impl Durable {
         self.append.lock()
     }
 
-    pub(super) fn append_message(&self, envelope: &Envelope) -> Result<u64, Error> {
-        self.messages.append(&envelope.encode())
+    /// Writes a message to the log; its ticket's wait makes it durable per the fsync policy.
+    pub(super) fn write_message(&self, envelope: &Envelope) -> Result<AppendTicket<'_>, Error> {
+        self.messages.append_nowait(&envelope.encode())
+    }
+
+    /// Returns once the message at `offset`, written by another send, is durable per the
+    /// fsync policy (for a duplicate of a send still waiting for its fsync).
+    pub(super) fn wait_durable(&self, offset: u64) -> Result<(), Error> {
+        if self.log_options.fsync == FsyncPolicy::Always {
+            self.messages.make_durable(offset + 1)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::wait_durable`] for async callers: the fsync runs on tokio's blocking pool.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn wait_durable_async(&self, offset: u64) -> Result<(), Error> {
+        if self.log_options.fsync == FsyncPolicy::Always {
+            self.messages.make_durable_async(offset + 1).await?;
+        }
+        Ok(())
     }
 
     /// Appends a journal record; `true` when the journal has grown enough to compact.

@@ -37,6 +37,9 @@ enum State {
     Leased { attempt: u32, deadline: u64 },
     /// Gone for good.
     Settled(Outcome),
+    /// Written to a durable queue's log but not yet durable: its send has not returned, so
+    /// it is counted but not handed out; then available at `not_before` (or at once).
+    Writing { not_before: Option<u64> },
 }
 
 #[derive(Debug)]
@@ -90,6 +93,9 @@ pub(crate) struct Leases {
     unsettled: usize,
     in_flight: usize,
     max_deliveries: u32,
+    /// Every message below this offset is durable; those from it to [`Self::next_offset`]
+    /// are [`State::Writing`] (sends are written in offset order and made durable in it).
+    durable_end: u64,
 }
 
 /// Why a settle call (ack, nack, extend, term) was refused.
@@ -125,6 +131,7 @@ impl Leases {
             unsettled: 0,
             in_flight: 0,
             max_deliveries,
+            durable_end: first_offset,
         }
     }
 
@@ -138,7 +145,7 @@ impl Leases {
         self.base
     }
 
-    /// Messages not yet settled: ready, waiting or leased.
+    /// Messages not yet settled: ready, waiting, leased or still being written.
     pub(crate) fn unsettled(&self) -> usize {
         self.unsettled
     }
@@ -175,7 +182,13 @@ impl Leases {
         deliveries: u32,
         settled: Option<Outcome>,
     ) -> u64 {
+        debug_assert_eq!(
+            self.durable_end,
+            self.next_offset(),
+            "a message available at once is never pushed behind one still being written"
+        );
         let offset = self.next_offset();
+        self.durable_end = offset + 1;
         let state = match (settled, not_before) {
             (Some(outcome), _) => State::Settled(outcome),
             (None, Some(not_before)) if not_before > now => {
@@ -202,6 +215,61 @@ impl Leases {
         });
         self.drop_settled_front();
         offset
+    }
+
+    /// Appends a message written to the log but not yet durable at [`Self::next_offset`]:
+    /// counted from now on, handed out only once [`Self::made_durable`] covers it, then
+    /// available at `not_before` (or at once).
+    pub(crate) fn push_writing(
+        &mut self,
+        payload: Bytes,
+        now: u64,
+        not_before: Option<u64>,
+    ) -> u64 {
+        let offset = self.next_offset();
+        self.unsettled += 1;
+        self.slots.push_back(Slot {
+            payload,
+            deliveries: 0,
+            state: State::Writing { not_before },
+            enqueued_at: now,
+        });
+        offset
+    }
+
+    /// Whether the message at `offset` is durable (or was never written here).
+    pub(crate) fn is_durable(&self, offset: u64) -> bool {
+        offset < self.durable_end || offset >= self.next_offset()
+    }
+
+    /// Every message below `end` is durable now: those still being written become available
+    /// (or wait for their delay), in offset order. Returns how many did.
+    pub(crate) fn made_durable(&mut self, end: u64, now: u64) -> usize {
+        let end = end.min(self.next_offset());
+        let mut released = 0;
+        while self.durable_end < end {
+            let offset = self.durable_end;
+            self.durable_end += 1;
+            let Some(slot) = self.slot_mut(offset) else {
+                continue;
+            };
+            let State::Writing { not_before } = slot.state else {
+                continue;
+            };
+            released += 1;
+            match not_before {
+                Some(not_before) if not_before > now => {
+                    slot.state = State::Waiting { not_before };
+                    self.delayed.push(Reverse((not_before, offset)));
+                }
+                _ => {
+                    slot.state = State::Ready;
+                    // In offset order: everything in `fresh` is below `durable_end`.
+                    self.fresh.push_back(offset);
+                }
+            }
+        }
+        released
     }
 
     fn drop_settled_front(&mut self) {
@@ -261,7 +329,7 @@ impl Leases {
         self.slot(offset).is_some_and(|slot| match slot.state {
             State::Ready => true,
             State::Leased { deadline, .. } => deadline <= now,
-            State::Waiting { .. } | State::Settled(_) => false,
+            State::Waiting { .. } | State::Settled(_) | State::Writing { .. } => false,
         })
     }
 
@@ -433,5 +501,66 @@ impl Leases {
 impl Slot {
     fn state_is_leased_by(&self, attempt: u32) -> bool {
         matches!(self.state, State::Leased { attempt: current, .. } if current == attempt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: u64 = 1_000;
+
+    fn delivered(handout: Option<Handout>) -> Option<u64> {
+        match handout? {
+            Handout::Deliver { offset, .. } => Some(offset),
+            Handout::DeadLetter { .. } => panic!("nothing here reaches max_deliveries"),
+        }
+    }
+
+    #[test]
+    fn messages_still_being_written_are_counted_but_handed_out_only_once_durable() {
+        let mut leases = Leases::new(10, 3);
+        let offsets: Vec<u64> = (0..3)
+            .map(|_| leases.push_writing(Bytes::from_static(b"m"), 0, None))
+            .collect();
+        assert_eq!(offsets, [10, 11, 12]);
+        assert_eq!(leases.unsettled(), 3);
+        assert!(!leases.is_durable(10) && !leases.is_durable(12));
+        assert!(leases.is_durable(9) && leases.is_durable(13));
+        assert!(!leases.has_available(0));
+        assert!(leases.receive(0, LEASE).is_none());
+        // The second send's fsync covers the first message too.
+        assert_eq!(leases.made_durable(12, 0), 2);
+        assert_eq!(leases.made_durable(11, 0), 0, "already durable");
+        assert!(leases.is_durable(11) && !leases.is_durable(12));
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(10));
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(11));
+        assert_eq!(delivered(leases.receive(0, LEASE)), None);
+        assert_eq!(
+            leases.made_durable(u64::MAX, 0),
+            1,
+            "bounded by the messages written"
+        );
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(12));
+    }
+
+    #[test]
+    fn a_delayed_send_made_durable_waits_for_its_delay() {
+        let mut leases = Leases::new(0, 3);
+        leases.push_writing(Bytes::from_static(b"later"), 0, Some(500));
+        leases.push_writing(Bytes::from_static(b"now"), 0, None);
+        assert_eq!(leases.made_durable(2, 100), 2);
+        assert_eq!(delivered(leases.receive(100, LEASE)), Some(1));
+        assert_eq!(delivered(leases.receive(100, LEASE)), None);
+        assert_eq!(leases.next_due(100), Some(500));
+        assert_eq!(delivered(leases.receive(500, LEASE)), Some(0));
+    }
+
+    #[test]
+    fn a_checkpoint_lists_a_message_still_being_written_as_a_new_one() {
+        let mut leases = Leases::new(0, 3);
+        leases.push_writing(Bytes::from_static(b"m"), 0, Some(500));
+        assert_eq!(leases.snapshot().collect::<Vec<_>>(), [(0, 0, false, None)]);
+        assert_eq!(leases.watermark(), 0);
     }
 }

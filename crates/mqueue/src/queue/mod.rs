@@ -66,7 +66,7 @@ use infra_common::sync::{Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, SystemClock};
 
 use crate::error::Error;
-use crate::log::{FileStorage, LogOptions, Storage};
+use crate::log::{AppendTicket, FileStorage, LogOptions, Storage};
 
 pub use dedup::DedupWindow;
 pub use envelope::MAX_ID_LEN;
@@ -396,7 +396,7 @@ pub struct DeadLetter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueStats {
-    /// Unsettled messages: ready, delayed or leased.
+    /// Unsettled messages: ready, delayed, leased, or still being written by a durable send.
     pub unsettled: usize,
     /// Leased messages (including expired leases not yet received again).
     pub in_flight: usize,
@@ -437,6 +437,17 @@ struct State {
     dead: std::collections::VecDeque<DeadLetter>,
     dead_next: u64,
     stats: QueueStats,
+}
+
+/// What a send left to do once stored (in memory) or written (to a durable queue's log).
+enum Written<'q> {
+    /// Written: durable once the ticket's wait returns.
+    New(AppendTicket<'q>),
+    /// Sent: in memory, or a duplicate of a durable send. Nothing to wait for.
+    Done(Sent),
+    /// A duplicate of the send at this offset, which still waits for its fsync: this one
+    /// returns only once it is durable too.
+    DuplicateOfWriting(&'q Durable, u64),
 }
 
 /// A work queue with leases, redelivery, dead letters, delays and producer dedup; in memory
@@ -693,6 +704,22 @@ impl WorkQueue {
     }
 
     fn send_message(&self, message: Message, wait: bool) -> Result<Sent, Error> {
+        match self.start_send(message, wait)? {
+            Written::Done(sent) => Ok(sent),
+            Written::New(ticket) => {
+                let offset = ticket.offset();
+                ticket.wait()?;
+                Ok(self.made_durable(offset, false))
+            }
+            Written::DuplicateOfWriting(durable, offset) => {
+                durable.wait_durable(offset)?;
+                Ok(self.made_durable(offset, true))
+            }
+        }
+    }
+
+    /// Stores a send in memory, or writes it to the durable queue's log.
+    fn start_send(&self, message: Message, wait: bool) -> Result<Written<'_>, Error> {
         let delay = self.validate_message(&message)?;
         let Some(durable) = &self.durable else {
             // In memory the wall clock only dates sends for deduplication: without a window,
@@ -704,10 +731,10 @@ impl WorkQueue {
             };
             let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
             if let Some(offset) = duplicate {
-                return Ok(Sent {
+                return Ok(Written::Done(Sent {
                     offset,
                     duplicate: true,
-                });
+                }));
             }
             let now = self.clock.now_nanos();
             let not_before = delay.map(|delay| now.saturating_add(delay));
@@ -717,22 +744,40 @@ impl WorkQueue {
             }
             drop(state);
             self.wake_receivers();
-            return Ok(Sent {
+            return Ok(Written::Done(Sent {
                 offset,
                 duplicate: false,
-            });
+            }));
         };
-        // Durable: sends are stored one at a time, in offset order, under the append lock,
-        // so the log's offsets and the lease table's stay the same; the state lock is not
-        // held across the write.
+        self.write_durable(durable, message, delay, wait)
+    }
+
+    /// Writes a send to the durable queue's log, or finds it a duplicate; what is written
+    /// is not handed out before [`Self::made_durable`] says it is durable.
+    ///
+    /// Writes are made one at a time, in offset order, under the append lock, so the log's
+    /// offsets and the lease table's stay the same; the lock is let go before the fsync, so
+    /// concurrent sends share one (the log's group commit). The state lock is not held
+    /// across the write.
+    fn write_durable<'q>(
+        &self,
+        durable: &'q Durable,
+        message: Message,
+        delay: Option<u64>,
+        wait: bool,
+    ) -> Result<Written<'q>, Error> {
         let now_ms = wall_ms(self.clock.as_ref());
         let _append = durable.append_lock();
         {
             let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
             if let Some(offset) = duplicate {
-                return Ok(Sent {
-                    offset,
-                    duplicate: true,
+                return Ok(if state.leases.is_durable(offset) {
+                    Written::Done(Sent {
+                        offset,
+                        duplicate: true,
+                    })
+                } else {
+                    Written::DuplicateOfWriting(durable, offset)
                 });
             }
             state.reserved += 1;
@@ -743,11 +788,11 @@ impl WorkQueue {
             not_before_ms: delay.map(|delay| now_ms.saturating_add(delay / 1_000_000)),
             payload: message.payload,
         };
-        let stored = durable.append_message(&envelope);
+        let written = durable.write_message(&envelope);
         let mut state = self.state.lock();
         state.reserved -= 1;
-        let offset = match stored {
-            Ok(offset) => offset,
+        let ticket = match written {
+            Ok(ticket) => ticket,
             Err(error) => {
                 drop(state);
                 self.space.notify_one();
@@ -756,22 +801,30 @@ impl WorkQueue {
         };
         let now = self.clock.now_nanos();
         let not_before = delay.map(|delay| now.saturating_add(delay));
-        let pushed = state
-            .leases
-            .push(envelope.payload, now, not_before, 0, None);
+        let pushed = state.leases.push_writing(envelope.payload, now, not_before);
         debug_assert_eq!(
-            pushed, offset,
+            pushed,
+            ticket.offset(),
             "the log and the lease table agree on offsets"
         );
         if let Some(dedup) = &mut state.dedup {
-            dedup.remember(envelope.id, offset, now_ms);
+            dedup.remember(envelope.id, pushed, now_ms);
         }
-        drop(state);
-        self.wake_receivers();
-        Ok(Sent {
-            offset,
-            duplicate: false,
-        })
+        Ok(Written::New(ticket))
+    }
+
+    /// The send at `offset` is durable, and so is every one written before it: they become
+    /// available to receivers.
+    fn made_durable(&self, offset: u64, duplicate: bool) -> Sent {
+        let released = {
+            let mut state = self.state.lock();
+            let now = self.clock.now_nanos();
+            state.leases.made_durable(offset + 1, now)
+        };
+        for _ in 0..released {
+            self.wake_receivers();
+        }
+        Sent { offset, duplicate }
     }
 
     fn wake_receivers(&self) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Delivery, Message, Sent, WorkQueue};
+use super::{Delivery, Message, Sent, WorkQueue, Written};
 use crate::error::Error;
 
 /// The wake-ups of async waiters.
@@ -18,20 +18,36 @@ pub(super) struct Notifiers {
 }
 
 impl WorkQueue {
-    /// [`WorkQueue::send`] for async callers: waits for room without blocking the thread.
+    /// [`WorkQueue::send`] for async callers: waits for room, and on a durable queue for the
+    /// fsync that makes the message durable, without blocking the thread.
     ///
-    /// A durable queue still writes (and, under `FsyncPolicy::Always`, fsyncs) on the calling
-    /// thread; run it on a blocking-friendly runtime thread if that matters.
+    /// A durable queue writes the message on the calling task; under
+    /// `FsyncPolicy::Always` the fsync runs on tokio's blocking pool, shared with every
+    /// send (blocking or async) written before it began. A future dropped after the write
+    /// leaves the message written but not acknowledged: it is handed out once a later
+    /// send's fsync covers it, or after a restart.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
         let message = message.into();
-        loop {
+        let written = loop {
             let room = self.notify.space.notified();
             tokio::pin!(room);
             // Registered before the check, so a wake-up between the two is not lost.
             room.as_mut().enable();
-            match self.try_send(message.clone()) {
+            match self.start_send(message.clone(), false) {
                 Err(Error::Full { .. }) => room.await,
-                other => return other,
+                other => break other?,
+            }
+        };
+        match written {
+            Written::Done(sent) => Ok(sent),
+            Written::New(ticket) => {
+                let offset = ticket.offset();
+                ticket.wait_async().await?;
+                Ok(self.made_durable(offset, false))
+            }
+            Written::DuplicateOfWriting(durable, offset) => {
+                durable.wait_durable_async(offset).await?;
+                Ok(self.made_durable(offset, true))
             }
         }
     }

@@ -1,0 +1,206 @@
+//! Durable sends share fsyncs: a send lets go of the queue's write order once its message is
+//! written, so sends made while an fsync is in flight all wait for the next one, and no
+//! message is handed out before the fsync that makes it durable has returned.
+//!
+//! The queue runs on the simulated disk with its file syncs held at a gate the test opens;
+//! nothing waits for time to pass.
+
+#![cfg(not(infra_loom))]
+
+use std::path::Path;
+use std::time::Instant;
+
+use infra_common::ManualClock;
+use infra_common::sync::atomic::{AtomicUsize, Ordering};
+use infra_common::sync::{Arc, thread};
+use infra_mqueue::log::SimulatedStorage;
+use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, WorkQueue};
+
+#[path = "support/gated_disk.rs"]
+mod gated_disk;
+
+use gated_disk::{Gate, GatedDisk, HUNG};
+
+const DIR: &str = "/queue";
+
+/// A durable queue (fsync `Always`) whose file syncs wait at the returned gate, which counts
+/// from after the open.
+fn open_gated(disk: &SimulatedStorage, options: QueueOptions) -> (Arc<WorkQueue>, Arc<Gate>) {
+    let (gated, gate) = GatedDisk::new(disk);
+    let queue = WorkQueue::open_with(Path::new(DIR), options, ManualClock::new(), gated).unwrap();
+    gate.reset();
+    (Arc::new(queue), gate)
+}
+
+/// Waits until `done` holds, panicking only after [`HUNG`] (a regression, not a slow machine).
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + HUNG;
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::yield_now();
+    }
+}
+
+/// The payloads a reopened queue on `disk` hands out, in order.
+fn payloads_after_reopen(disk: &SimulatedStorage) -> Vec<Vec<u8>> {
+    let queue = WorkQueue::open_with(
+        Path::new(DIR),
+        QueueOptions::default(),
+        ManualClock::new(),
+        disk.clone(),
+    )
+    .unwrap();
+    let mut payloads = Vec::new();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        payloads.push(delivery.payload().to_vec());
+    }
+    payloads
+}
+
+#[test]
+fn sends_made_during_an_fsync_share_the_next_and_are_handed_out_only_once_durable() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    gate.set_closed(true);
+    let first = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("order 0").unwrap())
+    };
+    gate.wait_until(|arrived, _| arrived == 1);
+    // The first send's fsync is held; seven more sends write their messages behind it.
+    let others: Vec<_> = (1..8)
+        .map(|i| {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || queue.send(format!("order {i}").as_str()).unwrap())
+        })
+        .collect();
+    until("all eight messages written", || {
+        queue.stats().unsettled == 8
+    });
+    assert_eq!(queue.stats().next_offset, 8);
+    assert!(
+        queue.try_receive().unwrap().is_none(),
+        "a message was handed out before an fsync covered it"
+    );
+    gate.set_closed(false);
+    assert_eq!(first.join().unwrap().offset, 0);
+    let mut offsets: Vec<u64> = others
+        .into_iter()
+        .map(|t| t.join().unwrap().offset)
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (1..8).collect::<Vec<u64>>());
+    // The held fsync covered the first message; one more covered the seven written behind it.
+    assert_eq!(
+        gate.counts(),
+        (2, 2),
+        "one fsync per group of sends, not one per send"
+    );
+    let mut received = Vec::new();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        received.push(delivery.offset());
+    }
+    assert_eq!(received, (0..8).collect::<Vec<u64>>(), "in offset order");
+    drop(queue);
+    disk.power_cut();
+    let mut kept = payloads_after_reopen(&disk);
+    kept.sort();
+    let mut sent: Vec<Vec<u8>> = (0..8).map(|i| format!("order {i}").into_bytes()).collect();
+    sent.sort();
+    assert_eq!(kept, sent, "every send that returned survives a power cut");
+}
+
+#[test]
+fn a_duplicate_of_a_send_still_writing_returns_only_once_that_send_is_durable() {
+    let disk = SimulatedStorage::new();
+    let options = QueueOptions::default().dedup(DedupWindow::new(100));
+    let (queue, gate) = open_gated(&disk, options);
+    gate.set_closed(true);
+    let returned = Arc::new(AtomicUsize::new(0));
+    let send = |queue: &Arc<WorkQueue>| {
+        let (queue, returned) = (Arc::clone(queue), Arc::clone(&returned));
+        thread::spawn(move || {
+            let sent = queue.send(Message::new("payment").id("order-7")).unwrap();
+            returned.fetch_add(1, Ordering::SeqCst);
+            sent
+        })
+    };
+    let original = send(&queue);
+    gate.wait_until(|arrived, _| arrived == 1);
+    let duplicate = send(&queue);
+    // The duplicate finds the id at once; it must still wait for the held fsync.
+    until("the duplicate counted", || queue.stats().duplicates == 1);
+    assert_eq!(
+        returned.load(Ordering::SeqCst),
+        0,
+        "a send returned before its fsync"
+    );
+    gate.set_closed(false);
+    let (original, duplicate) = (original.join().unwrap(), duplicate.join().unwrap());
+    assert_eq!((original.offset, original.duplicate), (0, false));
+    assert_eq!((duplicate.offset, duplicate.duplicate), (0, true));
+    drop(queue);
+    disk.power_cut();
+    assert_eq!(payloads_after_reopen(&disk), [b"payment".to_vec()]);
+}
+
+#[test]
+fn a_failed_fsync_fails_every_send_it_was_to_cover_and_hands_none_of_them_out() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    gate.set_closed(true);
+    let sends: Vec<_> = (0..3)
+        .map(|i| {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || queue.send(format!("order {i}").as_str()))
+        })
+        .collect();
+    until("three messages written", || queue.stats().unsettled == 3);
+    disk.set_failing(true);
+    gate.set_closed(false);
+    for send in sends {
+        assert!(
+            send.join().unwrap().is_err(),
+            "a send returned without its fsync"
+        );
+    }
+    assert!(queue.try_receive().unwrap().is_none());
+    assert!(
+        queue.send("later").is_err(),
+        "the log failed: later sends fail"
+    );
+}
+
+/// Async sends (feature `tokio`) on a current-thread runtime: their fsyncs run on the blocking
+/// pool, so the runtime's one thread goes on running this test while they are held, and the
+/// sends written during the first fsync share the next.
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn async_sends_wait_for_their_fsync_off_the_runtime_thread_and_share_it() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    gate.set_closed(true);
+    let sends: Vec<_> = (0..4)
+        .map(|i| {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.send_async(format!("order {i}").as_str()).await })
+        })
+        .collect();
+    let deadline = Instant::now() + HUNG;
+    while queue.stats().unsettled < 4 {
+        assert!(Instant::now() < deadline, "never: four messages written");
+        tokio::task::yield_now().await;
+    }
+    assert!(queue.try_receive().unwrap().is_none());
+    gate.set_closed(false);
+    for (i, send) in sends.into_iter().enumerate() {
+        let sent = send.await.unwrap().unwrap();
+        assert_eq!(sent.offset, i as u64, "written in the order first polled");
+    }
+    assert_eq!(
+        gate.counts(),
+        (2, 2),
+        "one fsync per group of sends, not one per send"
+    );
+    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 0);
+}
