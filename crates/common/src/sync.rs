@@ -614,6 +614,27 @@ pub mod thread {
         }
     }
 
+    /// Starts a thread running `f` on a stack of at least `bytes`.
+    ///
+    /// Under loom each model thread runs on a small coroutine stack of its own; a model that
+    /// runs deep code (opening files, replaying a log) spawns its threads with this.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot start the thread (outside loom).
+    #[cfg_attr(infra_loom, track_caller)]
+    pub fn spawn_with_stack<F, T>(bytes: usize, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = backend::Builder::new()
+            .stack_size(bytes)
+            .spawn(f)
+            .expect("the thread could not be started");
+        JoinHandle { inner }
+    }
+
     /// A number for the calling thread: 0 for the first thread that asks, 1 for the next, and
     /// so on; the same on every call from one thread, and never given to a second thread.
     ///

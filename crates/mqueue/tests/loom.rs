@@ -1,7 +1,7 @@
 //! Model-checked concurrency: every interleaving of a few threads on the log's group commit
 //! (`mod group_commit`), on async appenders in the same hand-off (`mod async_group_commit`), on
-//! pipelined appends through the real log (`mod tickets`) and on the work queue's leases
-//! (`mod lease`).
+//! pipelined appends through the real log (`mod tickets`), on sends to a durable work queue
+//! (`mod durable_sends`) and on the work queue's leases (`mod lease`).
 //!
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-mqueue --test loom`
 #![cfg(infra_loom)]
@@ -248,6 +248,78 @@ mod tickets {
             for producer in producers {
                 producer.join().unwrap();
             }
+        });
+    }
+}
+
+mod durable_sends {
+    //! Two threads send to a durable work queue over a simulated disk while a third receives.
+    //! Checked: a message is handed out only once an fsync covered it (it is in what a power cut
+    //! would leave of the message log), and a send returns only then. The sends share the
+    //! log's group commit, so one may return on the other's fsync.
+    //!
+    //! Guard: a message written but not yet durable waits in the lease table as `Writing`,
+    //! not handed out, until a send's fsync returns (`Leases::made_durable`).
+
+    use std::path::Path;
+
+    use infra_common::ManualClock;
+    use infra_common::sync::{Arc, model, thread};
+    use infra_mqueue::log::{LogOptions, SimulatedStorage};
+    use infra_mqueue::queue::{QueueOptions, WorkQueue};
+
+    const SEGMENT: &str = "/queue/messages/00000000000000000000.seg";
+
+    /// Whether `payload` is in what a power cut would leave of the message log.
+    fn survives_power_cut(disk: &SimulatedStorage, payload: &[u8]) -> bool {
+        disk.durable_contents(Path::new(SEGMENT))
+            .is_some_and(|synced| synced.windows(payload.len()).any(|w| w == payload))
+    }
+
+    /// Deep enough for opening a durable queue inside a model thread.
+    const STACK: usize = 4 << 20;
+
+    #[test]
+    fn a_message_is_handed_out_and_its_send_returns_only_once_durable() {
+        model(|| {
+            let receiver = thread::spawn_with_stack(STACK, || {
+                let disk = SimulatedStorage::new();
+                let log = LogOptions {
+                    preallocate: 64,
+                    ..LogOptions::default()
+                };
+                let options = QueueOptions::default().log_options(log);
+                let queue = WorkQueue::open_with(
+                    Path::new("/queue"),
+                    options,
+                    ManualClock::new(),
+                    disk.clone(),
+                );
+                let queue = Arc::new(queue.unwrap());
+                let senders: Vec<_> = ["order A", "order B"]
+                    .into_iter()
+                    .map(|payload| {
+                        let (queue, disk) = (Arc::clone(&queue), disk.clone());
+                        thread::spawn_with_stack(STACK, move || {
+                            queue.send(payload).unwrap();
+                            assert!(
+                                survives_power_cut(&disk, payload.as_bytes()),
+                                "a send returned before an fsync covered its message"
+                            );
+                        })
+                    })
+                    .collect();
+                if let Some(delivery) = queue.try_receive().unwrap() {
+                    assert!(
+                        survives_power_cut(&disk, delivery.payload()),
+                        "a message was handed out before an fsync covered it"
+                    );
+                }
+                for sender in senders {
+                    sender.join().unwrap();
+                }
+            });
+            receiver.join().unwrap();
         });
     }
 }
