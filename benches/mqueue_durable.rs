@@ -91,18 +91,22 @@ fn log_options(fsync: FsyncPolicy, preallocate: bool) -> LogOptions {
     }
 }
 
-/// `iters` appends spread over `producers` threads sharing one log; the wall time of them all.
-fn infra_appends(options: LogOptions, producers: u64, producer: Producer, iters: u64) -> Duration {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = Arc::new(Log::open(dir.path(), options).expect("open"));
+/// `iters` operations spread over `producers` threads started together, each running `work`
+/// with its share; the wall time of them all.
+fn timed_threads(
+    producers: u64,
+    iters: u64,
+    work: impl Fn(u64) + Send + Sync + 'static,
+) -> Duration {
+    let work = Arc::new(work);
     let barrier = Arc::new(Barrier::new(usize::try_from(producers).unwrap_or(1) + 1));
     let threads: Vec<_> = (0..producers)
         .map(|p| {
-            let (log, barrier) = (Arc::clone(&log), Arc::clone(&barrier));
+            let (work, barrier) = (Arc::clone(&work), Arc::clone(&barrier));
             let share = iters / producers + u64::from(p < iters % producers);
             std::thread::spawn(move || {
                 barrier.wait();
-                produce(&log, producer, share);
+                work(share);
             })
         })
         .collect();
@@ -112,6 +116,15 @@ fn infra_appends(options: LogOptions, producers: u64, producer: Producer, iters:
         t.join().expect("producer");
     }
     start.elapsed()
+}
+
+/// `iters` appends spread over `producers` threads sharing one log; the wall time of them all.
+fn infra_appends(options: LogOptions, producers: u64, producer: Producer, iters: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Log::open(dir.path(), options).expect("open");
+    timed_threads(producers, iters, move |share| {
+        produce(&log, producer, share);
+    })
 }
 
 /// `iters` appends spread over `tasks` tokio tasks sharing one log on a multi-thread runtime;
@@ -148,26 +161,12 @@ fn queue_sends(producers: u64, iters: u64) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     // Nothing is received: room for every send of the longest sample.
     let options = QueueOptions::default().capacity(usize::MAX);
-    let queue = Arc::new(WorkQueue::open(dir.path(), options).expect("open"));
-    let barrier = Arc::new(Barrier::new(usize::try_from(producers).unwrap_or(1) + 1));
-    let threads: Vec<_> = (0..producers)
-        .map(|p| {
-            let (queue, barrier) = (Arc::clone(&queue), Arc::clone(&barrier));
-            let share = iters / producers + u64::from(p < iters % producers);
-            std::thread::spawn(move || {
-                barrier.wait();
-                for _ in 0..share {
-                    queue.send(&MESSAGE[..]).expect("send");
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for t in threads {
-        t.join().expect("producer");
-    }
-    start.elapsed()
+    let queue = WorkQueue::open(dir.path(), options).expect("open");
+    timed_threads(producers, iters, move |share| {
+        for _ in 0..share {
+            queue.send(&MESSAGE[..]).expect("send");
+        }
+    })
 }
 
 fn durable(c: &mut Criterion) {
