@@ -433,6 +433,9 @@ struct State {
     dedup: Option<dedup::Dedup>,
     /// Sends reserved but not yet stored (durable queues store outside this lock).
     reserved: usize,
+    /// The end (last offset + 1) of the messages written by sends dropped before they were
+    /// made available (a cancelled `send_async`): the next receive makes them durable.
+    abandoned_end: Option<u64>,
     /// An in-memory queue's dead letters (a durable one writes them to its dead-letter log).
     dead: std::collections::VecDeque<DeadLetter>,
     dead_next: u64,
@@ -448,6 +451,48 @@ enum Written<'q> {
     /// A duplicate of the send at this offset, which still waits for its fsync: this one
     /// returns only once it is durable too.
     DuplicateOfWriting(&'q Durable, u64),
+}
+
+/// A durable send whose message is written but not yet made available to receivers.
+///
+/// Dropped before [`UnreleasedSend::end`] (a `send_async` future cancelled while it waits for
+/// its fsync, or a panic), it leaves its message to the next receive, which makes it durable
+/// and available: no later send may come to do so, since the queue may be full.
+struct UnreleasedSend<'q> {
+    queue: &'q WorkQueue,
+    offset: u64,
+}
+
+impl<'q> UnreleasedSend<'q> {
+    fn new(queue: &'q WorkQueue, offset: u64) -> Self {
+        Self { queue, offset }
+    }
+
+    /// Ends the send once its wait for durability returned `waited`: makes its message (and
+    /// those written before it) available, or reports the failure.
+    fn end(self, waited: Result<(), Error>) -> Result<Sent, Error> {
+        let (queue, offset) = (self.queue, self.offset);
+        std::mem::forget(self);
+        match waited {
+            Ok(()) => Ok(queue.made_durable(offset, false)),
+            Err(error) => {
+                queue.send_failed();
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for UnreleasedSend<'_> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.queue.state.lock();
+            let end = self.offset + 1;
+            state.abandoned_end = Some(state.abandoned_end.map_or(end, |at| at.max(end)));
+        }
+        // A receiver waiting for a message looks again, and finds this one.
+        self.queue.wake_receivers();
+    }
 }
 
 /// A work queue with leases, redelivery, dead letters, delays and producer dedup; in memory
@@ -601,6 +646,7 @@ impl WorkQueue {
                 leases,
                 dedup: options.dedup.map(dedup::Dedup::new),
                 reserved: 0,
+                abandoned_end: None,
                 dead: std::collections::VecDeque::new(),
                 dead_next: 0,
                 stats: QueueStats::default(),
@@ -664,6 +710,11 @@ impl WorkQueue {
                 self.metrics.duplicate();
                 return Ok(Some(offset));
             }
+            // The messages a failed fsync was to cover stay counted: at capacity, waiting
+            // for room would wait for good, and `Full` would hide why.
+            if self.durable.as_ref().is_some_and(Durable::refuses_sends) {
+                return Err(Error::Failed);
+            }
             if state.leases.unsettled() + state.reserved < self.options.capacity {
                 return Ok(None);
             }
@@ -707,9 +758,9 @@ impl WorkQueue {
         match self.start_send(message, wait)? {
             Written::Done(sent) => Ok(sent),
             Written::New(ticket) => {
-                let offset = ticket.offset();
-                ticket.wait()?;
-                Ok(self.made_durable(offset, false))
+                let send = UnreleasedSend::new(self, ticket.offset());
+                let waited = ticket.wait().map(drop);
+                send.end(waited)
             }
             Written::DuplicateOfWriting(durable, offset) => {
                 durable.wait_durable(offset)?;
@@ -827,6 +878,27 @@ impl WorkQueue {
         Sent { offset, duplicate }
     }
 
+    /// A send failed once its message was written (its fsync failed): wakes every sender
+    /// waiting for room, which the failed sends' messages may hold for good, to find the
+    /// log refusing sends.
+    fn send_failed(&self) {
+        self.space.notify_all();
+        #[cfg(feature = "tokio")]
+        self.notify.space.notify_waiters();
+    }
+
+    /// Makes the messages of abandoned sends, below `end`, durable and available. If the
+    /// log has failed they stay out of reach, as those of sends that failed do.
+    fn release_abandoned(&self, end: u64) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let last = end - 1;
+        if durable.wait_durable(last).is_ok() {
+            self.made_durable(last, false);
+        }
+    }
+
     fn wake_receivers(&self) {
         self.available.notify_one();
         #[cfg(feature = "tokio")]
@@ -839,9 +911,18 @@ impl WorkQueue {
         self.notify.space.notify_one();
     }
 
-    /// Leases the available message with the lowest offset, if any, without waiting.
+    /// Leases the available message with the lowest offset, if any, without waiting for one.
+    ///
+    /// A durable queue's receive may wait for an fsync: its journal record's, and first, if a
+    /// `send_async` future was dropped after its write, the one that makes that message
+    /// durable and available.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
         let mut state = self.state.lock();
+        if let Some(end) = state.abandoned_end.take() {
+            drop(state);
+            self.release_abandoned(end);
+            state = self.state.lock();
+        }
         if state.leases.unsettled() == 0 {
             // Nothing to hand out at any time: a consumer polling an empty queue (as a
             // receive does before it sleeps) pays no clock reading, unless gauges need one.
