@@ -300,3 +300,53 @@ fn a_send_async_dropped_after_its_write_is_made_durable_and_handed_out_by_a_rece
         "handed out only once durable"
     );
 }
+
+/// A send waiting for room holds up no other send: `try_send` still fails at once with
+/// `Full`, and a duplicate of a stored message still returns at once. The checks repeat while
+/// the waiting send settles into its wait; a send that held the queue's write order while
+/// waiting would leave them blocked, and the test fails after [`HUNG`].
+#[test]
+fn a_send_waiting_for_room_holds_up_no_other_send() {
+    let options = QueueOptions::default()
+        .capacity(1)
+        .dedup(DedupWindow::new(100));
+    let queue = Arc::new(
+        WorkQueue::open_with(
+            Path::new(DIR),
+            options,
+            ManualClock::new(),
+            SimulatedStorage::new(),
+        )
+        .unwrap(),
+    );
+    queue.send(Message::new("first").id("order-1")).unwrap();
+    let waiting = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("second"))
+    };
+    let checked = Arc::new(AtomicUsize::new(0));
+    let checker = {
+        let (queue, checked) = (Arc::clone(&queue), Arc::clone(&checked));
+        thread::spawn(move || {
+            for _ in 0..1000 {
+                let full = queue.try_send("third");
+                let duplicate = queue.try_send(Message::new("again").id("order-1"));
+                checked.fetch_add(1, Ordering::SeqCst);
+                assert!(matches!(full, Err(Error::Full { .. })), "{full:?}");
+                assert!(duplicate.unwrap().duplicate);
+                thread::yield_now();
+            }
+        })
+    };
+    until("1000 sends returned while another waits for room", || {
+        checked.load(Ordering::SeqCst) == 1000
+    });
+    checker.join().unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.ack(&delivery).unwrap();
+    assert_eq!(
+        waiting.join().unwrap().unwrap().offset,
+        1,
+        "room freed: it went in"
+    );
+}

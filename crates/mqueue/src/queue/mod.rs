@@ -702,12 +702,7 @@ impl WorkQueue {
         wait: bool,
     ) -> Result<Option<u64>, Error> {
         loop {
-            if let (Some(dedup), Some(id)) = (&mut state.dedup, id)
-                && let Some(offset) = dedup.lookup(id, now_ms)
-            {
-                state.stats.duplicates += 1;
-                #[cfg(feature = "metrics")]
-                self.metrics.duplicate();
+            if let Some(offset) = self.find_duplicate(state, id, now_ms) {
                 return Ok(Some(offset));
             }
             // The messages a failed fsync was to cover stay counted: at capacity, waiting
@@ -725,6 +720,16 @@ impl WorkQueue {
             }
             self.space.wait(state);
         }
+    }
+
+    /// The offset of the id's first send if the id is in the dedup window (counted as a
+    /// duplicate).
+    fn find_duplicate(&self, state: &mut State, id: Option<&Bytes>, now_ms: u64) -> Option<u64> {
+        let offset = state.dedup.as_mut()?.lookup(id?, now_ms)?;
+        state.stats.duplicates += 1;
+        #[cfg(feature = "metrics")]
+        self.metrics.duplicate();
+        Some(offset)
     }
 
     /// The state, locked with room for one more send, and the offset of the id's first send
@@ -818,20 +823,27 @@ impl WorkQueue {
         wait: bool,
     ) -> Result<Written<'q>, Error> {
         let now_ms = wall_ms(self.clock.as_ref());
-        let _append = durable.append_lock();
+        // Room is waited for before the append lock is taken, so that a send waiting for room
+        // holds up no other (a `try_send` still fails at once, a duplicate still returns).
         {
             let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
             if let Some(offset) = duplicate {
-                return Ok(if state.leases.is_durable(offset) {
-                    Written::Done(Sent {
-                        offset,
-                        duplicate: true,
-                    })
-                } else {
-                    Written::DuplicateOfWriting(durable, offset)
-                });
+                return Ok(Self::duplicate_of(&state, durable, offset));
             }
             state.reserved += 1;
+        }
+        let _append = durable.append_lock();
+        {
+            // A send with the same id may have been written while this one waited for the
+            // lock: the id is checked again where writes are ordered.
+            let mut state = self.state.lock();
+            if let Some(offset) = self.find_duplicate(&mut state, message.id.as_ref(), now_ms) {
+                state.reserved -= 1;
+                let written = Self::duplicate_of(&state, durable, offset);
+                drop(state);
+                self.wake_senders();
+                return Ok(written);
+            }
         }
         let envelope = Envelope {
             id: message.id,
@@ -846,7 +858,7 @@ impl WorkQueue {
             Ok(ticket) => ticket,
             Err(error) => {
                 drop(state);
-                self.space.notify_one();
+                self.wake_senders();
                 return Err(error);
             }
         };
@@ -862,6 +874,19 @@ impl WorkQueue {
             dedup.remember(envelope.id, pushed, now_ms);
         }
         Ok(Written::New(ticket))
+    }
+
+    /// What a duplicate of the send at `offset` has left to do: nothing if that send is
+    /// durable, else wait for it to be.
+    fn duplicate_of<'q>(state: &State, durable: &'q Durable, offset: u64) -> Written<'q> {
+        if state.leases.is_durable(offset) {
+            Written::Done(Sent {
+                offset,
+                duplicate: true,
+            })
+        } else {
+            Written::DuplicateOfWriting(durable, offset)
+        }
     }
 
     /// The send at `offset` is durable, and so is every one written before it: they become
