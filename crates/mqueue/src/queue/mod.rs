@@ -812,9 +812,9 @@ impl WorkQueue {
     /// is not handed out before [`Self::made_durable`] says it is durable.
     ///
     /// Writes are made one at a time, in offset order, under the append lock, so the log's
-    /// offsets and the lease table's stay the same; the lock is let go before the fsync, so
-    /// concurrent sends share one (the log's group commit). The state lock is not held
-    /// across the write.
+    /// offsets and the lease table's stay the same; the lock is taken only once there is
+    /// room, and let go before the fsync, so concurrent sends share one (the log's group
+    /// commit). The state lock is not held across the write.
     fn write_durable<'q>(
         &self,
         durable: &'q Durable,
@@ -903,9 +903,8 @@ impl WorkQueue {
         Sent { offset, duplicate }
     }
 
-    /// A send failed once its message was written (its fsync failed): wakes every sender
-    /// waiting for room, which the failed sends' messages may hold for good, to find the
-    /// log refusing sends.
+    /// An fsync of the message log failed: wakes every sender waiting for room, which the
+    /// messages it was to cover may hold for good, to find the log refusing sends.
     fn send_failed(&self) {
         self.space.notify_all();
         #[cfg(feature = "tokio")]
@@ -913,14 +912,17 @@ impl WorkQueue {
     }
 
     /// Makes the messages of abandoned sends, below `end`, durable and available. If the
-    /// log has failed they stay out of reach, as those of sends that failed do.
+    /// fsync fails they stay out of reach, as those of sends that failed do.
     fn release_abandoned(&self, end: u64) {
         let Some(durable) = &self.durable else {
             return;
         };
         let last = end - 1;
-        if durable.wait_durable(last).is_ok() {
-            self.made_durable(last, false);
+        match durable.wait_durable(last) {
+            Ok(()) => {
+                self.made_durable(last, false);
+            }
+            Err(_) => self.send_failed(),
         }
     }
 
