@@ -350,3 +350,48 @@ fn a_send_waiting_for_room_holds_up_no_other_send() {
         "room freed: it went in"
     );
 }
+
+/// A receiver blocked in `receive` while a message is being written is woken once its fsync
+/// returns (the send that makes it durable wakes a receiver per message it releases), and not
+/// before.
+#[test]
+fn a_blocked_receive_gets_a_message_once_its_fsync_returns() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    let received = Arc::new(AtomicUsize::new(0));
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let (queue, received) = (Arc::clone(&queue), Arc::clone(&received));
+            thread::spawn(move || {
+                let delivery = queue.receive().unwrap();
+                received.fetch_add(1, Ordering::SeqCst);
+                delivery.payload().to_vec()
+            })
+        })
+        .collect();
+    gate.set_closed(true);
+    let first = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("order 0").unwrap())
+    };
+    gate.wait_until(|arrived, _| arrived == 1);
+    let second = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("order 1").unwrap())
+    };
+    until("both messages written", || queue.stats().unsettled == 2);
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        0,
+        "handed out before its fsync"
+    );
+    gate.set_closed(false);
+    first.join().unwrap();
+    second.join().unwrap();
+    until("both receivers woken", || {
+        received.load(Ordering::SeqCst) == 2
+    });
+    let mut payloads: Vec<Vec<u8>> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
+    payloads.sort();
+    assert_eq!(payloads, [b"order 0".to_vec(), b"order 1".to_vec()]);
+}
