@@ -13,6 +13,7 @@ use std::time::Instant;
 use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_common::sync::{Arc, thread};
+use infra_mqueue::Error;
 use infra_mqueue::log::SimulatedStorage;
 use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, WorkQueue};
 
@@ -203,4 +204,194 @@ async fn async_sends_wait_for_their_fsync_off_the_runtime_thread_and_share_it() 
         "one fsync per group of sends, not one per send"
     );
     assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 0);
+}
+
+/// A failed fsync leaves the messages it was to cover out of reach but still counted: at
+/// capacity, sends must fail with `Failed` (the log refuses them), not wait for room that
+/// never comes or report `Full`.
+#[test]
+fn after_a_failed_fsync_a_full_queue_refuses_sends_instead_of_waiting_for_room() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default().capacity(2));
+    gate.set_closed(true);
+    let sends: Vec<_> = (0..2)
+        .map(|i| {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || queue.send(format!("order {i}").as_str()))
+        })
+        .collect();
+    until("two messages written", || queue.stats().unsettled == 2);
+    // The two messages fill the queue: this send waits for room (before or after the
+    // failure, depending on the schedule).
+    let returned = Arc::new(AtomicUsize::new(0));
+    let waiting = {
+        let (queue, returned) = (Arc::clone(&queue), Arc::clone(&returned));
+        thread::spawn(move || {
+            let sent = queue.send("waiting for room");
+            returned.fetch_add(1, Ordering::SeqCst);
+            sent
+        })
+    };
+    disk.set_failing(true);
+    gate.set_closed(false);
+    for send in sends {
+        assert!(send.join().unwrap().is_err());
+    }
+    until("the send waiting for room returned", || {
+        returned.load(Ordering::SeqCst) == 1
+    });
+    assert!(matches!(waiting.join().unwrap(), Err(Error::Failed)));
+    assert!(
+        matches!(queue.try_send("later"), Err(Error::Failed)),
+        "a failed log refuses sends: the queue is not merely full"
+    );
+    assert!(matches!(queue.send("later"), Err(Error::Failed)));
+}
+
+/// A `send_async` future dropped after its write, while an fsync that began before it is in
+/// flight: nothing will make its message durable on its behalf, and no later send may come
+/// (the queue is full). A receive must make it durable and hand it out; otherwise the message
+/// holds its room for good and the queue stays wedged.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_send_async_dropped_after_its_write_is_made_durable_and_handed_out_by_a_receive() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default().capacity(2));
+    gate.set_closed(true);
+    let first = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("first").unwrap())
+    };
+    gate.wait_until(|arrived, _| arrived == 1);
+    {
+        // Polled once (outside a runtime): it writes its message and waits behind the
+        // fsync in flight, which began before the write. Then it is dropped.
+        let mut send = pin!(queue.send_async("abandoned"));
+        let polled = send.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending());
+    }
+    assert_eq!(
+        queue.stats().next_offset,
+        2,
+        "the dropped send wrote its message"
+    );
+    gate.set_closed(false);
+    assert_eq!(first.join().unwrap().offset, 0);
+    assert!(
+        matches!(queue.try_send("third"), Err(Error::Full { .. })),
+        "the dropped send's message holds its room"
+    );
+    let delivered: Vec<Vec<u8>> = (0..2)
+        .map_while(|_| queue.try_receive().unwrap())
+        .map(|delivery| delivery.payload().to_vec())
+        .collect();
+    assert_eq!(delivered, [b"first".to_vec(), b"abandoned".to_vec()]);
+    drop(queue);
+    disk.power_cut();
+    let mut kept = payloads_after_reopen(&disk);
+    kept.sort();
+    assert_eq!(
+        kept,
+        [b"abandoned".to_vec(), b"first".to_vec()],
+        "handed out only once durable"
+    );
+}
+
+/// A send waiting for room holds up no other send: `try_send` still fails at once with
+/// `Full`, and a duplicate of a stored message still returns at once. The checks repeat while
+/// the waiting send settles into its wait; a send that held the queue's write order while
+/// waiting would leave them blocked, and the test fails after [`HUNG`].
+#[test]
+fn a_send_waiting_for_room_holds_up_no_other_send() {
+    let options = QueueOptions::default()
+        .capacity(1)
+        .dedup(DedupWindow::new(100));
+    let queue = Arc::new(
+        WorkQueue::open_with(
+            Path::new(DIR),
+            options,
+            ManualClock::new(),
+            SimulatedStorage::new(),
+        )
+        .unwrap(),
+    );
+    queue.send(Message::new("first").id("order-1")).unwrap();
+    let waiting = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("second"))
+    };
+    let checked = Arc::new(AtomicUsize::new(0));
+    let checker = {
+        let (queue, checked) = (Arc::clone(&queue), Arc::clone(&checked));
+        thread::spawn(move || {
+            for _ in 0..1000 {
+                let full = queue.try_send("third");
+                let duplicate = queue.try_send(Message::new("again").id("order-1"));
+                checked.fetch_add(1, Ordering::SeqCst);
+                assert!(matches!(full, Err(Error::Full { .. })), "{full:?}");
+                assert!(duplicate.unwrap().duplicate);
+                thread::yield_now();
+            }
+        })
+    };
+    until("1000 sends returned while another waits for room", || {
+        checked.load(Ordering::SeqCst) == 1000
+    });
+    checker.join().unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.ack(&delivery).unwrap();
+    assert_eq!(
+        waiting.join().unwrap().unwrap().offset,
+        1,
+        "room freed: it went in"
+    );
+}
+
+/// A receiver blocked in `receive` while a message is being written is woken once its fsync
+/// returns (the send that makes it durable wakes a receiver per message it releases), and not
+/// before.
+#[test]
+fn a_blocked_receive_gets_a_message_once_its_fsync_returns() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    let received = Arc::new(AtomicUsize::new(0));
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let (queue, received) = (Arc::clone(&queue), Arc::clone(&received));
+            thread::spawn(move || {
+                let delivery = queue.receive().unwrap();
+                received.fetch_add(1, Ordering::SeqCst);
+                delivery.payload().to_vec()
+            })
+        })
+        .collect();
+    gate.set_closed(true);
+    let first = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("order 0").unwrap())
+    };
+    gate.wait_until(|arrived, _| arrived == 1);
+    let second = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("order 1").unwrap())
+    };
+    until("both messages written", || queue.stats().unsettled == 2);
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        0,
+        "handed out before its fsync"
+    );
+    gate.set_closed(false);
+    first.join().unwrap();
+    second.join().unwrap();
+    until("both receivers woken", || {
+        received.load(Ordering::SeqCst) == 2
+    });
+    let mut payloads: Vec<Vec<u8>> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
+    payloads.sort();
+    assert_eq!(payloads, [b"order 0".to_vec(), b"order 1".to_vec()]);
 }

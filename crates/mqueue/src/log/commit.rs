@@ -97,16 +97,18 @@ impl GroupCommit {
     /// not yet cover `end`.
     ///
     /// # Errors
-    /// The error of this thread's `sync`, or [`Error::Failed`] when another sync failed.
+    /// The error of this thread's `sync`, or [`Error::Failed`] when another sync failed
+    /// before one covered `end`.
     pub fn wait(&self, end: u64, sync: impl FnOnce() -> Result<u64, Error>) -> Result<(), Error> {
         let mut state = self.state.lock();
         let mut sync = Some(sync);
         loop {
-            if state.failure.is_some() {
-                return Err(Error::Failed);
-            }
+            // Durable first: a later sync's failure takes back nothing an earlier one covered.
             if state.durable >= end {
                 return Ok(());
+            }
+            if state.failure.is_some() {
+                return Err(Error::Failed);
             }
             if state.syncing {
                 self.advanced.wait(&mut state);
@@ -143,11 +145,11 @@ impl GroupCommit {
         lead: impl FnOnce(SyncLeader),
     ) -> Poll<Result<(), Error>> {
         let mut state = commit.state.lock();
-        if let Some(failure) = &state.failure {
-            return Poll::Ready(Err(failure.for_another_waiter()));
-        }
         if state.durable >= end {
             return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = &state.failure {
+            return Poll::Ready(Err(failure.for_another_waiter()));
         }
         // Listed before a sync is started, so a sync that ends at once still wakes us.
         waiter.register(&mut state, waker);
@@ -339,5 +341,24 @@ mod tests {
             }
         }
         assert!(matches!(commit.wait(3, || Ok(3)), Err(Error::Failed)));
+    }
+
+    /// A waiter that an earlier, successful sync covered, but that looks only after a later
+    /// one failed (it was slow to wake), is durable all the same: it gets `Ok`, not the error.
+    #[test]
+    fn a_failure_takes_back_nothing_an_earlier_sync_made_durable() {
+        let commit = Arc::new(GroupCommit::new(0));
+        commit.wait(1, || Ok(1)).unwrap();
+        let error = Error::io("fsync", "/log/0.seg", io::Error::other("disk on fire"));
+        assert!(commit.wait(2, || Err(error)).is_err());
+        assert!(commit.failed());
+        assert!(
+            commit.wait(1, || unreachable!("covered")).is_ok(),
+            "a blocked waiter covered before the failure"
+        );
+        let (waker, _) = counting_waker();
+        let (polled, led) = poll(&commit, 1, &mut AsyncWaiter::default(), &waker);
+        assert!(matches!(polled, Poll::Ready(Ok(()))) && led.is_none());
+        assert!(matches!(commit.wait(2, || Ok(2)), Err(Error::Failed)));
     }
 }

@@ -626,6 +626,12 @@ impl Log {
         self.make_durable(end)
     }
 
+    /// Whether an fsync failed: the log then refuses appends, and records not yet durable
+    /// never will be (in this process).
+    pub(crate) fn sync_failed(&self) -> bool {
+        self.commit.failed()
+    }
+
     /// Returns once every record below `end` is durable, sharing fsyncs with every other
     /// caller (group commit).
     pub(crate) fn make_durable(&self, end: u64) -> Result<(), Error> {

@@ -282,6 +282,12 @@ impl Durable {
         self.messages.append_nowait(&envelope.encode())
     }
 
+    /// Whether the message log's fsync failed: it refuses sends from then on, and the
+    /// messages written but not yet durable stay out of reach until a reopen.
+    pub(super) fn refuses_sends(&self) -> bool {
+        self.messages.sync_failed()
+    }
+
     /// Returns once the message at `offset`, written by another send, is durable per the
     /// fsync policy (for a duplicate of a send still waiting for its fsync).
     pub(super) fn wait_durable(&self, offset: u64) -> Result<(), Error> {

@@ -433,6 +433,9 @@ struct State {
     dedup: Option<dedup::Dedup>,
     /// Sends reserved but not yet stored (durable queues store outside this lock).
     reserved: usize,
+    /// The end (last offset + 1) of the messages written by sends dropped before they were
+    /// made available (a cancelled `send_async`): the next receive makes them durable.
+    abandoned_end: Option<u64>,
     /// An in-memory queue's dead letters (a durable one writes them to its dead-letter log).
     dead: std::collections::VecDeque<DeadLetter>,
     dead_next: u64,
@@ -448,6 +451,48 @@ enum Written<'q> {
     /// A duplicate of the send at this offset, which still waits for its fsync: this one
     /// returns only once it is durable too.
     DuplicateOfWriting(&'q Durable, u64),
+}
+
+/// A durable send whose message is written but not yet made available to receivers.
+///
+/// Dropped before [`UnreleasedSend::end`] (a `send_async` future cancelled while it waits for
+/// its fsync, or a panic), it leaves its message to the next receive, which makes it durable
+/// and available: no later send may come to do so, since the queue may be full.
+struct UnreleasedSend<'q> {
+    queue: &'q WorkQueue,
+    offset: u64,
+}
+
+impl<'q> UnreleasedSend<'q> {
+    fn new(queue: &'q WorkQueue, offset: u64) -> Self {
+        Self { queue, offset }
+    }
+
+    /// Ends the send once its wait for durability returned `waited`: makes its message (and
+    /// those written before it) available, or reports the failure.
+    fn end(self, waited: Result<(), Error>) -> Result<Sent, Error> {
+        let (queue, offset) = (self.queue, self.offset);
+        std::mem::forget(self);
+        match waited {
+            Ok(()) => Ok(queue.made_durable(offset, false)),
+            Err(error) => {
+                queue.send_failed();
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for UnreleasedSend<'_> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.queue.state.lock();
+            let end = self.offset + 1;
+            state.abandoned_end = Some(state.abandoned_end.map_or(end, |at| at.max(end)));
+        }
+        // A receiver waiting for a message looks again, and finds this one.
+        self.queue.wake_receivers();
+    }
 }
 
 /// A work queue with leases, redelivery, dead letters, delays and producer dedup; in memory
@@ -601,6 +646,7 @@ impl WorkQueue {
                 leases,
                 dedup: options.dedup.map(dedup::Dedup::new),
                 reserved: 0,
+                abandoned_end: None,
                 dead: std::collections::VecDeque::new(),
                 dead_next: 0,
                 stats: QueueStats::default(),
@@ -656,13 +702,13 @@ impl WorkQueue {
         wait: bool,
     ) -> Result<Option<u64>, Error> {
         loop {
-            if let (Some(dedup), Some(id)) = (&mut state.dedup, id)
-                && let Some(offset) = dedup.lookup(id, now_ms)
-            {
-                state.stats.duplicates += 1;
-                #[cfg(feature = "metrics")]
-                self.metrics.duplicate();
+            if let Some(offset) = self.find_duplicate(state, id, now_ms) {
                 return Ok(Some(offset));
+            }
+            // The messages a failed fsync was to cover stay counted: at capacity, waiting
+            // for room would wait for good, and `Full` would hide why.
+            if self.durable.as_ref().is_some_and(Durable::refuses_sends) {
+                return Err(Error::Failed);
             }
             if state.leases.unsettled() + state.reserved < self.options.capacity {
                 return Ok(None);
@@ -674,6 +720,16 @@ impl WorkQueue {
             }
             self.space.wait(state);
         }
+    }
+
+    /// The offset of the id's first send if the id is in the dedup window (counted as a
+    /// duplicate).
+    fn find_duplicate(&self, state: &mut State, id: Option<&Bytes>, now_ms: u64) -> Option<u64> {
+        let offset = state.dedup.as_mut()?.lookup(id?, now_ms)?;
+        state.stats.duplicates += 1;
+        #[cfg(feature = "metrics")]
+        self.metrics.duplicate();
+        Some(offset)
     }
 
     /// The state, locked with room for one more send, and the offset of the id's first send
@@ -707,9 +763,9 @@ impl WorkQueue {
         match self.start_send(message, wait)? {
             Written::Done(sent) => Ok(sent),
             Written::New(ticket) => {
-                let offset = ticket.offset();
-                ticket.wait()?;
-                Ok(self.made_durable(offset, false))
+                let send = UnreleasedSend::new(self, ticket.offset());
+                let waited = ticket.wait().map(drop);
+                send.end(waited)
             }
             Written::DuplicateOfWriting(durable, offset) => {
                 durable.wait_durable(offset)?;
@@ -756,9 +812,9 @@ impl WorkQueue {
     /// is not handed out before [`Self::made_durable`] says it is durable.
     ///
     /// Writes are made one at a time, in offset order, under the append lock, so the log's
-    /// offsets and the lease table's stay the same; the lock is let go before the fsync, so
-    /// concurrent sends share one (the log's group commit). The state lock is not held
-    /// across the write.
+    /// offsets and the lease table's stay the same; the lock is taken only once there is
+    /// room, and let go before the fsync, so concurrent sends share one (the log's group
+    /// commit). The state lock is not held across the write.
     fn write_durable<'q>(
         &self,
         durable: &'q Durable,
@@ -767,20 +823,27 @@ impl WorkQueue {
         wait: bool,
     ) -> Result<Written<'q>, Error> {
         let now_ms = wall_ms(self.clock.as_ref());
-        let _append = durable.append_lock();
+        // Room is waited for before the append lock is taken, so that a send waiting for room
+        // holds up no other (a `try_send` still fails at once, a duplicate still returns).
         {
             let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
             if let Some(offset) = duplicate {
-                return Ok(if state.leases.is_durable(offset) {
-                    Written::Done(Sent {
-                        offset,
-                        duplicate: true,
-                    })
-                } else {
-                    Written::DuplicateOfWriting(durable, offset)
-                });
+                return Ok(Self::duplicate_of(&state, durable, offset));
             }
             state.reserved += 1;
+        }
+        let _append = durable.append_lock();
+        {
+            // A send with the same id may have been written while this one waited for the
+            // lock: the id is checked again where writes are ordered.
+            let mut state = self.state.lock();
+            if let Some(offset) = self.find_duplicate(&mut state, message.id.as_ref(), now_ms) {
+                state.reserved -= 1;
+                let written = Self::duplicate_of(&state, durable, offset);
+                drop(state);
+                self.wake_senders();
+                return Ok(written);
+            }
         }
         let envelope = Envelope {
             id: message.id,
@@ -795,7 +858,7 @@ impl WorkQueue {
             Ok(ticket) => ticket,
             Err(error) => {
                 drop(state);
-                self.space.notify_one();
+                self.wake_senders();
                 return Err(error);
             }
         };
@@ -813,6 +876,19 @@ impl WorkQueue {
         Ok(Written::New(ticket))
     }
 
+    /// What a duplicate of the send at `offset` has left to do: nothing if that send is
+    /// durable, else wait for it to be.
+    fn duplicate_of<'q>(state: &State, durable: &'q Durable, offset: u64) -> Written<'q> {
+        if state.leases.is_durable(offset) {
+            Written::Done(Sent {
+                offset,
+                duplicate: true,
+            })
+        } else {
+            Written::DuplicateOfWriting(durable, offset)
+        }
+    }
+
     /// The send at `offset` is durable, and so is every one written before it: they become
     /// available to receivers.
     fn made_durable(&self, offset: u64, duplicate: bool) -> Sent {
@@ -827,6 +903,29 @@ impl WorkQueue {
         Sent { offset, duplicate }
     }
 
+    /// An fsync of the message log failed: wakes every sender waiting for room, which the
+    /// messages it was to cover may hold for good, to find the log refusing sends.
+    fn send_failed(&self) {
+        self.space.notify_all();
+        #[cfg(feature = "tokio")]
+        self.notify.space.notify_waiters();
+    }
+
+    /// Makes the messages of abandoned sends, below `end`, durable and available. If the
+    /// fsync fails they stay out of reach, as those of sends that failed do.
+    fn release_abandoned(&self, end: u64) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let last = end - 1;
+        match durable.wait_durable(last) {
+            Ok(()) => {
+                self.made_durable(last, false);
+            }
+            Err(_) => self.send_failed(),
+        }
+    }
+
     fn wake_receivers(&self) {
         self.available.notify_one();
         #[cfg(feature = "tokio")]
@@ -839,9 +938,18 @@ impl WorkQueue {
         self.notify.space.notify_one();
     }
 
-    /// Leases the available message with the lowest offset, if any, without waiting.
+    /// Leases the available message with the lowest offset, if any, without waiting for one.
+    ///
+    /// A durable queue's receive may wait for an fsync: its journal record's, and first, if a
+    /// `send_async` future was dropped after its write, the one that makes that message
+    /// durable and available.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
         let mut state = self.state.lock();
+        if let Some(end) = state.abandoned_end.take() {
+            drop(state);
+            self.release_abandoned(end);
+            state = self.state.lock();
+        }
         if state.leases.unsettled() == 0 {
             // Nothing to hand out at any time: a consumer polling an empty queue (as a
             // receive does before it sleeps) pays no clock reading, unless gauges need one.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Delivery, Message, Sent, WorkQueue, Written};
+use super::{Delivery, Message, Sent, UnreleasedSend, WorkQueue, Written};
 use crate::error::Error;
 
 /// The wake-ups of async waiters.
@@ -24,8 +24,8 @@ impl WorkQueue {
     /// A durable queue writes the message on the calling task; under
     /// `FsyncPolicy::Always` the fsync runs on tokio's blocking pool, shared with every
     /// send (blocking or async) written before it began. A future dropped after the write
-    /// leaves the message written but not acknowledged: it is handed out once a later
-    /// send's fsync covers it, or after a restart.
+    /// leaves the message written but not acknowledged: the next receive makes it durable
+    /// (running an fsync if none covered it yet) and available.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
         let message = message.into();
         let written = loop {
@@ -41,9 +41,9 @@ impl WorkQueue {
         match written {
             Written::Done(sent) => Ok(sent),
             Written::New(ticket) => {
-                let offset = ticket.offset();
-                ticket.wait_async().await?;
-                Ok(self.made_durable(offset, false))
+                let send = UnreleasedSend::new(self, ticket.offset());
+                let waited = ticket.wait_async().await.map(drop);
+                send.end(waited)
             }
             Written::DuplicateOfWriting(durable, offset) => {
                 durable.wait_durable_async(offset).await?;
