@@ -223,6 +223,7 @@ impl SeenCells {
     }
 
     /// Records `cell` as seen; whether it was not seen before.
+    #[inline]
     pub(crate) fn first_sight(&mut self, cell: CellIndex) -> bool {
         if let Some(hashed) = &mut self.hashed {
             return hashed.insert(cell);
@@ -463,7 +464,11 @@ mod tests {
             0 => p,
             1 => Point::new((90.0 - offset.abs()).copysign(p.lat()), p.lng()).unwrap(),
             _ => {
-                let lng = if offset < 0.0 { 180.0 + offset } else { -180.0 + offset };
+                let lng = if offset < 0.0 {
+                    180.0 + offset
+                } else {
+                    -180.0 + offset
+                };
                 Point::new(p.lat(), lng).unwrap()
             }
         })
@@ -475,8 +480,15 @@ mod tests {
         let center = unit_of(LatLng::from(cell));
         let boundary = cell.boundary();
         let vertices: Vec<Unit> = boundary.iter().map(|v| unit_of(*v)).collect();
-        let (v, w) = (vertices[edge % vertices.len()], vertices[(edge + 1) % vertices.len()]);
-        let (a, b) = if a + b > 1.0 { (1.0 - a, 1.0 - b) } else { (a, b) };
+        let (v, w) = (
+            vertices[edge % vertices.len()],
+            vertices[(edge + 1) % vertices.len()],
+        );
+        let (a, b) = if a + b > 1.0 {
+            (1.0 - a, 1.0 - b)
+        } else {
+            (a, b)
+        };
         let c = 1.0 - a - b;
         normalized([
             c * center[0] + a * v[0] + b * w[0],

@@ -188,6 +188,7 @@ impl Bucket {
     }
 
     /// The cells sharing an edge with the bucket's.
+    #[inline]
     fn adjacent(&self) -> &[Adjacent] {
         &self.around[..self.around_len]
     }

@@ -299,7 +299,9 @@ fn ties_go_to_the_smallest_ids_that_qualify() {
     // Twenty more a few meters apart, farther out one by one.
     for i in 40..60u64 {
         let at = Point::new(48.85, 2.35 + 0.00005 * (i - 39) as f64).unwrap();
-        index.insert(DriverId(i), at, DriverProfile::default()).unwrap();
+        index
+            .insert(DriverId(i), at, DriverProfile::default())
+            .unwrap();
     }
     let free_on_the_spot: Vec<u64> = (0..40).filter(|id| id % 3 != 0).collect();
     let ids = |found: Vec<Candidate>| found.iter().map(|c| c.driver.0).collect::<Vec<_>>();
