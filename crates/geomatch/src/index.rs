@@ -1111,17 +1111,22 @@ impl<C: Clock> Index<C> {
     /// Visits buckets ring by ring around `point`'s cell until every cell not visited is
     /// provably out of the collector's reach.
     ///
-    /// Why stopping is safe: the great-circle path from the query point to any point in a cell
-    /// at grid distance `d` crosses a cell of every ring `1..=d` (adjacent cells share an edge,
-    /// and three cells meet at each vertex, all mutually adjacent), so its length is at least
-    /// the smallest lower bound over ring `j`'s cells, for every `j ≤ d`. Once a whole ring is
-    /// farther than the reach, so is everything beyond it. The rings are built breadth-first
-    /// (over [`SeenCells`]), so each holds exactly the cells at its grid distance, near
-    /// pentagons and when the rings wrap around the globe alike. A bucket keeps its cell's
-    /// neighbours and their circles, so ring `d + 1` and its bounds come from ring `d`'s
-    /// buckets: a cell is looked up only to be scanned or to give the ring after it, and H3
-    /// is asked only around empty cells. Bounds and the reach are chords, which order points
-    /// as arcs do: no arc sine per cell.
+    /// Ring 0 is the query point's cell; ring `d + 1` is the neighbours, not met before, of the
+    /// cells of ring `d` that were within reach. Each ring is scanned nearest bound first while
+    /// the bounds are within the reach (which only shrinks), and the walk stops at the first
+    /// ring none of whose cells is within it. Why that misses nothing: take a point within the
+    /// final reach and the great-circle path from the query point to it. Every point of the
+    /// path is as near as that point or nearer, so every cell the path crosses has a bound
+    /// within the reach; and consecutive cells along it are neighbours (adjacent cells share
+    /// an edge, and the three cells at a vertex are mutually adjacent). Going along the path
+    /// from the query's cell, each cell is met from the one before it, in the next ring or an
+    /// earlier one, and scanned there, being within reach; so the cell of the point is
+    /// scanned, and no ring after the last one scanned can hold a cell of the path. A cell
+    /// beyond the reach is thus never looked up: a bucket keeps its cell's neighbours with
+    /// their circles, so the next ring and its bounds come from the buckets scanned, and H3 is
+    /// asked only around empty cells. Cells are met once each ([`SeenCells`]), however the
+    /// rings wrap around the globe or around a pentagon. Bounds and the reach are chords, which
+    /// order points as arcs do: no arc sine per cell.
     fn walk(&self, point: Point, query: &Unit, collector: &mut impl Collector) {
         let origin = point.cell(self.config.resolution);
         let mut seen = SeenCells::new(origin);
@@ -1136,16 +1141,16 @@ impl<C: Clock> Index<C> {
         let mut visited = 0usize;
         loop {
             if ring.is_empty() {
-                // Every cell of the globe has been looked at.
+                // No cell within reach has a neighbour not met, or the globe is covered.
                 return;
             }
             visited += ring.len();
             next.clear();
             empty.clear();
             // The cells within reach, nearest first: the reach shrinks as early as it can, and
-            // farther cells it then leaves out are not looked up. (A bucket emptied or filled
-            // since its neighbour was read is skipped or missed, as a report a moment later
-            // would have been.)
+            // farther cells it then leaves out are not looked up, nor their neighbours met. (A
+            // bucket emptied or filled since its neighbour was read is skipped or missed, as a
+            // report a moment later would have been.)
             ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
             let mut reader = CellReader::new(self);
             let mut scanned = 0;
@@ -1161,6 +1166,7 @@ impl<C: Clock> Index<C> {
                     None => empty.push(cell),
                 }
             }
+            drop(reader);
             let ring_bound = ring.first().map_or(f64::INFINITY, |&(bound, _)| bound);
             if ring_bound > collector.reach() {
                 return;
@@ -1172,7 +1178,6 @@ impl<C: Clock> Index<C> {
             // even when few drivers qualify (all stale, say) and the rings would otherwise
             // grow until they covered the planet.
             if visited + 6 * distance > self.occupied.load(Ordering::Relaxed) {
-                drop(reader);
                 collector.restart();
                 for shard in &*self.cells {
                     for bucket in shard.read().values() {
@@ -1183,14 +1188,6 @@ impl<C: Clock> Index<C> {
                 }
                 return;
             }
-            // The cells not scanned are looked up only for their neighbours.
-            for &(_, cell) in &ring[scanned..] {
-                match reader.bucket(cell) {
-                    Some(bucket) => ring_after(bucket, query, &mut seen, &mut next),
-                    None => empty.push(cell),
-                }
-            }
-            drop(reader);
             // An empty cell's neighbours and their shapes come from H3, outside any lock (the
             // slow part), for the cells no bucket named.
             for &cell in &empty {
