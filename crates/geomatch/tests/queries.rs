@@ -292,7 +292,7 @@ fn ties_go_to_the_smallest_ids_that_qualify() {
     for i in 0..40u64 {
         let id = DriverId((i * 17) % 40);
         index.insert(id, spot, DriverProfile::default()).unwrap();
-        if id.0 % 3 == 0 {
+        if id.0.is_multiple_of(3) {
             index.set_state(id, DriverState::Busy).unwrap();
         }
     }
@@ -303,7 +303,7 @@ fn ties_go_to_the_smallest_ids_that_qualify() {
             .insert(DriverId(i), at, DriverProfile::default())
             .unwrap();
     }
-    let free_on_the_spot: Vec<u64> = (0..40).filter(|id| id % 3 != 0).collect();
+    let free_on_the_spot: Vec<u64> = (0..40).filter(|id: &u64| !id.is_multiple_of(3)).collect();
     let ids = |found: Vec<Candidate>| found.iter().map(|c| c.driver.0).collect::<Vec<_>>();
     let found = index.nearest(spot, 10, &Filter::any()).unwrap();
     assert!(found.iter().all(|c| c.distance_m == 0.0));
