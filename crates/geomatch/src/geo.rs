@@ -198,78 +198,33 @@ fn angle_to_arc(c: &Unit, a: &Unit, b: &Unit) -> f64 {
     }
 }
 
-/// Up to this many cells, the set of cells seen by [`Rings`] is a list searched from end to
-/// end: for the two or three rings a query in a dense city walks (under 40 cells) that costs
-/// less than hashing every neighbour.
+/// Up to this many cells, [`SeenCells`] is a list searched from end to end: for the two or
+/// three rings a query in a dense city walks (under 40 cells) that costs less than hashing
+/// every neighbour.
 const LISTED_CELLS: usize = 64;
 
-/// The rings of cells around an origin, ring `d` being the cells at grid distance `d`.
-///
-/// Built breadth-first: ring `d + 1` is the neighbours of ring `d` not seen before. H3's fast
-/// ring walk goes round a hexagonal path of fixed length and does not notice when, at coarse
-/// resolutions or large distances, that path wraps around the globe: it then returns cells
-/// twice and misses others. Breadth-first over a visited set cannot: each cell comes exactly
-/// once, in the ring of its true grid distance, and the rings end when the globe is covered.
-pub(crate) struct Rings {
-    /// Every cell returned so far, while there are at most [`LISTED_CELLS`].
+/// The cells a breadth-first walk has met, so each is taken once.
+pub(crate) struct SeenCells {
+    /// Every cell met so far, while there are at most [`LISTED_CELLS`].
     listed: Vec<CellIndex>,
-    /// Every cell returned so far, once there are more (`listed` is then empty).
+    /// Every cell met so far, once there are more (`listed` is then empty).
     hashed: Option<HashSet<CellIndex, RandomState>>,
-    ring: Vec<CellIndex>,
-    /// The neighbours of one cell, reused.
-    around: Vec<CellIndex>,
 }
 
-impl Rings {
-    /// Ring 0: the origin alone.
+impl SeenCells {
+    /// Only `origin` seen.
     pub(crate) fn new(origin: CellIndex) -> Self {
         let mut listed = Vec::with_capacity(LISTED_CELLS);
         listed.push(origin);
         Self {
             listed,
             hashed: None,
-            ring: vec![origin],
-            around: Vec::with_capacity(7),
         }
-    }
-
-    /// The current ring (empty once every cell has been returned).
-    pub(crate) fn current(&self) -> &[CellIndex] {
-        &self.ring
-    }
-
-    /// Moves to the next ring, given every neighbour of the current ring's cells (in any
-    /// order, repeats allowed, the cells themselves allowed): those not seen before.
-    pub(crate) fn advance_to(&mut self, neighbours: &[CellIndex]) {
-        let mut next = std::mem::take(&mut self.ring);
-        next.clear();
-        for &neighbour in neighbours {
-            if self.first_sight(neighbour) {
-                next.push(neighbour);
-            }
-        }
-        self.ring = next;
-    }
-
-    /// Moves to the next ring.
-    pub(crate) fn advance(&mut self) {
-        let ring = std::mem::take(&mut self.ring);
-        let mut next = Vec::with_capacity(ring.len() + 6);
-        let mut around = std::mem::take(&mut self.around);
-        for cell in &ring {
-            neighbours(*cell, &mut around);
-            for &neighbour in &around {
-                if self.first_sight(neighbour) {
-                    next.push(neighbour);
-                }
-            }
-        }
-        self.around = around;
-        self.ring = next;
     }
 
     /// Records `cell` as seen; whether it was not seen before.
-    fn first_sight(&mut self, cell: CellIndex) -> bool {
+    #[inline]
+    pub(crate) fn first_sight(&mut self, cell: CellIndex) -> bool {
         if let Some(hashed) = &mut self.hashed {
             return hashed.insert(cell);
         }
@@ -284,6 +239,53 @@ impl Rings {
             self.hashed = Some(hashed);
         }
         true
+    }
+}
+
+/// The rings of cells around an origin, ring `d` being the cells at grid distance `d`.
+///
+/// Built breadth-first: ring `d + 1` is the neighbours of ring `d` not seen before. H3's fast
+/// ring walk goes round a hexagonal path of fixed length and does not notice when, at coarse
+/// resolutions or large distances, that path wraps around the globe: it then returns cells
+/// twice and misses others. Breadth-first over a visited set cannot: each cell comes exactly
+/// once, in the ring of its true grid distance, and the rings end when the globe is covered.
+pub(crate) struct Rings {
+    seen: SeenCells,
+    ring: Vec<CellIndex>,
+    /// The neighbours of one cell, reused.
+    around: Vec<CellIndex>,
+}
+
+impl Rings {
+    /// Ring 0: the origin alone.
+    pub(crate) fn new(origin: CellIndex) -> Self {
+        Self {
+            seen: SeenCells::new(origin),
+            ring: vec![origin],
+            around: Vec::with_capacity(7),
+        }
+    }
+
+    /// The current ring (empty once every cell has been returned).
+    pub(crate) fn current(&self) -> &[CellIndex] {
+        &self.ring
+    }
+
+    /// Moves to the next ring.
+    pub(crate) fn advance(&mut self) {
+        let ring = std::mem::take(&mut self.ring);
+        let mut next = Vec::with_capacity(ring.len() + 6);
+        let mut around = std::mem::take(&mut self.around);
+        for cell in &ring {
+            neighbours(*cell, &mut around);
+            for &neighbour in &around {
+                if self.seen.first_sight(neighbour) {
+                    next.push(neighbour);
+                }
+            }
+        }
+        self.around = around;
+        self.ring = next;
     }
 }
 
@@ -309,6 +311,47 @@ pub(crate) fn neighbours(cell: CellIndex, out: &mut Vec<CellIndex>) {
 /// pentagons: about 0.3 m). It only ever makes a query look at more cells, never fewer.
 const SLACK_RAD: f64 = 1e-9;
 
+/// A circle holding a whole cell, as a center and a chord: what bounds the distance from a
+/// point to the cell from below.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Circumcircle {
+    center: Unit,
+    /// The chord of the circle's radius: no point of the cell is farther from the center in
+    /// 3D.
+    chord: f64,
+}
+
+impl Circumcircle {
+    /// The circle of `cell` (see [`CellGeometry`]): its center, and a radius of its largest
+    /// center-to-vertex angle plus slack.
+    pub(crate) fn of(cell: CellIndex) -> Self {
+        let center = unit_of(LatLng::from(cell));
+        let outer = cell
+            .boundary()
+            .iter()
+            .map(|vertex| angle(&center, &unit_of(*vertex)))
+            .fold(0.0, f64::max);
+        Self::around(center, outer)
+    }
+
+    /// The circle about `center` reaching `angle` plus slack.
+    fn around(center: Unit, angle: f64) -> Self {
+        Self {
+            center,
+            chord: angle_to_chord2(angle + SLACK_RAD).sqrt(),
+        }
+    }
+
+    /// A lower bound on the chord (straight 3D distance between unit vectors) from `p` to any
+    /// point of the cell: by the triangle inequality in 3D, the chord to the center less the
+    /// largest chord from the center to a point of the cell. The chord grows with the arc, so
+    /// comparing chords orders points as comparing arcs does, without an arc sine.
+    #[inline]
+    pub(crate) fn min_chord_from(&self, p: &Unit) -> f64 {
+        chord2(p, &self.center).sqrt() - self.chord
+    }
+}
+
 /// What the queries need to know of a cell's shape: its center and two circles around it.
 ///
 /// H3 cell edges are great-circle arcs (straight lines in the gnomonic projection of an
@@ -318,11 +361,10 @@ const SLACK_RAD: f64 = 1e-9;
 /// `inner` of the center is in the cell.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CellGeometry {
-    pub(crate) center: Unit,
+    /// The center, and the chord of `outer`.
+    circumcircle: Circumcircle,
     /// Largest center-to-vertex angle, plus slack.
     outer: f64,
-    /// The chord of `outer`: no point of the cell is farther from the center in 3D.
-    outer_chord: f64,
     /// Squared chord of the smallest center-to-edge angle, less slack (0 if degenerate).
     inner_chord2: f64,
 }
@@ -338,34 +380,35 @@ impl CellGeometry {
             outer = outer.max(angle(&center, a));
             inner = inner.min(angle_to_arc(&center, a, b));
         }
-        let outer = outer + SLACK_RAD;
         Self {
-            center,
-            outer,
-            outer_chord: angle_to_chord2(outer).sqrt(),
+            circumcircle: Circumcircle::around(center, outer),
+            outer: outer + SLACK_RAD,
             inner_chord2: angle_to_chord2(inner - SLACK_RAD),
         }
+    }
+
+    /// The circle holding the cell.
+    pub(crate) fn circumcircle(&self) -> Circumcircle {
+        self.circumcircle
     }
 
     /// A lower bound on the angle from `p` to any point of the cell.
     #[inline]
     pub(crate) fn min_angle_from(&self, p: &Unit) -> f64 {
-        angle(p, &self.center) - self.outer
+        angle(p, &self.circumcircle.center) - self.outer
     }
 
-    /// A lower bound on the chord (straight 3D distance between unit vectors) from `p` to any
-    /// point of the cell: by the triangle inequality in 3D, the chord to the center less the
-    /// largest chord from the center to a point of the cell. The chord grows with the arc, so
-    /// comparing chords orders points as comparing arcs does, without an arc sine.
+    /// A lower bound on the chord from `p` to any point of the cell
+    /// ([`Circumcircle::min_chord_from`]).
     #[inline]
     pub(crate) fn min_chord_from(&self, p: &Unit) -> f64 {
-        chord2(p, &self.center).sqrt() - self.outer_chord
+        self.circumcircle.min_chord_from(p)
     }
 
     /// Whether `p` is certainly inside the cell (false says nothing).
     #[inline]
     pub(crate) fn surely_contains(&self, p: &Unit) -> bool {
-        chord2(p, &self.center) < self.inner_chord2
+        chord2(p, &self.circumcircle.center) < self.inner_chord2
     }
 }
 
@@ -414,6 +457,47 @@ mod tests {
         (anywhere(), 0u8..=15).prop_map(|(p, r)| (p, Resolution::try_from(r).unwrap()))
     }
 
+    /// Anywhere, or within a degree of a pole or of the antimeridian, where longitudes and
+    /// cells wrap.
+    fn anywhere_or_where_it_wraps() -> impl Strategy<Value = Point> {
+        (0u8..3, anywhere(), -1.0f64..=1.0).prop_map(|(place, p, offset)| match place {
+            0 => p,
+            1 => Point::new((90.0 - offset.abs()).copysign(p.lat()), p.lng()).unwrap(),
+            _ => {
+                let lng = if offset < 0.0 {
+                    180.0 + offset
+                } else {
+                    -180.0 + offset
+                };
+                Point::new(p.lat(), lng).unwrap()
+            }
+        })
+    }
+
+    /// A point of `cell`'s polygon: in the spherical triangle of its center and the edge from
+    /// vertex `edge` to the next, at weights `a` and `b` of the two vertices.
+    fn point_of(cell: CellIndex, edge: usize, a: f64, b: f64) -> Unit {
+        let center = unit_of(LatLng::from(cell));
+        let boundary = cell.boundary();
+        let vertices: Vec<Unit> = boundary.iter().map(|v| unit_of(*v)).collect();
+        let (v, w) = (
+            vertices[edge % vertices.len()],
+            vertices[(edge + 1) % vertices.len()],
+        );
+        let (a, b) = if a + b > 1.0 {
+            (1.0 - a, 1.0 - b)
+        } else {
+            (a, b)
+        };
+        let c = 1.0 - a - b;
+        normalized([
+            c * center[0] + a * v[0] + b * w[0],
+            c * center[1] + a * v[1] + b * w[1],
+            c * center[2] + a * v[2] + b * w[2],
+        ])
+        .expect("a cell's triangle does not hold the origin")
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -430,7 +514,7 @@ mod tests {
         fn cell_circles_bound_the_cell((p, res) in near_cells(), bearing in 0.0f64..std::f64::consts::TAU, frac in 0.0f64..1.0) {
             let cell = p.cell(res);
             let geometry = CellGeometry::of(cell);
-            prop_assert!(angle(&p.unit(), &geometry.center) <= geometry.outer);
+            prop_assert!(angle(&p.unit(), &geometry.circumcircle.center) <= geometry.outer);
             // A point at `frac` of the inner radius, in direction `bearing`.
             let inner = chord2_to_angle(geometry.inner_chord2) * frac;
             let center = LatLng::from(cell);
@@ -439,6 +523,51 @@ mod tests {
             let ll = LatLng::from_radians(lat, lng).unwrap();
             prop_assert!(geometry.surely_contains(&q) || frac > 0.999);
             prop_assert_eq!(ll.to_cell(res), cell);
+        }
+
+        /// The squared chord orders points as the great-circle distance does: whenever the
+        /// haversine tells two points apart by more than its own rounding, the chord agrees.
+        #[test]
+        fn chords_order_points_as_arcs_do(q in anywhere_or_where_it_wraps(), a in anywhere_or_where_it_wraps(), near in 0.0f64..1.0, b in anywhere_or_where_it_wraps()) {
+            // Half the cases compare two points close to the query, as a city's drivers are.
+            let blend = |p: Point| if near < 0.5 {
+                Point::new(q.lat() + (p.lat() - q.lat()) * 1e-4, q.lng() + (p.lng() - q.lng()) * 1e-4).unwrap()
+            } else {
+                p
+            };
+            let (a, b) = (blend(a), blend(b));
+            let da = haversine_m((q.lat(), q.lng()), (a.lat(), a.lng()));
+            let db = haversine_m((q.lat(), q.lng()), (b.lat(), b.lng()));
+            let (ca, cb) = (chord2(&q.unit(), &a.unit()), chord2(&q.unit(), &b.unit()));
+            if da + 1e-6 * da.max(1.0) < db {
+                prop_assert!(ca < cb, "{da} m < {db} m but chords {ca} >= {cb}");
+            }
+            if db + 1e-6 * db.max(1.0) < da {
+                prop_assert!(cb < ca, "{db} m < {da} m but chords {cb} >= {ca}");
+            }
+        }
+
+        /// The bound a query puts on a cell it has not looked at (from the circle a neighbour's
+        /// bucket keeps) is never above the chord to any point of the cell, for the cells up
+        /// to two rings around the query's, poles, antimeridian and pentagons included.
+        #[test]
+        fn a_cell_bound_is_never_above_the_true_distance(q in anywhere_or_where_it_wraps(), res in 0u8..=15, pick in 0usize..19, edge in 0usize..6, a in 0.0f64..=1.0, b in 0.0f64..=1.0) {
+            let res = Resolution::try_from(res).unwrap();
+            let mut rings = Rings::new(q.cell(res));
+            let mut cells = Vec::new();
+            for _ in 0..3 {
+                cells.extend_from_slice(rings.current());
+                rings.advance();
+            }
+            let cell = cells[pick % cells.len()];
+            let circle = Circumcircle::of(cell);
+            let bound = circle.min_chord_from(&q.unit());
+            let p = point_of(cell, edge, a, b);
+            prop_assert!(bound <= chord2(&q.unit(), &p).sqrt(), "bound {bound} above the chord to a point of {cell}");
+            // The cell's own geometry bounds it exactly as its neighbours' buckets do.
+            let own = CellGeometry::of(cell).circumcircle();
+            prop_assert_eq!(own.center, circle.center);
+            prop_assert_eq!(own.chord.to_bits(), circle.chord.to_bits());
         }
     }
 
@@ -483,6 +612,28 @@ mod tests {
         assert!(worst < 1e-6, "worst difference {worst} m");
     }
 
+    /// The circles a pentagon's bucket keeps for its five neighbours, and theirs for it, hold
+    /// every vertex of those cells.
+    #[test]
+    fn circles_around_pentagons_hold_their_cells() {
+        let mut around = Vec::new();
+        for res in 0..=15u8 {
+            let res = Resolution::try_from(res).unwrap();
+            for pentagon in res.pentagons() {
+                neighbours(pentagon, &mut around);
+                assert_eq!(around.len(), 6, "{pentagon} and its five neighbours");
+                for &cell in &around {
+                    let circle = Circumcircle::of(cell);
+                    for vertex in cell.boundary().iter() {
+                        let v = unit_of(*vertex);
+                        assert!(chord2(&v, &circle.center).sqrt() <= circle.chord);
+                        assert!(circle.min_chord_from(&v) <= 0.0);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn pentagons_have_sound_circles() {
         for res in 0..=15u8 {
@@ -492,7 +643,7 @@ mod tests {
                 assert!(chord2_to_angle(geometry.inner_chord2) > 0.0);
                 for vertex in pentagon.boundary().iter() {
                     let v = unit_of(*vertex);
-                    assert!(angle(&v, &geometry.center) <= geometry.outer);
+                    assert!(angle(&v, &geometry.circumcircle.center) <= geometry.outer);
                     assert!(!geometry.surely_contains(&v));
                 }
             }

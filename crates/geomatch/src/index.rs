@@ -14,7 +14,8 @@ use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
-    CellGeometry, EARTH_RADIUS_M, Rings, Unit, angle_to_chord2, chord2, exact_angle, neighbours,
+    CellGeometry, Circumcircle, EARTH_RADIUS_M, SeenCells, Unit, angle_to_chord2, chord2,
+    exact_angle, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -112,13 +113,25 @@ struct Detail {
     profile: DriverProfile,
 }
 
+/// A cell sharing an edge with a bucket's, and the circle that holds it.
+#[derive(Clone, Copy, Debug)]
+struct Adjacent {
+    cell: CellIndex,
+    circle: Circumcircle,
+}
+
 /// One cell's drivers: two arrays of rows, the slot of a driver being its index in both.
 #[derive(Debug)]
 struct Bucket {
     geometry: CellGeometry,
-    /// The cell and its neighbours (six, five around a pentagon), so a query's next ring
-    /// comes from here rather than from H3.
-    around: Box<[CellIndex]>,
+    /// The cell's neighbours with their circles, so a query's next ring, and the bounds that
+    /// decide whether it is worth a look, come from here rather than from H3 or from looking
+    /// the cells up. Kept in the bucket itself, not behind a pointer: a query reads them
+    /// right after finding the bucket, and a second cache miss in a row would cost more than
+    /// the reading.
+    around: [Adjacent; 6],
+    /// How many of `around` are neighbours: six, five around a pentagon.
+    around_len: usize,
     spots: Vec<Spot>,
     details: Vec<Detail>,
     /// Driver → slot, for when the driver table's slot is out of date (another driver of the
@@ -148,15 +161,36 @@ struct Row {
 
 impl Bucket {
     fn new(cell: CellIndex) -> Self {
-        let mut around = Vec::with_capacity(7);
-        neighbours(cell, &mut around);
+        let mut cells = Vec::with_capacity(7);
+        neighbours(cell, &mut cells);
+        let geometry = CellGeometry::of(cell);
+        // Places past `around_len` hold the cell itself, never read.
+        let mut around = [Adjacent {
+            cell,
+            circle: geometry.circumcircle(),
+        }; 6];
+        let mut around_len = 0;
+        for neighbour in cells.into_iter().filter(|&neighbour| neighbour != cell) {
+            around[around_len] = Adjacent {
+                cell: neighbour,
+                circle: Circumcircle::of(neighbour),
+            };
+            around_len += 1;
+        }
         Self {
-            geometry: CellGeometry::of(cell),
-            around: around.into_boxed_slice(),
+            geometry,
+            around,
+            around_len,
             spots: Vec::new(),
             details: Vec::new(),
             slots: HashMap::default(),
         }
+    }
+
+    /// The cells sharing an edge with the bucket's.
+    #[inline]
+    fn adjacent(&self) -> &[Adjacent] {
+        &self.around[..self.around_len]
     }
 
     /// Adds a row; its slot.
@@ -533,12 +567,21 @@ impl<C: Clock> Index<C> {
 
     /// Adds a row to `cell`'s bucket; its slot.
     fn push_row(&self, cell: CellIndex, row: Row) -> usize {
+        {
+            let mut cells = self.cell_shard(cell).write();
+            if let Some(bucket) = cells.get_mut(&cell) {
+                return bucket.push(row);
+            }
+        }
+        // A new bucket's shapes come from H3, outside the cell lock (the slow part); if
+        // another update made the bucket meanwhile, this one is dropped.
+        let new = Bucket::new(cell);
         let mut cells = self.cell_shard(cell).write();
         cells
             .entry(cell)
             .or_insert_with(|| {
                 self.occupied.fetch_add(1, Ordering::Relaxed);
-                Bucket::new(cell)
+                new
             })
             .push(row)
     }
@@ -981,6 +1024,7 @@ impl<C: Clock> Index<C> {
             k,
             best: BinaryHeap::with_capacity(k + 1),
             worst_chord2: f64::INFINITY,
+            nearer: Vec::with_capacity(64),
         };
         self.walk(point, &query, &mut nearest);
         Ok(into_candidates(
@@ -1067,72 +1111,63 @@ impl<C: Clock> Index<C> {
     /// Visits buckets ring by ring around `point`'s cell until every cell not visited is
     /// provably out of the collector's reach.
     ///
-    /// Why stopping is safe: the great-circle path from the query point to any point in a cell
-    /// at grid distance `d` crosses a cell of every ring `1..=d` (adjacent cells share an edge,
-    /// and three cells meet at each vertex, all mutually adjacent), so its length is at least
-    /// the smallest lower bound over ring `j`'s cells, for every `j ≤ d`. Once a whole ring is
-    /// farther than the reach, so is everything beyond it. The rings are built breadth-first
-    /// ([`Rings`]), so each holds exactly the cells at its grid distance, near pentagons and
-    /// when the rings wrap around the globe alike; a bucket keeps its cell's neighbours, so
-    /// H3 is asked for them only around empty cells. Bounds and the reach are chords, which
+    /// Ring 0 is the query point's cell; ring `d + 1` is the neighbours, not met before, of the
+    /// cells of ring `d` that were within reach. Each ring is scanned nearest bound first while
+    /// the bounds are within the reach (which only shrinks), and the walk stops at the first
+    /// ring none of whose cells is within it. Why that misses nothing: take a point within the
+    /// final reach and the great-circle path from the query point to it. Every point of the
+    /// path is as near as that point or nearer, so every cell the path crosses has a bound
+    /// within the reach; and consecutive cells along it are neighbours (adjacent cells share
+    /// an edge, and the three cells at a vertex are mutually adjacent). Going along the path
+    /// from the query's cell, each cell is met from the one before it, in the next ring or an
+    /// earlier one, and scanned there, being within reach; so the cell of the point is
+    /// scanned, and no ring after the last one scanned can hold a cell of the path. A cell
+    /// beyond the reach is thus never looked up: a bucket keeps its cell's neighbours with
+    /// their circles, so the next ring and its bounds come from the buckets scanned, and H3 is
+    /// asked only around empty cells. Cells are met once each ([`SeenCells`]), however the
+    /// rings wrap around the globe or around a pentagon. Bounds and the reach are chords, which
     /// order points as arcs do: no arc sine per cell.
     fn walk(&self, point: Point, query: &Unit, collector: &mut impl Collector) {
-        let mut rings = Rings::new(point.cell(self.config.resolution));
-        // Per ring: the occupied cells with their lower bounds, the empty ones, the cells to
-        // scan, and every neighbour of the ring's cells (whence the next ring).
-        let mut bounds: Vec<(f64, CellIndex)> = Vec::with_capacity(32);
+        let origin = point.cell(self.config.resolution);
+        let mut seen = SeenCells::new(origin);
+        // The current ring's cells, each with a lower bound on its chord from the query point,
+        // and the next ring's as they are found; the origin holds the point.
+        let mut ring: Vec<(f64, CellIndex)> = Vec::with_capacity(32);
+        ring.push((f64::NEG_INFINITY, origin));
+        let mut next: Vec<(f64, CellIndex)> = Vec::with_capacity(32);
         let mut empty: Vec<CellIndex> = Vec::new();
-        let mut order: Vec<CellIndex> = Vec::with_capacity(32);
-        let mut next: Vec<CellIndex> = Vec::with_capacity(128);
-        let mut around = Vec::with_capacity(7);
+        let mut around = Vec::new();
         let mut distance = 0usize;
         let mut visited = 0usize;
         loop {
-            let ring = rings.current();
             if ring.is_empty() {
-                // Every cell of the globe has been looked at.
+                // No cell within reach has a neighbour not met, or the globe is covered.
                 return;
             }
             visited += ring.len();
-            bounds.clear();
-            empty.clear();
             next.clear();
-            self.with_cells(ring, |cell, bucket| match bucket {
-                Some(bucket) => {
-                    bounds.push((bucket.geometry.min_chord_from(query), cell));
-                    next.extend_from_slice(&bucket.around);
+            empty.clear();
+            // The cells within reach, nearest first: the reach shrinks as early as it can, and
+            // farther cells it then leaves out are not looked up, nor their neighbours met. (A
+            // bucket emptied or filled since its neighbour was read is skipped or missed, as a
+            // report a moment later would have been.)
+            ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let mut reader = CellReader::new(self);
+            let mut scanned = 0;
+            while let Some(&(bound, cell)) = ring.get(scanned)
+                && bound <= collector.reach()
+            {
+                scanned += 1;
+                match reader.bucket(cell) {
+                    Some(bucket) => {
+                        collector.visit(bucket);
+                        ring_after(bucket, query, &mut seen, &mut next);
+                    }
+                    None => empty.push(cell),
                 }
-                None => empty.push(cell),
-            });
-            let mut ring_bound = bounds
-                .iter()
-                .map(|&(bound, _)| bound)
-                .fold(f64::INFINITY, f64::min);
-            // An empty cell's shape and neighbours come from H3, outside any lock (the slow
-            // part).
-            for &cell in &empty {
-                ring_bound = ring_bound.min(CellGeometry::of(cell).min_chord_from(query));
-                neighbours(cell, &mut around);
-                next.extend_from_slice(&around);
             }
-            // The occupied cells within reach, nearest first: the reach shrinks as early as it
-            // can, and farther cells it then leaves out are not scanned. (A bucket emptied or
-            // filled since the first look is skipped or missed, as a report a moment later
-            // would have been.)
-            bounds.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-            let wanted = bounds.partition_point(|&(bound, _)| bound <= collector.reach());
-            order.clear();
-            order.extend(bounds[..wanted].iter().map(|&(_, cell)| cell));
-            let mut nth = 0;
-            self.with_cells(&order, |_, bucket| {
-                let bound = bounds[nth].0;
-                nth += 1;
-                if let Some(bucket) = bucket
-                    && bound <= collector.reach()
-                {
-                    collector.visit(bucket);
-                }
-            });
+            drop(reader);
+            let ring_bound = ring.first().map_or(f64::INFINITY, |&(bound, _)| bound);
             if ring_bound > collector.reach() {
                 return;
             }
@@ -1153,24 +1188,60 @@ impl<C: Clock> Index<C> {
                 }
                 return;
             }
-            rings.advance_to(&next);
+            // An empty cell's neighbours and their shapes come from H3, outside any lock (the
+            // slow part), for the cells no bucket named.
+            for &cell in &empty {
+                neighbours(cell, &mut around);
+                for &neighbour in &around {
+                    if seen.first_sight(neighbour) {
+                        let bound = CellGeometry::of(neighbour).min_chord_from(query);
+                        next.push((bound, neighbour));
+                    }
+                }
+            }
+            std::mem::swap(&mut ring, &mut next);
         }
     }
+}
 
-    /// Calls `f` on each cell of `cells` in order with its bucket, if any, under its part's
-    /// read lock. Neighbouring cells mostly share a part (`cell_shard_index`): the lock is
-    /// kept from one cell to the next rather than taken again, and given up before another
-    /// part's is taken, so one call never holds two.
-    fn with_cells(&self, cells: &[CellIndex], mut f: impl FnMut(CellIndex, Option<&Bucket>)) {
-        let mut held: Option<(usize, CellShardGuard<'_>)> = None;
-        for &cell in cells {
-            let shard = self.cell_shard_index(cell);
-            if held.as_ref().is_some_and(|(part, _)| *part != shard) {
-                held = None;
-            }
-            let (_, guard) = held.get_or_insert_with(|| (shard, self.cells[shard].read()));
-            f(cell, guard.get(&cell));
+/// Adds the neighbours of `bucket`'s cell not seen before to the next ring, with their bounds.
+#[inline]
+fn ring_after(
+    bucket: &Bucket,
+    query: &Unit,
+    seen: &mut SeenCells,
+    next: &mut Vec<(f64, CellIndex)>,
+) {
+    for adjacent in bucket.adjacent() {
+        if seen.first_sight(adjacent.cell) {
+            next.push((adjacent.circle.min_chord_from(query), adjacent.cell));
         }
+    }
+}
+
+/// Looks cells up one at a time, each under its part's read lock. Neighbouring cells mostly
+/// share a part (`cell_shard_index`): the lock is kept from one cell to the next rather than
+/// taken again, and given up before another part's is taken, so a reader never holds two.
+struct CellReader<'a, C> {
+    index: &'a Index<C>,
+    held: Option<(usize, CellShardGuard<'a>)>,
+}
+
+impl<'a, C: Clock> CellReader<'a, C> {
+    fn new(index: &'a Index<C>) -> Self {
+        Self { index, held: None }
+    }
+
+    /// The bucket of `cell`, if it has one.
+    fn bucket(&mut self, cell: CellIndex) -> Option<&Bucket> {
+        let shard = self.index.cell_shard_index(cell);
+        if self.held.as_ref().is_some_and(|(part, _)| *part != shard) {
+            self.held = None;
+        }
+        let (_, guard) = self
+            .held
+            .get_or_insert_with(|| (shard, self.index.cells[shard].read()));
+        guard.get(&cell)
     }
 }
 
@@ -1262,6 +1333,8 @@ struct Nearest<'a, C> {
     /// The squared chord of the worst of the best once there are `k`, else infinite: a driver
     /// farther than it is passed over with one comparison.
     worst_chord2: f64,
+    /// One bucket's drivers within `worst_chord2` (squared chord, id, slot), reused.
+    nearer: Vec<(f64, DriverId, usize)>,
 }
 
 impl<C: Clock> Collector for Nearest<'_, C> {
@@ -1269,23 +1342,44 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         self.worst_chord2.sqrt()
     }
 
+    /// Reads the bucket's positions first and the rest of a driver's row (another array: a
+    /// cache miss apiece) only for a driver that can still enter the best `k`. The drivers
+    /// within reach are taken nearest first, at least the `k` nearest of them, so the first
+    /// bucket, seen while the reach is unbounded, reads about `k` rows and not all of them.
     fn visit(&mut self, bucket: &Bucket) {
-        for (spot, detail) in bucket.spots.iter().zip(&bucket.details) {
+        let mut nearer = std::mem::take(&mut self.nearer);
+        nearer.clear();
+        for (slot, spot) in bucket.spots.iter().enumerate() {
             let chord2 = chord2(&self.query, &spot.unit);
+            if chord2 <= self.worst_chord2 {
+                nearer.push((chord2, spot.id, slot));
+            }
+        }
+        let order = |a: &(f64, DriverId, usize), b: &(f64, DriverId, usize)| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+        };
+        // The `k` nearest in order, the rest after them in any order.
+        if nearer.len() > self.k {
+            nearer.select_nth_unstable_by(self.k, order);
+        }
+        let sorted = nearer.len().min(self.k);
+        nearer[..sorted].sort_unstable_by(order);
+        for &(chord2, id, slot) in &nearer {
             if chord2 > self.worst_chord2 {
                 continue;
             }
             let found = Found {
                 chord2,
-                id: spot.id,
+                id,
                 word: 0,
-                unit: spot.unit,
+                unit: bucket.spots[slot].unit,
             };
             // As far as the worst: it stays worse unless its id is smaller.
             if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
                 continue;
             }
-            let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
+            let Some(word) = admissible(self.index, &bucket.details[slot], self.filter, self.now)
+            else {
                 continue;
             };
             self.best.push(Found { word, ..found });
@@ -1296,6 +1390,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
                 self.worst_chord2 = self.best.peek().map_or(f64::INFINITY, |worst| worst.chord2);
             }
         }
+        self.nearer = nearer;
     }
 
     fn restart(&mut self) {

@@ -282,6 +282,38 @@ proptest! {
     }
 }
 
+/// Drivers at one point tie on distance: a nearest query takes them by id, passing over the
+/// ones it may not return, however many of them the first bucket holds.
+#[test]
+fn ties_go_to_the_smallest_ids_that_qualify() {
+    let index = Index::with_clock(Config::default(), ManualClock::new()).unwrap();
+    let spot = Point::new(48.85, 2.35).unwrap();
+    // Forty drivers on one spot, inserted out of id order; every third id busy.
+    for i in 0..40u64 {
+        let id = DriverId((i * 17) % 40);
+        index.insert(id, spot, DriverProfile::default()).unwrap();
+        if id.0.is_multiple_of(3) {
+            index.set_state(id, DriverState::Busy).unwrap();
+        }
+    }
+    // Twenty more a few meters apart, farther out one by one.
+    for i in 40..60u64 {
+        let at = Point::new(48.85, 2.35 + 0.00005 * (i - 39) as f64).unwrap();
+        index
+            .insert(DriverId(i), at, DriverProfile::default())
+            .unwrap();
+    }
+    let free_on_the_spot: Vec<u64> = (0..40).filter(|id: &u64| !id.is_multiple_of(3)).collect();
+    let ids = |found: Vec<Candidate>| found.iter().map(|c| c.driver.0).collect::<Vec<_>>();
+    let found = index.nearest(spot, 10, &Filter::any()).unwrap();
+    assert!(found.iter().all(|c| c.distance_m == 0.0));
+    assert_eq!(ids(found), free_on_the_spot[..10]);
+    let found = index.nearest(spot, 30, &Filter::any()).unwrap();
+    let mut expected = free_on_the_spot.clone();
+    expected.extend(40..44);
+    assert_eq!(ids(found), expected);
+}
+
 /// Huge radii and sparse worlds take the every-bucket path; the answer is the same.
 #[test]
 fn a_sparse_world_and_a_huge_radius_are_exact() {
