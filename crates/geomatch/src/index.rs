@@ -1,7 +1,7 @@
 //! The concurrent driver index: per-cell buckets, exact nearest and radius queries, claims.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::f64::consts::PI;
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -24,6 +24,10 @@ use crate::{
 
 /// The most drivers one [`Index::nearest`] query returns, which bounds its memory.
 pub const MAX_K: usize = 10_000;
+
+/// The most walks one [`Index::nearest`] query makes when drivers moving meanwhile were met
+/// twice in a walk (see [`drop_repeats`]); the last walk's answer stands, its repeats dropped.
+const MAX_WALKS: usize = 3;
 
 /// How an [`Index`] is laid out and when a driver counts as gone.
 ///
@@ -988,6 +992,10 @@ impl<C: Clock> Index<C> {
     /// whose every cell is provably farther than the `k`-th driver found (the crate README
     /// states the bound).
     ///
+    /// A driver that crosses cells while the query runs may be missed, or met in both cells:
+    /// it is then returned once, at the nearer position, and the query walks again (up to
+    /// three walks) so that it does not take the place of another driver.
+    ///
     /// # Errors
     ///
     /// [`Error::TooManyResults`] if `k` exceeds [`MAX_K`].
@@ -1016,27 +1024,36 @@ impl<C: Clock> Index<C> {
             return Ok(Vec::new());
         }
         let query = point.unit();
-        let mut nearest = Nearest {
-            query,
-            filter,
-            now: self.clock.now_nanos(),
-            index: self,
-            k,
-            best: BinaryHeap::with_capacity(k + 1),
-            worst_chord2: f64::INFINITY,
-            nearer: Vec::with_capacity(64),
-        };
-        self.walk(point, &query, &mut nearest);
-        Ok(into_candidates(
-            &nearest.query,
-            nearest.best.into_sorted_vec(),
-        ))
+        let now = self.clock.now_nanos();
+        let mut walks = 0;
+        loop {
+            walks += 1;
+            let mut nearest = Nearest {
+                query,
+                filter,
+                now,
+                index: self,
+                k,
+                best: BinaryHeap::with_capacity(k + 1),
+                worst_chord2: f64::INFINITY,
+                nearer: Vec::with_capacity(64),
+            };
+            self.walk(point, &query, &mut nearest);
+            let mut best = nearest.best.into_sorted_vec();
+            // A driver met twice took a place of the best `k` from a driver that did not
+            // move: walk again. A repeat needs a driver to cross cells while the walk passes
+            // both, so walks are bounded only against constant churn.
+            if drop_repeats(&mut best) == 0 || walks == MAX_WALKS {
+                return Ok(into_candidates(&query, best));
+            }
+        }
     }
 
     /// Every available, fresh driver within `radius_m` meters (great-circle) that passes
     /// `filter`, nearest first (ties by id, as [`nearest`](Self::nearest) orders them). A
     /// driver within a rounding of the radius (a few units in the last place) may fall on
-    /// either side of it.
+    /// either side of it. A driver met twice, as it crossed cells while the query ran, is
+    /// returned once, at the nearer position.
     ///
     /// # Errors
     ///
@@ -1077,6 +1094,7 @@ impl<C: Clock> Index<C> {
         };
         self.walk(point, &query, &mut within);
         within.found.sort_unstable();
+        drop_repeats(&mut within.found);
         Ok(into_candidates(&within.query, within.found))
     }
 
@@ -1275,6 +1293,25 @@ impl Ord for Found {
             .total_cmp(&other.chord2)
             .then(self.id.cmp(&other.id))
     }
+}
+
+/// Drops the later sightings of a driver found more than once in `found` (nearest first), so
+/// each driver is kept at its nearest; how many were dropped.
+///
+/// A walk holds one cell's lock at a time, so a driver that moves from a cell it has scanned
+/// to one it has yet to scan is met twice, at its old position and its new one: both are
+/// positions it reported during the query, but it is one driver.
+fn drop_repeats(found: &mut Vec<Found>) -> usize {
+    let mut ids: Vec<DriverId> = found.iter().map(|f| f.id).collect();
+    ids.sort_unstable();
+    if !ids.windows(2).any(|pair| pair[0] == pair[1]) {
+        return 0;
+    }
+    let before = found.len();
+    let mut kept: HashSet<DriverId, RandomState> =
+        HashSet::with_capacity_and_hasher(before, RandomState::new());
+    found.retain(|f| kept.insert(f.id));
+    before - found.len()
 }
 
 fn into_candidates(query: &Unit, found: Vec<Found>) -> Vec<Candidate> {
