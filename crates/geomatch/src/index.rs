@@ -29,6 +29,11 @@ pub const MAX_K: usize = 10_000;
 /// twice in a walk (see [`drop_repeats`]); the last walk's answer stands, its repeats dropped.
 const MAX_WALKS: usize = 3;
 
+/// What a walk's look at an empty cell costs, counted in buckets a scan of every bucket would
+/// check instead: the neighbours of an empty cell and their outlines come from H3 (about 2 µs
+/// a cell), where a scan checks a bucket's circle and its drivers in tens of nanoseconds.
+const EMPTY_CELL_COST: usize = 32;
+
 /// How an [`Index`] is laid out and when a driver counts as gone.
 ///
 /// ```
@@ -1145,7 +1150,10 @@ impl<C: Clock> Index<C> {
     /// asked only around empty cells. Cells are met once each ([`SeenCells`]), however the
     /// rings wrap around the globe or around a pentagon. Bounds and the reach are chords, which
     /// order points as arcs do: no arc sine per cell.
-    fn walk(&self, point: Point, query: &Unit, collector: &mut impl Collector) {
+    ///
+    /// Returns how many cells its rings held (looked up, or passed over for their bounds),
+    /// before any scan of every bucket.
+    fn walk(&self, point: Point, query: &Unit, collector: &mut impl Collector) -> usize {
         let origin = point.cell(self.config.resolution);
         let mut seen = SeenCells::new(origin);
         // The current ring's cells, each with a lower bound on its chord from the query point,
@@ -1157,10 +1165,11 @@ impl<C: Clock> Index<C> {
         let mut around = Vec::new();
         let mut distance = 0usize;
         let mut visited = 0usize;
+        let mut empties = 0usize;
         loop {
             if ring.is_empty() {
                 // No cell within reach has a neighbour not met, or the globe is covered.
-                return;
+                return visited;
             }
             visited += ring.len();
             next.clear();
@@ -1185,17 +1194,20 @@ impl<C: Clock> Index<C> {
                 }
             }
             drop(reader);
+            empties += empty.len();
             let ring_bound = ring.first().map_or(f64::INFINITY, |&(bound, _)| bound);
             if ring_bound > collector.reach() {
-                return;
+                return visited;
             }
             distance += 1;
-            // Ring `d` has up to 6d cells. Once the cells visited and the next ring would be
-            // more than there are buckets, one pass over every bucket costs less, and needs no
-            // bound at all; so a query looks at no more than about twice the occupied cells,
-            // even when few drivers qualify (all stale, say) and the rings would otherwise
-            // grow until they covered the planet.
-            if visited + 6 * distance > self.occupied.load(Ordering::Relaxed) {
+            // Ring `d` has up to 6d cells. Once the cells visited (an empty one weighing
+            // EMPTY_CELL_COST buckets) and the next ring would be more than there are buckets,
+            // one pass over every bucket costs less, and needs no bound at all; so a query does
+            // no more than about twice the work of that pass, even when few drivers qualify (all
+            // stale, say) or the query is far from every driver, and the rings would otherwise
+            // grow until they covered the planet or reached the fleet through empty cells.
+            let cost = visited + (EMPTY_CELL_COST - 1) * empties;
+            if cost + 6 * distance > self.occupied.load(Ordering::Relaxed) {
                 collector.restart();
                 for shard in &*self.cells {
                     for bucket in shard.read().values() {
@@ -1204,7 +1216,7 @@ impl<C: Clock> Index<C> {
                         }
                     }
                 }
-                return;
+                return visited;
             }
             // An empty cell's neighbours and their shapes come from H3, outside any lock (the
             // slow part), for the cells no bucket named.
@@ -1212,7 +1224,7 @@ impl<C: Clock> Index<C> {
                 neighbours(cell, &mut around);
                 for &neighbour in &around {
                     if seen.first_sight(neighbour) {
-                        let bound = CellGeometry::of(neighbour).min_chord_from(query);
+                        let bound = Circumcircle::of(neighbour).min_chord_from(query);
                         next.push((bound, neighbour));
                     }
                 }
@@ -1470,5 +1482,48 @@ impl<C: Clock> Collector for Within<'_, C> {
 
     fn restart(&mut self) {
         self.found.clear();
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    /// A fleet of a few hundred cells and a query 50 km away: the rings would cross thousands
+    /// of empty cells, asking H3 about each, before reaching it. The walk gives up for one
+    /// scan of every bucket after about `occupied / EMPTY_CELL_COST` empty cells, and the
+    /// answer is the same.
+    #[test]
+    fn a_query_far_from_the_fleet_crosses_few_empty_cells() {
+        let index = Index::new(Config::default()).unwrap();
+        for i in 0..2_000u32 {
+            let (row, column) = (f64::from(i / 50), f64::from(i % 50));
+            let at = Point::new(48.85 + 0.001 * row, 2.35 + 0.0015 * column).unwrap();
+            index
+                .insert(DriverId(u64::from(i)), at, DriverProfile::default())
+                .unwrap();
+        }
+        let occupied = index.occupied.load(Ordering::Relaxed);
+        assert!(occupied > 250, "{occupied} buckets");
+        let far = Point::new(48.4, 2.35).unwrap();
+        let query = far.unit();
+        let mut nearest = Nearest {
+            query,
+            filter: &Filter::any(),
+            now: index.clock.now_nanos(),
+            index: &index,
+            k: 1,
+            best: BinaryHeap::new(),
+            worst_chord2: f64::INFINITY,
+            nearer: Vec::new(),
+        };
+        let cells = index.walk(far, &query, &mut nearest);
+        assert!(
+            cells < occupied / 4,
+            "{cells} empty cells for {occupied} buckets"
+        );
+        let found = nearest.best.into_sorted_vec();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, DriverId(0));
     }
 }

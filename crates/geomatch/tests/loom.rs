@@ -167,9 +167,15 @@ fn a_driver_moving_during_a_query_is_returned_at_most_once() {
         index.insert(moving, start, profile).unwrap();
         index.insert(staying, stays_at, profile).unwrap();
         index.insert(farther, farther_at, profile).unwrap();
-        // Busy drivers far away, one per cell: enough occupied cells that the query walks its
-        // rings rather than scanning every bucket (in an order that depends on hashing).
-        for i in 0..48u64 {
+        // Busy drivers: one in each cell of the query's first two rings (an empty cell would
+        // weigh on the walk's choice to scan every bucket instead, in an order that depends
+        // on hashing), and far away, one per cell, enough that the query walks its rings.
+        for (i, cell) in origin.grid_disk::<Vec<_>>(2).into_iter().enumerate() {
+            let id = DriverId(2_000 + i as u64);
+            index.insert(id, toward(cell, 1.0), profile).unwrap();
+            index.set_state(id, DriverState::Busy).unwrap();
+        }
+        for i in 0..40u64 {
             let id = DriverId(1_000 + i);
             let far = Point::new(48.0 + 0.05 * i as f64, 2.0).unwrap();
             index.insert(id, far, profile).unwrap();
