@@ -634,6 +634,56 @@ mod tests {
         }
     }
 
+    /// The walk's two facts about the grid: `neighbours` gives exactly H3's cells at grid
+    /// distance one (its fast path included), and the cells meeting at any vertex are all
+    /// neighbours of each other, so a path from cell to cell steps only between neighbours.
+    /// Every cell of resolutions 0 to 2, and the cells around every pentagon at every
+    /// resolution.
+    #[test]
+    fn neighbours_are_the_cells_sharing_an_edge_or_a_vertex() {
+        let mut cells: Vec<CellIndex> = Vec::new();
+        for res in 0..=2u8 {
+            let res = Resolution::try_from(res).unwrap();
+            cells.extend(CellIndex::base_cells().flat_map(|base| base.children(res)));
+        }
+        for res in 0..=15u8 {
+            for pentagon in Resolution::try_from(res).unwrap().pentagons() {
+                cells.extend(pentagon.grid_disk_safe(2));
+            }
+        }
+        let mut around = Vec::new();
+        // Cells by vertex, to about 6 mm (far below the shortest edge, 0.5 m at resolution 15).
+        let mut at_vertex: std::collections::HashMap<(Resolution, [i64; 3]), Vec<CellIndex>> =
+            std::collections::HashMap::new();
+        for &cell in &cells {
+            neighbours(cell, &mut around);
+            let mut ours = around.clone();
+            let mut theirs: Vec<CellIndex> = cell.grid_disk_safe(1).collect();
+            ours.sort_unstable();
+            theirs.sort_unstable();
+            assert_eq!(ours, theirs, "{cell}");
+            for vertex in cell.boundary().iter() {
+                let key = unit_of(*vertex).map(|x| (x * 1e9).round() as i64);
+                let cells = at_vertex.entry((cell.resolution(), key)).or_default();
+                if !cells.contains(&cell) {
+                    cells.push(cell);
+                }
+            }
+        }
+        let shared = at_vertex.values().filter(|cells| cells.len() > 1).count();
+        assert!(shared > 10_000, "only {shared} shared vertices found");
+        for cells in at_vertex.values() {
+            for &a in cells {
+                for &b in cells {
+                    assert!(
+                        a == b || a.is_neighbor_with(b).unwrap(),
+                        "{a} and {b} share a vertex"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn pentagons_have_sound_circles() {
         for res in 0..=15u8 {

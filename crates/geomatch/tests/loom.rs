@@ -119,3 +119,86 @@ fn a_claim_from_before_a_removal_never_holds_after_reinsertion() {
         assert_eq!(index.driver(DRIVER).unwrap().state, DriverState::Available);
     });
 }
+
+/// A driver crosses from the query's cell into a neighbouring one while a nearest query walks
+/// the rings: the query may see it in either cell, or in neither (as if its report came a
+/// moment later), but it returns it at most once, and always returns the nearest driver that
+/// did not move; so does a radius query.
+///
+/// Guards: `drop_repeats` in `Index::nearest` and `Index::within`, and the walk `nearest` makes
+/// again for the place a repeat took, so a move during the walk neither repeats a driver nor
+/// pushes another out of the best `k`.
+#[test]
+fn a_driver_moving_during_a_query_is_returned_at_most_once() {
+    use infra_geomatch::Filter;
+    model(|| {
+        let index = Index::with_clock(Config::default().shards(2), ManualClock::new()).unwrap();
+        let resolution = index.config().bucket_resolution();
+        let query = Point::new(52.52, 13.405).unwrap();
+        let origin = query.cell(resolution);
+        let neighbours: Vec<h3o::CellIndex> = origin
+            .grid_disk::<Vec<_>>(1)
+            .into_iter()
+            .filter(|&cell| cell != origin)
+            .collect();
+        // The point `t` of the way from the query to the center of `cell`.
+        let toward = |cell: h3o::CellIndex, t: f64| {
+            let to = h3o::LatLng::from(cell);
+            let at = Point::new(
+                query.lat() + t * (to.lat() - query.lat()),
+                query.lng() + t * (to.lng() - query.lng()),
+            )
+            .unwrap();
+            assert_eq!(at.cell(resolution), cell);
+            at
+        };
+        // The moving driver starts a few meters from the query and ends just across the
+        // edge, nearer than the driver that stays in the cell it enters; a third is farther
+        // in that cell.
+        let (moving, staying, farther) = (DRIVER, DriverId(2), DriverId(3));
+        let start = Point::new(52.520_05, 13.405).unwrap();
+        assert_eq!(start.cell(resolution), origin);
+        let end = toward(neighbours[0], 0.6);
+        let (stays_at, farther_at) = (toward(neighbours[0], 0.8), toward(neighbours[0], 1.0));
+        assert!(query.distance_m(end) < query.distance_m(stays_at));
+        assert!(query.distance_m(stays_at) < query.distance_m(farther_at));
+        assert!(query.distance_m(stays_at) < 350.0);
+        let profile = DriverProfile::default();
+        index.insert(moving, start, profile).unwrap();
+        index.insert(staying, stays_at, profile).unwrap();
+        index.insert(farther, farther_at, profile).unwrap();
+        // Busy drivers: one in each cell of the query's first two rings (an empty cell would
+        // weigh on the walk's choice to scan every bucket instead, in an order that depends
+        // on hashing), and far away, one per cell, enough that the query walks its rings.
+        for (i, cell) in origin.grid_disk::<Vec<_>>(2).into_iter().enumerate() {
+            let id = DriverId(2_000 + i as u64);
+            index.insert(id, toward(cell, 1.0), profile).unwrap();
+            index.set_state(id, DriverState::Busy).unwrap();
+        }
+        for i in 0..40u64 {
+            let id = DriverId(1_000 + i);
+            let far = Point::new(48.0 + 0.05 * i as f64, 2.0).unwrap();
+            index.insert(id, far, profile).unwrap();
+            index.set_state(id, DriverState::Busy).unwrap();
+        }
+        let index = Arc::new(index);
+        let querier = {
+            let index = Arc::clone(&index);
+            thread::spawn(move || {
+                let nearest = index.nearest(query, 2, &Filter::any()).unwrap();
+                let within = index.within(query, 350.0, &Filter::any()).unwrap();
+                (nearest, within)
+            })
+        };
+        index.update(moving, end).unwrap();
+        let (nearest, within) = querier.join().unwrap();
+        for found in [nearest, within] {
+            let found: Vec<DriverId> = found.iter().map(|candidate| candidate.driver).collect();
+            assert!(found.contains(&staying), "{found:?}");
+            let mut distinct = found.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), found.len(), "a driver twice: {found:?}");
+        }
+    });
+}

@@ -246,39 +246,117 @@ fn check_returned(found: &[Candidate], reference: &[(f64, u64)]) -> Result<(), T
     Ok(())
 }
 
+/// `nearest` returns the `k` nearest eligible drivers, at their distances.
+fn check_nearest(s: &Scenario) -> Result<(), TestCaseError> {
+    let index = build(s);
+    let query = Point::new(s.query.0, s.query.1).unwrap();
+    let found = index.nearest(query, s.k, &filter(s)).unwrap();
+    let mut reference = eligible(s, s.class, s.min_capacity);
+    check_returned(&found, &reference)?;
+    reference.sort_by(|a, b| a.0.total_cmp(&b.0));
+    reference.truncate(s.k);
+    prop_assert_eq!(found.len(), reference.len());
+    for (c, (d, _)) in found.iter().zip(&reference) {
+        prop_assert!(
+            (c.distance_m - d).abs() <= tolerance(*d),
+            "{} at {} m, reference {d} m",
+            c.driver,
+            c.distance_m
+        );
+    }
+    Ok(())
+}
+
+/// `within` returns every eligible driver inside the radius and none outside it.
+fn check_within(s: &Scenario) -> Result<(), TestCaseError> {
+    let index = build(s);
+    let query = Point::new(s.query.0, s.query.1).unwrap();
+    let found = index.within(query, s.radius_m, &filter(s)).unwrap();
+    let reference = eligible(s, s.class, s.min_capacity);
+    check_returned(&found, &reference)?;
+    for c in &found {
+        prop_assert!(c.distance_m <= s.radius_m + tolerance(s.radius_m));
+    }
+    for (d, id) in &reference {
+        if *d < s.radius_m - tolerance(s.radius_m) {
+            prop_assert!(
+                found.iter().any(|c| c.driver.0 == *id),
+                "{id} at {d} m missing"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A point of the outline of `at`'s cell at `resolution`: its vertex `edge` (modulo their
+/// number) when `along` is 0, else the point that far along the edge to the next vertex.
+fn on_outline(at: (f64, f64), resolution: Resolution, edge: usize, along: f64) -> (f64, f64) {
+    let cell = LatLng::new(at.0, at.1).unwrap().to_cell(resolution);
+    let vertices: Vec<LatLng> = cell.boundary().iter().copied().collect();
+    let unit = |ll: LatLng| {
+        let (lat, lng) = (ll.lat_radians(), ll.lng_radians());
+        [lat.cos() * lng.cos(), lat.cos() * lng.sin(), lat.sin()]
+    };
+    let (a, b) = (
+        unit(vertices[edge % vertices.len()]),
+        unit(vertices[(edge + 1) % vertices.len()]),
+    );
+    // The edge is a great-circle arc: the normalised chord point lies on it.
+    let m: Vec<f64> = (0..3)
+        .map(|i| a[i] * (1.0 - along) + b[i] * along)
+        .collect();
+    let norm = (m[0] * m[0] + m[1] * m[1] + m[2] * m[2]).sqrt();
+    let lat = (m[2] / norm).clamp(-1.0, 1.0).asin().to_degrees();
+    let lng = m[1].atan2(m[0]).to_degrees().clamp(-180.0, 180.0);
+    (lat, lng)
+}
+
+/// The scenarios above at any resolution, 0 to 15, with about half the drivers on the
+/// outlines of their cells (vertices and edges, where a point's cell and its neighbours' bounds
+/// are decided by a rounding) and, half the time, the query on the first driver.
+fn outline_scenario() -> impl Strategy<Value = Scenario> {
+    (
+        scenario(),
+        0u8..=15,
+        proptest::collection::vec((any::<bool>(), 0usize..10, 0.0f64..1.0, any::<bool>()), 200),
+        any::<bool>(),
+    )
+        .prop_map(|(mut s, res, outline, query_on_driver)| {
+            s.resolution = Resolution::try_from(res).unwrap();
+            for (d, &(moved, edge, along, vertex)) in s.drivers.iter_mut().zip(&outline) {
+                if moved {
+                    let along = if vertex { 0.0 } else { along };
+                    d.at = on_outline(d.at, s.resolution, edge, along);
+                }
+            }
+            if query_on_driver && let Some(first) = s.drivers.first() {
+                s.query = first.at;
+            }
+            s
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(600))]
 
     #[test]
     fn nearest_equals_brute_force(s in scenario()) {
-        let index = build(&s);
-        let query = Point::new(s.query.0, s.query.1).unwrap();
-        let found = index.nearest(query, s.k, &filter(&s)).unwrap();
-        let mut reference = eligible(&s, s.class, s.min_capacity);
-        check_returned(&found, &reference)?;
-        reference.sort_by(|a, b| a.0.total_cmp(&b.0));
-        reference.truncate(s.k);
-        prop_assert_eq!(found.len(), reference.len());
-        for (c, (d, _)) in found.iter().zip(&reference) {
-            prop_assert!((c.distance_m - d).abs() <= tolerance(*d), "{} at {} m, reference {d} m", c.driver, c.distance_m);
-        }
+        check_nearest(&s)?;
     }
 
     #[test]
     fn within_equals_brute_force(s in scenario()) {
-        let index = build(&s);
-        let query = Point::new(s.query.0, s.query.1).unwrap();
-        let found = index.within(query, s.radius_m, &filter(&s)).unwrap();
-        let reference = eligible(&s, s.class, s.min_capacity);
-        check_returned(&found, &reference)?;
-        for c in &found {
-            prop_assert!(c.distance_m <= s.radius_m + tolerance(s.radius_m));
-        }
-        for (d, id) in &reference {
-            if *d < s.radius_m - tolerance(s.radius_m) {
-                prop_assert!(found.iter().any(|c| c.driver.0 == *id), "{id} at {d} m missing");
-            }
-        }
+        check_within(&s)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn drivers_and_queries_on_cell_outlines_at_every_resolution(s in outline_scenario()) {
+        check_nearest(&s)?;
+        check_within(&s)?;
     }
 }
 
