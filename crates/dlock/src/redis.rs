@@ -39,9 +39,11 @@
 //! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
 //! to). `RedisLocks` talks to one server (or one per URL for Redlock): Redis Cluster is not
 //! supported, and a name that starts with `}` makes the hash tag empty, so its keys would not
-//! even share a cluster slot. The counter has no expiry: it is kept for every name ever locked
-//! (a few dozen bytes each), so a service that locks per-user or per-order names grows Redis
-//! by that much per name.
+//! even share a cluster slot. Every key of a name expires: the holds with their leases, and the
+//! counter a day after the name's last grant ([`COUNTER_IDLE`]), so a service that locks
+//! per-user or per-order names keeps in Redis only the names locked in the last day. A name
+//! locked again after its counter expired starts from the server's clock, above every token
+//! the old counter gave (the clock rule below, as after a loss of the counter).
 //!
 //! # The clock rule: tokens grow across a Redis that lost its data
 //!
@@ -61,7 +63,7 @@
 //! so a token is `max(previous + 1, now_ms × 2^20 + 1)`. A token issued at server time `T1`
 //! is below `(T1 + 1 ms) × 2^20` unless the counter ran more than 2^20 grants per
 //! millisecond ahead of the clock, over a billion grants per second, far beyond what one Redis
-//! does. So after any loss or rollback of the counter, the next token is above every token
+//! does. So after any loss, rollback or expiry of the counter, the next token is above every token
 //! issued before, as long as **the server's wall clock reads later than it did when the last
 //! of the lost tokens was issued** — at least one millisecond later; a restart takes longer.
 //! On a failover that is the replica's clock: keep the servers' clocks synchronized, as NTP
@@ -134,7 +136,9 @@ use crate::metered::ServerCalls;
 /// ms × 2^20 if it is missing or below that (see the module docs), then incremented; a counter
 /// that cannot grow answers `{2}`. The floor is exact as a double (ms < 2^41, times a power of
 /// two), and the comparison is on the decimal strings (no leading zeros: longer is larger),
-/// never on doubles; a counter that is not a number is left for `INCR` to refuse.
+/// never on doubles; a counter that is not a number is left for `INCR` to refuse. Each grant
+/// sets the counter to expire a day later ([`COUNTER_IDLE`]): the clock rule makes a counter
+/// gone for a day start above every token it gave, as after a loss.
 macro_rules! next_token {
     () => {
         r"
@@ -151,10 +155,15 @@ if type(next) == 'table' and next.err then
   if string.find(next.err, 'overflow') then return {2} end
   return redis.error_reply(next.err)
 end
+redis.call('PEXPIRE', KEYS[2], 86400000)
 local token = redis.call('GET', KEYS[2])
 "
     };
 }
+
+/// How long a name's token counter outlives its last grant: a day (the `PEXPIRE` of
+/// `next_token!`, which a macro's text cannot take from here).
+pub const COUNTER_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 // Every grant script takes the same keys of one name: KEYS[1] the mutex (or writer) key,
 // KEYS[2] the token counter, KEYS[3] a semaphore's holders and KEYS[4] its permit count,
@@ -883,6 +892,15 @@ fn next_issuer() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_counter_expires_as_counter_idle_says() {
+        let expire = format!(
+            "redis.call('PEXPIRE', KEYS[2], {})",
+            COUNTER_IDLE.as_millis()
+        );
+        assert!(next_token!().contains(&expire));
+    }
 
     #[test]
     fn naps_follow_the_backoff_within_the_lease_and_the_wait_and_never_spin() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
-use infra_dlock::redis::{RedisLocks, RedisOptions};
+use infra_dlock::redis::{COUNTER_IDLE, RedisLocks, RedisOptions};
 use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{FaultProxy, RedisServer};
 
@@ -163,6 +163,53 @@ fn an_expired_lock_goes_to_the_next_with_a_larger_token() {
         second.grant().lease(),
         Duration::from_millis(30_000 - 300 - 2)
     );
+}
+
+/// Every key a name leaves in Redis expires: the holds with their leases, the token counter a
+/// day after the last grant. A counter gone (as its expiry makes it) starts again above every
+/// token it gave.
+#[test]
+fn every_key_of_a_name_expires_and_tokens_grow_across_the_counters_expiry() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let counter = format!("dlock:{{{LOCK}}}:token");
+    let pttl = |key: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query(&mut client(&server))
+            .unwrap()
+    };
+    let day = i64::try_from(COUNTER_IDLE.as_millis()).unwrap();
+    let mut last = FencingToken::new(0);
+    for access in [Access::Exclusive, Access::Shared, Access::Exclusive] {
+        let grant = locks.grant(LOCK, access, lease, Wait::No).unwrap().unwrap();
+        assert!(grant.token() > last);
+        last = grant.token();
+        let left = pttl(&counter);
+        assert!(day - 60_000 < left && left <= day, "{left} ms left");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("dlock:{{{LOCK}}}*"))
+            .query(&mut client(&server))
+            .unwrap();
+        assert!(keys.contains(&counter), "{keys:?}");
+        for key in &keys {
+            assert!(pttl(key) > 0, "{key} never expires");
+        }
+        locks.release(grant).unwrap();
+    }
+    let semaphore = locks.permit("pool", 2, lease).unwrap();
+    assert!(pttl("dlock:{pool}:token") > day - 60_000);
+    semaphore.release().unwrap();
+    // The counter's expiry, brought forward: the next token is still above every earlier one.
+    let _: () = redis::cmd("DEL")
+        .arg(&counter)
+        .query(&mut client(&server))
+        .unwrap();
+    let after = locks.acquire(LOCK, lease).unwrap();
+    assert!(after.token() > last, "{} after {last}", after.token());
 }
 
 /// Kills the server, deletes its append-only file and starts it again: a Redis that lost
