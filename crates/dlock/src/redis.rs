@@ -100,8 +100,8 @@
 //! tokens grow: a holder
 //! that pauses past its lease, a network that delays its write, a Redis restart that hands the
 //! lock to someone else early — in each case the later holder's token is larger, and the fence
-//! refuses the earlier one. Tokens grow as long as Redis keeps the counter, and across a loss
-//! or a rollback of it under the clock rule above. Without a fence, this is an **efficiency**
+//! refuses the earlier one. Tokens grow as long as Redis keeps the counter, and across a loss,
+//! a rollback or the expiry of it under the clock rule above. Without a fence, this is an **efficiency**
 //! lock only: mutual exclusion holds while no holder outlives its lease and Redis keeps its
 //! data, which no timeout can promise. A semaphore is an efficiency limit even with a fence:
 //! permits do not exclude each other, so no later permit raises the mark of the resource a
