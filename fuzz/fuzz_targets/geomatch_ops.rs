@@ -12,7 +12,7 @@
 
 use arbitrary::Arbitrary;
 use infra_geomatch::reference::{Op, run};
-use infra_geomatch::{Config, DriverState};
+use infra_geomatch::{Config, DriverState, MAX_K};
 use libfuzzer_sys::fuzz_target;
 
 /// Places the positions cluster around: a city, the antimeridian, near each pole, and the
@@ -99,10 +99,12 @@ enum FuzzOp {
     Within {
         at: Coordinate,
         radius_m: f64,
+        limit: u8,
     },
     WithinMeters {
         at: Coordinate,
         radius_m: u16,
+        limit: u8,
     },
     ClaimNearest {
         at: Coordinate,
@@ -119,6 +121,16 @@ const RESOLUTIONS: [h3o::Resolution; 5] = [
     h3o::Resolution::One,
     h3o::Resolution::Two,
 ];
+
+/// A radius query's limit: mostly small (so that it cuts answers), sometimes the largest
+/// allowed or one above it (which must be refused).
+fn within_limit(byte: u8) -> usize {
+    match byte {
+        255 => MAX_K + 1,
+        254 => MAX_K,
+        small => usize::from(small % 8),
+    }
+}
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -191,16 +203,30 @@ fuzz_target!(|input: Input| {
                     min_capacity: min_capacity % 8,
                 }
             }
-            FuzzOp::Within { ref at, radius_m } => {
+            FuzzOp::Within {
+                ref at,
+                radius_m,
+                limit,
+            } => {
                 let (lat, lng) = at.get();
-                Op::Within { lat, lng, radius_m }
+                Op::Within {
+                    lat,
+                    lng,
+                    radius_m,
+                    limit: within_limit(limit),
+                }
             }
-            FuzzOp::WithinMeters { ref at, radius_m } => {
+            FuzzOp::WithinMeters {
+                ref at,
+                radius_m,
+                limit,
+            } => {
                 let (lat, lng) = at.get();
                 Op::Within {
                     lat,
                     lng,
                     radius_m: f64::from(radius_m),
+                    limit: within_limit(limit),
                 }
             }
             FuzzOp::ClaimNearest { ref at, k } => {

@@ -108,14 +108,20 @@ pub trait Drivers {
     /// [`Error::TooManyResults`] above [`MAX_K`](crate::MAX_K); a backend's own errors.
     fn nearest(&self, point: Point, k: usize, filter: &Filter) -> Result<Vec<Candidate>, Error>;
 
-    /// Every available, fresh driver passing `filter` within `radius_m`, nearest first
-    /// ([`Index::within`]).
+    /// The available, fresh drivers passing `filter` within `radius_m`, nearest first, at most
+    /// `limit` of them (the nearest) ([`Index::within`]).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRadius`]; a backend's own errors.
-    fn within(&self, point: Point, radius_m: f64, filter: &Filter)
-    -> Result<Vec<Candidate>, Error>;
+    /// [`Error::InvalidRadius`]; [`Error::TooManyResults`] above [`MAX_K`](crate::MAX_K); a
+    /// backend's own errors.
+    fn within(
+        &self,
+        point: Point,
+        radius_m: f64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error>;
 
     /// Claims the first of the `k` nearest candidates whose claim wins
     /// ([`Index::claim_nearest`]).
@@ -194,9 +200,10 @@ impl<C: Clock> Drivers for Index<C> {
         &self,
         point: Point,
         radius_m: f64,
+        limit: usize,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
-        Index::within(self, point, radius_m, filter)
+        Index::within(self, point, radius_m, limit, filter)
     }
 
     fn claim_nearest(

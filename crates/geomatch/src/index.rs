@@ -22,8 +22,13 @@ use crate::{
     Version,
 };
 
-/// The most drivers one [`Index::nearest`] query returns, which bounds its memory.
+/// The most drivers one [`Index::nearest`] or [`Index::within`] query returns, which bounds
+/// its memory.
 pub const MAX_K: usize = 10_000;
+
+/// The room a query's best-so-far heap starts with: enough for the usual `k` without growing,
+/// while a large `k` grows the heap only as drivers are found.
+const FIRST_CAPACITY: usize = 64;
 
 /// The most walks one [`Index::nearest`] query makes when drivers moving meanwhile were met
 /// twice in a walk (see [`drop_repeats`]); the last walk's answer stands, its repeats dropped.
@@ -1022,85 +1027,53 @@ impl<C: Clock> Index<C> {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
-        if k > MAX_K {
-            return Err(Error::TooManyResults { k, max: MAX_K });
-        }
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let query = point.unit();
-        let now = self.clock.now_nanos();
-        let mut walks = 0;
-        loop {
-            walks += 1;
-            let mut nearest = Nearest {
-                query,
-                filter,
-                now,
-                index: self,
-                k,
-                best: BinaryHeap::with_capacity(k + 1),
-                worst_chord2: f64::INFINITY,
-                nearer: Vec::with_capacity(64),
-            };
-            self.walk(point, &query, &mut nearest);
-            let mut best = nearest.best.into_sorted_vec();
-            // A driver met twice took a place of the best `k` from a driver that did not
-            // move: walk again. A repeat needs a driver to cross cells while the walk passes
-            // both, so walks are bounded only against constant churn.
-            if drop_repeats(&mut best) == 0 || walks == MAX_WALKS {
-                return Ok(into_candidates(&query, best));
-            }
-        }
+        self.nearest_within(point, k, f64::INFINITY, filter)
     }
 
-    /// Every available, fresh driver within `radius_m` meters (great-circle) that passes
-    /// `filter`, nearest first (ties by id, as [`nearest`](Self::nearest) orders them). A
-    /// driver within a rounding of the radius (a few units in the last place) may fall on
-    /// either side of it. A driver met twice, as it crossed cells while the query ran, is
-    /// returned once, at the nearer position.
+    /// The available, fresh drivers within `radius_m` meters (great-circle) that pass `filter`,
+    /// nearest first (ties by id, as [`nearest`](Self::nearest) orders them), at most `limit`
+    /// of them: the `limit` nearest when more are inside, so a full answer (`limit` drivers)
+    /// may leave some out. The limit bounds the answer (and the query's memory) whatever the
+    /// radius a caller sends. A driver within a rounding
+    /// of the radius (a few units in the last place) may fall on either side of it. A driver
+    /// met twice, as it crossed cells while the query ran, is returned once, at the nearer
+    /// position.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRadius`] if the radius is negative or not finite.
+    /// [`Error::InvalidRadius`] if the radius is negative or not finite;
+    /// [`Error::TooManyResults`] if `limit` exceeds [`MAX_K`].
     ///
     /// ```
     /// # use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, Point};
     /// let index = Index::new(Config::default())?;
     /// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?; // 111 m
-    /// index.insert(DriverId(2), Point::new(0.0, 0.01)?, DriverProfile::default())?;  // 1.1 km
-    /// let found = index.within(Point::new(0.0, 0.0)?, 500.0, &Filter::any())?;
-    /// assert_eq!(found.len(), 1);
-    /// assert!(index.within(Point::new(0.0, 0.0)?, f64::NAN, &Filter::any()).is_err());
+    /// index.insert(DriverId(2), Point::new(0.0, 0.002)?, DriverProfile::default())?; // 222 m
+    /// index.insert(DriverId(3), Point::new(0.0, 0.01)?, DriverProfile::default())?;  // 1.1 km
+    /// let rider = Point::new(0.0, 0.0)?;
+    /// assert_eq!(index.within(rider, 500.0, 100, &Filter::any())?.len(), 2);
+    /// let first = index.within(rider, 500.0, 1, &Filter::any())?;
+    /// assert_eq!(first[0].driver, DriverId(1));
+    /// assert!(index.within(rider, f64::NAN, 100, &Filter::any()).is_err());
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn within(
         &self,
         point: Point,
         radius_m: f64,
+        limit: usize,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
         if !(radius_m.is_finite() && radius_m >= 0.0) {
             return Err(Error::InvalidRadius(radius_m));
         }
         let reach = radius_m / EARTH_RADIUS_M;
-        let query = point.unit();
-        let mut within = Within {
-            query,
-            filter,
-            now: self.clock.now_nanos(),
-            index: self,
-            reach_chord2: if reach >= PI {
-                f64::INFINITY
-            } else {
-                angle_to_chord2(reach)
-            },
-            found: Vec::new(),
+        let reach_chord2 = if reach >= PI {
+            f64::INFINITY
+        } else {
+            angle_to_chord2(reach)
         };
-        self.walk(point, &query, &mut within);
-        within.found.sort_unstable();
-        drop_repeats(&mut within.found);
-        Ok(into_candidates(&within.query, within.found))
+        self.nearest_within(point, limit, reach_chord2, filter)
     }
 
     /// Greedy nearest for one request: walks the `k` nearest candidates in order and claims
@@ -1129,6 +1102,48 @@ impl<C: Clock> Index<C> {
         filter: &Filter,
     ) -> Result<Option<(Candidate, Claim)>, Error> {
         crate::drivers::claim_first(self, self.nearest(point, k, filter)?)
+    }
+
+    /// The `k` nearest admissible drivers no farther than `reach_chord2` (a squared chord,
+    /// infinite for no bound): [`nearest`](Self::nearest) and [`within`](Self::within).
+    fn nearest_within(
+        &self,
+        point: Point,
+        k: usize,
+        reach_chord2: f64,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
+        if k > MAX_K {
+            return Err(Error::TooManyResults { k, max: MAX_K });
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let query = point.unit();
+        let now = self.clock.now_nanos();
+        let mut walks = 0;
+        loop {
+            walks += 1;
+            let mut nearest = Nearest {
+                query,
+                filter,
+                now,
+                index: self,
+                k,
+                best: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
+                reach_chord2,
+                worst_chord2: reach_chord2,
+                nearer: Vec::with_capacity(64),
+            };
+            self.walk(point, &query, &mut nearest);
+            let mut best = nearest.best.into_sorted_vec();
+            // A driver met twice took a place of the best `k` from a driver that did not
+            // move: walk again. A repeat needs a driver to cross cells while the walk passes
+            // both, so walks are bounded only against constant churn.
+            if drop_repeats(&mut best) == 0 || walks == MAX_WALKS {
+                return Ok(into_candidates(&query, best));
+            }
+        }
     }
 
     /// Visits buckets ring by ring around `point`'s cell until every cell not visited is
@@ -1379,8 +1394,10 @@ struct Nearest<'a, C> {
     k: usize,
     /// The best `k` so far, worst on top.
     best: BinaryHeap<Found>,
-    /// The squared chord of the worst of the best once there are `k`, else infinite: a driver
-    /// farther than it is passed over with one comparison.
+    /// The squared chord beyond which no driver is wanted (infinite for no bound).
+    reach_chord2: f64,
+    /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`: a
+    /// driver farther than it is passed over with one comparison.
     worst_chord2: f64,
     /// One bucket's drivers within `worst_chord2` (squared chord, id, slot), reused.
     nearer: Vec<(f64, DriverId, usize)>,
@@ -1444,44 +1461,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
 
     fn restart(&mut self) {
         self.best.clear();
-        self.worst_chord2 = f64::INFINITY;
-    }
-}
-
-struct Within<'a, C> {
-    query: Unit,
-    filter: &'a Filter,
-    now: u64,
-    index: &'a Index<C>,
-    /// The radius as a squared chord, infinite if it reaches the antipode.
-    reach_chord2: f64,
-    found: Vec<Found>,
-}
-
-impl<C: Clock> Collector for Within<'_, C> {
-    fn reach(&self) -> f64 {
-        self.reach_chord2.sqrt()
-    }
-
-    fn visit(&mut self, bucket: &Bucket) {
-        for (spot, detail) in bucket.spots.iter().zip(&bucket.details) {
-            let chord2 = chord2(&self.query, &spot.unit);
-            if chord2 > self.reach_chord2 {
-                continue;
-            }
-            if let Some(word) = admissible(self.index, detail, self.filter, self.now) {
-                self.found.push(Found {
-                    chord2,
-                    id: spot.id,
-                    word,
-                    unit: spot.unit,
-                });
-            }
-        }
-    }
-
-    fn restart(&mut self) {
-        self.found.clear();
+        self.worst_chord2 = self.reach_chord2;
     }
 }
 
@@ -1514,6 +1494,7 @@ mod tests {
             index: &index,
             k: 1,
             best: BinaryHeap::new(),
+            reach_chord2: f64::INFINITY,
             worst_chord2: f64::INFINITY,
             nearer: Vec::new(),
         };

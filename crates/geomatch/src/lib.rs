@@ -22,7 +22,8 @@
 //! let rider = Point::new(51.5076, -0.1280)?;
 //! let nearest = index.nearest(rider, 10, &Filter::any())?;
 //! assert_eq!(nearest.len(), 2);
-//! let vans = index.within(rider, 1_000.0, &Filter::any().min_capacity(5))?;
+//! // Up to 20 drivers with 5 seats or more within 1 km, nearest first.
+//! let vans = index.within(rider, 1_000.0, 20, &Filter::any().min_capacity(5))?;
 //! assert_eq!(vans[0].driver, DriverId(2));
 //!
 //! // Two matchers saw the same candidate: exactly one claim wins.

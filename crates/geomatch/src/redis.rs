@@ -1222,22 +1222,23 @@ impl RedisIndex {
         let mut found = match reply {
             // Not enough within MAX_SEARCH_M, or within what one script may examine: page
             // through the fleet.
-            Value::Nil => self.scan_fleet(point, filter, f64::INFINITY)?,
+            Value::Nil => self.scan_fleet(point, filter, f64::INFINITY, k)?,
             reply => ranked(point, fields(&reply)?, f64::INFINITY)?,
         };
         found.truncate(k);
         Ok(found)
     }
 
-    /// Every available, fresh driver within `radius_m` meters (great-circle, on the crate's
-    /// sphere) that passes `filter`, nearest first (ties by id): the in-process index's
-    /// answer, in one round trip, or one per [`SCAN_PAGE`] drivers for a radius above
-    /// [`MAX_SEARCH_M`].
+    /// The available, fresh drivers within `radius_m` meters (great-circle, on the crate's
+    /// sphere) that pass `filter`, nearest first (ties by id), at most `limit` of them (the
+    /// nearest): the in-process index's answer, in one round trip, or one per [`SCAN_PAGE`]
+    /// drivers for a radius above [`MAX_SEARCH_M`] (holding at most `limit` plus a page).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRadius`] if the radius is negative or not finite, and
-    /// [`Error::OutsideGeoRange`] (both before any round trip); [`Error::Backend`].
+    /// [`Error::InvalidRadius`] if the radius is negative or not finite,
+    /// [`Error::TooManyResults`] above [`MAX_K`] and [`Error::OutsideGeoRange`] (all before
+    /// any round trip); [`Error::Backend`].
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -1245,7 +1246,7 @@ impl RedisIndex {
     /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
     /// index.insert(DriverId(1), Point::new(0.0, 0.001)?, DriverProfile::default())?; // 111 m
     /// index.insert(DriverId(2), Point::new(0.0, 0.01)?, DriverProfile::default())?;  // 1.1 km
-    /// let found = index.within(Point::new(0.0, 0.0)?, 500.0, &Filter::any())?;
+    /// let found = index.within(Point::new(0.0, 0.0)?, 500.0, 100, &Filter::any())?;
     /// assert_eq!(found.len(), 1);
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
@@ -1253,12 +1254,22 @@ impl RedisIndex {
         &self,
         point: Point,
         radius_m: f64,
+        limit: usize,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
         if !(radius_m.is_finite() && radius_m >= 0.0) {
             return Err(Error::InvalidRadius(radius_m));
         }
+        if limit > MAX_K {
+            return Err(Error::TooManyResults {
+                k: limit,
+                max: MAX_K,
+            });
+        }
         let point = check_geo(point)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let redis_radius = radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M;
         let reach = radius_m / EARTH_RADIUS_M;
         let reach_chord2 = if reach >= std::f64::consts::PI {
@@ -1267,7 +1278,7 @@ impl RedisIndex {
             angle_to_chord2(reach)
         };
         if redis_radius > MAX_SEARCH_M {
-            return self.scan_fleet(point, filter, reach_chord2);
+            return self.scan_fleet(point, filter, reach_chord2, limit);
         }
         // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
         let args = self.query_args(
@@ -1282,21 +1293,27 @@ impl RedisIndex {
         )?;
         match reply {
             // More drivers in the radius than one script examines: page through the fleet.
-            Value::Nil => self.scan_fleet(point, filter, reach_chord2),
-            reply => ranked(point, fields(&reply)?, reach_chord2),
+            Value::Nil => self.scan_fleet(point, filter, reach_chord2, limit),
+            reply => {
+                let mut found = ranked(point, fields(&reply)?, reach_chord2)?;
+                found.truncate(limit);
+                Ok(found)
+            }
         }
     }
 
-    /// Every admitted driver of the fleet within `reach_chord2` of `point`, nearest first
-    /// (ties by id), read [`SCAN_PAGE`] drivers per script. The pages are not one snapshot:
-    /// a driver available throughout is found (`HSCAN` returns every field present for the
-    /// whole scan), one that changes, arrives or leaves meanwhile may or may not be, and
-    /// each page judges staleness at its own time.
+    /// The `limit` nearest admitted drivers of the fleet within `reach_chord2` of `point`,
+    /// nearest first (ties by id), read [`SCAN_PAGE`] drivers per script and keeping no more
+    /// than `limit` between pages. The pages are not one snapshot: a driver available
+    /// throughout is found (`HSCAN` returns every field present for the whole scan), one that
+    /// changes, arrives or leaves meanwhile may or may not be, and each page judges staleness
+    /// at its own time.
     fn scan_fleet(
         &self,
         point: Point,
         filter: &Filter,
         reach_chord2: f64,
+        limit: usize,
     ) -> Result<Vec<Candidate>, Error> {
         let (class, least) = filter_args(filter);
         let page = SCAN_PAGE.to_string();
@@ -1310,19 +1327,12 @@ impl RedisIndex {
             )?;
             let (next, drivers) = fields(&reply)?.split_first().ok_or(MALFORMED)?;
             found.extend(ranked(point, drivers, reach_chord2)?);
+            keep_nearest(&mut found, limit);
             cursor = bytes(next)?.to_vec();
             if cursor == b"0" {
                 break;
             }
         }
-        // HSCAN may return a field twice: keep one entry per driver.
-        found.sort_unstable_by_key(|candidate| candidate.driver);
-        found.dedup_by_key(|candidate| candidate.driver);
-        found.sort_unstable_by(|a, b| {
-            a.distance_m
-                .total_cmp(&b.distance_m)
-                .then(a.driver.cmp(&b.driver))
-        });
         Ok(found)
     }
 
@@ -1461,6 +1471,20 @@ fn ranked(point: Point, fields: &[Value], reach_chord2: f64) -> Result<Vec<Candi
     Ok(found)
 }
 
+/// Keeps the `limit` nearest of `found` (ties by id), nearest first, and one entry per driver,
+/// its nearest: `HSCAN` may return a driver twice, at two positions if it moved between pages.
+fn keep_nearest(found: &mut Vec<Candidate>, limit: usize) {
+    let by_distance = |a: &Candidate, b: &Candidate| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.driver.cmp(&b.driver))
+    };
+    found.sort_unstable_by(|a, b| a.driver.cmp(&b.driver).then(by_distance(a, b)));
+    found.dedup_by_key(|candidate| candidate.driver);
+    found.sort_unstable_by(by_distance);
+    found.truncate(limit);
+}
+
 // Each method calls the inherent method of the same name: inherent methods take precedence
 // over trait methods, so these are not recursive.
 impl Drivers for RedisIndex {
@@ -1508,9 +1532,10 @@ impl Drivers for RedisIndex {
         &self,
         point: Point,
         radius_m: f64,
+        limit: usize,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
-        RedisIndex::within(self, point, radius_m, filter)
+        RedisIndex::within(self, point, radius_m, limit, filter)
     }
 
     fn claim_nearest(
@@ -1520,5 +1545,37 @@ impl Drivers for RedisIndex {
         filter: &Filter,
     ) -> Result<Option<(Candidate, Claim)>, Error> {
         RedisIndex::claim_nearest(self, point, k, filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(driver: u64, distance_m: f64) -> Candidate {
+        Candidate {
+            driver: DriverId(driver),
+            distance_m,
+            version: Version(driver),
+        }
+    }
+
+    /// Pages may repeat a driver at two positions: the nearer stays, once; then the nearest
+    /// `limit`, ties by id.
+    #[test]
+    fn keep_nearest_keeps_each_drivers_nearest_and_the_limit_nearest() {
+        let mut found = vec![
+            candidate(4, 30.0),
+            candidate(2, 10.0),
+            candidate(9, 5.0),
+            candidate(4, 7.0),
+            candidate(1, 10.0),
+            candidate(9, 50.0),
+        ];
+        keep_nearest(&mut found, 3);
+        let kept: Vec<(u64, f64)> = found.iter().map(|c| (c.driver.0, c.distance_m)).collect();
+        assert_eq!(kept, [(9, 5.0), (4, 7.0), (1, 10.0)]);
+        keep_nearest(&mut found, 0);
+        assert!(found.is_empty());
     }
 }

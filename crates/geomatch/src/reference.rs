@@ -9,8 +9,8 @@
 //!   [-180, 180].
 //! - A driver is *eligible* for a query iff it is available, passes the filter, and was heard
 //!   from no longer ago than the staleness window.
-//! - `nearest(k)` is the `k` eligible drivers of least distance; `within(r)` every eligible
-//!   driver at distance ≤ r. Distances are compared to a tolerance of a micrometer per
+//! - `nearest(k)` is the `k` eligible drivers of least distance; `within(r, limit)` every
+//!   eligible driver at distance ≤ r, or the `limit` of least distance when there are more. Distances are compared to a tolerance of a micrometer per
 //!   kilometer, so ties and round-off may order equal-distance drivers differently.
 //! - Every state change (claim, accept, decline, set) and every insertion gives the driver a
 //!   new version, never one it had before, not even before a removal; a claim succeeds iff the
@@ -29,8 +29,8 @@ use std::time::Duration;
 use infra_common::ManualClock;
 
 use crate::{
-    Claim, Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, Point, VehicleClass,
-    Version,
+    Claim, Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, MAX_K, Point,
+    VehicleClass, Version,
 };
 
 /// The sphere's radius, meters (the IUGG mean Earth radius).
@@ -150,6 +150,8 @@ pub enum Op {
         lng: f64,
         /// Meters (any value: invalid ones must be refused).
         radius_m: f64,
+        /// The most drivers wanted (above `MAX_K` must be refused).
+        limit: usize,
     },
     /// Greedy nearest claim.
     ClaimNearest {
@@ -389,9 +391,14 @@ impl Harness {
                 }
                 Ok(())
             }
-            Op::Within { lat, lng, radius_m } => {
+            Op::Within {
+                lat,
+                lng,
+                radius_m,
+                limit,
+            } => {
                 let ours = Point::new(lat, lng)
-                    .and_then(|p| self.index.within(p, radius_m, &Filter::any()));
+                    .and_then(|p| self.index.within(p, radius_m, limit, &Filter::any()));
                 if !valid(lat, lng) {
                     return same_error(
                         &ours.map(|_| ()),
@@ -401,9 +408,22 @@ impl Harness {
                 if !(radius_m.is_finite() && radius_m >= 0.0) {
                     return same_error(&ours.map(|_| ()), &Err(Error::InvalidRadius(radius_m)));
                 }
+                if limit > MAX_K {
+                    let refused = Err(Error::TooManyResults {
+                        k: limit,
+                        max: MAX_K,
+                    });
+                    return same_error(&ours.map(|_| ()), &refused);
+                }
                 let ours = ours.map_err(|e| format!("within refused: {e}"))?;
                 let model = self.eligible(lat, lng, None, 0);
                 self.check_found(&ours, &model, lat, lng, "within")?;
+                if ours.len() > limit {
+                    return Err(format!(
+                        "within: {} results for a limit of {limit}",
+                        ours.len()
+                    ));
+                }
                 for c in &ours {
                     if c.distance_m > radius_m + tolerance(radius_m) {
                         return Err(format!(
@@ -412,12 +432,20 @@ impl Harness {
                         ));
                     }
                 }
+                // A full answer holds the nearest: nothing nearer than its last may be missing.
+                let reach = match ours.last() {
+                    // Nothing is wanted, and nothing came (checked above).
+                    _ if limit == 0 => return Ok(()),
+                    Some(last) if ours.len() == limit => last.distance_m.min(radius_m),
+                    _ => radius_m,
+                };
                 for (distance, id) in model {
-                    if distance < radius_m - tolerance(radius_m)
+                    if distance < reach - tolerance(reach)
                         && !ours.iter().any(|c| c.driver == DriverId(id.into()))
                     {
                         return Err(format!(
-                            "within {radius_m} m of ({lat}, {lng}): {id} at {distance} m missing"
+                            "within {radius_m} m (limit {limit}) of ({lat}, {lng}): {id} at \
+                             {distance} m missing"
                         ));
                     }
                 }
@@ -629,7 +657,7 @@ mod tests {
             1 => any::<usize>().prop_map(|slot| Op::Decline { slot }),
             1 => (0u64..20_000_000_000).prop_map(Op::Advance),
             3 => (coordinate(), 0usize..16, proptest::option::of(0u8..2), 0u8..4).prop_map(|((lat, lng), k, class, min_capacity)| Op::Nearest { lat, lng, k, class, min_capacity }),
-            2 => (coordinate(), prop_oneof![0.0f64..3_000.0, Just(-1.0), Just(f64::NAN), Just(1e8)]).prop_map(|((lat, lng), radius_m)| Op::Within { lat, lng, radius_m }),
+            2 => (coordinate(), prop_oneof![0.0f64..3_000.0, Just(-1.0), Just(f64::NAN), Just(1e8)], prop_oneof![0usize..6, Just(MAX_K), Just(MAX_K + 1)]).prop_map(|((lat, lng), radius_m, limit)| Op::Within { lat, lng, radius_m, limit }),
             2 => (coordinate(), 0usize..4).prop_map(|((lat, lng), k)| Op::ClaimNearest { lat, lng, k }),
         ]
     }

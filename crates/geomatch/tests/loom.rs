@@ -5,7 +5,7 @@
 
 use infra_common::ManualClock;
 use infra_common::sync::{Arc, model, thread};
-use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Error, Index, Point};
+use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Error, Index, MAX_K, Point};
 
 const DRIVER: DriverId = DriverId(1);
 
@@ -186,7 +186,7 @@ fn a_driver_moving_during_a_query_is_returned_at_most_once() {
             let index = Arc::clone(&index);
             thread::spawn(move || {
                 let nearest = index.nearest(query, 2, &Filter::any()).unwrap();
-                let within = index.within(query, 350.0, &Filter::any()).unwrap();
+                let within = index.within(query, 350.0, MAX_K, &Filter::any()).unwrap();
                 (nearest, within)
             })
         };

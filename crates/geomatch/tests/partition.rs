@@ -6,8 +6,8 @@ use std::time::Duration;
 use h3o::{LatLng, Resolution};
 use infra_common::ManualClock;
 use infra_geomatch::{
-    Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, MAX_PARTITIONS_ASKED,
-    Partitioner, Point,
+    Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, MAX_K,
+    MAX_PARTITIONS_ASKED, Partitioner, Point,
 };
 use infra_ring_hash::{Placement, Rendezvous};
 use proptest::prelude::*;
@@ -192,7 +192,7 @@ fn drivers_crossing_partitions_are_handed_off() {
                 .into_iter()
                 .flat_map(|n| {
                     nodes[*n as usize]
-                        .within(rider, radius, &Filter::any())
+                        .within(rider, radius, MAX_K, &Filter::any())
                         .unwrap()
                 })
                 .map(|c| c.driver.0)

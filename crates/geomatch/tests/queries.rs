@@ -7,7 +7,8 @@ use std::time::Duration;
 use h3o::{LatLng, Resolution};
 use infra_common::ManualClock;
 use infra_geomatch::{
-    Candidate, Config, DriverId, DriverProfile, DriverState, Filter, Index, Point, VehicleClass,
+    Candidate, Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, MAX_K, Point,
+    VehicleClass,
 };
 use proptest::prelude::*;
 
@@ -267,21 +268,34 @@ fn check_nearest(s: &Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// `within` returns every eligible driver inside the radius and none outside it.
-fn check_within(s: &Scenario) -> Result<(), TestCaseError> {
+/// `within` returns every eligible driver inside the radius and none outside it, or, when there
+/// are more than `limit`, the `limit` nearest of them.
+fn check_within(s: &Scenario, limit: usize) -> Result<(), TestCaseError> {
     let index = build(s);
     let query = Point::new(s.query.0, s.query.1).unwrap();
-    let found = index.within(query, s.radius_m, &filter(s)).unwrap();
+    let found = index.within(query, s.radius_m, limit, &filter(s)).unwrap();
     let reference = eligible(s, s.class, s.min_capacity);
     check_returned(&found, &reference)?;
+    prop_assert!(
+        found.len() <= limit,
+        "{} for a limit of {limit}",
+        found.len()
+    );
     for c in &found {
         prop_assert!(c.distance_m <= s.radius_m + tolerance(s.radius_m));
     }
+    // A full answer is the nearest: nothing nearer than its last may be missing.
+    let reach = match found.last() {
+        // Nothing is wanted, and nothing came (checked above).
+        _ if limit == 0 => return Ok(()),
+        Some(last) if found.len() == limit => last.distance_m.min(s.radius_m),
+        _ => s.radius_m,
+    };
     for (d, id) in &reference {
-        if *d < s.radius_m - tolerance(s.radius_m) {
+        if *d < reach - tolerance(reach) {
             prop_assert!(
                 found.iter().any(|c| c.driver.0 == *id),
-                "{id} at {d} m missing"
+                "{id} at {d} m missing (limit {limit})"
             );
         }
     }
@@ -346,7 +360,12 @@ proptest! {
 
     #[test]
     fn within_equals_brute_force(s in scenario()) {
-        check_within(&s)?;
+        check_within(&s, MAX_K)?;
+    }
+
+    #[test]
+    fn within_up_to_a_limit_is_the_nearest_inside(s in scenario()) {
+        check_within(&s, s.k)?;
     }
 }
 
@@ -356,7 +375,8 @@ proptest! {
     #[test]
     fn drivers_and_queries_on_cell_outlines_at_every_resolution(s in outline_scenario()) {
         check_nearest(&s)?;
-        check_within(&s)?;
+        check_within(&s, MAX_K)?;
+        check_within(&s, s.k)?;
     }
 }
 
@@ -422,8 +442,58 @@ fn a_sparse_world_and_a_huge_radius_are_exact() {
         "{}",
         found[0].distance_m
     );
-    let all = index.within(query, 30_000_000.0, &Filter::any()).unwrap();
+    let all = index
+        .within(query, 30_000_000.0, MAX_K, &Filter::any())
+        .unwrap();
     assert_eq!(all.len(), places.len());
+}
+
+/// However large the radius a caller sends, `within` returns at most its limit, and those are
+/// the nearest: a fleet larger than `MAX_K` inside a radius around the globe is not copied out.
+#[test]
+fn a_radius_around_the_globe_returns_the_limit_nearest() {
+    let index = Index::new(Config::default()).unwrap();
+    let fleet = MAX_K as u64 + 2_000;
+    // A line of drivers about 11 m apart going east along the equator.
+    for i in 0..fleet {
+        let at = Point::new(0.0, 0.0001 * i as f64).unwrap();
+        index
+            .insert(DriverId(i), at, DriverProfile::default())
+            .unwrap();
+    }
+    let rider = Point::new(0.0, 0.3).unwrap();
+    let all = index
+        .within(rider, 30_000_000.0, MAX_K, &Filter::any())
+        .unwrap();
+    assert_eq!(all.len(), MAX_K);
+    let five = index
+        .within(rider, 30_000_000.0, 5, &Filter::any())
+        .unwrap();
+    let ids: Vec<u64> = five.iter().map(|c| c.driver.0).collect();
+    // Driver 3,000 is on the rider, then two on each side, 11 m and 22 m away.
+    assert_eq!(ids[0], 3_000);
+    let mut sides = ids[1..].to_vec();
+    sides.sort_unstable();
+    assert_eq!(sides, [2_998, 2_999, 3_001, 3_002]);
+    for pair in five.windows(2) {
+        assert!(pair[0].distance_m <= pair[1].distance_m);
+    }
+    assert!(five[4].distance_m < 25.0, "{} m", five[4].distance_m);
+    assert_eq!(
+        index
+            .within(rider, 10.0, MAX_K + 1, &Filter::any())
+            .unwrap_err(),
+        Error::TooManyResults {
+            k: MAX_K + 1,
+            max: MAX_K
+        }
+    );
+    assert!(
+        index
+            .within(rider, 1e7, 0, &Filter::any())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -431,20 +501,16 @@ fn bad_query_input_is_an_error() {
     let index = Index::new(Config::default()).unwrap();
     let at = Point::new(0.0, 0.0).unwrap();
     for radius in [-1.0, f64::NAN, f64::INFINITY] {
-        assert!(index.within(at, radius, &Filter::any()).is_err());
+        assert!(index.within(at, radius, MAX_K, &Filter::any()).is_err());
     }
-    assert!(
-        index
-            .nearest(at, infra_geomatch::MAX_K + 1, &Filter::any())
-            .is_err()
-    );
+    assert!(index.nearest(at, MAX_K + 1, &Filter::any()).is_err());
     assert!(index.nearest(at, 0, &Filter::any()).unwrap().is_empty());
 }
 
 /// Every cell of resolutions 0 to 3 holds a driver at its center: the rings reach round the
 /// globe, where a walk that does not track the cells it has seen meets some twice and misses
-/// others. `nearest` up to `MAX_K` and `within` up to half the globe equal a scan: each driver
-/// once, and the k-th distance exact.
+/// others. `nearest` up to `MAX_K` and `within` up to half the globe (its `MAX_K` nearest when
+/// more are inside) equal a scan: each driver once, and the k-th distance exact.
 #[test]
 fn every_cell_occupied_at_coarse_resolutions() {
     for res in 0..=3u8 {
@@ -473,7 +539,7 @@ fn every_cell_occupied_at_coarse_resolutions() {
                 .map(|(i, at)| (vincenty_m(query, *at), i as u64))
                 .collect();
             reference.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for k in [1, 7, 100, 500, 2_000, infra_geomatch::MAX_K] {
+            for k in [1, 7, 100, 500, 2_000, MAX_K] {
                 let found = index.nearest(point, k, &Filter::any()).unwrap();
                 let what = format!("res {res} from {query:?}, k = {k}");
                 assert_eq!(found.len(), k.min(drivers.len()), "{what}");
@@ -493,15 +559,22 @@ fn every_cell_occupied_at_coarse_resolutions() {
                 }
             }
             for radius_m in [1_000_000.0, 5_000_000.0, 10_000_000.0] {
-                let found = index.within(point, radius_m, &Filter::any()).unwrap();
+                let found = index
+                    .within(point, radius_m, MAX_K, &Filter::any())
+                    .unwrap();
                 let what = format!("res {res} from {query:?}, within {radius_m} m");
                 let mut ids: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
                 ids.sort_unstable();
                 ids.dedup();
                 assert_eq!(ids.len(), found.len(), "{what}: a driver twice");
+                // Beyond `MAX_K` drivers inside (10,000 km at resolution 3), the nearest.
+                let reach = match found.last() {
+                    Some(last) if found.len() == MAX_K => last.distance_m,
+                    _ => radius_m,
+                };
                 let inside = reference
                     .iter()
-                    .filter(|(d, _)| *d <= radius_m - tolerance(radius_m));
+                    .filter(|(d, _)| *d < reach - tolerance(reach));
                 for (d, id) in inside {
                     assert!(
                         ids.binary_search(id).is_ok(),
@@ -568,6 +641,7 @@ fn near_antipodal_distances_are_exact() {
         .within(
             Point::new(query.0, query.1).unwrap(),
             30_000_000.0,
+            MAX_K,
             &Filter::any(),
         )
         .unwrap();

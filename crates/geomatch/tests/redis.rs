@@ -169,8 +169,8 @@ fn nearest_and_within_answer_as_the_in_process_index_in_a_city() {
             "the city holds enough drivers for every filter"
         );
         let radius = rng.range(0.0, 4_000.0);
-        let theirs = local.within(at, radius, &filter).unwrap();
-        let ours = redis.within(at, radius, &filter).unwrap();
+        let theirs = local.within(at, radius, MAX_K, &filter).unwrap();
+        let ours = redis.within(at, radius, MAX_K, &filter).unwrap();
         assert_same(
             &ours,
             &theirs,
@@ -181,12 +181,12 @@ fn nearest_and_within_answer_as_the_in_process_index_in_a_city() {
     let at = city(&mut rng);
     let nearest = local.nearest(at, 1, &Filter::any()).unwrap()[0];
     let on_the_edge = redis
-        .within(at, nearest.distance_m, &Filter::any())
+        .within(at, nearest.distance_m, MAX_K, &Filter::any())
         .unwrap();
     assert_same(
         &on_the_edge,
         &local
-            .within(at, nearest.distance_m, &Filter::any())
+            .within(at, nearest.distance_m, MAX_K, &Filter::any())
             .unwrap(),
         "a radius at a driver's distance",
     );
@@ -230,8 +230,8 @@ fn nearest_and_within_answer_as_the_in_process_index_across_the_geo_range() {
         );
         let radius = [50_000.0, 500_000.0, 997_000.0, 5_000_000.0, 30_000_000.0][query % 5];
         assert_same(
-            &redis.within(at, radius, &filter).unwrap(),
-            &local.within(at, radius, &filter).unwrap(),
+            &redis.within(at, radius, MAX_K, &filter).unwrap(),
+            &local.within(at, radius, MAX_K, &filter).unwrap(),
             &format!("query {query} at {at:?}, radius {radius}"),
         );
     }
@@ -353,7 +353,7 @@ fn bad_input_is_refused_before_any_round_trip() {
         Err(Error::OutsideGeoRange { .. })
     ));
     assert!(matches!(
-        nowhere.within(polar, 5.0, &Filter::any()),
+        nowhere.within(polar, 5.0, MAX_K, &Filter::any()),
         Err(Error::OutsideGeoRange { .. })
     ));
     assert_eq!(
@@ -366,7 +366,7 @@ fn bad_input_is_refused_before_any_round_trip() {
     assert_eq!(nowhere.nearest(here, 0, &Filter::any()), Ok(Vec::new()));
     for radius in [f64::NAN, -1.0, f64::INFINITY] {
         assert!(matches!(
-            nowhere.within(here, radius, &Filter::any()),
+            nowhere.within(here, radius, MAX_K, &Filter::any()),
             Err(Error::InvalidRadius(_))
         ));
     }
@@ -537,7 +537,7 @@ fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
     assert!(index.nearest(at, 5, &Filter::any()).unwrap().is_empty());
     assert!(
         index
-            .within(at, 10_000.0, &Filter::any())
+            .within(at, 10_000.0, MAX_K, &Filter::any())
             .unwrap()
             .is_empty()
     );
@@ -976,14 +976,32 @@ fn a_query_over_the_whole_fleet_reads_it_page_by_page() {
         let found = query();
         (found, scripts_run(&server) - before)
     };
-    let (far, scripts) = pages_of(&|| redis.within(at, 20_000_000.0, &Filter::any()).unwrap());
+    let (far, scripts) = pages_of(&|| {
+        redis
+            .within(at, 20_000_000.0, MAX_K, &Filter::any())
+            .unwrap()
+    });
     assert_same(
         &far,
-        &local.within(at, 20_000_000.0, &Filter::any()).unwrap(),
+        &local
+            .within(at, 20_000_000.0, MAX_K, &Filter::any())
+            .unwrap(),
         "the whole fleet by radius",
     );
     assert!(far.len() > 2_000, "{} found", far.len());
     assert!(scripts >= 3, "{scripts} scripts for {drivers} drivers");
+    // Limited, the paged answer is the local index's: the nearest, kept across pages.
+    for limit in [1, 7, 500] {
+        assert_same(
+            &redis
+                .within(at, 20_000_000.0, limit, &Filter::any())
+                .unwrap(),
+            &local
+                .within(at, 20_000_000.0, limit, &Filter::any())
+                .unwrap(),
+            &format!("the {limit} nearest of the whole fleet by radius"),
+        );
+    }
     // Only drivers of class 7, of which there are none: a nearest query finds nothing within
     // 1,000 km, and pages through the fleet to be sure.
     let nobody = Filter::any().class(VehicleClass(7));
@@ -1087,23 +1105,23 @@ fn a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script() 
     let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
     // Pages of about SCAN_PAGE drivers (HSCAN's COUNT is a hint): several scripts, not one.
     let before = scripts_run(&server);
-    let found = redis.within(at, 50_000.0, &four_seats).unwrap();
+    let found = redis.within(at, 50_000.0, MAX_K, &four_seats).unwrap();
     let scripts = scripts_run(&server) - before;
     assert!(scripts >= 3, "{scripts} scripts for {drivers} drivers");
     assert_same(
         &found,
-        &local.within(at, 50_000.0, &four_seats).unwrap(),
+        &local.within(at, 50_000.0, MAX_K, &four_seats).unwrap(),
         "the whole city by radius",
     );
     assert_eq!(found.len() as u64, drivers);
     // A radius holding fewer drivers than the budget is one script.
     let before = scripts_run(&server);
-    let near = redis.within(at, 300.0, &four_seats).unwrap();
+    let near = redis.within(at, 300.0, MAX_K, &four_seats).unwrap();
     assert_eq!(scripts_run(&server) - before, 1);
     assert!(!near.is_empty());
     assert_same(
         &near,
-        &local.within(at, 300.0, &four_seats).unwrap(),
+        &local.within(at, 300.0, MAX_K, &four_seats).unwrap(),
         "a small radius",
     );
 }
@@ -1322,10 +1340,10 @@ fn drivers_at_the_same_reported_distance_come_out_by_id() {
     );
     assert_same(
         &redis
-            .within(point(lat, lng), 1_000.0, &Filter::any())
+            .within(point(lat, lng), 1_000.0, MAX_K, &Filter::any())
             .unwrap(),
         &local
-            .within(point(lat, lng), 1_000.0, &Filter::any())
+            .within(point(lat, lng), 1_000.0, MAX_K, &Filter::any())
             .unwrap(),
         "a tie within a radius",
     );

@@ -593,9 +593,10 @@ mod tests {
             &self,
             point: Point,
             radius_m: f64,
+            limit: usize,
             filter: &Filter,
         ) -> Result<Vec<Candidate>, Error> {
-            self.index.within(point, radius_m, filter)
+            self.index.within(point, radius_m, limit, filter)
         }
         fn claim_nearest(
             &self,
