@@ -1,5 +1,6 @@
 //! Arbitrary sequences of try_send (with ids, delays, oversized payloads), try_receive, ack,
-//! nack, extend, term (with real, stale and forged receipts) and clock advances on an
+//! nack, extend, term (with real, stale and forged receipts), their batch forms (send_many
+//! within the room left, try_receive_many, ack_many) and clock advances on an
 //! in-memory work queue agree step by step with the reference model the crate's property
 //! tests use (crates/mqueue/tests/support/model.rs, written from the documented rules: a
 //! `VecDeque` of every message, scanned front to back for the lowest available offset).
@@ -31,12 +32,27 @@ const MAX_BYTES: usize = 8;
 enum FuzzOp {
     Send { len: u8, id: Option<u8>, delay: u8 },
     Receive,
+    ReceiveMany(u8),
     Ack(u8),
+    AckMany(Vec<u8>),
+    SendMany(Vec<(u8, Option<u8>, u8)>),
     Nack(u8, u8),
     Extend(u8, u8),
     Term(u8),
     Forged { offset: u8, attempt: u8 },
     Advance(u8),
+}
+
+/// A send's message from fuzz bytes, its payload and its delay in seconds, as the model takes
+/// them.
+fn message(len: u8, id: Option<u8>, delay: u8) -> (Message, Vec<u8>, u64) {
+    let delay = u64::from(delay % 16);
+    let payload = vec![7; usize::from(len)];
+    let mut message = Message::new(payload.clone()).delay(Duration::from_secs(delay));
+    if let Some(id) = id {
+        message = message.id(vec![id]);
+    }
+    (message, payload, delay)
 }
 
 fuzz_target!(|ops: Vec<FuzzOp>| {
@@ -64,14 +80,49 @@ fuzz_target!(|ops: Vec<FuzzOp>| {
         };
         let (got, want) = match *op {
             FuzzOp::Send { len, id, delay } => {
-                let delay = u64::from(delay % 16);
-                let payload = vec![7; usize::from(len)];
-                let mut message = Message::new(payload.clone()).delay(Duration::from_secs(delay));
-                if let Some(id) = id {
-                    message = message.id(vec![id]);
-                }
+                let (message, payload, delay) = message(len, id, delay);
                 let got = outcome_of_send(queue.try_send(message));
-                (got, model.send(payload, id, delay))
+                (vec![got], vec![model.send(payload, id, delay)])
+            }
+            FuzzOp::SendMany(ref batch) => {
+                // No more than the room left, so that the batch never waits.
+                let room = CAPACITY - model.unsettled();
+                let batch = &batch[..batch.len().min(room)];
+                let messages = batch.iter().map(|&(len, id, delay)| message(len, id, delay).0);
+                let got = queue.send_many(messages.collect::<Vec<_>>());
+                let want = batch.iter().map(|&(len, id, delay)| {
+                    let (_, payload, delay) = message(len, id, delay);
+                    model.send(payload, id, delay)
+                });
+                let want: Vec<Outcome> = want.collect();
+                (got.into_iter().map(outcome_of_send).collect(), want)
+            }
+            FuzzOp::ReceiveMany(max) => {
+                let max = usize::from(max % 8);
+                let batch = queue.try_receive_many(max).expect("in memory");
+                let got = batch.iter().map(|delivery| {
+                    receipts.push(delivery.receipt());
+                    let payload = delivery.payload().to_vec();
+                    Outcome::Got(Some((delivery.offset(), delivery.attempt(), payload)))
+                });
+                let got: Vec<Outcome> = got.collect();
+                let mut want = Vec::new();
+                while want.len() < max {
+                    match model.receive() {
+                        Outcome::Got(None) => break,
+                        outcome => want.push(outcome),
+                    }
+                }
+                (got, want)
+            }
+            FuzzOp::AckMany(ref picks) => {
+                let batch: Vec<Receipt> = picks.iter().filter_map(|&i| pick(i)).collect();
+                let got = queue.ack_many(batch.iter().copied());
+                let want = batch
+                    .iter()
+                    .map(|r| model.settle(r.offset(), r.attempt(), Status::Done));
+                let want: Vec<Outcome> = want.collect();
+                (got.into_iter().map(outcome_of_settle).collect(), want)
             }
             FuzzOp::Receive => {
                 let got = queue.try_receive().expect("in memory").map(|delivery| {
@@ -82,7 +133,7 @@ fuzz_target!(|ops: Vec<FuzzOp>| {
                         delivery.payload().to_vec(),
                     )
                 });
-                (Outcome::Got(got), model.receive())
+                (vec![Outcome::Got(got)], vec![model.receive()])
             }
             FuzzOp::Ack(i) | FuzzOp::Nack(i, _) | FuzzOp::Extend(i, _) | FuzzOp::Term(i) => {
                 let Some(receipt) = pick(i) else { continue };
@@ -106,14 +157,14 @@ fuzz_target!(|ops: Vec<FuzzOp>| {
                     _ => (queue.ack(receipt), Status::Done),
                 };
                 (
-                    outcome_of_settle(got),
-                    model.settle(offset, attempt, change),
+                    vec![outcome_of_settle(got)],
+                    vec![model.settle(offset, attempt, change)],
                 )
             }
             FuzzOp::Forged { offset, attempt } => {
                 let (offset, attempt) = (u64::from(offset), u32::from(attempt));
                 let got = outcome_of_settle(queue.ack(Receipt::new(offset, attempt)));
-                (got, model.settle(offset, attempt, Status::Done))
+                (vec![got], vec![model.settle(offset, attempt, Status::Done)])
             }
             FuzzOp::Advance(secs) => {
                 let secs = u64::from(secs % 20);

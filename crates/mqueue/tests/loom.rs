@@ -331,8 +331,9 @@ mod lease {
     //!
     //! Guards, one per model: the attempt compare of a settle call (`Slot::state_is_leased_by`
     //! compares the attempt), the leased-state check of the same call (a nacked attempt no
-    //! longer holds the message), and the availability re-check under the lock before a
-    //! receiver sleeps (`WorkQueue::receive_timeout`).
+    //! longer holds the message), the availability re-check under the lock before a
+    //! receiver sleeps (`WorkQueue::receive_timeout`), and the wake-up a batch send gives
+    //! receivers for what it stored before it waits for room (`WorkQueue::send_many`).
 
     use std::time::Duration;
 
@@ -412,6 +413,33 @@ mod lease {
             };
             queue.send("wake").unwrap();
             assert_eq!(consumer.join().unwrap(), 0);
+        });
+    }
+
+    /// A batch of two sends into a queue with room for one, while a receiver that may already
+    /// be asleep takes and acks them: the sender must wake it for the first before sleeping
+    /// for room, or both sleep for good (loom reports the deadlock).
+    #[test]
+    fn a_batch_larger_than_the_queue_wakes_its_receiver_before_waiting_for_room() {
+        model(|| {
+            let clock = ManualClock::new();
+            let options = QueueOptions::default()
+                .visibility_timeout(LEASE)
+                .capacity(1);
+            let queue = Arc::new(WorkQueue::in_memory_with_clock(options, clock).unwrap());
+            let consumer = {
+                let queue = Arc::clone(&queue);
+                thread::spawn(move || {
+                    for expected in 0..2 {
+                        let delivery = queue.receive().unwrap();
+                        assert_eq!(delivery.offset(), expected);
+                        queue.ack(&delivery).unwrap();
+                    }
+                })
+            };
+            let sent = queue.send_many(["a", "b"]);
+            assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+            consumer.join().unwrap();
         });
     }
 }

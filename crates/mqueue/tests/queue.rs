@@ -587,3 +587,192 @@ fn an_in_memory_queue_reads_the_clock_only_where_time_matters() {
     dedup.send(Message::new("order-2").id("o-2")).unwrap();
     assert_eq!(clock.take(), (1, 1), "a deduplicated send dates its id");
 }
+
+#[test]
+fn a_batch_receive_takes_up_to_its_max_in_offset_order() {
+    let (queue, _clock) = memory(options());
+    for n in 0..5u8 {
+        queue.send(vec![n]).unwrap();
+    }
+    assert!(queue.receive_many(0, LEASE).unwrap().is_empty());
+    let first = queue.receive_many(3, Duration::ZERO).unwrap();
+    let offsets: Vec<(u64, u32)> = first.iter().map(|d| (d.offset(), d.attempt())).collect();
+    assert_eq!(offsets, [(0, 1), (1, 1), (2, 1)]);
+    let rest = queue.try_receive_many(10).unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(infra_mqueue::queue::Delivery::offset)
+            .collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert!(queue.receive_many(10, Duration::ZERO).unwrap().is_empty());
+    let stats = queue.stats();
+    assert_eq!((stats.delivered, stats.in_flight), (5, 5));
+}
+
+#[test]
+fn a_blocked_batch_receive_wakes_on_a_send() {
+    let queue = Arc::new(WorkQueue::in_memory_with_clock(options(), SystemClock::new()).unwrap());
+    let consumer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || {
+            let batch = queue.receive_many(8, Duration::from_secs(3_600)).unwrap();
+            batch
+                .iter()
+                .map(|d| d.payload().to_vec())
+                .collect::<Vec<_>>()
+        })
+    };
+    queue.send("wake up").unwrap();
+    assert_eq!(consumer.join().unwrap(), [b"wake up".to_vec()]);
+}
+
+#[test]
+fn a_batch_receive_dead_letters_on_its_way_and_fills_the_batch_with_the_rest() {
+    let (queue, clock) = memory(options());
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+    queue.send("also fine").unwrap();
+    for attempt in 1..=3 {
+        let delivery = queue.try_receive().unwrap().unwrap();
+        assert_eq!((delivery.offset(), delivery.attempt()), (0, attempt));
+        clock.advance(LEASE);
+    }
+    let batch = queue.try_receive_many(2).unwrap();
+    let payloads: Vec<&[u8]> = batch
+        .iter()
+        .map(infra_mqueue::queue::Delivery::payload)
+        .collect();
+    assert_eq!(payloads, [&b"fine"[..], &b"also fine"[..]]);
+    assert_eq!(queue.dead_letters(0, 10).unwrap()[0].offset, 0);
+    assert_eq!(queue.stats().dead_lettered, 1);
+}
+
+#[test]
+fn ack_many_settles_each_receipt_on_its_own() {
+    let (queue, _clock) = memory(options());
+    for n in 0..3u8 {
+        queue.send(vec![n]).unwrap();
+    }
+    let batch = queue.try_receive_many(3).unwrap();
+    let stale = batch[1].receipt();
+    queue.nack(stale, Duration::ZERO).unwrap();
+    let again = queue.try_receive().unwrap().unwrap();
+    assert_eq!((again.offset(), again.attempt()), (1, 2));
+    let results = queue.ack_many([
+        batch[0].receipt(),
+        stale,
+        batch[2].receipt(),
+        batch[0].receipt(),
+        Receipt::new(99, 1),
+    ]);
+    assert!(results[0].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(Error::Redelivered {
+            offset: 1,
+            attempt: 1,
+            ..
+        })
+    ));
+    assert!(results[2].is_ok());
+    assert!(matches!(
+        results[3],
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+    assert!(matches!(results[4], Err(Error::UnknownDelivery { .. })));
+    let stats = queue.stats();
+    assert_eq!((stats.acked, stats.refused, stats.unsettled), (2, 3, 1));
+    assert!(queue.ack_many(Vec::<Receipt>::new()).is_empty());
+    // The redelivered holder still owns its lease.
+    assert!(queue.ack(&again).is_ok());
+}
+
+#[test]
+fn a_blocked_send_resumes_after_a_batch_ack() {
+    let queue = Arc::new(WorkQueue::in_memory(options().capacity(2)).unwrap());
+    queue.send("1").unwrap();
+    queue.send("2").unwrap();
+    let producers: Vec<_> = (0..2)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || queue.send("more").unwrap().offset)
+        })
+        .collect();
+    let batch = queue.receive_many(2, LEASE).unwrap();
+    assert_eq!(batch.len(), 2);
+    for result in queue.ack_many(batch.iter().map(infra_mqueue::queue::Delivery::receipt)) {
+        result.unwrap();
+    }
+    let mut offsets: Vec<u64> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, [2, 3], "both waiting senders were woken");
+}
+
+#[test]
+fn a_durable_queue_journals_batch_receives_and_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = durable(dir.path(), options(), &clock);
+        for n in 0..4u8 {
+            queue.send(vec![n]).unwrap();
+        }
+        let batch = queue.try_receive_many(3).unwrap();
+        assert_eq!(batch.len(), 3);
+        let results = queue.ack_many([batch[0].receipt(), batch[2].receipt()]);
+        assert!(results.iter().all(Result::is_ok));
+        // Crash with offset 1 leased (attempt 1) and offset 3 never delivered.
+    }
+    let queue = durable(dir.path(), options(), &clock);
+    let again = queue.try_receive_many(10).unwrap();
+    let seen: Vec<(u64, u32)> = again.iter().map(|d| (d.offset(), d.attempt())).collect();
+    assert_eq!(seen, [(1, 2), (3, 1)], "acked stay acked, counts survive");
+}
+
+#[test]
+fn a_batch_send_gives_each_message_its_own_result_in_order() {
+    let (queue, _clock) = memory(options().max_message_bytes(8).dedup(DedupWindow::new(16)));
+    let sent = queue.send_many([
+        Message::new("one").id("a"),
+        Message::new("far too long a message"),
+        Message::new("two"),
+        Message::new("again").id("a"),
+        Message::new("three").id(""),
+    ]);
+    assert_eq!(sent[0].as_ref().unwrap().offset, 0);
+    assert!(matches!(sent[1], Err(Error::MessageTooLarge { .. })));
+    assert_eq!(sent[2].as_ref().unwrap().offset, 1);
+    let duplicate = sent[3].as_ref().unwrap();
+    assert_eq!((duplicate.offset, duplicate.duplicate), (0, true));
+    assert!(matches!(sent[4], Err(Error::InvalidMessageId { len: 0 })));
+    assert_eq!(payloads(&queue), [b"one".to_vec(), b"two".to_vec()]);
+    assert!(queue.send_many(Vec::<Message>::new()).is_empty());
+}
+
+/// A batch larger than the queue: the sender wakes the consumer for what it stored before it
+/// waits for room, or both would sleep for good.
+#[test]
+fn an_in_memory_batch_larger_than_the_capacity_goes_through_a_sleeping_consumer() {
+    let queue = Arc::new(WorkQueue::in_memory(options().capacity(4)).unwrap());
+    let consumer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || {
+            let mut received = Vec::new();
+            while received.len() < 100 {
+                let batch = queue.receive_many(3, LEASE).unwrap();
+                for result in
+                    queue.ack_many(batch.iter().map(infra_mqueue::queue::Delivery::receipt))
+                {
+                    result.unwrap();
+                }
+                received.extend(batch.iter().map(|d| d.payload()[0]));
+            }
+            received
+        })
+    };
+    let sent = queue.send_many((0..100u8).map(|n| vec![n]));
+    let offsets: Vec<u64> = sent.into_iter().map(|s| s.unwrap().offset).collect();
+    assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
+    assert_eq!(consumer.join().unwrap(), (0..100u8).collect::<Vec<u8>>());
+}

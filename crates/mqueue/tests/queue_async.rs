@@ -59,3 +59,24 @@ async fn a_waiting_receive_picks_up_a_delayed_message_when_it_is_due() {
     clock.advance(Duration::from_secs(5));
     assert_eq!(consumer.await.unwrap(), b"due");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_batch_receive_wakes_when_another_task_sends_and_takes_what_is_there() {
+    let queue = queue(10);
+    assert!(queue.receive_many_async(0).await.unwrap().is_empty());
+    let consumer = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move {
+            let batch = queue.receive_many_async(4).await.unwrap();
+            batch
+                .iter()
+                .map(|d| d.payload().to_vec())
+                .collect::<Vec<_>>()
+        })
+    };
+    // Let the consumer find the queue empty and wait; both sends land before it runs again.
+    tokio::task::yield_now().await;
+    queue.send_async("one").await.unwrap();
+    queue.send_async("two").await.unwrap();
+    assert_eq!(consumer.await.unwrap(), [b"one".to_vec(), b"two".to_vec()]);
+}

@@ -395,3 +395,59 @@ fn a_blocked_receive_gets_a_message_once_its_fsync_returns() {
     payloads.sort();
     assert_eq!(payloads, [b"order 0".to_vec(), b"order 1".to_vec()]);
 }
+
+/// A batch of eight durable sends writes them in order and waits for one fsync covering all
+/// of them; a power cut after it keeps all eight.
+#[test]
+fn a_durable_batch_send_takes_one_fsync_for_the_whole_batch() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    let batch: Vec<String> = (0..8).map(|i| format!("order {i}")).collect();
+    let sent = queue.send_many(batch.iter().map(String::as_str));
+    let offsets: Vec<u64> = sent.into_iter().map(|s| s.unwrap().offset).collect();
+    assert_eq!(offsets, (0..8).collect::<Vec<u64>>());
+    assert_eq!(gate.counts(), (1, 1), "one fsync for the batch");
+    drop(queue);
+    disk.power_cut();
+    let expected: Vec<Vec<u8>> = batch.into_iter().map(String::into_bytes).collect();
+    assert_eq!(payloads_after_reopen(&disk), expected);
+}
+
+/// A durable batch larger than the queue's capacity: its own messages, written but not yet
+/// durable, fill the queue, so it makes them durable and receivable before it waits for room.
+#[test]
+fn a_durable_batch_larger_than_the_capacity_makes_room_for_itself() {
+    let disk = SimulatedStorage::new();
+    let (queue, _gate) = open_gated(&disk, QueueOptions::default().capacity(2));
+    let consumer = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || {
+            (0..6)
+                .map(|_| {
+                    let delivery = queue.receive().unwrap();
+                    queue.ack(&delivery).unwrap();
+                    delivery.payload().to_vec()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let done = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (queue, done) = (Arc::clone(&queue), Arc::clone(&done));
+        thread::spawn(move || {
+            let sent = queue.send_many(["a", "b", "c", "d", "e", "f"]);
+            done.store(1, Ordering::SeqCst);
+            sent
+        })
+    };
+    until("the batch went through", || {
+        done.load(Ordering::SeqCst) == 1
+    });
+    let sent = producer.join().unwrap();
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let received = consumer.join().unwrap();
+    assert_eq!(
+        received,
+        [b"a", b"b", b"c", b"d", b"e", b"f"].map(|p| p.to_vec())
+    );
+}

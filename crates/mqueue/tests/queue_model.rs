@@ -28,8 +28,14 @@ enum Op {
         id: Option<u8>,
         delay: u64,
     },
+    /// `send_many` of no more messages than the room left (so it never waits).
+    SendMany(Vec<(u8, Option<u8>, u64)>),
     Receive,
+    /// `try_receive_many(max)`: the model receives up to `max` times in a row.
+    ReceiveMany(usize),
     Ack(usize),
+    /// `ack_many` of the receipts picked by these indices, in order.
+    AckMany(Vec<usize>),
     Nack(usize, u64),
     Extend(usize, u64),
     Term(usize),
@@ -48,8 +54,12 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (any::<u8>(), proptest::option::of(0..5u8), prop_oneof![Just(0), 1..30u64])
             .prop_map(|(byte, id, delay)| Op::Send { byte, id, delay }),
+        2 => proptest::collection::vec((any::<u8>(), proptest::option::of(0..5u8), prop_oneof![Just(0), 1..30u64]), 0..5)
+            .prop_map(Op::SendMany),
         5 => Just(Op::Receive),
+        2 => (0..5usize).prop_map(Op::ReceiveMany),
         3 => (0..8usize).prop_map(Op::Ack),
+        1 => proptest::collection::vec(0..8usize, 0..4).prop_map(Op::AckMany),
         2 => (0..8usize, 0..20u64).prop_map(|(i, d)| Op::Nack(i, d)),
         1 => (0..8usize, 1..30u64).prop_map(|(i, d)| Op::Extend(i, d)),
         1 => (0..8usize).prop_map(Op::Term),
@@ -116,8 +126,26 @@ fn run(ops: &[Op], durable: bool) {
                     message = message.id(vec![b'k', id]);
                 }
                 (
-                    outcome_of_send(queue.try_send(message)),
-                    model.send(vec![byte], id, delay),
+                    vec![outcome_of_send(queue.try_send(message))],
+                    vec![model.send(vec![byte], id, delay)],
+                )
+            }
+            Op::SendMany(ref batch) => {
+                let batch = &batch[..batch.len().min(CAPACITY - model.unsettled())];
+                let message = |&(byte, id, delay): &(u8, Option<u8>, u64)| {
+                    let message = Message::new(vec![byte]).delay(Duration::from_secs(delay));
+                    match id {
+                        Some(id) => message.id(vec![b'k', id]),
+                        None => message,
+                    }
+                };
+                let got = queue.send_many(batch.iter().map(message).collect::<Vec<_>>());
+                let want = batch
+                    .iter()
+                    .map(|&(byte, id, delay)| model.send(vec![byte], id, delay));
+                (
+                    got.into_iter().map(outcome_of_send).collect(),
+                    want.collect(),
                 )
             }
             Op::Receive => {
@@ -125,7 +153,34 @@ fn run(ops: &[Op], durable: bool) {
                     receipts.push(d.receipt());
                     (d.offset(), d.attempt(), d.payload().to_vec())
                 });
-                (Outcome::Got(got), model.receive())
+                (vec![Outcome::Got(got)], vec![model.receive()])
+            }
+            Op::ReceiveMany(max) => {
+                let got = queue.try_receive_many(max).unwrap();
+                let got = got.into_iter().map(|d| {
+                    receipts.push(d.receipt());
+                    Outcome::Got(Some((d.offset(), d.attempt(), d.payload().to_vec())))
+                });
+                let mut want = Vec::new();
+                while want.len() < max {
+                    match model.receive() {
+                        Outcome::Got(None) => break,
+                        outcome => want.push(outcome),
+                    }
+                }
+                (got.collect(), want)
+            }
+            Op::AckMany(ref picks) => {
+                let batch: Vec<Receipt> =
+                    picks.iter().filter_map(|&i| pick(&receipts, i)).collect();
+                let got = queue.ack_many(batch.iter().copied());
+                let want = batch
+                    .iter()
+                    .map(|r| model.settle(r.offset(), r.attempt(), Status::Done));
+                (
+                    got.into_iter().map(outcome_of_settle).collect(),
+                    want.collect(),
+                )
             }
             Op::Ack(i) | Op::Nack(i, _) | Op::Extend(i, _) | Op::Term(i) => {
                 let Some(receipt) = pick(&receipts, i) else {
@@ -147,13 +202,13 @@ fn run(ops: &[Op], durable: bool) {
                     _ => unreachable!("matched above"),
                 };
                 (
-                    outcome_of_settle(got),
-                    model.settle(offset, attempt, change),
+                    vec![outcome_of_settle(got)],
+                    vec![model.settle(offset, attempt, change)],
                 )
             }
             Op::Forged { offset, attempt } => {
                 let got = outcome_of_settle(queue.ack(Receipt::new(offset, attempt)));
-                (got, model.settle(offset, attempt, Status::Done))
+                (vec![got], vec![model.settle(offset, attempt, Status::Done)])
             }
             Op::Advance(secs) => {
                 clock.advance(Duration::from_secs(secs));

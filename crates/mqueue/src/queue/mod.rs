@@ -759,8 +759,141 @@ impl WorkQueue {
         Ok((state, duplicate))
     }
 
+    /// Sends several messages, each as [`send`](Self::send) would (waiting for room, and on a
+    /// durable queue for durability), with the result for each in order: a refused message
+    /// (too large, a bad id) does not stop the others.
+    ///
+    /// In memory the batch is stored under one lock (a sender that must wait for room first
+    /// wakes receivers for what it stored). A durable queue writes the messages in order and
+    /// waits once for an fsync covering them all (the log's group commit); before waiting for
+    /// room it makes what it wrote durable and receivable, since its own messages may be what
+    /// fills the queue.
+    ///
+    /// ```
+    /// # use infra_mqueue::queue::{QueueOptions, WorkQueue};
+    /// let queue = WorkQueue::in_memory(QueueOptions::default().max_message_bytes(8))?;
+    /// let sent = queue.send_many(["one", "a message too large", "two"]);
+    /// assert_eq!(sent[0].as_ref().unwrap().offset, 0);
+    /// assert!(sent[1].is_err());
+    /// assert_eq!(sent[2].as_ref().unwrap().offset, 1);
+    /// # Ok::<(), infra_mqueue::Error>(())
+    /// ```
+    pub fn send_many(
+        &self,
+        messages: impl IntoIterator<Item = impl Into<Message>>,
+    ) -> Vec<Result<Sent, Error>> {
+        let messages = messages.into_iter().map(Into::into);
+        if self.durable.is_none() {
+            return self.store_many(messages);
+        }
+        let mut sent = Vec::new();
+        let mut written = Vec::new();
+        for message in messages {
+            let attempt = match self.start_send(message.clone(), false) {
+                Err(Error::Full { .. }) => {
+                    self.finish_sends(&mut written, &mut sent);
+                    self.start_send(message, true)
+                }
+                attempt => attempt,
+            };
+            written.push(attempt);
+        }
+        self.finish_sends(&mut written, &mut sent);
+        sent
+    }
+
+    /// Ends every started send of `written`, in order, into `sent`: the first wait for
+    /// durability runs (or joins) an fsync that covers the rest.
+    fn finish_sends<'q>(
+        &'q self,
+        written: &mut Vec<Result<Written<'q>, Error>>,
+        sent: &mut Vec<Result<Sent, Error>>,
+    ) {
+        for started in written.drain(..) {
+            sent.push(started.and_then(|written| self.finish_send(written)));
+        }
+    }
+
+    /// [`send_many`](Self::send_many) in memory: one lock for the batch, woken receivers
+    /// for what it stored before any wait for room, and after it.
+    fn store_many(&self, messages: impl Iterator<Item = Message>) -> Vec<Result<Sent, Error>> {
+        let now_ms = if self.options.dedup.is_some() {
+            wall_ms(self.clock.as_ref())
+        } else {
+            0
+        };
+        let mut sent = Vec::with_capacity(messages.size_hint().0);
+        let mut stored = 0;
+        let mut state = self.state.lock();
+        let mut now = self.clock.now_nanos();
+        for message in messages {
+            let delay = match self.validate_message(&message) {
+                Ok(delay) => delay,
+                Err(error) => {
+                    sent.push(Err(error));
+                    continue;
+                }
+            };
+            let id = message.id.as_ref();
+            let admitted = match self.admit(&mut state, id, now_ms, false) {
+                Err(Error::Full { .. }) => {
+                    // Receivers must hear of what this batch stored before it sleeps, or a
+                    // queue full of it would never drain.
+                    drop(state);
+                    for _ in 0..std::mem::take(&mut stored) {
+                        self.wake_receivers();
+                    }
+                    let (locked, admitted) = match self.lock_admitted(id, now_ms, true) {
+                        Ok((locked, duplicate)) => (locked, Ok(duplicate)),
+                        Err(error) => (self.state.lock(), Err(error)),
+                    };
+                    state = locked;
+                    now = self.clock.now_nanos();
+                    admitted
+                }
+                admitted => admitted,
+            };
+            let offset = match admitted {
+                Ok(Some(first)) => {
+                    sent.push(Ok(Sent {
+                        offset: first,
+                        duplicate: true,
+                    }));
+                    continue;
+                }
+                Ok(None) => {
+                    let not_before = delay.map(|delay| now.saturating_add(delay));
+                    state.leases.push(message.payload, now, not_before, 0, None)
+                }
+                Err(error) => {
+                    sent.push(Err(error));
+                    continue;
+                }
+            };
+            if let Some(dedup) = &mut state.dedup {
+                dedup.remember(message.id, offset, now_ms);
+            }
+            stored += 1;
+            sent.push(Ok(Sent {
+                offset,
+                duplicate: false,
+            }));
+        }
+        drop(state);
+        for _ in 0..stored {
+            self.wake_receivers();
+        }
+        sent
+    }
+
     fn send_message(&self, message: Message, wait: bool) -> Result<Sent, Error> {
-        match self.start_send(message, wait)? {
+        let written = self.start_send(message, wait)?;
+        self.finish_send(written)
+    }
+
+    /// Waits for a started send to be durable (for a durable queue) and makes it receivable.
+    fn finish_send(&self, written: Written<'_>) -> Result<Sent, Error> {
+        match written {
             Written::Done(sent) => Ok(sent),
             Written::New(ticket) => {
                 let send = UnreleasedSend::new(self, ticket.offset());
@@ -944,25 +1077,50 @@ impl WorkQueue {
     /// `send_async` future was dropped after its write, the one that makes that message
     /// durable and available.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
+        Ok(self.try_receive_many(1)?.pop())
+    }
+
+    /// Leases up to `max` available messages, lowest offsets first, without waiting: what
+    /// `max` calls of [`try_receive`](Self::try_receive) would lease, under one lock. Each
+    /// delivery is leased, counted and settled on its own, exactly as if received alone.
+    ///
+    /// ```
+    /// # use infra_mqueue::queue::{QueueOptions, WorkQueue};
+    /// let queue = WorkQueue::in_memory(QueueOptions::default())?;
+    /// for order in ["a", "b", "c"] {
+    ///     queue.send(order.as_bytes().to_vec())?;
+    /// }
+    /// let batch = queue.try_receive_many(2)?;
+    /// assert_eq!(batch.len(), 2);
+    /// assert_eq!(batch[0].payload(), b"a");
+    /// for result in queue.ack_many(batch.iter().map(|delivery| delivery.receipt())) {
+    ///     result?;
+    /// }
+    /// assert_eq!(queue.try_receive_many(10)?.len(), 1);
+    /// # Ok::<(), infra_mqueue::Error>(())
+    /// ```
+    pub fn try_receive_many(&self, max: usize) -> Result<Vec<Delivery>, Error> {
         let mut state = self.state.lock();
         if let Some(end) = state.abandoned_end.take() {
             drop(state);
             self.release_abandoned(end);
             state = self.state.lock();
         }
-        if state.leases.unsettled() == 0 {
+        if max == 0 || state.leases.unsettled() == 0 {
             // Nothing to hand out at any time: a consumer polling an empty queue (as a
             // receive does before it sleeps) pays no clock reading, unless gauges need one.
             #[cfg(feature = "metrics")]
             self.metrics.gauges(&state.leases, self.clock.now_nanos());
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let now = self.clock.now_nanos();
         let mut dead = Vec::new();
         let mut freed = false;
-        let delivery = loop {
+        // Room for the usual small batch; a large `max` grows only as messages come.
+        let mut deliveries = Vec::with_capacity(max.min(64));
+        while deliveries.len() < max {
             match state.leases.receive(now, self.visibility_nanos) {
-                None => break None,
+                None => break,
                 Some(Handout::Deliver {
                     offset,
                     attempt,
@@ -974,7 +1132,7 @@ impl WorkQueue {
                         #[cfg(feature = "metrics")]
                         self.metrics.redelivered();
                     }
-                    break Some(Delivery {
+                    deliveries.push(Delivery {
                         receipt: Receipt { offset, attempt },
                         payload,
                     });
@@ -995,7 +1153,7 @@ impl WorkQueue {
                     }
                 }
             }
-        };
+        }
         #[cfg(feature = "metrics")]
         self.metrics.gauges(&state.leases, now);
         drop(state);
@@ -1010,7 +1168,7 @@ impl WorkQueue {
                 durable.dead_letter(offset, deliveries, &payload)?;
                 self.journal(durable, journal::Entry::DeadLettered { offset })?;
             }
-            if let Some(delivery) = &delivery {
+            for delivery in &deliveries {
                 self.journal(
                     durable,
                     journal::Entry::Received {
@@ -1020,7 +1178,7 @@ impl WorkQueue {
                 )?;
             }
         }
-        Ok(delivery)
+        Ok(deliveries)
     }
 
     fn keep_dead_letter(&self, state: &mut State, offset: u64, deliveries: u32, payload: Bytes) {
@@ -1052,8 +1210,35 @@ impl WorkQueue {
     /// The wait sleeps on a condition variable (no busy waiting) until a send or a nack
     /// signals it, or until the next delay or lease ends, whichever is first.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Option<Delivery>, Error> {
-        if let Some(delivery) = self.try_receive()? {
-            return Ok(Some(delivery));
+        self.wait_for(timeout, || self.try_receive())
+    }
+
+    /// Leases up to `max` messages, waiting at most `timeout` (on the queue's clock) for the
+    /// first: returns as soon as at least one is available, with every available one up to
+    /// `max` ([`try_receive_many`](Self::try_receive_many)); empty if none came in time or
+    /// `max` is zero. One lock round trip for the whole batch where
+    /// [`receive_timeout`](Self::receive_timeout) takes one per message.
+    pub fn receive_many(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>, Error> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let batch = self.wait_for(timeout, || {
+            let batch = self.try_receive_many(max)?;
+            Ok((!batch.is_empty()).then_some(batch))
+        })?;
+        Ok(batch.unwrap_or_default())
+    }
+
+    /// Runs `attempt` until it finds something, for at most `timeout` on the queue's clock,
+    /// sleeping between attempts on the condition variable a send or a nack signals, or until
+    /// the next delay or lease ends.
+    fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut attempt: impl FnMut() -> Result<Option<T>, Error>,
+    ) -> Result<Option<T>, Error> {
+        if let Some(found) = attempt()? {
+            return Ok(Some(found));
         }
         if !timeout.is_zero() {
             // A message is often a moment away (a producer between two sends): look again a
@@ -1061,8 +1246,8 @@ impl WorkQueue {
             // wake-up cost two context switches. Bounded: at most `SPINS` more looks.
             for round in 0..SPINS {
                 back_off(round);
-                if let Some(delivery) = self.try_receive()? {
-                    return Ok(Some(delivery));
+                if let Some(found) = attempt()? {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -1071,8 +1256,8 @@ impl WorkQueue {
             .now_nanos()
             .saturating_add(duration_to_nanos(timeout));
         loop {
-            if let Some(delivery) = self.try_receive()? {
-                return Ok(Some(delivery));
+            if let Some(found) = attempt()? {
+                return Ok(Some(found));
             }
             let mut state = self.state.lock();
             let now = self.clock.now_nanos();
@@ -1135,6 +1320,49 @@ impl WorkQueue {
         self.journal_settle(journal::Entry::Acked {
             offset: receipt.offset,
         })
+    }
+
+    /// Acknowledges several deliveries under one lock: the result for each receipt, in order,
+    /// is what [`ack`](Self::ack) would have returned for it alone (a refused receipt does not
+    /// stop the others).
+    pub fn ack_many(
+        &self,
+        receipts: impl IntoIterator<Item = impl Into<Receipt>>,
+    ) -> Vec<Result<(), Error>> {
+        let receipts: Vec<Receipt> = receipts.into_iter().map(Into::into).collect();
+        let mut results = Vec::with_capacity(receipts.len());
+        #[cfg(feature = "metrics")]
+        let now = self.clock.now_nanos();
+        let mut state = self.state.lock();
+        let mut acked = 0;
+        for receipt in &receipts {
+            let settled = state
+                .leases
+                .settle(receipt.offset, receipt.attempt, Outcome::Acked);
+            if settled.is_ok() {
+                acked += 1;
+            } else {
+                state.stats.refused += 1;
+                #[cfg(feature = "metrics")]
+                self.metrics.refused();
+            }
+            results.push(settled);
+        }
+        state.stats.acked += acked;
+        #[cfg(feature = "metrics")]
+        self.metrics.gauges(&state.leases, now);
+        drop(state);
+        for _ in 0..acked {
+            self.wake_senders();
+        }
+        for (receipt, result) in receipts.iter().zip(&mut results) {
+            if result.is_ok() {
+                *result = self.journal_settle(journal::Entry::Acked {
+                    offset: receipt.offset,
+                });
+            }
+        }
+        results
     }
 
     /// Terminates the delivery: the message is settled without being processed, never

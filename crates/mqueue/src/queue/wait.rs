@@ -55,12 +55,35 @@ impl WorkQueue {
     /// [`WorkQueue::receive`] for async callers: waits for a send or a nack, or until the
     /// next delay or lease ends on the queue's clock, whichever comes first.
     pub async fn receive_async(&self) -> Result<Delivery, Error> {
+        self.wait_async(|| self.try_receive()).await
+    }
+
+    /// [`WorkQueue::receive_many`] for async callers, without a timeout: waits as
+    /// [`receive_async`](Self::receive_async) does for the first message, then returns every
+    /// available one up to `max` (none at once if `max` is zero).
+    pub async fn receive_many_async(&self, max: usize) -> Result<Vec<Delivery>, Error> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.wait_async(|| {
+            let batch = self.try_receive_many(max)?;
+            Ok((!batch.is_empty()).then_some(batch))
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it finds something, sleeping between attempts on the tokio
+    /// `Notify` a send or a nack signals, or until the next delay or lease ends.
+    async fn wait_async<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<Option<T>, Error>,
+    ) -> Result<T, Error> {
         loop {
             let arrival = self.notify.available.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
-            if let Some(delivery) = self.try_receive()? {
-                return Ok(delivery);
+            if let Some(found) = attempt()? {
+                return Ok(found);
             }
             let wait = {
                 let mut state = self.state.lock();
