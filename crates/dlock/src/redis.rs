@@ -157,12 +157,15 @@ local behind = not counter or (counted and below(counter, floor))
 local start = behind and floor or counter
 local token
 if (behind or counted) and below(start, '9223372036854775807') then
+  -- start + 1 on the digits: the last digit that is not a 9 grows by one (byte 48 is '0'),
+  -- the 9s after it turn to 0s; all 9s gain a leading 1.
   local nines = #string.match(start, '9*$')
   local grows = #start - nines
   local head = grows == 0 and '1'
     or string.sub(start, 1, grows - 1) .. (string.byte(start, grows) - 47)
   token = head .. string.rep('0', nines)
 else
+  -- Not a number, or no room left: INCR refuses it (or takes what it can read as a number).
   if behind then redis.call('SET', KEYS[2], floor) end
   local next = redis.pcall('INCR', KEYS[2])
   if type(next) == 'table' and next.err then
