@@ -7,16 +7,17 @@
 //! interleaving; if the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`), the same
 //! call is sent once as `EVAL`, which also loads the script for the next calls.
 //!
-//! - **Grant**: if the lock key exists, answer its remaining time; otherwise raise the name's
-//!   token counter to the server's clock if it is behind (the clock rule below), `INCR` it,
-//!   `SET` the lock key to the new token with `PX` = the lease, and answer the
-//!   token. The request carries a random nonce, kept beside the key for the lease: a request
+//! - **Grant**: if the lock key exists, answer its remaining time; otherwise take the next
+//!   token from the name's counter, raised to the server's clock first if it is behind (the
+//!   clock rule below), `SET` the lock key to the new token with `PX` = the lease, and answer
+//!   the token. The request carries a random nonce, kept beside the key for the lease: a request
 //!   resent after its connection failed (see below) whose first run granted the lock finds its
 //!   own nonce and gets the same token back, instead of waiting out a lease nobody holds.
 //! - **Extend** and **release**: compare the lock key with the grant's token and only then
-//!   `PEXPIRE` or `DEL` it, so a grant that expired or was taken over never touches the current
-//!   holder. A mutex release leaves its token in `{name}:released` for what was left of the
-//!   lease, so a resent release whose first run did delete the key succeeds too. (Readers and
+//!   `PEXPIRE` or remove it, so a grant that expired or was taken over never touches the current
+//!   holder. A mutex release renames the key to `{name}:released`, which keeps its token for
+//!   what was left of the lease, so a resent release whose first run did remove the key
+//!   succeeds too. (Readers and
 //!   permits keep no such mark: a resent release of one reports [`Error::LeaseExpired`].)
 //!
 //! A request sent on a pooled connection that turns out dead is sent once more on a fresh
@@ -50,14 +51,14 @@
 //! A Redis restarted without persistence, an eviction of the counter under `maxmemory`, or
 //! — losing only part of the data — a restart from an older snapshot, an append-only file
 //! written with `appendfsync everysec` that missed its last second, or a failover to a replica
-//! that had not received the last `INCR`s would leave a plain counter missing or **behind**,
+//! that had not received the last grants would leave a plain counter missing or **behind**,
 //! and hand out again tokens already in use: a fence admits a repeated token (the same holder
 //! writes many times), so a stalled holder and the new one would both get in. So the counter
 //! also follows the server's clock (`TIME`), in the same round trip, like a hybrid logical
 //! clock:
 //!
 //! ```text
-//! counter := max(counter, milliseconds since 1970 (server's TIME) × 2^20);  INCR counter
+//! counter := max(counter, milliseconds since 1970 (server's TIME) × 2^20) + 1
 //! ```
 //!
 //! so a token is `max(previous + 1, now_ms × 2^20 + 1)`. A token issued at server time `T1`
@@ -70,8 +71,9 @@
 //! does, to within the time a failover takes; the rule covers a failover only under that
 //! assumption. A clock set back across a data loss breaks it. Where that is not enough,
 //! make the grants themselves durable: `appendfsync always` on the server, and `WAIT` for the
-//! replicas (this backend sends no `WAIT`). `INCR` fails rather than wrap at `2^63 − 1`,
-//! which the clock part reaches in the year 2248; that failure is [`Error::TokensExhausted`].
+//! replicas (this backend sends no `WAIT`). The counter never wraps: one at `2^63 − 1`, which
+//! the clock part reaches in the year 2248, cannot grow, and the grant fails with
+//! [`Error::TokensExhausted`].
 //!
 //! A data loss also loses the holds: the next request is granted at once, while the previous
 //! holder may still be within its lease. Only the fence keeps the resource safe then.
@@ -132,37 +134,53 @@ use crate::locks::Locks;
 use crate::metered::ServerCalls;
 
 /// The next token of a name (`KEYS[2]`), into the Lua local `token` as a string (so no
-/// precision is lost to Lua's doubles): the counter is first raised to the server's `TIME` in
-/// ms × 2^20 if it is missing or below that (see the module docs), then incremented; a counter
-/// that cannot grow answers `{2}`. The floor is exact as a double (ms < 2^41, times a power of
-/// two), and the comparison is on the decimal strings (no leading zeros: longer is larger),
-/// never on doubles; a counter that is not a number is left for `INCR` to refuse. Each grant
-/// sets the counter to expire a day later ([`COUNTER_IDLE`]): the clock rule makes a counter
-/// gone for a day start above every token it gave, as after a loss.
+/// precision is lost to Lua's doubles): one above the counter, or above the server's `TIME` in
+/// ms × 2^20 if the counter is missing or below that (see the module docs); a counter that
+/// cannot grow answers `{2}`. The floor is exact as a double (ms < 2^41, times a power of
+/// two), and comparisons are on the decimal strings (no leading zeros: longer is larger),
+/// never on doubles. The usual case, a number with room below 2^63 − 1, is counted up on its
+/// decimal string in Lua and written back with one `SET`, which saves Redis the `INCR`, the
+/// `PEXPIRE` and the re-read of the counter. Anything else (a counter that is not a number, or
+/// at the end of the range) is left to `INCR`, whose refusal is the answer. Each grant sets
+/// the counter to expire a day later ([`COUNTER_IDLE`]): the clock rule makes a counter gone
+/// for a day start above every token it gave, as after a loss.
 macro_rules! next_token {
     () => {
         r"
 local clock = redis.call('TIME')
 local clock_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local floor = string.format('%.0f', clock_ms * 1048576)
+local function below(a, b) return #a < #b or (#a == #b and a < b) end
 local counter = redis.call('GET', KEYS[2])
-if not counter or (string.find(counter, '^[1-9]%d*$')
-    and (#counter < #floor or (#counter == #floor and counter < floor))) then
-  redis.call('SET', KEYS[2], floor)
+local counted = counter and string.find(counter, '^[1-9]%d*$')
+local behind = not counter or (counted and below(counter, floor))
+local start = behind and floor or counter
+local token
+if (behind or counted) and below(start, '9223372036854775807') then
+  -- start + 1 on the digits: the last digit that is not a 9 grows by one (byte 48 is '0'),
+  -- the 9s after it turn to 0s; all 9s gain a leading 1.
+  local nines = #string.match(start, '9*$')
+  local grows = #start - nines
+  local head = grows == 0 and '1'
+    or string.sub(start, 1, grows - 1) .. (string.byte(start, grows) - 47)
+  token = head .. string.rep('0', nines)
+else
+  -- Not a number, or no room left: INCR refuses it (or takes what it can read as a number).
+  if behind then redis.call('SET', KEYS[2], floor) end
+  local next = redis.pcall('INCR', KEYS[2])
+  if type(next) == 'table' and next.err then
+    if string.find(next.err, 'overflow') then return {2} end
+    return redis.error_reply(next.err)
+  end
+  token = redis.call('GET', KEYS[2])
 end
-local next = redis.pcall('INCR', KEYS[2])
-if type(next) == 'table' and next.err then
-  if string.find(next.err, 'overflow') then return {2} end
-  return redis.error_reply(next.err)
-end
-redis.call('PEXPIRE', KEYS[2], 86400000)
-local token = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], token, 'PX', 86400000)
 "
     };
 }
 
-/// How long a name's token counter outlives its last grant: a day (the `PEXPIRE` of
-/// `next_token!`, which a macro's text cannot take from here).
+/// How long a name's token counter outlives its last grant: a day (the `PX` of
+/// `next_token!`'s `SET`, which a macro's text cannot take from here).
 pub const COUNTER_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 // Every grant script takes the same keys of one name: KEYS[1] the mutex (or writer) key,
@@ -180,24 +198,28 @@ pub const COUNTER_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// finds readers marks itself waiting for `ARGV[2]` ms (0: does not), which keeps new readers
 /// out until it is granted. `ARGV[3]` is the request's nonce, kept in `KEYS[7]` for the lease:
 /// a resent request whose first run granted the lock (its answer lost) finds its own nonce and
-/// is answered the same grant instead of being told to wait out its own lease.
+/// is answered the same grant instead of being told to wait out its own lease. One `EXISTS`
+/// of the four keys that could stand in the way lets a free lock skip checking them one by one.
 const GRANT_SCRIPT: &str = concat!(
     r"
-if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('GET', KEYS[7]) == ARGV[3] then
-    return {1, redis.call('GET', KEYS[1])}
+local busy = redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[5], KEYS[6]) > 0
+if busy then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    if redis.call('GET', KEYS[7]) == ARGV[3] then
+      return {1, redis.call('GET', KEYS[1])}
+    end
+    return {0, redis.call('PTTL', KEYS[1])}
   end
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if redis.call('ZCARD', KEYS[5]) > 0 then
-    if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[6], 1, 'PX', ARGV[2]) end
-    local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-    return {0, tonumber(first[2]) - now}
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+    if redis.call('ZCARD', KEYS[5]) > 0 then
+      if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[6], 1, 'PX', ARGV[2]) end
+      local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+      return {0, tonumber(first[2]) - now}
+    end
   end
 end
 ",
@@ -205,7 +227,7 @@ end
     r"
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[1])
-redis.call('DEL', KEYS[6])
+if busy then redis.call('DEL', KEYS[6]) end
 return {1, token}
 "
 );
@@ -299,14 +321,13 @@ end
 return 0
 ";
 
-/// Deletes the key `KEYS[1]` if it still holds the grant's token, and leaves the token in
-/// `KEYS[2]` for what was left of the lease, so that a resent release whose first run deleted
-/// the key (its answer lost) is told 1 as well. Replies 1 or 0.
+/// Renames the key `KEYS[1]` to `KEYS[2]` if it still holds the grant's token: the lock is
+/// free, and the token stays in `KEYS[2]` for what was left of the lease (a rename keeps the
+/// value and the expiry), so that a resent release whose first run freed the key (its answer
+/// lost) is told 1 as well. Replies 1 or 0.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  local left = redis.call('PTTL', KEYS[1])
-  redis.call('DEL', KEYS[1])
-  if left > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', left) end
+  redis.call('RENAME', KEYS[1], KEYS[2])
   return 1
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
@@ -896,7 +917,7 @@ mod tests {
     #[test]
     fn the_counter_expires_as_counter_idle_says() {
         let expire = format!(
-            "redis.call('PEXPIRE', KEYS[2], {})",
+            "redis.call('SET', KEYS[2], token, 'PX', {})",
             COUNTER_IDLE.as_millis()
         );
         assert!(next_token!().contains(&expire));

@@ -421,6 +421,79 @@ fn a_counter_at_its_end_or_garbled_is_an_error_not_a_panic() {
     assert_eq!(exists, 0);
 }
 
+/// The counter is counted up on its decimal string inside the script: exact where a double
+/// is not (near 2^63), carrying over trailing nines, with the day's expiry set each time, and
+/// 2^63 − 1 itself is still given before the counter is exhausted.
+#[test]
+fn a_counter_ahead_of_the_clock_counts_up_exactly_to_its_end() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let counter = format!("dlock:{{{LOCK}}}:token");
+    let mut redis = client(&server);
+    let day = i64::try_from(COUNTER_IDLE.as_millis()).unwrap();
+    // Each start is far ahead of the server's clock (ms × 2^20, about 1.9 × 10^18 today).
+    for (start, next) in [
+        (8_999_999_999_999_999_999_u64, 9_000_000_000_000_000_000_u64),
+        (9_223_372_036_854_775_799, 9_223_372_036_854_775_800),
+        (9_223_372_036_854_775_805, 9_223_372_036_854_775_806),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&counter)
+            .arg(start)
+            .query(&mut redis)
+            .unwrap();
+        let guard = locks.try_acquire(LOCK, lease).unwrap().expect("free");
+        assert_eq!(guard.token(), FencingToken::new(next));
+        let stored: u64 = redis::cmd("GET").arg(&counter).query(&mut redis).unwrap();
+        assert_eq!(stored, next);
+        let left: i64 = redis::cmd("PTTL").arg(&counter).query(&mut redis).unwrap();
+        assert!(day - 60_000 < left && left <= day, "{left} ms left");
+        guard.release().unwrap();
+    }
+    let last = locks.try_acquire(LOCK, lease).unwrap().expect("free");
+    assert_eq!(last.token(), FencingToken::new(i64::MAX.unsigned_abs()));
+    last.release().unwrap();
+    assert_eq!(
+        locks.try_acquire(LOCK, lease).unwrap_err(),
+        Error::TokensExhausted
+    );
+}
+
+/// A mutex release moves the token to the released mark, which expires when the lease would
+/// have: the lock key is gone, and the mark outlives it by no more than the lease's rest.
+#[test]
+fn a_release_leaves_its_token_marked_for_the_rest_of_the_lease() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let mut redis = client(&server);
+    let guard = locks.acquire(LOCK, lease).unwrap();
+    let token = guard.token();
+    let held_left: i64 = redis::cmd("PTTL")
+        .arg(format!("dlock:{{{LOCK}}}"))
+        .query(&mut redis)
+        .unwrap();
+    guard.release().unwrap();
+    let held: u64 = redis::cmd("EXISTS")
+        .arg(format!("dlock:{{{LOCK}}}"))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(held, 0);
+    let released = format!("dlock:{{{LOCK}}}:released");
+    let marked: String = redis::cmd("GET").arg(&released).query(&mut redis).unwrap();
+    assert_eq!(marked, token.get().to_string());
+    let mark_left: i64 = redis::cmd("PTTL").arg(&released).query(&mut redis).unwrap();
+    assert!(
+        0 < mark_left && mark_left <= held_left,
+        "{mark_left} of {held_left} ms"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_before_any_round_trip() {
     let Some(server) = RedisServer::start() else {
@@ -499,11 +572,20 @@ fn acquire_release_and_extend_are_one_round_trip_each() {
     assert_eq!(count("eval"), 0, "{calls:?}");
     // What the scripts ran inside: one token per grant (none for the refused attempt), read
     // against the server's clock (TIME), and no command sent on its own.
-    assert_eq!(count("incr"), rounds, "{calls:?}");
     assert_eq!(count("time"), rounds, "{calls:?}");
-    // Reads of the counter (two per grant), of the key by extend and release, and of the
+    // Per grant one SET each of the counter (counted up in the script, never by INCR while it
+    // is a number with room to grow), the key and the nonce; the refused attempt writes none.
+    assert_eq!(count("set"), 3 * rounds, "{calls:?}");
+    assert_eq!(count("incr"), 0, "{calls:?}");
+    // One read of the counter per grant, of the key by extend and release, and of the
     // holder's nonce by the refused attempt (a resend would find its own there).
-    assert_eq!(count("get"), 5 * rounds, "{calls:?}");
+    assert_eq!(count("get"), 4 * rounds, "{calls:?}");
+    // A free name is checked with one EXISTS; the refused attempt checks the semaphore key and
+    // the lock key on their own after it.
+    assert_eq!(count("exists"), 4 * rounds, "{calls:?}");
+    // The release renames the key to its released mark.
+    assert_eq!(count("rename"), rounds, "{calls:?}");
+    assert_eq!(count("del"), 0, "{calls:?}");
 }
 
 #[test]
@@ -956,11 +1038,10 @@ fn permits_cost_one_round_trip_per_call() {
     let count = |name: &str| calls_to(&calls, name);
     assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
     assert_eq!(count("eval"), 0, "{calls:?}");
-    assert_eq!(
-        count("incr"),
-        rounds,
-        "one token per permit granted: {calls:?}"
-    );
+    // One token per permit granted: the counter and the permit count are the only SETs, once
+    // per permit granted, none for the refused one.
+    assert_eq!(count("set"), 2 * rounds, "{calls:?}");
+    assert_eq!(count("incr"), 0, "{calls:?}");
 }
 
 #[test]
@@ -1016,6 +1097,12 @@ fn readers_share_and_a_waiting_writer_is_not_overtaken_by_later_readers() {
     second.release().unwrap();
     let written = writer.join().unwrap();
     assert!(written > last_reader);
+    // The writer's grant took its waiting mark down: readers are not kept out any longer.
+    let marked: u64 = redis::cmd("EXISTS")
+        .arg("dlock:{config}:writer-waiting")
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(marked, 0);
     let after = locks.read("config", lease).unwrap();
     assert!(after.token() > written);
 }
@@ -1147,10 +1234,10 @@ fn readers_cost_one_round_trip_per_call() {
     // read, extend, a refused writer and release are scripts; is_held is one ZSCORE.
     assert_eq!(count("evalsha"), 4 * rounds, "{calls:?}");
     assert_eq!(count("eval"), 0, "{calls:?}");
-    assert_eq!(count("incr"), rounds, "{calls:?}");
     // The refused try_acquire did not mark itself waiting, so it does not hold readers out:
-    // the only SETs raise the counter to the server's clock, at most once per read.
-    assert!(count("set") <= rounds, "{calls:?}");
+    // the only SETs are the counter's, one token per read.
+    assert_eq!(count("set"), rounds, "{calls:?}");
+    assert_eq!(count("incr"), 0, "{calls:?}");
     let marked: u64 = redis::cmd("EXISTS")
         .arg("dlock:{config}:writer-waiting")
         .query(&mut client(&server))
@@ -1198,9 +1285,10 @@ fn a_lease_no_longer_than_a_round_trip_is_refused_instead_of_retried() {
             "{wait:?}: {granted:?}"
         );
     }
-    // One grant per call, each given back at once.
+    // One grant per call (one token, one read of the clock), each given back at once.
     let calls = command_calls(&server);
-    assert_eq!(calls_to(&calls, "incr"), 2, "{calls:?}");
+    assert_eq!(calls_to(&calls, "time"), 2, "{calls:?}");
+    assert_eq!(calls_to(&calls, "rename"), 2, "{calls:?}");
     let held: u64 = redis::cmd("EXISTS")
         .arg("dlock:{short}")
         .query(&mut client(&server))
