@@ -777,28 +777,33 @@ fn an_in_memory_batch_larger_than_the_capacity_goes_through_a_sleeping_consumer(
     assert_eq!(consumer.join().unwrap(), (0..100u8).collect::<Vec<u8>>());
 }
 
+/// Waits, yielding, until `done`; fails after 30 s rather than hang the test run.
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        thread::yield_now();
+    }
+}
+
 /// A batch send dates each message's id when it stores it, as one send per message would: an
 /// id whose dedup window ended while the batch waited for room is a new message, stored, and
 /// not reported as a duplicate of a message long since acknowledged.
 #[test]
 fn a_batch_send_dates_each_id_when_it_stores_it_not_when_the_batch_began() {
+    use infra_common::sync::atomic::{AtomicBool, Ordering};
     let window = DedupWindow::new(100).max_age(Duration::from_secs(60));
     let (queue, clock) = memory(options().capacity(1).dedup(window));
     let queue = Arc::new(queue);
     queue.send(Message::new("first").id("k")).unwrap();
-    let (started, batch_started) = std::sync::mpsc::channel();
+    let started = Arc::new(AtomicBool::new(false));
     let producer = {
-        let queue = Arc::clone(&queue);
+        let (queue, started) = (Arc::clone(&queue), Arc::clone(&started));
         thread::spawn(move || {
-            let mut started = Some(started);
             // Pulling the first message tells the test the batch has begun.
             let batch = [Message::new("filler"), Message::new("again").id("k")]
                 .into_iter()
-                .inspect(move |_| {
-                    if let Some(started) = started.take() {
-                        started.send(()).unwrap();
-                    }
-                });
+                .inspect(move |_| started.store(true, Ordering::SeqCst));
             let sent: Vec<_> = queue
                 .send_many(batch)
                 .into_iter()
@@ -807,7 +812,7 @@ fn a_batch_send_dates_each_id_when_it_stores_it_not_when_the_batch_began() {
             sent
         })
     };
-    batch_started.recv().unwrap();
+    until("the batch began", || started.load(Ordering::SeqCst));
     // The window of "k" ends while the batch waits for room (the queue holds "first").
     clock.advance(Duration::from_secs(61));
     let first = queue.receive().unwrap();
@@ -831,10 +836,12 @@ fn a_batch_send_dates_each_id_when_it_stores_it_not_when_the_batch_began() {
 /// deadlocks the sender nor stalls every other caller meanwhile.
 #[test]
 fn a_batch_send_does_not_hold_the_queue_while_it_pulls_messages() {
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
     let queue = Arc::new(WorkQueue::in_memory(options()).unwrap());
-    let (done, finished) = std::sync::mpsc::channel();
+    // One more than the messages sent once the batch returned.
+    let done = Arc::new(AtomicUsize::new(0));
     {
-        let queue = Arc::clone(&queue);
+        let (queue, done) = (Arc::clone(&queue), Arc::clone(&done));
         // Left running if it deadlocks; the test reports that below.
         drop(thread::spawn(move || {
             let batch = (0..2u8).map(|n| {
@@ -843,15 +850,15 @@ fn a_batch_send_does_not_hold_the_queue_while_it_pulls_messages() {
                 vec![n]
             });
             let sent = queue.send_many(batch);
-            done.send(sent.iter().filter(|sent| sent.is_ok()).count())
-                .unwrap();
+            done.store(
+                1 + sent.iter().filter(|sent| sent.is_ok()).count(),
+                Ordering::SeqCst,
+            );
         }));
     }
-    // Waits for the outcome only to report a deadlock instead of hanging the test run.
-    let outcome = finished.recv_timeout(Duration::from_secs(30));
-    assert_eq!(
-        outcome,
-        Ok(2),
-        "send_many pulled its next message with the queue's lock held (deadlock or panic)"
+    until(
+        "send_many returned (it pulls its next message with the queue's lock held)",
+        || done.load(Ordering::SeqCst) != 0,
     );
+    assert_eq!(done.load(Ordering::SeqCst), 3);
 }
