@@ -1126,6 +1126,72 @@ fn a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script() 
     );
 }
 
+/// Scripts a query runs on the server, with its answer.
+fn scripts_of(
+    server: &RedisServer,
+    query: impl FnOnce() -> Vec<Candidate>,
+) -> (Vec<Candidate>, u64) {
+    let before = scripts_run(server);
+    let found = query();
+    (found, scripts_run(server) - before)
+}
+
+/// A radius query with a small limit costs what a nearest query for that many costs: in a
+/// city whose radius holds more drivers than a page, `within(.., 1, ..)` is one script, not
+/// a read of the whole fleet page by page (every admitted driver's record sent over the wire
+/// to keep one).
+#[test]
+fn a_radius_query_with_a_small_limit_in_a_busy_city_does_not_read_the_fleet() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (redis, local) = busy_city(&server, "test:{limited-radius}");
+    let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
+    let (nearest, nearest_scripts) =
+        scripts_of(&server, || redis.nearest(at, 1, &four_seats).unwrap());
+    let (found, within_scripts) = scripts_of(&server, || {
+        redis.within(at, 50_000.0, 1, &four_seats).unwrap()
+    });
+    assert_same(
+        &found,
+        &local.within(at, 50_000.0, 1, &four_seats).unwrap(),
+        "the nearest in the city by radius",
+    );
+    assert_eq!(ids(&found), ids(&nearest));
+    assert!(
+        within_scripts <= nearest_scripts,
+        "{within_scripts} scripts for within(50 km, limit 1) against {nearest_scripts} for \
+         nearest(1): it paged through all {} drivers to keep one",
+        5 * SCAN_PAGE
+    );
+}
+
+/// A radius a client sends that is wider than `MAX_SEARCH_M` (a continent) with a small
+/// limit is answered as a nearest query would be, not by reading the whole fleet.
+#[test]
+fn a_continent_wide_radius_with_a_small_limit_does_not_read_the_fleet() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (redis, local) = busy_city(&server, "test:{continent-radius}");
+    let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
+    let (_, nearest_scripts) = scripts_of(&server, || redis.nearest(at, 3, &four_seats).unwrap());
+    let (found, within_scripts) = scripts_of(&server, || {
+        redis.within(at, 3_000_000.0, 3, &four_seats).unwrap()
+    });
+    assert_same(
+        &found,
+        &local.within(at, 3_000_000.0, 3, &four_seats).unwrap(),
+        "the three nearest by a continent-wide radius",
+    );
+    assert!(
+        within_scripts <= nearest_scripts,
+        "{within_scripts} scripts for within(3,000 km, limit 3) against {nearest_scripts} for \
+         nearest(3): it paged through all {} drivers to keep three",
+        5 * SCAN_PAGE
+    );
+}
+
 /// Claims name the index (the prefix) that issued them: one city's claim is refused on
 /// another city's index before any round trip, though the driver id and the version agree,
 /// and another index on the same prefix settles it.

@@ -776,3 +776,89 @@ fn an_in_memory_batch_larger_than_the_capacity_goes_through_a_sleeping_consumer(
     assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
     assert_eq!(consumer.join().unwrap(), (0..100u8).collect::<Vec<u8>>());
 }
+
+/// Waits, yielding, until `done`; fails after 30 s rather than hang the test run.
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        thread::yield_now();
+    }
+}
+
+/// A batch send dates each message's id when it stores it, as one send per message would: an
+/// id whose dedup window ended while the batch waited for room is a new message, stored, and
+/// not reported as a duplicate of a message long since acknowledged.
+#[test]
+fn a_batch_send_dates_each_id_when_it_stores_it_not_when_the_batch_began() {
+    use infra_common::sync::atomic::{AtomicBool, Ordering};
+    let window = DedupWindow::new(100).max_age(Duration::from_secs(60));
+    let (queue, clock) = memory(options().capacity(1).dedup(window));
+    let queue = Arc::new(queue);
+    queue.send(Message::new("first").id("k")).unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (queue, started) = (Arc::clone(&queue), Arc::clone(&started));
+        thread::spawn(move || {
+            // Pulling the first message tells the test the batch has begun.
+            let batch = [Message::new("filler"), Message::new("again").id("k")]
+                .into_iter()
+                .inspect(move |_| started.store(true, Ordering::SeqCst));
+            let sent: Vec<_> = queue
+                .send_many(batch)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            sent
+        })
+    };
+    until("the batch began", || started.load(Ordering::SeqCst));
+    // The window of "k" ends while the batch waits for room (the queue holds "first").
+    clock.advance(Duration::from_secs(61));
+    let first = queue.receive().unwrap();
+    assert_eq!(first.payload(), b"first");
+    queue.ack(&first).unwrap();
+    let filler = queue.receive().unwrap();
+    assert_eq!(filler.payload(), b"filler");
+    queue.ack(&filler).unwrap();
+    let sent = producer.join().unwrap();
+    assert!(
+        !sent[1].duplicate,
+        "\"again\" was sent 61 s after \"k\" was first seen (window 60 s), yet reported as a \
+         duplicate of offset {}",
+        sent[1].offset
+    );
+    assert_eq!(payloads(&queue), [b"again".to_vec()]);
+}
+
+/// A batch send pulls its messages from the caller's iterator without holding the queue: an
+/// iterator that looks at the queue (or is slow, reading its messages from elsewhere) neither
+/// deadlocks the sender nor stalls every other caller meanwhile.
+#[test]
+fn a_batch_send_does_not_hold_the_queue_while_it_pulls_messages() {
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+    let queue = Arc::new(WorkQueue::in_memory(options()).unwrap());
+    // One more than the messages sent once the batch returned.
+    let done = Arc::new(AtomicUsize::new(0));
+    {
+        let (queue, done) = (Arc::clone(&queue), Arc::clone(&done));
+        // Left running if it deadlocks; the test reports that below.
+        drop(thread::spawn(move || {
+            let batch = (0..2u8).map(|n| {
+                // Counts the backlog before producing more, say.
+                let _backlog = queue.stats().unsettled;
+                vec![n]
+            });
+            let sent = queue.send_many(batch);
+            done.store(
+                1 + sent.iter().filter(|sent| sent.is_ok()).count(),
+                Ordering::SeqCst,
+            );
+        }));
+    }
+    until(
+        "send_many returned (it pulls its next message with the queue's lock held)",
+        || done.load(Ordering::SeqCst) != 0,
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 3);
+}
