@@ -1034,10 +1034,10 @@ impl<C: Clock> Index<C> {
     /// nearest first (ties by id, as [`nearest`](Self::nearest) orders them), at most `limit`
     /// of them: the `limit` nearest when more are inside, so a full answer (`limit` drivers)
     /// may leave some out. The limit bounds the answer (and the query's memory) whatever the
-    /// radius a caller sends. A driver within a rounding
-    /// of the radius (a few units in the last place) may fall on either side of it. A driver
-    /// met twice, as it crossed cells while the query ran, is returned once, at the nearer
-    /// position.
+    /// radius a caller sends. A driver within a rounding of the radius (a few units in the last
+    /// place) may fall on either side of it. A driver met twice, as it crossed cells while the
+    /// query ran, is returned once, at the nearer position; as for `nearest`, drivers met twice
+    /// in each of the query's walks (constant churn) leave the answer that much shorter.
     ///
     /// # Errors
     ///

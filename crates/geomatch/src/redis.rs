@@ -50,9 +50,12 @@
 //! [`SCAN_PAGE`] drivers in the one script: a filter that nobody near passes, or everyone
 //! near busy, then costs pages of the fleet, never the whole city in one script (test
 //! `a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script`).
-//! [`RedisIndex::within`] pages the same way for a radius above [`MAX_SEARCH_M`] or one
-//! that holds more than [`SCAN_PAGE`] drivers (test
-//! `a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script`). Redis
+//! [`RedisIndex::within`] is the same search for its `limit` nearest, widening no further than
+//! its radius (fewer than `limit` inside a radius up to [`MAX_SEARCH_M`] is its answer), and
+//! pages the same way (tests
+//! `a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script`,
+//! `a_radius_query_with_a_small_limit_in_a_busy_city_does_not_read_the_fleet`,
+//! `a_continent_wide_radius_with_a_small_limit_does_not_read_the_fleet`). Redis
 //! runs one script at a time, so reading the fleet holds the server for one page at a time:
 //! other matchers' calls run between the pages (test
 //! `a_query_over_the_whole_fleet_reads_it_page_by_page`). The pages are not one snapshot: a
@@ -390,14 +393,16 @@ return reply
 /// The `ARGV[7]` nearest admitted drivers around `ARGV[1]`, `ARGV[2]` (lng, lat) and every
 /// admitted driver within `ARGV[8]` m of the last of them, by Redis's distance, starting
 /// from radius `ARGV[3]` m and widening up to `ARGV[9]` m, examining at most `ARGV[10]`
-/// drivers; a nil reply if that is not far enough or the budget runs out, and the client
-/// pages through the fleet instead ([`SCAN_SCRIPT`]).
+/// drivers; a nil reply if the budget runs out, or if `ARGV[9]` m is not far enough and
+/// `ARGV[11]` is `0`, and the client pages through the fleet instead ([`SCAN_SCRIPT`]). With
+/// `ARGV[11]` = `1` (a radius query, whose radius is `ARGV[9]`) fewer than `ARGV[7]` within
+/// `ARGV[9]` m is an answer: every admitted driver there.
 const NEAREST_SCRIPT: &str = concat!(
     server_now!(),
     admit!(),
     r"
 local k, margin, radius = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[3])
-local widest, budget = tonumber(ARGV[9]), tonumber(ARGV[10])
+local widest, budget, all_within = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
 local count = math.max(4 * k, 32)
 local verdicts, examined = {}, 0
 local function nearest()
@@ -424,7 +429,10 @@ local function nearest()
     end
     if beyond or (listed_all and bound and bound <= radius) then return picked end
     if listed_all then
-      if radius >= widest then return nil end
+      if radius >= widest then
+        if all_within then return picked end
+        return nil
+      end
       radius = math.min(math.max(radius * 4, bound or 0), widest)
     else
       count = count * 4
@@ -433,27 +441,6 @@ local function nearest()
 end
 local picked = nearest()
 if not picked then return false end
-",
-    reply_picked!()
-);
-
-/// Every admitted driver within `ARGV[3]` m (Redis's distance) of `ARGV[1]`, `ARGV[2]` (lng,
-/// lat); the radius is at most [`MAX_SEARCH_M`] (a wider query pages through the fleet with
-/// [`SCAN_SCRIPT`] instead). A nil reply if more than `ARGV[7]` drivers are in the radius:
-/// the client pages through the fleet then too, rather than examine them all in one script.
-const WITHIN_SCRIPT: &str = concat!(
-    server_now!(),
-    admit!(),
-    r"
-local budget = tonumber(ARGV[7])
-local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-  'BYRADIUS', ARGV[3], 'm', 'COUNT', budget + 1)
-if #found > budget then return false end
-local picked = {}
-for _, id in ipairs(found) do
-  local verdict = admit(id)
-  if verdict then picked[#picked + 1] = verdict end
-end
 ",
     reply_picked!()
 );
@@ -615,7 +602,6 @@ pub struct RedisIndex {
     claim: Script,
     settle: Script,
     nearest: Script,
-    within: Script,
     scan: Script,
 }
 
@@ -763,7 +749,6 @@ impl RedisIndex {
             claim: Script::new(CLAIM_SCRIPT, false),
             settle: Script::new(SETTLE_SCRIPT, false),
             nearest: Script::new(NEAREST_SCRIPT, true),
-            within: Script::new(WITHIN_SCRIPT, true),
             scan: Script::new(SCAN_SCRIPT, true),
         })
     }
@@ -1213,6 +1198,7 @@ impl RedisIndex {
                 GEO_MARGIN_M.to_string(),
                 MAX_SEARCH_M.to_string(),
                 SCAN_PAGE.to_string(),
+                "0".to_owned(),
             ],
         );
         let reply = self.run(
@@ -1231,8 +1217,11 @@ impl RedisIndex {
 
     /// The available, fresh drivers within `radius_m` meters (great-circle, on the crate's
     /// sphere) that pass `filter`, nearest first (ties by id), at most `limit` of them (the
-    /// nearest): the in-process index's answer, in one round trip, or one per [`SCAN_PAGE`]
-    /// drivers for a radius above [`MAX_SEARCH_M`] (holding at most `limit` plus a page).
+    /// nearest): the in-process index's answer. Searched as [`nearest`](Self::nearest)
+    /// searches for `limit` drivers, no wider than the radius, in one round trip; it pages
+    /// through the fleet, one round trip per [`SCAN_PAGE`] drivers and holding at most
+    /// `limit` plus a page, where `nearest` would: more drivers to examine than one script
+    /// may, or (for a radius above [`MAX_SEARCH_M`]) fewer than `limit` within it.
     ///
     /// # Errors
     ///
@@ -1277,22 +1266,32 @@ impl RedisIndex {
         } else {
             angle_to_chord2(reach)
         };
-        if redis_radius > MAX_SEARCH_M {
-            return self.scan_fleet(point, filter, reach_chord2, limit);
-        }
+        // Searched as `nearest` searches, no wider than the radius: a small limit costs what a
+        // nearest query of its size costs, however wide the radius. Within `MAX_SEARCH_M`,
+        // fewer than `limit` drivers inside is the answer; beyond it, only the whole fleet
+        // can say, as for `nearest`.
+        let widest = redis_radius.min(MAX_SEARCH_M);
+        let all_within = redis_radius <= MAX_SEARCH_M;
         // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
         let args = self.query_args(
             point,
-            format!("{redis_radius:.4}"),
+            format!("{:.4}", self.options.search_radius_m.min(widest)),
             filter,
-            [SCAN_PAGE.to_string()],
+            [
+                limit.to_string(),
+                GEO_MARGIN_M.to_string(),
+                format!("{widest:.4}"),
+                SCAN_PAGE.to_string(),
+                u8::from(all_within).to_string(),
+            ],
         );
         let reply = self.run(
-            &self.within,
+            &self.nearest,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         match reply {
-            // More drivers in the radius than one script examines: page through the fleet.
+            // Not enough within `MAX_SEARCH_M`, or more to examine than one script may: page
+            // through the fleet.
             Value::Nil => self.scan_fleet(point, filter, reach_chord2, limit),
             reply => {
                 let mut found = ranked(point, fields(&reply)?, reach_chord2)?;
@@ -1336,7 +1335,7 @@ impl RedisIndex {
         Ok(found)
     }
 
-    /// The arguments both query scripts take, then `extra`.
+    /// The arguments of the query script, then `extra`.
     fn query_args(
         &self,
         point: Point,

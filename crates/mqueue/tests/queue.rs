@@ -862,3 +862,33 @@ fn a_batch_send_does_not_hold_the_queue_while_it_pulls_messages() {
     );
     assert_eq!(done.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn a_durable_batch_with_a_refused_message_and_a_duplicate_stores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let options = options().max_message_bytes(8).dedup(DedupWindow::new(16));
+    {
+        let queue = durable(dir.path(), options.clone(), &clock);
+        let sent = queue.send_many([
+            Message::new("one").id("a"),
+            Message::new("far too long a message"),
+            Message::new("two"),
+            Message::new("again").id("a"),
+        ]);
+        assert_eq!(sent[0].as_ref().unwrap().offset, 0);
+        assert!(matches!(sent[1], Err(Error::MessageTooLarge { .. })));
+        assert_eq!(sent[2].as_ref().unwrap().offset, 1);
+        let duplicate = sent[3].as_ref().unwrap();
+        assert_eq!((duplicate.offset, duplicate.duplicate), (0, true));
+    }
+    let queue = durable(dir.path(), options, &clock);
+    assert_eq!(payloads(&queue), [b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[test]
+fn a_batch_receive_that_times_out_returns_nothing() {
+    let queue = WorkQueue::in_memory(options()).unwrap();
+    let batch = queue.receive_many(5, Duration::from_millis(1)).unwrap();
+    assert!(batch.is_empty());
+}

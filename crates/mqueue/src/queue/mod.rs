@@ -817,12 +817,18 @@ impl WorkQueue {
     /// [`send_many`](Self::send_many) in memory: one lock for the batch, woken receivers
     /// for what it stored before any wait for room, and after it.
     fn store_many(&self, messages: impl Iterator<Item = Message>) -> Vec<Result<Sent, Error>> {
-        let now_ms = if self.options.dedup.is_some() {
-            wall_ms(self.clock.as_ref())
-        } else {
-            0
+        // Taken from the caller before the lock: pulling them may take time, or call the queue.
+        let messages: Vec<Message> = messages.collect();
+        // Dates ids for deduplication: once for the batch, again after every wait for room.
+        let wall_now_ms = || {
+            if self.options.dedup.is_some() {
+                wall_ms(self.clock.as_ref())
+            } else {
+                0
+            }
         };
-        let mut sent = Vec::with_capacity(messages.size_hint().0);
+        let mut now_ms = wall_now_ms();
+        let mut sent = Vec::with_capacity(messages.len());
         let mut stored = 0;
         let mut state = self.state.lock();
         let mut now = self.clock.now_nanos();
@@ -849,6 +855,7 @@ impl WorkQueue {
                     };
                     state = locked;
                     now = self.clock.now_nanos();
+                    now_ms = wall_now_ms();
                     admitted
                 }
                 admitted => admitted,
@@ -1115,7 +1122,7 @@ impl WorkQueue {
         }
         let now = self.clock.now_nanos();
         let mut dead = Vec::new();
-        let mut freed = false;
+        let mut freed = 0;
         // Room for the usual small batch; a large `max` grows only as messages come.
         let mut deliveries = Vec::with_capacity(max.min(64));
         while deliveries.len() < max {
@@ -1143,7 +1150,7 @@ impl WorkQueue {
                     payload,
                 }) => {
                     state.stats.dead_lettered += 1;
-                    freed = true;
+                    freed += 1;
                     #[cfg(feature = "metrics")]
                     self.metrics.dead_lettered();
                     if self.durable.is_some() {
@@ -1157,8 +1164,8 @@ impl WorkQueue {
         #[cfg(feature = "metrics")]
         self.metrics.gauges(&state.leases, now);
         drop(state);
-        if freed {
-            // Settling a dead letter freed room.
+        // Each dead letter settled freed room for one sender.
+        for _ in 0..freed {
             self.wake_senders();
         }
         if let Some(durable) = &self.durable {
