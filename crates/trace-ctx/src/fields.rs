@@ -2,10 +2,7 @@
 //! separator eight bytes at a time: a field of 16 or 32 hex digits is crossed in two to four
 //! word steps instead of a comparison per byte.
 
-/// A byte of 1 in every lane of a word.
-const LANES: u64 = 0x0101_0101_0101_0101;
-/// The high bit of every lane of a word.
-const HIGH_BITS: u64 = LANES * 0x80;
+use crate::id::{HIGH_BITS, LANES};
 
 /// The position of the first `needle` in `haystack`.
 #[inline]
@@ -65,6 +62,33 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// The pieces of `text` between the ASCII byte `separator`, as `str::split` yields them
+/// (an ASCII separator only ever falls between characters).
+pub(crate) fn split_text(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(separator.is_ascii());
+    let mut next_start = Some(0);
+    std::iter::from_fn(move || {
+        let start = next_start?;
+        match find_byte(&text.as_bytes()[start..], separator) {
+            Some(at) => {
+                next_start = Some(start + at + 1);
+                Some(&text[start..start + at])
+            }
+            None => {
+                next_start = None;
+                Some(&text[start..])
+            }
+        }
+    })
+}
+
+/// `text` before and after the first ASCII byte `separator`, as `str::split_once` splits it.
+pub(crate) fn split_text_once(text: &str, separator: u8) -> Option<(&str, &str)> {
+    debug_assert!(separator.is_ascii());
+    let at = find_byte(text.as_bytes(), separator)?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
@@ -90,6 +114,20 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn text_splits_as_the_standard_library_does(
+            text in "[-:;,= a\u{e9}\u{1f600}]{0,30}",
+            separator in proptest::sample::select(&b",;=-"[..]),
+        ) {
+            let ours: Vec<&str> = split_text(&text, separator).collect();
+            let expected: Vec<&str> = text.split(char::from(separator)).collect();
+            prop_assert_eq!(ours, expected);
+            prop_assert_eq!(
+                split_text_once(&text, separator),
+                text.split_once(char::from(separator))
+            );
+        }
+
         #[test]
         fn fields_split_as_the_standard_library_does(
             value in proptest::collection::vec(

@@ -291,13 +291,35 @@ impl fmt::Debug for TraceFlags {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes `bytes` as lowercase hex into `out`, which is twice as long.
+/// Writes `bytes` as lowercase hex into `out`, which is twice as long: four bytes at a time
+/// as one word ([`hex_word`]), the rest digit by digit from a table.
 pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     debug_assert_eq!(out.len(), bytes.len() * 2);
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+    let mut groups = bytes.chunks_exact(4);
+    let mut words = out.chunks_exact_mut(8);
+    for (group, word) in (&mut groups).zip(&mut words) {
+        let group: [u8; 4] = group.try_into().unwrap_or_default();
+        word.copy_from_slice(&hex_word(u32::from_be_bytes(group)));
+    }
+    let pairs = words.into_remainder().chunks_exact_mut(2);
+    for (byte, pair) in groups.remainder().iter().zip(pairs) {
         pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
         pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
     }
+}
+
+/// The eight lowercase hex digits of `value`, most significant first, computed in one 64-bit
+/// word: each nibble is spread into a byte of its own and turned into its digit there.
+#[inline(always)]
+fn hex_word(value: u32) -> [u8; 8] {
+    let spread = u64::from(value);
+    let spread = (spread | (spread << 16)) & 0x0000_ffff_0000_ffff;
+    let spread = (spread | (spread << 8)) & 0x00ff_00ff_00ff_00ff;
+    let nibbles = (spread | (spread << 4)) & (LANES * 0x0f);
+    // 0x76 added to a nibble sets its byte's high bit iff the nibble is 10 or more.
+    let letters = ((nibbles + LANES * 0x76) >> 7) & LANES;
+    let digits = nibbles + LANES * u64::from(b'0') + letters * u64::from(b'a' - b'0' - 10);
+    digits.to_be_bytes()
 }
 
 /// The value of one lowercase hex digit.
@@ -358,9 +380,9 @@ fn parse_hex_u64(digits: &[u8], table: &[u8; 256]) -> Option<u64> {
 }
 
 /// A byte of 1 in every lane of a word.
-const LANES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LANES: u64 = 0x0101_0101_0101_0101;
 /// The high bit of every lane of a word.
-const HIGH_BITS: u64 = LANES * 0x80;
+pub(crate) const HIGH_BITS: u64 = LANES * 0x80;
 
 /// For every byte of `word` below 0x80, its high bit set iff the byte is in `low..=high`
 /// (the additions cannot carry into the next byte for such bytes); other bits clear. Bytes
@@ -605,6 +627,31 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Hex writing, word at a time and digit by digit, against the standard formatter.
+        #[test]
+        fn hex_writing_agrees_with_the_standard_formatter(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20)
+        ) {
+            let mut out = vec![0; bytes.len() * 2];
+            write_hex(&bytes, &mut out);
+            let expected: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            proptest::prop_assert_eq!(ascii(&out), expected);
+        }
+    }
+
+    #[test]
+    fn hex_words_hold_every_digit_in_every_position() {
+        for digit in 0..16u32 {
+            for position in 0..8 {
+                let value = digit << (4 * position);
+                assert_eq!(ascii(&hex_word(value)), format!("{value:08x}"));
+                let value = !value;
+                assert_eq!(ascii(&hex_word(value)), format!("{value:08x}"));
             }
         }
     }
