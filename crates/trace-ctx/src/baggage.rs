@@ -48,11 +48,16 @@ impl BaggageEntry {
             })
     }
 
+    /// The length [`write_entry`] writes, counted without writing: each byte of the value
+    /// that is escaped takes three characters.
     fn encoded_len(&self) -> usize {
-        let mut counter = Counter(0);
-        // Writing into a counter cannot fail.
-        let _ = write_entry(&mut counter, self);
-        counter.0
+        let escaped = self.value.bytes().filter(|&byte| is_escaped(byte)).count();
+        let properties = if self.properties.is_empty() {
+            0
+        } else {
+            1 + self.properties.len()
+        };
+        self.key.len() + 1 + self.value.len() + 2 * escaped + properties
     }
 }
 
@@ -290,15 +295,6 @@ impl std::str::FromStr for Baggage {
     }
 }
 
-struct Counter(usize);
-
-impl fmt::Write for Counter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0 += s.len();
-        Ok(())
-    }
-}
-
 fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
     out.write_str(&entry.key)?;
     out.write_char('=')?;
@@ -319,7 +315,7 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
     let bytes = value.as_bytes();
     let mut plain_start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
-        if is_baggage_octet(byte) && byte != b'%' && byte != b'=' {
+        if !is_escaped(byte) {
             continue;
         }
         // Plain runs hold only baggage octets, which are ASCII.
@@ -330,6 +326,11 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
         plain_start = i + 1;
     }
     out.write_str(crate::id::ascii(&bytes[plain_start..]))
+}
+
+/// Whether [`write_percent_encoded`] writes `byte` as a `%XX` escape.
+fn is_escaped(byte: u8) -> bool {
+    !is_baggage_octet(byte) || byte == b'%' || byte == b'='
 }
 
 /// Percent-decodes `raw`; malformed escapes are an error, invalid UTF-8 becomes U+FFFD.
@@ -597,7 +598,10 @@ mod tests {
                     props.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
                 baggage.insert_with_properties(key, value, &props).unwrap();
             }
-            let reparsed = Baggage::parse(&baggage.to_string()).unwrap();
+            // The counted length is what is written, escapes included.
+            let header = baggage.to_string();
+            prop_assert_eq!(baggage.encoded_len(), header.len());
+            let reparsed = Baggage::parse(&header).unwrap();
             prop_assert_eq!(reparsed, baggage);
         }
     }
