@@ -91,6 +91,7 @@ impl TraceId {
     }
 
     /// Writes the 32 lowercase hex characters into `out`.
+    #[inline]
     pub fn write_hex(self, out: &mut [u8; 32]) {
         write_hex(&self.to_bytes(), out);
     }
@@ -162,6 +163,7 @@ impl SpanId {
     }
 
     /// Writes the 16 lowercase hex characters into `out`.
+    #[inline]
     pub fn write_hex(self, out: &mut [u8; 16]) {
         write_hex(&self.to_bytes(), out);
     }
@@ -292,7 +294,9 @@ impl fmt::Debug for TraceFlags {
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes `bytes` as lowercase hex into `out`, which is twice as long: four bytes at a time
-/// as one word ([`hex_word`]), the rest digit by digit from a table.
+/// as one word ([`hex_word`]), the rest digit by digit from a table. Inlined, so that each
+/// caller's fixed id length unrolls the loops.
+#[inline]
 pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     debug_assert_eq!(out.len(), bytes.len() * 2);
     let mut groups = bytes.chunks_exact(4);
