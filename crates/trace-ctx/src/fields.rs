@@ -1,6 +1,6 @@
-//! Splitting a header value on a one-byte separator (B3's `-`, Jaeger's `:`), looking for the
-//! separator eight bytes at a time: a field of 16 or 32 hex digits is crossed in two to four
-//! word steps instead of a comparison per byte.
+//! Splitting a header value on a one-byte separator (B3's `-`, Jaeger's `:`, baggage's `,`,
+//! `;` and `=`), looking for the separator eight bytes at a time: a field of 16 or 32 hex
+//! digits is crossed in two to four word steps instead of a comparison per byte.
 
 use crate::id::{HIGH_BITS, LANES};
 
