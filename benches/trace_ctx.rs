@@ -73,14 +73,23 @@ fn propagation_pair(
             format!("trace_ctx/{name}_inject"),
         )
     };
+    // Each extracted context is handed to `std::hint::black_box` and dropped inside the
+    // routine. Returned to criterion instead, it would pass through criterion 0.5's
+    // `black_box`, a volatile read that copies the value one byte at a time: a cost that
+    // grows with the size of each side's `Context` (ours is larger, holding the span context
+    // inline) and that no caller pays.
     let mut group = c.benchmark_group(extract);
-    group.bench_function("infra", |b| b.iter(|| ours.extract(black_box(headers))));
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            black_box(ours.extract(black_box(headers)));
+        });
+    });
     group.bench_function("opentelemetry", |b| {
         b.iter(|| {
-            theirs.extract_with_context(
+            black_box(theirs.extract_with_context(
                 &opentelemetry::Context::new(),
                 &HeaderExtractor(black_box(headers)),
-            )
+            ));
         });
     });
     group.finish();
@@ -166,15 +175,18 @@ fn jaeger(c: &mut Criterion) {
     let headers = request(&[("uber-trace-id", UBER_TRACE_ID)]);
     let theirs = opentelemetry_jaeger_propagator::Propagator::new();
     let mut group = c.benchmark_group("trace_ctx/jaeger_extract");
+    // Contexts go to `std::hint::black_box`, as in `propagation_pair`.
     group.bench_function("infra", |b| {
-        b.iter(|| JaegerPropagator.extract(black_box(&headers)));
+        b.iter(|| {
+            black_box(JaegerPropagator.extract(black_box(&headers)));
+        });
     });
     group.bench_function("opentelemetry", |b| {
         b.iter(|| {
-            theirs.extract_with_context(
+            black_box(theirs.extract_with_context(
                 &opentelemetry_032::Context::new(),
                 &HeaderReader032(black_box(&headers)),
-            )
+            ));
         });
     });
     group.finish();

@@ -15,6 +15,7 @@
 use std::fmt;
 
 use crate::carrier::{Extractor, Injector, trim_ows};
+use crate::fields::Fields;
 use crate::id::parse_lower_hex_u128;
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
@@ -83,8 +84,7 @@ impl B3 {
                 sampling: Some(sampling),
             });
         }
-        // Split on the byte: a plain loop beats a substring search over fields this short.
-        let mut fields = value.split(|&byte| byte == b'-');
+        let mut fields = Fields::new(value, b'-');
         let trace_id = parse_trace_id(fields.next().unwrap_or_default())?;
         let span_id = parse_span_id(
             fields

@@ -14,6 +14,7 @@
 use std::fmt;
 
 use crate::Error;
+use crate::fields::{split_text, split_text_once};
 use crate::id::any_hex_value;
 
 /// One baggage member: key, decoded value and its properties (metadata).
@@ -47,11 +48,16 @@ impl BaggageEntry {
             })
     }
 
+    /// The length [`write_entry`] writes, counted without writing: each byte of the value
+    /// that is escaped takes three characters.
     fn encoded_len(&self) -> usize {
-        let mut counter = Counter(0);
-        // Writing into a counter cannot fail.
-        let _ = write_entry(&mut counter, self);
-        counter.0
+        let escaped = self.value.bytes().filter(|&byte| is_escaped(byte)).count();
+        let properties = if self.properties.is_empty() {
+            0
+        } else {
+            1 + self.properties.len()
+        };
+        self.key.len() + 1 + self.value.len() + 2 * escaped + properties
     }
 }
 
@@ -119,8 +125,8 @@ impl Baggage {
         // The encoded length is carried along rather than recounted per member, which made
         // a header's extraction quadratic in its members.
         let mut encoded_len = merged.encoded_len();
-        for member in header.split(',') {
-            let member = member.trim_matches(is_ows);
+        for member in split_text(header, b',') {
+            let member = trim_ows_text(member);
             if member.is_empty() {
                 continue;
             }
@@ -289,15 +295,6 @@ impl std::str::FromStr for Baggage {
     }
 }
 
-struct Counter(usize);
-
-impl fmt::Write for Counter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0 += s.len();
-        Ok(())
-    }
-}
-
 fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
     out.write_str(&entry.key)?;
     out.write_char('=')?;
@@ -318,7 +315,7 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
     let bytes = value.as_bytes();
     let mut plain_start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
-        if is_baggage_octet(byte) && byte != b'%' && byte != b'=' {
+        if !is_escaped(byte) {
             continue;
         }
         // Plain runs hold only baggage octets, which are ASCII.
@@ -329,6 +326,11 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
         plain_start = i + 1;
     }
     out.write_str(crate::id::ascii(&bytes[plain_start..]))
+}
+
+/// Whether [`write_percent_encoded`] writes `byte` as a `%XX` escape.
+fn is_escaped(byte: u8) -> bool {
+    !is_baggage_octet(byte) || byte == b'%' || byte == b'='
 }
 
 /// Percent-decodes `raw`; malformed escapes are an error, invalid UTF-8 becomes U+FFFD.
@@ -350,25 +352,28 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
             i += 1;
         }
     }
-    Some(String::from_utf8_lossy(&decoded).into_owned())
+    // Valid UTF-8, the usual case, becomes the `String` without a second copy.
+    Some(
+        String::from_utf8(decoded)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
-    let mut parts = member.split(';');
+    let mut parts = split_text(member, b';');
     let pair = parts.next().unwrap_or_default();
-    let (key, value) = pair
-        .split_once('=')
-        .ok_or(Error::Baggage("a member is key=value"))?;
-    let key = key.trim_matches(is_ows);
-    let value = value.trim_matches(is_ows);
+    let (key, value) =
+        split_text_once(pair, b'=').ok_or(Error::Baggage("a member is key=value"))?;
+    let key = trim_ows_text(key);
+    let value = trim_ows_text(value);
     validate_token(key)?;
     validate_octets(value)?;
     let value = percent_decode(value).ok_or(Error::Baggage("a malformed percent escape"))?;
     let mut properties = String::new();
     for property in parts {
-        let property = property.trim_matches(is_ows);
-        let (name, value) = match property.split_once('=') {
-            Some((name, value)) => (name.trim_matches(is_ows), Some(value.trim_matches(is_ows))),
+        let property = trim_ows_text(property);
+        let (name, value) = match split_text_once(property, b'=') {
+            Some((name, value)) => (trim_ows_text(name), Some(trim_ows_text(value))),
             None => (property, None),
         };
         validate_token(name)?;
@@ -389,8 +394,17 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
     })
 }
 
-fn is_ows(c: char) -> bool {
-    c == ' ' || c == '\t'
+/// `text` without the spaces and tabs around it, looked for byte by byte (both are ASCII,
+/// so the rest starts and ends between characters).
+fn trim_ows_text(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let is_ows = |byte: &u8| *byte == b' ' || *byte == b'\t';
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |last| last + 1);
+    &text[start..end]
 }
 
 /// An RFC 7230 `tchar`.
@@ -584,7 +598,10 @@ mod tests {
                     props.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
                 baggage.insert_with_properties(key, value, &props).unwrap();
             }
-            let reparsed = Baggage::parse(&baggage.to_string()).unwrap();
+            // The counted length is what is written, escapes included.
+            let header = baggage.to_string();
+            prop_assert_eq!(baggage.encoded_len(), header.len());
+            let reparsed = Baggage::parse(&header).unwrap();
             prop_assert_eq!(reparsed, baggage);
         }
     }

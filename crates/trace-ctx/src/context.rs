@@ -265,6 +265,7 @@ impl Context {
     }
 
     /// Sets or clears the span context.
+    #[inline]
     pub fn set_span(&mut self, span: Option<SpanContext>) {
         self.span = span;
     }
@@ -278,6 +279,7 @@ impl Context {
     }
 
     /// Sets or clears the sampling decision received without a span context.
+    #[inline]
     pub fn set_sampling_state(&mut self, sampling: Option<SamplingState>) {
         self.sampling = sampling;
     }
@@ -288,6 +290,7 @@ impl Context {
     }
 
     /// Mutable access to the baggage.
+    #[inline]
     pub fn baggage_mut(&mut self) -> &mut Baggage {
         &mut self.baggage
     }

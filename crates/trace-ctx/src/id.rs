@@ -91,6 +91,7 @@ impl TraceId {
     }
 
     /// Writes the 32 lowercase hex characters into `out`.
+    #[inline]
     pub fn write_hex(self, out: &mut [u8; 32]) {
         write_hex(&self.to_bytes(), out);
     }
@@ -162,6 +163,7 @@ impl SpanId {
     }
 
     /// Writes the 16 lowercase hex characters into `out`.
+    #[inline]
     pub fn write_hex(self, out: &mut [u8; 16]) {
         write_hex(&self.to_bytes(), out);
     }
@@ -291,13 +293,37 @@ impl fmt::Debug for TraceFlags {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes `bytes` as lowercase hex into `out`, which is twice as long.
+/// Writes `bytes` as lowercase hex into `out`, which is twice as long: four bytes at a time
+/// as one word ([`hex_word`]), the rest digit by digit from a table. Inlined, so that each
+/// caller's fixed id length unrolls the loops.
+#[inline]
 pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     debug_assert_eq!(out.len(), bytes.len() * 2);
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+    let mut groups = bytes.chunks_exact(4);
+    let mut words = out.chunks_exact_mut(8);
+    for (group, word) in (&mut groups).zip(&mut words) {
+        let group: [u8; 4] = group.try_into().unwrap_or_default();
+        word.copy_from_slice(&hex_word(u32::from_be_bytes(group)));
+    }
+    let pairs = words.into_remainder().chunks_exact_mut(2);
+    for (byte, pair) in groups.remainder().iter().zip(pairs) {
         pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
         pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
     }
+}
+
+/// The eight lowercase hex digits of `value`, most significant first, computed in one 64-bit
+/// word: each nibble is spread into a byte of its own and turned into its digit there.
+#[inline(always)]
+fn hex_word(value: u32) -> [u8; 8] {
+    let spread = u64::from(value);
+    let spread = (spread | (spread << 16)) & 0x0000_ffff_0000_ffff;
+    let spread = (spread | (spread << 8)) & 0x00ff_00ff_00ff_00ff;
+    let nibbles = (spread | (spread << 4)) & (LANES * 0x0f);
+    // 0x76 added to a nibble sets its byte's high bit iff the nibble is 10 or more.
+    let letters = ((nibbles + LANES * 0x76) >> 7) & LANES;
+    let digits = nibbles + LANES * u64::from(b'0') + letters * u64::from(b'a' - b'0' - 10);
+    digits.to_be_bytes()
 }
 
 /// The value of one lowercase hex digit.
@@ -342,9 +368,9 @@ const fn hex_value_table(upper: bool) -> [u8; 256] {
 const LOWER_HEX_VALUE: [u8; 256] = hex_value_table(false);
 const ANY_HEX_VALUE: [u8; 256] = hex_value_table(true);
 
-/// Parses up to 16 hex digits with `table`. Branch-free over the digits: invalid ones are
-/// detected once at the end from the OR of their table entries. Always inlined, so the
-/// fields of one header (each id, each half of a trace id) are decoded side by side.
+/// Parses up to 16 hex digits with `table`, one at a time. Branch-free over the digits:
+/// invalid ones are detected once at the end from the OR of their table entries. Reads the
+/// digits in front of the last whole groups of eight, which [`parse_hex_word`] reads.
 #[inline(always)]
 fn parse_hex_u64(digits: &[u8], table: &[u8; 256]) -> Option<u64> {
     let mut value = 0u64;
@@ -357,31 +383,72 @@ fn parse_hex_u64(digits: &[u8], table: &[u8; 256]) -> Option<u64> {
     (invalid & 0xf0 == 0).then_some(value)
 }
 
-/// Parses 1 to 32 hex digits with `table`.
+/// A byte of 1 in every lane of a word.
+pub(crate) const LANES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of every lane of a word.
+pub(crate) const HIGH_BITS: u64 = LANES * 0x80;
+
+/// For every byte of `word` below 0x80, its high bit set iff the byte is in `low..=high`
+/// (the additions cannot carry into the next byte for such bytes); other bits clear. Bytes
+/// from 0x80 up may carry (the result is then meaningless, and the caller rejects the word).
 #[inline(always)]
-fn parse_hex_u128(digits: &[u8], table: &[u8; 256]) -> Option<u128> {
-    match digits.len() {
-        0 | 33.. => None,
-        1..=16 => parse_hex_u64(digits, table).map(u128::from),
-        len => {
-            let (high, low) = digits.split_at(len - 16);
-            let high = parse_hex_u64(high, table)?;
-            let low = parse_hex_u64(low, table)?;
-            Some((u128::from(high) << 64) | u128::from(low))
-        }
+const fn bytes_within(word: u64, low: u8, high: u8) -> u64 {
+    let at_least_low = word.wrapping_add(LANES * (0x80 - low as u64));
+    let above_high = word.wrapping_add(LANES * (0x7f - high as u64));
+    at_least_low & !above_high & HIGH_BITS
+}
+
+/// Parses eight hex digits, most significant first, as one 64-bit word: a handful of word
+/// operations check and combine all eight, where a table takes a load per digit (the ids of
+/// every format are mostly whole groups of eight). Uppercase letters count only with `upper`.
+#[inline(always)]
+fn parse_hex_word(digits: [u8; 8], upper: bool) -> Option<u32> {
+    let word = u64::from_be_bytes(digits);
+    let mut hex = bytes_within(word, b'0', b'9') | bytes_within(word, b'a', b'f');
+    if upper {
+        hex |= bytes_within(word, b'A', b'F');
     }
+    // A byte from 0x80 up is never a digit (and `bytes_within` says nothing about it).
+    if word & HIGH_BITS != 0 || hex != HIGH_BITS {
+        return None;
+    }
+    // A digit's low four bits are its value; a letter (bit 6 set) is worth 9 more.
+    let nibbles = (word & (LANES * 0x0f)) + ((word >> 6) & LANES) * 9;
+    // Pack neighbours together: nibbles into bytes, bytes into 16-bit halves, then those.
+    let bytes = ((nibbles >> 4) | nibbles) & 0x00ff_00ff_00ff_00ff;
+    let halves = ((bytes >> 8) | bytes) & 0x0000_ffff_0000_ffff;
+    // The packing leaves the value in the low 32 bits.
+    #[allow(clippy::cast_possible_truncation)]
+    let value = ((halves >> 16) | halves) as u32;
+    Some(value)
+}
+
+/// Parses 1 to 32 hex digits: the digits in front of the last whole groups of eight one at a
+/// time with `table`, then each group of eight as a word.
+#[inline(always)]
+fn parse_hex_u128(digits: &[u8], table: &[u8; 256], upper: bool) -> Option<u128> {
+    if digits.is_empty() || digits.len() > 32 {
+        return None;
+    }
+    let (head, groups) = digits.split_at(digits.len() % 8);
+    let mut value = u128::from(parse_hex_u64(head, table)?);
+    for group in groups.chunks_exact(8) {
+        let group: [u8; 8] = group.try_into().ok()?;
+        value = (value << 32) | u128::from(parse_hex_word(group, upper)?);
+    }
+    Some(value)
 }
 
 /// Parses 1 to 32 lowercase hex digits.
 #[inline]
 pub(crate) fn parse_lower_hex_u128(digits: &[u8]) -> Option<u128> {
-    parse_hex_u128(digits, &LOWER_HEX_VALUE)
+    parse_hex_u128(digits, &LOWER_HEX_VALUE, false)
 }
 
 /// Parses 1 to 32 hex digits of either case.
 #[inline]
 pub(crate) fn parse_any_hex_u128(digits: &[u8]) -> Option<u128> {
-    parse_hex_u128(digits, &ANY_HEX_VALUE)
+    parse_hex_u128(digits, &ANY_HEX_VALUE, true)
 }
 
 /// Views bytes this crate wrote itself (hex digits and header punctuation) as text.
@@ -541,6 +608,55 @@ mod tests {
             proptest::prop_assert_eq!(parse_lower_hex_u128(digits.as_bytes()), expected);
             let upper = digits.to_ascii_uppercase();
             proptest::prop_assert_eq!(parse_any_hex_u128(upper.as_bytes()), expected);
+        }
+    }
+
+    /// The word parser against the one-digit-at-a-time reference, with every byte value in
+    /// every position of a group of eight (the other seven valid digits of both kinds).
+    #[test]
+    fn word_parsing_agrees_with_the_digit_tables_on_every_byte() {
+        for background in [*b"0123abcd", *b"9f8e7d6c", *b"ABCDEF09"] {
+            for position in 0..8 {
+                for byte in 0..=u8::MAX {
+                    let mut digits = background;
+                    digits[position] = byte;
+                    for (upper, table) in [(false, &LOWER_HEX_VALUE), (true, &ANY_HEX_VALUE)] {
+                        let reference = parse_hex_u64(&digits, table).map(|value| {
+                            u32::try_from(value).expect("eight digits fit in 32 bits")
+                        });
+                        assert_eq!(
+                            parse_hex_word(digits, upper),
+                            reference,
+                            "{digits:?}, uppercase allowed: {upper}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Hex writing, word at a time and digit by digit, against the standard formatter.
+        #[test]
+        fn hex_writing_agrees_with_the_standard_formatter(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20)
+        ) {
+            let mut out = vec![0; bytes.len() * 2];
+            write_hex(&bytes, &mut out);
+            let expected: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            proptest::prop_assert_eq!(ascii(&out), expected);
+        }
+    }
+
+    #[test]
+    fn hex_words_hold_every_digit_in_every_position() {
+        for digit in 0..16u32 {
+            for position in 0..8 {
+                let value = digit << (4 * position);
+                assert_eq!(ascii(&hex_word(value)), format!("{value:08x}"));
+                let value = !value;
+                assert_eq!(ascii(&hex_word(value)), format!("{value:08x}"));
+            }
         }
     }
 

@@ -30,6 +30,7 @@ impl<const N: usize> InlineText<N> {
     }
 
     /// Appends `bytes` as lowercase hex, two digits each.
+    #[inline]
     pub(crate) fn push_hex(&mut self, bytes: &[u8]) {
         let end = self.len + 2 * bytes.len();
         write_hex(bytes, &mut self.bytes[self.len..end]);

@@ -20,6 +20,7 @@ use std::fmt;
 
 use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
 use crate::carrier::{Extractor, Injector, trim_ows};
+use crate::fields::{Fields, find_byte};
 use crate::id::parse_any_hex_u128;
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
@@ -77,14 +78,13 @@ impl JaegerHeader {
         let value = trim_ows(value);
         // Only the URL-encoded form allocates: its `%3A` separators become `:`.
         let decoded;
-        let value = if value.contains(&b'%') {
+        let value = if find_byte(value, b'%').is_some() {
             decoded = decode_separators(value);
             &decoded
         } else {
             value
         };
-        // Split on the byte: a plain loop beats a substring search over fields this short.
-        let mut fields = value.split(|&byte| byte == b':');
+        let mut fields = Fields::new(value, b':');
         let mut next = |max: usize, what: &'static str| -> Result<u128, Error> {
             let field = fields
                 .next()

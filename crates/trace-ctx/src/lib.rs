@@ -63,6 +63,7 @@ mod carrier;
 mod context;
 mod error;
 mod export;
+mod fields;
 #[cfg(feature = "tokio")]
 mod future;
 mod id;

@@ -1,0 +1,144 @@
+//! Splitting a header value on a one-byte separator (B3's `-`, Jaeger's `:`, baggage's `,`,
+//! `;` and `=`), looking for the separator eight bytes at a time: a field of 16 or 32 hex
+//! digits is crossed in two to four word steps instead of a comparison per byte.
+
+use crate::id::{HIGH_BITS, LANES};
+
+/// The position of the first `needle` in `haystack`.
+#[inline]
+pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    let mut words = haystack.chunks_exact(8);
+    let mut start = 0;
+    for word in &mut words {
+        let word: [u8; 8] = word.try_into().ok()?;
+        // Bytes equal to the needle become zero; the lowest lane whose high bit the
+        // subtraction sets is the first zero byte (a borrow only ever marks lanes above a
+        // true zero, never below it).
+        let equal = u64::from_le_bytes(word) ^ (LANES * u64::from(needle));
+        let zeros = equal.wrapping_sub(LANES) & !equal & HIGH_BITS;
+        if zeros != 0 {
+            return Some(start + zeros.trailing_zeros() as usize / 8);
+        }
+        start += 8;
+    }
+    let tail = words.remainder();
+    tail.iter()
+        .position(|&byte| byte == needle)
+        .map(|at| start + at)
+}
+
+/// The fields of a value separated by `separator`, as `<[u8]>::split` yields them (an empty
+/// value is one empty field; a separator at either end makes an empty field there).
+pub(crate) struct Fields<'a> {
+    rest: Option<&'a [u8]>,
+    separator: u8,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) const fn new(value: &'a [u8], separator: u8) -> Self {
+        Self {
+            rest: Some(value),
+            separator,
+        }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match find_byte(rest, self.separator) {
+            Some(at) => {
+                self.rest = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// The pieces of `text` between the ASCII byte `separator`, as `str::split` yields them
+/// (an ASCII separator only ever falls between characters).
+pub(crate) fn split_text(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(separator.is_ascii());
+    let mut next_start = Some(0);
+    std::iter::from_fn(move || {
+        let start = next_start?;
+        match find_byte(&text.as_bytes()[start..], separator) {
+            Some(at) => {
+                next_start = Some(start + at + 1);
+                Some(&text[start..start + at])
+            }
+            None => {
+                next_start = None;
+                Some(&text[start..])
+            }
+        }
+    })
+}
+
+/// `text` before and after the first ASCII byte `separator`, as `str::split_once` splits it.
+pub(crate) fn split_text_once(text: &str, separator: u8) -> Option<(&str, &str)> {
+    debug_assert!(separator.is_ascii());
+    let at = find_byte(text.as_bytes(), separator)?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_every_byte_in_every_position() {
+        for len in 0..=20u8 {
+            for at in 0..len {
+                for needle in 0..=u8::MAX {
+                    // Fill with the bytes around the needle, the likeliest to confuse lanes.
+                    let mut haystack: Vec<u8> = (0..len).map(|i| needle ^ (1 + i % 3)).collect();
+                    assert_eq!(find_byte(&haystack, needle), None);
+                    haystack[usize::from(at)] = needle;
+                    assert_eq!(
+                        find_byte(&haystack, needle),
+                        Some(usize::from(at)),
+                        "{haystack:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn text_splits_as_the_standard_library_does(
+            text in "[-:;,= a\u{e9}\u{1f600}]{0,30}",
+            separator in proptest::sample::select(&b",;=-"[..]),
+        ) {
+            let ours: Vec<&str> = split_text(&text, separator).collect();
+            let expected: Vec<&str> = text.split(char::from(separator)).collect();
+            prop_assert_eq!(ours, expected);
+            prop_assert_eq!(
+                split_text_once(&text, separator),
+                text.split_once(char::from(separator))
+            );
+        }
+
+        #[test]
+        fn fields_split_as_the_standard_library_does(
+            value in proptest::collection::vec(
+                proptest::sample::select(&b"-:-:0a\x00\x80\xff"[..]),
+                0..40,
+            ),
+            separator in proptest::sample::select(&b"-:a\x00\x80"[..]),
+        ) {
+            let ours: Vec<&[u8]> = Fields::new(&value, separator).collect();
+            let expected: Vec<&[u8]> = value.split(|&byte| byte == separator).collect();
+            prop_assert_eq!(ours, expected);
+        }
+    }
+}
