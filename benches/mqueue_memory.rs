@@ -33,6 +33,29 @@ fn rounds(iters: u64, mut round: impl FnMut() -> Duration) -> Duration {
     (0..iters).map(|_| round()).sum()
 }
 
+/// One round of a work queue whose consumer receives in batches of up to `BATCH` and acks each
+/// batch in one call, while `produce` sends `MESSAGES` on another thread.
+fn batched_round(produce: impl Fn(&WorkQueue) + Sync) -> Duration {
+    let queue =
+        WorkQueue::in_memory(QueueOptions::default().capacity(CAPACITY)).expect("valid options");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| produce(&queue));
+        let mut received = 0;
+        while received < MESSAGES {
+            let batch = queue.receive_many(BATCH, MAX_DURATION).expect("open");
+            for delivery in &batch {
+                black_box(delivery.payload());
+            }
+            for acked in queue.ack_many(batch.iter().map(Delivery::receipt)) {
+                acked.expect("current lease");
+            }
+            received += batch.len() as u64;
+        }
+    });
+    start.elapsed()
+}
+
 fn memory(c: &mut Criterion) {
     let mut group = c.benchmark_group("mqueue/memory");
     group.sample_size(10);
@@ -68,28 +91,11 @@ fn memory(c: &mut Criterion) {
     group.bench_function("infra_batched_consumer", |b| {
         b.iter_custom(|iters| {
             rounds(iters, || {
-                let queue = WorkQueue::in_memory(QueueOptions::default().capacity(CAPACITY))
-                    .expect("valid options");
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    scope.spawn(|| {
-                        for _ in 0..MESSAGES {
-                            queue.send(payload.clone()).expect("open");
-                        }
-                    });
-                    let mut received = 0;
-                    while received < MESSAGES {
-                        let batch = queue.receive_many(BATCH, MAX_DURATION).expect("open");
-                        for delivery in &batch {
-                            black_box(delivery.payload());
-                        }
-                        for acked in queue.ack_many(batch.iter().map(Delivery::receipt)) {
-                            acked.expect("current lease");
-                        }
-                        received += batch.len() as u64;
+                batched_round(|queue| {
+                    for _ in 0..MESSAGES {
+                        queue.send(payload.clone()).expect("open");
                     }
-                });
-                start.elapsed()
+                })
             })
         });
     });
@@ -98,31 +104,14 @@ fn memory(c: &mut Criterion) {
     group.bench_function("infra_batched", |b| {
         b.iter_custom(|iters| {
             rounds(iters, || {
-                let queue = WorkQueue::in_memory(QueueOptions::default().capacity(CAPACITY))
-                    .expect("valid options");
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    scope.spawn(|| {
-                        for _ in 0..MESSAGES / BATCH as u64 {
-                            let batch = (0..BATCH).map(|_| payload.clone());
-                            for sent in queue.send_many(batch) {
-                                sent.expect("open");
-                            }
+                batched_round(|queue| {
+                    for _ in 0..MESSAGES / BATCH as u64 {
+                        let batch = (0..BATCH).map(|_| payload.clone());
+                        for sent in queue.send_many(batch) {
+                            sent.expect("open");
                         }
-                    });
-                    let mut received = 0;
-                    while received < MESSAGES {
-                        let batch = queue.receive_many(BATCH, MAX_DURATION).expect("open");
-                        for delivery in &batch {
-                            black_box(delivery.payload());
-                        }
-                        for acked in queue.ack_many(batch.iter().map(Delivery::receipt)) {
-                            acked.expect("current lease");
-                        }
-                        received += batch.len() as u64;
                     }
-                });
-                start.elapsed()
+                })
             })
         });
     });
