@@ -4,8 +4,9 @@
 //! its own lock; a key's hash picks its shard. Each shard runs adaptive W-TinyLFU (see
 //! `shard.rs` for the policy and the papers it follows): a small LRU window admits new
 //! entries, a frequency sketch decides which of a window leaver and the main space's
-//! least-recently-used entry is worth keeping, and ghosts of recently evicted keys resize the
-//! window to whatever the workload rewards.
+//! least-recently-used entry is worth keeping (a rejected key that soon returns may enter
+//! anyway, while that pays), and ghosts of recently evicted keys resize the window to whatever
+//! the workload rewards.
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,6 +26,7 @@
 //! ```
 
 mod ghost;
+mod readmission;
 mod shard;
 mod sketch;
 

@@ -9,7 +9,9 @@
 //!   **probation** and a **protected** queue (80 % of the main space). The candidate duels the
 //!   probation queue's least recently used entry, the *victim*: the one with the higher
 //!   estimated frequency ([`FrequencySketch`]) stays. Ties evict the candidate, which is what
-//!   makes one-pass scans unable to flush the cache.
+//!   makes one-pass scans unable to flush the cache. A key the duel rejected that comes back
+//!   soon may enter anyway, while doing so pays ([`Readmission`]): that is how a new working
+//!   set gets past main entries whose counts are high but stale.
 //! - A hit in probation promotes the entry to protected; protected overflow is demoted back to
 //!   probation's most recently used end.
 //! - **Ghosts adapt the window's share**, as ARC (Megiddo and Modha, FAST 2003) adapts its
@@ -29,6 +31,7 @@
 use hashbrown::HashTable;
 
 use super::ghost::Ghost;
+use super::readmission::Readmission;
 use super::sketch::FrequencySketch;
 
 /// An index that is no slot: the end of a list.
@@ -57,6 +60,17 @@ enum Queue {
     Protected,
 }
 
+/// Where an entry stands with [`Readmission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readmit {
+    /// Nothing to note.
+    No,
+    /// A key the duel rejected, back soon: it may enter the main space even if it loses.
+    Returning,
+    /// In the main space only thanks to readmission, and not hit there yet.
+    Readmitted,
+}
+
 #[derive(Debug)]
 struct Node<K, V> {
     key: K,
@@ -65,6 +79,7 @@ struct Node<K, V> {
     /// Monotonic nanoseconds after which the entry is gone, or [`NEVER`].
     expires_at: u64,
     weight: u32,
+    readmit: Readmit,
     prev: u32,
     next: u32,
     queue: Queue,
@@ -123,6 +138,7 @@ pub(crate) struct Shard<K, V> {
     window_ghost: Ghost,
     /// Keys the main space let go.
     main_ghost: Ghost,
+    readmission: Readmission,
     sweep_cursor: usize,
     pub(crate) counters: ShardCounters,
 }
@@ -162,6 +178,7 @@ impl<K, V> Shard<K, V> {
             sketch: FrequencySketch::new(1),
             window_ghost: Ghost::default(),
             main_ghost: Ghost::default(),
+            readmission: Readmission::default(),
             sweep_cursor: 0,
             counters: ShardCounters::default(),
         }
@@ -299,6 +316,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             }
             None => {
                 self.counters.misses += 1;
+                self.readmission.on_miss(hash);
                 self.learn_from_ghosts(hash);
                 None
             }
@@ -313,6 +331,11 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// The policy's reaction to a hit.
     fn on_hit(&mut self, index: u32) {
+        let node = self.node_mut(index);
+        if node.readmit == Readmit::Readmitted {
+            node.readmit = Readmit::No;
+            self.readmission.on_readmitted_hit();
+        }
         match self.node(index).queue {
             Queue::Window => self.move_to(index, Queue::Window),
             Queue::Probation => {
@@ -373,12 +396,18 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 // Four billion entries in one shard: make room by the policy's own order.
                 self.evict_one();
             }
+            let readmit = if self.readmission.take_returning(hash) {
+                Readmit::Returning
+            } else {
+                Readmit::No
+            };
             let node = Node {
                 key,
                 value,
                 hash,
                 expires_at,
                 weight,
+                readmit,
                 prev: NIL,
                 next: NIL,
                 queue: Queue::Window,
@@ -497,10 +526,14 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     }
 
     /// The TinyLFU duel of a candidate leaving the window (already unlinked) against the
-    /// victims at probation's LRU end.
+    /// victims at probation's LRU end. A returning candidate that loses enters anyway when
+    /// readmission allows it.
     fn admit(&mut self, candidate: u32) {
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
+        let returning = std::mem::replace(&mut self.node_mut(candidate).readmit, Readmit::No)
+            == Readmit::Returning;
+        let mut readmitted = false;
         // The weight the candidate needs freed: everything else must fit beside it.
         while self.weight() + candidate_weight > self.max_weight {
             let victim = [self.probation.tail, self.protected.tail]
@@ -508,7 +541,10 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 .find(|&index| index != NIL);
             let Some(victim) = victim else { break };
             let victim_frequency = self.sketch.frequency(self.node(victim).hash);
-            if candidate_frequency > victim_frequency {
+            if candidate_frequency <= victim_frequency && returning && !readmitted {
+                readmitted = self.readmission.allow();
+            }
+            if candidate_frequency > victim_frequency || readmitted {
                 self.forget(victim);
                 self.remove_index(victim);
                 self.counters.evictions += 1;
@@ -522,16 +558,28 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 return;
             }
         }
+        if readmitted {
+            self.node_mut(candidate).readmit = Readmit::Readmitted;
+        }
         self.push_head(candidate, Queue::Probation);
     }
 
-    /// Remembers an entry about to be evicted in the ghost of the space it leaves.
+    /// Remembers an entry about to be evicted in the ghost of the space it leaves (a window
+    /// entry leaves only by losing the duel), and tells readmission when one of its entries
+    /// leaves unhit.
     fn forget(&mut self, index: u32) {
-        let (hash, queue) = (self.node(index).hash, self.node(index).queue);
+        let node = self.node(index);
+        let (hash, queue, readmit) = (node.hash, node.queue, node.readmit);
         let capacity = (self.len / GHOST_DIVISOR).max(GHOST_MIN);
         match queue {
-            Queue::Window => self.window_ghost.push(hash, capacity),
+            Queue::Window => {
+                self.window_ghost.push(hash, capacity);
+                self.readmission.on_rejected(hash, self.len);
+            }
             Queue::Probation | Queue::Protected => self.main_ghost.push(hash, capacity),
+        }
+        if readmit == Readmit::Readmitted {
+            self.readmission.on_readmitted_evicted();
         }
     }
 
@@ -568,5 +616,52 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.move_to(tail, Queue::Probation);
         }
         while self.weight() > self.max_weight && self.evict_one() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NEVER, Shard};
+
+    /// Hashes spread by an odd multiplier, as a real hasher would spread keys.
+    fn hash(key: u64) -> u64 {
+        key.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Looks a key up and inserts it on a miss, as a cache in front of an origin does.
+    fn request(shard: &mut Shard<u64, u64>, key: u64) -> bool {
+        let now = || 0;
+        let hit = shard.get(hash(key), &key, &now).is_some();
+        if !hit {
+            shard.insert(hash(key), key, key, 1, NEVER, &now);
+        }
+        hit
+    }
+
+    #[test]
+    fn a_rejected_key_that_returns_gets_past_stale_counts() {
+        let mut shard = Shard::new(100);
+        // An old working set, asked for often: its counts are high.
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        // A new key is asked for once and rejected by the duel on its way out of the window.
+        let newcomer = 1_000;
+        request(&mut shard, newcomer);
+        for key in 2_000..2_010 {
+            request(&mut shard, key);
+        }
+        let now = || 0;
+        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_none());
+        // It comes back while the shard still remembers rejecting it: this time it stays, even
+        // after fresh keys have pushed it out of the window and lost their own duels.
+        request(&mut shard, newcomer);
+        for key in 3_000..3_010 {
+            request(&mut shard, key);
+        }
+        assert!(request(&mut shard, newcomer));
+        assert!(!request(&mut shard, 3_000));
     }
 }
