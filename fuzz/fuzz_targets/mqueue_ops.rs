@@ -88,7 +88,9 @@ fuzz_target!(|ops: Vec<FuzzOp>| {
                 // No more than the room left, so that the batch never waits.
                 let room = CAPACITY - model.unsettled();
                 let batch = &batch[..batch.len().min(room)];
-                let messages = batch.iter().map(|&(len, id, delay)| message(len, id, delay).0);
+                let messages = batch
+                    .iter()
+                    .map(|&(len, id, delay)| message(len, id, delay).0);
                 let got = queue.send_many(messages.collect::<Vec<_>>());
                 let want = batch.iter().map(|&(len, id, delay)| {
                     let (_, payload, delay) = message(len, id, delay);
