@@ -455,6 +455,19 @@ fn validate_octets(value: &str) -> Result<(), Error> {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Byte-wise OWS trimming against the character-wise trimming it replaced.
+        #[test]
+        fn trimming_agrees_with_the_previous_char_trimming(
+            text in "[\t a\u{e9}\u{a0}\u{3000}\u{1f600}\x0b\r\n]{0,16}"
+        ) {
+            proptest::prop_assert_eq!(
+                trim_ows_text(&text),
+                text.trim_matches(|c: char| c == ' ' || c == '\t')
+            );
+        }
+    }
     use proptest::prelude::*;
 
     /// (headers as received, expected canonical value, or None if the header is invalid).

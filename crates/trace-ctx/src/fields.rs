@@ -140,5 +140,46 @@ mod tests {
             let expected: Vec<&[u8]> = value.split(|&byte| byte == separator).collect();
             prop_assert_eq!(ours, expected);
         }
+
+        /// Any bytes and any separator, including bytes from 0x80 up that differ from the
+        /// separator only in the high bit, against the standard library's split.
+        #[test]
+        fn fields_split_any_bytes_as_the_standard_library_does(
+            separator in proptest::prelude::any::<u8>(),
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+            noise in proptest::collection::vec(0u8..4, 0..48),
+        ) {
+            // Bias toward the separator's neighbours: itself, with the high bit flipped,
+            // one above and one below.
+            let value: Vec<u8> = value
+                .iter()
+                .zip(noise.iter().chain(std::iter::repeat(&4)))
+                .map(|(&byte, &kind)| match kind {
+                    0 => separator,
+                    1 => separator ^ 0x80,
+                    2 => separator.wrapping_add(1),
+                    3 => separator.wrapping_sub(1),
+                    _ => byte,
+                })
+                .collect();
+            let ours: Vec<&[u8]> = Fields::new(&value, separator).collect();
+            let expected: Vec<&[u8]> = value.split(|&byte| byte == separator).collect();
+            prop_assert_eq!(ours, expected);
+        }
+
+        /// Any text with tabs, spaces and multi-byte characters, every ASCII separator.
+        #[test]
+        fn text_with_any_ascii_separator_splits_as_the_standard_library_does(
+            text in "[\\x00-\\x7f\u{80}\u{e9}\u{100}\u{1f600}\t ]{0,40}",
+            separator in 0u8..0x80,
+        ) {
+            let ours: Vec<&str> = split_text(&text, separator).collect();
+            let expected: Vec<&str> = text.split(char::from(separator)).collect();
+            prop_assert_eq!(ours, expected);
+            prop_assert_eq!(
+                split_text_once(&text, separator),
+                text.split_once(char::from(separator))
+            );
+        }
     }
 }

@@ -723,4 +723,74 @@ mod tests {
         assert_eq!(span.to_string(), "00000000000000ab");
         assert_eq!(format!("{span:?}"), "SpanId(00000000000000ab)");
     }
+
+    /// The parser before word-at-a-time reading: each half of up to 16 digits by table.
+    fn previous_parse_hex_u128(digits: &[u8], table: &[u8; 256]) -> Option<u128> {
+        match digits.len() {
+            0 | 33.. => None,
+            1..=16 => parse_hex_u64(digits, table).map(u128::from),
+            len => {
+                let (high, low) = digits.split_at(len - 16);
+                let high = parse_hex_u64(high, table)?;
+                let low = parse_hex_u64(low, table)?;
+                Some((u128::from(high) << 64) | u128::from(low))
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Differential against the previous parser: any bytes (high bytes, the neighbours
+        /// of the digit ranges, several invalid bytes in one word) and every length to 40.
+        #[test]
+        fn word_parsing_agrees_with_the_previous_parser_on_any_bytes(
+            picks in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), proptest::prelude::any::<u8>()),
+                0..40,
+            )
+        ) {
+            // Half the bytes from the digits and their neighbours, half from all 256.
+            const EDGES: &[u8] = b"0123456789abcdefABCDEF/:@G`g\x00\x7f\x80\xb0\xb9\xc1\xe1\xff";
+            let digits: Vec<u8> = picks
+                .iter()
+                .map(|&(edge, byte)| if edge { EDGES[usize::from(byte) % EDGES.len()] } else { byte })
+                .collect();
+            proptest::prop_assert_eq!(
+                parse_lower_hex_u128(&digits),
+                previous_parse_hex_u128(&digits, &LOWER_HEX_VALUE)
+            );
+            proptest::prop_assert_eq!(
+                parse_any_hex_u128(&digits),
+                previous_parse_hex_u128(&digits, &ANY_HEX_VALUE)
+            );
+        }
+    }
+
+    /// Every pair of bytes in every pair of positions of one word, the rest valid digits:
+    /// a carry out of one lane must never make another lane's invalid byte pass.
+    #[test]
+    fn word_parsing_agrees_with_the_digit_tables_on_every_byte_pair() {
+        for first in 0..8 {
+            for second in first + 1..8 {
+                for a in 0..=u8::MAX {
+                    for b in [
+                        0u8, b'/', b'0', b'9', b':', b'@', b'A', b'F', b'G', b'`', b'a', b'f',
+                        b'g', 0x7f, 0x80, 0xb0, 0xe1, 0xff,
+                    ] {
+                        let mut digits = *b"5a5a5a5a";
+                        digits[first] = a;
+                        digits[second] = b;
+                        for (upper, table) in [(false, &LOWER_HEX_VALUE), (true, &ANY_HEX_VALUE)] {
+                            let reference = parse_hex_u64(&digits, table)
+                                .map(|value| u32::try_from(value).expect("eight digits"));
+                            assert_eq!(
+                                parse_hex_word(digits, upper),
+                                reference,
+                                "{digits:?} {upper}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
