@@ -65,7 +65,8 @@ impl<'a> Iterator for Fields<'a> {
 /// The pieces of `text` between the ASCII byte `separator`, as `str::split` yields them
 /// (an ASCII separator only ever falls between characters).
 pub(crate) fn split_text(text: &str, separator: u8) -> impl Iterator<Item = &str> {
-    debug_assert!(separator.is_ascii());
+    // A byte of a multi-byte character would cut it; the callers' separators are constants.
+    assert!(separator.is_ascii(), "the separator must be ASCII");
     let mut next_start = Some(0);
     std::iter::from_fn(move || {
         let start = next_start?;
@@ -84,7 +85,8 @@ pub(crate) fn split_text(text: &str, separator: u8) -> impl Iterator<Item = &str
 
 /// `text` before and after the first ASCII byte `separator`, as `str::split_once` splits it.
 pub(crate) fn split_text_once(text: &str, separator: u8) -> Option<(&str, &str)> {
-    debug_assert!(separator.is_ascii());
+    // A byte of a multi-byte character would cut it; the callers' separators are constants.
+    assert!(separator.is_ascii(), "the separator must be ASCII");
     let at = find_byte(text.as_bytes(), separator)?;
     Some((&text[..at], &text[at + 1..]))
 }
