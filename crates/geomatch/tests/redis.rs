@@ -1136,60 +1136,43 @@ fn scripts_of(
     (found, scripts_run(server) - before)
 }
 
-/// A radius query with a small limit costs what a nearest query for that many costs: in a
-/// city whose radius holds more drivers than a page, `within(.., 1, ..)` is one script, not
-/// a read of the whole fleet page by page (every admitted driver's record sent over the wire
-/// to keep one).
-#[test]
-fn a_radius_query_with_a_small_limit_in_a_busy_city_does_not_read_the_fleet() {
+/// `within(radius, limit)` in a busy city (more drivers than a page) answers as the local
+/// index does, with no more scripts than `nearest(limit)`: it never reads the whole fleet page
+/// by page (every admitted driver's record sent over the wire) to keep `limit` of them.
+fn a_limited_radius_query_costs_what_nearest_costs(prefix: &str, radius_m: f64, limit: usize) {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let (redis, local) = busy_city(&server, "test:{limited-radius}");
+    let (redis, local) = busy_city(&server, prefix);
     let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
     let (nearest, nearest_scripts) =
-        scripts_of(&server, || redis.nearest(at, 1, &four_seats).unwrap());
+        scripts_of(&server, || redis.nearest(at, limit, &four_seats).unwrap());
     let (found, within_scripts) = scripts_of(&server, || {
-        redis.within(at, 50_000.0, 1, &four_seats).unwrap()
+        redis.within(at, radius_m, limit, &four_seats).unwrap()
     });
     assert_same(
         &found,
-        &local.within(at, 50_000.0, 1, &four_seats).unwrap(),
-        "the nearest in the city by radius",
+        &local.within(at, radius_m, limit, &four_seats).unwrap(),
+        "the nearest by radius",
     );
     assert_eq!(ids(&found), ids(&nearest));
     assert!(
         within_scripts <= nearest_scripts,
-        "{within_scripts} scripts for within(50 km, limit 1) against {nearest_scripts} for \
-         nearest(1): it paged through all {} drivers to keep one",
+        "{within_scripts} scripts for within({radius_m} m, limit {limit}) against \
+         {nearest_scripts} for nearest({limit}): it paged through the {} drivers",
         5 * SCAN_PAGE
     );
 }
 
-/// A radius a client sends that is wider than `MAX_SEARCH_M` (a continent) with a small
-/// limit is answered as a nearest query would be, not by reading the whole fleet.
+#[test]
+fn a_radius_query_with_a_small_limit_in_a_busy_city_does_not_read_the_fleet() {
+    a_limited_radius_query_costs_what_nearest_costs("test:{limited-radius}", 50_000.0, 1);
+}
+
+/// A radius wider than `MAX_SEARCH_M` (a continent) with a small limit.
 #[test]
 fn a_continent_wide_radius_with_a_small_limit_does_not_read_the_fleet() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let (redis, local) = busy_city(&server, "test:{continent-radius}");
-    let (at, four_seats) = (point(52.5, 13.45), Filter::any().min_capacity(4));
-    let (_, nearest_scripts) = scripts_of(&server, || redis.nearest(at, 3, &four_seats).unwrap());
-    let (found, within_scripts) = scripts_of(&server, || {
-        redis.within(at, 3_000_000.0, 3, &four_seats).unwrap()
-    });
-    assert_same(
-        &found,
-        &local.within(at, 3_000_000.0, 3, &four_seats).unwrap(),
-        "the three nearest by a continent-wide radius",
-    );
-    assert!(
-        within_scripts <= nearest_scripts,
-        "{within_scripts} scripts for within(3,000 km, limit 3) against {nearest_scripts} for \
-         nearest(3): it paged through all {} drivers to keep three",
-        5 * SCAN_PAGE
-    );
+    a_limited_radius_query_costs_what_nearest_costs("test:{continent-radius}", 3_000_000.0, 3);
 }
 
 /// Claims name the index (the prefix) that issued them: one city's claim is refused on
