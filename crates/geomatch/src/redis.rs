@@ -1189,30 +1189,7 @@ impl RedisIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let args = self.query_args(
-            point,
-            format!("{:.4}", self.options.search_radius_m.min(MAX_SEARCH_M)),
-            filter,
-            [
-                k.to_string(),
-                GEO_MARGIN_M.to_string(),
-                MAX_SEARCH_M.to_string(),
-                SCAN_PAGE.to_string(),
-                "0".to_owned(),
-            ],
-        );
-        let reply = self.run(
-            &self.nearest,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        )?;
-        let mut found = match reply {
-            // Not enough within MAX_SEARCH_M, or within what one script may examine: page
-            // through the fleet.
-            Value::Nil => self.scan_fleet(point, filter, f64::INFINITY, k)?,
-            reply => ranked(point, fields(&reply)?, f64::INFINITY)?,
-        };
-        found.truncate(k);
-        Ok(found)
+        self.search(point, k, f64::INFINITY, MAX_SEARCH_M, false, filter)
     }
 
     /// The available, fresh drivers within `radius_m` meters (great-circle, on the crate's
@@ -1272,13 +1249,29 @@ impl RedisIndex {
         // can say, as for `nearest`.
         let widest = redis_radius.min(MAX_SEARCH_M);
         let all_within = redis_radius <= MAX_SEARCH_M;
+        self.search(point, limit, reach_chord2, widest, all_within, filter)
+    }
+
+    /// The `k` nearest admitted drivers within `reach_chord2` of `point`, nearest first: one
+    /// query script widening up to `widest` m (Redis's distance), whose answer, when fewer
+    /// than `k` are that near, is all of them if `all_within` (the radius is `widest`) and
+    /// otherwise a page-by-page read of the fleet, as when the script's budget runs out.
+    fn search(
+        &self,
+        point: Point,
+        k: usize,
+        reach_chord2: f64,
+        widest: f64,
+        all_within: bool,
+        filter: &Filter,
+    ) -> Result<Vec<Candidate>, Error> {
         // Redis reads a radius in plain decimal; 0.1 mm is finer than any distance here.
         let args = self.query_args(
             point,
             format!("{:.4}", self.options.search_radius_m.min(widest)),
             filter,
             [
-                limit.to_string(),
+                k.to_string(),
                 GEO_MARGIN_M.to_string(),
                 format!("{widest:.4}"),
                 SCAN_PAGE.to_string(),
@@ -1289,16 +1282,13 @@ impl RedisIndex {
             &self.nearest,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
-        match reply {
-            // Not enough within `MAX_SEARCH_M`, or more to examine than one script may: page
-            // through the fleet.
-            Value::Nil => self.scan_fleet(point, filter, reach_chord2, limit),
-            reply => {
-                let mut found = ranked(point, fields(&reply)?, reach_chord2)?;
-                found.truncate(limit);
-                Ok(found)
-            }
-        }
+        let mut found = match reply {
+            // Not far enough, or more to examine than one script may: page through the fleet.
+            Value::Nil => self.scan_fleet(point, filter, reach_chord2, k)?,
+            reply => ranked(point, fields(&reply)?, reach_chord2)?,
+        };
+        found.truncate(k);
+        Ok(found)
     }
 
     /// The `limit` nearest admitted drivers of the fleet within `reach_chord2` of `point`,
