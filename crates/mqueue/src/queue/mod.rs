@@ -820,14 +820,7 @@ impl WorkQueue {
         // Taken from the caller before the lock: pulling them may take time, or call the queue.
         let messages: Vec<Message> = messages.collect();
         // Dates ids for deduplication: once for the batch, again after every wait for room.
-        let wall_now_ms = || {
-            if self.options.dedup.is_some() {
-                wall_ms(self.clock.as_ref())
-            } else {
-                0
-            }
-        };
-        let mut now_ms = wall_now_ms();
+        let mut now_ms = self.dedup_now_ms();
         let mut sent = Vec::with_capacity(messages.len());
         let mut stored = 0;
         let mut state = self.state.lock();
@@ -855,7 +848,7 @@ impl WorkQueue {
                     };
                     state = locked;
                     now = self.clock.now_nanos();
-                    now_ms = wall_now_ms();
+                    now_ms = self.dedup_now_ms();
                     admitted
                 }
                 admitted => admitted,
@@ -868,18 +861,12 @@ impl WorkQueue {
                     }));
                     continue;
                 }
-                Ok(None) => {
-                    let not_before = delay.map(|delay| now.saturating_add(delay));
-                    state.leases.push(message.payload, now, not_before, 0, None)
-                }
+                Ok(None) => Self::store(&mut state, message, delay, now, now_ms),
                 Err(error) => {
                     sent.push(Err(error));
                     continue;
                 }
             };
-            if let Some(dedup) = &mut state.dedup {
-                dedup.remember(message.id, offset, now_ms);
-            }
             stored += 1;
             sent.push(Ok(Sent {
                 offset,
@@ -918,13 +905,7 @@ impl WorkQueue {
     fn start_send(&self, message: Message, wait: bool) -> Result<Written<'_>, Error> {
         let delay = self.validate_message(&message)?;
         let Some(durable) = &self.durable else {
-            // In memory the wall clock only dates sends for deduplication: without a window,
-            // a send needs no reading of it (a system call on some platforms).
-            let now_ms = if self.options.dedup.is_some() {
-                wall_ms(self.clock.as_ref())
-            } else {
-                0
-            };
+            let now_ms = self.dedup_now_ms();
             let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
             if let Some(offset) = duplicate {
                 return Ok(Written::Done(Sent {
@@ -932,12 +913,7 @@ impl WorkQueue {
                     duplicate: true,
                 }));
             }
-            let now = self.clock.now_nanos();
-            let not_before = delay.map(|delay| now.saturating_add(delay));
-            let offset = state.leases.push(message.payload, now, not_before, 0, None);
-            if let Some(dedup) = &mut state.dedup {
-                dedup.remember(message.id, offset, now_ms);
-            }
+            let offset = Self::store(&mut state, message, delay, self.clock.now_nanos(), now_ms);
             drop(state);
             self.wake_receivers();
             return Ok(Written::Done(Sent {
@@ -946,6 +922,33 @@ impl WorkQueue {
             }));
         };
         self.write_durable(durable, message, delay, wait)
+    }
+
+    /// The wall-clock time that dates an in-memory send for deduplication, or 0 without a
+    /// window: then a send needs no reading of it (a system call on some platforms).
+    fn dedup_now_ms(&self) -> u64 {
+        if self.options.dedup.is_some() {
+            wall_ms(self.clock.as_ref())
+        } else {
+            0
+        }
+    }
+
+    /// Stores an admitted in-memory send at `now` (its delay counted from then), remembering
+    /// its id at `now_ms`; returns its offset.
+    fn store(
+        state: &mut State,
+        message: Message,
+        delay: Option<u64>,
+        now: u64,
+        now_ms: u64,
+    ) -> u64 {
+        let not_before = delay.map(|delay| now.saturating_add(delay));
+        let offset = state.leases.push(message.payload, now, not_before, 0, None);
+        if let Some(dedup) = &mut state.dedup {
+            dedup.remember(message.id, offset, now_ms);
+        }
+        offset
     }
 
     /// Writes a send to the durable queue's log, or finds it a duplicate; what is written
@@ -1084,7 +1087,9 @@ impl WorkQueue {
     /// `send_async` future was dropped after its write, the one that makes that message
     /// durable and available.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
-        Ok(self.try_receive_many(1)?.pop())
+        let mut delivery = None;
+        self.receive_into(1, |leased| delivery = Some(leased))?;
+        Ok(delivery)
     }
 
     /// Leases up to `max` available messages, lowest offsets first, without waiting: what
@@ -1107,6 +1112,15 @@ impl WorkQueue {
     /// # Ok::<(), infra_mqueue::Error>(())
     /// ```
     pub fn try_receive_many(&self, max: usize) -> Result<Vec<Delivery>, Error> {
+        // Room for the usual small batch; a large `max` grows only as messages come.
+        let mut deliveries = Vec::with_capacity(max.min(64));
+        self.receive_into(max, |delivery| deliveries.push(delivery))?;
+        Ok(deliveries)
+    }
+
+    /// Leases up to `max` available messages, lowest offsets first, handing each to `deliver`
+    /// (under the state lock: it only stores it), then journals them on a durable queue.
+    fn receive_into(&self, max: usize, mut deliver: impl FnMut(Delivery)) -> Result<(), Error> {
         let mut state = self.state.lock();
         if let Some(end) = state.abandoned_end.take() {
             drop(state);
@@ -1118,14 +1132,15 @@ impl WorkQueue {
             // receive does before it sleeps) pays no clock reading, unless gauges need one.
             #[cfg(feature = "metrics")]
             self.metrics.gauges(&state.leases, self.clock.now_nanos());
-            return Ok(Vec::new());
+            return Ok(());
         }
         let now = self.clock.now_nanos();
         let mut dead = Vec::new();
         let mut freed = 0;
-        // Room for the usual small batch; a large `max` grows only as messages come.
-        let mut deliveries = Vec::with_capacity(max.min(64));
-        while deliveries.len() < max {
+        // What a durable queue journals once the lock is let go (in memory: nothing).
+        let mut received = Vec::new();
+        let mut leased = 0;
+        while leased < max {
             match state.leases.receive(now, self.visibility_nanos) {
                 None => break,
                 Some(Handout::Deliver {
@@ -1139,10 +1154,12 @@ impl WorkQueue {
                         #[cfg(feature = "metrics")]
                         self.metrics.redelivered();
                     }
-                    deliveries.push(Delivery {
-                        receipt: Receipt { offset, attempt },
-                        payload,
-                    });
+                    let receipt = Receipt { offset, attempt };
+                    if self.durable.is_some() {
+                        received.push(receipt);
+                    }
+                    deliver(Delivery { receipt, payload });
+                    leased += 1;
                 }
                 Some(Handout::DeadLetter {
                     offset,
@@ -1175,17 +1192,11 @@ impl WorkQueue {
                 durable.dead_letter(offset, deliveries, &payload)?;
                 self.journal(durable, journal::Entry::DeadLettered { offset })?;
             }
-            for delivery in &deliveries {
-                self.journal(
-                    durable,
-                    journal::Entry::Received {
-                        offset: delivery.offset(),
-                        attempt: delivery.attempt(),
-                    },
-                )?;
+            for Receipt { offset, attempt } in received {
+                self.journal(durable, journal::Entry::Received { offset, attempt })?;
             }
         }
-        Ok(deliveries)
+        Ok(())
     }
 
     fn keep_dead_letter(&self, state: &mut State, offset: u64, deliveries: u32, payload: Bytes) {
