@@ -1,6 +1,6 @@
 //! infra-geomatch: a city at rush hour — riders crowd five hot spots while drivers
-//! are spread over the city; the same requests matched one by one and as a batch, then the
-//! surge map of the busiest cells.
+//! are spread over the city; what a rider's app sees around it; the same requests matched one
+//! by one and as a batch, then the surge map of the busiest cells.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -8,7 +8,7 @@ use std::error::Error;
 use infra_common::ManualClock;
 use infra_geomatch::matching::{BatchConfig, BatchMatcher};
 use infra_geomatch::surge::{Surge, SurgeConfig};
-use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, Point};
+use infra_geomatch::{Config, DriverId, DriverProfile, Filter, Index, MAX_K, Point};
 
 // The synthetic city of the geomatch examples: drivers spread evenly, requests crowding into
 // five hot spots, all from a seed.
@@ -23,8 +23,21 @@ const CANDIDATES: usize = 8;
 pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let city::City { drivers, requests } = city::City::new(7, DRIVERS, REQUESTS);
 
-    // One by one, in arrival order: each rider gets the nearest driver still free.
+    // What the first rider's app shows: the 5 nearest free drivers within 2 km, however many
+    // more are inside (the limit bounds the answer whatever radius the app sends).
     let index = city_index(&drivers)?;
+    let around = index.within(requests[0], 2_000.0, 5, &Filter::any())?;
+    let inside = index
+        .within(requests[0], 2_000.0, MAX_K, &Filter::any())?
+        .len();
+    println!(
+        "first rider: {inside} free drivers within 2 km; the app shows the {} nearest, the \
+         closest {:.0} m away",
+        around.len(),
+        around.first().map_or(0.0, |driver| driver.distance_m)
+    );
+
+    // One by one, in arrival order: each rider gets the nearest driver still free.
     let mut one_by_one = Vec::with_capacity(REQUESTS);
     for &rider in &requests {
         if let Some((candidate, claim)) = index.claim_nearest(rider, CANDIDATES, &Filter::any())? {

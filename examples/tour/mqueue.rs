@@ -1,13 +1,13 @@
 //! infra-mqueue: an order fans out to payment, inventory and email; the email consumer
 //! crashes before its ack and gets the order again after a restart; a poison order ends in the
-//! dead-letter topic instead of looping forever.
+//! dead-letter topic instead of looping forever; a burst of orders goes in and out in batches.
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use infra_common::ManualClock;
-use infra_mqueue::queue::{QueueOptions, WorkQueue};
+use infra_mqueue::queue::{Delivery, QueueOptions, WorkQueue};
 
 const CONSUMERS: [&str; 3] = ["payment", "inventory", "email"];
 const LEASE: Duration = Duration::from_secs(30);
@@ -106,6 +106,33 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     );
     if dead.len() != 1 || stats.unsettled != 0 {
         return Err("the poison order should be the one dead letter".into());
+    }
+
+    // A flash sale: 50 orders in one batch send (written in order, made durable together),
+    // taken and acked by the consumer up to 20 at a time.
+    let burst: Vec<String> = (2000..2050).map(|n| format!("order {n}")).collect();
+    let sent = email.send_many(burst.iter().map(String::as_bytes));
+    if sent.iter().any(Result::is_err) {
+        return Err("every order of the burst should be stored".into());
+    }
+    let (mut drained, mut batches) = (0, 0);
+    loop {
+        let batch = email.try_receive_many(20)?;
+        if batch.is_empty() {
+            break;
+        }
+        for acked in email.ack_many(batch.iter().map(Delivery::receipt)) {
+            acked?;
+        }
+        drained += batch.len();
+        batches += 1;
+    }
+    println!(
+        "    email: a burst of {} orders sent in one call, drained and acked in {batches} batches",
+        sent.len()
+    );
+    if drained != burst.len() {
+        return Err("the burst should drain completely".into());
     }
     Ok(())
 }
