@@ -105,6 +105,9 @@ fn propagation_pair(
             out
         });
     });
+    let mut written = HeaderMap::new();
+    ours.inject(&our_cx, &mut written);
+    bench_floor(&mut group, &written);
     group.bench_function("opentelemetry", |b| {
         b.iter(|| {
             let mut out = HeaderMap::new();
@@ -113,6 +116,30 @@ fn propagation_pair(
         });
     });
     group.finish();
+}
+
+/// The floor under any injector into a fresh `HeaderMap`: the fields `written` holds, each
+/// value copied from its bytes into a new map (as a value computed per request must be), with
+/// the names prebuilt. No formatting, no context read: what is left is the map's own work.
+fn bench_floor(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    written: &HeaderMap,
+) {
+    let fields: Vec<(HeaderName, Vec<u8>)> = written
+        .iter()
+        .map(|(name, value)| (name.clone(), value.as_bytes().to_vec()))
+        .collect();
+    group.bench_function("headermap_floor", |b| {
+        b.iter(|| {
+            let mut out = HeaderMap::new();
+            for (name, value) in black_box(&fields) {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    out.insert(name, value);
+                }
+            }
+            out
+        });
+    });
 }
 
 fn propagation(c: &mut Criterion) {
@@ -204,6 +231,9 @@ fn jaeger(c: &mut Criterion) {
             out
         });
     });
+    let mut written = HeaderMap::new();
+    JaegerPropagator.inject(&our_cx, &mut written);
+    bench_floor(&mut group, &written);
     group.bench_function("opentelemetry", |b| {
         b.iter(|| {
             let mut out = HeaderMap::new();

@@ -389,15 +389,17 @@ impl Propagator for B3Propagator {
                 }),
         };
         if self.single {
-            match b3 {
-                Some(b3) => carrier.set(B3_SINGLE, b3.encode_single().as_str()),
-                None => carrier.remove(B3_SINGLE),
-            }
+            // The other form's fields go first: removing from an empty carrier (a fresh
+            // request's map) costs nothing, and after the write it costs a lookup each.
             B3 {
                 ids: None,
                 sampling: None,
             }
             .inject_multi(carrier);
+            match b3 {
+                Some(b3) => carrier.set(B3_SINGLE, b3.encode_single().as_str()),
+                None => carrier.remove(B3_SINGLE),
+            }
         } else {
             carrier.remove(B3_SINGLE);
             b3.unwrap_or(B3 {

@@ -280,7 +280,7 @@ mod http_carrier {
                 return;
             };
             if let Some(name) = known(name) {
-                self.insert(name.clone(), value);
+                self.insert(name, value);
             } else if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
                 self.insert(name, value);
             }

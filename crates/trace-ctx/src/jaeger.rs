@@ -253,12 +253,9 @@ impl Propagator for JaegerPropagator {
     }
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
-        match cx.span() {
-            Some(span) => carrier.set(UBER_TRACE_ID, JaegerHeader::of(span).encode().as_str()),
-            None => carrier.remove(UBER_TRACE_ID),
-        }
         // A reused carrier may hold the previous request's baggage: every `uberctx-*` field
-        // whose key this context does not carry goes.
+        // whose key this context does not carry goes, before anything is written (the scan
+        // then passes over the old fields only).
         let baggage = cx.baggage();
         carrier.remove_where(&mut |name| {
             name.len() >= UBERCTX_PREFIX.len()
@@ -266,6 +263,10 @@ impl Propagator for JaegerPropagator {
                     .eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes())
                 && baggage.get(&name[UBERCTX_PREFIX.len()..]).is_none()
         });
+        match cx.span() {
+            Some(span) => carrier.set(UBER_TRACE_ID, JaegerHeader::of(span).encode().as_str()),
+            None => carrier.remove(UBER_TRACE_ID),
+        }
         for entry in cx.baggage().iter() {
             let mut value = String::new();
             // Writing into a String cannot fail.
