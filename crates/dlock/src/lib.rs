@@ -11,7 +11,8 @@
 //! - [`MemoryLocks`]: the in-process backend: FIFO-fair, leases on an
 //!   [`infra_common::Clock`], no busy waiting, no background thread.
 //!   [`MemoryLocks::handle`] resolves a lock name once: a [`LockHandle`] takes and releases
-//!   that lock without looking the name up again.
+//!   that lock without looking the name up again, and its [`HandleGuard`] keeps only the
+//!   token and the lease.
 //! - [`Grant`], [`FencingToken`], [`Access`], [`Wait`]: what a grant is and how to ask for one.
 //! - [`Fence`]: the resource's check-and-advance of the highest token seen.
 //! - `redis::RedisLocks` (feature `redis`): the same three kinds of lock, shared by many
@@ -68,7 +69,7 @@ pub use error::Error;
 pub use fence::Fence;
 pub use grant::{Access, FencingToken, Grant, MAX_LEASE, MAX_NAME_LEN, Wait};
 pub use locks::{LockGuard, Locks};
-pub use memory::{LockHandle, MemoryLocks, QueuePlace};
+pub use memory::{HandleGuard, LockHandle, MemoryLocks, QueuePlace};
 #[cfg(feature = "tokio")]
 pub use watchdog::{Loss, Renewal, Watchdog};
 

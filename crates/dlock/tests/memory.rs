@@ -638,6 +638,81 @@ fn a_handle_takes_the_same_lock_as_the_name_with_the_same_queue_and_tokens() {
     ));
 }
 
+/// A handle's guard keeps only the token and the lease; everything a `LockGuard` answers it
+/// answers the same, from the fast path and from the mutex.
+#[test]
+fn a_handle_guard_reports_extends_and_releases_as_a_lock_guard_does() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(100));
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let handle = locks.handle(LOCK).unwrap();
+    let lease = Duration::from_secs(5);
+
+    let mut guard = handle.acquire(lease).unwrap();
+    let start = clock.now_nanos();
+    assert_eq!(guard.name(), LOCK);
+    assert_eq!(guard.access(), Access::Exclusive);
+    assert_eq!(guard.granted_at_nanos(), start);
+    assert_eq!(guard.lease(), lease);
+    assert_eq!(guard.deadline_nanos(), start + 5_000_000_000);
+    assert!(guard.is_held());
+    // An extension moves the lock into its mutex's hands and restarts the lease from now.
+    clock.advance(Duration::from_secs(3));
+    guard.extend(Duration::from_secs(10)).unwrap();
+    assert_eq!(guard.granted_at_nanos(), start + 3_000_000_000);
+    assert_eq!(guard.lease(), Duration::from_secs(10));
+    clock.advance(Duration::from_secs(8)); // past the first lease, inside the extension
+    assert!(guard.is_held());
+    assert!(handle.try_acquire(lease).unwrap().is_none());
+    clock.advance(Duration::from_secs(3)); // past the extension
+    assert!(!guard.is_held());
+    let expired_token = guard.token();
+    assert!(matches!(
+        guard.release(),
+        Err(Error::LeaseExpired { token, .. }) if token == expired_token
+    ));
+
+    // A guard dropped releases; the next grant counts on.
+    let token = {
+        let guard = handle.acquire(lease).unwrap();
+        guard.token()
+    };
+    assert!(token > expired_token);
+    let next = handle
+        .try_acquire(lease)
+        .unwrap()
+        .expect("released on drop");
+    assert!(next.token() > token);
+
+    // Detached, the grant stays held until released through the handle or by name.
+    let grant = next.into_grant();
+    assert!(handle.is_held(&grant));
+    assert!(handle.try_acquire(lease).unwrap().is_none());
+    assert_eq!(grant.name(), LOCK);
+    locks.release(grant).unwrap();
+
+    // A fast-path hold that ran out does not free the hold taken after it.
+    let stale = handle.acquire(lease).unwrap();
+    clock.advance(Duration::from_secs(6));
+    let fresh = handle.acquire(lease).unwrap();
+    assert!(stale.release().is_err());
+    assert!(fresh.is_held());
+    assert!(locks.try_acquire(LOCK, lease).unwrap().is_none());
+    fresh.release().unwrap();
+
+    // Readers and permits through the handle keep their kind.
+    let (a, b) = (handle.read(lease).unwrap(), handle.read(lease).unwrap());
+    assert_eq!(a.access(), Access::Shared);
+    assert!(a.token() < b.token());
+    assert!(handle.try_acquire(lease).unwrap().is_none());
+    drop((a, b));
+    let writer = handle.try_acquire(lease).unwrap().expect("readers gone");
+    drop(writer);
+    let permits = handle.permit(2, lease).unwrap();
+    assert_eq!(permits.access(), Access::Permit { permits: 2 });
+    assert!(format!("{permits:?}").contains(LOCK));
+}
+
 #[test]
 fn a_handle_keeps_its_lock_through_sweeps_of_idle_names() {
     let locks = MemoryLocks::with_clock(ManualClock::new());
@@ -718,7 +793,7 @@ fn on_a_coarse_clock_the_holders_deadline_is_never_late() {
     for _ in 0..1_000 {
         let guard = handle.acquire(lease).unwrap();
         let after = system.now_nanos();
-        assert!(guard.grant().granted_at_nanos() <= after);
+        assert!(guard.granted_at_nanos() <= after);
         assert!(guard.deadline_nanos() <= after + 50_000_000);
         guard.release().unwrap();
     }
@@ -737,11 +812,11 @@ fn another_instances_grant_with_the_same_token_is_not_held_here() {
     let handle = ours.handle("same").unwrap();
     let held_here = handle.acquire(lease).unwrap();
     let their_handle = theirs.handle("same").unwrap();
-    let foreign = their_handle.acquire(lease).unwrap();
+    let foreign = their_handle.acquire(lease).unwrap().into_grant();
     assert_eq!(held_here.token(), foreign.token());
-    assert!(!handle.is_held(foreign.grant()));
-    assert!(!ours.is_held(foreign.grant()));
-    assert!(held_here.is_held() && foreign.is_held());
+    assert!(!handle.is_held(&foreign));
+    assert!(!ours.is_held(&foreign));
+    assert!(held_here.is_held() && their_handle.is_held(&foreign));
 }
 
 /// CPU time (user + system) a thread of this process has used, in clock ticks.

@@ -11,11 +11,15 @@ use infra_common::sync::thread::thread_local;
 use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
+mod handle;
+
+pub use handle::{HandleGuard, LockHandle};
+
 use crate::error::Error;
 use crate::grant::{
     Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
 };
-use crate::locks::{LockGuard, Locks};
+use crate::locks::Locks;
 
 /// Leased, fenced locks for the threads of one process.
 ///
@@ -285,6 +289,51 @@ struct Holder {
     pending: bool,
 }
 
+/// One grant of a slot in four words: with the slot's name and number and the instance's
+/// issuer it makes the [`Grant`] (see [`MemoryLocks::grant_of`]). Requests carry this until
+/// a grant leaves the crate, and a [`HandleGuard`] keeps only this: a guard holding the whole
+/// grant copied its name on every acquisition and moved it through memory on every call,
+/// which took five times as long as the lock itself.
+#[derive(Clone, Copy)]
+struct Held {
+    access: Access,
+    token: u64,
+    granted_at: u64,
+    lease: u64,
+}
+
+impl Held {
+    fn of_holder(holder: &Holder) -> Self {
+        Self {
+            access: holder.access,
+            token: holder.token,
+            granted_at: holder.granted_at,
+            lease: holder.lease,
+        }
+    }
+
+    fn of_grant(grant: &Grant) -> Self {
+        Self {
+            access: grant.access,
+            token: grant.token.get(),
+            granted_at: grant.granted_at,
+            lease: grant.lease_nanos(),
+        }
+    }
+
+    /// Whether the lease runs at `now` (the holder's record, as long as the grant is held on
+    /// the fast path: extending takes it to the entry).
+    fn runs_at(&self, now: u64) -> bool {
+        now.saturating_sub(self.granted_at) < self.lease
+    }
+
+    /// The state word while this grant is held on the fast path, if its token fits one.
+    fn fast_word(&self) -> Option<u64> {
+        (self.access == Access::Exclusive && self.token <= MAX_FAST_TOKEN)
+            .then(|| state(self.token, FAST))
+    }
+}
+
 struct Waiter {
     ticket: u64,
     access: Access,
@@ -304,14 +353,14 @@ struct Queued {
 /// What a request found on arrival.
 enum Arrival {
     /// Granted, or refused without waiting.
-    Done(Option<Grant>),
+    Done(Option<Held>),
     /// Queued; wait.
     Queued(Queued),
 }
 
 /// How a wait in the queue ended without an error.
 enum Waited {
-    Granted(Grant),
+    Granted(Held),
     /// Timed out and left the queue.
     GaveUp,
     /// Timed out and kept its place, for a [`QueuePlace`] to take up again.
@@ -590,14 +639,14 @@ impl<C: Clock> MemoryLocks<C> {
         ended
     }
 
-    #[inline(always)]
-    fn make_grant(&self, slot: &Slot, holder: &Holder) -> Grant {
+    /// The grant `held` of `slot`, as this instance hands it out.
+    fn grant_of(&self, slot: &Slot, held: Held) -> Grant {
         Grant {
             name: LockName::clone(&slot.name),
-            access: holder.access,
-            token: FencingToken::new(holder.token),
-            granted_at: holder.granted_at,
-            lease: Duration::from_nanos(holder.lease),
+            access: held.access,
+            token: FencingToken::new(held.token),
+            granted_at: held.granted_at,
+            lease: Duration::from_nanos(held.lease),
             issuer: self.issuer,
             record: slot.number,
         }
@@ -608,7 +657,7 @@ impl<C: Clock> MemoryLocks<C> {
     /// its entry. `None` if the lock is not free (held, waited for, in its entry's hands, or
     /// out of tokens that fit the word): the caller goes the slow way.
     #[inline(always)]
-    fn acquire_fast(&self, slot: &Slot, lease: u64) -> Option<Grant> {
+    fn acquire_fast(&self, slot: &Slot, lease: u64) -> Option<Held> {
         let word = slot.state.load(Ordering::Relaxed);
         let last = word >> MODE_BITS;
         if word & MODE != FREE || last == MAX_FAST_TOKEN {
@@ -631,14 +680,11 @@ impl<C: Clock> MemoryLocks<C> {
         slot.fast.owner.store(token, Ordering::Release);
         #[cfg(feature = "metrics")]
         self.metrics.granted(Access::Exclusive);
-        Some(Grant {
-            name: LockName::clone(&slot.name),
+        Some(Held {
             access: Access::Exclusive,
-            token: FencingToken::new(token),
+            token,
             granted_at: now,
-            lease: Duration::from_nanos(lease),
-            issuer: self.issuer,
-            record: slot.number,
+            lease,
         })
     }
 
@@ -674,11 +720,11 @@ impl<C: Clock> MemoryLocks<C> {
                 lease,
                 pending: false,
             };
-            let grant = self.make_grant(slot, &holder);
+            let held = Held::of_holder(&holder);
             entry.holders.push(holder);
             #[cfg(feature = "metrics")]
             self.metrics.granted(access);
-            return Ok(Arrival::Done(Some(grant)));
+            return Ok(Arrival::Done(Some(held)));
         }
         if wait == Wait::No {
             return Ok(Arrival::Done(None));
@@ -710,12 +756,12 @@ impl<C: Clock> MemoryLocks<C> {
         access: Access,
         lease: u64,
         wait: Wait,
-    ) -> Result<Option<Grant>, Error> {
+    ) -> Result<Option<Held>, Error> {
         // A kept place holds the lock in its entry's hands, so the fast path fails for it.
         if access == Access::Exclusive
-            && let Some(grant) = self.acquire_fast(slot, lease)
+            && let Some(held) = self.acquire_fast(slot, lease)
         {
-            return Ok(Some(grant));
+            return Ok(Some(held));
         }
         let mut entry = slot.entry.lock();
         self.take_over_state(slot, &mut entry);
@@ -733,7 +779,7 @@ impl<C: Clock> MemoryLocks<C> {
             Ok(Arrival::Done(granted)) => Ok(granted),
             Ok(Arrival::Queued(queued)) => {
                 match self.wait_in_queue(slot, &mut entry, &queued, keep) {
-                    Ok(Waited::Granted(grant)) => Ok(Some(grant)),
+                    Ok(Waited::Granted(held)) => Ok(Some(held)),
                     Ok(Waited::GaveUp) => Ok(None),
                     Ok(Waited::Kept) => {
                         kept = Some(Kept {
@@ -776,7 +822,7 @@ impl<C: Clock> MemoryLocks<C> {
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
                 #[cfg(feature = "metrics")]
                 self.metrics.waited(holder.access, true);
-                return Ok(Waited::Granted(self.make_grant(slot, holder)));
+                return Ok(Waited::Granted(Held::of_holder(holder)));
             }
             let in_queue = entry.queue.iter().any(|w| w.ticket == ticket);
             if !in_queue {
@@ -903,40 +949,30 @@ impl<C: Clock> MemoryLocks<C> {
         Ok(())
     }
 
-    /// Whether `grant` runs at `now` by its own lease, which is the holder's record as long
-    /// as the grant is held on the fast path (extending takes it to the entry).
-    fn runs_fast(grant: &Grant, now: u64) -> bool {
-        now.saturating_sub(grant.granted_at) < grant.lease_nanos()
-    }
-
-    /// The word of `grant` held on the fast path, if its token fits one.
-    fn fast_word(grant: &Grant) -> Option<u64> {
-        let token = grant.token.get();
-        (grant.access == Access::Exclusive && token <= MAX_FAST_TOKEN).then(|| state(token, FAST))
-    }
-
+    /// Ends `held` with one compare-and-swap if it was granted on the fast path, is still
+    /// held there and its lease runs; `false` sends the release the slow way.
     #[inline(always)]
-    fn release_in(&self, slot: &Slot, grant: &Grant) -> Result<(), Error> {
-        self.check_issuer(grant)?;
-        if let Some(held) = Self::fast_word(grant) {
-            let now = self.clock.now_nanos();
-            // The compared word holds the token, so only this grant's hold is freed: after an
-            // expiry the word went through the entry and holds another token, or `ENTRY`.
-            // Release: the next holder sees everything done under the lock.
-            if Self::runs_fast(grant, now)
-                && slot
-                    .state
-                    .compare_exchange(
-                        held,
-                        held & !MODE | FREE,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                return Ok(());
-            }
-        }
+    fn release_fast(&self, slot: &Slot, held: &Held) -> bool {
+        let Some(word) = held.fast_word() else {
+            return false;
+        };
+        // The compared word holds the token, so only this grant's hold is freed: after an
+        // expiry the word went through the entry and holds another token, or `ENTRY`.
+        // Release: the next holder sees everything done under the lock.
+        held.runs_at(self.clock.now_nanos())
+            && slot
+                .state
+                .compare_exchange(
+                    word,
+                    word & !MODE | FREE,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Ends `grant` under the slot's mutex, handing the lock on.
+    fn release_slow(&self, slot: &Slot, grant: &Grant) -> Result<(), Error> {
         self.with_held(slot, grant, |entry, index, now| {
             entry.holders.swap_remove(index);
             entry.settle(now, &slot.fast);
@@ -944,12 +980,34 @@ impl<C: Clock> MemoryLocks<C> {
         })
     }
 
+    #[inline(always)]
+    fn release_in(&self, slot: &Slot, grant: &Grant) -> Result<(), Error> {
+        self.check_issuer(grant)?;
+        if self.release_fast(slot, &Held::of_grant(grant)) {
+            return Ok(());
+        }
+        self.release_slow(slot, grant)
+    }
+
+    /// Ends `held`, granted by this instance in `slot`.
+    #[inline(always)]
+    fn release_held(&self, slot: &Slot, held: Held) -> Result<(), Error> {
+        if self.release_fast(slot, &held) {
+            return Ok(());
+        }
+        self.release_slow(slot, &self.grant_of(slot, held))
+    }
+
+    /// Whether `held`, granted by this instance in `slot`, is held on the fast path with a
+    /// lease that runs.
+    fn is_held_fast(&self, slot: &Slot, held: &Held) -> bool {
+        held.fast_word()
+            .is_some_and(|word| slot.state.load(Ordering::Acquire) == word)
+            && held.runs_at(self.clock.now_nanos())
+    }
+
     fn is_held_in(&self, slot: &Slot, grant: &Grant) -> bool {
-        if let Some(held) = Self::fast_word(grant)
-            && grant.issuer == self.issuer
-            && slot.state.load(Ordering::Acquire) == held
-            && Self::runs_fast(grant, self.clock.now_nanos())
-        {
+        if grant.issuer == self.issuer && self.is_held_fast(slot, &Held::of_grant(grant)) {
             return true;
         }
         // Expired, released or in the entry's hands: settling there also hands an expired
@@ -1185,7 +1243,8 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         // work, and a caller preempted inside a lock does not hold up the whole map. The
         // count taken here keeps the slot in the map until the request is done.
         let slot = Arc::clone(self.names.lock().slot(name));
-        self.grant_in(&slot, access, lease, wait)
+        let held = self.grant_in(&slot, access, lease, wait)?;
+        Ok(held.map(|held| self.grant_of(&slot, held)))
     }
 
     fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
@@ -1211,195 +1270,6 @@ impl<C: Clock> Locks for MemoryLocks<C> {
     }
 }
 
-/// A handle on one lock of a [`MemoryLocks`]: the name resolved once.
-///
-/// Made by [`MemoryLocks::handle`]. Its `acquire`, `try_acquire`, `acquire_timeout`, `read`
-/// and `permit` take the lock without looking the name up; the guards they return release
-/// through the handle, again without a lookup. Everything else is as through the
-/// [`MemoryLocks`] by name: the same holders, queue, leases and tokens.
-///
-/// A handle is also a [`Locks`]: for its own name it skips the lookup, and for any other
-/// name it passes the call on to its [`MemoryLocks`].
-///
-/// ```
-/// use infra_common::ManualClock;
-/// use infra_dlock::{Fence, Locks, MemoryLocks};
-/// use std::time::Duration;
-///
-/// let clock = ManualClock::new();
-/// let locks = MemoryLocks::with_clock(clock.clone());
-/// let fence = Fence::new();
-/// let account = locks.handle("account-7")?;
-/// let lease = Duration::from_secs(5);
-///
-/// let paused = account.acquire(lease)?.into_grant();
-/// clock.advance(Duration::from_secs(6)); // the holder stalls past its lease
-/// let next = account.acquire(lease)?;
-/// fence.admit("balance/7", "account-7", next.token())?;
-/// assert!(fence.admit("balance/7", "account-7", paused.token()).is_err());
-/// assert!(account.release(paused).is_err()); // its lease is over
-/// # Ok::<(), infra_dlock::Error>(())
-/// ```
-pub struct LockHandle<'a, C: Clock = SystemClock> {
-    locks: &'a MemoryLocks<C>,
-    slot: Arc<Slot>,
-}
-
-impl<C: Clock> LockHandle<'_, C> {
-    /// The lock name.
-    pub fn name(&self) -> &str {
-        &self.slot.name
-    }
-
-    /// Asks for `access` to this lock for `lease`, waiting as `wait` says (see
-    /// [`Locks::grant`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Locks::grant`].
-    pub fn grant_here(
-        &self,
-        access: Access,
-        lease: Duration,
-        wait: Wait,
-    ) -> Result<Option<Grant>, Error> {
-        check_lease(lease)?;
-        check_access(access)?;
-        self.locks
-            .grant_in(&self.slot, access, duration_to_nanos(lease), wait)
-    }
-
-    /// Takes this lock exclusively for `lease`, waiting as long as it takes.
-    ///
-    /// # Errors
-    ///
-    /// As [`Locks::acquire`].
-    pub fn acquire(&self, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
-        match self.grant_here(Access::Exclusive, lease, Wait::Forever)? {
-            Some(grant) => Ok(LockGuard::new(self, grant)),
-            // An unbounded wait ends with a grant or an error; `None` cannot happen, and is
-            // reported as the one error such a waiter could have seen rather than a panic.
-            None => Err(Error::TokensExhausted),
-        }
-    }
-
-    /// Takes this lock exclusively for `lease` if it is free now and nobody waits for it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Locks::try_acquire`].
-    pub fn try_acquire(&self, lease: Duration) -> Result<Option<LockGuard<'_, Self>>, Error> {
-        let grant = self.grant_here(Access::Exclusive, lease, Wait::No)?;
-        Ok(grant.map(|grant| LockGuard::new(self, grant)))
-    }
-
-    /// Takes this lock exclusively for `lease`, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Locks::acquire_timeout`].
-    pub fn acquire_timeout(
-        &self,
-        lease: Duration,
-        timeout: Duration,
-    ) -> Result<Option<LockGuard<'_, Self>>, Error> {
-        let grant = self.grant_here(Access::Exclusive, lease, Wait::Up(timeout))?;
-        Ok(grant.map(|grant| LockGuard::new(self, grant)))
-    }
-
-    /// Takes the read side of this read-write lock for `lease`, waiting as long as it takes.
-    ///
-    /// # Errors
-    ///
-    /// As [`Locks::read`].
-    pub fn read(&self, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
-        let grant = self.grant_here(Access::Shared, lease, Wait::Forever)?;
-        let grant = grant.ok_or(Error::TokensExhausted)?;
-        Ok(LockGuard::new(self, grant))
-    }
-
-    /// Takes one of the `permits` permits of this semaphore for `lease`, waiting as long as
-    /// it takes.
-    ///
-    /// # Errors
-    ///
-    /// As [`Locks::permit`].
-    pub fn permit(&self, permits: u32, lease: Duration) -> Result<LockGuard<'_, Self>, Error> {
-        let access = Access::Permit { permits };
-        let grant = self.grant_here(access, lease, Wait::Forever)?;
-        let grant = grant.ok_or(Error::TokensExhausted)?;
-        Ok(LockGuard::new(self, grant))
-    }
-
-    /// How many requests wait in this lock's queue right now.
-    pub fn queue_len(&self) -> usize {
-        self.slot.entry.lock().queue.len()
-    }
-
-    /// Whether `grant` was made in this handle's slot (and is of its instance, which the
-    /// calls check). A grant of an earlier slot of the same name, swept after its lease ended,
-    /// is not: it goes by name, which answers for it as for any grant of the name.
-    fn is_mine(&self, grant: &Grant) -> bool {
-        grant.record == self.slot.number
-    }
-}
-
-impl<C: Clock> Locks for LockHandle<'_, C> {
-    fn grant(
-        &self,
-        name: &str,
-        access: Access,
-        lease: Duration,
-        wait: Wait,
-    ) -> Result<Option<Grant>, Error> {
-        if name == self.name() {
-            self.grant_here(access, lease, wait)
-        } else {
-            self.locks.grant(name, access, lease, wait)
-        }
-    }
-
-    fn extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
-        if self.is_mine(grant) {
-            self.locks.extend_in(&self.slot, grant, lease)
-        } else {
-            self.locks.extend(grant, lease)
-        }
-    }
-
-    fn release(&self, grant: Grant) -> Result<(), Error> {
-        if self.is_mine(&grant) {
-            self.locks.release_in(&self.slot, &grant)
-        } else {
-            self.locks.release(grant)
-        }
-    }
-
-    fn is_held(&self, grant: &Grant) -> bool {
-        if self.is_mine(grant) {
-            self.locks.is_held_in(&self.slot, grant)
-        } else {
-            self.locks.is_held(grant)
-        }
-    }
-
-    fn wait_lost(&self, grant: &Grant) {
-        if self.is_mine(grant) {
-            self.locks.wait_lost_in(&self.slot, grant);
-        } else {
-            self.locks.wait_lost(grant);
-        }
-    }
-}
-
-impl<C: Clock> fmt::Debug for LockHandle<'_, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockHandle")
-            .field("name", &self.name())
-            .finish_non_exhaustive()
-    }
-}
-
 impl<C: Clock> fmt::Debug for MemoryLocks<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryLocks")
@@ -1421,6 +1291,7 @@ fn next_issuer() -> u64 {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+    use crate::LockGuard;
     use infra_common::ManualClock;
 
     #[test]
