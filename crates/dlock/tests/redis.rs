@@ -421,6 +421,54 @@ fn a_counter_at_its_end_or_garbled_is_an_error_not_a_panic() {
     assert_eq!(exists, 0);
 }
 
+/// A counter someone set to zero or below (a hand "reset", another program) is behind the
+/// server's clock like a missing one: the next token starts again from the clock, above every
+/// token given before, and the lock key holds that token (no hold nobody can release).
+#[test]
+fn a_counter_set_to_zero_or_below_starts_again_from_the_clock() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let counter = format!("dlock:{{{LOCK}}}:token");
+    let mut redis = client(&server);
+    let first = locks.acquire(LOCK, lease).unwrap();
+    let mut last = first.token();
+    first.release().unwrap();
+    for reset in [
+        "0",
+        "-1",
+        "-5",
+        "-9223372036854775808",
+        "-99999999999999999999",
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&counter)
+            .arg(reset)
+            .query(&mut redis)
+            .unwrap();
+        let before = server_time_ms(&server);
+        let guard = match locks.try_acquire(LOCK, lease) {
+            Ok(Some(guard)) => guard,
+            other => panic!("counter {reset}: {other:?}"),
+        };
+        let token = guard.token();
+        assert!(token > last, "counter {reset}: {token} after {last}");
+        assert!(
+            token.get() >> 20 >= before,
+            "counter {reset}: {token} is below the clock"
+        );
+        let held: String = redis::cmd("GET")
+            .arg(format!("dlock:{{{LOCK}}}"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(held, token.get().to_string());
+        last = token;
+        guard.release().unwrap();
+    }
+}
+
 /// The counter is counted up on its decimal string inside the script: exact where a double
 /// is not (near 2^63), carrying over trailing nines, with the day's expiry set each time, and
 /// 2^63 − 1 itself is still given before the counter is exhausted.
