@@ -64,16 +64,17 @@
 //! so a token is `max(previous + 1, now_ms × 2^20 + 1)`. A token issued at server time `T1`
 //! is below `(T1 + 1 ms) × 2^20` unless the counter ran more than 2^20 grants per
 //! millisecond ahead of the clock, over a billion grants per second, far beyond what one Redis
-//! does. So after any loss, rollback or expiry of the counter, the next token is above every token
-//! issued before, as long as **the server's wall clock reads later than it did when the last
+//! does. So after any loss, rollback or expiry of the counter, or a write that set it to zero
+//! or below, the next token is above every token issued before, as long as **the server's wall clock reads later than it did when the last
 //! of the lost tokens was issued** — at least one millisecond later; a restart takes longer.
 //! On a failover that is the replica's clock: keep the servers' clocks synchronized, as NTP
 //! does, to within the time a failover takes; the rule covers a failover only under that
 //! assumption. A clock set back across a data loss breaks it. Where that is not enough,
 //! make the grants themselves durable: `appendfsync always` on the server, and `WAIT` for the
 //! replicas (this backend sends no `WAIT`). The counter never wraps: one at `2^63 − 1`, which
-//! the clock part reaches in the year 2248, cannot grow, and the grant fails with
-//! [`Error::TokensExhausted`].
+//! the clock part reaches in the year 2248 (or set there or beyond by someone else), cannot
+//! grow, and the grant fails with [`Error::TokensExhausted`]; a counter someone set to a value
+//! that is not an integer fails it with [`Error::Backend`]. Neither leaves a hold behind.
 //!
 //! A data loss also loses the holds: the next request is granted at once, while the previous
 //! holder may still be within its lease. Only the fence keeps the resource safe then.
@@ -135,15 +136,16 @@ use crate::metered::ServerCalls;
 
 /// The next token of a name (`KEYS[2]`), into the Lua local `token` as a string (so no
 /// precision is lost to Lua's doubles): one above the counter, or above the server's `TIME` in
-/// ms × 2^20 if the counter is missing or below that (see the module docs); a counter that
-/// cannot grow answers `{2}`. The floor is exact as a double (ms < 2^41, times a power of
-/// two), and comparisons are on the decimal strings (no leading zeros: longer is larger),
-/// never on doubles. The usual case, a number with room below 2^63 − 1, is counted up on its
-/// decimal string in Lua and written back with one `SET`, which saves Redis the `INCR`, the
-/// `PEXPIRE` and the re-read of the counter. Anything else (a counter that is not a number, or
-/// at the end of the range) is left to `INCR`, whose refusal is the answer. Each grant sets
-/// the counter to expire a day later ([`COUNTER_IDLE`]): the clock rule makes a counter gone
-/// for a day start above every token it gave, as after a loss.
+/// ms × 2^20 if the counter is missing or below that (see the module docs). A counter of zero
+/// or below, which only someone else's write can leave, is below the clock too: counting up
+/// from it would hand out tokens smaller than the ones already given. The floor is exact as a
+/// double (ms < 2^41, times a power of two), and comparisons are on the decimal strings (no
+/// leading zeros: longer is larger), never on doubles. The token is counted up on the decimal
+/// string in Lua and written back with one `SET`, with the day's expiry. A counter with no room
+/// left below 2^63 − 1 answers `{2}`; one that is not an integer in Redis's own spelling (no
+/// leading zeros, no `+`) is an error reply. Each grant sets the counter to expire a day later
+/// ([`COUNTER_IDLE`]): the clock rule makes a counter gone for a day start above every token
+/// it gave, as after a loss.
 macro_rules! next_token {
     () => {
         r"
@@ -152,28 +154,20 @@ local clock_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 100
 local floor = string.format('%.0f', clock_ms * 1048576)
 local function below(a, b) return #a < #b or (#a == #b and a < b) end
 local counter = redis.call('GET', KEYS[2])
-local counted = counter and string.find(counter, '^[1-9]%d*$')
-local behind = not counter or (counted and below(counter, floor))
-local start = behind and floor or counter
-local token
-if (behind or counted) and below(start, '9223372036854775807') then
-  -- start + 1 on the digits: the last digit that is not a 9 grows by one (byte 48 is '0'),
-  -- the 9s after it turn to 0s; all 9s gain a leading 1.
-  local nines = #string.match(start, '9*$')
-  local grows = #start - nines
-  local head = grows == 0 and '1'
-    or string.sub(start, 1, grows - 1) .. (string.byte(start, grows) - 47)
-  token = head .. string.rep('0', nines)
-else
-  -- Not a number, or no room left: INCR refuses it (or takes what it can read as a number).
-  if behind then redis.call('SET', KEYS[2], floor) end
-  local next = redis.pcall('INCR', KEYS[2])
-  if type(next) == 'table' and next.err then
-    if string.find(next.err, 'overflow') then return {2} end
-    return redis.error_reply(next.err)
-  end
-  token = redis.call('GET', KEYS[2])
+local positive = counter and string.find(counter, '^[1-9]%d*$')
+if counter and not positive and counter ~= '0' and not string.find(counter, '^%-[1-9]%d*$') then
+  return redis.error_reply('ERR the token counter is not an integer')
 end
+local start = floor
+if positive and not below(counter, floor) then start = counter end
+if not below(start, '9223372036854775807') then return {2} end
+-- start + 1 on the digits: the last digit that is not a 9 grows by one (byte 48 is '0'),
+-- the 9s after it turn to 0s; all 9s gain a leading 1.
+local nines = #string.match(start, '9*$')
+local grows = #start - nines
+local head = grows == 0 and '1'
+  or string.sub(start, 1, grows - 1) .. (string.byte(start, grows) - 47)
+local token = head .. string.rep('0', nines)
 redis.call('SET', KEYS[2], token, 'PX', 86400000)
 "
     };
