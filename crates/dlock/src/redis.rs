@@ -38,13 +38,15 @@
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
 //! `dlock:{account-42}:permits:count`, a mutex grant's nonce `dlock:{account-42}:request` and
 //! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
-//! to). `RedisLocks` talks to one server (or one per URL for Redlock): Redis Cluster is not
-//! supported, and a name that starts with `}` makes the hash tag empty, so its keys would not
-//! even share a cluster slot. Every key of a name expires: the holds with their leases, and the
-//! counter a day after the name's last grant ([`COUNTER_IDLE`]), so a service that locks
-//! per-user or per-order names keeps in Redis only the names locked in the last day. A name
-//! locked again after its counter expired starts from the server's clock, above every token
-//! the old counter gave (the clock rule below, as after a loss of the counter).
+//! to). `RedisLocks` talks to one server (Redlock, a majority over several servers, is not
+//! implemented). Redis Cluster is not supported either: a name that starts with `}` makes the
+//! hash tag empty, so its keys would not even share a cluster slot. Every key of a name
+//! expires: the holds with their leases, and the counter a day after the name's last grant
+//! ([`COUNTER_IDLE`]), so a service that locks per-user or per-order names keeps in Redis only
+//! the names locked in the last day, and those whose lease (at most [`MAX_LEASE`]) would still
+//! run: a hold, its nonce and its released mark live no longer than the lease. A name locked
+//! again after its counter expired starts from the server's clock, above every token the old
+//! counter gave (the clock rule below, as after a loss of the counter).
 //!
 //! # The clock rule: tokens grow across a Redis that lost its data
 //!
@@ -831,7 +833,8 @@ impl<C: Clock> Locks for RedisLocks<C> {
         self.metered_extend(grant, lease)
     }
 
-    /// Deletes the lock key if it still holds this grant's token, in one round trip. Succeeds
+    /// Frees the lock key if it still holds this grant's token (for a mutex or writer, by
+    /// renaming it to the name's released mark), in one round trip. Succeeds
     /// if Redis still held the grant, even when the client's shortened lease had run out, and
     /// when a mutex release is resent after its first run released the grant.
     fn release(&self, grant: Grant) -> Result<(), Error> {
@@ -915,6 +918,100 @@ mod tests {
             COUNTER_IDLE.as_millis()
         );
         assert!(next_token!().contains(&expire));
+    }
+
+    /// What `next_token!` makes of `counter` with the server's clock at `secs` seconds: the
+    /// token, `None` for a counter with no room left (`{2}`), computed on integers.
+    fn expected_token(counter: Option<i128>, secs: u64) -> Option<u64> {
+        let floor = i128::from(secs * 1000) << 20;
+        let start = counter.map_or(floor, |counter| counter.max(floor));
+        (start < i128::from(i64::MAX)).then(|| u64::try_from(start + 1).unwrap())
+    }
+
+    /// `next_token!` run against a real Redis whose `TIME` is made to read `ARGV[1]` seconds
+    /// (the counter is `KEYS[2]`, as in the grant scripts): every decimal-string count-up
+    /// agrees with integer arithmetic, for a clock that reads any year (before 2000 the clock
+    /// part has fewer than 19 digits, so carries reach the first digit and all 9s gain one),
+    /// counters behind, at, ahead of the clock and at the end of the range, and counters of
+    /// zero or below.
+    #[test]
+    fn the_decimal_count_up_agrees_with_integer_arithmetic() {
+        let Some(server) = infra_testkit::RedisServer::start() else {
+            return;
+        };
+        let mut redis = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        // A `redis` of the script's own whose `TIME` reads the given second.
+        let script = concat!(
+            "local server = redis\n",
+            "local redis = setmetatable({call = function(command, ...)\n",
+            "  if command == 'TIME' then return {ARGV[1], '0'} end\n",
+            "  return server.call(command, ...)\n",
+            "end}, {__index = server})\n",
+            next_token!(),
+            "return {1, token}",
+        );
+        let mut run = |counter: Option<&str>, secs: u64| -> Option<u64> {
+            let mut reset = redis::cmd("DEL");
+            reset.arg("counter");
+            if let Some(counter) = counter {
+                reset = redis::cmd("SET");
+                reset.arg("counter").arg(counter);
+            }
+            let () = reset.query(&mut redis).unwrap();
+            let reply: Value = redis::cmd("EVAL")
+                .arg(script)
+                .arg(2)
+                .arg("lock")
+                .arg("counter")
+                .arg(secs)
+                .query(&mut redis)
+                .unwrap();
+            match reply {
+                Value::Array(fields) if fields == [Value::Int(2)] => None,
+                Value::Array(fields) => {
+                    let [Value::Int(1), Value::BulkString(token)] = fields.as_slice() else {
+                        panic!("{fields:?}");
+                    };
+                    let token: u64 = std::str::from_utf8(token).unwrap().parse().unwrap();
+                    let stored: u64 = redis::cmd("GET").arg("counter").query(&mut redis).unwrap();
+                    assert_eq!(stored, token);
+                    Some(token)
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let max = i128::from(i64::MAX);
+        let mut counters: Vec<i128> = vec![0, -1, -7, 1, 9, 99, 999_999_999_999, max - 1, max];
+        counters.extend((1..=19).map(|digits| 10_i128.pow(digits) - 1));
+        // A fixed pseudo-random spread over the whole range and just around each clock.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state >> 1
+        };
+        counters.extend((0..300).map(|_| i128::from(next())));
+        for secs in [1, 1_000, 946_684_799, 1_800_000_000, 4_000_000_000] {
+            let floor = i128::from(secs * 1000) << 20;
+            counters.extend([floor - 1, floor, floor + 1, floor + 9_999]);
+            for &counter in &counters {
+                let text = counter.to_string();
+                assert_eq!(
+                    run(Some(&text), secs),
+                    expected_token(Some(counter), secs),
+                    "counter {text} at {secs} s"
+                );
+            }
+            assert_eq!(
+                run(None, secs),
+                expected_token(None, secs),
+                "none at {secs} s"
+            );
+        }
     }
 
     #[test]
