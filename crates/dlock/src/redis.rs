@@ -67,8 +67,9 @@
 //! is below `(T1 + 1 ms) × 2^20` unless the counter ran more than 2^20 grants per
 //! millisecond ahead of the clock, over a billion grants per second, far beyond what one Redis
 //! does. So after any loss, rollback or expiry of the counter, or a write that set it to zero
-//! or below, the next token is above every token issued before, as long as **the server's wall clock reads later than it did when the last
-//! of the lost tokens was issued** — at least one millisecond later; a restart takes longer.
+//! or below, the next token is above every token issued before, as long as **the server's
+//! wall clock reads later than it did when the last of the lost tokens was issued** — at least
+//! one millisecond later; a restart takes longer.
 //! On a failover that is the replica's clock: keep the servers' clocks synchronized, as NTP
 //! does, to within the time a failover takes; the rule covers a failover only under that
 //! assumption. A clock set back across a data loss breaks it. Where that is not enough,
