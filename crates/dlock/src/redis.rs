@@ -17,8 +17,10 @@
 //!   `PEXPIRE` or remove it, so a grant that expired or was taken over never touches the current
 //!   holder. A mutex release renames the key to `{name}:released`, which keeps its token for
 //!   what was left of the lease, so a resent release whose first run did remove the key
-//!   succeeds too. (Readers and
-//!   permits keep no such mark: a resent release of one reports [`Error::LeaseExpired`].)
+//!   succeeds too — unless, in between, the lock was granted again and released, which puts
+//!   the next holder's token in the mark: then the resend reports [`Error::LeaseExpired`].
+//!   (Readers and permits keep no such mark: a resent release of one reports
+//!   [`Error::LeaseExpired`].)
 //!
 //! A request sent on a pooled connection that turns out dead is sent once more on a fresh
 //! connection if running it twice is harmless: extend, release and mutex grants; never reader
@@ -1013,6 +1015,57 @@ mod tests {
                 "none at {secs} s"
             );
         }
+    }
+
+    /// Sets `lock` to `token` for 30 s, as a grant does.
+    fn hold(redis: &mut redis::Connection, token: &str) {
+        let () = redis::cmd("SET")
+            .arg("lock")
+            .arg(token)
+            .arg("PX")
+            .arg(30_000)
+            .query(redis)
+            .unwrap();
+    }
+
+    /// Runs the release script for `token` on `lock` and its mark `lock:released`.
+    fn release(redis: &mut redis::Connection, token: &str) -> i64 {
+        redis::cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(2)
+            .arg("lock")
+            .arg("lock:released")
+            .arg(token)
+            .query(redis)
+            .unwrap()
+    }
+
+    /// The released mark keeps only the last release's token: a release resent after the
+    /// lock was granted again and released (renaming the next holder's key over the mark)
+    /// finds neither its key nor its mark, and is told 0.
+    #[test]
+    fn a_later_release_takes_the_place_of_an_earlier_ones_mark() {
+        let Some(server) = infra_testkit::RedisServer::start() else {
+            return;
+        };
+        let mut redis = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        hold(&mut redis, "11");
+        assert_eq!(release(&mut redis, "11"), 1);
+        assert_eq!(release(&mut redis, "11"), 1, "a resend finds its mark");
+        hold(&mut redis, "12");
+        assert_eq!(release(&mut redis, "11"), 1, "still its mark");
+        let held: String = redis::cmd("GET").arg("lock").query(&mut redis).unwrap();
+        assert_eq!(held, "12", "the next holder's key is left alone");
+        assert_eq!(release(&mut redis, "12"), 1);
+        assert_eq!(
+            release(&mut redis, "11"),
+            0,
+            "the mark is the next holder's now"
+        );
+        assert_eq!(release(&mut redis, "12"), 1);
     }
 
     #[test]
