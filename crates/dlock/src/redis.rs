@@ -17,8 +17,10 @@
 //!   `PEXPIRE` or remove it, so a grant that expired or was taken over never touches the current
 //!   holder. A mutex release renames the key to `{name}:released`, which keeps its token for
 //!   what was left of the lease, so a resent release whose first run did remove the key
-//!   succeeds too. (Readers and
-//!   permits keep no such mark: a resent release of one reports [`Error::LeaseExpired`].)
+//!   succeeds too — unless, in between, the lock was granted again and released, which puts
+//!   the next holder's token in the mark: then the resend reports [`Error::LeaseExpired`].
+//!   (Readers and permits keep no such mark: a resent release of one reports
+//!   [`Error::LeaseExpired`].)
 //!
 //! A request sent on a pooled connection that turns out dead is sent once more on a fresh
 //! connection if running it twice is harmless: extend, release and mutex grants; never reader
@@ -38,13 +40,15 @@
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
 //! `dlock:{account-42}:permits:count`, a mutex grant's nonce `dlock:{account-42}:request` and
 //! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
-//! to). `RedisLocks` talks to one server (or one per URL for Redlock): Redis Cluster is not
-//! supported, and a name that starts with `}` makes the hash tag empty, so its keys would not
-//! even share a cluster slot. Every key of a name expires: the holds with their leases, and the
-//! counter a day after the name's last grant ([`COUNTER_IDLE`]), so a service that locks
-//! per-user or per-order names keeps in Redis only the names locked in the last day. A name
-//! locked again after its counter expired starts from the server's clock, above every token
-//! the old counter gave (the clock rule below, as after a loss of the counter).
+//! to). `RedisLocks` talks to one server (Redlock, a majority over several servers, is not
+//! implemented). Redis Cluster is not supported either: a name that starts with `}` makes the
+//! hash tag empty, so its keys would not even share a cluster slot. Every key of a name
+//! expires: the holds with their leases, and the counter a day after the name's last grant
+//! ([`COUNTER_IDLE`]), so a service that locks per-user or per-order names keeps in Redis only
+//! the names locked in the last day, and those whose lease (at most [`MAX_LEASE`]) would still
+//! run: a hold, its nonce and its released mark live no longer than the lease. A name locked
+//! again after its counter expired starts from the server's clock, above every token the old
+//! counter gave (the clock rule below, as after a loss of the counter).
 //!
 //! # The clock rule: tokens grow across a Redis that lost its data
 //!
@@ -64,16 +68,18 @@
 //! so a token is `max(previous + 1, now_ms × 2^20 + 1)`. A token issued at server time `T1`
 //! is below `(T1 + 1 ms) × 2^20` unless the counter ran more than 2^20 grants per
 //! millisecond ahead of the clock, over a billion grants per second, far beyond what one Redis
-//! does. So after any loss, rollback or expiry of the counter, the next token is above every token
-//! issued before, as long as **the server's wall clock reads later than it did when the last
-//! of the lost tokens was issued** — at least one millisecond later; a restart takes longer.
+//! does. So after any loss, rollback or expiry of the counter, or a write that set it to zero
+//! or below, the next token is above every token issued before, as long as **the server's
+//! wall clock reads later than it did when the last of the lost tokens was issued** — at least
+//! one millisecond later; a restart takes longer.
 //! On a failover that is the replica's clock: keep the servers' clocks synchronized, as NTP
 //! does, to within the time a failover takes; the rule covers a failover only under that
 //! assumption. A clock set back across a data loss breaks it. Where that is not enough,
 //! make the grants themselves durable: `appendfsync always` on the server, and `WAIT` for the
 //! replicas (this backend sends no `WAIT`). The counter never wraps: one at `2^63 − 1`, which
-//! the clock part reaches in the year 2248, cannot grow, and the grant fails with
-//! [`Error::TokensExhausted`].
+//! the clock part reaches in the year 2248 (or set there or beyond by someone else), cannot
+//! grow, and the grant fails with [`Error::TokensExhausted`]; a counter someone set to a value
+//! that is not an integer fails it with [`Error::Backend`]. Neither leaves a hold behind.
 //!
 //! A data loss also loses the holds: the next request is granted at once, while the previous
 //! holder may still be within its lease. Only the fence keeps the resource safe then.
@@ -135,15 +141,16 @@ use crate::metered::ServerCalls;
 
 /// The next token of a name (`KEYS[2]`), into the Lua local `token` as a string (so no
 /// precision is lost to Lua's doubles): one above the counter, or above the server's `TIME` in
-/// ms × 2^20 if the counter is missing or below that (see the module docs); a counter that
-/// cannot grow answers `{2}`. The floor is exact as a double (ms < 2^41, times a power of
-/// two), and comparisons are on the decimal strings (no leading zeros: longer is larger),
-/// never on doubles. The usual case, a number with room below 2^63 − 1, is counted up on its
-/// decimal string in Lua and written back with one `SET`, which saves Redis the `INCR`, the
-/// `PEXPIRE` and the re-read of the counter. Anything else (a counter that is not a number, or
-/// at the end of the range) is left to `INCR`, whose refusal is the answer. Each grant sets
-/// the counter to expire a day later ([`COUNTER_IDLE`]): the clock rule makes a counter gone
-/// for a day start above every token it gave, as after a loss.
+/// ms × 2^20 if the counter is missing or below that (see the module docs). A counter of zero
+/// or below, which only someone else's write can leave, is below the clock too: counting up
+/// from it would hand out tokens smaller than the ones already given. The floor is exact as a
+/// double (ms < 2^41, times a power of two), and comparisons are on the decimal strings (no
+/// leading zeros: longer is larger), never on doubles. The token is counted up on the decimal
+/// string in Lua and written back with one `SET`, with the day's expiry. A counter with no room
+/// left below 2^63 − 1 answers `{2}`; one that is not an integer in Redis's own spelling (no
+/// leading zeros, no `+`) is an error reply. Each grant sets the counter to expire a day later
+/// ([`COUNTER_IDLE`]): the clock rule makes a counter gone for a day start above every token
+/// it gave, as after a loss.
 macro_rules! next_token {
     () => {
         r"
@@ -152,28 +159,20 @@ local clock_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 100
 local floor = string.format('%.0f', clock_ms * 1048576)
 local function below(a, b) return #a < #b or (#a == #b and a < b) end
 local counter = redis.call('GET', KEYS[2])
-local counted = counter and string.find(counter, '^[1-9]%d*$')
-local behind = not counter or (counted and below(counter, floor))
-local start = behind and floor or counter
-local token
-if (behind or counted) and below(start, '9223372036854775807') then
-  -- start + 1 on the digits: the last digit that is not a 9 grows by one (byte 48 is '0'),
-  -- the 9s after it turn to 0s; all 9s gain a leading 1.
-  local nines = #string.match(start, '9*$')
-  local grows = #start - nines
-  local head = grows == 0 and '1'
-    or string.sub(start, 1, grows - 1) .. (string.byte(start, grows) - 47)
-  token = head .. string.rep('0', nines)
-else
-  -- Not a number, or no room left: INCR refuses it (or takes what it can read as a number).
-  if behind then redis.call('SET', KEYS[2], floor) end
-  local next = redis.pcall('INCR', KEYS[2])
-  if type(next) == 'table' and next.err then
-    if string.find(next.err, 'overflow') then return {2} end
-    return redis.error_reply(next.err)
-  end
-  token = redis.call('GET', KEYS[2])
+local positive = counter and string.find(counter, '^[1-9]%d*$')
+if counter and not positive and counter ~= '0' and not string.find(counter, '^%-[1-9]%d*$') then
+  return redis.error_reply('ERR the token counter is not an integer')
 end
+local start = floor
+if positive and not below(counter, floor) then start = counter end
+if not below(start, '9223372036854775807') then return {2} end
+-- start + 1 on the digits: the last digit that is not a 9 grows by one (byte 48 is '0'),
+-- the 9s after it turn to 0s; all 9s gain a leading 1.
+local nines = #string.match(start, '9*$')
+local grows = #start - nines
+local head = grows == 0 and '1'
+  or string.sub(start, 1, grows - 1) .. (string.byte(start, grows) - 47)
+local token = head .. string.rep('0', nines)
 redis.call('SET', KEYS[2], token, 'PX', 86400000)
 "
     };
@@ -837,7 +836,8 @@ impl<C: Clock> Locks for RedisLocks<C> {
         self.metered_extend(grant, lease)
     }
 
-    /// Deletes the lock key if it still holds this grant's token, in one round trip. Succeeds
+    /// Frees the lock key if it still holds this grant's token (for a mutex or writer, by
+    /// renaming it to the name's released mark), in one round trip. Succeeds
     /// if Redis still held the grant, even when the client's shortened lease had run out, and
     /// when a mutex release is resent after its first run released the grant.
     fn release(&self, grant: Grant) -> Result<(), Error> {
@@ -921,6 +921,151 @@ mod tests {
             COUNTER_IDLE.as_millis()
         );
         assert!(next_token!().contains(&expire));
+    }
+
+    /// What `next_token!` makes of `counter` with the server's clock at `secs` seconds: the
+    /// token, `None` for a counter with no room left (`{2}`), computed on integers.
+    fn expected_token(counter: Option<i128>, secs: u64) -> Option<u64> {
+        let floor = i128::from(secs * 1000) << 20;
+        let start = counter.map_or(floor, |counter| counter.max(floor));
+        (start < i128::from(i64::MAX)).then(|| u64::try_from(start + 1).unwrap())
+    }
+
+    /// `next_token!` run against a real Redis whose `TIME` is made to read `ARGV[1]` seconds
+    /// (the counter is `KEYS[2]`, as in the grant scripts): every decimal-string count-up
+    /// agrees with integer arithmetic, for a clock that reads any year (before 2000 the clock
+    /// part has fewer than 19 digits, so carries reach the first digit and all 9s gain one),
+    /// counters behind, at, ahead of the clock and at the end of the range, and counters of
+    /// zero or below.
+    #[test]
+    fn the_decimal_count_up_agrees_with_integer_arithmetic() {
+        let Some(server) = infra_testkit::RedisServer::start() else {
+            return;
+        };
+        let mut redis = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        // A `redis` of the script's own whose `TIME` reads the given second.
+        let script = concat!(
+            "local server = redis\n",
+            "local redis = setmetatable({call = function(command, ...)\n",
+            "  if command == 'TIME' then return {ARGV[1], '0'} end\n",
+            "  return server.call(command, ...)\n",
+            "end}, {__index = server})\n",
+            next_token!(),
+            "return {1, token}",
+        );
+        let mut run = |counter: Option<&str>, secs: u64| -> Option<u64> {
+            let mut reset = redis::cmd("DEL");
+            reset.arg("counter");
+            if let Some(counter) = counter {
+                reset = redis::cmd("SET");
+                reset.arg("counter").arg(counter);
+            }
+            let () = reset.query(&mut redis).unwrap();
+            let reply: Value = redis::cmd("EVAL")
+                .arg(script)
+                .arg(2)
+                .arg("lock")
+                .arg("counter")
+                .arg(secs)
+                .query(&mut redis)
+                .unwrap();
+            match reply {
+                Value::Array(fields) if fields == [Value::Int(2)] => None,
+                Value::Array(fields) => {
+                    let [Value::Int(1), Value::BulkString(token)] = fields.as_slice() else {
+                        panic!("{fields:?}");
+                    };
+                    let token: u64 = std::str::from_utf8(token).unwrap().parse().unwrap();
+                    let stored: u64 = redis::cmd("GET").arg("counter").query(&mut redis).unwrap();
+                    assert_eq!(stored, token);
+                    Some(token)
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let max = i128::from(i64::MAX);
+        let mut counters: Vec<i128> = vec![0, -1, -7, 1, 9, 99, 999_999_999_999, max - 1, max];
+        counters.extend((1..=19).map(|digits| 10_i128.pow(digits) - 1));
+        // A fixed pseudo-random spread over the whole range and just around each clock.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state >> 1
+        };
+        counters.extend((0..300).map(|_| i128::from(next())));
+        for secs in [1, 1_000, 946_684_799, 1_800_000_000, 4_000_000_000] {
+            let floor = i128::from(secs * 1000) << 20;
+            counters.extend([floor - 1, floor, floor + 1, floor + 9_999]);
+            for &counter in &counters {
+                let text = counter.to_string();
+                assert_eq!(
+                    run(Some(&text), secs),
+                    expected_token(Some(counter), secs),
+                    "counter {text} at {secs} s"
+                );
+            }
+            assert_eq!(
+                run(None, secs),
+                expected_token(None, secs),
+                "none at {secs} s"
+            );
+        }
+    }
+
+    /// Sets `lock` to `token` for 30 s, as a grant does.
+    fn hold(redis: &mut redis::Connection, token: &str) {
+        let () = redis::cmd("SET")
+            .arg("lock")
+            .arg(token)
+            .arg("PX")
+            .arg(30_000)
+            .query(redis)
+            .unwrap();
+    }
+
+    /// Runs the release script for `token` on `lock` and its mark `lock:released`.
+    fn release(redis: &mut redis::Connection, token: &str) -> i64 {
+        redis::cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(2)
+            .arg("lock")
+            .arg("lock:released")
+            .arg(token)
+            .query(redis)
+            .unwrap()
+    }
+
+    /// The released mark keeps only the last release's token: a release resent after the
+    /// lock was granted again and released (renaming the next holder's key over the mark)
+    /// finds neither its key nor its mark, and is told 0.
+    #[test]
+    fn a_later_release_takes_the_place_of_an_earlier_ones_mark() {
+        let Some(server) = infra_testkit::RedisServer::start() else {
+            return;
+        };
+        let mut redis = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        hold(&mut redis, "11");
+        assert_eq!(release(&mut redis, "11"), 1);
+        assert_eq!(release(&mut redis, "11"), 1, "a resend finds its mark");
+        hold(&mut redis, "12");
+        assert_eq!(release(&mut redis, "11"), 1, "still its mark");
+        let held: String = redis::cmd("GET").arg("lock").query(&mut redis).unwrap();
+        assert_eq!(held, "12", "the next holder's key is left alone");
+        assert_eq!(release(&mut redis, "12"), 1);
+        assert_eq!(
+            release(&mut redis, "11"),
+            0,
+            "the mark is the next holder's now"
+        );
+        assert_eq!(release(&mut redis, "12"), 1);
     }
 
     #[test]

@@ -394,31 +394,96 @@ fn a_counter_at_its_end_or_garbled_is_an_error_not_a_panic() {
     let locks = locks(&server.url());
     let lease = Duration::from_secs(30);
     let mut redis = client(&server);
-    let _: () = redis::cmd("SET")
-        .arg("dlock:{full}:token")
-        .arg(i64::MAX)
-        .query(&mut redis)
-        .unwrap();
-    assert_eq!(
-        locks.try_acquire("full", lease).unwrap_err(),
-        Error::TokensExhausted
-    );
-    let _: () = redis::cmd("SET")
-        .arg("dlock:{garbled}:token")
-        .arg("not a number")
-        .query(&mut redis)
-        .unwrap();
-    assert!(matches!(
-        locks.try_acquire("garbled", lease),
-        Err(Error::Backend { .. })
-    ));
-    // Neither left a lock behind.
-    let exists: u64 = redis::cmd("EXISTS")
-        .arg("dlock:{full}")
-        .arg("dlock:{garbled}")
-        .query(&mut redis)
-        .unwrap();
-    assert_eq!(exists, 0);
+    // At the end of the range, or set beyond it: no room to grow.
+    let full = [
+        i64::MAX.to_string(),
+        "9223372036854775808".to_owned(),
+        "99999999999999999999".to_owned(),
+    ];
+    // Not an integer as Redis spells one.
+    let garbled = ["not a number", "", "007", "+5", "-0", " 5", "1.5", "1e9"];
+    let cases = full
+        .iter()
+        .map(|value| (value.as_str(), true))
+        .chain(garbled.iter().map(|value| (*value, false)));
+    for (value, full) in cases {
+        let _: () = redis::cmd("SET")
+            .arg(format!("dlock:{{{LOCK}}}:token"))
+            .arg(value)
+            .query(&mut redis)
+            .unwrap();
+        let refused = locks.try_acquire(LOCK, lease);
+        if full {
+            assert!(
+                matches!(refused, Err(Error::TokensExhausted)),
+                "{value:?}: {refused:?}"
+            );
+        } else {
+            assert!(
+                matches!(refused, Err(Error::Backend { .. })),
+                "{value:?}: {refused:?}"
+            );
+        }
+        // No lock left behind, and the counter as it was.
+        let held: u64 = redis::cmd("EXISTS")
+            .arg(format!("dlock:{{{LOCK}}}"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(held, 0, "{value:?}");
+        let counter: String = redis::cmd("GET")
+            .arg(format!("dlock:{{{LOCK}}}:token"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(counter, value);
+    }
+}
+
+/// A counter someone set to zero or below (a hand "reset", another program) is behind the
+/// server's clock like a missing one: the next token starts again from the clock, above every
+/// token given before, and the lock key holds that token (no hold nobody can release).
+#[test]
+fn a_counter_set_to_zero_or_below_starts_again_from_the_clock() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let lease = Duration::from_secs(30);
+    let counter = format!("dlock:{{{LOCK}}}:token");
+    let mut redis = client(&server);
+    let first = locks.acquire(LOCK, lease).unwrap();
+    let mut last = first.token();
+    first.release().unwrap();
+    for reset in [
+        "0",
+        "-1",
+        "-5",
+        "-9223372036854775808",
+        "-99999999999999999999",
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&counter)
+            .arg(reset)
+            .query(&mut redis)
+            .unwrap();
+        let before = server_time_ms(&server);
+        let guard = match locks.try_acquire(LOCK, lease) {
+            Ok(Some(guard)) => guard,
+            other => panic!("counter {reset}: {other:?}"),
+        };
+        let token = guard.token();
+        assert!(token > last, "counter {reset}: {token} after {last}");
+        assert!(
+            token.get() >> 20 >= before,
+            "counter {reset}: {token} is below the clock"
+        );
+        let held: String = redis::cmd("GET")
+            .arg(format!("dlock:{{{LOCK}}}"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(held, token.get().to_string());
+        last = token;
+        guard.release().unwrap();
+    }
 }
 
 /// The counter is counted up on its decimal string inside the script: exact where a double
