@@ -87,7 +87,9 @@ fn with_a_lock() -> Result<(i64, Vec<FencingToken>), Box<dyn Error>> {
         .map(|&amount| {
             let (locks, balance) = (Arc::clone(&locks), Arc::clone(&balance));
             thread::spawn(move || -> Result<FencingToken, LockError> {
-                let guard = locks.acquire(LOCK, Duration::from_secs(5))?;
+                // A handle resolves the name once; its guard keeps only the token and lease.
+                let account = locks.handle(LOCK)?;
+                let guard = account.acquire(Duration::from_secs(5))?;
                 let seen = *balance.lock();
                 *balance.lock() = seen - amount;
                 let token = guard.token();
