@@ -74,6 +74,12 @@ impl Readmission {
         self.credit = (self.credit + 1).min(CREDIT_BOUND);
     }
 
+    /// The credit, for tests of the shard's accounting.
+    #[cfg(test)]
+    pub(crate) fn credit(&self) -> i32 {
+        self.credit
+    }
+
     /// A readmitted entry was evicted without a hit in the main space: it cost a victim.
     pub(crate) fn on_readmitted_evicted(&mut self) {
         self.credit = (self.credit - 1).max(-CREDIT_BOUND);

@@ -638,30 +638,130 @@ mod tests {
         hit
     }
 
-    #[test]
-    fn a_rejected_key_that_returns_gets_past_stale_counts() {
+    /// A shard of 100 whose main space holds an old working set asked for often (high counts),
+    /// and that has just rejected `newcomer`, asked for once.
+    fn shard_that_rejected(newcomer: u64) -> Shard<u64, u64> {
         let mut shard = Shard::new(100);
-        // An old working set, asked for often: its counts are high.
         for _ in 0..10 {
             for key in 0..100 {
                 request(&mut shard, key);
             }
         }
-        // A new key is asked for once and rejected by the duel on its way out of the window.
-        let newcomer = 1_000;
         request(&mut shard, newcomer);
         for key in 2_000..2_010 {
             request(&mut shard, key);
         }
-        let now = || 0;
-        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_none());
+        assert!(shard.peek(hash(newcomer), &newcomer, &|| 0).is_none());
+        shard
+    }
+
+    /// Pushes the window's entries into the main space: fresh keys, each rejected in turn.
+    fn flush_window(shard: &mut Shard<u64, u64>) {
+        for key in 3_000..3_010 {
+            request(shard, key);
+        }
+    }
+
+    #[test]
+    fn a_rejected_key_that_returns_gets_past_stale_counts() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_rejected(newcomer);
         // It comes back while the shard still remembers rejecting it: this time it stays, even
         // after fresh keys have pushed it out of the window and lost their own duels.
         request(&mut shard, newcomer);
-        for key in 3_000..3_010 {
-            request(&mut shard, key);
-        }
+        flush_window(&mut shard);
         assert!(request(&mut shard, newcomer));
         assert!(!request(&mut shard, 3_000));
+    }
+
+    #[test]
+    fn a_returning_key_keeps_its_chance_when_other_requests_come_between() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_rejected(newcomer);
+        let now = || 0;
+        // Two lookups miss before either fetch completes, as concurrent requests do; the other
+        // key's value arrives first.
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
+        assert!(shard.get(hash(4_000), &4_000, &now).is_none());
+        shard.insert(hash(4_000), 4_000, 4_000, 1, NEVER, &now);
+        shard.insert(hash(newcomer), newcomer, newcomer, 1, NEVER, &now);
+        flush_window(&mut shard);
+        assert!(request(&mut shard, newcomer));
+    }
+
+    #[test]
+    fn a_heavy_returning_key_cannot_displace_more_than_one_victim() {
+        let mut shard = Shard::new(100);
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        // A fresh key in the window, so the next window leaver is not a hot one.
+        request(&mut shard, 500);
+        let now = || 0;
+        let heavy = 1_000;
+        // Asked for twice: rejected, then returning, weighing half the shard.
+        for _ in 0..2 {
+            assert!(shard.get(hash(heavy), &heavy, &now).is_none());
+            shard.insert(hash(heavy), heavy, heavy, 50, NEVER, &now);
+        }
+        let survivors = (0..100)
+            .filter(|key| shard.peek(hash(*key), key, &now).is_some())
+            .count();
+        assert!(
+            survivors >= 98,
+            "only {survivors} of 100 hot keys survived one heavy returning key"
+        );
+    }
+
+    /// `shard_that_rejected(newcomer)` with `newcomer` back, expiring at `expires_at`, and
+    /// readmitted into the main space.
+    fn shard_that_readmitted(newcomer: u64, expires_at: u64) -> Shard<u64, u64> {
+        let mut shard = shard_that_rejected(newcomer);
+        let now = || 0;
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
+        shard.insert(hash(newcomer), newcomer, newcomer, 1, expires_at, &now);
+        flush_window(&mut shard);
+        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_some());
+        assert_eq!(shard.readmission.credit(), 0);
+        shard
+    }
+
+    #[test]
+    fn a_readmitted_entry_that_expires_unhit_costs_credit() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_readmitted(newcomer, 10);
+        let later = || 20;
+        shard.purge_expired(&later);
+        assert!(shard.peek(hash(newcomer), &newcomer, &later).is_none());
+        assert_eq!(shard.readmission.credit(), -1);
+    }
+
+    #[test]
+    fn a_readmitted_entry_removed_unhit_costs_credit() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_readmitted(newcomer, NEVER);
+        let now = || 0;
+        assert_eq!(
+            shard.remove(hash(newcomer), &newcomer, &now),
+            Some(newcomer)
+        );
+        assert_eq!(shard.readmission.credit(), -1);
+    }
+
+    #[test]
+    fn an_update_is_not_a_hit_that_earns_credit() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_readmitted(newcomer, NEVER);
+        let now = || 0;
+        for value in 0..3 {
+            shard.insert(hash(newcomer), newcomer, value, 1, NEVER, &now);
+        }
+        assert_eq!(shard.readmission.credit(), 0);
+        // A lookup is the hit that pays, once.
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
+        assert_eq!(shard.readmission.credit(), 1);
     }
 }
