@@ -277,10 +277,17 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         self.push_head(index, queue);
     }
 
-    /// Removes an entry from its queue, the index and its slot, returning its value.
+    /// Removes an entry from its queue, the index and its slot, returning its value. Every way
+    /// out passes here, so a readmitted entry leaving unhit is counted once, however it leaves.
     fn remove_index(&mut self, index: u32) -> V {
         self.unlink(index);
-        let hash = self.node(index).hash;
+        let (hash, readmit) = {
+            let node = self.node(index);
+            (node.hash, node.readmit)
+        };
+        if readmit == Readmit::Readmitted {
+            self.readmission.on_readmitted_left_unhit();
+        }
         if let Ok(found) = self.table.find_entry(hash, |&other| other == index) {
             found.remove();
         }
@@ -311,6 +318,12 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         match found {
             Some(index) => {
                 self.counters.hits += 1;
+                // A hit, not an update, is what shows readmission paid.
+                let node = self.node_mut(index);
+                if node.readmit == Readmit::Readmitted {
+                    node.readmit = Readmit::No;
+                    self.readmission.on_readmitted_hit();
+                }
                 self.on_hit(index);
                 Some(self.node(index).value.clone())
             }
@@ -329,13 +342,8 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         (!Self::is_expired(node, now)).then(|| node.value.clone())
     }
 
-    /// The policy's reaction to a hit.
+    /// The policy's reaction to a hit or an update.
     fn on_hit(&mut self, index: u32) {
-        let node = self.node_mut(index);
-        if node.readmit == Readmit::Readmitted {
-            node.readmit = Readmit::No;
-            self.readmission.on_readmitted_hit();
-        }
         match self.node(index).queue {
             Queue::Window => self.move_to(index, Queue::Window),
             Queue::Probation => {
@@ -527,7 +535,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// The TinyLFU duel of a candidate leaving the window (already unlinked) against the
     /// victims at probation's LRU end. A returning candidate that loses enters anyway when
-    /// readmission allows it.
+    /// readmission allows it and the victim it loses to makes all the room it still needs: a
+    /// readmission displaces one entry, so one credit stands for one victim however heavy
+    /// the candidate.
     fn admit(&mut self, candidate: u32) {
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
@@ -540,11 +550,16 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 .into_iter()
                 .find(|&index| index != NIL);
             let Some(victim) = victim else { break };
-            let victim_frequency = self.sketch.frequency(self.node(victim).hash);
-            if candidate_frequency <= victim_frequency && returning && !readmitted {
-                readmitted = self.readmission.allow();
-            }
-            if candidate_frequency > victim_frequency || readmitted {
+            let (victim_frequency, victim_weight) = {
+                let node = self.node(victim);
+                (self.sketch.frequency(node.hash), u64::from(node.weight))
+            };
+            let wins = candidate_frequency > victim_frequency;
+            // The victim is in the main space, so its weight is part of the total.
+            let makes_room = self.weight() - victim_weight + candidate_weight <= self.max_weight;
+            let readmit = !wins && returning && makes_room && self.readmission.allow();
+            if wins || readmit {
+                readmitted |= readmit;
                 self.forget(victim);
                 self.remove_index(victim);
                 self.counters.evictions += 1;
@@ -565,11 +580,10 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     }
 
     /// Remembers an entry about to be evicted in the ghost of the space it leaves (a window
-    /// entry leaves only by losing the duel), and tells readmission when one of its entries
-    /// leaves unhit.
+    /// entry leaves only by losing the duel).
     fn forget(&mut self, index: u32) {
         let node = self.node(index);
-        let (hash, queue, readmit) = (node.hash, node.queue, node.readmit);
+        let (hash, queue) = (node.hash, node.queue);
         let capacity = (self.len / GHOST_DIVISOR).max(GHOST_MIN);
         match queue {
             Queue::Window => {
@@ -577,9 +591,6 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 self.readmission.on_rejected(hash, self.len);
             }
             Queue::Probation | Queue::Protected => self.main_ghost.push(hash, capacity),
-        }
-        if readmit == Readmit::Readmitted {
-            self.readmission.on_readmitted_evicted();
         }
     }
 
