@@ -701,6 +701,30 @@ mod tests {
     }
 
     #[test]
+    fn a_heavy_key_does_not_enter_on_room_another_candidate_made() {
+        let mut shard = Shard::new(100);
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        let now = || 0;
+        // Asked for once, weighing half the shard, behind a popular key at the window's tail:
+        // that key's duels must make room for itself only, and the heavy key must win its own.
+        let heavy = 1_000;
+        assert!(shard.get(hash(heavy), &heavy, &now).is_none());
+        shard.insert(hash(heavy), heavy, heavy, 50, NEVER, &now);
+        assert!(shard.peek(hash(heavy), &heavy, &now).is_none());
+        let survivors = (0..100)
+            .filter(|key| shard.peek(hash(*key), key, &now).is_some())
+            .count();
+        assert!(
+            survivors >= 98,
+            "only {survivors} of 100 hot keys survived one heavy key asked for once"
+        );
+    }
+
+    #[test]
     fn a_heavy_returning_key_cannot_displace_more_than_one_victim() {
         let mut shard = Shard::new(100);
         for _ in 0..10 {
