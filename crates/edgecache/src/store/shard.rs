@@ -198,6 +198,11 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn max_weight(&self) -> u64 {
         self.max_weight
     }
+
+    /// The summed weight of the main space's entries.
+    fn main_weight(&self) -> u64 {
+        self.probation.weight + self.protected.weight
+    }
 }
 
 impl<K: Eq, V: Clone> Shard<K, V> {
@@ -544,8 +549,11 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         let returning = std::mem::replace(&mut self.node_mut(candidate).readmit, Readmit::No)
             == Readmit::Returning;
         let mut readmitted = false;
-        // The weight the candidate needs freed: everything else must fit beside it.
-        while self.weight() + candidate_weight > self.max_weight {
+        // The candidate needs room beside the main space and the window's share only: window
+        // overflow behind it (a heavy newcomer) leaves through a duel of its own, rather than
+        // taking room this candidate's duels freed.
+        let room = self.max_weight - self.window.weight.min(self.window_max);
+        while self.main_weight() + candidate_weight > room {
             let victim = [self.probation.tail, self.protected.tail]
                 .into_iter()
                 .find(|&index| index != NIL);
@@ -555,8 +563,8 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 (self.sketch.frequency(node.hash), u64::from(node.weight))
             };
             let wins = candidate_frequency > victim_frequency;
-            // The victim is in the main space, so its weight is part of the total.
-            let makes_room = self.weight() - victim_weight + candidate_weight <= self.max_weight;
+            // The victim is in the main space, so its weight is part of the main space's.
+            let makes_room = self.main_weight() - victim_weight + candidate_weight <= room;
             let readmit = !wins && returning && makes_room && self.readmission.allow();
             if wins || readmit {
                 readmitted |= readmit;
