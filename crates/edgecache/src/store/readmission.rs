@@ -13,8 +13,10 @@
 //! follows it are two calls, and other requests' misses and inserts may come between them (a
 //! fetch from the origin takes a while), so the shard remembers the last [`RETURNING_MAX`]
 //! returning keys until their inserts rather than only the last one. A readmitted key
-//! displaces one main entry, never more: a returning key too heavy for one victim's room has
-//! to win its duels.
+//! displaces one main entry, never more (a returning key too heavy for one victim's room has
+//! to win its duels), and never one whose count is at the sketch's ceiling: such an entry was
+//! asked for often since the last halving, so its count is not stale, and a scan of keys each
+//! asked for twice must not push it out.
 //!
 //! Readmission would churn the main space under Zipf, where a rejected key returning soon is a
 //! marginal key rightly turned away, so it earns its place: a readmitted entry that is hit in

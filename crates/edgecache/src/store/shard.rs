@@ -540,9 +540,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// The TinyLFU duel of a candidate leaving the window (already unlinked) against the
     /// victims at probation's LRU end. A returning candidate that loses enters anyway when
-    /// readmission allows it and the victim it loses to makes all the room it still needs: a
-    /// readmission displaces one entry, so one credit stands for one victim however heavy
-    /// the candidate.
+    /// readmission allows it, the victim it loses to makes all the room it still needs (a
+    /// readmission displaces one entry, so one credit stands for one victim however heavy the
+    /// candidate), and that victim's count is below the sketch's ceiling.
     fn admit(&mut self, candidate: u32) {
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
@@ -565,7 +565,10 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             let wins = candidate_frequency > victim_frequency;
             // The victim is in the main space, so its weight is part of the main space's.
             let makes_room = self.main_weight() - victim_weight + candidate_weight <= room;
-            let readmit = !wins && returning && makes_room && self.readmission.allow();
+            // A victim at the sketch's ceiling was asked for often since the last halving: its
+            // count is not stale, so readmission leaves it to the duel.
+            let stale = victim_frequency < FrequencySketch::MAX_FREQUENCY;
+            let readmit = !wins && returning && makes_room && stale && self.readmission.allow();
             if wins || readmit {
                 readmitted |= readmit;
                 self.forget(victim);
