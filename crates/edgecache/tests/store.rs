@@ -231,6 +231,44 @@ fn a_scan_does_not_flush_a_hot_set() {
 }
 
 #[test]
+fn a_scan_of_keys_asked_twice_does_not_cost_a_hot_set_its_hits() {
+    let cache: Cache<u64, u64> = Cache::builder(1_000).shards(1).build();
+    let request = |key: u64| {
+        let hit = cache.get(&key).is_some();
+        if !hit {
+            cache.insert(key, key);
+        }
+        hit
+    };
+    // A hot set of 500 keys, each requested often.
+    for _ in 0..20 {
+        for key in 0..500 {
+            request(key);
+        }
+    }
+    // 20,000 keys never seen before, each asked for twice, 200 requests apart: every second
+    // request is a rejected key returning. The hot set is still asked for, once per step, all
+    // its keys in turn.
+    let (first, count, apart) = (1_000_000_u64, 20_000_u64, 200_u64);
+    let mut hot_misses = 0;
+    for step in 0..count + apart {
+        if step < count {
+            request(first + step);
+        }
+        if step >= apart {
+            request(first + step - apart);
+        }
+        if !request(step * 263 % 500) {
+            hot_misses += 1;
+        }
+    }
+    assert_eq!(
+        hot_misses, 0,
+        "the hot set missed {hot_misses} times during the scan"
+    );
+}
+
+#[test]
 fn budget_is_split_over_shards_and_never_exceeded() {
     let cache: Cache<u32, u32> = Cache::builder(1000).shards(8).weigher(|_, &v| v).build();
     assert_eq!(cache.shard_count(), 8);

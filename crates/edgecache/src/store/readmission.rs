@@ -9,11 +9,21 @@
 //! A key rejected by the duel and asked for again while still in the *rejected* ghost (the
 //! hashes of the last rejections, as many as half the shard's entries) is a returning key;
 //! when it next leaves the window it enters the main space even if it loses the duel, as
-//! CLOCK-Pro and 2Q admit a key that returns to their ghost list. That would churn the main
-//! space under Zipf, where a rejected key returning soon is a marginal key rightly turned away,
-//! so readmission earns its place: a readmitted entry that is hit in the main space adds a
-//! credit, one evicted unhit takes one away, and while the credit is negative only one
-//! returning key in [`EXPLORE_EVERY`] is readmitted, enough to notice when it pays again.
+//! CLOCK-Pro and 2Q admit a key that returns to their ghost list. The miss and the insert that
+//! follows it are two calls, and other requests' misses and inserts may come between them (a
+//! fetch from the origin takes a while), so the shard remembers the last [`RETURNING_MAX`]
+//! returning keys until their inserts rather than only the last one. A readmitted key
+//! displaces one main entry, never more (a returning key too heavy for one victim's room has
+//! to win its duels), and never one whose count is at the sketch's ceiling: such an entry was
+//! asked for often since the last halving, so its count is not stale, and a scan of keys each
+//! asked for twice must not push it out.
+//!
+//! Readmission would churn the main space under Zipf, where a rejected key returning soon is a
+//! marginal key rightly turned away, so it earns its place: a readmitted entry that is hit in
+//! the main space adds a credit, one that leaves it unhit (evicted, expired or removed: the
+//! victim it displaced was lost for nothing) takes one away, and while the credit is negative
+//! only one returning key in [`EXPLORE_EVERY`] is readmitted, enough to notice when it pays
+//! again.
 
 use super::ghost::Ghost;
 
@@ -27,14 +37,18 @@ const REJECTED_MIN: usize = 16;
 const CREDIT_BOUND: i32 = 32;
 /// While the credit is negative, one returning key in this many is still readmitted.
 const EXPLORE_EVERY: u32 = 32;
+/// Returning keys remembered between their misses and their inserts: as many misses of other
+/// returning keys as may come between one key's miss and its insert.
+const RETURNING_MAX: usize = 64;
 
 /// The shard's readmission state.
 #[derive(Debug, Default)]
 pub(crate) struct Readmission {
     /// Keys the duel rejected recently.
     rejected: Ghost,
-    /// The hash of the last miss that was in the rejected ghost, until the next insert.
-    returning: Option<u64>,
+    /// Keys missed while in the rejected ghost, until their inserts (the last
+    /// [`RETURNING_MAX`]).
+    returning: Ghost,
     /// Readmitted entries hit in the main space minus those evicted unhit, within bounds.
     credit: i32,
     /// Returning keys refused while the credit was negative, counted for exploration.
@@ -51,13 +65,13 @@ impl Readmission {
     /// Notes a miss: a key in the rejected ghost is returning.
     pub(crate) fn on_miss(&mut self, hash: u64) {
         if self.rejected.take(hash) {
-            self.returning = Some(hash);
+            self.returning.push(hash, RETURNING_MAX);
         }
     }
 
-    /// Whether the key being inserted is the returning key of the last miss.
+    /// Whether the key being inserted missed while in the rejected ghost; it is returning once.
     pub(crate) fn take_returning(&mut self, hash: u64) -> bool {
-        self.returning.take() == Some(hash)
+        self.returning.take(hash)
     }
 
     /// Whether a returning key that lost the duel enters the main space anyway.
@@ -74,15 +88,22 @@ impl Readmission {
         self.credit = (self.credit + 1).min(CREDIT_BOUND);
     }
 
-    /// A readmitted entry was evicted without a hit in the main space: it cost a victim.
-    pub(crate) fn on_readmitted_evicted(&mut self) {
+    /// The credit, for tests of the shard's accounting.
+    #[cfg(test)]
+    pub(crate) fn credit(&self) -> i32 {
+        self.credit
+    }
+
+    /// A readmitted entry left the main space without a hit there: its victim was lost for
+    /// nothing.
+    pub(crate) fn on_readmitted_left_unhit(&mut self) {
         self.credit = (self.credit - 1).max(-CREDIT_BOUND);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{CREDIT_BOUND, EXPLORE_EVERY, Readmission};
+    use super::{CREDIT_BOUND, EXPLORE_EVERY, RETURNING_MAX, Readmission};
 
     #[test]
     fn only_a_rejected_key_missed_again_is_returning() {
@@ -91,15 +112,28 @@ mod tests {
         readmission.on_miss(8);
         assert!(!readmission.take_returning(8));
         readmission.on_miss(7);
-        // Another key's insert clears the note.
+        // Another key's insert does not clear the note; the key's own insert takes it.
         assert!(!readmission.take_returning(9));
-        assert!(!readmission.take_returning(7));
-        readmission.on_rejected(7, 300);
-        readmission.on_miss(7);
         assert!(readmission.take_returning(7));
+        assert!(!readmission.take_returning(7));
         // The ghost gave the hash up when it was missed.
         readmission.on_miss(7);
         assert!(!readmission.take_returning(7));
+    }
+
+    #[test]
+    fn the_last_returning_keys_are_remembered_until_their_inserts() {
+        let mut readmission = Readmission::default();
+        let keys = RETURNING_MAX as u64 + 1;
+        for hash in 0..keys {
+            readmission.on_rejected(hash, 1_000);
+        }
+        for hash in 0..keys {
+            readmission.on_miss(hash);
+        }
+        // The oldest note is gone; the other misses are all still returning.
+        assert!(!readmission.take_returning(0));
+        assert!((1..keys).all(|hash| readmission.take_returning(hash)));
     }
 
     #[test]
@@ -118,7 +152,7 @@ mod tests {
     fn failures_make_readmission_rare_until_it_pays_again() {
         let mut readmission = Readmission::default();
         assert!(readmission.allow());
-        readmission.on_readmitted_evicted();
+        readmission.on_readmitted_left_unhit();
         let allowed = (0..EXPLORE_EVERY * 4)
             .filter(|_| readmission.allow())
             .count();
@@ -130,7 +164,7 @@ mod tests {
         }
         // The credit is bounded: as many failures as the bound turn it negative again.
         for _ in 0..=CREDIT_BOUND {
-            readmission.on_readmitted_evicted();
+            readmission.on_readmitted_left_unhit();
         }
         assert!((0..EXPLORE_EVERY - 1).any(|_| !readmission.allow()));
     }

@@ -198,6 +198,11 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn max_weight(&self) -> u64 {
         self.max_weight
     }
+
+    /// The summed weight of the main space's entries.
+    fn main_weight(&self) -> u64 {
+        self.probation.weight + self.protected.weight
+    }
 }
 
 impl<K: Eq, V: Clone> Shard<K, V> {
@@ -277,10 +282,17 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         self.push_head(index, queue);
     }
 
-    /// Removes an entry from its queue, the index and its slot, returning its value.
+    /// Removes an entry from its queue, the index and its slot, returning its value. Every way
+    /// out passes here, so a readmitted entry leaving unhit is counted once, however it leaves.
     fn remove_index(&mut self, index: u32) -> V {
         self.unlink(index);
-        let hash = self.node(index).hash;
+        let (hash, readmit) = {
+            let node = self.node(index);
+            (node.hash, node.readmit)
+        };
+        if readmit == Readmit::Readmitted {
+            self.readmission.on_readmitted_left_unhit();
+        }
         if let Ok(found) = self.table.find_entry(hash, |&other| other == index) {
             found.remove();
         }
@@ -311,6 +323,12 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         match found {
             Some(index) => {
                 self.counters.hits += 1;
+                // A hit, not an update, is what shows readmission paid.
+                let node = self.node_mut(index);
+                if node.readmit == Readmit::Readmitted {
+                    node.readmit = Readmit::No;
+                    self.readmission.on_readmitted_hit();
+                }
                 self.on_hit(index);
                 Some(self.node(index).value.clone())
             }
@@ -329,13 +347,8 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         (!Self::is_expired(node, now)).then(|| node.value.clone())
     }
 
-    /// The policy's reaction to a hit.
+    /// The policy's reaction to a hit or an update.
     fn on_hit(&mut self, index: u32) {
-        let node = self.node_mut(index);
-        if node.readmit == Readmit::Readmitted {
-            node.readmit = Readmit::No;
-            self.readmission.on_readmitted_hit();
-        }
         match self.node(index).queue {
             Queue::Window => self.move_to(index, Queue::Window),
             Queue::Probation => {
@@ -527,24 +540,37 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// The TinyLFU duel of a candidate leaving the window (already unlinked) against the
     /// victims at probation's LRU end. A returning candidate that loses enters anyway when
-    /// readmission allows it.
+    /// readmission allows it, the victim it loses to makes all the room it still needs (a
+    /// readmission displaces one entry, so one credit stands for one victim however heavy the
+    /// candidate), and that victim's count is below the sketch's ceiling.
     fn admit(&mut self, candidate: u32) {
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
         let returning = std::mem::replace(&mut self.node_mut(candidate).readmit, Readmit::No)
             == Readmit::Returning;
         let mut readmitted = false;
-        // The weight the candidate needs freed: everything else must fit beside it.
-        while self.weight() + candidate_weight > self.max_weight {
+        // The candidate needs room beside the main space and the window's share only: window
+        // overflow behind it (a heavy newcomer) leaves through a duel of its own, rather than
+        // taking room this candidate's duels freed.
+        let room = self.max_weight - self.window.weight.min(self.window_max);
+        while self.main_weight() + candidate_weight > room {
             let victim = [self.probation.tail, self.protected.tail]
                 .into_iter()
                 .find(|&index| index != NIL);
             let Some(victim) = victim else { break };
-            let victim_frequency = self.sketch.frequency(self.node(victim).hash);
-            if candidate_frequency <= victim_frequency && returning && !readmitted {
-                readmitted = self.readmission.allow();
-            }
-            if candidate_frequency > victim_frequency || readmitted {
+            let (victim_frequency, victim_weight) = {
+                let node = self.node(victim);
+                (self.sketch.frequency(node.hash), u64::from(node.weight))
+            };
+            let wins = candidate_frequency > victim_frequency;
+            // The victim is in the main space, so its weight is part of the main space's.
+            let makes_room = self.main_weight() - victim_weight + candidate_weight <= room;
+            // A victim at the sketch's ceiling was asked for often since the last halving: its
+            // count is not stale, so readmission leaves it to the duel.
+            let stale = victim_frequency < FrequencySketch::MAX_FREQUENCY;
+            let readmit = !wins && returning && makes_room && stale && self.readmission.allow();
+            if wins || readmit {
+                readmitted |= readmit;
                 self.forget(victim);
                 self.remove_index(victim);
                 self.counters.evictions += 1;
@@ -565,11 +591,10 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     }
 
     /// Remembers an entry about to be evicted in the ghost of the space it leaves (a window
-    /// entry leaves only by losing the duel), and tells readmission when one of its entries
-    /// leaves unhit.
+    /// entry leaves only by losing the duel).
     fn forget(&mut self, index: u32) {
         let node = self.node(index);
-        let (hash, queue, readmit) = (node.hash, node.queue, node.readmit);
+        let (hash, queue) = (node.hash, node.queue);
         let capacity = (self.len / GHOST_DIVISOR).max(GHOST_MIN);
         match queue {
             Queue::Window => {
@@ -577,9 +602,6 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 self.readmission.on_rejected(hash, self.len);
             }
             Queue::Probation | Queue::Protected => self.main_ghost.push(hash, capacity),
-        }
-        if readmit == Readmit::Readmitted {
-            self.readmission.on_readmitted_evicted();
         }
     }
 
@@ -638,30 +660,154 @@ mod tests {
         hit
     }
 
-    #[test]
-    fn a_rejected_key_that_returns_gets_past_stale_counts() {
+    /// A shard of 100 whose main space holds an old working set asked for often (high counts),
+    /// and that has just rejected `newcomer`, asked for once.
+    fn shard_that_rejected(newcomer: u64) -> Shard<u64, u64> {
         let mut shard = Shard::new(100);
-        // An old working set, asked for often: its counts are high.
         for _ in 0..10 {
             for key in 0..100 {
                 request(&mut shard, key);
             }
         }
-        // A new key is asked for once and rejected by the duel on its way out of the window.
-        let newcomer = 1_000;
         request(&mut shard, newcomer);
         for key in 2_000..2_010 {
             request(&mut shard, key);
         }
-        let now = || 0;
-        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_none());
+        assert!(shard.peek(hash(newcomer), &newcomer, &|| 0).is_none());
+        shard
+    }
+
+    /// Pushes the window's entries into the main space: fresh keys, each rejected in turn.
+    fn flush_window(shard: &mut Shard<u64, u64>) {
+        for key in 3_000..3_010 {
+            request(shard, key);
+        }
+    }
+
+    #[test]
+    fn a_rejected_key_that_returns_gets_past_stale_counts() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_rejected(newcomer);
         // It comes back while the shard still remembers rejecting it: this time it stays, even
         // after fresh keys have pushed it out of the window and lost their own duels.
         request(&mut shard, newcomer);
-        for key in 3_000..3_010 {
-            request(&mut shard, key);
-        }
+        flush_window(&mut shard);
         assert!(request(&mut shard, newcomer));
         assert!(!request(&mut shard, 3_000));
+    }
+
+    #[test]
+    fn a_returning_key_keeps_its_chance_when_other_requests_come_between() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_rejected(newcomer);
+        let now = || 0;
+        // Two lookups miss before either fetch completes, as concurrent requests do; the other
+        // key's value arrives first.
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
+        assert!(shard.get(hash(4_000), &4_000, &now).is_none());
+        shard.insert(hash(4_000), 4_000, 4_000, 1, NEVER, &now);
+        shard.insert(hash(newcomer), newcomer, newcomer, 1, NEVER, &now);
+        flush_window(&mut shard);
+        assert!(request(&mut shard, newcomer));
+    }
+
+    #[test]
+    fn a_heavy_key_does_not_enter_on_room_another_candidate_made() {
+        let mut shard = Shard::new(100);
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        let now = || 0;
+        // Asked for once, weighing half the shard, behind a popular key at the window's tail:
+        // that key's duels must make room for itself only, and the heavy key must win its own.
+        let heavy = 1_000;
+        assert!(shard.get(hash(heavy), &heavy, &now).is_none());
+        shard.insert(hash(heavy), heavy, heavy, 50, NEVER, &now);
+        assert!(shard.peek(hash(heavy), &heavy, &now).is_none());
+        let survivors = (0..100)
+            .filter(|key| shard.peek(hash(*key), key, &now).is_some())
+            .count();
+        assert!(
+            survivors >= 98,
+            "only {survivors} of 100 hot keys survived one heavy key asked for once"
+        );
+    }
+
+    #[test]
+    fn a_heavy_returning_key_cannot_displace_more_than_one_victim() {
+        let mut shard = Shard::new(100);
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        // A fresh key in the window, so the next window leaver is not a hot one.
+        request(&mut shard, 500);
+        let now = || 0;
+        let heavy = 1_000;
+        // Asked for twice: rejected, then returning, weighing half the shard.
+        for _ in 0..2 {
+            assert!(shard.get(hash(heavy), &heavy, &now).is_none());
+            shard.insert(hash(heavy), heavy, heavy, 50, NEVER, &now);
+        }
+        let survivors = (0..100)
+            .filter(|key| shard.peek(hash(*key), key, &now).is_some())
+            .count();
+        assert!(
+            survivors >= 98,
+            "only {survivors} of 100 hot keys survived one heavy returning key"
+        );
+    }
+
+    /// `shard_that_rejected(newcomer)` with `newcomer` back, expiring at `expires_at`, and
+    /// readmitted into the main space.
+    fn shard_that_readmitted(newcomer: u64, expires_at: u64) -> Shard<u64, u64> {
+        let mut shard = shard_that_rejected(newcomer);
+        let now = || 0;
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
+        shard.insert(hash(newcomer), newcomer, newcomer, 1, expires_at, &now);
+        flush_window(&mut shard);
+        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_some());
+        assert_eq!(shard.readmission.credit(), 0);
+        shard
+    }
+
+    #[test]
+    fn a_readmitted_entry_that_expires_unhit_costs_credit() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_readmitted(newcomer, 10);
+        let later = || 20;
+        shard.purge_expired(&later);
+        assert!(shard.peek(hash(newcomer), &newcomer, &later).is_none());
+        assert_eq!(shard.readmission.credit(), -1);
+    }
+
+    #[test]
+    fn a_readmitted_entry_removed_unhit_costs_credit() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_readmitted(newcomer, NEVER);
+        let now = || 0;
+        assert_eq!(
+            shard.remove(hash(newcomer), &newcomer, &now),
+            Some(newcomer)
+        );
+        assert_eq!(shard.readmission.credit(), -1);
+    }
+
+    #[test]
+    fn an_update_is_not_a_hit_that_earns_credit() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_readmitted(newcomer, NEVER);
+        let now = || 0;
+        for value in 0..3 {
+            shard.insert(hash(newcomer), newcomer, value, 1, NEVER, &now);
+        }
+        assert_eq!(shard.readmission.credit(), 0);
+        // A lookup is the hit that pays, once.
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
+        assert_eq!(shard.readmission.credit(), 1);
     }
 }

@@ -74,6 +74,9 @@ fn mix(hash: u64, seed: u64) -> u64 {
 }
 
 impl FrequencySketch {
+    /// The highest estimate [`Self::frequency`] gives: a counter's ceiling.
+    pub(crate) const MAX_FREQUENCY: u8 = COUNTER_MAX as u8;
+
     /// A sketch sized for `entries` entries.
     pub(crate) fn new(entries: usize) -> Self {
         let words = Self::words_for(entries);
