@@ -942,10 +942,7 @@ mod tests {
         let Some(server) = infra_testkit::RedisServer::start() else {
             return;
         };
-        let mut redis = redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut redis = connect(&server);
         // A `redis` of the script's own whose `TIME` reads the given second.
         let script = concat!(
             "local server = redis\n",
@@ -1018,6 +1015,14 @@ mod tests {
     }
 
     /// Sets `lock` to `token` for 30 s, as a grant does.
+    /// A plain connection to the test's server, for calling the scripts directly.
+    fn connect(server: &infra_testkit::RedisServer) -> redis::Connection {
+        redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
     fn hold(redis: &mut redis::Connection, token: &str) {
         let () = redis::cmd("SET")
             .arg("lock")
@@ -1048,10 +1053,7 @@ mod tests {
         let Some(server) = infra_testkit::RedisServer::start() else {
             return;
         };
-        let mut redis = redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut redis = connect(&server);
         hold(&mut redis, "11");
         assert_eq!(release(&mut redis, "11"), 1);
         assert_eq!(release(&mut redis, "11"), 1, "a resend finds its mark");
