@@ -288,8 +288,7 @@ impl<'h, C: Clock> HandleGuard<'h, C> {
 
     /// Whether the lock is still held (see [`Locks::is_held`]).
     pub fn is_held(&self) -> bool {
-        let (locks, slot) = (self.handle.locks, &*self.handle.slot);
-        locks.is_held_fast(slot, &self.held) || locks.is_held_in(slot, &self.to_grant())
+        self.handle.locks.is_held_as(&self.handle.slot, self.held)
     }
 
     /// Blocks until the lock is no longer held (see [`Locks::wait_lost`]).

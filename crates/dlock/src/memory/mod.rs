@@ -1007,11 +1007,19 @@ impl<C: Clock> MemoryLocks<C> {
     }
 
     fn is_held_in(&self, slot: &Slot, grant: &Grant) -> bool {
-        if grant.issuer == self.issuer && self.is_held_fast(slot, &Held::of_grant(grant)) {
-            return true;
-        }
-        // Expired, released or in the entry's hands: settling there also hands an expired
-        // lock on to its waiters.
+        (grant.issuer == self.issuer && self.is_held_fast(slot, &Held::of_grant(grant)))
+            || self.is_held_slow(slot, grant)
+    }
+
+    /// Whether `held`, granted by this instance in `slot`, is still held.
+    fn is_held_as(&self, slot: &Slot, held: Held) -> bool {
+        self.is_held_fast(slot, &held) || self.is_held_slow(slot, &self.grant_of(slot, held))
+    }
+
+    /// Whether `grant` is among the slot's holders, asked under its mutex (a grant not held on
+    /// the fast path: expired, released or in the entry's hands); settling there also hands an
+    /// expired lock on to its waiters.
+    fn is_held_slow(&self, slot: &Slot, grant: &Grant) -> bool {
         self.with_held(slot, grant, |_, _, _| ()).is_ok()
     }
 
