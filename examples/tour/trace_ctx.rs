@@ -95,7 +95,7 @@ impl Mesh {
             .advance(Duration::from_millis(hop.own_millis / 2));
         for call in hop.calls {
             let _in_server = server.attach();
-            let client = tracer.span(call.service).kind(SpanKind::Client).start();
+            let mut client = tracer.span(call.service).kind(SpanKind::Client).start();
             let mut outgoing = HashMap::new();
             let cx = remote.clone().with_span(client.context().clone());
             TraceContextPropagator.inject(&cx, &mut outgoing);

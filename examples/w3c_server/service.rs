@@ -70,7 +70,7 @@ async fn handle(
     if let Some(parent) = remote.span() {
         builder = builder.parent(parent);
     }
-    let server = builder.start();
+    let mut server = builder.start();
 
     let Ok(body) = request.into_body().collect().await else {
         return Ok(respond(StatusCode::BAD_REQUEST, "unreadable body\n"));
@@ -89,7 +89,7 @@ async fn handle(
             continue;
         };
         // One client span per call: the callee sees a new parent id each time.
-        let call = tracer
+        let mut call = tracer
             .span("POST")
             .kind(SpanKind::Client)
             .parent(server.context())

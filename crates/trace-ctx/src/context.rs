@@ -85,6 +85,25 @@ impl SpanContext {
         }
     }
 
+    /// A local context with every part given; `sampling` must agree with the sampled flag.
+    pub(crate) const fn local(
+        trace_id: TraceId,
+        span_id: SpanId,
+        flags: TraceFlags,
+        trace_state: TraceState,
+        sampling: SamplingState,
+    ) -> Self {
+        debug_assert!(flags.is_sampled() == sampling.is_sampled());
+        Self {
+            trace_id,
+            span_id,
+            flags,
+            trace_state,
+            sampling,
+            remote: false,
+        }
+    }
+
     /// A context received from another process (what the propagators return).
     pub const fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
         Self {

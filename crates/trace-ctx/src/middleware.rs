@@ -269,7 +269,7 @@ where
             }
             let (parts, body) = response.into_parts();
             if body.is_end_stream()
-                && let Some(span) = span.take()
+                && let Some(mut span) = span.take()
             {
                 span.end();
             }
@@ -324,7 +324,7 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
             }
             Some(Ok(_)) => this.inner.is_end_stream(),
         };
-        if finished && let Some(span) = this.span.take() {
+        if finished && let Some(mut span) = this.span.take() {
             span.end();
         }
         Poll::Ready(frame)

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::time::{Duration, SystemTime};
 
 use infra_common::{Clock, SystemClock};
@@ -632,31 +633,46 @@ impl<'a> SpanBuilder<'a> {
         let flags = TraceFlags::NONE
             .with_random(random)
             .with_sampled(decision.is_sampled());
-        let mut context = SpanContext::new(trace_id, span_id, flags);
         // Debug is a request to keep the whole trace: a sampled child carries it on.
         let debug = sent == Some(SamplingState::Debug)
             || parent.is_some_and(|p| p.sampling_state() == SamplingState::Debug);
-        if debug && decision.is_sampled() {
-            context = context.with_sampling_state(SamplingState::Debug);
-        }
-        match result.trace_state {
-            Some(state) => context = context.with_trace_state(state),
-            // Shared with the parent: a reference count, not a copy.
-            None => {
-                if let Some(parent) = parent
-                    && !parent.trace_state().is_empty()
-                {
-                    context = context.with_trace_state(parent.trace_state().clone());
-                }
-            }
-        }
+        let sampling = match (decision.is_sampled(), debug) {
+            (true, true) => SamplingState::Debug,
+            (true, false) => SamplingState::Accept,
+            (false, _) => SamplingState::Deny,
+        };
+        // Unless the sampler changed it, shared with the parent: a reference count, not a copy.
+        let trace_state = result
+            .trace_state
+            .or_else(|| parent.map(|p| p.trace_state().clone()))
+            .unwrap_or_default();
+        // The context is built where it goes, in one expression on each path: a context built
+        // once before the paths part (or by a chain of `with_*` calls) lived in a stack
+        // temporary written field by field, then copied into the span 16 bytes at a time, a
+        // store-forwarding stall (`trace_ctx/span_unsampled`).
         if !decision.is_recording() {
+            self.discard();
             return Span {
-                context,
-                recording: None,
+                context: SpanContext::local(trace_id, span_id, flags, trace_state, sampling),
+                recording: ManuallyDrop::new(None),
             };
         }
+        let context = SpanContext::local(trace_id, span_id, flags, trace_state, sampling);
         self.record(context, parent)
+    }
+
+    /// Drops the builder of an unrecorded span.
+    ///
+    /// Usually it owns nothing (a `'static` name, no links), and then it is forgotten: its
+    /// drop glue, an out-of-line call, took about a tenth of an unsampled span's time
+    /// (`trace_ctx/span_unsampled`). A builder that owns memory is dropped as usual
+    /// (`tests/alloc.rs` checks that nothing leaks).
+    #[inline(always)]
+    fn discard(self) {
+        let SpanBuilder { name, links, .. } = self;
+        if links.capacity() == 0 && matches!(name, Cow::Borrowed(_)) {
+            std::mem::forget((name, links));
+        }
     }
 
     fn record(self, context: SpanContext, parent: Option<&SpanContext>) -> Span {
@@ -671,7 +687,7 @@ impl<'a> SpanBuilder<'a> {
             link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
         }
         Span {
-            recording: Some(Box::new(Recording {
+            recording: ManuallyDrop::new(Some(Box::new(Recording {
                 tracer: self.tracer.clone(),
                 start_nanos,
                 data: SpanData {
@@ -691,7 +707,7 @@ impl<'a> SpanBuilder<'a> {
                     dropped_events_count: 0,
                     dropped_links_count,
                 },
-            })),
+            }))),
             context,
         }
     }
@@ -707,7 +723,10 @@ struct Recording {
 /// called or the span is dropped.
 pub struct Span {
     context: SpanContext,
-    recording: Option<Box<Recording>>,
+    // `ManuallyDrop` because `Drop for Span` always takes it (to finish the span), so the
+    // box's drop glue would only ever drop `None`: without it, that glue made a span's drop
+    // too large to inline.
+    recording: ManuallyDrop<Option<Box<Recording>>>,
 }
 
 impl Span {
@@ -717,7 +736,7 @@ impl Span {
     }
 
     /// Whether the span is being recorded (sampled, or [`SamplingDecision::RecordOnly`]).
-    pub const fn is_recording(&self) -> bool {
+    pub fn is_recording(&self) -> bool {
         self.recording.is_some()
     }
 
@@ -731,7 +750,7 @@ impl Span {
     /// [`SpanLimits::max_attributes`] is dropped and counted.
     #[inline]
     pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
-        if let Some(recording) = &mut self.recording {
+        if let Some(recording) = &mut *self.recording {
             recording.set_attribute(key.into(), value.into());
         }
     }
@@ -750,7 +769,7 @@ impl Span {
         name: impl Into<Cow<'static, str>>,
         attributes: impl IntoIterator<Item = KeyValue>,
     ) {
-        let Some(recording) = &mut self.recording else {
+        let Some(recording) = &mut *self.recording else {
             return;
         };
         let limits = recording.tracer.inner.limits;
@@ -775,7 +794,7 @@ impl Span {
     /// link is dropped and counted; past [`SpanLimits::max_attributes_per_link`] its extra
     /// attributes are.
     pub fn add_link(&mut self, mut link: Link) {
-        let Some(recording) = &mut self.recording else {
+        let Some(recording) = &mut *self.recording else {
             return;
         };
         let limits = recording.tracer.inner.limits;
@@ -804,7 +823,7 @@ impl Span {
     /// assert_eq!(exporter.spans()[0].status, Status::Ok);
     /// ```
     pub fn set_status(&mut self, status: Status) {
-        if let Some(recording) = &mut self.recording
+        if let Some(recording) = &mut *self.recording
             && recording.data.status != Status::Ok
             && status != Status::Unset
         {
@@ -826,7 +845,7 @@ impl Span {
     /// assert_eq!(exporter.spans()[0].name, "GET /cart/{id}");
     /// ```
     pub fn update_name(&mut self, name: impl Into<Cow<'static, str>>) {
-        if let Some(recording) = &mut self.recording {
+        if let Some(recording) = &mut *self.recording {
             recording.data.name = name.into();
         }
     }
@@ -839,16 +858,29 @@ impl Span {
         cx.attach()
     }
 
-    /// Ends the span now.
+    /// Ends the span now: a recorded span goes to the exporter. Ending again does nothing;
+    /// an ended span is unrecorded (its setters do nothing) and keeps its context.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{AlwaysOn, Tracer};
+    ///
+    /// let tracer = Tracer::builder().sampler(AlwaysOn).build();
+    /// let mut span = tracer.span("checkout").start();
+    /// span.end();
+    /// assert!(!span.is_recording());
+    /// span.end(); // nothing more is exported
+    /// ```
+    // `&mut self`, as OpenTelemetry's `Span::end`, not `self`: rustc copies a by-value
+    // argument of a span's size (64 bytes) into a frame of its own even when `end` is
+    // inlined, and the copy read back the context `start` had just written field by field, a
+    // store-forwarding stall that took a quarter of an unsampled span's time
+    // (`trace_ctx/span_unsampled`).
     #[inline]
-    pub fn end(mut self) {
+    pub fn end(&mut self) {
         self.finish();
     }
 
-    // Always inlined, with the recorded span's work out of line: nothing here takes the
-    // span's address, so `end(self)` does not copy the span out of the caller's frame (the
-    // copy read back the context `start` had just written field by field, a store-forwarding
-    // stall that took a quarter of an unsampled span's time).
+    // Always inlined, with the recorded span's work out of line.
     #[inline(always)]
     fn finish(&mut self) {
         if let Some(recording) = self.recording.take() {
@@ -936,7 +968,7 @@ mod tests {
         root.set_attribute("user", "bob");
         clock.advance(Duration::from_millis(5));
         root.add_event_with("retry", [KeyValue::new("attempt", 2)]);
-        let child = {
+        let mut child = {
             let _guard = root.attach();
             tracer.span("charge").kind(SpanKind::Client).start()
         };

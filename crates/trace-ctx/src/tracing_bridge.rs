@@ -207,7 +207,7 @@ where
             return;
         };
         let bridged = span_ref.extensions_mut().remove::<Bridged>();
-        if let Some(bridged) = bridged {
+        if let Some(mut bridged) = bridged {
             bridged.span.end();
         }
     }

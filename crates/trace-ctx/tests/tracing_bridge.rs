@@ -385,7 +385,7 @@ fn a_context_carried_into_a_task_parents_its_spans() {
         .build()
         .unwrap();
     let _default = tracing::subscriber::set_default(bridge.subscriber());
-    let server = bridge.tracer.span("server").kind(SpanKind::Server).start();
+    let mut server = bridge.tracer.span("server").kind(SpanKind::Server).start();
     let cx = Context::new().with_span(server.context().clone());
     runtime.block_on(
         async {
