@@ -24,6 +24,13 @@
 //! victim it displaced was lost for nothing) takes one away, and while the credit is negative
 //! only one returning key in [`EXPLORE_EVERY`] is readmitted, enough to notice when it pays
 //! again.
+//!
+//! Harm is also seen directly: the shard remembers the last entries readmissions displaced,
+//! and one of them asked for again is a hit readmission cost. It takes a credit away and
+//! halves the rate of exploration (down to one returning key in `EXPLORE_EVERY` ×
+//! 2^[`MAX_BACKOFF`]) until a readmitted entry is hit again. Without it, a warm hot set whose
+//! counts are low lost a hit in sixteen to a scan whose keys each return once (`shard.rs`,
+//! `a_scan_of_returning_keys_costs_a_warm_hot_set_few_hits`).
 
 use super::ghost::Ghost;
 
@@ -37,6 +44,8 @@ const REJECTED_MIN: usize = 16;
 const CREDIT_BOUND: i32 = 32;
 /// While the credit is negative, one returning key in this many is still readmitted.
 const EXPLORE_EVERY: u32 = 32;
+/// How many times exploration may halve its rate: to one returning key in 1,024.
+const MAX_BACKOFF: u32 = 5;
 /// Returning keys remembered between their misses and their inserts: as many misses of other
 /// returning keys as may come between one key's miss and its insert.
 const RETURNING_MAX: usize = 64;
@@ -49,10 +58,14 @@ pub(crate) struct Readmission {
     /// Keys missed while in the rejected ghost, until their inserts (the last
     /// [`RETURNING_MAX`]).
     returning: Ghost,
+    /// Entries a readmission displaced (the last [`RETURNING_MAX`]).
+    displaced: Ghost,
     /// Readmitted entries hit in the main space minus those evicted unhit, within bounds.
     credit: i32,
     /// Returning keys refused while the credit was negative, counted for exploration.
     refused: u32,
+    /// Exploration readmits one returning key in `EXPLORE_EVERY << backoff`.
+    backoff: u32,
 }
 
 impl Readmission {
@@ -62,11 +75,21 @@ impl Readmission {
         self.rejected.push(hash, capacity);
     }
 
-    /// Notes a miss: a key in the rejected ghost is returning.
+    /// Notes a miss: a key in the rejected ghost is returning; a key a readmission displaced
+    /// that is asked for again shows readmission cost a hit.
     pub(crate) fn on_miss(&mut self, hash: u64) {
         if self.rejected.take(hash) {
             self.returning.push(hash, RETURNING_MAX);
         }
+        if self.displaced.take(hash) {
+            self.credit = (self.credit - 1).max(-CREDIT_BOUND);
+            self.backoff = (self.backoff + 1).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Notes the main entry a readmission displaced.
+    pub(crate) fn on_displaced(&mut self, hash: u64) {
+        self.displaced.push(hash, RETURNING_MAX);
     }
 
     /// Whether the key being inserted missed while in the rejected ghost; it is returning once.
@@ -80,12 +103,14 @@ impl Readmission {
             return true;
         }
         self.refused = self.refused.wrapping_add(1);
-        self.refused.is_multiple_of(EXPLORE_EVERY)
+        self.refused.is_multiple_of(EXPLORE_EVERY << self.backoff)
     }
 
-    /// A readmitted entry was hit in the main space: readmission paid.
+    /// A readmitted entry was hit in the main space: readmission paid, and exploration
+    /// returns to its full rate.
     pub(crate) fn on_readmitted_hit(&mut self) {
         self.credit = (self.credit + 1).min(CREDIT_BOUND);
+        self.backoff = 0;
     }
 
     /// The credit, for tests of the shard's accounting.
@@ -103,7 +128,37 @@ impl Readmission {
 
 #[cfg(test)]
 mod tests {
-    use super::{CREDIT_BOUND, EXPLORE_EVERY, RETURNING_MAX, Readmission};
+    use super::{CREDIT_BOUND, EXPLORE_EVERY, MAX_BACKOFF, RETURNING_MAX, Readmission};
+
+    /// How many of `returning` returning keys readmission allows.
+    fn allowed(readmission: &mut Readmission, returning: u32) -> u32 {
+        (0..returning).map(|_| u32::from(readmission.allow())).sum()
+    }
+
+    #[test]
+    fn a_displaced_key_asked_for_again_costs_credit_and_slows_exploration() {
+        let mut readmission = Readmission::default();
+        readmission.on_displaced(5);
+        readmission.on_miss(6);
+        assert_eq!(readmission.credit(), 0, "only a displaced key counts");
+        readmission.on_miss(5);
+        assert_eq!(readmission.credit(), -1);
+        readmission.on_miss(5);
+        assert_eq!(readmission.credit(), -1, "each displacement counts once");
+        // One harm seen: exploration at half its rate.
+        assert_eq!(allowed(&mut readmission, 64 * EXPLORE_EVERY), 32);
+        // Each further harm halves it again, down to a floor.
+        for hash in 100..120 {
+            readmission.on_displaced(hash);
+            readmission.on_miss(hash);
+        }
+        let slowest = EXPLORE_EVERY << MAX_BACKOFF;
+        assert_eq!(allowed(&mut readmission, 4 * slowest), 4);
+        // A readmitted hit restores the full rate (the credit is still negative).
+        readmission.on_readmitted_hit();
+        assert!(readmission.credit() < 0);
+        assert_eq!(allowed(&mut readmission, 4 * EXPLORE_EVERY), 4);
+    }
 
     #[test]
     fn only_a_rejected_key_missed_again_is_returning() {

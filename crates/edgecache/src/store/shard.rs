@@ -571,6 +571,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             let readmit = !wins && returning && makes_room && stale && self.readmission.allow();
             if wins || readmit {
                 readmitted |= readmit;
+                if readmit {
+                    self.readmission.on_displaced(self.node(victim).hash);
+                }
                 self.forget(victim);
                 self.remove_index(victim);
                 self.counters.evictions += 1;
@@ -759,6 +762,42 @@ mod tests {
             survivors >= 98,
             "only {survivors} of 100 hot keys survived one heavy returning key"
         );
+    }
+
+    /// The hit ratio of `hot` warm keys (asked for three times each, then at random) in a
+    /// shard of 10,000 while `scans_per_hot` scan requests come with each hot one: scan keys
+    /// asked for twice each, 1,000 scan requests apart, so that each returns while the shard
+    /// still remembers rejecting it.
+    fn hot_hit_ratio_under_scan(hot: u64, scans_per_hot: u64) -> f64 {
+        let mut shard = Shard::new(10_000);
+        for _ in 0..3 {
+            for key in 0..hot {
+                request(&mut shard, key);
+            }
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut scan = 0u64;
+        let (mut hits, rounds) = (0u64, 200_000u64);
+        for _ in 0..rounds {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            hits += u64::from(request(&mut shard, state % hot));
+            for _ in 0..scans_per_hot {
+                let (block, place) = (scan / 2_000, scan % 2_000);
+                request(&mut shard, 1_000_000 + block * 1_000 + place % 1_000);
+                scan += 1;
+            }
+        }
+        hits as f64 / rounds as f64
+    }
+
+    #[test]
+    fn a_scan_of_returning_keys_costs_a_warm_hot_set_few_hits() {
+        // Measured: 0.939 when a displaced entry asked for again did not slow readmission,
+        // 0.997 with readmission switched off, 0.992 now.
+        let ratio = hot_hit_ratio_under_scan(9_000, 1);
+        assert!(ratio > 0.985, "the hot set's hit ratio fell to {ratio:.4}");
     }
 
     /// `shard_that_rejected(newcomer)` with `newcomer` back, expiring at `expires_at`, and
