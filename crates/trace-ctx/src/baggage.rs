@@ -18,28 +18,50 @@ use crate::fields::{split_text, split_text_once};
 use crate::id::any_hex_value;
 
 /// One baggage member: key, decoded value and its properties (metadata).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BaggageEntry {
-    key: String,
-    value: String,
-    /// Canonical properties: `;`-separated `key` or `key=value`, without the leading `;`.
-    properties: String,
+    /// The key, the decoded value and the canonical properties (`;`-separated `key` or
+    /// `key=value`, without the leading `;`), one after another: one allocation per member,
+    /// where a `String` each took two or three (`trace_ctx/baggage_extract`).
+    text: String,
+    /// Where the key ends and the value starts.
+    key_end: usize,
+    /// Where the value ends and the properties start.
+    value_end: usize,
 }
 
 impl BaggageEntry {
+    /// An entry of these parts, in one allocation of their total length.
+    fn new(key: &str, value: &str, properties: &str) -> Self {
+        let mut text = String::with_capacity(key.len() + value.len() + properties.len());
+        text.push_str(key);
+        text.push_str(value);
+        text.push_str(properties);
+        Self {
+            text,
+            key_end: key.len(),
+            value_end: key.len() + value.len(),
+        }
+    }
+
     /// The member's key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.text[..self.key_end]
     }
 
     /// The member's value, percent-decoded.
     pub fn value(&self) -> &str {
-        &self.value
+        &self.text[self.key_end..self.value_end]
+    }
+
+    /// The canonical properties.
+    fn canonical_properties(&self) -> &str {
+        &self.text[self.value_end..]
     }
 
     /// The member's properties in order, as `(key, value)`; a bare property has no value.
     pub fn properties(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
-        self.properties
+        self.canonical_properties()
             .split(';')
             .filter(|p| !p.is_empty())
             .map(|p| match p.split_once('=') {
@@ -51,13 +73,25 @@ impl BaggageEntry {
     /// The length [`write_entry`] writes, counted without writing: each byte of the value
     /// that is escaped takes three characters.
     fn encoded_len(&self) -> usize {
-        let escaped = self.value.bytes().filter(|&byte| is_escaped(byte)).count();
-        let properties = if self.properties.is_empty() {
+        let value = self.value();
+        let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
+        let properties = self.canonical_properties();
+        let properties = if properties.is_empty() {
             0
         } else {
-            1 + self.properties.len()
+            1 + properties.len()
         };
-        self.key.len() + 1 + self.value.len() + 2 * escaped + properties
+        self.key_end + 1 + value.len() + 2 * escaped + properties
+    }
+}
+
+impl fmt::Debug for BaggageEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BaggageEntry")
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("properties", &self.canonical_properties())
+            .finish()
     }
 }
 
@@ -146,7 +180,7 @@ impl Baggage {
 
     /// The member with `key`.
     pub fn entry(&self, key: &str) -> Option<&BaggageEntry> {
-        self.entries.iter().find(|entry| entry.key == key)
+        self.entries.iter().find(|entry| entry.key() == key)
     }
 
     /// The members in order.
@@ -172,11 +206,7 @@ impl Baggage {
     /// would exceed 64 members or 8192 bytes; the baggage is unchanged.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), Error> {
         validate_token(key)?;
-        self.insert_entry(BaggageEntry {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            properties: String::new(),
-        })
+        self.insert_entry(BaggageEntry::new(key, value, ""))
     }
 
     /// Sets `key` to `value` with properties, each `(key, value)` or `(key, None)`.
@@ -205,16 +235,12 @@ impl Baggage {
                 canonical.push_str(value);
             }
         }
-        self.insert_entry(BaggageEntry {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            properties: canonical,
-        })
+        self.insert_entry(BaggageEntry::new(key, value, &canonical))
     }
 
     /// Removes `key`, returning its entry.
     pub fn remove(&mut self, key: &str) -> Option<BaggageEntry> {
-        let index = self.entries.iter().position(|entry| entry.key == key)?;
+        let index = self.entries.iter().position(|entry| entry.key() == key)?;
         Some(self.entries.remove(index))
     }
 
@@ -225,7 +251,7 @@ impl Baggage {
     /// [`insert_entry`](Self::insert_entry) given the current `encoded_len()`; returns the
     /// new one.
     fn insert_entry_at(&mut self, entry: BaggageEntry, encoded_len: usize) -> Result<usize, Error> {
-        let replaced = self.entries.iter().position(|e| e.key == entry.key);
+        let replaced = self.entries.iter().position(|e| e.key() == entry.key());
         let without = encoded_len
             - replaced.map_or(0, |i| {
                 self.entries[i].encoded_len() + usize::from(self.len() > 1)
@@ -282,7 +308,7 @@ impl Baggage {
 impl fmt::Debug for Baggage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.entries.iter().map(|e| (&e.key, &e.value)))
+            .entries(self.entries.iter().map(|e| (e.key(), e.value())))
             .finish()
     }
 }
@@ -296,12 +322,13 @@ impl std::str::FromStr for Baggage {
 }
 
 fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
-    out.write_str(&entry.key)?;
+    out.write_str(entry.key())?;
     out.write_char('=')?;
-    write_percent_encoded(out, &entry.value)?;
-    if !entry.properties.is_empty() {
+    write_percent_encoded(out, entry.value())?;
+    let properties = entry.canonical_properties();
+    if !properties.is_empty() {
         out.write_char(';')?;
-        out.write_str(&entry.properties)?;
+        out.write_str(properties)?;
     }
     Ok(())
 }
@@ -335,28 +362,37 @@ fn is_escaped(byte: u8) -> bool {
 
 /// Percent-decodes `raw`; malformed escapes are an error, invalid UTF-8 becomes U+FFFD.
 pub(crate) fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    if !bytes.contains(&b'%') {
+    if !raw.contains('%') {
         return Some(raw.to_owned());
     }
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let high = any_hex_value(*bytes.get(i + 1)?)?;
-            let low = any_hex_value(*bytes.get(i + 2)?)?;
-            decoded.push((high << 4) | low);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
+    let mut decoded = Vec::with_capacity(raw.len());
+    if !percent_decode_into(raw.as_bytes(), &mut decoded) {
+        return None;
     }
     // Valid UTF-8, the usual case, becomes the `String` without a second copy.
     Some(
         String::from_utf8(decoded)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     )
+}
+
+/// Appends `raw` percent-decoded to `out`; false (and `out` partly written) on a malformed
+/// escape.
+fn percent_decode_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut rest = raw;
+    while let Some(at) = rest.iter().position(|&byte| byte == b'%') {
+        out.extend_from_slice(&rest[..at]);
+        let (Some(high), Some(low)) = (
+            rest.get(at + 1).and_then(|&digit| any_hex_value(digit)),
+            rest.get(at + 2).and_then(|&digit| any_hex_value(digit)),
+        ) else {
+            return false;
+        };
+        out.push((high << 4) | low);
+        rest = &rest[at + 3..];
+    }
+    out.extend_from_slice(rest);
+    true
 }
 
 fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
@@ -368,8 +404,15 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
     let value = trim_ows_text(value);
     validate_token(key)?;
     validate_octets(value)?;
-    let value = percent_decode(value).ok_or(Error::Baggage("a malformed percent escape"))?;
-    let mut properties = String::new();
+    // Key, value and properties go straight into the entry's one buffer; bytes, because a
+    // decoded value may not be UTF-8 (the key and the properties are ASCII by the grammar).
+    let mut text = Vec::with_capacity(member.len());
+    text.extend_from_slice(key.as_bytes());
+    if !percent_decode_into(value.as_bytes(), &mut text) {
+        return Err(Error::Baggage("a malformed percent escape"));
+    }
+    let value_end = text.len();
+    let mut properties_start = true;
     for property in parts {
         let property = trim_ows_text(property);
         let (name, value) = match split_text_once(property, b'=') {
@@ -377,20 +420,30 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
             None => (property, None),
         };
         validate_token(name)?;
-        if !properties.is_empty() {
-            properties.push(';');
+        if !properties_start {
+            text.push(b';');
         }
-        properties.push_str(name);
+        properties_start = false;
+        text.extend_from_slice(name.as_bytes());
         if let Some(value) = value {
             validate_octets(value)?;
-            properties.push('=');
-            properties.push_str(value);
+            text.push(b'=');
+            text.extend_from_slice(value.as_bytes());
         }
     }
-    Ok(BaggageEntry {
-        key: key.to_owned(),
-        value,
-        properties,
+    Ok(match String::from_utf8(text) {
+        Ok(text) => BaggageEntry {
+            text,
+            key_end: key.len(),
+            value_end,
+        },
+        // Invalid UTF-8 can only come from the decoded value: it becomes U+FFFD there.
+        Err(invalid) => {
+            let bytes = invalid.into_bytes();
+            let value = String::from_utf8_lossy(&bytes[key.len()..value_end]);
+            let properties = String::from_utf8_lossy(&bytes[value_end..]);
+            BaggageEntry::new(key, &value, &properties)
+        }
     })
 }
 
@@ -539,6 +592,13 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
             .collect();
         assert_eq!(props, [("a".into(), None), ("b".into(), Some("c".into()))]);
+        // A value that is not UTF-8 keeps the properties after it.
+        let baggage = Baggage::parse("bad=x%FFy;p=1;q").unwrap();
+        let entry = baggage.entry("bad").unwrap();
+        assert_eq!(entry.value(), "x\u{fffd}y");
+        let props: Vec<_> = entry.properties().collect();
+        assert_eq!(props, [("p", Some("1")), ("q", None)]);
+        assert_eq!(baggage.to_string(), "bad=x%EF%BF%BDy;p=1;q");
     }
 
     #[test]
