@@ -28,6 +28,8 @@ pub struct BaggageEntry {
     key_end: usize,
     /// Where the value ends and the properties start.
     value_end: usize,
+    /// The length [`write_entry`] writes, counted once, when the entry is made.
+    encoded_len: usize,
 }
 
 impl BaggageEntry {
@@ -37,7 +39,9 @@ impl BaggageEntry {
         text.push_str(key);
         text.push_str(value);
         text.push_str(properties);
+        let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
         Self {
+            encoded_len: encoded_len(key.len(), value.len() + 2 * escaped, properties.len()),
             text,
             key_end: key.len(),
             value_end: key.len() + value.len(),
@@ -70,19 +74,16 @@ impl BaggageEntry {
             })
     }
 
-    /// The length [`write_entry`] writes, counted without writing: each byte of the value
-    /// that is escaped takes three characters.
-    fn encoded_len(&self) -> usize {
-        let value = self.value();
-        let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
-        let properties = self.canonical_properties();
-        let properties = if properties.is_empty() {
-            0
-        } else {
-            1 + properties.len()
-        };
-        self.key_end + 1 + value.len() + 2 * escaped + properties
+    /// The length [`write_entry`] writes.
+    const fn encoded_len(&self) -> usize {
+        self.encoded_len
     }
+}
+
+/// The length [`write_entry`] writes for a member of these lengths (the value's as encoded).
+const fn encoded_len(key: usize, encoded_value: usize, properties: usize) -> usize {
+    let separator = if properties == 0 { 0 } else { 1 };
+    key + 1 + encoded_value + separator + properties
 }
 
 impl fmt::Debug for BaggageEntry {
@@ -250,6 +251,9 @@ impl Baggage {
 
     /// [`insert_entry`](Self::insert_entry) given the current `encoded_len()`; returns the
     /// new one.
+    // Inlined: passed to a call, the entry was first copied, reading back 16 bytes at a time
+    // the fields just written one by one (a store-forwarding stall, `trace_ctx/baggage_extract`).
+    #[inline(always)]
     fn insert_entry_at(&mut self, entry: BaggageEntry, encoded_len: usize) -> Result<usize, Error> {
         let replaced = self.entries.iter().position(|e| e.key() == entry.key());
         let without = encoded_len
@@ -357,7 +361,7 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
 
 /// Whether [`write_percent_encoded`] writes `byte` as a `%XX` escape.
 fn is_escaped(byte: u8) -> bool {
-    !is_baggage_octet(byte) || byte == b'%' || byte == b'='
+    BYTE_CLASS[usize::from(byte)] & ESCAPED != 0
 }
 
 /// Percent-decodes `raw`; malformed escapes are an error, invalid UTF-8 becomes U+FFFD.
@@ -374,6 +378,41 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
         String::from_utf8(decoded)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     )
+}
+
+/// Appends the member value `raw` percent-decoded to `out`, checking its bytes on the way
+/// (one pass for the check, the decoding and the count), and returns the length
+/// [`write_percent_encoded`] writes for the decoded value.
+///
+/// # Errors
+///
+/// [`Error::Baggage`] for a byte outside the baggage octets or a malformed escape (`out` is
+/// then partly written).
+fn decode_value_into(raw: &[u8], out: &mut Vec<u8>) -> Result<usize, Error> {
+    let mut encoded = 0;
+    let mut rest = raw;
+    while let Some((&first, after)) = rest.split_first() {
+        let byte = if first == b'%' {
+            let (Some(high), Some(low)) = (
+                after.first().and_then(|&digit| any_hex_value(digit)),
+                after.get(1).and_then(|&digit| any_hex_value(digit)),
+            ) else {
+                return Err(Error::Baggage("a malformed percent escape"));
+            };
+            rest = &after[2..];
+            (high << 4) | low
+        } else if is_baggage_octet(first) {
+            rest = after;
+            first
+        } else {
+            return Err(Error::Baggage(
+                "a value holds only baggage octets (others are percent-encoded)",
+            ));
+        };
+        out.push(byte);
+        encoded += if is_escaped(byte) { 3 } else { 1 };
+    }
+    Ok(encoded)
 }
 
 /// Appends `raw` percent-decoded to `out`; false (and `out` partly written) on a malformed
@@ -403,14 +442,11 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
     let key = trim_ows_text(key);
     let value = trim_ows_text(value);
     validate_token(key)?;
-    validate_octets(value)?;
     // Key, value and properties go straight into the entry's one buffer; bytes, because a
     // decoded value may not be UTF-8 (the key and the properties are ASCII by the grammar).
     let mut text = Vec::with_capacity(member.len());
     text.extend_from_slice(key.as_bytes());
-    if !percent_decode_into(value.as_bytes(), &mut text) {
-        return Err(Error::Baggage("a malformed percent escape"));
-    }
+    let encoded_value = decode_value_into(value.as_bytes(), &mut text)?;
     let value_end = text.len();
     let mut properties_start = true;
     for property in parts {
@@ -431,20 +467,38 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
             text.extend_from_slice(value.as_bytes());
         }
     }
-    Ok(match String::from_utf8(text) {
-        Ok(text) => BaggageEntry {
-            text,
-            key_end: key.len(),
-            value_end,
-        },
-        // Invalid UTF-8 can only come from the decoded value: it becomes U+FFFD there.
-        Err(invalid) => {
-            let bytes = invalid.into_bytes();
-            let value = String::from_utf8_lossy(&bytes[key.len()..value_end]);
-            let properties = String::from_utf8_lossy(&bytes[value_end..]);
-            BaggageEntry::new(key, &value, &properties)
-        }
+    // The parts are settled first and the entry built once: an entry built on each of two
+    // paths went through a stack temporary, copied 16 bytes at a time from fields written one
+    // by one (a store-forwarding stall, `trace_ctx/baggage_extract`).
+    let (text, value_end, encoded_value) = match String::from_utf8(text) {
+        Ok(text) => (text, value_end, encoded_value),
+        Err(invalid) => replace_invalid_value(invalid.into_bytes(), key.len(), value_end),
+    };
+    Ok(BaggageEntry {
+        encoded_len: encoded_len(key.len(), encoded_value, text.len() - value_end),
+        text,
+        key_end: key.len(),
+        value_end,
     })
+}
+
+/// The parts of a member whose decoded value (`bytes[key_end..value_end]`) is not UTF-8:
+/// the text with the value's invalid sequences replaced by U+FFFD (the key and the
+/// properties are ASCII by the grammar), the value's new end and its encoded length.
+#[cold]
+fn replace_invalid_value(
+    bytes: Vec<u8>,
+    key_end: usize,
+    value_end: usize,
+) -> (String, usize, usize) {
+    let value = String::from_utf8_lossy(&bytes[key_end..value_end]);
+    let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
+    let mut text = String::with_capacity(bytes.len() + value.len());
+    text.push_str(&String::from_utf8_lossy(&bytes[..key_end]));
+    text.push_str(&value);
+    let new_value_end = text.len();
+    text.push_str(&String::from_utf8_lossy(&bytes[value_end..]));
+    (text, new_value_end, value.len() + 2 * escaped)
 }
 
 /// `text` without the spaces and tabs around it, looked for byte by byte (both are ASCII,
@@ -460,26 +514,53 @@ fn trim_ows_text(text: &str) -> &str {
     &text[start..end]
 }
 
+/// [`BYTE_CLASS`] flag: an RFC 7230 `tchar`.
+const TCHAR: u8 = 1;
+/// [`BYTE_CLASS`] flag: a `baggage-octet`.
+const OCTET: u8 = 2;
+/// [`BYTE_CLASS`] flag: written as a `%XX` escape.
+const ESCAPED: u8 = 4;
+
+/// The classes of every byte, looked up once per byte: the membership tests as ranges and
+/// alternatives cost about ten instructions a byte in the parser's loops.
+const BYTE_CLASS: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        #[allow(clippy::cast_possible_truncation)] // below 256
+        let b = byte as u8;
+        let tchar = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        // `baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`.
+        let octet = matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e);
+        let escaped = !octet || b == b'%' || b == b'=';
+        classes[byte] = if tchar { TCHAR } else { 0 }
+            | if octet { OCTET } else { 0 }
+            | if escaped { ESCAPED } else { 0 };
+        byte += 1;
+    }
+    classes
+};
+
 /// An RFC 7230 `tchar`.
 pub(crate) fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    BYTE_CLASS[usize::from(byte)] & TCHAR != 0
 }
 
 fn validate_token(key: &str) -> Result<(), Error> {
@@ -490,9 +571,9 @@ fn validate_token(key: &str) -> Result<(), Error> {
     }
 }
 
-/// `baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`.
+/// A `baggage-octet`.
 fn is_baggage_octet(byte: u8) -> bool {
-    matches!(byte, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+    BYTE_CLASS[usize::from(byte)] & OCTET != 0
 }
 
 fn validate_octets(value: &str) -> Result<(), Error> {
@@ -573,9 +654,31 @@ mod tests {
                 Some(canonical) => {
                     let baggage = parsed.unwrap_or_else(|e| panic!("{headers:?} rejected: {e}"));
                     assert_eq!(baggage.to_string(), *canonical, "{headers:?}");
+                    // The length counted when parsing is the length written.
+                    for entry in baggage.iter() {
+                        let mut written = String::new();
+                        write_entry(&mut written, entry).unwrap();
+                        assert_eq!(entry.encoded_len(), written.len(), "{headers:?}");
+                    }
                 }
                 None => assert!(parsed.is_err(), "{headers:?} accepted: {parsed:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn byte_classes_follow_the_grammars() {
+        for byte in 0..=u8::MAX {
+            // RFC 7230: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+            // "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA.
+            let tchar = byte.is_ascii_digit()
+                || byte.is_ascii_alphabetic()
+                || b"!#$%&'*+-.^_`|~".contains(&byte);
+            assert_eq!(is_tchar(byte), tchar, "{byte:#04x}");
+            // W3C Baggage: printable US-ASCII but DQUOTE, comma, semicolon and backslash.
+            let octet = (0x21..=0x7e).contains(&byte) && !b"\",;\\".contains(&byte);
+            assert_eq!(is_baggage_octet(byte), octet, "{byte:#04x}");
+            assert_eq!(is_escaped(byte), !octet || byte == b'%' || byte == b'=');
         }
     }
 
