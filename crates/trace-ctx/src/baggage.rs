@@ -472,7 +472,7 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
     // by one (a store-forwarding stall, `trace_ctx/baggage_extract`).
     let (text, value_end, encoded_value) = match String::from_utf8(text) {
         Ok(text) => (text, value_end, encoded_value),
-        Err(invalid) => replace_invalid_value(invalid.into_bytes(), key.len(), value_end),
+        Err(invalid) => replace_invalid_value(invalid.as_bytes(), key.len(), value_end),
     };
     Ok(BaggageEntry {
         encoded_len: encoded_len(key.len(), encoded_value, text.len() - value_end),
@@ -487,7 +487,7 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
 /// properties are ASCII by the grammar), the value's new end and its encoded length.
 #[cold]
 fn replace_invalid_value(
-    bytes: Vec<u8>,
+    bytes: &[u8],
     key_end: usize,
     value_end: usize,
 ) -> (String, usize, usize) {
