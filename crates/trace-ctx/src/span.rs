@@ -862,13 +862,20 @@ impl Span {
     /// an ended span is unrecorded (its setters do nothing) and keeps its context.
     ///
     /// ```
-    /// use infra_trace_ctx::{AlwaysOn, Tracer};
+    /// use infra_trace_ctx::{AlwaysOn, MemoryExporter, Tracer};
     ///
-    /// let tracer = Tracer::builder().sampler(AlwaysOn).build();
+    /// let exporter = MemoryExporter::new();
+    /// let tracer = Tracer::builder().sampler(AlwaysOn).exporter(exporter.clone()).build();
     /// let mut span = tracer.span("checkout").start();
+    /// let context = span.context().clone();
     /// span.end();
     /// assert!(!span.is_recording());
+    /// assert_eq!(span.context(), &context);
+    /// span.set_attribute("late", 1); // ignored
     /// span.end(); // nothing more is exported
+    /// drop(span); // nor here
+    /// assert_eq!(exporter.spans().len(), 1);
+    /// assert!(exporter.spans()[0].attributes.is_empty());
     /// ```
     // `&mut self`, as OpenTelemetry's `Span::end`, not `self`: rustc copies a by-value
     // argument of a span's size (64 bytes) into a frame of its own even when `end` is
@@ -1128,6 +1135,121 @@ mod tests {
         assert!(text.contains("\"level\":\"WARN\""), "{text}");
         assert!(text.contains("no exporter configured"), "{text}");
         assert!(text.contains("cart"), "{text}");
+    }
+
+    /// Decides `decision` and, if given, sets the new span's trace state.
+    #[derive(Debug)]
+    struct Fixed(SamplingDecision, Option<&'static str>);
+
+    impl Sampler for Fixed {
+        fn should_sample(
+            &self,
+            _parent: Option<&SpanContext>,
+            _trace_id: TraceId,
+            _name: &str,
+            _kind: SpanKind,
+        ) -> SamplingDecision {
+            self.0
+        }
+
+        fn sample(
+            &self,
+            parent: Option<&SpanContext>,
+            trace_id: TraceId,
+            name: &str,
+            kind: SpanKind,
+        ) -> SamplingResult {
+            let decision = self.should_sample(parent, trace_id, name, kind);
+            match self.1 {
+                Some(state) => SamplingResult::with_trace_state(
+                    decision,
+                    crate::TraceState::parse(state).expect("a valid tracestate"),
+                ),
+                None => SamplingResult::keep(decision),
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_state_flags_and_trace_state_follow_the_decision_and_the_parent() {
+        use SamplingDecision::{Drop, RecordAndSample, RecordOnly};
+        let parent = |state: SamplingState| {
+            SpanContext::remote(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED)
+                .with_sampling_state(state)
+                .with_trace_state(crate::TraceState::parse("congo=1").unwrap())
+        };
+        // (parent's state, sampler, sampled, recording, state, trace state)
+        let cases = [
+            (
+                SamplingState::Debug,
+                Fixed(RecordAndSample, None),
+                true,
+                true,
+                SamplingState::Debug,
+                "congo=1",
+            ),
+            (
+                SamplingState::Debug,
+                Fixed(Drop, None),
+                false,
+                false,
+                SamplingState::Deny,
+                "congo=1",
+            ),
+            (
+                SamplingState::Debug,
+                Fixed(RecordOnly, None),
+                false,
+                true,
+                SamplingState::Deny,
+                "congo=1",
+            ),
+            (
+                SamplingState::Accept,
+                Fixed(RecordAndSample, None),
+                true,
+                true,
+                SamplingState::Accept,
+                "congo=1",
+            ),
+            (
+                SamplingState::Accept,
+                Fixed(Drop, Some("rojo=2")),
+                false,
+                false,
+                SamplingState::Deny,
+                "rojo=2",
+            ),
+            (
+                SamplingState::Debug,
+                Fixed(RecordOnly, Some("rojo=2")),
+                false,
+                true,
+                SamplingState::Deny,
+                "rojo=2",
+            ),
+            (
+                SamplingState::Accept,
+                Fixed(RecordAndSample, Some("")),
+                true,
+                true,
+                SamplingState::Accept,
+                "",
+            ),
+        ];
+        for (state, sampler, sampled, recording, expected, trace_state) in cases {
+            let label = format!("{state:?} parent, {sampler:?}");
+            let parent = parent(state);
+            let tracer = Tracer::builder().sampler(sampler).build();
+            let span = tracer.span("child").parent(&parent).start();
+            let cx = span.context();
+            assert_eq!(cx.is_sampled(), sampled, "{label}");
+            assert_eq!(span.is_recording(), recording, "{label}");
+            assert_eq!(cx.sampling_state(), expected, "{label}");
+            assert_eq!(cx.trace_state().as_str(), trace_state, "{label}");
+            assert_eq!(cx.trace_id(), parent.trace_id(), "{label}");
+            assert!(!cx.is_remote() && !cx.flags().is_random(), "{label}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! test harness's own threads do not disturb the count.
 #![cfg(not(infra_loom))]
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use infra_testkit::allocator::{CountingAllocator, allocations_in, peak_bytes_during};
@@ -200,19 +201,31 @@ fn unsampled_spans_allocate_nothing() {
 fn an_unsampled_span_frees_the_name_and_links_its_builder_owned() {
     let tracer = Tracer::builder().sampler(AlwaysOff).build();
     let parent = tracer.span("parent").root().start().context().clone();
-    // 1,000 spans, each given a 1,000-byte name and a link: kept, they would hold about
-    // a megabyte; freed, one span's worth at a time.
-    let (peak, ()) = peak_bytes_during(|| {
-        for _ in 0..1_000 {
-            let mut span = tracer
-                .span("x".repeat(1_000))
-                .link(Link::new(parent.clone()))
-                .start();
-            assert!(!span.is_recording());
-            span.end();
-        }
-    });
-    assert!(peak < 16_384, "held {peak} bytes at once");
+    // 1,000 spans, each given a 1,000-byte name, a link or both: kept, the names would hold
+    // a megabyte and the links (80 bytes or more each) tens of kilobytes; freed, one span's
+    // worth at a time. Each owned part must be freed whatever the other is.
+    for (owned_name, linked) in [(true, true), (true, false), (false, true)] {
+        let (peak, ()) = peak_bytes_during(|| {
+            for _ in 0..1_000 {
+                let name = if owned_name {
+                    Cow::Owned("x".repeat(1_000))
+                } else {
+                    Cow::Borrowed("static")
+                };
+                let mut builder = tracer.span(name);
+                if linked {
+                    builder = builder.link(Link::new(parent.clone()));
+                }
+                let mut span = builder.start();
+                assert!(!span.is_recording());
+                span.end();
+            }
+        });
+        assert!(
+            peak < 16_384,
+            "owned name {owned_name}, link {linked}: held {peak} bytes at once"
+        );
+    }
 }
 
 #[test]

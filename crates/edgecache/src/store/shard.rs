@@ -409,6 +409,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 // Four billion entries in one shard: make room by the policy's own order.
                 self.evict_one();
             }
+            // Back without a miss (a write-through): whatever it misses later is not a hit a
+            // readmission cost.
+            self.readmission.forget_displaced(hash);
             let readmit = if self.readmission.take_returning(hash) {
                 Readmit::Returning
             } else {
@@ -452,11 +455,13 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.sketch.ensure_capacity(self.len);
         }
         self.sweep_expired(now);
-        self.evict();
+        self.evict(now);
     }
 
     /// Removes a key, returning its value if it was present and not expired.
     pub(crate) fn remove(&mut self, hash: u64, key: &K, now: &impl Now) -> Option<V> {
+        // An invalidated key would miss next even had no readmission displaced it.
+        self.readmission.forget_displaced(hash);
         let index = self.find(hash, key)?;
         let expired = Self::is_expired(self.node(index), now);
         let value = self.remove_index(index);
@@ -526,14 +531,14 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// Moves window overflow into the main space through the admission duel, then evicts
     /// until the shard fits its budget.
-    fn evict(&mut self) {
+    fn evict(&mut self, now: &impl Now) {
         while self.window.weight > self.window_max {
             let candidate = self.window.tail;
             if candidate == NIL {
                 break;
             }
             self.unlink(candidate);
-            self.admit(candidate);
+            self.admit(candidate, now);
         }
         while self.weight() > self.max_weight && self.evict_one() {}
     }
@@ -543,7 +548,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     /// readmission allows it, the victim it loses to makes all the room it still needs (a
     /// readmission displaces one entry, so one credit stands for one victim however heavy the
     /// candidate), and that victim's count is below the sketch's ceiling.
-    fn admit(&mut self, candidate: u32) {
+    fn admit(&mut self, candidate: u32, now: &impl Now) {
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
         let returning = std::mem::replace(&mut self.node_mut(candidate).readmit, Readmit::No)
@@ -571,7 +576,8 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             let readmit = !wins && returning && makes_room && stale && self.readmission.allow();
             if wins || readmit {
                 readmitted |= readmit;
-                if readmit {
+                // An expired victim would have missed next anyway: displacing it costs nothing.
+                if readmit && !Self::is_expired(self.node(victim), now) {
                     self.readmission.on_displaced(self.node(victim).hash);
                 }
                 self.forget(victim);
@@ -833,6 +839,86 @@ mod tests {
             Some(newcomer)
         );
         assert_eq!(shard.readmission.credit(), -1);
+    }
+
+    /// `shard_that_readmitted(1_000, NEVER)` and the main entry the readmission displaced.
+    fn shard_that_displaced() -> (Shard<u64, u64>, u64) {
+        let newcomer = 1_000;
+        let now = || 0;
+        let mut shard = shard_that_rejected(newcomer);
+        let present = |shard: &Shard<u64, u64>| -> Vec<u64> {
+            (0..100)
+                .filter(|key| shard.peek(hash(*key), key, &now).is_some())
+                .collect()
+        };
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
+        shard.insert(hash(newcomer), newcomer, newcomer, 1, NEVER, &now);
+        // The readmission comes as fresh keys push the newcomer out of the window.
+        let before = present(&shard);
+        flush_window(&mut shard);
+        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_some());
+        let after = present(&shard);
+        let displaced: Vec<u64> = before.into_iter().filter(|k| !after.contains(k)).collect();
+        assert_eq!(
+            displaced.len(),
+            1,
+            "one readmission displaces one entry: {displaced:?}"
+        );
+        assert_eq!(shard.readmission.credit(), 0);
+        (shard, displaced[0])
+    }
+
+    #[test]
+    fn a_displaced_key_asked_for_again_costs_credit_once() {
+        let (mut shard, displaced) = shard_that_displaced();
+        let now = || 0;
+        assert!(shard.get(hash(displaced), &displaced, &now).is_none());
+        assert_eq!(shard.readmission.credit(), -1);
+        assert!(shard.get(hash(displaced), &displaced, &now).is_none());
+        assert_eq!(shard.readmission.credit(), -1);
+    }
+
+    #[test]
+    fn a_displaced_key_stored_again_without_a_miss_is_no_longer_a_cost() {
+        let (mut shard, displaced) = shard_that_displaced();
+        // Stored again without a lookup (a write-through), then gone by its expiry: the miss
+        // that follows is the expiry's doing, not the readmission's.
+        shard.insert(hash(displaced), displaced, displaced, 1, 10, &|| 0);
+        assert!(shard.peek(hash(displaced), &displaced, &|| 0).is_some());
+        assert!(shard.get(hash(displaced), &displaced, &|| 20).is_none());
+        assert_eq!(shard.readmission.credit(), 0);
+    }
+
+    #[test]
+    fn a_displaced_key_removed_is_no_longer_a_cost() {
+        let (mut shard, displaced) = shard_that_displaced();
+        let now = || 0;
+        // Invalidated: had it stayed, the removal would have taken it and the lookup missed.
+        assert_eq!(shard.remove(hash(displaced), &displaced, &now), None);
+        assert!(shard.get(hash(displaced), &displaced, &now).is_none());
+        assert_eq!(shard.readmission.credit(), 0);
+    }
+
+    #[test]
+    fn a_displaced_entry_that_had_expired_is_no_cost() {
+        let newcomer = 1_000;
+        let mut shard = shard_that_rejected(newcomer);
+        let (now, later) = (|| 0, || 20);
+        assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
+        shard.insert(hash(newcomer), newcomer, newcomer, 1, NEVER, &now);
+        // The entry the readmission will displace, probation's oldest, expires before it
+        // does: it would miss next anyway.
+        let victim = shard.probation.tail;
+        shard.node_mut(victim).expires_at = 10;
+        let victim = shard.node(victim).key;
+        for key in 3_000..3_010 {
+            assert!(shard.get(hash(key), &key, &later).is_none());
+            shard.insert(hash(key), key, key, 1, NEVER, &later);
+        }
+        assert!(shard.peek(hash(newcomer), &newcomer, &later).is_some());
+        assert_eq!(shard.counters.expirations, 0, "displaced, not swept");
+        assert!(shard.get(hash(victim), &victim, &later).is_none());
+        assert_eq!(shard.readmission.credit(), 0);
     }
 
     #[test]
