@@ -486,11 +486,7 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
 /// the text with the value's invalid sequences replaced by U+FFFD (the key and the
 /// properties are ASCII by the grammar), the value's new end and its encoded length.
 #[cold]
-fn replace_invalid_value(
-    bytes: &[u8],
-    key_end: usize,
-    value_end: usize,
-) -> (String, usize, usize) {
+fn replace_invalid_value(bytes: &[u8], key_end: usize, value_end: usize) -> (String, usize, usize) {
     let value = String::from_utf8_lossy(&bytes[key_end..value_end]);
     let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
     let mut text = String::with_capacity(bytes.len() + value.len());
@@ -761,6 +757,29 @@ mod tests {
     }
 
     proptest! {
+        /// The one-pass decoder against `percent_decode` (the whole value decoded, then
+        /// invalid UTF-8 replaced), with the counted length checked by writing.
+        #[test]
+        fn a_parsed_value_is_decoded_and_counted_as_written(
+            pieces in proptest::collection::vec((0u8..3, any::<u8>()), 0..12)
+        ) {
+            const PLAIN: &[u8] = b"aZ09!#$&'*+./:<>?@^_`|~=-";
+            let raw: String = pieces
+                .iter()
+                .map(|&(kind, byte)| match kind {
+                    0 => char::from(PLAIN[usize::from(byte) % PLAIN.len()]).to_string(),
+                    1 => format!("%{byte:02X}"),
+                    _ => format!("%{byte:02x}"),
+                })
+                .collect();
+            let baggage = Baggage::parse(&format!("k={raw};p")).unwrap();
+            let entry = baggage.entry("k").unwrap();
+            prop_assert_eq!(Some(entry.value().to_owned()), percent_decode(&raw));
+            let mut written = String::new();
+            write_entry(&mut written, entry).unwrap();
+            prop_assert_eq!(entry.encoded_len(), written.len());
+        }
+
         #[test]
         fn format_then_parse_is_identity(
             entries in proptest::collection::vec(
