@@ -58,6 +58,15 @@ impl BaggageEntry {
         &self.text[self.key_end..self.value_end]
     }
 
+    /// Whether `other` has the same key. Keys are never empty, and most differ in length or
+    /// first byte: checking those first skips a call to compare the bytes (the comparisons
+    /// of each new member with those before it were a tenth of `trace_ctx/baggage_extract`).
+    fn has_key_of(&self, other: &Self) -> bool {
+        self.key_end == other.key_end
+            && self.text.as_bytes().first() == other.text.as_bytes().first()
+            && self.key() == other.key()
+    }
+
     /// The canonical properties.
     fn canonical_properties(&self) -> &str {
         &self.text[self.value_end..]
@@ -255,7 +264,7 @@ impl Baggage {
     // the fields just written one by one (a store-forwarding stall, `trace_ctx/baggage_extract`).
     #[inline(always)]
     fn insert_entry_at(&mut self, entry: BaggageEntry, encoded_len: usize) -> Result<usize, Error> {
-        let replaced = self.entries.iter().position(|e| e.key() == entry.key());
+        let replaced = self.entries.iter().position(|e| e.has_key_of(&entry));
         let without = encoded_len
             - replaced.map_or(0, |i| {
                 self.entries[i].encoded_len() + usize::from(self.len() > 1)
