@@ -275,6 +275,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tokio")]
     fn tags_are_bounded() {
         let line = b"a  b a\tc".as_slice();
         assert_eq!(
