@@ -124,9 +124,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::grant::{
-    Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
-};
+use crate::grant::{Access, FencingToken, Grant, LockName, Wait, check_lease, check_request};
 use crate::locks::Locks;
 use crate::metered::ServerCalls;
 
@@ -1177,9 +1175,7 @@ impl<C: Clock> ServerCalls for EtcdLocks<C> {
         lease: Duration,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
-        check_name(name)?;
-        check_lease(lease)?;
-        check_access(access)?;
+        check_request(name, lease, access)?;
         let dir = self.dir(name);
         let shared_name = LockName::from(name);
         let ttl = self.options.ttl_secs(lease);

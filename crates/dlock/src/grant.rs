@@ -209,6 +209,14 @@ impl Grant {
     }
 }
 
+/// Checks a request for a hold: the lock's name, the lease and the kind of hold, as every
+/// backend checks them before it asks for anything.
+pub(crate) fn check_request(name: &str, lease: Duration, access: Access) -> Result<(), Error> {
+    check_name(name)?;
+    check_lease(lease)?;
+    check_access(access)
+}
+
 /// Checks a lock name.
 pub(crate) fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty() {

@@ -134,7 +134,7 @@ use redis::{RedisError, Value};
 
 use crate::error::Error;
 use crate::grant::{
-    Access, FencingToken, Grant, LockName, MAX_LEASE, Wait, check_access, check_lease, check_name,
+    Access, FencingToken, Grant, LockName, MAX_LEASE, Wait, check_lease, check_request,
 };
 use crate::locks::Locks;
 use crate::metered::ServerCalls;
@@ -732,9 +732,7 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
         lease: Duration,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
-        check_name(name)?;
-        check_lease(lease)?;
-        check_access(access)?;
+        check_request(name, lease, access)?;
         let validity = self.validity(lease)?;
         let started = self.clock.now_nanos();
         let give_up_at = match wait {

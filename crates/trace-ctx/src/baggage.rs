@@ -39,9 +39,8 @@ impl BaggageEntry {
         text.push_str(key);
         text.push_str(value);
         text.push_str(properties);
-        let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
         Self {
-            encoded_len: encoded_len(key.len(), value.len() + 2 * escaped, properties.len()),
+            encoded_len: encoded_len(key.len(), percent_encoded_len(value), properties.len()),
             text,
             key_end: key.len(),
             value_end: key.len() + value.len(),
@@ -368,6 +367,19 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
     out.write_str(crate::id::ascii(&bytes[plain_start..]))
 }
 
+/// The length [`write_percent_encoded`] writes for `value`: each escaped byte takes three.
+fn percent_encoded_len(value: &str) -> usize {
+    value.len() + 2 * value.bytes().filter(|&byte| is_escaped(byte)).count()
+}
+
+/// The byte a `%XX` escape stands for, given the bytes after its `%`; `None` unless two hex
+/// digits follow.
+fn escaped_byte(after_percent: &[u8]) -> Option<u8> {
+    let high = any_hex_value(*after_percent.first()?)?;
+    let low = any_hex_value(*after_percent.get(1)?)?;
+    Some((high << 4) | low)
+}
+
 /// Whether [`write_percent_encoded`] writes `byte` as a `%XX` escape.
 fn is_escaped(byte: u8) -> bool {
     BYTE_CLASS[usize::from(byte)] & ESCAPED != 0
@@ -402,14 +414,9 @@ fn decode_value_into(raw: &[u8], out: &mut Vec<u8>) -> Result<usize, Error> {
     let mut rest = raw;
     while let Some((&first, after)) = rest.split_first() {
         let byte = if first == b'%' {
-            let (Some(high), Some(low)) = (
-                after.first().and_then(|&digit| any_hex_value(digit)),
-                after.get(1).and_then(|&digit| any_hex_value(digit)),
-            ) else {
-                return Err(Error::Baggage("a malformed percent escape"));
-            };
+            let byte = escaped_byte(after).ok_or(Error::Baggage("a malformed percent escape"))?;
             rest = &after[2..];
-            (high << 4) | low
+            byte
         } else if is_baggage_octet(first) {
             rest = after;
             first
@@ -430,13 +437,10 @@ fn percent_decode_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     let mut rest = raw;
     while let Some(at) = rest.iter().position(|&byte| byte == b'%') {
         out.extend_from_slice(&rest[..at]);
-        let (Some(high), Some(low)) = (
-            rest.get(at + 1).and_then(|&digit| any_hex_value(digit)),
-            rest.get(at + 2).and_then(|&digit| any_hex_value(digit)),
-        ) else {
+        let Some(byte) = escaped_byte(&rest[at + 1..]) else {
             return false;
         };
-        out.push((high << 4) | low);
+        out.push(byte);
         rest = &rest[at + 3..];
     }
     out.extend_from_slice(rest);
@@ -497,13 +501,12 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
 #[cold]
 fn replace_invalid_value(bytes: &[u8], key_end: usize, value_end: usize) -> (String, usize, usize) {
     let value = String::from_utf8_lossy(&bytes[key_end..value_end]);
-    let escaped = value.bytes().filter(|&byte| is_escaped(byte)).count();
     let mut text = String::with_capacity(bytes.len() + value.len());
     text.push_str(&String::from_utf8_lossy(&bytes[..key_end]));
     text.push_str(&value);
     let new_value_end = text.len();
     text.push_str(&String::from_utf8_lossy(&bytes[value_end..]));
-    (text, new_value_end, value.len() + 2 * escaped)
+    (text, new_value_end, percent_encoded_len(&value))
 }
 
 /// `text` without the spaces and tabs around it, looked for byte by byte (both are ASCII,

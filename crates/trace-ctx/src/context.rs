@@ -75,14 +75,7 @@ impl SpanContext {
     /// A local context with an empty trace state.
     #[inline]
     pub const fn new(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
-        Self {
-            trace_id,
-            span_id,
-            flags,
-            trace_state: TraceState::new(),
-            sampling: state_of(flags),
-            remote: false,
-        }
+        Self::local(trace_id, span_id, flags, TraceState::new(), state_of(flags))
     }
 
     /// A local context with every part given; `sampling` must agree with the sampled flag.

@@ -17,7 +17,7 @@ pub use handle::{HandleGuard, LockHandle};
 
 use crate::error::Error;
 use crate::grant::{
-    Access, FencingToken, Grant, LockName, Wait, check_access, check_lease, check_name,
+    Access, FencingToken, Grant, LockName, Wait, check_lease, check_name, check_request,
 };
 use crate::locks::Locks;
 
@@ -1242,9 +1242,7 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         lease: Duration,
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
-        check_name(name)?;
-        check_lease(lease)?;
-        check_access(access)?;
+        check_request(name, lease, access)?;
         let lease = duration_to_nanos(lease);
         // The map's mutex only finds the slot: the request itself runs under the slot's
         // mutex alone, so by-name callers of different locks never wait for each other's
