@@ -14,7 +14,8 @@
 use std::fmt;
 
 use crate::Error;
-use crate::fields::{split_text, split_text_once};
+use crate::carrier::trim_ows;
+use crate::fields::{Fields, split_once};
 use crate::id::any_hex_value;
 
 /// One baggage member: key, decoded value and its properties (metadata).
@@ -153,32 +154,48 @@ impl Baggage {
     pub fn parse_all<'a>(headers: impl IntoIterator<Item = &'a str>) -> Result<Self, Error> {
         let mut baggage = Self::new();
         for header in headers {
-            baggage.merge_header(header)?;
+            baggage.merge_header(header.as_bytes())?;
         }
         Ok(baggage)
     }
 
     /// Parses `header` and adds its members; on error `self` is unchanged.
-    pub(crate) fn merge_header(&mut self, header: &str) -> Result<(), Error> {
-        // Members are merged into a copy as they are read, so memory stays within the limits
-        // (64 members, 8192 bytes) however long the header: members past them are still
-        // parsed, since a malformed one invalidates the header and a repeated key updates an
-        // earlier value, but not kept. The copy is what leaves `self` unchanged on error.
+    ///
+    /// The header is read as bytes: every byte the grammar allows is ASCII, so a header that
+    /// is not UTF-8 fails on its first byte outside the grammar, with no separate check.
+    pub(crate) fn merge_header(&mut self, header: &[u8]) -> Result<(), Error> {
+        if self.is_empty() {
+            // Nothing to keep unchanged (the usual case: a fresh context): parse in place.
+            let merged = self.merge_members(header);
+            if merged.is_err() {
+                self.entries.clear();
+            }
+            return merged;
+        }
         let mut merged = self.clone();
+        merged.merge_members(header)?;
+        *self = merged;
+        Ok(())
+    }
+
+    /// Parses `header` and adds its members as they are read, so memory stays within the
+    /// limits (64 members, 8192 bytes) however long the header: members past them are still
+    /// parsed, since a malformed one invalidates the header and a repeated key updates an
+    /// earlier value, but not kept. On error some members may have been added.
+    fn merge_members(&mut self, header: &[u8]) -> Result<(), Error> {
         // The encoded length is carried along rather than recounted per member, which made
         // a header's extraction quadratic in its members.
-        let mut encoded_len = merged.encoded_len();
-        for member in split_text(header, b',') {
-            let member = trim_ows_text(member);
+        let mut encoded_len = self.encoded_len();
+        for member in Fields::new(header, b',') {
+            let member = trim_ows(member);
             if member.is_empty() {
                 continue;
             }
             // Over the limits, whole members are dropped from the end, as the spec allows.
-            if let Ok(len) = merged.insert_entry_at(parse_member(member)?, encoded_len) {
+            if let Ok(len) = self.insert_entry_at(parse_member(member)?, encoded_len) {
                 encoded_len = len;
             }
         }
-        *self = merged;
         Ok(())
     }
 
@@ -214,7 +231,7 @@ impl Baggage {
     /// [`Error::Baggage`] if the key is not a token, [`Error::LimitExceeded`] if the member
     /// would exceed 64 members or 8192 bytes; the baggage is unchanged.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), Error> {
-        validate_token(key)?;
+        validate_token(key.as_bytes())?;
         self.insert_entry(BaggageEntry::new(key, value, ""))
     }
 
@@ -230,16 +247,16 @@ impl Baggage {
         value: &str,
         properties: &[(&str, Option<&str>)],
     ) -> Result<(), Error> {
-        validate_token(key)?;
+        validate_token(key.as_bytes())?;
         let mut canonical = String::new();
         for (name, value) in properties {
-            validate_token(name)?;
+            validate_token(name.as_bytes())?;
             if !canonical.is_empty() {
                 canonical.push(';');
             }
             canonical.push_str(name);
             if let Some(value) = value {
-                validate_octets(value)?;
+                validate_octets(value.as_bytes())?;
                 canonical.push('=');
                 canonical.push_str(value);
             }
@@ -412,7 +429,17 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
 fn decode_value_into(raw: &[u8], out: &mut Vec<u8>) -> Result<usize, Error> {
     let mut encoded = 0;
     let mut rest = raw;
-    while let Some((&first, after)) = rest.split_first() {
+    loop {
+        // Runs of bytes written as they stand are copied whole: most values are one run.
+        let run = rest
+            .iter()
+            .position(|&byte| !is_verbatim(byte))
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        encoded += run;
+        let Some((&first, after)) = rest[run..].split_first() else {
+            return Ok(encoded);
+        };
         let byte = if first == b'%' {
             let byte = escaped_byte(after).ok_or(Error::Baggage("a malformed percent escape"))?;
             rest = &after[2..];
@@ -428,7 +455,6 @@ fn decode_value_into(raw: &[u8], out: &mut Vec<u8>) -> Result<usize, Error> {
         out.push(byte);
         encoded += if is_escaped(byte) { 3 } else { 1 };
     }
-    Ok(encoded)
 }
 
 /// Appends `raw` percent-decoded to `out`; false (and `out` partly written) on a malformed
@@ -447,25 +473,24 @@ fn percent_decode_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
-    let mut parts = split_text(member, b';');
+fn parse_member(member: &[u8]) -> Result<BaggageEntry, Error> {
+    let mut parts = Fields::new(member, b';');
     let pair = parts.next().unwrap_or_default();
-    let (key, value) =
-        split_text_once(pair, b'=').ok_or(Error::Baggage("a member is key=value"))?;
-    let key = trim_ows_text(key);
-    let value = trim_ows_text(value);
+    let (key, value) = split_once(pair, b'=').ok_or(Error::Baggage("a member is key=value"))?;
+    let key = trim_ows(key);
+    let value = trim_ows(value);
     validate_token(key)?;
     // Key, value and properties go straight into the entry's one buffer; bytes, because a
     // decoded value may not be UTF-8 (the key and the properties are ASCII by the grammar).
     let mut text = Vec::with_capacity(member.len());
-    text.extend_from_slice(key.as_bytes());
-    let encoded_value = decode_value_into(value.as_bytes(), &mut text)?;
+    text.extend_from_slice(key);
+    let encoded_value = decode_value_into(value, &mut text)?;
     let value_end = text.len();
     let mut properties_start = true;
     for property in parts {
-        let property = trim_ows_text(property);
-        let (name, value) = match split_text_once(property, b'=') {
-            Some((name, value)) => (trim_ows_text(name), Some(trim_ows_text(value))),
+        let property = trim_ows(property);
+        let (name, value) = match split_once(property, b'=') {
+            Some((name, value)) => (trim_ows(name), Some(trim_ows(value))),
             None => (property, None),
         };
         validate_token(name)?;
@@ -473,11 +498,11 @@ fn parse_member(member: &str) -> Result<BaggageEntry, Error> {
             text.push(b';');
         }
         properties_start = false;
-        text.extend_from_slice(name.as_bytes());
+        text.extend_from_slice(name);
         if let Some(value) = value {
             validate_octets(value)?;
             text.push(b'=');
-            text.extend_from_slice(value.as_bytes());
+            text.extend_from_slice(value);
         }
     }
     // The parts are settled first and the entry built once: an entry built on each of two
@@ -507,19 +532,6 @@ fn replace_invalid_value(bytes: &[u8], key_end: usize, value_end: usize) -> (Str
     let new_value_end = text.len();
     text.push_str(&String::from_utf8_lossy(&bytes[value_end..]));
     (text, new_value_end, percent_encoded_len(&value))
-}
-
-/// `text` without the spaces and tabs around it, looked for byte by byte (both are ASCII,
-/// so the rest starts and ends between characters).
-fn trim_ows_text(text: &str) -> &str {
-    let bytes = text.as_bytes();
-    let is_ows = |byte: &u8| *byte == b' ' || *byte == b'\t';
-    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |last| last + 1);
-    &text[start..end]
 }
 
 /// [`BYTE_CLASS`] flag: an RFC 7230 `tchar`.
@@ -571,8 +583,8 @@ pub(crate) fn is_tchar(byte: u8) -> bool {
     BYTE_CLASS[usize::from(byte)] & TCHAR != 0
 }
 
-fn validate_token(key: &str) -> Result<(), Error> {
-    if !key.is_empty() && key.bytes().all(is_tchar) {
+fn validate_token(key: &[u8]) -> Result<(), Error> {
+    if !key.is_empty() && key.iter().all(|&byte| is_tchar(byte)) {
         Ok(())
     } else {
         Err(Error::Baggage("a key is a non-empty HTTP token"))
@@ -584,8 +596,13 @@ fn is_baggage_octet(byte: u8) -> bool {
     BYTE_CLASS[usize::from(byte)] & OCTET != 0
 }
 
-fn validate_octets(value: &str) -> Result<(), Error> {
-    if value.bytes().all(is_baggage_octet) {
+/// A `baggage-octet` written as it stands, not as a `%XX` escape.
+fn is_verbatim(byte: u8) -> bool {
+    BYTE_CLASS[usize::from(byte)] & (OCTET | ESCAPED) == OCTET
+}
+
+fn validate_octets(value: &[u8]) -> Result<(), Error> {
+    if value.iter().all(|&byte| is_baggage_octet(byte)) {
         Ok(())
     } else {
         Err(Error::Baggage(
@@ -598,18 +615,6 @@ fn validate_octets(value: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    proptest::proptest! {
-        /// Byte-wise OWS trimming against the character-wise trimming it replaced.
-        #[test]
-        fn trimming_agrees_with_the_previous_char_trimming(
-            text in "[\t a\u{e9}\u{a0}\u{3000}\u{1f600}\x0b\r\n]{0,16}"
-        ) {
-            proptest::prop_assert_eq!(
-                trim_ows_text(&text),
-                text.trim_matches(|c: char| c == ' ' || c == '\t')
-            );
-        }
-    }
     use proptest::prelude::*;
 
     /// (headers as received, expected canonical value, or None if the header is invalid).
@@ -843,7 +848,7 @@ impl crate::Propagator for BaggagePropagator {
     fn extract_baggage(&self, carrier: &dyn crate::Extractor, baggage: &mut Baggage) {
         let mut received = Baggage::new();
         let mut valid = true;
-        carrier.get_all(BAGGAGE, &mut |value| {
+        carrier.get_all_bytes(BAGGAGE, &mut |value| {
             valid = valid && received.merge_header(value).is_ok();
         });
         if !valid {

@@ -465,4 +465,18 @@ mod tests {
         assert_eq!(trim_ows(b" \t "), b"");
         assert_eq!(trim_ows(b""), b"");
     }
+
+    proptest::proptest! {
+        /// Byte-wise trimming against the standard library's trimming of characters, on text
+        /// mixing OWS with other whitespace and multi-byte characters.
+        #[test]
+        fn trim_ows_agrees_with_trimming_characters(
+            text in "[\t a\u{e9}\u{a0}\u{3000}\u{1f600}\x0b\r\n]{0,16}"
+        ) {
+            proptest::prop_assert_eq!(
+                trim_ows(text.as_bytes()),
+                text.trim_matches(|c: char| c == ' ' || c == '\t').as_bytes()
+            );
+        }
+    }
 }

@@ -62,33 +62,10 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// The pieces of `text` between the ASCII byte `separator`, as `str::split` yields them
-/// (an ASCII separator only ever falls between characters).
-pub(crate) fn split_text(text: &str, separator: u8) -> impl Iterator<Item = &str> {
-    // A byte of a multi-byte character would cut it; the callers' separators are constants.
-    assert!(separator.is_ascii(), "the separator must be ASCII");
-    let mut next_start = Some(0);
-    std::iter::from_fn(move || {
-        let start = next_start?;
-        match find_byte(&text.as_bytes()[start..], separator) {
-            Some(at) => {
-                next_start = Some(start + at + 1);
-                Some(&text[start..start + at])
-            }
-            None => {
-                next_start = None;
-                Some(&text[start..])
-            }
-        }
-    })
-}
-
-/// `text` before and after the first ASCII byte `separator`, as `str::split_once` splits it.
-pub(crate) fn split_text_once(text: &str, separator: u8) -> Option<(&str, &str)> {
-    // A byte of a multi-byte character would cut it; the callers' separators are constants.
-    assert!(separator.is_ascii(), "the separator must be ASCII");
-    let at = find_byte(text.as_bytes(), separator)?;
-    Some((&text[..at], &text[at + 1..]))
+/// `value` before and after the first `separator` (`None` without one).
+pub(crate) fn split_once(value: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = find_byte(value, separator)?;
+    Some((&value[..at], &value[at + 1..]))
 }
 
 #[cfg(all(test, not(infra_loom)))]
@@ -115,28 +92,20 @@ mod tests {
         }
     }
 
-    /// `split_text` and `split_text_once` against `str::split` and `str::split_once`.
-    fn splits_as_the_standard_library_does(
-        text: &str,
-        separator: u8,
-    ) -> Result<(), proptest::test_runner::TestCaseError> {
-        let ours: Vec<&str> = split_text(text, separator).collect();
-        let expected: Vec<&str> = text.split(char::from(separator)).collect();
-        prop_assert_eq!(ours, expected);
-        prop_assert_eq!(
-            split_text_once(text, separator),
-            text.split_once(char::from(separator))
-        );
-        Ok(())
-    }
-
     proptest! {
         #[test]
-        fn text_splits_as_the_standard_library_does(
-            text in "[-:;,= a\u{e9}\u{1f600}]{0,30}",
-            separator in proptest::sample::select(&b",;=-"[..]),
+        fn split_once_splits_as_the_standard_library_does(
+            value in proptest::collection::vec(
+                proptest::sample::select(&b",;= a\x00\x80\xff"[..]),
+                0..30,
+            ),
+            separator in proptest::sample::select(&b",;=\x80"[..]),
         ) {
-            splits_as_the_standard_library_does(&text, separator)?;
+            let expected = value
+                .iter()
+                .position(|&byte| byte == separator)
+                .map(|at| (&value[..at], &value[at + 1..]));
+            prop_assert_eq!(split_once(&value, separator), expected);
         }
 
         #[test]
@@ -178,13 +147,21 @@ mod tests {
             prop_assert_eq!(ours, expected);
         }
 
-        /// Any text with tabs, spaces and multi-byte characters, every ASCII separator.
+        /// Any text with tabs, spaces and multi-byte characters, every ASCII separator: the
+        /// pieces fall between characters, as `str`'s splits cut them.
         #[test]
         fn text_with_any_ascii_separator_splits_as_the_standard_library_does(
             text in "[\\x00-\\x7f\u{80}\u{e9}\u{100}\u{1f600}\t ]{0,40}",
             separator in 0u8..0x80,
         ) {
-            splits_as_the_standard_library_does(&text, separator)?;
+            let ours: Vec<&[u8]> = Fields::new(text.as_bytes(), separator).collect();
+            let expected: Vec<&[u8]> =
+                text.split(char::from(separator)).map(str::as_bytes).collect();
+            prop_assert_eq!(ours, expected);
+            let expected = text
+                .split_once(char::from(separator))
+                .map(|(before, after)| (before.as_bytes(), after.as_bytes()));
+            prop_assert_eq!(split_once(text.as_bytes(), separator), expected);
         }
     }
 }
