@@ -374,14 +374,18 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
         if !is_escaped(byte) {
             continue;
         }
-        // Plain runs hold only baggage octets, which are ASCII.
-        out.write_str(crate::id::ascii(&bytes[plain_start..i]))?;
+        // A plain run holds only baggage octets, which are ASCII, so a non-empty one starts
+        // and ends between characters (an empty one may sit inside an escaped character).
+        if plain_start < i {
+            out.write_str(&value[plain_start..i])?;
+        }
         out.write_char('%')?;
         out.write_char(char::from(UPPER_HEX[usize::from(byte >> 4)]))?;
         out.write_char(char::from(UPPER_HEX[usize::from(byte & 0x0f)]))?;
         plain_start = i + 1;
     }
-    out.write_str(crate::id::ascii(&bytes[plain_start..]))
+    // `plain_start` is the end or an ASCII byte after an escape: a character boundary.
+    out.write_str(&value[plain_start..])
 }
 
 /// The length [`write_percent_encoded`] writes for `value`: each escaped byte takes three.
@@ -874,7 +878,7 @@ impl crate::Propagator for BaggagePropagator {
         if cx.baggage().is_empty() {
             carrier.remove(BAGGAGE);
         } else {
-            carrier.set(BAGGAGE, &cx.baggage().encode());
+            carrier.set_owned(BAGGAGE, cx.baggage().encode());
         }
     }
 

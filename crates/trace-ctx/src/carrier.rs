@@ -82,6 +82,21 @@ pub trait Injector {
     /// Sets the field `name` (lowercase) to `value`, replacing any previous value.
     fn set(&mut self, name: &str, value: &str);
 
+    /// [`Injector::set`] with a value built for this field, which a carrier that stores owned
+    /// strings or buffers keeps instead of copying (a `HeaderMap` takes the string's buffer
+    /// as the header value's). The default calls [`Injector::set`].
+    ///
+    /// ```
+    /// use infra_trace_ctx::Injector;
+    ///
+    /// let mut carrier: Vec<(String, String)> = vec![("baggage".into(), "old=1".into())];
+    /// carrier.set_owned("baggage", String::from("new=2"));
+    /// assert_eq!(carrier, [("baggage".to_owned(), "new=2".to_owned())]);
+    /// ```
+    fn set_owned(&mut self, name: &str, value: String) {
+        self.set(name, &value);
+    }
+
     /// Removes the field `name` (case-insensitive where the carrier is), if present.
     fn remove(&mut self, name: &str);
 
@@ -116,6 +131,16 @@ impl<S: BuildHasher> Injector for HashMap<String, String, S> {
             return;
         }
         self.insert(name.to_owned(), value.to_owned());
+    }
+
+    fn set_owned(&mut self, name: &str, value: String) {
+        if !self.is_empty()
+            && let Some(existing) = self.get_mut(name)
+        {
+            *existing = value;
+            return;
+        }
+        self.insert(name.to_owned(), value);
     }
 
     fn remove(&mut self, name: &str) {
@@ -169,6 +194,11 @@ impl Injector for Vec<(String, String)> {
     fn set(&mut self, name: &str, value: &str) {
         self.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
         self.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn set_owned(&mut self, name: &str, value: String) {
+        self.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+        self.push((name.to_owned(), value));
     }
 
     fn remove(&mut self, name: &str) {
@@ -272,17 +302,30 @@ mod http_carrier {
         }
     }
 
+    /// Sets `name` to `value`, through its prebuilt name if it has one; a name that is not
+    /// a valid header name is skipped.
+    fn insert(map: &mut http::HeaderMap, name: &str, value: http::HeaderValue) {
+        if let Some(name) = known(name) {
+            map.insert(name, value);
+        } else if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+            map.insert(name, value);
+        }
+    }
+
     /// A name or value that is not a valid header is skipped: every value this crate writes
     /// is valid, so that only happens for baggage keys chosen by the application.
     impl Injector for http::HeaderMap {
         fn set(&mut self, name: &str, value: &str) {
-            let Ok(value) = http::HeaderValue::from_str(value) else {
-                return;
-            };
-            if let Some(name) = known(name) {
-                self.insert(name, value);
-            } else if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
-                self.insert(name, value);
+            if let Ok(value) = http::HeaderValue::from_str(value) {
+                insert(self, name, value);
+            }
+        }
+
+        fn set_owned(&mut self, name: &str, value: String) {
+            // The string's buffer becomes the value's, without a copy (and without an
+            // allocation when the string is exactly as long as its capacity).
+            if let Ok(value) = http::HeaderValue::try_from(value) {
+                insert(self, name, value);
             }
         }
 

@@ -275,7 +275,7 @@ impl Propagator for JaegerPropagator {
             if value.contains('+') {
                 value = value.replace('+', "%2B");
             }
-            carrier.set(&format!("{UBERCTX_PREFIX}{}", entry.key()), &value);
+            carrier.set_owned(&format!("{UBERCTX_PREFIX}{}", entry.key()), value);
         }
     }
 

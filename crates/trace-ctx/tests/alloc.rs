@@ -84,6 +84,27 @@ fn header_map_injection_allocates_only_the_value() {
     assert_eq!(outgoing["traceparent"], TRACEPARENT);
 }
 
+/// A baggage header is encoded once, into a string whose buffer the `HeaderMap` keeps as the
+/// value: one allocation, where copying the string into a header value would be a second.
+#[cfg(feature = "http")]
+#[test]
+fn header_map_baggage_injection_allocates_the_encoded_value_once() {
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert(
+        "baggage",
+        http::HeaderValue::from_static("userId=alice,tenant=acme%20corp;ttl=60"),
+    );
+    let cx = BaggagePropagator.extract(&incoming);
+    let mut outgoing = http::HeaderMap::with_capacity(4);
+    BaggagePropagator.inject(&cx, &mut outgoing);
+    let (count, ()) = allocations_in(|| BaggagePropagator.inject(&cx, &mut outgoing));
+    assert_eq!(count, 1);
+    assert_eq!(
+        outgoing["baggage"],
+        "userId=alice,tenant=acme%20corp;ttl=60"
+    );
+}
+
 /// A `tracestate` as tracers write it (no whitespace, no repeated key) becomes the shared
 /// value in one allocation; one that needs rewriting costs a second (the rewritten copy).
 #[test]
