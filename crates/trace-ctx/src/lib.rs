@@ -88,6 +88,7 @@ mod trace_context;
 mod trace_state;
 #[cfg(feature = "tracing")]
 mod tracing_bridge;
+mod wall_anchor;
 
 pub use b3::{
     B3, B3_SINGLE, B3Ids, B3Propagator, B3Sampling, X_B3_FLAGS, X_B3_PARENT_SPAN_ID, X_B3_SAMPLED,

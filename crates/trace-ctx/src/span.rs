@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use infra_common::{Clock, SystemClock};
 
 use crate::sampler::{AlwaysOn, ParentBased, Sampler, SamplingDecision, SamplingResult};
+use crate::wall_anchor::WallAnchor;
 use crate::{Context, ContextGuard, SamplingState, SpanContext, SpanId, TraceFlags};
 
 /// The role of a span in a request.
@@ -271,7 +272,8 @@ pub struct SpanData {
     /// Whether the parent's context came from another process (extracted from a request);
     /// `false` for a local parent and for a root span.
     pub parent_is_remote: bool,
-    /// Wall-clock start.
+    /// Wall-clock start: the monotonic start plus an offset to the calendar clock read at
+    /// most 100 ms (monotonic) earlier, so a step of the calendar clock shows within 100 ms.
     pub start: SystemTime,
     /// Wall-clock end: the start plus the monotonic duration, so it never precedes the start.
     pub end: SystemTime,
@@ -369,8 +371,9 @@ impl Exporter for NoopExporter {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Tracer {
-    // Immutable configuration shared by clones: no interleaving to model, so a plain std Arc
-    // (the loom Arc cannot hold trait objects).
+    // Configuration shared by clones, a plain std Arc (the loom Arc cannot hold trait
+    // objects): immutable but for the wall anchor's atomics, which have a loom model of
+    // their own.
     #[allow(clippy::disallowed_types)]
     inner: std::sync::Arc<TracerConfig>,
 }
@@ -381,6 +384,8 @@ struct TracerConfig {
     sampler: Box<dyn Sampler>,
     exporter: Box<dyn Exporter>,
     clock: Box<dyn Clock>,
+    /// Spans' wall-clock starts from the monotonic clock.
+    wall: WallAnchor,
     limits: SpanLimits,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::TracerCounters,
@@ -493,6 +498,7 @@ impl Tracer {
                 sampler: Box::new(ParentBased::new(AlwaysOn)),
                 exporter: Box::new(NoopExporter),
                 clock: Box::new(SystemClock::new()),
+                wall: WallAnchor::new(),
                 limits: SpanLimits::default(),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::TracerCounters::noop(),
@@ -679,7 +685,7 @@ impl<'a> SpanBuilder<'a> {
         let config = &*self.tracer.inner;
         let limits = config.limits;
         let start_nanos = config.clock.now_nanos();
-        let start = config.clock.wall_time();
+        let start = config.wall.wall_at(&*config.clock, start_nanos);
         let mut links = self.links;
         let dropped_links_count = cap_len(&mut links, limits.max_links);
         for link in &mut links {
