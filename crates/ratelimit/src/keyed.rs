@@ -859,7 +859,8 @@ mod tests {
         assert_eq!(limiter.bytes(), 0);
 
         // A per-key quota is charged too, and refused when it does not fit.
-        let override_bytes = size_of::<String>() + hashed("alice") + size_of::<Override<Gcra>>() + 8;
+        let override_bytes =
+            size_of::<String>() + hashed("alice") + size_of::<Override<Gcra>>() + 8;
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
             clock.clone(),
