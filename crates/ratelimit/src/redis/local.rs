@@ -9,6 +9,7 @@ use std::time::Duration;
 use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
+use super::scripts::ScriptQuota;
 use crate::store::Shards;
 
 /// Entries one new key examines at most when its map is full.
@@ -77,9 +78,11 @@ impl<V> CappedMap<V> {
 }
 
 /// Keys over their limit, each with the local clock reading until which one cell is certainly
-/// denied.
+/// denied and the quota (in the script's terms) under which Redis said so: another quota
+/// (a per-key one, or the default after a change) may admit the key sooner, so only a check
+/// under the same quota is answered from the cache.
 pub(crate) struct DenyCache {
-    until: CappedMap<u64>,
+    until: CappedMap<(u64, ScriptQuota)>,
 }
 
 impl DenyCache {
@@ -89,18 +92,22 @@ impl DenyCache {
         }
     }
 
-    /// How long `key` is still known to be denied at `now`, if it is.
-    pub(crate) fn denied_for(&self, key: &str, now: u64) -> Option<Duration> {
-        let until = self.until.map.with(key, |until| *until)?;
-        (now < until).then(|| Duration::from_nanos(until - now))
+    /// How long `key` is still known to be denied under `quota` at `now`, if it is.
+    pub(crate) fn denied_for(&self, key: &str, quota: ScriptQuota, now: u64) -> Option<Duration> {
+        let (until, under) = self.until.map.with(key, |entry| *entry)?;
+        (under == quota && now < until).then(|| Duration::from_nanos(until - now))
     }
 
-    /// Remembers that `key` cannot get a cell until `until`, if there is room.
-    pub(crate) fn remember(&self, key: &str, now: u64, until: u64) {
-        if self.until.capacity == 0 || !self.until.has_room(|&until| until <= now) {
+    /// Remembers that `key` cannot get a cell under `quota` until `until`, if there is room.
+    pub(crate) fn remember(&self, key: &str, quota: ScriptQuota, now: u64, until: u64) {
+        if self.until.capacity == 0 || !self.until.has_room(|&(until, _)| until <= now) {
             return;
         }
-        let inserted = self.until.map.insert(key.to_owned(), until).is_none();
+        let inserted = self
+            .until
+            .map
+            .insert(key.to_owned(), (until, quota))
+            .is_none();
         self.until.count_insert(key, inserted);
     }
 }
@@ -288,32 +295,41 @@ mod tests {
     fn the_deny_cache_finds_an_expired_entry_among_active_ones() {
         let capacity = 1_000;
         let cache = DenyCache::new(capacity);
+        let quota = ScriptQuota {
+            first: 1,
+            second: 1,
+            capacity: 1,
+        };
         let forever = u64::MAX;
         // One entry expires at 10; every other one never does, and sits anywhere in the map.
         for key in 0..capacity {
             let until = if key == 500 { 10 } else { forever };
-            cache.remember(&format!("flood-{key}"), 0, until);
+            cache.remember(&format!("flood-{key}"), quota, 0, until);
         }
         assert_eq!(
-            cache.denied_for("flood-500", 5),
+            cache.denied_for("flood-500", quota, 5),
             Some(Duration::from_nanos(5))
         );
         // New keys keep coming after it expired: each looks at a bounded sample, and the hand
         // moves on, so within one turn over the map the expired entry makes room.
         let attempts = capacity.div_ceil(RECLAIM_SAMPLE) + 1;
         for attempt in 0..attempts {
-            cache.remember(&format!("new-{attempt}"), 20, forever);
+            cache.remember(&format!("new-{attempt}"), quota, 20, forever);
         }
-        assert_eq!(cache.denied_for("flood-500", 20), None);
+        assert_eq!(cache.denied_for("flood-500", quota, 20), None);
         let admitted = (0..attempts)
-            .filter(|attempt| cache.denied_for(&format!("new-{attempt}"), 20).is_some())
+            .filter(|attempt| {
+                cache
+                    .denied_for(&format!("new-{attempt}"), quota, 20)
+                    .is_some()
+            })
             .count();
         assert_eq!(
             admitted, 1,
             "exactly one new key took the expired entry's place"
         );
         assert!(
-            cache.denied_for("flood-0", 20).is_some(),
+            cache.denied_for("flood-0", quota, 20).is_some(),
             "active entries stay"
         );
     }
