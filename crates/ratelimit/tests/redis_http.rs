@@ -78,3 +78,35 @@ fn the_http_layer_limits_through_redis_with_either_limiter() {
     assert!(checker.check("a").unwrap().is_denied());
     assert!(checker.check("b").unwrap().is_allowed());
 }
+
+/// A key longer than the Redis limiter accepts (`max_key_len`) is the client's error, as any
+/// unusable key is: a `400`, counted with the unusable keys, never a `503` that says the
+/// limiter is down.
+#[test]
+fn a_key_longer_than_redis_accepts_is_the_clients_error() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let quota = Quota::per_minute(2).unwrap();
+        let limiter =
+            AsyncRedisRateLimiter::new(&server.url(), quota, options().prefix("long-key")).unwrap();
+        let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
+        let layer = RateLimitLayer::builder(key, limiter).build();
+        let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let request = Request::get("/")
+            .header("x-api-key", "k".repeat(2_000))
+            .body(String::new())
+            .unwrap();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get("retry-after").is_none());
+        assert_eq!(layer.unusable_keys(), 1);
+    });
+}

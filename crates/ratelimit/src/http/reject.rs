@@ -63,7 +63,8 @@ pub enum Rejection<'a> {
     MissingKey,
     /// The request carries an identity its extractor cannot use
     /// ([`NoKey::Unusable`](super::NoKey::Unusable)): a malformed or ambiguous header, or
-    /// none where the trusted proxies write it. A client error, refused whatever the
+    /// none where the trusted proxies write it; or one larger than the limiter accepts
+    /// ([`Error::TooLarge`](crate::Error::TooLarge)). A client error, refused whatever the
     /// [`MissingKey`](super::MissingKey) policy, so that no client can leave its own limit
     /// by spoiling its identity.
     UnusableKey {
