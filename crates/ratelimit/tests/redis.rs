@@ -900,6 +900,8 @@ fn batching_saves_round_trips_and_over_admits_at_most_b_minus_one_per_process() 
         batched_trips * 2 < exact_trips,
         "batching saves most round trips: {batched_trips} vs {exact_trips}"
     );
+    // The schedule and the clock are fixed, so the counts are too: the README quotes them.
+    assert_eq!((exact_trips, batched_trips), (2_225, 430));
     // In every interval [a, b]: at most burst + (b − a) / interval exactly, plus B − 1 per
     // process with batching.
     let slack = u64::from(batch - 1) * processes as u64;
