@@ -583,7 +583,8 @@ async fn a_limiter_that_answers_later_holds_the_request_until_it_does() {
     );
 }
 
-/// A limiter that cannot decide, as a remote one under a fail-closed policy.
+/// A limiter that cannot decide, as a Redis one that cannot reach Redis under
+/// `FailurePolicy::Error` (under `FailClosed` it denies instead).
 struct Down;
 
 impl Limiter<String> for Down {

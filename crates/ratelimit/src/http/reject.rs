@@ -71,8 +71,8 @@ pub enum Rejection<'a> {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The limiter could not decide (a remote limiter unreachable under a fail-closed
-    /// policy).
+    /// The limiter could not decide (a Redis limiter that cannot reach Redis under
+    /// `FailurePolicy::Error`; under `FailClosed` it denies, a [`Rejection::Limited`]).
     Unavailable {
         /// The policy.
         policy: &'a str,
