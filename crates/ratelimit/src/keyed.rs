@@ -290,7 +290,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyKeys`] when `key` is new and does not fit (see the type's docs).
+    /// [`Error::TooManyKeys`] when `key` is new and does not fit (see the type's docs);
+    /// [`Error::TooLarge`] when `key` is new and its charge alone exceeds
+    /// [`KeyedOptions::max_bytes`], so it could never fit.
     #[inline]
     pub fn check<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
@@ -305,7 +307,7 @@ where
     /// # Errors
     ///
     /// [`Error::InsufficientCapacity`] when `n` exceeds the key's capacity;
-    /// [`Error::TooManyKeys`] as for [`KeyedRateLimiter::check`].
+    /// [`Error::TooManyKeys`] and [`Error::TooLarge`] as for [`KeyedRateLimiter::check`].
     #[inline]
     pub fn check_n<Q>(&self, key: &Q, n: u32) -> Result<Decision, Error>
     where
@@ -393,6 +395,15 @@ where
             .saturating_add(size_of::<A>())
             .saturating_add(A::heap_bytes(&config))
             .saturating_add(ENTRY_OVERHEAD);
+        if bytes > self.options.max_bytes {
+            // No key ever forgotten would make room: a denial with a time to retry would have
+            // an obedient client retry forever.
+            return Err(Error::TooLarge {
+                what: "key with its state (bytes)",
+                value: bytes as u128,
+                max: self.options.max_bytes as u128,
+            });
+        }
         // Reserve room before taking the shard lock: reclaiming takes shard locks itself.
         let had_room = self.reserve(bytes);
         if !had_room {
@@ -844,11 +855,12 @@ mod tests {
         .unwrap();
         assert!(limiter.check("alice").unwrap().is_allowed());
         assert_eq!(limiter.bytes(), per_key("alice"));
-        // A key of any length is charged its length: this one never fits.
+        // A key of any length is charged its length: this one never fits, which waiting would
+        // not change.
         let long = "x".repeat(10_000);
         assert!(matches!(
             limiter.check(long.as_str()),
-            Err(Error::TooManyKeys { .. })
+            Err(Error::TooLarge { .. })
         ));
         assert!(limiter.check("bob").unwrap().is_allowed());
         assert_eq!(limiter.bytes(), per_key("alice") + per_key("bob"));
@@ -911,10 +923,7 @@ mod tests {
             KeyedOptions::default().max_bytes(10_000),
         )
         .unwrap();
-        assert!(matches!(
-            limiter.check(&long),
-            Err(Error::TooManyKeys { .. })
-        ));
+        assert!(matches!(limiter.check(&long), Err(Error::TooLarge { .. })));
         assert_eq!(
             limiter.set_key_quota(&long, Quota::per_second(5).unwrap()),
             Err(Error::TooManyOverrides {
