@@ -64,7 +64,8 @@ pub enum Error {
         max_keys: usize,
         /// How long until the tracked key due soonest can have replenished, when a slot may be
         /// reclaimed (a lower bound: that key may be used meanwhile); one second when the
-        /// limiter tracks no key (its byte cap is smaller than one key).
+        /// limiter tracks no key (per-key quotas hold its bytes). A key that alone exceeds
+        /// the byte cap is [`Error::TooLarge`] instead: it could never fit.
         retry_after: Duration,
     },
     /// A keyed limiter already keeps its maximum of per-key quotas, or the new one's bytes do

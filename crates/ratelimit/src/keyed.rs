@@ -20,8 +20,8 @@ use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
-use std::hash::Hash;
-use std::mem::{size_of, size_of_val};
+use std::hash::{Hash, Hasher};
+use std::mem::size_of;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
@@ -122,10 +122,29 @@ struct Tracked {
     bytes: usize,
 }
 
-/// What a key costs in the map: its slot in the entry plus its borrowed form (a `str`'s bytes
-/// for a `String` key; an inline key such as `u64` is counted twice, erring high).
-fn key_bytes<K, Q: ?Sized>(key: &Q) -> usize {
-    size_of::<K>().saturating_add(size_of_val(key))
+/// What a key costs in the map: its slot in the entry plus the bytes its `Hash` writes.
+///
+/// The bytes hashed are the key's content whatever form it is checked in: a `String` key
+/// checked as `&str` or as `&String` (as the HTTP layer does) writes its text either way, where
+/// the size of the borrowed form would see only the `String`'s 24-byte handle. An inline key
+/// such as `u64` is counted twice, erring high.
+fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
+    let mut counter = ByteCounter(0);
+    key.hash(&mut counter);
+    size_of::<K>().saturating_add(counter.0)
+}
+
+/// A `Hasher` that only counts the bytes written to it.
+struct ByteCounter(usize);
+
+impl Hasher for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = self.0.saturating_add(bytes.len());
+    }
+
+    fn finish(&self) -> u64 {
+        0
+    }
 }
 
 /// One [`Algorithm`] state per key, in a sharded concurrent map, with per-key quotas and a hard
@@ -271,7 +290,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyKeys`] when `key` is new and does not fit (see the type's docs).
+    /// [`Error::TooManyKeys`] when `key` is new and does not fit (see the type's docs);
+    /// [`Error::TooLarge`] when `key` is new and its charge alone exceeds
+    /// [`KeyedOptions::max_bytes`], so it could never fit.
     #[inline]
     pub fn check<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
@@ -286,7 +307,7 @@ where
     /// # Errors
     ///
     /// [`Error::InsufficientCapacity`] when `n` exceeds the key's capacity;
-    /// [`Error::TooManyKeys`] as for [`KeyedRateLimiter::check`].
+    /// [`Error::TooManyKeys`] and [`Error::TooLarge`] as for [`KeyedRateLimiter::check`].
     #[inline]
     pub fn check_n<Q>(&self, key: &Q, n: u32) -> Result<Decision, Error>
     where
@@ -374,6 +395,15 @@ where
             .saturating_add(size_of::<A>())
             .saturating_add(A::heap_bytes(&config))
             .saturating_add(ENTRY_OVERHEAD);
+        if bytes > self.options.max_bytes {
+            // No key ever forgotten would make room: a denial with a time to retry would have
+            // an obedient client retry forever.
+            return Err(Error::TooLarge {
+                what: "key with its state (bytes)",
+                value: bytes as u128,
+                max: self.options.max_bytes as u128,
+            });
+        }
         // Reserve room before taking the shard lock: reclaiming takes shard locks itself.
         let had_room = self.reserve(bytes);
         if !had_room {
@@ -530,8 +560,9 @@ where
     /// The estimated bytes of tracked keys and per-key quotas, charged against
     /// [`KeyedOptions::max_bytes`].
     ///
-    /// A tracked key is charged, when first tracked, `size_of::<K>()` plus its borrowed form's
-    /// size (the bytes of a `str`), the algorithm's state and the most heap memory that state may
+    /// A tracked key is charged, when first tracked, `size_of::<K>()` plus the bytes its `Hash`
+    /// writes (a string's bytes and one more, whether checked as `&str` or `&String`), the
+    /// algorithm's state and the most heap memory that state may
     /// hold under the key's quota ([`Algorithm::heap_bytes`]: a sliding-window log's entries),
     /// plus 32 bytes for the map and the eviction heap. A per-key quota is charged its key the
     /// same way, its stored quota and 8 bytes.
@@ -812,7 +843,9 @@ mod tests {
     #[test]
     fn the_byte_cap_counts_key_lengths_overrides_and_logs() {
         let clock = ManualClock::new();
-        let per_key = |key: &str| size_of::<String>() + key.len() + size_of::<Gcra>() + 32;
+        // A `str` hashes its bytes and one terminating byte.
+        let hashed = |key: &str| key.len() + 1;
+        let per_key = |key: &str| size_of::<String>() + hashed(key) + size_of::<Gcra>() + 32;
         let options = KeyedOptions::default().max_bytes(per_key("alice") + per_key("bob"));
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
@@ -822,11 +855,12 @@ mod tests {
         .unwrap();
         assert!(limiter.check("alice").unwrap().is_allowed());
         assert_eq!(limiter.bytes(), per_key("alice"));
-        // A key of any length is charged its length: this one never fits.
+        // A key of any length is charged its length: this one never fits, which waiting would
+        // not change.
         let long = "x".repeat(10_000);
         assert!(matches!(
             limiter.check(long.as_str()),
-            Err(Error::TooManyKeys { .. })
+            Err(Error::TooLarge { .. })
         ));
         assert!(limiter.check("bob").unwrap().is_allowed());
         assert_eq!(limiter.bytes(), per_key("alice") + per_key("bob"));
@@ -837,7 +871,8 @@ mod tests {
         assert_eq!(limiter.bytes(), 0);
 
         // A per-key quota is charged too, and refused when it does not fit.
-        let override_bytes = size_of::<String>() + "alice".len() + size_of::<Override<Gcra>>() + 8;
+        let override_bytes =
+            size_of::<String>() + hashed("alice") + size_of::<Override<Gcra>>() + 8;
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
             clock.clone(),
@@ -875,6 +910,29 @@ mod tests {
         assert!(log.bytes() >= 1_024 * 16, "{}", log.bytes());
         assert!(log.check(&2).unwrap().is_allowed());
         assert!(matches!(log.check(&3), Err(Error::TooManyKeys { .. })));
+    }
+
+    /// The HTTP layer checks a `String` key through `&String`, not `&str`: the key's bytes
+    /// must be charged whichever form it is checked or given a quota in.
+    #[test]
+    fn a_long_key_is_charged_its_bytes_when_checked_as_an_owned_string() {
+        let long = "x".repeat(100_000);
+        let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
+            Quota::per_second(1).unwrap(),
+            ManualClock::new(),
+            KeyedOptions::default().max_bytes(10_000),
+        )
+        .unwrap();
+        assert!(matches!(limiter.check(&long), Err(Error::TooLarge { .. })));
+        assert_eq!(
+            limiter.set_key_quota(&long, Quota::per_second(5).unwrap()),
+            Err(Error::TooManyOverrides {
+                max_overrides: KeyedOptions::DEFAULT_MAX_OVERRIDES
+            })
+        );
+        let short = "a short key".to_owned();
+        assert!(limiter.check(&short).unwrap().is_allowed());
+        assert!(limiter.bytes() > short.len() + 32);
     }
 
     #[test]

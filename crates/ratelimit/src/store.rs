@@ -4,8 +4,8 @@
 //! [`RandomState`]. Under `infra_loom` the same operations run on one loom `RwLock` around a
 //! `HashMap`, because dashmap's own locks are invisible to the model checker; the keyed limiter's
 //! logic (reservations, expiry, re-insertion) is then model-checked unchanged. Both arms hold a
-//! shard lock while a closure looks at or updates a value, and `retain` holds it while deciding
-//! what to drop: that is what makes "expire only idle keys" race-free.
+//! shard lock while a closure looks at or updates a value, and `evict_hashed` holds it while
+//! deciding whether to drop one: that is what makes "expire only idle keys" race-free.
 
 use std::borrow::Borrow;
 #[cfg(not(infra_loom))]
@@ -91,18 +91,6 @@ impl<K: Hash + Eq, V> Shards<K, V> {
                 f(&value, true)
             }
         }
-    }
-
-    /// Keeps the entries for which `keep` holds; returns how many were removed.
-    #[cfg(any(feature = "redis", test))]
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
-        let mut removed = 0;
-        self.map.retain(|key, value| {
-            let kept = keep(key, value);
-            removed += usize::from(!kept);
-            kept
-        });
-        removed
     }
 
     pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
@@ -249,14 +237,6 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         f(value, inserted)
     }
 
-    #[cfg(feature = "redis")]
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
-        let mut map = self.map.write();
-        let before = map.len();
-        map.retain(|key, value| keep(key, value));
-        before - map.len()
-    }
-
     pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
         self.map.write().insert(key, value)
     }
@@ -339,15 +319,6 @@ mod tests {
             shards.evict_hashed(hash, |_, v| Some(*v)),
             None,
             "key-9 is gone"
-        );
-        assert_eq!(shards.retain(|_, v| v % 2 == 0), 2_498);
-        assert_eq!(
-            shards.with_meanwhile("key-8", || (), |v, ()| *v),
-            ((), Some(8))
-        );
-        assert_eq!(
-            shards.with_meanwhile("key-9", || (), |v, ()| *v),
-            ((), None)
         );
     }
 }

@@ -583,7 +583,8 @@ async fn a_limiter_that_answers_later_holds_the_request_until_it_does() {
     );
 }
 
-/// A limiter that cannot decide, as a remote one under a fail-closed policy.
+/// A limiter that cannot decide, as a Redis one that cannot reach Redis under
+/// `FailurePolicy::Error` (under `FailClosed` it denies instead).
 struct Down;
 
 impl Limiter<String> for Down {
@@ -1025,4 +1026,32 @@ fn every_field_states_the_same_bounded_wait() {
             .unwrap();
         assert!(reset < (1 << 53));
     }
+}
+
+/// A key whose bytes alone exceed the key table's byte cap can never be tracked: the client's
+/// error (`400`), not a `429` whose `Retry-After` would have it retry forever. Keys that fit
+/// are limited as usual.
+#[tokio::test]
+async fn a_key_larger_than_the_byte_cap_is_the_clients_error() {
+    let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
+        Quota::per_minute(1).unwrap(),
+        ManualClock::new(),
+        KeyedOptions::default().max_bytes(1_000),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::builder(api_key(), limiter).build();
+    let inner = Counting::default();
+    let mut service = layer.layer(inner.clone());
+    let long = "k".repeat(2_000);
+    let response = send(&mut service, get("/", Some(&long))).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("retry-after").is_none());
+    assert_eq!(layer.unusable_keys(), 1);
+    assert_eq!(
+        send(&mut service, get("/", Some("k"))).await.status(),
+        StatusCode::OK
+    );
+    let again = send(&mut service, get("/", Some("k"))).await;
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(inner.calls(), 1);
 }

@@ -341,6 +341,47 @@ fn matches_local<A: Algorithm>(
     );
 }
 
+/// The deny cache remembers a key that cannot get a cell for a while, as Redis computed it
+/// under the quota of that check: a check under another quota (a per-key quota, or the
+/// default after `set_quota`) is Redis's to decide, not the cache's.
+#[test]
+fn a_denial_cached_under_one_quota_never_answers_under_another() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let hourly = Quota::per_hour(1).unwrap();
+    let limiter = RedisRateLimiter::with_clock(
+        &server.url(),
+        hourly,
+        options()
+            .algorithm(RemoteAlgorithm::SlidingWindowLog)
+            .time_source(TimeSource::Client)
+            .max_clock_skew(Duration::from_secs(3_600))
+            .prefix("cached-quota"),
+        clock.clone(),
+    )
+    .unwrap();
+    assert!(limiter.check("k").unwrap().is_allowed());
+    assert!(limiter.check("k").unwrap().is_denied());
+    assert_eq!(limiter.stats().cache_hits, 1, "the hour's denial is cached");
+    // The log holds one cell: ten a second admit this one at once.
+    let per_second = Quota::per_second(10).unwrap();
+    assert!(
+        limiter
+            .check_n_with("k", &per_second, 1)
+            .unwrap()
+            .is_allowed()
+    );
+    // Under ten a second both cells leave the log within a second.
+    limiter.set_quota(per_second).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert!(limiter.check("k").unwrap().is_allowed());
+    // Back under the hourly quota, the hour's two cells deny it.
+    limiter.set_quota(hourly).unwrap();
+    assert!(limiter.check("k").unwrap().is_denied());
+}
+
 #[test]
 fn decisions_equal_the_local_algorithms_over_refills_and_quota_changes() {
     let Some(server) = RedisServer::start() else {
@@ -859,6 +900,8 @@ fn batching_saves_round_trips_and_over_admits_at_most_b_minus_one_per_process() 
         batched_trips * 2 < exact_trips,
         "batching saves most round trips: {batched_trips} vs {exact_trips}"
     );
+    // The schedule and the clock are fixed, so the counts are too: the README quotes them.
+    assert_eq!((exact_trips, batched_trips), (2_225, 430));
     // In every interval [a, b]: at most burst + (b − a) / interval exactly, plus B − 1 per
     // process with batching.
     let slack = u64::from(batch - 1) * processes as u64;

@@ -6,11 +6,12 @@
 mod redis_support;
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use http::{HeaderName, Request, Response, StatusCode};
 use infra_ratelimit::Quota;
 use infra_ratelimit::http::{HeaderKey, Limiter, RateLimitLayer};
-use infra_ratelimit::redis::{AsyncRedisRateLimiter, RedisRateLimiter};
+use infra_ratelimit::redis::{AsyncRedisRateLimiter, FailurePolicy, RedisRateLimiter};
 use infra_testkit::RedisServer;
 use redis_support::options;
 use tower::{Layer, Service, ServiceExt};
@@ -77,4 +78,81 @@ fn the_http_layer_limits_through_redis_with_either_limiter() {
     let checker = RedisRateLimiter::new(&server.url(), quota, options().prefix("async")).unwrap();
     assert!(checker.check("a").unwrap().is_denied());
     assert!(checker.check("b").unwrap().is_allowed());
+}
+
+/// A key longer than the Redis limiter accepts (`max_key_len`) is the client's error, as any
+/// unusable key is: a `400`, counted with the unusable keys, never a `503` that says the
+/// limiter is down.
+#[test]
+fn a_key_longer_than_redis_accepts_is_the_clients_error() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let quota = Quota::per_minute(2).unwrap();
+        let limiter =
+            AsyncRedisRateLimiter::new(&server.url(), quota, options().prefix("long-key")).unwrap();
+        let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
+        let layer = RateLimitLayer::builder(key, limiter).build();
+        let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let request = Request::get("/")
+            .header("x-api-key", "k".repeat(2_000))
+            .body(String::new())
+            .unwrap();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get("retry-after").is_none());
+        assert_eq!(layer.unusable_keys(), 1);
+    });
+}
+
+/// What a client sees while Redis cannot be reached: under `FailurePolicy::FailClosed` the
+/// limiter denies, so the layer answers `429` with `Retry-After: 1`; under
+/// `FailurePolicy::Error` it cannot decide, and the layer answers `503`.
+#[test]
+fn an_unreachable_redis_is_a_429_when_failing_closed_and_a_503_as_an_error() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("redis://{closed}");
+    runtime.block_on(async {
+        for (policy, status) in [
+            (FailurePolicy::FailClosed, StatusCode::TOO_MANY_REQUESTS),
+            (FailurePolicy::Error, StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let options = options().policy(policy).timeout(Duration::from_millis(200));
+            let limiter =
+                AsyncRedisRateLimiter::new(&url, Quota::per_minute(2).unwrap(), options).unwrap();
+            let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
+            let layer = RateLimitLayer::builder(key, limiter).build();
+            let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }));
+            let request = Request::get("/")
+                .header("x-api-key", "a")
+                .body(String::new())
+                .unwrap();
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            assert_eq!(response.status(), status, "{policy:?}");
+            let retry_after = response.headers().get("retry-after");
+            let expected = (status == StatusCode::TOO_MANY_REQUESTS).then_some("1");
+            assert_eq!(
+                retry_after.map(|v| v.to_str().unwrap()),
+                expected,
+                "{policy:?}"
+            );
+        }
+    });
 }

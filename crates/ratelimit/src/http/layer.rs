@@ -407,6 +407,13 @@ where
             policy,
             decision: Decision::denied(quota.quota(), 0, retry_after, std::time::Duration::ZERO),
         },
+        Err(Error::TooLarge { .. }) => {
+            // The client chose the key's size (a long header), so the key is unusable: the
+            // limiter is up, and saying otherwise would page whoever watches the 5xx.
+            let reason = "the key is larger than the limiter accepts";
+            shared.note_unusable_key(reason);
+            return Settled::Answer(shared.refuse(&Rejection::UnusableKey { reason }, None));
+        }
         Err(error) => {
             return Settled::Answer(shared.refuse(
                 &Rejection::Unavailable {

@@ -43,7 +43,9 @@ pub trait Limiter<K>: Send + Sync + 'static {
     /// Decides on a request of `cost` cells for `key`, consuming them if admitted.
     ///
     /// Errors the layer answers for: [`Error::InsufficientCapacity`] (the cost exceeds what the
-    /// key may ever spend at once), [`Error::TooManyKeys`] (a new key that does not fit); any
+    /// key may ever spend at once), [`Error::TooManyKeys`] (a new key that does not fit),
+    /// [`Error::TooLarge`] (a key larger than the limiter accepts: a Redis limiter's
+    /// `max_key_len`, a keyed limiter's byte cap; an unusable key, the client's error); any
     /// other error is answered as the limiter being unavailable.
     fn decide(&self, key: &K, cost: u32) -> Self::Decide;
 

@@ -63,15 +63,16 @@ pub enum Rejection<'a> {
     MissingKey,
     /// The request carries an identity its extractor cannot use
     /// ([`NoKey::Unusable`](super::NoKey::Unusable)): a malformed or ambiguous header, or
-    /// none where the trusted proxies write it. A client error, refused whatever the
+    /// none where the trusted proxies write it; or one larger than the limiter accepts
+    /// ([`Error::TooLarge`](crate::Error::TooLarge)). A client error, refused whatever the
     /// [`MissingKey`](super::MissingKey) policy, so that no client can leave its own limit
     /// by spoiling its identity.
     UnusableKey {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The limiter could not decide (a remote limiter unreachable under a fail-closed
-    /// policy).
+    /// The limiter could not decide (a Redis limiter that cannot reach Redis under
+    /// `FailurePolicy::Error`; under `FailClosed` it denies, a [`Rejection::Limited`]).
     Unavailable {
         /// The policy.
         policy: &'a str,

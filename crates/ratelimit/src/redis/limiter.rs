@@ -405,7 +405,7 @@ impl<C: Clock> Core<C> {
             None => (n, None),
         };
         if n > 0
-            && let Some(wait) = self.deny.denied_for(key, now)
+            && let Some(wait) = self.deny.denied_for(key, limits, now)
         {
             bump(&self.counts.cache_hits);
             return Ok(self.observed(observer, Decision::denied(capacity, 0, wait, wait)));
@@ -428,7 +428,7 @@ impl<C: Clock> Core<C> {
             Ok(reply) => {
                 self.breaker.succeeded();
                 drop(probe);
-                Ok(self.observed(observer, self.decide(key, capacity, n, &reply, fetch, now)))
+                Ok(self.observed(observer, self.decide(key, limits, n, &reply, fetch, now)))
             }
             Err(failure) => {
                 #[cfg(feature = "metrics")]
@@ -501,16 +501,17 @@ impl<C: Clock> Core<C> {
     fn decide(
         &self,
         key: &str,
-        capacity: u32,
+        limits: ScriptQuota,
         n: u32,
         reply: &Reply,
         fetch: Option<Fetch<'_>>,
         now: u64,
     ) -> Decision {
         let micros = Duration::from_micros;
+        let capacity = limits.capacity;
         if reply.blocked_micros > 0 {
             let until = now.saturating_add(reply.blocked_micros.saturating_mul(1_000));
-            self.deny.remember(key, now, until);
+            self.deny.remember(key, limits, now, until);
         }
         let reset_after = micros(reply.reset_micros);
         if !reply.allowed {

@@ -3,17 +3,30 @@
 //! keys, which clients choose, so both drop what is over before growing and refuse to grow
 //! past their cap.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
+use super::scripts::ScriptQuota;
 use crate::store::Shards;
+
+/// Entries one new key examines at most when its map is full.
+const RECLAIM_SAMPLE: usize = 32;
 
 /// A map of user keys holding at most about `capacity` entries (concurrent inserts may pass it
 /// by the number of threads inserting at once).
+///
+/// When full, a new key examines at most [`RECLAIM_SAMPLE`] entries, taken in turn round the
+/// map like a clock hand: the ones done with are dropped, the others go back at the end of the
+/// turn. A flood of keys that are all still in use costs each new key a bounded look, never a
+/// pass over the whole map, and an entry that is done with is found within one turn.
 struct CappedMap<V> {
     map: Shards<String, V>,
+    /// The hash of every key in `map` once, in the order the hand reaches them. A key joins it
+    /// after its insertion and leaves it when dropped.
+    turn: Mutex<VecDeque<u64>>,
     len: AtomicUsize,
     capacity: usize,
 }
@@ -22,33 +35,54 @@ impl<V> CappedMap<V> {
     fn new(capacity: usize) -> Self {
         Self {
             map: Shards::new(),
+            turn: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
             capacity,
         }
     }
 
-    /// Whether a new key fits, after forgetting the entries `over` says are done with when full.
-    fn has_room(&self, over: impl FnMut(&V) -> bool) -> bool {
+    /// Whether a new key fits, after the hand drops the entries `over` says are done with
+    /// among the next few it reaches.
+    fn has_room(&self, mut over: impl FnMut(&V) -> bool) -> bool {
         if self.len.load(Ordering::Relaxed) < self.capacity {
             return true;
         }
-        let mut over = over;
-        let removed = self.map.retain(|_, value| !over(value));
-        self.len.fetch_sub(removed, Ordering::Relaxed);
+        for _ in 0..RECLAIM_SAMPLE {
+            // The turn's lock is never held while a shard lock is taken: inserting takes them
+            // the other way round.
+            let Some(hash) = self.turn.lock().pop_front() else {
+                break;
+            };
+            match self
+                .map
+                .evict_hashed(hash, |_, value| (!over(value)).then_some(()))
+            {
+                Some(Some(())) => self.turn.lock().push_back(hash),
+                Some(None) => {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+                // Only after a 64-bit hash collision, when the other key's turn took this one.
+                None => {}
+            }
+        }
         self.len.load(Ordering::Relaxed) < self.capacity
     }
 
-    fn count_insert(&self, inserted: bool) {
+    /// Counts `key` and gives it its place in the turn if this call inserted it.
+    fn count_insert(&self, key: &str, inserted: bool) {
         if inserted {
             self.len.fetch_add(1, Ordering::Relaxed);
+            self.turn.lock().push_back(self.map.hash_of(key));
         }
     }
 }
 
 /// Keys over their limit, each with the local clock reading until which one cell is certainly
-/// denied.
+/// denied and the quota (in the script's terms) under which Redis said so: another quota
+/// (a per-key one, or the default after a change) may admit the key sooner, so only a check
+/// under the same quota is answered from the cache.
 pub(crate) struct DenyCache {
-    until: CappedMap<u64>,
+    until: CappedMap<(u64, ScriptQuota)>,
 }
 
 impl DenyCache {
@@ -58,19 +92,23 @@ impl DenyCache {
         }
     }
 
-    /// How long `key` is still known to be denied at `now`, if it is.
-    pub(crate) fn denied_for(&self, key: &str, now: u64) -> Option<Duration> {
-        let until = self.until.map.with(key, |until| *until)?;
-        (now < until).then(|| Duration::from_nanos(until - now))
+    /// How long `key` is still known to be denied under `quota` at `now`, if it is.
+    pub(crate) fn denied_for(&self, key: &str, quota: ScriptQuota, now: u64) -> Option<Duration> {
+        let (until, under) = self.until.map.with(key, |entry| *entry)?;
+        (under == quota && now < until).then(|| Duration::from_nanos(until - now))
     }
 
-    /// Remembers that `key` cannot get a cell until `until`, if there is room.
-    pub(crate) fn remember(&self, key: &str, now: u64, until: u64) {
-        if self.until.capacity == 0 || !self.until.has_room(|&until| until <= now) {
+    /// Remembers that `key` cannot get a cell under `quota` until `until`, if there is room.
+    pub(crate) fn remember(&self, key: &str, quota: ScriptQuota, now: u64, until: u64) {
+        if self.until.capacity == 0 || !self.until.has_room(|&(until, _)| until <= now) {
             return;
         }
-        let inserted = self.until.map.insert(key.to_owned(), until).is_none();
-        self.until.count_insert(inserted);
+        let inserted = self
+            .until
+            .map
+            .insert(key.to_owned(), (until, quota))
+            .is_none();
+        self.until.count_insert(key, inserted);
     }
 }
 
@@ -172,12 +210,13 @@ impl Leases {
                 if !self.leases.has_room(|lease| lease.lock().is_over(now)) {
                     return Take::Single;
                 }
-                self.leases
-                    .map
-                    .with_or_insert(key.to_owned(), Mutex::default, |lease, inserted| {
-                        self.leases.count_insert(inserted);
-                        lease.lock().take(n, now)
-                    })
+                let (step, inserted) = self.leases.map.with_or_insert(
+                    key.to_owned(),
+                    Mutex::default,
+                    |lease, inserted| (lease.lock().take(n, now), inserted),
+                );
+                self.leases.count_insert(key, inserted);
+                step
             }
         };
         match step {
@@ -216,5 +255,82 @@ impl Drop for Fetch<'_> {
                 lease.lock().fetching = false;
             });
         }
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    /// A full map of keys a flood created, none of them over: how many entries one new key's
+    /// `has_room` looks at.
+    fn examined_when_full_of_active_entries(capacity: usize) -> usize {
+        let map = CappedMap::<u64>::new(capacity);
+        for key in 0..capacity {
+            let key = format!("flood-{key}");
+            let inserted = map.map.insert(key.clone(), 0).is_none();
+            map.count_insert(&key, inserted);
+        }
+        let mut examined = 0;
+        let room = map.has_room(|_| {
+            examined += 1;
+            false
+        });
+        assert!(!room, "no entry is over");
+        examined
+    }
+
+    #[test]
+    fn a_full_map_examines_a_bounded_sample_per_new_key() {
+        for capacity in [100, 10_000] {
+            let examined = examined_when_full_of_active_entries(capacity);
+            assert!(
+                examined <= RECLAIM_SAMPLE,
+                "{capacity}: examined {examined}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_deny_cache_finds_an_expired_entry_among_active_ones() {
+        let capacity = 1_000;
+        let cache = DenyCache::new(capacity);
+        let quota = ScriptQuota {
+            first: 1,
+            second: 1,
+            capacity: 1,
+        };
+        let forever = u64::MAX;
+        // One entry expires at 10; every other one never does, and sits anywhere in the map.
+        for key in 0..capacity {
+            let until = if key == 500 { 10 } else { forever };
+            cache.remember(&format!("flood-{key}"), quota, 0, until);
+        }
+        assert_eq!(
+            cache.denied_for("flood-500", quota, 5),
+            Some(Duration::from_nanos(5))
+        );
+        // New keys keep coming after it expired: each looks at a bounded sample, and the hand
+        // moves on, so within one turn over the map the expired entry makes room.
+        let attempts = capacity.div_ceil(RECLAIM_SAMPLE) + 1;
+        for attempt in 0..attempts {
+            cache.remember(&format!("new-{attempt}"), quota, 20, forever);
+        }
+        assert_eq!(cache.denied_for("flood-500", quota, 20), None);
+        let admitted = (0..attempts)
+            .filter(|attempt| {
+                cache
+                    .denied_for(&format!("new-{attempt}"), quota, 20)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(
+            admitted, 1,
+            "exactly one new key took the expired entry's place"
+        );
+        assert!(
+            cache.denied_for("flood-0", quota, 20).is_some(),
+            "active entries stay"
+        );
     }
 }

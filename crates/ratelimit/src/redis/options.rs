@@ -170,6 +170,11 @@ impl RedisOptions {
     }
 
     /// How many over-limit keys the local deny cache remembers (default 100,000; 0 disables it).
+    ///
+    /// A key is remembered with the quota Redis denied it under, and the cache answers only
+    /// checks under that same quota: after [`set_quota`](super::AsyncRedisRateLimiter::set_quota)
+    /// or under a per-key quota, Redis decides. When full, a new key examines at most 32
+    /// remembered keys, in turn, for one whose denial has ended.
     #[must_use]
     pub fn deny_cache_capacity(self, capacity: usize) -> Self {
         Self {

@@ -268,7 +268,8 @@ where
     /// # Errors
     ///
     /// [`Error::TooManyWaitingKeys`] and [`Error::TooManyWaiters`] as described on the type;
-    /// [`Error::TooManyKeys`] when the key is new and the limiter cannot track it.
+    /// [`Error::TooManyKeys`] when the key is new and the limiter cannot track it now,
+    /// [`Error::TooLarge`] when it never could (its charge alone exceeds the byte cap).
     pub async fn until_ready<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
         K: Borrow<Q>,
