@@ -732,3 +732,68 @@ async fn bodies_over_the_object_limit_pass_through_unstored() {
     );
     assert_eq!(cache.origin().calls(), 2);
 }
+
+/// A cache whose origin first answers `first`, then a bare `304` (no `Age`, no `Date`), and
+/// the stale response revalidated with it: the stored response was stale when the 304 came.
+async fn revalidated_with_a_bare_304(
+    clock: &ManualClock,
+    url: &str,
+    first: &'static [(&'static str, &'static str)],
+) -> HttpCache<TestOrigin> {
+    let origin = TestOrigin::new(move |_| Reply::Response(response(first, "body")));
+    let cache = cache(origin, clock);
+    assert_eq!(fetch(&cache, url).await.0, CacheStatus::Miss);
+    clock.advance(Duration::from_secs(70));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(304, &[("etag", "\"v1\"")], "")));
+    assert_eq!(fetch(&cache, url).await.0, CacheStatus::Revalidated);
+    cache
+}
+
+#[tokio::test]
+async fn a_304_without_age_makes_the_response_as_old_as_the_304() {
+    // The stored `Age: 50` was the age of the first response; the 304 is a new message of
+    // age zero, so the freshened response is fresh for its whole max-age again (§4.2.3).
+    let clock = ManualClock::new();
+    let first = &[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("age", "50"),
+    ];
+    let cache = revalidated_with_a_bare_304(&clock, "http://a.test/aged", first).await;
+    clock.advance(Duration::from_secs(30));
+    let response = cache.serve(get("http://a.test/aged", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(response.headers()["age"], "30");
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn a_304_without_date_is_dated_when_it_arrived() {
+    // The stored `Date` was the first response's; a 304 without one is dated on receipt
+    // (RFC 9110 §6.6.1), so the freshened response's apparent age starts at zero.
+    let clock = ManualClock::new();
+    let first = &[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    ];
+    let cache = revalidated_with_a_bare_304(&clock, "http://a.test/dated", first).await;
+    clock.advance(Duration::from_secs(30));
+    let response = cache.serve(get("http://a.test/dated", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(response.headers()["age"], "30");
+    assert_eq!(
+        response.headers()["date"],
+        "Mon, 01 Jan 2024 00:01:10 GMT",
+        "the 304's arrival"
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}

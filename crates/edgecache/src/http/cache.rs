@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONTENT_LOCATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    AGE, CONTENT_LOCATION, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -877,7 +877,8 @@ impl<O: Origin> Inner<O> {
         response: Response<Bytes>,
         stale: Option<&Stored>,
     ) -> Fetch {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        date_if_undated(&mut parts.headers, context.exchange.response_time);
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) = stale
             && validates(&stale.headers, &parts.headers)
@@ -1128,6 +1129,17 @@ struct Fetched {
     headers: HeaderMap,
     body: Bytes,
     revalidated: bool,
+}
+
+/// Gives a response without `Date` the time it arrived (RFC 9110 §6.6.1: a recipient caching
+/// or forwarding it appends one). A 304 merged into a stored response then replaces the
+/// stored `Date`, which dated the earlier exchange and would make the freshened response old.
+fn date_if_undated(headers: &mut HeaderMap, arrived: SystemTime) {
+    if !headers.contains_key(DATE)
+        && let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(arrived))
+    {
+        headers.insert(DATE, date);
+    }
 }
 
 /// RFC 5861 §4: the statuses `stale-if-error` covers.
