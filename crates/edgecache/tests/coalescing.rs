@@ -347,3 +347,66 @@ async fn waiters_share_an_uncacheable_server_error() {
         "a failing origin is asked once, not once per waiter"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_not_given_another_users_server_error() {
+    // An authorized request's answer, or one marked private, is its requester's alone
+    // (RFC 9111 §3.5, §5.2.2.7), error or not: a waiter asks the origin for its own.
+    for fields in [&[][..], &[("cache-control", "private")][..]] {
+        let clock = ManualClock::new();
+        let origin = TestOrigin::new(move |request| {
+            let user = request
+                .headers()
+                .get("authorization")
+                .map_or("anonymous", |v| v.to_str().unwrap())
+                .to_owned();
+            Reply::Response(status(503, fields, &format!("quota exceeded for {user}")))
+        });
+        origin.set_open(false);
+        let cache = cache(origin, &clock);
+        let url = "http://example.com/account";
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.serve(get(url, &[("authorization", "alice")])).await })
+        };
+        settle().await;
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.serve(get(url, &[])).await })
+        };
+        settle().await;
+        cache.origin().set_open(true);
+        let leader = leader.await.unwrap().unwrap();
+        let waiter = waiter.await.unwrap().unwrap();
+        assert_eq!(leader.body(), "quota exceeded for alice");
+        assert_eq!(waiter.body(), "quota exceeded for anonymous", "{fields:?}");
+        assert_eq!(cache.origin().calls(), 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_not_given_a_server_error_for_another_variant() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let language = request.headers()["accept-language"].to_str().unwrap();
+        let body = format!("overloaded ({language})");
+        Reply::Response(status(503, &[("vary", "accept-language")], &body))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for language in ["en", "fr"] {
+        let cache = cache.clone();
+        tasks.spawn(async move {
+            let request = get("http://example.com/busy", &[("accept-language", language)]);
+            (language, cache.serve(request).await.unwrap().into_body())
+        });
+        settle().await;
+    }
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        let (language, body) = result.unwrap();
+        assert_eq!(body, format!("overloaded ({language})"));
+    }
+    assert_eq!(cache.origin().calls(), 2);
+}

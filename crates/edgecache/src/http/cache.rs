@@ -23,7 +23,7 @@ use super::purge::{PurgeLog, PurgeMode, Purged, parse_tags};
 use super::revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
 };
-use super::storability::{RequestFacts, ResponseFacts, SetCookiePolicy, storability};
+use super::storability::{NotStorable, RequestFacts, ResponseFacts, SetCookiePolicy, storability};
 use crate::{Cache, Stats};
 
 /// The most variants (different `Vary` selections) kept for one primary key; a new one
@@ -67,6 +67,10 @@ struct Stored {
     soft_purged: AtomicBool,
     /// Whether other requests may be given it (it was storable).
     shareable: bool,
+    /// Whether requests waiting on its fetch may be given it even unstored: nothing in it or
+    /// its request made it its requester's alone (`private`, `no-store`, `Authorization`,
+    /// `Set-Cookie`, an unreadable `Cache-Control` or `Vary`); only its lifetime kept it out.
+    impersonal: bool,
     /// Whether it is a stored response freshened by a 304.
     revalidated: bool,
     /// Whether it was read from the shared tier rather than fetched.
@@ -579,10 +583,14 @@ impl<O: Origin> HttpCache<O> {
                 CacheStatus::Miss,
             )),
             // An error answer goes to the waiters too: asking a failing origin once per waiter
-            // would pile onto it.
+            // would pile onto it. Not one meant for its requester alone, nor for other values
+            // of its `Vary` fields.
             Ok(Fetch {
                 stored: fetched, ..
-            }) if is_error_status(fetched.status) && !fetched.headers.contains_key(SET_COOKIE) => {
+            }) if is_error_status(fetched.status)
+                && fetched.impersonal
+                && fetched.vary.matches(&parts.headers) =>
+            {
                 Ok(respond(
                     &fetched,
                     &parts.headers,
@@ -943,6 +951,9 @@ impl<O: Origin> Inner<O> {
             // Only reached under `SetCookiePolicy::StripAndStore`.
             cookies = entry.remove_entry_mult().1.collect();
         }
+        let impersonal = matches!(allowed, Ok(()) | Err(NotStorable::NoFreshnessInformation))
+            && vary.is_some()
+            && !headers.contains_key(SET_COOKIE);
         let mut stored = Stored {
             status: fetched.status,
             headers,
@@ -954,6 +965,7 @@ impl<O: Origin> Inner<O> {
             tags: tags.unwrap_or_default(),
             soft_purged: AtomicBool::new(false),
             shareable: false,
+            impersonal,
             revalidated: fetched.revalidated,
             from_shared: false,
         };
@@ -1061,6 +1073,7 @@ impl<O: Origin> Inner<O> {
             tags: record.tags,
             soft_purged: AtomicBool::new(false),
             shareable: true,
+            impersonal: true,
             revalidated: false,
             from_shared: true,
         });
