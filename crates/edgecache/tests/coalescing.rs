@@ -410,3 +410,34 @@ async fn waiters_are_not_given_a_server_error_for_another_variant() {
     }
     assert_eq!(cache.origin().calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cacheable_server_error_does_not_displace_a_response_standing_in_for_errors() {
+    // A 503 that says max-age=30 arrives while the stored response may stand in for errors:
+    // storing it would have the next request served the 503 from storage, inside the
+    // stale-if-error window the first request was served the good response in.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=1, stale-if-error=600")],
+            "good",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let url = "http://example.com/cacheable-5xx";
+    cache.serve(get(url, &[])).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(503, &[("cache-control", "max-age=30")], "busy")));
+    for attempt in 0..2 {
+        let response = cache.serve(get(url, &[])).await.unwrap();
+        assert_eq!(response.body(), "good", "attempt {attempt}");
+        assert_eq!(cache_status(&response), CacheStatus::Stale);
+    }
+    assert_eq!(
+        cache.origin().calls(),
+        3,
+        "each stale answer retried the origin"
+    );
+}

@@ -863,13 +863,19 @@ impl<O: Origin> Inner<O> {
                     request_time,
                     response_time: this.clock.wall_time(),
                 };
+                let request_cc = request_directives(&client_headers);
+                let stale_covers_errors = stale.as_ref().is_some_and(|old| {
+                    old.freshness
+                        .allows_stale_if_error(this.age(old), &request_cc)
+                });
                 let context = FetchContext {
                     key: &key,
                     method: &method,
-                    request_cc: request_directives(&client_headers),
+                    request_cc,
                     request_headers: &client_headers,
                     exchange,
                     generation,
+                    stale_covers_errors,
                 };
                 Ok(this.absorb(&context, response, stale.as_deref()))
             }
@@ -943,6 +949,7 @@ impl<O: Origin> Inner<O> {
             self.config.heuristic,
         );
         let storable = allowed.is_ok()
+            && !(context.stale_covers_errors && is_error_status(fetched.status))
             && vary.is_some()
             && tags.is_some()
             && fetched.body.len() <= self.config.max_object_bytes;
@@ -1134,6 +1141,10 @@ struct FetchContext<'a> {
     request_cc: CacheControl,
     exchange: Exchange,
     generation: u64,
+    /// Whether the stored response being revalidated may stand in for an origin error
+    /// (RFC 5861 §4): an error answer then does not replace it, whatever its lifetime, or the
+    /// next request would be served the error from storage inside the window.
+    stale_covers_errors: bool,
 }
 
 /// A response as the origin gave it, or a stored one freshened by a 304.
