@@ -797,3 +797,35 @@ async fn a_304_without_date_is_dated_when_it_arrived() {
     );
     assert_eq!(cache.origin().calls(), 2);
 }
+
+#[tokio::test]
+async fn the_age_sent_never_exceeds_two_to_the_thirty_first() {
+    // RFC 9111 §1.2.2: a sender must not generate a delta-seconds greater than 2^31, and an
+    // overflowing calculation counts as 2^31.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=1"),
+                ("age", "99999999999"),
+                ("etag", "\"kept for revalidation\""),
+            ],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/ancient").await;
+    clock.advance(Duration::from_secs(100));
+    let response = cache
+        .serve(get(
+            "http://a.test/ancient",
+            &[("cache-control", "max-stale")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Stale)
+    );
+    assert_eq!(response.headers()["age"], "2147483648");
+}

@@ -13,7 +13,7 @@ use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::{Clock, SystemClock};
 
-use super::cache_control::CacheControl;
+use super::cache_control::{CacheControl, DELTA_SECONDS_CAP};
 use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
 use super::error::Error;
 use super::freshness::{Decision, Exchange, Freshness, Heuristic};
@@ -1199,7 +1199,9 @@ fn respond(
 ) -> Response<Bytes> {
     let mut headers = stored.headers.clone();
     if age > Duration::ZERO || headers.contains_key(AGE) {
-        headers.insert(AGE, HeaderValue::from(age.as_secs()));
+        // §1.2.2: no delta-seconds beyond 2^31 is sent.
+        let seconds = age.as_secs().min(u64::from(DELTA_SECONDS_CAP));
+        headers.insert(AGE, HeaderValue::from(seconds));
     }
     let not_modified =
         stored.status == StatusCode::OK && client_not_modified(request_headers, &stored.headers);

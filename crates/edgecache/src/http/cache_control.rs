@@ -31,7 +31,7 @@ pub const MAX_CACHE_CONTROL_BYTES: usize = 4096;
 pub const MAX_DIRECTIVES: usize = 64;
 
 /// The value RFC 9111 §1.2.2 says to use for a delta-seconds too large to represent.
-const DELTA_SECONDS_CAP: u32 = 1 << 31;
+pub(crate) const DELTA_SECONDS_CAP: u32 = 1 << 31;
 
 /// A `delta-seconds` argument (RFC 9111 §1.2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
