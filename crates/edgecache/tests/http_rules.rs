@@ -159,6 +159,13 @@ fn rows() -> Vec<Row> {
             FRESH,
         ),
         row(
+            "9110 §5.6.4 a quoted-string that never closes hides what follows (here private)",
+            &[(cc, "max-age=60, x=\"unclosed, private")],
+            0,
+            Err(NotStorable::UnreadableCacheControl),
+            FRESH,
+        ),
+        row(
             "9111 §3 200 without freshness information: storable (default cacheable), lifetime 0",
             &[],
             0,

@@ -428,7 +428,7 @@ impl<O: Origin> HttpCache<O> {
             }
             return Ok(response);
         }
-        if parts.headers.contains_key(RANGE) || request_cc.exceeded_limits() {
+        if parts.headers.contains_key(RANGE) || request_cc.unreadable() {
             return inner.pass(Request::from_parts(parts, body)).await;
         }
 

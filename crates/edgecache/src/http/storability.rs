@@ -48,7 +48,8 @@ pub enum NotStorable {
     VaryAll,
     /// Neither an explicit lifetime, `public`, nor a status cacheable by default (§3).
     NoFreshnessInformation,
-    /// A `Cache-Control` past the parser's limits: its unread part might have said `no-store`.
+    /// A `Cache-Control` past the parser's limits, or with a quoted-string that never closes:
+    /// its unread part might have said `no-store`.
     UnreadableCacheControl,
 }
 
@@ -67,7 +68,7 @@ impl fmt::Display for NotStorable {
             NotStorable::NoFreshnessInformation => {
                 "no explicit lifetime, public, or default-cacheable status"
             }
-            NotStorable::UnreadableCacheControl => "Cache-Control beyond the parser's limits",
+            NotStorable::UnreadableCacheControl => "an unreadable Cache-Control",
         })
     }
 }
@@ -118,7 +119,7 @@ pub fn storability(
     set_cookie: SetCookiePolicy,
 ) -> Result<(), NotStorable> {
     let cc = response.cache_control;
-    if request.cache_control.exceeded_limits() || cc.exceeded_limits() {
+    if request.cache_control.unreadable() || cc.unreadable() {
         return Err(NotStorable::UnreadableCacheControl);
     }
     if *request.method != Method::GET && *request.method != Method::HEAD {
