@@ -463,6 +463,33 @@ fn rows() -> Vec<Row> {
             ),
             &[(cc, "stale-if-error=100")],
         ),
+        row(
+            "9111 §5.2.2.3 must-understand with a status the cache understands: no-store ignored",
+            &[(cc, "must-understand, no-store, max-age=60")],
+            0,
+            Ok(()),
+            FRESH,
+        ),
+        with_status(
+            row(
+                "9111 §3 must-understand with a status the cache does not understand: not stored",
+                &[(cc, "must-understand, max-age=60")],
+                0,
+                Err(NotStorable::Status),
+                FRESH,
+            ),
+            299,
+        ),
+        with_request(
+            row(
+                "9111 §5.2.2.3 must-understand does not override the request's no-store",
+                &[(cc, "must-understand, no-store, max-age=60")],
+                0,
+                Err(NotStorable::NoStore),
+                FRESH,
+            ),
+            &[(cc, "no-store")],
+        ),
         with_status(
             row(
                 "9111 §3 206 is not stored (no range support)",

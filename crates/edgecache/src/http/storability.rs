@@ -30,9 +30,11 @@ pub enum SetCookiePolicy {
 pub enum NotStorable {
     /// The method is not GET or HEAD.
     Method,
-    /// A status this cache does not store: informational, 206 (no range support), 304.
+    /// A status this cache does not store: informational, 206 (no range support), 304, or
+    /// one RFC 9110 does not define in a response that says `must-understand` (§5.2.2.3).
     Status,
-    /// `no-store` in the request or the response (§3, §5.2.1.5, §5.2.2.5).
+    /// `no-store` in the request, or in the response without `must-understand` (§3,
+    /// §5.2.1.5, §5.2.2.5, §5.2.2.3).
     NoStore,
     /// `private` in the response: a shared cache must not store it (§5.2.2.7).
     Private,
@@ -129,7 +131,13 @@ pub fn storability(
     if !(200..=599).contains(&code) || code == 206 || code == 304 {
         return Err(NotStorable::Status);
     }
-    if request.cache_control.no_store() || cc.no_store() {
+    // §5.2.2.3: `must-understand` limits storing to caches that know the status code's
+    // caching rules, and one that does "SHOULD ignore the no-store directive" (which the
+    // origin sends for the caches that do not).
+    if cc.must_understand() && !is_understood(response.status) {
+        return Err(NotStorable::Status);
+    }
+    if request.cache_control.no_store() || (cc.no_store() && !cc.must_understand()) {
         return Err(NotStorable::NoStore);
     }
     if cc.private() {
@@ -153,6 +161,14 @@ pub fn storability(
     } else {
         Err(NotStorable::NoFreshnessInformation)
     }
+}
+
+/// The final status codes RFC 9110 §15 defines, whose caching rules this cache follows.
+fn is_understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
 }
 
 /// Whether any `Vary` member is `*`.
