@@ -441,3 +441,39 @@ async fn a_cacheable_server_error_does_not_displace_a_response_standing_in_for_e
         "each stale answer retried the origin"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_does_not_cancel_the_fetch_others_wait_for() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "v1")));
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let url = "http://example.com/cancelled";
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get(url, &[])).await })
+    };
+    settle().await;
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get(url, &[])).await })
+    };
+    settle().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    cache.origin().set_open(true);
+    let response = waiter.await.unwrap().unwrap();
+    assert_eq!(response.body(), "v1");
+    assert_eq!(cache_status(&response), CacheStatus::Miss);
+    assert_eq!(cache.origin().calls(), 1);
+    assert_eq!(
+        fetch_status(&cache, url).await,
+        CacheStatus::Hit,
+        "the fetch stored its answer"
+    );
+}
+
+async fn fetch_status(cache: &HttpCache<TestOrigin>, url: &str) -> CacheStatus {
+    cache_status(&cache.serve(get(url, &[])).await.unwrap())
+}
