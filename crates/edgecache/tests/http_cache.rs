@@ -829,3 +829,29 @@ async fn the_age_sent_never_exceeds_two_to_the_thirty_first() {
     );
     assert_eq!(response.headers()["age"], "2147483648");
 }
+
+#[tokio::test]
+async fn an_unstored_response_keeps_the_age_it_arrived_with() {
+    // Already stale on arrival (Age 100 > max-age 60) and without validators, it is not
+    // stored; it still reaches its requester as 100 s old, not as new (§4.2.3, §5.1), or a
+    // browser cache behind this one would keep it fresh for another minute.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("age", "100")],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let response = cache.serve(get("http://a.test/old", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert_eq!(response.headers()["age"], "100");
+    assert_eq!(
+        fetch(&cache, "http://a.test/old").await.0,
+        CacheStatus::Miss,
+        "not stored"
+    );
+}

@@ -579,7 +579,7 @@ impl<O: Origin> HttpCache<O> {
             }) if initiator => Ok(respond(
                 &fetched,
                 &parts.headers,
-                Duration::ZERO,
+                inner.age(&fetched),
                 CacheStatus::Miss,
             )),
             // An error answer goes to the waiters too: asking a failing origin once per waiter
@@ -594,7 +594,7 @@ impl<O: Origin> HttpCache<O> {
                 Ok(respond(
                     &fetched,
                     &parts.headers,
-                    Duration::ZERO,
+                    inner.age(&fetched),
                     CacheStatus::Miss,
                 ))
             }
