@@ -9,9 +9,14 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 /// The most field names a `Vary` may list for the response to be stored.
 pub const MAX_VARY_FIELDS: usize = 16;
 
-/// The primary cache key: the request method and the target URI, with the scheme and host
-/// lower-cased (they are case-insensitive, RFC 3986 §6.2.2.1) and the path and query kept as
+/// The primary cache key: the request method and the target URI without its scheme, the host
+/// lower-cased (it is case-insensitive, RFC 3986 §6.2.2.1) and the path and query kept as
 /// they are. A request in origin form (no authority in the URI) takes its host from `Host`.
+///
+/// The scheme is not part of the key, since a request in origin form does not carry it: a
+/// cache that fronts both `http` and `https` for one host must tell them apart itself (for
+/// instance by putting the scheme in the host it passes), or an `http` answer, such as a
+/// redirect to `https`, would be served to `https` requests.
 ///
 /// ```
 /// use http::{HeaderMap, Method, Uri};
@@ -23,6 +28,8 @@ pub const MAX_VARY_FIELDS: usize = 16;
 /// let b = PrimaryKey::new(&Method::GET, &Uri::from_static("/a?b"), &headers);
 /// assert_eq!(a, b);
 /// assert_eq!(a.as_str(), "GET example.com/a?b");
+/// let https = PrimaryKey::new(&Method::GET, &Uri::from_static("https://example.com/a?b"), &HeaderMap::new());
+/// assert_eq!(https, a, "the scheme is not in the key");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
