@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use infra_edgecache::http::{
-    CacheControl, Decision, Exchange, Freshness, Heuristic, NotStorable, RequestFacts,
-    ResponseFacts, SetCookiePolicy, VaryKey, storability,
+    CacheControl, Decision, Exchange, Freshness, Heuristic, MAX_VARY_FIELDS, NotStorable,
+    RequestFacts, ResponseFacts, SetCookiePolicy, VaryKey, storability,
 };
 
 /// 2024-01-01T00:00:00Z, when every row's response arrives.
@@ -84,6 +84,14 @@ const REVALIDATE: Decision = Decision::Revalidate {
 const REVALIDATE_OR_STALE_ON_ERROR: Decision = Decision::Revalidate {
     stale_if_error: true,
 };
+
+/// A `Vary` one field longer than the cache matches.
+fn many_vary_fields() -> String {
+    (0..=MAX_VARY_FIELDS)
+        .map(|i| format!("x-field-{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn rows() -> Vec<Row> {
     let cc = "cache-control";
@@ -317,6 +325,20 @@ fn rows() -> Vec<Row> {
         row(
             "9111 §4.1 Vary: * never matches: not stored",
             &[(cc, "max-age=60"), ("vary", "accept, *")],
+            0,
+            Err(NotStorable::VaryAll),
+            FRESH,
+        ),
+        row(
+            "9111 §4.1 a Vary naming more fields than the cache matches: not stored",
+            &[(cc, "max-age=60"), ("vary", &many_vary_fields())],
+            0,
+            Err(NotStorable::VaryAll),
+            FRESH,
+        ),
+        row(
+            "9111 §4.1 a Vary member that is not a field name: not stored",
+            &[(cc, "max-age=60"), ("vary", "accept, x(y)")],
             0,
             Err(NotStorable::VaryAll),
             FRESH,

@@ -3,11 +3,12 @@
 
 use std::fmt;
 
-use http::header::{AUTHORIZATION, EXPIRES, SET_COOKIE, VARY};
+use http::header::{AUTHORIZATION, EXPIRES, SET_COOKIE};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::cache_control::CacheControl;
 use super::freshness::is_heuristically_cacheable;
+use super::keys::VaryKey;
 
 /// What the cache does with a response that sets a cookie.
 ///
@@ -98,7 +99,7 @@ pub struct ResponseFacts<'a> {
 }
 
 /// Checks RFC 9111 §3 for a shared cache, plus this cache's own choices (`Set-Cookie`,
-/// `Vary: *`, unreadable `Cache-Control`).
+/// `Vary: *` or one it cannot match, unreadable `Cache-Control`).
 ///
 /// ```
 /// use http::{HeaderMap, Method, StatusCode};
@@ -151,7 +152,7 @@ pub fn storability(
     if set_cookie == SetCookiePolicy::DoNotStore && response.headers.contains_key(SET_COOKIE) {
         return Err(NotStorable::SetCookie);
     }
-    if vary_is_all(response.headers) {
+    if VaryKey::new(response.headers, request.headers).is_none() {
         return Err(NotStorable::VaryAll);
     }
     let explicit =
@@ -169,13 +170,4 @@ fn is_understood(status: StatusCode) -> bool {
         status.as_u16(),
         200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
     )
-}
-
-/// Whether any `Vary` member is `*`.
-pub(crate) fn vary_is_all(headers: &HeaderMap) -> bool {
-    headers.get_all(VARY).iter().any(|line| {
-        line.as_bytes()
-            .split(|&b| b == b',')
-            .any(|member| member.trim_ascii() == b"*")
-    })
 }
