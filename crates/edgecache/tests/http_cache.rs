@@ -855,3 +855,39 @@ async fn an_unstored_response_keeps_the_age_it_arrived_with() {
         "not stored"
     );
 }
+
+#[tokio::test]
+async fn preconditions_only_the_origin_evaluates_reach_it() {
+    // If-Match and If-Unmodified-Since are not the cache's to answer (RFC 9111 §4.3.2), and
+    // stripping them would turn the origin's 412 into a 200: such requests pass through.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let headers = request.headers();
+        if headers.contains_key("if-match") || headers.contains_key("if-unmodified-since") {
+            Reply::Response(status(412, &[], ""))
+        } else {
+            Reply::Response(response(
+                &[("cache-control", "max-age=600"), ("etag", "\"v1\"")],
+                "x",
+            ))
+        }
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/doc").await;
+    for precondition in [
+        ("if-match", "\"v0\""),
+        ("if-unmodified-since", "Sun, 31 Dec 2023 00:00:00 GMT"),
+    ] {
+        for _ in 0..2 {
+            let response = cache
+                .serve(get("http://a.test/doc", &[precondition]))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 412, "{precondition:?}");
+            assert_eq!(
+                response.extensions().get::<CacheStatus>(),
+                Some(&CacheStatus::Pass)
+            );
+        }
+    }
+}

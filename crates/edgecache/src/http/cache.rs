@@ -42,8 +42,8 @@ pub enum CacheStatus {
     Revalidated,
     /// Fetched from the origin (by this request or one it waited for).
     Miss,
-    /// Sent to the origin without the cache taking part (other methods, `Range`, unreadable
-    /// `Cache-Control`).
+    /// Sent to the origin without the cache taking part (other methods, `Range`, `If-Match`,
+    /// `If-Unmodified-Since`, unreadable `Cache-Control`).
     Pass,
     /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
     /// was not asked; now stored here too.
@@ -407,7 +407,8 @@ impl<O: Origin> HttpCache<O> {
     ///
     /// GET and HEAD are cached. Other methods go to the origin; a successful unsafe one
     /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
-    /// Requests with `Range` pass through: this cache does not store partial content.
+    /// Requests with `Range` pass through: this cache does not store partial content. So do
+    /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
     ///
     /// # Errors
     ///
@@ -428,7 +429,10 @@ impl<O: Origin> HttpCache<O> {
             }
             return Ok(response);
         }
-        if parts.headers.contains_key(RANGE) || request_cc.unreadable() {
+        if parts.headers.contains_key(RANGE)
+            || has_origin_preconditions(&parts.headers)
+            || request_cc.unreadable()
+        {
             return inner.pass(Request::from_parts(parts, body)).await;
         }
 
@@ -811,13 +815,7 @@ impl<O: Origin> Inner<O> {
         let client_headers = parts.headers.clone();
         // The client's own conditions are answered from what the cache holds; the origin gets
         // the cache's validators instead.
-        for name in [
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-        ] {
+        for name in [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_RANGE] {
             parts.headers.remove(name);
         }
         let unconditional = Request::from_parts(parts.clone(), body.clone());
@@ -1164,6 +1162,13 @@ fn date_if_undated(headers: &mut HeaderMap, arrived: SystemTime) {
     {
         headers.insert(DATE, date);
     }
+}
+
+/// Whether the request carries `If-Match` or `If-Unmodified-Since`: preconditions on the
+/// origin's current state, which a cache must not evaluate (RFC 9111 §4.3.2) nor drop, or the
+/// origin's 412 would become a 200.
+fn has_origin_preconditions(headers: &HeaderMap) -> bool {
+    headers.contains_key(IF_MATCH) || headers.contains_key(IF_UNMODIFIED_SINCE)
 }
 
 /// RFC 5861 §4: the statuses `stale-if-error` covers.
