@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 pub const MAX_VARY_FIELDS: usize = 16;
 
 /// The primary cache key: the request method and the target URI without its scheme, the host
-/// lower-cased (it is case-insensitive, RFC 3986 §6.2.2.1) and the path and query kept as
-/// they are. A request in origin form (no authority in the URI) takes its host from `Host`.
+/// lower-cased (it is case-insensitive, RFC 3986 §6.2.2.1) and without a default port (`:80`,
+/// `:443`, RFC 9110 §4.2.3), and the path and query kept as they are. A request in origin form (no authority in the URI) takes its host from `Host`.
 ///
 /// The scheme is not part of the key, since a request in origin form does not carry it: a
 /// cache that fronts both `http` and `https` for one host must tell them apart itself (for
@@ -39,11 +39,11 @@ impl PrimaryKey {
     /// The key of a request.
     pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
         let host = match uri.authority() {
-            Some(authority) => authority.as_str().to_ascii_lowercase(),
+            Some(authority) => normalised_host(authority.as_str()),
             None => headers
                 .get(HOST)
                 .and_then(|value| value.to_str().ok())
-                .map(str::to_ascii_lowercase)
+                .map(normalised_host)
                 .unwrap_or_default(),
         };
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -88,7 +88,7 @@ impl PrimaryKey {
         } else {
             let uri = Uri::try_from(value).ok()?;
             uri.scheme()?;
-            if !uri.authority()?.as_str().eq_ignore_ascii_case(host) {
+            if normalised_host(uri.authority()?.as_str()) != host {
                 return None;
             }
             uri.path_and_query()
@@ -96,6 +96,17 @@ impl PrimaryKey {
                 .to_owned()
         };
         Some(Self(format!("{method} {host}{path}").into_boxed_str()))
+    }
+}
+
+/// `authority` lower-cased, without an empty or default port (80, 443): RFC 9110 §4.2.3
+/// makes those the origin without a port, and the key, having no scheme, cannot tell which
+/// default a port stood for anyway.
+fn normalised_host(authority: &str) -> String {
+    let lower = authority.to_ascii_lowercase();
+    match lower.rsplit_once(':') {
+        Some((host, "" | "80" | "443")) => host.to_owned(),
+        _ => lower,
     }
 }
 
@@ -233,6 +244,38 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 #[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_port_is_the_same_host_as_none() {
+        // RFC 9110 §4.2.3: an empty or default port is normalised away, so a purge of
+        // `http://a.test/x` reaches what a request with `Host: a.test:80` stored.
+        let key = |uri: &'static str, host: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(host) = host {
+                headers.insert(HOST, host.parse().unwrap());
+            }
+            PrimaryKey::new(&Method::GET, &Uri::from_static(uri), &headers)
+        };
+        let plain = key("http://a.test/x", None);
+        for same in [
+            key("http://A.test:80/x", None),
+            key("https://a.test:443/x", None),
+            key("http://a.test:/x", None),
+            key("/x", Some("a.test:80")),
+            key("/x", Some("a.test:443")),
+        ] {
+            assert_eq!(same, plain);
+        }
+        assert_ne!(key("http://a.test:8080/x", None), plain);
+        assert_ne!(key("/x", Some("a.test:8443")), plain);
+        assert_eq!(
+            plain
+                .same_host_reference(b"http://a.test:80/y")
+                .map(|key| key.as_str().to_owned())
+                .as_deref(),
+            Some("GET a.test/y")
+        );
+    }
 
     #[test]
     fn only_absolute_uris_and_paths_on_the_same_host_are_references() {
