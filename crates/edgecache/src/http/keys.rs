@@ -39,11 +39,11 @@ impl PrimaryKey {
     /// The key of a request.
     pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
         let host = match uri.authority() {
-            Some(authority) => normalised_host(authority.as_str()),
+            Some(authority) => normalised_host(authority.as_str(), uri.scheme_str()),
             None => headers
                 .get(HOST)
                 .and_then(|value| value.to_str().ok())
-                .map(normalised_host)
+                .map(|host| normalised_host(host, None))
                 .unwrap_or_default(),
         };
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -88,7 +88,7 @@ impl PrimaryKey {
         } else {
             let uri = Uri::try_from(value).ok()?;
             uri.scheme()?;
-            if normalised_host(uri.authority()?.as_str()) != host {
+            if normalised_host(uri.authority()?.as_str(), uri.scheme_str()) != host {
                 return None;
             }
             uri.path_and_query()
@@ -99,13 +99,19 @@ impl PrimaryKey {
     }
 }
 
-/// `authority` lower-cased, without an empty or default port (80, 443): RFC 9110 §4.2.3
-/// makes those the origin without a port, and the key, having no scheme, cannot tell which
-/// default a port stood for anyway.
-fn normalised_host(authority: &str) -> String {
+/// `authority` lower-cased, without an empty port or the default port of `scheme` (RFC 9110
+/// §4.2.3 makes those the origin without a port). Without a scheme (a `Host` field) either
+/// default goes: the key, having no scheme, could not tell which one a port stood for.
+fn normalised_host(authority: &str, scheme: Option<&str>) -> String {
     let lower = authority.to_ascii_lowercase();
+    let is_default = |port: &str| match scheme {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => port == "80",
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => port == "443",
+        Some(_) => false,
+        None => port == "80" || port == "443",
+    };
     match lower.rsplit_once(':') {
-        Some((host, "" | "80" | "443")) => host.to_owned(),
+        Some((host, port)) if port.is_empty() || is_default(port) => host.to_owned(),
         _ => lower,
     }
 }
@@ -267,6 +273,11 @@ mod tests {
             assert_eq!(same, plain);
         }
         assert_ne!(key("http://a.test:8080/x", None), plain);
+        assert_ne!(
+            key("http://a.test:443/x", None),
+            plain,
+            "not http's default"
+        );
         assert_ne!(key("/x", Some("a.test:8443")), plain);
         assert_eq!(
             plain
