@@ -347,3 +347,133 @@ async fn waiters_share_an_uncacheable_server_error() {
         "a failing origin is asked once, not once per waiter"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_not_given_another_users_server_error() {
+    // An authorized request's answer, or one marked private, is its requester's alone
+    // (RFC 9111 §3.5, §5.2.2.7), error or not: a waiter asks the origin for its own.
+    for fields in [&[][..], &[("cache-control", "private")][..]] {
+        let clock = ManualClock::new();
+        let origin = TestOrigin::new(move |request| {
+            let user = request
+                .headers()
+                .get("authorization")
+                .map_or("anonymous", |v| v.to_str().unwrap())
+                .to_owned();
+            Reply::Response(status(503, fields, &format!("quota exceeded for {user}")))
+        });
+        origin.set_open(false);
+        let cache = cache(origin, &clock);
+        let url = "http://example.com/account";
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.serve(get(url, &[("authorization", "alice")])).await })
+        };
+        settle().await;
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.serve(get(url, &[])).await })
+        };
+        settle().await;
+        cache.origin().set_open(true);
+        let leader = leader.await.unwrap().unwrap();
+        let waiter = waiter.await.unwrap().unwrap();
+        assert_eq!(leader.body(), "quota exceeded for alice");
+        assert_eq!(waiter.body(), "quota exceeded for anonymous", "{fields:?}");
+        assert_eq!(cache.origin().calls(), 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_not_given_a_server_error_for_another_variant() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let language = request.headers()["accept-language"].to_str().unwrap();
+        let body = format!("overloaded ({language})");
+        Reply::Response(status(503, &[("vary", "accept-language")], &body))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for language in ["en", "fr"] {
+        let cache = cache.clone();
+        tasks.spawn(async move {
+            let request = get("http://example.com/busy", &[("accept-language", language)]);
+            (language, cache.serve(request).await.unwrap().into_body())
+        });
+        settle().await;
+    }
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        let (language, body) = result.unwrap();
+        assert_eq!(body, format!("overloaded ({language})"));
+    }
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cacheable_server_error_does_not_displace_a_response_standing_in_for_errors() {
+    // A 503 that says max-age=30 arrives while the stored response may stand in for errors:
+    // storing it would have the next request served the 503 from storage, inside the
+    // stale-if-error window the first request was served the good response in.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=1, stale-if-error=600")],
+            "good",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let url = "http://example.com/cacheable-5xx";
+    cache.serve(get(url, &[])).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(503, &[("cache-control", "max-age=30")], "busy")));
+    for attempt in 0..2 {
+        let response = cache.serve(get(url, &[])).await.unwrap();
+        assert_eq!(response.body(), "good", "attempt {attempt}");
+        assert_eq!(cache_status(&response), CacheStatus::Stale);
+    }
+    assert_eq!(
+        cache.origin().calls(),
+        3,
+        "each stale answer retried the origin"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_does_not_cancel_the_fetch_others_wait_for() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "v1")));
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let url = "http://example.com/cancelled";
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get(url, &[])).await })
+    };
+    settle().await;
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get(url, &[])).await })
+    };
+    settle().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    cache.origin().set_open(true);
+    let response = waiter.await.unwrap().unwrap();
+    assert_eq!(response.body(), "v1");
+    assert_eq!(cache_status(&response), CacheStatus::Miss);
+    assert_eq!(cache.origin().calls(), 1);
+    assert_eq!(
+        fetch_status(&cache, url).await,
+        CacheStatus::Hit,
+        "the fetch stored its answer"
+    );
+}
+
+async fn fetch_status(cache: &HttpCache<TestOrigin>, url: &str) -> CacheStatus {
+    cache_status(&cache.serve(get(url, &[])).await.unwrap())
+}

@@ -732,3 +732,162 @@ async fn bodies_over_the_object_limit_pass_through_unstored() {
     );
     assert_eq!(cache.origin().calls(), 2);
 }
+
+/// A cache whose origin first answers `first`, then a bare `304` (no `Age`, no `Date`), and
+/// the stale response revalidated with it: the stored response was stale when the 304 came.
+async fn revalidated_with_a_bare_304(
+    clock: &ManualClock,
+    url: &str,
+    first: &'static [(&'static str, &'static str)],
+) -> HttpCache<TestOrigin> {
+    let origin = TestOrigin::new(move |_| Reply::Response(response(first, "body")));
+    let cache = cache(origin, clock);
+    assert_eq!(fetch(&cache, url).await.0, CacheStatus::Miss);
+    clock.advance(Duration::from_secs(70));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(304, &[("etag", "\"v1\"")], "")));
+    assert_eq!(fetch(&cache, url).await.0, CacheStatus::Revalidated);
+    cache
+}
+
+#[tokio::test]
+async fn a_304_without_age_makes_the_response_as_old_as_the_304() {
+    // The stored `Age: 50` was the age of the first response; the 304 is a new message of
+    // age zero, so the freshened response is fresh for its whole max-age again (§4.2.3).
+    let clock = ManualClock::new();
+    let first = &[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("age", "50"),
+    ];
+    let cache = revalidated_with_a_bare_304(&clock, "http://a.test/aged", first).await;
+    clock.advance(Duration::from_secs(30));
+    let response = cache.serve(get("http://a.test/aged", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(response.headers()["age"], "30");
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn a_304_without_date_is_dated_when_it_arrived() {
+    // The stored `Date` was the first response's; a 304 without one is dated on receipt
+    // (RFC 9110 §6.6.1), so the freshened response's apparent age starts at zero.
+    let clock = ManualClock::new();
+    let first = &[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    ];
+    let cache = revalidated_with_a_bare_304(&clock, "http://a.test/dated", first).await;
+    clock.advance(Duration::from_secs(30));
+    let response = cache.serve(get("http://a.test/dated", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(response.headers()["age"], "30");
+    assert_eq!(
+        response.headers()["date"],
+        "Mon, 01 Jan 2024 00:01:10 GMT",
+        "the 304's arrival"
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn the_age_sent_never_exceeds_two_to_the_thirty_first() {
+    // RFC 9111 §1.2.2: a sender must not generate a delta-seconds greater than 2^31, and an
+    // overflowing calculation counts as 2^31.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=1"),
+                ("age", "99999999999"),
+                ("etag", "\"kept for revalidation\""),
+            ],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/ancient").await;
+    clock.advance(Duration::from_secs(100));
+    let response = cache
+        .serve(get(
+            "http://a.test/ancient",
+            &[("cache-control", "max-stale")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Stale)
+    );
+    assert_eq!(response.headers()["age"], "2147483648");
+}
+
+#[tokio::test]
+async fn an_unstored_response_keeps_the_age_it_arrived_with() {
+    // Already stale on arrival (Age 100 > max-age 60) and without validators, it is not
+    // stored; it still reaches its requester as 100 s old, not as new (§4.2.3, §5.1), or a
+    // browser cache behind this one would keep it fresh for another minute.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("age", "100")],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let response = cache.serve(get("http://a.test/old", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert_eq!(response.headers()["age"], "100");
+    assert_eq!(
+        fetch(&cache, "http://a.test/old").await.0,
+        CacheStatus::Miss,
+        "not stored"
+    );
+}
+
+#[tokio::test]
+async fn preconditions_only_the_origin_evaluates_reach_it() {
+    // If-Match and If-Unmodified-Since are not the cache's to answer (RFC 9111 §4.3.2), and
+    // stripping them would turn the origin's 412 into a 200: such requests pass through.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let headers = request.headers();
+        if headers.contains_key("if-match") || headers.contains_key("if-unmodified-since") {
+            Reply::Response(status(412, &[], ""))
+        } else {
+            Reply::Response(response(
+                &[("cache-control", "max-age=600"), ("etag", "\"v1\"")],
+                "x",
+            ))
+        }
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/doc").await;
+    for precondition in [
+        ("if-match", "\"v0\""),
+        ("if-unmodified-since", "Sun, 31 Dec 2023 00:00:00 GMT"),
+    ] {
+        for _ in 0..2 {
+            let response = cache
+                .serve(get("http://a.test/doc", &[precondition]))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 412, "{precondition:?}");
+            assert_eq!(
+                response.extensions().get::<CacheStatus>(),
+                Some(&CacheStatus::Pass)
+            );
+        }
+    }
+}

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use infra_edgecache::http::{
-    CacheControl, Decision, Exchange, Freshness, Heuristic, NotStorable, RequestFacts,
-    ResponseFacts, SetCookiePolicy, VaryKey, storability,
+    CacheControl, Decision, Exchange, Freshness, Heuristic, MAX_VARY_FIELDS, NotStorable,
+    RequestFacts, ResponseFacts, SetCookiePolicy, VaryKey, storability,
 };
 
 /// 2024-01-01T00:00:00Z, when every row's response arrives.
@@ -85,6 +85,14 @@ const REVALIDATE_OR_STALE_ON_ERROR: Decision = Decision::Revalidate {
     stale_if_error: true,
 };
 
+/// A `Vary` one field longer than the cache matches.
+fn many_vary_fields() -> String {
+    (0..=MAX_VARY_FIELDS)
+        .map(|i| format!("x-field-{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn rows() -> Vec<Row> {
     let cc = "cache-control";
     let mut rows = vec![
@@ -156,6 +164,13 @@ fn rows() -> Vec<Row> {
             &[(cc, "private, max-age=60")],
             0,
             Err(NotStorable::Private),
+            FRESH,
+        ),
+        row(
+            "9110 §5.6.4 a quoted-string that never closes hides what follows (here private)",
+            &[(cc, "max-age=60, x=\"unclosed, private")],
+            0,
+            Err(NotStorable::UnreadableCacheControl),
             FRESH,
         ),
         row(
@@ -314,6 +329,20 @@ fn rows() -> Vec<Row> {
             Err(NotStorable::VaryAll),
             FRESH,
         ),
+        row(
+            "9111 §4.1 a Vary naming more fields than the cache matches: not stored",
+            &[(cc, "max-age=60"), ("vary", &many_vary_fields())],
+            0,
+            Err(NotStorable::VaryAll),
+            FRESH,
+        ),
+        row(
+            "9111 §4.1 a Vary member that is not a field name: not stored",
+            &[(cc, "max-age=60"), ("vary", "accept, x(y)")],
+            0,
+            Err(NotStorable::VaryAll),
+            FRESH,
+        ),
     ];
     rows.extend([
         with_request(
@@ -455,6 +484,33 @@ fn rows() -> Vec<Row> {
                 REVALIDATE_OR_STALE_ON_ERROR,
             ),
             &[(cc, "stale-if-error=100")],
+        ),
+        row(
+            "9111 §5.2.2.3 must-understand with a status the cache understands: no-store ignored",
+            &[(cc, "must-understand, no-store, max-age=60")],
+            0,
+            Ok(()),
+            FRESH,
+        ),
+        with_status(
+            row(
+                "9111 §3 must-understand with a status the cache does not understand: not stored",
+                &[(cc, "must-understand, max-age=60")],
+                0,
+                Err(NotStorable::Status),
+                FRESH,
+            ),
+            299,
+        ),
+        with_request(
+            row(
+                "9111 §5.2.2.3 must-understand does not override the request's no-store",
+                &[(cc, "must-understand, no-store, max-age=60")],
+                0,
+                Err(NotStorable::NoStore),
+                FRESH,
+            ),
+            &[(cc, "no-store")],
         ),
         with_status(
             row(

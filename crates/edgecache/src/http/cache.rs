@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONTENT_LOCATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    AGE, CONTENT_LOCATION, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -13,7 +13,7 @@ use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::{Clock, SystemClock};
 
-use super::cache_control::CacheControl;
+use super::cache_control::{CacheControl, DELTA_SECONDS_CAP};
 use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
 use super::error::Error;
 use super::freshness::{Decision, Exchange, Freshness, Heuristic};
@@ -23,7 +23,7 @@ use super::purge::{PurgeLog, PurgeMode, Purged, parse_tags};
 use super::revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
 };
-use super::storability::{RequestFacts, ResponseFacts, SetCookiePolicy, storability};
+use super::storability::{NotStorable, RequestFacts, ResponseFacts, SetCookiePolicy, storability};
 use crate::{Cache, Stats};
 
 /// The most variants (different `Vary` selections) kept for one primary key; a new one
@@ -42,8 +42,8 @@ pub enum CacheStatus {
     Revalidated,
     /// Fetched from the origin (by this request or one it waited for).
     Miss,
-    /// Sent to the origin without the cache taking part (other methods, `Range`, unreadable
-    /// `Cache-Control`).
+    /// Sent to the origin without the cache taking part (other methods, `Range`, `If-Match`,
+    /// `If-Unmodified-Since`, unreadable `Cache-Control`).
     Pass,
     /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
     /// was not asked; now stored here too.
@@ -67,6 +67,10 @@ struct Stored {
     soft_purged: AtomicBool,
     /// Whether other requests may be given it (it was storable).
     shareable: bool,
+    /// Whether requests waiting on its fetch may be given it even unstored: nothing in it or
+    /// its request made it its requester's alone (`private`, `no-store`, `Authorization`,
+    /// `Set-Cookie`, an unreadable `Cache-Control` or `Vary`); only its lifetime kept it out.
+    impersonal: bool,
     /// Whether it is a stored response freshened by a 304.
     revalidated: bool,
     /// Whether it was read from the shared tier rather than fetched.
@@ -403,7 +407,8 @@ impl<O: Origin> HttpCache<O> {
     ///
     /// GET and HEAD are cached. Other methods go to the origin; a successful unsafe one
     /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
-    /// Requests with `Range` pass through: this cache does not store partial content.
+    /// Requests with `Range` pass through: this cache does not store partial content. So do
+    /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
     ///
     /// # Errors
     ///
@@ -424,7 +429,10 @@ impl<O: Origin> HttpCache<O> {
             }
             return Ok(response);
         }
-        if parts.headers.contains_key(RANGE) || request_cc.exceeded_limits() {
+        if parts.headers.contains_key(RANGE)
+            || has_origin_preconditions(&parts.headers)
+            || request_cc.unreadable()
+        {
             return inner.pass(Request::from_parts(parts, body)).await;
         }
 
@@ -575,18 +583,22 @@ impl<O: Origin> HttpCache<O> {
             }) if initiator => Ok(respond(
                 &fetched,
                 &parts.headers,
-                Duration::ZERO,
+                inner.age(&fetched),
                 CacheStatus::Miss,
             )),
             // An error answer goes to the waiters too: asking a failing origin once per waiter
-            // would pile onto it.
+            // would pile onto it. Not one meant for its requester alone, nor for other values
+            // of its `Vary` fields.
             Ok(Fetch {
                 stored: fetched, ..
-            }) if is_error_status(fetched.status) && !fetched.headers.contains_key(SET_COOKIE) => {
+            }) if is_error_status(fetched.status)
+                && fetched.impersonal
+                && fetched.vary.matches(&parts.headers) =>
+            {
                 Ok(respond(
                     &fetched,
                     &parts.headers,
-                    Duration::ZERO,
+                    inner.age(&fetched),
                     CacheStatus::Miss,
                 ))
             }
@@ -803,13 +815,7 @@ impl<O: Origin> Inner<O> {
         let client_headers = parts.headers.clone();
         // The client's own conditions are answered from what the cache holds; the origin gets
         // the cache's validators instead.
-        for name in [
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-        ] {
+        for name in [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_RANGE] {
             parts.headers.remove(name);
         }
         let unconditional = Request::from_parts(parts.clone(), body.clone());
@@ -855,13 +861,19 @@ impl<O: Origin> Inner<O> {
                     request_time,
                     response_time: this.clock.wall_time(),
                 };
+                let request_cc = request_directives(&client_headers);
+                let stale_covers_errors = stale.as_ref().is_some_and(|old| {
+                    old.freshness
+                        .allows_stale_if_error(this.age(old), &request_cc)
+                });
                 let context = FetchContext {
                     key: &key,
                     method: &method,
-                    request_cc: request_directives(&client_headers),
+                    request_cc,
                     request_headers: &client_headers,
                     exchange,
                     generation,
+                    stale_covers_errors,
                 };
                 Ok(this.absorb(&context, response, stale.as_deref()))
             }
@@ -877,7 +889,8 @@ impl<O: Origin> Inner<O> {
         response: Response<Bytes>,
         stale: Option<&Stored>,
     ) -> Fetch {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        date_if_undated(&mut parts.headers, context.exchange.response_time);
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) = stale
             && validates(&stale.headers, &parts.headers)
@@ -934,6 +947,7 @@ impl<O: Origin> Inner<O> {
             self.config.heuristic,
         );
         let storable = allowed.is_ok()
+            && !(context.stale_covers_errors && is_error_status(fetched.status))
             && vary.is_some()
             && tags.is_some()
             && fetched.body.len() <= self.config.max_object_bytes;
@@ -942,6 +956,9 @@ impl<O: Origin> Inner<O> {
             // Only reached under `SetCookiePolicy::StripAndStore`.
             cookies = entry.remove_entry_mult().1.collect();
         }
+        let impersonal = matches!(allowed, Ok(()) | Err(NotStorable::NoFreshnessInformation))
+            && vary.is_some()
+            && !headers.contains_key(SET_COOKIE);
         let mut stored = Stored {
             status: fetched.status,
             headers,
@@ -953,6 +970,7 @@ impl<O: Origin> Inner<O> {
             tags: tags.unwrap_or_default(),
             soft_purged: AtomicBool::new(false),
             shareable: false,
+            impersonal,
             revalidated: fetched.revalidated,
             from_shared: false,
         };
@@ -1060,6 +1078,7 @@ impl<O: Origin> Inner<O> {
             tags: record.tags,
             soft_purged: AtomicBool::new(false),
             shareable: true,
+            impersonal: true,
             revalidated: false,
             from_shared: true,
         });
@@ -1120,6 +1139,10 @@ struct FetchContext<'a> {
     request_cc: CacheControl,
     exchange: Exchange,
     generation: u64,
+    /// Whether the stored response being revalidated may stand in for an origin error
+    /// (RFC 5861 §4): an error answer then does not replace it, whatever its lifetime, or the
+    /// next request would be served the error from storage inside the window.
+    stale_covers_errors: bool,
 }
 
 /// A response as the origin gave it, or a stored one freshened by a 304.
@@ -1128,6 +1151,24 @@ struct Fetched {
     headers: HeaderMap,
     body: Bytes,
     revalidated: bool,
+}
+
+/// Gives a response without `Date` the time it arrived (RFC 9110 §6.6.1: a recipient caching
+/// or forwarding it appends one). A 304 merged into a stored response then replaces the
+/// stored `Date`, which dated the earlier exchange and would make the freshened response old.
+fn date_if_undated(headers: &mut HeaderMap, arrived: SystemTime) {
+    if !headers.contains_key(DATE)
+        && let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(arrived))
+    {
+        headers.insert(DATE, date);
+    }
+}
+
+/// Whether the request carries `If-Match` or `If-Unmodified-Since`: preconditions on the
+/// origin's current state, which a cache must not evaluate (RFC 9111 §4.3.2) nor drop, or the
+/// origin's 412 would become a 200.
+fn has_origin_preconditions(headers: &HeaderMap) -> bool {
+    headers.contains_key(IF_MATCH) || headers.contains_key(IF_UNMODIFIED_SINCE)
 }
 
 /// RFC 5861 §4: the statuses `stale-if-error` covers.
@@ -1163,7 +1204,9 @@ fn respond(
 ) -> Response<Bytes> {
     let mut headers = stored.headers.clone();
     if age > Duration::ZERO || headers.contains_key(AGE) {
-        headers.insert(AGE, HeaderValue::from(age.as_secs()));
+        // §1.2.2: no delta-seconds beyond 2^31 is sent.
+        let seconds = age.as_secs().min(u64::from(DELTA_SECONDS_CAP));
+        headers.insert(AGE, HeaderValue::from(seconds));
     }
     let not_modified =
         stored.status == StatusCode::OK && client_not_modified(request_headers, &stored.headers);

@@ -20,6 +20,9 @@
 //!   [`MAX_DIRECTIVES`] directives are read. Past either limit parsing stops and
 //!   [`CacheControl::exceeded_limits`] is set: the cache then neither stores the response nor
 //!   answers the request from storage, which is safe whatever the unread part said.
+//! - **An unclosed quoted-string** (`x="a, private`) runs to the end of the field line, so
+//!   the directives after its quote cannot be told apart; the field counts as unreadable
+//!   ([`CacheControl::unreadable`]) and is treated as one past the limits.
 
 use http::HeaderMap;
 use http::header::CACHE_CONTROL;
@@ -31,7 +34,7 @@ pub const MAX_CACHE_CONTROL_BYTES: usize = 4096;
 pub const MAX_DIRECTIVES: usize = 64;
 
 /// The value RFC 9111 §1.2.2 says to use for a delta-seconds too large to represent.
-const DELTA_SECONDS_CAP: u32 = 1 << 31;
+pub(crate) const DELTA_SECONDS_CAP: u32 = 1 << 31;
 
 /// A `delta-seconds` argument (RFC 9111 §1.2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +105,7 @@ pub struct CacheControl {
     immutable: bool,
     extensions: Vec<(String, Option<String>)>,
     exceeded_limits: bool,
+    unclosed_quote: bool,
 }
 
 /// Which way a duplicated delta directive resolves.
@@ -171,8 +175,9 @@ impl CacheControl {
                 return false;
             }
             *directives += 1;
-            let (element, after) = split_element(rest);
+            let (element, after, closed) = split_element(rest);
             rest = after;
+            self.unclosed_quote |= !closed;
             self.apply(element);
         }
     }
@@ -328,6 +333,14 @@ impl CacheControl {
     pub fn exceeded_limits(&self) -> bool {
         self.exceeded_limits
     }
+
+    /// Whether part of the field could not be read: it [exceeded the
+    /// limits](Self::exceeded_limits), or a quoted-string in it never closed and swallowed
+    /// what followed. Whatever the unread part said (`no-store`, `private`), the cache
+    /// neither stores such a response nor answers such a request from storage.
+    pub fn unreadable(&self) -> bool {
+        self.exceeded_limits || self.unclosed_quote
+    }
 }
 
 /// A directive's argument as written.
@@ -425,8 +438,9 @@ fn unquote(mut input: &[u8]) -> Option<(String, &[u8])> {
     }
 }
 
-/// Splits off one list element at the first comma outside a quoted-string.
-fn split_element(input: &[u8]) -> (&[u8], &[u8]) {
+/// Splits off one list element at the first comma outside a quoted-string; false when a
+/// quoted-string in it never closes (the element then runs to the end of `input`).
+fn split_element(input: &[u8]) -> (&[u8], &[u8], bool) {
     let mut quoted = false;
     let mut escaped = false;
     for (index, &byte) in input.iter().enumerate() {
@@ -437,10 +451,10 @@ fn split_element(input: &[u8]) -> (&[u8], &[u8]) {
         } else if byte == b'"' {
             quoted = !quoted;
         } else if byte == b',' && !quoted {
-            return (&input[..index], &input[index + 1..]);
+            return (&input[..index], &input[index + 1..], true);
         }
     }
-    (input, &[])
+    (input, &[], !quoted)
 }
 
 fn skip_ows(input: &[u8]) -> &[u8] {
@@ -535,6 +549,14 @@ mod tests {
             [("foo", Some("a\"b")), ("bar", None)]
         );
         assert!(!cc.exceeded_limits());
+    }
+
+    #[test]
+    fn an_unclosed_quote_makes_the_field_unreadable() {
+        let cc = CacheControl::parse(b"max-age=60, x=\"unclosed, private");
+        assert!(cc.unreadable() && !cc.exceeded_limits());
+        assert!(!cc.private(), "swallowed by the quoted-string");
+        assert!(!CacheControl::parse(b"x=\"closed, private\", max-age=60").unreadable());
     }
 
     #[test]

@@ -9,9 +9,14 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 /// The most field names a `Vary` may list for the response to be stored.
 pub const MAX_VARY_FIELDS: usize = 16;
 
-/// The primary cache key: the request method and the target URI, with the scheme and host
-/// lower-cased (they are case-insensitive, RFC 3986 §6.2.2.1) and the path and query kept as
-/// they are. A request in origin form (no authority in the URI) takes its host from `Host`.
+/// The primary cache key: the request method and the target URI without its scheme, the host
+/// lower-cased (it is case-insensitive, RFC 3986 §6.2.2.1) and without a default port (`:80`,
+/// `:443`, RFC 9110 §4.2.3), and the path and query kept as they are. A request in origin form (no authority in the URI) takes its host from `Host`.
+///
+/// The scheme is not part of the key, since a request in origin form does not carry it: a
+/// cache that fronts both `http` and `https` for one host must tell them apart itself (for
+/// instance by putting the scheme in the host it passes), or an `http` answer, such as a
+/// redirect to `https`, would be served to `https` requests.
 ///
 /// ```
 /// use http::{HeaderMap, Method, Uri};
@@ -23,6 +28,8 @@ pub const MAX_VARY_FIELDS: usize = 16;
 /// let b = PrimaryKey::new(&Method::GET, &Uri::from_static("/a?b"), &headers);
 /// assert_eq!(a, b);
 /// assert_eq!(a.as_str(), "GET example.com/a?b");
+/// let https = PrimaryKey::new(&Method::GET, &Uri::from_static("https://example.com/a?b"), &HeaderMap::new());
+/// assert_eq!(https, a, "the scheme is not in the key");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,11 +39,11 @@ impl PrimaryKey {
     /// The key of a request.
     pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
         let host = match uri.authority() {
-            Some(authority) => authority.as_str().to_ascii_lowercase(),
+            Some(authority) => normalised_host(authority.as_str(), uri.scheme_str()),
             None => headers
                 .get(HOST)
                 .and_then(|value| value.to_str().ok())
-                .map(str::to_ascii_lowercase)
+                .map(|host| normalised_host(host, None))
                 .unwrap_or_default(),
         };
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -81,7 +88,7 @@ impl PrimaryKey {
         } else {
             let uri = Uri::try_from(value).ok()?;
             uri.scheme()?;
-            if !uri.authority()?.as_str().eq_ignore_ascii_case(host) {
+            if normalised_host(uri.authority()?.as_str(), uri.scheme_str()) != host {
                 return None;
             }
             uri.path_and_query()
@@ -89,6 +96,23 @@ impl PrimaryKey {
                 .to_owned()
         };
         Some(Self(format!("{method} {host}{path}").into_boxed_str()))
+    }
+}
+
+/// `authority` lower-cased, without an empty port or the default port of `scheme` (RFC 9110
+/// §4.2.3 makes those the origin without a port). Without a scheme (a `Host` field) either
+/// default goes: the key, having no scheme, could not tell which one a port stood for.
+fn normalised_host(authority: &str, scheme: Option<&str>) -> String {
+    let lower = authority.to_ascii_lowercase();
+    let is_default = |port: &str| match scheme {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => port == "80",
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => port == "443",
+        Some(_) => false,
+        None => port == "80" || port == "443",
+    };
+    match lower.rsplit_once(':') {
+        Some((host, port)) if port.is_empty() || is_default(port) => host.to_owned(),
+        _ => lower,
     }
 }
 
@@ -226,6 +250,43 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 #[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_port_is_the_same_host_as_none() {
+        // RFC 9110 §4.2.3: an empty or default port is normalised away, so a purge of
+        // `http://a.test/x` reaches what a request with `Host: a.test:80` stored.
+        let key = |uri: &'static str, host: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(host) = host {
+                headers.insert(HOST, host.parse().unwrap());
+            }
+            PrimaryKey::new(&Method::GET, &Uri::from_static(uri), &headers)
+        };
+        let plain = key("http://a.test/x", None);
+        for same in [
+            key("http://A.test:80/x", None),
+            key("https://a.test:443/x", None),
+            key("http://a.test:/x", None),
+            key("/x", Some("a.test:80")),
+            key("/x", Some("a.test:443")),
+        ] {
+            assert_eq!(same, plain);
+        }
+        assert_ne!(key("http://a.test:8080/x", None), plain);
+        assert_ne!(
+            key("http://a.test:443/x", None),
+            plain,
+            "not http's default"
+        );
+        assert_ne!(key("/x", Some("a.test:8443")), plain);
+        assert_eq!(
+            plain
+                .same_host_reference(b"http://a.test:80/y")
+                .map(|key| key.as_str().to_owned())
+                .as_deref(),
+            Some("GET a.test/y")
+        );
+    }
 
     #[test]
     fn only_absolute_uris_and_paths_on_the_same_host_are_references() {

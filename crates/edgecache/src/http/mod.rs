@@ -45,7 +45,8 @@ pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
 pub use origin::{Origin, OriginError};
 #[cfg(any(feature = "tokio", infra_loom))]
 pub use purge::{
-    MAX_PURGED_TAGS, MAX_PURGED_URLS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE, PurgeMode,
+    MAX_PURGED_BYTES, MAX_PURGED_TAGS, MAX_PURGED_URLS, MAX_TAG_BYTES, MAX_TAGS_PER_RESPONSE,
+    PurgeMode,
 };
 
 /// The purge log's URL hand-off, for the loom model only (`tests/loom.rs`).

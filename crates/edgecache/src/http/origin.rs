@@ -9,9 +9,12 @@ use http::{Request, Response};
 /// The server behind the cache. Implement it over your HTTP client (the examples package has
 /// one over hyper) or, in tests, over a function.
 ///
-/// The cache calls [`Origin::fetch`] at most once per key at a time for misses and
-/// revalidations (request coalescing), bounds each call by its fetch timeout, and runs it on a
-/// task of its own, so a requester that goes away does not cancel a fetch others wait for.
+/// For misses and revalidations the cache makes one [`Origin::fetch`] call per URL and method at a time
+/// (per variant, for revalidations) and gives its answer to the requests waiting on it
+/// (request coalescing); a waiting request that may not reuse the answer (another variant, a
+/// response that was not stored) then calls the origin for itself. The shared call is bounded
+/// by the fetch timeout and runs on a task of its own, so a requester that goes away does not
+/// cancel a fetch others wait for.
 ///
 /// ```
 /// use bytes::Bytes;

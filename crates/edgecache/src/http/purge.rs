@@ -6,7 +6,8 @@
 //! purged: gone (hard) or stale (soft). Taking the generation when the fetch *begins* means a
 //! response fetched before a purge and stored after it is still purged.
 //!
-//! The log is bounded: past [`MAX_PURGED_TAGS`] tags it is cleared and replaced by a floor,
+//! The log is bounded: past [`MAX_PURGED_TAGS`] tags (or [`MAX_PURGED_BYTES`] of them) it is
+//! cleared and replaced by a floor,
 //! under which every stored response counts as hard-purged. That empties the cache's reuse of
 //! everything older, which is safe (a purge is never missed) and rare.
 //!
@@ -16,7 +17,7 @@
 //! fetch's store consults the log under the same lock the purge holds while it records itself
 //! and applies to the store: the store lands either before the purge's removal (which then
 //! removes it) or after its record (which the store sees). That log is bounded the same way,
-//! by [`MAX_PURGED_URLS`]; past it, every fetch begun before is treated as hard-purged and its
+//! by [`MAX_PURGED_URLS`] (or [`MAX_PURGED_BYTES`]); past it, every fetch begun before is treated as hard-purged and its
 //! answer served but not stored.
 
 use std::collections::HashMap;
@@ -30,6 +31,11 @@ pub const MAX_PURGED_TAGS: usize = 100_000;
 /// The most purged URLs the purge log remembers before it falls back to refusing to store the
 /// answers of every fetch begun before.
 pub const MAX_PURGED_URLS: usize = 100_000;
+
+/// The most bytes of names (tags, or URLs) each log remembers before it falls back as it does
+/// past [`MAX_PURGED_TAGS`] or [`MAX_PURGED_URLS`] names: an unsafe request's URL is the
+/// client's choice, so counting URLs alone would let long ones hold gigabytes.
+pub const MAX_PURGED_BYTES: usize = 16 << 20;
 
 /// The most tags one response may carry for it to be stored.
 pub const MAX_TAGS_PER_RESPONSE: usize = 64;
@@ -79,17 +85,26 @@ pub struct PurgeLog {
 #[derive(Debug, Default)]
 struct Purges {
     by_name: HashMap<Box<str>, (u64, PurgeMode)>,
+    /// The bytes of the names in `by_name`.
+    bytes: usize,
     /// Responses from generations below this are hard-purged.
     floor: u64,
 }
 
 impl Purges {
-    /// Records a purge of `name` at `purged_at`, falling back to a floor past `limit` names.
+    /// Records a purge of `name` at `purged_at`, falling back to a floor past `limit` names or
+    /// [`MAX_PURGED_BYTES`] of them.
     fn record(&mut self, name: &str, mode: PurgeMode, purged_at: u64, limit: usize) {
-        if self.by_name.len() >= limit && !self.by_name.contains_key(name) {
-            self.by_name.clear();
-            self.floor = purged_at;
-            return;
+        if !self.by_name.contains_key(name) {
+            let full = self.by_name.len() >= limit
+                || self.bytes.saturating_add(name.len()) > MAX_PURGED_BYTES;
+            if full {
+                self.by_name.clear();
+                self.bytes = 0;
+                self.floor = purged_at;
+                return;
+            }
+            self.bytes += name.len();
         }
         let entry = self
             .by_name
@@ -272,6 +287,24 @@ mod tests {
             log.store_url("b.test/", log.generation(), |p| p),
             Purged::No
         );
+    }
+
+    #[test]
+    fn a_url_log_of_long_urls_is_bounded_by_bytes() {
+        // Unsafe requests for long URLs (which a client chooses) fill the log long before
+        // MAX_PURGED_URLS of them do.
+        let log = PurgeLog::default();
+        let before = log.generation();
+        let long = "u".repeat(1 << 20);
+        for index in 0..=MAX_PURGED_BYTES >> 20 {
+            log.purge_url(&format!("a.test/{index}/{long}"), PurgeMode::Hard, || ());
+        }
+        assert_eq!(
+            log.store_url("b.test/", before, |p| p),
+            Purged::Hard,
+            "the log fell back to a floor"
+        );
+        assert!(log.urls.lock().bytes <= MAX_PURGED_BYTES);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Modified` merged into the stored response (§3.2, §4.3.4).
 
 use http::header::{
-    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE,
+    AGE, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE,
     IF_NONE_MATCH, LAST_MODIFIED, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -73,7 +73,11 @@ pub fn validates(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
 
 /// Updates the stored header fields with those of a `304` (§3.2): each field the 304 carries
 /// replaces the stored one, except hop-by-hop fields and those describing the stored body.
+/// The stored `Age` goes whether or not the 304 has one: it was the age of the earlier
+/// message, and counting it again would make the freshened response old on arrival
+/// (§4.2.3 computes the age of the 304's exchange).
 pub fn merge_not_modified(stored: &mut HeaderMap, not_modified: &HeaderMap) {
+    stored.remove(AGE);
     let updated = without_hop_by_hop(not_modified);
     for name in updated.keys() {
         if KEPT_ON_UPDATE.contains(name) {
@@ -166,6 +170,7 @@ mod tests {
             ("content-length", "10"),
             ("cache-control", "max-age=1"),
             ("x-old", "kept"),
+            ("age", "50"),
         ]);
         let not_modified = headers(&[
             ("etag", "W/\"a\""),
@@ -179,6 +184,7 @@ mod tests {
         assert_eq!(stored["content-length"], "10");
         assert_eq!(stored["cache-control"], "max-age=100");
         assert_eq!(stored["x-old"], "kept");
+        assert!(!stored.contains_key("age"), "the earlier message's age");
         assert!(!stored.contains_key("x-hop") && !stored.contains_key("connection"));
     }
 

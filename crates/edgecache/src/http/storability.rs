@@ -3,11 +3,12 @@
 
 use std::fmt;
 
-use http::header::{AUTHORIZATION, EXPIRES, SET_COOKIE, VARY};
+use http::header::{AUTHORIZATION, EXPIRES, SET_COOKIE};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::cache_control::CacheControl;
 use super::freshness::is_heuristically_cacheable;
+use super::keys::VaryKey;
 
 /// What the cache does with a response that sets a cookie.
 ///
@@ -30,9 +31,11 @@ pub enum SetCookiePolicy {
 pub enum NotStorable {
     /// The method is not GET or HEAD.
     Method,
-    /// A status this cache does not store: informational, 206 (no range support), 304.
+    /// A status this cache does not store: informational, 206 (no range support), 304, or
+    /// one RFC 9110 does not define in a response that says `must-understand` (§5.2.2.3).
     Status,
-    /// `no-store` in the request or the response (§3, §5.2.1.5, §5.2.2.5).
+    /// `no-store` in the request, or in the response without `must-understand` (§3,
+    /// §5.2.1.5, §5.2.2.5, §5.2.2.3).
     NoStore,
     /// `private` in the response: a shared cache must not store it (§5.2.2.7).
     Private,
@@ -48,7 +51,8 @@ pub enum NotStorable {
     VaryAll,
     /// Neither an explicit lifetime, `public`, nor a status cacheable by default (§3).
     NoFreshnessInformation,
-    /// A `Cache-Control` past the parser's limits: its unread part might have said `no-store`.
+    /// A `Cache-Control` past the parser's limits, or with a quoted-string that never closes:
+    /// its unread part might have said `no-store`.
     UnreadableCacheControl,
 }
 
@@ -67,7 +71,7 @@ impl fmt::Display for NotStorable {
             NotStorable::NoFreshnessInformation => {
                 "no explicit lifetime, public, or default-cacheable status"
             }
-            NotStorable::UnreadableCacheControl => "Cache-Control beyond the parser's limits",
+            NotStorable::UnreadableCacheControl => "an unreadable Cache-Control",
         })
     }
 }
@@ -95,7 +99,7 @@ pub struct ResponseFacts<'a> {
 }
 
 /// Checks RFC 9111 §3 for a shared cache, plus this cache's own choices (`Set-Cookie`,
-/// `Vary: *`, unreadable `Cache-Control`).
+/// `Vary: *` or one it cannot match, unreadable `Cache-Control`).
 ///
 /// ```
 /// use http::{HeaderMap, Method, StatusCode};
@@ -118,7 +122,7 @@ pub fn storability(
     set_cookie: SetCookiePolicy,
 ) -> Result<(), NotStorable> {
     let cc = response.cache_control;
-    if request.cache_control.exceeded_limits() || cc.exceeded_limits() {
+    if request.cache_control.unreadable() || cc.unreadable() {
         return Err(NotStorable::UnreadableCacheControl);
     }
     if *request.method != Method::GET && *request.method != Method::HEAD {
@@ -128,7 +132,13 @@ pub fn storability(
     if !(200..=599).contains(&code) || code == 206 || code == 304 {
         return Err(NotStorable::Status);
     }
-    if request.cache_control.no_store() || cc.no_store() {
+    // §5.2.2.3: `must-understand` limits storing to caches that know the status code's
+    // caching rules, and one that does "SHOULD ignore the no-store directive" (which the
+    // origin sends for the caches that do not).
+    if cc.must_understand() && !is_understood(response.status) {
+        return Err(NotStorable::Status);
+    }
+    if request.cache_control.no_store() || (cc.no_store() && !cc.must_understand()) {
         return Err(NotStorable::NoStore);
     }
     if cc.private() {
@@ -142,7 +152,7 @@ pub fn storability(
     if set_cookie == SetCookiePolicy::DoNotStore && response.headers.contains_key(SET_COOKIE) {
         return Err(NotStorable::SetCookie);
     }
-    if vary_is_all(response.headers) {
+    if VaryKey::new(response.headers, request.headers).is_none() {
         return Err(NotStorable::VaryAll);
     }
     let explicit =
@@ -154,11 +164,10 @@ pub fn storability(
     }
 }
 
-/// Whether any `Vary` member is `*`.
-pub(crate) fn vary_is_all(headers: &HeaderMap) -> bool {
-    headers.get_all(VARY).iter().any(|line| {
-        line.as_bytes()
-            .split(|&b| b == b',')
-            .any(|member| member.trim_ascii() == b"*")
-    })
+/// The final status codes RFC 9110 §15 defines, whose caching rules this cache follows.
+fn is_understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
 }
