@@ -14,6 +14,13 @@
 //!   set gets past main entries whose counts are high but stale.
 //! - A hit in probation promotes the entry to protected; protected overflow is demoted back to
 //!   probation's most recently used end.
+//! - A hit in protected does not move the entry: it sets the entry's *referenced* mark, so the
+//!   common hit touches the entry's own node only, not its neighbours' and the head's as a
+//!   list move does. Protected's order is thus second chance (CLOCK), an approximation of LRU:
+//!   wherever protected's tail is taken (demoted on overflow, or evicted or dueled while
+//!   probation is empty), a marked tail is moved back to the head with its mark cleared, and
+//!   the first unmarked one goes. The window stays exact LRU (a hit there moves the entry),
+//!   and a hit in probation leaves it anyway.
 //! - **Ghosts adapt the window's share**, as ARC (Megiddo and Modha, FAST 2003) adapts its
 //!   recency list: the shard remembers the hashes of keys recently let go by the window (the
 //!   duel rejected them) and by the main space. A miss on a key the window let go grows the
@@ -83,6 +90,10 @@ struct Node<K, V> {
     prev: u32,
     next: u32,
     queue: Queue,
+    /// Hit since it was last put at its queue's head. Protected marks a hit here instead of
+    /// moving the entry, which would touch its neighbours' nodes; the mark is read when the
+    /// entry reaches protected's tail.
+    referenced: bool,
 }
 
 #[derive(Debug)]
@@ -257,7 +268,8 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         self.list_mut(queue).weight -= weight;
     }
 
-    /// Puts a node at the most recently used end of `queue`.
+    /// Puts a node at the most recently used end of `queue`. Its position there now stands for
+    /// its latest use, so any earlier hit mark is spent.
     fn push_head(&mut self, index: u32, queue: Queue) {
         let old_head = self.list_mut(queue).head;
         let weight = {
@@ -265,6 +277,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             node.prev = NIL;
             node.next = old_head;
             node.queue = queue;
+            node.referenced = false;
             u64::from(node.weight)
         };
         if old_head == NIL {
@@ -355,13 +368,37 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 self.move_to(index, Queue::Protected);
                 self.demote_protected_overflow();
             }
-            Queue::Protected => self.move_to(index, Queue::Protected),
+            // The hot path: a mark, read later by `protected_victim`, instead of a list move.
+            Queue::Protected => self.node_mut(index).referenced = true,
+        }
+    }
+
+    /// Protected's least recently used entry by the second-chance (CLOCK) rule: a tail hit
+    /// since it was last put at the head goes back to the head, its mark cleared, until the
+    /// tail is one that was not. NIL when protected is empty. Each mark is cleared once, so
+    /// this costs one move per hit, however many it makes at once.
+    fn protected_victim(&mut self) -> u32 {
+        loop {
+            let tail = self.protected.tail;
+            if tail == NIL || !self.node(tail).referenced {
+                return tail;
+            }
+            self.move_to(tail, Queue::Protected);
+        }
+    }
+
+    /// The main space's next entry to go: probation's least recently used, or, with probation
+    /// empty, protected's (by [`Self::protected_victim`]). NIL when the main space is empty.
+    fn main_victim(&mut self) -> u32 {
+        match self.probation.tail {
+            NIL => self.protected_victim(),
+            tail => tail,
         }
     }
 
     fn demote_protected_overflow(&mut self) {
         while self.protected.weight > self.protected_max {
-            let tail = self.protected.tail;
+            let tail = self.protected_victim();
             if tail == NIL {
                 break;
             }
@@ -427,6 +464,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
                 prev: NIL,
                 next: NIL,
                 queue: Queue::Window,
+                referenced: false,
             };
             let index = if self.free == NIL {
                 let index = self.slots.len() as u32;
@@ -516,13 +554,16 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// Evicts one entry by the policy's order: probation's LRU, then protected's, then the
-    /// window's. False when the shard is empty.
+    /// Evicts one entry by the policy's order: the main space's victim, then the window's
+    /// LRU. False when the shard is empty.
     fn evict_one(&mut self) -> bool {
-        let victim = [self.probation.tail, self.protected.tail, self.window.tail]
-            .into_iter()
-            .find(|&index| index != NIL);
-        let Some(index) = victim else { return false };
+        let index = match self.main_victim() {
+            NIL => self.window.tail,
+            victim => victim,
+        };
+        if index == NIL {
+            return false;
+        }
         self.forget(index);
         self.remove_index(index);
         self.counters.evictions += 1;
@@ -559,10 +600,10 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         // taking room this candidate's duels freed.
         let room = self.max_weight - self.window.weight.min(self.window_max);
         while self.main_weight() + candidate_weight > room {
-            let victim = [self.probation.tail, self.protected.tail]
-                .into_iter()
-                .find(|&index| index != NIL);
-            let Some(victim) = victim else { break };
+            let victim = self.main_victim();
+            if victim == NIL {
+                break;
+            }
             let (victim_frequency, victim_weight) = {
                 let node = self.node(victim);
                 (self.sketch.frequency(node.hash), u64::from(node.weight))
@@ -652,7 +693,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use super::{NEVER, Shard};
+    use super::{List, NEVER, NIL, Queue, Shard};
 
     /// Hashes spread by an odd multiplier, as a real hasher would spread keys.
     fn hash(key: u64) -> u64 {
@@ -667,6 +708,126 @@ mod tests {
             shard.insert(hash(key), key, key, 1, NEVER, &now);
         }
         hit
+    }
+
+    /// A shard of 100 holding keys 0..100, each asked for ten times: its protected queue full.
+    fn warm_shard() -> Shard<u64, u64> {
+        let mut shard = Shard::new(100);
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        assert_eq!(shard.protected.weight, shard.protected_max);
+        shard
+    }
+
+    fn queue_of(shard: &Shard<u64, u64>, key: u64) -> Option<Queue> {
+        let index = shard.find(hash(key), &key)?;
+        Some(shard.node(index).queue)
+    }
+
+    /// The keys of protected's two least recently placed entries, oldest first.
+    fn protected_oldest_two(shard: &Shard<u64, u64>) -> (u64, u64) {
+        let oldest = shard.protected.tail;
+        let next = shard.node(oldest).prev;
+        assert_ne!(next, NIL);
+        (shard.node(oldest).key, shard.node(next).key)
+    }
+
+    #[test]
+    fn a_hit_protected_entry_survives_the_demotion_that_takes_an_unhit_one() {
+        let mut shard = warm_shard();
+        let now = || 0;
+        let (hit, unhit) = protected_oldest_two(&shard);
+        assert!(shard.get(hash(hit), &hit, &now).is_some());
+        // A probation hit promotes its entry, and protected, full, demotes one to make room.
+        let promoted = shard.node(shard.probation.tail).key;
+        assert!(shard.get(hash(promoted), &promoted, &now).is_some());
+        assert_eq!(queue_of(&shard, promoted), Some(Queue::Protected));
+        assert_eq!(queue_of(&shard, hit), Some(Queue::Protected));
+        assert_eq!(queue_of(&shard, unhit), Some(Queue::Probation));
+        // Its second chance spent the mark: it is now the newest, not marked.
+        assert_eq!(shard.protected.head, shard.find(hash(hit), &hit).unwrap());
+        assert!(!shard.node(shard.protected.head).referenced);
+    }
+
+    #[test]
+    fn a_hit_protected_entry_survives_the_eviction_that_takes_an_unhit_one() {
+        let mut shard = warm_shard();
+        let now = || 0;
+        // With probation empty, eviction takes from protected.
+        while shard.probation.tail != NIL {
+            let key = shard.node(shard.probation.tail).key;
+            shard.remove(hash(key), &key, &now);
+        }
+        let (hit, unhit) = protected_oldest_two(&shard);
+        assert!(shard.get(hash(hit), &hit, &now).is_some());
+        assert!(shard.evict_one());
+        assert_eq!(queue_of(&shard, hit), Some(Queue::Protected));
+        assert_eq!(queue_of(&shard, unhit), None);
+    }
+
+    /// Walks one queue from its head: links agree both ways, every node says it is in this
+    /// queue, only protected's nodes carry a hit mark, and the queue's weight is its nodes'.
+    /// Returns the number of nodes.
+    fn check_queue(shard: &Shard<u64, u64>, list: List, queue: Queue) -> usize {
+        let (mut count, mut weight, mut prev, mut index) = (0, 0, NIL, list.head);
+        while index != NIL {
+            let node = shard.node(index);
+            assert_eq!(node.prev, prev, "{queue:?}: a broken back link");
+            assert_eq!(node.queue, queue);
+            assert!(!node.referenced || queue == Queue::Protected);
+            weight += u64::from(node.weight);
+            count += 1;
+            (prev, index) = (index, node.next);
+        }
+        assert_eq!(list.tail, prev, "{queue:?}: the tail is not the last node");
+        assert_eq!(
+            list.weight, weight,
+            "{queue:?}: the weight is not its nodes'"
+        );
+        count
+    }
+
+    fn check_accounting(shard: &Shard<u64, u64>) {
+        let count = check_queue(shard, shard.window, Queue::Window)
+            + check_queue(shard, shard.probation, Queue::Probation)
+            + check_queue(shard, shard.protected, Queue::Protected);
+        assert_eq!(count, shard.len());
+        assert!(shard.weight() <= shard.max_weight());
+    }
+
+    #[test]
+    fn queue_weights_stay_exact_through_marks_second_chances_and_resizes() {
+        let mut shard = Shard::new(200);
+        let mut state = 0x9e37_79b9_u64;
+        let now = || 0;
+        for step in 0..50_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // The smaller of two draws: low keys come often, so protected fills with hit keys.
+            let key = (state % 400).min((state >> 32) % 400);
+            let weight = (state >> 40) as u32 % 5 + 1;
+            match (state >> 50) % 8 {
+                0 => {
+                    shard.remove(hash(key), &key, &now);
+                }
+                1 => shard.insert(hash(key), key, key, weight, NEVER, &now),
+                2 if step.is_multiple_of(64) => {
+                    // Now and then the ghosts move budget between the window and the main space.
+                    let amount = if key.is_multiple_of(2) { 20.0 } else { -20.0 };
+                    shard.resize_window(amount);
+                }
+                _ => {
+                    if shard.get(hash(key), &key, &now).is_none() {
+                        shard.insert(hash(key), key, key, weight, NEVER, &now);
+                    }
+                }
+            }
+            check_accounting(&shard);
+        }
     }
 
     /// A shard of 100 whose main space holds an old working set asked for often (high counts),
