@@ -130,6 +130,39 @@ async fn an_edge_reads_what_another_stored_without_asking_its_origin() {
     assert_eq!(stats(&b).misses, 1);
 }
 
+/// RFC 9111 §5.2.1.5: a cache stores no part of a response to a `no-store` request. A record
+/// read from Redis for one is served but not kept in the edge's own store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_read_for_a_no_store_request_is_served_but_not_kept() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&server.url(), "from b", &clock);
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
+
+    let response = b
+        .serve(get(
+            URL,
+            &[("accept-language", "en"), ("cache-control", "no-store")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::SharedHit)
+    );
+    // Not in b's store: the next request reads Redis again.
+    assert_eq!(
+        serve(&b, "en").await,
+        (CacheStatus::SharedHit, "from a".into())
+    );
+    assert_eq!(b.origin().calls(), 0);
+    assert_eq!(stats(&b).hits, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
     let Some(server) = RedisServer::start() else {

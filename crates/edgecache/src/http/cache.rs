@@ -1057,12 +1057,10 @@ impl<O: Origin> Inner<O> {
         let freshness = record
             .freshness
             .with_initial_age(record.freshness.initial_age().saturating_add(kept));
+        let directives = request_directives(request_headers);
         let usable = record.vary.matches(request_headers)
             && self.purges.check(generation, &record.tags) == Purged::No
-            && freshness.decide(
-                freshness.initial_age(),
-                &request_directives(request_headers),
-            ) == Decision::Fresh;
+            && freshness.decide(freshness.initial_age(), &directives) == Decision::Fresh;
         if !usable {
             shared.count(Event::Miss);
             return None;
@@ -1082,7 +1080,12 @@ impl<O: Origin> Inner<O> {
             revalidated: false,
             from_shared: true,
         });
-        let ttl = self.keep_for(&stored);
+        // A `no-store` request's response is served, not kept (RFC 9111 §5.2.1.5).
+        let ttl = if directives.no_store() {
+            Duration::ZERO
+        } else {
+            self.keep_for(&stored)
+        };
         if !ttl.is_zero() && self.store_variant(key, &stored, ttl) != Purged::No {
             // A purge of its URL reached this cache after the read began: the record predates
             // it.
