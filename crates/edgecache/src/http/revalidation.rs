@@ -57,13 +57,20 @@ pub fn conditional_headers(stored: &HeaderMap) -> HeaderMap {
 }
 
 /// Whether a `304` with header fields `not_modified` is about the stored response with header
-/// fields `stored` (§4.3.4): its entity tag, if it has one, matches (weak comparison);
+/// fields `stored` (§4.3.4): its entity tag, if it has one, matches the stored one (a strong
+/// tag identifies the representation by strong comparison, a weak one by weak comparison);
 /// otherwise its `Last-Modified`, if any, is equal.
 pub fn validates(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
     if let Some(new_tag) = not_modified.get(ETAG) {
-        return stored
-            .get(ETAG)
-            .is_some_and(|old_tag| weak_eq(old_tag.as_bytes(), new_tag.as_bytes()));
+        let new_tag = new_tag.as_bytes();
+        return stored.get(ETAG).is_some_and(|old_tag| {
+            let old_tag = old_tag.as_bytes();
+            if is_weak(new_tag) {
+                weak_eq(old_tag, new_tag)
+            } else {
+                !is_weak(old_tag) && weak_eq(old_tag, new_tag)
+            }
+        });
     }
     match not_modified.get(LAST_MODIFIED) {
         Some(new) => stored.get(LAST_MODIFIED) == Some(new),
@@ -141,6 +148,11 @@ pub fn client_not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     }
 }
 
+/// Whether an entity tag is weak (`W/` before its opaque tag).
+fn is_weak(tag: &[u8]) -> bool {
+    tag.trim_ascii().starts_with(b"W/")
+}
+
 /// Weak comparison of two entity tags (RFC 9110 §8.8.3.2): equal opaque tags, whether or not
 /// either is weak.
 fn weak_eq(a: &[u8], b: &[u8]) -> bool {
@@ -186,6 +198,18 @@ mod tests {
         assert_eq!(stored["x-old"], "kept");
         assert!(!stored.contains_key("age"), "the earlier message's age");
         assert!(!stored.contains_key("x-hop") && !stored.contains_key("connection"));
+    }
+
+    /// §4.3.4: a strong validator in the 304 identifies the stored responses with the same
+    /// strong validator; a weak one, those it matches weakly.
+    #[test]
+    fn a_strong_tag_in_a_304_validates_only_the_same_strong_tag() {
+        let strong = headers(&[("etag", "\"a\"")]);
+        let weak = headers(&[("etag", "W/\"a\"")]);
+        assert!(validates(&strong, &headers(&[("etag", "\"a\"")])));
+        assert!(!validates(&weak, &headers(&[("etag", "\"a\"")])));
+        assert!(validates(&weak, &headers(&[("etag", "W/\"a\"")])));
+        assert!(validates(&strong, &headers(&[("etag", "W/\"a\"")])));
     }
 
     #[test]
