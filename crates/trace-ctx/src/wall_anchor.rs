@@ -2,14 +2,15 @@
 //!
 //! A span is timed on the monotonic clock (a counter read, a few nanoseconds) and stamped with
 //! the wall time it started at, which the operating system's calendar clock gives through a
-//! call that cost about a sixth of a sampled span (`trace_ctx/span_sampled`). The anchor reads
+//! call per reading. The anchor reads
 //! the calendar clock at most once per [`REFRESH_NANOS`] of monotonic time and keeps the
 //! offset between the two clocks; a span's wall start is its monotonic start plus that offset,
 //! as OpenTelemetry's Java SDK anchors the spans of a trace on its root's calendar reading.
 //!
 //! What that costs in accuracy: a step of the calendar clock (set by hand, or by NTP for a
 //! large error) shows in new spans within [`REFRESH_NANOS`]; a slewed clock (NTP slews by at
-//! most 500 parts per million) drifts from the offset by at most 50 µs before it is read again.
+//! most 500 parts per million) drifts from the offset by at most 50 µs before it is read again,
+//! for readings taken up to [`REFRESH_NANOS`] before the anchor's as after it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -202,6 +203,47 @@ mod tests {
             assert_eq!(anchor.wall_at(&clock, clock.now_nanos()), clock.wall_time());
             clock.monotonic.advance(Duration::from_millis(1));
         }
+    }
+
+    /// A calendar running 500 parts per million fast (the most NTP slews a clock).
+    #[derive(Debug)]
+    struct SlewedCalendar(ManualClock);
+
+    impl Clock for SlewedCalendar {
+        fn now_nanos(&self) -> u64 {
+            self.0.now_nanos()
+        }
+
+        fn wall_time(&self) -> SystemTime {
+            let now = self.now_nanos();
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_nanos(now + now / 2000)
+        }
+    }
+
+    /// Readings up to the refresh interval before or after the anchor's stay within 50 µs
+    /// of a calendar slewed at NTP's largest rate.
+    #[test]
+    fn a_slewed_calendar_stays_within_50_microseconds() {
+        let clock = SlewedCalendar(ManualClock::new());
+        clock.0.advance(Duration::from_secs(1));
+        let anchor = WallAnchor::new();
+        let taken_at = clock.now_nanos();
+        assert_eq!(anchor.wall_at(&clock, taken_at), clock.wall_time());
+        clock.0.advance(Duration::from_nanos(REFRESH_NANOS - 1));
+        let ahead = clock.wall_time();
+        let stamped = anchor.wall_at(&clock, clock.now_nanos());
+        let drift = ahead.duration_since(stamped).unwrap();
+        assert!(drift > Duration::from_micros(49), "{drift:?}");
+        assert!(drift <= Duration::from_micros(50), "{drift:?}");
+        let before = taken_at - (REFRESH_NANOS - 1);
+        let calendar_before = UNIX_EPOCH
+            + Duration::from_secs(1_700_000_000)
+            + Duration::from_nanos(before + before / 2000);
+        let drift = anchor
+            .wall_at(&clock, before)
+            .duration_since(calendar_before)
+            .unwrap();
+        assert!(drift <= Duration::from_micros(50), "{drift:?}");
     }
 
     /// A calendar just after the epoch (a device that boots at 1970 until NTP sets it) and a
