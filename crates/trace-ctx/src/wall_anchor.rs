@@ -65,18 +65,24 @@ impl WallAnchor {
         self.read(clock, now)
     }
 
-    /// Reads the calendar clock and, where its offset from the monotonic reading fits in 64
-    /// signed bits (within 292 years of the monotonic clock's zero), keeps the offset.
+    /// Reads the calendar clock and, where its offset from the monotonic clock fits in 64
+    /// signed bits (within 292 years of the monotonic clock's zero), keeps the offset and
+    /// applies it to `now`.
     #[cold]
     fn read(&self, clock: &dyn Clock, now: u64) -> SystemTime {
         let wall = clock.wall_time();
-        let offset = i64::try_from(nanos_since_epoch(wall) - i128::from(now));
+        // The offset pairs the calendar with a monotonic reading taken with it, not with
+        // `now`: a thread stalled since reading `now` would otherwise add its stall to the
+        // offset every other span uses.
+        let taken_at = clock.now_nanos();
+        let offset = i64::try_from(nanos_since_epoch(wall) - i128::from(taken_at));
         // A calendar too far from the monotonic clock is used as read, every time.
-        if let Ok(offset) = offset {
-            self.offset.store(offset, Ordering::Relaxed);
-            self.taken_at.store(now, Ordering::Release);
-        }
-        wall
+        let Ok(offset) = offset else {
+            return wall;
+        };
+        self.offset.store(offset, Ordering::Relaxed);
+        self.taken_at.store(taken_at, Ordering::Release);
+        calendar_at(now, offset).unwrap_or(wall)
     }
 }
 
@@ -244,6 +250,26 @@ mod tests {
             .duration_since(calendar_before)
             .unwrap();
         assert!(drift <= Duration::from_micros(50), "{drift:?}");
+    }
+
+    /// A thread that read the monotonic clock, then stalled (preempted, or throttled by its
+    /// cgroup) until the anchor was more than the refresh interval newer, refreshes it: the
+    /// offset it keeps pairs the calendar with a monotonic reading taken with it, so neither
+    /// its span nor another stalled thread's is stamped with the stall added.
+    #[test]
+    fn a_stalled_reading_does_not_skew_the_offset() {
+        let clock = ShiftedCalendar::reading(0, 1_700_000_000 * i128::from(SECOND));
+        let anchor = WallAnchor::new();
+        let stalled = clock.now_nanos();
+        let other_stalled = stalled + 40 * MILLISECOND;
+        clock.monotonic.advance(Duration::from_millis(150));
+        assert_eq!(anchor.wall_at(&clock, clock.now_nanos()), clock.wall_time());
+        let stamped = anchor.wall_at(&clock, stalled);
+        assert_eq!(
+            anchor.wall_at(&clock, other_stalled),
+            clock.calendar_at(other_stalled)
+        );
+        assert_eq!(stamped, clock.calendar_at(stalled));
     }
 
     /// A calendar just after the epoch (a device that boots at 1970 until NTP sets it) and a
