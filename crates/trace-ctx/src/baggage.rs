@@ -760,6 +760,22 @@ mod tests {
         assert_eq!(full.get("k0"), Some("replaced"));
     }
 
+    /// A header whose last member is malformed leaves the baggage as it was, both when it
+    /// was empty (parsed in place) and when it held members (parsed into a copy); a byte
+    /// that is not UTF-8 is malformed like any byte outside the grammar.
+    #[test]
+    fn a_header_invalid_after_valid_members_leaves_the_baggage_unchanged() {
+        for invalid in [&b"a=1, b=2, c d"[..], b"a=1,b=\xff", b"a=1;p=\xc3\xa9"] {
+            let mut empty = Baggage::new();
+            assert!(empty.merge_header(invalid).is_err());
+            assert!(empty.is_empty());
+            assert_eq!(empty.encoded_len(), 0);
+            let mut held = Baggage::parse("k=v;p").unwrap();
+            assert!(held.merge_header(invalid).is_err());
+            assert_eq!(held.to_string(), "k=v;p");
+        }
+    }
+
     #[test]
     fn insert_validates_keys() {
         let mut baggage = Baggage::new();

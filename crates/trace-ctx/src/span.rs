@@ -273,7 +273,8 @@ pub struct SpanData {
     /// `false` for a local parent and for a root span.
     pub parent_is_remote: bool,
     /// Wall-clock start: the monotonic start plus an offset to the calendar clock read at
-    /// most 100 ms (monotonic) earlier, so a step of the calendar clock shows within 100 ms.
+    /// most 100 ms (monotonic) before or after it, so a step of the calendar clock shows
+    /// within 100 ms.
     pub start: SystemTime,
     /// Wall-clock end: the start plus the monotonic duration, so it never precedes the start.
     pub end: SystemTime,
