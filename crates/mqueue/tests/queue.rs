@@ -340,6 +340,23 @@ fn bad_input_is_refused_before_anything_is_stored() {
 }
 
 #[test]
+fn a_durable_queue_refuses_a_message_limit_its_log_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    for max in [usize::MAX, usize::MAX - 200, 1 << 30] {
+        let opened = WorkQueue::open_with_clock(
+            dir.path(),
+            options().max_message_bytes(max).log_options(fast_log()),
+            clock.clone(),
+        );
+        assert!(
+            matches!(opened, Err(Error::InvalidOptions { .. })),
+            "max_message_bytes {max}: {opened:?}"
+        );
+    }
+}
+
+#[test]
 fn opening_a_missing_queue_without_create_is_an_unknown_queue() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("orders");

@@ -84,6 +84,18 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
     move |source| Error::io(op, path, source)
 }
 
+/// The log record limit a message of `max_message_bytes` needs: the envelope adds at most
+/// 18 bytes and the id. A limit no record length can express is refused here; one above the
+/// log's own limit is refused by the log.
+fn record_bytes_needed(max_message_bytes: usize) -> Result<u32, Error> {
+    max_message_bytes
+        .checked_add(18 + super::MAX_ID_LEN)
+        .and_then(|needed| u32::try_from(needed).ok())
+        .ok_or(Error::InvalidOptions {
+            reason: "max_message_bytes must fit the log's record limit (RECORD_LIMIT)",
+        })
+}
+
 fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal-{generation}"))
 }
@@ -171,11 +183,9 @@ impl Durable {
             Err(error) => return Err(Error::io("list", dir, error)),
         }
         let mut log_options = options.log.clone();
-        // The envelope adds at most 18 bytes and the id.
-        let needed = options.max_message_bytes + 18 + super::MAX_ID_LEN;
         log_options.max_record_bytes = log_options
             .max_record_bytes
-            .max(u32::try_from(needed).unwrap_or(u32::MAX));
+            .max(record_bytes_needed(options.max_message_bytes)?);
         // Retention would delete unsettled messages and journal records: the queue decides
         // what it still needs, so its logs keep everything.
         log_options.retention = crate::log::Retention::default();

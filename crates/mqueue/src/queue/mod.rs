@@ -146,8 +146,10 @@ impl QueueOptions {
         self
     }
 
-    /// The largest payload accepted (default 1 MiB); a durable queue also needs it to fit the
-    /// log's record limit.
+    /// The largest payload accepted (default 1 MiB); a durable queue also needs it, with the
+    /// envelope and the longest id, to fit the log's record limit
+    /// ([`RECORD_LIMIT`](crate::log::RECORD_LIMIT)): `open` refuses a larger one with
+    /// [`Error::InvalidOptions`].
     #[must_use]
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
