@@ -459,15 +459,21 @@ fn an_id_stored_again_after_its_window_ended_is_still_deduplicated_after_a_resta
     let opts = || options().dedup(DedupWindow::new(100).max_age(Duration::from_secs(60)));
     {
         let queue = durable(dir.path(), opts(), &clock);
-        let first = queue.send(Message::new(b"pay".to_vec()).id("order-9")).unwrap();
+        let first = queue
+            .send(Message::new(b"pay".to_vec()).id("order-9"))
+            .unwrap();
         clock.advance(Duration::from_secs(61));
-        let again = queue.send(Message::new(b"pay".to_vec()).id("order-9")).unwrap();
+        let again = queue
+            .send(Message::new(b"pay".to_vec()).id("order-9"))
+            .unwrap();
         assert_eq!((first.offset, again.offset, again.duplicate), (0, 1, false));
     }
     // Rebuilding the window meets both sends of the id; forgetting the older one must not
     // forget the newer, which is 0 s old.
     let queue = durable(dir.path(), opts(), &clock);
-    let retry = queue.send(Message::new(b"pay".to_vec()).id("order-9")).unwrap();
+    let retry = queue
+        .send(Message::new(b"pay".to_vec()).id("order-9"))
+        .unwrap();
     assert_eq!((retry.offset, retry.duplicate), (1, true));
 }
 
