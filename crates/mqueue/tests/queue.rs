@@ -477,6 +477,52 @@ fn an_id_stored_again_after_its_window_ended_is_still_deduplicated_after_a_resta
     assert_eq!((retry.offset, retry.duplicate), (1, true));
 }
 
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
+        .count()
+}
+
+#[test]
+fn compaction_deletes_message_segments_every_message_of_which_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let small_segments = LogOptions {
+        segment_bytes: 1024,
+        preallocate: 0,
+        ..fast_log()
+    };
+    let opts = || {
+        options()
+            .compact_after(16)
+            .dedup(DedupWindow::new(20))
+            .log_options(small_segments.clone())
+    };
+    let open = || WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
+    {
+        let queue = open();
+        for n in 0..400u32 {
+            let message = Message::new(vec![7; 100]).id(n.to_string());
+            queue.send(message).unwrap();
+            let delivery = queue.try_receive().unwrap().unwrap();
+            queue.ack(&delivery).unwrap();
+        }
+        // 400 records of about 120 bytes in segments of 1 KiB: over 40 segments written.
+        let kept = segment_files(&dir.path().join("messages"));
+        assert!(kept <= 6, "{kept} message segments kept, all settled");
+    }
+    let queue = open();
+    assert_eq!(queue.stats().next_offset, 400, "offsets carry on");
+    let retry = queue.send(Message::new(vec![7; 100]).id("399")).unwrap();
+    assert_eq!(
+        (retry.offset, retry.duplicate),
+        (399, true),
+        "the dedup window is kept"
+    );
+    assert!(queue.try_receive().unwrap().is_none());
+}
+
 #[test]
 fn compaction_keeps_the_state_and_bounds_the_journal() {
     let dir = tempfile::tempdir().unwrap();

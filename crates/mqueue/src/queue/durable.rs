@@ -74,6 +74,9 @@ pub(super) struct Durable {
     compact_at: AtomicU64,
     compact_after: u64,
     dead: Log,
+    /// How many of the latest messages the dedup window reads back on open, so compaction
+    /// keeps their segments.
+    dedup_ids: Option<u64>,
     /// Serializes the writes of sends so the message log's offsets match the lease table's
     /// (held for the write only: the fsync that makes a send durable is shared).
     append: Mutex<()>,
@@ -277,6 +280,7 @@ impl Durable {
             compact_at: AtomicU64::new(options.compact_after),
             compact_after: options.compact_after,
             dead,
+            dedup_ids: options.dedup.map(|window| window.max_ids() as u64),
             append: Mutex::new(()),
             log_options,
         };
@@ -378,6 +382,23 @@ impl Durable {
         let old_dir = journal_dir(&self.dir, old.generation);
         drop(old);
         remove_log_dir(&*self.storage, &old_dir)?;
+        self.remove_settled_messages(&records)
+    }
+
+    /// Deletes the message segments a reopen no longer reads: those below the watermark of
+    /// the checkpoint just made durable, except the latest messages the dedup window reads
+    /// back. Without this the message log would keep every message ever sent.
+    fn remove_settled_messages(&self, checkpoint: &[Entry]) -> Result<(), Error> {
+        let Some(watermark) = checkpoint.iter().find_map(|entry| match entry {
+            Entry::Checkpoint { watermark } => Some(*watermark),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let dedup_from = self.dedup_ids.map_or(u64::MAX, |ids| {
+            self.messages.next_offset().saturating_sub(ids)
+        });
+        self.messages.remove_before(watermark.min(dedup_from))?;
         Ok(())
     }
 
