@@ -524,6 +524,35 @@ fn compaction_deletes_message_segments_every_message_of_which_is_settled() {
 }
 
 #[test]
+fn a_durable_queue_under_interval_syncs_on_the_queue_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let disk = infra_mqueue::log::SimulatedStorage::new();
+    let log = LogOptions {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        ..LogOptions::default()
+    };
+    let queue = WorkQueue::open_with(
+        dir.path(),
+        options().log_options(log),
+        clock.clone(),
+        disk.clone(),
+    )
+    .unwrap();
+    let syncs = disk.file_syncs();
+    queue.send(b"a".to_vec()).unwrap();
+    queue.send(b"b".to_vec()).unwrap();
+    assert_eq!(disk.file_syncs(), syncs, "no sync before the interval");
+    clock.advance(Duration::from_secs(3600));
+    queue.send(b"c".to_vec()).unwrap();
+    assert_eq!(
+        disk.file_syncs(),
+        syncs + 1,
+        "an hour passed on the queue's clock"
+    );
+}
+
+#[test]
 fn compaction_keeps_the_state_and_bounds_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();

@@ -14,15 +14,15 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use infra_common::Clock;
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
-use infra_common::sync::{Mutex, MutexGuard, RwLock};
-use infra_common::{Clock, SystemClock};
+use infra_common::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::envelope::Envelope;
 use super::journal::{Entry, Replay};
 use super::lease::Leases;
-use super::{DeadLetter, QueueOptions, wall_ms};
+use super::{DeadLetter, QueueOptions, SharedClock, wall_ms};
 use crate::error::Error;
 use crate::log::{AppendTicket, FsyncPolicy, Log, Storage};
 
@@ -74,6 +74,8 @@ pub(super) struct Durable {
     compact_at: AtomicU64,
     compact_after: u64,
     dead: Log,
+    /// The queue's clock, which every log of the queue runs on.
+    clock: SharedClock,
     /// How many of the latest messages the dedup window reads back on open, so compaction
     /// keeps their segments.
     dedup_ids: Option<u64>,
@@ -168,7 +170,7 @@ impl Durable {
     pub(super) fn open(
         dir: &Path,
         options: &QueueOptions,
-        clock: &dyn Clock,
+        clock: &SharedClock,
         storage: Box<dyn QueueStorage>,
     ) -> Result<(Self, Recovered), Error> {
         match storage.list(dir) {
@@ -199,7 +201,7 @@ impl Durable {
             Log::open_with(
                 path,
                 log_options.clone(),
-                SystemClock::new(),
+                Arc::clone(clock),
                 storage.handle(),
             )
         };
@@ -222,7 +224,7 @@ impl Durable {
         replay.finish();
 
         let now = clock.now_nanos();
-        let now_ms = wall_ms(clock);
+        let now_ms = wall_ms(&**clock);
         let to_nanos = |wall: u64| -> u64 {
             now.saturating_add(duration_to_nanos(std::time::Duration::from_millis(
                 wall.saturating_sub(now_ms),
@@ -280,6 +282,7 @@ impl Durable {
             compact_at: AtomicU64::new(options.compact_after),
             compact_after: options.compact_after,
             dead,
+            clock: Arc::clone(clock),
             dedup_ids: options.dedup.map(|window| window.max_ids() as u64),
             append: Mutex::new(()),
             log_options,
@@ -343,7 +346,7 @@ impl Durable {
         let log = Log::open_with(
             &new_dir,
             self.log_options.clone(),
-            SystemClock::new(),
+            Arc::clone(&self.clock),
             self.storage.handle(),
         )?;
         let encoded: Vec<Vec<u8>> = records.iter().map(|entry| entry.encode()).collect();
