@@ -340,6 +340,23 @@ fn bad_input_is_refused_before_anything_is_stored() {
 }
 
 #[test]
+fn a_durable_queue_refuses_a_message_limit_its_log_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    for max in [usize::MAX, usize::MAX - 200, 1 << 30] {
+        let opened = WorkQueue::open_with_clock(
+            dir.path(),
+            options().max_message_bytes(max).log_options(fast_log()),
+            clock.clone(),
+        );
+        assert!(
+            matches!(opened, Err(Error::InvalidOptions { .. })),
+            "max_message_bytes {max}: {opened:?}"
+        );
+    }
+}
+
+#[test]
 fn opening_a_missing_queue_without_create_is_an_unknown_queue() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("orders");
@@ -433,6 +450,106 @@ fn delays_and_dedup_survive_a_restart() {
     clock.advance(Duration::from_secs(60));
     let again = queue.try_receive().unwrap().unwrap();
     assert_eq!((again.payload(), again.attempt()), (&b"now"[..], 2));
+}
+
+#[test]
+fn an_id_stored_again_after_its_window_ended_is_still_deduplicated_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let opts = || options().dedup(DedupWindow::new(100).max_age(Duration::from_secs(60)));
+    {
+        let queue = durable(dir.path(), opts(), &clock);
+        let first = queue
+            .send(Message::new(b"pay".to_vec()).id("order-9"))
+            .unwrap();
+        clock.advance(Duration::from_secs(61));
+        let again = queue
+            .send(Message::new(b"pay".to_vec()).id("order-9"))
+            .unwrap();
+        assert_eq!((first.offset, again.offset, again.duplicate), (0, 1, false));
+    }
+    // Rebuilding the window meets both sends of the id; forgetting the older one must not
+    // forget the newer, which is 0 s old.
+    let queue = durable(dir.path(), opts(), &clock);
+    let retry = queue
+        .send(Message::new(b"pay".to_vec()).id("order-9"))
+        .unwrap();
+    assert_eq!((retry.offset, retry.duplicate), (1, true));
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
+        .count()
+}
+
+#[test]
+fn compaction_deletes_message_segments_every_message_of_which_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let small_segments = LogOptions {
+        segment_bytes: 1024,
+        preallocate: 0,
+        ..fast_log()
+    };
+    let opts = || {
+        options()
+            .compact_after(16)
+            .dedup(DedupWindow::new(20))
+            .log_options(small_segments.clone())
+    };
+    let open = || WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
+    {
+        let queue = open();
+        for n in 0..400u32 {
+            let message = Message::new(vec![7; 100]).id(n.to_string());
+            queue.send(message).unwrap();
+            let delivery = queue.try_receive().unwrap().unwrap();
+            queue.ack(&delivery).unwrap();
+        }
+        // 400 records of about 120 bytes in segments of 1 KiB: over 40 segments written.
+        let kept = segment_files(&dir.path().join("messages"));
+        assert!(kept <= 6, "{kept} message segments kept, all settled");
+    }
+    let queue = open();
+    assert_eq!(queue.stats().next_offset, 400, "offsets carry on");
+    let retry = queue.send(Message::new(vec![7; 100]).id("399")).unwrap();
+    assert_eq!(
+        (retry.offset, retry.duplicate),
+        (399, true),
+        "the dedup window is kept"
+    );
+    assert!(queue.try_receive().unwrap().is_none());
+}
+
+#[test]
+fn a_durable_queue_under_interval_syncs_on_the_queue_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let disk = infra_mqueue::log::SimulatedStorage::new();
+    let log = LogOptions {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        ..LogOptions::default()
+    };
+    let queue = WorkQueue::open_with(
+        dir.path(),
+        options().log_options(log),
+        clock.clone(),
+        disk.clone(),
+    )
+    .unwrap();
+    let syncs = disk.file_syncs();
+    queue.send(b"a".to_vec()).unwrap();
+    queue.send(b"b".to_vec()).unwrap();
+    assert_eq!(disk.file_syncs(), syncs, "no sync before the interval");
+    clock.advance(Duration::from_secs(3600));
+    queue.send(b"c".to_vec()).unwrap();
+    assert_eq!(
+        disk.file_syncs(),
+        syncs + 1,
+        "an hour passed on the queue's clock"
+    );
 }
 
 #[test]

@@ -777,7 +777,7 @@ impl Log {
         let Retention { max_bytes, max_age } = self.options.retention;
         let now = wall_millis(&*self.clock);
         let mut removed = false;
-        while let Some(oldest) = inner.sealed.values().next() {
+        while !inner.sealed.is_empty() {
             // The segment after the oldest was started once the oldest's last record was in.
             let next_started = inner.sealed.values().nth(1).unwrap_or(&inner.active);
             let over_size = max_bytes.is_some_and(|max| inner.allocated > max);
@@ -788,22 +788,57 @@ impl Log {
             if !over_size && !too_old {
                 break;
             }
-            self.storage
-                .remove(&oldest.path)
-                .map_err(|e| Error::io("remove", &oldest.path, e))?;
-            inner.bytes -= oldest.len;
-            inner.allocated -= oldest.allocated;
-            inner.sealed.pop_first();
+            self.remove_oldest(inner)?;
             removed = true;
         }
         if removed {
-            #[cfg(feature = "metrics")]
-            self.metrics.depth(inner.next - inner.first());
-            self.storage
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            self.removed(inner)?;
         }
         Ok(())
+    }
+
+    /// Deletes the oldest segments all of whose records are below `offset` (never the newest)
+    /// and returns how many went: for an owner that knows it needs none of them again.
+    pub(crate) fn remove_before(&self, offset: u64) -> Result<usize, Error> {
+        let mut inner = self.inner.lock();
+        let mut count = 0;
+        loop {
+            let next_base = inner.sealed.keys().nth(1).copied();
+            let end = next_base.unwrap_or(inner.active.base);
+            if inner.sealed.is_empty() || end > offset {
+                break;
+            }
+            self.remove_oldest(&mut inner)?;
+            count += 1;
+        }
+        if count > 0 {
+            self.removed(&inner)?;
+        }
+        Ok(count)
+    }
+
+    /// Deletes the oldest sealed segment, which the caller has checked exists.
+    fn remove_oldest(&self, inner: &mut Inner) -> Result<(), Error> {
+        let Some((_, oldest)) = inner.sealed.first_key_value() else {
+            return Ok(());
+        };
+        self.storage
+            .remove(&oldest.path)
+            .map_err(|e| Error::io("remove", &oldest.path, e))?;
+        inner.bytes -= oldest.len;
+        inner.allocated -= oldest.allocated;
+        inner.sealed.pop_first();
+        Ok(())
+    }
+
+    /// After segments were deleted: the depth gauge, and the deletions made durable.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn removed(&self, inner: &Inner) -> Result<(), Error> {
+        #[cfg(feature = "metrics")]
+        self.metrics.depth(inner.next - inner.first());
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync directory", &self.dir, e))
     }
 }
 

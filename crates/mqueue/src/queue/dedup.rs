@@ -62,9 +62,9 @@ impl DedupWindow {
 pub(crate) struct Dedup {
     window: DedupWindow,
     offsets: HashMap<Bytes, u64, RandomState>,
-    /// Every stored message in send order, its id if it had one, and its send time
+    /// Every stored message in send order: its id if it had one, its offset and its send time
     /// (wall-clock milliseconds).
-    order: VecDeque<(Option<Bytes>, u64)>,
+    order: VecDeque<(Option<Bytes>, u64, u64)>,
 }
 
 impl Dedup {
@@ -81,16 +81,24 @@ impl Dedup {
             .window
             .max_age
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
-        while let Some((id, sent_at)) = self.order.front() {
+        while let Some((_, _, sent_at)) = self.order.front() {
             let too_many = self.order.len() > self.window.max_ids;
             let too_old = max_age_ms.is_some_and(|age| now_ms.saturating_sub(*sent_at) > age);
             if !too_many && !too_old {
                 break;
             }
-            if let Some(id) = id {
-                self.offsets.remove(id);
+            if let Some((Some(id), offset, _)) = self.order.pop_front() {
+                self.forget(&id, offset);
             }
-            self.order.pop_front();
+        }
+    }
+
+    /// Forgets `id` only if its remembered send is the one at `offset`: a window rebuilt on
+    /// open can hold an id twice (stored again after its first send aged out), and the older
+    /// entry leaving must not take the newer one's id with it.
+    fn forget(&mut self, id: &Bytes, offset: u64) {
+        if self.offsets.get(id) == Some(&offset) {
+            self.offsets.remove(id);
         }
     }
 
@@ -101,13 +109,13 @@ impl Dedup {
     }
 
     /// Remembers that a message (with `id`, if any) was stored at `offset`, sent at
-    /// `sent_at_ms`. A stored message's id is never in the window already: the send looked
-    /// it up first.
+    /// `sent_at_ms`. A stored message's id is in the window already only while a durable
+    /// queue rebuilds it, when the id's earlier send had aged out before this one.
     pub(crate) fn remember(&mut self, id: Option<Bytes>, offset: u64, sent_at_ms: u64) {
         if let Some(id) = &id {
             self.offsets.insert(id.clone(), offset);
         }
-        self.order.push_back((id, sent_at_ms));
+        self.order.push_back((id, offset, sent_at_ms));
         self.forget_old(sent_at_ms);
     }
 }

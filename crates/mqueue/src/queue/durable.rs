@@ -14,15 +14,15 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use infra_common::Clock;
 use infra_common::clock::duration_to_nanos;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
-use infra_common::sync::{Mutex, MutexGuard, RwLock};
-use infra_common::{Clock, SystemClock};
+use infra_common::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::envelope::Envelope;
 use super::journal::{Entry, Replay};
 use super::lease::Leases;
-use super::{DeadLetter, QueueOptions, wall_ms};
+use super::{DeadLetter, QueueOptions, SharedClock, wall_ms};
 use crate::error::Error;
 use crate::log::{AppendTicket, FsyncPolicy, Log, Storage};
 
@@ -74,6 +74,11 @@ pub(super) struct Durable {
     compact_at: AtomicU64,
     compact_after: u64,
     dead: Log,
+    /// The queue's clock, which every log of the queue runs on.
+    clock: SharedClock,
+    /// How many of the latest messages the dedup window reads back on open, so compaction
+    /// keeps their segments.
+    dedup_ids: Option<u64>,
     /// Serializes the writes of sends so the message log's offsets match the lease table's
     /// (held for the write only: the fsync that makes a send durable is shared).
     append: Mutex<()>,
@@ -82,6 +87,18 @@ pub(super) struct Durable {
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::io(op, path, source)
+}
+
+/// The log record limit a message of `max_message_bytes` needs: the envelope adds at most
+/// 18 bytes and the id. A limit no record length can express is refused here; one above the
+/// log's own limit is refused by the log.
+fn record_bytes_needed(max_message_bytes: usize) -> Result<u32, Error> {
+    max_message_bytes
+        .checked_add(18 + super::MAX_ID_LEN)
+        .and_then(|needed| u32::try_from(needed).ok())
+        .ok_or(Error::InvalidOptions {
+            reason: "max_message_bytes must fit the log's record limit (RECORD_LIMIT)",
+        })
 }
 
 fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
@@ -153,7 +170,7 @@ impl Durable {
     pub(super) fn open(
         dir: &Path,
         options: &QueueOptions,
-        clock: &dyn Clock,
+        clock: &SharedClock,
         storage: Box<dyn QueueStorage>,
     ) -> Result<(Self, Recovered), Error> {
         match storage.list(dir) {
@@ -171,11 +188,9 @@ impl Durable {
             Err(error) => return Err(Error::io("list", dir, error)),
         }
         let mut log_options = options.log.clone();
-        // The envelope adds at most 18 bytes and the id.
-        let needed = options.max_message_bytes + 18 + super::MAX_ID_LEN;
         log_options.max_record_bytes = log_options
             .max_record_bytes
-            .max(u32::try_from(needed).unwrap_or(u32::MAX));
+            .max(record_bytes_needed(options.max_message_bytes)?);
         // Retention would delete unsettled messages and journal records: the queue decides
         // what it still needs, so its logs keep everything.
         log_options.retention = crate::log::Retention::default();
@@ -186,7 +201,7 @@ impl Durable {
             Log::open_with(
                 path,
                 log_options.clone(),
-                SystemClock::new(),
+                Arc::clone(clock),
                 storage.handle(),
             )
         };
@@ -209,7 +224,7 @@ impl Durable {
         replay.finish();
 
         let now = clock.now_nanos();
-        let now_ms = wall_ms(clock);
+        let now_ms = wall_ms(&**clock);
         let to_nanos = |wall: u64| -> u64 {
             now.saturating_add(duration_to_nanos(std::time::Duration::from_millis(
                 wall.saturating_sub(now_ms),
@@ -267,6 +282,8 @@ impl Durable {
             compact_at: AtomicU64::new(options.compact_after),
             compact_after: options.compact_after,
             dead,
+            clock: Arc::clone(clock),
+            dedup_ids: options.dedup.map(|window| window.max_ids() as u64),
             append: Mutex::new(()),
             log_options,
         };
@@ -329,7 +346,7 @@ impl Durable {
         let log = Log::open_with(
             &new_dir,
             self.log_options.clone(),
-            SystemClock::new(),
+            Arc::clone(&self.clock),
             self.storage.handle(),
         )?;
         let encoded: Vec<Vec<u8>> = records.iter().map(|entry| entry.encode()).collect();
@@ -368,6 +385,23 @@ impl Durable {
         let old_dir = journal_dir(&self.dir, old.generation);
         drop(old);
         remove_log_dir(&*self.storage, &old_dir)?;
+        self.remove_settled_messages(&records)
+    }
+
+    /// Deletes the message segments a reopen no longer reads: those below the watermark of
+    /// the checkpoint just made durable, except the latest messages the dedup window reads
+    /// back. Without this the message log would keep every message ever sent.
+    fn remove_settled_messages(&self, checkpoint: &[Entry]) -> Result<(), Error> {
+        let Some(watermark) = checkpoint.iter().find_map(|entry| match entry {
+            Entry::Checkpoint { watermark } => Some(*watermark),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let dedup_from = self.dedup_ids.map_or(u64::MAX, |ids| {
+            self.messages.next_offset().saturating_sub(ids)
+        });
+        self.messages.remove_before(watermark.min(dedup_from))?;
         Ok(())
     }
 

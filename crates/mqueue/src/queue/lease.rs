@@ -15,6 +15,9 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
+/// Stale entries the lease indexes may hold beyond two per lease held before they are pruned.
+const STALE_LEASE_SLACK: usize = 64;
+
 /// How a message left the queue for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -296,8 +299,8 @@ impl Leases {
                 self.retry.push(Reverse(offset));
             }
         }
-        // Stale entries (settled, nacked or re-leased since) are dropped wherever they are,
-        // so the deque stays as short as the leases really held.
+        // Stale entries (settled, nacked or re-leased since) at the front are dropped here;
+        // those behind a lease still held, by `prune_stale_leases`.
         while let Some(&(deadline, offset, attempt)) = self.leases.front() {
             let current = self.lease_is_current(offset, attempt, deadline);
             if current && deadline > now {
@@ -392,6 +395,32 @@ impl Leases {
         } else {
             self.other_leases.push(Reverse((deadline, offset, attempt)));
         }
+        self.prune_stale_leases();
+    }
+
+    /// Drops the entries of leases settled, nacked, extended or received again since, once
+    /// they outnumber the leases held: otherwise one lease held at the front of `leases`
+    /// (or a lease extended over and over) would keep every later entry until its deadline,
+    /// and memory would follow the history of receives rather than the leases held. Pruning
+    /// leaves at most one entry per lease held, so its cost is paid by the entries it drops.
+    fn prune_stale_leases(&mut self) {
+        let limit = 2 * self.in_flight + STALE_LEASE_SLACK;
+        if self.leases.len() > limit {
+            let mut leases = std::mem::take(&mut self.leases);
+            leases.retain(|&(deadline, offset, attempt)| {
+                self.lease_is_current(offset, attempt, deadline)
+            });
+            self.leases = leases;
+        }
+        if self.other_leases.len() > limit {
+            let mut other = std::mem::take(&mut self.other_leases).into_sorted_vec();
+            // A lease extended back to an earlier deadline can be listed twice.
+            other.dedup();
+            other.retain(|&Reverse((deadline, offset, attempt))| {
+                self.lease_is_current(offset, attempt, deadline)
+            });
+            self.other_leases = other.into();
+        }
     }
 
     /// Checks that `attempt` is the current lease of `offset`: the one rule every settle
@@ -449,6 +478,7 @@ impl Leases {
         let slot = self.current_lease(offset, attempt)?;
         slot.state = State::Leased { attempt, deadline };
         self.other_leases.push(Reverse((deadline, offset, attempt)));
+        self.prune_stale_leases();
         Ok(())
     }
 
@@ -554,6 +584,48 @@ mod tests {
         assert_eq!(delivered(leases.receive(100, LEASE)), None);
         assert_eq!(leases.next_due(100), Some(500));
         assert_eq!(delivered(leases.receive(500, LEASE)), Some(0));
+    }
+
+    #[test]
+    fn settled_leases_behind_a_held_one_are_not_kept_until_its_deadline() {
+        let year = 365 * 24 * 3600 * 1_000_000_000;
+        let mut leases = Leases::new(0, 3);
+        leases.push(Bytes::from_static(b"stuck"), 0, None, 0, None);
+        assert_eq!(delivered(leases.receive(0, year)), Some(0));
+        // Every later message is received and acked at once, while the first stays leased.
+        for offset in 1..10_001 {
+            leases.push(Bytes::from_static(b"quick"), 0, None, 0, None);
+            assert_eq!(delivered(leases.receive(0, year)), Some(offset));
+            leases.settle(offset, 1, Outcome::Acked).unwrap();
+        }
+        assert_eq!(leases.in_flight(), 1);
+        assert!(
+            leases.leases.len() <= 2 * leases.in_flight() + STALE_LEASE_SLACK,
+            "{} lease entries kept for 1 lease held",
+            leases.leases.len()
+        );
+        assert_eq!(
+            leases.next_due(0),
+            Some(year),
+            "the held lease still expires"
+        );
+    }
+
+    #[test]
+    fn extending_one_lease_over_and_over_keeps_one_entry_per_lease() {
+        let mut leases = Leases::new(0, 3);
+        leases.push(Bytes::from_static(b"long job"), 0, None, 0, None);
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(0));
+        for deadline in 0..10_000 {
+            leases.extend(0, 1, 2 * LEASE + deadline).unwrap();
+        }
+        assert!(
+            leases.other_leases.len() <= 2 * leases.in_flight() + STALE_LEASE_SLACK,
+            "{} extension entries kept for 1 lease held",
+            leases.other_leases.len()
+        );
+        assert!(leases.receive(2 * LEASE + 9_998, LEASE).is_none());
+        assert_eq!(delivered(leases.receive(2 * LEASE + 9_999, LEASE)), Some(0));
     }
 
     #[test]

@@ -62,7 +62,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::{Condvar, Mutex, MutexGuard};
+use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, SystemClock};
 
 use crate::error::Error;
@@ -146,8 +146,10 @@ impl QueueOptions {
         self
     }
 
-    /// The largest payload accepted (default 1 MiB); a durable queue also needs it to fit the
-    /// log's record limit.
+    /// The largest payload accepted (default 1 MiB); a durable queue also needs it, with the
+    /// envelope and the longest id, to fit the log's record limit
+    /// ([`RECORD_LIMIT`](crate::log::RECORD_LIMIT)): `open` refuses a larger one with
+    /// [`Error::InvalidOptions`].
     #[must_use]
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
@@ -177,7 +179,8 @@ impl QueueOptions {
         self
     }
 
-    /// The options of the logs a durable queue opens (fsync policy, segment size).
+    /// The options of the logs a durable queue opens (fsync policy, segment size). The logs
+    /// run on the queue's clock: an `Interval` policy's time is that clock's.
     #[must_use]
     pub fn log_options(mut self, log: LogOptions) -> Self {
         self.log = log;
@@ -506,7 +509,7 @@ pub struct WorkQueue {
     available: Condvar,
     /// Signalled when capacity may have been freed.
     space: Condvar,
-    clock: Box<dyn Clock>,
+    clock: SharedClock,
     options: QueueOptions,
     visibility_nanos: u64,
     durable: Option<Durable>,
@@ -541,6 +544,13 @@ fn back_off(round: u32) {
     }
 }
 
+/// The queue's clock, shared with the logs of a durable queue (for `Interval` fsyncs).
+type SharedClock = Arc<Box<dyn Clock>>;
+
+fn shared_clock(clock: impl Clock + 'static) -> SharedClock {
+    Arc::new(Box::new(clock))
+}
+
 fn wall_ms(clock: &dyn Clock) -> u64 {
     clock
         .wall_time()
@@ -570,7 +580,7 @@ impl WorkQueue {
     ) -> Result<Self, Error> {
         options.validate()?;
         let leases = Leases::new(0, options.max_deliveries);
-        Ok(Self::build(options, Box::new(clock), leases, None))
+        Ok(Self::build(options, shared_clock(clock), leases, None))
     }
 
     /// Opens (or creates) the durable queue in `dir`, on the system clock.
@@ -620,8 +630,8 @@ impl WorkQueue {
         storage: impl Storage + Clone + 'static,
     ) -> Result<Self, Error> {
         options.validate()?;
-        let clock: Box<dyn Clock> = Box::new(clock);
-        let (durable, recovered) = Durable::open(dir, &options, clock.as_ref(), Box::new(storage))?;
+        let clock = shared_clock(clock);
+        let (durable, recovered) = Durable::open(dir, &options, &clock, Box::new(storage))?;
         let queue = Self::build(options, clock, recovered.leases, Some(durable));
         {
             let mut state = queue.state.lock();
@@ -636,7 +646,7 @@ impl WorkQueue {
 
     fn build(
         options: QueueOptions,
-        clock: Box<dyn Clock>,
+        clock: SharedClock,
         leases: Leases,
         durable: Option<Durable>,
     ) -> Self {
