@@ -395,6 +395,24 @@ fn bad_input_is_refused_before_any_round_trip() {
     ));
 }
 
+/// A zero timeout is refused when the index is made: the socket calls behind it refuse a zero
+/// timeout, so every call to a running server would otherwise fail as a lost connection, an
+/// answer that says the command may have run and sends the caller into retries.
+#[test]
+fn a_zero_timeout_is_a_configuration_error() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let zero = RedisOptions::default()
+        .prefix("test:{timeout}")
+        .timeout(Duration::ZERO);
+    match RedisIndex::new(&server.url(), zero) {
+        Err(Error::InvalidConfig(_)) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(index) => panic!("accepted; a call to the running server: {:?}", index.len()),
+    }
+}
+
 #[test]
 fn the_edge_of_the_geo_range_is_held_and_unknown_drivers_are_errors() {
     let Some(server) = RedisServer::start() else {
