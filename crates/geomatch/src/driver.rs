@@ -259,7 +259,8 @@ pub struct DriverRecord {
     /// Its state version.
     pub version: Version,
     /// The index clock's reading at its last report, in nanoseconds: comparable only with
-    /// that index's clock (`SystemClock` counts from its process's start).
+    /// that index's clock (`SystemClock` counts from its process's start); 0 for a driver
+    /// restored with an age longer than that clock had run.
     pub seen_nanos: u64,
     /// How long before the record was read the driver last reported: what
     /// [`Index::restore`](crate::Index::restore) goes by, whatever the clocks of the two indexes.

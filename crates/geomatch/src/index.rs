@@ -277,6 +277,19 @@ type DriverShard = RwLock<HashMap<DriverId, Place, RandomState>>;
 type CellShard = RwLock<HashMap<CellIndex, Bucket, RandomState>>;
 type CellShardGuard<'a> = RwLockReadGuard<'a, HashMap<CellIndex, Bucket, RandomState>>;
 
+/// Where the index's timeline (last reports, staleness, idleness) places its clock's zero:
+/// 2^62 ns, about 146 years, in. A restored driver's last report lies its age before now,
+/// and a node that has just started (`SystemClock` counts from its process's start) must
+/// still place it that far back: pinned at the clock's zero, a driver silent for an hour
+/// would be fresh on a node up for ten seconds, and never idle for `remove_idle`.
+const CLOCK_ZERO: u64 = 1 << 62;
+
+/// A last report on the index's timeline as the clock read it (0 for one before the clock's
+/// zero, which only a restored record can be).
+fn clock_reading(seen: u64) -> u64 {
+    seen.saturating_sub(CLOCK_ZERO)
+}
+
 /// How many resolutions above a bucket's cell the ancestor lies that picks the bucket's part
 /// of the cell table: 2, so the 49 or so cells under one ancestor share a part.
 const SHARD_LEVELS: u8 = 2;
@@ -483,6 +496,12 @@ impl<C: Clock> Index<C> {
         shard_of(u64::from(key), self.cells.len())
     }
 
+    /// The clock's reading on the index's timeline, which starts [`CLOCK_ZERO`] before the
+    /// clock's zero.
+    fn now(&self) -> u64 {
+        self.clock.now_nanos().saturating_add(CLOCK_ZERO)
+    }
+
     fn fresh(&self, now: u64, seen: u64) -> bool {
         now.saturating_sub(seen) <= self.staleness_nanos
     }
@@ -506,7 +525,7 @@ impl<C: Clock> Index<C> {
         let row = Row {
             id,
             point,
-            seen: self.clock.now_nanos(),
+            seen: self.now(),
             profile,
             word: 0,
         };
@@ -548,10 +567,7 @@ impl<C: Clock> Index<C> {
         let row = Row {
             id: record.id,
             point: record.point,
-            seen: self
-                .clock
-                .now_nanos()
-                .saturating_sub(duration_to_nanos(record.age)),
+            seen: self.now().saturating_sub(duration_to_nanos(record.age)),
             profile: record.profile,
             word: 0,
         };
@@ -634,7 +650,7 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn update(&self, id: DriverId, point: Point) -> Result<(), Error> {
-        let now = self.clock.now_nanos();
+        let now = self.now();
         let unit = point.unit();
         let mut drivers = self.driver_shard(id).write();
         let place = drivers.get_mut(&id).ok_or(Error::UnknownDriver(id))?;
@@ -722,7 +738,7 @@ impl<C: Clock> Index<C> {
     pub fn remove_idle(&self, idle: Duration) -> Vec<DriverRecord> {
         let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
         // One reading for the whole pass: idle means last heard from at or before `cutoff`.
-        let Some(cutoff) = self.clock.now_nanos().checked_sub(idle) else {
+        let Some(cutoff) = self.now().checked_sub(idle) else {
             return Vec::new();
         };
         let is_idle = |seen: u64| seen <= cutoff;
@@ -779,8 +795,8 @@ impl<C: Clock> Index<C> {
             profile: row.profile,
             state: DriverState::from_code(row.word),
             version: Version(row.word),
-            seen_nanos: row.seen,
-            age: Duration::from_nanos(self.clock.now_nanos().saturating_sub(row.seen)),
+            seen_nanos: clock_reading(row.seen),
+            age: Duration::from_nanos(self.now().saturating_sub(row.seen)),
         }))
     }
 
@@ -809,7 +825,7 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
-        let now = self.clock.now_nanos();
+        let now = self.now();
         self.with_slot(id, |bucket, slot| {
             let detail = &bucket.details[slot];
             let word = detail.word.load(Ordering::Acquire);
@@ -819,7 +835,7 @@ impl<C: Clock> Index<C> {
                 profile: detail.profile,
                 state: DriverState::from_code(word),
                 version: Version(word),
-                seen_nanos: detail.seen,
+                seen_nanos: clock_reading(detail.seen),
                 age: Duration::from_nanos(now.saturating_sub(detail.seen)),
             }
         })
@@ -884,7 +900,7 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn claim(&self, id: DriverId, version: Version) -> Result<Claim, Error> {
-        let now = self.clock.now_nanos();
+        let now = self.now();
         let expected = version.0;
         let seen_state = DriverState::from_code(expected);
         if seen_state != DriverState::Available {
@@ -1120,7 +1136,7 @@ impl<C: Clock> Index<C> {
             return Ok(Vec::new());
         }
         let query = point.unit();
-        let now = self.clock.now_nanos();
+        let now = self.now();
         let mut walks = 0;
         loop {
             walks += 1;
@@ -1490,7 +1506,7 @@ mod tests {
         let mut nearest = Nearest {
             query,
             filter: &Filter::any(),
-            now: index.clock.now_nanos(),
+            now: index.now(),
             index: &index,
             k: 1,
             best: BinaryHeap::new(),

@@ -524,8 +524,9 @@ impl RedisOptions {
         }
     }
 
-    /// How long to wait for connecting, sending and each answer (default 500 ms). A call that
-    /// times out is [`Error::Backend`], with its outcome unknown.
+    /// How long to wait for connecting, sending and each answer (default 500 ms; zero is
+    /// refused by [`RedisIndex::new`]). A call that times out is [`Error::Backend`], with its
+    /// outcome unknown.
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -711,8 +712,8 @@ impl RedisIndex {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a malformed URL or a search radius that is not a positive
-    /// number of meters.
+    /// [`Error::InvalidConfig`] for a malformed URL, a search radius that is not a positive
+    /// number of meters, or a zero timeout.
     ///
     /// ```
     /// use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -725,6 +726,11 @@ impl RedisIndex {
             return Err(Error::InvalidConfig(
                 "the search radius must be a positive number of meters",
             ));
+        }
+        // The sockets refuse a zero timeout, so every call would fail as a lost connection
+        // (whose outcome is unknown) rather than as the configuration it is.
+        if options.timeout.is_zero() {
+            return Err(Error::InvalidConfig("the Redis timeout must be positive"));
         }
         let connections = Connections::open(url, options.timeout, options.max_idle_connections)
             .map_err(|_| Error::InvalidConfig("the Redis URL is malformed"))?;

@@ -302,6 +302,40 @@ fn a_restored_driver_keeps_its_age_across_clocks() {
     }
 }
 
+/// A node that has just started (its clock near zero) receives a driver silent for longer
+/// than the node has run: the driver's age is kept, so it is stale there at once and idle for
+/// `remove_idle`, rather than fresh from the clock's zero.
+#[test]
+fn a_restored_driver_older_than_the_receiving_clock_is_stale_and_idle() {
+    const WINDOW: Duration = Duration::from_secs(30);
+    let config = Config::default().staleness(WINDOW);
+    let from_clock = ManualClock::new();
+    let from = Index::with_clock(config, from_clock.clone()).unwrap();
+    let at = Point::new(45.0, 7.0).unwrap();
+    from.insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    from_clock.advance(Duration::from_secs(600));
+    let record = from.remove(DriverId(1)).unwrap();
+    let version = record.version;
+
+    let to_clock = ManualClock::new();
+    to_clock.set(Duration::from_secs(5));
+    let to = Index::with_clock(config, to_clock).unwrap();
+    to.restore(record).unwrap();
+    let restored = to.driver(DriverId(1)).unwrap();
+    assert_eq!(restored.age, Duration::from_secs(600));
+    // Before the receiving clock's zero: the clock has no reading for it.
+    assert_eq!(restored.seen_nanos, 0);
+    assert!(to.nearest(at, 1, &Filter::any()).unwrap().is_empty());
+    assert_eq!(
+        to.claim(DriverId(1), version),
+        Err(Error::Stale(DriverId(1)))
+    );
+    let idle = to.remove_idle(Duration::from_secs(300));
+    assert_eq!(idle.iter().map(|r| r.id).collect::<Vec<_>>(), [DriverId(1)]);
+    assert_eq!(idle[0].age, Duration::from_secs(600));
+}
+
 /// A record whose state is not the one its version encodes is refused, not restored in
 /// either state.
 #[test]

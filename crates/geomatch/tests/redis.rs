@@ -395,6 +395,24 @@ fn bad_input_is_refused_before_any_round_trip() {
     ));
 }
 
+/// A zero timeout is refused when the index is made: the socket calls behind it refuse a zero
+/// timeout, so every call to a running server would otherwise fail as a lost connection, an
+/// answer that says the command may have run and sends the caller into retries.
+#[test]
+fn a_zero_timeout_is_a_configuration_error() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let zero = RedisOptions::default()
+        .prefix("test:{timeout}")
+        .timeout(Duration::ZERO);
+    match RedisIndex::new(&server.url(), zero) {
+        Err(Error::InvalidConfig(_)) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(index) => panic!("accepted; a call to the running server: {:?}", index.len()),
+    }
+}
+
 #[test]
 fn the_edge_of_the_geo_range_is_held_and_unknown_drivers_are_errors() {
     let Some(server) = RedisServer::start() else {
@@ -766,6 +784,57 @@ fn a_server_restart_gives_errors_then_service_again() {
     assert_eq!(
         ids(&index.nearest(at, 3, &Filter::any()).unwrap()),
         [1, 2, 3]
+    );
+}
+
+/// After a restart every pooled connection is dead. A call that leaves what one run leaves if
+/// run twice (a position update, a state set, a read) is sent again on a new connection and
+/// succeeds; a claim, a removal and an insert are not (a second run would answer "lost",
+/// "unknown" or "duplicate" for what the first did), so each fails as a lost connection, and
+/// here, its request having gone to the dead connection, without having run.
+#[test]
+fn after_a_restart_only_calls_harmless_twice_are_sent_again() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let restart = |server: &mut RedisServer| {
+        server.stop();
+        server.restart().unwrap();
+    };
+    let index = shared(&server, "test:{resend}");
+    let at = point(41.39, 2.17);
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    restart(&mut server);
+    let moved = point(41.391, 2.17);
+    index.update(DriverId(1), moved).unwrap();
+    restart(&mut server);
+    let version = index
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    restart(&mut server);
+    assert_eq!(index.driver(DriverId(1)).unwrap().point, moved);
+
+    let lost = Err(Error::Backend(BackendFailure::Connection));
+    restart(&mut server);
+    assert_eq!(index.claim(DriverId(1), version).map(|_| ()), lost);
+    let after = index.driver(DriverId(1)).unwrap();
+    assert_eq!(
+        (after.state, after.version),
+        (DriverState::Available, version)
+    );
+    restart(&mut server);
+    assert_eq!(index.remove(DriverId(1)).map(|_| ()), lost);
+    assert_eq!(index.len().unwrap(), 1);
+    restart(&mut server);
+    assert_eq!(
+        index.insert(DriverId(2), at, DriverProfile::default()),
+        lost
+    );
+    assert_eq!(
+        index.driver(DriverId(2)).map(|_| ()),
+        Err(Error::UnknownDriver(DriverId(2)))
     );
 }
 
