@@ -1180,8 +1180,15 @@ impl WorkQueue {
                     freed += 1;
                     #[cfg(feature = "metrics")]
                     self.metrics.dead_lettered();
-                    if self.durable.is_some() {
-                        dead.push((offset, deliveries, payload));
+                    if let Some(durable) = &self.durable {
+                        // Written before the state lock is let go: from then on a journal
+                        // compaction (which reads the state under this lock) records the
+                        // message as settled, and a crash before a later write would lose it.
+                        // The dead-letter log's own lock is never held while waiting for this
+                        // one, and the journal record waits until it is let go (compaction
+                        // takes the journal's lock, then this one).
+                        durable.dead_letter(offset, deliveries, &payload)?;
+                        dead.push(offset);
                     } else {
                         self.keep_dead_letter(&mut state, offset, deliveries, payload);
                     }
@@ -1196,10 +1203,9 @@ impl WorkQueue {
             self.wake_senders();
         }
         if let Some(durable) = &self.durable {
-            // The dead letters first: a crash before their journal record only writes them
-            // to the dead-letter topic again after the restart.
-            for (offset, deliveries, payload) in dead {
-                durable.dead_letter(offset, deliveries, &payload)?;
+            // The dead letters are in their topic already: a crash before their journal
+            // record only writes them to the dead-letter topic again after the restart.
+            for offset in dead {
                 self.journal(durable, journal::Entry::DeadLettered { offset })?;
             }
             for Receipt { offset, attempt } in received {
