@@ -313,6 +313,20 @@ fn damage_in_an_older_segment_is_corruption() {
     ));
 }
 
+/// A segment named for an offset no log reaches (a file made by hand, or a damaged name) would
+/// leave no room to count appends: refused at open, nothing deleted.
+#[test]
+fn a_segment_whose_offsets_pass_two_to_the_sixty_third_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("{:020}.seg", u64::MAX);
+    fs::write(dir.path().join(&name), b"").unwrap();
+    match Log::open(dir.path(), LogOptions::default()) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("2^63"), "{reason}"),
+        other => panic!("opened: {:?}", other.map(|_| ())),
+    }
+    assert!(dir.path().join(&name).exists());
+}
+
 #[test]
 fn a_damaged_header_is_corruption_unless_the_newest_segment_is_empty() {
     let dir = tempfile::tempdir().unwrap();

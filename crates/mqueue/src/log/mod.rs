@@ -282,6 +282,10 @@ fn segment_name(base: u64) -> String {
     format!("{base:020}.seg")
 }
 
+/// The highest next offset a log opens with: more records than any log appends (292 years at
+/// a billion a second), so counting appends from it never overflows.
+const MAX_OFFSET: u64 = 1 << 63;
+
 fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -370,7 +374,15 @@ impl Log {
             .file
             .sync()
             .map_err(|e| Error::io("fsync", &active.path, e))?;
-        let next = active.base + active.records;
+        let next = active
+            .base
+            .checked_add(active.records)
+            .filter(|&next| next <= MAX_OFFSET)
+            .ok_or_else(|| Error::Corrupt {
+                segment: active.path.clone(),
+                position: 0,
+                reason: "the segment's offsets pass 2^63, which no log reaches",
+            })?;
         let last_sync_nanos = clock.now_nanos();
         Ok(Self {
             dir: dir.to_path_buf(),
