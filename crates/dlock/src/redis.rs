@@ -387,7 +387,8 @@ impl Default for RedisOptions {
 
 impl RedisOptions {
     /// How long to wait for connecting, sending and each answer (default 500 ms). A call that
-    /// times out is [`Error::Backend`], with its outcome unknown.
+    /// times out is [`Error::Backend`], with its outcome unknown. A zero timeout, which the
+    /// sockets refuse, is refused by [`RedisLocks::new`].
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -512,7 +513,7 @@ impl RedisLocks {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] for a malformed URL.
+    /// [`Error::Backend`] for a malformed URL or a zero [`RedisOptions::timeout`].
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, Error> {
         Self::with_clock(url, options, SystemClock::new())
     }
@@ -525,6 +526,12 @@ impl<C: Clock> RedisLocks<C> {
     ///
     /// As [`RedisLocks::new`].
     pub fn with_clock(url: &str, options: RedisOptions, clock: C) -> Result<Self, Error> {
+        // The sockets refuse a zero timeout: every call would fail as if Redis were down.
+        if options.timeout.is_zero() {
+            return Err(Error::Backend {
+                reason: "RedisOptions::timeout is zero, which no connection accepts".to_owned(),
+            });
+        }
         let connections = Connections::open(url, options.timeout, options.max_idle_connections)
             .map_err(|e| backend(&e))?;
         Ok(Self {

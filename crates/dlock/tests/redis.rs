@@ -568,6 +568,23 @@ fn a_release_leaves_its_token_marked_for_the_rest_of_the_lease() {
     );
 }
 
+/// A zero timeout is a setting no call can work under: the sockets refuse it, so every call
+/// failed as if the server were unreachable. It is refused when the locks are made, with a
+/// reason that says so, before any connection.
+#[test]
+fn a_zero_timeout_is_refused_when_the_locks_are_made() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let options = RedisOptions::default().timeout(Duration::ZERO);
+    let made = RedisLocks::new(&server.url(), options);
+    assert!(
+        matches!(&made, Err(Error::Backend { reason }) if reason.contains("timeout")),
+        "{:?}",
+        made.map(|locks| locks.try_acquire(LOCK, Duration::from_secs(5)).map(|_| ()))
+    );
+}
+
 #[test]
 fn bad_input_is_refused_before_any_round_trip() {
     let Some(server) = RedisServer::start() else {
