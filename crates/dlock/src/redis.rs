@@ -178,6 +178,26 @@ redis.call('SET', KEYS[2], token, 'PX', 86400000)
     };
 }
 
+/// The Lua function `holds(set)`: whether the holder set `set` (a semaphore's permits, a
+/// read-write lock's readers) has a holder whose lease runs, dropping the ended ones first.
+/// Redis keeps a set until the millisecond after its last holder's end, while the scripts
+/// count a holder as ended from that millisecond on: without the drop, a request of another
+/// kind in that millisecond would find only ended holders and be told `{3}` (another kind).
+/// The server's clock is read only when the set is there.
+macro_rules! holds {
+    () => {
+        r"
+local function holds(set)
+  if redis.call('EXISTS', set) == 0 then return false end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  return redis.call('EXISTS', set) == 1
+end
+"
+    };
+}
+
 /// How long a name's token counter outlives its last grant: a day (the `PX` of
 /// `next_token!`'s `SET`, which a macro's text cannot take from here).
 pub const COUNTER_IDLE: Duration = Duration::from_secs(24 * 3600);
@@ -200,10 +220,11 @@ pub const COUNTER_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// is answered the same grant instead of being told to wait out its own lease. One `EXISTS`
 /// of the four keys that could stand in the way lets a free lock skip checking them one by one.
 const GRANT_SCRIPT: &str = concat!(
+    holds!(),
     r"
 local busy = redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[5], KEYS[6]) > 0
 if busy then
-  if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
+  if holds(KEYS[3]) then return {3} end
   if redis.call('EXISTS', KEYS[1]) == 1 then
     if redis.call('GET', KEYS[7]) == ARGV[3] then
       return {1, redis.call('GET', KEYS[1])}
@@ -233,8 +254,9 @@ return {1, token}
 
 /// Grants a reader for `ARGV[1]` ms unless a writer holds the lock or waits for it.
 const READ_SCRIPT: &str = concat!(
+    holds!(),
     r"
-if redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
+if holds(KEYS[3]) then return {3} end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('PTTL', KEYS[1])}
 end
@@ -258,8 +280,9 @@ return {1, token}
 /// under another count while some are held, or a name held as a mutex or read-write lock, is
 /// `{3}`.
 const PERMIT_SCRIPT: &str = concat!(
+    holds!(),
     r"
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[5]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 or holds(KEYS[5]) then
   return {3}
 end
 local t = redis.call('TIME')
@@ -364,7 +387,8 @@ impl Default for RedisOptions {
 
 impl RedisOptions {
     /// How long to wait for connecting, sending and each answer (default 500 ms). A call that
-    /// times out is [`Error::Backend`], with its outcome unknown.
+    /// times out is [`Error::Backend`], with its outcome unknown. A zero timeout, which the
+    /// sockets refuse, is refused by [`RedisLocks::new`].
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -489,7 +513,7 @@ impl RedisLocks {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] for a malformed URL.
+    /// [`Error::Backend`] for a malformed URL or a zero [`RedisOptions::timeout`].
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, Error> {
         Self::with_clock(url, options, SystemClock::new())
     }
@@ -502,6 +526,12 @@ impl<C: Clock> RedisLocks<C> {
     ///
     /// As [`RedisLocks::new`].
     pub fn with_clock(url: &str, options: RedisOptions, clock: C) -> Result<Self, Error> {
+        // The sockets refuse a zero timeout: every call would fail as if Redis were down.
+        if options.timeout.is_zero() {
+            return Err(Error::Backend {
+                reason: "RedisOptions::timeout is zero, which no connection accepts".to_owned(),
+            });
+        }
         let connections = Connections::open(url, options.timeout, options.max_idle_connections)
             .map_err(|e| backend(&e))?;
         Ok(Self {

@@ -568,6 +568,23 @@ fn a_release_leaves_its_token_marked_for_the_rest_of_the_lease() {
     );
 }
 
+/// A zero timeout is a setting no call can work under: the sockets refuse it, so every call
+/// failed as if the server were unreachable. It is refused when the locks are made, with a
+/// reason that says so, before any connection.
+#[test]
+fn a_zero_timeout_is_refused_when_the_locks_are_made() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let options = RedisOptions::default().timeout(Duration::ZERO);
+    let made = RedisLocks::new(&server.url(), options);
+    assert!(
+        matches!(&made, Err(Error::Backend { reason }) if reason.contains("timeout")),
+        "{:?}",
+        made.map(|locks| locks.try_acquire(LOCK, Duration::from_secs(5)).map(|_| ()))
+    );
+}
+
 #[test]
 fn bad_input_is_refused_before_any_round_trip() {
     let Some(server) = RedisServer::start() else {
@@ -1013,6 +1030,48 @@ fn a_holder_process_frozen_past_its_lease_is_refused_by_the_fence() {
         "only the next holder's write landed"
     );
     next.release().unwrap();
+}
+
+/// A holder set (a semaphore's permits, a read-write lock's readers) whose holders have all
+/// ended is no hold. Redis keeps the set until the millisecond after its last holder's end,
+/// while the scripts count a holder as ended from that millisecond on: in between, a request
+/// of the other kind found the set and was refused with `KindMismatch`. The test makes that
+/// millisecond last, with a set whose only holder ended long ago and no expiry.
+#[test]
+fn holders_that_all_ended_leave_no_kind_behind() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = locks(&server.url());
+    let mut redis = client(&server);
+    let lease = Duration::from_secs(30);
+    let cases = [
+        ("permits", Access::Exclusive),
+        ("permits", Access::Shared),
+        ("readers", Access::Permit { permits: 2 }),
+    ];
+    for (i, (set, access)) in cases.into_iter().enumerate() {
+        let name = format!("ended-{i}");
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("dlock:{{{name}}}:{set}"))
+            .arg(1)
+            .arg("5")
+            .query(&mut redis)
+            .unwrap();
+        if set == "permits" {
+            let _: () = redis::cmd("SET")
+                .arg(format!("dlock:{{{name}}}:permits:count"))
+                .arg(2)
+                .query(&mut redis)
+                .unwrap();
+        }
+        let granted = locks.grant(&name, access, lease, Wait::No);
+        assert!(
+            matches!(&granted, Ok(Some(grant)) if grant.token().get() > 5),
+            "{access:?} after ended {set}: {granted:?}"
+        );
+        locks.release(granted.unwrap().unwrap()).unwrap();
+    }
 }
 
 #[test]

@@ -34,6 +34,8 @@ use crate::locks::Locks;
 /// name counts its own tokens; a name swept out of the map and made again counts on from the
 /// highest token swept. Idle names are kept for reuse and swept out of the map once it has
 /// doubled since the last sweep; a name a handle or a waiting call still points at is kept.
+/// A name whose holders all let their leases run out without a release is idle too: the
+/// sweep ends those leases first.
 ///
 /// **Fast path.** A free lock taken exclusively (`acquire`, `try_acquire`,
 /// `acquire_timeout`) is granted with one compare-and-swap of the word, a clock reading and
@@ -237,17 +239,26 @@ impl Slot {
 }
 
 impl Names {
+    /// Whether making a slot for `name` must sweep first: the name is new and the map has
+    /// doubled since the last sweep.
+    fn sweep_due(&self, name: &str) -> bool {
+        self.map.len() >= self.sweep_at && !self.map.contains_key(name)
+    }
+
+    /// Sweeps out the idle slots and sets the size of the next sweep: twice what is left.
+    fn sweep_and_rearm(&mut self) {
+        self.sweep();
+        self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
+    }
+
     /// The slot of `name`, created idle if missing.
     ///
     /// Idle slots stay in the map, so a lock taken again and again costs no allocation;
-    /// they are swept out whenever the map has doubled since the last sweep, which keeps it
-    /// within twice the names in use (plus [`MIN_SWEEP`]) at an amortized constant cost.
+    /// they are swept out whenever the map has doubled since the last sweep (see
+    /// [`MemoryLocks::slot_named`]), which keeps it within twice the names in use (plus
+    /// [`MIN_SWEEP`]) at an amortized constant cost.
     fn slot(&mut self, name: &str) -> &Arc<Slot> {
         if !self.map.contains_key(name) {
-            if self.map.len() >= self.sweep_at {
-                self.sweep();
-                self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
-            }
             self.slots_made += 1;
             let slot = Slot::new(name, self.slots_made, self.tokens_after);
             self.map.insert(name.into(), Arc::new(slot));
@@ -545,7 +556,7 @@ impl<C: Clock> MemoryLocks<C> {
     /// [`Error::EmptyName`] or [`Error::NameTooLong`] for a bad name.
     pub fn handle(&self, name: &str) -> Result<LockHandle<'_, C>, Error> {
         check_name(name)?;
-        let slot = Arc::clone(self.names.lock().slot(name));
+        let slot = self.slot_named(name);
         Ok(LockHandle { locks: self, slot })
     }
 
@@ -579,6 +590,42 @@ impl<C: Clock> MemoryLocks<C> {
         }
         names.sweep();
         expired
+    }
+
+    /// The slot of `name`, made if missing; a new name that finds the map doubled since the
+    /// last sweep sweeps it first.
+    fn slot_named(&self, name: &str) -> Arc<Slot> {
+        let mut names = self.names.lock();
+        if names.sweep_due(name) {
+            self.end_unreferenced_leases(&names);
+            names.sweep_and_rearm();
+        }
+        Arc::clone(names.slot(name))
+    }
+
+    /// Ends the expired leases of the slots only the map points at, so that the sweep that
+    /// follows finds idle a name whose holder let its lease run out without a release (a
+    /// dropped `Grant`, a forgotten guard). Without this such names would stay in the map
+    /// until touched again, and names used once (per order, per user) would pile up.
+    ///
+    /// A slot the map alone points at cannot gain another user while the map's mutex is
+    /// held (every other path clones it under that mutex), so nothing races the settling
+    /// but a count that only falls.
+    fn end_unreferenced_leases(&self, names: &Names) {
+        let now = self.clock.now_nanos();
+        let unreferenced = names
+            .map
+            .values()
+            .filter(|slot| Arc::strong_count(slot) == 1);
+        for slot in unreferenced {
+            if slot.state.load(Ordering::Acquire) & MODE == FREE {
+                continue;
+            }
+            let mut entry = slot.entry.lock();
+            self.take_over_state(slot, &mut entry);
+            self.settle(slot, &mut entry, now);
+            slot.leave(&entry);
+        }
     }
 
     /// Puts the lock in its entry's hands (`ENTRY` mode), moving a fast-path holder into the
@@ -1248,7 +1295,7 @@ impl<C: Clock> Locks for MemoryLocks<C> {
         // mutex alone, so by-name callers of different locks never wait for each other's
         // work, and a caller preempted inside a lock does not hold up the whole map. The
         // count taken here keeps the slot in the map until the request is done.
-        let slot = Arc::clone(self.names.lock().slot(name));
+        let slot = self.slot_named(name);
         let held = self.grant_in(&slot, access, lease, wait)?;
         Ok(held.map(|held| self.grant_of(&slot, held)))
     }
@@ -1320,6 +1367,49 @@ mod tests {
         }
         assert!(locks.names.lock().map.len() <= before + 1);
         assert!(held.iter().all(LockGuard::is_held));
+    }
+
+    #[test]
+    fn names_whose_leases_ran_out_unreleased_are_swept_and_count_on() {
+        // A grant dropped without a release (a cancelled task's `Grant`, a crashed job's
+        // guard forgotten) leaves its name held until its lease ends; after that the name is
+        // idle, and per-order or per-user names must not pile up in the map.
+        let clock = ManualClock::new();
+        let locks = MemoryLocks::with_clock(clock.clone());
+        let lease = Duration::from_secs(1);
+        let leaked: Vec<Grant> = (0..1_000)
+            .map(|i| {
+                let name = format!("leaked-{i}");
+                // Every other one in the entry's hands (a reader), the rest on the fast path.
+                let grant = if i % 2 == 0 {
+                    locks.acquire(&name, lease)
+                } else {
+                    locks.read(&name, lease)
+                };
+                grant.unwrap().into_grant()
+            })
+            .collect();
+        clock.advance(Duration::from_secs(2));
+        for i in 0..1_000 {
+            let guard = locks.acquire(&format!("passing-{i}"), lease).unwrap();
+            guard.release().unwrap();
+        }
+        let names = locks.names.lock().map.len();
+        assert!(names <= 2 + MIN_SWEEP, "{names} names");
+        for grant in leaked {
+            let name = grant.name().to_owned();
+            let token = grant.token();
+            assert!(matches!(
+                locks.release(grant),
+                Err(Error::LeaseExpired { .. })
+            ));
+            let next = locks.acquire(&name, lease).unwrap();
+            assert!(
+                next.token() > token,
+                "{name}: {} after {token}",
+                next.token()
+            );
+        }
     }
 
     #[test]
