@@ -77,6 +77,18 @@ async fn poll_stats(
     .await;
 }
 
+/// Two edges on `server`, once `a` has fetched its `en` answer and written it to Redis.
+async fn edges_after_a_stored(
+    server: &RedisServer,
+    clock: &ManualClock,
+) -> (HttpCache<TestOrigin>, HttpCache<TestOrigin>) {
+    let a = edge(&server.url(), "from a", clock);
+    let b = edge(&server.url(), "from b", clock);
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
+    (a, b)
+}
+
 fn exists(server: &RedisServer, key: &str) -> bool {
     server.command(&["EXISTS", key]).unwrap() == ":1"
 }
@@ -102,11 +114,7 @@ async fn an_edge_reads_what_another_stored_without_asking_its_origin() {
         return;
     };
     let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    let b = edge(&server.url(), "from b", &clock);
-
-    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
-    poll_stats("a's write", &a, |s| s.writes == 1).await;
+    let (_a, b) = edges_after_a_stored(&server, &clock).await;
     assert!(exists(&server, RECORD_KEY));
 
     assert_eq!(
@@ -138,10 +146,7 @@ async fn a_record_read_for_a_no_store_request_is_served_but_not_kept() {
         return;
     };
     let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    let b = edge(&server.url(), "from b", &clock);
-    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
-    poll_stats("a's write", &a, |s| s.writes == 1).await;
+    let (_a, b) = edges_after_a_stored(&server, &clock).await;
 
     let response = b
         .serve(get(
@@ -325,10 +330,7 @@ async fn the_time_a_record_spent_in_redis_counts_in_its_age() {
         return;
     };
     let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    let b = edge(&server.url(), "from b", &clock);
-    serve(&a, "en").await;
-    poll_stats("a's write", &a, |s| s.writes == 1).await;
+    let (_a, b) = edges_after_a_stored(&server, &clock).await;
     // Written to be kept 600 s (its max-age); Redis says 5 s are left, so it has been kept
     // 595 s, whatever the edges' clocks say.
     assert_eq!(

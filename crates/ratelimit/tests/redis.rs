@@ -17,7 +17,7 @@ use infra_ratelimit::redis::{
 };
 use infra_ratelimit::{Algorithm, Decision, Error, Gcra, Quota, RateLimiter, SlidingWindowLog};
 use infra_testkit::RedisServer;
-use redis_support::{admin, calls, options, splitmix};
+use redis_support::{admin, calls, options, runtime, splitmix};
 
 const WORKER_URL: &str = "INFRA_RATELIMIT_WORKER_URL";
 const WORKER_ALGORITHM: &str = "INFRA_RATELIMIT_WORKER_ALGORITHM";
@@ -757,10 +757,7 @@ fn async_tasks_share_one_connection_and_the_quota_exactly() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let admitted = runtime.block_on(async {
         let limiter = Arc::new(
             AsyncRedisRateLimiter::new(

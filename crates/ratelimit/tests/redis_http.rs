@@ -13,7 +13,7 @@ use infra_ratelimit::Quota;
 use infra_ratelimit::http::{HeaderKey, Limiter, RateLimitLayer};
 use infra_ratelimit::redis::{AsyncRedisRateLimiter, FailurePolicy, RedisRateLimiter};
 use infra_testkit::RedisServer;
-use redis_support::options;
+use redis_support::{options, runtime};
 use tower::{Layer, Service, ServiceExt};
 
 /// Sends requests with `x-api-key: key` through a layer over `limiter` and returns the
@@ -48,10 +48,7 @@ fn the_http_layer_limits_through_redis_with_either_limiter() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     // Two per minute: two at once, back within a minute.
     let quota = Quota::per_minute(2).unwrap();
     let requests = ["a", "a", "a", "b"];
@@ -88,10 +85,7 @@ fn a_key_longer_than_redis_accepts_is_the_clients_error() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let quota = Quota::per_minute(2).unwrap();
         let limiter =
@@ -117,10 +111,7 @@ fn a_key_longer_than_redis_accepts_is_the_clients_error() {
 /// `FailurePolicy::Error` it cannot decide, and the layer answers `503`.
 #[test]
 fn an_unreachable_redis_is_a_429_when_failing_closed_and_a_503_as_an_error() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     // A port that was just free: nothing listens there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

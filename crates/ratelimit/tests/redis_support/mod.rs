@@ -13,6 +13,14 @@ pub(crate) fn options() -> RedisOptions {
     RedisOptions::default().timeout(Duration::from_secs(5))
 }
 
+/// A single-threaded runtime for a test that drives async limiters from a plain `#[test]`.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// A plain blocking connection to `url`, for commands the limiter does not send.
 pub(crate) fn admin(url: &str) -> redis::Connection {
     redis::Client::open(url)
