@@ -2,10 +2,10 @@
 //!
 //! A span is timed on the monotonic clock (a counter read, a few nanoseconds) and stamped with
 //! the wall time it started at, which the operating system's calendar clock gives through a
-//! call per reading. The anchor reads
-//! the calendar clock at most once per [`REFRESH_NANOS`] of monotonic time and keeps the
-//! offset between the two clocks; a span's wall start is its monotonic start plus that offset,
-//! as OpenTelemetry's Java SDK anchors the spans of a trace on its root's calendar reading.
+//! call per reading. The anchor reads the calendar clock at most once per [`REFRESH_NANOS`] of
+//! monotonic time and keeps the offset between the two clocks; a span's wall start is its
+//! monotonic start plus that offset, as OpenTelemetry's Java SDK anchors the spans of a trace
+//! on its root's calendar reading.
 //!
 //! What that costs in accuracy: a step of the calendar clock (set by hand, or by NTP for a
 //! large error) shows in new spans within [`REFRESH_NANOS`]; a slewed clock (NTP slews by at
