@@ -10,10 +10,12 @@ use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::scripts::ScriptQuota;
+use crate::KeyedOptions;
 use crate::store::Shards;
 
-/// Entries one new key examines at most when its map is full.
-const RECLAIM_SAMPLE: usize = 32;
+/// Entries one new key examines at most when its map is full: the keyed limiter's bound on
+/// the eviction work of a request thread.
+const RECLAIM_SAMPLE: usize = KeyedOptions::RECLAIM_SAMPLE;
 
 /// A map of user keys holding at most about `capacity` entries (concurrent inserts may pass it
 /// by the number of threads inserting at once).
