@@ -60,6 +60,29 @@ pub trait Extractor {
     /// Calls `each` with the name of every field present (for prefixed fields such as
     /// Jaeger's `uberctx-*`).
     fn names(&self, each: &mut dyn FnMut(&str));
+
+    /// Calls `each` with the name of every field present and its first value as bytes (as
+    /// [`Extractor::get_bytes`] gives it), for a format that looks for several fields at
+    /// once: one walk instead of a lookup per field. The default pairs
+    /// [`Extractor::names`] with [`Extractor::get_bytes`]; a carrier that can walk its
+    /// fields with their values overrides it.
+    ///
+    /// ```
+    /// use infra_trace_ctx::Extractor;
+    ///
+    /// let carrier = vec![("uber-trace-id", "1:2:0:1"), ("uberctx-tenant", "acme")];
+    /// let mut seen = Vec::new();
+    /// carrier.fields(&mut |name, value| seen.push((name.to_owned(), value.to_vec())));
+    /// assert_eq!(seen.len(), 2);
+    /// assert_eq!(seen[1], ("uberctx-tenant".to_owned(), b"acme".to_vec()));
+    /// ```
+    fn fields(&self, each: &mut dyn FnMut(&str, &[u8])) {
+        self.names(&mut |name| {
+            if let Some(value) = self.get_bytes(name) {
+                each(name, value);
+            }
+        });
+    }
 }
 
 /// `value` without the spaces and tabs around it (HTTP's optional whitespace).
@@ -300,6 +323,18 @@ mod http_carrier {
                 each(name.as_str());
             }
         }
+
+        fn fields(&self, each: &mut dyn FnMut(&str, &[u8])) {
+            // The map yields a name once per value, its values one after another: a name
+            // seen just before is a later value of the same field.
+            let mut last: Option<&HeaderName> = None;
+            for (name, value) in self {
+                if last != Some(name) {
+                    each(name.as_str(), value.as_bytes());
+                    last = Some(name);
+                }
+            }
+        }
     }
 
     /// Sets `name` to `value`, through its prebuilt name if it has one; a name that is not
@@ -507,6 +542,52 @@ mod tests {
         assert_eq!(trim_ows(b"\r\nx\n"), b"\r\nx\n");
         assert_eq!(trim_ows(b" \t "), b"");
         assert_eq!(trim_ows(b""), b"");
+    }
+
+    /// A `HeaderMap`'s own walk gives what the default one (each name, then its first value
+    /// by lookup) gives, in the same order, for maps with fields repeated, including the
+    /// first of the walk and the last.
+    #[cfg(feature = "http")]
+    #[test]
+    fn a_header_maps_walk_gives_each_field_once_with_its_first_value() {
+        struct ByLookup<'a>(&'a http::HeaderMap);
+        impl Extractor for ByLookup<'_> {
+            fn get(&self, name: &str) -> Option<&str> {
+                Extractor::get(self.0, name)
+            }
+            fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+                Extractor::get_bytes(self.0, name)
+            }
+            fn names(&self, each: &mut dyn FnMut(&str)) {
+                Extractor::names(self.0, each);
+            }
+        }
+        let walk = |carrier: &dyn Extractor| {
+            let mut fields = Vec::new();
+            carrier.fields(&mut |name, value| fields.push((name.to_owned(), value.to_vec())));
+            fields
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("uber-trace-id", "first"),
+            ("accept", "*/*"),
+            ("uberctx-a", "1"),
+            ("uber-trace-id", "second"),
+            ("uberctx-a", "2"),
+            ("host", "x"),
+            ("uberctx-b", "3"),
+            ("uberctx-b", "4"),
+        ] {
+            headers.append(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        let fields = walk(&headers);
+        assert_eq!(fields, walk(&ByLookup(&headers)));
+        assert_eq!(fields.len(), 5);
+        assert!(fields.contains(&("uber-trace-id".to_owned(), b"first".to_vec())));
+        assert!(fields.contains(&("uberctx-b".to_owned(), b"3".to_vec())));
     }
 
     proptest::proptest! {

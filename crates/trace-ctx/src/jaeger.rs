@@ -76,6 +76,9 @@ impl JaegerHeader {
     /// outside the grammar is rejected).
     fn parse_bytes(value: &[u8]) -> Result<Self, Error> {
         let value = trim_ows(value);
+        if let Some(header) = Self::parse_full_width(value) {
+            return Ok(header);
+        }
         // Only the URL-encoded form allocates: its `%3A` separators become `:`.
         let decoded;
         let value = if find_byte(value, b'%').is_some() {
@@ -112,6 +115,36 @@ impl JaegerHeader {
         })
     }
 
+    /// The layout every tracer writes (a 32-digit trace id and a 16-digit span id, plain `:`
+    /// separators), read with its ids at fixed places: no search for their separators, and
+    /// each id read as whole words. `None` for anything else, valid or not, which the general
+    /// reading then takes (so errors are its own).
+    #[inline]
+    fn parse_full_width(value: &[u8]) -> Option<Self> {
+        const SPAN_AT: usize = 33;
+        const REST_AT: usize = SPAN_AT + 17;
+        if value.len() < REST_AT + 3 || value[SPAN_AT - 1] != b':' || value[REST_AT - 1] != b':' {
+            return None;
+        }
+        let (parent, flags) = value[REST_AT..].split_at(find_byte(&value[REST_AT..], b':')?);
+        let flags = &flags[1..];
+        if !(1..=16).contains(&parent.len()) || !(1..=2).contains(&flags.len()) {
+            return None;
+        }
+        let trace_id = parse_any_hex_u128(&value[..SPAN_AT - 1])?;
+        let span_id = parse_any_hex_u128(&value[SPAN_AT..REST_AT - 1])?;
+        let parent_span_id = parse_any_hex_u128(parent)?;
+        let flags = parse_any_hex_u128(flags)?;
+        // Each field's length bounds it to its type's width.
+        #[allow(clippy::cast_possible_truncation)]
+        Some(Self {
+            trace_id: TraceId::from_u128(trace_id)?,
+            span_id: SpanId::from_u64(span_id as u64)?,
+            parent_span_id: SpanId::from_u64(parent_span_id as u64),
+            flags: flags as u8,
+        })
+    }
+
     /// Whether the sampled or debug flag is set.
     pub const fn is_sampled(&self) -> bool {
         self.flags & (Self::SAMPLED | Self::DEBUG) != 0
@@ -143,6 +176,55 @@ impl JaegerHeader {
                 _ => 0,
             },
         }
+    }
+}
+
+/// Finds the first `uber-trace-id` field of a walk over a carrier's fields (its name matched
+/// without regard to case, as HTTP's are).
+#[derive(Default)]
+struct TraceHeader {
+    seen: bool,
+}
+
+impl TraceHeader {
+    /// If `name` is the first `uber-trace-id` of the walk, sets `span` to the context its
+    /// `value` describes (`None` if it is invalid) and says so.
+    fn read(&mut self, name: &str, value: &[u8], span: &mut Option<SpanContext>) -> bool {
+        if self.seen || !name.eq_ignore_ascii_case(UBER_TRACE_ID) {
+            return false;
+        }
+        self.seen = true;
+        *span = JaegerHeader::parse_bytes(value)
+            .ok()
+            .map(|h| h.span_context());
+        true
+    }
+}
+
+/// Adds the baggage member a `uberctx-{key}` field carries: its key lowercased, its value
+/// percent-decoded (a `+` is a space). Other fields, a key outside the token characters and a
+/// value that does not decode add nothing.
+fn add_uberctx(name: &str, value: &[u8], baggage: &mut Baggage) {
+    let prefixed = name.len() > UBERCTX_PREFIX.len()
+        && name.as_bytes()[..UBERCTX_PREFIX.len()].eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes());
+    if !prefixed {
+        return;
+    }
+    let key = &name[UBERCTX_PREFIX.len()..];
+    if !key.bytes().all(is_tchar) {
+        return;
+    }
+    let Ok(raw) = std::str::from_utf8(value) else {
+        return;
+    };
+    // A `+` is a space in what Go's url.QueryEscape writes (a plus arrives as `%2B`).
+    let value = if raw.contains('+') {
+        percent_decode(&raw.replace('+', " "))
+    } else {
+        percent_decode(raw)
+    };
+    if let Some(value) = value {
+        let _ = baggage.insert(&key.to_ascii_lowercase(), &value);
     }
 }
 
@@ -215,41 +297,32 @@ pub struct JaegerPropagator;
 
 impl Propagator for JaegerPropagator {
     fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
-        let value = carrier.get_bytes(UBER_TRACE_ID)?;
-        JaegerHeader::parse_bytes(value)
-            .ok()
-            .map(|h| h.span_context())
+        let mut span = None;
+        let mut trace_header = TraceHeader::default();
+        carrier.fields(&mut |name, value| {
+            trace_header.read(name, value, &mut span);
+        });
+        span
     }
 
     fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
-        let mut keys: Vec<String> = Vec::new();
-        carrier.names(&mut |name| {
-            let prefixed = name.len() > UBERCTX_PREFIX.len()
-                && name.as_bytes()[..UBERCTX_PREFIX.len()]
-                    .eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes());
-            if prefixed {
-                keys.push(name.to_owned());
+        carrier.fields(&mut |name, value| add_uberctx(name, value, baggage));
+    }
+
+    /// The span context and the baggage from one walk over the carrier's fields, where
+    /// [`Propagator::extract`]'s parts would walk them twice.
+    fn extract(&self, carrier: &dyn Extractor) -> Context {
+        let mut cx = Context::new();
+        let mut span = None;
+        let mut trace_header = TraceHeader::default();
+        let baggage = cx.baggage_mut();
+        carrier.fields(&mut |name, value| {
+            if !trace_header.read(name, value, &mut span) {
+                add_uberctx(name, value, baggage);
             }
         });
-        for name in keys {
-            let key = &name[UBERCTX_PREFIX.len()..];
-            if !key.bytes().all(is_tchar) {
-                continue;
-            }
-            let Some(raw) = carrier.get(&name) else {
-                continue;
-            };
-            // A `+` is a space in what Go's url.QueryEscape writes (a plus arrives as `%2B`).
-            let value = if raw.contains('+') {
-                percent_decode(&raw.replace('+', " "))
-            } else {
-                percent_decode(raw)
-            };
-            let Some(value) = value else {
-                continue;
-            };
-            let _ = baggage.insert(&key.to_ascii_lowercase(), &value);
-        }
+        cx.set_span(span);
+        cx
     }
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
@@ -452,7 +525,95 @@ mod tests {
         assert_eq!(back.baggage().len(), 1);
     }
 
+    /// The header's grammar read with the standard library alone: four `:`-separated
+    /// fields, each 1 to its width of hex digits of either case; ids not zero.
+    fn reference_parse(value: &str) -> Option<(u128, u64, u64, u8)> {
+        let fields: Vec<&str> = value.trim_matches([' ', '\t']).split(':').collect();
+        let [trace, span, parent, flags] = fields.as_slice() else {
+            return None;
+        };
+        let hex = |field: &str, width: usize| {
+            let digits = (1..=width).contains(&field.len())
+                && field.bytes().all(|byte| byte.is_ascii_hexdigit());
+            digits
+                .then(|| u128::from_str_radix(field, 16).ok())
+                .flatten()
+        };
+        let (trace, span) = (hex(trace, 32)?, hex(span, 16)?);
+        let (parent, flags) = (hex(parent, 16)?, hex(flags, 2)?);
+        (trace != 0 && span != 0).then(|| {
+            (
+                trace,
+                u64::try_from(span).unwrap(),
+                u64::try_from(parent).unwrap(),
+                u8::try_from(flags).unwrap(),
+            )
+        })
+    }
+
+    /// A header near the layout tracers write: full-width ids of either case, short or long
+    /// parent and flags, and now and then a byte replaced by one from around the grammar
+    /// (a separator, a non-digit, a zero, a space, a non-ASCII byte).
+    fn near_full_width() -> impl Strategy<Value = String> {
+        let layout = "[0-9a-fA-F]{31,33}:[0-9a-fA-F]{15,17}:[0-9a-fA-F]{1,17}:[0-9a-fA-F]{1,3}";
+        (
+            layout,
+            proptest::option::of((any::<prop::sample::Index>(), "[:g0 \t%é]")),
+        )
+            .prop_map(|(mut value, replace)| {
+                if let Some((at, with)) = replace {
+                    let at = at.index(value.len());
+                    value.replace_range(at..=at, &with);
+                }
+                value
+            })
+    }
+
+    /// A carrier of Jaeger fields and others: a trace header (valid or not, in either case,
+    /// maybe twice), `uberctx-*` members (some repeated, some invalid) and ordinary headers,
+    /// in any order.
+    fn jaeger_carrier() -> impl Strategy<Value = Vec<(String, String)>> {
+        let name = "uber-trace-id|Uber-Trace-Id|uberctx-[a-cA-C%]{1,2}|host|accept|x-other";
+        let value = concat!(
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            "|1:2:0:3|0:2:0:1|[a-z0-9+%]{0,6}"
+        );
+        proptest::collection::vec((name, value), 0..8)
+    }
+
     proptest! {
+        /// Extraction in one walk gives the context its two parts give apart.
+        #[test]
+        fn one_walk_extracts_what_the_parts_do(carrier in jaeger_carrier()) {
+            let mut parts = Context::new();
+            parts.set_span(JaegerPropagator.extract_span(&carrier));
+            JaegerPropagator.extract_baggage(&carrier, parts.baggage_mut());
+            let whole = JaegerPropagator.extract(&carrier);
+            prop_assert_eq!(whole.span(), parts.span());
+            prop_assert_eq!(whole.baggage(), parts.baggage());
+            prop_assert_eq!(whole.sampling_state(), None);
+            // The span is the one the first trace header names, as a lookup finds it.
+            let looked_up = carrier
+                .get_bytes(UBER_TRACE_ID)
+                .and_then(|value| JaegerHeader::parse_bytes(value).ok())
+                .map(|header| header.span_context());
+            prop_assert_eq!(whole.span(), looked_up.as_ref());
+        }
+
+        /// Both readings (the full-width one and the general one) agree with the reference.
+        #[test]
+        fn parsing_agrees_with_a_reference_reading(value in near_full_width()) {
+            let ours = JaegerHeader::parse(&value).ok().map(|header| {
+                (
+                    header.trace_id.to_u128(),
+                    header.span_id.to_u64(),
+                    header.parent_span_id.map_or(0, SpanId::to_u64),
+                    header.flags,
+                )
+            });
+            prop_assert_eq!(ours, reference_parse(&value), "{:?}", value);
+        }
+
         #[test]
         fn format_then_parse_is_identity(t in 1u128.., s in 1u64.., p in any::<u64>(), flags in any::<u8>()) {
             let header = JaegerHeader {
