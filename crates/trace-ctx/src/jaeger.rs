@@ -190,7 +190,10 @@ impl TraceHeader {
     /// If `name` is the first `uber-trace-id` of the walk, sets `span` to the context its
     /// `value` describes (`None` if it is invalid) and says so.
     fn read(&mut self, name: &str, value: &[u8], span: &mut Option<SpanContext>) -> bool {
-        if self.seen || !name.eq_ignore_ascii_case(UBER_TRACE_ID) {
+        // Names are lowercase in most carriers (always in a `HeaderMap`): the exact
+        // comparison is a few word compares where ignoring case goes byte by byte.
+        let matches = name == UBER_TRACE_ID || name.eq_ignore_ascii_case(UBER_TRACE_ID);
+        if self.seen || !matches {
             return false;
         }
         self.seen = true;
@@ -205,7 +208,10 @@ impl TraceHeader {
 /// percent-decoded (a `+` is a space). Other fields, a key outside the token characters and a
 /// value that does not decode add nothing.
 fn add_uberctx(name: &str, value: &[u8], baggage: &mut Baggage) {
+    // Most fields of a request are not baggage: their first letter turns them away before
+    // the prefix is compared without regard to case.
     let prefixed = name.len() > UBERCTX_PREFIX.len()
+        && name.as_bytes()[0].eq_ignore_ascii_case(&b'u')
         && name.as_bytes()[..UBERCTX_PREFIX.len()].eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes());
     if !prefixed {
         return;
