@@ -9,7 +9,7 @@
 //!
 //! # Keys
 //!
-//! Under a prefix (default `geomatch:{drivers}`), five keys:
+//! Under a prefix (default `geomatch:{drivers}`), six keys:
 //!
 //! - `{prefix}:geo`: the GEO set (a sorted set of 52-bit geohashes) of every driver;
 //! - `{prefix}:seen`: a sorted set of each driver's last report, in microseconds since
@@ -26,7 +26,10 @@
 //!   `a_claim_from_before_a_remove_and_insert_does_not_hold`). A restore keeps the version of
 //!   its record if it is above the counter, and otherwise takes the counter's next version
 //!   with the record's state, as the in-process index raises a restored version to its
-//!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`).
+//!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`);
+//! - `{prefix}:requests`: a hash of each driver's last state set, `"nonce word"`: the
+//!   request's nonce and the word it set, so a state set sent again after its answer was
+//!   lost recognises its own first run (see [Failures](#failures)). A removal deletes it.
 //!
 //! Member and field names are the driver ids in decimal. An index talks to a single Redis
 //! server, the one its URL names (a fleet may use one server per URL, with an index for
@@ -106,10 +109,14 @@
 //!
 //! # Failures
 //!
-//! Connections are pooled; one that turns out dead (a server restart) is dropped with the
-//! other idle ones, and a call that is harmless to run twice (queries, reads, position
-//! updates, state sets) is sent once more on a fresh connection. A claim, an accept or
-//! decline, an insert, a restore or a removal is not resent: if its connection fails or
+//! Connections are pooled; one that turns out dead (a server restart, or a connection cut
+//! after the server ran the call but before its answer arrived) is dropped with the other
+//! idle ones, and a call that is harmless to run twice is sent once more on a fresh
+//! connection: queries, reads and position updates, which leave what one run leaves, and
+//! state sets, which carry a nonce the server keeps with the word it set, so a second run
+//! finds its own first run and answers that word instead of moving the version again (test
+//! `a_resent_state_set_whose_first_run_applied_moves_the_version_once`). A claim, an accept
+//! or decline, an insert, a restore or a removal is not resent: if its connection fails or
 //! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
 //! driver left offered by a claim whose answer was lost is reset with
 //! [`RedisIndex::set_state`].
@@ -127,9 +134,11 @@
 //! word.
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use infra_common::redis::{Connections, Script};
+use infra_common::sync::atomic::{AtomicU64, Ordering};
 use redis::{Connection, RedisError, Value};
 
 use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2};
@@ -178,7 +187,8 @@ fn geo_lng(point: Point) -> f64 {
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
 // set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
-// state words (hash), KEYS[5] the version counter. A word's state is `word mod 4`, read
+// state words (hash), KEYS[5] the version counter, KEYS[6] each driver's last state set
+// (hash of "nonce word"). A word's state is `word mod 4`, read
 // from its last two decimal digits (100 is a multiple of 4) so no word is ever turned into
 // a single Lua double, which would round words above 2^53; words are compared and built in
 // two parts (`words!`).
@@ -300,19 +310,29 @@ if ARGV[2] == 'take' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
 end
 return {1, word, record, seen}
 "
 );
 
-/// Sets driver `ARGV[1]`'s state to code `ARGV[2]` with the next version: `{1, word}` or
-/// `{0}`.
+/// Sets driver `ARGV[1]`'s state to code `ARGV[2]` with the next version, for the request
+/// with nonce `ARGV[3]`: `{1, word}` or `{0}`. A request whose nonce is the driver's last
+/// state set's ran already (its answer was lost and it was sent again): it changes nothing
+/// and replies the word that run set.
 const SET_STATE_SCRIPT: &str = r"
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
+local last = redis.call('HGET', KEYS[6], ARGV[1])
+if last then
+  local nonce, set = string.match(last, '^(%S+) (%S+)$')
+  if nonce == ARGV[3] then return {1, set} end
+end
 local state = tonumber(string.sub(word, -2)) % 4
 redis.call('HINCRBY', KEYS[4], ARGV[1], 4 - state + tonumber(ARGV[2]))
-return {1, redis.call('HGET', KEYS[4], ARGV[1])}
+word = redis.call('HGET', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[3] .. ' ' .. word)
+return {1, word}
 ";
 
 /// Claims driver `ARGV[1]` if its word is still `ARGV[2]` (an available one) and it reported
@@ -589,9 +609,13 @@ impl RedisOptions {
 /// ```
 pub struct RedisIndex {
     connections: Connections,
-    keys: [String; 5],
+    keys: [String; 6],
     /// The issuer id of this index's claims (see [`issuer_of`]).
     issuer: u64,
+    /// Seeds the state sets' nonces, so that no two processes make the same.
+    nonces: RandomState,
+    /// State sets sent so far: no two of this index's nonces are the same.
+    state_sets: AtomicU64,
     options: RedisOptions,
     /// The staleness window in µs, as the scripts take it.
     window_us: String,
@@ -735,18 +759,21 @@ impl RedisIndex {
         let connections = Connections::open(url, options.timeout, options.max_idle_connections)
             .map_err(|_| Error::InvalidConfig("the Redis URL is malformed"))?;
         let prefix = &options.prefix;
-        let keys =
-            ["geo", "seen", "drivers", "words", "versions"].map(|name| format!("{prefix}:{name}"));
+        let keys = ["geo", "seen", "drivers", "words", "versions", "requests"]
+            .map(|name| format!("{prefix}:{name}"));
         Ok(Self {
             connections,
             keys,
             issuer: issuer_of(prefix),
+            nonces: RandomState::new(),
+            state_sets: AtomicU64::new(0),
             window_us: options.staleness.as_micros().to_string(),
             options,
             // A second insert or restore would answer "duplicate" for a driver the first run
             // added, a second take "unknown" and lose the record, a second claim "lost" and
             // leave the driver offered to nobody, a second settle "invalid": none is resent.
-            // A position update or a state set run twice leaves what one run leaves.
+            // A position update run twice leaves what one run leaves; a state set carries a
+            // nonce by which its second run finds the first.
             insert: Script::new(INSERT_SCRIPT, false),
             update: Script::new(UPDATE_SCRIPT, true),
             read: Script::new(READ_SCRIPT, true),
@@ -1029,7 +1056,7 @@ impl RedisIndex {
     pub fn set_state(&self, id: DriverId, state: DriverState) -> Result<Version, Error> {
         let reply = self.run(
             &self.set_state,
-            &[&id.to_string(), &state.code().to_string()],
+            &[&id.to_string(), &state.code().to_string(), &self.nonce()],
         )?;
         let Value::Array(fields) = &reply else {
             return Err(MALFORMED);
@@ -1039,6 +1066,13 @@ impl RedisIndex {
             [Value::Int(1), word] => Ok(Version(parse_u64(bytes(word)?)?)),
             _ => Err(MALFORMED),
         }
+    }
+
+    /// A nonce for one state set, unique across processes: a randomly seeded hash of this
+    /// index's count of state sets.
+    fn nonce(&self) -> String {
+        let count = self.state_sets.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}", self.nonces.hash_one(count))
     }
 
     /// Claims a driver found at `version`: moves it from `Available` to `Offered` if nothing

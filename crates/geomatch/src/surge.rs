@@ -26,11 +26,17 @@
 //!    partitioning sends to the neighbouring partition. Do not read a roll-up cell as one
 //!    partition's load.
 //!
-//! Events are counted in the slice of the clock's reading, taken under the surge's lock. A
-//! reading behind the newest slice held (a clock that stepped back) is counted in that
-//! newest slice rather than dropped, and never clears newer counts; while the clock is
-//! behind, reads leave that slice out, and take it in again once the clock reaches it (test
-//! `a_clock_that_steps_back_loses_no_counts`).
+//! **Time.** The window moves with the surge's own time: the sum of the clock's forward
+//! movements, read under the surge's lock at every record and read. A clock that steps back
+//! (an operator or NTP correcting a wall clock, a [`Clock`] that is not monotonic) adds no
+//! time, and the window slides on from where it was as soon as the clock moves forward again:
+//! no event is dropped or counted twice, events recorded before the step stay in the window
+//! with those recorded after it, and each leaves the window once the clock has moved forward
+//! by a window's length since it was recorded (tests
+//! `after_a_clock_steps_back_the_window_slides_on_at_once`, and
+//! `a_clock_going_back_and_forth_counts_as_its_forward_movement` against a model). A clock
+//! that jumps forward moves the window by the jump, as if that much time had passed. On a
+//! monotonic clock the surge's time is the clock's reading.
 //!
 //! Supply is whatever the caller reports: a driver coming online or finishing a trip, or one
 //! observation per available driver per snapshot. Demand and supply are counted the same
@@ -339,6 +345,40 @@ pub const CELL_LABEL: &str = "cell";
 #[cfg(feature = "metrics")]
 pub const DEFAULT_SURGE_NAME: &str = "default";
 
+/// The surge's time: the clock's forward movements summed, so a clock that steps back stands
+/// still instead of moving the window back. Starts at the clock's reading, so on a monotonic
+/// clock it is the clock's reading.
+#[derive(Debug)]
+struct ForwardTime {
+    last_reading: u64,
+    nanos: u64,
+}
+
+impl ForwardTime {
+    fn new(reading: u64) -> Self {
+        Self {
+            last_reading: reading,
+            nanos: reading,
+        }
+    }
+
+    /// Takes in a clock reading; returns the surge's time.
+    fn advance(&mut self, reading: u64) -> u64 {
+        self.nanos = self
+            .nanos
+            .saturating_add(reading.saturating_sub(self.last_reading));
+        self.last_reading = reading;
+        self.nanos
+    }
+}
+
+/// The buckets and the time they are counted by, under one lock.
+#[derive(Debug)]
+struct Window {
+    slices: Vec<Slice>,
+    time: ForwardTime,
+}
+
 /// One slice's counts; `number` is the slice it holds (`time / slice_length`).
 #[derive(Debug)]
 struct Slice {
@@ -371,7 +411,7 @@ pub struct Surge<C> {
     config: SurgeConfig,
     slice_nanos: u64,
     clock: C,
-    slices: Mutex<Vec<Slice>>,
+    window: Mutex<Window>,
     #[cfg(feature = "metrics")]
     metrics_name: metrics::SharedString,
     /// The coarse cells whose gauges the last publication set.
@@ -427,11 +467,12 @@ impl<C: Clock> Surge<C> {
                 cells: HashMap::with_hasher(RandomState::new()),
             })
             .collect();
+        let time = ForwardTime::new(clock.now_nanos());
         Ok(Self {
             config,
             slice_nanos,
             clock,
-            slices: Mutex::new(slices),
+            window: Mutex::new(Window { slices, time }),
             #[cfg(feature = "metrics")]
             metrics_name: metrics::SharedString::const_str(DEFAULT_SURGE_NAME),
             #[cfg(feature = "metrics")]
@@ -551,27 +592,20 @@ impl<C: Clock> Surge<C> {
             })
     }
 
-    fn current_slice(&self) -> u64 {
-        self.clock.now_nanos() / self.slice_nanos
+    /// The current slice of the surge's time, taking in the clock's reading: called under the
+    /// lock, so of two callers the later reading is never taken in first.
+    fn current_slice(&self, window: &mut Window) -> u64 {
+        window.time.advance(self.clock.now_nanos()) / self.slice_nanos
     }
 
     fn record(&self, cell: CellIndex, event: &Event) -> Result<(), SurgeError> {
-        let mut slices = self.slices.lock();
-        // The clock is read under the lock, so of two recorders the later reading is never
-        // counted first. A reading behind the newest slice (a clock that stepped back) counts
-        // in that newest slice: put in its own slot, it would clear a bucket holding newer
-        // counts. Empty buckets hold `u64::MAX`, never a slice number.
-        let now = self.current_slice();
-        let newest = slices
-            .iter()
-            .map(|slice| slice.number)
-            .filter(|&number| number != u64::MAX)
-            .max();
-        let number = newest.filter(|&newest| newest > now).unwrap_or(now);
+        let mut window = self.window.lock();
+        let number = self.current_slice(&mut window);
         let slot = (number % u64::from(self.config.slices)) as usize;
-        let slice = &mut slices[slot];
+        let slice = &mut window.slices[slot];
         if slice.number != number {
-            // The bucket still holds a slice that has left the window: reuse it.
+            // The surge's time never goes back, so the bucket holds an older slice (one that
+            // has left the window) or none: reuse it.
             slice.number = number;
             slice.cells.clear();
         }
@@ -594,11 +628,15 @@ impl<C: Clock> Surge<C> {
 
     /// Every cell's raw counts over the window, summed across its live slices.
     fn window_counts(&self) -> HashMap<CellIndex, CellCounts, RandomState> {
-        let current = self.current_slice();
-        let slices = self.slices.lock();
+        let mut window = self.window.lock();
+        let current = self.current_slice(&mut window);
         let mut totals: HashMap<CellIndex, CellCounts, RandomState> =
             HashMap::with_hasher(RandomState::new());
-        for slice in slices.iter().filter(|slice| self.is_live(slice, current)) {
+        for slice in window
+            .slices
+            .iter()
+            .filter(|slice| self.is_live(slice, current))
+        {
             for (&cell, &counts) in &slice.cells {
                 totals.entry(cell).or_default().add(counts);
             }
@@ -613,10 +651,14 @@ impl<C: Clock> Surge<C> {
     /// The raw (unsmoothed) counts of `cell` in the window; a cell at another resolution
     /// reads as empty.
     pub fn counts(&self, cell: CellIndex) -> CellCounts {
-        let current = self.current_slice();
-        let slices = self.slices.lock();
+        let mut window = self.window.lock();
+        let current = self.current_slice(&mut window);
         let mut total = CellCounts::default();
-        for slice in slices.iter().filter(|slice| self.is_live(slice, current)) {
+        for slice in window
+            .slices
+            .iter()
+            .filter(|slice| self.is_live(slice, current))
+        {
             if let Some(&counts) = slice.cells.get(&cell) {
                 total.add(counts);
             }
@@ -626,9 +668,10 @@ impl<C: Clock> Surge<C> {
 
     /// The multiplier of `cell` now: smoothed over its neighbours, through the curve.
     pub fn multiplier(&self, cell: CellIndex) -> f64 {
-        let current = self.current_slice();
-        let slices = self.slices.lock();
-        let live: Vec<&Slice> = slices
+        let mut window = self.window.lock();
+        let current = self.current_slice(&mut window);
+        let live: Vec<&Slice> = window
+            .slices
             .iter()
             .filter(|slice| self.is_live(slice, current))
             .collect();
@@ -1085,9 +1128,12 @@ mod tests {
         }
     }
 
+    /// A clock corrected back by an hour, far more than the window: the surge counts and reads
+    /// on at once, the events from before the step with the rest, and every event leaves the
+    /// window after a window of the clock's forward movement, wherever it was recorded.
     #[test]
-    fn a_clock_that_steps_back_loses_no_counts() {
-        // Two slices of 10 s: slice 2 (20 s) shares its bucket with slice 0.
+    fn after_a_clock_steps_back_the_window_slides_on_at_once() {
+        // Two slices of 10 s.
         let config = SurgeConfig {
             window: Duration::from_secs(20),
             slices: 2,
@@ -1096,15 +1142,117 @@ mod tests {
         let clock = SteppingClock::default();
         let surge = Surge::new(config, &clock).expect("valid");
         let point = at(LAT, LNG);
-        clock.set(Duration::from_secs(21));
+        clock.set(Duration::from_secs(3_605));
         let cell = surge.record_demand(point).expect("counted");
+        clock.set(Duration::from_secs(5));
         surge.record_demand(point).expect("counted");
-        // Back to slice 0, whose bucket holds slice 2's two requests.
-        clock.set(Duration::from_secs(1));
+        assert_eq!(surge.counts(cell).demand, 2);
+        assert_eq!(surge.multiplier(cell), surge.config().curve.cap());
+        assert_eq!(
+            surge
+                .snapshot()
+                .iter()
+                .map(|s| s.counts.demand)
+                .sum::<u64>(),
+            2
+        );
+        // 10 s of the clock later both are still in the window (the slice after theirs)...
+        clock.set(Duration::from_secs(15));
+        assert_eq!(surge.counts(cell).demand, 2);
+        // ...and 15 s later both have left it (two slices after theirs).
+        clock.set(Duration::from_secs(20));
+        assert_eq!(surge.counts(cell).demand, 0);
         surge.record_demand(point).expect("counted");
-        // Forward again: all three requests are in the window, none was cleared.
-        clock.set(Duration::from_secs(22));
-        assert_eq!(surge.counts(cell).demand, 3);
+        assert_eq!(surge.counts(cell).demand, 1);
+    }
+
+    /// Readings at the ends of the clock's range, forward and back: no overflow, and the
+    /// surge's time stops at the end of its range rather than wrapping.
+    #[test]
+    fn readings_at_the_ends_of_the_clocks_range_do_not_panic() {
+        let clock = SteppingClock::default();
+        let surge = Surge::new(SurgeConfig::default(), &clock).expect("valid");
+        let point = at(LAT, LNG);
+        let mut cell = None;
+        for nanos in [u64::MAX, 0, u64::MAX, 1, u64::MAX] {
+            clock.set(Duration::from_nanos(nanos));
+            cell = Some(surge.record_demand(point).expect("counted"));
+        }
+        let cell = cell.expect("recorded");
+        assert_eq!(surge.counts(cell).demand, 5);
+        assert_eq!(
+            surge.rollup(Resolution::Six).expect("coarser")[0]
+                .counts
+                .demand,
+            5
+        );
+    }
+
+    /// One step of a clock that goes forward and back: record a request in one of two cells,
+    /// or move the clock to a reading.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Request(bool),
+        SetClock(u64),
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        let step = (any::<bool>(), any::<bool>(), 0u64..120).prop_map(|(request, second, secs)| {
+            if request {
+                Step::Request(second)
+            } else {
+                Step::SetClock(secs)
+            }
+        });
+        proptest::collection::vec(step, 1..60)
+    }
+
+    proptest! {
+        /// The rule of a clock that steps back, against a model: the window moves by the
+        /// clock's forward movements only (a step back is no time), an event belongs to the
+        /// slice of that time, and is counted until `slices` slices later. After every step,
+        /// each cell's count is the model's: nothing lost, nothing counted twice.
+        #[test]
+        fn a_clock_going_back_and_forth_counts_as_its_forward_movement(
+            slices in 1u32..5,
+            slice_secs in 1u64..20,
+            steps in steps(),
+        ) {
+            let config = SurgeConfig {
+                window: Duration::from_secs(slice_secs * u64::from(slices)),
+                slices,
+                neighbour_weight: 0.0,
+                ..SurgeConfig::default()
+            };
+            let clock = SteppingClock::default();
+            let surge = Surge::new(config, &clock).expect("valid");
+            let cells = [at(LAT, LNG), at(LAT + 0.1, LNG)]
+                .map(|point| point.cell(Resolution::Eight));
+            let (mut reading, mut moved) = (0u64, 0u64);
+            let mut events: Vec<(u64, usize)> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Request(second) => {
+                        let which = usize::from(second);
+                        surge.record_demand_in(cells[which]).expect("counted");
+                        events.push((moved / slice_secs, which));
+                    }
+                    Step::SetClock(secs) => {
+                        moved += secs.saturating_sub(reading);
+                        reading = secs;
+                        clock.set(Duration::from_secs(secs));
+                    }
+                }
+                let now = moved / slice_secs;
+                for (which, &cell) in cells.iter().enumerate() {
+                    let expected = events
+                        .iter()
+                        .filter(|&&(slice, of)| of == which && now - slice < u64::from(slices))
+                        .count() as u64;
+                    prop_assert_eq!(surge.counts(cell).demand, expected);
+                }
+            }
+        }
     }
 
     #[test]

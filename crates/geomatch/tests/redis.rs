@@ -838,6 +838,80 @@ fn after_a_restart_only_calls_harmless_twice_are_sent_again() {
     );
 }
 
+/// The state word of driver `id` under `prefix`, read from the server directly.
+fn stored_word(direct: &mut redis::Connection, prefix: &str, id: u64) -> u64 {
+    redis::cmd("HGET")
+        .arg(format!("{prefix}:words"))
+        .arg(id)
+        .query(direct)
+        .unwrap()
+}
+
+/// A state set whose first run changed the driver but whose answer was lost with its
+/// connection is sent again on a new one; the second run recognises the first and leaves the
+/// driver one version up, as one call does, and answers the first run's version.
+#[test]
+fn a_resent_state_set_whose_first_run_applied_moves_the_version_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
+    let prefix = "test:{resent-state}";
+    let options = RedisOptions::default()
+        .prefix(prefix)
+        .staleness(HOUR)
+        .timeout(Duration::from_secs(5));
+    let index = Arc::new(RedisIndex::new(&format!("redis://{}", proxy.addr()), options).unwrap());
+    index
+        .insert(DriverId(1), point(52.52, 13.4), DriverProfile::default())
+        .unwrap();
+    // Pools a connection and loads the script, so the next set runs at its first sending.
+    index
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let before = stored_word(&mut direct, prefix, 1);
+    let scripts_before = scripts_run(&server);
+
+    // The request reaches the server after the latency and its answer would come back one
+    // latency later: the connection is cut as soon as the server shows the first run's change.
+    proxy.set_latency(Duration::from_millis(200));
+    let setting = thread::spawn({
+        let index = Arc::clone(&index);
+        move || index.set_state(DriverId(1), DriverState::Busy)
+    });
+    while stored_word(&mut direct, prefix, 1) == before {}
+    proxy.cut_connections();
+    proxy.set_latency(Duration::ZERO);
+    let answered = setting.join().unwrap().unwrap();
+
+    assert_eq!(
+        scripts_run(&server) - scripts_before,
+        2,
+        "sent, then resent"
+    );
+    // A word is `version × 4 + state`: one version up from available (0) to busy (2).
+    assert_eq!(stored_word(&mut direct, prefix, 1), before + 4 + 2);
+    let now = index.driver(DriverId(1)).unwrap();
+    assert_eq!((now.state, now.version), (DriverState::Busy, answered));
+    // Another state set is a new request: it moves the version again.
+    index
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    assert_eq!(stored_word(&mut direct, prefix, 1), before + 4 + 4);
+
+    // The removal takes the driver's last state set with it.
+    index.remove(DriverId(1)).unwrap();
+    let kept: u64 = redis::cmd("HLEN")
+        .arg(format!("{prefix}:requests"))
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(kept, 0);
+}
+
 #[test]
 fn records_another_program_wrote_are_errors_not_panics() {
     let Some(server) = RedisServer::start() else {

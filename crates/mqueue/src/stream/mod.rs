@@ -6,6 +6,13 @@
 //! partition, so all records of one key land in one partition, in publish order, and a consumer
 //! reads them in that order.
 //!
+//! Creating a stream is crash-safe: the partitions and the `groups` directory are created
+//! and their names made durable before the file `stream.mark` (the partition count) is
+//! written, last. An open that finds no mark completes the creation, unless the stream holds
+//! records or commits with fewer partitions than asked for (a stream from before the mark,
+//! whose count is then refused as another count); a marked stream missing a partition is
+//! [`Error::Corrupt`]. Nothing is ever deleted.
+//!
 //! A [`ConsumerGroup`] reads every partition from its committed offsets. [`ConsumerGroup::poll`]
 //! moves a read position only; [`ConsumerGroup::commit`] makes the positions the group's
 //! committed offsets, durably (a small file written to a temporary name, fsynced, renamed over
@@ -46,6 +53,12 @@ pub const MAX_PARTITIONS: u32 = 4096;
 pub const MAX_GROUP_NAME: usize = 64;
 
 const OFFSETS_MAGIC: &[u8; 8] = b"IMQOFF01";
+const MARK_MAGIC: &[u8; 8] = b"IMQSTR01";
+
+/// The file whose presence says the stream's creation finished, and with how many partitions:
+/// written last, so a directory without it is a creation cut short (or a stream from before
+/// the mark existed), which the next open completes.
+const MARK_NAME: &str = "stream.mark";
 
 /// How a [`Stream`] is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +107,8 @@ impl Stream {
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for a partition count of 0, above [`MAX_PARTITIONS`] or unlike
-    /// the existing stream's; anything [`Log::open`] returns.
+    /// the existing stream's; [`Error::Corrupt`] for a stream missing a partition or with a
+    /// damaged mark; anything [`Log::open`] returns.
     pub fn open(dir: &Path, options: StreamOptions) -> Result<Self, Error> {
         Self::open_with(dir, options, SystemClock::new(), FileStorage)
     }
@@ -125,28 +139,17 @@ impl Stream {
         storage
             .create_dir_all(&dir.join("groups"))
             .map_err(|e| Error::io("create directory", dir, e))?;
-        let existing = storage
-            .list(dir)
-            .map_err(|e| Error::io("list", dir, e))?
-            .iter()
-            .filter(|name| name.starts_with("partition-"))
-            .count();
-        if existing != 0 && existing != count as usize {
-            return Err(Error::InvalidOptions {
-                reason: "the stream exists with another partition count (keys would move)",
-            });
-        }
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
+        let marked = read_mark(&storage, dir)?;
+        let opener = Opener {
+            dir,
+            log_options: &log_options,
+            clock: &clock,
+            storage: &storage,
+        };
+        check_layout(&opener, marked, count)?;
         let partitions = (0..count)
             .map(|p| {
-                let log = Log::open_with(
-                    &partition_dir(dir, p),
-                    log_options.clone(),
-                    clock.clone(),
-                    storage.clone(),
-                )?;
+                let log = opener.open(&partition_dir(dir, p))?;
                 #[cfg(feature = "metrics")]
                 let log = log.with_metrics_name(
                     &dir.file_name()
@@ -155,6 +158,9 @@ impl Stream {
                 Ok(log)
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        if marked.is_none() {
+            finish_creation(&storage, dir, count)?;
+        }
         let stream = Self {
             dir: dir.to_path_buf(),
             partitions,
@@ -269,39 +275,12 @@ impl Stream {
 
     fn read_offsets(&self, path: &Path) -> Result<Vec<u64>, Error> {
         let n = self.partitions.len();
-        let file = match self.storage.open(path, false) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![0; n]),
-            Err(e) => return Err(Error::io("open", path, e)),
+        let Some(body) = read_checked(&*self.storage, path, 8 + 4 + 8 * n)? else {
+            return Ok(vec![0; n]);
         };
-        let expected = 8 + 4 + 8 * n + 4;
-        let corrupt = |reason| Error::Corrupt {
-            segment: path.to_path_buf(),
-            position: 0,
-            reason,
-        };
-        let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-        if len != expected as u64 {
-            return Err(corrupt("offsets file of the wrong size"));
-        }
-        let mut bytes = vec![0; expected];
-        let mut filled = 0;
-        while filled < expected {
-            let read = file
-                .read_at(filled as u64, &mut bytes[filled..])
-                .map_err(|e| Error::io("read", path, e))?;
-            if read == 0 {
-                return Err(corrupt("offsets file shorter than its size"));
-            }
-            filled += read;
-        }
-        let (body, crc) = bytes.split_at(expected - 4);
-        if crc32c::crc32c(body).to_le_bytes() != crc {
-            return Err(corrupt("offsets file checksum mismatch"));
-        }
         if &body[..8] != OFFSETS_MAGIC || body[8..12] != u32::try_from(n).unwrap_or(0).to_le_bytes()
         {
-            return Err(corrupt("not an offsets file of this stream"));
+            return Err(corrupt(path, "not an offsets file of this stream"));
         }
         Ok(body[12..]
             .chunks_exact(8)
@@ -310,31 +289,193 @@ impl Stream {
     }
 
     fn write_offsets(&self, path: &Path, offsets: &[u64]) -> Result<(), Error> {
-        let mut bytes = OFFSETS_MAGIC.to_vec();
-        bytes.extend_from_slice(&u32::try_from(offsets.len()).unwrap_or(0).to_le_bytes());
+        let mut body = OFFSETS_MAGIC.to_vec();
+        body.extend_from_slice(&u32::try_from(offsets.len()).unwrap_or(0).to_le_bytes());
         for offset in offsets {
-            bytes.extend_from_slice(&offset.to_le_bytes());
+            body.extend_from_slice(&offset.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let temp = path.with_extension("offsets.tmp");
-        let file = self
-            .storage
-            .open(&temp, true)
-            .map_err(|e| Error::io("create", &temp, e))?;
-        file.truncate(0)
-            .and_then(|()| file.write_at(0, &bytes))
-            .and_then(|()| file.sync())
-            .map_err(|e| Error::io("write", &temp, e))?;
-        drop(file);
-        self.storage
-            .rename(&temp, path)
-            .map_err(|e| Error::io("rename", &temp, e))?;
-        let groups = path.parent().unwrap_or(&self.dir);
-        self.storage
-            .sync_dir(groups)
-            .map_err(|e| Error::io("sync directory", groups, e))
+        write_checked(&*self.storage, path, body)
     }
+}
+
+fn corrupt(path: &Path, reason: &'static str) -> Error {
+    Error::Corrupt {
+        segment: path.to_path_buf(),
+        position: 0,
+        reason,
+    }
+}
+
+/// The partition count the stream's mark records, or `None` when its creation has not
+/// finished (or it predates the mark).
+fn read_mark(storage: &dyn Storage, dir: &Path) -> Result<Option<u32>, Error> {
+    let path = dir.join(MARK_NAME);
+    let Some(body) = read_checked(storage, &path, 8 + 4)? else {
+        return Ok(None);
+    };
+    if &body[..8] != MARK_MAGIC {
+        return Err(corrupt(&path, "not the mark of a stream"));
+    }
+    Ok(Some(u32::from_le_bytes(
+        body[8..12].try_into().unwrap_or([0; 4]),
+    )))
+}
+
+/// What opening a stream's partition logs takes.
+struct Opener<'a, C, S> {
+    dir: &'a Path,
+    log_options: &'a LogOptions,
+    clock: &'a C,
+    storage: &'a S,
+}
+
+impl<C: Clock + Clone + 'static, S: Storage + Clone + 'static> Opener<'_, C, S> {
+    fn open(&self, partition_dir: &Path) -> Result<Log, Error> {
+        Log::open_with(
+            partition_dir,
+            self.log_options.clone(),
+            self.clock.clone(),
+            self.storage.clone(),
+        )
+    }
+}
+
+/// Refuses what `count` partitions cannot open: a finished stream with another count or with
+/// a partition missing, or an unfinished one that cannot be a creation cut short.
+fn check_layout<C, S>(
+    opener: &Opener<'_, C, S>,
+    marked: Option<u32>,
+    count: u32,
+) -> Result<(), Error>
+where
+    C: Clock + Clone + 'static,
+    S: Storage + Clone + 'static,
+{
+    let another_count = Error::InvalidOptions {
+        reason: "the stream exists with another partition count (keys would move)",
+    };
+    let dir = opener.dir;
+    let present = present_partitions(opener.storage, dir)?;
+    match marked {
+        Some(marked) if marked != count => Err(another_count),
+        Some(_) if present.len() != count as usize => {
+            Err(corrupt(dir, "a partition of the stream is missing"))
+        }
+        Some(_) => Ok(()),
+        None if present.len() > count as usize => Err(another_count),
+        None if present.len() < count as usize && holds_anything(opener, &present)? => {
+            // Records or commits were acknowledged, so its creation finished, before streams
+            // were marked, with the partitions it has.
+            Err(another_count)
+        }
+        None => Ok(()),
+    }
+}
+
+/// The names of the partition directories in `dir`.
+fn present_partitions(storage: &dyn Storage, dir: &Path) -> Result<Vec<String>, Error> {
+    Ok(storage
+        .list(dir)
+        .map_err(|e| Error::io("list", dir, e))?
+        .into_iter()
+        .filter(|name| name.starts_with("partition-"))
+        .collect())
+}
+
+/// Whether an unmarked stream holds a record in one of its `partitions` or a group's commit:
+/// what a creation cut short never holds, since its open never returned.
+fn holds_anything<C, S>(opener: &Opener<'_, C, S>, partitions: &[String]) -> Result<bool, Error>
+where
+    C: Clock + Clone + 'static,
+    S: Storage + Clone + 'static,
+{
+    let groups = opener.dir.join("groups");
+    let commits = opener
+        .storage
+        .list(&groups)
+        .map_err(|e| Error::io("list", &groups, e))?
+        .iter()
+        .any(|name| name.ends_with(".offsets"));
+    if commits {
+        return Ok(true);
+    }
+    for name in partitions {
+        if opener.open(&opener.dir.join(name))?.next_offset() != 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Marks the creation finished once every partition exists: the partitions' names are made
+/// durable first, so a mark that survives a power loss has its partitions.
+fn finish_creation(storage: &dyn Storage, dir: &Path, count: u32) -> Result<(), Error> {
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    let mut body = MARK_MAGIC.to_vec();
+    body.extend_from_slice(&count.to_le_bytes());
+    write_checked(storage, &dir.join(MARK_NAME), body)
+}
+
+/// The body of the small file `path` that [`write_checked`] wrote, `body_len` bytes, or
+/// `None` when there is none.
+fn read_checked(
+    storage: &dyn Storage,
+    path: &Path,
+    body_len: usize,
+) -> Result<Option<Vec<u8>>, Error> {
+    let file = match storage.open(path, false) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let expected = body_len + 4;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    if len != expected as u64 {
+        return Err(corrupt(path, "a stream file of the wrong size"));
+    }
+    let mut bytes = vec![0; expected];
+    let mut filled = 0;
+    while filled < expected {
+        let read = file
+            .read_at(filled as u64, &mut bytes[filled..])
+            .map_err(|e| Error::io("read", path, e))?;
+        if read == 0 {
+            return Err(corrupt(path, "a stream file shorter than its size"));
+        }
+        filled += read;
+    }
+    let crc = bytes.split_off(body_len);
+    if crc32c::crc32c(&bytes).to_le_bytes() != crc[..] {
+        return Err(corrupt(path, "a stream file's checksum mismatch"));
+    }
+    Ok(Some(bytes))
+}
+
+/// Replaces `path` with `body` and its CRC-32C, durably and whole: written to a temporary
+/// name, fsynced, renamed over `path`, and the directory fsynced.
+fn write_checked(storage: &dyn Storage, path: &Path, mut body: Vec<u8>) -> Result<(), Error> {
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let file = storage
+        .open(&temp, true)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    file.truncate(0)
+        .and_then(|()| file.write_at(0, &body))
+        .and_then(|()| file.sync())
+        .map_err(|e| Error::io("write", &temp, e))?;
+    drop(file);
+    storage
+        .rename(&temp, path)
+        .map_err(|e| Error::io("rename", &temp, e))?;
+    let parent = path.parent().unwrap_or(path);
+    storage
+        .sync_dir(parent)
+        .map_err(|e| Error::io("sync directory", parent, e))
 }
 
 /// A consumer group's read positions and committed offsets over every partition of a stream.

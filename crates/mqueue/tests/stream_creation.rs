@@ -1,0 +1,269 @@
+//! Creating a stream is crash-safe: a first open that dies at any of its file operations (a
+//! process crash, or a power cut after it) leaves a directory the next open completes, and a
+//! stream that holds records is never reshaped or emptied by it.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use infra_common::ManualClock;
+use infra_common::sync::Arc;
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use infra_mqueue::Error;
+use infra_mqueue::log::{SimulatedStorage, Storage, StorageFile};
+use infra_mqueue::stream::{Stream, StreamOptions};
+
+const DIR: &str = "/orders";
+const PARTITIONS: u32 = 4;
+
+fn options(partitions: u32) -> StreamOptions {
+    StreamOptions {
+        partitions,
+        ..StreamOptions::default()
+    }
+}
+
+/// The simulated disk of a process that dies at its `budget`-th change to the disk (a file or
+/// directory created, written, cut, synced, renamed or removed): that change fails (a write
+/// putting down half its bytes first) and so does every later one, while reads go on.
+#[derive(Debug, Clone)]
+struct DyingDisk {
+    disk: SimulatedStorage,
+    changes_left: Arc<AtomicU64>,
+    died: Arc<AtomicBool>,
+}
+
+impl DyingDisk {
+    fn new(disk: &SimulatedStorage, budget: u64) -> Self {
+        Self {
+            disk: disk.clone(),
+            changes_left: Arc::new(AtomicU64::new(budget)),
+            died: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Spends one change; an error once the process has died.
+    fn change(&self) -> io::Result<()> {
+        let left = self.changes_left.load(Ordering::SeqCst);
+        if left == 0 {
+            self.died.store(true, Ordering::SeqCst);
+            return Err(io::Error::other("the process died"));
+        }
+        self.changes_left.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether a change was refused: the process died before the open finished.
+    fn died(&self) -> bool {
+        self.died.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+struct DyingFile {
+    file: Box<dyn StorageFile>,
+    owner: DyingDisk,
+}
+
+impl StorageFile for DyingFile {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(pos, buf)
+    }
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        if let Err(died) = self.owner.change() {
+            // Torn: the first half reached the file.
+            self.file.write_at(pos, &bytes[..bytes.len() / 2])?;
+            return Err(died);
+        }
+        self.file.write_at(pos, bytes)
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.owner.change()?;
+        self.file.truncate(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.owner.change()?;
+        self.file.sync()
+    }
+}
+
+impl Storage for DyingDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.change()?;
+        self.disk.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.disk.list(dir)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        let file = match self.disk.open(path, false) {
+            Err(missing) if missing.kind() == io::ErrorKind::NotFound && create => {
+                self.change()?;
+                self.disk.open(path, true)?
+            }
+            other => other?,
+        };
+        Ok(Box::new(DyingFile {
+            file,
+            owner: self.clone(),
+        }))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.change()?;
+        self.disk.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.change()?;
+        self.disk.rename(from, to)
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.change()?;
+        self.disk.remove_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.change()?;
+        self.disk.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn fmt::Debug + Send + Sync>>> {
+        self.disk.lock_dir(dir)
+    }
+}
+
+/// Opens the stream on `disk` as a process that has not crashed.
+fn reopen(disk: &SimulatedStorage, partitions: u32) -> Result<Stream, Error> {
+    Stream::open_with(
+        Path::new(DIR),
+        options(partitions),
+        ManualClock::new(),
+        disk.clone(),
+    )
+}
+
+/// The stream works: a record published to every partition is read back by a group.
+fn assert_usable(stream: &Stream, context: &str) {
+    assert_eq!(stream.partitions(), PARTITIONS, "{context}");
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for i in 0u32.. {
+        let key = i.to_le_bytes().to_vec();
+        if !keys
+            .iter()
+            .any(|k| stream.partition_for(k) == stream.partition_for(&key))
+        {
+            keys.push(key);
+        }
+        if keys.len() == PARTITIONS as usize {
+            break;
+        }
+    }
+    for key in &keys {
+        stream.publish(key, key).expect(context);
+    }
+    let mut group = stream.group("check").expect(context);
+    assert_eq!(
+        group.poll(100).expect(context).len(),
+        keys.len(),
+        "{context}"
+    );
+    group.commit().expect(context);
+}
+
+/// Every crash point of a first open, found by letting it make one more change each time
+/// until it succeeds; after each, `after_crash` runs on the disk and a plain open must
+/// complete the stream, which then takes records, survives another reopen with its records
+/// and refuses another partition count. Returns the crash points tried.
+fn every_crash_point_of_a_first_open(after_crash: impl Fn(&SimulatedStorage)) -> u64 {
+    for budget in 0.. {
+        let disk = SimulatedStorage::new();
+        let dying = DyingDisk::new(&disk, budget);
+        let first = Stream::open_with(
+            Path::new(DIR),
+            options(PARTITIONS),
+            ManualClock::new(),
+            dying.clone(),
+        );
+        if !dying.died() {
+            first.expect("an open that made every change it needed");
+            return budget;
+        }
+        assert!(first.is_err(), "crash at change {budget}: the open went on");
+        after_crash(&disk);
+        let context = format!("reopened after a crash at change {budget}");
+        let stream = reopen(&disk, PARTITIONS).expect(&context);
+        assert_usable(&stream, &context);
+        drop(stream);
+        let stream = reopen(&disk, PARTITIONS).expect(&context);
+        let held: u64 = (0..PARTITIONS)
+            .map(|p| stream.partition(p).expect("a partition").next_offset())
+            .sum();
+        assert_eq!(held, u64::from(PARTITIONS), "{context}");
+        drop(stream);
+        assert!(
+            matches!(
+                reopen(&disk, PARTITIONS + 1),
+                Err(Error::InvalidOptions { .. })
+            ),
+            "{context}: another partition count"
+        );
+    }
+    unreachable!("the loop returns once an open succeeds")
+}
+
+#[test]
+fn a_first_open_that_crashed_at_any_change_is_completed_by_the_next() {
+    let crash_points = every_crash_point_of_a_first_open(|_| {});
+    // Four partitions of several changes each, and the stream's own.
+    assert!(crash_points > 4 * 3, "{crash_points} crash points");
+}
+
+#[test]
+fn a_first_open_cut_off_by_a_power_loss_at_any_change_is_completed_by_the_next() {
+    let crash_points = every_crash_point_of_a_first_open(SimulatedStorage::power_cut);
+    assert!(crash_points > 4 * 3, "{crash_points} crash points");
+}
+
+/// A stream without the mark of a finished creation whose partitions hold records (written
+/// before streams were marked) keeps its partition count: asked for more partitions, the open
+/// is refused and nothing is changed.
+#[test]
+fn an_unmarked_stream_with_records_is_not_reshaped() {
+    let disk = SimulatedStorage::new();
+    let stream = reopen(&disk, 2).unwrap();
+    stream.publish(b"k", b"kept").unwrap();
+    drop(stream);
+    // As a stream written before the mark existed: no mark.
+    let mark = disk
+        .list(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .find(|name| !name.starts_with("partition-") && name != "groups")
+        .expect("a mark beside the partitions");
+    disk.remove(&Path::new(DIR).join(mark)).unwrap();
+    assert!(matches!(
+        reopen(&disk, PARTITIONS),
+        Err(Error::InvalidOptions { .. })
+    ));
+    let stream = reopen(&disk, 2).unwrap();
+    let held: u64 = (0..2)
+        .map(|p| stream.partition(p).unwrap().next_offset())
+        .sum();
+    assert_eq!(held, 1);
+}
+
+/// A finished stream whose partition directory is gone is corrupt, not recreated empty.
+#[test]
+fn a_finished_stream_missing_a_partition_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Stream::open(dir.path(), options(2)).unwrap();
+    stream.publish(b"k", b"v").unwrap();
+    drop(stream);
+    let partition = dir.path().join("partition-00001");
+    std::fs::remove_dir_all(&partition).unwrap();
+    assert!(matches!(
+        Stream::open(dir.path(), options(2)),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(!partition.exists(), "nothing recreated");
+}
