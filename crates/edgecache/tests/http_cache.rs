@@ -891,3 +891,106 @@ async fn preconditions_only_the_origin_evaluates_reach_it() {
         }
     }
 }
+
+/// A HEAD of `url` with `headers`.
+fn head_with(url: &str, headers: &[(&str, &str)]) -> Request<Bytes> {
+    let mut request = get(url, headers);
+    *request.method_mut() = http::Method::HEAD;
+    request
+}
+
+/// A HEAD of `url`.
+fn head(url: &str) -> Request<Bytes> {
+    head_with(url, &[])
+}
+
+/// An origin that answers GET with a body and HEAD with the same fields and none, both
+/// cacheable for a minute and kept past it for their entity tag.
+fn get_and_head_origin() -> TestOrigin {
+    TestOrigin::new(|request| {
+        let body = if request.method() == http::Method::HEAD {
+            ""
+        } else {
+            "body"
+        };
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("content-length", "4"),
+                ("x-method", request.method().as_str()),
+            ],
+            body,
+        ))
+    })
+}
+
+#[tokio::test]
+async fn head_is_answered_from_a_stored_get() {
+    // RFC 9110 §9.3.2, RFC 9111 §4: a stored GET response answers HEAD, without its body.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    clock.advance(Duration::from_secs(5));
+
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(response.body().is_empty(), "HEAD has no body");
+    assert_eq!(response.headers()["x-method"], "GET", "the GET's fields");
+    assert_eq!(response.headers()["content-length"], "4");
+    assert_eq!(response.headers()["age"], "5");
+
+    clock.advance(Duration::from_secs(60));
+    let request = head_with("http://a.test/page", &[("cache-control", "max-stale")]);
+    let response = cache.serve(request).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Stale),
+        "stale, as the request's max-stale accepts"
+    );
+    assert!(response.body().is_empty());
+    assert_eq!(cache.origin().calls(), 1, "the origin saw the GET only");
+}
+
+#[tokio::test]
+async fn a_head_miss_asks_the_origin_with_head() {
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert!(response.body().is_empty());
+    let seen: Vec<http::Method> = cache.origin().seen().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(seen, [http::Method::HEAD]);
+    // A stale stored GET does not answer HEAD without the origin either.
+    fetch(&cache, "http://a.test/stale").await;
+    clock.advance(Duration::from_secs(61));
+    let response = cache.serve(head("http://a.test/stale")).await.unwrap();
+    assert_eq!(response.headers()["x-method"], "HEAD");
+    assert_eq!(cache.origin().calls(), 3);
+}
+
+#[tokio::test]
+async fn a_head_response_never_answers_a_get() {
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    cache.serve(head("http://a.test/page")).await.unwrap();
+    cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Miss, "body".into()),
+        "the bodiless HEAD response is not the GET's"
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Hit, "body".into())
+    );
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(response.headers()["x-method"], "GET", "now from the GET");
+    assert_eq!(cache.origin().calls(), 2);
+}

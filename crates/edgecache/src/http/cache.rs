@@ -405,7 +405,8 @@ impl<O: Origin> HttpCache<O> {
 
     /// Answers `request`: from storage where RFC 9111 allows, else from the origin.
     ///
-    /// GET and HEAD are cached. Other methods go to the origin; a successful unsafe one
+    /// GET and HEAD are cached, each under its own key; a HEAD is answered from the stored
+    /// GET response when that may be served without the origin. Other methods go to the origin; a successful unsafe one
     /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
@@ -436,6 +437,11 @@ impl<O: Origin> HttpCache<O> {
             return inner.pass(Request::from_parts(parts, body)).await;
         }
 
+        if parts.method == Method::HEAD
+            && let Some(response) = inner.head_from_get(&key, &parts.headers, &request_cc)
+        {
+            return Ok(response);
+        }
         let candidate = inner.lookup(&key, &parts.headers, &request_cc, true);
         if let Some(candidate) = &candidate {
             match candidate.decision {
@@ -788,6 +794,41 @@ impl<O: Origin> Inner<O> {
             stored: Arc::clone(stored),
             decision,
         })
+    }
+
+    /// The answer to a HEAD from the stored GET response of its URL, when that response may
+    /// be served without the origin (RFC 9110 §9.3.2, RFC 9111 §4: the GET's fields, no
+    /// body). A GET response only within `stale-while-revalidate` is not used: its refresh
+    /// would have to be a GET, so HEAD takes its own path (its own key, asked as HEAD), which
+    /// never stores its bodiless answer as the GET's.
+    fn head_from_get(
+        &self,
+        head_key: &PrimaryKey,
+        headers: &HeaderMap,
+        request_cc: &CacheControl,
+    ) -> Option<Response<Bytes>> {
+        let get_key = head_key.with_method(&Method::GET);
+        let found = self.lookup(&get_key, headers, request_cc, false)?;
+        let status = match found.decision {
+            Decision::Fresh => CacheStatus::Hit,
+            Decision::StaleAccepted => CacheStatus::Stale,
+            _ => return None,
+        };
+        self.count_hit(&get_key);
+        if status == CacheStatus::Stale {
+            self.stale_served();
+        }
+        let mut response = respond(&found.stored, headers, self.age(&found.stored), status);
+        *response.body_mut() = Bytes::new();
+        Some(response)
+    }
+
+    /// Counts a hit on `key` found by an uncounted lookup, and tells the store's policy.
+    fn count_hit(&self, key: &PrimaryKey) {
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+        let found = self.store.get(key).is_some();
+        #[cfg(feature = "metrics")]
+        self.metrics.lookup(found);
     }
 
     /// Sends a request to the origin outside the cache.
