@@ -14,6 +14,7 @@ use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::{Clock, SystemClock};
 
 use super::cache_control::{CacheControl, DELTA_SECONDS_CAP};
+use super::cache_status_field::{DEFAULT_CACHE_NAME, Forward, Member, cache_name};
 use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
 use super::error::Error;
 use super::freshness::{Decision, Exchange, Freshness, Heuristic};
@@ -78,6 +79,19 @@ struct Stored {
 }
 
 impl Stored {
+    /// The status the origin answered the fetch that made this response with (RFC 9211
+    /// §2.3): 304 for a revalidation; none for a copy from the shared tier, which is not a
+    /// next hop that answers in HTTP.
+    fn forward_status(&self) -> Option<StatusCode> {
+        if self.revalidated {
+            Some(StatusCode::NOT_MODIFIED)
+        } else if self.from_shared {
+            None
+        } else {
+            Some(self.status)
+        }
+    }
+
     fn weight(&self) -> usize {
         let headers: usize = self
             .headers
@@ -125,6 +139,8 @@ pub struct HttpCacheBuilder<O> {
     shards: Option<usize>,
     config: Config,
     clock: Option<Box<dyn ClockSource>>,
+    /// The cache's identifier in `Cache-Status`, serialized; `None` leaves the field out.
+    cache_status_name: Option<Box<str>>,
     #[cfg(feature = "redis")]
     shared: Option<super::shared::SharedTier>,
     #[cfg(feature = "metrics")]
@@ -182,6 +198,27 @@ impl<O: Origin> HttpCacheBuilder<O> {
     /// revalidated with a 304 instead of fetched again (default one hour).
     pub fn keep_for_revalidation(mut self, keep: Duration) -> Self {
         self.config.keep_validated = keep;
+        self
+    }
+
+    /// The name this cache gives itself in the `Cache-Status` field (RFC 9211) it writes on
+    /// every response it produces (default `edgecache`). Written as an sf-token when it is
+    /// one, else as an sf-string.
+    ///
+    /// # Panics
+    ///
+    /// If `name` has a character outside printable ASCII, which the field cannot carry.
+    pub fn cache_status_name(mut self, name: &str) -> Self {
+        let name = cache_name(name).expect("a Cache-Status name is printable ASCII");
+        self.cache_status_name = Some(name);
+        self
+    }
+
+    /// Leaves the `Cache-Status` field out of responses (it is on by default: it tells
+    /// clients and the operators debugging them whether and why a response came from
+    /// storage, and how fresh it is; turn it off where that must not be disclosed).
+    pub fn without_cache_status(mut self) -> Self {
+        self.cache_status_name = None;
         self
     }
 
@@ -268,6 +305,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
                 purges,
                 clock: source.boxed(),
                 config: self.config,
+                cache_status_name: self.cache_status_name,
                 #[cfg(feature = "redis")]
                 shared,
                 #[cfg(feature = "metrics")]
@@ -334,6 +372,8 @@ struct Inner<O> {
     purges: Arc<PurgeLog>,
     clock: Box<dyn Clock>,
     config: Config,
+    /// The cache's identifier in `Cache-Status`, serialized; `None` leaves the field out.
+    cache_status_name: Option<Box<str>>,
     /// The shared tier; dropping it stops its subscriber.
     #[cfg(feature = "redis")]
     shared: Option<super::shared::Shared>,
@@ -362,6 +402,8 @@ impl<O> fmt::Debug for HttpCache<O> {
 struct Candidate {
     stored: Arc<Stored>,
     decision: Decision,
+    /// Why the request goes forward if the decision sends it there (RFC 9211 §2.2).
+    forward: Forward,
 }
 
 impl<O: Origin> HttpCache<O> {
@@ -379,6 +421,7 @@ impl<O: Origin> HttpCache<O> {
                 keep_validated: Duration::from_secs(60 * 60),
             },
             clock: None,
+            cache_status_name: Some(DEFAULT_CACHE_NAME.into()),
             #[cfg(feature = "redis")]
             shared: None,
             #[cfg(feature = "metrics")]
@@ -411,10 +454,24 @@ impl<O: Origin> HttpCache<O> {
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
     ///
+    /// Every response it produces carries a `Cache-Status` field (RFC 9211) unless
+    /// [`HttpCacheBuilder::without_cache_status`] turned it off: this cache's member first,
+    /// then any the origin's response had.
+    ///
     /// # Errors
     ///
     /// [`Error`] when the origin fails or times out and no stored response may stand in.
     pub async fn serve(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let mut response = self.answer(request).await?;
+        let member = response.extensions_mut().remove::<Member>();
+        if let (Some(member), Some(name)) = (member, &self.inner.cache_status_name) {
+            member.prepend_to(response.headers_mut(), name);
+        }
+        Ok(response)
+    }
+
+    /// [`serve`](Self::serve)'s answer, with its `Cache-Status` member in its extensions.
+    async fn answer(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
         let inner = &self.inner;
         let (parts, body) = request.into_parts();
         let key = PrimaryKey::new(&parts.method, &parts.uri, &parts.headers);
@@ -422,7 +479,12 @@ impl<O: Origin> HttpCache<O> {
 
         if parts.method != Method::GET && parts.method != Method::HEAD {
             let unsafe_method = !matches!(parts.method, Method::OPTIONS | Method::TRACE);
-            let response = inner.pass(Request::from_parts(parts, body)).await?;
+            let response = inner
+                .pass(
+                    Request::from_parts(parts, body),
+                    Member::forward(Forward::Method),
+                )
+                .await?;
             if unsafe_method
                 && (response.status().is_success() || response.status().is_redirection())
             {
@@ -434,7 +496,12 @@ impl<O: Origin> HttpCache<O> {
             || has_origin_preconditions(&parts.headers)
             || request_cc.unreadable()
         {
-            return inner.pass(Request::from_parts(parts, body)).await;
+            return inner
+                .pass(
+                    Request::from_parts(parts, body),
+                    Member::forward(Forward::Bypass),
+                )
+                .await;
         }
 
         if parts.method == Method::HEAD
@@ -442,7 +509,12 @@ impl<O: Origin> HttpCache<O> {
         {
             return Ok(response);
         }
-        let candidate = inner.lookup(&key, &parts.headers, &request_cc, true);
+        let looked_up = inner.lookup(&key, &parts.headers, &request_cc, true);
+        let forward = match &looked_up {
+            Ok(candidate) => candidate.forward,
+            Err(reason) => *reason,
+        };
+        let candidate = looked_up.ok();
         if let Some(candidate) = &candidate {
             match candidate.decision {
                 Decision::Fresh => {
@@ -450,7 +522,7 @@ impl<O: Origin> HttpCache<O> {
                         &candidate.stored,
                         &parts.headers,
                         inner.age(&candidate.stored),
-                        CacheStatus::Hit,
+                        (CacheStatus::Hit, Member::hit()),
                     ));
                 }
                 Decision::StaleAccepted => {
@@ -459,7 +531,7 @@ impl<O: Origin> HttpCache<O> {
                         &candidate.stored,
                         &parts.headers,
                         inner.age(&candidate.stored),
-                        CacheStatus::Stale,
+                        (CacheStatus::Stale, Member::hit()),
                     ));
                 }
                 Decision::StaleWhileRevalidate => {
@@ -484,7 +556,7 @@ impl<O: Origin> HttpCache<O> {
                         &candidate.stored,
                         &parts.headers,
                         inner.age(&candidate.stored),
-                        CacheStatus::Stale,
+                        (CacheStatus::Stale, Member::hit()),
                     ));
                 }
                 Decision::Revalidate { .. } => {}
@@ -504,7 +576,7 @@ impl<O: Origin> HttpCache<O> {
             Joined::Leader(leader) => {
                 // Re-check: a flight that ended between the lookup and the join stored its
                 // response already.
-                if let Some(found) = inner.lookup(&key, &parts.headers, &request_cc, false)
+                if let Ok(found) = inner.lookup(&key, &parts.headers, &request_cc, false)
                     && found.decision == Decision::Fresh
                 {
                     leader.complete(Ok(Fetch {
@@ -515,7 +587,7 @@ impl<O: Origin> HttpCache<O> {
                         &found.stored,
                         &parts.headers,
                         inner.age(&found.stored),
-                        CacheStatus::Hit,
+                        (CacheStatus::Hit, Member::hit()),
                     ));
                 }
                 if stale.is_some() {
@@ -552,17 +624,21 @@ impl<O: Origin> HttpCache<O> {
                 }
             )
         });
+        let forwarded = Member::forward(forward).collapsed(!initiator);
         match outcome {
             Ok(Fetch {
                 stored: fetched, ..
             }) if stale_if_error && is_error_status(fetched.status) => {
                 inner.stale_served();
+                let member = forwarded
+                    .forward_status(Some(fetched.status))
+                    .stale_if_error();
                 let stale = candidate.map(|c| c.stored).unwrap_or(fetched);
                 Ok(respond(
                     &stale,
                     &parts.headers,
                     inner.age(&stale),
-                    CacheStatus::Stale,
+                    (CacheStatus::Stale, member),
                 ))
             }
             Ok(Fetch {
@@ -576,7 +652,15 @@ impl<O: Origin> HttpCache<O> {
                 } else {
                     CacheStatus::Miss
                 };
-                let mut response = respond(&fetched, &parts.headers, inner.age(&fetched), status);
+                let member = forwarded
+                    .forward_status(fetched.forward_status())
+                    .stored(true);
+                let mut response = respond(
+                    &fetched,
+                    &parts.headers,
+                    inner.age(&fetched),
+                    (status, member),
+                );
                 if initiator {
                     for cookie in cookies {
                         response.headers_mut().append(SET_COOKIE, cookie);
@@ -590,7 +674,10 @@ impl<O: Origin> HttpCache<O> {
                 &fetched,
                 &parts.headers,
                 inner.age(&fetched),
-                CacheStatus::Miss,
+                (
+                    CacheStatus::Miss,
+                    forwarded.forward_status(fetched.forward_status()),
+                ),
             )),
             // An error answer goes to the waiters too: asking a failing origin once per waiter
             // would pile onto it. Not one meant for its requester alone, nor for other values
@@ -605,11 +692,18 @@ impl<O: Origin> HttpCache<O> {
                     &fetched,
                     &parts.headers,
                     inner.age(&fetched),
-                    CacheStatus::Miss,
+                    (
+                        CacheStatus::Miss,
+                        forwarded.forward_status(fetched.forward_status()),
+                    ),
                 ))
             }
             // Another request's response that this one may not reuse: fetch for itself.
-            Ok(_) => inner.pass(Request::from_parts(parts, body)).await,
+            Ok(_) => {
+                inner
+                    .pass(Request::from_parts(parts, body), Member::forward(forward))
+                    .await
+            }
             Err(error) => match candidate {
                 Some(c) if stale_if_error => {
                     inner.stale_served();
@@ -617,7 +711,7 @@ impl<O: Origin> HttpCache<O> {
                         &c.stored,
                         &parts.headers,
                         inner.age(&c.stored),
-                        CacheStatus::Stale,
+                        (CacheStatus::Stale, forwarded.stale_if_error()),
                     ))
                 }
                 _ => Err(error),
@@ -748,51 +842,63 @@ impl<O: Origin> Inner<O> {
             .saturating_add(self.clock.elapsed_since(stored.stored_at))
     }
 
-    /// The stored response this request selects, if any survives the purges. `counted`
-    /// lookups count as the store's hits and misses and inform its policy; a re-check does
-    /// not count twice.
+    /// The stored response this request selects, if any survives the purges, else why there
+    /// is none (nothing stored for the URL, or only other variants). `counted` lookups count
+    /// as the store's hits and misses and inform its policy; a re-check does not count twice.
     fn lookup(
         &self,
         key: &PrimaryKey,
         headers: &HeaderMap,
         request_cc: &CacheControl,
         counted: bool,
-    ) -> Option<Candidate> {
+    ) -> Result<Candidate, Forward> {
         let variants = if counted {
             let found = self.store.get(key);
             #[cfg(feature = "metrics")]
             self.metrics.lookup(found.is_some());
-            found?
+            found
         } else {
-            self.store.peek(key)?
+            self.store.peek(key)
         };
         let stored = variants
+            .ok_or(Forward::UriMiss)?
             .list
             .iter()
             .rev()
-            .find(|stored| stored.vary.matches(headers))?;
+            .find(|stored| stored.vary.matches(headers))
+            .cloned()
+            .ok_or(Forward::VaryMiss)?;
         let purged = match self.purges.check(stored.generation, &stored.tags) {
-            Purged::Hard => return None,
+            Purged::Hard => return Err(Forward::UriMiss),
             Purged::Soft => true,
             Purged::No => stored.soft_purged.load(Ordering::Acquire),
         };
-        let decision = match stored.freshness.decide(self.age(stored), request_cc) {
+        let age = self.age(&stored);
+        let decision = match stored.freshness.decide(age, request_cc) {
             // A soft purge makes the response stale: it must be revalidated, and may stand in
             // only for an origin error.
             Decision::Fresh | Decision::StaleAccepted | Decision::StaleWhileRevalidate
                 if purged =>
             {
                 Decision::Revalidate {
-                    stale_if_error: stored
-                        .freshness
-                        .allows_stale_if_error(self.age(stored), request_cc),
+                    stale_if_error: stored.freshness.allows_stale_if_error(age, request_cc),
                 }
             }
             decision => decision,
         };
-        Some(Candidate {
-            stored: Arc::clone(stored),
+        // Forwarded for the request's sake only if, without its directives, the stored
+        // response would have been served (RFC 9211 §2.2 `request`); else it needed validating.
+        let usable_unasked =
+            stored.freshness.decide(age, &CacheControl::default()) == Decision::Fresh;
+        let forward = if usable_unasked && !purged {
+            Forward::Request
+        } else {
+            Forward::Stale
+        };
+        Ok(Candidate {
+            stored,
             decision,
+            forward,
         })
     }
 
@@ -808,7 +914,7 @@ impl<O: Origin> Inner<O> {
         request_cc: &CacheControl,
     ) -> Option<Response<Bytes>> {
         let get_key = head_key.with_method(&Method::GET);
-        let found = self.lookup(&get_key, headers, request_cc, false)?;
+        let found = self.lookup(&get_key, headers, request_cc, false).ok()?;
         let status = match found.decision {
             Decision::Fresh => CacheStatus::Hit,
             Decision::StaleAccepted => CacheStatus::Stale,
@@ -818,7 +924,8 @@ impl<O: Origin> Inner<O> {
         if status == CacheStatus::Stale {
             self.stale_served();
         }
-        let mut response = respond(&found.stored, headers, self.age(&found.stored), status);
+        let age = self.age(&found.stored);
+        let mut response = respond(&found.stored, headers, age, (status, Member::hit()));
         *response.body_mut() = Bytes::new();
         Some(response)
     }
@@ -831,14 +938,20 @@ impl<O: Origin> Inner<O> {
         self.metrics.lookup(found);
     }
 
-    /// Sends a request to the origin outside the cache.
-    async fn pass(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+    /// Sends a request to the origin outside the cache; `member` says why.
+    async fn pass(
+        &self,
+        request: Request<Bytes>,
+        member: Member,
+    ) -> Result<Response<Bytes>, Error> {
         let timeout = self.config.fetch_timeout;
         let mut response = match tokio::time::timeout(timeout, self.origin.fetch(request)).await {
             Ok(result) => result?,
             Err(_) => return Err(Error::Timeout(timeout)),
         };
         response.extensions_mut().insert(CacheStatus::Pass);
+        let member = member.forward_status(Some(response.status()));
+        response.extensions_mut().insert(member);
         Ok(response)
     }
 
@@ -1244,7 +1357,7 @@ fn respond(
     stored: &Stored,
     request_headers: &HeaderMap,
     age: Duration,
-    status: CacheStatus,
+    (status, member): (CacheStatus, Member),
 ) -> Response<Bytes> {
     let mut headers = stored.headers.clone();
     if age > Duration::ZERO || headers.contains_key(AGE) {
@@ -1267,6 +1380,9 @@ fn respond(
     *response.headers_mut() = headers;
     response.extensions_mut().insert(status);
     response
+        .extensions_mut()
+        .insert(member.at_age(&stored.freshness, age));
+    response
 }
 
 /// §5.2.1.7's answer to `only-if-cached` with nothing usable stored.
@@ -1274,5 +1390,8 @@ fn gateway_timeout() -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response.extensions_mut().insert(CacheStatus::Pass);
+    response
+        .extensions_mut()
+        .insert(Member::detail_only("only-if-cached"));
     response
 }

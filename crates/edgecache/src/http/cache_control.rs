@@ -466,7 +466,7 @@ fn skip_ows(input: &[u8]) -> &[u8] {
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
-fn is_tchar(byte: u8) -> bool {
+pub(crate) fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 

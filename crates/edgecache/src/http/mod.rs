@@ -23,6 +23,8 @@
 #[cfg(feature = "tokio")]
 mod cache;
 mod cache_control;
+#[cfg(feature = "tokio")]
+mod cache_status_field;
 pub mod coalescing;
 mod error;
 mod freshness;
