@@ -994,3 +994,89 @@ async fn a_head_response_never_answers_a_get() {
     assert_eq!(response.headers()["x-method"], "GET", "now from the GET");
     assert_eq!(cache.origin().calls(), 2);
 }
+
+#[tokio::test]
+async fn private_with_field_names_stores_the_response_without_them() {
+    // RFC 9111 §5.2.2.7: only the named fields are the user's; the rest may be stored.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                (
+                    "cache-control",
+                    "max-age=60, private=\"Set-Cookie, X-User\"",
+                ),
+                ("set-cookie", "session=alice"),
+                ("x-user", "alice"),
+                ("x-shared", "yes"),
+            ],
+            "page",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let first = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        first.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert_eq!(
+        first.headers()["set-cookie"],
+        "session=alice",
+        "its requester's"
+    );
+    assert_eq!(first.headers()["x-user"], "alice");
+
+    let second = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        second.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(second.body(), "page");
+    assert_eq!(second.headers()["x-shared"], "yes");
+    assert!(!second.headers().contains_key("set-cookie"));
+    assert!(!second.headers().contains_key("x-user"));
+    assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test]
+async fn no_cache_with_field_names_reuses_the_response_without_them() {
+    // RFC 9111 §5.2.2.4: the response may be reused without revalidation, but the named
+    // fields are sent only after a successful revalidation.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let headers = [
+            ("cache-control", "max-age=60, no-cache=\"x-token\""),
+            ("etag", "\"v1\""),
+            ("x-token", "t1"),
+        ];
+        if request.headers().contains_key("if-none-match") {
+            Reply::Response(status(304, &headers, ""))
+        } else {
+            Reply::Response(response(&headers, "page"))
+        }
+    });
+    let cache = cache(origin, &clock);
+    let fetched = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(fetched.headers()["x-token"], "t1", "just fetched");
+
+    let reused = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        reused.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(!reused.headers().contains_key("x-token"));
+    assert_eq!(reused.headers()["etag"], "\"v1\"");
+    assert_eq!(cache.origin().calls(), 1);
+
+    let validated = cache
+        .serve(get("http://a.test/p", &[("cache-control", "no-cache")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        validated.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated)
+    );
+    assert_eq!(validated.headers()["x-token"], "t1", "just validated");
+    let reused = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert!(!reused.headers().contains_key("x-token"));
+}

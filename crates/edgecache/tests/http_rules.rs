@@ -583,8 +583,72 @@ fn rows() -> Vec<Row> {
             Method::POST,
         ),
     ]);
+    rows.extend(qualified_directive_rows());
     rows.extend(request_limits_on_stale_rows());
     rows
+}
+
+/// `no-cache` and `private` with field names restrict only those fields (§5.2.2.4,
+/// §5.2.2.7); without a readable list they restrict the whole response.
+fn qualified_directive_rows() -> Vec<Row> {
+    let cc = "cache-control";
+    vec![
+        row(
+            "9111 §5.2.2.4 qualified no-cache: reused without revalidation (the fields withheld)",
+            &[(cc, "max-age=60, no-cache=\"x-token\"")],
+            10,
+            Ok(()),
+            FRESH,
+        ),
+        row(
+            "9111 §5.2.2.4 an empty no-cache list is the unqualified form",
+            &[(cc, "max-age=60, no-cache=\"\"")],
+            10,
+            Ok(()),
+            REVALIDATE,
+        ),
+        row(
+            "9111 §5.2.2.4 a no-cache list that is not field names is the unqualified form",
+            &[(cc, "max-age=60, no-cache=\"x token\"")],
+            10,
+            Ok(()),
+            REVALIDATE,
+        ),
+        row(
+            "9111 §5.2.2.7 qualified private: stored (without the fields)",
+            &[(cc, "max-age=60, private=\"x-user\"")],
+            10,
+            Ok(()),
+            FRESH,
+        ),
+        row(
+            "9111 §5.2.2.7 private=\"set-cookie\" lets a response setting a cookie be stored",
+            &[
+                (cc, "max-age=60, private=\"Set-Cookie\""),
+                ("set-cookie", "a=b"),
+            ],
+            10,
+            Ok(()),
+            FRESH,
+        ),
+        with_request(
+            row(
+                "9111 §5.2.1.4 a request's no-cache with field names still asks for validation",
+                &[(cc, "max-age=60")],
+                10,
+                Ok(()),
+                REVALIDATE,
+            ),
+            &[(cc, "no-cache=\"x-token\"")],
+        ),
+        row(
+            "9111 §5.2.2.7 unqualified private beside a qualified one wins",
+            &[(cc, "private=\"x-user\", max-age=60, private")],
+            10,
+            Err(NotStorable::Private),
+            FRESH,
+        ),
+    ]
 }
 
 /// A response 10 s stale (lifetime 10 s, 20 s old) whose own directives `response` allow it

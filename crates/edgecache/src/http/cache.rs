@@ -8,7 +8,7 @@ use http::header::{
     AGE, CONTENT_LOCATION, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::{Clock, SystemClock};
@@ -76,6 +76,9 @@ struct Stored {
     revalidated: bool,
     /// Whether it was read from the shared tier rather than fetched.
     from_shared: bool,
+    /// The fields its `no-cache="..."` names (§5.2.2.4): sent only with the response just
+    /// fetched or validated, withheld whenever it is reused from storage without that.
+    withheld: Box<[HeaderName]>,
 }
 
 impl Stored {
@@ -119,12 +122,13 @@ struct Variants {
 /// What a flight ends with: the response (stored or not), or why there is none.
 type FetchResult = Result<Fetch, Error>;
 
-/// A flight's response, and the `Set-Cookie` fields stripped from its stored form, which only
-/// the request that caused the fetch receives.
+/// A flight's response, and the fields stripped from its stored form as its requester's
+/// alone (`Set-Cookie`, the fields `private="..."` names), which only the request that caused
+/// the fetch receives.
 #[derive(Clone, Debug)]
 struct Fetch {
     stored: Arc<Stored>,
-    cookies: Vec<HeaderValue>,
+    personal: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
@@ -581,7 +585,7 @@ impl<O: Origin> HttpCache<O> {
                 {
                     leader.complete(Ok(Fetch {
                         stored: Arc::clone(&found.stored),
-                        cookies: Vec::new(),
+                        personal: Vec::new(),
                     }));
                     return Ok(respond(
                         &found.stored,
@@ -643,7 +647,7 @@ impl<O: Origin> HttpCache<O> {
             }
             Ok(Fetch {
                 stored: fetched,
-                cookies,
+                personal,
             }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
@@ -662,23 +666,26 @@ impl<O: Origin> HttpCache<O> {
                     (status, member),
                 );
                 if initiator {
-                    for cookie in cookies {
-                        response.headers_mut().append(SET_COOKIE, cookie);
-                    }
+                    give_personal_fields(&mut response, personal);
                 }
                 Ok(response)
             }
             Ok(Fetch {
-                stored: fetched, ..
-            }) if initiator => Ok(respond(
-                &fetched,
-                &parts.headers,
-                inner.age(&fetched),
-                (
-                    CacheStatus::Miss,
-                    forwarded.forward_status(fetched.forward_status()),
-                ),
-            )),
+                stored: fetched,
+                personal,
+            }) if initiator => {
+                let mut response = respond(
+                    &fetched,
+                    &parts.headers,
+                    inner.age(&fetched),
+                    (
+                        CacheStatus::Miss,
+                        forwarded.forward_status(fetched.forward_status()),
+                    ),
+                );
+                give_personal_fields(&mut response, personal);
+                Ok(response)
+            }
             // An error answer goes to the waiters too: asking a failing origin once per waiter
             // would pile onto it. Not one meant for its requester alone, nor for other values
             // of its `Vary` fields.
@@ -984,7 +991,7 @@ impl<O: Origin> Inner<O> {
         if let Some(found) = this.read_shared(&key, &client_headers, generation).await {
             leader.complete(Ok(Fetch {
                 stored: found,
-                cookies: Vec::new(),
+                personal: Vec::new(),
             }));
             return;
         }
@@ -1105,14 +1112,21 @@ impl<O: Origin> Inner<O> {
             && vary.is_some()
             && tags.is_some()
             && fetched.body.len() <= self.config.max_object_bytes;
-        let mut cookies = Vec::new();
-        if storable && let http::header::Entry::Occupied(entry) = headers.entry(SET_COOKIE) {
-            // Only reached under `SetCookiePolicy::StripAndStore`.
-            cookies = entry.remove_entry_mult().1.collect();
-        }
+        // `Set-Cookie` is stored only under `SetCookiePolicy::StripAndStore` or
+        // `private="set-cookie"`, and then without its values, as are the fields `private`
+        // names (§5.2.2.7).
+        let personal_names: Vec<HeaderName> = std::iter::once(SET_COOKIE)
+            .chain(response_cc.private_fields().iter().cloned())
+            .collect();
+        let personal = if storable {
+            take_fields(&mut headers, &personal_names)
+        } else {
+            Vec::new()
+        };
         let impersonal = matches!(allowed, Ok(()) | Err(NotStorable::NoFreshnessInformation))
             && vary.is_some()
-            && !headers.contains_key(SET_COOKIE);
+            && !personal_names.iter().any(|name| headers.contains_key(name));
+        let withheld = response_cc.no_cache_fields().into();
         let mut stored = Stored {
             status: fetched.status,
             headers,
@@ -1127,12 +1141,13 @@ impl<O: Origin> Inner<O> {
             impersonal,
             revalidated: fetched.revalidated,
             from_shared: false,
+            withheld,
         };
         let ttl = self.keep_for(&stored);
         if !storable || ttl.is_zero() {
             return Fetch {
                 stored: Arc::new(stored),
-                cookies,
+                personal,
             };
         }
         stored.shareable = true;
@@ -1142,7 +1157,7 @@ impl<O: Origin> Inner<O> {
             #[cfg(feature = "redis")]
             self.write_shared(context.key, &stored, ttl);
         }
-        Fetch { stored, cookies }
+        Fetch { stored, personal }
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
@@ -1219,6 +1234,9 @@ impl<O: Origin> Inner<O> {
             shared.count(Event::Miss);
             return None;
         }
+        let withheld = CacheControl::from_headers(&record.headers)
+            .no_cache_fields()
+            .into();
         let stored = Arc::new(Stored {
             status: record.status,
             headers: record.headers,
@@ -1233,6 +1251,7 @@ impl<O: Origin> Inner<O> {
             impersonal: true,
             revalidated: false,
             from_shared: true,
+            withheld,
         });
         // A `no-store` request's response is served, not kept (RFC 9111 §5.2.1.5).
         let ttl = if directives.no_store() {
@@ -1360,6 +1379,15 @@ fn respond(
     (status, member): (CacheStatus, Member),
 ) -> Response<Bytes> {
     let mut headers = stored.headers.clone();
+    if matches!(
+        status,
+        CacheStatus::Hit | CacheStatus::Stale | CacheStatus::SharedHit
+    ) {
+        // Reused without being validated just now.
+        for name in &stored.withheld {
+            headers.remove(name);
+        }
+    }
     if age > Duration::ZERO || headers.contains_key(AGE) {
         // §1.2.2: no delta-seconds beyond 2^31 is sent.
         let seconds = age.as_secs().min(u64::from(DELTA_SECONDS_CAP));
@@ -1383,6 +1411,25 @@ fn respond(
         .extensions_mut()
         .insert(member.at_age(&stored.freshness, age));
     response
+}
+
+/// Removes the fields `names` from `headers`; the removed fields, in order.
+fn take_fields(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, HeaderValue)> {
+    let mut taken = Vec::new();
+    for name in names {
+        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            taken.extend(values.map(|value| (name.clone(), value)));
+        }
+    }
+    taken
+}
+
+/// Gives the requester whose fetch brought a response the fields kept out of its stored form.
+fn give_personal_fields(response: &mut Response<Bytes>, personal: Vec<(HeaderName, HeaderValue)>) {
+    for (name, value) in personal {
+        response.headers_mut().append(name, value);
+    }
 }
 
 /// §5.2.1.7's answer to `only-if-cached` with nothing usable stored.

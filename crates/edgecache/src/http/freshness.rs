@@ -241,7 +241,7 @@ impl Freshness {
             stale_if_error: self.allows_stale_if_error(age, request),
         };
 
-        if self.no_cache || request.no_cache() {
+        if self.no_cache || request_no_cache(request) {
             return revalidate;
         }
         // §5.2.1.1: the client will not accept a response older than its max-age.
@@ -306,10 +306,16 @@ impl RequestStaleness {
     }
 }
 
+/// A request's `no-cache` (§5.2.1.4), which takes no field names: a request naming some
+/// still asks for validation.
+fn request_no_cache(request: &CacheControl) -> bool {
+    request.no_cache() || !request.no_cache_fields().is_empty()
+}
+
 /// The request's limits on a stale response of age `age` (§5.2.1.1 to §5.2.1.4).
 fn request_staleness(age: Duration, request: &CacheControl) -> RequestStaleness {
     let max_age = request.max_age();
-    if request.no_cache()
+    if request_no_cache(request)
         || request.min_fresh().is_some()
         || max_age.is_some_and(|max| age > delta(max))
     {
