@@ -1,7 +1,8 @@
 //! Cache-Control, Age, Date, Expires, Vary and 304 merging over arbitrary header blocks:
 //! nothing panics, parsing stays within its limits, and the parsed values agree with plain
-//! models of the rules (delta-seconds saturating at 2^31, a Vary key matching the request it
-//! was made from, a fresh decision only for a fresh age, a merged 304's fields present).
+//! models of the rules (delta-seconds saturating at 2^31, qualified `no-cache` / `private`
+//! lists within their bound, a Vary key matching the request it was made from, a fresh
+//! decision only for a fresh age, a merged 304's fields present).
 //!
 //! The input is text: two bytes (status, resident seconds), then response header lines
 //! (`name: value`), a blank line, and request header lines.
@@ -12,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use infra_edgecache::http::{
     CacheControl, Decision, Delta, Exchange, Freshness, Heuristic, MAX_CACHE_CONTROL_BYTES,
-    MAX_DIRECTIVES, RequestFacts, ResponseFacts, SetCookiePolicy, VaryKey, merge_not_modified,
+    MAX_DIRECTIVES, MAX_QUALIFIED_FIELDS, RequestFacts, ResponseFacts, SetCookiePolicy, VaryKey, merge_not_modified,
     storability, validates, without_hop_by_hop,
 };
 use libfuzzer_sys::fuzz_target;
@@ -73,6 +74,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!cc.exceeded_limits());
     }
     assert!(cc.extensions().count() <= MAX_DIRECTIVES);
+    // Qualified `no-cache` / `private` lists stay bounded; a qualified directive restricts
+    // fields only while its unqualified form is off.
+    assert!(cc.no_cache_fields().len() <= MAX_QUALIFIED_FIELDS);
+    assert!(cc.private_fields().len() <= MAX_QUALIFIED_FIELDS);
 
     // delta-seconds: one `max-age=DIGITS` line reads as the model says.
     if let [line] = lines.as_slice()

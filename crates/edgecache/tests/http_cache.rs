@@ -891,3 +891,192 @@ async fn preconditions_only_the_origin_evaluates_reach_it() {
         }
     }
 }
+
+/// A HEAD of `url` with `headers`.
+fn head_with(url: &str, headers: &[(&str, &str)]) -> Request<Bytes> {
+    let mut request = get(url, headers);
+    *request.method_mut() = http::Method::HEAD;
+    request
+}
+
+/// A HEAD of `url`.
+fn head(url: &str) -> Request<Bytes> {
+    head_with(url, &[])
+}
+
+/// An origin that answers GET with a body and HEAD with the same fields and none, both
+/// cacheable for a minute and kept past it for their entity tag.
+fn get_and_head_origin() -> TestOrigin {
+    TestOrigin::new(|request| {
+        let body = if request.method() == http::Method::HEAD {
+            ""
+        } else {
+            "body"
+        };
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("content-length", "4"),
+                ("x-method", request.method().as_str()),
+            ],
+            body,
+        ))
+    })
+}
+
+#[tokio::test]
+async fn head_is_answered_from_a_stored_get() {
+    // RFC 9110 §9.3.2, RFC 9111 §4: a stored GET response answers HEAD, without its body.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    clock.advance(Duration::from_secs(5));
+
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(response.body().is_empty(), "HEAD has no body");
+    assert_eq!(response.headers()["x-method"], "GET", "the GET's fields");
+    assert_eq!(response.headers()["content-length"], "4");
+    assert_eq!(response.headers()["age"], "5");
+
+    clock.advance(Duration::from_secs(60));
+    let request = head_with("http://a.test/page", &[("cache-control", "max-stale")]);
+    let response = cache.serve(request).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Stale),
+        "stale, as the request's max-stale accepts"
+    );
+    assert!(response.body().is_empty());
+    assert_eq!(cache.origin().calls(), 1, "the origin saw the GET only");
+}
+
+#[tokio::test]
+async fn a_head_miss_asks_the_origin_with_head() {
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert!(response.body().is_empty());
+    let seen: Vec<http::Method> = cache.origin().seen().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(seen, [http::Method::HEAD]);
+    // A stale stored GET does not answer HEAD without the origin either.
+    fetch(&cache, "http://a.test/stale").await;
+    clock.advance(Duration::from_secs(61));
+    let response = cache.serve(head("http://a.test/stale")).await.unwrap();
+    assert_eq!(response.headers()["x-method"], "HEAD");
+    assert_eq!(cache.origin().calls(), 3);
+}
+
+#[tokio::test]
+async fn a_head_response_never_answers_a_get() {
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    cache.serve(head("http://a.test/page")).await.unwrap();
+    cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Miss, "body".into()),
+        "the bodiless HEAD response is not the GET's"
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Hit, "body".into())
+    );
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(response.headers()["x-method"], "GET", "now from the GET");
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn private_with_field_names_stores_the_response_without_them() {
+    // RFC 9111 §5.2.2.7: only the named fields are the user's; the rest may be stored.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                (
+                    "cache-control",
+                    "max-age=60, private=\"Set-Cookie, X-User\"",
+                ),
+                ("set-cookie", "session=alice"),
+                ("x-user", "alice"),
+                ("x-shared", "yes"),
+            ],
+            "page",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let first = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        first.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert_eq!(
+        first.headers()["set-cookie"],
+        "session=alice",
+        "its requester's"
+    );
+    assert_eq!(first.headers()["x-user"], "alice");
+
+    let second = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        second.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(second.body(), "page");
+    assert_eq!(second.headers()["x-shared"], "yes");
+    assert!(!second.headers().contains_key("set-cookie"));
+    assert!(!second.headers().contains_key("x-user"));
+    assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test]
+async fn no_cache_with_field_names_reuses_the_response_without_them() {
+    // RFC 9111 §5.2.2.4: the response may be reused without revalidation, but the named
+    // fields are sent only after a successful revalidation.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let headers = [
+            ("cache-control", "max-age=60, no-cache=\"x-token\""),
+            ("etag", "\"v1\""),
+            ("x-token", "t1"),
+        ];
+        if request.headers().contains_key("if-none-match") {
+            Reply::Response(status(304, &headers, ""))
+        } else {
+            Reply::Response(response(&headers, "page"))
+        }
+    });
+    let cache = cache(origin, &clock);
+    let fetched = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(fetched.headers()["x-token"], "t1", "just fetched");
+
+    let reused = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        reused.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(!reused.headers().contains_key("x-token"));
+    assert_eq!(reused.headers()["etag"], "\"v1\"");
+    assert_eq!(cache.origin().calls(), 1);
+
+    let validated = cache
+        .serve(get("http://a.test/p", &[("cache-control", "no-cache")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        validated.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated)
+    );
+    assert_eq!(validated.headers()["x-token"], "t1", "just validated");
+    let reused = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert!(!reused.headers().contains_key("x-token"));
+}

@@ -583,7 +583,197 @@ fn rows() -> Vec<Row> {
             Method::POST,
         ),
     ]);
+    rows.extend(qualified_directive_rows());
+    rows.extend(request_limits_on_stale_rows());
     rows
+}
+
+/// `no-cache` and `private` with field names restrict only those fields (§5.2.2.4,
+/// §5.2.2.7); without a readable list they restrict the whole response.
+fn qualified_directive_rows() -> Vec<Row> {
+    let cc = "cache-control";
+    vec![
+        row(
+            "9111 §5.2.2.4 qualified no-cache: reused without revalidation (the fields withheld)",
+            &[(cc, "max-age=60, no-cache=\"x-token\"")],
+            10,
+            Ok(()),
+            FRESH,
+        ),
+        row(
+            "9111 §5.2.2.4 an empty no-cache list is the unqualified form",
+            &[(cc, "max-age=60, no-cache=\"\"")],
+            10,
+            Ok(()),
+            REVALIDATE,
+        ),
+        row(
+            "9111 §5.2.2.4 a no-cache list that is not field names is the unqualified form",
+            &[(cc, "max-age=60, no-cache=\"x token\"")],
+            10,
+            Ok(()),
+            REVALIDATE,
+        ),
+        row(
+            "9111 §5.2.2.7 qualified private: stored (without the fields)",
+            &[(cc, "max-age=60, private=\"x-user\"")],
+            10,
+            Ok(()),
+            FRESH,
+        ),
+        row(
+            "9111 §5.2.2.7 private=\"set-cookie\" lets a response setting a cookie be stored",
+            &[
+                (cc, "max-age=60, private=\"Set-Cookie\""),
+                ("set-cookie", "a=b"),
+            ],
+            10,
+            Ok(()),
+            FRESH,
+        ),
+        with_request(
+            row(
+                "9111 §5.2.1.4 a request's no-cache with field names still asks for validation",
+                &[(cc, "max-age=60")],
+                10,
+                Ok(()),
+                REVALIDATE,
+            ),
+            &[(cc, "no-cache=\"x-token\"")],
+        ),
+        row(
+            "9111 §5.2.2.7 unqualified private beside a qualified one wins",
+            &[(cc, "private=\"x-user\", max-age=60, private")],
+            10,
+            Err(NotStorable::Private),
+            FRESH,
+        ),
+    ]
+}
+
+/// A response 10 s stale (lifetime 10 s, 20 s old) whose own directives `response` allow it
+/// to be served stale, asked for with request directives `request`.
+fn ten_seconds_stale(
+    section: &'static str,
+    response: &str,
+    request: &str,
+    decision: Decision,
+) -> Row {
+    with_request(
+        row(
+            section,
+            &[("cache-control", response)],
+            20,
+            Ok(()),
+            decision,
+        ),
+        &[("cache-control", request)],
+    )
+}
+
+/// The request's limits on stale responses (RFC 9111 §4.2.4, §5.2.1) against the response's
+/// permissions (RFC 5861 §3, §4): the request's explicit directives win.
+fn request_limits_on_stale_rows() -> Vec<Row> {
+    let swr = "max-age=10, stale-while-revalidate=30";
+    let sie = "max-age=10, stale-if-error=60";
+    vec![
+        ten_seconds_stale(
+            "9111 §5.2.1.1 request max-age exceeded: no stale-while-revalidate",
+            swr,
+            "max-age=15",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.1 request max-age without max-stale: the client wants no stale response",
+            swr,
+            "max-age=30",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.1 + §5.2.1.2 request max-age with max-stale: stale accepted",
+            swr,
+            "max-age=30, max-stale",
+            Decision::StaleAccepted,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.3 request min-fresh: a stale response is not fresh for any longer",
+            swr,
+            "min-fresh=5",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.3 request min-fresh=0 still asks for a fresh response",
+            swr,
+            "min-fresh=0",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.3 min-fresh is stricter than max-stale in the same request",
+            swr,
+            "max-stale, min-fresh=5",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.4 request no-cache: no stale-while-revalidate",
+            swr,
+            "no-cache",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.2 max-stale=5 bounds staleness below the response's window",
+            swr,
+            "max-stale=5",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "9111 §5.2.1.2 max-stale=15 covers it: stale accepted without a refresh",
+            swr,
+            "max-stale=15",
+            Decision::StaleAccepted,
+        ),
+        ten_seconds_stale(
+            "5861 §3 a request stale-if-error does not forbid stale-while-revalidate",
+            swr,
+            "stale-if-error=100",
+            Decision::StaleWhileRevalidate,
+        ),
+        ten_seconds_stale(
+            "5861 §4 request no-cache: no stale response on error either",
+            sie,
+            "no-cache",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 request max-age exceeded: no stale response on error",
+            sie,
+            "max-age=15",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 request max-age without max-stale: no stale response on error",
+            sie,
+            "max-age=30",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 request min-fresh: no stale response on error",
+            sie,
+            "min-fresh=5",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 request max-stale=5 bounds the staleness served on error",
+            sie,
+            "max-stale=5",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 the request's own stale-if-error overrides its no-cache",
+            sie,
+            "no-cache, stale-if-error=30",
+            REVALIDATE_OR_STALE_ON_ERROR,
+        ),
+    ]
 }
 
 #[test]

@@ -8,12 +8,13 @@ use http::header::{
     AGE, CONTENT_LOCATION, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::{Clock, SystemClock};
 
 use super::cache_control::{CacheControl, DELTA_SECONDS_CAP};
+use super::cache_status_field::{DEFAULT_CACHE_NAME, Forward, Member, cache_name};
 use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
 use super::error::Error;
 use super::freshness::{Decision, Exchange, Freshness, Heuristic};
@@ -75,9 +76,25 @@ struct Stored {
     revalidated: bool,
     /// Whether it was read from the shared tier rather than fetched.
     from_shared: bool,
+    /// The fields its `no-cache="..."` names (§5.2.2.4): sent only with the response just
+    /// fetched or validated, withheld whenever it is reused from storage without that.
+    withheld: Box<[HeaderName]>,
 }
 
 impl Stored {
+    /// The status the origin answered the fetch that made this response with (RFC 9211
+    /// §2.3): 304 for a revalidation; none for a copy from the shared tier, which is not a
+    /// next hop that answers in HTTP.
+    fn forward_status(&self) -> Option<StatusCode> {
+        if self.revalidated {
+            Some(StatusCode::NOT_MODIFIED)
+        } else if self.from_shared {
+            None
+        } else {
+            Some(self.status)
+        }
+    }
+
     fn weight(&self) -> usize {
         let headers: usize = self
             .headers
@@ -105,12 +122,13 @@ struct Variants {
 /// What a flight ends with: the response (stored or not), or why there is none.
 type FetchResult = Result<Fetch, Error>;
 
-/// A flight's response, and the `Set-Cookie` fields stripped from its stored form, which only
-/// the request that caused the fetch receives.
+/// A flight's response, and the fields stripped from its stored form as its requester's
+/// alone (`Set-Cookie`, the fields `private="..."` names), which only the request that caused
+/// the fetch receives.
 #[derive(Clone, Debug)]
 struct Fetch {
     stored: Arc<Stored>,
-    cookies: Vec<HeaderValue>,
+    personal: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
@@ -125,6 +143,8 @@ pub struct HttpCacheBuilder<O> {
     shards: Option<usize>,
     config: Config,
     clock: Option<Box<dyn ClockSource>>,
+    /// The cache's identifier in `Cache-Status`, serialized; `None` leaves the field out.
+    cache_status_name: Option<Box<str>>,
     #[cfg(feature = "redis")]
     shared: Option<super::shared::SharedTier>,
     #[cfg(feature = "metrics")]
@@ -182,6 +202,27 @@ impl<O: Origin> HttpCacheBuilder<O> {
     /// revalidated with a 304 instead of fetched again (default one hour).
     pub fn keep_for_revalidation(mut self, keep: Duration) -> Self {
         self.config.keep_validated = keep;
+        self
+    }
+
+    /// The name this cache gives itself in the `Cache-Status` field (RFC 9211) it writes on
+    /// every response it produces (default `edgecache`). Written as an sf-token when it is
+    /// one, else as an sf-string.
+    ///
+    /// # Panics
+    ///
+    /// If `name` has a character outside printable ASCII, which the field cannot carry.
+    pub fn cache_status_name(mut self, name: &str) -> Self {
+        let name = cache_name(name).expect("a Cache-Status name is printable ASCII");
+        self.cache_status_name = Some(name);
+        self
+    }
+
+    /// Leaves the `Cache-Status` field out of responses (it is on by default: it tells
+    /// clients and the operators debugging them whether and why a response came from
+    /// storage, and how fresh it is; turn it off where that must not be disclosed).
+    pub fn without_cache_status(mut self) -> Self {
+        self.cache_status_name = None;
         self
     }
 
@@ -268,6 +309,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
                 purges,
                 clock: source.boxed(),
                 config: self.config,
+                cache_status_name: self.cache_status_name,
                 #[cfg(feature = "redis")]
                 shared,
                 #[cfg(feature = "metrics")]
@@ -334,6 +376,8 @@ struct Inner<O> {
     purges: Arc<PurgeLog>,
     clock: Box<dyn Clock>,
     config: Config,
+    /// The cache's identifier in `Cache-Status`, serialized; `None` leaves the field out.
+    cache_status_name: Option<Box<str>>,
     /// The shared tier; dropping it stops its subscriber.
     #[cfg(feature = "redis")]
     shared: Option<super::shared::Shared>,
@@ -362,6 +406,8 @@ impl<O> fmt::Debug for HttpCache<O> {
 struct Candidate {
     stored: Arc<Stored>,
     decision: Decision,
+    /// Why the request goes forward if the decision sends it there (RFC 9211 §2.2).
+    forward: Forward,
 }
 
 impl<O: Origin> HttpCache<O> {
@@ -379,6 +425,7 @@ impl<O: Origin> HttpCache<O> {
                 keep_validated: Duration::from_secs(60 * 60),
             },
             clock: None,
+            cache_status_name: Some(DEFAULT_CACHE_NAME.into()),
             #[cfg(feature = "redis")]
             shared: None,
             #[cfg(feature = "metrics")]
@@ -405,15 +452,30 @@ impl<O: Origin> HttpCache<O> {
 
     /// Answers `request`: from storage where RFC 9111 allows, else from the origin.
     ///
-    /// GET and HEAD are cached. Other methods go to the origin; a successful unsafe one
+    /// GET and HEAD are cached, each under its own key; a HEAD is answered from the stored
+    /// GET response when that may be served without the origin. Other methods go to the origin; a successful unsafe one
     /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
+    ///
+    /// Every response it produces carries a `Cache-Status` field (RFC 9211) unless
+    /// [`HttpCacheBuilder::without_cache_status`] turned it off: this cache's member first,
+    /// then any the origin's response had.
     ///
     /// # Errors
     ///
     /// [`Error`] when the origin fails or times out and no stored response may stand in.
     pub async fn serve(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let mut response = self.answer(request).await?;
+        let member = response.extensions_mut().remove::<Member>();
+        if let (Some(member), Some(name)) = (member, &self.inner.cache_status_name) {
+            member.prepend_to(response.headers_mut(), name);
+        }
+        Ok(response)
+    }
+
+    /// [`serve`](Self::serve)'s answer, with its `Cache-Status` member in its extensions.
+    async fn answer(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
         let inner = &self.inner;
         let (parts, body) = request.into_parts();
         let key = PrimaryKey::new(&parts.method, &parts.uri, &parts.headers);
@@ -421,7 +483,12 @@ impl<O: Origin> HttpCache<O> {
 
         if parts.method != Method::GET && parts.method != Method::HEAD {
             let unsafe_method = !matches!(parts.method, Method::OPTIONS | Method::TRACE);
-            let response = inner.pass(Request::from_parts(parts, body)).await?;
+            let response = inner
+                .pass(
+                    Request::from_parts(parts, body),
+                    Member::forward(Forward::Method),
+                )
+                .await?;
             if unsafe_method
                 && (response.status().is_success() || response.status().is_redirection())
             {
@@ -433,10 +500,25 @@ impl<O: Origin> HttpCache<O> {
             || has_origin_preconditions(&parts.headers)
             || request_cc.unreadable()
         {
-            return inner.pass(Request::from_parts(parts, body)).await;
+            return inner
+                .pass(
+                    Request::from_parts(parts, body),
+                    Member::forward(Forward::Bypass),
+                )
+                .await;
         }
 
-        let candidate = inner.lookup(&key, &parts.headers, &request_cc, true);
+        if parts.method == Method::HEAD
+            && let Some(response) = inner.head_from_get(&key, &parts.headers, &request_cc)
+        {
+            return Ok(response);
+        }
+        let looked_up = inner.lookup(&key, &parts.headers, &request_cc, true);
+        let forward = match &looked_up {
+            Ok(candidate) => candidate.forward,
+            Err(reason) => *reason,
+        };
+        let candidate = looked_up.ok();
         if let Some(candidate) = &candidate {
             match candidate.decision {
                 Decision::Fresh => {
@@ -444,7 +526,7 @@ impl<O: Origin> HttpCache<O> {
                         &candidate.stored,
                         &parts.headers,
                         inner.age(&candidate.stored),
-                        CacheStatus::Hit,
+                        (CacheStatus::Hit, Member::hit()),
                     ));
                 }
                 Decision::StaleAccepted => {
@@ -453,7 +535,7 @@ impl<O: Origin> HttpCache<O> {
                         &candidate.stored,
                         &parts.headers,
                         inner.age(&candidate.stored),
-                        CacheStatus::Stale,
+                        (CacheStatus::Stale, Member::hit()),
                     ));
                 }
                 Decision::StaleWhileRevalidate => {
@@ -478,7 +560,7 @@ impl<O: Origin> HttpCache<O> {
                         &candidate.stored,
                         &parts.headers,
                         inner.age(&candidate.stored),
-                        CacheStatus::Stale,
+                        (CacheStatus::Stale, Member::hit()),
                     ));
                 }
                 Decision::Revalidate { .. } => {}
@@ -498,18 +580,18 @@ impl<O: Origin> HttpCache<O> {
             Joined::Leader(leader) => {
                 // Re-check: a flight that ended between the lookup and the join stored its
                 // response already.
-                if let Some(found) = inner.lookup(&key, &parts.headers, &request_cc, false)
+                if let Ok(found) = inner.lookup(&key, &parts.headers, &request_cc, false)
                     && found.decision == Decision::Fresh
                 {
                     leader.complete(Ok(Fetch {
                         stored: Arc::clone(&found.stored),
-                        cookies: Vec::new(),
+                        personal: Vec::new(),
                     }));
                     return Ok(respond(
                         &found.stored,
                         &parts.headers,
                         inner.age(&found.stored),
-                        CacheStatus::Hit,
+                        (CacheStatus::Hit, Member::hit()),
                     ));
                 }
                 if stale.is_some() {
@@ -546,22 +628,26 @@ impl<O: Origin> HttpCache<O> {
                 }
             )
         });
+        let forwarded = Member::forward(forward).collapsed(!initiator);
         match outcome {
             Ok(Fetch {
                 stored: fetched, ..
             }) if stale_if_error && is_error_status(fetched.status) => {
                 inner.stale_served();
+                let member = forwarded
+                    .forward_status(Some(fetched.status))
+                    .stale_if_error();
                 let stale = candidate.map(|c| c.stored).unwrap_or(fetched);
                 Ok(respond(
                     &stale,
                     &parts.headers,
                     inner.age(&stale),
-                    CacheStatus::Stale,
+                    (CacheStatus::Stale, member),
                 ))
             }
             Ok(Fetch {
                 stored: fetched,
-                cookies,
+                personal,
             }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
@@ -570,22 +656,36 @@ impl<O: Origin> HttpCache<O> {
                 } else {
                     CacheStatus::Miss
                 };
-                let mut response = respond(&fetched, &parts.headers, inner.age(&fetched), status);
+                let member = forwarded
+                    .forward_status(fetched.forward_status())
+                    .stored(true);
+                let mut response = respond(
+                    &fetched,
+                    &parts.headers,
+                    inner.age(&fetched),
+                    (status, member),
+                );
                 if initiator {
-                    for cookie in cookies {
-                        response.headers_mut().append(SET_COOKIE, cookie);
-                    }
+                    give_personal_fields(&mut response, personal);
                 }
                 Ok(response)
             }
             Ok(Fetch {
-                stored: fetched, ..
-            }) if initiator => Ok(respond(
-                &fetched,
-                &parts.headers,
-                inner.age(&fetched),
-                CacheStatus::Miss,
-            )),
+                stored: fetched,
+                personal,
+            }) if initiator => {
+                let mut response = respond(
+                    &fetched,
+                    &parts.headers,
+                    inner.age(&fetched),
+                    (
+                        CacheStatus::Miss,
+                        forwarded.forward_status(fetched.forward_status()),
+                    ),
+                );
+                give_personal_fields(&mut response, personal);
+                Ok(response)
+            }
             // An error answer goes to the waiters too: asking a failing origin once per waiter
             // would pile onto it. Not one meant for its requester alone, nor for other values
             // of its `Vary` fields.
@@ -599,11 +699,18 @@ impl<O: Origin> HttpCache<O> {
                     &fetched,
                     &parts.headers,
                     inner.age(&fetched),
-                    CacheStatus::Miss,
+                    (
+                        CacheStatus::Miss,
+                        forwarded.forward_status(fetched.forward_status()),
+                    ),
                 ))
             }
             // Another request's response that this one may not reuse: fetch for itself.
-            Ok(_) => inner.pass(Request::from_parts(parts, body)).await,
+            Ok(_) => {
+                inner
+                    .pass(Request::from_parts(parts, body), Member::forward(forward))
+                    .await
+            }
             Err(error) => match candidate {
                 Some(c) if stale_if_error => {
                     inner.stale_served();
@@ -611,7 +718,7 @@ impl<O: Origin> HttpCache<O> {
                         &c.stored,
                         &parts.headers,
                         inner.age(&c.stored),
-                        CacheStatus::Stale,
+                        (CacheStatus::Stale, forwarded.stale_if_error()),
                     ))
                 }
                 _ => Err(error),
@@ -742,62 +849,116 @@ impl<O: Origin> Inner<O> {
             .saturating_add(self.clock.elapsed_since(stored.stored_at))
     }
 
-    /// The stored response this request selects, if any survives the purges. `counted`
-    /// lookups count as the store's hits and misses and inform its policy; a re-check does
-    /// not count twice.
+    /// The stored response this request selects, if any survives the purges, else why there
+    /// is none (nothing stored for the URL, or only other variants). `counted` lookups count
+    /// as the store's hits and misses and inform its policy; a re-check does not count twice.
     fn lookup(
         &self,
         key: &PrimaryKey,
         headers: &HeaderMap,
         request_cc: &CacheControl,
         counted: bool,
-    ) -> Option<Candidate> {
+    ) -> Result<Candidate, Forward> {
         let variants = if counted {
             let found = self.store.get(key);
             #[cfg(feature = "metrics")]
             self.metrics.lookup(found.is_some());
-            found?
+            found
         } else {
-            self.store.peek(key)?
+            self.store.peek(key)
         };
         let stored = variants
+            .ok_or(Forward::UriMiss)?
             .list
             .iter()
             .rev()
-            .find(|stored| stored.vary.matches(headers))?;
+            .find(|stored| stored.vary.matches(headers))
+            .cloned()
+            .ok_or(Forward::VaryMiss)?;
         let purged = match self.purges.check(stored.generation, &stored.tags) {
-            Purged::Hard => return None,
+            Purged::Hard => return Err(Forward::UriMiss),
             Purged::Soft => true,
             Purged::No => stored.soft_purged.load(Ordering::Acquire),
         };
-        let decision = match stored.freshness.decide(self.age(stored), request_cc) {
+        let age = self.age(&stored);
+        let decision = match stored.freshness.decide(age, request_cc) {
             // A soft purge makes the response stale: it must be revalidated, and may stand in
             // only for an origin error.
             Decision::Fresh | Decision::StaleAccepted | Decision::StaleWhileRevalidate
                 if purged =>
             {
                 Decision::Revalidate {
-                    stale_if_error: stored
-                        .freshness
-                        .allows_stale_if_error(self.age(stored), request_cc),
+                    stale_if_error: stored.freshness.allows_stale_if_error(age, request_cc),
                 }
             }
             decision => decision,
         };
-        Some(Candidate {
-            stored: Arc::clone(stored),
+        // Forwarded for the request's sake only if, without its directives, the stored
+        // response would have been served (RFC 9211 §2.2 `request`); else it needed validating.
+        let usable_unasked =
+            stored.freshness.decide(age, &CacheControl::default()) == Decision::Fresh;
+        let forward = if usable_unasked && !purged {
+            Forward::Request
+        } else {
+            Forward::Stale
+        };
+        Ok(Candidate {
+            stored,
             decision,
+            forward,
         })
     }
 
-    /// Sends a request to the origin outside the cache.
-    async fn pass(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+    /// The answer to a HEAD from the stored GET response of its URL, when that response may
+    /// be served without the origin (RFC 9110 §9.3.2, RFC 9111 §4: the GET's fields, no
+    /// body). A GET response only within `stale-while-revalidate` is not used: its refresh
+    /// would have to be a GET, so HEAD takes its own path (its own key, asked as HEAD), which
+    /// never stores its bodiless answer as the GET's.
+    fn head_from_get(
+        &self,
+        head_key: &PrimaryKey,
+        headers: &HeaderMap,
+        request_cc: &CacheControl,
+    ) -> Option<Response<Bytes>> {
+        let get_key = head_key.with_method(&Method::GET);
+        let found = self.lookup(&get_key, headers, request_cc, false).ok()?;
+        let status = match found.decision {
+            Decision::Fresh => CacheStatus::Hit,
+            Decision::StaleAccepted => CacheStatus::Stale,
+            _ => return None,
+        };
+        self.count_hit(&get_key);
+        if status == CacheStatus::Stale {
+            self.stale_served();
+        }
+        let age = self.age(&found.stored);
+        let mut response = respond(&found.stored, headers, age, (status, Member::hit()));
+        *response.body_mut() = Bytes::new();
+        Some(response)
+    }
+
+    /// Counts a hit on `key` found by an uncounted lookup, and tells the store's policy.
+    fn count_hit(&self, key: &PrimaryKey) {
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+        let found = self.store.get(key).is_some();
+        #[cfg(feature = "metrics")]
+        self.metrics.lookup(found);
+    }
+
+    /// Sends a request to the origin outside the cache; `member` says why.
+    async fn pass(
+        &self,
+        request: Request<Bytes>,
+        member: Member,
+    ) -> Result<Response<Bytes>, Error> {
         let timeout = self.config.fetch_timeout;
         let mut response = match tokio::time::timeout(timeout, self.origin.fetch(request)).await {
             Ok(result) => result?,
             Err(_) => return Err(Error::Timeout(timeout)),
         };
         response.extensions_mut().insert(CacheStatus::Pass);
+        let member = member.forward_status(Some(response.status()));
+        response.extensions_mut().insert(member);
         Ok(response)
     }
 
@@ -830,7 +991,7 @@ impl<O: Origin> Inner<O> {
         if let Some(found) = this.read_shared(&key, &client_headers, generation).await {
             leader.complete(Ok(Fetch {
                 stored: found,
-                cookies: Vec::new(),
+                personal: Vec::new(),
             }));
             return;
         }
@@ -951,14 +1112,21 @@ impl<O: Origin> Inner<O> {
             && vary.is_some()
             && tags.is_some()
             && fetched.body.len() <= self.config.max_object_bytes;
-        let mut cookies = Vec::new();
-        if storable && let http::header::Entry::Occupied(entry) = headers.entry(SET_COOKIE) {
-            // Only reached under `SetCookiePolicy::StripAndStore`.
-            cookies = entry.remove_entry_mult().1.collect();
-        }
+        // `Set-Cookie` is stored only under `SetCookiePolicy::StripAndStore` or
+        // `private="set-cookie"`, and then without its values, as are the fields `private`
+        // names (§5.2.2.7).
+        let personal_names: Vec<HeaderName> = std::iter::once(SET_COOKIE)
+            .chain(response_cc.private_fields().iter().cloned())
+            .collect();
+        let personal = if storable {
+            take_fields(&mut headers, &personal_names)
+        } else {
+            Vec::new()
+        };
         let impersonal = matches!(allowed, Ok(()) | Err(NotStorable::NoFreshnessInformation))
             && vary.is_some()
-            && !headers.contains_key(SET_COOKIE);
+            && !personal_names.iter().any(|name| headers.contains_key(name));
+        let withheld = response_cc.no_cache_fields().into();
         let mut stored = Stored {
             status: fetched.status,
             headers,
@@ -973,12 +1141,13 @@ impl<O: Origin> Inner<O> {
             impersonal,
             revalidated: fetched.revalidated,
             from_shared: false,
+            withheld,
         };
         let ttl = self.keep_for(&stored);
         if !storable || ttl.is_zero() {
             return Fetch {
                 stored: Arc::new(stored),
-                cookies,
+                personal,
             };
         }
         stored.shareable = true;
@@ -988,7 +1157,7 @@ impl<O: Origin> Inner<O> {
             #[cfg(feature = "redis")]
             self.write_shared(context.key, &stored, ttl);
         }
-        Fetch { stored, cookies }
+        Fetch { stored, personal }
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
@@ -1065,6 +1234,9 @@ impl<O: Origin> Inner<O> {
             shared.count(Event::Miss);
             return None;
         }
+        let withheld = CacheControl::from_headers(&record.headers)
+            .no_cache_fields()
+            .into();
         let stored = Arc::new(Stored {
             status: record.status,
             headers: record.headers,
@@ -1079,6 +1251,7 @@ impl<O: Origin> Inner<O> {
             impersonal: true,
             revalidated: false,
             from_shared: true,
+            withheld,
         });
         // A `no-store` request's response is served, not kept (RFC 9111 §5.2.1.5).
         let ttl = if directives.no_store() {
@@ -1203,9 +1376,18 @@ fn respond(
     stored: &Stored,
     request_headers: &HeaderMap,
     age: Duration,
-    status: CacheStatus,
+    (status, member): (CacheStatus, Member),
 ) -> Response<Bytes> {
     let mut headers = stored.headers.clone();
+    if matches!(
+        status,
+        CacheStatus::Hit | CacheStatus::Stale | CacheStatus::SharedHit
+    ) {
+        // Reused without being validated just now.
+        for name in &stored.withheld {
+            headers.remove(name);
+        }
+    }
     if age > Duration::ZERO || headers.contains_key(AGE) {
         // §1.2.2: no delta-seconds beyond 2^31 is sent.
         let seconds = age.as_secs().min(u64::from(DELTA_SECONDS_CAP));
@@ -1226,6 +1408,28 @@ fn respond(
     *response.headers_mut() = headers;
     response.extensions_mut().insert(status);
     response
+        .extensions_mut()
+        .insert(member.at_age(&stored.freshness, age));
+    response
+}
+
+/// Removes the fields `names` from `headers`; the removed fields, in order.
+fn take_fields(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, HeaderValue)> {
+    let mut taken = Vec::new();
+    for name in names {
+        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            taken.extend(values.map(|value| (name.clone(), value)));
+        }
+    }
+    taken
+}
+
+/// Gives the requester whose fetch brought a response the fields kept out of its stored form.
+fn give_personal_fields(response: &mut Response<Bytes>, personal: Vec<(HeaderName, HeaderValue)>) {
+    for (name, value) in personal {
+        response.headers_mut().append(name, value);
+    }
 }
 
 /// §5.2.1.7's answer to `only-if-cached` with nothing usable stored.
@@ -1233,5 +1437,8 @@ fn gateway_timeout() -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response.extensions_mut().insert(CacheStatus::Pass);
+    response
+        .extensions_mut()
+        .insert(Member::detail_only("only-if-cached"));
     response
 }

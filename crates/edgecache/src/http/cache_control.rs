@@ -12,8 +12,13 @@
 //!   or `s-maxage` values make it invalid (stale); for `stale-while-revalidate`,
 //!   `stale-if-error`, `max-stale` and request `max-age` the smaller wins, for `min-fresh` the
 //!   larger.
-//! - **Qualified `no-cache="..."` and `private="..."`** count as their unqualified forms, which
-//!   §5.2.2.4 and §5.2.2.7 allow and which is the stricter reading.
+//! - **Qualified `no-cache="..."` and `private="..."`** restrict only the fields they name
+//!   ([`CacheControl::no_cache_fields`], [`CacheControl::private_fields`]; §5.2.2.4,
+//!   §5.2.2.7), so a CDN keeps the rest of such a response cacheable. A list that is empty,
+//!   holds something other than field names, or names more than [`MAX_QUALIFIED_FIELDS`]
+//!   fields counts as the unqualified form, which restricts the whole response (the stricter
+//!   reading, which those sections allow); so does the unqualified form beside a qualified
+//!   one.
 //! - **Unknown directives** are kept, in order, as [`CacheControl::extensions`] (§5.2.3), and
 //!   otherwise ignored.
 //! - **Limits**: at most [`MAX_CACHE_CONTROL_BYTES`] bytes across all field lines and
@@ -24,14 +29,18 @@
 //!   the directives after its quote cannot be told apart; the field counts as unreadable
 //!   ([`CacheControl::unreadable`]) and is treated as one past the limits.
 
-use http::HeaderMap;
 use http::header::CACHE_CONTROL;
+use http::{HeaderMap, HeaderName};
 
 /// The most `Cache-Control` bytes read from one message, over all its field lines.
 pub const MAX_CACHE_CONTROL_BYTES: usize = 4096;
 
 /// The most directives read from one message.
 pub const MAX_DIRECTIVES: usize = 64;
+
+/// The most field names a message's qualified `no-cache` (or `private`) lists may name in
+/// all; past it the directive counts as its unqualified form.
+pub const MAX_QUALIFIED_FIELDS: usize = 64;
 
 /// The value RFC 9111 §1.2.2 says to use for a delta-seconds too large to represent.
 pub(crate) const DELTA_SECONDS_CAP: u32 = 1 << 31;
@@ -94,6 +103,7 @@ pub struct CacheControl {
     stale_while_revalidate: Option<Delta>,
     stale_if_error: Option<Delta>,
     no_cache: bool,
+    no_cache_fields: Vec<HeaderName>,
     no_store: bool,
     no_transform: bool,
     only_if_cached: bool,
@@ -101,6 +111,7 @@ pub struct CacheControl {
     proxy_revalidate: bool,
     must_understand: bool,
     private: bool,
+    private_fields: Vec<HeaderName>,
     public: bool,
     immutable: bool,
     extensions: Vec<(String, Option<String>)>,
@@ -200,14 +211,14 @@ impl CacheControl {
             }
             "stale-if-error" => merge_delta(&mut self.stale_if_error, &value, Duplicate::Smaller),
             "max-stale" => self.merge_max_stale(&value),
-            "no-cache" => self.no_cache = true,
+            "no-cache" => merge_qualified(&mut self.no_cache, &mut self.no_cache_fields, &value),
             "no-store" => self.no_store = true,
             "no-transform" => self.no_transform = true,
             "only-if-cached" => self.only_if_cached = true,
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
             "must-understand" => self.must_understand = true,
-            "private" => self.private = true,
+            "private" => merge_qualified(&mut self.private, &mut self.private_fields, &value),
             "public" => self.public = true,
             "immutable" => self.immutable = true,
             _ => {
@@ -270,9 +281,16 @@ impl CacheControl {
         self.stale_if_error
     }
 
-    /// `no-cache`, qualified or not (§5.2.1.4, §5.2.2.4).
+    /// `no-cache` without field names (§5.2.1.4, §5.2.2.4), or with a list that could not be
+    /// read as field names: the whole response must be validated before reuse.
     pub fn no_cache(&self) -> bool {
         self.no_cache
+    }
+
+    /// The fields a qualified `no-cache="..."` names (§5.2.2.4), lower-cased: the response
+    /// may be reused without validation, but without these fields.
+    pub fn no_cache_fields(&self) -> &[HeaderName] {
+        &self.no_cache_fields
     }
 
     /// `no-store` (§5.2.1.5, §5.2.2.5).
@@ -305,9 +323,16 @@ impl CacheControl {
         self.must_understand
     }
 
-    /// `private`, qualified or not (§5.2.2.7).
+    /// `private` without field names (§5.2.2.7), or with a list that could not be read as
+    /// field names: a shared cache must not store the response.
     pub fn private(&self) -> bool {
         self.private
+    }
+
+    /// The fields a qualified `private="..."` names (§5.2.2.7), lower-cased: a shared cache
+    /// may store the response, but without these fields.
+    pub fn private_fields(&self) -> &[HeaderName] {
+        &self.private_fields
     }
 
     /// `public` (§5.2.2.9).
@@ -351,6 +376,44 @@ enum Value {
     Text(String),
     /// Something other than `= token` or `= quoted-string` followed by whitespace.
     Malformed,
+}
+
+/// Applies a `no-cache` or `private` directive: a readable list of field names adds them to
+/// `fields`; no list, or one that is empty, is not field names, or takes `fields` past
+/// [`MAX_QUALIFIED_FIELDS`], sets `whole`, the unqualified form.
+fn merge_qualified(whole: &mut bool, fields: &mut Vec<HeaderName>, value: &Value) {
+    let Value::Text(list) = value else {
+        *whole = true;
+        return;
+    };
+    let Some(names) = field_names(list) else {
+        *whole = true;
+        return;
+    };
+    for name in names {
+        if fields.contains(&name) {
+            continue;
+        }
+        if fields.len() == MAX_QUALIFIED_FIELDS {
+            *whole = true;
+            return;
+        }
+        fields.push(name);
+    }
+}
+
+/// The field names of a qualified directive's list (`#field-name`); `None` if it names none
+/// or has a member that is not a field name.
+fn field_names(list: &str) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for member in list.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        if member.is_empty() {
+            continue;
+        }
+        names.push(HeaderName::from_bytes(member.as_bytes()).ok()?);
+    }
+    (!names.is_empty()).then_some(names)
 }
 
 fn merge_delta(slot: &mut Option<Delta>, value: &Value, duplicate: Duplicate) {
@@ -466,7 +529,7 @@ fn skip_ows(input: &[u8]) -> &[u8] {
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
-fn is_tchar(byte: u8) -> bool {
+pub(crate) fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
@@ -487,7 +550,8 @@ mod tests {
             b"private=\"set-cookie, x\", must-revalidate, proxy-revalidate, must-understand, \
               immutable, stale-while-revalidate=30, stale-if-error=600",
         );
-        assert!(cc.private() && cc.must_revalidate() && cc.proxy_revalidate());
+        assert!(!cc.private() && cc.must_revalidate() && cc.proxy_revalidate());
+        assert_eq!(cc.private_fields(), ["set-cookie", "x"]);
         assert!(cc.must_understand() && cc.immutable());
         assert_eq!(cc.stale_while_revalidate(), Some(Delta::Seconds(30)));
         assert_eq!(cc.stale_if_error(), Some(Delta::Seconds(600)));
@@ -496,6 +560,36 @@ mod tests {
             0,
             "the quoted comma is not a separator"
         );
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_name_fields() {
+        let cc = CacheControl::parse(
+            b"no-cache=\"X-Token, x-other\", private=Set-Cookie, no-cache=\"x-token,x-third\"",
+        );
+        assert!(!cc.no_cache() && !cc.private());
+        assert_eq!(cc.no_cache_fields(), ["x-token", "x-other", "x-third"]);
+        assert_eq!(cc.private_fields(), ["set-cookie"]);
+
+        for whole in [
+            &b"no-cache"[..],
+            b"no-cache=\"\"",
+            b"no-cache=\" , \"",
+            b"no-cache=\"x y\"",
+            b"no-cache=\"a\" junk",
+            b"no-cache=\"x\", no-cache",
+        ] {
+            let cc = CacheControl::parse(whole);
+            assert!(cc.no_cache(), "{}", String::from_utf8_lossy(whole));
+        }
+
+        let names: Vec<String> = (0..=MAX_QUALIFIED_FIELDS)
+            .map(|i| format!("x-{i}"))
+            .collect();
+        let many = format!("private=\"{}\"", names.join(","));
+        let cc = CacheControl::parse(many.as_bytes());
+        assert!(cc.private(), "past the limit: the whole response");
+        assert_eq!(cc.private_fields().len(), MAX_QUALIFIED_FIELDS);
     }
 
     #[test]

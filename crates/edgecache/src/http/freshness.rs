@@ -176,7 +176,7 @@ impl Freshness {
     /// window it grants, beyond its initial age. Past this only a revalidation could use it,
     /// so the caller adds its own allowance for keeping validators.
     pub fn stale_horizon(&self) -> Duration {
-        let window = if self.revalidate_when_stale || self.no_cache {
+        let window = if !self.servable_stale() {
             Duration::ZERO
         } else {
             self.stale_while_revalidate
@@ -188,33 +188,60 @@ impl Freshness {
             .saturating_sub(self.initial_age)
     }
 
-    /// Whether the response may stand in for an origin error at age `age` (RFC 5861 §4): the
-    /// response or the request grants a `stale-if-error` window that covers its staleness,
-    /// and nothing forbids serving it stale (`no-cache`, `must-revalidate`,
-    /// `proxy-revalidate`, `s-maxage`).
+    /// Whether the response may stand in for an origin error at age `age` (RFC 5861 §4).
+    ///
+    /// Never when the response forbids serving it stale (`no-cache`, `must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage`: RFC 9111 §4.2.4). A `stale-if-error` in the request is
+    /// the client's explicit consent to a stale answer on error, so it overrides the
+    /// request's other limits: the window is then the longer of the request's and the
+    /// response's. Otherwise the response's window applies, within the request's limits on
+    /// stale responses (see [`Freshness::decide`]: `no-cache`, `min-fresh`, `max-age`
+    /// without `max-stale`, a `max-stale` bound), since RFC 5861 §4 lets a cache serve stale
+    /// on error only where nothing in the request or response forbids it.
     pub fn allows_stale_if_error(&self, age: Duration, request: &CacheControl) -> bool {
-        if self.no_cache || self.revalidate_when_stale {
+        if !self.servable_stale() {
             return false;
         }
-        let window = match (self.stale_if_error, request.stale_if_error().map(delta)) {
-            (None, None) => return false,
-            (response, request) => response
-                .unwrap_or_default()
-                .max(request.unwrap_or_default()),
-        };
-        age.saturating_sub(self.lifetime) <= window
+        let staleness = age.saturating_sub(self.lifetime);
+        let response_window = self.stale_if_error;
+        if let Some(request_window) = request.stale_if_error() {
+            return staleness <= delta(request_window).max(response_window.unwrap_or_default());
+        }
+        response_window.is_some_and(|window| {
+            staleness <= window && request_staleness(age, request).accepts(staleness)
+        })
     }
 
     /// What to do with this response, at current age `age`, for a request with directives
     /// `request` (§4.2, §5.2.1, RFC 5861).
+    ///
+    /// A fresh response is served unless the response says `no-cache` (§5.2.2.4) or the
+    /// request says `no-cache` (§5.2.1.4), is older than the request's `max-age` (§5.2.1.1)
+    /// or has less left than its `min-fresh` (§5.2.1.3).
+    ///
+    /// A stale response is served without contacting the origin only where both sides allow
+    /// it (§4.2.4: never when an explicit directive forbids it):
+    ///
+    /// - the response must not forbid it (`no-cache`, `must-revalidate`, `proxy-revalidate`,
+    ///   `s-maxage`: §5.2.2.2, §5.2.2.4, §5.2.2.8, §5.2.2.10);
+    /// - the request must not forbid it: `no-cache` (§5.2.1.4), any `min-fresh` (§5.2.1.3: a
+    ///   stale response stays fresh for no time at all; stricter than a `max-stale` beside
+    ///   it), or `max-age` without `max-stale` (§5.2.1.1: "unless the max-stale request
+    ///   directive is also present, the client does not wish to receive a stale response");
+    /// - a request `max-stale` covering the staleness serves it as
+    ///   [`Decision::StaleAccepted`] (§5.2.1.2); one that does not cover it bounds what the
+    ///   client accepts, so the response's `stale-while-revalidate` does not stretch it;
+    /// - with none of these, the response's `stale-while-revalidate` window decides
+    ///   (RFC 5861 §3).
+    ///
+    /// Everything else is [`Decision::Revalidate`], carrying
+    /// [`Freshness::allows_stale_if_error`].
     pub fn decide(&self, age: Duration, request: &CacheControl) -> Decision {
-        let staleness = age.saturating_sub(self.lifetime);
-        let servable_stale = !self.no_cache && !self.revalidate_when_stale;
         let revalidate = Decision::Revalidate {
             stale_if_error: self.allows_stale_if_error(age, request),
         };
 
-        if self.no_cache || request.no_cache() {
+        if self.no_cache || request_no_cache(request) {
             return revalidate;
         }
         // §5.2.1.1: the client will not accept a response older than its max-age.
@@ -232,24 +259,75 @@ impl Freshness {
             }
             return Decision::Fresh;
         }
-        if servable_stale {
-            // §4.2.4, §5.2.1.2: a stale response only where the client allowed it.
-            let accepted = match request.max_stale() {
-                Some(MaxStale::Any) => true,
-                Some(MaxStale::Seconds(limit)) => staleness <= Duration::from_secs(limit.into()),
-                None => false,
-            };
-            if accepted {
-                return Decision::StaleAccepted;
-            }
-            if self
-                .stale_while_revalidate
-                .is_some_and(|window| staleness <= window)
-            {
-                return Decision::StaleWhileRevalidate;
-            }
+        if !self.servable_stale() {
+            return revalidate;
         }
-        revalidate
+        let staleness = age - self.lifetime;
+        let limits = request_staleness(age, request);
+        match limits {
+            RequestStaleness::Accepted(_) if limits.accepts(staleness) => Decision::StaleAccepted,
+            RequestStaleness::Unstated
+                if self
+                    .stale_while_revalidate
+                    .is_some_and(|window| staleness <= window) =>
+            {
+                Decision::StaleWhileRevalidate
+            }
+            _ => revalidate,
+        }
+    }
+
+    /// Whether the response's own directives let it be served stale at all (§4.2.4).
+    fn servable_stale(&self) -> bool {
+        !self.no_cache && !self.revalidate_when_stale
+    }
+}
+
+/// What a request's directives say about stale responses (RFC 9111 §5.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RequestStaleness {
+    /// `no-cache`, `min-fresh`, `max-age` without `max-stale`, or a `max-age` the response's
+    /// age exceeds: no stale response.
+    Forbidden,
+    /// `max-stale`: stale by at most this much (any, without a value).
+    Accepted(Option<Duration>),
+    /// Nothing about staleness: the response's RFC 5861 windows decide.
+    Unstated,
+}
+
+impl RequestStaleness {
+    /// Whether the request takes a response stale by `staleness`, as far as it is concerned.
+    fn accepts(self, staleness: Duration) -> bool {
+        match self {
+            Self::Forbidden => false,
+            Self::Accepted(limit) => limit.is_none_or(|limit| staleness <= limit),
+            Self::Unstated => true,
+        }
+    }
+}
+
+/// A request's `no-cache` (§5.2.1.4), which takes no field names: a request naming some
+/// still asks for validation.
+fn request_no_cache(request: &CacheControl) -> bool {
+    request.no_cache() || !request.no_cache_fields().is_empty()
+}
+
+/// The request's limits on a stale response of age `age` (§5.2.1.1 to §5.2.1.4).
+fn request_staleness(age: Duration, request: &CacheControl) -> RequestStaleness {
+    let max_age = request.max_age();
+    if request_no_cache(request)
+        || request.min_fresh().is_some()
+        || max_age.is_some_and(|max| age > delta(max))
+    {
+        return RequestStaleness::Forbidden;
+    }
+    match request.max_stale() {
+        Some(MaxStale::Any) => RequestStaleness::Accepted(None),
+        Some(MaxStale::Seconds(limit)) => {
+            RequestStaleness::Accepted(Some(Duration::from_secs(limit.into())))
+        }
+        None if max_age.is_some() => RequestStaleness::Forbidden,
+        None => RequestStaleness::Unstated,
     }
 }
 

@@ -23,6 +23,8 @@
 #[cfg(feature = "tokio")]
 mod cache;
 mod cache_control;
+#[cfg(feature = "tokio")]
+mod cache_status_field;
 pub mod coalescing;
 mod error;
 mod freshness;
@@ -38,7 +40,9 @@ mod storability;
 
 #[cfg(feature = "tokio")]
 pub use cache::{CacheStatus, HttpCache, HttpCacheBuilder, MAX_VARIANTS};
-pub use cache_control::{CacheControl, Delta, MAX_CACHE_CONTROL_BYTES, MAX_DIRECTIVES, MaxStale};
+pub use cache_control::{
+    CacheControl, Delta, MAX_CACHE_CONTROL_BYTES, MAX_DIRECTIVES, MAX_QUALIFIED_FIELDS, MaxStale,
+};
 pub use error::Error;
 pub use freshness::{Decision, Exchange, Freshness, Heuristic};
 pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};

@@ -37,12 +37,14 @@ pub enum NotStorable {
     /// `no-store` in the request, or in the response without `must-understand` (§3,
     /// §5.2.1.5, §5.2.2.5, §5.2.2.3).
     NoStore,
-    /// `private` in the response: a shared cache must not store it (§5.2.2.7).
+    /// `private` without field names in the response: a shared cache must not store it
+    /// (§5.2.2.7; with field names it stores the response without them).
     Private,
     /// The request carried `Authorization` and the response did not say `public`, `s-maxage`
     /// or `must-revalidate` (§3.5).
     Authorization,
-    /// `Set-Cookie` under [`SetCookiePolicy::DoNotStore`].
+    /// `Set-Cookie` under [`SetCookiePolicy::DoNotStore`], unless the response says
+    /// `private="set-cookie"`.
     SetCookie,
     /// `Vary: *` (storable by the RFC, but never reusable, §4.1), or a `Vary` this cache
     /// cannot match: a malformed field name or more than [`MAX_VARY_FIELDS`] of them.
@@ -149,7 +151,11 @@ pub fn storability(
     {
         return Err(NotStorable::Authorization);
     }
-    if set_cookie == SetCookiePolicy::DoNotStore && response.headers.contains_key(SET_COOKIE) {
+    // `private="set-cookie"` (§5.2.2.7) has the cache store the response without its cookies.
+    if set_cookie == SetCookiePolicy::DoNotStore
+        && response.headers.contains_key(SET_COOKIE)
+        && !cc.private_fields().contains(&SET_COOKIE)
+    {
         return Err(NotStorable::SetCookie);
     }
     if VaryKey::new(response.headers, request.headers).is_none() {

@@ -1,0 +1,237 @@
+//! The `Cache-Status` response field (RFC 9211): how this cache handled a response, written
+//! as the field's first member, ahead of those the caches behind it wrote (§2: each cache
+//! prepends its own).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::cache_control::is_tchar;
+use super::freshness::Freshness;
+
+/// The field's name.
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The cache name used when the builder is not given one.
+pub(crate) const DEFAULT_CACHE_NAME: &str = "edgecache";
+
+/// Why a request went forward (RFC 9211 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Forward {
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// Responses stored for the URL, none selected by the request's `Vary` fields.
+    VaryMiss,
+    /// A stored response that was stale, or marked stale by a soft purge.
+    Stale,
+    /// A fresh stored response the request's own directives did not let the cache use.
+    Request,
+    /// A method the cache does not store.
+    Method,
+    /// A request the cache does not handle: `Range`, `If-Match`, `If-Unmodified-Since`, an
+    /// unreadable `Cache-Control`.
+    Bypass,
+}
+
+impl Forward {
+    fn token(self) -> &'static str {
+        match self {
+            Self::UriMiss => "uri-miss",
+            Self::VaryMiss => "vary-miss",
+            Self::Stale => "stale",
+            Self::Request => "request",
+            Self::Method => "method",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// This cache's member of one response's `Cache-Status` (RFC 9211 §2), carried in the
+/// response's extensions until the field is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Member {
+    hit: bool,
+    forward: Option<Forward>,
+    forward_status: Option<StatusCode>,
+    stored: bool,
+    collapsed: bool,
+    detail: Option<&'static str>,
+    /// Whether the response is the stored one, so its remaining freshness is reported.
+    reports_ttl: bool,
+    ttl: Option<i64>,
+}
+
+impl Member {
+    /// Served from storage without going forward (§2.1), fresh or stale.
+    pub(crate) fn hit() -> Self {
+        Self {
+            hit: true,
+            reports_ttl: true,
+            ..Self::default()
+        }
+    }
+
+    /// Sent forward for `reason` (§2.2).
+    pub(crate) fn forward(reason: Forward) -> Self {
+        Self {
+            forward: Some(reason),
+            ..Self::default()
+        }
+    }
+
+    /// Neither a hit nor forwarded: an answer the cache made up (`only-if-cached`'s 504).
+    pub(crate) fn detail_only(detail: &'static str) -> Self {
+        Self {
+            detail: Some(detail),
+            ..Self::default()
+        }
+    }
+
+    /// The status the next hop answered with (§2.3).
+    pub(crate) fn forward_status(self, status: Option<StatusCode>) -> Self {
+        Self {
+            forward_status: status,
+            ..self
+        }
+    }
+
+    /// Whether the response forwarded for was stored (§2.5); a stored one reports its
+    /// remaining freshness.
+    pub(crate) fn stored(self, stored: bool) -> Self {
+        Self {
+            stored,
+            reports_ttl: self.reports_ttl || stored,
+            ..self
+        }
+    }
+
+    /// Whether the request waited on another's fetch instead of going forward itself (§2.6).
+    pub(crate) fn collapsed(self, collapsed: bool) -> Self {
+        Self { collapsed, ..self }
+    }
+
+    /// The stored response served in place of the next hop's error (RFC 5861 §4); it reports
+    /// its (negative) remaining freshness.
+    pub(crate) fn stale_if_error(self) -> Self {
+        Self {
+            detail: Some("stale-if-error"),
+            reports_ttl: true,
+            ..self
+        }
+    }
+
+    /// The member for a response served from `freshness` at age `age`: the remaining
+    /// freshness (§2.4, negative once stale) where the member reports one.
+    pub(crate) fn at_age(self, freshness: &Freshness, age: Duration) -> Self {
+        if !self.reports_ttl {
+            return self;
+        }
+        let seconds = |duration: Duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            ttl: Some(seconds(freshness.lifetime()).saturating_sub(seconds(age))),
+            ..self
+        }
+    }
+
+    /// The member as written, after the cache's name (an sf-token or sf-string).
+    fn serialize(&self, name: &str) -> String {
+        let mut out = name.to_owned();
+        if self.hit {
+            out.push_str("; hit");
+        }
+        if let Some(forward) = self.forward {
+            let _ = write!(out, "; fwd={}", forward.token());
+        }
+        if let Some(status) = self.forward_status {
+            let _ = write!(out, "; fwd-status={}", status.as_u16());
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(out, "; ttl={ttl}");
+        }
+        if self.stored {
+            out.push_str("; stored");
+        }
+        if self.collapsed {
+            out.push_str("; collapsed");
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(out, "; detail={detail}");
+        }
+        out
+    }
+
+    /// Writes the member into `headers` as the first member of `Cache-Status`, keeping the
+    /// members already there after it.
+    pub(crate) fn prepend_to(&self, headers: &mut HeaderMap, name: &str) {
+        let Ok(value) = HeaderValue::try_from(self.serialize(name)) else {
+            return;
+        };
+        let behind: Vec<HeaderValue> = headers.get_all(&CACHE_STATUS).iter().cloned().collect();
+        headers.insert(CACHE_STATUS, value);
+        for member in behind {
+            headers.append(CACHE_STATUS, member);
+        }
+    }
+}
+
+/// `name` as a Cache-Status identifier: itself if it is an sf-token (RFC 8941 §3.3.4), else an
+/// sf-string (§3.3.3) with `"` and `\` escaped; `None` if it has a character neither allows
+/// (anything outside printable ASCII).
+pub(crate) fn cache_name(name: &str) -> Option<Box<str>> {
+    if !name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return None;
+    }
+    let is_token = name
+        .bytes()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'*')
+        && name.bytes().all(|b| is_tchar(b) || b == b':' || b == b'/');
+    if is_token {
+        return Some(name.into());
+    }
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    Some(quoted.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_tokens_or_quoted_strings() {
+        assert_eq!(cache_name("edge-tokyo").as_deref(), Some("edge-tokyo"));
+        assert_eq!(cache_name("cdn/1:a").as_deref(), Some("cdn/1:a"));
+        assert_eq!(
+            cache_name("Edge \"T\\1\"").as_deref(),
+            Some("\"Edge \\\"T\\\\1\\\"\"")
+        );
+        assert_eq!(cache_name("1st").as_deref(), Some("\"1st\""));
+        assert_eq!(cache_name("").as_deref(), Some("\"\""));
+        assert_eq!(cache_name("caché"), None);
+        assert_eq!(cache_name("a\nb"), None);
+    }
+
+    #[test]
+    fn members_are_written_in_the_rfcs_order() {
+        let member = Member::forward(Forward::Stale)
+            .forward_status(Some(StatusCode::SERVICE_UNAVAILABLE))
+            .stored(true)
+            .collapsed(true)
+            .stale_if_error();
+        assert_eq!(
+            member.serialize("c"),
+            "c; fwd=stale; fwd-status=503; stored; collapsed; detail=stale-if-error"
+        );
+        assert_eq!(Member::hit().serialize("c"), "c; hit");
+    }
+}

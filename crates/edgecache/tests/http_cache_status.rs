@@ -1,0 +1,327 @@
+//! The `Cache-Status` field (RFC 9211) `HttpCache` writes: one case per parameter, each
+//! response's field parsed and its first member (this cache's) checked.
+#![cfg(feature = "tokio")]
+
+mod http_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_support::{Reply, TestOrigin, get, response, status};
+use infra_common::ManualClock;
+use infra_edgecache::http::{HttpCache, HttpCacheBuilder};
+use tokio::task::JoinSet;
+
+/// One list member: the cache's name and its parameters, with their values as written.
+#[derive(Debug, PartialEq, Eq)]
+struct Member {
+    name: String,
+    params: Vec<(String, Option<String>)>,
+}
+
+/// The members of every `Cache-Status` line, in order (the tests' members hold no quoted
+/// commas or semicolons).
+fn members(response: &Response<Bytes>) -> Vec<Member> {
+    response
+        .headers()
+        .get_all("cache-status")
+        .iter()
+        .flat_map(|line| line.to_str().unwrap().split(','))
+        .map(|member| {
+            let mut parts = member.split(';').map(str::trim);
+            let name = parts.next().unwrap().to_owned();
+            let params = parts
+                .map(|param| match param.split_once('=') {
+                    Some((key, value)) => (key.to_owned(), Some(value.to_owned())),
+                    None => (param.to_owned(), None),
+                })
+                .collect();
+            Member { name, params }
+        })
+        .collect()
+}
+
+/// This cache's member, written `edgecache; a; b=1` in the test.
+fn expected(written: &str) -> Member {
+    let line = http::HeaderValue::from_str(written).unwrap();
+    let mut response = Response::new(Bytes::new());
+    response.headers_mut().insert("cache-status", line);
+    members(&response).remove(0)
+}
+
+/// The first member of the response's field, which must be this cache's.
+fn ours(response: &Response<Bytes>) -> Member {
+    members(response)
+        .into_iter()
+        .next()
+        .expect("a Cache-Status field")
+}
+
+fn builder(origin: TestOrigin, clock: &ManualClock) -> HttpCacheBuilder<TestOrigin> {
+    HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .fetch_timeout(Duration::from_secs(5))
+}
+
+fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
+    builder(origin, clock).build()
+}
+
+fn cacheable(cache_control: &'static str) -> TestOrigin {
+    TestOrigin::new(move |_| {
+        Reply::Response(response(
+            &[("cache-control", cache_control), ("etag", "\"v1\"")],
+            "body",
+        ))
+    })
+}
+
+async fn serve(cache: &HttpCache<TestOrigin>, request: Request<Bytes>) -> Response<Bytes> {
+    cache.serve(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_miss_is_forwarded_stored_and_then_a_hit_with_its_ttl() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=60"), &clock);
+    let miss = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(
+        ours(&miss),
+        expected("edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored")
+    );
+    clock.advance(Duration::from_secs(5));
+    let hit = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(ours(&hit), expected("edgecache; hit; ttl=55"));
+}
+
+#[tokio::test]
+async fn a_response_not_stored_says_so_and_has_no_ttl() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("private, max-age=60"), &clock);
+    let response = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=uri-miss; fwd-status=200")
+    );
+}
+
+#[tokio::test]
+async fn another_variant_is_a_vary_miss() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+            "body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    serve(&cache, get("http://a.test/", &[("accept-language", "en")])).await;
+    let other = serve(&cache, get("http://a.test/", &[("accept-language", "ja")])).await;
+    assert_eq!(
+        ours(&other),
+        expected("edgecache; fwd=vary-miss; fwd-status=200; ttl=60; stored")
+    );
+}
+
+#[tokio::test]
+async fn a_stale_response_is_revalidated_as_fwd_stale() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=10"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    clock.advance(Duration::from_secs(20));
+    cache.origin().set_script(|_| {
+        Reply::Response(status(
+            304,
+            &[("cache-control", "max-age=100"), ("etag", "\"v1\"")],
+            "",
+        ))
+    });
+    let revalidated = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(
+        ours(&revalidated),
+        expected("edgecache; fwd=stale; fwd-status=304; ttl=100; stored")
+    );
+}
+
+#[tokio::test]
+async fn the_clients_no_cache_is_fwd_request() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=60"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(304, &[("etag", "\"v1\"")], "")));
+    let response = serve(
+        &cache,
+        get("http://a.test/", &[("cache-control", "no-cache")]),
+    )
+    .await;
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=request; fwd-status=304; ttl=60; stored")
+    );
+}
+
+#[tokio::test]
+async fn a_no_cache_response_is_revalidated_as_fwd_stale() {
+    // Validation the response asked for (`no-cache`), not the request.
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("no-cache, max-age=60"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(304, &[("etag", "\"v1\"")], "")));
+    let response = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=stale; fwd-status=304; ttl=60; stored")
+    );
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_is_a_hit_with_a_negative_ttl() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=10, stale-while-revalidate=60"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    clock.advance(Duration::from_secs(15));
+    let stale = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(ours(&stale), expected("edgecache; hit; ttl=-5"));
+}
+
+#[tokio::test]
+async fn stale_if_error_names_the_error_status_and_the_detail() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=10, stale-if-error=60"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    clock.advance(Duration::from_secs(30));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(503, &[], "down")));
+    let response = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(response.body(), "body");
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=stale; fwd-status=503; ttl=-20; detail=stale-if-error")
+    );
+    cache.origin().set_script(|_| Reply::Fail);
+    let response = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=stale; ttl=-20; detail=stale-if-error"),
+        "no status from an origin that did not answer"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_on_another_requests_fetch_are_collapsed() {
+    let clock = ManualClock::new();
+    let origin = cacheable("max-age=60");
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for _ in 0..3 {
+        let cache = cache.clone();
+        tasks.spawn(async move { cache.serve(get("http://a.test/", &[])).await.unwrap() });
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    cache.origin().set_open(true);
+    let mut collapsed = 0;
+    while let Some(response) = tasks.join_next().await {
+        let member = ours(&response.unwrap());
+        if member == expected("edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored; collapsed")
+        {
+            collapsed += 1;
+        } else {
+            assert_eq!(
+                member,
+                expected("edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored")
+            );
+        }
+    }
+    assert_eq!(collapsed, 2, "all but the one that fetched");
+    assert_eq!(cache.origin().calls(), 1);
+}
+
+#[tokio::test]
+async fn requests_the_cache_does_not_handle_say_why() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=60"), &clock);
+    let post = Request::post("http://a.test/").body(Bytes::new()).unwrap();
+    assert_eq!(
+        ours(&serve(&cache, post).await),
+        expected("edgecache; fwd=method; fwd-status=200")
+    );
+    let range = get("http://a.test/", &[("range", "bytes=0-1")]);
+    assert_eq!(
+        ours(&serve(&cache, range).await),
+        expected("edgecache; fwd=bypass; fwd-status=200")
+    );
+    let only_if_cached = get(
+        "http://a.test/other",
+        &[("cache-control", "only-if-cached")],
+    );
+    let response = serve(&cache, only_if_cached).await;
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; detail=only-if-cached")
+    );
+}
+
+#[tokio::test]
+async fn ours_is_prepended_to_the_members_of_the_caches_behind() {
+    // RFC 9211 §2: each cache prepends its member; the origin side's stay, in order.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        let mut answer = response(&[("cache-control", "max-age=60")], "body");
+        let headers = answer.headers_mut();
+        headers.append("cache-status", "shield; hit".parse().unwrap());
+        headers.append(
+            "cache-status",
+            "origin-cache; fwd=uri-miss".parse().unwrap(),
+        );
+        Reply::Response(answer)
+    });
+    let cache = cache(origin, &clock);
+    let behind = [
+        expected("shield; hit"),
+        expected("origin-cache; fwd=uri-miss"),
+    ];
+    let miss = serve(&cache, get("http://a.test/", &[])).await;
+    let hit = serve(&cache, get("http://a.test/", &[])).await;
+    for (response, first) in [
+        (
+            miss,
+            "edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored",
+        ),
+        (hit, "edgecache; hit; ttl=60"),
+    ] {
+        let mut all = members(&response);
+        assert_eq!(all.remove(0), expected(first));
+        assert_eq!(
+            all, behind,
+            "the stored response keeps the members it came with"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_name_is_configurable_and_the_field_can_be_left_out() {
+    let clock = ManualClock::new();
+    let named = builder(cacheable("max-age=60"), &clock)
+        .cache_status_name("Edge Tokyo")
+        .build();
+    let response = serve(&named, get("http://a.test/", &[])).await;
+    assert_eq!(ours(&response).name, "\"Edge Tokyo\"", "an sf-string");
+
+    let silent = builder(cacheable("max-age=60"), &clock)
+        .without_cache_status()
+        .build();
+    for _ in 0..2 {
+        let response = serve(&silent, get("http://a.test/", &[])).await;
+        assert!(members(&response).is_empty());
+    }
+}
