@@ -63,8 +63,10 @@ pub enum Error {
         /// The configured key cap.
         max_keys: usize,
         /// How long until the tracked key due soonest can have replenished, when a slot may be
-        /// reclaimed (a lower bound: that key may be used meanwhile); one second when the
-        /// limiter tracks no key (per-key quotas hold its bytes). A key that alone exceeds
+        /// reclaimed (a lower bound: that key may be used meanwhile); never zero:
+        /// [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when keys already due remain
+        /// that the bounded sample did not reach (the next check examines them), one second when
+        /// the limiter tracks no key (per-key quotas hold its bytes). A key that alone exceeds
         /// the byte cap is [`Error::TooLarge`] instead: it could never fit.
         retry_after: Duration,
     },
