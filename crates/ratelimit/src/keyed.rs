@@ -128,7 +128,7 @@ struct Tracked {
 /// checked as `&str` or as `&String` (as the HTTP layer does) writes its text either way, where
 /// the size of the borrowed form would see only the `String`'s 24-byte handle. An inline key
 /// such as `u64` is counted twice, erring high.
-fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
+pub(crate) fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
     let mut counter = ByteCounter(0);
     key.hash(&mut counter);
     size_of::<K>().saturating_add(counter.0)

@@ -73,7 +73,9 @@
 //! limiter remembers that (on its monotonic clock) and denies that key without a round trip
 //! until then. It only ever denies requests Redis would also deny, as long as a key is always
 //! checked under the same quota (a key checked under a larger quota than the one that filled
-//! the cache may be denied until the cached time passes).
+//! the cache may be denied until the cached time passes). The cache and the leases below are
+//! capped by a count of keys and by their bytes ([`RedisOptions::deny_cache_max_bytes`],
+//! [`RedisOptions::lease_max_bytes`]), a key charged its length as a keyed limiter charges it.
 //!
 //! **Batching** ([`RedisOptions::batch`], off by default): leases of allowance, as Envoy's and
 //! Stripe's limiters take them. When a process has no cells of a key's lease left, its check
