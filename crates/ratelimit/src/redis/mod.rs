@@ -48,8 +48,12 @@
 //!
 //! **Failures.** Three kinds, three answers:
 //! - Redis cannot be asked (connection refused or lost, no answer within the timeout, a server
-//!   that says `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` or `TRYAGAIN`): the
-//!   [`FailurePolicy`] decides. The default is [`FailurePolicy::FailOpen`]: admit, because a
+//!   that says `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` or `TRYAGAIN`, or `READONLY`
+//!   because a failover made it a replica): the [`FailurePolicy`] decides, and the circuit
+//!   breaker counts a failure. After `READONLY` the pooled connection is dropped, so the next
+//!   check connects again through the same URL and reaches the new primary when the URL names
+//!   a proxy, a DNS name or an address that moved with the failover; one naming the demoted
+//!   server itself keeps getting `READONLY` (the policy's answer) until it is primary again. The default is [`FailurePolicy::FailOpen`]: admit, because a
 //!   rate limiter exists to protect a service, and an outage of the limiter's store should not
 //!   become an outage of the service. Choose [`FailurePolicy::FailClosed`] where an unlimited
 //!   burst is worse than refusing traffic, or [`FailurePolicy::Error`] to decide per call.
