@@ -21,8 +21,8 @@ fn try_take(in_flight: &AtomicU32, limit: u32) -> Result<u32, u32> {
 }
 
 fn denied(limit: u32) -> Decision {
-    // A concurrency limit does not know when a slot frees up: retry-after is zero.
-    Decision::denied(limit, 0, Duration::ZERO, Duration::ZERO)
+    // A concurrency limit does not know when a slot frees up, only that one may at any moment.
+    Decision::denied(limit, 0, Decision::RETRY_SOON, Duration::ZERO)
 }
 
 /// At most `limit` permits outstanding at once; a permit gives its slot back when dropped.
@@ -686,6 +686,24 @@ mod tests {
         assert_eq!(limiter.in_flight(), 0);
         assert_eq!(limiter.set_limit(0), Err(Error::ZeroLimit));
         assert!(ConcurrencyLimiter::new(0).is_err());
+    }
+
+    /// A slot may free at any moment, so a refusal says to retry soon; a zero would have an
+    /// obedient caller retry at once, in a loop.
+    #[test]
+    fn refusals_say_retry_soon_never_at_once() {
+        let fixed = ConcurrencyLimiter::new(1).unwrap();
+        let _held = fixed.try_acquire().unwrap();
+        let denied = fixed.try_acquire().unwrap_err();
+        assert_eq!(denied.retry_after(), Decision::RETRY_SOON);
+
+        let config = AimdConfig::new(1, 1, 1, Duration::from_millis(10)).unwrap();
+        let adaptive = AdaptiveConcurrencyLimiter::new(config, ManualClock::new());
+        let _held = adaptive.try_acquire().unwrap();
+        let Err(denied) = adaptive.try_acquire() else {
+            panic!("the one slot is held");
+        };
+        assert_eq!(denied.retry_after(), Decision::RETRY_SOON);
     }
 
     #[test]

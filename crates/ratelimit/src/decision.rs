@@ -19,7 +19,10 @@ pub const RETRY_AFTER: &str = "Retry-After";
 ///   the per-window limit for window algorithms, the concurrency limit for concurrency limiters).
 /// - `remaining`: how many single requests would be admitted right after this decision.
 /// - `retry_after`: zero when allowed; when denied, the time after which the *same* request
-///   (same `n`) would be admitted if nothing else consumed capacity meanwhile.
+///   (same `n`) would be admitted if nothing else consumed capacity meanwhile. A denial's is
+///   never zero (a zero would have a client retry at once, in a loop): exact where the limiter
+///   knows when capacity comes back, [`Decision::RETRY_SOON`] where it cannot know (a
+///   concurrency limit, whose slots free whenever a holder finishes).
 /// - `reset_after`: time until the limiter is back to its idle state (full capacity).
 ///
 /// ```
@@ -49,6 +52,12 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The `retry_after` of a denial whose limiter cannot know when capacity comes back, only
+    /// that it may at any moment: a concurrency limit's slot frees whenever a holder finishes,
+    /// and a full keyed limiter's next sample of keys may find one idle. Short, since retrying
+    /// may succeed at once, but not zero, so a client that obeys it does not spin.
+    pub const RETRY_SOON: Duration = Duration::from_millis(1);
+
     /// An admitting decision.
     #[inline]
     pub fn allowed(limit: u32, remaining: u32, reset_after: Duration) -> Self {

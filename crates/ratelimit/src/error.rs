@@ -63,8 +63,10 @@ pub enum Error {
         /// The configured key cap.
         max_keys: usize,
         /// How long until the tracked key due soonest can have replenished, when a slot may be
-        /// reclaimed (a lower bound: that key may be used meanwhile); one second when the
-        /// limiter tracks no key (per-key quotas hold its bytes). A key that alone exceeds
+        /// reclaimed (a lower bound: that key may be used meanwhile); never zero:
+        /// [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when keys already due remain
+        /// that the bounded sample did not reach (the next check examines them), one second when
+        /// the limiter tracks no key (per-key quotas hold its bytes). A key that alone exceeds
         /// the byte cap is [`Error::TooLarge`] instead: it could never fit.
         retry_after: Duration,
     },
@@ -82,10 +84,14 @@ pub enum Error {
     },
     /// A keyed limiter's waiters already wait for their maximum of distinct keys
     /// ([`AsyncKeyedRateLimiter::with_max_waiting_keys`](crate::AsyncKeyedRateLimiter::with_max_waiting_keys)),
-    /// and this caller would have had to wait for one more. Retry later, or raise the cap.
+    /// or their keys' lines already take their maximum of bytes
+    /// ([`AsyncKeyedRateLimiter::with_max_waiting_bytes`](crate::AsyncKeyedRateLimiter::with_max_waiting_bytes)),
+    /// and this caller would have had to wait for one more key. Retry later, or raise the caps.
     TooManyWaitingKeys {
         /// The configured cap on keys with waiters.
         max_waiting_keys: usize,
+        /// The configured cap on the bytes of their lines.
+        max_waiting_bytes: usize,
     },
     /// A waiting limiter's line is full ([`AsyncRateLimiter::with_max_waiters`](crate::AsyncRateLimiter::with_max_waiters),
     /// [`AsyncKeyedRateLimiter::with_max_waiters`](crate::AsyncKeyedRateLimiter::with_max_waiters)),
@@ -147,10 +153,13 @@ impl fmt::Display for Error {
                  clear some first"
             ),
             Self::Unavailable { reason } => write!(f, "rate-limit backend unavailable: {reason}"),
-            Self::TooManyWaitingKeys { max_waiting_keys } => write!(
+            Self::TooManyWaitingKeys {
+                max_waiting_keys,
+                max_waiting_bytes,
+            } => write!(
                 f,
-                "callers already wait for {max_waiting_keys} keys, the most the limiter lets \
-                 wait: retry later"
+                "callers already wait for the most keys the limiter lets wait (at most \
+                 {max_waiting_keys} keys within {max_waiting_bytes} bytes): retry later"
             ),
             Self::TooManyWaiters { max_waiters } => write!(
                 f,

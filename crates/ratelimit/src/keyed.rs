@@ -128,7 +128,7 @@ struct Tracked {
 /// checked as `&str` or as `&String` (as the HTTP layer does) writes its text either way, where
 /// the size of the borrowed form would see only the `String`'s 24-byte handle. An inline key
 /// such as `u64` is counted twice, erring high.
-fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
+pub(crate) fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
     let mut counter = ByteCounter(0);
     key.hash(&mut counter);
     size_of::<K>().saturating_add(counter.0)
@@ -474,12 +474,18 @@ where
 
     /// How long until the tracked key due soonest can have replenished: the earliest a new key
     /// may find room (one second when no key is tracked, so none will ever be reclaimed).
+    ///
+    /// Never zero. Keys already due that the bounded sample did not reach may be idle, and the
+    /// next check examines them: that is [`Decision::RETRY_SOON`], not a retry at once.
     fn next_due_in(&self, now: u64) -> Duration {
         self.due
             .lock()
             .peek()
             .map_or(Duration::from_secs(1), |Reverse(soonest)| {
-                Duration::from_nanos(soonest.due.saturating_sub(now))
+                match soonest.due.checked_sub(now).filter(|&wait| wait > 0) {
+                    Some(wait) => Duration::from_nanos(wait),
+                    None => Decision::RETRY_SOON,
+                }
             })
     }
 
@@ -758,6 +764,32 @@ mod tests {
         // A key that comes back after being forgotten starts full, as it would have been.
         clock.advance(Duration::from_secs(1));
         assert!(limiter.check(&1).unwrap().is_allowed());
+    }
+
+    /// Keys used again after their last examination are still filed as due then: when more of
+    /// them are due than one check examines, the ones it did not reach may be idle or not, and
+    /// the refusal must not tell the client to retry at once.
+    #[test]
+    fn a_refusal_with_due_keys_left_unexamined_says_retry_soon() {
+        let (clock, limiter) = limiter(1, 100);
+        for key in 0..100 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        clock.advance(Duration::from_secs(1));
+        for key in 0..100 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        assert_eq!(
+            limiter.check(&1_000),
+            Err(Error::TooManyKeys {
+                max_keys: 100,
+                retry_after: Decision::RETRY_SOON,
+            })
+        );
+        // The refusal was honest: keys not yet examined were active, and once they replenish
+        // the next new key finds room.
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.check(&1_000).unwrap().is_allowed());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! a check whose reply is lost with its connection is sent again and counted once.
 #![cfg(feature = "redis")]
 
+mod redis_support;
+
 use std::time::{Duration, Instant};
 
 use infra_common::ManualClock;
@@ -201,4 +203,99 @@ fn a_cancelled_check_leaves_no_batch_half_taken() {
     let stats = limiter.stats();
     assert_eq!(stats.round_trips, sent + 1, "{stats:?}");
     assert_eq!(stats.lease_hits, 3, "{stats:?}");
+}
+
+/// The ids of the server's client connections whose last command was the limiter's script.
+fn script_connections(url: &str) -> Vec<u64> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis_support::admin(url))
+        .expect("CLIENT LIST answers");
+    list.lines()
+        .filter(|line| line.contains(" cmd=evalsha ") || line.contains(" cmd=eval "))
+        .filter_map(|line| line.strip_prefix("id="))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Waits until the server at `url` has finished its first sync from the primary it was given,
+/// so that what it answers is a replica's answer, not `LOADING`.
+fn wait_for_replica_link(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admin = redis_support::admin(url);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut admin)
+            .expect("INFO answers");
+        if info.contains("master_link_status:up") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// After a failover the old primary answers writes with `READONLY`. That is not the request's
+/// fault: it is a server that cannot serve this limiter now, so the failure policy answers, the
+/// breaker counts it, and the pooled connection is dropped so that the next check connects
+/// again (to the new primary, when the URL names a proxy or a name that moved).
+#[test]
+fn a_primary_turned_replica_is_a_failure_that_drops_the_connection_and_recovers() {
+    let (Some(server), Some(new_primary)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let url = server.url();
+    let limiter = RedisRateLimiter::with_clock(
+        &url,
+        two_per_ten_hours(),
+        RedisOptions::default()
+            .policy(FailurePolicy::Error)
+            .timeout(Duration::from_secs(5))
+            .circuit_breaker(3, Duration::from_secs(10))
+            .deny_cache_capacity(0),
+        ManualClock::new(),
+    )
+    .unwrap();
+    assert!(limiter.check("k").unwrap().is_allowed());
+    let pooled = script_connections(&url);
+    assert_eq!(pooled.len(), 1, "one multiplexed connection");
+
+    // The new primary sends its (empty) data at once rather than after the default delay.
+    assert_eq!(
+        new_primary
+            .command(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"])
+            .unwrap(),
+        "+OK"
+    );
+    let port = new_primary.addr().port().to_string();
+    assert_eq!(
+        server.command(&["REPLICAOF", "127.0.0.1", &port]).unwrap(),
+        "+OK"
+    );
+    wait_for_replica_link(&url);
+    let result = limiter.check("fresh");
+    assert!(
+        matches!(&result, Err(Error::Unavailable { reason }) if reason.contains("read only replica")),
+        "the failure policy answers a read-only server: {result:?}"
+    );
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.failures, stats.server_errors),
+        (1, 0),
+        "the breaker counts it as a failure to reach a primary"
+    );
+
+    // Promoted again (as the failover's new primary would be): the next check connects afresh
+    // and Redis decides.
+    assert_eq!(server.command(&["REPLICAOF", "NO", "ONE"]).unwrap(), "+OK");
+    assert!(limiter.check("fresh").unwrap().is_allowed());
+    let now_pooled = script_connections(&url);
+    assert!(
+        now_pooled.iter().any(|id| !pooled.contains(id)),
+        "the connection that got READONLY was replaced by a new one: {pooled:?}, then {now_pooled:?}"
+    );
 }

@@ -5,12 +5,16 @@
 //! connection on which concurrent checks are pipelined, replaced in the background when it
 //! drops. It makes one connection attempt each time it is asked to reconnect; the back-off
 //! between attempts while Redis is down is the circuit breaker's (see `breaker.rs`), which runs
-//! on the limiter's clock. A cluster is reached through the crate's async cluster client, which
-//! keeps one such connection per master, follows `MOVED` and `ASK` redirections and refreshes
-//! its slot map by itself.
+//! on the limiter's clock. A server that answers `READONLY` has been made a replica (a failover
+//! demoted it): the connection manager would keep talking to it, so its connection is replaced
+//! by a new one, which the next check opens to whatever the URL names then. A cluster is
+//! reached through the crate's async cluster client, which keeps one such connection per
+//! master, follows `MOVED` and `ASK` redirections, refreshes its slot map by itself, and does
+//! so on `READONLY` too.
 
 use std::time::Duration;
 
+use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
@@ -29,8 +33,62 @@ pub(crate) enum Endpoint<'a> {
 
 /// The shared connection.
 pub(crate) enum Transport {
-    Single(ConnectionManager),
+    /// Boxed: the client and its configuration are ten times the cluster handle's size.
+    Single(Box<SingleServer>),
     Cluster(ClusterConnection),
+}
+
+/// One server's pooled connection, replaced when the server turns out to be a replica.
+pub(crate) struct SingleServer {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The pooled connection, with how many times it was replaced: a check replaces only the
+    /// connection it used, so many checks answered `READONLY` at once open one new connection.
+    pooled: Mutex<(u64, ConnectionManager)>,
+}
+
+impl SingleServer {
+    fn open(url: &str, config: ConnectionManagerConfig) -> Result<Self, RedisError> {
+        let client = redis::Client::open(url)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        Ok(Self {
+            client,
+            config,
+            pooled: Mutex::new((0, manager)),
+        })
+    }
+
+    async fn query(&self, command: &Cmd) -> Result<Value, RedisError> {
+        let (generation, mut connection) = self.pooled.lock().clone();
+        let result = command.query_async(&mut connection).await;
+        if let Err(error) = &result
+            && is_read_only(error)
+        {
+            self.replace(generation);
+        }
+        result
+    }
+
+    /// Drops the pooled connection if it is still generation `used`: the next check connects
+    /// afresh, through the same URL.
+    fn replace(&self, used: u64) {
+        let mut pooled = self.pooled.lock();
+        if pooled.0 != used {
+            return;
+        }
+        // A lazy manager only parses its configuration here; should that ever fail, the old
+        // connection stays, and the next `READONLY` tries again.
+        if let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        {
+            *pooled = (used + 1, fresh);
+        }
+    }
+}
+
+/// Whether `error` is a replica refusing a write: the server is no longer the primary.
+fn is_read_only(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
 impl Transport {
@@ -45,10 +103,7 @@ impl Transport {
                     // still read off the shared connection, which stays usable.
                     .set_response_timeout(None)
                     .set_number_of_retries(0);
-                let client = redis::Client::open(*url)?;
-                Ok(Self::Single(ConnectionManager::new_lazy_with_config(
-                    client, config,
-                )?))
+                Ok(Self::Single(Box::new(SingleServer::open(url, config)?)))
             }
             Endpoint::Cluster(urls) => {
                 // Redirections and TRYAGAIN are retried after 5 ms, doubling, within the
@@ -72,7 +127,7 @@ impl Transport {
 
     async fn query(&self, command: &Cmd) -> Result<Value, RedisError> {
         match self {
-            Self::Single(connection) => command.query_async(&mut connection.clone()).await,
+            Self::Single(server) => server.query(command).await,
             Self::Cluster(connection) => command.query_async(&mut connection.clone()).await,
         }
     }
@@ -110,7 +165,8 @@ pub(crate) enum Failure {
     /// No usable connection: refused, reset, closed, or not yet re-established.
     Connection(RedisError),
     /// The server answered that it cannot serve now (loading its data, running a long
-    /// script, a cluster without a majority or without this slot's master).
+    /// script, a cluster without a majority or without this slot's master, a replica refusing
+    /// the script's write after a failover demoted it).
     ServerUnavailable(RedisError),
     /// The server refused the request itself: out of memory, a key of the wrong type, a
     /// script error, no permission.
@@ -134,7 +190,8 @@ impl Failure {
                 ServerErrorKind::BusyLoading
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown,
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly,
             ) => Self::ServerUnavailable(error),
             // `BUSY`: another script has run past its time limit; the server serves nothing else.
             ErrorKind::Extension if error.code() == Some("BUSY") => Self::ServerUnavailable(error),

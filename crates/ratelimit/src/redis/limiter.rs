@@ -208,6 +208,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
                 options.batch_cells,
                 duration_to_nanos(options.lease_period),
                 options.lease_capacity,
+                options.lease_max_bytes,
             )
         });
         let record_ttl = options.timeout.saturating_mul(2).max(MIN_RECORD_TTL);
@@ -216,7 +217,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             script: Script::of(options.algorithm),
             keys: KeyLayout::new(&options.prefix),
             quota: Mutex::new(quota),
-            deny: DenyCache::new(options.deny_cache_capacity),
+            deny: DenyCache::new(options.deny_cache_capacity, options.deny_cache_max_bytes),
             leases,
             breaker: Breaker::new(
                 options.breaker_failures,

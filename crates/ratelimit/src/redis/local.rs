@@ -1,9 +1,10 @@
 //! What a limiter remembers about keys between round trips: keys known to be over their limit
 //! (the deny cache) and leases of cells taken in a batch. Both are capped maps keyed by user
 //! keys, which clients choose, so both drop what is over before growing and refuse to grow
-//! past their cap.
+//! past their caps: a count of entries and their bytes.
 
 use std::collections::VecDeque;
+use std::mem::size_of;
 use std::time::Duration;
 
 use infra_common::sync::Mutex;
@@ -11,14 +12,22 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::scripts::ScriptQuota;
 use crate::KeyedOptions;
+use crate::keyed::key_bytes;
 use crate::store::Shards;
 
 /// Entries one new key examines at most when its map is full: the keyed limiter's bound on
 /// the eviction work of a request thread.
 const RECLAIM_SAMPLE: usize = KeyedOptions::RECLAIM_SAMPLE;
 
-/// A map of user keys holding at most about `capacity` entries (concurrent inserts may pass it
-/// by the number of threads inserting at once).
+/// Bytes charged per entry besides its key and value: the turn's record of it (its hash, 8
+/// bytes) and the hash table's control byte and spare capacity (8 bytes, rounded up).
+const ENTRY_OVERHEAD: usize = 16;
+
+/// A map of user keys holding at most about `capacity` entries and `max_bytes` bytes of them
+/// (concurrent inserts may pass either by what the threads inserting at once add).
+///
+/// An entry is charged what the keyed limiter charges a key (its `String` and the bytes its
+/// `Hash` writes, so a long key costs its length), its value and [`ENTRY_OVERHEAD`].
 ///
 /// When full, a new key examines at most [`RECLAIM_SAMPLE`] entries, taken in turn round the
 /// map like a clock hand: the ones done with are dropped, the others go back at the end of the
@@ -31,22 +40,46 @@ struct CappedMap<V> {
     turn: Mutex<VecDeque<u64>>,
     len: AtomicUsize,
     capacity: usize,
+    /// The charges of the entries in `map`.
+    bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 impl<V> CappedMap<V> {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             map: Shards::new(),
             turn: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
             capacity,
+            bytes: AtomicUsize::new(0),
+            max_bytes,
         }
     }
 
-    /// Whether a new key fits, after the hand drops the entries `over` says are done with
-    /// among the next few it reaches.
-    fn has_room(&self, mut over: impl FnMut(&V) -> bool) -> bool {
-        if self.len.load(Ordering::Relaxed) < self.capacity {
+    /// What an entry for `key` is charged against `max_bytes`.
+    fn charge(key: &str) -> usize {
+        key_bytes::<String, str>(key)
+            .saturating_add(size_of::<V>())
+            .saturating_add(ENTRY_OVERHEAD)
+    }
+
+    /// Whether one more entry of `charge` bytes is within both caps.
+    fn fits(&self, charge: usize) -> bool {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        self.len.load(Ordering::Relaxed) < self.capacity
+            && bytes.saturating_add(charge) <= self.max_bytes
+    }
+
+    /// Whether a new entry for `key` fits, after the hand drops the entries `over` says are
+    /// done with among the next few it reaches. A key whose charge alone exceeds `max_bytes`
+    /// never fits, and drops nothing.
+    fn has_room(&self, key: &str, mut over: impl FnMut(&V) -> bool) -> bool {
+        let charge = Self::charge(key);
+        if charge > self.max_bytes {
+            return false;
+        }
+        if self.fits(charge) {
             return true;
         }
         for _ in 0..RECLAIM_SAMPLE {
@@ -55,25 +88,32 @@ impl<V> CappedMap<V> {
             let Some(hash) = self.turn.lock().pop_front() else {
                 break;
             };
-            match self
-                .map
-                .evict_hashed(hash, |_, value| (!over(value)).then_some(()))
-            {
+            let mut freed = 0;
+            let kept = self.map.evict_hashed(hash, |key, value| {
+                if over(value) {
+                    freed = Self::charge(key);
+                    return None;
+                }
+                Some(())
+            });
+            match kept {
                 Some(Some(())) => self.turn.lock().push_back(hash),
                 Some(None) => {
                     self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.bytes.fetch_sub(freed, Ordering::Relaxed);
                 }
                 // Only after a 64-bit hash collision, when the other key's turn took this one.
                 None => {}
             }
         }
-        self.len.load(Ordering::Relaxed) < self.capacity
+        self.fits(charge)
     }
 
     /// Counts `key` and gives it its place in the turn if this call inserted it.
     fn count_insert(&self, key: &str, inserted: bool) {
         if inserted {
             self.len.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(Self::charge(key), Ordering::Relaxed);
             self.turn.lock().push_back(self.map.hash_of(key));
         }
     }
@@ -88,9 +128,9 @@ pub(crate) struct DenyCache {
 }
 
 impl DenyCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
-            until: CappedMap::new(capacity),
+            until: CappedMap::new(capacity, max_bytes),
         }
     }
 
@@ -102,7 +142,7 @@ impl DenyCache {
 
     /// Remembers that `key` cannot get a cell under `quota` until `until`, if there is room.
     pub(crate) fn remember(&self, key: &str, quota: ScriptQuota, now: u64, until: u64) {
-        if self.until.capacity == 0 || !self.until.has_room(|&(until, _)| until <= now) {
+        if self.until.capacity == 0 || !self.until.has_room(key, |&(until, _)| until <= now) {
             return;
         }
         let inserted = self
@@ -189,10 +229,10 @@ enum Step {
 
 impl Leases {
     /// Leases of up to `batch` cells lasting `period` nanoseconds, for at most about
-    /// `capacity` keys.
-    pub(crate) fn new(batch: u32, period: u64, capacity: usize) -> Self {
+    /// `capacity` keys charged `max_bytes` in all.
+    pub(crate) fn new(batch: u32, period: u64, capacity: usize, max_bytes: usize) -> Self {
         Self {
-            leases: CappedMap::new(capacity),
+            leases: CappedMap::new(capacity, max_bytes),
             batch,
             period,
         }
@@ -209,7 +249,7 @@ impl Leases {
         let step = match self.leases.map.with(key, |lease| lease.lock().take(n, now)) {
             Some(step) => step,
             None => {
-                if !self.leases.has_room(|lease| lease.lock().is_over(now)) {
+                if !self.leases.has_room(key, |lease| lease.lock().is_over(now)) {
                     return Take::Single;
                 }
                 let (step, inserted) = self.leases.map.with_or_insert(
@@ -263,18 +303,19 @@ impl Drop for Fetch<'_> {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+    use crate::redis::RedisOptions;
 
     /// A full map of keys a flood created, none of them over: how many entries one new key's
     /// `has_room` looks at.
     fn examined_when_full_of_active_entries(capacity: usize) -> usize {
-        let map = CappedMap::<u64>::new(capacity);
+        let map = CappedMap::<u64>::new(capacity, usize::MAX);
         for key in 0..capacity {
             let key = format!("flood-{key}");
             let inserted = map.map.insert(key.clone(), 0).is_none();
             map.count_insert(&key, inserted);
         }
         let mut examined = 0;
-        let room = map.has_room(|_| {
+        let room = map.has_room("newcomer", |_| {
             examined += 1;
             false
         });
@@ -293,10 +334,97 @@ mod tests {
         }
     }
 
+    const QUOTA: ScriptQuota = ScriptQuota {
+        first: 1,
+        second: 1,
+        capacity: 1,
+    };
+
+    /// A key of `len` bytes, distinct for each `i`.
+    fn long_key(i: usize, len: usize) -> String {
+        format!("{i:0len$}")
+    }
+
+    /// Remembered keys of the longest length accepted by default, the deny cache full of
+    /// active ones: the byte cap, not the count, bounds it.
+    #[test]
+    fn long_keys_fill_the_deny_cache_up_to_its_bytes_not_its_count() {
+        let max_bytes = RedisOptions::DEFAULT_LOCAL_MAX_BYTES;
+        let cache = DenyCache::new(100_000, max_bytes);
+        for i in 0..20_000 {
+            cache.remember(&long_key(i, 1_024), QUOTA, 0, u64::MAX);
+        }
+        let remembered = cache.until.len.load(Ordering::Relaxed);
+        assert!(
+            (15_000..16_000).contains(&remembered),
+            "{remembered} keys of 1 KiB remembered"
+        );
+        let charged = cache.until.bytes.load(Ordering::Relaxed);
+        assert!(charged <= max_bytes, "{charged} bytes charged");
+        // Each key is charged its length: the bytes charged cover the keys held.
+        assert!(charged >= remembered * 1_024, "{charged} bytes charged");
+    }
+
+    #[test]
+    fn a_cache_full_by_bytes_reclaims_an_ended_denial_within_one_turn() {
+        let key_len = 1_000;
+        let per_entry = CappedMap::<(u64, ScriptQuota)>::charge(&long_key(0, key_len));
+        let entries = 200;
+        let cache = DenyCache::new(100_000, entries * per_entry);
+        for i in 0..entries {
+            let until = if i == 100 { 10 } else { u64::MAX };
+            cache.remember(&long_key(i, key_len), QUOTA, 0, until);
+        }
+        assert_eq!(cache.until.len.load(Ordering::Relaxed), entries);
+        let newcomer = long_key(1_000_000, key_len);
+        cache.remember(&newcomer, QUOTA, 0, u64::MAX);
+        assert_eq!(cache.denied_for(&newcomer, QUOTA, 0), None, "no room yet");
+        // Each new key looks at a bounded sample; within one turn the ended denial is found.
+        for attempt in 0..entries.div_ceil(RECLAIM_SAMPLE) + 1 {
+            cache.remember(&long_key(2_000_000 + attempt, key_len), QUOTA, 20, u64::MAX);
+        }
+        assert_eq!(cache.denied_for(&long_key(100, key_len), QUOTA, 20), None);
+        assert_eq!(cache.until.len.load(Ordering::Relaxed), entries);
+        assert!(cache.until.bytes.load(Ordering::Relaxed) <= entries * per_entry);
+    }
+
+    #[test]
+    fn a_key_longer_than_the_byte_cap_is_never_kept_and_evicts_nothing() {
+        let cache = DenyCache::new(100, 2_000);
+        cache.remember("short", QUOTA, 0, 10);
+        cache.remember(&long_key(0, 5_000), QUOTA, 20, u64::MAX);
+        assert_eq!(cache.denied_for(&long_key(0, 5_000), QUOTA, 20), None);
+        assert_eq!(
+            cache.denied_for("short", QUOTA, 5),
+            Some(Duration::from_nanos(5)),
+            "the ended denial was not dropped for a key that could not fit"
+        );
+    }
+
+    #[test]
+    fn leases_of_long_keys_stop_at_the_byte_cap() {
+        let key_len = 1_000;
+        let per_entry = CappedMap::<Mutex<Lease>>::charge(&long_key(0, key_len));
+        let leases = Leases::new(10, 1_000, 100_000, 50 * per_entry);
+        // Each batch is still being fetched (its `Fetch` held), so no lease can be given up.
+        let takes: Vec<_> = (0..100)
+            .map(|i| leases.take(&long_key(i, key_len), 1, 0))
+            .collect();
+        let fetched = takes
+            .iter()
+            .filter(|take| matches!(take, Take::Fetch(_)))
+            .count();
+        assert_eq!(
+            fetched, 50,
+            "a lease for each key that fits, then one round trip each"
+        );
+        assert_eq!(leases.leases.len.load(Ordering::Relaxed), 50);
+    }
+
     #[test]
     fn the_deny_cache_finds_an_expired_entry_among_active_ones() {
         let capacity = 1_000;
-        let cache = DenyCache::new(capacity);
+        let cache = DenyCache::new(capacity, usize::MAX);
         let quota = ScriptQuota {
             first: 1,
             second: 1,

@@ -48,8 +48,12 @@
 //!
 //! **Failures.** Three kinds, three answers:
 //! - Redis cannot be asked (connection refused or lost, no answer within the timeout, a server
-//!   that says `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` or `TRYAGAIN`): the
-//!   [`FailurePolicy`] decides. The default is [`FailurePolicy::FailOpen`]: admit, because a
+//!   that says `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` or `TRYAGAIN`, or `READONLY`
+//!   because a failover made it a replica): the [`FailurePolicy`] decides, and the circuit
+//!   breaker counts a failure. After `READONLY` the pooled connection is dropped, so the next
+//!   check connects again through the same URL and reaches the new primary when the URL names
+//!   a proxy, a DNS name or an address that moved with the failover; one naming the demoted
+//!   server itself keeps getting `READONLY` (the policy's answer) until it is primary again. The default is [`FailurePolicy::FailOpen`]: admit, because a
 //!   rate limiter exists to protect a service, and an outage of the limiter's store should not
 //!   become an outage of the service. Choose [`FailurePolicy::FailClosed`] where an unlimited
 //!   burst is worse than refusing traffic, or [`FailurePolicy::Error`] to decide per call.
@@ -73,7 +77,9 @@
 //! limiter remembers that (on its monotonic clock) and denies that key without a round trip
 //! until then. It only ever denies requests Redis would also deny, as long as a key is always
 //! checked under the same quota (a key checked under a larger quota than the one that filled
-//! the cache may be denied until the cached time passes).
+//! the cache may be denied until the cached time passes). The cache and the leases below are
+//! capped by a count of keys and by their bytes ([`RedisOptions::deny_cache_max_bytes`],
+//! [`RedisOptions::lease_max_bytes`]), a key charged its length as a keyed limiter charges it.
 //!
 //! **Batching** ([`RedisOptions::batch`], off by default): leases of allowance, as Envoy's and
 //! Stripe's limiters take them. When a process has no cells of a key's lease left, its check

@@ -16,8 +16,8 @@ pub enum RemoteAlgorithm {
 }
 
 /// What a check does when Redis cannot be asked: unreachable, no answer in time, a server that
-/// says it cannot serve now (`LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`), or a
-/// circuit breaker that is open.
+/// says it cannot serve now (`LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`, or
+/// `READONLY` from a primary a failover made a replica), or a circuit breaker that is open.
 ///
 /// It never applies to a server that answers with an error about the request itself (out of
 /// memory, a key of the wrong type, a script error): those are returned as
@@ -80,11 +80,13 @@ pub struct RedisOptions {
     pub(crate) prefix: String,
     pub(crate) max_key_len: usize,
     pub(crate) deny_cache_capacity: usize,
+    pub(crate) deny_cache_max_bytes: usize,
     pub(crate) breaker_failures: u32,
     pub(crate) breaker_cool_down: Duration,
     pub(crate) batch_cells: u32,
     pub(crate) lease_period: Duration,
     pub(crate) lease_capacity: usize,
+    pub(crate) lease_max_bytes: usize,
 }
 
 impl Default for RedisOptions {
@@ -98,16 +100,22 @@ impl Default for RedisOptions {
             prefix: "ratelimit".to_owned(),
             max_key_len: 1024,
             deny_cache_capacity: 100_000,
+            deny_cache_max_bytes: Self::DEFAULT_LOCAL_MAX_BYTES,
             breaker_failures: 5,
             breaker_cool_down: Duration::from_secs(1),
             batch_cells: 1,
             lease_period: Duration::ZERO,
             lease_capacity: 100_000,
+            lease_max_bytes: Self::DEFAULT_LOCAL_MAX_BYTES,
         }
     }
 }
 
 impl RedisOptions {
+    /// Default cap on the bytes of the local deny cache, and separately of the leases: 16 MiB,
+    /// about 15,000 keys of the longest length accepted by default (1,024 bytes).
+    pub const DEFAULT_LOCAL_MAX_BYTES: usize = 16 << 20;
+
     /// The algorithm (default GCRA).
     #[must_use]
     pub fn algorithm(self, algorithm: RemoteAlgorithm) -> Self {
@@ -183,6 +191,19 @@ impl RedisOptions {
         }
     }
 
+    /// How many bytes the local deny cache's keys may take (default
+    /// [`DEFAULT_LOCAL_MAX_BYTES`](Self::DEFAULT_LOCAL_MAX_BYTES)). A key is charged as a keyed
+    /// limiter charges it (see [`KeyedRateLimiter::bytes`](crate::KeyedRateLimiter::bytes):
+    /// a long key costs its length), plus its denial and 16 bytes. Past the cap, a new key is
+    /// remembered only if the 32 remembered keys examined make room.
+    #[must_use]
+    pub fn deny_cache_max_bytes(self, bytes: usize) -> Self {
+        Self {
+            deny_cache_max_bytes: bytes,
+            ..self
+        }
+    }
+
     /// Opens the circuit after `failures` consecutive failures to reach Redis, answering with
     /// the failure policy at once for `cool_down`, then lets one probe through (default 5
     /// failures, 1 s). Each failed probe doubles the cool-down, up to 32 times the one given.
@@ -216,6 +237,18 @@ impl RedisOptions {
     pub fn lease_capacity(self, capacity: usize) -> Self {
         Self {
             lease_capacity: capacity,
+            ..self
+        }
+    }
+
+    /// How many bytes the keys holding a lease may take (default
+    /// [`DEFAULT_LOCAL_MAX_BYTES`](Self::DEFAULT_LOCAL_MAX_BYTES)), charged as for
+    /// [`deny_cache_max_bytes`](Self::deny_cache_max_bytes). Past it, keys without a lease are
+    /// checked one round trip each until leases expire.
+    #[must_use]
+    pub fn lease_max_bytes(self, bytes: usize) -> Self {
+        Self {
+            lease_max_bytes: bytes,
             ..self
         }
     }
@@ -265,6 +298,8 @@ mod tests {
         );
         assert!(!options.batching());
         assert_eq!(options.lease_capacity, 100_000);
+        assert_eq!(options.deny_cache_max_bytes, 16 << 20);
+        assert_eq!(options.lease_max_bytes, 16 << 20);
         assert_eq!(options.validate(), Ok(()));
         let refused = [
             RedisOptions::default().timeout(Duration::ZERO),

@@ -4,6 +4,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::mem::size_of;
 
 use infra_common::Clock;
 use infra_common::hash::RandomState;
@@ -12,25 +13,40 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Jitter, Line, Queue, TokioClock, wait_in_line};
 use crate::algorithm::Algorithm;
+use crate::keyed::key_bytes;
 use crate::{Decision, Error, Gcra, KeyedRateLimiter};
 
 /// The lines are spread over this many locks, so that waiters of different keys rarely
 /// contend for one.
 const SHARDS: usize = 64;
 
-/// The lines of the keys that have waiters: at most `max` lines, and at most `max_waiters`
-/// waiters in all of them together.
+/// Bytes charged per line besides its key and its queue: the table's control byte and spare
+/// capacity, rounded up.
+const LINE_OVERHEAD: usize = 8;
+
+/// The caps on the lines of the keys that have waiters.
+#[derive(Clone, Copy, Debug)]
+struct Caps {
+    /// Lines.
+    lines: usize,
+    /// Bytes charged for the lines (see [`line_charge`]).
+    bytes: usize,
+    /// Waiters in all lines together.
+    waiters: usize,
+}
+
+/// The lines of the keys that have waiters, within their [`Caps`].
 struct WaitingKeys<K> {
     shards: Box<[Mutex<HashMap<K, Queue, RandomState>>]>,
     hasher: RandomState,
     lines: AtomicUsize,
-    max: usize,
+    bytes: AtomicUsize,
     waiters: AtomicUsize,
-    max_waiters: usize,
+    caps: Caps,
 }
 
 impl<K: Hash + Eq> WaitingKeys<K> {
-    fn new(max: usize, max_waiters: usize) -> Self {
+    fn new(caps: Caps) -> Self {
         let hasher = RandomState::new();
         Self {
             shards: (0..SHARDS)
@@ -38,24 +54,44 @@ impl<K: Hash + Eq> WaitingKeys<K> {
                 .collect(),
             hasher,
             lines: AtomicUsize::new(0),
-            max,
+            bytes: AtomicUsize::new(0),
             waiters: AtomicUsize::new(0),
-            max_waiters,
+            caps,
         }
     }
 
     /// Counts one more waiter, if there is room for it.
     fn add_waiter(&self) -> Result<(), Error> {
-        take_one(&self.waiters, self.max_waiters).map_err(|()| Error::TooManyWaiters {
-            max_waiters: self.max_waiters,
+        take(&self.waiters, 1, self.caps.waiters).map_err(|()| Error::TooManyWaiters {
+            max_waiters: self.caps.waiters,
         })
     }
 
-    /// Counts one more line, if there is room for it.
-    fn add_line(&self) -> Result<(), Error> {
-        take_one(&self.lines, self.max).map_err(|()| Error::TooManyWaitingKeys {
-            max_waiting_keys: self.max,
+    /// Counts one more line, charged `bytes`, if there is room for it.
+    fn add_line(&self, bytes: usize) -> Result<(), Error> {
+        if bytes > self.caps.bytes {
+            // Waiting for others to leave would never make room: not a refusal to retry.
+            return Err(Error::TooLarge {
+                what: "waiting key with its line (bytes)",
+                value: bytes as u128,
+                max: self.caps.bytes as u128,
+            });
+        }
+        let full = Error::TooManyWaitingKeys {
+            max_waiting_keys: self.caps.lines,
+            max_waiting_bytes: self.caps.bytes,
+        };
+        take(&self.lines, 1, self.caps.lines).map_err(|()| full.clone())?;
+        take(&self.bytes, bytes, self.caps.bytes).map_err(|()| {
+            self.lines.fetch_sub(1, Ordering::Relaxed);
+            full
         })
+    }
+
+    /// Uncounts a line that was charged `bytes`.
+    fn remove_line(&self, bytes: usize) {
+        self.lines.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     fn line<'a, Q>(&'a self, key: &'a Q) -> KeyLine<'a, K, Q>
@@ -82,14 +118,22 @@ struct KeyLine<'a, K, Q: ?Sized> {
     key: &'a Q,
 }
 
-/// Adds one to `count` unless it is already `max`.
-fn take_one(count: &AtomicUsize, max: usize) -> Result<(), ()> {
+/// Adds `amount` to `count` unless that would pass `max`.
+fn take(count: &AtomicUsize, amount: usize, max: usize) -> Result<(), ()> {
     count
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < max).then_some(n + 1)
+            n.checked_add(amount).filter(|&total| total <= max)
         })
         .map(drop)
         .map_err(drop)
+}
+
+/// What the line of `key` is charged against the byte cap: the key as a keyed limiter charges
+/// it (a long key costs its length), the line's queue and [`LINE_OVERHEAD`].
+fn line_charge<K, Q: Hash + ?Sized>(key: &Q) -> usize {
+    key_bytes::<K, Q>(key)
+        .saturating_add(size_of::<Queue>())
+        .saturating_add(LINE_OVERHEAD)
 }
 
 impl<K, Q> Line for KeyLine<'_, K, Q>
@@ -113,7 +157,7 @@ where
         let joined = f(&mut queue);
         if !queue.is_empty() {
             self.keys.add_waiter()?;
-            if let Err(error) = self.keys.add_line() {
+            if let Err(error) = self.keys.add_line(line_charge::<K, Q>(self.key)) {
                 self.keys.waiters.fetch_sub(1, Ordering::Relaxed);
                 return Err(error);
             }
@@ -135,7 +179,7 @@ where
         if queue.is_empty() {
             // The last waiter left: the key's line goes, so memory follows the waiting keys.
             lines.remove(self.key);
-            self.keys.lines.fetch_sub(1, Ordering::Relaxed);
+            self.keys.remove_line(line_charge::<K, Q>(self.key));
         }
         result
     }
@@ -156,7 +200,12 @@ where
 ///   [`max_waiting_keys`](AsyncKeyedRateLimiter::with_max_waiting_keys) keys (default
 ///   [`AsyncKeyedRateLimiter::DEFAULT_MAX_WAITING_KEYS`]) have one: a caller that would open
 ///   one more line gets [`Error::TooManyWaitingKeys`] at once, while waiters of keys that
-///   already wait, and callers admitted at once, are unaffected. At most
+///   already wait, and callers admitted at once, are unaffected. The lines' keys are charged
+///   their bytes as a keyed limiter charges them, plus their queue, against
+///   [`max_waiting_bytes`](AsyncKeyedRateLimiter::with_max_waiting_bytes) (default
+///   [`AsyncKeyedRateLimiter::DEFAULT_MAX_WAITING_BYTES`]): past it, a caller that would open a
+///   line gets [`Error::TooManyWaitingKeys`] too, and one whose key's line alone exceeds it
+///   [`Error::TooLarge`]. At most
 ///   [`max_waiters`](AsyncKeyedRateLimiter::with_max_waiters) callers wait over all keys
 ///   together (default [`AsyncKeyedRateLimiter::DEFAULT_MAX_WAITERS`]): one more that would have
 ///   to wait gets [`Error::TooManyWaiters`]. A waiter that gives up leaves its line in
@@ -204,12 +253,18 @@ where
     pub const DEFAULT_MAX_WAITING_KEYS: usize = 100_000;
     /// The default cap on waiting callers, over all keys: 100,000.
     pub const DEFAULT_MAX_WAITERS: usize = 100_000;
+    /// The default cap on the bytes charged for the lines of keys with waiters: 32 MiB.
+    pub const DEFAULT_MAX_WAITING_BYTES: usize = 32 << 20;
 
     /// Wraps a keyed limiter.
     pub fn new(limiter: KeyedRateLimiter<K, A, C>) -> Self {
         Self {
             limiter,
-            waiting: WaitingKeys::new(Self::DEFAULT_MAX_WAITING_KEYS, Self::DEFAULT_MAX_WAITERS),
+            waiting: WaitingKeys::new(Caps {
+                lines: Self::DEFAULT_MAX_WAITING_KEYS,
+                bytes: Self::DEFAULT_MAX_WAITING_BYTES,
+                waiters: Self::DEFAULT_MAX_WAITERS,
+            }),
             jitter: None,
         }
     }
@@ -217,8 +272,28 @@ where
     /// Lets at most `max` keys have waiters at once (at least 1).
     #[must_use]
     pub fn with_max_waiting_keys(self, max: usize) -> Self {
+        let caps = Caps {
+            lines: max.max(1),
+            ..self.waiting.caps
+        };
         Self {
-            waiting: WaitingKeys::new(max.max(1), self.waiting.max_waiters),
+            waiting: WaitingKeys::new(caps),
+            ..self
+        }
+    }
+
+    /// Charges the lines of keys with waiters at most `max` bytes in all: a key is charged
+    /// as a keyed limiter charges it (see [`KeyedRateLimiter::bytes`]), plus its line's queue
+    /// and 8 bytes. A caller that would open a line past it gets
+    /// [`Error::TooManyWaitingKeys`]; one whose line alone is larger, [`Error::TooLarge`].
+    #[must_use]
+    pub fn with_max_waiting_bytes(self, max: usize) -> Self {
+        let caps = Caps {
+            bytes: max,
+            ..self.waiting.caps
+        };
+        Self {
+            waiting: WaitingKeys::new(caps),
             ..self
         }
     }
@@ -227,8 +302,12 @@ where
     /// be one more gets [`Error::TooManyWaiters`] instead of waiting.
     #[must_use]
     pub fn with_max_waiters(self, max: usize) -> Self {
+        let caps = Caps {
+            waiters: max.max(1),
+            ..self.waiting.caps
+        };
         Self {
-            waiting: WaitingKeys::new(self.waiting.max, max.max(1)),
+            waiting: WaitingKeys::new(caps),
             ..self
         }
     }
@@ -253,6 +332,12 @@ where
         self.waiting.lines.load(Ordering::Relaxed)
     }
 
+    /// The bytes charged for the lines of the keys that have waiters now, against
+    /// [`with_max_waiting_bytes`](Self::with_max_waiting_bytes).
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting.bytes.load(Ordering::Relaxed)
+    }
+
     /// Callers waiting for `key` now.
     pub fn waiting<Q>(&self, key: &Q) -> usize
     where
@@ -269,7 +354,8 @@ where
     ///
     /// [`Error::TooManyWaitingKeys`] and [`Error::TooManyWaiters`] as described on the type;
     /// [`Error::TooManyKeys`] when the key is new and the limiter cannot track it now,
-    /// [`Error::TooLarge`] when it never could (its charge alone exceeds the byte cap).
+    /// [`Error::TooLarge`] when it never could (its charge alone exceeds the byte cap), or
+    /// when the caller would have to wait and the key's line alone exceeds the waiting byte cap.
     pub async fn until_ready<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
         K: Borrow<Q>,
@@ -299,9 +385,11 @@ impl<K, A: Algorithm, C: Clock> fmt::Debug for AsyncKeyedRateLimiter<K, A, C> {
         f.debug_struct("AsyncKeyedRateLimiter")
             .field("limiter", &self.limiter)
             .field("waiting_keys", &self.waiting.lines.load(Ordering::Relaxed))
-            .field("max_waiting_keys", &self.waiting.max)
+            .field("max_waiting_keys", &self.waiting.caps.lines)
+            .field("waiting_bytes", &self.waiting.bytes.load(Ordering::Relaxed))
+            .field("max_waiting_bytes", &self.waiting.caps.bytes)
             .field("waiters", &self.waiting.waiters.load(Ordering::Relaxed))
-            .field("max_waiters", &self.waiting.max_waiters)
+            .field("max_waiters", &self.waiting.caps.waiters)
             .field("jitter", &self.jitter)
             .finish()
     }
@@ -514,7 +602,8 @@ mod tests {
         assert_eq!(
             limiter.until_ready("c").await,
             Err(Error::TooManyWaitingKeys {
-                max_waiting_keys: 2
+                max_waiting_keys: 2,
+                max_waiting_bytes: Limiter::DEFAULT_MAX_WAITING_BYTES,
             })
         );
         assert_eq!(limiter.waiting("c"), 0);
@@ -536,6 +625,95 @@ mod tests {
             Err(Error::InsufficientCapacity { .. })
         ));
         assert_eq!(limiter.waiting_keys(), 0);
+    }
+
+    /// A flood of waiters on long keys: their lines are bounded by their bytes, not only by
+    /// their count, and give every byte back when they end.
+    #[tokio::test(start_paused = true)]
+    async fn lines_of_long_keys_are_capped_by_their_bytes() {
+        let long = |i: usize| format!("{i:0>10000}");
+        let charge = line_charge::<String, str>(&long(0));
+        assert!(
+            charge > 10_000,
+            "a line is charged its key's length: {charge}"
+        );
+        let limiter = Arc::new(
+            AsyncKeyedRateLimiter::new(
+                KeyedRateLimiter::<String, Gcra, _>::with_clock(
+                    Quota::per_second(1).unwrap(),
+                    TokioClock::new(),
+                )
+                .unwrap(),
+            )
+            .with_max_waiting_bytes(3 * charge),
+        );
+        let mut waiters = Vec::new();
+        for i in 0..3 {
+            let key = long(i);
+            assert!(
+                limiter
+                    .until_ready(key.as_str())
+                    .await
+                    .unwrap()
+                    .is_allowed()
+            );
+            let limiter = Arc::clone(&limiter);
+            waiters.push(tokio::spawn(async move {
+                limiter.until_ready(key.as_str()).await
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(limiter.waiting_keys(), 3);
+        assert_eq!(limiter.waiting_bytes(), 3 * charge);
+        // Far below the count cap, a fourth long key would pass the byte cap: refused at once.
+        let fourth = long(3);
+        assert!(
+            limiter
+                .until_ready(fourth.as_str())
+                .await
+                .unwrap()
+                .is_allowed()
+        );
+        assert_eq!(
+            limiter.until_ready(fourth.as_str()).await,
+            Err(Error::TooManyWaitingKeys {
+                max_waiting_keys: Limiter::DEFAULT_MAX_WAITING_KEYS,
+                max_waiting_bytes: 3 * charge,
+            })
+        );
+        // A key whose line alone is over the cap could never wait: not a refusal to retry.
+        let huge = "x".repeat(4 * charge);
+        assert!(
+            limiter
+                .until_ready(huge.as_str())
+                .await
+                .unwrap()
+                .is_allowed()
+        );
+        assert!(matches!(
+            limiter.until_ready(huge.as_str()).await,
+            Err(Error::TooLarge { .. })
+        ));
+        assert_eq!(limiter.waiting_keys(), 3);
+        for waiter in waiters {
+            assert!(waiter.await.unwrap().unwrap().is_allowed());
+        }
+        assert_eq!((limiter.waiting_keys(), limiter.waiting_bytes()), (0, 0));
+        // The bytes came back: a long key may wait again.
+        assert!(
+            limiter
+                .until_ready(fourth.as_str())
+                .await
+                .unwrap()
+                .is_allowed()
+        );
+        let again = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready(fourth.as_str()).await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting_bytes(), charge);
+        assert!(again.await.unwrap().unwrap().is_allowed());
     }
 
     /// Admission times of one waiter on each of `keys` keys, all drained at once so that all
