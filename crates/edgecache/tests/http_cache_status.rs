@@ -1,5 +1,6 @@
 //! The `Cache-Status` field (RFC 9211) `HttpCache` writes: one case per parameter, each
-//! response's field parsed and its first member (this cache's) checked.
+//! response's field parsed and its last member (this cache's, the one closest to the client)
+//! checked.
 #![cfg(feature = "tokio")]
 
 mod http_support;
@@ -50,12 +51,10 @@ fn expected(written: &str) -> Member {
     members(&response).remove(0)
 }
 
-/// The first member of the response's field, which must be this cache's.
+/// The last member of the response's field, which must be this cache's (RFC 9211 §2: the
+/// last member is the cache closest to the client).
 fn ours(response: &Response<Bytes>) -> Member {
-    members(response)
-        .into_iter()
-        .next()
-        .expect("a Cache-Status field")
+    members(response).pop().expect("a Cache-Status field")
 }
 
 fn builder(origin: TestOrigin, clock: &ManualClock) -> HttpCacheBuilder<TestOrigin> {
@@ -272,27 +271,28 @@ async fn requests_the_cache_does_not_handle_say_why() {
 }
 
 #[tokio::test]
-async fn ours_is_prepended_to_the_members_of_the_caches_behind() {
-    // RFC 9211 §2: each cache prepends its member; the origin side's stay, in order.
+async fn ours_follows_the_members_of_the_caches_behind() {
+    // RFC 9211 §2: the first member is the cache closest to the origin, the last the one
+    // closest to the client; this cache appends its member after those already there.
     let clock = ManualClock::new();
     let origin = TestOrigin::new(|_| {
         let mut answer = response(&[("cache-control", "max-age=60")], "body");
         let headers = answer.headers_mut();
-        headers.append("cache-status", "shield; hit".parse().unwrap());
         headers.append(
             "cache-status",
             "origin-cache; fwd=uri-miss".parse().unwrap(),
         );
+        headers.append("cache-status", "shield; hit".parse().unwrap());
         Reply::Response(answer)
     });
     let cache = cache(origin, &clock);
     let behind = [
-        expected("shield; hit"),
         expected("origin-cache; fwd=uri-miss"),
+        expected("shield; hit"),
     ];
     let miss = serve(&cache, get("http://a.test/", &[])).await;
     let hit = serve(&cache, get("http://a.test/", &[])).await;
-    for (response, first) in [
+    for (response, last) in [
         (
             miss,
             "edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored",
@@ -300,10 +300,10 @@ async fn ours_is_prepended_to_the_members_of_the_caches_behind() {
         (hit, "edgecache; hit; ttl=60"),
     ] {
         let mut all = members(&response);
-        assert_eq!(all.remove(0), expected(first));
+        assert_eq!(all.pop(), Some(expected(last)));
         assert_eq!(
             all, behind,
-            "the stored response keeps the members it came with"
+            "the stored response keeps the members it came with, first"
         );
     }
 }

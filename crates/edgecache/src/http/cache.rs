@@ -459,8 +459,8 @@ impl<O: Origin> HttpCache<O> {
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
     ///
     /// Every response it produces carries a `Cache-Status` field (RFC 9211) unless
-    /// [`HttpCacheBuilder::without_cache_status`] turned it off: this cache's member first,
-    /// then any the origin's response had.
+    /// [`HttpCacheBuilder::without_cache_status`] turned it off: the members the origin's
+    /// response had (caches closer to the origin), then this cache's.
     ///
     /// # Errors
     ///
@@ -469,7 +469,7 @@ impl<O: Origin> HttpCache<O> {
         let mut response = self.answer(request).await?;
         let member = response.extensions_mut().remove::<Member>();
         if let (Some(member), Some(name)) = (member, &self.inner.cache_status_name) {
-            member.prepend_to(response.headers_mut(), name);
+            member.append_to(response.headers_mut(), name);
         }
         Ok(response)
     }

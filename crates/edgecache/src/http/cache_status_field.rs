@@ -1,6 +1,6 @@
 //! The `Cache-Status` response field (RFC 9211): how this cache handled a response, written
-//! as the field's first member, ahead of those the caches behind it wrote (§2: each cache
-//! prepends its own).
+//! as the field's last member, after those the caches behind it wrote (§2: the first member
+//! is the cache closest to the origin, the last the one closest to the client).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -162,16 +162,11 @@ impl Member {
         out
     }
 
-    /// Writes the member into `headers` as the first member of `Cache-Status`, keeping the
-    /// members already there after it.
-    pub(crate) fn prepend_to(&self, headers: &mut HeaderMap, name: &str) {
-        let Ok(value) = HeaderValue::try_from(self.serialize(name)) else {
-            return;
-        };
-        let behind: Vec<HeaderValue> = headers.get_all(&CACHE_STATUS).iter().cloned().collect();
-        headers.insert(CACHE_STATUS, value);
-        for member in behind {
-            headers.append(CACHE_STATUS, member);
+    /// Writes the member into `headers` as the last member of `Cache-Status`, after the
+    /// members already there, which it keeps (§2).
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap, name: &str) {
+        if let Ok(value) = HeaderValue::try_from(self.serialize(name)) {
+            headers.append(CACHE_STATUS, value);
         }
     }
 }
