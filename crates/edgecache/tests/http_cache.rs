@@ -1080,3 +1080,38 @@ async fn no_cache_with_field_names_reuses_the_response_without_them() {
     let reused = cache.serve(get("http://a.test/p", &[])).await.unwrap();
     assert!(!reused.headers().contains_key("x-token"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_waiting_on_a_fetch_do_not_get_its_no_cache_fields() {
+    // RFC 9111 §5.2.2.4: the named fields go only with a response validated for the request
+    // it answers; the requests that waited on another's fetch reuse its response unvalidated.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60, no-cache=\"x-token\""),
+                ("x-token", "t1"),
+            ],
+            "page",
+        ))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let cache = cache.clone();
+        requests.spawn(async move { cache.serve(get("http://a.test/p", &[])).await.unwrap() });
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    cache.origin().set_open(true);
+    let mut with_token = 0;
+    while let Some(response) = requests.join_next().await {
+        let response = response.unwrap();
+        assert_eq!(response.body(), "page");
+        with_token += usize::from(response.headers().contains_key("x-token"));
+    }
+    assert_eq!(cache.origin().calls(), 1);
+    assert_eq!(with_token, 1, "only the request whose fetch it was");
+}

@@ -76,8 +76,9 @@ struct Stored {
     revalidated: bool,
     /// Whether it was read from the shared tier rather than fetched.
     from_shared: bool,
-    /// The fields its `no-cache="..."` names (§5.2.2.4): sent only with the response just
-    /// fetched or validated, withheld whenever it is reused from storage without that.
+    /// The fields its `no-cache="..."` names (§5.2.2.4): sent only to the request it was
+    /// fetched or validated for, withheld from the requests that waited on that fetch and
+    /// whenever it is reused from storage.
     withheld: Box<[HeaderName]>,
 }
 
@@ -667,6 +668,8 @@ impl<O: Origin> HttpCache<O> {
                 );
                 if initiator {
                     give_personal_fields(&mut response, personal);
+                } else {
+                    withhold_no_cache_fields(response.headers_mut(), &fetched);
                 }
                 Ok(response)
             }
@@ -695,7 +698,7 @@ impl<O: Origin> HttpCache<O> {
                 && fetched.impersonal
                 && fetched.vary.matches(&parts.headers) =>
             {
-                Ok(respond(
+                let mut response = respond(
                     &fetched,
                     &parts.headers,
                     inner.age(&fetched),
@@ -703,7 +706,9 @@ impl<O: Origin> HttpCache<O> {
                         CacheStatus::Miss,
                         forwarded.forward_status(fetched.forward_status()),
                     ),
-                ))
+                );
+                withhold_no_cache_fields(response.headers_mut(), &fetched);
+                Ok(response)
             }
             // Another request's response that this one may not reuse: fetch for itself.
             Ok(_) => {
@@ -1383,10 +1388,7 @@ fn respond(
         status,
         CacheStatus::Hit | CacheStatus::Stale | CacheStatus::SharedHit
     ) {
-        // Reused without being validated just now.
-        for name in &stored.withheld {
-            headers.remove(name);
-        }
+        withhold_no_cache_fields(&mut headers, stored);
     }
     if age > Duration::ZERO || headers.contains_key(AGE) {
         // §1.2.2: no delta-seconds beyond 2^31 is sent.
@@ -1411,6 +1413,15 @@ fn respond(
         .extensions_mut()
         .insert(member.at_age(&stored.freshness, age));
     response
+}
+
+/// Removes from `headers` the fields the stored response's `no-cache="..."` names, for a
+/// response reused without being validated for the request it answers (§5.2.2.4): one served
+/// from storage, or one fetched for another request that this one waited on.
+fn withhold_no_cache_fields(headers: &mut HeaderMap, stored: &Stored) {
+    for name in &stored.withheld {
+        headers.remove(name);
+    }
 }
 
 /// Removes the fields `names` from `headers`; the removed fields, in order.
