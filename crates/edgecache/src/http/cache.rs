@@ -459,7 +459,8 @@ impl<O: Origin> HttpCache<O> {
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
     ///
-    /// Every response it produces carries a `Cache-Status` field (RFC 9211) unless
+    /// Every response it produces, but the 504 it makes up for `only-if-cached`, carries a
+    /// `Cache-Status` field (RFC 9211) unless
     /// [`HttpCacheBuilder::without_cache_status`] turned it off: the members the origin's
     /// response had (caches closer to the origin), then this cache's.
     ///
@@ -1443,13 +1444,12 @@ fn give_personal_fields(response: &mut Response<Bytes>, personal: Vec<(HeaderNam
     }
 }
 
-/// §5.2.1.7's answer to `only-if-cached` with nothing usable stored.
+/// §5.2.1.7's answer to `only-if-cached` with nothing usable stored. It carries no
+/// `Cache-Status` member: RFC 9211 §2 keeps those off responses an intermediary generates
+/// without a stored response.
 fn gateway_timeout() -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response.extensions_mut().insert(CacheStatus::Pass);
-    response
-        .extensions_mut()
-        .insert(Member::detail_only("only-if-cached"));
     response
 }

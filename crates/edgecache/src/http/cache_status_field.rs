@@ -81,14 +81,6 @@ impl Member {
         }
     }
 
-    /// Neither a hit nor forwarded: an answer the cache made up (`only-if-cached`'s 504).
-    pub(crate) fn detail_only(detail: &'static str) -> Self {
-        Self {
-            detail: Some(detail),
-            ..Self::default()
-        }
-    }
-
     /// The status the next hop answered with (§2.3).
     pub(crate) fn forward_status(self, status: Option<StatusCode>) -> Self {
         Self {
