@@ -1115,3 +1115,30 @@ async fn requests_waiting_on_a_fetch_do_not_get_its_no_cache_fields() {
     assert_eq!(cache.origin().calls(), 1);
     assert_eq!(with_token, 1, "only the request whose fetch it was");
 }
+
+#[tokio::test]
+async fn a_storable_response_kept_no_time_still_gives_its_requester_the_cookie() {
+    // Under StripAndStore the cookie is taken out of a storable response before the cache
+    // learns it will keep it for no time (max-age=0, no validators); it must still reach the
+    // client whose fetch it answers, and the response is not stored.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=0"), ("set-cookie", "session=1")],
+            "x",
+        ))
+    });
+    let cache = HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .set_cookie(SetCookiePolicy::StripAndStore)
+        .build();
+    for _ in 0..2 {
+        let response = cache.serve(get("http://a.test/zero", &[])).await.unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Miss)
+        );
+        assert_eq!(response.headers()["set-cookie"], "session=1");
+    }
+    assert_eq!(cache.origin().calls(), 2, "kept for no time");
+}
