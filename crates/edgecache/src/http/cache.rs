@@ -658,9 +658,15 @@ impl<O: Origin> HttpCache<O> {
                 } else {
                     CacheStatus::Miss
                 };
-                let member = forwarded
-                    .forward_status(fetched.forward_status())
-                    .stored(true);
+                let member = if fetched.from_shared {
+                    // The shared tier is this cache's second level, not a hop towards the
+                    // origin, which was not asked: a hit (RFC 9211 §2.1).
+                    Member::hit().read_from_shared_tier()
+                } else {
+                    forwarded
+                        .forward_status(fetched.forward_status())
+                        .stored(true)
+                };
                 let mut response = respond(
                     &fetched,
                     &parts.headers,

@@ -104,6 +104,14 @@ impl Member {
         Self { collapsed, ..self }
     }
 
+    /// A hit read from the shared tier (feature `redis`) rather than this process's store.
+    pub(crate) fn read_from_shared_tier(self) -> Self {
+        Self {
+            detail: Some("shared-tier"),
+            ..self
+        }
+    }
+
     /// The stored response served in place of the next hop's error (RFC 5861 §4); it reports
     /// its (negative) remaining freshness.
     pub(crate) fn stale_if_error(self) -> Self {
