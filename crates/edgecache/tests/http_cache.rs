@@ -1142,3 +1142,49 @@ async fn a_storable_response_kept_no_time_still_gives_its_requester_the_cookie()
     }
     assert_eq!(cache.origin().calls(), 2, "kept for no time");
 }
+
+#[tokio::test]
+async fn a_head_answer_showing_a_new_representation_makes_the_stored_get_stale() {
+    // RFC 9111 §4.3.5: a 200 to a HEAD the cache sent whose validators or Content-Length
+    // differ from a stored GET response's makes that response stale.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    cache.origin().set_script(|request| {
+        let body = if request.method() == http::Method::HEAD {
+            ""
+        } else {
+            "new body"
+        };
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v2\""),
+                ("content-length", "8"),
+            ],
+            body,
+        ))
+    });
+    let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
+    let response = cache.serve(head).await.unwrap();
+    assert_eq!(response.headers()["etag"], "\"v2\"", "the origin's answer");
+
+    let (status, body) = fetch(&cache, "http://a.test/page").await;
+    assert_eq!(body, "new body", "the stored GET was known to be outdated");
+    assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(cache.origin().calls(), 3);
+}
+
+#[tokio::test]
+async fn a_head_answer_matching_the_stored_get_leaves_it_fresh() {
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
+    cache.serve(head).await.unwrap();
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Hit, "body".into())
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONTENT_LOCATION, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
+    AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
@@ -64,8 +64,9 @@ struct Stored {
     /// The purge generation when its fetch began.
     generation: u64,
     tags: Vec<Box<str>>,
-    /// Set by a soft purge of its URL.
-    soft_purged: AtomicBool,
+    /// Set by a soft purge of its URL, or by an answer to a HEAD that shows the origin now
+    /// has another representation (§4.3.5).
+    marked_stale: AtomicBool,
     /// Whether other requests may be given it (it was storable).
     shareable: bool,
     /// Whether requests waiting on its fetch may be given it even unstored: nothing in it or
@@ -790,7 +791,7 @@ fn purge_stored_url(
                     if let Some(variants) = store.peek(&key) {
                         found = true;
                         for stored in &variants.list {
-                            stored.soft_purged.store(true, Ordering::Release);
+                            stored.marked_stale.store(true, Ordering::Release);
                         }
                     }
                 }
@@ -890,7 +891,7 @@ impl<O: Origin> Inner<O> {
         let purged = match self.purges.check(stored.generation, &stored.tags) {
             Purged::Hard => return Err(Forward::UriMiss),
             Purged::Soft => true,
-            Purged::No => stored.soft_purged.load(Ordering::Acquire),
+            Purged::No => stored.marked_stale.load(Ordering::Acquire),
         };
         let age = self.age(&stored);
         let decision = match stored.freshness.decide(age, request_cc) {
@@ -1064,6 +1065,9 @@ impl<O: Origin> Inner<O> {
     ) -> Fetch {
         let (mut parts, body) = response.into_parts();
         date_if_undated(&mut parts.headers, context.exchange.response_time);
+        if *context.method == Method::HEAD && parts.status == StatusCode::OK {
+            self.mark_outdated_gets_stale(context, &parts.headers);
+        }
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) = stale
             && validates(&stale.headers, &parts.headers)
@@ -1085,6 +1089,24 @@ impl<O: Origin> Inner<O> {
             revalidated: false,
         };
         self.keep(context, fetched)
+    }
+
+    /// §4.3.5: a 200 to a HEAD says what a GET of its URL would bring now. Each stored GET
+    /// response the request could have selected whose `ETag`, `Last-Modified` or
+    /// `Content-Length` differs from the HEAD answer's is marked stale, so it is validated
+    /// before it is used again.
+    fn mark_outdated_gets_stale(&self, context: &FetchContext<'_>, head_headers: &HeaderMap) {
+        let get_key = context.key.with_method(&Method::GET);
+        let Some(variants) = self.store.peek(&get_key) else {
+            return;
+        };
+        for stored in &variants.list {
+            if stored.vary.matches(context.request_headers)
+                && !same_representation(&stored.headers, head_headers)
+            {
+                stored.marked_stale.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Builds the stored form of a response and stores it if RFC 9111 and this cache's
@@ -1148,7 +1170,7 @@ impl<O: Origin> Inner<O> {
             stored_at: self.clock.now_nanos(),
             generation: context.generation,
             tags: tags.unwrap_or_default(),
-            soft_purged: AtomicBool::new(false),
+            marked_stale: AtomicBool::new(false),
             shareable: false,
             impersonal,
             revalidated: fetched.revalidated,
@@ -1183,7 +1205,7 @@ impl<O: Origin> Inner<O> {
             .store_url(key.target(), stored.generation, |purged| match purged {
                 Purged::Hard => (purged, None),
                 Purged::Soft => {
-                    stored.soft_purged.store(true, Ordering::Release);
+                    stored.marked_stale.store(true, Ordering::Release);
                     (purged, Some(self.insert_variant(key, stored, ttl)))
                 }
                 Purged::No => (purged, Some(self.insert_variant(key, stored, ttl))),
@@ -1258,7 +1280,7 @@ impl<O: Origin> Inner<O> {
             stored_at: self.clock.now_nanos(),
             generation,
             tags: record.tags,
-            soft_purged: AtomicBool::new(false),
+            marked_stale: AtomicBool::new(false),
             shareable: true,
             impersonal: true,
             revalidated: false,
@@ -1350,6 +1372,15 @@ fn date_if_undated(headers: &mut HeaderMap, arrived: SystemTime) {
     {
         headers.insert(DATE, date);
     }
+}
+
+/// Whether a stored response and a HEAD answer describe the same representation (§4.3.5):
+/// every validator and `Content-Length` the HEAD answer has, the stored response has alike.
+fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
+    [ETAG, LAST_MODIFIED, CONTENT_LENGTH].iter().all(|name| {
+        head.get(name)
+            .is_none_or(|value| stored.get(name) == Some(value))
+    })
 }
 
 /// Whether the request carries `If-Match` or `If-Unmodified-Since`: preconditions on the
