@@ -195,6 +195,48 @@ async fn a_record_read_from_redis_is_a_hit_without_its_no_cache_fields() {
     assert!(!again.headers().contains_key("x-token"));
 }
 
+/// RFC 9111 §4.3.5: a HEAD answer showing a new representation makes the stored GET stale;
+/// the copy of that GET in Redis must not then be read back in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_a_head_showed_outdated_is_not_read_back_from_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let version = |tag: &'static str, body: &'static str| {
+        move |request: &http::Request<bytes::Bytes>| {
+            let body = if request.method() == http::Method::HEAD {
+                ""
+            } else {
+                body
+            };
+            Reply::Response(response(
+                &[("cache-control", "max-age=600"), ("etag", tag)],
+                body,
+            ))
+        }
+    };
+    let origin = TestOrigin::new(version("\"v1\"", "old"));
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+    let cache = HttpCache::builder(origin, 16 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build();
+    cache.serve(get(URL, &[])).await.unwrap();
+    poll_stats("the write", &cache, |s| s.writes == 1).await;
+    cache.origin().set_script(version("\"v2\"", "new"));
+    let mut head = get(URL, &[("cache-control", "no-cache")]);
+    *head.method_mut() = http::Method::HEAD;
+    cache.serve(head).await.unwrap();
+
+    let response = cache.serve(get(URL, &[])).await.unwrap();
+    assert_eq!(response.body(), "new");
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+}
+
 /// RFC 9111 §5.2.1.5: a cache stores no part of a response to a `no-store` request. A record
 /// read from Redis for one is served but not kept in the edge's own store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1000,8 +1000,16 @@ impl<O: Origin> Inner<O> {
             }
         }
         let method = parts.method.clone();
+        // A response marked stale (a soft purge, a HEAD answer showing it outdated) may have
+        // a copy in the shared tier that does not know it: only the origin can replace it.
         #[cfg(feature = "redis")]
-        if let Some(found) = this.read_shared(&key, &client_headers, generation).await {
+        let marked_stale = stale
+            .as_ref()
+            .is_some_and(|old| old.marked_stale.load(Ordering::Acquire));
+        #[cfg(feature = "redis")]
+        if !marked_stale
+            && let Some(found) = this.read_shared(&key, &client_headers, generation).await
+        {
             leader.complete(Ok(Fetch {
                 stored: found,
                 personal: Vec::new(),
