@@ -325,3 +325,30 @@ async fn the_name_is_configurable_and_the_field_can_be_left_out() {
         assert!(members(&response).is_empty());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_that_could_not_use_the_fetch_say_collapsed_false() {
+    // RFC 9211 §2.6: `collapsed=?0` for a request the cache tried to collapse but had to send
+    // on its own (here: the response it waited for was its requester's alone).
+    let clock = ManualClock::new();
+    let origin = cacheable("private, max-age=60");
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for _ in 0..3 {
+        let cache = cache.clone();
+        tasks.spawn(async move { cache.serve(get("http://a.test/", &[])).await.unwrap() });
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    cache.origin().set_open(true);
+    let mut members = Vec::new();
+    while let Some(response) = tasks.join_next().await {
+        members.push(ours(&response.unwrap()));
+    }
+    let refused = expected("edgecache; fwd=uri-miss; fwd-status=200; collapsed=?0");
+    assert_eq!(members.iter().filter(|m| **m == refused).count(), 2);
+    assert!(members.contains(&expected("edgecache; fwd=uri-miss; fwd-status=200")));
+    assert_eq!(cache.origin().calls(), 3);
+}

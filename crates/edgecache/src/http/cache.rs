@@ -631,7 +631,11 @@ impl<O: Origin> HttpCache<O> {
                 }
             )
         });
-        let forwarded = Member::forward(forward).collapsed(!initiator);
+        let forwarded = if initiator {
+            Member::forward(forward)
+        } else {
+            Member::forward(forward).collapsed(true)
+        };
         match outcome {
             Ok(Fetch {
                 stored: fetched, ..
@@ -720,9 +724,8 @@ impl<O: Origin> HttpCache<O> {
             }
             // Another request's response that this one may not reuse: fetch for itself.
             Ok(_) => {
-                inner
-                    .pass(Request::from_parts(parts, body), Member::forward(forward))
-                    .await
+                let member = Member::forward(forward).collapsed(false);
+                inner.pass(Request::from_parts(parts, body), member).await
             }
             Err(error) => match candidate {
                 Some(c) if stale_if_error => {

@@ -56,7 +56,9 @@ pub(crate) struct Member {
     forward: Option<Forward>,
     forward_status: Option<StatusCode>,
     stored: bool,
-    collapsed: bool,
+    /// Whether the request waited on another's fetch: `Some(true)` when it used its
+    /// response, `Some(false)` when it then had to go forward itself (§2.6).
+    collapsed: Option<bool>,
     detail: Option<&'static str>,
     /// Whether the response is the stored one, so its remaining freshness is reported.
     reports_ttl: bool,
@@ -99,9 +101,13 @@ impl Member {
         }
     }
 
-    /// Whether the request waited on another's fetch instead of going forward itself (§2.6).
-    pub(crate) fn collapsed(self, collapsed: bool) -> Self {
-        Self { collapsed, ..self }
+    /// The request waited on another's fetch (§2.6): `used` whether it was given that
+    /// fetch's response, rather than having to go forward on its own.
+    pub(crate) fn collapsed(self, used: bool) -> Self {
+        Self {
+            collapsed: Some(used),
+            ..self
+        }
     }
 
     /// A hit read from the shared tier (feature `redis`) rather than this process's store.
@@ -153,8 +159,10 @@ impl Member {
         if self.stored {
             out.push_str("; stored");
         }
-        if self.collapsed {
-            out.push_str("; collapsed");
+        match self.collapsed {
+            Some(true) => out.push_str("; collapsed"),
+            Some(false) => out.push_str("; collapsed=?0"),
+            None => {}
         }
         if let Some(detail) = self.detail {
             let _ = write!(out, "; detail={detail}");
