@@ -352,3 +352,30 @@ async fn waiters_that_could_not_use_the_fetch_say_collapsed_false() {
     assert!(members.contains(&expected("edgecache; fwd=uri-miss; fwd-status=200")));
     assert_eq!(cache.origin().calls(), 3);
 }
+
+#[tokio::test]
+async fn a_304_to_a_conditional_client_carries_the_member_of_its_stored_response() {
+    // RFC 9211 §2: a 304 made from a stored response is based on it, so it has a member.
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=60"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    let conditional = || get("http://a.test/", &[("if-none-match", "\"v1\"")]);
+    let hit = serve(&cache, conditional()).await;
+    assert_eq!(hit.status(), 304);
+    assert_eq!(ours(&hit), expected("edgecache; hit; ttl=60"));
+
+    clock.advance(Duration::from_secs(70));
+    cache.origin().set_script(|_| {
+        Reply::Response(status(
+            304,
+            &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+            "",
+        ))
+    });
+    let revalidated = serve(&cache, conditional()).await;
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(
+        ours(&revalidated),
+        expected("edgecache; fwd=stale; fwd-status=304; ttl=60; stored")
+    );
+}
