@@ -379,3 +379,30 @@ async fn a_304_to_a_conditional_client_carries_the_member_of_its_stored_response
         expected("edgecache; fwd=stale; fwd-status=304; ttl=60; stored")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_response_a_purge_kept_out_of_storage_is_not_said_stored() {
+    // RFC 9211 §2.5: `stored` says the cache stored the response. A hard purge of the URL
+    // while its fetch was under way keeps the answer out of storage.
+    let clock = ManualClock::new();
+    let origin = cacheable("max-age=60");
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let pending = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get("http://a.test/", &[])).await.unwrap() })
+    };
+    while cache.origin().calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let uri: http::Uri = "http://a.test/".parse().unwrap();
+    cache.purge_url(&uri, infra_edgecache::http::PurgeMode::Hard);
+    cache.origin().set_open(true);
+    let response = pending.await.unwrap();
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=uri-miss; fwd-status=200")
+    );
+    let next = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(ours(&next).params[0].0, "fwd", "it was indeed not stored");
+}

@@ -131,6 +131,9 @@ type FetchResult = Result<Fetch, Error>;
 struct Fetch {
     stored: Arc<Stored>,
     personal: Vec<(HeaderName, HeaderValue)>,
+    /// Whether the response is in this cache's store now: a storable one is not when a hard
+    /// purge of its URL reached the cache during its fetch.
+    kept: bool,
 }
 
 /// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
@@ -589,6 +592,7 @@ impl<O: Origin> HttpCache<O> {
                     leader.complete(Ok(Fetch {
                         stored: Arc::clone(&found.stored),
                         personal: Vec::new(),
+                        kept: true,
                     }));
                     return Ok(respond(
                         &found.stored,
@@ -655,6 +659,7 @@ impl<O: Origin> HttpCache<O> {
             Ok(Fetch {
                 stored: fetched,
                 personal,
+                kept,
             }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
@@ -670,7 +675,7 @@ impl<O: Origin> HttpCache<O> {
                 } else {
                     forwarded
                         .forward_status(fetched.forward_status())
-                        .stored(true)
+                        .stored(kept)
                 };
                 let mut response = respond(
                     &fetched,
@@ -688,6 +693,7 @@ impl<O: Origin> HttpCache<O> {
             Ok(Fetch {
                 stored: fetched,
                 personal,
+                ..
             }) if initiator => {
                 let mut response = respond(
                     &fetched,
@@ -1016,6 +1022,7 @@ impl<O: Origin> Inner<O> {
             leader.complete(Ok(Fetch {
                 stored: found,
                 personal: Vec::new(),
+                kept: true,
             }));
             return;
         }
@@ -1193,16 +1200,22 @@ impl<O: Origin> Inner<O> {
             return Fetch {
                 stored: Arc::new(stored),
                 personal,
+                kept: false,
             };
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
+        let purged = self.store_variant(context.key, &stored, ttl);
         // What a purge by URL reached during the fetch is not shared either.
-        if self.store_variant(context.key, &stored, ttl) == Purged::No {
+        if purged == Purged::No {
             #[cfg(feature = "redis")]
             self.write_shared(context.key, &stored, ttl);
         }
-        Fetch { stored, personal }
+        Fetch {
+            stored,
+            personal,
+            kept: purged != Purged::Hard,
+        }
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
