@@ -406,3 +406,10 @@ async fn a_response_a_purge_kept_out_of_storage_is_not_said_stored() {
     let next = serve(&cache, get("http://a.test/", &[])).await;
     assert_eq!(ours(&next).params[0].0, "fwd", "it was indeed not stored");
 }
+
+#[test]
+#[should_panic(expected = "printable ASCII")]
+fn a_name_the_field_cannot_carry_is_refused_when_the_cache_is_configured() {
+    let clock = ManualClock::new();
+    let _ = builder(cacheable("max-age=60"), &clock).cache_status_name("caché");
+}
