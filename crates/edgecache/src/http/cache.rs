@@ -85,15 +85,13 @@ struct Stored {
 
 impl Stored {
     /// The status the origin answered the fetch that made this response with (RFC 9211
-    /// §2.3): 304 for a revalidation; none for a copy from the shared tier, which is not a
-    /// next hop that answers in HTTP.
-    fn forward_status(&self) -> Option<StatusCode> {
+    /// §2.3): 304 for a revalidation. (A copy from the shared tier is reported as a hit,
+    /// without one.)
+    fn forward_status(&self) -> StatusCode {
         if self.revalidated {
-            Some(StatusCode::NOT_MODIFIED)
-        } else if self.from_shared {
-            None
+            StatusCode::NOT_MODIFIED
         } else {
-            Some(self.status)
+            self.status
         }
     }
 
@@ -674,7 +672,7 @@ impl<O: Origin> HttpCache<O> {
                     Member::hit().read_from_shared_tier()
                 } else {
                     forwarded
-                        .forward_status(fetched.forward_status())
+                        .forward_status(Some(fetched.forward_status()))
                         .stored(kept)
                 };
                 let mut response = respond(
@@ -701,7 +699,7 @@ impl<O: Origin> HttpCache<O> {
                     inner.age(&fetched),
                     (
                         CacheStatus::Miss,
-                        forwarded.forward_status(fetched.forward_status()),
+                        forwarded.forward_status(Some(fetched.forward_status())),
                     ),
                 );
                 give_personal_fields(&mut response, personal);
@@ -722,7 +720,7 @@ impl<O: Origin> HttpCache<O> {
                     inner.age(&fetched),
                     (
                         CacheStatus::Miss,
-                        forwarded.forward_status(fetched.forward_status()),
+                        forwarded.forward_status(Some(fetched.forward_status())),
                     ),
                 );
                 withhold_no_cache_fields(response.headers_mut(), &fetched);
