@@ -1188,3 +1188,42 @@ async fn a_head_answer_matching_the_stored_get_leaves_it_fresh() {
     );
     assert_eq!(cache.origin().calls(), 2);
 }
+
+#[tokio::test]
+async fn fields_private_names_on_a_304_go_to_its_requester_only() {
+    // RFC 9111 §5.2.2.7 across a revalidation: the 304 merged into the stored response brings
+    // the named field again; the requester of the revalidation gets it, storage does not.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let user = if request.headers().contains_key("if-none-match") {
+            "bob"
+        } else {
+            "alice"
+        };
+        let headers = [
+            ("cache-control", "max-age=10, private=\"x-user\""),
+            ("etag", "\"v1\""),
+            ("x-user", user),
+        ];
+        if user == "bob" {
+            Reply::Response(status(304, &headers, ""))
+        } else {
+            Reply::Response(response(&headers, "page"))
+        }
+    });
+    let cache = cache(origin, &clock);
+    cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    clock.advance(Duration::from_secs(20));
+    let revalidated = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        revalidated.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated)
+    );
+    assert_eq!(revalidated.headers()["x-user"], "bob");
+    let hit = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(!hit.headers().contains_key("x-user"));
+}

@@ -140,9 +140,10 @@ async fn an_edge_reads_what_another_stored_without_asking_its_origin() {
 
 /// The record another edge stored is served as this cache's hit (the origin is not asked:
 /// RFC 9211 §2.1), from the shared tier (`detail`), without the fields its `no-cache="..."`
-/// names, which go only to a request the response was fetched or validated for.
+/// names, which go only to a request the response was fetched or validated for, nor those
+/// its `private="..."` names, which are never stored, in Redis either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_read_from_redis_is_a_hit_without_its_no_cache_fields() {
+async fn a_record_read_from_redis_is_a_hit_without_its_private_or_no_cache_fields() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -151,8 +152,12 @@ async fn a_record_read_from_redis_is_a_hit_without_its_no_cache_fields() {
         TestOrigin::new(|_| {
             Reply::Response(response(
                 &[
-                    ("cache-control", "max-age=600, no-cache=\"x-token\""),
+                    (
+                        "cache-control",
+                        "max-age=600, no-cache=\"x-token\", private=\"x-user\"",
+                    ),
                     ("x-token", "t1"),
+                    ("x-user", "alice"),
                 ],
                 "page",
             ))
@@ -168,6 +173,7 @@ async fn a_record_read_from_redis_is_a_hit_without_its_no_cache_fields() {
     let (a, b) = (edge(with_token()), edge(with_token()));
     let fetched = a.serve(get(URL, &[])).await.unwrap();
     assert_eq!(fetched.headers()["x-token"], "t1", "a's own fetch");
+    assert_eq!(fetched.headers()["x-user"], "alice");
     poll_stats("a's write", &a, |s| s.writes == 1).await;
 
     let read = b.serve(get(URL, &[])).await.unwrap();
@@ -177,6 +183,7 @@ async fn a_record_read_from_redis_is_a_hit_without_its_no_cache_fields() {
     );
     assert_eq!(b.origin().calls(), 0);
     assert!(!read.headers().contains_key("x-token"));
+    assert!(!read.headers().contains_key("x-user"));
     let member = read.headers()["cache-status"].to_str().unwrap();
     let ttl = member
         .strip_prefix("edgecache; hit; ttl=")
