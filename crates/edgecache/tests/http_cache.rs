@@ -1227,3 +1227,39 @@ async fn fields_private_names_on_a_304_go_to_its_requester_only() {
     );
     assert!(!hit.headers().contains_key("x-user"));
 }
+
+#[tokio::test]
+async fn pragma_no_cache_forbids_stale_answers_as_no_cache_does() {
+    // §5.4: `Pragma: no-cache` without `Cache-Control` is the request's no-cache, which
+    // RFC 5861's windows do not override: no stale-while-revalidate, no stale-if-error.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[(
+                "cache-control",
+                "max-age=10, stale-while-revalidate=60, stale-if-error=60",
+            )],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/p").await;
+    clock.advance(Duration::from_secs(20));
+    let pragma = [("pragma", "no-cache")];
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/p", &pragma).await.0,
+        CacheStatus::Miss,
+        "not served stale while revalidating"
+    );
+    clock.advance(Duration::from_secs(20));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(503, &[], "down")));
+    let response = cache.serve(get("http://a.test/p", &pragma)).await.unwrap();
+    assert_eq!(response.status(), 503, "not served stale for the error");
+    assert_eq!(
+        fetch(&cache, "http://a.test/p").await,
+        (CacheStatus::Stale, "x".into()),
+        "without Pragma the stored response stands in for the error"
+    );
+}
