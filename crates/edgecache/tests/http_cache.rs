@@ -1176,15 +1176,31 @@ async fn a_head_answer_showing_a_new_representation_makes_the_stored_get_stale()
 }
 
 #[tokio::test]
-async fn a_head_answer_matching_the_stored_get_leaves_it_fresh() {
+async fn a_head_answer_matching_the_stored_get_freshens_it() {
+    // RFC 9111 §4.3.5: a 200 to a HEAD whose validators and Content-Length match a stored GET
+    // response updates it as a 304 would (§3.2): a stale GET is fresh again, with the HEAD
+    // answer's fields.
     let clock = ManualClock::new();
     let cache = cache(get_and_head_origin(), &clock);
     fetch(&cache, "http://a.test/page").await;
-    let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
-    cache.serve(head).await.unwrap();
+    clock.advance(Duration::from_secs(70));
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
     assert_eq!(
-        fetch(&cache, "http://a.test/page").await,
-        (CacheStatus::Hit, "body".into())
+        response.headers()["x-method"],
+        "HEAD",
+        "the GET was stale: asked"
+    );
+
+    let response = cache.serve(get("http://a.test/page", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(response.body(), "body");
+    assert_eq!(
+        response.headers()["x-method"],
+        "HEAD",
+        "updated from the HEAD"
     );
     assert_eq!(cache.origin().calls(), 2);
 }
@@ -1261,5 +1277,26 @@ async fn pragma_no_cache_forbids_stale_answers_as_no_cache_does() {
         fetch(&cache, "http://a.test/p").await,
         (CacheStatus::Stale, "x".into()),
         "without Pragma the stored response stands in for the error"
+    );
+}
+
+#[tokio::test]
+async fn a_head_200_makes_a_stored_get_error_stale() {
+    // RFC 9111 §4.3.5: the URL now answers 200; a stored 404 with no validators to compare
+    // is outdated all the same.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(status(404, &[("cache-control", "max-age=60")], "gone"))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/page").await;
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "back")));
+    let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
+    assert_eq!(cache.serve(head).await.unwrap().status(), 200);
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Miss, "back".into())
     );
 }

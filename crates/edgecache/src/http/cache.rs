@@ -1082,7 +1082,7 @@ impl<O: Origin> Inner<O> {
         let (mut parts, body) = response.into_parts();
         date_if_undated(&mut parts.headers, context.exchange.response_time);
         if *context.method == Method::HEAD && parts.status == StatusCode::OK {
-            self.mark_outdated_gets_stale(context, &parts.headers);
+            self.update_gets_from_head(context, &parts.headers);
         }
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) = stale
@@ -1108,18 +1108,40 @@ impl<O: Origin> Inner<O> {
     }
 
     /// §4.3.5: a 200 to a HEAD says what a GET of its URL would bring now. Each stored GET
-    /// response the request could have selected whose `ETag`, `Last-Modified` or
-    /// `Content-Length` differs from the HEAD answer's is marked stale, so it is validated
-    /// before it is used again.
-    fn mark_outdated_gets_stale(&self, context: &FetchContext<'_>, head_headers: &HeaderMap) {
+    /// response the request could have selected is updated with the HEAD answer's fields, as
+    /// a 304 would update it (§3.2), when it is a 200 too and their `ETag`, `Last-Modified`
+    /// and `Content-Length` agree; otherwise it is marked stale, so it is validated before it
+    /// is used again.
+    fn update_gets_from_head(&self, context: &FetchContext<'_>, head_headers: &HeaderMap) {
         let get_key = context.key.with_method(&Method::GET);
         let Some(variants) = self.store.peek(&get_key) else {
             return;
         };
+        let get_context = FetchContext {
+            key: &get_key,
+            method: &Method::GET,
+            request_cc: context.request_cc.clone(),
+            stale_covers_errors: false,
+            ..*context
+        };
         for stored in &variants.list {
-            if stored.vary.matches(context.request_headers)
-                && !same_representation(&stored.headers, head_headers)
+            if !stored.vary.matches(context.request_headers) {
+                continue;
+            }
+            // A stored error or redirect the HEAD's 200 contradicts is outdated whatever its
+            // fields.
+            if stored.status == StatusCode::OK && same_representation(&stored.headers, head_headers)
             {
+                let mut headers = stored.headers.clone();
+                merge_not_modified(&mut headers, head_headers);
+                let updated = Fetched {
+                    status: stored.status,
+                    headers,
+                    body: stored.body.clone(),
+                    revalidated: true,
+                };
+                self.keep(&get_context, updated);
+            } else {
                 stored.marked_stale.store(true, Ordering::Release);
             }
         }
