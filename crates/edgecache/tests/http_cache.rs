@@ -1080,3 +1080,223 @@ async fn no_cache_with_field_names_reuses_the_response_without_them() {
     let reused = cache.serve(get("http://a.test/p", &[])).await.unwrap();
     assert!(!reused.headers().contains_key("x-token"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_waiting_on_a_fetch_do_not_get_its_no_cache_fields() {
+    // RFC 9111 §5.2.2.4: the named fields go only with a response validated for the request
+    // it answers; the requests that waited on another's fetch reuse its response unvalidated.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60, no-cache=\"x-token\""),
+                ("x-token", "t1"),
+            ],
+            "page",
+        ))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let cache = cache.clone();
+        requests.spawn(async move { cache.serve(get("http://a.test/p", &[])).await.unwrap() });
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    cache.origin().set_open(true);
+    let mut with_token = 0;
+    while let Some(response) = requests.join_next().await {
+        let response = response.unwrap();
+        assert_eq!(response.body(), "page");
+        with_token += usize::from(response.headers().contains_key("x-token"));
+    }
+    assert_eq!(cache.origin().calls(), 1);
+    assert_eq!(with_token, 1, "only the request whose fetch it was");
+}
+
+#[tokio::test]
+async fn a_storable_response_kept_no_time_still_gives_its_requester_the_cookie() {
+    // Under StripAndStore the cookie is taken out of a storable response before the cache
+    // learns it will keep it for no time (max-age=0, no validators); it must still reach the
+    // client whose fetch it answers, and the response is not stored.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=0"), ("set-cookie", "session=1")],
+            "x",
+        ))
+    });
+    let cache = HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .set_cookie(SetCookiePolicy::StripAndStore)
+        .build();
+    for _ in 0..2 {
+        let response = cache.serve(get("http://a.test/zero", &[])).await.unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Miss)
+        );
+        assert_eq!(response.headers()["set-cookie"], "session=1");
+    }
+    assert_eq!(cache.origin().calls(), 2, "kept for no time");
+}
+
+#[tokio::test]
+async fn a_head_answer_showing_a_new_representation_makes_the_stored_get_stale() {
+    // RFC 9111 §4.3.5: a 200 to a HEAD the cache sent whose validators or Content-Length
+    // differ from a stored GET response's makes that response stale.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    cache.origin().set_script(|request| {
+        let body = if request.method() == http::Method::HEAD {
+            ""
+        } else {
+            "new body"
+        };
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v2\""),
+                ("content-length", "8"),
+            ],
+            body,
+        ))
+    });
+    let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
+    let response = cache.serve(head).await.unwrap();
+    assert_eq!(response.headers()["etag"], "\"v2\"", "the origin's answer");
+
+    let (status, body) = fetch(&cache, "http://a.test/page").await;
+    assert_eq!(body, "new body", "the stored GET was known to be outdated");
+    assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(cache.origin().calls(), 3);
+}
+
+#[tokio::test]
+async fn a_head_answer_matching_the_stored_get_freshens_it() {
+    // RFC 9111 §4.3.5: a 200 to a HEAD whose validators and Content-Length match a stored GET
+    // response updates it as a 304 would (§3.2): a stale GET is fresh again, with the HEAD
+    // answer's fields.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    clock.advance(Duration::from_secs(70));
+    let response = cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        response.headers()["x-method"],
+        "HEAD",
+        "the GET was stale: asked"
+    );
+
+    let response = cache.serve(get("http://a.test/page", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(response.body(), "body");
+    assert_eq!(
+        response.headers()["x-method"],
+        "HEAD",
+        "updated from the HEAD"
+    );
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
+async fn fields_private_names_on_a_304_go_to_its_requester_only() {
+    // RFC 9111 §5.2.2.7 across a revalidation: the 304 merged into the stored response brings
+    // the named field again; the requester of the revalidation gets it, storage does not.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let user = if request.headers().contains_key("if-none-match") {
+            "bob"
+        } else {
+            "alice"
+        };
+        let headers = [
+            ("cache-control", "max-age=10, private=\"x-user\""),
+            ("etag", "\"v1\""),
+            ("x-user", user),
+        ];
+        if user == "bob" {
+            Reply::Response(status(304, &headers, ""))
+        } else {
+            Reply::Response(response(&headers, "page"))
+        }
+    });
+    let cache = cache(origin, &clock);
+    cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    clock.advance(Duration::from_secs(20));
+    let revalidated = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        revalidated.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated)
+    );
+    assert_eq!(revalidated.headers()["x-user"], "bob");
+    let hit = cache.serve(get("http://a.test/p", &[])).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(!hit.headers().contains_key("x-user"));
+}
+
+#[tokio::test]
+async fn pragma_no_cache_forbids_stale_answers_as_no_cache_does() {
+    // §5.4: `Pragma: no-cache` without `Cache-Control` is the request's no-cache, which
+    // RFC 5861's windows do not override: no stale-while-revalidate, no stale-if-error.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[(
+                "cache-control",
+                "max-age=10, stale-while-revalidate=60, stale-if-error=60",
+            )],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/p").await;
+    clock.advance(Duration::from_secs(20));
+    let pragma = [("pragma", "no-cache")];
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/p", &pragma).await.0,
+        CacheStatus::Miss,
+        "not served stale while revalidating"
+    );
+    clock.advance(Duration::from_secs(20));
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(status(503, &[], "down")));
+    let response = cache.serve(get("http://a.test/p", &pragma)).await.unwrap();
+    assert_eq!(response.status(), 503, "not served stale for the error");
+    assert_eq!(
+        fetch(&cache, "http://a.test/p").await,
+        (CacheStatus::Stale, "x".into()),
+        "without Pragma the stored response stands in for the error"
+    );
+}
+
+#[tokio::test]
+async fn a_head_200_makes_a_stored_get_error_stale() {
+    // RFC 9111 §4.3.5: the URL now answers 200; a stored 404 with no validators to compare
+    // is outdated all the same.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(status(404, &[("cache-control", "max-age=60")], "gone"))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/page").await;
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "back")));
+    let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
+    assert_eq!(cache.serve(head).await.unwrap().status(), 200);
+    assert_eq!(
+        fetch(&cache, "http://a.test/page").await,
+        (CacheStatus::Miss, "back".into())
+    );
+}

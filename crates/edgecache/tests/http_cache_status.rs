@@ -1,5 +1,6 @@
 //! The `Cache-Status` field (RFC 9211) `HttpCache` writes: one case per parameter, each
-//! response's field parsed and its first member (this cache's) checked.
+//! response's field parsed and its last member (this cache's, the one closest to the client)
+//! checked.
 #![cfg(feature = "tokio")]
 
 mod http_support;
@@ -50,12 +51,10 @@ fn expected(written: &str) -> Member {
     members(&response).remove(0)
 }
 
-/// The first member of the response's field, which must be this cache's.
+/// The last member of the response's field, which must be this cache's (RFC 9211 §2: the
+/// last member is the cache closest to the client).
 fn ours(response: &Response<Bytes>) -> Member {
-    members(response)
-        .into_iter()
-        .next()
-        .expect("a Cache-Status field")
+    members(response).pop().expect("a Cache-Status field")
 }
 
 fn builder(origin: TestOrigin, clock: &ManualClock) -> HttpCacheBuilder<TestOrigin> {
@@ -265,34 +264,35 @@ async fn requests_the_cache_does_not_handle_say_why() {
     );
     let response = serve(&cache, only_if_cached).await;
     assert_eq!(response.status(), 504);
-    assert_eq!(
-        ours(&response),
-        expected("edgecache; detail=only-if-cached")
+    assert!(
+        members(&response).is_empty(),
+        "RFC 9211 §2: no member on a response the cache made up without a stored one"
     );
 }
 
 #[tokio::test]
-async fn ours_is_prepended_to_the_members_of_the_caches_behind() {
-    // RFC 9211 §2: each cache prepends its member; the origin side's stay, in order.
+async fn ours_follows_the_members_of_the_caches_behind() {
+    // RFC 9211 §2: the first member is the cache closest to the origin, the last the one
+    // closest to the client; this cache appends its member after those already there.
     let clock = ManualClock::new();
     let origin = TestOrigin::new(|_| {
         let mut answer = response(&[("cache-control", "max-age=60")], "body");
         let headers = answer.headers_mut();
-        headers.append("cache-status", "shield; hit".parse().unwrap());
         headers.append(
             "cache-status",
             "origin-cache; fwd=uri-miss".parse().unwrap(),
         );
+        headers.append("cache-status", "shield; hit".parse().unwrap());
         Reply::Response(answer)
     });
     let cache = cache(origin, &clock);
     let behind = [
-        expected("shield; hit"),
         expected("origin-cache; fwd=uri-miss"),
+        expected("shield; hit"),
     ];
     let miss = serve(&cache, get("http://a.test/", &[])).await;
     let hit = serve(&cache, get("http://a.test/", &[])).await;
-    for (response, first) in [
+    for (response, last) in [
         (
             miss,
             "edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored",
@@ -300,10 +300,10 @@ async fn ours_is_prepended_to_the_members_of_the_caches_behind() {
         (hit, "edgecache; hit; ttl=60"),
     ] {
         let mut all = members(&response);
-        assert_eq!(all.remove(0), expected(first));
+        assert_eq!(all.pop(), Some(expected(last)));
         assert_eq!(
             all, behind,
-            "the stored response keeps the members it came with"
+            "the stored response keeps the members it came with, first"
         );
     }
 }
@@ -324,4 +324,92 @@ async fn the_name_is_configurable_and_the_field_can_be_left_out() {
         let response = serve(&silent, get("http://a.test/", &[])).await;
         assert!(members(&response).is_empty());
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_that_could_not_use_the_fetch_say_collapsed_false() {
+    // RFC 9211 §2.6: `collapsed=?0` for a request the cache tried to collapse but had to send
+    // on its own (here: the response it waited for was its requester's alone).
+    let clock = ManualClock::new();
+    let origin = cacheable("private, max-age=60");
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for _ in 0..3 {
+        let cache = cache.clone();
+        tasks.spawn(async move { cache.serve(get("http://a.test/", &[])).await.unwrap() });
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    cache.origin().set_open(true);
+    let mut members = Vec::new();
+    while let Some(response) = tasks.join_next().await {
+        members.push(ours(&response.unwrap()));
+    }
+    let refused = expected("edgecache; fwd=uri-miss; fwd-status=200; collapsed=?0");
+    assert_eq!(members.iter().filter(|m| **m == refused).count(), 2);
+    assert!(members.contains(&expected("edgecache; fwd=uri-miss; fwd-status=200")));
+    assert_eq!(cache.origin().calls(), 3);
+}
+
+#[tokio::test]
+async fn a_304_to_a_conditional_client_carries_the_member_of_its_stored_response() {
+    // RFC 9211 §2: a 304 made from a stored response is based on it, so it has a member.
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=60"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    let conditional = || get("http://a.test/", &[("if-none-match", "\"v1\"")]);
+    let hit = serve(&cache, conditional()).await;
+    assert_eq!(hit.status(), 304);
+    assert_eq!(ours(&hit), expected("edgecache; hit; ttl=60"));
+
+    clock.advance(Duration::from_secs(70));
+    cache.origin().set_script(|_| {
+        Reply::Response(status(
+            304,
+            &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+            "",
+        ))
+    });
+    let revalidated = serve(&cache, conditional()).await;
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(
+        ours(&revalidated),
+        expected("edgecache; fwd=stale; fwd-status=304; ttl=60; stored")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_a_purge_kept_out_of_storage_is_not_said_stored() {
+    // RFC 9211 §2.5: `stored` says the cache stored the response. A hard purge of the URL
+    // while its fetch was under way keeps the answer out of storage.
+    let clock = ManualClock::new();
+    let origin = cacheable("max-age=60");
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let pending = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(get("http://a.test/", &[])).await.unwrap() })
+    };
+    while cache.origin().calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let uri: http::Uri = "http://a.test/".parse().unwrap();
+    cache.purge_url(&uri, infra_edgecache::http::PurgeMode::Hard);
+    cache.origin().set_open(true);
+    let response = pending.await.unwrap();
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=uri-miss; fwd-status=200")
+    );
+    let next = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(ours(&next).params[0].0, "fwd", "it was indeed not stored");
+}
+
+#[test]
+#[should_panic(expected = "printable ASCII")]
+fn a_name_the_field_cannot_carry_is_refused_when_the_cache_is_configured() {
+    let clock = ManualClock::new();
+    let _ = builder(cacheable("max-age=60"), &clock).cache_status_name("caché");
 }

@@ -773,6 +773,24 @@ fn request_limits_on_stale_rows() -> Vec<Row> {
             "no-cache, stale-if-error=30",
             REVALIDATE_OR_STALE_ON_ERROR,
         ),
+        ten_seconds_stale(
+            "5861 §4 the request's stale-if-error=5 is its upper limit, whatever the response allows",
+            sie,
+            "stale-if-error=5",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 an unreadable request stale-if-error overrides nothing",
+            sie,
+            "no-cache, stale-if-error=soon",
+            REVALIDATE,
+        ),
+        ten_seconds_stale(
+            "5861 §4 a request stale-if-error covering the staleness needs no response window",
+            "max-age=10",
+            "stale-if-error=15",
+            REVALIDATE_OR_STALE_ON_ERROR,
+        ),
     ]
 }
 

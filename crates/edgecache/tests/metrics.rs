@@ -132,3 +132,53 @@ async fn an_unnamed_cache_reports_under_default_and_one_built_earlier_reports_no
         Some(1)
     );
 }
+
+#[tokio::test]
+async fn a_head_answered_from_a_stored_get_counts_as_one_hit() {
+    let recorder = DebuggingRecorder::new();
+    let clock = ManualClock::new();
+    let cache = metrics::with_local_recorder(&recorder, || {
+        HttpCache::builder(origin(), 1 << 20)
+            .clock(clock.clone())
+            .metrics_name("edge")
+            .build()
+    });
+    let url = "http://shop.example/a";
+    let head = |headers: &[(&str, &str)]| {
+        let mut request = get(url, headers);
+        *request.method_mut() = http::Method::HEAD;
+        request
+    };
+    let head_status = |response: http::Response<bytes::Bytes>| {
+        *response.extensions().get::<CacheStatus>().unwrap()
+    };
+    assert_eq!(status(&cache, url, &[]).await, CacheStatus::Miss);
+    let fresh = cache.serve(head(&[])).await.unwrap();
+    assert_eq!(head_status(fresh), CacheStatus::Hit);
+    clock.advance(Duration::from_secs(20));
+    let accepted = cache
+        .serve(head(&[("cache-control", "max-stale")]))
+        .await
+        .unwrap();
+    assert_eq!(head_status(accepted), CacheStatus::Stale);
+    // Stale without max-stale: the HEAD goes to the origin under its own key.
+    let forwarded = cache.serve(head(&[])).await.unwrap();
+    assert_eq!(head_status(forwarded), CacheStatus::Miss);
+
+    let series = counters(&recorder.snapshotter());
+    let lookups = |outcome| {
+        value(
+            &series,
+            LOOKUPS_TOTAL,
+            &[(CACHE_LABEL, "edge"), (OUTCOME_LABEL, outcome)],
+        )
+    };
+    // The GET's miss, the two HEADs served from it, the HEAD key's miss.
+    assert_eq!((lookups("hit"), lookups("miss")), (Some(2), Some(2)));
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.stale_served), (2, 2, 1));
+    assert_eq!(
+        value(&series, STALE_SERVED_TOTAL, &[(CACHE_LABEL, "edge")]),
+        Some(1)
+    );
+}

@@ -138,6 +138,112 @@ async fn an_edge_reads_what_another_stored_without_asking_its_origin() {
     assert_eq!(stats(&b).misses, 1);
 }
 
+/// The record another edge stored is served as this cache's hit (the origin is not asked:
+/// RFC 9211 §2.1), from the shared tier (`detail`), without the fields its `no-cache="..."`
+/// names, which go only to a request the response was fetched or validated for, nor those
+/// its `private="..."` names, which are never stored, in Redis either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_read_from_redis_is_a_hit_without_its_private_or_no_cache_fields() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let with_token = || {
+        TestOrigin::new(|_| {
+            Reply::Response(response(
+                &[
+                    (
+                        "cache-control",
+                        "max-age=600, no-cache=\"x-token\", private=\"x-user\"",
+                    ),
+                    ("x-token", "t1"),
+                    ("x-user", "alice"),
+                ],
+                "page",
+            ))
+        })
+    };
+    let edge = |origin| {
+        let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+        HttpCache::builder(origin, 16 << 20)
+            .clock(clock.clone())
+            .shared_tier(tier)
+            .build()
+    };
+    let (a, b) = (edge(with_token()), edge(with_token()));
+    let fetched = a.serve(get(URL, &[])).await.unwrap();
+    assert_eq!(fetched.headers()["x-token"], "t1", "a's own fetch");
+    assert_eq!(fetched.headers()["x-user"], "alice");
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
+
+    let read = b.serve(get(URL, &[])).await.unwrap();
+    assert_eq!(
+        read.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::SharedHit)
+    );
+    assert_eq!(b.origin().calls(), 0);
+    assert!(!read.headers().contains_key("x-token"));
+    assert!(!read.headers().contains_key("x-user"));
+    let member = read.headers()["cache-status"].to_str().unwrap();
+    let ttl = member
+        .strip_prefix("edgecache; hit; ttl=")
+        .and_then(|rest| rest.strip_suffix("; detail=shared-tier"))
+        .unwrap_or_else(|| panic!("a hit from the shared tier: {member}"));
+    assert!(
+        (590..=600).contains(&ttl.parse::<i64>().unwrap()),
+        "{member}"
+    );
+
+    let again = b.serve(get(URL, &[])).await.unwrap();
+    assert_eq!(
+        again.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert!(!again.headers().contains_key("x-token"));
+}
+
+/// RFC 9111 §4.3.5: a HEAD answer showing a new representation makes the stored GET stale;
+/// the copy of that GET in Redis must not then be read back in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_a_head_showed_outdated_is_not_read_back_from_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let version = |tag: &'static str, body: &'static str| {
+        move |request: &http::Request<bytes::Bytes>| {
+            let body = if request.method() == http::Method::HEAD {
+                ""
+            } else {
+                body
+            };
+            Reply::Response(response(
+                &[("cache-control", "max-age=600"), ("etag", tag)],
+                body,
+            ))
+        }
+    };
+    let origin = TestOrigin::new(version("\"v1\"", "old"));
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+    let cache = HttpCache::builder(origin, 16 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build();
+    cache.serve(get(URL, &[])).await.unwrap();
+    poll_stats("the write", &cache, |s| s.writes == 1).await;
+    cache.origin().set_script(version("\"v2\"", "new"));
+    let mut head = get(URL, &[("cache-control", "no-cache")]);
+    *head.method_mut() = http::Method::HEAD;
+    cache.serve(head).await.unwrap();
+
+    let response = cache.serve(get(URL, &[])).await.unwrap();
+    assert_eq!(response.body(), "new");
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+}
+
 /// RFC 9111 §5.2.1.5: a cache stores no part of a response to a `no-store` request. A record
 /// read from Redis for one is served but not kept in the edge's own store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

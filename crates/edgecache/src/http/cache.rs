@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONTENT_LOCATION, DATE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, LOCATION, PRAGMA, RANGE, SET_COOKIE,
+    AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, PRAGMA, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
@@ -64,8 +64,9 @@ struct Stored {
     /// The purge generation when its fetch began.
     generation: u64,
     tags: Vec<Box<str>>,
-    /// Set by a soft purge of its URL.
-    soft_purged: AtomicBool,
+    /// Set by a soft purge of its URL, or by an answer to a HEAD that shows the origin now
+    /// has another representation (§4.3.5).
+    marked_stale: AtomicBool,
     /// Whether other requests may be given it (it was storable).
     shareable: bool,
     /// Whether requests waiting on its fetch may be given it even unstored: nothing in it or
@@ -76,22 +77,21 @@ struct Stored {
     revalidated: bool,
     /// Whether it was read from the shared tier rather than fetched.
     from_shared: bool,
-    /// The fields its `no-cache="..."` names (§5.2.2.4): sent only with the response just
-    /// fetched or validated, withheld whenever it is reused from storage without that.
+    /// The fields its `no-cache="..."` names (§5.2.2.4): sent only to the request it was
+    /// fetched or validated for, withheld from the requests that waited on that fetch and
+    /// whenever it is reused from storage.
     withheld: Box<[HeaderName]>,
 }
 
 impl Stored {
     /// The status the origin answered the fetch that made this response with (RFC 9211
-    /// §2.3): 304 for a revalidation; none for a copy from the shared tier, which is not a
-    /// next hop that answers in HTTP.
-    fn forward_status(&self) -> Option<StatusCode> {
+    /// §2.3): 304 for a revalidation. (A copy from the shared tier is reported as a hit,
+    /// without one.)
+    fn forward_status(&self) -> StatusCode {
         if self.revalidated {
-            Some(StatusCode::NOT_MODIFIED)
-        } else if self.from_shared {
-            None
+            StatusCode::NOT_MODIFIED
         } else {
-            Some(self.status)
+            self.status
         }
     }
 
@@ -129,6 +129,9 @@ type FetchResult = Result<Fetch, Error>;
 struct Fetch {
     stored: Arc<Stored>,
     personal: Vec<(HeaderName, HeaderValue)>,
+    /// Whether the response is in this cache's store now: a storable one is not when a hard
+    /// purge of its URL reached the cache during its fetch.
+    kept: bool,
 }
 
 /// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
@@ -458,9 +461,10 @@ impl<O: Origin> HttpCache<O> {
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
     ///
-    /// Every response it produces carries a `Cache-Status` field (RFC 9211) unless
-    /// [`HttpCacheBuilder::without_cache_status`] turned it off: this cache's member first,
-    /// then any the origin's response had.
+    /// Every response it produces, but the 504 it makes up for `only-if-cached`, carries a
+    /// `Cache-Status` field (RFC 9211) unless
+    /// [`HttpCacheBuilder::without_cache_status`] turned it off: the members the origin's
+    /// response had (caches closer to the origin), then this cache's.
     ///
     /// # Errors
     ///
@@ -469,7 +473,7 @@ impl<O: Origin> HttpCache<O> {
         let mut response = self.answer(request).await?;
         let member = response.extensions_mut().remove::<Member>();
         if let (Some(member), Some(name)) = (member, &self.inner.cache_status_name) {
-            member.prepend_to(response.headers_mut(), name);
+            member.append_to(response.headers_mut(), name);
         }
         Ok(response)
     }
@@ -586,6 +590,7 @@ impl<O: Origin> HttpCache<O> {
                     leader.complete(Ok(Fetch {
                         stored: Arc::clone(&found.stored),
                         personal: Vec::new(),
+                        kept: true,
                     }));
                     return Ok(respond(
                         &found.stored,
@@ -628,7 +633,11 @@ impl<O: Origin> HttpCache<O> {
                 }
             )
         });
-        let forwarded = Member::forward(forward).collapsed(!initiator);
+        let forwarded = if initiator {
+            Member::forward(forward)
+        } else {
+            Member::forward(forward).collapsed(true)
+        };
         match outcome {
             Ok(Fetch {
                 stored: fetched, ..
@@ -648,6 +657,7 @@ impl<O: Origin> HttpCache<O> {
             Ok(Fetch {
                 stored: fetched,
                 personal,
+                kept,
             }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
@@ -656,9 +666,15 @@ impl<O: Origin> HttpCache<O> {
                 } else {
                     CacheStatus::Miss
                 };
-                let member = forwarded
-                    .forward_status(fetched.forward_status())
-                    .stored(true);
+                let member = if fetched.from_shared {
+                    // The shared tier is this cache's second level, not a hop towards the
+                    // origin, which was not asked: a hit (RFC 9211 §2.1).
+                    Member::hit().read_from_shared_tier()
+                } else {
+                    forwarded
+                        .forward_status(Some(fetched.forward_status()))
+                        .stored(kept)
+                };
                 let mut response = respond(
                     &fetched,
                     &parts.headers,
@@ -667,12 +683,15 @@ impl<O: Origin> HttpCache<O> {
                 );
                 if initiator {
                     give_personal_fields(&mut response, personal);
+                } else {
+                    withhold_no_cache_fields(response.headers_mut(), &fetched);
                 }
                 Ok(response)
             }
             Ok(Fetch {
                 stored: fetched,
                 personal,
+                ..
             }) if initiator => {
                 let mut response = respond(
                     &fetched,
@@ -680,7 +699,7 @@ impl<O: Origin> HttpCache<O> {
                     inner.age(&fetched),
                     (
                         CacheStatus::Miss,
-                        forwarded.forward_status(fetched.forward_status()),
+                        forwarded.forward_status(Some(fetched.forward_status())),
                     ),
                 );
                 give_personal_fields(&mut response, personal);
@@ -695,21 +714,22 @@ impl<O: Origin> HttpCache<O> {
                 && fetched.impersonal
                 && fetched.vary.matches(&parts.headers) =>
             {
-                Ok(respond(
+                let mut response = respond(
                     &fetched,
                     &parts.headers,
                     inner.age(&fetched),
                     (
                         CacheStatus::Miss,
-                        forwarded.forward_status(fetched.forward_status()),
+                        forwarded.forward_status(Some(fetched.forward_status())),
                     ),
-                ))
+                );
+                withhold_no_cache_fields(response.headers_mut(), &fetched);
+                Ok(response)
             }
             // Another request's response that this one may not reuse: fetch for itself.
             Ok(_) => {
-                inner
-                    .pass(Request::from_parts(parts, body), Member::forward(forward))
-                    .await
+                let member = Member::forward(forward).collapsed(false);
+                inner.pass(Request::from_parts(parts, body), member).await
             }
             Err(error) => match candidate {
                 Some(c) if stale_if_error => {
@@ -778,7 +798,7 @@ fn purge_stored_url(
                     if let Some(variants) = store.peek(&key) {
                         found = true;
                         for stored in &variants.list {
-                            stored.soft_purged.store(true, Ordering::Release);
+                            stored.marked_stale.store(true, Ordering::Release);
                         }
                     }
                 }
@@ -878,7 +898,7 @@ impl<O: Origin> Inner<O> {
         let purged = match self.purges.check(stored.generation, &stored.tags) {
             Purged::Hard => return Err(Forward::UriMiss),
             Purged::Soft => true,
-            Purged::No => stored.soft_purged.load(Ordering::Acquire),
+            Purged::No => stored.marked_stale.load(Ordering::Acquire),
         };
         let age = self.age(&stored);
         let decision = match stored.freshness.decide(age, request_cc) {
@@ -987,11 +1007,20 @@ impl<O: Origin> Inner<O> {
             }
         }
         let method = parts.method.clone();
+        // A response marked stale (a soft purge, a HEAD answer showing it outdated) may have
+        // a copy in the shared tier that does not know it: only the origin can replace it.
         #[cfg(feature = "redis")]
-        if let Some(found) = this.read_shared(&key, &client_headers, generation).await {
+        let marked_stale = stale
+            .as_ref()
+            .is_some_and(|old| old.marked_stale.load(Ordering::Acquire));
+        #[cfg(feature = "redis")]
+        if !marked_stale
+            && let Some(found) = this.read_shared(&key, &client_headers, generation).await
+        {
             leader.complete(Ok(Fetch {
                 stored: found,
                 personal: Vec::new(),
+                kept: true,
             }));
             return;
         }
@@ -1052,6 +1081,9 @@ impl<O: Origin> Inner<O> {
     ) -> Fetch {
         let (mut parts, body) = response.into_parts();
         date_if_undated(&mut parts.headers, context.exchange.response_time);
+        if *context.method == Method::HEAD && parts.status == StatusCode::OK {
+            self.update_gets_from_head(context, &parts.headers);
+        }
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stale) = stale
             && validates(&stale.headers, &parts.headers)
@@ -1073,6 +1105,46 @@ impl<O: Origin> Inner<O> {
             revalidated: false,
         };
         self.keep(context, fetched)
+    }
+
+    /// §4.3.5: a 200 to a HEAD says what a GET of its URL would bring now. Each stored GET
+    /// response the request could have selected is updated with the HEAD answer's fields, as
+    /// a 304 would update it (§3.2), when it is a 200 too and their `ETag`, `Last-Modified`
+    /// and `Content-Length` agree; otherwise it is marked stale, so it is validated before it
+    /// is used again.
+    fn update_gets_from_head(&self, context: &FetchContext<'_>, head_headers: &HeaderMap) {
+        let get_key = context.key.with_method(&Method::GET);
+        let Some(variants) = self.store.peek(&get_key) else {
+            return;
+        };
+        let get_context = FetchContext {
+            key: &get_key,
+            method: &Method::GET,
+            request_cc: context.request_cc.clone(),
+            stale_covers_errors: false,
+            ..*context
+        };
+        for stored in &variants.list {
+            if !stored.vary.matches(context.request_headers) {
+                continue;
+            }
+            // A stored error or redirect the HEAD's 200 contradicts is outdated whatever its
+            // fields.
+            if stored.status == StatusCode::OK && same_representation(&stored.headers, head_headers)
+            {
+                let mut headers = stored.headers.clone();
+                merge_not_modified(&mut headers, head_headers);
+                let updated = Fetched {
+                    status: stored.status,
+                    headers,
+                    body: stored.body.clone(),
+                    revalidated: true,
+                };
+                self.keep(&get_context, updated);
+            } else {
+                stored.marked_stale.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Builds the stored form of a response and stores it if RFC 9111 and this cache's
@@ -1136,7 +1208,7 @@ impl<O: Origin> Inner<O> {
             stored_at: self.clock.now_nanos(),
             generation: context.generation,
             tags: tags.unwrap_or_default(),
-            soft_purged: AtomicBool::new(false),
+            marked_stale: AtomicBool::new(false),
             shareable: false,
             impersonal,
             revalidated: fetched.revalidated,
@@ -1148,16 +1220,22 @@ impl<O: Origin> Inner<O> {
             return Fetch {
                 stored: Arc::new(stored),
                 personal,
+                kept: false,
             };
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
+        let purged = self.store_variant(context.key, &stored, ttl);
         // What a purge by URL reached during the fetch is not shared either.
-        if self.store_variant(context.key, &stored, ttl) == Purged::No {
+        if purged == Purged::No {
             #[cfg(feature = "redis")]
             self.write_shared(context.key, &stored, ttl);
         }
-        Fetch { stored, personal }
+        Fetch {
+            stored,
+            personal,
+            kept: purged != Purged::Hard,
+        }
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
@@ -1171,7 +1249,7 @@ impl<O: Origin> Inner<O> {
             .store_url(key.target(), stored.generation, |purged| match purged {
                 Purged::Hard => (purged, None),
                 Purged::Soft => {
-                    stored.soft_purged.store(true, Ordering::Release);
+                    stored.marked_stale.store(true, Ordering::Release);
                     (purged, Some(self.insert_variant(key, stored, ttl)))
                 }
                 Purged::No => (purged, Some(self.insert_variant(key, stored, ttl))),
@@ -1246,7 +1324,7 @@ impl<O: Origin> Inner<O> {
             stored_at: self.clock.now_nanos(),
             generation,
             tags: record.tags,
-            soft_purged: AtomicBool::new(false),
+            marked_stale: AtomicBool::new(false),
             shareable: true,
             impersonal: true,
             revalidated: false,
@@ -1340,6 +1418,15 @@ fn date_if_undated(headers: &mut HeaderMap, arrived: SystemTime) {
     }
 }
 
+/// Whether a stored response and a HEAD answer describe the same representation (§4.3.5):
+/// every validator and `Content-Length` the HEAD answer has, the stored response has alike.
+fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
+    [ETAG, LAST_MODIFIED, CONTENT_LENGTH].iter().all(|name| {
+        head.get(name)
+            .is_none_or(|value| stored.get(name) == Some(value))
+    })
+}
+
 /// Whether the request carries `If-Match` or `If-Unmodified-Since`: preconditions on the
 /// origin's current state, which a cache must not evaluate (RFC 9111 §4.3.2) nor drop, or the
 /// origin's 412 would become a 200.
@@ -1383,10 +1470,7 @@ fn respond(
         status,
         CacheStatus::Hit | CacheStatus::Stale | CacheStatus::SharedHit
     ) {
-        // Reused without being validated just now.
-        for name in &stored.withheld {
-            headers.remove(name);
-        }
+        withhold_no_cache_fields(&mut headers, stored);
     }
     if age > Duration::ZERO || headers.contains_key(AGE) {
         // §1.2.2: no delta-seconds beyond 2^31 is sent.
@@ -1413,6 +1497,15 @@ fn respond(
     response
 }
 
+/// Removes from `headers` the fields the stored response's `no-cache="..."` names, for a
+/// response reused without being validated for the request it answers (§5.2.2.4): one served
+/// from storage, or one fetched for another request that this one waited on.
+fn withhold_no_cache_fields(headers: &mut HeaderMap, stored: &Stored) {
+    for name in &stored.withheld {
+        headers.remove(name);
+    }
+}
+
 /// Removes the fields `names` from `headers`; the removed fields, in order.
 fn take_fields(headers: &mut HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, HeaderValue)> {
     let mut taken = Vec::new();
@@ -1432,13 +1525,12 @@ fn give_personal_fields(response: &mut Response<Bytes>, personal: Vec<(HeaderNam
     }
 }
 
-/// §5.2.1.7's answer to `only-if-cached` with nothing usable stored.
+/// §5.2.1.7's answer to `only-if-cached` with nothing usable stored. It carries no
+/// `Cache-Status` member: RFC 9211 §2 keeps those off responses an intermediary generates
+/// without a stored response.
 fn gateway_timeout() -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response.extensions_mut().insert(CacheStatus::Pass);
-    response
-        .extensions_mut()
-        .insert(Member::detail_only("only-if-cached"));
     response
 }

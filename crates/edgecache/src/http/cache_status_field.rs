@@ -1,6 +1,6 @@
 //! The `Cache-Status` response field (RFC 9211): how this cache handled a response, written
-//! as the field's first member, ahead of those the caches behind it wrote (§2: each cache
-//! prepends its own).
+//! as the field's last member, after those the caches behind it wrote (§2: the first member
+//! is the cache closest to the origin, the last the one closest to the client).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -56,7 +56,9 @@ pub(crate) struct Member {
     forward: Option<Forward>,
     forward_status: Option<StatusCode>,
     stored: bool,
-    collapsed: bool,
+    /// Whether the request waited on another's fetch: `Some(true)` when it used its
+    /// response, `Some(false)` when it then had to go forward itself (§2.6).
+    collapsed: Option<bool>,
     detail: Option<&'static str>,
     /// Whether the response is the stored one, so its remaining freshness is reported.
     reports_ttl: bool,
@@ -81,14 +83,6 @@ impl Member {
         }
     }
 
-    /// Neither a hit nor forwarded: an answer the cache made up (`only-if-cached`'s 504).
-    pub(crate) fn detail_only(detail: &'static str) -> Self {
-        Self {
-            detail: Some(detail),
-            ..Self::default()
-        }
-    }
-
     /// The status the next hop answered with (§2.3).
     pub(crate) fn forward_status(self, status: Option<StatusCode>) -> Self {
         Self {
@@ -107,9 +101,21 @@ impl Member {
         }
     }
 
-    /// Whether the request waited on another's fetch instead of going forward itself (§2.6).
-    pub(crate) fn collapsed(self, collapsed: bool) -> Self {
-        Self { collapsed, ..self }
+    /// The request waited on another's fetch (§2.6): `used` whether it was given that
+    /// fetch's response, rather than having to go forward on its own.
+    pub(crate) fn collapsed(self, used: bool) -> Self {
+        Self {
+            collapsed: Some(used),
+            ..self
+        }
+    }
+
+    /// A hit read from the shared tier (feature `redis`) rather than this process's store.
+    pub(crate) fn read_from_shared_tier(self) -> Self {
+        Self {
+            detail: Some("shared-tier"),
+            ..self
+        }
     }
 
     /// The stored response served in place of the next hop's error (RFC 5861 §4); it reports
@@ -153,8 +159,10 @@ impl Member {
         if self.stored {
             out.push_str("; stored");
         }
-        if self.collapsed {
-            out.push_str("; collapsed");
+        match self.collapsed {
+            Some(true) => out.push_str("; collapsed"),
+            Some(false) => out.push_str("; collapsed=?0"),
+            None => {}
         }
         if let Some(detail) = self.detail {
             let _ = write!(out, "; detail={detail}");
@@ -162,16 +170,11 @@ impl Member {
         out
     }
 
-    /// Writes the member into `headers` as the first member of `Cache-Status`, keeping the
-    /// members already there after it.
-    pub(crate) fn prepend_to(&self, headers: &mut HeaderMap, name: &str) {
-        let Ok(value) = HeaderValue::try_from(self.serialize(name)) else {
-            return;
-        };
-        let behind: Vec<HeaderValue> = headers.get_all(&CACHE_STATUS).iter().cloned().collect();
-        headers.insert(CACHE_STATUS, value);
-        for member in behind {
-            headers.append(CACHE_STATUS, member);
+    /// Writes the member into `headers` as the last member of `Cache-Status`, after the
+    /// members already there, which it keeps (§2).
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap, name: &str) {
+        if let Ok(value) = HeaderValue::try_from(self.serialize(name)) {
+            headers.append(CACHE_STATUS, value);
         }
     }
 }

@@ -191,23 +191,23 @@ impl Freshness {
     /// Whether the response may stand in for an origin error at age `age` (RFC 5861 §4).
     ///
     /// Never when the response forbids serving it stale (`no-cache`, `must-revalidate`,
-    /// `proxy-revalidate`, `s-maxage`: RFC 9111 §4.2.4). A `stale-if-error` in the request is
-    /// the client's explicit consent to a stale answer on error, so it overrides the
-    /// request's other limits: the window is then the longer of the request's and the
-    /// response's. Otherwise the response's window applies, within the request's limits on
-    /// stale responses (see [`Freshness::decide`]: `no-cache`, `min-fresh`, `max-age`
-    /// without `max-stale`, a `max-stale` bound), since RFC 5861 §4 lets a cache serve stale
-    /// on error only where nothing in the request or response forbids it.
+    /// `proxy-revalidate`, `s-maxage`: RFC 9111 §4.2.4). A readable `stale-if-error` in the
+    /// request is the client's explicit consent to a stale answer on error and its upper
+    /// limit on that answer's staleness (RFC 5861 §4, scoped to its request): it alone
+    /// decides, over the request's other limits and the response's window. Otherwise the
+    /// response's window applies, within the request's limits on stale responses (see
+    /// [`Freshness::decide`]: `no-cache`, `min-fresh`, `max-age` without `max-stale`, a
+    /// `max-stale` bound), since RFC 5861 §4 lets a cache serve stale on error only where
+    /// nothing in the request or response forbids it.
     pub fn allows_stale_if_error(&self, age: Duration, request: &CacheControl) -> bool {
         if !self.servable_stale() {
             return false;
         }
         let staleness = age.saturating_sub(self.lifetime);
-        let response_window = self.stale_if_error;
-        if let Some(request_window) = request.stale_if_error() {
-            return staleness <= delta(request_window).max(response_window.unwrap_or_default());
+        if let Some(Delta::Seconds(limit)) = request.stale_if_error() {
+            return staleness <= Duration::from_secs(limit.into());
         }
-        response_window.is_some_and(|window| {
+        self.stale_if_error.is_some_and(|window| {
             staleness <= window && request_staleness(age, request).accepts(staleness)
         })
     }
