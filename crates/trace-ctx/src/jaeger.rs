@@ -15,6 +15,12 @@
 //! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded; a `+` reads as a
 //!   space (Go clients encode with `url.QueryEscape`), so a plus is written as `%2B`;
 //! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
+//!
+//! Not read: `jaeger-debug-id` and `jaeger-baggage`. Jaeger's clients read them only to
+//! start a trace from a request made by hand (a debug root span tagged with the id, and
+//! baggage given as `k1=v1,k2=v2`) and write neither on a call, so no service passes them
+//! on; OpenTelemetry's Rust Jaeger propagator reads neither. Baggage set by hand travels as
+//! `uberctx-{key}` or as W3C `baggage` ([`crate::BaggagePropagator`]).
 
 use std::fmt;
 
@@ -466,7 +472,7 @@ mod tests {
     }
 
     /// (received `uber-trace-id`, what the propagator writes back): debug survives, and
-    /// debug without sampled is sampled, as Jaeger clients treat it.
+    /// debug without sampled is sampled (the format sets debug only with sampled).
     const FLAG_ROUND_TRIPS: &[(&str, &str)] = &[
         (
             "1:2:0:0",
@@ -559,6 +565,25 @@ mod tests {
         let back = JaegerPropagator.extract(&carrier);
         assert_eq!(back.baggage().get("mixed"), Some("x"));
         assert_eq!(back.baggage().len(), 1);
+    }
+
+    /// `jaeger-debug-id` and `jaeger-baggage` (see the module docs) carry no span, no
+    /// decision and no baggage, alone or beside a trace header.
+    #[test]
+    fn jaeger_debug_id_and_jaeger_baggage_are_not_read() {
+        let by_hand = [
+            ("jaeger-debug-id", "find-me"),
+            ("jaeger-baggage", "k1=v1,k2=v2"),
+        ];
+        let cx = JaegerPropagator.extract(&by_hand.to_vec());
+        assert_eq!((cx.span(), cx.sampling_state()), (None, None));
+        assert!(cx.baggage().is_empty());
+        let mut with_trace = by_hand.to_vec();
+        with_trace.push((UBER_TRACE_ID, "1:2:0:0"));
+        let cx = JaegerPropagator.extract(&with_trace);
+        let state = cx.span().map(SpanContext::sampling_state);
+        assert_eq!(state, Some(SamplingState::Deny));
+        assert!(cx.baggage().is_empty());
     }
 
     /// A `HashMap` carrier is read by lowercase names, one probe each (as the W3C and B3
