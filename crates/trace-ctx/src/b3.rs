@@ -8,7 +8,8 @@
 //! - four sampling states: `0` deny, `1` accept, `d` debug (which implies accept), and no
 //!   state at all: defer, the receiver decides (a deferred context is not "not sampled");
 //! - multi: `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled` (`0`/`1`, and
-//!   the legacy `true`/`false`), `X-B3-Flags: 1` for debug (other flag values are ignored);
+//!   the legacy `true`/`false` in any case, as Brave reads them), `X-B3-Flags: 1` for debug
+//!   (other flag values are ignored);
 //! - output: 32-digit trace ids, lowercase, each state written back as received: debug as `d`
 //!   / `X-B3-Flags: 1` (without `X-B3-Sampled`, which debug implies), defer as no state.
 
@@ -134,8 +135,11 @@ impl B3 {
         let debug = carrier.get(X_B3_FLAGS) == Some("1");
         let sampled = match carrier.get(X_B3_SAMPLED) {
             None => None,
-            Some("1" | "true") => Some(true),
-            Some("0" | "false") => Some(false),
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            // Old clients' booleans, in any case as Zipkin's Brave reads them.
+            Some(text) if text.eq_ignore_ascii_case("true") => Some(true),
+            Some(text) if text.eq_ignore_ascii_case("false") => Some(false),
             Some(_) => return Err(Error::B3("X-B3-Sampled is 0 or 1")),
         };
         let sampling = match (debug, sampled) {
@@ -521,6 +525,46 @@ mod tests {
         assert!(B3::extract_multi(&carrier).is_err());
         let carrier = vec![("X-B3-TraceId", T), ("X-B3-SpanId", S), ("X-B3-Flags", "2")];
         assert_eq!(B3::extract_multi(&carrier).unwrap().sampling, None);
+    }
+
+    /// Old clients' booleans in `X-B3-Sampled` are read without regard to case, as Zipkin's
+    /// Brave reads them (`True` is what some languages print for a boolean): each keeps its
+    /// context and decision instead of losing the trace.
+    #[test]
+    fn legacy_booleans_are_read_in_any_case() {
+        for (sampled, expected) in [
+            ("true", B3Sampling::Accept),
+            ("True", B3Sampling::Accept),
+            ("TRUE", B3Sampling::Accept),
+            ("false", B3Sampling::Deny),
+            ("False", B3Sampling::Deny),
+            ("FALSE", B3Sampling::Deny),
+        ] {
+            let carrier = vec![
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", sampled),
+            ];
+            let b3 = B3::extract_multi(&carrier);
+            assert_eq!(b3.map(|b3| b3.sampling), Ok(Some(expected)), "{sampled}");
+            let span = B3Propagator::multi_header()
+                .extract(&carrier)
+                .span()
+                .cloned();
+            assert_eq!(
+                span.map(|span| span.is_sampled()),
+                Some(expected == B3Sampling::Accept),
+                "{sampled}"
+            );
+        }
+        for sampled in ["yes", "t", "truee", "2"] {
+            let carrier = vec![
+                ("X-B3-TraceId", T),
+                ("X-B3-SpanId", S),
+                ("X-B3-Sampled", sampled),
+            ];
+            assert!(B3::extract_multi(&carrier).is_err(), "{sampled}");
+        }
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded; a `+` reads as a
 //!   space (Go clients encode with `url.QueryEscape`), so a plus is written as `%2B`;
 //! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
+//!
+//! Not read: `jaeger-debug-id` and `jaeger-baggage`. Jaeger's clients read them only to
+//! start a trace from a request made by hand (a debug root span tagged with the id, and
+//! baggage given as `k1=v1,k2=v2`) and write neither on a call, so no service passes them
+//! on; OpenTelemetry's Rust Jaeger propagator reads neither. Baggage set by hand travels as
+//! `uberctx-{key}` or as W3C `baggage` ([`crate::BaggagePropagator`]).
 
 use std::fmt;
 
@@ -179,29 +185,60 @@ impl JaegerHeader {
     }
 }
 
-/// Finds the first `uber-trace-id` field of a walk over a carrier's fields (its name matched
-/// without regard to case, as HTTP's are).
-#[derive(Default)]
-struct TraceHeader {
-    seen: bool,
+/// Finds, in a walk over a carrier's fields, the `uber-trace-id` value a lookup of the name
+/// gives, without the lookup when the walk meets the name in lowercase.
+struct TraceHeader<'a> {
+    carrier: &'a dyn Extractor,
+    /// The context the header describes (`None` if it is invalid or absent), once met.
+    found: Option<Option<SpanContext>>,
 }
 
-impl TraceHeader {
-    /// If `name` is the first `uber-trace-id` of the walk, sets `span` to the context its
-    /// `value` describes (`None` if it is invalid) and says so.
-    fn read(&mut self, name: &str, value: &[u8], span: &mut Option<SpanContext>) -> bool {
-        // Names are lowercase in most carriers (always in a `HeaderMap`): the exact
-        // comparison is a few word compares where ignoring case goes byte by byte.
-        let matches = name == UBER_TRACE_ID || name.eq_ignore_ascii_case(UBER_TRACE_ID);
-        if self.seen || !matches {
+impl<'a> TraceHeader<'a> {
+    fn new(carrier: &'a dyn Extractor) -> Self {
+        Self {
+            carrier,
+            found: None,
+        }
+    }
+
+    /// If `name` is the first `uber-trace-id` of the walk in any case, reads the trace
+    /// header and says so.
+    fn read(&mut self, name: &str, value: &[u8]) -> bool {
+        if self.found.is_some() {
             return false;
         }
-        self.seen = true;
-        *span = JaegerHeader::parse_bytes(value)
-            .ok()
-            .map(|h| h.span_context());
+        // Names are lowercase in most carriers (always in a `HeaderMap`): the exact
+        // comparison is a few word compares where ignoring case goes byte by byte. The first
+        // lowercase one of the walk is the field a lookup finds.
+        let value = if name == UBER_TRACE_ID {
+            Some(value)
+        } else if name.eq_ignore_ascii_case(UBER_TRACE_ID) {
+            // Another case: a carrier that ignores case finds this very field, but one with
+            // exact keys (a `HashMap`) finds only a lowercase one, wherever its walk puts it.
+            self.carrier.get_bytes(UBER_TRACE_ID)
+        } else {
+            return false;
+        };
+        self.found = Some(value.and_then(span_context_of));
         true
     }
+
+    /// The context the trace header describes, after the walk; looked up if the walk did not
+    /// meet it (a carrier that can look fields up but lists none).
+    fn span(self) -> Option<SpanContext> {
+        self.found.unwrap_or_else(|| {
+            self.carrier
+                .get_bytes(UBER_TRACE_ID)
+                .and_then(span_context_of)
+        })
+    }
+}
+
+/// The context a trace header value describes, `None` if it is invalid.
+fn span_context_of(value: &[u8]) -> Option<SpanContext> {
+    JaegerHeader::parse_bytes(value)
+        .ok()
+        .map(|header| header.span_context())
 }
 
 /// Adds the baggage member a `uberctx-{key}` field carries: its key lowercased, its value
@@ -303,12 +340,11 @@ pub struct JaegerPropagator;
 
 impl Propagator for JaegerPropagator {
     fn extract_span(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
-        let mut span = None;
-        let mut trace_header = TraceHeader::default();
+        let mut trace_header = TraceHeader::new(carrier);
         carrier.fields(&mut |name, value| {
-            trace_header.read(name, value, &mut span);
+            trace_header.read(name, value);
         });
-        span
+        trace_header.span()
     }
 
     fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
@@ -319,15 +355,14 @@ impl Propagator for JaegerPropagator {
     /// [`Propagator::extract`]'s parts would walk them twice.
     fn extract(&self, carrier: &dyn Extractor) -> Context {
         let mut cx = Context::new();
-        let mut span = None;
-        let mut trace_header = TraceHeader::default();
+        let mut trace_header = TraceHeader::new(carrier);
         let baggage = cx.baggage_mut();
         carrier.fields(&mut |name, value| {
-            if !trace_header.read(name, value, &mut span) {
+            if !trace_header.read(name, value) {
                 add_uberctx(name, value, baggage);
             }
         });
-        cx.set_span(span);
+        cx.set_span(trace_header.span());
         cx
     }
 
@@ -367,6 +402,7 @@ impl Propagator for JaegerPropagator {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     /// (header, canonical form or None if invalid).
     const VECTORS: &[(&str, Option<&str>)] = &[
@@ -436,7 +472,7 @@ mod tests {
     }
 
     /// (received `uber-trace-id`, what the propagator writes back): debug survives, and
-    /// debug without sampled is sampled, as Jaeger clients treat it.
+    /// debug without sampled is sampled (the format sets debug only with sampled).
     const FLAG_ROUND_TRIPS: &[(&str, &str)] = &[
         (
             "1:2:0:0",
@@ -531,6 +567,69 @@ mod tests {
         assert_eq!(back.baggage().len(), 1);
     }
 
+    /// `jaeger-debug-id` and `jaeger-baggage` (see the module docs) carry no span, no
+    /// decision and no baggage, alone or beside a trace header.
+    #[test]
+    fn jaeger_debug_id_and_jaeger_baggage_are_not_read() {
+        let by_hand = [
+            ("jaeger-debug-id", "find-me"),
+            ("jaeger-baggage", "k1=v1,k2=v2"),
+        ];
+        let cx = JaegerPropagator.extract(&by_hand.to_vec());
+        assert_eq!((cx.span(), cx.sampling_state()), (None, None));
+        assert!(cx.baggage().is_empty());
+        let mut with_trace = by_hand.to_vec();
+        with_trace.push((UBER_TRACE_ID, "1:2:0:0"));
+        let cx = JaegerPropagator.extract(&with_trace);
+        let state = cx.span().map(SpanContext::sampling_state);
+        assert_eq!(state, Some(SamplingState::Deny));
+        assert!(cx.baggage().is_empty());
+    }
+
+    /// A `HashMap` carrier is read by lowercase names, one probe each (as the W3C and B3
+    /// propagators read it): a mixed-case `Uber-Trace-Id` key is not the trace header, and a
+    /// lowercase one beside it wins whichever order the map walks its keys in.
+    #[test]
+    fn a_hash_map_is_read_by_its_lowercase_trace_header_only() {
+        let lowercase = "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1";
+        let map = |fields: &[(&str, &str)]| -> HashMap<String, String> {
+            fields
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect()
+        };
+        let trace_id = |cx: &Context| cx.span().map(|span| span.trace_id().to_u128());
+        let only_mixed_case = map(&[("Uber-Trace-Id", lowercase)]);
+        assert_eq!(trace_id(&JaegerPropagator.extract(&only_mixed_case)), None);
+        assert_eq!(JaegerPropagator.extract_span(&only_mixed_case), None);
+        // Each map hashes with keys of its own, so the maps walk the two fields in both orders.
+        for _ in 0..64 {
+            let both = map(&[("uber-trace-id", lowercase), ("Uber-Trace-Id", "1:2:0:1")]);
+            let expected = Some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+            assert_eq!(trace_id(&JaegerPropagator.extract(&both)), expected);
+            let span = JaegerPropagator.extract_span(&both);
+            assert_eq!(span.map(|span| span.trace_id().to_u128()), expected);
+        }
+    }
+
+    /// A carrier that can look its fields up but not list them (its `names` walks nothing)
+    /// still yields the trace header, as the lookup before the walk found it.
+    #[test]
+    fn a_carrier_that_cannot_list_its_fields_still_yields_the_trace_header() {
+        struct LookupOnly(Vec<(&'static str, &'static str)>);
+        impl Extractor for LookupOnly {
+            fn get(&self, name: &str) -> Option<&str> {
+                Extractor::get(&self.0, name)
+            }
+            fn names(&self, _: &mut dyn FnMut(&str)) {}
+        }
+        let carrier = LookupOnly(vec![(UBER_TRACE_ID, "1:2:0:1")]);
+        let span = JaegerPropagator.extract(&carrier).span().cloned();
+        assert_eq!(span.map(|span| span.trace_id().to_u128()), Some(1));
+        let span = JaegerPropagator.extract_span(&carrier);
+        assert_eq!(span.map(|span| span.span_id().to_u64()), Some(2));
+    }
+
     /// The header's grammar read with the standard library alone: four `:`-separated
     /// fields, each 1 to its width of hex digits of either case; ids not zero.
     fn reference_parse(value: &str) -> Option<(u128, u64, u64, u8)> {
@@ -604,6 +703,13 @@ mod tests {
                 .and_then(|value| JaegerHeader::parse_bytes(value).ok())
                 .map(|header| header.span_context());
             prop_assert_eq!(whole.span(), looked_up.as_ref());
+            // The same fields in a map with exact keys: its lowercase trace header only.
+            let map: HashMap<String, String> = carrier.iter().cloned().collect();
+            let looked_up = Extractor::get_bytes(&map, UBER_TRACE_ID)
+                .and_then(span_context_of);
+            let from_map = JaegerPropagator.extract(&map);
+            prop_assert_eq!(from_map.span(), looked_up.as_ref());
+            prop_assert_eq!(JaegerPropagator.extract_span(&map), looked_up);
         }
 
         /// Both readings (the full-width one and the general one) agree with the reference.
