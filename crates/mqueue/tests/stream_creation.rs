@@ -267,3 +267,24 @@ fn a_finished_stream_missing_a_partition_is_corrupt() {
     ));
     assert!(!partition.exists(), "nothing recreated");
 }
+
+/// A new stream in a new directory keeps an acknowledged record through a power loss: the
+/// names of the directories it created (its own in its parent, not only the files in it) are
+/// made durable.
+#[test]
+fn a_new_streams_acknowledged_record_survives_a_power_loss() {
+    let disk = SimulatedStorage::new();
+    let dir = Path::new("/data/orders");
+    let stream = Stream::open_with(dir, options(2), ManualClock::new(), disk.clone()).unwrap();
+    let (partition, offset) = stream.publish(b"order-1", b"paid").unwrap();
+    disk.power_cut();
+    drop(stream);
+    let stream = Stream::open_with(dir, options(2), ManualClock::new(), disk.clone()).unwrap();
+    let log = stream.partition(partition).unwrap();
+    assert_eq!(
+        log.next_offset(),
+        offset + 1,
+        "the acknowledged record was lost"
+    );
+    assert_eq!(log.read(offset, 1).unwrap()[0].payload, b"paid");
+}

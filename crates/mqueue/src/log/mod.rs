@@ -83,6 +83,7 @@ use infra_common::{Clock, SystemClock};
 // Public for the loom models in tests/loom.rs, which check the hand-off itself; not an API.
 #[doc(hidden)]
 pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
+pub(crate) use storage::create_dir_durably;
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
 pub use ticket::AppendTicket;
 
@@ -317,9 +318,7 @@ impl Log {
     ) -> Result<Self, Error> {
         options.validate()?;
         let storage: Box<dyn Storage> = Box::new(storage);
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        create_dir_durably(&*storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
         let lock = storage
             .lock_dir(dir)
             .map_err(|e| Error::io("lock", dir, e))?

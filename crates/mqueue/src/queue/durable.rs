@@ -181,8 +181,7 @@ impl Durable {
                         dir: dir.to_path_buf(),
                     });
                 }
-                storage
-                    .create_dir_all(dir)
+                crate::log::create_dir_durably(&*storage, dir)
                     .map_err(io("create directory", dir))?;
             }
             Err(error) => return Err(Error::io("list", dir, error)),

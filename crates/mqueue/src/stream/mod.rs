@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use infra_common::{Clock, SystemClock, stable_hash};
 
 use crate::Error;
-use crate::log::{FileStorage, Log, LogOptions, Storage};
+use crate::log::{FileStorage, Log, LogOptions, Storage, create_dir_durably};
 
 /// The most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -136,9 +136,10 @@ impl Stream {
                 reason: "a stream has between 1 and MAX_PARTITIONS (4096) partitions",
             });
         }
-        storage
-            .create_dir_all(&dir.join("groups"))
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        let groups = dir.join("groups");
+        create_dir_durably(&storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
+        create_dir_durably(&storage, &groups)
+            .map_err(|e| Error::io("create directory", &groups, e))?;
         let marked = read_mark(&storage, dir)?;
         let opener = Opener {
             dir,
