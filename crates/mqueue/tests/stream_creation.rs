@@ -7,8 +7,8 @@ use std::io;
 use std::path::Path;
 
 use infra_common::ManualClock;
-use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use infra_common::sync::{Arc, Mutex};
 use infra_mqueue::Error;
 use infra_mqueue::log::{SimulatedStorage, Storage, StorageFile};
 use infra_mqueue::stream::{Stream, StreamOptions};
@@ -287,4 +287,93 @@ fn a_new_streams_acknowledged_record_survives_a_power_loss() {
         "the acknowledged record was lost"
     );
     assert_eq!(log.read(offset, 1).unwrap()[0].payload, b"paid");
+}
+
+/// A disk that, the first time the stream directory is listed after its mark was looked
+/// for (the open reading the layout), runs `meanwhile` (another process's whole open) after
+/// reading the list and before handing it back: the listing open then goes on from what it
+/// read.
+#[derive(Clone)]
+struct RacingDisk {
+    disk: SimulatedStorage,
+    mark_looked_for: Arc<AtomicBool>,
+    meanwhile: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+}
+
+impl fmt::Debug for RacingDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RacingDisk").finish_non_exhaustive()
+    }
+}
+
+impl Storage for RacingDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.disk.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let names = self.disk.list(dir)?;
+        if dir == Path::new(DIR) && self.mark_looked_for.load(Ordering::SeqCst) {
+            let meanwhile = self.meanwhile.lock().take();
+            if let Some(meanwhile) = meanwhile {
+                meanwhile();
+            }
+        }
+        Ok(names)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        if path == Path::new(DIR).join("stream.mark") {
+            self.mark_looked_for.store(true, Ordering::SeqCst);
+        }
+        self.disk.open(path, create)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.disk.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.disk.rename(from, to)
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.disk.remove_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.disk.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn fmt::Debug + Send + Sync>>> {
+        self.disk.lock_dir(dir)
+    }
+}
+
+/// Two processes create one stream at once with different partition counts: one finishes
+/// (and publishes) while the other is between reading the layout and creating partitions.
+/// At most one of them may succeed, or keys would go to partitions by two counts.
+#[test]
+fn two_opens_of_a_new_stream_at_once_do_not_both_succeed() {
+    let disk = SimulatedStorage::new();
+    let first_opened = Arc::new(Mutex::new(None));
+    let meanwhile: Box<dyn FnOnce() + Send> = Box::new({
+        let disk = disk.clone();
+        let first_opened = Arc::clone(&first_opened);
+        move || {
+            let opened = reopen(&disk, PARTITIONS)
+                .map(|stream| stream.publish(b"order-1", b"paid").map(drop));
+            *first_opened.lock() = Some(opened.is_ok());
+        }
+    });
+    let racing = RacingDisk {
+        disk: disk.clone(),
+        mark_looked_for: Arc::new(AtomicBool::new(false)),
+        meanwhile: Arc::new(Mutex::new(Some(meanwhile))),
+    };
+    let second = Stream::open_with(
+        Path::new(DIR),
+        options(2 * PARTITIONS),
+        ManualClock::new(),
+        racing,
+    );
+    let first_opened = first_opened.lock().expect("the other open ran");
+    assert!(
+        !(first_opened && second.is_ok()),
+        "both opens succeeded, with {PARTITIONS} and {} partitions",
+        2 * PARTITIONS
+    );
 }
