@@ -297,8 +297,11 @@ fn a_new_streams_acknowledged_record_survives_a_power_loss() {
 struct RacingDisk {
     disk: SimulatedStorage,
     mark_looked_for: Arc<AtomicBool>,
-    meanwhile: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    meanwhile: Arc<Mutex<Option<Meanwhile>>>,
 }
+
+/// What another process does while the racing open is between reading and acting.
+type Meanwhile = Box<dyn FnOnce() + Send>;
 
 impl fmt::Debug for RacingDisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -350,7 +353,7 @@ impl Storage for RacingDisk {
 fn two_opens_of_a_new_stream_at_once_do_not_both_succeed() {
     let disk = SimulatedStorage::new();
     let first_opened = Arc::new(Mutex::new(None));
-    let meanwhile: Box<dyn FnOnce() + Send> = Box::new({
+    let meanwhile: Meanwhile = Box::new({
         let disk = disk.clone();
         let first_opened = Arc::clone(&first_opened);
         move || {
