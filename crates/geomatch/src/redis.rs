@@ -125,7 +125,9 @@
 //! finds its own first run and answers that word instead of moving the version again, even
 //! after other state sets of the driver (tests
 //! `a_resent_state_set_whose_first_run_applied_moves_the_version_once`,
-//! `a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver`). A claim, an accept
+//! `a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver`). A position
+//! update carries no nonce: resent after another process's later update of the same driver,
+//! it puts the older position back until the driver's next report. A claim, an accept
 //! or decline, an insert, a restore or a removal is not resent: if its connection fails or
 //! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
 //! driver left offered by a claim whose answer was lost is reset with
