@@ -83,8 +83,8 @@ use infra_common::{Clock, SystemClock};
 // Public for the loom models in tests/loom.rs, which check the hand-off itself; not an API.
 #[doc(hidden)]
 pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
-pub(crate) use storage::create_dir_durably;
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
+pub(crate) use storage::{create_dir_durably, sync_parent};
 pub use ticket::AppendTicket;
 
 use crate::Error;
@@ -360,6 +360,9 @@ impl Log {
         let active = match newest {
             Some(segment) => segment,
             None => {
+                // A first open: an earlier one may have created the directory and died before
+                // its name was durable. (A segment in it proves a first open got this far.)
+                sync_parent(&*storage, dir).map_err(|e| Error::io("sync directory", dir, e))?;
                 let segment = Segment::create(&*storage, dir, 0, now_millis)?;
                 bytes += segment.len;
                 allocated += segment.allocated;
@@ -373,6 +376,12 @@ impl Log {
             .file
             .sync()
             .map_err(|e| Error::io("fsync", &active.path, e))?;
+        // And the segments' names: an open or a roll that died between creating a segment and
+        // syncing the directory left a name the next power loss would take, with whatever was
+        // appended to it since.
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
         let next = active
             .base
             .checked_add(active.records)

@@ -221,33 +221,38 @@ impl Storage for FileStorage {
 }
 
 /// Creates `dir` and its missing parents, and makes their names durable: the parent of
-/// each directory this call created is synced, and so is `dir`'s parent every time (an
-/// earlier open may have created `dir` and died before syncing it). Without that, a power
-/// loss could take away a new directory with every synced file in it.
+/// each directory this call created is synced, outermost first. Without that, a power loss
+/// could take a new directory away with every synced file in it. A directory an earlier
+/// call created before dying unsynced is the caller's to sync ([`sync_parent`]) once it
+/// knows its first open never finished.
 ///
 /// # Errors
 /// The operating system's error.
 pub(crate) fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
     let missing = |path: &Path| matches!(storage.list(path), Err(error) if error.kind() == io::ErrorKind::NotFound);
-    let mut created: Vec<&Path> = dir
+    let created: Vec<&Path> = dir
         .ancestors()
         .filter(|path| !path.as_os_str().is_empty())
         .take_while(|path| missing(path))
         .collect();
-    if created.is_empty() {
-        created.push(dir);
-    }
     storage.create_dir_all(dir)?;
-    // From the outermost down, so each name is synced into a parent whose own name is.
     for path in created.iter().rev() {
-        match path.parent() {
-            // A relative name with one component lives in the working directory.
-            Some(parent) if parent.as_os_str().is_empty() => storage.sync_dir(Path::new("."))?,
-            Some(parent) => storage.sync_dir(parent)?,
-            None => {}
-        }
+        sync_parent(storage, path)?;
     }
     Ok(())
+}
+
+/// Makes the name of `path` in its parent directory durable (nothing for a root).
+///
+/// # Errors
+/// The operating system's error.
+pub(crate) fn sync_parent(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    match path.parent() {
+        // A relative name with one component lives in the working directory.
+        Some(parent) if parent.as_os_str().is_empty() => storage.sync_dir(Path::new(".")),
+        Some(parent) => storage.sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 /// A boxed file layer is one too, so a caller can choose the layer at run time.

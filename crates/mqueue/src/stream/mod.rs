@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use infra_common::{Clock, SystemClock, stable_hash};
 
 use crate::Error;
-use crate::log::{FileStorage, Log, LogOptions, Storage, create_dir_durably};
+use crate::log::{FileStorage, Log, LogOptions, Storage, create_dir_durably, sync_parent};
 
 /// The most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -142,7 +142,6 @@ impl Stream {
             });
         }
         let groups = dir.join("groups");
-        create_dir_durably(&storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
         create_dir_durably(&storage, &groups)
             .map_err(|e| Error::io("create directory", &groups, e))?;
         // Held while the stream is open: another open of the directory would otherwise read
@@ -422,9 +421,11 @@ where
     Ok(false)
 }
 
-/// Marks the creation finished once every partition exists: the partitions' names are made
-/// durable first, so a mark that survives a power loss has its partitions.
+/// Marks the creation finished once every partition exists: the stream directory's name and
+/// the partitions' are made durable first (an earlier open may have created them and died
+/// before syncing), so a mark that survives a power loss has its partitions.
 fn finish_creation(storage: &dyn Storage, dir: &Path, count: u32) -> Result<(), Error> {
+    sync_parent(storage, dir).map_err(|e| Error::io("sync directory", dir, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
