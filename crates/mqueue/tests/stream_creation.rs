@@ -252,6 +252,32 @@ fn an_unmarked_stream_with_records_is_not_reshaped() {
     assert_eq!(held, 1);
 }
 
+/// A mark whose bytes were damaged (its count flipped) is `Corrupt`: the open neither trusts
+/// the count nor takes the stream for an unfinished one, and deletes nothing; mended, the
+/// stream opens with its record.
+#[test]
+fn a_damaged_mark_is_corrupt_and_nothing_is_deleted() {
+    let disk = SimulatedStorage::new();
+    let stream = reopen(&disk, 2).unwrap();
+    stream.publish(b"k", b"kept").unwrap();
+    drop(stream);
+    let mark = Path::new(DIR).join("stream.mark");
+    // The first byte of the count, after the 8-byte magic.
+    assert!(disk.flip_bits(&mark, 8, 0b110));
+    for partitions in [2, 4] {
+        assert!(matches!(
+            reopen(&disk, partitions),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+    assert!(disk.flip_bits(&mark, 8, 0b110));
+    let stream = reopen(&disk, 2).unwrap();
+    let held: u64 = (0..2)
+        .map(|p| stream.partition(p).unwrap().next_offset())
+        .sum();
+    assert_eq!(held, 1);
+}
+
 /// A finished stream whose partition directory is gone is corrupt, not recreated empty.
 #[test]
 fn a_finished_stream_missing_a_partition_is_corrupt() {
