@@ -11,6 +11,7 @@ use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use infra_common::sync::{Arc, Mutex};
 use infra_mqueue::Error;
 use infra_mqueue::log::{Log, LogOptions, SimulatedStorage, Storage, StorageFile};
+use infra_mqueue::queue::{QueueOptions, WorkQueue};
 use infra_mqueue::stream::{Stream, StreamOptions};
 
 const DIR: &str = "/orders";
@@ -374,6 +375,44 @@ fn a_logs_record_after_its_crashed_first_open_survives_a_power_loss() {
         let log = Log::open_with(dir, LogOptions::default(), ManualClock::new(), disk.clone())
             .expect(&context);
         assert_eq!(log.next_offset(), 1, "{context}");
+    }
+}
+
+/// The same for a durable work queue: its first open died at any change, the next open
+/// took a message, then a power loss; the message is there to receive.
+#[test]
+fn a_queues_message_after_its_crashed_first_open_survives_a_power_loss() {
+    let dir = Path::new("/jobs");
+    for budget in 0.. {
+        let disk = SimulatedStorage::new();
+        let dying = DyingDisk::new(&disk, budget);
+        let first = WorkQueue::open_with(
+            dir,
+            QueueOptions::default(),
+            ManualClock::new(),
+            dying.clone(),
+        );
+        if !dying.died() {
+            break;
+        }
+        drop(first);
+        let context =
+            format!("a queue reopened after a crash at change {budget}, then a power loss");
+        let plain = || {
+            WorkQueue::open_with(
+                dir,
+                QueueOptions::default(),
+                ManualClock::new(),
+                disk.clone(),
+            )
+        };
+        let queue = plain().expect(&context);
+        queue.send("kept").expect(&context);
+        disk.power_cut();
+        drop(queue);
+        let queue = plain().expect(&context);
+        let delivery = queue.try_receive().expect(&context).expect(&context);
+        assert_eq!(delivery.payload(), b"kept", "{context}");
     }
 }
 
