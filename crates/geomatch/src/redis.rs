@@ -9,7 +9,7 @@
 //!
 //! # Keys
 //!
-//! Under a prefix (default `geomatch:{drivers}`), six keys:
+//! Under a prefix (default `geomatch:{drivers}`), seven keys:
 //!
 //! - `{prefix}:geo`: the GEO set (a sorted set of 52-bit geohashes) of every driver;
 //! - `{prefix}:seen`: a sorted set of each driver's last report, in microseconds since
@@ -27,11 +27,19 @@
 //!   its record if it is above the counter, and otherwise takes the counter's next version
 //!   with the record's state, as the in-process index raises a restored version to its
 //!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`);
-//! - `{prefix}:requests`: a hash of each driver's last state set, `"nonce word"`: the
-//!   request's nonce and the word it set, so a state set sent again after its answer was
-//!   lost recognises its own first run (see [Failures](#failures)). A removal deletes it.
+//! - `{prefix}:requests`: a hash of the recent state sets, field `"driver nonce"` (the
+//!   driver's id and the request's nonce), value the word the set left, so a state set sent
+//!   again after its answer was lost finds its own first run, whatever ran in between (see
+//!   [Failures](#failures));
+//! - `{prefix}:request-expiry`: a sorted set of the same fields, each scored with the time
+//!   (µs on the server's clock) after which its request can no longer be sent again: its
+//!   index's timeout four times over (sending, the answer, connecting again, sending again)
+//!   plus [`REQUEST_MEMORY_MARGIN`]. Each state set forgets up to two expired requests, so
+//!   the two keys hold about the state sets of that last stretch of time, not one entry per
+//!   driver (test `forgotten_state_sets_leave_the_request_keys`).
 //!
-//! Member and field names are the driver ids in decimal. An index talks to a single Redis
+//! Member and field names are the driver ids in decimal (in the two request keys, the id
+//! and the nonce). An index talks to a single Redis
 //! server, the one its URL names (a fleet may use one server per URL, with an index for
 //! each); Redis Cluster is not supported: the client does not follow `MOVED` redirections.
 //! One index per prefix; a fleet split by city uses one prefix per city, and each index
@@ -114,8 +122,12 @@
 //! idle ones, and a call that is harmless to run twice is sent once more on a fresh
 //! connection: queries, reads and position updates, which leave what one run leaves, and
 //! state sets, which carry a nonce the server keeps with the word it set, so a second run
-//! finds its own first run and answers that word instead of moving the version again (test
-//! `a_resent_state_set_whose_first_run_applied_moves_the_version_once`). A claim, an accept
+//! finds its own first run and answers that word instead of moving the version again, even
+//! after other state sets of the driver (tests
+//! `a_resent_state_set_whose_first_run_applied_moves_the_version_once`,
+//! `a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver`). A position
+//! update carries no nonce: resent after another process's later update of the same driver,
+//! it puts the older position back until the driver's next report. A claim, an accept
 //! or decline, an insert, a restore or a removal is not resent: if its connection fails or
 //! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
 //! driver left offered by a claim whose answer was lost is reset with
@@ -149,6 +161,10 @@ use crate::{
 
 /// The largest latitude, north or south, that Redis GEO holds (degrees).
 pub const MAX_GEO_LAT: f64 = 85.051_128_78;
+
+/// How long past the longest a resend can take (four timeouts) the server remembers a state
+/// set's nonce: room for a server clock stepped forward meanwhile.
+pub const REQUEST_MEMORY_MARGIN: Duration = Duration::from_secs(60);
 
 /// The radius of Redis's sphere, in meters (Redis's `EARTH_RADIUS_IN_METERS`).
 pub const REDIS_EARTH_RADIUS_M: f64 = 6_372_797.560_856;
@@ -187,8 +203,9 @@ fn geo_lng(point: Point) -> f64 {
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
 // set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
-// state words (hash), KEYS[5] the version counter, KEYS[6] each driver's last state set
-// (hash of "nonce word"). A word's state is `word mod 4`, read
+// state words (hash), KEYS[5] the version counter, KEYS[6] the recent state sets (hash of
+// "driver nonce" to the word set), KEYS[7] when each is forgotten (sorted set of the same
+// fields, µs on the server's clock). A word's state is `word mod 4`, read
 // from its last two decimal digits (100 is a multiple of 4) so no word is ever turned into
 // a single Lua double, which would round words above 2^53; words are compared and built in
 // two parts (`words!`).
@@ -310,30 +327,37 @@ if ARGV[2] == 'take' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
-  redis.call('HDEL', KEYS[6], ARGV[1])
 end
 return {1, word, record, seen}
 "
 );
 
 /// Sets driver `ARGV[1]`'s state to code `ARGV[2]` with the next version, for the request
-/// with nonce `ARGV[3]`: `{1, word}` or `{0}`. A request whose nonce is the driver's last
-/// state set's ran already (its answer was lost and it was sent again): it changes nothing
-/// and replies the word that run set.
-const SET_STATE_SCRIPT: &str = r"
+/// with nonce `ARGV[3]`, remembered for `ARGV[4]` µs: `{1, word}` or `{0}`. A request that
+/// is remembered ran already (its answer was lost and it was sent again): it changes
+/// nothing and replies the word that run set, whatever ran since.
+const SET_STATE_SCRIPT: &str = concat!(
+    server_now!(),
+    r"
+-- Each set remembers one request and forgets up to two expired ones, so the expired never
+-- pile up.
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, 2)) do
+  redis.call('HDEL', KEYS[6], old)
+  redis.call('ZREM', KEYS[7], old)
+end
+local request = ARGV[1] .. ' ' .. ARGV[3]
+local set = redis.call('HGET', KEYS[6], request)
+if set then return {1, set} end
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
-local last = redis.call('HGET', KEYS[6], ARGV[1])
-if last then
-  local nonce, set = string.match(last, '^(%S+) (%S+)$')
-  if nonce == ARGV[3] then return {1, set} end
-end
 local state = tonumber(string.sub(word, -2)) % 4
 redis.call('HINCRBY', KEYS[4], ARGV[1], 4 - state + tonumber(ARGV[2]))
 word = redis.call('HGET', KEYS[4], ARGV[1])
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[3] .. ' ' .. word)
+redis.call('HSET', KEYS[6], request, word)
+redis.call('ZADD', KEYS[7], string.format('%.0f', now + tonumber(ARGV[4])), request)
 return {1, word}
-";
+"
+);
 
 /// Claims driver `ARGV[1]` if its word is still `ARGV[2]` (an available one) and it reported
 /// within `ARGV[3]` µs: the word moves to offered at the next version, or at the server's
@@ -609,13 +633,17 @@ impl RedisOptions {
 /// ```
 pub struct RedisIndex {
     connections: Connections,
-    keys: [String; 6],
+    keys: [String; 7],
     /// The issuer id of this index's claims (see [`issuer_of`]).
     issuer: u64,
-    /// Seeds the state sets' nonces, so that no two processes make the same.
-    nonces: RandomState,
-    /// State sets sent so far: no two of this index's nonces are the same.
+    /// The first half of this index's state set nonces: random, so two indexes (in any
+    /// processes) share it only by a 2^-64 chance.
+    nonce_base: u64,
+    /// State sets sent so far, the second half of their nonces: no two of this index's
+    /// nonces are the same.
     state_sets: AtomicU64,
+    /// How long the server remembers a state set, in µs, as the script takes it.
+    request_memory_us: String,
     options: RedisOptions,
     /// The staleness window in µs, as the scripts take it.
     window_us: String,
@@ -759,14 +787,29 @@ impl RedisIndex {
         let connections = Connections::open(url, options.timeout, options.max_idle_connections)
             .map_err(|_| Error::InvalidConfig("the Redis URL is malformed"))?;
         let prefix = &options.prefix;
-        let keys = ["geo", "seen", "drivers", "words", "versions", "requests"]
-            .map(|name| format!("{prefix}:{name}"));
+        let keys = [
+            "geo",
+            "seen",
+            "drivers",
+            "words",
+            "versions",
+            "requests",
+            "request-expiry",
+        ]
+        .map(|name| format!("{prefix}:{name}"));
+        // Sending, the lost answer, connecting again and sending again each take at most
+        // the timeout.
+        let request_memory = options
+            .timeout
+            .saturating_mul(4)
+            .saturating_add(REQUEST_MEMORY_MARGIN);
         Ok(Self {
             connections,
             keys,
             issuer: issuer_of(prefix),
-            nonces: RandomState::new(),
+            nonce_base: RandomState::new().hash_one(()),
             state_sets: AtomicU64::new(0),
+            request_memory_us: request_memory.as_micros().to_string(),
             window_us: options.staleness.as_micros().to_string(),
             options,
             // A second insert or restore would answer "duplicate" for a driver the first run
@@ -1056,7 +1099,12 @@ impl RedisIndex {
     pub fn set_state(&self, id: DriverId, state: DriverState) -> Result<Version, Error> {
         let reply = self.run(
             &self.set_state,
-            &[&id.to_string(), &state.code().to_string(), &self.nonce()],
+            &[
+                &id.to_string(),
+                &state.code().to_string(),
+                &self.nonce(),
+                &self.request_memory_us,
+            ],
         )?;
         let Value::Array(fields) = &reply else {
             return Err(MALFORMED);
@@ -1068,11 +1116,11 @@ impl RedisIndex {
         }
     }
 
-    /// A nonce for one state set, unique across processes: a randomly seeded hash of this
-    /// index's count of state sets.
+    /// A nonce for one state set: this index's random base and its count of state sets, so
+    /// never the same twice in one index, and across indexes only if their bases collide.
     fn nonce(&self) -> String {
         let count = self.state_sets.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}", self.nonces.hash_one(count))
+        format!("{:016x}{count:x}", self.nonce_base)
     }
 
     /// Claims a driver found at `version`: moves it from `Available` to `Offered` if nothing

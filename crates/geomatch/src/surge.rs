@@ -35,7 +35,10 @@
 //! by a window's length since it was recorded (tests
 //! `after_a_clock_steps_back_the_window_slides_on_at_once`, and
 //! `a_clock_going_back_and_forth_counts_as_its_forward_movement` against a model). A clock
-//! that jumps forward moves the window by the jump, as if that much time had passed. On a
+//! that jumps forward moves the window by the jump, as if that much time had passed. The
+//! surge's time stops at 2^64 ns (584 years of forward movement, or one jump of a clock to
+//! the end of its range), and from there on nothing leaves the window (test
+//! `readings_at_the_ends_of_the_clocks_range_do_not_panic`). On a
 //! monotonic clock the surge's time is the clock's reading.
 //!
 //! Supply is whatever the caller reports: a driver coming online or finishing a trip, or one

@@ -12,7 +12,8 @@ use std::time::Duration;
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_geomatch::matching::{BatchConfig, BatchMatcher, BatchOutcome};
 use infra_geomatch::redis::{
-    GEO_MARGIN_M, MAX_GEO_LAT, REDIS_EARTH_RADIUS_M, RedisIndex, RedisOptions, SCAN_PAGE,
+    GEO_MARGIN_M, MAX_GEO_LAT, REDIS_EARTH_RADIUS_M, REQUEST_MEMORY_MARGIN, RedisIndex,
+    RedisOptions, SCAN_PAGE,
 };
 use infra_geomatch::{
     BackendFailure, Candidate, Config, DriverId, DriverProfile, DriverState, Drivers,
@@ -902,14 +903,129 @@ fn a_resent_state_set_whose_first_run_applied_moves_the_version_once() {
         .set_state(DriverId(1), DriverState::Available)
         .unwrap();
     assert_eq!(stored_word(&mut direct, prefix, 1), before + 4 + 4);
+}
 
-    // The removal takes the driver's last state set with it.
-    index.remove(DriverId(1)).unwrap();
-    let kept: u64 = redis::cmd("HLEN")
-        .arg(format!("{prefix}:requests"))
+/// The number of fields of the hash or members of the sorted set `key`.
+fn entries(direct: &mut redis::Connection, key: &str) -> u64 {
+    let kind: String = redis::cmd("TYPE").arg(key).query(direct).unwrap();
+    let count = if kind == "zset" { "ZCARD" } else { "HLEN" };
+    redis::cmd(count).arg(key).query(direct).unwrap()
+}
+
+/// The server forgets a state set once no resend of it can come: each set drops up to two
+/// expired requests besides remembering its own, so the request keys do not grow with every
+/// set ever made, and the set remembered expires after four timeouts and the margin.
+#[test]
+fn forgotten_state_sets_leave_the_request_keys() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = "test:{forgotten}";
+    let index = shared(&server, prefix);
+    index
+        .insert(DriverId(1), point(52.52, 13.4), DriverProfile::default())
+        .unwrap();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (requests, expiry) = (
+        format!("{prefix}:requests"),
+        format!("{prefix}:request-expiry"),
+    );
+    // Three requests of long ago, expired (at 0 µs).
+    for old in ["1 a", "1 b", "1 c"] {
+        let () = redis::cmd("HSET")
+            .arg(&requests)
+            .arg(old)
+            .arg(4)
+            .query(&mut direct)
+            .unwrap();
+        let () = redis::cmd("ZADD")
+            .arg(&expiry)
+            .arg(0)
+            .arg(old)
+            .query(&mut direct)
+            .unwrap();
+    }
+    index.set_state(DriverId(1), DriverState::Busy).unwrap();
+    assert_eq!(entries(&mut direct, &requests), 3 - 2 + 1);
+    assert_eq!(entries(&mut direct, &expiry), 3 - 2 + 1);
+    index
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    assert_eq!(entries(&mut direct, &requests), 2);
+    assert_eq!(entries(&mut direct, &expiry), 2);
+
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut direct).unwrap();
+    let newest: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(&expiry)
+        .arg(-1)
+        .arg(-1)
+        .arg("WITHSCORES")
         .query(&mut direct)
         .unwrap();
-    assert_eq!(kept, 0);
+    let remembered_us = newest[0].1 - (secs * 1_000_000 + micros);
+    // The default timeout, 500 ms, four times.
+    let memory = Duration::from_millis(4 * 500) + REQUEST_MEMORY_MARGIN;
+    assert!(remembered_us <= memory.as_micros() as u64);
+    assert!(remembered_us + 1_000_000 > memory.as_micros() as u64);
+}
+
+/// A state set whose answer was lost, with another matcher's state set of the same driver
+/// between its first run and its resend: the resend still finds its first run and changes
+/// nothing, so the other matcher's later set stands and the driver moved one version per call.
+#[test]
+fn a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
+    let prefix = "test:{resent-after-another}";
+    let options = RedisOptions::default()
+        .prefix(prefix)
+        .staleness(HOUR)
+        .timeout(Duration::from_secs(5));
+    let cut_off =
+        Arc::new(RedisIndex::new(&format!("redis://{}", proxy.addr()), options.clone()).unwrap());
+    let other = RedisIndex::new(&server.url(), options).unwrap();
+    cut_off
+        .insert(DriverId(1), point(52.52, 13.4), DriverProfile::default())
+        .unwrap();
+    // Pools a connection and loads the script, so the next set runs at its first sending.
+    cut_off
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let before = stored_word(&mut direct, prefix, 1);
+
+    proxy.set_latency(Duration::from_millis(200));
+    let setting = thread::spawn({
+        let index = Arc::clone(&cut_off);
+        move || index.set_state(DriverId(1), DriverState::Offline)
+    });
+    while stored_word(&mut direct, prefix, 1) == before {}
+    // The trip's matcher sets the driver available again while the first answer is on its way.
+    other
+        .set_state(DriverId(1), DriverState::Available)
+        .unwrap();
+    proxy.cut_connections();
+    proxy.set_latency(Duration::ZERO);
+    setting.join().unwrap().unwrap();
+
+    // Available (0) to offline (3) one version up, then back to available one version up.
+    assert_eq!(
+        stored_word(&mut direct, prefix, 1),
+        before + 4 + 3 + 4 - 3,
+        "the resend ran the offline set a second time, over the later set"
+    );
+    assert_eq!(
+        cut_off.driver(DriverId(1)).unwrap().state,
+        DriverState::Available
+    );
 }
 
 #[test]

@@ -84,6 +84,7 @@ use infra_common::{Clock, SystemClock};
 #[doc(hidden)]
 pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
+pub(crate) use storage::{create_dir_durably, sync_parent};
 pub use ticket::AppendTicket;
 
 use crate::Error;
@@ -317,9 +318,7 @@ impl Log {
     ) -> Result<Self, Error> {
         options.validate()?;
         let storage: Box<dyn Storage> = Box::new(storage);
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        create_dir_durably(&*storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
         let lock = storage
             .lock_dir(dir)
             .map_err(|e| Error::io("lock", dir, e))?
@@ -361,6 +360,9 @@ impl Log {
         let active = match newest {
             Some(segment) => segment,
             None => {
+                // A first open: an earlier one may have created the directory and died before
+                // its name was durable. (A segment in it proves a first open got this far.)
+                sync_parent(&*storage, dir).map_err(|e| Error::io("sync directory", dir, e))?;
                 let segment = Segment::create(&*storage, dir, 0, now_millis)?;
                 bytes += segment.len;
                 allocated += segment.allocated;
@@ -374,6 +376,12 @@ impl Log {
             .file
             .sync()
             .map_err(|e| Error::io("fsync", &active.path, e))?;
+        // And the segments' names: an open or a roll that died between creating a segment and
+        // syncing the directory left a name the next power loss would take, with whatever was
+        // appended to it since.
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
         let next = active
             .base
             .checked_add(active.records)

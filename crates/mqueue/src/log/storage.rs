@@ -220,6 +220,41 @@ impl Storage for FileStorage {
     }
 }
 
+/// Creates `dir` and its missing parents, and makes their names durable: the parent of
+/// each directory this call created is synced, outermost first. Without that, a power loss
+/// could take a new directory away with every synced file in it. A directory an earlier
+/// call created before dying unsynced is the caller's to sync ([`sync_parent`]) once it
+/// knows its first open never finished.
+///
+/// # Errors
+/// The operating system's error.
+pub(crate) fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    let missing = |path: &Path| matches!(storage.list(path), Err(error) if error.kind() == io::ErrorKind::NotFound);
+    let created: Vec<&Path> = dir
+        .ancestors()
+        .filter(|path| !path.as_os_str().is_empty())
+        .take_while(|path| missing(path))
+        .collect();
+    storage.create_dir_all(dir)?;
+    for path in created.iter().rev() {
+        sync_parent(storage, path)?;
+    }
+    Ok(())
+}
+
+/// Makes the name of `path` in its parent directory durable (nothing for a root).
+///
+/// # Errors
+/// The operating system's error.
+pub(crate) fn sync_parent(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    match path.parent() {
+        // A relative name with one component lives in the working directory.
+        Some(parent) if parent.as_os_str().is_empty() => storage.sync_dir(Path::new(".")),
+        Some(parent) => storage.sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// A boxed file layer is one too, so a caller can choose the layer at run time.
 impl<S: Storage + ?Sized> Storage for Box<S> {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -260,9 +295,10 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
 ///
 /// A file's contents are durable up to its last [`StorageFile::sync`]; a name (created,
 /// renamed or removed) is durable once its directory is synced with [`Storage::sync_dir`].
-/// Directories themselves (created or removed, with what they held) are durable at once.
-/// After a power cut, files opened before it refuse every operation, like handles of a
-/// crashed process.
+/// So is a created directory: its name in its parent is durable once the parent is synced,
+/// and a power cut before that takes it away with everything under it (a root, with no
+/// parent, is always there). A removed directory is gone at once. After a power cut, files
+/// opened before it refuse every operation, like handles of a crashed process.
 ///
 /// ```
 /// use infra_common::ManualClock;
@@ -286,8 +322,11 @@ pub struct SimulatedStorage {
 
 #[derive(Debug, Default)]
 struct Disk {
-    /// Directories that exist (treated as always durable).
+    /// Directories as the running system sees them.
     dirs: BTreeSet<PathBuf>,
+    /// Directories as they would be found after a power cut: roots, and those whose name
+    /// was in their parent when it was last synced.
+    durable_dirs: BTreeSet<PathBuf>,
     /// Names as the running system sees them.
     names: BTreeMap<PathBuf, u64>,
     /// Names as they would be found after a power cut.
@@ -346,7 +385,26 @@ impl SimulatedStorage {
     pub fn power_cut_keeping(&self, bytes: usize) {
         let mut disk = self.disk.lock();
         disk.generation += 1;
-        disk.names = disk.durable_names.clone();
+        // A directory survives if its name, and those of all its parents, were durable.
+        let survives = |dir: &Path, durable: &BTreeSet<PathBuf>| {
+            dir.ancestors().all(|ancestor| durable.contains(ancestor))
+        };
+        let dirs: BTreeSet<PathBuf> = disk
+            .durable_dirs
+            .iter()
+            .filter(|dir| survives(dir, &disk.durable_dirs))
+            .cloned()
+            .collect();
+        let names: BTreeMap<PathBuf, u64> = disk
+            .durable_names
+            .iter()
+            .filter(|(path, _)| path.parent().is_some_and(|dir| dirs.contains(dir)))
+            .map(|(path, &id)| (path.clone(), id))
+            .collect();
+        disk.durable_dirs.clone_from(&dirs);
+        disk.dirs = dirs;
+        disk.durable_names.clone_from(&names);
+        disk.names = names;
         disk.locked.clear();
         for file in disk.files.values_mut() {
             let kept = file.after_power_cut(bytes);
@@ -407,6 +465,9 @@ impl Storage for SimulatedStorage {
         let mut disk = self.disk.lock();
         for ancestor in dir.ancestors() {
             disk.dirs.insert(ancestor.to_path_buf());
+            if ancestor.parent().is_none() {
+                disk.durable_dirs.insert(ancestor.to_path_buf());
+            }
         }
         Ok(())
     }
@@ -472,8 +533,9 @@ impl Storage for SimulatedStorage {
         if disk.names.keys().any(inside) || disk.dirs.iter().any(inside) {
             return Err(io::Error::other(format!("{} is not empty", dir.display())));
         }
-        // Directories are durable as soon as they change, so their entries go with them.
+        // A removed directory is gone at once, with its entries.
         disk.dirs.remove(dir);
+        disk.durable_dirs.remove(dir);
         disk.durable_names
             .retain(|path, _| path.parent() != Some(dir));
         Ok(())
@@ -484,12 +546,20 @@ impl Storage for SimulatedStorage {
         let Disk {
             names,
             durable_names,
+            dirs,
+            durable_dirs,
             ..
         } = &mut *disk;
         durable_names.retain(|path, _| path.parent() != Some(dir));
         for (path, id) in names.iter() {
             if path.parent() == Some(dir) {
                 durable_names.insert(path.clone(), *id);
+            }
+        }
+        durable_dirs.retain(|path| path.parent() != Some(dir) || dirs.contains(path));
+        for path in dirs.iter() {
+            if path.parent() == Some(dir) {
+                durable_dirs.insert(path.clone());
             }
         }
         Ok(())

@@ -174,15 +174,16 @@ impl Durable {
         storage: Box<dyn QueueStorage>,
     ) -> Result<(Self, Recovered), Error> {
         match storage.list(dir) {
-            Ok(_) => {}
+            // An earlier open may have created the directory and died before its name was
+            // durable: one fsync of the parent per open makes sure.
+            Ok(_) => crate::log::sync_parent(&*storage, dir).map_err(io("sync directory", dir))?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 if !options.create {
                     return Err(Error::UnknownQueue {
                         dir: dir.to_path_buf(),
                     });
                 }
-                storage
-                    .create_dir_all(dir)
+                crate::log::create_dir_durably(&*storage, dir)
                     .map_err(io("create directory", dir))?;
             }
             Err(error) => return Err(Error::io("list", dir, error)),

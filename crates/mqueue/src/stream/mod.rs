@@ -11,7 +11,9 @@
 //! written, last. An open that finds no mark completes the creation, unless the stream holds
 //! records or commits with fewer partitions than asked for (a stream from before the mark,
 //! whose count is then refused as another count); a marked stream missing a partition is
-//! [`Error::Corrupt`]. Nothing is ever deleted.
+//! [`Error::Corrupt`]. Nothing is ever deleted. The stream directory's lock is held from
+//! before the mark is read until the stream is dropped, so of two opens at once the second
+//! is [`Error::Locked`] and cannot mark another count over the first's creation.
 //!
 //! A [`ConsumerGroup`] reads every partition from its committed offsets. [`ConsumerGroup::poll`]
 //! moves a read position only; [`ConsumerGroup::commit`] makes the positions the group's
@@ -45,7 +47,7 @@ use std::path::{Path, PathBuf};
 use infra_common::{Clock, SystemClock, stable_hash};
 
 use crate::Error;
-use crate::log::{FileStorage, Log, LogOptions, Storage};
+use crate::log::{FileStorage, Log, LogOptions, Storage, create_dir_durably, sync_parent};
 
 /// The most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -96,6 +98,8 @@ pub struct Stream {
     dir: PathBuf,
     partitions: Vec<Log>,
     storage: Box<dyn Storage>,
+    /// The stream directory's lock: one `Stream` per directory at a time.
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
 }
 
 fn partition_dir(dir: &Path, partition: u32) -> PathBuf {
@@ -107,8 +111,9 @@ impl Stream {
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for a partition count of 0, above [`MAX_PARTITIONS`] or unlike
-    /// the existing stream's; [`Error::Corrupt`] for a stream missing a partition or with a
-    /// damaged mark; anything [`Log::open`] returns.
+    /// the existing stream's; [`Error::Locked`] while another `Stream` has the directory open
+    /// (in this process or another); [`Error::Corrupt`] for a stream missing a partition or
+    /// with a damaged mark; anything [`Log::open`] returns.
     pub fn open(dir: &Path, options: StreamOptions) -> Result<Self, Error> {
         Self::open_with(dir, options, SystemClock::new(), FileStorage)
     }
@@ -136,9 +141,17 @@ impl Stream {
                 reason: "a stream has between 1 and MAX_PARTITIONS (4096) partitions",
             });
         }
-        storage
-            .create_dir_all(&dir.join("groups"))
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        let groups = dir.join("groups");
+        create_dir_durably(&storage, &groups)
+            .map_err(|e| Error::io("create directory", &groups, e))?;
+        // Held while the stream is open: another open of the directory would otherwise read
+        // the layout, find no mark, and write its own count over a creation finished meanwhile.
+        let lock = storage
+            .lock_dir(dir)
+            .map_err(|e| Error::io("lock", dir, e))?
+            .ok_or_else(|| Error::Locked {
+                dir: dir.to_path_buf(),
+            })?;
         let marked = read_mark(&storage, dir)?;
         let opener = Opener {
             dir,
@@ -165,6 +178,7 @@ impl Stream {
             dir: dir.to_path_buf(),
             partitions,
             storage: Box::new(storage),
+            _lock: lock,
         };
         stream.clamp_commits()?;
         Ok(stream)
@@ -407,9 +421,11 @@ where
     Ok(false)
 }
 
-/// Marks the creation finished once every partition exists: the partitions' names are made
-/// durable first, so a mark that survives a power loss has its partitions.
+/// Marks the creation finished once every partition exists: the stream directory's name and
+/// the partitions' are made durable first (an earlier open may have created them and died
+/// before syncing), so a mark that survives a power loss has its partitions.
 fn finish_creation(storage: &dyn Storage, dir: &Path, count: u32) -> Result<(), Error> {
+    sync_parent(storage, dir).map_err(|e| Error::io("sync directory", dir, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
