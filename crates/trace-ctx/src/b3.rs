@@ -119,21 +119,25 @@ impl B3 {
     /// [`Error::B3`] if a header is malformed, or only one of trace id and span id is present.
     /// `Ok` with neither ids nor sampling if no B3 header is present.
     pub fn extract_multi(carrier: &dyn Extractor) -> Result<Self, Error> {
-        let trace_id = carrier
-            .get(X_B3_TRACE_ID)
+        // Without the spaces and tabs around it, as the single header is read (an HTTP
+        // parser strips them; a carrier of pairs from elsewhere may not have).
+        let field = |name| {
+            carrier
+                .get(name)
+                .map(|value| value.trim_matches([' ', '\t']))
+        };
+        let trace_id = field(X_B3_TRACE_ID)
             .map(|hex| parse_trace_id(hex.as_bytes()))
             .transpose()?;
-        let span_id = carrier
-            .get(X_B3_SPAN_ID)
+        let span_id = field(X_B3_SPAN_ID)
             .map(|hex| parse_span_id(hex.as_bytes()))
             .transpose()?;
-        let parent_span_id = carrier
-            .get(X_B3_PARENT_SPAN_ID)
+        let parent_span_id = field(X_B3_PARENT_SPAN_ID)
             .map(|hex| parse_span_id(hex.as_bytes()))
             .transpose()?;
         // Only `1` means debug; any other value is ignored rather than failing the request.
-        let debug = carrier.get(X_B3_FLAGS) == Some("1");
-        let sampled = match carrier.get(X_B3_SAMPLED) {
+        let debug = field(X_B3_FLAGS) == Some("1");
+        let sampled = match field(X_B3_SAMPLED) {
             None => None,
             Some("1") => Some(true),
             Some("0") => Some(false),
@@ -488,6 +492,28 @@ mod tests {
                 None => assert!(parsed.is_err(), "{value:?} accepted: {parsed:?}"),
             }
         }
+    }
+
+    /// The multiple headers are read without the spaces and tabs around their values, as the
+    /// single `b3` header is.
+    #[test]
+    fn multi_header_values_are_read_without_surrounding_whitespace() {
+        let carrier = vec![
+            (X_B3_TRACE_ID, " 4bf92f3577b34da6a3ce929d0e0e4736\t"),
+            (X_B3_SPAN_ID, "\t00f067aa0ba902b7 "),
+            (X_B3_PARENT_SPAN_ID, " 0000000000000001"),
+            (X_B3_SAMPLED, " 1 "),
+            (X_B3_FLAGS, "1 "),
+        ];
+        let header = B3::extract_multi(&carrier).unwrap();
+        let ids = header.ids.unwrap();
+        assert_eq!(ids.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ids.span_id.to_string(), "00f067aa0ba902b7");
+        assert_eq!(ids.parent_span_id.map(|id| id.to_u64()), Some(1));
+        assert_eq!(header.sampling, Some(B3Sampling::Debug));
+        let carrier = vec![(X_B3_SAMPLED, "\t0 ")];
+        let header = B3::extract_multi(&carrier).unwrap();
+        assert_eq!(header.sampling, Some(B3Sampling::Deny));
     }
 
     #[test]
