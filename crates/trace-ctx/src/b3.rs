@@ -509,7 +509,7 @@ mod tests {
         let ids = header.ids.unwrap();
         assert_eq!(ids.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ids.span_id.to_string(), "00f067aa0ba902b7");
-        assert_eq!(ids.parent_span_id.map(|id| id.to_u64()), Some(1));
+        assert_eq!(ids.parent_span_id.map(SpanId::to_u64), Some(1));
         assert_eq!(header.sampling, Some(B3Sampling::Debug));
         let carrier = vec![(X_B3_SAMPLED, "\t0 ")];
         let header = B3::extract_multi(&carrier).unwrap();
