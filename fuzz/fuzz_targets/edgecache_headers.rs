@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use infra_edgecache::http::{
     CacheControl, Decision, Delta, Exchange, Freshness, Heuristic, MAX_CACHE_CONTROL_BYTES,
-    MAX_DIRECTIVES, MAX_QUALIFIED_FIELDS, RequestFacts, ResponseFacts, SetCookiePolicy, VaryKey, merge_not_modified,
-    storability, validates, without_hop_by_hop,
+    MAX_DIRECTIVES, MAX_QUALIFIED_FIELDS, RequestFacts, ResponseFacts, SetCookiePolicy, VaryKey,
+    merge_not_modified, storability, validates, without_hop_by_hop,
 };
 use libfuzzer_sys::fuzz_target;
 
