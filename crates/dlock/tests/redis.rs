@@ -165,6 +165,35 @@ fn an_expired_lock_goes_to_the_next_with_a_larger_token() {
     );
 }
 
+/// A waiter's lease counts from the attempt that was granted, not from its first attempt: a
+/// waiter that waited 300 ms keeps its whole lease after the hand-over.
+#[test]
+fn a_waiters_lease_starts_at_the_attempt_that_was_granted() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = Arc::new(locks(&server.url()));
+    let clock = *locks.clock();
+    let lease = Duration::from_secs(30);
+    let holder = locks.acquire(LOCK, lease).unwrap().into_grant();
+    let started = clock.now_nanos();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || locks.acquire(LOCK, lease).unwrap().into_grant())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    locks.release(holder).unwrap();
+    let grant = waiter.join().unwrap();
+    let waited = grant.granted_at_nanos().saturating_sub(started);
+    // Its attempts are at most 50 ms apart: the granted one was sent after the release.
+    assert!(
+        waited >= 250_000_000,
+        "the lease counts from {waited} ns after the wait began"
+    );
+    assert_eq!(grant.lease(), Duration::from_millis(30_000 - 300 - 2));
+    assert!(grant.deadline_nanos() >= started + 250_000_000 + 29_698_000_000);
+}
+
 /// Every key a name leaves in Redis expires: the holds with their leases, the token counter a
 /// day after the last grant. A counter gone (as its expiry makes it) starts again above every
 /// token it gave.
