@@ -1,7 +1,7 @@
 //! The Redis backend against a real `redis-server`: exclusion with fencing from many threads,
 //! owner-only release and extend, expiry, tokens across a server that lost its data, one round
-//! trip per call, and a fenced store under a paused server, cut and slow connections and
-//! holders that pause past their leases.
+//! trip per call, and a fenced store under a paused server, cut and slow connections, a
+//! restart that lost the data, and holders that pause past their leases.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
 use std::time::Duration;
@@ -752,14 +752,17 @@ struct Outcomes {
     refused: u64,
     /// Releases that found the lease gone (expired, or lost with the connection).
     lost_leases: u64,
+    /// Of those, holds that did not stall on purpose: grants lost to the faults.
+    lost_grants: u64,
     failed_releases: u64,
 }
 
 /// Three workers increment a fenced balance through a fault proxy while the main thread
-/// slows and cuts the connections and pauses the server; every fifth hold a worker stalls
-/// past its lease between its read and its write.
+/// slows and cuts the connections and pauses the server, then kills it and restarts it
+/// without its data; every fifth hold a worker stalls past its lease between its read and
+/// its write.
 #[test]
-fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
+fn a_fenced_balance_survives_pauses_cuts_slow_links_and_a_restart_without_data() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
@@ -791,6 +794,8 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
                         }
                         Err(Error::Backend { .. }) => {
                             outcomes.lock().failed_acquires += 1;
+                            // A server that is down refuses at once: back off, not spin.
+                            std::thread::sleep(Duration::from_millis(10));
                             continue;
                         }
                         Err(Error::LeaseSpentOnArrival { .. }) => {
@@ -801,8 +806,9 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
                     };
                     outcomes.lock().grants += 1;
                     let token = guard.token();
+                    let stalls = round.is_multiple_of(5);
                     let written = account.read(token).and_then(|balance| {
-                        if round.is_multiple_of(5) {
+                        if stalls {
                             // A GC pause past the lease, long enough for another worker
                             // (whose backoff is at most 50 ms) to take the lock and read.
                             guard.wait_lost();
@@ -815,7 +821,11 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
                     }
                     match guard.release() {
                         Ok(()) => {}
-                        Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+                        Err(Error::LeaseExpired { .. }) => {
+                            let mut outcomes = outcomes.lock();
+                            outcomes.lost_leases += 1;
+                            outcomes.lost_grants += u64::from(!stalls);
+                        }
                         Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
                         Err(other) => panic!("{other}"),
                     }
@@ -835,6 +845,14 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
         std::thread::sleep(Duration::from_millis(400));
         server.resume();
     }
+    // The server dies under the workers and comes back without its data: the holds and the
+    // token counter are gone, so the lock is granted again at once while its last holder may
+    // still be inside its lease, and only the clock rule keeps the next token above its own.
+    std::thread::sleep(Duration::from_millis(150));
+    server.kill();
+    std::fs::remove_dir_all(server.data_dir().join("appendonlydir")).unwrap();
+    server.restart().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     done.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.join().unwrap();
