@@ -179,7 +179,10 @@ impl Grant {
         self.token
     }
 
-    /// The clock reading at which the grant (or its latest extension) was confirmed.
+    /// The clock reading the lease counts from: when the grant (or its latest extension) was
+    /// made, for the in-process backend; for a lock server (Redis, etcd), when the request
+    /// the server confirmed was sent, which is never later than the server starts counting.
+    /// For a waiter, it is the hand-over, not the start of the wait.
     pub fn granted_at_nanos(&self) -> u64 {
         self.granted_at
     }

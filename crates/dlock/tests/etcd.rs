@@ -764,6 +764,38 @@ fn a_waiter_renews_its_lease_and_keeps_its_place() {
     locks.release(grant).unwrap();
 }
 
+/// A waiter's lease counts from the hand-over (the renewal that checked its lease), not from
+/// when it queued: with a 30 s lease it is not renewed while it waits 1 s, so only the
+/// hand-over's renewal can start its lease after the release.
+#[test]
+fn a_waiters_lease_starts_at_the_hand_over() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let locks = Arc::new(locks(&endpoints));
+    let lease = Duration::from_secs(30);
+    let holder = locks.acquire(LOCK, lease).unwrap();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || locks.acquire(LOCK, lease).unwrap().into_grant())
+    };
+    raw.await_keys(&format!("dlock/{LOCK}/"), 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let before_release = locks.clock().now_nanos();
+    holder.release().unwrap();
+    let grant = waiter.join().unwrap();
+    // The waiter renewed only after it saw the release's deletion.
+    assert!(
+        grant.granted_at_nanos() >= before_release,
+        "the lease counts from {} ns before the release",
+        before_release.saturating_sub(grant.granted_at_nanos())
+    );
+    assert_eq!(grant.lease(), lease);
+    locks.release(grant).unwrap();
+}
+
 #[test]
 fn a_waiter_rides_out_failures_for_its_ttl_then_gives_up() {
     let Some(mut server) = EtcdServer::start() else {

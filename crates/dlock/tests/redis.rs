@@ -1,7 +1,7 @@
 //! The Redis backend against a real `redis-server`: exclusion with fencing from many threads,
 //! owner-only release and extend, expiry, tokens across a server that lost its data, one round
-//! trip per call, and a fenced store under a paused server, cut and slow connections and
-//! holders that pause past their leases.
+//! trip per call, and a fenced store under a paused server, cut and slow connections, a
+//! restart that lost the data, and holders that pause past their leases.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
 use std::time::Duration;
@@ -163,6 +163,35 @@ fn an_expired_lock_goes_to_the_next_with_a_larger_token() {
         second.grant().lease(),
         Duration::from_millis(30_000 - 300 - 2)
     );
+}
+
+/// A waiter's lease counts from the attempt that was granted, not from its first attempt: a
+/// waiter that waited 300 ms keeps its whole lease after the hand-over.
+#[test]
+fn a_waiters_lease_starts_at_the_attempt_that_was_granted() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let locks = Arc::new(locks(&server.url()));
+    let clock = *locks.clock();
+    let lease = Duration::from_secs(30);
+    let holder = locks.acquire(LOCK, lease).unwrap().into_grant();
+    let started = clock.now_nanos();
+    let waiter = {
+        let locks = Arc::clone(&locks);
+        thread::spawn(move || locks.acquire(LOCK, lease).unwrap().into_grant())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    locks.release(holder).unwrap();
+    let grant = waiter.join().unwrap();
+    let waited = grant.granted_at_nanos().saturating_sub(started);
+    // Its attempts are at most 50 ms apart: the granted one was sent after the release.
+    assert!(
+        waited >= 250_000_000,
+        "the lease counts from {waited} ns after the wait began"
+    );
+    assert_eq!(grant.lease(), Duration::from_millis(30_000 - 300 - 2));
+    assert!(grant.deadline_nanos() >= started + 250_000_000 + 29_698_000_000);
 }
 
 /// Every key a name leaves in Redis expires: the holds with their leases, the token counter a
@@ -723,14 +752,17 @@ struct Outcomes {
     refused: u64,
     /// Releases that found the lease gone (expired, or lost with the connection).
     lost_leases: u64,
+    /// Of those, holds that did not stall on purpose: grants lost to the faults.
+    lost_grants: u64,
     failed_releases: u64,
 }
 
 /// Three workers increment a fenced balance through a fault proxy while the main thread
-/// slows and cuts the connections and pauses the server; every fifth hold a worker stalls
-/// past its lease between its read and its write.
+/// slows and cuts the connections and pauses the server, then kills it and restarts it
+/// without its data; every fifth hold a worker stalls past its lease between its read and
+/// its write.
 #[test]
-fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
+fn a_fenced_balance_survives_pauses_cuts_slow_links_and_a_restart_without_data() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
@@ -762,6 +794,8 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
                         }
                         Err(Error::Backend { .. }) => {
                             outcomes.lock().failed_acquires += 1;
+                            // A server that is down refuses at once: back off, not spin.
+                            std::thread::sleep(Duration::from_millis(10));
                             continue;
                         }
                         Err(Error::LeaseSpentOnArrival { .. }) => {
@@ -772,8 +806,9 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
                     };
                     outcomes.lock().grants += 1;
                     let token = guard.token();
+                    let stalls = round.is_multiple_of(5);
                     let written = account.read(token).and_then(|balance| {
-                        if round.is_multiple_of(5) {
+                        if stalls {
                             // A GC pause past the lease, long enough for another worker
                             // (whose backoff is at most 50 ms) to take the lock and read.
                             guard.wait_lost();
@@ -786,7 +821,11 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
                     }
                     match guard.release() {
                         Ok(()) => {}
-                        Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+                        Err(Error::LeaseExpired { .. }) => {
+                            let mut outcomes = outcomes.lock();
+                            outcomes.lost_leases += 1;
+                            outcomes.lost_grants += u64::from(!stalls);
+                        }
                         Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
                         Err(other) => panic!("{other}"),
                     }
@@ -806,6 +845,14 @@ fn a_fenced_balance_survives_pauses_cuts_and_slow_links() {
         std::thread::sleep(Duration::from_millis(400));
         server.resume();
     }
+    // The server dies under the workers and comes back without its data: the holds and the
+    // token counter are gone, so the lock is granted again at once while its last holder may
+    // still be inside its lease, and only the clock rule keeps the next token above its own.
+    std::thread::sleep(Duration::from_millis(150));
+    server.kill();
+    std::fs::remove_dir_all(server.data_dir().join("appendonlydir")).unwrap();
+    server.restart().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     done.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.join().unwrap();

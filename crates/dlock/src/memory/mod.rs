@@ -70,6 +70,18 @@ use crate::locks::Locks;
 /// one precision (plus the upkeep thread's delay) late: the lock may stay closed to others a
 /// little longer than asked, never shorter than its holder believes.
 ///
+/// # Safe for correctness?
+///
+/// With a [`Fence`](crate::Fence) at the resource, yes for mutexes and read-write locks
+/// (writers `admit`, readers `check`): tokens and leases come from this one instance, so a
+/// holder that stalls past its lease holds a smaller token than the next holder and its late
+/// write is refused (`a_holder_paused_past_its_lease_has_its_write_refused` and
+/// `threads_incrementing_through_a_fence_lose_nothing_while_leases_expire_under_them` in
+/// `tests/memory.rs`). Without a fence it is an **efficiency** lock: nothing stops a stalled
+/// holder from writing late. A semaphore is an efficiency limit with a fence or without, since
+/// its permits do not exclude each other. Tokens restart with the process unless
+/// [`MemoryLocks::with_tokens_after`] starts them above a persisted fence's mark.
+///
 /// ```
 /// use infra_dlock::{Locks, MemoryLocks};
 /// use std::time::Duration;
