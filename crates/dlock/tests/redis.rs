@@ -331,6 +331,75 @@ fn tokens_keep_growing_across_restarts_that_lost_the_data() {
     );
 }
 
+/// A failover to a replica that missed the last grants, with real replication on loopback: the
+/// replica copies the primary's first grants, is promoted (its link cut, as a failover cuts
+/// it), the old primary grants more that it never receives, and a client sent to the promoted
+/// replica once its clock has passed the last of those grants' millisecond (the README's
+/// condition: the servers' clocks agree and the failover takes longer than a millisecond) is
+/// given a token above every token the old primary gave, though the replica's counter is behind.
+#[test]
+fn a_replica_promoted_after_missing_the_last_grants_gives_larger_tokens() {
+    let (Some(primary), Some(replica)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    // The primary sends its data at once rather than after the default delay.
+    let reply = primary.command(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    assert_eq!(reply.unwrap(), "+OK");
+    let port = primary.addr().port().to_string();
+    assert_eq!(
+        replica.command(&["REPLICAOF", "127.0.0.1", &port]).unwrap(),
+        "+OK"
+    );
+    let on_primary = locks(&primary.url());
+    let counter = format!("dlock:{{{LOCK}}}:token");
+    let lease = Duration::from_secs(30);
+    let grant = |locks: &RedisLocks| {
+        let guard = locks.acquire(LOCK, lease).unwrap();
+        let token = guard.token();
+        guard.release().unwrap();
+        token
+    };
+    let copied = (0..3).map(|_| grant(&on_primary)).last().unwrap();
+    // `WAIT` blocks in the primary until the replica has acknowledged every write so far (the
+    // first call may find the link still syncing: asked again until it counts one replica).
+    let acknowledged = (0..100).any(|_| {
+        let replicas: u64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(100)
+            .query(&mut client(&primary))
+            .unwrap();
+        replicas == 1
+    });
+    assert!(
+        acknowledged,
+        "the replica never acknowledged the first grants"
+    );
+    assert_eq!(replica.command(&["REPLICAOF", "NO", "ONE"]).unwrap(), "+OK");
+
+    let missed = (0..5).map(|_| grant(&on_primary)).last().unwrap();
+    assert!(missed > copied);
+    let behind: u64 = redis::cmd("GET")
+        .arg(&counter)
+        .query(&mut client(&replica))
+        .unwrap();
+    assert_eq!(
+        behind,
+        copied.get(),
+        "the promoted replica's counter missed the last grants"
+    );
+
+    // The replica's clock reads past the millisecond of the last missed grant (the same
+    // machine's clock: a few round trips at most).
+    let last_ms = missed.get() >> 20;
+    while server_time_ms(&replica) <= last_ms {}
+    let on_replica = locks(&replica.url());
+    let after_failover = grant(&on_replica);
+    assert!(
+        after_failover > missed,
+        "{after_failover} after the old primary's {missed}"
+    );
+}
+
 /// Copies the server's append-only files aside: a snapshot of its data as it is now.
 fn snapshot(server: &RedisServer) -> std::path::PathBuf {
     let live = server.data_dir().join("appendonlydir");
