@@ -143,6 +143,23 @@ async fn a_stale_response_is_revalidated_as_fwd_stale() {
     );
 }
 
+/// A HEAD whose URL's stored GET is stale goes to the origin (as a HEAD) because of that
+/// staleness: `fwd=stale`, not a miss.
+#[tokio::test]
+async fn a_head_sent_on_for_a_stale_stored_get_is_fwd_stale() {
+    let clock = ManualClock::new();
+    let cache = cache(cacheable("max-age=10"), &clock);
+    serve(&cache, get("http://a.test/", &[])).await;
+    clock.advance(Duration::from_secs(20));
+    let head = Request::head("http://a.test/").body(Bytes::new()).unwrap();
+    let forwarded = serve(&cache, head).await;
+    assert_eq!(cache.origin().calls(), 2, "the HEAD went to the origin");
+    assert_eq!(
+        ours(&forwarded),
+        expected("edgecache; fwd=stale; fwd-status=200; ttl=10; stored")
+    );
+}
+
 #[tokio::test]
 async fn the_clients_no_cache_is_fwd_request() {
     let clock = ManualClock::new();

@@ -512,15 +512,20 @@ impl<O: Origin> HttpCache<O> {
                 .await;
         }
 
-        if parts.method == Method::HEAD
-            && let Some(response) = inner.head_from_get(&key, &parts.headers, &request_cc)
-        {
-            return Ok(response);
+        // Why a HEAD could not be answered from the URL's stored GET, if one is stored.
+        let mut get_unused = None;
+        if parts.method == Method::HEAD {
+            match inner.head_from_get(&key, &parts.headers, &request_cc) {
+                Ok(response) => return Ok(response),
+                Err(reason) => get_unused = reason,
+            }
         }
         let looked_up = inner.lookup(&key, &parts.headers, &request_cc, true);
         let forward = match &looked_up {
             Ok(candidate) => candidate.forward,
-            Err(reason) => *reason,
+            // Nothing under the HEAD's own key: the stored GET's reason, if there is one, says
+            // more than a miss (a stale GET is `fwd=stale`, not `uri-miss`).
+            Err(reason) => get_unused.unwrap_or(*reason),
         };
         let candidate = looked_up.ok();
         if let Some(candidate) = &candidate {
@@ -934,18 +939,25 @@ impl<O: Origin> Inner<O> {
     /// body). A GET response only within `stale-while-revalidate` is not used: its refresh
     /// would have to be a GET, so HEAD takes its own path (its own key, asked as HEAD), which
     /// never stores its bodiless answer as the GET's.
+    ///
+    /// # Errors
+    ///
+    /// Why the stored GET response that the request selects may not answer it (`Forward`'s
+    /// `stale` or `request`), or `None` if it selects none.
     fn head_from_get(
         &self,
         head_key: &PrimaryKey,
         headers: &HeaderMap,
         request_cc: &CacheControl,
-    ) -> Option<Response<Bytes>> {
+    ) -> Result<Response<Bytes>, Option<Forward>> {
         let get_key = head_key.with_method(&Method::GET);
-        let found = self.lookup(&get_key, headers, request_cc, false).ok()?;
+        let found = self
+            .lookup(&get_key, headers, request_cc, false)
+            .map_err(|_| None)?;
         let status = match found.decision {
             Decision::Fresh => CacheStatus::Hit,
             Decision::StaleAccepted => CacheStatus::Stale,
-            _ => return None,
+            _ => return Err(Some(found.forward)),
         };
         self.count_hit(&get_key);
         if status == CacheStatus::Stale {
@@ -954,7 +966,7 @@ impl<O: Origin> Inner<O> {
         let age = self.age(&found.stored);
         let mut response = respond(&found.stored, headers, age, (status, Member::hit()));
         *response.body_mut() = Bytes::new();
-        Some(response)
+        Ok(response)
     }
 
     /// Counts a hit on `key` found by an uncounted lookup, and tells the store's policy.
