@@ -105,6 +105,28 @@ async fn a_response_not_stored_says_so_and_has_no_ttl() {
     );
 }
 
+/// A response heavier than a shard's share of the byte budget is refused by the store: not
+/// said `stored`, and no `ttl`, though it was storable.
+#[tokio::test]
+async fn a_response_the_store_refuses_is_not_said_stored() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        let body = "x".repeat(256 << 10);
+        Reply::Response(response(&[("cache-control", "max-age=60")], &body))
+    });
+    let cache = HttpCache::builder(origin, 64 << 10)
+        .clock(clock.clone())
+        .fetch_timeout(Duration::from_secs(5))
+        .build();
+    let response = serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=uri-miss; fwd-status=200")
+    );
+    serve(&cache, get("http://a.test/", &[])).await;
+    assert_eq!(cache.origin().calls(), 2, "nothing was stored");
+}
+
 #[tokio::test]
 async fn another_variant_is_a_vary_miss() {
     let clock = ManualClock::new();

@@ -1237,7 +1237,7 @@ impl<O: Origin> Inner<O> {
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
-        let purged = self.store_variant(context.key, &stored, ttl);
+        let (purged, admitted) = self.store_variant(context.key, &stored, ttl);
         // What a purge by URL reached during the fetch is not shared either.
         if purged == Purged::No {
             #[cfg(feature = "redis")]
@@ -1246,16 +1246,21 @@ impl<O: Origin> Inner<O> {
         Fetch {
             stored,
             personal,
-            kept: purged != Purged::Hard,
+            kept: purged != Purged::Hard && admitted,
         }
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
     /// keeping the others, newest last, for as long as the longest-lived needs; unless a purge
     /// of its URL reached the cache after its fetch began: a hard one stores nothing, a soft
-    /// one stores it marked stale. Returns what such purges did.
-    fn store_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> Purged {
-        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    /// one stores it marked stale. Returns what such purges did, and whether the store took the
+    /// entry (it refuses one heavier than a shard's share).
+    fn store_variant(
+        &self,
+        key: &PrimaryKey,
+        stored: &Arc<Stored>,
+        ttl: Duration,
+    ) -> (Purged, bool) {
         let (purged, evicted) = self
             .purges
             .store_url(key.target(), stored.generation, |purged| match purged {
@@ -1267,14 +1272,15 @@ impl<O: Origin> Inner<O> {
                 Purged::No => (purged, Some(self.insert_variant(key, stored, ttl))),
             });
         #[cfg(feature = "metrics")]
-        if let Some(evicted) = evicted {
+        if let Some(Some(evicted)) = evicted {
             self.metrics.stored(stored.weight(), evicted);
         }
-        purged
+        (purged, evicted.is_some_and(|inserted| inserted.is_some()))
     }
 
-    /// [`store_variant`](Self::store_variant)'s insert; the number of entries evicted for it.
-    fn insert_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> u64 {
+    /// [`store_variant`](Self::store_variant)'s insert; the number of entries evicted for it,
+    /// or `None` if the store refused it.
+    fn insert_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> Option<u64> {
         let mut list: Vec<Arc<Stored>> = self
             .store
             .peek(key)
@@ -1349,7 +1355,7 @@ impl<O: Origin> Inner<O> {
         } else {
             self.keep_for(&stored)
         };
-        if !ttl.is_zero() && self.store_variant(key, &stored, ttl) != Purged::No {
+        if !ttl.is_zero() && self.store_variant(key, &stored, ttl).0 != Purged::No {
             // A purge of its URL reached this cache after the read began: the record predates
             // it.
             shared.count(Event::Miss);

@@ -222,8 +222,10 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
         self.insert_with_ttl_evicting(key, value, ttl);
     }
 
-    /// [`Cache::insert_with_ttl`], returning how many entries the policy evicted for it.
-    pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> u64 {
+    /// [`Cache::insert_with_ttl`], returning how many entries the policy evicted for it, or
+    /// `None` if the entry was refused (heavier than a shard's share, see
+    /// [`Stats::rejections`]).
+    pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> Option<u64> {
         let expires_at = self
             .clock
             .now_nanos()
@@ -232,14 +234,15 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
         self.insert_until(key, value, expires_at.min(NEVER - 1))
     }
 
-    /// Inserts, returning how many entries the policy evicted for it.
-    fn insert_until(&self, key: K, value: V, expires_at: u64) -> u64 {
+    /// Inserts, returning how many entries the policy evicted for it, or `None` if the entry
+    /// was refused.
+    fn insert_until(&self, key: K, value: V, expires_at: u64) -> Option<u64> {
         let weight = (self.weigher)(&key, &value);
         let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock();
-        let before = shard.counters.evictions;
+        let (evictions, rejections) = (shard.counters.evictions, shard.counters.rejections);
         shard.insert(hash, key, value, weight, expires_at, &self.now());
-        shard.counters.evictions - before
+        (shard.counters.rejections == rejections).then(|| shard.counters.evictions - evictions)
     }
 
     /// Removes `key`, returning its value if it was present and not expired.
