@@ -251,10 +251,11 @@ async fn stale_if_error_names_the_error_status_and_the_detail() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn waiters_on_another_requests_fetch_are_collapsed() {
+/// Three requests for one URL that the origin answers only once all three wait: this cache's
+/// member of each response, and the cache.
+async fn three_at_once(cache_control: &'static str) -> (HttpCache<TestOrigin>, Vec<Member>) {
     let clock = ManualClock::new();
-    let origin = cacheable("max-age=60");
+    let origin = cacheable(cache_control);
     origin.set_open(false);
     let cache = cache(origin, &clock);
     let mut tasks = JoinSet::new();
@@ -266,9 +267,18 @@ async fn waiters_on_another_requests_fetch_are_collapsed() {
         tokio::task::yield_now().await;
     }
     cache.origin().set_open(true);
-    let mut collapsed = 0;
+    let mut members = Vec::new();
     while let Some(response) = tasks.join_next().await {
-        let member = ours(&response.unwrap());
+        members.push(ours(&response.unwrap()));
+    }
+    (cache, members)
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_on_another_requests_fetch_are_collapsed() {
+    let (cache, members) = three_at_once("max-age=60").await;
+    let mut collapsed = 0;
+    for member in members {
         if member == expected("edgecache; fwd=uri-miss; fwd-status=200; ttl=60; stored; collapsed")
         {
             collapsed += 1;
@@ -369,23 +379,7 @@ async fn the_name_is_configurable_and_the_field_can_be_left_out() {
 async fn waiters_that_could_not_use_the_fetch_say_collapsed_false() {
     // RFC 9211 §2.6: `collapsed=?0` for a request the cache tried to collapse but had to send
     // on its own (here: the response it waited for was its requester's alone).
-    let clock = ManualClock::new();
-    let origin = cacheable("private, max-age=60");
-    origin.set_open(false);
-    let cache = cache(origin, &clock);
-    let mut tasks = JoinSet::new();
-    for _ in 0..3 {
-        let cache = cache.clone();
-        tasks.spawn(async move { cache.serve(get("http://a.test/", &[])).await.unwrap() });
-    }
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-    cache.origin().set_open(true);
-    let mut members = Vec::new();
-    while let Some(response) = tasks.join_next().await {
-        members.push(ours(&response.unwrap()));
-    }
+    let (cache, members) = three_at_once("private, max-age=60").await;
     let refused = expected("edgecache; fwd=uri-miss; fwd-status=200; collapsed=?0");
     assert_eq!(members.iter().filter(|m| **m == refused).count(), 2);
     assert!(members.contains(&expected("edgecache; fwd=uri-miss; fwd-status=200")));
