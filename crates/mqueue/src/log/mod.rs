@@ -85,6 +85,20 @@ use infra_common::{Clock, SystemClock};
 pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
 pub(crate) use storage::{create_dir_durably, sync_parent};
+
+/// Takes `dir`'s lock, held until the returned guard is dropped: [`Error::Locked`] if another
+/// open (in this process or another) holds it.
+pub(crate) fn take_dir_lock(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Box<dyn fmt::Debug + Send + Sync>, Error> {
+    storage
+        .lock_dir(dir)
+        .map_err(|e| Error::io("lock", dir, e))?
+        .ok_or_else(|| Error::Locked {
+            dir: dir.to_path_buf(),
+        })
+}
 pub use ticket::AppendTicket;
 
 use crate::Error;
@@ -319,12 +333,7 @@ impl Log {
         options.validate()?;
         let storage: Box<dyn Storage> = Box::new(storage);
         create_dir_durably(&*storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let lock = storage
-            .lock_dir(dir)
-            .map_err(|e| Error::io("lock", dir, e))?
-            .ok_or_else(|| Error::Locked {
-                dir: dir.to_path_buf(),
-            })?;
+        let lock = take_dir_lock(&*storage, dir)?;
         let mut bases: Vec<u64> = storage
             .list(dir)
             .map_err(|e| Error::io("list", dir, e))?

@@ -47,7 +47,9 @@ use std::path::{Path, PathBuf};
 use infra_common::{Clock, SystemClock, stable_hash};
 
 use crate::Error;
-use crate::log::{FileStorage, Log, LogOptions, Storage, create_dir_durably, sync_parent};
+use crate::log::{
+    FileStorage, Log, LogOptions, Storage, create_dir_durably, sync_parent, take_dir_lock,
+};
 
 /// The most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -146,12 +148,7 @@ impl Stream {
             .map_err(|e| Error::io("create directory", &groups, e))?;
         // Held while the stream is open: another open of the directory would otherwise read
         // the layout, find no mark, and write its own count over a creation finished meanwhile.
-        let lock = storage
-            .lock_dir(dir)
-            .map_err(|e| Error::io("lock", dir, e))?
-            .ok_or_else(|| Error::Locked {
-                dir: dir.to_path_buf(),
-            })?;
+        let lock = take_dir_lock(&storage, dir)?;
         let marked = read_mark(&storage, dir)?;
         let opener = Opener {
             dir,
