@@ -643,6 +643,18 @@ impl<O: Origin> HttpCache<O> {
         } else {
             Member::forward(forward).collapsed(true)
         };
+        // A fetched response this request gets as a plain miss, not as one stored for it.
+        let fetched_miss = |fetched: &Stored, forwarded: Member| {
+            respond(
+                fetched,
+                &parts.headers,
+                inner.age(fetched),
+                (
+                    CacheStatus::Miss,
+                    forwarded.forward_status(Some(fetched.forward_status())),
+                ),
+            )
+        };
         match outcome {
             Ok(Fetch {
                 stored: fetched, ..
@@ -698,15 +710,7 @@ impl<O: Origin> HttpCache<O> {
                 personal,
                 ..
             }) if initiator => {
-                let mut response = respond(
-                    &fetched,
-                    &parts.headers,
-                    inner.age(&fetched),
-                    (
-                        CacheStatus::Miss,
-                        forwarded.forward_status(Some(fetched.forward_status())),
-                    ),
-                );
+                let mut response = fetched_miss(&fetched, forwarded);
                 give_personal_fields(&mut response, personal);
                 Ok(response)
             }
@@ -719,15 +723,7 @@ impl<O: Origin> HttpCache<O> {
                 && fetched.impersonal
                 && fetched.vary.matches(&parts.headers) =>
             {
-                let mut response = respond(
-                    &fetched,
-                    &parts.headers,
-                    inner.age(&fetched),
-                    (
-                        CacheStatus::Miss,
-                        forwarded.forward_status(Some(fetched.forward_status())),
-                    ),
-                );
+                let mut response = fetched_miss(&fetched, forwarded);
                 withhold_no_cache_fields(response.headers_mut(), &fetched);
                 Ok(response)
             }
