@@ -171,31 +171,47 @@ fn assert_usable(stream: &Stream, context: &str) {
     group.commit().expect(context);
 }
 
+/// Runs `first_open` on a disk that dies at its first change, then at its second, and so on,
+/// until an open makes every change it needs: after each crash, `after_crash` gets the disk as
+/// the crash left it, the crash point and what the dying open returned. Returns the crash
+/// points tried and what the open that did not die returned.
+fn walk_crash_points<T>(
+    first_open: impl Fn(DyingDisk) -> T,
+    mut after_crash: impl FnMut(&SimulatedStorage, u64, T),
+) -> (u64, T) {
+    for budget in 0.. {
+        let disk = SimulatedStorage::new();
+        let dying = DyingDisk::new(&disk, budget);
+        let first = first_open(dying.clone());
+        if !dying.died() {
+            return (budget, first);
+        }
+        after_crash(&disk, budget, first);
+    }
+    unreachable!("the loop returns once an open does not die")
+}
+
 /// Every crash point of a first open, found by letting it make one more change each time
 /// until it succeeds; after each, `after_crash` runs on the disk and a plain open must
 /// complete the stream, which then takes records, survives another reopen with its records
 /// and refuses another partition count. Returns the crash points tried.
 fn every_crash_point_of_a_first_open(after_crash: impl Fn(&SimulatedStorage)) -> u64 {
-    for budget in 0.. {
-        let disk = SimulatedStorage::new();
-        let dying = DyingDisk::new(&disk, budget);
-        let first = Stream::open_with(
+    let first_open = |dying| {
+        Stream::open_with(
             Path::new(DIR),
             options(PARTITIONS),
             ManualClock::new(),
-            dying.clone(),
-        );
-        if !dying.died() {
-            first.expect("an open that made every change it needed");
-            return budget;
-        }
+            dying,
+        )
+    };
+    let (budget, last) = walk_crash_points(first_open, |disk, budget, first| {
         assert!(first.is_err(), "crash at change {budget}: the open went on");
-        after_crash(&disk);
+        after_crash(disk);
         let context = format!("reopened after a crash at change {budget}");
-        let stream = reopen(&disk, PARTITIONS).expect(&context);
+        let stream = reopen(disk, PARTITIONS).expect(&context);
         assert_usable(&stream, &context);
         drop(stream);
-        let stream = reopen(&disk, PARTITIONS).expect(&context);
+        let stream = reopen(disk, PARTITIONS).expect(&context);
         let held: u64 = (0..PARTITIONS)
             .map(|p| stream.partition(p).expect("a partition").next_offset())
             .sum();
@@ -203,13 +219,14 @@ fn every_crash_point_of_a_first_open(after_crash: impl Fn(&SimulatedStorage)) ->
         drop(stream);
         assert!(
             matches!(
-                reopen(&disk, PARTITIONS + 1),
+                reopen(disk, PARTITIONS + 1),
                 Err(Error::InvalidOptions { .. })
             ),
             "{context}: another partition count"
         );
-    }
-    unreachable!("the loop returns once an open succeeds")
+    });
+    last.expect("an open that made every change it needed");
+    budget
 }
 
 #[test]
@@ -321,30 +338,29 @@ fn a_new_streams_acknowledged_record_survives_a_power_loss() {
 /// durable the names the dead one created and never synced (the stream directory's own).
 #[test]
 fn records_taken_after_a_crashed_creation_was_completed_survive_a_power_loss() {
-    for budget in 0.. {
-        let disk = SimulatedStorage::new();
-        let dying = DyingDisk::new(&disk, budget);
-        let first = Stream::open_with(
+    let first_open = |dying| {
+        Stream::open_with(
             Path::new(DIR),
             options(PARTITIONS),
             ManualClock::new(),
-            dying.clone(),
-        );
-        if !dying.died() {
-            break;
-        }
+            dying,
+        )
+    };
+    walk_crash_points(first_open, |disk, budget, first| {
         drop(first);
         let context = format!("completed after a crash at change {budget}, then a power loss");
-        let stream = reopen(&disk, PARTITIONS).expect(&context);
+        let stream = reopen(disk, PARTITIONS).expect(&context);
         assert_usable(&stream, &context);
         disk.power_cut();
         drop(stream);
-        let stream = reopen(&disk, PARTITIONS).expect(&context);
+        let stream = reopen(disk, PARTITIONS).expect(&context);
         let held: u64 = (0..PARTITIONS)
             .map(|p| stream.partition(p).expect("a partition").next_offset())
             .sum();
         assert_eq!(held, u64::from(PARTITIONS), "{context}");
-    }
+    })
+    .1
+    .expect("an open that made every change it needed");
 }
 
 /// The same for a plain log: its first open died at any change, the next open appended a
@@ -353,18 +369,8 @@ fn records_taken_after_a_crashed_creation_was_completed_survive_a_power_loss() {
 #[test]
 fn a_logs_record_after_its_crashed_first_open_survives_a_power_loss() {
     let dir = Path::new("/events");
-    for budget in 0.. {
-        let disk = SimulatedStorage::new();
-        let dying = DyingDisk::new(&disk, budget);
-        let first = Log::open_with(
-            dir,
-            LogOptions::default(),
-            ManualClock::new(),
-            dying.clone(),
-        );
-        if !dying.died() {
-            break;
-        }
+    let first_open = |dying| Log::open_with(dir, LogOptions::default(), ManualClock::new(), dying);
+    walk_crash_points(first_open, |disk, budget, first| {
         drop(first);
         let context = format!("a log reopened after a crash at change {budget}, then a power loss");
         let log = Log::open_with(dir, LogOptions::default(), ManualClock::new(), disk.clone())
@@ -375,7 +381,9 @@ fn a_logs_record_after_its_crashed_first_open_survives_a_power_loss() {
         let log = Log::open_with(dir, LogOptions::default(), ManualClock::new(), disk.clone())
             .expect(&context);
         assert_eq!(log.next_offset(), 1, "{context}");
-    }
+    })
+    .1
+    .expect("an open that made every change it needed");
 }
 
 /// The same for a durable work queue: its first open died at any change, the next open
@@ -383,18 +391,9 @@ fn a_logs_record_after_its_crashed_first_open_survives_a_power_loss() {
 #[test]
 fn a_queues_message_after_its_crashed_first_open_survives_a_power_loss() {
     let dir = Path::new("/jobs");
-    for budget in 0.. {
-        let disk = SimulatedStorage::new();
-        let dying = DyingDisk::new(&disk, budget);
-        let first = WorkQueue::open_with(
-            dir,
-            QueueOptions::default(),
-            ManualClock::new(),
-            dying.clone(),
-        );
-        if !dying.died() {
-            break;
-        }
+    let first_open =
+        |dying| WorkQueue::open_with(dir, QueueOptions::default(), ManualClock::new(), dying);
+    walk_crash_points(first_open, |disk, budget, first| {
         drop(first);
         let context =
             format!("a queue reopened after a crash at change {budget}, then a power loss");
@@ -413,7 +412,9 @@ fn a_queues_message_after_its_crashed_first_open_survives_a_power_loss() {
         let queue = plain().expect(&context);
         let delivery = queue.try_receive().expect(&context).expect(&context);
         assert_eq!(delivery.payload(), b"kept", "{context}");
-    }
+    })
+    .1
+    .expect("an open that made every change it needed");
 }
 
 /// A disk that, the first time the stream directory is listed after its mark was looked
