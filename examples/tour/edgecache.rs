@@ -137,9 +137,14 @@ async fn tour() -> Result<(), Box<dyn Error>> {
     let during_outage = edge.serve(get("/products/42")?).await?;
     println!(
         "origin down, page 60 s past its max-age: served {:?} from the edge (stale-if-error), \
-         status {}",
+         status {}, Cache-Status: {}",
         status(&during_outage).ok_or("a cache status")?,
-        during_outage.status()
+        during_outage.status(),
+        during_outage
+            .headers()
+            .get("cache-status")
+            .ok_or("a Cache-Status field")?
+            .to_str()?
     );
     servers.down.store(false, Ordering::Relaxed);
 
