@@ -8,11 +8,11 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
-use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
+use infra_common::{Clock, ManualClock};
 use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
-use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
+use infra_dlock::{Access, Error, FencingToken, Grant, Locks, MemoryLocks, Wait};
 use infra_testkit::{EtcdCluster, EtcdServer, FaultProxy};
 
 mod common;
@@ -90,6 +90,23 @@ impl Raw {
     fn txn(&self, txn: Txn) -> etcd_client::TxnResponse {
         let mut client = self.client.clone();
         self.runtime.block_on(client.txn(txn)).unwrap()
+    }
+
+    /// The lease `key` is attached to (0 for none).
+    fn lease_of(&self, key: &str) -> i64 {
+        let mut client = self.client.clone();
+        let response = self.runtime.block_on(client.get(key, None)).unwrap();
+        response.kvs()[0].lease()
+    }
+
+    /// Moves `key` off its lease, keeping its value and create revision, and revokes the
+    /// lease: the lease is gone while the key stays in its place in the queue.
+    fn detach_and_revoke(&self, key: &str) {
+        let lease = self.lease_of(key);
+        let value = self.value(key);
+        self.txn(Txn::new().and_then([TxnOp::put(key, value, None)]));
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.lease_revoke(lease)).unwrap();
     }
 }
 
@@ -764,9 +781,44 @@ fn a_waiter_renews_its_lease_and_keeps_its_place() {
     locks.release(grant).unwrap();
 }
 
+/// Locks whose leases run on a manual clock: a waiter on it renews its lease only when the
+/// test moves the clock on by a third of the lease's TTL, which these tests never do.
+fn locks_on(endpoints: &[String], clock: &ManualClock) -> EtcdLocks<ManualClock> {
+    EtcdLocks::with_clock(endpoints, options(), clock.clone()).unwrap()
+}
+
+/// A thread waiting for `LOCK`.
+struct Waiter {
+    thread: thread::JoinHandle<Grant>,
+    granted: Arc<AtomicBool>,
+}
+
+impl Waiter {
+    fn spawn<C: Clock + Send + Sync + 'static>(locks: &Arc<EtcdLocks<C>>, lease: Duration) -> Self {
+        let locks = Arc::clone(locks);
+        let granted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&granted);
+        let thread = thread::spawn(move || {
+            let grant = locks.acquire(LOCK, lease).unwrap().into_grant();
+            flag.store(true, Ordering::SeqCst);
+            grant
+        });
+        Self { thread, granted }
+    }
+
+    fn is_granted(&self) -> bool {
+        self.granted.load(Ordering::SeqCst)
+    }
+
+    fn grant(self) -> Grant {
+        self.thread.join().unwrap()
+    }
+}
+
 /// A waiter's lease counts from the hand-over (the renewal that checked its lease), not from
-/// when it queued: with a 30 s lease it is not renewed while it waits 1 s, so only the
-/// hand-over's renewal can start its lease after the release.
+/// when it queued: it queues at 0 s, is handed the lock at 5 s, and is not renewed between
+/// (a 30 s lease renews every third of its 31 s TTL), so only the hand-over's renewal can
+/// start its lease at 5 s.
 #[test]
 fn a_waiters_lease_starts_at_the_hand_over() {
     let Some(server) = EtcdServer::start() else {
@@ -774,26 +826,75 @@ fn a_waiters_lease_starts_at_the_hand_over() {
     };
     let endpoints = [server.url()];
     let raw = Raw::new(&endpoints);
-    let locks = Arc::new(locks(&endpoints));
+    let clock = ManualClock::new();
+    let locks = Arc::new(locks_on(&endpoints, &clock));
     let lease = Duration::from_secs(30);
     let holder = locks.acquire(LOCK, lease).unwrap();
-    let waiter = {
-        let locks = Arc::clone(&locks);
-        thread::spawn(move || locks.acquire(LOCK, lease).unwrap().into_grant())
-    };
+    let waiter = Waiter::spawn(&locks, lease);
     raw.await_keys(&format!("dlock/{LOCK}/"), 2);
-    std::thread::sleep(Duration::from_secs(1));
-    let before_release = locks.clock().now_nanos();
+    clock.advance(Duration::from_secs(5));
     holder.release().unwrap();
-    let grant = waiter.join().unwrap();
-    // The waiter renewed only after it saw the release's deletion.
-    assert!(
-        grant.granted_at_nanos() >= before_release,
-        "the lease counts from {} ns before the release",
-        before_release.saturating_sub(grant.granted_at_nanos())
+    let grant = waiter.grant();
+    assert_eq!(
+        Duration::from_nanos(grant.granted_at_nanos()),
+        Duration::from_secs(5),
+        "the lease counts from the hand-over"
     );
     assert_eq!(grant.lease(), lease);
     locks.release(grant).unwrap();
+}
+
+/// etcd issue 11456, at the hand-over itself: a waiter may read the queue with its key first
+/// while its lease is already gone, when its read came before etcd revoked the lease and its
+/// next request after. etcd deletes a lease's keys in the step that revokes it, so that state
+/// lasts only between two of the waiter's requests; the test holds it still by taking the
+/// waiter's key off its lease (keeping the key's place) before revoking the lease. The waiter
+/// must not be handed that key: nothing it renews keeps the key, and nothing ends it with its
+/// lease. It queues again under a new lease, and is granted once the key ahead is gone.
+#[test]
+fn a_waiter_whose_lease_is_gone_while_its_key_is_first_is_not_handed_the_lock() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let endpoints = [server.url()];
+    let raw = Raw::new(&endpoints);
+    let queue = format!("dlock/{LOCK}/");
+    // The clock stands still, so the waiter never renews while it waits: the first request to
+    // its lost lease is the hand-over's.
+    let clock = ManualClock::new();
+    let locks = Arc::new(locks_on(&endpoints, &clock));
+    let lease = Duration::from_secs(30);
+    let holder = locks.acquire(LOCK, lease).unwrap();
+    let waiter = Waiter::spawn(&locks, lease);
+    raw.await_keys(&queue, 2);
+    let (stranded, stranded_revision) = raw.keys(&queue)[1].clone();
+    raw.detach_and_revoke(&stranded);
+    holder.release().unwrap();
+    // Either the waiter returns, or it queues again behind its stranded key, which is then
+    // deleted to let it in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !waiter.is_granted() {
+        if raw.keys(&queue).len() == 2 {
+            raw.txn(Txn::new().and_then([TxnOp::delete(stranded.as_str(), None)]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", raw.keys(&queue));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let grant = waiter.grant();
+    assert_ne!(
+        i64::try_from(grant.token().get()).unwrap(),
+        stranded_revision,
+        "the waiter was handed the key whose lease was gone"
+    );
+    // The grant is a key on a lease of the waiter's own: the only key, at the token's revision,
+    // and releasing the grant (revoking that lease) deletes it.
+    let keys = raw.keys(&queue);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].1, i64::try_from(grant.token().get()).unwrap());
+    assert_ne!(raw.lease_of(&keys[0].0), 0);
+    locks.release(grant).unwrap();
+    assert!(raw.keys(&queue).is_empty());
 }
 
 #[test]
