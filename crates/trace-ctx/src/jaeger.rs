@@ -14,6 +14,16 @@
 //!   propagator writes `0`, `1` or `3`;
 //! - `uberctx-{key}: {value}` carries baggage, the value percent-encoded; a `+` reads as a
 //!   space (Go clients encode with `url.QueryEscape`), so a plus is written as `%2B`;
+//! - the member's key is the field's key lowercased. Fields whose names differ only in case
+//!   (`uberctx-Foo: a` and `uberctx-foo: b`) give one member, whatever order the carrier
+//!   walks them in: the lowercase name's value; without one, the value of the name first in
+//!   byte order (`UBERCTX-FOO` before `Uberctx-Foo` before `uberctx-Foo`). A field whose
+//!   value does not decode takes no part. This matters in a `HashMap`, whose keys are exact
+//!   and whose walk order comes from its own random keys: a carrier whose lookups ignore case
+//!   (a `Vec` of pairs) gives every spelling the value of the first such field, and an
+//!   `http::HeaderMap`'s names are all lowercase. Jaeger's Go client lowercases every name
+//!   into a map as its carrier's walk meets it, so there the field met last wins, and a Go
+//!   map's walk order is random too;
 //! - output: lowercase, ids zero-padded to 32 and 16 digits, flags unpadded.
 //!
 //! Not read: `jaeger-debug-id` and `jaeger-baggage`. Jaeger's clients read them only to
@@ -241,33 +251,131 @@ fn span_context_of(value: &[u8]) -> Option<SpanContext> {
         .map(|header| header.span_context())
 }
 
-/// Adds the baggage member a `uberctx-{key}` field carries: its key lowercased, its value
+/// Adds the baggage member a `uberctx-{key}` field carries, or holds it back in `mixed_case`
+/// if the field's name is not all lowercase (see [`MixedCaseFields`]).
+///
+/// The member's key is the field's key lowercased, its value the field's value
 /// percent-decoded (a `+` is a space). Other fields, a key outside the token characters and a
 /// value that does not decode add nothing.
-fn add_uberctx(name: &str, value: &[u8], baggage: &mut Baggage) {
+#[inline]
+fn add_uberctx(name: &str, value: &[u8], baggage: &mut Baggage, mixed_case: &mut MixedCaseFields) {
+    // Inlined into the walk, so that the fields that are not baggage (most of a request's)
+    // are turned away without a call.
+    if let Some(key) = uberctx_key(name) {
+        add_member(name, key, value, baggage, mixed_case);
+    }
+}
+
+/// [`add_uberctx`] for a field whose name has the prefix.
+fn add_member(
+    name: &str,
+    key: &str,
+    value: &[u8],
+    baggage: &mut Baggage,
+    mixed_case: &mut MixedCaseFields,
+) {
+    let Some(value) = member_value(key, value) else {
+        return;
+    };
+    if is_lowercase(name) {
+        let _ = baggage.insert(key, &value);
+    } else {
+        mixed_case.hold(name, key, value);
+    }
+}
+
+/// The key of a `uberctx-{key}` field (the prefix in any case), as the name spells it.
+#[inline(always)]
+fn uberctx_key(name: &str) -> Option<&str> {
     // Most fields of a request are not baggage: their first letter turns them away before
     // the prefix is compared without regard to case.
     let prefixed = name.len() > UBERCTX_PREFIX.len()
         && name.as_bytes()[0].eq_ignore_ascii_case(&b'u')
         && name.as_bytes()[..UBERCTX_PREFIX.len()].eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes());
-    if !prefixed {
-        return;
-    }
-    let key = &name[UBERCTX_PREFIX.len()..];
+    prefixed.then(|| &name[UBERCTX_PREFIX.len()..])
+}
+
+/// The value of the member a `uberctx-{key}` field carries: `None` for a key outside the
+/// token characters or a value that does not decode.
+fn member_value(key: &str, value: &[u8]) -> Option<String> {
     if !key.bytes().all(is_tchar) {
-        return;
+        return None;
     }
-    let Ok(raw) = std::str::from_utf8(value) else {
-        return;
-    };
+    let raw = std::str::from_utf8(value).ok()?;
     // A `+` is a space in what Go's url.QueryEscape writes (a plus arrives as `%2B`).
-    let value = if raw.contains('+') {
+    if raw.contains('+') {
         percent_decode(&raw.replace('+', " "))
     } else {
         percent_decode(raw)
-    };
-    if let Some(value) = value {
-        let _ = baggage.insert(&key.to_ascii_lowercase(), &value);
+    }
+}
+
+fn is_lowercase(name: &str) -> bool {
+    !name.bytes().any(|byte| byte.is_ascii_uppercase())
+}
+
+/// The `uberctx-*` fields of one walk whose names are not all lowercase, held back until the
+/// walk ends so that the member their key gets does not depend on the order of the walk (a
+/// `HashMap` walks its keys in an order of its own random keys). Of the fields whose keys are
+/// the same once lowercased, a field named in lowercase gives the member (added during the
+/// walk); without one, the field whose name comes first in byte order (`UBERCTX-K` before
+/// `Uberctx-K` before `uberctx-K`; of one name met twice, the first met). A field whose
+/// value does not decode carries no member and takes no part.
+///
+/// Holding nothing costs nothing: a carrier whose `uberctx-*` names are lowercase (every
+/// `HeaderMap`) allocates nothing here and is walked once.
+#[derive(Default)]
+struct MixedCaseFields(Vec<MixedCaseField>);
+
+struct MixedCaseField {
+    /// The member's key: the field's key lowercased.
+    key: String,
+    name: String,
+    value: String,
+}
+
+impl MixedCaseFields {
+    fn hold(&mut self, name: &str, key: &str, value: String) {
+        self.0.push(MixedCaseField {
+            key: key.to_ascii_lowercase(),
+            name: name.to_owned(),
+            value,
+        });
+    }
+
+    /// Adds the members the held fields give, after the walk over `carrier`.
+    #[inline(always)]
+    fn settle(self, carrier: &dyn Extractor, baggage: &mut Baggage) {
+        // Inlined: with nothing held (the common case) this is one comparison.
+        if !self.0.is_empty() {
+            Self::settle_held(self.0, carrier, baggage);
+        }
+    }
+
+    fn settle_held(mut held: Vec<MixedCaseField>, carrier: &dyn Extractor, baggage: &mut Baggage) {
+        // By key, then by name (a stable sort: one name met twice stays in walk order); the
+        // first of each key is the one that may give its member.
+        held.sort_by(|a, b| (&a.key, &a.name).cmp(&(&b.key, &b.name)));
+        held.dedup_by(|later, first| later.key == first.key);
+        let winners = held;
+        // A key a lowercase name carries is settled already. Which keys those are takes a
+        // second walk, made only when some name was not lowercase.
+        let mut beaten = vec![false; winners.len()];
+        carrier.fields(&mut |name, value| {
+            let Some(key) = uberctx_key(name).filter(|_| is_lowercase(name)) else {
+                return;
+            };
+            if let Ok(at) = winners.binary_search_by(|winner| winner.key.as_str().cmp(key))
+                && member_value(key, value).is_some()
+            {
+                beaten[at] = true;
+            }
+        });
+        for (winner, beaten) in winners.iter().zip(beaten) {
+            if !beaten {
+                let _ = baggage.insert(&winner.key, &winner.value);
+            }
+        }
     }
 }
 
@@ -347,21 +455,29 @@ impl Propagator for JaegerPropagator {
         trace_header.span()
     }
 
+    /// The `uberctx-*` fields' members; of fields whose names differ only in case, a
+    /// lowercase name's, else the name first in byte order (see the module docs).
     fn extract_baggage(&self, carrier: &dyn Extractor, baggage: &mut Baggage) {
-        carrier.fields(&mut |name, value| add_uberctx(name, value, baggage));
+        let mut mixed_case = MixedCaseFields::default();
+        carrier.fields(&mut |name, value| add_uberctx(name, value, baggage, &mut mixed_case));
+        mixed_case.settle(carrier, baggage);
     }
 
     /// The span context and the baggage from one walk over the carrier's fields, where
-    /// [`Propagator::extract`]'s parts would walk them twice.
+    /// [`Propagator::extract`]'s parts would walk them twice. Of `uberctx-*` names that
+    /// differ only in case, a lowercase name's value wins, else the name first in byte order
+    /// (see the module docs); only a carrier holding such a name is walked a second time.
     fn extract(&self, carrier: &dyn Extractor) -> Context {
         let mut cx = Context::new();
         let mut trace_header = TraceHeader::new(carrier);
+        let mut mixed_case = MixedCaseFields::default();
         let baggage = cx.baggage_mut();
         carrier.fields(&mut |name, value| {
             if !trace_header.read(name, value) {
-                add_uberctx(name, value, baggage);
+                add_uberctx(name, value, baggage, &mut mixed_case);
             }
         });
+        mixed_case.settle(carrier, baggage);
         cx.set_span(trace_header.span());
         cx
     }
@@ -610,6 +726,89 @@ mod tests {
             let span = JaegerPropagator.extract_span(&both);
             assert_eq!(span.map(|span| span.trace_id().to_u128()), expected);
         }
+    }
+
+    /// `uberctx-*` names of a `HashMap` that differ only in case give their key one member by
+    /// the rule of the module docs, not by the order the map walks them in: the lowercase
+    /// name's value, else the name first in byte order; a value that does not decode takes no
+    /// part.
+    #[test]
+    fn uberctx_names_differing_only_in_case_give_one_member_whatever_the_walk_order() {
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (
+                &[
+                    ("UberCtx-Tenant", "mixed"),
+                    ("uberctx-tenant", "lowercase"),
+                    ("UBERCTX-TENANT", "upper"),
+                ],
+                "lowercase",
+            ),
+            (
+                &[
+                    ("Uberctx-Tenant", "second"),
+                    ("uberctx-Tenant", "third"),
+                    ("UBERCTX-TENANT", "first"),
+                ],
+                "first",
+            ),
+            (
+                &[("uberctx-tenant", "%zz"), ("UberCtx-Tenant", "decodes")],
+                "decodes",
+            ),
+            (&[("UBERCTX-TENANT", "%zz"), ("UberCtx-Tenant", "ok")], "ok"),
+        ];
+        for (fields, expected) in cases {
+            // Each map hashes with keys of its own, so the maps walk the fields in many orders.
+            for _ in 0..64 {
+                let map: HashMap<String, String> = fields
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                    .collect();
+                let cx = JaegerPropagator.extract(&map);
+                assert_eq!(cx.baggage().get("tenant"), Some(expected), "{fields:?}");
+                assert_eq!(cx.baggage().len(), 1);
+                let mut baggage = Baggage::new();
+                JaegerPropagator.extract_baggage(&map, &mut baggage);
+                assert_eq!(&baggage, cx.baggage());
+            }
+        }
+    }
+
+    /// Extraction walks a carrier once; a second time only when a `uberctx-*` name in it is
+    /// not all lowercase (to find which keys a lowercase name carries).
+    #[test]
+    fn a_carrier_is_walked_again_only_for_a_mixed_case_uberctx_name() {
+        struct Counted {
+            fields: Vec<(&'static str, &'static str)>,
+            walks: std::cell::Cell<usize>,
+        }
+        impl Extractor for Counted {
+            fn get(&self, name: &str) -> Option<&str> {
+                Extractor::get(&self.fields, name)
+            }
+            fn names(&self, each: &mut dyn FnMut(&str)) {
+                self.walks.set(self.walks.get() + 1);
+                self.fields.names(each);
+            }
+        }
+        let walks = |fields: &[(&'static str, &'static str)]| {
+            let carrier = Counted {
+                fields: fields.to_vec(),
+                walks: std::cell::Cell::new(0),
+            };
+            let cx = JaegerPropagator.extract(&carrier);
+            assert_eq!(cx.baggage().get("tenant"), Some("acme"));
+            carrier.walks.get()
+        };
+        let trace = (UBER_TRACE_ID, "1:2:0:1");
+        assert_eq!(
+            walks(&[trace, ("uberctx-tenant", "acme"), ("host", "a")]),
+            1
+        );
+        assert_eq!(
+            walks(&[trace, ("Uberctx-Tenant", "acme"), ("host", "a")]),
+            2
+        );
     }
 
     /// A carrier that can look its fields up but not list them (its `names` walks nothing)
