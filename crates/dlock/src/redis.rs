@@ -40,8 +40,8 @@
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
 //! `dlock:{account-42}:permits:count`, a mutex grant's nonce `dlock:{account-42}:request` and
 //! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
-//! to). `RedisLocks` talks to one server (Redlock, a majority over several servers, is not
-//! implemented). Redis Cluster is not supported either: a name that starts with `}` makes the
+//! to). `RedisLocks` talks to one server; [`Redlock`](crate::redlock::Redlock) holds mutexes on a
+//! majority of several. Redis Cluster is not supported either: a name that starts with `}` makes the
 //! hash tag empty, so its keys would not even share a cluster slot. Every key of a name
 //! expires: the holds with their leases, and the counter a day after the name's last grant
 //! ([`COUNTER_IDLE`]), so a service that locks per-user or per-order names keeps in Redis only

@@ -3,17 +3,20 @@
 //!
 //! A [`Redlock`] asks `N` servers that share nothing (no replication between them) and holds a
 //! lock when a majority, `N / 2 + 1`, hold it for the caller. Each server runs the same
-//! scripts as a single-server [`RedisLocks`](crate::redis::RedisLocks), with its own token
+//! scripts as a single-server [`RedisLocks`], with its own token
 //! counter under the same clock rule. `N` is odd and at least 3 in a deployment that should
 //! outlive a server (3 survive one lost server, 5 survive two); an even `N` tolerates no more
-//! losses than `N − 1`; any `N ≥ 1` is accepted, and `N = 1` is one server with an extra
-//! round trip.
+//! losses than `N − 1`; any `N ≥ 1` is accepted. Two URLs of the same host and port are
+//! refused (one server would count twice toward the majority); two spellings of one host
+//! (`localhost`, `127.0.0.1`) are not recognised. The raise uses `SET ... KEEPTTL`, which
+//! Redis has since 6.0.
 //!
 //! # The protocol
 //!
 //! - **Grant**, round one: the mutex grant script goes to every server at once (one thread
-//!   per server but the first, so a server that does not answer delays the attempt by about
-//!   its [`RedisOptions::timeout`], not the others too). A server that cannot be asked counts
+//!   per server but the first, so a server that does not answer delays the attempt by its own
+//!   [`RedisOptions::timeout`]s only — a fresh connection's setup and the request each wait
+//!   up to one — not by the other servers' too). A server that cannot be asked counts
 //!   as not granting. If fewer than a majority granted, whatever was granted is released on
 //!   every server that granted it, and the call waits and asks again (sleeps of 1 ms
 //!   doubling up to [`RedisOptions::max_backoff`], each a random half to whole of the

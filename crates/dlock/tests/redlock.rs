@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, thread};
+use infra_common::{Clock, SystemClock};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
 use infra_dlock::redlock::Redlock;
 use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
@@ -247,6 +247,66 @@ fn a_grant_whose_rounds_eat_the_lease_fails_and_leaves_nothing_held() {
     assert!(
         long.is_some(),
         "the same clock grants a lease it does not eat"
+    );
+}
+
+/// The system clock, with `hook` run at its `at`-th reading.
+struct HookedClock<F> {
+    readings: AtomicU64,
+    at: u64,
+    hook: F,
+}
+
+impl<F> std::fmt::Debug for HookedClock<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedClock").field("at", &self.at).finish()
+    }
+}
+
+impl<F: Fn() + Send + Sync> Clock for HookedClock<F> {
+    fn now_nanos(&self) -> u64 {
+        if self.readings.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            (self.hook)();
+        }
+        SystemClock::new().now_nanos()
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        SystemClock::new().wall_time()
+    }
+}
+
+/// Two of three servers lose the grant's key between the rounds (the third reading of the
+/// clock: after the start of the call and the sending of round one, when round one's answers
+/// are checked against the lease): the raise, which acts only where the key still holds this
+/// grant, reaches one server, and the grant is not confirmed but given back.
+#[test]
+fn a_grant_whose_keys_vanish_before_the_raise_is_not_confirmed() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let clock = HookedClock {
+        readings: AtomicU64::new(0),
+        at: 3,
+        hook: || {
+            for server in &servers[..2] {
+                let () = redis::cmd("DEL")
+                    .arg(KEY)
+                    .query(&mut client(server))
+                    .unwrap();
+            }
+        },
+    };
+    let locks = Redlock::with_clock(&urls, options(), clock).unwrap();
+    let granted = locks.try_acquire(LOCK, LEASE).unwrap();
+    assert!(
+        granted.is_none(),
+        "confirmed on one server of three: {granted:?}"
+    );
+    assert!(
+        !exists(&servers[2], KEY),
+        "the one raised server was given back"
     );
 }
 
