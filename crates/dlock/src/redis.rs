@@ -735,17 +735,6 @@ impl<C: Clock> RedisLocks<C> {
         format!("{:016x}", self.nonces.hash_one((self.issuer, count)))
     }
 
-    fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
-        if grant.issuer == self.issuer {
-            Ok(())
-        } else {
-            Err(Error::ForeignGrant {
-                name: grant.name.to_string(),
-                token: grant.token,
-            })
-        }
-    }
-
     /// Whether Redis holds the mutex (or writer) key of `name` with `token`; `false` if it
     /// cannot be asked.
     pub(crate) fn holds_key(&self, name: &str, token: FencingToken) -> bool {
@@ -756,6 +745,18 @@ impl<C: Clock> RedisLocks<C> {
                 .query::<Option<String>>(connection)
         });
         matches!(held, Ok(Some(held)) if held == token.get().to_string())
+    }
+}
+
+/// Refuses a grant that the backend instance `issuer` did not make.
+pub(crate) fn check_issuer(issuer: u64, grant: &Grant) -> Result<(), Error> {
+    if grant.issuer == issuer {
+        Ok(())
+    } else {
+        Err(Error::ForeignGrant {
+            name: grant.name.to_string(),
+            token: grant.token,
+        })
     }
 }
 
@@ -862,7 +863,7 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
 
     fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
-        self.check_issuer(grant)?;
+        check_issuer(self.issuer, grant)?;
         let validity = self.options.validity(lease)?;
         let sent = self.clock.now_nanos();
         if sent >= grant.deadline_nanos() {
@@ -881,7 +882,7 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
     }
 
     fn request_release(&self, grant: &Grant) -> Result<(), Error> {
-        self.check_issuer(grant)?;
+        check_issuer(self.issuer, grant)?;
         if self.compare_and_act(&grant.name, grant.access, grant.token, None)? {
             Ok(())
         } else {

@@ -97,7 +97,9 @@ use crate::error::Error;
 use crate::grant::{Access, FencingToken, Grant, LockName, Wait, check_lease, check_request};
 use crate::locks::Locks;
 use crate::metered::ServerCalls;
-use crate::redis::{Attempt, RedisLocks, RedisOptions, expired, nap, next_issuer, wait_while_held};
+use crate::redis::{
+    Attempt, RedisLocks, RedisOptions, check_issuer, expired, nap, next_issuer, wait_while_held,
+};
 
 /// Raises the token counter `KEYS[2]` to at least `ARGV[2]` (the grant's token) and sets the
 /// lock key `KEYS[1]` to it, keeping its expiry, if the key still holds this server's token
@@ -363,8 +365,8 @@ impl<C: Clock> Redlock<C> {
         });
     }
 
-    /// `action` (release, or extend by `Some(lease in ms)`) of `grant` on every server: how
-    /// many still held it, and how many answered.
+    /// Releases `grant` (or, with `extend` = `Some(lease in ms)`, extends it) on every server
+    /// that still holds it: how many did, and how many answered.
     fn act_on_all(&self, grant: &Grant, extend: Option<&str>) -> (usize, usize) {
         let answers = self.on_every_server(|_, server| {
             server.compare_and_act(&grant.name, grant.access, grant.token, extend)
@@ -387,23 +389,15 @@ impl<C: Clock> Redlock<C> {
     }
 
     fn too_few_answered(&self, answered: usize, failures: &[String]) -> Error {
-        backend(format!(
-            "{answered} of {} servers answered, fewer than a majority of {}: {}",
+        let mut reason = format!(
+            "{answered} of {} servers answered, fewer than a majority of {}",
             self.servers.len(),
             self.majority(),
-            failures.join("; ")
-        ))
-    }
-
-    fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
-        if grant.issuer == self.issuer {
-            Ok(())
-        } else {
-            Err(Error::ForeignGrant {
-                name: grant.name.to_string(),
-                token: grant.token,
-            })
+        );
+        if !failures.is_empty() {
+            reason = format!("{reason}: {}", failures.join("; "));
         }
+        backend(reason)
     }
 
     /// A random share of `backoff`, from half to all of it.
@@ -499,7 +493,7 @@ impl<C: Clock> ServerCalls for Redlock<C> {
 
     fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
-        self.check_issuer(grant)?;
+        check_issuer(self.issuer, grant)?;
         let validity = self.options.validity(lease)?;
         let sent = self.clock.now_nanos();
         if sent >= grant.deadline_nanos() {
@@ -521,7 +515,7 @@ impl<C: Clock> ServerCalls for Redlock<C> {
     }
 
     fn request_release(&self, grant: &Grant) -> Result<(), Error> {
-        self.check_issuer(grant)?;
+        check_issuer(self.issuer, grant)?;
         let (released, answered) = self.act_on_all(grant, None);
         if released >= self.majority() {
             Ok(())
