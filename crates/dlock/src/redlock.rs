@@ -3,8 +3,8 @@
 //!
 //! A [`Redlock`] asks `N` servers that share nothing (no replication between them) and holds a
 //! lock when a majority, `N / 2 + 1`, hold it for the caller. Each server runs the same
-//! scripts as a single-server [`RedisLocks`], with its own token
-//! counter under the same clock rule. `N` is odd and at least 3 in a deployment that should
+//! scripts as a single-server [`RedisLocks`], with its own token counter under the same clock
+//! rule. `N` is odd and at least 3 in a deployment that should
 //! outlive a server (3 survive one lost server, 5 survive two); an even `N` tolerates no more
 //! losses than `N − 1`; any `N ≥ 1` is accepted. Two URLs of the same host and port are
 //! refused (one server would count twice toward the majority); two spellings of one host
@@ -32,13 +32,15 @@
 //!   from when round one was **sent**, is still running:
 //!   `validity = lease − elapsed − drift`, with the drift allowance of
 //!   [`RedisOptions::drift_allowance`] (1 % + 2 ms by default). Otherwise everything is given
-//!   back; a majority that raised too late fails the call with
-//!   [`Error::LeaseSpentOnArrival`] (no retry could be faster).
+//!   back. A lease already spent when round one's answers arrive (then no raise is sent) or
+//!   when the raise's do fails the call with [`Error::LeaseSpentOnArrival`] (no retry could be
+//!   faster); too few servers that still held the lock when raised make the call ask again.
 //! - **Extend**: the compare-and-extend script on every server; succeeds if a majority still
 //!   held `T`, and the new lease again counts from when the extension was sent.
 //! - **Release**: the compare-and-release script on every server; `Ok` if a majority
 //!   released `T`. Fewer is [`Error::LeaseExpired`] when a majority answered (the grant had
-//!   expired or was never this instance's), [`Error::Backend`] when fewer answered.
+//!   expired, or was taken over), [`Error::Backend`] when fewer answered; another instance's
+//!   grant is [`Error::ForeignGrant`] before any round trip.
 //! - **Is held**: the lease runs on the client's clock and a majority hold `T`.
 //!
 //! # Why tokens grow across the servers
@@ -62,8 +64,9 @@
 //! to another server's `T` is not covered by this server's clock unless the servers' clocks
 //! agree, as NTP keeps them, to within a restart); and each server's clock runs at the
 //! client's rate to within the drift allowance. Mutual exclusion needs the same two
-//! assumptions; the fence at the resource does not: a holder that pauses past its lease is
-//! refused by the fence whichever server forgot what.
+//! assumptions, and also that no holder outlives its lease; the fence at the resource drops
+//! that last one: a holder that pauses past its lease is refused, since the next holder's
+//! token is larger.
 //!
 //! # Only mutexes
 //!
@@ -78,8 +81,8 @@
 //! # Safe for correctness?
 //!
 //! With a fence at the resource, **yes**, under the assumptions above: every later holder's
-//! token is larger, so the fence refuses a holder that paused past its lease, a late write,
-//! and a grant made while another server forgot its lock. Without a fence it is an
+//! token is larger, so the fence refuses a holder that paused past its lease or whose write
+//! arrives late. Without a fence it is an
 //! **efficiency** lock, as Redlock always is: exclusion holds only while no holder outlives
 //! its lease and servers keep their data, which no timeout can promise.
 

@@ -379,6 +379,7 @@ fn servers_that_do_not_answer_are_waited_for_at_once_not_in_turn() {
     servers[1].resume();
 }
 
+/// Also: the expired holder's late write is refused by the fence.
 #[test]
 fn a_foreign_or_expired_grant_is_a_clear_error_and_leaves_the_holder_alone() {
     let Some(servers) = servers(3) else {
@@ -410,6 +411,12 @@ fn a_foreign_or_expired_grant_is_a_clear_error_and_leaves_the_holder_alone() {
     assert!(!ours.is_held(&grant));
     let next = theirs.acquire(LOCK, LEASE).unwrap();
     assert!(next.token() > grant.token());
+    // The holder that slept past its lease writes after the next holder: refused.
+    let account = Account::new(LOCK);
+    account.write(next.token(), 1).unwrap();
+    let stale = account.write(grant.token(), 2);
+    assert!(matches!(stale, Err(Error::StaleToken { .. })), "{stale:?}");
+    assert_eq!(account.ledger().balance, 1);
     let late = ours.extend(&mut grant, LEASE);
     assert!(matches!(late, Err(Error::LeaseExpired { .. })), "{late:?}");
     let late = ours.release(grant);
