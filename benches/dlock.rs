@@ -9,6 +9,9 @@
 //! `MemoryLocks::handle`, which resolves the name once (`coarse clock`: on a `CoarseClock`,
 //! whose reading is one atomic load); the `infra+fence` row adds the resource's check of the
 //! token.
+//!
+//! Against Redis: `dlock/redis`, one server, ours against `rslock`; `dlock/redlock`, three
+//! servers, ours (`Redlock`) against `rslock`'s own Redlock over the same three.
 
 // `criterion_group!` generates public functions that cannot carry docs.
 #![allow(missing_docs)]
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use infra_common::CoarseClock;
 use infra_dlock::redis::{RedisLocks, RedisOptions};
+use infra_dlock::redlock::Redlock;
 use infra_dlock::{Fence, Locks, MemoryLocks};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -140,23 +144,25 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-/// One acquire and release of a free lock on a local `redis-server` (started through
-/// infra-testkit; the group is skipped with a line when the binary is missing): ours
-/// (`RedisLocks`, one `EVALSHA` each way on a pooled connection) against `rslock` (Redlock on
-/// one server, async, driven on a current-thread tokio runtime). The test server's append-only
-/// file is set to Redis's default `appendfsync everysec`: fsyncing every write, as the test kit
-/// does, would measure the disk (about 6 ms a pair on the machine of BENCHMARKS.md).
-fn redis(c: &mut Criterion) {
+/// A local `redis-server` for a group (started through infra-testkit; `None`, with a skip line
+/// for `group`, when the binary is missing), its append-only file set to Redis's default
+/// `appendfsync everysec`: fsyncing every write, as the test kit does, would measure the disk
+/// (about 6 ms a pair on the machine of BENCHMARKS.md).
+fn bench_server(group: &str) -> Option<infra_testkit::RedisServer> {
     let Some(server) = infra_testkit::RedisServer::start() else {
-        println!("dlock/redis: skipped, no redis-server");
-        return;
+        println!("{group}: skipped, no redis-server");
+        return None;
     };
     let reply = server
         .command(&["CONFIG", "SET", "appendfsync", "everysec"])
         .expect("the server answers");
     assert_eq!(reply, "+OK");
-    let mut group = c.benchmark_group("dlock/redis");
-    let ours = RedisLocks::new(&server.url(), RedisOptions::default()).expect("a valid URL");
+    Some(server)
+}
+
+/// Ours and `rslock`, each taking and giving back a free lock on the servers at `urls`.
+fn acquire_and_release(c: &mut Criterion, group: &str, ours: &impl Locks, urls: Vec<String>) {
+    let mut group = c.benchmark_group(group);
     group.bench_function("infra", |b| {
         b.iter(|| {
             let guard = ours.acquire(black_box("account-42"), LEASE).expect("free");
@@ -168,7 +174,7 @@ fn redis(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let theirs = rslock::LockManager::new(vec![server.url()]);
+    let theirs = rslock::LockManager::new(urls);
     group.bench_function("rslock", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -184,5 +190,34 @@ fn redis(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uncontended, contended, redis);
+/// One acquire and release of a free lock on a local `redis-server` ([`bench_server`]): ours
+/// (`RedisLocks`, one `EVALSHA` each way on a pooled connection) against `rslock` (Redlock on
+/// one server, async, driven on a current-thread tokio runtime).
+fn redis(c: &mut Criterion) {
+    let Some(server) = bench_server("dlock/redis") else {
+        return;
+    };
+    let ours = RedisLocks::new(&server.url(), RedisOptions::default()).expect("a valid URL");
+    acquire_and_release(c, "dlock/redis", &ours, vec![server.url()]);
+}
+
+/// One acquire and release of a free lock on three local `redis-server`s: ours (`Redlock`: a
+/// grant round and a raise round, each sent to the three servers at once, and a release round)
+/// against `rslock`'s `LockManager` over the same three URLs.
+fn redlock(c: &mut Criterion) {
+    let Some(servers) = (0..3)
+        .map(|_| bench_server("dlock/redlock"))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let urls: Vec<String> = servers
+        .iter()
+        .map(infra_testkit::RedisServer::url)
+        .collect();
+    let ours = Redlock::new(&urls, RedisOptions::default()).expect("valid URLs");
+    acquire_and_release(c, "dlock/redlock", &ours, urls);
+}
+
+criterion_group!(benches, uncontended, contended, redis, redlock);
 criterion_main!(benches);

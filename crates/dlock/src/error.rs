@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::grant::FencingToken;
+use crate::grant::{Access, FencingToken};
 
 /// Everything that can go wrong when asking for, keeping, releasing or checking a grant.
 ///
@@ -55,6 +55,15 @@ pub enum Error {
         name: String,
         /// The token of the grant that expired.
         token: FencingToken,
+    },
+    /// The backend does not grant this kind of hold, for the reason given: the locks it would
+    /// hand out could not keep their promises (exclusion, growing tokens). Use a backend that
+    /// does, or another kind of lock.
+    UnsupportedAccess {
+        /// The kind of hold asked for.
+        access: Access,
+        /// Why the backend refuses it.
+        reason: &'static str,
     },
     /// The backend has issued the largest token it can represent and cannot grant again
     /// without breaking the promise that tokens grow.
@@ -147,6 +156,9 @@ impl fmt::Display for Error {
             ),
             Self::LeaseExpired { name, token } => {
                 write!(f, "the lease of grant {token} on lock {name:?} has expired")
+            }
+            Self::UnsupportedAccess { access, reason } => {
+                write!(f, "this backend does not grant {access:?} holds: {reason}")
             }
             Self::TokensExhausted => f.write_str("the backend has no fencing tokens left"),
             Self::LeaseTooShort { lease, allowance } => write!(

@@ -17,6 +17,8 @@
 //! - [`Fence`]: the resource's check-and-advance of the highest token seen.
 //! - `redis::RedisLocks` (feature `redis`): the same three kinds of lock, shared by many
 //!   processes through one Redis, with tokens that keep growing across a Redis that lost its data.
+//! - `redlock::Redlock` (feature `redis`): mutexes held on a majority of several independent
+//!   Redis servers, with a second round that makes tokens grow across the servers.
 //! - `etcd::EtcdLocks` (feature `etcd`): the same three kinds of lock through an etcd cluster,
 //!   FIFO, with the lock key's create revision as the token; it rides out leader changes.
 //! - `AsyncLocks`, `Watchdog` (feature `tokio`): any backend's calls from tokio tasks, and a
@@ -57,6 +59,8 @@ mod metered;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redlock;
 #[cfg(feature = "tokio")]
 mod watchdog;
 

@@ -66,7 +66,9 @@ pub trait Locks: Send + Sync {
     ///
     /// Bad input ([`Error::EmptyName`], [`Error::NameTooLong`], [`Error::ZeroLease`],
     /// [`Error::LeaseTooLong`], [`Error::ZeroPermits`]), a name in use as another kind of lock
-    /// ([`Error::KindMismatch`]), or a backend that cannot grant ([`Error::TokensExhausted`]).
+    /// ([`Error::KindMismatch`]), a kind of hold the backend does not grant
+    /// ([`Error::UnsupportedAccess`]), or a backend that cannot grant
+    /// ([`Error::TokensExhausted`]).
     /// A server backend also refuses a lease not longer than its clock-drift allowance
     /// ([`Error::LeaseTooShort`]) or spent before the grant's answer arrived
     /// ([`Error::LeaseSpentOnArrival`]), and reports a server it cannot ask

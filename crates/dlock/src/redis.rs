@@ -40,8 +40,8 @@
 //! `dlock:{account-42}:token`, a semaphore's `dlock:{account-42}:permits` and
 //! `dlock:{account-42}:permits:count`, a mutex grant's nonce `dlock:{account-42}:request` and
 //! a released token `dlock:{account-42}:released`, both expiring with the lease they belong
-//! to). `RedisLocks` talks to one server (Redlock, a majority over several servers, is not
-//! implemented). Redis Cluster is not supported either: a name that starts with `}` makes the
+//! to). `RedisLocks` talks to one server; [`Redlock`](crate::redlock::Redlock) holds mutexes on a
+//! majority of several. Redis Cluster is not supported either: a name that starts with `}` makes the
 //! hash tag empty, so its keys would not even share a cluster slot. Every key of a name
 //! expires: the holds with their leases, and the counter a day after the name's last grant
 //! ([`COUNTER_IDLE`]), so a service that locks per-user or per-order names keeps in Redis only
@@ -436,6 +436,20 @@ impl RedisOptions {
         }
     }
 
+    /// The lease the client counts for a request of `lease`: `lease` minus the allowance.
+    pub(crate) fn validity(&self, lease: Duration) -> Result<Duration, Error> {
+        let allowance = self.allowance(lease);
+        match lease.checked_sub(allowance) {
+            Some(validity) if !validity.is_zero() => Ok(validity),
+            _ => Err(Error::LeaseTooShort { lease, allowance }),
+        }
+    }
+
+    /// The longest sleep between two attempts.
+    pub(crate) fn backoff_bound(&self) -> Duration {
+        self.max_backoff
+    }
+
     /// The part of `lease` set aside for clock drift.
     fn allowance(&self, lease: Duration) -> Duration {
         let share = lease.as_nanos() * u128::from(self.drift_permille) / 1000;
@@ -446,7 +460,7 @@ impl RedisOptions {
 }
 
 /// What one grant attempt found.
-enum Attempt {
+pub(crate) enum Attempt {
     Granted(FencingToken),
     /// Held by someone else for about this long.
     Held(Duration),
@@ -571,13 +585,18 @@ impl<C: Clock> RedisLocks<C> {
         &self.clock
     }
 
-    fn lock_key(&self, name: &str) -> String {
+    pub(crate) fn lock_key(&self, name: &str) -> String {
         format!("{}:{{{name}}}", self.options.prefix)
     }
 
     /// Runs `script` with `keys` and `args`: one round trip, two after a `NOSCRIPT`; resent
     /// after a dead pooled connection only if the script is harmless to run twice.
-    fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Value, Error> {
+    pub(crate) fn run(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<Value, Error> {
         self.connections
             .script(script, keys, args)
             .map_err(|e| backend(&e))
@@ -585,7 +604,7 @@ impl<C: Clock> RedisLocks<C> {
 
     /// One grant attempt: one round trip. A writer that finds readers and `waits` keeps new
     /// readers out for a few backoff periods.
-    fn attempt(
+    pub(crate) fn attempt(
         &self,
         name: &str,
         access: Access,
@@ -669,12 +688,18 @@ impl<C: Clock> RedisLocks<C> {
         }
     }
 
-    /// Runs the extend (`extend` is `Some(lease in ms)`) or release script for `grant`;
-    /// whether Redis still held the grant's token.
-    fn compare_and_act(&self, grant: &Grant, extend: Option<&str>) -> Result<bool, Error> {
-        let key = self.lock_key(&grant.name);
-        let token = grant.token.get().to_string();
-        let set_keys = match grant.access {
+    /// Runs the extend (`extend` is `Some(lease in ms)`) or release script for the hold of
+    /// `name` with `token`; whether Redis still held that token.
+    pub(crate) fn compare_and_act(
+        &self,
+        name: &str,
+        access: Access,
+        token: FencingToken,
+        extend: Option<&str>,
+    ) -> Result<bool, Error> {
+        let key = self.lock_key(name);
+        let token = token.get().to_string();
+        let set_keys = match access {
             Access::Permit { .. } => {
                 Some([format!("{key}:permits"), format!("{key}:permits:count")])
             }
@@ -710,39 +735,64 @@ impl<C: Clock> RedisLocks<C> {
         format!("{:016x}", self.nonces.hash_one((self.issuer, count)))
     }
 
-    fn check_issuer(&self, grant: &Grant) -> Result<(), Error> {
-        if grant.issuer == self.issuer {
-            Ok(())
-        } else {
-            Err(Error::ForeignGrant {
-                name: grant.name.to_string(),
-                token: grant.token,
-            })
-        }
+    /// Whether Redis holds the mutex (or writer) key of `name` with `token`; `false` if it
+    /// cannot be asked.
+    pub(crate) fn holds_key(&self, name: &str, token: FencingToken) -> bool {
+        let key = self.lock_key(name);
+        let held = self.connections.run(true, |connection| {
+            redis::cmd("GET")
+                .arg(&key)
+                .query::<Option<String>>(connection)
+        });
+        matches!(held, Ok(Some(held)) if held == token.get().to_string())
     }
+}
 
-    fn expired(grant: &Grant) -> Error {
-        Error::LeaseExpired {
+/// Refuses a grant that the backend instance `issuer` did not make.
+pub(crate) fn check_issuer(issuer: u64, grant: &Grant) -> Result<(), Error> {
+    if grant.issuer == issuer {
+        Ok(())
+    } else {
+        Err(Error::ForeignGrant {
             name: grant.name.to_string(),
             token: grant.token,
-        }
+        })
     }
+}
 
-    /// The lease the client counts for a request of `lease`.
-    fn validity(&self, lease: Duration) -> Result<Duration, Error> {
-        let allowance = self.options.allowance(lease);
-        match lease.checked_sub(allowance) {
-            Some(validity) if !validity.is_zero() => Ok(validity),
-            _ => Err(Error::LeaseTooShort { lease, allowance }),
-        }
+/// The error of a grant whose lease ran out, or that the server no longer holds.
+pub(crate) fn expired(grant: &Grant) -> Error {
+    Error::LeaseExpired {
+        name: grant.name.to_string(),
+        token: grant.token,
     }
+}
 
-    /// Sleeps, on real time, before the next attempt.
-    fn nap(&self, backoff: &mut Duration, held_for: Duration, give_up_at: Option<u64>) {
-        let left =
-            give_up_at.map(|at| Duration::from_nanos(at.saturating_sub(self.clock.now_nanos())));
-        std::thread::sleep(next_nap(*backoff, held_for, left));
-        *backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
+/// Sleeps, on real time, before the next attempt: `spread` of the backoff (the backoff
+/// itself, or a random share of it), and doubles `backoff` up to `max_backoff`.
+pub(crate) fn nap(
+    clock: &impl Clock,
+    backoff: &mut Duration,
+    max_backoff: Duration,
+    (held_for, give_up_at): (Duration, Option<u64>),
+    spread: impl FnOnce(Duration) -> Duration,
+) {
+    let left = give_up_at.map(|at| Duration::from_nanos(at.saturating_sub(clock.now_nanos())));
+    std::thread::sleep(next_nap(spread(*backoff), held_for, left));
+    *backoff = backoff.saturating_mul(2).min(max_backoff);
+}
+
+/// Blocks until `held` says the grant is no longer held, asking at most every `max_backoff`
+/// and at the lease's end.
+pub(crate) fn wait_while_held(
+    clock: &impl Clock,
+    grant: &Grant,
+    max_backoff: Duration,
+    held: impl Fn() -> bool,
+) {
+    while held() {
+        let left = grant.deadline_nanos().saturating_sub(clock.now_nanos());
+        std::thread::sleep(Duration::from_nanos(left).clamp(Duration::from_millis(1), max_backoff));
     }
 }
 
@@ -763,7 +813,7 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
         wait: Wait,
     ) -> Result<Option<Grant>, Error> {
         check_request(name, lease, access)?;
-        let validity = self.validity(lease)?;
+        let validity = self.options.validity(lease)?;
         let started = self.clock.now_nanos();
         let give_up_at = match wait {
             Wait::Up(timeout) => Some(started.saturating_add(duration_to_nanos(timeout))),
@@ -792,7 +842,7 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
                     // would take as long, so a lease this short can never be held: say so
                     // rather than retry forever.
                     let took = self.clock.elapsed_since(sent);
-                    let _ = self.compare_and_act(&grant, None);
+                    let _ = self.compare_and_act(name, access, token, None);
                     return Err(Error::LeaseSpentOnArrival { lease, took });
                 }
                 Attempt::Held(held_for) => held_for,
@@ -801,36 +851,42 @@ impl<C: Clock> ServerCalls for RedisLocks<C> {
             if matches!(wait, Wait::No) || timed_out {
                 return Ok(None);
             }
-            self.nap(&mut backoff, held_for, give_up_at);
+            nap(
+                &self.clock,
+                &mut backoff,
+                self.options.max_backoff,
+                (held_for, give_up_at),
+                |backoff| backoff,
+            );
         }
     }
 
     fn request_extend(&self, grant: &mut Grant, lease: Duration) -> Result<(), Error> {
         check_lease(lease)?;
-        self.check_issuer(grant)?;
-        let validity = self.validity(lease)?;
+        check_issuer(self.issuer, grant)?;
+        let validity = self.options.validity(lease)?;
         let sent = self.clock.now_nanos();
         if sent >= grant.deadline_nanos() {
             // The holder must already have stopped; renewing now could revive a grant that
             // someone else's fence has moved past.
-            return Err(Self::expired(grant));
+            return Err(expired(grant));
         }
         let lease_ms = lease.as_nanos().div_ceil(1_000_000).to_string();
-        if self.compare_and_act(grant, Some(&lease_ms))? {
+        if self.compare_and_act(&grant.name, grant.access, grant.token, Some(&lease_ms))? {
             grant.granted_at = sent;
             grant.lease = validity;
             Ok(())
         } else {
-            Err(Self::expired(grant))
+            Err(expired(grant))
         }
     }
 
     fn request_release(&self, grant: &Grant) -> Result<(), Error> {
-        self.check_issuer(grant)?;
-        if self.compare_and_act(grant, None)? {
+        check_issuer(self.issuer, grant)?;
+        if self.compare_and_act(&grant.name, grant.access, grant.token, None)? {
             Ok(())
         } else {
-            Err(Self::expired(grant))
+            Err(expired(grant))
         }
     }
 
@@ -895,26 +951,15 @@ impl<C: Clock> Locks for RedisLocks<C> {
             });
             return matches!(held, Ok(Some(_)));
         }
-        let held = self.connections.run(true, |connection| {
-            redis::cmd("GET")
-                .arg(&key)
-                .query::<Option<String>>(connection)
-        });
-        matches!(held, Ok(Some(held)) if held == token)
+        self.holds_key(&grant.name, grant.token)
     }
 
     /// Asks Redis at most every [`RedisOptions::max_backoff`] (and at the lease's end) until
     /// the grant is no longer held.
     fn wait_lost(&self, grant: &Grant) {
-        while self.is_held(grant) {
-            let left = grant
-                .deadline_nanos()
-                .saturating_sub(self.clock.now_nanos());
-            std::thread::sleep(
-                Duration::from_nanos(left)
-                    .clamp(Duration::from_millis(1), self.options.max_backoff),
-            );
-        }
+        wait_while_held(&self.clock, grant, self.options.max_backoff, || {
+            self.is_held(grant)
+        });
     }
 }
 
@@ -933,7 +978,7 @@ impl<C: Clock> fmt::Debug for RedisLocks<C> {
 // A process-wide counter of instances, not state the locks share between threads: loom's
 // atomics cannot live in a static, and instance numbering is not part of any model.
 #[allow(clippy::disallowed_types)]
-fn next_issuer() -> u64 {
+pub(crate) fn next_issuer() -> u64 {
     static ISSUERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 63);
     ISSUERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
@@ -1117,20 +1162,34 @@ mod tests {
 
     #[test]
     fn the_backoff_doubles_up_to_its_bound_and_the_allowance_is_a_share_plus_a_constant() {
-        let locks = RedisLocks::new("redis://127.0.0.1:1", RedisOptions::default()).unwrap();
+        let clock = SystemClock::new();
+        let bound = RedisOptions::default().max_backoff;
         let mut backoff = Duration::from_millis(1);
         let mut seen = Vec::new();
         for _ in 0..8 {
             seen.push(backoff.as_millis());
             // A zero wait keeps each sleep at the 1 ms floor.
-            locks.nap(&mut backoff, Duration::ZERO, Some(0));
+            nap(
+                &clock,
+                &mut backoff,
+                bound,
+                (Duration::ZERO, Some(0)),
+                |b| b,
+            );
         }
         assert_eq!(seen, [1, 2, 4, 8, 16, 32, 50, 50]);
         // An unbounded backoff saturates instead of overflowing.
-        let options = RedisOptions::default().max_backoff(Duration::MAX);
-        let unbounded = RedisLocks::new("redis://127.0.0.1:1", options).unwrap();
+        let unbounded = RedisOptions::default()
+            .max_backoff(Duration::MAX)
+            .max_backoff;
         let mut backoff = Duration::from_secs(u64::MAX / 2 + 1);
-        unbounded.nap(&mut backoff, Duration::ZERO, Some(0));
+        nap(
+            &clock,
+            &mut backoff,
+            unbounded,
+            (Duration::ZERO, Some(0)),
+            |b| b,
+        );
         assert_eq!(backoff, Duration::MAX);
         let options = RedisOptions::default();
         assert_eq!(

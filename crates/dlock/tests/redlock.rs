@@ -1,0 +1,474 @@
+//! Redlock against real `redis-server`s: exclusion with fencing from many threads on 3 and 5
+//! servers, a lost minority and a lost majority, the raise that keeps tokens growing across
+//! servers, the validity check, restarts that lost the data, servers that do not answer, and
+//! owner-only release.
+#![cfg(all(feature = "redis", not(infra_loom)))]
+
+use std::time::{Duration, Instant};
+
+use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use infra_common::sync::{Arc, thread};
+use infra_common::{Clock, SystemClock};
+use infra_dlock::redis::{RedisLocks, RedisOptions};
+use infra_dlock::redlock::Redlock;
+use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
+use infra_testkit::RedisServer;
+
+// The shared test helpers; this file uses the fenced account, not the process signals.
+#[allow(dead_code)]
+mod common;
+use common::Account;
+
+const LOCK: &str = "account-7";
+/// The lock key of [`LOCK`] on each server.
+const KEY: &str = "dlock:{account-7}";
+/// Its token counter on each server.
+const COUNTER: &str = "dlock:{account-7}:token";
+const LEASE: Duration = Duration::from_secs(30);
+
+/// `n` servers, or `None` (the test skips) without `redis-server`.
+fn servers(n: usize) -> Option<Vec<RedisServer>> {
+    (0..n).map(|_| RedisServer::start()).collect()
+}
+
+fn options() -> RedisOptions {
+    RedisOptions::default().timeout(Duration::from_secs(2))
+}
+
+fn redlock(servers: &[RedisServer]) -> Redlock {
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    Redlock::new(&urls, options()).unwrap()
+}
+
+fn client(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn get(server: &RedisServer, key: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(key)
+        .query(&mut client(server))
+        .unwrap()
+}
+
+fn exists(server: &RedisServer, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<u64>(&mut client(server))
+        .unwrap()
+        == 1
+}
+
+/// Kills the server, deletes its append-only file and starts it again: a Redis that lost
+/// everything, its token counter included.
+fn restart_without_data(server: &mut RedisServer) {
+    server.kill();
+    std::fs::remove_dir_all(server.data_dir().join("appendonlydir")).unwrap();
+    server.restart().unwrap();
+    assert!(!exists(server, COUNTER), "the counter is gone");
+}
+
+/// Acquires [`LOCK`], checks its token is above `last` and that a majority of `servers` hold
+/// it under that token, releases it, and returns the token.
+fn grant_above(
+    locks: &Redlock,
+    servers: &[RedisServer],
+    last: FencingToken,
+    when: &str,
+) -> FencingToken {
+    let guard = locks.acquire(LOCK, LEASE).unwrap();
+    let token = guard.token();
+    assert!(token > last, "{when}: token {token} after {last}");
+    let holding = servers
+        .iter()
+        .filter(|server| get(server, KEY) == Some(token.get().to_string()))
+        .count();
+    assert!(
+        holding >= locks.majority(),
+        "{when}: {holding} servers hold {token}"
+    );
+    guard.release().unwrap();
+    token
+}
+
+#[test]
+fn threads_on_three_and_five_servers_exclude_each_other_and_the_fence_refuses_nothing() {
+    for n in [3, 5] {
+        let Some(servers) = servers(n) else {
+            return;
+        };
+        let locks = Arc::new(redlock(&servers));
+        let account = Arc::new(Account::new(LOCK));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
+                let (inside, overlaps) = (Arc::clone(&inside), Arc::clone(&overlaps));
+                thread::spawn(move || {
+                    let mut tokens = Vec::new();
+                    for _ in 0..25 {
+                        let guard = locks.acquire(LOCK, LEASE).unwrap();
+                        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let balance = account.read(guard.token()).unwrap();
+                        account.write(guard.token(), balance + 1).unwrap();
+                        tokens.push(guard.token());
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        guard.release().unwrap();
+                    }
+                    tokens
+                })
+            })
+            .collect();
+        let mut tokens: Vec<FencingToken> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let ledger = account.ledger();
+        assert_eq!(overlaps.load(Ordering::SeqCst), 0, "{n} servers");
+        assert_eq!(ledger.balance, 100, "{n} servers");
+        assert_eq!(ledger.accepted_writes, 100, "{n} servers");
+        assert_eq!(ledger.refused, 0, "{n} servers");
+        assert_eq!(ledger.stale_accepted, 0, "{n} servers");
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), 100, "every grant has a token of its own");
+        // After the raise every server holds the grant under the one token T.
+        let guard = locks.acquire(LOCK, LEASE).unwrap();
+        for server in &servers {
+            assert_eq!(get(server, KEY), Some(guard.token().get().to_string()));
+        }
+    }
+}
+
+#[test]
+fn one_server_of_three_down_still_grants_two_down_fail_and_leave_nothing_held() {
+    let Some(mut servers) = servers(3) else {
+        return;
+    };
+    let locks = redlock(&servers);
+    let first = grant_above(&locks, &servers, FencingToken::new(0), "all up");
+    servers[0].kill();
+    let second = grant_above(&locks, &servers[1..], first, "one down");
+    servers[1].kill();
+    for wait in [Wait::No, Wait::Forever] {
+        let refused = locks.grant(LOCK, Access::Exclusive, LEASE, wait);
+        let Err(Error::Backend { reason }) = &refused else {
+            panic!("{wait:?}: granted on one server of three: {refused:?}");
+        };
+        assert!(reason.contains("1 of 3 servers answered"), "{reason}");
+    }
+    // The live server granted each attempt; each gave it back.
+    assert!(!exists(&servers[2], KEY), "a partial grant was left behind");
+    let single = RedisLocks::new(&servers[2].url(), options()).unwrap();
+    assert!(single.try_acquire(LOCK, LEASE).unwrap().is_some());
+    drop(single);
+    servers[0].restart().unwrap();
+    servers[1].restart().unwrap();
+    grant_above(&locks, &servers, second, "two up again");
+}
+
+/// One server's counter far ahead makes T far ahead; the raise lifts the other two counters
+/// to T, so once that server is gone the other two still give larger tokens.
+#[test]
+fn the_raise_keeps_tokens_growing_when_the_server_that_gave_t_is_gone() {
+    let Some(mut servers) = servers(3) else {
+        return;
+    };
+    let locks = redlock(&servers);
+    let ahead: u64 = 9_000_000_000_000_000_000;
+    let () = redis::cmd("SET")
+        .arg(COUNTER)
+        .arg(ahead)
+        .query(&mut client(&servers[2]))
+        .unwrap();
+    let first = grant_above(&locks, &servers, FencingToken::new(0), "one counter ahead");
+    assert_eq!(first.get(), ahead + 1, "T is the largest server's token");
+    for server in &servers[..2] {
+        let raised: u64 = get(server, COUNTER).unwrap().parse().unwrap();
+        assert!(raised >= first.get(), "raised to {raised}");
+    }
+    servers[2].stop();
+    let after = locks.acquire(LOCK, LEASE).unwrap();
+    assert!(
+        after.token() > first,
+        "without the server that gave T: {} after {first}",
+        after.token()
+    );
+}
+
+/// A clock that moves on by `step` at every reading: each round looks that long.
+#[derive(Debug)]
+struct SlowRounds {
+    now: AtomicU64,
+    step: u64,
+}
+
+impl Clock for SlowRounds {
+    fn now_nanos(&self) -> u64 {
+        self.now.fetch_add(self.step, Ordering::SeqCst) + self.step
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(self.now.load(Ordering::SeqCst))
+    }
+}
+
+/// With every clock reading 50 ms apart, a grant of 80 ms (77.2 ms after the allowance) is
+/// spent after its two rounds: refused, not retried, and held nowhere. A long lease on the
+/// same clock is granted.
+#[test]
+fn a_grant_whose_rounds_eat_the_lease_fails_and_leaves_nothing_held() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let clock = SlowRounds {
+        now: AtomicU64::new(0),
+        step: 50_000_000,
+    };
+    let locks = Redlock::with_clock(&urls, options(), clock).unwrap();
+    for wait in [Wait::No, Wait::Forever] {
+        let granted = locks.grant(LOCK, Access::Exclusive, Duration::from_millis(80), wait);
+        assert!(
+            matches!(granted, Err(Error::LeaseSpentOnArrival { .. })),
+            "{wait:?}: {granted:?}"
+        );
+        for server in &servers {
+            assert!(!exists(server, KEY), "the spent grant was given back");
+        }
+    }
+    let long = locks.try_acquire(LOCK, LEASE).unwrap();
+    assert!(
+        long.is_some(),
+        "the same clock grants a lease it does not eat"
+    );
+}
+
+/// The system clock, with `hook` run at its `at`-th reading.
+struct HookedClock<F> {
+    readings: AtomicU64,
+    at: u64,
+    hook: F,
+}
+
+impl<F> std::fmt::Debug for HookedClock<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedClock").field("at", &self.at).finish()
+    }
+}
+
+impl<F: Fn() + Send + Sync> Clock for HookedClock<F> {
+    fn now_nanos(&self) -> u64 {
+        if self.readings.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            (self.hook)();
+        }
+        SystemClock::new().now_nanos()
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        SystemClock::new().wall_time()
+    }
+}
+
+/// Two of three servers lose the grant's key between the rounds (the third reading of the
+/// clock: after the start of the call and the sending of round one, when round one's answers
+/// are checked against the lease): the raise, which acts only where the key still holds this
+/// grant, reaches one server, and the grant is not confirmed but given back.
+#[test]
+fn a_grant_whose_keys_vanish_before_the_raise_is_not_confirmed() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let clock = HookedClock {
+        readings: AtomicU64::new(0),
+        at: 3,
+        hook: || {
+            for server in &servers[..2] {
+                let () = redis::cmd("DEL")
+                    .arg(KEY)
+                    .query(&mut client(server))
+                    .unwrap();
+            }
+        },
+    };
+    let locks = Redlock::with_clock(&urls, options(), clock).unwrap();
+    let granted = locks.try_acquire(LOCK, LEASE).unwrap();
+    assert!(
+        granted.is_none(),
+        "confirmed on one server of three: {granted:?}"
+    );
+    assert!(
+        !exists(&servers[2], KEY),
+        "the one raised server was given back"
+    );
+}
+
+/// Tokens grow over many grants while servers go down, come back empty (the clock rule), and
+/// the majority moves between them.
+#[test]
+fn tokens_grow_while_servers_go_down_and_come_back_without_data() {
+    let Some(mut servers) = servers(3) else {
+        return;
+    };
+    let locks = redlock(&servers);
+    let mut last = FencingToken::new(0);
+    for round in 0..6 {
+        let victim = round % 3;
+        servers[victim].kill();
+        let live: Vec<&RedisServer> = (0..3)
+            .filter(|&i| i != victim)
+            .map(|i| &servers[i])
+            .collect();
+        let guard = locks.acquire(LOCK, LEASE).unwrap();
+        assert!(guard.token() > last, "round {round}, server {victim} down");
+        for server in live {
+            assert_eq!(get(server, KEY), Some(guard.token().get().to_string()));
+        }
+        last = guard.token();
+        guard.release().unwrap();
+        std::fs::remove_dir_all(servers[victim].data_dir().join("appendonlydir")).unwrap();
+        servers[victim].restart().unwrap();
+        assert!(!exists(&servers[victim], COUNTER));
+        last = grant_above(&locks, &servers, last, &format!("round {round}, all up"));
+        restart_without_data(&mut servers[(victim + 1) % 3]);
+        last = grant_above(
+            &locks,
+            &servers,
+            last,
+            &format!("round {round}, one emptied"),
+        );
+    }
+}
+
+/// Two of five servers frozen (connections open, no answers): a grant waits for them at the
+/// same time, not one after the other. What one frozen server costs is measured first, on a
+/// single-server backend with the same timeout (a fresh connection's setup and the request
+/// each wait for it).
+#[cfg(unix)]
+#[test]
+fn servers_that_do_not_answer_are_waited_for_at_once_not_in_turn() {
+    let Some(mut servers) = servers(5) else {
+        return;
+    };
+    let options = RedisOptions::default().timeout(Duration::from_millis(400));
+    servers[0].pause();
+    servers[1].pause();
+    let single = RedisLocks::new(&servers[0].url(), options.clone()).unwrap();
+    let started = Instant::now();
+    let frozen = single.try_acquire(LOCK, LEASE);
+    let one_frozen = started.elapsed();
+    assert!(matches!(frozen, Err(Error::Backend { .. })), "{frozen:?}");
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let locks = Redlock::new(&urls, options).unwrap();
+    let started = Instant::now();
+    let guard = locks.try_acquire(LOCK, LEASE).unwrap();
+    let two_frozen = started.elapsed();
+    assert!(guard.is_some(), "three of five servers answered");
+    assert!(
+        two_frozen < one_frozen * 3 / 2,
+        "two frozen servers took {two_frozen:?}, one alone {one_frozen:?}: waited for in turn"
+    );
+    servers[0].resume();
+    servers[1].resume();
+}
+
+/// Also: the expired holder's late write is refused by the fence.
+#[test]
+fn a_foreign_or_expired_grant_is_a_clear_error_and_leaves_the_holder_alone() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let ours = redlock(&servers);
+    let theirs = redlock(&servers);
+    let mut grant = ours.acquire(LOCK, LEASE).unwrap().into_grant();
+    let foreign = theirs.extend(&mut grant, LEASE);
+    assert!(
+        matches!(foreign, Err(Error::ForeignGrant { .. })),
+        "{foreign:?}"
+    );
+    let memory = MemoryLocks::new()
+        .acquire(LOCK, LEASE)
+        .unwrap()
+        .into_grant();
+    let foreign = ours.release(memory);
+    assert!(
+        matches!(foreign, Err(Error::ForeignGrant { .. })),
+        "{foreign:?}"
+    );
+    assert!(ours.is_held(&grant));
+    assert!(theirs.try_acquire(LOCK, LEASE).unwrap().is_none());
+
+    // Expired: the servers let the short lease go, the next holder takes the lock.
+    ours.extend(&mut grant, Duration::from_millis(50)).unwrap();
+    ours.wait_lost(&grant);
+    assert!(!ours.is_held(&grant));
+    let next = theirs.acquire(LOCK, LEASE).unwrap();
+    assert!(next.token() > grant.token());
+    // The holder that slept past its lease writes after the next holder: refused.
+    let account = Account::new(LOCK);
+    account.write(next.token(), 1).unwrap();
+    let stale = account.write(grant.token(), 2);
+    assert!(matches!(stale, Err(Error::StaleToken { .. })), "{stale:?}");
+    assert_eq!(account.ledger().balance, 1);
+    let late = ours.extend(&mut grant, LEASE);
+    assert!(matches!(late, Err(Error::LeaseExpired { .. })), "{late:?}");
+    let late = ours.release(grant);
+    assert!(matches!(late, Err(Error::LeaseExpired { .. })), "{late:?}");
+    assert!(
+        next.is_held(),
+        "the late release left the next holder alone"
+    );
+    next.release().unwrap();
+}
+
+#[test]
+fn readers_permits_and_bad_input_are_refused_before_any_round_trip() {
+    // Nothing listens on port 1: a round trip would be a backend error.
+    let locks = Redlock::new(&["redis://127.0.0.1:1"], options()).unwrap();
+    let refused = |access, name: &str, lease| locks.grant(name, access, lease, Wait::No);
+    assert!(matches!(
+        refused(Access::Shared, LOCK, LEASE),
+        Err(Error::UnsupportedAccess {
+            access: Access::Shared,
+            ..
+        })
+    ));
+    let permit = Access::Permit { permits: 3 };
+    assert!(matches!(
+        refused(permit, LOCK, LEASE),
+        Err(Error::UnsupportedAccess { access, .. }) if access == permit
+    ));
+    assert_eq!(refused(Access::Exclusive, "", LEASE), Err(Error::EmptyName));
+    assert!(matches!(
+        refused(Access::Exclusive, &"x".repeat(513), LEASE),
+        Err(Error::NameTooLong { .. })
+    ));
+    assert_eq!(
+        refused(Access::Exclusive, LOCK, Duration::ZERO),
+        Err(Error::ZeroLease)
+    );
+    assert!(matches!(
+        refused(Access::Exclusive, LOCK, Duration::MAX),
+        Err(Error::LeaseTooLong { .. })
+    ));
+    assert!(matches!(
+        refused(Access::Exclusive, LOCK, Duration::from_millis(2)),
+        Err(Error::LeaseTooShort { .. })
+    ));
+    assert!(matches!(
+        refused(Access::Permit { permits: 0 }, LOCK, LEASE),
+        Err(Error::ZeroPermits)
+    ));
+    // A valid request does reach for the server, and says it could not.
+    assert!(matches!(
+        refused(Access::Exclusive, LOCK, LEASE),
+        Err(Error::Backend { .. })
+    ));
+}
