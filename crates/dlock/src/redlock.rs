@@ -106,15 +106,17 @@ use crate::redis::{
 
 /// Raises the token counter `KEYS[2]` to at least `ARGV[2]` (the grant's token) and sets the
 /// lock key `KEYS[1]` to it, keeping its expiry, if the key still holds this server's token
-/// `ARGV[1]`, or already `ARGV[2]` (a resend whose first run did it). Tokens are compared as
-/// decimal strings, never as Lua's doubles. A counter that is missing, not a positive integer,
+/// `ARGV[1]`. A key that holds `ARGV[2]` already is not taken for this grant's: servers whose
+/// counters agree give the same number to different grants, so it may be another grant's key
+/// (a resend whose first run did raise it then counts as not raised, and the key runs out
+/// with its lease). Tokens are compared as decimal strings, never as Lua's doubles. A counter that is missing, not a positive integer,
 /// or below is set, with the day's expiry every counter has ([`COUNTER_IDLE`]). Replies 1 if
 /// the key held the grant, else 0.
 ///
 /// [`COUNTER_IDLE`]: crate::redis::COUNTER_IDLE
 const RAISE_SCRIPT: &str = r"
 local held = redis.call('GET', KEYS[1])
-if held ~= ARGV[1] and held ~= ARGV[2] then return 0 end
+if held ~= ARGV[1] then return 0 end
 local function below(a, b) return #a < #b or (#a == #b and a < b) end
 local counter = redis.call('GET', KEYS[2])
 if not (counter and string.find(counter, '^[1-9]%d*$') and not below(counter, ARGV[2])) then
@@ -241,7 +243,8 @@ impl<C: Clock> Redlock<C> {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             servers,
-            // The script recognises its own earlier run: harmless to resend.
+            // A second run can refuse a key its first run raised, never take another grant's:
+            // harmless to resend.
             raise: Script::new(RAISE_SCRIPT, true),
             options,
             clock,
@@ -333,8 +336,8 @@ impl<C: Clock> Redlock<C> {
         Ok(tally)
     }
 
-    /// Round two: raises every server that granted to `top`; afterwards `holding` says which
-    /// still hold the lock (with `top` now), and the count of those is returned.
+    /// Round two: raises every server that granted to `top` and returns how many it raised;
+    /// their entries in `holding` become `top`, the others keep the token they granted.
     fn raise_all(
         &self,
         name: &str,
@@ -634,6 +637,90 @@ mod tests {
                 .unwrap()
                 .majority(),
             2
+        );
+    }
+
+    /// Three real servers, or `None` (the test skips) without `redis-server`.
+    fn three_servers() -> Option<Vec<infra_testkit::RedisServer>> {
+        (0..3)
+            .map(|_| infra_testkit::RedisServer::start())
+            .collect()
+    }
+
+    fn over(servers: &[infra_testkit::RedisServer]) -> Redlock {
+        let urls: Vec<String> = servers
+            .iter()
+            .map(infra_testkit::RedisServer::url)
+            .collect();
+        Redlock::new(&urls, RedisOptions::default()).unwrap()
+    }
+
+    /// Servers give the same number to different grants whenever their counters agree, as
+    /// they do for a name locked for the first time (the clock rule starts every counter at
+    /// the millisecond × 2^20) or one whose grants all went to the same servers. Here A's
+    /// round one is played server by server so that, between A's grant on the second server
+    /// and its raise there, F's release (sent to every server) removes A's key there, and E
+    /// is granted that server with exactly A's top. A's raise must not take E's key for its
+    /// own: with it, A and E would both hold the lock under one token, which a fence admits
+    /// twice.
+    #[test]
+    fn a_raise_never_takes_another_grants_key_holding_the_same_number_for_its_own() {
+        let Some(servers) = three_servers() else {
+            return;
+        };
+        let (name, key, lease) = ("account-9", "dlock:{account-9}", Duration::from_secs(30));
+        // Counters far above the clock part, so the tokens are these and not the time's.
+        let x: u64 = 1 << 62;
+        for server in &servers {
+            let before = (x - 1).to_string();
+            server
+                .command(&["SET", "dlock:{account-9}:token", &before])
+                .unwrap();
+        }
+        // Someone holds the second server while F is granted the other two, both under x.
+        servers[1]
+            .command(&["SET", key, "1", "PX", "30000"])
+            .unwrap();
+        let f = over(&servers);
+        let f_grant = f
+            .grant(name, Access::Exclusive, lease, Wait::No)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f_grant.token.get(), x);
+        servers[1].command(&["DEL", key]).unwrap();
+
+        let a = over(&servers);
+        let on = |server: usize| match a.servers[server]
+            .attempt(name, Access::Exclusive, lease, false)
+            .unwrap()
+        {
+            Attempt::Granted(token) => token,
+            Attempt::Held(_) => panic!("server {server} refused A"),
+        };
+        let a_on_second = on(1);
+        assert_eq!(
+            a_on_second.get(),
+            x,
+            "the second server's number is F's token"
+        );
+        // F's release reaches the second server too, where A's key holds the same number.
+        f.release(f_grant).unwrap();
+        assert_eq!(servers[1].command(&["EXISTS", key]).unwrap(), ":0");
+        let a_on_first = on(0);
+        let e = over(&servers);
+        let e_grant = e
+            .grant(name, Access::Exclusive, lease, Wait::No)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e_grant.token, a_on_first, "E's token is A's top");
+
+        let mut holding = [Some(a_on_first), Some(a_on_second), None];
+        let raised = a.raise_all(name, &mut holding, a_on_first);
+        assert!(
+            raised < a.majority(),
+            "A counted {raised} servers raised, E's key on the second among them: A and E \
+             would both hold the lock with token {}",
+            e_grant.token.get()
         );
     }
 
