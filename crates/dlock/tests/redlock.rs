@@ -472,3 +472,75 @@ fn readers_permits_and_bad_input_are_refused_before_any_round_trip() {
         Err(Error::Backend { .. })
     ));
 }
+
+/// Sets [`COUNTER`] on `server` to `value`.
+fn set_counter(server: &RedisServer, value: u64) {
+    let () = redis::cmd("SET")
+        .arg(COUNTER)
+        .arg(value)
+        .query(&mut client(server))
+        .unwrap();
+}
+
+/// Servers whose counters agree give equal numbers to different grants. Here A is granted
+/// the first server under `c + 1` and the second under `c`; between the rounds its key on the
+/// second is removed (as the release of another grant under the number `c`, sent to every
+/// server, removes it) and E is granted the second and third servers, under `c + 1` on both.
+/// A's raise must not take E's key on the second server, which holds A's largest token, for
+/// its own: both would hold the lock under one token, read the same balance, and the fence
+/// would admit both writes.
+#[test]
+fn a_grant_is_not_confirmed_by_another_grants_key_that_holds_its_token() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    // Far above the clock part of a token, so the tokens are these.
+    let c: u64 = 1 << 62;
+    set_counter(&servers[0], c);
+    set_counter(&servers[1], c - 1);
+    set_counter(&servers[2], c);
+    // Someone else holds the third server during A's first round.
+    let () = redis::cmd("SET")
+        .arg(KEY)
+        .arg(1)
+        .arg("PX")
+        .arg(30_000)
+        .query(&mut client(&servers[2]))
+        .unwrap();
+    let e = redlock(&servers);
+    let e_grant = std::sync::Mutex::new(None);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let clock = HookedClock {
+        readings: AtomicU64::new(0),
+        at: 3,
+        hook: || {
+            for server in &servers[1..] {
+                let () = redis::cmd("DEL")
+                    .arg(KEY)
+                    .query(&mut client(server))
+                    .unwrap();
+            }
+            let granted = e.grant(LOCK, Access::Exclusive, LEASE, Wait::No).unwrap();
+            *e_grant.lock().unwrap() = granted;
+        },
+    };
+    let a = Redlock::with_clock(&urls, options(), clock).unwrap();
+    let a_guard = a.try_acquire(LOCK, LEASE).unwrap();
+    let e_grant = e_grant.lock().unwrap().take().expect("E holds the lock");
+    assert_eq!(e_grant.token().get(), c + 1, "E's token is A's largest");
+    if let Some(a_guard) = a_guard {
+        let account = Account::new(LOCK);
+        let read_by_a = account.read(a_guard.token()).unwrap();
+        let read_by_e = account.read(e_grant.token()).unwrap();
+        account.write(a_guard.token(), read_by_a + 1).unwrap();
+        let e_write = account.write(e_grant.token(), read_by_e + 1);
+        panic!(
+            "A and E both hold the lock under token {}; the fence admitted E's write too \
+             ({e_write:?}), and the balance is {} after two increments",
+            a_guard.token(),
+            account.ledger().balance
+        );
+    }
+    assert!(e.is_held(&e_grant), "A's attempt left E's hold alone");
+    e.release(e_grant).unwrap();
+}
