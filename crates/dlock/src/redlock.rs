@@ -25,15 +25,18 @@
 //!   at once with [`Error::Backend`].
 //! - **Grant**, round two, *the raise*: each server's token comes from its own counter, so
 //!   they differ. The grant's token is `T`, the largest of the granted ones. Every server that
-//!   granted is sent a compare-and-raise script: only if its lock key still holds this
-//!   attempt's token, it raises the server's counter to at least `T` and sets the lock key to
-//!   `T` (keeping its expiry), so extend and release compare one token on every server. The
+//!   granted is sent a compare-and-raise script: only if its lock key still holds the token
+//!   that server granted this attempt, it raises the server's counter to at least `T` and
+//!   sets the lock key to `T` (keeping its expiry), so extend and release compare one token on
+//!   every server. A key that holds `T` already does not count: servers whose counters agree
+//!   (a name's first grants, whose counters start from the clock) give equal numbers to
+//!   different grants, so it may be another grant's. The
 //!   grant succeeds if a majority raised, and its lease, counted on the client's [`Clock`]
 //!   from when round one was **sent**, is still running:
 //!   `validity = lease − elapsed − drift`, with the drift allowance of
 //!   [`RedisOptions::drift_allowance`] (1 % + 2 ms by default). Otherwise everything is given
 //!   back. A lease already spent when round one's answers arrive (then no raise is sent) or
-//!   when the raise's do fails the call with [`Error::LeaseSpentOnArrival`] (no retry could be
+//!   when the raise's answers do fails the call with [`Error::LeaseSpentOnArrival`] (no retry could be
 //!   faster); too few servers that still held the lock when raised make the call ask again.
 //! - **Extend**: the compare-and-extend script on every server; succeeds if a majority still
 //!   held `T`, and the new lease again counts from when the extension was sent.
