@@ -49,11 +49,12 @@
 //! # Why tokens grow across the servers
 //!
 //! Let grants `A` and `B` of one name both succeed, `A` first. `A` raised a majority `R_A`,
-//! `B` was granted a majority `G_B`; two majorities of the same servers share one, `s`. On
-//! `s` a lock key holds one grant at a time:
+//! `B` a majority `R_B`; two majorities of the same servers share one, `s`. On `s` a lock
+//! key holds one grant at a time:
 //!
 //! - if `A` held `s` before `B`, then `B` was granted `s` only after `A`'s key there was
-//!   gone, which is after `A`'s raise (the script raised only while the key held `A`), so the
+//!   gone, which is after `A`'s raise (the script raised only while the key held the number
+//!   `s` gave `A`, which no other grant on `s` has), so the
 //!   counter of `s` was at least `T_A` and `B`'s token on `s` is above it: `T_B > T_A`;
 //! - if `B` held `s` first, `B`'s key there was gone before `A` was granted `s`. But a key
 //!   outlives its grant's success: it is released only after the grant ends or fails, and
