@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use infra_common::sync::{Arc, thread};
+use infra_common::sync::{Arc, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
 use infra_dlock::redlock::Redlock;
@@ -508,7 +508,7 @@ fn a_grant_is_not_confirmed_by_another_grants_key_that_holds_its_token() {
         .query(&mut client(&servers[2]))
         .unwrap();
     let e = redlock(&servers);
-    let e_grant = std::sync::Mutex::new(None);
+    let e_grant = Mutex::new(None);
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let clock = HookedClock {
         readings: AtomicU64::new(0),
@@ -521,12 +521,12 @@ fn a_grant_is_not_confirmed_by_another_grants_key_that_holds_its_token() {
                     .unwrap();
             }
             let granted = e.grant(LOCK, Access::Exclusive, LEASE, Wait::No).unwrap();
-            *e_grant.lock().unwrap() = granted;
+            *e_grant.lock() = granted;
         },
     };
     let a = Redlock::with_clock(&urls, options(), clock).unwrap();
     let a_guard = a.try_acquire(LOCK, LEASE).unwrap();
-    let e_grant = e_grant.lock().unwrap().take().expect("E holds the lock");
+    let e_grant = e_grant.lock().take().expect("E holds the lock");
     assert_eq!(e_grant.token().get(), c + 1, "E's token is A's largest");
     if let Some(a_guard) = a_guard {
         let account = Account::new(LOCK);
