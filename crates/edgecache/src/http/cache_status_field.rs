@@ -2,9 +2,10 @@
 //! as the field's last member, after those the caches behind it wrote (§2: the first member
 //! is the cache closest to the origin, the last the one closest to the client).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -141,41 +142,90 @@ impl Member {
         }
     }
 
-    /// The member as written, after the cache's name (an sf-token or sf-string).
-    fn serialize(&self, name: &str) -> String {
-        let mut out = name.to_owned();
+    /// The member as written, after the cache's name (an sf-token or sf-string). The
+    /// parameters are put together on the stack and the result allocated once, at its exact
+    /// size, so the field value takes it without copying or reallocating: this runs for every
+    /// response served.
+    fn serialize(&self, name: &str) -> Vec<u8> {
+        let mut params = Params::default();
+        // `Params` holds the longest parameter list a member can have (its test), so none of
+        // these writes fails.
         if self.hit {
-            out.push_str("; hit");
+            let _ = params.write_str("; hit");
         }
         if let Some(forward) = self.forward {
-            let _ = write!(out, "; fwd={}", forward.token());
+            let _ = write!(params, "; fwd={}", forward.token());
         }
         if let Some(status) = self.forward_status {
-            let _ = write!(out, "; fwd-status={}", status.as_u16());
+            let _ = write!(params, "; fwd-status={}", status.as_u16());
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(out, "; ttl={ttl}");
+            let _ = write!(params, "; ttl={ttl}");
         }
         if self.stored {
-            out.push_str("; stored");
+            let _ = params.write_str("; stored");
         }
         match self.collapsed {
-            Some(true) => out.push_str("; collapsed"),
-            Some(false) => out.push_str("; collapsed=?0"),
+            Some(true) => {
+                let _ = params.write_str("; collapsed");
+            }
+            Some(false) => {
+                let _ = params.write_str("; collapsed=?0");
+            }
             None => {}
         }
         if let Some(detail) = self.detail {
-            let _ = write!(out, "; detail={detail}");
+            let _ = write!(params, "; detail={detail}");
         }
+        let params = params.as_bytes();
+        let mut out = Vec::with_capacity(name.len() + params.len());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(params);
         out
     }
 
     /// Writes the member into `headers` as the last member of `Cache-Status`, after the
     /// members already there, which it keeps (§2).
     pub(crate) fn append_to(&self, headers: &mut HeaderMap, name: &str) {
-        if let Ok(value) = HeaderValue::try_from(self.serialize(name)) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(self.serialize(name))) {
             headers.append(CACHE_STATUS, value);
         }
+    }
+}
+
+/// The longest a member's parameters can be written: `; hit` (5), `; fwd=vary-miss` (15),
+/// `; fwd-status=` and three digits (16), `; ttl=-9223372036854775808` (26), `; stored` (8),
+/// `; collapsed=?0` (14), `; detail=stale-if-error` (23), 107 bytes, rounded up.
+const PARAMS_CAPACITY: usize = 112;
+
+/// A member's parameters, written on the stack; a write that would not fit fails.
+struct Params {
+    bytes: [u8; PARAMS_CAPACITY],
+    len: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            bytes: [0; PARAMS_CAPACITY],
+            len: 0,
+        }
+    }
+}
+
+impl Params {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Write for Params {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.len + text.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -233,8 +283,31 @@ mod tests {
             .stale_if_error();
         assert_eq!(
             member.serialize("c"),
-            "c; fwd=stale; fwd-status=503; stored; collapsed; detail=stale-if-error"
+            b"c; fwd=stale; fwd-status=503; stored; collapsed; detail=stale-if-error"
         );
-        assert_eq!(Member::hit().serialize("c"), "c; hit");
+        assert_eq!(Member::hit().serialize("c"), b"c; hit");
+    }
+
+    #[test]
+    fn the_longest_member_is_written_whole() {
+        let longest = Member {
+            hit: true,
+            forward: Some(Forward::VaryMiss),
+            forward_status: Some(StatusCode::from_u16(999).unwrap()),
+            stored: true,
+            collapsed: Some(false),
+            detail: Some("stale-if-error"),
+            reports_ttl: true,
+            ttl: Some(i64::MIN),
+        };
+        let name = "a-cache-name-longer-than-the-parameters-".repeat(4);
+        let written = String::from_utf8(longest.serialize(&name)).unwrap();
+        assert_eq!(
+            written.strip_prefix(name.as_str()),
+            Some(
+                "; hit; fwd=vary-miss; fwd-status=999; ttl=-9223372036854775808; stored; \
+                 collapsed=?0; detail=stale-if-error"
+            )
+        );
     }
 }
