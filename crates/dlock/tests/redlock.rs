@@ -22,6 +22,8 @@ use common::Account;
 const LOCK: &str = "account-7";
 /// The lock key of [`LOCK`] on each server.
 const KEY: &str = "dlock:{account-7}";
+/// The nonce of the request that holds it, on each server.
+const REQUEST: &str = "dlock:{account-7}:request";
 /// Its token counter on each server.
 const COUNTER: &str = "dlock:{account-7}:token";
 const LEASE: Duration = Duration::from_secs(30);
@@ -543,4 +545,103 @@ fn a_grant_is_not_confirmed_by_another_grants_key_that_holds_its_token() {
     }
     assert!(e.is_held(&e_grant), "A's attempt left E's hold alone");
     e.release(e_grant).unwrap();
+}
+
+/// Deletes [`KEY`] on each of `servers`: a hold the server lost.
+fn lose_key(servers: &[RedisServer]) {
+    for server in servers {
+        let () = redis::cmd("DEL")
+            .arg(KEY)
+            .query(&mut client(server))
+            .unwrap();
+    }
+}
+
+/// E holds the lock under `c + 1` on every server, then loses its key on the second and third
+/// and those servers' counters fall back to `c` (as a restart from an older snapshot leaves
+/// them). A's round one is granted there, under `c + 1` again: between A's rounds, E is
+/// asked whether it holds the lock and released. E holds one server of three, so it does not
+/// hold the lock; its extension and release must leave A's keys alone, so A's grant goes
+/// through.
+#[test]
+fn is_held_extend_and_release_leave_another_attempts_key_with_the_same_number_alone() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let c: u64 = 1 << 62;
+    for server in &servers {
+        set_counter(server, c);
+    }
+    let e = redlock(&servers);
+    let e_grant = e.grant(LOCK, Access::Exclusive, LEASE, Wait::No).unwrap();
+    let e_grant = Mutex::new(e_grant);
+    assert_eq!(e_grant.lock().as_ref().unwrap().token().get(), c + 1);
+    lose_key(&servers[1..]);
+    for server in &servers[1..] {
+        set_counter(server, c);
+    }
+    let seen_by_e = Mutex::new(None);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let clock = HookedClock {
+        readings: AtomicU64::new(0),
+        at: 3,
+        hook: || {
+            let mut e_grant = e_grant.lock().take().expect("E was granted");
+            let held = e.is_held(&e_grant);
+            let extended = e.extend(&mut e_grant, LEASE);
+            *seen_by_e.lock() = Some((held, extended, e.release(e_grant)));
+        },
+    };
+    let a = Redlock::with_clock(&urls, options(), clock).unwrap();
+    let a_guard = a.try_acquire(LOCK, LEASE).unwrap();
+    let (held, extended, released) = seen_by_e.lock().take().expect("the hook ran");
+    assert!(
+        !held,
+        "E counted A's pending keys, which hold E's token, as its own: it holds 1 server of 3"
+    );
+    assert!(
+        matches!(extended, Err(Error::LeaseExpired { .. })),
+        "E's extension, held on 1 server of 3: {extended:?}"
+    );
+    assert!(
+        matches!(released, Err(Error::LeaseExpired { .. })),
+        "E's release, held on 1 server of 3: {released:?}"
+    );
+    let a_guard = a_guard.expect("E's release left A's keys alone, so A's grant goes through");
+    assert_eq!(a_guard.token().get(), c + 1);
+    assert!(a_guard.is_held());
+    a_guard.release().unwrap();
+}
+
+/// The nonce kept beside the lock key is what release, extend and `is_held` compare, so an
+/// extension renews it with the key: both outlive the lease the grant was made with.
+#[test]
+fn an_extension_renews_the_grants_nonce_with_its_key() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let locks = redlock(&servers);
+    let mut grant = locks
+        .grant(LOCK, Access::Exclusive, LEASE, Wait::No)
+        .unwrap()
+        .unwrap();
+    locks.extend(&mut grant, LEASE * 2).unwrap();
+    for (index, server) in servers.iter().enumerate() {
+        for key in [KEY, REQUEST] {
+            let left: u64 = redis::cmd("PTTL")
+                .arg(key)
+                .query(&mut client(server))
+                .unwrap();
+            assert!(
+                left > duration_ms(LEASE),
+                "server {index}: {key} expires in {left} ms after an extension to {} ms",
+                duration_ms(LEASE * 2)
+            );
+        }
+    }
+    locks.release(grant).unwrap();
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap()
 }
