@@ -1,18 +1,20 @@
 //! Redlock against real `redis-server`s: exclusion with fencing from many threads on 3 and 5
 //! servers, a lost minority and a lost majority, the raise that keeps tokens growing across
-//! servers, the validity check, restarts that lost the data, servers that do not answer, and
-//! owner-only release.
+//! servers, the validity check, restarts that lost the data, servers that do not answer,
+//! owner-only release, the attempt's nonce that tells its keys from another grant's holding
+//! the same number, and a fenced balance under a slow link, cut connections and a paused
+//! server.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
 use std::time::{Duration, Instant};
 
-use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
 use infra_dlock::redlock::Redlock;
 use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
-use infra_testkit::RedisServer;
+use infra_testkit::{FaultProxy, RedisServer};
 
 // The shared test helpers; this file uses the fenced account, not the process signals.
 #[allow(dead_code)]
@@ -644,4 +646,144 @@ fn an_extension_renews_the_grants_nonce_with_its_key() {
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap()
+}
+
+/// What the workers of the Redlock fault test saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct FaultOutcomes {
+    grants: u64,
+    /// Acquisitions that failed with a server error (fewer than a majority answered).
+    failed_acquires: u64,
+    /// Grants whose lease was spent by the time the rounds' answers arrived (given back).
+    spent_on_arrival: u64,
+    timed_out_waits: u64,
+    /// Reads or writes the fence refused.
+    refused: u64,
+    /// Holds that did not stall on purpose whose read or write the fence refused while their
+    /// lease still ran on their clock: grants lost to the faults.
+    lost_grants: u64,
+    /// Releases that found the lease gone on a majority.
+    lost_leases: u64,
+    /// Releases that fewer than a majority answered.
+    failed_releases: u64,
+}
+
+/// Rounds every fault test worker makes, faults or not.
+const MIN_FAULT_ROUNDS: u32 = 10;
+
+/// One worker of the fault test: acquires, reads and writes the fenced balance, stalling past
+/// its lease every fifth hold, and releases, until `done` (and at least
+/// [`MIN_FAULT_ROUNDS`] rounds).
+fn fault_worker(
+    locks: &Redlock,
+    account: &Account,
+    outcomes: &Mutex<FaultOutcomes>,
+    done: &AtomicBool,
+) {
+    let lease = Duration::from_millis(600);
+    let mut round = 0u32;
+    while !done.load(Ordering::SeqCst) || round < MIN_FAULT_ROUNDS {
+        round += 1;
+        let guard = match locks.acquire_timeout(LOCK, lease, Duration::from_secs(1)) {
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                outcomes.lock().timed_out_waits += 1;
+                continue;
+            }
+            Err(Error::Backend { .. }) => {
+                outcomes.lock().failed_acquires += 1;
+                // Servers that are down refuse at once: back off, not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(Error::LeaseSpentOnArrival { .. }) => {
+                outcomes.lock().spent_on_arrival += 1;
+                continue;
+            }
+            Err(other) => panic!("{other}"),
+        };
+        outcomes.lock().grants += 1;
+        let token = guard.token();
+        let stalls = round.is_multiple_of(5);
+        let written = account.read(token).and_then(|balance| {
+            if stalls {
+                // A pause past the lease, long enough for another worker to take the lock
+                // and read.
+                guard.wait_lost();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            account.write(token, balance + 1)
+        });
+        if written.is_err() {
+            let in_lease = locks.clock().now_nanos() < guard.deadline_nanos();
+            let mut outcomes = outcomes.lock();
+            outcomes.refused += 1;
+            outcomes.lost_grants += u64::from(!stalls && in_lease);
+        }
+        match guard.release() {
+            Ok(()) => {}
+            Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+            Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+}
+
+/// Three workers, each with its own `Redlock` over three servers, increment a fenced balance
+/// while the first server, reached through a fault proxy, is slowed (80 ms each way) and has
+/// its connections cut, and the third is paused (SIGSTOP) for 600 ms; every fifth hold a
+/// worker stalls past its lease between its read and its write.
+#[test]
+fn a_fenced_balance_survives_a_slow_link_cut_connections_and_a_paused_server() {
+    let Some(mut servers) = servers(3) else {
+        return;
+    };
+    let proxy = FaultProxy::start(servers[0].addr()).unwrap();
+    let mut urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    urls[0] = format!("redis://{}", proxy.addr());
+    let account = Arc::new(Account::new(LOCK));
+    let outcomes = Arc::new(Mutex::new(FaultOutcomes::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (account, outcomes, done) = (
+                Arc::clone(&account),
+                Arc::clone(&outcomes),
+                Arc::clone(&done),
+            );
+            let options = RedisOptions::default().timeout(Duration::from_millis(200));
+            let locks = Redlock::new(&urls, options).unwrap();
+            thread::spawn(move || fault_worker(&locks, &account, &outcomes, &done))
+        })
+        .collect();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.set_latency(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(600));
+        proxy.heal();
+        proxy.cut_connections();
+        std::thread::sleep(Duration::from_millis(300));
+        servers[2].pause();
+        std::thread::sleep(Duration::from_millis(600));
+        servers[2].resume();
+    }
+    done.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let ledger = account.ledger();
+    let outcomes = *outcomes.lock();
+    println!("redlock fault run: {outcomes:?}; store: {ledger:?}");
+    assert_eq!(ledger.stale_accepted, 0, "{ledger:?}");
+    assert_eq!(
+        ledger.balance, ledger.accepted_writes,
+        "no increment was lost: {ledger:?}"
+    );
+    assert!(ledger.accepted_writes > 0);
+    assert_eq!(ledger.refused, outcomes.refused);
+    // Six or more stalls past the lease: the fence refused at least one of them.
+    assert!(
+        ledger.refused > 0,
+        "the fence refused nothing: {outcomes:?}"
+    );
 }
