@@ -702,7 +702,7 @@ impl<C: Clock> RedisLocks<C> {
 
     /// Runs the extend (`extend` is `Some(lease in ms)`) or release script for the hold of
     /// `name` with `token`; whether Redis still held that token.
-    pub(crate) fn compare_and_act(
+    fn compare_and_act(
         &self,
         name: &str,
         access: Access,
@@ -754,7 +754,7 @@ impl<C: Clock> RedisLocks<C> {
 
     /// Whether Redis holds the mutex (or writer) key of `name` with `token`; `false` if it
     /// cannot be asked.
-    pub(crate) fn holds_key(&self, name: &str, token: FencingToken) -> bool {
+    fn holds_key(&self, name: &str, token: FencingToken) -> bool {
         let key = self.lock_key(name);
         let held = self.connections.run(true, |connection| {
             redis::cmd("GET")
