@@ -707,7 +707,7 @@ impl<C: Clock> Locks for Redlock<C> {
     }
 
     /// Whether the lease still runs on the client's clock and a majority of servers hold the
-    /// grant's token (one parallel round trip while the lease runs).
+    /// grant's token under its request's nonce (one parallel round trip while the lease runs).
     fn is_held(&self, grant: &Grant) -> bool {
         if grant.issuer != self.issuer || self.clock.now_nanos() >= grant.deadline_nanos() {
             return false;
