@@ -158,8 +158,9 @@ pub struct Grant {
     /// The identity of the backend instance that issued the grant.
     pub(crate) issuer: u64,
     /// Which of the issuer's records of the lock the grant was made in (the in-process
-    /// backend's per-name state, so a handle knows its own grants by one compare; 0 for the
-    /// server backends).
+    /// backend's per-name state, so a handle knows its own grants by one compare; for a
+    /// Redlock, the nonce of the grant request, kept beside the lock key on each server; 0 for
+    /// the other server backends).
     pub(crate) record: u64,
 }
 

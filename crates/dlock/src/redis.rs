@@ -611,6 +611,19 @@ impl<C: Clock> RedisLocks<C> {
         lease: Duration,
         waits: bool,
     ) -> Result<Attempt, Error> {
+        self.attempt_as(name, access, lease, waits, &self.nonce())
+    }
+
+    /// [`RedisLocks::attempt`] whose mutex (or writer) request carries `nonce`, kept in
+    /// [`RedisLocks::request_key`] while the grant holds.
+    pub(crate) fn attempt_as(
+        &self,
+        name: &str,
+        access: Access,
+        lease: Duration,
+        waits: bool,
+        nonce: &str,
+    ) -> Result<Attempt, Error> {
         let key = self.lock_key(name);
         let keys = [
             format!("{key}:token"),
@@ -655,11 +668,10 @@ impl<C: Clock> RedisLocks<C> {
                 } else {
                     0
                 };
-                let nonce = self.nonce();
                 self.run(
                     &self.grant,
                     &keys,
-                    &[&lease_ms, &mark_ms.to_string(), &nonce],
+                    &[&lease_ms, &mark_ms.to_string(), nonce],
                 )?
             }
         };
@@ -690,7 +702,7 @@ impl<C: Clock> RedisLocks<C> {
 
     /// Runs the extend (`extend` is `Some(lease in ms)`) or release script for the hold of
     /// `name` with `token`; whether Redis still held that token.
-    pub(crate) fn compare_and_act(
+    fn compare_and_act(
         &self,
         name: &str,
         access: Access,
@@ -732,12 +744,17 @@ impl<C: Clock> RedisLocks<C> {
     /// this instance's id and a count of its requests.
     fn nonce(&self) -> String {
         let count = self.requests.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}", self.nonces.hash_one((self.issuer, count)))
+        nonce_text(self.nonces.hash_one((self.issuer, count)))
+    }
+
+    /// The key that keeps the nonce of the request holding the mutex of `name`.
+    pub(crate) fn request_key(&self, name: &str) -> String {
+        format!("{}:request", self.lock_key(name))
     }
 
     /// Whether Redis holds the mutex (or writer) key of `name` with `token`; `false` if it
     /// cannot be asked.
-    pub(crate) fn holds_key(&self, name: &str, token: FencingToken) -> bool {
+    fn holds_key(&self, name: &str, token: FencingToken) -> bool {
         let key = self.lock_key(name);
         let held = self.connections.run(true, |connection| {
             redis::cmd("GET")
@@ -746,6 +763,11 @@ impl<C: Clock> RedisLocks<C> {
         });
         matches!(held, Ok(Some(held)) if held == token.get().to_string())
     }
+}
+
+/// A grant request's nonce as the grant script keeps it.
+pub(crate) fn nonce_text(nonce: u64) -> String {
+    format!("{nonce:016x}")
 }
 
 /// Refuses a grant that the backend instance `issuer` did not make.

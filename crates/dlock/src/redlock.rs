@@ -13,7 +13,8 @@
 //!
 //! # The protocol
 //!
-//! - **Grant**, round one: the mutex grant script goes to every server at once (one thread
+//! - **Grant**, round one: the mutex grant script, carrying a random nonce drawn for this
+//!   attempt, goes to every server at once (one thread
 //!   per server but the first, so a server that does not answer delays the attempt by its own
 //!   [`RedisOptions::timeout`]s only — a fresh connection's setup and the request each wait
 //!   up to one — not by the other servers' too). A server that cannot be asked counts
@@ -25,26 +26,35 @@
 //!   at once with [`Error::Backend`].
 //! - **Grant**, round two, *the raise*: each server's token comes from its own counter, so
 //!   they differ. The grant's token is `T`, the largest of the granted ones. Every server that
-//!   granted is sent a compare-and-raise script: only if its lock key still holds the token
-//!   that server granted this attempt, it raises the server's counter to at least `T` and
-//!   sets the lock key to `T` (keeping its expiry), so extend and release compare one token on
-//!   every server. A key that holds `T` already does not count: servers whose counters agree
-//!   (a name's first grants, whose counters start from the clock) give equal numbers to
-//!   different grants, so it may be another grant's. The
+//!   granted is sent a compare-and-raise script: only if the server still holds the lock for
+//!   this attempt — the nonce kept beside the key (`{name}:request`, as for a single-server
+//!   grant) is this attempt's, and the key holds the number that server gave it, or `T` —
+//!   it raises the server's counter to at least `T` and sets the lock key to `T` (keeping its
+//!   expiry), so extend and release compare one token on every server. Numbers alone cannot
+//!   tell the attempt's key: servers whose counters agree (a name's first grants, whose
+//!   counters start from the clock) give equal numbers to different grants, and a key holding
+//!   `T` may be another grant's; the nonce tells them apart, and a raise resent after its
+//!   answer was lost (it ran) finds its own key at `T` and counts it. The
 //!   grant succeeds if a majority raised, and its lease, counted on the client's [`Clock`]
 //!   from when round one was **sent**, is still running:
 //!   `validity = lease − elapsed − drift`, with the drift allowance of
 //!   [`RedisOptions::drift_allowance`] (1 % + 2 ms by default). Otherwise everything is given
-//!   back. A lease already spent when round one's answers arrive (then no raise is sent) or
+//!   back: on each server that granted, the key of this attempt's nonce is freed whether it
+//!   holds that server's number or `T`, since a raise whose answer was lost may have run. A lease already spent when round one's answers arrive (then no raise is sent) or
 //!   when the raise's answers do fails the call with [`Error::LeaseSpentOnArrival`] (no retry could be
 //!   faster); too few servers that still held the lock when raised make the call ask again.
-//! - **Extend**: the compare-and-extend script on every server; succeeds if a majority still
-//!   held `T`, and the new lease again counts from when the extension was sent.
+//!
+//! Extend, release and is held compare both the grant's token `T` and its nonce, so another
+//! attempt's key holding the same number is neither renewed, nor freed, nor counted:
+//!
+//! - **Extend**: the compare-and-extend script on every server, which renews the nonce with
+//!   the key; succeeds if a majority still held the grant, and the new lease again counts
+//!   from when the extension was sent.
 //! - **Release**: the compare-and-release script on every server; `Ok` if a majority
-//!   released `T`. Fewer is [`Error::LeaseExpired`] when a majority answered (the grant had
+//!   released the grant. Fewer is [`Error::LeaseExpired`] when a majority answered (the grant had
 //!   expired, or was taken over), [`Error::Backend`] when fewer answered; another instance's
 //!   grant is [`Error::ForeignGrant`] before any round trip.
-//! - **Is held**: the lease runs on the client's clock and a majority hold `T`.
+//! - **Is held**: the lease runs on the client's clock and a majority hold the grant.
 //!
 //! # Why tokens grow across the servers
 //!
@@ -53,8 +63,8 @@
 //! key holds one grant at a time:
 //!
 //! - if `A` held `s` before `B`, then `B` was granted `s` only after `A`'s key there was
-//!   gone, which is after `A`'s raise (the script raised only while the key held the number
-//!   `s` gave `A`, which no other grant on `s` has), so the
+//!   gone, which is after `A`'s raise (the script raised only while `s` held the lock for
+//!   `A`'s attempt, known by its nonce, which `B`'s grant on `s` replaced), so the
 //!   counter of `s` was at least `T_A` and `B`'s token on `s` is above it: `T_B > T_A`;
 //! - if `B` held `s` first, `B`'s key there was gone before `A` was granted `s`. But a key
 //!   outlives its grant's success: it is released only after the grant ends or fails, and
@@ -105,29 +115,72 @@ use crate::grant::{Access, FencingToken, Grant, LockName, Wait, check_lease, che
 use crate::locks::Locks;
 use crate::metered::ServerCalls;
 use crate::redis::{
-    Attempt, RedisLocks, RedisOptions, check_issuer, expired, nap, next_issuer, wait_while_held,
+    Attempt, RedisLocks, RedisOptions, check_issuer, expired, nap, next_issuer, nonce_text,
+    wait_while_held,
 };
 
-/// Raises the token counter `KEYS[2]` to at least `ARGV[2]` (the grant's token) and sets the
-/// lock key `KEYS[1]` to it, keeping its expiry, if the key still holds this server's token
-/// `ARGV[1]`. A key that holds `ARGV[2]` already is not taken for this grant's: servers whose
-/// counters agree give the same number to different grants, so it may be another grant's key
-/// (a resend whose first run did raise it then counts as not raised, and the key runs out
-/// with its lease). Tokens are compared as decimal strings, never as Lua's doubles. A counter that is missing, not a positive integer,
-/// or below is set, with the day's expiry every counter has ([`COUNTER_IDLE`]). Replies 1 if
+// Every script below takes the request key (`{name}:request`), which keeps the nonce of the
+// grant request that holds the lock key: it tells this attempt's key from another grant's
+// that holds the same number (servers whose counters agree give equal numbers to different
+// grants). The key holding the number is checked too, so a key that outlived its nonce is
+// never taken for this grant's.
+
+/// Raises the token counter `KEYS[2]` to at least `ARGV[3]` (the grant's token) and sets the
+/// lock key `KEYS[1]` to it, keeping its expiry, if the request key `KEYS[3]` holds this
+/// attempt's nonce `ARGV[1]` and the lock key this server's token `ARGV[2]` or, after a
+/// resent raise whose first run raised it, `ARGV[3]`. Tokens are compared as decimal
+/// strings, never as Lua's doubles. A counter that is missing, not a positive integer, or
+/// below is set, with the day's expiry every counter has ([`COUNTER_IDLE`]). Replies 1 if
 /// the key held the grant, else 0.
 ///
 /// [`COUNTER_IDLE`]: crate::redis::COUNTER_IDLE
 const RAISE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 local held = redis.call('GET', KEYS[1])
-if held ~= ARGV[1] then return 0 end
+if held ~= ARGV[2] and held ~= ARGV[3] then return 0 end
 local function below(a, b) return #a < #b or (#a == #b and a < b) end
 local counter = redis.call('GET', KEYS[2])
-if not (counter and string.find(counter, '^[1-9]%d*$') and not below(counter, ARGV[2])) then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', 86400000)
+if not (counter and string.find(counter, '^[1-9]%d*$') and not below(counter, ARGV[3])) then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', 86400000)
 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
 return 1
+";
+
+/// Renews the lease of the lock key `KEYS[1]` and of the request key `KEYS[2]` to `ARGV[3]`
+/// ms if they hold the grant's token `ARGV[2]` and nonce `ARGV[1]`. Replies 1 or 0.
+const EXTEND_SCRIPT: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] and redis.call('GET', KEYS[1]) == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Renames the lock key `KEYS[1]` to the released mark `KEYS[2]` if the request key `KEYS[3]`
+/// holds the grant's nonce `ARGV[1]` and the lock key its token `ARGV[2]` or `ARGV[3]` (a
+/// give-back sends the server's own number and the raise's, since a raise whose answer was
+/// lost may have run). A resent release whose first run freed the key finds the mark and the
+/// nonce, and is told 1 as well. Replies 1 or 0.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[2] or held == ARGV[3] then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  return 1
+end
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+return 0
+";
+
+/// Replies 1 if the request key `KEYS[2]` holds the grant's nonce `ARGV[1]` and the lock key
+/// `KEYS[1]` its token `ARGV[2]`, else 0.
+const HOLDS_SCRIPT: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] and redis.call('GET', KEYS[1]) == ARGV[2] then
+  return 1
+end
+return 0
 ";
 
 /// Why semaphores are refused (see the module docs).
@@ -161,7 +214,7 @@ const NO_READERS: &str = "overlapping readers raise the servers' counters in eit
 pub struct Redlock<C: Clock = SystemClock> {
     /// One single-server backend per server: its connections and scripts.
     servers: Vec<RedisLocks>,
-    raise: Script,
+    scripts: Scripts,
     options: RedisOptions,
     clock: C,
     /// Tells this instance's grants from another's.
@@ -170,8 +223,36 @@ pub struct Redlock<C: Clock = SystemClock> {
     jitter: RandomState,
     /// Naps taken so far: each draws a different share.
     naps: AtomicU64,
+    /// Seeds the grant requests' nonces, so that no two processes make the same.
+    nonces: RandomState,
+    /// Grant attempts made so far: no two of this instance's nonces are the same.
+    requests: AtomicU64,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::LockCounters,
+}
+
+/// The scripts Redlock runs on each server besides the single-server grant. Each is harmless
+/// to resend: a second run finds the keys as the first left them.
+struct Scripts {
+    raise: Script,
+    extend: Script,
+    release: Script,
+    holds: Script,
+}
+
+/// The keys of one name on a server that the scripts compare.
+struct NameKeys {
+    lock: String,
+    request: String,
+}
+
+impl NameKeys {
+    fn on(server: &RedisLocks, name: &str) -> Self {
+        Self {
+            lock: server.lock_key(name),
+            request: server.request_key(name),
+        }
+    }
 }
 
 /// What one round found on the servers.
@@ -247,14 +328,19 @@ impl<C: Clock> Redlock<C> {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             servers,
-            // A second run can refuse a key its first run raised, never take another grant's:
-            // harmless to resend.
-            raise: Script::new(RAISE_SCRIPT, true),
+            scripts: Scripts {
+                raise: Script::new(RAISE_SCRIPT, true),
+                extend: Script::new(EXTEND_SCRIPT, true),
+                release: Script::new(RELEASE_SCRIPT, true),
+                holds: Script::new(HOLDS_SCRIPT, true),
+            },
             options,
             clock,
             issuer: next_issuer(),
             jitter: RandomState::new(),
             naps: AtomicU64::new(0),
+            nonces: RandomState::new(),
+            requests: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::LockCounters::unnamed(),
         })
@@ -308,10 +394,18 @@ impl<C: Clock> Redlock<C> {
         })
     }
 
-    /// Round one: the grant script on every server.
-    fn ask_all(&self, name: &str, lease: Duration) -> Result<Tally, Error> {
-        let answers =
-            self.on_every_server(|_, server| server.attempt(name, Access::Exclusive, lease, false));
+    /// A nonce for one grant attempt, unique across processes: a randomly seeded hash of this
+    /// instance's id and a count of its attempts.
+    fn next_nonce(&self) -> u64 {
+        let count = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.nonces.hash_one((self.issuer, count))
+    }
+
+    /// Round one: the grant script, carrying the attempt's `nonce`, on every server.
+    fn ask_all(&self, name: &str, lease: Duration, nonce: &str) -> Result<Tally, Error> {
+        let answers = self.on_every_server(|_, server| {
+            server.attempt_as(name, Access::Exclusive, lease, false, nonce)
+        });
         let mut tally = Tally {
             holding: vec![None; answers.len()],
             answered: 0,
@@ -334,7 +428,7 @@ impl<C: Clock> Redlock<C> {
             tally.answered += 1;
         }
         if let Some(refusal) = refusal {
-            self.give_back(name, &tally.holding);
+            self.give_back(name, nonce, &tally.holding, None);
             return Err(refusal);
         }
         Ok(tally)
@@ -345,15 +439,20 @@ impl<C: Clock> Redlock<C> {
     fn raise_all(
         &self,
         name: &str,
+        nonce: &str,
         holding: &mut [Option<FencingToken>],
         top: FencingToken,
     ) -> usize {
         let raised = self.on_every_server(|index, server| {
             holding[index].is_some_and(|own| {
-                let key = server.lock_key(name);
-                let counter = format!("{key}:token");
+                let keys = NameKeys::on(server, name);
+                let counter = format!("{}:token", keys.lock);
                 let (own, top) = (own.get().to_string(), top.get().to_string());
-                let reply = server.run(&self.raise, &[&key, &counter], &[&own, &top]);
+                let reply = server.run(
+                    &self.scripts.raise,
+                    &[&keys.lock, &counter, &keys.request],
+                    &[nonce, &own, &top],
+                );
                 matches!(reply, Ok(Value::Int(1)))
             })
         });
@@ -365,21 +464,61 @@ impl<C: Clock> Redlock<C> {
         raised.iter().filter(|raised| **raised).count()
     }
 
-    /// Releases, best effort, on every server that holds the lock for this attempt.
-    fn give_back(&self, name: &str, holding: &[Option<FencingToken>]) {
+    /// Releases, best effort, on every server that holds the lock for this attempt: under
+    /// its own number or, where a raise to `top` was sent, under `top` (a raise whose answer
+    /// was lost may have run).
+    fn give_back(
+        &self,
+        name: &str,
+        nonce: &str,
+        holding: &[Option<FencingToken>],
+        top: Option<FencingToken>,
+    ) {
         self.on_every_server(|index, server| {
-            if let Some(token) = holding[index] {
+            if let Some(own) = holding[index] {
                 // A failure only means that server's key runs out with its lease.
-                let _ = server.compare_and_act(name, Access::Exclusive, token, None);
+                let _ = self.release_on(server, name, nonce, own, top.unwrap_or(own));
             }
         });
+    }
+
+    /// The release script on `server`: whether it freed (or had freed) the key of this
+    /// request, holding `token` or `raised`.
+    fn release_on(
+        &self,
+        server: &RedisLocks,
+        name: &str,
+        nonce: &str,
+        token: FencingToken,
+        raised: FencingToken,
+    ) -> Result<bool, Error> {
+        let keys = NameKeys::on(server, name);
+        let released = format!("{}:released", keys.lock);
+        let reply = server.run(
+            &self.scripts.release,
+            &[&keys.lock, &released, &keys.request],
+            &[nonce, &token.get().to_string(), &raised.get().to_string()],
+        )?;
+        Ok(matches!(reply, Value::Int(1)))
     }
 
     /// Releases `grant` (or, with `extend` = `Some(lease in ms)`, extends it) on every server
     /// that still holds it: how many did, and how many answered.
     fn act_on_all(&self, grant: &Grant, extend: Option<&str>) -> (usize, usize) {
-        let answers = self.on_every_server(|_, server| {
-            server.compare_and_act(&grant.name, grant.access, grant.token, extend)
+        let nonce = nonce_text(grant.record);
+        let answers = self.on_every_server(|_, server| match extend {
+            Some(lease_ms) => {
+                let keys = NameKeys::on(server, &grant.name);
+                let token = grant.token.get().to_string();
+                server
+                    .run(
+                        &self.scripts.extend,
+                        &[&keys.lock, &keys.request],
+                        &[&nonce, &token, lease_ms],
+                    )
+                    .map(|reply| matches!(reply, Value::Int(1)))
+            }
+            None => self.release_on(server, &grant.name, &nonce, grant.token, grant.token),
         });
         let held = answers
             .iter()
@@ -453,8 +592,10 @@ impl<C: Clock> ServerCalls for Redlock<C> {
         let shared_name = LockName::from(name);
         let mut backoff = Duration::from_millis(1);
         loop {
+            let nonce = self.next_nonce();
+            let request = nonce_text(nonce);
             let sent = self.clock.now_nanos();
-            let mut tally = self.ask_all(name, lease)?;
+            let mut tally = self.ask_all(name, lease, &request)?;
             if tally.holding() >= self.majority() {
                 let top = tally.holding.iter().flatten().max().copied();
                 let top = top.expect("a majority granted, so some server did");
@@ -465,24 +606,25 @@ impl<C: Clock> ServerCalls for Redlock<C> {
                     granted_at: sent,
                     lease: validity,
                     issuer: self.issuer,
-                    record: 0,
+                    // The attempt's nonce, which release, extend and `is_held` compare.
+                    record: nonce,
                 };
                 // No raise for a lease already spent: it could only be given back.
                 let in_time = |redlock: &Self| redlock.clock.now_nanos() < grant.deadline_nanos();
                 if in_time(self)
-                    && self.raise_all(name, &mut tally.holding, top) >= self.majority()
+                    && self.raise_all(name, &request, &mut tally.holding, top) >= self.majority()
                     && in_time(self)
                 {
                     return Ok(Some(grant));
                 }
-                self.give_back(name, &tally.holding);
+                self.give_back(name, &request, &tally.holding, Some(top));
                 if !in_time(self) {
                     let took = self.clock.elapsed_since(sent);
                     return Err(Error::LeaseSpentOnArrival { lease, took });
                 }
                 // Too few servers still held it when raised: ask again.
             } else {
-                self.give_back(name, &tally.holding);
+                self.give_back(name, &request, &tally.holding, None);
                 if tally.answered < self.majority() {
                     return Err(self.too_few_answered(tally.answered, &tally.failures));
                 }
@@ -565,12 +707,22 @@ impl<C: Clock> Locks for Redlock<C> {
     }
 
     /// Whether the lease still runs on the client's clock and a majority of servers hold the
-    /// grant's token (one parallel round trip while the lease runs).
+    /// grant's token under its request's nonce (one parallel round trip while the lease runs).
     fn is_held(&self, grant: &Grant) -> bool {
         if grant.issuer != self.issuer || self.clock.now_nanos() >= grant.deadline_nanos() {
             return false;
         }
-        let holds = self.on_every_server(|_, server| server.holds_key(&grant.name, grant.token));
+        let nonce = nonce_text(grant.record);
+        let token = grant.token.get().to_string();
+        let holds = self.on_every_server(|_, server| {
+            let keys = NameKeys::on(server, &grant.name);
+            let reply = server.run(
+                &self.scripts.holds,
+                &[&keys.lock, &keys.request],
+                &[&nonce, &token],
+            );
+            matches!(reply, Ok(Value::Int(1)))
+        });
         holds.iter().filter(|held| **held).count() >= self.majority()
     }
 
@@ -659,16 +811,28 @@ mod tests {
         Redlock::new(&urls, RedisOptions::default()).unwrap()
     }
 
+    /// A's grant on one server, under `nonce`: the number that server gave.
+    fn granted_on(locks: &Redlock, server: usize, name: &str, nonce: &str) -> FencingToken {
+        let lease = Duration::from_secs(30);
+        match locks.servers[server]
+            .attempt_as(name, Access::Exclusive, lease, false, nonce)
+            .unwrap()
+        {
+            Attempt::Granted(token) => token,
+            Attempt::Held(_) => panic!("server {server} refused the attempt"),
+        }
+    }
+
     /// Servers give the same number to different grants whenever their counters agree, as
     /// they do for a name locked for the first time (the clock rule starts every counter at
     /// the millisecond × 2^20) or one whose grants all went to the same servers. Here A's
-    /// round one is played server by server so that, between A's grant on the second server
-    /// and its raise there, F's release (sent to every server) removes A's key there, and E
-    /// is granted that server with exactly A's top. A's raise must not take E's key for its
-    /// own: with it, A and E would both hold the lock under one token, which a fence admits
-    /// twice.
+    /// round one is played server by server. A's key on the second server holds F's token
+    /// when F is released: the release, sent to every server, must leave A's key alone. Then
+    /// A's key there is lost (as an expiry or a restart loses it) and E is granted that
+    /// server with exactly A's top. A's raise must not take E's key for its own: with it, A
+    /// and E would both hold the lock under one token, which a fence admits twice.
     #[test]
-    fn a_raise_never_takes_another_grants_key_holding_the_same_number_for_its_own() {
+    fn a_raise_or_release_never_takes_another_grants_key_holding_the_same_number() {
         let Some(servers) = three_servers() else {
             return;
         };
@@ -694,23 +858,22 @@ mod tests {
         servers[1].command(&["DEL", key]).unwrap();
 
         let a = over(&servers);
-        let on = |server: usize| match a.servers[server]
-            .attempt(name, Access::Exclusive, lease, false)
-            .unwrap()
-        {
-            Attempt::Granted(token) => token,
-            Attempt::Held(_) => panic!("server {server} refused A"),
-        };
-        let a_on_second = on(1);
+        let a_nonce = nonce_text(a.next_nonce());
+        let a_on_second = granted_on(&a, 1, name, &a_nonce);
         assert_eq!(
             a_on_second.get(),
             x,
             "the second server's number is F's token"
         );
-        // F's release reaches the second server too, where A's key holds the same number.
         f.release(f_grant).unwrap();
-        assert_eq!(servers[1].command(&["EXISTS", key]).unwrap(), ":0");
-        let a_on_first = on(0);
+        assert_eq!(
+            servers[1].command(&["EXISTS", key]).unwrap(),
+            ":1",
+            "F's release took A's key on the second server, which holds F's token, for F's"
+        );
+        // A's key there is lost.
+        servers[1].command(&["DEL", key]).unwrap();
+        let a_on_first = granted_on(&a, 0, name, &a_nonce);
         let e = over(&servers);
         let e_grant = e
             .grant(name, Access::Exclusive, lease, Wait::No)
@@ -719,13 +882,56 @@ mod tests {
         assert_eq!(e_grant.token, a_on_first, "E's token is A's top");
 
         let mut holding = [Some(a_on_first), Some(a_on_second), None];
-        let raised = a.raise_all(name, &mut holding, a_on_first);
+        let raised = a.raise_all(name, &a_nonce, &mut holding, a_on_first);
         assert!(
             raised < a.majority(),
             "A counted {raised} servers raised, E's key on the second among them: A and E \
              would both hold the lock with token {}",
             e_grant.token.get()
         );
+        assert!(e.is_held(&e_grant), "A's attempt left E's hold alone");
+    }
+
+    /// A raise whose answers are lost but which ran is sent again: the keys it raised are
+    /// recognised by the attempt's nonce and counted, and a give-back of the attempt frees
+    /// them though they hold the raised token, not the numbers the servers gave.
+    #[test]
+    fn a_resent_raise_is_counted_and_its_keys_are_given_back() {
+        let Some(servers) = three_servers() else {
+            return;
+        };
+        let (name, key) = ("account-9", "dlock:{account-9}");
+        for (server, counter) in servers.iter().zip([6u64 << 60, 5 << 60, 4 << 60]) {
+            server
+                .command(&["SET", "dlock:{account-9}:token", &counter.to_string()])
+                .unwrap();
+        }
+        let a = over(&servers);
+        let nonce = nonce_text(a.next_nonce());
+        let own: Vec<_> = (0..3)
+            .map(|server| granted_on(&a, server, name, &nonce))
+            .collect();
+        let top = own.iter().max().copied().unwrap();
+        assert_eq!(top, own[0], "the first server gave the largest number");
+        let granted = || own.iter().copied().map(Some).collect::<Vec<_>>();
+
+        // The first raise runs on every server; its answers are lost.
+        a.raise_all(name, &nonce, &mut granted(), top);
+        let mut resent = granted();
+        let raised = a.raise_all(name, &nonce, &mut resent, top);
+        assert_eq!(
+            raised, 3,
+            "a resent raise counted {raised} of the 3 servers it raised"
+        );
+
+        a.give_back(name, &nonce, &granted(), Some(top));
+        for (index, server) in servers.iter().enumerate() {
+            assert_eq!(
+                server.command(&["EXISTS", key]).unwrap(),
+                ":0",
+                "server {index} kept the raised key of an attempt that was given back"
+            );
+        }
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! Redlock against real `redis-server`s: exclusion with fencing from many threads on 3 and 5
 //! servers, a lost minority and a lost majority, the raise that keeps tokens growing across
-//! servers, the validity check, restarts that lost the data, servers that do not answer, and
-//! owner-only release.
+//! servers, the validity check, restarts that lost the data, servers that do not answer,
+//! owner-only release, the attempt's nonce that tells its keys from another grant's holding
+//! the same number, and a fenced balance under a slow link, cut connections and a paused
+//! server.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
 use std::time::{Duration, Instant};
 
-use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
 use infra_dlock::redlock::Redlock;
 use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
-use infra_testkit::RedisServer;
+use infra_testkit::{FaultProxy, RedisServer};
 
 // The shared test helpers; this file uses the fenced account, not the process signals.
 #[allow(dead_code)]
@@ -22,6 +24,8 @@ use common::Account;
 const LOCK: &str = "account-7";
 /// The lock key of [`LOCK`] on each server.
 const KEY: &str = "dlock:{account-7}";
+/// The nonce of the request that holds it, on each server.
+const REQUEST: &str = "dlock:{account-7}:request";
 /// Its token counter on each server.
 const COUNTER: &str = "dlock:{account-7}:token";
 const LEASE: Duration = Duration::from_secs(30);
@@ -543,4 +547,243 @@ fn a_grant_is_not_confirmed_by_another_grants_key_that_holds_its_token() {
     }
     assert!(e.is_held(&e_grant), "A's attempt left E's hold alone");
     e.release(e_grant).unwrap();
+}
+
+/// Deletes [`KEY`] on each of `servers`: a hold the server lost.
+fn lose_key(servers: &[RedisServer]) {
+    for server in servers {
+        let () = redis::cmd("DEL")
+            .arg(KEY)
+            .query(&mut client(server))
+            .unwrap();
+    }
+}
+
+/// E holds the lock under `c + 1` on every server, then loses its key on the second and third
+/// and those servers' counters fall back to `c` (as a restart from an older snapshot leaves
+/// them). A's round one is granted there, under `c + 1` again: between A's rounds, E is
+/// asked whether it holds the lock and released. E holds one server of three, so it does not
+/// hold the lock; its extension and release must leave A's keys alone, so A's grant goes
+/// through.
+#[test]
+fn is_held_extend_and_release_leave_another_attempts_key_with_the_same_number_alone() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let c: u64 = 1 << 62;
+    for server in &servers {
+        set_counter(server, c);
+    }
+    let e = redlock(&servers);
+    let e_grant = e.grant(LOCK, Access::Exclusive, LEASE, Wait::No).unwrap();
+    let e_grant = Mutex::new(e_grant);
+    assert_eq!(e_grant.lock().as_ref().unwrap().token().get(), c + 1);
+    lose_key(&servers[1..]);
+    for server in &servers[1..] {
+        set_counter(server, c);
+    }
+    let seen_by_e = Mutex::new(None);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let clock = HookedClock {
+        readings: AtomicU64::new(0),
+        at: 3,
+        hook: || {
+            let mut e_grant = e_grant.lock().take().expect("E was granted");
+            let held = e.is_held(&e_grant);
+            let extended = e.extend(&mut e_grant, LEASE);
+            *seen_by_e.lock() = Some((held, extended, e.release(e_grant)));
+        },
+    };
+    let a = Redlock::with_clock(&urls, options(), clock).unwrap();
+    let a_guard = a.try_acquire(LOCK, LEASE).unwrap();
+    let (held, extended, released) = seen_by_e.lock().take().expect("the hook ran");
+    assert!(
+        !held,
+        "E counted A's pending keys, which hold E's token, as its own: it holds 1 server of 3"
+    );
+    assert!(
+        matches!(extended, Err(Error::LeaseExpired { .. })),
+        "E's extension, held on 1 server of 3: {extended:?}"
+    );
+    assert!(
+        matches!(released, Err(Error::LeaseExpired { .. })),
+        "E's release, held on 1 server of 3: {released:?}"
+    );
+    let a_guard = a_guard.expect("E's release left A's keys alone, so A's grant goes through");
+    assert_eq!(a_guard.token().get(), c + 1);
+    assert!(a_guard.is_held());
+    a_guard.release().unwrap();
+}
+
+/// The nonce kept beside the lock key is what release, extend and `is_held` compare, so an
+/// extension renews it with the key: both outlive the lease the grant was made with.
+#[test]
+fn an_extension_renews_the_grants_nonce_with_its_key() {
+    let Some(servers) = servers(3) else {
+        return;
+    };
+    let locks = redlock(&servers);
+    let mut grant = locks
+        .grant(LOCK, Access::Exclusive, LEASE, Wait::No)
+        .unwrap()
+        .unwrap();
+    locks.extend(&mut grant, LEASE * 2).unwrap();
+    for (index, server) in servers.iter().enumerate() {
+        for key in [KEY, REQUEST] {
+            let left: u64 = redis::cmd("PTTL")
+                .arg(key)
+                .query(&mut client(server))
+                .unwrap();
+            assert!(
+                left > duration_ms(LEASE),
+                "server {index}: {key} expires in {left} ms after an extension to {} ms",
+                duration_ms(LEASE * 2)
+            );
+        }
+    }
+    locks.release(grant).unwrap();
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap()
+}
+
+/// What the workers of the Redlock fault test saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct FaultOutcomes {
+    grants: u64,
+    /// Acquisitions that failed with a server error (fewer than a majority answered).
+    failed_acquires: u64,
+    /// Grants whose lease was spent by the time the rounds' answers arrived (given back).
+    spent_on_arrival: u64,
+    timed_out_waits: u64,
+    /// Reads or writes the fence refused.
+    refused: u64,
+    /// Holds that did not stall on purpose whose read or write the fence refused while their
+    /// lease still ran on their clock: grants lost to the faults.
+    lost_grants: u64,
+    /// Releases that found the lease gone on a majority.
+    lost_leases: u64,
+    /// Releases that fewer than a majority answered.
+    failed_releases: u64,
+}
+
+/// Rounds every fault test worker makes, faults or not.
+const MIN_FAULT_ROUNDS: u32 = 10;
+
+/// One worker of the fault test: acquires, reads and writes the fenced balance, stalling past
+/// its lease every fifth hold, and releases, until `done` (and at least
+/// [`MIN_FAULT_ROUNDS`] rounds).
+fn fault_worker(
+    locks: &Redlock,
+    account: &Account,
+    outcomes: &Mutex<FaultOutcomes>,
+    done: &AtomicBool,
+) {
+    let lease = Duration::from_millis(600);
+    let mut round = 0u32;
+    while !done.load(Ordering::SeqCst) || round < MIN_FAULT_ROUNDS {
+        round += 1;
+        let guard = match locks.acquire_timeout(LOCK, lease, Duration::from_secs(1)) {
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                outcomes.lock().timed_out_waits += 1;
+                continue;
+            }
+            Err(Error::Backend { .. }) => {
+                outcomes.lock().failed_acquires += 1;
+                // Servers that are down refuse at once: back off, not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(Error::LeaseSpentOnArrival { .. }) => {
+                outcomes.lock().spent_on_arrival += 1;
+                continue;
+            }
+            Err(other) => panic!("{other}"),
+        };
+        outcomes.lock().grants += 1;
+        let token = guard.token();
+        let stalls = round.is_multiple_of(5);
+        let written = account.read(token).and_then(|balance| {
+            if stalls {
+                // A pause past the lease, long enough for another worker to take the lock
+                // and read.
+                guard.wait_lost();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            account.write(token, balance + 1)
+        });
+        if written.is_err() {
+            let in_lease = locks.clock().now_nanos() < guard.deadline_nanos();
+            let mut outcomes = outcomes.lock();
+            outcomes.refused += 1;
+            outcomes.lost_grants += u64::from(!stalls && in_lease);
+        }
+        match guard.release() {
+            Ok(()) => {}
+            Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
+            Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+}
+
+/// Three workers, each with its own `Redlock` over three servers, increment a fenced balance
+/// while the first server, reached through a fault proxy, is slowed (80 ms each way) and has
+/// its connections cut, and the third is paused (SIGSTOP) for 600 ms; every fifth hold a
+/// worker stalls past its lease between its read and its write.
+#[test]
+fn a_fenced_balance_survives_a_slow_link_cut_connections_and_a_paused_server() {
+    let Some(mut servers) = servers(3) else {
+        return;
+    };
+    let proxy = FaultProxy::start(servers[0].addr()).unwrap();
+    let mut urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    urls[0] = format!("redis://{}", proxy.addr());
+    let account = Arc::new(Account::new(LOCK));
+    let outcomes = Arc::new(Mutex::new(FaultOutcomes::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (account, outcomes, done) = (
+                Arc::clone(&account),
+                Arc::clone(&outcomes),
+                Arc::clone(&done),
+            );
+            let options = RedisOptions::default().timeout(Duration::from_millis(200));
+            let locks = Redlock::new(&urls, options).unwrap();
+            thread::spawn(move || fault_worker(&locks, &account, &outcomes, &done))
+        })
+        .collect();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.set_latency(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(600));
+        proxy.heal();
+        proxy.cut_connections();
+        std::thread::sleep(Duration::from_millis(300));
+        servers[2].pause();
+        std::thread::sleep(Duration::from_millis(600));
+        servers[2].resume();
+    }
+    done.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let ledger = account.ledger();
+    let outcomes = *outcomes.lock();
+    println!("redlock fault run: {outcomes:?}; store: {ledger:?}");
+    assert_eq!(ledger.stale_accepted, 0, "{ledger:?}");
+    assert_eq!(
+        ledger.balance, ledger.accepted_writes,
+        "no increment was lost: {ledger:?}"
+    );
+    assert!(ledger.accepted_writes > 0);
+    assert_eq!(ledger.refused, outcomes.refused);
+    // Six or more stalls past the lease: the fence refused at least one of them.
+    assert!(
+        ledger.refused > 0,
+        "the fence refused nothing: {outcomes:?}"
+    );
 }
