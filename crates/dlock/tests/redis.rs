@@ -124,7 +124,7 @@ fn only_the_owner_releases_or_extends() {
     assert!(theirs.try_acquire(LOCK, lease).unwrap().is_none());
 
     // A holder whose lease ran out cannot release or extend the next holder's grant.
-    let short = Duration::from_millis(50);
+    let short = Duration::from_millis(200);
     ours.extend(&mut grant, short).unwrap();
     ours.wait_lost(&grant);
     assert!(!ours.is_held(&grant));
@@ -791,8 +791,10 @@ fn a_holder_paused_past_its_lease_has_its_write_refused() {
     };
     let locks = locks(&server.url());
     let account = Account::new(LOCK);
+    // Long enough that a loaded machine's first round trip (a fresh connection, the script
+    // loaded) does not spend it on arrival; short enough that the test waits it out quickly.
     let paused = locks
-        .acquire(LOCK, Duration::from_millis(50))
+        .acquire(LOCK, Duration::from_millis(300))
         .unwrap()
         .into_grant();
     let balance = account.read(paused.token()).unwrap();

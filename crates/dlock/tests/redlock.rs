@@ -410,7 +410,7 @@ fn a_foreign_or_expired_grant_is_a_clear_error_and_leaves_the_holder_alone() {
     assert!(theirs.try_acquire(LOCK, LEASE).unwrap().is_none());
 
     // Expired: the servers let the short lease go, the next holder takes the lock.
-    ours.extend(&mut grant, Duration::from_millis(50)).unwrap();
+    ours.extend(&mut grant, Duration::from_millis(200)).unwrap();
     ours.wait_lost(&grant);
     assert!(!ours.is_held(&grant));
     let next = theirs.acquire(LOCK, LEASE).unwrap();
