@@ -694,27 +694,33 @@ impl<'a> SpanBuilder<'a> {
             link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
         }
         Span {
-            recording: ManuallyDrop::new(Some(Box::new(Recording {
-                tracer: self.tracer.clone(),
-                start_nanos,
-                data: SpanData {
-                    service: config.service.clone(),
-                    name: self.name,
-                    kind: self.kind,
-                    context: context.clone(),
-                    parent_span_id: parent.map(SpanContext::span_id),
-                    parent_is_remote: parent.is_some_and(SpanContext::is_remote),
-                    start,
-                    end: start,
-                    attributes: Vec::new(),
-                    events: Vec::new(),
-                    links,
-                    status: Status::Unset,
-                    dropped_attributes_count: 0,
-                    dropped_events_count: 0,
-                    dropped_links_count,
+            // Written into a fresh allocation rather than moved into `Box::new`, which built
+            // the whole record on the stack and copied it (272 bytes) into the box: this way
+            // the fields are stored in place (measured with callgrind, `span_batched`).
+            recording: ManuallyDrop::new(Some(Box::write(
+                Box::new_uninit(),
+                Recording {
+                    tracer: self.tracer.clone(),
+                    start_nanos,
+                    data: SpanData {
+                        service: config.service.clone(),
+                        name: self.name,
+                        kind: self.kind,
+                        context: context.clone(),
+                        parent_span_id: parent.map(SpanContext::span_id),
+                        parent_is_remote: parent.is_some_and(SpanContext::is_remote),
+                        start,
+                        end: start,
+                        attributes: Vec::new(),
+                        events: Vec::new(),
+                        links,
+                        status: Status::Unset,
+                        dropped_attributes_count: 0,
+                        dropped_events_count: 0,
+                        dropped_links_count,
+                    },
                 },
-            }))),
+            ))),
             context,
         }
     }

@@ -336,7 +336,7 @@ impl Exporter for BatchSpanProcessor {
             shared.counters.dropped_queue_full.increment(1);
             return;
         }
-        state.queue.push_back(span);
+        push_span(&mut state.queue, span);
         state.accepted += 1;
         state.stats.queued += 1;
         // Once per batch: the worker re-checks the length after every export anyway.
@@ -348,6 +348,25 @@ impl Exporter for BatchSpanProcessor {
             shared.work.notify_one();
         }
     }
+}
+
+/// Appends `span` to `queue`. With room in the queue (every push once the queue has grown to
+/// its working size) the span is written into its slot straight from the caller's argument:
+/// `push_back` alone may grow the queue first, so the span was kept across that call in a copy
+/// of its own, one more copy of the whole record per span.
+#[inline(always)]
+fn push_span(queue: &mut VecDeque<SpanData>, span: SpanData) {
+    if queue.len() < queue.capacity() {
+        queue.push_back(span);
+    } else {
+        grow_and_push(queue, span);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn grow_and_push(queue: &mut VecDeque<SpanData>, span: SpanData) {
+    queue.push_back(span);
 }
 
 impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
