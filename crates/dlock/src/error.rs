@@ -127,6 +127,15 @@ pub enum Error {
     /// A [`Fence`](crate::Fence) was asked about a resource with an empty name. Name the
     /// resource the write or read is for.
     EmptyResource,
+    /// A [`Fence`](crate::Fence) was asked about a resource whose name is longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes. The fence keeps every resource's name for
+    /// its life, so it bounds them as the lock services bound lock names.
+    ResourceTooLong {
+        /// The resource name's length in bytes.
+        len: usize,
+        /// The longest resource name accepted.
+        max: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -194,6 +203,12 @@ impl fmt::Display for Error {
                 f.write_str("token 0 was presented to a fence; no lock service issues it")
             }
             Self::EmptyResource => f.write_str("the fenced resource's name is empty"),
+            Self::ResourceTooLong { len, max } => {
+                write!(
+                    f,
+                    "the fenced resource's name is {len} bytes long; at most {max} are accepted"
+                )
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use infra_common::RandomState;
 use infra_common::sync::Mutex;
 
 use crate::error::Error;
-use crate::grant::{FencingToken, check_name};
+use crate::grant::{FencingToken, MAX_NAME_LEN, check_name};
 
 /// Remembers, per resource, the highest fencing token admitted for a write, the highest
 /// checked for a read, and the lock they came from.
@@ -22,7 +22,9 @@ use crate::grant::{FencingToken, check_name};
 /// resource binds it to that token's lock; a token of another lock is refused with
 /// [`Error::WrongLock`], since tokens of different locks are not comparable. Token 0 is never
 /// issued and is refused with [`Error::ZeroToken`]; an empty resource name with
-/// [`Error::EmptyResource`].
+/// [`Error::EmptyResource`], one longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes with
+/// [`Error::ResourceTooLong`]. A fence keeps a mark for every resource it has seen, for its
+/// whole life (forgetting one would admit a stale token there again).
 ///
 /// A fence tells locks apart **by name only**. It must see, for each lock name, the tokens of
 /// one lock service: one [`MemoryLocks`](crate::MemoryLocks) instance, or one Redis or etcd
@@ -99,6 +101,12 @@ fn check_input(resource: &str, lock: &str, token: FencingToken) -> Result<(), Er
     if resource.is_empty() {
         return Err(Error::EmptyResource);
     }
+    if resource.len() > MAX_NAME_LEN {
+        return Err(Error::ResourceTooLong {
+            len: resource.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
     if token.get() == 0 {
         return Err(Error::ZeroToken);
     }
@@ -129,7 +137,8 @@ impl Fence {
     ///
     /// [`Error::StaleToken`] if a higher token of the lock was admitted for `resource`, or
     /// checked for a read of it; [`Error::WrongLock`] if `resource` is guarded by another lock;
-    /// [`Error::ZeroToken`] for token 0; [`Error::EmptyResource`] for an empty `resource`;
+    /// [`Error::ZeroToken`] for token 0; [`Error::EmptyResource`] or
+    /// [`Error::ResourceTooLong`] for a bad `resource`;
     /// [`Error::EmptyName`] or [`Error::NameTooLong`] for a bad `lock`.
     pub fn admit(&self, resource: &str, lock: &str, token: FencingToken) -> Result<(), Error> {
         check_input(resource, lock, token)?;

@@ -20,7 +20,8 @@
 //! - `redlock::Redlock` (feature `redis`): mutexes held on a majority of several independent
 //!   Redis servers, with a second round that makes tokens grow across the servers.
 //! - `etcd::EtcdLocks` (feature `etcd`): the same three kinds of lock through an etcd cluster,
-//!   FIFO, with the lock key's create revision as the token; it rides out leader changes.
+//!   FIFO, with the lock key's create revision as the token; held locks and waiters ride out
+//!   a leader change, a waiter for as long as its lease's TTL.
 //! - `AsyncLocks`, `Watchdog` (feature `tokio`): any backend's calls from tokio tasks, and a
 //!   task that renews a held lease, with a loss signal (`is_held`, `lost().await`) that reports
 //!   every failed renewal.

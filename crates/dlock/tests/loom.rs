@@ -210,6 +210,34 @@ fn the_fence_never_moves_back() {
     });
 }
 
+/// Two writers admit at once with no lock of the store around them: the fence alone must
+/// keep its mark from going back.
+///
+/// Guards: `admit`'s check and raise in one critical section of the fence (split into two,
+/// the older token's raise can land after the newer one's and lower the mark, which then
+/// admits the older token again).
+#[test]
+fn the_fences_check_and_raise_are_one_step() {
+    model(|| {
+        let fence = Arc::new(Fence::new());
+        fence.admit("r", "m", FencingToken::new(1)).unwrap();
+        let threads: Vec<_> = [2, 3]
+            .into_iter()
+            .map(|token| {
+                let fence = Arc::clone(&fence);
+                thread::spawn(move || fence.admit("r", "m", FencingToken::new(token)))
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(results[1], Ok(()), "the newest token was refused");
+        assert_eq!(
+            fence.highest("r"),
+            Some(FencingToken::new(3)),
+            "the mark went back"
+        );
+    });
+}
+
 /// A reader holds the lock and a writer waits in the queue: a reader that asks without
 /// waiting is refused, though it would fit beside the holder.
 ///

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_common::{Clock, CoarseClock, ManualClock, SystemClock};
-use infra_dlock::{Access, Error, Fence, FencingToken, Locks, MAX_LEASE, MemoryLocks, Wait};
+use infra_dlock::{
+    Access, Error, Fence, FencingToken, Locks, MAX_LEASE, MAX_NAME_LEN, MemoryLocks, Wait,
+};
 
 const LOCK: &str = "account-7";
 
@@ -762,7 +764,7 @@ fn a_writer_stalled_past_its_lease_is_refused_after_a_reader_read() {
 }
 
 #[test]
-fn a_fence_refuses_token_zero_and_an_empty_resource() {
+fn a_fence_refuses_token_zero_and_an_empty_or_overlong_resource() {
     let fence = Fence::new();
     let never_issued = FencingToken::new(0);
     assert_eq!(
@@ -779,6 +781,21 @@ fn a_fence_refuses_token_zero_and_an_empty_resource() {
         fence.admit("", LOCK, guard.token()),
         Err(Error::EmptyResource)
     );
+    // The fence keeps every resource's name for good, so it bounds them as lock names are.
+    let overlong = "r".repeat(MAX_NAME_LEN + 1);
+    let refused = Error::ResourceTooLong {
+        len: MAX_NAME_LEN + 1,
+        max: MAX_NAME_LEN,
+    };
+    assert_eq!(
+        fence.admit(&overlong, LOCK, guard.token()),
+        Err(refused.clone())
+    );
+    assert_eq!(fence.check(&overlong, LOCK, guard.token()), Err(refused));
+    assert_eq!(fence.highest(&overlong), None);
+    fence
+        .admit(&"r".repeat(MAX_NAME_LEN), LOCK, guard.token())
+        .unwrap();
     assert_eq!(fence.highest("balance"), None);
 }
 
