@@ -284,6 +284,23 @@ impl Redlock {
     ///
     /// No connection is made until the first call.
     ///
+    /// ```
+    /// use infra_dlock::redis::RedisOptions;
+    /// use infra_dlock::redlock::Redlock;
+    /// use infra_dlock::Error;
+    ///
+    /// let urls = ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"];
+    /// let locks = Redlock::new(&urls, RedisOptions::default())?;
+    /// assert_eq!(locks.majority(), 2);
+    /// // The same server twice would count twice toward the majority.
+    /// let twice = ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7001/1"];
+    /// assert!(matches!(
+    ///     Redlock::new(&twice, RedisOptions::default()),
+    ///     Err(Error::Backend { .. })
+    /// ));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Backend`] for no server, a malformed URL, two URLs of the same host and port,

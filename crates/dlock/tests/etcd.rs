@@ -15,6 +15,9 @@ use infra_dlock::etcd::{EtcdLocks, EtcdOptions};
 use infra_dlock::{Access, Error, FencingToken, Grant, Locks, MemoryLocks, Wait};
 use infra_testkit::{EtcdCluster, EtcdServer, FaultProxy};
 
+// The shared test helpers; this file has a fault test of its own (a cluster, a stall until
+// another worker reads), not the Redis tests' fault worker.
+#[allow(dead_code)]
 mod common;
 use common::Account;
 

@@ -14,7 +14,7 @@ use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{FaultProxy, RedisServer};
 
 mod common;
-use common::Account;
+use common::{Account, FaultOutcomes, fault_worker};
 
 const LOCK: &str = "account-7";
 
@@ -815,26 +815,6 @@ fn a_holder_paused_past_its_lease_has_its_write_refused() {
     assert_eq!(ledger.stale_accepted, 0);
 }
 
-/// What the workers of the fault test saw.
-#[derive(Debug, Default, Clone, Copy)]
-struct Outcomes {
-    grants: u64,
-    /// Acquisitions that ended in a server error or timeout: a grant may have been made and
-    /// nobody got it (it runs out with its lease).
-    failed_acquires: u64,
-    /// Grants whose 150 ms lease was spent by the time the answer crossed the slowed link:
-    /// given back and reported, not retried.
-    spent_on_arrival: u64,
-    timed_out_waits: u64,
-    /// Reads or writes the fence refused.
-    refused: u64,
-    /// Releases that found the lease gone (expired, or lost with the connection).
-    lost_leases: u64,
-    /// Of those, holds that did not stall on purpose: grants lost to the faults.
-    lost_grants: u64,
-    failed_releases: u64,
-}
-
 /// Three workers increment a fenced balance through a fault proxy while the main thread
 /// slows and cuts the connections and pauses the server, then kills it and restarts it
 /// without its data; every fifth hold a worker stalls past its lease between its read and
@@ -847,7 +827,7 @@ fn a_fenced_balance_survives_pauses_cuts_slow_links_and_a_restart_without_data()
     let proxy = FaultProxy::start(server.addr()).unwrap();
     let url = format!("redis://{}", proxy.addr());
     let account = Arc::new(Account::new(LOCK));
-    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let outcomes = Arc::new(Mutex::new(FaultOutcomes::default()));
     let done = Arc::new(AtomicBool::new(false));
     let lease = Duration::from_millis(150);
     let workers: Vec<_> = (0..3)
@@ -860,54 +840,9 @@ fn a_fenced_balance_survives_pauses_cuts_slow_links_and_a_restart_without_data()
             let options = RedisOptions::default().timeout(Duration::from_millis(200));
             let locks = RedisLocks::new(&url, options).unwrap();
             thread::spawn(move || {
-                let mut round = 0u32;
-                while !done.load(Ordering::SeqCst) || round < 20 {
-                    round += 1;
-                    let wait = Duration::from_millis(500);
-                    let guard = match locks.acquire_timeout(LOCK, lease, wait) {
-                        Ok(Some(guard)) => guard,
-                        Ok(None) => {
-                            outcomes.lock().timed_out_waits += 1;
-                            continue;
-                        }
-                        Err(Error::Backend { .. }) => {
-                            outcomes.lock().failed_acquires += 1;
-                            // A server that is down refuses at once: back off, not spin.
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        }
-                        Err(Error::LeaseSpentOnArrival { .. }) => {
-                            outcomes.lock().spent_on_arrival += 1;
-                            continue;
-                        }
-                        Err(other) => panic!("{other}"),
-                    };
-                    outcomes.lock().grants += 1;
-                    let token = guard.token();
-                    let stalls = round.is_multiple_of(5);
-                    let written = account.read(token).and_then(|balance| {
-                        if stalls {
-                            // A GC pause past the lease, long enough for another worker
-                            // (whose backoff is at most 50 ms) to take the lock and read.
-                            guard.wait_lost();
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        account.write(token, balance + 1)
-                    });
-                    if written.is_err() {
-                        outcomes.lock().refused += 1;
-                    }
-                    match guard.release() {
-                        Ok(()) => {}
-                        Err(Error::LeaseExpired { .. }) => {
-                            let mut outcomes = outcomes.lock();
-                            outcomes.lost_leases += 1;
-                            outcomes.lost_grants += u64::from(!stalls);
-                        }
-                        Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
-                        Err(other) => panic!("{other}"),
-                    }
-                }
+                let now = || locks.clock().now_nanos();
+                let timing = (lease, Duration::from_millis(500), 20);
+                fault_worker(&locks, &now, &account, &outcomes, &done, timing);
             })
         })
         .collect();

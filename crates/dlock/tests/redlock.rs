@@ -16,10 +16,11 @@ use infra_dlock::redlock::Redlock;
 use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{FaultProxy, RedisServer};
 
-// The shared test helpers; this file uses the fenced account, not the process signals.
+// The shared test helpers; this file uses the fenced account and the fault worker, not the
+// process signals.
 #[allow(dead_code)]
 mod common;
-use common::Account;
+use common::{Account, FaultOutcomes, fault_worker};
 
 const LOCK: &str = "account-7";
 /// The lock key of [`LOCK`] on each server.
@@ -648,87 +649,6 @@ fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap()
 }
 
-/// What the workers of the Redlock fault test saw.
-#[derive(Debug, Default, Clone, Copy)]
-struct FaultOutcomes {
-    grants: u64,
-    /// Acquisitions that failed with a server error (fewer than a majority answered).
-    failed_acquires: u64,
-    /// Grants whose lease was spent by the time the rounds' answers arrived (given back).
-    spent_on_arrival: u64,
-    timed_out_waits: u64,
-    /// Reads or writes the fence refused.
-    refused: u64,
-    /// Holds that did not stall on purpose whose read or write the fence refused while their
-    /// lease still ran on their clock: grants lost to the faults.
-    lost_grants: u64,
-    /// Releases that found the lease gone on a majority.
-    lost_leases: u64,
-    /// Releases that fewer than a majority answered.
-    failed_releases: u64,
-}
-
-/// Rounds every fault test worker makes, faults or not.
-const MIN_FAULT_ROUNDS: u32 = 10;
-
-/// One worker of the fault test: acquires, reads and writes the fenced balance, stalling past
-/// its lease every fifth hold, and releases, until `done` (and at least
-/// [`MIN_FAULT_ROUNDS`] rounds).
-fn fault_worker(
-    locks: &Redlock,
-    account: &Account,
-    outcomes: &Mutex<FaultOutcomes>,
-    done: &AtomicBool,
-) {
-    let lease = Duration::from_millis(600);
-    let mut round = 0u32;
-    while !done.load(Ordering::SeqCst) || round < MIN_FAULT_ROUNDS {
-        round += 1;
-        let guard = match locks.acquire_timeout(LOCK, lease, Duration::from_secs(1)) {
-            Ok(Some(guard)) => guard,
-            Ok(None) => {
-                outcomes.lock().timed_out_waits += 1;
-                continue;
-            }
-            Err(Error::Backend { .. }) => {
-                outcomes.lock().failed_acquires += 1;
-                // Servers that are down refuse at once: back off, not spin.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            Err(Error::LeaseSpentOnArrival { .. }) => {
-                outcomes.lock().spent_on_arrival += 1;
-                continue;
-            }
-            Err(other) => panic!("{other}"),
-        };
-        outcomes.lock().grants += 1;
-        let token = guard.token();
-        let stalls = round.is_multiple_of(5);
-        let written = account.read(token).and_then(|balance| {
-            if stalls {
-                // A pause past the lease, long enough for another worker to take the lock
-                // and read.
-                guard.wait_lost();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            account.write(token, balance + 1)
-        });
-        if written.is_err() {
-            let in_lease = locks.clock().now_nanos() < guard.deadline_nanos();
-            let mut outcomes = outcomes.lock();
-            outcomes.refused += 1;
-            outcomes.lost_grants += u64::from(!stalls && in_lease);
-        }
-        match guard.release() {
-            Ok(()) => {}
-            Err(Error::LeaseExpired { .. }) => outcomes.lock().lost_leases += 1,
-            Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
-            Err(other) => panic!("{other}"),
-        }
-    }
-}
-
 /// Three workers, each with its own `Redlock` over three servers, increment a fenced balance
 /// while the first server, reached through a fault proxy, is slowed (80 ms each way) and has
 /// its connections cut, and the third is paused (SIGSTOP) for 600 ms; every fifth hold a
@@ -753,7 +673,11 @@ fn a_fenced_balance_survives_a_slow_link_cut_connections_and_a_paused_server() {
             );
             let options = RedisOptions::default().timeout(Duration::from_millis(200));
             let locks = Redlock::new(&urls, options).unwrap();
-            thread::spawn(move || fault_worker(&locks, &account, &outcomes, &done))
+            thread::spawn(move || {
+                let now = || locks.clock().now_nanos();
+                let timing = (Duration::from_millis(600), Duration::from_secs(1), 10);
+                fault_worker(&locks, &now, &account, &outcomes, &done, timing);
+            })
         })
         .collect();
     for _ in 0..2 {

@@ -148,3 +148,94 @@ fn send_signal(child: &std::process::Child, name: &str) {
         .unwrap();
     assert!(status.success(), "kill {name} {}", child.id());
 }
+
+/// What the workers of a Redis or Redlock fault test saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FaultOutcomes {
+    pub(crate) grants: u64,
+    /// Acquisitions that failed with a server error: a grant may have been made that nobody
+    /// got (it runs out with its lease).
+    pub(crate) failed_acquires: u64,
+    /// Grants whose lease was spent by the time the answers arrived: given back and reported,
+    /// not retried.
+    pub(crate) spent_on_arrival: u64,
+    pub(crate) timed_out_waits: u64,
+    /// Reads or writes the fence refused.
+    pub(crate) refused: u64,
+    /// Of those, holds that did not stall on purpose, refused while their lease still ran on
+    /// their clock.
+    pub(crate) refused_in_lease: u64,
+    /// Releases that found the lease gone (expired, or lost with the connection).
+    pub(crate) lost_leases: u64,
+    /// Of those, holds that did not stall on purpose.
+    pub(crate) lost_unstalled: u64,
+    /// Releases that failed with a server error.
+    pub(crate) failed_releases: u64,
+}
+
+/// One worker of a fault test: until `done` (and at least `min_rounds` rounds), acquires
+/// `lock` for `lease` (waiting up to `wait`), reads and writes the fenced balance, stalling
+/// past its lease every fifth hold, and releases, counting what happened in `outcomes`.
+/// `now` reads the clock the locks count their leases on.
+pub(crate) fn fault_worker<L: infra_dlock::Locks>(
+    locks: &L,
+    now: &dyn Fn() -> u64,
+    account: &Account,
+    outcomes: &Mutex<FaultOutcomes>,
+    done: &infra_common::sync::atomic::AtomicBool,
+    (lease, wait, min_rounds): (std::time::Duration, std::time::Duration, u32),
+) {
+    use infra_common::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    let mut round = 0u32;
+    while !done.load(Ordering::SeqCst) || round < min_rounds {
+        round += 1;
+        let guard = match locks.acquire_timeout(account.lock, lease, wait) {
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                outcomes.lock().timed_out_waits += 1;
+                continue;
+            }
+            Err(Error::Backend { .. }) => {
+                outcomes.lock().failed_acquires += 1;
+                // Servers that are down refuse at once: back off, not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(Error::LeaseSpentOnArrival { .. }) => {
+                outcomes.lock().spent_on_arrival += 1;
+                continue;
+            }
+            Err(other) => panic!("{other}"),
+        };
+        outcomes.lock().grants += 1;
+        let token = guard.token();
+        let stalls = round.is_multiple_of(5);
+        let written = account.read(token).and_then(|balance| {
+            if stalls {
+                // A pause past the lease, long enough for another worker (whose backoff is
+                // at most 50 ms) to take the lock and read.
+                guard.wait_lost();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            account.write(token, balance + 1)
+        });
+        if written.is_err() {
+            let in_lease = now() < guard.deadline_nanos();
+            let mut outcomes = outcomes.lock();
+            outcomes.refused += 1;
+            outcomes.refused_in_lease += u64::from(!stalls && in_lease);
+        }
+        match guard.release() {
+            Ok(()) => {}
+            Err(Error::LeaseExpired { .. }) => {
+                let mut outcomes = outcomes.lock();
+                outcomes.lost_leases += 1;
+                outcomes.lost_unstalled += u64::from(!stalls);
+            }
+            Err(Error::Backend { .. }) => outcomes.lock().failed_releases += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+}
