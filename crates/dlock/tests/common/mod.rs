@@ -239,3 +239,52 @@ pub(crate) fn fault_worker<L: infra_dlock::Locks>(
         }
     }
 }
+
+/// What every fault test asserts once its workers have stopped: no stale token accepted, no
+/// increment lost, some writes made, and the fence's refusals (at least one: the workers
+/// stall past their leases) exactly those the workers counted. `outcomes` is printed with
+/// the store's ledger, for the README's counts.
+pub(crate) fn assert_fault_run(account: &Account, refused: u64, outcomes: &dyn std::fmt::Debug) {
+    let ledger = account.ledger();
+    println!("fault run: {outcomes:?}; store: {ledger:?}");
+    assert_eq!(ledger.stale_accepted, 0, "{ledger:?}");
+    assert_eq!(
+        ledger.balance, ledger.accepted_writes,
+        "no increment was lost: {ledger:?}"
+    );
+    assert!(ledger.accepted_writes > 0);
+    assert_eq!(ledger.refused, refused);
+    assert!(
+        ledger.refused > 0,
+        "the fence refused nothing: {outcomes:?}"
+    );
+}
+
+/// A clock that moves on by `step` at every reading: each round trip looks that long.
+#[derive(Debug)]
+pub(crate) struct SteppingClock {
+    now: infra_common::sync::atomic::AtomicU64,
+    step: u64,
+}
+
+impl SteppingClock {
+    pub(crate) fn new(step: std::time::Duration) -> Self {
+        Self {
+            now: infra_common::sync::atomic::AtomicU64::new(0),
+            step: u64::try_from(step.as_nanos()).unwrap(),
+        }
+    }
+}
+
+impl infra_common::Clock for SteppingClock {
+    fn now_nanos(&self) -> u64 {
+        use infra_common::sync::atomic::Ordering;
+        self.now.fetch_add(self.step, Ordering::SeqCst) + self.step
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        use infra_common::sync::atomic::Ordering;
+        let since_epoch = std::time::Duration::from_nanos(self.now.load(Ordering::SeqCst));
+        std::time::SystemTime::UNIX_EPOCH + since_epoch
+    }
+}
