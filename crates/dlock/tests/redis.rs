@@ -7,14 +7,16 @@
 use std::time::Duration;
 
 use infra_common::Clock;
-use infra_common::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_dlock::redis::{COUNTER_IDLE, RedisLocks, RedisOptions};
 use infra_dlock::{Access, Error, FencingToken, Locks, MemoryLocks, Wait};
 use infra_testkit::{FaultProxy, RedisServer};
 
 mod common;
-use common::{Account, FaultOutcomes, SteppingClock, assert_fault_run, fault_worker};
+use common::{
+    Account, FaultOutcomes, SteppingClock, assert_fault_run, fault_worker, increment_from_threads,
+};
 
 const LOCK: &str = "account-7";
 
@@ -58,35 +60,10 @@ fn threads_exclude_each_other_and_the_fenced_balance_counts_every_write() {
     };
     let locks = Arc::new(locks(&server.url()));
     let account = Arc::new(Account::new(LOCK));
-    let inside = Arc::new(AtomicUsize::new(0));
-    let overlaps = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
-            let (inside, overlaps) = (Arc::clone(&inside), Arc::clone(&overlaps));
-            thread::spawn(move || {
-                let mut tokens = Vec::new();
-                for _ in 0..50 {
-                    let guard = locks.acquire(LOCK, Duration::from_secs(30)).unwrap();
-                    if inside.fetch_add(1, Ordering::SeqCst) != 0 {
-                        overlaps.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let balance = account.read(guard.token()).unwrap();
-                    account.write(guard.token(), balance + 1).unwrap();
-                    tokens.push(guard.token());
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                    guard.release().unwrap();
-                }
-                tokens
-            })
-        })
-        .collect();
-    let mut tokens: Vec<FencingToken> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let (overlaps, mut tokens) =
+        increment_from_threads(&locks, &account, (4, 50), Duration::from_secs(30));
     let ledger = account.ledger();
-    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(overlaps, 0);
     assert_eq!(ledger.balance, 200);
     assert_eq!(ledger.accepted_writes, 200);
     assert_eq!(ledger.refused, 0);

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 use infra_dlock::redis::{RedisLocks, RedisOptions};
@@ -20,7 +20,9 @@ use infra_testkit::{FaultProxy, RedisServer};
 // process signals.
 #[allow(dead_code)]
 mod common;
-use common::{Account, FaultOutcomes, SteppingClock, assert_fault_run, fault_worker};
+use common::{
+    Account, FaultOutcomes, SteppingClock, assert_fault_run, fault_worker, increment_from_threads,
+};
 
 const LOCK: &str = "account-7";
 /// The lock key of [`LOCK`] on each server.
@@ -107,35 +109,9 @@ fn threads_on_three_and_five_servers_exclude_each_other_and_the_fence_refuses_no
         };
         let locks = Arc::new(redlock(&servers));
         let account = Arc::new(Account::new(LOCK));
-        let inside = Arc::new(AtomicUsize::new(0));
-        let overlaps = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (locks, account) = (Arc::clone(&locks), Arc::clone(&account));
-                let (inside, overlaps) = (Arc::clone(&inside), Arc::clone(&overlaps));
-                thread::spawn(move || {
-                    let mut tokens = Vec::new();
-                    for _ in 0..25 {
-                        let guard = locks.acquire(LOCK, LEASE).unwrap();
-                        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
-                            overlaps.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let balance = account.read(guard.token()).unwrap();
-                        account.write(guard.token(), balance + 1).unwrap();
-                        tokens.push(guard.token());
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                        guard.release().unwrap();
-                    }
-                    tokens
-                })
-            })
-            .collect();
-        let mut tokens: Vec<FencingToken> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
+        let (overlaps, mut tokens) = increment_from_threads(&locks, &account, (4, 25), LEASE);
         let ledger = account.ledger();
-        assert_eq!(overlaps.load(Ordering::SeqCst), 0, "{n} servers");
+        assert_eq!(overlaps, 0, "{n} servers");
         assert_eq!(ledger.balance, 100, "{n} servers");
         assert_eq!(ledger.accepted_writes, 100, "{n} servers");
         assert_eq!(ledger.refused, 0, "{n} servers");

@@ -288,3 +288,48 @@ impl infra_common::Clock for SteppingClock {
         std::time::SystemTime::UNIX_EPOCH + since_epoch
     }
 }
+
+/// `threads` threads each take `lock` `rounds` times through `locks`, adding one to the
+/// fenced balance per hold and checking, apart from the lock, that no two holds overlap.
+/// Returns how many holds began while another was inside, and every grant's token.
+pub(crate) fn increment_from_threads<L>(
+    locks: &infra_common::sync::Arc<L>,
+    account: &infra_common::sync::Arc<Account>,
+    (threads, rounds): (usize, usize),
+    lease: std::time::Duration,
+) -> (usize, Vec<FencingToken>)
+where
+    L: infra_dlock::Locks + Send + Sync + 'static,
+{
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+    use infra_common::sync::{Arc, thread};
+
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (locks, account) = (Arc::clone(locks), Arc::clone(account));
+            let (inside, overlaps) = (Arc::clone(&inside), Arc::clone(&overlaps));
+            thread::spawn(move || {
+                let mut tokens = Vec::new();
+                for _ in 0..rounds {
+                    let guard = locks.acquire(account.lock, lease).unwrap();
+                    if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let balance = account.read(guard.token()).unwrap();
+                    account.write(guard.token(), balance + 1).unwrap();
+                    tokens.push(guard.token());
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    guard.release().unwrap();
+                }
+                tokens
+            })
+        })
+        .collect();
+    let tokens = workers
+        .into_iter()
+        .flat_map(|worker| worker.join().unwrap())
+        .collect();
+    (overlaps.load(Ordering::SeqCst), tokens)
+}
