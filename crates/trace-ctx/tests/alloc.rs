@@ -1,7 +1,8 @@
 //! Proves the hot paths allocate nothing: extracting and injecting a `traceparent` (no
 //! `tracestate`), starting, annotating and ending an unsampled span, and starting children
-//! of an unsampled parent that carries a `tracestate`, and (feature `tower`) serving a request
-//! through the server layer when its span is unsampled.
+//! of an unsampled parent that carries a `tracestate`, (feature `tower`) serving a request
+//! through the server layer when its span is unsampled, and recording a sampled span for a
+//! batch processor once exported spans' boxes come back.
 //!
 //! A counting global allocator tallies allocations made by the current thread only, so the
 //! test harness's own threads do not disturb the count.
@@ -9,11 +10,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use infra_testkit::allocator::{CountingAllocator, allocations_in, peak_bytes_during};
 use infra_trace_ctx::{
-    AlwaysOff, B3Propagator, Baggage, BaggagePropagator, Context, JaegerPropagator, Link,
-    ParentBased, Propagator, SpanKind, Status, TraceContextPropagator, TraceIdRatio, Tracer,
+    AlwaysOff, AlwaysOn, B3Propagator, Baggage, BaggagePropagator, BatchSpanProcessor, Context,
+    JaegerPropagator, Link, MemoryExporter, ParentBased, Propagator, SpanKind, Status,
+    TraceContextPropagator, TraceIdRatio, Tracer,
 };
 
 #[global_allocator]
@@ -286,6 +289,49 @@ fn children_of_an_unsampled_parent_with_a_tracestate_allocate_nothing() {
         count, 0,
         "children of an unsampled parent allocated {count} times in 100 rounds"
     );
+}
+
+/// Once exported spans' boxes come back from a batch processor, a sampled span with an
+/// attribute costs its recording thread no allocation: it starts in a spare box whose
+/// attribute list kept its capacity, and ends into the queue in that box.
+#[test]
+fn a_sampled_span_ended_into_a_batch_processor_reuses_an_exported_one() {
+    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
+        .max_batch_size(64)
+        .build()
+        .expect("valid sizes");
+    let tracer = Tracer::builder()
+        .sampler(AlwaysOn)
+        .exporter(processor.clone())
+        .build();
+    let round = || {
+        for _ in 0..50 {
+            let mut span = tracer.span("checkout").start();
+            span.set_attribute("items", 3);
+            span.end();
+        }
+        processor
+            .force_flush(Duration::from_secs(30))
+            .expect("the memory exporter keeps up");
+    };
+    // The first batch fills the processor's slots (its boxes are freed); the second one's
+    // boxes come back cleared.
+    round();
+    round();
+
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..50 {
+            let mut span = tracer.span("checkout").start();
+            assert!(span.is_recording());
+            span.set_attribute("items", 3);
+            span.end();
+        }
+    });
+    assert_eq!(count, 0, "50 batched spans allocated {count} times");
+    processor
+        .force_flush(Duration::from_secs(30))
+        .expect("the memory exporter keeps up");
+    assert_eq!(processor.stats().exported, 150);
 }
 
 /// A service that answers at once with an empty response, allocating nothing itself.

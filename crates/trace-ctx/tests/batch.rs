@@ -75,6 +75,89 @@ fn flush_delivers_every_queued_span_in_order_in_bounded_batches() {
     assert_eq!((stats.queued, stats.exported, stats.failed), (10, 10, 0));
 }
 
+/// A span recorded in a box an exported span came back in starts blank: no attribute, event,
+/// link, status, trace state, parent or drop count of the box's earlier span shows.
+#[test]
+fn a_reused_box_carries_nothing_over_from_its_earlier_span() {
+    use infra_trace_ctx::{
+        KeyValue, Link, SpanContext, SpanId, SpanLimits, Status, TraceFlags, TraceId, TraceState,
+    };
+
+    let exporter = MemoryExporter::new();
+    let processor = BatchSpanProcessor::builder(exporter.clone())
+        .max_batch_size(4)
+        .scheduled_delay(LONG)
+        .build()
+        .unwrap();
+    let tracer = Tracer::builder()
+        .exporter(processor.clone())
+        .span_limits(SpanLimits {
+            max_attributes: 2,
+            max_events: 1,
+            max_links: 1,
+            ..SpanLimits::default()
+        })
+        .clock(ManualClock::new())
+        .build();
+    let parent = SpanContext::remote(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED)
+        .with_trace_state(TraceState::parse("congo=1").unwrap());
+    let full = |n: u32| {
+        let link = Link::new(parent.clone()).with_attributes([KeyValue::new("k", 1)]);
+        let mut span = tracer
+            .span(format!("full-{n}"))
+            .parent(&parent)
+            .link(link.clone())
+            .link(link)
+            .start();
+        for key in ["a", "b", "c"] {
+            span.set_attribute(key, format!("value of {key}"));
+        }
+        span.add_event("first");
+        span.add_event("second");
+        span.set_status(Status::Error("failed".into()));
+        span.end();
+    };
+    // The first batch fills the processor's slots; the boxes of the second come back.
+    for n in 0..8 {
+        full(n);
+        if n % 4 == 3 {
+            processor.force_flush(LONG).unwrap();
+        }
+    }
+    let full_spans = exporter.take();
+    let full_span = &full_spans[7];
+    assert_eq!(
+        (
+            full_span.attributes.len(),
+            full_span.dropped_attributes_count,
+            full_span.dropped_events_count,
+            full_span.dropped_links_count
+        ),
+        (2, 1, 1, 1)
+    );
+
+    end_spans(&tracer, 0..4);
+    processor.force_flush(LONG).unwrap();
+    let blank = exporter.take();
+    assert_eq!(names(&blank), expected(0..4));
+    for span in &blank {
+        assert!(span.attributes.is_empty(), "{span:?}");
+        assert!(span.events.is_empty() && span.links.is_empty(), "{span:?}");
+        assert_eq!(span.status, Status::Unset);
+        assert!(span.context.trace_state().is_empty());
+        assert_eq!((span.parent_span_id, span.parent_is_remote), (None, false));
+        assert_eq!(
+            (
+                span.dropped_attributes_count,
+                span.dropped_events_count,
+                span.dropped_links_count
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(span.service, "unknown");
+    }
+}
+
 #[test]
 fn a_full_queue_drops_and_counts_without_blocking() {
     let gate = Gate::default();

@@ -149,3 +149,54 @@ fn a_passed_shutdown_deadline_releases_an_exporter_waiting_to_retry() {
         drop(processor);
     });
 }
+
+/// Spans ending while the worker hands an exported batch's boxes back (a span start only
+/// tries the spares' lock, never waits for it) each get a box of their own: every span is
+/// delivered once, under its own name, with nothing of the span its box held before.
+#[test]
+fn spans_recorded_while_boxes_come_back_are_delivered_once_and_blank() {
+    use infra_trace_ctx::{BatchSpanProcessor, MemoryExporter, Tracer};
+    use std::time::Duration;
+
+    model(|| {
+        let received = MemoryExporter::new();
+        let processor = BatchSpanProcessor::builder(received.clone())
+            .max_batch_size(1)
+            .clock(ManualClock::new())
+            .build()
+            .expect("valid sizes");
+        let tracer = Tracer::builder()
+            .exporter(processor.clone())
+            .clock(ManualClock::new())
+            .build();
+        let record = |tracer: &Tracer, name: &'static str| {
+            let mut span = tracer.span(name).start();
+            span.set_attribute(name, 1);
+            span.end();
+        };
+        // The first batch's box fills the worker's slot; the second's comes back cleared.
+        for name in ["first", "second"] {
+            record(&tracer, name);
+            processor
+                .force_flush(Duration::from_secs(1))
+                .expect("loom never times out");
+        }
+        let other = {
+            let tracer = tracer.clone();
+            thread::spawn(move || record(&tracer, "there"))
+        };
+        record(&tracer, "here");
+        other.join().expect("other thread finished");
+        processor
+            .shutdown(Duration::from_secs(1))
+            .expect("loom never times out");
+        let mut names = Vec::new();
+        for span in received.spans() {
+            assert_eq!(span.attributes.len(), 1, "{span:?}");
+            assert_eq!(span.attributes[0].key, span.name);
+            names.push(span.name.into_owned());
+        }
+        names.sort_unstable();
+        assert_eq!(names, ["first", "here", "second", "there"]);
+    });
+}

@@ -1,11 +1,15 @@
 //! The batch span processor: ended spans go into a bounded queue on the request path, and a
 //! background thread hands them, a batch at a time, to a [`SpanBatchExporter`].
 //!
-//! The request path takes one short lock and never waits for the network: when the queue is
-//! full the span is dropped and counted. Bookkeeping works in sequence numbers: `accepted`
-//! counts spans ever queued, `handed` the ones whose batch the exporter has returned from.
-//! A flush remembers `accepted` when it is called and waits until `handed` reaches it, so it
-//! cannot return while a span queued before it is still in the queue or in the worker's hands.
+//! The request path takes one short lock to end a span and never waits for the network: when
+//! the queue is full the span is dropped and counted. A span recorded for the processor
+//! travels in the box it was recorded in, which comes back for a new span once exported (see
+//! [`super::spare`]; a span start only tries that lock).
+//!
+//! Bookkeeping works in sequence numbers: `accepted` counts spans ever queued, `handed` the
+//! ones whose batch the exporter has returned from. A flush remembers `accepted` when it is
+//! called and waits until `handed` reaches it, so it cannot return while a span queued before
+//! it is still in the queue or in the worker's hands.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,8 +20,9 @@ use infra_common::clock::duration_to_nanos;
 use infra_common::sync::{Arc, Condvar, Mutex, thread};
 use infra_common::{Clock, SystemClock};
 
+use super::spare::{self, Spares};
 use super::{ExportError, ShutdownSignal};
-use crate::span::{Exporter, SpanData};
+use crate::span::{Exporter, SpanData, SpanRecord};
 
 /// Receives finished spans a batch at a time, on the batch processor's background thread,
 /// where blocking (network, disk) is fine.
@@ -149,6 +154,8 @@ struct Shared {
     work: Condvar,
     /// Wakes flushers: a batch was handed over.
     progress: Condvar,
+    /// Exported spans' boxes, cleared, for new spans.
+    spares: Spares,
     max_queue_size: usize,
     max_batch_size: usize,
     scheduled_delay: Duration,
@@ -158,7 +165,7 @@ struct Shared {
 }
 
 struct State {
-    queue: VecDeque<SpanData>,
+    queue: VecDeque<Box<SpanRecord>>,
     /// Spans ever queued; a flush waits for `handed` to reach its value at the call.
     accepted: u64,
     /// Spans whose batch the exporter has returned from.
@@ -275,7 +282,13 @@ impl Shared {
     fn run(&self, mut exporter: impl SpanBatchExporter) {
         // Swapped with the queue when the queue holds at most one batch, so taking a batch
         // moves no span and both buffers keep their capacity.
-        let mut batch = VecDeque::with_capacity(self.max_batch_size);
+        let mut taken = VecDeque::with_capacity(self.max_batch_size);
+        // The spans handed to the exporter, in one slice as it takes them. Each slot keeps a
+        // cleared span between batches and trades it with a queued box for that box's span,
+        // so the box goes back to the spares ready for reuse, and lists keep their capacity
+        // on both sides.
+        let mut batch: Vec<SpanData> = Vec::with_capacity(self.max_batch_size);
+        let mut emptied = Vec::with_capacity(self.max_batch_size);
         let mut state = self.state.lock();
         loop {
             while !(state.shut_down
@@ -291,20 +304,31 @@ impl Shared {
                 return;
             }
             if state.queue.len() <= self.max_batch_size {
-                std::mem::swap(&mut state.queue, &mut batch);
+                std::mem::swap(&mut state.queue, &mut taken);
             } else {
-                batch.extend(state.queue.drain(..self.max_batch_size));
+                taken.extend(state.queue.drain(..self.max_batch_size));
             }
             drop(state);
+            let count = taken.len();
+            for (slot, mut record) in taken.drain(..).enumerate() {
+                if let Some(cleared) = batch.get_mut(slot) {
+                    std::mem::swap(cleared, &mut record.data);
+                    emptied.push(record);
+                } else {
+                    // Until a batch has held this many spans, the slot is new: the box is
+                    // freed, and a span started later allocates its own.
+                    batch.push(record.into_data());
+                }
+            }
+            // Before the export, which may take long, so new spans need not allocate meanwhile.
+            self.spares.give_back(&mut emptied);
             // A panicking exporter must not take the thread with it: flushes would then wait
             // out their deadlines and every later span would pile up unexported. Unwind
             // safety is asserted because the exporter is the only state the closure touches,
             // and the trait documents that it keeps being called after a panic.
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                exporter.export_batch(batch.make_contiguous())
-            }));
-            let count = batch.len() as u64;
-            batch.clear();
+            let result = catch_unwind(AssertUnwindSafe(|| exporter.export_batch(&batch[..count])));
+            batch[..count].iter_mut().for_each(spare::clear);
+            let count = count as u64;
             #[cfg(feature = "metrics")]
             self.counters.handed(&result, count);
             state = self.state.lock();
@@ -316,57 +340,93 @@ impl Shared {
             self.progress.notify_all();
         }
     }
-}
 
-impl Exporter for BatchSpanProcessor {
-    fn export(&self, span: SpanData) {
-        let shared = &self.owner.shared;
-        let mut state = shared.state.lock();
+    /// Queues an ended span's record, or drops and counts it.
+    fn push(&self, record: Box<SpanRecord>) {
+        let mut state = self.state.lock();
         if state.shut_down {
             state.stats.dropped_after_shutdown += 1;
             drop(state);
             #[cfg(feature = "metrics")]
-            shared.counters.dropped_after_shutdown.increment(1);
+            self.counters.dropped_after_shutdown.increment(1);
             return;
         }
-        if state.queue.len() >= shared.max_queue_size {
+        if state.queue.len() >= self.max_queue_size {
             state.stats.dropped_queue_full += 1;
             drop(state);
             #[cfg(feature = "metrics")]
-            shared.counters.dropped_queue_full.increment(1);
+            self.counters.dropped_queue_full.increment(1);
             return;
         }
-        push_span(&mut state.queue, span);
+        state.queue.push_back(record);
         state.accepted += 1;
         state.stats.queued += 1;
         // Once per batch: the worker re-checks the length after every export anyway.
-        let batch_ready = state.queue.len() == shared.max_batch_size;
+        let batch_ready = state.queue.len() == self.max_batch_size;
         drop(state);
         #[cfg(feature = "metrics")]
-        shared.counters.queued.increment(1);
+        self.counters.queued.increment(1);
         if batch_ready {
-            shared.work.notify_one();
+            self.work.notify_one();
         }
     }
 }
 
-/// Appends `span` to `queue`. With room in the queue (every push once the queue has grown to
-/// its working size) the span is written into its slot straight from the caller's argument:
-/// `push_back` alone may grow the queue first, so the span was kept across that call in a copy
-/// of its own, one more copy of the whole record per span.
-#[inline(always)]
-fn push_span(queue: &mut VecDeque<SpanData>, span: SpanData) {
-    if queue.len() < queue.capacity() {
-        queue.push_back(span);
-    } else {
-        grow_and_push(queue, span);
+impl Exporter for BatchSpanProcessor {
+    /// Queues `span` in a spare box, or a new one. (A [`Tracer`](crate::Tracer) built with
+    /// this processor itself as its exporter does not come here: its spans arrive in the
+    /// boxes they were recorded in.)
+    fn export(&self, span: SpanData) {
+        let shared = &self.owner.shared;
+        let record = match shared.spares.take() {
+            Some(mut record) => {
+                record.data = span;
+                record
+            }
+            None => Box::new(SpanRecord {
+                data: span,
+                start_nanos: 0,
+            }),
+        };
+        shared.push(record);
     }
 }
 
-#[cold]
-#[inline(never)]
-fn grow_and_push(queue: &mut VecDeque<SpanData>, span: SpanData) {
-    queue.push_back(span);
+/// A [`BatchSpanProcessor`]'s queue and spare boxes, held by a [`Tracer`](crate::Tracer)
+/// built with the processor as its exporter: its recorded spans start in spare boxes and end
+/// into the queue without leaving them. Unlike the processor's handles, it does not keep the
+/// processor from shutting down when they are all dropped.
+#[derive(Clone)]
+pub(crate) struct RecordSink {
+    shared: Arc<Shared>,
+}
+
+impl RecordSink {
+    /// A cleared box for a new span, if one is spare.
+    #[inline]
+    pub(crate) fn spare(&self) -> Option<Box<SpanRecord>> {
+        self.shared.spares.take()
+    }
+
+    /// Queues an ended, sampled span, as [`Exporter::export`] does.
+    pub(crate) fn push(&self, record: Box<SpanRecord>) {
+        self.shared.push(record);
+    }
+}
+
+impl fmt::Debug for RecordSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordSink").finish_non_exhaustive()
+    }
+}
+
+impl BatchSpanProcessor {
+    /// The queue and spare boxes, for a tracer exporting to this processor.
+    pub(crate) fn sink(&self) -> RecordSink {
+        RecordSink {
+            shared: Arc::clone(&self.owner.shared),
+        }
+    }
 }
 
 impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
@@ -464,6 +524,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
+            // One batch's worth: what comes back after each export, enough for the spans
+            // ended until the next one in the steady state.
+            spares: Spares::new(self.max_batch_size),
             max_queue_size: self.max_queue_size,
             max_batch_size: self.max_batch_size,
             scheduled_delay: self.scheduled_delay,

@@ -6,7 +6,9 @@ mod error;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod shutdown;
+mod spare;
 
+pub(crate) use batch::RecordSink;
 pub use batch::{BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, SpanBatchExporter};
 pub use error::ExportError;
 #[cfg(all(feature = "otlp", fuzzing))]
