@@ -21,6 +21,9 @@ const KEPT_CAPACITY: usize = 16;
 
 /// Cleared records waiting for a span to start, at most `cap` of them.
 pub(crate) struct Spares {
+    // Boxes, not records: the allocations themselves are what is reused, and a box moves
+    // through the queue as one pointer.
+    #[allow(clippy::vec_box)]
     boxes: Mutex<Vec<Box<SpanRecord>>>,
     cap: usize,
 }
@@ -43,6 +46,7 @@ impl Spares {
 
     /// Keeps as many of `records` (cleared) as the cap allows and drops the others, outside
     /// the lock; leaves `records` empty, with its capacity.
+    #[allow(clippy::vec_box)] // the boxes are kept, as above
     pub(crate) fn give_back(&self, records: &mut Vec<Box<SpanRecord>>) {
         let mut boxes = self.boxes.lock();
         let kept = self.cap.saturating_sub(boxes.len()).min(records.len());
