@@ -332,4 +332,30 @@ mod tests {
         assert_eq!(via_arc, direct);
         assert_eq!(shared.fields(), composite().fields());
     }
+
+    /// A composite "writes every format" (its docs), so one holding both B3 forms, as a
+    /// service migrating between B3 clients configures it (OpenTelemetry's Zipkin
+    /// propagator has `SingleAndMultiHeader` for this), sends both. Each B3 form removes the
+    /// other's fields to clean a reused carrier, so the form listed last erases the first.
+    #[test]
+    fn a_composite_of_both_b3_forms_writes_both() {
+        for formats in [
+            [B3Propagator::multi_header(), B3Propagator::single_header()],
+            [B3Propagator::single_header(), B3Propagator::multi_header()],
+        ] {
+            let [first, second] = formats;
+            let both = CompositePropagator::new(vec![Box::new(first), Box::new(second)]);
+            let cx = both.extract(&vec![(
+                "b3",
+                "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+            )]);
+            let mut out: Vec<(String, String)> = Vec::new();
+            both.inject(&cx, &mut out);
+            let names: Vec<&str> = out.iter().map(|(name, _)| name.as_str()).collect();
+            assert!(
+                names.contains(&"b3") && names.contains(&"x-b3-traceid"),
+                "{names:?}"
+            );
+        }
+    }
 }

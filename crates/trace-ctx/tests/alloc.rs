@@ -334,6 +334,41 @@ fn a_sampled_span_ended_into_a_batch_processor_reuses_an_exported_one() {
     assert_eq!(processor.stats().exported, 150);
 }
 
+/// The same with the service named at run time (from configuration or the environment, as
+/// most services are): the README's "allocates nothing" holds for any service name, but the
+/// span start clones the tracer's owned `Cow` service name into every record.
+#[test]
+fn a_batched_span_of_a_service_named_at_run_time_allocates_nothing() {
+    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
+        .max_batch_size(64)
+        .build()
+        .expect("valid sizes");
+    let tracer = Tracer::builder()
+        .service(String::from("checkout"))
+        .sampler(AlwaysOn)
+        .exporter(processor.clone())
+        .build();
+    let round = || {
+        for _ in 0..50 {
+            tracer.span("checkout").start().end();
+        }
+        processor
+            .force_flush(Duration::from_secs(30))
+            .expect("the memory exporter keeps up");
+    };
+    round();
+    round();
+
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..50 {
+            let mut span = tracer.span("checkout").start();
+            assert!(span.is_recording());
+            span.end();
+        }
+    });
+    assert_eq!(count, 0, "50 batched spans allocated {count} times");
+}
+
 /// A service that answers at once with an empty response, allocating nothing itself.
 #[cfg(feature = "tower")]
 #[derive(Clone)]

@@ -544,3 +544,35 @@ mod model {
         }
     }
 }
+
+/// `shutdown`'s docs: "Later calls return at once"; the README: once a shutdown's deadline
+/// has passed, "nobody waits for" the queued spans. After a shutdown that timed out, a
+/// second call (and so the drop of the last handle, which shuts down with `drop_timeout`,
+/// 30 s by default) waits out its whole timeout again for an exporter that is stuck. On the
+/// manual clock here, which nobody advances, it never returns.
+#[test]
+fn a_shutdown_after_one_that_timed_out_returns_at_once() {
+    let gate = Gate::default();
+    let (processor, tracer) = started(GatedExporter::new(&gate), |b| b.clock(ManualClock::new()));
+    end_spans(&tracer, 0..1);
+    let _ = processor.force_flush(Duration::ZERO);
+    eventually(|| gate.waiting() == 1);
+    assert_eq!(
+        processor.shutdown(Duration::ZERO),
+        Err(ExportError::Timeout)
+    );
+
+    let (sent, returned) = std::sync::mpsc::channel();
+    let second = processor.clone();
+    let caller = std::thread::spawn(move || {
+        let _ = sent.send(second.shutdown(Duration::from_secs(1)));
+    });
+    // Generous for a call that should not wait at all; waited out only when it does.
+    let result = returned.recv_timeout(Duration::from_secs(5));
+    gate.open();
+    caller.join().unwrap();
+    assert!(
+        result.is_ok(),
+        "the second shutdown was still waiting after 5 s"
+    );
+}
