@@ -369,6 +369,44 @@ fn a_batched_span_of_a_service_named_at_run_time_allocates_nothing() {
     assert_eq!(count, 0, "50 batched spans allocated {count} times");
 }
 
+/// The README: a spare box's "attribute, event and link lists keep their memory up to 16
+/// entries", so a batched span allocates nothing once boxes circulate. The link list's kept
+/// memory is replaced by the builder's (empty) list at the span's start, so a span that adds
+/// a link (`Span::add_link`, as a batch consumer links the messages it handles) allocates
+/// the list again every time, and the kept one is freed on the request thread.
+#[test]
+fn a_batched_span_adding_a_link_reuses_the_spare_link_list() {
+    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
+        .max_batch_size(64)
+        .build()
+        .expect("valid sizes");
+    let tracer = Tracer::builder()
+        .sampler(AlwaysOn)
+        .exporter(processor.clone())
+        .build();
+    let linked = infra_trace_ctx::SpanContext::new(
+        infra_trace_ctx::TraceId::random(),
+        infra_trace_ctx::SpanId::random(),
+        infra_trace_ctx::TraceFlags::SAMPLED,
+    );
+    let record = || {
+        let mut span = tracer.span("consumer").start();
+        assert!(span.is_recording());
+        span.add_event("received");
+        span.add_link(Link::new(linked.clone()));
+        span.end();
+    };
+    for _ in 0..2 {
+        (0..50).for_each(|_| record());
+        processor
+            .force_flush(Duration::from_secs(30))
+            .expect("the memory exporter keeps up");
+    }
+
+    let (count, ()) = allocations_in(|| (0..50).for_each(|_| record()));
+    assert_eq!(count, 0, "50 batched spans with a link allocated {count} times");
+}
+
 /// A service that answers at once with an empty response, allocating nothing itself.
 #[cfg(feature = "tower")]
 #[derive(Clone)]
