@@ -404,7 +404,10 @@ fn a_batched_span_adding_a_link_reuses_the_spare_link_list() {
     }
 
     let (count, ()) = allocations_in(|| (0..50).for_each(|_| record()));
-    assert_eq!(count, 0, "50 batched spans with a link allocated {count} times");
+    assert_eq!(
+        count, 0,
+        "50 batched spans with a link allocated {count} times"
+    );
 }
 
 /// A service that answers at once with an empty response, allocating nothing itself.
