@@ -722,7 +722,11 @@ impl<'a> SpanBuilder<'a> {
                 data.parent_is_remote = parent.is_some_and(SpanContext::is_remote);
                 data.start = start;
                 data.end = start;
-                data.links = links;
+                // Without builder links the spare's empty list stays, with its capacity, for
+                // `Span::add_link`; replacing it would free that memory here and reallocate.
+                if links.capacity() != 0 {
+                    data.links = links;
+                }
                 data.status = Status::Unset;
                 data.dropped_attributes_count = 0;
                 data.dropped_events_count = 0;
