@@ -399,3 +399,25 @@ fn a_context_carried_into_a_task_parents_its_spans() {
         Some(bridge.span("server").context.span_id())
     );
 }
+
+/// `otel.status_description` is "the description of an `error` status" whatever order the
+/// two fields are recorded in: a span that records the code first (the error is known, then
+/// its message is formatted) keeps an empty description, since the description is applied
+/// only when a record carries the code.
+#[test]
+fn a_status_description_recorded_after_the_error_code_describes_it() {
+    let bridge = Bridge::new();
+    bridge.run(|| {
+        let span = tracing::info_span!(
+            "charge",
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        );
+        span.record("otel.status_code", "error");
+        span.record("otel.status_description", "card declined");
+    });
+    assert_eq!(
+        bridge.span("charge").status,
+        Status::Error("card declined".into())
+    );
+}
