@@ -335,7 +335,8 @@ pub const X_B3_SAMPLED: &str = "x-b3-sampled";
 pub const X_B3_FLAGS: &str = "x-b3-flags";
 
 /// Propagates B3. Extraction reads the single header first, then the multiple headers;
-/// injection writes the form chosen at construction.
+/// injection writes the form chosen at construction, or both forms
+/// ([`B3Propagator::single_and_multi_header`], for a fleet moving from one form to the other).
 ///
 /// A sampling state without ids (such as `b3: 0`) carries no span context: extraction yields
 /// a [`Context`] without a span whose [`Context::sampling_state`] holds the decision, and a
@@ -343,17 +344,46 @@ pub const X_B3_FLAGS: &str = "x-b3-flags";
 #[derive(Clone, Copy, Debug)]
 pub struct B3Propagator {
     single: bool,
+    multi: bool,
 }
 
 impl B3Propagator {
     /// Injects the single `b3` header.
     pub const fn single_header() -> Self {
-        Self { single: true }
+        Self {
+            single: true,
+            multi: false,
+        }
     }
 
     /// Injects the `X-B3-*` headers.
     pub const fn multi_header() -> Self {
-        Self { single: false }
+        Self {
+            single: false,
+            multi: true,
+        }
+    }
+
+    /// Injects both forms, the `b3` header and the `X-B3-*` headers, so that receivers reading
+    /// either one join the trace. Two propagators of one form each in a
+    /// [`CompositePropagator`](crate::CompositePropagator) do not do this: each removes the
+    /// other form's fields (see [`Propagator::inject`]), so the one listed last wins.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{B3Propagator, Propagator};
+    ///
+    /// let b3 = B3Propagator::single_and_multi_header();
+    /// let cx = b3.extract(&vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")]);
+    /// let mut out: Vec<(String, String)> = Vec::new();
+    /// b3.inject(&cx, &mut out);
+    /// let names: Vec<&str> = out.iter().map(|(name, _)| name.as_str()).collect();
+    /// assert_eq!(names, ["x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "b3"]);
+    /// ```
+    pub const fn single_and_multi_header() -> Self {
+        Self {
+            single: true,
+            multi: true,
+        }
     }
 }
 
@@ -382,9 +412,10 @@ impl Propagator for B3Propagator {
         b3.sampling.map(|_| b3.sampling_state())
     }
 
-    /// Writes the chosen form and removes the other (and, with nothing to write, both): a
-    /// reused carrier keeps nothing of an earlier request. A context without a span but with
-    /// a decision received alone ([`Context::sampling_state`]) passes it on (`b3: 0`).
+    /// Writes the chosen form (or both) and removes the other (and, with nothing to write,
+    /// both): a reused carrier keeps nothing of an earlier request. A context without a span
+    /// but with a decision received alone ([`Context::sampling_state`]) passes it on
+    /// (`b3: 0`).
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
         let b3 = match cx.span() {
             Some(span) => Some(B3::of(span)),
@@ -396,25 +427,19 @@ impl Propagator for B3Propagator {
                     sampling: Some(sampling),
                 }),
         };
-        if self.single {
-            // The other form's fields go first: removing from an empty carrier (a fresh
-            // request's map) costs nothing, and after the write it costs a lookup each.
-            B3 {
-                ids: None,
-                sampling: None,
-            }
-            .inject_multi(carrier);
-            match b3 {
-                Some(b3) => carrier.set(B3_SINGLE, b3.encode_single().as_str()),
-                None => carrier.remove(B3_SINGLE),
-            }
-        } else {
+        let single = b3.filter(|_| self.single);
+        let multi = b3.filter(|_| self.multi).unwrap_or(B3 {
+            ids: None,
+            sampling: None,
+        });
+        // Removals go before writes: removing from an empty carrier (a fresh request's map)
+        // costs nothing, and after a write it costs a lookup each.
+        if single.is_none() {
             carrier.remove(B3_SINGLE);
-            b3.unwrap_or(B3 {
-                ids: None,
-                sampling: None,
-            })
-            .inject_multi(carrier);
+        }
+        multi.inject_multi(carrier);
+        if let Some(single) = single {
+            carrier.set(B3_SINGLE, single.encode_single().as_str());
         }
     }
 

@@ -714,7 +714,12 @@ impl<'a> SpanBuilder<'a> {
             // other field is written here, in place.
             Some(mut record) => {
                 let data = &mut record.data;
-                data.service = config.service.clone();
+                // The spare keeps the last service name it carried: a service named at run
+                // time (an owned string) is then not copied, nor freed on the export thread,
+                // per span.
+                if data.service != config.service {
+                    data.service = config.service.clone();
+                }
                 data.name = self.name;
                 data.kind = self.kind;
                 data.context = context.clone();

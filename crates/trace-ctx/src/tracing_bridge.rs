@@ -79,8 +79,11 @@ impl TracingBridge {
 struct Bridged {
     span: Span,
     /// The last `otel.status_description`, for an `otel.status_code` of `error` recorded
-    /// with it or later.
+    /// before it, with it or after it.
     status_description: Option<String>,
+    /// Whether an `otel.status_code` of `error` was recorded: a description recorded later
+    /// then describes that error.
+    status_error: bool,
 }
 
 thread_local! {
@@ -118,6 +121,7 @@ where
         let mut bridged = Bridged {
             span,
             status_description: None,
+            status_error: false,
         };
         if bridged.span.is_recording() {
             SpanFields::record(&mut bridged, |visit| attrs.record(visit));
@@ -318,6 +322,8 @@ struct SpanFields<'a> {
     bridged: &'a mut Bridged,
     /// `otel.status_code` if this record set it: `Some(true)` for ok, `Some(false)` for error.
     status_ok: Option<bool>,
+    /// Whether this record set `otel.status_description`.
+    described: bool,
 }
 
 impl<'a> SpanFields<'a> {
@@ -325,19 +331,23 @@ impl<'a> SpanFields<'a> {
         let mut fields = SpanFields {
             bridged,
             status_ok: None,
+            described: false,
         };
         values(&mut Typed(&mut fields));
-        // After the visit: the description may come after the code among the fields.
+        // After the visit: the description may come after the code among the fields, or in
+        // a later record than the code's.
+        let bridged = fields.bridged;
         match fields.status_ok {
-            Some(true) => fields.bridged.span.set_status(Status::Ok),
-            Some(false) => {
-                let description = fields.bridged.status_description.clone();
-                fields
-                    .bridged
-                    .span
-                    .set_status(Status::Error(Cow::Owned(description.unwrap_or_default())));
-            }
+            Some(true) => bridged.span.set_status(Status::Ok),
+            Some(false) => bridged.status_error = true,
             None => {}
+        }
+        let error_described = fields.status_ok == Some(false) || fields.described;
+        if bridged.status_error && error_described {
+            let description = bridged.status_description.clone().unwrap_or_default();
+            bridged
+                .span
+                .set_status(Status::Error(Cow::Owned(description)));
         }
     }
 }
@@ -359,7 +369,10 @@ impl FieldSink for SpanFields<'_> {
                     self.status_ok = Some(false);
                 }
             }
-            OTEL_STATUS_DESCRIPTION => self.bridged.status_description = Some(text.to_owned()),
+            OTEL_STATUS_DESCRIPTION => {
+                self.bridged.status_description = Some(text.to_owned());
+                self.described = true;
+            }
             _ => self.value(field, Value::from(text.to_owned())),
         }
     }

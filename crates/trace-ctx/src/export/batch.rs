@@ -209,7 +209,8 @@ impl BatchSpanProcessor {
 
     /// Stops accepting spans, exports everything already queued and, once the exporter has
     /// returned for all of it (at most `timeout`), stops the background thread. Later calls
-    /// return at once; spans ended afterwards are dropped and counted.
+    /// return at once (with [`ExportError::Timeout`] again if this one timed out, as does
+    /// dropping the last handle); spans ended afterwards are dropped and counted.
     ///
     /// If `timeout` passes first, this returns [`ExportError::Timeout`] and raises the
     /// exporter's [`ShutdownSignal`]: OpenTelemetry's specification owes queued spans their
@@ -221,6 +222,11 @@ impl BatchSpanProcessor {
 
 impl Owner {
     fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+        // A shutdown whose deadline already passed owes nobody another wait: the exporter was
+        // told to give up, and the worker ends by itself once it returns.
+        if self.deadline_passed.is_raised() {
+            return Err(ExportError::Timeout);
+        }
         let shared = &self.shared;
         {
             let mut state = shared.state.lock();

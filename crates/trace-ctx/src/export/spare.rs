@@ -62,12 +62,12 @@ impl Spares {
     }
 }
 
-/// Releases what an exported span holds (owned strings, the trace state, list entries) so
-/// its storage can record another span. The lists keep their capacity, up to
+/// Releases what an exported span holds (its name, the trace state, list entries) so its
+/// storage can record another span. The lists keep their capacity, up to
 /// [`KEPT_CAPACITY`]; the plain fields are left as they are, since a span start writes
-/// them all.
+/// them all. The service name stays: the span start replaces it only when its tracer's
+/// differs, so a name owned by the tracer is not copied per span.
 pub(crate) fn clear(span: &mut SpanData) {
-    span.service = Cow::Borrowed("");
     span.name = Cow::Borrowed("");
     *span.context.trace_state_mut() = TraceState::default();
     span.status = Status::Unset;
@@ -92,7 +92,10 @@ mod tests {
     /// A recorded span's data, with one attribute per name in `attributes`.
     fn span_data(attributes: usize) -> SpanData {
         let exporter = MemoryExporter::new();
-        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let tracer = Tracer::builder()
+            .service("cart")
+            .exporter(exporter.clone())
+            .build();
         let mut span = tracer.span(format!("span of {attributes}")).start();
         for n in 0..attributes {
             span.set_attribute(format!("key {n}"), "value");
@@ -104,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn clearing_keeps_small_lists_capacity_and_nothing_else() {
+    fn clearing_keeps_small_lists_capacity_and_the_service_name_only() {
         let mut span = span_data(3);
         span.context = span
             .context
@@ -114,7 +117,11 @@ mod tests {
         clear(&mut span);
         assert!(span.attributes.is_empty() && span.events.is_empty() && span.links.is_empty());
         assert_eq!(span.attributes.capacity(), capacity);
-        assert_eq!((&*span.service, &*span.name), ("", ""));
+        assert_eq!(&*span.name, "");
+        assert_eq!(
+            &*span.service, "cart",
+            "the service name is kept for the next span"
+        );
         assert!(span.context.trace_state().is_empty());
         assert_eq!(span.status, Status::Unset);
     }
