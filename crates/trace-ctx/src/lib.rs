@@ -98,14 +98,14 @@ pub use baggage::{BAGGAGE, Baggage, BaggageEntry, BaggagePropagator};
 pub use carrier::{Extractor, Injector};
 pub use context::{Context, ContextGuard, SamplingState, SpanContext};
 pub use error::Error;
-#[cfg(all(feature = "otlp", fuzzing))]
-pub use export::fuzz_retry_after;
 pub use export::{
     BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, JsonLinesExporter,
     MemoryExporter, ShutdownSignal, SpanBatchExporter,
 };
 #[cfg(feature = "otlp")]
 pub use export::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};
+#[cfg(all(feature = "otlp", fuzzing))]
+pub use export::{fuzz_otlp_response, fuzz_retry_after};
 #[cfg(feature = "tokio")]
 pub use future::{FutureExt, WithContext, spawn};
 pub use id::{SpanId, TraceFlags, TraceId};

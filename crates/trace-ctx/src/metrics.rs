@@ -35,6 +35,7 @@
 //! // infra_trace_ctx_spans_exported_total{tracer="cart"} 1
 //! ```
 
+use crate::ExportError;
 use metrics::{Counter, SharedString, Unit, counter, describe_counter};
 
 /// Counter of spans started, labelled `tracer` and `decision`.
@@ -170,9 +171,14 @@ impl BatchCounters {
     }
 
     /// Counts a batch of `spans` by what the exporter did with it (`Err`: it panicked).
-    pub(crate) fn handed<E, P>(&self, outcome: &Result<Result<(), E>, P>, spans: u64) {
+    pub(crate) fn handed<P>(&self, outcome: &Result<Result<(), ExportError>, P>, spans: u64) {
         match outcome {
             Ok(Ok(())) => self.exported.increment(spans),
+            Ok(Err(ExportError::PartiallyRejected { rejected, .. })) => {
+                let rejected = (*rejected).min(spans);
+                self.failed_error.increment(rejected);
+                self.exported.increment(spans - rejected);
+            }
             Ok(Err(_)) => self.failed_error.increment(spans),
             Err(_) => self.failed_panic.increment(spans),
         }

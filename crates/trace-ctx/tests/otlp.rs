@@ -16,7 +16,9 @@ use infra_trace_ctx::{
     OtlpExporterBuilder, Protocol, RetryPolicy, ShutdownSignal, SpanBatchExporter, SpanContext,
     SpanData, SpanId, SpanKind, SpanLimits, Status, TraceFlags, TraceId, TraceState, Tracer, Value,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as trace;
@@ -616,6 +618,77 @@ fn unusable_endpoints_and_headers_are_refused_when_building() {
             "{debug}"
         );
     }
+}
+
+/// A receiver's answer to an accepted request, encoded by the official definitions.
+fn partial_success_protobuf(rejected: i64, message: &str) -> Vec<u8> {
+    ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: message.to_owned(),
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// OTLP's partial success: a `200` whose body names spans the receiver did not store is
+/// reported with them, in either encoding, and not retried (the specification forbids it).
+#[test]
+fn a_partial_success_reports_the_rejected_spans_and_is_not_retried() {
+    let protobuf = Reply::Body(
+        "application/x-protobuf",
+        partial_success_protobuf(2, "span too large"),
+    );
+    let json = Reply::Body(
+        "application/json",
+        br#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"span too large"}}"#.to_vec(),
+    );
+    let json_builder = OtlpExporter::builder().protocol(Protocol::HttpJson);
+    for (reply, builder) in [(protobuf, OtlpExporter::builder()), (json, json_builder)] {
+        let (result, requests) = send(vec![reply], builder, &sample_spans());
+        assert_eq!(
+            result,
+            Err(ExportError::PartiallyRejected {
+                rejected: 2,
+                message: "span too large".to_owned(),
+            })
+        );
+        assert_eq!(requests.len(), 1);
+    }
+}
+
+/// A success body without rejected spans (an empty response, a warning with a count of zero,
+/// or bytes that are no response at all) is a success.
+#[test]
+fn a_success_body_without_rejected_spans_is_a_success() {
+    for body in [
+        Vec::new(),
+        partial_success_protobuf(0, "a warning"),
+        b"\xff not protobuf".to_vec(),
+    ] {
+        let reply = Reply::Body("application/x-protobuf", body);
+        let (result, _) = send(vec![reply], OtlpExporter::builder(), &sample_spans());
+        result.unwrap();
+    }
+}
+
+#[test]
+fn a_batch_processor_counts_a_partial_rejection_as_failed_spans() {
+    let receiver = Receiver::start(vec![Reply::Body(
+        "application/x-protobuf",
+        partial_success_protobuf(2, "span too large"),
+    )]);
+    let processor = BatchSpanProcessor::builder(exporter(&receiver, OtlpExporter::builder()))
+        .max_batch_size(5)
+        .build()
+        .unwrap();
+    let tracer = Tracer::builder().exporter(processor.clone()).build();
+    for n in 0..5 {
+        tracer.span(format!("op-{n}")).start().end();
+    }
+    processor.shutdown(Duration::from_secs(60)).unwrap();
+    let stats = processor.stats();
+    assert_eq!((stats.exported, stats.failed), (3, 2));
 }
 
 #[test]

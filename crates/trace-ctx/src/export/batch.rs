@@ -78,9 +78,11 @@ pub struct BatchStats {
     pub dropped_queue_full: u64,
     /// Spans dropped because they ended after [`BatchSpanProcessor::shutdown`].
     pub dropped_after_shutdown: u64,
-    /// Spans in batches the exporter accepted.
+    /// Spans in batches the exporter accepted, less those a receiver rejected from them
+    /// ([`ExportError::PartiallyRejected`]).
     pub exported: u64,
-    /// Spans in batches the exporter returned an error for or panicked on.
+    /// Spans in batches the exporter returned an error for or panicked on, and those a
+    /// receiver rejected from a batch it accepted.
     pub failed: u64,
 }
 
@@ -341,6 +343,12 @@ impl Shared {
             state.handed += count;
             match result {
                 Ok(Ok(())) => state.stats.exported += count,
+                // The receiver stored the rest of the batch.
+                Ok(Err(ExportError::PartiallyRejected { rejected, .. })) => {
+                    let rejected = rejected.min(count);
+                    state.stats.failed += rejected;
+                    state.stats.exported += count - rejected;
+                }
                 Ok(Err(_)) | Err(_) => state.stats.failed += count,
             }
             self.progress.notify_all();

@@ -45,6 +45,14 @@ pub enum ExportError {
     },
     /// Not sent: the batch processor's shutdown deadline had passed, so nobody waits for it.
     Abandoned,
+    /// The receiver accepted the request but did not store `rejected` of its spans (OTLP's
+    /// partial success). Not retried: the receiver decided about each span.
+    PartiallyRejected {
+        /// Spans the receiver did not store.
+        rejected: u64,
+        /// Why, in the receiver's words (may be empty).
+        message: String,
+    },
 }
 
 impl ExportError {
@@ -70,6 +78,12 @@ impl fmt::Display for ExportError {
                 write!(f, "gave up after {attempts} attempts: {last}")
             }
             Self::Abandoned => f.write_str("not sent: the shutdown deadline had passed"),
+            Self::PartiallyRejected { rejected, message } => {
+                write!(
+                    f,
+                    "the receiver rejected {rejected} of the spans: {message}"
+                )
+            }
         }
     }
 }

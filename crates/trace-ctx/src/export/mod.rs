@@ -11,10 +11,10 @@ mod spare;
 pub(crate) use batch::RecordSink;
 pub use batch::{BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, SpanBatchExporter};
 pub use error::ExportError;
-#[cfg(all(feature = "otlp", fuzzing))]
-pub use otlp::fuzz_retry_after;
 #[cfg(feature = "otlp")]
 pub use otlp::{Compression, OtlpExporter, OtlpExporterBuilder, Protocol, RetryPolicy};
+#[cfg(all(feature = "otlp", fuzzing))]
+pub use otlp::{fuzz_otlp_response, fuzz_retry_after};
 pub use shutdown::ShutdownSignal;
 
 use std::fmt::{self, Write as _};

@@ -31,6 +31,8 @@ impl Request {
 pub enum Reply {
     /// Answers with this status and extra headers.
     Status(u16, Vec<(&'static str, String)>),
+    /// Answers `200` with this content type and body.
+    Body(&'static str, Vec<u8>),
     /// Reads the request and never answers.
     Silence,
 }
@@ -101,6 +103,15 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) {
                 }
                 response.push_str("\r\n");
                 if writer.write_all(response.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Reply::Body(content_type, body) => {
+                let head = format!(
+                    "HTTP/1.1 200 Scripted\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
                     return;
                 }
             }

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use infra_common::Clock;
 use infra_common::sync::Arc;
 
+use super::response;
 use super::{ExportError, ShutdownSignal};
 
 /// How an [`OtlpExporter`](super::OtlpExporter) retries a request that failed for a reason
@@ -75,6 +76,8 @@ pub(super) struct Sender {
     retry: RetryPolicy,
     /// Its wall time is what a `Retry-After` date is measured from.
     clock: Arc<Box<dyn Clock>>,
+    /// Requests go as OTLP/JSON (else protobuf), and so come the answers.
+    json: bool,
 }
 
 impl Sender {
@@ -148,6 +151,7 @@ impl Sender {
             headers: all,
             retry,
             clock,
+            json: content_type.ends_with("json"),
         })
     }
 
@@ -196,7 +200,7 @@ impl Sender {
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
-        let response = match request.send(body) {
+        let mut response = match request.send(body) {
             Ok(response) => response,
             Err(error) => {
                 return match error {
@@ -214,7 +218,7 @@ impl Sender {
         };
         let status = response.status().as_u16();
         match status {
-            200..=299 => Attempt::Done,
+            200..=299 => self.read_partial_success(&mut response),
             429 | 502 | 503 | 504 => Attempt::Retryable {
                 error: ExportError::Rejected { status },
                 retry_after: response
@@ -224,6 +228,35 @@ impl Sender {
                     .map(str::to_owned),
             },
             _ => Attempt::Final(ExportError::Rejected { status }),
+        }
+    }
+}
+
+impl Sender {
+    /// A success, unless the body says the receiver rejected some of the spans. A body that
+    /// cannot be read or decoded is a plain success: the receiver said `2xx`.
+    fn read_partial_success(&self, response: &mut ::http::Response<ureq::Body>) -> Attempt {
+        let Ok(body) = response
+            .body_mut()
+            .with_config()
+            .limit(response::MAX_BODY)
+            .read_to_vec()
+        else {
+            return Attempt::Done;
+        };
+        let answer = if self.json {
+            response::decode_json(&body)
+        } else {
+            response::decode_protobuf(&body)
+        };
+        match answer {
+            Some(partial) if partial.rejected > 0 => {
+                Attempt::Final(ExportError::PartiallyRejected {
+                    rejected: partial.rejected,
+                    message: partial.message,
+                })
+            }
+            _ => Attempt::Done,
         }
     }
 }

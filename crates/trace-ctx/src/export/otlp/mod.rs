@@ -6,6 +6,7 @@ mod env;
 mod http;
 mod json;
 mod proto;
+mod response;
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -332,6 +333,19 @@ const SERVICE_NAME: &str = "service.name";
 #[cfg(fuzzing)]
 pub fn fuzz_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     http::parse_retry_after(value, now)
+}
+
+/// What a receiver's answer to an accepted export says it rejected: `(spans, message)`, or
+/// `None` for a body that is not an `ExportTraceServiceResponse` in that encoding. For the
+/// fuzz target.
+#[cfg(fuzzing)]
+pub fn fuzz_otlp_response(body: &[u8], json: bool) -> Option<(u64, String)> {
+    let answer = if json {
+        response::decode_json(body)
+    } else {
+        response::decode_protobuf(body)
+    };
+    answer.map(|partial| (partial.rejected, partial.message))
 }
 
 /// One `ResourceSpans`: a resource and the spans recorded under it.
