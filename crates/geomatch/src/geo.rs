@@ -367,6 +367,13 @@ pub(crate) struct CellGeometry {
     outer: f64,
     /// Squared chord of the smallest center-to-edge angle, less slack (0 if degenerate).
     inner_chord2: f64,
+    /// For a hexagon on one icosahedron face: the unit normals of its six edges' planes,
+    /// pointing inwards. Such a cell is a straight hexagon in the face's gnomonic projection,
+    /// hence convex on the sphere: the points on the inner side of every edge plane are the
+    /// cell. The inner circle misses the corners, about a tenth of the cell, and every update
+    /// there would otherwise ask H3 for the cell. `None` for pentagons and for hexagons that
+    /// cross a face edge (whose edges bend there); they keep the circle alone.
+    edges: Option<[Unit; 6]>,
 }
 
 impl CellGeometry {
@@ -384,6 +391,7 @@ impl CellGeometry {
             circumcircle: Circumcircle::around(center, outer),
             outer: outer + SLACK_RAD,
             inner_chord2: angle_to_chord2(inner - SLACK_RAD),
+            edges: edge_planes(cell, &center, &vertices),
         }
     }
 
@@ -405,11 +413,42 @@ impl CellGeometry {
         self.circumcircle.min_chord_from(p)
     }
 
-    /// Whether `p` is certainly inside the cell (false says nothing).
+    /// Whether `p` is certainly inside the cell (false says nothing): inside the inner circle,
+    /// or farther than the slack inside every edge plane.
     #[inline]
     pub(crate) fn surely_contains(&self, p: &Unit) -> bool {
         chord2(p, &self.circumcircle.center) < self.inner_chord2
+            || self
+                .edges
+                .as_ref()
+                .is_some_and(|normals| normals.iter().all(|normal| dot(p, normal) > SLACK_RAD))
     }
+}
+
+/// The inward unit normals of a hexagon's edge planes ([`CellGeometry::edges`]), if the cell
+/// lies on one icosahedron face.
+fn edge_planes(cell: CellIndex, center: &Unit, vertices: &[Unit]) -> Option<[Unit; 6]> {
+    if cell.is_pentagon() || cell.icosahedron_faces().len() != 1 || vertices.len() != 6 {
+        return None;
+    }
+    let mut normals = [[0.0; 3]; 6];
+    for (i, a) in vertices.iter().enumerate() {
+        let b = &vertices[(i + 1) % vertices.len()];
+        // `a × (b - a)` is `a × b` without the cancellation of two nearly parallel vectors: the
+        // normal of a short edge keeps full precision at every resolution.
+        let normal = normalized(cross(a, &[b[0] - a[0], b[1] - a[1], b[2] - a[2]]))?;
+        // The center is inside, well away from every edge: it fixes the inner side.
+        let side = dot(center, &normal);
+        if side.abs() <= SLACK_RAD {
+            return None;
+        }
+        normals[i] = if side > 0.0 {
+            normal
+        } else {
+            [-normal[0], -normal[1], -normal[2]]
+        };
+    }
+    Some(normals)
 }
 
 #[cfg(all(test, not(infra_loom)))]
@@ -523,6 +562,22 @@ mod tests {
             let ll = LatLng::from_radians(lat, lng).unwrap();
             prop_assert!(geometry.surely_contains(&q) || frac > 0.999);
             prop_assert_eq!(ll.to_cell(res), cell);
+        }
+
+        /// What `surely_contains` accepts, H3 puts in the cell: points anywhere in the cell and
+        /// in its neighbours (near their shared edges when the weights add up to about 1).
+        #[test]
+        fn a_sure_point_is_in_the_cell((p, res) in near_cells(), edge in 0usize..6, a in 0.0f64..=1.0, b in 0.0f64..=1.0) {
+            let cell = p.cell(res);
+            let geometry = CellGeometry::of(cell);
+            let mut around = Vec::new();
+            neighbours(cell, &mut around);
+            for &owner in &around {
+                let q = point_of(owner, edge, a, b);
+                if geometry.surely_contains(&q) {
+                    prop_assert_eq!(lat_lng_of(&q).to_cell(res), cell, "a point of {}", owner);
+                }
+            }
         }
 
         /// The squared chord orders points as the great-circle distance does: whenever the
@@ -679,6 +734,32 @@ mod tests {
                         a == b || a.is_neighbor_with(b).unwrap(),
                         "{a} and {b} share a vertex"
                     );
+                }
+            }
+        }
+    }
+
+    /// A unit vector back to latitude and longitude, for H3.
+    fn lat_lng_of(u: &Unit) -> LatLng {
+        LatLng::from_radians(u[2].clamp(-1.0, 1.0).asin(), u[1].atan2(u[0])).unwrap()
+    }
+
+    /// Near a hexagon's corners, outside its inner circle, a position is known to be in the
+    /// cell from the edge planes, without H3.
+    #[test]
+    fn hexagon_corners_are_sure_from_the_edge_planes() {
+        for (lat, lng) in [(40.7128, -74.006), (-33.86, 151.2), (64.1, -21.9), (0.0, 179.99)] {
+            for res in [5u8, 9, 12, 15] {
+                let cell = Point::new(lat, lng)
+                    .unwrap()
+                    .cell(Resolution::try_from(res).unwrap());
+                let geometry = CellGeometry::of(cell);
+                assert!(geometry.edges.is_some(), "{cell} has no edge planes");
+                for vertex in 0..6 {
+                    let corner = point_of(cell, vertex, 0.95, 0.0);
+                    assert!(chord2(&corner, &geometry.circumcircle.center) > geometry.inner_chord2);
+                    assert!(geometry.surely_contains(&corner), "{cell} corner {vertex}");
+                    assert_eq!(lat_lng_of(&corner).to_cell(cell.resolution()), cell);
                 }
             }
         }
