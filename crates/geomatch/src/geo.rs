@@ -748,7 +748,12 @@ mod tests {
     /// cell from the edge planes, without H3.
     #[test]
     fn hexagon_corners_are_sure_from_the_edge_planes() {
-        for (lat, lng) in [(40.7128, -74.006), (-33.86, 151.2), (64.1, -21.9), (0.0, 179.99)] {
+        for (lat, lng) in [
+            (40.7128, -74.006),
+            (-33.86, 151.2),
+            (64.1, -21.9),
+            (0.0, 179.99),
+        ] {
             for res in [5u8, 9, 12, 15] {
                 let cell = Point::new(lat, lng)
                     .unwrap()

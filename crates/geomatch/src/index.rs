@@ -34,6 +34,9 @@ const FIRST_CAPACITY: usize = 64;
 /// twice in a walk (see [`drop_repeats`]); the last walk's answer stands, its repeats dropped.
 const MAX_WALKS: usize = 3;
 
+/// Up to this many results, [`has_repeats`] compares every pair of them.
+const REPEATS_BY_PAIRS: usize = 32;
+
 /// What a walk's look at an empty cell costs, counted in buckets a scan of every bucket would
 /// check instead: the neighbours of an empty cell and their outlines come from H3 (about 2 µs
 /// a cell), where a scan checks a bucket's circle and its drivers in tens of nanoseconds.
@@ -107,18 +110,14 @@ impl Config {
     }
 }
 
-/// What a scan reads of every driver: where it is and who it is, side by side, so a scan
-/// walks one array.
-#[derive(Clone, Copy, Debug)]
-struct Spot {
-    unit: Unit,
-    id: DriverId,
-}
-
-/// The rest of a driver's row: read for the drivers a scan keeps, written by every update
-/// (with the spot) and by state changes.
+/// The rest of a driver's row, beside its position: read for the drivers a scan keeps,
+/// written by every update (with the position) and by state changes.
 #[derive(Debug)]
 struct Detail {
+    /// Here rather than beside the position: a scan reads every driver's position but the id
+    /// only of the drivers it keeps, whose row it reads anyway, so the array a scan walks
+    /// holds nothing else (24 bytes a driver, not 32).
+    id: DriverId,
     point: Point,
     seen: u64,
     /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
@@ -146,7 +145,8 @@ struct Bucket {
     around: [Adjacent; 6],
     /// How many of `around` are neighbours: six, five around a pentagon.
     around_len: usize,
-    spots: Vec<Spot>,
+    /// What a scan reads of every driver: its position as a unit vector.
+    units: Vec<Unit>,
     details: Vec<Detail>,
     /// Driver → slot, for when the driver table's slot is out of date (another driver of the
     /// bucket left and the last row took its slot).
@@ -195,7 +195,7 @@ impl Bucket {
             geometry,
             around,
             around_len,
-            spots: Vec::new(),
+            units: Vec::new(),
             details: Vec::new(),
             slots: HashMap::default(),
         }
@@ -209,13 +209,11 @@ impl Bucket {
 
     /// Adds a row; its slot.
     fn push(&mut self, row: Row) -> usize {
-        let slot = self.spots.len();
+        let slot = self.units.len();
         self.slots.insert(row.id, slot);
-        self.spots.push(Spot {
-            unit: row.point.unit(),
-            id: row.id,
-        });
+        self.units.push(row.point.unit());
         self.details.push(Detail {
+            id: row.id,
             point: row.point,
             seen: row.seen,
             word: AtomicU64::new(row.word),
@@ -228,7 +226,7 @@ impl Bucket {
     /// else the slot map's.
     #[inline]
     fn slot_of(&self, id: DriverId, hint: usize) -> usize {
-        if self.spots.get(hint).is_some_and(|spot| spot.id == id) {
+        if self.details.get(hint).is_some_and(|detail| detail.id == id) {
             hint
         } else {
             self.slots[&id]
@@ -238,9 +236,9 @@ impl Bucket {
     fn take(&mut self, id: DriverId, hint: usize) -> Row {
         let slot = self.slot_of(id, hint);
         self.slots.remove(&id);
-        self.spots.swap_remove(slot);
+        self.units.swap_remove(slot);
         let detail = self.details.swap_remove(slot);
-        if let Some(moved) = self.spots.get(slot) {
+        if let Some(moved) = self.details.get(slot) {
             self.slots.insert(moved.id, slot);
         }
         Row {
@@ -253,7 +251,7 @@ impl Bucket {
     }
 
     fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
-        self.spots[slot].unit = unit;
+        self.units[slot] = unit;
         let detail = &mut self.details[slot];
         detail.point = point;
         detail.seen = now;
@@ -623,7 +621,7 @@ impl<C: Clock> Index<C> {
             .get_mut(&cell)
             .expect("the driver table names a bucket that holds the driver");
         let row = bucket.take(id, place.slot);
-        if bucket.spots.is_empty() {
+        if bucket.units.is_empty() {
             cells.remove(&cell);
             self.occupied.fetch_sub(1, Ordering::Relaxed);
         }
@@ -747,11 +745,10 @@ impl<C: Clock> Index<C> {
             for bucket in shard.read().values() {
                 candidates.extend(
                     bucket
-                        .spots
+                        .details
                         .iter()
-                        .zip(&bucket.details)
-                        .filter(|(_, detail)| is_idle(detail.seen))
-                        .map(|(spot, _)| spot.id),
+                        .filter(|detail| is_idle(detail.seen))
+                        .map(|detail| detail.id),
                 );
             }
         }
@@ -1152,7 +1149,9 @@ impl<C: Clock> Index<C> {
                 nearer: Vec::with_capacity(64),
             };
             self.walk(point, &query, &mut nearest);
-            let mut best = nearest.best.into_sorted_vec();
+            // A sort of the few best costs less than taking them off the heap one by one.
+            let mut best = nearest.best.into_vec();
+            best.sort_unstable();
             // A driver met twice took a place of the best `k` from a driver that did not
             // move: walk again. A repeat needs a driver to cross cells while the walk passes
             // both, so walks are bounded only against constant churn.
@@ -1345,9 +1344,7 @@ impl Ord for Found {
 /// to one it has yet to scan is met twice, at its old position and its new one: both are
 /// positions it reported during the query, but it is one driver.
 fn drop_repeats(found: &mut Vec<Found>) -> usize {
-    let mut ids: Vec<DriverId> = found.iter().map(|f| f.id).collect();
-    ids.sort_unstable();
-    if !ids.windows(2).any(|pair| pair[0] == pair[1]) {
+    if !has_repeats(found) {
         return 0;
     }
     let before = found.len();
@@ -1355,6 +1352,20 @@ fn drop_repeats(found: &mut Vec<Found>) -> usize {
         HashSet::with_capacity_and_hasher(before, RandomState::new());
     found.retain(|f| kept.insert(f.id));
     before - found.len()
+}
+
+/// Whether a driver is in `found` more than once.
+fn has_repeats(found: &[Found]) -> bool {
+    // For the usual few results, comparing every pair costs less than sorting a copy.
+    if found.len() <= REPEATS_BY_PAIRS {
+        return found
+            .iter()
+            .enumerate()
+            .any(|(i, f)| found[..i].iter().any(|earlier| earlier.id == f.id));
+    }
+    let mut ids: Vec<DriverId> = found.iter().map(|f| f.id).collect();
+    ids.sort_unstable();
+    ids.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 fn into_candidates(query: &Unit, found: Vec<Found>) -> Vec<Candidate> {
@@ -1415,8 +1426,9 @@ struct Nearest<'a, C> {
     /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`: a
     /// driver farther than it is passed over with one comparison.
     worst_chord2: f64,
-    /// One bucket's drivers within `worst_chord2` (squared chord, id, slot), reused.
-    nearer: Vec<(f64, DriverId, usize)>,
+    /// One bucket's drivers within `worst_chord2` (the bits of the squared chord, slot),
+    /// reused.
+    nearer: Vec<(u64, usize)>,
 }
 
 impl<C: Clock> Collector for Nearest<'_, C> {
@@ -1431,37 +1443,38 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     fn visit(&mut self, bucket: &Bucket) {
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
-        for (slot, spot) in bucket.spots.iter().enumerate() {
-            let chord2 = chord2(&self.query, &spot.unit);
+        for (slot, unit) in bucket.units.iter().enumerate() {
+            let chord2 = chord2(&self.query, unit);
             if chord2 <= self.worst_chord2 {
-                nearer.push((chord2, spot.id, slot));
+                // A squared chord is never negative, so its bits order as its value does.
+                nearer.push((chord2.to_bits(), slot));
             }
         }
-        let order = |a: &(f64, DriverId, usize), b: &(f64, DriverId, usize)| {
-            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-        };
-        // The `k` nearest in order, the rest after them in any order.
+        // The `k` nearest in order, the rest after them in any order. The order decides only
+        // which rows are read, not the answer (the best `k` are ordered with ties by id), so
+        // integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
-            nearer.select_nth_unstable_by(self.k, order);
+            nearer.select_nth_unstable(self.k);
         }
         let sorted = nearer.len().min(self.k);
-        nearer[..sorted].sort_unstable_by(order);
-        for &(chord2, id, slot) in &nearer {
+        nearer[..sorted].sort_unstable();
+        for &(bits, slot) in &nearer {
+            let chord2 = f64::from_bits(bits);
             if chord2 > self.worst_chord2 {
                 continue;
             }
+            let detail = &bucket.details[slot];
             let found = Found {
                 chord2,
-                id,
+                id: detail.id,
                 word: 0,
-                unit: bucket.spots[slot].unit,
+                unit: bucket.units[slot],
             };
             // As far as the worst: it stays worse unless its id is smaller.
             if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
                 continue;
             }
-            let Some(word) = admissible(self.index, &bucket.details[slot], self.filter, self.now)
-            else {
+            let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
                 continue;
             };
             self.best.push(Found { word, ..found });
@@ -1484,6 +1497,27 @@ impl<C: Clock> Collector for Nearest<'_, C> {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+
+    /// A driver met twice is found, and dropped once, among a few results (every pair
+    /// compared) and among many (sorted).
+    #[test]
+    fn repeats_are_dropped_among_few_results_and_many() {
+        for len in [2, REPEATS_BY_PAIRS, REPEATS_BY_PAIRS + 1, 200] {
+            let mut found: Vec<Found> = (0..len)
+                .map(|i| Found {
+                    chord2: i as f64,
+                    id: DriverId(i as u64),
+                    word: 0,
+                    unit: [1.0, 0.0, 0.0],
+                })
+                .collect();
+            assert!(!has_repeats(&found), "{len}");
+            found[len - 1].id = DriverId(0);
+            assert_eq!(drop_repeats(&mut found), 1, "{len}");
+            assert_eq!(found.len(), len - 1);
+            assert!(found.iter().all(|f| f.chord2 < (len - 1) as f64));
+        }
+    }
 
     /// A fleet of a few hundred cells and a query 50 km away: the rings would cross thousands
     /// of empty cells, asking H3 about each, before reaching it. The walk gives up for one
