@@ -342,6 +342,12 @@ impl Circumcircle {
         }
     }
 
+    /// The squared chord from `p` to the center.
+    #[inline]
+    pub(crate) fn chord2_to_center(&self, p: &Unit) -> f64 {
+        chord2(p, &self.center)
+    }
+
     /// A lower bound on the chord (straight 3D distance between unit vectors) from `p` to any
     /// point of the cell: by the triangle inequality in 3D, the chord to the center less the
     /// largest chord from the center to a point of the cell. The chord grows with the arc, so

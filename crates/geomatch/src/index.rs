@@ -207,6 +207,19 @@ impl Bucket {
         &self.around[..self.around_len]
     }
 
+    /// The neighbour whose center is nearest `unit`: where a position that left the cell
+    /// across an edge most likely is (H3 cells are nearly those of the nearest center).
+    fn nearest_adjacent(&self, unit: &Unit) -> Option<CellIndex> {
+        self.adjacent()
+            .iter()
+            .min_by(|a, b| {
+                a.circle
+                    .chord2_to_center(unit)
+                    .total_cmp(&b.circle.chord2_to_center(unit))
+            })
+            .map(|adjacent| adjacent.cell)
+    }
+
     /// Adds a row; its slot.
     fn push(&mut self, row: Row) -> usize {
         let slot = self.units.len();
@@ -631,8 +644,9 @@ impl<C: Clock> Index<C> {
     /// Records a driver's new position and that it was heard from now.
     ///
     /// Inside its cell this rewrites the driver's row in place, usually without asking H3 for
-    /// the cell (a position well inside the cell's inscribed circle is in the cell); a cell
-    /// change moves the row to the new cell's bucket.
+    /// the cell (a position well inside the cell's inscribed circle, or inside every edge plane
+    /// of a hexagon on one icosahedron face, is in the cell); a cell change moves the row to
+    /// the new cell's bucket.
     ///
     /// # Errors
     ///
@@ -652,7 +666,7 @@ impl<C: Clock> Index<C> {
         let unit = point.unit();
         let mut drivers = self.driver_shard(id).write();
         let place = drivers.get_mut(&id).ok_or(Error::UnknownDriver(id))?;
-        {
+        let across = {
             let mut cells = self.cell_shard(place.cell).write();
             let bucket = cells
                 .get_mut(&place.cell)
@@ -662,9 +676,15 @@ impl<C: Clock> Index<C> {
                 bucket.set_position(place.slot, point, unit, now);
                 return Ok(());
             }
-        }
-        // Near the edge: ask H3, outside any cell lock (it is the slow part).
-        let new_cell = point.cell(self.config.resolution);
+            bucket.nearest_adjacent(&unit)
+        };
+        // Out of the cell or near its edge. A driver that crossed an edge is usually well inside
+        // the neighbour across it, which its bucket's geometry shows; else ask H3, outside any
+        // cell lock (it is the slow part).
+        let new_cell = match across {
+            Some(cell) if self.surely_in(cell, &unit) => cell,
+            _ => point.cell(self.config.resolution),
+        };
         if new_cell == place.cell {
             let mut cells = self.cell_shard(new_cell).write();
             let bucket = cells
@@ -684,6 +704,14 @@ impl<C: Clock> Index<C> {
             slot: self.push_row(new_cell, row),
         };
         Ok(())
+    }
+
+    /// Whether `cell` has a bucket whose geometry shows `unit` is surely in it.
+    fn surely_in(&self, cell: CellIndex, unit: &Unit) -> bool {
+        self.cell_shard(cell)
+            .read()
+            .get(&cell)
+            .is_some_and(|bucket| bucket.geometry.surely_contains(unit))
     }
 
     /// Takes a driver out of the index and returns what it held, for
@@ -1437,9 +1465,11 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     }
 
     /// Reads the bucket's positions first and the rest of a driver's row (another array: a
-    /// cache miss apiece) only for a driver that can still enter the best `k`. The drivers
-    /// within reach are taken nearest first, at least the `k` nearest of them, so the first
-    /// bucket, seen while the reach is unbounded, reads about `k` rows and not all of them.
+    /// cache miss apiece) only for a driver that can still enter the best `k`. The `k` nearest
+    /// drivers within reach are taken first, then the rest, so the first bucket, seen while
+    /// the reach is unbounded, reads about `k` rows and not all of them. Each part is taken in
+    /// any order: the first bucket reads the rows of its `k` nearest whatever their order, and
+    /// a later one has few drivers within reach.
     fn visit(&mut self, bucket: &Bucket) {
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
@@ -1450,14 +1480,12 @@ impl<C: Clock> Collector for Nearest<'_, C> {
                 nearer.push((chord2.to_bits(), slot));
             }
         }
-        // The `k` nearest in order, the rest after them in any order. The order decides only
-        // which rows are read, not the answer (the best `k` are ordered with ties by id), so
-        // integers stand in for the chords: cheaper to compare.
+        // The `k` nearest first, the rest after them, each part in any order. The order decides
+        // only which rows are read, not the answer (the best `k` are ordered with ties by id),
+        // so integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
             nearer.select_nth_unstable(self.k);
         }
-        let sorted = nearer.len().min(self.k);
-        nearer[..sorted].sort_unstable();
         for &(bits, slot) in &nearer {
             let chord2 = f64::from_bits(bits);
             if chord2 > self.worst_chord2 {
@@ -1516,6 +1544,52 @@ mod tests {
             assert_eq!(drop_repeats(&mut found), 1, "{len}");
             assert_eq!(found.len(), len - 1);
             assert!(found.iter().all(|f| f.chord2 < (len - 1) as f64));
+        }
+    }
+
+    /// A driver that crosses an edge is placed in the neighbour across it from that
+    /// neighbour's bucket, without H3, and where H3 places it.
+    #[test]
+    fn a_crossing_is_placed_from_the_neighbours_bucket() {
+        let index = Index::new(Config::default()).unwrap();
+        let home = Point::new(40.7128, -74.006).unwrap();
+        let origin = home.cell(Resolution::Nine);
+        let center = h3o::LatLng::from(origin);
+        let mut around = Vec::new();
+        neighbours(origin, &mut around);
+        around.retain(|&cell| cell != origin);
+        for (i, &cell) in around.iter().enumerate() {
+            let at = h3o::LatLng::from(cell);
+            let at = Point::new(at.lat(), at.lng()).unwrap();
+            index
+                .insert(DriverId(100 + i as u64), at, DriverProfile::default())
+                .unwrap();
+        }
+        index
+            .insert(DriverId(1), home, DriverProfile::default())
+            .unwrap();
+        for &cell in &around {
+            // Three fifths of the way to the neighbour's center: past the shared edge.
+            let to = h3o::LatLng::from(cell);
+            let crossed = Point::new(
+                center.lat() + 0.6 * (to.lat() - center.lat()),
+                center.lng() + 0.6 * (to.lng() - center.lng()),
+            )
+            .unwrap();
+            assert_eq!(crossed.cell(Resolution::Nine), cell);
+            let unit = crossed.unit();
+            let nearest = index.cell_shard(origin).read()[&origin].nearest_adjacent(&unit);
+            assert_eq!(nearest, Some(cell));
+            assert!(index.surely_in(cell, &unit));
+            index.update(DriverId(1), crossed).unwrap();
+            let place = index.driver_shard(DriverId(1)).read()[&DriverId(1)];
+            assert_eq!(place.cell, cell);
+            assert_eq!(index.driver(DriverId(1)).unwrap().point, crossed);
+            index.update(DriverId(1), home).unwrap();
+            assert_eq!(
+                index.driver_shard(DriverId(1)).read()[&DriverId(1)].cell,
+                origin
+            );
         }
     }
 
