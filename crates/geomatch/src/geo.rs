@@ -123,6 +123,42 @@ pub(crate) fn unit_of(ll: LatLng) -> Unit {
     unit_from_radians(ll.lat_radians(), ll.lng_radians())
 }
 
+/// A unit vector in single precision: what a scan reads of every driver, half the bytes of
+/// a [`Unit`], to pass over the drivers out of reach. Decisions are taken on the [`Unit`].
+pub(crate) type CoarseUnit = [f32; 3];
+
+/// How far a chord between two [`CoarseUnit`]s may be from the chord between the vectors they
+/// round: each rounded component is within 2^-24 of the exact one (6e-8), so the difference
+/// vector is off by at most √3 · 1.2e-7 ≈ 2.1e-7, and the single-precision arithmetic adds a
+/// relative 2e-7 (covered by [`coarse_bound`]'s factor). About five times that, 6 m on Earth.
+const COARSE_CHORD_ERROR: f64 = 1e-6;
+
+pub(crate) fn coarse(unit: &Unit) -> CoarseUnit {
+    // Rounding to nearest is what the error bound above assumes.
+    #[allow(clippy::cast_possible_truncation)]
+    [unit[0] as f32, unit[1] as f32, unit[2] as f32]
+}
+
+/// Squared chord between two [`CoarseUnit`]s.
+#[inline]
+pub(crate) fn coarse_chord2(a: &CoarseUnit, b: &CoarseUnit) -> f32 {
+    let dx = a[0] - b[0];
+    let dy = a[1] - b[1];
+    let dz = a[2] - b[2];
+    dx * dx + dy * dy + dz * dz
+}
+
+/// A bound on [`coarse_chord2`] that every pair of points at most `chord2` apart (an exact
+/// squared chord, infinite for no bound) stays within: a coarse chord above it rules the
+/// point out, one at or below it says nothing.
+pub(crate) fn coarse_bound(chord2: f64) -> f32 {
+    let chord = chord2.sqrt() + COARSE_CHORD_ERROR;
+    // The factor covers the single-precision sum and this conversion's rounding.
+    #[allow(clippy::cast_possible_truncation)]
+    let bound = (chord * chord * (1.0 + 1e-5)) as f32;
+    bound
+}
+
 /// Squared chord length between two unit vectors: 0 (same point) to 4 (antipodes).
 ///
 /// Computed from the difference rather than as `2 - 2·a·b`, which would lose every digit
@@ -583,6 +619,26 @@ mod tests {
                 if geometry.surely_contains(&q) {
                     prop_assert_eq!(lat_lng_of(&q).to_cell(res), cell, "a point of {}", owner);
                 }
+            }
+        }
+
+        /// The coarse look never rules out a point within reach: the single-precision squared
+        /// chord of two points stays within the bound of their exact squared chord, for points
+        /// anywhere and for points a few meters to a few kilometers apart.
+        #[test]
+        fn the_coarse_bound_holds(a in anywhere_or_where_it_wraps(), b in anywhere_or_where_it_wraps(), near in 0.0f64..1.0, scale in 0i32..6) {
+            let (a, b) = (a.unit(), b.unit());
+            // `b` pulled toward `a`, to `near` of 10^-scale of the way.
+            let t = near * 10f64.powi(-scale);
+            let close = normalized([
+                a[0] + t * (b[0] - a[0]),
+                a[1] + t * (b[1] - a[1]),
+                a[2] + t * (b[2] - a[2]),
+            ]).unwrap_or(a);
+            for other in [b, close] {
+                let exact = chord2(&a, &other);
+                let rough = coarse_chord2(&coarse(&a), &coarse(&other));
+                prop_assert!(rough <= coarse_bound(exact), "{rough} above {} for {exact}", coarse_bound(exact));
             }
         }
 

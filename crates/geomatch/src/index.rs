@@ -14,8 +14,8 @@ use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
-    CellGeometry, Circumcircle, EARTH_RADIUS_M, SeenCells, Unit, angle_to_chord2, chord2,
-    exact_angle, neighbours,
+    CellGeometry, Circumcircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit, angle_to_chord2,
+    chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -114,10 +114,11 @@ impl Config {
 /// written by every update (with the position) and by state changes.
 #[derive(Debug)]
 struct Detail {
-    /// Here rather than beside the position: a scan reads every driver's position but the id
-    /// only of the drivers it keeps, whose row it reads anyway, so the array a scan walks
-    /// holds nothing else (24 bytes a driver, not 32).
+    /// The id and the exact position are here rather than in the array a scan walks: a scan
+    /// reads them only for the drivers its coarse look keeps, whose row it reads anyway, so
+    /// that array holds 12 bytes a driver.
     id: DriverId,
+    unit: Unit,
     point: Point,
     seen: u64,
     /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
@@ -145,8 +146,8 @@ struct Bucket {
     around: [Adjacent; 6],
     /// How many of `around` are neighbours: six, five around a pentagon.
     around_len: usize,
-    /// What a scan reads of every driver: its position as a unit vector.
-    units: Vec<Unit>,
+    /// What a scan reads of every driver: its position as a unit vector in single precision.
+    coarse: Vec<CoarseUnit>,
     details: Vec<Detail>,
     /// Driver → slot, for when the driver table's slot is out of date (another driver of the
     /// bucket left and the last row took its slot).
@@ -195,7 +196,7 @@ impl Bucket {
             geometry,
             around,
             around_len,
-            units: Vec::new(),
+            coarse: Vec::new(),
             details: Vec::new(),
             slots: HashMap::default(),
         }
@@ -222,11 +223,13 @@ impl Bucket {
 
     /// Adds a row; its slot.
     fn push(&mut self, row: Row) -> usize {
-        let slot = self.units.len();
+        let slot = self.coarse.len();
+        let unit = row.point.unit();
         self.slots.insert(row.id, slot);
-        self.units.push(row.point.unit());
+        self.coarse.push(coarse(&unit));
         self.details.push(Detail {
             id: row.id,
+            unit,
             point: row.point,
             seen: row.seen,
             word: AtomicU64::new(row.word),
@@ -249,7 +252,7 @@ impl Bucket {
     fn take(&mut self, id: DriverId, hint: usize) -> Row {
         let slot = self.slot_of(id, hint);
         self.slots.remove(&id);
-        self.units.swap_remove(slot);
+        self.coarse.swap_remove(slot);
         let detail = self.details.swap_remove(slot);
         if let Some(moved) = self.details.get(slot) {
             self.slots.insert(moved.id, slot);
@@ -264,8 +267,9 @@ impl Bucket {
     }
 
     fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
-        self.units[slot] = unit;
+        self.coarse[slot] = coarse(&unit);
         let detail = &mut self.details[slot];
+        detail.unit = unit;
         detail.point = point;
         detail.seen = now;
     }
@@ -634,7 +638,7 @@ impl<C: Clock> Index<C> {
             .get_mut(&cell)
             .expect("the driver table names a bucket that holds the driver");
         let row = bucket.take(id, place.slot);
-        if bucket.units.is_empty() {
+        if bucket.coarse.is_empty() {
             cells.remove(&cell);
             self.occupied.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1165,17 +1169,7 @@ impl<C: Clock> Index<C> {
         let mut walks = 0;
         loop {
             walks += 1;
-            let mut nearest = Nearest {
-                query,
-                filter,
-                now,
-                index: self,
-                k,
-                best: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
-                reach_chord2,
-                worst_chord2: reach_chord2,
-                nearer: Vec::with_capacity(64),
-            };
+            let mut nearest = Nearest::new(self, query, filter, now, k, reach_chord2);
             self.walk(point, &query, &mut nearest);
             // A sort of the few best costs less than taking them off the heap one by one.
             let mut best = nearest.best.into_vec();
@@ -1451,12 +1445,41 @@ struct Nearest<'a, C> {
     best: BinaryHeap<Found>,
     /// The squared chord beyond which no driver is wanted (infinite for no bound).
     reach_chord2: f64,
-    /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`: a
-    /// driver farther than it is passed over with one comparison.
+    /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`.
     worst_chord2: f64,
-    /// One bucket's drivers within `worst_chord2` (the bits of the squared chord, slot),
-    /// reused.
-    nearer: Vec<(u64, usize)>,
+    /// The query point in single precision, for the coarse look at every driver.
+    coarse_query: CoarseUnit,
+    /// [`coarse_bound`] of `worst_chord2`: a driver whose coarse squared chord is above it is
+    /// passed over with one comparison, without reading its row.
+    coarse_worst: f32,
+    /// One bucket's drivers within `coarse_worst` (the bits of the coarse squared chord,
+    /// slot), reused.
+    nearer: Vec<(u32, usize)>,
+}
+
+impl<'a, C: Clock> Nearest<'a, C> {
+    fn new(
+        index: &'a Index<C>,
+        query: Unit,
+        filter: &'a Filter,
+        now: u64,
+        k: usize,
+        reach_chord2: f64,
+    ) -> Self {
+        Self {
+            query,
+            filter,
+            now,
+            index,
+            k,
+            best: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
+            reach_chord2,
+            worst_chord2: reach_chord2,
+            coarse_query: coarse(&query),
+            coarse_worst: coarse_bound(reach_chord2),
+            nearer: Vec::with_capacity(64),
+        }
+    }
 }
 
 impl<C: Clock> Collector for Nearest<'_, C> {
@@ -1464,39 +1487,43 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         self.worst_chord2.sqrt()
     }
 
-    /// Reads the bucket's positions first and the rest of a driver's row (another array: a
-    /// cache miss apiece) only for a driver that can still enter the best `k`. The `k` nearest
-    /// drivers within reach are taken first, then the rest, so the first bucket, seen while
-    /// the reach is unbounded, reads about `k` rows and not all of them. Each part is taken in
-    /// any order: the first bucket reads the rows of its `k` nearest whatever their order, and
-    /// a later one has few drivers within reach.
+    /// Takes a coarse look at every driver of the bucket (single precision, 12 bytes each)
+    /// and reads the rest of a driver's row (another array: a cache miss apiece), with its
+    /// exact position, only for a driver the coarse look cannot rule out of the best `k`. The
+    /// `k` coarsely nearest drivers within reach are taken first, then the rest, so the first
+    /// bucket, seen while the reach is unbounded, reads about `k` rows and not all of them.
+    /// Each part is taken in any order: the first bucket reads the rows of its `k` nearest
+    /// whatever their order, and a later one has few drivers within reach.
     fn visit(&mut self, bucket: &Bucket) {
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
-        for (slot, unit) in bucket.units.iter().enumerate() {
-            let chord2 = chord2(&self.query, unit);
-            if chord2 <= self.worst_chord2 {
+        for (slot, unit) in bucket.coarse.iter().enumerate() {
+            let coarse2 = coarse_chord2(&self.coarse_query, unit);
+            if coarse2 <= self.coarse_worst {
                 // A squared chord is never negative, so its bits order as its value does.
-                nearer.push((chord2.to_bits(), slot));
+                nearer.push((coarse2.to_bits(), slot));
             }
         }
         // The `k` nearest first, the rest after them, each part in any order. The order decides
-        // only which rows are read, not the answer (the best `k` are ordered with ties by id),
-        // so integers stand in for the chords: cheaper to compare.
+        // only which rows are read, not the answer (the best `k` are chosen by exact chords,
+        // ties by id), so integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
             nearer.select_nth_unstable(self.k);
         }
         for &(bits, slot) in &nearer {
-            let chord2 = f64::from_bits(bits);
-            if chord2 > self.worst_chord2 {
+            if f32::from_bits(bits) > self.coarse_worst {
                 continue;
             }
             let detail = &bucket.details[slot];
+            let chord2 = chord2(&self.query, &detail.unit);
+            if chord2 > self.worst_chord2 {
+                continue;
+            }
             let found = Found {
                 chord2,
                 id: detail.id,
                 word: 0,
-                unit: bucket.units[slot],
+                unit: detail.unit,
             };
             // As far as the worst: it stays worse unless its id is smaller.
             if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
@@ -1511,6 +1538,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
             }
             if self.best.len() == self.k {
                 self.worst_chord2 = self.best.peek().map_or(f64::INFINITY, |worst| worst.chord2);
+                self.coarse_worst = coarse_bound(self.worst_chord2);
             }
         }
         self.nearer = nearer;
@@ -1519,6 +1547,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     fn restart(&mut self) {
         self.best.clear();
         self.worst_chord2 = self.reach_chord2;
+        self.coarse_worst = coarse_bound(self.reach_chord2);
     }
 }
 
@@ -1611,17 +1640,8 @@ mod tests {
         assert!(occupied > 250, "{occupied} buckets");
         let far = Point::new(48.4, 2.35).unwrap();
         let query = far.unit();
-        let mut nearest = Nearest {
-            query,
-            filter: &Filter::any(),
-            now: index.now(),
-            index: &index,
-            k: 1,
-            best: BinaryHeap::new(),
-            reach_chord2: f64::INFINITY,
-            worst_chord2: f64::INFINITY,
-            nearer: Vec::new(),
-        };
+        let any = Filter::any();
+        let mut nearest = Nearest::new(&index, query, &any, index.now(), 1, f64::INFINITY);
         let cells = index.walk(far, &query, &mut nearest);
         assert!(
             cells < occupied / 4,
