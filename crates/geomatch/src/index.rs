@@ -110,16 +110,16 @@ impl Config {
     }
 }
 
-/// The rest of a driver's row, beside its position: read for the drivers a scan keeps,
-/// written by every update (with the position) and by state changes.
+/// What a query reads of a driver its coarse look keeps: written by every update (with the
+/// coarse position) and by state changes. One cache line, aligned: a query reads all of it.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Detail {
     /// The id and the exact position are here rather than in the array a scan walks: a scan
     /// reads them only for the drivers its coarse look keeps, whose row it reads anyway, so
     /// that array holds 12 bytes a driver.
     id: DriverId,
     unit: Unit,
-    point: Point,
     seen: u64,
     /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
     /// one driver cannot both see it available.
@@ -134,7 +134,7 @@ struct Adjacent {
     circle: Circumcircle,
 }
 
-/// One cell's drivers: two arrays of rows, the slot of a driver being its index in both.
+/// One cell's drivers: three arrays of rows, the slot of a driver being its index in each.
 #[derive(Debug)]
 struct Bucket {
     geometry: CellGeometry,
@@ -149,6 +149,9 @@ struct Bucket {
     /// What a scan reads of every driver: its position as a unit vector in single precision.
     coarse: Vec<CoarseUnit>,
     details: Vec<Detail>,
+    /// The positions as reported, which no query reads: apart from the details, whose row then
+    /// fits one cache line.
+    points: Vec<Point>,
     /// Driver → slot, for when the driver table's slot is out of date (another driver of the
     /// bucket left and the last row took its slot).
     slots: HashMap<DriverId, usize, RandomState>,
@@ -197,6 +200,7 @@ impl Bucket {
             around,
             around_len,
             coarse: Vec::new(),
+            points: Vec::new(),
             details: Vec::new(),
             slots: HashMap::default(),
         }
@@ -227,10 +231,10 @@ impl Bucket {
         let unit = row.point.unit();
         self.slots.insert(row.id, slot);
         self.coarse.push(coarse(&unit));
+        self.points.push(row.point);
         self.details.push(Detail {
             id: row.id,
             unit,
-            point: row.point,
             seen: row.seen,
             word: AtomicU64::new(row.word),
             profile: row.profile,
@@ -253,13 +257,14 @@ impl Bucket {
         let slot = self.slot_of(id, hint);
         self.slots.remove(&id);
         self.coarse.swap_remove(slot);
+        let point = self.points.swap_remove(slot);
         let detail = self.details.swap_remove(slot);
         if let Some(moved) = self.details.get(slot) {
             self.slots.insert(moved.id, slot);
         }
         Row {
             id,
-            point: detail.point,
+            point,
             seen: detail.seen,
             profile: detail.profile,
             word: detail.word.load(Ordering::Acquire),
@@ -270,8 +275,8 @@ impl Bucket {
         self.coarse[slot] = coarse(&unit);
         let detail = &mut self.details[slot];
         detail.unit = unit;
-        detail.point = point;
         detail.seen = now;
+        self.points[slot] = point;
     }
 }
 
@@ -860,7 +865,7 @@ impl<C: Clock> Index<C> {
             let word = detail.word.load(Ordering::Acquire);
             DriverRecord {
                 id,
-                point: detail.point,
+                point: bucket.points[slot],
                 profile: detail.profile,
                 state: DriverState::from_code(word),
                 version: Version(word),
