@@ -401,14 +401,18 @@ impl Circumcircle {
 /// around its center. Every point of the cell is then within `outer` of the center (the farthest
 /// point of an arc shorter than π from a point is one of its ends), and every point within
 /// `inner` of the center is in the cell.
+///
+/// Laid out in the order written (`repr(C)`): the center and the inner circle, which every
+/// update reads, come first; the edge planes, read near the edges only, after them.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub(crate) struct CellGeometry {
     /// The center, and the chord of `outer`.
     circumcircle: Circumcircle,
-    /// Largest center-to-vertex angle, plus slack.
-    outer: f64,
     /// Squared chord of the smallest center-to-edge angle, less slack (0 if degenerate).
     inner_chord2: f64,
+    /// Largest center-to-vertex angle, plus slack.
+    outer: f64,
     /// For a hexagon on one icosahedron face: the unit normals of its six edges' planes,
     /// pointing inwards. Such a cell is a straight hexagon in the face's gnomonic projection,
     /// hence convex on the sphere: the points on the inner side of every edge plane are the

@@ -135,23 +135,28 @@ struct Adjacent {
 }
 
 /// One cell's drivers: three arrays of rows, the slot of a driver being its index in each.
+///
+/// Laid out in the order written (`repr(C)`), what an update reads first: the arrays' headers
+/// and then the geometry that says whether the position is still in the cell, side by side, so
+/// an update in place reads few of the bucket's lines.
 #[derive(Debug)]
+#[repr(C)]
 struct Bucket {
-    geometry: CellGeometry,
-    /// The cell's neighbours with their circles, so a query's next ring, and the bounds that
-    /// decide whether it is worth a look, come from here rather than from H3 or from looking
-    /// the cells up. Kept in the bucket itself, not behind a pointer: a query reads them
-    /// right after finding the bucket, and a second cache miss in a row would cost more than
-    /// the reading.
-    around: [Adjacent; 6],
-    /// How many of `around` are neighbours: six, five around a pentagon.
-    around_len: usize,
     /// What a scan reads of every driver: its position as a unit vector in single precision.
     coarse: Vec<CoarseUnit>,
     details: Vec<Detail>,
     /// The positions as reported, which no query reads: apart from the details, whose row then
     /// fits one cache line.
     points: Vec<Point>,
+    geometry: CellGeometry,
+    /// How many of `around` are neighbours: six, five around a pentagon.
+    around_len: usize,
+    /// The cell's neighbours with their circles, so a query's next ring, and the bounds that
+    /// decide whether it is worth a look, come from here rather than from H3 or from looking
+    /// the cells up. Kept in the bucket itself, not behind a pointer: a query reads them
+    /// right after finding the bucket, and a second cache miss in a row would cost more than
+    /// the reading.
+    around: [Adjacent; 6],
     /// Driver → slot, for when the driver table's slot is out of date (another driver of the
     /// bucket left and the last row took its slot).
     slots: HashMap<DriverId, usize, RandomState>,
