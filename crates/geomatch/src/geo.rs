@@ -133,9 +133,9 @@ pub(crate) type CoarseUnit = [f32; 3];
 /// relative 2e-7 (covered by [`coarse_bound`]'s factor). About five times that, 6 m on Earth.
 const COARSE_CHORD_ERROR: f64 = 1e-6;
 
+/// `unit` rounded to single precision.
 pub(crate) fn coarse(unit: &Unit) -> CoarseUnit {
-    // Rounding to nearest is what the error bound above assumes.
-    #[allow(clippy::cast_possible_truncation)]
+    // `as` rounds to nearest, which the error bound above assumes.
     [unit[0] as f32, unit[1] as f32, unit[2] as f32]
 }
 
@@ -154,9 +154,7 @@ pub(crate) fn coarse_chord2(a: &CoarseUnit, b: &CoarseUnit) -> f32 {
 pub(crate) fn coarse_bound(chord2: f64) -> f32 {
     let chord = chord2.sqrt() + COARSE_CHORD_ERROR;
     // The factor covers the single-precision sum and this conversion's rounding.
-    #[allow(clippy::cast_possible_truncation)]
-    let bound = (chord * chord * (1.0 + 1e-5)) as f32;
-    bound
+    (chord * chord * (1.0 + 1e-5)) as f32
 }
 
 /// Squared chord length between two unit vectors: 0 (same point) to 4 (antipodes).
