@@ -14,8 +14,8 @@ use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
-    CellGeometry, Circumcircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit, angle_to_chord2,
-    chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
+    CellGeometry, Circumcircle, CoarseCircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit,
+    angle_to_chord2, chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -131,7 +131,7 @@ struct Detail {
 #[derive(Clone, Copy, Debug)]
 struct Adjacent {
     cell: CellIndex,
-    circle: Circumcircle,
+    circle: CoarseCircle,
 }
 
 /// One cell's drivers: three arrays of rows, the slot of a driver being its index in each.
@@ -190,13 +190,13 @@ impl Bucket {
         // Places past `around_len` hold the cell itself, never read.
         let mut around = [Adjacent {
             cell,
-            circle: geometry.circumcircle(),
+            circle: CoarseCircle::of(&geometry.circumcircle()),
         }; 6];
         let mut around_len = 0;
         for neighbour in cells.into_iter().filter(|&neighbour| neighbour != cell) {
             around[around_len] = Adjacent {
                 cell: neighbour,
-                circle: Circumcircle::of(neighbour),
+                circle: CoarseCircle::of(&Circumcircle::of(neighbour)),
             };
             around_len += 1;
         }
