@@ -123,6 +123,40 @@ pub(crate) fn unit_of(ll: LatLng) -> Unit {
     unit_from_radians(ll.lat_radians(), ll.lng_radians())
 }
 
+/// A unit vector in single precision: what a scan reads of every driver, half the bytes of
+/// a [`Unit`], to pass over the drivers out of reach. Decisions are taken on the [`Unit`].
+pub(crate) type CoarseUnit = [f32; 3];
+
+/// How far a chord between two [`CoarseUnit`]s may be from the chord between the vectors they
+/// round: each rounded component is within 2^-24 of the exact one (6e-8), so the difference
+/// vector is off by at most √3 · 1.2e-7 ≈ 2.1e-7, and the single-precision arithmetic adds a
+/// relative 2e-7 (covered by [`coarse_bound`]'s factor). About five times that, 6 m on Earth.
+const COARSE_CHORD_ERROR: f64 = 1e-6;
+
+/// `unit` rounded to single precision.
+pub(crate) fn coarse(unit: &Unit) -> CoarseUnit {
+    // `as` rounds to nearest, which the error bound above assumes.
+    [unit[0] as f32, unit[1] as f32, unit[2] as f32]
+}
+
+/// Squared chord between two [`CoarseUnit`]s.
+#[inline]
+pub(crate) fn coarse_chord2(a: &CoarseUnit, b: &CoarseUnit) -> f32 {
+    let dx = a[0] - b[0];
+    let dy = a[1] - b[1];
+    let dz = a[2] - b[2];
+    dx * dx + dy * dy + dz * dz
+}
+
+/// A bound on [`coarse_chord2`] that every pair of points at most `chord2` apart (an exact
+/// squared chord, infinite for no bound) stays within: a coarse chord above it rules the
+/// point out, one at or below it says nothing.
+pub(crate) fn coarse_bound(chord2: f64) -> f32 {
+    let chord = chord2.sqrt() + COARSE_CHORD_ERROR;
+    // The factor covers the single-precision sum and this conversion's rounding.
+    (chord * chord * (1.0 + 1e-5)) as f32
+}
+
 /// Squared chord length between two unit vectors: 0 (same point) to 4 (antipodes).
 ///
 /// Computed from the difference rather than as `2 - 2·a·b`, which would lose every digit
@@ -352,6 +386,46 @@ impl Circumcircle {
     }
 }
 
+/// A [`Circumcircle`] in single precision, 16 bytes rather than 32: what a bucket keeps of
+/// each neighbour, so its six neighbours take fewer cache lines for a query to read. Its bound
+/// is lower than the exact circle's by the rounding, never higher.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoarseCircle {
+    center: CoarseUnit,
+    /// The exact circle's chord rounded up.
+    chord: f32,
+}
+
+/// How far a [`CoarseUnit`] lies from the unit vector it rounds: √3 · 6e-8, rounded up.
+const COARSE_UNIT_ERROR: f64 = 1.1e-7;
+
+impl CoarseCircle {
+    pub(crate) fn of(circle: &Circumcircle) -> Self {
+        let chord = circle.chord as f32;
+        Self {
+            center: coarse(&circle.center),
+            chord: if f64::from(chord) < circle.chord {
+                chord.next_up()
+            } else {
+                chord
+            },
+        }
+    }
+
+    /// The squared chord from `p` to the center.
+    #[inline]
+    pub(crate) fn chord2_to_center(&self, p: &Unit) -> f64 {
+        chord2(p, &self.center.map(f64::from))
+    }
+
+    /// A lower bound on the chord from `p` to any point of the cell: that of the exact circle
+    /// ([`Circumcircle::min_chord_from`]) less the rounding of the center, so never above it.
+    #[inline]
+    pub(crate) fn min_chord_from(&self, p: &Unit) -> f64 {
+        self.chord2_to_center(p).sqrt() - f64::from(self.chord) - COARSE_UNIT_ERROR
+    }
+}
+
 /// What the queries need to know of a cell's shape: its center and two circles around it.
 ///
 /// H3 cell edges are great-circle arcs (straight lines in the gnomonic projection of an
@@ -359,14 +433,25 @@ impl Circumcircle {
 /// around its center. Every point of the cell is then within `outer` of the center (the farthest
 /// point of an arc shorter than π from a point is one of its ends), and every point within
 /// `inner` of the center is in the cell.
+///
+/// Laid out in the order written (`repr(C)`): the center and the inner circle, which every
+/// update reads, come first; the edge planes, read near the edges only, after them.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub(crate) struct CellGeometry {
     /// The center, and the chord of `outer`.
     circumcircle: Circumcircle,
-    /// Largest center-to-vertex angle, plus slack.
-    outer: f64,
     /// Squared chord of the smallest center-to-edge angle, less slack (0 if degenerate).
     inner_chord2: f64,
+    /// Largest center-to-vertex angle, plus slack.
+    outer: f64,
+    /// For a hexagon on one icosahedron face: the unit normals of its six edges' planes,
+    /// pointing inwards. Such a cell is a straight hexagon in the face's gnomonic projection,
+    /// hence convex on the sphere: the points on the inner side of every edge plane are the
+    /// cell. The inner circle misses the corners, about a tenth of the cell, and every update
+    /// there would otherwise ask H3 for the cell. `None` for pentagons and for hexagons that
+    /// cross a face edge (whose edges bend there); they keep the circle alone.
+    edges: Option<[Unit; 6]>,
 }
 
 impl CellGeometry {
@@ -384,6 +469,7 @@ impl CellGeometry {
             circumcircle: Circumcircle::around(center, outer),
             outer: outer + SLACK_RAD,
             inner_chord2: angle_to_chord2(inner - SLACK_RAD),
+            edges: edge_planes(cell, &center, &vertices),
         }
     }
 
@@ -405,11 +491,42 @@ impl CellGeometry {
         self.circumcircle.min_chord_from(p)
     }
 
-    /// Whether `p` is certainly inside the cell (false says nothing).
+    /// Whether `p` is certainly inside the cell (false says nothing): inside the inner circle,
+    /// or farther than the slack inside every edge plane.
     #[inline]
     pub(crate) fn surely_contains(&self, p: &Unit) -> bool {
         chord2(p, &self.circumcircle.center) < self.inner_chord2
+            || self
+                .edges
+                .as_ref()
+                .is_some_and(|normals| normals.iter().all(|normal| dot(p, normal) > SLACK_RAD))
     }
+}
+
+/// The inward unit normals of a hexagon's edge planes ([`CellGeometry::edges`]), if the cell
+/// lies on one icosahedron face.
+fn edge_planes(cell: CellIndex, center: &Unit, vertices: &[Unit]) -> Option<[Unit; 6]> {
+    if cell.is_pentagon() || cell.icosahedron_faces().len() != 1 || vertices.len() != 6 {
+        return None;
+    }
+    let mut normals = [[0.0; 3]; 6];
+    for (i, a) in vertices.iter().enumerate() {
+        let b = &vertices[(i + 1) % vertices.len()];
+        // `a × (b - a)` is `a × b` without the cancellation of two nearly parallel vectors: the
+        // normal of a short edge keeps full precision at every resolution.
+        let normal = normalized(cross(a, &[b[0] - a[0], b[1] - a[1], b[2] - a[2]]))?;
+        // The center is inside, well away from every edge: it fixes the inner side.
+        let side = dot(center, &normal);
+        if side.abs() <= SLACK_RAD {
+            return None;
+        }
+        normals[i] = if side > 0.0 {
+            normal
+        } else {
+            [-normal[0], -normal[1], -normal[2]]
+        };
+    }
+    Some(normals)
 }
 
 #[cfg(all(test, not(infra_loom)))]
@@ -525,6 +642,42 @@ mod tests {
             prop_assert_eq!(ll.to_cell(res), cell);
         }
 
+        /// What `surely_contains` accepts, H3 puts in the cell: points anywhere in the cell and
+        /// in its neighbours (near their shared edges when the weights add up to about 1).
+        #[test]
+        fn a_sure_point_is_in_the_cell((p, res) in near_cells(), edge in 0usize..6, a in 0.0f64..=1.0, b in 0.0f64..=1.0) {
+            let cell = p.cell(res);
+            let geometry = CellGeometry::of(cell);
+            let mut around = Vec::new();
+            neighbours(cell, &mut around);
+            for &owner in &around {
+                let q = point_of(owner, edge, a, b);
+                if geometry.surely_contains(&q) {
+                    prop_assert_eq!(lat_lng_of(&q).to_cell(res), cell, "a point of {}", owner);
+                }
+            }
+        }
+
+        /// The coarse look never rules out a point within reach: the single-precision squared
+        /// chord of two points stays within the bound of their exact squared chord, for points
+        /// anywhere and for points a few meters to a few kilometers apart.
+        #[test]
+        fn the_coarse_bound_holds(a in anywhere_or_where_it_wraps(), b in anywhere_or_where_it_wraps(), near in 0.0f64..1.0, scale in 0i32..6) {
+            let (a, b) = (a.unit(), b.unit());
+            // `b` pulled toward `a`, to `near` of 10^-scale of the way.
+            let t = near * 10f64.powi(-scale);
+            let close = normalized([
+                a[0] + t * (b[0] - a[0]),
+                a[1] + t * (b[1] - a[1]),
+                a[2] + t * (b[2] - a[2]),
+            ]).unwrap_or(a);
+            for other in [b, close] {
+                let exact = chord2(&a, &other);
+                let rough = coarse_chord2(&coarse(&a), &coarse(&other));
+                prop_assert!(rough <= coarse_bound(exact), "{rough} above {} for {exact}", coarse_bound(exact));
+            }
+        }
+
         /// The squared chord orders points as the great-circle distance does: whenever the
         /// haversine tells two points apart by more than its own rounding, the chord agrees.
         #[test]
@@ -564,7 +717,10 @@ mod tests {
             let bound = circle.min_chord_from(&q.unit());
             let p = point_of(cell, edge, a, b);
             prop_assert!(bound <= chord2(&q.unit(), &p).sqrt(), "bound {bound} above the chord to a point of {cell}");
-            // The cell's own geometry bounds it exactly as its neighbours' buckets do.
+            // The single-precision circle a bucket keeps of a neighbour bounds lower still.
+            let kept = CoarseCircle::of(&circle).min_chord_from(&q.unit());
+            prop_assert!(kept <= bound, "kept bound {kept} above {bound} for {cell}");
+            // The cell's own geometry has the very circle its neighbours' buckets round.
             let own = CellGeometry::of(cell).circumcircle();
             prop_assert_eq!(own.center, circle.center);
             prop_assert_eq!(own.chord.to_bits(), circle.chord.to_bits());
@@ -679,6 +835,37 @@ mod tests {
                         a == b || a.is_neighbor_with(b).unwrap(),
                         "{a} and {b} share a vertex"
                     );
+                }
+            }
+        }
+    }
+
+    /// A unit vector back to latitude and longitude, for H3.
+    fn lat_lng_of(u: &Unit) -> LatLng {
+        LatLng::from_radians(u[2].clamp(-1.0, 1.0).asin(), u[1].atan2(u[0])).unwrap()
+    }
+
+    /// Near a hexagon's corners, outside its inner circle, a position is known to be in the
+    /// cell from the edge planes, without H3.
+    #[test]
+    fn hexagon_corners_are_sure_from_the_edge_planes() {
+        for (lat, lng) in [
+            (40.7128, -74.006),
+            (-33.86, 151.2),
+            (64.1, -21.9),
+            (0.0, 179.99),
+        ] {
+            for res in [5u8, 9, 12, 15] {
+                let cell = Point::new(lat, lng)
+                    .unwrap()
+                    .cell(Resolution::try_from(res).unwrap());
+                let geometry = CellGeometry::of(cell);
+                assert!(geometry.edges.is_some(), "{cell} has no edge planes");
+                for vertex in 0..6 {
+                    let corner = point_of(cell, vertex, 0.95, 0.0);
+                    assert!(chord2(&corner, &geometry.circumcircle.center) > geometry.inner_chord2);
+                    assert!(geometry.surely_contains(&corner), "{cell} corner {vertex}");
+                    assert_eq!(lat_lng_of(&corner).to_cell(cell.resolution()), cell);
                 }
             }
         }

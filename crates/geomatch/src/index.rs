@@ -14,8 +14,8 @@ use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
-    CellGeometry, Circumcircle, EARTH_RADIUS_M, SeenCells, Unit, angle_to_chord2, chord2,
-    exact_angle, neighbours,
+    CellGeometry, Circumcircle, CoarseCircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit,
+    angle_to_chord2, chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -33,6 +33,9 @@ const FIRST_CAPACITY: usize = 64;
 /// The most walks one [`Index::nearest`] query makes when drivers moving meanwhile were met
 /// twice in a walk (see [`drop_repeats`]); the last walk's answer stands, its repeats dropped.
 const MAX_WALKS: usize = 3;
+
+/// Up to this many results, [`has_repeats`] compares every pair of them.
+const REPEATS_BY_PAIRS: usize = 32;
 
 /// What a walk's look at an empty cell costs, counted in buckets a scan of every bucket would
 /// check instead: the neighbours of an empty cell and their outlines come from H3 (about 2 µs
@@ -107,19 +110,16 @@ impl Config {
     }
 }
 
-/// What a scan reads of every driver: where it is and who it is, side by side, so a scan
-/// walks one array.
-#[derive(Clone, Copy, Debug)]
-struct Spot {
-    unit: Unit,
-    id: DriverId,
-}
-
-/// The rest of a driver's row: read for the drivers a scan keeps, written by every update
-/// (with the spot) and by state changes.
+/// What a query reads of a driver its coarse look keeps: written by every update (with the
+/// coarse position) and by state changes. One cache line, aligned: a query reads all of it.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Detail {
-    point: Point,
+    /// The id and the exact position are here rather than in the array a scan walks: a scan
+    /// reads them only for the drivers its coarse look keeps, whose row it reads anyway, so
+    /// that array holds 12 bytes a driver.
+    id: DriverId,
+    unit: Unit,
     seen: u64,
     /// `version << STATE_BITS | state`: changed only by compare-and-swap, so two claims of
     /// one driver cannot both see it available.
@@ -131,23 +131,32 @@ struct Detail {
 #[derive(Clone, Copy, Debug)]
 struct Adjacent {
     cell: CellIndex,
-    circle: Circumcircle,
+    circle: CoarseCircle,
 }
 
-/// One cell's drivers: two arrays of rows, the slot of a driver being its index in both.
+/// One cell's drivers: three arrays of rows, the slot of a driver being its index in each.
+///
+/// Laid out in the order written (`repr(C)`), what an update reads first: the arrays' headers
+/// and then the geometry that says whether the position is still in the cell, side by side, so
+/// an update in place reads few of the bucket's lines.
 #[derive(Debug)]
+#[repr(C)]
 struct Bucket {
+    /// What a scan reads of every driver: its position as a unit vector in single precision.
+    coarse: Vec<CoarseUnit>,
+    details: Vec<Detail>,
+    /// The positions as reported, which no query reads: apart from the details, whose row then
+    /// fits one cache line.
+    points: Vec<Point>,
     geometry: CellGeometry,
+    /// How many of `around` are neighbours: six, five around a pentagon.
+    around_len: usize,
     /// The cell's neighbours with their circles, so a query's next ring, and the bounds that
     /// decide whether it is worth a look, come from here rather than from H3 or from looking
     /// the cells up. Kept in the bucket itself, not behind a pointer: a query reads them
     /// right after finding the bucket, and a second cache miss in a row would cost more than
     /// the reading.
     around: [Adjacent; 6],
-    /// How many of `around` are neighbours: six, five around a pentagon.
-    around_len: usize,
-    spots: Vec<Spot>,
-    details: Vec<Detail>,
     /// Driver → slot, for when the driver table's slot is out of date (another driver of the
     /// bucket left and the last row took its slot).
     slots: HashMap<DriverId, usize, RandomState>,
@@ -181,13 +190,13 @@ impl Bucket {
         // Places past `around_len` hold the cell itself, never read.
         let mut around = [Adjacent {
             cell,
-            circle: geometry.circumcircle(),
+            circle: CoarseCircle::of(&geometry.circumcircle()),
         }; 6];
         let mut around_len = 0;
         for neighbour in cells.into_iter().filter(|&neighbour| neighbour != cell) {
             around[around_len] = Adjacent {
                 cell: neighbour,
-                circle: Circumcircle::of(neighbour),
+                circle: CoarseCircle::of(&Circumcircle::of(neighbour)),
             };
             around_len += 1;
         }
@@ -195,7 +204,8 @@ impl Bucket {
             geometry,
             around,
             around_len,
-            spots: Vec::new(),
+            coarse: Vec::new(),
+            points: Vec::new(),
             details: Vec::new(),
             slots: HashMap::default(),
         }
@@ -207,16 +217,29 @@ impl Bucket {
         &self.around[..self.around_len]
     }
 
+    /// The neighbour whose center is nearest `unit`: where a position that left the cell
+    /// across an edge most likely is (H3 cells are nearly those of the nearest center).
+    fn nearest_adjacent(&self, unit: &Unit) -> Option<CellIndex> {
+        self.adjacent()
+            .iter()
+            .min_by(|a, b| {
+                a.circle
+                    .chord2_to_center(unit)
+                    .total_cmp(&b.circle.chord2_to_center(unit))
+            })
+            .map(|adjacent| adjacent.cell)
+    }
+
     /// Adds a row; its slot.
     fn push(&mut self, row: Row) -> usize {
-        let slot = self.spots.len();
+        let slot = self.coarse.len();
+        let unit = row.point.unit();
         self.slots.insert(row.id, slot);
-        self.spots.push(Spot {
-            unit: row.point.unit(),
-            id: row.id,
-        });
+        self.coarse.push(coarse(&unit));
+        self.points.push(row.point);
         self.details.push(Detail {
-            point: row.point,
+            id: row.id,
+            unit,
             seen: row.seen,
             word: AtomicU64::new(row.word),
             profile: row.profile,
@@ -228,7 +251,7 @@ impl Bucket {
     /// else the slot map's.
     #[inline]
     fn slot_of(&self, id: DriverId, hint: usize) -> usize {
-        if self.spots.get(hint).is_some_and(|spot| spot.id == id) {
+        if self.details.get(hint).is_some_and(|detail| detail.id == id) {
             hint
         } else {
             self.slots[&id]
@@ -238,14 +261,15 @@ impl Bucket {
     fn take(&mut self, id: DriverId, hint: usize) -> Row {
         let slot = self.slot_of(id, hint);
         self.slots.remove(&id);
-        self.spots.swap_remove(slot);
+        self.coarse.swap_remove(slot);
+        let point = self.points.swap_remove(slot);
         let detail = self.details.swap_remove(slot);
-        if let Some(moved) = self.spots.get(slot) {
+        if let Some(moved) = self.details.get(slot) {
             self.slots.insert(moved.id, slot);
         }
         Row {
             id,
-            point: detail.point,
+            point,
             seen: detail.seen,
             profile: detail.profile,
             word: detail.word.load(Ordering::Acquire),
@@ -253,10 +277,11 @@ impl Bucket {
     }
 
     fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
-        self.spots[slot].unit = unit;
+        self.coarse[slot] = coarse(&unit);
         let detail = &mut self.details[slot];
-        detail.point = point;
+        detail.unit = unit;
         detail.seen = now;
+        self.points[slot] = point;
     }
 }
 
@@ -623,7 +648,7 @@ impl<C: Clock> Index<C> {
             .get_mut(&cell)
             .expect("the driver table names a bucket that holds the driver");
         let row = bucket.take(id, place.slot);
-        if bucket.spots.is_empty() {
+        if bucket.coarse.is_empty() {
             cells.remove(&cell);
             self.occupied.fetch_sub(1, Ordering::Relaxed);
         }
@@ -633,8 +658,9 @@ impl<C: Clock> Index<C> {
     /// Records a driver's new position and that it was heard from now.
     ///
     /// Inside its cell this rewrites the driver's row in place, usually without asking H3 for
-    /// the cell (a position well inside the cell's inscribed circle is in the cell); a cell
-    /// change moves the row to the new cell's bucket.
+    /// the cell (a position well inside the cell's inscribed circle, or inside every edge plane
+    /// of a hexagon on one icosahedron face, is in the cell); a cell change moves the row to
+    /// the new cell's bucket.
     ///
     /// # Errors
     ///
@@ -654,7 +680,7 @@ impl<C: Clock> Index<C> {
         let unit = point.unit();
         let mut drivers = self.driver_shard(id).write();
         let place = drivers.get_mut(&id).ok_or(Error::UnknownDriver(id))?;
-        {
+        let across = {
             let mut cells = self.cell_shard(place.cell).write();
             let bucket = cells
                 .get_mut(&place.cell)
@@ -664,9 +690,15 @@ impl<C: Clock> Index<C> {
                 bucket.set_position(place.slot, point, unit, now);
                 return Ok(());
             }
-        }
-        // Near the edge: ask H3, outside any cell lock (it is the slow part).
-        let new_cell = point.cell(self.config.resolution);
+            bucket.nearest_adjacent(&unit)
+        };
+        // Out of the cell or near its edge. A driver that crossed an edge is usually well inside
+        // the neighbour across it, which its bucket's geometry shows; else ask H3, outside any
+        // cell lock (it is the slow part).
+        let new_cell = match across {
+            Some(cell) if self.surely_in(cell, &unit) => cell,
+            _ => point.cell(self.config.resolution),
+        };
         if new_cell == place.cell {
             let mut cells = self.cell_shard(new_cell).write();
             let bucket = cells
@@ -686,6 +718,14 @@ impl<C: Clock> Index<C> {
             slot: self.push_row(new_cell, row),
         };
         Ok(())
+    }
+
+    /// Whether `cell` has a bucket whose geometry shows `unit` is surely in it.
+    fn surely_in(&self, cell: CellIndex, unit: &Unit) -> bool {
+        self.cell_shard(cell)
+            .read()
+            .get(&cell)
+            .is_some_and(|bucket| bucket.geometry.surely_contains(unit))
     }
 
     /// Takes a driver out of the index and returns what it held, for
@@ -747,11 +787,10 @@ impl<C: Clock> Index<C> {
             for bucket in shard.read().values() {
                 candidates.extend(
                     bucket
-                        .spots
+                        .details
                         .iter()
-                        .zip(&bucket.details)
-                        .filter(|(_, detail)| is_idle(detail.seen))
-                        .map(|(spot, _)| spot.id),
+                        .filter(|detail| is_idle(detail.seen))
+                        .map(|detail| detail.id),
                 );
             }
         }
@@ -831,7 +870,7 @@ impl<C: Clock> Index<C> {
             let word = detail.word.load(Ordering::Acquire);
             DriverRecord {
                 id,
-                point: detail.point,
+                point: bucket.points[slot],
                 profile: detail.profile,
                 state: DriverState::from_code(word),
                 version: Version(word),
@@ -1140,19 +1179,11 @@ impl<C: Clock> Index<C> {
         let mut walks = 0;
         loop {
             walks += 1;
-            let mut nearest = Nearest {
-                query,
-                filter,
-                now,
-                index: self,
-                k,
-                best: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
-                reach_chord2,
-                worst_chord2: reach_chord2,
-                nearer: Vec::with_capacity(64),
-            };
+            let mut nearest = Nearest::new(self, query, filter, now, k, reach_chord2);
             self.walk(point, &query, &mut nearest);
-            let mut best = nearest.best.into_sorted_vec();
+            // A sort of the few best costs less than taking them off the heap one by one.
+            let mut best = nearest.best.into_vec();
+            best.sort_unstable();
             // A driver met twice took a place of the best `k` from a driver that did not
             // move: walk again. A repeat needs a driver to cross cells while the walk passes
             // both, so walks are bounded only against constant churn.
@@ -1345,9 +1376,7 @@ impl Ord for Found {
 /// to one it has yet to scan is met twice, at its old position and its new one: both are
 /// positions it reported during the query, but it is one driver.
 fn drop_repeats(found: &mut Vec<Found>) -> usize {
-    let mut ids: Vec<DriverId> = found.iter().map(|f| f.id).collect();
-    ids.sort_unstable();
-    if !ids.windows(2).any(|pair| pair[0] == pair[1]) {
+    if !has_repeats(found) {
         return 0;
     }
     let before = found.len();
@@ -1355,6 +1384,20 @@ fn drop_repeats(found: &mut Vec<Found>) -> usize {
         HashSet::with_capacity_and_hasher(before, RandomState::new());
     found.retain(|f| kept.insert(f.id));
     before - found.len()
+}
+
+/// Whether a driver is in `found` more than once.
+fn has_repeats(found: &[Found]) -> bool {
+    // For the usual few results, comparing every pair costs less than sorting a copy.
+    if found.len() <= REPEATS_BY_PAIRS {
+        return found
+            .iter()
+            .enumerate()
+            .any(|(i, f)| found[..i].iter().any(|earlier| earlier.id == f.id));
+    }
+    let mut ids: Vec<DriverId> = found.iter().map(|f| f.id).collect();
+    ids.sort_unstable();
+    ids.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 fn into_candidates(query: &Unit, found: Vec<Found>) -> Vec<Candidate> {
@@ -1412,11 +1455,41 @@ struct Nearest<'a, C> {
     best: BinaryHeap<Found>,
     /// The squared chord beyond which no driver is wanted (infinite for no bound).
     reach_chord2: f64,
-    /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`: a
-    /// driver farther than it is passed over with one comparison.
+    /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`.
     worst_chord2: f64,
-    /// One bucket's drivers within `worst_chord2` (squared chord, id, slot), reused.
-    nearer: Vec<(f64, DriverId, usize)>,
+    /// The query point in single precision, for the coarse look at every driver.
+    coarse_query: CoarseUnit,
+    /// [`coarse_bound`] of `worst_chord2`: a driver whose coarse squared chord is above it is
+    /// passed over with one comparison, without reading its row.
+    coarse_worst: f32,
+    /// One bucket's drivers within `coarse_worst` (the bits of the coarse squared chord,
+    /// slot), reused.
+    nearer: Vec<(u32, usize)>,
+}
+
+impl<'a, C: Clock> Nearest<'a, C> {
+    fn new(
+        index: &'a Index<C>,
+        query: Unit,
+        filter: &'a Filter,
+        now: u64,
+        k: usize,
+        reach_chord2: f64,
+    ) -> Self {
+        Self {
+            query,
+            filter,
+            now,
+            index,
+            k,
+            best: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
+            reach_chord2,
+            worst_chord2: reach_chord2,
+            coarse_query: coarse(&query),
+            coarse_worst: coarse_bound(reach_chord2),
+            nearer: Vec::with_capacity(64),
+        }
+    }
 }
 
 impl<C: Clock> Collector for Nearest<'_, C> {
@@ -1424,44 +1497,49 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         self.worst_chord2.sqrt()
     }
 
-    /// Reads the bucket's positions first and the rest of a driver's row (another array: a
-    /// cache miss apiece) only for a driver that can still enter the best `k`. The drivers
-    /// within reach are taken nearest first, at least the `k` nearest of them, so the first
+    /// Takes a coarse look at every driver of the bucket (single precision, 12 bytes each)
+    /// and reads the rest of a driver's row (another array: a cache miss apiece), with its
+    /// exact position, only for a driver the coarse look cannot rule out of the best `k`. The
+    /// `k` coarsely nearest drivers within reach are taken first, then the rest, so the first
     /// bucket, seen while the reach is unbounded, reads about `k` rows and not all of them.
+    /// Each part is taken in any order: the first bucket reads the rows of its `k` nearest
+    /// whatever their order, and a later one has few drivers within reach.
     fn visit(&mut self, bucket: &Bucket) {
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
-        for (slot, spot) in bucket.spots.iter().enumerate() {
-            let chord2 = chord2(&self.query, &spot.unit);
-            if chord2 <= self.worst_chord2 {
-                nearer.push((chord2, spot.id, slot));
+        for (slot, unit) in bucket.coarse.iter().enumerate() {
+            let coarse2 = coarse_chord2(&self.coarse_query, unit);
+            if coarse2 <= self.coarse_worst {
+                // A squared chord is never negative, so its bits order as its value does.
+                nearer.push((coarse2.to_bits(), slot));
             }
         }
-        let order = |a: &(f64, DriverId, usize), b: &(f64, DriverId, usize)| {
-            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-        };
-        // The `k` nearest in order, the rest after them in any order.
+        // The `k` nearest first, the rest after them, each part in any order. The order decides
+        // only which rows are read, not the answer (the best `k` are chosen by exact chords,
+        // ties by id), so integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
-            nearer.select_nth_unstable_by(self.k, order);
+            nearer.select_nth_unstable(self.k);
         }
-        let sorted = nearer.len().min(self.k);
-        nearer[..sorted].sort_unstable_by(order);
-        for &(chord2, id, slot) in &nearer {
+        for &(bits, slot) in &nearer {
+            if f32::from_bits(bits) > self.coarse_worst {
+                continue;
+            }
+            let detail = &bucket.details[slot];
+            let chord2 = chord2(&self.query, &detail.unit);
             if chord2 > self.worst_chord2 {
                 continue;
             }
             let found = Found {
                 chord2,
-                id,
+                id: detail.id,
                 word: 0,
-                unit: bucket.spots[slot].unit,
+                unit: detail.unit,
             };
             // As far as the worst: it stays worse unless its id is smaller.
             if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
                 continue;
             }
-            let Some(word) = admissible(self.index, &bucket.details[slot], self.filter, self.now)
-            else {
+            let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
                 continue;
             };
             self.best.push(Found { word, ..found });
@@ -1470,6 +1548,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
             }
             if self.best.len() == self.k {
                 self.worst_chord2 = self.best.peek().map_or(f64::INFINITY, |worst| worst.chord2);
+                self.coarse_worst = coarse_bound(self.worst_chord2);
             }
         }
         self.nearer = nearer;
@@ -1478,12 +1557,80 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     fn restart(&mut self) {
         self.best.clear();
         self.worst_chord2 = self.reach_chord2;
+        self.coarse_worst = coarse_bound(self.reach_chord2);
     }
 }
 
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+
+    /// A driver met twice is found, and dropped once, among a few results (every pair
+    /// compared) and among many (sorted).
+    #[test]
+    fn repeats_are_dropped_among_few_results_and_many() {
+        for len in [2, REPEATS_BY_PAIRS, REPEATS_BY_PAIRS + 1, 200] {
+            let mut found: Vec<Found> = (0..len)
+                .map(|i| Found {
+                    chord2: i as f64,
+                    id: DriverId(i as u64),
+                    word: 0,
+                    unit: [1.0, 0.0, 0.0],
+                })
+                .collect();
+            assert!(!has_repeats(&found), "{len}");
+            found[len - 1].id = DriverId(0);
+            assert_eq!(drop_repeats(&mut found), 1, "{len}");
+            assert_eq!(found.len(), len - 1);
+            assert!(found.iter().all(|f| f.chord2 < (len - 1) as f64));
+        }
+    }
+
+    /// A driver that crosses an edge is placed in the neighbour across it from that
+    /// neighbour's bucket, without H3, and where H3 places it.
+    #[test]
+    fn a_crossing_is_placed_from_the_neighbours_bucket() {
+        let index = Index::new(Config::default()).unwrap();
+        let home = Point::new(40.7128, -74.006).unwrap();
+        let origin = home.cell(Resolution::Nine);
+        let center = h3o::LatLng::from(origin);
+        let mut around = Vec::new();
+        neighbours(origin, &mut around);
+        around.retain(|&cell| cell != origin);
+        for (i, &cell) in around.iter().enumerate() {
+            let at = h3o::LatLng::from(cell);
+            let at = Point::new(at.lat(), at.lng()).unwrap();
+            index
+                .insert(DriverId(100 + i as u64), at, DriverProfile::default())
+                .unwrap();
+        }
+        index
+            .insert(DriverId(1), home, DriverProfile::default())
+            .unwrap();
+        for &cell in &around {
+            // Three fifths of the way to the neighbour's center: past the shared edge.
+            let to = h3o::LatLng::from(cell);
+            let crossed = Point::new(
+                center.lat() + 0.6 * (to.lat() - center.lat()),
+                center.lng() + 0.6 * (to.lng() - center.lng()),
+            )
+            .unwrap();
+            assert_eq!(crossed.cell(Resolution::Nine), cell);
+            let unit = crossed.unit();
+            let nearest = index.cell_shard(origin).read()[&origin].nearest_adjacent(&unit);
+            assert_eq!(nearest, Some(cell));
+            assert!(index.surely_in(cell, &unit));
+            index.update(DriverId(1), crossed).unwrap();
+            let place = index.driver_shard(DriverId(1)).read()[&DriverId(1)];
+            assert_eq!(place.cell, cell);
+            assert_eq!(index.driver(DriverId(1)).unwrap().point, crossed);
+            index.update(DriverId(1), home).unwrap();
+            assert_eq!(
+                index.driver_shard(DriverId(1)).read()[&DriverId(1)].cell,
+                origin
+            );
+        }
+    }
 
     /// A fleet of a few hundred cells and a query 50 km away: the rings would cross thousands
     /// of empty cells, asking H3 about each, before reaching it. The walk gives up for one
@@ -1503,17 +1650,8 @@ mod tests {
         assert!(occupied > 250, "{occupied} buckets");
         let far = Point::new(48.4, 2.35).unwrap();
         let query = far.unit();
-        let mut nearest = Nearest {
-            query,
-            filter: &Filter::any(),
-            now: index.now(),
-            index: &index,
-            k: 1,
-            best: BinaryHeap::new(),
-            reach_chord2: f64::INFINITY,
-            worst_chord2: f64::INFINITY,
-            nearer: Vec::new(),
-        };
+        let any = Filter::any();
+        let mut nearest = Nearest::new(&index, query, &any, index.now(), 1, f64::INFINITY);
         let cells = index.walk(far, &query, &mut nearest);
         assert!(
             cells < occupied / 4,
