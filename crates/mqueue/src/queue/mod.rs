@@ -1078,7 +1078,8 @@ impl WorkQueue {
             return;
         };
         handoff.take(&mut state.arrivals);
-        for arrival in state.arrivals.drain(..) {
+        // Popped rather than drained: a drain's guard costs as much again as the move.
+        while let Some(arrival) = state.arrivals.pop_front() {
             state.leases.push(
                 arrival.payload,
                 arrival.enqueued_at,
