@@ -9,8 +9,8 @@
 //! Capacity is counted here as well: offsets handed out minus messages settled. Settling
 //! happens under the state lock, so the count of settled messages is an atomic the consumer
 //! adds to; a sender reloads it only when its last reading says the queue is full, and sleeps
-//! only after announcing it (`senders_sleeping`), so a settle wakes senders only when one
-//! sleeps.
+//! only after announcing it (`senders_waiting`), so a settle wakes senders only when one
+//! waits. Receivers, likewise, are signalled only when the inbox counts one waiting.
 
 use std::collections::VecDeque;
 
@@ -49,8 +49,9 @@ pub(super) struct Inbox {
     /// handed out since, so a sender reads the shared count only when that runs out.
     settled_seen: u64,
     /// Receivers asleep on the queue's `available` condition variable, which a send must
-    /// wake (taking the state lock first, under which they decided to sleep).
-    receivers_sleeping: usize,
+    /// wake (taking the state lock first, under which they decided to sleep), and async
+    /// receives in progress, which a send must tell through their `Notify`.
+    receivers_waiting: usize,
 }
 
 impl Inbox {
@@ -62,9 +63,9 @@ impl Inbox {
         offset
     }
 
-    /// How many receivers sleep waiting for a message.
-    pub(super) fn receivers_sleeping(&self) -> usize {
-        self.receivers_sleeping
+    /// How many receivers wait for a message (asleep, or async).
+    pub(super) fn receivers_waiting(&self) -> usize {
+        self.receivers_waiting
     }
 }
 
@@ -76,8 +77,9 @@ pub(super) struct Handoff {
     space: Condvar,
     /// Messages settled (acked, terminated, dead-lettered) since the queue was built.
     settled: AtomicU64,
-    /// Senders that may be asleep on `space`; a settle looks at it after adding to `settled`.
-    senders_sleeping: AtomicUsize,
+    /// Senders that may be asleep on `space`, or async sends that may wait on their `Notify`;
+    /// a settle looks at it after adding to `settled`.
+    senders_waiting: AtomicUsize,
     capacity: u64,
 }
 
@@ -89,11 +91,11 @@ impl Handoff {
                 arrivals: VecDeque::new(),
                 next_offset: 0,
                 settled_seen: 0,
-                receivers_sleeping: 0,
+                receivers_waiting: 0,
             }),
             space: Condvar::new(),
             settled: AtomicU64::new(0),
-            senders_sleeping: AtomicUsize::new(0),
+            senders_waiting: AtomicUsize::new(0),
             capacity: capacity as u64,
         }
     }
@@ -114,27 +116,43 @@ impl Handoff {
 
     /// Sleeps until a settle may have made room (or spuriously): the caller looks again.
     pub(super) fn wait_for_room(&self, inbox: &mut MutexGuard<'_, Inbox>) {
-        self.senders_sleeping.fetch_add(1, Ordering::Relaxed);
-        // Pairs with the fence in `settled`: either that settle sees this sender announced,
-        // or the look below sees its count. Without both fences each side could read the
-        // other's old value, and the sender would sleep through the only settle.
-        fence(Ordering::SeqCst);
+        self.announce_sender();
         if !self.has_room(inbox) {
             self.space.wait(inbox);
         }
-        self.senders_sleeping.fetch_sub(1, Ordering::Relaxed);
+        self.senders_waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Counts `count` messages settled, and wakes the senders if any sleeps for room.
-    pub(super) fn settled(&self, count: u64) {
+    /// Counts a sender as waiting for room; its next look at the room comes after this.
+    fn announce_sender(&self) {
+        self.senders_waiting.fetch_add(1, Ordering::Relaxed);
+        // Pairs with the fence in `settled`: either that settle sees this sender announced,
+        // or the sender's next look sees its count. Without both fences each side could read
+        // the other's old value, and the sender would sleep through the only settle.
+        fence(Ordering::SeqCst);
+    }
+
+    /// An async send, counted as waiting for room until the guard is dropped (the send
+    /// returned or its future was dropped).
+    #[cfg(feature = "tokio")]
+    pub(super) fn sender_waits(&self) -> WaitingSender<'_> {
+        self.announce_sender();
+        WaitingSender(self)
+    }
+
+    /// Counts `count` messages settled, and wakes the senders if any sleeps for room;
+    /// `true` if some sender waits (async ones are the caller's to tell).
+    pub(super) fn settled(&self, count: u64) -> bool {
         self.settled.fetch_add(count, Ordering::Release);
         fence(Ordering::SeqCst);
-        if self.senders_sleeping.load(Ordering::Relaxed) > 0 {
-            // Taken and let go so that a sender between its look and its sleep (which it
-            // does holding the inbox's lock) is asleep before the signal.
-            drop(self.inbox.lock());
-            self.space.notify_all();
+        if self.senders_waiting.load(Ordering::Relaxed) == 0 {
+            return false;
         }
+        // Taken and let go so that a sender between its look and its sleep (which it does
+        // holding the inbox's lock) is asleep before the signal.
+        drop(self.inbox.lock());
+        self.space.notify_all();
+        true
     }
 
     /// Moves every arrival into `into` (empty; its buffer is handed to the inbox in return,
@@ -154,12 +172,43 @@ impl Handoff {
         if !inbox.arrivals.is_empty() {
             return false;
         }
-        inbox.receivers_sleeping += 1;
+        inbox.receivers_waiting += 1;
         true
     }
 
-    /// A receiver counted by [`Self::receiver_sleeps`] woke.
+    /// A receiver counted by [`Self::receiver_sleeps`] (or an async receive) stopped waiting.
     pub(super) fn receiver_woke(&self) {
-        self.inbox.lock().receivers_sleeping -= 1;
+        self.inbox.lock().receivers_waiting -= 1;
+    }
+
+    /// An async receive, counted as waiting until the guard is dropped. Counted under the
+    /// inbox's lock before its first look: a send after that sees it, one before it is what
+    /// the look finds.
+    #[cfg(feature = "tokio")]
+    pub(super) fn receiver_waits(&self) -> WaitingReceiver<'_> {
+        self.inbox.lock().receivers_waiting += 1;
+        WaitingReceiver(self)
+    }
+}
+
+/// An async send counted in [`Handoff::senders_waiting`].
+#[cfg(feature = "tokio")]
+pub(super) struct WaitingSender<'h>(&'h Handoff);
+
+#[cfg(feature = "tokio")]
+impl Drop for WaitingSender<'_> {
+    fn drop(&mut self) {
+        self.0.senders_waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An async receive counted in the inbox's waiting receivers.
+#[cfg(feature = "tokio")]
+pub(super) struct WaitingReceiver<'h>(&'h Handoff);
+
+#[cfg(feature = "tokio")]
+impl Drop for WaitingReceiver<'_> {
+    fn drop(&mut self) {
+        self.0.receiver_woke();
     }
 }

@@ -975,9 +975,9 @@ impl WorkQueue {
             now = self.clock.now_nanos();
         }
         let offset = inbox.push(Arrival::new(payload, now, delay));
-        let sleeping = inbox.receivers_sleeping();
+        let waiting = inbox.receivers_waiting();
         drop(inbox);
-        self.wake_for_arrivals(1, sleeping);
+        self.wake_for_arrivals(1, waiting);
         Ok(Written::Done(Sent {
             offset,
             duplicate: false,
@@ -1034,9 +1034,9 @@ impl WorkQueue {
             if !handoff.has_room(&mut inbox) {
                 // Receivers must hear of what this batch stored before it sleeps, or a
                 // queue full of it would never drain.
-                let sleeping = inbox.receivers_sleeping();
+                let waiting = inbox.receivers_waiting();
                 drop(inbox);
-                self.wake_for_arrivals(std::mem::take(&mut stored), sleeping);
+                self.wake_for_arrivals(std::mem::take(&mut stored), waiting);
                 (inbox, _) = self
                     .inbox_with_room(handoff, true)
                     .expect("a waiting sender always gets room");
@@ -1049,22 +1049,23 @@ impl WorkQueue {
                 duplicate: false,
             }));
         }
-        let sleeping = inbox.receivers_sleeping();
+        let waiting = inbox.receivers_waiting();
         drop(inbox);
-        self.wake_for_arrivals(stored, sleeping);
+        self.wake_for_arrivals(stored, waiting);
         sent
     }
 
     /// Wakes receivers for `stored` messages sent through the hand-off, when the inbox said
-    /// `sleeping` receivers were asleep (async ones are told of every message).
-    fn wake_for_arrivals(&self, stored: usize, sleeping: usize) {
-        if stored > 0 && sleeping > 0 {
-            // A receiver decides to sleep under the state lock and holds it until it sleeps:
-            // with the lock taken first, the signal cannot fall between the two.
-            drop(self.state.lock());
-            for _ in 0..stored.min(sleeping) {
-                self.available.notify_one();
-            }
+    /// `waiting` receivers were asleep or receiving async: with none, a send signals nothing.
+    fn wake_for_arrivals(&self, stored: usize, waiting: usize) {
+        if stored == 0 || waiting == 0 {
+            return;
+        }
+        // A receiver decides to sleep under the state lock and holds it until it sleeps:
+        // with the lock taken first, the signal cannot fall between the two.
+        drop(self.state.lock());
+        for _ in 0..stored.min(waiting) {
+            self.available.notify_one();
         }
         #[cfg(feature = "tokio")]
         for _ in 0..stored {
@@ -1101,11 +1102,15 @@ impl WorkQueue {
             }
             return;
         };
-        handoff.settled(count);
+        let senders_wait = handoff.settled(count);
         #[cfg(feature = "tokio")]
-        for _ in 0..count {
-            self.notify.space.notify_one();
+        if senders_wait {
+            for _ in 0..count {
+                self.notify.space.notify_one();
+            }
         }
+        #[cfg(not(feature = "tokio"))]
+        let _ = senders_wait;
     }
 
     /// The wall-clock time that dates an in-memory send for deduplication, or 0 without a
