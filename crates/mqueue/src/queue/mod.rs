@@ -431,7 +431,8 @@ pub struct QueueStats {
     pub oldest_age: Option<Duration>,
 }
 
-/// Everything behind the queue's one mutex.
+/// Everything behind the queue's state lock: the lease table and what goes with it. (An
+/// in-memory queue's new messages wait in its [`Handoff`] until a receive moves them here.)
 #[derive(Debug)]
 struct State {
     leases: Leases,
@@ -662,8 +663,8 @@ impl WorkQueue {
         let visibility_nanos = duration_to_nanos(options.visibility_timeout);
         // A dedup window must see every send in order under one lock, and a durable send
         // writes its log under the state lock's rules: both keep the one-lock path.
-        let handoff = (durable.is_none() && options.dedup.is_none())
-            .then(|| Handoff::new(options.capacity));
+        let handoff =
+            (durable.is_none() && options.dedup.is_none()).then(|| Handoff::new(options.capacity));
         Self {
             state: Mutex::new(State {
                 leases,
@@ -966,11 +967,9 @@ impl WorkQueue {
         // Read before the lock, to keep the reading out of the section the consumer waits
         // on; again after a wait for room, which is when the message is stored.
         let mut now = self.clock.now_nanos();
-        let (mut inbox, waited) =
-            self.inbox_with_room(handoff, wait)
-                .ok_or(Error::Full {
-                    capacity: self.options.capacity,
-                })?;
+        let (mut inbox, waited) = self.inbox_with_room(handoff, wait).ok_or(Error::Full {
+            capacity: self.options.capacity,
+        })?;
         if waited {
             now = self.clock.now_nanos();
         }
