@@ -375,7 +375,6 @@ fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
 /// (OpenTelemetry's Rust propagator) would cut the value short; W3C Baggage lets a writer
 /// encode any octet, and every conforming reader decodes it.
 pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
-    const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = value.as_bytes();
     let mut plain_start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
@@ -387,14 +386,35 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
         if plain_start < i {
             out.write_str(&value[plain_start..i])?;
         }
-        out.write_char('%')?;
-        out.write_char(char::from(UPPER_HEX[usize::from(byte >> 4)]))?;
-        out.write_char(char::from(UPPER_HEX[usize::from(byte & 0x0f)]))?;
+        // One write of the escape's three characters, where one per character each
+        // checked the buffer's room.
+        let escape = 3 * usize::from(byte);
+        out.write_str(&ESCAPES[escape..escape + 3])?;
         plain_start = i + 1;
     }
     // `plain_start` is the end or an ASCII byte after an escape: a character boundary.
     out.write_str(&value[plain_start..])
 }
+
+/// `%00%01…%FF`: the escape of byte `b` at `3 * b`.
+const ESCAPES: &str = {
+    const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+    const BYTES: [u8; 768] = {
+        let mut escapes = [0u8; 768];
+        let mut byte = 0;
+        while byte < 256 {
+            escapes[3 * byte] = b'%';
+            escapes[3 * byte + 1] = UPPER_HEX[byte >> 4];
+            escapes[3 * byte + 2] = UPPER_HEX[byte & 0x0f];
+            byte += 1;
+        }
+        escapes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(escapes) => escapes,
+        Err(_) => panic!("escapes are ASCII"),
+    }
+};
 
 /// The length [`write_percent_encoded`] writes for `value`: each escaped byte takes three.
 fn percent_encoded_len(value: &str) -> usize {
@@ -523,7 +543,11 @@ fn parse_member(member: &[u8]) -> Result<BaggageEntry, Error> {
         Err(invalid) => replace_invalid_value(invalid.as_bytes(), key.len(), value_end),
     };
     Ok(BaggageEntry {
-        encoded_len: encoded_len(key.len(), encoded_value, text.len().saturating_sub(value_end + 1)),
+        encoded_len: encoded_len(
+            key.len(),
+            encoded_value,
+            text.len().saturating_sub(value_end + 1),
+        ),
         text,
         key_end: key.len(),
         value_end,
