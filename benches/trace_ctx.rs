@@ -223,7 +223,7 @@ fn assert_same_fields(a: &HeaderMap, b: &HeaderMap) {
     assert_eq!(b.len(), b.keys_len(), "a field written twice: {b:?}");
     assert_eq!(a.len(), b.len(), "different fields: {a:?} / {b:?}");
     for (name, value) in a {
-        let other = b.get(name).map(|v| v.len());
+        let other = b.get(name).map(HeaderValue::len);
         assert_eq!(other, Some(value.len()), "{name}: {a:?} / {b:?}");
     }
 }
