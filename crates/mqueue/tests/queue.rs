@@ -44,32 +44,6 @@ fn payloads(queue: &WorkQueue) -> Vec<Vec<u8>> {
     seen
 }
 
-/// Sends to an in-memory queue wait in an inbox until a receive moves them into the lease
-/// table: the counts and the oldest age include them all the same, and an ack of one is for
-/// a delivery that never happened.
-#[test]
-fn stats_and_settle_calls_see_messages_no_receive_has_reached_yet() {
-    let (queue, clock) = memory(options());
-    queue.send("first").unwrap();
-    clock.advance(Duration::from_secs(5));
-    queue.send_many(["second", "third"]);
-    clock.advance(Duration::from_secs(1));
-    let stats = queue.stats();
-    assert_eq!(
-        (stats.unsettled, stats.in_flight, stats.next_offset),
-        (3, 0, 3)
-    );
-    assert_eq!(stats.oldest_age, Some(Duration::from_secs(6)));
-    assert!(matches!(
-        queue.ack(Receipt::new(2, 1)),
-        Err(Error::UnknownDelivery {
-            offset: 2,
-            attempt: 1
-        })
-    ));
-    assert_eq!(queue.try_receive().unwrap().unwrap().payload(), b"first");
-}
-
 #[test]
 fn messages_are_received_in_send_order_and_acked_once() {
     let (queue, _clock) = memory(options());

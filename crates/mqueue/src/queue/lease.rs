@@ -430,11 +430,12 @@ impl Leases {
         if offset >= self.next_offset() {
             return Err(Error::UnknownDelivery { offset, attempt });
         }
-        // One lookup, and no error value built on the way to success.
-        match self.slot_mut(offset) {
-            Some(slot) if slot.state_is_leased_by(attempt) => Ok(slot),
-            other => Err(refuse(offset, attempt, other.map(|slot| &*slot))),
+        match self.slot(offset) {
+            Some(slot) if slot.state_is_leased_by(attempt) => {}
+            other => return Err(refuse(offset, attempt, other)),
         }
+        self.slot_mut(offset)
+            .ok_or(Error::AlreadySettled { offset })
     }
 
     /// Settles the message held by `attempt` for good (ack or term).

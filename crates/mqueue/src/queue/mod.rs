@@ -49,7 +49,6 @@
 mod dedup;
 mod durable;
 mod envelope;
-mod handoff;
 mod journal;
 mod lease;
 #[cfg(feature = "metrics")]
@@ -74,7 +73,6 @@ pub use envelope::MAX_ID_LEN;
 
 use durable::Durable;
 use envelope::Envelope;
-use handoff::{Arrival, Handoff, Inbox};
 use lease::{Handout, Leases, Outcome};
 
 /// How a [`WorkQueue`] behaves. Every field has a sensible default; set what you need.
@@ -431,8 +429,7 @@ pub struct QueueStats {
     pub oldest_age: Option<Duration>,
 }
 
-/// Everything behind the queue's state lock: the lease table and what goes with it. (An
-/// in-memory queue's new messages wait in its [`Handoff`] until a receive moves them here.)
+/// Everything behind the queue's one mutex.
 #[derive(Debug)]
 struct State {
     leases: Leases,
@@ -446,8 +443,6 @@ struct State {
     dead: std::collections::VecDeque<DeadLetter>,
     dead_next: u64,
     stats: QueueStats,
-    /// The buffer [`Handoff::take`] swaps with the inbox's, empty between receives.
-    arrivals: std::collections::VecDeque<Arrival>,
 }
 
 /// What a send left to do once stored (in memory) or written (to a durable queue's log).
@@ -512,13 +507,8 @@ pub struct WorkQueue {
     state: Mutex<State>,
     /// Signalled when a message may have become available.
     available: Condvar,
-    /// Signalled when capacity may have been freed (queues without a hand-off; with one, its
-    /// own condition variable is).
+    /// Signalled when capacity may have been freed.
     space: Condvar,
-    /// Where sends to an in-memory queue without a dedup window put their messages, and
-    /// where its capacity is counted; `None` for the others, whose sends store under the
-    /// state lock.
-    handoff: Option<Handoff>,
     clock: SharedClock,
     options: QueueOptions,
     visibility_nanos: u64,
@@ -661,10 +651,6 @@ impl WorkQueue {
         durable: Option<Durable>,
     ) -> Self {
         let visibility_nanos = duration_to_nanos(options.visibility_timeout);
-        // A dedup window must see every send in order under one lock, and a durable send
-        // writes its log under the state lock's rules: both keep the one-lock path.
-        let handoff =
-            (durable.is_none() && options.dedup.is_none()).then(|| Handoff::new(options.capacity));
         Self {
             state: Mutex::new(State {
                 leases,
@@ -674,11 +660,9 @@ impl WorkQueue {
                 dead: std::collections::VecDeque::new(),
                 dead_next: 0,
                 stats: QueueStats::default(),
-                arrivals: std::collections::VecDeque::new(),
             }),
             available: Condvar::new(),
             space: Condvar::new(),
-            handoff,
             clock,
             visibility_nanos,
             durable,
@@ -845,9 +829,6 @@ impl WorkQueue {
     fn store_many(&self, messages: impl Iterator<Item = Message>) -> Vec<Result<Sent, Error>> {
         // Taken from the caller before the lock: pulling them may take time, or call the queue.
         let messages: Vec<Message> = messages.collect();
-        if let Some(handoff) = &self.handoff {
-            return self.hand_off_many(handoff, messages);
-        }
         // Dates ids for deduplication: once for the batch, again after every wait for room.
         let mut now_ms = self.dedup_now_ms();
         let mut sent = Vec::with_capacity(messages.len());
@@ -933,9 +914,6 @@ impl WorkQueue {
     /// Stores a send in memory, or writes it to the durable queue's log.
     fn start_send(&self, message: Message, wait: bool) -> Result<Written<'_>, Error> {
         let delay = self.validate_message(&message)?;
-        if let Some(handoff) = &self.handoff {
-            return self.hand_off(handoff, message.payload, delay, wait);
-        }
         let Some(durable) = &self.durable else {
             let now_ms = self.dedup_now_ms();
             let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
@@ -954,162 +932,6 @@ impl WorkQueue {
             }));
         };
         self.write_durable(durable, message, delay, wait)
-    }
-
-    /// Stores an in-memory send through the hand-off, waiting for room if `wait`.
-    fn hand_off(
-        &self,
-        handoff: &Handoff,
-        payload: Bytes,
-        delay: Option<u64>,
-        wait: bool,
-    ) -> Result<Written<'_>, Error> {
-        // Read before the lock, to keep the reading out of the section the consumer waits
-        // on; again after a wait for room, which is when the message is stored.
-        let mut now = self.clock.now_nanos();
-        let (mut inbox, waited) = self.inbox_with_room(handoff, wait).ok_or(Error::Full {
-            capacity: self.options.capacity,
-        })?;
-        if waited {
-            now = self.clock.now_nanos();
-        }
-        let offset = inbox.push(Arrival::new(payload, now, delay));
-        let waiting = inbox.receivers_waiting();
-        drop(inbox);
-        self.wake_for_arrivals(1, waiting);
-        Ok(Written::Done(Sent {
-            offset,
-            duplicate: false,
-        }))
-    }
-
-    /// The inbox, locked with room for one more message, and whether that took a wait;
-    /// `None` if the queue is full and `wait` is false. A sender at a full queue first looks
-    /// again a few times, spinning then yielding, before it sleeps (room is often a moment
-    /// away: a consumer between two acks).
-    fn inbox_with_room<'h>(
-        &self,
-        handoff: &'h Handoff,
-        wait: bool,
-    ) -> Option<(MutexGuard<'h, Inbox>, bool)> {
-        let mut inbox = handoff.lock();
-        if handoff.has_room(&mut inbox) {
-            return Some((inbox, false));
-        }
-        if !wait {
-            return None;
-        }
-        for round in 0..SPINS {
-            drop(inbox);
-            back_off(round);
-            inbox = handoff.lock();
-            if handoff.has_room(&mut inbox) {
-                return Some((inbox, true));
-            }
-        }
-        loop {
-            handoff.wait_for_room(&mut inbox);
-            if handoff.has_room(&mut inbox) {
-                return Some((inbox, true));
-            }
-        }
-    }
-
-    /// [`send_many`](Self::send_many) through the hand-off: one lock for the batch, woken
-    /// receivers for what it stored before any wait for room, and after it.
-    fn hand_off_many(&self, handoff: &Handoff, messages: Vec<Message>) -> Vec<Result<Sent, Error>> {
-        let mut sent = Vec::with_capacity(messages.len());
-        let mut stored = 0;
-        let mut now = self.clock.now_nanos();
-        let mut inbox = handoff.lock();
-        for message in messages {
-            let delay = match self.validate_message(&message) {
-                Ok(delay) => delay,
-                Err(error) => {
-                    sent.push(Err(error));
-                    continue;
-                }
-            };
-            if !handoff.has_room(&mut inbox) {
-                // Receivers must hear of what this batch stored before it sleeps, or a
-                // queue full of it would never drain.
-                let waiting = inbox.receivers_waiting();
-                drop(inbox);
-                self.wake_for_arrivals(std::mem::take(&mut stored), waiting);
-                (inbox, _) = self
-                    .inbox_with_room(handoff, true)
-                    .expect("a waiting sender always gets room");
-                now = self.clock.now_nanos();
-            }
-            let offset = inbox.push(Arrival::new(message.payload, now, delay));
-            stored += 1;
-            sent.push(Ok(Sent {
-                offset,
-                duplicate: false,
-            }));
-        }
-        let waiting = inbox.receivers_waiting();
-        drop(inbox);
-        self.wake_for_arrivals(stored, waiting);
-        sent
-    }
-
-    /// Wakes receivers for `stored` messages sent through the hand-off, when the inbox said
-    /// `waiting` receivers were asleep or receiving async: with none, a send signals nothing.
-    fn wake_for_arrivals(&self, stored: usize, waiting: usize) {
-        if stored == 0 || waiting == 0 {
-            return;
-        }
-        // A receiver decides to sleep under the state lock and holds it until it sleeps:
-        // with the lock taken first, the signal cannot fall between the two.
-        drop(self.state.lock());
-        for _ in 0..stored.min(waiting) {
-            self.available.notify_one();
-        }
-        #[cfg(feature = "tokio")]
-        for _ in 0..stored {
-            self.notify.available.notify_one();
-        }
-    }
-
-    /// Moves what senders handed off into the lease table.
-    fn take_arrivals(&self, state: &mut State) {
-        let Some(handoff) = &self.handoff else {
-            return;
-        };
-        handoff.take(&mut state.arrivals);
-        // Popped rather than drained: a drain's guard costs as much again as the move.
-        while let Some(arrival) = state.arrivals.pop_front() {
-            state.leases.push(
-                arrival.payload,
-                arrival.enqueued_at,
-                arrival.not_before,
-                0,
-                None,
-            );
-        }
-    }
-
-    /// `count` messages were settled: room for as many sends.
-    fn settled(&self, count: u64) {
-        if count == 0 {
-            return;
-        }
-        let Some(handoff) = &self.handoff else {
-            for _ in 0..count {
-                self.wake_senders();
-            }
-            return;
-        };
-        let senders_wait = handoff.settled(count);
-        #[cfg(feature = "tokio")]
-        if senders_wait {
-            for _ in 0..count {
-                self.notify.space.notify_one();
-            }
-        }
-        #[cfg(not(feature = "tokio"))]
-        let _ = senders_wait;
     }
 
     /// The wall-clock time that dates an in-memory send for deduplication, or 0 without a
@@ -1315,7 +1137,6 @@ impl WorkQueue {
             self.release_abandoned(end);
             state = self.state.lock();
         }
-        self.take_arrivals(&mut state);
         if max == 0 || state.leases.unsettled() == 0 {
             // Nothing to hand out at any time: a consumer polling an empty queue (as a
             // receive does before it sleeps) pays no clock reading, unless gauges need one.
@@ -1378,7 +1199,9 @@ impl WorkQueue {
         self.metrics.gauges(&state.leases, now);
         drop(state);
         // Each dead letter settled freed room for one sender.
-        self.settled(freed);
+        for _ in 0..freed {
+            self.wake_senders();
+        }
         if let Some(durable) = &self.durable {
             // The dead letters are in their topic already: a crash before their journal
             // record only writes them to the dead-letter topic again after the restart.
@@ -1482,18 +1305,8 @@ impl WorkQueue {
                 .leases
                 .next_due(now)
                 .map_or(deadline, |due| due.min(deadline));
-            // Counted as asleep in the inbox, so that a send wakes it; a message that came
-            // since the look above is taken instead.
-            let counted = match &self.handoff {
-                Some(handoff) if !handoff.receiver_sleeps() => continue,
-                Some(_) => true,
-                None => false,
-            };
             self.available
                 .wait_timeout(&mut state, Duration::from_nanos(until - now));
-            if let Some(handoff) = self.handoff.as_ref().filter(|_| counted) {
-                handoff.receiver_woke();
-            }
         }
     }
 
@@ -1517,9 +1330,6 @@ impl WorkQueue {
             #[cfg(feature = "metrics")]
             self.metrics.refused();
         }
-        // The gauges' oldest age may be a message still in the inbox.
-        #[cfg(feature = "metrics")]
-        self.take_arrivals(&mut state);
         #[cfg(feature = "metrics")]
         self.metrics.gauges(&state.leases, now);
         result
@@ -1540,7 +1350,7 @@ impl WorkQueue {
             state.stats.acked += 1;
             Ok(())
         })?;
-        self.settled(1);
+        self.wake_senders();
         self.journal_settle(journal::Entry::Acked {
             offset: receipt.offset,
         })
@@ -1574,11 +1384,11 @@ impl WorkQueue {
         }
         state.stats.acked += acked;
         #[cfg(feature = "metrics")]
-        self.take_arrivals(&mut state);
-        #[cfg(feature = "metrics")]
         self.metrics.gauges(&state.leases, now);
         drop(state);
-        self.settled(acked);
+        for _ in 0..acked {
+            self.wake_senders();
+        }
         for (receipt, result) in receipts.iter().zip(&mut results) {
             if result.is_ok() {
                 *result = self.journal_settle(journal::Entry::Acked {
@@ -1601,7 +1411,7 @@ impl WorkQueue {
             state.stats.terminated += 1;
             Ok(())
         })?;
-        self.settled(1);
+        self.wake_senders();
         self.journal_settle(journal::Entry::Terminated {
             offset: receipt.offset,
         })
@@ -1711,8 +1521,7 @@ impl WorkQueue {
     /// The queue's counts and gauges.
     pub fn stats(&self) -> QueueStats {
         let now = self.clock.now_nanos();
-        let mut state = self.state.lock();
-        self.take_arrivals(&mut state);
+        let state = self.state.lock();
         let mut stats = state.stats;
         stats.unsettled = state.leases.unsettled();
         stats.in_flight = state.leases.in_flight();

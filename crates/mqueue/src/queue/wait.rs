@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::handoff::Handoff;
 use super::{Delivery, Message, Sent, UnreleasedSend, WorkQueue, Written};
 use crate::error::Error;
 
@@ -29,19 +28,14 @@ impl WorkQueue {
     /// (running an fsync if none covered it yet) and available.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
         let message = message.into();
-        let written = {
-            // Counted as waiting while it may wait for room: a settle tells async senders only
-            // when one is counted.
-            let _waiting = self.handoff.as_ref().map(Handoff::sender_waits);
-            loop {
-                let room = self.notify.space.notified();
-                tokio::pin!(room);
-                // Registered before the check, so a wake-up between the two is not lost.
-                room.as_mut().enable();
-                match self.start_send(message.clone(), false) {
-                    Err(Error::Full { .. }) => room.await,
-                    other => break other?,
-                }
+        let written = loop {
+            let room = self.notify.space.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a wake-up between the two is not lost.
+            room.as_mut().enable();
+            match self.start_send(message.clone(), false) {
+                Err(Error::Full { .. }) => room.await,
+                other => break other?,
             }
         };
         match written {
@@ -84,9 +78,6 @@ impl WorkQueue {
         &self,
         mut attempt: impl FnMut() -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
-        // Counted as waiting before the first look: a send tells async receivers only when
-        // one is counted.
-        let _waiting = self.handoff.as_ref().map(Handoff::receiver_waits);
         loop {
             let arrival = self.notify.available.notified();
             tokio::pin!(arrival);
