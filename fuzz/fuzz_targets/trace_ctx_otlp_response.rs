@@ -13,7 +13,10 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
 enum Input {
-    Bytes { body: Vec<u8>, json: bool },
+    Bytes {
+        body: Vec<u8>,
+        json: bool,
+    },
     Answer {
         rejected: i64,
         message: String,
