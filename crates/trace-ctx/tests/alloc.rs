@@ -296,36 +296,12 @@ fn children_of_an_unsampled_parent_with_a_tracestate_allocate_nothing() {
 /// attribute list kept its capacity, and ends into the queue in that box.
 #[test]
 fn a_sampled_span_ended_into_a_batch_processor_reuses_an_exported_one() {
-    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
-        .max_batch_size(64)
-        .build()
-        .expect("valid sizes");
-    let tracer = Tracer::builder()
-        .sampler(AlwaysOn)
-        .exporter(processor.clone())
-        .build();
-    let round = || {
-        for _ in 0..50 {
-            let mut span = tracer.span("checkout").start();
-            span.set_attribute("items", 3);
-            span.end();
-        }
-        processor
-            .force_flush(Duration::from_secs(30))
-            .expect("the memory exporter keeps up");
-    };
-    // The first batch fills the processor's slots (its boxes are freed); the second one's
-    // boxes come back cleared.
-    round();
-    round();
-
-    let (count, ()) = allocations_in(|| {
-        for _ in 0..50 {
-            let mut span = tracer.span("checkout").start();
-            assert!(span.is_recording());
-            span.set_attribute("items", 3);
-            span.end();
-        }
+    let (processor, tracer) = batch_tracer("checkout-service");
+    let count = allocations_of_warm_batched_spans(&processor, &tracer, |tracer| {
+        let mut span = tracer.span("checkout").start();
+        assert!(span.is_recording());
+        span.set_attribute("items", 3);
+        span.end();
     });
     assert_eq!(count, 0, "50 batched spans allocated {count} times");
     processor
@@ -335,79 +311,71 @@ fn a_sampled_span_ended_into_a_batch_processor_reuses_an_exported_one() {
 }
 
 /// The same with the service named at run time (from configuration or the environment, as
-/// most services are): the README's "allocates nothing" holds for any service name, but the
-/// span start clones the tracer's owned `Cow` service name into every record.
+/// most services are): a spare box keeps the service name it carried, so an owned name is
+/// not copied into every record.
 #[test]
 fn a_batched_span_of_a_service_named_at_run_time_allocates_nothing() {
-    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
-        .max_batch_size(64)
-        .build()
-        .expect("valid sizes");
-    let tracer = Tracer::builder()
-        .service(String::from("checkout"))
-        .sampler(AlwaysOn)
-        .exporter(processor.clone())
-        .build();
-    let round = || {
-        for _ in 0..50 {
-            tracer.span("checkout").start().end();
-        }
-        processor
-            .force_flush(Duration::from_secs(30))
-            .expect("the memory exporter keeps up");
-    };
-    round();
-    round();
-
-    let (count, ()) = allocations_in(|| {
-        for _ in 0..50 {
-            let mut span = tracer.span("checkout").start();
-            assert!(span.is_recording());
-            span.end();
-        }
+    let (processor, tracer) = batch_tracer(String::from("checkout"));
+    let count = allocations_of_warm_batched_spans(&processor, &tracer, |tracer| {
+        let mut span = tracer.span("checkout").start();
+        assert!(span.is_recording());
+        span.end();
     });
     assert_eq!(count, 0, "50 batched spans allocated {count} times");
 }
 
 /// The README: a spare box's "attribute, event and link lists keep their memory up to 16
-/// entries", so a batched span allocates nothing once boxes circulate. The link list's kept
-/// memory is replaced by the builder's (empty) list at the span's start, so a span that adds
-/// a link (`Span::add_link`, as a batch consumer links the messages it handles) allocates
-/// the list again every time, and the kept one is freed on the request thread.
+/// entries", so a span that adds a link (`Span::add_link`, as a batch consumer links the
+/// messages it handles) reuses the spare's link list instead of allocating one.
 #[test]
 fn a_batched_span_adding_a_link_reuses_the_spare_link_list() {
-    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
-        .max_batch_size(64)
-        .build()
-        .expect("valid sizes");
-    let tracer = Tracer::builder()
-        .sampler(AlwaysOn)
-        .exporter(processor.clone())
-        .build();
+    let (processor, tracer) = batch_tracer("checkout-service");
     let linked = infra_trace_ctx::SpanContext::new(
         infra_trace_ctx::TraceId::random(),
         infra_trace_ctx::SpanId::random(),
         infra_trace_ctx::TraceFlags::SAMPLED,
     );
-    let record = || {
+    let count = allocations_of_warm_batched_spans(&processor, &tracer, |tracer| {
         let mut span = tracer.span("consumer").start();
         assert!(span.is_recording());
         span.add_event("received");
         span.add_link(Link::new(linked.clone()));
         span.end();
-    };
-    for _ in 0..2 {
-        (0..50).for_each(|_| record());
-        processor
-            .force_flush(Duration::from_secs(30))
-            .expect("the memory exporter keeps up");
-    }
-
-    let (count, ()) = allocations_in(|| (0..50).for_each(|_| record()));
+    });
     assert_eq!(
         count, 0,
         "50 batched spans with a link allocated {count} times"
     );
+}
+
+/// An always-on tracer of `service` ending its spans into a batch processor.
+fn batch_tracer(service: impl Into<Cow<'static, str>>) -> (BatchSpanProcessor, Tracer) {
+    let processor = BatchSpanProcessor::builder(MemoryExporter::new())
+        .max_batch_size(64)
+        .build()
+        .expect("valid sizes");
+    let tracer = Tracer::builder()
+        .service(service)
+        .sampler(AlwaysOn)
+        .exporter(processor.clone())
+        .build();
+    (processor, tracer)
+}
+
+/// The allocations of 50 spans made by `record`, once two flushed rounds of 50 have filled
+/// the processor's slots (their boxes are freed) and then brought boxes back, cleared.
+fn allocations_of_warm_batched_spans(
+    processor: &BatchSpanProcessor,
+    tracer: &Tracer,
+    record: impl Fn(&Tracer),
+) -> u64 {
+    for _ in 0..2 {
+        (0..50).for_each(|_| record(tracer));
+        processor
+            .force_flush(Duration::from_secs(30))
+            .expect("the memory exporter keeps up");
+    }
+    allocations_in(|| (0..50).for_each(|_| record(tracer))).0
 }
 
 /// A service that answers at once with an empty response, allocating nothing itself.
