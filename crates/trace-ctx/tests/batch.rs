@@ -586,9 +586,9 @@ mod model {
 
 /// `shutdown`'s docs: "Later calls return at once"; the README: once a shutdown's deadline
 /// has passed, "nobody waits for" the queued spans. After a shutdown that timed out, a
-/// second call (and so the drop of the last handle, which shuts down with `drop_timeout`,
-/// 30 s by default) waits out its whole timeout again for an exporter that is stuck. On the
-/// manual clock here, which nobody advances, it never returns.
+/// second call (as the drop of the last handle makes, with `drop_timeout`, 30 s by default)
+/// returns `Timeout` at once instead of waiting out its own timeout for an exporter that is
+/// stuck; on the manual clock here, which nobody advances, such a wait would never end.
 #[test]
 fn a_shutdown_after_one_that_timed_out_returns_at_once() {
     let gate = Gate::default();

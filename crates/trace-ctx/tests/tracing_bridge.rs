@@ -402,8 +402,7 @@ fn a_context_carried_into_a_task_parents_its_spans() {
 
 /// `otel.status_description` is "the description of an `error` status" whatever order the
 /// two fields are recorded in: a span that records the code first (the error is known, then
-/// its message is formatted) keeps an empty description, since the description is applied
-/// only when a record carries the code.
+/// its message is formatted) gets the description recorded after it.
 #[test]
 fn a_status_description_recorded_after_the_error_code_describes_it() {
     let bridge = Bridge::new();
