@@ -795,7 +795,7 @@ fn a_holder_paused_past_its_lease_has_its_write_refused() {
 /// Three workers increment a fenced balance through a fault proxy while the main thread
 /// slows and cuts the connections and pauses the server, then kills it and restarts it
 /// without its data; every fifth hold a worker stalls past its lease between its read and
-/// its write.
+/// its write, until another worker has taken the lock.
 #[test]
 fn a_fenced_balance_survives_pauses_cuts_slow_links_and_a_restart_without_data() {
     let Some(mut server) = RedisServer::start() else {

@@ -608,7 +608,8 @@ fn duration_ms(duration: Duration) -> u64 {
 /// Three workers, each with its own `Redlock` over three servers, increment a fenced balance
 /// while the first server, reached through a fault proxy, is slowed (80 ms each way) and has
 /// its connections cut, and the third is paused (SIGSTOP) for 600 ms; every fifth hold a
-/// worker stalls past its lease between its read and its write.
+/// worker stalls past its lease between its read and its write, until another worker has
+/// taken the lock.
 #[test]
 fn a_fenced_balance_survives_a_slow_link_cut_connections_and_a_paused_server() {
     let Some(mut servers) = servers(3) else {

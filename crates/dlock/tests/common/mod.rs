@@ -61,6 +61,15 @@ impl Account {
         Ok(())
     }
 
+    /// Waits (polling, at most `bound`) until the fence has admitted a token newer than
+    /// `token`.
+    pub(crate) fn wait_for_newer(&self, token: FencingToken, bound: std::time::Duration) {
+        let deadline = std::time::Instant::now() + bound;
+        while self.ledger.lock().highest <= token.get() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     pub(crate) fn ledger(&self) -> Ledger {
         *self.ledger.lock()
     }
@@ -214,10 +223,12 @@ pub(crate) fn fault_worker<L: infra_dlock::Locks>(
         let stalls = round.is_multiple_of(5);
         let written = account.read(token).and_then(|balance| {
             if stalls {
-                // A pause past the lease, long enough for another worker (whose backoff is
-                // at most 50 ms) to take the lock and read.
+                // A pause past the lease until another worker has taken the lock and shown
+                // the fence its newer token, so that this write is one the fence must refuse.
+                // A fixed pause was not always enough on a loaded machine with a slowed
+                // server; the bound keeps a run whose other workers have all stopped moving.
                 guard.wait_lost();
-                std::thread::sleep(Duration::from_millis(100));
+                account.wait_for_newer(token, Duration::from_secs(5));
             }
             account.write(token, balance + 1)
         });
