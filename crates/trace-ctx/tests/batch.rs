@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::{Arc, Mutex};
-use infra_common::{ManualClock, SystemClock};
+use infra_common::{Clock, ManualClock, SystemClock};
 use infra_trace_ctx::{
     BatchSpanProcessor, BatchSpanProcessorBuilder, BatchStats, ExportError, MemoryExporter,
     SpanBatchExporter, SpanData, Tracer,
@@ -290,6 +291,55 @@ fn the_scheduled_delay_exports_a_partial_batch_without_a_flush() {
     assert_eq!(processor.stats().exported, 1);
 }
 
+/// A manual clock that counts its readings, so a test can tell that the worker has looked at
+/// the time since the test moved it.
+#[derive(Clone, Debug)]
+struct WatchedClock {
+    time: ManualClock,
+    readings: Arc<AtomicU64>,
+}
+
+impl WatchedClock {
+    fn new() -> Self {
+        Self {
+            time: ManualClock::new(),
+            readings: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Returns once the clock has been read twice more: the second reading comes after
+    /// whatever the reader decided on the first.
+    fn await_two_readings(&self) {
+        let before = self.readings.load(Ordering::SeqCst);
+        eventually(|| self.readings.load(Ordering::SeqCst) >= before + 2);
+    }
+}
+
+impl Clock for WatchedClock {
+    fn now_nanos(&self) -> u64 {
+        self.readings.fetch_add(1, Ordering::SeqCst);
+        self.time.now_nanos()
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        self.time.wall_time()
+    }
+}
+
+#[test]
+fn the_scheduled_delay_is_measured_on_the_processors_clock() {
+    let exporter = MemoryExporter::new();
+    let clock = WatchedClock::new();
+    let (_processor, tracer) = started(exporter.clone(), |b| b.clock(clock.clone()));
+    end_spans(&tracer, 0..1);
+    clock.await_two_readings(); // the worker has seen the span: its delay runs from here
+    clock.time.advance(LONG - Duration::from_nanos(1));
+    clock.await_two_readings();
+    assert!(exporter.spans().is_empty(), "exported before the delay");
+    clock.time.advance(Duration::from_nanos(1));
+    eventually(|| exporter.spans().len() == 1);
+}
+
 #[test]
 fn sizes_are_checked_when_building() {
     for (queue, batch) in [(0, 1), (4, 0), (4, 5)] {
@@ -311,8 +361,7 @@ fn sizes_are_checked_when_building() {
     );
 }
 
-/// A zero delay would make the worker's wait for a batch return at once, spinning it while
-/// idle.
+/// A zero delay would hand each span to the exporter on its own, as soon as it is queued.
 #[test]
 fn a_zero_scheduled_delay_is_refused() {
     let result = BatchSpanProcessor::builder(MemoryExporter::new())

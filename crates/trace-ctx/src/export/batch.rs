@@ -24,6 +24,10 @@ use super::spare::{self, Spares};
 use super::{ExportError, ShutdownSignal};
 use crate::span::{Exporter, SpanData, SpanRecord};
 
+/// The longest the worker waits, while spans wait for the scheduled delay, before it reads
+/// the clock again.
+const CLOCK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Receives finished spans a batch at a time, on the batch processor's background thread,
 /// where blocking (network, disk) is fine.
 ///
@@ -297,16 +301,30 @@ impl Shared {
         // on both sides.
         let mut batch: Vec<SpanData> = Vec::with_capacity(self.max_batch_size);
         let mut emptied = Vec::with_capacity(self.max_batch_size);
+        let delay = duration_to_nanos(self.scheduled_delay);
         let mut state = self.state.lock();
         loop {
+            // When the oldest queued span's delay runs out, on the clock: set when the worker
+            // first sees the queue holding spans (a push into an empty queue wakes it).
+            let mut due = None;
             while !(state.shut_down
                 || state.queue.len() >= self.max_batch_size
                 || state.flush_up_to > state.handed)
             {
-                let timed_out = self.work.wait_timeout(&mut state, self.scheduled_delay);
-                if timed_out && !state.queue.is_empty() {
+                if state.queue.is_empty() {
+                    due = None;
+                    self.work.wait(&mut state);
+                    continue;
+                }
+                let now = self.clock.now_nanos();
+                let due = *due.get_or_insert(now.saturating_add(delay));
+                if now >= due {
                     break;
                 }
+                // The wait is real time, the delay clock time: a clock that jumps (a test's
+                // manual clock, advanced) is seen within one check interval.
+                let left = Duration::from_nanos(due - now).min(CLOCK_CHECK_INTERVAL);
+                self.work.wait_timeout(&mut state, left);
             }
             if state.shut_down && state.queue.is_empty() {
                 return;
@@ -375,12 +393,14 @@ impl Shared {
         state.queue.push_back(record);
         state.accepted += 1;
         state.stats.queued += 1;
-        // Once per batch: the worker re-checks the length after every export anyway.
-        let batch_ready = state.queue.len() == self.max_batch_size;
+        // Twice per batch at most: the first span starts the scheduled delay (the worker
+        // waits without a deadline while the queue is empty), and a full batch is exported at
+        // once. The worker re-checks the length after every export anyway.
+        let wake = state.queue.len() == 1 || state.queue.len() == self.max_batch_size;
         drop(state);
         #[cfg(feature = "metrics")]
         self.counters.queued.increment(1);
-        if batch_ready {
+        if wake {
             self.work.notify_one();
         }
     }
@@ -459,8 +479,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         self
     }
 
-    /// How long queued spans may wait for a batch to fill. Default 5 s; zero is rejected by
-    /// [`build`](Self::build).
+    /// How long queued spans may wait for a batch to fill, measured on the processor's
+    /// [`clock`](Self::clock) from when its worker first sees the oldest of them queued.
+    /// Default 5 s; zero is rejected by [`build`](Self::build).
     #[must_use]
     pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
@@ -474,7 +495,10 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         self
     }
 
-    /// The clock that measures flush and shutdown deadlines. Default: the system clock.
+    /// The clock that measures the scheduled delay and flush and shutdown deadlines. Default:
+    /// the system clock. Waits are real time: the worker looks at the clock again at least
+    /// every 50 ms while spans wait for the delay, so a clock that jumps (a test's manual
+    /// clock) is followed within that.
     #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Box::new(clock);
@@ -512,7 +536,7 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             return Err(ExportError::invalid("max_queue_size", "must be at least 1"));
         }
         if self.scheduled_delay.is_zero() {
-            // The worker waits this long for a batch to fill: zero would spin it while idle.
+            // Zero would hand each span to the exporter on its own, as soon as it is queued.
             return Err(ExportError::invalid(
                 "scheduled_delay",
                 "must be longer than zero",
