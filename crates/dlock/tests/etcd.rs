@@ -31,6 +31,16 @@ fn locks(endpoints: &[String]) -> EtcdLocks {
     EtcdLocks::new(endpoints, options()).unwrap()
 }
 
+/// Connects `locks` with a grant on another name, so a short lease asked for next is not spent
+/// on connecting before its grant arrives.
+fn warm_up(locks: &EtcdLocks) {
+    locks
+        .acquire("warm-up", Duration::from_secs(30))
+        .unwrap()
+        .release()
+        .unwrap();
+}
+
 /// A plain etcd client on a runtime of its own, to look at and change what the backend wrote.
 struct Raw {
     runtime: tokio::runtime::Runtime,
@@ -550,7 +560,9 @@ fn an_extend_whose_lease_move_answer_is_lost_never_leaves_the_holder_without_its
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            false
+            // The extension returned before this thread saw the move (a slow machine): the
+            // answer was not lost, which the match below accepts, but the key did move.
+            leases(&raw, &dir).iter().any(|&lease| lease != old_lease)
         })
     };
     // A lease longer than the key's TTL: the key moves to a new lease.
@@ -679,6 +691,7 @@ fn a_holder_paused_past_its_lease_has_its_write_refused() {
     };
     let locks = locks(&[server.url()]);
     let account = Account::new(LOCK);
+    warm_up(&locks);
     let paused = locks
         .acquire(LOCK, Duration::from_millis(500))
         .unwrap()
@@ -910,9 +923,10 @@ fn a_waiter_rides_out_failures_for_its_ttl_then_gives_up() {
     let (outcome, _) = waiter.join().unwrap();
     let gave_up_after = killed.elapsed();
     assert!(matches!(outcome, Err(Error::Backend { .. })), "{outcome:?}");
-    // It kept trying for the TTL (2 s) and not much longer.
+    // It kept trying for the TTL (2 s) and not for many TTLs (about 3 s when the machine is
+    // quiet: the TTL, a watch that sees the failure, the give-up's own timeout).
     assert!(gave_up_after >= Duration::from_secs(2), "{gave_up_after:?}");
-    assert!(gave_up_after < Duration::from_secs(5), "{gave_up_after:?}");
+    assert!(gave_up_after < Duration::from_secs(8), "{gave_up_after:?}");
     drop(holder);
 }
 
@@ -1032,6 +1046,7 @@ fn etcd_worker_process() {
             // is frozen) and write what was read.
             let locks = locks(&endpoints);
             let mut account = SharedAccount::new(&endpoints);
+            warm_up(&locks);
             let guard = locks.acquire(LOCK, Duration::from_millis(500)).unwrap();
             let balance = account.read(guard.token()).expect("the first read");
             println!("read-done");
@@ -1272,7 +1287,8 @@ fn a_held_lock_and_its_waiters_survive_the_leader_being_killed() {
     let raw = Raw::new(&endpoints);
     let queue = format!("dlock/{LOCK}/");
     let locks = Arc::new(locks(&endpoints));
-    let lease = Duration::from_secs(10);
+    // Long enough to outlast an election on a loaded machine, as the test asks it to.
+    let lease = Duration::from_secs(30);
     let mut held = locks.acquire(LOCK, lease).unwrap().into_grant();
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
@@ -1280,7 +1296,7 @@ fn a_held_lock_and_its_waiters_survive_the_leader_being_killed() {
         let (locks, order) = (Arc::clone(&locks), Arc::clone(&order));
         waiters.push(thread::spawn(move || {
             let guard = locks
-                .acquire_timeout(LOCK, lease, Duration::from_secs(25))
+                .acquire_timeout(LOCK, lease, Duration::from_secs(60))
                 .unwrap()
                 .expect("granted within the wait");
             order.lock().push((i, guard.token()));
@@ -1338,8 +1354,10 @@ struct Outcomes {
 
 /// Three workers increment a fenced balance on a 3-member cluster, each through its own fault
 /// proxies, while the main thread slows and cuts the connections, pauses the leader and kills
-/// and restarts it; every fourth hold a worker stalls past its lease between its read and its
-/// write, until another worker has read (or 6 s, or the end of the run).
+/// and restarts it; a worker's second hold and every fourth after it stall past their lease
+/// between the read and the write, until another worker has read (or 6 s). The workers go on
+/// after the faults until the fence has refused a stale write (at most 60 s from the start),
+/// so a slow machine that granted few holds during the faults still shows the refusal.
 #[test]
 fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
     let Some(mut cluster) = EtcdCluster::start(3) else {
@@ -1358,6 +1376,7 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let done = Arc::new(AtomicBool::new(false));
     let lease = Duration::from_millis(500);
+    let hard_stop = Instant::now() + Duration::from_secs(60);
     let workers: Vec<_> = (0..3)
         .map(|_| {
             let (account, outcomes, done) = (
@@ -1368,9 +1387,12 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
             let options = EtcdOptions::default().timeout(Duration::from_millis(300));
             let locks = EtcdLocks::new(&endpoints, options).unwrap();
             thread::spawn(move || {
-                let mut round = 0u32;
-                while !done.load(Ordering::SeqCst) {
-                    round += 1;
+                let mut holds = 0u32;
+                let finished = || {
+                    done.load(Ordering::SeqCst)
+                        && (account.ledger().refused > 0 || Instant::now() > hard_stop)
+                };
+                while !finished() {
                     let wait = Duration::from_secs(3);
                     let guard = match locks.acquire_timeout(LOCK, lease, wait) {
                         Ok(Some(guard)) => guard,
@@ -1390,22 +1412,16 @@ fn a_fenced_balance_survives_leader_kills_pauses_cuts_and_slow_links() {
                     };
                     outcomes.lock().grants += 1;
                     let token = guard.token();
-                    let stalls = round.is_multiple_of(4);
+                    let stalls = holds % 4 == 1;
+                    holds += 1;
                     if stalls {
                         outcomes.lock().stalls += 1;
                     }
                     let written = account.read(token).and_then(|balance| {
                         if stalls {
-                            // A pause past the lease, until another worker has read (or
-                            // 6 s, or the run is over and nobody else will).
+                            // A pause past the lease, until another worker has read.
                             guard.wait_lost();
-                            let until = Instant::now() + Duration::from_secs(6);
-                            while account.ledger().highest == token.get()
-                                && Instant::now() < until
-                                && !done.load(Ordering::SeqCst)
-                            {
-                                std::thread::sleep(Duration::from_millis(10));
-                            }
+                            account.wait_for_newer(token, Duration::from_secs(6));
                         }
                         account.write(token, balance + 1)
                     });

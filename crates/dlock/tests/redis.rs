@@ -4,7 +4,7 @@
 //! restart that lost the data, and holders that pause past their leases.
 #![cfg(all(feature = "redis", not(infra_loom)))]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use infra_common::Clock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
@@ -126,8 +126,9 @@ fn an_expired_lock_goes_to_the_next_with_a_larger_token() {
         return;
     };
     let locks = locks(&server.url());
+    warm_up(&locks, Access::Exclusive);
     let first = locks
-        .acquire(LOCK, Duration::from_millis(40))
+        .acquire(LOCK, Duration::from_millis(250))
         .unwrap()
         .into_grant();
     // Waits (with backoff, no busy spin) until Redis ends the first lease.
@@ -140,6 +141,17 @@ fn an_expired_lock_goes_to_the_next_with_a_larger_token() {
         second.grant().lease(),
         Duration::from_millis(30_000 - 300 - 2)
     );
+}
+
+/// Pools a connection and loads the script of `access`, so a short lease asked for next is
+/// not spent on connecting and loading before its grant arrives (on a loaded machine that
+/// took 88 ms).
+fn warm_up(locks: &RedisLocks, access: Access) {
+    let grant = locks
+        .grant("warm-up", access, Duration::from_secs(30), Wait::No)
+        .unwrap()
+        .unwrap();
+    locks.release(grant).unwrap();
 }
 
 /// A waiter's lease counts from the attempt that was granted, not from its first attempt: a
@@ -938,6 +950,7 @@ fn redis_worker_process() {
             // is frozen) and write what was read.
             let locks = locks(&url);
             let mut account = SharedAccount::new(&url);
+            warm_up(&locks, Access::Exclusive);
             let guard = locks.acquire(LOCK, Duration::from_millis(300)).unwrap();
             let balance = account.read(guard.token()).expect("the first read");
             println!("read-done");
@@ -1140,13 +1153,7 @@ fn an_expired_permit_is_refused_and_its_place_goes_to_the_next() {
         return;
     };
     let locks = locks(&server.url());
-    // A pooled connection and a loaded script, so the short lease below is not spent on
-    // connecting and loading before its grant arrives (on a loaded machine that took 88 ms).
-    locks
-        .permit("warm-up", 1, Duration::from_secs(30))
-        .unwrap()
-        .release()
-        .unwrap();
+    warm_up(&locks, Access::Permit { permits: 1 });
     let mut stale = locks
         .permit("pool", 1, Duration::from_millis(250))
         .unwrap()
@@ -1316,24 +1323,23 @@ fn a_reader_or_permit_cut_off_after_the_server_granted_it_is_not_granted_twice()
         locks.release(warm).unwrap();
         // The request reaches the server, which grants it; the connection is cut before the
         // answer comes back.
-        proxy.set_latency(Duration::from_millis(200));
-        let asking = {
-            let locks = Arc::clone(&locks);
-            thread::spawn(move || locks.grant(name, access, lease, Wait::No))
-        };
-        std::thread::sleep(Duration::from_millis(300));
-        proxy.cut_connections();
-        let outcome = asking.join().unwrap();
-        proxy.set_latency(Duration::ZERO);
         let set = if access == Access::Shared {
             "readers"
         } else {
             "permits"
         };
-        let holders: u64 = redis::cmd("ZCARD")
-            .arg(format!("dlock:{{{name}}}:{set}"))
-            .query(&mut client(&server))
-            .unwrap();
+        let mut direct = client(&server);
+        let mut holders = || -> u64 {
+            redis::cmd("ZCARD")
+                .arg(format!("dlock:{{{name}}}:{set}"))
+                .query(&mut direct)
+                .unwrap()
+        };
+        let outcome = cut_after_the_server_ran(&proxy, || holders() > 0, {
+            let locks = Arc::clone(&locks);
+            move || locks.grant(name, access, lease, Wait::No)
+        });
+        let holders = holders();
         assert_eq!(holders, 1, "{name}: {outcome:?}");
         assert!(matches!(outcome, Err(Error::Backend { .. })), "{outcome:?}");
     }
@@ -1345,8 +1351,9 @@ fn an_expired_reader_is_refused_and_the_writer_gets_in() {
         return;
     };
     let locks = locks(&server.url());
+    warm_up(&locks, Access::Shared);
     let mut stale = locks
-        .read("config", Duration::from_millis(40))
+        .read("config", Duration::from_millis(250))
         .unwrap()
         .into_grant();
     let writer = locks.acquire("config", Duration::from_secs(30)).unwrap();
@@ -1452,11 +1459,21 @@ fn a_backend_error_ends_even_a_forever_wait() {
 /// server ran it but before its answer came back; the client resends it on a new connection.
 fn cut_after_the_server_ran<T: Send + 'static>(
     proxy: &FaultProxy,
+    mut ran: impl FnMut() -> bool,
     request: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    proxy.set_latency(Duration::from_millis(200));
+    // The answer takes 500 ms to come back once the server has run the request: time enough
+    // to see the request's effect and cut, however slow the machine.
+    proxy.set_latency(Duration::from_millis(500));
     let asking = thread::spawn(request);
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ran() {
+        assert!(
+            Instant::now() < deadline,
+            "the server never ran the request"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     proxy.cut_connections();
     let outcome = asking.join().unwrap();
     proxy.set_latency(Duration::ZERO);
@@ -1473,7 +1490,15 @@ fn a_mutex_grant_cut_off_after_the_server_granted_it_is_recovered_by_the_resend(
     let lease = Duration::from_secs(30);
     // Pool a connection and load the script.
     locks.acquire(LOCK, lease).unwrap().release().unwrap();
-    let granted = cut_after_the_server_ran(&proxy, {
+    let mut direct = client(&server);
+    let key_set = || {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(format!("dlock:{{{LOCK}}}"))
+            .query(&mut direct)
+            .unwrap();
+        held.is_some()
+    };
+    let granted = cut_after_the_server_ran(&proxy, key_set, {
         let locks = Arc::clone(&locks);
         move || locks.grant(LOCK, Access::Exclusive, lease, Wait::No)
     });
@@ -1503,7 +1528,15 @@ fn a_resent_release_whose_first_run_released_succeeds() {
     locks.acquire(LOCK, lease).unwrap().release().unwrap();
     let grant = locks.acquire(LOCK, lease).unwrap().into_grant();
     let token = grant.token();
-    let released = cut_after_the_server_ran(&proxy, {
+    let mut direct = client(&server);
+    let key_gone = || {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(format!("dlock:{{{LOCK}}}"))
+            .query(&mut direct)
+            .unwrap();
+        held.is_none()
+    };
+    let released = cut_after_the_server_ran(&proxy, key_gone, {
         let locks = Arc::clone(&locks);
         move || locks.release(grant)
     });

@@ -318,7 +318,9 @@ fn servers_that_do_not_answer_are_waited_for_at_once_not_in_turn() {
     let Some(mut servers) = servers(5) else {
         return;
     };
-    let options = RedisOptions::default().timeout(Duration::from_millis(400));
+    // A second: waiting in turn would cost a whole frozen server's wait more, so the bound
+    // below leaves half of that (half a second or more) to a loaded machine.
+    let options = RedisOptions::default().timeout(Duration::from_secs(1));
     servers[0].pause();
     servers[1].pause();
     let single = RedisLocks::new(&servers[0].url(), options.clone()).unwrap();

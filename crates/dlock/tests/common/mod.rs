@@ -182,7 +182,8 @@ pub(crate) struct FaultOutcomes {
     pub(crate) failed_releases: u64,
 }
 
-/// One worker of a fault test: until `done` (and at least `min_rounds` rounds), acquires
+/// One worker of a fault test: until `done` (and at least `min_rounds` rounds, and a stale
+/// write refused by the fence, or 60 s from its start on a machine too slow for that), acquires
 /// `lock` for `lease` (waiting up to `wait`), reads and writes the fenced balance, stalling
 /// past its lease every fifth hold, and releases, counting what happened in `outcomes`.
 /// `now` reads the clock the locks count their leases on.
@@ -197,8 +198,14 @@ pub(crate) fn fault_worker<L: infra_dlock::Locks>(
     use infra_common::sync::atomic::Ordering;
     use std::time::Duration;
 
+    let hard_stop = std::time::Instant::now() + Duration::from_secs(60);
+    let finished = |round: u32| {
+        done.load(Ordering::SeqCst)
+            && round >= min_rounds
+            && (account.ledger().refused > 0 || std::time::Instant::now() > hard_stop)
+    };
     let mut round = 0u32;
-    while !done.load(Ordering::SeqCst) || round < min_rounds {
+    while !finished(round) {
         round += 1;
         let guard = match locks.acquire_timeout(account.lock, lease, wait) {
             Ok(Some(guard)) => guard,
