@@ -474,16 +474,6 @@ pub(crate) fn parse_any_hex_u128(digits: &[u8]) -> Option<u128> {
     parse_hex_u128(digits, &ANY_HEX_VALUE, true)
 }
 
-/// Parses 1 to 16 hex digits of either case digit by digit: for short fields (such as
-/// Jaeger's flags and its usual `0` parent), which fill no word.
-#[inline]
-pub(crate) fn parse_any_hex_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    parse_hex_u64(digits, &ANY_HEX_VALUE)
-}
-
 /// Views bytes this crate wrote itself (hex digits and header punctuation) as text.
 pub(crate) fn ascii(bytes: &[u8]) -> &str {
     // Every caller passes bytes it produced from ASCII tables; a failure here is a bug in
@@ -830,22 +820,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    proptest::proptest! {
-        /// The digit-by-digit parser of short fields against the general one.
-        #[test]
-        fn short_field_parsing_agrees_with_the_general_parser(
-            digits in proptest::collection::vec(
-                proptest::sample::select(&b"09afAFgG:\x00\x80\xff"[..]),
-                0..18,
-            )
-        ) {
-            let expected = parse_any_hex_u128(&digits)
-                .filter(|_| digits.len() <= 16)
-                .map(|value| u64::try_from(value).expect("16 digits fit in 64 bits"));
-            proptest::prop_assert_eq!(parse_any_hex_u64(&digits), expected);
         }
     }
 

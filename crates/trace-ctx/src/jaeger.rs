@@ -37,7 +37,7 @@ use std::fmt;
 use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
 use crate::carrier::{Extractor, Injector, trim_ows};
 use crate::fields::{Fields, find_byte};
-use crate::id::{parse_any_hex_u64, parse_any_hex_u128, parse_hex_words};
+use crate::id::{parse_any_hex_u128, parse_hex_words};
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
 use crate::{Baggage, Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
@@ -153,14 +153,14 @@ impl JaegerHeader {
         }
         let trace_id = parse_hex_words(trace_id, true)?;
         let span_id = parse_hex_words(span_id, true)?;
-        let parent_span_id = parse_any_hex_u64(parent)?;
-        let flags = parse_any_hex_u64(flags)?;
+        let parent_span_id = parse_any_hex_u128(parent)?;
+        let flags = parse_any_hex_u128(flags)?;
         // Each field's length bounds it to its type's width.
         #[allow(clippy::cast_possible_truncation)]
         Some(Self {
             trace_id: TraceId::from_u128(trace_id)?,
             span_id: SpanId::from_u64(span_id as u64)?,
-            parent_span_id: SpanId::from_u64(parent_span_id),
+            parent_span_id: SpanId::from_u64(parent_span_id as u64),
             flags: flags as u8,
         })
     }
