@@ -914,7 +914,8 @@ mod tests {
     #[cfg(feature = "http")]
     #[test]
     fn multi_header_values_that_are_not_utf8_count_as_absent() {
-        let map = |fields: &[(&'static str, &[u8])]| {
+        type Received<'a> = &'a [(&'static str, &'a [u8])];
+        let map = |fields: Received<'_>| {
             let mut headers = http::HeaderMap::new();
             for &(name, value) in fields {
                 headers.insert(
@@ -926,7 +927,7 @@ mod tests {
         };
         let not_utf8 = b"\xff1";
         let (t, s) = (T.as_bytes(), S.as_bytes());
-        let cases: [(&[(&'static str, &[u8])], Result<B3, ()>); 6] = [
+        let cases: [(Received<'_>, Result<B3, ()>); 6] = [
             (
                 &[(X_B3_TRACE_ID, not_utf8)],
                 Ok(B3 {

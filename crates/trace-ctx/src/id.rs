@@ -435,7 +435,7 @@ fn hex_word_value(digits: [u8; 8], upper: bool) -> (u32, u64) {
 /// letters count only with `upper`.
 #[inline(always)]
 pub(crate) fn parse_hex_words<const N: usize>(digits: &[u8; N], upper: bool) -> Option<u128> {
-    const { assert!(N % 8 == 0 && N <= 32) };
+    const { assert!(N.is_multiple_of(8) && N <= 32) };
     let mut value = 0u128;
     let mut invalid = 0u64;
     for &group in digits.as_chunks::<8>().0 {

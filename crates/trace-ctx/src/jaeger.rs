@@ -142,9 +142,8 @@ impl JaegerHeader {
             [b':', rest @ ..] => rest.split_first_chunk::<16>()?,
             _ => return None,
         };
-        let rest = match rest {
-            [b':', rest @ ..] => rest,
-            _ => return None,
+        let [b':', rest @ ..] = rest else {
+            return None;
         };
         let (parent, flags) = rest.split_at(find_byte(rest, b':')?);
         let flags = &flags[1..];
