@@ -247,6 +247,7 @@ fn propagation(c: &mut Criterion) {
             opentelemetry_zipkin::B3Encoding::SingleHeader,
         ),
     );
+    b3_multi_extract(c);
     propagation_pair(
         c,
         "baggage",
@@ -295,6 +296,37 @@ fn propagation(c: &mut Criterion) {
         (&baggage, &baggage),
         (&otel_baggage, &otel_baggage),
     );
+}
+
+/// B3's multiple-header form: `x-b3-traceid`, `x-b3-spanid` and `x-b3-sampled` (what both
+/// sides' multi-header encodings write). Both sides look for the single `b3` header first.
+fn b3_multi_extract(c: &mut Criterion) {
+    let (trace_id, span_id) = B3.split_at(32);
+    let headers = request(&[
+        ("x-b3-traceid", trace_id),
+        ("x-b3-spanid", &span_id[1..17]),
+        ("x-b3-sampled", "1"),
+    ]);
+    let ours = B3Propagator::multi_header();
+    let theirs = opentelemetry_zipkin::Propagator::with_encoding(
+        opentelemetry_zipkin::B3Encoding::MultipleHeader,
+    );
+    let mut group = c.benchmark_group("trace_ctx/b3_multi_extract");
+    // Contexts go to `std::hint::black_box`, as in `propagation_pair`.
+    group.bench_function("infra", |b| {
+        b.iter(|| {
+            black_box(ours.extract(black_box(&headers)));
+        });
+    });
+    group.bench_function("opentelemetry", |b| {
+        b.iter(|| {
+            black_box(theirs.extract_with_context(
+                &opentelemetry::Context::new(),
+                &HeaderExtractor(black_box(&headers)),
+            ));
+        });
+    });
+    group.finish();
 }
 
 /// `HeaderMap` carriers for OpenTelemetry 0.32's API, which its Jaeger propagator uses

@@ -13,11 +13,11 @@
 //! - output: 32-digit trace ids, lowercase, each state written back as received: debug as `d`
 //!   / `X-B3-Flags: 1` (without `X-B3-Sampled`, which debug implies), defer as no state.
 
-use std::fmt;
+use std::{fmt, slice};
 
 use crate::carrier::{Extractor, Injector, trim_ows};
 use crate::fields::Fields;
-use crate::id::parse_lower_hex_u128;
+use crate::id::parse_hex_words;
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
 use crate::{Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
@@ -79,6 +79,9 @@ impl B3 {
     /// outside the grammar is rejected).
     fn parse_single_bytes(value: &[u8]) -> Result<Self, Error> {
         let value = trim_ows(value);
+        if let Some(b3) = Self::parse_fixed_layout(value) {
+            return Ok(b3);
+        }
         if let Some(sampling) = parse_sampling(value) {
             return Ok(Self {
                 ids: None,
@@ -112,6 +115,48 @@ impl B3 {
         })
     }
 
+    /// The layouts tracers write: a 32- or 16-digit trace id and a 16-digit span id, then
+    /// either nothing, a state, or a state and a 16-digit parent id, with plain `-` between
+    /// them. Read with the fields at fixed places, each id as whole words with one check of
+    /// all its digits: no search for the separators. `None` for anything else, valid or not,
+    /// which the general reading then takes (so the errors are its own).
+    #[inline]
+    fn parse_fixed_layout(value: &[u8]) -> Option<Self> {
+        let (trace_id, rest) = match value.split_first_chunk::<32>() {
+            Some((id, [b'-', rest @ ..])) => (parse_hex_words(id, false)?, rest),
+            _ => match value.split_first_chunk::<16>() {
+                Some((id, [b'-', rest @ ..])) => (parse_hex_words(id, false)?, rest),
+                _ => return None,
+            },
+        };
+        let (span_id, rest) = rest.split_first_chunk::<16>()?;
+        let (sampling, parent_span_id) = match rest {
+            [] => (None, None),
+            [b'-', state] => (Some(parse_sampling(slice::from_ref(state))?), None),
+            [b'-', state, b'-', parent @ ..] => {
+                let parent = parse_hex_words::<16>(parent.try_into().ok()?, false)?;
+                (Some(parse_sampling(slice::from_ref(state))?), Some(parent))
+            }
+            _ => return None,
+        };
+        // Sixteen digits fit in 64 bits.
+        #[allow(clippy::cast_possible_truncation)]
+        let parent_span_id = match parent_span_id {
+            Some(parent) => Some(SpanId::from_u64(parent as u64)?),
+            None => None,
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        let span_id = SpanId::from_u64(parse_hex_words(span_id, false)? as u64)?;
+        Some(Self {
+            ids: Some(B3Ids {
+                trace_id: TraceId::from_u128(trace_id)?,
+                span_id,
+                parent_span_id,
+            }),
+            sampling,
+        })
+    }
+
     /// Reads the multiple-header form (`X-B3-*`).
     ///
     /// # Errors
@@ -119,31 +164,24 @@ impl B3 {
     /// [`Error::B3`] if a header is malformed, or only one of trace id and span id is present.
     /// `Ok` with neither ids nor sampling if no B3 header is present.
     pub fn extract_multi(carrier: &dyn Extractor) -> Result<Self, Error> {
-        // Without the spaces and tabs around it, as the single header is read (an HTTP
-        // parser strips them; a carrier of pairs from elsewhere may not have).
-        let field = |name| {
-            carrier
-                .get(name)
-                .map(|value| value.trim_matches([' ', '\t']))
-        };
-        let trace_id = field(X_B3_TRACE_ID)
-            .map(|hex| parse_trace_id(hex.as_bytes()))
-            .transpose()?;
-        let span_id = field(X_B3_SPAN_ID)
-            .map(|hex| parse_span_id(hex.as_bytes()))
-            .transpose()?;
-        let parent_span_id = field(X_B3_PARENT_SPAN_ID)
-            .map(|hex| parse_span_id(hex.as_bytes()))
-            .transpose()?;
+        // Read as bytes, without the spaces and tabs around them, as the single header is
+        // read (an HTTP parser strips them; a carrier of pairs from elsewhere may not have).
+        // A value that is not UTF-8 counts as absent, as `Extractor::get` would have it; only
+        // a value the grammar rejects is checked for that (a valid one is ASCII).
+        let field = |name| carrier.get_bytes(name).map(trim_ows);
+        let trace_id = read_id(field(X_B3_TRACE_ID), parse_trace_id)?;
+        let span_id = read_id(field(X_B3_SPAN_ID), parse_span_id)?;
+        let parent_span_id = read_id(field(X_B3_PARENT_SPAN_ID), parse_span_id)?;
         // Only `1` means debug; any other value is ignored rather than failing the request.
-        let debug = field(X_B3_FLAGS) == Some("1");
+        let debug = field(X_B3_FLAGS) == Some(&b"1"[..]);
         let sampled = match field(X_B3_SAMPLED) {
             None => None,
-            Some("1") => Some(true),
-            Some("0") => Some(false),
+            Some(b"1") => Some(true),
+            Some(b"0") => Some(false),
             // Old clients' booleans, in any case as Zipkin's Brave reads them.
-            Some(text) if text.eq_ignore_ascii_case("true") => Some(true),
-            Some(text) if text.eq_ignore_ascii_case("false") => Some(false),
+            Some(text) if text.eq_ignore_ascii_case(b"true") => Some(true),
+            Some(text) if text.eq_ignore_ascii_case(b"false") => Some(false),
+            Some(text) if std::str::from_utf8(text).is_err() => None,
             Some(_) => return Err(Error::B3("X-B3-Sampled is 0 or 1")),
         };
         let sampling = match (debug, sampled) {
@@ -303,19 +341,40 @@ fn parse_sampling(state: &[u8]) -> Option<B3Sampling> {
     }
 }
 
-fn parse_trace_id(hex: &[u8]) -> Result<TraceId, Error> {
-    if hex.len() != 16 && hex.len() != 32 {
-        return Err(Error::B3("a trace id is 16 or 32 hex digits"));
+/// An id field of the multiple-header form: `None` if absent, or if its value is not UTF-8
+/// (as [`Extractor::get`] would read it: absent).
+fn read_id<T>(
+    hex: Option<&[u8]>,
+    parse: fn(&[u8]) -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
+    let Some(hex) = hex else {
+        return Ok(None);
+    };
+    match parse(hex) {
+        Ok(id) => Ok(Some(id)),
+        // Only a value the grammar rejects needs the check: a valid one is ASCII.
+        Err(_) if std::str::from_utf8(hex).is_err() => Ok(None),
+        Err(error) => Err(error),
     }
-    let value = parse_lower_hex_u128(hex).ok_or(Error::B3("ids are lowercase hex"))?;
+}
+
+fn parse_trace_id(hex: &[u8]) -> Result<TraceId, Error> {
+    let value = if let Ok(digits) = <&[u8; 32]>::try_from(hex) {
+        parse_hex_words(digits, false)
+    } else if let Ok(digits) = <&[u8; 16]>::try_from(hex) {
+        parse_hex_words(digits, false)
+    } else {
+        return Err(Error::B3("a trace id is 16 or 32 hex digits"));
+    };
+    let value = value.ok_or(Error::B3("ids are lowercase hex"))?;
     TraceId::from_u128(value).ok_or(Error::B3("an all-zero trace id is invalid"))
 }
 
 fn parse_span_id(hex: &[u8]) -> Result<SpanId, Error> {
-    if hex.len() != 16 {
+    let Ok(digits) = <&[u8; 16]>::try_from(hex) else {
         return Err(Error::B3("a span id is 16 hex digits"));
-    }
-    let value = parse_lower_hex_u128(hex).ok_or(Error::B3("ids are lowercase hex"))?;
+    };
+    let value = parse_hex_words(digits, false).ok_or(Error::B3("ids are lowercase hex"))?;
     // 16 hex digits fit in 64 bits.
     #[allow(clippy::cast_possible_truncation)]
     SpanId::from_u64(value as u64).ok_or(Error::B3("an all-zero span id is invalid"))
@@ -498,6 +557,14 @@ mod tests {
         (
             "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9",
             None,
+        ),
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-0000000000000000",
+            None,
+        ),
+        (
+            "a3ce929d0e0e4736-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90",
+            Some("0000000000000000a3ce929d0e0e4736-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90"),
         ),
         (
             "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1",
@@ -776,6 +843,132 @@ mod tests {
         }
     }
 
+    /// The single header's grammar read with the standard library alone: a state alone, or
+    /// two to four `-`-separated fields (trace id of 16 or 32 lowercase hex digits, span id
+    /// of 16, state `0`, `1` or `d`, parent id of 16); ids not zero.
+    fn reference_single(value: &str) -> Option<B3> {
+        let value = value.trim_matches([' ', '\t']);
+        let state = |field: &str| match field {
+            "0" => Some(B3Sampling::Deny),
+            "1" => Some(B3Sampling::Accept),
+            "d" => Some(B3Sampling::Debug),
+            _ => None,
+        };
+        if let Some(sampling) = state(value) {
+            return Some(B3 {
+                ids: None,
+                sampling: Some(sampling),
+            });
+        }
+        let hex = |field: &str, widths: &[usize]| {
+            let lower_hex = |byte: u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+            (widths.contains(&field.len()) && field.bytes().all(lower_hex))
+                .then(|| u128::from_str_radix(field, 16).ok())
+                .flatten()
+                .filter(|&id| id != 0)
+        };
+        let span = |field: &str| SpanId::from_u64(u64::try_from(hex(field, &[16])?).ok()?);
+        let fields: Vec<&str> = value.split('-').collect();
+        let (trace, span_id, sampling, parent) = match fields.as_slice() {
+            [trace, span_id] => (trace, span_id, None, None),
+            [trace, span_id, sampling] => (trace, span_id, Some(state(sampling)?), None),
+            [trace, span_id, sampling, parent] => {
+                (trace, span_id, Some(state(sampling)?), Some(span(parent)?))
+            }
+            _ => return None,
+        };
+        Some(B3 {
+            ids: Some(B3Ids {
+                trace_id: TraceId::from_u128(hex(trace, &[16, 32])?)?,
+                span_id: span(span_id)?,
+                parent_span_id: parent,
+            }),
+            sampling,
+        })
+    }
+
+    /// A header in one of the layouts tracers write (any state or none, a parent or none),
+    /// most of the time edited once: a byte replaced by, or a byte inserted from, those
+    /// around the grammar (a separator, a non-digit, uppercase, a zero, a space, a non-ASCII
+    /// character), or a byte removed.
+    fn near_fixed_layout() -> impl Strategy<Value = String> {
+        let layout = "([0-9a-f]{16}|[0-9a-f]{32})-[0-9a-f]{16}(-[01d2x])?(-[0-9a-f]{16})?";
+        let edit = (any::<prop::sample::Index>(), "[-g0A \t%\u{e9}]", 0..3u8);
+        (layout, proptest::option::weighted(0.8, edit)).prop_map(|(mut value, edit)| {
+            if let Some((at, with, kind)) = edit {
+                let at = at.index(value.len());
+                match kind {
+                    0 => value.replace_range(at..=at, &with),
+                    1 => value.insert_str(at, &with),
+                    _ => {
+                        value.remove(at);
+                    }
+                }
+            }
+            value
+        })
+    }
+
+    /// A value that is not UTF-8 counts as absent in the multiple-header form, as a text
+    /// lookup reads it, where a text value the grammar rejects fails the header.
+    #[cfg(feature = "http")]
+    #[test]
+    fn multi_header_values_that_are_not_utf8_count_as_absent() {
+        type Received<'a> = &'a [(&'static str, &'a [u8])];
+        let map = |fields: Received<'_>| {
+            let mut headers = http::HeaderMap::new();
+            for &(name, value) in fields {
+                headers.insert(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_bytes(value).unwrap(),
+                );
+            }
+            headers
+        };
+        let not_utf8 = b"\xff1";
+        let (t, s) = (T.as_bytes(), S.as_bytes());
+        let cases: [(Received<'_>, Result<B3, ()>); 6] = [
+            (
+                &[(X_B3_TRACE_ID, not_utf8)],
+                Ok(B3 {
+                    ids: None,
+                    sampling: None,
+                }),
+            ),
+            (
+                &[(X_B3_SPAN_ID, not_utf8), (X_B3_SAMPLED, b"0")],
+                Ok(B3 {
+                    ids: None,
+                    sampling: Some(B3Sampling::Deny),
+                }),
+            ),
+            (&[(X_B3_TRACE_ID, t), (X_B3_SPAN_ID, not_utf8)], Err(())),
+            (&[(X_B3_TRACE_ID, b"g1")], Err(())),
+            (
+                &[(X_B3_SAMPLED, not_utf8)],
+                Ok(B3 {
+                    ids: None,
+                    sampling: None,
+                }),
+            ),
+            (&[(X_B3_SAMPLED, b"2")], Err(())),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(
+                B3::extract_multi(&map(fields)).map_err(|_| ()),
+                expected,
+                "{fields:?}"
+            );
+        }
+        let parent_not_utf8 = map(&[
+            (X_B3_TRACE_ID, t),
+            (X_B3_SPAN_ID, s),
+            (X_B3_PARENT_SPAN_ID, not_utf8),
+        ]);
+        let ids = B3::extract_multi(&parent_not_utf8).unwrap().ids.unwrap();
+        assert_eq!(ids.parent_span_id, None);
+    }
+
     fn ids() -> impl Strategy<Value = Option<B3Ids>> {
         proptest::option::of((1u128.., 1u64.., proptest::option::of(1u64..)).prop_map(
             |(t, s, p)| B3Ids {
@@ -811,6 +1004,12 @@ mod tests {
             });
             let b3 = B3 { ids, sampling };
             prop_assert_eq!(B3::parse_single(&b3.to_string()), Ok(b3));
+        }
+
+        /// Both readings (the fixed layout and the general one) agree with the reference.
+        #[test]
+        fn parsing_agrees_with_a_reference_reading(value in near_fixed_layout()) {
+            prop_assert_eq!(B3::parse_single(&value).ok(), reference_single(&value), "{:?}", value);
         }
 
         #[test]

@@ -87,6 +87,10 @@ pub trait Extractor {
 
 /// `value` without the spaces and tabs around it (HTTP's optional whitespace).
 pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
+    // Most values have none: two byte comparisons instead of a scan from each end.
+    if !matches!(value, [b' ' | b'\t', ..] | [.., b' ' | b'\t']) {
+        return value;
+    }
     let is_ows = |byte: &u8| *byte == b' ' || *byte == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
     let end = value
@@ -325,11 +329,12 @@ mod http_carrier {
         }
 
         fn fields(&self, each: &mut dyn FnMut(&str, &[u8])) {
-            // The map yields a name once per value, its values one after another: a name
-            // seen just before is a later value of the same field.
+            // The map yields a name once per value, its values one after another, each with a
+            // reference to the same stored name: a name at the address seen just before is a
+            // later value of the same field (comparing addresses, not the names' bytes).
             let mut last: Option<&HeaderName> = None;
             for (name, value) in self {
-                if last != Some(name) {
+                if !last.is_some_and(|last| std::ptr::eq(last, name)) {
                     each(name.as_str(), value.as_bytes());
                     last = Some(name);
                 }

@@ -403,15 +403,22 @@ const fn bytes_within(word: u64, low: u8, high: u8) -> u64 {
 /// every format are mostly whole groups of eight). Uppercase letters count only with `upper`.
 #[inline(always)]
 fn parse_hex_word(digits: [u8; 8], upper: bool) -> Option<u32> {
+    let (value, invalid) = hex_word_value(digits, upper);
+    (invalid == 0).then_some(value)
+}
+
+/// The value of eight hex digits read as one word, and a mask that is zero iff all eight are
+/// digits (the value means nothing otherwise). Callers reading several words check their
+/// masks once, together.
+#[inline(always)]
+fn hex_word_value(digits: [u8; 8], upper: bool) -> (u32, u64) {
     let word = u64::from_be_bytes(digits);
-    let mut hex = bytes_within(word, b'0', b'9') | bytes_within(word, b'a', b'f');
-    if upper {
-        hex |= bytes_within(word, b'A', b'F');
-    }
+    // Setting bit 5 of every byte folds `A`-`F` onto `a`-`f` and moves no other byte there
+    // (nor any byte below 0x80 to 0x80 or above); digits are checked on the word as it is.
+    let letters = if upper { word | (LANES * 0x20) } else { word };
+    let hex = bytes_within(word, b'0', b'9') | bytes_within(letters, b'a', b'f');
     // A byte from 0x80 up is never a digit (and `bytes_within` says nothing about it).
-    if word & HIGH_BITS != 0 || hex != HIGH_BITS {
-        return None;
-    }
+    let invalid = (word & HIGH_BITS) | (hex ^ HIGH_BITS);
     // A digit's low four bits are its value; a letter (bit 6 set) is worth 9 more.
     let nibbles = (word & (LANES * 0x0f)) + ((word >> 6) & LANES) * 9;
     // Pack neighbours together: nibbles into bytes, bytes into 16-bit halves, then those.
@@ -420,7 +427,23 @@ fn parse_hex_word(digits: [u8; 8], upper: bool) -> Option<u32> {
     // The packing leaves the value in the low 32 bits.
     #[allow(clippy::cast_possible_truncation)]
     let value = ((halves >> 16) | halves) as u32;
-    Some(value)
+    (value, invalid)
+}
+
+/// Parses exactly `N` hex digits, `N` a multiple of 8 up to 32 (the id fields of a header
+/// whose layout is fixed), as whole words, checking all of them once at the end. Uppercase
+/// letters count only with `upper`.
+#[inline(always)]
+pub(crate) fn parse_hex_words<const N: usize>(digits: &[u8; N], upper: bool) -> Option<u128> {
+    const { assert!(N.is_multiple_of(8) && N <= 32) };
+    let mut value = 0u128;
+    let mut invalid = 0u64;
+    for &group in digits.as_chunks::<8>().0 {
+        let (word, word_invalid) = hex_word_value(group, upper);
+        value = (value << 32) | u128::from(word);
+        invalid |= word_invalid;
+    }
+    (invalid == 0).then_some(value)
 }
 
 /// Parses 1 to 32 hex digits: the digits in front of the last whole groups of eight one at a
@@ -762,6 +785,41 @@ mod tests {
                 parse_any_hex_u128(&digits),
                 previous_parse_hex_u128(&digits, &ANY_HEX_VALUE)
             );
+        }
+    }
+
+    /// The fixed-width parser against the general one, with every byte value in every
+    /// position of 16 and 32 digits: one invalid byte in any word fails the whole.
+    #[test]
+    fn fixed_width_parsing_agrees_with_the_general_parser_on_every_byte() {
+        type Parser = fn(&[u8]) -> Option<u128>;
+        let parsers: [(bool, Parser); 2] =
+            [(false, parse_lower_hex_u128), (true, parse_any_hex_u128)];
+        for background in [
+            *b"0123456789abcdeffedcba9876543210",
+            *b"0123456789abcdefABCDEF0987654321",
+        ] {
+            for position in 0..32 {
+                for byte in 0..=u8::MAX {
+                    let mut long = background;
+                    long[position] = byte;
+                    let short: [u8; 16] = long[position / 16 * 16..][..16]
+                        .try_into()
+                        .expect("16 digits");
+                    for (upper, general) in parsers {
+                        assert_eq!(
+                            parse_hex_words(&long, upper),
+                            general(&long),
+                            "{long:?} {upper}"
+                        );
+                        assert_eq!(
+                            parse_hex_words(&short, upper),
+                            general(&short),
+                            "{short:?} {upper}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -37,7 +37,7 @@ use std::fmt;
 use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
 use crate::carrier::{Extractor, Injector, trim_ows};
 use crate::fields::{Fields, find_byte};
-use crate::id::parse_any_hex_u128;
+use crate::id::{parse_any_hex_u128, parse_hex_words};
 use crate::inline_text::InlineText;
 use crate::propagator::Propagator;
 use crate::{Baggage, Context, Error, SamplingState, SpanContext, SpanId, TraceFlags, TraceId};
@@ -133,22 +133,25 @@ impl JaegerHeader {
 
     /// The layout every tracer writes (a 32-digit trace id and a 16-digit span id, plain `:`
     /// separators), read with its ids at fixed places: no search for their separators, and
-    /// each id read as whole words. `None` for anything else, valid or not, which the general
-    /// reading then takes (so errors are its own).
+    /// each id read as whole words with one check of all its digits. `None` for anything
+    /// else, valid or not, which the general reading then takes (so errors are its own).
     #[inline]
     fn parse_full_width(value: &[u8]) -> Option<Self> {
-        const SPAN_AT: usize = 33;
-        const REST_AT: usize = SPAN_AT + 17;
-        if value.len() < REST_AT + 3 || value[SPAN_AT - 1] != b':' || value[REST_AT - 1] != b':' {
+        let (trace_id, rest) = value.split_first_chunk::<32>()?;
+        let (span_id, rest) = match rest {
+            [b':', rest @ ..] => rest.split_first_chunk::<16>()?,
+            _ => return None,
+        };
+        let [b':', rest @ ..] = rest else {
             return None;
-        }
-        let (parent, flags) = value[REST_AT..].split_at(find_byte(&value[REST_AT..], b':')?);
+        };
+        let (parent, flags) = rest.split_at(find_byte(rest, b':')?);
         let flags = &flags[1..];
         if !(1..=16).contains(&parent.len()) || !(1..=2).contains(&flags.len()) {
             return None;
         }
-        let trace_id = parse_any_hex_u128(&value[..SPAN_AT - 1])?;
-        let span_id = parse_any_hex_u128(&value[SPAN_AT..REST_AT - 1])?;
+        let trace_id = parse_hex_words(trace_id, true)?;
+        let span_id = parse_hex_words(span_id, true)?;
         let parent_span_id = parse_any_hex_u128(parent)?;
         let flags = parse_any_hex_u128(flags)?;
         // Each field's length bounds it to its type's width.
@@ -281,6 +284,21 @@ fn add_member(
         let _ = baggage.insert(key, &value);
     } else {
         mixed_case.hold(name, key, value);
+    }
+}
+
+/// Whether `name` may be one of Jaeger's fields: both begin with `uber` (in any case) and are
+/// longer than eight bytes. Compared as one word, so that the other fields of a request (most
+/// of them, `user-agent` included) are turned away before their names are compared.
+#[inline(always)]
+fn begins_with_uber(name: &str) -> bool {
+    match name.as_bytes().first_chunk::<4>() {
+        // Setting bit 5 of each byte folds the uppercase letters onto `uber` and moves no
+        // other byte there.
+        Some(&head) => {
+            name.len() > 8 && u32::from_le_bytes(head) | 0x2020_2020 == u32::from_le_bytes(*b"uber")
+        }
+        None => false,
     }
 }
 
@@ -473,7 +491,7 @@ impl Propagator for JaegerPropagator {
         let mut mixed_case = MixedCaseFields::default();
         let baggage = cx.baggage_mut();
         carrier.fields(&mut |name, value| {
-            if !trace_header.read(name, value) {
+            if begins_with_uber(name) && !trace_header.read(name, value) {
                 add_uberctx(name, value, baggage, &mut mixed_case);
             }
         });
