@@ -25,6 +25,7 @@
 //! assert_eq!(cache.len(), 0);
 //! ```
 
+mod evicted;
 mod ghost;
 mod readmission;
 mod shard;
