@@ -2,8 +2,8 @@
 //!
 //! A key the main space evicted that is asked for again wins a tied admission duel (see
 //! `shard.rs`). That pays only when the shard remembers as many evictions as half its entry
-//! count (Zipf 1.2 at 25,000 entries), and a [`super::ghost::Ghost`] of that many hashes would
-//! cost some 30 bytes per entry. Membership is all the duel asks, so two Bloom filters take
+//! count (Zipf 1.2 at 25,000 entries), and a [`super::ghost::Ghost`] of that many hashes
+//! raised the memory test's figure after its floods from 123 to 145 bytes per entry. Membership is all the duel asks, so two Bloom filters take
 //! turns instead: keys go into the current one, and when it has taken its share, the older one
 //! is cleared and becomes current. A key is remembered while either holds it: through the last
 //! half to whole of `capacity` evictions. At 16 bits and 4 probes per key a filter answers
