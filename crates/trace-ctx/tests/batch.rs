@@ -361,7 +361,8 @@ fn sizes_are_checked_when_building() {
     );
 }
 
-/// A zero delay would hand each span to the exporter on its own, as soon as it is queued.
+/// A zero delay would have the idle worker look for spans without pause, and hand each span
+/// to the exporter on its own.
 #[test]
 fn a_zero_scheduled_delay_is_refused() {
     let result = BatchSpanProcessor::builder(MemoryExporter::new())

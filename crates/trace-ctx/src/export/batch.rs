@@ -24,8 +24,9 @@ use super::spare::{self, Spares};
 use super::{ExportError, ShutdownSignal};
 use crate::span::{Exporter, SpanData, SpanRecord};
 
-/// The longest the worker waits, while spans wait for the scheduled delay, before it reads
-/// the clock again.
+/// The longest the worker waits before it looks at the queue and the clock again (unless the
+/// scheduled delay is shorter): a first span is seen, and a clock that jumps is followed,
+/// within it.
 const CLOCK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Receives finished spans a batch at a time, on the batch processor's background thread,
@@ -305,7 +306,9 @@ impl Shared {
         let mut state = self.state.lock();
         loop {
             // When the oldest queued span's delay runs out, on the clock: set when the worker
-            // first sees the queue holding spans (a push into an empty queue wakes it).
+            // first sees the queue holding spans, which an idle worker looks for at every
+            // check interval (a first span does not wake it: on a busy tracer that would cost
+            // the ending thread a system call per batch).
             let mut due = None;
             while !(state.shut_down
                 || state.queue.len() >= self.max_batch_size
@@ -313,7 +316,8 @@ impl Shared {
             {
                 if state.queue.is_empty() {
                     due = None;
-                    self.work.wait(&mut state);
+                    let nap = self.scheduled_delay.min(CLOCK_CHECK_INTERVAL);
+                    self.work.wait_timeout(&mut state, nap);
                     continue;
                 }
                 let now = self.clock.now_nanos();
@@ -393,14 +397,12 @@ impl Shared {
         state.queue.push_back(record);
         state.accepted += 1;
         state.stats.queued += 1;
-        // Twice per batch at most: the first span starts the scheduled delay (the worker
-        // waits without a deadline while the queue is empty), and a full batch is exported at
-        // once. The worker re-checks the length after every export anyway.
-        let wake = state.queue.len() == 1 || state.queue.len() == self.max_batch_size;
+        // Once per batch: the worker re-checks the length after every export anyway.
+        let batch_ready = state.queue.len() == self.max_batch_size;
         drop(state);
         #[cfg(feature = "metrics")]
         self.counters.queued.increment(1);
-        if wake {
+        if batch_ready {
             self.work.notify_one();
         }
     }
@@ -480,8 +482,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     }
 
     /// How long queued spans may wait for a batch to fill, measured on the processor's
-    /// [`clock`](Self::clock) from when its worker first sees the oldest of them queued.
-    /// Default 5 s; zero is rejected by [`build`](Self::build).
+    /// [`clock`](Self::clock) from when its worker first sees the oldest of them queued (within
+    /// 50 ms of its arrival, or the delay if shorter). Default 5 s; zero is rejected by
+    /// [`build`](Self::build).
     #[must_use]
     pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
@@ -496,9 +499,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     }
 
     /// The clock that measures the scheduled delay and flush and shutdown deadlines. Default:
-    /// the system clock. Waits are real time: the worker looks at the clock again at least
-    /// every 50 ms while spans wait for the delay, so a clock that jumps (a test's manual
-    /// clock) is followed within that.
+    /// the system clock. Waits are real time: the worker looks at the queue and the clock at
+    /// least every 50 ms, so a clock that jumps (a test's manual clock) is followed within
+    /// that.
     #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Box::new(clock);
@@ -536,7 +539,8 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             return Err(ExportError::invalid("max_queue_size", "must be at least 1"));
         }
         if self.scheduled_delay.is_zero() {
-            // Zero would hand each span to the exporter on its own, as soon as it is queued.
+            // Zero would have the idle worker look for spans without pause (it looks every
+            // delay at most), and hand each span to the exporter on its own.
             return Err(ExportError::invalid(
                 "scheduled_delay",
                 "must be longer than zero",
