@@ -90,6 +90,9 @@ enum Readmit {
     Recalled,
     /// A key the duel rejected, back soon: it may enter the main space even if it loses.
     Returning,
+    /// Both: it wins a tie, and may enter even if it loses (winning only ties would leave it
+    /// behind stale counts a key never let go gets past).
+    RecalledReturning,
     /// In the main space only thanks to readmission, and not hit there yet.
     Readmitted,
 }
@@ -468,12 +471,12 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             // Back without a miss (a write-through): whatever it misses later is not a hit a
             // readmission cost.
             self.readmission.forget_displaced(hash);
-            // The returning note is spent by the insert either way; a recalled key needs no
-            // readmission.
+            // The returning note is spent by the insert either way.
             let recalled = self.evicted.contains(hash);
             let returning = self.readmission.take_returning(hash);
             let readmit = match (recalled, returning) {
-                (true, _) => Readmit::Recalled,
+                (true, true) => Readmit::RecalledReturning,
+                (true, false) => Readmit::Recalled,
                 (false, true) => Readmit::Returning,
                 (false, false) => Readmit::No,
             };
@@ -616,8 +619,14 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
         let readmit_state = std::mem::replace(&mut self.node_mut(candidate).readmit, Readmit::No);
-        let returning = readmit_state == Readmit::Returning;
-        let recalled = readmit_state == Readmit::Recalled;
+        let returning = matches!(
+            readmit_state,
+            Readmit::Returning | Readmit::RecalledReturning
+        );
+        let recalled = matches!(
+            readmit_state,
+            Readmit::Recalled | Readmit::RecalledReturning
+        );
         let mut readmitted = false;
         // The candidate needs room beside the main space and the window's share only: window
         // overflow behind it (a heavy newcomer) leaves through a duel of its own, rather than
@@ -945,6 +954,31 @@ mod tests {
         flush_window(&mut shard);
         assert!(request(&mut shard, newcomer));
         assert!(!request(&mut shard, 3_000));
+    }
+
+    #[test]
+    fn a_rejected_key_the_main_space_let_go_before_gets_past_stale_counts_too() {
+        let newcomer = 1_000;
+        let mut shard = Shard::new(100);
+        let now = || 0;
+        // Stored before the shard fills, then let go by the main space for keys asked for more.
+        request(&mut shard, newcomer);
+        for _ in 0..10 {
+            for key in 0..100 {
+                request(&mut shard, key);
+            }
+        }
+        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_none());
+        assert!(shard.evicted.contains(hash(newcomer)));
+        // Back, it loses its duel; back again soon, it stays as any rejected key does.
+        request(&mut shard, newcomer);
+        for key in 2_000..2_010 {
+            request(&mut shard, key);
+        }
+        assert!(shard.peek(hash(newcomer), &newcomer, &now).is_none());
+        request(&mut shard, newcomer);
+        flush_window(&mut shard);
+        assert!(request(&mut shard, newcomer));
     }
 
     #[test]

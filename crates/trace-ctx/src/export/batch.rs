@@ -482,8 +482,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     }
 
     /// How long queued spans may wait for a batch to fill, measured on the processor's
-    /// [`clock`](Self::clock) from when its worker first sees the oldest of them queued (within
-    /// 50 ms of its arrival, or the delay if shorter). Default 5 s; zero is rejected by
+    /// [`clock`](Self::clock) from when its worker first sees the oldest of them queued: an
+    /// idle worker within 50 ms of its arrival (or the delay if shorter), one exporting a
+    /// batch once that export returns. Default 5 s; zero is rejected by
     /// [`build`](Self::build).
     #[must_use]
     pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
@@ -499,9 +500,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     }
 
     /// The clock that measures the scheduled delay and flush and shutdown deadlines. Default:
-    /// the system clock. Waits are real time: the worker looks at the queue and the clock at
-    /// least every 50 ms, so a clock that jumps (a test's manual clock) is followed within
-    /// that.
+    /// the system clock. Waits are real time: a waiting worker looks at the queue and the
+    /// clock at least every 50 ms, so a clock that jumps (a test's manual clock) is followed
+    /// within that (an exporting one, once the export returns).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Box::new(clock);
