@@ -73,26 +73,7 @@ fn propagation_pair(
             format!("trace_ctx/{name}_inject"),
         )
     };
-    // Each extracted context is handed to `std::hint::black_box` and dropped inside the
-    // routine. Returned to criterion instead, it would pass through criterion 0.5's
-    // `black_box`, a volatile read that copies the value one byte at a time: a cost that
-    // grows with the size of each side's `Context` (ours is larger, holding the span context
-    // inline) and that no caller pays.
-    let mut group = c.benchmark_group(extract);
-    group.bench_function("infra", |b| {
-        b.iter(|| {
-            black_box(ours.extract(black_box(headers)));
-        });
-    });
-    group.bench_function("opentelemetry", |b| {
-        b.iter(|| {
-            black_box(theirs.extract_with_context(
-                &opentelemetry::Context::new(),
-                &HeaderExtractor(black_box(headers)),
-            ));
-        });
-    });
-    group.finish();
+    extract_group(c, &extract, headers, ours, theirs);
 
     let our_cx = ours.extract(headers);
     let their_cx =
@@ -307,22 +288,42 @@ fn b3_multi_extract(c: &mut Criterion) {
         ("x-b3-spanid", &span_id[1..17]),
         ("x-b3-sampled", "1"),
     ]);
-    let ours = B3Propagator::multi_header();
     let theirs = opentelemetry_zipkin::Propagator::with_encoding(
         opentelemetry_zipkin::B3Encoding::MultipleHeader,
     );
-    let mut group = c.benchmark_group("trace_ctx/b3_multi_extract");
-    // Contexts go to `std::hint::black_box`, as in `propagation_pair`.
+    extract_group(
+        c,
+        "trace_ctx/b3_multi_extract",
+        &headers,
+        &B3Propagator::multi_header(),
+        &theirs,
+    );
+}
+
+/// The group `name`: both sides extracting from `headers`.
+fn extract_group(
+    c: &mut Criterion,
+    name: &str,
+    headers: &HeaderMap,
+    ours: &impl Propagator,
+    theirs: &impl TextMapPropagator,
+) {
+    // Each extracted context is handed to `std::hint::black_box` and dropped inside the
+    // routine. Returned to criterion instead, it would pass through criterion 0.5's
+    // `black_box`, a volatile read that copies the value one byte at a time: a cost that
+    // grows with the size of each side's `Context` (ours is larger, holding the span context
+    // inline) and that no caller pays.
+    let mut group = c.benchmark_group(name);
     group.bench_function("infra", |b| {
         b.iter(|| {
-            black_box(ours.extract(black_box(&headers)));
+            black_box(ours.extract(black_box(headers)));
         });
     });
     group.bench_function("opentelemetry", |b| {
         b.iter(|| {
             black_box(theirs.extract_with_context(
                 &opentelemetry::Context::new(),
-                &HeaderExtractor(black_box(&headers)),
+                &HeaderExtractor(black_box(headers)),
             ));
         });
     });
@@ -362,7 +363,7 @@ fn jaeger(c: &mut Criterion) {
     let headers = request(&[("uber-trace-id", UBER_TRACE_ID)]);
     let theirs = opentelemetry_jaeger_propagator::Propagator::new();
     let mut group = c.benchmark_group("trace_ctx/jaeger_extract");
-    // Contexts go to `std::hint::black_box`, as in `propagation_pair`.
+    // Contexts go to `std::hint::black_box`, as in `extract_group`.
     group.bench_function("infra", |b| {
         b.iter(|| {
             black_box(JaegerPropagator.extract(black_box(&headers)));

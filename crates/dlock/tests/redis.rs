@@ -1457,6 +1457,14 @@ fn a_backend_error_ends_even_a_forever_wait() {
 
 /// Sends `request` on a pooled connection through `proxy` and cuts the connection after the
 /// server ran it but before its answer came back; the client resends it on a new connection.
+/// What Redis holds under `LOCK`'s key: the holder's token, or nothing.
+fn lock_key(direct: &mut redis::Connection) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("dlock:{{{LOCK}}}"))
+        .query(direct)
+        .unwrap()
+}
+
 fn cut_after_the_server_ran<T: Send + 'static>(
     proxy: &FaultProxy,
     mut ran: impl FnMut() -> bool,
@@ -1491,13 +1499,7 @@ fn a_mutex_grant_cut_off_after_the_server_granted_it_is_recovered_by_the_resend(
     // Pool a connection and load the script.
     locks.acquire(LOCK, lease).unwrap().release().unwrap();
     let mut direct = client(&server);
-    let key_set = || {
-        let held: Option<String> = redis::cmd("GET")
-            .arg(format!("dlock:{{{LOCK}}}"))
-            .query(&mut direct)
-            .unwrap();
-        held.is_some()
-    };
+    let key_set = || lock_key(&mut direct).is_some();
     let granted = cut_after_the_server_ran(&proxy, key_set, {
         let locks = Arc::clone(&locks);
         move || locks.grant(LOCK, Access::Exclusive, lease, Wait::No)
@@ -1505,11 +1507,8 @@ fn a_mutex_grant_cut_off_after_the_server_granted_it_is_recovered_by_the_resend(
     let grant = granted
         .unwrap()
         .expect("the resend recovers the grant its first run made");
-    let held: String = redis::cmd("GET")
-        .arg(format!("dlock:{{{LOCK}}}"))
-        .query(&mut client(&server))
-        .unwrap();
-    assert_eq!(held, grant.token().get().to_string());
+    let held = lock_key(&mut client(&server));
+    assert_eq!(held, Some(grant.token().get().to_string()));
     assert!(locks.is_held(&grant));
     // Another request is still refused: the nonce is the first request's own.
     assert!(locks.try_acquire(LOCK, lease).unwrap().is_none());
@@ -1529,13 +1528,7 @@ fn a_resent_release_whose_first_run_released_succeeds() {
     let grant = locks.acquire(LOCK, lease).unwrap().into_grant();
     let token = grant.token();
     let mut direct = client(&server);
-    let key_gone = || {
-        let held: Option<String> = redis::cmd("GET")
-            .arg(format!("dlock:{{{LOCK}}}"))
-            .query(&mut direct)
-            .unwrap();
-        held.is_none()
-    };
+    let key_gone = || lock_key(&mut direct).is_none();
     let released = cut_after_the_server_ran(&proxy, key_gone, {
         let locks = Arc::clone(&locks);
         move || locks.release(grant)
