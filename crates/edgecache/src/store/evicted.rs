@@ -12,6 +12,8 @@
 //! for at most about one key in 400, so the two together for at most about one in 200; a
 //! wrong answer only lets a newcomer win one tie.
 
+use super::sketch::mix;
+
 /// Filter bits per key a generation takes.
 const BITS_PER_KEY: usize = 16;
 /// Bits set and tested per key.
@@ -33,11 +35,7 @@ pub(crate) struct Evicted {
 /// The bit positions of a key's hash in a filter of `words` words (a power of two): double
 /// hashing, `first + i × step`, with an odd step so the probes differ.
 fn probes(hash: u64, words: usize) -> impl Iterator<Item = (usize, u64)> {
-    let mix = |seed: u64| {
-        let mixed = (hash ^ (hash >> 31)).wrapping_mul(seed);
-        mixed ^ (mixed >> 29)
-    };
-    let (first, step) = (mix(FIRST_SEED), mix(STEP_SEED) | 1);
+    let (first, step) = (mix(hash, FIRST_SEED), mix(hash, STEP_SEED) | 1);
     let mask = (words * 64 - 1) as u64;
     (0..PROBES).map(move |i| {
         let bit = first.wrapping_add(i.wrapping_mul(step)) & mask;

@@ -68,7 +68,7 @@ pub(crate) struct FrequencySketch {
 /// Spreads a hash under a multiplier, folding the high bits of the product into the low ones,
 /// which are the ones used.
 #[inline]
-fn mix(hash: u64, seed: u64) -> u64 {
+pub(super) fn mix(hash: u64, seed: u64) -> u64 {
     let mixed = (hash ^ (hash >> 29)).wrapping_mul(seed);
     mixed ^ (mixed >> 32)
 }

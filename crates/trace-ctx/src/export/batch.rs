@@ -308,14 +308,14 @@ impl Shared {
             // When the oldest queued span's delay runs out, on the clock: set when the worker
             // first sees the queue holding spans, which an idle worker looks for at every
             // check interval (a first span does not wake it: on a busy tracer that would cost
-            // the ending thread a system call per batch).
+            // the ending thread a system call per batch). Only an export empties the queue,
+            // and every export is followed by a new `due`.
             let mut due = None;
             while !(state.shut_down
                 || state.queue.len() >= self.max_batch_size
                 || state.flush_up_to > state.handed)
             {
                 if state.queue.is_empty() {
-                    due = None;
                     let nap = self.scheduled_delay.min(CLOCK_CHECK_INTERVAL);
                     self.work.wait_timeout(&mut state, nap);
                     continue;
