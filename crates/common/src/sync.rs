@@ -1068,6 +1068,21 @@ impl Condvar {
         self.inner.notify_one();
     }
 
+    /// Wakes up to `n` waiting threads, and stops at the first call that finds none waiting:
+    /// what `n` calls of [`notify_one`](Self::notify_one) do, for a change that lets `n`
+    /// waiters on, without paying a notification per item when nobody waits.
+    pub fn notify_up_to(&self, n: usize) {
+        for _ in 0..n {
+            #[cfg(not(infra_loom))]
+            if !self.inner.notify_one() {
+                break;
+            }
+            // Loom's notification does not say whether it woke a thread: all `n` are made.
+            #[cfg(infra_loom)]
+            self.inner.notify_one();
+        }
+    }
+
     /// Wakes every waiting thread.
     pub fn notify_all(&self) {
         self.inner.notify_all();
@@ -1215,6 +1230,53 @@ mod tests {
         }
         drop(guard);
         notifier.join().unwrap();
+    }
+
+    /// Three threads wait for tokens; `notify_up_to` lets on as many as there are tokens,
+    /// and asking for more than are waiting is harmless. A waiter left asleep would report a
+    /// timeout after a minute.
+    #[test]
+    fn notify_up_to_wakes_as_many_waiters_as_asked() {
+        #[derive(Default)]
+        struct Gate {
+            waiting: usize,
+            tokens: usize,
+            passed: usize,
+            timed_out: usize,
+        }
+        let gate = Arc::new((Mutex::new(Gate::default()), Condvar::new()));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let gate = Arc::clone(&gate);
+                thread::spawn(move || {
+                    let mut state = gate.0.lock();
+                    state.waiting += 1;
+                    while state.tokens == 0 {
+                        if gate.1.wait_timeout(&mut state, Duration::from_secs(60)) {
+                            state.timed_out += 1;
+                        }
+                    }
+                    state.tokens -= 1;
+                    state.waiting -= 1;
+                    state.passed += 1;
+                })
+            })
+            .collect();
+        let wait_until = |done: &dyn Fn(&Gate) -> bool| {
+            while !done(&gate.0.lock()) {
+                thread::yield_now();
+            }
+        };
+        wait_until(&|state| state.waiting == 3);
+        gate.0.lock().tokens = 2;
+        gate.1.notify_up_to(2);
+        wait_until(&|state| state.passed == 2);
+        gate.0.lock().tokens = 1;
+        gate.1.notify_up_to(5);
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(gate.0.lock().timed_out, 0, "a waiter was left asleep");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use infra_common::ManualClock;
 use infra_common::sync::Arc;
-use infra_mqueue::queue::{Message, QueueOptions, WorkQueue};
+use infra_mqueue::queue::{Delivery, Message, QueueOptions, WorkQueue};
 
 fn queue(capacity: usize) -> Arc<WorkQueue> {
     let options = QueueOptions::default().capacity(capacity);
@@ -39,6 +39,45 @@ async fn a_send_on_a_full_queue_waits_for_an_ack() {
     let delivery = queue.receive_async().await.unwrap();
     queue.ack(&delivery).unwrap();
     assert_eq!(producer.await.unwrap(), 1);
+}
+
+/// A batch ack frees room for several messages with one wake-up of the async senders: every
+/// waiting sender looks again, the room goes to as many as it holds, and the rest wait on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_ack_wakes_as_many_waiting_senders_as_it_made_room_for() {
+    let queue = queue(2);
+    queue.send_many(["a", "b"]);
+    let producers: Vec<_> = ["c", "d", "e"]
+        .into_iter()
+        .map(|payload| {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.send_async(payload).await.unwrap().offset })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(queue.stats().next_offset, 2, "the three sends wait");
+    let batch = queue.try_receive_many(2).unwrap();
+    for acked in queue.ack_many(batch.iter().map(Delivery::receipt)) {
+        acked.unwrap();
+    }
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        queue.stats().next_offset,
+        4,
+        "two sends took the room of two acks"
+    );
+    let finished = producers.iter().filter(|p| p.is_finished()).count();
+    assert_eq!(finished, 2);
+    let last = queue.try_receive_many(1).unwrap();
+    queue.ack(&last[0]).unwrap();
+    let mut offsets = Vec::new();
+    for producer in producers {
+        offsets.push(producer.await.unwrap());
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, [2, 3, 4]);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

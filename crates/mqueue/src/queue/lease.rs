@@ -341,6 +341,18 @@ impl Leases {
     /// dead-lettered instead (the caller asks again). `None` when nothing is available.
     pub(crate) fn receive(&mut self, now: u64, visibility: u64) -> Option<Handout> {
         self.promote(now);
+        self.receive_again(now, visibility)
+    }
+
+    /// [`Self::receive`] once more at the same `now`, for the rest of a batch: what the clock
+    /// made available by `now` was promoted by the batch's first receive, and a receive makes
+    /// nothing due at `now` (a lease lasts at least a millisecond), so it is not looked for
+    /// again.
+    pub(crate) fn receive_again(&mut self, now: u64, visibility: u64) -> Option<Handout> {
+        debug_assert!(
+            visibility > 0,
+            "a lease that ends when it starts is due at once"
+        );
         while let Some(&Reverse(offset)) = self.retry.peek() {
             if self.is_available(offset, now) {
                 break;
@@ -403,24 +415,37 @@ impl Leases {
     /// (or a lease extended over and over) would keep every later entry until its deadline,
     /// and memory would follow the history of receives rather than the leases held. Pruning
     /// leaves at most one entry per lease held, so its cost is paid by the entries it drops.
+    ///
+    /// Inline: every receive asks, and the answer is nearly always no.
+    #[inline]
     fn prune_stale_leases(&mut self) {
         let limit = 2 * self.in_flight + STALE_LEASE_SLACK;
         if self.leases.len() > limit {
-            let mut leases = std::mem::take(&mut self.leases);
-            leases.retain(|&(deadline, offset, attempt)| {
-                self.lease_is_current(offset, attempt, deadline)
-            });
-            self.leases = leases;
+            self.prune_leases();
         }
         if self.other_leases.len() > limit {
-            let mut other = std::mem::take(&mut self.other_leases).into_sorted_vec();
-            // A lease extended back to an earlier deadline can be listed twice.
-            other.dedup();
-            other.retain(|&Reverse((deadline, offset, attempt))| {
-                self.lease_is_current(offset, attempt, deadline)
-            });
-            self.other_leases = other.into();
+            self.prune_other_leases();
         }
+    }
+
+    #[cold]
+    fn prune_leases(&mut self) {
+        let mut leases = std::mem::take(&mut self.leases);
+        leases.retain(|&(deadline, offset, attempt)| {
+            self.lease_is_current(offset, attempt, deadline)
+        });
+        self.leases = leases;
+    }
+
+    #[cold]
+    fn prune_other_leases(&mut self) {
+        let mut other = std::mem::take(&mut self.other_leases).into_sorted_vec();
+        // A lease extended back to an earlier deadline can be listed twice.
+        other.dedup();
+        other.retain(|&Reverse((deadline, offset, attempt))| {
+            self.lease_is_current(offset, attempt, deadline)
+        });
+        self.other_leases = other.into();
     }
 
     /// Checks that `attempt` is the current lease of `offset`: the one rule every settle
@@ -572,6 +597,61 @@ mod tests {
             "bounded by the messages written"
         );
         assert_eq!(delivered(leases.receive(0, LEASE)), Some(12));
+    }
+
+    /// A batch leased with one `receive` and then `receive_again` at the same reading hands
+    /// out what as many `receive`s would: the lowest offsets first, among fresh messages,
+    /// delays just over, expired and nacked leases, and a dead letter.
+    #[test]
+    fn a_batch_received_again_at_one_reading_matches_receives_one_by_one() {
+        fn table() -> Leases {
+            let mut leases = Leases::new(0, 2);
+            for (offset, delay) in [(0, None), (1, Some(50)), (2, None), (3, Some(500))] {
+                assert_eq!(
+                    leases.push(Bytes::from_static(b"m"), 0, delay, 0, None),
+                    offset
+                );
+            }
+            // 0: leased, then its lease expires at 20; 2: leased and nacked, delivered once.
+            assert_eq!(delivered(leases.receive(10, 10)), Some(0));
+            assert_eq!(delivered(leases.receive(10, 10_000)), Some(2));
+            leases.nack(2, 1, 10, 10).unwrap();
+            for _ in 4..8 {
+                leases.push(Bytes::from_static(b"m"), 10, None, 0, None);
+            }
+            // 8: recovered with its two deliveries made: the next receive dead-letters it.
+            leases.push(Bytes::from_static(b"poison"), 10, None, 2, None);
+            leases
+        }
+        fn handed(handout: Option<Handout>) -> Option<(u64, bool)> {
+            match handout? {
+                Handout::Deliver { offset, .. } => Some((offset, false)),
+                Handout::DeadLetter { offset, .. } => Some((offset, true)),
+            }
+        }
+        let now = 100;
+        let mut one_by_one = table();
+        let expected: Vec<_> = std::iter::from_fn(|| handed(one_by_one.receive(now, LEASE)))
+            .take(20)
+            .collect();
+        let mut batch = table();
+        let mut got = vec![handed(batch.receive(now, LEASE)).expect("a first message")];
+        got.extend(std::iter::from_fn(|| handed(batch.receive_again(now, LEASE))).take(19));
+        assert_eq!(got, expected);
+        assert_eq!(
+            expected,
+            [
+                (0, false),
+                (1, false),
+                (2, false),
+                (4, false),
+                (5, false),
+                (6, false),
+                (7, false),
+                (8, true)
+            ],
+            "delay 3 is not over; every other message is handed out once, in offset order"
+        );
     }
 
     #[test]

@@ -494,7 +494,7 @@ impl Drop for UnreleasedSend<'_> {
             state.abandoned_end = Some(state.abandoned_end.map_or(end, |at| at.max(end)));
         }
         // A receiver waiting for a message looks again, and finds this one.
-        self.queue.wake_receivers();
+        self.queue.wake_receivers(1);
     }
 }
 
@@ -849,9 +849,7 @@ impl WorkQueue {
                     // Receivers must hear of what this batch stored before it sleeps, or a
                     // queue full of it would never drain.
                     drop(state);
-                    for _ in 0..std::mem::take(&mut stored) {
-                        self.wake_receivers();
-                    }
+                    self.wake_receivers(std::mem::take(&mut stored));
                     let (locked, admitted) = match self.lock_admitted(id, now_ms, true) {
                         Ok((locked, duplicate)) => (locked, Ok(duplicate)),
                         Err(error) => (self.state.lock(), Err(error)),
@@ -884,9 +882,7 @@ impl WorkQueue {
             }));
         }
         drop(state);
-        for _ in 0..stored {
-            self.wake_receivers();
-        }
+        self.wake_receivers(stored);
         sent
     }
 
@@ -925,7 +921,7 @@ impl WorkQueue {
             }
             let offset = Self::store(&mut state, message, delay, self.clock.now_nanos(), now_ms);
             drop(state);
-            self.wake_receivers();
+            self.wake_receivers(1);
             return Ok(Written::Done(Sent {
                 offset,
                 duplicate: false,
@@ -994,7 +990,7 @@ impl WorkQueue {
                 state.reserved -= 1;
                 let written = Self::duplicate_of(&state, durable, offset);
                 drop(state);
-                self.wake_senders();
+                self.wake_senders(1);
                 return Ok(written);
             }
         }
@@ -1011,7 +1007,7 @@ impl WorkQueue {
             Ok(ticket) => ticket,
             Err(error) => {
                 drop(state);
-                self.wake_senders();
+                self.wake_senders(1);
                 return Err(error);
             }
         };
@@ -1050,9 +1046,7 @@ impl WorkQueue {
             let now = self.clock.now_nanos();
             state.leases.made_durable(offset + 1, now)
         };
-        for _ in 0..released {
-            self.wake_receivers();
-        }
+        self.wake_receivers(released);
         Sent { offset, duplicate }
     }
 
@@ -1079,16 +1073,19 @@ impl WorkQueue {
         }
     }
 
-    fn wake_receivers(&self) {
-        self.available.notify_one();
+    /// Wakes receivers for `messages` made available: a waiting thread per message while
+    /// threads wait, and the async waiters (see `wait::wake`).
+    fn wake_receivers(&self, messages: usize) {
+        self.available.notify_up_to(messages);
         #[cfg(feature = "tokio")]
-        self.notify.available.notify_one();
+        wait::wake(&self.notify.available, messages);
     }
 
-    fn wake_senders(&self) {
-        self.space.notify_one();
+    /// Wakes senders for room freed for `messages`, as [`Self::wake_receivers`] does.
+    fn wake_senders(&self, messages: usize) {
+        self.space.notify_up_to(messages);
         #[cfg(feature = "tokio")]
-        self.notify.space.notify_one();
+        wait::wake(&self.notify.space, messages);
     }
 
     /// Leases the available message with the lowest offset, if any, without waiting for one.
@@ -1150,8 +1147,15 @@ impl WorkQueue {
         // What a durable queue journals once the lock is let go (in memory: nothing).
         let mut received = Vec::new();
         let mut leased = 0;
+        let mut first = true;
         while leased < max {
-            match state.leases.receive(now, self.visibility_nanos) {
+            // Once per batch: what the clock made available by `now`.
+            let handout = if std::mem::take(&mut first) {
+                state.leases.receive(now, self.visibility_nanos)
+            } else {
+                state.leases.receive_again(now, self.visibility_nanos)
+            };
+            match handout {
                 None => break,
                 Some(Handout::Deliver {
                     offset,
@@ -1199,9 +1203,7 @@ impl WorkQueue {
         self.metrics.gauges(&state.leases, now);
         drop(state);
         // Each dead letter settled freed room for one sender.
-        for _ in 0..freed {
-            self.wake_senders();
-        }
+        self.wake_senders(freed);
         if let Some(durable) = &self.durable {
             // The dead letters are in their topic already: a crash before their journal
             // record only writes them to the dead-letter topic again after the restart.
@@ -1350,7 +1352,7 @@ impl WorkQueue {
             state.stats.acked += 1;
             Ok(())
         })?;
-        self.wake_senders();
+        self.wake_senders(1);
         self.journal_settle(journal::Entry::Acked {
             offset: receipt.offset,
         })
@@ -1368,7 +1370,7 @@ impl WorkQueue {
         #[cfg(feature = "metrics")]
         let now = self.clock.now_nanos();
         let mut state = self.state.lock();
-        let mut acked = 0;
+        let mut acked = 0_usize;
         for receipt in &receipts {
             let settled = state
                 .leases
@@ -1382,18 +1384,18 @@ impl WorkQueue {
             }
             results.push(settled);
         }
-        state.stats.acked += acked;
+        state.stats.acked += acked as u64;
         #[cfg(feature = "metrics")]
         self.metrics.gauges(&state.leases, now);
         drop(state);
-        for _ in 0..acked {
-            self.wake_senders();
-        }
-        for (receipt, result) in receipts.iter().zip(&mut results) {
-            if result.is_ok() {
-                *result = self.journal_settle(journal::Entry::Acked {
-                    offset: receipt.offset,
-                });
+        self.wake_senders(acked);
+        if self.durable.is_some() {
+            for (receipt, result) in receipts.iter().zip(&mut results) {
+                if result.is_ok() {
+                    *result = self.journal_settle(journal::Entry::Acked {
+                        offset: receipt.offset,
+                    });
+                }
             }
         }
         results
@@ -1411,7 +1413,7 @@ impl WorkQueue {
             state.stats.terminated += 1;
             Ok(())
         })?;
-        self.wake_senders();
+        self.wake_senders(1);
         self.journal_settle(journal::Entry::Terminated {
             offset: receipt.offset,
         })
@@ -1433,7 +1435,7 @@ impl WorkQueue {
             state.stats.nacked += 1;
             Ok(())
         })?;
-        self.wake_receivers();
+        self.wake_receivers(1);
         let not_before_ms = wall_ms(self.clock.as_ref()).saturating_add(delay_nanos / 1_000_000);
         self.journal_settle(journal::Entry::Nacked {
             offset: receipt.offset,

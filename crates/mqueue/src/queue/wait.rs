@@ -17,6 +17,19 @@ pub(super) struct Notifiers {
     pub(super) space: Notify,
 }
 
+/// Wakes the async waiters for `items` made available (messages, or room for them): for one,
+/// a waiter (or a permit for the next, if none waits), as `notify_one` does; for more, every
+/// waiter, once, rather than a notification per item. Each woken waiter looks again, and one
+/// that finds nothing waits again; a waiter always registers before it looks, so none misses a
+/// wake-up that `notify_waiters` gives without a permit.
+pub(super) fn wake(notify: &Notify, items: usize) {
+    match items {
+        0 => {}
+        1 => notify.notify_one(),
+        _ => notify.notify_waiters(),
+    }
+}
+
 impl WorkQueue {
     /// [`WorkQueue::send`] for async callers: waits for room, and on a durable queue for the
     /// fsync that makes the message durable, without blocking the thread.
