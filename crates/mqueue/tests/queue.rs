@@ -10,6 +10,11 @@ use infra_mqueue::Error;
 use infra_mqueue::log::{FsyncPolicy, LogOptions};
 use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, Receipt, WorkQueue};
 
+#[path = "support/counting_clock.rs"]
+mod counting_clock;
+
+use counting_clock::CountingClock;
+
 const LEASE: Duration = Duration::from_secs(30);
 
 fn options() -> QueueOptions {
@@ -646,36 +651,6 @@ fn a_dead_letter_frees_room_for_a_blocked_send() {
     let next = queue.receive().unwrap();
     assert_eq!(next.payload(), b"next");
     assert_eq!(producer.join().unwrap(), 1);
-}
-
-/// A clock that counts its readings: what the hot path of an in-memory queue asks of it.
-#[derive(Debug, Default)]
-struct CountingClock {
-    inner: ManualClock,
-    monotonic: infra_common::sync::atomic::AtomicU64,
-    wall: infra_common::sync::atomic::AtomicU64,
-}
-
-impl infra_common::Clock for CountingClock {
-    fn now_nanos(&self) -> u64 {
-        self.monotonic
-            .fetch_add(1, infra_common::sync::atomic::Ordering::Relaxed);
-        self.inner.now_nanos()
-    }
-
-    fn wall_time(&self) -> std::time::SystemTime {
-        self.wall
-            .fetch_add(1, infra_common::sync::atomic::Ordering::Relaxed);
-        self.inner.wall_time()
-    }
-}
-
-impl CountingClock {
-    /// Readings since the last call: (monotonic, wall).
-    fn take(&self) -> (u64, u64) {
-        use infra_common::sync::atomic::Ordering::Relaxed;
-        (self.monotonic.swap(0, Relaxed), self.wall.swap(0, Relaxed))
-    }
 }
 
 /// The in-memory hot path reads the clock once per send (the enqueue time) and once per

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 use super::{Delivery, Message, Sent, UnreleasedSend, WorkQueue, Written};
@@ -12,21 +13,52 @@ use crate::error::Error;
 #[derive(Debug, Default)]
 pub(super) struct Notifiers {
     /// A message may have become available.
-    pub(super) available: Notify,
+    pub(super) available: Waiters,
     /// Room may have been freed.
-    pub(super) space: Notify,
+    pub(super) space: Waiters,
 }
 
-/// Wakes the async waiters for `items` made available (messages, or room for them): for one,
-/// a waiter (or a permit for the next, if none waits), as `notify_one` does; for more, every
-/// waiter, once, rather than a notification per item. Each woken waiter looks again, and one
-/// that finds nothing waits again; a waiter always registers before it looks, so none misses a
-/// wake-up that `notify_waiters` gives without a permit.
-pub(super) fn wake(notify: &Notify, items: usize) {
-    match items {
-        0 => {}
-        1 => notify.notify_one(),
-        _ => notify.notify_waiters(),
+/// A `Notify` and how many tasks are registered to wait on it.
+///
+/// The count spares a queue that no task waits on a notification (an atomic write) per
+/// message, and bounds a batch's wake-ups by the tasks there are. It misses no waiter: a task
+/// registers before it looks at the queue under the state lock, and a waker changes the state
+/// under that lock before it reads the count; so either the waker's read sees the
+/// registration, or the task's look comes after the change and finds it.
+#[derive(Debug, Default)]
+pub(super) struct Waiters {
+    notify: Notify,
+    registered: AtomicUsize,
+}
+
+impl Waiters {
+    /// Wakes a registered task per item, oldest first, at most as many as are registered
+    /// (`notify_one` each: one that finds nothing waiting leaves a permit for the next).
+    pub(super) fn wake(&self, items: usize) {
+        let registered = self.registered.load(Ordering::Relaxed);
+        for _ in 0..items.min(registered) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Wakes every task waiting now.
+    pub(super) fn wake_all(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// Counts the caller as a waiter until the registration is dropped.
+    fn register(&self) -> Registration<'_> {
+        self.registered.fetch_add(1, Ordering::Relaxed);
+        Registration(self)
+    }
+}
+
+/// A task counted in [`Waiters`] while it waits (dropped with its future if cancelled).
+struct Registration<'a>(&'a Waiters);
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.0.registered.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -41,8 +73,9 @@ impl WorkQueue {
     /// (running an fsync if none covered it yet) and available.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
         let message = message.into();
+        let _registered = self.notify.space.register();
         let written = loop {
-            let room = self.notify.space.notified();
+            let room = self.notify.space.notify.notified();
             tokio::pin!(room);
             // Registered before the check, so a wake-up between the two is not lost.
             room.as_mut().enable();
@@ -91,8 +124,9 @@ impl WorkQueue {
         &self,
         mut attempt: impl FnMut() -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
+        let _registered = self.notify.available.register();
         loop {
-            let arrival = self.notify.available.notified();
+            let arrival = self.notify.available.notify.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
             if let Some(found) = attempt()? {
