@@ -138,6 +138,44 @@ async fn a_waiting_receive_picks_up_a_delayed_message_when_it_is_due() {
     assert_eq!(consumer.await.unwrap(), b"due");
 }
 
+/// The wake-up for a delayed message goes to one waiting receiver; if its caller gives up on
+/// it before the delay ends, the wake-up passes to another, which then waits for the message
+/// (in paused time: the timers fire as soon as every task is idle, no real waiting).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_receive_dropped_after_its_wake_up_passes_it_on() {
+    let clock = ManualClock::new();
+    let queue =
+        Arc::new(WorkQueue::in_memory_with_clock(QueueOptions::default(), clock.clone()).unwrap());
+    let impatient = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_millis(300), queue.receive_async()).await
+        })
+    };
+    tokio::task::yield_now().await;
+    let patient = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move { queue.receive_async().await.unwrap().payload().to_vec() })
+    };
+    tokio::task::yield_now().await;
+    queue
+        .send(Message::new(b"later".to_vec()).delay(Duration::from_millis(500)))
+        .unwrap();
+    // The impatient receiver, woken first, finds the message not yet due; its caller gives up.
+    assert!(
+        impatient.await.unwrap().is_err(),
+        "the caller's timeout ends it"
+    );
+    clock.advance(Duration::from_millis(500));
+    let received = tokio::time::timeout(Duration::from_secs(3600), patient).await;
+    assert_eq!(
+        received
+            .expect("the patient receiver slept past the due time")
+            .unwrap(),
+        b"later"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_waiting_batch_receive_wakes_when_another_task_sends_and_takes_what_is_there() {
     let queue = queue(10);

@@ -1322,6 +1322,9 @@ impl WorkQueue {
             .clock
             .now_nanos()
             .saturating_add(duration_to_nanos(timeout));
+        // Whether this receiver took a wake-up: one for a message due later (a delay), or
+        // that another took first, leaves the other sleepers on their earlier reckoning.
+        let mut woken = false;
         loop {
             if let Some(found) = attempt()? {
                 return Ok(Some(found));
@@ -1329,6 +1332,11 @@ impl WorkQueue {
             let mut state = self.state.lock();
             let now = self.clock.now_nanos();
             if now >= deadline {
+                drop(state);
+                if woken {
+                    // Leaving without a message: another sleeper looks in its place.
+                    self.available.notify_one();
+                }
                 return Ok(None);
             }
             // An abandoned send's message becomes available at the next look (which makes it
@@ -1340,7 +1348,8 @@ impl WorkQueue {
                 .leases
                 .next_due(now)
                 .map_or(deadline, |due| due.min(deadline));
-            self.available
+            woken |= !self
+                .available
                 .wait_timeout(&mut state, Duration::from_nanos(until - now));
         }
     }

@@ -49,16 +49,40 @@ impl Waiters {
     /// Counts the caller as a waiter until the registration is dropped.
     fn register(&self) -> Registration<'_> {
         self.registered.fetch_add(1, Ordering::Relaxed);
-        Registration(self)
+        Registration {
+            waiters: self,
+            owes_wake: false,
+        }
     }
 }
 
 /// A task counted in [`Waiters`] while it waits (dropped with its future if cancelled).
-struct Registration<'a>(&'a Waiters);
+struct Registration<'a> {
+    waiters: &'a Waiters,
+    /// The task took a wake-up and has not found what it was for: if it leaves now (its
+    /// caller dropped it, say on a timeout), the wake-up goes on to another waiter, which
+    /// may otherwise sleep past a message due later or beside room freed.
+    owes_wake: bool,
+}
+
+impl Registration<'_> {
+    /// Notes how the task's wait ended: `woken` by a notification, or by its own timer.
+    fn waited(&mut self, woken: bool) {
+        self.owes_wake |= woken;
+    }
+
+    /// The task found what it waited for: it leaves owing nothing.
+    fn found(&mut self) {
+        self.owes_wake = false;
+    }
+}
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.0.registered.fetch_sub(1, Ordering::Relaxed);
+        self.waiters.registered.fetch_sub(1, Ordering::Relaxed);
+        if self.owes_wake {
+            self.waiters.notify.notify_one();
+        }
     }
 }
 
@@ -73,17 +97,24 @@ impl WorkQueue {
     /// (running an fsync if none covered it yet) and available.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
         let message = message.into();
-        let _registered = self.notify.space.register();
+        let mut registered = self.notify.space.register();
         let written = loop {
             let room = self.notify.space.notify.notified();
             tokio::pin!(room);
             // Registered before the check, so a wake-up between the two is not lost.
             room.as_mut().enable();
             match self.start_send(message.clone(), false) {
-                Err(Error::Full { .. }) => room.await,
-                other => break other?,
+                Err(Error::Full { .. }) => {
+                    room.await;
+                    registered.waited(true);
+                }
+                other => {
+                    registered.found();
+                    break other?;
+                }
             }
         };
+        drop(registered);
         match written {
             Written::Done(sent) => Ok(sent),
             Written::New(ticket) => {
@@ -124,12 +155,13 @@ impl WorkQueue {
         &self,
         mut attempt: impl FnMut() -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
-        let _registered = self.notify.available.register();
+        let mut registered = self.notify.available.register();
         loop {
             let arrival = self.notify.available.notify.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
             if let Some(found) = attempt()? {
+                registered.found();
                 return Ok(found);
             }
             let wait = {
@@ -140,11 +172,15 @@ impl WorkQueue {
                     .next_due(now)
                     .map(|due| Duration::from_nanos(due.saturating_sub(now)))
             };
-            match wait {
-                // Either outcome means: look again.
-                Some(wait) => drop(tokio::time::timeout(wait, arrival).await),
-                None => arrival.await,
-            }
+            // Either outcome means: look again.
+            let woken = match wait {
+                Some(wait) => tokio::time::timeout(wait, arrival).await.is_ok(),
+                None => {
+                    arrival.await;
+                    true
+                }
+            };
+            registered.waited(woken);
         }
     }
 }
