@@ -2,12 +2,13 @@
 //! backpressure, bad input, and what a durable queue keeps across a reopen.
 #![cfg(not(infra_loom))]
 
+use std::path::Path;
 use std::time::Duration;
 
 use infra_common::sync::{Arc, thread};
 use infra_common::{ManualClock, SystemClock};
 use infra_mqueue::Error;
-use infra_mqueue::log::{FsyncPolicy, LogOptions};
+use infra_mqueue::log::{FsyncPolicy, LogOptions, SimulatedStorage};
 use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, Receipt, WorkQueue};
 
 #[path = "support/counting_clock.rs"]
@@ -187,6 +188,52 @@ fn a_message_is_dead_lettered_after_max_deliveries_and_never_delivered_again() {
         queue.ack(Receipt::new(0, 3)),
         Err(Error::AlreadySettled { offset: 0 })
     ));
+}
+
+/// A dead letter whose write to the dead-letter topic fails (a full or failing disk) is not
+/// settled: the receive that met it reports the error, a receive once the disk works again
+/// dead-letters it, and the room it frees then takes another send.
+#[test]
+fn a_dead_letter_whose_write_failed_is_dead_lettered_by_a_later_receive() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let options = options()
+        .max_deliveries(1)
+        .capacity(2)
+        .log_options(fast_log());
+    let queue = Arc::new(
+        WorkQueue::open_with(Path::new("/queue"), options, clock.clone(), disk.clone()).unwrap(),
+    );
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    assert_eq!(first.payload(), b"poison");
+    queue.nack(&first, Duration::ZERO).unwrap();
+
+    disk.set_failing(true);
+    assert!(
+        matches!(queue.try_receive(), Err(Error::Io { .. })),
+        "the failed write is reported"
+    );
+    disk.set_failing(false);
+    assert_eq!(queue.stats().dead_lettered, 0);
+    assert!(queue.dead_letters(0, 10).unwrap().is_empty());
+    assert!(matches!(queue.try_send("blocked"), Err(Error::Full { .. })));
+
+    // A send waits for room (or finds it): the dead-lettering receive frees it.
+    let sender = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.send("third").unwrap().offset)
+    };
+    let next = queue.try_receive().unwrap().unwrap();
+    assert_eq!(next.payload(), b"fine");
+    let dead = queue.dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].offset, dead[0].payload.as_ref()),
+        (0, &b"poison"[..])
+    );
+    assert_eq!(sender.join().unwrap(), 2);
 }
 
 #[test]

@@ -64,8 +64,10 @@ pub(crate) enum Handout {
         attempt: u32,
         payload: Bytes,
     },
-    /// It reached `max_deliveries`: it was settled as dead-lettered and must be written to the
-    /// dead-letter topic.
+    /// It reached `max_deliveries`: it must be written to the dead-letter topic, and then
+    /// settled with [`Leases::dead_lettered`], or given back with
+    /// [`Leases::dead_letter_failed`] if the write failed. Until either, it is out of reach
+    /// of receives and counted as unsettled.
     DeadLetter {
         offset: u64,
         deliveries: u32,
@@ -371,18 +373,11 @@ impl Leases {
         let slot = self.slots.get_mut(index)?;
         let was_leased = matches!(slot.state, State::Leased { .. });
         if slot.deliveries >= max_deliveries {
-            slot.state = State::Settled(Outcome::DeadLettered);
-            let handout = Handout::DeadLetter {
+            return Some(Handout::DeadLetter {
                 offset,
                 deliveries: slot.deliveries,
                 payload: slot.payload.clone(),
-            };
-            self.unsettled -= 1;
-            if was_leased {
-                self.in_flight -= 1;
-            }
-            self.drop_settled_front();
-            return Some(handout);
+            });
         }
         slot.deliveries += 1;
         let attempt = slot.deliveries;
@@ -398,6 +393,26 @@ impl Leases {
             attempt,
             payload,
         })
+    }
+
+    /// Settles a message handed out as [`Handout::DeadLetter`], now in the dead-letter topic.
+    pub(crate) fn dead_lettered(&mut self, offset: u64) {
+        let Some(slot) = self.slot_mut(offset) else {
+            return;
+        };
+        let was_leased = matches!(slot.state, State::Leased { .. });
+        slot.state = State::Settled(Outcome::DeadLettered);
+        self.unsettled -= 1;
+        if was_leased {
+            self.in_flight -= 1;
+        }
+        self.drop_settled_front();
+    }
+
+    /// Gives back a message handed out as [`Handout::DeadLetter`] whose write failed: a later
+    /// receive hands it out to be dead-lettered again.
+    pub(crate) fn dead_letter_failed(&mut self, offset: u64) {
+        self.retry.push(Reverse(offset));
     }
 
     fn record_lease(&mut self, offset: u64, attempt: u32, deadline: u64) {

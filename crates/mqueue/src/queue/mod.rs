@@ -1148,7 +1148,9 @@ impl WorkQueue {
     }
 
     /// Leases up to `max` available messages, lowest offsets first, handing each to `deliver`
-    /// (under the state lock: it only stores it), then journals them on a durable queue.
+    /// (under the state lock: it only stores it), then journals them on a durable queue. A
+    /// dead letter whose write fails stays unsettled and ends the batch; its error is returned
+    /// only if the batch leased nothing, since what it leased must reach the caller.
     fn receive_into(&self, max: usize, mut deliver: impl FnMut(Delivery)) -> Result<(), Error> {
         let mut state = self.state.lock();
         if let Some(end) = state.abandoned_end.take() {
@@ -1169,6 +1171,7 @@ impl WorkQueue {
         // What a durable queue journals once the lock is let go (in memory: nothing).
         let mut received = Vec::new();
         let mut leased = 0;
+        let mut failed = None;
         let mut first = true;
         while leased < max {
             // Once per batch: what the clock made available by `now`.
@@ -1202,22 +1205,30 @@ impl WorkQueue {
                     deliveries,
                     payload,
                 }) => {
-                    state.stats.dead_lettered += 1;
-                    freed += 1;
-                    #[cfg(feature = "metrics")]
-                    self.metrics.dead_lettered();
                     if let Some(durable) = &self.durable {
-                        // Written before the state lock is let go: from then on a journal
-                        // compaction (which reads the state under this lock) records the
-                        // message as settled, and a crash before a later write would lose it.
-                        // The dead-letter log's own lock is never held while waiting for this
-                        // one, and the journal record waits until it is let go (compaction
-                        // takes the journal's lock, then this one).
-                        durable.dead_letter(offset, deliveries, &payload)?;
+                        // Written before the message is settled and the state lock let go:
+                        // from then on a journal compaction (which reads the state under this
+                        // lock) records the message as settled, and a crash before a later
+                        // write would lose it. The dead-letter log's own lock is never held
+                        // while waiting for this one, and the journal record waits until it
+                        // is let go (compaction takes the journal's lock, then this one).
+                        if let Err(error) = durable.dead_letter(offset, deliveries, &payload) {
+                            // Not settled: a later receive dead-letters it. The batch ends
+                            // with what it leased, which goes to the caller; the error does
+                            // if there is none.
+                            state.leases.dead_letter_failed(offset);
+                            failed = Some(error);
+                            break;
+                        }
                         dead.push(offset);
                     } else {
                         self.keep_dead_letter(&mut state, offset, deliveries, payload);
                     }
+                    state.leases.dead_lettered(offset);
+                    state.stats.dead_lettered += 1;
+                    freed += 1;
+                    #[cfg(feature = "metrics")]
+                    self.metrics.dead_lettered();
                 }
             }
         }
@@ -1236,7 +1247,10 @@ impl WorkQueue {
                 self.journal(durable, journal::Entry::Received { offset, attempt })?;
             }
         }
-        Ok(())
+        match failed {
+            Some(error) if leased == 0 => Err(error),
+            _ => Ok(()),
+        }
     }
 
     fn keep_dead_letter(&self, state: &mut State, offset: u64, deliveries: u32, payload: Bytes) {
