@@ -62,7 +62,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::{Arc, Condvar, Mutex, MutexGuard};
 use infra_common::{Clock, SystemClock};
 
@@ -510,12 +509,6 @@ pub struct WorkQueue {
     available: Condvar,
     /// Signalled when capacity may have been freed.
     space: Condvar,
-    /// How many wake-ups receivers were given (for messages sent, nacked or released) and
-    /// senders (for room freed): a waiter spinning before it sleeps looks again (taking the
-    /// lock) only once its counter has moved, rather than contending for the lock with the
-    /// side that would move it. A hint only: the look under the lock before sleeping decides.
-    made_available: AtomicU64,
-    made_room: AtomicU64,
     clock: SharedClock,
     options: QueueOptions,
     visibility_nanos: u64,
@@ -535,9 +528,8 @@ impl fmt::Debug for WorkQueue {
     }
 }
 
-/// Rounds of spinning a receive at an empty queue, or a send at a full one, takes before it
-/// sleeps, looking again in a round only if the other side has woken its side since (none under
-/// loom, where a spin is only more interleavings to explore).
+/// Extra looks a receive takes at an empty queue, or a send at a full one, before it sleeps
+/// (none under loom, where a spin is only more interleavings to explore).
 const SPINS: u32 = if cfg!(infra_loom) { 0 } else { 10 };
 
 /// The pause before extra look `round`: 2, 4, ... 64 spins, then yielding the processor, as a
@@ -671,8 +663,6 @@ impl WorkQueue {
             }),
             available: Condvar::new(),
             space: Condvar::new(),
-            made_available: AtomicU64::new(0),
-            made_room: AtomicU64::new(0),
             clock,
             visibility_nanos,
             durable,
@@ -754,8 +744,8 @@ impl WorkQueue {
 
     /// The state, locked with room for one more send, and the offset of the id's first send
     /// if it is a duplicate: [`WorkQueue::admit`], where a waiting sender at a full queue
-    /// first spins a moment (spinning, then yielding), looking again each time room was freed
-    /// meanwhile, before it sleeps (room is often a moment away: a consumer between two acks).
+    /// first looks again a few times, spinning then yielding, before it sleeps (room is often
+    /// a moment away: a consumer between two acks).
     fn lock_admitted(
         &self,
         id: Option<&Bytes>,
@@ -763,18 +753,15 @@ impl WorkQueue {
         wait: bool,
     ) -> Result<(MutexGuard<'_, State>, Option<u64>), Error> {
         if wait {
-            let mut seen = None;
             for round in 0..SPINS {
-                let room = self.made_room.load(Ordering::Relaxed);
-                if seen != Some(room) {
-                    seen = Some(room);
-                    let mut state = self.state.lock();
-                    match self.admit(&mut state, id, now_ms, false) {
-                        Err(Error::Full { .. }) => {}
-                        admitted => return admitted.map(|duplicate| (state, duplicate)),
+                let mut state = self.state.lock();
+                match self.admit(&mut state, id, now_ms, false) {
+                    Err(Error::Full { .. }) => {
+                        drop(state);
+                        back_off(round);
                     }
+                    admitted => return admitted.map(|duplicate| (state, duplicate)),
                 }
-                back_off(round);
             }
         }
         let mut state = self.state.lock();
@@ -1089,11 +1076,6 @@ impl WorkQueue {
     /// Wakes receivers for `messages` made available: a waiting thread, and a registered
     /// task, per message while there are any.
     fn wake_receivers(&self, messages: usize) {
-        if messages == 0 {
-            return;
-        }
-        self.made_available
-            .fetch_add(messages as u64, Ordering::Relaxed);
         self.available.notify_up_to(messages);
         #[cfg(feature = "tokio")]
         self.notify.available.wake(messages);
@@ -1101,10 +1083,6 @@ impl WorkQueue {
 
     /// Wakes senders for room freed for `messages`, as [`Self::wake_receivers`] does.
     fn wake_senders(&self, messages: usize) {
-        if messages == 0 {
-            return;
-        }
-        self.made_room.fetch_add(messages as u64, Ordering::Relaxed);
         self.space.notify_up_to(messages);
         #[cfg(feature = "tokio")]
         self.notify.space.wake(messages);
@@ -1309,24 +1287,15 @@ impl WorkQueue {
         timeout: Duration,
         mut attempt: impl FnMut() -> Result<Option<T>, Error>,
     ) -> Result<Option<T>, Error> {
-        let mut seen = self.made_available.load(Ordering::Relaxed);
         if let Some(found) = attempt()? {
             return Ok(Some(found));
         }
         if !timeout.is_zero() {
             // A message is often a moment away (a producer between two sends): look again a
             // few times, spinning then yielding, before sleeping, since a sleep and its
-            // wake-up cost two context switches. Bounded: at most `SPINS` more looks, each
-            // once receivers were woken since the last (what time makes available, a delay or
-            // a lease ending, even one `extend` shortened, waits for the look under the lock
-            // below).
+            // wake-up cost two context switches. Bounded: at most `SPINS` more looks.
             for round in 0..SPINS {
                 back_off(round);
-                let available = self.made_available.load(Ordering::Relaxed);
-                if available == seen {
-                    continue;
-                }
-                seen = available;
                 if let Some(found) = attempt()? {
                     return Ok(Some(found));
                 }
