@@ -1,7 +1,6 @@
 //! The concurrent driver index: per-cell buckets, exact nearest and radius queries, claims.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::f64::consts::PI;
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{RwLock, RwLockReadGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
+use crate::best::{Best, Found, least_first};
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
     CellGeometry, Circumcircle, CoarseCircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit,
@@ -25,10 +25,6 @@ use crate::{
 /// The most drivers one [`Index::nearest`] or [`Index::within`] query returns, which bounds
 /// its memory.
 pub const MAX_K: usize = 10_000;
-
-/// The room a query's best-so-far heap starts with: enough for the usual `k` without growing,
-/// while a large `k` grows the heap only as drivers are found.
-const FIRST_CAPACITY: usize = 64;
 
 /// The most walks one [`Index::nearest`] query makes when drivers moving meanwhile were met
 /// twice in a walk (see [`drop_repeats`]); the last walk's answer stands, its repeats dropped.
@@ -1181,14 +1177,16 @@ impl<C: Clock> Index<C> {
             walks += 1;
             let mut nearest = Nearest::new(self, query, filter, now, k, reach_chord2);
             self.walk(point, &query, &mut nearest);
-            // A sort of the few best costs less than taking them off the heap one by one.
-            let mut best = nearest.best.into_vec();
-            best.sort_unstable();
             // A driver met twice took a place of the best `k` from a driver that did not
             // move: walk again. A repeat needs a driver to cross cells while the walk passes
             // both, so walks are bounded only against constant churn.
-            if drop_repeats(&mut best) == 0 || walks == MAX_WALKS {
-                return Ok(into_candidates(&query, best));
+            let answer = nearest.best.with_sorted(|best| {
+                let kept = drop_repeats(best);
+                (kept == best.len() || walks == MAX_WALKS)
+                    .then(|| into_candidates(&query, &best[..kept]))
+            });
+            if let Some(answer) = answer {
+                return Ok(answer);
             }
         }
     }
@@ -1240,7 +1238,7 @@ impl<C: Clock> Index<C> {
             // farther cells it then leaves out are not looked up, nor their neighbours met. (A
             // bucket emptied or filled since its neighbour was read is skipped or missed, as a
             // report a moment later would have been.)
-            ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            sort_by_bound(&mut ring);
             let mut reader = CellReader::new(self);
             let mut scanned = 0;
             while let Some(&(bound, cell)) = ring.get(scanned)
@@ -1296,6 +1294,27 @@ impl<C: Clock> Index<C> {
     }
 }
 
+/// Up to this many cells, [`sort_by_bound`] sorts a ring by insertion.
+const RING_BY_INSERTION: usize = 24;
+
+/// Sorts a ring's cells by their bounds, nearest first. A walk in a dense city sorts rings of
+/// six and twelve cells: an insertion sort of its own costs less than a general sort.
+fn sort_by_bound(ring: &mut [(f64, CellIndex)]) {
+    if ring.len() > RING_BY_INSERTION {
+        ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        return;
+    }
+    for i in 1..ring.len() {
+        let cell = ring[i];
+        let mut place = i;
+        while place > 0 && cell.0.total_cmp(&ring[place - 1].0).is_lt() {
+            ring[place] = ring[place - 1];
+            place -= 1;
+        }
+        ring[place] = cell;
+    }
+}
+
 /// Adds the neighbours of `bucket`'s cell not seen before to the next ring, with their bounds.
 #[inline]
 fn ring_after(
@@ -1337,53 +1356,27 @@ impl<'a, C: Clock> CellReader<'a, C> {
     }
 }
 
-/// A driver found by a scan: its squared chord from the query point, ordered by it then by id.
-#[derive(Clone, Copy, Debug)]
-struct Found {
-    chord2: f64,
-    id: DriverId,
-    word: u64,
-    /// The driver's position, for its exact distance once it is a result.
-    unit: Unit,
-}
-
-impl PartialEq for Found {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == CmpOrdering::Equal
-    }
-}
-
-impl Eq for Found {}
-
-impl PartialOrd for Found {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Found {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.chord2
-            .total_cmp(&other.chord2)
-            .then(self.id.cmp(&other.id))
-    }
-}
-
 /// Drops the later sightings of a driver found more than once in `found` (nearest first), so
-/// each driver is kept at its nearest; how many were dropped.
+/// each driver is kept at its nearest: those kept are moved to the front, in order; how many
+/// they are.
 ///
 /// A walk holds one cell's lock at a time, so a driver that moves from a cell it has scanned
 /// to one it has yet to scan is met twice, at its old position and its new one: both are
 /// positions it reported during the query, but it is one driver.
-fn drop_repeats(found: &mut Vec<Found>) -> usize {
+fn drop_repeats(found: &mut [Found]) -> usize {
     if !has_repeats(found) {
-        return 0;
+        return found.len();
     }
-    let before = found.len();
-    let mut kept: HashSet<DriverId, RandomState> =
-        HashSet::with_capacity_and_hasher(before, RandomState::new());
-    found.retain(|f| kept.insert(f.id));
-    before - found.len()
+    let mut met: HashSet<DriverId, RandomState> =
+        HashSet::with_capacity_and_hasher(found.len(), RandomState::new());
+    let mut kept = 0;
+    for i in 0..found.len() {
+        if met.insert(found[i].id) {
+            found[kept] = found[i];
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// Whether a driver is in `found` more than once.
@@ -1400,23 +1393,35 @@ fn has_repeats(found: &[Found]) -> bool {
     ids.windows(2).any(|pair| pair[0] == pair[1])
 }
 
-fn into_candidates(query: &Unit, found: Vec<Found>) -> Vec<Candidate> {
-    let mut candidates: Vec<Candidate> = found
-        .into_iter()
-        .map(|f| Candidate {
+/// The results from the drivers `found`, nearest first by squared chord.
+fn into_candidates(query: &Unit, found: &[Found]) -> Vec<Candidate> {
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(found.len());
+    for f in found {
+        let candidate = Candidate {
             driver: f.id,
             distance_m: exact_angle(query, &f.unit) * EARTH_RADIUS_M,
             version: Version(f.word),
-        })
-        .collect();
-    // The squared chord and the exact arc can order two nearly equidistant drivers differently
-    // by a rounding; results are nearest first by the distance they report.
-    candidates.sort_by(|a, b| {
-        a.distance_m
-            .total_cmp(&b.distance_m)
-            .then(a.driver.cmp(&b.driver))
-    });
+        };
+        // The squared chord and the exact arc can order two nearly equidistant drivers
+        // differently by a rounding; results are nearest first by the distance they report.
+        // Taken in the chords' order, a result nearly always goes last: one comparison.
+        let mut place = candidates.len();
+        while place > 0 && reported_before(&candidate, &candidates[place - 1]) {
+            place -= 1;
+        }
+        candidates.insert(place, candidate);
+    }
     candidates
+}
+
+/// Whether `a` comes before `b` in an answer: nearer by its distance, or as near with a
+/// smaller id.
+#[inline]
+fn reported_before(a: &Candidate, b: &Candidate) -> bool {
+    a.distance_m
+        .total_cmp(&b.distance_m)
+        .then(a.driver.cmp(&b.driver))
+        .is_lt()
 }
 
 /// What a ring walk collects.
@@ -1451,8 +1456,8 @@ struct Nearest<'a, C> {
     now: u64,
     index: &'a Index<C>,
     k: usize,
-    /// The best `k` so far, worst on top.
-    best: BinaryHeap<Found>,
+    /// The best `k` so far.
+    best: Best,
     /// The squared chord beyond which no driver is wanted (infinite for no bound).
     reach_chord2: f64,
     /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`.
@@ -1468,6 +1473,7 @@ struct Nearest<'a, C> {
 }
 
 impl<'a, C: Clock> Nearest<'a, C> {
+    #[inline]
     fn new(
         index: &'a Index<C>,
         query: Unit,
@@ -1482,12 +1488,41 @@ impl<'a, C: Clock> Nearest<'a, C> {
             now,
             index,
             k,
-            best: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
+            best: Best::new(k),
             reach_chord2,
             worst_chord2: reach_chord2,
             coarse_query: coarse(&query),
             coarse_worst: coarse_bound(reach_chord2),
             nearer: Vec::with_capacity(64),
+        }
+    }
+
+    /// Reads the row of the driver in `slot` of `bucket` and keeps it if it is among the best
+    /// so far and admissible.
+    #[inline]
+    fn consider(&mut self, bucket: &Bucket, slot: usize) {
+        let detail = &bucket.details[slot];
+        let chord2 = chord2(&self.query, &detail.unit);
+        if chord2 > self.worst_chord2 {
+            return;
+        }
+        let found = Found {
+            chord2,
+            id: detail.id,
+            word: 0,
+            unit: detail.unit,
+        };
+        // As far as the worst: it stays worse unless its id is smaller.
+        if self.best.full_worst().is_some_and(|worst| found >= *worst) {
+            return;
+        }
+        let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
+            return;
+        };
+        self.best.offer(Found { word, ..found });
+        if let Some(worst) = self.best.full_worst() {
+            self.worst_chord2 = worst.chord2;
+            self.coarse_worst = coarse_bound(self.worst_chord2);
         }
     }
 }
@@ -1502,8 +1537,6 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     /// exact position, only for a driver the coarse look cannot rule out of the best `k`. The
     /// `k` coarsely nearest drivers within reach are taken first, then the rest, so the first
     /// bucket, seen while the reach is unbounded, reads about `k` rows and not all of them.
-    /// Each part is taken in any order: the first bucket reads the rows of its `k` nearest
-    /// whatever their order, and a later one has few drivers within reach.
     fn visit(&mut self, bucket: &Bucket) {
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
@@ -1514,41 +1547,16 @@ impl<C: Clock> Collector for Nearest<'_, C> {
                 nearer.push((coarse2.to_bits(), slot));
             }
         }
-        // The `k` nearest first, the rest after them, each part in any order. The order decides
-        // only which rows are read, not the answer (the best `k` are chosen by exact chords,
-        // ties by id), so integers stand in for the chords: cheaper to compare.
+        // The `k` nearest first, in order, so the best fill nearest first (each one placed
+        // last), the rest after them in any order. The order decides only which rows are
+        // read, not the answer (the best `k` are chosen by exact chords, ties by id), so
+        // integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
-            nearer.select_nth_unstable(self.k);
+            least_first(&mut nearer, self.k);
         }
         for &(bits, slot) in &nearer {
-            if f32::from_bits(bits) > self.coarse_worst {
-                continue;
-            }
-            let detail = &bucket.details[slot];
-            let chord2 = chord2(&self.query, &detail.unit);
-            if chord2 > self.worst_chord2 {
-                continue;
-            }
-            let found = Found {
-                chord2,
-                id: detail.id,
-                word: 0,
-                unit: detail.unit,
-            };
-            // As far as the worst: it stays worse unless its id is smaller.
-            if self.best.len() == self.k && self.best.peek().is_some_and(|worst| found >= *worst) {
-                continue;
-            }
-            let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
-                continue;
-            };
-            self.best.push(Found { word, ..found });
-            if self.best.len() > self.k {
-                self.best.pop();
-            }
-            if self.best.len() == self.k {
-                self.worst_chord2 = self.best.peek().map_or(f64::INFINITY, |worst| worst.chord2);
-                self.coarse_worst = coarse_bound(self.worst_chord2);
+            if f32::from_bits(bits) <= self.coarse_worst {
+                self.consider(bucket, slot);
             }
         }
         self.nearer = nearer;
@@ -1579,10 +1587,10 @@ mod tests {
                 })
                 .collect();
             assert!(!has_repeats(&found), "{len}");
+            assert_eq!(drop_repeats(&mut found), len, "{len}");
             found[len - 1].id = DriverId(0);
-            assert_eq!(drop_repeats(&mut found), 1, "{len}");
-            assert_eq!(found.len(), len - 1);
-            assert!(found.iter().all(|f| f.chord2 < (len - 1) as f64));
+            assert_eq!(drop_repeats(&mut found), len - 1, "{len}");
+            assert!(found[..len - 1].iter().all(|f| f.chord2 < (len - 1) as f64));
         }
     }
 
@@ -1657,7 +1665,7 @@ mod tests {
             cells < occupied / 4,
             "{cells} empty cells for {occupied} buckets"
         );
-        let found = nearest.best.into_sorted_vec();
+        let found = nearest.best.with_sorted(|found| found.to_vec());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, DriverId(0));
     }

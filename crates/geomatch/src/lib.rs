@@ -45,6 +45,7 @@
 //!   the `metrics` module.
 #![forbid(unsafe_code)]
 
+mod best;
 mod driver;
 mod drivers;
 mod error;

@@ -1,0 +1,352 @@
+//! The best `k` drivers a nearest query has found so far, and the `k` coarsely nearest of a
+//! bucket, whose rows it reads first.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::DriverId;
+use crate::geo::Unit;
+
+/// Up to this many results, a query keeps its best in a sorted array on the stack
+/// ([`SortedFew`]) rather than in a heap.
+pub(crate) const FEW: usize = 16;
+
+/// The room a heap of the best starts with, for `k` above [`FEW`]: a large `k` grows it only
+/// as drivers are found.
+const FIRST_CAPACITY: usize = 64;
+
+/// A driver found by a scan: its squared chord from the query point, ordered by it then by id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found {
+    pub(crate) chord2: f64,
+    pub(crate) id: DriverId,
+    pub(crate) word: u64,
+    /// The driver's position, for its exact distance once it is a result.
+    pub(crate) unit: Unit,
+}
+
+impl Found {
+    /// What fills the unused places of a [`SortedFew`], never read.
+    const FILLER: Self = Self {
+        chord2: 0.0,
+        id: DriverId(0),
+        word: 0,
+        unit: [0.0; 3],
+    };
+
+    /// The squared chord's bits, then the id. A squared chord is a sum of squares: never
+    /// negative nor NaN, so its bits order as `total_cmp` orders it, and integers compare
+    /// more cheaply.
+    #[inline]
+    fn key(&self) -> (u64, u64) {
+        (self.chord2.to_bits(), self.id.0)
+    }
+}
+
+impl PartialEq for Found {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Found {}
+
+impl PartialOrd for Found {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Found {
+    #[inline]
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The `k` least items offered (`k` up to [`FEW`]), kept sorted in a fixed array: a place
+/// among a few is found by a few comparisons, with no allocation, and the least come out in
+/// order with no sort.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SortedFew<T> {
+    items: [T; FEW],
+    len: usize,
+    k: usize,
+}
+
+impl<T: Copy + Ord> SortedFew<T> {
+    /// Empty, keeping up to `k` (1 to [`FEW`]); `filler` fills the places not yet taken.
+    #[inline]
+    pub(crate) fn new(k: usize, filler: T) -> Self {
+        debug_assert!((1..=FEW).contains(&k));
+        Self {
+            items: [filler; FEW],
+            len: 0,
+            k,
+        }
+    }
+
+    /// The greatest of those kept once there are `k`.
+    #[inline]
+    pub(crate) fn full_last(&self) -> Option<&T> {
+        (self.len == self.k).then(|| &self.items[self.k - 1])
+    }
+
+    /// Keeps `item` if there are fewer than `k` or it is less than the greatest kept, which
+    /// then drops out.
+    #[inline]
+    pub(crate) fn offer(&mut self, item: T) {
+        let mut place = if self.len < self.k {
+            self.len += 1;
+            self.len - 1
+        } else if item < self.items[self.k - 1] {
+            self.k - 1
+        } else {
+            return;
+        };
+        while place > 0 && item < self.items[place - 1] {
+            self.items[place] = self.items[place - 1];
+            place -= 1;
+        }
+        self.items[place] = item;
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Those kept, least first, to change in place.
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.items[..self.len]
+    }
+}
+
+/// Up to this many drivers of a bucket within reach, [`least_first`] selects among them with
+/// [`select_few`].
+const SELECT_FEW_MAX: usize = 64;
+
+/// Reorders `nearer` (more than `k` pairs of a coarse squared chord's bits and a slot) so that
+/// the `k` least chords come first, least first (ties in any order: the chords alone are
+/// compared, the cheaper).
+pub(crate) fn least_first(nearer: &mut [(u32, usize)], k: usize) {
+    let chord = |&(bits, _): &(u32, usize)| bits;
+    if nearer.len() <= SELECT_FEW_MAX {
+        select_few(nearer, k - 1, chord);
+    } else {
+        nearer.select_nth_unstable_by_key(k - 1, chord);
+    }
+    insertion_sort(&mut nearer[..k], chord);
+}
+
+/// Below this many values, [`select_few`] sorts them by insertion.
+const SELECT_BY_INSERTION: usize = 8;
+
+/// Reorders `v` so that its `nth` least by `key` (counting from 0) is at `nth`, none after it
+/// less and none before it greater: Hoare's selection, the pivot the median of three, then an insertion
+/// sort of the few left. For a few dozen values, where it costs about half the general
+/// selection's work (its worst case is quadratic).
+fn select_few<T: Copy, K: Ord>(v: &mut [T], nth: usize, key: impl Fn(&T) -> K) {
+    let (mut lo, mut hi) = (0, v.len());
+    while hi - lo > SELECT_BY_INSERTION {
+        let (a, b, c) = (key(&v[lo]), key(&v[lo + (hi - lo) / 2]), key(&v[hi - 1]));
+        let pivot = if a < b {
+            b.min(a.max(c))
+        } else {
+            a.min(b.max(c))
+        };
+        // The pivot is among the values, so each scan stops inside the range: at the first
+        // pass on a value the other scan stops at, later on the values just swapped.
+        let (mut i, mut j) = (lo, hi - 1);
+        loop {
+            while key(&v[i]) < pivot {
+                i += 1;
+            }
+            while key(&v[j]) > pivot {
+                j -= 1;
+            }
+            if i >= j {
+                break;
+            }
+            v.swap(i, j);
+            i += 1;
+            j -= 1;
+        }
+        // Now v[lo..i] <= pivot <= v[j + 1..hi], with i == j + 1, or i == j and v[i] the
+        // pivot, in its place. Either way the range shrinks.
+        if i == j {
+            match nth.cmp(&i) {
+                Ordering::Less => hi = i,
+                Ordering::Greater => lo = i + 1,
+                Ordering::Equal => return,
+            }
+        } else if nth < i {
+            hi = i;
+        } else {
+            lo = i;
+        }
+    }
+    insertion_sort(&mut v[lo..hi], key);
+}
+
+fn insertion_sort<T: Copy, K: Ord>(v: &mut [T], key: impl Fn(&T) -> K) {
+    for i in 1..v.len() {
+        let value = v[i];
+        let mut place = i;
+        while place > 0 && key(&value) < key(&v[place - 1]) {
+            v[place] = v[place - 1];
+            place -= 1;
+        }
+        v[place] = value;
+    }
+}
+
+/// The best `k` drivers so far: sorted in a fixed array for a `k` up to [`FEW`], the usual
+/// case; in a heap, worst on top, for a larger `k`.
+// The large variant is the usual one, left unboxed so that a query allocates nothing for it.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Best {
+    Few(SortedFew<Found>),
+    Many { heap: BinaryHeap<Found>, k: usize },
+}
+
+impl Best {
+    /// Empty, for the best `k` (at least 1).
+    #[inline]
+    pub(crate) fn new(k: usize) -> Self {
+        if k <= FEW {
+            Self::Few(SortedFew::new(k, Found::FILLER))
+        } else {
+            Self::Many {
+                heap: BinaryHeap::with_capacity((k + 1).min(FIRST_CAPACITY)),
+                k,
+            }
+        }
+    }
+
+    /// The worst of the best once there are `k`.
+    #[inline]
+    pub(crate) fn full_worst(&self) -> Option<&Found> {
+        match self {
+            Self::Few(few) => few.full_last(),
+            Self::Many { heap, k } => heap.peek().filter(|_| heap.len() == *k),
+        }
+    }
+
+    /// Keeps `found` if there are fewer than `k` or it is better than the worst, which then
+    /// drops out.
+    #[inline]
+    pub(crate) fn offer(&mut self, found: Found) {
+        match self {
+            Self::Few(few) => few.offer(found),
+            Self::Many { heap, k } => {
+                if heap.len() < *k {
+                    heap.push(found);
+                } else if let Some(mut worst) = heap.peek_mut()
+                    && found < *worst
+                {
+                    *worst = found;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        match self {
+            Self::Few(few) => few.clear(),
+            Self::Many { heap, .. } => heap.clear(),
+        }
+    }
+
+    /// Hands the best, nearest first, to `f`, to change in place; what is left of them
+    /// after is not to be read.
+    pub(crate) fn with_sorted<R>(&mut self, f: impl FnOnce(&mut [Found]) -> R) -> R {
+        match self {
+            Self::Few(few) => f(few.as_mut_slice()),
+            Self::Many { heap, .. } => f(&mut std::mem::take(heap).into_sorted_vec()),
+        }
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn found(chord2: f64, id: u64) -> Found {
+        Found {
+            chord2,
+            id: DriverId(id),
+            ..Found::FILLER
+        }
+    }
+
+    proptest! {
+        /// Both forms keep what a full sort keeps, in its order: the `k` least by squared
+        /// chord then id, ties in the chord included.
+        #[test]
+        fn the_best_are_the_k_least(k in 1usize..40, offered in prop::collection::vec((0u8..20, 0u64..30), 0..80)) {
+            let offered: Vec<Found> = offered
+                .into_iter()
+                .map(|(chord, id)| found(f64::from(chord) * 0.25, id))
+                .collect();
+            let mut best = Best::new(k);
+            for &f in &offered {
+                best.offer(f);
+            }
+            let mut expected = offered.clone();
+            expected.sort_by(|a, b| a.chord2.total_cmp(&b.chord2).then(a.id.cmp(&b.id)));
+            expected.truncate(k);
+            let worst = best.full_worst().map(Found::key);
+            prop_assert_eq!(worst, (expected.len() == k).then(|| expected[k - 1].key()));
+            let kept: Vec<(u64, u64)> = best.with_sorted(|sorted| sorted.iter().map(Found::key).collect());
+            let expected: Vec<(u64, u64)> = expected.iter().map(Found::key).collect();
+            prop_assert_eq!(kept, expected);
+        }
+    }
+
+    proptest! {
+        /// The selection among a few values puts in the place asked for what a sort puts
+        /// there, nothing less after it and nothing greater before it (duplicates, runs and
+        /// both ends included); `least_first` puts a sort's first `k` first, in order, among a
+        /// few values and among many.
+        #[test]
+        fn the_selection_is_the_sort(values in prop::collection::vec(0u32..40, 1..150), at in 0usize..150, sorted_first in any::<bool>()) {
+            let mut values: Vec<(u32, usize)> = values.into_iter().enumerate().map(|(slot, bits)| (bits, slot % 7)).collect();
+            if sorted_first {
+                values.sort_unstable();
+            }
+            let nth = at % values.len();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            if values.len() > nth + 1 {
+                let mut first = values.clone();
+                least_first(&mut first, nth + 1);
+                let chords = |v: &[(u32, usize)]| v.iter().map(|&(bits, _)| bits).collect::<Vec<_>>();
+                prop_assert_eq!(chords(&first[..=nth]), chords(&sorted[..=nth]));
+                first.sort_unstable();
+                prop_assert_eq!(&first, &sorted);
+            }
+            if values.len() <= SELECT_FEW_MAX {
+                let (bits, _) = sorted[nth];
+                select_few(&mut values, nth, |&(bits, _)| bits);
+                prop_assert_eq!(values[nth].0, bits);
+                prop_assert!(values[..nth].iter().all(|&(b, _)| b <= bits));
+                prop_assert!(values[nth..].iter().all(|&(b, _)| b >= bits));
+                values.sort_unstable();
+                prop_assert_eq!(&values, &sorted);
+            }
+        }
+    }
+
+    #[test]
+    fn cleared_best_keeps_nothing() {
+        for k in [1, FEW, FEW + 1] {
+            let mut best = Best::new(k);
+            best.offer(found(1.0, 1));
+            best.clear();
+            assert!(best.full_worst().is_none(), "{k}");
+            best.offer(found(2.0, 2));
+            assert_eq!(best.with_sorted(|sorted| sorted.len()), 1, "{k}");
+        }
+    }
+}
