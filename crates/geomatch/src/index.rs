@@ -1234,11 +1234,19 @@ impl<C: Clock> Index<C> {
             visited += ring.len();
             next.clear();
             empty.clear();
+            // Whether a cell of the ring is within reach once it is scanned says whether the
+            // next ring may hold one.
+            let ring_bound = ring
+                .iter()
+                .fold(f64::INFINITY, |least, &(bound, _)| least.min(bound));
             // The cells within reach, nearest first: the reach shrinks as early as it can, and
             // farther cells it then leaves out are not looked up, nor their neighbours met. (A
             // bucket emptied or filled since its neighbour was read is skipped or missed, as a
-            // report a moment later would have been.)
-            sort_by_bound(&mut ring);
+            // report a moment later would have been.) The reach only shrinks, so the cells
+            // beyond it now are left out before the sort.
+            let reach = collector.reach();
+            ring.retain(|&(bound, _)| bound <= reach);
+            ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
             let mut reader = CellReader::new(self);
             let mut scanned = 0;
             while let Some(&(bound, cell)) = ring.get(scanned)
@@ -1255,7 +1263,6 @@ impl<C: Clock> Index<C> {
             }
             drop(reader);
             empties += empty.len();
-            let ring_bound = ring.first().map_or(f64::INFINITY, |&(bound, _)| bound);
             if ring_bound > collector.reach() {
                 return visited;
             }
@@ -1291,27 +1298,6 @@ impl<C: Clock> Index<C> {
             }
             std::mem::swap(&mut ring, &mut next);
         }
-    }
-}
-
-/// Up to this many cells, [`sort_by_bound`] sorts a ring by insertion.
-const RING_BY_INSERTION: usize = 24;
-
-/// Sorts a ring's cells by their bounds, nearest first. A walk in a dense city sorts rings of
-/// six and twelve cells: an insertion sort of its own costs less than a general sort.
-fn sort_by_bound(ring: &mut [(f64, CellIndex)]) {
-    if ring.len() > RING_BY_INSERTION {
-        ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        return;
-    }
-    for i in 1..ring.len() {
-        let cell = ring[i];
-        let mut place = i;
-        while place > 0 && cell.0.total_cmp(&ring[place - 1].0).is_lt() {
-            ring[place] = ring[place - 1];
-            place -= 1;
-        }
-        ring[place] = cell;
     }
 }
 
