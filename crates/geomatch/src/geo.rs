@@ -6,7 +6,8 @@
 //! distance does (the arc increases with the chord), so the trigonometry runs once per result
 //! rather than once per driver scanned. A returned distance is computed from the two vectors
 //! as `atan2(|a × b|, a · b)`, which keeps full precision at every angle; `2·asin(chord / 2)`
-//! loses digits near the antipodes, where the chord's derivative vanishes.
+//! loses digits near the antipodes, where the chord's derivative vanishes. At short range the
+//! arc tangent comes from its series (see `exact_angle`).
 
 use std::collections::HashSet;
 use std::f64::consts::PI;
