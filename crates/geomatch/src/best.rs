@@ -142,9 +142,9 @@ pub(crate) fn least_first(nearer: &mut [(u32, usize)], k: usize) {
 const SELECT_BY_INSERTION: usize = 8;
 
 /// Reorders `v` so that its `nth` least by `key` (counting from 0) is at `nth`, none after it
-/// less and none before it greater: Hoare's selection, the pivot the median of three, then an insertion
-/// sort of the few left. For a few dozen values, where it costs about half the general
-/// selection's work (its worst case is quadratic).
+/// less and none before it greater: Hoare's selection, the pivot the median of three, then an
+/// insertion sort of the few left. For a few dozen values, where it takes fewer instructions
+/// than the general selection; its worst case is quadratic, hence [`SELECT_FEW_MAX`].
 fn select_few<T: Copy, K: Ord>(v: &mut [T], nth: usize, key: impl Fn(&T) -> K) {
     let (mut lo, mut hi) = (0, v.len());
     while hi - lo > SELECT_BY_INSERTION {
