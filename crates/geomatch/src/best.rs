@@ -135,7 +135,12 @@ pub(crate) fn least_first(nearer: &mut [(u32, usize)], k: usize) {
     } else {
         nearer.select_nth_unstable_by_key(k - 1, chord);
     }
-    insertion_sort(&mut nearer[..k], chord);
+    // An insertion sort's moves grow as k²: past a few dozen, the general sort.
+    if k <= SELECT_FEW_MAX {
+        insertion_sort(&mut nearer[..k], chord);
+    } else {
+        nearer[..k].sort_unstable_by_key(chord);
+    }
 }
 
 /// Below this many values, [`select_few`] sorts them by insertion.

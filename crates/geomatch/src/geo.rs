@@ -5,8 +5,8 @@
 //! then needs only the squared chord `|a - b|²`, which orders points as the great-circle
 //! distance does (the arc increases with the chord), so the trigonometry runs once per result
 //! rather than once per driver scanned. A returned distance is computed from the two vectors
-//! as `atan2(|a × b|, a · b)`, which keeps full precision at every angle; `2·asin(chord / 2)`
-//! loses digits near the antipodes, where the chord's derivative vanishes. At short range the
+//! as `atan2(|a × b|, a · b)`, which keeps its digits near the antipodes, where
+//! `2·asin(chord / 2)` loses them (the chord's derivative vanishes there). At short range the
 //! arc tangent comes from its series (see `exact_angle`).
 
 use std::collections::HashSet;
@@ -181,14 +181,14 @@ pub(crate) fn chord2_to_angle(chord2: f64) -> f64 {
 /// term left out, `t¹¹/11`, is under 1e-19 of the sum, far below its rounding.
 const SERIES_TAN: f64 = 1.0 / 64.0;
 
-/// The central angle, in radians, between two unit vectors, accurate to rounding at every
-/// angle (the asin of the chord is not, near π): `atan2(|a × b|, a · b)`.
+/// The central angle, in radians, between two unit vectors: `atan2(|a × b|, a · b)`, which
+/// keeps its digits near π, where the asin of the chord loses about half of them.
 #[inline]
 pub(crate) fn exact_angle(a: &Unit, b: &Unit) -> f64 {
     let c = cross(a, b);
     let (sin, cos) = (dot(&c, &c).sqrt(), dot(a, b));
     if sin < SERIES_TAN * cos {
-        // The arc tangent of a small `t` by its series, in a tenth of the instructions of the
+        // The arc tangent of a small `t` by its series, in fewer instructions than the
         // library's `atan2`, and within a unit or two in the last place of it (three
         // roundings: the quotient, the sum and the product; the terms after the first
         // contribute under 1e-4 of the result, so their roundings do not show).
