@@ -332,8 +332,9 @@ mod lease {
     //! Guards, one per model: the attempt compare of a settle call (`Slot::state_is_leased_by`
     //! compares the attempt), the leased-state check of the same call (a nacked attempt no
     //! longer holds the message), the availability re-check under the lock before a
-    //! receiver sleeps (`WorkQueue::receive_timeout`), and the wake-up a batch send gives
-    //! receivers for what it stored before it waits for room (`WorkQueue::send_many`).
+    //! receiver sleeps (`WorkQueue::receive_timeout`), the wake-up a batch send gives
+    //! receivers for what it stored before it waits for room (`WorkQueue::send_many`), and the
+    //! wake-ups a batch ack gives senders, one per message it settled (`WorkQueue::ack_many`).
 
     use std::time::Duration;
 
@@ -440,6 +441,38 @@ mod lease {
             let sent = queue.send_many(["a", "b"]);
             assert!(sent.iter().all(Result::is_ok), "{sent:?}");
             consumer.join().unwrap();
+        });
+    }
+
+    /// Two senders wait for room in a full queue of two while a consumer takes both messages
+    /// and acks them in one batch: the ack must wake a sender per message it settled, or the
+    /// second sender sleeps beside the room (loom reports the deadlock).
+    #[test]
+    fn a_batch_ack_wakes_a_waiting_sender_per_message_it_settled() {
+        model(|| {
+            let clock = ManualClock::new();
+            let options = QueueOptions::default()
+                .visibility_timeout(LEASE)
+                .capacity(2);
+            let queue = Arc::new(WorkQueue::in_memory_with_clock(options, clock).unwrap());
+            queue.send_many(["a", "b"]).into_iter().for_each(|sent| {
+                sent.unwrap();
+            });
+            let senders: Vec<_> = ["c", "d"]
+                .into_iter()
+                .map(|payload| {
+                    let queue = Arc::clone(&queue);
+                    thread::spawn(move || queue.send(payload).unwrap().offset)
+                })
+                .collect();
+            let batch = queue.try_receive_many(2).unwrap();
+            assert_eq!(batch.len(), 2);
+            for acked in queue.ack_many(batch.iter().map(|delivery| delivery.receipt())) {
+                acked.unwrap();
+            }
+            let mut offsets: Vec<u64> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+            offsets.sort_unstable();
+            assert_eq!(offsets, [2, 3]);
         });
     }
 }
