@@ -5,11 +5,13 @@
 //!   `property = key OWS "=" OWS value / key OWS`;
 //! - a key is an RFC 7230 token; a value is percent-decoded to UTF-8 (invalid UTF-8 becomes
 //!   U+FFFD, as the spec says) and re-encoded when written;
-//! - at most [`Baggage::MAX_MEMBERS`] members and [`Baggage::MAX_BYTES`] bytes: members past
-//!   either limit are dropped whole, from the end;
+//! - at most [`Baggage::MAX_MEMBERS`] members and [`Baggage::MAX_BYTES`] bytes: a member
+//!   that would take the baggage past either limit is dropped whole (a later, smaller one may
+//!   still fit);
 //! - repeated headers are combined in order; empty members are tolerated;
 //! - a member that breaks the grammar makes the whole header invalid (nothing half-read);
-//! - a repeated key keeps its first position and its last value.
+//! - a repeated key keeps its first position and its last value; when that value does not
+//!   fit in the limits, the key is dropped rather than kept at an earlier value.
 
 use std::fmt;
 
@@ -200,10 +202,18 @@ impl Baggage {
             if member.is_empty() {
                 continue;
             }
-            // Over the limits, whole members are dropped from the end, as the spec allows.
-            if let Ok(len) = self.insert_entry_at(parse_member(member)?, encoded_len) {
-                encoded_len = len;
-            }
+            // A member that would take the baggage past a limit is dropped whole, as the spec
+            // allows; a later, smaller one may still fit.
+            encoded_len = match self.insert_entry_at(parse_member(member)?, encoded_len) {
+                Ok(len) => len,
+                // The header replaced this key's value with one that does not fit: the
+                // earlier value is no longer the sender's, so the key goes with it.
+                Err((_, Some(stale))) => {
+                    let separator = usize::from(self.len() > 1);
+                    encoded_len - self.entries.remove(stale).encoded_len() - separator
+                }
+                Err((_, None)) => encoded_len,
+            };
         }
         Ok(())
     }
@@ -280,15 +290,22 @@ impl Baggage {
     }
 
     fn insert_entry(&mut self, entry: BaggageEntry) -> Result<(), Error> {
-        self.insert_entry_at(entry, self.encoded_len()).map(drop)
+        self.insert_entry_at(entry, self.encoded_len())
+            .map(drop)
+            .map_err(|(error, _)| error)
     }
 
     /// [`insert_entry`](Self::insert_entry) given the current `encoded_len()`; returns the
-    /// new one.
+    /// new one. On error, the baggage is unchanged, and the error comes with the index of the
+    /// member of the same key, if there is one.
     // Inlined: passed to a call, the entry was first copied, reading back 16 bytes at a time
     // the fields just written one by one (a store-forwarding stall, `trace_ctx/baggage_extract`).
     #[inline(always)]
-    fn insert_entry_at(&mut self, entry: BaggageEntry, encoded_len: usize) -> Result<usize, Error> {
+    fn insert_entry_at(
+        &mut self,
+        entry: BaggageEntry,
+        encoded_len: usize,
+    ) -> Result<usize, (Error, Option<usize>)> {
         let replaced = self.entries.iter().position(|e| e.has_key_of(&entry));
         let without = encoded_len
             - replaced.map_or(0, |i| {
@@ -297,10 +314,16 @@ impl Baggage {
         let remaining = self.len() - usize::from(replaced.is_some());
         let with = without + entry.encoded_len() + usize::from(remaining > 0);
         if remaining >= Self::MAX_MEMBERS {
-            return Err(Error::LimitExceeded("baggage holds at most 64 members"));
+            return Err((
+                Error::LimitExceeded("baggage holds at most 64 members"),
+                replaced,
+            ));
         }
         if with > Self::MAX_BYTES {
-            return Err(Error::LimitExceeded("baggage is at most 8192 bytes"));
+            return Err((
+                Error::LimitExceeded("baggage is at most 8192 bytes"),
+                replaced,
+            ));
         }
         match replaced {
             Some(index) => self.entries[index] = entry,
@@ -788,6 +811,29 @@ mod tests {
         ));
         full.insert("k0", "replaced").unwrap();
         assert_eq!(full.get("k0"), Some("replaced"));
+    }
+
+    /// A repeated key's last value is the sender's: when it does not fit in the limits, the
+    /// key goes rather than travel on with a value the header replaced.
+    #[test]
+    fn a_repeated_key_whose_last_value_does_not_fit_is_dropped_not_left_at_an_earlier_value() {
+        let fill = "x".repeat(8100);
+        let last = "z".repeat(200);
+        for header in [
+            format!("k=1,f={fill},k={last}"),
+            format!("f={fill},k=1,k={last}"),
+        ] {
+            let baggage = Baggage::parse(&header).unwrap();
+            assert_eq!(baggage.get("k"), None, "{header:.20}");
+            assert_eq!(baggage.get("f"), Some(fill.as_str()));
+            assert_eq!(baggage.encoded_len(), baggage.to_string().len());
+        }
+        // Across repeated fields too, and a later member still fits in the room freed.
+        let baggage =
+            Baggage::parse_all(["k=1", &format!("f={fill}"), &format!("k={last},g=2")]).unwrap();
+        let keys: Vec<&str> = baggage.iter().map(BaggageEntry::key).collect();
+        assert_eq!(keys, ["f", "g"]);
+        assert_eq!(baggage.encoded_len(), baggage.to_string().len());
     }
 
     /// A header whose last member is malformed leaves the baggage as it was, both when it
