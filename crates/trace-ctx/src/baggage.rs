@@ -775,7 +775,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_drop_whole_members_from_the_end() {
+    fn limits_drop_whole_members() {
         let header = (0..70)
             .map(|i| format!("k{i}=v"))
             .collect::<Vec<_>>()
@@ -790,6 +790,12 @@ mod tests {
         let baggage = Baggage::parse(&header).unwrap();
         assert_eq!(baggage.len(), 2);
         assert!(baggage.to_string().len() <= Baggage::MAX_BYTES);
+        // Not only from the end: a member too large to fit is dropped, and a later one that
+        // fits is kept.
+        let header = format!("a={big},b={},c=1", "y".repeat(6000));
+        let baggage = Baggage::parse(&header).unwrap();
+        let keys: Vec<&str> = baggage.iter().map(BaggageEntry::key).collect();
+        assert_eq!(keys, ["a", "c"]);
         // A repeated key replaces its member, freeing the room it held; `c` then fills the
         // header to 8189 bytes, and `d` (4 more with its comma) no longer fits.
         let huge = "x".repeat(5000);
