@@ -842,6 +842,21 @@ mod tests {
         assert_eq!(baggage.encoded_len(), baggage.to_string().len());
     }
 
+    /// The byte limit applies to the header as written, where each `=` in a value takes three
+    /// bytes (`%3D`): a received header within 8192 bytes whose values hold `=` can exceed
+    /// it once written, and then loses members.
+    #[test]
+    fn the_byte_limit_counts_the_header_as_written_with_equals_signs_escaped() {
+        let value = "a=".repeat(2000);
+        let header = format!("k={value},z={}", "b".repeat(8192 - 5 - value.len()));
+        assert_eq!(header.len(), Baggage::MAX_BYTES);
+        let baggage = Baggage::parse(&header).unwrap();
+        let keys: Vec<&str> = baggage.iter().map(BaggageEntry::key).collect();
+        assert_eq!(keys, ["k"]);
+        // `k=` and 2000 times `a%3D`: `z` no longer fits beside it.
+        assert_eq!(baggage.to_string().len(), 2 + 4 * 2000);
+    }
+
     /// A header whose last member is malformed leaves the baggage as it was, both when it
     /// was empty (parsed in place) and when it held members (parsed into a copy); a byte
     /// that is not UTF-8 is malformed like any byte outside the grammar.
