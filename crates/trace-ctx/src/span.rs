@@ -238,8 +238,10 @@ fn cap_len<T>(items: &mut Vec<T>, max: usize) -> u32 {
 
 /// An event's or link's attributes as a span's would be after `set_attribute` for each in
 /// turn: a repeated key keeps the place of its first occurrence and the value of its last
-/// (exporters must send unique keys), and keys past `max` are dropped and counted. In place:
-/// the merge allocates nothing.
+/// (exporters must send unique keys), and keys past `max` are dropped. The count differs: it
+/// is of distinct keys dropped, where a span counts every `set_attribute` call of a key it
+/// dropped (`repeated_event_and_link_keys_keep_the_last_value`). In place: the merge
+/// allocates nothing.
 fn limit_attributes(attributes: &mut Vec<KeyValue>, max: usize) -> u32 {
     let mut unique = 0;
     for next in 0..attributes.len() {
