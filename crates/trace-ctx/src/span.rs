@@ -401,7 +401,8 @@ struct TracerConfig {
     metrics: crate::metrics::TracerCounters,
 }
 
-/// Configures a [`Tracer`]. Defaults: service `"unknown"`, parent-based sampling that
+/// Configures a [`Tracer`]. Defaults: service `"unknown_service"` (OpenTelemetry's name for a
+/// service given none), parent-based sampling that
 /// samples every new trace, no exporter, the system clock, [`SpanLimits::default`].
 #[derive(Debug)]
 pub struct TracerBuilder {
@@ -512,7 +513,7 @@ impl Tracer {
     pub fn builder() -> TracerBuilder {
         TracerBuilder {
             config: TracerConfig {
-                service: Cow::Borrowed("unknown"),
+                service: Cow::Borrowed("unknown_service"),
                 sampler: Box::new(ParentBased::new(AlwaysOn)),
                 exporter: Box::new(NoopExporter),
                 batch: None,

@@ -194,7 +194,7 @@ fn a_reused_box_carries_nothing_over_from_its_earlier_span() {
             ),
             (0, 0, 0)
         );
-        assert_eq!(span.service, "unknown");
+        assert_eq!(span.service, "unknown_service");
     }
 }
 

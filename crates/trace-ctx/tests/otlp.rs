@@ -340,6 +340,32 @@ fn spans_of_several_services_get_a_resource_each() {
     );
 }
 
+/// OpenTelemetry's resource conventions name a service that was given no name
+/// `unknown_service`, which backends group such services under.
+#[test]
+fn a_tracer_without_a_service_name_exports_the_specifications_unknown_service() {
+    let memory = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(memory.clone()).build();
+    tracer.span("op").start().end();
+    let exporter = OtlpExporter::builder().build().unwrap();
+    let mut body = Vec::new();
+    exporter.encode(&memory.spans(), &mut body);
+    let decoded = decode_protobuf(&body);
+    let resource = decoded.resource_spans[0].resource.as_ref().unwrap();
+    let service = resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|value| value.value.clone());
+    assert_eq!(
+        service,
+        Some(common::any_value::Value::StringValue(
+            "unknown_service".into()
+        ))
+    );
+}
+
 #[test]
 fn gzip_bodies_round_trip() {
     let spans = sample_spans();
