@@ -361,6 +361,22 @@ fn sizes_are_checked_when_building() {
     );
 }
 
+/// The sizes are limits, not allocations: a processor allowed a huge queue and batch takes
+/// memory for the spans it is given, and exports them as any other does.
+#[test]
+fn huge_queue_and_batch_sizes_cost_only_the_spans_queued() {
+    for size in [usize::MAX, 1 << 40] {
+        let exporter = MemoryExporter::new();
+        let (processor, tracer) = started(exporter.clone(), |builder| {
+            builder.max_queue_size(size).max_batch_size(size)
+        });
+        end_spans(&tracer, 0..3);
+        processor.force_flush(LONG).unwrap();
+        assert_eq!(names(&exporter.spans()), expected(0..3), "size {size}");
+        assert_eq!(processor.stats().exported, 3);
+    }
+}
+
 /// A zero delay would have the idle worker look for spans without pause, and hand each span
 /// to the exporter on its own.
 #[test]

@@ -29,6 +29,12 @@ use crate::span::{Exporter, SpanData, SpanRecord};
 /// within it.
 const CLOCK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The most spans the queue and the worker's buffers have room for before any span arrives
+/// (the default batch size). The configured sizes are limits, not allocations: room for a
+/// huge batch set aside up front overflowed, or aborted the process when the memory was not
+/// there. Past this, the buffers grow to what the batches take, and keep it.
+const PREALLOCATED: usize = 512;
+
 /// Receives finished spans a batch at a time, on the batch processor's background thread,
 /// where blocking (network, disk) is fine.
 ///
@@ -295,13 +301,14 @@ impl Shared {
     fn run(&self, mut exporter: impl SpanBatchExporter) {
         // Swapped with the queue when the queue holds at most one batch, so taking a batch
         // moves no span and both buffers keep their capacity.
-        let mut taken = VecDeque::with_capacity(self.max_batch_size);
+        let room = self.max_batch_size.min(PREALLOCATED);
+        let mut taken = VecDeque::with_capacity(room);
         // The spans handed to the exporter, in one slice as it takes them. Each slot keeps a
         // cleared span between batches and trades it with a queued box for that box's span,
         // so the box goes back to the spares ready for reuse, and lists keep their capacity
         // on both sides.
-        let mut batch: Vec<SpanData> = Vec::with_capacity(self.max_batch_size);
-        let mut emptied = Vec::with_capacity(self.max_batch_size);
+        let mut batch: Vec<SpanData> = Vec::with_capacity(room);
+        let mut emptied = Vec::with_capacity(room);
         let delay = duration_to_nanos(self.scheduled_delay);
         let mut state = self.state.lock();
         loop {
@@ -558,7 +565,7 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(self.max_batch_size),
+                queue: VecDeque::with_capacity(self.max_batch_size.min(PREALLOCATED)),
                 accepted: 0,
                 handed: 0,
                 flush_up_to: 0,
