@@ -622,7 +622,8 @@ fn malformed_environment_values_are_errors_naming_the_variable() {
     }
 }
 
-/// Endpoints and headers are checked when building, whether from code or the environment.
+/// Endpoints, headers and timeouts are checked when building, whether from code or the
+/// environment.
 #[test]
 fn unusable_endpoints_and_headers_are_refused_when_building() {
     let builders = [
@@ -633,6 +634,8 @@ fn unusable_endpoints_and_headers_are_refused_when_building() {
         OtlpExporter::builder().header("bad header", "x"),
         OtlpExporter::builder().header("x-ok", "line\nbreak"),
         OtlpExporter::builder().timeout(Duration::ZERO),
+        OtlpExporter::builder().timeout(Duration::MAX),
+        OtlpExporter::builder().timeout(Duration::from_secs(3601)),
         OtlpExporter::builder()
             .from_lookup(|n| (n == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "k=%0D%0A".to_owned()))
             .unwrap(),

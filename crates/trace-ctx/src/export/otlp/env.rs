@@ -30,8 +30,10 @@ const TIMEOUT: [&str; 2] = [
 const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 
-/// The longest timeout accepted (an hour): past that a value is more likely a unit mistake.
-const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// The longest timeout accepted (an hour), from code or the environment: past that a value is
+/// more likely a unit mistake, and one near `Duration::MAX` overflowed the HTTP client's
+/// deadline (a panic on every export).
+pub(super) const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 pub(super) fn apply(
     mut builder: OtlpExporterBuilder,

@@ -115,8 +115,11 @@ impl Sender {
                 format!("{url:?} has no host"),
             ));
         }
-        if timeout.is_zero() {
-            return Err(ExportError::invalid("timeout", "must be more than zero"));
+        if timeout.is_zero() || timeout > Duration::from_millis(super::env::MAX_TIMEOUT_MS) {
+            return Err(ExportError::invalid(
+                "timeout",
+                "must be more than zero and at most an hour",
+            ));
         }
         let mut all = vec![(
             ::http::header::CONTENT_TYPE,

@@ -202,7 +202,8 @@ impl OtlpExporterBuilder {
         self
     }
 
-    /// The most one request may take, connection included. Default 10 s.
+    /// The most one request may take, connection included: more than zero and at most an
+    /// hour ([`build`](Self::build) refuses others). Default 10 s.
     #[must_use]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -295,7 +296,7 @@ impl OtlpExporterBuilder {
     /// # Errors
     ///
     /// [`ExportError::InvalidConfig`] for a URL that is not `http://host[:port]/...`, a
-    /// header name or value HTTP does not allow, or a zero timeout.
+    /// header name or value HTTP does not allow, or a timeout of zero or over an hour.
     pub fn build(self) -> Result<OtlpExporter, ExportError> {
         let content_type = match self.protocol {
             Protocol::HttpProtobuf => "application/x-protobuf",
