@@ -1300,3 +1300,62 @@ async fn a_head_200_makes_a_stored_get_error_stale() {
         (CacheStatus::Miss, "back".into())
     );
 }
+
+#[tokio::test]
+async fn a_host_field_that_is_not_a_host_is_not_cached_under_another_url() {
+    // `Host: a.test/admin` with target `/secret` would otherwise be keyed as the URL
+    // `a.test/admin/secret`, and the origin's answer for `/secret` served to that URL's
+    // requests (RFC 9110 §7.2: `Host` is `uri-host [ ":" port ]`).
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600")],
+            request.uri().path(),
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let smuggled = cache
+        .serve(get("/secret", &[("host", "a.test/admin")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch(&cache, "http://a.test/admin/secret").await,
+        (CacheStatus::Miss, "/admin/secret".into())
+    );
+    assert_eq!(
+        smuggled.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Pass)
+    );
+    let member = smuggled.headers()["cache-status"].to_str().unwrap();
+    assert!(member.contains("fwd=bypass"), "{member}");
+    assert_eq!(
+        fetch_with(&cache, "/admin/secret", &[("host", "a.test")]).await,
+        (CacheStatus::Hit, "/admin/secret".into()),
+        "a valid Host still names its URL"
+    );
+}
+
+#[tokio::test]
+async fn a_request_with_two_host_fields_is_not_cached() {
+    // Which of two `Host` lines an origin reads is its own choice (RFC 9112 §3.2 has it
+    // refuse such a request), so no key can be sure to name the URL it answered.
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    let two = || {
+        let mut request = get("/two", &[("host", "a.test")]);
+        request
+            .headers_mut()
+            .append("host", "b.test".parse().unwrap());
+        request
+    };
+    for _ in 0..2 {
+        let response = cache.serve(two()).await.unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Pass)
+        );
+    }
+    assert_eq!(cache.origin().calls(), 2);
+}

@@ -18,7 +18,7 @@ use super::cache_status_field::{DEFAULT_CACHE_NAME, Forward, Member, cache_name}
 use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
 use super::error::Error;
 use super::freshness::{Decision, Exchange, Freshness, Heuristic};
-use super::keys::{PrimaryKey, VaryKey};
+use super::keys::{PrimaryKey, VaryKey, host_is_keyable};
 use super::origin::Origin;
 use super::purge::{PurgeLog, PurgeMode, Purged, parse_tags};
 use super::revalidation::{
@@ -44,7 +44,7 @@ pub enum CacheStatus {
     /// Fetched from the origin (by this request or one it waited for).
     Miss,
     /// Sent to the origin without the cache taking part (other methods, `Range`, `If-Match`,
-    /// `If-Unmodified-Since`, unreadable `Cache-Control`).
+    /// `If-Unmodified-Since`, unreadable `Cache-Control`, a `Host` that is not one host).
     Pass,
     /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
     /// was not asked; now stored here too.
@@ -459,7 +459,9 @@ impl<O: Origin> HttpCache<O> {
     /// GET response when that may be served without the origin. Other methods go to the origin; a successful unsafe one
     /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
     /// Requests with `Range` pass through: this cache does not store partial content. So do
-    /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate.
+    /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate,
+    /// and requests in origin form whose `Host` is not one `host[:port]` (RFC 9110 §7.2),
+    /// which no key could be sure to name the URL of.
     ///
     /// Every response it produces, but the 504 it makes up for `only-if-cached`, carries a
     /// `Cache-Status` field (RFC 9211) unless
@@ -503,6 +505,7 @@ impl<O: Origin> HttpCache<O> {
         if parts.headers.contains_key(RANGE)
             || has_origin_preconditions(&parts.headers)
             || request_cc.unreadable()
+            || !host_is_keyable(&parts.uri, &parts.headers)
         {
             return inner
                 .pass(

@@ -99,6 +99,25 @@ impl PrimaryKey {
     }
 }
 
+/// Whether the request names its host so that its key names only its own URL: in its
+/// target (absolute form), or in at most one `Host` field that is `uri-host [ ":" port ]`
+/// (RFC 9110 §7.2). A `Host` holding `/` or `?` would splice a path into the key
+/// (`Host: a.test/admin` with target `/x` would be keyed as `a.test/admin/x`), and of two
+/// `Host` lines the origin may read either.
+#[cfg(feature = "tokio")]
+pub(crate) fn host_is_keyable(uri: &Uri, headers: &HeaderMap) -> bool {
+    if uri.authority().is_some() {
+        return true;
+    }
+    let mut lines = headers.get_all(HOST).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => true,
+        (Some(host), None) => http::uri::Authority::try_from(host.as_bytes())
+            .is_ok_and(|authority| !authority.as_str().contains('@')),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// `authority` lower-cased, without an empty port or the default port of `scheme` (RFC 9110
 /// §4.2.3 makes those the origin without a port). Without a scheme (a `Host` field) either
 /// default goes: the key, having no scheme, could not tell which one a port stood for.
