@@ -1359,3 +1359,35 @@ async fn a_request_with_two_host_fields_is_not_cached() {
     }
     assert_eq!(cache.origin().calls(), 2);
 }
+
+#[tokio::test]
+async fn proxy_authentication_fields_are_not_stored() {
+    // RFC 9111 §3.1: the fields of the proxy a cache forwards through are never stored.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("proxy-authenticate", "Basic realm=\"upstream\""),
+                ("proxy-authentication-info", "nextnonce=\"abc\""),
+                ("x-shared", "yes"),
+            ],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let first = cache.serve(get("http://a.test/pa", &[])).await.unwrap();
+    assert_eq!(
+        first.headers()["proxy-authenticate"],
+        "Basic realm=\"upstream\"",
+        "its requester's"
+    );
+    let second = cache.serve(get("http://a.test/pa", &[])).await.unwrap();
+    assert_eq!(
+        second.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(second.headers()["x-shared"], "yes");
+    assert!(!second.headers().contains_key("proxy-authenticate"));
+    assert!(!second.headers().contains_key("proxy-authentication-info"));
+}

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{
     AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, PRAGMA, RANGE, SET_COOKIE,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, PRAGMA, PROXY_AUTHENTICATE, RANGE,
+    SET_COOKIE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
@@ -26,6 +27,9 @@ use super::revalidation::{
 };
 use super::storability::{NotStorable, RequestFacts, ResponseFacts, SetCookiePolicy, storability};
 use crate::{Cache, Stats};
+
+/// `Proxy-Authentication-Info` (RFC 9110 §11.7.3), which `http` has no constant for.
+const PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-authentication-info");
 
 /// The most variants (different `Vary` selections) kept for one primary key; a new one
 /// replaces the oldest.
@@ -71,7 +75,8 @@ struct Stored {
     shareable: bool,
     /// Whether requests waiting on its fetch may be given it even unstored: nothing in it or
     /// its request made it its requester's alone (`private`, `no-store`, `Authorization`,
-    /// `Set-Cookie`, an unreadable `Cache-Control` or `Vary`); only its lifetime kept it out.
+    /// `Set-Cookie`, proxy authentication fields, an unreadable `Cache-Control` or `Vary`);
+    /// only its lifetime kept it out.
     impersonal: bool,
     /// Whether it is a stored response freshened by a 304.
     revalidated: bool,
@@ -1197,10 +1202,13 @@ impl<O: Origin> Inner<O> {
             && fetched.body.len() <= self.config.max_object_bytes;
         // `Set-Cookie` is stored only under `SetCookiePolicy::StripAndStore` or
         // `private="set-cookie"`, and then without its values, as are the fields `private`
-        // names (§5.2.2.7).
-        let personal_names: Vec<HeaderName> = std::iter::once(SET_COOKIE)
-            .chain(response_cc.private_fields().iter().cloned())
-            .collect();
+        // names (§5.2.2.7) and those of the proxy the origin was reached through, which are
+        // never stored (§3.1).
+        let personal_names: Vec<HeaderName> =
+            [SET_COOKIE, PROXY_AUTHENTICATE, PROXY_AUTHENTICATION_INFO]
+                .into_iter()
+                .chain(response_cc.private_fields().iter().cloned())
+                .collect();
         let personal = if storable {
             take_fields(&mut headers, &personal_names)
         } else {
