@@ -1391,3 +1391,41 @@ async fn proxy_authentication_fields_are_not_stored() {
     assert!(!second.headers().contains_key("proxy-authenticate"));
     assert!(!second.headers().contains_key("proxy-authentication-info"));
 }
+
+#[tokio::test]
+async fn an_entity_tag_holding_commas_is_compared_whole() {
+    // RFC 9110 §8.8.3: `etagc` includes the comma, so `"x,*,y"` is one entity tag, not a list
+    // holding `*`.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let tag = if request.uri().path() == "/comma" {
+            "\"a,b\""
+        } else {
+            "\"v1\""
+        };
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("etag", tag)],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/plain").await;
+    let other = cache
+        .serve(get(
+            "http://a.test/plain",
+            &[("if-none-match", "\"x,*,y\"")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200, "another representation's tag");
+
+    fetch(&cache, "http://a.test/comma").await;
+    let same = cache
+        .serve(get(
+            "http://a.test/comma",
+            &[("if-none-match", "\"q\", W/\"a,b\"")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 304);
+}

@@ -133,7 +133,7 @@ pub fn client_not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         return request
             .get_all(IF_NONE_MATCH)
             .iter()
-            .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+            .flat_map(|line| list_members(line.as_bytes()))
             .any(|member| {
                 let member = member.trim_ascii();
                 member == b"*" || weak_eq(member, tag.as_bytes())
@@ -146,6 +146,18 @@ pub fn client_not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         (Some(since), Some(modified)) => modified <= since,
         _ => false,
     }
+}
+
+/// The members of an entity-tag list, split at the commas outside quotes: `etagc` includes
+/// the comma (RFC 9110 §8.8.3), so `"a,b"` is one tag.
+fn list_members(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut quoted = false;
+    line.split(move |&byte| {
+        if byte == b'"' {
+            quoted = !quoted;
+        }
+        byte == b',' && !quoted
+    })
 }
 
 /// Whether an entity tag is weak (`W/` before its opaque tag).
