@@ -1429,3 +1429,28 @@ async fn an_entity_tag_holding_commas_is_compared_whole() {
         .unwrap();
     assert_eq!(same.status(), 304);
 }
+
+#[tokio::test]
+async fn a_soft_tag_purge_after_a_hard_one_marks_what_was_fetched_since_stale() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600, stale-if-error=600"),
+                ("etag", "\"e\""),
+                ("surrogate-key", "product-1"),
+            ],
+            "x",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/t").await;
+    cache.purge_tag("product-1", PurgeMode::Hard);
+    assert_eq!(fetch(&cache, "http://a.test/t").await.0, CacheStatus::Miss);
+
+    // Fetched after the hard purge: the soft one only marks it stale, so it still stands in
+    // for a failing origin.
+    cache.purge_tag("product-1", PurgeMode::Soft);
+    cache.origin().set_script(|_| Reply::Fail);
+    assert_eq!(fetch(&cache, "http://a.test/t").await.0, CacheStatus::Stale);
+}

@@ -81,14 +81,23 @@ pub struct PurgeLog {
     urls: Mutex<Purges>,
 }
 
-/// Purged names (tags, or URL targets) with the generation and mode of their last purge.
+/// Purged names (tags, or URL targets) with the generations of their last purges.
 #[derive(Debug, Default)]
 struct Purges {
-    by_name: HashMap<Box<str>, (u64, PurgeMode)>,
+    by_name: HashMap<Box<str>, Marks>,
     /// The bytes of the names in `by_name`.
     bytes: usize,
     /// Responses from generations below this are hard-purged.
     floor: u64,
+}
+
+/// The generations at which a name was last purged hard and soft (0: never). Kept apart, so
+/// a soft purge after a hard one marks stale what was fetched between them rather than
+/// removing it, and does not soften the hard one for what was fetched before it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Marks {
+    hard: u64,
+    soft: u64,
 }
 
 impl Purges {
@@ -106,13 +115,11 @@ impl Purges {
             }
             self.bytes += name.len();
         }
-        let entry = self
-            .by_name
-            .entry(name.into())
-            .or_insert((0, PurgeMode::Soft));
-        // A soft purge after a hard one does not soften it for older responses.
-        let mode = if entry.0 > 0 { entry.1.max(mode) } else { mode };
-        *entry = (purged_at, mode);
+        let marks = self.by_name.entry(name.into()).or_default();
+        match mode {
+            PurgeMode::Hard => marks.hard = purged_at,
+            PurgeMode::Soft => marks.soft = purged_at,
+        }
     }
 
     /// What the purges of `names` did to a response of `generation`.
@@ -122,12 +129,12 @@ impl Purges {
         }
         let mut verdict = Purged::No;
         for name in names {
-            if let Some(&(purged_at, mode)) = self.by_name.get(name)
-                && generation < purged_at
-            {
-                match mode {
-                    PurgeMode::Hard => return Purged::Hard,
-                    PurgeMode::Soft => verdict = Purged::Soft,
+            if let Some(marks) = self.by_name.get(name) {
+                if generation < marks.hard {
+                    return Purged::Hard;
+                }
+                if generation < marks.soft {
+                    verdict = Purged::Soft;
                 }
             }
         }
@@ -228,6 +235,26 @@ mod tests {
             Purged::Hard,
             "soft does not undo hard"
         );
+    }
+
+    #[test]
+    fn a_soft_purge_after_a_hard_one_marks_what_the_hard_one_spared() {
+        let log = PurgeLog::default();
+        let tags: Vec<Box<str>> = vec!["a".into()];
+        let old = log.generation();
+        log.purge("a", PurgeMode::Hard);
+        let between = log.generation();
+        log.purge("a", PurgeMode::Soft);
+        assert_eq!(log.check(old, &tags), Purged::Hard);
+        assert_eq!(log.check(between, &tags), Purged::Soft);
+        assert_eq!(log.check(log.generation(), &tags), Purged::No);
+
+        let old = log.generation();
+        log.purge_url("a.test/x", PurgeMode::Hard, || ());
+        let between = log.generation();
+        log.purge_url("a.test/x", PurgeMode::Soft, || ());
+        assert_eq!(log.store_url("a.test/x", old, |p| p), Purged::Hard);
+        assert_eq!(log.store_url("a.test/x", between, |p| p), Purged::Soft);
     }
 
     #[test]
