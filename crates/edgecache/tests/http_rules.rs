@@ -524,6 +524,26 @@ fn rows() -> Vec<Row> {
         ),
         with_status(
             row(
+                "9111 §3 a 304 is not stored (it has no content of its own)",
+                &[(cc, "max-age=60")],
+                0,
+                Err(NotStorable::Status),
+                FRESH,
+            ),
+            304,
+        ),
+        with_status(
+            row(
+                "9111 §3 an informational 1xx is not stored (not a final response)",
+                &[(cc, "max-age=60")],
+                0,
+                Err(NotStorable::Status),
+                FRESH,
+            ),
+            103,
+        ),
+        with_status(
+            row(
                 "9111 §3 a 500 with an explicit lifetime is storable",
                 &[(cc, "max-age=10")],
                 0,

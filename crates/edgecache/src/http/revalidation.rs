@@ -212,6 +212,20 @@ mod tests {
         assert!(!stored.contains_key("x-hop") && !stored.contains_key("connection"));
     }
 
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_not_stored() {
+        let kept = without_hop_by_hop(&headers(&[
+            ("connection", "X-Hop, close"),
+            ("x-hop", "dropped"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-end-to-end", "kept"),
+        ]));
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept["x-end-to-end"], "kept");
+    }
+
     /// §4.3.4: a strong validator in the 304 identifies the stored responses with the same
     /// strong validator; a weak one, those it matches weakly.
     #[test]
