@@ -6,7 +6,8 @@
 //! anyone on the network may write to) returns a [`DecodeError`] rather than panicking, and
 //! allocates in proportion to the input: the body and values are copied once, and the field
 //! map grows by one entry per field read (at most the 32 768 a header map holds, each entry
-//! larger than the ten bytes a field takes at least). All integers are big-endian:
+//! larger than the seven bytes a field takes at least: a two-byte length and a one-byte name,
+//! a four-byte length and an empty value). All integers are big-endian:
 //!
 //! ```text
 //! "EC" version(u8 = 1)
@@ -207,7 +208,7 @@ impl Record {
         let header_count = input.u32()?;
         let mut headers = HeaderMap::new();
         for _ in 0..header_count {
-            // Each field takes at least six bytes, so a count past the input ends here, before
+            // Each field takes at least seven bytes, so a count past the input ends here, before
             // the map grows further.
             let name = HeaderName::from_bytes(input.short()?)
                 .map_err(|_| invalid("invalid field name"))?;
