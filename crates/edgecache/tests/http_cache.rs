@@ -1454,3 +1454,35 @@ async fn a_soft_tag_purge_after_a_hard_one_marks_what_was_fetched_since_stale() 
     cache.origin().set_script(|_| Reply::Fail);
     assert_eq!(fetch(&cache, "http://a.test/t").await.0, CacheStatus::Stale);
 }
+
+#[tokio::test]
+async fn a_host_field_naming_another_host_than_the_target_is_not_cached() {
+    // An origin reached through a client that sends `Host` as it was received routes by it,
+    // while the key holds the target's host (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let host = request
+            .headers()
+            .get("host")
+            .map_or("a.test", |host| host.to_str().unwrap());
+        Reply::Response(response(&[("cache-control", "max-age=600")], host))
+    });
+    let cache = cache(origin, &clock);
+    let smuggled = cache
+        .serve(get("http://a.test/x", &[("host", "b.test")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/x", &[("host", "a.test")]).await,
+        (CacheStatus::Miss, "a.test".into())
+    );
+    assert_eq!(
+        smuggled.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Pass)
+    );
+    assert_eq!(
+        fetch_with(&cache, "http://a.test/x", &[("host", "A.test:80")]).await,
+        (CacheStatus::Hit, "a.test".into()),
+        "the same host, written otherwise"
+    );
+}

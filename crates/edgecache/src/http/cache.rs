@@ -48,7 +48,8 @@ pub enum CacheStatus {
     /// Fetched from the origin (by this request or one it waited for).
     Miss,
     /// Sent to the origin without the cache taking part (other methods, `Range`, `If-Match`,
-    /// `If-Unmodified-Since`, unreadable `Cache-Control`, a `Host` that is not one host).
+    /// `If-Unmodified-Since`, unreadable `Cache-Control`, a `Host` that is not the target's one
+    /// host).
     Pass,
     /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
     /// was not asked; now stored here too.
@@ -465,8 +466,8 @@ impl<O: Origin> HttpCache<O> {
     /// (POST, PUT, DELETE, PATCH...) invalidates the stored responses for its URL (§4.4).
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate,
-    /// and requests in origin form whose `Host` is not one `host[:port]` (RFC 9110 §7.2),
-    /// which no key could be sure to name the URL of.
+    /// and requests whose `Host` is not one `host[:port]` (RFC 9110 §7.2) or names another
+    /// host than an absolute target, which no key could be sure to name the URL of.
     ///
     /// Every response it produces, but the 504 it makes up for `only-if-cached`, carries a
     /// `Cache-Status` field (RFC 9211) unless

@@ -32,7 +32,8 @@ pub(crate) enum Forward {
     /// A method the cache does not store.
     Method,
     /// A request the cache does not handle: `Range`, `If-Match`, `If-Unmodified-Since`, an
-    /// unreadable `Cache-Control`, a `Host` that is not one `host[:port]`.
+    /// unreadable `Cache-Control`, a `Host` that is not one `host[:port]` or not the absolute
+    /// target's.
     Bypass,
 }
 

@@ -99,23 +99,30 @@ impl PrimaryKey {
     }
 }
 
-/// Whether the request names its host so that its key names only its own URL: in its
-/// target (absolute form), or in at most one `Host` field that is `uri-host [ ":" port ]`
-/// (RFC 9110 §7.2). A `Host` holding `/` or `?` would splice a path into the key
-/// (`Host: a.test/admin` with target `/x` would be keyed as `a.test/admin/x`), and of two
-/// `Host` lines the origin may read either.
+/// Whether the request names its host so that its key names only its own URL: at most one
+/// `Host` field, which is `uri-host [ ":" port ]` (RFC 9110 §7.2) and, beside a target in
+/// absolute form, names the target's host (RFC 9112 §3.2.2, RFC 9113 §8.3.1). A `Host` holding
+/// `/` or `?` would splice a path into the key (`Host: a.test/admin` with target `/x` would be
+/// keyed as `a.test/admin/x`); and an origin may route by a `Host` the key does not hold, or
+/// by either of two.
 #[cfg(feature = "tokio")]
 pub(crate) fn host_is_keyable(uri: &Uri, headers: &HeaderMap) -> bool {
-    if uri.authority().is_some() {
-        return true;
-    }
     let mut lines = headers.get_all(HOST).iter();
-    match (lines.next(), lines.next()) {
-        (None, _) => true,
-        (Some(host), None) => http::uri::Authority::try_from(host.as_bytes())
-            .is_ok_and(|authority| !authority.as_str().contains('@')),
-        (Some(_), Some(_)) => false,
+    let host = match (lines.next(), lines.next()) {
+        (None, _) => return true,
+        (Some(host), None) => host,
+        (Some(_), Some(_)) => return false,
+    };
+    let Ok(host) = http::uri::Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    if host.as_str().contains('@') {
+        return false;
     }
+    uri.authority().is_none_or(|target| {
+        normalised_host(target.as_str(), uri.scheme_str())
+            == normalised_host(host.as_str(), uri.scheme_str())
+    })
 }
 
 /// `authority` lower-cased, without an empty port or the default port of `scheme` (RFC 9110
