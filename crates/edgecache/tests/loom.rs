@@ -208,7 +208,7 @@ mod purge {
                     });
                 })
             };
-            log.purge_url(TARGET, mode, || {
+            log.purge_url(TARGET, mode, 0, || {
                 if mode == PurgeMode::Hard {
                     store.remove(&TARGET);
                 } else if let Some(stored) = store.peek(&TARGET) {

@@ -298,6 +298,9 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
     assert!(!exists(&server, "edgecache:t:catalogue"));
     // a does not apply its own message a second time.
     assert_eq!(stats(&a).purges_applied, 0);
+    // b's new fetch comes after the purge on the edges' clock too: a copy generated before
+    // the purge is never read back (`a_record_written_before_a_purge_is_not_read_back_after_it`).
+    clock.advance(Duration::from_secs(1));
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(b.origin().calls(), 1);
 
@@ -340,7 +343,8 @@ async fn an_unsafe_method_on_one_edge_purges_its_url_in_redis_and_on_the_others(
     poll_stats("a to count its purge", &a, |s| s.purges_published == 1).await;
     assert!(!exists(&server, RECORD_KEY));
     // Neither edge is given the old answer again, from its store or from Redis: b asks its
-    // origin, and a reads b's new answer.
+    // origin (after the invalidation on the edges' clock too), and a reads b's new answer.
+    clock.advance(Duration::from_secs(1));
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     poll_stats("b's write", &b, |s| s.writes == 1).await;
     assert_eq!(
@@ -736,4 +740,40 @@ async fn the_shared_tier_metrics_match_its_stats() {
         ),
         (1, 1, 1, 0, 1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_before_a_purge_is_not_read_back_after_it() {
+    // A write that lands in Redis after a purge's delete (an edge whose fetch began before the
+    // purge and that had not yet heard of it, or the purging edge's own delete still queued)
+    // holds what the purge removed.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    serve(&a, "en").await;
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(RECORD_KEY)
+        .query(&mut connection)
+        .unwrap();
+
+    clock.advance(Duration::from_secs(5));
+    a.purge_tag("catalogue", PurgeMode::Hard);
+    poll_stats("a's purge", &a, |s| s.purges_published == 1).await;
+    assert!(!exists(&server, RECORD_KEY));
+    // Written again, as kept 5 s of the 600 s it was written for: 5 s old, so from before the
+    // purge.
+    let () = redis::cmd("SET")
+        .arg(RECORD_KEY)
+        .arg(record)
+        .arg("PX")
+        .arg(595_000)
+        .query(&mut connection)
+        .unwrap();
+
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
 }

@@ -293,6 +293,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
         #[cfg(feature = "redis")]
         let shared = self.shared.map(|tier| {
             let (store, purges) = (Arc::clone(&store), Arc::clone(&purges));
+            let clock = source.boxed();
             // A record holds the body and the fields; a megabyte more than the largest body
             // covers any fields a stored response can have.
             let max_record_bytes = self.config.max_object_bytes.saturating_add(1 << 20);
@@ -304,9 +305,11 @@ impl<O: Origin> HttpCacheBuilder<O> {
                 move |target, mode| match target {
                     super::shared::Target::Url(uri) => {
                         let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
-                        purge_stored_url(&store, &purges, &key, mode);
+                        purge_stored_url(&store, &purges, &key, mode, clock.now_nanos());
                     }
-                    super::shared::Target::Tag(tag) => purges.purge(tag, mode),
+                    super::shared::Target::Tag(tag) => {
+                        purges.purge(tag, mode, clock.now_nanos());
+                    }
                 },
             )
         });
@@ -771,7 +774,8 @@ impl<O: Origin> HttpCache<O> {
             shared.publish(&super::shared::Target::Url(uri.clone()), mode);
         }
         let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
-        purge_stored_url(&self.inner.store, &self.inner.purges, &key, mode)
+        let now = self.inner.clock.now_nanos();
+        purge_stored_url(&self.inner.store, &self.inner.purges, &key, mode, now)
     }
 
     /// Purges every response stored with `tag` in its `Surrogate-Key` field, fetched before
@@ -781,7 +785,9 @@ impl<O: Origin> HttpCache<O> {
     /// from Redis and the purge published to the other caches, as for
     /// [`HttpCache::purge_url`].
     pub fn purge_tag(&self, tag: &str, mode: PurgeMode) {
-        self.inner.purges.purge(tag, mode);
+        self.inner
+            .purges
+            .purge(tag, mode, self.inner.clock.now_nanos());
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.inner.shared {
             shared.publish(&super::shared::Target::Tag(tag.into()), mode);
@@ -790,15 +796,16 @@ impl<O: Origin> HttpCache<O> {
 }
 
 /// Purges the responses stored in `store` for the target of `key` (GET and HEAD, whatever
-/// `key`'s method), and logs the purge in `purges` so that fetches for it in progress do not
-/// store their answers unpurged; whether any were stored.
+/// `key`'s method), and logs the purge in `purges`, at monotonic reading `now`, so that
+/// fetches for it in progress do not store their answers unpurged; whether any were stored.
 fn purge_stored_url(
     store: &Cache<PrimaryKey, Arc<Variants>>,
     purges: &PurgeLog,
     key: &PrimaryKey,
     mode: PurgeMode,
+    now: u64,
 ) -> bool {
-    purges.purge_url(key.target(), mode, || {
+    purges.purge_url(key.target(), mode, now, || {
         let mut found = false;
         for method in [Method::GET, Method::HEAD] {
             let key = key.with_method(&method);
@@ -845,7 +852,8 @@ impl<O: Origin> Inner<O> {
             {
                 shared.publish(&super::shared::Target::Url(uri), PurgeMode::Hard);
             }
-            purge_stored_url(&self.store, &self.purges, target, PurgeMode::Hard);
+            let now = self.clock.now_nanos();
+            purge_stored_url(&self.store, &self.purges, target, PurgeMode::Hard, now);
         }
     }
 
@@ -1331,8 +1339,13 @@ impl<O: Origin> Inner<O> {
             .freshness
             .with_initial_age(record.freshness.initial_age().saturating_add(kept));
         let directives = request_directives(request_headers);
+        let age = u64::try_from(freshness.initial_age().as_nanos()).unwrap_or(u64::MAX);
+        let generated = self.clock.now_nanos().saturating_sub(age);
         let usable = record.vary.matches(request_headers)
             && self.purges.check(generation, &record.tags) == Purged::No
+            && !self
+                .purges
+                .predates_purge(key.target(), &record.tags, generated)
             && freshness.decide(freshness.initial_age(), &directives) == Decision::Fresh;
         if !usable {
             shared.count(Event::Miss);

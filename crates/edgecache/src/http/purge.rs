@@ -19,6 +19,11 @@
 //! removes it) or after its record (which the store sees). That log is bounded the same way,
 //! by [`MAX_PURGED_URLS`] (or [`MAX_PURGED_BYTES`]); past it, every fetch begun before is treated as hard-purged and its
 //! answer served but not stored.
+//!
+//! Each purge also keeps the monotonic reading it was made at. A copy read from the shared
+//! tier is judged by that instead of a generation: it may have been written there after the
+//! purge's delete, by an edge the purge had not reached, so the generation of the fetch that
+//! reads it (which began after the purge) says nothing; its age says when it was generated.
 
 use std::collections::HashMap;
 
@@ -89,6 +94,8 @@ struct Purges {
     bytes: usize,
     /// Responses from generations below this are hard-purged.
     floor: u64,
+    /// The monotonic reading when the floor was set (meaningful once `floor` is set).
+    floor_nanos: u64,
 }
 
 /// The generations at which a name was last purged hard and soft (0: never). Kept apart, so
@@ -98,12 +105,16 @@ struct Purges {
 struct Marks {
     hard: u64,
     soft: u64,
+    /// The monotonic reading of the latest purge, either mode: a copy from the shared tier
+    /// generated before it is purged, whatever generation read it (see
+    /// [`PurgeLog::predates_purge`]).
+    nanos: u64,
 }
 
 impl Purges {
-    /// Records a purge of `name` at `purged_at`, falling back to a floor past `limit` names or
-    /// [`MAX_PURGED_BYTES`] of them.
-    fn record(&mut self, name: &str, mode: PurgeMode, purged_at: u64, limit: usize) {
+    /// Records a purge of `name` at generation `purged_at` and monotonic reading `nanos`,
+    /// falling back to a floor past `limit` names or [`MAX_PURGED_BYTES`] of them.
+    fn record(&mut self, name: &str, mode: PurgeMode, purged_at: u64, nanos: u64, limit: usize) {
         if !self.by_name.contains_key(name) {
             let full = self.by_name.len() >= limit
                 || self.bytes.saturating_add(name.len()) > MAX_PURGED_BYTES;
@@ -111,6 +122,7 @@ impl Purges {
                 self.by_name.clear();
                 self.bytes = 0;
                 self.floor = purged_at;
+                self.floor_nanos = nanos;
                 return;
             }
             self.bytes += name.len();
@@ -120,6 +132,22 @@ impl Purges {
             PurgeMode::Hard => marks.hard = purged_at,
             PurgeMode::Soft => marks.soft = purged_at,
         }
+        marks.nanos = marks.nanos.max(nanos);
+    }
+
+    /// Whether a response generated at monotonic reading `generated` came before a purge of
+    /// one of `names`.
+    fn predates<'a>(&self, generated: u64, mut names: impl Iterator<Item = &'a str>) -> bool {
+        names.any(|name| {
+            self.by_name
+                .get(name)
+                .is_some_and(|marks| generated <= marks.nanos)
+        })
+    }
+
+    /// Whether a response generated at monotonic reading `generated` came before the floor.
+    fn below_floor(&self, generated: u64) -> bool {
+        self.floor > 0 && generated <= self.floor_nanos
     }
 
     /// What the purges of `names` did to a response of `generation`.
@@ -149,12 +177,12 @@ impl PurgeLog {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Purges `tag` for every response fetched before now.
-    pub fn purge(&self, tag: &str, mode: PurgeMode) {
+    /// Purges `tag` for every response fetched before now (`nanos`, the monotonic reading).
+    pub fn purge(&self, tag: &str, mode: PurgeMode, nanos: u64) {
         let mut log = self.tags.lock();
         // Under the log's lock, so a reader never sees the new generation without the tag.
         let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        log.record(tag, mode, purged_at, MAX_PURGED_TAGS);
+        log.record(tag, mode, purged_at, nanos, MAX_PURGED_TAGS);
     }
 
     /// What the tag purges did to a response of `generation` with `tags`.
@@ -165,12 +193,43 @@ impl PurgeLog {
     }
 
     /// Purges `target` (a URL's primary key without its method) for every fetch begun before
-    /// now, and runs `apply` (the purge of what is stored) before any fetch can store again.
-    pub fn purge_url<R>(&self, target: &str, mode: PurgeMode, apply: impl FnOnce() -> R) -> R {
+    /// now (`nanos`, the monotonic reading), and runs `apply` (the purge of what is stored)
+    /// before any fetch can store again.
+    pub fn purge_url<R>(
+        &self,
+        target: &str,
+        mode: PurgeMode,
+        nanos: u64,
+        apply: impl FnOnce() -> R,
+    ) -> R {
         let mut log = self.urls.lock();
         let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        log.record(target, mode, purged_at, MAX_PURGED_URLS);
+        log.record(target, mode, purged_at, nanos, MAX_PURGED_URLS);
         apply()
+    }
+
+    /// Whether a copy of a response under `target` with `tags`, generated at monotonic
+    /// reading `generated` (now minus its age), came before a purge of its URL or one of its
+    /// tags that reached this cache. A copy read from the shared tier after such a purge may
+    /// have been written after the purge's delete (by an edge that had not heard of it yet),
+    /// so the generation of the read, which postdates the purge, cannot tell.
+    ///
+    /// Past the tag log's bound every older copy counts as purged, as every older stored
+    /// response does ([`PurgeLog::check`]). The URL log's floor is left out: a URL purge has
+    /// already cleared the store when it is forgotten, and clients choose how many URLs their
+    /// unsafe requests purge, so honouring it would let them empty the shared tier's use.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn predates_purge(&self, target: &str, tags: &[Box<str>], generated: u64) -> bool {
+        let tag_log = self.tags.lock();
+        if tag_log.below_floor(generated)
+            || tag_log.predates(generated, tags.iter().map(|tag| &**tag))
+        {
+            return true;
+        }
+        drop(tag_log);
+        self.urls
+            .lock()
+            .predates(generated, std::iter::once(target))
     }
 
     /// Runs `store` with what the purges of `target` did to a fetch begun at `generation`, with
@@ -221,15 +280,15 @@ mod tests {
         let log = PurgeLog::default();
         let old = log.generation();
         let tags: Vec<Box<str>> = vec!["a".into(), "b".into()];
-        log.purge("b", PurgeMode::Soft);
+        log.purge("b", PurgeMode::Soft, 0);
         let new = log.generation();
         assert_eq!(log.check(old, &tags), Purged::Soft);
         assert_eq!(log.check(new, &tags), Purged::No);
         assert_eq!(log.check(old, &["c".into()]), Purged::No);
-        log.purge("a", PurgeMode::Hard);
+        log.purge("a", PurgeMode::Hard, 0);
         assert_eq!(log.check(old, &tags), Purged::Hard);
         assert_eq!(log.check(new, &tags), Purged::Hard);
-        log.purge("a", PurgeMode::Soft);
+        log.purge("a", PurgeMode::Soft, 0);
         assert_eq!(
             log.check(old, &["a".into()]),
             Purged::Hard,
@@ -242,19 +301,35 @@ mod tests {
         let log = PurgeLog::default();
         let tags: Vec<Box<str>> = vec!["a".into()];
         let old = log.generation();
-        log.purge("a", PurgeMode::Hard);
+        log.purge("a", PurgeMode::Hard, 0);
         let between = log.generation();
-        log.purge("a", PurgeMode::Soft);
+        log.purge("a", PurgeMode::Soft, 0);
         assert_eq!(log.check(old, &tags), Purged::Hard);
         assert_eq!(log.check(between, &tags), Purged::Soft);
         assert_eq!(log.check(log.generation(), &tags), Purged::No);
 
         let old = log.generation();
-        log.purge_url("a.test/x", PurgeMode::Hard, || ());
+        log.purge_url("a.test/x", PurgeMode::Hard, 0, || ());
         let between = log.generation();
-        log.purge_url("a.test/x", PurgeMode::Soft, || ());
+        log.purge_url("a.test/x", PurgeMode::Soft, 0, || ());
         assert_eq!(log.store_url("a.test/x", old, |p| p), Purged::Hard);
         assert_eq!(log.store_url("a.test/x", between, |p| p), Purged::Soft);
+    }
+
+    #[test]
+    fn a_copy_generated_before_a_purge_predates_it() {
+        let log = PurgeLog::default();
+        let tags: Vec<Box<str>> = vec!["a".into()];
+        log.purge("a", PurgeMode::Soft, 100);
+        assert!(log.predates_purge("x.test/", &tags, 99));
+        assert!(
+            log.predates_purge("x.test/", &tags, 100),
+            "a tie counts as before"
+        );
+        assert!(!log.predates_purge("x.test/", &tags, 101));
+        log.purge_url("x.test/", PurgeMode::Hard, 200, || ());
+        assert!(log.predates_purge("x.test/", &[], 150));
+        assert!(!log.predates_purge("y.test/", &[], 150));
     }
 
     #[test]
@@ -262,15 +337,19 @@ mod tests {
         let log = PurgeLog::default();
         let before = log.generation();
         for index in 0..MAX_PURGED_TAGS {
-            log.purge(&format!("t{index}"), PurgeMode::Soft);
+            log.purge(&format!("t{index}"), PurgeMode::Soft, 0);
         }
         let middle = log.generation();
-        log.purge("one-more", PurgeMode::Soft);
+        log.purge("one-more", PurgeMode::Soft, 0);
         assert_eq!(log.check(before, &["unrelated".into()]), Purged::Hard);
         assert_eq!(log.check(middle, &["unrelated".into()]), Purged::Hard);
         assert_eq!(
             log.check(log.generation(), &["one-more".into()]),
             Purged::No
+        );
+        assert!(
+            log.predates_purge("x.test/", &["unrelated".into()], 0),
+            "the floor's time"
         );
     }
 
@@ -278,7 +357,7 @@ mod tests {
     fn a_url_purge_reaches_only_older_generations_of_its_target() {
         let log = PurgeLog::default();
         let old = log.generation();
-        let applied = log.purge_url("a.test/x", PurgeMode::Soft, || "applied");
+        let applied = log.purge_url("a.test/x", PurgeMode::Soft, 0, || "applied");
         assert_eq!(applied, "applied");
         let new = log.generation();
         assert_eq!(
@@ -292,8 +371,8 @@ mod tests {
             Purged::No,
             "not a tag"
         );
-        log.purge_url("a.test/x", PurgeMode::Hard, || ());
-        log.purge_url("a.test/x", PurgeMode::Soft, || ());
+        log.purge_url("a.test/x", PurgeMode::Hard, 0, || ());
+        log.purge_url("a.test/x", PurgeMode::Soft, 0, || ());
         assert_eq!(
             log.store_url("a.test/x", old, |purged| purged),
             Purged::Hard,
@@ -306,10 +385,14 @@ mod tests {
         let log = PurgeLog::default();
         let before = log.generation();
         for index in 0..MAX_PURGED_URLS {
-            log.purge_url(&format!("a.test/{index}"), PurgeMode::Soft, || ());
+            log.purge_url(&format!("a.test/{index}"), PurgeMode::Soft, 0, || ());
         }
-        log.purge_url("a.test/one-more", PurgeMode::Soft, || ());
+        log.purge_url("a.test/one-more", PurgeMode::Soft, 0, || ());
         assert_eq!(log.store_url("b.test/", before, |p| p), Purged::Hard);
+        assert!(
+            !log.predates_purge("b.test/", &[], 0),
+            "a shared-tier copy of another URL is not refused"
+        );
         assert_eq!(
             log.store_url("b.test/", log.generation(), |p| p),
             Purged::No
@@ -324,7 +407,7 @@ mod tests {
         let before = log.generation();
         let long = "u".repeat(1 << 20);
         for index in 0..=MAX_PURGED_BYTES >> 20 {
-            log.purge_url(&format!("a.test/{index}/{long}"), PurgeMode::Hard, || ());
+            log.purge_url(&format!("a.test/{index}/{long}"), PurgeMode::Hard, 0, || ());
         }
         assert_eq!(
             log.store_url("b.test/", before, |p| p),
