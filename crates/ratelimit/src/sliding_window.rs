@@ -225,7 +225,9 @@ impl Algorithm for SlidingWindowLog {
         let retry = if n64 > limit {
             Duration::MAX
         } else {
-            let mut to_free = n64 - left;
+            // Cells past a lowered limit must leave too, not only the `n - left` missing
+            // under it.
+            let mut to_free = (log.total + n64).saturating_sub(limit);
             let mut retry = Duration::ZERO;
             for &(at, cells) in &log.entries {
                 retry = nanos(at.saturating_add(w).saturating_sub(now));
@@ -304,5 +306,29 @@ mod tests {
         assert!(limiter.check().is_denied());
         clock.advance(Duration::from_secs(1));
         assert!(limiter.is_idle());
+    }
+
+    #[test]
+    fn log_retry_after_waits_for_every_cell_above_a_lowered_limit() {
+        let clock = ManualClock::new();
+        let limiter = RateLimiter::<SlidingWindowLog, _>::with_clock(
+            Quota::per_second(4).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        for _ in 0..4 {
+            assert!(limiter.check().is_allowed());
+            clock.advance(Duration::from_millis(100));
+        }
+        // Cells at 0, 100, 200 and 300 ms; under a limit of 2, three must leave before one
+        // more fits: the third leaves at 1.2 s.
+        limiter.set_quota(Quota::per_second(2).unwrap()).unwrap();
+        let denied = limiter.check();
+        assert!(denied.is_denied());
+        assert_eq!(denied.retry_after(), Duration::from_millis(800));
+        clock.advance(denied.retry_after() - Duration::from_nanos(1));
+        assert!(limiter.check().is_denied());
+        clock.advance(Duration::from_nanos(1));
+        assert!(limiter.check().is_allowed());
     }
 }
