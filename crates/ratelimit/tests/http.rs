@@ -413,6 +413,36 @@ async fn a_full_key_table_sheds_new_clients_until_a_key_can_have_replenished() {
     assert_eq!(layer.limiter("default").unwrap().len(), 1);
 }
 
+/// The legacy fields of a refusal for a full key table say the same wait as `Retry-After`:
+/// nothing left, back in 30 minutes, never "reset now".
+#[tokio::test]
+async fn a_full_key_table_states_its_wait_in_the_legacy_fields_too() {
+    let clock = ManualClock::new();
+    let limiter = Keyed::with_options(
+        Quota::per_hour(2).unwrap(),
+        clock.clone(),
+        KeyedOptions::default().max_keys(1),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::builder(api_key(), limiter)
+        .header_style(HeaderStyle::Both)
+        .build();
+    let mut service = layer.layer(Counting::default());
+    assert_eq!(
+        send(&mut service, get("/", Some("ann"))).await.status(),
+        200
+    );
+    let shed = send(&mut service, get("/", Some("bob"))).await;
+    assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(shed.headers()["retry-after"], "1800");
+    assert_eq!(shed.headers()["ratelimit-remaining"], "0");
+    assert_eq!(shed.headers()["ratelimit-reset"], "1800");
+    assert_eq!(
+        list(shed.headers(), "ratelimit"),
+        [item("default", &[("r", 0), ("t", 1800)])]
+    );
+}
+
 #[tokio::test]
 async fn clones_of_the_layer_share_one_limit() {
     let clock = ManualClock::new();

@@ -403,9 +403,11 @@ where
             cost: ticket.cost,
             capacity,
         },
+        // A key admitted after `retry_after` starts full, so that is also when its quota is
+        // back: a zero reset would tell a legacy client to come back at once.
         Err(Error::TooManyKeys { retry_after, .. }) => Rejection::KeyTableFull {
             policy,
-            decision: Decision::denied(quota.quota(), 0, retry_after, std::time::Duration::ZERO),
+            decision: Decision::denied(quota.quota(), 0, retry_after, retry_after),
         },
         Err(Error::TooLarge { .. }) => {
             // The client chose the key's size (a long header), so the key is unusable: the
