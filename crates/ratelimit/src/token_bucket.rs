@@ -24,8 +24,11 @@ const BIAS: u128 = 1 << 61;
 /// After [`RateLimiter::set_quota`](crate::RateLimiter::set_quota) the bucket keeps
 /// `empty_since`: it holds what the new rate refills in the time since it was last empty, up
 /// to the new burst. A drained bucket stays drained and its next token comes one new interval
-/// after it drained; a full one stays full; it never stops refilling (compare
-/// [`Gcra`](crate::Gcra), which keeps the time until full recovery instead).
+/// after it drained; a full one stays full unless the new quota takes longer to fill it (a
+/// larger burst or a lower rate), and then holds what the new rate refilled since it was last
+/// empty (a bucket never used was last empty one fill time of its first quota before it was
+/// made); it never stops refilling (compare [`Gcra`](crate::Gcra), which keeps the time until
+/// full recovery instead, so a recovered state is full under any quota).
 ///
 /// The state is one `AtomicU64` (`empty_since` in clock nanoseconds, offset so that it never
 /// goes below zero), updated with one compare-and-swap, with no tick counter to wrap: a bucket

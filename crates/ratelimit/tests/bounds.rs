@@ -211,6 +211,24 @@ fn a_quota_cut_on_a_drained_bucket_keeps_refilling() {
     assert!(bucket.check().is_denied());
 }
 
+/// A token bucket full under one burst is not full under a larger one: it holds what the new
+/// rate refilled since it was last empty (for a bucket never used, one burst duration of its
+/// first quota before it was made), up to the new burst. GCRA is full under any burst at once.
+#[test]
+fn a_burst_raise_on_a_full_bucket_refills_from_when_it_was_last_empty() {
+    let larger = Quota::per_second(1).unwrap().with_burst(10).unwrap();
+    let (bucket, clock) = limiter::<TokenBucket>(Quota::per_second(1).unwrap());
+    bucket.set_quota(larger).unwrap();
+    assert_eq!(bucket.check_n(0).unwrap().remaining(), 1);
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(bucket.check_n(0).unwrap().remaining(), 5);
+    clock.advance(Duration::from_secs(5));
+    assert!(bucket.is_idle());
+    let (gcra, _clock) = limiter::<Gcra>(Quota::per_second(1).unwrap());
+    gcra.set_quota(larger).unwrap();
+    assert_eq!(gcra.check_n(0).unwrap().remaining(), 10);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
