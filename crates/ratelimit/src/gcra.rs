@@ -130,10 +130,16 @@ impl Algorithm for Gcra {
             };
             let debt_after = new_tat - now;
             if debt_after > config.tolerance {
+                // More cells than the burst are never admitted: no wait would be enough.
+                let retry = if cost > config.tolerance {
+                    Duration::MAX
+                } else {
+                    Duration::from_nanos(debt_after - config.tolerance)
+                };
                 return Decision::denied(
                     config.burst,
                     remaining(config, debt),
-                    Duration::from_nanos(debt_after - config.tolerance),
+                    retry,
                     Duration::from_nanos(debt),
                 );
             }
@@ -219,6 +225,19 @@ mod tests {
             assert_eq!(decision.retry_after(), Duration::MAX);
         }
         assert!(state.check_n(&config, 0, 1).is_allowed());
+    }
+
+    #[test]
+    fn n_above_the_burst_is_denied_with_no_time_to_retry() {
+        // Three cells of a burst of two: never admitted, however long one waits.
+        let config = GcraConfig::from_quota(&Quota::per_second(2).unwrap()).unwrap();
+        let state = Gcra::new(&config, 0);
+        for now in [0, 1 << 40] {
+            let decision = state.check_n(&config, now, 3);
+            assert!(decision.is_denied(), "{decision:?}");
+            assert_eq!(decision.retry_after(), Duration::MAX);
+        }
+        assert!(state.check_n(&config, 0, 2).is_allowed());
     }
 
     #[test]
