@@ -63,8 +63,8 @@ pub trait AlgorithmConfig: Copy + Send + Sync + fmt::Debug + PartialEq {
 /// - `n = 0` is always allowed and consumes nothing;
 /// - time readings may arrive slightly out of order from racing threads; a reading older than
 ///   the state's never adds capacity;
-/// - a state for which [`Algorithm::is_idle`] holds decides exactly like a new one, so it can
-///   be forgotten.
+/// - a state for which [`Algorithm::is_idle`] holds under a configuration decides exactly like
+///   a new one under it, so it can be forgotten (a later configuration may tell them apart).
 pub trait Algorithm: Send + Sync + fmt::Debug + Sized {
     /// Everything derived from a quota that the decision needs.
     type Config: AlgorithmConfig;
@@ -80,8 +80,8 @@ pub trait Algorithm: Send + Sync + fmt::Debug + Sized {
     /// `n` must not exceed [`AlgorithmConfig::capacity`]; a larger `n` is denied, never a panic.
     fn check_n(&self, config: &Self::Config, now: u64, n: u32) -> Decision;
 
-    /// Whether this state is indistinguishable from a new one at `now`: every later decision
-    /// would be the same if it were dropped and recreated.
+    /// Whether this state is indistinguishable from a new one at `now` under `config`: every
+    /// later decision under `config` would be the same if it were dropped and recreated.
     fn is_idle(&self, config: &Self::Config, now: u64) -> bool;
 
     /// The most heap memory, in bytes, one state may hold under `config` (beyond

@@ -5,9 +5,9 @@
 //! replenished (*due*): a lower bound, since a key only becomes due later by being used. When a
 //! new key does not fit, the check takes the due keys off the top of the heap, at most
 //! [`KeyedOptions::RECLAIM_SAMPLE`] of them: a key that has replenished is forgotten (a new key
-//! starts in the same state, so no decision changes), any other goes back with its due time
-//! brought up to date. The key that can have replenished earliest is examined first (with due
-//! times up to date, the one closest to full), an active key is never
+//! starts in the same state, so no decision under the quota in force changes), any other goes
+//! back with its due time brought up to date. The key that can have replenished earliest is
+//! examined first (with due times up to date, the one closest to full), an active key is never
 //! forgotten (an abuser cannot reset its own limit by flooding the map), and a key an abuser
 //! drained is reclaimable the moment it has replenished.
 //!
@@ -155,8 +155,9 @@ impl Hasher for ByteCounter {
 ///   kept, not reset.
 /// - **Bounded memory.** At most `max_keys` keys and `max_bytes` estimated bytes are tracked
 ///   (see [`KeyedOptions`] and [`KeyedRateLimiter::bytes`]). A key whose state has fully
-///   replenished is *idle*: forgetting it changes no decision, since a new key starts in the
-///   same state. When a new key does not fit, the check examines at most
+///   replenished is *idle*: forgetting it changes no decision under the quota in force, since a
+///   new key starts in the same state (a later quota change may tell them apart: a kept state
+///   keeps what it held, such as a count a longer window takes in). When a new key does not fit, the check examines at most
 ///   [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those that can have replenished earliest
 ///   first, and forgets the idle ones among them. If none of them was idle, the new key gets
 ///   [`Error::TooManyKeys`] rather than the state of an active key being forgotten (that would
@@ -703,7 +704,7 @@ impl<K, A: Algorithm, C: Clock> fmt::Debug for KeyedRateLimiter<K, A, C> {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
-    use crate::{SlidingWindowLog, TokenBucket};
+    use crate::{FixedWindow, SlidingWindowLog, TokenBucket};
     use infra_common::ManualClock;
     use std::time::Duration;
 
@@ -790,6 +791,27 @@ mod tests {
         // the next new key finds room.
         clock.advance(Duration::from_secs(1));
         assert!(limiter.check(&1_000).unwrap().is_allowed());
+    }
+
+    /// Under the quota in force a forgotten key decides as the state it replaced; a later
+    /// quota can tell them apart. Here a window lengthened from a second to a minute takes in
+    /// the cell admitted at 0 s: a state that kept it refuses, the forgotten key starts afresh.
+    #[test]
+    fn a_forgotten_key_starts_afresh_under_a_later_quota() {
+        let clock = ManualClock::new();
+        let second = Quota::per_second(1).unwrap();
+        let keyed =
+            KeyedRateLimiter::<u64, FixedWindow, _>::with_clock(second, clock.clone()).unwrap();
+        let kept = crate::RateLimiter::<FixedWindow, _>::with_clock(second, clock.clone()).unwrap();
+        assert!(keyed.check(&1).unwrap().is_allowed());
+        assert!(kept.check().is_allowed());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(keyed.sweep(), 1);
+        let minute = Quota::per_minute(1).unwrap();
+        keyed.set_quota(minute).unwrap();
+        kept.set_quota(minute).unwrap();
+        assert!(kept.check().is_denied());
+        assert!(keyed.check(&1).unwrap().is_allowed());
     }
 
     #[test]
