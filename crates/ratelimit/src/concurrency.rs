@@ -590,9 +590,17 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     }
 
     fn increase(&self) {
-        let seen = self.fast_successes.fetch_add(1, Ordering::Relaxed) + 1;
-        if seen >= self.limit() {
-            self.fast_successes.store(0, Ordering::Relaxed);
+        // The success that completes the window starts the next one in the same update, so
+        // successes reported together complete it once: counted and reset apart, each of them
+        // could see the window complete and add one.
+        let limit = self.limit();
+        let completed = self
+            .fast_successes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                Some(if seen + 1 >= limit { 0 } else { seen + 1 })
+            })
+            .is_ok_and(|seen| seen + 1 >= limit);
+        if completed {
             let (_, max, _) = self.bounds();
             let _ = self
                 .limit

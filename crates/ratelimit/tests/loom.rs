@@ -254,6 +254,38 @@ fn adaptive_overloads_reported_together_cut_once() {
 }
 
 #[test]
+fn adaptive_fast_successes_reported_together_add_one() {
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+    use infra_ratelimit::{AdaptiveConcurrencyLimiter, AimdConfig};
+    model(|| {
+        let config = AimdConfig::new(2, 1, 100, Duration::from_millis(10)).unwrap();
+        let limiter = Arc::new(AdaptiveConcurrencyLimiter::new(config, ManualClock::new()));
+        // One fast success of the two that raise a limit of 2.
+        limiter.try_acquire().unwrap().success();
+        // Two more, sent together with the limit in use and answered together: one of them
+        // completes the window and adds one; the other starts the next window.
+        let taken = Arc::new(AtomicUsize::new(0));
+        let reporters: Vec<_> = (0..2)
+            .map(|_| {
+                let (limiter, taken) = (Arc::clone(&limiter), Arc::clone(&taken));
+                thread::spawn(move || {
+                    let permit = limiter.try_acquire().unwrap();
+                    taken.fetch_add(1, Ordering::AcqRel);
+                    while taken.load(Ordering::Acquire) < 2 {
+                        thread::yield_now();
+                    }
+                    permit.success();
+                })
+            })
+            .collect();
+        for reporter in reporters {
+            reporter.join().unwrap();
+        }
+        assert_eq!(limiter.limit(), 3);
+    });
+}
+
+#[test]
 fn gradient_answers_reported_together_end_one_round_trip() {
     use infra_common::sync::atomic::{AtomicUsize, Ordering};
     use infra_ratelimit::{AdaptiveConcurrencyLimiter, GradientConfig};
