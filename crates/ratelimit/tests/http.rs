@@ -774,6 +774,19 @@ fn header_and_function_keys() {
         api_key().extract(&request(&["  "])),
         Err(NoKey::Unusable { .. })
     ));
+    // Spaces and tabs inside a value are kept: they are part of the key.
+    assert_eq!(api_key().extract(&request(&[" a b\t"])).as_deref(), Ok("a b"));
+    assert_eq!(
+        api_key().extract(&request(&["a\tb"])).as_deref(),
+        Ok("a\tb")
+    );
+    let non_ascii = http::HeaderValue::from_bytes("día".as_bytes()).unwrap();
+    let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+    parts.headers.insert("x-api-key", non_ascii);
+    assert!(matches!(
+        api_key().extract(&parts),
+        Err(NoKey::Unusable { .. })
+    ));
     assert!(
         matches!(
             api_key().extract(&request(&["a", "b"])),

@@ -169,7 +169,8 @@ impl<F, K: fmt::Debug> fmt::Debug for KeyFn<F, K> {
 
 /// Keys requests by the value of a named header (an API key, a tenant id).
 ///
-/// The value must be visible ASCII and non-empty after trimming spaces. A request without
+/// The value must be printable ASCII, spaces and tabs included, and non-empty once spaces and
+/// tabs are trimmed from its ends (`"a b"` is a key of its own). A request without
 /// the header has no key ([`NoKey::Missing`]); one with an empty or non-ASCII value, or with
 /// the header more than once (which copy would count?), has an unusable one
 /// ([`NoKey::Unusable`]), which the layer refuses. Keyless requests share the empty string.
@@ -208,7 +209,7 @@ impl KeyExtractor for HeaderKey {
             });
         }
         let unusable = NoKey::Unusable {
-            reason: "the key header is empty or not visible ASCII",
+            reason: "the key header is empty or not printable ASCII",
         };
         let value = value
             .to_str()
