@@ -325,6 +325,15 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     /// [`Error::InsufficientCapacity`] at once when `n` exceeds the capacity (it would wait
     /// forever); [`Error::TooManyWaiters`] as [`AsyncRateLimiter::until_ready`].
     pub async fn until_n_ready(&self, n: u32) -> Result<Decision, Error> {
+        // Refused before joining the line: behind waiters, only the head checks, so it would
+        // wait its turn to be refused.
+        let capacity = self.limiter.capacity();
+        if n > capacity {
+            return Err(Error::InsufficientCapacity {
+                requested: n,
+                capacity,
+            });
+        }
         wait_in_line(&self.line, self.jitter.as_ref(), || self.limiter.check_n(n)).await
     }
 }
@@ -368,6 +377,27 @@ mod tests {
             limiter.until_n_ready(2).await,
             Err(Error::InsufficientCapacity { .. })
         ));
+    }
+
+    /// A request larger than the capacity is refused at once even behind waiters: it would
+    /// wait its turn only to be refused, holding a place in the line meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_above_the_capacity_is_refused_at_once_behind_waiters() {
+        let limiter = limiter(1, 1);
+        let _ = limiter.until_ready().await.unwrap();
+        let waiter = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.until_ready().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting(), 1);
+        let start = Instant::now();
+        assert!(matches!(
+            limiter.until_n_ready(2).await,
+            Err(Error::InsufficientCapacity { .. })
+        ));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
     }
 
     #[tokio::test(start_paused = true)]

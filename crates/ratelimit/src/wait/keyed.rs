@@ -12,7 +12,7 @@ use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Jitter, Line, Queue, TokioClock, wait_in_line};
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, AlgorithmConfig};
 use crate::keyed::key_bytes;
 use crate::{Decision, Error, Gcra, KeyedRateLimiter};
 
@@ -375,6 +375,15 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
     {
+        // Refused before joining the line: behind waiters, only the head checks, so it would
+        // wait its turn to be refused.
+        let capacity = A::Config::from_quota(&self.limiter.quota_for(key))?.capacity();
+        if n > capacity {
+            return Err(Error::InsufficientCapacity {
+                requested: n,
+                capacity,
+            });
+        }
         let line = self.waiting.line(key);
         wait_in_line(&line, self.jitter.as_ref(), || self.limiter.check_n(key, n)).await
     }
@@ -429,6 +438,30 @@ mod tests {
             admitted.lock().push((name, Instant::now()));
             Ok(decision)
         })
+    }
+
+    /// A request larger than its key's capacity is refused at once even behind that key's
+    /// waiters, under the key's own quota.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_above_the_key_capacity_is_refused_at_once_behind_waiters() {
+        let limiter = limiter(1, 1);
+        limiter
+            .limiter()
+            .set_key_quota("big", Quota::per_second(3).unwrap())
+            .unwrap();
+        let _ = limiter.until_ready("a").await.unwrap();
+        let admitted = Arc::new(Mutex::new(Vec::new()));
+        let waiter = wait_for(&limiter, "a", 1, &admitted, "a");
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting("a"), 1);
+        let start = Instant::now();
+        assert!(matches!(
+            limiter.until_n_ready("a", 2).await,
+            Err(Error::InsufficientCapacity { .. })
+        ));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(limiter.until_n_ready("big", 3).await.unwrap().is_allowed());
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
     }
 
     #[tokio::test(start_paused = true)]
