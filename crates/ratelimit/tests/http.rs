@@ -775,7 +775,10 @@ fn header_and_function_keys() {
         Err(NoKey::Unusable { .. })
     ));
     // Spaces and tabs inside a value are kept: they are part of the key.
-    assert_eq!(api_key().extract(&request(&[" a b\t"])).as_deref(), Ok("a b"));
+    assert_eq!(
+        api_key().extract(&request(&[" a b\t"])).as_deref(),
+        Ok("a b")
+    );
     assert_eq!(
         api_key().extract(&request(&["a\tb"])).as_deref(),
         Ok("a\tb")
