@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Request, Response, StatusCode};
 use infra_ratelimit::Quota;
-use infra_ratelimit::http::{HeaderKey, Limiter, RateLimitLayer};
+use infra_ratelimit::http::{HeaderKey, HeaderStyle, Limiter, RateLimitLayer};
 use infra_ratelimit::redis::{AsyncRedisRateLimiter, FailurePolicy, RedisRateLimiter};
 use infra_testkit::RedisServer;
 use redis_support::{options, runtime};
@@ -127,7 +127,9 @@ fn an_unreachable_redis_is_a_429_when_failing_closed_and_a_503_as_an_error() {
             let limiter =
                 AsyncRedisRateLimiter::new(&url, Quota::per_minute(2).unwrap(), options).unwrap();
             let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
-            let layer = RateLimitLayer::builder(key, limiter).build();
+            let layer = RateLimitLayer::builder(key, limiter)
+                .header_style(HeaderStyle::Both)
+                .build();
             let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
                 Ok::<_, Infallible>(Response::new(String::new()))
             }));
@@ -144,6 +146,9 @@ fn an_unreachable_redis_is_a_429_when_failing_closed_and_a_503_as_an_error() {
                 expected,
                 "{policy:?}"
             );
+            // The legacy reset says the same wait, never that the quota is back at once.
+            let reset = response.headers().get("ratelimit-reset");
+            assert_eq!(reset.map(|v| v.to_str().unwrap()), expected, "{policy:?}");
         }
     });
 }

@@ -542,9 +542,11 @@ impl<C: Clock> Core<C> {
                 observer,
                 Decision::allowed(capacity, capacity, Duration::ZERO),
             )),
+            // Retried after a second, the check asks Redis afresh: no sooner may the client
+            // count on its quota, so the reset says the same second, not zero.
             FailurePolicy::FailClosed => Ok(self.observed(
                 observer,
-                Decision::denied(capacity, 0, Duration::from_secs(1), Duration::ZERO),
+                Decision::denied(capacity, 0, Duration::from_secs(1), Duration::from_secs(1)),
             )),
             FailurePolicy::Error => Err(Error::Unavailable { reason: reason() }),
         }
