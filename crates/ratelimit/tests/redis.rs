@@ -356,6 +356,60 @@ fn matches_local<A: Algorithm>(
     );
 }
 
+/// A denial answered from the deny cache says what Redis would: when the request's cells are
+/// all free again (for several, not only the first) and when the key is full again.
+#[test]
+fn a_cached_denial_states_what_redis_would() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Three cells per three seconds: GCRA one a second, three at once; the log three a window.
+    let quota = Quota::new(3, Duration::from_secs(3)).unwrap();
+    // The cells each algorithm is given before asking, one second apart: GCRA all three at
+    // once, the log one a second, so that its cells leave the window one by one.
+    let schedules = [
+        (RemoteAlgorithm::Gcra, &[3][..]),
+        (RemoteAlgorithm::SlidingWindowLog, &[1, 1, 1][..]),
+    ];
+    for (algorithm, cells) in schedules {
+        let clock = ManualClock::new();
+        let limiter = |cache: usize| {
+            RedisRateLimiter::with_clock(
+                &server.url(),
+                quota,
+                options()
+                    .algorithm(algorithm)
+                    .time_source(TimeSource::Client)
+                    .max_clock_skew(Duration::from_secs(3_600))
+                    .deny_cache_capacity(cache)
+                    .prefix(format!("cached-answer-{algorithm:?}")),
+                clock.clone(),
+            )
+            .unwrap()
+        };
+        let (cached, redis) = (limiter(100), limiter(0));
+        for (second, &n) in cells.iter().enumerate() {
+            if second > 0 {
+                clock.advance(Duration::from_secs(1));
+            }
+            assert!(
+                cached.check_n("k", n).unwrap().is_allowed(),
+                "{algorithm:?}"
+            );
+        }
+        for n in [1, 2] {
+            let said = redis.check_n("k", n).unwrap();
+            assert!(said.is_denied(), "{algorithm:?} {n}");
+            let hits = cached.stats().cache_hits;
+            assert_eq!(cached.check_n("k", n).unwrap(), said, "{algorithm:?} {n}");
+            // The log's several cells come when older cells leave: only Redis knows when.
+            let answered_locally = n == 1 || algorithm == RemoteAlgorithm::Gcra;
+            let expected = hits + u64::from(answered_locally);
+            assert_eq!(cached.stats().cache_hits, expected, "{algorithm:?} {n}");
+        }
+    }
+}
+
 /// The deny cache remembers a key that cannot get a cell for a while, as Redis computed it
 /// under the quota of that check: a check under another quota (a per-key quota, or the
 /// default after `set_quota`) is Redis's to decide, not the cache's.

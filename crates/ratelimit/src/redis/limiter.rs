@@ -15,7 +15,7 @@ use super::breaker::{Breaker, Pass};
 use super::connection::{Endpoint, Failure, Transport};
 use super::keys::KeyLayout;
 use super::local::{DenyCache, Fetch, Leases, Take};
-use super::options::{FailurePolicy, RedisOptions, TimeSource};
+use super::options::{FailurePolicy, RedisOptions, RemoteAlgorithm, TimeSource};
 use super::scripts::{Reply, Script, ScriptQuota};
 use crate::{Decision, Error, Quota};
 
@@ -406,10 +406,14 @@ impl<C: Clock> Core<C> {
             None => (n, None),
         };
         if n > 0
-            && let Some(wait) = self.deny.denied_for(key, limits, now)
+            && let Some(denied) = self.deny.denied_for(key, limits, now)
+            && let Some(retry_after) = self.cached_retry(limits, n, denied.one_cell)
         {
             bump(&self.counts.cache_hits);
-            return Ok(self.observed(observer, Decision::denied(capacity, 0, wait, wait)));
+            return Ok(self.observed(
+                observer,
+                Decision::denied(capacity, 0, retry_after, denied.reset_after),
+            ));
         }
         let probe = match self.breaker.pass(now) {
             Pass::Call => None,
@@ -512,7 +516,8 @@ impl<C: Clock> Core<C> {
         let capacity = limits.capacity;
         if reply.blocked_micros > 0 {
             let until = now.saturating_add(reply.blocked_micros.saturating_mul(1_000));
-            self.deny.remember(key, limits, now, until);
+            let reset_at = now.saturating_add(reply.reset_micros.saturating_mul(1_000));
+            self.deny.remember(key, limits, now, until, reset_at);
         }
         let reset_after = micros(reply.reset_micros);
         if !reply.allowed {
@@ -528,6 +533,21 @@ impl<C: Clock> Core<C> {
             fetch.fill(spare, reset_after, now);
         }
         Decision::allowed(capacity, reply.remaining.saturating_add(spare), reset_after)
+    }
+
+    /// When `n` cells are free again, for a key whose first cell is `one_cell` away, as Redis
+    /// would say it; `None` when only Redis can say. Under GCRA each further cell comes one
+    /// interval after the one before; under the log it comes when a cell of a given age leaves
+    /// the window, which the cache does not know.
+    fn cached_retry(&self, limits: ScriptQuota, n: u32, one_cell: Duration) -> Option<Duration> {
+        match self.options.algorithm {
+            _ if n == 1 => Some(one_cell),
+            RemoteAlgorithm::Gcra => {
+                let further = Duration::from_micros(limits.first).checked_mul(n - 1)?;
+                one_cell.checked_add(further)
+            }
+            RemoteAlgorithm::SlidingWindowLog => None,
+        }
     }
 
     /// The failure policy's answer when Redis cannot be asked.

@@ -120,11 +120,28 @@ impl<V> CappedMap<V> {
 }
 
 /// Keys over their limit, each with the local clock reading until which one cell is certainly
-/// denied and the quota (in the script's terms) under which Redis said so: another quota
-/// (a per-key one, or the default after a change) may admit the key sooner, so only a check
-/// under the same quota is answered from the cache.
+/// denied, the one at which Redis said the key's state is full again, and the quota (in the
+/// script's terms) under which Redis said so: another quota (a per-key one, or the default
+/// after a change) may admit the key sooner, so only a check under the same quota is answered
+/// from the cache.
 pub(crate) struct DenyCache {
-    until: CappedMap<(u64, ScriptQuota)>,
+    until: CappedMap<Denial>,
+}
+
+/// What the deny cache remembers of a key.
+#[derive(Clone, Copy, Debug)]
+struct Denial {
+    until: u64,
+    reset_at: u64,
+    quota: ScriptQuota,
+}
+
+/// A remembered denial as of a clock reading: how long one cell stays denied, and how long
+/// until the key's state is full again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Denied {
+    pub(crate) one_cell: Duration,
+    pub(crate) reset_after: Duration,
 }
 
 impl DenyCache {
@@ -135,21 +152,33 @@ impl DenyCache {
     }
 
     /// How long `key` is still known to be denied under `quota` at `now`, if it is.
-    pub(crate) fn denied_for(&self, key: &str, quota: ScriptQuota, now: u64) -> Option<Duration> {
-        let (until, under) = self.until.map.with(key, |entry| *entry)?;
-        (under == quota && now < until).then(|| Duration::from_nanos(until - now))
+    pub(crate) fn denied_for(&self, key: &str, quota: ScriptQuota, now: u64) -> Option<Denied> {
+        let denial = self.until.map.with(key, |entry| *entry)?;
+        (denial.quota == quota && now < denial.until).then(|| Denied {
+            one_cell: Duration::from_nanos(denial.until - now),
+            reset_after: Duration::from_nanos(denial.reset_at.saturating_sub(now)),
+        })
     }
 
-    /// Remembers that `key` cannot get a cell under `quota` until `until`, if there is room.
-    pub(crate) fn remember(&self, key: &str, quota: ScriptQuota, now: u64, until: u64) {
-        if self.until.capacity == 0 || !self.until.has_room(key, |&(until, _)| until <= now) {
+    /// Remembers that `key` cannot get a cell under `quota` until `until`, and is full again
+    /// at `reset_at`, if there is room.
+    pub(crate) fn remember(
+        &self,
+        key: &str,
+        quota: ScriptQuota,
+        now: u64,
+        until: u64,
+        reset_at: u64,
+    ) {
+        if self.until.capacity == 0 || !self.until.has_room(key, |denial| denial.until <= now) {
             return;
         }
-        let inserted = self
-            .until
-            .map
-            .insert(key.to_owned(), (until, quota))
-            .is_none();
+        let denial = Denial {
+            until,
+            reset_at,
+            quota,
+        };
+        let inserted = self.until.map.insert(key.to_owned(), denial).is_none();
         self.until.count_insert(key, inserted);
     }
 }
@@ -352,7 +381,7 @@ mod tests {
         let max_bytes = RedisOptions::DEFAULT_LOCAL_MAX_BYTES;
         let cache = DenyCache::new(100_000, max_bytes);
         for i in 0..20_000 {
-            cache.remember(&long_key(i, 1_024), QUOTA, 0, u64::MAX);
+            cache.remember(&long_key(i, 1_024), QUOTA, 0, u64::MAX, u64::MAX);
         }
         let remembered = cache.until.len.load(Ordering::Relaxed);
         assert!(
@@ -368,20 +397,26 @@ mod tests {
     #[test]
     fn a_cache_full_by_bytes_reclaims_an_ended_denial_within_one_turn() {
         let key_len = 1_000;
-        let per_entry = CappedMap::<(u64, ScriptQuota)>::charge(&long_key(0, key_len));
+        let per_entry = CappedMap::<Denial>::charge(&long_key(0, key_len));
         let entries = 200;
         let cache = DenyCache::new(100_000, entries * per_entry);
         for i in 0..entries {
             let until = if i == 100 { 10 } else { u64::MAX };
-            cache.remember(&long_key(i, key_len), QUOTA, 0, until);
+            cache.remember(&long_key(i, key_len), QUOTA, 0, until, until);
         }
         assert_eq!(cache.until.len.load(Ordering::Relaxed), entries);
         let newcomer = long_key(1_000_000, key_len);
-        cache.remember(&newcomer, QUOTA, 0, u64::MAX);
+        cache.remember(&newcomer, QUOTA, 0, u64::MAX, u64::MAX);
         assert_eq!(cache.denied_for(&newcomer, QUOTA, 0), None, "no room yet");
         // Each new key looks at a bounded sample; within one turn the ended denial is found.
         for attempt in 0..entries.div_ceil(RECLAIM_SAMPLE) + 1 {
-            cache.remember(&long_key(2_000_000 + attempt, key_len), QUOTA, 20, u64::MAX);
+            cache.remember(
+                &long_key(2_000_000 + attempt, key_len),
+                QUOTA,
+                20,
+                u64::MAX,
+                u64::MAX,
+            );
         }
         assert_eq!(cache.denied_for(&long_key(100, key_len), QUOTA, 20), None);
         assert_eq!(cache.until.len.load(Ordering::Relaxed), entries);
@@ -391,11 +426,13 @@ mod tests {
     #[test]
     fn a_key_longer_than_the_byte_cap_is_never_kept_and_evicts_nothing() {
         let cache = DenyCache::new(100, 2_000);
-        cache.remember("short", QUOTA, 0, 10);
-        cache.remember(&long_key(0, 5_000), QUOTA, 20, u64::MAX);
+        cache.remember("short", QUOTA, 0, 10, 10);
+        cache.remember(&long_key(0, 5_000), QUOTA, 20, u64::MAX, u64::MAX);
         assert_eq!(cache.denied_for(&long_key(0, 5_000), QUOTA, 20), None);
         assert_eq!(
-            cache.denied_for("short", QUOTA, 5),
+            cache
+                .denied_for("short", QUOTA, 5)
+                .map(|denied| denied.one_cell),
             Some(Duration::from_nanos(5)),
             "the ended denial was not dropped for a key that could not fit"
         );
@@ -434,17 +471,19 @@ mod tests {
         // One entry expires at 10; every other one never does, and sits anywhere in the map.
         for key in 0..capacity {
             let until = if key == 500 { 10 } else { forever };
-            cache.remember(&format!("flood-{key}"), quota, 0, until);
+            cache.remember(&format!("flood-{key}"), quota, 0, until, until);
         }
         assert_eq!(
-            cache.denied_for("flood-500", quota, 5),
+            cache
+                .denied_for("flood-500", quota, 5)
+                .map(|denied| denied.one_cell),
             Some(Duration::from_nanos(5))
         );
         // New keys keep coming after it expired: each looks at a bounded sample, and the hand
         // moves on, so within one turn over the map the expired entry makes room.
         let attempts = capacity.div_ceil(RECLAIM_SAMPLE) + 1;
         for attempt in 0..attempts {
-            cache.remember(&format!("new-{attempt}"), quota, 20, forever);
+            cache.remember(&format!("new-{attempt}"), quota, 20, forever, forever);
         }
         assert_eq!(cache.denied_for("flood-500", quota, 20), None);
         let admitted = (0..attempts)

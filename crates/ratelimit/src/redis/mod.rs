@@ -75,7 +75,10 @@
 //!
 //! **Local deny cache.** When Redis says a key cannot get even one cell until some time, the
 //! limiter remembers that (on its monotonic clock) and denies that key without a round trip
-//! until then. It only ever denies requests Redis would also deny, as long as a key is always
+//! until then, stating what Redis would: when all the request's cells are free (GCRA's come
+//! one interval apart; the log's several cells come as older ones leave, which only Redis
+//! knows, so the log's checks of several cells still ask it) and when the key is full again
+//! (`a_cached_denial_states_what_redis_would`). It only ever denies requests Redis would also deny, as long as a key is always
 //! checked under the same quota (a key checked under a larger quota than the one that filled
 //! the cache may be denied until the cached time passes). The cache and the leases below are
 //! capped by a count of keys and by their bytes ([`RedisOptions::deny_cache_max_bytes`],
