@@ -134,6 +134,25 @@ pub(crate) fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
     size_of::<K>().saturating_add(counter.0)
 }
 
+/// Refuses a configuration under which no key could ever be tracked: what any key is charged
+/// before the bytes its `Hash` writes (its state, a log's entries included) is over
+/// `max_bytes`. Every check of a new key would otherwise be [`Error::TooLarge`], which reads as
+/// the key's fault (the HTTP layer's `400`) when the quota is.
+fn state_fits<K, A: Algorithm>(options: &KeyedOptions, config: &A::Config) -> Result<(), Error> {
+    let bytes = size_of::<K>()
+        .saturating_add(size_of::<A>())
+        .saturating_add(A::heap_bytes(config))
+        .saturating_add(ENTRY_OVERHEAD);
+    if bytes > options.max_bytes {
+        return Err(Error::TooLarge {
+            what: "state of one key under the quota (bytes)",
+            value: bytes as u128,
+            max: options.max_bytes as u128,
+        });
+    }
+    Ok(())
+}
+
 /// A `Hasher` that only counts the bytes written to it.
 struct ByteCounter(usize);
 
@@ -226,7 +245,7 @@ where
     ///
     /// # Errors
     ///
-    /// When the algorithm cannot represent the quota.
+    /// As [`KeyedRateLimiter::with_options`].
     pub fn with_clock(quota: Quota, clock: C) -> Result<Self, Error> {
         Self::with_options(quota, clock, KeyedOptions::default())
     }
@@ -235,8 +254,11 @@ where
     ///
     /// # Errors
     ///
-    /// When the algorithm cannot represent the quota.
+    /// When the algorithm cannot represent the quota; [`Error::TooLarge`] when one key's
+    /// state under it is larger than [`KeyedOptions::max_bytes`] (a sliding-window log's
+    /// entries), so that no key could ever be tracked.
     pub fn with_options(quota: Quota, clock: C, options: KeyedOptions) -> Result<Self, Error> {
+        state_fits::<K, A>(&options, &A::Config::from_quota(&quota)?)?;
         Ok(Self {
             states: Shards::new(),
             tracked: AtomicUsize::new(0),
@@ -600,8 +622,11 @@ where
     ///
     /// # Errors
     ///
-    /// When the algorithm cannot represent the quota; the old one stays in force.
+    /// When the algorithm cannot represent the quota, or one key's state under it would be
+    /// larger than [`KeyedOptions::max_bytes`] ([`Error::TooLarge`]); the old one stays in
+    /// force.
     pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
+        state_fits::<K, A>(&self.options, &A::Config::from_quota(&quota)?)?;
         self.default.store(&quota)
     }
 
@@ -609,15 +634,18 @@ where
     ///
     /// # Errors
     ///
-    /// When the algorithm cannot represent the quota; [`Error::TooManyOverrides`] when `key` has
-    /// no quota of its own yet and [`KeyedOptions::max_overrides`] quotas are already set, or
-    /// this one's bytes do not fit under [`KeyedOptions::max_bytes`].
+    /// When the algorithm cannot represent the quota, or one key's state under it would be
+    /// larger than [`KeyedOptions::max_bytes`] ([`Error::TooLarge`]);
+    /// [`Error::TooManyOverrides`] when `key` has no quota of its own yet and
+    /// [`KeyedOptions::max_overrides`] quotas are already set, or this one's bytes do not fit
+    /// under [`KeyedOptions::max_bytes`].
     pub fn set_key_quota<Q>(&self, key: &Q, quota: Quota) -> Result<(), Error>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
     {
         let config = A::Config::from_quota(&quota)?;
+        state_fits::<K, A>(&self.options, &config)?;
         let bytes = key_bytes::<K, Q>(key)
             .saturating_add(size_of::<Override<A>>())
             .saturating_add(OVERRIDE_OVERHEAD);
@@ -964,6 +992,29 @@ mod tests {
         assert!(log.bytes() >= 1_024 * 16, "{}", log.bytes());
         assert!(log.check(&2).unwrap().is_allowed());
         assert!(matches!(log.check(&3), Err(Error::TooManyKeys { .. })));
+    }
+
+    /// A quota under which no key could ever be tracked (a sliding log whose entries alone
+    /// are over the byte cap) is refused when it is given, not answered `TooLarge` for every
+    /// key: that would read as every client's key being too large.
+    #[test]
+    fn a_quota_whose_state_alone_is_over_the_byte_cap_is_refused() {
+        let clock = ManualClock::new();
+        let options = KeyedOptions::default().max_bytes(10_000);
+        let big = Quota::per_second(1_000).unwrap();
+        let small = Quota::per_second(10).unwrap();
+        let too_large = |result: Result<_, Error>| matches!(result, Err(Error::TooLarge { .. }));
+        assert!(too_large(
+            KeyedRateLimiter::<u64, SlidingWindowLog, _>::with_options(big, clock.clone(), options)
+                .map(drop)
+        ));
+        let log = KeyedRateLimiter::<u64, SlidingWindowLog, _>::with_options(small, clock, options)
+            .unwrap();
+        assert!(too_large(log.set_quota(big)));
+        assert!(too_large(log.set_key_quota(&1, big)));
+        assert_eq!(log.quota(), small);
+        assert_eq!(log.quota_for(&1), small);
+        assert!(log.check(&1).unwrap().is_allowed());
     }
 
     /// The HTTP layer checks a `String` key through `&String`, not `&str`: the key's bytes
