@@ -176,9 +176,9 @@ impl Hasher for ByteCounter {
 ///   (see [`KeyedOptions`] and [`KeyedRateLimiter::bytes`]). A key whose state has fully
 ///   replenished is *idle*: forgetting it changes no decision under the quota in force, since a
 ///   new key starts in the same state (a later quota change may tell them apart: a kept state
-///   keeps what it held, such as a count a longer window takes in). When a new key does not fit, the check examines at most
-///   [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those that can have replenished earliest
-///   first, and forgets the idle ones among them. If none of them was idle, the new key gets
+///   keeps what it held, such as a count a longer window takes in). When a new key does not
+///   fit, the check examines at most [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those that
+///   can have replenished earliest first, and forgets the idle ones among them. If none of them was idle, the new key gets
 ///   [`Error::TooManyKeys`] rather than the state of an active key being forgotten (that would
 ///   let a client reset its own limit by flooding the map); known keys are unaffected. Checks
 ///   that track a new key also forget a few idle keys on the way, and
