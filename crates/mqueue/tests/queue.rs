@@ -830,84 +830,37 @@ fn ack_many_settles_each_receipt_on_its_own() {
 /// A receiver that takes a wake-up and then leaves without a message passes it on: a nack with
 /// a delay wakes one sleeper to look at the new due time; if that sleeper's own wait is over,
 /// another sleeper must look in its place, or it sleeps on to the lease's end (here two hours).
-/// The receivers are seen asleep in the kernel before the nack, the one leaving first in line.
+/// The receivers are seen asleep before the nack, the one leaving first in line.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_receiver_leaving_with_a_wake_up_passes_it_to_another_sleeper() {
-    use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
     let clock = ManualClock::new();
     let options = QueueOptions::default().visibility_timeout(Duration::from_secs(7_200));
     let queue = Arc::new(WorkQueue::in_memory_with_clock(options, clock.clone()).unwrap());
     queue.send("order").unwrap();
     let leased = queue.try_receive().unwrap().unwrap();
-    let sleeper = |wait: Option<Duration>| {
+    let receive = |wait: Option<Duration>| {
         let queue = Arc::clone(&queue);
-        let id = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let (id_seen, done_seen) = (Arc::clone(&id), Arc::clone(&done));
-        let handle = thread::spawn(move || {
-            id_seen.store(kernel_thread_id(), Ordering::Release);
+        move || {
             let got = match wait {
                 Some(timeout) => queue.receive_timeout(timeout).unwrap(),
                 None => Some(queue.receive().unwrap()),
             };
-            done_seen.store(true, Ordering::Release);
             got.map(|delivery| (delivery.offset(), delivery.attempt()))
-        });
-        wait_until_asleep(&id);
-        (handle, done)
+        }
     };
-    let (leaving, _) = sleeper(Some(Duration::from_secs(3_600)));
-    let (staying, staying_done) = sleeper(None);
+    let leaving = Sleeper::spawn(receive(Some(Duration::from_secs(3_600))));
+    let staying = Sleeper::spawn(receive(None));
     // Past the first receiver's wait, not the lease's: the nack wakes the first in line.
     clock.advance(Duration::from_secs(3_601));
     queue.nack(&leased, Duration::from_millis(1)).unwrap();
-    assert_eq!(leaving.join().unwrap(), None);
+    assert_eq!(leaving.join("the leaving receiver"), None);
     clock.advance(Duration::from_secs(1));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !staying_done.load(Ordering::Acquire) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the other receiver slept on past the nacked message's due time"
-        );
-        thread::yield_now();
-    }
-    assert_eq!(staying.join().unwrap(), Some((0, 2)));
+    assert_eq!(staying.join("the other receiver"), Some((0, 2)));
 }
 
-/// The kernel's id of the calling thread, which names it under `/proc/self/task`.
+/// Two senders asleep at a full queue both go on after one batch ack of two messages.
 #[cfg(target_os = "linux")]
-fn kernel_thread_id() -> u64 {
-    let link = std::fs::read_link("/proc/thread-self").unwrap();
-    link.file_name().unwrap().to_str().unwrap().parse().unwrap()
-}
-
-/// Waits until the thread whose kernel id `id` will hold is asleep in the kernel (state `S`):
-/// past any spinning, parked on a condition variable or a lock.
-#[cfg(target_os = "linux")]
-fn wait_until_asleep(id: &infra_common::sync::atomic::AtomicU64) {
-    use infra_common::sync::atomic::Ordering;
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let tid = id.load(Ordering::Acquire);
-        if tid != 0 {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-            // The state follows the command name, which is in parentheses and may hold any byte.
-            let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
-            if state == Some('S') {
-                return;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "thread {tid} never slept"
-        );
-        thread::yield_now();
-    }
-}
-
 #[test]
 fn a_blocked_send_resumes_after_a_batch_ack() {
     let queue = Arc::new(WorkQueue::in_memory(options().capacity(2)).unwrap());
@@ -916,7 +869,7 @@ fn a_blocked_send_resumes_after_a_batch_ack() {
     let producers: Vec<_> = (0..2)
         .map(|_| {
             let queue = Arc::clone(&queue);
-            thread::spawn(move || queue.send("more").unwrap().offset)
+            Sleeper::spawn(move || queue.send("more").unwrap().offset)
         })
         .collect();
     let batch = queue.receive_many(2, LEASE).unwrap();
@@ -924,9 +877,77 @@ fn a_blocked_send_resumes_after_a_batch_ack() {
     for result in queue.ack_many(batch.iter().map(infra_mqueue::queue::Delivery::receipt)) {
         result.unwrap();
     }
-    let mut offsets: Vec<u64> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+    let mut offsets: Vec<u64> = producers
+        .into_iter()
+        .map(|producer| producer.join("a waiting sender"))
+        .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, [2, 3], "both waiting senders were woken");
+}
+
+/// A thread running a call that blocks, spawned and then seen asleep in the kernel (state `S`,
+/// read from `/proc`: past any spinning, waiting on a condition variable), so a test knows it
+/// waits before it acts.
+#[cfg(target_os = "linux")]
+struct Sleeper<T> {
+    handle: infra_common::sync::thread::JoinHandle<T>,
+    done: Arc<infra_common::sync::atomic::AtomicBool>,
+}
+
+#[cfg(target_os = "linux")]
+impl<T: Send + 'static> Sleeper<T> {
+    fn spawn(call: impl FnOnce() -> T + Send + 'static) -> Self {
+        use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+        let id = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (id_set, done_set) = (Arc::clone(&id), Arc::clone(&done));
+        let handle = thread::spawn(move || {
+            // The kernel's id of this thread, which names it under `/proc/self/task`.
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            id_set.store(
+                link.file_name().unwrap().to_str().unwrap().parse().unwrap(),
+                Ordering::Release,
+            );
+            let result = call();
+            done_set.store(true, Ordering::Release);
+            result
+        });
+        within_30_s("a thread asleep", || {
+            let tid = id.load(Ordering::Acquire);
+            tid != 0 && {
+                let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+                // The state follows the command name, which is in parentheses and may hold
+                // any byte.
+                let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
+                state == Some('S')
+            }
+        });
+        Self { handle, done }
+    }
+
+    /// The call's result, once it returns (30 s of real time at most: a thread left asleep
+    /// fails the test rather than hanging it).
+    fn join(self, what: &str) -> T {
+        let done = &self.done;
+        within_30_s(&format!("{what} returned"), || {
+            done.load(infra_common::sync::atomic::Ordering::Acquire)
+        });
+        self.handle.join().unwrap()
+    }
+}
+
+/// Yields until `condition` holds; fails the test naming `what` after 30 s of real time.
+#[cfg(target_os = "linux")]
+fn within_30_s(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not seen within 30 s"
+        );
+        thread::yield_now();
+    }
 }
 
 #[test]
