@@ -135,6 +135,19 @@ impl Sender {
             let name = ::http::HeaderName::try_from(name.as_str()).map_err(|_| {
                 ExportError::invalid("headers", format!("bad header name {name:?}"))
             })?;
+            // These describe the body the exporter encodes: a second value would contradict it.
+            if [
+                ::http::header::CONTENT_TYPE,
+                ::http::header::CONTENT_ENCODING,
+                ::http::header::CONTENT_LENGTH,
+            ]
+            .contains(&name)
+            {
+                return Err(ExportError::invalid(
+                    "headers",
+                    format!("{name} is set by the exporter"),
+                ));
+            }
             let value = ::http::HeaderValue::try_from(value.as_str()).map_err(|_| {
                 ExportError::invalid("headers", format!("bad value for header {name}"))
             })?;

@@ -195,7 +195,9 @@ impl OtlpExporterBuilder {
         self
     }
 
-    /// Adds a header sent with every request (an API key, for example).
+    /// Adds a header sent with every request (an API key, for example). `Content-Type`,
+    /// `Content-Encoding` and `Content-Length` describe the body the exporter writes:
+    /// [`build`](Self::build) refuses them.
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -296,7 +298,8 @@ impl OtlpExporterBuilder {
     /// # Errors
     ///
     /// [`ExportError::InvalidConfig`] for a URL that is not `http://host[:port]/...`, a
-    /// header name or value HTTP does not allow, or a timeout of zero or over an hour.
+    /// header name or value HTTP does not allow, a header describing the body (see
+    /// [`header`](Self::header)), or a timeout of zero or over an hour.
     pub fn build(self) -> Result<OtlpExporter, ExportError> {
         let content_type = match self.protocol {
             Protocol::HttpProtobuf => "application/x-protobuf",
