@@ -53,9 +53,9 @@ pub enum Error {
         /// The oldest offset still kept.
         first: u64,
     },
-    /// An earlier write or fsync failed, so what is on disk is unknown (after a failed fsync
-    /// the kernel may have dropped the dirty pages). The log refuses every further append;
-    /// drop it and open it again, which recovers from what the disk really holds.
+    /// An earlier write, fsync or segment roll failed, so what is on disk is unknown (after a
+    /// failed fsync the kernel may have dropped the dirty pages). The log refuses every further
+    /// append; drop it and open it again, which recovers from what the disk really holds.
     Failed,
     /// Another open [`Log`](crate::log::Log) (in this process or another) holds the directory.
     Locked {
@@ -202,7 +202,7 @@ impl fmt::Display for Error {
                 "offset {requested} was removed by retention; the oldest kept is {first}"
             ),
             Self::Failed => f.write_str(
-                "an earlier write or fsync failed; reopen the log to recover from what is on disk",
+                "an earlier write, fsync or segment roll failed; reopen the log to recover from what is on disk",
             ),
             Self::Locked { dir } => {
                 write!(f, "the log in {} is already open", dir.display())

@@ -245,7 +245,7 @@ struct Inner {
     /// The newest segment, where appends go.
     active: Segment,
     next: u64,
-    /// A write or a roll's fsync failed: no more appends. (A failed group-commit fsync is
+    /// A write, a roll's fsync or its new segment failed: no more appends. (A failed group-commit fsync is
     /// recorded in [`GroupCommit`], which the blocking-pool task that ran it can reach.)
     failed: bool,
     last_sync_nanos: u64,
@@ -611,7 +611,14 @@ impl Log {
             &self.dir,
             inner.next,
             wall_millis(&*self.clock),
-        )?;
+        )
+        .inspect_err(|_| {
+            // The new segment's file may exist already, named for the next offset: a record
+            // that then fitted in the old segment would take that offset too, and no reopen
+            // could chain the segments again. So the log stops, as after a failed fsync; a
+            // reopen finds the new file as the newest segment, where the old one ends.
+            inner.failed = true;
+        })?;
         inner.bytes += segment.len;
         inner.allocated += segment.allocated;
         let sealed = std::mem::replace(&mut inner.active, segment);
