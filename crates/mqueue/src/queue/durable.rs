@@ -51,6 +51,9 @@ pub(super) struct Recovered {
     /// `(id, offset, sent_at_ms)` of the last messages (as many as the dedup window holds),
     /// oldest first.
     pub(super) ids: Vec<(Option<Bytes>, u64, u64)>,
+    /// The journal spoke of messages past the message log's end, which replay forgot: it must
+    /// be rewritten (compacted) before a send reuses their offsets.
+    pub(super) rewrite_journal: bool,
 }
 
 #[derive(Debug)]
@@ -223,6 +226,7 @@ impl Durable {
             }
         }
         replay.finish();
+        let rewrite_journal = replay.forget_from(messages.next_offset());
 
         let now = clock.now_nanos();
         let now_ms = wall_ms(&**clock);
@@ -280,7 +284,12 @@ impl Durable {
                 generation,
             }),
             journal_records: AtomicU64::new(journal_records),
-            compact_at: AtomicU64::new(options.compact_after),
+            // Zero when the journal must be rewritten: the next compaction is due at once.
+            compact_at: AtomicU64::new(if rewrite_journal {
+                0
+            } else {
+                options.compact_after
+            }),
             compact_after: options.compact_after,
             dead,
             clock: Arc::clone(clock),
@@ -288,7 +297,14 @@ impl Durable {
             append: Mutex::new(()),
             log_options,
         };
-        Ok((durable, Recovered { leases, ids }))
+        Ok((
+            durable,
+            Recovered {
+                leases,
+                ids,
+                rewrite_journal,
+            },
+        ))
     }
 
     pub(super) fn append_lock(&self) -> MutexGuard<'_, ()> {

@@ -191,6 +191,17 @@ impl Replay {
         self.messages.retain(|&offset, _| offset >= watermark);
     }
 
+    /// Forgets what the journal says of offsets at or past `end`, the message log's end, and
+    /// returns whether it said anything. Under a policy other than `Always` a power loss can
+    /// take back messages the journal outlives (a compaction syncs its checkpoint whatever
+    /// the policy), and new sends reuse their offsets.
+    pub(crate) fn forget_from(&mut self, end: u64) -> bool {
+        let past_end = self.watermark > end || self.messages.range(end..).next().is_some();
+        self.watermark = self.watermark.min(end);
+        self.messages.split_off(&end);
+        past_end
+    }
+
     /// What replay knows about `offset` (nothing: never delivered, not settled).
     pub(crate) fn get(&self, offset: u64) -> Recovered {
         let mut message = self.messages.get(&offset).copied().unwrap_or_default();

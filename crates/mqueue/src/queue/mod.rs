@@ -632,6 +632,7 @@ impl WorkQueue {
         options.validate()?;
         let clock = shared_clock(clock);
         let (durable, recovered) = Durable::open(dir, &options, &clock, Box::new(storage))?;
+        let rewrite_journal = recovered.rewrite_journal;
         let queue = Self::build(options, clock, recovered.leases, Some(durable));
         {
             let mut state = queue.state.lock();
@@ -640,6 +641,11 @@ impl WorkQueue {
                     dedup.remember(id, offset, sent_at_ms);
                 }
             }
+        }
+        if rewrite_journal && let Some(durable) = &queue.durable {
+            // Before any send: a journal that still spoke of the lost messages would settle or
+            // count the new messages that take their offsets at the next open.
+            durable.compact(|| queue.checkpoint())?;
         }
         Ok(queue)
     }
