@@ -655,6 +655,31 @@ fn compaction_keeps_the_state_and_bounds_the_journal() {
 }
 
 #[test]
+fn a_journal_pointer_no_compaction_can_follow_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    drop(durable(dir.path(), options(), &clock));
+    std::fs::write(dir.path().join("JOURNAL"), u64::MAX.to_string()).unwrap();
+    let opened = WorkQueue::open_with_clock(
+        dir.path(),
+        options().compact_after(16).log_options(fast_log()),
+        clock.clone(),
+    );
+    if let Ok(queue) = &opened {
+        // Enough journal records to compact, which moves to the next generation.
+        for n in 0..8u8 {
+            queue.send(vec![n]).unwrap();
+            let delivery = queue.try_receive().unwrap().unwrap();
+            queue.ack(&delivery).unwrap();
+        }
+    }
+    assert!(
+        matches!(opened, Err(Error::CorruptJournal { .. })),
+        "{opened:?}"
+    );
+}
+
+#[test]
 fn a_send_that_returned_under_fsync_always_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();

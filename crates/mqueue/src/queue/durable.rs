@@ -116,7 +116,7 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64, Error> {
         Err(error) => return Err(Error::io("read", path, error)),
     };
     let bad = || Error::CorruptJournal {
-        reason: "the JOURNAL file does not hold a generation number",
+        reason: "the JOURNAL file does not hold a generation number below 2^64 - 1",
     };
     let len = file.len().map_err(io("read", &path))?;
     let len = usize::try_from(len)
@@ -137,6 +137,8 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64, Error> {
     std::str::from_utf8(&bytes[..filled])
         .ok()
         .and_then(|text| text.trim().parse().ok())
+        // A compaction moves to the next generation: the last number has none.
+        .filter(|&generation| generation < u64::MAX)
         .ok_or_else(bad)
 }
 
