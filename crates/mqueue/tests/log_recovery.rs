@@ -225,6 +225,42 @@ fn without_preallocation_and_under_never_the_files_hold_only_headers_and_records
 }
 
 #[test]
+fn a_torn_record_whose_payload_holds_a_whole_record_is_corruption() {
+    // A whole framed record, as another log wrote it, carried as a message's payload.
+    let other = tempfile::tempdir().unwrap();
+    let unallocated = LogOptions {
+        preallocate: 0,
+        ..LogOptions::default()
+    };
+    fill(other.path(), unallocated, 1);
+    let framed = fs::read(segments(other.path()).pop().unwrap()).unwrap()[32..].to_vec();
+
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), LogOptions::default(), 5);
+    let segment = segments(dir.path()).pop().unwrap();
+    let end = records_end(&fs::read(&segment).unwrap()) as u64;
+    let mut carrier = framed.clone();
+    carrier.extend_from_slice(&[7; 100]);
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(log.append(&carrier).unwrap(), 5);
+    }
+    // The carrier's write torn after the record inside it: its last bytes are zeros again.
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0; 50], end + 8 + carrier.len() as u64 - 50)
+        .unwrap();
+    drop(file);
+    let bytes = fs::read(&segment).unwrap();
+    // Recovery cannot tell the record inside the payload from one appended after a damaged
+    // record, so it refuses the log rather than cut what may be acknowledged.
+    match Log::open(dir.path(), LogOptions::default()).unwrap_err() {
+        Error::Corrupt { position, .. } => assert_eq!(position, end),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(&segment).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
 fn zeros_over_a_record_in_the_middle_are_corruption() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), LogOptions::default(), 6);

@@ -41,7 +41,9 @@
 //! end a segment: the space [`LogOptions::preallocate`] wrote ahead. A torn tail — incomplete or
 //! failing records at the end of the newest segment with nothing valid after them — is cut off:
 //! those appends never returned under `Always`. A bad record anywhere else (valid records after
-//! it, or in an older segment) is [`Error::Corrupt`], and nothing is deleted.
+//! it, or in an older segment) is [`Error::Corrupt`], and nothing is deleted. Recovery tells
+//! records only by their bytes: a torn record whose payload holds a whole valid record is
+//! `Corrupt` too.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};
