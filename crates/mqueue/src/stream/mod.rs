@@ -521,8 +521,15 @@ impl ConsumerGroup<'_> {
                     break;
                 }
                 let log = &self.stream.partitions[partition];
+                // Retention may remove the position's segment at any time, also between
+                // reading the oldest offset kept and reading from it: skip to that offset.
                 *position = (*position).max(log.first_offset());
-                let records = log.read(*position, want)?;
+                let records = loop {
+                    match log.read(*position, want) {
+                        Err(Error::OffsetTruncated { first, .. }) => *position = first,
+                        read => break read?,
+                    }
+                };
                 if let Some(last) = records.last() {
                     *position = last.offset + 1;
                     progress = true;
