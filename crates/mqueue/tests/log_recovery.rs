@@ -3,18 +3,19 @@
 //! reads, rolls, preallocation, retention and options.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use infra_common::sync::Arc;
-use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::{ManualClock, SystemClock};
 use infra_mqueue::Error;
-use infra_mqueue::log::{
-    FileStorage, FsyncPolicy, Log, LogOptions, Retention, Storage, StorageFile,
-};
+use infra_mqueue::log::{FileStorage, FsyncPolicy, Log, LogOptions, Retention};
+
+#[path = "support/failing_storage.rs"]
+mod failing_storage;
+
+use failing_storage::FailingDirSyncs;
 
 fn payload(i: u64) -> Vec<u8> {
     format!("message number {i}").into_bytes()
@@ -398,42 +399,6 @@ fn a_second_open_of_the_same_directory_is_refused() {
     Log::open(dir.path(), LogOptions::default()).unwrap();
 }
 
-/// The real file system, whose directory syncs fail while `failing` is set, as on a dying disk.
-#[derive(Debug, Clone, Default)]
-struct FailingDirSyncs {
-    failing: Arc<AtomicBool>,
-}
-
-impl Storage for FailingDirSyncs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        FileStorage.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FileStorage.list(dir)
-    }
-    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
-        FileStorage.open(path, create)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        FileStorage.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FileStorage.rename(from, to)
-    }
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        FileStorage.remove_dir(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(io::Error::other("directory sync failed"));
-        }
-        FileStorage.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn std::fmt::Debug + Send + Sync>>> {
-        FileStorage.lock_dir(dir)
-    }
-}
-
 #[test]
 fn every_record_acknowledged_after_a_failed_roll_is_there_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -455,12 +420,12 @@ fn every_record_acknowledged_after_a_failed_roll_is_there_after_a_reopen() {
     for i in 0..4 {
         assert_eq!(log.append(&[b'a'; 40]).unwrap(), i);
     }
-    storage.failing.store(true, Ordering::SeqCst);
+    storage.set_failing(true);
     assert!(
         log.append(&[b'b'; 40]).is_err(),
         "the roll's directory sync fails"
     );
-    storage.failing.store(false, Ordering::SeqCst);
+    storage.set_failing(false);
     // A record that fits where the refused one did not: the log may refuse it or take it, but
     // what it acknowledges must be there after a reopen.
     let acknowledged = match log.append(b"small") {
