@@ -393,14 +393,18 @@ impl Durable {
         self.storage
             .rename(&temporary, &pointer)
             .map_err(io("rename", &pointer))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(io("sync directory", &self.dir))?;
+        // From the rename on, the pointer names the new generation, synced or not: the journal
+        // moves to it before the directory sync, so that if the sync fails, later records go
+        // where a reopen looks, and the next compaction builds the generation after it rather
+        // than removing the one the pointer names.
         let old = std::mem::replace(&mut *journal, Journal { log, generation });
         let live = records.len() as u64;
         self.journal_records.store(live, Ordering::Relaxed);
         self.compact_at
             .store(live.saturating_add(self.compact_after), Ordering::Relaxed);
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(io("sync directory", &self.dir))?;
         let old_dir = journal_dir(&self.dir, old.generation);
         drop(old);
         remove_log_dir(&*self.storage, &old_dir)?;
