@@ -693,6 +693,35 @@ fn acked_messages_stay_acked_after_a_compaction_whose_directory_sync_failed() {
 }
 
 #[test]
+fn a_compaction_that_cannot_start_fails_no_receive_or_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let disk = FailingDirSyncs::default();
+    let options = options().compact_after(16).log_options(fast_log());
+    let queue = WorkQueue::open_with(dir.path(), options, clock.clone(), disk.clone()).unwrap();
+    for n in 0..20u8 {
+        queue.send(vec![n]).unwrap();
+    }
+    // The new generation's directory cannot be made durable, so every compaction fails
+    // before it changes anything: the journal it would replace is still whole.
+    disk.set_failing(true);
+    for n in 0..20u8 {
+        let delivery = queue
+            .try_receive()
+            .unwrap()
+            .expect("a message for every receive");
+        assert_eq!((delivery.payload(), delivery.attempt()), (&[n][..], 1));
+        queue.ack(&delivery).unwrap();
+    }
+    assert!(queue.dead_letters(0, 10).unwrap().is_empty());
+    drop(queue);
+    disk.set_failing(false);
+    let options = self::options().compact_after(16).log_options(fast_log());
+    let queue = WorkQueue::open_with(dir.path(), options, clock, disk).unwrap();
+    assert_eq!(queue.stats().unsettled, 0);
+}
+
+#[test]
 fn a_journal_pointer_no_compaction_can_follow_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use infra_common::Clock;
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::atomic::{AtomicU64, Ordering};
+use infra_common::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use infra_common::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::envelope::Envelope;
@@ -76,6 +76,10 @@ pub(super) struct Durable {
     /// held, so a large live state is not rewritten at every record.
     compact_at: AtomicU64,
     compact_after: u64,
+    /// A compaction renamed the `JOURNAL` pointer but the directory sync after it failed: a
+    /// power loss may still take the rename back, and the records since with it. Journal
+    /// appends sync the directory first until one such sync succeeds.
+    pointer_unsynced: AtomicBool,
     dead: Log,
     /// The queue's clock, which every log of the queue runs on.
     clock: SharedClock,
@@ -286,6 +290,7 @@ impl Durable {
                 generation,
             }),
             journal_records: AtomicU64::new(journal_records),
+            pointer_unsynced: AtomicBool::new(false),
             // Zero when the journal must be rewritten: the next compaction is due at once.
             compact_at: AtomicU64::new(if rewrite_journal {
                 0
@@ -345,17 +350,44 @@ impl Durable {
     /// Appends a journal record; `true` when the journal has grown enough to compact.
     pub(super) fn journal(&self, entry: Entry) -> Result<bool, Error> {
         let journal = self.journal.read();
+        if self.pointer_unsynced.load(Ordering::Acquire) {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(io("sync directory", &self.dir))?;
+            self.pointer_unsynced.store(false, Ordering::Release);
+        }
         journal.log.append(&entry.encode())?;
         let records = self.journal_records.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(records >= self.compact_at.load(Ordering::Relaxed))
     }
 
     /// Replaces the journal with `checkpoint()`'s records, if no one else just did.
+    ///
+    /// A failure leaves a journal that a reopen reads whole: before the pointer's rename the
+    /// current generation, after it the new one. A compaction that failed is tried again
+    /// once `compact_after` more records are in, not at every record (it rewrites the whole
+    /// live state).
     pub(super) fn compact(&self, checkpoint: impl FnOnce() -> Vec<Entry>) -> Result<(), Error> {
         let mut journal = self.journal.write();
-        if self.journal_records.load(Ordering::Relaxed) < self.compact_at.load(Ordering::Relaxed) {
+        let records = self.journal_records.load(Ordering::Relaxed);
+        if records < self.compact_at.load(Ordering::Relaxed) {
             return Ok(());
         }
+        let compacted = self.compact_locked(&mut journal, checkpoint);
+        if compacted.is_err() {
+            self.compact_at.fetch_max(
+                records.saturating_add(self.compact_after),
+                Ordering::Relaxed,
+            );
+        }
+        compacted
+    }
+
+    fn compact_locked(
+        &self,
+        journal: &mut Journal,
+        checkpoint: impl FnOnce() -> Vec<Entry>,
+    ) -> Result<(), Error> {
         // Taken under the write lock: every record appended before it is in the old
         // generation and reflected in the state; every later one goes to the new generation.
         let records = checkpoint();
@@ -397,14 +429,15 @@ impl Durable {
         // moves to it before the directory sync, so that if the sync fails, later records go
         // where a reopen looks, and the next compaction builds the generation after it rather
         // than removing the one the pointer names.
-        let old = std::mem::replace(&mut *journal, Journal { log, generation });
+        let old = std::mem::replace(journal, Journal { log, generation });
         let live = records.len() as u64;
         self.journal_records.store(live, Ordering::Relaxed);
         self.compact_at
             .store(live.saturating_add(self.compact_after), Ordering::Relaxed);
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(io("sync directory", &self.dir))?;
+        if let Err(error) = self.storage.sync_dir(&self.dir) {
+            self.pointer_unsynced.store(true, Ordering::Release);
+            return Err(Error::io("sync directory", &self.dir, error));
+        }
         let old_dir = journal_dir(&self.dir, old.generation);
         drop(old);
         remove_log_dir(&*self.storage, &old_dir)?;

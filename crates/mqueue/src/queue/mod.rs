@@ -1496,7 +1496,12 @@ impl WorkQueue {
 
     fn journal(&self, durable: &Durable, entry: journal::Entry) -> Result<(), Error> {
         if durable.journal(entry)? {
-            durable.compact(|| self.checkpoint())?;
+            // The record is journaled, so the call it records has happened: a compaction's
+            // failure is not that call's (a receive failing here would lease a message its
+            // caller never gets, and count the delivery). The journal stays whole either way,
+            // and a pointer left unsynced fails the next journal record instead
+            // (`Durable::compact`).
+            let _ = durable.compact(|| self.checkpoint());
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The real file system with directory syncs that fail on demand, as on a disk that is dying.
+//! A file layer (the real file system unless told otherwise) whose directory syncs fail on
+//! demand, as on a disk that is dying.
 #![allow(
     dead_code,
     reason = "each test file that includes this uses a part of it"
@@ -12,14 +13,30 @@ use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_mqueue::log::{FileStorage, Storage, StorageFile};
 
-/// [`FileStorage`] whose directory syncs fail while `failing`, or from the next rename on.
-#[derive(Debug, Clone, Default)]
+/// A file layer whose directory syncs fail while `failing`, or from the next rename on.
+#[derive(Debug, Clone)]
 pub(crate) struct FailingDirSyncs {
+    inner: Arc<Box<dyn Storage>>,
     failing: Arc<AtomicBool>,
     after_next_rename: Arc<AtomicBool>,
 }
 
+impl Default for FailingDirSyncs {
+    fn default() -> Self {
+        Self::over(FileStorage)
+    }
+}
+
 impl FailingDirSyncs {
+    /// Over `inner` (say, a simulated disk the test cuts the power of).
+    pub(crate) fn over(inner: impl Storage + 'static) -> Self {
+        Self {
+            inner: Arc::new(Box::new(inner)),
+            failing: Arc::default(),
+            after_next_rename: Arc::default(),
+        }
+    }
+
     /// Every directory sync fails while `failing` is set.
     pub(crate) fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
@@ -33,23 +50,23 @@ impl FailingDirSyncs {
 
 impl Storage for FailingDirSyncs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        FileStorage.create_dir_all(dir)
+        self.inner.create_dir_all(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FileStorage.list(dir)
+        self.inner.list(dir)
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
-        FileStorage.open(path, create)
+        self.inner.open(path, create)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        FileStorage.remove(path)
+        self.inner.remove(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FileStorage.rename(from, to)?;
+        self.inner.rename(from, to)?;
         if self.after_next_rename.swap(false, Ordering::SeqCst) {
             self.set_failing(true);
         }
@@ -57,17 +74,17 @@ impl Storage for FailingDirSyncs {
     }
 
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        FileStorage.remove_dir(dir)
+        self.inner.remove_dir(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(io::Error::other("directory sync failed"));
         }
-        FileStorage.sync_dir(dir)
+        self.inner.sync_dir(dir)
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn fmt::Debug + Send + Sync>>> {
-        FileStorage.lock_dir(dir)
+        self.inner.lock_dir(dir)
     }
 }
