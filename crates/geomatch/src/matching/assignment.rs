@@ -367,7 +367,7 @@ impl CandidateGraph {
     /// [`MatchError::InvalidUnmatchedCost`] if `unmatched_cost` is NaN, infinite or negative.
     pub fn solve(&self, unmatched_cost: f64) -> Result<Assignment, MatchError> {
         check_unmatched_cost(unmatched_cost)?;
-        let mut solver = Solver::new(self, unmatched_cost);
+        let mut solver = Solver::new(self, self.effective_unmatched_cost(unmatched_cost));
         for row in 0..self.row_request.len() {
             solver.add_row(row);
         }
@@ -389,6 +389,25 @@ impl CandidateGraph {
             })
             .collect();
         Ok(Assignment::new(pairings))
+    }
+
+    /// The price the solver works with: `unmatched_cost`, or twice the sum `S` of the edge
+    /// costs that are not above it when that is lower. Any price above `S` has the same
+    /// optima (a maximum matching, the cheapest among them), so the lower one changes no
+    /// answer; but the potentials take in the price, and a cost below the last digit of a
+    /// far larger price (a few hundred meters against 1e18) would round away in them,
+    /// leaving a costlier maximum matching.
+    fn effective_unmatched_cost(&self, unmatched_cost: f64) -> f64 {
+        let within: f64 = self
+            .edge_cost
+            .iter()
+            .filter(|&&cost| cost <= unmatched_cost)
+            .sum();
+        if within > 0.0 {
+            unmatched_cost.min(2.0 * within)
+        } else {
+            unmatched_cost
+        }
     }
 }
 
@@ -708,6 +727,19 @@ mod tests {
             1,
             "a tie is matched"
         );
+    }
+
+    #[test]
+    fn a_price_far_above_every_cost_still_serves_the_cheapest_requests() {
+        // One driver, two requests: either is a maximum matching, and the cheaper one is the
+        // optimum, however far above the costs the price of an unmatched request is.
+        let graph =
+            CandidateGraph::new(2, 1, &[edge(0, 0, 305.5), edge(1, 0, 261.5)]).expect("valid");
+        for unmatched_cost in [1e18, 1e300, f64::MAX] {
+            let best = graph.solve(unmatched_cost).expect("valid");
+            assert_eq!(best.driver_of(1), Some(0), "price {unmatched_cost}");
+            assert_eq!(best.total_cost(), 261.5, "price {unmatched_cost}");
+        }
     }
 
     #[test]
