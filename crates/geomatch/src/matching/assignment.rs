@@ -475,6 +475,8 @@ impl Assignment {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     distance: f64,
+    /// Whether no row holds the column: a search that pops it ends there.
+    free: bool,
     column: u32,
 }
 
@@ -493,12 +495,15 @@ impl PartialOrd for Entry {
 }
 
 impl Ord for Entry {
-    // Reversed, so std's max-heap pops the nearest column; ties go to the lower column so the
+    // Reversed, so std's max-heap pops the nearest column. Among columns as near, a free one
+    // first: the search ends there rather than walking every matched column at that distance
+    // (with equal costs, the whole chain of earlier requests). Then the lower column, so the
     // result does not depend on the heap's internal order.
     fn cmp(&self, other: &Self) -> Ordering {
         other
             .distance
             .total_cmp(&self.distance)
+            .then(self.free.cmp(&other.free))
             .then(other.column.cmp(&self.column))
     }
 }
@@ -572,6 +577,7 @@ impl<'g> Solver<'g> {
                 self.predecessor[column] = row;
                 self.heap.push(Entry {
                     distance: candidate,
+                    free: self.column_match[column].is_none(),
                     column: u32::try_from(column).unwrap_or(u32::MAX),
                 });
             }
@@ -582,7 +588,8 @@ impl<'g> Solver<'g> {
         }
     }
 
-    fn add_row(&mut self, start: usize) {
+    /// Places row `start`; returns how many columns its search settled (its work).
+    fn add_row(&mut self, start: usize) -> usize {
         let mut best_unmatched = (f64::INFINITY, start);
         self.scan_row(start, 0.0, &mut best_unmatched);
         let (sink, sink_distance) = loop {
@@ -640,7 +647,9 @@ impl<'g> Solver<'g> {
             self.done[column] = false;
         }
         self.touched.clear();
+        let settled = self.finished.len();
         self.finished.clear();
+        settled
     }
 }
 
@@ -740,6 +749,24 @@ mod tests {
             assert_eq!(best.driver_of(1), Some(0), "price {unmatched_cost}");
             assert_eq!(best.total_cost(), 261.5, "price {unmatched_cost}");
         }
+    }
+
+    #[test]
+    fn a_free_driver_as_cheap_as_the_matched_ones_ends_the_search() {
+        // Every pairing costs the same (a flat price, or ETAs in whole minutes): request r
+        // may take drivers r - 7 to r, and driver r is still free when r is placed. Its
+        // search ends at that free driver, however many matched ones are as cheap.
+        let requests: u32 = 400;
+        let edges: Vec<Edge> = (0..requests)
+            .flat_map(|r| (r.saturating_sub(7)..=r).map(move |d| edge(r, d, 60.0)))
+            .collect();
+        let graph = CandidateGraph::new(requests, requests, &edges).expect("valid");
+        let mut solver = Solver::new(&graph, 1e9);
+        for row in 0..graph.row_request.len() {
+            let settled = solver.add_row(row);
+            assert!(settled <= 8, "request {row} settled {settled} drivers");
+        }
+        assert!(solver.row_match.iter().all(Option::is_some));
     }
 
     #[test]
