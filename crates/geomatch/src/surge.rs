@@ -220,9 +220,11 @@ impl SurgeCurve {
     }
 
     /// The multiplier at a demand/supply `ratio` (an infinite ratio gives the last point's
-    /// multiplier, capped; NaN is treated as zero demand).
+    /// multiplier, capped; NaN and ratios below zero are read as a ratio of 0).
     pub fn multiplier(&self, ratio: f64) -> f64 {
-        let ratio = if ratio.is_nan() { 0.0 } else { ratio };
+        // `max` takes 0 for NaN; below 0, the interpolation from (0, 1) would multiply an
+        // infinite share by a zero rise at -inf, which is NaN.
+        let ratio = ratio.max(0.0);
         let mut value = 1.0;
         // The curve's implicit start: no demand, no surge.
         let mut previous = (0.0, 1.0);
@@ -1304,5 +1306,15 @@ mod tests {
         let flat = SurgeCurve::new(&[(0.0, 1.2), (1.0, 4.0)], 2.0).expect("valid");
         assert_eq!(flat.multiplier(0.0), 1.2);
         assert_eq!(flat.multiplier(0.5), 2.0);
+    }
+
+    #[test]
+    fn a_ratio_below_zero_reads_as_zero() {
+        let from_zero = SurgeCurve::new(&[(0.0, 1.0), (1.0, 2.0)], 3.0).expect("valid");
+        for curve in [SurgeCurve::default(), from_zero] {
+            for ratio in [-1.0, -1e300, f64::NEG_INFINITY] {
+                assert_eq!(curve.multiplier(ratio), 1.0, "{curve:?} at {ratio}");
+            }
+        }
     }
 }
