@@ -957,6 +957,27 @@ mod tests {
     }
 
     #[test]
+    fn smoothing_around_a_pentagon_reaches_its_five_neighbours() {
+        let (surge, _) = surge(SurgeConfig::default());
+        let pentagon = CellIndex::base_cells()
+            .find(|cell| cell.is_pentagon())
+            .and_then(|base| base.center_child(Resolution::Eight))
+            .expect("a pentagon at the counting resolution");
+        assert!(pentagon.is_pentagon());
+        surge.record_demand_in(pentagon).expect("valid");
+        let snapshot = surge.snapshot();
+        assert_eq!(snapshot.len(), 6);
+        for cell in &snapshot {
+            assert_eq!(cell.multiplier, 3.0, "{}", cell.cell);
+            if cell.cell != pentagon {
+                // Each neighbour's smoothed demand is half the pentagon's request.
+                assert_eq!(surge.multiplier(cell.cell), 3.0);
+                assert_eq!(pentagon.grid_distance(cell.cell), Ok(1));
+            }
+        }
+    }
+
+    #[test]
     fn smoothing_lifts_the_neighbours_of_a_hot_cell() {
         let (surge, _) = surge(SurgeConfig::default());
         let hot = surge.record_supply(at(LAT, LNG)).expect("valid");
