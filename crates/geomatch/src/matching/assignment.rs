@@ -290,7 +290,9 @@ impl CandidateGraph {
                 .binary_search(&edge.driver)
                 .unwrap_or_default();
             edge_column.push(u32::try_from(column).unwrap_or(u32::MAX));
-            edge_cost.push(edge.cost);
+            // -0.0 becomes 0.0: the orders here are `total_cmp`, which puts -0.0 first and
+            // would break a tie between the two by sign rather than by driver.
+            edge_cost.push(if edge.cost == 0.0 { 0.0 } else { edge.cost });
         }
         row_start.push(sorted.len());
         Ok(Self {
@@ -767,6 +769,14 @@ mod tests {
             assert!(settled <= 8, "request {row} settled {settled} drivers");
         }
         assert!(solver.row_match.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn greedy_ties_go_to_the_lower_driver_whatever_the_sign_of_zero() {
+        // A cost function may return -0.0 (a product or difference that rounds to zero): it
+        // is the same cost as 0.0, so the tie goes to the lower driver index.
+        let graph = CandidateGraph::new(1, 2, &[edge(0, 0, 0.0), edge(0, 1, -0.0)]).expect("valid");
+        assert_eq!(graph.greedy(1.0).expect("valid").driver_of(0), Some(0));
     }
 
     #[test]
