@@ -477,9 +477,23 @@ impl Assignment {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     distance: f64,
-    /// Whether no row holds the column: a search that pops it ends there.
-    free: bool,
-    column: u32,
+    /// The column in the low 32 bits, above them 1 if a row holds it (0 if it is free: a
+    /// search that pops it ends there), so one comparison orders columns as near.
+    order: u64,
+}
+
+impl Entry {
+    fn new(distance: f64, column: usize, free: bool) -> Self {
+        let column = u32::try_from(column).unwrap_or(u32::MAX);
+        Self {
+            distance,
+            order: (u64::from(!free) << 32) | u64::from(column),
+        }
+    }
+
+    fn column(self) -> usize {
+        (self.order & u64::from(u32::MAX)) as usize
+    }
 }
 
 impl PartialEq for Entry {
@@ -505,8 +519,7 @@ impl Ord for Entry {
         other
             .distance
             .total_cmp(&self.distance)
-            .then(self.free.cmp(&other.free))
-            .then(other.column.cmp(&self.column))
+            .then(other.order.cmp(&self.order))
     }
 }
 
@@ -577,11 +590,11 @@ impl<'g> Solver<'g> {
                 }
                 self.distance[column] = candidate;
                 self.predecessor[column] = row;
-                self.heap.push(Entry {
-                    distance: candidate,
-                    free: self.column_match[column].is_none(),
-                    column: u32::try_from(column).unwrap_or(u32::MAX),
-                });
+                self.heap.push(Entry::new(
+                    candidate,
+                    column,
+                    self.column_match[column].is_none(),
+                ));
             }
         }
         let unmatched = row_distance.max(base + self.unmatched_cost);
@@ -598,7 +611,7 @@ impl<'g> Solver<'g> {
             let Some(entry) = self.heap.pop() else {
                 break (Sink::Unmatched(best_unmatched.1), best_unmatched.0);
             };
-            let column = entry.column as usize;
+            let column = entry.column();
             if self.done[column] || entry.distance > self.distance[column] {
                 continue;
             }
