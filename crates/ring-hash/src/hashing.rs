@@ -121,8 +121,8 @@ const fn log2_table() -> [u64; 257] {
 ///
 /// The fractional part of the logarithm comes from a 257-entry table with linear interpolation
 /// on the next 32 bits; the absolute error is below `3e-6`. Used by weighted rendezvous, whose
-/// score is `neg_log2(mix(key, node)) / weight` (smallest wins), the integer form of the
-/// classic `-ln(u) / w`.
+/// score is `neg_log2(mix(key, node)) / weight` (smallest wins; between equal quotients, the
+/// larger `mix(key, node)`), the integer form of the classic `-ln(u) / w`.
 #[inline]
 pub fn neg_log2(x: u64) -> u64 {
     let y = (x >> 1) + 1; // in 1..=2^63

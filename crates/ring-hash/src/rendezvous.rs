@@ -16,9 +16,13 @@ use crate::hashing::{GOLDEN, fmix64, neg_log2};
 /// * All weights equal: the score is `s = mix(key, node)` and the largest wins.
 /// * Otherwise: the score is `neg_log2(s) / weight` (the integer form of `-ln(u) / w`), compared
 ///   exactly by cross-multiplication in 128 bits, and the smallest wins. A node with weight `w`
-///   then wins a share `w / Σw` of the keys.
+///   then wins a share `w / Σw` of the keys. The fixed-point logarithm keeps about 40 bits of
+///   `s`, so two scores can tie there while the `s` differ: the larger `s` wins, as with equal
+///   weights, so a change that switches between the two forms (adding or reweighting a node)
+///   never reorders two nodes of the same weight.
 ///
-/// Ties (probability about 2^-64) go to the node with the smaller node hash.
+/// Equal `s` for one key need equal node hashes, which [`crate::Placement`] refuses; any tie
+/// left goes to the node with the smaller node hash.
 ///
 /// Up to 32 nodes, the candidate walk behind `get_n` and `node_iter` allocates nothing: it
 /// scores every node once into an array on the stack and sorts it, as a sort-based
@@ -161,7 +165,10 @@ impl Rendezvous {
             // neg_log2(a)/wa < neg_log2(b)/wb  <=>  neg_log2(a)*wb < neg_log2(b)*wa
             let left = u128::from(neg_log2(a.0)) * u128::from(b.1);
             let right = u128::from(neg_log2(b.0)) * u128::from(a.1);
-            left < right
+            // The logarithm keeps about 40 bits of a score, so scores that differ can tie on
+            // it: the larger score wins then, as with equal weights, so that adding or
+            // reweighting a node never reorders two nodes that share a weight.
+            left < right || (left == right && a.0 > b.0)
         }
     }
 
@@ -250,6 +257,7 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+    use crate::hashing::key_hash;
     use crate::{Member, Placement};
 
     /// A full walk of a small membership used to rescan every node per candidate (100 scores
@@ -296,6 +304,26 @@ mod tests {
                 assert_eq!(walked, reference, "{nodes} nodes, weighted: {weighted}");
             }
         }
+    }
+
+    /// The fixed-point logarithm keeps about 40 bits of a score, so two nodes of equal weight
+    /// can tie on it for a key while their scores differ. Adding a heavier node switches the
+    /// membership from comparing scores to comparing logarithms; a tie between the two nodes
+    /// that stayed must still go the way the scores went, or the key moves between them.
+    #[test]
+    fn adding_a_heavier_node_moves_keys_only_onto_it_where_two_logarithms_tie() {
+        let (stays, tied, heavier) = (1_218_998u64, 1_737_543u64, 2_097_152u64);
+        let key = "user:42";
+        let score = |node: u64| crate::hashing::mix(key_hash(key), key_hash(&node));
+        assert!(score(stays) > score(tied));
+        assert_eq!(neg_log2(score(stays)), neg_log2(score(tied)), "not a tie");
+
+        let mut placement =
+            Placement::from_members(Rendezvous::new(), [Member::new(stays), Member::new(tied)])
+                .unwrap();
+        assert_eq!(placement.node(key), Some(&stays));
+        placement.add(heavier, 2).unwrap();
+        assert_eq!(placement.node(key), Some(&stays));
     }
 
     /// A full walk used to rescan every node for each candidate: n² scores, 4,000,000 for
