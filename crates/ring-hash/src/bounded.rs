@@ -362,14 +362,13 @@ where
     }
 
     /// The most leases a node of weight `weight` may hold when `held` leases exist in all, with
-    /// the current membership's total weight.
+    /// the current membership's total weight; `u64::MAX` when that is larger.
     pub fn capacity(&self, held: u64, weight: u32) -> u64 {
         let total_weight = self.loads.current.read(|view| view.total_weight);
         let numerator = u128::from(self.loads.factor_milli) * u128::from(held) * u128::from(weight);
         let denominator = 1000 * u128::from(total_weight);
-        #[allow(clippy::cast_possible_truncation)] // at most c × held, far below 2^64
-        let capacity = numerator.div_ceil(denominator) as u64;
-        capacity
+        // c × held passes 2^64 when `held` is within a factor c of it.
+        u64::try_from(numerator.div_ceil(denominator)).unwrap_or(u64::MAX)
     }
 
     /// Assigns `key` to a node with room and returns the lease.
@@ -678,6 +677,17 @@ mod tests {
                 assert_eq!(room, load < capacity, "{load}/{held}");
             }
         }
+    }
+
+    #[test]
+    fn capacity_saturates_for_lease_counts_near_the_largest() {
+        let bounded = BoundedLoad::new(nodes(1), 1.25).unwrap();
+        assert_eq!(bounded.capacity(u64::MAX, 1), u64::MAX);
+        assert_eq!(
+            bounded.capacity(u64::MAX / 2, 1),
+            11_529_215_046_068_469_759
+        );
+        assert_eq!(bounded.capacity(1000, 1), 1250);
     }
 
     #[test]
