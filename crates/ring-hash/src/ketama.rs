@@ -35,8 +35,11 @@ pub const MAX_KETAMA_SERVERS: usize = (crate::MAX_RING_POINTS / POINTS_PER_SERVE
 ///   `8..12` and `12..16`, each read as a little-endian `u32`.
 /// * A key's hash is the first four bytes of the MD5 digest of its bytes, little-endian.
 /// * The key goes to the server of the first point at or after its hash; past the largest
-///   point it wraps to the smallest. Equal points are ordered by the server's position in the
-///   list (libmemcached sorts them so).
+///   point it wraps to the smallest. Equal points (MD5 gives a few in a large continuum) are
+///   ordered by the server's position in the list. libmemcached's sort compares the points
+///   alone and leaves equal ones in whatever order the C library's `qsort` gives (glibc's
+///   merge sort keeps list order; an unstable sort need not), so a key landing exactly on
+///   such a point may go to another server there.
 ///
 /// The name is the one the other clients hash: libmemcached names a server on the default
 /// port 11211 by its host alone (`"10.0.1.1"`) and any other as `"host:port"`; libketama uses
