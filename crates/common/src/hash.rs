@@ -70,8 +70,9 @@
 //!
 //! # The flooding-resistant hash
 //!
-//! [`RandomState`] builds hashers keyed with fresh random keys (AHash with runtime randomness),
-//! so colliding keys cannot be precomputed. Use it for every map or sharded map whose keys come
+//! [`RandomState`] builds hashers keyed from a secret the process draws once from the operating
+//! system's randomness (AHash's `runtime-rng`), varied per instance, so colliding keys cannot be
+//! precomputed. Use it for every map or sharded map whose keys come
 //! from users (IP addresses, API keys, user ids).
 //!
 //! ```
@@ -532,8 +533,9 @@ impl<T: StableHash, const N: usize> StableHash for [T; N] {
 
 /// Builds flooding-resistant hashers keyed with per-instance random keys.
 ///
-/// Every `RandomState::new()` draws fresh keys from the operating system's randomness (AHash's
-/// `runtime-rng`), so hash values differ between instances and processes and cannot be
+/// The first `RandomState::new()` of a process draws a secret from the operating system's
+/// randomness (AHash's `runtime-rng`); every instance derives its keys from that secret and a
+/// process-wide counter, so hash values differ between instances and processes and cannot be
 /// precomputed by whoever chooses the keys. Clones share keys, as a map and its shards must.
 #[derive(Clone)]
 pub struct RandomState {
@@ -541,7 +543,7 @@ pub struct RandomState {
 }
 
 impl RandomState {
-    /// A builder with fresh random keys.
+    /// A builder with keys of its own, derived from the process's random secret.
     pub fn new() -> Self {
         Self {
             inner: ahash::RandomState::new(),
@@ -709,8 +711,8 @@ mod tests {
         let b = RandomState::new();
         let key = "203.0.113.9";
         assert_eq!(a.hash_one(key), a.clone().hash_one(key));
-        // Two fresh states colliding on 64 bits for several keys would mean the keys are not
-        // random at all.
+        // Two states colliding on 64 bits for several keys would mean their keys are not
+        // distinct at all.
         let differing = (0..8u64).filter(|k| a.hash_one(k) != b.hash_one(k)).count();
         assert!(
             differing >= 7,
