@@ -18,7 +18,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sync::Arc;
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 mod coarse;
 
@@ -179,7 +179,8 @@ pub struct ManualClock {
 struct ManualState {
     monotonic: AtomicU64,
     /// Nanoseconds since the Unix epoch at monotonic zero; `wall = epoch + base + monotonic`.
-    wall_base: AtomicU64,
+    /// Negative once the wall reading is set nearer the epoch than monotonic time has run.
+    wall_base: AtomicI64,
 }
 
 impl ManualClock {
@@ -192,12 +193,13 @@ impl ManualClock {
         Self::with_wall_time(UNIX_EPOCH + Duration::from_secs(Self::DEFAULT_WALL_START))
     }
 
-    /// A clock at monotonic zero whose wall reading starts at `wall` (clamped to the Unix epoch).
+    /// A clock at monotonic zero whose wall reading starts at `wall` (clamped to the Unix epoch
+    /// and to 2^63 ns after it, in the year 2262).
     pub fn with_wall_time(wall: SystemTime) -> Self {
         Self {
             state: Arc::new(ManualState {
                 monotonic: AtomicU64::new(0),
-                wall_base: AtomicU64::new(nanos_since_epoch(wall)),
+                wall_base: AtomicI64::new(wall_base(nanos_since_epoch(wall), 0)),
             }),
         }
     }
@@ -229,10 +231,11 @@ impl ManualClock {
         );
     }
 
-    /// Jumps the wall-clock reading to `wall` without moving monotonic time.
+    /// Jumps the wall-clock reading to `wall` without moving monotonic time (clamped to the Unix
+    /// epoch, and to within 2^63 ns, 292 years, of the monotonic reading).
     pub fn set_wall_time(&self, wall: SystemTime) {
         let monotonic = self.state.monotonic.load(Ordering::Acquire);
-        let base = nanos_since_epoch(wall).saturating_sub(monotonic);
+        let base = wall_base(nanos_since_epoch(wall), monotonic);
         self.state.wall_base.store(base, Ordering::Release);
     }
 }
@@ -250,8 +253,9 @@ impl Clock for ManualClock {
 
     fn wall_time(&self) -> SystemTime {
         let base = self.state.wall_base.load(Ordering::Acquire);
-        let nanos = base.saturating_add(self.now_nanos());
-        UNIX_EPOCH + Duration::from_nanos(nanos)
+        let nanos = i128::from(base) + i128::from(self.now_nanos());
+        // Within the epoch and the largest reading, as wall times past either are clamped.
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
     }
 }
 
@@ -261,6 +265,13 @@ impl fmt::Debug for ManualClock {
             .field("now_nanos", &self.now_nanos())
             .finish_non_exhaustive()
     }
+}
+
+/// The base that makes `monotonic` read as `wall` nanoseconds since the epoch, clamped to what
+/// an `i64` holds: exact while the two are less than 2^63 ns (292 years) apart.
+fn wall_base(wall: u64, monotonic: u64) -> i64 {
+    let base = i128::from(wall) - i128::from(monotonic);
+    i64::try_from(base).unwrap_or(if base < 0 { i64::MIN } else { i64::MAX })
 }
 
 fn nanos_since_epoch(wall: SystemTime) -> u64 {
@@ -325,6 +336,22 @@ mod tests {
         );
         clock.advance(Duration::from_secs(1));
         assert_eq!(clock.wall_time(), jumped + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn manual_clock_wall_time_jumps_to_a_time_closer_to_the_epoch_than_monotonic_time() {
+        let clock = ManualClock::with_wall_time(UNIX_EPOCH);
+        clock.advance(Duration::from_secs(10));
+        let jumped = UNIX_EPOCH + Duration::from_secs(5);
+        clock.set_wall_time(jumped);
+        assert_eq!(clock.wall_time(), jumped);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.wall_time(), jumped + Duration::from_secs(1));
+        assert_eq!(clock.now_nanos(), 11_000_000_000);
+        // Past 2^63 ns the wall reading is clamped, as the docs say.
+        let far = ManualClock::with_wall_time(UNIX_EPOCH + Duration::from_nanos(u64::MAX));
+        let limit = UNIX_EPOCH + Duration::from_nanos(i64::MAX.unsigned_abs());
+        assert_eq!(far.wall_time(), limit);
     }
 
     #[test]
