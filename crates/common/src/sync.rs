@@ -1096,6 +1096,13 @@ impl fmt::Debug for Condvar {
 }
 
 /// A reader-writer lock without poisoning.
+///
+/// A thread must not take a read lock it already holds. The two arms fail differently, and
+/// neither as the code would in production with no writer about: `parking_lot`'s lock is
+/// fair, so the second [`RwLock::read`] waits behind a writer that queued after the first, a
+/// deadlock that needs a writer to arrive at that moment; loom's lock counts each thread as a
+/// reader once, so the inner guard's release frees the lock and the outer one's fails the
+/// model with loom's `invalid internal loom state`.
 #[derive(Default)]
 pub struct RwLock<T> {
     inner: backend::RwLock<T>,
@@ -1155,7 +1162,7 @@ impl<T> RwLock<T> {
         }
     }
 
-    /// Blocks until shared access is granted.
+    /// Blocks until shared access is granted. Not reentrant: see [`RwLock`].
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         #[cfg(not(infra_loom))]
         let inner = self.inner.read();
