@@ -69,6 +69,7 @@ const FLIP_DRAWS: u64 = 64;
 ///
 /// Consistency (a key only ever moves to the new bucket when `buckets` grows by one) follows
 /// because every step only asks "is this value below `buckets`?". Returns 0 when `buckets` is 0.
+/// Above 2^63 buckets every key goes to one of the lowest 2^63 (the engines hold at most 2^24).
 ///
 /// ```
 /// use infra_ring_hash::flip_hash;
@@ -277,6 +278,15 @@ mod tests {
         assert_eq!(jump.remove(2), None);
         assert_eq!(jump.nodes, [0, 3]);
         assert!(jump.set_weight(0, 2).is_err());
+    }
+
+    #[test]
+    fn flip_hash_above_two_to_the_63_buckets_uses_the_lowest_two_to_the_63() {
+        for key in 0..10_000u64 {
+            for buckets in [(1 << 63) + 1, u64::MAX] {
+                assert!(flip_hash(fmix64(key), buckets) < 1 << 63, "{key}");
+            }
+        }
     }
 
     #[test]
