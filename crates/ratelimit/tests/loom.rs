@@ -6,8 +6,8 @@
 use infra_common::ManualClock;
 use infra_common::sync::{Arc, model, thread};
 use infra_ratelimit::{
-    Algorithm, AlgorithmConfig, Error, Gcra, GcraConfig, KeyedOptions, KeyedRateLimiter, Quota,
-    RateLimiter, TokenBucket, TokenBucketConfig,
+    AdaptiveConcurrencyLimiter, AdaptivePermit, Algorithm, AlgorithmConfig, Error, Gcra,
+    GcraConfig, KeyedOptions, KeyedRateLimiter, Quota, RateLimiter, TokenBucket, TokenBucketConfig,
 };
 use std::time::Duration;
 
@@ -220,32 +220,41 @@ fn keyed_eviction_never_forgets_an_admitted_request() {
     });
 }
 
+/// Two requests taken from `limiter` by two threads, both in flight before either is answered,
+/// then each answered with `answer` (a fast success or an overload report), in either order.
+fn answered_together(
+    limiter: &Arc<AdaptiveConcurrencyLimiter<ManualClock>>,
+    answer: fn(AdaptivePermit<'_, ManualClock>),
+) {
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
+    let taken = Arc::new(AtomicUsize::new(0));
+    let reporters: Vec<_> = (0..2)
+        .map(|_| {
+            let (limiter, taken) = (Arc::clone(limiter), Arc::clone(&taken));
+            thread::spawn(move || {
+                let permit = limiter.try_acquire().unwrap();
+                taken.fetch_add(1, Ordering::AcqRel);
+                while taken.load(Ordering::Acquire) < 2 {
+                    thread::yield_now();
+                }
+                answer(permit);
+            })
+        })
+        .collect();
+    for reporter in reporters {
+        reporter.join().unwrap();
+    }
+}
+
 #[test]
 fn adaptive_overloads_reported_together_cut_once() {
-    use infra_common::sync::atomic::{AtomicUsize, Ordering};
-    use infra_ratelimit::{AdaptiveConcurrencyLimiter, AimdConfig};
+    use infra_ratelimit::AimdConfig;
     model(|| {
         let config = AimdConfig::new(100, 1, 200, Duration::from_millis(10)).unwrap();
         let limiter = Arc::new(AdaptiveConcurrencyLimiter::new(config, ManualClock::new()));
-        let taken = Arc::new(AtomicUsize::new(0));
         // Both requests are in flight under the same limit, then both time out: whatever the
         // order of the two reports, the limit is cut once.
-        let reporters: Vec<_> = (0..2)
-            .map(|_| {
-                let (limiter, taken) = (Arc::clone(&limiter), Arc::clone(&taken));
-                thread::spawn(move || {
-                    let permit = limiter.try_acquire().unwrap();
-                    taken.fetch_add(1, Ordering::AcqRel);
-                    while taken.load(Ordering::Acquire) < 2 {
-                        thread::yield_now();
-                    }
-                    permit.overloaded();
-                })
-            })
-            .collect();
-        for reporter in reporters {
-            reporter.join().unwrap();
-        }
+        answered_together(&limiter, |permit| permit.overloaded());
         assert_eq!(limiter.limit(), 90);
         // A request sent after the cut may cut again.
         limiter.try_acquire().unwrap().overloaded();
@@ -255,8 +264,7 @@ fn adaptive_overloads_reported_together_cut_once() {
 
 #[test]
 fn adaptive_fast_successes_reported_together_add_one() {
-    use infra_common::sync::atomic::{AtomicUsize, Ordering};
-    use infra_ratelimit::{AdaptiveConcurrencyLimiter, AimdConfig};
+    use infra_ratelimit::AimdConfig;
     model(|| {
         let config = AimdConfig::new(2, 1, 100, Duration::from_millis(10)).unwrap();
         let limiter = Arc::new(AdaptiveConcurrencyLimiter::new(config, ManualClock::new()));
@@ -264,31 +272,14 @@ fn adaptive_fast_successes_reported_together_add_one() {
         limiter.try_acquire().unwrap().success();
         // Two more, sent together with the limit in use and answered together: one of them
         // completes the window and adds one; the other starts the next window.
-        let taken = Arc::new(AtomicUsize::new(0));
-        let reporters: Vec<_> = (0..2)
-            .map(|_| {
-                let (limiter, taken) = (Arc::clone(&limiter), Arc::clone(&taken));
-                thread::spawn(move || {
-                    let permit = limiter.try_acquire().unwrap();
-                    taken.fetch_add(1, Ordering::AcqRel);
-                    while taken.load(Ordering::Acquire) < 2 {
-                        thread::yield_now();
-                    }
-                    permit.success();
-                })
-            })
-            .collect();
-        for reporter in reporters {
-            reporter.join().unwrap();
-        }
+        answered_together(&limiter, |permit| permit.success());
         assert_eq!(limiter.limit(), 3);
     });
 }
 
 #[test]
 fn gradient_answers_reported_together_end_one_round_trip() {
-    use infra_common::sync::atomic::{AtomicUsize, Ordering};
-    use infra_ratelimit::{AdaptiveConcurrencyLimiter, GradientConfig};
+    use infra_ratelimit::GradientConfig;
     model(|| {
         // Full smoothing and a queue allowance of 1: one update moves the limit from 4 to 5, a
         // second one to 6.
@@ -311,23 +302,7 @@ fn gradient_answers_reported_together_end_one_round_trip() {
         // The two answers race. Each request was sent before any update, so each may end the
         // round trip, but only the first to do so under the lock does: the other's answer then
         // belongs to the next round trip.
-        let taken = Arc::new(AtomicUsize::new(0));
-        let reporters: Vec<_> = (0..2)
-            .map(|_| {
-                let (limiter, taken) = (Arc::clone(&limiter), Arc::clone(&taken));
-                thread::spawn(move || {
-                    let permit = limiter.try_acquire().unwrap();
-                    taken.fetch_add(1, Ordering::AcqRel);
-                    while taken.load(Ordering::Acquire) < 2 {
-                        thread::yield_now();
-                    }
-                    permit.success();
-                })
-            })
-            .collect();
-        for reporter in reporters {
-            reporter.join().unwrap();
-        }
+        answered_together(&limiter, |permit| permit.success());
         assert_eq!(limiter.limit(), 5, "one update per round trip");
         drop(held);
     });
