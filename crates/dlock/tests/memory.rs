@@ -7,7 +7,8 @@ use std::time::Duration;
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_common::{Clock, CoarseClock, ManualClock, SystemClock};
 use infra_dlock::{
-    Access, Error, Fence, FencingToken, Locks, MAX_LEASE, MAX_NAME_LEN, MemoryLocks, Wait,
+    Access, Error, Fence, FencingToken, Locks, MAX_LEASE, MAX_NAME_LEN, MemoryLocks, QueuePlace,
+    Wait,
 };
 
 const LOCK: &str = "account-7";
@@ -535,6 +536,37 @@ fn bad_input_gets_a_clear_error() {
     let late = locks.acquire("late", MAX_LEASE).unwrap();
     assert_eq!(late.deadline_nanos(), u64::MAX);
     assert!(late.is_held());
+}
+
+/// A kept place handed the lock whose hand-off ran out before it was taken up, the lock then
+/// taken on the fast path, and the place dropped: the fast holder keeps the lock alone, and
+/// the next grant has a larger token.
+#[test]
+fn a_kept_place_dropped_after_its_hand_off_expired_leaves_a_fast_holder_alone() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let lease = Duration::from_secs(1);
+    let holder = locks.acquire(LOCK, lease).unwrap();
+    let mut place = QueuePlace::new();
+    let slice = || locks.grant(LOCK, Access::Exclusive, lease, Wait::Up(Duration::ZERO));
+    assert!(place.wait_keeping(slice).unwrap().is_none());
+    holder.release().unwrap(); // handed to the kept place
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(locks.expire_due(), 1); // the hand-off's lease ran out untaken
+    let fast = locks.acquire(LOCK, lease).unwrap();
+    drop(place);
+    let second = locks.try_acquire(LOCK, lease).unwrap();
+    assert!(
+        second.is_none(),
+        "granted {:?} while {:?} holds the lock",
+        second.as_ref().map(infra_dlock::LockGuard::token),
+        fast.token()
+    );
+    assert!(fast.is_held());
+    let token = fast.token();
+    fast.release().unwrap();
+    let next = locks.acquire(LOCK, lease).unwrap();
+    assert!(next.token() > token, "{:?} after {token:?}", next.token());
 }
 
 #[test]

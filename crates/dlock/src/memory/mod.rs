@@ -129,7 +129,7 @@ const MIN_SWEEP: usize = 64;
 /// also checks the token. Everything else (readers, permits, waiters, extensions, an expired
 /// lease taken over, loss waiters) runs under the slot's mutex on the [`Entry`]. Before it
 /// touches the entry, a call under the mutex moves the lock into the entry's hands (see
-/// [`MemoryLocks::take_over_state`]): the state word then says `ENTRY`, which no fast
+/// [`Slot::take_over`]): the state word then says `ENTRY`, which no fast
 /// acquire or release can change, so a fast acquire never overtakes a queued waiter and a
 /// holder's release finds its way to the mutex, hands the lock on and wakes whoever waits.
 /// The word goes back to free when a call leaves the entry idle.
@@ -234,6 +234,52 @@ impl Slot {
                 entry.is_idle().then_some(entry.last_token)
             }
             _ => None,
+        }
+    }
+
+    /// Puts the lock in its entry's hands (`ENTRY` mode), moving a fast-path holder into the
+    /// entry's holders, so that no fast acquire or release changes the lock while the caller
+    /// works under the mutex. The caller holds the slot's mutex and calls [`Slot::leave`]
+    /// when done.
+    ///
+    /// This is the waiter bit of the fast path: from here on a fast acquire finds the lock
+    /// taken, and the fast holder's release fails its compare-and-swap and comes to the mutex.
+    fn take_over(&self, entry: &mut Entry) {
+        let mut word = self.state.load(Ordering::Acquire);
+        loop {
+            let mode = word & MODE;
+            if mode == ENTRY {
+                return;
+            }
+            let token = word >> MODE_BITS;
+            // Read before the swap. If the swap succeeds the word was `FAST(token)` all along
+            // (a token is issued once, so the word never comes back to it), and only that
+            // holder writes the fast lease while it is.
+            let fast_lease = (mode == FAST).then(|| self.fast.of(token));
+            match self
+                .state
+                .compare_exchange(word, ENTRY, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    entry.last_token = token;
+                    if let Some(fast_lease) = fast_lease {
+                        let ((granted_at, lease), pending) = match fast_lease {
+                            Some(known) => (known, false),
+                            None => ((0, 0), true),
+                        };
+                        entry.holders.push(Holder {
+                            token,
+                            ticket: 0,
+                            access: Access::Exclusive,
+                            granted_at,
+                            lease,
+                            pending,
+                        });
+                    }
+                    return;
+                }
+                Err(current) => word = current,
+            }
         }
     }
 
@@ -593,7 +639,7 @@ impl<C: Clock> MemoryLocks<C> {
         let mut expired = 0;
         for slot in names.map.values() {
             let mut entry = slot.entry.lock();
-            self.take_over_state(slot, &mut entry);
+            slot.take_over(&mut entry);
             expired += self.settle(slot, &mut entry, now);
             for waiter in &entry.queue {
                 waiter.wake.notify_one();
@@ -634,55 +680,9 @@ impl<C: Clock> MemoryLocks<C> {
                 continue;
             }
             let mut entry = slot.entry.lock();
-            self.take_over_state(slot, &mut entry);
+            slot.take_over(&mut entry);
             self.settle(slot, &mut entry, now);
             slot.leave(&entry);
-        }
-    }
-
-    /// Puts the lock in its entry's hands (`ENTRY` mode), moving a fast-path holder into the
-    /// entry's holders, so that no fast acquire or release changes the lock while the caller
-    /// works under the mutex. The caller holds the slot's mutex and calls [`Slot::leave`]
-    /// when done.
-    ///
-    /// This is the waiter bit of the fast path: from here on a fast acquire finds the lock
-    /// taken, and the fast holder's release fails its compare-and-swap and comes to the mutex.
-    fn take_over_state(&self, slot: &Slot, entry: &mut Entry) {
-        let mut word = slot.state.load(Ordering::Acquire);
-        loop {
-            let mode = word & MODE;
-            if mode == ENTRY {
-                return;
-            }
-            let token = word >> MODE_BITS;
-            // Read before the swap. If the swap succeeds the word was `FAST(token)` all along
-            // (a token is issued once, so the word never comes back to it), and only that
-            // holder writes the fast lease while it is.
-            let fast_lease = (mode == FAST).then(|| slot.fast.of(token));
-            match slot
-                .state
-                .compare_exchange(word, ENTRY, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    entry.last_token = token;
-                    if let Some(fast_lease) = fast_lease {
-                        let ((granted_at, lease), pending) = match fast_lease {
-                            Some(known) => (known, false),
-                            None => ((0, 0), true),
-                        };
-                        entry.holders.push(Holder {
-                            token,
-                            ticket: 0,
-                            access: Access::Exclusive,
-                            granted_at,
-                            lease,
-                            pending,
-                        });
-                    }
-                    return;
-                }
-                Err(current) => word = current,
-            }
         }
     }
 
@@ -823,7 +823,7 @@ impl<C: Clock> MemoryLocks<C> {
             return Ok(Some(held));
         }
         let mut entry = slot.entry.lock();
-        self.take_over_state(slot, &mut entry);
+        slot.take_over(&mut entry);
         let slice = Slice::take_for(slot);
         let keep = slice.as_ref().is_some_and(|slice| slice.keep);
         let arrival = match slice.and_then(|slice| slice.kept) {
@@ -875,7 +875,7 @@ impl<C: Clock> MemoryLocks<C> {
             // a hand-off to it whose lease ran out left the entry idle for a moment, and
             // whoever held the mutex then gave the lock back to the fast path, which may have
             // issued tokens since. Without this the entry would issue them again.
-            self.take_over_state(slot, entry);
+            slot.take_over(entry);
             let now = self.clock.now_nanos();
             self.settle(slot, entry, now);
             if let Some(holder) = entry.holders.iter().find(|h| h.ticket == ticket) {
@@ -959,7 +959,7 @@ impl<C: Clock> MemoryLocks<C> {
     /// Settles the grant's slot at `now` and finds the grant among its live holders.
     ///
     /// The holder is compared by token, so an expired grant never matches the grant that
-    /// replaced it. The caller has taken the state over ([`Self::take_over_state`]).
+    /// replaced it. The caller has taken the state over ([`Slot::take_over`]).
     #[inline(always)]
     fn find_held(
         &self,
@@ -986,7 +986,7 @@ impl<C: Clock> MemoryLocks<C> {
         work: impl FnOnce(&mut Entry, usize, u64) -> R,
     ) -> Result<R, Error> {
         let mut entry = slot.entry.lock();
-        self.take_over_state(slot, &mut entry);
+        slot.take_over(&mut entry);
         let now = self.clock.now_nanos();
         let done = self
             .find_held(slot, &mut entry, grant, now)
@@ -1087,7 +1087,7 @@ impl<C: Clock> MemoryLocks<C> {
         let mut napped_at = None;
         loop {
             // Taken over so that the holder's release comes through the mutex and wakes this.
-            self.take_over_state(slot, &mut entry);
+            slot.take_over(&mut entry);
             let now = self.clock.now_nanos();
             // The record, not `grant`, knows about extensions made through another handle.
             let wake_at = match self.find_held(slot, &mut entry, grant, now) {
@@ -1263,7 +1263,10 @@ impl Drop for QueuePlace {
             return;
         };
         let mut entry = slot.entry.lock();
-        // The entry holds the state: it has not been idle since the place joined its queue.
+        // The entry may have let the state go since the place joined its queue: a hand-off to
+        // the place whose lease ran out before it was taken up leaves the entry idle, and the
+        // fast path may have issued tokens (and hold the lock) since.
+        slot.take_over(&mut entry);
         entry.queue.retain(|w| w.ticket != waiter.ticket);
         if let Some(index) = entry.holders.iter().position(|h| h.ticket == waiter.ticket) {
             entry.holders.swap_remove(index);
