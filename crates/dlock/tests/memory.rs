@@ -569,6 +569,34 @@ fn a_kept_place_dropped_after_its_hand_off_expired_leaves_a_fast_holder_alone() 
     assert!(next.token() > token, "{:?} after {token:?}", next.token());
 }
 
+/// A kept place whose hand-off ran out before it was taken up, then granted the free lock by
+/// its next wait: the place is not kept any more, and a later wait through it joins the queue
+/// at the back, behind a place that queued before it.
+#[test]
+fn a_kept_place_granted_after_its_hand_off_expired_is_not_kept_and_queues_at_the_back() {
+    let clock = ManualClock::new();
+    let locks = MemoryLocks::with_clock(clock.clone());
+    let lease = Duration::from_secs(1);
+    let slice = || locks.grant(LOCK, Access::Exclusive, lease, Wait::Up(Duration::ZERO));
+    let holder = locks.acquire(LOCK, lease).unwrap();
+    let mut late = QueuePlace::new();
+    assert!(late.wait_keeping(slice).unwrap().is_none());
+    holder.release().unwrap(); // handed to the kept place
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(locks.expire_due(), 1); // the hand-off's lease ran out untaken
+    let granted = late.wait_last(slice).unwrap().expect("the lock is free");
+    assert!(!late.is_kept(), "a place that was granted is still kept");
+    // The lock is held; one place queues, then the other waits again.
+    let mut first = QueuePlace::new();
+    assert!(first.wait_keeping(slice).unwrap().is_none());
+    assert!(late.wait_keeping(slice).unwrap().is_none());
+    locks.release(granted).unwrap(); // handed to the head of the queue
+    let head = first.wait_last(slice).unwrap();
+    assert!(head.is_some(), "the place that queued first was overtaken");
+    assert!(late.wait_last(slice).unwrap().is_none());
+    locks.release(head.unwrap()).unwrap();
+}
+
 #[test]
 fn tokens_never_wrap() {
     let locks = Arc::new(MemoryLocks::with_tokens_after(

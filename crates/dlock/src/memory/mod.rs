@@ -419,6 +419,18 @@ struct Queued {
     give_up_at: Option<u64>,
 }
 
+impl Queued {
+    /// The request as its queue keeps it.
+    fn waiter(&self) -> Waiter {
+        Waiter {
+            ticket: self.ticket,
+            access: self.access,
+            lease: self.lease,
+            wake: Arc::clone(&self.wake),
+        }
+    }
+}
+
 /// What a request found on arrival.
 enum Arrival {
     /// Granted, or refused without waiting.
@@ -887,12 +899,7 @@ impl<C: Clock> MemoryLocks<C> {
             if !in_queue {
                 // Handed the lock, then its lease ran out before this thread woke up to take
                 // it (only possible with a lease shorter than a wake-up): queue again, first.
-                entry.queue.push_front(Waiter {
-                    ticket,
-                    access: queued.access,
-                    lease: queued.lease,
-                    wake: Arc::clone(&queued.wake),
-                });
+                entry.queue.push_front(queued.waiter());
                 continue;
             }
             let exhausted = entry.last_token == u64::MAX
@@ -1133,8 +1140,11 @@ fn nap(now: u64, until: u64, napped_at: &mut Option<u64>) -> Duration {
 /// takes that place up again, whatever its arguments, instead of joining at the back.
 ///
 /// While no thread waits for it, a kept place is still a waiter: a freed lock is handed to it
-/// in its turn, its lease starting then, and the next wait returns that grant. End with
-/// [`QueuePlace::wait_last`], whose wait leaves the queue if it ends without a grant
+/// in its turn, its lease starting then, and the next wait returns that grant; if that lease
+/// runs out before the next wait, the wait finds the place back at the head of the queue and
+/// takes it up there (in `tests/memory.rs`:
+/// `a_kept_place_granted_after_its_hand_off_expired_is_not_kept_and_queues_at_the_back`).
+/// End with [`QueuePlace::wait_last`], whose wait leaves the queue if it ends without a grant
 /// (`Wait::No` leaves at once), or drop the place: dropping it leaves the queue and gives
 /// back a grant handed to it meanwhile. Other backends ignore the place: their slices leave
 /// their queues.
@@ -1168,6 +1178,26 @@ pub struct QueuePlace {
 struct Kept {
     slot: Arc<Slot>,
     waiter: Queued,
+}
+
+impl Kept {
+    /// Puts the place back at the head of its queue if it was handed the lock and the lease
+    /// ran out before a wait took it up, as that wait would; the lock stays in its entry's
+    /// hands while the place is kept.
+    ///
+    /// Otherwise the hand-off that ran out may have left the entry idle and the lock free on
+    /// the fast path, which would grant the next wait's request without taking the place up:
+    /// the place would stay kept, and a later wait through it would jump the queue.
+    fn hold_place(&self) {
+        let mut entry = self.slot.entry.lock();
+        self.slot.take_over(&mut entry);
+        let ticket = self.waiter.ticket;
+        let holds = entry.holders.iter().any(|h| h.ticket == ticket);
+        if !holds && !entry.queue.iter().any(|w| w.ticket == ticket) {
+            entry.queue.push_front(self.waiter.waiter());
+        }
+        self.slot.leave(&entry);
+    }
 }
 
 /// What the wait running inside a [`QueuePlace`] on this thread asks of the backend.
@@ -1228,6 +1258,9 @@ impl QueuePlace {
 
     fn run<R>(&mut self, keep: bool, wait: impl FnOnce() -> R) -> R {
         let kept = self.kept.take();
+        if let Some(kept) = &kept {
+            kept.hold_place();
+        }
         let earlier = SLICE.with(|armed| armed.borrow_mut().replace(Slice { kept, keep }));
         // Disarmed even if `wait` panics: the next call on this (pooled) thread must not find
         // the place, and the place must come back here to be given up.
