@@ -285,6 +285,18 @@ fn budget_is_split_over_shards_and_never_exceeded() {
 }
 
 #[test]
+fn a_budget_smaller_than_the_shard_count_leaves_no_shard_without_room() {
+    // Four per core on a large machine asks for more shards than a small budget has units.
+    let cache: Cache<u32, u32> = Cache::builder(4).shards(64).build();
+    assert_eq!(cache.max_weight(), 4);
+    for key in 0..64 {
+        cache.insert(key, key);
+    }
+    assert_eq!(cache.stats().rejections, 0, "a unit-weight entry was refused");
+    assert!(cache.len() >= 1 && cache.weighted_size() <= 4);
+}
+
+#[test]
 fn layer_counters_add_up_in_stats() {
     let cache: Cache<u32, u32> = Cache::builder(10).build();
     cache.record_stale_served();

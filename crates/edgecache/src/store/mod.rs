@@ -109,8 +109,10 @@ impl<K, V> CacheBuilder<K, V> {
     }
 
     /// The number of shards, rounded up to a power of two and capped at 65,536 (default: four
-    /// per available core, rounded up to a power of two). Each gets an equal share of the
-    /// budget; one shard gives the exact policy, more shards let more threads work at once.
+    /// per available core, rounded up to a power of two), and at the largest power of two
+    /// within the budget, so every shard's share holds at least one unit-weight entry. Each
+    /// gets an equal share of the budget; one shard gives the exact policy, more shards let
+    /// more threads work at once.
     #[must_use]
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
@@ -130,7 +132,13 @@ impl<K, V> CacheBuilder<K, V> {
         let requested = self.shards.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get) * 4
         });
-        let count = requested.clamp(1, MAX_SHARDS).next_power_of_two();
+        // A shard with a share of 0 would refuse every entry, so there are never more shards
+        // than units of budget: the largest power of two within the budget caps the count.
+        let budget_cap = usize::try_from(self.max_weight)
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_SHARDS);
+        let budget_cap = 1 << budget_cap.ilog2();
+        let count = requested.clamp(1, MAX_SHARDS).next_power_of_two().min(budget_cap);
         let count_u64 = count as u64;
         // The remainder of the split goes to the first shards, so the shares sum to the budget.
         let shards = (0..count_u64)
