@@ -161,6 +161,25 @@ fn an_entry_expires_after_its_ttl_and_is_reclaimed() {
 }
 
 #[test]
+fn storing_a_key_again_after_it_expired_counts_an_insert_not_an_update() {
+    let clock = Arc::new(ManualClock::new());
+    let cache: Cache<&str, u32> = Cache::builder(10)
+        .shards(1)
+        .clock(Arc::clone(&clock))
+        .build();
+    cache.insert_with_ttl("a", 1, Duration::from_secs(10));
+    clock.advance(Duration::from_secs(10));
+    // Expired, so absent to every lookup: the write is not a replacement of a present value.
+    cache.insert("a", 2);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.inserts, stats.updates, stats.expirations),
+        (2, 0, 1)
+    );
+    assert_eq!(cache.get(&"a"), Some(2));
+}
+
+#[test]
 fn expired_entries_nobody_asks_for_are_reclaimed_by_later_inserts() {
     let clock = Arc::new(ManualClock::new());
     let cache: Cache<u32, u32> = Cache::builder(1000)

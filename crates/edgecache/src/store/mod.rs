@@ -224,9 +224,9 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     }
 
     /// Inserts or replaces the value of `key`, which expires after `ttl` on the cache's
-    /// clock. An expired entry is a miss; it is reclaimed when it is next looked up, when an
-    /// insert's incremental sweep reaches it, by the policy's eviction, or by
-    /// [`Cache::purge_expired`].
+    /// clock. An expired entry is a miss; it is reclaimed when it is next looked up, when its
+    /// key is stored again (counted as an insert, not an update), when an insert's
+    /// incremental sweep reaches it, by the policy's eviction, or by [`Cache::purge_expired`].
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
         self.insert_with_ttl_evicting(key, value, ttl);
     }

@@ -443,7 +443,16 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     ) {
         // A weight of zero would let the entry count grow without bound.
         let weight = weight.max(1);
-        let existing = self.find(hash, &key);
+        let mut existing = self.find(hash, &key);
+        // An expired entry is absent to every lookup: a write over it stores a new entry (an
+        // insert, starting in the window) rather than replacing a present value.
+        if let Some(index) = existing
+            && Self::is_expired(self.node(index), now)
+        {
+            self.remove_index(index);
+            self.counters.expirations += 1;
+            existing = None;
+        }
         if u64::from(weight) > self.max_weight {
             if let Some(index) = existing {
                 self.remove_index(index);
