@@ -201,7 +201,10 @@ fn expired_entries_nobody_asks_for_are_reclaimed_by_later_inserts() {
 #[test]
 fn purge_expired_removes_every_expired_entry() {
     let clock = Arc::new(ManualClock::new());
-    let cache: Cache<u32, u32> = Cache::builder(1000).clock(Arc::clone(&clock)).build();
+    let cache: Cache<u32, u32> = Cache::builder(1000)
+        .shards(1)
+        .clock(Arc::clone(&clock))
+        .build();
     for key in 0..50 {
         cache.insert_with_ttl(key, key, Duration::from_secs(u64::from(key % 2 + 1)));
     }

@@ -15,7 +15,10 @@
 //!
 //! let clock = Arc::new(ManualClock::new());
 //! let cache: Cache<String, Arc<Vec<u8>>> = Cache::builder(1 << 20) // 1 MiB
-//!     .weigher(|key: &String, body: &Arc<Vec<u8>>| (key.len() + body.len()) as u32)
+//!     // A body of 4 GiB or more saturates rather than wrapping to a small weight.
+//!     .weigher(|key: &String, body: &Arc<Vec<u8>>| {
+//!         u32::try_from(key.len() + body.len()).unwrap_or(u32::MAX)
+//!     })
 //!     .clock(Arc::clone(&clock))
 //!     .build();
 //! cache.insert_with_ttl("/a".to_owned(), Arc::new(b"hello".to_vec()), Duration::from_secs(60));
@@ -266,7 +269,7 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// ```
     /// use infra_edgecache::Cache;
     ///
-    /// let cache: Cache<u32, u32> = Cache::builder(100).build();
+    /// let cache: Cache<u32, u32> = Cache::builder(100).shards(1).build();
     /// for key in 0..10 {
     ///     cache.insert(key, key * 10);
     /// }
