@@ -180,6 +180,23 @@ fn storing_a_key_again_after_it_expired_counts_an_insert_not_an_update() {
 }
 
 #[test]
+fn an_expired_entry_removed_or_dropped_by_retain_counts_as_an_expiration() {
+    let clock = Arc::new(ManualClock::new());
+    let cache: Cache<u32, u32> = Cache::builder(10)
+        .shards(1)
+        .clock(Arc::clone(&clock))
+        .build();
+    cache.insert_with_ttl(1, 1, Duration::from_secs(1));
+    cache.insert_with_ttl(2, 2, Duration::from_secs(1));
+    cache.insert(3, 3);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(cache.remove(&1), None);
+    cache.retain(|_, _| true);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.stats().expirations, 2);
+}
+
+#[test]
 fn expired_entries_nobody_asks_for_are_reclaimed_by_later_inserts() {
     let clock = Arc::new(ManualClock::new());
     let cache: Cache<u32, u32> = Cache::builder(1000)

@@ -538,16 +538,20 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         let index = self.find(hash, key)?;
         let expired = Self::is_expired(self.node(index), now);
         let value = self.remove_index(index);
+        if expired {
+            self.counters.expirations += 1;
+        }
         (!expired).then_some(value)
     }
 
     /// Keeps only the entries for which `keep` returns true (expired ones are dropped too).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool, now: &impl Now) {
         for index in 0..self.slots.len() {
+            // Expired entries are reclaimed (and counted) as the sweep does; `keep` sees only
+            // live ones.
+            self.reclaim_if_expired(index, now);
             let drop = match &self.slots[index] {
-                Slot::Occupied(node) => {
-                    Self::is_expired(node, now) || !keep(&node.key, &node.value)
-                }
+                Slot::Occupied(node) => !keep(&node.key, &node.value),
                 Slot::Free(_) => false,
             };
             if drop {
