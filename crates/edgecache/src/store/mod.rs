@@ -141,7 +141,10 @@ impl<K, V> CacheBuilder<K, V> {
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_SHARDS);
         let budget_cap = 1 << budget_cap.ilog2();
-        let count = requested.clamp(1, MAX_SHARDS).next_power_of_two().min(budget_cap);
+        let count = requested
+            .clamp(1, MAX_SHARDS)
+            .next_power_of_two()
+            .min(budget_cap);
         let count_u64 = count as u64;
         // The remainder of the split goes to the first shards, so the shares sum to the budget.
         let shards = (0..count_u64)
