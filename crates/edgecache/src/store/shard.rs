@@ -727,8 +727,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     fn resize_window(&mut self, amount: f64) {
         let max = self.max_weight as f64;
         let window = (self.window_max as f64 + amount).clamp(0.0, max);
-        // In range 0..=max_weight, so the conversion is exact enough and cannot overflow.
-        self.window_max = window as u64;
+        // Above 2^53 the budget is not exact as a float and may have rounded up past itself,
+        // so the conversion is clamped to it again.
+        self.window_max = (window as u64).min(self.max_weight);
         self.protected_max = percent(self.max_weight - self.window_max, PROTECTED_PERCENT);
         self.demote_protected_overflow();
         // A smaller window passes its overflow to probation directly: those entries already
@@ -1223,5 +1224,15 @@ mod tests {
         assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
         assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
         assert_eq!(shard.readmission.credit(), 1);
+    }
+
+    /// Budgets above 2^53 are not exact as floating point, and `u64::MAX - 1` rounds up to
+    /// 2^64: the window's share, however far the ghosts grow it, stays within the budget.
+    #[test]
+    fn a_window_grown_to_the_whole_of_a_huge_budget_stays_within_it() {
+        let mut shard: Shard<u64, u64> = Shard::new(u64::MAX - 1);
+        shard.resize_window(f64::MAX);
+        assert!(shard.window_max <= shard.max_weight);
+        assert!(shard.protected_max <= shard.max_weight - shard.window_max);
     }
 }
