@@ -136,13 +136,19 @@ proptest! {
     }
 }
 
-#[test]
-fn an_entry_expires_after_its_ttl_and_is_reclaimed() {
+/// A one-shard cache of `max_weight` (so the policy is exact) on a manual clock the test moves.
+fn one_shard_on_a_manual_clock<K, V>(max_weight: u64) -> (Arc<ManualClock>, Cache<K, V>) {
     let clock = Arc::new(ManualClock::new());
-    let cache: Cache<&str, u32> = Cache::builder(10)
+    let cache = Cache::builder(max_weight)
         .shards(1)
         .clock(Arc::clone(&clock))
         .build();
+    (clock, cache)
+}
+
+#[test]
+fn an_entry_expires_after_its_ttl_and_is_reclaimed() {
+    let (clock, cache) = one_shard_on_a_manual_clock::<&str, u32>(10);
     cache.insert_with_ttl("a", 1, Duration::from_secs(10));
     cache.insert("b", 2);
     clock.advance(Duration::from_secs(9));
@@ -162,11 +168,7 @@ fn an_entry_expires_after_its_ttl_and_is_reclaimed() {
 
 #[test]
 fn storing_a_key_again_after_it_expired_counts_an_insert_not_an_update() {
-    let clock = Arc::new(ManualClock::new());
-    let cache: Cache<&str, u32> = Cache::builder(10)
-        .shards(1)
-        .clock(Arc::clone(&clock))
-        .build();
+    let (clock, cache) = one_shard_on_a_manual_clock::<&str, u32>(10);
     cache.insert_with_ttl("a", 1, Duration::from_secs(10));
     clock.advance(Duration::from_secs(10));
     // Expired, so absent to every lookup: the write is not a replacement of a present value.
@@ -178,11 +180,7 @@ fn storing_a_key_again_after_it_expired_counts_an_insert_not_an_update() {
 
 #[test]
 fn an_expired_entry_removed_or_dropped_by_retain_counts_as_an_expiration() {
-    let clock = Arc::new(ManualClock::new());
-    let cache: Cache<u32, u32> = Cache::builder(10)
-        .shards(1)
-        .clock(Arc::clone(&clock))
-        .build();
+    let (clock, cache) = one_shard_on_a_manual_clock::<u32, u32>(10);
     cache.insert_with_ttl(1, 1, Duration::from_secs(1));
     cache.insert_with_ttl(2, 2, Duration::from_secs(1));
     cache.insert(3, 3);
@@ -195,11 +193,7 @@ fn an_expired_entry_removed_or_dropped_by_retain_counts_as_an_expiration() {
 
 #[test]
 fn expired_entries_nobody_asks_for_are_reclaimed_by_later_inserts() {
-    let clock = Arc::new(ManualClock::new());
-    let cache: Cache<u32, u32> = Cache::builder(1000)
-        .shards(1)
-        .clock(Arc::clone(&clock))
-        .build();
+    let (clock, cache) = one_shard_on_a_manual_clock::<u32, u32>(1000);
     for key in 0..100 {
         cache.insert_with_ttl(key, key, Duration::from_secs(1));
     }
@@ -214,11 +208,7 @@ fn expired_entries_nobody_asks_for_are_reclaimed_by_later_inserts() {
 
 #[test]
 fn purge_expired_removes_every_expired_entry() {
-    let clock = Arc::new(ManualClock::new());
-    let cache: Cache<u32, u32> = Cache::builder(1000)
-        .shards(1)
-        .clock(Arc::clone(&clock))
-        .build();
+    let (clock, cache) = one_shard_on_a_manual_clock::<u32, u32>(1000);
     for key in 0..50 {
         cache.insert_with_ttl(key, key, Duration::from_secs(u64::from(key % 2 + 1)));
     }
