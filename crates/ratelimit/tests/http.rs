@@ -386,46 +386,17 @@ async fn a_custom_rejection_keeps_the_fields() {
     );
 }
 
-#[tokio::test]
-async fn a_full_key_table_sheds_new_clients_until_a_key_can_have_replenished() {
-    let clock = ManualClock::new();
+/// A key table of one, taken by ann's request (one of her two per hour), and bob's request
+/// after it, answered in `style`: the refusal, and how many keys the limiter then tracks.
+async fn shed_by_a_full_key_table(style: HeaderStyle) -> (Response<String>, usize) {
     let limiter = Keyed::with_options(
         Quota::per_hour(2).unwrap(),
-        clock.clone(),
-        KeyedOptions::default().max_keys(1),
-    )
-    .unwrap();
-    let layer = RateLimitLayer::builder(api_key(), limiter).build();
-    let mut service = layer.layer(Counting::default());
-    assert_eq!(
-        send(&mut service, get("/", Some("ann"))).await.status(),
-        200
-    );
-    let shed = send(&mut service, get("/", Some("bob"))).await;
-    assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
-    // Ann's one request of two per hour is back in half an hour: her slot may be free then.
-    assert_eq!(shed.headers()["retry-after"], "1800");
-    assert_eq!(
-        list(shed.headers(), "ratelimit-policy"),
-        [item("default", &[("q", 2), ("w", 3600)])]
-    );
-    assert_eq!(problem(&shed)["status"], 429);
-    assert_eq!(layer.limiter("default").unwrap().len(), 1);
-}
-
-/// The legacy fields of a refusal for a full key table say the same wait as `Retry-After`:
-/// nothing left, back in 30 minutes, never "reset now".
-#[tokio::test]
-async fn a_full_key_table_states_its_wait_in_the_legacy_fields_too() {
-    let clock = ManualClock::new();
-    let limiter = Keyed::with_options(
-        Quota::per_hour(2).unwrap(),
-        clock.clone(),
+        ManualClock::new(),
         KeyedOptions::default().max_keys(1),
     )
     .unwrap();
     let layer = RateLimitLayer::builder(api_key(), limiter)
-        .header_style(HeaderStyle::Both)
+        .header_style(style)
         .build();
     let mut service = layer.layer(Counting::default());
     assert_eq!(
@@ -434,6 +405,27 @@ async fn a_full_key_table_states_its_wait_in_the_legacy_fields_too() {
     );
     let shed = send(&mut service, get("/", Some("bob"))).await;
     assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+    (shed, layer.limiter("default").unwrap().len())
+}
+
+#[tokio::test]
+async fn a_full_key_table_sheds_new_clients_until_a_key_can_have_replenished() {
+    let (shed, tracked) = shed_by_a_full_key_table(HeaderStyle::default()).await;
+    // Ann's one request of two per hour is back in half an hour: her slot may be free then.
+    assert_eq!(shed.headers()["retry-after"], "1800");
+    assert_eq!(
+        list(shed.headers(), "ratelimit-policy"),
+        [item("default", &[("q", 2), ("w", 3600)])]
+    );
+    assert_eq!(problem(&shed)["status"], 429);
+    assert_eq!(tracked, 1);
+}
+
+/// The legacy fields of a refusal for a full key table say the same wait as `Retry-After`:
+/// nothing left, back in 30 minutes, never "reset now".
+#[tokio::test]
+async fn a_full_key_table_states_its_wait_in_the_legacy_fields_too() {
+    let (shed, _) = shed_by_a_full_key_table(HeaderStyle::Both).await;
     assert_eq!(shed.headers()["retry-after"], "1800");
     assert_eq!(shed.headers()["ratelimit-remaining"], "0");
     assert_eq!(shed.headers()["ratelimit-reset"], "1800");
