@@ -359,13 +359,7 @@ impl<A: Algorithm, C: Clock> RateLimiter<A, C> {
     #[inline]
     pub fn check_n(&self, n: u32) -> Result<Decision, Error> {
         let config = self.config.config();
-        let capacity = config.capacity();
-        if n > capacity {
-            return Err(Error::InsufficientCapacity {
-                requested: n,
-                capacity,
-            });
-        }
+        Error::within_capacity(n, config.capacity())?;
         Ok(self.decide(&config, self.clock.now_nanos(), n))
     }
 

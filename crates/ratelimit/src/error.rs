@@ -116,6 +116,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// `Ok` when `requested` cells can ever be admitted at once under `capacity`, else
+    /// [`Error::InsufficientCapacity`]: such a request would be denied, or wait, forever.
+    pub(crate) fn within_capacity(requested: u32, capacity: u32) -> Result<(), Self> {
+        if requested > capacity {
+            return Err(Self::InsufficientCapacity {
+                requested,
+                capacity,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

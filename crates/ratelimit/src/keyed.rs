@@ -139,10 +139,7 @@ pub(crate) fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
 /// `max_bytes`. Every check of a new key would otherwise be [`Error::TooLarge`], which reads as
 /// the key's fault (the HTTP layer's `400`) when the quota is.
 fn state_fits<K, A: Algorithm>(options: &KeyedOptions, config: &A::Config) -> Result<(), Error> {
-    let bytes = size_of::<K>()
-        .saturating_add(size_of::<A>())
-        .saturating_add(A::heap_bytes(config))
-        .saturating_add(ENTRY_OVERHEAD);
+    let bytes = size_of::<K>().saturating_add(state_charge::<A>(config));
     if bytes > options.max_bytes {
         return Err(Error::TooLarge {
             what: "state of one key under the quota (bytes)",
@@ -151,6 +148,14 @@ fn state_fits<K, A: Algorithm>(options: &KeyedOptions, config: &A::Config) -> Re
         });
     }
     Ok(())
+}
+
+/// What a tracked key is charged besides its key: its state, the most heap memory that state
+/// may hold under `config`, and the map's and eviction heap's share.
+fn state_charge<A: Algorithm>(config: &A::Config) -> usize {
+    size_of::<A>()
+        .saturating_add(A::heap_bytes(config))
+        .saturating_add(ENTRY_OVERHEAD)
 }
 
 /// A `Hasher` that only counts the bytes written to it.
@@ -309,6 +314,16 @@ where
         self.default.config()
     }
 
+    /// The most cells one call for `key` can be granted, under its quota.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn capacity_for<Q>(&self, key: &Q) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.config_for(key).capacity()
+    }
+
     /// Decides on one request for `key`.
     ///
     /// # Errors
@@ -389,13 +404,7 @@ where
         Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
     {
         let config = self.config_for(key);
-        let capacity = config.capacity();
-        if n > capacity {
-            return Err(Error::InsufficientCapacity {
-                requested: n,
-                capacity,
-            });
-        }
+        Error::within_capacity(n, config.capacity())?;
         // The clock is read while the key's entry is being fetched (see `Shards::with_meanwhile`).
         let (now, found) = self.states.with_meanwhile(
             key,
@@ -414,10 +423,7 @@ where
             self.metrics.decisions.record(&decision);
             return Ok((now, decision));
         }
-        let bytes = key_bytes::<K, Q>(key)
-            .saturating_add(size_of::<A>())
-            .saturating_add(A::heap_bytes(&config))
-            .saturating_add(ENTRY_OVERHEAD);
+        let bytes = key_bytes::<K, Q>(key).saturating_add(state_charge::<A>(&config));
         if bytes > self.options.max_bytes {
             // No key ever forgotten would make room: a denial with a time to retry would have
             // an obedient client retry forever.

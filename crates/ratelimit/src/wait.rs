@@ -327,13 +327,7 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     pub async fn until_n_ready(&self, n: u32) -> Result<Decision, Error> {
         // Refused before joining the line: behind waiters, only the head checks, so it would
         // wait its turn to be refused.
-        let capacity = self.limiter.capacity();
-        if n > capacity {
-            return Err(Error::InsufficientCapacity {
-                requested: n,
-                capacity,
-            });
-        }
+        Error::within_capacity(n, self.limiter.capacity())?;
         wait_in_line(&self.line, self.jitter.as_ref(), || self.limiter.check_n(n)).await
     }
 }

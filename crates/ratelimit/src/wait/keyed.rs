@@ -12,7 +12,7 @@ use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Jitter, Line, Queue, TokioClock, wait_in_line};
-use crate::algorithm::{Algorithm, AlgorithmConfig};
+use crate::algorithm::Algorithm;
 use crate::keyed::key_bytes;
 use crate::{Decision, Error, Gcra, KeyedRateLimiter};
 
@@ -377,13 +377,7 @@ where
     {
         // Refused before joining the line: behind waiters, only the head checks, so it would
         // wait its turn to be refused.
-        let capacity = A::Config::from_quota(&self.limiter.quota_for(key))?.capacity();
-        if n > capacity {
-            return Err(Error::InsufficientCapacity {
-                requested: n,
-                capacity,
-            });
-        }
+        Error::within_capacity(n, self.limiter.capacity_for(key))?;
         let line = self.waiting.line(key);
         wait_in_line(&line, self.jitter.as_ref(), || self.limiter.check_n(key, n)).await
     }
