@@ -119,6 +119,7 @@ pub enum Error {
 impl Error {
     /// `Ok` when `requested` cells can ever be admitted at once under `capacity`, else
     /// [`Error::InsufficientCapacity`]: such a request would be denied, or wait, forever.
+    #[inline]
     pub(crate) fn within_capacity(requested: u32, capacity: u32) -> Result<(), Self> {
         if requested > capacity {
             return Err(Self::InsufficientCapacity {
