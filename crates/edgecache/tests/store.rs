@@ -41,7 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..24_u8, any::<u32>(), 0..45_u32)
             .prop_map(|(key, value, weight)| Op::Insert { key, value, weight }),
-        2 => (0..24_u8, any::<u32>(), 0..45_u32, 1..4_u8).prop_map(|(key, value, weight, ticks)| {
+        2 => (0..24_u8, any::<u32>(), 0..45_u32, 0..4_u8).prop_map(|(key, value, weight, ticks)| {
             Op::InsertTtl { key, value, weight, ticks }
         }),
         4 => (0..24_u8).prop_map(Op::Get),
@@ -189,6 +189,30 @@ fn an_expired_entry_removed_or_dropped_by_retain_counts_as_an_expiration() {
     cache.retain(|_, _| true);
     assert_eq!(cache.len(), 1);
     assert_eq!(cache.stats().expirations, 2);
+}
+
+#[test]
+fn an_entry_expired_as_it_is_written_is_not_stored_and_evicts_nothing() {
+    let (_clock, cache) = one_shard_on_a_manual_clock::<u32, u32>(100);
+    for key in 0..100 {
+        cache.insert(key, key);
+    }
+    for key in 100..300 {
+        cache.insert_with_ttl(key, key, Duration::ZERO);
+    }
+    assert!(
+        (0..100).all(|key| cache.peek(&key) == Some(key)),
+        "a dead entry took a live one's place"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.evictions), (100, 0));
+    assert_eq!((stats.inserts, stats.expirations), (300, 200));
+    // Written over a live value, it replaces it: the key is gone, not left at its old value.
+    cache.insert_with_ttl(7, 70, Duration::ZERO);
+    assert_eq!(cache.peek(&7), None);
+    assert_eq!(cache.len(), 99);
+    let stats = cache.stats();
+    assert_eq!((stats.updates, stats.expirations), (1, 201));
 }
 
 #[test]

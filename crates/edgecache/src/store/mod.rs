@@ -233,13 +233,16 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// clock. An expired entry is a miss; it is reclaimed when it is next looked up, when its
     /// key is stored again (counted as an insert, not an update), when an insert's
     /// incremental sweep reaches it, by the policy's eviction, or by [`Cache::purge_expired`].
+    /// A `ttl` of zero stores nothing (the write counts as an insert, or an update of a
+    /// present value, and an expiration) and removes the key's older value: a dead entry
+    /// never takes a live one's place.
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
         self.insert_with_ttl_evicting(key, value, ttl);
     }
 
     /// [`Cache::insert_with_ttl`], returning how many entries the policy evicted for it, or
-    /// `None` if the entry was refused (heavier than a shard's share, see
-    /// [`Stats::rejections`]).
+    /// `None` if the entry was not stored (heavier than a shard's share, see
+    /// [`Stats::rejections`], or a TTL of zero).
     pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> Option<u64> {
         let expires_at = self
             .clock
@@ -250,14 +253,14 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     }
 
     /// Inserts, returning how many entries the policy evicted for it, or `None` if the entry
-    /// was refused.
+    /// was not stored (refused, or expired as written).
     fn insert_until(&self, key: K, value: V, expires_at: u64) -> Option<u64> {
         let weight = (self.weigher)(&key, &value);
         let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock();
-        let (evictions, rejections) = (shard.counters.evictions, shard.counters.rejections);
-        shard.insert(hash, key, value, weight, expires_at, &self.now());
-        (shard.counters.rejections == rejections).then(|| shard.counters.evictions - evictions)
+        let evictions = shard.counters.evictions;
+        let stored = shard.insert(hash, key, value, weight, expires_at, &self.now());
+        stored.then(|| shard.counters.evictions - evictions)
     }
 
     /// Removes `key`, returning its value if it was present and not expired.

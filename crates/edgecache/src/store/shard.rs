@@ -428,10 +428,11 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// Inserts or replaces an entry, then evicts until the shard fits its budget.
+    /// Inserts or replaces an entry, then evicts until the shard fits its budget. Returns
+    /// whether the entry was stored.
     ///
-    /// An entry heavier than the whole shard is not stored, and any older value of its key
-    /// is removed so a later lookup never returns it.
+    /// An entry heavier than the whole shard, or expired as it is written, is not stored, and
+    /// any older value of its key is removed so a later lookup never returns it.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -440,7 +441,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         weight: u32,
         expires_at: u64,
         now: &impl Now,
-    ) {
+    ) -> bool {
         // A weight of zero would let the entry count grow without bound.
         let weight = weight.max(1);
         let mut existing = self.find(hash, &key);
@@ -453,12 +454,24 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.counters.expirations += 1;
             existing = None;
         }
+        if expires_at != NEVER && now.now() >= expires_at {
+            // Dead on arrival: no lookup could return it, and admitting it could evict live
+            // entries. The write still replaces a present value, which goes with it.
+            if let Some(index) = existing {
+                self.remove_index(index);
+                self.counters.updates += 1;
+            } else {
+                self.counters.inserts += 1;
+            }
+            self.counters.expirations += 1;
+            return false;
+        }
         if u64::from(weight) > self.max_weight {
             if let Some(index) = existing {
                 self.remove_index(index);
             }
             self.counters.rejections += 1;
-            return;
+            return false;
         }
         if let Some(index) = existing {
             let queue = self.node(index).queue;
@@ -529,6 +542,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         }
         self.sweep_expired(now);
         self.evict(now);
+        true
     }
 
     /// Removes a key, returning its value if it was present and not expired.
@@ -868,7 +882,9 @@ mod tests {
                 0 => {
                     shard.remove(hash(key), &key, &now);
                 }
-                1 => shard.insert(hash(key), key, key, weight, NEVER, &now),
+                1 => {
+                    shard.insert(hash(key), key, key, weight, NEVER, &now);
+                }
                 2 if step.is_multiple_of(64) => {
                     // Now and then the ghosts move budget between the window and the main space.
                     let amount = if key.is_multiple_of(2) { 20.0 } else { -20.0 };
