@@ -195,6 +195,58 @@ async fn a_hanging_revalidation_serves_stale_at_the_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_revalidation_asked_again_unconditionally_ends_within_one_fetch_timeout() {
+    let url = "http://example.com/retagged";
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=1, stale-if-error=60"),
+                ("etag", "\"a\""),
+            ],
+            "kept",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    cache.serve(get(url, &[])).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    // The 304 names another representation, so the cache asks again without a condition;
+    // each answer takes 3 s of the 5 s the fetch is given.
+    cache.origin().set_script(|request| {
+        if request.headers().contains_key(http::header::IF_NONE_MATCH) {
+            Reply::Delayed(
+                Duration::from_secs(3),
+                status(304, &[("etag", "\"b\"")], ""),
+            )
+        } else {
+            Reply::Delayed(
+                Duration::from_secs(3),
+                response(&[("cache-control", "max-age=60")], "late"),
+            )
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let served = cache.serve(get(url, &[])).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        (served.body().as_ref(), cache_status(&served)),
+        (&b"kept"[..], CacheStatus::Stale)
+    );
+    // Long after the second answer would have come.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(cache.origin().calls(), 3);
+    cache
+        .origin()
+        .set_script(|_| Reply::Ungated(response(&[("cache-control", "max-age=60")], "next")));
+    let served = cache.serve(get(url, &[])).await.unwrap();
+    assert_eq!(
+        served.body(),
+        "next",
+        "the fetch ended at its timeout: the late answer was not stored"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_server_error_counts_as_an_error_for_stale_if_error() {
     let clock = ManualClock::new();
     let origin = TestOrigin::new(|_| {

@@ -182,7 +182,9 @@ impl<C: Clock + Clone + 'static> ClockSource for C {
 
 impl<O: Origin> HttpCacheBuilder<O> {
     /// The longest the origin may take to answer before the fetch fails with
-    /// [`Error::Timeout`] and its waiters are released (default 10 s).
+    /// [`Error::Timeout`] and its waiters are released (default 10 s). When a revalidation's
+    /// 304 names another representation and the cache asks again unconditionally, both
+    /// requests share this time.
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.config.fetch_timeout = timeout;
         self
@@ -1055,9 +1057,14 @@ impl<O: Origin> Inner<O> {
         let generation = this.purges.generation();
         let mut request_time = this.clock.wall_time();
         let timeout = this.config.fetch_timeout;
-        let mut answer =
-            tokio::time::timeout(timeout, this.origin.fetch(Request::from_parts(parts, body)))
-                .await;
+        // One deadline for the origin's whole answer, the unconditional request below
+        // included: the fetch, and the flight its waiters joined, end within the timeout.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut answer = tokio::time::timeout_at(
+            deadline,
+            this.origin.fetch(Request::from_parts(parts, body)),
+        )
+        .await;
         // §4.3.4: a 304 that names another representation updates nothing, and the client did
         // not ask a conditional question: ask again, unconditionally.
         if let (Ok(Ok(response)), Some(old)) = (&answer, &stale)
@@ -1066,7 +1073,7 @@ impl<O: Origin> Inner<O> {
         {
             stale = None;
             request_time = this.clock.wall_time();
-            answer = tokio::time::timeout(timeout, this.origin.fetch(unconditional)).await;
+            answer = tokio::time::timeout_at(deadline, this.origin.fetch(unconditional)).await;
         }
         let result = match answer {
             Err(_) => Err(Error::Timeout(timeout)),

@@ -2,6 +2,7 @@
 //! answers from a script, and holds its answers behind a gate the test opens.
 
 use std::future::pending;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -17,6 +18,8 @@ pub(crate) enum Reply {
     Response(Response<Bytes>),
     /// Answers at once, whether the gate is open or not.
     Ungated(Response<Bytes>),
+    /// Answers after a wait on tokio's clock, once the gate is open.
+    Delayed(Duration, Response<Bytes>),
     Fail,
     Hang,
     Panic,
@@ -79,6 +82,10 @@ impl Origin for TestOrigin {
         }
         match reply {
             Reply::Response(response) | Reply::Ungated(response) => Ok(response),
+            Reply::Delayed(wait, response) => {
+                tokio::time::sleep(wait).await;
+                Ok(response)
+            }
             Reply::Fail => Err(OriginError::new("connection refused")),
             Reply::Hang => pending().await,
             Reply::Panic => panic!("the origin client panicked"),
