@@ -344,36 +344,46 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         node.expires_at != NEVER && now.now() >= node.expires_at
     }
 
-    /// Looks a key up as a request: counts a hit or a miss and updates the policy.
+    /// Looks a key up as a request: counts a hit or a miss and updates the policy. Inlined
+    /// into `Cache::get`, the one caller, so a hit makes no call of its own.
+    #[inline(always)]
     pub(crate) fn get(&mut self, hash: u64, key: &K, now: &impl Now) -> Option<V> {
         self.sketch.increment(hash);
-        let found = match self.find(hash, key) {
-            Some(index) if Self::is_expired(self.node(index), now) => {
-                self.remove_index(index);
-                self.counters.expirations += 1;
-                None
-            }
-            found => found,
+        let Some(index) = self.find(hash, key) else {
+            return self.missed(hash);
         };
-        match found {
-            Some(index) => {
-                self.counters.hits += 1;
-                // A hit, not an update, is what shows readmission paid.
-                let node = self.node_mut(index);
-                if node.readmit == Readmit::Readmitted {
-                    node.readmit = Readmit::No;
-                    self.readmission.on_readmitted_hit();
-                }
-                self.on_hit(index);
-                Some(self.node(index).value.clone())
-            }
-            None => {
-                self.counters.misses += 1;
-                self.readmission.on_miss(hash);
-                self.learn_from_ghosts(hash);
-                None
-            }
+        // The node is read once for the whole hit: the expiry, readmission's mark, the queue,
+        // and the value.
+        let Slot::Occupied(node) = &mut self.slots[index as usize] else {
+            unreachable!("an indexed slot is occupied");
+        };
+        if Self::is_expired(node, now) {
+            self.remove_index(index);
+            self.counters.expirations += 1;
+            return self.missed(hash);
         }
+        self.counters.hits += 1;
+        // A hit, not an update, is what shows readmission paid.
+        if node.readmit == Readmit::Readmitted {
+            node.readmit = Readmit::No;
+            self.readmission.on_readmitted_hit();
+        }
+        let value = node.value.clone();
+        // The hot path: protected's hits set a mark (see `on_hit`).
+        if node.queue == Queue::Protected {
+            node.referenced = true;
+        } else {
+            self.on_hit(index);
+        }
+        Some(value)
+    }
+
+    /// A lookup's miss: counted, and told to readmission and the ghosts.
+    fn missed(&mut self, hash: u64) -> Option<V> {
+        self.counters.misses += 1;
+        self.readmission.on_miss(hash);
+        self.learn_from_ghosts(hash);
+        None
     }
 
     /// Looks a key up without counting it or touching the policy.

@@ -46,11 +46,24 @@ const MAX_WORDS: usize = 1 << 24;
 struct Block([u64; BLOCK_WORDS]);
 
 /// Where a key's four counters sit: its block, and per row the word and the nibble's shift.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy)]
 struct Counters {
     block: usize,
     words: [usize; 4],
     shifts: [u64; 4],
+}
+
+/// Row `row`'s counter of the key whose counter selector (a mix of its hash) is `selector`:
+/// its word in the block and the nibble's shift in that word. A byte of the selector per row:
+/// its low bit picks one of the row's two words, the next four the nibble.
+#[inline(always)]
+fn slot(selector: u64, row: usize) -> (usize, u64) {
+    let byte = selector >> (8 * row);
+    // Row `row` owns words `2 * row` and `2 * row + 1`, so rows never share a word; the mask
+    // only tells the compiler the index is inside the block.
+    let word = (2 * row + (byte & 1) as usize) & (BLOCK_WORDS - 1);
+    (word, ((byte >> 1) & 15) * 4)
 }
 
 /// Recent access frequencies, estimated.
@@ -118,32 +131,35 @@ impl FrequencySketch {
             .min(MAX_WORDS)
     }
 
-    /// The counters of a key's hash: the block from one mix of the hash, and a byte of another
-    /// mix per row (its low bit picks one of the row's two words, the next four the nibble).
-    #[inline]
-    fn counters(&self, hash: u64) -> Counters {
+    /// The block of a key's hash, and the selector of its four counters inside it (see
+    /// [`slot`]), from two independent mixes of the hash.
+    #[inline(always)]
+    fn place(&self, hash: u64) -> (usize, u64) {
         let block = (mix(hash, BLOCK_SEED) & self.block_mask) as usize;
-        let selector = mix(hash, COUNTER_SEED);
-        let byte = |row: usize| selector >> (8 * row);
+        (block, mix(hash, COUNTER_SEED))
+    }
+
+    /// The counters of a key's hash, for tests that set or read them directly.
+    #[cfg(test)]
+    fn counters(&self, hash: u64) -> Counters {
+        let (block, selector) = self.place(hash);
         Counters {
             block,
-            words: [0, 1, 2, 3].map(|row| 2 * row + (byte(row) & 1) as usize),
-            shifts: [0, 1, 2, 3].map(|row| ((byte(row) >> 1) & 15) * 4),
+            words: [0, 1, 2, 3].map(|row| slot(selector, row).0),
+            shifts: [0, 1, 2, 3].map(|row| slot(selector, row).1),
         }
     }
 
     /// The estimated number of recent accesses of the key with this hash, 0 to 15.
     #[inline]
     pub(crate) fn frequency(&self, hash: u64) -> u8 {
-        let counters = self.counters(hash);
-        let block = &self.blocks[counters.block].0;
-        let estimate = counters
-            .words
-            .into_iter()
-            .zip(counters.shifts)
-            .map(|(word, shift)| (block[word] >> shift) & COUNTER_MAX)
-            .min()
-            .unwrap_or(0);
+        let (block, selector) = self.place(hash);
+        let block = &self.blocks[block].0;
+        let mut estimate = COUNTER_MAX;
+        for row in 0..4 {
+            let (word, shift) = slot(selector, row);
+            estimate = estimate.min((block[word] >> shift) & COUNTER_MAX);
+        }
         // At most COUNTER_MAX, so the conversion never fails.
         u8::try_from(estimate).unwrap_or(u8::MAX)
     }
@@ -152,29 +168,26 @@ impl FrequencySketch {
     /// by one, unless they are saturated.
     #[inline]
     pub(crate) fn increment(&mut self, hash: u64) {
-        let counters = self.counters(hash);
-        let block = &mut self.blocks[counters.block].0;
-        let places = counters.words.into_iter().zip(counters.shifts);
-        let estimate = places
-            .clone()
-            .map(|(word, shift)| (block[word] >> shift) & COUNTER_MAX)
-            .min()
-            .unwrap_or(COUNTER_MAX);
-        let mut added = false;
-        if estimate < COUNTER_MAX {
-            for (word, shift) in places {
-                let word = &mut block[word];
-                if (*word >> shift) & COUNTER_MAX == estimate {
-                    *word += 1 << shift;
-                    added = true;
-                }
-            }
+        let (block, selector) = self.place(hash);
+        let block = &mut self.blocks[block].0;
+        let mut counts = [0; 4];
+        let mut estimate = COUNTER_MAX;
+        for (row, count) in counts.iter_mut().enumerate() {
+            let (word, shift) = slot(selector, row);
+            *count = (block[word] >> shift) & COUNTER_MAX;
+            estimate = estimate.min(*count);
         }
-        if added {
-            self.additions += 1;
-            if self.additions >= self.sample_size {
-                self.halve();
-            }
+        if estimate == COUNTER_MAX {
+            return;
+        }
+        // Without branches: each counter at the estimate (at least one is) goes up by one.
+        for (row, count) in counts.into_iter().enumerate() {
+            let (word, shift) = slot(selector, row);
+            block[word] += u64::from(count == estimate) << shift;
+        }
+        self.additions += 1;
+        if self.additions >= self.sample_size {
+            self.halve();
         }
     }
 
