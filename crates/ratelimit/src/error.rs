@@ -65,13 +65,19 @@ pub enum Error {
         /// How long until the tracked key due soonest can have replenished, when a slot may be
         /// reclaimed (a lower bound: that key may be used meanwhile); never zero:
         /// [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when keys already due remain
-        /// that the bounded sample did not reach (the next check examines them), one second when
-        /// the limiter tracks no key (per-key quotas hold its bytes). A key that alone exceeds
-        /// the byte cap is [`Error::TooLarge`] instead: it could never fit.
+        /// that the bounded sample did not reach (the next check examines them), one second in
+        /// the moment when racing checks hold the room for keys not yet filed for eviction.
+        /// The wait always ends: per-key quotas take at most half of the byte cap, and a key
+        /// that alone exceeds the other half
+        /// ([`KeyedOptions::max_key_bytes`](crate::KeyedOptions::max_key_bytes)) is
+        /// [`Error::TooLarge`] instead, since it could never be sure to fit.
         retry_after: Duration,
     },
     /// A keyed limiter already keeps its maximum of per-key quotas, or the new one's bytes do
-    /// not fit under its byte cap. Clear unused per-key quotas, or raise the caps.
+    /// not fit under the half of its byte cap that per-key quotas may take
+    /// ([`KeyedOptions::max_override_bytes`](crate::KeyedOptions::max_override_bytes)), or,
+    /// with the tracked keys', under the whole cap. Clear unused per-key quotas, or raise the
+    /// caps.
     TooManyOverrides {
         /// The configured cap on per-key quotas.
         max_overrides: usize,

@@ -79,9 +79,29 @@ impl KeyedOptions {
 
     /// Charges tracked keys and per-key quotas at most `max_bytes` bytes in total (see
     /// [`KeyedRateLimiter::bytes`] for what a key costs).
+    ///
+    /// Per-key quotas may take at most half of it ([`KeyedOptions::max_override_bytes`]): the
+    /// other half ([`KeyedOptions::max_key_bytes`]) is always left for keys, so quotas can
+    /// never hold the bytes every new key would need.
     #[must_use]
     pub fn max_bytes(self, max_bytes: usize) -> Self {
         Self { max_bytes, ..self }
+    }
+
+    /// The most bytes per-key quotas may be charged: half of
+    /// [`max_bytes`](KeyedOptions::max_bytes), rounded down.
+    #[must_use]
+    pub fn max_override_bytes(self) -> usize {
+        self.max_bytes / 2
+    }
+
+    /// The bytes always left for tracked keys, whatever per-key quotas hold:
+    /// [`max_bytes`](KeyedOptions::max_bytes) less
+    /// [`max_override_bytes`](KeyedOptions::max_override_bytes). A key charged more than this
+    /// is [`Error::TooLarge`]: it could never be sure to fit.
+    #[must_use]
+    pub fn max_key_bytes(self) -> usize {
+        self.max_bytes - self.max_override_bytes()
     }
 
     /// Keeps at most `max_overrides` per-key quotas.
@@ -135,16 +155,17 @@ pub(crate) fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
 }
 
 /// Refuses a configuration under which no key could ever be tracked: what any key is charged
-/// before the bytes its `Hash` writes (its state, a log's entries included) is over
-/// `max_bytes`. Every check of a new key would otherwise be [`Error::TooLarge`], which reads as
-/// the key's fault (the HTTP layer's `400`) when the quota is.
+/// before the bytes its `Hash` writes (its state, a log's entries included) is over the bytes
+/// left for keys ([`KeyedOptions::max_key_bytes`]). Every check of a new key would otherwise be
+/// [`Error::TooLarge`], which reads as the key's fault (the HTTP layer's `400`) when the quota
+/// is.
 fn state_fits<K, A: Algorithm>(options: &KeyedOptions, config: &A::Config) -> Result<(), Error> {
     let bytes = size_of::<K>().saturating_add(state_charge::<A>(config));
-    if bytes > options.max_bytes {
+    if bytes > options.max_key_bytes() {
         return Err(Error::TooLarge {
             what: "state of one key under the quota (bytes)",
             value: bytes as u128,
-            max: options.max_bytes as u128,
+            max: options.max_key_bytes() as u128,
         });
     }
     Ok(())
@@ -185,7 +206,9 @@ impl Hasher for ByteCounter {
 ///   fit, the check examines at most [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those that
 ///   can have replenished earliest first, and forgets the idle ones among them. If none of them was idle, the new key gets
 ///   [`Error::TooManyKeys`] rather than the state of an active key being forgotten (that would
-///   let a client reset its own limit by flooding the map); known keys are unaffected. Checks
+///   let a client reset its own limit by flooding the map); known keys are unaffected. Per-key
+///   quotas take at most half of `max_bytes`, so such a refusal always ends once enough
+///   tracked keys replenish. Checks
 ///   that track a new key also forget a few idle keys on the way, and
 ///   [`KeyedRateLimiter::sweep`] forgets every idle key at once.
 /// - **Quota changes and eviction.** A key's place in the eviction order is a lower bound on
@@ -216,6 +239,8 @@ pub struct KeyedRateLimiter<K, A: Algorithm = Gcra, C: Clock = SystemClock> {
     tracked: AtomicUsize,
     /// Estimated bytes of tracked keys and overrides, charged against `max_bytes`.
     bytes: AtomicUsize,
+    /// The overrides' part of `bytes`, charged against `max_override_bytes`.
+    override_bytes: AtomicUsize,
     /// Every tracked key once, earliest due first. A key enters it after its insertion into
     /// `states` and leaves it only when it is forgotten, so the two agree except for a key in
     /// between.
@@ -260,14 +285,15 @@ where
     /// # Errors
     ///
     /// When the algorithm cannot represent the quota; [`Error::TooLarge`] when one key's
-    /// state under it is larger than [`KeyedOptions::max_bytes`] (a sliding-window log's
-    /// entries), so that no key could ever be tracked.
+    /// state under it is larger than [`KeyedOptions::max_key_bytes`] (a sliding-window log's
+    /// entries), so that no key could be sure to be tracked.
     pub fn with_options(quota: Quota, clock: C, options: KeyedOptions) -> Result<Self, Error> {
         state_fits::<K, A>(&options, &A::Config::from_quota(&quota)?)?;
         Ok(Self {
             states: Shards::new(),
             tracked: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            override_bytes: AtomicUsize::new(0),
             due: Mutex::new(BinaryHeap::new()),
             overrides: Shards::new(),
             override_count: AtomicUsize::new(0),
@@ -330,7 +356,7 @@ where
     ///
     /// [`Error::TooManyKeys`] when `key` is new and does not fit (see the type's docs);
     /// [`Error::TooLarge`] when `key` is new and its charge alone exceeds
-    /// [`KeyedOptions::max_bytes`], so it could never fit.
+    /// [`KeyedOptions::max_key_bytes`], so it could never be sure to fit.
     #[inline]
     pub fn check<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
@@ -424,13 +450,14 @@ where
             return Ok((now, decision));
         }
         let bytes = key_bytes::<K, Q>(key).saturating_add(state_charge::<A>(&config));
-        if bytes > self.options.max_bytes {
-            // No key ever forgotten would make room: a denial with a time to retry would have
-            // an obedient client retry forever.
+        let max_key_bytes = self.options.max_key_bytes();
+        if bytes > max_key_bytes {
+            // Forgetting every key might not make room while per-key quotas hold their share:
+            // a denial with a time to retry would have an obedient client retry forever.
             return Err(Error::TooLarge {
                 what: "key with its state (bytes)",
                 value: bytes as u128,
-                max: self.options.max_bytes as u128,
+                max: max_key_bytes as u128,
             });
         }
         // Reserve room before taking the shard lock: reclaiming takes shard locks itself.
@@ -502,7 +529,9 @@ where
     }
 
     /// How long until the tracked key due soonest can have replenished: the earliest a new key
-    /// may find room (one second when no key is tracked, so none will ever be reclaimed).
+    /// may find room. Per-key quotas never hold the bytes a key needs, so a refusal always ends
+    /// when tracked keys replenish; the heap is empty at a refusal only while racing checks
+    /// hold the room for keys they are inserting or examining, and then this is one second.
     ///
     /// Never zero. Keys already due that the bounded sample did not reach may be idle, and the
     /// next check examines them: that is [`Decision::RETRY_SOON`], not a retry at once.
@@ -600,7 +629,8 @@ where
     /// algorithm's state and the most heap memory that state may
     /// hold under the key's quota ([`Algorithm::heap_bytes`]: a sliding-window log's entries),
     /// plus 32 bytes for the map and the eviction heap. A per-key quota is charged its key the
-    /// same way, its stored quota and 8 bytes.
+    /// same way, its stored quota and 8 bytes; per-key quotas together are charged at most
+    /// [`KeyedOptions::max_override_bytes`], half of the cap.
     ///
     /// ```
     /// use infra_common::ManualClock;
@@ -629,7 +659,7 @@ where
     /// # Errors
     ///
     /// When the algorithm cannot represent the quota, or one key's state under it would be
-    /// larger than [`KeyedOptions::max_bytes`] ([`Error::TooLarge`]); the old one stays in
+    /// larger than [`KeyedOptions::max_key_bytes`] ([`Error::TooLarge`]); the old one stays in
     /// force.
     pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
         state_fits::<K, A>(&self.options, &A::Config::from_quota(&quota)?)?;
@@ -641,10 +671,12 @@ where
     /// # Errors
     ///
     /// When the algorithm cannot represent the quota, or one key's state under it would be
-    /// larger than [`KeyedOptions::max_bytes`] ([`Error::TooLarge`]);
+    /// larger than [`KeyedOptions::max_key_bytes`] ([`Error::TooLarge`]);
     /// [`Error::TooManyOverrides`] when `key` has no quota of its own yet and
     /// [`KeyedOptions::max_overrides`] quotas are already set, or this one's bytes do not fit
-    /// under [`KeyedOptions::max_bytes`].
+    /// under [`KeyedOptions::max_override_bytes`] (half of [`KeyedOptions::max_bytes`], so that
+    /// keys always keep the other half) or, with the tracked keys', under
+    /// [`KeyedOptions::max_bytes`].
     pub fn set_key_quota<Q>(&self, key: &Q, quota: Quota) -> Result<(), Error>
     where
         K: Borrow<Q>,
@@ -664,14 +696,13 @@ where
             // Replacing a quota adds no entry. Should the old one be cleared meanwhile, this
             // becomes an insertion past the caps by one entry per racing caller, never more.
             match self.overrides.insert(key.to_owned(), entry) {
-                Some(replaced) => {
-                    self.bytes.fetch_sub(replaced.bytes, Ordering::Relaxed);
-                }
+                Some(replaced) => self.uncharge_override(replaced.bytes),
                 None => {
                     self.override_count.fetch_add(1, Ordering::Relaxed);
                 }
             }
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.override_bytes.fetch_add(bytes, Ordering::Relaxed);
             return Ok(());
         }
         let max_overrides = self.options.max_overrides;
@@ -681,16 +712,43 @@ where
                 (count < max_overrides).then_some(count + 1)
             })
             .map_err(|_| refused.clone())?;
-        if !self.charge(bytes) {
+        if !self.charge_override(bytes) {
             self.override_count.fetch_sub(1, Ordering::Relaxed);
             return Err(refused);
         }
         if let Some(replaced) = self.overrides.insert(key.to_owned(), entry) {
             // The key had a quota already: one entry, charged once.
             self.override_count.fetch_sub(1, Ordering::Relaxed);
-            self.bytes.fetch_sub(replaced.bytes, Ordering::Relaxed);
+            self.uncharge_override(replaced.bytes);
         }
         Ok(())
+    }
+
+    /// Charges a per-key quota's `bytes` if they stay within both the overrides' share and the
+    /// whole byte cap, or charges nothing.
+    fn charge_override(&self, bytes: usize) -> bool {
+        let max_override_bytes = self.options.max_override_bytes();
+        if self
+            .override_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes)
+                    .filter(|&total| total <= max_override_bytes)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        if self.charge(bytes) {
+            return true;
+        }
+        self.override_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        false
+    }
+
+    /// Gives back what a per-key quota was charged.
+    fn uncharge_override(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.override_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Returns `key` to the default quota.
@@ -701,7 +759,7 @@ where
     {
         if let Some(removed) = self.overrides.remove(key) {
             self.override_count.fetch_sub(1, Ordering::Relaxed);
-            self.bytes.fetch_sub(removed.bytes, Ordering::Relaxed);
+            self.uncharge_override(removed.bytes);
         }
     }
 
@@ -934,7 +992,8 @@ mod tests {
         // A `str` hashes its bytes and one terminating byte.
         let hashed = |key: &str| key.len() + 1;
         let per_key = |key: &str| size_of::<String>() + hashed(key) + size_of::<Gcra>() + 32;
-        let options = KeyedOptions::default().max_bytes(per_key("alice") + per_key("bob"));
+        // Room for alice and bob, each within the half that per-key quotas never take.
+        let options = KeyedOptions::default().max_bytes(2 * per_key("alice"));
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
             clock.clone(),
@@ -958,13 +1017,14 @@ mod tests {
         assert_eq!(limiter.sweep(), 2);
         assert_eq!(limiter.bytes(), 0);
 
-        // A per-key quota is charged too, and refused when it does not fit.
+        // A per-key quota is charged too, within half of the cap, and refused when it does
+        // not fit there.
         let override_bytes =
             size_of::<String>() + hashed("alice") + size_of::<Override<Gcra>>() + 8;
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
             clock.clone(),
-            KeyedOptions::default().max_bytes(override_bytes),
+            KeyedOptions::default().max_bytes(2 * override_bytes),
         )
         .unwrap();
         limiter
@@ -972,13 +1032,25 @@ mod tests {
             .unwrap();
         let with_override = limiter.bytes();
         assert_eq!(with_override, override_bytes);
-        assert!(limiter.check("bob").is_err(), "the quota used the bytes");
+        let refused = Err(Error::TooManyOverrides {
+            max_overrides: KeyedOptions::DEFAULT_MAX_OVERRIDES,
+        });
+        assert_eq!(
+            limiter.set_key_quota("carol", Quota::per_second(5).unwrap()),
+            refused,
+            "the quotas' half is used"
+        );
         assert_eq!(
             limiter.set_key_quota(long.as_str(), Quota::per_second(5).unwrap()),
-            Err(Error::TooManyOverrides {
-                max_overrides: KeyedOptions::DEFAULT_MAX_OVERRIDES
-            })
+            refused
         );
+        assert!(
+            limiter.check("bob").unwrap().is_allowed(),
+            "keys keep theirs"
+        );
+        assert_eq!(limiter.bytes(), with_override + per_key("bob"));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.sweep(), 1);
         // Replacing a key's quota charges it once.
         limiter
             .set_key_quota("alice", Quota::per_second(6).unwrap())
@@ -1067,6 +1139,53 @@ mod tests {
         limiter.set_key_quota(&3, quota).unwrap();
         assert_eq!(limiter.quota_for(&3), quota);
         assert_eq!(limiter.quota_for(&1), Quota::per_second(1).unwrap());
+    }
+
+    /// However many per-key quotas are set, they take at most half of the byte cap: new keys
+    /// keep room, and once the table is full of active keys, a refusal names the time the
+    /// first of them replenishes and ends then.
+    #[test]
+    fn per_key_quotas_leave_half_the_bytes_to_keys() {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<u64, Gcra, _>::with_options(
+            Quota::per_hour(1).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_bytes(10_000),
+        )
+        .unwrap();
+        let premium = Quota::per_hour(100).unwrap();
+        let mut overrides = 0;
+        while limiter.set_key_quota(&overrides, premium).is_ok() {
+            overrides += 1;
+        }
+        assert!(overrides > 0);
+        assert!(limiter.check(&1_000_000).unwrap().is_allowed());
+        // A `u64` key with GCRA is charged 56 bytes: its key twice, its state and 32.
+        let per_key: usize = 56;
+        assert!(limiter.bytes() - per_key <= 5_000, "{}", limiter.bytes());
+        let mut key = 1_000_001;
+        while let Ok(decision) = limiter.check(&key) {
+            assert!(decision.is_allowed());
+            key += 1;
+        }
+        assert!(
+            key - 1_000_000 >= (5_000 / per_key) as u64,
+            "{} keys fit",
+            key - 1_000_000
+        );
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(
+            limiter.check(&key),
+            Err(Error::TooManyKeys {
+                max_keys: KeyedOptions::DEFAULT_MAX_KEYS,
+                retry_after: Duration::from_secs(3_540),
+            })
+        );
+        clock.advance(Duration::from_secs(3_540));
+        assert!(limiter.check(&key).unwrap().is_allowed());
+        // Clearing a quota gives its bytes back to the next one.
+        limiter.clear_key_quota(&0);
+        limiter.set_key_quota(&overrides, premium).unwrap();
     }
 
     #[test]
