@@ -306,8 +306,10 @@ enum Control {
 /// [`AdaptiveConcurrencyLimiter::vegas`] moves the limit with TCP Vegas's rule instead: from the
 /// smallest latency seen (the no-queue baseline) and each request's latency, it estimates how
 /// many requests are queued, `limit × (latency − baseline) / latency`, and adds one to the limit
-/// while fewer than α are queued (and the limit is in use), removes one while more than β are
-/// (once per round trip, as any cut). It reacts to queues before they turn into timeouts,
+/// while fewer than α are queued (and the limit is in use), removes one while more than β are.
+/// Like Vegas's update per sample window, it changes the limit at most once per round trip:
+/// only an answer to a request sent since the last change (or cut) may change it, so requests
+/// answered together move it by one, not one each. It reacts to queues before they turn into timeouts,
 /// without a hand-picked threshold. The baseline is the smallest latency since creation or
 /// [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the service's normal latency is
 /// known to have changed.
@@ -330,9 +332,9 @@ pub struct AdaptiveConcurrencyLimiter<C: Clock> {
     in_flight: AtomicU32,
     limit: AtomicU32,
     fast_successes: AtomicU32,
-    /// Counts the cuts of the limit (Gradient: every update). A permit remembers the value it was
-    /// taken under, and only a report from a permit taken since the last cut may cut again: one
-    /// cut per round trip.
+    /// Counts the cuts of the limit (Vegas and Gradient: every change). A permit remembers the
+    /// value it was taken under, and only a report from a permit taken since the last cut may
+    /// cut again: one cut per round trip.
     cuts: AtomicU64,
     control: Control,
     clock: C,
@@ -365,16 +367,17 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     /// let clock = ManualClock::new();
     /// let limiter = AdaptiveConcurrencyLimiter::vegas(VegasConfig::new(10, 1, 100)?, clock.clone());
     /// // Six requests at once, answered in 10 ms: the baseline. The last two were sent with at
-    /// // least half the limit in flight, so the limit grows by two.
+    /// // least half the limit in flight; the first of them to be answered grows the limit by
+    /// // one, once for the round trip.
     /// let permits: Vec<_> = (0..6).map(|_| limiter.try_acquire().unwrap()).collect();
     /// clock.advance(Duration::from_millis(10));
     /// permits.into_iter().for_each(|permit| permit.success());
-    /// assert_eq!(limiter.limit(), 12);
-    /// // An answer at 4× the baseline: about 9 requests look queued, more than β = 6.
+    /// assert_eq!(limiter.limit(), 11);
+    /// // An answer at 4× the baseline: about 8 requests look queued, more than β = 6.
     /// let permit = limiter.try_acquire().unwrap();
     /// clock.advance(Duration::from_millis(40));
     /// permit.success();
-    /// assert_eq!(limiter.limit(), 11);
+    /// assert_eq!(limiter.limit(), 10);
     /// # Ok::<(), infra_ratelimit::Error>(())
     /// ```
     pub fn vegas(config: VegasConfig, clock: C) -> Self {
@@ -489,14 +492,13 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                     u128::from(limit) * u128::from(latency - baseline) / u128::from(latency)
                 };
                 let (min, max, _) = self.bounds();
+                // Either way once per round trip, as Vegas updates once per sample window: the
+                // answers to requests sent together report one queue, and adding one per fast
+                // answer would grow the limit by up to half of it per round trip.
                 if queued > u128::from(config.beta) {
-                    self.cut(permit.cuts, |limit| limit.saturating_sub(1).max(min));
+                    self.change(permit.cuts, |limit| limit.saturating_sub(1).max(min));
                 } else if queued < u128::from(config.alpha) && self.was_in_use(permit.in_flight) {
-                    let _ =
-                        self.limit
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
-                                Some(limit.saturating_add(1).min(max))
-                            });
+                    self.change(permit.cuts, |limit| limit.saturating_add(1).min(max));
                 }
             }
             Control::Gradient { config, state } => {
@@ -559,16 +561,17 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
             }
             return;
         }
-        self.cut(cuts_seen, lower);
+        self.change(cuts_seen, lower);
     }
 
-    /// Applies `lower` to the limit if no cut happened since the reporting permit was taken.
+    /// Applies `change` to the limit if no cut (or Vegas change) happened since the reporting
+    /// permit was taken.
     ///
     /// The requests in flight when the limit was cut were sent under the old limit: their
     /// timeouts report the same overload, so N of them at once cut once, not N times (TCP's
     /// one reduction per window). The first permit taken after a cut comes back one round trip
     /// later and may cut again.
-    fn cut(&self, cuts_seen: u64, lower: impl Fn(u32) -> u32) {
+    fn change(&self, cuts_seen: u64, change: impl Fn(u32) -> u32) {
         if self
             .cuts
             .compare_exchange(
@@ -584,7 +587,7 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         let _ = self
             .limit
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
-                Some(lower(limit))
+                Some(change(limit))
             });
         self.fast_successes.store(0, Ordering::Relaxed);
     }
@@ -951,13 +954,18 @@ mod tests {
                         let latency = clock.now_nanos() - started;
                         baseline = baseline.min(latency);
                         let queued = (limit * (latency - baseline)).checked_div(latency).unwrap_or(0);
-                        if queued > 4 {
-                            if seen == cuts {
-                                limit = (limit - 1).max(u64::from(min));
-                                cuts += 1;
-                            }
+                        // One change per round trip: only a request sent since the last one
+                        // may make the next, up or down.
+                        let next = if queued > 4 {
+                            Some((limit - 1).max(u64::from(min)))
                         } else if queued < 2 && in_flight * 2 >= limit {
-                            limit = (limit + 1).min(u64::from(max));
+                            Some((limit + 1).min(u64::from(max)))
+                        } else {
+                            None
+                        };
+                        if let Some(next) = next && seen == cuts {
+                            limit = next;
+                            cuts += 1;
                         }
                     }
                     Step::Overloaded(i) if !held.is_empty() => {
@@ -974,6 +982,35 @@ mod tests {
                 prop_assert_eq!(u64::from(limiter.limit()), limit);
             }
         }
+    }
+
+    /// Vegas moves the limit once per round trip, as its per-window update does: the answers
+    /// to requests sent together are one sample window, and only a request sent after the
+    /// change can change it again.
+    #[test]
+    fn vegas_changes_the_limit_once_per_round_trip() {
+        let clock = ManualClock::new();
+        let config = VegasConfig::new(10, 1, 100).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
+        let fast = Duration::from_millis(10);
+        // Ten requests with the limit in use, answered at the baseline: one more, not six.
+        together(&limiter, &clock, 10, fast, AdaptivePermit::success);
+        assert_eq!(limiter.limit(), 11);
+        together(&limiter, &clock, 11, fast, AdaptivePermit::success);
+        assert_eq!(limiter.limit(), 12);
+        // Twelve answers at four times the baseline, 9 queued (more than β = 6): one less.
+        let slow = Duration::from_millis(40);
+        together(&limiter, &clock, 12, slow, AdaptivePermit::success);
+        assert_eq!(limiter.limit(), 11);
+        // The next round trip's first answer decides for it, whatever the later ones say.
+        let held: Vec<_> = (0..11).map(|_| limiter.try_acquire().unwrap()).collect();
+        clock.advance(fast);
+        let mut held = held.into_iter().rev();
+        held.next().unwrap().success();
+        assert_eq!(limiter.limit(), 12);
+        clock.advance(slow);
+        held.for_each(AdaptivePermit::success);
+        assert_eq!(limiter.limit(), 12);
     }
 
     #[test]
