@@ -265,7 +265,7 @@ enum Control {
     Aimd(AimdConfig),
     Vegas {
         config: VegasConfig,
-        /// The smallest latency seen since the last baseline reset, in nanoseconds.
+        /// The smallest nonzero latency seen since the last baseline reset, in nanoseconds.
         min_latency: AtomicU64,
     },
     Gradient {
@@ -304,15 +304,15 @@ enum Control {
 /// latency is not rising.
 ///
 /// [`AdaptiveConcurrencyLimiter::vegas`] moves the limit with TCP Vegas's rule instead: from the
-/// smallest latency seen (the no-queue baseline) and each request's latency, it estimates how
-/// many requests are queued, `limit × (latency − baseline) / latency`, and adds one to the limit
-/// while fewer than α are queued (and the limit is in use), removes one while more than β are.
-/// Like Vegas's update per sample window, it changes the limit at most once per round trip:
-/// only an answer to a request sent since the last change (or cut) may change it, so requests
-/// answered together move it by one, not one each. It reacts to queues before they turn into timeouts,
-/// without a hand-picked threshold. The baseline is the smallest latency since creation or
-/// [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the service's normal latency is
-/// known to have changed.
+/// smallest nonzero latency seen (the no-queue baseline) and each request's latency, it
+/// estimates how many requests are queued, `limit × (latency − baseline) / latency`, and adds
+/// one to the limit while fewer than α are queued (and the limit is in use), removes one while
+/// more than β are. Like Vegas's update per sample window, it changes the limit at most once per
+/// round trip: only an answer to a request sent since the last change (or cut) may change it,
+/// so requests answered together move it by one, not one each. It reacts to queues before they
+/// turn into timeouts, without a hand-picked threshold. The baseline is the smallest nonzero
+/// latency since creation or [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the
+/// service's normal latency is known to have changed.
 ///
 /// ```
 /// use infra_common::ManualClock;
@@ -390,9 +390,10 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
 
     /// A Gradient limiter starting at the configured initial limit.
     ///
-    /// Once per round trip (at the first answer to a request sent after the previous update),
-    /// the limit moves by `gradient = long / short`, clamped to `0.5..=1`, where `short` is the
-    /// mean latency of the answers since the previous update and `long` an exponential average
+    /// Once per round trip (at the first answer to a request sent after the previous update,
+    /// once an answer's latency was measured, not zero), the limit moves by `gradient = long /
+    /// short`, clamped to `0.5..=1`, where `short` is the mean latency of the measured answers
+    /// since the previous update and `long` an exponential average
     /// of those means over the configured long window: `limit + smoothing × (limit × gradient +
     /// queue − limit)`, with the queue allowance only while `gradient = 1`. It grows only
     /// while the limit is in use; an overload report cuts it by the backoff factor, once per
@@ -446,7 +447,8 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         }
     }
 
-    /// Forgets the Vegas latency baseline; the next answer sets it again. No effect on AIMD.
+    /// Forgets the Vegas latency baseline; the next answer with a nonzero latency sets it again.
+    /// No effect on AIMD or Gradient.
     pub fn reset_baseline(&self) {
         if let Control::Vegas { min_latency, .. } = &self.control {
             min_latency.store(u64::MAX, Ordering::Relaxed);
@@ -478,6 +480,9 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                     self.increase();
                 }
             }
+            // Below the clock's resolution: no measurement (see `AdaptivePermit::success`). As
+            // the baseline it would make every later answer look fully queued.
+            Control::Vegas { .. } if latency == 0 => {}
             Control::Vegas {
                 config,
                 min_latency,
@@ -486,11 +491,8 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                     .fetch_min(latency, Ordering::Relaxed)
                     .min(latency);
                 let limit = self.limit();
-                let queued = if latency == 0 {
-                    0
-                } else {
-                    u128::from(limit) * u128::from(latency - baseline) / u128::from(latency)
-                };
+                let queued =
+                    u128::from(limit) * u128::from(latency - baseline) / u128::from(latency);
                 let (min, max, _) = self.bounds();
                 // Either way once per round trip, as Vegas updates once per sample window: the
                 // answers to requests sent together report one queue, and adding one per fast
@@ -505,9 +507,10 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                 let mut state = state.lock();
                 state.answer(latency, self.was_in_use(permit.in_flight));
                 // A request sent before the last update belongs to the round trip that update
-                // opened; the first one sent after it closes that round trip. Decided under the
+                // opened; the first one sent after it closes that round trip, once the round
+                // trip has a measured latency (until then it stays open). Decided under the
                 // lock, so each round trip is closed once, with every answer counted before.
-                if permit.cuts == self.cuts.load(Ordering::Acquire) {
+                if permit.cuts == self.cuts.load(Ordering::Acquire) && state.measured() {
                     self.limit.store(state.update(config), Ordering::Relaxed);
                     self.cuts.fetch_add(1, Ordering::AcqRel);
                 }
@@ -628,6 +631,15 @@ impl<C: Clock> AdaptivePermit<'_, C> {
     /// The request succeeded; its latency (measured since the permit was taken) moves the
     /// limit (AIMD: against the threshold; Vegas: against the baseline; Gradient: against the
     /// long-term average, at the end of a round trip).
+    ///
+    /// A latency of zero means the limiter's clock did not tick during the request (on a
+    /// [`CoarseClock`](infra_common::CoarseClock), any request faster than its precision): it is
+    /// below what the clock can measure, so Vegas and Gradient take it as no measurement. Vegas
+    /// neither takes it as its baseline nor moves the limit; Gradient leaves it out of the round
+    /// trip's mean (it still counts for whether the limit was in use), and a round trip with no
+    /// measured answer does not end. AIMD counts it as fast. Give Vegas and Gradient a clock
+    /// much finer than the service's latency, such as `SystemClock`: on a coarse one, answers
+    /// of a few ticks give them a coarse queue estimate.
     pub fn success(self) {
         let latency = self.limiter.clock.now_nanos().saturating_sub(self.started);
         self.limiter.record_success(&self, latency);
@@ -951,17 +963,21 @@ mod tests {
                         clock.advance(Duration::from_millis(millis));
                         let (permit, started, in_flight, seen) = held.swap_remove(i % held.len());
                         permit.success();
+                        // A latency of zero is no measurement: no baseline, no change.
                         let latency = clock.now_nanos() - started;
-                        baseline = baseline.min(latency);
-                        let queued = (limit * (latency - baseline)).checked_div(latency).unwrap_or(0);
+                        if latency > 0 {
+                            baseline = baseline.min(latency);
+                        }
+                        let queued = (latency > 0).then(|| limit * (latency - baseline) / latency);
                         // One change per round trip: only a request sent since the last one
                         // may make the next, up or down.
-                        let next = if queued > 4 {
-                            Some((limit - 1).max(u64::from(min)))
-                        } else if queued < 2 && in_flight * 2 >= limit {
-                            Some((limit + 1).min(u64::from(max)))
-                        } else {
-                            None
+                        let next = match queued {
+                            None => None,
+                            Some(queued) if queued > 4 => Some((limit - 1).max(u64::from(min))),
+                            Some(queued) if queued < 2 && in_flight * 2 >= limit => {
+                                Some((limit + 1).min(u64::from(max)))
+                            }
+                            Some(_) => None,
                         };
                         if let Some(next) = next && seen == cuts {
                             limit = next;
@@ -1011,6 +1027,60 @@ mod tests {
         clock.advance(slow);
         held.for_each(AdaptivePermit::success);
         assert_eq!(limiter.limit(), 12);
+    }
+
+    /// A request answered before the clock ticks reads a latency of zero (on a `CoarseClock`,
+    /// any request faster than its precision): no measurement, and above all not a baseline,
+    /// against which every later answer would look fully queued.
+    #[test]
+    fn vegas_takes_no_baseline_from_an_answer_faster_than_the_clock_ticks() {
+        let clock = ManualClock::new();
+        let config = VegasConfig::new(10, 1, 100).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
+        together(
+            &limiter,
+            &clock,
+            10,
+            Duration::ZERO,
+            AdaptivePermit::success,
+        );
+        // The service answers in one tick, with nothing queued and the limit in use: one more
+        // per round trip.
+        for _ in 0..5 {
+            let limit = limiter.limit() as usize;
+            together(
+                &limiter,
+                &clock,
+                limit,
+                Duration::from_millis(1),
+                AdaptivePermit::success,
+            );
+        }
+        assert_eq!(limiter.limit(), 15);
+    }
+
+    /// A service faster than the clock's tick: half of its answers read zero latency, the
+    /// others one tick. The zero readings measure nothing, so every round trip's mean is one
+    /// tick, steady, and the limit grows by the queue allowance.
+    #[test]
+    fn gradient_leaves_answers_faster_than_the_clock_ticks_out_of_its_means() {
+        let clock = ManualClock::new();
+        let config = GradientConfig::new(10, 1, 100).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+        let mut limits = vec![limiter.limit()];
+        for _ in 0..20 {
+            let sent = limiter.limit() as usize;
+            let held: Vec<_> = (0..sent).map(|_| limiter.try_acquire().unwrap()).collect();
+            let mut held = held.into_iter();
+            held.by_ref()
+                .take(sent / 2)
+                .for_each(AdaptivePermit::success);
+            clock.advance(Duration::from_millis(1));
+            held.for_each(AdaptivePermit::success);
+            limits.push(limiter.limit());
+        }
+        assert!(limits.windows(2).all(|w| w[0] <= w[1]), "{limits:?}");
+        assert!(limiter.limit() > 20, "{limits:?}");
     }
 
     #[test]
@@ -1238,6 +1308,7 @@ mod tests {
     }
 
     /// The Gradient rule as its definition states it, in `f64`, for the property test below.
+    /// A round trip's mean is over its measured answers: a latency of zero is none.
     ///
     /// The long-term average moves `weight` of the way to each round trip's mean, written so
     /// that it stays exactly where it is when the mean equals it: a round trip as slow as the
@@ -1259,8 +1330,13 @@ mod tests {
         /// The update at the end of a round trip: the round trip's mean latency against the
         /// long-term exponential average, `weight = 2 / (window + 1)`.
         fn end_round_trip(&mut self) {
-            let count = self.answers.len().max(1) as f64;
-            let short = self.answers.iter().map(|&(l, _)| l as f64).sum::<f64>() / count;
+            let measured: Vec<f64> = self
+                .answers
+                .iter()
+                .filter(|&&(l, _)| l > 0)
+                .map(|&(l, _)| l as f64)
+                .collect();
+            let short = measured.iter().sum::<f64>() / measured.len() as f64;
             let used = self.answers.iter().any(|&(_, used)| used);
             let weight = 2.0 / (self.window + 1.0);
             let mut long = self.long.map_or(short, |l| l + weight * (short - l));
@@ -1268,11 +1344,7 @@ mod tests {
                 long *= 0.9;
             }
             self.long = Some(long);
-            let gradient = if short == 0.0 {
-                1.0
-            } else {
-                (long / short).clamp(0.5, 1.0)
-            };
+            let gradient = (long / short).clamp(0.5, 1.0);
             let allowance = if gradient == 1.0 { self.queue } else { 0.0 };
             let mut next = self.estimate * (1.0 - self.smoothing)
                 + (self.estimate * gradient + allowance) * self.smoothing;
@@ -1335,7 +1407,8 @@ mod tests {
                         let (permit, started, in_flight, sent_in) = held.swap_remove(i % held.len());
                         permit.success();
                         model.answers.push((clock.now_nanos() - started, in_flight * 2 >= limit));
-                        if sent_in == round_trips {
+                        // A round trip ends only with a measured latency: zero is none.
+                        if sent_in == round_trips && model.answers.iter().any(|&(l, _)| l > 0) {
                             model.end_round_trip();
                             round_trips += 1;
                         }

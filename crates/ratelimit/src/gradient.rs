@@ -12,7 +12,8 @@
 //!   average is the mean latency of the round trip's answers, and the update (up or down) is
 //!   made by the first answer to a request sent after the previous update. A cut is therefore
 //!   made at most once per round trip, as with AIMD and Vegas, and the long window counts
-//!   round trips.
+//!   round trips. A latency of zero (the clock did not tick) is below the clock's resolution
+//!   and left out of the mean; a round trip with no measured answer waits for one to end.
 //! - **The queue allowance only while no queueing is seen** (`gradient = 1`). Added on every
 //!   update, it balances a gradient of `1 − queue / limit` at any latency, and the long-term
 //!   average keeps following the latency up, so under a steady overload the limit creeps
@@ -159,8 +160,8 @@ pub(crate) struct GradientState {
     estimate: f64,
     /// The long-term latency average in nanoseconds, from the first update on.
     long: Option<f64>,
-    /// The answers of the current round trip: latencies summed, how many, and whether any of
-    /// their requests was sent with the limit in use.
+    /// The answers of the current round trip: measured latencies summed, how many were
+    /// measured, and whether any of their requests was sent with the limit in use.
     latency_sum: u128,
     answers: u64,
     in_use: bool,
@@ -177,17 +178,29 @@ impl GradientState {
         }
     }
 
-    /// Counts one answer towards the current round trip.
+    /// Counts one answer towards the current round trip. A latency of zero is below the clock's
+    /// resolution: it tells whether the limit was in use, but is no measurement, and in the
+    /// mean it would pull the round trip (and the long-term average after it) towards zero.
     pub(crate) fn answer(&mut self, latency: u64, in_use: bool) {
-        self.latency_sum += u128::from(latency);
-        self.answers += 1;
+        if latency > 0 {
+            self.latency_sum += u128::from(latency);
+            self.answers += 1;
+        }
         self.in_use |= in_use;
     }
 
-    /// Ends the round trip: moves the estimate by its answers and returns the new limit.
+    /// Whether the current round trip has a measured latency, without which it cannot end.
+    pub(crate) fn measured(&self) -> bool {
+        self.answers > 0
+    }
+
+    /// Ends the round trip, which has a measured latency: moves the estimate by its answers and
+    /// returns the new limit.
     pub(crate) fn update(&mut self, config: &GradientConfig) -> u32 {
-        // Rounded to 53 bits, far finer than any latency the rule can tell apart.
-        let short = self.latency_sum as f64 / self.answers.max(1) as f64;
+        // Rounded to 53 bits, far finer than any latency the rule can tell apart. Positive: at
+        // least one answer was measured, and the long-term average, made of such means, is
+        // positive too.
+        let short = self.latency_sum as f64 / self.answers as f64;
         let mut long = match self.long {
             None => short,
             Some(long) => long + (short - long) * 2.0 / (f64::from(config.long_window) + 1.0),
@@ -196,11 +209,7 @@ impl GradientState {
             long *= 0.9;
         }
         self.long = Some(long);
-        let gradient = if short > 0.0 {
-            (long / short).clamp(0.5, 1.0)
-        } else {
-            1.0
-        };
+        let gradient = (long / short).clamp(0.5, 1.0);
         let queue = if gradient >= 1.0 {
             f64::from(config.queue)
         } else {

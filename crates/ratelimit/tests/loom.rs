@@ -309,20 +309,22 @@ fn gradient_answers_reported_together_end_one_round_trip() {
             .unwrap()
             .with_smoothing_percent(100)
             .unwrap();
-        let limiter = Arc::new(AdaptiveConcurrencyLimiter::gradient(
-            config,
-            ManualClock::new(),
-        ));
+        let clock = ManualClock::new();
+        let limiter = Arc::new(AdaptiveConcurrencyLimiter::gradient(config, clock.clone()));
         // Two requests held here, so that the two below are sent with the limit in use (3 and
         // 4 in flight) whatever the limit becomes.
         let held = [
             limiter.try_acquire().unwrap(),
             limiter.try_acquire().unwrap(),
         ];
-        // The two answers race. Each request was sent before any update, so each may end the
-        // round trip, but only the first to do so under the lock does: the other's answer then
-        // belongs to the next round trip.
-        answered_together(&limiter, |permit| permit.success());
+        // The two answers race, each 10 ms after both were sent (a latency of zero would be no
+        // measurement, and end no round trip). Each request was sent before any update, so
+        // each may end the round trip, but only the first to do so under the lock does: the
+        // other's answer then belongs to the next round trip.
+        answered_together(&limiter, move |permit| {
+            clock.advance(Duration::from_millis(10));
+            permit.success();
+        });
         assert_eq!(limiter.limit(), 5, "one update per round trip");
         drop(held);
     });
