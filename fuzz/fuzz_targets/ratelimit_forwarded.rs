@@ -1,7 +1,7 @@
 //! `ClientIp` behind trusted proxies (infra-ratelimit's `tower` feature): whatever bytes the
 //! `X-Forwarded-For` and `Forwarded` fields hold, reading the client address never panics and
 //! gives exactly what a simple reference reader of the documented rules gives (an address, no
-//! field, or an unusable one). And what a client writes left of the proxies' elements never
+//! field or a proxy that does not know the client, or an unusable one). And what a client writes left of the proxies' elements never
 //! changes a key: the first `Forwarded` line stands for the client's bytes, the others for
 //! what the proxies wrote; whenever the proxies' lines alone give a key, the same key comes
 //! with the client's bytes prepended as a line of their own or joined to the proxies' first
@@ -51,9 +51,22 @@ fn client(address: IpAddr) -> Option<IpAddr> {
     })
 }
 
-/// The extractor's answer for a field that is there: a key, or unusable.
-fn outcome(address: Option<IpAddr>) -> Result<IpAddr, bool> {
-    address.and_then(client).ok_or(true)
+/// What the entry or element at the chosen position says of the client.
+enum Said {
+    Address(IpAddr),
+    /// `unknown`, or an obfuscated identifier: the proxy does not know or tell the address.
+    Unknown,
+    Nothing,
+}
+
+/// The extractor's answer for a field that is there: a key, none (the proxy does not know
+/// the client), or unusable.
+fn outcome(said: Said) -> Result<IpAddr, bool> {
+    match said {
+        Said::Address(address) => client(address).ok_or(true),
+        Said::Unknown => Err(false),
+        Said::Nothing => Err(true),
+    }
 }
 
 /// An extractor's answer in the same terms: `Err(false)` is no field, `Err(true)` unusable.
@@ -66,14 +79,25 @@ fn digits(port: &str) -> bool {
 }
 
 /// `X-Forwarded-For`: every value joined by commas, split at commas, the entry `hops` from
-/// the end, trimmed: an address, `[v6]`, `[v6]:port` or `v4:port`.
-fn reference_xff(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
+/// the end, trimmed: an address, `[v6]`, `[v6]:port` or `v4:port`; or `unknown` in any case.
+fn reference_xff(values: &[&[u8]], hops: usize) -> Said {
     let joined = values.join(&b","[..]);
     let entries: Vec<&[u8]> = joined.split(|&b| b == b',').collect();
     if hops == 0 || hops > entries.len() {
-        return None;
+        return Said::Nothing;
     }
-    let text = std::str::from_utf8(trim(entries[entries.len() - hops])).ok()?;
+    let entry = trim(entries[entries.len() - hops]).to_ascii_lowercase();
+    if entry == b"unknown" {
+        return Said::Unknown;
+    }
+    std::str::from_utf8(&entry)
+        .ok()
+        .and_then(xff_address)
+        .map_or(Said::Nothing, Said::Address)
+}
+
+/// An `X-Forwarded-For` entry's address.
+fn xff_address(text: &str) -> Option<IpAddr> {
     if let Ok(address) = text.parse::<IpAddr>() {
         return Some(address);
     }
@@ -172,10 +196,15 @@ fn tail_elements(values: &[&[u8]], line: usize, start: usize) -> Option<Vec<Opti
 }
 
 /// `Forwarded`: the shortest tail of the values, starting at the start of a line or after a
-/// comma, that parses in full into exactly `hops` elements; the `for` of its first element:
-/// `v4` or `[v6]`, then nothing or `:` and digits or `_` and letters, digits, `.`, `_`, `-`,
-/// 64 bytes at most.
-fn reference_forwarded(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
+/// comma, that parses in full into exactly `hops` elements; the `for` of its first element,
+/// 64 bytes at most: `v4` or `[v6]`, or `unknown` in any case or `_` and letters, digits,
+/// `.`, `_`, `-` (no address), then nothing or `:` and digits or `_` and letters, digits,
+/// `.`, `_`, `-`.
+fn reference_forwarded(values: &[&[u8]], hops: usize) -> Said {
+    forwarded_node(values, hops).unwrap_or(Said::Nothing)
+}
+
+fn forwarded_node(values: &[&[u8]], hops: usize) -> Option<Said> {
     if hops == 0 {
         return None;
     }
@@ -197,6 +226,25 @@ fn reference_forwarded(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
         return None;
     }
     let text = String::from_utf8(node).ok()?;
+    let obfuscated = |text: &str| {
+        text.strip_prefix('_').is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
+    };
+    let port_ok = |after: &str| {
+        after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|port| digits(port) || obfuscated(port))
+    };
+    let colon = text.find(':').unwrap_or(text.len());
+    let (name, after) = text.split_at(colon);
+    if (name.eq_ignore_ascii_case("unknown") || obfuscated(name)) && port_ok(after) {
+        return Some(Said::Unknown);
+    }
     let (address, after) = if let Some(inner) = text.strip_prefix('[') {
         let close = inner.find(']')?;
         (
@@ -204,20 +252,9 @@ fn reference_forwarded(values: &[&[u8]], hops: usize) -> Option<IpAddr> {
             &inner[close + 1..],
         )
     } else {
-        let colon = text.find(':').unwrap_or(text.len());
-        (IpAddr::V4(text[..colon].parse().ok()?), &text[colon..])
+        (IpAddr::V4(name.parse().ok()?), after)
     };
-    let port_ok = after.is_empty()
-        || after.strip_prefix(':').is_some_and(|port| {
-            digits(port)
-                || port.strip_prefix('_').is_some_and(|obfuscated| {
-                    !obfuscated.is_empty()
-                        && obfuscated
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                })
-        });
-    port_ok.then_some(address)
+    port_ok(after).then_some(Said::Address(address))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -254,7 +291,7 @@ fuzz_target!(|data: &[u8]| {
     let forwarded: Vec<&[u8]> = forwarded.iter().map(Vec::as_slice).collect();
 
     // Zero hops reads the peer, which this request has none of.
-    let expected = |values: &[&[u8]], reference: fn(&[&[u8]], usize) -> Option<IpAddr>| {
+    let expected = |values: &[&[u8]], reference: fn(&[&[u8]], usize) -> Said| {
         if hops == 0 || values.is_empty() {
             Err(false)
         } else {

@@ -890,9 +890,10 @@ async fn what_a_client_prepends_to_forwarded_never_changes_its_key() {
 /// shared bucket, never a pass, never a 500.
 #[tokio::test]
 async fn an_unusable_forwarded_identity_is_refused_as_a_client_error() {
-    let requests: [(ClientIp, &[(&str, &str)]); 6] = [
+    let requests: [(ClientIp, &[(&str, &str)]); 7] = [
         (ClientIp::forwarded(1), &[("forwarded", "for=192.0.2.1, x")]),
-        (ClientIp::forwarded(1), &[("forwarded", "for=unknown")]),
+        (ClientIp::forwarded(1), &[("forwarded", "for=unknownx")]),
+        (ClientIp::forwarded(1), &[("forwarded", "for=_")]),
         (
             ClientIp::forwarded(1),
             &[("forwarded", r#"for="192.0.2.1"#)],
@@ -925,6 +926,59 @@ async fn an_unusable_forwarded_identity_is_refused_as_a_client_error() {
             assert_eq!(inner.calls(), 0, "{missing:?} {headers:?}");
             assert_eq!(layer.limiter("default").unwrap().len(), 0);
             assert_eq!((layer.unusable_keys(), layer.missing_keys()), (2, 0));
+        }
+    }
+}
+
+/// RFC 7239 lets a proxy that does not know the client's address, or hides it, write
+/// `unknown` or an obfuscated identifier (and Squid writes `unknown` to `X-Forwarded-For`):
+/// from the trusted proxy, that is a request whose client is unknown, under the missing-key
+/// policy like one without the field, not the client's error.
+#[tokio::test]
+async fn a_trusted_proxy_that_does_not_know_the_client_leaves_the_request_without_a_key() {
+    let requests: [(ClientIp, &[(&str, &str)]); 5] = [
+        (ClientIp::forwarded(1), &[("forwarded", "for=unknown")]),
+        (
+            ClientIp::forwarded(1),
+            &[("forwarded", r#"for=192.0.2.1, for="UNKNOWN:443""#)],
+        ),
+        (
+            ClientIp::forwarded(2),
+            &[("forwarded", "for=_hidden;proto=https, for=192.0.2.1")],
+        ),
+        (
+            ClientIp::forwarded(1),
+            &[("forwarded", r#"for="_abc:_port";by=_proxy"#)],
+        ),
+        (
+            ClientIp::x_forwarded_for(1),
+            &[("x-forwarded-for", "192.0.2.1, unknown")],
+        ),
+    ];
+    for (missing, statuses) in [
+        (MissingKey::Shared, [200, 200, 429]),
+        (MissingKey::Pass, [200, 200, 200]),
+        (MissingKey::Reject, [500, 500, 500]),
+    ] {
+        for (extractor, headers) in requests {
+            let clock = ManualClock::new();
+            let limiter = KeyedRateLimiter::<IpAddr, Gcra, _>::with_clock(
+                Quota::per_hour(2).unwrap(),
+                clock.clone(),
+            )
+            .unwrap();
+            let layer = RateLimitLayer::builder(extractor, limiter)
+                .missing_key(missing)
+                .build();
+            let mut service = layer.layer(Counting::default());
+            for status in statuses {
+                let response = send_with(&mut service, headers).await;
+                assert_eq!(response.status(), status, "{missing:?} {headers:?}");
+            }
+            assert_eq!((layer.unusable_keys(), layer.missing_keys()), (0, 3));
+            // Under `Shared` the one key tracked is the shared one, no client's address.
+            let tracked = usize::from(missing == MissingKey::Shared);
+            assert_eq!(layer.limiter("default").unwrap().len(), tracked);
         }
     }
 }

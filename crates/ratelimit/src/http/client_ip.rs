@@ -27,10 +27,13 @@ enum Source {
 ///   `trusted_proxies` proxies: each proxy appends the address it received the request from,
 ///   so the client is the entry `trusted_proxies` from the right. Entries further left were
 ///   written by the client and are never read, so a client can neither choose its own key nor
-///   lose it. Without the field the request has no key ([`NoKey::Missing`]); with the field
-///   but no address at that position (fewer entries than proxies, a malformed element,
-///   `unknown`, an obfuscated identifier) its key is unusable ([`NoKey::Unusable`]) and the
-///   layer refuses it. `trusted_proxies = 0` reads the peer address.
+///   lose it. Without the field the request has no key ([`NoKey::Missing`]), nor when the
+///   trusted proxy wrote that it does not know or does not tell the client's address
+///   (`Forwarded`'s `unknown` or an obfuscated identifier such as `_hidden`,
+///   `X-Forwarded-For`'s `unknown`): the [`MissingKey`](super::MissingKey) policy applies.
+///   With the field but neither at that position (fewer entries than proxies, a malformed
+///   element) its key is unusable ([`NoKey::Unusable`]) and the layer refuses it.
+///   `trusted_proxies = 0` reads the peer address.
 ///
 /// IPv6 clients are keyed by their /64 by default: a single subscriber is given at least a
 /// whole /64 (often a /56 or a /48) and picks addresses in it freely (SLAAC privacy

@@ -6,13 +6,15 @@
 //! element `hops` from the right (1: the last): no byte left of that element and its
 //! separator is ever read, so nothing a client prepends (bytes, a malformed element, an
 //! unclosed quote, whole field lines) changes the outcome. With no field of that name at all
-//! the request has no identity ([`NoKey::Missing`]); with one that does not give an address
+//! the request has no identity ([`NoKey::Missing`]), nor when the proxy at that position
+//! wrote that it does not know the client's address (below); with a field that gives neither
 //! at that position, its identity is unusable ([`NoKey::Unusable`]).
 //!
 //! `X-Forwarded-For` has no specification: its fields, in order, form one list split at
 //! commas, each entry trimmed of spaces and tabs. An entry is an IPv4 or IPv6 address,
 //! optionally bracketed (`[2001:db8::1]`), and either with a port (`192.0.2.1:4711`,
-//! `[2001:db8::1]:4711`).
+//! `[2001:db8::1]:4711`), or `unknown` (any case; what Squid writes when told not to forward
+//! the address): no client address.
 //!
 //! `Forwarded`: every field line is a non-empty list of elements (`element *(OWS "," OWS
 //! element)`), an element is `pair *(OWS ";" OWS pair)`, a pair `token "=" (token /
@@ -20,9 +22,11 @@
 //! The elements read (the last `hops`) must follow that grammar, each preceded by a comma or
 //! the start of its line. The `for` value of the chosen element must be an IPv4 address or a
 //! bracketed IPv6 address, optionally followed by `:` and a port (1 to 5 digits, or an
-//! obfuscated `_port`); `unknown` and obfuscated identifiers (`_hidden`) are not addresses,
-//! nor is a value of more than 64 bytes (the longest address with a decimal port has 53).
-//! The work is bounded by the bytes of the elements read, and nothing is allocated.
+//! obfuscated `_port`). RFC 7239's other nodes, `unknown` (any case) and obfuscated
+//! identifiers (`_hidden`), with or without such a port, say the proxy does not know or does
+//! not tell the client's address: no client address. A value of more than 64 bytes is
+//! neither (the longest address with a decimal port has 53). The work is bounded by the bytes
+//! of the elements read, and nothing is allocated.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -54,6 +58,9 @@ pub(crate) fn x_forwarded_for(headers: &HeaderMap, hops: usize) -> Result<IpAddr
         .nth(hops.checked_sub(1).ok_or(UNUSABLE_X_FORWARDED_FOR)?)
         .ok_or(UNUSABLE_X_FORWARDED_FOR)?;
     let text = std::str::from_utf8(trim_ows(entry)).map_err(|_| UNUSABLE_X_FORWARDED_FOR)?;
+    if text.eq_ignore_ascii_case(UNKNOWN) {
+        return Err(NoKey::Missing);
+    }
     text.parse::<IpAddr>()
         .ok()
         .or_else(|| address_and_port(text, is_port))
@@ -77,8 +84,11 @@ pub(crate) fn forwarded(headers: &HeaderMap, hops: usize) -> Result<IpAddr, NoKe
                     .ok_or(UNUSABLE_FORWARDED)?
                     .unescape(&mut buffer)
                     .ok_or(UNUSABLE_FORWARDED)?;
-                return address_and_port(text, |port| is_port(port) || is_obfuscated(port))
-                    .ok_or(UNUSABLE_FORWARDED);
+                let port = |port: &str| is_port(port) || is_obfuscated(port);
+                if names_no_address(text, port) {
+                    return Err(NoKey::Missing);
+                }
+                return address_and_port(text, port).ok_or(UNUSABLE_FORWARDED);
             }
             left -= 1;
             if !reader.separator().ok_or(UNUSABLE_FORWARDED)? {
@@ -87,6 +97,19 @@ pub(crate) fn forwarded(headers: &HeaderMap, hops: usize) -> Result<IpAddr, NoKe
         }
     }
     Err(UNUSABLE_FORWARDED)
+}
+
+/// What a proxy writes for a client whose address it does not know or does not tell.
+const UNKNOWN: &str = "unknown";
+
+/// RFC 7239's `unknown` (case-insensitive, as ABNF strings are) or an obfuscated identifier,
+/// then nothing, or `:` and a port that `port` accepts: a node that names no address. The
+/// client is then unknown, as without the field, and not at fault: its proxy wrote this.
+fn names_no_address(text: &str, port: impl Fn(&str) -> bool) -> bool {
+    let (name, rest) = text
+        .split_once(':')
+        .map_or((text, None), |(n, p)| (n, Some(p)));
+    (name.eq_ignore_ascii_case(UNKNOWN) || is_obfuscated(name)) && rest.is_none_or(port)
 }
 
 /// `[IPv6]` or IPv4, then nothing, or `:` and a port that `port` accepts.
@@ -112,7 +135,7 @@ fn is_port(text: &str) -> bool {
     (1..=5).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// RFC 7239's `obfport`: `_` then letters, digits, `.`, `_`, `-`.
+/// RFC 7239's `obfport` and `obfnode`: `_` then letters, digits, `.`, `_`, `-`.
 fn is_obfuscated(text: &str) -> bool {
     text.strip_prefix('_').is_some_and(|rest| {
         !rest.is_empty()
@@ -366,7 +389,10 @@ mod tests {
             ("192.0.2.1:123456", Err(UNUSABLE_X_FORWARDED_FOR)),
             ("192.0.2.1:+80", Err(UNUSABLE_X_FORWARDED_FOR)),
             ("[2001:db8::1]x", Err(UNUSABLE_X_FORWARDED_FOR)),
-            ("unknown", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("unknown", Err(NoKey::Missing)),
+            ("Unknown", Err(NoKey::Missing)),
+            ("unknown:80", Err(UNUSABLE_X_FORWARDED_FOR)),
+            ("_hidden", Err(UNUSABLE_X_FORWARDED_FOR)),
             ("", Err(UNUSABLE_X_FORWARDED_FOR)),
             ("01.2.3.4", Err(UNUSABLE_X_FORWARDED_FOR)),
         ] {
@@ -394,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_nodes_that_are_not_addresses_give_none() {
+    fn forwarded_nodes_that_are_not_addresses_name_no_client_or_are_unusable() {
         for (value, expected) in [
             (r#"for="192.0.2.1:8080""#, ip("192.0.2.1")),
             (r#"for="192.0.2.1:_p1""#, ip("192.0.2.1")),
@@ -402,8 +428,16 @@ mod tests {
             (r#"for="\[::1\]""#, ip("::1")),
             (r#"for="\"192.0.2.1""#, Err(UNUSABLE_FORWARDED)),
             (r#"for=" 192.0.2.1""#, Err(UNUSABLE_FORWARDED)),
-            ("for=unknown", Err(UNUSABLE_FORWARDED)),
-            ("for=_hidden", Err(UNUSABLE_FORWARDED)),
+            ("for=unknown", Err(NoKey::Missing)),
+            ("for=UnKnown", Err(NoKey::Missing)),
+            (r#"for="unknown:4711""#, Err(NoKey::Missing)),
+            ("for=_hidden", Err(NoKey::Missing)),
+            (r#"for="_hidden:_p1""#, Err(NoKey::Missing)),
+            ("for=unknownx", Err(UNUSABLE_FORWARDED)),
+            ("for=_", Err(UNUSABLE_FORWARDED)),
+            (r#"for="_hidden:""#, Err(UNUSABLE_FORWARDED)),
+            (r#"for="unknown:x""#, Err(UNUSABLE_FORWARDED)),
+            (r#"for="_a/b""#, Err(UNUSABLE_FORWARDED)),
             (r#"for="2001:db8::1""#, Err(UNUSABLE_FORWARDED)),
             (r#"for="[2001:db8::1]x""#, Err(UNUSABLE_FORWARDED)),
             (r#"for="192.0.2.1:""#, Err(UNUSABLE_FORWARDED)),

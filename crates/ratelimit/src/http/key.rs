@@ -41,7 +41,8 @@ pub trait KeyExtractor: Send + Sync + 'static {
 /// Why a request has no key.
 ///
 /// The two cases differ in who is at fault. A *missing* identity (no connect info, no
-/// header at all) is the deployment's: the layer applies the [`MissingKey`] policy. An
+/// header at all, a trusted proxy that does not know the client's address) is the
+/// deployment's: the layer applies the [`MissingKey`] policy. An
 /// *unusable* one is the client's: the identity is there but malformed, ambiguous (a
 /// [`HeaderKey`] header sent twice) or not where the trusted proxies put it. Letting such a
 /// request share a bucket, or pass, would let any client leave its own limit by sending a

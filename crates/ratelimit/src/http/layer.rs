@@ -350,7 +350,8 @@ impl<X, L, J> Shared<X, L, J> {
                 policy = ?self.missing,
                 "a rate-limited request had no key: the extractor found no client identity \
                  (for a client IP: is the server started with connect info, is the trusted \
-                 proxy count right?); further keyless requests are counted, not logged"
+                 proxy count right, does the proxy know the client's address?); further \
+                 keyless requests are counted, not logged"
             );
         }
     }
