@@ -1002,6 +1002,16 @@ mod tests {
         .unwrap();
         assert!(limiter.check("alice").unwrap().is_allowed());
         assert_eq!(limiter.bytes(), per_key("alice"));
+        // One byte over the half that per-key quotas never take: it could not be sure to fit,
+        // so it is refused as too large whatever room is free now.
+        assert_eq!(
+            limiter.check("alice!"),
+            Err(Error::TooLarge {
+                what: "key with its state (bytes)",
+                value: per_key("alice!") as u128,
+                max: per_key("alice") as u128,
+            })
+        );
         // A key of any length is charged its length: this one never fits, which waiting would
         // not change.
         let long = "x".repeat(10_000);
