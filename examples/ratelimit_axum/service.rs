@@ -7,8 +7,9 @@
 //! - The client is the address the trusted proxies recorded in `X-Forwarded-For` (the entry
 //!   `trusted_proxies` from the right), or with no proxy the connection's peer, which axum
 //!   provides when served with `into_make_service_with_connect_info`.
-//! - A request whose client cannot be told (no connection info, no `X-Forwarded-For` field)
-//!   is limited with every other such request as one client, never let through; one whose
+//! - A request whose client cannot be told (no connection info, no `X-Forwarded-For` field,
+//!   `unknown` where the proxy writes) is limited with every other such request as one
+//!   client, never let through; one whose
 //!   field has no address where the proxy writes (too few entries) is refused with a `400`.
 //!
 //! `main.rs` serves it; `tests/ratelimit_axum.rs` drives it over loopback.
