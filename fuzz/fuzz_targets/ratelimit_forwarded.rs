@@ -1,11 +1,11 @@
 //! `ClientIp` behind trusted proxies (infra-ratelimit's `tower` feature): whatever bytes the
 //! `X-Forwarded-For` and `Forwarded` fields hold, reading the client address never panics and
 //! gives exactly what a simple reference reader of the documented rules gives (an address, no
-//! field or a proxy that does not know the client, or an unusable one). And what a client writes left of the proxies' elements never
-//! changes a key: the first `Forwarded` line stands for the client's bytes, the others for
-//! what the proxies wrote; whenever the proxies' lines alone give a key, the same key comes
-//! with the client's bytes prepended as a line of their own or joined to the proxies' first
-//! line by a comma.
+//! field or a proxy that does not know the client, or an unusable one). And what a client
+//! writes left of the proxies' elements never changes a key: the first `Forwarded` line
+//! stands for the client's bytes, the others for what the proxies wrote; whenever the
+//! proxies' lines alone give a key, the same key comes with the client's bytes prepended as a
+//! line of their own or joined to the proxies' first line by a comma.
 //!
 //! The input is text: the first line is the number of trusted proxies (0 to 99), then one
 //! `name: value` header per line, so seeds are ordinary header blocks.

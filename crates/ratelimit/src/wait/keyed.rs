@@ -354,8 +354,9 @@ where
     ///
     /// [`Error::TooManyWaitingKeys`] and [`Error::TooManyWaiters`] as described on the type;
     /// [`Error::TooManyKeys`] when the key is new and the limiter cannot track it now,
-    /// [`Error::TooLarge`] when it never could (its charge alone exceeds the keys' half of the byte cap), or
-    /// when the caller would have to wait and the key's line alone exceeds the waiting byte cap.
+    /// [`Error::TooLarge`] when it never could (its charge alone exceeds the keys' half of the
+    /// byte cap), or when the caller would have to wait and the key's line alone exceeds the
+    /// waiting byte cap.
     pub async fn until_ready<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
         K: Borrow<Q>,
