@@ -60,10 +60,10 @@ fn appends_bytes_fsyncs_and_depth_per_log() {
         .collect();
     let get = |name, log| read(&snapshot, name, log);
     assert_eq!(get("infra_mqueue_log_appends_total", "orders"), Some(3.0));
-    // Framing: 8 bytes per record.
+    // Framing: 12 bytes per record.
     assert_eq!(
         get("infra_mqueue_log_appended_bytes_total", "orders"),
-        Some(f64::from(5 + 1 + 2 + 3 * 8))
+        Some(f64::from(5 + 1 + 2 + 3 * 12))
     );
     assert_eq!(get("infra_mqueue_log_fsyncs_total", "orders"), Some(2.0));
     assert_eq!(get("infra_mqueue_log_depth", "orders"), Some(3.0));

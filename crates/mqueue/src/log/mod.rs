@@ -104,7 +104,7 @@ pub(crate) fn take_dir_lock(
 pub use ticket::AppendTicket;
 
 use crate::Error;
-use record::{Frame, SEGMENT_HEADER};
+use record::{Frame, Framing, SEGMENT_HEADER};
 use segment::{INDEX_STRIDE, Reader, Segment};
 
 /// The largest `max_record_bytes` accepted (256 MiB), and the limit recovery applies to a
@@ -368,7 +368,7 @@ impl Log {
                 sealed.insert(older.base, older);
             }
         }
-        let active = match newest {
+        let mut active = match newest {
             Some(segment) => segment,
             None => {
                 // A first open: an earlier one may have created the directory and died before
@@ -387,12 +387,6 @@ impl Log {
             .file
             .sync()
             .map_err(|e| Error::io("fsync", &active.path, e))?;
-        // And the segments' names: an open or a roll that died between creating a segment and
-        // syncing the directory left a name the next power loss would take, with whatever was
-        // appended to it since.
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
         let next = active
             .base
             .checked_add(active.records)
@@ -402,6 +396,28 @@ impl Log {
                 position: 0,
                 reason: "the segment's offsets pass 2^63, which no log reaches",
             })?;
+        if active.framing == Framing::V1 {
+            // Appends go to segments in the current format only. One in the old format with
+            // no record is started over in place; one with records (synced above, its torn
+            // tail cut) is sealed, and a new segment starts at the next offset.
+            let old = active;
+            active = if old.records == 0 {
+                bytes -= old.len;
+                allocated -= old.allocated;
+                Segment::start_over(old.base, old.path, old.file, now_millis)?
+            } else {
+                sealed.insert(old.base, old);
+                Segment::create(&*storage, dir, next, now_millis)?
+            };
+            bytes += active.len;
+            allocated += active.allocated;
+        }
+        // And the segments' names: an open or a roll that died between creating a segment and
+        // syncing the directory left a name the next power loss would take, with whatever was
+        // appended to it since.
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
         let last_sync_nanos = clock.now_nanos();
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -554,14 +570,20 @@ impl Log {
         for payload in payloads {
             let framed = record::framed_len(payload.len());
             let used = inner.active.len + buf.len() as u64;
+            // The active segment is always in the current format, whose header is
+            // `SEGMENT_HEADER` bytes: `Log::open` starts a new one after an old-format segment.
             if used > SEGMENT_HEADER as u64 && used + framed > self.options.segment_bytes {
                 self.flush(inner, buf, positions)?;
                 buf.clear();
                 positions.clear();
                 self.roll(inner)?;
             }
+            // Were the active segment in the old format, nothing would be written to it.
+            let Framing::Salted { seed } = inner.active.framing else {
+                return Err(Error::Failed);
+            };
             positions.push(inner.active.len + buf.len() as u64);
-            record::encode(payload, buf);
+            record::encode(seed, payload, buf);
         }
         self.flush(inner, buf, positions)
     }
@@ -686,7 +708,7 @@ impl Log {
         let mut out = Vec::new();
         let mut at = from;
         while out.len() < max_records {
-            let (file, path, mut position, mut offset, until, seg_len) = {
+            let (file, path, framing, mut position, mut offset, until, seg_len) = {
                 let inner = self.inner.lock();
                 let first = inner.first();
                 if at < first {
@@ -723,6 +745,7 @@ impl Log {
                 (
                     Arc::clone(&segment.file),
                     segment.path.clone(),
+                    segment.framing,
                     position,
                     base + stride * INDEX_STRIDE,
                     until,
@@ -732,7 +755,7 @@ impl Log {
             let mut reader = Reader::new(&**file, seg_len);
             while offset < until {
                 let frame = reader
-                    .frame_at(position, RECORD_LIMIT)
+                    .frame_at(position, framing, RECORD_LIMIT)
                     .map_err(|e| Error::io("read", &path, e))?;
                 let Frame::Record { payload, len } = frame else {
                     return Err(Error::Corrupt {
@@ -920,14 +943,18 @@ fn wall_millis(clock: &dyn Clock) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Decodes `bytes` as consecutive records the way recovery does, for the fuzz target: returns
+/// Decodes `bytes` as consecutive records the way recovery does, for the fuzz target: framed
+/// for an `INFRAMQ2` segment whose salt is `salt`, or for an `INFRAMQ1` one (`None`). Returns
 /// each record's position and payload up to the first frame that is not a whole valid record.
 #[cfg(fuzzing)]
-pub fn fuzz_decode(bytes: &[u8], max_len: u32) -> Vec<(usize, &[u8])> {
+pub fn fuzz_decode(bytes: &[u8], salt: Option<u64>, max_len: u32) -> Vec<(usize, &[u8])> {
+    let framing = salt.map_or(Framing::V1, |salt| Framing::Salted {
+        seed: record::seed(salt),
+    });
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(rest) = bytes.get(at..) {
-        match record::decode(rest, max_len) {
+        match framing.decode(rest, max_len) {
             Frame::Record { payload, len } => {
                 out.push((at, payload));
                 at += len;
