@@ -170,7 +170,11 @@ fn damage_in_an_old_format_segment_is_still_corruption_and_nothing_is_deleted() 
         other => panic!("expected Corrupt, got {other:?}"),
     }
     assert_eq!(fs::read(segment_path(dir.path(), 0)).unwrap(), bytes);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "the segment and LOCK");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "the segment and LOCK"
+    );
 
     // A torn last record in an older segment.
     let dir = tempfile::tempdir().unwrap();
@@ -181,5 +185,8 @@ fn damage_in_an_old_format_segment_is_still_corruption_and_nothing_is_deleted() 
         Log::open(dir.path(), LogOptions::default()),
         Err(Error::Corrupt { .. })
     ));
-    assert!(!segment_path(dir.path(), 5).exists(), "no segment was added");
+    assert!(
+        !segment_path(dir.path(), 5).exists(),
+        "no segment was added"
+    );
 }

@@ -238,31 +238,46 @@ fn old_frame(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_torn_record_whose_payload_holds_whole_records_is_a_torn_tail() {
-    // A whole record as another log's segment framed it, and one framed the old way, carried
-    // as a message's payload.
+    // Whole records carried as a message's payload: one as another log framed it, one from an
+    // older segment of this log, and one framed the old way.
     let other = tempfile::tempdir().unwrap();
     let unallocated = LogOptions {
         preallocate: 0,
         ..LogOptions::default()
     };
-    let framed = {
+    let (header, from_other_log) = {
         let log = Log::open(other.path(), unallocated).unwrap();
         let segment = segments(other.path()).pop().unwrap();
         let header = fs::metadata(&segment).unwrap().len() as usize;
         log.append(&payload(0)).unwrap();
-        fs::read(&segment).unwrap()[header..].to_vec()
+        (header, fs::read(&segment).unwrap()[header..].to_vec())
     };
-    let mut carrier = framed;
-    carrier.extend_from_slice(&old_frame(&payload(1)));
-    carrier.extend_from_slice(&[7; 100]);
-
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), LogOptions::default(), 5);
-    let segment = segments(dir.path()).pop().unwrap();
-    let end = records_end(&fs::read(&segment).unwrap()) as u64;
+    let options = LogOptions {
+        segment_bytes: 300,
+        ..LogOptions::default()
+    };
+    fill(dir.path(), options.clone(), 12);
+    let paths = segments(dir.path());
+    assert!(paths.len() > 1);
+    // The oldest segment's first record, as long as the other log's (the same payload).
+    let first_record = fs::read(&paths[0]).unwrap()[header..header + from_other_log.len()].to_vec();
+    let newest = fs::read(&paths[paths.len() - 1]).unwrap();
+    let mut carrier = from_other_log;
+    carrier.extend_from_slice(&first_record);
+    carrier.extend_from_slice(&old_frame(&payload(1)));
+    carrier.extend_from_slice(&[7; 60]);
+
+    let segment = paths[paths.len() - 1].clone();
+    let end = records_end(&newest) as u64;
     {
-        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-        assert_eq!(log.append(&carrier).unwrap(), 5);
+        let log = Log::open(dir.path(), options.clone()).unwrap();
+        assert_eq!(log.append(&carrier).unwrap(), 12);
+        assert_eq!(
+            segments(dir.path()).last(),
+            Some(&segment),
+            "in the same segment"
+        );
     }
     // The carrier's write torn after the records inside it: its last bytes are zeros again.
     let carrier_end = records_end(&fs::read(&segment).unwrap()) as u64;
@@ -270,8 +285,8 @@ fn a_torn_record_whose_payload_holds_whole_records_is_a_torn_tail() {
     file.write_all_at(&[0; 50], carrier_end - 50).unwrap();
     drop(file);
     // The carrier's append never returned: it is cut, every record before it kept.
-    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-    assert_eq!(all(&log), expected(0..5));
+    let log = Log::open(dir.path(), options).unwrap();
+    assert_eq!(all(&log), expected(0..12));
     assert_eq!(fs::metadata(&segment).unwrap().len(), end);
 }
 

@@ -3,7 +3,7 @@
 //! A [`Log`] is one directory of segment files named by the offset of their first record
 //! (`00000000000000000000.seg`). Appends go to the newest segment; when it reaches
 //! [`LogOptions::segment_bytes`] a new one starts. Every record carries a CRC-32C over its
-//! length and payload, so a torn or flipped record is never delivered.
+//! length and one over its length and payload, so a torn or flipped record is never delivered.
 //!
 //! # What each fsync policy can lose
 //!
@@ -41,9 +41,12 @@
 //! end a segment: the space [`LogOptions::preallocate`] wrote ahead. A torn tail — incomplete or
 //! failing records at the end of the newest segment with nothing valid after them — is cut off:
 //! those appends never returned under `Always`. A bad record anywhere else (valid records after
-//! it, or in an older segment) is [`Error::Corrupt`], and nothing is deleted. Recovery tells
-//! records only by their bytes: a torn record whose payload holds a whole valid record is
-//! `Corrupt` too.
+//! it, or in an older segment) is [`Error::Corrupt`], and nothing is deleted. Every record's
+//! checksums start from its segment's random salt, and its 12-byte header has a checksum of
+//! its own: looking for a valid record after a bad one costs a header check per byte, and the
+//! bytes of a record framed for another segment or log, carried in a torn record's payload,
+//! are not taken for one appended after it. Segments in the earlier format (`INFRAMQ1`) are
+//! still read; appends go to a new segment after one.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};

@@ -407,11 +407,11 @@ mod tests {
             .collect()
     }
 
-    /// Recovery's work is counted, not timed: every byte of a segment whose newest record was
-    /// torn 4 MiB into its payload is checksummed at most once, wherever the torn bytes would
-    /// have let a record start.
+    /// Recovery's work is counted, not timed: a segment whose newest record, of 6 MiB, was torn
+    /// 4 MiB into its payload is recovered with no more payload bytes checksummed than the
+    /// segment holds, although a record could start at any of the torn bytes.
     #[test]
-    fn recovery_of_a_torn_record_of_several_mebibytes_checksums_each_byte_at_most_once() {
+    fn recovery_of_a_torn_record_of_several_mebibytes_checksums_no_more_than_the_segment() {
         let disk = SimulatedStorage::new();
         let dir = Path::new("/log");
         let options = LogOptions {
