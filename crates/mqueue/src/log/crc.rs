@@ -4,8 +4,9 @@
 //! long inputs. For the short inputs of small records its set-up costs more than the bytes: by
 //! callgrind, about 220 instructions for a 100-byte record's 104 checksummed bytes, a third of
 //! an append's own instructions under `FsyncPolicy::Never`. So on x86-64 with SSE 4.2, inputs of
-//! up to [`SHORT`] bytes go through the instruction directly, eight bytes at a time, and longer
-//! ones through the crate.
+//! up to [`SHORT`] bytes go through the instruction directly, eight bytes at a time (then four,
+//! then one), and longer ones through the crate. A record's two checksums, of the salt and length
+//! and then on over the payload, are one call: [`append_word_then`].
 
 /// Inputs up to this long take the direct path.
 const SHORT: usize = 256;
