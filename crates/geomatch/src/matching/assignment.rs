@@ -26,6 +26,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
 
+use super::bound::{self, SolveQuality, WorkBudget};
+
 /// A candidate pairing of one request with one driver at a cost (distance, ETA, ...).
 ///
 /// `request` and `driver` are indices into the caller's own arrays of requests and drivers.
@@ -315,7 +317,12 @@ impl CandidateGraph {
         self.edge_cost.len()
     }
 
-    fn row_edges(&self, row: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+    /// The number of edges of `row`.
+    fn row_degree(&self, row: usize) -> u64 {
+        (self.row_start[row + 1] - self.row_start[row]) as u64
+    }
+
+    pub(super) fn row_edges(&self, row: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
         let range = self.row_start[row]..self.row_start[row + 1];
         self.edge_column[range.clone()]
             .iter()
@@ -351,29 +358,69 @@ impl CandidateGraph {
                 });
             }
         }
-        Ok(Assignment::new(pairings))
+        Ok(Assignment::new(pairings, None))
     }
 
-    /// The exact minimum of the [objective](super#objective): the edge costs of the matched
-    /// pairs plus `unmatched_cost` for every request left unmatched.
+    /// The minimum of the [objective](super#objective) (the edge costs of the matched pairs
+    /// plus `unmatched_cost` for every request left unmatched) within the default
+    /// [`WorkBudget`]: exact whenever the budget suffices, which it does on ordinary batches.
+    /// [`Assignment::quality`] says whether it did, and bounds the optimum when it did not.
     ///
     /// When several assignments reach the minimum, which one is returned is deterministic for a
     /// given input but otherwise unspecified; a tie between matching a request and leaving it
     /// unmatched is resolved by matching it.
     ///
-    /// Time: one Dijkstra search per request that stops at the first free driver, so
-    /// O(E log E) per request at worst and far less when most drivers are free.
+    /// Time: one Dijkstra search per request that stops at the first free driver, far less
+    /// than the budget when most drivers are free; see [`CandidateGraph::solve_within`].
     ///
     /// # Errors
     ///
     /// [`MatchError::InvalidUnmatchedCost`] if `unmatched_cost` is NaN, infinite or negative.
     pub fn solve(&self, unmatched_cost: f64) -> Result<Assignment, MatchError> {
+        self.solve_within(unmatched_cost, WorkBudget::default())
+    }
+
+    /// As [`CandidateGraph::solve`], spending at most `budget` on the exact searches.
+    ///
+    /// Requests are placed in ascending index, each by an exact search. A search that would
+    /// scan edges past its limit is abandoned (nothing it explored is kept) and its request
+    /// takes its cheapest free driver, as in [`CandidateGraph::greedy`]; that driver is
+    /// then out of every later search, which stays exact on the requests and drivers left.
+    /// Near-equal costs (a sliding window of candidates all within a
+    /// millionth of each other, ETAs in whole minutes) make an exact search walk the whole
+    /// chain of matched drivers before it reaches a free one, so without a budget a batch of
+    /// n requests can cost n² edge scans.
+    ///
+    /// The edges the searches scan are at most the budget plus
+    /// [`WorkBudget::FALLBACK_SCANS_PER_EDGE`] times the graph's edges, reported in
+    /// [`SolveQuality::edges_scanned`]: each search may scan up to the budget, or up to that
+    /// many times its own request's edges past what was scanned before it, whichever is more.
+    /// Placing a request greedily and the lower bound read each edge once more.
+    ///
+    /// # Errors
+    ///
+    /// [`MatchError::InvalidUnmatchedCost`] if `unmatched_cost` is NaN, infinite or negative.
+    pub fn solve_within(
+        &self,
+        unmatched_cost: f64,
+        budget: WorkBudget,
+    ) -> Result<Assignment, MatchError> {
         check_unmatched_cost(unmatched_cost)?;
-        let mut solver = Solver::new(self, self.effective_unmatched_cost(unmatched_cost));
-        for row in 0..self.row_request.len() {
-            solver.add_row(row);
+        let price = self.effective_unmatched_cost(unmatched_cost);
+        let budget = budget.scans(self.edges());
+        let mut solver = Solver::new(self, price);
+        let rows = self.row_request.len();
+        let mut greedy = vec![false; rows];
+        for row in 0..rows {
+            let fallback = WorkBudget::FALLBACK_SCANS_PER_EDGE * self.row_degree(row);
+            let limit = budget.max(solver.work.saturating_add(fallback));
+            if !solver.add_row(row, limit) {
+                solver.place_greedily(row);
+                greedy[row] = true;
+            }
         }
-        let pairings = solver
+        let greedy_requests = greedy.iter().filter(|&&greedy| greedy).count();
+        let pairings: Vec<Pairing> = solver
             .row_match
             .iter()
             .enumerate()
@@ -390,7 +437,29 @@ impl CandidateGraph {
                 })
             })
             .collect();
-        Ok(Assignment::new(pairings))
+        let unmatched = rows - pairings.len();
+        let cost: f64 = pairings.iter().map(|pairing| pairing.cost).sum();
+        let objective = cost + unmatched_cost * unmatched as f64;
+        let lower_bound = if greedy_requests == 0 {
+            // Every request was placed by an exact search: the assignment is the optimum.
+            objective
+        } else {
+            bound::lower_bound(
+                self,
+                &solver.row_potential,
+                &solver.column_potential,
+                &greedy,
+                unmatched_cost,
+            )
+        };
+        let quality = SolveQuality {
+            optimal: greedy_requests == 0,
+            objective,
+            lower_bound,
+            greedy_requests,
+            edges_scanned: solver.work,
+        };
+        Ok(Assignment::new(pairings, Some(quality)))
     }
 
     /// The price the solver works with: `unmatched_cost`, or twice the sum `S` of the edge
@@ -436,12 +505,20 @@ fn check_unmatched_cost(cost: f64) -> Result<(), MatchError> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Assignment {
     pairings: Vec<Pairing>,
+    quality: Option<SolveQuality>,
 }
 
 impl Assignment {
-    fn new(mut pairings: Vec<Pairing>) -> Self {
+    fn new(mut pairings: Vec<Pairing>, quality: Option<SolveQuality>) -> Self {
         pairings.sort_unstable_by_key(|pairing| pairing.request);
-        Self { pairings }
+        Self { pairings, quality }
+    }
+
+    /// What [`CandidateGraph::solve`] or [`CandidateGraph::solve_within`] proved of this
+    /// assignment: optimal, or its objective and a lower bound on the optimum. `None` for
+    /// [`CandidateGraph::greedy`], which proves nothing.
+    pub fn quality(&self) -> Option<&SolveQuality> {
+        self.quality.as_ref()
     }
 
     /// The pairings, in ascending request order.
@@ -542,6 +619,8 @@ enum Sink {
 struct Solver<'g> {
     graph: &'g CandidateGraph,
     unmatched_cost: f64,
+    /// Edges scanned by the searches so far.
+    work: u64,
     row_potential: Vec<f64>,
     column_potential: Vec<f64>,
     row_match: Vec<Option<usize>>,
@@ -562,6 +641,7 @@ impl<'g> Solver<'g> {
         Self {
             graph,
             unmatched_cost,
+            work: 0,
             row_potential: vec![0.0; rows],
             column_potential: vec![0.0; columns],
             row_match: vec![None; rows],
@@ -578,6 +658,7 @@ impl<'g> Solver<'g> {
     /// Relaxes the edges of `row`, reached at `row_distance`, and offers its unmatched column.
     fn scan_row(&mut self, row: usize, row_distance: f64, best_unmatched: &mut (f64, usize)) {
         let base = row_distance - self.row_potential[row];
+        self.work += self.graph.row_degree(row);
         for (column, cost) in self.graph.row_edges(row) {
             if self.done[column] {
                 continue;
@@ -603,13 +684,15 @@ impl<'g> Solver<'g> {
         }
     }
 
-    /// Places row `start`; returns how many columns its search settled (its work).
-    fn add_row(&mut self, start: usize) -> usize {
+    /// Places row `start` by an exact search; returns false, with nothing changed, if the
+    /// search would have to scan a matched driver's request past `limit` edges scanned in
+    /// all (the start row's own scan is always made).
+    fn add_row(&mut self, start: usize, limit: u64) -> bool {
         let mut best_unmatched = (f64::INFINITY, start);
         self.scan_row(start, 0.0, &mut best_unmatched);
-        let (sink, sink_distance) = loop {
+        let ended = loop {
             let Some(entry) = self.heap.pop() else {
-                break (Sink::Unmatched(best_unmatched.1), best_unmatched.0);
+                break Some((Sink::Unmatched(best_unmatched.1), best_unmatched.0));
             };
             let column = entry.column();
             if self.done[column] || entry.distance > self.distance[column] {
@@ -617,16 +700,25 @@ impl<'g> Solver<'g> {
             }
             // Strictly less: on a tie, matching beats leaving a request unmatched.
             if best_unmatched.0 < entry.distance {
-                break (Sink::Unmatched(best_unmatched.1), best_unmatched.0);
+                break Some((Sink::Unmatched(best_unmatched.1), best_unmatched.0));
             }
             self.done[column] = true;
             self.finished.push(column);
             match self.column_match[column] {
-                None => break (Sink::Column(column), entry.distance),
-                Some(row) => self.scan_row(row, entry.distance, &mut best_unmatched),
+                None => break Some((Sink::Column(column), entry.distance)),
+                Some(row) => {
+                    if self.work + self.graph.row_degree(row) > limit {
+                        break None;
+                    }
+                    self.scan_row(row, entry.distance, &mut best_unmatched);
+                }
             }
         };
         self.heap.clear();
+        let Some((sink, sink_distance)) = ended else {
+            self.end_search();
+            return false;
+        };
 
         // Potentials: every finished column (distance at most the sink's) and its matched row
         // move by the slack to the sink, which keeps all reduced costs non-negative and makes
@@ -656,15 +748,43 @@ impl<'g> Solver<'g> {
             self.column_match[current] = Some(row);
             column = if row == start { None } else { previous };
         }
+        self.end_search();
+        true
+    }
 
+    /// Resets the per-search scratch, at the cost of what the search explored.
+    fn end_search(&mut self) {
         for &column in &self.touched {
             self.distance[column] = f64::INFINITY;
             self.done[column] = false;
         }
         self.touched.clear();
-        let settled = self.finished.len();
         self.finished.clear();
-        settled
+    }
+
+    /// Gives `row` its cheapest edge to a driver still free if that edge costs at most the
+    /// price (ties to the lower driver), as [`CandidateGraph::greedy`] does, and takes that
+    /// driver out of every later search. The match need not be tight, so the searches must
+    /// never reach it; without it, the requests and drivers they can reach keep the
+    /// invariants, and each later search is exact on them.
+    fn place_greedily(&mut self, row: usize) {
+        let mut best: Option<(usize, f64)> = None;
+        for (column, cost) in self.graph.row_edges(row) {
+            if self.column_match[column].is_none()
+                && !self.done[column]
+                && cost <= self.unmatched_cost
+                && best.is_none_or(|(_, least)| cost < least)
+            {
+                best = Some((column, cost));
+            }
+        }
+        if let Some((column, _)) = best {
+            self.row_match[row] = Some(column);
+            self.column_match[column] = Some(row);
+            // Never reset: `end_search` resets only the columns a search touched, and a
+            // search skips a done column before touching it.
+            self.done[column] = true;
+        }
     }
 }
 
@@ -778,8 +898,14 @@ mod tests {
         let graph = CandidateGraph::new(requests, requests, &edges).expect("valid");
         let mut solver = Solver::new(&graph, 1e9);
         for row in 0..graph.row_request.len() {
-            let settled = solver.add_row(row);
-            assert!(settled <= 8, "request {row} settled {settled} drivers");
+            let before = solver.work;
+            assert!(solver.add_row(row, u64::MAX));
+            let scanned = solver.work - before;
+            assert_eq!(
+                scanned,
+                graph.row_degree(row),
+                "request {row} scanned {scanned} edges, not only its own"
+            );
         }
         assert!(solver.row_match.iter().all(Option::is_some));
     }

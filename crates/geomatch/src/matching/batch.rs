@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use infra_common::{Clock, RandomState, SystemClock};
 
-use super::{CandidateGraph, Edge, MatchError};
+use super::{CandidateGraph, Edge, MatchError, SolveQuality, WorkBudget};
 use crate::{Candidate, Claim, DriverId, Drivers, Error, Filter, Point};
 
 /// How a [`BatchMatcher`] builds and settles a batch.
@@ -39,6 +39,10 @@ pub struct BatchConfig {
     /// The most assignment rounds (default 4): the first, and one more each time claims
     /// were lost, for the requests that lost them.
     pub max_rounds: u32,
+    /// The work each round's assignment may spend before placing the rest of its requests
+    /// greedily (default [`WorkBudget::PerEdge`] of [`WorkBudget::DEFAULT_PER_EDGE`]); see
+    /// [`CandidateGraph::solve_within`]. [`BatchOutcome::solves`] says whether it sufficed.
+    pub work_budget: WorkBudget,
 }
 
 impl BatchConfig {
@@ -56,6 +60,7 @@ impl Default for BatchConfig {
             candidates: 8,
             unmatched_cost: 1e9,
             max_rounds: 4,
+            work_budget: WorkBudget::default(),
         }
     }
 }
@@ -94,6 +99,11 @@ pub struct BatchOutcome {
     pub claim_failed: Option<FailedClaim>,
     /// Assignment rounds run.
     pub rounds: u32,
+    /// What each round's assignment proved, in round order (`rounds` of them): whether it
+    /// is optimal on its candidate edges or, when the work budget ran out, its objective and
+    /// a lower bound on the optimum. The first round assigns the whole batch; later ones
+    /// only the requests that lost their claims.
+    pub solves: Vec<SolveQuality>,
     /// Time from the first query to the last claim, on the matcher's clock.
     pub elapsed: Duration,
 }
@@ -309,6 +319,7 @@ impl<C: Clock> BatchMatcher<C> {
         let mut gone: HashSet<u32, RandomState> = HashSet::with_hasher(RandomState::new());
         let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut rounds = 0;
+        let mut solves = Vec::new();
         while !pending.is_empty() && rounds < self.config.max_rounds && claim_failed.is_none() {
             rounds += 1;
             let mut edges = Vec::new();
@@ -326,8 +337,9 @@ impl<C: Clock> BatchMatcher<C> {
                 );
             }
             let rows = u32::try_from(pending.len()).unwrap_or(u32::MAX);
-            let assignment =
-                CandidateGraph::new(rows, drivers, &edges)?.solve(self.config.unmatched_cost)?;
+            let assignment = CandidateGraph::new(rows, drivers, &edges)?
+                .solve_within(self.config.unmatched_cost, self.config.work_budget)?;
+            solves.extend(assignment.quality().copied());
 
             let mut lost = Vec::new();
             let mut assigned = vec![false; pending.len()];
@@ -389,6 +401,7 @@ impl<C: Clock> BatchMatcher<C> {
             claims_lost,
             claim_failed,
             rounds,
+            solves,
             elapsed,
         })
     }

@@ -23,8 +23,10 @@
 
 mod assignment;
 mod batch;
+mod bound;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 
 pub use assignment::{Assignment, CandidateGraph, Edge, MatchError, Pairing};
 pub use batch::{BatchConfig, BatchMatch, BatchMatcher, BatchOutcome, FailedClaim};
+pub use bound::{SolveQuality, WorkBudget};
