@@ -2,7 +2,7 @@
 //! search over every assignment of tiny instances, and `pathfinding`'s Kuhn-Munkres on dense
 //! integer matrices.
 
-use infra_geomatch::matching::{Assignment, CandidateGraph, Edge};
+use infra_geomatch::matching::{Assignment, CandidateGraph, Edge, WorkBudget};
 use pathfinding::prelude::{Matrix, kuhn_munkres_min};
 use proptest::prelude::*;
 
@@ -258,5 +258,61 @@ proptest! {
         let other = CandidateGraph::new(instance.requests, instance.drivers, &shuffled)
             .expect("valid instance");
         prop_assert_eq!(graph.solve(30.0).expect("valid"), other.solve(30.0).expect("valid"));
+    }
+}
+
+proptest! {
+    // Most small instances are solved exactly even on a budget of zero (a search may still
+    // scan a few times its own edges); 2,048 cases give about a hundred greedy ones.
+    #![proptest_config(ProptestConfig::with_cases(2_048))]
+
+    #[test]
+    fn a_budgeted_solve_states_a_true_bound_and_leaves_no_free_candidate_unused(
+        instance in instance(6, 20),
+        penalty in 0u32..=60,
+        budget in 0u64..=48,
+    ) {
+        let unmatched_cost = f64::from(penalty);
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let budgeted = graph
+            .solve_within(unmatched_cost, WorkBudget::Scans(budget))
+            .expect("valid penalty");
+        let quality = *budgeted.quality().expect("solve states its quality");
+        // The objective (checking real edges, no driver or request twice) over every request,
+        // and over the requests with an edge, which is what the quality counts.
+        let all = objective(&instance, &budgeted, unmatched_cost);
+        let without_edges = (0..instance.requests)
+            .filter(|&r| !instance.edges.iter().any(|edge| edge.request == r))
+            .count();
+        let offset = unmatched_cost * without_edges as f64;
+        prop_assert_eq!(quality.objective, all - offset);
+        let (optimum, _) = exhaustive(&instance, unmatched_cost);
+        prop_assert!(
+            quality.lower_bound <= optimum - offset && optimum <= all,
+            "bound {} optimum {} objective {}", quality.lower_bound, optimum - offset, all - offset
+        );
+        prop_assert_eq!(quality.optimal, quality.greedy_requests == 0);
+        if quality.optimal {
+            prop_assert_eq!(all, optimum);
+        }
+        prop_assert!(
+            quality.edges_scanned
+                <= budget + WorkBudget::FALLBACK_SCANS_PER_EDGE * instance.edges.len() as u64
+        );
+        // Exact or greedy, a request left unmatched had no driver free at a cost within the
+        // price: drivers taken stay taken, so every such driver is in the final assignment.
+        for request in 0..instance.requests {
+            if budgeted.driver_of(request).is_some() {
+                continue;
+            }
+            for edge in instance.edges.iter().filter(|edge| edge.request == request) {
+                prop_assert!(
+                    edge.cost > unmatched_cost
+                        || budgeted.pairings().iter().any(|p| p.driver == edge.driver),
+                    "request {} left unmatched beside free driver {}", request, edge.driver
+                );
+            }
+        }
     }
 }

@@ -20,7 +20,9 @@
 //! a private "unmatched" column of cost P, so a request can always be placed and the search
 //! may instead end by pushing a previously matched request to its unmatched column when that
 //! is cheaper. Because most drivers are free in a typical batch, most searches end after a few
-//! steps.
+//! steps. Near-equal costs can make each search walk every matched driver instead, so the
+//! searches scan edges within a [`WorkBudget`], past which a request whose search runs long is
+//! placed greedily (see [`CandidateGraph::solve_within`] and [`SolveQuality`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

@@ -1,5 +1,6 @@
-//! Batched matching over the driver index: candidates from kNN queries, an exact
-//! assignment, then atomic claims with a fallback for claims lost to races.
+//! Batched matching over the driver index: candidates from kNN queries, an assignment
+//! (exact within its work budget), then atomic claims with a fallback for claims lost to
+//! races.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -29,7 +30,8 @@ use crate::{Candidate, Claim, DriverId, Drivers, Error, Filter, Point};
 pub struct BatchConfig {
     /// Candidate drivers per request: the `k` of each request's nearest-driver query
     /// (default 8). Only these edges enter the assignment, which is what keeps a batch of
-    /// thousands of requests fast; an assignment is optimal *on these edges*.
+    /// thousands of requests fast; an assignment is optimal *on these edges* (when its work
+    /// budget suffices, see [`BatchConfig::work_budget`]).
     pub candidates: usize,
     /// The price of leaving a request unmatched, in cost units (default 1e9). The assignment
     /// minimises the matched costs plus this price per unmatched request; a price above the
@@ -120,9 +122,9 @@ pub struct FailedClaim {
     pub error: Error,
 }
 
-/// Batched matching: for each request its `k` nearest available drivers, one exact
-/// minimum-cost assignment over all those edges, then an atomic claim of every assigned
-/// driver.
+/// Batched matching: for each request its `k` nearest available drivers, one minimum-cost
+/// assignment over all those edges (exact within [`BatchConfig::work_budget`]), then an
+/// atomic claim of every assigned driver.
 ///
 /// # Claims lost to races
 ///
@@ -521,6 +523,55 @@ mod tests {
         assert_eq!(outcome.claims_lost, 0);
         assert_eq!(outcome.rounds, 1);
         assert!(outcome.unmatched.is_empty());
+        assert_eq!(outcome.solves.len(), 1);
+        assert!(outcome.solves[0].optimal);
+        assert!((outcome.solves[0].objective - least).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_batch_whose_work_budget_runs_out_says_so_and_bounds_the_optimum() {
+        // Requests 0 to 39 may take driver r at 1 or driver r + 1 at 2; request 40 only
+        // driver 0. Serving all 41 moves every request up a driver (1 + 40 × 2 = 81), which
+        // the last search finds only by walking all of them.
+        let chain: u32 = 40;
+        let drivers: Vec<(f64, f64)> = (0..=chain).map(|d| (0.0, 0.0001 * f64::from(d))).collect();
+        let index = index_with(&drivers);
+        let requests = points(&vec![(0.0, 0.0); chain as usize + 1]);
+        let cost = |request: usize, candidate: &Candidate| {
+            let (request, driver) = (request as u64, candidate.driver.0);
+            match () {
+                () if request == u64::from(chain) => (driver == 0).then_some(1.0),
+                () if driver == request => Some(1.0),
+                () if driver == request + 1 => Some(2.0),
+                () => None,
+            }
+        };
+        let config = BatchConfig {
+            candidates: BatchConfig::MAX_CANDIDATES,
+            ..BatchConfig::default()
+        };
+        let optimum = 1.0 + 2.0 * f64::from(chain);
+
+        let exact = matcher(config.clone())
+            .match_batch_by(&index, &requests, &Filter::any(), cost)
+            .expect("valid batch");
+        assert_eq!(exact.matches.len(), chain as usize + 1);
+        assert!(exact.solves[0].optimal);
+        assert_eq!(exact.solves[0].objective, optimum);
+
+        let index = index_with(&drivers);
+        let rushed = matcher(BatchConfig {
+            work_budget: WorkBudget::Scans(0),
+            ..config
+        })
+        .match_batch_by(&index, &requests, &Filter::any(), cost)
+        .expect("valid batch");
+        assert_eq!(rushed.unmatched, [chain as usize]);
+        let quality = &rushed.solves[0];
+        assert!(!quality.optimal);
+        assert_eq!(quality.greedy_requests, 1);
+        assert_eq!(quality.objective, f64::from(chain) + config.unmatched_cost);
+        assert!(quality.lower_bound <= optimum, "{quality:?}");
     }
 
     #[test]
@@ -703,6 +754,7 @@ mod tests {
         assert!(outcome.matches.is_empty());
         assert_eq!(outcome.unmatched, [0]);
         assert_eq!((outcome.claims_lost, outcome.rounds), (2, 2));
+        assert_eq!(outcome.solves.len(), 2, "one statement per round");
     }
 
     #[test]
