@@ -657,11 +657,28 @@ impl<'g> Solver<'g> {
         }
     }
 
-    /// Relaxes the edges of `row`, reached at `row_distance`, and offers its unmatched column.
-    fn scan_row(&mut self, row: usize, row_distance: f64, best_unmatched: &mut (f64, usize)) {
+    /// Relaxes the edges of `row`, reached at `row_distance`, and offers its unmatched column;
+    /// returns false, having done nothing, if that would take the edges scanned past `limit`.
+    fn scan_row(
+        &mut self,
+        row: usize,
+        row_distance: f64,
+        best_unmatched: &mut (f64, usize),
+        limit: u64,
+    ) -> bool {
+        let range = self.graph.row_start[row]..self.graph.row_start[row + 1];
+        let scanned = self.work + range.len() as u64;
+        if scanned > limit {
+            return false;
+        }
+        self.work = scanned;
         let base = row_distance - self.row_potential[row];
-        self.work += self.graph.row_degree(row);
-        for (column, cost) in self.graph.row_edges(row) {
+        let graph = self.graph;
+        for (&column, &cost) in graph.edge_column[range.clone()]
+            .iter()
+            .zip(&graph.edge_cost[range])
+        {
+            let column = column as usize;
             if self.done[column] {
                 continue;
             }
@@ -684,6 +701,7 @@ impl<'g> Solver<'g> {
         if unmatched < best_unmatched.0 {
             *best_unmatched = (unmatched, row);
         }
+        true
     }
 
     /// Places row `start` by an exact search; returns false, with nothing changed, if the
@@ -691,7 +709,8 @@ impl<'g> Solver<'g> {
     /// all (the start row's own scan is always made).
     fn add_row(&mut self, start: usize, limit: u64) -> bool {
         let mut best_unmatched = (f64::INFINITY, start);
-        self.scan_row(start, 0.0, &mut best_unmatched);
+        // The start row's own scan always runs (`solve_within`'s limits leave room for it).
+        self.scan_row(start, 0.0, &mut best_unmatched, u64::MAX);
         let ended = loop {
             let Some(entry) = self.heap.pop() else {
                 break Some((Sink::Unmatched(best_unmatched.1), best_unmatched.0));
@@ -709,10 +728,9 @@ impl<'g> Solver<'g> {
             match self.column_match[column] {
                 None => break Some((Sink::Column(column), entry.distance)),
                 Some(row) => {
-                    if self.work + self.graph.row_degree(row) > limit {
+                    if !self.scan_row(row, entry.distance, &mut best_unmatched, limit) {
                         break None;
                     }
-                    self.scan_row(row, entry.distance, &mut best_unmatched);
                 }
             }
         };
