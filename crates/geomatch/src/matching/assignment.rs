@@ -413,12 +413,12 @@ impl CandidateGraph {
         let mut solver = Solver::new(self, price);
         let rows = self.row_request.len();
         let mut greedy = vec![false; rows];
-        for row in 0..rows {
+        for (row, greedy) in greedy.iter_mut().enumerate() {
             let fallback = WorkBudget::FALLBACK_SCANS_PER_EDGE * self.row_degree(row);
             let limit = budget.max(solver.work.saturating_add(fallback));
             if !solver.add_row(row, limit) {
                 solver.place_greedily(row);
-                greedy[row] = true;
+                *greedy = true;
             }
         }
         let greedy_requests = greedy.iter().filter(|&&greedy| greedy).count();
