@@ -618,6 +618,11 @@ enum Sink {
 /// columns keep potential zero because each is reachable only from its own row, which is
 /// never reached once it sits there. With these, an assignment of all added rows is optimal
 /// (complementary slackness of the assignment LP).
+///
+/// A row placed greedily (`place_greedily`) and its column are outside all of this: its edge
+/// need not be tight, so its column is marked done for good and no search reaches either.
+/// The invariants then hold on the rows placed by searches and the columns not taken
+/// greedily, and each later search is exact there.
 struct Solver<'g> {
     graph: &'g CandidateGraph,
     unmatched_cost: f64,
@@ -791,7 +796,6 @@ impl<'g> Solver<'g> {
         let mut best: Option<(usize, f64)> = None;
         for (column, cost) in self.graph.row_edges(row) {
             if self.column_match[column].is_none()
-                && !self.done[column]
                 && cost <= self.unmatched_cost
                 && best.is_none_or(|(_, least)| cost < least)
             {
