@@ -126,3 +126,44 @@ fn within_the_budget_the_optimum_is_found_and_proven() {
     // The quadratic work the budget saves: about n² / 2 rows of 8 edges.
     assert!(quality.edges_scanned > 2_000 * 2_000);
 }
+
+#[test]
+fn a_dense_graph_of_200_requests_is_solved_exactly_within_the_default_budget() {
+    // Every request to every driver, distances in meters: drivers spread evenly over a 20 km
+    // square, requests crowding into a 2 km square inside it (SplitMix64 from a fixed seed),
+    // so that many requests want the same drivers and the searches are long.
+    let mut state = 15_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1_u64 << 53) as f64 * 20_000.0
+    };
+    let side = 200;
+    let drivers: Vec<(f64, f64)> = (0..side).map(|_| (next(), next())).collect();
+    let requests: Vec<(f64, f64)> = (0..side)
+        .map(|_| (9_000.0 + next() / 10.0, 9_000.0 + next() / 10.0))
+        .collect();
+    let mut edges = Vec::new();
+    for (request, at) in (0_u32..).zip(&requests) {
+        for (driver, from) in (0_u32..).zip(&drivers) {
+            edges.push(Edge {
+                request,
+                driver,
+                cost: (at.0 - from.0).hypot(at.1 - from.1),
+            });
+        }
+    }
+    let graph = CandidateGraph::new(side, side, &edges).expect("valid");
+    let budgeted = graph.solve(PRICE).expect("valid price");
+    let quality = budgeted.quality().expect("solve states its quality");
+    assert!(quality.optimal, "{quality:?}");
+    // Long searches: more than the per-edge budget alone allows, well within the floor.
+    let per_edge = u64::from(WorkBudget::DEFAULT_PER_EDGE) * edges.len() as u64;
+    assert!(quality.edges_scanned > per_edge);
+    let unlimited = graph
+        .solve_within(PRICE, WorkBudget::Unlimited)
+        .expect("valid price");
+    assert_eq!(budgeted, unlimited);
+}
