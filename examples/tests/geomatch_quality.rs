@@ -79,6 +79,11 @@ fn a_benchmark_sized_batch_is_optimal_on_its_candidate_edges() {
         .match_batch(&index, &city.requests, &Filter::any())
         .expect("valid batch");
     assert_eq!(outcome.claims_lost, 0, "nobody else claims in this test");
+    // Well within the default work budget: the solver proves its own optimum (six scans
+    // per edge), which the check below confirms independently.
+    let solve = outcome.solves[0];
+    assert!(solve.optimal, "{solve:?}");
+    assert!(solve.edges_scanned <= 8 * edges.len() as u64, "{solve:?}");
 
     // Nodes: requests, then drivers, then the sink.
     let requests = city.requests.len();
