@@ -396,7 +396,12 @@ impl<C: Clock> BatchMatcher<C> {
         matches.sort_unstable_by_key(|matched| matched.request);
         let elapsed = self.clock.elapsed_since(started);
         #[cfg(feature = "metrics")]
-        self.metrics.record(elapsed, matches.len(), unmatched.len());
+        self.metrics.record(
+            elapsed,
+            matches.len(),
+            unmatched.len(),
+            solves.iter().map(|solve| solve.greedy_requests).sum(),
+        );
         Ok(BatchOutcome {
             matches,
             unmatched,

@@ -4,6 +4,7 @@
 //! | --- | --- | --- | --- |
 //! | [`MATCH_SECONDS`] | histogram | `matcher` | each batch's time from its first query to its last claim, on the matcher's clock |
 //! | [`MATCHED_TOTAL`] | counter | `matcher`, `outcome` | requests of each batch: `matched` (claim held) or `unmatched` |
+//! | [`GREEDY_TOTAL`] | counter | `matcher` | requests an assignment placed greedily because its work budget ran out (their batch is not proven optimal; see [`BatchOutcome::solves`](super::BatchOutcome::solves)) |
 //!
 //! `matcher` is the name given with
 //! [`BatchMatcher::with_metrics_name`](super::BatchMatcher::with_metrics_name) (default
@@ -24,6 +25,9 @@ use metrics::{
 pub const MATCH_SECONDS: &str = "infra_geomatch_match_seconds";
 /// Counter of batched requests, labelled `matcher` and `outcome` (`matched`, `unmatched`).
 pub const MATCHED_TOTAL: &str = "infra_geomatch_matched_total";
+/// Counter of requests placed greedily once an assignment's work budget ran out, labelled
+/// `matcher`.
+pub const GREEDY_TOTAL: &str = "infra_geomatch_greedy_requests_total";
 /// The label naming the matcher.
 pub const MATCHER_LABEL: &str = "matcher";
 /// The label naming a request's outcome.
@@ -37,6 +41,7 @@ pub(crate) struct MatchMetrics {
     seconds: Histogram,
     matched: Counter,
     unmatched: Counter,
+    greedy: Counter,
 }
 
 impl MatchMetrics {
@@ -51,18 +56,31 @@ impl MatchMetrics {
             Unit::Count,
             "Batched requests by outcome: matched (claim held) or unmatched."
         );
+        describe_counter!(
+            GREEDY_TOTAL,
+            Unit::Count,
+            "Requests placed greedily because an assignment's work budget ran out."
+        );
         let name = SharedString::from(name);
         Self {
             seconds: histogram!(MATCH_SECONDS, MATCHER_LABEL => name.clone()),
             matched: counter!(MATCHED_TOTAL, MATCHER_LABEL => name.clone(), OUTCOME_LABEL => "matched"),
-            unmatched: counter!(MATCHED_TOTAL, MATCHER_LABEL => name, OUTCOME_LABEL => "unmatched"),
+            unmatched: counter!(MATCHED_TOTAL, MATCHER_LABEL => name.clone(), OUTCOME_LABEL => "unmatched"),
+            greedy: counter!(GREEDY_TOTAL, MATCHER_LABEL => name),
         }
     }
 
-    pub(crate) fn record(&self, elapsed: Duration, matched: usize, unmatched: usize) {
+    pub(crate) fn record(
+        &self,
+        elapsed: Duration,
+        matched: usize,
+        unmatched: usize,
+        greedy: usize,
+    ) {
         self.seconds.record(elapsed.as_secs_f64());
         self.matched.increment(matched as u64);
         self.unmatched.increment(unmatched as u64);
+        self.greedy.increment(greedy as u64);
     }
 }
 
@@ -74,7 +92,7 @@ mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     use super::*;
-    use crate::matching::{BatchConfig, BatchMatcher};
+    use crate::matching::{BatchConfig, BatchMatcher, WorkBudget};
     use crate::{Config, DriverId, DriverProfile, Filter, Index, Point};
 
     #[test]
@@ -129,6 +147,16 @@ mod tests {
             seen,
             [
                 (
+                    GREEDY_TOTAL.to_owned(),
+                    label(&[("matcher", "city")]),
+                    "0".to_owned()
+                ),
+                (
+                    GREEDY_TOTAL.to_owned(),
+                    label(&[("matcher", "default")]),
+                    "0".to_owned()
+                ),
+                (
                     MATCH_SECONDS.to_owned(),
                     label(&[("matcher", "city")]),
                     "[0.01]".to_owned()
@@ -160,5 +188,51 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn requests_placed_greedily_are_counted() {
+        // Requests 0 to 9 may take driver r at 1 or driver r + 1 at 2, request 10 only driver
+        // 0: serving it means moving all the others, which a budget of nothing does not allow.
+        let chain: u64 = 10;
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let config = BatchConfig {
+            candidates: BatchConfig::MAX_CANDIDATES,
+            work_budget: WorkBudget::Scans(0),
+            ..BatchConfig::default()
+        };
+        let matcher = metrics::with_local_recorder(&recorder, || {
+            BatchMatcher::with_clock(config, ManualClock::new()).expect("valid")
+        });
+        let index = Index::new(Config::default()).expect("valid");
+        for driver in 0..=chain {
+            let at = Point::new(0.0, 0.0001 * driver as f64).expect("valid");
+            index
+                .insert(DriverId(driver), at, DriverProfile::default())
+                .expect("new");
+        }
+        let requests = vec![Point::new(0.0, 0.0).expect("valid"); chain as usize + 1];
+        let outcome = metrics::with_local_recorder(&recorder, || {
+            matcher.match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
+                let (request, driver) = (request as u64, candidate.driver.0);
+                match () {
+                    () if request == chain => (driver == 0).then_some(1.0),
+                    () if driver == request => Some(1.0),
+                    () if driver == request + 1 => Some(2.0),
+                    () => None,
+                }
+            })
+        })
+        .expect("valid batch");
+        assert_eq!(outcome.solves[0].greedy_requests, 1);
+        let greedy: Vec<DebugValue> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == GREEDY_TOTAL)
+            .map(|(.., value)| value)
+            .collect();
+        assert_eq!(greedy, [DebugValue::Counter(1)]);
     }
 }
