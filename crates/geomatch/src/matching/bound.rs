@@ -3,9 +3,9 @@
 //! The exact searches of [`CandidateGraph::solve`](super::CandidateGraph::solve) are cheap
 //! when most drivers are free, but near-equal costs can make every search walk the whole
 //! chain of matched drivers: quadratic in the batch. A [`WorkBudget`] caps the edges those
-//! searches scan; past it the rest of the batch is placed greedily, and the [`SolveQuality`]
-//! of the result states its objective beside a lower bound on the optimum, certified by the
-//! linear-programming dual of the assignment.
+//! searches scan; past it, a request whose search runs long is placed greedily, and the
+//! [`SolveQuality`] of the result states its objective beside a lower bound on the optimum,
+//! certified by the linear-programming dual of the assignment.
 //!
 //! # The lower bound
 //!
@@ -13,9 +13,9 @@
 //! program: minimise `sum(cost[r][c] x[r][c]) + P sum(y[r])` with every row's `x` and `y`
 //! summing to one and every column's `x` to at most one. Its dual: maximise
 //! `sum(u[r]) + sum(v[c])` subject to `u[r] + v[c] <= cost[r][c]` on every edge,
-//! `u[r] <= P` and `v[c] <= 0`. Any feasible `(u, v)` bounds the optimum from below (weak
-//! duality), and bipartite assignment has integral optima, so the bound holds against every
-//! assignment, not only fractional ones.
+//! `u[r] <= P` and `v[c] <= 0`. Any feasible `(u, v)` bounds the program's optimum from
+//! below (weak duality), and so every assignment's objective, since an assignment is one of
+//! the program's solutions.
 //!
 //! The exact searches keep such a dual for the requests they placed (their potentials). The
 //! bound takes those row potentials, gives each greedily placed request the largest value
@@ -33,8 +33,9 @@ use super::CandidateGraph;
 /// [`WorkBudget::MIN_SCANS`], is more than they use: the benchmark's city batch (1,000
 /// requests, 8,000 edges) scans each edge six times on average; the benchmark's dense
 /// 200 × 200 graph of distances needs 1.8 million scans in all (45 per edge), and one with
-/// the requests crowded into a hot spot 3.3 million (84 per edge), within the floor. Raise it for an exact answer on batches the default cuts
-/// short, lower it to bound the time more tightly.
+/// the requests crowded into a hot spot 3.3 million (84 per edge), within the floor. Raise it
+/// for an exact answer on batches the default cuts short, lower it to bound the time more
+/// tightly.
 ///
 /// ```
 /// use infra_geomatch::matching::WorkBudget;
@@ -50,11 +51,11 @@ use super::CandidateGraph;
 pub enum WorkBudget {
     /// This many edge scans per edge of the graph, and at least [`WorkBudget::MIN_SCANS`].
     PerEdge(u32),
-    /// Exactly this many edge scans, whatever the graph's size. With zero, a request is still
-    /// placed exactly when its search meets a free driver (or its unmatched price) before
-    /// any matched driver, which costs only the scan of its own edges.
+    /// Exactly this many edge scans, whatever the graph's size. With zero, each search still
+    /// has its fallback ([`WorkBudget::FALLBACK_SCANS_PER_EDGE`] times its request's edges),
+    /// so a request is still placed exactly when its search ends within that.
     Scans(u64),
-    /// No limit: always the exact optimum, in time up to quadratic in the requests.
+    /// No limit: always the exact optimum, in up to requests × edges scans.
     Unlimited,
 }
 
@@ -66,8 +67,7 @@ impl WorkBudget {
     /// graph whose requests times edges is at most this always is.
     pub const MIN_SCANS: u64 = 1 << 22;
     /// Once the budget is spent, the edges each later search may still scan, per edge of its
-    /// own request (its own scan included): enough to move a few matched requests along,
-    /// and most searches end within it once the greedily placed drivers are out of the way.
+    /// own request (its own scan included): enough to move a few matched requests along.
     pub const FALLBACK_SCANS_PER_EDGE: u64 = 4;
 
     /// The edge scans this budget allows on a graph of `edges` edges.
@@ -129,7 +129,8 @@ pub struct SolveQuality {
     /// No assignment of the same edges has a lower objective. Certified by a dual solution
     /// when the budget ran out; the objective itself when the result is optimal.
     pub lower_bound: f64,
-    /// Requests placed by the greedy completion after the budget ran out (zero if optimal).
+    /// Requests whose search would have run past its limit, placed greedily instead (zero
+    /// if optimal).
     pub greedy_requests: usize,
     /// Edges the exact searches scanned: the work the budget limits.
     pub edges_scanned: u64,
