@@ -382,16 +382,16 @@ impl CandidateGraph {
         self.solve_within(unmatched_cost, WorkBudget::default())
     }
 
-    /// As [`CandidateGraph::solve`], spending at most `budget` on the exact searches.
+    /// As [`CandidateGraph::solve`], with `budget` for the exact searches.
     ///
     /// Requests are placed in ascending index, each by an exact search. A search that would
     /// scan edges past its limit is abandoned (nothing it explored is kept) and its request
     /// takes its cheapest free driver, as in [`CandidateGraph::greedy`]; that driver is
     /// then out of every later search, which stays exact on the requests and drivers left.
-    /// Near-equal costs (a sliding window of candidates all within a
-    /// millionth of each other, ETAs in whole minutes) make an exact search walk the whole
-    /// chain of matched drivers before it reaches a free one, so without a budget a batch of
-    /// n requests can cost n² edge scans.
+    /// Near-equal costs (a sliding window of candidates all within a millionth of each other,
+    /// ETAs in whole minutes) make an exact search walk the whole chain of matched drivers
+    /// before it reaches a free one, so without a budget a batch of n requests can cost on
+    /// the order of n² edge scans.
     ///
     /// The edges the searches scan are at most the budget plus
     /// [`WorkBudget::FALLBACK_SCANS_PER_EDGE`] times the graph's edges, reported in
