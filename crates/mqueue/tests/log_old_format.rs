@@ -2,11 +2,16 @@
 //! that format's definition: they open, read back and recover as before, and appends go to a
 //! new segment in the current format (`INFRAMQ2`).
 
+#[path = "support/dying_disk.rs"]
+mod dying_disk;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use dying_disk::DyingDisk;
+use infra_common::ManualClock;
 use infra_mqueue::Error;
-use infra_mqueue::log::{Log, LogOptions};
+use infra_mqueue::log::{Log, LogOptions, SimulatedStorage, Storage};
 
 fn payload(i: u64) -> Vec<u8> {
     format!("old message {i}").into_bytes()
@@ -189,4 +194,83 @@ fn damage_in_an_old_format_segment_is_still_corruption_and_nothing_is_deleted() 
         !segment_path(dir.path(), 5).exists(),
         "no segment was added"
     );
+}
+
+/// Puts old-format segments (records `range`, then `zeros` zero bytes, for each) durably on a
+/// simulated disk under `dir`.
+fn put_old_segments(
+    disk: &SimulatedStorage,
+    dir: &Path,
+    segments: &[(std::ops::Range<u64>, usize)],
+) {
+    disk.create_dir_all(dir).unwrap();
+    for (offsets, zeros) in segments {
+        let mut bytes = old_header(offsets.start);
+        for i in offsets.clone() {
+            bytes.extend_from_slice(&old_frame(&payload(i)));
+        }
+        bytes.resize(bytes.len() + zeros, 0);
+        let file = disk.open(&segment_path(dir, offsets.start), true).unwrap();
+        file.write_at(0, &bytes).unwrap();
+        file.sync().unwrap();
+    }
+    for ancestor in dir.ancestors().skip(1) {
+        disk.sync_dir(ancestor).unwrap();
+    }
+    disk.sync_dir(dir).unwrap();
+}
+
+/// The first open of an old-format log by this version dies at each of its changes to the disk
+/// in turn (sealing the newest old segment and starting a new one, or starting an empty one
+/// over in place), then the power goes with some of its unsynced bytes kept or none: the next
+/// open keeps every record and takes appends.
+#[test]
+fn an_upgrade_open_that_died_at_any_change_loses_nothing_and_the_next_open_succeeds() {
+    let dir = Path::new("/log");
+    // The newest old segment: with records and space preallocated after them; without records
+    // (rolled to, or whose records were lost) and with zeros after its header; without either.
+    let layouts: [&[(std::ops::Range<u64>, usize)]; 3] = [
+        &[(0..3, 0), (3..5, 4096)],
+        &[(0..3, 0), (3..3, 4096)],
+        &[(0..3, 0), (3..3, 0)],
+    ];
+    for layout in layouts {
+        let held = layout.last().unwrap().0.end;
+        'budgets: for budget in 0.. {
+            for kept in [None, Some(0), Some(1), Some(20), Some(100)] {
+                let disk = SimulatedStorage::new();
+                put_old_segments(&disk, dir, layout);
+                let dying = DyingDisk::new(&disk, budget);
+                let first = Log::open_with(
+                    dir,
+                    LogOptions::default(),
+                    ManualClock::new(),
+                    dying.clone(),
+                );
+                if !dying.died() {
+                    assert!(first.is_ok(), "{layout:?}: {first:?}");
+                    break 'budgets;
+                }
+                drop(first);
+                if let Some(bytes) = kept {
+                    disk.power_cut_keeping(bytes);
+                }
+                let context =
+                    format!("{layout:?}, died at change {budget}, power cut keeping {kept:?}");
+                let log =
+                    Log::open_with(dir, LogOptions::default(), ManualClock::new(), disk.clone())
+                        .unwrap_or_else(|e| panic!("{context}: {e}"));
+                assert_eq!(all(&log), expected(0..held), "{context}");
+                assert_eq!(log.append(&payload(held)).unwrap(), held, "{context}");
+                drop(log);
+                disk.power_cut();
+                let log = Log::open_with(dir, LogOptions::default(), ManualClock::new(), disk)
+                    .unwrap_or_else(|e| panic!("{context}, reopened: {e}"));
+                assert_eq!(all(&log), expected(0..held + 1), "{context}");
+            }
+            if budget > 100 {
+                panic!("{layout:?}: the open never finished");
+            }
+        }
+    }
 }

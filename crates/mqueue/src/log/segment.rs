@@ -86,6 +86,10 @@ impl Segment {
     ) -> Result<Self, Error> {
         file.truncate(0)
             .map_err(|e| Error::io("truncate", &path, e))?;
+        // The empty file is made durable before the header goes in: a header torn over the
+        // old bytes (an old-format header with zeros after it) would be neither a header nor
+        // one torn while written, and the next open would refuse the log.
+        file.sync().map_err(|e| Error::io("fsync", &path, e))?;
         let framing = write_header(&**file, &path, base, created_millis)?;
         Ok(Self::empty(base, path, file, created_millis, framing))
     }
