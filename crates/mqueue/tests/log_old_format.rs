@@ -274,3 +274,23 @@ fn an_upgrade_open_that_died_at_any_change_loses_nothing_and_the_next_open_succe
         }
     }
 }
+
+#[test]
+fn a_torn_record_carrying_an_old_format_record_in_an_old_newest_segment_is_corruption() {
+    // The earlier format has no salt: a whole record of that format inside a torn record's
+    // payload is taken for one appended after it, so the tail is not cut.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = write_old_segment(dir.path(), 0..3, 0);
+    let mut carried = old_frame(&payload(9));
+    carried.extend_from_slice(&[7; 40]);
+    let torn = old_frame(&carried);
+    bytes.extend_from_slice(&torn[..torn.len() - 10]);
+    fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
+    match Log::open(dir.path(), LogOptions::default()).unwrap_err() {
+        Error::Corrupt { position, .. } => {
+            assert_eq!(position, bytes.len() as u64 - (torn.len() as u64 - 10));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(segment_path(dir.path(), 0)).unwrap(), bytes);
+}

@@ -3,7 +3,8 @@
 //! A [`Log`] is one directory of segment files named by the offset of their first record
 //! (`00000000000000000000.seg`). Appends go to the newest segment; when it reaches
 //! [`LogOptions::segment_bytes`] a new one starts. Every record carries a CRC-32C over its
-//! length and one over its length and payload, so a torn or flipped record is never delivered.
+//! length and one over its length and payload (one over both, in a segment of the earlier
+//! format), so a torn or flipped record is never delivered.
 //!
 //! # What each fsync policy can lose
 //!
@@ -46,7 +47,8 @@
 //! its own: looking for a valid record after a bad one costs a header check per byte, and the
 //! bytes of a record framed for another segment or log, carried in a torn record's payload,
 //! are not taken for one appended after it. Segments in the earlier format (`INFRAMQ1`) are
-//! still read; appends go to a new segment after one.
+//! still read; appends go to a new segment after one (an empty one is started over in the
+//! current format). Their records carry one checksum and no salt.
 //!
 //! ```
 //! use infra_mqueue::log::{Log, LogOptions};

@@ -80,7 +80,6 @@ pub(crate) enum Frame<'a> {
 }
 
 impl Framing {
-    /// The framing of a segment whose salt is `salt`.
     /// Bytes before a record's payload.
     pub(crate) fn frame_header(self) -> usize {
         match self {
