@@ -395,6 +395,7 @@ mod tests {
 
     use infra_common::ManualClock;
 
+    use super::super::crc;
     use super::super::record::tests::take_checksummed;
     use super::super::{FsyncPolicy, Log, LogOptions, RECORD_LIMIT, SimulatedStorage, Storage};
 
@@ -449,6 +450,69 @@ mod tests {
         assert!(
             checksummed <= torn,
             "recovery checksummed {checksummed} bytes of a {torn}-byte segment"
+        );
+    }
+
+    /// An `INFRAMQ1` segment for base 0 holding `payloads`, framed here from that format.
+    fn old_segment(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = b"INFRAMQ1".to_vec();
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        let header_crc = crc::append(0, &bytes);
+        bytes.extend_from_slice(&header_crc.to_le_bytes());
+        for payload in payloads {
+            let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
+            bytes.extend_from_slice(&len);
+            let record_crc = crc::append(crc::append(0, &len), payload);
+            bytes.extend_from_slice(&record_crc.to_le_bytes());
+            bytes.extend_from_slice(payload);
+        }
+        bytes
+    }
+
+    /// The earlier format's search for a record after a bad one checksums every position whose
+    /// length field fits, but only the open that cuts the torn tail runs it: that open seals the
+    /// segment, and the next checksums no more than the segment holds.
+    #[test]
+    fn an_old_format_torn_tail_is_searched_by_one_open_only() {
+        let disk = SimulatedStorage::new();
+        let dir = Path::new("/log");
+        disk.create_dir_all(dir).unwrap();
+        let records: Vec<Vec<u8>> = (0..10).map(|i| noise(1000, i)).collect();
+        let whole = old_segment(&records);
+        // A torn record whose bytes hold many small length fields that fit.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&60_000u32.to_le_bytes());
+        torn.extend_from_slice(&[0x55; 4]);
+        torn.extend((0..50_000u32).map(|i| if i % 4 == 0 { 200 } else { 0 }));
+        let file = disk
+            .open(&dir.join("00000000000000000000.seg"), true)
+            .unwrap();
+        file.write_at(0, &torn).unwrap();
+        file.sync().unwrap();
+        drop(file);
+        disk.sync_dir(dir).unwrap();
+        let options = LogOptions {
+            preallocate: 0,
+            ..LogOptions::default()
+        };
+
+        take_checksummed();
+        let log = Log::open_with(dir, options.clone(), ManualClock::new(), disk.clone()).unwrap();
+        let first = take_checksummed();
+        assert_eq!(log.next_offset(), 10);
+        assert!(
+            first > torn.len() as u64,
+            "the search after the torn record checksummed {first} bytes"
+        );
+        drop(log);
+        let log = Log::open_with(dir, options, ManualClock::new(), disk.clone()).unwrap();
+        let second = take_checksummed();
+        assert_eq!(log.next_offset(), 10);
+        assert!(
+            second <= whole.len() as u64,
+            "the sealed segment cost {second} checksummed bytes"
         );
     }
 }
