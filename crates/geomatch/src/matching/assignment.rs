@@ -911,6 +911,26 @@ mod tests {
     }
 
     #[test]
+    fn costs_near_the_largest_float_give_a_bound_that_proves_nothing_rather_than_nan() {
+        // The dual's terms overflow: the bound cannot be computed, and must not read as a
+        // proof (a NaN bound made `gap()` zero).
+        let big = 1.5e308;
+        let mut edges = vec![edge(4, 0, big)];
+        for r in 0..4 {
+            edges.push(edge(r, r, big));
+            edges.push(edge(r, r + 1, big * 1.1));
+        }
+        let graph = CandidateGraph::new(5, 5, &edges).expect("valid");
+        let rushed = graph
+            .solve_within(f64::MAX, WorkBudget::Scans(0))
+            .expect("valid");
+        let quality = rushed.quality().expect("solve states its quality");
+        assert!(!quality.optimal);
+        assert_eq!(quality.lower_bound, f64::NEG_INFINITY, "{quality:?}");
+        assert_eq!(quality.gap(), f64::INFINITY, "{quality:?}");
+    }
+
+    #[test]
     fn a_free_driver_as_cheap_as_the_matched_ones_ends_the_search() {
         // Every pairing costs the same (a flat price, or ETAs in whole minutes): request r
         // may take drivers r - 7 to r, and driver r is still free when r is placed. Its

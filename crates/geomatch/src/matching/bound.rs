@@ -181,6 +181,11 @@ pub(super) fn lower_bound(
         sum += value;
         magnitude += value.abs();
     }
+    // Terms near the largest float overflow the sums (infinity, or NaN from infinities of
+    // both signs): no rounding bound holds then, and only minus infinity is sure.
+    if !magnitude.is_finite() {
+        return f64::NEG_INFINITY;
+    }
     // Each column value and each partial sum rounds once, by at most EPSILON relative to
     // the magnitudes summed; the bound gives up that much per term.
     let terms = (rows + column_value.len() + 1) as f64;
