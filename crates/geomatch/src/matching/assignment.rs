@@ -410,7 +410,7 @@ impl CandidateGraph {
         check_unmatched_cost(unmatched_cost)?;
         let price = self.effective_unmatched_cost(unmatched_cost);
         let budget = budget.scans(self.edges());
-        let mut solver = Solver::new(self, price);
+        let mut solver = Solver::new(self, price, unmatched_cost);
         let rows = self.row_request.len();
         let mut greedy = vec![false; rows];
         for (row, greedy) in greedy.iter_mut().enumerate() {
@@ -464,20 +464,20 @@ impl CandidateGraph {
         Ok(Assignment::new(pairings, Some(quality)))
     }
 
-    /// The price the solver works with: `unmatched_cost`, or twice the sum `S` of the edge
-    /// costs that are not above it when that is lower. Any price above `S` has the same
-    /// optima (a maximum matching, the cheapest among them), so the lower one changes no
-    /// answer; but the potentials take in the price, and a cost below the last digit of a
-    /// far larger price (a few hundred meters against 1e18) would round away in them,
-    /// leaving a costlier maximum matching.
+    /// The price the solver works with: `unmatched_cost`, or infinity when it is above twice
+    /// the sum `S` of the edge costs that are not above it. Any price above `S` has the same
+    /// optima (a maximum matching, the cheapest among them), and an infinite one keeps the
+    /// price out of the potentials: a finite one, even as low as `2 S`, takes the scale of the
+    /// costliest edge, and a cost difference below its last digit (a few hundred meters
+    /// beside one edge of 1e18) would round away in them, leaving a costlier maximum matching.
     fn effective_unmatched_cost(&self, unmatched_cost: f64) -> f64 {
         let within: f64 = self
             .edge_cost
             .iter()
             .filter(|&&cost| cost <= unmatched_cost)
             .sum();
-        if within > 0.0 {
-            unmatched_cost.min(2.0 * within)
+        if within > 0.0 && 2.0 * within < unmatched_cost {
+            f64::INFINITY
         } else {
             unmatched_cost
         }
@@ -625,7 +625,16 @@ enum Sink {
 /// greedily, and each later search is exact there.
 struct Solver<'g> {
     graph: &'g CandidateGraph,
+    /// The price of each unmatched column. Infinite when any maximum matching beats every
+    /// smaller one: a search then ends at a free driver if it can reach one, else leaves
+    /// unmatched the reached request (or the start) whose unmatched column is nearest.
     unmatched_cost: f64,
+    /// The caller's price: an edge above it is never taken (with an infinite
+    /// `unmatched_cost`, the searches skip such edges).
+    max_cost: f64,
+    /// Edges costlier than this are not relaxed: `max_cost` when the price is infinite,
+    /// else infinity (a finite price keeps them out of every optimum by itself).
+    relaxed_up_to: f64,
     /// Edges scanned by the searches so far.
     work: u64,
     row_potential: Vec<f64>,
@@ -642,12 +651,18 @@ struct Solver<'g> {
 }
 
 impl<'g> Solver<'g> {
-    fn new(graph: &'g CandidateGraph, unmatched_cost: f64) -> Self {
+    fn new(graph: &'g CandidateGraph, unmatched_cost: f64, max_cost: f64) -> Self {
         let rows = graph.row_request.len();
         let columns = graph.column_driver.len();
         Self {
             graph,
             unmatched_cost,
+            max_cost,
+            relaxed_up_to: if unmatched_cost.is_finite() {
+                f64::INFINITY
+            } else {
+                max_cost
+            },
             work: 0,
             row_potential: vec![0.0; rows],
             column_potential: vec![0.0; columns],
@@ -684,7 +699,7 @@ impl<'g> Solver<'g> {
             .zip(&graph.edge_cost[range])
         {
             let column = column as usize;
-            if self.done[column] {
+            if self.done[column] || cost > self.relaxed_up_to {
                 continue;
             }
             // Rounding can push a reduced cost a hair below zero; Dijkstra needs it non-negative.
@@ -702,7 +717,13 @@ impl<'g> Solver<'g> {
                 ));
             }
         }
-        let unmatched = row_distance.max(base + self.unmatched_cost);
+        // With an infinite price every unmatched column is that price plus `base`: compare
+        // the `base` alone, which keeps the differences the price would round away.
+        let unmatched = if self.unmatched_cost.is_finite() {
+            row_distance.max(base + self.unmatched_cost)
+        } else {
+            base
+        };
         if unmatched < best_unmatched.0 {
             *best_unmatched = (unmatched, row);
         }
@@ -725,7 +746,7 @@ impl<'g> Solver<'g> {
                 continue;
             }
             // Strictly less: on a tie, matching beats leaving a request unmatched.
-            if best_unmatched.0 < entry.distance {
+            if self.unmatched_cost.is_finite() && best_unmatched.0 < entry.distance {
                 break Some((Sink::Unmatched(best_unmatched.1), best_unmatched.0));
             }
             self.done[column] = true;
@@ -743,6 +764,16 @@ impl<'g> Solver<'g> {
         let Some((sink, sink_distance)) = ended else {
             self.end_search();
             return false;
+        };
+        // An infinite price's unmatched sink is beyond every finished column: moving them
+        // all by the slack to the farthest of them keeps the reduced costs non-negative and
+        // the path tight just as well, and the rows left unmatched are never reached again.
+        let sink_distance = match sink {
+            Sink::Unmatched(_) if !self.unmatched_cost.is_finite() => self
+                .finished
+                .last()
+                .map_or(0.0, |&column| self.distance[column]),
+            _ => sink_distance,
         };
 
         // Potentials: every finished column (distance at most the sink's) and its matched row
@@ -796,7 +827,7 @@ impl<'g> Solver<'g> {
         let mut best: Option<(usize, f64)> = None;
         for (column, cost) in self.graph.row_edges(row) {
             if self.column_match[column].is_none()
-                && cost <= self.unmatched_cost
+                && cost <= self.max_cost
                 && best.is_none_or(|(_, least)| cost < least)
             {
                 best = Some((column, cost));
@@ -911,6 +942,25 @@ mod tests {
     }
 
     #[test]
+    fn a_far_costlier_request_elsewhere_does_not_cost_the_cheaper_ones_their_driver() {
+        // Request 2's only driver is far off (an ETA used as "hardly reachable"), and the
+        // optimum still serves it; requests 0 and 1 want driver 0, and the nearer one gets
+        // it, however far above the costs the price of an unmatched request is.
+        let graph = CandidateGraph::new(
+            3,
+            2,
+            &[edge(0, 0, 1_000.25), edge(1, 0, 885.0), edge(2, 1, 1e18)],
+        )
+        .expect("valid");
+        for unmatched_cost in [1e19, 1e300, f64::MAX] {
+            let best = graph.solve(unmatched_cost).expect("valid");
+            assert_eq!(best.driver_of(1), Some(0), "price {unmatched_cost}");
+            assert_eq!(best.driver_of(2), Some(1), "price {unmatched_cost}");
+            assert_eq!(best.total_cost(), 1e18 + 885.0, "price {unmatched_cost}");
+        }
+    }
+
+    #[test]
     fn costs_near_the_largest_float_give_a_bound_that_proves_nothing_rather_than_nan() {
         // The dual's terms overflow: the bound cannot be computed, and must not read as a
         // proof (a NaN bound made `gap()` zero).
@@ -940,7 +990,7 @@ mod tests {
             .flat_map(|r| (r.saturating_sub(7)..=r).map(move |d| edge(r, d, 60.0)))
             .collect();
         let graph = CandidateGraph::new(requests, requests, &edges).expect("valid");
-        let mut solver = Solver::new(&graph, 1e9);
+        let mut solver = Solver::new(&graph, 1e9, 1e9);
         for row in 0..graph.row_request.len() {
             let before = solver.work;
             assert!(solver.add_row(row, u64::MAX));

@@ -148,8 +148,9 @@ impl SolveQuality {
 /// exact searches' potentials: `row_potential` for the rows not placed `greedy`,
 /// `column_potential` for every column (never positive).
 ///
-/// The searches ran at a price no higher than `price`, so their row potentials are at most
-/// `price`. The result is lowered by a bound on the rounding of the sums.
+/// Row potentials above `price` (the searches may run at an infinite price) are lowered to
+/// it, which keeps the dual feasible. The result is lowered by a bound on the rounding of
+/// the sums.
 pub(super) fn lower_bound(
     graph: &CandidateGraph,
     row_potential: &[f64],
