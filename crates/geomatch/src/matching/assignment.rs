@@ -926,6 +926,11 @@ mod tests {
             1,
             "a tie is matched"
         );
+        // Far below the price, the other costs leave it no less costlier than it.
+        let graph =
+            CandidateGraph::new(2, 2, &[edge(0, 0, 1.0), edge(1, 1, 500.0)]).expect("valid");
+        let best = graph.solve(100.0).expect("valid");
+        assert_eq!((best.driver_of(0), best.driver_of(1)), (Some(0), None));
     }
 
     #[test]
