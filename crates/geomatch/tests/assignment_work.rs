@@ -162,6 +162,10 @@ fn a_dense_graph_of_200_requests_is_solved_exactly_within_the_default_budget() {
     // Long searches: more than the per-edge budget alone allows, well within the floor.
     let per_edge = u64::from(WorkBudget::DEFAULT_PER_EDGE) * edges.len() as u64;
     assert!(quality.edges_scanned > per_edge);
+    assert!(
+        quality.edges_scanned <= WorkBudget::MIN_SCANS,
+        "{quality:?}"
+    );
     let unlimited = graph
         .solve_within(PRICE, WorkBudget::Unlimited)
         .expect("valid price");
