@@ -926,7 +926,7 @@ mod tests {
             1,
             "a tie is matched"
         );
-        // Far below the price, the other costs leave it no less costlier than it.
+        // However far below the price the other costs are, an edge above it is not taken.
         let graph =
             CandidateGraph::new(2, 2, &[edge(0, 0, 1.0), edge(1, 1, 500.0)]).expect("valid");
         let best = graph.solve(100.0).expect("valid");

@@ -126,8 +126,10 @@ pub struct SolveQuality {
     /// The assignment's objective: its matched costs plus the unmatched price for each
     /// request (with an edge) it left unmatched.
     pub objective: f64,
-    /// No assignment of the same edges has a lower objective. Certified by a dual solution
-    /// when the budget ran out; the objective itself when the result is optimal.
+    /// No assignment of the same edges has a lower objective. Certified by a dual solution,
+    /// lowered by a bound on its rounding, when the budget ran out; the objective itself
+    /// when the result is optimal, and so rounded as that sum is (the sum of 0.1 and 0.2
+    /// rounds a hair above both costs' exact sum).
     pub lower_bound: f64,
     /// Requests whose search would have run past its limit, placed greedily instead (zero
     /// if optimal).
