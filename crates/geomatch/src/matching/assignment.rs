@@ -410,7 +410,43 @@ impl CandidateGraph {
         check_unmatched_cost(unmatched_cost)?;
         let price = self.effective_unmatched_cost(unmatched_cost);
         let budget = budget.scans(self.edges());
-        let mut solver = Solver::new(self, price, unmatched_cost);
+        // An infinite price would take any edge, and one above `unmatched_cost` is in no
+        // optimum: such edges are dropped here rather than tested on every scan.
+        if price.is_infinite() && self.edge_cost.iter().any(|&cost| cost > unmatched_cost) {
+            return Ok(self.without_edges_above(unmatched_cost).solve_priced(
+                unmatched_cost,
+                price,
+                budget,
+            ));
+        }
+        Ok(self.solve_priced(unmatched_cost, price, budget))
+    }
+
+    /// The graph's rows and columns with only the edges costing at most `most`.
+    fn without_edges_above(&self, most: f64) -> Self {
+        let mut row_start = Vec::with_capacity(self.row_start.len());
+        let (mut edge_column, mut edge_cost) = (Vec::new(), Vec::new());
+        for row in 0..self.row_request.len() {
+            row_start.push(edge_cost.len());
+            for (column, cost) in self.row_edges(row).filter(|&(_, cost)| cost <= most) {
+                edge_column.push(u32::try_from(column).unwrap_or(u32::MAX));
+                edge_cost.push(cost);
+            }
+        }
+        row_start.push(edge_cost.len());
+        Self {
+            requests: self.requests,
+            row_request: self.row_request.clone(),
+            column_driver: self.column_driver.clone(),
+            row_start,
+            edge_column,
+            edge_cost,
+        }
+    }
+
+    /// [`CandidateGraph::solve_within`] at the solver's `price` and within `budget` scans.
+    fn solve_priced(&self, unmatched_cost: f64, price: f64, budget: u64) -> Assignment {
+        let mut solver = Solver::new(self, price);
         let rows = self.row_request.len();
         let mut greedy = vec![false; rows];
         for (row, greedy) in greedy.iter_mut().enumerate() {
@@ -461,7 +497,7 @@ impl CandidateGraph {
             greedy_requests,
             edges_scanned: solver.work,
         };
-        Ok(Assignment::new(pairings, Some(quality)))
+        Assignment::new(pairings, Some(quality))
     }
 
     /// The price the solver works with: `unmatched_cost`, or infinity when it is above twice
@@ -626,15 +662,10 @@ enum Sink {
 struct Solver<'g> {
     graph: &'g CandidateGraph,
     /// The price of each unmatched column. Infinite when any maximum matching beats every
-    /// smaller one: a search then ends at a free driver if it can reach one, else leaves
-    /// unmatched the reached request (or the start) whose unmatched column is nearest.
+    /// smaller one (and no edge is above the caller's price): a search then ends at a free
+    /// driver if it can reach one, else leaves unmatched the reached request (or the start)
+    /// whose unmatched column is nearest.
     unmatched_cost: f64,
-    /// The caller's price: an edge above it is never taken (with an infinite
-    /// `unmatched_cost`, the searches skip such edges).
-    max_cost: f64,
-    /// Edges costlier than this are not relaxed: `max_cost` when the price is infinite,
-    /// else infinity (a finite price keeps them out of every optimum by itself).
-    relaxed_up_to: f64,
     /// Edges scanned by the searches so far.
     work: u64,
     row_potential: Vec<f64>,
@@ -651,18 +682,12 @@ struct Solver<'g> {
 }
 
 impl<'g> Solver<'g> {
-    fn new(graph: &'g CandidateGraph, unmatched_cost: f64, max_cost: f64) -> Self {
+    fn new(graph: &'g CandidateGraph, unmatched_cost: f64) -> Self {
         let rows = graph.row_request.len();
         let columns = graph.column_driver.len();
         Self {
             graph,
             unmatched_cost,
-            max_cost,
-            relaxed_up_to: if unmatched_cost.is_finite() {
-                f64::INFINITY
-            } else {
-                max_cost
-            },
             work: 0,
             row_potential: vec![0.0; rows],
             column_potential: vec![0.0; columns],
@@ -699,7 +724,7 @@ impl<'g> Solver<'g> {
             .zip(&graph.edge_cost[range])
         {
             let column = column as usize;
-            if self.done[column] || cost > self.relaxed_up_to {
+            if self.done[column] {
                 continue;
             }
             // Rounding can push a reduced cost a hair below zero; Dijkstra needs it non-negative.
@@ -827,7 +852,7 @@ impl<'g> Solver<'g> {
         let mut best: Option<(usize, f64)> = None;
         for (column, cost) in self.graph.row_edges(row) {
             if self.column_match[column].is_none()
-                && cost <= self.max_cost
+                && cost <= self.unmatched_cost
                 && best.is_none_or(|(_, least)| cost < least)
             {
                 best = Some((column, cost));
@@ -995,7 +1020,7 @@ mod tests {
             .flat_map(|r| (r.saturating_sub(7)..=r).map(move |d| edge(r, d, 60.0)))
             .collect();
         let graph = CandidateGraph::new(requests, requests, &edges).expect("valid");
-        let mut solver = Solver::new(&graph, 1e9, 1e9);
+        let mut solver = Solver::new(&graph, 1e9);
         for row in 0..graph.row_request.len() {
             let before = solver.work;
             assert!(solver.add_row(row, u64::MAX));
