@@ -650,7 +650,8 @@ enum Sink {
 /// Dual feasibility, kept after every added row: for every edge (r, c),
 /// `cost - row_potential[r] - column_potential[c] >= 0`, with equality on matched edges; for
 /// every added row, `unmatched_cost - row_potential[r] >= 0`, with equality if the row is
-/// unmatched. Column potentials are never positive and stay zero on free columns; unmatched
+/// unmatched (with an infinite price, a row left unmatched is never reached again, and its
+/// potential no longer matters). Column potentials are never positive and stay zero on free columns; unmatched
 /// columns keep potential zero because each is reachable only from its own row, which is
 /// never reached once it sits there. With these, an assignment of all added rows is optimal
 /// (complementary slackness of the assignment LP).
