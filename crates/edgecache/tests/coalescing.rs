@@ -247,6 +247,23 @@ async fn a_revalidation_asked_again_unconditionally_ends_within_one_fetch_timeou
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fetch_timeout_too_long_to_reach_waits_for_the_origin() {
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "v1")));
+    let cache = HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .fetch_timeout(Duration::MAX)
+        .build();
+    let served = cache.serve(get("http://example.com/patient", &[])).await;
+    assert_eq!(
+        served.map(http::Response::into_body).ok(),
+        Some(bytes::Bytes::from("v1")),
+        "a timeout past the clock's range is no timeout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_server_error_counts_as_an_error_for_stale_if_error() {
     let clock = ManualClock::new();
     let origin = TestOrigin::new(|_| {

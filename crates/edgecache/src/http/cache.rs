@@ -1057,14 +1057,14 @@ impl<O: Origin> Inner<O> {
         let generation = this.purges.generation();
         let mut request_time = this.clock.wall_time();
         let timeout = this.config.fetch_timeout;
-        // One deadline for the origin's whole answer, the unconditional request below
-        // included: the fetch, and the flight its waiters joined, end within the timeout.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut answer = tokio::time::timeout_at(
-            deadline,
-            this.origin.fetch(Request::from_parts(parts, body)),
-        )
-        .await;
+        // One timeout for the origin's whole answer, the unconditional request below
+        // included: the fetch, and the flight its waiters joined, end within it. Measured
+        // from the start rather than as a deadline, which a timeout past the clock's range
+        // (`Duration::MAX`, no timeout) could not be.
+        let started = tokio::time::Instant::now();
+        let mut answer =
+            tokio::time::timeout(timeout, this.origin.fetch(Request::from_parts(parts, body)))
+                .await;
         // §4.3.4: a 304 that names another representation updates nothing, and the client did
         // not ask a conditional question: ask again, unconditionally.
         if let (Ok(Ok(response)), Some(old)) = (&answer, &stale)
@@ -1073,7 +1073,8 @@ impl<O: Origin> Inner<O> {
         {
             stale = None;
             request_time = this.clock.wall_time();
-            answer = tokio::time::timeout_at(deadline, this.origin.fetch(unconditional)).await;
+            let left = timeout.saturating_sub(started.elapsed());
+            answer = tokio::time::timeout(left, this.origin.fetch(unconditional)).await;
         }
         let result = match answer {
             Err(_) => Err(Error::Timeout(timeout)),
