@@ -206,7 +206,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::FrequencySketch;
+    use super::{BLOCK_SEED, COUNTER_MAX, COUNTER_SEED, FrequencySketch, mix};
 
     #[test]
     fn counts_saturate_at_fifteen_and_never_understate() {
@@ -286,7 +286,93 @@ mod tests {
         assert_eq!(FrequencySketch::new(usize::MAX).blocks.len() * 8, 1 << 24);
     }
 
+    /// The conservative increment as defined, one counter after another: the key's block and
+    /// counters from the hash's two mixes (a selector byte per row: its low bit picks the row's
+    /// word, the next four the nibble), the estimate as the smallest of the four, and, below
+    /// the ceiling, each counter holding the estimate raised by one, counting an addition and
+    /// halving at the end of a sample.
+    fn increment_as_defined(sketch: &mut FrequencySketch, hash: u64) {
+        let block = (mix(hash, BLOCK_SEED) & sketch.block_mask) as usize;
+        let selector = mix(hash, COUNTER_SEED);
+        let places: Vec<(usize, u64)> = (0..4)
+            .map(|row| {
+                let byte = selector >> (8 * row);
+                (2 * row + (byte & 1) as usize, ((byte >> 1) & 15) * 4)
+            })
+            .collect();
+        let words = &mut sketch.blocks[block].0;
+        let estimate = places
+            .iter()
+            .map(|&(word, shift)| (words[word] >> shift) & COUNTER_MAX)
+            .min()
+            .unwrap_or(COUNTER_MAX);
+        let mut added = false;
+        if estimate < COUNTER_MAX {
+            for &(word, shift) in &places {
+                if (words[word] >> shift) & COUNTER_MAX == estimate {
+                    words[word] += 1 << shift;
+                    added = true;
+                }
+            }
+        }
+        if added {
+            sketch.additions += 1;
+            if sketch.additions >= sketch.sample_size {
+                sketch.halve();
+            }
+        }
+    }
+
+    /// The estimate as defined: the smallest of the key's four counters.
+    fn frequency_as_defined(sketch: &FrequencySketch, hash: u64) -> u8 {
+        let block = &sketch.blocks[(mix(hash, BLOCK_SEED) & sketch.block_mask) as usize].0;
+        let selector = mix(hash, COUNTER_SEED);
+        (0..4)
+            .map(|row| {
+                let byte = selector >> (8 * row);
+                (block[2 * row + (byte & 1) as usize] >> (((byte >> 1) & 15) * 4)) & COUNTER_MAX
+            })
+            .min()
+            .map_or(0, |estimate| estimate as u8)
+    }
+
+    /// 500 to 2,500 keys of 48, half of them among four hot keys, which saturate between
+    /// halvings on a small table.
+    fn skewed_keys() -> impl Strategy<Value = Vec<u64>> {
+        let key = (0u64..96).prop_map(|key| if key < 48 { key } else { key % 4 });
+        proptest::collection::vec(key, 500..2500)
+    }
+
     proptest! {
+        /// The increment and the estimate keep every counter and decision of their
+        /// definition: after each increment the whole table, the additions and every key's
+        /// estimate agree with a sketch driven by the definition, through saturated counters
+        /// and halvings (hot keys on a small table reach fifteen, and it ages often).
+        #[test]
+        fn increments_and_estimates_match_their_definition(
+            entries in 1usize..8,
+            keys in skewed_keys(),
+        ) {
+            let mut sketch = FrequencySketch::new(entries);
+            let mut defined = sketch.clone();
+            let hash = |key: u64| key.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (key << 59);
+            for key in keys {
+                sketch.increment(hash(key));
+                increment_as_defined(&mut defined, hash(key));
+                prop_assert_eq!(sketch.additions, defined.additions);
+                prop_assert!(
+                    sketch.blocks.iter().zip(&defined.blocks).all(|(a, b)| a.0 == b.0),
+                    "the tables differ after key {}", key
+                );
+                for other in 0..48 {
+                    prop_assert_eq!(
+                        sketch.frequency(hash(other)),
+                        frequency_as_defined(&defined, hash(other))
+                    );
+                }
+            }
+        }
+
         /// Count-min's guarantee against an exact model: a conservative increment lifts every
         /// counter of the key to at least its estimate plus one, and collisions only add, so
         /// the smallest of a key's four is at least the key's true count, capped at 15 as the
