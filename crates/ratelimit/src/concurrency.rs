@@ -309,10 +309,12 @@ enum Control {
 /// one to the limit while fewer than α are queued (and the limit is in use), removes one while
 /// more than β are. Like Vegas's update per sample window, it changes the limit at most once per
 /// round trip: only an answer to a request sent since the last change (or cut) may change it,
-/// so requests answered together move it by one, not one each. It reacts to queues before they
-/// turn into timeouts, without a hand-picked threshold. The baseline is the smallest nonzero
-/// latency since creation or [`AdaptiveConcurrencyLimiter::reset_baseline`]: reset it when the
-/// service's normal latency is known to have changed.
+/// so requests answered together move it by one, not one each. An overload report is the
+/// exception: it cuts unless a cut came since its request was sent, since a fast answer that
+/// raised the limit says nothing against the timeouts of the same round trip. It reacts to
+/// queues before they turn into timeouts, without a hand-picked threshold. The baseline is the
+/// smallest nonzero latency since creation or [`AdaptiveConcurrencyLimiter::reset_baseline`]:
+/// reset it when the service's normal latency is known to have changed.
 ///
 /// ```
 /// use infra_common::ManualClock;
@@ -332,13 +334,20 @@ pub struct AdaptiveConcurrencyLimiter<C: Clock> {
     in_flight: AtomicU32,
     limit: AtomicU32,
     fast_successes: AtomicU32,
-    /// Counts the cuts of the limit (Vegas and Gradient: every change). A permit remembers the
-    /// value it was taken under, and only a report from a permit taken since the last cut may
-    /// cut again: one cut per round trip.
+    /// Counts the cuts of the limit (Vegas and Gradient: every change; Vegas counts its cuts
+    /// in units of [`VEGAS_CUT`], its increases in ones). A permit remembers the value it was
+    /// taken under, and only a report from a permit taken since the last cut may cut again:
+    /// one cut per round trip.
     cuts: AtomicU64,
     control: Control,
     clock: C,
 }
+
+/// What a Vegas cut adds to the change count; an increase adds one. A timeout cuts if no cut
+/// happened since its request was sent, whatever increases did: an increase in the round
+/// trip's count would otherwise hide its overload. After 2^32 increases they carry into the
+/// cuts' part, which at worst makes one timeout look sent before a cut.
+const VEGAS_CUT: u64 = 1 << 32;
 
 /// One in-flight slot of an [`AdaptiveConcurrencyLimiter`]; report the outcome, or drop it.
 #[must_use = "the slot is released as soon as the permit is dropped"]
@@ -497,10 +506,14 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
                 // Either way once per round trip, as Vegas updates once per sample window: the
                 // answers to requests sent together report one queue, and adding one per fast
                 // answer would grow the limit by up to half of it per round trip.
+                let unchanged =
+                    |by: u64| move |cuts: u64| (cuts == permit.cuts).then_some(cuts + by);
                 if queued > u128::from(config.beta) {
-                    self.change(permit.cuts, |limit| limit.saturating_sub(1).max(min));
+                    self.change(unchanged(VEGAS_CUT), |limit| {
+                        limit.saturating_sub(1).max(min)
+                    });
                 } else if queued < u128::from(config.alpha) && self.was_in_use(permit.in_flight) {
-                    self.change(permit.cuts, |limit| limit.saturating_add(1).min(max));
+                    self.change(unchanged(1), |limit| limit.saturating_add(1).min(max));
                 }
             }
             Control::Gradient { config, state } => {
@@ -546,7 +559,7 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Multiplies the limit by the backoff factor, once per round trip (see [`Self::cut`]).
+    /// Multiplies the limit by the backoff factor, once per round trip (see [`Self::change`]).
     fn decrease(&self, cuts_seen: u64) {
         let (min, _, backoff_percent) = self.bounds();
         let lower = |limit: u32| {
@@ -564,25 +577,28 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
             }
             return;
         }
-        self.change(cuts_seen, lower);
+        if let Control::Vegas { .. } = &self.control {
+            // An overload whatever the round trip's earlier answers did: only a cut since the
+            // request was sent makes it the same overload.
+            let uncut = |cuts: u64| cuts / VEGAS_CUT == cuts_seen / VEGAS_CUT;
+            self.change(|cuts| uncut(cuts).then_some(cuts + VEGAS_CUT), lower);
+            return;
+        }
+        self.change(|cuts| (cuts == cuts_seen).then_some(cuts + 1), lower);
     }
 
-    /// Applies `change` to the limit if no cut (or Vegas change) happened since the reporting
-    /// permit was taken.
+    /// Applies `change` to the limit if `next` allows it: given the change count, it returns
+    /// the count after this change, or `None` if a cut (or Vegas change) happened since the
+    /// reporting permit was taken.
     ///
     /// The requests in flight when the limit was cut were sent under the old limit: their
     /// timeouts report the same overload, so N of them at once cut once, not N times (TCP's
     /// one reduction per window). The first permit taken after a cut comes back one round trip
     /// later and may cut again.
-    fn change(&self, cuts_seen: u64, change: impl Fn(u32) -> u32) {
+    fn change(&self, next: impl Fn(u64) -> Option<u64>, change: impl Fn(u32) -> u32) {
         if self
             .cuts
-            .compare_exchange(
-                cuts_seen,
-                cuts_seen + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, next)
             .is_err()
         {
             return;
@@ -948,7 +964,9 @@ mod tests {
             let clock = ManualClock::new();
             let config = VegasConfig::new(initial, min, max).unwrap().with_thresholds(2, 4).unwrap();
             let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
-            let (mut limit, mut baseline, mut cuts) = (u64::from(initial), u64::MAX, 0u64);
+            let (mut limit, mut baseline) = (u64::from(initial), u64::MAX);
+            // Changes of the limit either way, and cuts among them.
+            let (mut changes, mut cuts) = (0u64, 0u64);
             let mut held = Vec::new();
             for step in steps {
                 match step {
@@ -956,7 +974,8 @@ mod tests {
                         let admitted = limiter.try_acquire();
                         prop_assert_eq!(admitted.is_ok(), (held.len() as u64) < limit);
                         if let Ok(permit) = admitted {
-                            held.push((permit, clock.now_nanos(), held.len() as u64 + 1, cuts));
+                            let seen = (changes, cuts);
+                            held.push((permit, clock.now_nanos(), held.len() as u64 + 1, seen));
                         }
                     }
                     Step::Success(i, millis) if !held.is_empty() => {
@@ -973,22 +992,28 @@ mod tests {
                         // may make the next, up or down.
                         let next = match queued {
                             None => None,
-                            Some(queued) if queued > 4 => Some((limit - 1).max(u64::from(min))),
+                            Some(queued) if queued > 4 => {
+                                Some(((limit - 1).max(u64::from(min)), true))
+                            }
                             Some(queued) if queued < 2 && in_flight * 2 >= limit => {
-                                Some((limit + 1).min(u64::from(max)))
+                                Some(((limit + 1).min(u64::from(max)), false))
                             }
                             Some(_) => None,
                         };
-                        if let Some(next) = next && seen == cuts {
+                        if let Some((next, cut)) = next && seen == (changes, cuts) {
                             limit = next;
-                            cuts += 1;
+                            changes += 1;
+                            cuts += u64::from(cut);
                         }
                     }
+                    // A timeout cuts unless a cut came since its request was sent, whatever
+                    // increases did.
                     Step::Overloaded(i) if !held.is_empty() => {
-                        let (permit, _, _, seen) = held.swap_remove(i % held.len());
+                        let (permit, _, _, (_, seen_cuts)) = held.swap_remove(i % held.len());
                         permit.overloaded();
-                        if seen == cuts {
+                        if seen_cuts == cuts {
                             limit = (limit * 90 / 100).max(u64::from(min));
+                            changes += 1;
                             cuts += 1;
                         }
                     }
@@ -1081,6 +1106,28 @@ mod tests {
         }
         assert!(limits.windows(2).all(|w| w[0] <= w[1]), "{limits:?}");
         assert!(limiter.limit() > 20, "{limits:?}");
+    }
+
+    /// Timeouts are overload whatever the fast answers of the same round trip said: when each
+    /// round trip's first answer comes back fast (a cached reply) and the rest time out, the
+    /// limit falls, as TCP Vegas and Netflix's `VegasLimit` cut on a loss.
+    #[test]
+    fn vegas_cuts_on_timeouts_after_a_fast_answer_of_the_same_round_trip() {
+        let clock = ManualClock::new();
+        let config = VegasConfig::new(20, 1, 100).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
+        for _ in 0..10 {
+            let held: Vec<_> = (0..limiter.limit())
+                .map(|_| limiter.try_acquire().unwrap())
+                .collect();
+            // The last one sent, with the limit in use, is the fast one.
+            let mut held = held.into_iter().rev();
+            clock.advance(Duration::from_millis(10));
+            held.next().unwrap().success();
+            clock.advance(Duration::from_secs(1));
+            held.for_each(AdaptivePermit::overloaded);
+        }
+        assert!(limiter.limit() < 20, "limit {}", limiter.limit());
     }
 
     #[test]

@@ -279,6 +279,21 @@ fn adaptive_fast_successes_reported_together_add_one() {
 }
 
 #[test]
+fn vegas_overloads_reported_together_cut_once() {
+    use infra_ratelimit::VegasConfig;
+    model(|| {
+        let config = VegasConfig::new(20, 1, 100).unwrap();
+        let limiter = Arc::new(AdaptiveConcurrencyLimiter::vegas(
+            config,
+            ManualClock::new(),
+        ));
+        // Two timeouts of requests in flight together: whatever the order, one cut.
+        answered_together(&limiter, |permit| permit.overloaded());
+        assert_eq!(limiter.limit(), 18);
+    });
+}
+
+#[test]
 fn vegas_fast_successes_reported_together_add_one() {
     use infra_ratelimit::VegasConfig;
     model(|| {
