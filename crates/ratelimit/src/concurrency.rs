@@ -568,10 +568,13 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
         };
         if let Control::Gradient { config, state } = &self.control {
             // Under the state's lock, like every Gradient update: the cut also starts a new
-            // round trip, dropping the answers of the overloaded one.
+            // round trip, dropping the answers of the overloaded one. Only a cut since the
+            // request was sent makes its timeout the same overload: a round trip a fast answer
+            // ended does not hide the timeouts of the requests sent with it.
             let mut state = state.lock();
-            if cuts_seen == self.cuts.load(Ordering::Acquire) {
-                let limit = state.cut_to(lower(self.limit()), config);
+            if cuts_seen >= state.cut_opened() {
+                let opened = self.cuts.load(Ordering::Acquire) + 1;
+                let limit = state.cut_to(lower(self.limit()), opened, config);
                 self.limit.store(limit, Ordering::Relaxed);
                 self.cuts.fetch_add(1, Ordering::AcqRel);
             }
@@ -1130,6 +1133,26 @@ mod tests {
         assert!(limiter.limit() < 20, "limit {}", limiter.limit());
     }
 
+    /// Gradient too: a round trip closed by a fast answer does not hide the timeouts of the
+    /// requests sent with it.
+    #[test]
+    fn gradient_cuts_on_timeouts_after_a_fast_answer_ends_their_round_trip() {
+        let clock = ManualClock::new();
+        let config = GradientConfig::new(20, 1, 100).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+        for _ in 0..10 {
+            let held: Vec<_> = (0..limiter.limit())
+                .map(|_| limiter.try_acquire().unwrap())
+                .collect();
+            let mut held = held.into_iter().rev();
+            clock.advance(Duration::from_millis(10));
+            held.next().unwrap().success();
+            clock.advance(Duration::from_secs(1));
+            held.for_each(AdaptivePermit::overloaded);
+        }
+        assert!(limiter.limit() < 20, "limit {}", limiter.limit());
+    }
+
     #[test]
     fn vegas_shrinks_when_latency_grows_and_the_baseline_can_be_reset() {
         let clock = ManualClock::new();
@@ -1439,6 +1462,8 @@ mod tests {
             // The limit enforced: the estimate's integer part.
             let mut limit = initial;
             let mut round_trips = 0u64;
+            // The round trip the last cut opened.
+            let mut cut_opened = 0u64;
             let mut held = Vec::new();
             for step in steps {
                 match step {
@@ -1460,12 +1485,14 @@ mod tests {
                             round_trips += 1;
                         }
                     }
+                    // A timeout cuts unless a cut came since its request was sent.
                     Step::Overloaded(i) if !held.is_empty() => {
                         let (permit, _, _, sent_in) = held.swap_remove(i % held.len());
                         permit.overloaded();
-                        if sent_in == round_trips {
+                        if sent_in >= cut_opened {
                             model.set(f64::from(limit * model.backoff_percent / 100));
                             round_trips += 1;
+                            cut_opened = round_trips;
                         }
                     }
                     Step::Drop(i) if !held.is_empty() => drop(held.swap_remove(i % held.len())),

@@ -12,7 +12,8 @@
 //!   average is the mean latency of the round trip's answers, and the update (up or down) is
 //!   made by the first answer to a request sent after the previous update. A cut is therefore
 //!   made at most once per round trip, as with AIMD and Vegas, and the long window counts
-//!   round trips. A latency of zero (the clock did not tick) is below the clock's resolution
+//!   round trips. An overload report cuts unless a cut came since its request was sent: a
+//!   round trip that a fast answer ended does not hide the timeouts of the requests sent in it. A latency of zero (the clock did not tick) is below the clock's resolution
 //!   and left out of the mean; a round trip with no measured answer waits for one to end.
 //! - **The queue allowance only while no queueing is seen** (`gradient = 1`). Added on every
 //!   update, it balances a gradient of `1 − queue / limit` at any latency, and the long-term
@@ -165,6 +166,9 @@ pub(crate) struct GradientState {
     latency_sum: u128,
     answers: u64,
     in_use: bool,
+    /// The limiter's change count just after the last overload cut: the round trip that cut
+    /// opened. A timeout of a request sent before it reports the overload that cut.
+    cut_opened: u64,
 }
 
 impl GradientState {
@@ -175,6 +179,7 @@ impl GradientState {
             latency_sum: 0,
             answers: 0,
             in_use: false,
+            cut_opened: 0,
         }
     }
 
@@ -224,8 +229,14 @@ impl GradientState {
         self.start(next, config)
     }
 
-    /// Sets the limit to `limit` after an overload report, starting a new round trip.
-    pub(crate) fn cut_to(&mut self, limit: u32, config: &GradientConfig) -> u32 {
+    /// The round trip the last overload cut opened (see [`GradientState::cut_to`]).
+    pub(crate) fn cut_opened(&self) -> u64 {
+        self.cut_opened
+    }
+
+    /// Sets the limit to `limit` after an overload report, starting the round trip `opened`.
+    pub(crate) fn cut_to(&mut self, limit: u32, opened: u64, config: &GradientConfig) -> u32 {
+        self.cut_opened = opened;
         self.start(f64::from(limit), config)
     }
 

@@ -294,6 +294,20 @@ fn vegas_overloads_reported_together_cut_once() {
 }
 
 #[test]
+fn gradient_overloads_reported_together_cut_once() {
+    use infra_ratelimit::GradientConfig;
+    model(|| {
+        let config = GradientConfig::new(20, 1, 100).unwrap();
+        let limiter = Arc::new(AdaptiveConcurrencyLimiter::gradient(
+            config,
+            ManualClock::new(),
+        ));
+        answered_together(&limiter, |permit| permit.overloaded());
+        assert_eq!(limiter.limit(), 18);
+    });
+}
+
+#[test]
 fn vegas_fast_successes_reported_together_add_one() {
     use infra_ratelimit::VegasConfig;
     model(|| {
