@@ -555,6 +555,34 @@ async fn writes_to_a_redis_that_hangs_are_bounded_not_queued() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_redis_that_hangs_counts_against_the_fetch_timeout() {
+    let (url, _holder) = silent_redis();
+    let clock = ManualClock::new();
+    let tier = SharedTier::open(&url, Duration::from_millis(300)).unwrap();
+    // The read waits 300 ms for the tier's timeout, the origin answers 400 ms after it is
+    // asked: together past the 500 ms the fetch is given.
+    let origin = TestOrigin::new(|_| {
+        Reply::Delayed(
+            Duration::from_millis(400),
+            response(&[("cache-control", "max-age=600")], "late"),
+        )
+    });
+    let cache = HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .fetch_timeout(Duration::from_millis(500))
+        .build();
+    assert!(cache.serve(get(URL, &[])).await.is_err());
+    // Long after the origin's answer would have come.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        cache.stats().inserts,
+        0,
+        "the fetch ended at its timeout: the late answer was not stored"
+    );
+}
+
 /// The number of subscribers to the purge channel.
 fn subscribers(server: &RedisServer) -> i64 {
     let client = redis::Client::open(server.url()).unwrap();

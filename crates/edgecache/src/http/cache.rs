@@ -184,7 +184,8 @@ impl<O: Origin> HttpCacheBuilder<O> {
     /// The longest the origin may take to answer before the fetch fails with
     /// [`Error::Timeout`] and its waiters are released (default 10 s). When a revalidation's
     /// 304 names another representation and the cache asks again unconditionally, both
-    /// requests share this time.
+    /// requests share this time, and so does the shared tier's read before them (feature
+    /// `redis`).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.config.fetch_timeout = timeout;
         self
@@ -1034,6 +1035,12 @@ impl<O: Origin> Inner<O> {
             }
         }
         let method = parts.method.clone();
+        // One timeout for the whole fetch, the shared tier's read and the unconditional
+        // request below included: the fetch, and the flight its waiters joined, end within it.
+        // Measured from the start rather than as a deadline, which a timeout past the clock's
+        // range (`Duration::MAX`, no timeout) could not be.
+        let timeout = this.config.fetch_timeout;
+        let started = tokio::time::Instant::now();
         // A response marked stale (a soft purge, a HEAD answer showing it outdated) may have
         // a copy in the shared tier that does not know it: only the origin can replace it.
         #[cfg(feature = "redis")]
@@ -1056,15 +1063,9 @@ impl<O: Origin> Inner<O> {
         #[cfg(feature = "redis")]
         let generation = this.purges.generation();
         let mut request_time = this.clock.wall_time();
-        let timeout = this.config.fetch_timeout;
-        // One timeout for the origin's whole answer, the unconditional request below
-        // included: the fetch, and the flight its waiters joined, end within it. Measured
-        // from the start rather than as a deadline, which a timeout past the clock's range
-        // (`Duration::MAX`, no timeout) could not be.
-        let started = tokio::time::Instant::now();
+        let left = timeout.saturating_sub(started.elapsed());
         let mut answer =
-            tokio::time::timeout(timeout, this.origin.fetch(Request::from_parts(parts, body)))
-                .await;
+            tokio::time::timeout(left, this.origin.fetch(Request::from_parts(parts, body))).await;
         // §4.3.4: a 304 that names another representation updates nothing, and the client did
         // not ask a conditional question: ask again, unconditionally.
         if let (Ok(Ok(response)), Some(old)) = (&answer, &stale)
