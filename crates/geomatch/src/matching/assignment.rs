@@ -500,25 +500,35 @@ impl CandidateGraph {
         Assignment::new(pairings, Some(quality))
     }
 
-    /// The price the solver works with: `unmatched_cost`, or infinity when it is above twice
-    /// the sum `S` of the edge costs that are not above it. Any price above `S` has the same
-    /// optima (a maximum matching, the cheapest among them), and an infinite one keeps the
-    /// price out of the potentials: a finite one, even as low as `2 S`, takes the scale of the
-    /// costliest edge, and a cost difference below its last digit (a few hundred meters
-    /// beside one edge of 1e18) would round away in them, leaving a costlier maximum matching.
+    /// The price the solver works with: `unmatched_cost`, or, when it is above twice the sum
+    /// `S` of the edge costs that are not above it, `2 S` or infinity. Any price above `S` has
+    /// the same optima (a maximum matching, the cheapest among them). `2 S` keeps the searches
+    /// short (a request that cannot be matched stops at its unmatched column instead of
+    /// walking every alternating path), but the potentials take its scale, so it is used only
+    /// while that scale keeps the costs' digits to a few ten-thousandths (`2 S` at most
+    /// [`FINITE_PRICE_MAX`]); above, an infinite price keeps the price out of the potentials,
+    /// where a cost difference below the last digit of a far larger price (a few hundred
+    /// meters beside one edge of 1e18) would round away, leaving a costlier maximum matching.
     fn effective_unmatched_cost(&self, unmatched_cost: f64) -> f64 {
         let within: f64 = self
             .edge_cost
             .iter()
             .filter(|&&cost| cost <= unmatched_cost)
             .sum();
-        if within > 0.0 && 2.0 * within < unmatched_cost {
-            f64::INFINITY
-        } else {
+        let lowered = 2.0 * within;
+        if within <= 0.0 || lowered >= unmatched_cost {
             unmatched_cost
+        } else if lowered <= FINITE_PRICE_MAX {
+            lowered
+        } else {
+            f64::INFINITY
         }
     }
 }
+
+/// The largest price kept finite when lowered: 2^40 (about 1.1e12), whose last digit is 2^-12
+/// (about 0.00024), so costs in meters or seconds keep their sub-millimetre differences.
+const FINITE_PRICE_MAX: f64 = (1_u64 << 40) as f64;
 
 fn check_unmatched_cost(cost: f64) -> Result<(), MatchError> {
     if cost.is_finite() && cost >= 0.0 {
