@@ -1111,6 +1111,24 @@ mod tests {
         assert!(limiter.limit() > 20, "{limits:?}");
     }
 
+    /// Ten round trips with the limit in use: the last request sent comes back fast (a cached
+    /// reply), the others time out a second later.
+    fn fast_answer_then_timeouts_ten_times(
+        limiter: &AdaptiveConcurrencyLimiter<ManualClock>,
+        clock: &ManualClock,
+    ) {
+        for _ in 0..10 {
+            let held: Vec<_> = (0..limiter.limit())
+                .map(|_| limiter.try_acquire().unwrap())
+                .collect();
+            let mut held = held.into_iter().rev();
+            clock.advance(Duration::from_millis(10));
+            held.next().unwrap().success();
+            clock.advance(Duration::from_secs(1));
+            held.for_each(AdaptivePermit::overloaded);
+        }
+    }
+
     /// Timeouts are overload whatever the fast answers of the same round trip said: when each
     /// round trip's first answer comes back fast (a cached reply) and the rest time out, the
     /// limit falls, as TCP Vegas and Netflix's `VegasLimit` cut on a loss.
@@ -1119,17 +1137,7 @@ mod tests {
         let clock = ManualClock::new();
         let config = VegasConfig::new(20, 1, 100).unwrap();
         let limiter = AdaptiveConcurrencyLimiter::vegas(config, clock.clone());
-        for _ in 0..10 {
-            let held: Vec<_> = (0..limiter.limit())
-                .map(|_| limiter.try_acquire().unwrap())
-                .collect();
-            // The last one sent, with the limit in use, is the fast one.
-            let mut held = held.into_iter().rev();
-            clock.advance(Duration::from_millis(10));
-            held.next().unwrap().success();
-            clock.advance(Duration::from_secs(1));
-            held.for_each(AdaptivePermit::overloaded);
-        }
+        fast_answer_then_timeouts_ten_times(&limiter, &clock);
         assert!(limiter.limit() < 20, "limit {}", limiter.limit());
     }
 
@@ -1140,16 +1148,7 @@ mod tests {
         let clock = ManualClock::new();
         let config = GradientConfig::new(20, 1, 100).unwrap();
         let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
-        for _ in 0..10 {
-            let held: Vec<_> = (0..limiter.limit())
-                .map(|_| limiter.try_acquire().unwrap())
-                .collect();
-            let mut held = held.into_iter().rev();
-            clock.advance(Duration::from_millis(10));
-            held.next().unwrap().success();
-            clock.advance(Duration::from_secs(1));
-            held.for_each(AdaptivePermit::overloaded);
-        }
+        fast_answer_then_timeouts_ten_times(&limiter, &clock);
         assert!(limiter.limit() < 20, "limit {}", limiter.limit());
     }
 
