@@ -4,6 +4,8 @@
 
 #[path = "support/dying_disk.rs"]
 mod dying_disk;
+#[path = "support/read_all.rs"]
+mod read_all;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use dying_disk::DyingDisk;
 use infra_common::ManualClock;
 use infra_mqueue::Error;
 use infra_mqueue::log::{Log, LogOptions, SimulatedStorage, Storage};
+use read_all::all;
 
 fn payload(i: u64) -> Vec<u8> {
     format!("old message {i}").into_bytes()
@@ -53,14 +56,6 @@ fn write_old_segment(dir: &Path, offsets: std::ops::Range<u64>, zeros: usize) ->
     bytes.resize(bytes.len() + zeros, 0);
     fs::write(segment_path(dir, offsets.start), &bytes).unwrap();
     bytes
-}
-
-fn all(log: &Log) -> Vec<Vec<u8>> {
-    log.read(log.first_offset(), usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.payload)
-        .collect()
 }
 
 fn expected(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {

@@ -14,8 +14,11 @@ use infra_mqueue::log::{FileStorage, FsyncPolicy, Log, LogOptions, Retention};
 
 #[path = "support/failing_storage.rs"]
 mod failing_storage;
+#[path = "support/read_all.rs"]
+mod read_all;
 
 use failing_storage::FailingDirSyncs;
+use read_all::all;
 
 fn payload(i: u64) -> Vec<u8> {
     format!("message number {i}").into_bytes()
@@ -45,14 +48,6 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect();
     paths.sort();
     paths
-}
-
-fn all(log: &Log) -> Vec<Vec<u8>> {
-    log.read(log.first_offset(), usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.payload)
-        .collect()
 }
 
 fn expected(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
