@@ -174,6 +174,10 @@ pub const REDIS_EARTH_RADIUS_M: f64 = 6_372_797.560_856;
 /// differ from ours.
 pub const GEO_MARGIN_M: f64 = 1.0;
 
+/// The least first search radius ([`RedisOptions::search_radius`]), in meters: about the
+/// size of the cells Redis keeps positions in.
+pub const MIN_SEARCH_RADIUS_M: f64 = 1.0;
+
 /// The widest radius a query asks `GEOSEARCH` for, in meters of Redis's sphere; a query that
 /// needs more reads every driver instead. Redis's radius search builds its cells from a
 /// bounding box that breaks down near the edges of its latitudes and at longitude 180 when
@@ -581,7 +585,8 @@ impl RedisOptions {
     /// a few geohash cells around the radius, so too wide a first radius costs as much as a
     /// step too many: about the distance within which `k` drivers are usually available is
     /// best (on 100,000 drivers in 40 × 40 km, a 1 km search took about four times as long
-    /// as a 300 m one).
+    /// as a 300 m one). At least [`MIN_SEARCH_RADIUS_M`] (1 m): [`RedisIndex::new`] refuses
+    /// less.
     #[must_use]
     pub fn search_radius(self, meters: f64) -> Self {
         Self {
@@ -764,8 +769,8 @@ impl RedisIndex {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a malformed URL, a search radius that is not a positive
-    /// number of meters, or a zero timeout.
+    /// [`Error::InvalidConfig`] for a malformed URL, a search radius that is not a finite
+    /// number of meters of at least [`MIN_SEARCH_RADIUS_M`], or a zero timeout.
     ///
     /// ```
     /// use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -774,9 +779,13 @@ impl RedisIndex {
     /// assert!(RedisIndex::new("redis://127.0.0.1", RedisOptions::default().search_radius(0.0)).is_err());
     /// ```
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, Error> {
-        if !(options.search_radius_m.is_finite() && options.search_radius_m > 0.0) {
+        // Queries send the radius to 0.1 mm, and a search widens it fourfold from there: a
+        // radius that prints as zero would never widen, and one below the precision of
+        // Redis's positions finds nothing a meter would not.
+        if !(options.search_radius_m.is_finite() && options.search_radius_m >= MIN_SEARCH_RADIUS_M)
+        {
             return Err(Error::InvalidConfig(
-                "the search radius must be a positive number of meters",
+                "the search radius must be a finite number of meters, at least 1",
             ));
         }
         // The sockets refuse a zero timeout, so every call would fail as a lost connection
@@ -1654,5 +1663,23 @@ mod tests {
         assert_eq!(kept, [(9, 5.0), (4, 7.0), (1, 10.0)]);
         keep_nearest(&mut found, 0);
         assert!(found.is_empty());
+    }
+
+    /// The first search radius is sent to Redis to 0.1 mm: a positive radius below that
+    /// would go as `0.0000`, and a search that finds nothing at radius 0 widens it to four
+    /// times 0, again and again, inside one script. Such a radius is refused when the index
+    /// is made, as every radius below a meter is (finer than Redis's stored positions).
+    #[test]
+    fn a_first_search_radius_below_a_meter_is_refused() {
+        for meters in [1e-5, 4e-5, f64::MIN_POSITIVE, 0.5] {
+            assert!(
+                matches!(
+                    RedisIndex::new("redis://x", RedisOptions::default().search_radius(meters)),
+                    Err(Error::InvalidConfig(_))
+                ),
+                "a first search radius of {meters} m was taken"
+            );
+        }
+        assert!(RedisIndex::new("redis://x", RedisOptions::default().search_radius(1.0)).is_ok());
     }
 }
