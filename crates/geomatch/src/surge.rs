@@ -597,6 +597,12 @@ impl<C: Clock> Surge<C> {
             })
     }
 
+    /// The cell a read of `cell` looks at: its counting cell if it has one (a rider's fine
+    /// cell is read where its requests were counted), else `cell` itself, which holds no counts.
+    fn read_cell(&self, cell: CellIndex) -> CellIndex {
+        self.counting_cell(cell).unwrap_or(cell)
+    }
+
     /// The current slice of the surge's time, taking in the clock's reading: called under the
     /// lock, so of two callers the later reading is never taken in first.
     fn current_slice(&self, window: &mut Window) -> u64 {
@@ -653,9 +659,11 @@ impl<C: Clock> Surge<C> {
         slice.number <= current && current - slice.number < u64::from(self.config.slices)
     }
 
-    /// The raw (unsmoothed) counts of `cell` in the window; a cell at another resolution
-    /// reads as empty.
+    /// The raw (unsmoothed) counts of `cell` in the window. A cell finer than the counting
+    /// resolution reads as its parent there, the cell [`Surge::record_demand_in`] counts it
+    /// in; a coarser one reads as empty (its sums are [`Surge::rollup`]'s).
     pub fn counts(&self, cell: CellIndex) -> CellCounts {
+        let cell = self.read_cell(cell);
         let mut window = self.window.lock();
         let current = self.current_slice(&mut window);
         let mut total = CellCounts::default();
@@ -671,8 +679,11 @@ impl<C: Clock> Surge<C> {
         total
     }
 
-    /// The multiplier of `cell` now: smoothed over its neighbours, through the curve.
+    /// The multiplier of `cell` now: smoothed over its neighbours, through the curve. A cell
+    /// finer than the counting resolution is priced as its parent there; a coarser one is at
+    /// 1 (price coarse cells with [`Surge::rollup`]).
     pub fn multiplier(&self, cell: CellIndex) -> f64 {
+        let cell = self.read_cell(cell);
         let mut window = self.window.lock();
         let current = self.current_slice(&mut window);
         let live: Vec<&Slice> = window
@@ -917,6 +928,28 @@ mod tests {
                 asked: Resolution::Seven
             })
         );
+    }
+
+    /// A pricing call with the rider's fine cell reads the cell that counted its requests:
+    /// what `record_demand_in` counts a fine cell in is what `counts` and `multiplier` read
+    /// for it, not an empty cell at no surge.
+    #[test]
+    fn a_finer_cell_reads_as_the_parent_it_was_counted_in() {
+        let (surge, _) = surge(SurgeConfig::default());
+        let fine = LatLng::new(LAT, LNG)
+            .expect("valid")
+            .to_cell(Resolution::Ten);
+        let counted = surge.record_supply_in(fine).expect("fine enough");
+        for _ in 0..4 {
+            surge.record_demand_in(fine).expect("fine enough");
+        }
+        assert!(surge.multiplier(counted) > 1.0);
+        assert_eq!(surge.counts(fine), surge.counts(counted));
+        assert_eq!(surge.multiplier(fine), surge.multiplier(counted));
+        // A coarser cell is no one counting cell: it reads as empty (see `rollup`).
+        let coarse = counted.parent(Resolution::Six).expect("coarser");
+        assert_eq!(surge.counts(coarse), CellCounts::default());
+        assert_eq!(surge.multiplier(coarse), 1.0);
     }
 
     #[test]
