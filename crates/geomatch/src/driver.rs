@@ -90,6 +90,49 @@ pub(crate) const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(pub(crate) u64);
 
+impl Version {
+    /// The version as one integer, to carry a [`DriverRecord`] to a node in another process
+    /// (a hand-off between partitions); [`Version::from_bits`] takes it back. The bits also
+    /// encode the state the version was issued with: carry them unchanged.
+    ///
+    /// ```
+    /// use infra_geomatch::{Config, DriverId, DriverProfile, Index, Point, Version};
+    ///
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(45.0, 7.0)?, DriverProfile::default())?;
+    /// let version = index.driver(DriverId(1))?.version;
+    /// assert_eq!(Version::from_bits(version.to_bits()), version);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub const fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// A version from [`Version::to_bits`]. A made-up one claims nothing a query could not:
+    /// a claim still needs the driver's current version, and a record restored with a
+    /// version that does not match its state, or past any version an index gives, is refused
+    /// ([`Error::InconsistentRecord`](crate::Error::InconsistentRecord)).
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+}
+
+/// Versions a restored record may carry are below this (2^61, a quarter of what a state
+/// word's version bits hold): an index counts on from a restored version, and from there it
+/// has more state changes, and removals raising its floor, than any fleet makes before its
+/// versions would wrap round to ones it gave before.
+const RECORD_VERSION_LIMIT: u64 = 1 << 61;
+
+/// Refuses a record, before it enters an index, whose state is not the one its version
+/// encodes or whose version is at or past [`RECORD_VERSION_LIMIT`].
+pub(crate) fn check_record(record: &DriverRecord) -> Result<(), crate::Error> {
+    let word = record.version.0;
+    if DriverState::from_code(word) != record.state || word >> STATE_BITS >= RECORD_VERSION_LIMIT {
+        return Err(crate::Error::InconsistentRecord(record.id));
+    }
+    Ok(())
+}
+
 /// A vehicle class (car, van, bike, ...), numbered by the caller.
 ///
 /// ```

@@ -51,7 +51,8 @@ pub enum Error {
     /// same driver may hold the same version elsewhere): settle it where it was made.
     ForeignClaim(DriverId),
     /// A [`DriverRecord`](crate::DriverRecord) whose `state` is not the state its `version`
-    /// encodes: it was altered after it was read, and is refused rather than guessed at.
+    /// encodes, or whose version is past any an index gives (2^61 and above): it was altered
+    /// after it was read, and is refused rather than guessed at.
     InconsistentRecord(DriverId),
     /// A query near more partitions than [`MAX_PARTITIONS_ASKED`](crate::MAX_PARTITIONS_ASKED):
     /// ask every node instead.
@@ -129,7 +130,7 @@ impl fmt::Display for Error {
             ),
             Self::InconsistentRecord(id) => write!(
                 f,
-                "the record of driver {id} names a state its version does not encode"
+                "the record of driver {id} names a state its version does not encode, or a version no index gives"
             ),
             Self::TooManyPartitions { max } => write!(
                 f,

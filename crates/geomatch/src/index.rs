@@ -568,7 +568,9 @@ impl<C: Clock> Index<C> {
     /// # Errors
     ///
     /// [`Error::DuplicateDriver`] if the id is already in the index;
-    /// [`Error::InconsistentRecord`] if the record's state is not the one its version encodes.
+    /// [`Error::InconsistentRecord`] if the record's state is not the one its version encodes,
+    /// or its version is past any an index gives (2^61 and above: counting on from it, the
+    /// versions would wrap round to ones given before).
     ///
     /// ```
     /// # use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Index, Point};
@@ -582,9 +584,7 @@ impl<C: Clock> Index<C> {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
-        if DriverState::from_code(record.version.0) != record.state {
-            return Err(Error::InconsistentRecord(record.id));
-        }
+        crate::driver::check_record(&record)?;
         let row = Row {
             id: record.id,
             point: record.point,

@@ -919,7 +919,8 @@ impl RedisIndex {
     /// # Errors
     ///
     /// As [`RedisIndex::insert`]; [`Error::InconsistentRecord`] (before any round trip) if the
-    /// record's state is not the one its version encodes.
+    /// record's state is not the one its version encodes, or its version is 2^61 or above, as
+    /// [`Index::restore`](crate::Index::restore) refuses them.
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -933,9 +934,7 @@ impl RedisIndex {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
-        if DriverState::from_code(record.version.0) != record.state {
-            return Err(Error::InconsistentRecord(record.id));
-        }
+        crate::driver::check_record(&record)?;
         let seen_us = (record.seen_nanos / 1_000).to_string();
         self.add(
             record.id,
@@ -1663,6 +1662,26 @@ mod tests {
         assert_eq!(kept, [(9, 5.0), (4, 7.0), (1, 10.0)]);
         keep_nearest(&mut found, 0);
         assert!(found.is_empty());
+    }
+
+    /// A record whose version an index could not count on from is refused as the in-process
+    /// index refuses it, before any connection is tried (there is no server at this address).
+    #[test]
+    fn a_record_past_the_versions_of_any_index_is_refused_before_any_round_trip() {
+        let index = RedisIndex::new("redis://127.0.0.1:1", RedisOptions::default()).unwrap();
+        let record = DriverRecord {
+            id: DriverId(1),
+            point: Point::new(45.0, 7.0).unwrap(),
+            profile: DriverProfile::default(),
+            state: DriverState::Available,
+            version: Version::from_bits(1 << 63),
+            seen_nanos: 0,
+            age: Duration::ZERO,
+        };
+        assert_eq!(
+            index.restore(record),
+            Err(Error::InconsistentRecord(DriverId(1)))
+        );
     }
 
     /// The first search radius is sent to Redis to 0.1 mm: a positive radius below that

@@ -6,8 +6,8 @@ use std::time::Duration;
 use h3o::{LatLng, Resolution};
 use infra_common::ManualClock;
 use infra_geomatch::{
-    Config, DriverId, DriverProfile, DriverState, Error, Filter, Index, MAX_K,
-    MAX_PARTITIONS_ASKED, Partitioner, Point,
+    Config, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Index, MAX_K,
+    MAX_PARTITIONS_ASKED, Partitioner, Point, VehicleClass, Version,
 };
 use infra_ring_hash::{Placement, Rendezvous};
 use proptest::prelude::*;
@@ -358,6 +358,104 @@ fn an_inconsistent_record_is_refused() {
         Err(Error::InconsistentRecord(DriverId(1)))
     );
     assert!(to.driver(DriverId(1)).is_err());
+}
+
+/// A hand-off between nodes that are separate processes: the record travels as plain
+/// values (here, one line of text) and is rebuilt on the other side, version included, so the
+/// receiving node keeps the driver's state, version and age as an in-process hand-off does.
+#[test]
+fn a_record_crosses_between_processes_as_plain_values() {
+    let (from, to) = (
+        Index::new(Config::default()).unwrap(),
+        Index::new(Config::default()).unwrap(),
+    );
+    let at = Point::new(45.0, 7.0).unwrap();
+    from.insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    from.set_state(DriverId(1), DriverState::Busy).unwrap();
+    let sent = from.remove(DriverId(1)).unwrap();
+    let states = [
+        DriverState::Available,
+        DriverState::Offered,
+        DriverState::Busy,
+        DriverState::Offline,
+    ];
+    let state_code = states.iter().position(|&s| s == sent.state).unwrap();
+    let line = format!(
+        "{} {} {} {} {} {} {} {}",
+        sent.id.0,
+        sent.point.lat(),
+        sent.point.lng(),
+        sent.profile.class.0,
+        sent.profile.capacity,
+        state_code,
+        sent.version.to_bits(),
+        sent.age.as_nanos(),
+    );
+    let fields: Vec<&str> = line.split(' ').collect();
+    let received = DriverRecord {
+        id: DriverId(fields[0].parse().unwrap()),
+        point: Point::new(fields[1].parse().unwrap(), fields[2].parse().unwrap()).unwrap(),
+        profile: DriverProfile {
+            class: VehicleClass(fields[3].parse().unwrap()),
+            capacity: fields[4].parse().unwrap(),
+        },
+        state: states[fields[5].parse::<usize>().unwrap()],
+        version: Version::from_bits(fields[6].parse().unwrap()),
+        seen_nanos: 0,
+        age: Duration::from_nanos(fields[7].parse().unwrap()),
+    };
+    to.restore(received).unwrap();
+    let there = to.driver(DriverId(1)).unwrap();
+    assert_eq!(
+        (there.point, there.state, there.version),
+        (sent.point, DriverState::Busy, sent.version)
+    );
+}
+
+/// A record from outside (another process, a message) may carry any version. One the index
+/// could not count past without its versions wrapping to ones it has given before is refused,
+/// and the largest one taken still moves on, through a removal and a new insert, without a
+/// version repeating.
+#[test]
+fn a_record_whose_version_could_wrap_is_refused() {
+    let index = Index::new(Config::default()).unwrap();
+    let at = Point::new(45.0, 7.0).unwrap();
+    let record = |bits: u64| DriverRecord {
+        id: DriverId(1),
+        point: at,
+        profile: DriverProfile::default(),
+        state: DriverState::Available,
+        version: Version::from_bits(bits),
+        seen_nanos: 0,
+        age: Duration::ZERO,
+    };
+    for bits in [u64::MAX - 3, 1 << 63] {
+        assert_eq!(
+            index.restore(record(bits)),
+            Err(Error::InconsistentRecord(DriverId(1))),
+            "version bits {bits:#x}"
+        );
+    }
+    let largest = (1 << 63) - 4;
+    index.restore(record(largest)).unwrap();
+    let claim = index
+        .claim(DriverId(1), Version::from_bits(largest))
+        .unwrap();
+    index.remove(DriverId(1)).unwrap();
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    let again = index.driver(DriverId(1)).unwrap().version;
+    assert!(
+        again > claim.version(),
+        "{again:?} after {:?}",
+        claim.version()
+    );
+    let second = index.claim(DriverId(1), again).unwrap();
+    assert_ne!(second.version(), claim.version());
+    assert_eq!(index.accept(&claim), Err(Error::ClaimInvalid(DriverId(1))));
+    index.accept(&second).unwrap();
 }
 
 /// Restoring a record older than what the index has since issued gives the driver a new
