@@ -373,6 +373,29 @@ impl<C> std::fmt::Debug for Index<C> {
     }
 }
 
+impl<C> Index<C> {
+    /// Calls `f` with the state of every driver in the index.
+    #[cfg(feature = "metrics")]
+    fn each_driver_state(&self, mut f: impl FnMut(DriverState)) {
+        for shard in &*self.cells {
+            for bucket in shard.read().values() {
+                for detail in &bucket.details {
+                    f(DriverState::from_code(detail.word.load(Ordering::Acquire)));
+                }
+            }
+        }
+    }
+}
+
+/// The gauges of drivers by state are shared by every index of the same name, built before
+/// or after this one: its drivers leave them with it.
+#[cfg(feature = "metrics")]
+impl<C> Drop for Index<C> {
+    fn drop(&mut self) {
+        self.each_driver_state(|state| self.metrics.left(state));
+    }
+}
+
 fn shard_of(key: u64, shards: usize) -> usize {
     // Fibonacci hashing: ids and cell indexes are far from uniform in their low bits.
     (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
@@ -448,7 +471,8 @@ impl<C: Clock> Index<C> {
 
     /// Names the index in its metrics (the `index` label; default `default`).
     ///
-    /// Counts so far stay under the old name; name the index before inserting drivers.
+    /// Drivers already in the index move to the new name in the gauges (a pass over them:
+    /// name the index before inserting drivers).
     ///
     /// ```
     /// use infra_geomatch::{Config, Index};
@@ -458,7 +482,12 @@ impl<C: Clock> Index<C> {
     #[cfg(feature = "metrics")]
     #[must_use]
     pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
-        self.metrics = crate::metrics::IndexMetrics::new(name.into());
+        let renamed = crate::metrics::IndexMetrics::new(name.into());
+        self.each_driver_state(|state| {
+            self.metrics.left(state);
+            renamed.entered(state);
+        });
+        self.metrics = renamed;
         self
     }
 

@@ -3,7 +3,7 @@
 //!
 //! | name | type | labels | what |
 //! | --- | --- | --- | --- |
-//! | [`DRIVERS`] | gauge | `index`, `state` | drivers in the index by state (`available`, `offered`, `busy`, `offline`); stale drivers still count in their state |
+//! | [`DRIVERS`] | gauge | `index`, `state` | drivers in the index by state (`available`, `offered`, `busy`, `offline`); stale drivers still count in their state; a dropped index's drivers leave them |
 //! | [`CLAIMS_TOTAL`] | counter | `index`, `outcome` | [`Index::claim`](crate::Index::claim) calls that reached the driver: `won`, or `lost` to a race (the driver's state changed since it was found) |
 //!
 //! `index` is the name given with [`Index::with_metrics_name`](crate::Index::with_metrics_name)
@@ -148,6 +148,60 @@ mod tests {
         all.iter()
             .find(|(n, l, _)| n == name && *l == wanted)
             .map_or_else(|| panic!("no series {name}{{{label}={v}}}"), |s| s.2)
+    }
+
+    /// A dropped index takes its drivers out of the gauges: an index built again under the
+    /// same name (a node re-partitioned, a service reloading its drivers) counts its own
+    /// drivers, not those of the one before as well. An index named after drivers entered it
+    /// moves their counts to its name. (A snapshot of the debugging recorder reads and
+    /// resets every series: one snapshot per recorder.)
+    #[test]
+    fn a_dropped_index_leaves_the_gauges_and_a_renamed_one_takes_its_counts() {
+        let at = Point::new(48.85, 2.35).unwrap();
+        let fill = |index: &Index| {
+            for id in 0..3 {
+                index
+                    .insert(DriverId(id), at, DriverProfile::default())
+                    .unwrap();
+            }
+            index.set_state(DriverId(0), DriverState::Busy).unwrap();
+        };
+
+        let rebuilt = DebuggingRecorder::new();
+        let _index = metrics::with_local_recorder(&rebuilt, || {
+            let before = Index::new(Config::default())
+                .unwrap()
+                .with_metrics_name("city");
+            fill(&before);
+            drop(before);
+            let after = Index::new(Config::default())
+                .unwrap()
+                .with_metrics_name("city");
+            after
+                .insert(DriverId(7), at, DriverProfile::default())
+                .unwrap();
+            after
+        });
+        let all = series(&rebuilt);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "available"), 1);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "busy"), 0);
+
+        let renamed = DebuggingRecorder::new();
+        let _index = metrics::with_local_recorder(&renamed, || {
+            let index = Index::new(Config::default()).unwrap();
+            fill(&index);
+            index.with_metrics_name("city")
+        });
+        let all = series(&renamed);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "available"), 2);
+        assert_eq!(value(&all, DRIVERS, STATE_LABEL, "busy"), 1);
+        for (name, labels, value) in &all {
+            if name == DRIVERS
+                && labels.contains(&(INDEX_LABEL.to_owned(), DEFAULT_INDEX_NAME.to_owned()))
+            {
+                assert_eq!(*value, 0, "{labels:?}");
+            }
+        }
     }
 
     #[test]
