@@ -429,6 +429,27 @@ enum Event {
     Supply,
 }
 
+/// The gauge of `cell`'s multiplier for the surge named `name`.
+#[cfg(feature = "metrics")]
+fn multiplier_gauge(name: &metrics::SharedString, cell: CellIndex) -> metrics::Gauge {
+    metrics::gauge!(
+        SURGE_MULTIPLIER,
+        SURGE_LABEL => name.clone(),
+        CELL_LABEL => cell.to_string()
+    )
+}
+
+/// A surge that is gone prices nothing: the cells its last publication set go back to 1
+/// rather than keep their last multiplier for as long as the process runs.
+#[cfg(feature = "metrics")]
+impl<C> Drop for Surge<C> {
+    fn drop(&mut self) {
+        for &cell in self.published.lock().iter() {
+            multiplier_gauge(&self.metrics_name, cell).set(1.0);
+        }
+    }
+}
+
 impl<C: Clock> Surge<C> {
     /// A surge with no events yet, reading time from `clock`.
     ///
@@ -498,6 +519,7 @@ impl<C: Clock> Surge<C> {
     /// `resolution`, and back to 1 for each cell the previous publication set that now has
     /// no events; returns the number of cells set. Call it periodically (each slice, say):
     /// it looks each gauge up by name, unlike the hot-path handles of the index and matcher.
+    /// When the surge is dropped, the cells of its last publication go back to 1.
     ///
     /// # Errors
     ///
@@ -515,13 +537,7 @@ impl<C: Clock> Surge<C> {
             metrics::Unit::Count,
             "Surge multiplier of each coarse H3 cell with events in the window (1 is no surge)."
         );
-        let gauge = |cell: CellIndex| {
-            metrics::gauge!(
-                SURGE_MULTIPLIER,
-                SURGE_LABEL => self.metrics_name.clone(),
-                CELL_LABEL => cell.to_string()
-            )
-        };
+        let gauge = |cell: CellIndex| multiplier_gauge(&self.metrics_name, cell);
         let mut published = self.published.lock();
         for &cell in published.iter() {
             if rolled
@@ -928,6 +944,38 @@ mod tests {
                 asked: Resolution::Seven
             })
         );
+    }
+
+    /// A surge dropped (a service rebuilding it with a new configuration) leaves no cell at
+    /// its last multiplier: the cells it published go back to 1.
+    #[cfg(all(feature = "metrics", not(infra_loom)))]
+    #[test]
+    fn a_dropped_surge_sets_its_published_cells_back_to_one() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let (surge, _) = surge(SurgeConfig::default());
+        let surge = surge.with_metrics_name("city");
+        surge.record_supply(at(LAT, LNG)).expect("valid");
+        for _ in 0..8 {
+            surge.record_demand(at(LAT, LNG)).expect("valid");
+        }
+        metrics::with_local_recorder(&recorder, || {
+            assert_eq!(surge.publish_metrics(Resolution::Six), Ok(1));
+            drop(surge);
+        });
+        // One snapshot: the debugging recorder's reads reset what they read.
+        let gauges: Vec<f64> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(_, _, _, value)| match value {
+                DebugValue::Gauge(value) => Some(value.into_inner()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gauges, [1.0]);
     }
 
     /// A pricing call with the rider's fine cell reads the cell that counted its requests:
