@@ -272,6 +272,21 @@ impl Bucket {
         }
     }
 
+    /// The record of the driver in `slot`, read at `now` on the index's timeline.
+    fn record(&self, slot: usize, now: u64) -> DriverRecord {
+        let detail = &self.details[slot];
+        let word = detail.word.load(Ordering::Acquire);
+        DriverRecord {
+            id: detail.id,
+            point: self.points[slot],
+            profile: detail.profile,
+            state: DriverState::from_code(word),
+            version: Version(word),
+            seen_nanos: clock_reading(detail.seen),
+            age: Duration::from_nanos(now.saturating_sub(detail.seen)),
+        }
+    }
+
     fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
         self.coarse[slot] = coarse(&unit);
         let detail = &mut self.details[slot];
@@ -890,19 +905,36 @@ impl<C: Clock> Index<C> {
     /// ```
     pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
         let now = self.now();
-        self.with_slot(id, |bucket, slot| {
-            let detail = &bucket.details[slot];
-            let word = detail.word.load(Ordering::Acquire);
-            DriverRecord {
-                id,
-                point: bucket.points[slot],
-                profile: detail.profile,
-                state: DriverState::from_code(word),
-                version: Version(word),
-                seen_nanos: clock_reading(detail.seen),
-                age: Duration::from_nanos(now.saturating_sub(detail.seen)),
+        self.with_slot(id, |bucket, slot| bucket.record(slot, now))
+    }
+
+    /// A copy of every driver's record, for a pass over the index's drivers: after a change
+    /// of membership moved partitions to other nodes, the node hands each driver whose
+    /// position another node now owns to that node (see [`Partitioner`](crate::Partitioner)).
+    ///
+    /// One part of the cell table at a time, under its read lock: not one snapshot, so a
+    /// driver that moves meanwhile may be listed twice or not at all. It reads every driver:
+    /// meant for rare maintenance, not for every request.
+    ///
+    /// ```
+    /// # use infra_geomatch::{Config, DriverId, DriverProfile, Index, Point};
+    /// let index = Index::new(Config::default())?;
+    /// index.insert(DriverId(1), Point::new(0.0, 0.0)?, DriverProfile::default())?;
+    /// index.insert(DriverId(2), Point::new(10.0, 10.0)?, DriverProfile::default())?;
+    /// let mut ids: Vec<DriverId> = index.records().iter().map(|record| record.id).collect();
+    /// ids.sort();
+    /// assert_eq!(ids, [DriverId(1), DriverId(2)]);
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn records(&self) -> Vec<DriverRecord> {
+        let now = self.now();
+        let mut records = Vec::new();
+        for shard in &*self.cells {
+            for bucket in shard.read().values() {
+                records.extend((0..bucket.details.len()).map(|slot| bucket.record(slot, now)));
             }
-        })
+        }
+        records
     }
 
     /// Sets a driver's state whatever it was (a trip ended, the app went offline) and returns

@@ -27,7 +27,9 @@ pub const MAX_PARTITIONS_ASKED: usize = 4_096;
 /// ([`Partitioner::handoff`]), the old node removes it ([`Index::remove`](crate::Index::remove))
 /// and the new node takes the record ([`Index::restore`](crate::Index::restore)), keeping its
 /// state and version; a query near a partition edge also asks the nodes named by
-/// [`Partitioner::nodes_to_ask`].
+/// [`Partitioner::nodes_to_ask`]. A change of membership ([`Partitioner::placement_mut`])
+/// moves whole partitions without any driver crossing one: each node then hands the drivers
+/// of [`Index::records`](crate::Index::records) that another node now owns to that node.
 ///
 /// ```
 /// use infra_geomatch::{Partitioner, Point};
@@ -132,7 +134,9 @@ where
         self.resolution
     }
 
-    /// The placement, to change the membership.
+    /// The placement, to change the membership. Partitions that change owner keep their
+    /// drivers on the old node until it hands them over (see the type's documentation):
+    /// [`Partitioner::handoff`] reports only drivers crossing partitions.
     ///
     /// ```
     /// # use infra_geomatch::{Partitioner, Point};

@@ -210,6 +210,88 @@ fn drivers_crossing_partitions_are_handed_off() {
     );
 }
 
+/// A node joins: whole partitions change owner without any driver crossing a partition, so
+/// `handoff` reports nothing. Each node lists its drivers (`Index::records`) and hands those
+/// whose position another node now owns to that node; afterwards every driver is on its
+/// owner with its state, and a query over the named nodes finds what a global scan finds.
+#[test]
+fn a_membership_change_rehomes_the_drivers_of_moved_partitions() {
+    let mut partitioner = partitioner(Resolution::Five, 3);
+    let mut nodes: Vec<Index> = (0..3)
+        .map(|_| Index::new(Config::default()).unwrap())
+        .collect();
+    let drivers = 200u64;
+    let position =
+        |d: u64| Point::new(45.0 + (d % 10) as f64 * 0.05, 7.0 + (d / 10) as f64 * 0.05).unwrap();
+    for d in 0..drivers {
+        let owner = *partitioner.node_of(position(d)).unwrap() as usize;
+        nodes[owner]
+            .insert(DriverId(d), position(d), DriverProfile::default())
+            .unwrap();
+        if d % 5 == 0 {
+            nodes[owner]
+                .set_state(DriverId(d), DriverState::Busy)
+                .unwrap();
+        }
+    }
+    partitioner.placement_mut().add(3, 1).unwrap();
+    nodes.push(Index::new(Config::default()).unwrap());
+    let stranded = (0..drivers)
+        .filter(|&d| *partitioner.node_of(position(d)).unwrap() == 3)
+        .count();
+    assert!(
+        stranded > 10,
+        "only {stranded} drivers in partitions that moved"
+    );
+
+    let mut moved = 0;
+    for from in 0..nodes.len() {
+        for record in nodes[from].records() {
+            let owner = *partitioner.node_of(record.point).unwrap() as usize;
+            if owner != from {
+                let record = nodes[from].remove(record.id).unwrap();
+                nodes[owner].restore(record).unwrap();
+                moved += 1;
+            }
+        }
+    }
+    assert_eq!(moved, stranded);
+    for d in 0..drivers {
+        let owner = *partitioner.node_of(position(d)).unwrap() as usize;
+        for (n, node) in nodes.iter().enumerate() {
+            assert_eq!(
+                node.driver(DriverId(d)).is_ok(),
+                n == owner,
+                "driver {d} on node {n}"
+            );
+        }
+        let expected = if d % 5 == 0 {
+            DriverState::Busy
+        } else {
+            DriverState::Available
+        };
+        assert_eq!(nodes[owner].driver(DriverId(d)).unwrap().state, expected);
+    }
+    let rider = position(55);
+    let radius = 20_000.0;
+    let mut found: Vec<u64> = partitioner
+        .nodes_to_ask(rider, radius)
+        .unwrap()
+        .into_iter()
+        .flat_map(|n| {
+            nodes[*n as usize]
+                .within(rider, radius, MAX_K, &Filter::any())
+                .unwrap()
+        })
+        .map(|c| c.driver.0)
+        .collect();
+    found.sort_unstable();
+    let expected: Vec<u64> = (0..drivers)
+        .filter(|&d| d % 5 != 0 && haversine_m(rider, position(d)) <= radius)
+        .collect();
+    assert_eq!(found, expected);
+}
+
 /// A driver offered on one node and handed to another arrives offered, but the claim made on
 /// the first node does not hold on the second (a claim names its index); a hand-off of an
 /// unknown driver or into a node that already has it is refused.
