@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_common::sync::{Arc, thread};
 use infra_common::{ManualClock, SystemClock};
 use infra_mqueue::Error;
@@ -1219,4 +1220,55 @@ fn a_batch_receive_that_times_out_returns_nothing() {
     let queue = WorkQueue::in_memory(options()).unwrap();
     let batch = queue.receive_many(5, Duration::from_millis(1)).unwrap();
     assert!(batch.is_empty());
+}
+
+/// A payload whose drop is counted, to see when the queue lets go of a message's bytes.
+struct CountedPayload {
+    bytes: Vec<u8>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for CountedPayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for CountedPayload {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends, receives and acks `count` counted payloads behind a message delayed for an hour (an
+/// unsettled message older than all of them), and returns how many payloads the queue let go.
+fn payloads_let_go_behind_a_delayed_message(queue: &WorkQueue, count: usize) -> usize {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    queue
+        .send(Message::new("reminder").delay(Duration::from_secs(3600)))
+        .unwrap();
+    for _ in 0..count {
+        let payload = bytes::Bytes::from_owner(CountedPayload {
+            bytes: vec![7; 1024],
+            dropped: Arc::clone(&dropped),
+        });
+        queue.send(Message::new(payload)).unwrap();
+        let delivery = queue.try_receive().unwrap().expect("the message just sent");
+        queue.term(&delivery).unwrap();
+    }
+    assert_eq!(queue.stats().unsettled, 1, "only the reminder is unsettled");
+    dropped.load(Ordering::Relaxed)
+}
+
+/// `capacity` bounds the unsettled messages, and so the payloads a queue holds: a settled
+/// message's bytes go at its ack or term, also while an older message (delayed, or leased
+/// for long) keeps its place in the lease table.
+#[test]
+fn a_settled_messages_payload_is_let_go_while_an_older_message_is_unsettled() {
+    let (queue, _clock) = memory(options().capacity(4));
+    assert_eq!(payloads_let_go_behind_a_delayed_message(&queue, 100), 100);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let queue = durable(dir.path(), options().capacity(4), &clock);
+    assert_eq!(payloads_let_go_behind_a_delayed_message(&queue, 100), 100);
 }
