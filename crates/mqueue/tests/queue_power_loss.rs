@@ -365,3 +365,52 @@ fn acks_that_returned_after_a_failed_compaction_survive_a_power_cut() {
         queue.ack(&delivery).unwrap();
     }
 }
+
+/// Under `Never` the dead-letter log is written without an fsync, and a compaction syncs a
+/// checkpoint that counts a dead-lettered message settled (and may delete its segment): a
+/// message that was on disk must still be in the queue or in its dead letters after a power
+/// cut, never in neither.
+#[test]
+fn a_message_dead_lettered_before_a_compaction_survives_a_power_cut_under_never() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let options = QueueOptions::default()
+        .visibility_timeout(VISIBILITY)
+        .max_deliveries(1)
+        .compact_after(16)
+        .log_options(LogOptions {
+            fsync: FsyncPolicy::Never,
+            ..LogOptions::default()
+        });
+    let open = || {
+        WorkQueue::open_with(
+            Path::new("/queue"),
+            options.clone(),
+            clock.clone(),
+            disk.clone(),
+        )
+        .unwrap()
+    };
+    open().send("poison").unwrap();
+    // The open syncs the message log: "poison" is on disk from here on.
+    let queue = open();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.nack(&delivery, Duration::ZERO).unwrap();
+    assert!(queue.try_receive().unwrap().is_none(), "dead-lettered");
+    assert_eq!(queue.dead_letters(0, 10).unwrap().len(), 1);
+    // Three journal records so far; eight more messages received and acked compact it.
+    for n in 0..8u8 {
+        queue.send(vec![n]).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.ack(&delivery).unwrap();
+    }
+    drop(queue);
+    disk.power_cut();
+    let queue = open();
+    let redelivered = queue.try_receive().unwrap().is_some();
+    let dead = queue.dead_letters(0, 10).unwrap();
+    assert!(
+        redelivered || dead.iter().any(|letter| letter.payload == "poison"),
+        "the poison message is neither in the queue nor in its dead letters"
+    );
+}

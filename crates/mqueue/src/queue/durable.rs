@@ -472,7 +472,12 @@ impl Durable {
         record.extend_from_slice(&deliveries.to_le_bytes());
         record.extend_from_slice(payload);
         self.dead.append(&record)?;
-        Ok(())
+        // Durable whatever the policy before the message is settled: a checkpoint that counts
+        // it settled is synced by its compaction, and a journal record by a roll of its
+        // segment, either of which may reach the disk before an unsynced dead letter, and a
+        // power loss would then take the message from the queue and its dead letters both.
+        // Under `Always` the append's fsync already covers it, and this runs none.
+        self.dead.sync()
     }
 
     pub(super) fn read_dead_letters(
