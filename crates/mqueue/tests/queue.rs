@@ -1272,3 +1272,124 @@ fn a_settled_messages_payload_is_let_go_while_an_older_message_is_unsettled() {
     let queue = durable(dir.path(), options().capacity(4), &clock);
     assert_eq!(payloads_let_go_behind_a_delayed_message(&queue, 100), 100);
 }
+
+/// A file layer over a simulated disk that runs a hook once, just before its first rename
+/// (a compaction's `JOURNAL` pointer).
+#[derive(Clone)]
+struct BeforeFirstRename {
+    disk: SimulatedStorage,
+    hook: Arc<infra_common::sync::Mutex<Option<HookBeforeRename>>>,
+}
+
+type HookBeforeRename = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for BeforeFirstRename {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeforeFirstRename").finish_non_exhaustive()
+    }
+}
+
+impl infra_mqueue::log::Storage for BeforeFirstRename {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.disk.create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.disk.list(dir)
+    }
+
+    fn open(
+        &self,
+        path: &Path,
+        create: bool,
+    ) -> std::io::Result<Box<dyn infra_mqueue::log::StorageFile>> {
+        self.disk.open(path, create)
+    }
+
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.disk.remove(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        let hook = self.hook.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.disk.rename(from, to)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.disk.remove_dir(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.disk.sync_dir(dir)
+    }
+
+    fn lock_dir(
+        &self,
+        dir: &Path,
+    ) -> std::io::Result<Option<Box<dyn std::fmt::Debug + Send + Sync>>> {
+        self.disk.lock_dir(dir)
+    }
+}
+
+/// A second open of a durable queue that is in use (another process, by mistake) is refused
+/// with `Locked` before it changes anything: here it comes while the first queue compacts
+/// its journal, between writing the new generation and naming it in `JOURNAL`, and must not
+/// delete that generation as a leftover of a crashed compaction.
+#[test]
+fn a_second_open_of_a_queue_in_use_is_locked_before_it_deletes_anything() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let dir = Path::new("/queue");
+    let options = options().compact_after(16);
+    let storage = BeforeFirstRename {
+        disk: disk.clone(),
+        hook: Arc::default(),
+    };
+    let queue = WorkQueue::open_with(dir, options.clone(), clock.clone(), storage.clone()).unwrap();
+    for n in 0..10u8 {
+        queue.send(vec![n]).unwrap();
+    }
+    // Seven receives and acks: 14 journal records, two short of a compaction.
+    let mut acked = Vec::new();
+    for _ in 0..7 {
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.ack(&delivery).unwrap();
+        acked.push(delivery.payload()[0]);
+    }
+    let second = Arc::new(infra_common::sync::Mutex::new(None));
+    {
+        let (disk, clock, options, second) = (
+            disk.clone(),
+            clock.clone(),
+            options.clone(),
+            Arc::clone(&second),
+        );
+        *storage.hook.lock() = Some(Box::new(move || {
+            let opened = WorkQueue::open_with(dir, options, clock, disk);
+            *second.lock() = Some(matches!(opened, Err(Error::Locked { .. })));
+        }));
+    }
+    // The next receive and ack compact the journal, and the second open comes meanwhile.
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.ack(&delivery).unwrap();
+    acked.push(delivery.payload()[0]);
+    assert_eq!(*second.lock(), Some(true), "the second open is refused");
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.ack(&delivery).unwrap();
+    acked.push(delivery.payload()[0]);
+    drop(queue);
+    let queue = WorkQueue::open_with(dir, options, clock, disk.clone()).unwrap();
+    let mut left = Vec::new();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        left.push(delivery.payload()[0]);
+        queue.ack(&delivery).unwrap();
+    }
+    assert!(
+        left.iter().all(|payload| !acked.contains(payload)),
+        "acked messages came back: {left:?}"
+    );
+    assert_eq!(left, [9]);
+}

@@ -5,6 +5,7 @@
 //! <dir>/journal-<N>/    the state journal, generation N (see `journal`)
 //! <dir>/JOURNAL         the current generation's number, replaced atomically
 //! <dir>/dead/           the dead-letter log
+//! <dir>/LOCK            held while the queue is open: a second open is `Error::Locked`
 //! ```
 //!
 //! Compaction writes the live state as a checkpoint into generation N+1, syncs it, then
@@ -90,6 +91,8 @@ pub(super) struct Durable {
     /// (held for the write only: the fsync that makes a send durable is shared).
     append: Mutex<()>,
     log_options: crate::log::LogOptions,
+    /// The queue directory's `LOCK`, held while the queue is open.
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -197,6 +200,10 @@ impl Durable {
             }
             Err(error) => return Err(Error::io("list", dir, error)),
         }
+        // Before anything is read or removed: a second open of a queue in use (another
+        // process) would otherwise take the generation its compaction is writing for the
+        // leftover of a crashed one, and delete it.
+        let lock = crate::log::take_dir_lock(&*storage, dir)?;
         let mut log_options = options.log.clone();
         log_options.max_record_bytes = log_options
             .max_record_bytes
@@ -303,6 +310,7 @@ impl Durable {
             dedup_ids: options.dedup.map(|window| window.max_ids() as u64),
             append: Mutex::new(()),
             log_options,
+            _lock: lock,
         };
         Ok((
             durable,

@@ -587,7 +587,7 @@ impl WorkQueue {
     ///
     /// Replays the journal: acked, terminated and dead-lettered messages stay settled, every
     /// other message is available again at once (or when its delay ends) with its delivery
-    /// count kept.
+    /// count kept. While the queue is open, another open of `dir` is [`Error::Locked`].
     pub fn open(dir: &Path, options: QueueOptions) -> Result<Self, Error> {
         Self::open_with_clock(dir, options, SystemClock::new())
     }
