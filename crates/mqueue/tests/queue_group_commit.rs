@@ -15,7 +15,7 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_common::sync::{Arc, thread};
 use infra_mqueue::Error;
 use infra_mqueue::log::SimulatedStorage;
-use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, WorkQueue};
+use infra_mqueue::queue::{DedupWindow, Delivery, Message, QueueOptions, WorkQueue};
 
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
@@ -450,4 +450,40 @@ fn a_durable_batch_larger_than_the_capacity_makes_room_for_itself() {
         received,
         [b"a", b"b", b"c", b"d", b"e", b"f"].map(|p| p.to_vec())
     );
+}
+
+/// A durable batch receive journals its deliveries in one write covered by one fsync, and
+/// `ack_many` its acks the same way, rather than one fsync after another per message; a
+/// power cut after them keeps both: only the two unacked messages come back, as attempt 2.
+#[test]
+fn a_durable_batch_receive_and_a_batch_ack_take_one_fsync_each() {
+    let disk = SimulatedStorage::new();
+    let open = || {
+        WorkQueue::open_with(
+            Path::new(DIR),
+            QueueOptions::default(),
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap()
+    };
+    let queue = open();
+    let sent = queue.send_many((0..8u8).map(|n| vec![n]));
+    assert!(sent.iter().all(Result::is_ok));
+    let before = disk.file_syncs();
+    let batch = queue.try_receive_many(8).unwrap();
+    assert_eq!(batch.len(), 8);
+    assert_eq!(disk.file_syncs() - before, 1, "fsyncs of a batch receive");
+    let before = disk.file_syncs();
+    let acked = queue.ack_many(batch[..6].iter().map(Delivery::receipt));
+    assert!(acked.iter().all(Result::is_ok));
+    assert_eq!(disk.file_syncs() - before, 1, "fsyncs of a batch ack");
+    drop(queue);
+    disk.power_cut();
+    let queue = open();
+    let mut left = Vec::new();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        left.push((delivery.payload()[0], delivery.attempt()));
+    }
+    assert_eq!(left, [(6, 2), (7, 2)]);
 }

@@ -355,8 +355,13 @@ impl Durable {
         Ok(())
     }
 
-    /// Appends a journal record; `true` when the journal has grown enough to compact.
-    pub(super) fn journal(&self, entry: Entry) -> Result<bool, Error> {
+    /// Appends journal records in one write, made durable per the policy by one fsync (a
+    /// batch's receives or acks share it); `true` when the journal has grown enough to
+    /// compact.
+    pub(super) fn journal(&self, entries: &[Entry]) -> Result<bool, Error> {
+        if entries.is_empty() {
+            return Ok(false);
+        }
         let journal = self.journal.read();
         if self.pointer_unsynced.load(Ordering::Acquire) {
             self.storage
@@ -364,8 +369,15 @@ impl Durable {
                 .map_err(io("sync directory", &self.dir))?;
             self.pointer_unsynced.store(false, Ordering::Release);
         }
-        journal.log.append(&entry.encode())?;
-        let records = self.journal_records.fetch_add(1, Ordering::Relaxed) + 1;
+        if let [entry] = entries {
+            journal.log.append(&entry.encode())?;
+        } else {
+            let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
+            let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+            journal.log.append_batch(&records)?;
+        }
+        let added = entries.len() as u64;
+        let records = self.journal_records.fetch_add(added, Ordering::Relaxed) + added;
         Ok(records >= self.compact_at.load(Ordering::Relaxed))
     }
 

@@ -1107,7 +1107,8 @@ impl WorkQueue {
 
     /// Leases up to `max` available messages, lowest offsets first, without waiting: what
     /// `max` calls of [`try_receive`](Self::try_receive) would lease, under one lock. Each
-    /// delivery is leased, counted and settled on its own, exactly as if received alone.
+    /// delivery is leased, counted and settled on its own, exactly as if received alone; a
+    /// durable queue journals them in one write, covered by one fsync.
     ///
     /// ```
     /// # use infra_mqueue::queue::{QueueOptions, WorkQueue};
@@ -1223,13 +1224,16 @@ impl WorkQueue {
         self.wake_senders(freed);
         if let Some(durable) = &self.durable {
             // The dead letters are in their topic already: a crash before their journal
-            // record only writes them to the dead-letter topic again after the restart.
-            for offset in dead {
-                self.journal(durable, journal::Entry::DeadLettered { offset })?;
-            }
-            for Receipt { offset, attempt } in received {
-                self.journal(durable, journal::Entry::Received { offset, attempt })?;
-            }
+            // record only writes them to the dead-letter topic again after the restart. One
+            // write and one fsync for the whole batch.
+            let entries: Vec<journal::Entry> = dead
+                .into_iter()
+                .map(|offset| journal::Entry::DeadLettered { offset })
+                .chain(received.into_iter().map(|Receipt { offset, attempt }| {
+                    journal::Entry::Received { offset, attempt }
+                }))
+                .collect();
+            self.journal(durable, &entries)?;
         }
         match failed {
             Some(error) if leased == 0 => Err(error),
@@ -1391,7 +1395,8 @@ impl WorkQueue {
 
     /// Acknowledges several deliveries under one lock: the result for each receipt, in order,
     /// is what [`ack`](Self::ack) would have returned for it alone (a refused receipt does not
-    /// stop the others).
+    /// stop the others). A durable queue journals the accepted acks in one write, covered by
+    /// one fsync; if that fails, each of them gets the error.
     pub fn ack_many(
         &self,
         receipts: impl IntoIterator<Item = impl Into<Receipt>>,
@@ -1420,12 +1425,25 @@ impl WorkQueue {
         self.metrics.gauges(&state.leases, now);
         drop(state);
         self.wake_senders(acked);
-        if self.durable.is_some() {
-            for (receipt, result) in receipts.iter().zip(&mut results) {
-                if result.is_ok() {
-                    *result = self.journal_settle(journal::Entry::Acked {
-                        offset: receipt.offset,
-                    });
+        if let Some(durable) = &self.durable {
+            // One write and one fsync for every ack accepted; if it fails, each of them
+            // gets the error, as each would have alone.
+            let entries: Vec<journal::Entry> = receipts
+                .iter()
+                .zip(&results)
+                .filter(|(_, result)| result.is_ok())
+                .map(|(receipt, _)| journal::Entry::Acked {
+                    offset: receipt.offset,
+                })
+                .collect();
+            if let Err(error) = self.journal(durable, &entries) {
+                let mut accepted = results.iter_mut().filter(|result| result.is_ok());
+                let first = accepted.next();
+                for result in accepted {
+                    *result = Err(error.for_another_waiter());
+                }
+                if let Some(first) = first {
+                    *first = Err(error);
                 }
             }
         }
@@ -1489,15 +1507,15 @@ impl WorkQueue {
 
     fn journal_settle(&self, entry: journal::Entry) -> Result<(), Error> {
         match &self.durable {
-            Some(durable) => self.journal(durable, entry),
+            Some(durable) => self.journal(durable, &[entry]),
             None => Ok(()),
         }
     }
 
-    fn journal(&self, durable: &Durable, entry: journal::Entry) -> Result<(), Error> {
-        if durable.journal(entry)? {
-            // The record is journaled, so the call it records has happened: a compaction's
-            // failure is not that call's (a receive failing here would lease a message its
+    fn journal(&self, durable: &Durable, entries: &[journal::Entry]) -> Result<(), Error> {
+        if durable.journal(entries)? {
+            // The records are journaled, so the calls they record have happened: a
+            // compaction's failure is not theirs (a receive failing here would lease a message its
             // caller never gets, and count the delivery). The journal stays whole either way,
             // and a pointer left unsynced fails the next journal record instead
             // (`Durable::compact`).
