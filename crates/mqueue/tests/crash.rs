@@ -3,7 +3,8 @@
 //! test SIGKILLs it at random moments (after a random number of acknowledgements, 0 included,
 //! so some kills land during recovery), at least 200 times, and after each kill reopens the log
 //! and checks that every acknowledged record is there, in order, with its payload, and that
-//! nothing corrupt is read.
+//! nothing corrupt is read. A longer run sets the number of kills in `INFRA_MQUEUE_CRASH_KILLS`
+//! (fewer than 200 are not taken).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +17,16 @@ use infra_common::sync::{Arc, thread};
 use infra_mqueue::log::{Log, LogOptions};
 
 const CHILD_ENV: &str = "INFRA_MQUEUE_CRASH_CHILD_DIR";
+const KILLS_ENV: &str = "INFRA_MQUEUE_CRASH_KILLS";
 const KILLS: usize = 200;
+
+/// The kills of this run: [`KILLS`], or more if [`KILLS_ENV`] asks for a longer run.
+fn kills() -> usize {
+    std::env::var(KILLS_ENV)
+        .ok()
+        .and_then(|kills| kills.parse().ok())
+        .map_or(KILLS, |kills: usize| kills.max(KILLS))
+}
 
 fn options() -> LogOptions {
     LogOptions {
@@ -83,7 +93,10 @@ fn every_acknowledged_append_survives_sigkill() {
     // Offset -> payload hash of every acknowledged append so far.
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let started = Instant::now();
-    for kill in 0..KILLS {
+    let kills = kills();
+    // Three seconds a kill at most: a bound only a hung producer or reopen reaches.
+    let hung_after = Duration::from_secs(3 * kills as u64);
+    for kill in 0..kills {
         let mut child = Command::new(&exe)
             .args([
                 "crash_child_producer",
@@ -119,16 +132,16 @@ fn every_acknowledged_append_survives_sigkill() {
         child.wait().unwrap();
         verify(dir.path(), &acked, kill);
         assert!(
-            started.elapsed() < Duration::from_secs(600),
+            started.elapsed() < hung_after,
             "crash test hung after {kill} kills"
         );
     }
     eprintln!(
-        "crash: {KILLS} kills, {} acknowledged appends verified, {:.1} s",
+        "crash: {kills} kills, {} acknowledged appends verified, {:.1} s",
         acked.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(acked.len() > KILLS, "the producers barely ran");
+    assert!(acked.len() > kills, "the producers barely ran");
 }
 
 fn record_ack(acked: &mut BTreeMap<u64, u64>, line: &str) {
