@@ -1393,3 +1393,45 @@ fn a_second_open_of_a_queue_in_use_is_locked_before_it_deletes_anything() {
     );
     assert_eq!(left, [9]);
 }
+
+/// Whether a send of the id "late" that waited two minutes for room, repeated as soon as it
+/// returned, is reported a duplicate, in a queue with a 60 s dedup window holding one message.
+fn a_retry_right_after_a_long_wait_for_room_is_a_duplicate(
+    queue: WorkQueue,
+    clock: &ManualClock,
+) -> bool {
+    let queue = Arc::new(queue);
+    queue.send("filler").unwrap();
+    let producer = {
+        let queue = Arc::clone(&queue);
+        Sleeper::spawn(move || queue.send(Message::new("late").id("late")).unwrap())
+    };
+    clock.advance(Duration::from_secs(120));
+    let filler = queue.try_receive().unwrap().unwrap();
+    queue.ack(&filler).unwrap();
+    let first = producer.join("the send waiting for room");
+    assert!(!first.duplicate);
+    let retry = queue.try_send(Message::new("late").id("late"));
+    matches!(retry, Ok(sent) if sent.duplicate && sent.offset == first.offset)
+}
+
+/// A send that waited for room dates its id when it stores the message, not when it began to
+/// wait: a window of 60 s counts from the storing, so a retry right after the send returned is
+/// a duplicate even when the wait took longer than the window (in memory and durable).
+#[test]
+fn a_send_that_waited_for_room_dates_its_id_when_it_stores_the_message() {
+    let window = DedupWindow::new(100).max_age(Duration::from_secs(60));
+    let options = options().capacity(1).dedup(window);
+    let (queue, clock) = memory(options.clone());
+    assert!(
+        a_retry_right_after_a_long_wait_for_room_is_a_duplicate(queue, &clock),
+        "in memory: the retry was stored again"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let queue = durable(dir.path(), options, &clock);
+    assert!(
+        a_retry_right_after_a_long_wait_for_room_is_a_duplicate(queue, &clock),
+        "durable: the retry was stored again"
+    );
+}

@@ -710,15 +710,17 @@ impl WorkQueue {
     }
 
     /// Waits for room (or fails with `Full`); `Ok(Some(offset))` if the id is a duplicate.
+    /// After a wait `now_ms` is read again: the send is dated when it is stored, so that its
+    /// id's window counts from then, however long it waited.
     fn admit(
         &self,
         state: &mut MutexGuard<'_, State>,
         id: Option<&Bytes>,
-        now_ms: u64,
+        now_ms: &mut u64,
         wait: bool,
     ) -> Result<Option<u64>, Error> {
         loop {
-            if let Some(offset) = self.find_duplicate(state, id, now_ms) {
+            if let Some(offset) = self.find_duplicate(state, id, *now_ms) {
                 return Ok(Some(offset));
             }
             // The messages a failed fsync was to cover stay counted: at capacity, waiting
@@ -735,6 +737,7 @@ impl WorkQueue {
                 });
             }
             self.space.wait(state);
+            *now_ms = self.send_now_ms();
         }
     }
 
@@ -755,7 +758,7 @@ impl WorkQueue {
     fn lock_admitted(
         &self,
         id: Option<&Bytes>,
-        now_ms: u64,
+        now_ms: &mut u64,
         wait: bool,
     ) -> Result<(MutexGuard<'_, State>, Option<u64>), Error> {
         if wait {
@@ -836,7 +839,7 @@ impl WorkQueue {
         // Taken from the caller before the lock: pulling them may take time, or call the queue.
         let messages: Vec<Message> = messages.collect();
         // Dates ids for deduplication: once for the batch, again after every wait for room.
-        let mut now_ms = self.dedup_now_ms();
+        let mut now_ms = self.send_now_ms();
         let mut sent = Vec::with_capacity(messages.len());
         let mut stored = 0;
         let mut state = self.state.lock();
@@ -850,19 +853,19 @@ impl WorkQueue {
                 }
             };
             let id = message.id.as_ref();
-            let admitted = match self.admit(&mut state, id, now_ms, false) {
+            let admitted = match self.admit(&mut state, id, &mut now_ms, false) {
                 Err(Error::Full { .. }) => {
                     // Receivers must hear of what this batch stored before it sleeps, or a
                     // queue full of it would never drain.
                     drop(state);
                     self.wake_receivers(std::mem::take(&mut stored));
-                    let (locked, admitted) = match self.lock_admitted(id, now_ms, true) {
+                    let (locked, admitted) = match self.lock_admitted(id, &mut now_ms, true) {
                         Ok((locked, duplicate)) => (locked, Ok(duplicate)),
                         Err(error) => (self.state.lock(), Err(error)),
                     };
                     state = locked;
                     now = self.clock.now_nanos();
-                    now_ms = self.dedup_now_ms();
+                    now_ms = self.send_now_ms();
                     admitted
                 }
                 admitted => admitted,
@@ -917,8 +920,9 @@ impl WorkQueue {
     fn start_send(&self, message: Message, wait: bool) -> Result<Written<'_>, Error> {
         let delay = self.validate_message(&message)?;
         let Some(durable) = &self.durable else {
-            let now_ms = self.dedup_now_ms();
-            let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
+            let mut now_ms = self.send_now_ms();
+            let (mut state, duplicate) =
+                self.lock_admitted(message.id.as_ref(), &mut now_ms, wait)?;
             if let Some(offset) = duplicate {
                 return Ok(Written::Done(Sent {
                     offset,
@@ -936,10 +940,11 @@ impl WorkQueue {
         self.write_durable(durable, message, delay, wait)
     }
 
-    /// The wall-clock time that dates an in-memory send for deduplication, or 0 without a
-    /// window: then a send needs no reading of it (a system call on some platforms).
-    fn dedup_now_ms(&self) -> u64 {
-        if self.options.dedup.is_some() {
+    /// The wall-clock time that dates a send: a durable send's envelope always carries it, an
+    /// in-memory send needs it only for deduplication (0 without a window: then the send
+    /// reads no clock, a system call on some platforms).
+    fn send_now_ms(&self) -> u64 {
+        if self.durable.is_some() || self.options.dedup.is_some() {
             wall_ms(self.clock.as_ref())
         } else {
             0
@@ -977,11 +982,12 @@ impl WorkQueue {
         delay: Option<u64>,
         wait: bool,
     ) -> Result<Written<'q>, Error> {
-        let now_ms = wall_ms(self.clock.as_ref());
+        let mut now_ms = self.send_now_ms();
         // Room is waited for before the append lock is taken, so that a send waiting for room
         // holds up no other (a `try_send` still fails at once, a duplicate still returns).
         {
-            let (mut state, duplicate) = self.lock_admitted(message.id.as_ref(), now_ms, wait)?;
+            let (mut state, duplicate) =
+                self.lock_admitted(message.id.as_ref(), &mut now_ms, wait)?;
             if let Some(offset) = duplicate {
                 return Ok(Self::duplicate_of(&state, durable, offset));
             }
