@@ -408,12 +408,13 @@ impl Leases {
             return;
         };
         let was_leased = matches!(slot.state, State::Leased { .. });
-        slot.settle(Outcome::DeadLettered);
+        slot.state = State::Settled(Outcome::DeadLettered);
         self.unsettled -= 1;
         if was_leased {
             self.in_flight -= 1;
         }
         self.drop_settled_front();
+        self.let_go_of_payload(offset);
     }
 
     /// Gives back a message handed out as [`Handout::DeadLetter`] whose write failed: a later
@@ -493,11 +494,22 @@ impl Leases {
         outcome: Outcome,
     ) -> Result<(), Error> {
         let slot = self.current_lease(offset, attempt)?;
-        slot.settle(outcome);
+        slot.state = State::Settled(outcome);
         self.unsettled -= 1;
         self.in_flight -= 1;
         self.drop_settled_front();
+        self.let_go_of_payload(offset);
         Ok(())
+    }
+
+    /// Drops the payload of the message just settled at `offset` if its slot stays, behind an
+    /// older unsettled message (a delay, a long lease): only the unsettled messages, which
+    /// `capacity` bounds, hold their bytes. A slot dropped from the front took its payload
+    /// with it, and this does nothing.
+    fn let_go_of_payload(&mut self, offset: u64) {
+        if let Some(slot) = self.slot_mut(offset) {
+            slot.payload = Bytes::new();
+        }
     }
 
     /// Gives the message back: available again at `not_before` (now if not later).
@@ -576,14 +588,6 @@ impl Leases {
 }
 
 impl Slot {
-    /// Settles the message for good and lets go of its payload: the slot may stay behind an
-    /// older unsettled message for long (a delay, a long lease), and only the unsettled
-    /// messages, which `capacity` bounds, should hold their bytes.
-    fn settle(&mut self, outcome: Outcome) {
-        self.state = State::Settled(outcome);
-        self.payload = Bytes::new();
-    }
-
     fn state_is_leased_by(&self, attempt: u32) -> bool {
         matches!(self.state, State::Leased { attempt: current, .. } if current == attempt)
     }
