@@ -216,3 +216,47 @@ fn a_poll_racing_retention_skips_what_it_removed_instead_of_failing() {
     publisher.join().unwrap();
     assert!(failed.is_none(), "{failed:?}");
 }
+
+/// A poll that fails (here a record of partition 1 damaged on disk after it was written) moves
+/// no read position: the records it read from partition 0 before the failure never reached the
+/// consumer, so a later poll returns them and a commit cannot skip them.
+#[test]
+fn a_poll_that_fails_moves_no_read_position() {
+    let disk = SimulatedStorage::new();
+    let dir = Path::new("/stream");
+    let stream = Stream::open_with(dir, options(2), ManualClock::new(), disk.clone()).unwrap();
+    let key_in = |partition| {
+        (0..100u32)
+            .map(|k| format!("key-{k}"))
+            .find(|key| stream.partition_for(key.as_bytes()) == partition)
+            .unwrap()
+    };
+    let (first, second) = (key_in(0), key_in(1));
+    stream.publish(first.as_bytes(), b"in partition 0").unwrap();
+    stream
+        .publish(second.as_bytes(), b"in partition 1")
+        .unwrap();
+    // The byte after the segment header and the record's 12-byte frame: its payload.
+    let segment = dir.join("partition-00001").join("00000000000000000000.seg");
+    assert!(disk.flip_bits(&segment, 40 + 12, 0x01));
+    let mut group = stream.group("readers").unwrap();
+    assert!(matches!(group.poll(10), Err(Error::Corrupt { .. })));
+    group.commit().unwrap();
+    assert_eq!(
+        group.committed(0),
+        Some(0),
+        "a record the consumer never got was committed"
+    );
+    // The damage repaired, the next poll reads both records.
+    assert!(disk.flip_bits(&segment, 40 + 12, 0x01));
+    let payloads: Vec<Vec<u8>> = group
+        .poll(10)
+        .unwrap()
+        .into_iter()
+        .map(|message| message.payload)
+        .collect();
+    assert_eq!(
+        payloads,
+        [b"in partition 0".to_vec(), b"in partition 1".to_vec()]
+    );
+}

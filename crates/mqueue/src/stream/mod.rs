@@ -507,15 +507,19 @@ impl ConsumerGroup<'_> {
     /// offset order). Records removed by retention before they were read are skipped.
     ///
     /// # Errors
-    /// As [`Log::read`], other than [`Error::OffsetTruncated`].
+    /// As [`Log::read`], other than [`Error::OffsetTruncated`]. A poll that fails moves no
+    /// read position: what it read before the failure is read again by the next poll.
     pub fn poll(&mut self, max: usize) -> Result<Vec<Message>, Error> {
+        // The positions move only with the records returned: a commit after a failed poll
+        // must not pass records the consumer never got.
+        let mut positions = self.positions.clone();
         let mut out = Vec::new();
-        let count = self.positions.len();
+        let count = positions.len();
         let share = max.div_ceil(count.max(1)).max(1);
         let mut progress = true;
         while out.len() < max && progress {
             progress = false;
-            for (partition, position) in self.positions.iter_mut().enumerate() {
+            for (partition, position) in positions.iter_mut().enumerate() {
                 let want = share.min(max - out.len());
                 if want == 0 {
                     break;
@@ -541,6 +545,7 @@ impl ConsumerGroup<'_> {
                 }));
             }
         }
+        self.positions = positions;
         Ok(out)
     }
 
