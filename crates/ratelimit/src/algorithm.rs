@@ -91,6 +91,17 @@ pub trait Algorithm: Send + Sync + fmt::Debug + Sized {
         let _ = config;
         0
     }
+
+    /// [`Algorithm::heap_bytes`] under the configuration this state was created with
+    /// ([`Algorithm::new`]), whatever the configuration is now: a keyed limiter charged that
+    /// much for the state when it tracked the key, and gives exactly that back when it forgets
+    /// the key, so a quota changed in between leaves no bytes behind. A state whose
+    /// `heap_bytes` depends on the configuration remembers what it needs for this (the
+    /// sliding-window log keeps the limit it was created under); zero by default, as
+    /// `heap_bytes` is.
+    fn charged_heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// An algorithm configuration (and the quota it came from) that many threads read on every

@@ -62,11 +62,13 @@ pub enum Error {
     TooManyKeys {
         /// The configured key cap.
         max_keys: usize,
-        /// How long until the tracked key due soonest can have replenished, when a slot may be
-        /// reclaimed (a lower bound: that key may be used meanwhile); never zero:
-        /// [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when keys already due remain
-        /// that the bounded sample did not reach (the next check examines them), one second in
-        /// the moment when racing checks hold the room for keys not yet filed for eviction.
+        /// The soonest time one of the keys the hand examined can have replenished, when its
+        /// slot may be reclaimed: a hint, not a promise (that key may be used meanwhile, and
+        /// keys the hand did not reach may free sooner: the next check examines the next keys
+        /// at the hand). Never zero: [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when
+        /// the hand found idle keys but racing checks took their room, one second when it
+        /// examined none (the map empty while racing checks hold the room for keys they are
+        /// inserting).
         /// The wait always ends: per-key quotas take at most half of the byte cap, and a key
         /// that alone exceeds the other half
         /// ([`KeyedOptions::max_key_bytes`](crate::KeyedOptions::max_key_bytes)) is

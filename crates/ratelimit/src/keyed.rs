@@ -1,45 +1,58 @@
 //! Keyed limiting: one limiter state per user, IP address or API key, in bounded memory.
 //!
-//! Memory is bounded twice: by a count of keys and by an estimate of their bytes. Beside the map,
-//! the limiter keeps a min-heap of every tracked key by the earliest time its state can be fully
-//! replenished (*due*): a lower bound, since a key only becomes due later by being used. When a
-//! new key does not fit, the check takes the due keys off the top of the heap, at most
-//! [`KeyedOptions::RECLAIM_SAMPLE`] of them: a key that has replenished is forgotten (a new key
-//! starts in the same state, so no decision under the quota in force changes), any other goes
-//! back with its due time brought up to date. The key that can have replenished earliest is
-//! examined first (with due times up to date, the one closest to full), an active key is never
-//! forgotten (an abuser cannot reset its own limit by flooding the map), and a key an abuser
-//! drained is reclaimable the moment it has replenished.
+//! Memory is bounded twice: by a count of keys and by an estimate of their bytes. A tracked key
+//! costs its map entry and nothing else: forgetting keys needs no record of them beside the map.
+//! A CLOCK hand walks the map's shards in place (`Shards::walk` in `store.rs`). When a new key does not
+//! fit, the check examines the next [`KeyedOptions::RECLAIM_SAMPLE`] keys at the hand, each
+//! under its shard's exclusive lock: a key that has replenished (*idle*) is forgotten (a new key
+//! starts in the same state, so no decision under the quota in force changes), any other stays
+//! where it is and the hand moves past it. An active key is never forgotten (an abuser cannot
+//! reset its own limit by flooding the map), and a key an abuser drained is reclaimable the
+//! moment it has replenished, once the hand comes round to it.
 //!
-//! A key enters the heap due at once, so its first examination sees it after whatever burst
-//! created it, and every check that tracks a new key also examines up to
-//! [`SWEEP_PER_INSERT`] due keys: the sweep is spread over insertions, and the heap's top stays
-//! close to the truth. No request thread ever makes a pass over all keys.
+//! Every check that tracks a new key also examines up to [`SWEEP_PER_INSERT`] keys at the hand:
+//! the sweep is spread over insertions, so the hand keeps turning and idle keys are forgotten
+//! before the limiter is full. No request thread ever makes a pass over all keys;
+//! [`KeyedRateLimiter::sweep`] does, when its owner calls it.
 
 use std::borrow::Borrow;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::mem::size_of;
 use std::time::Duration;
 
 use infra_common::clock::duration_to_nanos;
-use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_common::{Clock, SystemClock};
 
 use crate::algorithm::{Algorithm, AlgorithmConfig, ConfigCell};
-use crate::store::Shards;
+use crate::store::{Position, SLOTS_PER_ENTRY, Shards};
 use crate::{Decision, Error, Gcra, Quota};
 
-/// Due keys examined by each check that tracks a new key while the limiter has room.
+/// Keys at the hand examined by each check that tracks a new key while the limiter has room.
 const SWEEP_PER_INSERT: usize = 2;
 
-/// Bytes charged per tracked key besides its key and state: the eviction heap's record of it
-/// (due time, hash and charge, 24 bytes) and the hash table's control byte and spare capacity
-/// (8 bytes, rounded up).
-const ENTRY_OVERHEAD: usize = 32;
+/// Keys examined under one shard lock by [`KeyedRateLimiter::sweep`], so checks on that shard
+/// wait for at most this many.
+const SWEEP_CHUNK: usize = 64;
+
+/// Bytes charged per tracked key besides its key and state: its share of the hash table, at
+/// the most the table can hold per key.
+///
+/// A slot holds the key and state side by side (padding included) and has one control byte. A
+/// table only grows (to twice its buckets), and only when its free slots run out with more
+/// than 7/16 of them full: removals leave marks that take free slots, and below 7/16 full the
+/// table is rehashed in place instead. So a table never has more than 32/7 slots per key it
+/// has held at its fullest, and charging that keeps `max_bytes` a bound on the memory the
+/// table holds. It is a bound, not the typical cost: a table that keys were only added to has
+/// 8/7 to 16/7 slots per key (measured over a million `u64` keys, a tracked key holds 36
+/// bytes where it is charged 86).
+pub(crate) fn entry_overhead<K, A>() -> usize {
+    let slot = size_of::<(K, A)>() + 1;
+    (slot * 32)
+        .div_ceil(7)
+        .saturating_sub(size_of::<K>() + size_of::<A>())
+}
 
 /// Bytes charged per per-key quota besides its key and the quota: the table's control byte and
 /// spare capacity, rounded up.
@@ -63,9 +76,9 @@ impl KeyedOptions {
     pub const DEFAULT_MAX_OVERRIDES: usize = 100_000;
     /// The most tracked keys one check on a new key examines when the limiter is full.
     ///
-    /// Bounds the work a request thread does for eviction. The keys examined are those due
-    /// earliest (closest to fully replenished); each one found active is given its up-to-date
-    /// due time, so the next check looks further.
+    /// Bounds the work a request thread does for eviction. The keys examined are the next ones
+    /// at the limiter's CLOCK hand, in the map's own order (not those closest to replenishing):
+    /// the hand moves past those found active, so the next check looks further on.
     pub const RECLAIM_SAMPLE: usize = 32;
 
     /// Tracks at most `max_keys` keys (at least 1).
@@ -132,16 +145,6 @@ struct Override<A: Algorithm> {
     bytes: usize,
 }
 
-/// The eviction heap's record of a tracked key: the earliest clock reading at which its state
-/// can be fully replenished, where the map files it, and what it was charged. Ordered by `due`
-/// first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Tracked {
-    due: u64,
-    hash: u64,
-    bytes: usize,
-}
-
 /// What a key costs in the map: its slot in the entry plus the bytes its `Hash` writes.
 ///
 /// The bytes hashed are the key's content whatever form it is checked in: a `String` key
@@ -160,7 +163,7 @@ pub(crate) fn key_bytes<K, Q: Hash + ?Sized>(key: &Q) -> usize {
 /// [`Error::TooLarge`], which reads as the key's fault (the HTTP layer's `400`) when the quota
 /// is.
 fn state_fits<K, A: Algorithm>(options: &KeyedOptions, config: &A::Config) -> Result<(), Error> {
-    let bytes = size_of::<K>().saturating_add(state_charge::<A>(config));
+    let bytes = size_of::<K>().saturating_add(state_charge::<K, A>(A::heap_bytes(config)));
     if bytes > options.max_key_bytes() {
         return Err(Error::TooLarge {
             what: "state of one key under the quota (bytes)",
@@ -171,12 +174,51 @@ fn state_fits<K, A: Algorithm>(options: &KeyedOptions, config: &A::Config) -> Re
     Ok(())
 }
 
-/// What a tracked key is charged besides its key: its state, the most heap memory that state
-/// may hold under `config`, and the map's and eviction heap's share.
-fn state_charge<A: Algorithm>(config: &A::Config) -> usize {
+/// What a tracked key is charged besides its key: its state, `heap_bytes` (the most heap
+/// memory the state may hold under the quota it was created with) and its share of the table.
+fn state_charge<K, A: Algorithm>(heap_bytes: usize) -> usize {
     size_of::<A>()
-        .saturating_add(A::heap_bytes(config))
-        .saturating_add(ENTRY_OVERHEAD)
+        .saturating_add(heap_bytes)
+        .saturating_add(entry_overhead::<K, A>())
+}
+
+/// What a tracked key was charged when it was first tracked, recomputed from what its entry
+/// holds: the key's bytes as [`key_bytes`] counts them (the same for the key as for any form
+/// it is checked in, which `Borrow` requires to hash alike) and the state's charge as of its
+/// creation ([`Algorithm::charged_heap_bytes`]). Quota changes since do not enter into it.
+fn tracked_charge<K: Hash, A: Algorithm>(key: &K, state: &A) -> usize {
+    key_bytes::<K, K>(key).saturating_add(state_charge::<K, A>(state.charged_heap_bytes()))
+}
+
+/// What one walk of the hand found: keys forgotten and what they were charged, keys examined,
+/// and the soonest any key it kept can have replenished.
+#[derive(Debug, Default)]
+struct Reclaimed {
+    forgotten: usize,
+    released: usize,
+    examined: usize,
+    soonest_full: Option<u64>,
+}
+
+impl Reclaimed {
+    /// The `retry_after` of a new key refused after this walk: the soonest any key it examined
+    /// and kept can have replenished. It is a hint, not a promise: keys the walk did not reach
+    /// may replenish sooner, and the next checks examine them.
+    ///
+    /// Never zero. [`Decision::RETRY_SOON`] when the walk forgot idle keys but racing checks
+    /// took their room first, or kept a key that replenishes at once; one second when it
+    /// examined nothing, which happens only while the map is empty and racing checks hold the
+    /// room for keys they are inserting.
+    fn wait_for_room(&self) -> Duration {
+        if self.forgotten > 0 {
+            return Decision::RETRY_SOON;
+        }
+        match self.soonest_full {
+            Some(wait) if wait > 0 => Duration::from_nanos(wait),
+            Some(_) => Decision::RETRY_SOON,
+            None => Duration::from_secs(1),
+        }
+    }
 }
 
 /// A `Hasher` that only counts the bytes written to it.
@@ -203,17 +245,17 @@ impl Hasher for ByteCounter {
 ///   replenished is *idle*: forgetting it changes no decision under the quota in force, since a
 ///   new key starts in the same state (a later quota change may tell them apart: a kept state
 ///   keeps what it held, such as a count a longer window takes in). When a new key does not
-///   fit, the check examines at most [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, those that
-///   can have replenished earliest first, and forgets the idle ones among them. If none of them was idle, the new key gets
-///   [`Error::TooManyKeys`] rather than the state of an active key being forgotten (that would
-///   let a client reset its own limit by flooding the map); known keys are unaffected. Per-key
-///   quotas take at most half of `max_bytes`, so such a refusal always ends once enough
-///   tracked keys replenish. Checks
-///   that track a new key also forget a few idle keys on the way, and
-///   [`KeyedRateLimiter::sweep`] forgets every idle key at once.
-/// - **Quota changes and eviction.** A key's place in the eviction order is a lower bound on
-///   when it replenishes under the quota it was last examined with; after a quota change makes
-///   keys replenish sooner, they are found idle when that bound comes due, not earlier.
+///   fit, the check examines at most [`KeyedOptions::RECLAIM_SAMPLE`] tracked keys, the next
+///   ones at a CLOCK hand that walks the map in its own order, and forgets the idle ones among
+///   them. If none of them was idle, the new key gets [`Error::TooManyKeys`] rather than the
+///   state of an active key being forgotten (that would let a client reset its own limit by
+///   flooding the map); known keys are unaffected. Per-key quotas take at most half of
+///   `max_bytes`, so such a refusal always ends once enough tracked keys replenish and the
+///   hand reaches them: each refused check moves it on. Checks that track a new key also
+///   forget a few idle keys at the hand on the way, and [`KeyedRateLimiter::sweep`] forgets
+///   every idle key at once.
+/// - **Quota changes and eviction.** Whether a key is idle is decided when the hand reaches
+///   it, under the quota in force then; nothing is remembered from earlier examinations.
 /// - **Hashing.** The map uses infra-common's randomly keyed [`RandomState`](infra_common::RandomState),
 ///   so clients cannot choose keys that collide.
 ///
@@ -241,10 +283,6 @@ pub struct KeyedRateLimiter<K, A: Algorithm = Gcra, C: Clock = SystemClock> {
     bytes: AtomicUsize,
     /// The overrides' part of `bytes`, charged against `max_override_bytes`.
     override_bytes: AtomicUsize,
-    /// Every tracked key once, earliest due first. A key enters it after its insertion into
-    /// `states` and leaves it only when it is forgotten, so the two agree except for a key in
-    /// between.
-    due: Mutex<BinaryHeap<Reverse<Tracked>>>,
     overrides: Shards<K, Override<A>>,
     override_count: AtomicUsize,
     default: ConfigCell<A>,
@@ -294,7 +332,6 @@ where
             tracked: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             override_bytes: AtomicUsize::new(0),
-            due: Mutex::new(BinaryHeap::new()),
             overrides: Shards::new(),
             override_count: AtomicUsize::new(0),
             default: ConfigCell::new(&quota)?,
@@ -449,7 +486,8 @@ where
             self.metrics.decisions.record(&decision);
             return Ok((now, decision));
         }
-        let bytes = key_bytes::<K, Q>(key).saturating_add(state_charge::<A>(&config));
+        let bytes =
+            key_bytes::<K, Q>(key).saturating_add(state_charge::<K, A>(A::heap_bytes(&config)));
         let max_key_bytes = self.options.max_key_bytes();
         if bytes > max_key_bytes {
             // Forgetting every key might not make room while per-key quotas hold their share:
@@ -463,36 +501,37 @@ where
         // Reserve room before taking the shard lock: reclaiming takes shard locks itself.
         let had_room = self.reserve(bytes);
         if !had_room {
-            self.reclaim(now, KeyedOptions::RECLAIM_SAMPLE);
+            let reclaimed = self.reclaim(now, KeyedOptions::RECLAIM_SAMPLE);
             if !self.reserve(bytes) {
                 #[cfg(feature = "metrics")]
                 self.metrics.too_many_keys.increment(1);
                 return Err(Error::TooManyKeys {
                     max_keys: self.options.max_keys,
-                    retry_after: self.next_due_in(now),
+                    retry_after: reclaimed.wait_for_room(),
                 });
             }
         }
-        let hash = self.states.hash_of(key);
         let (decision, inserted) = self.states.with_or_insert(
             key.to_owned(),
             || A::new(&config, now),
-            |state, inserted| (state.check_n(&config, now, n), inserted),
+            |key, state, inserted| {
+                if inserted {
+                    // Forgetting the key gives back what its entry says it was charged; the
+                    // algorithm's and the key's `Hash` contracts make that the reservation,
+                    // and any difference is settled here rather than left to drift.
+                    self.settle(bytes, tracked_charge(key, state));
+                }
+                (state.check_n(&config, now, n), inserted)
+            },
         );
         if inserted {
             if had_room {
-                // The incremental sweep, done before this key joins the heap so that its own
-                // record (due now) is not among the keys examined.
+                // The incremental sweep: keeps the hand turning while there is room.
                 self.reclaim(now, SWEEP_PER_INSERT);
             }
-            self.due.lock().push(Reverse(Tracked {
-                due: now,
-                hash,
-                bytes,
-            }));
         } else {
             // Another thread inserted the key first; its reservation counts, ours goes back.
-            self.release(bytes);
+            self.release(1, bytes);
         }
         #[cfg(feature = "metrics")]
         self.metrics.decisions.record(&decision);
@@ -528,82 +567,75 @@ where
             .is_ok()
     }
 
-    /// How long until the tracked key due soonest can have replenished: the earliest a new key
-    /// may find room. Per-key quotas never hold the bytes a key needs, so a refusal always ends
-    /// when tracked keys replenish; the heap is empty at a refusal only while racing checks
-    /// hold the room for keys they are inserting or examining, and then this is one second.
-    ///
-    /// Never zero. Keys already due that the bounded sample did not reach may be idle, and the
-    /// next check examines them: that is [`Decision::RETRY_SOON`], not a retry at once.
-    fn next_due_in(&self, now: u64) -> Duration {
-        self.due
-            .lock()
-            .peek()
-            .map_or(Duration::from_secs(1), |Reverse(soonest)| {
-                match soonest.due.checked_sub(now).filter(|&wait| wait > 0) {
-                    Some(wait) => Duration::from_nanos(wait),
-                    None => Decision::RETRY_SOON,
-                }
-            })
+    /// Turns a reservation of `reserved` bytes for a new key into a charge of `charged`.
+    fn settle(&self, reserved: usize, charged: usize) {
+        if charged > reserved {
+            self.bytes.fetch_add(charged - reserved, Ordering::Relaxed);
+        } else if reserved > charged {
+            self.bytes.fetch_sub(reserved - charged, Ordering::Relaxed);
+        }
     }
 
-    fn release(&self, bytes: usize) {
-        self.tracked.fetch_sub(1, Ordering::Relaxed);
+    /// Gives back the key slots and bytes of `keys` keys charged `bytes` in all.
+    fn release(&self, keys: usize, bytes: usize) {
+        self.tracked.fetch_sub(keys, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Examines at most `budget` keys that are due at `now`, earliest first: forgets the idle
-    /// ones and puts the others back with their due time brought up to date. Returns how many it
-    /// forgot.
-    fn reclaim(&self, now: u64, budget: usize) -> usize {
-        let mut forgotten = 0;
-        for _ in 0..budget {
-            // The heap's lock is never held while a shard lock is taken, so checks that insert
-            // (shard, then heap) and reclaiming (heap, then shard) cannot deadlock.
-            let entry = {
-                let mut due = self.due.lock();
-                match due.peek() {
-                    Some(Reverse(top)) if top.due <= now => due.pop().map(|Reverse(e)| e),
-                    _ => None,
-                }
-            };
-            let Some(entry) = entry else {
-                break;
-            };
-            // Decided under the shard's exclusive lock: a check that consumes from the key
-            // either comes first (the key is no longer idle and stays) or finds it gone and
-            // starts it afresh, which is the same state.
-            let outcome = self.states.evict_hashed(entry.hash, |key, state| {
-                let config = self.config_for(key);
-                if state.is_idle(&config, now) {
-                    return None;
-                }
-                // At least one nanosecond later, so a pass over due keys always ends.
-                let full_in = duration_to_nanos(state.check_n(&config, now, 0).reset_after());
-                Some(now.saturating_add(full_in.max(1)))
-            });
-            match outcome {
-                Some(Some(due)) => self.due.lock().push(Reverse(Tracked { due, ..entry })),
-                Some(None) => {
-                    forgotten += 1;
-                    self.release(entry.bytes);
-                }
-                // Only after a 64-bit hash collision, when the other key's record already took
-                // this key: this record's room comes back all the same.
-                None => self.release(entry.bytes),
-            }
+    /// Examines up to `budget` keys at the hand (see `Shards::walk`) and forgets the idle ones.
+    fn reclaim(&self, now: u64, budget: usize) -> Reclaimed {
+        let mut found = Reclaimed::default();
+        let examined = self
+            .states
+            .walk(budget, |key, state| self.keep(key, state, now, &mut found));
+        found.examined = examined;
+        // Released once the keys are out of the map, so it never holds more than the cap.
+        self.release(found.forgotten, found.released);
+        found
+    }
+
+    /// Whether to keep `key`, decided under its shard's exclusive lock: a check that consumes
+    /// from the key either comes first (the key is no longer idle and stays) or finds it gone
+    /// and starts it afresh, which is the same state. An idle key is counted in `found` as
+    /// forgotten; for any other, `found` learns when it can have replenished.
+    fn keep(&self, key: &K, state: &A, now: u64, found: &mut Reclaimed) -> bool {
+        let config = self.config_for(key);
+        if state.is_idle(&config, now) {
+            found.forgotten += 1;
+            found.released += tracked_charge(key, state);
+            return false;
         }
-        forgotten
+        let full_in = duration_to_nanos(state.check_n(&config, now, 0).reset_after());
+        found.soonest_full = Some(found.soonest_full.map_or(full_in, |s| s.min(full_in)));
+        true
     }
 
     /// Forgets every idle key (one whose state has fully recovered) and returns how many.
     ///
-    /// Examines every key that may be idle (see the type's docs on quota changes), each under
-    /// its shard's lock; checks proceed meanwhile. New keys reclaim idle ones by themselves, a few at a
-    /// time, so calling this is only needed to give memory back at once.
+    /// Makes one full turn over the map, from its start to its end, examining each key once
+    /// (a key moved by a table growing meanwhile may be examined twice or not at all), a
+    /// few dozen keys per shard lock; checks proceed meanwhile. It does not move the hand. New
+    /// keys reclaim idle ones by themselves, a few at a time, so calling this is only needed
+    /// to give memory back at once.
     pub fn sweep(&self) -> usize {
-        let tracked = self.due.lock().len();
-        self.reclaim(self.clock.now_nanos(), tracked)
+        let now = self.clock.now_nanos();
+        let mut forgotten = 0;
+        let mut position = Position::START;
+        loop {
+            let mut found = Reclaimed::default();
+            let scanned = self.states.scan(
+                position,
+                SWEEP_CHUNK,
+                SWEEP_CHUNK * SLOTS_PER_ENTRY,
+                |key, state| self.keep(key, state, now, &mut found),
+            );
+            self.release(found.forgotten, found.released);
+            forgotten += found.forgotten;
+            if scanned.wrapped {
+                return forgotten;
+            }
+            position = scanned.next;
+        }
     }
 
     /// Keys currently tracked.
@@ -628,7 +660,9 @@ where
     /// writes (a string's bytes and one more, whether checked as `&str` or `&String`), the
     /// algorithm's state and the most heap memory that state may
     /// hold under the key's quota ([`Algorithm::heap_bytes`]: a sliding-window log's entries),
-    /// plus 32 bytes for the map and the eviction heap. A per-key quota is charged its key the
+    /// plus its share of the hash table at the most the table can hold per key (86 bytes in
+    /// all for a `u64` key with GCRA). Forgetting the key gives back exactly that, whatever
+    /// quotas were set since. A per-key quota is charged its key the
     /// same way, its stored quota and 8 bytes; per-key quotas together are charged at most
     /// [`KeyedOptions::max_override_bytes`], half of the cap.
     ///
@@ -636,13 +670,13 @@ where
     /// use infra_common::ManualClock;
     /// use infra_ratelimit::{Gcra, KeyedOptions, KeyedRateLimiter, Quota};
     ///
-    /// let options = KeyedOptions::default().max_bytes(200);
+    /// let options = KeyedOptions::default().max_bytes(400);
     /// let limiter =
     ///     KeyedRateLimiter::<String, Gcra, _>::with_options(Quota::per_second(2)?, ManualClock::new(), options)?;
     /// assert!(limiter.check("a short key")?.is_allowed());
-    /// assert!(limiter.bytes() > 32 + 11);
+    /// assert!(limiter.bytes() > 11);
     /// let long_key = "k".repeat(1_000);
-    /// assert!(limiter.check(long_key.as_str()).is_err()); // does not fit in 200 bytes
+    /// assert!(limiter.check(long_key.as_str()).is_err()); // does not fit in 400 bytes
     /// # Ok::<(), infra_ratelimit::Error>(())
     /// ```
     pub fn bytes(&self) -> usize {
@@ -859,28 +893,26 @@ mod tests {
         assert!(limiter.check(&1).unwrap().is_allowed());
     }
 
-    /// Keys used again after their last examination are still filed as due then: when more of
-    /// them are due than one check examines, the ones it did not reach may be idle or not, and
-    /// the refusal must not tell the client to retry at once.
+    /// A refusal names the soonest time a key it examined can have replenished: here the keys
+    /// were used 1 ms apart, so the answer is one of their times, and no earlier than the
+    /// first of them.
     #[test]
-    fn a_refusal_with_due_keys_left_unexamined_says_retry_soon() {
+    fn a_refusal_names_when_an_examined_key_replenishes() {
         let (clock, limiter) = limiter(1, 100);
         for key in 0..100 {
             assert!(limiter.check(&key).unwrap().is_allowed());
+            clock.advance(Duration::from_millis(1));
         }
-        clock.advance(Duration::from_secs(1));
-        for key in 0..100 {
-            assert!(limiter.check(&key).unwrap().is_allowed());
-        }
-        assert_eq!(
-            limiter.check(&1_000),
-            Err(Error::TooManyKeys {
-                max_keys: 100,
-                retry_after: Decision::RETRY_SOON,
-            })
+        // Key `k` was used at `k` ms and is full a second later; it is 100 ms now.
+        let Err(Error::TooManyKeys { retry_after, .. }) = limiter.check(&1_000) else {
+            panic!("every key is active");
+        };
+        assert!(
+            (Duration::from_millis(900)..Duration::from_millis(1_000)).contains(&retry_after)
+                && retry_after.subsec_nanos() % 1_000_000 == 0,
+            "{retry_after:?}"
         );
-        // The refusal was honest: keys not yet examined were active, and once they replenish
-        // the next new key finds room.
+        // The refusal ends: once the keys replenish, a new key finds room.
         clock.advance(Duration::from_secs(1));
         assert!(limiter.check(&1_000).unwrap().is_allowed());
     }
@@ -908,19 +940,21 @@ mod tests {
 
     #[test]
     fn tracking_new_keys_forgets_replenished_ones_on_the_way() {
-        let (clock, limiter) = limiter(1, 100);
+        let (clock, limiter) = limiter(1, 10_000);
         for key in 0..10 {
             assert!(limiter.check(&key).unwrap().is_allowed());
         }
         clock.advance(Duration::from_millis(500));
         assert!(limiter.check(&3).unwrap().is_denied());
         clock.advance(Duration::from_millis(500));
-        // Far from the cap, each new key still examines two keys that may have replenished
-        // (new keys among them, whose first look comes after their first check).
-        for key in 100..120 {
+        // Far from the cap, each new key still examines two keys at the hand: the hand keeps
+        // turning, and the ten replenished keys are forgotten within a few turns.
+        let mut key = 100;
+        while limiter.len() > (key - 100) as usize {
             assert!(limiter.check(&key).unwrap().is_allowed());
+            key += 1;
+            assert!(key < 1_000, "{} keys still tracked", limiter.len());
         }
-        assert_eq!(limiter.len(), 20, "the ten replenished keys are forgotten");
         // Key 3 was used again (the denial consumed nothing, so it replenished too); the keys
         // forgotten decide as new ones.
         for key in 0..10 {
@@ -991,7 +1025,9 @@ mod tests {
         let clock = ManualClock::new();
         // A `str` hashes its bytes and one terminating byte.
         let hashed = |key: &str| key.len() + 1;
-        let per_key = |key: &str| size_of::<String>() + hashed(key) + size_of::<Gcra>() + 32;
+        let per_key = |key: &str| {
+            size_of::<String>() + hashed(key) + size_of::<Gcra>() + entry_overhead::<String, Gcra>()
+        };
         // Room for alice and bob, each within the half that per-key quotas never take.
         let options = KeyedOptions::default().max_bytes(2 * per_key("alice"));
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
@@ -1031,10 +1067,12 @@ mod tests {
         // not fit there.
         let override_bytes =
             size_of::<String>() + hashed("alice") + size_of::<Override<Gcra>>() + 8;
+        // Each half has room for bob, and for one quota but not two.
+        assert!((override_bytes..2 * override_bytes).contains(&per_key("bob")));
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
             clock.clone(),
-            KeyedOptions::default().max_bytes(2 * override_bytes),
+            KeyedOptions::default().max_bytes(2 * per_key("bob")),
         )
         .unwrap();
         limiter
@@ -1125,7 +1163,7 @@ mod tests {
         );
         let short = "a short key".to_owned();
         assert!(limiter.check(&short).unwrap().is_allowed());
-        assert!(limiter.bytes() > short.len() + 32);
+        assert!(limiter.bytes() > short.len() + entry_overhead::<String, Gcra>());
     }
 
     #[test]
@@ -1170,8 +1208,9 @@ mod tests {
         }
         assert!(overrides > 0);
         assert!(limiter.check(&1_000_000).unwrap().is_allowed());
-        // A `u64` key with GCRA is charged 56 bytes: its key twice, its state and 32.
-        let per_key: usize = 56;
+        // A `u64` key with GCRA is charged 86 bytes: its key twice, its state and 62.
+        let per_key: usize = 86;
+        assert_eq!(entry_overhead::<u64, Gcra>(), 62);
         assert!(limiter.bytes() - per_key <= 5_000, "{}", limiter.bytes());
         let mut key = 1_000_001;
         while let Ok(decision) = limiter.check(&key) {
@@ -1230,6 +1269,197 @@ mod tests {
             limiter.check(&7).unwrap().is_denied(),
             "state survived the change"
         );
+    }
+
+    /// A tracked `u64` key costs its map entry and nothing else: 16 bytes, as governor's.
+    #[test]
+    fn a_u64_key_with_gcra_is_a_sixteen_byte_entry() {
+        assert_eq!(size_of::<(u64, dashmap::SharedValue<Gcra>)>(), 16);
+    }
+
+    /// One sweep is a full turn over the map: every idle key is forgotten, every active one
+    /// kept, and the bytes follow.
+    #[test]
+    fn a_sweep_forgets_every_idle_key_and_keeps_the_others() {
+        let (clock, limiter) = limiter(1, 100_000);
+        for key in 0..5_000 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        clock.advance(Duration::from_secs(1));
+        for key in (0..5_000).step_by(3) {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        let per_key = limiter.bytes() / 5_000;
+        assert_eq!(limiter.sweep(), 3_333);
+        assert_eq!(limiter.len(), 1_667);
+        assert_eq!(limiter.bytes(), 1_667 * per_key);
+        for key in (0..5_000).step_by(3) {
+            assert!(
+                limiter.check(&key).unwrap().is_denied(),
+                "key {key} kept its state"
+            );
+        }
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.sweep(), 1_667);
+        assert_eq!((limiter.len(), limiter.bytes()), (0, 0));
+    }
+
+    /// The hand passes an active key again and again while new keys take the places of idle
+    /// ones; the key is examined every time and forgotten never: its decisions stay those of
+    /// a limiter of its own.
+    #[test]
+    fn an_active_key_is_never_forgotten_by_any_number_of_reclaims() {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<u64, Gcra, _>::with_options(
+            Quota::per_second(10).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_keys(20),
+        )
+        .unwrap();
+        let hourly = Quota::per_hour(100).unwrap();
+        limiter.set_key_quota(&0, hourly).unwrap();
+        let alone = crate::RateLimiter::gcra(hourly, clock.clone()).unwrap();
+        let mut admitted_new = 0;
+        for i in 1..=20_000 {
+            clock.advance(Duration::from_millis(10));
+            // A new key every 10 ms, idle 100 ms after its one request: the limiter is full,
+            // and each new key needs an idle one reclaimed.
+            if limiter.check(&i).is_ok() {
+                admitted_new += 1;
+            }
+            if i % 100 == 0 {
+                let (got, want) = (limiter.check(&0).unwrap(), alone.check());
+                assert_eq!(
+                    (got.is_allowed(), got.remaining()),
+                    (want.is_allowed(), want.remaining()),
+                    "after {i} new keys"
+                );
+            }
+        }
+        assert!(limiter.len() <= 20);
+        assert!(admitted_new > 19_000, "{admitted_new} new keys found room");
+    }
+
+    /// What a key is charged when tracked comes back exactly when it is forgotten, for every
+    /// algorithm, after the default quota and per-key quotas changed in between (a sliding
+    /// log's charge depends on the quota it was created under).
+    fn charges_come_back_exactly<A: Algorithm>() {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<u64, A, _>::with_clock(
+            Quota::per_second(10).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        for key in (0..40).step_by(4) {
+            limiter
+                .set_key_quota(&key, Quota::per_second(100).unwrap())
+                .unwrap();
+        }
+        for key in 0..40 {
+            assert!(limiter.check(&key).unwrap().is_allowed(), "{}", A::NAME);
+        }
+        limiter
+            .set_quota(Quota::per_second(1_000).unwrap())
+            .unwrap();
+        for key in 0..40 {
+            match key % 4 {
+                0 => limiter.clear_key_quota(&key),
+                1 => limiter
+                    .set_key_quota(&key, Quota::per_second(3).unwrap())
+                    .unwrap(),
+                _ => {}
+            }
+        }
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(limiter.sweep(), 40, "{}", A::NAME);
+        let overrides = limiter.override_bytes.load(Ordering::Relaxed);
+        assert!(overrides > 0);
+        assert_eq!(limiter.bytes(), overrides, "{}", A::NAME);
+        for key in 0..40 {
+            limiter.clear_key_quota(&key);
+        }
+        assert_eq!(limiter.bytes(), 0, "{}", A::NAME);
+    }
+
+    #[test]
+    fn forgetting_a_key_gives_back_exactly_its_charge_whatever_quotas_changed() {
+        charges_come_back_exactly::<Gcra>();
+        charges_come_back_exactly::<TokenBucket>();
+        charges_come_back_exactly::<FixedWindow>();
+        charges_come_back_exactly::<crate::SlidingWindowCounter>();
+        charges_come_back_exactly::<SlidingWindowLog>();
+    }
+
+    /// One step of the model test: time passes, a key is checked, or the owner sweeps.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Wait(u64),
+        Check(u64),
+        Sweep,
+    }
+
+    // proptest's `prop_oneof!` expands to `std::sync::Arc`; this test-only strategy is not loom code.
+    #[allow(clippy::disallowed_types)]
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => (0u64..1_500).prop_map(Step::Wait),
+            6 => (0u64..12).prop_map(Step::Check),
+            1 => Just(Step::Sweep),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a reference that never forgets (a limiter per key ever admitted), with room
+        /// for half the keys: every decision is the reference's, a refusal comes only at the
+        /// cap, a sweep leaves exactly the keys the reference finds active, and the bytes are
+        /// always the tracked keys' charges.
+        #[test]
+        fn the_tracked_keys_behave_as_an_unbounded_limiter(
+            steps in proptest::collection::vec(step(), 0..200),
+        ) {
+            let quota = Quota::per_second(2).unwrap();
+            let max_keys = 6;
+            let clock = ManualClock::new();
+            let limiter = KeyedRateLimiter::<u64, Gcra, _>::with_options(
+                quota,
+                clock.clone(),
+                KeyedOptions::default().max_keys(max_keys),
+            )
+            .unwrap();
+            let per_key = key_bytes::<u64, u64>(&0) + state_charge::<u64, Gcra>(0);
+            let mut reference = std::collections::HashMap::new();
+            for step in steps {
+                match step {
+                    Step::Wait(millis) => clock.advance(Duration::from_millis(millis)),
+                    Step::Check(key) => match limiter.check(&key) {
+                        Ok(got) => {
+                            let want = reference
+                                .entry(key)
+                                .or_insert_with(|| {
+                                    crate::RateLimiter::gcra(quota, clock.clone()).unwrap()
+                                })
+                                .check();
+                            proptest::prop_assert_eq!(
+                                (got.is_allowed(), got.remaining()),
+                                (want.is_allowed(), want.remaining())
+                            );
+                        }
+                        Err(Error::TooManyKeys { .. }) => {
+                            proptest::prop_assert_eq!(limiter.len(), max_keys);
+                        }
+                        Err(other) => proptest::prop_assert!(false, "{other}"),
+                    },
+                    Step::Sweep => {
+                        limiter.sweep();
+                        let active = reference.values().filter(|r| !r.is_idle()).count();
+                        proptest::prop_assert_eq!(limiter.len(), active);
+                    }
+                }
+                proptest::prop_assert!(limiter.len() <= max_keys);
+                proptest::prop_assert_eq!(limiter.bytes(), limiter.len() * per_key);
+            }
+        }
     }
 
     #[test]

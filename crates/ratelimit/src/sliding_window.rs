@@ -159,11 +159,15 @@ pub struct SlidingWindowLog {
     state: Mutex<Log>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Log {
     /// (admission time, cells), oldest first, times non-decreasing.
     entries: VecDeque<(u64, u32)>,
-    total: u64,
+    /// Cells in `entries`: at most the largest limit they were admitted under, so a `u32`.
+    total: u32,
+    /// The limit the log was created under, which its keyed charge was computed from (see
+    /// [`Algorithm::charged_heap_bytes`]); in the word `total` leaves free.
+    created_limit: u32,
 }
 
 impl Log {
@@ -173,7 +177,7 @@ impl Log {
                 break;
             }
             self.entries.pop_front();
-            self.total -= u64::from(cells);
+            self.total -= cells;
         }
     }
 
@@ -182,6 +186,17 @@ impl Log {
             nanos(at.saturating_add(window).saturating_sub(now))
         })
     }
+}
+
+/// The most heap memory a log holds under `limit`: at most `limit` entries (each holds at
+/// least one admitted cell), in a `VecDeque` whose capacity doubles from 4.
+fn log_bytes(limit: u32) -> usize {
+    let entries = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .max(4)
+        .checked_next_power_of_two()
+        .unwrap_or(usize::MAX);
+    entries.saturating_mul(std::mem::size_of::<(u64, u32)>())
 }
 
 impl SlidingWindowLog {
@@ -195,9 +210,13 @@ impl Algorithm for SlidingWindowLog {
     type Config = WindowConfig;
     const NAME: &'static str = "sliding_window_log";
 
-    fn new(_config: &WindowConfig, _now: u64) -> Self {
+    fn new(config: &WindowConfig, _now: u64) -> Self {
         Self {
-            state: Mutex::new(Log::default()),
+            state: Mutex::new(Log {
+                entries: VecDeque::new(),
+                total: 0,
+                created_limit: config.limit,
+            }),
         }
     }
 
@@ -206,7 +225,7 @@ impl Algorithm for SlidingWindowLog {
         let limit = u64::from(config.limit);
         let mut log = self.state.lock();
         log.evict(w, now);
-        let left = limit.saturating_sub(log.total);
+        let left = limit.saturating_sub(u64::from(log.total));
         if n == 0 {
             return Decision::allowed(config.limit, cells(left), log.reset_after(w, now));
         }
@@ -219,7 +238,8 @@ impl Algorithm for SlidingWindowLog {
                 Some((last, cells)) if *last == at => *cells += n,
                 _ => log.entries.push_back((at, n)),
             }
-            log.total += n64;
+            // `n <= left`, so the total stays within the limit, a `u32`.
+            log.total += n;
             return Decision::allowed(config.limit, cells(left - n64), log.reset_after(w, now));
         }
         let retry = if n64 > limit {
@@ -227,7 +247,7 @@ impl Algorithm for SlidingWindowLog {
         } else {
             // Cells past a lowered limit must leave too, not only the `n - left` missing
             // under it.
-            let mut to_free = (log.total + n64).saturating_sub(limit);
+            let mut to_free = (u64::from(log.total) + n64).saturating_sub(limit);
             let mut retry = Duration::ZERO;
             for &(at, cells) in &log.entries {
                 retry = nanos(at.saturating_add(w).saturating_sub(now));
@@ -244,12 +264,11 @@ impl Algorithm for SlidingWindowLog {
     /// At most `limit` entries (each holds at least one admitted cell), in a `VecDeque` whose
     /// capacity doubles from 4.
     fn heap_bytes(config: &WindowConfig) -> usize {
-        let entries = usize::try_from(config.limit)
-            .unwrap_or(usize::MAX)
-            .max(4)
-            .checked_next_power_of_two()
-            .unwrap_or(usize::MAX);
-        entries.saturating_mul(std::mem::size_of::<(u64, u32)>())
+        log_bytes(config.limit)
+    }
+
+    fn charged_heap_bytes(&self) -> usize {
+        log_bytes(self.state.lock().created_limit)
     }
 
     fn is_idle(&self, config: &WindowConfig, now: u64) -> bool {

@@ -4,8 +4,11 @@
 //! [`RandomState`]. Under `infra_loom` the same operations run on one loom `RwLock` around a
 //! `HashMap`, because dashmap's own locks are invisible to the model checker; the keyed limiter's
 //! logic (reservations, expiry, re-insertion) is then model-checked unchanged. Both arms hold a
-//! shard lock while a closure looks at or updates a value, and `evict_hashed` holds it while
+//! shard lock while a closure looks at or updates a value, and [`Shards::scan`] holds it while
 //! deciding whether to drop one: that is what makes "expire only idle keys" race-free.
+//!
+//! `scan` walks the map in place, from a [`Position`] a CLOCK hand keeps, so that forgetting
+//! keys needs no record of them beside the map.
 
 use std::borrow::Borrow;
 #[cfg(not(infra_loom))]
@@ -13,10 +16,70 @@ use std::hash::BuildHasher;
 use std::hash::Hash;
 
 use infra_common::hash::RandomState;
+use infra_common::sync::atomic::{AtomicU64, Ordering};
+
+/// Table slots, full or empty, a walk of the hand may look at per entry it is asked to
+/// examine: a table is more than 7/16 full after it grows, so past a few removals a walk still
+/// finds the entries asked for, while a table emptied by removals costs a bounded walk, never a
+/// pass over it.
+pub(crate) const SLOTS_PER_ENTRY: usize = 8;
+
+/// Where a scan of the map stands: a shard and an index in its table (under loom, an index in
+/// the one map's iteration order), packed into one word so that a CLOCK hand is one atomic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Position(u64);
+
+impl Position {
+    /// The first slot of the first shard.
+    pub(crate) const START: Self = Self(0);
+    /// Bits of the word that hold the index: tables of up to 2^40 buckets, shards up to 2^24.
+    const INDEX_BITS: u32 = 40;
+
+    fn new(shard: usize, index: usize) -> Self {
+        let index = u64::try_from(index).map_or(u64::MAX, |i| i.min((1 << Self::INDEX_BITS) - 1));
+        let shard = u64::try_from(shard).unwrap_or(u64::MAX);
+        Self((shard << Self::INDEX_BITS) | index)
+    }
+
+    #[cfg_attr(infra_loom, allow(dead_code))]
+    fn shard(self) -> usize {
+        usize::try_from(self.0 >> Self::INDEX_BITS).unwrap_or(usize::MAX)
+    }
+
+    fn index(self) -> usize {
+        usize::try_from(self.0 & ((1 << Self::INDEX_BITS) - 1)).unwrap_or(usize::MAX)
+    }
+
+    /// The word a hand stores.
+    pub(crate) fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// The position a hand stored with [`Position::to_bits`].
+    pub(crate) fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+}
+
+/// What one [`Shards::scan`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Scanned {
+    /// Where the next scan should start.
+    pub(crate) next: Position,
+    /// Entries shown to the closure.
+    pub(crate) examined: usize,
+    /// Slots looked at, full or not.
+    pub(crate) slots: usize,
+    /// Whether the scan reached the end of the last shard: `next` is then [`Position::START`],
+    /// and a scan that began there has seen every entry that stayed where it was.
+    pub(crate) wrapped: bool,
+}
 
 #[cfg(not(infra_loom))]
 pub(crate) struct Shards<K, V> {
     map: dashmap::DashMap<K, V, RandomState>,
+    /// Where the next [`Shards::walk`] starts: a [`Position`]'s bits.
+    hand: AtomicU64,
 }
 
 #[cfg(not(infra_loom))]
@@ -24,6 +87,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             map: dashmap::DashMap::with_hasher(RandomState::new()),
+            hand: AtomicU64::new(Position::START.to_bits()),
         }
     }
 
@@ -76,19 +140,19 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         (before, found)
     }
 
-    /// Runs `f` on the value of `key`, inserting `make()` first if absent; `f` learns whether it
-    /// was inserted. Holds the shard's exclusive lock throughout.
+    /// Runs `f` on the key and value of `key`, inserting `make()` first if absent; `f` learns
+    /// whether it was inserted. Holds the shard's exclusive lock throughout.
     pub(crate) fn with_or_insert<R>(
         &self,
         key: K,
         make: impl FnOnce() -> V,
-        f: impl FnOnce(&V, bool) -> R,
+        f: impl FnOnce(&K, &V, bool) -> R,
     ) -> R {
         match self.map.entry(key) {
-            dashmap::Entry::Occupied(entry) => f(entry.get(), false),
+            dashmap::Entry::Occupied(entry) => f(entry.key(), entry.get(), false),
             dashmap::Entry::Vacant(entry) => {
                 let value = entry.insert(make());
-                f(&value, true)
+                f(value.key(), &value, true)
             }
         }
     }
@@ -97,39 +161,73 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         self.map.insert(key, value)
     }
 
-    /// The hash the map files `key` under.
-    pub(crate) fn hash_of<Q>(&self, key: &Q) -> u64
-    where
-        K: Borrow<Q>,
-        Q: Hash + ?Sized,
-    {
-        self.map.hasher().hash_one(key)
-    }
-
-    /// Finds the entry whose key hashes to `hash` and, under the shard's exclusive lock, asks
-    /// `keep` about it: the entry is removed when `keep` returns `None`. Returns `None` when no
-    /// key has that hash, else what `keep` returned.
+    /// Shows `keep` the entries from `from` onwards, in table order, each under its shard's
+    /// exclusive lock, and removes those it returns `false` for; stops after `max_entries`
+    /// entries or `max_slots` slots (full or empty), or at the end of the last shard.
     ///
-    /// Eviction remembers keys by hash alone (8 bytes each, not a second copy of every key), so
-    /// the entry is found by probing for the hash and re-hashing each candidate's key: the
-    /// table's own equality tag is only 7 bits of it.
-    pub(crate) fn evict_hashed<R>(
+    /// This is the walk of a CLOCK hand: a table that grows meanwhile moves entries, so a walk
+    /// may see one twice or miss one (the order is approximate), but a walk from
+    /// [`Position::START`] to the wrap sees every entry that stayed put exactly once. A
+    /// position past a table's end (taken before the table changed) is clamped to it.
+    pub(crate) fn scan(
         &self,
-        hash: u64,
-        keep: impl FnOnce(&K, &V) -> Option<R>,
-    ) -> Option<Option<R>> {
-        let hasher = self.map.hasher();
-        #[allow(clippy::cast_possible_truncation)]
-        let shard = self.map.determine_shard(hash as usize);
-        let mut table = self.map.shards()[shard].write();
-        let matches =
-            |(candidate, _): &(K, dashmap::SharedValue<V>)| hasher.hash_one(candidate) == hash;
-        let (key, value) = table.get(hash, matches)?;
-        let kept = keep(key, value.get());
-        if kept.is_none() {
-            table.remove_entry(hash, matches);
+        from: Position,
+        max_entries: usize,
+        max_slots: usize,
+        mut keep: impl FnMut(&K, &V) -> bool,
+    ) -> Scanned {
+        let shards = self.map.shards();
+        let (mut shard, mut index) = if from.shard() < shards.len() {
+            (from.shard(), from.index())
+        } else {
+            (0, 0)
+        };
+        let (mut examined, mut slots, mut wrapped) = (0, 0, false);
+        while examined < max_entries && slots < max_slots {
+            let mut table = shards[shard].write();
+            let end = table.buckets();
+            index = index.min(end);
+            while index < end && examined < max_entries && slots < max_slots {
+                // SAFETY: `index < buckets()`, which is all `is_bucket_full` asks (an
+                // unallocated table has one bucket whose control byte reads as empty).
+                #[allow(unsafe_code)]
+                let full = unsafe { table.is_bucket_full(index) };
+                if full {
+                    // SAFETY: the bucket at `index < buckets()` is full, so it holds an
+                    // initialised entry, and the exclusive lock keeps it in place and
+                    // unaliased until it is erased below or the lock is released; the
+                    // reference given to `keep` does not outlive this block.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        let bucket = table.bucket(index);
+                        let (key, value) = bucket.as_ref();
+                        if !keep(key, value.get()) {
+                            table.erase(bucket);
+                        }
+                    }
+                    examined += 1;
+                }
+                index += 1;
+                slots += 1;
+            }
+            drop(table);
+            if index < end {
+                break;
+            }
+            index = 0;
+            shard += 1;
+            if shard == shards.len() {
+                shard = 0;
+                wrapped = true;
+                break;
+            }
         }
-        Some(kept)
+        Scanned {
+            next: Position::new(shard, index),
+            examined,
+            slots,
+            wrapped,
+        }
     }
 
     pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
@@ -186,6 +284,7 @@ mod prefetch {
 #[cfg(infra_loom)]
 pub(crate) struct Shards<K, V> {
     map: infra_common::sync::RwLock<std::collections::HashMap<K, V, RandomState>>,
+    hand: AtomicU64,
 }
 
 #[cfg(infra_loom)]
@@ -195,6 +294,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
             map: infra_common::sync::RwLock::new(std::collections::HashMap::with_hasher(
                 RandomState::new(),
             )),
+            hand: AtomicU64::new(Position::START.to_bits()),
         }
     }
 
@@ -226,47 +326,64 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         &self,
         key: K,
         make: impl FnOnce() -> V,
-        f: impl FnOnce(&V, bool) -> R,
-    ) -> R {
+        f: impl FnOnce(&K, &V, bool) -> R,
+    ) -> R
+    where
+        K: Clone,
+    {
+        // A vacant entry gives no access to its key once filled: it is looked up again.
         let mut map = self.map.write();
-        let mut inserted = false;
-        let value = map.entry(key).or_insert_with(|| {
-            inserted = true;
-            make()
-        });
-        f(value, inserted)
+        let inserted = !map.contains_key(&key);
+        if inserted {
+            map.insert(key.clone(), make());
+        }
+        let (key, value) = map
+            .get_key_value(&key)
+            .expect("present: inserted above if absent");
+        f(key, value, inserted)
     }
 
     pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
         self.map.write().insert(key, value)
     }
 
-    pub(crate) fn hash_of<Q>(&self, key: &Q) -> u64
-    where
-        K: Borrow<Q>,
-        Q: Hash + ?Sized,
-    {
-        use std::hash::BuildHasher;
-        self.map.read().hasher().hash_one(key)
-    }
-
-    pub(crate) fn evict_hashed<R>(
+    /// As the sharded arm's, over the map's iteration order: the position is an index in it.
+    pub(crate) fn scan(
         &self,
-        hash: u64,
-        keep: impl FnOnce(&K, &V) -> Option<R>,
-    ) -> Option<Option<R>>
-    where
-        K: Clone,
-    {
-        use std::hash::BuildHasher;
+        from: Position,
+        max_entries: usize,
+        max_slots: usize,
+        mut keep: impl FnMut(&K, &V) -> bool,
+    ) -> Scanned {
         let mut map = self.map.write();
-        let hasher = map.hasher().clone();
-        let key = map.keys().find(|key| hasher.hash_one(key) == hash)?.clone();
-        let kept = keep(&key, &map[&key]);
-        if kept.is_none() {
-            map.remove(&key);
+        let len = map.len();
+        let start = from.index().min(len);
+        let window = start..start.saturating_add(max_entries.min(max_slots));
+        let (mut seen, mut examined, mut kept) = (0, 0, 0);
+        // `retain` visits the entries in iteration order, and removing some moves no other.
+        map.retain(|key, value| {
+            let shown = window.contains(&seen);
+            seen += 1;
+            if !shown {
+                return true;
+            }
+            examined += 1;
+            let keep = keep(key, value);
+            kept += usize::from(keep);
+            keep
+        });
+        let wrapped = start + examined >= len;
+        Scanned {
+            // The next unseen entry is `kept` further on than where this scan started.
+            next: if wrapped {
+                Position::START
+            } else {
+                Position::new(0, start + kept)
+            },
+            examined,
+            slots: examined.max(1),
+            wrapped,
         }
-        Some(kept)
     }
 
     pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
@@ -275,6 +392,36 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.map.write().remove(key)
+    }
+}
+
+impl<K: Hash + Eq, V> Shards<K, V> {
+    /// Shows `keep` up to `entries` entries from the hand on, as [`Shards::scan`] does (so at
+    /// most [`SLOTS_PER_ENTRY`] slots per entry, and past the end of the map at most once),
+    /// and moves the hand past them; returns how many it showed.
+    ///
+    /// Racing walks from the same place show the same entries, which is harmless; only the
+    /// first moves the hand, so no walk's entries are skipped by the others.
+    pub(crate) fn walk(&self, entries: usize, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
+        let from = Position::from_bits(self.hand.load(Ordering::Relaxed));
+        let mut slots = entries.saturating_mul(SLOTS_PER_ENTRY);
+        let (mut position, mut examined) = (from, 0);
+        for _ in 0..2 {
+            let scanned = self.scan(position, entries - examined, slots, &mut keep);
+            position = scanned.next;
+            examined += scanned.examined;
+            slots = slots.saturating_sub(scanned.slots);
+            if !scanned.wrapped || examined == entries || slots == 0 {
+                break;
+            }
+        }
+        let _ = self.hand.compare_exchange(
+            from.to_bits(),
+            position.to_bits(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        examined
     }
 }
 
@@ -293,7 +440,7 @@ mod tests {
                 if round == 0 {
                     assert_eq!(found, None, "{key} is not there yet");
                     let (value, inserted) =
-                        shards.with_or_insert(key, || i, |v, inserted| (*v, inserted));
+                        shards.with_or_insert(key, || i, |_, v, inserted| (*v, inserted));
                     assert_eq!((value, inserted), (i, true));
                 } else {
                     assert_eq!(found, Some(i + round));
@@ -309,16 +456,70 @@ mod tests {
             shards.with_meanwhile("key-7", || (), |v, ()| *v),
             ((), None)
         );
-        let hash = shards.hash_of("key-9");
-        assert_eq!(shards.evict_hashed(hash, |_, v| Some(*v)), Some(Some(9)));
+    }
+
+    /// Every key, each once, in walks of `entries` entries from the start to the wrap.
+    fn one_turn(shards: &Shards<u64, u64>, entries: usize) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let mut position = Position::START;
+        loop {
+            let scanned = shards.scan(position, entries, usize::MAX, |key, _| {
+                seen.push(*key);
+                true
+            });
+            assert!(scanned.examined <= entries);
+            if scanned.wrapped {
+                assert_eq!(scanned.next, Position::START);
+                return seen;
+            }
+            position = scanned.next;
+        }
+    }
+
+    #[test]
+    fn a_turn_of_the_hand_shows_every_entry_once_and_removes_what_it_is_told() {
+        let shards = Shards::<u64, u64>::new();
+        for key in 0..5_000 {
+            shards.insert(key, key);
+        }
+        for step in [1, 7, 1_000] {
+            let mut seen = one_turn(&shards, step);
+            seen.sort_unstable();
+            assert_eq!(seen, (0..5_000).collect::<Vec<_>>(), "in steps of {step}");
+        }
+        // Odd keys are dropped as they are shown; the next turn sees only the even ones.
+        let mut position = Position::START;
+        loop {
+            let scanned = shards.scan(position, 3, 10, |key, value| {
+                assert_eq!(key, value);
+                key % 2 == 0
+            });
+            assert!(scanned.slots <= 10);
+            if scanned.wrapped {
+                break;
+            }
+            position = scanned.next;
+        }
+        let mut seen = one_turn(&shards, 64);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..5_000).step_by(2).collect::<Vec<_>>());
+        assert_eq!(shards.with(&3, |v| *v), None);
+    }
+
+    /// A hand left past a table's end, or on a shard that does not exist, resumes safely.
+    #[test]
+    fn a_stale_position_is_clamped() {
+        let shards = Shards::<u64, u64>::new();
+        shards.insert(1, 1);
+        let far = Position::new(0, usize::MAX);
+        let scanned = shards.scan(far, 10, 1_000, |_, _| true);
+        assert!(scanned.examined <= 1);
+        let nowhere = Position::from_bits(u64::MAX);
+        let scanned = shards.scan(nowhere, 10, usize::MAX, |_, _| true);
+        assert!(scanned.wrapped);
         assert_eq!(
-            shards.evict_hashed(hash, |key, _| (key != "key-9").then_some(())),
-            Some(None)
-        );
-        assert_eq!(
-            shards.evict_hashed(hash, |_, v| Some(*v)),
-            None,
-            "key-9 is gone"
+            scanned.examined, 1,
+            "a bad shard starts a turn from the start"
         );
     }
 }

@@ -50,8 +50,8 @@ pub enum Rejection<'a> {
         capacity: u32,
     },
     /// The key is new and the limiter's key table is full of active keys
-    /// ([`Error::TooManyKeys`]): new clients are refused until the tracked key due soonest
-    /// can have replenished, known ones keep their limits.
+    /// ([`Error::TooManyKeys`]): new clients are refused until the limiter finds a tracked
+    /// key that has replenished, known ones keep their limits.
     KeyTableFull {
         /// The policy.
         policy: &'a str,

@@ -3,7 +3,6 @@
 //! keys, which clients choose, so both drop what is over before growing and refuse to grow
 //! past their caps: a count of entries and their bytes.
 
-use std::collections::VecDeque;
 use std::mem::size_of;
 use std::time::Duration;
 
@@ -12,32 +11,27 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::scripts::ScriptQuota;
 use crate::KeyedOptions;
-use crate::keyed::key_bytes;
+use crate::keyed::{entry_overhead, key_bytes};
 use crate::store::Shards;
 
 /// Entries one new key examines at most when its map is full: the keyed limiter's bound on
 /// the eviction work of a request thread.
 const RECLAIM_SAMPLE: usize = KeyedOptions::RECLAIM_SAMPLE;
 
-/// Bytes charged per entry besides its key and value: the turn's record of it (its hash, 8
-/// bytes) and the hash table's control byte and spare capacity (8 bytes, rounded up).
-const ENTRY_OVERHEAD: usize = 16;
-
 /// A map of user keys holding at most about `capacity` entries and `max_bytes` bytes of them
 /// (concurrent inserts may pass either by what the threads inserting at once add).
 ///
 /// An entry is charged what the keyed limiter charges a key (its `String` and the bytes its
-/// `Hash` writes, so a long key costs its length), its value and [`ENTRY_OVERHEAD`].
+/// `Hash` writes, so a long key costs its length), its value and its share of the table, as
+/// the keyed limiter charges it (`entry_overhead`).
 ///
-/// When full, a new key examines at most [`RECLAIM_SAMPLE`] entries, taken in turn round the
-/// map like a clock hand: the ones done with are dropped, the others go back at the end of the
-/// turn. A flood of keys that are all still in use costs each new key a bounded look, never a
-/// pass over the whole map, and an entry that is done with is found within one turn.
+/// When full, a new key examines at most [`RECLAIM_SAMPLE`] entries, the next ones at a clock
+/// hand that walks the map in place: the ones done with are dropped, the hand moves past the
+/// others. A flood of keys that are all still in use costs each new key a bounded look, never
+/// a pass over the whole map, and an entry that is done with is found within one turn of the
+/// hand (one that stays put: a table growing meanwhile may move it past the hand).
 struct CappedMap<V> {
     map: Shards<String, V>,
-    /// The hash of every key in `map` once, in the order the hand reaches them. A key joins it
-    /// after its insertion and leaves it when dropped.
-    turn: Mutex<VecDeque<u64>>,
     len: AtomicUsize,
     capacity: usize,
     /// The charges of the entries in `map`.
@@ -49,7 +43,6 @@ impl<V> CappedMap<V> {
     fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             map: Shards::new(),
-            turn: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
             capacity,
             bytes: AtomicUsize::new(0),
@@ -61,7 +54,7 @@ impl<V> CappedMap<V> {
     fn charge(key: &str) -> usize {
         key_bytes::<String, str>(key)
             .saturating_add(size_of::<V>())
-            .saturating_add(ENTRY_OVERHEAD)
+            .saturating_add(entry_overhead::<String, V>())
     }
 
     /// Whether one more entry of `charge` bytes is within both caps.
@@ -82,39 +75,25 @@ impl<V> CappedMap<V> {
         if self.fits(charge) {
             return true;
         }
-        for _ in 0..RECLAIM_SAMPLE {
-            // The turn's lock is never held while a shard lock is taken: inserting takes them
-            // the other way round.
-            let Some(hash) = self.turn.lock().pop_front() else {
-                break;
-            };
-            let mut freed = 0;
-            let kept = self.map.evict_hashed(hash, |key, value| {
-                if over(value) {
-                    freed = Self::charge(key);
-                    return None;
-                }
-                Some(())
-            });
-            match kept {
-                Some(Some(())) => self.turn.lock().push_back(hash),
-                Some(None) => {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    self.bytes.fetch_sub(freed, Ordering::Relaxed);
-                }
-                // Only after a 64-bit hash collision, when the other key's turn took this one.
-                None => {}
+        let (mut dropped, mut freed) = (0, 0);
+        self.map.walk(RECLAIM_SAMPLE, |key, value| {
+            if over(value) {
+                dropped += 1;
+                freed += Self::charge(key);
+                return false;
             }
-        }
+            true
+        });
+        self.len.fetch_sub(dropped, Ordering::Relaxed);
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
         self.fits(charge)
     }
 
-    /// Counts `key` and gives it its place in the turn if this call inserted it.
+    /// Counts `key` if this call inserted it.
     fn count_insert(&self, key: &str, inserted: bool) {
         if inserted {
             self.len.fetch_add(1, Ordering::Relaxed);
             self.bytes.fetch_add(Self::charge(key), Ordering::Relaxed);
-            self.turn.lock().push_back(self.map.hash_of(key));
         }
     }
 }
@@ -284,7 +263,7 @@ impl Leases {
                 let (step, inserted) = self.leases.map.with_or_insert(
                     key.to_owned(),
                     Mutex::default,
-                    |lease, inserted| (lease.lock().take(n, now), inserted),
+                    |_, lease, inserted| (lease.lock().take(n, now), inserted),
                 );
                 self.leases.count_insert(key, inserted);
                 step
@@ -384,10 +363,13 @@ mod tests {
             cache.remember(&long_key(i, 1_024), QUOTA, 0, u64::MAX, u64::MAX);
         }
         let remembered = cache.until.len.load(Ordering::Relaxed);
-        assert!(
-            (15_000..16_000).contains(&remembered),
-            "{remembered} keys of 1 KiB remembered"
+        let per_entry = CappedMap::<Denial>::charge(&long_key(0, 1_024));
+        assert_eq!(
+            remembered,
+            max_bytes / per_entry,
+            "{per_entry} bytes per entry"
         );
+        assert_eq!(remembered, 12_681, "the README's figure");
         let charged = cache.until.bytes.load(Ordering::Relaxed);
         assert!(charged <= max_bytes, "{charged} bytes charged");
         // Each key is charged its length: the bytes charged cover the keys held.

@@ -113,7 +113,7 @@ impl Default for RedisOptions {
 
 impl RedisOptions {
     /// Default cap on the bytes of the local deny cache, and separately of the leases: 16 MiB,
-    /// about 15,000 keys of the longest length accepted by default (1,024 bytes).
+    /// about 12,700 keys of the longest length accepted by default (1,024 bytes).
     pub const DEFAULT_LOCAL_MAX_BYTES: usize = 16 << 20;
 
     /// The algorithm (default GCRA).
@@ -194,7 +194,7 @@ impl RedisOptions {
     /// How many bytes the local deny cache's keys may take (default
     /// [`DEFAULT_LOCAL_MAX_BYTES`](Self::DEFAULT_LOCAL_MAX_BYTES)). A key is charged as a keyed
     /// limiter charges it (see [`KeyedRateLimiter::bytes`](crate::KeyedRateLimiter::bytes):
-    /// a long key costs its length), plus its denial and 16 bytes. Past the cap, a new key is
+    /// a long key costs its length), plus its denial and its share of the table. Past the cap, a new key is
     /// remembered only if the 32 remembered keys examined make room.
     #[must_use]
     pub fn deny_cache_max_bytes(self, bytes: usize) -> Self {
