@@ -220,6 +220,46 @@ fn keyed_eviction_never_forgets_an_admitted_request() {
     });
 }
 
+#[test]
+fn keyed_racing_reclaims_forget_each_key_once() {
+    model(|| {
+        let clock = ManualClock::new();
+        let options = KeyedOptions::default().max_keys(2);
+        let limiter = Arc::new(
+            KeyedRateLimiter::<u8, Gcra, _>::with_options(quota(1, 1), clock.clone(), options)
+                .unwrap(),
+        );
+        assert!(limiter.check(&1).unwrap().is_allowed());
+        assert!(limiter.check(&2).unwrap().is_allowed());
+        let one_key = limiter.bytes() / 2;
+        // A second later both keys are idle, and two new keys each walk the hand over them
+        // from the same place: each key is forgotten, and its room given back, once.
+        clock.advance(Duration::from_secs(1));
+        let handles: Vec<_> = [3u8, 4]
+            .into_iter()
+            .map(|key| {
+                let limiter = Arc::clone(&limiter);
+                thread::spawn(move || limiter.check(&key))
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let admitted = results
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(infra_ratelimit::Decision::is_allowed))
+            .count();
+        // A key may be refused while the room the other walk freed is on its way back.
+        assert!(admitted >= 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|r| r.is_ok() || matches!(r, Err(Error::TooManyKeys { .. }))),
+            "{results:?}"
+        );
+        assert_eq!(limiter.len(), admitted, "{results:?}");
+        assert_eq!(limiter.bytes(), admitted * one_key, "{results:?}");
+    });
+}
+
 /// Two requests taken from `limiter` by two threads, both in flight before either is answered,
 /// then each answered with `answer` (a fast success or an overload report), in either order.
 fn answered_together<F>(limiter: &Arc<AdaptiveConcurrencyLimiter<ManualClock>>, answer: F)
