@@ -190,13 +190,11 @@ fn tracked_charge<K: Hash, A: Algorithm>(key: &K, state: &A) -> usize {
     key_bytes::<K, K>(key).saturating_add(state_charge::<K, A>(state.charged_heap_bytes()))
 }
 
-/// What one walk of the hand found: keys forgotten and what they were charged, keys examined,
-/// and the soonest any key it kept can have replenished.
+/// What one walk of the hand found: keys forgotten and what they were charged, and the soonest any key it kept can have replenished.
 #[derive(Debug, Default)]
 struct Reclaimed {
     forgotten: usize,
     released: usize,
-    examined: usize,
     soonest_full: Option<u64>,
 }
 
@@ -585,10 +583,8 @@ where
     /// Examines up to `budget` keys at the hand (see `Shards::walk`) and forgets the idle ones.
     fn reclaim(&self, now: u64, budget: usize) -> Reclaimed {
         let mut found = Reclaimed::default();
-        let examined = self
-            .states
+        self.states
             .walk(budget, |key, state| self.keep(key, state, now, &mut found));
-        found.examined = examined;
         // Released once the keys are out of the map, so it never holds more than the cap.
         self.release(found.forgotten, found.released);
         found

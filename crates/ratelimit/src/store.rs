@@ -506,6 +506,31 @@ mod tests {
         assert_eq!(shards.with(&3, |v| *v), None);
     }
 
+    /// Walks of the hand go on where the last one stopped: as many walks as a turn takes show
+    /// every entry, and the next walk starts the next turn.
+    #[test]
+    fn walks_of_the_hand_take_turns() {
+        let shards = Shards::<u64, u64>::new();
+        for key in 0..5_000 {
+            shards.insert(key, key);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut walks = 0;
+        while seen.len() < 5_000 {
+            let shown = shards.walk(7, |key, _| {
+                seen.insert(*key);
+                true
+            });
+            assert!((1..=7).contains(&shown));
+            walks += 1;
+            assert!(
+                walks <= 5_000 / 7 + 2,
+                "{} keys seen in {walks} walks",
+                seen.len()
+            );
+        }
+    }
+
     /// A hand left past a table's end, or on a shard that does not exist, resumes safely.
     #[test]
     fn a_stale_position_is_clamped() {
