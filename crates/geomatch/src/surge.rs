@@ -519,7 +519,8 @@ impl<C: Clock> Surge<C> {
     /// `resolution`, and back to 1 for each cell the previous publication set that now has
     /// no events; returns the number of cells set. Call it periodically (each slice, say):
     /// it looks each gauge up by name, unlike the hot-path handles of the index and matcher.
-    /// When the surge is dropped, the cells of its last publication go back to 1.
+    /// When the surge is dropped, the cells of its last publication go back to 1. Publications
+    /// from several threads are serialised, roll-up included, so the gauges end on the newest.
     ///
     /// # Errors
     ///
@@ -531,6 +532,9 @@ impl<C: Clock> Surge<C> {
         if resolution > MAX_METRICS_RESOLUTION {
             return Err(SurgeError::MetricsTooFine { asked: resolution });
         }
+        // Held from the roll-up to the last gauge written, so two publications running at
+        // once cannot finish in the other order and leave the older roll-up's multipliers.
+        let mut published = self.published.lock();
         let rolled = self.rollup(resolution)?;
         metrics::describe_gauge!(
             SURGE_MULTIPLIER,
@@ -538,7 +542,6 @@ impl<C: Clock> Surge<C> {
             "Surge multiplier of each coarse H3 cell with events in the window (1 is no surge)."
         );
         let gauge = |cell: CellIndex| multiplier_gauge(&self.metrics_name, cell);
-        let mut published = self.published.lock();
         for &cell in published.iter() {
             if rolled
                 .binary_search_by_key(&cell, |surge| surge.cell)
