@@ -588,6 +588,26 @@ mod tests {
         );
     }
 
+    /// A proxy that received `b3: 0` alone and keeps that context current while it calls on:
+    /// its client span follows the caller's "do not sample" instead of starting a sampled
+    /// trace that every service after it would record.
+    #[tokio::test]
+    async fn a_client_span_follows_a_decision_received_alone_in_the_current_context() {
+        use crate::{B3Propagator, Propagator};
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut client = ClientLayer::new(TraceContextPropagator)
+            .with_tracer(tracer)
+            .layer(Echo);
+        let received = B3Propagator::single_header().extract(&vec![("b3", "0")]);
+        let _guard = received.attach();
+        let request = http::Request::builder().uri("/next").body(()).unwrap();
+        let body = client.call(request).await.unwrap().into_body();
+        let sent = TraceParent::parse(body.split('|').nth(1).unwrap()).unwrap();
+        assert!(!sent.flags.is_sampled(), "the caller's deny is passed on");
+        assert!(exporter.spans().is_empty(), "and nothing is recorded");
+    }
+
     /// Reads `body` frame by frame to its end; the number of data frames.
     async fn read_to_end<B: http_body::Body + Unpin>(mut body: B) -> usize {
         let mut frames = 0;

@@ -530,7 +530,9 @@ impl Tracer {
         }
     }
 
-    /// Prepares a span named `name`; its parent is the thread's current span unless set.
+    /// Prepares a span named `name`; its parent is the thread's current span unless set (or,
+    /// when the current context has no span, it follows the decision that context received
+    /// alone, [`Context::sampling_state`], as [`SpanBuilder::remote`] does).
     #[inline]
     pub fn span(&self, name: impl Into<Cow<'static, str>>) -> SpanBuilder<'_> {
         SpanBuilder {
@@ -622,8 +624,13 @@ impl<'a> SpanBuilder<'a> {
                 // Copying the parent out (no allocation for an empty trace state) measured
                 // about twice as fast as running the whole start inside the thread-local
                 // borrow: the span no longer travels back through the closure's return slot.
-                let parent = Context::map_current(|cx| cx.span().cloned());
-                self.start_under(parent.as_ref(), None)
+                // Without a span, the current context may still hold a decision the caller
+                // sent alone (`b3: 0`), which is followed as `remote` follows it.
+                let (parent, sent) = Context::map_current(|cx| match cx.span() {
+                    Some(span) => (Some(span.clone()), None),
+                    None => (None, cx.sampling_state()),
+                });
+                self.start_under(parent.as_ref(), sent)
             }
         }
     }
@@ -1158,6 +1165,30 @@ mod tests {
             let tracer = Tracer::builder().sampler(sampler).build();
             let remote = B3Propagator::single_header().extract(&received.to_vec());
             let span = tracer.span("handle").remote(&remote).start();
+            assert_eq!(span.context().is_sampled(), *sampled, "{received:?}");
+            assert_eq!(span.context().sampling_state(), *state, "{received:?}");
+            if let Some(parent) = remote.span() {
+                assert_eq!(span.context().trace_id(), parent.trace_id());
+            }
+        }
+    }
+
+    /// The same decisions reach a span started under the current context, as a proxy's
+    /// client span or a bridged `tracing` span is: `b3: 0` alone attached as the current
+    /// context must not start a sampled trace (nor `b3: d` alone an unsampled one).
+    #[test]
+    fn b3_decisions_attached_as_the_current_context_reach_the_span() {
+        use crate::{B3Propagator, ParentBased, Propagator};
+        for (root_samples, received, sampled, state) in B3_DECISIONS {
+            let sampler = if *root_samples {
+                ParentBased::new(AlwaysOn)
+            } else {
+                ParentBased::new(AlwaysOff)
+            };
+            let tracer = Tracer::builder().sampler(sampler).build();
+            let remote = B3Propagator::single_header().extract(&received.to_vec());
+            let _current = remote.clone().attach();
+            let span = tracer.span("handle").start();
             assert_eq!(span.context().is_sampled(), *sampled, "{received:?}");
             assert_eq!(span.context().sampling_state(), *state, "{received:?}");
             if let Some(parent) = remote.span() {
