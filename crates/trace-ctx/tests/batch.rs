@@ -332,12 +332,32 @@ fn the_scheduled_delay_is_measured_on_the_processors_clock() {
     let clock = WatchedClock::new();
     let (_processor, tracer) = started(exporter.clone(), |b| b.clock(clock.clone()));
     end_spans(&tracer, 0..1);
-    clock.await_two_readings(); // the worker has seen the span: its delay runs from here
+    clock.await_two_readings(); // the worker is watching the clock
     clock.time.advance(LONG - Duration::from_nanos(1));
     clock.await_two_readings();
     assert!(exporter.spans().is_empty(), "exported before the delay");
     clock.time.advance(Duration::from_nanos(1));
     eventually(|| exporter.spans().len() == 1);
+}
+
+/// A test that ends a span and moves its manual clock past the delay sees the span
+/// exported, whenever the worker happens to look: the delay runs from when the span was
+/// queued, not from the worker's first sight of it (which a test cannot observe).
+#[test]
+fn a_span_is_exported_once_the_clock_passes_the_delay_after_it_was_queued() {
+    let exporter = MemoryExporter::new();
+    let clock = WatchedClock::new();
+    let (_processor, tracer) = started(exporter.clone(), |b| b.clock(clock.clone()));
+    end_spans(&tracer, 0..1);
+    clock.time.advance(LONG);
+    eventually(|| exporter.spans().len() == 1);
+    // A later span waits a delay of its own, from its own queueing.
+    end_spans(&tracer, 1..2);
+    clock.time.advance(LONG - Duration::from_nanos(1));
+    clock.await_two_readings();
+    assert_eq!(exporter.spans().len(), 1, "exported before its delay");
+    clock.time.advance(Duration::from_nanos(1));
+    eventually(|| exporter.spans().len() == 2);
 }
 
 #[test]

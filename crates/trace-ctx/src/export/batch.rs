@@ -185,6 +185,10 @@ struct State {
     handed: u64,
     /// The highest `accepted` a flush waits for; the worker exports until `handed` reaches it.
     flush_up_to: u64,
+    /// When the oldest queued span's scheduled delay started, on the processor's clock: read
+    /// when a span enters the empty queue (once per batch), or when a batch leaves spans
+    /// behind. `None` while the queue is empty.
+    delay_started: Option<u64>,
     shut_down: bool,
     stats: BatchStats,
 }
@@ -312,12 +316,9 @@ impl Shared {
         let delay = duration_to_nanos(self.scheduled_delay);
         let mut state = self.state.lock();
         loop {
-            // When the oldest queued span's delay runs out, on the clock: set when the worker
-            // first sees the queue holding spans, which an idle worker looks for at every
-            // check interval (a first span does not wake it: on a busy tracer that would cost
-            // the ending thread a system call per batch). Only an export empties the queue,
-            // and every export is followed by a new `due`.
-            let mut due = None;
+            // The worker looks for the delay's end at every check interval (a first span does
+            // not wake it: on a busy tracer that would cost the ending thread a system call
+            // per batch); the delay itself runs from the span's queueing.
             while !(state.shut_down
                 || state.queue.len() >= self.max_batch_size
                 || state.flush_up_to > state.handed)
@@ -328,7 +329,7 @@ impl Shared {
                     continue;
                 }
                 let now = self.clock.now_nanos();
-                let due = *due.get_or_insert(now.saturating_add(delay));
+                let due = state.delay_started.get_or_insert(now).saturating_add(delay);
                 if now >= due {
                     break;
                 }
@@ -342,8 +343,11 @@ impl Shared {
             }
             if state.queue.len() <= self.max_batch_size {
                 std::mem::swap(&mut state.queue, &mut taken);
+                state.delay_started = None;
             } else {
                 taken.extend(state.queue.drain(..self.max_batch_size));
+                // The spans left behind wait a delay of their own from here.
+                state.delay_started = Some(self.clock.now_nanos());
             }
             drop(state);
             let count = taken.len();
@@ -400,6 +404,12 @@ impl Shared {
             #[cfg(feature = "metrics")]
             self.counters.dropped_queue_full.increment(1);
             return;
+        }
+        if state.queue.is_empty() {
+            // The delay runs from the first span's queueing, so a clock moved past it after
+            // the span ended (a test's manual clock) always sees it exported: one clock
+            // reading per batch, not per span.
+            state.delay_started = Some(self.clock.now_nanos());
         }
         state.queue.push_back(record);
         state.accepted += 1;
@@ -489,10 +499,10 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     }
 
     /// How long queued spans may wait for a batch to fill, measured on the processor's
-    /// [`clock`](Self::clock) from when its worker first sees the oldest of them queued: an
-    /// idle worker within 50 ms of its arrival (or the delay if shorter), one exporting a
-    /// batch once that export returns. Default 5 s; zero is rejected by
-    /// [`build`](Self::build).
+    /// [`clock`](Self::clock) from when the oldest of them was queued (spans a full batch left
+    /// behind, from when that batch was taken). The worker notices the delay's end within
+    /// 50 ms (or the delay if shorter) when waiting, once its export returns when exporting.
+    /// Default 5 s; zero is rejected by [`build`](Self::build).
     #[must_use]
     pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
@@ -569,6 +579,7 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
                 accepted: 0,
                 handed: 0,
                 flush_up_to: 0,
+                delay_started: None,
                 shut_down: false,
                 stats: BatchStats::default(),
             }),
