@@ -62,13 +62,13 @@ pub enum Error {
     TooManyKeys {
         /// The configured key cap.
         max_keys: usize,
-        /// The soonest time one of the keys the hand examined can have replenished, when its
-        /// slot may be reclaimed: a hint, not a promise (that key may be used meanwhile, and
-        /// keys the hand did not reach may free sooner: the next check examines the next keys
-        /// at the hand). Never zero: [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when
-        /// the hand found idle keys but racing checks took their room, one second when it
-        /// examined none (the map empty while racing checks hold the room for keys they are
-        /// inserting).
+        /// When to try again. [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when the
+        /// hand's walk did not go round every tracked key (keys it did not reach may have
+        /// replenished already, and the retry examines the next keys at the hand) or found idle
+        /// keys whose room racing checks took. After a walk over every key, the soonest time
+        /// one of them can have replenished, when its slot may be reclaimed: a hint, not a
+        /// promise (that key may be used meanwhile); one second if that walk found no key (the
+        /// map empty while racing checks hold the room for keys they are inserting). Never zero.
         /// The wait always ends: per-key quotas take at most half of the byte cap, and a key
         /// that alone exceeds the other half
         /// ([`KeyedOptions::max_key_bytes`](crate::KeyedOptions::max_key_bytes)) is

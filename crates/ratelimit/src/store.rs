@@ -24,9 +24,14 @@ use infra_common::sync::atomic::{AtomicU64, Ordering};
 /// pass over it.
 pub(crate) const SLOTS_PER_ENTRY: usize = 8;
 
+/// Entries a walk of the hand, or a sweep, examines under one shard lock at the most: checks of
+/// that shard's keys wait for no more than these.
+pub(crate) const ENTRIES_PER_LOCK: usize = 64;
+
 /// Where a scan of the map stands: a shard and an index in its table (under loom, an index in
 /// the one map's iteration order), packed into one word so that a CLOCK hand is one atomic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Positions order as the scan reaches them (shard first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Position(u64);
 
 impl Position {
@@ -395,25 +400,36 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     }
 }
 
+/// What one [`Shards::walk`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Walked {
+    /// Entries shown to the closure (one seen twice counts twice).
+    pub(crate) examined: usize,
+    /// Whether the walk went all the way round, from the hand back to it: it then saw every
+    /// entry that stayed put. A walk that stopped short knows nothing of the entries it did
+    /// not reach.
+    pub(crate) full_turn: bool,
+}
+
 impl<K: Hash + Eq, V> Shards<K, V> {
     /// Shows `keep` up to `entries` entries from the hand on, as [`Shards::scan`] does (so at
-    /// most [`SLOTS_PER_ENTRY`] slots per entry, and past the end of the map at most once),
-    /// and moves the hand past them; returns how many it showed.
+    /// most [`SLOTS_PER_ENTRY`] slots per entry, past the end of the map at most once, and at
+    /// most [`ENTRIES_PER_LOCK`] under one shard lock), and moves the hand past them.
     ///
     /// Racing walks from the same place show the same entries, which is harmless; only the
     /// first moves the hand, so no walk's entries are skipped by the others.
-    pub(crate) fn walk(&self, entries: usize, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
+    pub(crate) fn walk(&self, entries: usize, mut keep: impl FnMut(&K, &V) -> bool) -> Walked {
         let from = Position::from_bits(self.hand.load(Ordering::Relaxed));
         let mut slots = entries.saturating_mul(SLOTS_PER_ENTRY);
-        let (mut position, mut examined) = (from, 0);
-        for _ in 0..2 {
-            let scanned = self.scan(position, entries - examined, slots, &mut keep);
+        let (mut position, mut examined, mut wraps) = (from, 0, 0);
+        // Each scan looks at a slot or reaches the end of the map, so this ends.
+        while examined < entries && slots > 0 && wraps < 2 {
+            let chunk = (entries - examined).min(ENTRIES_PER_LOCK);
+            let scanned = self.scan(position, chunk, slots, &mut keep);
             position = scanned.next;
             examined += scanned.examined;
             slots = slots.saturating_sub(scanned.slots);
-            if !scanned.wrapped || examined == entries || slots == 0 {
-                break;
-            }
+            wraps += usize::from(scanned.wrapped);
         }
         let _ = self.hand.compare_exchange(
             from.to_bits(),
@@ -421,7 +437,11 @@ impl<K: Hash + Eq, V> Shards<K, V> {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        examined
+        Walked {
+            examined,
+            // Round the end of the map and on to where the walk began (or round it twice).
+            full_turn: wraps == 2 || (wraps == 1 && position >= from),
+        }
     }
 }
 
@@ -517,10 +537,12 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         let mut walks = 0;
         while seen.len() < 5_000 {
-            let shown = shards.walk(7, |key, _| {
-                seen.insert(*key);
-                true
-            });
+            let shown = shards
+                .walk(7, |key, _| {
+                    seen.insert(*key);
+                    true
+                })
+                .examined;
             assert!((1..=7).contains(&shown));
             walks += 1;
             assert!(
@@ -528,6 +550,22 @@ mod tests {
                 "{} keys seen in {walks} walks",
                 seen.len()
             );
+        }
+    }
+
+    /// A walk knows whether it went all the way round: from wherever the hand stands, one that
+    /// examines fewer entries than the map holds does not, one that examines more does.
+    #[test]
+    fn a_walk_knows_whether_it_made_a_full_turn() {
+        let shards = Shards::<u64, u64>::new();
+        for key in 0..1_000 {
+            shards.insert(key, key);
+        }
+        for _ in 0..100 {
+            let short = shards.walk(999, |_, _| true);
+            assert_eq!((short.examined, short.full_turn), (999, false));
+            let round = shards.walk(1_001, |_, _| true);
+            assert_eq!((round.examined, round.full_turn), (1_001, true));
         }
     }
 

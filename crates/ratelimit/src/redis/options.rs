@@ -181,7 +181,7 @@ impl RedisOptions {
     ///
     /// A key is remembered with the quota Redis denied it under, and the cache answers only
     /// checks under that same quota: after [`set_quota`](super::AsyncRedisRateLimiter::set_quota)
-    /// or under a per-key quota, Redis decides. When full, a new key examines at most 32
+    /// or under a per-key quota, Redis decides. When full, a new key examines at most 128
     /// remembered keys, in turn, for one whose denial has ended.
     #[must_use]
     pub fn deny_cache_capacity(self, capacity: usize) -> Self {
@@ -195,7 +195,7 @@ impl RedisOptions {
     /// [`DEFAULT_LOCAL_MAX_BYTES`](Self::DEFAULT_LOCAL_MAX_BYTES)). A key is charged as a keyed
     /// limiter charges it (see [`KeyedRateLimiter::bytes`](crate::KeyedRateLimiter::bytes):
     /// a long key costs its length), plus its denial and its share of the table. Past the cap, a new key is
-    /// remembered only if the 32 remembered keys examined make room.
+    /// remembered only if the 128 remembered keys examined make room.
     #[must_use]
     pub fn deny_cache_max_bytes(self, bytes: usize) -> Self {
         Self {
