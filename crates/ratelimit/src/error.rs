@@ -65,7 +65,8 @@ pub enum Error {
         /// When to try again. [`Decision::RETRY_SOON`](crate::Decision::RETRY_SOON) when the
         /// hand's walk did not go round every tracked key (keys it did not reach may have
         /// replenished already, and the retry examines the next keys at the hand) or found idle
-        /// keys whose room racing checks took. After a walk over every key, the soonest time
+        /// keys but not the room (racing checks took it, or they freed too few bytes for this
+        /// key). After a walk over every key, the soonest time
         /// one of them can have replenished, when its slot may be reclaimed: a hint, not a
         /// promise (that key may be used meanwhile); one second if that walk found no key (the
         /// map empty while racing checks hold the room for keys they are inserting). Never zero.

@@ -86,7 +86,7 @@ impl KeyedOptions {
     /// ten runs, none to four of about 1,240; a sample of 32 refused 16 to 18 %, of 64, 2 to
     /// 3 %).
     ///
-    /// The cost is that of examining 128 keys, a sequential walk over the table: about 12,500
+    /// The cost is that of examining 128 keys, a sequential walk over the table: about 12,000
     /// instructions for a check that finds the limiter full of active GCRA keys (3,300 with a
     /// sample of 32), paid only by checks of new keys that find the limiter full. One shard
     /// lock is held for at most 64 of the keys, as [`KeyedRateLimiter::sweep`] holds it; checks

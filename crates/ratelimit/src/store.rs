@@ -19,9 +19,10 @@ use infra_common::hash::RandomState;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 
 /// Table slots, full or empty, a walk of the hand may look at per entry it is asked to
-/// examine: a table is more than 7/16 full after it grows, so past a few removals a walk still
-/// finds the entries asked for, while a table emptied by removals costs a bounded walk, never a
-/// pass over it.
+/// examine: a table grows (to twice its slots) only when more than 7/16 of its slots are full,
+/// so it is more than 7/32 full after growing, above the 1/8 this allows for; past a few
+/// removals a walk still finds the entries asked for, while a table emptied by removals costs a
+/// bounded walk, never a pass over it.
 pub(crate) const SLOTS_PER_ENTRY: usize = 8;
 
 /// Entries a walk of the hand, or a sweep, examines under one shard lock at the most: checks of
