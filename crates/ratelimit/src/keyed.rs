@@ -272,7 +272,9 @@ impl Hasher for ByteCounter {
 ///   forget a few idle keys at the hand on the way, and [`KeyedRateLimiter::sweep`] forgets
 ///   every idle key at once.
 /// - **Quota changes and eviction.** Whether a key is idle is decided when the hand reaches
-///   it, under the quota in force then; nothing is remembered from earlier examinations.
+///   it, under the quota in force then; nothing is remembered from earlier examinations, so
+///   a quota under which keys replenish sooner frees their room as soon as they have
+///   (`a_quota_that_replenishes_sooner_frees_room_at_once`).
 /// - **Hashing.** The map uses infra-common's randomly keyed [`RandomState`](infra_common::RandomState),
 ///   so clients cannot choose keys that collide.
 ///
@@ -972,6 +974,31 @@ mod tests {
         kept.set_quota(minute).unwrap();
         assert!(kept.check().is_denied());
         assert!(keyed.check(&1).unwrap().is_allowed());
+    }
+
+    /// Whether a key is idle is decided under the quota in force when the hand reaches it:
+    /// after a change that makes keys replenish sooner (a token bucket refills at the new
+    /// rate), a full limiter reclaims them as soon as they have replenished under it.
+    #[test]
+    fn a_quota_that_replenishes_sooner_frees_room_at_once() {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<u64, TokenBucket, _>::with_options(
+            Quota::per_hour(1).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_keys(2),
+        )
+        .unwrap();
+        assert!(limiter.check(&1).unwrap().is_allowed());
+        assert!(limiter.check(&2).unwrap().is_allowed());
+        assert!(matches!(limiter.check(&3), Err(Error::TooManyKeys { .. })));
+        limiter.set_quota(Quota::per_second(1).unwrap()).unwrap();
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.check(&3).unwrap().is_allowed());
+        assert_eq!(
+            limiter.len(),
+            1,
+            "both old keys were replenished and forgotten"
+        );
     }
 
     #[test]
