@@ -168,8 +168,8 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "the limiter is full (at most {max_keys} keys, or its byte cap) and no key it \
-                 examined is idle: new keys are refused until some are (the first in \
-                 {retry_after:?})"
+                 examined is idle: new keys are refused until some are: retry in \
+                 {retry_after:?}"
             ),
             Self::TooManyOverrides { max_overrides } => write!(
                 f,

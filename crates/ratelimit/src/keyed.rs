@@ -946,12 +946,19 @@ mod tests {
             assert!(limiter.check(&key).unwrap().is_allowed());
         }
         clock.advance(Duration::from_millis(100));
+        let refused = limiter.check(&1_000_000);
         assert_eq!(
-            limiter.check(&1_000_000),
+            refused,
             Err(Error::TooManyKeys {
                 max_keys,
                 retry_after: Decision::RETRY_SOON,
             })
+        );
+        // The message promises no idle key at that time, only when to look again.
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.ends_with("new keys are refused until some are: retry in 1ms"),
+            "{message}"
         );
     }
 
