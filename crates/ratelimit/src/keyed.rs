@@ -81,7 +81,8 @@ impl KeyedOptions {
     /// `(1 − p)^128` of the new keys that find the limiter full: 1 in 96 at 3.5 % idle, 1 in
     /// 710 at 5 %, 1 in 720,000 at 10 %. A refused key's retry, or the next new key, examines
     /// the next 128 keys; within one turn of the hand (about `max_keys / 128` walks) any idle
-    /// key there is is found. In `tests/eviction.rs`, a flood that keeps 917 of the 950
+    /// key is found that stayed put (a table growing or rehashed meanwhile may move a key past
+    /// the hand). In `tests/eviction.rs`, a flood that keeps 917 of the 950
     /// tracked keys active refuses at most 1 % of the new keys that find the limiter full (in
     /// ten runs, none to four of about 1,240; a sample of 32 refused 16 to 18 %, of 64, 2 to
     /// 3 %).
