@@ -69,7 +69,8 @@ pub enum Error {
     },
     // ---- work queue (mqwork) variants: add below this line ----
     /// No delivery of the message at `offset` was ever made as `attempt`: the offset is past
-    /// the end of the queue, or the attempt is newer than any delivery of it.
+    /// the end of the queue, or the attempt is 0 (attempts start at 1) or newer than any
+    /// delivery of it.
     UnknownDelivery {
         /// The message's offset.
         offset: u64,

@@ -164,10 +164,7 @@ local pending = redis.pcall('XPENDING', KEYS[1], group, id, id, 1)
 if pending.err then return {2} end
 local entry = pending[1]
 if not entry then
-  if #redis.call('XRANGE', KEYS[1], id, id) == 1 then
-    if attempt == 0 then return {4} end
-    return {2}
-  end
+  if #redis.call('XRANGE', KEYS[1], id, id) == 1 then return {2} end
   local last
   for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local name, delivered
@@ -183,6 +180,7 @@ if not entry then
   return {2}
 end
 local holder, deliveries = entry[2], entry[4]
+if attempt == 0 or attempt > deliveries then return {2} end
 if deliveries == attempt and holder ~= parked then
   if ARGV[4] == 'ack' then
     redis.call('XACK', KEYS[1], group, id)
@@ -195,7 +193,6 @@ if deliveries == attempt and holder ~= parked then
   return {0}
 end
 if attempt < deliveries then return {3, deliveries} end
-if attempt > deliveries then return {2} end
 return {4}
 ";
 

@@ -16,6 +16,8 @@ use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, Receipt, WorkQueue
 mod counting_clock;
 #[path = "support/failing_storage.rs"]
 mod failing_storage;
+#[path = "support/refusals.rs"]
+mod refusals;
 
 use counting_clock::CountingClock;
 use failing_storage::FailingDirSyncs;
@@ -164,6 +166,35 @@ fn settling_twice_or_an_unknown_delivery_is_a_clear_error() {
     ));
     let text = queue.ack(Receipt::new(9, 2)).unwrap_err().to_string();
     assert!(text.contains("never delivered"), "{text}");
+}
+
+impl refusals::Backend for WorkQueue {
+    fn send(&self, payload: &'static [u8]) {
+        WorkQueue::send(self, payload).unwrap();
+    }
+    fn receive(&self) -> Receipt {
+        self.try_receive().unwrap().expect("a message").receipt()
+    }
+    fn ack(&self, receipt: Receipt) -> Result<(), Error> {
+        WorkQueue::ack(self, receipt)
+    }
+    fn nack(&self, receipt: Receipt) -> Result<(), Error> {
+        WorkQueue::nack(self, receipt, Duration::ZERO)
+    }
+    fn extend(&self, receipt: Receipt) -> Result<(), Error> {
+        WorkQueue::extend(self, receipt, LEASE)
+    }
+    fn term(&self, receipt: Receipt) -> Result<(), Error> {
+        WorkQueue::term(self, receipt)
+    }
+}
+
+#[test]
+fn attempts_never_made_are_unknown_deliveries_in_memory_and_durably() {
+    let (queue, clock) = memory(options());
+    refusals::attempts_never_made_are_unknown_deliveries(&queue);
+    let dir = tempfile::tempdir().unwrap();
+    refusals::attempts_never_made_are_unknown_deliveries(&durable(dir.path(), options(), &clock));
 }
 
 #[test]

@@ -17,6 +17,8 @@ use proptest::prelude::*;
 
 #[path = "support/model.rs"]
 mod model;
+#[path = "support/refusals.rs"]
+mod refusals;
 use model::{Model, Outcome, Rules, Status, outcome_of_send, outcome_of_settle};
 
 const QUEUE: &str = "orders";
@@ -573,6 +575,35 @@ fn a_killed_and_restarted_server_keeps_every_sent_message() {
         .collect();
     assert_eq!(payloads, expected);
     assert_eq!(queue.stats().unwrap().unsettled, 0);
+}
+
+impl refusals::Backend for RedisQueue {
+    fn send(&self, payload: &'static [u8]) {
+        RedisQueue::send(self, payload).unwrap();
+    }
+    fn receive(&self) -> Receipt {
+        self.try_receive().unwrap().expect("a message").receipt()
+    }
+    fn ack(&self, receipt: Receipt) -> Result<(), Error> {
+        RedisQueue::ack(self, receipt)
+    }
+    fn nack(&self, receipt: Receipt) -> Result<(), Error> {
+        RedisQueue::nack(self, receipt, Duration::ZERO)
+    }
+    fn extend(&self, receipt: Receipt) -> Result<(), Error> {
+        RedisQueue::extend(self, receipt, Duration::from_secs(1))
+    }
+    fn term(&self, receipt: Receipt) -> Result<(), Error> {
+        RedisQueue::term(self, receipt)
+    }
+}
+
+#[test]
+fn attempts_never_made_are_unknown_deliveries() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    refusals::attempts_never_made_are_unknown_deliveries(&queue(&server, options()));
 }
 
 const MODEL_CAPACITY: usize = 6;

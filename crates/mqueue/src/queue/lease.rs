@@ -112,12 +112,15 @@ fn refuse(offset: u64, attempt: u32, slot: Option<&Slot>) -> Error {
     };
     match slot.state {
         State::Settled(_) => Error::AlreadySettled { offset },
+        // Attempts start at 1: attempt 0 was never made, whatever the deliveries.
+        _ if attempt == 0 || attempt > slot.deliveries => {
+            Error::UnknownDelivery { offset, attempt }
+        }
         _ if attempt < slot.deliveries => Error::Redelivered {
             offset,
             attempt,
             current: slot.deliveries,
         },
-        _ if attempt > slot.deliveries => Error::UnknownDelivery { offset, attempt },
         // The same attempt, but no longer leased: it was nacked.
         _ => Error::NotLeased { offset, attempt },
     }

@@ -150,8 +150,8 @@ impl Model {
                 message.status = change;
                 Outcome::Settled
             }
+            _ if attempt == 0 || attempt > message.deliveries => Outcome::Refused("unknown"),
             _ if attempt < message.deliveries => Outcome::Refused("redelivered"),
-            _ if attempt > message.deliveries => Outcome::Refused("unknown"),
             _ => Outcome::Refused("not leased"),
         }
     }
