@@ -271,6 +271,44 @@ fn a_dead_letter_whose_write_failed_is_dead_lettered_by_a_later_receive() {
     assert_eq!(sender.join().unwrap(), 2);
 }
 
+/// A receive whose journal write fails returns the error and holds nothing: the message it
+/// leased is given back at once, not held until its lease runs out.
+#[test]
+fn a_receive_whose_journal_write_failed_gives_its_message_back_at_once() {
+    let disk = SimulatedStorage::new();
+    let options = options().log_options(fast_log());
+    let queue = WorkQueue::open_with(
+        Path::new("/queue"),
+        options,
+        ManualClock::new(),
+        disk.clone(),
+    )
+    .unwrap();
+    queue.send("job").unwrap();
+    disk.set_failing(true);
+    assert!(
+        matches!(queue.try_receive(), Err(Error::Io { .. })),
+        "the failed journal write is reported"
+    );
+    disk.set_failing(false);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.unsettled, stats.in_flight),
+        (1, 0),
+        "the message is not held by the failed receive"
+    );
+    assert!(
+        matches!(
+            queue.ack(Receipt::new(0, 1)),
+            Err(Error::NotLeased {
+                offset: 0,
+                attempt: 1
+            })
+        ),
+        "the attempt the caller never got gave the message back"
+    );
+}
+
 #[test]
 fn a_terminated_message_is_neither_redelivered_nor_dead_lettered() {
     let (queue, clock) = memory(options());

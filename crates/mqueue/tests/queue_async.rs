@@ -2,16 +2,25 @@
 //! `tokio::sync::Notify` rather than blocking a thread.
 #![cfg(all(feature = "tokio", not(infra_loom)))]
 
-use std::time::Duration;
+use std::future::{Future, poll_fn};
+use std::path::Path;
+use std::pin::{Pin, pin};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use infra_common::ManualClock;
-use infra_common::sync::Arc;
+use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::sync::{Arc, thread};
+use infra_mqueue::log::SimulatedStorage;
 use infra_mqueue::queue::{Delivery, Message, QueueOptions, WorkQueue};
 
 #[path = "support/counting_clock.rs"]
 mod counting_clock;
+#[path = "support/gated_disk.rs"]
+mod gated_disk;
 
 use counting_clock::CountingClock;
+use gated_disk::{Gate, GatedDisk};
 
 fn queue(capacity: usize) -> Arc<WorkQueue> {
     let options = QueueOptions::default().capacity(capacity);
@@ -195,4 +204,153 @@ async fn a_waiting_batch_receive_wakes_when_another_task_sends_and_takes_what_is
     queue.send_async("one").await.unwrap();
     queue.send_async("two").await.unwrap();
     assert_eq!(consumer.await.unwrap(), [b"one".to_vec(), b"two".to_vec()]);
+}
+
+/// A durable queue (fsync `Always`) whose file syncs wait at the returned gate, open and
+/// counting from after the open.
+fn open_gated(disk: &SimulatedStorage, options: QueueOptions) -> (Arc<WorkQueue>, Arc<Gate>) {
+    let (gated, gate) = GatedDisk::new(disk);
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options, ManualClock::new(), gated).unwrap();
+    gate.reset();
+    (Arc::new(queue), gate)
+}
+
+/// Polls `future` once, with this task's waker.
+async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// Runs `receive` as a task of this (current-thread) runtime with the file syncs held at
+/// `gate`, then another task: returns whether that task ran while the first fsync was held,
+/// and what the receive returned once the gate opened. A watcher thread opens the gate once
+/// the other task ran, or after 5 s without: a receive whose fsync blocks the runtime's
+/// thread keeps every other task from running until then.
+async fn runs_beside_a_held_fsync<T: Send + 'static>(
+    gate: &Arc<Gate>,
+    receive: impl Future<Output = T> + Send + 'static,
+) -> (bool, T) {
+    let other_ran = Arc::new(AtomicBool::new(false));
+    gate.set_closed(true);
+    let watcher = thread::spawn({
+        let (gate, other_ran) = (Arc::clone(gate), Arc::clone(&other_ran));
+        move || {
+            gate.wait_until(|arrived, _| arrived >= 1);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !other_ran.load(Ordering::Acquire) && Instant::now() < deadline {
+                thread::yield_now();
+            }
+            let ran = other_ran.load(Ordering::Acquire);
+            gate.set_closed(false);
+            ran
+        }
+    });
+    let receive = tokio::spawn(receive);
+    // The receive runs first, as far as its first fsync.
+    tokio::task::yield_now().await;
+    let other = tokio::spawn({
+        let other_ran = Arc::clone(&other_ran);
+        async move { other_ran.store(true, Ordering::Release) }
+    });
+    other.await.unwrap();
+    let received = receive.await.unwrap();
+    let ran = tokio::task::spawn_blocking(move || watcher.join().unwrap())
+        .await
+        .unwrap();
+    (ran, received)
+}
+
+/// A durable receive's journal fsync runs on the blocking pool: while it is held, the only
+/// runtime thread runs another task; the receive completes once the fsync does.
+#[tokio::test(flavor = "current_thread")]
+async fn a_durable_receives_journal_fsync_leaves_the_runtime_thread_free() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    queue.send("job").unwrap();
+    gate.reset();
+    let receiver = Arc::clone(&queue);
+    let (other_ran, received) =
+        runs_beside_a_held_fsync(&gate, async move { receiver.receive_async().await }).await;
+    assert!(
+        other_ran,
+        "another task ran while the receive's journal fsync was held: false"
+    );
+    let delivery = received.unwrap();
+    assert_eq!((delivery.offset(), delivery.payload()), (0, &b"job"[..]));
+    assert_eq!(gate.counts(), (1, 1), "one fsync, for the journal record");
+    queue.ack(&delivery).unwrap();
+}
+
+/// The same for a receive that first moves a message to the dead-letter topic: the dead
+/// letter's fsync and the journal's both run on the blocking pool, and the dead letter is
+/// settled only after its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_durable_receives_dead_letter_fsync_leaves_the_runtime_thread_free() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default().max_deliveries(1));
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+    let poison = queue.try_receive().unwrap().unwrap();
+    queue.nack(&poison, Duration::ZERO).unwrap();
+    gate.reset();
+    let receiver = Arc::clone(&queue);
+    let (other_ran, received) =
+        runs_beside_a_held_fsync(&gate, async move { receiver.receive_async().await }).await;
+    assert!(
+        other_ran,
+        "another task ran while the receive's dead-letter fsync was held: false"
+    );
+    assert_eq!(received.unwrap().payload(), b"fine");
+    assert_eq!(
+        gate.counts(),
+        (2, 2),
+        "the dead letter's fsync, then the journal's"
+    );
+    let dead = queue.dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].offset, dead[0].payload.as_ref()),
+        (0, &b"poison"[..])
+    );
+    assert_eq!(queue.stats().dead_lettered, 1);
+}
+
+/// A receive future dropped while its journal fsync is held hands nothing out and holds
+/// nothing: its message is available again at once, as the next attempt, with no time
+/// passing on the queue's clock.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_during_its_fsync_gives_its_message_back_at_once() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default());
+    queue.send("job").unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    {
+        let mut receive = pin!(queue.receive_async());
+        assert!(
+            poll_once(receive.as_mut()).await.is_pending(),
+            "the receive waits for its journal fsync"
+        );
+        let held = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+            .await
+            .unwrap();
+    }
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.in_flight, stats.unsettled),
+        (0, 1),
+        "the dropped receive holds no lease"
+    );
+    gate.set_closed(false);
+    let again = queue
+        .try_receive()
+        .unwrap()
+        .expect("available again at once");
+    assert_eq!(
+        (again.offset(), again.attempt(), again.payload()),
+        (0, 2, &b"job"[..])
+    );
+    queue.ack(&again).unwrap();
+    assert_eq!(queue.stats().unsettled, 0);
 }

@@ -525,8 +525,9 @@ impl Log {
         })
     }
 
-    /// Frames and writes `payloads`; returns their offsets and whether an fsync is due for them.
-    fn write(&self, payloads: &[&[u8]]) -> Result<(Range<u64>, bool), Error> {
+    /// Frames and writes `payloads`; returns their offsets and whether an fsync is due for them
+    /// (the caller runs it, with [`Log::make_durable`] or its async form, if it is).
+    pub(crate) fn write(&self, payloads: &[&[u8]]) -> Result<(Range<u64>, bool), Error> {
         let max = self.options.max_record_bytes;
         if let Some(big) = payloads.iter().find(|p| p.len() > max as usize) {
             return Err(Error::RecordTooLarge {

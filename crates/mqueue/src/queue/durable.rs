@@ -59,7 +59,9 @@ pub(super) struct Recovered {
 
 #[derive(Debug)]
 struct Journal {
-    log: Log,
+    /// Shared with the writes still waiting for their fsync, which may outlive its
+    /// replacement by a compaction (whose checkpoint holds their effects).
+    log: Arc<Log>,
     generation: u64,
 }
 
@@ -293,7 +295,7 @@ impl Durable {
             storage,
             messages,
             journal: RwLock::new(Journal {
-                log: journal,
+                log: Arc::new(journal),
                 generation,
             }),
             journal_records: AtomicU64::new(journal_records),
@@ -359,8 +361,17 @@ impl Durable {
     /// batch's receives or acks share it); `true` when the journal has grown enough to
     /// compact.
     pub(super) fn journal(&self, entries: &[Entry]) -> Result<bool, Error> {
+        match self.write_journal(entries)? {
+            Some(written) => written.wait(),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes journal records in one write, not yet durable: the returned write's wait makes
+    /// them so. `None` for no records.
+    pub(super) fn write_journal(&self, entries: &[Entry]) -> Result<Option<JournalWrite>, Error> {
         if entries.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let journal = self.journal.read();
         if self.pointer_unsynced.load(Ordering::Acquire) {
@@ -369,16 +380,20 @@ impl Durable {
                 .map_err(io("sync directory", &self.dir))?;
             self.pointer_unsynced.store(false, Ordering::Release);
         }
-        if let [entry] = entries {
-            journal.log.append(&entry.encode())?;
-        } else {
-            let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
-            let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-            journal.log.append_batch(&records)?;
-        }
+        let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
+        let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let (written, sync_due) = journal.log.write(&records)?;
         let added = entries.len() as u64;
-        let records = self.journal_records.fetch_add(added, Ordering::Relaxed) + added;
-        Ok(records >= self.compact_at.load(Ordering::Relaxed))
+        let count = self.journal_records.fetch_add(added, Ordering::Relaxed) + added;
+        Ok(Some(JournalWrite {
+            // Written under the read lock, so before any compaction that follows: if one
+            // replaces this generation before the fsync, its checkpoint holds these records'
+            // effects, and the fsync of the old generation does no harm.
+            log: Arc::clone(&journal.log),
+            end: written.end,
+            sync_due,
+            compact: count >= self.compact_at.load(Ordering::Relaxed),
+        }))
     }
 
     /// Replaces the journal with `checkpoint()`'s records, if no one else just did.
@@ -449,7 +464,13 @@ impl Durable {
         // moves to it before the directory sync, so that if the sync fails, later records go
         // where a reopen looks, and the next compaction builds the generation after it rather
         // than removing the one the pointer names.
-        let old = std::mem::replace(journal, Journal { log, generation });
+        let old = std::mem::replace(
+            journal,
+            Journal {
+                log: Arc::new(log),
+                generation,
+            },
+        );
         let live = records.len() as u64;
         self.journal_records.store(live, Ordering::Relaxed);
         self.compact_at
@@ -481,23 +502,36 @@ impl Durable {
         Ok(())
     }
 
-    pub(super) fn dead_letter(
+    /// Writes a dead letter to its log, not yet durable; returns the log's end after it, for
+    /// [`Self::sync_dead_letters`].
+    pub(super) fn write_dead_letter(
         &self,
         offset: u64,
         deliveries: u32,
         payload: &[u8],
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         let mut record = Vec::with_capacity(12 + payload.len());
         record.extend_from_slice(&offset.to_le_bytes());
         record.extend_from_slice(&deliveries.to_le_bytes());
         record.extend_from_slice(payload);
-        self.dead.append(&record)?;
-        // Durable whatever the policy before the message is settled: a checkpoint that counts
-        // it settled is synced by its compaction, and a journal record by a roll of its
-        // segment, either of which may reach the disk before an unsynced dead letter, and a
-        // power loss would then take the message from the queue and its dead letters both.
-        // Under `Always` the append's fsync already covers it, and this runs none.
-        self.dead.sync()
+        let (written, _) = self.dead.write(&[&record])?;
+        Ok(written.end)
+    }
+
+    /// Makes the dead letters below `end` durable, whatever the policy, with one fsync for
+    /// all of them (shared with any other in flight). It must return before their messages
+    /// are settled: a checkpoint that counts one settled is synced by its compaction, and a
+    /// journal record by a roll of its segment, either of which may reach the disk before an
+    /// unsynced dead letter, and a power loss would then take the message from the queue and
+    /// its dead letters both.
+    pub(super) fn sync_dead_letters(&self, end: u64) -> Result<(), Error> {
+        self.dead.make_durable(end)
+    }
+
+    /// [`Self::sync_dead_letters`] for async callers: the fsync runs on tokio's blocking pool.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn sync_dead_letters_async(&self, end: u64) -> Result<(), Error> {
+        self.dead.make_durable_async(end).await
     }
 
     pub(super) fn read_dead_letters(
@@ -535,5 +569,37 @@ impl Durable {
                 })
             })
             .collect()
+    }
+}
+
+/// Journal records written and not yet waited for (see [`Durable::write_journal`]).
+#[derive(Debug)]
+pub(super) struct JournalWrite {
+    log: Arc<Log>,
+    /// The journal's end after the records.
+    end: u64,
+    /// Whether the policy wants an fsync for them (always under `Always`).
+    sync_due: bool,
+    /// Whether the journal has grown enough to compact.
+    compact: bool,
+}
+
+impl JournalWrite {
+    /// Returns once the records are durable per the policy; `true` when the journal has grown
+    /// enough to compact.
+    pub(super) fn wait(&self) -> Result<bool, Error> {
+        if self.sync_due {
+            self.log.make_durable(self.end)?;
+        }
+        Ok(self.compact)
+    }
+
+    /// [`Self::wait`] for async callers: the fsync runs on tokio's blocking pool.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn wait_async(&self) -> Result<bool, Error> {
+        if self.sync_due {
+            self.log.make_durable_async(self.end).await?;
+        }
+        Ok(self.compact)
     }
 }

@@ -45,6 +45,10 @@ enum State {
     /// Written to a durable queue's log but not yet durable: its send has not returned, so
     /// it is counted but not handed out; then available at `not_before` (or at once).
     Writing { not_before: Option<u64> },
+    /// Handed out to be dead-lettered, not yet settled (a durable queue settles it once the
+    /// dead letter is fsynced, without the queue's lock): out of reach of receives and of
+    /// settle calls until [`Leases::dead_lettered`] or [`Leases::dead_letter_failed`].
+    DeadLettering,
 }
 
 #[derive(Debug)]
@@ -344,7 +348,10 @@ impl Leases {
         self.slot(offset).is_some_and(|slot| match slot.state {
             State::Ready => true,
             State::Leased { deadline, .. } => deadline <= now,
-            State::Waiting { .. } | State::Settled(_) | State::Writing { .. } => false,
+            State::Waiting { .. }
+            | State::Settled(_)
+            | State::Writing { .. }
+            | State::DeadLettering => false,
         })
     }
 
@@ -383,6 +390,11 @@ impl Leases {
         let slot = self.slots.get_mut(index)?;
         let was_leased = matches!(slot.state, State::Leased { .. });
         if slot.deliveries >= max_deliveries {
+            if was_leased {
+                // An expired lease: no longer held by its last attempt.
+                self.in_flight -= 1;
+            }
+            slot.state = State::DeadLettering;
             return Some(Handout::DeadLetter {
                 offset,
                 deliveries: slot.deliveries,
@@ -410,20 +422,22 @@ impl Leases {
         let Some(slot) = self.slot_mut(offset) else {
             return;
         };
-        let was_leased = matches!(slot.state, State::Leased { .. });
+        debug_assert_eq!(slot.state, State::DeadLettering);
         slot.state = State::Settled(Outcome::DeadLettered);
         self.unsettled -= 1;
-        if was_leased {
-            self.in_flight -= 1;
-        }
         self.drop_settled_front();
         self.let_go_of_payload(offset);
     }
 
-    /// Gives back a message handed out as [`Handout::DeadLetter`] whose write failed: a later
-    /// receive hands it out to be dead-lettered again.
+    /// Gives back a message handed out as [`Handout::DeadLetter`] whose write failed (or
+    /// whose receive was dropped before settling it): a later receive hands it out to be
+    /// dead-lettered again.
     pub(crate) fn dead_letter_failed(&mut self, offset: u64) {
-        self.retry.push(Reverse(offset));
+        if let Some(slot) = self.slot_mut(offset) {
+            debug_assert_eq!(slot.state, State::DeadLettering);
+            slot.state = State::Ready;
+            self.retry.push(Reverse(offset));
+        }
     }
 
     fn record_lease(&mut self, offset: u64, attempt: u32, deadline: u64) {
@@ -769,6 +783,40 @@ mod tests {
         // README's figure).
         let slot = std::mem::size_of::<Slot>();
         assert!(slot <= 72, "{slot} bytes per slot");
+    }
+
+    /// A durable queue settles a dead letter only after its fsync, without the queue's lock:
+    /// until then the message is out of reach of every other receive (also through a stale
+    /// second `retry` entry, left by a nack of an expired lease) and of settle calls, and it
+    /// is settled once.
+    #[test]
+    fn a_message_handed_out_to_be_dead_lettered_is_out_of_reach_until_settled() {
+        let mut leases = Leases::new(0, 1);
+        leases.push(Bytes::from_static(b"poison"), 0, None, 0, None);
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(0));
+        // The lease runs out (the message goes to `retry`), then its holder nacks it, which
+        // the expired lease still may: a second `retry` entry.
+        assert!(leases.has_available(LEASE));
+        leases.nack(0, 1, LEASE, LEASE).unwrap();
+        let Some(Handout::DeadLetter { offset: 0, .. }) = leases.receive(LEASE, LEASE) else {
+            panic!("the message is due to be dead-lettered");
+        };
+        assert!(
+            leases.receive(LEASE, LEASE).is_none(),
+            "a second receive took the message being dead-lettered"
+        );
+        assert!(matches!(
+            leases.settle(0, 1, Outcome::Acked),
+            Err(Error::NotLeased { .. })
+        ));
+        assert_eq!((leases.unsettled(), leases.in_flight()), (1, 0));
+        leases.dead_letter_failed(0);
+        let Some(Handout::DeadLetter { offset: 0, .. }) = leases.receive(LEASE, LEASE) else {
+            panic!("a failed dead letter is handed out again");
+        };
+        leases.dead_lettered(0);
+        assert_eq!((leases.unsettled(), leases.in_flight()), (0, 0));
+        assert!(leases.receive(LEASE, LEASE).is_none());
     }
 
     #[test]

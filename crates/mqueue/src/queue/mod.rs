@@ -498,6 +498,61 @@ impl Drop for UnreleasedSend<'_> {
     }
 }
 
+/// What a receive leased under the state lock and has not yet handed to its caller (a
+/// durable queue's journal record, and its dead letters' fsync, come first).
+///
+/// Dropped before [`Leased::reached_caller`] (the journal write failed, or a
+/// `receive_async` future was dropped while it waited for an fsync), it gives every message
+/// back at once: its leases as a nack without delay would (the delivery counts towards
+/// `max_deliveries`, as a nack's does), its dead letters not yet settled to a later receive,
+/// which writes them again. No message stays held by a receive whose caller never got it.
+struct Leased<'q> {
+    queue: &'q WorkQueue,
+    /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for).
+    received: Vec<Receipt>,
+    /// Dead letters written to a durable queue's dead-letter log, not yet settled.
+    dead: Vec<u64>,
+    /// The dead-letter log's end after them.
+    dead_end: Option<u64>,
+    /// The error that ended the batch early: a dead letter's failed write or fsync.
+    failed: Option<Error>,
+    /// Deliveries handed to the caller's `deliver`.
+    count: usize,
+}
+
+impl Leased<'_> {
+    /// The batch reached its caller: it keeps its leases. The error that ended it early is
+    /// returned only if it leased nothing.
+    fn reached_caller(mut self) -> Result<(), Error> {
+        self.received.clear();
+        match self.failed.take() {
+            Some(error) if self.count == 0 => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Leased<'_> {
+    fn drop(&mut self) {
+        if self.received.is_empty() && self.dead.is_empty() {
+            return;
+        }
+        let queue = self.queue;
+        {
+            let now = queue.clock.now_nanos();
+            let mut state = queue.state.lock();
+            for receipt in &self.received {
+                // Refused only if the lease ran out and someone received the message since.
+                let _ = state.leases.nack(receipt.offset, receipt.attempt, now, now);
+            }
+            for &offset in &self.dead {
+                state.leases.dead_letter_failed(offset);
+            }
+        }
+        queue.wake_receivers(self.received.len() + self.dead.len());
+    }
+}
+
 /// A work queue with leases, redelivery, dead letters, delays and producer dedup; in memory
 /// or durable. Share it between threads by reference or in an `Arc`.
 ///
@@ -1073,16 +1128,33 @@ impl WorkQueue {
     /// Makes the messages of abandoned sends, below `end`, durable and available. If the
     /// fsync fails they stay out of reach, as those of sends that failed do.
     fn release_abandoned(&self, end: u64) {
-        let Some(durable) = &self.durable else {
-            return;
+        // Only durable sends are abandoned: an in-memory queue has nothing to wait for.
+        let durable = self
+            .durable
+            .as_ref()
+            .is_none_or(|durable| durable.wait_durable(end - 1).is_ok());
+        self.abandoned_released(end, durable);
+    }
+
+    /// [`Self::release_abandoned`] for async callers: the fsync runs on tokio's blocking pool.
+    #[cfg(feature = "tokio")]
+    async fn release_abandoned_async(&self, end: u64) {
+        let durable = match &self.durable {
+            Some(durable) => durable.wait_durable_async(end - 1).await.is_ok(),
+            None => true,
         };
-        let last = end - 1;
-        match durable.wait_durable(last) {
-            Ok(()) => {
-                self.made_durable(last, false);
-            }
-            Err(_) => self.send_failed(),
+        self.abandoned_released(end, durable);
+    }
+
+    /// The fsync for the abandoned sends' messages below `end` ended: they are `durable`
+    /// and available now, or the message log failed and they never will be.
+    fn abandoned_released(&self, end: u64, durable: bool) {
+        if durable {
+            self.made_durable(end - 1, false);
+        } else {
+            self.send_failed();
         }
+        self.forget_abandoned(end);
     }
 
     /// Wakes receivers for `messages` made available: a waiting thread, and a registered
@@ -1102,9 +1174,10 @@ impl WorkQueue {
 
     /// Leases the available message with the lowest offset, if any, without waiting for one.
     ///
-    /// A durable queue's receive may wait for an fsync: its journal record's, and first, if a
-    /// `send_async` future was dropped after its write, the one that makes that message
-    /// durable and available.
+    /// A durable queue's receive may wait for fsyncs: its journal record's, its dead letters'
+    /// (one for all it met), and first, if a `send_async` future was dropped after its write,
+    /// the one that makes that message durable and available. If the journal write fails,
+    /// the message it leased is available again at once.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
         let mut delivery = None;
         self.receive_into(1, |leased| delivery = Some(leased))?;
@@ -1139,32 +1212,66 @@ impl WorkQueue {
     }
 
     /// Leases up to `max` available messages, lowest offsets first, handing each to `deliver`
-    /// (under the state lock: it only stores it), then journals them on a durable queue. A
-    /// dead letter whose write fails stays unsettled and ends the batch; its error is returned
-    /// only if the batch leased nothing, since what it leased must reach the caller.
+    /// (under the state lock: it only stores it), then, on a durable queue, makes its dead
+    /// letters durable, settles them and journals the batch. A dead letter whose write fails
+    /// stays unsettled and ends the batch; its error is returned only if the batch leased
+    /// nothing, since what it leased must reach the caller.
     fn receive_into(&self, max: usize, mut deliver: impl FnMut(Delivery)) -> Result<(), Error> {
+        let mut leased = loop {
+            match self.lease(max, &mut deliver) {
+                Ok(leased) => break leased,
+                Err(abandoned_end) => self.release_abandoned(abandoned_end),
+            }
+        };
+        if let Some(durable) = &self.durable {
+            let synced = leased.dead_end.map(|end| durable.sync_dead_letters(end));
+            let entries = self.settle_dead_letters(&mut leased, synced);
+            self.journal(durable, &entries)?;
+        }
+        leased.reached_caller()
+    }
+
+    /// The messages of abandoned sends below `end` were released (or their fsync failed).
+    fn forget_abandoned(&self, end: u64) {
         let mut state = self.state.lock();
-        if let Some(end) = state.abandoned_end.take() {
-            drop(state);
-            self.release_abandoned(end);
-            state = self.state.lock();
+        if state.abandoned_end.is_some_and(|at| at <= end) {
+            state.abandoned_end = None;
+        }
+    }
+
+    /// The part of a receive made under the state lock: leases up to `max` messages for
+    /// `deliver`; an in-memory queue also settles its dead letters here, a durable one only
+    /// writes them (not yet durable: [`Self::settle_dead_letters`] settles them after their
+    /// fsync, which runs without the lock).
+    ///
+    /// `Err(end)` first if abandoned sends left messages below `end` for receives to make
+    /// durable: the caller does ([`Self::release_abandoned`]) and asks again. The end stays
+    /// set until they are, so a receive dropped meanwhile (an async one) leaves them to the
+    /// next.
+    fn lease(&self, max: usize, deliver: &mut impl FnMut(Delivery)) -> Result<Leased<'_>, u64> {
+        let mut leased = Leased {
+            queue: self,
+            received: Vec::new(),
+            dead: Vec::new(),
+            dead_end: None,
+            failed: None,
+            count: 0,
+        };
+        let mut state = self.state.lock();
+        if let Some(end) = state.abandoned_end {
+            return Err(end);
         }
         if max == 0 || state.leases.unsettled() == 0 {
             // Nothing to hand out at any time: a consumer polling an empty queue (as a
             // receive does before it sleeps) pays no clock reading, unless gauges need one.
             #[cfg(feature = "metrics")]
             self.metrics.gauges(&state.leases, self.clock.now_nanos());
-            return Ok(());
+            return Ok(leased);
         }
         let now = self.clock.now_nanos();
-        let mut dead = Vec::new();
         let mut freed = 0;
-        // What a durable queue journals once the lock is let go (in memory: nothing).
-        let mut received = Vec::new();
-        let mut leased = 0;
-        let mut failed = None;
         let mut first = true;
-        while leased < max {
+        while leased.count < max {
             // Once per batch: what the clock made available by `now`.
             let handout = if std::mem::take(&mut first) {
                 state.leases.receive(now, self.visibility_nanos)
@@ -1186,40 +1293,43 @@ impl WorkQueue {
                     }
                     let receipt = Receipt { offset, attempt };
                     if self.durable.is_some() {
-                        received.push(receipt);
+                        leased.received.push(receipt);
                     }
                     deliver(Delivery { receipt, payload });
-                    leased += 1;
+                    leased.count += 1;
                 }
                 Some(Handout::DeadLetter {
                     offset,
                     deliveries,
                     payload,
                 }) => {
-                    if let Some(durable) = &self.durable {
-                        // Written before the message is settled and the state lock let go:
-                        // from then on a journal compaction (which reads the state under this
-                        // lock) records the message as settled, and a crash before a later
-                        // write would lose it. The dead-letter log's own lock is never held
-                        // while waiting for this one, and the journal record waits until it
-                        // is let go (compaction takes the journal's lock, then this one).
-                        if let Err(error) = durable.dead_letter(offset, deliveries, &payload) {
+                    let Some(durable) = &self.durable else {
+                        self.keep_dead_letter(&mut state, offset, deliveries, payload);
+                        state.leases.dead_lettered(offset);
+                        state.stats.dead_lettered += 1;
+                        freed += 1;
+                        #[cfg(feature = "metrics")]
+                        self.metrics.dead_lettered();
+                        continue;
+                    };
+                    // Only written: the message stays unsettled, out of reach of receives,
+                    // until its dead letter is durable. A compaction meanwhile (which reads
+                    // the state under this lock) records it as unsettled, so a crash before
+                    // the fsync brings it back to be dead-lettered again.
+                    match durable.write_dead_letter(offset, deliveries, &payload) {
+                        Ok(end) => {
+                            leased.dead.push(offset);
+                            leased.dead_end = Some(end);
+                        }
+                        Err(error) => {
                             // Not settled: a later receive dead-letters it. The batch ends
                             // with what it leased, which goes to the caller; the error does
                             // if there is none.
                             state.leases.dead_letter_failed(offset);
-                            failed = Some(error);
+                            leased.failed = Some(error);
                             break;
                         }
-                        dead.push(offset);
-                    } else {
-                        self.keep_dead_letter(&mut state, offset, deliveries, payload);
                     }
-                    state.leases.dead_lettered(offset);
-                    state.stats.dead_lettered += 1;
-                    freed += 1;
-                    #[cfg(feature = "metrics")]
-                    self.metrics.dead_lettered();
                 }
             }
         }
@@ -1228,23 +1338,55 @@ impl WorkQueue {
         drop(state);
         // Each dead letter settled freed room for one sender.
         self.wake_senders(freed);
-        if let Some(durable) = &self.durable {
-            // The dead letters are in their topic already: a crash before their journal
-            // record only writes them to the dead-letter topic again after the restart. One
-            // write and one fsync for the whole batch.
-            let entries: Vec<journal::Entry> = dead
-                .into_iter()
-                .map(|offset| journal::Entry::DeadLettered { offset })
-                .chain(received.into_iter().map(|Receipt { offset, attempt }| {
+        Ok(leased)
+    }
+
+    /// Settles the dead letters a durable receive wrote once `synced` (their fsync's outcome)
+    /// says they are durable, or gives them back to a later receive if it failed; returns the
+    /// batch's journal records: the dead letters settled, then the deliveries. One write and
+    /// one fsync for the whole batch; a crash before it only writes the dead letters to their
+    /// topic again after the restart.
+    fn settle_dead_letters(
+        &self,
+        leased: &mut Leased<'_>,
+        synced: Option<Result<(), Error>>,
+    ) -> Vec<journal::Entry> {
+        let dead = std::mem::take(&mut leased.dead);
+        let settled = match synced {
+            None | Some(Ok(())) => dead,
+            Some(Err(error)) => {
+                let mut state = self.state.lock();
+                for &offset in &dead {
+                    state.leases.dead_letter_failed(offset);
+                }
+                drop(state);
+                self.wake_receivers(dead.len());
+                leased.failed.get_or_insert(error);
+                Vec::new()
+            }
+        };
+        if !settled.is_empty() {
+            let mut state = self.state.lock();
+            for &offset in &settled {
+                state.leases.dead_lettered(offset);
+                state.stats.dead_lettered += 1;
+                #[cfg(feature = "metrics")]
+                self.metrics.dead_lettered();
+            }
+            #[cfg(feature = "metrics")]
+            self.metrics.gauges(&state.leases, self.clock.now_nanos());
+            drop(state);
+            self.wake_senders(settled.len());
+        }
+        settled
+            .into_iter()
+            .map(|offset| journal::Entry::DeadLettered { offset })
+            .chain(
+                leased.received.iter().map(|&Receipt { offset, attempt }| {
                     journal::Entry::Received { offset, attempt }
-                }))
-                .collect();
-            self.journal(durable, &entries)?;
-        }
-        match failed {
-            Some(error) if leased == 0 => Err(error),
-            _ => Ok(()),
-        }
+                }),
+            )
+            .collect()
     }
 
     fn keep_dead_letter(&self, state: &mut State, offset: u64, deliveries: u32, payload: Bytes) {
@@ -1519,7 +1661,28 @@ impl WorkQueue {
     }
 
     fn journal(&self, durable: &Durable, entries: &[journal::Entry]) -> Result<(), Error> {
-        if durable.journal(entries)? {
+        let compact = durable.journal(entries)?;
+        self.compact_if(durable, compact);
+        Ok(())
+    }
+
+    /// [`Self::journal`] for async callers: the fsync runs on tokio's blocking pool (a
+    /// compaction, once per `compact_after` records, still runs on the calling task).
+    #[cfg(feature = "tokio")]
+    async fn journal_async(
+        &self,
+        durable: &Durable,
+        entries: &[journal::Entry],
+    ) -> Result<(), Error> {
+        if let Some(written) = durable.write_journal(entries)? {
+            let compact = written.wait_async().await?;
+            self.compact_if(durable, compact);
+        }
+        Ok(())
+    }
+
+    fn compact_if(&self, durable: &Durable, compact: bool) {
+        if compact {
             // The records are journaled, so the calls they record have happened: a
             // compaction's failure is not theirs (a receive failing here would lease a message its
             // caller never gets, and count the delivery). The journal stays whole either way,
@@ -1527,7 +1690,6 @@ impl WorkQueue {
             // (`Durable::compact`).
             let _ = durable.compact(|| self.checkpoint());
         }
-        Ok(())
     }
 
     /// The journal records that say everything the lease table knows.

@@ -1,6 +1,7 @@
 //! The async face of a work queue (feature `tokio`): sends that wait for room and receives
 //! that wait for a message on tokio's `Notify`, never by polling.
 
+use std::future::Future;
 use std::time::Duration;
 
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
@@ -131,8 +132,23 @@ impl WorkQueue {
 
     /// [`WorkQueue::receive`] for async callers: waits for a send or a nack, or until the
     /// next delay or lease ends on the queue's clock, whichever comes first.
+    ///
+    /// A durable queue's fsyncs (the journal record's, a dead letter's, and that of a
+    /// dropped `send_async`'s message) run on tokio's blocking pool, never on the task's
+    /// worker thread; a journal compaction, once per `compact_after` records, and a segment
+    /// roll's fsync still run on the task. A future dropped while it waits for one of them
+    /// hands nothing out and holds nothing: the message it leased is available again at once,
+    /// as the next attempt (the dropped delivery counts towards `max_deliveries`, as a nack
+    /// does), and a dead letter it wrote but did not settle is written again by a later
+    /// receive.
     pub async fn receive_async(&self) -> Result<Delivery, Error> {
-        self.wait_async(|| self.try_receive()).await
+        self.wait_async(|| async {
+            let mut delivery = None;
+            self.receive_into_async(1, |leased| delivery = Some(leased))
+                .await?;
+            Ok(delivery)
+        })
+        .await
     }
 
     /// [`WorkQueue::receive_many`] for async callers, without a timeout: waits as
@@ -142,25 +158,52 @@ impl WorkQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.wait_async(|| {
-            let batch = self.try_receive_many(max)?;
+        self.wait_async(|| async move {
+            let mut batch = Vec::with_capacity(max.min(64));
+            self.receive_into_async(max, |delivery| batch.push(delivery))
+                .await?;
             Ok((!batch.is_empty()).then_some(batch))
         })
         .await
     }
 
+    /// [`WorkQueue::receive_into`] for async callers: the same steps, with the fsyncs on
+    /// tokio's blocking pool. What it leased is given back if the future is dropped before
+    /// the journal record is durable (see [`super::Leased`]).
+    async fn receive_into_async(
+        &self,
+        max: usize,
+        mut deliver: impl FnMut(Delivery),
+    ) -> Result<(), Error> {
+        let mut leased = loop {
+            match self.lease(max, &mut deliver) {
+                Ok(leased) => break leased,
+                Err(abandoned_end) => self.release_abandoned_async(abandoned_end).await,
+            }
+        };
+        if let Some(durable) = &self.durable {
+            let synced = match leased.dead_end {
+                Some(end) => Some(durable.sync_dead_letters_async(end).await),
+                None => None,
+            };
+            let entries = self.settle_dead_letters(&mut leased, synced);
+            self.journal_async(durable, &entries).await?;
+        }
+        leased.reached_caller()
+    }
+
     /// Runs `attempt` until it finds something, sleeping between attempts on the tokio
     /// `Notify` a send or a nack signals, or until the next delay or lease ends.
-    async fn wait_async<T>(
+    async fn wait_async<T, F: Future<Output = Result<Option<T>, Error>>>(
         &self,
-        mut attempt: impl FnMut() -> Result<Option<T>, Error>,
+        mut attempt: impl FnMut() -> F,
     ) -> Result<T, Error> {
         let mut registered = self.notify.available.register();
         loop {
             let arrival = self.notify.available.notify.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
-            if let Some(found) = attempt()? {
+            if let Some(found) = attempt().await? {
                 registered.found();
                 return Ok(found);
             }
