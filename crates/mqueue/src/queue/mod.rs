@@ -520,10 +520,23 @@ struct Leased<'q> {
     count: usize,
 }
 
-impl Leased<'_> {
+impl<'q> Leased<'q> {
+    /// Nothing leased yet.
+    #[inline]
+    fn new(queue: &'q WorkQueue) -> Self {
+        Self {
+            queue,
+            received: Vec::new(),
+            dead: Vec::new(),
+            dead_end: None,
+            failed: None,
+            count: 0,
+        }
+    }
+
     /// The batch reached its caller: it keeps its leases. The error that ended it early is
-    /// returned only if it leased nothing.
-    fn reached_caller(mut self) -> Result<(), Error> {
+    /// returned only if it leased nothing. (By reference: a move would copy the whole.)
+    fn reached_caller(&mut self) -> Result<(), Error> {
         self.received.clear();
         match self.failed.take() {
             Some(error) if self.count == 0 => Err(error),
@@ -533,10 +546,19 @@ impl Leased<'_> {
 }
 
 impl Drop for Leased<'_> {
+    /// Inline, with the giving back out of line: nearly every receive reaches its caller, and
+    /// this runs on every receive, in memory too.
+    #[inline]
     fn drop(&mut self) {
-        if self.received.is_empty() && self.dead.is_empty() {
-            return;
+        if !(self.received.is_empty() && self.dead.is_empty()) {
+            self.give_back();
         }
+    }
+}
+
+impl Leased<'_> {
+    #[cold]
+    fn give_back(&mut self) {
         let queue = self.queue;
         {
             let now = queue.clock.now_nanos();
@@ -1217,12 +1239,11 @@ impl WorkQueue {
     /// stays unsettled and ends the batch; its error is returned only if the batch leased
     /// nothing, since what it leased must reach the caller.
     fn receive_into(&self, max: usize, mut deliver: impl FnMut(Delivery)) -> Result<(), Error> {
-        let mut leased = loop {
-            match self.lease(max, &mut deliver) {
-                Ok(leased) => break leased,
-                Err(abandoned_end) => self.release_abandoned(abandoned_end),
-            }
-        };
+        // Filled in place, not returned: it is large enough for the move to cost a copy.
+        let mut leased = Leased::new(self);
+        while let Err(abandoned_end) = self.lease(max, &mut deliver, &mut leased) {
+            self.release_abandoned(abandoned_end);
+        }
         if let Some(durable) = &self.durable {
             let synced = leased.dead_end.map(|end| durable.sync_dead_letters(end));
             let entries = self.settle_dead_letters(&mut leased, synced);
@@ -1248,15 +1269,12 @@ impl WorkQueue {
     /// durable: the caller does ([`Self::release_abandoned`]) and asks again. The end stays
     /// set until they are, so a receive dropped meanwhile (an async one) leaves them to the
     /// next.
-    fn lease(&self, max: usize, deliver: &mut impl FnMut(Delivery)) -> Result<Leased<'_>, u64> {
-        let mut leased = Leased {
-            queue: self,
-            received: Vec::new(),
-            dead: Vec::new(),
-            dead_end: None,
-            failed: None,
-            count: 0,
-        };
+    fn lease(
+        &self,
+        max: usize,
+        deliver: &mut impl FnMut(Delivery),
+        leased: &mut Leased<'_>,
+    ) -> Result<(), u64> {
         let mut state = self.state.lock();
         if let Some(end) = state.abandoned_end {
             return Err(end);
@@ -1266,7 +1284,7 @@ impl WorkQueue {
             // receive does before it sleeps) pays no clock reading, unless gauges need one.
             #[cfg(feature = "metrics")]
             self.metrics.gauges(&state.leases, self.clock.now_nanos());
-            return Ok(leased);
+            return Ok(());
         }
         let now = self.clock.now_nanos();
         let mut freed = 0;
@@ -1338,7 +1356,7 @@ impl WorkQueue {
         drop(state);
         // Each dead letter settled freed room for one sender.
         self.wake_senders(freed);
-        Ok(leased)
+        Ok(())
     }
 
     /// Settles the dead letters a durable receive wrote once `synced` (their fsync's outcome)

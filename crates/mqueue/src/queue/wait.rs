@@ -7,7 +7,7 @@ use std::time::Duration;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
-use super::{Delivery, Message, Sent, UnreleasedSend, WorkQueue, Written};
+use super::{Delivery, Leased, Message, Sent, UnreleasedSend, WorkQueue, Written};
 use crate::error::Error;
 
 /// The wake-ups of async waiters.
@@ -175,12 +175,10 @@ impl WorkQueue {
         max: usize,
         mut deliver: impl FnMut(Delivery),
     ) -> Result<(), Error> {
-        let mut leased = loop {
-            match self.lease(max, &mut deliver) {
-                Ok(leased) => break leased,
-                Err(abandoned_end) => self.release_abandoned_async(abandoned_end).await,
-            }
-        };
+        let mut leased = Leased::new(self);
+        while let Err(abandoned_end) = self.lease(max, &mut deliver, &mut leased) {
+            self.release_abandoned_async(abandoned_end).await;
+        }
         if let Some(durable) = &self.durable {
             let synced = match leased.dead_end {
                 Some(end) => Some(durable.sync_dead_letters_async(end).await),
