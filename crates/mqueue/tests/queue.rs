@@ -300,12 +300,12 @@ fn a_receive_whose_journal_write_failed_gives_its_message_back_at_once() {
     assert!(
         matches!(
             queue.ack(Receipt::new(0, 1)),
-            Err(Error::NotLeased {
+            Err(Error::UnknownDelivery {
                 offset: 0,
                 attempt: 1
             })
         ),
-        "the attempt the caller never got gave the message back"
+        "the delivery the caller never got is taken back, uncounted"
     );
 }
 

@@ -316,8 +316,8 @@ async fn a_durable_receives_dead_letter_fsync_leaves_the_runtime_thread_free() {
 }
 
 /// A receive future dropped while its journal fsync is held hands nothing out and holds
-/// nothing: its message is available again at once, as the next attempt, with no time
-/// passing on the queue's clock.
+/// nothing: its message is available again at once, with no time passing on the queue's
+/// clock, as the same attempt (the delivery its caller never got is not counted).
 #[tokio::test(flavor = "current_thread")]
 async fn a_receive_dropped_during_its_fsync_gives_its_message_back_at_once() {
     let disk = SimulatedStorage::new();
@@ -349,8 +349,55 @@ async fn a_receive_dropped_during_its_fsync_gives_its_message_back_at_once() {
         .expect("available again at once");
     assert_eq!(
         (again.offset(), again.attempt(), again.payload()),
-        (0, 2, &b"job"[..])
+        (0, 1, &b"job"[..])
     );
     queue.ack(&again).unwrap();
     assert_eq!(queue.stats().unsettled, 0);
+}
+
+/// A receive future dropped while its dead letter's fsync is held settles nothing: the message
+/// stays unsettled, and a later receive dead-letters it (writing it to the topic again) and
+/// goes on to the next message.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_during_its_dead_letter_fsync_leaves_the_message_to_a_later_one() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default().max_deliveries(1));
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+    let poison = queue.try_receive().unwrap().unwrap();
+    queue.nack(&poison, Duration::ZERO).unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    {
+        let mut receive = pin!(queue.receive_async());
+        assert!(
+            poll_once(receive.as_mut()).await.is_pending(),
+            "the receive waits for the dead letter's fsync"
+        );
+        let held = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+            .await
+            .unwrap();
+    }
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.unsettled, stats.in_flight, stats.dead_lettered),
+        (2, 0, 0),
+        "nothing settled, nothing held"
+    );
+    gate.set_closed(false);
+    let next = queue.try_receive().unwrap().expect("the next message");
+    assert_eq!(next.payload(), b"fine");
+    assert_eq!(queue.stats().dead_lettered, 1);
+    let dead: Vec<u64> = queue
+        .dead_letters(0, 10)
+        .unwrap()
+        .iter()
+        .map(|letter| letter.offset)
+        .collect();
+    assert_eq!(
+        dead,
+        [0, 0],
+        "written by the dropped receive and by the later one"
+    );
 }

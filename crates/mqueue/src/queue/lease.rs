@@ -429,6 +429,23 @@ impl Leases {
         self.let_go_of_payload(offset);
     }
 
+    /// Takes back the delivery `attempt` of `offset` whose receive never reached its caller:
+    /// the message is available again at once and the delivery is not counted, so the next
+    /// receive gets the same attempt number (no one holds a receipt for it). Does nothing if
+    /// the lease ran out and the message was received again since.
+    pub(crate) fn undeliver(&mut self, offset: u64, attempt: u32) {
+        let Some(slot) = self.slot_mut(offset) else {
+            return;
+        };
+        if !slot.state_is_leased_by(attempt) {
+            return;
+        }
+        slot.state = State::Ready;
+        slot.deliveries -= 1;
+        self.in_flight -= 1;
+        self.retry.push(Reverse(offset));
+    }
+
     /// Gives back a message handed out as [`Handout::DeadLetter`] whose write failed (or
     /// whose receive was dropped before settling it): a later receive hands it out to be
     /// dead-lettered again.
@@ -817,6 +834,22 @@ mod tests {
         leases.dead_lettered(0);
         assert_eq!((leases.unsettled(), leases.in_flight()), (0, 0));
         assert!(leases.receive(LEASE, LEASE).is_none());
+    }
+
+    /// A delivery taken back is not counted: the next receive hands out the same attempt.
+    #[test]
+    fn a_delivery_taken_back_is_not_counted() {
+        let mut leases = Leases::new(0, 1);
+        leases.push(Bytes::from_static(b"job"), 0, None, 0, None);
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(0));
+        leases.undeliver(0, 1);
+        assert_eq!((leases.unsettled(), leases.in_flight()), (1, 0));
+        let Some(Handout::Deliver { attempt: 1, .. }) = leases.receive(0, LEASE) else {
+            panic!("delivered again as attempt 1, not dead-lettered");
+        };
+        leases.settle(0, 1, Outcome::Acked).unwrap();
+        leases.undeliver(0, 1);
+        assert_eq!(leases.unsettled(), 0, "a settled message is not taken back");
     }
 
     #[test]

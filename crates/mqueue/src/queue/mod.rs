@@ -503,8 +503,8 @@ impl Drop for UnreleasedSend<'_> {
 ///
 /// Dropped before [`Leased::reached_caller`] (the journal write failed, or a
 /// `receive_async` future was dropped while it waited for an fsync), it gives every message
-/// back at once: its leases as a nack without delay would (the delivery counts towards
-/// `max_deliveries`, as a nack's does), its dead letters not yet settled to a later receive,
+/// back at once: its deliveries are taken back uncounted (the next receive gets the same
+/// attempt number: no one holds a receipt for it), its dead letters not yet settled to a later receive,
 /// which writes them again. No message stays held by a receive whose caller never got it.
 struct Leased<'q> {
     queue: &'q WorkQueue,
@@ -561,11 +561,9 @@ impl Leased<'_> {
     fn give_back(&mut self) {
         let queue = self.queue;
         {
-            let now = queue.clock.now_nanos();
             let mut state = queue.state.lock();
             for receipt in &self.received {
-                // Refused only if the lease ran out and someone received the message since.
-                let _ = state.leases.nack(receipt.offset, receipt.attempt, now, now);
+                state.leases.undeliver(receipt.offset, receipt.attempt);
             }
             for &offset in &self.dead {
                 state.leases.dead_letter_failed(offset);
@@ -1199,7 +1197,7 @@ impl WorkQueue {
     /// A durable queue's receive may wait for fsyncs: its journal record's, its dead letters'
     /// (one for all it met), and first, if a `send_async` future was dropped after its write,
     /// the one that makes that message durable and available. If the journal write fails,
-    /// the message it leased is available again at once.
+    /// the message it leased is available again at once, its delivery not counted.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
         let mut delivery = None;
         self.receive_into(1, |leased| delivery = Some(leased))?;

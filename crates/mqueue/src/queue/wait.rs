@@ -138,9 +138,9 @@ impl WorkQueue {
     /// worker thread; a journal compaction, once per `compact_after` records, and a segment
     /// roll's fsync still run on the task. A future dropped while it waits for one of them
     /// hands nothing out and holds nothing: the message it leased is available again at once,
-    /// as the next attempt (the dropped delivery counts towards `max_deliveries`, as a nack
-    /// does), and a dead letter it wrote but did not settle is written again by a later
-    /// receive.
+    /// as the same attempt (the delivery its caller never got does not count towards
+    /// `max_deliveries`), and a dead letter it wrote but did not settle is written again by a
+    /// later receive.
     pub async fn receive_async(&self) -> Result<Delivery, Error> {
         self.wait_async(|| async {
             let mut delivery = None;
