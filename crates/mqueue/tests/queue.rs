@@ -1504,3 +1504,61 @@ fn a_send_that_waited_for_room_dates_its_id_when_it_stores_the_message() {
         "durable: the retry was stored again"
     );
 }
+
+/// A delivery taken back (its receive's journal write failed) was never handed out: the
+/// counts of deliveries do not include it.
+#[test]
+fn a_delivery_taken_back_is_not_counted_as_delivered() {
+    let disk = SimulatedStorage::new();
+    let queue = WorkQueue::open_with(
+        Path::new("/queue"),
+        options().log_options(fast_log()),
+        ManualClock::new(),
+        disk.clone(),
+    )
+    .unwrap();
+    queue.send("job").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    queue.nack(&first, Duration::ZERO).unwrap();
+    disk.set_failing(true);
+    assert!(queue.try_receive().is_err());
+    disk.set_failing(false);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.delivered, stats.redelivered),
+        (1, 0),
+        "the delivery taken back was never handed out"
+    );
+    let again = queue.try_receive().unwrap().unwrap();
+    assert_eq!(again.attempt(), 2);
+    let stats = queue.stats();
+    assert_eq!((stats.delivered, stats.redelivered), (2, 1));
+}
+
+/// A receive that took over an expired lease and was then taken back leaves that lease as it
+/// was: its holder may still settle it, as it could before.
+#[test]
+fn a_delivery_taken_back_leaves_the_expired_lease_it_took_over_to_its_holder() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let queue = WorkQueue::open_with(
+        Path::new("/queue"),
+        options().log_options(fast_log()),
+        clock.clone(),
+        disk.clone(),
+    )
+    .unwrap();
+    queue.send("job").unwrap();
+    let slow = queue.try_receive().unwrap().unwrap();
+    clock.advance(LEASE + Duration::from_secs(1));
+    disk.set_failing(true);
+    assert!(queue.try_receive().is_err());
+    disk.set_failing(false);
+    assert_eq!(
+        queue.stats().in_flight,
+        1,
+        "the expired lease is still held"
+    );
+    queue.ack(&slow).unwrap();
+    assert_eq!(queue.stats().unsettled, 0);
+}

@@ -2,9 +2,11 @@
 //! under the queue's own name and never per message.
 #![cfg(all(feature = "metrics", not(infra_loom)))]
 
+use std::path::Path;
 use std::time::Duration;
 
 use infra_common::ManualClock;
+use infra_mqueue::log::{FsyncPolicy, LogOptions, SimulatedStorage};
 use infra_mqueue::queue::metrics::{
     DEAD_LETTERED_TOTAL, DUPLICATES_TOTAL, IN_FLIGHT, OLDEST_AGE_SECONDS, REDELIVERIES_TOTAL,
     REFUSED_TOTAL,
@@ -59,4 +61,51 @@ fn a_known_sequence_reports_exact_counts_under_the_queue_name() {
     assert_eq!(seen[IN_FLIGHT], 1.0);
     // "b" was sent at 0 s and is still unsettled at 13 s.
     assert_eq!(seen[OLDEST_AGE_SECONDS], 13.0);
+}
+
+/// A durable queue counts a redelivery once it reaches its caller: one taken back (its
+/// receive's journal write failed) was never made.
+#[test]
+fn a_redelivery_taken_back_is_not_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let disk = SimulatedStorage::new();
+    metrics::with_local_recorder(&recorder, || {
+        let log = LogOptions {
+            fsync: FsyncPolicy::Never,
+            ..LogOptions::default()
+        };
+        let options = QueueOptions::default()
+            .log_options(log)
+            .metrics_name("jobs");
+        let queue = WorkQueue::open_with(
+            Path::new("/queue"),
+            options,
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap();
+        queue.send("a").unwrap();
+        let first = queue.try_receive().unwrap().unwrap();
+        queue.nack(&first, Duration::ZERO).unwrap();
+        disk.set_failing(true);
+        assert!(queue.try_receive().is_err());
+        disk.set_failing(false);
+        let second = queue.try_receive().unwrap().unwrap();
+        assert_eq!(second.attempt(), 2);
+    });
+    let redeliveries =
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(count) if key.key().name() == REDELIVERIES_TOTAL => Some(count),
+                _ => None,
+            });
+    assert_eq!(
+        redeliveries,
+        Some(1),
+        "the redelivery taken back is not counted"
+    );
 }

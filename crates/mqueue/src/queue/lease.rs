@@ -69,6 +69,9 @@ pub(crate) enum Handout {
         offset: u64,
         attempt: u32,
         payload: Bytes,
+        /// The deadline of the expired lease this delivery took over, if it did: what
+        /// [`Leases::undeliver`] gives back to that lease's holder.
+        took_over: Option<u64>,
     },
     /// It reached `max_deliveries`: it must be written to the dead-letter topic, and then
     /// settled with [`Leases::dead_lettered`], or given back with
@@ -388,7 +391,11 @@ impl Leases {
         let max_deliveries = self.max_deliveries;
         let index = usize::try_from(offset - self.base).ok()?;
         let slot = self.slots.get_mut(index)?;
-        let was_leased = matches!(slot.state, State::Leased { .. });
+        let took_over = match slot.state {
+            State::Leased { deadline, .. } => Some(deadline),
+            _ => None,
+        };
+        let was_leased = took_over.is_some();
         if slot.deliveries >= max_deliveries {
             if was_leased {
                 // An expired lease: no longer held by its last attempt.
@@ -414,6 +421,7 @@ impl Leases {
             offset,
             attempt,
             payload,
+            took_over,
         })
     }
 
@@ -429,20 +437,34 @@ impl Leases {
         self.let_go_of_payload(offset);
     }
 
-    /// Takes back the delivery `attempt` of `offset` whose receive never reached its caller:
-    /// the message is available again at once and the delivery is not counted, so the next
-    /// receive gets the same attempt number (no one holds a receipt for it). Does nothing if
-    /// the lease ran out and the message was received again since.
-    pub(crate) fn undeliver(&mut self, offset: u64, attempt: u32) {
+    /// Takes back the delivery `attempt` of `offset` whose receive never reached its caller
+    /// (handed out with `took_over`): the message is available again at once and the
+    /// delivery is not counted, so the next receive gets the same attempt number (no one
+    /// holds a receipt for it). An expired lease it took over is its holder's again, who may
+    /// still settle it as before. Does nothing if the lease ran out and the message was
+    /// received again since.
+    pub(crate) fn undeliver(&mut self, offset: u64, attempt: u32, took_over: Option<u64>) {
         let Some(slot) = self.slot_mut(offset) else {
             return;
         };
         if !slot.state_is_leased_by(attempt) {
             return;
         }
-        slot.state = State::Ready;
         slot.deliveries -= 1;
-        self.in_flight -= 1;
+        match took_over {
+            // Still counted in flight: the delivery taking it over did not count itself.
+            Some(deadline) => {
+                slot.state = State::Leased {
+                    attempt: attempt - 1,
+                    deadline,
+                };
+            }
+            None => {
+                slot.state = State::Ready;
+                self.in_flight -= 1;
+            }
+        }
+        // Available either way: the lease given back had run out.
         self.retry.push(Reverse(offset));
     }
 
@@ -842,14 +864,37 @@ mod tests {
         let mut leases = Leases::new(0, 1);
         leases.push(Bytes::from_static(b"job"), 0, None, 0, None);
         assert_eq!(delivered(leases.receive(0, LEASE)), Some(0));
-        leases.undeliver(0, 1);
+        leases.undeliver(0, 1, None);
         assert_eq!((leases.unsettled(), leases.in_flight()), (1, 0));
         let Some(Handout::Deliver { attempt: 1, .. }) = leases.receive(0, LEASE) else {
             panic!("delivered again as attempt 1, not dead-lettered");
         };
         leases.settle(0, 1, Outcome::Acked).unwrap();
-        leases.undeliver(0, 1);
+        leases.undeliver(0, 1, None);
         assert_eq!(leases.unsettled(), 0, "a settled message is not taken back");
+    }
+
+    /// Taking back a delivery that took over an expired lease gives that lease back to its
+    /// holder, expired and still settleable, with the message available.
+    #[test]
+    fn a_delivery_taken_back_gives_the_expired_lease_it_took_over_back() {
+        let mut leases = Leases::new(0, 3);
+        leases.push(Bytes::from_static(b"job"), 0, None, 0, None);
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(0));
+        let Some(Handout::Deliver {
+            attempt: 2,
+            took_over: Some(LEASE),
+            ..
+        }) = leases.receive(LEASE, LEASE)
+        else {
+            panic!("attempt 2 takes over the lease that ended at LEASE");
+        };
+        leases.undeliver(0, 2, Some(LEASE));
+        assert_eq!((leases.unsettled(), leases.in_flight()), (1, 1));
+        assert!(leases.has_available(LEASE));
+        leases.settle(0, 1, Outcome::Acked).unwrap();
+        assert_eq!((leases.unsettled(), leases.in_flight()), (0, 0));
+        assert!(leases.receive(LEASE, LEASE).is_none());
     }
 
     #[test]

@@ -504,12 +504,15 @@ impl Drop for UnreleasedSend<'_> {
 /// Dropped before [`Leased::reached_caller`] (the journal write failed, or a
 /// `receive_async` future was dropped while it waited for an fsync), it gives every message
 /// back at once: its deliveries are taken back uncounted (the next receive gets the same
-/// attempt number: no one holds a receipt for it), its dead letters not yet settled to a later receive,
-/// which writes them again. No message stays held by a receive whose caller never got it.
+/// attempt number: no one holds a receipt for it; an expired lease one took over is its
+/// holder's again; `stats()` and the metrics do not count them as delivered), its dead
+/// letters not yet settled to a later receive, which writes them again. No message stays
+/// held by a receive whose caller never got it.
 struct Leased<'q> {
     queue: &'q WorkQueue,
-    /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for).
-    received: Vec<Receipt>,
+    /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for),
+    /// each with the deadline of the expired lease it took over, if it did.
+    received: Vec<(Receipt, Option<u64>)>,
     /// Dead letters written to a durable queue's dead-letter log, not yet settled.
     dead: Vec<u64>,
     /// The dead-letter log's end after them.
@@ -537,6 +540,12 @@ impl<'q> Leased<'q> {
     /// The batch reached its caller: it keeps its leases. The error that ended it early is
     /// returned only if it leased nothing. (By reference: a move would copy the whole.)
     fn reached_caller(&mut self) -> Result<(), Error> {
+        #[cfg(feature = "metrics")]
+        for (receipt, _) in &self.received {
+            if receipt.attempt > 1 {
+                self.queue.metrics.redelivered();
+            }
+        }
         self.received.clear();
         match self.failed.take() {
             Some(error) if self.count == 0 => Err(error),
@@ -562,8 +571,15 @@ impl Leased<'_> {
         let queue = self.queue;
         {
             let mut state = queue.state.lock();
-            for receipt in &self.received {
-                state.leases.undeliver(receipt.offset, receipt.attempt);
+            for &(receipt, took_over) in &self.received {
+                state
+                    .leases
+                    .undeliver(receipt.offset, receipt.attempt, took_over);
+                // Never handed out.
+                state.stats.delivered -= 1;
+                if receipt.attempt > 1 {
+                    state.stats.redelivered -= 1;
+                }
             }
             for &offset in &self.dead {
                 state.leases.dead_letter_failed(offset);
@@ -1300,16 +1316,22 @@ impl WorkQueue {
                     offset,
                     attempt,
                     payload,
+                    took_over,
                 }) => {
                     state.stats.delivered += 1;
                     if attempt > 1 {
                         state.stats.redelivered += 1;
+                        // A durable queue's delivery is counted once it reaches its caller
+                        // (`Leased::reached_caller`): a counter cannot take back one that
+                        // does not.
                         #[cfg(feature = "metrics")]
-                        self.metrics.redelivered();
+                        if self.durable.is_none() {
+                            self.metrics.redelivered();
+                        }
                     }
                     let receipt = Receipt { offset, attempt };
                     if self.durable.is_some() {
-                        leased.received.push(receipt);
+                        leased.received.push((receipt, took_over));
                     }
                     deliver(Delivery { receipt, payload });
                     leased.count += 1;
@@ -1398,9 +1420,15 @@ impl WorkQueue {
             .into_iter()
             .map(|offset| journal::Entry::DeadLettered { offset })
             .chain(
-                leased.received.iter().map(|&Receipt { offset, attempt }| {
-                    journal::Entry::Received { offset, attempt }
-                }),
+                leased
+                    .received
+                    .iter()
+                    .map(
+                        |&(Receipt { offset, attempt }, _)| journal::Entry::Received {
+                            offset,
+                            attempt,
+                        },
+                    ),
             )
             .collect()
     }

@@ -139,8 +139,9 @@ impl WorkQueue {
     /// roll's fsync still run on the task. A future dropped while it waits for one of them
     /// hands nothing out and holds nothing: the message it leased is available again at once,
     /// as the same attempt (the delivery its caller never got does not count towards
-    /// `max_deliveries`), and a dead letter it wrote but did not settle is written again by a
-    /// later receive.
+    /// `max_deliveries`, nor as delivered; an expired lease it took over is its holder's
+    /// again), and a dead letter it wrote but did not settle is written again by a later
+    /// receive.
     pub async fn receive_async(&self) -> Result<Delivery, Error> {
         self.wait_async(|| async {
             let mut delivery = None;
