@@ -1562,3 +1562,35 @@ fn a_delivery_taken_back_leaves_the_expired_lease_it_took_over_to_its_holder() {
     queue.ack(&slow).unwrap();
     assert_eq!(queue.stats().unsettled, 0);
 }
+
+/// A dead letter whose write failed leaves the expired lease it was to end as it was: its
+/// holder, who may have finished the job, may still ack it instead of seeing it dead-lettered.
+#[test]
+fn a_failed_dead_letter_leaves_the_expired_lease_to_its_holder() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let queue = WorkQueue::open_with(
+        Path::new("/queue"),
+        options().max_deliveries(1).log_options(fast_log()),
+        clock.clone(),
+        disk.clone(),
+    )
+    .unwrap();
+    queue.send("job").unwrap();
+    let slow = queue.try_receive().unwrap().unwrap();
+    clock.advance(LEASE + Duration::from_secs(1));
+    disk.set_failing(true);
+    assert!(
+        queue.try_receive().is_err(),
+        "the dead letter's write failed"
+    );
+    disk.set_failing(false);
+    assert_eq!(
+        queue.stats().in_flight,
+        1,
+        "the expired lease is still held"
+    );
+    queue.ack(&slow).unwrap();
+    assert_eq!(queue.stats().unsettled, 0);
+    assert!(queue.dead_letters(0, 10).unwrap().is_empty());
+}

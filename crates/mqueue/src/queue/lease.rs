@@ -81,6 +81,9 @@ pub(crate) enum Handout {
         offset: u64,
         deliveries: u32,
         payload: Bytes,
+        /// The deadline of the expired lease it ends, if it does: what
+        /// [`Leases::dead_letter_failed`] gives back to that lease's holder.
+        took_over: Option<u64>,
     },
 }
 
@@ -406,6 +409,7 @@ impl Leases {
                 offset,
                 deliveries: slot.deliveries,
                 payload: slot.payload.clone(),
+                took_over,
             });
         }
         slot.deliveries += 1;
@@ -468,15 +472,28 @@ impl Leases {
         self.retry.push(Reverse(offset));
     }
 
-    /// Gives back a message handed out as [`Handout::DeadLetter`] whose write failed (or
-    /// whose receive was dropped before settling it): a later receive hands it out to be
-    /// dead-lettered again.
-    pub(crate) fn dead_letter_failed(&mut self, offset: u64) {
-        if let Some(slot) = self.slot_mut(offset) {
-            debug_assert_eq!(slot.state, State::DeadLettering);
-            slot.state = State::Ready;
-            self.retry.push(Reverse(offset));
+    /// Gives back a message handed out as [`Handout::DeadLetter`] with `took_over` whose
+    /// write failed (or whose receive was dropped before settling it): a later receive hands
+    /// it out to be dead-lettered again, and until then an expired lease it was to end is its
+    /// holder's again, who may still settle it as before.
+    pub(crate) fn dead_letter_failed(&mut self, offset: u64, took_over: Option<u64>) {
+        let Some(slot) = self.slot_mut(offset) else {
+            return;
+        };
+        debug_assert_eq!(slot.state, State::DeadLettering);
+        match took_over {
+            Some(deadline) => {
+                slot.state = State::Leased {
+                    attempt: slot.deliveries,
+                    deadline,
+                };
+                // Let go of when it was handed out.
+                self.in_flight += 1;
+            }
+            None => slot.state = State::Ready,
         }
+        // Available either way: the lease given back had run out.
+        self.retry.push(Reverse(offset));
     }
 
     fn record_lease(&mut self, offset: u64, attempt: u32, deadline: u64) {
@@ -849,7 +866,7 @@ mod tests {
             Err(Error::NotLeased { .. })
         ));
         assert_eq!((leases.unsettled(), leases.in_flight()), (1, 0));
-        leases.dead_letter_failed(0);
+        leases.dead_letter_failed(0, None);
         let Some(Handout::DeadLetter { offset: 0, .. }) = leases.receive(LEASE, LEASE) else {
             panic!("a failed dead letter is handed out again");
         };

@@ -513,8 +513,9 @@ struct Leased<'q> {
     /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for),
     /// each with the deadline of the expired lease it took over, if it did.
     received: Vec<(Receipt, Option<u64>)>,
-    /// Dead letters written to a durable queue's dead-letter log, not yet settled.
-    dead: Vec<u64>,
+    /// Dead letters written to a durable queue's dead-letter log, not yet settled, each with
+    /// the deadline of the expired lease it ends, if it does.
+    dead: Vec<(u64, Option<u64>)>,
     /// The dead-letter log's end after them.
     dead_end: Option<u64>,
     /// The error that ended the batch early: a dead letter's failed write or fsync.
@@ -581,8 +582,8 @@ impl Leased<'_> {
                     state.stats.redelivered -= 1;
                 }
             }
-            for &offset in &self.dead {
-                state.leases.dead_letter_failed(offset);
+            for &(offset, took_over) in &self.dead {
+                state.leases.dead_letter_failed(offset, took_over);
             }
         }
         queue.wake_receivers(self.received.len() + self.dead.len());
@@ -1340,6 +1341,7 @@ impl WorkQueue {
                     offset,
                     deliveries,
                     payload,
+                    took_over,
                 }) => {
                     let Some(durable) = &self.durable else {
                         self.keep_dead_letter(&mut state, offset, deliveries, payload);
@@ -1356,14 +1358,14 @@ impl WorkQueue {
                     // the fsync brings it back to be dead-lettered again.
                     match durable.write_dead_letter(offset, deliveries, &payload) {
                         Ok(end) => {
-                            leased.dead.push(offset);
+                            leased.dead.push((offset, took_over));
                             leased.dead_end = Some(end);
                         }
                         Err(error) => {
                             // Not settled: a later receive dead-letters it. The batch ends
                             // with what it leased, which goes to the caller; the error does
                             // if there is none.
-                            state.leases.dead_letter_failed(offset);
+                            state.leases.dead_letter_failed(offset, took_over);
                             leased.failed = Some(error);
                             break;
                         }
@@ -1394,8 +1396,8 @@ impl WorkQueue {
             None | Some(Ok(())) => dead,
             Some(Err(error)) => {
                 let mut state = self.state.lock();
-                for &offset in &dead {
-                    state.leases.dead_letter_failed(offset);
+                for &(offset, took_over) in &dead {
+                    state.leases.dead_letter_failed(offset, took_over);
                 }
                 drop(state);
                 self.wake_receivers(dead.len());
@@ -1405,7 +1407,7 @@ impl WorkQueue {
         };
         if !settled.is_empty() {
             let mut state = self.state.lock();
-            for &offset in &settled {
+            for &(offset, _) in &settled {
                 state.leases.dead_lettered(offset);
                 state.stats.dead_lettered += 1;
                 #[cfg(feature = "metrics")]
@@ -1418,7 +1420,7 @@ impl WorkQueue {
         }
         settled
             .into_iter()
-            .map(|offset| journal::Entry::DeadLettered { offset })
+            .map(|(offset, _)| journal::Entry::DeadLettered { offset })
             .chain(
                 leased
                     .received
