@@ -47,6 +47,17 @@ fn durable(dir: &std::path::Path, options: QueueOptions, clock: &ManualClock) ->
     WorkQueue::open_with_clock(dir, options.log_options(fast_log()), clock.clone()).unwrap()
 }
 
+/// A durable queue at `/queue` on `disk`, a simulated disk a test can make fail, with the
+/// log's fsyncs off (`options`' log options are replaced).
+fn on_simulated_disk(
+    options: QueueOptions,
+    clock: &ManualClock,
+    disk: &SimulatedStorage,
+) -> WorkQueue {
+    let options = options.log_options(fast_log());
+    WorkQueue::open_with(Path::new("/queue"), options, clock.clone(), disk.clone()).unwrap()
+}
+
 fn payloads(queue: &WorkQueue) -> Vec<Vec<u8>> {
     let mut seen = Vec::new();
     while let Some(delivery) = queue.try_receive().unwrap() {
@@ -231,14 +242,8 @@ fn a_message_is_dead_lettered_after_max_deliveries_and_never_delivered_again() {
 #[test]
 fn a_dead_letter_whose_write_failed_is_dead_lettered_by_a_later_receive() {
     let disk = SimulatedStorage::new();
-    let clock = ManualClock::new();
-    let options = options()
-        .max_deliveries(1)
-        .capacity(2)
-        .log_options(fast_log());
-    let queue = Arc::new(
-        WorkQueue::open_with(Path::new("/queue"), options, clock.clone(), disk.clone()).unwrap(),
-    );
+    let options = options().max_deliveries(1).capacity(2);
+    let queue = Arc::new(on_simulated_disk(options, &ManualClock::new(), &disk));
     queue.send("poison").unwrap();
     queue.send("fine").unwrap();
     let first = queue.try_receive().unwrap().unwrap();
@@ -276,14 +281,7 @@ fn a_dead_letter_whose_write_failed_is_dead_lettered_by_a_later_receive() {
 #[test]
 fn a_receive_whose_journal_write_failed_gives_its_message_back_at_once() {
     let disk = SimulatedStorage::new();
-    let options = options().log_options(fast_log());
-    let queue = WorkQueue::open_with(
-        Path::new("/queue"),
-        options,
-        ManualClock::new(),
-        disk.clone(),
-    )
-    .unwrap();
+    let queue = on_simulated_disk(options(), &ManualClock::new(), &disk);
     queue.send("job").unwrap();
     disk.set_failing(true);
     assert!(
@@ -1510,13 +1508,7 @@ fn a_send_that_waited_for_room_dates_its_id_when_it_stores_the_message() {
 #[test]
 fn a_delivery_taken_back_is_not_counted_as_delivered() {
     let disk = SimulatedStorage::new();
-    let queue = WorkQueue::open_with(
-        Path::new("/queue"),
-        options().log_options(fast_log()),
-        ManualClock::new(),
-        disk.clone(),
-    )
-    .unwrap();
+    let queue = on_simulated_disk(options(), &ManualClock::new(), &disk);
     queue.send("job").unwrap();
     let first = queue.try_receive().unwrap().unwrap();
     queue.nack(&first, Duration::ZERO).unwrap();
@@ -1541,13 +1533,7 @@ fn a_delivery_taken_back_is_not_counted_as_delivered() {
 fn a_delivery_taken_back_leaves_the_expired_lease_it_took_over_to_its_holder() {
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let queue = WorkQueue::open_with(
-        Path::new("/queue"),
-        options().log_options(fast_log()),
-        clock.clone(),
-        disk.clone(),
-    )
-    .unwrap();
+    let queue = on_simulated_disk(options(), &clock, &disk);
     queue.send("job").unwrap();
     let slow = queue.try_receive().unwrap().unwrap();
     clock.advance(LEASE + Duration::from_secs(1));
@@ -1569,13 +1555,7 @@ fn a_delivery_taken_back_leaves_the_expired_lease_it_took_over_to_its_holder() {
 fn a_failed_dead_letter_leaves_the_expired_lease_to_its_holder() {
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let queue = WorkQueue::open_with(
-        Path::new("/queue"),
-        options().max_deliveries(1).log_options(fast_log()),
-        clock.clone(),
-        disk.clone(),
-    )
-    .unwrap();
+    let queue = on_simulated_disk(options().max_deliveries(1), &clock, &disk);
     queue.send("job").unwrap();
     let slow = queue.try_receive().unwrap().unwrap();
     clock.advance(LEASE + Duration::from_secs(1));

@@ -315,6 +315,21 @@ async fn a_durable_receives_dead_letter_fsync_leaves_the_runtime_thread_free() {
     assert_eq!(queue.stats().dead_lettered, 1);
 }
 
+/// Polls a receive with the file syncs held at `gate` until its first fsync (`waits_for`)
+/// arrives there, then drops it, the gate still closed.
+async fn drop_a_receive_at_its_held_fsync(queue: &WorkQueue, gate: &Arc<Gate>, waits_for: &str) {
+    gate.set_closed(true);
+    let mut receive = pin!(queue.receive_async());
+    assert!(
+        poll_once(receive.as_mut()).await.is_pending(),
+        "the receive waits for {waits_for}"
+    );
+    let held = Arc::clone(gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+}
+
 /// A receive future dropped while its journal fsync is held hands nothing out and holds
 /// nothing: its message is available again at once, with no time passing on the queue's
 /// clock, as the same attempt (the delivery its caller never got is not counted).
@@ -324,18 +339,7 @@ async fn a_receive_dropped_during_its_fsync_gives_its_message_back_at_once() {
     let (queue, gate) = open_gated(&disk, QueueOptions::default());
     queue.send("job").unwrap();
     gate.reset();
-    gate.set_closed(true);
-    {
-        let mut receive = pin!(queue.receive_async());
-        assert!(
-            poll_once(receive.as_mut()).await.is_pending(),
-            "the receive waits for its journal fsync"
-        );
-        let held = Arc::clone(&gate);
-        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-            .await
-            .unwrap();
-    }
+    drop_a_receive_at_its_held_fsync(&queue, &gate, "its journal fsync").await;
     let stats = queue.stats();
     assert_eq!(
         (stats.in_flight, stats.unsettled),
@@ -367,18 +371,7 @@ async fn a_receive_dropped_during_its_dead_letter_fsync_leaves_the_message_to_a_
     let poison = queue.try_receive().unwrap().unwrap();
     queue.nack(&poison, Duration::ZERO).unwrap();
     gate.reset();
-    gate.set_closed(true);
-    {
-        let mut receive = pin!(queue.receive_async());
-        assert!(
-            poll_once(receive.as_mut()).await.is_pending(),
-            "the receive waits for the dead letter's fsync"
-        );
-        let held = Arc::clone(&gate);
-        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-            .await
-            .unwrap();
-    }
+    drop_a_receive_at_its_held_fsync(&queue, &gate, "the dead letter's fsync").await;
     let stats = queue.stats();
     assert_eq!(
         (stats.unsettled, stats.in_flight, stats.dead_lettered),
