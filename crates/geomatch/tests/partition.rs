@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use h3o::{LatLng, Resolution};
-use infra_common::ManualClock;
+use infra_common::{Clock, ManualClock};
 use infra_geomatch::{
     Config, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Index, MAX_K,
     MAX_PARTITIONS_ASKED, Partitioner, Point, VehicleClass, Version,
@@ -26,6 +26,29 @@ fn partitioner(resolution: Resolution, nodes: u32) -> Partitioner<u32, Rendezvou
         placement.add(node, 1).unwrap();
     }
     Partitioner::new(resolution, placement)
+}
+
+/// The ids of the drivers within `radius` of `rider` that the nodes the partitioner names
+/// answer, in id order: what a matcher near a partition edge sees.
+fn found_by_asking<C: Clock>(
+    partitioner: &Partitioner<u32, Rendezvous>,
+    nodes: &[Index<C>],
+    rider: Point,
+    radius: f64,
+) -> Vec<u64> {
+    let mut found: Vec<u64> = partitioner
+        .nodes_to_ask(rider, radius)
+        .unwrap()
+        .into_iter()
+        .flat_map(|n| {
+            nodes[*n as usize]
+                .within(rider, radius, MAX_K, &Filter::any())
+                .unwrap()
+        })
+        .map(|c| c.driver.0)
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 fn wrap(lat: f64, lng: f64) -> Point {
@@ -186,18 +209,7 @@ fn drivers_crossing_partitions_are_handed_off() {
             // A rider among the drivers asks every node the partitioner names.
             let rider = positions[17];
             let radius = 5_000.0;
-            let mut found: Vec<u64> = partitioner
-                .nodes_to_ask(rider, radius)
-                .unwrap()
-                .into_iter()
-                .flat_map(|n| {
-                    nodes[*n as usize]
-                        .within(rider, radius, MAX_K, &Filter::any())
-                        .unwrap()
-                })
-                .map(|c| c.driver.0)
-                .collect();
-            found.sort_unstable();
+            let found = found_by_asking(&partitioner, &nodes, rider, radius);
             let expected: Vec<u64> = (0..drivers)
                 .filter(|&d| d % 5 != 0 && haversine_m(rider, positions[d as usize]) <= radius)
                 .collect();
@@ -274,18 +286,7 @@ fn a_membership_change_rehomes_the_drivers_of_moved_partitions() {
     }
     let rider = position(55);
     let radius = 20_000.0;
-    let mut found: Vec<u64> = partitioner
-        .nodes_to_ask(rider, radius)
-        .unwrap()
-        .into_iter()
-        .flat_map(|n| {
-            nodes[*n as usize]
-                .within(rider, radius, MAX_K, &Filter::any())
-                .unwrap()
-        })
-        .map(|c| c.driver.0)
-        .collect();
-    found.sort_unstable();
+    let found = found_by_asking(&partitioner, &nodes, rider, radius);
     let expected: Vec<u64> = (0..drivers)
         .filter(|&d| d % 5 != 0 && haversine_m(rider, position(d)) <= radius)
         .collect();
