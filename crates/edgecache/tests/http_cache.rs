@@ -1486,3 +1486,56 @@ async fn a_host_field_naming_another_host_than_the_target_is_not_cached() {
         "the same host, written otherwise"
     );
 }
+
+/// A revalidation the origin answers with a representation the cache may not store (here
+/// `no-store`, as a 200, a 404 or a 304) replaces the stored one for good: the older one is
+/// dropped, so neither a client's `max-stale` nor a later origin failure within its
+/// `stale-if-error` brings back what the origin has since replaced or withdrawn (RFC 9111
+/// §4.3.3, §4.3.4; §4: a cache uses the most recent response).
+#[tokio::test]
+async fn a_revalidation_answered_with_an_unstored_response_drops_the_stale_one() {
+    for (code, fields, body) in [
+        (200, &[("cache-control", "no-store")][..], "v2"),
+        (404, &[("cache-control", "no-store")][..], "gone"),
+        (
+            304,
+            &[("cache-control", "no-store"), ("etag", "\"v1\"")][..],
+            "",
+        ),
+    ] {
+        let clock = ManualClock::new();
+        let origin = TestOrigin::new(|_| {
+            Reply::Response(response(
+                &[
+                    ("cache-control", "max-age=10, stale-if-error=600"),
+                    ("etag", "\"v1\""),
+                ],
+                "v1",
+            ))
+        });
+        let cache = cache(origin, &clock);
+        assert_eq!(fetch(&cache, "http://a.test/r").await.0, CacheStatus::Miss);
+        clock.advance(Duration::from_secs(11));
+
+        cache
+            .origin()
+            .set_script(move |_| Reply::Response(status(code, fields, body)));
+        let revalidated = cache.serve(get("http://a.test/r", &[])).await.unwrap();
+        assert_eq!(
+            revalidated.status().as_u16(),
+            if code == 304 { 200 } else { code }
+        );
+
+        cache.origin().set_script(|_| Reply::Fail);
+        let calls = cache.origin().calls();
+        let after = cache
+            .serve(get("http://a.test/r", &[("cache-control", "max-stale")]))
+            .await;
+        assert!(
+            after.is_err(),
+            "after a {code} with no-store the replaced v1 is served: {:?}",
+            after.map(http::Response::into_body)
+        );
+        assert_eq!(cache.origin().calls(), calls + 1, "the origin is asked");
+    }
+}

@@ -1028,6 +1028,8 @@ impl<O: Origin> Inner<O> {
             parts.headers.remove(name);
         }
         let unconditional = Request::from_parts(parts.clone(), body.clone());
+        // The stored response this fetch revalidates, whatever the origin's answer.
+        let revalidated = stale.clone();
         let mut stale = stale;
         if let Some(stale) = &stale {
             for (name, value) in &conditional_headers(&stale.headers) {
@@ -1102,6 +1104,12 @@ impl<O: Origin> Inner<O> {
                 Ok(this.absorb(&context, response, stale.as_deref()))
             }
         };
+        if let (Some(old), Ok(answer)) = (&revalidated, &result)
+            && !answer.kept
+            && !is_error_status(answer.stored.status)
+        {
+            this.drop_superseded(&key, old, generation);
+        }
         leader.complete(result);
     }
 
@@ -1329,6 +1337,37 @@ impl<O: Origin> Inner<O> {
             .unwrap_or(ttl);
         self.store
             .insert_with_ttl_evicting(key.clone(), Arc::new(Variants { list }), ttl)
+    }
+
+    /// Removes `old` from the variants stored for `key`: the origin answered its revalidation
+    /// with a representation this cache did not store (`no-store`, `private`, too large...),
+    /// so `old` is outdated and must not come back through `max-stale` or `stale-if-error`
+    /// (RFC 9111 §4.3.3, §4.3.4). Under the URL log's lock, as every store of a variant is.
+    fn drop_superseded(&self, key: &PrimaryKey, old: &Arc<Stored>, generation: u64) {
+        self.purges.store_url(key.target(), generation, |_| {
+            let Some(variants) = self.store.peek(key) else {
+                return;
+            };
+            if !variants.list.iter().any(|stored| Arc::ptr_eq(stored, old)) {
+                return;
+            }
+            let list: Vec<Arc<Stored>> = variants
+                .list
+                .iter()
+                .filter(|stored| !Arc::ptr_eq(stored, old))
+                .cloned()
+                .collect();
+            let ttl = list.iter().map(|variant| self.keep_for(variant)).max();
+            match ttl {
+                Some(ttl) if !ttl.is_zero() => {
+                    self.store
+                        .insert_with_ttl(key.clone(), Arc::new(Variants { list }), ttl);
+                }
+                _ => {
+                    self.store.remove(key);
+                }
+            }
+        });
     }
 
     /// The shared tier's record of `key`, if it is for this request's variant, not purged
