@@ -1539,3 +1539,34 @@ async fn a_revalidation_answered_with_an_unstored_response_drops_the_stale_one()
         assert_eq!(cache.origin().calls(), calls + 1, "the origin is asked");
     }
 }
+
+#[tokio::test]
+async fn a_head_answer_without_validators_does_not_freshen_a_get_that_has_them() {
+    // RFC 9111 §4.3.5 selects the stored responses a HEAD answer updates as §4.3.4 does: one
+    // without any validator selects only a stored response without one. A stored GET with an
+    // entity tag is not shown to be current by a HEAD answer that has none; it stays stale.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    clock.advance(Duration::from_secs(70));
+    cache.origin().set_script(|request| {
+        let body = if request.method() == http::Method::HEAD {
+            ""
+        } else {
+            "new body"
+        };
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("x-method", "HEAD")],
+            body,
+        ))
+    });
+    cache.serve(head("http://a.test/page")).await.unwrap();
+
+    let response = cache.serve(get("http://a.test/page", &[])).await.unwrap();
+    assert_eq!(
+        response.body(),
+        "new body",
+        "the GET stored with \"v1\" was freshened by a HEAD answer without validators"
+    );
+    assert_eq!(cache.origin().calls(), 3);
+}

@@ -1506,12 +1506,18 @@ fn date_if_undated(headers: &mut HeaderMap, arrived: SystemTime) {
 }
 
 /// Whether a stored response and a HEAD answer describe the same representation (§4.3.5):
-/// every validator and `Content-Length` the HEAD answer has, the stored response has alike.
+/// every validator and `Content-Length` the HEAD answer has, the stored response has alike;
+/// and a HEAD answer without validators matches only a stored response without them, as
+/// §4.3.4 selects (it shows nothing about a representation that has some).
 fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
-    [ETAG, LAST_MODIFIED, CONTENT_LENGTH].iter().all(|name| {
-        head.get(name)
-            .is_none_or(|value| stored.get(name) == Some(value))
-    })
+    let validators = [ETAG, LAST_MODIFIED];
+    let head_has_validators = validators.iter().any(|name| head.contains_key(name));
+    let stored_has_validators = validators.iter().any(|name| stored.contains_key(name));
+    (head_has_validators || !stored_has_validators)
+        && [ETAG, LAST_MODIFIED, CONTENT_LENGTH].iter().all(|name| {
+            head.get(name)
+                .is_none_or(|value| stored.get(name) == Some(value))
+        })
 }
 
 /// Whether the request carries `If-Match` or `If-Unmodified-Since`: preconditions on the
