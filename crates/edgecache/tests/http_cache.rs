@@ -1570,3 +1570,41 @@ async fn a_head_answer_without_validators_does_not_freshen_a_get_that_has_them()
     );
     assert_eq!(cache.origin().calls(), 3);
 }
+
+#[tokio::test]
+async fn a_request_that_forbids_storing_does_not_drop_the_stored_response() {
+    // The request's `no-store` (or `Authorization`) keeps its own answer out of storage, not
+    // the stored response other clients are served: a client cannot evict it, nor its
+    // stand-in for a failing origin.
+    for request_field in [("cache-control", "no-store"), ("authorization", "Bearer x")] {
+        let clock = ManualClock::new();
+        let origin = TestOrigin::new(|_| {
+            Reply::Response(response(
+                &[
+                    ("cache-control", "max-age=10, stale-if-error=600"),
+                    ("etag", "\"v1\""),
+                ],
+                "v1",
+            ))
+        });
+        let cache = cache(origin, &clock);
+        fetch(&cache, "http://a.test/r").await;
+        clock.advance(Duration::from_secs(11));
+        cache
+            .origin()
+            .set_script(|_| Reply::Response(status(304, &[("etag", "\"v1\"")], "")));
+        assert_eq!(
+            fetch_with(&cache, "http://a.test/r", &[request_field])
+                .await
+                .1,
+            "v1",
+            "validated by a 304"
+        );
+        cache.origin().set_script(|_| Reply::Fail);
+        assert_eq!(
+            fetch(&cache, "http://a.test/r").await,
+            (CacheStatus::Stale, "v1".into()),
+            "after a request with {request_field:?}"
+        );
+    }
+}

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, PRAGMA, PROXY_AUTHENTICATE, RANGE,
-    SET_COOKIE,
+    AGE, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, PRAGMA,
+    PROXY_AUTHENTICATE, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use infra_common::sync::Arc;
@@ -1104,7 +1104,12 @@ impl<O: Origin> Inner<O> {
                 Ok(this.absorb(&context, response, stale.as_deref()))
             }
         };
+        // Only the response's own say: a request with `no-store` or `Authorization` would have
+        // any client able to evict what others are served (and its stand-in for errors).
+        let request_may_store = !client_headers.contains_key(AUTHORIZATION)
+            && !request_directives(&client_headers).no_store();
         if let (Some(old), Ok(answer)) = (&revalidated, &result)
+            && request_may_store
             && !answer.kept
             && !is_error_status(answer.stored.status)
         {
