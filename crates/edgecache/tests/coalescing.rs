@@ -546,3 +546,40 @@ async fn a_cancelled_request_does_not_cancel_the_fetch_others_wait_for() {
 async fn fetch_status(cache: &HttpCache<TestOrigin>, url: &str) -> CacheStatus {
     cache_status(&cache.serve(get(url, &[])).await.unwrap())
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_for_another_variant_share_one_fetch_of_theirs_and_store_it() {
+    // A cold stampede on a URL that varies: the waiters whose `Vary` fields the first answer
+    // does not match coalesce again, behind one fetch of their own variant, which is stored,
+    // rather than each asking the origin outside the cache.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let encoding = request.headers()["accept-encoding"].to_str().unwrap();
+        Reply::Response(response(
+            &[("cache-control", "max-age=60"), ("vary", "accept-encoding")],
+            encoding,
+        ))
+    });
+    origin.set_open(false);
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for encoding in ["gzip", "br", "br", "br", "br", "br"] {
+        let cache = cache.clone();
+        tasks.spawn(async move {
+            let request = get("http://example.com/v", &[("accept-encoding", encoding)]);
+            (encoding, cache.serve(request).await.unwrap().into_body())
+        });
+        settle().await;
+    }
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        let (encoding, body) = result.unwrap();
+        assert_eq!(body, encoding);
+    }
+    assert_eq!(cache.origin().calls(), 2, "one fetch per variant");
+    let again = cache
+        .serve(get("http://example.com/v", &[("accept-encoding", "br")]))
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&again), CacheStatus::Hit);
+}

@@ -494,6 +494,17 @@ impl<O: Origin> HttpCache<O> {
 
     /// [`serve`](Self::serve)'s answer, with its `Cache-Status` member in its extensions.
     async fn answer(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        self.answer_round(request, true).await
+    }
+
+    /// [`answer`](Self::answer), once through the cache; with `first`, a request that waited
+    /// on a fetch whose stored response is another variant than its own goes through once
+    /// more (uncounted), to coalesce behind one fetch of its variant.
+    async fn answer_round(
+        &self,
+        request: Request<Bytes>,
+        first: bool,
+    ) -> Result<Response<Bytes>, Error> {
         let inner = &self.inner;
         let (parts, body) = request.into_parts();
         let key = PrimaryKey::new(&parts.method, &parts.uri, &parts.headers);
@@ -535,7 +546,7 @@ impl<O: Origin> HttpCache<O> {
                 Err(reason) => get_unused = reason,
             }
         }
-        let looked_up = inner.lookup(&key, &parts.headers, &request_cc, true);
+        let looked_up = inner.lookup(&key, &parts.headers, &request_cc, first);
         let forward = match &looked_up {
             Ok(candidate) => candidate.forward,
             // Nothing under the HEAD's own key: the stored GET's reason, if there is one, says
@@ -741,6 +752,14 @@ impl<O: Origin> HttpCache<O> {
                 let mut response = fetched_miss(&fetched, forwarded);
                 withhold_no_cache_fields(response.headers_mut(), &fetched);
                 Ok(response)
+            }
+            // A variant stored for other values of its `Vary` fields: the waiters for this
+            // one join (or lead) a fetch of it, stored for them all, rather than each asking
+            // the origin outside the cache.
+            Ok(Fetch {
+                stored: fetched, ..
+            }) if first && !initiator && fetched.shareable => {
+                Box::pin(self.answer_round(Request::from_parts(parts, body), false)).await
             }
             // Another request's response that this one may not reuse: fetch for itself.
             Ok(_) => {
