@@ -1608,3 +1608,25 @@ async fn a_request_that_forbids_storing_does_not_drop_the_stored_response() {
         );
     }
 }
+
+#[tokio::test]
+async fn only_if_cached_never_reaches_the_origin_through_a_bypass() {
+    // RFC 9111 §5.2.1.7: with `only-if-cached` the cache answers from storage or with 504,
+    // never by asking the origin; that holds for the requests it does not cache (`Range`,
+    // `If-Match`) too.
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    for field in [("range", "bytes=0-0"), ("if-match", "\"a\"")] {
+        let response = cache
+            .serve(get(
+                "http://a.test/oic",
+                &[("cache-control", "only-if-cached"), field],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 504, "{field:?}");
+    }
+    assert_eq!(cache.origin().calls(), 0);
+}

@@ -530,6 +530,11 @@ impl<O: Origin> HttpCache<O> {
             || request_cc.unreadable()
             || !host_is_keyable(&parts.uri, &parts.headers)
         {
+            // §5.2.1.7: a request the cache does not answer from storage still must not reach
+            // the origin when the client says `only-if-cached`.
+            if request_cc.only_if_cached() && !request_cc.unreadable() {
+                return Ok(gateway_timeout());
+            }
             return inner
                 .pass(
                     Request::from_parts(parts, body),
