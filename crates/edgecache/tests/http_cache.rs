@@ -1630,3 +1630,32 @@ async fn only_if_cached_never_reaches_the_origin_through_a_bypass() {
     }
     assert_eq!(cache.origin().calls(), 0);
 }
+
+#[tokio::test]
+async fn if_modified_since_is_evaluated_against_the_date_without_last_modified() {
+    // RFC 9111 §4.3.2: without `Last-Modified` in the stored response, the cache evaluates a
+    // client's `If-Modified-Since` against its `Date` (or when it was received).
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ],
+            "body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/d").await;
+    let since = |date: &'static str| get("http://a.test/d", &[("if-modified-since", date)]);
+    let later = cache
+        .serve(since("Tue, 02 Jan 2024 00:00:00 GMT"))
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 304);
+    let earlier = cache
+        .serve(since("Sun, 31 Dec 2023 00:00:00 GMT"))
+        .await
+        .unwrap();
+    assert_eq!(earlier.status(), 200);
+}

@@ -2,8 +2,8 @@
 //! Modified` merged into the stored response (§3.2, §4.3.4).
 
 use http::header::{
-    AGE, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, LAST_MODIFIED, TRANSFER_ENCODING,
+    AGE, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -121,7 +121,8 @@ pub fn without_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
 /// Whether a client's own conditional request is satisfied by a stored response, so the cache
 /// answers `304` (RFC 9110 §13.1.2, §13.1.3, evaluated as §13.2.2 orders them): an
 /// `If-None-Match` listing `*` or the response's entity tag (weak comparison); without
-/// `If-None-Match`, an `If-Modified-Since` no earlier than the response's `Last-Modified`.
+/// `If-None-Match`, an `If-Modified-Since` no earlier than the response's `Last-Modified`, or
+/// its `Date` when it has no `Last-Modified` (RFC 9111 §4.3.2).
 pub fn client_not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     if request.contains_key(IF_NONE_MATCH) {
         let Some(tag) = stored.get(ETAG) else {
@@ -139,10 +140,12 @@ pub fn client_not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
                 member == b"*" || weak_eq(member, tag.as_bytes())
             });
     }
-    match (
-        header_date(request, &IF_MODIFIED_SINCE),
-        header_date(stored, &LAST_MODIFIED),
-    ) {
+    let modified = if stored.contains_key(LAST_MODIFIED) {
+        header_date(stored, &LAST_MODIFIED)
+    } else {
+        header_date(stored, &DATE)
+    };
+    match (header_date(request, &IF_MODIFIED_SINCE), modified) {
         (Some(since), Some(modified)) => modified <= since,
         _ => false,
     }
