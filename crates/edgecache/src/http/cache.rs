@@ -484,7 +484,7 @@ impl<O: Origin> HttpCache<O> {
     ///
     /// [`Error`] when the origin fails or times out and no stored response may stand in.
     pub async fn serve(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
-        let mut response = self.answer(request).await?;
+        let mut response = self.answer(request, true).await?;
         let member = response.extensions_mut().remove::<Member>();
         if let (Some(member), Some(name)) = (member, &self.inner.cache_status_name) {
             member.append_to(response.headers_mut(), name);
@@ -493,18 +493,10 @@ impl<O: Origin> HttpCache<O> {
     }
 
     /// [`serve`](Self::serve)'s answer, with its `Cache-Status` member in its extensions.
-    async fn answer(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Error> {
-        self.answer_round(request, true).await
-    }
-
-    /// [`answer`](Self::answer), once through the cache; with `first`, a request that waited
-    /// on a fetch whose stored response is another variant than its own goes through once
-    /// more (uncounted), to coalesce behind one fetch of its variant.
-    async fn answer_round(
-        &self,
-        request: Request<Bytes>,
-        first: bool,
-    ) -> Result<Response<Bytes>, Error> {
+    /// `first` for the request's first round through the cache: a request that waited on a
+    /// fetch whose stored response is another variant than its own goes through once more
+    /// (uncounted), to coalesce behind one fetch of its variant.
+    async fn answer(&self, request: Request<Bytes>, first: bool) -> Result<Response<Bytes>, Error> {
         let inner = &self.inner;
         let (parts, body) = request.into_parts();
         let key = PrimaryKey::new(&parts.method, &parts.uri, &parts.headers);
@@ -764,7 +756,7 @@ impl<O: Origin> HttpCache<O> {
             Ok(Fetch {
                 stored: fetched, ..
             }) if first && !initiator && fetched.shareable => {
-                Box::pin(self.answer_round(Request::from_parts(parts, body), false)).await
+                Box::pin(self.answer(Request::from_parts(parts, body), false)).await
             }
             // Another request's response that this one may not reuse: fetch for itself.
             Ok(_) => {

@@ -140,15 +140,16 @@ pub fn client_not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
                 member == b"*" || weak_eq(member, tag.as_bytes())
             });
     }
+    // The request's field first: most requests have none, and then no stored date is parsed.
+    let Some(since) = header_date(request, &IF_MODIFIED_SINCE) else {
+        return false;
+    };
     let modified = if stored.contains_key(LAST_MODIFIED) {
         header_date(stored, &LAST_MODIFIED)
     } else {
         header_date(stored, &DATE)
     };
-    match (header_date(request, &IF_MODIFIED_SINCE), modified) {
-        (Some(since), Some(modified)) => modified <= since,
-        _ => false,
-    }
+    modified.is_some_and(|modified| modified <= since)
 }
 
 /// The members of an entity-tag list, split at the commas outside quotes: `etagc` includes
