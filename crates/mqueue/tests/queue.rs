@@ -1531,14 +1531,23 @@ fn a_delivery_taken_back_is_not_counted_as_delivered() {
 /// was: its holder may still settle it, as it could before.
 #[test]
 fn a_delivery_taken_back_leaves_the_expired_lease_it_took_over_to_its_holder() {
+    a_failed_receive_after_a_lease_expired_leaves_it_to_its_holder(options());
+}
+
+/// Delivers a message, lets its lease expire, fails the next receive (its journal write or,
+/// with one delivery allowed, its dead letter's write) and checks that the expired lease is
+/// still held and its holder's ack settles the message; returns the queue.
+fn a_failed_receive_after_a_lease_expired_leaves_it_to_its_holder(
+    options: QueueOptions,
+) -> WorkQueue {
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let queue = on_simulated_disk(options(), &clock, &disk);
+    let queue = on_simulated_disk(options, &clock, &disk);
     queue.send("job").unwrap();
     let slow = queue.try_receive().unwrap().unwrap();
     clock.advance(LEASE + Duration::from_secs(1));
     disk.set_failing(true);
-    assert!(queue.try_receive().is_err());
+    assert!(queue.try_receive().is_err(), "the receive's write failed");
     disk.set_failing(false);
     assert_eq!(
         queue.stats().in_flight,
@@ -1547,30 +1556,14 @@ fn a_delivery_taken_back_leaves_the_expired_lease_it_took_over_to_its_holder() {
     );
     queue.ack(&slow).unwrap();
     assert_eq!(queue.stats().unsettled, 0);
+    queue
 }
 
 /// A dead letter whose write failed leaves the expired lease it was to end as it was: its
 /// holder, who may have finished the job, may still ack it instead of seeing it dead-lettered.
 #[test]
 fn a_failed_dead_letter_leaves_the_expired_lease_to_its_holder() {
-    let disk = SimulatedStorage::new();
-    let clock = ManualClock::new();
-    let queue = on_simulated_disk(options().max_deliveries(1), &clock, &disk);
-    queue.send("job").unwrap();
-    let slow = queue.try_receive().unwrap().unwrap();
-    clock.advance(LEASE + Duration::from_secs(1));
-    disk.set_failing(true);
-    assert!(
-        queue.try_receive().is_err(),
-        "the dead letter's write failed"
-    );
-    disk.set_failing(false);
-    assert_eq!(
-        queue.stats().in_flight,
-        1,
-        "the expired lease is still held"
-    );
-    queue.ack(&slow).unwrap();
-    assert_eq!(queue.stats().unsettled, 0);
+    let queue =
+        a_failed_receive_after_a_lease_expired_leaves_it_to_its_holder(options().max_deliveries(1));
     assert!(queue.dead_letters(0, 10).unwrap().is_empty());
 }

@@ -286,13 +286,7 @@ async fn a_durable_receives_journal_fsync_leaves_the_runtime_thread_free() {
 /// settled only after its own.
 #[tokio::test(flavor = "current_thread")]
 async fn a_durable_receives_dead_letter_fsync_leaves_the_runtime_thread_free() {
-    let disk = SimulatedStorage::new();
-    let (queue, gate) = open_gated(&disk, QueueOptions::default().max_deliveries(1));
-    queue.send("poison").unwrap();
-    queue.send("fine").unwrap();
-    let poison = queue.try_receive().unwrap().unwrap();
-    queue.nack(&poison, Duration::ZERO).unwrap();
-    gate.reset();
+    let (queue, gate) = a_poison_message_on_its_last_delivery();
     let receiver = Arc::clone(&queue);
     let (other_ran, received) =
         runs_beside_a_held_fsync(&gate, async move { receiver.receive_async().await }).await;
@@ -313,6 +307,19 @@ async fn a_durable_receives_dead_letter_fsync_leaves_the_runtime_thread_free() {
         (0, &b"poison"[..])
     );
     assert_eq!(queue.stats().dead_lettered, 1);
+}
+
+/// A gated durable queue allowing one delivery, holding `poison` (delivered once and nacked,
+/// so the next receive dead-letters it) and then `fine`, with the gate's counts reset.
+fn a_poison_message_on_its_last_delivery() -> (Arc<WorkQueue>, Arc<Gate>) {
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, QueueOptions::default().max_deliveries(1));
+    queue.send("poison").unwrap();
+    queue.send("fine").unwrap();
+    let poison = queue.try_receive().unwrap().unwrap();
+    queue.nack(&poison, Duration::ZERO).unwrap();
+    gate.reset();
+    (queue, gate)
 }
 
 /// Polls a receive with the file syncs held at `gate` until its first fsync (`waits_for`)
@@ -364,13 +371,7 @@ async fn a_receive_dropped_during_its_fsync_gives_its_message_back_at_once() {
 /// goes on to the next message.
 #[tokio::test(flavor = "current_thread")]
 async fn a_receive_dropped_during_its_dead_letter_fsync_leaves_the_message_to_a_later_one() {
-    let disk = SimulatedStorage::new();
-    let (queue, gate) = open_gated(&disk, QueueOptions::default().max_deliveries(1));
-    queue.send("poison").unwrap();
-    queue.send("fine").unwrap();
-    let poison = queue.try_receive().unwrap().unwrap();
-    queue.nack(&poison, Duration::ZERO).unwrap();
-    gate.reset();
+    let (queue, gate) = a_poison_message_on_its_last_delivery();
     drop_a_receive_at_its_held_fsync(&queue, &gate, "the dead letter's fsync").await;
     let stats = queue.stats();
     assert_eq!(

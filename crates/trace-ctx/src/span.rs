@@ -1153,8 +1153,9 @@ mod tests {
         (true, &[], true, SamplingState::Accept),
     ];
 
-    #[test]
-    fn b3_decisions_reach_the_span() {
+    /// Checks every row of [`B3_DECISIONS`] on the span `start` begins with a tracer whose root
+    /// sampler the row names, given the context extracted from the row's headers.
+    fn assert_b3_decisions_reach(start: impl Fn(&Tracer, &Context) -> Span) {
         use crate::{B3Propagator, ParentBased, Propagator};
         for (root_samples, received, sampled, state) in B3_DECISIONS {
             let sampler = if *root_samples {
@@ -1164,7 +1165,7 @@ mod tests {
             };
             let tracer = Tracer::builder().sampler(sampler).build();
             let remote = B3Propagator::single_header().extract(&received.to_vec());
-            let span = tracer.span("handle").remote(&remote).start();
+            let span = start(&tracer, &remote);
             assert_eq!(span.context().is_sampled(), *sampled, "{received:?}");
             assert_eq!(span.context().sampling_state(), *state, "{received:?}");
             if let Some(parent) = remote.span() {
@@ -1173,28 +1174,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn b3_decisions_reach_the_span() {
+        assert_b3_decisions_reach(|tracer, remote| tracer.span("handle").remote(remote).start());
+    }
+
     /// The same decisions reach a span started under the current context, as a proxy's
     /// client span or a bridged `tracing` span is: `b3: 0` alone attached as the current
     /// context must not start a sampled trace (nor `b3: d` alone an unsampled one).
     #[test]
     fn b3_decisions_attached_as_the_current_context_reach_the_span() {
-        use crate::{B3Propagator, ParentBased, Propagator};
-        for (root_samples, received, sampled, state) in B3_DECISIONS {
-            let sampler = if *root_samples {
-                ParentBased::new(AlwaysOn)
-            } else {
-                ParentBased::new(AlwaysOff)
-            };
-            let tracer = Tracer::builder().sampler(sampler).build();
-            let remote = B3Propagator::single_header().extract(&received.to_vec());
+        assert_b3_decisions_reach(|tracer, remote| {
             let _current = remote.clone().attach();
-            let span = tracer.span("handle").start();
-            assert_eq!(span.context().is_sampled(), *sampled, "{received:?}");
-            assert_eq!(span.context().sampling_state(), *state, "{received:?}");
-            if let Some(parent) = remote.span() {
-                assert_eq!(span.context().trace_id(), parent.trace_id());
-            }
-        }
+            tracer.span("handle").start()
+        });
     }
 
     #[test]
