@@ -4,7 +4,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use infra_common::{Clock, ManualClock};
-use infra_ratelimit::{Gcra, KeyedRateLimiter, Quota};
+use infra_ratelimit::{Error as LimitError, Gcra, KeyedOptions, KeyedRateLimiter, Quota};
 
 /// How many requests alice's script fires, one a millisecond.
 const BURST_REQUESTS: u32 = 8;
@@ -104,6 +104,56 @@ pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let forgotten = limiter.sweep();
     println!(
         "{idle:?} idle later: {forgotten} fully refilled keys forgotten, {} tracked",
+        limiter.len()
+    );
+    flood_of_new_keys()
+}
+
+/// Distinct keys the flood sends, one request each, one a millisecond.
+const FLOOD_KEYS: u32 = 10_000;
+/// The key cap the flood meets.
+const FLOOD_MAX_KEYS: usize = 1_000;
+/// How often carol, a steady user, asks during the flood, in the flood's milliseconds.
+const STEADY_EVERY_MS: u32 = 50;
+
+/// A flood of one-off keys through a small key table: keys it used and that have replenished
+/// are forgotten to make room, while carol, active throughout, keeps her state (a forgotten
+/// carol would start with a fresh burst and be admitted more).
+fn flood_of_new_keys() -> Result<(), Box<dyn Error>> {
+    let clock = ManualClock::new();
+    let quota = Quota::per_second(1)?;
+    let options = KeyedOptions::default().max_keys(FLOOD_MAX_KEYS);
+    let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(quota, clock.clone(), options)?;
+    let mut refused = 0;
+    let (mut carol_asked, mut carol_admitted) = (0, 0);
+    let start = clock.now_nanos();
+    for i in 0..FLOOD_KEYS {
+        if i > 0 {
+            clock.advance(Duration::from_millis(1));
+        }
+        match limiter.check(format!("flood-{i}").as_str()) {
+            Ok(_) => {}
+            Err(LimitError::TooManyKeys { .. }) => refused += 1,
+            Err(other) => return Err(other.into()),
+        }
+        if i.is_multiple_of(STEADY_EVERY_MS) {
+            carol_asked += 1;
+            carol_admitted += u32::from(limiter.check("carol")?.is_allowed());
+        }
+    }
+    let elapsed = clock.elapsed_since(start);
+    // Her burst of 1, then 1 a second: what the quota allows her over the flood.
+    let carol_allowed = 1 + elapsed.as_millis() / 1_000;
+    if u128::from(carol_admitted) > carol_allowed {
+        return Err(
+            format!("carol was admitted {carol_admitted} times, beyond {carol_allowed}").into(),
+        );
+    }
+    println!(
+        "a flood of {FLOOD_KEYS} one-off keys in {elapsed:?} through a {FLOOD_MAX_KEYS}-key table ({}): \
+         {refused} refused, {} tracked at the end; carol, asking every {STEADY_EVERY_MS}ms, \
+         admitted {carol_admitted} of {carol_asked} (her quota allows {carol_allowed}: never forgotten)",
+        describe(quota),
         limiter.len()
     );
     Ok(())
