@@ -74,12 +74,13 @@ impl Threshold {
     }
 
     /// [`Threshold::from_probability`] with `precision` significant hex digits (clamped to
-    /// 1..=14). The specification's reference algorithm: the threshold is
+    /// 1..=14). The specification's example algorithm: the threshold is
     /// `2^56 - round(probability * 2^56)`, rounded to the nearest multiple of the last kept
     /// digit (halves up). The digits kept are `precision` plus one for every factor of 16 by
     /// which the probability, or one minus it, is small: a probability near 0 gets a digit
-    /// per leading `f` of its threshold, one near 1 a digit per leading `0`, so 99.9999 % is
-    /// not rounded to 100 % (at most 14 digits).
+    /// per leading `f` of its threshold, and, as the OpenTelemetry Collector's `pkg/sampling`
+    /// does (the specification's example does not), one near 1 a digit per leading `0`, so
+    /// 99.9999 % is not rounded to 100 % (at most 14 digits).
     ///
     /// ```
     /// use infra_trace_ctx::Threshold;

@@ -379,7 +379,8 @@ impl Sampler for FollowParent {
 /// ([`Sampler::sample`]), unless the randomness is not known to be random (a parent without
 /// `rv` whose W3C Level 2 random flag is clear): then the decision is still made from the
 /// trace id, so services agree, but no threshold is written, since the probability it
-/// states would not be promised. A ratio of 0 samples nothing and writes nothing.
+/// states would not be promised. A span it drops keeps the parent's state without its
+/// threshold. A ratio of 0 samples nothing and writes nothing.
 ///
 /// ```
 /// use infra_trace_ctx::{Sampler, SpanKind, TraceId, TraceIdRatio};
@@ -464,7 +465,10 @@ impl Sampler for TraceIdRatio {
         let known = known_randomness(parent, trace_id);
         let randomness = known.unwrap_or(trace_id.randomness());
         if !self.samples_randomness(randomness) {
-            return SamplingResult::keep(SamplingDecision::Drop);
+            // A parent's `th` passed on with the sampled flag clear would claim a decision the
+            // flag contradicts (the specification calls that inconsistent): it goes. Copies
+            // the state only when the parent has one.
+            return threshold_result(SamplingDecision::Drop, parent, None);
         }
         // Only a promised randomness makes the threshold a true statement of probability.
         let written = known.and(self.threshold);

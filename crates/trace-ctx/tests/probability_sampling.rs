@@ -406,3 +406,41 @@ fn a_threshold_that_does_not_fit_leaves_the_parents_rv() {
         (None, Some((1 << 56) - 1))
     );
 }
+
+#[test]
+fn a_span_the_ratio_drops_does_not_pass_on_the_parents_threshold() {
+    // The parent was kept at 50 % (th:8) with randomness 0x90…: consistent. A 10 % sampler
+    // below it drops the span (0x90… < 0xe666…). Passing th:8 on with the unsampled flag
+    // would state a decision ("rv >= th: sampled") the flag contradicts, which the
+    // specification asks the next stages to treat as inconsistent; the threshold goes, the
+    // rest of the state stays.
+    let randomness = 0x90_0000_0000_0000;
+    let parent = SpanContext::remote(
+        trace_with_randomness(randomness),
+        SpanId::random(),
+        TraceFlags::SAMPLED,
+    )
+    .with_trace_state(TraceState::parse("ot=th:8;rv:90000000000000,b=1").unwrap());
+    let (decision, written) = sample(&TraceIdRatio::new(0.1), Some(&parent), parent.trace_id());
+    assert_eq!(decision, SamplingDecision::Drop);
+    let written = written.expect("the parent's th is erased");
+    assert_eq!(written.ot_threshold(), None);
+    assert_eq!(written.ot_randomness(), Some(randomness), "rv stays");
+    assert_eq!(written.get("b"), Some("1"));
+
+    // Through a tracer, what reaches the next service.
+    let tracer = Tracer::builder().sampler(TraceIdRatio::new(0.1)).build();
+    let span = tracer.span("dropped").parent(&parent).start();
+    assert!(!span.context().is_sampled());
+    let mut outgoing: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator.inject(
+        &infra_trace_ctx::Context::current().with_span(span.context().clone()),
+        &mut outgoing,
+    );
+    assert_eq!(outgoing["tracestate"], "ot=rv:90000000000000,b=1");
+
+    // A parent without a threshold: nothing to erase, the state is shared, not copied.
+    let plain = parent.with_trace_state(TraceState::parse("b=1").unwrap());
+    let (decision, written) = sample(&TraceIdRatio::new(0.1), Some(&plain), plain.trace_id());
+    assert_eq!((decision, written), (SamplingDecision::Drop, None));
+}
