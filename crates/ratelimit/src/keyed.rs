@@ -207,12 +207,30 @@ fn tracked_charge<K: Hash, A: Algorithm>(key: &K, state: &A) -> usize {
 
 /// What one walk of the hand found: keys forgotten and what they were charged, the soonest
 /// any key it kept can have replenished, and whether it examined every key.
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Reclaimed {
     forgotten: usize,
     released: usize,
     soonest_full: Option<u64>,
     full_turn: bool,
+}
+
+/// Room given back when dropped: that of the keys a walk took out of the map (after they are
+/// out, so the map never holds more than the cap), or a new key's reservation that did not
+/// become an entry. Dropped while a user's `Hash` panics too (midway through a walk, the keys
+/// before it already erased; or while the new key is hashed), so a panic cannot shrink the cap.
+struct GiveBack<'a> {
+    tracked: &'a AtomicUsize,
+    bytes: &'a AtomicUsize,
+    found: Reclaimed,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        self.tracked
+            .fetch_sub(self.found.forgotten, Ordering::Relaxed);
+        self.bytes.fetch_sub(self.found.released, Ordering::Relaxed);
+    }
 }
 
 impl Reclaimed {
@@ -531,27 +549,32 @@ where
                 });
             }
         }
+        // Given back unless the key becomes an entry: another thread inserted it first (its
+        // reservation counts), or the key panicked while being copied or hashed.
+        let reservation = self.given_back_on_drop(Reclaimed {
+            forgotten: 1,
+            released: bytes,
+            ..Reclaimed::default()
+        });
         let (decision, inserted) = self.states.with_or_insert(
             key.to_owned(),
             || A::new(&config, now),
             |key, state, inserted| {
                 if inserted {
+                    std::mem::forget(reservation);
                     // Forgetting the key gives back what its entry says it was charged; the
                     // algorithm's and the key's `Hash` contracts make that the reservation,
                     // and any difference is settled here rather than left to drift.
                     self.settle(bytes, tracked_charge(key, state));
+                } else {
+                    drop(reservation);
                 }
                 (state.check_n(&config, now, n), inserted)
             },
         );
-        if inserted {
-            if had_room {
-                // The incremental sweep: keeps the hand turning while there is room.
-                self.reclaim(now, SWEEP_PER_INSERT);
-            }
-        } else {
-            // Another thread inserted the key first; its reservation counts, ours goes back.
-            self.release(1, bytes);
+        if inserted && had_room {
+            // The incremental sweep: keeps the hand turning while there is room.
+            self.reclaim(now, SWEEP_PER_INSERT);
         }
         #[cfg(feature = "metrics")]
         self.metrics.decisions.record(&decision);
@@ -596,22 +619,26 @@ where
         }
     }
 
-    /// Gives back the key slots and bytes of `keys` keys charged `bytes` in all.
-    fn release(&self, keys: usize, bytes: usize) {
-        self.tracked.fetch_sub(keys, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
     /// Examines up to `budget` keys at the hand (see `Shards::walk`) and forgets the idle ones.
     fn reclaim(&self, now: u64, budget: usize) -> Reclaimed {
-        let mut found = Reclaimed::default();
-        found.full_turn = self
+        let mut walk = self.given_back_on_drop(Reclaimed::default());
+        let full_turn = self
             .states
-            .walk(budget, |key, state| self.keep(key, state, now, &mut found))
+            .walk(budget, |key, state| {
+                self.keep(key, state, now, &mut walk.found)
+            })
             .full_turn;
-        // Released once the keys are out of the map, so it never holds more than the cap.
-        self.release(found.forgotten, found.released);
-        found
+        walk.found.full_turn = full_turn;
+        walk.found
+    }
+
+    /// The key slots and bytes of `found`'s forgotten keys, given back when the guard drops.
+    fn given_back_on_drop(&self, found: Reclaimed) -> GiveBack<'_> {
+        GiveBack {
+            tracked: &self.tracked,
+            bytes: &self.bytes,
+            found,
+        }
     }
 
     /// Whether to keep `key`, decided under its shard's exclusive lock: a check that consumes
@@ -621,8 +648,10 @@ where
     fn keep(&self, key: &K, state: &A, now: u64, found: &mut Reclaimed) -> bool {
         let config = self.config_for(key);
         if state.is_idle(&config, now) {
+            // Charged first: a panic in the key's `Hash` leaves it in the map, uncounted.
+            let charge = tracked_charge(key, state);
             found.forgotten += 1;
-            found.released += tracked_charge(key, state);
+            found.released += charge;
             return false;
         }
         let full_in = duration_to_nanos(state.check_n(&config, now, 0).reset_after());
@@ -642,15 +671,15 @@ where
         let mut forgotten = 0;
         let mut position = Position::START;
         loop {
-            let mut found = Reclaimed::default();
+            let mut walk = self.given_back_on_drop(Reclaimed::default());
             let scanned = self.states.scan(
                 position,
                 ENTRIES_PER_LOCK,
                 ENTRIES_PER_LOCK * SLOTS_PER_ENTRY,
-                |key, state| self.keep(key, state, now, &mut found),
+                |key, state| self.keep(key, state, now, &mut walk.found),
             );
-            self.release(found.forgotten, found.released);
-            forgotten += found.forgotten;
+            forgotten += walk.found.forgotten;
+            drop(walk);
             if scanned.wrapped {
                 return forgotten;
             }
@@ -1324,6 +1353,86 @@ mod tests {
         assert_eq!(limiter.sweep(), 1);
         assert_eq!(limiter.len(), 1);
         assert_eq!(limiter.check_n(&2, 0).unwrap().remaining(), 1);
+    }
+
+    /// A key whose `Hash` panics at a chosen call, counted from when it is armed.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Touchy(u64);
+
+    infra_common::sync::thread::thread_local! {
+        static HASHES_UNTIL_PANIC: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    }
+
+    impl Hash for Touchy {
+        fn hash<H: Hasher>(&self, state: &mut H) {
+            HASHES_UNTIL_PANIC.with(|left| {
+                if let Some(n) = left.get() {
+                    assert!(n > 0, "Touchy's Hash panics as armed");
+                    left.set(Some(n - 1));
+                }
+            });
+            self.0.hash(state);
+        }
+    }
+
+    /// A user's `Hash` that panics midway through a sweep (the keys before it already out of
+    /// the map) must not leak their room: the cap would shrink for good, one panic at a time.
+    #[test]
+    fn a_panicking_hash_mid_sweep_gives_back_the_keys_already_forgotten() {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<Touchy, Gcra, ManualClock>::with_options(
+            Quota::per_second(10).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_keys(100),
+        )
+        .unwrap();
+        for key in 0..50 {
+            assert!(limiter.check(&Touchy(key)).unwrap().is_allowed());
+        }
+        let empty_bytes = {
+            clock.advance(Duration::from_secs(1));
+            limiter.bytes()
+        };
+        assert!(empty_bytes > 0);
+        // Every key is idle now; the sweep forgets two, and the third key's `Hash` panics
+        // while it is charged.
+        HASHES_UNTIL_PANIC.with(|left| left.set(Some(2)));
+        let swept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| limiter.sweep()));
+        HASHES_UNTIL_PANIC.with(|left| left.set(None));
+        assert!(swept.is_err());
+        assert_eq!(limiter.sweep(), 48, "the rest are forgotten afterwards");
+        assert_eq!(limiter.len(), 0, "every key's slot came back");
+        assert_eq!(limiter.bytes(), 0, "every key's bytes came back");
+    }
+
+    /// Nor may a new key's reservation leak when its `Hash` panics while the key is
+    /// inserted, at whichever of its hashes the panic comes.
+    #[test]
+    fn a_new_key_whose_hash_panics_gives_back_its_reservation() {
+        let clock = ManualClock::new();
+        let limiter = KeyedRateLimiter::<Touchy, Gcra, ManualClock>::with_options(
+            Quota::per_second(10).unwrap(),
+            clock.clone(),
+            KeyedOptions::default().max_keys(100),
+        )
+        .unwrap();
+        let mut panicked = 0;
+        for arm in 0..8 {
+            HASHES_UNTIL_PANIC.with(|left| left.set(Some(arm)));
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                limiter.check(&Touchy(arm as u64))
+            }));
+            HASHES_UNTIL_PANIC.with(|left| left.set(None));
+            panicked += usize::from(checked.is_err());
+        }
+        assert!(panicked >= 3, "the panic came at {panicked} of the hashes");
+        clock.advance(Duration::from_secs(1));
+        let forgotten = limiter.sweep();
+        assert_eq!(
+            (limiter.len(), limiter.bytes()),
+            (0, 0),
+            "{forgotten} keys were tracked; the others' room must have come back"
+        );
     }
 
     #[test]
