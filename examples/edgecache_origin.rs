@@ -106,8 +106,10 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
         {
             cache.purge_tag(tag, PurgeMode::Soft);
-        } else if let Ok(uri) = format!("http://{authority}{}", parts.uri.path()).parse() {
-            cache.purge_url(&uri, PurgeMode::Hard);
+        } else if let Ok(uri) = format!("http://{authority}{}", parts.uri.path()).parse()
+            && let Err(refused) = cache.purge_url(&uri, PurgeMode::Hard)
+        {
+            return text(StatusCode::BAD_REQUEST, &format!("{refused}\n"));
         }
         return Response::new(Full::new(Bytes::from_static(b"purged\n")));
     }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Uri};
 use http_support::{Reply, TestOrigin, get, response, status};
 use infra_common::ManualClock;
-use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode, SetCookiePolicy};
+use infra_edgecache::http::{CacheStatus, HttpCache, PurgeError, PurgeMode, SetCookiePolicy};
 
 fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
     HttpCache::builder(origin, 64 << 20)
@@ -126,6 +126,39 @@ async fn a_304_for_another_entity_tag_is_not_merged() {
 }
 
 #[tokio::test]
+async fn a_304_without_validators_does_not_freshen_a_response_with_them() {
+    // RFC 9111 §4.3.4: a 304 without validators selects a stored response only if that one
+    // has none either; a 304 that selects nothing freshens nothing, and the client did not
+    // ask a conditional question, so the cache asks again without conditions.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
+            "body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/bare-304").await;
+    clock.advance(Duration::from_secs(11));
+    cache.origin().set_script(|request| {
+        if request.headers().contains_key("if-none-match") {
+            Reply::Response(status(304, &[("cache-control", "max-age=10")], ""))
+        } else {
+            Reply::Response(response(
+                &[("cache-control", "max-age=10"), ("etag", "\"v2\"")],
+                "new",
+            ))
+        }
+    });
+    assert_eq!(
+        fetch(&cache, "http://a.test/bare-304").await,
+        (CacheStatus::Miss, "new".into())
+    );
+    assert_eq!(cache.origin().calls(), 3);
+    assert!(!cache.origin().seen()[2].1.contains_key("if-none-match"));
+}
+
+#[tokio::test]
 async fn last_modified_is_sent_as_if_modified_since() {
     let clock = ManualClock::new();
     let modified = "Mon, 01 Jan 2024 00:00:00 GMT";
@@ -200,7 +233,7 @@ async fn purge_by_url_hard_and_soft() {
     let uri = Uri::from_static("http://a.test/p");
     fetch(&cache, "http://a.test/p").await;
 
-    assert!(cache.purge_url(&uri, PurgeMode::Soft));
+    assert_eq!(cache.purge_url(&uri, PurgeMode::Soft), Ok(true));
     cache
         .origin()
         .set_script(|_| Reply::Response(status(304, &[("etag", "\"e\"")], "")));
@@ -211,16 +244,54 @@ async fn purge_by_url_hard_and_soft() {
     assert_eq!(fetch(&cache, "http://a.test/p").await.0, CacheStatus::Hit);
 
     // A soft-purged response still stands in for a failing origin (stale-if-error).
-    assert!(cache.purge_url(&uri, PurgeMode::Soft));
+    assert_eq!(cache.purge_url(&uri, PurgeMode::Soft), Ok(true));
     cache.origin().set_script(|_| Reply::Fail);
     assert_eq!(fetch(&cache, "http://a.test/p").await.0, CacheStatus::Stale);
 
-    assert!(cache.purge_url(&uri, PurgeMode::Hard));
-    assert!(!cache.purge_url(&uri, PurgeMode::Hard));
+    assert_eq!(cache.purge_url(&uri, PurgeMode::Hard), Ok(true));
+    assert_eq!(cache.purge_url(&uri, PurgeMode::Hard), Ok(false));
     assert!(
         cache.serve(get("http://a.test/p", &[])).await.is_err(),
         "nothing left to stand in"
     );
+}
+
+#[tokio::test]
+async fn a_purge_by_path_without_a_host_is_not_silently_ignored() {
+    // Every stored response is keyed by its host (RFC 9110 §7.2), so a path alone names no
+    // stored response: a purge of one must say so rather than do nothing.
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "css")));
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/a.css").await;
+    assert_eq!(
+        cache.purge_url(&Uri::from_static("/a.css"), PurgeMode::Hard),
+        Err(PurgeError::NoHost),
+        "a purge of a path alone did nothing"
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/a.css").await.0,
+        CacheStatus::Hit,
+        "a refused purge purges nothing"
+    );
+    assert_eq!(
+        cache.purge_url(&Uri::from_static("https://A.test/a.css"), PurgeMode::Hard),
+        Ok(true)
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_a_host_is_not_stored() {
+    // RFC 9112 §3.2 and RFC 9113 §8.3.1 require a host in every request; a key without one
+    // would mix the paths of every host the origin serves, and no purge by URL could name it.
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=60")], "x")));
+    let cache = cache(origin, &clock);
+    assert_eq!(fetch(&cache, "/no-host").await.0, CacheStatus::Pass);
+    assert_eq!(fetch(&cache, "/no-host").await.0, CacheStatus::Pass);
+    assert_eq!(cache.origin().calls(), 2);
 }
 
 #[tokio::test]
@@ -319,7 +390,10 @@ async fn a_hard_url_purge_reaches_a_fetch_in_progress() {
     let cache = cache(origin, &clock);
     let pending = start_held_fetch(&cache, "http://a.test/u").await;
     // The purge lands after the fetch began and before its answer is stored.
-    assert!(!cache.purge_url(&Uri::from_static("http://a.test/u"), PurgeMode::Hard));
+    assert_eq!(
+        cache.purge_url(&Uri::from_static("http://a.test/u"), PurgeMode::Hard),
+        Ok(false)
+    );
     cache.origin().set_open(true);
     let answered = pending.await.unwrap().unwrap();
     assert_eq!(
@@ -355,7 +429,10 @@ async fn a_soft_url_purge_reaches_a_fetch_in_progress() {
     origin.set_open(false);
     let cache = cache(origin, &clock);
     let pending = start_held_fetch(&cache, "http://a.test/s").await;
-    assert!(!cache.purge_url(&Uri::from_static("http://a.test/s"), PurgeMode::Soft));
+    assert_eq!(
+        cache.purge_url(&Uri::from_static("http://a.test/s"), PurgeMode::Soft),
+        Ok(false)
+    );
     cache.origin().set_open(true);
     pending.await.unwrap().unwrap();
 
@@ -377,7 +454,9 @@ async fn a_url_purge_does_not_reach_a_fetch_begun_after_it() {
     let origin =
         TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
     let cache = cache(origin, &clock);
-    cache.purge_url(&Uri::from_static("http://a.test/later"), PurgeMode::Hard);
+    cache
+        .purge_url(&Uri::from_static("http://a.test/later"), PurgeMode::Hard)
+        .expect("an absolute URI");
     assert_eq!(
         fetch(&cache, "http://a.test/later").await.0,
         CacheStatus::Miss

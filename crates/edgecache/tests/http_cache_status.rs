@@ -429,7 +429,9 @@ async fn a_response_a_purge_kept_out_of_storage_is_not_said_stored() {
         tokio::task::yield_now().await;
     }
     let uri: http::Uri = "http://a.test/".parse().unwrap();
-    cache.purge_url(&uri, infra_edgecache::http::PurgeMode::Hard);
+    cache
+        .purge_url(&uri, infra_edgecache::http::PurgeMode::Hard)
+        .expect("an absolute URI");
     cache.origin().set_open(true);
     let response = pending.await.unwrap();
     assert_eq!(

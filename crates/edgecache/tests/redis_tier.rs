@@ -312,7 +312,8 @@ async fn a_purge_on_one_edge_reaches_the_other_edges_store_and_redis() {
     );
     assert_eq!(serve(&a, "en").await.0, CacheStatus::Hit);
     // A soft purge by URL on b marks a's copy stale: a asks its origin again.
-    b.purge_url(&Uri::from_static(URL), PurgeMode::Soft);
+    b.purge_url(&Uri::from_static(URL), PurgeMode::Soft)
+        .expect("an absolute URI");
     poll_stats("a to apply the purge", &a, |s| s.purges_applied == 1).await;
     assert!(!exists(&server, RECORD_KEY));
     let calls = a.origin().calls();
@@ -375,7 +376,8 @@ async fn a_url_purge_from_another_edge_reaches_a_fetch_in_progress() {
     })
     .await;
     // ...while b's purge of the URL reaches a.
-    b.purge_url(&Uri::from_static(URL), PurgeMode::Hard);
+    b.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
     poll_stats("a to apply the purge", &a, |s| s.purges_applied == 1).await;
     a.origin().set_open(true);
     assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "old".into()));
@@ -494,7 +496,10 @@ async fn an_unreachable_redis_costs_only_origin_fetches() {
     assert_eq!(stats(&cache).read_errors, 1);
     poll_stats("the failed write", &cache, |s| s.write_errors == 1).await;
     // The purge still applies here.
-    assert!(cache.purge_url(&Uri::from_static(URL), PurgeMode::Hard));
+    assert_eq!(
+        cache.purge_url(&Uri::from_static(URL), PurgeMode::Hard),
+        Ok(true)
+    );
     poll_stats("the failed publish", &cache, |s| s.purge_errors == 1).await;
     assert_eq!(serve(&cache, "en").await.0, CacheStatus::Miss);
     assert_eq!(cache.origin().calls(), 2);
@@ -621,7 +626,8 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
     // Redis is reachable again: b subscribes again on its own, and a's purge reaches it.
     proxy.heal();
     subscribed(&server, 2).await;
-    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard);
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
     poll_stats("b to apply the purge", &b, |s| s.purges_applied == 1).await;
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(b.origin().calls(), 2);

@@ -17,7 +17,7 @@ use infra_common::{Clock, SystemClock};
 use super::cache_control::{CacheControl, DELTA_SECONDS_CAP};
 use super::cache_status_field::{DEFAULT_CACHE_NAME, Forward, Member, cache_name};
 use super::coalescing::{Flight, Flights, Joined, Leader, Outcome};
-use super::error::Error;
+use super::error::{Error, PurgeError};
 use super::freshness::{Decision, Exchange, Freshness, Heuristic};
 use super::keys::{PrimaryKey, VaryKey, host_is_keyable};
 use super::origin::Origin;
@@ -49,7 +49,7 @@ pub enum CacheStatus {
     Miss,
     /// Sent to the origin without the cache taking part (other methods, `Range`, `If-Match`,
     /// `If-Unmodified-Since`, unreadable `Cache-Control`, a `Host` that is not the target's one
-    /// host).
+    /// host, no host at all).
     Pass,
     /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
     /// was not asked; now stored here too.
@@ -473,7 +473,9 @@ impl<O: Origin> HttpCache<O> {
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate,
     /// and requests whose `Host` is not one `host[:port]` (RFC 9110 §7.2) or names another
-    /// host than an absolute target, which no key could be sure to name the URL of.
+    /// host than an absolute target, which no key could be sure to name the URL of, and
+    /// requests that name no host at all (origin form without `Host`), whose key would be
+    /// their path alone, shared by every host.
     ///
     /// Every response it produces, but the 504 it makes up for `only-if-cached`, carries a
     /// `Cache-Status` field (RFC 9211) unless
@@ -520,6 +522,7 @@ impl<O: Origin> HttpCache<O> {
         if parts.headers.contains_key(RANGE)
             || has_origin_preconditions(&parts.headers)
             || request_cc.unreadable()
+            || !key.names_a_host()
             || !host_is_keyable(&parts.uri, &parts.headers)
         {
             // §5.2.1.7: a request the cache does not answer from storage still must not reach
@@ -781,20 +784,54 @@ impl<O: Origin> HttpCache<O> {
     /// Purges the stored responses for `uri` (GET and HEAD, every variant). Returns whether
     /// anything was stored for it.
     ///
-    /// `uri` must carry the host the requests did (`http://example.com/path`), since requests
-    /// in origin form are keyed by their `Host`.
+    /// `uri` must be absolute, with the host the requests named (`http://example.com/path`):
+    /// every stored response is keyed by its host (a request in origin form by its `Host`,
+    /// and a request naming no host is not stored), so a path alone names nothing. The scheme
+    /// is not part of the key: `http://` and `https://` purge the same responses.
     ///
     /// With a shared tier (feature `redis`) the URL's record is also deleted from Redis and the
     /// purge published to the other caches; that part runs on tokio's blocking pool when
     /// called inside a runtime, and before returning otherwise.
-    pub fn purge_url(&self, uri: &http::Uri, mode: PurgeMode) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`PurgeError::NoHost`] if `uri` names no host (`/a.css`); nothing is purged.
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http::{Request, Response, Uri};
+    /// # use infra_edgecache::http::{HttpCache, Origin, OriginError, PurgeError, PurgeMode};
+    /// # struct Assets;
+    /// # impl Origin for Assets {
+    /// #     async fn fetch(&self, _: Request<Bytes>) -> Result<Response<Bytes>, OriginError> {
+    /// #         Ok(Response::builder().header("cache-control", "max-age=60").body(Bytes::new()).unwrap())
+    /// #     }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let cache = HttpCache::builder(Assets, 64 << 20).build();
+    /// cache.serve(Request::get("http://example.com/a.css").body(Bytes::new()).unwrap()).await?;
+    /// assert_eq!(cache.purge_url(&Uri::from_static("/a.css"), PurgeMode::Hard), Err(PurgeError::NoHost));
+    /// assert_eq!(cache.purge_url(&Uri::from_static("http://example.com/a.css"), PurgeMode::Hard), Ok(true));
+    /// # Ok::<(), infra_edgecache::http::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn purge_url(&self, uri: &http::Uri, mode: PurgeMode) -> Result<bool, PurgeError> {
+        let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
+        if !key.names_a_host() {
+            return Err(PurgeError::NoHost);
+        }
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.inner.shared {
             shared.publish(&super::shared::Target::Url(uri.clone()), mode);
         }
-        let key = PrimaryKey::new(&Method::GET, uri, &HeaderMap::new());
         let now = self.inner.clock.now_nanos();
-        purge_stored_url(&self.inner.store, &self.inner.purges, &key, mode, now)
+        Ok(purge_stored_url(
+            &self.inner.store,
+            &self.inner.purges,
+            &key,
+            mode,
+            now,
+        ))
     }
 
     /// Purges every response stored with `tag` in its `Surrogate-Key` field, fetched before
@@ -1305,7 +1342,9 @@ impl<O: Origin> Inner<O> {
     }
 
     /// Stores `stored` as the variant of `key` it selects, replacing the same variant and
-    /// keeping the others, newest last, for as long as the longest-lived needs; unless a purge
+    /// keeping the others stored under the same `Vary` names, newest last, for as long as the
+    /// longest-lived needs (those stored under other names go: see
+    /// [`insert_variant`](Self::insert_variant)); unless a purge
     /// of its URL reached the cache after its fetch began: a hard one stores nothing, a soft
     /// one stores it marked stale. Returns what such purges did, and whether the store took the
     /// entry (it refuses one heavier than a shard's share).
@@ -1334,6 +1373,11 @@ impl<O: Origin> Inner<O> {
 
     /// [`store_variant`](Self::store_variant)'s insert; the number of entries evicted for it,
     /// or `None` if the store refused it.
+    ///
+    /// One set of `Vary` names per URL, the latest stored: a response stored under other
+    /// names (none, when the origin has just started to vary) says it suits requests the
+    /// origin's latest answer says it may not, and would be selected for them (RFC 9111
+    /// §4.1); it is dropped, which also frees its bytes at once.
     fn insert_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> Option<u64> {
         let mut list: Vec<Arc<Stored>> = self
             .store
@@ -1342,7 +1386,9 @@ impl<O: Origin> Inner<O> {
                 variants
                     .list
                     .iter()
-                    .filter(|other| other.vary != stored.vary)
+                    .filter(|other| {
+                        other.vary.names_the_same_fields(&stored.vary) && other.vary != stored.vary
+                    })
                     .cloned()
                     .collect()
             })

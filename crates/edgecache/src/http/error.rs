@@ -1,4 +1,4 @@
-//! The crate's one error type.
+//! The crate's error types: why a request went unanswered, and why a purge was refused.
 
 use std::fmt;
 use std::time::Duration;
@@ -44,3 +44,26 @@ impl From<OriginError> for Error {
         Error::Origin(error)
     }
 }
+
+/// Why a purge by URL was refused (`HttpCache::purge_url`, feature `tokio`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PurgeError {
+    /// The URI names no host (`/a.css`). Every stored response is keyed by the host its
+    /// request named (requests without one are not stored), so a path alone names none of
+    /// them; give the absolute URI the requests had (`http://example.com/a.css`).
+    NoHost,
+}
+
+impl fmt::Display for PurgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PurgeError::NoHost => f.write_str(
+                "a purge by URL needs the host the requests named (`http://host/path`), \
+                 not a path alone",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PurgeError {}

@@ -64,6 +64,15 @@ impl PrimaryKey {
     }
 
     #[cfg(feature = "tokio")]
+    /// Whether the key holds a host. One made from a request that named none (a target in
+    /// origin form without `Host`, which RFC 9112 §3.2 has servers refuse), or an empty one,
+    /// holds its path alone: shared by the paths of every host behind the cache, and named by
+    /// no purge by URL. The cache does not store under such a key.
+    pub(crate) fn names_a_host(&self) -> bool {
+        !self.target().starts_with('/')
+    }
+
+    #[cfg(feature = "tokio")]
     /// The key without its method (`host/path?query`): what a purge by URL names.
     pub(crate) fn target(&self) -> &str {
         self.0.split_once(' ').map_or("", |(_, target)| target)
@@ -104,7 +113,8 @@ impl PrimaryKey {
 /// absolute form, names the target's host (RFC 9112 §3.2.2, RFC 9113 §8.3.1). A `Host` holding
 /// `/` or `?` would splice a path into the key (`Host: a.test/admin` with target `/x` would be
 /// keyed as `a.test/admin/x`); and an origin may route by a `Host` the key does not hold, or
-/// by either of two.
+/// by either of two. (A request naming no host at all is refused by the caller, from its key:
+/// [`PrimaryKey::names_a_host`].)
 #[cfg(feature = "tokio")]
 pub(crate) fn host_is_keyable(uri: &Uri, headers: &HeaderMap) -> bool {
     let mut lines = headers.get_all(HOST).iter();
@@ -149,8 +159,13 @@ impl fmt::Display for PrimaryKey {
 }
 
 /// The secondary key: the request's normalised values of the fields a response's `Vary`
-/// names (§4.1), in the order named. A stored response matches a later request when every
-/// named field normalises to the same value (absent matches only absent).
+/// names (§4.1). A stored response matches a later request when every named field normalises
+/// to the same value (absent matches only absent).
+///
+/// `Vary` nominates a set of field names (RFC 9110 §12.5.5), and names are case-insensitive
+/// (§5.1): the key holds each name once, sorted, so `Vary: A, B`, `Vary: b, a` and
+/// `Vary: a, B, a` make the same key and a response under one replaces a response under
+/// another for the same request.
 ///
 /// Normalisation combines the field lines with commas and drops whitespace around list
 /// members, which §4.1 allows; values are otherwise compared byte for byte.
@@ -202,6 +217,7 @@ impl VaryKey {
                 fields.push((name, value));
             }
         }
+        fields.sort_unstable_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
         Some(Self { fields })
     }
 
@@ -217,18 +233,28 @@ impl VaryKey {
         self.fields.is_empty()
     }
 
-    /// The named fields and the values they had, in order, for encoding the key.
+    /// Whether `other` was made under a `Vary` nominating the same fields, whatever values
+    /// they had.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn names_the_same_fields(&self, other: &Self) -> bool {
+        self.fields.len() == other.fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|((mine, _), (theirs, _))| mine == theirs)
+    }
+
+    /// The named fields and the values they had, sorted by name, for encoding the key.
     pub(crate) fn fields(&self) -> &[(HeaderName, Option<Vec<u8>>)] {
         &self.fields
     }
 
-    /// A key of these fields, as [`VaryKey::fields`] listed them; `None` past
-    /// [`MAX_VARY_FIELDS`] or with a name twice.
-    pub(crate) fn from_fields(fields: Vec<(HeaderName, Option<Vec<u8>>)>) -> Option<Self> {
-        let repeated = fields
-            .iter()
-            .enumerate()
-            .any(|(i, (name, _))| fields[..i].iter().any(|(other, _)| other == name));
+    /// A key of these fields, in any order (a record written before keys were sorted lists
+    /// them as its `Vary` did); `None` past [`MAX_VARY_FIELDS`] or with a name twice.
+    pub(crate) fn from_fields(mut fields: Vec<(HeaderName, Option<Vec<u8>>)>) -> Option<Self> {
+        fields.sort_unstable_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+        let repeated = fields.windows(2).any(|pair| pair[0].0 == pair[1].0);
         (fields.len() <= MAX_VARY_FIELDS && !repeated).then_some(Self { fields })
     }
 
@@ -312,6 +338,33 @@ mod tests {
                 .as_deref(),
             Some("GET a.test/y")
         );
+    }
+
+    #[test]
+    fn the_order_case_and_repetition_of_vary_names_select_the_same_variant() {
+        // RFC 9110 §12.5.5: `Vary` nominates a set of request fields, and field names are
+        // case-insensitive (§5.1); RFC 9111 §4.1 matches a stored response on the fields
+        // nominated, so neither their order, their case, the whitespace around them nor a
+        // name listed twice makes another secondary key.
+        let mut request = HeaderMap::new();
+        request.insert("accept-encoding", "gzip".parse().unwrap());
+        request.insert("accept-language", "fr".parse().unwrap());
+        let key = |lines: &[&'static str]| {
+            let mut response = HeaderMap::new();
+            for line in lines {
+                response.append(VARY, line.parse().unwrap());
+            }
+            VaryKey::new(&response, &request).expect("a usable Vary")
+        };
+        let plain = key(&["Accept-Encoding, Accept-Language"]);
+        for same in [
+            key(&["Accept-Language, Accept-Encoding"]),
+            key(&["accept-language ,ACCEPT-ENCODING"]),
+            key(&["Accept-Language", " accept-encoding, Accept-Language "]),
+        ] {
+            assert_eq!(same, plain);
+        }
+        assert_ne!(key(&["Accept-Encoding"]), plain);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //!   (`record`).
 //! - `SharedTier` (feature `redis`): a second level in Redis shared by many edges, and purges
 //!   broadcast to all of them (`shared`).
-//! - [`Origin`], [`OriginError`], [`Error`].
+//! - [`Origin`], [`OriginError`], [`Error`], [`PurgeError`].
 
 #[cfg(feature = "tokio")]
 mod cache;
@@ -43,7 +43,7 @@ pub use cache::{CacheStatus, HttpCache, HttpCacheBuilder, MAX_VARIANTS};
 pub use cache_control::{
     CacheControl, Delta, MAX_CACHE_CONTROL_BYTES, MAX_DIRECTIVES, MAX_QUALIFIED_FIELDS, MaxStale,
 };
-pub use error::Error;
+pub use error::{Error, PurgeError};
 pub use freshness::{Decision, Exchange, Freshness, Heuristic};
 pub use keys::{MAX_VARY_FIELDS, PrimaryKey, VaryKey};
 pub use origin::{Origin, OriginError};

@@ -59,7 +59,24 @@ pub fn conditional_headers(stored: &HeaderMap) -> HeaderMap {
 /// Whether a `304` with header fields `not_modified` is about the stored response with header
 /// fields `stored` (§4.3.4): its entity tag, if it has one, matches the stored one (a strong
 /// tag identifies the representation by strong comparison, a weak one by weak comparison);
-/// otherwise its `Last-Modified`, if any, is equal.
+/// otherwise its `Last-Modified`, if it has one, is equal; and a 304 with neither is about a
+/// stored response only if that one has neither either (it names no representation, so it
+/// cannot confirm one that has validators; RFC 9110 §15.4.5 has the origin send the `ETag`
+/// a 200 would carry).
+///
+/// ```
+/// use http::HeaderMap;
+/// use infra_edgecache::http::validates;
+///
+/// let mut stored = HeaderMap::new();
+/// stored.insert("etag", "\"v1\"".parse()?);
+/// let mut same = HeaderMap::new();
+/// same.insert("etag", "\"v1\"".parse()?);
+/// assert!(validates(&stored, &same));
+/// assert!(!validates(&stored, &HeaderMap::new()), "a bare 304 names no representation");
+/// assert!(validates(&HeaderMap::new(), &HeaderMap::new()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn validates(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
     if let Some(new_tag) = not_modified.get(ETAG) {
         let new_tag = new_tag.as_bytes();
@@ -74,7 +91,7 @@ pub fn validates(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
     }
     match not_modified.get(LAST_MODIFIED) {
         Some(new) => stored.get(LAST_MODIFIED) == Some(new),
-        None => true,
+        None => !stored.contains_key(ETAG) && !stored.contains_key(LAST_MODIFIED),
     }
 }
 
@@ -251,7 +268,23 @@ mod tests {
             &stored,
             &headers(&[("last-modified", "Tue, 02 Jan 2024 00:00:00 GMT")])
         ));
-        assert!(validates(&stored, &HeaderMap::new()));
+    }
+
+    /// RFC 9111 §4.3.4 selects the stored responses a 304 updates by its strong validators,
+    /// else its weak ones, else, when it has none, only a stored response that has none
+    /// either: a bare 304 says nothing about a representation that has validators.
+    #[test]
+    fn a_304_without_validators_validates_only_a_response_without_them() {
+        let bare = headers(&[("cache-control", "max-age=100")]);
+        assert!(validates(
+            &headers(&[("cache-control", "max-age=1")]),
+            &bare
+        ));
+        assert!(!validates(&headers(&[("etag", "\"a\"")]), &bare));
+        assert!(!validates(
+            &headers(&[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]),
+            &bare
+        ));
     }
 
     #[test]
