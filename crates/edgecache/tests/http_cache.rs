@@ -1055,6 +1055,51 @@ async fn a_head_miss_asks_the_origin_with_head() {
 }
 
 #[tokio::test]
+async fn head_only_if_cached_is_answered_by_a_get_inside_stale_while_revalidate() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=10, stale-while-revalidate=60")],
+            "body",
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/swr").await;
+    clock.advance(Duration::from_secs(30));
+    let request = head_with("http://a.test/swr", &[("cache-control", "only-if-cached")]);
+    let response = cache.serve(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a stored response may answer: no 504"
+    );
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Stale)
+    );
+    assert!(response.body().is_empty());
+    assert_eq!(cache.origin().calls(), 1, "nothing asked of the origin");
+    // Past the window, nothing stored may answer: 504.
+    clock.advance(Duration::from_secs(60));
+    let request = head_with("http://a.test/swr", &[("cache-control", "only-if-cached")]);
+    assert_eq!(cache.serve(request).await.unwrap().status(), 504);
+    assert_eq!(cache.origin().calls(), 1);
+    // A GET inside the window is answered too (and refreshes the response behind it).
+    fetch(&cache, "http://a.test/swr-get").await;
+    clock.advance(Duration::from_secs(30));
+    let request = get(
+        "http://a.test/swr-get",
+        &[("cache-control", "only-if-cached")],
+    );
+    let response = cache.serve(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Stale)
+    );
+}
+
+#[tokio::test]
 async fn a_head_response_never_answers_a_get() {
     let clock = ManualClock::new();
     let cache = cache(get_and_head_origin(), &clock);

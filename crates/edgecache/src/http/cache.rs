@@ -1026,6 +1026,11 @@ impl<O: Origin> Inner<O> {
         let status = match found.decision {
             Decision::Fresh => CacheStatus::Hit,
             Decision::StaleAccepted => CacheStatus::Stale,
+            // RFC 9111 §5.2.1.7 asks for a stored response consistent with the request's other
+            // constraints, and RFC 5861 §3 lets one inside its stale-while-revalidate window be
+            // served stale: a 504 would refuse what a GET of the same URL gets. A HEAD starts
+            // no refresh of the GET (it cannot ask the origin for a body); the next GET does.
+            Decision::StaleWhileRevalidate if request_cc.only_if_cached() => CacheStatus::Stale,
             _ => return Err(Some(found.forward)),
         };
         self.count_hit(&get_key);
