@@ -9,7 +9,7 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use infra_common::sync::{Arc, thread};
 use infra_common::{ManualClock, SystemClock};
 use infra_mqueue::Error;
-use infra_mqueue::log::{FsyncPolicy, LogOptions, SimulatedStorage};
+use infra_mqueue::log::{FsyncPolicy, Log, LogOptions, SimulatedStorage};
 use infra_mqueue::queue::{DedupWindow, Message, QueueOptions, Receipt, WorkQueue};
 
 #[path = "support/counting_clock.rs"]
@@ -723,6 +723,84 @@ fn compaction_keeps_the_state_and_bounds_the_journal() {
         .map(|delivery| (delivery.payload()[0], delivery.attempt()))
         .collect();
     assert_eq!(left, (0..10).map(|n| (n * 10, 2)).collect::<Vec<_>>());
+}
+
+/// The current journal generation of the closed queue in `dir`: its directory, and the bytes of
+/// segment headers and records it holds. Until its first compaction a queue has no `JOURNAL`
+/// pointer and writes generation 0.
+fn journal_generation(dir: &Path) -> (std::path::PathBuf, u64) {
+    let generation = std::fs::read_to_string(dir.join("JOURNAL")).unwrap_or("0".into());
+    let path = dir.join(format!("journal-{}", generation.trim()));
+    let bytes = Log::open(&path, fast_log()).unwrap().stats().bytes;
+    (path, bytes)
+}
+
+#[test]
+fn a_checkpoint_behind_one_old_unsettled_message_does_not_grow_with_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let opts = || options().compact_after(1000);
+    {
+        let queue = durable(dir.path(), opts(), &clock);
+        queue
+            .send(Message::new(b"held".to_vec()).delay(Duration::from_secs(3600)))
+            .unwrap();
+        // Two journal records per round trip: a compaction every 500 round trips, the last
+        // one right after the 20,000th.
+        for n in 0..20_000u32 {
+            queue.send(n.to_le_bytes().to_vec()).unwrap();
+            let delivery = queue.try_receive().unwrap().unwrap();
+            queue.ack(&delivery).unwrap();
+        }
+    }
+    // The checkpoint says "settled" of the 20,000 messages in one record, not one each.
+    let (_, bytes) = journal_generation(dir.path());
+    assert!(bytes < 4096, "journal generation of {bytes} bytes");
+    let queue = durable(dir.path(), opts(), &clock);
+    assert_eq!(queue.stats().unsettled, 1);
+    assert!(queue.try_receive().unwrap().is_none(), "still delayed");
+    clock.advance(Duration::from_secs(3600));
+    let held = queue.try_receive().unwrap().unwrap();
+    assert_eq!((held.offset(), held.payload()), (0, &b"held"[..]));
+    assert!(
+        queue.try_receive().unwrap().is_none(),
+        "the rest stay acked"
+    );
+}
+
+/// A journal as the versions before settled ranges wrote their checkpoints: one `Acked` record
+/// (tag 2, the offset) per settled message above the watermark (tag 6), framed here byte by
+/// byte from that format and put in place of the queue's own journal.
+#[test]
+fn a_queue_reopens_on_a_journal_written_before_settled_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = durable(dir.path(), options(), &clock);
+        for n in 0..6u8 {
+            queue.send(vec![n]).unwrap();
+        }
+    }
+    let (current, _) = journal_generation(dir.path());
+    std::fs::remove_dir_all(&current).unwrap();
+    let record = |tag: u8, fields: &[&[u8]]| [&[tag][..], &fields.concat()].concat();
+    let old_checkpoint = [
+        record(6, &[&1u64.to_le_bytes()]),
+        record(2, &[&2u64.to_le_bytes()]),
+        record(2, &[&3u64.to_le_bytes()]),
+        record(1, &[&4u64.to_le_bytes(), &1u32.to_le_bytes()]),
+    ];
+    let journal = Log::open(&current, fast_log()).unwrap();
+    for bytes in &old_checkpoint {
+        journal.append(bytes).unwrap();
+    }
+    drop(journal);
+    let queue = durable(dir.path(), options(), &clock);
+    assert_eq!(queue.stats().watermark, 1);
+    let left: Vec<(u64, u32)> = std::iter::from_fn(|| queue.try_receive().unwrap())
+        .map(|delivery| (delivery.offset(), delivery.attempt()))
+        .collect();
+    assert_eq!(left, [(1, 1), (4, 2), (5, 1)], "2 and 3 stay acked");
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! messages interleave freely, and a nack's record may land after the next receive's):
 //!
 //! - deliveries = the highest attempt any `Received` record names;
-//! - settled = any `Acked`, `Terminated` or `DeadLettered` record, or an offset below a
-//!   `Checkpoint` watermark;
+//! - settled = any `Acked`, `Terminated` or `DeadLettered` record, an offset below a
+//!   `Checkpoint` watermark, or one inside a `SettledRange`;
 //! - waiting until = the `Nacked` record of the latest attempt, if any.
 //!
 //! Every record is a tag byte and fixed-width little-endian fields, so decoding needs no
@@ -23,6 +23,7 @@ const TERMINATED: u8 = 3;
 const DEAD_LETTERED: u8 = 4;
 const NACKED: u8 = 5;
 const CHECKPOINT: u8 = 6;
+const SETTLED_RANGE: u8 = 7;
 
 /// One journal record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub(crate) enum Entry {
     },
     /// Every offset below `watermark` is settled.
     Checkpoint { watermark: u64 },
+    /// Every offset in `from..end` is settled (never empty). A checkpoint says so of each
+    /// stretch of settled messages above its watermark in one record, not one per message,
+    /// so its size follows the unsettled messages, not the history behind an old one.
+    SettledRange { from: u64, end: u64 },
 }
 
 impl Entry {
@@ -82,6 +87,11 @@ impl Entry {
                 out.push(CHECKPOINT);
                 out.extend_from_slice(&watermark.to_le_bytes());
             }
+            Self::SettledRange { from, end } => {
+                out.push(SETTLED_RANGE);
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&end.to_le_bytes());
+            }
         }
         out
     }
@@ -94,6 +104,7 @@ impl Entry {
             RECEIVED => 12,
             ACKED | TERMINATED | DEAD_LETTERED | CHECKPOINT => 8,
             NACKED => 20,
+            SETTLED_RANGE => 16,
             _ => return Err(bad("unknown record tag")),
         };
         if rest.len() != expected {
@@ -123,6 +134,13 @@ impl Entry {
                 attempt: u32_at(8),
                 not_before_ms: u64_at(12),
             },
+            SETTLED_RANGE => {
+                let end = u64_at(8);
+                if offset >= end {
+                    return Err(bad("settled range is empty"));
+                }
+                Self::SettledRange { from: offset, end }
+            }
             _ => Self::Checkpoint { watermark: offset },
         })
     }
@@ -146,6 +164,10 @@ pub(crate) struct Replay {
     pub(crate) watermark: u64,
     /// Per-offset state at or above the watermark.
     pub(crate) messages: BTreeMap<u64, Recovered>,
+    /// Settled stretches above the watermark, `from -> end`: disjoint and not touching (a
+    /// range folded in merges with its neighbours), kept apart from `messages` so that replay
+    /// holds one entry per stretch rather than one per settled message.
+    settled_ranges: BTreeMap<u64, u64>,
 }
 
 impl Replay {
@@ -182,13 +204,47 @@ impl Replay {
             Entry::Checkpoint { watermark } => {
                 self.watermark = self.watermark.max(watermark);
             }
+            Entry::SettledRange { from, end } => self.add_settled_range(from, end),
         }
     }
 
-    /// Drops what the watermark already covers.
+    /// Folds `from..end` into the settled ranges, merging it with every range it overlaps or
+    /// touches, so that a lookup needs only the range starting at or before an offset.
+    fn add_settled_range(&mut self, mut from: u64, mut end: u64) {
+        if let Some((&before, &before_end)) = self.settled_ranges.range(..=from).next_back()
+            && before_end >= from
+        {
+            from = before;
+            end = end.max(before_end);
+        }
+        while let Some((&next, &next_end)) = self.settled_ranges.range(from..=end).next() {
+            self.settled_ranges.remove(&next);
+            end = end.max(next_end);
+        }
+        self.settled_ranges.insert(from, end);
+    }
+
+    /// Whether a settled range holds `offset`.
+    fn in_settled_range(&self, offset: u64) -> bool {
+        self.settled_ranges
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(_, &end)| offset < end)
+    }
+
+    /// Drops what the watermark already covers, and raises the watermark over a settled range
+    /// that starts at or below it.
     pub(crate) fn finish(&mut self) {
+        if let Some((_, &end)) = self.settled_ranges.range(..=self.watermark).next_back() {
+            self.watermark = self.watermark.max(end);
+        }
         let watermark = self.watermark;
         self.messages.retain(|&offset, _| offset >= watermark);
+        self.settled_ranges = std::mem::take(&mut self.settled_ranges)
+            .into_iter()
+            .filter(|&(_, end)| end > watermark)
+            .map(|(from, end)| (from.max(watermark), end))
+            .collect();
     }
 
     /// Forgets what the journal says of offsets at or past `end`, the message log's end, and
@@ -196,15 +252,27 @@ impl Replay {
     /// take back messages the journal outlives (a compaction syncs its checkpoint whatever
     /// the policy), and new sends reuse their offsets.
     pub(crate) fn forget_from(&mut self, end: u64) -> bool {
-        let past_end = self.watermark > end || self.messages.range(end..).next().is_some();
+        let range_past_end = self
+            .settled_ranges
+            .last_key_value()
+            .is_some_and(|(_, &range_end)| range_end > end);
+        let past_end =
+            self.watermark > end || self.messages.range(end..).next().is_some() || range_past_end;
         self.watermark = self.watermark.min(end);
         self.messages.split_off(&end);
+        self.settled_ranges.split_off(&end);
+        if let Some(range_end) = self.settled_ranges.values_mut().next_back() {
+            *range_end = (*range_end).min(end);
+        }
         past_end
     }
 
     /// What replay knows about `offset` (nothing: never delivered, not settled).
     pub(crate) fn get(&self, offset: u64) -> Recovered {
         let mut message = self.messages.get(&offset).copied().unwrap_or_default();
+        if message.settled.is_none() && self.in_settled_range(offset) {
+            message.settled = Some(super::lease::Outcome::Acked);
+        }
         // A nack counts only if no later attempt was delivered after it.
         if message
             .nacked
@@ -236,6 +304,10 @@ mod tests {
                 not_before_ms: 1_700_000_000_000,
             },
             Entry::Checkpoint { watermark: 42 },
+            Entry::SettledRange {
+                from: 43,
+                end: u64::MAX,
+            },
         ];
         for entry in entries {
             assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
@@ -250,6 +322,138 @@ mod tests {
                 Err(Error::CorruptJournal { .. })
             ));
         }
+    }
+
+    #[test]
+    fn an_empty_or_backward_settled_range_is_corrupt() {
+        for (from, end) in [(5u64, 5u64), (6, 5), (u64::MAX, 0)] {
+            let mut bytes = vec![SETTLED_RANGE];
+            bytes.extend_from_slice(&from.to_le_bytes());
+            bytes.extend_from_slice(&end.to_le_bytes());
+            assert!(
+                matches!(Entry::decode(&bytes), Err(Error::CorruptJournal { .. })),
+                "{from}..{end}"
+            );
+        }
+    }
+
+    fn replay(records: &[Entry]) -> Replay {
+        let mut replay = Replay::default();
+        records.iter().for_each(|&entry| replay.apply(entry));
+        replay.finish();
+        replay
+    }
+
+    fn settled(replay: &Replay, offsets: std::ops::Range<u64>) -> Vec<u64> {
+        offsets
+            .filter(|&offset| replay.get(offset).settled.is_some())
+            .collect()
+    }
+
+    #[test]
+    fn offsets_inside_a_settled_range_are_settled_and_its_ends_are_exact() {
+        let replay = replay(&[
+            Entry::Checkpoint { watermark: 2 },
+            Entry::Received {
+                offset: 2,
+                attempt: 1,
+            },
+            Entry::SettledRange { from: 3, end: 6 },
+            Entry::Received {
+                offset: 6,
+                attempt: 2,
+            },
+            Entry::SettledRange { from: 7, end: 9 },
+            Entry::Acked { offset: 10 },
+        ]);
+        assert_eq!(replay.watermark, 2);
+        assert_eq!(settled(&replay, 0..12), [3, 4, 5, 7, 8, 10]);
+        assert_eq!(
+            replay.get(4).settled,
+            Some(super::super::lease::Outcome::Acked)
+        );
+        assert_eq!(replay.get(6).deliveries, 2);
+        assert_eq!(replay.settled_ranges.len(), 2, "one entry per stretch");
+    }
+
+    #[test]
+    fn overlapping_and_touching_ranges_merge_in_any_order() {
+        let ranges = [(10, 12), (12, 15), (20, 25), (11, 21), (30, 31)];
+        let forward: Vec<Entry> = ranges
+            .iter()
+            .map(|&(from, end)| Entry::SettledRange { from, end })
+            .collect();
+        let backward: Vec<Entry> = forward.iter().rev().copied().collect();
+        for records in [forward, backward] {
+            let replay = replay(&records);
+            assert_eq!(
+                replay
+                    .settled_ranges
+                    .iter()
+                    .map(|(&f, &e)| (f, e))
+                    .collect::<Vec<_>>(),
+                [(10, 25), (30, 31)]
+            );
+            assert_eq!(
+                settled(&replay, 0..40),
+                [(10..25).collect(), vec![30]].concat()
+            );
+        }
+    }
+
+    #[test]
+    fn the_watermark_clips_ranges_and_rises_over_one_that_starts_at_it() {
+        let below = replay(&[
+            Entry::SettledRange { from: 1, end: 4 },
+            Entry::SettledRange { from: 6, end: 9 },
+            Entry::Checkpoint { watermark: 7 },
+            Entry::SettledRange { from: 11, end: 12 },
+        ]);
+        assert_eq!(below.watermark, 9, "6..9 reaches over the watermark");
+        assert_eq!(settled(&below, 9..14), [11]);
+        assert_eq!(below.settled_ranges.len(), 1);
+        let apart = replay(&[
+            Entry::Checkpoint { watermark: 5 },
+            Entry::SettledRange { from: 6, end: 9 },
+        ]);
+        assert_eq!(apart.watermark, 5, "offset 5 is not settled");
+    }
+
+    #[test]
+    fn forgetting_past_the_log_end_clips_ranges_and_asks_for_a_rewrite() {
+        let records = [
+            Entry::Checkpoint { watermark: 2 },
+            Entry::SettledRange { from: 3, end: 6 },
+            Entry::SettledRange { from: 8, end: 12 },
+        ];
+        let mut within = replay(&records);
+        assert!(!within.forget_from(12), "nothing is said past offset 12");
+        let mut cut = replay(&records);
+        assert!(cut.forget_from(10), "8..12 reaches past offset 10");
+        assert_eq!(settled(&cut, 0..20), [3, 4, 5, 8, 9]);
+        let mut dropped = replay(&records);
+        assert!(dropped.forget_from(7));
+        assert_eq!(settled(&dropped, 0..20), [3, 4, 5]);
+    }
+
+    /// A journal as the versions before settled ranges wrote it: a checkpoint's settled
+    /// messages one `Acked` record each, framed here byte by byte from that format.
+    #[test]
+    fn a_journal_of_the_format_before_settled_ranges_replays_as_before() {
+        let mut records = vec![[&[CHECKPOINT][..], &3u64.to_le_bytes()].concat()];
+        for offset in [4u64, 5, 7] {
+            records.push([&[ACKED][..], &offset.to_le_bytes()].concat());
+        }
+        records.push([&[RECEIVED][..], &6u64.to_le_bytes(), &2u32.to_le_bytes()].concat());
+        let entries: Vec<Entry> = records
+            .iter()
+            .map(|bytes| Entry::decode(bytes).unwrap())
+            .collect();
+        let replay = replay(&entries);
+        assert_eq!(replay.watermark, 3);
+        assert_eq!(settled(&replay, 0..10), [4, 5, 7]);
+        assert_eq!(replay.get(6).deliveries, 2);
+        assert_eq!(replay.get(3), Recovered::default());
     }
 
     #[test]

@@ -1738,7 +1738,8 @@ impl WorkQueue {
         }
     }
 
-    /// The journal records that say everything the lease table knows.
+    /// The journal records that say everything the lease table knows: the watermark, each
+    /// unsettled message's state, and one range per stretch of settled messages between them.
     fn checkpoint(&self) -> Vec<journal::Entry> {
         let state = self.state.lock();
         let now = self.clock.now_nanos();
@@ -1746,10 +1747,16 @@ impl WorkQueue {
         let mut records = vec![journal::Entry::Checkpoint {
             watermark: state.leases.watermark(),
         }];
+        let mut settled_from = None;
+        let mut end = state.leases.watermark();
         for (offset, deliveries, settled, waiting) in state.leases.snapshot() {
+            end = offset + 1;
             if settled {
-                records.push(journal::Entry::Acked { offset });
+                settled_from.get_or_insert(offset);
                 continue;
+            }
+            if let Some(from) = settled_from.take() {
+                records.push(journal::Entry::SettledRange { from, end: offset });
             }
             if deliveries > 0 {
                 records.push(journal::Entry::Received {
@@ -1766,6 +1773,9 @@ impl WorkQueue {
                     not_before_ms,
                 });
             }
+        }
+        if let Some(from) = settled_from {
+            records.push(journal::Entry::SettledRange { from, end });
         }
         records
     }
