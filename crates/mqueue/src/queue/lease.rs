@@ -4,14 +4,16 @@
 //! current monotonic reading, so the rules can be read (and tested) apart from the plumbing.
 //! [`WorkQueue`](super::WorkQueue) keeps one of these behind its mutex.
 //!
-//! Messages are numbered by offset. Slots for every offset from `base` (the oldest unsettled
-//! message) up to `next` live in a deque; settled slots at the front are dropped, and a slot
-//! settled behind an unsettled one lets go of its payload, so the payloads held follow the
-//! unsettled messages, not the history (the slots themselves do from the oldest unsettled
-//! message on: at most 72 bytes per offset on a 64-bit target).
+//! Messages are numbered by offset. Slots for every offset from `base` up to `next` live in a
+//! deque; settled slots at the front are dropped, and a slot settled behind an unsettled one
+//! lets go of its payload, so the payloads held follow the unsettled messages, not the
+//! history. An unsettled message left at the front while the deque fills with settled slots
+//! behind it (a long delay, a lease never settled) moves out to a map of stragglers below
+//! `base`, so the slots held follow the unsettled messages too: at most
+//! `2 × unsettled + STRAGGLER_SLACK` in the deque (at most 72 bytes each on a 64-bit target).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 
@@ -19,6 +21,11 @@ use crate::error::Error;
 
 /// Stale entries the lease indexes may hold beyond two per lease held before they are pruned.
 const STALE_LEASE_SLACK: usize = 64;
+
+/// Slots the deque may hold beyond two per unsettled message before its front moves out to
+/// the stragglers: enough that a queue whose oldest messages are settled a little out of
+/// order never moves one.
+const STRAGGLER_SLACK: usize = 64;
 
 /// How a message left the queue for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,9 +97,15 @@ pub(crate) enum Handout {
 /// The lease table of one queue.
 #[derive(Debug)]
 pub(crate) struct Leases {
-    /// Offset of `slots[0]`: every message below it is settled.
+    /// Offset of `slots[0]`: every message below it is settled or a straggler.
     base: u64,
     slots: VecDeque<Slot>,
+    /// Unsettled messages below `base`, moved out of the deque's front so that the settled
+    /// slots behind them could be dropped; a straggler settled leaves the map.
+    stragglers: BTreeMap<u64, Slot>,
+    /// One past the highest offset ever moved to the stragglers: every offset from it up to
+    /// `base` is settled, which a lookup answers without searching the map.
+    stragglers_end: u64,
     /// Never-delivered messages available now, in increasing offset order.
     fresh: VecDeque<u64>,
     /// Messages available again (expired lease, nack, delay over); may hold stale entries,
@@ -115,7 +128,9 @@ pub(crate) struct Leases {
     durable_end: u64,
 }
 
-/// Why a settle call (ack, nack, extend, term) was refused.
+/// Why a settle call (ack, nack, extend, term) was refused. Cold: kept out of the settle
+/// calls' path, which succeeds nearly always.
+#[cold]
 fn refuse(offset: u64, attempt: u32, slot: Option<&Slot>) -> Error {
     let Some(slot) = slot else {
         return Error::AlreadySettled { offset };
@@ -142,6 +157,8 @@ impl Leases {
         Self {
             base: first_offset,
             slots: VecDeque::new(),
+            stragglers: BTreeMap::new(),
+            stragglers_end: 0,
             fresh: VecDeque::new(),
             retry: BinaryHeap::new(),
             delayed: BinaryHeap::new(),
@@ -162,7 +179,9 @@ impl Leases {
 
     /// The oldest unsettled offset (or [`Self::next_offset`] when all are settled).
     pub(crate) fn watermark(&self) -> u64 {
-        self.base
+        self.stragglers
+            .first_key_value()
+            .map_or(self.base, |(&offset, _)| offset)
     }
 
     /// Messages not yet settled: ready, waiting, leased or still being written.
@@ -177,17 +196,40 @@ impl Leases {
 
     /// The monotonic reading at which the oldest unsettled message was enqueued.
     pub(crate) fn oldest_enqueued_at(&self) -> Option<u64> {
-        self.slots.front().map(|slot| slot.enqueued_at)
+        self.stragglers
+            .first_key_value()
+            .map(|(_, slot)| slot)
+            .or(self.slots.front())
+            .map(|slot| slot.enqueued_at)
     }
 
+    // Below `base`, the offsets looked up most (a stale lease entry, a slot just dropped) are
+    // above every straggler: one comparison answers them.
     fn slot(&self, offset: u64) -> Option<&Slot> {
-        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
-        self.slots.get(index)
+        match offset.checked_sub(self.base) {
+            Some(index) => self.slots.get(usize::try_from(index).ok()?),
+            None if offset >= self.stragglers_end => None,
+            None => self.straggler(offset),
+        }
     }
 
     fn slot_mut(&mut self, offset: u64) -> Option<&mut Slot> {
-        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
-        self.slots.get_mut(index)
+        match offset.checked_sub(self.base) {
+            Some(index) => self.slots.get_mut(usize::try_from(index).ok()?),
+            None if offset >= self.stragglers_end => None,
+            None => self.straggler_mut(offset),
+        }
+    }
+
+    // Out of line: the deque's index is the path every receive and settle takes.
+    #[cold]
+    fn straggler(&self, offset: u64) -> Option<&Slot> {
+        self.stragglers.get(&offset)
+    }
+
+    #[cold]
+    fn straggler_mut(&mut self, offset: u64) -> Option<&mut Slot> {
+        self.stragglers.get_mut(&offset)
     }
 
     /// Appends the message at [`Self::next_offset`], available at `not_before` (or now).
@@ -297,6 +339,11 @@ impl Leases {
         released
     }
 
+    /// Drops the settled slots at the deque's front, and moves an unsettled front slot out to
+    /// the stragglers while the deque holds more settled slots than the bound allows.
+    ///
+    /// Inline: every settle calls it, and the bound nearly always holds.
+    #[inline]
     fn drop_settled_front(&mut self) {
         while let Some(slot) = self.slots.front() {
             if !matches!(slot.state, State::Settled(_)) {
@@ -305,6 +352,38 @@ impl Leases {
             self.slots.pop_front();
             self.base += 1;
         }
+        if self.slots.len() > 2 * self.unsettled + STRAGGLER_SLACK {
+            self.move_out_stragglers();
+        }
+    }
+
+    /// Each slot leaves the deque once, so the cost is paid by the settled slots it drops.
+    #[cold]
+    fn move_out_stragglers(&mut self) {
+        while self.slots.len() > 2 * self.unsettled + STRAGGLER_SLACK {
+            let Some(slot) = self.slots.pop_front() else {
+                break;
+            };
+            if !matches!(slot.state, State::Settled(_)) {
+                self.stragglers.insert(self.base, slot);
+                self.stragglers_end = self.base + 1;
+            }
+            self.base += 1;
+        }
+    }
+
+    /// Forgets the slot of a straggler just settled: below `base` and out of the map reads as
+    /// settled.
+    #[inline]
+    fn forget_settled_straggler(&mut self, offset: u64) {
+        if offset < self.stragglers_end.min(self.base) {
+            self.forget_straggler(offset);
+        }
+    }
+
+    #[cold]
+    fn forget_straggler(&mut self, offset: u64) {
+        self.stragglers.remove(&offset);
     }
 
     /// Moves what the clock made available (delays over, leases expired) into `retry`.
@@ -392,25 +471,29 @@ impl Leases {
             (None, None) => return None,
         };
         let max_deliveries = self.max_deliveries;
-        let index = usize::try_from(offset - self.base).ok()?;
-        let slot = self.slots.get_mut(index)?;
+        // The offset came from `fresh` or `retry`, at or above `base` unless a straggler's.
+        let slot = match offset.checked_sub(self.base) {
+            Some(index) => self.slots.get_mut(usize::try_from(index).ok()?)?,
+            None => self.straggler_mut(offset)?,
+        };
         let took_over = match slot.state {
             State::Leased { deadline, .. } => Some(deadline),
             _ => None,
         };
         let was_leased = took_over.is_some();
         if slot.deliveries >= max_deliveries {
-            if was_leased {
-                // An expired lease: no longer held by its last attempt.
-                self.in_flight -= 1;
-            }
             slot.state = State::DeadLettering;
-            return Some(Handout::DeadLetter {
+            let handout = Handout::DeadLetter {
                 offset,
                 deliveries: slot.deliveries,
                 payload: slot.payload.clone(),
                 took_over,
-            });
+            };
+            if was_leased {
+                // An expired lease: no longer held by its last attempt.
+                self.in_flight -= 1;
+            }
+            return Some(handout);
         }
         slot.deliveries += 1;
         let attempt = slot.deliveries;
@@ -436,9 +519,10 @@ impl Leases {
         };
         debug_assert_eq!(slot.state, State::DeadLettering);
         slot.state = State::Settled(Outcome::DeadLettered);
+        slot.payload = Bytes::new();
         self.unsettled -= 1;
+        self.forget_settled_straggler(offset);
         self.drop_settled_front();
-        self.let_go_of_payload(offset);
     }
 
     /// Takes back the delivery `attempt` of `offset` whose receive never reached its caller
@@ -551,12 +635,10 @@ impl Leases {
         if offset >= self.next_offset() {
             return Err(Error::UnknownDelivery { offset, attempt });
         }
-        match self.slot(offset) {
-            Some(slot) if slot.state_is_leased_by(attempt) => {}
-            other => return Err(refuse(offset, attempt, other)),
+        match self.slot_mut(offset) {
+            Some(slot) if slot.state_is_leased_by(attempt) => Ok(slot),
+            other => Err(refuse(offset, attempt, other.as_deref())),
         }
-        self.slot_mut(offset)
-            .ok_or(Error::AlreadySettled { offset })
     }
 
     /// Settles the message held by `attempt` for good (ack or term).
@@ -568,21 +650,15 @@ impl Leases {
     ) -> Result<(), Error> {
         let slot = self.current_lease(offset, attempt)?;
         slot.state = State::Settled(outcome);
+        // Its bytes go now, also when its slot stays behind an older unsettled message (a
+        // delay, a long lease): only the unsettled messages, which `capacity` bounds, hold
+        // their bytes.
+        slot.payload = Bytes::new();
         self.unsettled -= 1;
         self.in_flight -= 1;
+        self.forget_settled_straggler(offset);
         self.drop_settled_front();
-        self.let_go_of_payload(offset);
         Ok(())
-    }
-
-    /// Drops the payload of the message just settled at `offset` if its slot stays, behind an
-    /// older unsettled message (a delay, a long lease): only the unsettled messages, which
-    /// `capacity` bounds, hold their bytes. A slot dropped from the front took its payload
-    /// with it, and this does nothing.
-    fn let_go_of_payload(&mut self, offset: u64) {
-        if let Some(slot) = self.slot_mut(offset) {
-            slot.payload = Bytes::new();
-        }
     }
 
     /// Gives the message back: available again at `not_before` (now if not later).
@@ -642,21 +718,32 @@ impl Leases {
         false
     }
 
-    /// What a checkpoint of this table must say about each message from the watermark on:
-    /// `(offset, deliveries, settled, waiting until)`.
+    /// What a checkpoint of this table must say about each message it holds, in offset
+    /// order: `(offset, deliveries, settled, waiting until)`. The stragglers come first, with
+    /// gaps between them and up to the deque: every offset in a gap is settled.
     pub(crate) fn snapshot(&self) -> impl Iterator<Item = (u64, u32, bool, Option<u64>)> + '_ {
-        self.slots.iter().enumerate().map(|(index, slot)| {
+        let stragglers = self.stragglers.iter().map(|(&offset, slot)| (offset, slot));
+        let deque = (self.base..).zip(self.slots.iter());
+        stragglers.chain(deque).map(|(offset, slot)| {
             let waiting = match slot.state {
                 State::Waiting { not_before } => Some(not_before),
                 _ => None,
             };
             (
-                self.base + index as u64,
+                offset,
                 slot.deliveries,
                 matches!(slot.state, State::Settled(_)),
                 waiting,
             )
         })
+    }
+}
+
+#[cfg(test)]
+impl Leases {
+    /// Slots held, in the deque and among the stragglers.
+    fn slots_held(&self) -> usize {
+        self.slots.len() + self.stragglers.len()
     }
 }
 
@@ -795,6 +882,139 @@ mod tests {
             leases.next_due(0),
             Some(year),
             "the held lease still expires"
+        );
+    }
+
+    #[test]
+    fn slots_behind_one_held_message_follow_the_unsettled_messages_not_the_history() {
+        let hour = 3600 * 1_000_000_000;
+        let mut leases = Leases::new(0, 3);
+        leases.push(Bytes::from_static(b"held"), 0, Some(hour), 0, None);
+        for offset in 1..100_001 {
+            leases.push(Bytes::from_static(b"quick"), 0, None, 0, None);
+            assert_eq!(delivered(leases.receive(0, LEASE)), Some(offset));
+            leases.settle(offset, 1, Outcome::Acked).unwrap();
+        }
+        assert_eq!(leases.unsettled(), 1);
+        assert!(
+            leases.slots_held() <= 2 + STRAGGLER_SLACK,
+            "{} slots held for 1 unsettled message",
+            leases.slots_held()
+        );
+        assert_eq!(
+            leases.watermark(),
+            0,
+            "the held message is the oldest unsettled"
+        );
+        assert_eq!(leases.next_offset(), 100_001);
+        assert_eq!(
+            leases.snapshot().next(),
+            Some((0, 0, false, Some(hour))),
+            "a checkpoint lists the held message first"
+        );
+        assert!(leases.receive(hour - 1, LEASE).is_none());
+        assert_eq!(delivered(leases.receive(hour, LEASE)), Some(0));
+        assert!(matches!(
+            leases.settle(7, 1, Outcome::Acked),
+            Err(Error::AlreadySettled { offset: 7 })
+        ));
+        leases.settle(0, 1, Outcome::Acked).unwrap();
+        assert_eq!(leases.watermark(), 100_001, "everything is settled");
+        assert_eq!(leases.slots_held(), 0);
+    }
+
+    /// Behind `held` (leased as attempt 1 at time 0 until `LEASE`), enough quick messages
+    /// received and acked that `held` moves out to the stragglers.
+    fn table_with_a_straggler(max_deliveries: u32) -> Leases {
+        let mut leases = Leases::new(0, max_deliveries);
+        leases.push(Bytes::from_static(b"held"), 0, None, 0, None);
+        assert_eq!(delivered(leases.receive(0, LEASE)), Some(0));
+        for offset in 1..1_000 {
+            leases.push(Bytes::from_static(b"quick"), 0, None, 0, None);
+            assert_eq!(delivered(leases.receive(0, LEASE)), Some(offset));
+            leases.settle(offset, 1, Outcome::Acked).unwrap();
+        }
+        assert_eq!(leases.stragglers.keys().copied().collect::<Vec<_>>(), [0]);
+        leases
+    }
+
+    #[test]
+    fn a_straggler_is_leased_refused_redelivered_and_settled_by_the_same_rules() {
+        let mut leases = table_with_a_straggler(3);
+        assert_eq!(leases.in_flight(), 1);
+        assert_eq!(leases.oldest_enqueued_at(), Some(0));
+        leases.extend(0, 1, 2 * LEASE).unwrap();
+        assert!(leases.receive(2 * LEASE - 1, LEASE).is_none(), "extended");
+        leases.nack(0, 1, 2 * LEASE - 1, 3 * LEASE).unwrap();
+        assert!(matches!(
+            leases.settle(0, 1, Outcome::Acked),
+            Err(Error::NotLeased { .. })
+        ));
+        assert_eq!(leases.next_due(2 * LEASE), Some(3 * LEASE));
+        assert_eq!(
+            leases.snapshot().next(),
+            Some((0, 1, false, Some(3 * LEASE)))
+        );
+        // The lease of attempt 2 expires and attempt 3 takes over.
+        assert_eq!(delivered(leases.receive(3 * LEASE, LEASE)), Some(0));
+        assert_eq!(delivered(leases.receive(4 * LEASE, LEASE)), Some(0));
+        assert!(matches!(
+            leases.settle(0, 2, Outcome::Acked),
+            Err(Error::Redelivered { current: 3, .. })
+        ));
+        leases.settle(0, 3, Outcome::Terminated).unwrap();
+        assert!(matches!(
+            leases.settle(0, 3, Outcome::Acked),
+            Err(Error::AlreadySettled { offset: 0 })
+        ));
+        assert_eq!(leases.watermark(), leases.next_offset());
+        assert_eq!((leases.unsettled(), leases.in_flight()), (0, 0));
+        assert_eq!(leases.slots_held(), leases.slots.len());
+    }
+
+    #[test]
+    fn a_straggler_past_its_deliveries_is_dead_lettered_or_given_back() {
+        let mut leases = table_with_a_straggler(1);
+        let Some(Handout::DeadLetter {
+            offset, took_over, ..
+        }) = leases.receive(LEASE, LEASE)
+        else {
+            panic!("the expired straggler has had its one delivery");
+        };
+        assert_eq!((offset, took_over), (0, Some(LEASE)));
+        assert!(leases.receive(LEASE, LEASE).is_none(), "out of reach");
+        leases.dead_letter_failed(0, took_over);
+        assert!(
+            leases.settle(0, 1, Outcome::Acked).is_ok(),
+            "its holder's again"
+        );
+        let mut leases = table_with_a_straggler(1);
+        assert!(matches!(
+            leases.receive(LEASE, LEASE),
+            Some(Handout::DeadLetter { offset: 0, .. })
+        ));
+        leases.dead_lettered(0);
+        assert_eq!(leases.unsettled(), 0);
+        assert_eq!(leases.watermark(), leases.next_offset());
+    }
+
+    #[test]
+    fn a_straggler_s_delivery_taken_back_is_not_counted() {
+        let mut leases = table_with_a_straggler(3);
+        let Some(Handout::Deliver {
+            offset,
+            attempt,
+            took_over,
+            ..
+        }) = leases.receive(LEASE, LEASE)
+        else {
+            panic!("the expired straggler is delivered again");
+        };
+        assert_eq!((offset, attempt), (0, 2));
+        leases.undeliver(0, 2, took_over);
+        assert!(
+            leases.settle(0, 1, Outcome::Acked).is_ok(),
+            "attempt 1 holds it again"
         );
     }
 

@@ -1747,10 +1747,16 @@ impl WorkQueue {
         let mut records = vec![journal::Entry::Checkpoint {
             watermark: state.leases.watermark(),
         }];
+        // The start of the stretch of settled offsets being walked, if any; `next` is the
+        // offset after the last one listed, so a gap before the next one listed (the table
+        // holds no slot for it) is settled too.
         let mut settled_from = None;
-        let mut end = state.leases.watermark();
+        let mut next = state.leases.watermark();
         for (offset, deliveries, settled, waiting) in state.leases.snapshot() {
-            end = offset + 1;
+            if offset > next {
+                settled_from.get_or_insert(next);
+            }
+            next = offset + 1;
             if settled {
                 settled_from.get_or_insert(offset);
                 continue;
@@ -1773,6 +1779,10 @@ impl WorkQueue {
                     not_before_ms,
                 });
             }
+        }
+        let end = state.leases.next_offset();
+        if end > next {
+            settled_from.get_or_insert(next);
         }
         if let Some(from) = settled_from {
             records.push(journal::Entry::SettledRange { from, end });
