@@ -17,6 +17,7 @@ use crate::geo::{
     CellGeometry, Circumcircle, CoarseCircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit,
     angle_to_chord2, chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
 };
+use crate::prefetch;
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
     Version,
@@ -224,6 +225,14 @@ impl Bucket {
                     .total_cmp(&b.circle.chord2_to_center(unit))
             })
             .map(|adjacent| adjacent.cell)
+    }
+
+    /// Asks for the lines a query's scan of the bucket reads first: every driver's coarse
+    /// position and the neighbours.
+    #[inline]
+    fn prefetch(&self) {
+        prefetch::read_all(&self.coarse);
+        prefetch::read_all(self.adjacent());
     }
 
     /// Adds a row; its slot.
@@ -1309,6 +1318,15 @@ impl<C: Clock> Index<C> {
             ring.retain(|&(bound, _)| bound <= reach);
             ring.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
             let mut reader = CellReader::new(self);
+            // Every bucket of the ring within reach is asked for before any is scanned: each
+            // is a chain of cache misses (its place in the table, then its arrays), and chains
+            // started together are waited for side by side rather than one after another. A cell
+            // the shrinking reach then leaves out costs one needless fetch.
+            for &(_, cell) in &ring {
+                if let Some(bucket) = reader.bucket(cell) {
+                    bucket.prefetch();
+                }
+            }
             let mut scanned = 0;
             while let Some(&(bound, cell)) = ring.get(scanned)
                 && bound <= collector.reach()
@@ -1623,6 +1641,11 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         // integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
             least_first(&mut nearer, self.k);
+        }
+        // The rows of the `k` first are read unless the best improve past them meanwhile: all
+        // asked for before the first is read, so their cache misses are waited for together.
+        for &(_, slot) in nearer.iter().take(self.k) {
+            prefetch::read(&bucket.details[slot]);
         }
         for &(bits, slot) in &nearer {
             if f32::from_bits(bits) <= self.coarse_worst {

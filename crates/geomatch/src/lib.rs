@@ -43,7 +43,6 @@
 //!
 //! * `metrics`: drivers by state and claim outcomes through the `metrics` facade; names in
 //!   the `metrics` module.
-#![forbid(unsafe_code)]
 
 mod best;
 mod driver;
@@ -54,6 +53,7 @@ mod index;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod partition;
+mod prefetch;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(test, fuzzing))]
