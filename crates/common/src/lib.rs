@@ -9,6 +9,8 @@
 //! - [`hash`]: a stable 64-bit hash that is the same in every process, platform and release
 //!   ([`stable_hash`]), and a randomly seeded, flooding-resistant [`RandomState`] for in-process
 //!   maps keyed by untrusted input.
+//! - [`prefetch`]: cache-line hints, so a lookup in a structure larger than the caches can ask
+//!   for the lines it reads next all at once.
 //! - `redis` (feature `redis`): the connection pool and script runner every Redis backend
 //!   shares, so each gets reconnects, resends and `NOSCRIPT` right the same way.
 //!
@@ -31,6 +33,7 @@
 
 pub mod clock;
 pub mod hash;
+pub mod prefetch;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sync;

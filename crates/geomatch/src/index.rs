@@ -17,11 +17,11 @@ use crate::geo::{
     CellGeometry, Circumcircle, CoarseCircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit,
     angle_to_chord2, chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
 };
-use crate::prefetch;
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
     Version,
 };
+use infra_common::prefetch;
 
 /// The most drivers one [`Index::nearest`] or [`Index::within`] query returns, which bounds
 /// its memory.

@@ -43,6 +43,7 @@
 //!
 //! * `metrics`: drivers by state and claim outcomes through the `metrics` facade; names in
 //!   the `metrics` module.
+#![forbid(unsafe_code)]
 
 mod best;
 mod driver;
@@ -53,7 +54,6 @@ mod index;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod partition;
-mod prefetch;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(test, fuzzing))]

@@ -137,8 +137,8 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         // computed here (wrapping, never dereferenced); a wrong guess costs one useless prefetch.
         let slot = word & (shard.buckets() - 1);
         let data_end = shard.data_end().as_ptr();
-        prefetch::for_write(data_end.wrapping_sub(slot + 1));
-        prefetch::for_read(data_end.cast::<u8>().wrapping_add(slot));
+        infra_common::prefetch::write(data_end.wrapping_sub(slot + 1));
+        infra_common::prefetch::read(data_end.cast::<u8>().wrapping_add(slot));
         let before = meanwhile();
         let found = shard
             .get(hash, |(candidate, _)| key == candidate.borrow())
@@ -242,48 +242,6 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.map.remove(key).map(|(_, value)| value)
-    }
-}
-
-/// Cache-line prefetch hints: they never dereference their argument and cannot fault, so any
-/// address (even a dangling or out-of-bounds one) is fine. No-ops where no stable intrinsic
-/// exists and under Miri.
-#[cfg(not(infra_loom))]
-mod prefetch {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    use std::arch::x86_64::{_MM_HINT_ET0 as WRITE, _MM_HINT_T0 as READ};
-    // Where no hint is emitted, any values do.
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    const WRITE: i32 = 0;
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    const READ: i32 = 0;
-
-    /// Asks for the line holding `ptr`, to be written soon.
-    #[inline(always)]
-    pub(super) fn for_write<T>(ptr: *const T) {
-        hint::<WRITE, T>(ptr);
-    }
-
-    /// Asks for the line holding `ptr`, to be read soon.
-    #[inline(always)]
-    pub(super) fn for_read<T>(ptr: *const T) {
-        hint::<READ, T>(ptr);
-    }
-
-    /// Asks for the line holding `ptr` with `_mm_prefetch` hint `HINT`.
-    #[inline(always)]
-    fn hint<const HINT: i32, T>(ptr: *const T) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 target has. The instruction it
-        // emits (`prefetchw` for the write hint where the target has it, `prefetcht0`
-        // otherwise) only warms the cache: it reads no memory the program can observe and never
-        // faults, whatever the address.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<HINT>(ptr.cast::<i8>());
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = ptr;
     }
 }
 
