@@ -15,7 +15,7 @@
 
 use std::{fmt, slice};
 
-use crate::carrier::{Extractor, Injector, trim_ows};
+use crate::carrier::{Extractor, FieldValue, Injector, trim_ows};
 use crate::fields::Fields;
 use crate::id::parse_hex_words;
 use crate::inline_text::InlineText;
@@ -207,11 +207,20 @@ impl B3 {
     pub fn inject_multi(&self, carrier: &mut dyn Injector) {
         match self.ids {
             Some(ids) => {
-                carrier.set(X_B3_TRACE_ID, hex::<32>(&ids.trace_id.to_bytes()).as_str());
-                carrier.set(X_B3_SPAN_ID, hex::<16>(&ids.span_id.to_bytes()).as_str());
+                carrier.set_value(
+                    X_B3_TRACE_ID,
+                    hex::<32>(&ids.trace_id.to_bytes()).as_field_value(),
+                );
+                carrier.set_value(
+                    X_B3_SPAN_ID,
+                    hex::<16>(&ids.span_id.to_bytes()).as_field_value(),
+                );
                 match ids.parent_span_id {
                     Some(parent) => {
-                        carrier.set(X_B3_PARENT_SPAN_ID, hex::<16>(&parent.to_bytes()).as_str());
+                        carrier.set_value(
+                            X_B3_PARENT_SPAN_ID,
+                            hex::<16>(&parent.to_bytes()).as_field_value(),
+                        );
                     }
                     None => carrier.remove(X_B3_PARENT_SPAN_ID),
                 }
@@ -231,7 +240,7 @@ impl B3 {
         };
         for (name, value) in [(X_B3_SAMPLED, sampled), (X_B3_FLAGS, flags)] {
             match value {
-                Some(value) => carrier.set(name, value),
+                Some(value) => carrier.set_value(name, FieldValue::vouched(value)),
                 None => carrier.remove(name),
             }
         }
@@ -498,7 +507,7 @@ impl Propagator for B3Propagator {
         }
         multi.inject_multi(carrier);
         if let Some(single) = single {
-            carrier.set(B3_SINGLE, single.encode_single().as_str());
+            carrier.set_value(B3_SINGLE, single.encode_single().as_field_value());
         }
     }
 

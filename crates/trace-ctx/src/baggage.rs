@@ -16,7 +16,7 @@
 use std::fmt;
 
 use crate::Error;
-use crate::carrier::trim_ows;
+use crate::carrier::{FieldValue, trim_ows};
 use crate::fields::{Fields, split_once};
 use crate::id::any_hex_value;
 
@@ -991,7 +991,9 @@ impl crate::Propagator for BaggagePropagator {
         if cx.baggage().is_empty() {
             carrier.remove(BAGGAGE);
         } else {
-            carrier.set_owned(BAGGAGE, cx.baggage().encode());
+            // Keys are tokens, values percent-encoded to baggage octets and properties checked
+            // against the grammar: the header is visible ASCII.
+            carrier.set_value(BAGGAGE, FieldValue::vouched(cx.baggage().encode()));
         }
     }
 

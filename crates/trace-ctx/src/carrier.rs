@@ -5,6 +5,7 @@
 //! String>` (one value per name), for slices and vectors of `(name, value)` pairs (which can
 //! hold repeated headers), and, with the `http` feature, for `http::HeaderMap`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
@@ -124,12 +125,100 @@ pub trait Injector {
         self.set(name, &value);
     }
 
+    /// [`Injector::set`] with a value known to hold only visible ASCII and spaces, which a
+    /// carrier that checks its values (a `HeaderMap`) may store without checking again. The
+    /// propagators write every value this way. The default calls [`Injector::set`] or
+    /// [`Injector::set_owned`].
+    ///
+    /// ```
+    /// use infra_trace_ctx::{FieldValue, Injector};
+    ///
+    /// let mut carrier: Vec<(String, String)> = Vec::new();
+    /// let value = FieldValue::new("rojo=00f067aa0ba902b7").expect("visible ASCII");
+    /// carrier.set_value("tracestate", value);
+    /// assert_eq!(carrier[0].1, "rojo=00f067aa0ba902b7");
+    /// ```
+    fn set_value(&mut self, name: &str, value: FieldValue<'_>) {
+        match value.0 {
+            Cow::Borrowed(value) => self.set(name, value),
+            Cow::Owned(value) => self.set_owned(name, value),
+        }
+    }
+
     /// Removes the field `name` (case-insensitive where the carrier is), if present.
     fn remove(&mut self, name: &str);
 
     /// Removes every field for whose name `remove` returns `true` (for prefixed fields such
     /// as Jaeger's `uberctx-*`).
     fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool);
+
+    /// Removes every field whose name begins with `prefix` (lowercase; in any case where the
+    /// carrier's names have cases) and for whose whole name `remove` returns `true`. A
+    /// carrier that can turn away the other names without a call overrides it; the default
+    /// calls [`Injector::remove_where`].
+    ///
+    /// ```
+    /// use infra_trace_ctx::Injector;
+    ///
+    /// let mut carrier: Vec<(String, String)> = vec![
+    ///     ("UberCtx-a".into(), "1".into()),
+    ///     ("uberctx-b".into(), "2".into()),
+    ///     ("host".into(), "x".into()),
+    /// ];
+    /// carrier.remove_prefixed("uberctx-", &mut |name| !name.ends_with('b'));
+    /// assert_eq!(carrier.len(), 2);
+    /// ```
+    fn remove_prefixed(&mut self, prefix: &str, remove: &mut dyn FnMut(&str) -> bool) {
+        self.remove_where(&mut |name| has_prefix(name, prefix) && remove(name));
+    }
+}
+
+/// Whether `name` begins with `prefix`, in any case.
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// A field value that holds only visible ASCII and spaces (bytes 0x20 to 0x7e): every value
+/// the propagators write, and a valid value in any carrier, HTTP headers included. Built by
+/// [`FieldValue::new`], which checks, or by the propagators from text their own grammar has
+/// checked (hex ids, a parsed `tracestate`, encoded baggage), so that
+/// [`Injector::set_value`] need not check it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldValue<'a>(Cow<'a, str>);
+
+impl<'a> FieldValue<'a> {
+    /// `value` as a field value, or `None` if it holds a byte outside 0x20 to 0x7e.
+    pub fn new(value: impl Into<Cow<'a, str>>) -> Option<Self> {
+        let value = value.into();
+        value.bytes().all(is_field_byte).then_some(Self(value))
+    }
+
+    /// A value whose bytes this crate's own grammar has limited to 0x20 to 0x7e (checked in
+    /// debug builds).
+    pub(crate) fn vouched(value: impl Into<Cow<'a, str>>) -> Self {
+        let value = value.into();
+        debug_assert!(
+            value.bytes().all(is_field_byte),
+            "a field value outside 0x20..=0x7e: {value:?}"
+        );
+        Self(value)
+    }
+
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value, borrowed or owned as it was given.
+    pub fn into_inner(self) -> Cow<'a, str> {
+        self.0
+    }
+}
+
+/// A byte a [`FieldValue`] may hold: a space or visible ASCII.
+const fn is_field_byte(byte: u8) -> bool {
+    matches!(byte, 0x20..=0x7e)
 }
 
 impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
@@ -239,9 +328,12 @@ impl Injector for Vec<(String, String)> {
 
 #[cfg(feature = "http")]
 mod http_carrier {
+    use std::borrow::Cow;
+
+    use bytes::Bytes;
     use http::HeaderName;
 
-    use super::{Extractor, Injector};
+    use super::{Extractor, FieldValue, Injector};
     use crate::b3::{
         B3_SINGLE, X_B3_FLAGS, X_B3_PARENT_SPAN_ID, X_B3_SAMPLED, X_B3_SPAN_ID, X_B3_TRACE_ID,
     };
@@ -342,6 +434,27 @@ mod http_carrier {
         }
     }
 
+    /// Whether the lowercase `name` begins with `prefix` in any case: only the prefix's
+    /// bytes are folded (a slice comparison ignoring case folds both sides, one byte at a
+    /// time, through a call).
+    fn is_lowercase_prefix(name: &[u8], prefix: &[u8]) -> bool {
+        name.len() >= prefix.len()
+            && name
+                .iter()
+                .zip(prefix)
+                .all(|(name, prefix)| *name == prefix.to_ascii_lowercase())
+    }
+
+    /// The header value of bytes taken from a [`FieldValue`], without checking them again.
+    #[allow(unsafe_code)]
+    fn known_header_value(bytes: Bytes) -> http::HeaderValue {
+        // SAFETY: `http` requires the bytes to be UTF-8. They come from a `FieldValue`'s
+        // `str` (so they are UTF-8), which holds only bytes 0x20 to 0x7e (so they are also
+        // bytes `http` accepts in a value: it checks them in debug builds, and the tests run
+        // every propagator's output through it).
+        unsafe { http::HeaderValue::from_maybe_shared_unchecked(bytes) }
+    }
+
     /// Sets `name` to `value`, through its prebuilt name if it has one; a name that is not
     /// a valid header name is skipped.
     fn insert(map: &mut http::HeaderMap, name: &str, value: http::HeaderValue) {
@@ -369,11 +482,46 @@ mod http_carrier {
             }
         }
 
+        /// The value is stored as it is: the check `http` makes of a value from text would
+        /// repeat the one [`FieldValue`] stands for.
+        fn set_value(&mut self, name: &str, value: FieldValue<'_>) {
+            let bytes = match value.into_inner() {
+                Cow::Borrowed(value) => Bytes::copy_from_slice(value.as_bytes()),
+                Cow::Owned(value) => Bytes::from(value),
+            };
+            insert(self, name, known_header_value(bytes));
+        }
+
         fn remove(&mut self, name: &str) {
             match known(name) {
                 Some(name) => http::HeaderMap::remove(self, name),
                 None => http::HeaderMap::remove(self, name),
             };
+        }
+
+        /// The map's names are lowercase: each is turned away by its first byte before the
+        /// rest of the prefix is compared, and `remove` is asked about the prefixed ones only.
+        fn remove_prefixed(&mut self, prefix: &str, remove: &mut dyn FnMut(&str) -> bool) {
+            let prefix = prefix.as_bytes();
+            let Some(first) = prefix.first().map(u8::to_ascii_lowercase) else {
+                return self.remove_where(remove);
+            };
+            let mut doomed = Vec::new();
+            for name in self.keys() {
+                let text = name.as_str();
+                if text.as_bytes().first() == Some(&first)
+                    && is_lowercase_prefix(text.as_bytes(), prefix)
+                    && remove(text)
+                {
+                    doomed.push(name.clone());
+                }
+            }
+            // Nothing to remove is the usual case: no walk over an empty list.
+            if !doomed.is_empty() {
+                for name in doomed {
+                    http::HeaderMap::remove(self, name);
+                }
+            }
         }
 
         fn remove_where(&mut self, remove: &mut dyn FnMut(&str) -> bool) {
@@ -542,6 +690,69 @@ mod tests {
         assert!(
             crate::Propagator::extract_span(&crate::TraceContextPropagator, &headers).is_none()
         );
+    }
+
+    #[test]
+    fn field_values_hold_only_spaces_and_visible_ascii() {
+        for value in ["", "a b", "~!", "k=v,rojo=1"] {
+            assert_eq!(
+                FieldValue::new(value).map(FieldValue::into_inner),
+                Some(value.into())
+            );
+        }
+        for value in ["a\tb", "a\nb", "\u{7f}", "caf\u{e9}", "\0"] {
+            assert!(FieldValue::new(value).is_none(), "{value:?}");
+        }
+        assert!(FieldValue::new(String::from("owned")).is_some());
+    }
+
+    /// Prefixed removal asks about the prefixed names only, removes those it is told to,
+    /// and matches the prefix in any case: in a `HeaderMap` (lowercase names, its own walk)
+    /// and in the default walk.
+    #[test]
+    fn prefixed_removal_asks_about_prefixed_names_only() {
+        let mut pairs: Vec<(String, String)> = ["UberCtx-a", "uberctx-b", "uber-trace-id", "host"]
+            .iter()
+            .map(|name| ((*name).to_owned(), String::new()))
+            .collect();
+        let mut asked = Vec::new();
+        pairs.remove_prefixed("uberctx-", &mut |name| {
+            asked.push(name.to_owned());
+            name != "uberctx-b"
+        });
+        assert_eq!(asked, ["UberCtx-a", "uberctx-b"]);
+        let left: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(left, ["uberctx-b", "uber-trace-id", "host"]);
+
+        #[cfg(feature = "http")]
+        for prefix in ["uberctx-", "UBERCTX-"] {
+            let mut headers = http::HeaderMap::new();
+            for name in [
+                "user-agent",
+                "uberctx-a",
+                "uberctx-b",
+                "uber-trace-id",
+                "uberctx",
+            ] {
+                headers.insert(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static("1"),
+                );
+            }
+            let mut asked = Vec::new();
+            headers.remove_prefixed(prefix, &mut |name| {
+                asked.push(name.to_owned());
+                name != "uberctx-b"
+            });
+            asked.sort();
+            assert_eq!(asked, ["uberctx-a", "uberctx-b"], "{prefix}");
+            let mut left: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
+            left.sort_unstable();
+            assert_eq!(
+                left,
+                ["uber-trace-id", "uberctx", "uberctx-b", "user-agent"]
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! fixed buffer and hands the carrier a `&str`, with no `String` and no formatting machinery
 //! in between.
 
+use crate::carrier::FieldValue;
 use crate::id::write_hex;
 
 /// Up to `N` bytes of ASCII text, built by appending.
@@ -59,6 +60,11 @@ impl<const N: usize> InlineText<N> {
         // `hex_words_hold_every_digit_in_every_position`) ending where `len` is set, so the
         // bytes up to `len` are valid UTF-8 pieces one after another, which is valid UTF-8.
         unsafe { std::str::from_utf8_unchecked(text) }
+    }
+
+    /// The text as a field value: hex digits and the ASCII punctuation the writers append.
+    pub(crate) fn as_field_value(&self) -> FieldValue<'_> {
+        FieldValue::vouched(self.as_str())
     }
 }
 

@@ -35,7 +35,7 @@
 use std::fmt;
 
 use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
-use crate::carrier::{Extractor, Injector, trim_ows};
+use crate::carrier::{Extractor, FieldValue, Injector, trim_ows};
 use crate::fields::{Fields, find_byte};
 use crate::id::{parse_any_hex_u128, parse_hex_words};
 use crate::inline_text::InlineText;
@@ -503,16 +503,22 @@ impl Propagator for JaegerPropagator {
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
         // A reused carrier may hold the previous request's baggage: every `uberctx-*` field
         // whose key this context does not carry goes, before anything is written (the scan
-        // then passes over the old fields only).
+        // then passes over the old fields only). The carrier turns away the names without
+        // the prefix itself; the check is repeated here for a carrier that does not.
         let baggage = cx.baggage();
-        carrier.remove_where(&mut |name| {
+        carrier.remove_prefixed(UBERCTX_PREFIX, &mut |name| {
             name.len() >= UBERCTX_PREFIX.len()
                 && name.as_bytes()[..UBERCTX_PREFIX.len()]
                     .eq_ignore_ascii_case(UBERCTX_PREFIX.as_bytes())
                 && baggage.get(&name[UBERCTX_PREFIX.len()..]).is_none()
         });
         match cx.span() {
-            Some(span) => carrier.set(UBER_TRACE_ID, JaegerHeader::of(span).encode().as_str()),
+            Some(span) => {
+                carrier.set_value(
+                    UBER_TRACE_ID,
+                    JaegerHeader::of(span).encode().as_field_value(),
+                );
+            }
             None => carrier.remove(UBER_TRACE_ID),
         }
         for entry in cx.baggage().iter() {
@@ -523,7 +529,11 @@ impl Propagator for JaegerPropagator {
             if value.contains('+') {
                 value = value.replace('+', "%2B");
             }
-            carrier.set_owned(&format!("{UBERCTX_PREFIX}{}", entry.key()), value);
+            // Percent-encoded: visible ASCII.
+            carrier.set_value(
+                &format!("{UBERCTX_PREFIX}{}", entry.key()),
+                FieldValue::vouched(value),
+            );
         }
     }
 

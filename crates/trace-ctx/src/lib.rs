@@ -95,7 +95,7 @@ pub use b3::{
     X_B3_SPAN_ID, X_B3_TRACE_ID,
 };
 pub use baggage::{BAGGAGE, Baggage, BaggageEntry, BaggagePropagator};
-pub use carrier::{Extractor, Injector};
+pub use carrier::{Extractor, FieldValue, Injector};
 pub use context::{Context, ContextGuard, SamplingState, SpanContext};
 pub use error::Error;
 pub use export::{

@@ -277,6 +277,94 @@ mod tests {
         }
     }
 
+    /// The same with a `HeaderMap`, whose carrier removes prefixed fields and stores values
+    /// its own way; and a Jaeger context with baggage keeps the `uberctx-*` field it writes
+    /// again and loses the others.
+    #[cfg(feature = "http")]
+    #[test]
+    fn a_reused_header_map_keeps_nothing_of_the_previous_request() {
+        for (propagator, first, left) in reuse_rows() {
+            let mut carrier = http::HeaderMap::new();
+            carrier.insert("host", http::HeaderValue::from_static("cart.internal"));
+            propagator.inject(&propagator.extract(&first.to_vec()), &mut carrier);
+            assert_eq!(
+                carrier.len(),
+                first.len() + 1,
+                "{propagator:?} wrote {carrier:?}"
+            );
+
+            let second = Context::new().with_span(SpanContext::new(
+                TraceId::random(),
+                SpanId::random(),
+                TraceFlags::SAMPLED,
+            ));
+            propagator.inject(&second, &mut carrier);
+            let mut names: Vec<&str> = carrier.keys().map(http::HeaderName::as_str).collect();
+            names.sort_unstable();
+            let mut expected = left.to_vec();
+            expected.push("host");
+            expected.sort_unstable();
+            assert_eq!(names, expected, "{propagator:?}");
+
+            propagator.inject(&Context::new(), &mut carrier);
+            assert_eq!(carrier.len(), 1, "{propagator:?} left {carrier:?}");
+        }
+
+        let mut carrier = http::HeaderMap::new();
+        let first = vec![
+            ("uber-trace-id", "1:2:0:1"),
+            ("uberctx-tenant", "acme"),
+            ("uberctx-user", "alice"),
+        ];
+        JaegerPropagator.inject(&JaegerPropagator.extract(&first), &mut carrier);
+        let mut baggage = Baggage::new();
+        baggage.insert("tenant", "globex").unwrap();
+        JaegerPropagator.inject(&Context::new().with_baggage(baggage), &mut carrier);
+        assert_eq!(carrier.len(), 1, "{carrier:?}");
+        assert_eq!(carrier["uberctx-tenant"], "globex");
+    }
+
+    proptest::proptest! {
+        /// Whatever baggage and trace state a context holds, every format writes into a
+        /// `HeaderMap` (which stores the values unchecked) what it writes into a carrier of
+        /// strings, and each value is one `http` itself accepts.
+        #[cfg(feature = "http")]
+        #[test]
+        fn every_format_writes_valid_header_values(
+            members in proptest::collection::vec(
+                ("[a-z0-9!#$&'*+.^_`|~-]{1,8}", proptest::prelude::any::<String>()), 0..6),
+            state in proptest::collection::vec(("[a-z][a-z0-9_*/-]{0,6}", "[ -+--<>-~]{0,8}[!-+--<>-~]"), 0..4),
+            flags in 0u8..=3,
+        ) {
+            let mut baggage = Baggage::new();
+            for (key, value) in &members {
+                let _ = baggage.insert(key, value);
+            }
+            let mut trace_state = crate::TraceState::new();
+            for (key, value) in &state {
+                let _ = trace_state.insert(key, value);
+            }
+            let span = SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::from_wire(flags))
+                .with_trace_state(trace_state);
+            let cx = Context::new().with_span(span).with_baggage(baggage);
+            let propagator = CompositePropagator::new(vec![
+                Box::new(TraceContextPropagator),
+                Box::new(B3Propagator::single_and_multi_header()),
+                Box::new(JaegerPropagator),
+                Box::new(BaggagePropagator),
+            ]);
+            let mut strings: Vec<(String, String)> = Vec::new();
+            propagator.inject(&cx, &mut strings);
+            let mut headers = http::HeaderMap::new();
+            propagator.inject(&cx, &mut headers);
+            proptest::prop_assert_eq!(headers.len(), strings.len());
+            for (name, value) in &strings {
+                proptest::prop_assert!(http::HeaderValue::from_str(value).is_ok(), "{name}: {value:?}");
+                proptest::prop_assert_eq!(headers.get(name.as_str()).map(http::HeaderValue::as_bytes), Some(value.as_bytes()));
+            }
+        }
+    }
+
     #[test]
     fn inject_writes_every_format() {
         let carrier = vec![("uber-trace-id", "abc:def:0:3")];

@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::carrier::{Extractor, Injector, trim_ows};
+use crate::carrier::{Extractor, FieldValue, Injector, trim_ows};
 use crate::id::{lower_hex_value, parse_lower_hex_u128};
 use crate::propagator::Propagator;
 use crate::trace_state::TraceStateBuilder;
@@ -70,6 +70,11 @@ impl TraceParentHeader {
         // lanes never carrying: `hex_words_hold_every_digit_in_every_position`), all ASCII,
         // hence UTF-8.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The header value as a field value (see [`TraceParentHeader::as_str`] for its bytes).
+    pub(crate) fn as_field_value(&self) -> FieldValue<'_> {
+        FieldValue::vouched(self.as_str())
     }
 }
 
@@ -239,9 +244,9 @@ impl Propagator for TraceContextPropagator {
         if span.trace_state().is_empty() {
             carrier.remove(TRACESTATE);
         }
-        carrier.set(TRACEPARENT, TraceParent::of(span).encode().as_str());
+        carrier.set_value(TRACEPARENT, TraceParent::of(span).encode().as_field_value());
         if !span.trace_state().is_empty() {
-            carrier.set(TRACESTATE, span.trace_state().as_str());
+            carrier.set_value(TRACESTATE, span.trace_state().as_field_value());
         }
     }
 

@@ -20,6 +20,7 @@
 use std::fmt;
 
 use crate::Error;
+use crate::carrier::FieldValue;
 
 // An immutable string shared by every span context that carries it: no interleaving to model,
 // so a plain std `Arc` (cloning it is a reference count, never an allocation).
@@ -89,6 +90,12 @@ impl TraceState {
     /// The canonical header value (`key=value` entries joined by `,`).
     pub fn as_str(&self) -> &str {
         self.header.as_deref().unwrap_or("")
+    }
+
+    /// The header value as a field value: keys and values are limited to 0x20 to 0x7e by
+    /// the grammar every entry is checked against, and their separators are `=` and `,`.
+    pub(crate) fn as_field_value(&self) -> FieldValue<'_> {
+        FieldValue::vouched(self.as_str())
     }
 
     fn from_string(header: String) -> Self {
