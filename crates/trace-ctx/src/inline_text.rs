@@ -39,6 +39,7 @@ impl<const N: usize> InlineText<N> {
     }
 
     /// Appends `value` in lowercase hex without leading zeros (`0` for zero).
+    #[inline]
     pub(crate) fn push_minimal_hex(&mut self, value: u8) {
         if value >= 0x10 {
             self.push_hex(&[value]);
