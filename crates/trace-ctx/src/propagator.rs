@@ -346,6 +346,7 @@ mod tests {
             }
             let span = SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::from_wire(flags))
                 .with_trace_state(trace_state);
+            let encoded = baggage.to_string();
             let cx = Context::new().with_span(span).with_baggage(baggage);
             let propagator = CompositePropagator::new(vec![
                 Box::new(TraceContextPropagator),
@@ -362,6 +363,9 @@ mod tests {
                 proptest::prop_assert!(http::HeaderValue::from_str(value).is_ok(), "{name}: {value:?}");
                 proptest::prop_assert_eq!(headers.get(name.as_str()).map(http::HeaderValue::as_bytes), Some(value.as_bytes()));
             }
+            // The header written is the baggage's `Display` form.
+            let written = strings.iter().find(|(name, _)| name == "baggage").map(|(_, value)| value.as_str());
+            proptest::prop_assert_eq!(written.unwrap_or_default(), encoded);
         }
     }
 
