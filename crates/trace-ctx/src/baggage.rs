@@ -389,19 +389,24 @@ fn write_entry(out: &mut impl fmt::Write, entry: &BaggageEntry) -> fmt::Result {
         return out.write_str(&entry.text);
     }
     out.write_str(&entry.text[..=entry.key_end])?;
-    write_percent_encoded(out, entry.value())?;
+    write_percent_encoded(out, entry.value(), false)?;
     out.write_str(&entry.text[entry.value_end..])
 }
 
 /// Writes `value` with every byte outside the baggage-octet range, `%` and `=`
-/// percent-encoded. `=` is a baggage octet, but readers that split a member at every `=`
-/// (OpenTelemetry's Rust propagator) would cut the value short; W3C Baggage lets a writer
-/// encode any octet, and every conforming reader decodes it.
-pub(crate) fn write_percent_encoded(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+/// percent-encoded, and `+` too with `escape_plus` (for readers that take a plain `+` for a
+/// space, as Jaeger's Go clients do). `=` is a baggage octet, but readers that split a member
+/// at every `=` (OpenTelemetry's Rust propagator) would cut the value short; W3C Baggage lets
+/// a writer encode any octet, and every conforming reader decodes it.
+pub(crate) fn write_percent_encoded(
+    out: &mut impl fmt::Write,
+    value: &str,
+    escape_plus: bool,
+) -> fmt::Result {
     let bytes = value.as_bytes();
     let mut plain_start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
-        if !is_escaped(byte) {
+        if !is_escaped_with(byte, escape_plus) {
             continue;
         }
         // A plain run holds only baggage octets, which are ASCII, so a non-empty one starts
@@ -439,9 +444,24 @@ const ESCAPES: &str = {
     }
 };
 
-/// The length [`write_percent_encoded`] writes for `value`: each escaped byte takes three.
+/// Whether [`write_percent_encoded`] escapes `byte`, given its `escape_plus`.
+fn is_escaped_with(byte: u8, escape_plus: bool) -> bool {
+    is_escaped(byte) || (escape_plus && byte == b'+')
+}
+
+/// The length [`write_percent_encoded`] writes for `value` without `escape_plus`: each
+/// escaped byte takes three.
 fn percent_encoded_len(value: &str) -> usize {
-    value.len() + 2 * value.bytes().filter(|&byte| is_escaped(byte)).count()
+    percent_encoded_len_with(value, false)
+}
+
+/// The length [`write_percent_encoded`] writes for `value`.
+pub(crate) fn percent_encoded_len_with(value: &str, escape_plus: bool) -> usize {
+    let escaped = value
+        .bytes()
+        .filter(|&byte| is_escaped_with(byte, escape_plus))
+        .count();
+    value.len() + 2 * escaped
 }
 
 /// The byte a `%XX` escape stands for, given the bytes after its `%`; `None` unless two hex

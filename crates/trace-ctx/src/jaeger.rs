@@ -34,7 +34,7 @@
 
 use std::fmt;
 
-use crate::baggage::{is_tchar, percent_decode, write_percent_encoded};
+use crate::baggage::{is_tchar, percent_decode, percent_encoded_len_with, write_percent_encoded};
 use crate::carrier::{Extractor, FieldValue, Injector, trim_ows};
 use crate::fields::{Fields, find_byte};
 use crate::id::{parse_any_hex_u128, parse_hex_words};
@@ -522,18 +522,18 @@ impl Propagator for JaegerPropagator {
             None => carrier.remove(UBER_TRACE_ID),
         }
         for entry in cx.baggage().iter() {
-            let mut value = String::new();
+            // A plain `+` would read back as a space (see extraction), so it is escaped in the
+            // same pass. A buffer of the exact length becomes the header value's without a
+            // further allocation.
+            let mut value = String::with_capacity(percent_encoded_len_with(entry.value(), true));
             // Writing into a String cannot fail.
-            let _ = write_percent_encoded(&mut value, entry.value());
-            // A plain `+` would read back as a space (see extraction).
-            if value.contains('+') {
-                value = value.replace('+', "%2B");
-            }
+            let _ = write_percent_encoded(&mut value, entry.value(), true);
+            debug_assert_eq!(value.len(), value.capacity());
+            let mut name = String::with_capacity(UBERCTX_PREFIX.len() + entry.key().len());
+            name.push_str(UBERCTX_PREFIX);
+            name.push_str(entry.key());
             // Percent-encoded: visible ASCII.
-            carrier.set_value(
-                &format!("{UBERCTX_PREFIX}{}", entry.key()),
-                FieldValue::vouched(value),
-            );
+            carrier.set_value(&name, FieldValue::vouched(value));
         }
     }
 
@@ -704,6 +704,9 @@ mod tests {
         let mut out: Vec<(String, String)> = Vec::new();
         JaegerPropagator.inject(&back, &mut out);
         assert_eq!(JaegerPropagator.extract(&out).baggage(), back.baggage());
+        let written = |name: &str| out.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(written("uberctx-sum"), Some("1%2B1"));
+        assert_eq!(written("uberctx-greeting"), Some("hello%20world!"));
 
         let carrier = vec![("UberCtx-Mixed", "x"), ("uberctx-bad%", "%zz")];
         let back = JaegerPropagator.extract(&carrier);
