@@ -527,7 +527,7 @@ impl Propagator for JaegerPropagator {
             // further allocation.
             let mut value = String::with_capacity(percent_encoded_len_with(entry.value(), true));
             // Writing into a String cannot fail.
-            let _ = write_percent_encoded(&mut value, entry.value(), true);
+            let _ = write_percent_encoded::<true>(&mut value, entry.value());
             debug_assert_eq!(value.len(), value.capacity());
             let mut name = String::with_capacity(UBERCTX_PREFIX.len() + entry.key().len());
             name.push_str(UBERCTX_PREFIX);
