@@ -595,6 +595,25 @@ mod tests {
         (&["a=1,b=2,"], Some("a=1,b=2")),
     ];
 
+    /// What a parsed state hands a carrier unchecked (`FieldValue`) holds only spaces and
+    /// visible ASCII, whatever whitespace and empty members the received fields had.
+    #[test]
+    fn a_parsed_state_is_a_field_value() {
+        for headers in [
+            &["rojo=1"][..],
+            &["\t rojo=1 \t,\t,congo=a b\t"][..],
+            &["a=1 ,", " \tb=x y"][..],
+        ] {
+            let state = TraceState::parse_all(headers.iter().copied()).unwrap();
+            assert!(!state.is_empty(), "{headers:?}");
+            assert_eq!(
+                FieldValue::new(state.as_str()).as_ref(),
+                Some(&state.as_field_value()),
+                "{headers:?}"
+            );
+        }
+    }
+
     #[test]
     fn spec_vectors() {
         for (headers, expected) in VECTORS {
