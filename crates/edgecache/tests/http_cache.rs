@@ -8,31 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Uri};
-use http_support::{Reply, TestOrigin, get, response, status};
+use http_support::{Reply, TestOrigin, cache, fetch_with, get, response, status};
 use infra_common::ManualClock;
 use infra_edgecache::http::{CacheStatus, HttpCache, PurgeError, PurgeMode, SetCookiePolicy};
 
-fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
-    HttpCache::builder(origin, 64 << 20)
-        .clock(clock.clone())
-        .build()
-}
-
 async fn fetch(cache: &HttpCache<TestOrigin>, url: &str) -> (CacheStatus, String) {
     fetch_with(cache, url, &[]).await
-}
-
-async fn fetch_with(
-    cache: &HttpCache<TestOrigin>,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> (CacheStatus, String) {
-    let response = cache.serve(get(url, headers)).await.unwrap();
-    let status = *response.extensions().get::<CacheStatus>().unwrap();
-    (
-        status,
-        String::from_utf8(response.into_body().to_vec()).unwrap(),
-    )
 }
 
 #[tokio::test]

@@ -6,28 +6,9 @@ mod http_support;
 
 use std::time::Duration;
 
-use http_support::{Reply, TestOrigin, get, response};
+use http_support::{Reply, TestOrigin, cache, fetch_with, response};
 use infra_common::ManualClock;
-use infra_edgecache::http::{CacheStatus, HttpCache, MAX_VARIANTS};
-
-fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
-    HttpCache::builder(origin, 64 << 20)
-        .clock(clock.clone())
-        .build()
-}
-
-async fn fetch_with(
-    cache: &HttpCache<TestOrigin>,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> (CacheStatus, String) {
-    let response = cache.serve(get(url, headers)).await.unwrap();
-    let status = *response.extensions().get::<CacheStatus>().unwrap();
-    (
-        status,
-        String::from_utf8(response.into_body().to_vec()).unwrap(),
-    )
-}
+use infra_edgecache::http::{CacheStatus, MAX_VARIANTS};
 
 #[tokio::test]
 async fn a_reordered_vary_replaces_its_variant_instead_of_adding_one() {

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
+use infra_common::ManualClock;
 use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
-use infra_edgecache::http::{Origin, OriginError};
+use infra_edgecache::http::{CacheStatus, HttpCache, Origin, OriginError};
 use tokio::sync::watch;
 
 /// What the origin does with the next request.
@@ -114,4 +115,27 @@ pub(crate) fn get(url: &str, headers: &[(&str, &str)]) -> Request<Bytes> {
         builder = builder.header(*name, *value);
     }
     builder.body(Bytes::new()).unwrap()
+}
+
+/// A cache of 64 MiB in front of `origin`, on `clock`.
+#[allow(dead_code, reason = "each test file uses some of the helpers")]
+pub(crate) fn cache(origin: TestOrigin, clock: &ManualClock) -> HttpCache<TestOrigin> {
+    HttpCache::builder(origin, 64 << 20)
+        .clock(clock.clone())
+        .build()
+}
+
+/// A GET of `url` with `headers` through `cache`: how it was served, and the body.
+#[allow(dead_code, reason = "each test file uses some of the helpers")]
+pub(crate) async fn fetch_with(
+    cache: &HttpCache<TestOrigin>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (CacheStatus, String) {
+    let response = cache.serve(get(url, headers)).await.unwrap();
+    let status = *response.extensions().get::<CacheStatus>().unwrap();
+    (
+        status,
+        String::from_utf8(response.into_body().to_vec()).unwrap(),
+    )
 }
