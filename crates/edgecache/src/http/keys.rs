@@ -311,34 +311,36 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The key of a GET of `uri`, with a `Host` field when `host` is given.
+    fn get_key(uri: &'static str, host: Option<&'static str>) -> PrimaryKey {
+        let mut headers = HeaderMap::new();
+        if let Some(host) = host {
+            headers.insert(HOST, host.parse().unwrap());
+        }
+        PrimaryKey::new(&Method::GET, &Uri::from_static(uri), &headers)
+    }
+
     #[test]
     fn a_default_port_is_the_same_host_as_none() {
         // RFC 9110 §4.2.3: an empty or default port is normalised away, so a purge of
         // `http://a.test/x` reaches what a request with `Host: a.test:80` stored.
-        let key = |uri: &'static str, host: Option<&'static str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(host) = host {
-                headers.insert(HOST, host.parse().unwrap());
-            }
-            PrimaryKey::new(&Method::GET, &Uri::from_static(uri), &headers)
-        };
-        let plain = key("http://a.test/x", None);
+        let plain = get_key("http://a.test/x", None);
         for same in [
-            key("http://A.test:80/x", None),
-            key("https://a.test:443/x", None),
-            key("http://a.test:/x", None),
-            key("/x", Some("a.test:80")),
-            key("/x", Some("a.test:443")),
+            get_key("http://A.test:80/x", None),
+            get_key("https://a.test:443/x", None),
+            get_key("http://a.test:/x", None),
+            get_key("/x", Some("a.test:80")),
+            get_key("/x", Some("a.test:443")),
         ] {
             assert_eq!(same, plain);
         }
-        assert_ne!(key("http://a.test:8080/x", None), plain);
+        assert_ne!(get_key("http://a.test:8080/x", None), plain);
         assert_ne!(
-            key("http://a.test:443/x", None),
+            get_key("http://a.test:443/x", None),
             plain,
             "not http's default"
         );
-        assert_ne!(key("/x", Some("a.test:8443")), plain);
+        assert_ne!(get_key("/x", Some("a.test:8443")), plain);
         assert_eq!(
             plain
                 .same_host_reference(b"http://a.test:80/y")
@@ -377,17 +379,14 @@ mod tests {
 
     #[test]
     fn a_key_without_a_host_says_so() {
-        let key = |uri: &'static str, host: Option<&'static str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(host) = host {
-                headers.insert(HOST, host.parse().unwrap());
-            }
-            PrimaryKey::new(&Method::GET, &Uri::from_static(uri), &headers)
-        };
-        assert!(key("http://a.test/x", None).names_a_host());
-        assert!(key("/x", Some("a.test")).names_a_host());
-        assert!(key("http://a.test", None).names_a_host());
-        for hostless in [key("/x", None), key("/x", Some("")), key("/x", Some(":80"))] {
+        assert!(get_key("http://a.test/x", None).names_a_host());
+        assert!(get_key("/x", Some("a.test")).names_a_host());
+        assert!(get_key("http://a.test", None).names_a_host());
+        for hostless in [
+            get_key("/x", None),
+            get_key("/x", Some("")),
+            get_key("/x", Some(":80")),
+        ] {
             assert!(!hostless.names_a_host(), "{hostless}");
         }
     }
