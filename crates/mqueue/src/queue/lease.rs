@@ -471,11 +471,7 @@ impl Leases {
             (None, None) => return None,
         };
         let max_deliveries = self.max_deliveries;
-        // The offset came from `fresh` or `retry`, at or above `base` unless a straggler's.
-        let slot = match offset.checked_sub(self.base) {
-            Some(index) => self.slots.get_mut(usize::try_from(index).ok()?)?,
-            None => self.straggler_mut(offset)?,
-        };
+        let slot = self.slot_mut(offset)?;
         let took_over = match slot.state {
             State::Leased { deadline, .. } => Some(deadline),
             _ => None,
