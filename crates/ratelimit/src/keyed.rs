@@ -676,6 +676,7 @@ where
                 position,
                 ENTRIES_PER_LOCK,
                 ENTRIES_PER_LOCK * SLOTS_PER_ENTRY,
+                None,
                 |key, state| self.keep(key, state, now, &mut walk.found),
             );
             forgotten += walk.found.forgotten;

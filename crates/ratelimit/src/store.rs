@@ -79,6 +79,9 @@ pub(crate) struct Scanned {
     /// Whether the scan reached the end of the last shard: `next` is then [`Position::START`],
     /// and a scan that began there has seen every entry that stayed where it was.
     pub(crate) wrapped: bool,
+    /// Whether the scan stopped because another walk had moved the hand it was given (see
+    /// [`Shards::scan`]): `next` is then meaningless, and the walk goes on from the hand.
+    pub(crate) overtaken: bool,
 }
 
 #[cfg(not(infra_loom))]
@@ -175,11 +178,18 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     /// may see one twice or miss one (the order is approximate), but a walk from
     /// [`Position::START`] to the wrap sees every entry that stayed put exactly once. A
     /// position past a table's end (taken before the table changed) is clamped to it.
+    ///
+    /// With a `hand`, the scan claims what it looks at: under each shard's lock it first
+    /// checks that the hand still stands where the scan is (`from` for the first shard), and
+    /// moves it past what it looked at before letting the lock go. A scan finding the hand
+    /// elsewhere stops there, `overtaken`. Only a scan holding the lock of the shard the hand
+    /// points into moves it, so racing walks take turns and never look at the same entries.
     pub(crate) fn scan(
         &self,
         from: Position,
         max_entries: usize,
         max_slots: usize,
+        hand: Option<&AtomicU64>,
         mut keep: impl FnMut(&K, &V) -> bool,
     ) -> Scanned {
         let shards = self.map.shards();
@@ -189,8 +199,19 @@ impl<K: Hash + Eq, V> Shards<K, V> {
             (0, 0)
         };
         let (mut examined, mut slots, mut wrapped) = (0, 0, false);
+        // Where the hand must stand for this scan to go on, as the scan last saw or left it.
+        let mut claimed = from.to_bits();
         while examined < max_entries && slots < max_slots {
             let mut table = shards[shard].write();
+            if hand.is_some_and(|hand| hand.load(Ordering::Relaxed) != claimed) {
+                return Scanned {
+                    next: Position::new(shard, index),
+                    examined,
+                    slots,
+                    wrapped,
+                    overtaken: true,
+                };
+            }
             let end = table.buckets();
             index = index.min(end);
             while index < end && examined < max_entries && slots < max_slots {
@@ -216,15 +237,21 @@ impl<K: Hash + Eq, V> Shards<K, V> {
                 index += 1;
                 slots += 1;
             }
-            drop(table);
-            if index < end {
-                break;
+            let stopped = index < end;
+            if !stopped {
+                index = 0;
+                shard += 1;
+                if shard == shards.len() {
+                    shard = 0;
+                    wrapped = true;
+                }
             }
-            index = 0;
-            shard += 1;
-            if shard == shards.len() {
-                shard = 0;
-                wrapped = true;
+            if let Some(hand) = hand {
+                claimed = Position::new(shard, index).to_bits();
+                hand.store(claimed, Ordering::Relaxed);
+            }
+            drop(table);
+            if stopped || wrapped {
                 break;
             }
         }
@@ -233,6 +260,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
             examined,
             slots,
             wrapped,
+            overtaken: false,
         }
     }
 
@@ -311,15 +339,26 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         self.map.write().insert(key, value)
     }
 
-    /// As the sharded arm's, over the map's iteration order: the position is an index in it.
+    /// As the sharded arm's, over the map's iteration order: the position is an index in it,
+    /// and the one lock is every shard's.
     pub(crate) fn scan(
         &self,
         from: Position,
         max_entries: usize,
         max_slots: usize,
+        hand: Option<&AtomicU64>,
         mut keep: impl FnMut(&K, &V) -> bool,
     ) -> Scanned {
         let mut map = self.map.write();
+        if hand.is_some_and(|hand| hand.load(Ordering::Relaxed) != from.to_bits()) {
+            return Scanned {
+                next: from,
+                examined: 0,
+                slots: 0,
+                wrapped: false,
+                overtaken: true,
+            };
+        }
         let len = map.len();
         let start = from.index().min(len);
         let window = start..start.saturating_add(max_entries.min(max_slots));
@@ -337,16 +376,21 @@ impl<K: Hash + Eq, V> Shards<K, V> {
             keep
         });
         let wrapped = start + examined >= len;
+        // The next unseen entry is `kept` further on than where this scan started.
+        let next = if wrapped {
+            Position::START
+        } else {
+            Position::new(0, start + kept)
+        };
+        if let Some(hand) = hand {
+            hand.store(next.to_bits(), Ordering::Relaxed);
+        }
         Scanned {
-            // The next unseen entry is `kept` further on than where this scan started.
-            next: if wrapped {
-                Position::START
-            } else {
-                Position::new(0, start + kept)
-            },
+            next,
             examined,
             slots: examined.max(1),
             wrapped,
+            overtaken: false,
         }
     }
 
@@ -373,33 +417,38 @@ pub(crate) struct Walked {
 impl<K: Hash + Eq, V> Shards<K, V> {
     /// Shows `keep` up to `entries` entries from the hand on, as [`Shards::scan`] does (so at
     /// most [`SLOTS_PER_ENTRY`] slots per entry, past the end of the map at most once, and at
-    /// most [`ENTRIES_PER_LOCK`] under one shard lock), and moves the hand past them.
+    /// most [`ENTRIES_PER_LOCK`] under one shard lock), moving the hand past each as it goes.
     ///
-    /// Racing walks from the same place show the same entries, which is harmless; only the
-    /// first moves the hand, so no walk's entries are skipped by the others.
+    /// Racing walks take turns at the hand: each shard's entries are claimed under its lock,
+    /// so two walks never show the same entries (one forgetting idle keys further on while the
+    /// other looks again at the active keys the first just passed), and a walk that finds the
+    /// hand moved by another goes on from there.
     pub(crate) fn walk(&self, entries: usize, mut keep: impl FnMut(&K, &V) -> bool) -> Walked {
-        let from = Position::from_bits(self.hand.load(Ordering::Relaxed));
+        let start = Position::from_bits(self.hand.load(Ordering::Relaxed));
         let mut slots = entries.saturating_mul(SLOTS_PER_ENTRY);
-        let (mut position, mut examined, mut wraps) = (from, 0, 0);
-        // Each scan looks at a slot or reaches the end of the map, so this ends.
+        let (mut position, mut examined, mut wraps) = (start, 0, 0);
+        // Whether no other walk took entries between this walk's scans.
+        let mut alone = true;
+        // Each scan looks at a slot, reaches the end of the map or is charged a slot for
+        // finding the hand moved, so this ends.
         while examined < entries && slots > 0 && wraps < 2 {
             let chunk = (entries - examined).min(ENTRIES_PER_LOCK);
-            let scanned = self.scan(position, chunk, slots, &mut keep);
-            position = scanned.next;
+            let scanned = self.scan(position, chunk, slots, Some(&self.hand), &mut keep);
             examined += scanned.examined;
-            slots = slots.saturating_sub(scanned.slots);
+            slots = slots.saturating_sub(scanned.slots.max(1));
             wraps += usize::from(scanned.wrapped);
+            position = if scanned.overtaken {
+                alone = false;
+                Position::from_bits(self.hand.load(Ordering::Relaxed))
+            } else {
+                scanned.next
+            };
         }
-        let _ = self.hand.compare_exchange(
-            from.to_bits(),
-            position.to_bits(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
         Walked {
             examined,
-            // Round the end of the map and on to where the walk began (or round it twice).
-            full_turn: wraps == 2 || (wraps == 1 && position >= from),
+            // Round the end of the map and on to where the walk began (or round it twice),
+            // seeing every entry on the way.
+            full_turn: alone && (wraps == 2 || (wraps == 1 && position >= start)),
         }
     }
 }
@@ -442,7 +491,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut position = Position::START;
         loop {
-            let scanned = shards.scan(position, entries, usize::MAX, |key, _| {
+            let scanned = shards.scan(position, entries, usize::MAX, None, |key, _| {
                 seen.push(*key);
                 true
             });
@@ -469,7 +518,7 @@ mod tests {
         // Odd keys are dropped as they are shown; the next turn sees only the even ones.
         let mut position = Position::START;
         loop {
-            let scanned = shards.scan(position, 3, 10, |key, value| {
+            let scanned = shards.scan(position, 3, 10, None, |key, value| {
                 assert_eq!(key, value);
                 key % 2 == 0
             });
@@ -512,6 +561,29 @@ mod tests {
         }
     }
 
+    /// A scan given the hand claims only where the hand stands: found elsewhere (another walk
+    /// moved it), the scan shows nothing and says so; found in place, it moves the hand on.
+    #[test]
+    fn a_scan_claims_entries_only_where_the_hand_stands() {
+        let shards = Shards::<u64, u64>::new();
+        for key in 0..100 {
+            shards.insert(key, key);
+        }
+        let hand = AtomicU64::new(Position::START.to_bits());
+        let mut shown = 0;
+        let moved = shards.scan(Position::new(0, 1), 10, usize::MAX, Some(&hand), |_, _| {
+            shown += 1;
+            true
+        });
+        assert!(moved.overtaken);
+        assert_eq!((moved.examined, shown), (0, 0));
+        assert_eq!(hand.load(Ordering::Relaxed), Position::START.to_bits());
+        let claimed = shards.scan(Position::START, 10, usize::MAX, Some(&hand), |_, _| true);
+        assert!(!claimed.overtaken);
+        assert_eq!(claimed.examined, 10);
+        assert_eq!(hand.load(Ordering::Relaxed), claimed.next.to_bits());
+    }
+
     /// A walk knows whether it went all the way round: from wherever the hand stands, one that
     /// examines fewer entries than the map holds does not, one that examines more does.
     #[test]
@@ -534,14 +606,56 @@ mod tests {
         let shards = Shards::<u64, u64>::new();
         shards.insert(1, 1);
         let far = Position::new(0, usize::MAX);
-        let scanned = shards.scan(far, 10, 1_000, |_, _| true);
+        let scanned = shards.scan(far, 10, 1_000, None, |_, _| true);
         assert!(scanned.examined <= 1);
         let nowhere = Position::from_bits(u64::MAX);
-        let scanned = shards.scan(nowhere, 10, usize::MAX, |_, _| true);
+        let scanned = shards.scan(nowhere, 10, usize::MAX, None, |_, _| true);
         assert!(scanned.wrapped);
         assert_eq!(
             scanned.examined, 1,
             "a bad shard starts a turn from the start"
         );
+    }
+}
+
+/// Model-checked: racing walks of the hand take turns, so no entry is shown to two of them and
+/// each is shown to one.
+///
+/// `RUSTFLAGS="--cfg infra_loom" cargo test --release -p infra-ratelimit --features redis --lib
+/// loom_models` (the map is internal, so its model lives beside it rather than in
+/// `tests/loom.rs`).
+#[cfg(all(test, infra_loom))]
+mod loom_models {
+    use infra_common::sync::{Arc, Mutex, model, thread};
+
+    use super::*;
+
+    #[test]
+    fn racing_walks_never_show_an_entry_twice() {
+        model(|| {
+            let shards = Arc::new(Shards::<u8, ()>::new());
+            shards.insert(1, ());
+            shards.insert(2, ());
+            let shown = Arc::new(Mutex::new(Vec::new()));
+            let walks: Vec<_> = (0..2)
+                .map(|_| {
+                    let (shards, shown) = (Arc::clone(&shards), Arc::clone(&shown));
+                    // Both keys are kept, as active keys are: only the hand tells the walks
+                    // apart.
+                    thread::spawn(move || {
+                        shards.walk(1, |key, ()| {
+                            shown.lock().push(*key);
+                            true
+                        })
+                    })
+                })
+                .collect();
+            for walk in walks {
+                assert_eq!(walk.join().unwrap().examined, 1);
+            }
+            let mut shown = shown.lock().clone();
+            shown.sort_unstable();
+            assert_eq!(shown, [1, 2], "each entry shown to one walk");
+        });
     }
 }
