@@ -13,7 +13,8 @@
 //!
 //! - `{prefix}:geo`: the GEO set (a sorted set of 52-bit geohashes) of every driver;
 //! - `{prefix}:seen`: a sorted set of each driver's last report, in microseconds since
-//!   1970 on the **server's** clock (`TIME`);
+//!   1970 on the **server's** clock (`TIME`), by which [`RedisIndex::remove_idle`] finds
+//!   the drivers that stopped reporting without reading the fleet;
 //! - `{prefix}:drivers`: a hash of each driver's reported position, exactly as given, and
 //!   profile (`"lat lng class capacity"`);
 //! - `{prefix}:words`: a hash of each driver's state word, `version × 4 + state`, the same
@@ -333,6 +334,40 @@ if ARGV[2] == 'take' then
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 return {1, word, record, seen}
+"
+);
+
+/// Takes out up to `ARGV[2]` drivers last heard from `ARGV[1]` µs or longer before now (the
+/// server's clock), the longest silent first, each as [`READ_SCRIPT`]'s take does (the version
+/// counter raised to the highest of their versions). Replies `{n, id, word, record, seen, ...}`:
+/// `n` the entries taken from the last reports, and the drivers among them (an entry of no
+/// driver, which only another program can leave, is dropped without a record).
+const IDLE_SCRIPT: &str = concat!(
+    words!(),
+    server_now!(),
+    r"
+local cutoff = string.format('%.0f', now - tonumber(ARGV[1]))
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[2]))
+local counter_hi, counter_lo = version_part(redis.call('GET', KEYS[5]) or '0')
+local raised = false
+local reply = {#ids}
+for _, id in ipairs(ids) do
+  local word = redis.call('HGET', KEYS[4], id)
+  if word then
+    local hi, lo = version_part(word)
+    if above(hi, lo, counter_hi, counter_lo) then counter_hi, counter_lo, raised = hi, lo, true end
+    reply[#reply + 1] = id
+    reply[#reply + 1] = word
+    reply[#reply + 1] = redis.call('HGET', KEYS[3], id) or ''
+    reply[#reply + 1] = redis.call('ZSCORE', KEYS[2], id)
+  end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+end
+if raised then redis.call('SET', KEYS[5], joined(counter_hi, counter_lo)) end
+return reply
 "
 );
 
@@ -656,6 +691,7 @@ pub struct RedisIndex {
     update: Script,
     read: Script,
     take: Script,
+    idle: Script,
     set_state: Script,
     claim: Script,
     settle: Script,
@@ -763,6 +799,38 @@ fn bytes(value: &Value) -> Result<&[u8], Error> {
     }
 }
 
+/// A driver's record from the server's word, record and last report (µs since 1970).
+fn driver_record(
+    id: DriverId,
+    word: &Value,
+    record: &Value,
+    seen: &Value,
+) -> Result<DriverRecord, Error> {
+    let word = parse_u64(bytes(word)?)?;
+    let (point, profile) = parse_record(bytes(record)?)?;
+    // Scores come back as doubles printed in full: whole microseconds.
+    let seen_us: f64 = std::str::from_utf8(bytes(seen)?)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .filter(|us: &f64| us.is_finite() && *us >= 0.0)
+        .ok_or(MALFORMED)?;
+    // `as` from a finite, non-negative double saturates at u64::MAX.
+    let seen_nanos = (seen_us as u64).saturating_mul(1_000);
+    Ok(DriverRecord {
+        id,
+        point,
+        profile,
+        state: DriverState::from_code(word),
+        version: Version(word),
+        seen_nanos,
+        // The server's clock against this process's: close enough for staleness.
+        age: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(std::time::Duration::from_nanos(seen_nanos)),
+    })
+}
+
 impl RedisIndex {
     /// An index on the Redis at `url` (`redis://host:port/db`). No connection is made until
     /// the first call.
@@ -830,6 +898,7 @@ impl RedisIndex {
             update: Script::new(UPDATE_SCRIPT, true),
             read: Script::new(READ_SCRIPT, true),
             take: Script::new(READ_SCRIPT, false),
+            idle: Script::new(IDLE_SCRIPT, false),
             set_state: Script::new(SET_STATE_SCRIPT, true),
             claim: Script::new(CLAIM_SCRIPT, false),
             settle: Script::new(SETTLE_SCRIPT, false),
@@ -1058,32 +1127,60 @@ impl RedisIndex {
         };
         match fields.as_slice() {
             [Value::Int(0)] => Err(Error::UnknownDriver(id)),
-            [Value::Int(1), word, record, seen] => {
-                let word = parse_u64(bytes(word)?)?;
-                let (point, profile) = parse_record(bytes(record)?)?;
-                // Scores come back as doubles printed in full: whole microseconds.
-                let seen_us: f64 = std::str::from_utf8(bytes(seen)?)
-                    .ok()
-                    .and_then(|text| text.parse().ok())
-                    .filter(|us: &f64| us.is_finite() && *us >= 0.0)
-                    .ok_or(MALFORMED)?;
-                // `as` from a finite, non-negative double saturates at u64::MAX.
-                let seen_nanos = (seen_us as u64).saturating_mul(1_000);
-                Ok(DriverRecord {
-                    id,
-                    point,
-                    profile,
-                    state: DriverState::from_code(word),
-                    version: Version(word),
-                    seen_nanos,
-                    // The server's clock against this process's: close enough for staleness.
-                    age: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .saturating_sub(std::time::Duration::from_nanos(seen_nanos)),
-                })
-            }
+            [Value::Int(1), word, record, seen] => driver_record(id, word, record, seen),
             _ => Err(MALFORMED),
+        }
+    }
+
+    /// Takes out every driver not heard from for `idle` or longer (on the server's clock, by
+    /// the sorted set of last reports), whatever its state, and returns what each held (as
+    /// [`RedisIndex::remove`] does), so a fleet can hand the records elsewhere or drop them.
+    /// Each removal raises the version counter as a removal does, so a driver inserted again
+    /// starts above every version it had.
+    ///
+    /// Stale drivers are already left out of queries and claims, but they stay in the keys
+    /// until removed, and a query examines them to pass over them: a driver whose app died
+    /// without going offline costs memory for ever, and once more than [`SCAN_PAGE`] of them
+    /// lie around a query's point, that query pages through the whole fleet. Call this
+    /// periodically. It reads the sorted set of last reports, not the fleet: one script per
+    /// [`SCAN_PAGE`] idle drivers, the longest silent first, so other calls run between the
+    /// pages; a driver that reports before its page runs stays.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`]: the drivers of the pages before the failure are gone and their
+    /// records with them; those of the failed page may or may not be gone.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?;
+    /// for record in index.remove_idle(Duration::from_secs(600))? {
+    ///     println!("driver {} silent for {:?}: removed", record.id, record.age);
+    /// }
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    pub fn remove_idle(&self, idle: Duration) -> Result<Vec<DriverRecord>, Error> {
+        let idle_us = idle.as_micros().to_string();
+        let page = SCAN_PAGE.to_string();
+        let mut removed = Vec::new();
+        loop {
+            let reply = self.run(&self.idle, &[&idle_us, &page])?;
+            let (taken, drivers) = fields(&reply)?.split_first().ok_or(MALFORMED)?;
+            let Value::Int(taken) = *taken else {
+                return Err(MALFORMED);
+            };
+            if !drivers.len().is_multiple_of(4) {
+                return Err(MALFORMED);
+            }
+            for driver in drivers.chunks_exact(4) {
+                let id = DriverId(parse_u64(bytes(&driver[0])?)?);
+                removed.push(driver_record(id, &driver[1], &driver[2], &driver[3])?);
+            }
+            // A short page: no driver was left idle when it ran.
+            if usize::try_from(taken).map_or(true, |taken| taken < SCAN_PAGE) {
+                return Ok(removed);
+            }
         }
     }
 

@@ -1678,3 +1678,94 @@ fn drivers_at_the_same_reported_distance_come_out_by_id() {
         "a tie within a radius",
     );
 }
+
+/// Drivers whose apps went silent without going offline leave with `remove_idle`, judged on
+/// the server's clock by the sorted set of last reports, a page of `SCAN_PAGE` per script,
+/// whatever their state; the fresh stay, and a driver inserted again starts above the
+/// versions it had. Without it they stay in every key for ever, and a query near them passes
+/// over them one by one.
+#[test]
+fn remove_idle_takes_out_the_drivers_not_heard_from_a_page_at_a_time() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = "test:{idle}";
+    let index = shared(&server, prefix);
+    let silent = SCAN_PAGE as u64 + 200;
+    let mut rng = Rng(41);
+    for id in 0..=silent {
+        let at = point(rng.range(48.80, 48.90), rng.range(2.28, 2.42));
+        index
+            .insert(DriverId(id), at, DriverProfile::default())
+            .unwrap();
+    }
+    index.set_state(DriverId(7), DriverState::Busy).unwrap();
+    let old_version = index.driver(DriverId(7)).unwrap().version;
+    // Every driver but the last went silent ten minutes ago: its last report is put back ten
+    // minutes on the server's clock (the test cannot wait for the server's clock to move).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut direct = client.get_connection().unwrap();
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut direct).unwrap();
+    let ten_minutes_ago = (seconds - 600) * 1_000_000 + micros;
+    let mut backdate = redis::cmd("ZADD");
+    backdate.arg(format!("{prefix}:seen"));
+    for id in 0..silent {
+        backdate.arg(ten_minutes_ago).arg(id);
+    }
+    let _: u64 = backdate.query(&mut direct).unwrap();
+
+    // Nobody has been silent for an hour: nothing goes (and the server has the script).
+    assert!(index.remove_idle(HOUR).unwrap().is_empty());
+    let before = scripts_run(&server);
+    let gone = index.remove_idle(Duration::from_secs(300)).unwrap();
+    let scripts = scripts_run(&server) - before;
+    let mut removed: Vec<u64> = gone.iter().map(|record| record.id.0).collect();
+    removed.sort_unstable();
+    assert_eq!(
+        removed,
+        (0..silent).collect::<Vec<_>>(),
+        "exactly the silent drivers"
+    );
+    assert_eq!(
+        scripts, 2,
+        "one script per page of {SCAN_PAGE} idle drivers"
+    );
+    let busy = gone.iter().find(|record| record.id == DriverId(7)).unwrap();
+    assert_eq!(busy.state, DriverState::Busy);
+    assert_eq!(busy.seen_nanos, ten_minutes_ago * 1_000);
+    assert!(busy.age >= Duration::from_secs(590), "age {:?}", busy.age);
+    assert_eq!(index.len().unwrap(), 1);
+    for key in ["geo", "seen"] {
+        let members: u64 = redis::cmd("ZCARD")
+            .arg(format!("{prefix}:{key}"))
+            .query(&mut direct)
+            .unwrap();
+        assert_eq!(members, 1, "{key} still holds the removed drivers");
+    }
+    let records: u64 = redis::cmd("HLEN")
+        .arg(format!("{prefix}:drivers"))
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(records, 1);
+    assert_eq!(
+        ids(&index
+            .nearest(point(48.85, 2.35), 5, &Filter::any())
+            .unwrap()),
+        [silent]
+    );
+    assert!(
+        index
+            .remove_idle(Duration::from_secs(300))
+            .unwrap()
+            .is_empty()
+    );
+
+    index
+        .insert(DriverId(7), point(48.85, 2.35), DriverProfile::default())
+        .unwrap();
+    let again = index.driver(DriverId(7)).unwrap().version;
+    assert!(
+        again.to_bits() > old_version.to_bits(),
+        "a driver inserted again after remove_idle took {again:?}, not above {old_version:?}"
+    );
+}
