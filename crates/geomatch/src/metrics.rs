@@ -4,10 +4,12 @@
 //! | name | type | labels | what |
 //! | --- | --- | --- | --- |
 //! | [`DRIVERS`] | gauge | `index`, `state` | drivers in the index by state (`available`, `offered`, `busy`, `offline`); stale drivers still count in their state; a dropped index's drivers leave them |
-//! | [`CLAIMS_TOTAL`] | counter | `index`, `outcome` | [`Index::claim`](crate::Index::claim) calls that reached the driver: `won`, or `lost` to a race (the driver's state changed since it was found) |
+//! | [`CLAIMS_TOTAL`] | counter | `index`, `outcome` | [`Index::claim`](crate::Index::claim) calls (and, with the `redis` feature, `RedisIndex::claim` calls) that reached the driver: `won`, or `lost` to a race (the driver's state changed since it was found) |
 //!
 //! `index` is the name given with [`Index::with_metrics_name`](crate::Index::with_metrics_name)
-//! (default [`DEFAULT_INDEX_NAME`]). Drivers never become labels. Handles are registered when
+//! or `RedisIndex::with_metrics_name` (default [`DEFAULT_INDEX_NAME`]). A `RedisIndex`
+//! counts the claims its own process made and publishes no [`DRIVERS`] gauges: the drivers
+//! are the server's, shared by every process. Drivers never become labels. Handles are registered when
 //! the index is built or named, so install the recorder **before** building the index.
 //!
 //! ```
@@ -50,31 +52,53 @@ fn state_name(state: DriverState) -> &'static str {
     }
 }
 
-/// An index's handles.
+/// The claim counters of an index, in-process or shared.
 #[derive(Debug)]
-pub(crate) struct IndexMetrics {
-    /// By `DriverState::code`.
-    drivers: [Gauge; 4],
+pub(crate) struct ClaimMetrics {
     won: Counter,
     lost: Counter,
 }
 
-impl IndexMetrics {
-    pub(crate) fn new(name: Cow<'static, str>) -> Self {
-        describe_gauge!(DRIVERS, Unit::Count, "Drivers in the index, by state.");
+impl ClaimMetrics {
+    pub(crate) fn new(name: &SharedString) -> Self {
         describe_counter!(
             CLAIMS_TOTAL,
             Unit::Count,
             "Claims of drivers, by outcome: won, or lost to a race."
         );
-        let name = SharedString::from(name);
         let claims = |outcome: &'static str| counter!(CLAIMS_TOTAL, INDEX_LABEL => name.clone(), OUTCOME_LABEL => outcome);
+        Self {
+            won: claims("won"),
+            lost: claims("lost"),
+        }
+    }
+
+    pub(crate) fn won(&self) {
+        self.won.increment(1);
+    }
+
+    pub(crate) fn lost(&self) {
+        self.lost.increment(1);
+    }
+}
+
+/// An index's handles.
+#[derive(Debug)]
+pub(crate) struct IndexMetrics {
+    /// By `DriverState::code`.
+    drivers: [Gauge; 4],
+    claims: ClaimMetrics,
+}
+
+impl IndexMetrics {
+    pub(crate) fn new(name: Cow<'static, str>) -> Self {
+        describe_gauge!(DRIVERS, Unit::Count, "Drivers in the index, by state.");
+        let name = SharedString::from(name);
         Self {
             drivers: DriverState::ALL.map(|state| {
                 gauge!(DRIVERS, INDEX_LABEL => name.clone(), STATE_LABEL => state_name(state))
             }),
-            won: claims("won"),
-            lost: claims("lost"),
+            claims: ClaimMetrics::new(&name),
         }
     }
 
@@ -97,11 +121,11 @@ impl IndexMetrics {
     }
 
     pub(crate) fn claim_won(&self) {
-        self.won.increment(1);
+        self.claims.won();
     }
 
     pub(crate) fn claim_lost(&self) {
-        self.lost.increment(1);
+        self.claims.lost();
     }
 }
 

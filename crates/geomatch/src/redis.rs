@@ -697,6 +697,9 @@ pub struct RedisIndex {
     settle: Script,
     nearest: Script,
     scan: Script,
+    /// Claims this process made, by outcome (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    claims: crate::metrics::ClaimMetrics,
 }
 
 impl fmt::Debug for RedisIndex {
@@ -904,7 +907,29 @@ impl RedisIndex {
             settle: Script::new(SETTLE_SCRIPT, false),
             nearest: Script::new(NEAREST_SCRIPT, true),
             scan: Script::new(SCAN_SCRIPT, true),
+            #[cfg(feature = "metrics")]
+            claims: crate::metrics::ClaimMetrics::new(&metrics::SharedString::const_str(
+                crate::metrics::DEFAULT_INDEX_NAME,
+            )),
         })
+    }
+
+    /// Names the index in its metrics (feature `metrics`): the `index` label of the claims it
+    /// counts ([`CLAIMS_TOTAL`](crate::metrics::CLAIMS_TOTAL), `won` and `lost`), as
+    /// [`Index::with_metrics_name`](crate::Index::with_metrics_name) does. The counts are of
+    /// this process's claims; install the recorder before naming the index.
+    ///
+    /// ```
+    /// use infra_geomatch::redis::{RedisIndex, RedisOptions};
+    /// let index = RedisIndex::new("redis://127.0.0.1", RedisOptions::default())?
+    ///     .with_metrics_name("berlin");
+    /// # Ok::<(), infra_geomatch::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn with_metrics_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.claims = crate::metrics::ClaimMetrics::new(&metrics::SharedString::from(name.into()));
+        self
     }
 
     /// The settings.
@@ -1266,14 +1291,23 @@ impl RedisIndex {
             return Err(MALFORMED);
         };
         match fields.as_slice() {
-            [Value::Int(1), word] => Ok(Claim {
-                driver: id,
-                version: Version(parse_u64(bytes(word)?)?),
-                issuer: self.issuer,
-            }),
+            [Value::Int(1), word] => {
+                let version = Version(parse_u64(bytes(word)?)?);
+                #[cfg(feature = "metrics")]
+                self.claims.won();
+                Ok(Claim {
+                    driver: id,
+                    version,
+                    issuer: self.issuer,
+                })
+            }
             [Value::Int(0)] => Err(Error::UnknownDriver(id)),
             [Value::Int(2)] => Err(Error::Stale(id)),
-            [Value::Int(3)] => Err(Error::ClaimLost(id)),
+            [Value::Int(3)] => {
+                #[cfg(feature = "metrics")]
+                self.claims.lost();
+                Err(Error::ClaimLost(id))
+            }
             _ => Err(MALFORMED),
         }
     }

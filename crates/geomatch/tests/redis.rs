@@ -1769,3 +1769,47 @@ fn remove_idle_takes_out_the_drivers_not_heard_from_a_page_at_a_time() {
         "a driver inserted again after remove_idle took {again:?}, not above {old_version:?}"
     );
 }
+
+/// Claims lost to races are what a fleet of matcher processes on one Redis has most of: the
+/// shared index counts its claims in `infra_geomatch_claims_total` as the in-process index
+/// does, `won` and `lost` (the word changed since the query), under its `index` name.
+#[cfg(feature = "metrics")]
+#[test]
+fn claims_on_the_shared_index_are_counted_by_outcome() {
+    use infra_geomatch::metrics::{CLAIMS_TOTAL, DEFAULT_INDEX_NAME, INDEX_LABEL, OUTCOME_LABEL};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let index = metrics::with_local_recorder(&recorder, || shared(&server, "test:{counted}"));
+    let at = point(45.46, 9.19);
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    let seen = index.driver(DriverId(1)).unwrap().version;
+    let won = index.claim(DriverId(1), seen).unwrap();
+    assert_eq!(
+        index.claim(DriverId(1), seen),
+        Err(Error::ClaimLost(DriverId(1)))
+    );
+    index.decline(won).unwrap();
+    // A snapshot of the debugging recorder resets its counters: one for both outcomes.
+    let snapshot = recorder.snapshotter().snapshot().into_vec();
+    let count = |outcome: &str| {
+        snapshot.iter().find_map(|(key, _, _, value)| {
+            let key = key.key();
+            let labelled = |name: &str, wanted: &str| {
+                key.labels()
+                    .any(|label| label.key() == name && label.value() == wanted)
+            };
+            (key.name() == CLAIMS_TOTAL
+                && labelled(INDEX_LABEL, DEFAULT_INDEX_NAME)
+                && labelled(OUTCOME_LABEL, outcome))
+            .then_some(value)
+        })
+    };
+    assert_eq!(count("won"), Some(&DebugValue::Counter(1)), "claims won");
+    assert_eq!(count("lost"), Some(&DebugValue::Counter(1)), "claims lost");
+}
