@@ -112,9 +112,12 @@
 //! however their own clocks differ. What remains is the server's own clock: a forward step of
 //! it makes every driver stale until it reports again, a backward step keeps them fresh
 //! longer; after a failover, the replica's clock takes over. [`DriverRecord::seen_nanos`] is
-//! the server's time of the last report, in nanoseconds since 1970 (microsecond precision);
-//! [`RedisIndex::restore`] takes it in the same form, and takes a time later than the
-//! server's now as now (test `a_restored_report_from_the_future_is_taken_as_now`).
+//! the server's time of the last report, in nanoseconds since 1970 (microsecond precision),
+//! and [`DriverRecord::age`] how long before the read that was, on the reading process's
+//! clock. [`RedisIndex::restore`] goes by the age, as [`Index::restore`](crate::Index::restore)
+//! does, so records move between any two indexes, in-process or shared (tests
+//! `a_record_restored_on_the_shared_index_keeps_its_age`,
+//! `a_restored_record_goes_by_its_age_not_its_clock_reading`).
 //!
 //! # Failures
 //!
@@ -257,7 +260,7 @@ end
 
 /// Adds driver `ARGV[1]` at `ARGV[2]`, `ARGV[3]` (lng, lat) with the record `ARGV[4]` and the
 /// word `ARGV[5]` (empty: the next word of the version counter, available), last heard from
-/// at `ARGV[6]` µs (empty, or later than now: now). A given word is kept if its version is
+/// `ARGV[6]` µs before now (empty: now). A given word is kept if its version is
 /// above the counter's; otherwise the driver takes the counter's next version with the given
 /// word's state. Replies 1, or 0 if the id is taken. `GEOADD` goes first: if it fails,
 /// nothing was written.
@@ -283,11 +286,11 @@ if word == '' then
   redis.call('INCRBY', KEYS[5], 4)
   word = redis.call('GET', KEYS[5])
 end
-local seen = ARGV[6]
--- A last report later than the server's clock (another server's clock, a bad record)
--- would keep the driver fresh until then: it is taken as now.
-if seen == '' or tonumber(seen) > now then seen = string.format('%.0f', now) end
-redis.call('ZADD', KEYS[2], seen, ARGV[1])
+-- A last report placed by its age on this server's clock: the record's own reading is on
+-- another clock (an in-process index's, counted from its start, or another server's).
+local seen = now
+if ARGV[6] ~= '' then seen = math.max(now - tonumber(ARGV[6]), 0) end
+redis.call('ZADD', KEYS[2], string.format('%.0f', seen), ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[1], word)
 if state ~= 0 then redis.call('HINCRBY', KEYS[4], ARGV[1], state) end
@@ -1002,13 +1005,18 @@ impl RedisIndex {
         )
     }
 
-    /// Adds a driver as recorded elsewhere: state, version and last report (for a record
-    /// read from another `RedisIndex`; a record of an in-process index carries its own
-    /// clock's reading, which the server's clock cannot compare with). As
+    /// Adds a driver as recorded elsewhere, by another `RedisIndex` or an in-process
+    /// [`Index`](crate::Index): state, version and last report. As
+    /// [`Index::restore`](crate::Index::restore), the last report is placed
+    /// [`DriverRecord::age`] before the server's clock reads now, and `seen_nanos` (a reading
+    /// of the other index's clock) is not used, so a hand-off written against [`Drivers`]
+    /// keeps a driver as fresh as it was whichever backends it moves between (test
+    /// `a_record_restored_on_the_shared_index_keeps_its_age`). A `RedisIndex` computes a
+    /// record's age on the reading process's clock against the server's, so between two
+    /// servers it is off by that process's skew from them. As
     /// [`Index::restore`](crate::Index::restore), the version is kept only if it is above
     /// every version this index's counter has reached (see the module docs), else the driver
-    /// gets the next one, so a claim from an earlier stay never holds; a last report later
-    /// than the server's clock is taken as now.
+    /// gets the next one, so a claim from an earlier stay never holds.
     ///
     /// # Errors
     ///
@@ -1029,13 +1037,12 @@ impl RedisIndex {
     /// ```
     pub fn restore(&self, record: DriverRecord) -> Result<(), Error> {
         crate::driver::check_record(&record)?;
-        let seen_us = (record.seen_nanos / 1_000).to_string();
         self.add(
             record.id,
             record.point,
             record.profile,
             &record.version.0.to_string(),
-            &seen_us,
+            &record.age.as_micros().to_string(),
         )
     }
 
@@ -1045,7 +1052,7 @@ impl RedisIndex {
         point: Point,
         profile: DriverProfile,
         word: &str,
-        seen_us: &str,
+        age_us: &str,
     ) -> Result<(), Error> {
         let point = check_geo(point)?;
         let reply = self.run(
@@ -1056,7 +1063,7 @@ impl RedisIndex {
                 &point.lat().to_string(),
                 &record_of(point, profile),
                 word,
-                seen_us,
+                age_us,
             ],
         )?;
         match reply {

@@ -1606,10 +1606,11 @@ fn restoring_an_older_record_does_not_revive_an_old_claim() {
     }
 }
 
-/// A restored last report later than the server's clock is taken as now: the driver goes
-/// stale after the window like any other.
+/// A restored record's last report is placed by its age, never by its clock reading: one
+/// ten years ahead of the server's clock (another clock's, a bad record) neither keeps the
+/// driver fresh until then nor goes past the server's now.
 #[test]
-fn a_restored_report_from_the_future_is_taken_as_now() {
+fn a_restored_record_goes_by_its_age_not_its_clock_reading() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -1812,4 +1813,48 @@ fn claims_on_the_shared_index_are_counted_by_outcome() {
     };
     assert_eq!(count("won"), Some(&DebugValue::Counter(1)), "claims won");
     assert_eq!(count("lost"), Some(&DebugValue::Counter(1)), "claims lost");
+}
+
+/// A hand-off written against `Drivers` moves a driver from an in-process index to the shared
+/// one as between two in-process indexes: the record's age says how long ago the driver
+/// reported, not its `seen_nanos`, which is on the in-process index's clock (counted from
+/// that clock's start). A driver that just reported arrives fresh; one silent for two hours
+/// arrives stale, and idle for `remove_idle`.
+#[test]
+fn a_record_restored_on_the_shared_index_keeps_its_age() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{handed}");
+    let clock = infra_common::ManualClock::new();
+    let local = Index::with_clock(Config::default().staleness(HOUR), clock.clone()).unwrap();
+    let at = point(41.39, 2.17);
+    for id in [1, 2] {
+        local
+            .insert(DriverId(id), at, DriverProfile::default())
+            .unwrap();
+    }
+    clock.advance(2 * HOUR);
+    local.update(DriverId(1), at).unwrap();
+    for id in [1, 2] {
+        let record = Drivers::remove(&local, DriverId(id)).unwrap();
+        Drivers::restore(&redis, record).unwrap();
+    }
+    assert_eq!(
+        ids(&redis.nearest(at, 5, &Filter::any()).unwrap()),
+        [1],
+        "the driver that just reported arrives fresh, the one silent for two hours stale"
+    );
+    let ages: Vec<(u64, Duration)> = [1, 2]
+        .map(|id| (id, redis.driver(DriverId(id)).unwrap().age))
+        .into();
+    assert!(ages[0].1 < Duration::from_secs(60), "{ages:?}");
+    assert!(ages[1].1 >= 2 * HOUR - Duration::from_secs(60), "{ages:?}");
+    let idle: Vec<DriverId> = redis
+        .remove_idle(HOUR)
+        .unwrap()
+        .iter()
+        .map(|record| record.id)
+        .collect();
+    assert_eq!(idle, [DriverId(2)]);
 }
