@@ -157,7 +157,13 @@ impl HttpMetrics {
     pub(crate) fn stored(&self, bytes: usize, evicted: u64) {
         self.stored_bytes
             .increment(u64::try_from(bytes).unwrap_or(u64::MAX));
-        self.evictions.increment(evicted);
+        self.evicted(evicted);
+    }
+
+    /// Entries the policy evicted for a change to the store that stored no response.
+    #[inline]
+    pub(crate) fn evicted(&self, entries: u64) {
+        self.evictions.increment(entries);
     }
 }
 

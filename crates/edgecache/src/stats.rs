@@ -29,7 +29,9 @@ pub struct Stats {
     pub misses: u64,
     /// Inserts of a key that was absent.
     pub inserts: u64,
-    /// Inserts that replaced the value of a present key.
+    /// Inserts that replaced the value of a present key. In an `HttpCache`, a response stored
+    /// for a URL that had responses stored already; dropping an outdated one of them is not
+    /// an update.
     pub updates: u64,
     /// Entries the policy removed to stay within the budget.
     pub evictions: u64,

@@ -1632,6 +1632,64 @@ async fn a_revalidation_answered_with_an_unstored_response_drops_the_stale_one()
     }
 }
 
+/// Dropping a variant the origin has replaced with an unstored answer is the cache's upkeep,
+/// not a store of a response: `Stats::updates` counts the variants stored, and the URL's other
+/// variant stays stored for its own requests.
+#[tokio::test]
+async fn dropping_a_superseded_variant_is_not_counted_as_an_update() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let language = request.headers()["accept-language"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=10"),
+                ("etag", "\"v1\""),
+                ("vary", "accept-language"),
+            ],
+            &language,
+        ))
+    });
+    let cache = cache(origin, &clock);
+    let url = "http://a.test/r";
+    for language in ["en", "fr"] {
+        assert_eq!(
+            fetch_with(&cache, url, &[("accept-language", language)]).await,
+            (CacheStatus::Miss, language.into())
+        );
+    }
+    // The URL's entry was inserted with en, then updated with fr.
+    let stored = cache.stats();
+    assert_eq!((stored.inserts, stored.updates), (1, 1));
+    clock.advance(Duration::from_secs(11));
+
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "no-store")], "withdrawn")));
+    assert_eq!(
+        fetch_with(&cache, url, &[("accept-language", "en")]).await,
+        (CacheStatus::Miss, "withdrawn".into())
+    );
+    let after = cache.stats();
+    assert_eq!(
+        (after.inserts, after.updates, after.revalidations),
+        (1, 1, 1),
+        "dropping en's variant counted as a store"
+    );
+    assert_eq!(after.entries, 1, "fr's variant is still stored");
+    assert_eq!(
+        fetch_with(
+            &cache,
+            url,
+            &[("accept-language", "fr"), ("cache-control", "max-stale")]
+        )
+        .await,
+        (CacheStatus::Stale, "fr".into())
+    );
+}
+
 #[tokio::test]
 async fn a_head_answer_without_validators_does_not_freshen_a_get_that_has_them() {
     // RFC 9111 §4.3.5 selects the stored responses a HEAD answer updates as §4.3.4 does: one

@@ -1432,8 +1432,16 @@ impl<O: Origin> Inner<O> {
             let ttl = list.iter().map(|variant| self.keep_for(variant)).max();
             match ttl {
                 Some(ttl) if !ttl.is_zero() => {
-                    self.store
-                        .insert_with_ttl(key.clone(), Arc::new(Variants { list }), ttl);
+                    // Upkeep, not a store of a response: not counted as an update (nor an
+                    // access), so `Stats::updates` counts the responses stored.
+                    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+                    let evicted =
+                        self.store
+                            .replace_uncounted(key, Arc::new(Variants { list }), ttl);
+                    #[cfg(feature = "metrics")]
+                    if let Some(evicted) = evicted {
+                        self.metrics.evicted(evicted);
+                    }
                 }
                 _ => {
                     self.store.remove(key);

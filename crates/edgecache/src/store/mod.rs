@@ -244,12 +244,34 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// `None` if the entry was not stored (heavier than a shard's share, see
     /// [`Stats::rejections`], or a TTL of zero).
     pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> Option<u64> {
+        self.insert_until(key, value, self.expiry(ttl))
+    }
+
+    /// The reading at which an entry written now with `ttl` expires.
+    fn expiry(&self, ttl: Duration) -> u64 {
         let expires_at = self
             .clock
             .now_nanos()
             .saturating_add(duration_to_nanos(ttl));
         // `NEVER` means no expiry; a finite TTL saturating into it stays finite.
-        self.insert_until(key, value, expires_at.min(NEVER - 1))
+        expires_at.min(NEVER - 1)
+    }
+
+    /// Replaces the value of `key`, if present and not expired, with `value` expiring after
+    /// `ttl`, as the cache's own upkeep of a value it holds (the HTTP layer dropping one of a
+    /// URL's variants) rather than a write: counted in [`Stats`] neither as an insert nor as
+    /// an update, and not an access the policy sees. Returns how many entries the policy
+    /// evicted for it (only a heavier value needs room), or `None` if `key` had no live value,
+    /// which is then left as it is.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn replace_uncounted(&self, key: &K, value: V, ttl: Duration) -> Option<u64> {
+        let weight = (self.weigher)(key, &value);
+        let expires_at = self.expiry(ttl);
+        let (hash, shard) = self.locate(key);
+        let mut shard = shard.lock();
+        let evictions = shard.counters.evictions;
+        let replaced = shard.replace(hash, key, value, weight, expires_at, &self.now());
+        replaced.then(|| shard.counters.evictions - evictions)
     }
 
     /// Inserts, returning how many entries the policy evicted for it, or `None` if the entry

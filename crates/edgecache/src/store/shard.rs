@@ -484,15 +484,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             return false;
         }
         if let Some(index) = existing {
-            let queue = self.node(index).queue;
-            let old_weight = {
-                let node = self.node_mut(index);
-                node.value = value;
-                node.expires_at = expires_at;
-                std::mem::replace(&mut node.weight, weight)
-            };
-            let list = self.list_mut(queue);
-            list.weight = list.weight - u64::from(old_weight) + u64::from(weight);
+            self.set_value(index, value, weight, expires_at);
             self.counters.updates += 1;
             self.on_hit(index);
         } else {
@@ -551,6 +543,45 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.sketch.ensure_capacity(self.len);
         }
         self.sweep_expired(now);
+        self.evict(now);
+        true
+    }
+
+    /// Gives a present entry a new value, weight and expiry, in its place in its queue.
+    fn set_value(&mut self, index: u32, value: V, weight: u32, expires_at: u64) {
+        let queue = self.node(index).queue;
+        let old_weight = {
+            let node = self.node_mut(index);
+            node.value = value;
+            node.expires_at = expires_at;
+            std::mem::replace(&mut node.weight, weight)
+        };
+        let list = self.list_mut(queue);
+        list.weight = list.weight - u64::from(old_weight) + u64::from(weight);
+    }
+
+    /// Replaces the value of a live entry as the cache's own upkeep rather than a write: not
+    /// counted, and not an access the policy sees (the entry keeps its place); a heavier value
+    /// then makes room as an insert does. Whether the key had a live entry (an absent or
+    /// expired one is left as it is).
+    #[cfg(any(test, feature = "tokio"))]
+    pub(crate) fn replace(
+        &mut self,
+        hash: u64,
+        key: &K,
+        value: V,
+        weight: u32,
+        expires_at: u64,
+        now: &impl Now,
+    ) -> bool {
+        let Some(index) = self.find(hash, key) else {
+            return false;
+        };
+        if Self::is_expired(self.node(index), now) {
+            return false;
+        }
+        // A weight of zero would let the entry count grow without bound.
+        self.set_value(index, value, weight.max(1), expires_at);
         self.evict(now);
         true
     }
@@ -976,6 +1007,47 @@ mod tests {
             }
             None => false,
         }
+    }
+
+    #[test]
+    fn a_replaced_value_is_not_counted_and_keeps_its_place() {
+        let mut shard = warm_shard();
+        let now = || 0;
+        let key = shard.node(shard.probation.tail).key;
+        let before = shard.counters;
+        assert!(shard.replace(hash(key), &key, 7, 1, NEVER, &now));
+        assert_eq!(shard.peek(hash(key), &key, &now), Some(7));
+        let after = shard.counters;
+        assert_eq!(
+            (after.inserts, after.updates, after.hits, after.misses),
+            (before.inserts, before.updates, before.hits, before.misses)
+        );
+        // Not an access: an update would have promoted it to protected.
+        assert_eq!(shard.node(shard.probation.tail).key, key);
+        shard.insert(hash(key), key, 8, 1, NEVER, &now);
+        assert_eq!(queue_of(&shard, key), Some(Queue::Protected));
+
+        // Absent or expired: nothing is stored.
+        assert!(!shard.replace(hash(5_000), &5_000, 1, 1, NEVER, &now));
+        assert_eq!(shard.peek(hash(5_000), &5_000, &now), None);
+        let mut expiring = Shard::new(10);
+        expiring.insert(hash(1), 1, 1, 1, 5, &now);
+        assert!(!expiring.replace(hash(1), &1, 2, 1, NEVER, &|| 5));
+        assert_eq!(expiring.peek(hash(1), &1, &|| 0), Some(1));
+    }
+
+    #[test]
+    fn a_heavier_replaced_value_makes_room_by_eviction() {
+        let mut shard = warm_shard();
+        let now = || 0;
+        let (weight, evictions) = (shard.weight(), shard.counters.evictions);
+        // A protected entry, so the victims are other, unit-weight entries.
+        let key = shard.node(shard.protected.head).key;
+        // Two units more than the key's one, past the budget of 100 by `weight + 2 - 100`.
+        assert!(shard.replace(hash(key), &key, key, 3, NEVER, &now));
+        assert_eq!(shard.weight(), 100);
+        assert_eq!(shard.counters.evictions - evictions, weight + 2 - 100);
+        assert_eq!(shard.peek(hash(key), &key, &now), Some(key));
     }
 
     #[test]
