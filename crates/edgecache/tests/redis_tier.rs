@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use http::Uri;
-use http_support::{Reply, TestOrigin, get, response};
+use http_support::{Reply, TestOrigin, fetch_with, get, response};
 use infra_common::ManualClock;
 use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode, SharedStats, SharedTier};
 use infra_testkit::{FaultProxy, RedisServer};
@@ -272,6 +272,88 @@ async fn a_record_read_for_a_no_store_request_is_served_but_not_kept() {
     );
     assert_eq!(b.origin().calls(), 0);
     assert_eq!(stats(&b).hits, 2);
+}
+
+/// RFC 9111 §4.1: of a URL's responses the most recent, by `Date`, decides which request
+/// fields select among them. A record written from an answer older than this edge's latest
+/// one under other `Vary` names (here another edge's write, queued before the origin started
+/// to vary, landing after this edge's) is a miss: it neither replaces the newer variants nor
+/// answers a selection their `Vary` tells apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_older_than_the_urls_vary_names_does_not_replace_its_variants() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let edge_of = |origin| {
+        let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+        HttpCache::builder(origin, 16 << 20)
+            .clock(clock.clone())
+            .shared_tier(tier)
+            .build()
+    };
+    let a = edge_of(TestOrigin::new(|_| {
+        Reply::Response(response(&[("cache-control", "max-age=600")], "plain"))
+    }));
+    let b = edge_of(TestOrigin::new(|request| {
+        let encoding = request.headers()["accept-encoding"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=600"),
+                ("vary", "accept-encoding"),
+            ],
+            &encoding,
+        ))
+    }));
+    assert_eq!(
+        fetch_with(&a, URL, &[]).await,
+        (CacheStatus::Miss, "plain".into())
+    );
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(RECORD_KEY)
+        .query(&mut connection)
+        .unwrap();
+
+    // Ten seconds on, the origin varies; a client's `no-cache` brings b its newer answer.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        fetch_with(
+            &b,
+            URL,
+            &[("accept-encoding", "gzip"), ("cache-control", "no-cache")]
+        )
+        .await,
+        (CacheStatus::Miss, "gzip".into())
+    );
+    poll_stats("b's write", &b, |s| s.writes == 1).await;
+    // a's older record lands after b's write, as fresh as when it was written.
+    let () = redis::cmd("SET")
+        .arg(RECORD_KEY)
+        .arg(record)
+        .arg("PX")
+        .arg(600_000)
+        .query(&mut connection)
+        .unwrap();
+
+    assert_eq!(
+        fetch_with(&b, URL, &[("accept-encoding", "br")]).await,
+        (CacheStatus::Miss, "br".into()),
+        "the older record answered a selection the newer Vary tells apart"
+    );
+    assert_eq!(
+        fetch_with(&b, URL, &[("accept-encoding", "gzip")]).await,
+        (CacheStatus::Hit, "gzip".into()),
+        "the newer variant was kept"
+    );
+    assert_eq!(b.origin().calls(), 2);
+    let b_stats = stats(&b);
+    assert_eq!((b_stats.hits, b_stats.misses), (0, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

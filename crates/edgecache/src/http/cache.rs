@@ -22,6 +22,8 @@ use super::freshness::{Decision, Exchange, Freshness, Heuristic};
 use super::keys::{PrimaryKey, VaryKey, host_is_keyable};
 use super::origin::Origin;
 use super::purge::{PurgeLog, PurgeMode, Purged, parse_tags};
+#[cfg(feature = "redis")]
+use super::recency::predates_other_vary_names;
 use super::revalidation::{
     client_not_modified, conditional_headers, merge_not_modified, validates, without_hop_by_hop,
 };
@@ -1361,19 +1363,41 @@ impl<O: Origin> Inner<O> {
     ) -> (Purged, bool) {
         let (purged, evicted) = self
             .purges
-            .store_url(key.target(), stored.generation, |purged| match purged {
-                Purged::Hard => (purged, None),
-                Purged::Soft => {
-                    stored.marked_stale.store(true, Ordering::Release);
-                    (purged, Some(self.insert_variant(key, stored, ttl)))
-                }
-                Purged::No => (purged, Some(self.insert_variant(key, stored, ttl))),
+            .store_url(key.target(), stored.generation, |purged| {
+                (purged, self.insert_unless_purged(key, stored, ttl, purged))
             });
+        self.count_stored(stored, evicted);
+        (purged, evicted.is_some_and(|inserted| inserted.is_some()))
+    }
+
+    /// [`store_variant`](Self::store_variant)'s work under the URL log's lock, given what the
+    /// purges of its URL did to `stored`'s fetch: nothing for a hard purge, else
+    /// [`insert_variant`](Self::insert_variant)'s result.
+    fn insert_unless_purged(
+        &self,
+        key: &PrimaryKey,
+        stored: &Arc<Stored>,
+        ttl: Duration,
+        purged: Purged,
+    ) -> Option<Option<u64>> {
+        match purged {
+            Purged::Hard => None,
+            Purged::Soft => {
+                stored.marked_stale.store(true, Ordering::Release);
+                Some(self.insert_variant(key, stored, ttl))
+            }
+            Purged::No => Some(self.insert_variant(key, stored, ttl)),
+        }
+    }
+
+    /// Counts in the metrics a response [`insert_unless_purged`](Self::insert_unless_purged)
+    /// stored, and the entries evicted for it.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn count_stored(&self, stored: &Stored, evicted: Option<Option<u64>>) {
         #[cfg(feature = "metrics")]
         if let Some(Some(evicted)) = evicted {
             self.metrics.stored(stored.weight(), evicted);
         }
-        (purged, evicted.is_some_and(|inserted| inserted.is_some()))
     }
 
     /// [`store_variant`](Self::store_variant)'s insert; the number of entries evicted for it,
@@ -1504,7 +1528,42 @@ impl<O: Origin> Inner<O> {
         } else {
             self.keep_for(&stored)
         };
-        if !ttl.is_zero() && self.store_variant(key, &stored, ttl).0 != Purged::No {
+        // Under the URL log's lock, as every store of a variant is: a response stored here
+        // meanwhile under other `Vary` names is seen before this record could replace it.
+        let stored_here = self.purges.store_url(key.target(), generation, |purged| {
+            // RFC 9111 §4.1 uses the most recent of the responses that could answer a
+            // request, by `Date`. A newer one stored here under other `Vary` names shows
+            // the origin now selects on other fields than this record says it suits (why
+            // `insert_variant` drops older responses under other names), so the record
+            // could answer a selection the origin tells apart: it is a miss, the origin
+            // settles which response applies (as §4.1 allows), and the URL's newer
+            // variants stay.
+            let newer_names = self.store.peek(key).is_some_and(|variants| {
+                predates_other_vary_names(
+                    &stored.vary,
+                    &stored.headers,
+                    variants
+                        .list
+                        .iter()
+                        .map(|other| (&other.vary, &other.headers)),
+                )
+            });
+            if newer_names {
+                return None;
+            }
+            let evicted = if ttl.is_zero() {
+                None
+            } else {
+                self.insert_unless_purged(key, &stored, ttl, purged)
+            };
+            Some((purged, evicted))
+        });
+        let Some((purged, evicted)) = stored_here else {
+            shared.count(Event::Miss);
+            return None;
+        };
+        self.count_stored(&stored, evicted);
+        if !ttl.is_zero() && purged != Purged::No {
             // A purge of its URL reached this cache after the read began: the record predates
             // it.
             shared.count(Event::Miss);

@@ -32,6 +32,8 @@ mod keys;
 mod origin;
 #[cfg(any(feature = "tokio", infra_loom))]
 mod purge;
+#[cfg(feature = "redis")]
+mod recency;
 mod record;
 mod revalidation;
 #[cfg(feature = "redis")]
