@@ -1475,7 +1475,8 @@ impl<O: Origin> Inner<O> {
     }
 
     /// The shared tier's record of `key`, if it is for this request's variant, not purged
-    /// here, and fresh enough for the request: stored here and returned.
+    /// here, fresh enough for the request, and no older than the responses stored here under
+    /// other `Vary` names: stored here and returned.
     #[cfg(feature = "redis")]
     async fn read_shared(
         &self,
