@@ -26,7 +26,7 @@ use std::task::{Context as TaskContext, Poll};
 use tower::{Layer, Service};
 
 use crate::future::{FutureExt, WithContext};
-use crate::semconv;
+use crate::semconv::{self, AwaitedResponse};
 use crate::{Context, Propagator, Span, SpanKind, Status, TraceParent, TraceParentHeader, Tracer};
 
 /// Names the server span of a request.
@@ -342,12 +342,13 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
 pin_project_lite::pin_project! {
     /// The response future of [`TracedClient`]: ends the client span when the response
     /// arrives, with the status code as an attribute. An error from the service, a 4xx or a
-    /// 5xx marks the span failed, per OpenTelemetry's HTTP conventions for clients.
+    /// 5xx marks the span failed, per OpenTelemetry's HTTP conventions for clients; so does
+    /// dropping the future before the response (a timeout around the call).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: WithContext<F>,
-        span: Option<Span>,
+        span: AwaitedResponse,
     }
 }
 
@@ -370,8 +371,8 @@ where
 
 /// Wraps an HTTP client so every request carries the current context.
 ///
-/// With a tracer, a 4xx or 5xx response or a client error sets the client span's status to
-/// error.
+/// With a tracer, a 4xx or 5xx response, a client error, or a call dropped before its
+/// response (a timeout around it) sets the client span's status to error.
 ///
 /// ```
 /// use infra_trace_ctx::{ClientLayer, TraceContextPropagator, Tracer};
@@ -458,7 +459,7 @@ where
         self.propagator.inject(&context, request.headers_mut());
         ResponseFuture {
             inner: self.inner.call(request).with_context(context),
-            span,
+            span: AwaitedResponse::new(span),
         }
     }
 }
@@ -756,6 +757,46 @@ mod tests {
                 (SpanKind::Server, Status::Unset),
             ]
         );
+    }
+
+    /// Never answers: its future stays pending until dropped.
+    struct Silent;
+
+    impl Service<http::Request<()>> for Silent {
+        type Response = http::Response<String>;
+        type Error = Infallible;
+        type Future = std::future::Pending<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    /// A timeout around the call (or a caller that gives up) drops the response future: the
+    /// call got no response, and its span must not read as a success.
+    #[tokio::test]
+    async fn a_client_call_dropped_before_its_response_ends_its_span_as_failed() {
+        let exporter = MemoryExporter::new();
+        let tracer = Tracer::builder().exporter(exporter.clone()).build();
+        let mut client = ClientLayer::new(TraceContextPropagator)
+            .with_tracer(tracer)
+            .layer(Silent);
+        let mut call = Box::pin(client.call(http::Request::get("/slow").body(()).unwrap()));
+        let waker = std::task::Waker::noop();
+        assert!(call.as_mut().poll(&mut TaskContext::from_waker(waker)).is_pending());
+        drop(call);
+        let spans = exporter.spans();
+        assert_eq!(spans.len(), 1, "the span ends when its call is dropped");
+        assert_eq!(
+            spans[0].status,
+            Status::Error("the request was cancelled before its response".into())
+        );
+        assert_eq!(text(&spans[0], "error.type"), Some("_OTHER"));
+        assert_eq!(spans[0].attribute("http.response.status_code"), None);
     }
 
     /// The string value of attribute `key`, if it is one.

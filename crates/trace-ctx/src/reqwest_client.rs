@@ -8,7 +8,7 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::future::FutureExt;
-use crate::semconv::{self, ClientUrl};
+use crate::semconv::{self, AwaitedResponse, ClientUrl};
 use crate::{Context, Propagator, SpanKind, Tracer};
 
 /// Carries the current context on every request a [`reqwest_middleware::ClientWithMiddleware`]
@@ -20,7 +20,8 @@ use crate::{Context, Propagator, SpanKind, Tracer};
 /// the request fails. It carries `http.request.method`, `url.full` (credentials and every
 /// query value replaced by `REDACTED`), `server.address`, `server.port`,
 /// `http.response.status_code`, and `error.type` on failure: the status code for a 4xx or
-/// 5xx, `timeout` for a timeout, `_OTHER` for any other error (status error for all three).
+/// 5xx, `timeout` for a timeout, `_OTHER` for any other error and for a request dropped
+/// before its response (a timeout around the call), with status error for all of them.
 /// An unsampled span records nothing: no attribute is built for it.
 ///
 /// ```
@@ -73,7 +74,7 @@ impl<P: Propagator + 'static> Middleware for TraceMiddleware<P> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let mut context = Context::current();
-        let mut span = self.tracer.as_ref().map(|tracer| {
+        let span = self.tracer.as_ref().map(|tracer| {
             let mut span = tracer
                 .span(semconv::method_span_name(request.method()))
                 .kind(SpanKind::Client)
@@ -96,14 +97,17 @@ impl<P: Propagator + 'static> Middleware for TraceMiddleware<P> {
             context.set_span(Some(span.context().clone()));
         }
         self.propagator.inject(&context, request.headers_mut());
+        // Held across the call, so a request dropped before its response (a timeout around
+        // it) still ends the span as failed.
+        let mut awaited = AwaitedResponse::new(span);
         let result = next.run(request, extensions).with_context(context).await;
-        if let Some(span) = &mut span
+        if let Some(mut span) = awaited.take()
             && span.is_recording()
         {
             match &result {
-                Ok(response) => semconv::record_response(span, response.status(), true),
+                Ok(response) => semconv::record_response(&mut span, response.status(), true),
                 Err(error) => {
-                    semconv::record_failure(span, error_type(error), "the request failed");
+                    semconv::record_failure(&mut span, error_type(error), "the request failed");
                 }
             }
         }

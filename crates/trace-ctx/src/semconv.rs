@@ -249,6 +249,37 @@ pub(crate) fn record_failure(span: &mut Span, error_type: &'static str, descript
     span.set_status(Status::Error(description.into()));
 }
 
+/// The status description of a client call dropped before its response arrived.
+const CANCELLED: &str = "the request was cancelled before its response";
+
+/// A client span waiting for its call's response. Dropped while it still holds the span,
+/// the caller gave up on the call (a timeout around it fired, a `select!` took another
+/// branch): the span ends with `error.type` `_OTHER` and status error, since a call that got
+/// no response must not read as a success.
+#[derive(Debug)]
+pub(crate) struct AwaitedResponse(Option<Span>);
+
+impl AwaitedResponse {
+    pub(crate) const fn new(span: Option<Span>) -> Self {
+        Self(span)
+    }
+
+    /// The span, once the call has an outcome to record on it.
+    pub(crate) fn take(&mut self) -> Option<Span> {
+        self.0.take()
+    }
+}
+
+impl Drop for AwaitedResponse {
+    fn drop(&mut self) {
+        if let Some(span) = &mut self.0
+            && span.is_recording()
+        {
+            record_failure(span, "_OTHER", CANCELLED);
+        }
+    }
+}
+
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;

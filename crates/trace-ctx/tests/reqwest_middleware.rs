@@ -3,6 +3,7 @@
 #![cfg(all(feature = "reqwest", not(infra_loom)))]
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -263,4 +264,44 @@ async fn a_url_without_a_port_records_the_schemes_default() {
     );
     assert_eq!(spans[0].attribute("server.port"), Some(&Value::I64(443)));
     assert_eq!(spans[1].attribute("server.port"), Some(&Value::I64(80)));
+}
+
+/// Never answers: the request stays pending until its future is dropped.
+struct NeverAnswer;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for NeverAnswer {
+    async fn handle(
+        &self,
+        _: reqwest::Request,
+        _: &mut http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        std::future::pending().await
+    }
+}
+
+/// A timeout around the call (`tokio::time::timeout`, a `select!`) drops the request future:
+/// the call got no response, and its span must not read as a success.
+#[tokio::test]
+async fn a_request_dropped_before_its_response_ends_its_span_as_failed() {
+    let exporter = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(exporter.clone()).build();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(TraceMiddleware::new(TraceContextPropagator).with_tracer(tracer))
+        .with(NeverAnswer)
+        .build();
+    let mut call = Box::pin(client.get("http://shop.example/cart").send());
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    drop(call);
+    let spans = exporter.spans();
+    assert_eq!(spans.len(), 1, "the span ends when its request is dropped");
+    assert_eq!(
+        spans[0].status,
+        Status::Error("the request was cancelled before its response".into())
+    );
+    assert_eq!(text(&spans[0], "error.type"), Some("_OTHER"));
+    assert_eq!(spans[0].attribute("http.response.status_code"), None);
 }
