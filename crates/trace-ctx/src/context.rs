@@ -285,8 +285,9 @@ impl Context {
     /// A sampling decision the caller sent without a span context, such as B3's `b3: 0`
     /// (which means "do not sample" and carries no ids); `None` if it sent none. A span
     /// started with [`SpanBuilder::remote`](crate::SpanBuilder::remote) on this context, or
-    /// while it is the current context, follows it; a context with a span uses the span's
-    /// own state.
+    /// while it is the current context, hands it to the tracer's sampler as a remote
+    /// parent's decision (the default [`ParentBased`](crate::ParentBased) follows it); a
+    /// context with a span uses the span's own state.
     pub const fn sampling_state(&self) -> Option<SamplingState> {
         self.sampling
     }

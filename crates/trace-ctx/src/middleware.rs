@@ -787,7 +787,11 @@ mod tests {
             .layer(Silent);
         let mut call = Box::pin(client.call(http::Request::get("/slow").body(()).unwrap()));
         let waker = std::task::Waker::noop();
-        assert!(call.as_mut().poll(&mut TaskContext::from_waker(waker)).is_pending());
+        assert!(
+            call.as_mut()
+                .poll(&mut TaskContext::from_waker(waker))
+                .is_pending()
+        );
         drop(call);
         let spans = exporter.spans();
         assert_eq!(spans.len(), 1, "the span ends when its call is dropped");

@@ -531,8 +531,8 @@ impl Tracer {
     }
 
     /// Prepares a span named `name`; its parent is the thread's current span unless set (or,
-    /// when the current context has no span, it follows the decision that context received
-    /// alone, [`Context::sampling_state`], as [`SpanBuilder::remote`] does).
+    /// when the current context has no span, the decision that context received alone,
+    /// [`Context::sampling_state`], reaches the sampler as [`SpanBuilder::remote`] hands it).
     #[inline]
     pub fn span(&self, name: impl Into<Cow<'static, str>>) -> SpanBuilder<'_> {
         SpanBuilder {
@@ -586,10 +586,11 @@ impl<'a> SpanBuilder<'a> {
     }
 
     /// Continues the context `remote` extracted from a request: its span is the parent, or,
-    /// if it has none, the sampling decision the caller sent alone is followed
-    /// ([`Context::sampling_state`]: B3 `b3: 0` drops the new trace, `1` and `d` sample
-    /// it, as [`ParentBased`](crate::ParentBased) follows a remote parent's decision);
-    /// otherwise the span starts a new trace and the sampler decides.
+    /// if it has none, the span starts a new trace and the sampling decision the caller sent
+    /// alone ([`Context::sampling_state`], B3 `b3: 0`, `1` or `d`) reaches the sampler as a
+    /// remote parent's decision: the default [`ParentBased`](crate::ParentBased) follows it,
+    /// as it follows a remote parent with ids, and a sampler that ignores parents ignores it.
+    /// Without either, the span starts a new trace and the sampler decides.
     #[must_use]
     pub fn remote(mut self, remote: &'a Context) -> Self {
         self.parent = ParentChoice::Remote(remote);
@@ -625,7 +626,7 @@ impl<'a> SpanBuilder<'a> {
                 // about twice as fast as running the whole start inside the thread-local
                 // borrow: the span no longer travels back through the closure's return slot.
                 // Without a span, the current context may still hold a decision the caller
-                // sent alone (`b3: 0`), which is followed as `remote` follows it.
+                // sent alone (`b3: 0`), which the sampler sees as `remote` hands it.
                 let (parent, sent) = Context::map_current(|cx| match cx.span() {
                     Some(span) => (Some(span.clone()), None),
                     None => (None, cx.sampling_state()),
@@ -649,12 +650,19 @@ impl<'a> SpanBuilder<'a> {
                 (trace_id, span_id, true)
             }
         };
-        // A decision sent without ids is followed like a remote parent's; defer (or none)
-        // leaves it to the sampler.
         let result = match sent {
-            Some(SamplingState::Deny) => SamplingResult::keep(SamplingDecision::Drop),
-            Some(SamplingState::Accept | SamplingState::Debug) => {
-                SamplingResult::keep(SamplingDecision::RecordAndSample)
+            // A decision sent without ids goes to the sampler as a remote parent carrying it,
+            // so it is followed (or not) as the same decision with ids would be: the default
+            // `ParentBased` follows it, a sampler that ignores parents ignores it. That parent
+            // stands for the decision alone: it has the new trace's ids, and the span still
+            // starts that trace. Defer (or none) leaves the sampler a root to decide.
+            Some(state @ (SamplingState::Deny | SamplingState::Accept | SamplingState::Debug)) => {
+                let decided =
+                    SpanContext::remote(trace_id, span_id, TraceFlags::NONE.with_random(random))
+                        .with_sampling_state(state);
+                config
+                    .sampler
+                    .sample(Some(&decided), trace_id, &self.name, self.kind)
             }
             _ => config
                 .sampler
@@ -1188,6 +1196,48 @@ mod tests {
             let _current = remote.clone().attach();
             tracer.span("handle").start()
         });
+    }
+
+    /// A decision received alone goes to the tracer's sampler as a remote parent's decision
+    /// with ids does: `b3: 1` alone must not record a span that the same decision with ids
+    /// (or no header at all) would not, whatever the sampler (a switch-off, a ratio, a
+    /// parent-based sampler told to re-decide sampled remote parents).
+    #[test]
+    fn a_decision_received_alone_goes_through_the_configured_sampler() {
+        use crate::{B3Propagator, ParentBased, Propagator};
+        let samplers: [(&str, Box<dyn Sampler>); 3] = [
+            ("always off", Box::new(AlwaysOff)),
+            ("ratio 0", Box::new(TraceIdRatio::new(0.0))),
+            (
+                "remote sampled re-decided",
+                Box::new(ParentBased::new(AlwaysOn).remote_sampled(AlwaysOff)),
+            ),
+        ];
+        for (label, sampler) in samplers {
+            let tracer = Tracer::builder().sampler(sampler).build();
+            for received in [
+                "1",
+                "d",
+                "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+            ] {
+                let remote = B3Propagator::single_header().extract(&vec![("b3", received)]);
+                let span = tracer.span("handle").remote(&remote).start();
+                assert!(!span.context().is_sampled(), "{label}: b3: {received}");
+                let _current = remote.clone().attach();
+                let span = tracer.span("handle").start();
+                assert!(
+                    !span.context().is_sampled(),
+                    "{label}: b3: {received}, current"
+                );
+            }
+        }
+        // The sampler may keep what the caller denied, as it may a denied parent with ids.
+        let tracer = Tracer::builder().sampler(AlwaysOn).build();
+        for received in ["0", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"] {
+            let remote = B3Propagator::single_header().extract(&vec![("b3", received)]);
+            let span = tracer.span("handle").remote(&remote).start();
+            assert!(span.context().is_sampled(), "always on: b3: {received}");
+        }
     }
 
     #[test]
