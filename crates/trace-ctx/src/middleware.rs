@@ -27,7 +27,7 @@ use tower::{Layer, Service};
 
 use crate::future::{FutureExt, WithContext};
 use crate::semconv::{self, AwaitedResponse};
-use crate::{Context, Propagator, Span, SpanKind, Status, TraceParent, TraceParentHeader, Tracer};
+use crate::{Context, Propagator, Span, SpanKind, TraceParent, TraceParentHeader, Tracer};
 
 /// Names the server span of a request.
 ///
@@ -317,8 +317,10 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
         let finished = match &frame {
             None => true,
             Some(Err(_)) => {
-                if let Some(span) = this.span {
-                    span.set_status(Status::Error("the response body failed".into()));
+                if let Some(span) = this.span
+                    && span.is_recording()
+                {
+                    semconv::record_failure(span, "_OTHER", "the response body failed");
                 }
                 true
             }
@@ -467,7 +469,7 @@ where
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
-    use crate::{MemoryExporter, SpanContext, TraceContextPropagator, TraceParent};
+    use crate::{MemoryExporter, SpanContext, Status, TraceContextPropagator, TraceParent};
     use std::convert::Infallible;
     use std::future::Ready;
 
@@ -690,6 +692,11 @@ mod tests {
         assert_eq!(
             spans[0].status,
             Status::Error("the response body failed".into())
+        );
+        assert_eq!(
+            text(&spans[0], "error.type"),
+            Some("_OTHER"),
+            "a failure carries its error.type, as the conventions require"
         );
         drop(body);
         assert_eq!(exporter.spans().len(), 1);
