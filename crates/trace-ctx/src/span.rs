@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use infra_common::{Clock, SystemClock};
 
 use crate::export::RecordSink;
-use crate::sampler::{AlwaysOn, ParentBased, Sampler, SamplingDecision, SamplingResult};
+use crate::sampler::{AlwaysOn, ParentBased, Sampler};
 use crate::wall_anchor::WallAnchor;
 use crate::{
     BatchSpanProcessor, Context, ContextGuard, SamplingState, SpanContext, SpanId, TraceFlags,
@@ -323,8 +323,9 @@ pub trait Exporter: Send + Sync + fmt::Debug {
     fn export(&self, span: SpanData);
 
     /// Takes one finished span that was recorded but not sampled
-    /// ([`SamplingDecision::RecordOnly`]): not for export, but available to whatever
-    /// consumes recorded spans locally (span metrics, for example). Ignored by default.
+    /// ([`SamplingDecision::RecordOnly`](crate::SamplingDecision::RecordOnly)): not for
+    /// export, but available to whatever consumes recorded spans locally (span metrics, for
+    /// example). Ignored by default.
     fn record_only(&self, span: SpanData) {
         let _ = span;
     }
@@ -832,7 +833,8 @@ impl Span {
         &self.context
     }
 
-    /// Whether the span is being recorded (sampled, or [`SamplingDecision::RecordOnly`]).
+    /// Whether the span is being recorded (sampled, or
+    /// [`SamplingDecision::RecordOnly`](crate::SamplingDecision::RecordOnly)).
     pub fn is_recording(&self) -> bool {
         self.recording.is_some()
     }
@@ -1057,8 +1059,8 @@ impl fmt::Debug for Span {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
-    use crate::SamplingState;
     use crate::{AlwaysOff, MemoryExporter, TraceId, TraceIdRatio};
+    use crate::{SamplingDecision, SamplingResult, SamplingState};
     use infra_common::ManualClock;
 
     fn tracer(exporter: &MemoryExporter, clock: &ManualClock) -> Tracer {
