@@ -704,6 +704,62 @@ fn a_success_body_without_rejected_spans_is_a_success() {
     }
 }
 
+/// The names of the spans a protobuf request carried, in order.
+fn span_names(request: &Request) -> Vec<String> {
+    decode_protobuf(&request.body)
+        .resource_spans
+        .iter()
+        .flat_map(|group| &group.scope_spans)
+        .flat_map(|scope| &scope.spans)
+        .map(|span| span.name.clone())
+        .collect()
+}
+
+/// A receiver (or a proxy in front of it) that answers `413 Content Too Large` gets the batch
+/// again in halves, split further while still too large: every span that fits is delivered,
+/// and the batch is not lost whole at every export.
+#[test]
+fn a_batch_too_large_for_the_receiver_is_sent_again_in_halves() {
+    let spans = sample_spans();
+    assert_eq!(spans.len(), 5);
+    let names: Vec<String> = spans.iter().map(|span| span.name.to_string()).collect();
+    let too_large = || Reply::Status(413, vec![]);
+    // 5 spans: too large; the first 2 fit; the last 3 do not, then 1 and 2 of them do.
+    let (result, requests) = send(
+        vec![too_large(), Reply::Status(200, vec![]), too_large()],
+        OtlpExporter::builder(),
+        &spans,
+    );
+    result.unwrap();
+    let sent: Vec<Vec<String>> = requests.iter().map(span_names).collect();
+    assert_eq!(
+        sent.iter().map(Vec::len).collect::<Vec<_>>(),
+        [5, 2, 3, 1, 2]
+    );
+    let delivered: Vec<String> = [1, 3, 4].iter().flat_map(|&i| sent[i].clone()).collect();
+    assert_eq!(delivered, names, "each span delivered once, in order");
+
+    // A span too large by itself is the only one lost: the others are delivered, and the
+    // result counts the one.
+    let (result, requests) = send(
+        vec![too_large(), too_large(), too_large()],
+        OtlpExporter::builder(),
+        &spans,
+    );
+    let sent: Vec<Vec<String>> = requests.iter().map(span_names).collect();
+    assert_eq!(
+        sent.iter().map(Vec::len).collect::<Vec<_>>(),
+        [5, 2, 1, 1, 3]
+    );
+    assert_eq!(
+        result,
+        Err(ExportError::PartiallyRejected {
+            rejected: 1,
+            message: ExportError::Rejected { status: 413 }.to_string(),
+        })
+    );
+}
+
 #[test]
 fn a_batch_processor_counts_a_partial_rejection_as_failed_spans() {
     let receiver = Receiver::start(vec![Reply::Body(

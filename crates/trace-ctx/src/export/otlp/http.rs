@@ -1,6 +1,7 @@
 //! The POST itself, with the OTLP/HTTP retry rules: 429, 502, 503, 504 and connection
 //! failures are retried with exponential back-off and jitter (or after the receiver's
-//! `Retry-After`, in seconds or as an HTTP-date), everything else is final.
+//! `Retry-After`, in seconds or as an HTTP-date), everything else is final here (the exporter
+//! splits a batch a receiver finds too large: `413`).
 //!
 //! The client is ureq without default features: blocking, which is what the batch
 //! processor's background thread wants (no async runtime to bring along), small, and with

@@ -132,8 +132,23 @@ impl OtlpExporter {
     }
 }
 
-impl SpanBatchExporter for OtlpExporter {
-    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+impl OtlpExporter {
+    /// Sends `batch`; a receiver that answers `413 Content Too Large` gets it again in two
+    /// halves, each split further while it is still too large, down to single spans.
+    fn send_fitting(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        match self.send_one_request(batch) {
+            Err(ExportError::Rejected { status: 413 }) if batch.len() > 1 => {
+                let (first, second) = batch.split_at(batch.len() / 2);
+                let first_result = self.send_fitting(first);
+                let second_result = self.send_fitting(second);
+                combine_halves([(first.len(), first_result), (second.len(), second_result)])
+            }
+            other => other,
+        }
+    }
+
+    /// Encodes, compresses and POSTs `batch` as one request.
+    fn send_one_request(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
         let mut body = std::mem::take(&mut self.body);
         body.clear();
         self.encode(batch, &mut body);
@@ -149,6 +164,52 @@ impl SpanBatchExporter for OtlpExporter {
             }
         };
         self.body = body;
+        result
+    }
+}
+
+/// The outcome of a batch sent as two halves, each `(spans, result)`: a success if both
+/// succeeded; the error of a half when every span failed and a half failed whole; otherwise
+/// a partial rejection counting the spans that failed, with what each half said.
+fn combine_halves(halves: [(usize, Result<(), ExportError>); 2]) -> Result<(), ExportError> {
+    let total: usize = halves.iter().map(|(spans, _)| spans).sum();
+    let mut rejected = 0u64;
+    let mut whole_failure = None;
+    let mut messages = Vec::new();
+    for (spans, result) in halves {
+        match result {
+            Ok(()) => {}
+            Err(ExportError::PartiallyRejected {
+                rejected: some,
+                message,
+            }) => {
+                rejected += some.min(spans as u64);
+                messages.push(message);
+            }
+            Err(error) => {
+                rejected += spans as u64;
+                messages.push(error.to_string());
+                whole_failure.get_or_insert(error);
+            }
+        }
+    }
+    match whole_failure {
+        _ if rejected == 0 => Ok(()),
+        Some(error) if rejected == total as u64 => Err(error),
+        _ => Err(ExportError::PartiallyRejected {
+            rejected,
+            message: messages.join("; "),
+        }),
+    }
+}
+
+impl SpanBatchExporter for OtlpExporter {
+    /// Sends `batch` in one request, or, when the receiver answers `413 Content Too Large`,
+    /// in halves (each split again while still too large): spans that fit are delivered, and
+    /// only a single span too large by itself is lost. When some halves fail, the result is
+    /// [`ExportError::PartiallyRejected`] counting their spans.
+    fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        let result = self.send_fitting(batch);
         #[cfg(feature = "metrics")]
         if result.is_err() {
             self.failures.increment(batch.len() as u64);
