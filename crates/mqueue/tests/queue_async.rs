@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, thread};
-use infra_mqueue::log::SimulatedStorage;
+use infra_mqueue::log::{SimulatedStorage, Storage};
 use infra_mqueue::queue::{Delivery, Message, QueueOptions, WorkQueue};
 
 #[path = "support/counting_clock.rs"]
 mod counting_clock;
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
+#[path = "support/thread_recording_disk.rs"]
+mod thread_recording_disk;
 
 use counting_clock::CountingClock;
 use gated_disk::{Gate, GatedDisk};
+use thread_recording_disk::{Op, ThreadRecordingDisk};
 
 fn queue(capacity: usize) -> Arc<WorkQueue> {
     let options = QueueOptions::default().capacity(capacity);
@@ -394,4 +397,141 @@ async fn a_receive_dropped_during_its_dead_letter_fsync_leaves_the_message_to_a_
         [0, 0],
         "written by the dropped receive and by the later one"
     );
+}
+
+/// On a current-thread runtime the tasks run on the test's own thread and the blocking pool on
+/// others: a durable queue's async sends and receives, through the journal compactions the
+/// receives make due, leave every file sync, directory sync and rename to the pool.
+#[tokio::test(flavor = "current_thread")]
+async fn async_sends_and_receives_leave_every_sync_and_rename_to_the_blocking_pool() {
+    let disk = SimulatedStorage::new();
+    let (recording, recorder) = ThreadRecordingDisk::new(&disk);
+    let options = QueueOptions::default().compact_after(16);
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options, ManualClock::new(), recording).unwrap();
+    recorder.clear();
+    for job in 0..40u32 {
+        queue.send_async(job.to_le_bytes().to_vec()).await.unwrap();
+    }
+    for job in 0..40u32 {
+        let delivery = queue.receive_async().await.unwrap();
+        assert_eq!(delivery.payload(), job.to_le_bytes());
+    }
+    let ops = recorder.ops();
+    let this_thread = std::thread::current().id();
+    let on_the_task: Vec<_> = ops.iter().filter(|op| op.thread == this_thread).collect();
+    assert!(
+        on_the_task.is_empty(),
+        "ran on the runtime's thread: {on_the_task:?}"
+    );
+    let compactions = ops
+        .iter()
+        .filter(|op| op.op == Op::Rename && op.path.ends_with("JOURNAL"))
+        .count();
+    assert_eq!(compactions, 2, "the receives compacted the journal twice");
+}
+
+/// A durable queue on `disk` that compacts its journal every 16 records, with the file syncs
+/// of the journal's next generation held at the returned gate (and no others), 16 messages
+/// sent and 15 received: the next receive's journal record makes a compaction due.
+fn a_compaction_one_receive_away(
+    disk: &SimulatedStorage,
+) -> (Arc<WorkQueue>, Arc<Gate>, Vec<Delivery>) {
+    let (gated, gate) = GatedDisk::under(disk, Path::new("/queue/journal-1"));
+    let options = QueueOptions::default().compact_after(16);
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options, ManualClock::new(), gated).unwrap();
+    for job in 0..16u8 {
+        queue.send(vec![job]).unwrap();
+    }
+    let received = (0..15)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    gate.reset();
+    (Arc::new(queue), gate, received)
+}
+
+/// Returns once a file sync of the journal's new generation is held at `gate` (waiting off
+/// the runtime's thread).
+async fn compaction_held(gate: &Arc<Gate>) {
+    let gate = Arc::clone(gate);
+    tokio::task::spawn_blocking(move || gate.wait_until(|arrived, _| arrived >= 1))
+        .await
+        .unwrap();
+}
+
+/// The generation the queue's `JOURNAL` pointer names on `disk`.
+fn journal_generation(disk: &SimulatedStorage) -> String {
+    let file = disk.open(Path::new("/queue/JOURNAL"), false).unwrap();
+    let mut bytes = vec![0; usize::try_from(file.len().unwrap()).unwrap()];
+    let read = file.read_at(0, &mut bytes).unwrap();
+    String::from_utf8(bytes[..read].to_vec()).unwrap()
+}
+
+/// A receive's compaction writes the new generation on the blocking pool while the runtime's
+/// thread goes on journaling (acks, here); those records are copied into the new generation,
+/// and the receive returns once the compaction is done: a power loss then keeps them.
+#[tokio::test(flavor = "current_thread")]
+async fn records_journaled_during_an_async_receives_compaction_survive_a_power_loss() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate, received) = a_compaction_one_receive_away(&disk);
+    gate.set_closed(true);
+    let receive = tokio::spawn({
+        let queue = Arc::clone(&queue);
+        async move { queue.receive_async().await }
+    });
+    compaction_held(&gate).await;
+    for delivery in &received[..3] {
+        queue.ack(delivery).unwrap();
+    }
+    gate.set_closed(false);
+    assert_eq!(receive.await.unwrap().unwrap().payload(), [15]);
+    drop(queue);
+    disk.power_cut();
+    assert_eq!(
+        journal_generation(&disk),
+        "1",
+        "the compaction was made durable"
+    );
+    let options = QueueOptions::default().compact_after(16);
+    let reopened =
+        WorkQueue::open_with(Path::new("/queue"), options, ManualClock::new(), disk).unwrap();
+    assert_eq!(reopened.stats().unsettled, 13, "the three acks were kept");
+    let first = reopened
+        .try_receive()
+        .unwrap()
+        .expect("an unsettled message");
+    assert_eq!(
+        (first.payload(), first.attempt()),
+        (&[3u8][..], 2),
+        "the first message not acked, delivered once before"
+    );
+}
+
+/// A receive future dropped while its compaction runs on the blocking pool hands nothing out:
+/// its message is available again at once, as the same attempt; the compaction goes on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_during_its_compaction_gives_its_message_back_at_once() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate, _received) = a_compaction_one_receive_away(&disk);
+    gate.set_closed(true);
+    tokio::select! {
+        () = compaction_held(&gate) => {}
+        result = queue.receive_async() => {
+            panic!("the receive ended while its compaction was held: {result:?}")
+        }
+    }
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.in_flight, stats.unsettled),
+        (15, 16),
+        "the dropped receive holds no lease"
+    );
+    let again = queue
+        .try_receive()
+        .unwrap()
+        .expect("available again at once");
+    assert_eq!((again.offset(), again.attempt()), (15, 1));
+    gate.set_closed(false);
+    queue.ack(&again).unwrap();
 }

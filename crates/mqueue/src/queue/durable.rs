@@ -8,9 +8,10 @@
 //! <dir>/LOCK            held while the queue is open: a second open is `Error::Locked`
 //! ```
 //!
-//! Compaction writes the live state as a checkpoint into generation N+1, syncs it, then
-//! renames a new `JOURNAL` file over the old one and syncs the directory: a crash before the
-//! rename reopens generation N (the half-written N+1 is removed), a crash after it opens N+1.
+//! Compaction takes the live state as a checkpoint, writes it into generation N+1 and syncs
+//! it, copies over the records appended to generation N meanwhile, then renames a new
+//! `JOURNAL` file over the old one and syncs the directory: a crash before the rename reopens
+//! generation N (the half-written N+1 is removed), a crash after it opens N+1.
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,8 @@ struct Journal {
     /// replacement by a compaction (whose checkpoint holds their effects).
     log: Arc<Log>,
     generation: u64,
+    /// A compaction took its checkpoint and has not ended: no other one starts.
+    compacting: bool,
 }
 
 /// The logs of one durable queue.
@@ -297,6 +300,7 @@ impl Durable {
             journal: RwLock::new(Journal {
                 log: Arc::new(journal),
                 generation,
+                compacting: false,
             }),
             journal_records: AtomicU64::new(journal_records),
             pointer_unsynced: AtomicBool::new(false),
@@ -396,93 +400,39 @@ impl Durable {
         }))
     }
 
-    /// Replaces the journal with `checkpoint()`'s records, if no one else just did.
-    ///
-    /// A failure leaves a journal that a reopen reads whole: before the pointer's rename the
-    /// current generation, after it the new one. A compaction that failed is tried again
-    /// once `compact_after` more records are in, not at every record (it rewrites the whole
-    /// live state).
-    pub(super) fn compact(&self, checkpoint: impl FnOnce() -> Vec<Entry>) -> Result<(), Error> {
-        let mut journal = self.journal.write();
-        let records = self.journal_records.load(Ordering::Relaxed);
-        if records < self.compact_at.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let compacted = self.compact_locked(&mut journal, checkpoint);
-        if compacted.is_err() {
-            self.compact_at.fetch_max(
-                records.saturating_add(self.compact_after),
-                Ordering::Relaxed,
-            );
-        }
-        compacted
-    }
-
-    fn compact_locked(
-        &self,
-        journal: &mut Journal,
+    /// Replaces the journal with `checkpoint()`'s records, if no one else just did: a
+    /// [`Compaction`] begun and finished on this thread.
+    pub(super) fn compact(
+        durable: &Arc<Self>,
         checkpoint: impl FnOnce() -> Vec<Entry>,
     ) -> Result<(), Error> {
-        // Taken under the write lock: every record appended before it is in the old
-        // generation and reflected in the state; every later one goes to the new generation.
-        let records = checkpoint();
-        let generation = journal.generation + 1;
-        let new_dir = journal_dir(&self.dir, generation);
-        remove_log_dir(&*self.storage, &new_dir)?;
-        let log = Log::open_with(
-            &new_dir,
-            self.log_options.clone(),
-            Arc::clone(&self.clock),
-            self.storage.handle(),
-        )?;
-        let encoded: Vec<Vec<u8>> = records.iter().map(|entry| entry.encode()).collect();
-        for chunk in encoded.chunks(REPLAY_BATCH) {
-            let slices: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            log.append_batch(&slices)?;
+        match Self::begin_compaction(durable, checkpoint) {
+            Some(compaction) => compaction.finish(),
+            None => Ok(()),
         }
-        log.sync()?;
-        let pointer = self.dir.join("JOURNAL");
-        let temporary = self.dir.join("JOURNAL.tmp");
-        match self.storage.remove(&temporary) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(Error::io("remove", &temporary, error)),
+    }
+
+    /// Takes `checkpoint()` for a compaction, if one is due and none is under way; the file
+    /// work is left to [`Compaction::finish`], which may run on another thread.
+    pub(super) fn begin_compaction(
+        durable: &Arc<Self>,
+        checkpoint: impl FnOnce() -> Vec<Entry>,
+    ) -> Option<Compaction> {
+        let mut journal = durable.journal.write();
+        let records = durable.journal_records.load(Ordering::Relaxed);
+        if journal.compacting || records < durable.compact_at.load(Ordering::Relaxed) {
+            return None;
         }
-        {
-            let file = self
-                .storage
-                .open(&temporary, true)
-                .map_err(io("create", &temporary))?;
-            file.write_at(0, generation.to_string().as_bytes())
-                .and_then(|()| file.sync())
-                .map_err(io("write", &temporary))?;
-        }
-        self.storage
-            .rename(&temporary, &pointer)
-            .map_err(io("rename", &pointer))?;
-        // From the rename on, the pointer names the new generation, synced or not: the journal
-        // moves to it before the directory sync, so that if the sync fails, later records go
-        // where a reopen looks, and the next compaction builds the generation after it rather
-        // than removing the one the pointer names.
-        let old = std::mem::replace(
-            journal,
-            Journal {
-                log: Arc::new(log),
-                generation,
-            },
-        );
-        let live = records.len() as u64;
-        self.journal_records.store(live, Ordering::Relaxed);
-        self.compact_at
-            .store(live.saturating_add(self.compact_after), Ordering::Relaxed);
-        if let Err(error) = self.storage.sync_dir(&self.dir) {
-            self.pointer_unsynced.store(true, Ordering::Release);
-            return Err(Error::io("sync directory", &self.dir, error));
-        }
-        let old_dir = journal_dir(&self.dir, old.generation);
-        drop(old);
-        remove_log_dir(&*self.storage, &old_dir)?;
-        self.remove_settled_messages(&records)
+        journal.compacting = true;
+        Some(Compaction {
+            durable: Arc::clone(durable),
+            // Taken under the write lock: every record appended before it is reflected in it
+            // and ends before `carry_from`; every later one is copied to the new generation.
+            checkpoint: checkpoint(),
+            carry_from: journal.log.next_offset(),
+            generation: journal.generation + 1,
+            records,
+        })
     }
 
     /// Deletes the message segments a reopen no longer reads: those below the watermark of
@@ -569,6 +519,138 @@ impl Durable {
                 })
             })
             .collect()
+    }
+}
+
+/// A compaction whose checkpoint is taken ([`Durable::begin_compaction`]), with its files
+/// still to write. Owns what it needs, so it can run on tokio's blocking pool and finish
+/// there even if the future that began it is dropped. Until it is dropped no other compaction
+/// begins.
+#[derive(Debug)]
+pub(super) struct Compaction {
+    durable: Arc<Durable>,
+    checkpoint: Vec<Entry>,
+    /// The current generation's end when the checkpoint was taken: the records from here on
+    /// are not in it, and go to the new generation after it.
+    carry_from: u64,
+    /// The generation it builds.
+    generation: u64,
+    /// The journal's record count when it began.
+    records: u64,
+}
+
+impl Compaction {
+    /// Writes the new generation and moves the journal to it.
+    ///
+    /// A failure leaves a journal that a reopen reads whole: before the pointer's rename the
+    /// current generation, after it the new one. A compaction that failed is tried again
+    /// once `compact_after` more records are in, not at every record (it rewrites the whole
+    /// live state).
+    pub(super) fn finish(self) -> Result<(), Error> {
+        let finished = self.write_generation();
+        if finished.is_err() {
+            self.durable.compact_at.fetch_max(
+                self.records.saturating_add(self.durable.compact_after),
+                Ordering::Relaxed,
+            );
+        }
+        finished
+    }
+
+    fn write_generation(&self) -> Result<(), Error> {
+        let durable = &*self.durable;
+        let new_dir = journal_dir(&durable.dir, self.generation);
+        remove_log_dir(&*durable.storage, &new_dir)?;
+        let log = Log::open_with(
+            &new_dir,
+            durable.log_options.clone(),
+            Arc::clone(&durable.clock),
+            durable.storage.handle(),
+        )?;
+        let encoded: Vec<Vec<u8>> = self.checkpoint.iter().map(|entry| entry.encode()).collect();
+        for chunk in encoded.chunks(REPLAY_BATCH) {
+            let slices: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            log.append_batch(&slices)?;
+        }
+        log.sync()?;
+        // Appenders wait from here to the directory sync: what they append next goes to the
+        // generation a reopen reads.
+        let mut journal = durable.journal.write();
+        let carried = carry_over(&journal.log, self.carry_from, &log)?;
+        log.sync()?;
+        let pointer = durable.dir.join("JOURNAL");
+        let temporary = durable.dir.join("JOURNAL.tmp");
+        match durable.storage.remove(&temporary) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::io("remove", &temporary, error)),
+        }
+        {
+            let file = durable
+                .storage
+                .open(&temporary, true)
+                .map_err(io("create", &temporary))?;
+            file.write_at(0, self.generation.to_string().as_bytes())
+                .and_then(|()| file.sync())
+                .map_err(io("write", &temporary))?;
+        }
+        durable
+            .storage
+            .rename(&temporary, &pointer)
+            .map_err(io("rename", &pointer))?;
+        // From the rename on, the pointer names the new generation, synced or not: the journal
+        // moves to it before the directory sync, so that if the sync fails, later records go
+        // where a reopen looks, and the next compaction builds the generation after it rather
+        // than removing the one the pointer names.
+        let old = std::mem::replace(
+            &mut *journal,
+            Journal {
+                log: Arc::new(log),
+                generation: self.generation,
+                // Until this compaction is dropped.
+                compacting: true,
+            },
+        );
+        let live = self.checkpoint.len() as u64 + carried;
+        durable.journal_records.store(live, Ordering::Relaxed);
+        durable.compact_at.store(
+            live.saturating_add(durable.compact_after),
+            Ordering::Relaxed,
+        );
+        if let Err(error) = durable.storage.sync_dir(&durable.dir) {
+            durable.pointer_unsynced.store(true, Ordering::Release);
+            return Err(Error::io("sync directory", &durable.dir, error));
+        }
+        drop(journal);
+        let old_dir = journal_dir(&durable.dir, old.generation);
+        drop(old);
+        remove_log_dir(&*durable.storage, &old_dir)?;
+        durable.remove_settled_messages(&self.checkpoint)
+    }
+}
+
+impl Drop for Compaction {
+    fn drop(&mut self) {
+        self.durable.journal.write().compacting = false;
+    }
+}
+
+/// Appends to `to` the records of `from` from offset `start` on, after syncing `from` (a read
+/// returns only what is durable, under `FsyncPolicy::Always`); returns how many.
+fn carry_over(from: &Log, start: u64, to: &Log) -> Result<u64, Error> {
+    from.sync()?;
+    let mut at = start;
+    loop {
+        let records = from.read(at, REPLAY_BATCH)?;
+        let Some(last) = records.last() else {
+            return Ok(at - start);
+        };
+        at = last.offset + 1;
+        let payloads: Vec<&[u8]> = records
+            .iter()
+            .map(|record| record.payload.as_slice())
+            .collect();
+        to.append_batch(&payloads)?;
     }
 }
 

@@ -604,7 +604,9 @@ pub struct WorkQueue {
     clock: SharedClock,
     options: QueueOptions,
     visibility_nanos: u64,
-    durable: Option<Durable>,
+    /// Shared with the blocking-pool task that finishes an async receive's compaction, which
+    /// may outlive the future that began it.
+    durable: Option<Arc<Durable>>,
     #[cfg(feature = "tokio")]
     notify: wait::Notifiers,
     #[cfg(feature = "metrics")]
@@ -725,7 +727,7 @@ impl WorkQueue {
         let clock = shared_clock(clock);
         let (durable, recovered) = Durable::open(dir, &options, &clock, Box::new(storage))?;
         let rewrite_journal = recovered.rewrite_journal;
-        let queue = Self::build(options, clock, recovered.leases, Some(durable));
+        let queue = Self::build(options, clock, recovered.leases, Some(Arc::new(durable)));
         {
             let mut state = queue.state.lock();
             if let Some(dedup) = &mut state.dedup {
@@ -737,7 +739,7 @@ impl WorkQueue {
         if rewrite_journal && let Some(durable) = &queue.durable {
             // Before any send: a journal that still spoke of the lost messages would settle or
             // count the new messages that take their offsets at the next open.
-            durable.compact(|| queue.checkpoint())?;
+            Durable::compact(durable, || queue.checkpoint())?;
         }
         Ok(queue)
     }
@@ -746,7 +748,7 @@ impl WorkQueue {
         options: QueueOptions,
         clock: SharedClock,
         leases: Leases,
-        durable: Option<Durable>,
+        durable: Option<Arc<Durable>>,
     ) -> Self {
         let visibility_nanos = duration_to_nanos(options.visibility_timeout);
         Self {
@@ -817,7 +819,11 @@ impl WorkQueue {
             }
             // The messages a failed fsync was to cover stay counted: at capacity, waiting
             // for room would wait for good, and `Full` would hide why.
-            if self.durable.as_ref().is_some_and(Durable::refuses_sends) {
+            if self
+                .durable
+                .as_ref()
+                .is_some_and(|durable| durable.refuses_sends())
+            {
                 return Err(Error::Failed);
             }
             if state.leases.unsettled() + state.reserved < self.options.capacity {
@@ -1706,36 +1712,16 @@ impl WorkQueue {
         }
     }
 
-    fn journal(&self, durable: &Durable, entries: &[journal::Entry]) -> Result<(), Error> {
-        let compact = durable.journal(entries)?;
-        self.compact_if(durable, compact);
-        Ok(())
-    }
-
-    /// [`Self::journal`] for async callers: the fsync runs on tokio's blocking pool (a
-    /// compaction, once per `compact_after` records, still runs on the calling task).
-    #[cfg(feature = "tokio")]
-    async fn journal_async(
-        &self,
-        durable: &Durable,
-        entries: &[journal::Entry],
-    ) -> Result<(), Error> {
-        if let Some(written) = durable.write_journal(entries)? {
-            let compact = written.wait_async().await?;
-            self.compact_if(durable, compact);
-        }
-        Ok(())
-    }
-
-    fn compact_if(&self, durable: &Durable, compact: bool) {
-        if compact {
+    fn journal(&self, durable: &Arc<Durable>, entries: &[journal::Entry]) -> Result<(), Error> {
+        if durable.journal(entries)? {
             // The records are journaled, so the calls they record have happened: a
-            // compaction's failure is not theirs (a receive failing here would lease a message its
-            // caller never gets, and count the delivery). The journal stays whole either way,
-            // and a pointer left unsynced fails the next journal record instead
-            // (`Durable::compact`).
-            let _ = durable.compact(|| self.checkpoint());
+            // compaction's failure is not theirs (a receive failing here would lease a message
+            // its caller never gets, and count the delivery). The journal stays whole either
+            // way, and a pointer left unsynced fails the next journal record instead
+            // (`Compaction::finish`).
+            let _ = Durable::compact(durable, || self.checkpoint());
         }
+        Ok(())
     }
 
     /// The journal records that say everything the lease table knows: the watermark, each

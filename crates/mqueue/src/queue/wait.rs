@@ -7,7 +7,10 @@ use std::time::Duration;
 use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
-use super::{Delivery, Leased, Message, Sent, UnreleasedSend, WorkQueue, Written};
+use infra_common::sync::Arc;
+
+use super::durable::Durable;
+use super::{Delivery, Leased, Message, Sent, UnreleasedSend, WorkQueue, Written, journal};
 use crate::error::Error;
 
 /// The wake-ups of async waiters.
@@ -93,7 +96,10 @@ impl WorkQueue {
     ///
     /// A durable queue writes the message on the calling task; under
     /// `FsyncPolicy::Always` the fsync runs on tokio's blocking pool, shared with every
-    /// send (blocking or async) written before it began. A future dropped after the write
+    /// send (blocking or async) written before it began. A send journals nothing, so it
+    /// never compacts the journal; a write that fills the message log's segment still rolls
+    /// it on the calling task (fsyncing the finished segment, the new one's header and the
+    /// directory), once per `segment_bytes` of messages. A future dropped after the write
     /// leaves the message written but not acknowledged: the next receive makes it durable
     /// (running an fsync if none covered it yet) and available.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
@@ -133,15 +139,53 @@ impl WorkQueue {
     /// [`WorkQueue::receive`] for async callers: waits for a send or a nack, or until the
     /// next delay or lease ends on the queue's clock, whichever comes first.
     ///
-    /// A durable queue's fsyncs (the journal record's, a dead letter's, and that of a
-    /// dropped `send_async`'s message) run on tokio's blocking pool, never on the task's
-    /// worker thread; a journal compaction, once per `compact_after` records, and a segment
-    /// roll's fsync still run on the task. A future dropped while it waits for one of them
-    /// hands nothing out and holds nothing: the message it leased is available again at once,
-    /// as the same attempt (the delivery its caller never got does not count towards
-    /// `max_deliveries`, nor as delivered; an expired lease it took over is its holder's
-    /// again), and a dead letter it wrote but did not settle is written again by a later
-    /// receive.
+    /// On a durable queue, what runs where:
+    ///
+    /// - on the calling task: the lease, taken under the queue's state lock; the writes of the
+    ///   journal record and of any dead letters (into the page cache); and, once per
+    ///   `compact_after` records, a journal compaction's checkpoint (a walk of the lease table
+    ///   in memory);
+    /// - on tokio's blocking pool, never on the task's worker thread: the fsyncs (the journal
+    ///   record's, a dead letter's, and that of a dropped `send_async`'s message), and all of
+    ///   a compaction's file work (the new journal generation written and fsynced, the
+    ///   `JOURNAL` pointer written, fsynced and renamed, the directory fsynced, the old
+    ///   generation and the settled message segments removed). The receive returns once the
+    ///   compaction it started has ended;
+    /// - still on the calling task: a segment roll, when the journal record or a dead letter
+    ///   fills its log's segment (the finished segment, the new one's header and the directory
+    ///   are fsynced by the write, once per `segment_bytes` of the log); the retry of a
+    ///   directory fsync that failed after a compaction's rename, which the next journal
+    ///   record makes first; and the wait for the journal's lock while a compaction on the
+    ///   pool copies over the records written since its checkpoint and renames the pointer.
+    ///
+    /// A future dropped while it waits for an fsync or a compaction hands nothing out and
+    /// holds nothing: the message it leased is available again at once, as the same attempt
+    /// (the delivery its caller never got does not count towards `max_deliveries`, nor as
+    /// delivered; an expired lease it took over is its holder's again), and a dead letter it
+    /// wrote but did not settle is written again by a later receive. A compaction it started
+    /// runs to its end on the pool.
+    ///
+    /// ```
+    /// use infra_common::ManualClock;
+    /// use infra_mqueue::log::SimulatedStorage;
+    /// use infra_mqueue::queue::{QueueOptions, WorkQueue};
+    /// use std::path::Path;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let disk = SimulatedStorage::new();
+    /// let options = QueueOptions::default().compact_after(16);
+    /// let queue = WorkQueue::open_with(Path::new("/q"), options, ManualClock::new(), disk)?;
+    /// for job in 0..20u8 {
+    ///     queue.send_async(vec![job]).await?;
+    /// }
+    /// for job in 0..20u8 {
+    ///     // The 16th receive also compacts the journal, on the blocking pool.
+    ///     let delivery = queue.receive_async().await?;
+    ///     assert_eq!(delivery.payload(), [job]);
+    /// }
+    /// # Ok::<(), infra_mqueue::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn receive_async(&self) -> Result<Delivery, Error> {
         self.wait_async(|| async {
             let mut delivery = None;
@@ -189,6 +233,41 @@ impl WorkQueue {
             self.journal_async(durable, &entries).await?;
         }
         leased.reached_caller()
+    }
+
+    /// [`WorkQueue::journal`] for async callers: the fsync runs on tokio's blocking pool, and
+    /// so does the file work of the compaction it may make due.
+    async fn journal_async(
+        &self,
+        durable: &Arc<Durable>,
+        entries: &[journal::Entry],
+    ) -> Result<(), Error> {
+        if let Some(written) = durable.write_journal(entries)?
+            && written.wait_async().await?
+        {
+            self.compact_async(durable).await;
+        }
+        Ok(())
+    }
+
+    /// Takes a due compaction's checkpoint on this task (the lease table, in memory) and
+    /// finishes it on tokio's blocking pool (outside a runtime, on this thread): it writes,
+    /// fsyncs and renames files. It runs to the end even if this future is dropped; its
+    /// failure is not the receive's (see [`WorkQueue::journal`]).
+    async fn compact_async(&self, durable: &Arc<Durable>) {
+        let Some(compaction) = Durable::begin_compaction(durable, || self.checkpoint()) else {
+            return;
+        };
+        let finish = move || drop(compaction.finish());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return finish();
+        };
+        if let Err(error) = runtime.spawn_blocking(finish).await
+            && error.is_panic()
+        {
+            // As a compaction that panicked on this thread would have.
+            std::panic::resume_unwind(error.into_panic());
+        }
     }
 
     /// Runs `attempt` until it finds something, sleeping between attempts on the tokio

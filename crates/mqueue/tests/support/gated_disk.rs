@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infra_common::sync::{Arc, Condvar, Mutex};
@@ -81,6 +81,8 @@ impl Gate {
 pub(crate) struct GatedDisk {
     disk: SimulatedStorage,
     gate: Arc<Gate>,
+    /// Only the syncs of files in this directory are held, if set.
+    only_under: Option<PathBuf>,
 }
 
 impl GatedDisk {
@@ -90,7 +92,16 @@ impl GatedDisk {
         let gated = Self {
             disk: disk.clone(),
             gate: Arc::clone(&gate),
+            only_under: None,
         };
+        (gated, gate)
+    }
+
+    /// `disk` with the syncs of the files in `dir` (and below) held at the returned gate, and
+    /// no others.
+    pub(crate) fn under(disk: &SimulatedStorage, dir: &Path) -> (Self, Arc<Gate>) {
+        let (mut gated, gate) = Self::new(disk);
+        gated.only_under = Some(dir.to_path_buf());
         (gated, gate)
     }
 }
@@ -128,8 +139,16 @@ impl Storage for GatedDisk {
         self.disk.list(dir)
     }
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        let file = self.disk.open(path, create)?;
+        if self
+            .only_under
+            .as_ref()
+            .is_some_and(|dir| !path.starts_with(dir))
+        {
+            return Ok(file);
+        }
         Ok(Box::new(GatedFile {
-            file: self.disk.open(path, create)?,
+            file,
             gate: Arc::clone(&self.gate),
         }))
     }
