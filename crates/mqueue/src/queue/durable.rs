@@ -61,7 +61,8 @@ pub(super) struct Recovered {
 #[derive(Debug)]
 struct Journal {
     /// Shared with the writes still waiting for their fsync, which may outlive its
-    /// replacement by a compaction (whose checkpoint holds their effects).
+    /// replacement by a compaction (whose checkpoint holds their effects, or which copied
+    /// them over).
     log: Arc<Log>,
     generation: u64,
     /// A compaction took its checkpoint and has not ended: no other one starts.
@@ -390,9 +391,10 @@ impl Durable {
         let added = entries.len() as u64;
         let count = self.journal_records.fetch_add(added, Ordering::Relaxed) + added;
         Ok(Some(JournalWrite {
-            // Written under the read lock, so before any compaction that follows: if one
-            // replaces this generation before the fsync, its checkpoint holds these records'
-            // effects, and the fsync of the old generation does no harm.
+            // Written under the read lock: if a compaction replaces this generation before
+            // the fsync, its checkpoint holds these records' effects (taken after the write)
+            // or it copied them over (taken before), and the fsync of the old generation
+            // does no harm.
             log: Arc::clone(&journal.log),
             end: written.end,
             sync_due,
