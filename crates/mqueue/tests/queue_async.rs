@@ -16,12 +16,15 @@ use infra_mqueue::queue::{Delivery, Message, QueueOptions, WorkQueue};
 
 #[path = "support/counting_clock.rs"]
 mod counting_clock;
+#[path = "support/failing_storage.rs"]
+mod failing_storage;
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
 #[path = "support/thread_recording_disk.rs"]
 mod thread_recording_disk;
 
 use counting_clock::CountingClock;
+use failing_storage::FailingDirSyncs;
 use gated_disk::{Gate, GatedDisk};
 use thread_recording_disk::{Op, ThreadRecordingDisk};
 
@@ -429,6 +432,49 @@ async fn async_sends_and_receives_leave_every_sync_and_rename_to_the_blocking_po
         .filter(|op| op.op == Op::Rename && op.path.ends_with("JOURNAL"))
         .count();
     assert_eq!(compactions, 2, "the receives compacted the journal twice");
+}
+
+/// A compaction whose directory sync failed after its rename leaves that sync to the next
+/// journal record; an async receive runs it on the blocking pool too.
+#[tokio::test(flavor = "current_thread")]
+async fn the_directory_sync_a_failed_compaction_left_runs_on_the_blocking_pool() {
+    let disk = SimulatedStorage::new();
+    let (recording, recorder) = ThreadRecordingDisk::new(&disk);
+    let failing = FailingDirSyncs::over(recording);
+    let options = QueueOptions::default().compact_after(16);
+    let queue = WorkQueue::open_with(
+        Path::new("/queue"),
+        options,
+        ManualClock::new(),
+        failing.clone(),
+    )
+    .unwrap();
+    for job in 0..17u8 {
+        queue.send(vec![job]).unwrap();
+    }
+    for _ in 0..15 {
+        queue.try_receive().unwrap().unwrap();
+    }
+    failing.fail_after_next_rename();
+    queue
+        .receive_async()
+        .await
+        .expect("a compaction's failure is not the receive's");
+    failing.set_failing(false);
+    recorder.clear();
+    assert_eq!(queue.receive_async().await.unwrap().payload(), [16]);
+    let ops = recorder.ops();
+    let this_thread = std::thread::current().id();
+    let on_the_task: Vec<_> = ops.iter().filter(|op| op.thread == this_thread).collect();
+    assert!(
+        on_the_task.is_empty(),
+        "ran on the runtime's thread: {on_the_task:?}"
+    );
+    assert!(
+        ops.iter()
+            .any(|op| op.op == Op::DirSync && op.path == Path::new("/queue")),
+        "the queue's directory was synced again: {ops:?}"
+    );
 }
 
 /// A durable queue on `disk` that compacts its journal every 16 records, with the file syncs

@@ -379,12 +379,7 @@ impl Durable {
             return Ok(None);
         }
         let journal = self.journal.read();
-        if self.pointer_unsynced.load(Ordering::Acquire) {
-            self.storage
-                .sync_dir(&self.dir)
-                .map_err(io("sync directory", &self.dir))?;
-            self.pointer_unsynced.store(false, Ordering::Release);
-        }
+        self.sync_pointer()?;
         let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
         let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         let (written, sync_due) = journal.log.write(&records)?;
@@ -400,6 +395,25 @@ impl Durable {
             sync_due,
             compact: count >= self.compact_at.load(Ordering::Relaxed),
         }))
+    }
+
+    /// Whether a compaction's directory sync failed after it renamed the pointer, so the
+    /// next journal record must sync the directory first ([`Self::sync_pointer`]).
+    #[cfg(feature = "tokio")]
+    pub(super) fn pointer_unsynced(&self) -> bool {
+        self.pointer_unsynced.load(Ordering::Acquire)
+    }
+
+    /// Syncs the directory if a compaction's sync of it failed after the pointer's rename:
+    /// until then a power loss may take the rename back, and any record written since.
+    pub(super) fn sync_pointer(&self) -> Result<(), Error> {
+        if self.pointer_unsynced.load(Ordering::Acquire) {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(io("sync directory", &self.dir))?;
+            self.pointer_unsynced.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Replaces the journal with `checkpoint()`'s records, if no one else just did: a

@@ -146,17 +146,17 @@ impl WorkQueue {
     ///   `compact_after` records, a journal compaction's checkpoint (a walk of the lease table
     ///   in memory);
     /// - on tokio's blocking pool, never on the task's worker thread: the fsyncs (the journal
-    ///   record's, a dead letter's, and that of a dropped `send_async`'s message), and all of
-    ///   a compaction's file work (the new journal generation written and fsynced, the
+    ///   record's, a dead letter's, and that of a dropped `send_async`'s message), all of a
+    ///   compaction's file work (the new journal generation written and fsynced, the
     ///   `JOURNAL` pointer written, fsynced and renamed, the directory fsynced, the old
-    ///   generation and the settled message segments removed). The receive returns once the
-    ///   compaction it started has ended;
+    ///   generation and the settled message segments removed), and the directory fsync that
+    ///   a compaction which failed it after its rename left to the next journal record. The
+    ///   receive returns once the compaction it started has ended;
     /// - still on the calling task: a segment roll, when the journal record or a dead letter
     ///   fills its log's segment (the finished segment, the new one's header and the directory
-    ///   are fsynced by the write, once per `segment_bytes` of the log); the retry of a
-    ///   directory fsync that failed after a compaction's rename, which the next journal
-    ///   record makes first; and the wait for the journal's lock while a compaction on the
-    ///   pool copies over the records written since its checkpoint and renames the pointer.
+    ///   are fsynced by the write, once per `segment_bytes` of the log); and the wait for the
+    ///   journal's lock while a compaction on the pool copies over the records written since
+    ///   its checkpoint and renames the pointer.
     ///
     /// A future dropped while it waits for an fsync or a compaction hands nothing out and
     /// holds nothing: the message it leased is available again at once, as the same attempt
@@ -236,12 +236,21 @@ impl WorkQueue {
     }
 
     /// [`WorkQueue::journal`] for async callers: the fsync runs on tokio's blocking pool, and
-    /// so does the file work of the compaction it may make due.
+    /// so do the file work of the compaction it may make due and the directory sync a
+    /// compaction's failed one left to it.
     async fn journal_async(
         &self,
         durable: &Arc<Durable>,
         entries: &[journal::Entry],
     ) -> Result<(), Error> {
+        if durable.pointer_unsynced() {
+            let durable = Arc::clone(durable);
+            // If another compaction fails the same way before the write, or this sync never
+            // ran (the runtime shut down first), the write syncs the directory itself.
+            if let Some(synced) = on_blocking_pool(move || durable.sync_pointer()).await {
+                synced?;
+            }
+        }
         if let Some(written) = durable.write_journal(entries)?
             && written.wait_async().await?
         {
@@ -258,16 +267,7 @@ impl WorkQueue {
         let Some(compaction) = Durable::begin_compaction(durable, || self.checkpoint()) else {
             return;
         };
-        let finish = move || drop(compaction.finish());
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return finish();
-        };
-        if let Err(error) = runtime.spawn_blocking(finish).await
-            && error.is_panic()
-        {
-            // As a compaction that panicked on this thread would have.
-            std::panic::resume_unwind(error.into_panic());
-        }
+        on_blocking_pool(move || drop(compaction.finish())).await;
     }
 
     /// Runs `attempt` until it finds something, sleeping between attempts on the tokio
@@ -303,5 +303,21 @@ impl WorkQueue {
             };
             registered.waited(woken);
         }
+    }
+}
+
+/// Runs `work` on tokio's blocking pool and waits for it (outside a runtime, runs it on this
+/// thread). It runs to its end even if the future is dropped; a panic in it is resumed here,
+/// as if it had run on this thread. `None` if the runtime shut down before it started.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Some(work());
+    };
+    match runtime.spawn_blocking(work).await {
+        Ok(done) => Some(done),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => None,
     }
 }
