@@ -404,7 +404,8 @@ async fn a_receive_dropped_during_its_dead_letter_fsync_leaves_the_message_to_a_
 
 /// On a current-thread runtime the tasks run on the test's own thread and the blocking pool on
 /// others: a durable queue's async sends and receives, through the journal compactions the
-/// receives make due, leave every file sync, directory sync and rename to the pool.
+/// receives make due, leave every file sync, directory sync and rename to the pool. (The
+/// segments are large enough that no log rolls: a roll's fsyncs still run on the task.)
 #[tokio::test(flavor = "current_thread")]
 async fn async_sends_and_receives_leave_every_sync_and_rename_to_the_blocking_pool() {
     let disk = SimulatedStorage::new();
