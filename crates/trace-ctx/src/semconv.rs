@@ -87,10 +87,11 @@ pub(crate) struct ClientUrl<'a> {
 }
 
 impl ClientUrl<'_> {
-    /// `url.full` without secrets: credentials become `REDACTED:REDACTED` (as the
-    /// conventions require) and every query value becomes `REDACTED` (the conventions ask
-    /// this for a list of signature keys; any value may be a token, so all are hidden, and
-    /// the keys kept). The fragment is never sent, so never recorded.
+    /// `url.full` without credentials or query values: credentials become
+    /// `REDACTED:REDACTED` (as the conventions require) and every query value becomes
+    /// `REDACTED` (the conventions ask this for a list of signature keys; any value may be a
+    /// token, so all are hidden, and the keys kept), as does a query part without `=`, which
+    /// may be a token on its own. The fragment is never sent, so never recorded.
     pub(crate) fn redacted(&self) -> String {
         let mut url = String::with_capacity(
             self.scheme.len()
@@ -121,7 +122,9 @@ impl ClientUrl<'_> {
                         url.push_str(key);
                         url.push_str("=REDACTED");
                     }
-                    None => url.push_str(pair),
+                    // A part without `=` may be a token on its own (`?<api key>`).
+                    None if !pair.is_empty() => url.push_str("REDACTED"),
+                    None => {}
                 }
             }
         }
@@ -317,7 +320,12 @@ mod tests {
         assert_eq!(url(false, None).redacted(), "https://[::1]:8443/pay");
         assert_eq!(
             url(true, Some("sig=abc&user=7&flag&=x")).redacted(),
-            "https://REDACTED:REDACTED@[::1]:8443/pay?sig=REDACTED&user=REDACTED&flag&=REDACTED"
+            "https://REDACTED:REDACTED@[::1]:8443/pay?sig=REDACTED&user=REDACTED&REDACTED&=REDACTED"
+        );
+        // A bare part may be the secret itself; empty parts stay empty.
+        assert_eq!(
+            url(false, Some("AKIA5EXAMPLE5TOKEN&&x=1")).redacted(),
+            "https://[::1]:8443/pay?REDACTED&&x=REDACTED"
         );
         assert_eq!(url(false, Some("")).redacted(), "https://[::1]:8443/pay?");
     }
