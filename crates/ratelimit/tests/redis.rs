@@ -451,6 +451,102 @@ fn a_denial_cached_under_one_quota_never_answers_under_another() {
     assert!(limiter.check("k").unwrap().is_denied());
 }
 
+/// A clock on which every check's round trip takes `reply_takes` after its script ran: the
+/// script reads the wall time (client time) as the check sends it, and that reading moves
+/// the clock on, so the reply arrives `reply_takes` later.
+#[derive(Clone, Debug)]
+struct SlowReplies {
+    clock: ManualClock,
+    reply_takes: Duration,
+}
+
+impl Clock for SlowReplies {
+    fn now_nanos(&self) -> u64 {
+        self.clock.now_nanos()
+    }
+
+    fn wall_time(&self) -> std::time::SystemTime {
+        let wall = self.clock.wall_time();
+        self.clock.advance(self.reply_takes);
+        wall
+    }
+}
+
+/// What a limiter answers locally (from the deny cache, from a lease) it times from before
+/// the check was sent, so a slow reply never stretches it: the cache denies no request that
+/// Redis would admit, and a leased cell is spent at most the lease period after Redis granted
+/// it.
+#[test]
+fn local_answers_are_timed_from_before_the_check_was_sent() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // One cell per 100 ms, one at once; each reply comes 50 ms after its script ran.
+    let quota = Quota::new(1, Duration::from_millis(100)).unwrap();
+    let reply_takes = Duration::from_millis(50);
+    for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let clock = ManualClock::new();
+        let slow = SlowReplies {
+            clock: clock.clone(),
+            reply_takes,
+        };
+        let limiter = RedisRateLimiter::with_clock(
+            &server.url(),
+            quota,
+            options()
+                .algorithm(algorithm)
+                .time_source(TimeSource::Client)
+                .max_clock_skew(Duration::from_secs(3_600))
+                .prefix(format!("slow-reply-{algorithm:?}")),
+            slow,
+        )
+        .unwrap();
+        // Sent at 0 and answered at 50 ms: admitted, and no cell free until 100 ms.
+        assert!(limiter.check("k").unwrap().is_allowed(), "{algorithm:?}");
+        let at_50 = limiter.check("k").unwrap();
+        assert!(at_50.is_denied(), "{algorithm:?}: {at_50:?}");
+        assert_eq!(
+            at_50.retry_after(),
+            Duration::from_millis(50),
+            "{algorithm:?}"
+        );
+        // At 100 ms Redis admits the key again: the cache may not say otherwise.
+        clock.set(Duration::from_millis(100));
+        let at_100 = limiter.check("k").unwrap();
+        assert!(at_100.is_allowed(), "{algorithm:?}: {at_100:?}");
+    }
+
+    // Batches of four cells leased for 100 ms, out of eight at once: the first batch is granted
+    // at 0 and answered at 50 ms.
+    let clock = ManualClock::new();
+    let slow = SlowReplies {
+        clock: clock.clone(),
+        reply_takes,
+    };
+    let burst = Quota::per_second(4).unwrap().with_burst(8).unwrap();
+    let leasing = RedisRateLimiter::with_clock(
+        &server.url(),
+        burst,
+        options()
+            .time_source(TimeSource::Client)
+            .max_clock_skew(Duration::from_secs(3_600))
+            .batch(4, Duration::from_millis(100))
+            .prefix("slow-reply-lease"),
+        slow,
+    )
+    .unwrap();
+    assert!(leasing.check("k").unwrap().is_allowed());
+    let sent = leasing.stats().round_trips;
+    // 100 ms after the grant the lease is over, whenever its reply came: Redis decides.
+    clock.advance(Duration::from_millis(50));
+    assert!(leasing.check("k").unwrap().is_allowed());
+    assert_eq!(
+        (leasing.stats().lease_hits, leasing.stats().round_trips),
+        (0, sent + 1),
+        "a cell spent 100 ms after Redis granted it"
+    );
+}
+
 #[test]
 fn decisions_equal_the_local_algorithms_over_refills_and_quota_changes() {
     let Some(server) = RedisServer::start() else {

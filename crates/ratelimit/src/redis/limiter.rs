@@ -428,11 +428,13 @@ impl<C: Clock> Core<C> {
             }
         };
         let result = self.ask(key, limits, n, want).await;
-        let now = self.clock.now_nanos();
         match result {
             Ok(reply) => {
                 self.breaker.succeeded();
                 drop(probe);
+                // Timed from `now`, read before the script ran, never from the reply's arrival:
+                // a slow reply would otherwise stretch a cached denial past the moment Redis
+                // admits again, and a lease past its period after the grant.
                 Ok(self.observed(observer, self.decide(key, limits, n, &reply, fetch, now)))
             }
             Err(failure) => {
@@ -440,7 +442,7 @@ impl<C: Clock> Core<C> {
                 observer.record_error(failure.class());
                 if failure.is_unavailability() {
                     bump(&self.counts.failures);
-                    self.breaker.failed(now, probe);
+                    self.breaker.failed(self.clock.now_nanos(), probe);
                     self.policy(observer, capacity, || failure.reason())
                 } else {
                     bump(&self.counts.server_errors);
