@@ -892,6 +892,48 @@ fn the_sliding_log_adds_all_cells_of_a_check_in_one_command() {
     assert_eq!(members, 2_500);
 }
 
+/// A timeout or clock skew longer than any key's life in Redis can be given (the scripts'
+/// TTLs are built from them) is refused when the limiter is built, rather than failing every
+/// admitted check at run time; the longest accepted ones work.
+#[test]
+fn durations_past_what_redis_can_expire_are_refused_and_the_longest_accepted_work() {
+    let quota = Quota::per_second(100).unwrap();
+    let url = "redis://127.0.0.1:1";
+    let client_time = || options().time_source(TimeSource::Client);
+    for too_long in [
+        Duration::MAX,
+        RedisOptions::MAX_DURATION + Duration::from_nanos(1),
+    ] {
+        for options in [
+            options().timeout(too_long),
+            client_time().max_clock_skew(too_long),
+        ] {
+            let built = RedisRateLimiter::new(url, quota, options.clone());
+            assert!(
+                matches!(built, Err(Error::InvalidConfig { .. })),
+                "{options:?}: {built:?}"
+            );
+        }
+    }
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let longest = RedisOptions::MAX_DURATION;
+    for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let options = client_time()
+            .algorithm(algorithm)
+            .timeout(longest)
+            .max_clock_skew(longest)
+            .prefix(format!("longest-{algorithm:?}"));
+        let limiter = RedisRateLimiter::new(&server.url(), quota, options).unwrap();
+        let decision = limiter.check("k");
+        assert!(
+            decision.as_ref().is_ok_and(Decision::is_allowed),
+            "{algorithm:?}: {decision:?}"
+        );
+    }
+}
+
 #[test]
 fn keys_longer_than_the_cap_are_refused_before_any_round_trip() {
     let limiter = RedisRateLimiter::new(

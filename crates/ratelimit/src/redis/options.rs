@@ -116,6 +116,10 @@ impl RedisOptions {
     /// about 12,700 keys of the longest length accepted by default (1,024 bytes).
     pub const DEFAULT_LOCAL_MAX_BYTES: usize = 16 << 20;
 
+    /// The longest [`timeout`](Self::timeout) and [`max_clock_skew`](Self::max_clock_skew)
+    /// accepted: 100 years (of 365.25 days).
+    pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
     /// The algorithm (default GCRA).
     #[must_use]
     pub fn algorithm(self, algorithm: RemoteAlgorithm) -> Self {
@@ -141,6 +145,7 @@ impl RedisOptions {
     /// 1 s): every key lives that much longer than its state needs, since Redis expires it on
     /// its own clock. A client whose clock lags by more than this may find a key it still owes
     /// on gone, and get up to `(lag − skew) / interval` cells early. Unused with server time.
+    /// At most [`RedisOptions::MAX_DURATION`].
     #[must_use]
     pub fn max_clock_skew(self, skew: Duration) -> Self {
         Self {
@@ -150,7 +155,7 @@ impl RedisOptions {
     }
 
     /// How long one check may take, connecting included, before the failure policy answers
-    /// (default 100 ms).
+    /// (default 100 ms). At most [`RedisOptions::MAX_DURATION`].
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -264,6 +269,15 @@ impl RedisOptions {
         if self.timeout.is_zero() {
             return invalid("the Redis timeout must be positive");
         }
+        // Both become TTLs of the scripts' writes (a request's record lives twice the timeout,
+        // every state the skew longer than it needs): past the bound Redis refuses them, and
+        // would refuse every admission.
+        if self.timeout > Self::MAX_DURATION {
+            return invalid("the Redis timeout may be at most RedisOptions::MAX_DURATION");
+        }
+        if self.max_clock_skew > Self::MAX_DURATION {
+            return invalid("the clock skew may be at most RedisOptions::MAX_DURATION");
+        }
         if self.prefix.contains(['{', '}']) {
             return invalid("a Redis key prefix may not contain `{` or `}`: they choose the slot");
         }
@@ -306,6 +320,8 @@ mod tests {
             RedisOptions::default().prefix("a}"),
             RedisOptions::default().circuit_breaker(1, Duration::ZERO),
             RedisOptions::default().batch(2, Duration::ZERO),
+            RedisOptions::default().timeout(Duration::MAX),
+            RedisOptions::default().max_clock_skew(Duration::MAX),
         ];
         for options in refused {
             assert!(
