@@ -1,6 +1,7 @@
 //! The Redis backend when the network fails, through the test kit's `FaultProxy`: the circuit
 //! breaker stops paying for an unreachable server and probes back on the limiter's clock, and
-//! a check whose reply is lost with its connection is sent again and counted once.
+//! a check whose reply is lost with its connection is sent again and counted once; a server
+//! that cannot serve (busy with a script, demoted to replica) gets the failure policy.
 #![cfg(feature = "redis")]
 
 mod redis_support;
@@ -298,4 +299,78 @@ fn a_primary_turned_replica_is_a_failure_that_drops_the_connection_and_recovers(
         now_pooled.iter().any(|id| !pooled.contains(id)),
         "the connection that got READONLY was replaced by a new one: {pooled:?}, then {now_pooled:?}"
     );
+}
+
+/// A server busy running another client's script past its time limit answers `BUSY` to
+/// everything else: Redis cannot be asked, so the failure policy answers (not an error about
+/// the request), and once the script is killed Redis decides again.
+#[test]
+fn a_server_busy_with_a_long_script_gets_the_failure_policy() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let limiter = |policy| {
+        RedisRateLimiter::new(
+            &url,
+            two_per_ten_hours(),
+            RedisOptions::default()
+                .policy(policy)
+                .timeout(Duration::from_secs(5))
+                .circuit_breaker(0, Duration::ZERO)
+                .deny_cache_capacity(0),
+        )
+        .unwrap()
+    };
+    let (closed, error) = (
+        limiter(FailurePolicy::FailClosed),
+        limiter(FailurePolicy::Error),
+    );
+    assert!(closed.check("k").unwrap().is_allowed(), "the first of two");
+    assert_eq!(
+        server
+            .command(&["CONFIG", "SET", "busy-reply-threshold", "10"])
+            .unwrap(),
+        "+OK"
+    );
+    let spinning = thread::spawn({
+        let url = url.clone();
+        move || {
+            let spin: Result<(), _> = redis::cmd("EVAL")
+                .arg("while true do end")
+                .arg(0)
+                .query(&mut redis_support::admin(&url));
+            spin.expect_err("the script runs until killed")
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The test kit's own client reads `INFO` first, which a busy server refuses: ask plainly.
+    let mut plain = redis_support::admin(&url);
+    let busy = |plain: &mut redis::Connection| {
+        let ping: Result<String, redis::RedisError> = redis::cmd("PING").query(plain);
+        ping.is_err_and(|error| error.code() == Some("BUSY"))
+    };
+    while !busy(&mut plain) {
+        assert!(
+            Instant::now() < deadline,
+            "the script never made the server busy"
+        );
+        thread::yield_now();
+    }
+    let refused = closed.check("k").unwrap();
+    assert!(refused.is_denied(), "{refused:?}");
+    assert_eq!(refused.retry_after(), Duration::from_secs(1));
+    let unavailable = error.check("k");
+    assert!(
+        matches!(unavailable, Err(Error::Unavailable { .. })),
+        "{unavailable:?}"
+    );
+    assert_eq!(
+        (closed.stats().failures, closed.stats().server_errors),
+        (1, 0)
+    );
+    let () = redis::cmd("SCRIPT").arg("KILL").query(&mut plain).unwrap();
+    spinning.join().unwrap();
+    assert!(closed.check("k").unwrap().is_allowed(), "the second of two");
+    assert!(error.check("k").unwrap().is_denied(), "decided by Redis");
 }
