@@ -820,6 +820,39 @@ fn every_key_expires_once_its_state_says_nothing() {
     }
 }
 
+/// A log's TTL is the window of the check that last wrote it: a quota with a longer window
+/// counts its cells while the log lives, but a denial writes nothing, so a log that is not
+/// written to again is gone one old window after its newest cell, however long the new window.
+#[test]
+fn a_log_outlives_its_last_admission_by_that_admissions_window_only() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut plain = admin(&server.url());
+    let limiter = RedisRateLimiter::new(
+        &server.url(),
+        Quota::per_second(1).unwrap(),
+        options()
+            .algorithm(RemoteAlgorithm::SlidingWindowLog)
+            .deny_cache_capacity(0)
+            .prefix("longer-window"),
+    )
+    .unwrap();
+    assert!(limiter.check("k").unwrap().is_allowed());
+    limiter.set_quota(Quota::per_minute(1).unwrap()).unwrap();
+    assert!(
+        limiter.check("k").unwrap().is_denied(),
+        "the minute counts the cell"
+    );
+    let log = ttls(&mut plain, "longer-window:{k}");
+    assert_eq!(log.len(), 1);
+    let ttl = log[0].1;
+    assert!(
+        ttl == -2 || (ttl > 0 && ttl <= 1_000),
+        "the log expires in {ttl} ms, with the second's window"
+    );
+}
+
 #[test]
 fn denials_and_reads_write_nothing() {
     let Some(server) = RedisServer::start() else {

@@ -172,7 +172,8 @@ impl<C: Clock> RedisRateLimiter<C> {
         self.limiter.quota()
     }
 
-    /// Replaces the default quota, keeping the state in Redis.
+    /// Replaces the default quota, keeping the state in Redis for as long as its TTL (see
+    /// [`AsyncRedisRateLimiter::set_quota`]).
     ///
     /// # Errors
     ///

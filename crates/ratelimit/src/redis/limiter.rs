@@ -295,8 +295,13 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
         self.core.quota()
     }
 
-    /// Replaces the default quota. The state in Redis is kept (GCRA keeps each key's time
-    /// until full recovery, the log keeps its entries).
+    /// Replaces the default quota. The state in Redis is kept as long as its TTL: GCRA keeps
+    /// each key's time until full recovery, whatever the quota; the log keeps its cells while
+    /// it lives, which is one window (plus the clock skew, with client time) after its newest
+    /// cell, the window of the quota it was admitted under. So after the window grows, a key
+    /// whose log is not written to again is forgotten once the old window has passed, and may
+    /// then be admitted `limit` more within the new one
+    /// (`a_log_outlives_its_last_admission_by_that_admissions_window_only`).
     ///
     /// # Errors
     ///

@@ -31,7 +31,9 @@
 //! gives up to `d / interval` cells early). [`TimeSource::Client`] sends the limiter's clock
 //! (wall time, microseconds) instead: decisions are then exactly those of the local algorithm
 //! fed the same readings (`tests/redis.rs` checks this over long sequences with refills), at
-//! the price of trusting every client's clock.
+//! the price of trusting every client's clock, as long as Redis keeps the state: a log lives
+//! one window of its last admission, so after a longer window is set it may be forgotten
+//! while the local log would still count it (see [`AsyncRedisRateLimiter::set_quota`]).
 //!
 //! **Memory in Redis stays bounded.** Every write sets a TTL no longer than the state it
 //! describes: a GCRA key expires when it is full again (at most the burst window, `burst ×
