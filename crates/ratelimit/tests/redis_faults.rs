@@ -374,3 +374,43 @@ fn a_server_busy_with_a_long_script_gets_the_failure_policy() {
     assert!(closed.check("k").unwrap().is_allowed(), "the second of two");
     assert!(error.check("k").unwrap().is_denied(), "decided by Redis");
 }
+
+/// A connection that stops answering without closing (a host that died without a reset, a
+/// partition, an address that moved away in a failover) is given up after a check times out
+/// on it: once the network is back, the next check reaches Redis on a new connection instead
+/// of timing out on the dead one until TCP gives up on it, many minutes later.
+#[test]
+fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let url = format!("redis://{}", proxy.addr());
+    let limiter = RedisRateLimiter::new(
+        &url,
+        two_per_ten_hours(),
+        RedisOptions::default()
+            .policy(FailurePolicy::Error)
+            .timeout(Duration::from_millis(500))
+            .circuit_breaker(0, Duration::ZERO)
+            .deny_cache_capacity(0),
+    )
+    .unwrap();
+    assert!(limiter.check("k").unwrap().is_allowed(), "the first of two");
+    // Whatever is sent on the open connection now is held for a minute: it is dead to the
+    // limiter, though neither end sees it close.
+    proxy.set_latency(Duration::from_secs(60));
+    let timed_out = limiter.check("k");
+    assert!(
+        matches!(timed_out, Err(Error::Unavailable { .. })),
+        "{timed_out:?}"
+    );
+    // The network is back for new connections; the old one still holds the request.
+    proxy.heal();
+    let decided = limiter.check("k");
+    assert!(
+        decided.as_ref().is_ok_and(|decision| decision.is_allowed()),
+        "the second of two, on a new connection: {decided:?}"
+    );
+    assert!(limiter.check("k").unwrap().is_denied(), "decided by Redis");
+}

@@ -7,7 +7,9 @@
 //! between attempts while Redis is down is the circuit breaker's (see `breaker.rs`), which runs
 //! on the limiter's clock. A server that answers `READONLY` has been made a replica (a failover
 //! demoted it): the connection manager would keep talking to it, so its connection is replaced
-//! by a new one, which the next check opens to whatever the URL names then. A cluster is
+//! by a new one, which the next check opens to whatever the URL names then. So is a connection
+//! on which a check got no answer within its timeout: silence is all a dead peer or a
+//! partition shows, and the manager replaces a connection only when it sees an error. A cluster is
 //! reached through the crate's async cluster client, which keeps one such connection per
 //! master, follows `MOVED` and `ASK` redirections, refreshes its slot map by itself, and does
 //! so on `READONLY` too.
@@ -129,6 +131,26 @@ impl Transport {
         match self {
             Self::Single(server) => server.query(command).await,
             Self::Cluster(connection) => command.query_async(&mut connection.clone()).await,
+        }
+    }
+
+    /// Which pooled connection checks use now, to name it to [`Transport::abandon`].
+    pub(crate) fn generation(&self) -> u64 {
+        match self {
+            Self::Single(server) => server.pooled.lock().0,
+            Self::Cluster(_) => 0,
+        }
+    }
+
+    /// Gives up the pooled connection `generation` (if it is still the pooled one) after a
+    /// check got no answer on it within its timeout: a connection whose peer died without a
+    /// reset, or that a partition cut, shows no error, only silence, and the connection
+    /// manager would keep it until TCP gives up, many minutes later. The next check connects
+    /// afresh; checks in flight on the old connection finish on it. The cluster client has
+    /// timeouts of its own on each node's connection.
+    pub(crate) fn abandon(&self, generation: u64) {
+        if let Self::Single(server) = self {
+            server.replace(generation);
         }
     }
 

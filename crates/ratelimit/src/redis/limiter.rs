@@ -503,9 +503,13 @@ impl<C: Clock> Core<C> {
                 .filter(|reply| reply.granted <= want && (!reply.allowed || reply.granted >= n))
                 .ok_or_else(|| Failure::Malformed(format!("{value:?}")))
         };
+        let generation = self.transport.generation();
         tokio::time::timeout(self.options.timeout, attempt)
             .await
-            .unwrap_or(Err(Failure::Timeout))
+            .unwrap_or_else(|_| {
+                self.transport.abandon(generation);
+                Err(Failure::Timeout)
+            })
     }
 
     /// Turns a reply into a decision: remembers a key that cannot get a cell for a while, and
