@@ -1,7 +1,7 @@
 //! The Redis backend on a real Redis Cluster of three masters on loopback: checks of many keys
 //! land on every master, every key (awkward ones included) keeps all its Redis keys in one
-//! slot, decisions equal one server's, and `MOVED` and `ASK` are followed while a slot moves,
-//! with its state.
+//! slot, decisions equal one server's, `MOVED` and `ASK` are followed while a slot moves,
+//! with its state, and a master's connection that falls silent is replaced.
 #![cfg(feature = "redis")]
 
 mod redis_support;
@@ -14,7 +14,7 @@ use infra_ratelimit::redis::{
     FailurePolicy, RedisOptions, RedisRateLimiter, RemoteAlgorithm, TimeSource,
 };
 use infra_ratelimit::{Decision, Error, Quota};
-use infra_testkit::{RedisCluster, RedisServer};
+use infra_testkit::{FaultProxy, RedisCluster, RedisServer};
 use redis_support::{admin, calls, splitmix};
 
 /// 300 ordinary keys, and keys whose braces or emptiness would pick another slot for some of
@@ -242,4 +242,96 @@ fn moved_and_ask_redirections_are_followed_and_state_moves_with_its_slot() {
     assert!(limiter.check("asked").unwrap().is_denied());
     let stats = limiter.stats();
     assert_eq!(stats.failures + stats.server_errors, 0, "{stats:?}");
+}
+
+/// The ports the masters announce to clients, as `CLUSTER SLOTS` on the master at `url` lists
+/// them.
+fn announced_ports(url: &str) -> Vec<i64> {
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut admin(url))
+        .unwrap();
+    let mut ports: Vec<i64> = slots
+        .iter()
+        .filter_map(|range| match range {
+            redis::Value::Array(fields) => match fields.get(2) {
+                Some(redis::Value::Array(master)) => match master.get(1) {
+                    Some(redis::Value::Int(port)) => Some(*port),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// A master's connection that stops answering without closing (a partition, a host that
+/// died without a reset) is given up after a check times out on it, as a single server's is:
+/// the cluster client alone would retry on it until TCP gives up. Each master is reached
+/// through a `FaultProxy` it announces as its address.
+#[test]
+fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let proxies: Vec<FaultProxy> = cluster
+        .addrs()
+        .into_iter()
+        .map(|addr| FaultProxy::start(addr).unwrap())
+        .collect();
+    for (node, proxy) in cluster.nodes().iter().zip(&proxies) {
+        let port = proxy.addr().port().to_string();
+        let reply = node.command(&["CONFIG", "SET", "cluster-announce-port", &port]);
+        assert_eq!(reply.unwrap(), "+OK");
+    }
+    let mut expected: Vec<i64> = proxies
+        .iter()
+        .map(|proxy| i64::from(proxy.addr().port()))
+        .collect();
+    expected.sort_unstable();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster
+        .urls()
+        .iter()
+        .all(|url| announced_ports(url) == expected)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the masters never announced the proxies"
+        );
+        thread::yield_now();
+    }
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|proxy| format!("redis://{}", proxy.addr()))
+        .collect();
+    let limiter = RedisRateLimiter::cluster(
+        &urls,
+        Quota::new(2, Duration::from_secs(36_000)).unwrap(),
+        RedisOptions::default()
+            .policy(FailurePolicy::Error)
+            .timeout(Duration::from_millis(500))
+            .circuit_breaker(0, Duration::ZERO)
+            .deny_cache_capacity(0),
+    )
+    .unwrap();
+    let master = cluster.node_for_key("ratelimit:{k}").unwrap();
+    assert!(limiter.check("k").unwrap().is_allowed(), "the first of two");
+    // What is sent to that master on the open connection is held for a minute.
+    proxies[master].set_latency(Duration::from_secs(60));
+    let timed_out = limiter.check("k");
+    assert!(
+        matches!(timed_out, Err(Error::Unavailable { .. })),
+        "{timed_out:?}"
+    );
+    proxies[master].heal();
+    let decided = limiter.check("k");
+    assert!(
+        decided.as_ref().is_ok_and(Decision::is_allowed),
+        "the second of two, on a new connection: {decided:?}"
+    );
+    assert!(limiter.check("k").unwrap().is_denied(), "decided by Redis");
 }

@@ -7,19 +7,21 @@
 //! between attempts while Redis is down is the circuit breaker's (see `breaker.rs`), which runs
 //! on the limiter's clock. A server that answers `READONLY` has been made a replica (a failover
 //! demoted it): the connection manager would keep talking to it, so its connection is replaced
-//! by a new one, which the next check opens to whatever the URL names then. So is a connection
-//! on which a check got no answer within its timeout: silence is all a dead peer or a
-//! partition shows, and the manager replaces a connection only when it sees an error. A cluster is
+//! by a new one, which the next check opens to whatever the URL names then. A cluster is
 //! reached through the crate's async cluster client, which keeps one such connection per
 //! master, follows `MOVED` and `ASK` redirections, refreshes its slot map by itself, and does
 //! so on `READONLY` too.
+//!
+//! Either is replaced as a whole after a check got no answer on it within its timeout:
+//! silence is all a dead peer or a partition shows, and neither replaces a connection until
+//! it sees an error (the cluster client retries a timed-out request on the same connection).
 
 use std::time::Duration;
 
 use infra_common::sync::Mutex;
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
@@ -37,16 +39,46 @@ pub(crate) enum Endpoint<'a> {
 pub(crate) enum Transport {
     /// Boxed: the client and its configuration are ten times the cluster handle's size.
     Single(Box<SingleServer>),
-    Cluster(ClusterConnection),
+    Cluster(Box<ClusterNodes>),
 }
 
-/// One server's pooled connection, replaced when the server turns out to be a replica.
+/// A connection every check clones, with how many times it was replaced: a check replaces
+/// only the connection it used, so many checks that find it unusable at once open one new
+/// connection, and checks in flight on the old one finish on it.
+struct Pooled<C>(Mutex<(u64, C)>);
+
+impl<C: Clone> Pooled<C> {
+    fn new(connection: C) -> Self {
+        Self(Mutex::new((0, connection)))
+    }
+
+    /// The connection to use now, and its generation.
+    fn get(&self) -> (u64, C) {
+        self.0.lock().clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.lock().0
+    }
+
+    /// Puts what `fresh` makes in place of the connection if it is still generation `used`.
+    fn replace(&self, used: u64, fresh: impl FnOnce() -> Option<C>) {
+        let mut pooled = self.0.lock();
+        if pooled.0 != used {
+            return;
+        }
+        if let Some(fresh) = fresh() {
+            *pooled = (used + 1, fresh);
+        }
+    }
+}
+
+/// One server's pooled connection, replaced when the server turns out to be a replica or
+/// stops answering.
 pub(crate) struct SingleServer {
     client: redis::Client,
     config: ConnectionManagerConfig,
-    /// The pooled connection, with how many times it was replaced: a check replaces only the
-    /// connection it used, so many checks answered `READONLY` at once open one new connection.
-    pooled: Mutex<(u64, ConnectionManager)>,
+    pooled: Pooled<ConnectionManager>,
 }
 
 impl SingleServer {
@@ -56,12 +88,12 @@ impl SingleServer {
         Ok(Self {
             client,
             config,
-            pooled: Mutex::new((0, manager)),
+            pooled: Pooled::new(manager),
         })
     }
 
     async fn query(&self, command: &Cmd) -> Result<Value, RedisError> {
-        let (generation, mut connection) = self.pooled.lock().clone();
+        let (generation, mut connection) = self.pooled.get();
         let result = command.query_async(&mut connection).await;
         if let Err(error) = &result
             && is_read_only(error)
@@ -74,17 +106,24 @@ impl SingleServer {
     /// Drops the pooled connection if it is still generation `used`: the next check connects
     /// afresh, through the same URL.
     fn replace(&self, used: u64) {
-        let mut pooled = self.pooled.lock();
-        if pooled.0 != used {
-            return;
-        }
         // A lazy manager only parses its configuration here; should that ever fail, the old
-        // connection stays, and the next `READONLY` tries again.
-        if let Ok(fresh) =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-        {
-            *pooled = (used + 1, fresh);
-        }
+        // connection stays, and the next failure tries again.
+        self.pooled.replace(used, || {
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()).ok()
+        });
+    }
+}
+
+/// A cluster's pooled client connection (one connection per node inside), replaced when a
+/// node stops answering.
+pub(crate) struct ClusterNodes {
+    client: ClusterClient,
+    pooled: Pooled<ClusterConnection>,
+}
+
+impl ClusterNodes {
+    fn connect(client: &ClusterClient) -> ClusterConnection {
+        client.get_pending_async_connection_with_config(ClusterConfig::new())
     }
 }
 
@@ -120,9 +159,8 @@ impl Transport {
                     .max_retry_wait(most)
                     .retry_wait_formula(5, 2)
                     .build()?;
-                Ok(Self::Cluster(
-                    client.get_pending_async_connection_with_config(ClusterConfig::new()),
-                ))
+                let pooled = Pooled::new(ClusterNodes::connect(&client));
+                Ok(Self::Cluster(Box::new(ClusterNodes { client, pooled })))
             }
         }
     }
@@ -130,27 +168,31 @@ impl Transport {
     async fn query(&self, command: &Cmd) -> Result<Value, RedisError> {
         match self {
             Self::Single(server) => server.query(command).await,
-            Self::Cluster(connection) => command.query_async(&mut connection.clone()).await,
+            Self::Cluster(nodes) => command.query_async(&mut nodes.pooled.get().1).await,
         }
     }
 
     /// Which pooled connection checks use now, to name it to [`Transport::abandon`].
     pub(crate) fn generation(&self) -> u64 {
         match self {
-            Self::Single(server) => server.pooled.lock().0,
-            Self::Cluster(_) => 0,
+            Self::Single(server) => server.pooled.generation(),
+            Self::Cluster(nodes) => nodes.pooled.generation(),
         }
     }
 
     /// Gives up the pooled connection `generation` (if it is still the pooled one) after a
     /// check got no answer on it within its timeout: a connection whose peer died without a
-    /// reset, or that a partition cut, shows no error, only silence, and the connection
-    /// manager would keep it until TCP gives up, many minutes later. The next check connects
-    /// afresh; checks in flight on the old connection finish on it. The cluster client has
-    /// timeouts of its own on each node's connection.
+    /// reset, or that a partition cut, shows no error, only silence, and neither the
+    /// connection manager nor the cluster client (which retries a timed-out request on the
+    /// same node connection) would replace it until TCP gives up, many minutes later. The
+    /// next check connects afresh (to a cluster: to its nodes, learning the slots again);
+    /// checks in flight on the old connection finish on it.
     pub(crate) fn abandon(&self, generation: u64) {
-        if let Self::Single(server) = self {
-            server.replace(generation);
+        match self {
+            Self::Single(server) => server.replace(generation),
+            Self::Cluster(nodes) => nodes
+                .pooled
+                .replace(generation, || Some(ClusterNodes::connect(&nodes.client))),
         }
     }
 

@@ -504,12 +504,15 @@ impl<C: Clock> Core<C> {
                 .ok_or_else(|| Failure::Malformed(format!("{value:?}")))
         };
         let generation = self.transport.generation();
-        tokio::time::timeout(self.options.timeout, attempt)
+        let result = tokio::time::timeout(self.options.timeout, attempt)
             .await
-            .unwrap_or_else(|_| {
-                self.transport.abandon(generation);
-                Err(Failure::Timeout)
-            })
+            .unwrap_or(Err(Failure::Timeout));
+        // Timed out here or in the cluster client (whose own deadline is the same): the
+        // connection may be dead without showing it.
+        if let Err(Failure::Timeout) = result {
+            self.transport.abandon(generation);
+        }
+        result
     }
 
     /// Turns a reply into a decision: remembers a key that cannot get a cell for a while, and

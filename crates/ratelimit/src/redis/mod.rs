@@ -56,10 +56,11 @@
 //!   check connects again through the same URL and reaches the new primary when the URL names
 //!   a proxy, a DNS name or an address that moved with the failover; one naming the demoted
 //!   server itself keeps getting `READONLY` (the policy's answer) until it is primary again.
-//!   A single server's connection on which a check timed out is dropped too: a peer that died
-//!   without a reset, or a partition, shows only silence, and the next check connects afresh
-//!   rather than waiting on the dead connection until TCP gives up
-//!   (`a_connection_that_stops_answering_is_replaced_after_a_timeout`). The default is
+//!   A connection on which a check timed out is dropped too (for a cluster, the client with
+//!   its connections to every master): a peer that died without a reset, or a partition,
+//!   shows only silence, and the next check connects afresh rather than waiting on the dead
+//!   connection until TCP gives up (`a_connection_that_stops_answering_is_replaced_after_a_timeout`,
+//!   `a_node_connection_that_stops_answering_is_replaced_after_a_timeout`). The default is
 //!   [`FailurePolicy::FailOpen`]: admit, because a rate limiter exists to protect a service,
 //!   and an outage of the limiter's store should not become an outage of the service. Choose [`FailurePolicy::FailClosed`] where an unlimited
 //!   burst is worse than refusing traffic, or [`FailurePolicy::Error`] to decide per call.
