@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use infra_common::ManualClock;
 use infra_common::sync::{Arc, thread};
 use infra_ratelimit::redis::{FailurePolicy, RedisOptions, RedisRateLimiter, RemoteAlgorithm};
-use infra_ratelimit::{Error, Quota};
+use infra_ratelimit::{Decision, Error, Quota};
 use infra_testkit::{FaultProxy, RedisServer};
 
 /// Two per ten hours: nothing refills during a test.
@@ -409,7 +409,7 @@ fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
     proxy.heal();
     let decided = limiter.check("k");
     assert!(
-        decided.as_ref().is_ok_and(|decision| decision.is_allowed()),
+        decided.as_ref().is_ok_and(Decision::is_allowed),
         "the second of two, on a new connection: {decided:?}"
     );
     assert!(limiter.check("k").unwrap().is_denied(), "decided by Redis");
