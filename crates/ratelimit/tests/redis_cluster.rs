@@ -244,13 +244,10 @@ fn moved_and_ask_redirections_are_followed_and_state_moves_with_its_slot() {
     assert_eq!(stats.failures + stats.server_errors, 0, "{stats:?}");
 }
 
-/// The ports the masters announce to clients, as `CLUSTER SLOTS` on the master at `url` lists
-/// them.
-fn announced_ports(url: &str) -> Vec<i64> {
-    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query(&mut admin(url))
-        .unwrap();
+/// The ports the masters announce to clients, as `CLUSTER SLOTS` on the master `node` is
+/// connected to lists them.
+fn announced_ports(node: &mut redis::Connection) -> Vec<i64> {
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(node).unwrap();
     let mut ports: Vec<i64> = slots
         .iter()
         .filter_map(|range| match range {
@@ -292,11 +289,11 @@ fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
         .map(|proxy| i64::from(proxy.addr().port()))
         .collect();
     expected.sort_unstable();
+    let mut nodes: Vec<redis::Connection> = cluster.urls().iter().map(|url| admin(url)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !cluster
-        .urls()
-        .iter()
-        .all(|url| announced_ports(url) == expected)
+    while !nodes
+        .iter_mut()
+        .all(|node| announced_ports(node) == expected)
     {
         assert!(
             Instant::now() < deadline,
