@@ -310,7 +310,7 @@ fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
         Quota::new(2, Duration::from_secs(36_000)).unwrap(),
         RedisOptions::default()
             .policy(FailurePolicy::Error)
-            .timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
             .circuit_breaker(0, Duration::ZERO)
             .deny_cache_capacity(0),
     )

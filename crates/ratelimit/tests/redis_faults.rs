@@ -391,7 +391,7 @@ fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
         two_per_ten_hours(),
         RedisOptions::default()
             .policy(FailurePolicy::Error)
-            .timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
             .circuit_breaker(0, Duration::ZERO)
             .deny_cache_capacity(0),
     )
