@@ -414,3 +414,28 @@ fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
     );
     assert!(limiter.check("k").unwrap().is_denied(), "decided by Redis");
 }
+
+/// A check of zero cells consumes nothing, so refusing it protects nothing: while Redis cannot
+/// be asked, fail-closed still admits it (stating nothing left to spend), before and after the
+/// breaker opens, as every limiter admits `check_n(0)` and the HTTP layer a request of cost 0.
+#[test]
+fn a_zero_cell_check_is_admitted_while_failing_closed() {
+    // Nothing listens on port 1: every connection is refused.
+    let limiter = RedisRateLimiter::new(
+        "redis://127.0.0.1:1",
+        two_per_ten_hours(),
+        RedisOptions::default()
+            .policy(FailurePolicy::FailClosed)
+            .timeout(Duration::from_secs(2))
+            .circuit_breaker(3, Duration::from_secs(10)),
+    )
+    .unwrap();
+    for attempt in 0..6 {
+        let read = limiter.check_n("k", 0).unwrap();
+        assert!(read.is_allowed(), "attempt {attempt}: {read:?}");
+        assert_eq!(read.remaining(), 0, "attempt {attempt}");
+        assert!(limiter.check("k").unwrap().is_denied(), "attempt {attempt}");
+    }
+    let stats = limiter.stats();
+    assert!(stats.short_circuits > 0, "the breaker opened: {stats:?}");
+}

@@ -129,6 +129,7 @@ fn an_unreachable_redis_is_a_429_when_failing_closed_and_a_503_as_an_error() {
             let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
             let layer = RateLimitLayer::builder(key, limiter)
                 .header_style(HeaderStyle::Both)
+                .cost(|request| u32::from(request.uri.path() != "/free"))
                 .build();
             let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
                 Ok::<_, Infallible>(Response::new(String::new()))
@@ -149,6 +150,18 @@ fn an_unreachable_redis_is_a_429_when_failing_closed_and_a_503_as_an_error() {
             // The legacy reset says the same wait, never that the quota is back at once.
             let reset = response.headers().get("ratelimit-reset");
             assert_eq!(reset.map(|v| v.to_str().unwrap()), expected, "{policy:?}");
+            // A request of cost 0 spends nothing: failing closed serves it; an error is still
+            // an error.
+            let free = Request::get("/free")
+                .header("x-api-key", "a")
+                .body(String::new())
+                .unwrap();
+            let response = service.ready().await.unwrap().call(free).await.unwrap();
+            let expected = match policy {
+                FailurePolicy::FailClosed => StatusCode::OK,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            assert_eq!(response.status(), expected, "{policy:?}, cost 0");
         }
     });
 }

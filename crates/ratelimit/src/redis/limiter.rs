@@ -427,7 +427,7 @@ impl<C: Clock> Core<C> {
                 bump(&self.counts.short_circuits);
                 #[cfg(feature = "metrics")]
                 observer.record_error(crate::metrics::RedisErrorClass::CircuitOpen);
-                return self.policy(observer, capacity, || {
+                return self.policy(observer, capacity, n, || {
                     "the circuit breaker is open after repeated failures to reach Redis".to_owned()
                 });
             }
@@ -448,7 +448,7 @@ impl<C: Clock> Core<C> {
                 if failure.is_unavailability() {
                     bump(&self.counts.failures);
                     self.breaker.failed(self.clock.now_nanos(), probe);
-                    self.policy(observer, capacity, || failure.reason())
+                    self.policy(observer, capacity, n, || failure.reason())
                 } else {
                     bump(&self.counts.server_errors);
                     self.breaker.succeeded();
@@ -564,17 +564,24 @@ impl<C: Clock> Core<C> {
         }
     }
 
-    /// The failure policy's answer when Redis cannot be asked.
+    /// The failure policy's answer to a check of `n` cells when Redis cannot be asked.
     fn policy(
         &self,
         observer: &Observer,
         capacity: u32,
+        n: u32,
         reason: impl FnOnce() -> String,
     ) -> Result<Decision, Error> {
         match self.options.policy {
             FailurePolicy::FailOpen => Ok(self.observed(
                 observer,
                 Decision::allowed(capacity, capacity, Duration::ZERO),
+            )),
+            // Zero cells consume nothing, so refusing them protects nothing (every limiter
+            // admits `check_n(0)`); nothing is known to be left to spend.
+            FailurePolicy::FailClosed if n == 0 => Ok(self.observed(
+                observer,
+                Decision::allowed(capacity, 0, Duration::from_secs(1)),
             )),
             // Retried after a second, the check asks Redis afresh: no sooner may the client
             // count on its quota, so the reset says the same second, not zero.

@@ -59,11 +59,14 @@
 //!   A connection on which a check timed out is dropped too (for a cluster, the client with
 //!   its connections to every master): a peer that died without a reset, or a partition,
 //!   shows only silence, and the next check connects afresh rather than waiting on the dead
-//!   connection until TCP gives up (`a_connection_that_stops_answering_is_replaced_after_a_timeout`,
+//!   connection until TCP gives up
+//!   (`a_connection_that_stops_answering_is_replaced_after_a_timeout`,
 //!   `a_node_connection_that_stops_answering_is_replaced_after_a_timeout`). The default is
 //!   [`FailurePolicy::FailOpen`]: admit, because a rate limiter exists to protect a service,
-//!   and an outage of the limiter's store should not become an outage of the service. Choose [`FailurePolicy::FailClosed`] where an unlimited
-//!   burst is worse than refusing traffic, or [`FailurePolicy::Error`] to decide per call.
+//!   and an outage of the limiter's store should not become an outage of the service. Choose
+//!   [`FailurePolicy::FailClosed`] where an unlimited burst is worse than refusing traffic (a
+//!   check of zero cells is still admitted: it spends nothing), or [`FailurePolicy::Error`] to
+//!   decide per call.
 //! - Redis answers with an error about the request (`OOM`, `WRONGTYPE`, a script error,
 //!   `NOPERM`): [`Error::Backend`](crate::Error::Backend), whatever the policy, never a silent
 //!   admission: the server is up, and the fault will not pass by itself.

@@ -29,7 +29,9 @@ pub enum FailurePolicy {
     /// Admit (the default): the service stays up, unlimited, while Redis is down.
     #[default]
     FailOpen,
-    /// Deny, with a `retry_after` of one second.
+    /// Deny, with a `retry_after` of one second; a check of zero cells, which consumes
+    /// nothing, is still admitted, with nothing left to spend
+    /// (`a_zero_cell_check_is_admitted_while_failing_closed`).
     FailClosed,
     /// Return [`Error::Unavailable`] and let the caller decide.
     Error,
