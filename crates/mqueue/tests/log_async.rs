@@ -23,6 +23,8 @@ use infra_mqueue::stream::{Stream, StreamOptions};
 
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
+#[path = "support/hooked_disk.rs"]
+mod hooked_disk;
 
 use gated_disk::{Gate, GatedDisk, HUNG};
 

@@ -20,6 +20,8 @@ mod counting_clock;
 mod failing_storage;
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
+#[path = "support/hooked_disk.rs"]
+mod hooked_disk;
 #[path = "support/thread_recording_disk.rs"]
 mod thread_recording_disk;
 

@@ -19,6 +19,8 @@ use infra_mqueue::queue::{DedupWindow, Delivery, Message, QueueOptions, WorkQueu
 
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
+#[path = "support/hooked_disk.rs"]
+mod hooked_disk;
 
 use gated_disk::{Gate, GatedDisk, HUNG};
 

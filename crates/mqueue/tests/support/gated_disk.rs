@@ -6,13 +6,14 @@
     reason = "each test file that includes this uses a part of it"
 )]
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infra_common::sync::{Arc, Condvar, Mutex};
-use infra_mqueue::log::{SimulatedStorage, Storage, StorageFile};
+use infra_mqueue::log::SimulatedStorage;
+
+use super::hooked_disk::{DiskHook, HookedDisk};
 
 /// Ends a gate wait that a regression would leave hanging; never reached by a passing test.
 pub(crate) const HUNG: Duration = Duration::from_secs(30);
@@ -76,95 +77,46 @@ impl Gate {
     }
 }
 
-/// The simulated disk with file syncs held at a gate.
-#[derive(Debug, Clone)]
-pub(crate) struct GatedDisk {
-    disk: SimulatedStorage,
+/// Holds the syncs of the files under `only_under` (every file if unset) at `gate`.
+#[derive(Debug)]
+pub(crate) struct GateHook {
     gate: Arc<Gate>,
-    /// Only the syncs of files in this directory are held, if set.
     only_under: Option<PathBuf>,
 }
 
-impl GatedDisk {
+impl DiskHook for GateHook {
+    fn watches(&self, path: &Path) -> bool {
+        self.only_under
+            .as_ref()
+            .is_none_or(|dir| path.starts_with(dir))
+    }
+
+    fn file_sync(&self, _path: &Path) -> io::Result<()> {
+        self.gate.pass()
+    }
+}
+
+/// The simulated disk with file syncs held at a gate.
+pub(crate) type GatedDisk = HookedDisk<GateHook>;
+
+impl HookedDisk<GateHook> {
     /// `disk` with its file syncs held at the returned gate (open to begin with).
     pub(crate) fn new(disk: &SimulatedStorage) -> (Self, Arc<Gate>) {
-        let gate = Arc::new(Gate::default());
-        let gated = Self {
-            disk: disk.clone(),
-            gate: Arc::clone(&gate),
-            only_under: None,
-        };
-        (gated, gate)
+        Self::gated(disk, None)
     }
 
     /// `disk` with the syncs of the files in `dir` (and below) held at the returned gate, and
     /// no others.
     pub(crate) fn under(disk: &SimulatedStorage, dir: &Path) -> (Self, Arc<Gate>) {
-        let (mut gated, gate) = Self::new(disk);
-        gated.only_under = Some(dir.to_path_buf());
-        (gated, gate)
+        Self::gated(disk, Some(dir.to_path_buf()))
     }
-}
 
-#[derive(Debug)]
-struct GatedFile {
-    file: Box<dyn StorageFile>,
-    gate: Arc<Gate>,
-}
-
-impl StorageFile for GatedFile {
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read_at(pos, buf)
-    }
-    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_at(pos, bytes)
-    }
-    fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.truncate(len)
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.gate.pass()?;
-        self.file.sync()
-    }
-}
-
-impl Storage for GatedDisk {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.disk.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.disk.list(dir)
-    }
-    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
-        let file = self.disk.open(path, create)?;
-        if self
-            .only_under
-            .as_ref()
-            .is_some_and(|dir| !path.starts_with(dir))
-        {
-            return Ok(file);
-        }
-        Ok(Box::new(GatedFile {
-            file,
-            gate: Arc::clone(&self.gate),
-        }))
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.disk.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.disk.rename(from, to)
-    }
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        self.disk.remove_dir(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.disk.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn fmt::Debug + Send + Sync>>> {
-        self.disk.lock_dir(dir)
+    fn gated(disk: &SimulatedStorage, only_under: Option<PathBuf>) -> (Self, Arc<Gate>) {
+        let gate = Arc::new(Gate::default());
+        let hook = GateHook {
+            gate: Arc::clone(&gate),
+            only_under,
+        };
+        (Self::with_hook(disk, Arc::new(hook)), gate)
     }
 }
