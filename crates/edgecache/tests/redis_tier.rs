@@ -93,6 +93,30 @@ fn exists(server: &RedisServer, key: &str) -> bool {
     server.command(&["EXISTS", key]).unwrap() == ":1"
 }
 
+/// The bytes of the shared tier's record of `URL`, as an edge wrote them.
+fn stored_record(server: &RedisServer) -> Vec<u8> {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    redis::cmd("GET")
+        .arg(RECORD_KEY)
+        .query(&mut connection)
+        .unwrap()
+}
+
+/// Writes `record` back as the shared tier's record of `URL`, to expire in `ttl`: an edge's
+/// write that lands late.
+fn store_record(server: &RedisServer, record: &[u8], ttl: Duration) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let () = redis::cmd("SET")
+        .arg(RECORD_KEY)
+        .arg(record)
+        .arg("PX")
+        .arg(u64::try_from(ttl.as_millis()).unwrap())
+        .query(&mut connection)
+        .unwrap();
+}
+
 /// Waits until `edges` subscribers listen on the purge channel.
 async fn subscribed(server: &RedisServer, edges: i64) {
     let client = redis::Client::open(server.url()).unwrap();
@@ -313,12 +337,7 @@ async fn a_record_older_than_the_urls_vary_names_does_not_replace_its_variants()
         (CacheStatus::Miss, "plain".into())
     );
     poll_stats("a's write", &a, |s| s.writes == 1).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let record: Vec<u8> = redis::cmd("GET")
-        .arg(RECORD_KEY)
-        .query(&mut connection)
-        .unwrap();
+    let record = stored_record(&server);
 
     // Ten seconds on, the origin varies; a client's `no-cache` brings b its newer answer.
     clock.advance(Duration::from_secs(10));
@@ -333,13 +352,7 @@ async fn a_record_older_than_the_urls_vary_names_does_not_replace_its_variants()
     );
     poll_stats("b's write", &b, |s| s.writes == 1).await;
     // a's older record lands after b's write, as fresh as when it was written.
-    let () = redis::cmd("SET")
-        .arg(RECORD_KEY)
-        .arg(record)
-        .arg("PX")
-        .arg(600_000)
-        .query(&mut connection)
-        .unwrap();
+    store_record(&server, &record, Duration::from_secs(600));
 
     assert_eq!(
         fetch_with(&b, URL, &[("accept-encoding", "br")]).await,
@@ -870,12 +883,7 @@ async fn a_record_written_before_a_purge_is_not_read_back_after_it() {
     let a = edge(&server.url(), "from a", &clock);
     serve(&a, "en").await;
     poll_stats("a's write", &a, |s| s.writes == 1).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let record: Vec<u8> = redis::cmd("GET")
-        .arg(RECORD_KEY)
-        .query(&mut connection)
-        .unwrap();
+    let record = stored_record(&server);
 
     clock.advance(Duration::from_secs(5));
     a.purge_tag("catalogue", PurgeMode::Hard);
@@ -883,13 +891,7 @@ async fn a_record_written_before_a_purge_is_not_read_back_after_it() {
     assert!(!exists(&server, RECORD_KEY));
     // Written again, as kept 5 s of the 600 s it was written for: 5 s old, so from before the
     // purge.
-    let () = redis::cmd("SET")
-        .arg(RECORD_KEY)
-        .arg(record)
-        .arg("PX")
-        .arg(595_000)
-        .query(&mut connection)
-        .unwrap();
+    store_record(&server, &record, Duration::from_secs(595));
 
     assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
 }
