@@ -397,20 +397,28 @@ fn huge_queue_and_batch_sizes_cost_only_the_spans_queued() {
     }
 }
 
-/// A zero delay would have the idle worker look for spans without pause, and hand each span
-/// to the exporter on its own.
+/// The idle worker looks for spans once per delay at most: a delay of nanoseconds would have
+/// it spin on a core while nothing is traced, and zero hand each span over on its own.
 #[test]
-fn a_zero_scheduled_delay_is_refused() {
-    let result = BatchSpanProcessor::builder(MemoryExporter::new())
-        .scheduled_delay(Duration::ZERO)
-        .build();
-    match result {
-        Err(ExportError::InvalidConfig { setting, .. }) => assert_eq!(setting, "scheduled_delay"),
-        other => panic!("expected InvalidConfig, got {other:?}"),
+fn a_scheduled_delay_under_a_millisecond_is_refused() {
+    for delay in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_micros(999),
+    ] {
+        let result = BatchSpanProcessor::builder(MemoryExporter::new())
+            .scheduled_delay(delay)
+            .build();
+        match result {
+            Err(ExportError::InvalidConfig { setting, .. }) => {
+                assert_eq!(setting, "scheduled_delay");
+            }
+            other => panic!("{delay:?}: expected InvalidConfig, got {other:?}"),
+        }
     }
     assert!(
         BatchSpanProcessor::builder(MemoryExporter::new())
-            .scheduled_delay(Duration::from_nanos(1))
+            .scheduled_delay(Duration::from_millis(1))
             .build()
             .is_ok()
     );

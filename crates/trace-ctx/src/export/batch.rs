@@ -29,6 +29,10 @@ use crate::span::{Exporter, SpanData, SpanRecord};
 /// within it.
 const CLOCK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The shortest scheduled delay [`BatchSpanProcessorBuilder::build`] accepts: the idle worker
+/// wakes once per delay at most, so a shorter one would keep a core busy for nothing.
+const MIN_SCHEDULED_DELAY: Duration = Duration::from_millis(1);
+
 /// The most spans the queue and the worker's buffers have room for before any span arrives
 /// (the default batch size). The configured sizes are limits, not allocations: room for a
 /// huge batch set aside up front overflowed, or aborted the process when the memory was not
@@ -502,7 +506,7 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     /// [`clock`](Self::clock) from when the oldest of them was queued (spans a full batch left
     /// behind, from when that batch was taken). The worker notices the delay's end within
     /// 50 ms (or the delay if shorter) when waiting, once its export returns when exporting.
-    /// Default 5 s; zero is rejected by [`build`](Self::build).
+    /// Default 5 s; less than 1 ms is rejected by [`build`](Self::build).
     #[must_use]
     pub const fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
@@ -550,18 +554,18 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     ///
     /// # Errors
     ///
-    /// [`ExportError::InvalidConfig`] if the queue or batch size or the scheduled delay is
-    /// zero, or the batch is larger than the queue.
+    /// [`ExportError::InvalidConfig`] if the queue or batch size is zero, the batch is larger
+    /// than the queue, or the scheduled delay is shorter than 1 ms.
     pub fn build(self) -> Result<BatchSpanProcessor, ExportError> {
         if self.max_queue_size == 0 {
             return Err(ExportError::invalid("max_queue_size", "must be at least 1"));
         }
-        if self.scheduled_delay.is_zero() {
-            // Zero would have the idle worker look for spans without pause (it looks every
-            // delay at most), and hand each span to the exporter on its own.
+        if self.scheduled_delay < MIN_SCHEDULED_DELAY {
+            // The idle worker looks for spans every delay at most: a delay of nanoseconds
+            // would have it spin on the processor, and zero hand each span over on its own.
             return Err(ExportError::invalid(
                 "scheduled_delay",
-                "must be longer than zero",
+                "must be at least 1 ms",
             ));
         }
         if self.max_batch_size == 0 || self.max_batch_size > self.max_queue_size {
