@@ -423,13 +423,7 @@ async fn async_sends_and_receives_leave_every_sync_and_rename_to_the_blocking_po
         let delivery = queue.receive_async().await.unwrap();
         assert_eq!(delivery.payload(), job.to_le_bytes());
     }
-    let ops = recorder.ops();
-    let this_thread = std::thread::current().id();
-    let on_the_task: Vec<_> = ops.iter().filter(|op| op.thread == this_thread).collect();
-    assert!(
-        on_the_task.is_empty(),
-        "ran on the runtime's thread: {on_the_task:?}"
-    );
+    let ops = recorder.ops_off_this_thread();
     let compactions = ops
         .iter()
         .filter(|op| op.op == Op::Rename && op.path.ends_with("JOURNAL"))
@@ -466,13 +460,7 @@ async fn the_directory_sync_a_failed_compaction_left_runs_on_the_blocking_pool()
     failing.set_failing(false);
     recorder.clear();
     assert_eq!(queue.receive_async().await.unwrap().payload(), [16]);
-    let ops = recorder.ops();
-    let this_thread = std::thread::current().id();
-    let on_the_task: Vec<_> = ops.iter().filter(|op| op.thread == this_thread).collect();
-    assert!(
-        on_the_task.is_empty(),
-        "ran on the runtime's thread: {on_the_task:?}"
-    );
+    let ops = recorder.ops_off_this_thread();
     assert!(
         ops.iter()
             .any(|op| op.op == Op::DirSync && op.path == Path::new("/queue")),

@@ -54,6 +54,19 @@ impl Recorder {
     pub(crate) fn ops(&self) -> Vec<Recorded> {
         self.ops.lock().clone()
     }
+
+    /// Everything recorded since the last `clear`, in order, after checking that none of it
+    /// ran on the calling thread (a current-thread runtime's, where the tasks run).
+    pub(crate) fn ops_off_this_thread(&self) -> Vec<Recorded> {
+        let ops = self.ops();
+        let this_thread = std::thread::current().id();
+        let on_this_thread: Vec<_> = ops.iter().filter(|op| op.thread == this_thread).collect();
+        assert!(
+            on_this_thread.is_empty(),
+            "ran on the runtime's thread: {on_this_thread:?}"
+        );
+        ops
+    }
 }
 
 impl DiskHook for Recorder {
