@@ -52,10 +52,11 @@
 //! - Redis cannot be asked (connection refused or lost, no answer within the timeout, a server
 //!   that says `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` or `TRYAGAIN`, or `READONLY`
 //!   because a failover made it a replica): the [`FailurePolicy`] decides, and the circuit
-//!   breaker counts a failure (`a_server_busy_with_a_long_script_gets_the_failure_policy`). After `READONLY` the pooled connection is dropped, so the next
-//!   check connects again through the same URL and reaches the new primary when the URL names
-//!   a proxy, a DNS name or an address that moved with the failover; one naming the demoted
-//!   server itself keeps getting `READONLY` (the policy's answer) until it is primary again.
+//!   breaker counts a failure (`a_server_busy_with_a_long_script_gets_the_failure_policy`).
+//!   After `READONLY` the pooled connection is dropped, so the next check connects again
+//!   through the same URL and reaches the new primary when the URL names a proxy, a DNS name or
+//!   an address that moved with the failover; one naming the demoted server itself keeps
+//!   getting `READONLY` (the policy's answer) until it is primary again.
 //!   A connection on which a check timed out is dropped too (for a cluster, the client with
 //!   its connections to every master): a peer that died without a reset, or a partition,
 //!   shows only silence, and the next check connects afresh rather than waiting on the dead
