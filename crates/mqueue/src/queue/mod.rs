@@ -819,11 +819,7 @@ impl WorkQueue {
             }
             // The messages a failed fsync was to cover stay counted: at capacity, waiting
             // for room would wait for good, and `Full` would hide why.
-            if self
-                .durable
-                .as_ref()
-                .is_some_and(|durable| durable.refuses_sends())
-            {
+            if self.durable.as_deref().is_some_and(Durable::refuses_sends) {
                 return Err(Error::Failed);
             }
             if state.leases.unsettled() + state.reserved < self.options.capacity {
