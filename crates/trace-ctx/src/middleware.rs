@@ -78,9 +78,12 @@ impl<B> RouteName<B> for MethodName {
 /// Wraps a service so each request runs in the caller's trace, inside a server span.
 ///
 /// The span is named by [`MethodName`] unless [`ServerLayer::route`] supplies a name. It
-/// ends when the response body finishes ([`TracedBody`]), or at once when the service fails;
-/// a 5xx response, a service error or a body error sets its status to error (4xx is the
-/// client's fault, not the server's).
+/// ends when the response body finishes ([`TracedBody`]), at once when the service fails or
+/// the response has no body to send, or when the request is given up before its response
+/// (the response future is dropped: the client disconnected, or a timeout around the service
+/// fired). A 5xx response, a service error, a body error, a request given up before its
+/// response or a body dropped before its end sets its status to error (4xx is the client's
+/// fault, not the server's).
 ///
 /// With [`ServerLayer::trace_response`], each response carries `traceresponse:
 /// 00-{trace id}-{server span id}-{flags}` (W3C Trace Context Level 2), so a caller can find
@@ -206,6 +209,7 @@ where
         let trace_response = self
             .trace_response
             .then(|| TraceParent::of(span.context()).encode());
+        let head_request = request.method() == http::Method::HEAD;
         let context = remote.with_span(span.context().clone());
         let future = {
             let _current = context.clone().attach();
@@ -213,8 +217,9 @@ where
         };
         ServerResponseFuture {
             inner: future.with_context(context),
-            span: Some(span),
+            span: AwaitedResponse::new(Some(span)),
             trace_response,
+            head_request,
         }
     }
 }
@@ -235,14 +240,28 @@ pin_project_lite::pin_project! {
     /// The response future of [`TracedServer`]: records the status code on the server span
     /// (a 5xx or an error from the service marks it failed) and hands the span to the
     /// response body, which ends it when the body finishes ([`TracedBody`]). An error from
-    /// the service ends the span at once.
+    /// the service, or a response without a body to send, ends the span at once; so does
+    /// dropping the future before the response (the client disconnected, or a timeout around
+    /// the service fired), which marks it failed.
     #[derive(Debug)]
     pub struct ServerResponseFuture<F> {
         #[pin]
         inner: WithContext<F>,
-        span: Option<Span>,
+        span: AwaitedResponse,
         trace_response: Option<TraceParentHeader>,
+        // Whether the request is `HEAD`, whose response body is never sent.
+        head_request: bool,
     }
+}
+
+/// Whether a server sends this response's body: never in answer to `HEAD`, nor with a `1xx`,
+/// `204 No Content` or `304 Not Modified` status (RFC 9112, section 6.3), so a server drops
+/// such a body unread, and that is no failure.
+fn sends_body(head_request: bool, status: http::StatusCode) -> bool {
+    !(head_request
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED)
 }
 
 impl<F, R, E> Future for ServerResponseFuture<F>
@@ -260,6 +279,7 @@ where
             record_status(span, &output, false);
         }
         let trace_response = this.trace_response.take();
+        let head_request = *this.head_request;
         Poll::Ready(output.map(|mut response| {
             if let Some(header) = trace_response {
                 // A formatted traceparent is visible ASCII: always a valid header value.
@@ -268,12 +288,16 @@ where
                 }
             }
             let (parts, body) = response.into_parts();
-            if body.is_end_stream()
+            if (body.is_end_stream() || !sends_body(head_request, parts.status))
                 && let Some(mut span) = span.take()
             {
                 span.end();
             }
-            http::Response::from_parts(parts, TracedBody { inner: body, span })
+            let body = TracedBody {
+                inner: body,
+                span: AwaitedResponse::body_end(span),
+            };
+            http::Response::from_parts(parts, body)
         }))
     }
 }
@@ -282,25 +306,36 @@ where
 const TRACERESPONSE: http::HeaderName = http::HeaderName::from_static("traceresponse");
 
 pin_project_lite::pin_project! {
-    /// A response body that ends its server span when the body finishes: at its last frame,
-    /// at an error (which marks the span failed), or when it is dropped unfinished.
+    /// A response body that ends its server span when the body finishes: at its last frame
+    /// (or any frame after which the body reports its end), at an error (which marks the
+    /// span failed), or when it is dropped. Dropped before its end, the body was not all
+    /// sent (the client went away mid-stream): that marks the span failed. A body that
+    /// reports its end when dropped is complete, and a server drops it without asking for
+    /// the `None` that would follow.
     #[derive(Debug)]
-    pub struct TracedBody<B> {
+    pub struct TracedBody<B: http_body::Body> {
         #[pin]
         inner: B,
-        span: Option<Span>,
+        span: AwaitedResponse,
+    }
+
+    impl<B: http_body::Body> PinnedDrop for TracedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.inner.is_end_stream()
+                && let Some(mut span) = this.span.take()
+            {
+                span.end();
+            }
+            // Otherwise the span, still awaited, ends failed as the fields drop.
+        }
     }
 }
 
-impl<B> TracedBody<B> {
+impl<B: http_body::Body> TracedBody<B> {
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
         &self.inner
-    }
-
-    /// The wrapped body; the span, if still open, ends now.
-    pub fn into_inner(self) -> B {
-        self.inner
     }
 }
 
@@ -315,18 +350,13 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
         let mut this = self.project();
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         let finished = match &frame {
-            None => true,
-            Some(Err(_)) => {
-                if let Some(span) = this.span
-                    && span.is_recording()
-                {
-                    semconv::record_failure(span, "_OTHER", "the response body failed");
-                }
-                true
-            }
+            None | Some(Err(_)) => true,
             Some(Ok(_)) => this.inner.is_end_stream(),
         };
         if finished && let Some(mut span) = this.span.take() {
+            if matches!(frame, Some(Err(_))) && span.is_recording() {
+                semconv::record_failure(&mut span, "_OTHER", "the response body failed");
+            }
             span.end();
         }
         Poll::Ready(frame)
@@ -720,7 +750,8 @@ mod tests {
             .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
             .body(())
             .unwrap();
-        let body = server.call(request).await.unwrap().into_body().into_inner();
+        let response = server.call(request).await.unwrap();
+        let body = response.body().get_ref();
         assert!(
             body.starts_with("80f198ee56343ba864fe8b2a57d3eff7|"),
             "{body}"
@@ -749,7 +780,8 @@ mod tests {
         for path in ["/next", "/missing", "/fail"] {
             client.call(request(path)).await.unwrap();
         }
-        server.call(request("/missing")).await.unwrap();
+        // Sent in full: a body dropped before its end would fail the span on its own.
+        read_to_end(server.call(request("/missing")).await.unwrap().into_body()).await;
         let statuses: Vec<(SpanKind, Status)> = exporter
             .spans()
             .into_iter()

@@ -252,33 +252,64 @@ pub(crate) fn record_failure(span: &mut Span, error_type: &'static str, descript
     span.set_status(Status::Error(description.into()));
 }
 
-/// The status description of a client call dropped before its response arrived.
-const CANCELLED: &str = "the request was cancelled before its response";
+/// What a span held by an [`AwaitedResponse`] waits for: the outcome it was dropped without.
+#[derive(Clone, Copy, Debug)]
+enum Awaited {
+    /// The response head: the request was given up (a timeout around the call fired, a
+    /// `select!` took another branch, a server's client disconnected).
+    Head,
+    /// The response body's end: the body was dropped mid-stream (the client went away).
+    BodyEnd,
+}
 
-/// A client span waiting for its call's response. Dropped while it still holds the span,
-/// the caller gave up on the call (a timeout around it fired, a `select!` took another
-/// branch): the span ends with `error.type` `_OTHER` and status error, since a call that got
-/// no response must not read as a success.
+impl Awaited {
+    const fn description(self) -> &'static str {
+        match self {
+            Self::Head => "the request was cancelled before its response",
+            Self::BodyEnd => "the response body was dropped before its end",
+        }
+    }
+}
+
+/// A span waiting for its exchange's outcome: a call's or a served request's response, or
+/// the end of a served response's body. Dropped while it still holds the span, the exchange
+/// was cut short: the span ends with `error.type` `_OTHER` and status error, since a request
+/// that got no response, or a body that never reached its end, must not read as a success.
 #[derive(Debug)]
-pub(crate) struct AwaitedResponse(Option<Span>);
+pub(crate) struct AwaitedResponse {
+    span: Option<Span>,
+    awaited: Awaited,
+}
 
 impl AwaitedResponse {
+    /// Waits for the response head.
     pub(crate) const fn new(span: Option<Span>) -> Self {
-        Self(span)
+        Self {
+            span,
+            awaited: Awaited::Head,
+        }
     }
 
-    /// The span, once the call has an outcome to record on it.
+    /// Waits for the end of the response body.
+    pub(crate) const fn body_end(span: Option<Span>) -> Self {
+        Self {
+            span,
+            awaited: Awaited::BodyEnd,
+        }
+    }
+
+    /// The span, once the exchange has an outcome to record on it.
     pub(crate) fn take(&mut self) -> Option<Span> {
-        self.0.take()
+        self.span.take()
     }
 }
 
 impl Drop for AwaitedResponse {
     fn drop(&mut self) {
-        if let Some(span) = &mut self.0
+        if let Some(span) = &mut self.span
             && span.is_recording()
         {
-            record_failure(span, "_OTHER", CANCELLED);
+            record_failure(span, "_OTHER", self.awaited.description());
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Proves the hot paths allocate nothing: extracting and injecting a `traceparent` (no
 //! `tracestate`), starting, annotating and ending an unsampled span, and starting children
 //! of an unsampled parent that carries a `tracestate`, (feature `tower`) serving a request
-//! through the server layer when its span is unsampled, and recording a sampled span for a
+//! through the server layer when its span is unsampled, also when the request is cut short
+//! (its response future or body dropped early), and recording a sampled span for a
 //! batch processor once exported spans' boxes come back.
 //!
 //! A counting global allocator tallies allocations made by the current thread only, so the
@@ -457,6 +458,79 @@ fn an_unsampled_server_span_named_by_its_route_allocates_nothing() {
     assert_eq!(
         count, 0,
         "unsampled server spans allocated {count} times in 100 rounds"
+    );
+}
+
+/// A service that answers at once with a body of one frame, allocating nothing itself.
+#[cfg(feature = "tower")]
+struct CutShort;
+
+#[cfg(feature = "tower")]
+impl tower::Service<http::Request<()>> for CutShort {
+    type Response = http::Response<http_body_util::Full<&'static [u8]>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        let body = http_body_util::Full::new(&b"a frame never read"[..]);
+        std::future::ready(Ok(http::Response::new(body)))
+    }
+}
+
+/// The server layer's handling of a request given up before its response, or of a body
+/// dropped before its end, costs an unsampled request no allocation either.
+#[cfg(feature = "tower")]
+#[test]
+fn an_unsampled_server_span_of_a_request_cut_short_allocates_nothing() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Poll, Waker};
+
+    use infra_trace_ctx::ServerLayer;
+    use tower::{Layer, Service};
+
+    let tracer = Tracer::builder().sampler(AlwaysOff).build();
+    let mut service = ServerLayer::new(tracer, TraceContextPropagator).layer(CutShort);
+    let requests: Vec<http::Request<()>> = (0..200)
+        .map(|i| {
+            http::Request::builder()
+                .uri(format!("/cart/{i}"))
+                .header("traceparent", TRACEPARENT)
+                .body(())
+                .expect("valid request")
+        })
+        .collect();
+    let mut waker_cx = std::task::Context::from_waker(Waker::noop());
+    // Warm-up: the first attach on a thread allocates the thread's list of attachments.
+    let mut warm_up = service.call(http::Request::new(()));
+    assert!(pin!(&mut warm_up).poll(&mut waker_cx).is_ready());
+
+    let mut requests = requests.into_iter();
+    let (count, ()) = allocations_in(|| {
+        for _ in 0..100 {
+            // A body dropped before its end.
+            let request = requests.next().expect("enough requests");
+            let mut future = pin!(service.call(request));
+            let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut waker_cx) else {
+                panic!("the service answers at once");
+            };
+            assert!(!http_body::Body::is_end_stream(response.body()));
+            drop(response);
+            // A response future dropped before it was polled.
+            let request = requests.next().expect("enough requests");
+            drop(service.call(request));
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "unsampled server spans of requests cut short allocated {count} times in 100 rounds"
     );
 }
 
