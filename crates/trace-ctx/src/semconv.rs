@@ -246,8 +246,12 @@ pub(crate) fn record_response(span: &mut Span, status: http::StatusCode, client:
 }
 
 /// A request that failed without a response: `error.type` (`_OTHER`, the conventions'
-/// fallback, unless the caller knows better) and status error.
+/// fallback, unless the caller knows better) and status error. A span already failed (a 5xx
+/// whose body then broke or was dropped) keeps its first failure, the exchange's cause.
 pub(crate) fn record_failure(span: &mut Span, error_type: &'static str, description: &'static str) {
+    if span.has_failed() {
+        return;
+    }
     span.set_attribute("error.type", error_type);
     span.set_status(Status::Error(description.into()));
 }

@@ -930,6 +930,14 @@ impl Span {
         }
     }
 
+    /// Whether the span's status is already an error: the first failure recorded on an
+    /// exchange is its cause, and what follows from it (a body cut short after a 5xx) keeps it.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.recording
+            .as_ref()
+            .is_some_and(|recording| matches!(recording.record.data.status, Status::Error(_)))
+    }
+
     /// Renames the span (a route known only after the span started, for example); does
     /// nothing on an unrecorded span. The sampler saw the name the span started with.
     ///

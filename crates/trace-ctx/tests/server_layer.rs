@@ -387,6 +387,25 @@ fn a_body_that_failed_is_not_failed_again_when_dropped() {
     );
 }
 
+/// A 5xx is the exchange's failure: a body cut short after it does not replace its
+/// `error.type` (the status code) or its description.
+#[test]
+fn a_server_error_keeps_its_error_type_when_its_body_is_dropped_mid_stream() {
+    let (mut service, exporter, _clock) = traced(Answer(|_: &http::Request<()>| {
+        let mut response = http::Response::new(Frames::of(&["try", "later"]));
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        response
+    }));
+    let mut body = respond(&mut service, request(http::Method::GET))
+        .expect("answered at once")
+        .into_body();
+    assert_eq!(next_frame(&mut body), Next::Frame);
+    drop(body);
+    let span = only_span(&exporter);
+    assert_eq!(text(&span, "error.type"), Some("503"));
+    assert_eq!(span.status, Status::Error("server error".into()));
+}
+
 /// An unsampled request records nothing, however it ends.
 #[test]
 fn unsampled_requests_cut_short_record_nothing() {
