@@ -22,7 +22,9 @@ fn try_take(in_flight: &AtomicU32, limit: u32) -> Result<u32, u32> {
 
 fn denied(limit: u32) -> Decision {
     // A concurrency limit does not know when a slot frees up, only that one may at any moment.
-    Decision::denied(limit, 0, Decision::RETRY_SOON, Duration::ZERO)
+    // Nor when every slot is free, but not before the retry: a zero reset would tell a client
+    // reading `RateLimit-Reset` to come back at once.
+    Decision::denied(limit, 0, Decision::RETRY_SOON, Decision::RETRY_SOON)
 }
 
 /// At most `limit` permits outstanding at once; a permit gives its slot back when dropped.
@@ -746,6 +748,35 @@ mod tests {
             panic!("the one slot is held");
         };
         assert_eq!(denied.retry_after(), Decision::RETRY_SOON);
+    }
+
+    /// A refusal's legacy headers never say the limit is back before the client may retry:
+    /// `RateLimit-Reset: 0` beside `Retry-After: 1` tells a client reading the former to come
+    /// back at once.
+    #[test]
+    fn a_refusal_never_says_the_limit_is_back_before_its_retry() {
+        let fixed = ConcurrencyLimiter::new(1).unwrap();
+        let _held = fixed.try_acquire().unwrap();
+        let denied = fixed.try_acquire().unwrap_err();
+        let config = AimdConfig::new(1, 1, 1, Duration::from_millis(10)).unwrap();
+        let adaptive = AdaptiveConcurrencyLimiter::new(config, ManualClock::new());
+        let _held = adaptive.try_acquire().unwrap();
+        let Err(adaptive_denied) = adaptive.try_acquire() else {
+            panic!("the one slot is held");
+        };
+        for denied in [denied, adaptive_denied] {
+            assert!(denied.reset_after() >= denied.retry_after(), "{denied:?}");
+            let headers: Vec<_> = denied.headers().collect();
+            assert_eq!(
+                headers,
+                [
+                    ("RateLimit-Limit", 1),
+                    ("RateLimit-Remaining", 0),
+                    ("RateLimit-Reset", 1),
+                    ("Retry-After", 1)
+                ]
+            );
+        }
     }
 
     #[test]
