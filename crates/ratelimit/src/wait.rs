@@ -144,11 +144,29 @@ async fn wait_in_line<L: Line>(
             // Never sleep zero: a quota change could otherwise make this spin.
             Step::Sleep(wait) => {
                 let jitter = jitter.map_or(Duration::ZERO, Jitter::next);
-                tokio::time::sleep(wait.max(Duration::from_nanos(1)).saturating_add(jitter)).await;
+                let wait = wait.max(Duration::from_nanos(1)).saturating_add(jitter);
+                sleep_unless_woken(wait, &turn).await;
             }
             Step::AwaitTurn => turn.notified().await,
         }
     }
+}
+
+/// Sleeps for `duration`, or until `turn` is notified, whichever comes first. The head of a
+/// line sleeps so: a quota change through the waiting limiter wakes it (see
+/// [`Queue::wake_head`]), since capacity may be back sooner than the old quota said. A stray
+/// notification costs one more check, never an admission.
+async fn sleep_unless_woken(duration: Duration, turn: &Notify) {
+    let mut sleep = std::pin::pin!(tokio::time::sleep(duration));
+    let mut woken = std::pin::pin!(turn.notified());
+    std::future::poll_fn(|cx| {
+        if sleep.as_mut().poll(cx).is_ready() || woken.as_mut().poll(cx).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// A direct limiter's line, and the most callers it lets wait.
@@ -298,9 +316,49 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
         }
     }
 
-    /// The wrapped limiter (for `check`, `set_quota`, ...). Its direct checks do not queue.
+    /// The wrapped limiter (for `check`, ...). Its direct checks do not queue.
+    ///
+    /// Change its quota with [`AsyncRateLimiter::set_quota`] rather than through this: a
+    /// waiter asleep until the old quota's `retry_after` learns of a change made here only when
+    /// it wakes.
     pub fn limiter(&self) -> &RateLimiter<A, C> {
         &self.limiter
+    }
+
+    /// Replaces the quota, as [`RateLimiter::set_quota`] does (states are kept), and has the
+    /// waiter at the head of the line check again at once: under the new quota its capacity
+    /// may be back sooner than the old one said.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::set_quota`]; the old quota then stays in force.
+    ///
+    /// ```
+    /// use infra_ratelimit::{AsyncRateLimiter, FixedWindow, Quota, RateLimiter, TokioClock};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), infra_ratelimit::Error> {
+    /// let limiter = std::sync::Arc::new(AsyncRateLimiter::new(
+    ///     RateLimiter::<FixedWindow, _>::with_clock(Quota::per_hour(1)?, TokioClock::new())?,
+    /// ));
+    /// limiter.until_ready().await?;
+    /// let waiter = tokio::spawn({
+    ///     let limiter = limiter.clone();
+    ///     async move { limiter.until_ready().await }
+    /// });
+    /// tokio::time::sleep(Duration::from_secs(1)).await; // the waiter sleeps till the hour ends
+    /// let start = tokio::time::Instant::now();
+    /// limiter.set_quota(Quota::per_hour(10)?)?;
+    /// assert!(waiter.await.unwrap()?.is_allowed());
+    /// assert_eq!(start.elapsed(), Duration::ZERO); // admitted as soon as the quota allowed it
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_quota(&self, quota: crate::Quota) -> Result<(), Error> {
+        self.limiter.set_quota(quota)?;
+        self.line.locked(|queue| queue.wake_head());
+        Ok(())
     }
 
     /// Callers currently waiting.
@@ -527,6 +585,35 @@ mod tests {
             start.elapsed(),
             Duration::from_secs(2),
             "one per second, in order"
+        );
+    }
+
+    /// A quota change that brings capacity back sooner wakes the head of the line: a raised
+    /// limit admits a waiter at once, as it admits a direct check, instead of after the
+    /// rest of the window the old quota had it sleep through.
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_raise_admits_a_sleeping_waiter_at_once() {
+        let limiter = Arc::new(AsyncRateLimiter::new(
+            RateLimiter::<crate::FixedWindow, _>::with_clock(
+                Quota::per_hour(1).unwrap(),
+                TokioClock::new(),
+            )
+            .unwrap(),
+        ));
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready().await })
+        };
+        settle(|| limiter.waiting() == 1).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        limiter.set_quota(Quota::per_hour(10).unwrap()).unwrap();
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "admitted when the quota was raised"
         );
     }
 

@@ -14,7 +14,7 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 use super::{Jitter, Line, Queue, TokioClock, wait_in_line};
 use crate::algorithm::Algorithm;
 use crate::keyed::key_bytes;
-use crate::{Decision, Error, Gcra, KeyedRateLimiter};
+use crate::{Decision, Error, Gcra, KeyedRateLimiter, Quota};
 
 /// The lines are spread over this many locks, so that waiters of different keys rarely
 /// contend for one.
@@ -92,6 +92,24 @@ impl<K: Hash + Eq> WaitingKeys<K> {
     fn remove_line(&self, bytes: usize) {
         self.lines.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Wakes the first waiter of `key`, if it has any (see [`Queue::wake_head`]).
+    fn wake_head_of<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(queue) = self.line(key).shard.lock().get(key) {
+            queue.wake_head();
+        }
+    }
+
+    /// Wakes the first waiter of every key, one shard lock at a time.
+    fn wake_every_head(&self) {
+        for shard in &self.shards {
+            shard.lock().values().for_each(Queue::wake_head);
+        }
     }
 
     fn line<'a, Q>(&'a self, key: &'a Q) -> KeyLine<'a, K, Q>
@@ -322,9 +340,106 @@ where
         }
     }
 
-    /// The wrapped limiter (for `check`, `set_key_quota`, ...). Its direct checks do not queue.
+    /// The wrapped limiter (for `check`, ...). Its direct checks do not queue.
+    ///
+    /// Change quotas with this wrapper's [`set_quota`](Self::set_quota),
+    /// [`set_key_quota`](Self::set_key_quota) and [`clear_key_quota`](Self::clear_key_quota)
+    /// rather than through this: a waiter asleep until the old quota's `retry_after` learns of a
+    /// change made here only when it wakes.
     pub fn limiter(&self) -> &KeyedRateLimiter<K, A, C> {
         &self.limiter
+    }
+
+    /// Replaces the default quota, as [`KeyedRateLimiter::set_quota`] does, and has the first
+    /// waiter of every key check again at once (under the new quota its capacity may be back
+    /// sooner): one wake-up per key with waiters.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyedRateLimiter::set_quota`]; the old quota then stays in force.
+    ///
+    /// ```
+    /// use infra_ratelimit::{AsyncKeyedRateLimiter, FixedWindow, KeyedRateLimiter, Quota, TokioClock};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), infra_ratelimit::Error> {
+    /// let limiter = std::sync::Arc::new(AsyncKeyedRateLimiter::new(
+    ///     KeyedRateLimiter::<String, FixedWindow, _>::with_clock(Quota::per_hour(1)?, TokioClock::new())?,
+    /// ));
+    /// limiter.until_ready("alice").await?;
+    /// let waiter = tokio::spawn({
+    ///     let limiter = limiter.clone();
+    ///     async move { limiter.until_ready("alice").await }
+    /// });
+    /// tokio::time::sleep(Duration::from_secs(1)).await; // the waiter sleeps till the hour ends
+    /// let start = tokio::time::Instant::now();
+    /// limiter.set_quota(Quota::per_hour(10)?)?;
+    /// assert!(waiter.await.unwrap()?.is_allowed());
+    /// assert_eq!(start.elapsed(), Duration::ZERO); // admitted as soon as the quota allowed it
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
+        self.limiter.set_quota(quota)?;
+        self.waiting.wake_every_head();
+        Ok(())
+    }
+
+    /// Gives `key` its own quota, as [`KeyedRateLimiter::set_key_quota`] does, and has the
+    /// key's first waiter check again at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyedRateLimiter::set_key_quota`].
+    ///
+    /// ```
+    /// use infra_ratelimit::{AsyncKeyedRateLimiter, Gcra, KeyedRateLimiter, Quota, TokioClock};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), infra_ratelimit::Error> {
+    /// let limiter = AsyncKeyedRateLimiter::new(
+    ///     KeyedRateLimiter::<String, Gcra, _>::with_clock(Quota::per_second(1)?, TokioClock::new())?,
+    /// );
+    /// limiter.set_key_quota("premium", Quota::per_second(100)?)?;
+    /// assert_eq!(limiter.limiter().quota_for("premium"), Quota::per_second(100)?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_key_quota<Q>(&self, key: &Q, quota: Quota) -> Result<(), Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
+        self.limiter.set_key_quota(key, quota)?;
+        self.waiting.wake_head_of(key);
+        Ok(())
+    }
+
+    /// Returns `key` to the default quota, as [`KeyedRateLimiter::clear_key_quota`] does, and
+    /// has the key's first waiter check again at once.
+    ///
+    /// ```
+    /// use infra_ratelimit::{AsyncKeyedRateLimiter, Gcra, KeyedRateLimiter, Quota, TokioClock};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), infra_ratelimit::Error> {
+    /// let limiter = AsyncKeyedRateLimiter::new(
+    ///     KeyedRateLimiter::<String, Gcra, _>::with_clock(Quota::per_second(1)?, TokioClock::new())?,
+    /// );
+    /// limiter.set_key_quota("trial", Quota::per_hour(1)?)?;
+    /// limiter.clear_key_quota("trial");
+    /// assert_eq!(limiter.limiter().quota_for("trial"), Quota::per_second(1)?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn clear_key_quota<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.limiter.clear_key_quota(key);
+        self.waiting.wake_head_of(key);
     }
 
     /// Keys that have waiters now.
@@ -805,5 +920,55 @@ mod tests {
         );
         // The same seed wakes the same waiters at the same times.
         assert_eq!(herd(200, Some(Jitter::seeded(bound, 1))).await, spread);
+    }
+
+    /// A quota change that brings a key's capacity back sooner wakes the first waiter of that
+    /// key (`set_key_quota`, `clear_key_quota`), or of every key (`set_quota`), which is then
+    /// admitted at once instead of after the rest of the old window.
+    #[tokio::test(start_paused = true)]
+    async fn quota_changes_admit_sleeping_waiters_at_once() {
+        let limiter = Arc::new(AsyncKeyedRateLimiter::new(
+            KeyedRateLimiter::<String, crate::FixedWindow, _>::with_clock(
+                Quota::per_hour(1).unwrap(),
+                TokioClock::new(),
+            )
+            .unwrap(),
+        ));
+        let admitted = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for key in ["a", "b", "c"] {
+            assert!(limiter.until_ready(key).await.unwrap().is_allowed());
+            let (limiter, admitted) = (Arc::clone(&limiter), Arc::clone(&admitted));
+            waiters.push(tokio::spawn(async move {
+                let decision = limiter.until_ready(key).await;
+                admitted.lock().push((key, Instant::now()));
+                decision
+            }));
+        }
+        super::super::tests::settle(|| limiter.waiting_keys() == 3).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        limiter
+            .set_key_quota("a", Quota::per_hour(10).unwrap())
+            .unwrap();
+        super::super::tests::settle(|| admitted.lock().len() == 1).await;
+        limiter
+            .limiter()
+            .set_key_quota("b", Quota::per_hour(1).unwrap())
+            .unwrap();
+        limiter.set_quota(Quota::per_hour(10).unwrap()).unwrap();
+        limiter.clear_key_quota("b");
+        for waiter in waiters {
+            assert!(waiter.await.unwrap().unwrap().is_allowed());
+        }
+        let admitted = admitted.lock();
+        assert_eq!(admitted.len(), 3);
+        for (key, at) in admitted.iter() {
+            assert_eq!(
+                *at - start,
+                Duration::ZERO,
+                "{key} admitted when its quota was raised"
+            );
+        }
     }
 }

@@ -108,9 +108,11 @@ impl Queue {
         }
     }
 
-    /// Tells the caller now at the head that it is its turn. Only the head ever needs waking:
-    /// the others cannot be served before it, so a departure wakes one waiter, not all of them.
-    fn wake_head(&self) {
+    /// Tells the caller now at the head that it is its turn, or, if it is asleep until its
+    /// capacity is back, to check again (after a quota change). Only the head ever needs
+    /// waking: the others cannot be served before it, so a departure wakes one waiter, not all
+    /// of them.
+    pub(super) fn wake_head(&self) {
         if let Some(turn) = self.slots.front().and_then(|slot| slot.turn.as_ref()) {
             // Stored as a permit if the head is not waiting yet, so the wake-up is never lost.
             turn.notify_one();
