@@ -32,8 +32,9 @@ use crate::{Decision, Error, Gcra, Quota};
 /// Keys at the hand examined by each check that tracks a new key while the limiter has room.
 const SWEEP_PER_INSERT: usize = 2;
 
-/// Bytes charged per tracked key besides its key and state: its share of the hash table, at
-/// the most the table can hold per key.
+/// Bytes charged per entry of a table of `(K, A)` (a tracked key and its state, or a per-key
+/// quota) besides the entry itself: its share of the hash table, at the most the table can
+/// hold per entry.
 ///
 /// A slot holds the key and state side by side (padding included) and has one control byte. A
 /// table only grows (to twice its buckets), and only when its free slots run out with more
@@ -49,10 +50,6 @@ pub(crate) fn entry_overhead<K, A>() -> usize {
         .div_ceil(7)
         .saturating_sub(size_of::<K>() + size_of::<A>())
 }
-
-/// Bytes charged per per-key quota besides its key and the quota: the table's control byte and
-/// spare capacity, rounded up.
-const OVERRIDE_OVERHEAD: usize = 8;
 
 /// How much memory a keyed limiter may use: a cap on tracked keys, on their estimated bytes, and
 /// on per-key quotas.
@@ -712,9 +709,11 @@ where
     /// hold under the key's quota ([`Algorithm::heap_bytes`]: a sliding-window log's entries),
     /// plus its share of the hash table at the most the table can hold per key (86 bytes in
     /// all for a `u64` key with GCRA). Forgetting the key gives back exactly that, whatever
-    /// quotas were set since. A per-key quota is charged its key the
-    /// same way, its stored quota and 8 bytes; per-key quotas together are charged at most
-    /// [`KeyedOptions::max_override_bytes`], half of the cap.
+    /// quotas were set since. A per-key quota is charged its key the same way, its stored
+    /// quota and its share of its own hash table, at the most that table can hold per quota
+    /// (306 bytes in all for a `u64` key with GCRA); per-key quotas together are charged at
+    /// most [`KeyedOptions::max_override_bytes`], half of the cap. So `max_bytes` bounds the
+    /// memory both tables hold, not only an estimate of it.
     ///
     /// ```
     /// use infra_common::ManualClock;
@@ -768,9 +767,10 @@ where
     {
         let config = A::Config::from_quota(&quota)?;
         state_fits::<K, A>(&self.options, &config)?;
+        // Per-key quotas have a table of their own, bounded the same way as the keys'.
         let bytes = key_bytes::<K, Q>(key)
             .saturating_add(size_of::<Override<A>>())
-            .saturating_add(OVERRIDE_OVERHEAD);
+            .saturating_add(entry_overhead::<K, Override<A>>());
         let entry = Override {
             quota,
             config,
@@ -1170,14 +1170,16 @@ mod tests {
 
         // A per-key quota is charged too, within half of the cap, and refused when it does
         // not fit there.
-        let override_bytes =
-            size_of::<String>() + hashed("alice") + size_of::<Override<Gcra>>() + 8;
+        let override_bytes = size_of::<String>()
+            + hashed("alice")
+            + size_of::<Override<Gcra>>()
+            + entry_overhead::<String, Override<Gcra>>();
         // Each half has room for bob, and for one quota but not two.
-        assert!((override_bytes..2 * override_bytes).contains(&per_key("bob")));
+        assert!(per_key("bob") <= override_bytes);
         let limiter = KeyedRateLimiter::<String, Gcra, _>::with_options(
             Quota::per_second(1).unwrap(),
             clock.clone(),
-            KeyedOptions::default().max_bytes(2 * per_key("bob")),
+            KeyedOptions::default().max_bytes(2 * override_bytes),
         )
         .unwrap();
         limiter
@@ -1316,6 +1318,9 @@ mod tests {
         // A `u64` key with GCRA is charged 86 bytes: its key twice, its state and 62.
         let per_key: usize = 86;
         assert_eq!(entry_overhead::<u64, Gcra>(), 62);
+        // A per-key quota for it, 306: its key twice, the quota (56) and 234.
+        let per_quota = 16 + size_of::<Override<Gcra>>() + entry_overhead::<u64, Override<Gcra>>();
+        assert_eq!((size_of::<Override<Gcra>>(), per_quota), (56, 306));
         assert!(limiter.bytes() - per_key <= 5_000, "{}", limiter.bytes());
         let mut key = 1_000_001;
         while let Ok(decision) = limiter.check(&key) {
