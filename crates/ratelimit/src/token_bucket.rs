@@ -91,6 +91,14 @@ impl TokenBucket {
             .saturating_sub(u128::from(stored))
             .min(u128::from(config.fill_time))
     }
+
+    /// Nanoseconds by which `now` is older than `empty_since` (a racing thread's reading, or
+    /// a clock stepped back): the bucket holds nothing until then, so every wait told at `now`
+    /// is that much longer.
+    #[inline]
+    fn behind(stored: u64, now: u64) -> u128 {
+        u128::from(stored).saturating_sub(u128::from(now) + BIAS)
+    }
 }
 
 impl Algorithm for TokenBucket {
@@ -115,21 +123,23 @@ impl Algorithm for TokenBucket {
         loop {
             let held = Self::held(config, stored, now);
             if n == 0 {
-                return Decision::allowed(config.burst, tokens(held), nanos(fill_time - held));
+                let full_in = fill_time - held + Self::behind(stored, now);
+                return Decision::allowed(config.burst, tokens(held), nanos(full_in));
             }
             let next = (u128::from(now) + BIAS + cost).checked_sub(held);
             let next = next.and_then(|next| u64::try_from(next).ok());
             let (true, Some(next)) = (cost <= held, next) else {
+                let behind = Self::behind(stored, now);
                 let retry = if cost > fill_time || next.is_none() {
                     Duration::MAX
                 } else {
-                    nanos(cost - held)
+                    nanos(cost - held + behind)
                 };
                 return Decision::denied(
                     config.burst,
                     tokens(held),
                     retry,
-                    nanos(fill_time - held),
+                    nanos(fill_time - held + behind),
                 );
             };
             match self.empty_since.compare_exchange_weak(

@@ -539,6 +539,55 @@ fn every_algorithm_denies_older_readings_of_a_drained_state() {
     check::<SlidingWindowLog>();
 }
 
+/// In every algorithm, a denial of a reading older than the one that drained the state still
+/// says exactly when to come back: at `older + retry_after` the same request is admitted (and
+/// not a nanosecond before), and at `older + reset_after` the state is full again. A wait
+/// counted from the state's own last instant instead would send the client back too early.
+#[test]
+fn a_denial_of_an_older_reading_says_when_to_come_back() {
+    fn check<A: Algorithm>() {
+        use infra_ratelimit::AlgorithmConfig;
+        let quota = Quota::per_second(10).unwrap();
+        let config = A::Config::from_quota(&quota).unwrap();
+        let late = 5_500_000_000;
+        let drained = || {
+            let state = A::new(&config, 0);
+            assert!(state.check_n(&config, late, 10).is_allowed(), "{}", A::NAME);
+            state
+        };
+        for older in [
+            late - 1,
+            late - 50_000_000,
+            late - 600_000_000,
+            late - 3_000_000_000,
+        ] {
+            let denied = drained().check_n(&config, older, 1);
+            assert!(denied.is_denied(), "{} at {older}", A::NAME);
+            let retry = u64::try_from(denied.retry_after().as_nanos()).unwrap();
+            let reset = u64::try_from(denied.reset_after().as_nanos()).unwrap();
+            assert!(
+                drained().check_n(&config, older + retry, 1).is_allowed(),
+                "{} at {older}: retry after {retry} ns is too early",
+                A::NAME
+            );
+            assert!(
+                drained().check_n(&config, older + retry - 1, 1).is_denied(),
+                "{} at {older}: retry after {retry} ns is too late",
+                A::NAME
+            );
+            assert!(
+                drained().is_idle(&config, older + reset),
+                "{} at {older}: reset after {reset} ns is too early",
+                A::NAME
+            );
+        }
+    }
+    check::<Gcra>();
+    check::<TokenBucket>();
+    check::<FixedWindow>();
+    check::<SlidingWindowLog>();
+}
+
 /// Every cell a window limiter admitted, at its admission time; the window algorithms'
 /// definitions are evaluated on it.
 #[derive(Default)]
