@@ -107,15 +107,18 @@ impl Algorithm for SlidingWindowCounter {
         let w = config.window;
         let limit = u64::from(config.limit);
         let elapsed = now.saturating_sub(start).min(w);
+        // A reading older than the counts' window (a racing thread's, or a clock stepped back)
+        // is weighed as at the window's start, so every wait told at it is that much longer.
+        let behind = start.saturating_sub(now);
         let used =
             u128::from(previous) * u128::from(w - elapsed) + u128::from(current) * u128::from(w);
         let room = (u128::from(limit) * u128::from(w)).saturating_sub(used);
         let remaining = |room: u128| cells(u64::try_from(room / u128::from(w)).unwrap_or(0));
         let reset = |current: u64| {
             nanos(if current > 0 {
-                (2 * w).saturating_sub(elapsed)
+                (2 * w).saturating_sub(elapsed).saturating_add(behind)
             } else if previous > 0 {
-                w - elapsed
+                (w - elapsed).saturating_add(behind)
             } else {
                 0
             })
@@ -131,10 +134,10 @@ impl Algorithm for SlidingWindowCounter {
             Duration::MAX
         } else if current + n <= limit {
             // Fits in this window once enough of the previous one has slid out.
-            nanos(first_fit(w, previous, limit - current - n) - elapsed)
+            nanos((first_fit(w, previous, limit - current - n) - elapsed).saturating_add(behind))
         } else {
             // Must wait for the next window, where this window's count is the weighted one.
-            nanos(w - elapsed + first_fit(w, current, limit - n))
+            nanos((w - elapsed + first_fit(w, current, limit - n)).saturating_add(behind))
         };
         Decision::denied(config.limit, remaining(room), retry, reset(current))
     }

@@ -585,6 +585,7 @@ fn a_denial_of_an_older_reading_says_when_to_come_back() {
     check::<Gcra>();
     check::<TokenBucket>();
     check::<FixedWindow>();
+    check::<SlidingWindowCounter>();
     check::<SlidingWindowLog>();
 }
 
