@@ -125,7 +125,11 @@ impl Algorithm for FixedWindow {
     fn check_n(&self, config: &WindowConfig, now: u64, n: u32) -> Decision {
         let limit = u64::from(config.limit);
         let mut state = self.state.lock();
-        state.roll(config, now);
+        // A reading older than the count's window (a racing thread's, or a clock stepped back)
+        // is decided as at that window's start: it counts there, the window is brought to the
+        // length in force as a reading then would bring it, and every wait is told from it.
+        let at = now.max(state.start);
+        state.roll(config, at);
         let until_end = state.end.saturating_sub(now);
         let left = limit.saturating_sub(state.count);
         let reset = |count: u64| nanos(if count > 0 { until_end } else { 0 });

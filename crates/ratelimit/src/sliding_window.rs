@@ -97,7 +97,11 @@ impl Algorithm for SlidingWindowCounter {
 
     fn check_n(&self, config: &WindowConfig, now: u64, n: u32) -> Decision {
         let mut counts = self.state.lock();
-        counts.roll(config, now);
+        // A reading older than the counts' window (a racing thread's, or a clock stepped back)
+        // is decided as at that window's start: the counts are brought to the length in force
+        // as a reading then would bring them, and every wait told at it is that much longer.
+        let at = now.max(counts.start);
+        counts.roll(config, at);
         let Counts {
             start,
             previous,
@@ -107,8 +111,6 @@ impl Algorithm for SlidingWindowCounter {
         let w = config.window;
         let limit = u64::from(config.limit);
         let elapsed = now.saturating_sub(start).min(w);
-        // A reading older than the counts' window (a racing thread's, or a clock stepped back)
-        // is weighed as at the window's start, so every wait told at it is that much longer.
         let behind = start.saturating_sub(now);
         let used =
             u128::from(previous) * u128::from(w - elapsed) + u128::from(current) * u128::from(w);

@@ -751,3 +751,90 @@ proptest! {
         })?;
     }
 }
+
+/// One call of the exactness test: the latest reading moves on by `advance` ms, the call reads
+/// `behind` ms earlier than it (a racing thread's reading), the quota may change to one of the
+/// test's, and `n` cells (at most the capacity) are asked for.
+#[derive(Clone, Debug)]
+struct Call {
+    advance: u64,
+    behind: u64,
+    quota: Option<usize>,
+    n: u32,
+}
+
+/// Up to three quotas (`limit` per `millis` ms, burst), and the calls.
+fn calls() -> impl Strategy<Value = (Vec<(u64, u64, u64)>, Vec<Call>)> {
+    let quotas = proptest::collection::vec((1u64..=8, 1u64..=2_000, 1u64..=8), 1..=3);
+    let call = (0u64..3_000, 0u64..4, 0u64..1_500, 0usize..6, 0u32..=8).prop_map(
+        |(advance, stale, behind, change, n)| Call {
+            advance,
+            behind: if stale == 0 { behind } else { 0 },
+            quota: (change < 3).then_some(change),
+            n,
+        },
+    );
+    (quotas, proptest::collection::vec(call, 1..40))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `retry_after` and `reset_after` are exact in every algorithm, whatever came before
+    /// (quota changes, older readings): replaying the same calls, the denied request is
+    /// admitted at `now + retry_after` and not a nanosecond before, and the state is full
+    /// again at `now + reset_after` and not before.
+    #[test]
+    fn retry_and_reset_are_exact(
+        (quotas, calls) in calls(),
+    ) {
+        fn run<A: Algorithm>(quotas: &[(u64, u64, u64)], calls: &[Call]) -> Result<(), TestCaseError> {
+            use infra_ratelimit::AlgorithmConfig;
+            let configs: Vec<A::Config> = quotas
+                .iter()
+                .map(|&(limit, millis, burst)| {
+                    let quota = Quota::new(limit, Duration::from_millis(millis)).unwrap();
+                    A::Config::from_quota(&quota.with_burst(burst).unwrap()).unwrap()
+                })
+                .collect();
+            // The reading and configuration of each call, then a replay up to call `i`.
+            let mut plan = Vec::new();
+            let (mut latest, mut config) = (3_000_000_000_u64, configs[0]);
+            for call in calls {
+                latest += call.advance * 1_000_000;
+                if let Some(q) = call.quota {
+                    config = configs[q % configs.len()];
+                }
+                let n = call.n.min(config.capacity());
+                plan.push((latest - call.behind * 1_000_000, config, n));
+            }
+            let replay = |upto: usize| {
+                let state = A::new(&configs[0], 1_000_000_000);
+                for &(now, config, n) in &plan[..upto] {
+                    let _ = state.check_n(&config, now, n);
+                }
+                state
+            };
+            for (i, &(now, config, n)) in plan.iter().enumerate() {
+                // What follows a call sees the state the call left (a window rolled, say).
+                let decision = replay(i).check_n(&config, now, n);
+                let reset = u64::try_from(decision.reset_after().as_nanos()).unwrap();
+                prop_assert!(replay(i + 1).is_idle(&config, now + reset), "{} call {i}: not full after {reset}", A::NAME);
+                if reset > 0 {
+                    prop_assert!(!replay(i + 1).is_idle(&config, now + reset - 1), "{} call {i}: full before {reset}", A::NAME);
+                }
+                if decision.is_denied() {
+                    let retry = u64::try_from(decision.retry_after().as_nanos()).unwrap();
+                    prop_assert!(replay(i + 1).check_n(&config, now + retry, n).is_allowed(), "{} call {i}: denied after {retry}", A::NAME);
+                    prop_assert!(replay(i + 1).check_n(&config, now + retry - 1, n).is_denied(), "{} call {i}: admitted before {retry}", A::NAME);
+                }
+            }
+            Ok(())
+        }
+        run::<Gcra>(&quotas, &calls)?;
+        run::<TokenBucket>(&quotas, &calls)?;
+        run::<FixedWindow>(&quotas, &calls)?;
+        run::<SlidingWindowCounter>(&quotas, &calls)?;
+        run::<SlidingWindowLog>(&quotas, &calls)?;
+    }
+}
