@@ -783,7 +783,8 @@ proptest! {
     /// `retry_after` and `reset_after` are exact in every algorithm, whatever came before
     /// (quota changes, older readings): replaying the same calls, the denied request is
     /// admitted at `now + retry_after` and not a nanosecond before, and the state is full
-    /// again at `now + reset_after` and not before.
+    /// again at `now + reset_after` and not before; right after any call, exactly `remaining`
+    /// single requests are admitted.
     #[test]
     fn retry_and_reset_are_exact(
         (quotas, calls) in calls(),
@@ -823,6 +824,9 @@ proptest! {
                 if reset > 0 {
                     prop_assert!(!replay(i + 1).is_idle(&config, now + reset - 1), "{} call {i}: full before {reset}", A::NAME);
                 }
+                let after = replay(i + 1);
+                let singles = (0..=8).take_while(|_| after.check_n(&config, now, 1).is_allowed()).count();
+                prop_assert_eq!(singles, decision.remaining() as usize, "{} call {}: remaining", A::NAME, i);
                 if decision.is_denied() {
                     let retry = u64::try_from(decision.retry_after().as_nanos()).unwrap();
                     prop_assert!(replay(i + 1).check_n(&config, now + retry, n).is_allowed(), "{} call {i}: denied after {retry}", A::NAME);
