@@ -13,16 +13,12 @@ use infra_common::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Jitter, Line, Queue, TokioClock, wait_in_line};
 use crate::algorithm::Algorithm;
-use crate::keyed::key_bytes;
+use crate::keyed::{entry_overhead, key_bytes};
 use crate::{Decision, Error, Gcra, KeyedRateLimiter, Quota};
 
 /// The lines are spread over this many locks, so that waiters of different keys rarely
 /// contend for one.
 const SHARDS: usize = 64;
-
-/// Bytes charged per line besides its key and its queue: the table's control byte and spare
-/// capacity, rounded up.
-const LINE_OVERHEAD: usize = 8;
 
 /// The caps on the lines of the keys that have waiters.
 #[derive(Clone, Copy, Debug)]
@@ -147,11 +143,15 @@ fn take(count: &AtomicUsize, amount: usize, max: usize) -> Result<(), ()> {
 }
 
 /// What the line of `key` is charged against the byte cap: the key as a keyed limiter charges
-/// it (a long key costs its length), the line's queue and [`LINE_OVERHEAD`].
+/// it (a long key costs its length), the line's queue with its first buffer, and its share of
+/// its shard's hash table at the most a table holds per entry, as a keyed limiter charges a
+/// key's. The queue's growth past its first buffer comes with more waiters, which the cap on
+/// waiters bounds.
 fn line_charge<K, Q: Hash + ?Sized>(key: &Q) -> usize {
     key_bytes::<K, Q>(key)
         .saturating_add(size_of::<Queue>())
-        .saturating_add(LINE_OVERHEAD)
+        .saturating_add(Queue::FIRST_BUFFER_BYTES)
+        .saturating_add(entry_overhead::<K, Queue>())
 }
 
 impl<K, Q> Line for KeyLine<'_, K, Q>
@@ -301,8 +301,9 @@ where
     }
 
     /// Charges the lines of keys with waiters at most `max` bytes in all: a key is charged
-    /// as a keyed limiter charges it (see [`KeyedRateLimiter::bytes`]), plus its line's queue
-    /// and 8 bytes. A caller that would open a line past it gets
+    /// as a keyed limiter charges it (see [`KeyedRateLimiter::bytes`]), plus its line's queue,
+    /// the queue's first buffer and the line's share of its hash table, at the most a table
+    /// holds per line (333 bytes in all for a `u64` key). A caller that would open a line past it gets
     /// [`Error::TooManyWaitingKeys`]; one whose line alone is larger, [`Error::TooLarge`].
     #[must_use]
     pub fn with_max_waiting_bytes(self, max: usize) -> Self {
@@ -774,6 +775,8 @@ mod tests {
     /// their count, and give every byte back when they end.
     #[tokio::test(start_paused = true)]
     async fn lines_of_long_keys_are_capped_by_their_bytes() {
+        // A `u64` key's line: the key twice, the queue (48), its first buffer (64) and 205.
+        assert_eq!(line_charge::<u64, u64>(&7), 16 + 48 + 64 + 205);
         let long = |i: usize| format!("{i:0>10000}");
         let charge = line_charge::<String, str>(&long(0));
         assert!(

@@ -34,6 +34,10 @@ struct Slot {
 }
 
 impl Queue {
+    /// The heap memory of a line with one waiter: the smallest buffer a `VecDeque` of slots
+    /// allocates holds four.
+    pub(super) const FIRST_BUFFER_BYTES: usize = 4 * std::mem::size_of::<Slot>();
+
     /// Whether nobody waits.
     pub(super) fn is_empty(&self) -> bool {
         // The front is never a hole: a line of holes only is empty.
