@@ -376,7 +376,8 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
         self.until_n_ready(1).await
     }
 
-    /// Waits until `n` cells are admitted at once and returns the decision.
+    /// Waits until `n` cells are admitted at once and returns the decision. `n = 0` takes
+    /// nothing and is answered at once, even behind waiters (a way to read `remaining`).
     ///
     /// # Errors
     ///
@@ -386,6 +387,10 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
         // Refused before joining the line: behind waiters, only the head checks, so it would
         // wait its turn to be refused.
         Error::within_capacity(n, self.limiter.capacity())?;
+        if n == 0 {
+            // Takes nothing, so it overtakes nobody: no reason to wait behind the line.
+            return self.limiter.check_n(0);
+        }
         wait_in_line(&self.line, self.jitter.as_ref(), || self.limiter.check_n(n)).await
     }
 }
@@ -586,6 +591,26 @@ mod tests {
             Duration::from_secs(2),
             "one per second, in order"
         );
+    }
+
+    /// Asking for nothing (`until_n_ready(0)`, to read `remaining`) takes nothing, so it
+    /// overtakes nobody: answered at once behind waiters, and the line is as it was.
+    #[tokio::test(start_paused = true)]
+    async fn asking_for_nothing_never_waits_in_line() {
+        let limiter = limiter(1, 1);
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready().await })
+        };
+        settle(|| limiter.waiting() == 1).await;
+        let start = Instant::now();
+        let peek = limiter.until_n_ready(0).await.unwrap();
+        assert!(peek.is_allowed() && peek.remaining() == 0, "{peek:?}");
+        assert_eq!(start.elapsed(), Duration::ZERO, "answered at once");
+        assert_eq!(limiter.waiting(), 1);
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 
     /// A quota change that brings capacity back sooner wakes the head of the line: a raised

@@ -481,7 +481,8 @@ where
         self.until_n_ready(key, 1).await
     }
 
-    /// Waits until `n` cells for `key` are admitted at once and returns the decision.
+    /// Waits until `n` cells for `key` are admitted at once and returns the decision. `n = 0`
+    /// takes nothing and is answered at once, even behind the key's waiters.
     ///
     /// # Errors
     ///
@@ -495,6 +496,10 @@ where
         // Refused before joining the line: behind waiters, only the head checks, so it would
         // wait its turn to be refused.
         Error::within_capacity(n, self.limiter.capacity_for(key))?;
+        if n == 0 {
+            // Takes nothing, so it overtakes none of the key's waiters: no reason to queue.
+            return self.limiter.check_n(key, 0);
+        }
         let line = self.waiting.line(key);
         wait_in_line(&line, self.jitter.as_ref(), || self.limiter.check_n(key, n)).await
     }
@@ -973,5 +978,22 @@ mod tests {
                 "{key} admitted when its quota was raised"
             );
         }
+    }
+
+    /// Asking for nothing for a key takes nothing, so it overtakes none of the key's waiters:
+    /// answered at once.
+    #[tokio::test(start_paused = true)]
+    async fn asking_for_nothing_never_waits_in_a_keys_line() {
+        let limiter = limiter(1, 1);
+        assert!(limiter.until_ready("a").await.unwrap().is_allowed());
+        let admitted = Arc::new(Mutex::new(Vec::new()));
+        let waiter = wait_for(&limiter, "a", 1, &admitted, "a");
+        super::super::tests::settle(|| limiter.waiting("a") == 1).await;
+        let start = Instant::now();
+        let peek = limiter.until_n_ready("a", 0).await.unwrap();
+        assert!(peek.is_allowed() && peek.remaining() == 0, "{peek:?}");
+        assert_eq!(start.elapsed(), Duration::ZERO, "answered at once");
+        assert_eq!(limiter.waiting("a"), 1);
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
     }
 }
