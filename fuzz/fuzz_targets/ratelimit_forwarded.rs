@@ -165,12 +165,20 @@ fn value(bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The `for` value of each element of one `Forwarded` value; `None` if it is malformed.
+/// Empty elements (nothing but spaces and tabs) are no elements; empty pairs are allowed.
 fn elements(field: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     let mut fors = Vec::new();
     for element in split_outside_quotes(field, b',')? {
+        let element = trim(element);
+        if element.is_empty() {
+            continue;
+        }
         let mut found = None;
-        for pair in split_outside_quotes(trim(element), b';')? {
+        for pair in split_outside_quotes(element, b';')? {
             let pair = trim(pair);
+            if pair.is_empty() {
+                continue;
+            }
             let equals = pair.iter().position(|&b| b == b'=')?;
             let (name, rest) = (&pair[..equals], &pair[equals + 1..]);
             if !token(name) {

@@ -16,9 +16,11 @@
 //! `[2001:db8::1]:4711`), or `unknown` (any case; what Squid writes when told not to forward
 //! the address): no client address.
 //!
-//! `Forwarded`: every field line is a non-empty list of elements (`element *(OWS "," OWS
-//! element)`), an element is `pair *(OWS ";" OWS pair)`, a pair `token "=" (token /
-//! quoted-string)`, with parameter names case-insensitive and at most one `for` per element.
+//! `Forwarded`: every field line is a list of elements (`element *(OWS "," OWS element)`,
+//! where empty elements, such as a trailing comma leaves, are skipped and not counted, as
+//! RFC 9110 requires of list recipients), an element is `[pair] *(OWS ";" OWS [pair])` (empty
+//! pairs allowed, as RFC 7239 writes it), a pair `token "=" (token / quoted-string)`, with
+//! parameter names case-insensitive and at most one `for` per element.
 //! The elements read (the last `hops`) must follow that grammar, each preceded by a comma or
 //! the start of its line. The `for` value of the chosen element must be an IPv4 address or a
 //! bracketed IPv6 address, optionally followed by `:` and a port (1 to 5 digits, or an
@@ -76,7 +78,8 @@ pub(crate) fn forwarded(headers: &HeaderMap, hops: usize) -> Result<IpAddr, NoKe
     let mut left = hops.checked_sub(1).ok_or(UNUSABLE_FORWARDED)?;
     for field in fields.iter().rev() {
         let mut reader = Backwards::new(field.as_bytes());
-        loop {
+        // Empty elements (a trailing comma, `a, , b`, an empty line) are no elements.
+        while reader.skip_empty_element() {
             let node = reader.element().ok_or(UNUSABLE_FORWARDED)?;
             if left == 0 {
                 let mut buffer = [0; MAX_NODE];
@@ -240,6 +243,16 @@ impl<'a> Backwards<'a> {
         }
     }
 
+    /// Skips the empty elements ending here (commas with nothing but spaces and tabs between
+    /// them); whether an element is left to read on this line.
+    fn skip_empty_element(&mut self) -> bool {
+        while self.peek() == Some(b',') {
+            self.end -= 1;
+            self.skip_ows();
+        }
+        self.peek().is_some()
+    }
+
     /// After an element: `true` at a comma (another element precedes it on this line),
     /// `false` at the start of the line, `None` at anything else.
     fn separator(&mut self) -> Option<bool> {
@@ -256,10 +269,18 @@ impl<'a> Backwards<'a> {
     }
 
     /// The element ending here: its `for` value, if it has one; `None` if it is malformed
-    /// or not preceded by a comma or the start of the line.
+    /// or not preceded by a comma or the start of the line. Its pairs may be empty (RFC 7239:
+    /// `for=192.0.2.1;`, `a=1;;b=2`), so an element of semicolons alone has no `for`.
     fn element(&mut self) -> Option<Option<Node<'a>>> {
         let mut found = None;
         loop {
+            while self.peek() == Some(b';') {
+                self.end -= 1;
+                self.skip_ows();
+            }
+            if matches!(self.peek(), None | Some(b',')) {
+                return Some(found);
+            }
             let value = self.value()?;
             if self.peek() != Some(b'=') {
                 return None;
@@ -275,8 +296,6 @@ impl<'a> Backwards<'a> {
                 self.end = before;
                 return matches!(self.before_ows(), None | Some(b',')).then_some(found);
             }
-            self.end -= 1;
-            self.skip_ows();
         }
     }
 
@@ -461,7 +480,6 @@ mod tests {
             "for=192.0.2.1, garbage",
             "for=[::1]",
             "for=192.0.2.1;for=192.0.2.2",
-            "for=192.0.2.1,",
             r#"for="192.0.2.1"#,
             r#"for=192.0.2.1""#,
             r#"for="192.0.2.1\""#,
@@ -469,7 +487,8 @@ mod tests {
             "for= 192.0.2.1",
             "for=",
             "",
-            "for=192.0.2.1;",
+            " , ,",
+            ";",
             "x for=192.0.2.1",
             "x;;for=192.0.2.1",
         ] {
@@ -481,6 +500,36 @@ mod tests {
         // A comma inside a quoted string is not a separator.
         let quoted = headers("forwarded", &[r#"for=192.0.2.9;x="a, b", for=192.0.2.1"#]);
         assert_eq!(forwarded(&quoted, 2), ip("192.0.2.9"));
+    }
+
+    /// RFC 9110 §5.6.1: a list's empty elements are no elements, and recipients accept them;
+    /// RFC 7239 §4: an element's pairs may be empty (`for=192.0.2.1;`). Proxies that write
+    /// either must not have every request they forward refused.
+    #[test]
+    fn empty_list_elements_and_empty_pairs_are_accepted_and_not_counted() {
+        for (values, hops, expected) in [
+            (&["for=192.0.2.1,"][..], 1, ip("192.0.2.1")),
+            (&["for=192.0.2.1 , ,\t"], 1, ip("192.0.2.1")),
+            (&["for=192.0.2.1;"], 1, ip("192.0.2.1")),
+            (&[";for=192.0.2.1"], 1, ip("192.0.2.1")),
+            (&["proto=https;;for=192.0.2.1; ;by=_x"], 1, ip("192.0.2.1")),
+            (&["for=192.0.2.2, , for=192.0.2.1"], 2, ip("192.0.2.2")),
+            (&["for=192.0.2.2", ",", "for=192.0.2.1"], 2, ip("192.0.2.2")),
+            (&["for=192.0.2.2", "", "for=192.0.2.1"], 2, ip("192.0.2.2")),
+            (&[",for=192.0.2.2,", "for=192.0.2.1"], 2, ip("192.0.2.2")),
+            // An element of empty pairs is an element, with no `for`.
+            (
+                &["for=192.0.2.2, ;, for=192.0.2.1"],
+                2,
+                Err(UNUSABLE_FORWARDED),
+            ),
+        ] {
+            assert_eq!(
+                forwarded(&headers("forwarded", values), hops),
+                expected,
+                "{values:?} at {hops}"
+            );
+        }
     }
 
     #[test]
