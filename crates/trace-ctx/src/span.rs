@@ -932,6 +932,7 @@ impl Span {
 
     /// Whether the span's status is already an error: the first failure recorded on an
     /// exchange is its cause, and what follows from it (a body cut short after a 5xx) keeps it.
+    #[cfg(any(feature = "tower", feature = "reqwest"))]
     pub(crate) fn has_failed(&self) -> bool {
         self.recording
             .as_ref()
