@@ -1809,3 +1809,44 @@ async fn if_modified_since_is_evaluated_against_the_date_without_last_modified()
         .unwrap();
     assert_eq!(earlier.status(), 200);
 }
+
+#[tokio::test]
+async fn a_head_answer_does_not_bring_back_a_get_purged_hard_by_tag() {
+    // A hard purge removes: the next GET asks the origin afresh. A purge by tag leaves the
+    // purged response in the store until it is looked up (the log says it is gone), so a HEAD
+    // answer matching its validators (§4.3.5) must not freshen it into a live response again.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let body = if request.method() == http::Method::HEAD {
+            ""
+        } else {
+            "body"
+        };
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("content-length", "4"),
+                ("surrogate-key", "page"),
+            ],
+            body,
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/page").await;
+    cache.purge_tag("page", PurgeMode::Hard);
+    cache.serve(head("http://a.test/page")).await.unwrap();
+    assert_eq!(
+        cache.origin().calls(),
+        2,
+        "the HEAD was asked of the origin"
+    );
+
+    let response = cache.serve(get("http://a.test/page", &[])).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss),
+        "the GET purged hard came back through the HEAD's answer"
+    );
+    assert_eq!(cache.origin().calls(), 3);
+}

@@ -1232,7 +1232,11 @@ impl<O: Origin> Inner<O> {
             ..*context
         };
         for stored in &variants.list {
-            if !stored.vary.matches(context.request_headers) {
+            // A tag purge leaves what it removes in the store until a lookup reclaims it; its
+            // update would carry the HEAD's newer generation and bring it back unpurged.
+            if !stored.vary.matches(context.request_headers)
+                || self.purges.check(stored.generation, &stored.tags) == Purged::Hard
+            {
                 continue;
             }
             // A stored error or redirect the HEAD's 200 contradicts is outdated whatever its
