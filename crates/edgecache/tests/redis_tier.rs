@@ -729,6 +729,44 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_falls_silent_is_replaced() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    subscribed(&server, 2).await;
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+
+    // b's subscription falls silent without closing: what Redis sends on it from now on is
+    // held for a minute, a purge first. Neither end sees the connection end, and Redis still
+    // counts b as subscribed.
+    proxy.set_latency(Duration::from_secs(60));
+    a.purge_tag("elsewhere", PurgeMode::Hard);
+    poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
+    // Time for the proxy to take the message off the socket (a real one, in real time).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.heal();
+
+    // New connections go through at once. b must notice that its subscription is dead and
+    // subscribe again, well within the minute, for a's purges to reach it.
+    let start = Instant::now();
+    while stats(&b).purges_applied == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no purge reached b: its silent subscription was kept"
+        );
+        a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+            .expect("an absolute URI");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tags_set_in_redis_drops_records_that_have_expired() {
     let Some(server) = RedisServer::start() else {
         return;

@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use infra_common::redis::{Connections, Script};
 use infra_common::sync::Arc;
@@ -70,6 +70,10 @@ return redis.call('PUBLISH', ARGV[1], ARGV[2])
 
 /// How often the subscriber looks up from an idle channel to see whether its cache is gone.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(250);
+/// How long the subscriber's connection may stay quiet before it asks Redis whether it is
+/// still there: a connection that fell silent without closing (a partition, a peer that
+/// vanished) looks like an idle channel, and would never deliver another purge.
+const SUBSCRIBER_KEEPALIVE: Duration = Duration::from_secs(2);
 /// How long the subscriber waits before reconnecting after losing Redis.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 /// The most reads, and separately the most writes, one cache has waiting on Redis at once:
@@ -543,12 +547,24 @@ impl Subscriber {
         let mut pubsub = connection.as_pubsub();
         pubsub.subscribe(&self.channel)?;
         pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+        let mut heard = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let message = match pubsub.get_message() {
                 Ok(message) => message,
-                Err(error) if error.is_timeout() => continue,
+                Err(error) if error.is_timeout() => {
+                    if heard.elapsed() >= SUBSCRIBER_KEEPALIVE {
+                        // A PING answered within the timeout shows the subscription alive;
+                        // no answer, and the connection is given up for a new one.
+                        pubsub.set_read_timeout(Some(self.timeout))?;
+                        pubsub.ping::<Value>()?;
+                        pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+                        heard = Instant::now();
+                    }
+                    continue;
+                }
                 Err(error) => return Err(error),
             };
+            heard = Instant::now();
             match decode_message(message.get_payload_bytes()) {
                 Some((sender, _, _)) if sender == self.instance => {}
                 Some((_, target, mode)) => {
