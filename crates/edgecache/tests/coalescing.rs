@@ -583,3 +583,51 @@ async fn waiters_for_another_variant_share_one_fetch_of_theirs_and_store_it() {
         .unwrap();
     assert_eq!(cache_status(&again), CacheStatus::Hit);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_own_request_forbids_storing_does_not_scatter_its_waiters() {
+    // The first request for a cold URL says `no-store` (or carries `Authorization`): its answer
+    // is not stored, and the waiters may not be given it. The waiters then share one fetch of
+    // their own, stored for all, rather than each asking the origin: one client's request
+    // field must not turn a collapsed miss into a stampede.
+    for (name, value) in [("cache-control", "no-store"), ("authorization", "Bearer x")] {
+        let clock = ManualClock::new();
+        let origin = TestOrigin::new(|_| {
+            Reply::Response(response(&[("cache-control", "max-age=60")], "v1"))
+        });
+        origin.set_open(false);
+        let cache = cache(origin, &clock);
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .serve(get("http://example.com/hot", &[(name, value)]))
+                    .await
+            })
+        };
+        settle().await;
+        let mut tasks = spawn_many(&cache, "http://example.com/hot", 20);
+        settle().await;
+        assert_eq!(
+            cache.origin().calls(),
+            1,
+            "{name}: one fetch while all wait"
+        );
+        cache.origin().set_open(true);
+
+        assert_eq!(leader.await.unwrap().unwrap().body(), "v1");
+        while let Some(result) = tasks.join_next().await {
+            assert_eq!(result.unwrap().unwrap().body(), "v1");
+        }
+        assert_eq!(
+            cache.origin().calls(),
+            2,
+            "{name}: the waiters asked the origin one by one"
+        );
+        let after = cache
+            .serve(get("http://example.com/hot", &[]))
+            .await
+            .unwrap();
+        assert_eq!(cache_status(&after), CacheStatus::Hit, "{name}");
+    }
+}

@@ -140,6 +140,9 @@ struct Fetch {
     /// Whether the response is in this cache's store now: a storable one is not when a hard
     /// purge of its URL reached the cache during its fetch.
     kept: bool,
+    /// Whether only its request kept it out of storage (`no-store`, `Authorization`): the
+    /// requests that waited on the fetch, which may not be given it, could store it.
+    kept_out_by_request: bool,
 }
 
 /// A flight's key: the primary key, and for a revalidation the variant's secondary key, so
@@ -624,6 +627,7 @@ impl<O: Origin> HttpCache<O> {
                         stored: Arc::clone(&found.stored),
                         personal: Vec::new(),
                         kept: true,
+                        kept_out_by_request: false,
                     }));
                     return Ok(respond(
                         &found.stored,
@@ -703,6 +707,7 @@ impl<O: Origin> HttpCache<O> {
                 stored: fetched,
                 personal,
                 kept,
+                ..
             }) if fetched.shareable && fetched.vary.matches(&parts.headers) => {
                 let status = if fetched.revalidated {
                     CacheStatus::Revalidated
@@ -755,12 +760,15 @@ impl<O: Origin> HttpCache<O> {
                 withhold_no_cache_fields(response.headers_mut(), &fetched);
                 Ok(response)
             }
-            // A variant stored for other values of its `Vary` fields: the waiters for this
-            // one join (or lead) a fetch of it, stored for them all, rather than each asking
-            // the origin outside the cache.
+            // A variant stored for other values of its `Vary` fields, or a response only its
+            // requester's `no-store` or `Authorization` kept out of storage: the waiters join
+            // (or lead) a fetch of their own, stored for them all, rather than each asking the
+            // origin outside the cache.
             Ok(Fetch {
-                stored: fetched, ..
-            }) if first && !initiator && fetched.shareable => {
+                stored: fetched,
+                kept_out_by_request,
+                ..
+            }) if first && !initiator && (fetched.shareable || kept_out_by_request) => {
                 Box::pin(self.answer(Request::from_parts(parts, body), false)).await
             }
             // Another request's response that this one may not reuse: fetch for itself.
@@ -1117,6 +1125,7 @@ impl<O: Origin> Inner<O> {
                 stored: found,
                 personal: Vec::new(),
                 kept: true,
+                kept_out_by_request: false,
             }));
             return;
         }
@@ -1290,11 +1299,12 @@ impl<O: Origin> Inner<O> {
             context.exchange,
             self.config.heuristic,
         );
-        let storable = allowed.is_ok()
-            && !(context.stale_covers_errors && is_error_status(fetched.status))
+        // Everything but RFC 9111's rules, which `allowed` holds.
+        let fits = !(context.stale_covers_errors && is_error_status(fetched.status))
             && vary.is_some()
             && tags.is_some()
             && fetched.body.len() <= self.config.max_object_bytes;
+        let storable = allowed.is_ok() && fits;
         // `Set-Cookie` is stored only under `SetCookiePolicy::StripAndStore` or
         // `private="set-cookie"`, and then without its values, as are the fields `private`
         // names (§5.2.2.7) and those of the proxy the origin was reached through, which are
@@ -1331,10 +1341,29 @@ impl<O: Origin> Inner<O> {
         };
         let ttl = self.keep_for(&stored);
         if !storable || ttl.is_zero() {
+            // Asked again as a request without `no-store` or `Authorization` would be.
+            let kept_out_by_request = allowed.is_err()
+                && fits
+                && !ttl.is_zero()
+                && storability(
+                    RequestFacts {
+                        method: context.method,
+                        headers: &HeaderMap::new(),
+                        cache_control: &CacheControl::default(),
+                    },
+                    ResponseFacts {
+                        status: stored.status,
+                        headers: &stored.headers,
+                        cache_control: &response_cc,
+                    },
+                    self.config.set_cookie,
+                )
+                .is_ok();
             return Fetch {
                 stored: Arc::new(stored),
                 personal,
                 kept: false,
+                kept_out_by_request,
             };
         }
         stored.shareable = true;
@@ -1349,6 +1378,7 @@ impl<O: Origin> Inner<O> {
             stored,
             personal,
             kept: purged != Purged::Hard && admitted,
+            kept_out_by_request: false,
         }
     }
 
