@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use http::Uri;
-use http_support::{Reply, TestOrigin, fetch_with, get, response};
+use http_support::{Reply, TestOrigin, fetch_with, get, response, status};
 use infra_common::ManualClock;
 use infra_edgecache::http::{CacheStatus, HttpCache, PurgeMode, SharedStats, SharedTier};
 use infra_testkit::{FaultProxy, RedisServer};
@@ -764,6 +764,64 @@ async fn a_subscription_that_falls_silent_is_replaced() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_purge_during_the_shared_read_keeps_a_revalidated_response_out() {
+    // A stale response is being revalidated; the shared tier's read comes first. A hard purge
+    // of the URL lands while that read waits: the stored response it selected is gone, and a
+    // 304 merged into it must not store it again, as it would not without a shared tier
+    // (`a_hard_url_purge_reaches_a_fetch_in_progress`).
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let headers = [("cache-control", "max-age=10"), ("etag", "\"v1\"")];
+        if request.headers().contains_key("if-none-match") {
+            Reply::Response(status(304, &headers, ""))
+        } else {
+            Reply::Response(response(&headers, "v1"))
+        }
+    });
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(1)).unwrap();
+    let cache = HttpCache::builder(origin, 16 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build();
+    assert_eq!(fetch_with(&cache, URL, &[]).await.0, CacheStatus::Miss);
+    poll_stats("the write", &cache, |s| s.writes == 1).await;
+    clock.advance(Duration::from_secs(20));
+
+    // Redis holds every command for three seconds: the revalidation's read waits out the
+    // tier's timeout of one.
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000"]).unwrap(), "+OK");
+    let revalidation = {
+        let cache = cache.clone();
+        tokio::spawn(async move { fetch_with(&cache, URL, &[]).await })
+    };
+    poll("the revalidation to begin", || {
+        let begun = cache.stats().revalidations == 1;
+        async move { begun }
+    })
+    .await;
+    // Well inside the read's second.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        cache
+            .purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+            .unwrap()
+    );
+    assert_eq!(cache.origin().calls(), 1, "the read is still waiting");
+
+    let (answered, body) = revalidation.await.unwrap();
+    assert_eq!((answered, body.as_str()), (CacheStatus::Revalidated, "v1"));
+    let (after, _) = fetch_with(&cache, URL, &[]).await;
+    assert_eq!(
+        after,
+        CacheStatus::Miss,
+        "the response purged hard was stored again by its revalidation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1088,6 +1088,9 @@ impl<O: Origin> Inner<O> {
         stale: Option<Arc<Stored>>,
     ) {
         let generation = this.purges.generation();
+        // A 304 is merged into the stale response selected before this fetch began, so the
+        // merge answers to the purges since then, whenever the origin was asked.
+        let stale_generation = generation;
         let (mut parts, body) = request.into_parts();
         let client_headers = parts.headers.clone();
         // The client's own conditions are answered from what the cache holds; the origin gets
@@ -1168,6 +1171,7 @@ impl<O: Origin> Inner<O> {
                     request_headers: &client_headers,
                     exchange,
                     generation,
+                    stale_generation,
                     stale_covers_errors,
                 };
                 Ok(this.absorb(&context, response, stale.as_deref()))
@@ -1212,7 +1216,12 @@ impl<O: Origin> Inner<O> {
                 body: stale.body.clone(),
                 revalidated: true,
             };
-            return self.keep(context, merged);
+            let context = FetchContext {
+                request_cc: context.request_cc.clone(),
+                generation: context.stale_generation,
+                ..*context
+            };
+            return self.keep(&context, merged);
         }
         let fetched = Fetched {
             status: parts.status,
@@ -1653,7 +1662,12 @@ struct FetchContext<'a> {
     request_headers: &'a HeaderMap,
     request_cc: CacheControl,
     exchange: Exchange,
+    /// The purge generation when the origin was asked.
     generation: u64,
+    /// The purge generation when the fetch began, before the shared tier's read (feature
+    /// `redis`): the stored response being revalidated was selected by then, and a purge
+    /// during the read removed it, so a 304 merged into it is of this generation.
+    stale_generation: u64,
     /// Whether the stored response being revalidated may stand in for an origin error
     /// (RFC 5861 §4): an error answer then does not replace it, whatever its lifetime, or the
     /// next request would be served the error from storage inside the window.
