@@ -45,6 +45,9 @@ pub const SHARED_READS_TOTAL: &str = "infra_edgecache_shared_reads_total";
 pub const SHARED_WRITES_TOTAL: &str = "infra_edgecache_shared_writes_total";
 /// Counter of broadcast purges, labelled `cache` and `outcome`.
 pub const PURGE_MESSAGES_TOTAL: &str = "infra_edgecache_purge_messages_total";
+/// Counter of purge subscriptions renewed after a loss (each marks what was stored stale),
+/// labelled `cache`.
+pub const PURGE_RESUBSCRIPTIONS_TOTAL: &str = "infra_edgecache_purge_resubscriptions_total";
 /// The label naming the cache instance.
 pub const CACHE_LABEL: &str = "cache";
 /// The label naming an outcome.
@@ -174,6 +177,7 @@ pub(crate) struct SharedMetrics {
     reads: [Counter; 4],
     writes: [Counter; 2],
     purges: [Counter; 4],
+    resubscriptions: Counter,
 }
 
 #[cfg(feature = "redis")]
@@ -185,6 +189,7 @@ impl SharedMetrics {
             writes: ["written", "error"].map(|o| with(SHARED_WRITES_TOTAL, o)),
             purges: ["published", "error", "applied", "invalid"]
                 .map(|o| with(PURGE_MESSAGES_TOTAL, o)),
+            resubscriptions: counter!(PURGE_RESUBSCRIPTIONS_TOTAL, CACHE_LABEL => cache.clone()),
         }
     }
 
@@ -202,6 +207,7 @@ impl SharedMetrics {
             Event::PurgeError => &self.purges[1],
             Event::PurgeApplied => &self.purges[2],
             Event::InvalidMessage => &self.purges[3],
+            Event::Resubscribed => &self.resubscriptions,
         }
         .increment(1);
     }

@@ -729,6 +729,63 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let build_b = || edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    #[cfg(feature = "metrics")]
+    let b = metrics::with_local_recorder(&recorder, build_b);
+    #[cfg(not(feature = "metrics"))]
+    let b = build_b();
+    subscribed(&server, 2).await;
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    poll_stats("b's write", &b, |s| s.writes == 1).await;
+
+    // b loses Redis; a's purge, published meanwhile, never reaches it.
+    proxy.refuse_new(true);
+    proxy.cut_connections();
+    poll("b's subscription to end", || {
+        let gone = subscribers(&server) == 1;
+        async move { gone }
+    })
+    .await;
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
+    poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+
+    // Once subscribed again, b cannot tell which purges it missed: what it stored before is
+    // validated with the origin before its next use.
+    proxy.heal();
+    subscribed(&server, 2).await;
+    poll("b's copy to be revalidated", || {
+        let b = b.clone();
+        async move { serve(&b, "en").await.0 != CacheStatus::Hit }
+    })
+    .await;
+    assert_eq!(b.origin().calls(), 2);
+    assert_eq!(stats(&b).purges_applied, 0);
+    assert_eq!(stats(&b).resubscriptions, 1);
+    #[cfg(feature = "metrics")]
+    {
+        use infra_edgecache::metrics::{CACHE_LABEL, PURGE_RESUBSCRIPTIONS_TOTAL};
+        let series = infra_testkit::metrics::counters(&recorder.snapshotter());
+        let counted = infra_testkit::metrics::value(
+            &series,
+            PURGE_RESUBSCRIPTIONS_TOTAL,
+            &[(CACHE_LABEL, "default")],
+        );
+        assert_eq!(counted, Some(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_falls_silent_is_replaced() {
     let Some(server) = RedisServer::start() else {
         return;

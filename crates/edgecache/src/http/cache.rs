@@ -301,6 +301,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
         #[cfg(feature = "redis")]
         let shared = self.shared.map(|tier| {
             let (store, purges) = (Arc::clone(&store), Arc::clone(&purges));
+            let marked = Arc::clone(&store);
             let clock = source.boxed();
             // A record holds the body and the fields; a megabyte more than the largest body
             // covers any fields a stored response can have.
@@ -319,6 +320,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
                         purges.purge(tag, mode, clock.now_nanos());
                     }
                 },
+                move || mark_everything_stale(&marked),
             )
         });
         HttpCache {
@@ -889,6 +891,20 @@ fn purge_stored_url(
         }
         found
     })
+}
+
+/// Marks every response `store` holds stale, as a soft purge of each would: the purges of
+/// the shared tier's subscriber that were lost while it had no subscription may have covered
+/// any of them, so each is validated with the origin (not read back from the shared tier,
+/// where it may have been written again after a purge) before its next use.
+#[cfg(feature = "redis")]
+fn mark_everything_stale(store: &Cache<PrimaryKey, Arc<Variants>>) {
+    store.retain(|_, variants| {
+        for stored in &variants.list {
+            stored.marked_stale.store(true, Ordering::Release);
+        }
+        true
+    });
 }
 
 impl<O: Origin> Inner<O> {

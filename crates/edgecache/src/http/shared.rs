@@ -174,6 +174,10 @@ pub struct SharedStats {
     pub purges_applied: u64,
     /// Messages on the purge channel that were not purges this crate wrote.
     pub invalid_messages: u64,
+    /// Times the subscriber subscribed again after losing its subscription. Purges published
+    /// in between are not replayed, so each time every response stored here until then was
+    /// marked stale, to be validated with the origin before its next use.
+    pub resubscriptions: u64,
 }
 
 /// One thing the shared tier counts.
@@ -189,9 +193,10 @@ pub(crate) enum Event {
     PurgeError,
     PurgeApplied,
     InvalidMessage,
+    Resubscribed,
 }
 
-const EVENTS: usize = 10;
+const EVENTS: usize = 11;
 
 /// The shared tier's counters (and their metrics handles, with the feature).
 #[derive(Debug)]
@@ -221,6 +226,7 @@ impl SharedCounters {
             purge_errors: read(Event::PurgeError),
             purges_applied: read(Event::PurgeApplied),
             invalid_messages: read(Event::InvalidMessage),
+            resubscriptions: read(Event::Resubscribed),
         }
     }
 }
@@ -276,12 +282,14 @@ impl Drop for Shared {
 
 impl Shared {
     /// Links a cache to `tier` and starts its subscriber, which hands every purge another
-    /// edge publishes to `apply`.
+    /// edge publishes to `apply`, and calls `missed` each time it subscribes again after
+    /// losing its subscription (the purges published in between are lost).
     pub(crate) fn start(
         tier: SharedTier,
         max_record_bytes: usize,
         #[cfg(feature = "metrics")] metrics: crate::metrics::SharedMetrics,
         apply: impl Fn(&Target, PurgeMode) + Send + 'static,
+        missed: impl Fn() + Send + 'static,
     ) -> Self {
         let counters = Arc::new(SharedCounters {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -312,7 +320,7 @@ impl Shared {
             counters: Arc::clone(&shared.counters),
         };
         // Detached: it ends within one poll after the cache is dropped.
-        drop(thread::spawn(move || subscriber.run(&apply)));
+        drop(thread::spawn(move || subscriber.run(&apply, &missed)));
         shared
     }
 
@@ -531,21 +539,35 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn run(&self, apply: &impl Fn(&Target, PurgeMode)) {
+    fn run(&self, apply: &impl Fn(&Target, PurgeMode), missed: &impl Fn()) {
+        let mut subscribed_before = false;
         while !self.stop.load(Ordering::Acquire) {
             // Returns when the connection is lost; messages published until the next
             // subscription are not seen.
-            if self.listen(apply).is_err() && !self.stop.load(Ordering::Acquire) {
+            if self.listen(apply, missed, &mut subscribed_before).is_err()
+                && !self.stop.load(Ordering::Acquire)
+            {
                 std::thread::sleep(RECONNECT_BACKOFF);
             }
         }
     }
 
-    fn listen(&self, apply: &impl Fn(&Target, PurgeMode)) -> Result<(), RedisError> {
+    fn listen(
+        &self,
+        apply: &impl Fn(&Target, PurgeMode),
+        missed: &impl Fn(),
+        subscribed_before: &mut bool,
+    ) -> Result<(), RedisError> {
         let mut connection = self.client.get_connection_with_timeout(self.timeout)?;
         connection.set_write_timeout(Some(self.timeout))?;
         let mut pubsub = connection.as_pubsub();
         pubsub.subscribe(&self.channel)?;
+        // Purges published while there was no subscription are gone: what was stored until
+        // now may be one of theirs. (Once subscribed: every later purge is seen.)
+        if std::mem::replace(subscribed_before, true) {
+            missed();
+            self.counters.count(Event::Resubscribed);
+        }
         pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
         let mut heard = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
