@@ -797,6 +797,15 @@ async fn a_subscription_that_falls_silent_is_replaced() {
     subscribed(&server, 2).await;
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+    // A quiet subscription that answers its keepalive is kept (the subscriber's two seconds
+    // are real time: Redis and the proxy do not run on the test's clock).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stats(&b).resubscriptions,
+        0,
+        "a live subscription was replaced"
+    );
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
 
     // b's subscription falls silent without closing: what Redis sends on it from now on is
     // held for a minute, a purge first. Neither end sees the connection end, and Redis still
