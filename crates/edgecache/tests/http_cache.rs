@@ -1850,3 +1850,35 @@ async fn a_head_answer_does_not_bring_back_a_get_purged_hard_by_tag() {
     );
     assert_eq!(cache.origin().calls(), 3);
 }
+
+#[tokio::test]
+async fn a_response_purged_hard_by_tag_gives_back_its_bytes_once_looked_up() {
+    // A purge by tag cannot find what it purges in the store, so a purged response goes when
+    // a lookup meets it, not only once an answer stored in its place replaces it: one that is
+    // not replaced (here the origin's new answer is not stored) must not hold its bytes
+    // against the budget until it expires.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("surrogate-key", "big")],
+            &"x".repeat(4096),
+        ))
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/big").await;
+    assert!(cache.stats().weighted_size > 4096);
+    cache.purge_tag("big", PurgeMode::Hard);
+    cache
+        .origin()
+        .set_script(|_| Reply::Response(response(&[("cache-control", "no-store")], "gone")));
+    assert_eq!(
+        fetch(&cache, "http://a.test/big").await,
+        (CacheStatus::Miss, "gone".into())
+    );
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.entries, stats.weighted_size),
+        (0, 0),
+        "the purged response still counts against the budget"
+    );
+}

@@ -996,7 +996,13 @@ impl<O: Origin> Inner<O> {
             .cloned()
             .ok_or(Forward::VaryMiss)?;
         let purged = match self.purges.check(stored.generation, &stored.tags) {
-            Purged::Hard => return Err(Forward::UriMiss),
+            Purged::Hard => {
+                // A purge by tag cannot find what it removes in the store: it goes when a
+                // lookup meets it, so its bytes do not count against the budget until it
+                // expires.
+                self.drop_superseded(key, &stored, self.purges.generation());
+                return Err(Forward::UriMiss);
+            }
             Purged::Soft => true,
             Purged::No => stored.marked_stale.load(Ordering::Acquire),
         };
@@ -1497,7 +1503,8 @@ impl<O: Origin> Inner<O> {
     /// Removes `old` from the variants stored for `key`: the origin answered its revalidation
     /// with a representation this cache did not store (`no-store`, `private`, too large...),
     /// so `old` is outdated and must not come back through `max-stale` or `stale-if-error`
-    /// (RFC 9111 §4.3.3, §4.3.4). Under the URL log's lock, as every store of a variant is.
+    /// (RFC 9111 §4.3.3, §4.3.4); or a purge by tag removed it, which left it in the store.
+    /// Under the URL log's lock, as every store of a variant is.
     fn drop_superseded(&self, key: &PrimaryKey, old: &Arc<Stored>, generation: u64) {
         self.purges.store_url(key.target(), generation, |_| {
             let Some(variants) = self.store.peek(key) else {
