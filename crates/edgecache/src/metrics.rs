@@ -175,7 +175,7 @@ impl HttpMetrics {
 #[derive(Debug, Clone)]
 pub(crate) struct SharedMetrics {
     reads: [Counter; 4],
-    writes: [Counter; 2],
+    writes: [Counter; 3],
     purges: [Counter; 4],
     resubscriptions: Counter,
 }
@@ -186,7 +186,7 @@ impl SharedMetrics {
         let with = |name: &'static str, outcome: &'static str| counter!(name, CACHE_LABEL => cache.clone(), OUTCOME_LABEL => outcome);
         Self {
             reads: ["hit", "miss", "error", "invalid"].map(|o| with(SHARED_READS_TOTAL, o)),
-            writes: ["written", "error"].map(|o| with(SHARED_WRITES_TOTAL, o)),
+            writes: ["written", "error", "refused"].map(|o| with(SHARED_WRITES_TOTAL, o)),
             purges: ["published", "error", "applied", "invalid"]
                 .map(|o| with(PURGE_MESSAGES_TOTAL, o)),
             resubscriptions: counter!(PURGE_RESUBSCRIPTIONS_TOTAL, CACHE_LABEL => cache.clone()),
@@ -203,6 +203,7 @@ impl SharedMetrics {
             Event::InvalidRecord => &self.reads[3],
             Event::Write => &self.writes[0],
             Event::WriteError => &self.writes[1],
+            Event::WriteRefused => &self.writes[2],
             Event::PurgePublished => &self.purges[0],
             Event::PurgeError => &self.purges[1],
             Event::PurgeApplied => &self.purges[2],

@@ -104,7 +104,7 @@ async fn a_known_sequence_gives_exact_counts_under_the_cache_name() {
             .any(|(key, value)| key == CACHE_LABEL && value == "edge")
             && labels.iter().all(|(_, value)| !value.contains("shop"))
     }));
-    let expected = if cfg!(feature = "redis") { 18 } else { 7 };
+    let expected = if cfg!(feature = "redis") { 19 } else { 7 };
     assert_eq!(series.len(), expected);
 }
 

@@ -786,6 +786,51 @@ async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_a_response_from_before_a_purge_that_lands_after_it_is_refused() {
+    // a's read and write reach Redis a second late each way (as over a slow link, or a write
+    // waiting for a blocking thread); b's purge of the URL lands after a's fetch began and
+    // before its write, and before a has heard of it. An edge started after the purge has no
+    // record of it: only Redis can tell that the write is of a fetch from before the purge.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let tier = SharedTier::open(&format!("redis://{}", proxy.addr()), Duration::from_secs(8));
+    let a = HttpCache::builder(origin("from a"), 16 << 20)
+        .clock(clock.clone())
+        .fetch_timeout(Duration::from_secs(30))
+        .shared_tier(tier.unwrap())
+        .build();
+    let b = edge(&server.url(), "from b", &clock);
+    // An earlier purge of something else: the epoch a's fetch reads is not the first.
+    b.purge_tag("elsewhere", PurgeMode::Hard);
+    poll_stats("b's first purge", &b, |s| s.purges_published == 1).await;
+
+    proxy.set_latency(Duration::from_secs(1));
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
+    assert_eq!(stats(&a).read_errors, 0, "a's fetch read the epoch");
+    b.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
+    poll_stats("b's purge", &b, |s| s.purges_published == 2).await;
+    poll_stats("a's write to end", &a, |s| {
+        s.writes + s.writes_refused + s.write_errors == 1
+    })
+    .await;
+    assert_eq!(stats(&a).writes_refused, 1, "{:?}", stats(&a));
+
+    let c = edge(&server.url(), "from c", &clock);
+    assert_eq!(
+        serve(&c, "en").await,
+        (CacheStatus::Miss, "from c".into()),
+        "a response the purge removed was read from Redis"
+    );
+    // A fetch that began after the purge is written.
+    poll_stats("c's write", &c, |s| s.writes == 1).await;
+    assert_eq!(stats(&c).writes_refused, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_falls_silent_is_replaced() {
     let Some(server) = RedisServer::start() else {
         return;
@@ -997,6 +1042,7 @@ async fn the_shared_tier_metrics_match_its_stats() {
             (SHARED_READS_TOTAL, "invalid", stats.invalid_records),
             (SHARED_WRITES_TOTAL, "written", stats.writes),
             (SHARED_WRITES_TOTAL, "error", stats.write_errors),
+            (SHARED_WRITES_TOTAL, "refused", stats.writes_refused),
             (PURGE_MESSAGES_TOTAL, "published", stats.purges_published),
             (PURGE_MESSAGES_TOTAL, "error", stats.purge_errors),
             (PURGE_MESSAGES_TOTAL, "applied", stats.purges_applied),

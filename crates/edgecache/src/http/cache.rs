@@ -1142,9 +1142,19 @@ impl<O: Origin> Inner<O> {
         let marked_stale = stale
             .as_ref()
             .is_some_and(|old| old.marked_stale.load(Ordering::Acquire));
+        // The read also takes the shared tier's purge epoch, which the write of this fetch's
+        // answer hands back, so Redis refuses it if a purge came in between.
         #[cfg(feature = "redis")]
-        if !marked_stale
-            && let Some(found) = this.read_shared(&key, &client_headers, generation).await
+        let read = match &this.shared {
+            Some(shared) => Some(shared.read(&key, !marked_stale).await),
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        let shared_epoch = read.as_ref().and_then(|read| read.epoch);
+        #[cfg(feature = "redis")]
+        if let Some((record, kept)) = read.and_then(|read| read.record)
+            && let Some(found) =
+                this.use_shared_record(&key, &client_headers, generation, record, kept)
         {
             leader.complete(Ok(Fetch {
                 stored: found,
@@ -1195,6 +1205,8 @@ impl<O: Origin> Inner<O> {
                     generation,
                     stale_generation,
                     stale_covers_errors,
+                    #[cfg(feature = "redis")]
+                    shared_epoch,
                 };
                 Ok(this.absorb(&context, response, stale.as_deref()))
             }
@@ -1403,7 +1415,7 @@ impl<O: Origin> Inner<O> {
         // What a purge by URL reached during the fetch is not shared either.
         if purged == Purged::No {
             #[cfg(feature = "redis")]
-            self.write_shared(context.key, &stored, ttl);
+            self.write_shared(context.key, &stored, ttl, context.shared_epoch);
         }
         Fetch {
             stored,
@@ -1540,20 +1552,21 @@ impl<O: Origin> Inner<O> {
         });
     }
 
-    /// The shared tier's record of `key`, if it is for this request's variant, not purged
-    /// here, fresh enough for the request, and no older than the responses stored here under
-    /// other `Vary` names: stored here and returned.
+    /// The shared tier's record of `key`, kept there for `kept`, if it is for this request's
+    /// variant, not purged here, fresh enough for the request, and no older than the
+    /// responses stored here under other `Vary` names: stored here and returned.
     #[cfg(feature = "redis")]
-    async fn read_shared(
+    fn use_shared_record(
         &self,
         key: &PrimaryKey,
         request_headers: &HeaderMap,
         generation: u64,
+        record: super::record::Record,
+        kept: Duration,
     ) -> Option<Arc<Stored>> {
         use super::shared::Event;
 
         let shared = self.shared.as_ref()?;
-        let (record, kept) = shared.read(key).await?;
         let freshness = record
             .freshness
             .with_initial_age(record.freshness.initial_age().saturating_add(kept));
@@ -1641,9 +1654,11 @@ impl<O: Origin> Inner<O> {
     }
 
     /// Writes a response just stored here to the shared tier, unless a purge has already
-    /// reached it.
+    /// reached it, or (Redis judges) reached the shared tier after the fetch read its purge
+    /// `epoch`; a fetch that could not read it counts every purge Redis still remembers as
+    /// later.
     #[cfg(feature = "redis")]
-    fn write_shared(&self, key: &PrimaryKey, stored: &Stored, ttl: Duration) {
+    fn write_shared(&self, key: &PrimaryKey, stored: &Stored, ttl: Duration, epoch: Option<u64>) {
         let Some(shared) = &self.shared else {
             return;
         };
@@ -1659,7 +1674,7 @@ impl<O: Origin> Inner<O> {
             freshness: stored.freshness.with_initial_age(self.age(stored)),
             expires_in: ttl,
         };
-        shared.write(key, &record);
+        shared.write(key, &record, epoch.unwrap_or(0));
     }
 
     /// How much longer a stored response is worth keeping: until its last stale window ends,
@@ -1691,6 +1706,10 @@ struct FetchContext<'a> {
     /// `redis`): the stored response being revalidated was selected by then, and a purge
     /// during the read removed it, so a 304 merged into it is of this generation.
     stale_generation: u64,
+    /// The shared tier's purge epoch when the fetch began (feature `redis`), if it could be
+    /// read: its answer is written there only if no purge of its URL or tags came since.
+    #[cfg(feature = "redis")]
+    shared_epoch: Option<u64>,
     /// Whether the stored response being revalidated may stand in for an origin error
     /// (RFC 5861 §4): an error answer then does not replace it, whatever its lifetime, or the
     /// next request would be served the error from storage inside the window.

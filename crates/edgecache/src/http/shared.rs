@@ -12,6 +12,10 @@
 //!   (a tag written to forever does not grow forever), and the set is kept as long as the
 //!   longest of them; a purge by tag deletes its members.
 //! - `<ns>:purge`: the channel purges are published on.
+//! - `<ns>:epoch`: a counter every purge advances; `<ns>:pu:<URL>` and `<ns>:pt:<tag>`: the
+//!   epoch of the latest purge of a URL or a tag, kept ten minutes. A fetch reads the epoch
+//!   before it asks the origin, and its write is refused if its URL or one of its tags was
+//!   purged since: a response from before a purge is not written after it.
 //!
 //! The HTTP layer is async and [`Connections`] blocks, so every Redis call runs on tokio's
 //! blocking pool (`spawn_blocking`); the subscriber owns a thread of its own. A purge by tag
@@ -32,22 +36,34 @@ use super::keys::PrimaryKey;
 use super::purge::PurgeMode;
 use super::record::Record;
 
-/// Reads a record with the time it has left, or a marker that it is too large to read.
+/// Reads the purge epoch (`KEYS[2]`), then, if `ARGV[2]` is 1, the record with the time it
+/// has left, or a marker that it is too large to read.
 const READ: &str = r"
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[2] ~= '1' then return {epoch} end
 local len = redis.call('STRLEN', KEYS[1])
-if len == 0 then return false end
-if len > tonumber(ARGV[1]) then return -1 end
-return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+if len == 0 then return {epoch} end
+if len > tonumber(ARGV[1]) then return {epoch, -1} end
+return {epoch, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 ";
 
 /// Writes a record and adds its key to its tags' sets, scored with its expiry, after removing
-/// the members already expired; each set is kept at least as long as the record.
+/// the members already expired; each set is kept at least as long as the record. Unless its
+/// URL or one of its tags was purged after its fetch read the purge epoch `ARGV[3]` (their
+/// purge marks are `KEYS[2]` to `KEYS[2 + n]`, the `n` tags' sets the keys after them): the
+/// response may be from before that purge, so nothing is written, and the answer is 0.
 const WRITE: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local seen = tonumber(ARGV[3])
+local tags = (#KEYS - 2) / 2
+for i = 2, tags + 2 do
+  local purged = redis.call('GET', KEYS[i])
+  if purged and tonumber(purged) > seen then return 0 end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local ttl = tonumber(ARGV[2])
-for i = 2, #KEYS do
+for i = tags + 3, #KEYS do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
@@ -55,18 +71,27 @@ end
 return 1
 ";
 
-/// Deletes the records of a tag and the tag's set, then publishes the purge.
+/// Deletes the records of a tag and the tag's set, advances the purge epoch (`KEYS[3]`) and
+/// marks the tag with it (kept `ARGV[3]` milliseconds), then publishes the purge.
 const PURGE_TAG: &str = r"
 for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', key) end
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], redis.call('INCR', KEYS[3]), 'PX', ARGV[3])
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 ";
 
-/// Deletes the records of a URL (GET and HEAD), then publishes the purge.
+/// Deletes the records of a URL (GET and HEAD), advances the purge epoch (`KEYS[4]`) and
+/// marks the URL with it (kept `ARGV[3]` milliseconds), then publishes the purge.
 const PURGE_URL: &str = r"
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], redis.call('INCR', KEYS[4]), 'PX', ARGV[3])
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 ";
+
+/// How long Redis keeps a URL's or a tag's purge mark, by which it refuses the writes of
+/// fetches that began before the purge (from an edge that had not heard of it yet, or whose
+/// write waited): far longer than a fetch and a queued write take.
+const PURGE_MARK_MILLIS: u64 = 10 * 60 * 1000;
 
 /// How often the subscriber looks up from an idle channel to see whether its cache is gone.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(250);
@@ -143,6 +168,21 @@ impl SharedTier {
         format!("{}:t:{tag}", self.namespace)
     }
 
+    /// The key of the purge epoch, which every purge advances.
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.namespace)
+    }
+
+    /// The key holding the epoch of the latest purge of the URL of `key` (any method).
+    fn url_purge_key(&self, key: &PrimaryKey) -> String {
+        format!("{}:pu:{}", self.namespace, key.target())
+    }
+
+    /// The key holding the epoch of the latest purge of `tag`.
+    fn tag_purge_key(&self, tag: &str) -> String {
+        format!("{}:pt:{tag}", self.namespace)
+    }
+
     fn channel(&self) -> String {
         format!("{}:purge", self.namespace)
     }
@@ -164,6 +204,10 @@ pub struct SharedStats {
     pub invalid_records: u64,
     /// Records written.
     pub writes: u64,
+    /// Records Redis did not write, because their URL or one of their tags was purged after
+    /// their fetch began (a write that would have landed after the purge, from an edge that
+    /// had not heard of it yet or whose write waited).
+    pub writes_refused: u64,
     /// Writes that failed.
     pub write_errors: u64,
     /// Purges this cache deleted from Redis and published.
@@ -188,6 +232,7 @@ pub(crate) enum Event {
     ReadError,
     InvalidRecord,
     Write,
+    WriteRefused,
     WriteError,
     PurgePublished,
     PurgeError,
@@ -196,7 +241,7 @@ pub(crate) enum Event {
     Resubscribed,
 }
 
-const EVENTS: usize = 11;
+const EVENTS: usize = 12;
 
 /// The shared tier's counters (and their metrics handles, with the feature).
 #[derive(Debug)]
@@ -221,6 +266,7 @@ impl SharedCounters {
             read_errors: read(Event::ReadError),
             invalid_records: read(Event::InvalidRecord),
             writes: read(Event::Write),
+            writes_refused: read(Event::WriteRefused),
             write_errors: read(Event::WriteError),
             purges_published: read(Event::PurgePublished),
             purge_errors: read(Event::PurgeError),
@@ -243,6 +289,15 @@ pub(crate) enum Read {
     /// A record, and how long it has been kept in Redis.
     Found(Box<Record>, Duration),
     Absent,
+    /// One over the size limit.
+    TooLarge,
+}
+
+/// What [`Shared::read`] learnt: the purge epoch when the read ran (none if it failed), which a
+/// write of the fetch's answer hands back, and the record, if there is one to use.
+pub(crate) struct SharedRead {
+    pub(crate) epoch: Option<u64>,
+    pub(crate) record: Option<(Record, Duration)>,
 }
 
 /// A cache's link to the shared tier: the tier, its scripts and counters, and the flag that
@@ -328,43 +383,58 @@ impl Shared {
         self.counters.stats()
     }
 
-    /// Reads the record of `key`, counting errors; `None` when there is none to use.
+    /// Reads the purge epoch and, if `want_record`, the record of `key`, counting errors and
+    /// (with `want_record`) misses.
     ///
     /// The request waits at most the tier's timeout: connecting, and a dead pooled connection's
     /// retry, can make the blocking call itself take several timeouts, and it finishes in the
     /// background (holding its place among [`MAX_CALLS_IN_FLIGHT`]) while the request goes on
     /// to the origin.
-    pub(crate) async fn read(&self, key: &PrimaryKey) -> Option<(Record, Duration)> {
+    pub(crate) async fn read(&self, key: &PrimaryKey, want_record: bool) -> SharedRead {
+        let failed = SharedRead {
+            epoch: None,
+            record: None,
+        };
         let Some(slot) = Slot::take(&self.reads_in_flight) else {
             self.counters.count(Event::ReadError);
-            return None;
+            return failed;
         };
         let tier = Arc::clone(&self.tier);
         let scripts = Arc::clone(&self.scripts);
-        let record_key = tier.record_key(key);
+        let keys = [tier.record_key(key), tier.epoch_key()];
         let limit = self.max_record_bytes;
         let call = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let reply: Value = tier
-                .connections
-                .script(&scripts.read, &[record_key], limit)?;
+            let reply: Value =
+                tier.connections
+                    .script(&scripts.read, &keys, (limit, u8::from(want_record)))?;
             Ok::<_, RedisError>(reply)
         });
         let answer = tokio::time::timeout(self.tier.timeout, call).await;
         let Ok(Ok(Ok(reply))) = answer else {
             self.counters.count(Event::ReadError);
-            return None;
+            return failed;
         };
-        match parse_read(reply) {
+        let Some((epoch, read)) = parse_read(reply) else {
+            self.counters.count(Event::InvalidRecord);
+            return failed;
+        };
+        let record = match read {
             Ok(Read::Found(record, kept)) => Some((*record, kept)),
             Ok(Read::Absent) => {
-                self.counters.count(Event::Miss);
+                if want_record {
+                    self.counters.count(Event::Miss);
+                }
                 None
             }
-            Err(()) => {
+            Ok(Read::TooLarge) | Err(()) => {
                 self.counters.count(Event::InvalidRecord);
                 None
             }
+        };
+        SharedRead {
+            epoch: Some(epoch),
+            record,
         }
     }
 
@@ -373,13 +443,15 @@ impl Shared {
         self.counters.count(event);
     }
 
-    /// Writes `record` under `key` for `record.expires_in`, in the background.
-    pub(crate) fn write(&self, key: &PrimaryKey, record: &Record) {
+    /// Writes `record` under `key` for `record.expires_in`, in the background, unless its URL
+    /// or one of its tags was purged after its fetch read the purge `epoch`.
+    pub(crate) fn write(&self, key: &PrimaryKey, record: &Record, epoch: u64) {
         let millis = u64::try_from(record.expires_in.as_millis()).unwrap_or(u64::MAX);
         if millis == 0 {
             return;
         }
-        let mut keys = vec![self.tier.record_key(key)];
+        let mut keys = vec![self.tier.record_key(key), self.tier.url_purge_key(key)];
+        keys.extend(record.tags.iter().map(|tag| self.tier.tag_purge_key(tag)));
         keys.extend(record.tags.iter().map(|tag| self.tier.tag_key(tag)));
         let Some(slot) = Slot::take(&self.writes_in_flight) else {
             self.counters.count(Event::WriteError);
@@ -393,11 +465,11 @@ impl Shared {
             let _slot = slot;
             let written: Result<i64, _> =
                 tier.connections
-                    .script(&scripts.write, &keys, (bytes, millis));
-            counters.count(if written.is_ok() {
-                Event::Write
-            } else {
-                Event::WriteError
+                    .script(&scripts.write, &keys, (bytes, millis, epoch));
+            counters.count(match written {
+                Ok(0) => Event::WriteRefused,
+                Ok(_) => Event::Write,
+                Err(_) => Event::WriteError,
             });
         }));
     }
@@ -412,11 +484,23 @@ impl Shared {
                 let get = PrimaryKey::new(&http::Method::GET, uri, &http::HeaderMap::new());
                 let head = get.with_method(&http::Method::HEAD);
                 (
-                    vec![self.tier.record_key(&get), self.tier.record_key(&head)],
+                    vec![
+                        self.tier.record_key(&get),
+                        self.tier.record_key(&head),
+                        self.tier.url_purge_key(&get),
+                        self.tier.epoch_key(),
+                    ],
                     false,
                 )
             }
-            Target::Tag(tag) => (vec![self.tier.tag_key(tag)], true),
+            Target::Tag(tag) => (
+                vec![
+                    self.tier.tag_key(tag),
+                    self.tier.tag_purge_key(tag),
+                    self.tier.epoch_key(),
+                ],
+                true,
+            ),
         };
         let tier = Arc::clone(&self.tier);
         let scripts = Arc::clone(&self.scripts);
@@ -428,7 +512,8 @@ impl Shared {
                 &scripts.purge_url
             };
             let published: Result<i64, _> =
-                tier.connections.script(script, &keys, (channel, message));
+                tier.connections
+                    .script(script, &keys, (channel, message, PURGE_MARK_MILLIS));
             counters.count(if published.is_ok() {
                 Event::PurgePublished
             } else {
@@ -460,22 +545,31 @@ impl Drop for Slot {
     }
 }
 
-/// What the read script answered: nil, -1 (too large), or the record and its `PTTL`.
-fn parse_read(reply: Value) -> Result<Read, ()> {
-    match reply {
-        Value::Nil => Ok(Read::Absent),
-        Value::Array(mut items) if items.len() == 2 => {
-            let (Value::Int(left), Value::BulkString(bytes)) = (items.remove(1), items.remove(0))
-            else {
-                return Err(());
-            };
-            let record = Record::decode(&bytes).map_err(|_| ())?;
-            let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
-            let kept = record.expires_in.saturating_sub(left);
-            Ok(Read::Found(Box::new(record), kept))
-        }
-        _ => Err(()),
-    }
+/// What the read script answered: the purge epoch, then nothing (no record, or not asked
+/// for), -1 (too large), or the record and its `PTTL`; `None` for a reply of another shape,
+/// and `Err` for a record that does not decode.
+fn parse_read(reply: Value) -> Option<(u64, Result<Read, ()>)> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let Some(Value::Int(epoch)) = items.next() else {
+        return None;
+    };
+    let epoch = u64::try_from(epoch).ok()?;
+    let read = match (items.next(), items.next(), items.next()) {
+        (None, None, None) => Ok(Read::Absent),
+        (Some(Value::Int(-1)), None, None) => Ok(Read::TooLarge),
+        (Some(Value::BulkString(bytes)), Some(Value::Int(left)), None) => Record::decode(&bytes)
+            .map(|record| {
+                let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                let kept = record.expires_in.saturating_sub(left);
+                Read::Found(Box::new(record), kept)
+            })
+            .map_err(|_| ()),
+        _ => return None,
+    };
+    Some((epoch, read))
 }
 
 /// An id for this cache's purge messages, so it can skip its own.
