@@ -629,5 +629,7 @@ async fn a_leader_whose_own_request_forbids_storing_does_not_scatter_its_waiters
             .await
             .unwrap();
         assert_eq!(cache_status(&after), CacheStatus::Hit, "{name}");
+        // Each waiter is one request that waited, whether it waited once or twice.
+        assert_eq!(cache.stats().coalesced_waits, 20, "{name}");
     }
 }

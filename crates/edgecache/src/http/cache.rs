@@ -653,7 +653,11 @@ impl<O: Origin> HttpCache<O> {
                 (flight, true)
             }
             Joined::Follower(flight) => {
-                inner.coalesced_wait();
+                // A request that waited once and goes through the cache again to wait on a
+                // fetch of its own variant is still one request that waited.
+                if first {
+                    inner.coalesced_wait();
+                }
                 (flight, false)
             }
         };
