@@ -1882,3 +1882,51 @@ async fn a_response_purged_hard_by_tag_gives_back_its_bytes_once_looked_up() {
         "the purged response still counts against the budget"
     );
 }
+
+#[tokio::test]
+async fn a_hard_purge_after_a_stale_response_is_chosen_keeps_its_revalidation_out() {
+    // The request chose the stale response to revalidate; a hard purge of its URL lands
+    // before the revalidation's fetch has started. The 304 that follows is merged into the
+    // purged response and must not store it again.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let headers = [("cache-control", "max-age=10"), ("etag", "\"v1\"")];
+        if request.headers().contains_key("if-none-match") {
+            Reply::Response(status(304, &headers, ""))
+        } else {
+            Reply::Response(response(&headers, "v1"))
+        }
+    });
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/r").await;
+    clock.advance(Duration::from_secs(20));
+
+    // The current-thread runtime runs tasks in the order they are queued: the request runs
+    // up to its wait on the flight, then the purge, then the fetch the request spawned.
+    let revalidation = {
+        let cache = cache.clone();
+        tokio::spawn(async move { fetch(&cache, "http://a.test/r").await })
+    };
+    let purge = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            assert_eq!(cache.origin().calls(), 1, "the revalidation has not begun");
+            assert_eq!(
+                cache.stats().revalidations,
+                1,
+                "the stale response was chosen"
+            );
+            cache.purge_url(&Uri::from_static("http://a.test/r"), PurgeMode::Hard)
+        })
+    };
+    assert_eq!(purge.await.unwrap(), Ok(true));
+    assert_eq!(
+        revalidation.await.unwrap(),
+        (CacheStatus::Revalidated, "v1".into())
+    );
+    assert_eq!(
+        fetch(&cache, "http://a.test/r").await.0,
+        CacheStatus::Miss,
+        "the response purged hard was stored again by its revalidation"
+    );
+}

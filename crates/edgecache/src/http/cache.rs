@@ -1114,9 +1114,6 @@ impl<O: Origin> Inner<O> {
         stale: Option<Arc<Stored>>,
     ) {
         let generation = this.purges.generation();
-        // A 304 is merged into the stale response selected before this fetch began, so the
-        // merge answers to the purges since then, whenever the origin was asked.
-        let stale_generation = generation;
         let (mut parts, body) = request.into_parts();
         let client_headers = parts.headers.clone();
         // The client's own conditions are answered from what the cache holds; the origin gets
@@ -1207,12 +1204,11 @@ impl<O: Origin> Inner<O> {
                     request_headers: &client_headers,
                     exchange,
                     generation,
-                    stale_generation,
                     stale_covers_errors,
                     #[cfg(feature = "redis")]
                     shared_epoch,
                 };
-                Ok(this.absorb(&context, response, stale.as_deref()))
+                Ok(this.absorb(&context, response, stale.as_ref()))
             }
         };
         // Only the response's own say: a request with `no-store` or `Authorization` would have
@@ -1235,7 +1231,7 @@ impl<O: Origin> Inner<O> {
         &self,
         context: &FetchContext<'_>,
         response: Response<Bytes>,
-        stale: Option<&Stored>,
+        stale: Option<&Arc<Stored>>,
     ) -> Fetch {
         let (mut parts, body) = response.into_parts();
         date_if_undated(&mut parts.headers, context.exchange.response_time);
@@ -1253,19 +1249,16 @@ impl<O: Origin> Inner<O> {
                 headers,
                 body: stale.body.clone(),
                 revalidated: true,
+                merged_into: Some(Arc::clone(stale)),
             };
-            let context = FetchContext {
-                request_cc: context.request_cc.clone(),
-                generation: context.stale_generation,
-                ..*context
-            };
-            return self.keep(&context, merged);
+            return self.keep(context, merged);
         }
         let fetched = Fetched {
             status: parts.status,
             headers: parts.headers,
             body,
             revalidated: false,
+            merged_into: None,
         };
         self.keep(context, fetched)
     }
@@ -1306,6 +1299,7 @@ impl<O: Origin> Inner<O> {
                     headers,
                     body: stored.body.clone(),
                     revalidated: true,
+                    merged_into: Some(Arc::clone(stored)),
                 };
                 self.keep(&get_context, updated);
             } else {
@@ -1415,7 +1409,8 @@ impl<O: Origin> Inner<O> {
         }
         stored.shareable = true;
         let stored = Arc::new(stored);
-        let (purged, admitted) = self.store_variant(context.key, &stored, ttl);
+        let (purged, admitted) =
+            self.store_variant(context.key, &stored, ttl, fetched.merged_into.as_ref());
         // What a purge by URL reached during the fetch is not shared either.
         if purged == Purged::No {
             #[cfg(feature = "redis")]
@@ -1434,21 +1429,40 @@ impl<O: Origin> Inner<O> {
     /// longest-lived needs (those stored under other names go: see
     /// [`insert_variant`](Self::insert_variant)); unless a purge
     /// of its URL reached the cache after its fetch began: a hard one stores nothing, a soft
-    /// one stores it marked stale. Returns what such purges did, and whether the store took the
-    /// entry (it refuses one heavier than a shard's share).
+    /// one stores it marked stale. A stored response freshened into `stored` (`merged_into`)
+    /// that has left the store, or that a purge by tag removed, counts as purged hard, whenever
+    /// that happened: the purge came after the request chose it, and perhaps before its fetch
+    /// began. Returns what such purges did, and whether the store took the entry (it refuses
+    /// one heavier than a shard's share).
     fn store_variant(
         &self,
         key: &PrimaryKey,
         stored: &Arc<Stored>,
         ttl: Duration,
+        merged_into: Option<&Arc<Stored>>,
     ) -> (Purged, bool) {
         let (purged, evicted) = self
             .purges
             .store_url(key.target(), stored.generation, |purged| {
+                let purged = if merged_into.is_some_and(|old| self.no_longer_stored(key, old)) {
+                    Purged::Hard
+                } else {
+                    purged
+                };
                 (purged, self.insert_unless_purged(key, stored, ttl, purged))
             });
         self.count_stored(stored, evicted);
         (purged, evicted.is_some_and(|inserted| inserted.is_some()))
+    }
+
+    /// Whether `old`, stored for `key`, is gone: removed from the store (a hard purge of its
+    /// URL, an eviction, a newer answer in its place) or purged hard by one of its tags.
+    fn no_longer_stored(&self, key: &PrimaryKey, old: &Arc<Stored>) -> bool {
+        self.purges.check(old.generation, &old.tags) == Purged::Hard
+            || !self
+                .store
+                .peek(key)
+                .is_some_and(|variants| variants.list.iter().any(|stored| Arc::ptr_eq(stored, old)))
     }
 
     /// [`store_variant`](Self::store_variant)'s work under the URL log's lock, given what the
@@ -1706,10 +1720,6 @@ struct FetchContext<'a> {
     exchange: Exchange,
     /// The purge generation when the origin was asked.
     generation: u64,
-    /// The purge generation when the fetch began, before the shared tier's read (feature
-    /// `redis`): the stored response being revalidated was selected by then, and a purge
-    /// during the read removed it, so a 304 merged into it is of this generation.
-    stale_generation: u64,
     /// The shared tier's purge epoch when the fetch began (feature `redis`), if it could be
     /// read: its answer is written there only if no purge of its URL or tags came since.
     #[cfg(feature = "redis")]
@@ -1726,6 +1736,9 @@ struct Fetched {
     headers: HeaderMap,
     body: Bytes,
     revalidated: bool,
+    /// For a stored response freshened (by a 304, or a HEAD answer), that stored response:
+    /// the freshened one is stored only if it is still there, not purged.
+    merged_into: Option<Arc<Stored>>,
 }
 
 /// Gives a response without `Date` the time it arrived (RFC 9110 §6.6.1: a recipient caching
