@@ -32,6 +32,8 @@
 // `unsafe_code` is denied workspace-wide; the one exception is `log::crc` handing short inputs
 // to the CPU's CRC-32C instruction once it checked the CPU has it.
 
+#[cfg(feature = "tokio")]
+mod blocking;
 mod error;
 pub mod log;
 pub mod queue;

@@ -21,12 +21,18 @@ use infra_mqueue::Error;
 use infra_mqueue::log::{FsyncPolicy, Log, LogOptions, SimulatedStorage};
 use infra_mqueue::stream::{Stream, StreamOptions};
 
+#[path = "support/dying_disk.rs"]
+mod dying_disk;
 #[path = "support/gated_disk.rs"]
 mod gated_disk;
 #[path = "support/hooked_disk.rs"]
 mod hooked_disk;
+#[path = "support/thread_recording_disk.rs"]
+mod thread_recording_disk;
 
+use dying_disk::DyingDisk;
 use gated_disk::{Gate, GatedDisk, HUNG};
+use thread_recording_disk::{Op, ThreadRecordingDisk};
 
 const DIR: &str = "/log";
 
@@ -339,6 +345,175 @@ async fn publish_async_is_durable_per_key() {
         let log = stream.partition(partition).unwrap();
         assert_eq!(log.read(offset, 1).unwrap()[0].payload, payload);
     }
+}
+
+/// Segments of a few records: how the tests of rolls open their logs.
+fn small_segments() -> LogOptions {
+    LogOptions {
+        segment_bytes: 150,
+        ..LogOptions::default()
+    }
+}
+
+/// Async appends and `publish_async` that fill their segment roll it on the blocking pool:
+/// nothing (no fsync, no new segment's creation, no directory fsync) runs on the thread of a
+/// current-thread runtime, and every record is read back in order.
+#[tokio::test(flavor = "current_thread")]
+async fn async_appends_roll_segments_on_the_blocking_pool() {
+    let disk = SimulatedStorage::new();
+    let (recording, recorder) = ThreadRecordingDisk::new(&disk);
+    let log = Log::open_with(
+        Path::new(DIR),
+        small_segments(),
+        ManualClock::new(),
+        recording.clone(),
+    )
+    .unwrap();
+    let stream_options = StreamOptions {
+        partitions: 1,
+        log: small_segments(),
+    };
+    let stream = Stream::open_with(
+        Path::new("/s"),
+        stream_options,
+        ManualClock::new(),
+        recording,
+    )
+    .unwrap();
+    recorder.clear();
+    for i in 0..30u32 {
+        assert_eq!(
+            log.append_async(&i.to_le_bytes()).await.unwrap(),
+            u64::from(i)
+        );
+        let (_, offset) = stream
+            .publish_async(b"key", &i.to_le_bytes())
+            .await
+            .unwrap();
+        assert_eq!(offset, u64::from(i));
+    }
+    let ops = recorder.ops_off_this_thread();
+    for dir in [DIR, "/s/partition-00000"] {
+        let created = ops
+            .iter()
+            .filter(|op| op.op == Op::Create && op.path.parent() == Some(Path::new(dir)))
+            .count();
+        assert!(created >= 3, "{dir} rolled at least 3 times: {ops:?}");
+    }
+    let read: Vec<Vec<u8>> = log
+        .read(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.payload)
+        .collect();
+    let sent: Vec<Vec<u8>> = (0..30u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    assert_eq!(read, sent);
+}
+
+/// A process whose disk dies at each of its changes in turn (a roll's fsync of the finished
+/// segment, its creation of the new one, the new header's fsync, the directory's fsync, an
+/// append's write or fsync), while three tasks append asynchronously and roll on the blocking
+/// pool, then a power cut keeping part of what was not synced: the log reopens (never
+/// `Corrupt`) with each task's records in order, and under `Always` with every acknowledged
+/// one. (Under `Never` only a roll's fsync makes the finished segment durable before the next
+/// one's name: without it the reopen would find a torn segment before a newer one.)
+fn check_power_cuts_during_async_rolls(fsync: FsyncPolicy) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let options = LogOptions {
+        fsync,
+        ..small_segments()
+    };
+    let mut completed = false;
+    for budget in 0..600u64 {
+        let disk = SimulatedStorage::new();
+        let dying = DyingDisk::new(&disk, budget);
+        let Ok(log) = Log::open_with(Path::new(DIR), options.clone(), ManualClock::new(), dying)
+        else {
+            continue;
+        };
+        let log = Arc::new(log);
+        let acknowledged: Vec<Vec<u8>> = runtime.block_on(async {
+            let tasks: Vec<_> = (0..3u8)
+                .map(|task| {
+                    let log = Arc::clone(&log);
+                    tokio::spawn(async move {
+                        let mut acknowledged = Vec::new();
+                        for i in 0..12u8 {
+                            let payload = vec![task, i, 0xAB, 0xCD, 0xEF];
+                            match log.append_async(&payload).await {
+                                Ok(_) => acknowledged.push(payload),
+                                Err(_) => break,
+                            }
+                        }
+                        acknowledged
+                    })
+                })
+                .collect();
+            let mut acknowledged = Vec::new();
+            for task in tasks {
+                acknowledged.extend(task.await.unwrap());
+            }
+            acknowledged
+        });
+        completed = acknowledged.len() == 36;
+        drop(log);
+        disk.power_cut_keeping(usize::try_from(budget * 37 % 100).unwrap());
+        let reopened = Log::open_with(
+            Path::new(DIR),
+            options.clone(),
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap_or_else(|error| panic!("budget {budget}: the log did not reopen: {error}"));
+        let recovered: Vec<Vec<u8>> = reopened
+            .read(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|record| record.payload)
+            .collect();
+        let promised = if fsync == FsyncPolicy::Always {
+            &acknowledged[..]
+        } else {
+            &[]
+        };
+        for payload in promised {
+            assert!(
+                recovered.contains(payload),
+                "budget {budget}: lost acknowledged {payload:?}"
+            );
+        }
+        for task in 0..3u8 {
+            let order: Vec<u8> = recovered
+                .iter()
+                .filter(|payload| payload[0] == task)
+                .map(|payload| payload[1])
+                .collect();
+            let expected: Vec<u8> = (0..order.len() as u8).collect();
+            assert_eq!(
+                order, expected,
+                "budget {budget}: task {task}'s records in order"
+            );
+        }
+        if completed {
+            break;
+        }
+    }
+    assert!(
+        completed,
+        "a budget large enough for every append was reached"
+    );
+}
+
+#[test]
+fn a_power_cut_at_any_point_of_async_appends_that_roll_keeps_every_acknowledged_one() {
+    check_power_cuts_during_async_rolls(FsyncPolicy::Always);
+}
+
+#[test]
+fn a_power_cut_at_any_point_of_async_rolls_under_never_leaves_a_log_that_opens() {
+    check_power_cuts_during_async_rolls(FsyncPolicy::Never);
 }
 
 /// Under `Interval`, an async append whose fsync is due waits for it without blocking; one

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, thread};
-use infra_mqueue::log::{SimulatedStorage, Storage};
+use infra_mqueue::log::{LogOptions, SimulatedStorage, Storage};
 use infra_mqueue::queue::{Delivery, Message, QueueOptions, WorkQueue};
 
 #[path = "support/counting_clock.rs"]
@@ -407,7 +407,7 @@ async fn a_receive_dropped_during_its_dead_letter_fsync_leaves_the_message_to_a_
 /// On a current-thread runtime the tasks run on the test's own thread and the blocking pool on
 /// others: a durable queue's async sends and receives, through the journal compactions the
 /// receives make due, leave every file sync, directory sync and rename to the pool. (The
-/// segments are large enough that no log rolls: a roll's fsyncs still run on the task.)
+/// segments are large enough that no log rolls: the next test rolls them.)
 #[tokio::test(flavor = "current_thread")]
 async fn async_sends_and_receives_leave_every_sync_and_rename_to_the_blocking_pool() {
     let disk = SimulatedStorage::new();
@@ -429,6 +429,93 @@ async fn async_sends_and_receives_leave_every_sync_and_rename_to_the_blocking_po
         .filter(|op| op.op == Op::Rename && op.path.ends_with("JOURNAL"))
         .count();
     assert_eq!(compactions, 2, "the receives compacted the journal twice");
+}
+
+/// With segments of a few records, async sends roll the message log, and async receives the
+/// journal and (moving expired messages to the dead-letter topic) the dead-letter log: each
+/// roll (the finished segment's fsync, the new segment's creation, the directory's fsync)
+/// runs on the blocking pool, in that order, before the write that needed it; and a power cut
+/// afterwards takes nothing any of them acknowledged.
+#[tokio::test(flavor = "current_thread")]
+async fn async_sends_and_receives_roll_segments_on_the_blocking_pool() {
+    let disk = SimulatedStorage::new();
+    let (recording, recorder) = ThreadRecordingDisk::new(&disk);
+    let clock = ManualClock::new();
+    let log = LogOptions {
+        segment_bytes: 256,
+        ..LogOptions::default()
+    };
+    let options = QueueOptions::default()
+        .log_options(log)
+        .max_deliveries(1)
+        .visibility_timeout(Duration::from_secs(1));
+    let queue = WorkQueue::open_with(
+        Path::new("/queue"),
+        options.clone(),
+        clock.clone(),
+        recording,
+    )
+    .unwrap();
+    recorder.clear();
+    for job in 0..40u32 {
+        queue.send_async(job.to_le_bytes().to_vec()).await.unwrap();
+    }
+    for job in 0..40u32 {
+        let delivery = queue.receive_async().await.unwrap();
+        assert_eq!(delivery.payload(), job.to_le_bytes());
+    }
+    // Every lease runs out: the next receive moves all 40 to the dead-letter topic.
+    clock.advance(Duration::from_secs(2));
+    queue
+        .send_async(40u32.to_le_bytes().to_vec())
+        .await
+        .unwrap();
+    let last = queue.receive_async().await.unwrap();
+    assert_eq!(last.payload(), 40u32.to_le_bytes());
+    assert_eq!(queue.stats().dead_lettered, 40);
+    let ops = recorder.ops_off_this_thread();
+    for dir in ["/queue/messages", "/queue/journal-0", "/queue/dead"] {
+        let dir = Path::new(dir);
+        let created: Vec<usize> = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.op == Op::Create && op.path.parent() == Some(dir))
+            .map(|(at, _)| at)
+            .collect();
+        assert!(created.len() >= 2, "{dir:?} rolled: {ops:?}");
+        for at in created {
+            assert!(
+                ops[..at]
+                    .iter()
+                    .rev()
+                    .find(|op| op.path.parent() == Some(dir))
+                    .is_some_and(|op| op.op == Op::FileSync),
+                "the finished segment was synced before the new one was created: {ops:?}"
+            );
+            assert!(
+                ops[at + 1..]
+                    .iter()
+                    .find(|op| op.op == Op::DirSync)
+                    .is_some_and(|op| op.path == dir),
+                "the directory was synced after the new segment was created: {ops:?}"
+            );
+        }
+    }
+    drop(queue);
+    disk.power_cut();
+    let queue = WorkQueue::open_with(Path::new("/queue"), options, clock, disk).unwrap();
+    assert_eq!(
+        queue.stats().next_offset,
+        41,
+        "every send survived the power cut"
+    );
+    let dead: Vec<u64> = queue
+        .dead_letters(0, 100)
+        .unwrap()
+        .iter()
+        .map(|dead| dead.offset)
+        .collect();
+    assert_eq!(dead, (0..40).collect::<Vec<u64>>(), "every dead letter too");
 }
 
 /// A compaction whose directory sync failed after its rename leaves that sync to the next

@@ -33,8 +33,9 @@
 //! `Log::append_async` and `AppendTicket::wait_async` are [`Log::append`] and
 //! [`AppendTicket::wait`] for async callers: the record is written on the calling task and the
 //! fsync runs on tokio's blocking pool, in the same group commit as blocking appends; the task
-//! is woken once when an fsync covering its record ends. Their `Ok` means what the blocking
-//! calls' does; a dropped future leaves its record written and unacknowledged.
+//! is woken once when an fsync covering its record ends. A segment roll the record needs runs
+//! whole on the blocking pool before it is written. Their `Ok` means what the blocking calls'
+//! does; a dropped future leaves its record written and unacknowledged.
 //!
 //! # Recovery
 //!
@@ -74,6 +75,7 @@ mod crc;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod record;
+mod roll;
 mod segment;
 mod storage;
 mod ticket;
@@ -108,8 +110,12 @@ pub(crate) fn take_dir_lock(
 }
 pub use ticket::AppendTicket;
 
+#[cfg(feature = "tokio")]
+pub(crate) use async_append::{RollFirst, RollJob};
+
 use crate::Error;
 use record::{Frame, Framing, SEGMENT_HEADER};
+use roll::Files;
 use segment::{INDEX_STRIDE, Reader, Segment};
 
 /// The largest `max_record_bytes` accepted (256 MiB), and the limit recovery applies to a
@@ -232,17 +238,16 @@ pub struct LogStats {
 /// Only one `Log` may have a directory open at a time (a lock file enforces it across
 /// processes); a second [`Log::open`] gets [`Error::Locked`].
 pub struct Log {
-    dir: PathBuf,
+    /// The directory, the file layer, and the rolls and deletions done there.
+    files: Files,
     options: LogOptions,
     clock: Box<dyn Clock>,
-    storage: Box<dyn Storage>,
-    inner: Mutex<Inner>,
+    /// Shared with the blocking-pool task that rolls a segment for an async append.
+    inner: Arc<Mutex<Inner>>,
     /// Shared with the blocking-pool tasks that run async appenders' fsyncs, which may outlive
     /// the future that started them.
     commit: Arc<GroupCommit>,
     _lock: Box<dyn fmt::Debug + Send + Sync>,
-    #[cfg(feature = "metrics")]
-    metrics: metrics::LogMetrics,
 }
 
 #[derive(Debug)]
@@ -293,7 +298,7 @@ impl Inner {
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
-            .field("dir", &self.dir)
+            .field("dir", &self.files.dir)
             .field("options", &self.options)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -425,11 +430,16 @@ impl Log {
             .map_err(|e| Error::io("sync directory", dir, e))?;
         let last_sync_nanos = clock.now_nanos();
         Ok(Self {
-            dir: dir.to_path_buf(),
+            files: Files {
+                dir: dir.to_path_buf(),
+                storage: Arc::new(storage),
+                retention: options.retention,
+                #[cfg(feature = "metrics")]
+                metrics: metrics::LogMetrics::register("default"),
+            },
             options,
             clock,
-            storage,
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 sealed,
                 active,
                 next,
@@ -439,11 +449,9 @@ impl Log {
                 allocated,
                 scratch: Vec::new(),
                 positions: Vec::new(),
-            }),
+            })),
             commit: Arc::new(GroupCommit::new(next)),
             _lock: lock,
-            #[cfg(feature = "metrics")]
-            metrics: metrics::LogMetrics::register("default"),
         })
     }
 
@@ -518,16 +526,22 @@ impl Log {
     /// Writes one record; its ticket is pending when an fsync is due for it.
     fn write_one(&self, payload: &[u8]) -> Result<AppendTicket<'_>, Error> {
         let (range, sync_due) = self.write(&[payload])?;
-        Ok(AppendTicket {
-            log: self,
-            offset: range.start,
-            pending: sync_due,
-        })
+        Ok(AppendTicket::written(self, range.start, sync_due))
     }
 
     /// Frames and writes `payloads`; returns their offsets and whether an fsync is due for them
     /// (the caller runs it, with [`Log::make_durable`] or its async form, if it is).
     pub(crate) fn write(&self, payloads: &[&[u8]]) -> Result<(Range<u64>, bool), Error> {
+        let mut inner = self.lock_for_write(payloads)?;
+        self.write_locked(&mut inner, payloads)
+    }
+
+    /// Checks `payloads`' sizes and takes the lock appends are written under, refusing them
+    /// if the log failed.
+    fn lock_for_write(
+        &self,
+        payloads: &[&[u8]],
+    ) -> Result<infra_common::sync::MutexGuard<'_, Inner>, Error> {
         let max = self.options.max_record_bytes;
         if let Some(big) = payloads.iter().find(|p| p.len() > max as usize) {
             return Err(Error::RecordTooLarge {
@@ -535,16 +549,25 @@ impl Log {
                 max,
             });
         }
-        let mut inner = self.inner.lock();
+        let inner = self.inner.lock();
         if inner.failed || self.commit.failed() {
             return Err(Error::Failed);
         }
+        Ok(inner)
+    }
+
+    /// [`Log::write`] once the lock is taken.
+    fn write_locked(
+        &self,
+        inner: &mut Inner,
+        payloads: &[&[u8]],
+    ) -> Result<(Range<u64>, bool), Error> {
         let start = inner.next;
         let mut buf = std::mem::take(&mut inner.scratch);
         let mut positions = std::mem::take(&mut inner.positions);
         buf.clear();
         positions.clear();
-        let written = self.write_framed(&mut inner, payloads, &mut buf, &mut positions);
+        let written = self.write_framed(inner, payloads, &mut buf, &mut positions);
         inner.scratch = buf;
         inner.positions = positions;
         written?;
@@ -621,39 +644,16 @@ impl Log {
         inner.bytes += buf.len() as u64;
         inner.next += positions.len() as u64;
         #[cfg(feature = "metrics")]
-        self.metrics
+        self.files
+            .metrics
             .appended(positions.len(), buf.len(), inner.next - inner.first());
         Ok(())
     }
 
     /// Syncs the active segment (and with it everything written before the call) and starts a
-    /// new one at the next offset, then applies retention.
+    /// new one at the next offset, then applies retention: see [`Files::roll`].
     fn roll(&self, inner: &mut Inner) -> Result<(), Error> {
-        let active = &inner.active;
-        if let Err(error) = active.file.sync() {
-            let error = Error::io("fsync", &active.path, error);
-            inner.failed = true;
-            return Err(error);
-        }
-        self.count_fsync();
-        let segment = Segment::create(
-            &*self.storage,
-            &self.dir,
-            inner.next,
-            wall_millis(&*self.clock),
-        )
-        .inspect_err(|_| {
-            // The new segment's file may exist already, named for the next offset: a record
-            // that then fitted in the old segment would take that offset too, and no reopen
-            // could chain the segments again. So the log stops, as after a failed fsync; a
-            // reopen finds the new file as the newest segment, where the old one ends.
-            inner.failed = true;
-        })?;
-        inner.bytes += segment.len;
-        inner.allocated += segment.allocated;
-        let sealed = std::mem::replace(&mut inner.active, segment);
-        inner.sealed.insert(sealed.base, sealed);
-        self.retain(inner)
+        self.files.roll(inner, wall_millis(&*self.clock))
     }
 
     /// The leader's sync: everything written so far.
@@ -675,7 +675,7 @@ impl Log {
             file: Arc::clone(&active.file),
             path: active.path.clone(),
             #[cfg(feature = "metrics")]
-            metrics: self.metrics.clone(),
+            metrics: self.files.metrics.clone(),
         })
     }
 
@@ -813,19 +813,14 @@ impl Log {
     #[cfg(feature = "metrics")]
     #[must_use]
     pub fn with_metrics_name(mut self, name: &str) -> Self {
-        self.metrics = metrics::LogMetrics::register(name);
-        self.metrics.depth(self.stats().depth);
+        self.files.metrics = metrics::LogMetrics::register(name);
+        self.files.metrics.depth(self.stats().depth);
         self
-    }
-
-    fn count_fsync(&self) {
-        #[cfg(feature = "metrics")]
-        self.metrics.fsynced();
     }
 
     /// The log's directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.files.dir
     }
 
     /// Deletes the segments [`LogOptions::retention`] no longer keeps (it also runs at every
@@ -836,32 +831,8 @@ impl Log {
     pub fn enforce_retention(&self) -> Result<usize, Error> {
         let mut inner = self.inner.lock();
         let before = inner.segments();
-        self.retain(&mut inner)?;
+        self.files.retain(&mut inner, wall_millis(&*self.clock))?;
         Ok(before - inner.segments())
-    }
-
-    fn retain(&self, inner: &mut Inner) -> Result<(), Error> {
-        let Retention { max_bytes, max_age } = self.options.retention;
-        let now = wall_millis(&*self.clock);
-        let mut removed = false;
-        while !inner.sealed.is_empty() {
-            // The segment after the oldest was started once the oldest's last record was in.
-            let next_started = inner.sealed.values().nth(1).unwrap_or(&inner.active);
-            let over_size = max_bytes.is_some_and(|max| inner.allocated > max);
-            let too_old = max_age.is_some_and(|age| {
-                let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-                now.saturating_sub(next_started.created_millis) >= age
-            });
-            if !over_size && !too_old {
-                break;
-            }
-            self.remove_oldest(inner)?;
-            removed = true;
-        }
-        if removed {
-            self.removed(inner)?;
-        }
-        Ok(())
     }
 
     /// Deletes the oldest segments all of whose records are below `offset` (never the newest)
@@ -875,37 +846,13 @@ impl Log {
             if inner.sealed.is_empty() || end > offset {
                 break;
             }
-            self.remove_oldest(&mut inner)?;
+            self.files.remove_oldest(&mut inner)?;
             count += 1;
         }
         if count > 0 {
-            self.removed(&inner)?;
+            self.files.removed(&inner)?;
         }
         Ok(count)
-    }
-
-    /// Deletes the oldest sealed segment, which the caller has checked exists.
-    fn remove_oldest(&self, inner: &mut Inner) -> Result<(), Error> {
-        let Some((_, oldest)) = inner.sealed.first_key_value() else {
-            return Ok(());
-        };
-        self.storage
-            .remove(&oldest.path)
-            .map_err(|e| Error::io("remove", &oldest.path, e))?;
-        inner.bytes -= oldest.len;
-        inner.allocated -= oldest.allocated;
-        inner.sealed.pop_first();
-        Ok(())
-    }
-
-    /// After segments were deleted: the depth gauge, and the deletions made durable.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn removed(&self, inner: &Inner) -> Result<(), Error> {
-        #[cfg(feature = "metrics")]
-        self.metrics.depth(inner.next - inner.first());
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io("sync directory", &self.dir, e))
     }
 }
 

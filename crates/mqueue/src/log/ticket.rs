@@ -17,7 +17,16 @@ pub struct AppendTicket<'log> {
     pub(super) pending: bool,
 }
 
-impl AppendTicket<'_> {
+impl<'log> AppendTicket<'log> {
+    /// The ticket of the record written at `offset`; `pending` when an fsync is due for it.
+    pub(crate) fn written(log: &'log Log, offset: u64, pending: bool) -> Self {
+        Self {
+            log,
+            offset,
+            pending,
+        }
+    }
+
     /// The record's offset. Readers see it once it is durable (under `Always`).
     pub fn offset(&self) -> u64 {
         self.offset

@@ -27,6 +27,8 @@ use super::lease::Leases;
 use super::{DeadLetter, QueueOptions, SharedClock, wall_ms};
 use crate::error::Error;
 use crate::log::{AppendTicket, FsyncPolicy, Log, Storage};
+#[cfg(feature = "tokio")]
+use crate::log::{RollFirst, RollJob};
 
 /// Records read from a log per call during replay.
 const REPLAY_BATCH: usize = 4096;
@@ -115,6 +117,15 @@ fn record_bytes_needed(max_message_bytes: usize) -> Result<u32, Error> {
         .ok_or(Error::InvalidOptions {
             reason: "max_message_bytes must fit the log's record limit (RECORD_LIMIT)",
         })
+}
+
+/// A dead letter's record: the message's offset, its delivery count, its payload.
+fn dead_letter_record(offset: u64, deliveries: u32, payload: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(12 + payload.len());
+    record.extend_from_slice(&offset.to_le_bytes());
+    record.extend_from_slice(&deliveries.to_le_bytes());
+    record.extend_from_slice(payload);
+    record
 }
 
 fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
@@ -338,6 +349,30 @@ impl Durable {
         self.messages.append_nowait(&envelope.encode())
     }
 
+    /// [`Self::write_message`] for async callers: writes nothing when the message would roll
+    /// the log's segment, and says which, for [`Self::roll_messages_async`].
+    #[cfg(feature = "tokio")]
+    pub(super) fn write_message_unless_rolling(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<Result<AppendTicket<'_>, RollFirst>, Error> {
+        let part = self.messages.write_unless_rolling(&[&envelope.encode()])?;
+        Ok(match part.roll {
+            Some(roll) => Err(roll),
+            None => Ok(AppendTicket::written(
+                &self.messages,
+                part.written.start,
+                part.sync_due,
+            )),
+        })
+    }
+
+    /// Rolls the message log's segment on tokio's blocking pool, as `roll` asks.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn roll_messages_async(&self, roll: RollFirst) -> Result<(), Error> {
+        self.messages.roll_async(roll).await
+    }
+
     /// Whether the message log's fsync failed: it refuses sends from then on, and the
     /// messages written but not yet durable stay out of reach until a reopen.
     pub(super) fn refuses_sends(&self) -> bool {
@@ -383,18 +418,84 @@ impl Durable {
         let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
         let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         let (written, sync_due) = journal.log.write(&records)?;
-        let added = entries.len() as u64;
+        Ok(Some(self.journal_written(
+            &journal,
+            records.len(),
+            written.end,
+            sync_due,
+        )))
+    }
+
+    /// [`Self::write_journal`] for async callers: a roll of the journal's segment that the
+    /// records need runs on tokio's blocking pool before they are written.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn write_journal_async(
+        durable: &Arc<Self>,
+        entries: &[Entry],
+    ) -> Result<Option<JournalWrite>, Error> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
+        let all: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut records = &all[..];
+        let mut sync_due = false;
+        loop {
+            // A batch split by a roll waits for the fsync of its last part's generation only:
+            // if a compaction replaced the generation of an earlier part, its checkpoint or
+            // the records it copied over (and synced) hold that part.
+            let (log, roll) = {
+                let journal = durable.journal.read();
+                durable.sync_pointer()?;
+                let part = journal.log.write_unless_rolling(records)?;
+                let count =
+                    usize::try_from(part.written.end - part.written.start).unwrap_or(records.len());
+                sync_due |= part.sync_due;
+                let written = durable.journal_written(&journal, count, part.written.end, sync_due);
+                let Some(roll) = part.roll else {
+                    return Ok(Some(written));
+                };
+                records = &records[count..];
+                (Arc::clone(&journal.log), roll)
+            };
+            let job = JournalRoll {
+                durable: Arc::clone(durable),
+                job: log.roll_job(roll),
+                log: Arc::clone(&log),
+            };
+            match crate::blocking::on_blocking_pool(move || job.run()).await {
+                Some(rolled) => rolled?,
+                // The runtime shut down before the pool ran it: this thread does.
+                None => JournalRoll {
+                    durable: Arc::clone(durable),
+                    job: log.roll_job(roll),
+                    log,
+                }
+                .run()?,
+            }
+        }
+    }
+
+    /// The write of `records` journal records, ending at `end`, made under `journal`'s lock.
+    fn journal_written(
+        &self,
+        journal: &Journal,
+        records: usize,
+        end: u64,
+        sync_due: bool,
+    ) -> JournalWrite {
+        let added = records as u64;
         let count = self.journal_records.fetch_add(added, Ordering::Relaxed) + added;
-        Ok(Some(JournalWrite {
+        JournalWrite {
             // Written under the read lock: if a compaction replaces this generation before
             // the fsync, its checkpoint holds these records' effects (taken after the write)
             // or it copied them over (taken before), and the fsync of the old generation
             // does no harm.
             log: Arc::clone(&journal.log),
-            end: written.end,
+            end,
             sync_due,
             compact: count >= self.compact_at.load(Ordering::Relaxed),
-        }))
+        }
     }
 
     /// Whether a compaction's directory sync failed after it renamed the pointer, so the
@@ -476,12 +577,30 @@ impl Durable {
         deliveries: u32,
         payload: &[u8],
     ) -> Result<u64, Error> {
-        let mut record = Vec::with_capacity(12 + payload.len());
-        record.extend_from_slice(&offset.to_le_bytes());
-        record.extend_from_slice(&deliveries.to_le_bytes());
-        record.extend_from_slice(payload);
-        let (written, _) = self.dead.write(&[&record])?;
+        let (written, _) = self
+            .dead
+            .write(&[&dead_letter_record(offset, deliveries, payload)])?;
         Ok(written.end)
+    }
+
+    /// [`Self::write_dead_letter`] for async callers: writes nothing when the dead letter
+    /// would roll the log's segment, and says which, for [`Self::roll_dead_letters_async`].
+    #[cfg(feature = "tokio")]
+    pub(super) fn write_dead_letter_unless_rolling(
+        &self,
+        offset: u64,
+        deliveries: u32,
+        payload: &[u8],
+    ) -> Result<Result<u64, RollFirst>, Error> {
+        let record = dead_letter_record(offset, deliveries, payload);
+        let part = self.dead.write_unless_rolling(&[&record])?;
+        Ok(part.roll.map_or(Ok(part.written.end), Err))
+    }
+
+    /// Rolls the dead-letter log's segment on tokio's blocking pool, as `roll` asks.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn roll_dead_letters_async(&self, roll: RollFirst) -> Result<(), Error> {
+        self.dead.roll_async(roll).await
     }
 
     /// Makes the dead letters below `end` durable, whatever the policy, with one fsync for
@@ -667,6 +786,30 @@ fn carry_over(from: &Log, start: u64, to: &Log) -> Result<u64, Error> {
             .map(|record| record.payload.as_slice())
             .collect();
         to.append_batch(&payloads)?;
+    }
+}
+
+/// A roll of the journal's segment that an async write left to tokio's blocking pool.
+#[cfg(feature = "tokio")]
+struct JournalRoll {
+    durable: Arc<Durable>,
+    /// The generation whose segment rolls.
+    log: Arc<Log>,
+    job: RollJob,
+}
+
+#[cfg(feature = "tokio")]
+impl JournalRoll {
+    /// Rolls under the journal's read lock, as a blocking write's roll does, and only if the
+    /// segment's generation is still the journal's: a compaction that replaced it meanwhile
+    /// removes its directory, where no new segment may appear.
+    fn run(self) -> Result<(), Error> {
+        let journal = self.durable.journal.read();
+        if Arc::ptr_eq(&journal.log, &self.log) {
+            self.job.run()
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -56,6 +56,7 @@ pub mod metrics;
 #[cfg(feature = "tokio")]
 mod wait;
 
+use std::convert::Infallible;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -522,6 +523,13 @@ struct Leased<'q> {
     failed: Option<Error>,
     /// Deliveries handed to the caller's `deliver`.
     count: usize,
+    /// Set by an async receive: a dead letter that would roll the dead-letter log's segment
+    /// is not written; the roll is noted in `dead_roll`, for the receive to run on tokio's
+    /// blocking pool, and the message left to its next lease.
+    #[cfg(feature = "tokio")]
+    rolls_on_pool: bool,
+    #[cfg(feature = "tokio")]
+    dead_roll: Option<crate::log::RollFirst>,
 }
 
 impl<'q> Leased<'q> {
@@ -535,6 +543,10 @@ impl<'q> Leased<'q> {
             dead_end: None,
             failed: None,
             count: 0,
+            #[cfg(feature = "tokio")]
+            rolls_on_pool: false,
+            #[cfg(feature = "tokio")]
+            dead_roll: None,
         }
     }
 
@@ -1010,28 +1022,47 @@ impl WorkQueue {
         }
     }
 
-    /// Stores a send in memory, or writes it to the durable queue's log.
+    /// Stores a send in memory, or writes it to the durable queue's log (rolling its segment
+    /// on this thread if the message fills it).
     fn start_send(&self, message: Message, wait: bool) -> Result<Written<'_>, Error> {
+        let written = self.start_send_with(message, wait, |durable, envelope| {
+            durable.write_message(envelope).map(Ok::<_, Infallible>)
+        })?;
+        match written {
+            Ok(written) => Ok(written),
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Self::start_send`], with a durable send's message written by `write`, which may
+    /// decline to write it (`Ok(Err(_))`, an async send's segment roll left to the blocking
+    /// pool): the send then gives back the room it took and returns what `write` said.
+    fn start_send_with<'q, Declined>(
+        &'q self,
+        message: Message,
+        wait: bool,
+        write: impl FnOnce(&'q Durable, &Envelope) -> Result<Result<AppendTicket<'q>, Declined>, Error>,
+    ) -> Result<Result<Written<'q>, Declined>, Error> {
         let delay = self.validate_message(&message)?;
         let Some(durable) = &self.durable else {
             let mut now_ms = self.send_now_ms();
             let (mut state, duplicate) =
                 self.lock_admitted(message.id.as_ref(), &mut now_ms, wait)?;
             if let Some(offset) = duplicate {
-                return Ok(Written::Done(Sent {
+                return Ok(Ok(Written::Done(Sent {
                     offset,
                     duplicate: true,
-                }));
+                })));
             }
             let offset = Self::store(&mut state, message, delay, self.clock.now_nanos(), now_ms);
             drop(state);
             self.wake_receivers(1);
-            return Ok(Written::Done(Sent {
+            return Ok(Ok(Written::Done(Sent {
                 offset,
                 duplicate: false,
-            }));
+            })));
         };
-        self.write_durable(durable, message, delay, wait)
+        self.write_durable(durable, message, delay, wait, write)
     }
 
     /// The wall-clock time that dates a send: a durable send's envelope always carries it, an
@@ -1068,14 +1099,16 @@ impl WorkQueue {
     /// Writes are made one at a time, in offset order, under the append lock, so the log's
     /// offsets and the lease table's stay the same; the lock is taken only once there is
     /// room, and let go before the fsync, so concurrent sends share one (the log's group
-    /// commit). The state lock is not held across the write.
-    fn write_durable<'q>(
+    /// commit). The state lock is not held across the write, which `write` makes (see
+    /// [`Self::start_send_with`]).
+    fn write_durable<'q, Declined>(
         &self,
         durable: &'q Durable,
         message: Message,
         delay: Option<u64>,
         wait: bool,
-    ) -> Result<Written<'q>, Error> {
+        write: impl FnOnce(&'q Durable, &Envelope) -> Result<Result<AppendTicket<'q>, Declined>, Error>,
+    ) -> Result<Result<Written<'q>, Declined>, Error> {
         let mut now_ms = self.send_now_ms();
         // Room is waited for before the append lock is taken, so that a send waiting for room
         // holds up no other (a `try_send` still fails at once, a duplicate still returns).
@@ -1083,7 +1116,7 @@ impl WorkQueue {
             let (mut state, duplicate) =
                 self.lock_admitted(message.id.as_ref(), &mut now_ms, wait)?;
             if let Some(offset) = duplicate {
-                return Ok(Self::duplicate_of(&state, durable, offset));
+                return Ok(Ok(Self::duplicate_of(&state, durable, offset)));
             }
             state.reserved += 1;
         }
@@ -1097,7 +1130,7 @@ impl WorkQueue {
                 let written = Self::duplicate_of(&state, durable, offset);
                 drop(state);
                 self.wake_senders(1);
-                return Ok(written);
+                return Ok(Ok(written));
             }
         }
         let envelope = Envelope {
@@ -1106,11 +1139,16 @@ impl WorkQueue {
             not_before_ms: delay.map(|delay| now_ms.saturating_add(delay / 1_000_000)),
             payload: message.payload,
         };
-        let written = durable.write_message(&envelope);
+        let written = write(durable, &envelope);
         let mut state = self.state.lock();
         state.reserved -= 1;
         let ticket = match written {
-            Ok(ticket) => ticket,
+            Ok(Ok(ticket)) => ticket,
+            Ok(Err(declined)) => {
+                drop(state);
+                self.wake_senders(1);
+                return Ok(Err(declined));
+            }
             Err(error) => {
                 drop(state);
                 self.wake_senders(1);
@@ -1128,7 +1166,7 @@ impl WorkQueue {
         if let Some(dedup) = &mut state.dedup {
             dedup.remember(envelope.id, pushed, now_ms);
         }
-        Ok(Written::New(ticket))
+        Ok(Ok(Written::New(ticket)))
     }
 
     /// What a duplicate of the send at `offset` has left to do: nothing if that send is
@@ -1358,10 +1396,16 @@ impl WorkQueue {
                     // until its dead letter is durable. A compaction meanwhile (which reads
                     // the state under this lock) records it as unsettled, so a crash before
                     // the fsync brings it back to be dead-lettered again.
-                    match durable.write_dead_letter(offset, deliveries, &payload) {
-                        Ok(end) => {
+                    match Self::write_dead_letter(durable, leased, offset, deliveries, &payload) {
+                        Ok(Some(end)) => {
                             leased.dead.push((offset, took_over));
                             leased.dead_end = Some(end);
+                        }
+                        Ok(None) => {
+                            // Its segment rolls first: the batch ends, and the message waits
+                            // for the lease after the roll.
+                            state.leases.dead_letter_failed(offset, took_over);
+                            break;
                         }
                         Err(error) => {
                             // Not settled: a later receive dead-letters it. The batch ends
@@ -1381,6 +1425,33 @@ impl WorkQueue {
         // Each dead letter settled freed room for one sender.
         self.wake_senders(freed);
         Ok(())
+    }
+
+    /// Writes a dead letter to its log, not yet durable; returns the log's end after it, or
+    /// `None` when an async receive must first roll the log's segment (noted in `leased`).
+    fn write_dead_letter(
+        durable: &Durable,
+        leased: &mut Leased<'_>,
+        offset: u64,
+        deliveries: u32,
+        payload: &[u8],
+    ) -> Result<Option<u64>, Error> {
+        #[cfg(feature = "tokio")]
+        if leased.rolls_on_pool {
+            let written = durable.write_dead_letter_unless_rolling(offset, deliveries, payload)?;
+            return Ok(written.map_or_else(
+                |roll| {
+                    leased.dead_roll = Some(roll);
+                    None
+                },
+                Some,
+            ));
+        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = leased;
+        durable
+            .write_dead_letter(offset, deliveries, payload)
+            .map(Some)
     }
 
     /// Settles the dead letters a durable receive wrote once `synced` (their fsync's outcome)

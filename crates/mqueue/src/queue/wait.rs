@@ -11,6 +11,7 @@ use infra_common::sync::Arc;
 
 use super::durable::Durable;
 use super::{Delivery, Leased, Message, Sent, UnreleasedSend, WorkQueue, Written, journal};
+use crate::blocking::on_blocking_pool;
 use crate::error::Error;
 
 /// The wake-ups of async waiters.
@@ -97,9 +98,10 @@ impl WorkQueue {
     /// A durable queue writes the message on the calling task; under
     /// `FsyncPolicy::Always` the fsync runs on tokio's blocking pool, shared with every
     /// send (blocking or async) written before it began. A send journals nothing, so it
-    /// never compacts the journal; a write that fills the message log's segment still rolls
-    /// it on the calling task (fsyncing the finished segment, the new one's header and the
-    /// directory), once per `segment_bytes` of messages. A future dropped after the write
+    /// never compacts the journal. A message that would fill the message log's segment is
+    /// written only once the segment rolled on the blocking pool (the finished segment
+    /// fsynced, the new one created and its header fsynced, the directory fsynced), once per
+    /// `segment_bytes` of messages. A future dropped after the write
     /// leaves the message written but not acknowledged: the next receive makes it durable
     /// (running an fsync if none covered it yet) and available.
     pub async fn send_async(&self, message: impl Into<Message>) -> Result<Sent, Error> {
@@ -110,14 +112,25 @@ impl WorkQueue {
             tokio::pin!(room);
             // Registered before the check, so a wake-up between the two is not lost.
             room.as_mut().enable();
-            match self.start_send(message.clone(), false) {
+            let started = self.start_send_with(message.clone(), false, |durable, envelope| {
+                let written = durable.write_message_unless_rolling(envelope)?;
+                Ok(written.map_err(|roll| (durable, roll)))
+            });
+            match started {
                 Err(Error::Full { .. }) => {
                     room.await;
                     registered.waited(true);
                 }
-                other => {
+                // The message would fill the log's segment: it is rolled on the blocking pool,
+                // then the send starts over (its room was given back meanwhile).
+                Ok(Err((durable, roll))) => durable.roll_messages_async(roll).await?,
+                Ok(Ok(written)) => {
                     registered.found();
-                    break other?;
+                    break written;
+                }
+                Err(error) => {
+                    registered.found();
+                    return Err(error);
                 }
             }
         };
@@ -149,14 +162,15 @@ impl WorkQueue {
     ///   record's, a dead letter's, and that of a dropped `send_async`'s message), all of a
     ///   compaction's file work (the new journal generation written and fsynced, the
     ///   `JOURNAL` pointer written, fsynced and renamed, the directory fsynced, the old
-    ///   generation and the settled message segments removed), and the directory fsync that
-    ///   a compaction which failed it after its rename left to the next journal record. The
-    ///   receive returns once the compaction it started has ended;
-    /// - still on the calling task: a segment roll, when the journal record or a dead letter
-    ///   fills its log's segment (the finished segment, the new one's header and the directory
-    ///   are fsynced by the write, once per `segment_bytes` of the log); and the wait for the
-    ///   journal's lock while a compaction on the pool copies over the records written since
-    ///   its checkpoint and renames the pointer.
+    ///   generation and the settled message segments removed), the directory fsync that
+    ///   a compaction which failed it after its rename left to the next journal record, and
+    ///   a segment roll when the journal records or a dead letter would fill their log's
+    ///   segment (the finished segment fsynced, the new one created and its header fsynced,
+    ///   the directory fsynced, before the write that needs it). The receive returns once the
+    ///   compaction it started has ended;
+    /// - still on the calling task: the wait for a log's lock while a roll on the pool holds
+    ///   it, and for the journal's lock while a compaction on the pool copies over the
+    ///   records written since its checkpoint and renames the pointer.
     ///
     /// A future dropped while it waits for an fsync or a compaction hands nothing out and
     /// holds nothing: the message it leased is available again at once, as the same attempt
@@ -221,8 +235,19 @@ impl WorkQueue {
         mut deliver: impl FnMut(Delivery),
     ) -> Result<(), Error> {
         let mut leased = Leased::new(self);
-        while let Err(abandoned_end) = self.lease(max, &mut deliver, &mut leased) {
-            self.release_abandoned_async(abandoned_end).await;
+        leased.rolls_on_pool = true;
+        loop {
+            while let Err(abandoned_end) = self.lease(max, &mut deliver, &mut leased) {
+                self.release_abandoned_async(abandoned_end).await;
+            }
+            // A dead letter would have rolled its log's segment: rolled on the pool, the
+            // batch goes on with it.
+            let Some(roll) = leased.dead_roll.take() else {
+                break;
+            };
+            if let Some(durable) = &self.durable {
+                durable.roll_dead_letters_async(roll).await?;
+            }
         }
         if let Some(durable) = &self.durable {
             let synced = match leased.dead_end {
@@ -251,7 +276,7 @@ impl WorkQueue {
                 synced?;
             }
         }
-        if let Some(written) = durable.write_journal(entries)?
+        if let Some(written) = Durable::write_journal_async(durable, entries).await?
             && written.wait_async().await?
         {
             self.compact_async(durable).await;
@@ -303,21 +328,5 @@ impl WorkQueue {
             };
             registered.waited(woken);
         }
-    }
-}
-
-/// Runs `work` on tokio's blocking pool and waits for it (outside a runtime, runs it on this
-/// thread). It runs to its end even if the future is dropped; a panic in it is resumed here,
-/// as if it had run on this thread. `None` if the runtime shut down before it started.
-async fn on_blocking_pool<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return Some(work());
-    };
-    match runtime.spawn_blocking(work).await {
-        Ok(done) => Some(done),
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(_) => None,
     }
 }

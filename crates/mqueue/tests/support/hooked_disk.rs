@@ -33,6 +33,11 @@ pub(crate) trait DiskHook: fmt::Debug + Send + Sync + 'static {
     fn rename(&self, _to: &Path) -> io::Result<()> {
         Ok(())
     }
+
+    /// Before `path` is opened with `create` set (created if missing).
+    fn create(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The simulated disk, calling `hook` before the operations it watches.
@@ -95,6 +100,9 @@ impl<H: DiskHook> Storage for HookedDisk<H> {
         self.disk.list(dir)
     }
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        if create {
+            self.hook.create(path)?;
+        }
         let file = self.disk.open(path, create)?;
         if !self.hook.watches(path) {
             return Ok(file);

@@ -1,5 +1,5 @@
-//! A simulated disk that notes which thread ran each file sync, directory sync and rename, for
-//! tests that check an async call leaves that work to tokio's blocking pool.
+//! A simulated disk that notes which thread ran each file sync, directory sync, rename and file
+//! creation, for tests that check an async call leaves that work to tokio's blocking pool.
 #![allow(
     dead_code,
     reason = "each test file that includes this uses a part of it"
@@ -20,6 +20,8 @@ pub(crate) enum Op {
     FileSync,
     DirSync,
     Rename,
+    /// A file opened to be created if missing (a new segment, say).
+    Create,
 }
 
 /// One recorded operation: what, on which path, on which thread.
@@ -84,9 +86,14 @@ impl DiskHook for Recorder {
         self.note(Op::Rename, to);
         Ok(())
     }
+
+    fn create(&self, path: &Path) -> io::Result<()> {
+        self.note(Op::Create, path);
+        Ok(())
+    }
 }
 
-/// The simulated disk, recording its syncs and renames.
+/// The simulated disk, recording its syncs, renames and creations.
 pub(crate) type ThreadRecordingDisk = HookedDisk<Recorder>;
 
 impl HookedDisk<Recorder> {

@@ -1,0 +1,112 @@
+//! Segment rolls and retention: the work a log does on its directory's files.
+//!
+//! [`Files`] owns what that work needs (the directory, a shared handle on the file layer, the
+//! retention rule and the metrics), so that it runs wherever it is handed: on the appending
+//! thread for a blocking append, on tokio's blocking pool for an async one (see
+//! `async_append.rs`), with the log's state lock taken by whoever runs it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use infra_common::sync::Arc;
+
+use super::segment::Segment;
+use super::storage::Storage;
+use super::{Inner, Retention};
+use crate::Error;
+
+/// A log's directory, and how it rolls segments and deletes old ones.
+#[derive(Debug, Clone)]
+pub(super) struct Files {
+    pub(super) dir: PathBuf,
+    pub(super) storage: Arc<Box<dyn Storage>>,
+    pub(super) retention: Retention,
+    #[cfg(feature = "metrics")]
+    pub(super) metrics: super::metrics::LogMetrics,
+}
+
+impl Files {
+    /// Syncs the active segment (and with it everything written before the call), starts a
+    /// new one at the next offset (created, its header synced, then the directory synced),
+    /// then applies retention at the wall-clock time `now_millis`.
+    ///
+    /// The order is what a power loss needs: the new segment's name must not reach the disk
+    /// before the finished segment's last records, or a reopen would find the new segment's
+    /// base past the records the old one kept, and refuse the log as corrupt.
+    pub(super) fn roll(&self, inner: &mut Inner, now_millis: u64) -> Result<(), Error> {
+        let active = &inner.active;
+        if let Err(error) = active.file.sync() {
+            let error = Error::io("fsync", &active.path, error);
+            inner.failed = true;
+            return Err(error);
+        }
+        self.count_fsync();
+        let segment = Segment::create(&**self.storage, &self.dir, inner.next, now_millis)
+            .inspect_err(|_| {
+                // The new segment's file may exist already, named for the next offset: a
+                // record that then fitted in the old segment would take that offset too, and
+                // no reopen could chain the segments again. So the log stops, as after a
+                // failed fsync; a reopen finds the new file as the newest segment, where the
+                // old one ends.
+                inner.failed = true;
+            })?;
+        inner.bytes += segment.len;
+        inner.allocated += segment.allocated;
+        let sealed = std::mem::replace(&mut inner.active, segment);
+        inner.sealed.insert(sealed.base, sealed);
+        self.retain(inner, now_millis)
+    }
+
+    /// Deletes the oldest segments the retention rule no longer keeps at `now_millis`.
+    pub(super) fn retain(&self, inner: &mut Inner, now_millis: u64) -> Result<(), Error> {
+        let Retention { max_bytes, max_age } = self.retention;
+        let mut removed = false;
+        while !inner.sealed.is_empty() {
+            // The segment after the oldest was started once the oldest's last record was in.
+            let next_started = inner.sealed.values().nth(1).unwrap_or(&inner.active);
+            let over_size = max_bytes.is_some_and(|max| inner.allocated > max);
+            let too_old = max_age.is_some_and(|age: Duration| {
+                let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+                now_millis.saturating_sub(next_started.created_millis) >= age
+            });
+            if !over_size && !too_old {
+                break;
+            }
+            self.remove_oldest(inner)?;
+            removed = true;
+        }
+        if removed {
+            self.removed(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segment, which the caller has checked exists.
+    pub(super) fn remove_oldest(&self, inner: &mut Inner) -> Result<(), Error> {
+        let Some((_, oldest)) = inner.sealed.first_key_value() else {
+            return Ok(());
+        };
+        self.storage
+            .remove(&oldest.path)
+            .map_err(|e| Error::io("remove", &oldest.path, e))?;
+        inner.bytes -= oldest.len;
+        inner.allocated -= oldest.allocated;
+        inner.sealed.pop_first();
+        Ok(())
+    }
+
+    /// After segments were deleted: the depth gauge, and the deletions made durable.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(super) fn removed(&self, inner: &Inner) -> Result<(), Error> {
+        #[cfg(feature = "metrics")]
+        self.metrics.depth(inner.next - inner.first());
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync directory", &self.dir, e))
+    }
+
+    pub(super) fn count_fsync(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.fsynced();
+    }
+}
