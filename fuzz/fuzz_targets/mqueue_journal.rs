@@ -3,10 +3,11 @@
 //! panics; it fails with `CorruptJournal` exactly when a record is malformed by the format (a
 //! tag byte, then fixed-width little-endian fields: 1 received `offset, attempt`; 2 acked, 3
 //! terminated, 4 dead-lettered `offset`; 5 nacked `offset, attempt, not_before_ms`; 6
-//! checkpoint `watermark`; 7 settled range `from, end` with `from < end`), and otherwise counts
-//! unsettled exactly the messages that no record settles, by a fold of the records written
-//! here from the format, not from the crate's code. A receive (whose journal record may start
-//! a compaction, writing a checkpoint of that state) and a reopen keep the count.
+//! checkpoint `watermark`; 7 settled range `from, end` with `from < end`; 8 withdrawn `offset,
+//! attempt`), and otherwise counts unsettled exactly the messages that no record settles, by a
+//! fold of the records written here from the format, not from the crate's code. A receive
+//! (whose journal record may start a compaction, writing a checkpoint of that state) and a
+//! reopen keep the count.
 #![no_main]
 
 use std::path::Path;
@@ -32,7 +33,7 @@ fn settled_by(records: &[&[u8]]) -> Option<Vec<bool>> {
         let (&tag, fields) = record.split_first()?;
         let word = |at: usize| u64::from_le_bytes(fields[at..at + 8].try_into().unwrap());
         let length = match tag {
-            1 => 12,
+            1 | 8 => 12,
             2..=4 | 6 => 8,
             5 => 20,
             7 => 16,

@@ -374,6 +374,127 @@ async fn a_receive_dropped_during_its_fsync_gives_its_message_back_at_once() {
     assert_eq!(queue.stats().unsettled, 0);
 }
 
+/// A receive future dropped after its journal record was written is not counted after a
+/// restart either: the reopened queue delivers the message as the attempt it would have had
+/// had the dropped receive never happened, and (with `max_deliveries(1)`) does not move it to
+/// the dead-letter topic for a delivery no one got.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_after_its_journal_record_is_not_counted_after_a_restart() {
+    let options = || QueueOptions::default().max_deliveries(1);
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    queue.send("job").unwrap();
+    gate.reset();
+    drop_a_receive_at_its_held_fsync(&queue, &gate, "its journal fsync").await;
+    gate.set_closed(false);
+    drop(queue);
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options(), ManualClock::new(), disk).unwrap();
+    let again = queue.try_receive().unwrap();
+    assert_eq!(
+        again.map(|delivery| (delivery.offset(), delivery.attempt())),
+        Some((0, 1)),
+        "delivered as its first attempt, not dead-lettered"
+    );
+    assert_eq!(queue.stats().dead_lettered, 0);
+}
+
+/// The same when the journal's segment is full, so that the record withdrawing the delivery
+/// cannot be written where the receive is dropped (a roll must come first, and the dropping
+/// thread may be a runtime's): the queue's drop writes it, or else (`then_ack`) the next
+/// journal record's write does, ahead of its own record and made durable with it, so that it
+/// survives even a power cut (which takes what the drop wrote unsynced).
+#[tokio::test(flavor = "current_thread")]
+async fn a_withdrawal_that_must_wait_for_a_roll_is_written_later() {
+    for then_ack in [false, true] {
+        let options = || {
+            QueueOptions::default()
+                .max_deliveries(1)
+                .log_options(LogOptions {
+                    // Two receives' journal records per segment (40 bytes of header, 25
+                    // bytes a record), and no third.
+                    segment_bytes: 90,
+                    ..LogOptions::default()
+                })
+        };
+        let disk = SimulatedStorage::new();
+        let (queue, gate) = open_gated(&disk, options());
+        queue.send("first").unwrap();
+        queue.send("job").unwrap();
+        let first = queue.try_receive().unwrap().unwrap();
+        gate.reset();
+        drop_a_receive_at_its_held_fsync(&queue, &gate, "its journal fsync").await;
+        gate.set_closed(false);
+        if then_ack {
+            queue.ack(&first).unwrap();
+        }
+        drop(queue);
+        if then_ack {
+            disk.power_cut();
+        }
+        let queue = WorkQueue::open_with(
+            Path::new("/queue"),
+            options(),
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap();
+        let next = if then_ack {
+            queue.try_receive().unwrap()
+        } else {
+            // The first message's lease runs out: it is dead-lettered, then the job comes.
+            queue
+                .try_receive()
+                .unwrap()
+                .filter(|delivery| delivery.offset() == 1)
+        };
+        assert_eq!(
+            next.map(|delivery| (delivery.offset(), delivery.attempt())),
+            Some((1, 1)),
+            "then_ack: {then_ack}"
+        );
+    }
+}
+
+/// The same across a journal compaction made between the dropped receive and the restart (by
+/// the 16th journal record, an ack of another message): the compaction folds the withdrawn
+/// delivery away with the one it withdraws, and a later delivery of the message counts as
+/// before.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_receives_delivery_stays_uncounted_across_a_compaction() {
+    let options = || QueueOptions::default().max_deliveries(2).compact_after(16);
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    for job in 0..8u8 {
+        queue.send(vec![job]).unwrap();
+    }
+    let held: Vec<Delivery> = (0..7)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    gate.reset();
+    drop_a_receive_at_its_held_fsync(&queue, &gate, "its journal fsync").await;
+    gate.set_closed(false);
+    for delivery in &held {
+        queue.ack(delivery).unwrap();
+    }
+    let last = queue.try_receive().unwrap().expect("given back at once");
+    assert_eq!((last.offset(), last.attempt()), (7, 1));
+    drop(queue);
+    let names = disk.list(Path::new("/queue")).unwrap();
+    assert!(
+        names.contains(&"journal-1".to_owned()),
+        "compacted: {names:?}"
+    );
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options(), ManualClock::new(), disk).unwrap();
+    let again = queue.try_receive().unwrap();
+    assert_eq!(
+        again.map(|delivery| (delivery.offset(), delivery.attempt())),
+        Some((7, 2)),
+        "the delivery that reached its caller counts, the dropped one does not"
+    );
+}
+
 /// A receive future dropped while its dead letter's fsync is held settles nothing: the message
 /// stays unsettled, and a later receive dead-letters it (writing it to the topic again) and
 /// goes on to the next message.

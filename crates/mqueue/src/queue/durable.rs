@@ -95,6 +95,11 @@ pub(super) struct Durable {
     /// How many of the latest messages the dedup window reads back on open, so compaction
     /// keeps their segments.
     dedup_ids: Option<u64>,
+    /// `Withdrawn` records a dropped receive could not write at once (the journal's segment
+    /// had to roll first): the next journal write writes them ahead of its own records, and
+    /// a compaction whose checkpoint (which holds their effect) replaces the generation drops
+    /// them. Taken and put back only under the journal's lock.
+    withdrawals: Mutex<Vec<Entry>>,
     /// Serializes the writes of sends so the message log's offsets match the lease table's
     /// (held for the write only: the fsync that makes a send durable is shared).
     append: Mutex<()>,
@@ -164,6 +169,11 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64, Error> {
         // A compaction moves to the next generation: the last number has none.
         .filter(|&generation| generation < u64::MAX)
         .ok_or_else(bad)
+}
+
+/// The records of `entries`.
+fn encode<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Vec<u8>> {
+    entries.into_iter().map(|entry| entry.encode()).collect()
 }
 
 /// Removes `dir` and the files in it (a log directory holds no subdirectories).
@@ -326,6 +336,7 @@ impl Durable {
             dead,
             clock: Arc::clone(clock),
             dedup_ids: options.dedup.map(|window| window.max_ids() as u64),
+            withdrawals: Mutex::new(Vec::new()),
             append: Mutex::new(()),
             log_options,
             _lock: lock,
@@ -415,7 +426,8 @@ impl Durable {
         }
         let journal = self.journal.read();
         self.sync_pointer()?;
-        let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
+        let withdrawals = std::mem::take(&mut *self.withdrawals.lock());
+        let encoded = encode(withdrawals.iter().chain(entries));
         let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         let (written, sync_due) = journal.log.write(&records)?;
         Ok(Some(self.journal_written(
@@ -424,6 +436,40 @@ impl Durable {
             written.end,
             sync_due,
         )))
+    }
+
+    /// Takes back deliveries whose receive never reached its caller, after their `Received`
+    /// records were written: `undeliver` gives them back in the lease table and returns the
+    /// `Withdrawn` records of those it took back, which are written now (into the page cache:
+    /// a crash before an fsync covers them counts those deliveries after the restart, as
+    /// before). Both under the journal's read lock, so that a compaction's checkpoint sees
+    /// the table before the withdrawals and their records after it, or neither. Records
+    /// that would roll the journal's segment are left to the next journal write (an async
+    /// one rolls it on tokio's blocking pool), or to the queue's drop: the future being
+    /// dropped here may be on a runtime's thread. A failed write leaves them out: the
+    /// journal has failed, and the queue's journaling with it.
+    #[cfg(feature = "tokio")]
+    pub(super) fn withdraw(durable: &Arc<Self>, undeliver: impl FnOnce() -> Vec<Entry>) {
+        let journal = durable.journal.read();
+        let withdrawn = undeliver();
+        if withdrawn.is_empty() {
+            return;
+        }
+        let encoded = encode(&withdrawn);
+        let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let Ok(part) = journal.log.write_unless_rolling(&records) else {
+            return;
+        };
+        let count = usize::try_from(part.written.end - part.written.start).unwrap_or(records.len());
+        durable
+            .journal_records
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if part.roll.is_some() {
+            durable
+                .withdrawals
+                .lock()
+                .extend_from_slice(&withdrawn[count..]);
+        }
     }
 
     /// [`Self::write_journal`] for async callers: a roll of the journal's segment that the
@@ -436,18 +482,21 @@ impl Durable {
         if entries.is_empty() {
             return Ok(None);
         }
-        let encoded: Vec<Vec<u8>> = entries.iter().map(|entry| entry.encode()).collect();
-        let all: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let mut records = &all[..];
+        let mut entries = entries;
         let mut sync_due = false;
         loop {
             // A batch split by a roll waits for the fsync of its last part's generation only:
             // if a compaction replaced the generation of an earlier part, its checkpoint or
             // the records it copied over (and synced) hold that part.
+            // Withdrawals left to this write go first; those a roll kept out are put back,
+            // under the same lock, for the next part or the next write (or a checkpoint).
             let (log, roll) = {
                 let journal = durable.journal.read();
                 durable.sync_pointer()?;
-                let part = journal.log.write_unless_rolling(records)?;
+                let withdrawals = std::mem::take(&mut *durable.withdrawals.lock());
+                let encoded = encode(withdrawals.iter().chain(entries));
+                let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+                let part = journal.log.write_unless_rolling(&records)?;
                 let count =
                     usize::try_from(part.written.end - part.written.start).unwrap_or(records.len());
                 sync_due |= part.sync_due;
@@ -455,7 +504,10 @@ impl Durable {
                 let Some(roll) = part.roll else {
                     return Ok(Some(written));
                 };
-                records = &records[count..];
+                match withdrawals.get(count..) {
+                    Some(unwritten) => durable.withdrawals.lock().extend_from_slice(unwritten),
+                    None => entries = &entries[count - withdrawals.len()..],
+                }
                 (Arc::clone(&journal.log), roll)
             };
             let job = JournalRoll {
@@ -541,6 +593,9 @@ impl Durable {
             return None;
         }
         journal.compacting = true;
+        // The checkpoint holds their effect (the lease table took the deliveries back), so
+        // they are not written unless the compaction does not replace the generation.
+        let withdrawals = std::mem::take(&mut *durable.withdrawals.lock());
         Some(Compaction {
             durable: Arc::clone(durable),
             // Taken under the write lock: every record appended before it is reflected in it
@@ -549,6 +604,7 @@ impl Durable {
             carry_from: journal.log.next_offset(),
             generation: journal.generation + 1,
             records,
+            withdrawals,
         })
     }
 
@@ -657,6 +713,23 @@ impl Durable {
     }
 }
 
+impl Drop for Durable {
+    /// Writes the withdrawals no journal write took (best effort: a failure has no caller to
+    /// tell, and costs only a delivery counted after the restart).
+    fn drop(&mut self) {
+        let withdrawals = std::mem::take(&mut *self.withdrawals.lock());
+        if withdrawals.is_empty() {
+            return;
+        }
+        let encoded = encode(&withdrawals);
+        let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let journal = self.journal.read();
+        if self.sync_pointer().is_ok() {
+            let _ = journal.log.write(&records);
+        }
+    }
+}
+
 /// A compaction whose checkpoint is taken ([`Durable::begin_compaction`]), with its files
 /// still to write. Owns what it needs, so it can run on tokio's blocking pool and finish
 /// there even if the future that began it is dropped. Until it is dropped no other compaction
@@ -672,6 +745,8 @@ pub(super) struct Compaction {
     generation: u64,
     /// The journal's record count when it began.
     records: u64,
+    /// The withdrawals left to a journal write when it began, which its checkpoint holds.
+    withdrawals: Vec<Entry>,
 }
 
 impl Compaction {
@@ -765,8 +840,17 @@ impl Compaction {
 }
 
 impl Drop for Compaction {
+    /// Lets the next compaction begin; if this one failed or never ran before replacing the
+    /// generation, gives its withdrawals back to the next journal write.
     fn drop(&mut self) {
-        self.durable.journal.write().compacting = false;
+        let mut journal = self.durable.journal.write();
+        journal.compacting = false;
+        if journal.generation != self.generation {
+            self.durable
+                .withdrawals
+                .lock()
+                .append(&mut self.withdrawals);
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 //! that does not depend on their order in the journal (two consumers' records of different
 //! messages interleave freely, and a nack's record may land after the next receive's):
 //!
-//! - deliveries = the highest attempt any `Received` record names;
+//! - deliveries = the highest attempt any `Received` or `Withdrawn` record names, less one
+//!   unless more `Received` records name it than `Withdrawn` ones (a `Withdrawn` record takes
+//!   back a delivery whose receive never reached its caller, and that attempt is delivered
+//!   again by the next receive), or the highest attempt a `Nacked` record names if higher;
 //! - settled = any `Acked`, `Terminated` or `DeadLettered` record, an offset below a
 //!   `Checkpoint` watermark, or one inside a `SettledRange`;
 //! - waiting until = the `Nacked` record of the latest attempt, if any.
@@ -24,6 +27,7 @@ const DEAD_LETTERED: u8 = 4;
 const NACKED: u8 = 5;
 const CHECKPOINT: u8 = 6;
 const SETTLED_RANGE: u8 = 7;
+const WITHDRAWN: u8 = 8;
 
 /// One journal record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +53,10 @@ pub(crate) enum Entry {
     /// stretch of settled messages above its watermark in one record, not one per message,
     /// so its size follows the unsettled messages, not the history behind an old one.
     SettledRange { from: u64, end: u64 },
+    /// The delivery `attempt` of `offset`, journaled by a `Received` record, never reached its
+    /// caller (an async receive dropped while it waited for the record's fsync): it does not
+    /// count, and the next receive delivers the same attempt again.
+    Withdrawn { offset: u64, attempt: u32 },
 }
 
 impl Entry {
@@ -58,6 +66,11 @@ impl Entry {
         match self {
             Self::Received { offset, attempt } => {
                 out.push(RECEIVED);
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&attempt.to_le_bytes());
+            }
+            Self::Withdrawn { offset, attempt } => {
+                out.push(WITHDRAWN);
                 out.extend_from_slice(&offset.to_le_bytes());
                 out.extend_from_slice(&attempt.to_le_bytes());
             }
@@ -101,7 +114,7 @@ impl Entry {
         let bad = |reason| Error::CorruptJournal { reason };
         let (&tag, rest) = bytes.split_first().ok_or(bad("empty record"))?;
         let expected = match tag {
-            RECEIVED => 12,
+            RECEIVED | WITHDRAWN => 12,
             ACKED | TERMINATED | DEAD_LETTERED | CHECKPOINT => 8,
             NACKED => 20,
             SETTLED_RANGE => 16,
@@ -123,6 +136,10 @@ impl Entry {
         let offset = u64_at(0);
         Ok(match tag {
             RECEIVED => Self::Received {
+                offset,
+                attempt: u32_at(8),
+            },
+            WITHDRAWN => Self::Withdrawn {
                 offset,
                 attempt: u32_at(8),
             },
@@ -149,7 +166,7 @@ impl Entry {
 /// What replay learned about one message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Recovered {
-    /// Its delivery count.
+    /// Its delivery count (while replay folds records in: the highest attempt nacked).
     pub(crate) deliveries: u32,
     /// Whether it was settled, and how.
     pub(crate) settled: Option<super::lease::Outcome>,
@@ -168,6 +185,30 @@ pub(crate) struct Replay {
     /// range folded in merges with its neighbours), kept apart from `messages` so that replay
     /// holds one entry per stretch rather than one per settled message.
     settled_ranges: BTreeMap<u64, u64>,
+    /// Per offset, the highest attempt a `Received` or `Withdrawn` record names.
+    top_attempts: BTreeMap<u64, TopAttempt>,
+}
+
+/// The highest attempt the `Received` and `Withdrawn` records of one message name, and how
+/// many more `Received` records than `Withdrawn` ones name it: counted, not just seen, so that
+/// an attempt withdrawn and then delivered again counts whatever order the records come in.
+/// (A receive of an attempt proves the attempt before it was delivered, so only the highest
+/// needs counting.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TopAttempt {
+    attempt: u32,
+    balance: i64,
+}
+
+impl TopAttempt {
+    /// The deliveries it proves: the attempt if a receive of it stands, else the one before.
+    fn deliveries(self) -> u32 {
+        if self.balance > 0 {
+            self.attempt
+        } else {
+            self.attempt.saturating_sub(1)
+        }
+    }
 }
 
 impl Replay {
@@ -183,10 +224,8 @@ impl Replay {
                 .get_or_insert(outcome);
         };
         match entry {
-            Entry::Received { offset, attempt } => {
-                let message = self.messages.entry(offset).or_default();
-                message.deliveries = message.deliveries.max(attempt);
-            }
+            Entry::Received { offset, attempt } => self.count_attempt(offset, attempt, 1),
+            Entry::Withdrawn { offset, attempt } => self.count_attempt(offset, attempt, -1),
             Entry::Acked { offset } => settle(self, offset, Outcome::Acked),
             Entry::Terminated { offset } => settle(self, offset, Outcome::Terminated),
             Entry::DeadLettered { offset } => settle(self, offset, Outcome::DeadLettered),
@@ -205,6 +244,24 @@ impl Replay {
                 self.watermark = self.watermark.max(watermark);
             }
             Entry::SettledRange { from, end } => self.add_settled_range(from, end),
+        }
+    }
+
+    /// Counts a `Received` (`by` 1) or `Withdrawn` (`by` -1) record of `attempt`.
+    fn count_attempt(&mut self, offset: u64, attempt: u32, by: i64) {
+        // Listed in `messages` too, so that `forget_from` sees the record.
+        self.messages.entry(offset).or_default();
+        let top = self.top_attempts.entry(offset).or_insert(TopAttempt {
+            attempt,
+            balance: 0,
+        });
+        if attempt > top.attempt {
+            *top = TopAttempt {
+                attempt,
+                balance: by,
+            };
+        } else if attempt == top.attempt {
+            top.balance = top.balance.saturating_add(by);
         }
     }
 
@@ -240,6 +297,7 @@ impl Replay {
         }
         let watermark = self.watermark;
         self.messages.retain(|&offset, _| offset >= watermark);
+        self.top_attempts.retain(|&offset, _| offset >= watermark);
         self.settled_ranges = std::mem::take(&mut self.settled_ranges)
             .into_iter()
             .filter(|&(_, end)| end > watermark)
@@ -260,6 +318,7 @@ impl Replay {
             self.watermark > end || self.messages.range(end..).next().is_some() || range_past_end;
         self.watermark = self.watermark.min(end);
         self.messages.split_off(&end);
+        self.top_attempts.split_off(&end);
         self.settled_ranges.split_off(&end);
         if let Some(range_end) = self.settled_ranges.values_mut().next_back() {
             *range_end = (*range_end).min(end);
@@ -270,6 +329,9 @@ impl Replay {
     /// What replay knows about `offset` (nothing: never delivered, not settled).
     pub(crate) fn get(&self, offset: u64) -> Recovered {
         let mut message = self.messages.get(&offset).copied().unwrap_or_default();
+        if let Some(top) = self.top_attempts.get(&offset) {
+            message.deliveries = message.deliveries.max(top.deliveries());
+        }
         if message.settled.is_none() && self.in_settled_range(offset) {
             message.settled = Some(super::lease::Outcome::Acked);
         }
@@ -307,6 +369,10 @@ mod tests {
             Entry::SettledRange {
                 from: 43,
                 end: u64::MAX,
+            },
+            Entry::Withdrawn {
+                offset: 8,
+                attempt: 4,
             },
         ];
         for entry in entries {
@@ -454,6 +520,115 @@ mod tests {
         assert_eq!(settled(&replay, 0..10), [4, 5, 7]);
         assert_eq!(replay.get(6).deliveries, 2);
         assert_eq!(replay.get(3), Recovered::default());
+    }
+
+    /// Every order of `records`, for checks that a fold does not depend on it.
+    fn orders(records: &[Entry]) -> Vec<Vec<Entry>> {
+        if records.len() <= 1 {
+            return vec![records.to_vec()];
+        }
+        let mut all = Vec::new();
+        for (at, &first) in records.iter().enumerate() {
+            let mut rest = records.to_vec();
+            rest.remove(at);
+            for mut order in orders(&rest) {
+                order.insert(0, first);
+                all.push(order);
+            }
+        }
+        all
+    }
+
+    /// A withdrawn delivery does not count; one withdrawn and then made again does; a
+    /// checkpoint's `Received` record of the attempt withdrawn after it is taken back the same
+    /// way; in every order of the records.
+    #[test]
+    fn withdrawn_deliveries_do_not_count_in_any_order() {
+        let received = |attempt| Entry::Received { offset: 3, attempt };
+        let withdrawn = |attempt| Entry::Withdrawn { offset: 3, attempt };
+        let nacked = Entry::Nacked {
+            offset: 3,
+            attempt: 1,
+            not_before_ms: 5,
+        };
+        // The records, then the deliveries and the nack replay finds.
+        type Case<'a> = (&'a [Entry], u32, Option<(u32, u64)>);
+        let cases: [Case<'_>; 6] = [
+            (&[received(1), withdrawn(1)], 0, None),
+            (&[received(1), withdrawn(1), received(1)], 1, None),
+            (&[received(1), received(2), withdrawn(2)], 1, None),
+            (
+                &[received(1), nacked, received(2), withdrawn(2)],
+                1,
+                Some((1, 5)),
+            ),
+            (
+                &[received(1), withdrawn(1), received(1), withdrawn(1)],
+                0,
+                None,
+            ),
+            // A checkpoint said 2 (the lease table before the withdrawal); the receive's own
+            // record was in the generation it replaced.
+            (
+                &[
+                    Entry::Checkpoint { watermark: 2 },
+                    received(2),
+                    withdrawn(2),
+                ],
+                1,
+                None,
+            ),
+        ];
+        for (records, deliveries, nacked) in cases {
+            for order in orders(records) {
+                let replayed = replay(&order).get(3);
+                assert_eq!(
+                    (replayed.deliveries, replayed.nacked),
+                    (deliveries, nacked),
+                    "{order:?}"
+                );
+            }
+        }
+    }
+
+    /// A journal written before `Withdrawn` records existed (tags 1 to 7, framed here byte by
+    /// byte from that format), with a message received twice as the same attempt, replays as
+    /// it did: a delivery counts once per attempt, the highest attempt is the count.
+    #[test]
+    fn a_journal_of_the_format_before_withdrawals_replays_as_before() {
+        let received = |offset: u64, attempt: u32| {
+            [
+                &[RECEIVED][..],
+                &offset.to_le_bytes(),
+                &attempt.to_le_bytes(),
+            ]
+            .concat()
+        };
+        let records = [
+            [&[CHECKPOINT][..], &1u64.to_le_bytes()].concat(),
+            received(1, 1),
+            received(1, 1),
+            received(2, 1),
+            received(2, 2),
+            [
+                &[NACKED][..],
+                &2u64.to_le_bytes(),
+                &2u32.to_le_bytes(),
+                &9u64.to_le_bytes(),
+            ]
+            .concat(),
+            [&[ACKED][..], &3u64.to_le_bytes()].concat(),
+        ];
+        let entries: Vec<Entry> = records
+            .iter()
+            .map(|bytes| Entry::decode(bytes).unwrap())
+            .collect();
+        let replay = replay(&entries);
+        assert_eq!(replay.get(1).deliveries, 1);
+        let nacked = replay.get(2);
+        assert_eq!((nacked.deliveries, nacked.nacked), (2, Some((2, 9))));
+        assert!(replay.get(3).settled.is_some());
+        assert_eq!(replay.get(4), Recovered::default());
     }
 
     #[test]

@@ -526,13 +526,13 @@ impl Leases {
     /// delivery is not counted, so the next receive gets the same attempt number (no one
     /// holds a receipt for it). An expired lease it took over is its holder's again, who may
     /// still settle it as before. Does nothing if the lease ran out and the message was
-    /// received again since.
-    pub(crate) fn undeliver(&mut self, offset: u64, attempt: u32, took_over: Option<u64>) {
+    /// received again since. Returns whether it took the delivery back.
+    pub(crate) fn undeliver(&mut self, offset: u64, attempt: u32, took_over: Option<u64>) -> bool {
         let Some(slot) = self.slot_mut(offset) else {
-            return;
+            return false;
         };
         if !slot.state_is_leased_by(attempt) {
-            return;
+            return false;
         }
         slot.deliveries -= 1;
         match took_over {
@@ -550,6 +550,7 @@ impl Leases {
         }
         // Available either way: the lease given back had run out.
         self.retry.push(Reverse(offset));
+        true
     }
 
     /// Gives back a message handed out as [`Handout::DeadLetter`] with `took_over` whose

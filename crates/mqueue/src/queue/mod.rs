@@ -506,9 +506,10 @@ impl Drop for UnreleasedSend<'_> {
 /// `receive_async` future was dropped while it waited for an fsync), it gives every message
 /// back at once: its deliveries are taken back uncounted (the next receive gets the same
 /// attempt number: no one holds a receipt for it; an expired lease one took over is its
-/// holder's again; `stats()` and the metrics do not count them as delivered), its dead
-/// letters not yet settled to a later receive, which writes them again. No message stays
-/// held by a receive whose caller never got it.
+/// holder's again; `stats()` and the metrics do not count them as delivered; if their
+/// `Received` records were written, `Withdrawn` records follow, so that a restart does not
+/// count them either), its dead letters not yet settled to a later receive, which writes them
+/// again. No message stays held by a receive whose caller never got it.
 struct Leased<'q> {
     queue: &'q WorkQueue,
     /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for),
@@ -523,6 +524,10 @@ struct Leased<'q> {
     failed: Option<Error>,
     /// Deliveries handed to the caller's `deliver`.
     count: usize,
+    /// An async receive wrote the `Received` records of `received`: giving them back writes
+    /// `Withdrawn` records for them, so a restart does not count them either.
+    #[cfg(feature = "tokio")]
+    journaled: bool,
     /// Set by an async receive: a dead letter that would roll the dead-letter log's segment
     /// is not written; the roll is noted in `dead_roll`, for the receive to run on tokio's
     /// blocking pool, and the message left to its next lease.
@@ -543,6 +548,8 @@ impl<'q> Leased<'q> {
             dead_end: None,
             failed: None,
             count: 0,
+            #[cfg(feature = "tokio")]
+            journaled: false,
             #[cfg(feature = "tokio")]
             rolls_on_pool: false,
             #[cfg(feature = "tokio")]
@@ -582,23 +589,38 @@ impl Leased<'_> {
     #[cold]
     fn give_back(&mut self) {
         let queue = self.queue;
+        #[cfg(feature = "tokio")]
+        if self.journaled
+            && let Some(durable) = &queue.durable
         {
-            let mut state = queue.state.lock();
-            for &(receipt, took_over) in &self.received {
-                state
-                    .leases
-                    .undeliver(receipt.offset, receipt.attempt, took_over);
-                // Never handed out.
-                state.stats.delivered -= 1;
-                if receipt.attempt > 1 {
-                    state.stats.redelivered -= 1;
-                }
+            Durable::withdraw(durable, || self.take_back());
+            queue.wake_receivers(self.received.len() + self.dead.len());
+            return;
+        }
+        self.take_back();
+        queue.wake_receivers(self.received.len() + self.dead.len());
+    }
+
+    /// Gives back in the lease table what the batch leased; returns the `Withdrawn` journal
+    /// records of the deliveries it took back (not those whose lease ran out and went to
+    /// another receive since).
+    fn take_back(&self) -> Vec<journal::Entry> {
+        let mut withdrawn = Vec::new();
+        let mut state = self.queue.state.lock();
+        for &(Receipt { offset, attempt }, took_over) in &self.received {
+            if state.leases.undeliver(offset, attempt, took_over) {
+                withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
             }
-            for &(offset, took_over) in &self.dead {
-                state.leases.dead_letter_failed(offset, took_over);
+            // Never handed out.
+            state.stats.delivered -= 1;
+            if attempt > 1 {
+                state.stats.redelivered -= 1;
             }
         }
-        queue.wake_receivers(self.received.len() + self.dead.len());
+        for &(offset, took_over) in &self.dead {
+            state.leases.dead_letter_failed(offset, took_over);
+        }
+        withdrawn
     }
 }
 

@@ -175,7 +175,9 @@ impl WorkQueue {
     /// A future dropped while it waits for an fsync or a compaction hands nothing out and
     /// holds nothing: the message it leased is available again at once, as the same attempt
     /// (the delivery its caller never got does not count towards `max_deliveries`, nor as
-    /// delivered; an expired lease it took over is its holder's again), and a dead letter it
+    /// delivered, nor after a restart: a journal record withdrawing it is written as the
+    /// future is dropped; an expired lease it took over is its holder's again), and a dead
+    /// letter it
     /// wrote but did not settle is written again by a later receive. A compaction it started
     /// runs to its end on the pool.
     ///
@@ -255,7 +257,8 @@ impl WorkQueue {
                 None => None,
             };
             let entries = self.settle_dead_letters(&mut leased, synced);
-            self.journal_async(durable, &entries).await?;
+            self.journal_async(durable, &entries, &mut leased.journaled)
+                .await?;
         }
         leased.reached_caller()
     }
@@ -263,10 +266,13 @@ impl WorkQueue {
     /// [`WorkQueue::journal`] for async callers: the fsync runs on tokio's blocking pool, and
     /// so do the file work of the compaction it may make due and the directory sync a
     /// compaction's failed one left to it.
+    ///
+    /// `journaled` is set once the records are written (before their fsync).
     async fn journal_async(
         &self,
         durable: &Arc<Durable>,
         entries: &[journal::Entry],
+        journaled: &mut bool,
     ) -> Result<(), Error> {
         if durable.pointer_unsynced() {
             let durable = Arc::clone(durable);
@@ -276,7 +282,9 @@ impl WorkQueue {
                 synced?;
             }
         }
-        if let Some(written) = Durable::write_journal_async(durable, entries).await?
+        let written = Durable::write_journal_async(durable, entries).await?;
+        *journaled = written.is_some();
+        if let Some(written) = written
             && written.wait_async().await?
         {
             self.compact_async(durable).await;
