@@ -13,10 +13,11 @@
 //! - feature `metrics`: appends, fsyncs, bytes and depth per log (and the queue's figures, and
 //!   with `redis` the Redis queue's counters) through the `metrics` facade.
 //! - feature `tokio`: async appends ([`log::Log::append_async`],
-//!   [`log::AppendTicket::wait_async`], [`stream::Stream::publish_async`]), whose fsyncs run on
-//!   tokio's blocking pool, never on the task's worker; and the work queue's `send_async` and
-//!   `receive_async`, which wait on tokio's `Notify` instead of blocking a thread (a durable
-//!   queue's `send_async` waits for its fsync on the blocking pool too).
+//!   [`log::AppendTicket::wait_async`], [`stream::Stream::publish_async`]), whose fsyncs and
+//!   segment rolls run on tokio's blocking pool, never on the task's worker; and the work
+//!   queue's `send_async` and `receive_async`, which wait on tokio's `Notify` instead of
+//!   blocking a thread (a durable queue's `send_async` waits for its fsync on the blocking
+//!   pool too).
 //! - feature `redis`: [`redis::RedisQueue`], the same work-queue API over Redis Streams, one
 //!   queue shared by many processes.
 //!
