@@ -459,6 +459,81 @@ async fn a_withdrawal_that_must_wait_for_a_roll_is_written_later() {
     }
 }
 
+/// A compaction whose checkpoint is taken while an async receive has leased a message but not
+/// yet written its journal record (it waits for a dead letter's fsync first) does not count
+/// that delivery in the checkpoint as well as in the record: when the receive is then dropped
+/// at its journal fsync, the restart does not count the delivery, and with
+/// `max_deliveries(1)` delivers the message instead of dead-lettering it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_compaction_during_a_receive_does_not_count_its_withdrawn_delivery() {
+    let options = || QueueOptions::default().max_deliveries(1).compact_after(16);
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    for filler in 0..7u8 {
+        queue.send(vec![filler]).unwrap();
+    }
+    queue.send("poison").unwrap();
+    queue.send("job").unwrap();
+    let fillers: Vec<Delivery> = (0..7)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    for filler in &fillers[..6] {
+        queue.ack(filler).unwrap();
+    }
+    let poison = queue.try_receive().unwrap().unwrap();
+    // Its last delivery given back: the next receive dead-letters it. 15 journal records.
+    queue.nack(&poison, Duration::ZERO).unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    let mut receive = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(receive.as_mut()).await.is_pending(),
+        "the receive waits for the dead letter's fsync, the job leased"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    gate.set_closed(false);
+    // The 16th record: its write compacts the journal, while the job's delivery is leased and
+    // not journaled.
+    queue.ack(&fillers[6]).unwrap();
+    let names = disk.list(Path::new("/queue")).unwrap();
+    assert!(
+        names.contains(&"journal-1".to_owned()),
+        "compacted: {names:?}"
+    );
+    while queue.dead_letters(0, 10).unwrap().is_empty() {
+        // The dead letter's fsync, let through, ends on the pool.
+        thread::yield_now();
+    }
+    let arrived = gate.counts().0;
+    gate.set_closed(true);
+    assert!(
+        poll_once(receive.as_mut()).await.is_pending(),
+        "the receive waits for its journal record's fsync"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|now, _| now == arrived + 1))
+        .await
+        .unwrap();
+    drop(receive);
+    gate.set_closed(false);
+    drop(queue);
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options(), ManualClock::new(), disk).unwrap();
+    let again = queue.try_receive().unwrap();
+    assert_eq!(
+        again.map(|delivery| (
+            delivery.offset(),
+            delivery.attempt(),
+            delivery.into_payload()
+        )),
+        Some((8, 1, "job".into())),
+        "the job's dropped delivery is not counted"
+    );
+}
+
 /// The same across a journal compaction made between the dropped receive and the restart (by
 /// the 16th journal record, an ack of another message): the compaction folds the withdrawn
 /// delivery away with the one it withdraws, and a later delivery of the message counts as

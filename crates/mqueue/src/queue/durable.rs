@@ -473,11 +473,14 @@ impl Durable {
     }
 
     /// [`Self::write_journal`] for async callers: a roll of the journal's segment that the
-    /// records need runs on tokio's blocking pool before they are written.
+    /// records need runs on tokio's blocking pool before they are written. `written` is
+    /// called with each part of `entries` once it is written, under the journal's read lock
+    /// (so no compaction's checkpoint comes between the write and the call).
     #[cfg(feature = "tokio")]
     pub(super) async fn write_journal_async(
         durable: &Arc<Self>,
         entries: &[Entry],
+        mut written: impl FnMut(&[Entry]),
     ) -> Result<Option<JournalWrite>, Error> {
         if entries.is_empty() {
             return Ok(None);
@@ -500,14 +503,19 @@ impl Durable {
                 let count =
                     usize::try_from(part.written.end - part.written.start).unwrap_or(records.len());
                 sync_due |= part.sync_due;
-                let written = durable.journal_written(&journal, count, part.written.end, sync_due);
-                let Some(roll) = part.roll else {
-                    return Ok(Some(written));
-                };
-                match withdrawals.get(count..) {
-                    Some(unwritten) => durable.withdrawals.lock().extend_from_slice(unwritten),
-                    None => entries = &entries[count - withdrawals.len()..],
+                let write = durable.journal_written(&journal, count, part.written.end, sync_due);
+                let (entries_written, rest) =
+                    entries.split_at(count.saturating_sub(withdrawals.len()).min(entries.len()));
+                if !entries_written.is_empty() {
+                    written(entries_written);
                 }
+                let Some(roll) = part.roll else {
+                    return Ok(Some(write));
+                };
+                if let Some(unwritten) = withdrawals.get(count..) {
+                    durable.withdrawals.lock().extend_from_slice(unwritten);
+                }
+                entries = rest;
                 (Arc::clone(&journal.log), roll)
             };
             let job = JournalRoll {

@@ -443,6 +443,12 @@ struct State {
     /// An in-memory queue's dead letters (a durable one writes them to its dead-letter log).
     dead: std::collections::VecDeque<DeadLetter>,
     dead_next: u64,
+    /// The deliveries `(offset, attempt)` leased by async receives of a durable queue whose
+    /// `Received` records are not written yet. A compaction's checkpoint does not count them:
+    /// their records follow it, and a checkpoint that counted them too would leave two
+    /// records of one delivery for a `Withdrawn` record to take back only one of.
+    #[cfg(feature = "tokio")]
+    unjournaled: std::collections::BTreeSet<(u64, u32)>,
     stats: QueueStats,
 }
 
@@ -528,11 +534,12 @@ struct Leased<'q> {
     /// `Withdrawn` records for them, so a restart does not count them either.
     #[cfg(feature = "tokio")]
     journaled: bool,
-    /// Set by an async receive: a dead letter that would roll the dead-letter log's segment
-    /// is not written; the roll is noted in `dead_roll`, for the receive to run on tokio's
-    /// blocking pool, and the message left to its next lease.
+    /// Set by an async receive. A dead letter that would roll the dead-letter log's segment
+    /// is not written: the roll is noted in `dead_roll`, for the receive to run on tokio's
+    /// blocking pool, and the message left to its next lease. And its deliveries are listed
+    /// in `State::unjournaled` until their `Received` records are written.
     #[cfg(feature = "tokio")]
-    rolls_on_pool: bool,
+    is_async: bool,
     #[cfg(feature = "tokio")]
     dead_roll: Option<crate::log::RollFirst>,
 }
@@ -551,7 +558,7 @@ impl<'q> Leased<'q> {
             #[cfg(feature = "tokio")]
             journaled: false,
             #[cfg(feature = "tokio")]
-            rolls_on_pool: false,
+            is_async: false,
             #[cfg(feature = "tokio")]
             dead_roll: None,
         }
@@ -608,6 +615,8 @@ impl Leased<'_> {
         let mut withdrawn = Vec::new();
         let mut state = self.queue.state.lock();
         for &(Receipt { offset, attempt }, took_over) in &self.received {
+            #[cfg(feature = "tokio")]
+            state.unjournaled.remove(&(offset, attempt));
             if state.leases.undeliver(offset, attempt, took_over) {
                 withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
             }
@@ -793,6 +802,8 @@ impl WorkQueue {
                 abandoned_end: None,
                 dead: std::collections::VecDeque::new(),
                 dead_next: 0,
+                #[cfg(feature = "tokio")]
+                unjournaled: std::collections::BTreeSet::new(),
                 stats: QueueStats::default(),
             }),
             available: Condvar::new(),
@@ -1395,6 +1406,10 @@ impl WorkQueue {
                     let receipt = Receipt { offset, attempt };
                     if self.durable.is_some() {
                         leased.received.push((receipt, took_over));
+                        #[cfg(feature = "tokio")]
+                        if leased.is_async {
+                            state.unjournaled.insert((offset, attempt));
+                        }
                     }
                     deliver(Delivery { receipt, payload });
                     leased.count += 1;
@@ -1459,7 +1474,7 @@ impl WorkQueue {
         payload: &[u8],
     ) -> Result<Option<u64>, Error> {
         #[cfg(feature = "tokio")]
-        if leased.rolls_on_pool {
+        if leased.is_async {
             let written = durable.write_dead_letter_unless_rolling(offset, deliveries, payload)?;
             return Ok(written.map_or_else(
                 |roll| {
@@ -1839,6 +1854,15 @@ impl WorkQueue {
             if let Some(from) = settled_from.take() {
                 records.push(journal::Entry::SettledRange { from, end: offset });
             }
+            // Deliveries whose own records are still to come are theirs to count.
+            #[cfg(feature = "tokio")]
+            let deliveries = {
+                let mut journaled = deliveries;
+                while journaled > 0 && state.unjournaled.contains(&(offset, journaled)) {
+                    journaled -= 1;
+                }
+                journaled
+            };
             if deliveries > 0 {
                 records.push(journal::Entry::Received {
                     offset,

@@ -237,7 +237,7 @@ impl WorkQueue {
         mut deliver: impl FnMut(Delivery),
     ) -> Result<(), Error> {
         let mut leased = Leased::new(self);
-        leased.rolls_on_pool = true;
+        leased.is_async = true;
         loop {
             while let Err(abandoned_end) = self.lease(max, &mut deliver, &mut leased) {
                 self.release_abandoned_async(abandoned_end).await;
@@ -282,7 +282,15 @@ impl WorkQueue {
                 synced?;
             }
         }
-        let written = Durable::write_journal_async(durable, entries).await?;
+        let written = Durable::write_journal_async(durable, entries, |written| {
+            let mut state = self.state.lock();
+            for entry in written {
+                if let journal::Entry::Received { offset, attempt } = *entry {
+                    state.unjournaled.remove(&(offset, attempt));
+                }
+            }
+        })
+        .await?;
         *journaled = written.is_some();
         if let Some(written) = written
             && written.wait_async().await?
