@@ -921,9 +921,12 @@ impl<C: Clock> Index<C> {
     /// of membership moved partitions to other nodes, the node hands each driver whose
     /// position another node now owns to that node (see [`Partitioner`](crate::Partitioner)).
     ///
-    /// One part of the cell table at a time, under its read lock: not one snapshot, so a
-    /// driver that moves meanwhile may be listed twice or not at all. It reads every driver:
-    /// meant for rare maintenance, not for every request.
+    /// Not one snapshot: a driver inserted or removed meanwhile may be listed or not. But every
+    /// driver in the index throughout the pass is listed exactly once, also one crossing cells
+    /// meanwhile (a pass that skipped it would leave it on a node no query asks). The pass goes
+    /// through the driver table one part at a time, under its read lock, which a driver's
+    /// move between buckets waits for. It reads every driver: meant for rare maintenance, not
+    /// for every request.
     ///
     /// ```
     /// # use infra_geomatch::{Config, DriverId, DriverProfile, Index, Point};
@@ -938,9 +941,27 @@ impl<C: Clock> Index<C> {
     pub fn records(&self) -> Vec<DriverRecord> {
         let now = self.now();
         let mut records = Vec::new();
-        for shard in &*self.cells {
-            for bucket in shard.read().values() {
-                records.extend((0..bucket.details.len()).map(|slot| bucket.record(slot, now)));
+        let mut places: Vec<(usize, DriverId, Place)> = Vec::new();
+        // By the driver table, not the cell table: a driver stays in its part of the driver
+        // table whatever cell it is in, and cannot change cells while the part is read-locked.
+        // A walk of the cell table would skip a driver moving from a part not yet read to one
+        // already read, and list one moving the other way twice.
+        for shard in &*self.drivers {
+            let drivers = shard.read();
+            places.clear();
+            places.extend(
+                drivers
+                    .iter()
+                    .map(|(&id, &place)| (self.cell_shard_index(place.cell), id, place)),
+            );
+            // Grouped by part of the cell table, so each part's lock is taken once.
+            places.sort_unstable_by_key(|&(part, ..)| part);
+            let mut reader = CellReader::new(self);
+            for &(_, id, place) in &places {
+                let bucket = reader
+                    .bucket(place.cell)
+                    .expect("the driver table names a bucket that holds the driver");
+                records.push(bucket.record(bucket.slot_of(id, place.slot), now));
             }
         }
         records

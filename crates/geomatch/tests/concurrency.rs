@@ -92,3 +92,55 @@ fn concurrent_updates_and_matches_never_double_assign() {
         );
     }
 }
+
+/// A pass over the index's records while drivers keep crossing cells lists every driver
+/// exactly once: the pass a node makes after a change of membership, to hand each driver
+/// whose partition moved to its new owner, must neither skip a driver (it would stay on a
+/// node no query asks) nor list one twice.
+#[test]
+fn records_list_each_driver_once_while_drivers_cross_cells() {
+    const MOVERS: u64 = 200;
+    const PASSES: usize = 200;
+    let index = Arc::new(Index::new(Config::default()).unwrap());
+    // Each driver flips between two places about 20 km apart: cells whose parts of the cell
+    // table differ for most drivers.
+    let place = |id: u64, far: bool| {
+        let (row, column) = ((id / 20) as f64, (id % 20) as f64);
+        let lng = 13.0 + 0.01 * column + if far { 0.3 } else { 0.0 };
+        Point::new(52.3 + 0.01 * row, lng).unwrap()
+    };
+    for id in 0..MOVERS {
+        index
+            .insert(DriverId(id), place(id, false), DriverProfile::default())
+            .unwrap();
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let (index, done) = (Arc::clone(&index), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut far = false;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                far = !far;
+                for id in 0..MOVERS {
+                    index.update(DriverId(id), place(id, far)).unwrap();
+                }
+            }
+        })
+    };
+    let mut bad_passes = Vec::new();
+    for pass in 0..PASSES {
+        let mut ids: Vec<u64> = index.records().iter().map(|record| record.id.0).collect();
+        ids.sort_unstable();
+        if ids != (0..MOVERS).collect::<Vec<_>>() {
+            bad_passes.push((pass, ids.len()));
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    mover.join().unwrap();
+    assert!(
+        bad_passes.is_empty(),
+        "{} of {PASSES} passes did not list each driver once (pass, listed): {:?}",
+        bad_passes.len(),
+        &bad_passes[..bad_passes.len().min(5)]
+    );
+}
