@@ -517,10 +517,12 @@ impl CellGeometry {
         self.circumcircle
     }
 
-    /// A lower bound on the angle from `p` to any point of the cell.
+    /// A lower bound on the angle from `p` to any point of the cell. The angle to the center
+    /// is the arc tangent's: half the globe away, the arc sine of the chord would keep only
+    /// half its digits (tenths of a meter), and the bound could rise above a point of the cell.
     #[inline]
     pub(crate) fn min_angle_from(&self, p: &Unit) -> f64 {
-        angle(p, &self.circumcircle.center) - self.outer
+        exact_angle(p, &self.circumcircle.center) - self.outer
     }
 
     /// A lower bound on the chord from `p` to any point of the cell

@@ -652,3 +652,56 @@ fn too_many_partitions_is_its_own_error() {
         "{message}"
     );
 }
+
+/// The unit vector of a position.
+fn unit_of(ll: LatLng) -> [f64; 3] {
+    let (lat, lng) = (ll.lat_radians(), ll.lng_radians());
+    [lat.cos() * lng.cos(), lat.cos() * lng.sin(), lat.sin()]
+}
+
+/// The position of a (not necessarily unit) vector.
+fn point_of(v: [f64; 3]) -> Point {
+    let norm = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    let lat = (v[2] / norm).clamp(-1.0, 1.0).asin().to_degrees();
+    Point::new(lat, v[1].atan2(v[0]).to_degrees()).unwrap()
+}
+
+/// Half the globe away, a partition is still named when one of its points is exactly at the
+/// radius: a query from a few centimeters off the antipode of a coarse cell's center, through
+/// one of its vertices, with the radius the distance to that vertex. (The bound is then the
+/// difference of two angles near π and the circle's: an angle taken from the arc sine of the
+/// chord loses half its digits there, tenths of a meter, far more than the slack.)
+#[test]
+fn a_partition_at_the_radius_half_the_globe_away_is_named() {
+    let partitioner = partitioner(Resolution::Zero, 3);
+    let mut missed = Vec::new();
+    for cell in h3o::CellIndex::base_cells() {
+        let center = unit_of(LatLng::from(cell));
+        for vertex in cell.boundary().iter() {
+            let vertex = unit_of(*vertex);
+            // The unit tangent at the center toward the vertex.
+            let along = vertex[0] * center[0] + vertex[1] * center[1] + vertex[2] * center[2];
+            let tangent: Vec<f64> = (0..3).map(|i| vertex[i] - along * center[i]).collect();
+            let norm = tangent.iter().map(|t| t * t).sum::<f64>().sqrt();
+            // 1 cm to 30 cm short of the antipode, on the great circle through the vertex.
+            for step in (0..16).step_by(3) {
+                let angle = std::f64::consts::PI - 1.6e-9 * 1.25_f64.powi(step);
+                let query = point_of(std::array::from_fn(|i| {
+                    angle.cos() * center[i] + angle.sin() * tangent[i] / norm
+                }));
+                let corner = point_of(vertex);
+                let radius_m = query.distance_m(corner);
+                let asked = partitioner.partitions_to_ask(query, radius_m).unwrap();
+                if !asked.contains(&partitioner.partition_of(corner)) {
+                    missed.push((cell, step, radius_m));
+                }
+            }
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} missed: {:?}",
+        missed.len(),
+        &missed[..missed.len().min(4)]
+    );
+}
