@@ -202,3 +202,30 @@ fn a_driver_moving_during_a_query_is_returned_at_most_once() {
         }
     });
 }
+
+/// A pass over the index's records while the driver crosses into another cell and back lists
+/// it exactly once: the pass a node makes after a change of membership would otherwise skip a
+/// driver, leaving it on a node no query asks, or hand it over twice.
+///
+/// Guards: `Index::records` walks the driver table, whose part a move holds for writing,
+/// rather than the cell table, where a moving driver can be met twice or not at all.
+#[test]
+fn records_during_a_cell_change_list_the_driver_once() {
+    model(|| {
+        let index = index_with_one_driver();
+        let home = index.driver(DRIVER).unwrap().point;
+        let mover = {
+            let index = Arc::clone(&index);
+            thread::spawn(move || {
+                // About 20 km east, in another part of the cell table, and back.
+                index
+                    .update(DRIVER, Point::new(52.52, 13.7).unwrap())
+                    .unwrap();
+                index.update(DRIVER, home).unwrap();
+            })
+        };
+        let listed: Vec<DriverId> = index.records().iter().map(|record| record.id).collect();
+        mover.join().unwrap();
+        assert_eq!(listed, [DRIVER]);
+    });
+}
