@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Mutex, thread};
 use infra_geomatch::{Config, DriverId, DriverProfile, DriverState, Filter, Index, Point};
 
@@ -114,12 +115,12 @@ fn records_list_each_driver_once_while_drivers_cross_cells() {
             .insert(DriverId(id), place(id, false), DriverProfile::default())
             .unwrap();
     }
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let mover = {
         let (index, done) = (Arc::clone(&index), Arc::clone(&done));
         thread::spawn(move || {
             let mut far = false;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
+            while !done.load(Ordering::Acquire) {
                 far = !far;
                 for id in 0..MOVERS {
                     index.update(DriverId(id), place(id, far)).unwrap();
@@ -135,7 +136,7 @@ fn records_list_each_driver_once_while_drivers_cross_cells() {
             bad_passes.push((pass, ids.len()));
         }
     }
-    done.store(true, std::sync::atomic::Ordering::Release);
+    done.store(true, Ordering::Release);
     mover.join().unwrap();
     assert!(
         bad_passes.is_empty(),
