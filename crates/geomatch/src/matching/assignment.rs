@@ -1002,6 +1002,41 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_the_searches_cross_keeps_the_digits_of_its_magnitude() {
+        // Request 0 may take driver 1 (600) or the far driver 0; request 1 only driver 1
+        // (650); request 2 only driver 0 (0). Two can be served, and leaving request 1
+        // unmatched (600) beats leaving request 0 (650); the searches reach that choice through
+        // the far edge, whose cost the potentials then carry, so the 50 between the two
+        // survives while it is above that cost's last digit (2 for 1e16).
+        for far in [1e9, 1e12, 1e15, 1e16] {
+            let graph = CandidateGraph::new(
+                3,
+                2,
+                &[
+                    edge(0, 1, 600.0),
+                    edge(0, 0, far),
+                    edge(1, 1, 650.0),
+                    edge(2, 0, 0.0),
+                ],
+            )
+            .expect("valid");
+            for unmatched_cost in [far * 10.0, 1e300, f64::MAX] {
+                let best = graph.solve(unmatched_cost).expect("valid");
+                assert_eq!(
+                    best.driver_of(0),
+                    Some(1),
+                    "far {far}, price {unmatched_cost}"
+                );
+                assert_eq!(
+                    best.total_cost(),
+                    600.0,
+                    "far {far}, price {unmatched_cost}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn costs_near_the_largest_float_give_a_bound_that_proves_nothing_rather_than_nan() {
         // The dual's terms overflow: the bound cannot be computed, and must not read as a
         // proof (a NaN bound made `gap()` zero).

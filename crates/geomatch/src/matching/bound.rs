@@ -121,7 +121,9 @@ impl Default for WorkBudget {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SolveQuality {
     /// Whether every request was placed by an exact search: the assignment is then the
-    /// optimum (up to rounding), and `lower_bound` equals `objective`.
+    /// optimum up to rounding, and `lower_bound` equals `objective`. The rounding is that of
+    /// the searches' potentials, which carry the costs of the edges the searches crossed:
+    /// past an edge of cost C, differences below about 2.2e-16 × C may be decided either way.
     pub optimal: bool,
     /// The assignment's objective: its matched costs plus the unmatched price for each
     /// request (with an edge) it left unmatched.
