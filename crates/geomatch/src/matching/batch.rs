@@ -9,7 +9,7 @@ use std::time::Duration;
 use infra_common::{Clock, RandomState, SystemClock};
 
 use super::{CandidateGraph, Edge, MatchError, SolveQuality, WorkBudget};
-use crate::{Candidate, Claim, DriverId, Drivers, Error, Filter, Point};
+use crate::{Candidate, Claim, DriverId, Drivers, Error, Filter, Point, Version};
 
 /// How a [`BatchMatcher`] builds and settles a batch.
 ///
@@ -72,7 +72,8 @@ impl Default for BatchConfig {
 pub struct BatchMatch {
     /// The request's position in the batch.
     pub request: usize,
-    /// The driver as the request's query found it (distance, version).
+    /// The driver as the request's query found it (distance), with the version the batch
+    /// claimed it at: the newest any of the batch's queries saw.
     pub candidate: Candidate,
     /// The claim: the driver is offered to this request until accepted or declined.
     pub claim: Claim,
@@ -129,7 +130,9 @@ pub struct FailedClaim {
 /// # Claims lost to races
 ///
 /// Claiming is [`Drivers::claim`], a compare-and-swap on the driver's state version, so a
-/// driver is never matched twice however many matchers run at once. When a claim is lost
+/// driver is never matched twice however many matchers run at once. A driver found by several
+/// of the batch's queries is claimed at the newest version they saw (a version read before a
+/// state change that another query saw undone would lose the driver for nothing). When a claim is lost
 /// (another matcher won the driver, or it changed state since the query), that driver is
 /// dropped from the batch and the requests that lost their claims are **re-solved together**
 /// on their remaining candidates, excluding every driver this batch has claimed or lost, for
@@ -286,6 +289,10 @@ impl<C: Clock> BatchMatcher<C> {
         let mut driver_numbers: HashMap<DriverId, u32, RandomState> =
             HashMap::with_hasher(RandomState::new());
         let mut options: Vec<Vec<CandidateEdge>> = Vec::with_capacity(requests.len());
+        // The newest version the batch saw of each driver (by number), which its claim uses: a
+        // driver whose state changed and changed back between two requests' queries is found at
+        // two versions, and a claim at the older one would lose it to the batch's own reading.
+        let mut newest: Vec<Version> = Vec::new();
         for (request, &point) in requests.iter().enumerate() {
             let found = index
                 .nearest(point, self.config.candidates, filter)
@@ -304,6 +311,10 @@ impl<C: Clock> BatchMatcher<C> {
                 }
                 let next = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
                 let driver = *driver_numbers.entry(candidate.driver).or_insert(next);
+                match newest.get_mut(driver as usize) {
+                    Some(version) => *version = (*version).max(candidate.version),
+                    None => newest.push(candidate.version),
+                }
                 mine.push(CandidateEdge {
                     driver,
                     candidate,
@@ -359,10 +370,14 @@ impl<C: Clock> BatchMatcher<C> {
                     continue;
                 };
                 gone.insert(option.driver);
-                match index.claim(option.candidate.driver, option.candidate.version) {
+                let candidate = Candidate {
+                    version: newest[option.driver as usize],
+                    ..option.candidate
+                };
+                match index.claim(candidate.driver, candidate.version) {
                     Ok(claim) => matches.push(BatchMatch {
                         request,
-                        candidate: option.candidate,
+                        candidate,
                         claim,
                         cost: option.cost,
                     }),
@@ -606,6 +621,44 @@ mod tests {
             .map(|m| (m.request, m.candidate.driver))
             .collect();
         assert_eq!(pairs, [(0, DriverId(1)), (1, DriverId(2))]);
+    }
+
+    #[test]
+    fn a_driver_seen_again_after_a_state_flip_is_claimed_at_its_newer_version() {
+        // Request 0 finds driver 0 at 111 m; the driver then goes offline and comes back
+        // (a new version) before request 1's query finds it at 222 m. The assignment gives it
+        // to request 0, found at the older version: the batch holds a newer one for the same
+        // driver, and claims with that rather than losing the driver to itself.
+        let index = index_with(&[(0.0, 0.001)]);
+        let requests = points(&[(0.0, 0.0), (0.0, 0.003)]);
+        let flipped = Cell::new(false);
+        let seen_second = Cell::new(None);
+        let outcome = matcher(BatchConfig::default())
+            .match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
+                if request == 1 {
+                    seen_second.set(Some(candidate.version));
+                }
+                if request == 0 && !flipped.replace(true) {
+                    index
+                        .set_state(candidate.driver, DriverState::Offline)
+                        .unwrap();
+                    index
+                        .set_state(candidate.driver, DriverState::Available)
+                        .unwrap();
+                }
+                Some(candidate.distance_m)
+            })
+            .expect("valid batch");
+        assert_eq!(outcome.claims_lost, 0, "{outcome:?}");
+        assert_eq!(outcome.unmatched, [1]);
+        let matched = &outcome.matches[..];
+        assert_eq!(matched.len(), 1, "{outcome:?}");
+        assert_eq!(
+            (matched[0].request, matched[0].candidate.driver),
+            (0, DriverId(0))
+        );
+        assert_eq!(Some(matched[0].candidate.version), seen_second.get());
+        index.accept(&matched[0].claim).unwrap();
     }
 
     /// An index whose claims run but whose answers are lost after the first `answered`
