@@ -132,11 +132,11 @@ pub struct FailedClaim {
 /// Claiming is [`Drivers::claim`], a compare-and-swap on the driver's state version, so a
 /// driver is never matched twice however many matchers run at once. A driver found by several
 /// of the batch's queries is claimed at the newest version they saw (a version read before a
-/// state change that another query saw undone would lose the driver for nothing). When a claim is lost
-/// (another matcher won the driver, or it changed state since the query), that driver is
-/// dropped from the batch and the requests that lost their claims are **re-solved together**
-/// on their remaining candidates, excluding every driver this batch has claimed or lost, for
-/// up to [`BatchConfig::max_rounds`] rounds. No new queries are made: a request whose
+/// state change that another query saw undone would lose the driver for nothing). When a
+/// claim is lost (another matcher won the driver, or it changed state since the query), that
+/// driver is dropped from the batch and the requests that lost their claims are **re-solved
+/// together** on their remaining candidates, excluding every driver this batch has claimed or
+/// lost, for up to [`BatchConfig::max_rounds`] rounds. No new queries are made: a request whose
 /// candidates all went is reported unmatched, to be retried in the next batch. A request
 /// the first assignment left unmatched is not retried, since the later rounds only have
 /// fewer drivers.
