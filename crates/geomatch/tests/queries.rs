@@ -618,6 +618,34 @@ fn a_claim_does_not_survive_removal_and_reinsertion() {
     assert_eq!(index.driver(id).unwrap().state, DriverState::Available);
 }
 
+/// A position report is not a state change: a claim made with the version a query saw wins
+/// after the driver moved, and the claimer reads where it is now from the index.
+#[test]
+fn a_claim_checks_the_state_version_not_the_position() {
+    let index = Index::new(Config::default()).unwrap();
+    let rider = Point::new(52.52, 13.405).unwrap();
+    let id = DriverId(1);
+    index
+        .insert(
+            id,
+            Point::new(52.521, 13.405).unwrap(),
+            DriverProfile::default(),
+        )
+        .unwrap();
+    let seen = index.nearest(rider, 1, &Filter::any()).unwrap()[0];
+    assert!(seen.distance_m < 200.0, "{seen:?}");
+    let moved = Point::new(52.60, 13.50).unwrap();
+    index.update(id, moved).unwrap();
+    let claim = index.claim(id, seen.version).unwrap();
+    let now = index.driver(id).unwrap();
+    assert_eq!((now.state, now.point), (DriverState::Offered, moved));
+    assert!(
+        now.point.distance_m(rider) > 10_000.0,
+        "the candidate's distance is out of date"
+    );
+    index.decline(claim).unwrap();
+}
+
 /// Distances to a driver near the query point's antipode are exact to well under a
 /// millimeter (the arc from the chord is off by up to tenths of a meter there).
 #[test]
