@@ -265,6 +265,20 @@ async fn policy_names_are_escaped_strings_or_refused() {
         builder.policy("default", keyed(&clock, Quota::per_second(1).unwrap())),
         Err(Error::InvalidConfig { .. })
     ));
+    // Renaming the default policy to its own name is no clash; taking another's name is.
+    let builder = RateLimitLayer::builder(api_key(), keyed(&clock, Quota::per_second(5).unwrap()))
+        .default_policy_name("default")
+        .unwrap()
+        .policy("login", keyed(&clock, Quota::per_second(1).unwrap()))
+        .unwrap()
+        .default_policy_name("api")
+        .unwrap()
+        .default_policy_name("api")
+        .unwrap();
+    assert!(matches!(
+        builder.default_policy_name("login"),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[tokio::test]

@@ -163,9 +163,11 @@ pub struct RateLimitLayerBuilder<X, L, J = ProblemJson> {
 }
 
 impl<X, L, J> RateLimitLayerBuilder<X, L, J> {
-    fn named(&self, name: &str) -> Result<PolicyName, Error> {
+    /// `name` as a policy name no policy but the one at `renamed` (if any) has.
+    fn named(&self, name: &str, renamed: Option<usize>) -> Result<PolicyName, Error> {
         let name = PolicyName::new(name)?;
-        if self.policies.iter().any(|policy| policy.name == name) {
+        let mut policies = self.policies.iter().enumerate();
+        if policies.any(|(at, policy)| Some(at) != renamed && policy.name == name) {
             return Err(Error::InvalidConfig {
                 reason: "two rate-limit policies have the same name",
             });
@@ -179,7 +181,7 @@ impl<X, L, J> RateLimitLayerBuilder<X, L, J> {
     ///
     /// [`Error::InvalidConfig`] for a name [`PolicyName::new`] refuses, or one already used.
     pub fn default_policy_name(mut self, name: &str) -> Result<Self, Error> {
-        self.policies[0].name = self.named(name)?;
+        self.policies[0].name = self.named(name, Some(0))?;
         Ok(self)
     }
 
@@ -193,7 +195,7 @@ impl<X, L, J> RateLimitLayerBuilder<X, L, J> {
     ///
     /// [`Error::InvalidConfig`] for a name [`PolicyName::new`] refuses, or one already used.
     pub fn policy(mut self, name: &str, limiter: L) -> Result<Self, Error> {
-        let name = self.named(name)?;
+        let name = self.named(name, None)?;
         self.policies.push(Policy { name, limiter });
         Ok(self)
     }
