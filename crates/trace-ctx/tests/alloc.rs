@@ -222,6 +222,30 @@ fn unsampled_spans_allocate_nothing() {
     assert!(Context::current().span().is_none());
 }
 
+/// The consistent ratio sampler decides a root span with a compare of the trace id's
+/// randomness against its threshold: a root it does not keep allocates nothing.
+#[test]
+fn a_root_span_a_trace_id_ratio_does_not_keep_allocates_nothing() {
+    let tracer = Tracer::builder()
+        .sampler(ParentBased::new(TraceIdRatio::new(0.01)))
+        .build();
+    drop(tracer.span("warm-up").root().start());
+    let mut unkept = 0;
+    for _ in 0..10_000 {
+        let (count, mut span) = allocations_in(|| tracer.span("checkout").root().start());
+        if span.is_recording() {
+            span.end();
+            continue;
+        }
+        assert_eq!(count, 0, "an unkept root span allocated {count} times");
+        let (count, ()) = allocations_in(|| span.end());
+        assert_eq!(count, 0, "ending an unkept root span allocated {count} times");
+        unkept += 1;
+    }
+    // About 9,900 of 10,000 roots fall outside 1 %.
+    assert!(unkept > 9_000, "only {unkept} roots were not kept");
+}
+
 #[test]
 fn an_unsampled_span_frees_the_name_and_links_its_builder_owned() {
     let tracer = Tracer::builder().sampler(AlwaysOff).build();
