@@ -842,3 +842,50 @@ proptest! {
         run::<SlidingWindowLog>(&quotas, &calls)?;
     }
 }
+
+/// One step of the denial test: the clock moves on by `advance` ms, then `n` cells are asked
+/// for (at most the capacity).
+fn denial_steps() -> impl Strategy<Value = Vec<(u64, u32)>> {
+    proptest::collection::vec((0u64..400, 1u32..=6), 1..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// In every algorithm a denial consumes nothing and `check_n(0)` is admitted and consumes
+    /// nothing: a limiter that is also sent every denied request again, several times, and a
+    /// `check_n(0)` before each request decides every request exactly as a twin sent the
+    /// requests alone (same admission, `remaining`, `retry_after` and `reset_after`).
+    #[test]
+    fn denials_and_zero_cell_checks_consume_nothing(
+        (limit, burst) in (1u64..=6, 1u64..=6),
+        steps in denial_steps(),
+    ) {
+        fn run<A: Algorithm>(quota: Quota, steps: &[(u64, u32)]) -> Result<(), TestCaseError> {
+            let (alone, alone_clock) = limiter::<A>(quota);
+            let (probed, probed_clock) = limiter::<A>(quota);
+            for (i, &(advance, n)) in steps.iter().enumerate() {
+                alone_clock.advance(Duration::from_millis(advance));
+                probed_clock.advance(Duration::from_millis(advance));
+                let n = n.min(alone.capacity());
+                let zero = probed.check_n(0).unwrap();
+                prop_assert!(zero.is_allowed(), "{} step {}: check_n(0) denied", A::NAME, i);
+                let want = alone.check_n(n).unwrap();
+                let got = probed.check_n(n).unwrap();
+                prop_assert_eq!(got, want, "{} step {}", A::NAME, i);
+                if got.is_denied() {
+                    for _ in 0..3 {
+                        prop_assert_eq!(probed.check_n(n).unwrap(), got, "{} step {}: denied again", A::NAME, i);
+                    }
+                }
+            }
+            Ok(())
+        }
+        let quota = Quota::per_second(limit).unwrap().with_burst(burst).unwrap();
+        run::<Gcra>(quota, &steps)?;
+        run::<TokenBucket>(quota, &steps)?;
+        run::<FixedWindow>(quota, &steps)?;
+        run::<SlidingWindowCounter>(quota, &steps)?;
+        run::<SlidingWindowLog>(quota, &steps)?;
+    }
+}
