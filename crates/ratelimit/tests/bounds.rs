@@ -889,3 +889,79 @@ proptest! {
         run::<SlidingWindowLog>(quota, &steps)?;
     }
 }
+
+/// Quotas of the burst test: `limit` per `period_ms` ms with a burst, every burst duration
+/// (`burst × period / limit`) a whole number of milliseconds.
+const BURST_CASES: [(u64, u64, u64); 5] = [
+    (10, 1_000, 5),
+    (10, 1_000, 25),
+    (3, 60_000, 1),
+    (7, 700, 7),
+    (1, 3_600_000, 4),
+];
+
+/// GCRA and the token bucket: a drained limiter idle for `burst × period / limit` admits
+/// `burst` requests back to back (one nanosecond less, one fewer), then one every
+/// `period / limit`.
+#[test]
+fn a_burst_comes_back_after_its_duration_then_one_per_interval() {
+    fn check<A: Algorithm>(limit: u64, period_ms: u64, burst: u64) {
+        let quota = Quota::new(limit, Duration::from_millis(period_ms))
+            .unwrap()
+            .with_burst(burst)
+            .unwrap();
+        let interval = Duration::from_nanos(period_ms * 1_000_000 / limit);
+        let idle = interval * u32::try_from(burst).unwrap();
+        let back_to_back = |limiter: &RateLimiter<A, ManualClock>| {
+            (0..=burst).take_while(|_| limiter.check().is_allowed()).count() as u64
+        };
+        let case = format!("{} {limit} per {period_ms} ms, burst {burst}", A::NAME);
+        let (early, early_clock) = limiter::<A>(quota);
+        let (limiter, clock) = limiter::<A>(quota);
+        assert_eq!(back_to_back(&early), burst, "{case}: a new limiter");
+        assert_eq!(back_to_back(&limiter), burst, "{case}: a new limiter");
+        early_clock.advance(idle - Duration::from_nanos(1));
+        assert_eq!(back_to_back(&early), burst - 1, "{case}: idle 1 ns short");
+        clock.advance(idle);
+        assert_eq!(back_to_back(&limiter), burst, "{case}: idle for the burst");
+        for round in 0..3 {
+            clock.advance(interval - Duration::from_nanos(1));
+            assert!(limiter.check().is_denied(), "{case}: round {round}, early");
+            clock.advance(Duration::from_nanos(1));
+            assert_eq!(back_to_back(&limiter), 1, "{case}: round {round}");
+        }
+    }
+    for (limit, period_ms, burst) in BURST_CASES {
+        check::<Gcra>(limit, period_ms, burst);
+        check::<TokenBucket>(limit, period_ms, burst);
+    }
+}
+
+/// The window algorithms admit `limit` per window whatever the burst: a limiter given a
+/// burst decides every request of an overload exactly as one without.
+#[test]
+fn window_algorithms_ignore_the_burst() {
+    fn check<A: Algorithm>(limit: u64, period_ms: u64, burst: u64) {
+        let plain = Quota::new(limit, Duration::from_millis(period_ms)).unwrap();
+        let (without, without_clock) = limiter::<A>(plain);
+        let (with, with_clock) = limiter::<A>(plain.with_burst(burst).unwrap());
+        let step = Duration::from_nanos(period_ms * 1_000_000 / limit / 3);
+        for i in 0..(limit * 3 * 4) {
+            without_clock.advance(step);
+            with_clock.advance(step);
+            for _ in 0..2 {
+                assert_eq!(
+                    with.check(),
+                    without.check(),
+                    "{} {limit} per {period_ms} ms, burst {burst}, step {i}",
+                    A::NAME
+                );
+            }
+        }
+    }
+    for (limit, period_ms, burst) in BURST_CASES {
+        check::<FixedWindow>(limit, period_ms, burst);
+        check::<SlidingWindowCounter>(limit, period_ms, burst);
+        check::<SlidingWindowLog>(limit, period_ms, burst);
+    }
+}
