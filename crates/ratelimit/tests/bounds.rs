@@ -965,3 +965,29 @@ fn window_algorithms_ignore_the_burst() {
         check::<SlidingWindowLog>(limit, period_ms, burst);
     }
 }
+
+/// The token bucket keeps its instants offset by 2^61 ns in one 64-bit word, so readings past
+/// 2^64 − 2^61 ns cannot be stored: past that reading it refills nothing, admits fewer cells
+/// than one burst in all, however long the clock runs on, and refuses every request from one
+/// fill time past it.
+#[test]
+fn the_token_bucket_stops_refilling_past_the_readings_it_can_store() {
+    let end = u64::MAX - (1 << 61) + 1;
+    let fill_time = 1_000_000_000;
+    for start in [1, 1_000, 300_000_000, fill_time - 1] {
+        let (bucket, clock) = limiter::<TokenBucket>(Quota::per_second(10).unwrap());
+        let mut admitted = 0;
+        let mut now = end + start;
+        while now < end + 3 * fill_time {
+            clock.set(Duration::from_nanos(now));
+            let decision = bucket.check();
+            if decision.is_allowed() {
+                admitted += 1;
+                assert!(now < end + fill_time, "admitted {} ns past the end", now - end);
+            } else {
+                now += 10_000_000;
+            }
+        }
+        assert!(admitted < 10, "{admitted} admitted from {start} ns past the end");
+    }
+}
