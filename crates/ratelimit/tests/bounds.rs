@@ -991,3 +991,34 @@ fn the_token_bucket_stops_refilling_past_the_readings_it_can_store() {
         assert!(admitted < 10, "{admitted} admitted from {start} ns past the end");
     }
 }
+
+/// GCRA keeps a state's time to full recovery across quota changes: a drained limiter stays
+/// drained under a raised quota (its next cell comes one new interval later), and one that owes
+/// more than the new burst duration waits the excess out before its first cell.
+#[test]
+fn gcra_keeps_a_drained_states_time_to_full_recovery_across_quota_changes() {
+    let (raised, clock) = limiter::<Gcra>(Quota::per_second(10).unwrap());
+    drain(&raised);
+    raised.set_quota(Quota::per_second(100).unwrap()).unwrap();
+    assert_eq!(raised.check_n(0).unwrap().remaining(), 0);
+    let denied = raised.check();
+    assert!(denied.is_denied());
+    assert_eq!(denied.retry_after(), Duration::from_millis(10));
+    clock.advance(Duration::from_millis(10));
+    assert!(raised.check().is_allowed());
+    assert!(raised.check().is_denied());
+
+    // A second of debt against a burst duration of 200 ms: 800 ms are waited out, then one
+    // interval of 100 ms for the first cell.
+    let (cut, clock) = limiter::<Gcra>(Quota::per_second(10).unwrap());
+    drain(&cut);
+    cut.set_quota(Quota::per_second(10).unwrap().with_burst(2).unwrap())
+        .unwrap();
+    let denied = cut.check();
+    assert_eq!(denied.retry_after(), Duration::from_millis(900));
+    clock.advance(Duration::from_millis(900) - Duration::from_nanos(1));
+    assert!(cut.check().is_denied());
+    clock.advance(Duration::from_nanos(1));
+    assert!(cut.check().is_allowed());
+    assert!(cut.check().is_denied());
+}
