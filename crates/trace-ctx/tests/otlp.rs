@@ -760,6 +760,24 @@ fn a_batch_too_large_for_the_receiver_is_sent_again_in_halves() {
     );
 }
 
+/// A receiver that refuses every size with `413` is asked once per node of the halving:
+/// `2n − 1` requests for a batch of `n` spans, and the batch is reported refused.
+#[test]
+fn a_receiver_refusing_every_size_costs_a_batch_of_n_spans_2n_minus_1_requests() {
+    let spans = sample_spans();
+    for n in 1..=spans.len() {
+        let refusals = (0..4 * n).map(|_| Reply::Status(413, vec![])).collect();
+        let (result, requests) = send(refusals, OtlpExporter::builder(), &spans[..n]);
+        assert_eq!(requests.len(), 2 * n - 1, "a batch of {n}");
+        // Every span lost: the receiver's refusal, not a partial rejection.
+        assert_eq!(
+            result,
+            Err(ExportError::Rejected { status: 413 }),
+            "a batch of {n}"
+        );
+    }
+}
+
 #[test]
 fn a_batch_processor_counts_a_partial_rejection_as_failed_spans() {
     let receiver = Receiver::start(vec![Reply::Body(
