@@ -913,7 +913,9 @@ fn a_burst_comes_back_after_its_duration_then_one_per_interval() {
         let interval = Duration::from_nanos(period_ms * 1_000_000 / limit);
         let idle = interval * u32::try_from(burst).unwrap();
         let back_to_back = |limiter: &RateLimiter<A, ManualClock>| {
-            (0..=burst).take_while(|_| limiter.check().is_allowed()).count() as u64
+            (0..=burst)
+                .take_while(|_| limiter.check().is_allowed())
+                .count() as u64
         };
         let case = format!("{} {limit} per {period_ms} ms, burst {burst}", A::NAME);
         let (early, early_clock) = limiter::<A>(quota);
@@ -983,12 +985,19 @@ fn the_token_bucket_stops_refilling_past_the_readings_it_can_store() {
             let decision = bucket.check();
             if decision.is_allowed() {
                 admitted += 1;
-                assert!(now < end + fill_time, "admitted {} ns past the end", now - end);
+                assert!(
+                    now < end + fill_time,
+                    "admitted {} ns past the end",
+                    now - end
+                );
             } else {
                 now += 10_000_000;
             }
         }
-        assert!(admitted < 10, "{admitted} admitted from {start} ns past the end");
+        assert!(
+            admitted < 10,
+            "{admitted} admitted from {start} ns past the end"
+        );
     }
 }
 

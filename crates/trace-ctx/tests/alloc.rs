@@ -239,7 +239,10 @@ fn a_root_span_a_trace_id_ratio_does_not_keep_allocates_nothing() {
         }
         assert_eq!(count, 0, "an unkept root span allocated {count} times");
         let (count, ()) = allocations_in(|| span.end());
-        assert_eq!(count, 0, "ending an unkept root span allocated {count} times");
+        assert_eq!(
+            count, 0,
+            "ending an unkept root span allocated {count} times"
+        );
         unkept += 1;
     }
     // About 9,900 of 10,000 roots fall outside 1 %.
