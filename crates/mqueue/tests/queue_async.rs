@@ -459,6 +459,67 @@ async fn a_withdrawal_that_must_wait_for_a_roll_is_written_later() {
     }
 }
 
+/// A batch receive whose journal records are split by a segment roll, dropped while the roll
+/// runs on the blocking pool: the records written before the roll are withdrawn like a
+/// whole batch's, so a restart counts neither delivery, and with `max_deliveries(1)` delivers
+/// both messages instead of dead-lettering the first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_restart() {
+    let options = || {
+        QueueOptions::default()
+            .max_deliveries(1)
+            .log_options(LogOptions {
+                // One receive's journal record per segment (40 bytes of header, 25 bytes a
+                // record): the batch's second record needs a roll.
+                segment_bytes: 65,
+                ..LogOptions::default()
+            })
+    };
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    queue.send("first").unwrap();
+    queue.send("second").unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    {
+        let mut receive = pin!(queue.receive_many_async(2));
+        assert!(
+            poll_once(receive.as_mut()).await.is_pending(),
+            "the receive waits for the roll's fsync of the full journal segment"
+        );
+        let held = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+            .await
+            .unwrap();
+        // Let the roll go on: the drop waits for the log's lock while the roll holds it.
+        gate.set_closed(false);
+    }
+    drop(queue);
+    // A roll on the pool holds the queue's files until it ends.
+    let queue = loop {
+        match WorkQueue::open_with(
+            Path::new("/queue"),
+            options(),
+            ManualClock::new(),
+            disk.clone(),
+        ) {
+            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
+            opened => break opened.unwrap(),
+        }
+    };
+    let received: Vec<(u64, u32)> = queue
+        .try_receive_many(2)
+        .unwrap()
+        .iter()
+        .map(|delivery| (delivery.offset(), delivery.attempt()))
+        .collect();
+    assert_eq!(
+        (received, queue.stats().dead_lettered),
+        (vec![(0, 1), (1, 1)], 0),
+        "both delivered as their first attempt, none dead-lettered"
+    );
+}
+
 /// A compaction whose checkpoint is taken while an async receive has leased a message but not
 /// yet written its journal record (it waits for a dead letter's fsync first) does not count
 /// that delivery in the checkpoint as well as in the record: when the receive is then dropped

@@ -530,10 +530,6 @@ struct Leased<'q> {
     failed: Option<Error>,
     /// Deliveries handed to the caller's `deliver`.
     count: usize,
-    /// An async receive wrote the `Received` records of `received`: giving them back writes
-    /// `Withdrawn` records for them, so a restart does not count them either.
-    #[cfg(feature = "tokio")]
-    journaled: bool,
     /// Set by an async receive. A dead letter that would roll the dead-letter log's segment
     /// is not written: the roll is noted in `dead_roll`, for the receive to run on tokio's
     /// blocking pool, and the message left to its next lease. And its deliveries are listed
@@ -555,8 +551,6 @@ impl<'q> Leased<'q> {
             dead_end: None,
             failed: None,
             count: 0,
-            #[cfg(feature = "tokio")]
-            journaled: false,
             #[cfg(feature = "tokio")]
             is_async: false,
             #[cfg(feature = "tokio")]
@@ -597,7 +591,7 @@ impl Leased<'_> {
     fn give_back(&mut self) {
         let queue = self.queue;
         #[cfg(feature = "tokio")]
-        if self.journaled
+        if self.is_async
             && let Some(durable) = &queue.durable
         {
             Durable::withdraw(durable, || self.take_back());
@@ -609,15 +603,19 @@ impl Leased<'_> {
     }
 
     /// Gives back in the lease table what the batch leased; returns the `Withdrawn` journal
-    /// records of the deliveries it took back (not those whose lease ran out and went to
-    /// another receive since).
+    /// records of the deliveries it took back whose `Received` records an async receive
+    /// wrote (not those whose lease ran out and went to another receive since). A batch
+    /// whose records a segment roll split has written some and not others.
     fn take_back(&self) -> Vec<journal::Entry> {
         let mut withdrawn = Vec::new();
         let mut state = self.queue.state.lock();
         for &(Receipt { offset, attempt }, took_over) in &self.received {
+            // Listed until its record is written; only async receives list theirs.
             #[cfg(feature = "tokio")]
-            state.unjournaled.remove(&(offset, attempt));
-            if state.leases.undeliver(offset, attempt, took_over) {
+            let journaled = self.is_async && !state.unjournaled.remove(&(offset, attempt));
+            #[cfg(not(feature = "tokio"))]
+            let journaled = false;
+            if state.leases.undeliver(offset, attempt, took_over) && journaled {
                 withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
             }
             // Never handed out.

@@ -257,8 +257,7 @@ impl WorkQueue {
                 None => None,
             };
             let entries = self.settle_dead_letters(&mut leased, synced);
-            self.journal_async(durable, &entries, &mut leased.journaled)
-                .await?;
+            self.journal_async(durable, &entries).await?;
         }
         leased.reached_caller()
     }
@@ -266,13 +265,10 @@ impl WorkQueue {
     /// [`WorkQueue::journal`] for async callers: the fsync runs on tokio's blocking pool, and
     /// so do the file work of the compaction it may make due and the directory sync a
     /// compaction's failed one left to it.
-    ///
-    /// `journaled` is set once the records are written (before their fsync).
     async fn journal_async(
         &self,
         durable: &Arc<Durable>,
         entries: &[journal::Entry],
-        journaled: &mut bool,
     ) -> Result<(), Error> {
         if durable.pointer_unsynced() {
             let durable = Arc::clone(durable);
@@ -282,6 +278,8 @@ impl WorkQueue {
                 synced?;
             }
         }
+        // A receive's deliveries leave `unjournaled` as their records are written, part by
+        // part if a roll splits them: a receive dropped in between withdraws those only.
         let written = Durable::write_journal_async(durable, entries, |written| {
             let mut state = self.state.lock();
             for entry in written {
@@ -291,7 +289,6 @@ impl WorkQueue {
             }
         })
         .await?;
-        *journaled = written.is_some();
         if let Some(written) = written
             && written.wait_async().await?
         {
