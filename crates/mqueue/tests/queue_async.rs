@@ -520,6 +520,60 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
     );
 }
 
+/// Two async receives of one message dropped at their journal fsync, the second having taken
+/// over the first one's lease once it ran out: the second gives the lease back to the first,
+/// the first gives the message back, and a restart counts neither delivery (the message comes
+/// as its first attempt, not its second).
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_receive_that_took_over_a_dropped_receives_lease_is_not_counted_after_a_restart()
+{
+    let options = || QueueOptions::default().max_deliveries(2);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let (gated, gate) = GatedDisk::new(&disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    queue.send("job").unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for its journal fsync"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive, of the message's second attempt, waits for the same fsync"
+    );
+    drop(second);
+    drop(first);
+    assert_eq!(queue.stats().in_flight, 0, "both deliveries taken back");
+    gate.set_closed(false);
+    drop(queue);
+    let queue = loop {
+        match WorkQueue::open_with(
+            Path::new("/queue"),
+            options(),
+            ManualClock::new(),
+            disk.clone(),
+        ) {
+            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
+            opened => break opened.unwrap(),
+        }
+    };
+    let again = queue.try_receive().unwrap();
+    assert_eq!(
+        again.map(|delivery| (delivery.offset(), delivery.attempt())),
+        Some((0, 1)),
+        "neither dropped delivery is counted"
+    );
+}
+
 /// A compaction whose checkpoint is taken while an async receive has leased a message but not
 /// yet written its journal record (it waits for a dead letter's fsync first) does not count
 /// that delivery in the checkpoint as well as in the record: when the receive is then dropped

@@ -5,10 +5,12 @@
 //! that does not depend on their order in the journal (two consumers' records of different
 //! messages interleave freely, and a nack's record may land after the next receive's):
 //!
-//! - deliveries = the highest attempt any `Received` or `Withdrawn` record names, less one
-//!   unless more `Received` records name it than `Withdrawn` ones (a `Withdrawn` record takes
-//!   back a delivery whose receive never reached its caller, and that attempt is delivered
-//!   again by the next receive), or the highest attempt a `Nacked` record names if higher;
+//! - deliveries = the highest attempt that more `Received` records name than `Withdrawn` ones
+//!   (a `Withdrawn` record takes back a delivery whose receive never reached its caller, and
+//!   that attempt is delivered again by the next receive); an attempt withdrawn as often as it
+//!   was received still proves the one before it, which counts unless it too was withdrawn as
+//!   often as received (a withdrawn receive of an attempt can have taken over the lease of a
+//!   withdrawn one before it); or the highest attempt a `Nacked` record names if higher;
 //! - settled = any `Acked`, `Terminated` or `DeadLettered` record, an offset below a
 //!   `Checkpoint` watermark, or one inside a `SettledRange`;
 //! - waiting until = the `Nacked` record of the latest attempt, if any.
@@ -185,30 +187,10 @@ pub(crate) struct Replay {
     /// range folded in merges with its neighbours), kept apart from `messages` so that replay
     /// holds one entry per stretch rather than one per settled message.
     settled_ranges: BTreeMap<u64, u64>,
-    /// Per offset, the highest attempt a `Received` or `Withdrawn` record names.
-    top_attempts: BTreeMap<u64, TopAttempt>,
-}
-
-/// The highest attempt the `Received` and `Withdrawn` records of one message name, and how
-/// many more `Received` records than `Withdrawn` ones name it: counted, not just seen, so that
-/// an attempt withdrawn and then delivered again counts whatever order the records come in.
-/// (A receive of an attempt proves the attempt before it was delivered, so only the highest
-/// needs counting.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TopAttempt {
-    attempt: u32,
-    balance: i64,
-}
-
-impl TopAttempt {
-    /// The deliveries it proves: the attempt if a receive of it stands, else the one before.
-    fn deliveries(self) -> u32 {
-        if self.balance > 0 {
-            self.attempt
-        } else {
-            self.attempt.saturating_sub(1)
-        }
-    }
+    /// Per offset and attempt named by a `Received` or `Withdrawn` record, how many more
+    /// `Received` records than `Withdrawn` ones name it: counted, not just seen, so that an
+    /// attempt withdrawn and then delivered again counts whatever order the records come in.
+    attempts: BTreeMap<(u64, u32), i64>,
 }
 
 impl Replay {
@@ -251,18 +233,29 @@ impl Replay {
     fn count_attempt(&mut self, offset: u64, attempt: u32, by: i64) {
         // Listed in `messages` too, so that `forget_from` sees the record.
         self.messages.entry(offset).or_default();
-        let top = self.top_attempts.entry(offset).or_insert(TopAttempt {
-            attempt,
-            balance: 0,
-        });
-        if attempt > top.attempt {
-            *top = TopAttempt {
-                attempt,
-                balance: by,
-            };
-        } else if attempt == top.attempt {
-            top.balance = top.balance.saturating_add(by);
+        let balance = self.attempts.entry((offset, attempt)).or_insert(0);
+        *balance = balance.saturating_add(by);
+    }
+
+    /// The deliveries the `Received` and `Withdrawn` records of `offset` prove: walking down
+    /// from the highest attempt they name, the first that a receive of it still stands for,
+    /// or the first that no record names (the receive of the attempt after it proves it).
+    fn received_deliveries(&self, offset: u64) -> u32 {
+        let mut proven = 0;
+        for (&(_, attempt), &balance) in self.attempts.range((offset, 0)..=(offset, u32::MAX)).rev()
+        {
+            if proven != 0 && attempt != proven {
+                break;
+            }
+            if balance > 0 {
+                return attempt;
+            }
+            proven = attempt.saturating_sub(1);
+            if proven == 0 {
+                break;
+            }
         }
+        proven
     }
 
     /// Folds `from..end` into the settled ranges, merging it with every range it overlaps or
@@ -297,7 +290,7 @@ impl Replay {
         }
         let watermark = self.watermark;
         self.messages.retain(|&offset, _| offset >= watermark);
-        self.top_attempts.retain(|&offset, _| offset >= watermark);
+        self.attempts.retain(|&(offset, _), _| offset >= watermark);
         self.settled_ranges = std::mem::take(&mut self.settled_ranges)
             .into_iter()
             .filter(|&(_, end)| end > watermark)
@@ -318,7 +311,7 @@ impl Replay {
             self.watermark > end || self.messages.range(end..).next().is_some() || range_past_end;
         self.watermark = self.watermark.min(end);
         self.messages.split_off(&end);
-        self.top_attempts.split_off(&end);
+        self.attempts.split_off(&(end, 0));
         self.settled_ranges.split_off(&end);
         if let Some(range_end) = self.settled_ranges.values_mut().next_back() {
             *range_end = (*range_end).min(end);
@@ -329,9 +322,7 @@ impl Replay {
     /// What replay knows about `offset` (nothing: never delivered, not settled).
     pub(crate) fn get(&self, offset: u64) -> Recovered {
         let mut message = self.messages.get(&offset).copied().unwrap_or_default();
-        if let Some(top) = self.top_attempts.get(&offset) {
-            message.deliveries = message.deliveries.max(top.deliveries());
-        }
+        message.deliveries = message.deliveries.max(self.received_deliveries(offset));
         if message.settled.is_none() && self.in_settled_range(offset) {
             message.settled = Some(super::lease::Outcome::Acked);
         }
@@ -553,7 +544,7 @@ mod tests {
         };
         // The records, then the deliveries and the nack replay finds.
         type Case<'a> = (&'a [Entry], u32, Option<(u32, u64)>);
-        let cases: [Case<'_>; 6] = [
+        let cases: [Case<'_>; 9] = [
             (&[received(1), withdrawn(1)], 0, None),
             (&[received(1), withdrawn(1), received(1)], 1, None),
             (&[received(1), received(2), withdrawn(2)], 1, None),
@@ -567,6 +558,27 @@ mod tests {
                 0,
                 None,
             ),
+            // The receive of attempt 2 took over attempt 1's expired lease, and both receives
+            // were dropped: the second gave the lease back to the first, which gave it back.
+            (
+                &[received(1), received(2), withdrawn(2), withdrawn(1)],
+                0,
+                None,
+            ),
+            // The same, with attempt 1 received again since: it counts.
+            (
+                &[
+                    received(1),
+                    received(2),
+                    withdrawn(2),
+                    withdrawn(1),
+                    received(1),
+                ],
+                1,
+                None,
+            ),
+            // A withdrawn attempt 3 proves attempt 2, which no record names.
+            (&[received(1), received(3), withdrawn(3)], 2, None),
             // A checkpoint said 2 (the lease table before the withdrawal); the receive's own
             // record was in the generation it replaced.
             (
