@@ -574,6 +574,65 @@ async fn a_dropped_receive_that_took_over_a_dropped_receives_lease_is_not_counte
     );
 }
 
+/// The same two receives dropped the other way round: the first, dropped while the second
+/// holds the lease it took over, cannot give the message back then; the second, dropped
+/// next, gives back both deliveries rather than handing the first one's lease back to a
+/// receive that is gone (where the next receive would take it over as a second attempt,
+/// counting a delivery no one got); a restart agrees.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_while_another_holds_the_lease_it_took_over_is_not_counted() {
+    let options = || QueueOptions::default().max_deliveries(2);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let (gated, gate) = GatedDisk::new(&disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    queue.send("job").unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for its journal fsync"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive, of the job's second attempt, waits for the same fsync"
+    );
+    drop(first);
+    drop(second);
+    gate.set_closed(false);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.in_flight, stats.delivered),
+        (0, 0),
+        "both deliveries taken back"
+    );
+    drop(queue);
+    let queue = loop {
+        match WorkQueue::open_with(
+            Path::new("/queue"),
+            options(),
+            ManualClock::new(),
+            disk.clone(),
+        ) {
+            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
+            opened => break opened.unwrap(),
+        }
+    };
+    let again = queue.try_receive().unwrap();
+    assert_eq!(
+        again.map(|delivery| (delivery.offset(), delivery.attempt())),
+        Some((0, 1)),
+        "neither dropped delivery is counted after a restart"
+    );
+}
+
 /// A compaction whose checkpoint is taken while an async receive has leased a message but not
 /// yet written its journal record (it waits for a dead letter's fsync first) does not count
 /// that delivery in the checkpoint as well as in the record: when the receive is then dropped

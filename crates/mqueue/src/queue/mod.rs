@@ -449,6 +449,13 @@ struct State {
     /// records of one delivery for a `Withdrawn` record to take back only one of.
     #[cfg(feature = "tokio")]
     unjournaled: std::collections::BTreeSet<(u64, u32)>,
+    /// Deliveries `(offset, attempt)` of async receives dropped while a later delivery held
+    /// the expired lease they had taken: each with the deadline of the lease it had itself
+    /// taken over, if any, and whether its `Received` record was written. When that later
+    /// delivery is given back in turn, the lease it would hand back belongs to no one, so it
+    /// is given back too. Left when the later delivery reaches its caller.
+    #[cfg(feature = "tokio")]
+    orphaned: std::collections::BTreeMap<(u64, u32), (Option<u64>, bool)>,
     stats: QueueStats,
 }
 
@@ -512,7 +519,7 @@ impl Drop for UnreleasedSend<'_> {
 /// `receive_async` future was dropped while it waited for an fsync), it gives every message
 /// back at once: its deliveries are taken back uncounted (the next receive gets the same
 /// attempt number: no one holds a receipt for it; an expired lease one took over is its
-/// holder's again; `stats()` and the metrics do not count them as delivered; if their
+/// holder's again, or given back too if its holder was a receive dropped meanwhile; `stats()` and the metrics do not count them as delivered; if their
 /// `Received` records were written, `Withdrawn` records follow, so that a restart does not
 /// count them either), its dead letters not yet settled to a later receive, which writes them
 /// again. No message stays held by a receive whose caller never got it.
@@ -567,6 +574,23 @@ impl<'q> Leased<'q> {
                 self.queue.metrics.redelivered();
             }
         }
+        // A delivery that took over a lease keeps it: its holder, if dropped meanwhile, stays
+        // counted (its attempt number is taken).
+        #[cfg(feature = "tokio")]
+        if self
+            .received
+            .iter()
+            .any(|(_, took_over)| took_over.is_some())
+        {
+            let mut state = self.queue.state.lock();
+            if !state.orphaned.is_empty() {
+                for &(Receipt { offset, attempt }, took_over) in &self.received {
+                    if took_over.is_some() {
+                        state.orphaned.remove(&(offset, attempt.saturating_sub(1)));
+                    }
+                }
+            }
+        }
         self.received.clear();
         match self.failed.take() {
             Some(error) if self.count == 0 => Err(error),
@@ -615,8 +639,33 @@ impl Leased<'_> {
             let journaled = self.is_async && !state.unjournaled.remove(&(offset, attempt));
             #[cfg(not(feature = "tokio"))]
             let journaled = false;
-            if state.leases.undeliver(offset, attempt, took_over) && journaled {
-                withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
+            let mut next = Some((attempt, took_over, journaled));
+            while let Some((attempt, took_over, journaled)) = next.take() {
+                if state.leases.undeliver(offset, attempt, took_over) {
+                    if journaled {
+                        withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
+                    }
+                    // The lease handed back may be that of a receive dropped before this one.
+                    #[cfg(feature = "tokio")]
+                    if took_over.is_some()
+                        && let Some((took_over, journaled)) =
+                            state.orphaned.remove(&(offset, attempt.saturating_sub(1)))
+                    {
+                        next = Some((attempt.saturating_sub(1), took_over, journaled));
+                    }
+                } else {
+                    // A later delivery took over the expired lease: given back, it gives
+                    // this one back too.
+                    #[cfg(feature = "tokio")]
+                    if self.is_async
+                        && let Some(later) = attempt.checked_add(1)
+                        && state.leases.is_leased_by(offset, later)
+                    {
+                        state
+                            .orphaned
+                            .insert((offset, attempt), (took_over, journaled));
+                    }
+                }
             }
             // Never handed out.
             state.stats.delivered -= 1;
@@ -802,6 +851,8 @@ impl WorkQueue {
                 dead_next: 0,
                 #[cfg(feature = "tokio")]
                 unjournaled: std::collections::BTreeSet::new(),
+                #[cfg(feature = "tokio")]
+                orphaned: std::collections::BTreeMap::new(),
                 stats: QueueStats::default(),
             }),
             available: Condvar::new(),
