@@ -519,9 +519,10 @@ impl Drop for UnreleasedSend<'_> {
 /// `receive_async` future was dropped while it waited for an fsync), it gives every message
 /// back at once: its deliveries are taken back uncounted (the next receive gets the same
 /// attempt number: no one holds a receipt for it; an expired lease one took over is its
-/// holder's again, or given back too if its holder was a receive dropped meanwhile; `stats()` and the metrics do not count them as delivered; if their
-/// `Received` records were written, `Withdrawn` records follow, so that a restart does not
-/// count them either), its dead letters not yet settled to a later receive, which writes them
+/// holder's again, or given back too if its holder was a receive dropped meanwhile;
+/// `stats()` and the metrics do not count them as delivered; if their `Received` records
+/// were written, `Withdrawn` records follow, so that a restart does not count them either),
+/// its dead letters not yet settled to a later receive, which writes them
 /// again. No message stays held by a receive whose caller never got it.
 struct Leased<'q> {
     queue: &'q WorkQueue,
