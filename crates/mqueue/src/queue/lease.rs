@@ -553,13 +553,6 @@ impl Leases {
         true
     }
 
-    /// Whether `offset` is leased (expired or not) by delivery `attempt`.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn is_leased_by(&self, offset: u64, attempt: u32) -> bool {
-        self.slot(offset)
-            .is_some_and(|slot| slot.state_is_leased_by(attempt))
-    }
-
     /// Gives back a message handed out as [`Handout::DeadLetter`] with `took_over` whose
     /// write failed (or whose receive was dropped before settling it): a later receive hands
     /// it out to be dead-lettered again, and until then an expired lease it was to end is its

@@ -456,6 +456,11 @@ struct State {
     /// is given back too. Left when the later delivery reaches its caller.
     #[cfg(feature = "tokio")]
     orphaned: std::collections::BTreeMap<(u64, u32), (Option<u64>, bool)>,
+    /// Deliveries `(offset, attempt)` of a durable queue that took over an expired lease,
+    /// until their receive reaches its caller or gives them back: only while one is listed
+    /// can the receive it took the lease from leave a note in `orphaned` for it to find.
+    #[cfg(feature = "tokio")]
+    taking_over: std::collections::BTreeSet<(u64, u32)>,
     stats: QueueStats,
 }
 
@@ -584,11 +589,10 @@ impl<'q> Leased<'q> {
             .any(|(_, took_over)| took_over.is_some())
         {
             let mut state = self.queue.state.lock();
-            if !state.orphaned.is_empty() {
-                for &(Receipt { offset, attempt }, took_over) in &self.received {
-                    if took_over.is_some() {
-                        state.orphaned.remove(&(offset, attempt.saturating_sub(1)));
-                    }
+            for &(Receipt { offset, attempt }, took_over) in &self.received {
+                if took_over.is_some() {
+                    state.taking_over.remove(&(offset, attempt));
+                    state.orphaned.remove(&(offset, attempt.saturating_sub(1)));
                 }
             }
         }
@@ -640,6 +644,10 @@ impl Leased<'_> {
             let journaled = self.is_async && !state.unjournaled.remove(&(offset, attempt));
             #[cfg(not(feature = "tokio"))]
             let journaled = false;
+            #[cfg(feature = "tokio")]
+            if took_over.is_some() {
+                state.taking_over.remove(&(offset, attempt));
+            }
             let mut next = Some((attempt, took_over, journaled));
             while let Some((attempt, took_over, journaled)) = next.take() {
                 if state.leases.undeliver(offset, attempt, took_over) {
@@ -660,7 +668,7 @@ impl Leased<'_> {
                     #[cfg(feature = "tokio")]
                     if self.is_async
                         && let Some(later) = attempt.checked_add(1)
-                        && state.leases.is_leased_by(offset, later)
+                        && state.taking_over.contains(&(offset, later))
                     {
                         state
                             .orphaned
@@ -854,6 +862,8 @@ impl WorkQueue {
                 unjournaled: std::collections::BTreeSet::new(),
                 #[cfg(feature = "tokio")]
                 orphaned: std::collections::BTreeMap::new(),
+                #[cfg(feature = "tokio")]
+                taking_over: std::collections::BTreeSet::new(),
                 stats: QueueStats::default(),
             }),
             available: Condvar::new(),
@@ -1459,6 +1469,10 @@ impl WorkQueue {
                         #[cfg(feature = "tokio")]
                         if leased.is_async {
                             state.unjournaled.insert((offset, attempt));
+                        }
+                        #[cfg(feature = "tokio")]
+                        if took_over.is_some() {
+                            state.taking_over.insert((offset, attempt));
                         }
                     }
                     deliver(Delivery { receipt, payload });
