@@ -580,26 +580,34 @@ impl<'q> Leased<'q> {
                 self.queue.metrics.redelivered();
             }
         }
-        // A delivery that took over a lease keeps it: its holder, if dropped meanwhile, stays
-        // counted (its attempt number is taken).
         #[cfg(feature = "tokio")]
         if self
             .received
             .iter()
             .any(|(_, took_over)| took_over.is_some())
         {
-            let mut state = self.queue.state.lock();
-            for &(Receipt { offset, attempt }, took_over) in &self.received {
-                if took_over.is_some() {
-                    state.taking_over.remove(&(offset, attempt));
-                    state.orphaned.remove(&(offset, attempt.saturating_sub(1)));
-                }
-            }
+            self.keep_taken_over_leases();
         }
         self.received.clear();
         match self.failed.take() {
             Some(error) if self.count == 0 => Err(error),
             _ => Ok(()),
+        }
+    }
+}
+
+impl Leased<'_> {
+    /// A delivery that took over a lease keeps it: its holder, if dropped meanwhile, stays
+    /// counted (its attempt number is taken). Out of line: few receives take a lease over.
+    #[cfg(feature = "tokio")]
+    #[cold]
+    fn keep_taken_over_leases(&self) {
+        let mut state = self.queue.state.lock();
+        for &(Receipt { offset, attempt }, took_over) in &self.received {
+            if took_over.is_some() {
+                state.taking_over.remove(&(offset, attempt));
+                state.orphaned.remove(&(offset, attempt.saturating_sub(1)));
+            }
         }
     }
 }
