@@ -183,6 +183,27 @@ fn only_span(exporter: &MemoryExporter) -> SpanData {
     spans.remove(0)
 }
 
+/// The traced body of a GET answered at once with `frames`, with the exporter and the clock.
+fn served_body(
+    frames: &'static [&'static str],
+) -> (TracedBody<Frames>, MemoryExporter, ManualClock) {
+    let (mut service, exporter, clock) = traced(Answer(move |_: &http::Request<()>| {
+        http::Response::new(Frames::of(frames))
+    }));
+    let body = respond(&mut service, request(http::Method::GET))
+        .expect("answered at once")
+        .into_body();
+    (body, exporter, clock)
+}
+
+/// Asserts that `span` ended failed with `description`, as a request cut short does.
+fn assert_cut_short(span: &SpanData, description: &str) {
+    assert_eq!(span.status, Status::Error(description.to_owned().into()));
+    assert_eq!(text(span, "error.type"), Some("_OTHER"));
+}
+
+const BODY_DROPPED: &str = "the response body was dropped before its end";
+
 #[test]
 fn a_response_future_dropped_before_the_response_ends_the_server_span_as_failed() {
     let (mut service, exporter, clock) = traced(Silent);
@@ -197,11 +218,7 @@ fn a_response_future_dropped_before_the_response_ends_the_server_span_as_failed(
     assert!(exporter.spans().is_empty(), "still waiting for the service");
     drop(future);
     let span = only_span(&exporter);
-    assert_eq!(
-        span.status,
-        Status::Error("the request was cancelled before its response".into())
-    );
-    assert_eq!(text(&span, "error.type"), Some("_OTHER"));
+    assert_cut_short(&span, "the request was cancelled before its response");
     assert_eq!(span.attribute("http.response.status_code"), None);
     assert_eq!(
         span.duration(),
@@ -212,21 +229,13 @@ fn a_response_future_dropped_before_the_response_ends_the_server_span_as_failed(
 
 #[test]
 fn a_response_body_dropped_mid_stream_ends_the_server_span_as_failed() {
-    let (mut service, exporter, clock) = traced(Answer(|_: &http::Request<()>| {
-        http::Response::new(Frames::of(&["a", "b", "c"]))
-    }));
-    let response = respond(&mut service, request(http::Method::GET)).expect("answered at once");
-    let mut body = response.into_body();
+    let (mut body, exporter, clock) = served_body(&["a", "b", "c"]);
     assert_eq!(next_frame(&mut body), Next::Frame);
     clock.advance(Duration::from_millis(12));
     assert!(exporter.spans().is_empty(), "two frames still to send");
     drop(body);
     let span = only_span(&exporter);
-    assert_eq!(
-        span.status,
-        Status::Error("the response body was dropped before its end".into())
-    );
-    assert_eq!(text(&span, "error.type"), Some("_OTHER"));
+    assert_cut_short(&span, BODY_DROPPED);
     assert_eq!(
         span.attribute("http.response.status_code"),
         Some(&Value::I64(200)),
@@ -241,29 +250,14 @@ fn a_response_body_dropped_mid_stream_ends_the_server_span_as_failed() {
 
 #[test]
 fn a_response_body_dropped_before_its_first_frame_ends_the_server_span_as_failed() {
-    let (mut service, exporter, _clock) = traced(Answer(|_: &http::Request<()>| {
-        http::Response::new(Frames::of(&["cart"]))
-    }));
-    let body = respond(&mut service, request(http::Method::GET))
-        .expect("answered at once")
-        .into_body();
+    let (body, exporter, _clock) = served_body(&["cart"]);
     drop(body);
-    let span = only_span(&exporter);
-    assert_eq!(
-        span.status,
-        Status::Error("the response body was dropped before its end".into())
-    );
-    assert_eq!(text(&span, "error.type"), Some("_OTHER"));
+    assert_cut_short(&only_span(&exporter), BODY_DROPPED);
 }
 
 #[test]
 fn a_response_body_read_to_its_end_is_not_a_failure() {
-    let (mut service, exporter, clock) = traced(Answer(|_: &http::Request<()>| {
-        http::Response::new(Frames::of(&["a", "b"]))
-    }));
-    let mut body = respond(&mut service, request(http::Method::GET))
-        .expect("answered at once")
-        .into_body();
+    let (mut body, exporter, clock) = served_body(&["a", "b"]);
     assert_eq!(next_frame(&mut body), Next::Frame);
     clock.advance(Duration::from_millis(4));
     assert_eq!(next_frame(&mut body), Next::Frame);
@@ -283,12 +277,7 @@ fn a_response_body_read_to_its_end_is_not_a_failure() {
 /// `None` that would follow.
 #[test]
 fn a_response_body_at_its_end_when_dropped_is_not_a_failure() {
-    let (mut service, exporter, _clock) = traced(Answer(|_: &http::Request<()>| {
-        http::Response::new(Frames::of(&["a", "b"]))
-    }));
-    let mut body = respond(&mut service, request(http::Method::GET))
-        .expect("answered at once")
-        .into_body();
+    let (mut body, exporter, _clock) = served_body(&["a", "b"]);
     assert_eq!(next_frame(&mut body), Next::Frame);
     assert_eq!(next_frame(&mut body), Next::Frame);
     assert!(body.is_end_stream());
