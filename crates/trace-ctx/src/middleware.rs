@@ -209,7 +209,7 @@ where
         let trace_response = self
             .trace_response
             .then(|| TraceParent::of(span.context()).encode());
-        let head_request = request.method() == http::Method::HEAD;
+        let method = BodyRule::of(request.method());
         let context = remote.with_span(span.context().clone());
         let future = {
             let _current = context.clone().attach();
@@ -219,7 +219,7 @@ where
             inner: future.with_context(context),
             span: AwaitedResponse::new(Some(span)),
             trace_response,
-            head_request,
+            method,
         }
     }
 }
@@ -249,16 +249,41 @@ pin_project_lite::pin_project! {
         inner: WithContext<F>,
         span: AwaitedResponse,
         trace_response: Option<TraceParentHeader>,
-        // Whether the request is `HEAD`, whose response body is never sent.
-        head_request: bool,
+        // What the request's method says of the response body's fate.
+        method: BodyRule,
+    }
+}
+
+/// What a request's method says of whether its response body is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyRule {
+    /// `HEAD`: the response body is never sent.
+    Head,
+    /// `CONNECT`: a 2xx response turns the connection into a tunnel after its head.
+    Connect,
+    /// Any other method: the status decides.
+    Other,
+}
+
+impl BodyRule {
+    fn of(method: &http::Method) -> Self {
+        if method == http::Method::HEAD {
+            Self::Head
+        } else if method == http::Method::CONNECT {
+            Self::Connect
+        } else {
+            Self::Other
+        }
     }
 }
 
 /// Whether a server sends this response's body: never in answer to `HEAD`, nor with a `1xx`,
-/// `204 No Content` or `304 Not Modified` status (RFC 9112, section 6.3), so a server drops
-/// such a body unread, and that is no failure.
-fn sends_body(head_request: bool, status: http::StatusCode) -> bool {
-    !(head_request
+/// `204 No Content` or `304 Not Modified` status, nor with a 2xx answer to `CONNECT`, after
+/// which the connection is a tunnel (RFC 9112, section 6.3); a server drops such a body
+/// unread, and that is no failure.
+fn sends_body(method: BodyRule, status: http::StatusCode) -> bool {
+    !(method == BodyRule::Head
+        || (method == BodyRule::Connect && status.is_success())
         || status.is_informational()
         || status == http::StatusCode::NO_CONTENT
         || status == http::StatusCode::NOT_MODIFIED)
@@ -279,7 +304,7 @@ where
             record_status(span, &output, false);
         }
         let trace_response = this.trace_response.take();
-        let head_request = *this.head_request;
+        let method = *this.method;
         Poll::Ready(output.map(|mut response| {
             if let Some(header) = trace_response {
                 // A formatted traceparent is visible ASCII: always a valid header value.
@@ -288,7 +313,7 @@ where
                 }
             }
             let (parts, body) = response.into_parts();
-            if (body.is_end_stream() || !sends_body(head_request, parts.status))
+            if (body.is_end_stream() || !sends_body(method, parts.status))
                 && let Some(mut span) = span.take()
             {
                 span.end();

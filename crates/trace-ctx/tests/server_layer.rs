@@ -344,6 +344,44 @@ fn bodies_of_1xx_204_and_304_responses_dropped_unread_are_not_failures() {
     }
 }
 
+/// A 2xx answer to `CONNECT` turns the connection into a tunnel right after its head (RFC 9110
+/// §9.3.6): a server drops its body unread (hyper does, over HTTP/1.1 and HTTP/2 alike), and
+/// the tunnel is the exchange's success. Any other answer to `CONNECT` sends its body.
+#[test]
+fn the_body_of_a_2xx_answer_to_connect_dropped_unread_is_not_a_failure() {
+    let (mut service, exporter, _clock) = traced(Answer(|request: &http::Request<()>| {
+        let status = if request.uri().path() == "/refused" {
+            407
+        } else {
+            200
+        };
+        http::Response::builder()
+            .status(status)
+            .body(Frames::of(&["a body the tunnel never carries"]))
+            .expect("valid response")
+    }));
+    let connect = |path: &str| {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(path)
+            .body(())
+            .expect("valid request")
+    };
+    let response = respond(&mut service, connect("/tunnel")).expect("answered at once");
+    assert!(!response.body().is_end_stream(), "a non-empty body");
+    drop(response);
+    let span = only_span(&exporter);
+    assert_eq!(span.status, Status::Unset);
+    assert_eq!(span.attribute("error.type"), None);
+    assert_eq!(text(&span, "http.request.method"), Some("CONNECT"));
+
+    // A refusal's body is sent: dropped unread, it was cut short.
+    drop(respond(&mut service, connect("/refused")).expect("answered at once"));
+    let spans = exporter.spans();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(text(&spans[1], "error.type"), Some("_OTHER"));
+}
+
 /// A failure already recorded (a body error) is not recorded again when the body is dropped,
 /// and the span is not ended twice.
 #[test]
