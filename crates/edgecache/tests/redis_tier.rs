@@ -786,6 +786,51 @@ async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_in_progress_across_a_resubscription_stores_its_answer_stale() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    subscribed(&server, 2).await;
+
+    // b's fetch has read Redis and waits at its origin's closed gate...
+    b.origin().set_open(false);
+    let pending = {
+        let b = b.clone();
+        tokio::spawn(async move { serve(&b, "en").await })
+    };
+    poll("b's origin to be asked", || {
+        let asked = b.origin().calls() == 1;
+        async move { asked }
+    })
+    .await;
+    // ...while b loses its subscription, and a's purge, published meanwhile, never reaches it.
+    proxy.refuse_new(true);
+    proxy.cut_connections();
+    poll("b's subscription to end", || {
+        let gone = subscribers(&server) == 1;
+        async move { gone }
+    })
+    .await;
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
+    poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
+    proxy.heal();
+    poll_stats("b to subscribe again", &b, |s| s.resubscriptions == 1).await;
+
+    // The answer, which may predate the purge b missed, is served to the request that asked
+    // for it, but is validated with the origin before its next use, as what b stored before
+    // the resubscription is.
+    b.origin().set_open(true);
+    assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "from b".into()));
+    assert_ne!(serve(&b, "en").await.0, CacheStatus::Hit);
+    assert_eq!(b.origin().calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_of_a_response_from_before_a_purge_that_lands_after_it_is_refused() {
     // a's read and write reach Redis a second late each way (as over a slow link, or a write
     // waiting for a blocking thread); b's purge of the URL lands after a's fetch began and

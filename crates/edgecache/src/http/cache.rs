@@ -301,7 +301,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
         #[cfg(feature = "redis")]
         let shared = self.shared.map(|tier| {
             let (store, purges) = (Arc::clone(&store), Arc::clone(&purges));
-            let marked = Arc::clone(&store);
+            let (marked, soft_purged) = (Arc::clone(&store), Arc::clone(&purges));
             let clock = source.boxed();
             // A record holds the body and the fields; a megabyte more than the largest body
             // covers any fields a stored response can have.
@@ -320,7 +320,10 @@ impl<O: Origin> HttpCacheBuilder<O> {
                         purges.purge(tag, mode, clock.now_nanos());
                     }
                 },
-                move || mark_everything_stale(&marked),
+                move || {
+                    soft_purged.purge_everything_soft();
+                    mark_everything_stale(&marked);
+                },
             )
         });
         HttpCache {
@@ -900,7 +903,9 @@ fn purge_stored_url(
 /// Marks every response `store` holds stale, as a soft purge of each would: the purges of
 /// the shared tier's subscriber that were lost while it had no subscription may have covered
 /// any of them, so each is validated with the origin (not read back from the shared tier,
-/// where it may have been written again after a purge) before its next use.
+/// where it may have been written again after a purge) before its next use. What is still
+/// being fetched is reached through the purge log instead
+/// ([`PurgeLog::purge_everything_soft`]).
 #[cfg(feature = "redis")]
 fn mark_everything_stale(store: &Cache<PrimaryKey, Arc<Variants>>) {
     store.retain(|_, variants| {

@@ -96,6 +96,9 @@ struct Purges {
     floor: u64,
     /// The monotonic reading when the floor was set (meaningful once `floor` is set).
     floor_nanos: u64,
+    /// Responses from generations below this are soft-purged: fetched before purges this
+    /// cache may have missed (see [`PurgeLog::purge_everything_soft`]).
+    soft_floor: u64,
 }
 
 /// The generations at which a name was last purged hard and soft (0: never). Kept apart, so
@@ -166,6 +169,9 @@ impl Purges {
                 }
             }
         }
+        if generation < self.soft_floor {
+            verdict = Purged::Soft;
+        }
         verdict
     }
 }
@@ -183,6 +189,17 @@ impl PurgeLog {
         // Under the log's lock, so a reader never sees the new generation without the tag.
         let purged_at = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         log.record(tag, mode, purged_at, nanos, MAX_PURGED_TAGS);
+    }
+
+    /// Soft-purges every response fetched before now, stored or still being fetched: the
+    /// shared tier's subscriber lost purges it cannot name. A fetch in progress stores its
+    /// answer after the purges that were lost, so marking what is stored is not enough; its
+    /// generation, taken when it began, tells.
+    #[cfg(feature = "redis")]
+    pub(crate) fn purge_everything_soft(&self) {
+        let mut log = self.tags.lock();
+        // Under the log's lock, so a reader never sees the new generation without the floor.
+        log.soft_floor = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
     }
 
     /// What the tag purges did to a response of `generation` with `tags`.
