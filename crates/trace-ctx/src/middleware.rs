@@ -332,7 +332,7 @@ const TRACERESPONSE: http::HeaderName = http::HeaderName::from_static("traceresp
 
 pin_project_lite::pin_project! {
     /// A response body that ends its server span when the body finishes: at its last frame
-    /// (or any frame after which the body reports its end), at an error (which marks the
+    /// (its trailers, or any frame after which the body reports its end), at an error (which marks the
     /// span failed), or when it is dropped. Dropped before its end, the body was not all
     /// sent (the client went away mid-stream): that marks the span failed. A body that
     /// reports its end when dropped is complete, and a server drops it without asking for
@@ -376,7 +376,8 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         let finished = match &frame {
             None | Some(Err(_)) => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
+            // Trailers are a body's last frame, after which a server asks for no more.
+            Some(Ok(frame)) => frame.is_trailers() || this.inner.is_end_stream(),
         };
         if finished && let Some(mut span) = this.span.take() {
             if matches!(frame, Some(Err(_))) && span.is_recording() {

@@ -382,6 +382,43 @@ fn the_body_of_a_2xx_answer_to_connect_dropped_unread_is_not_a_failure() {
     assert_eq!(text(&spans[1], "error.type"), Some("_OTHER"));
 }
 
+/// Trailers are a body's last frame (`http_body::Frame`): a server sends them and drops the
+/// body without asking for more, whether or not the body reports its end.
+#[test]
+fn a_body_dropped_after_its_trailers_is_not_a_failure() {
+    struct WithTrailers(u8);
+
+    impl Body for WithTrailers {
+        type Data = &'static [u8];
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Infallible>>> {
+            self.0 += 1;
+            Poll::Ready(match self.0 {
+                1 => Some(Ok(Frame::data(b"the data".as_slice()))),
+                2 => Some(Ok(Frame::trailers(http::HeaderMap::new()))),
+                _ => None,
+            })
+        }
+    }
+
+    let (mut service, exporter, _clock) = traced(Answer(|_: &http::Request<()>| {
+        http::Response::new(WithTrailers(0))
+    }));
+    let mut body = respond(&mut service, request(http::Method::GET))
+        .expect("answered at once")
+        .into_body();
+    assert_eq!(next_frame(&mut body), Next::Frame);
+    assert_eq!(next_frame(&mut body), Next::Frame);
+    drop(body);
+    let span = only_span(&exporter);
+    assert_eq!(span.status, Status::Unset);
+    assert_eq!(span.attribute("error.type"), None);
+}
+
 /// A failure already recorded (a body error) is not recorded again when the body is dropped,
 /// and the span is not ended twice.
 #[test]
