@@ -313,7 +313,13 @@ where
                 }
             }
             let (parts, body) = response.into_parts();
-            if (body.is_end_stream() || !sends_body(method, parts.status))
+            // Only a recorded span can be failed: an unsampled one skips the look-up.
+            let unsent = if span.as_ref().is_some_and(Span::is_recording) {
+                declared_length(&parts.headers, &body)
+            } else {
+                None
+            };
+            if (body.is_end_stream() || unsent == Some(0) || !sends_body(method, parts.status))
                 && let Some(mut span) = span.take()
             {
                 span.end();
@@ -321,9 +327,20 @@ where
             let body = TracedBody {
                 inner: body,
                 span: AwaitedResponse::body_end(span),
+                unsent,
             };
             http::Response::from_parts(parts, body)
         }))
+    }
+}
+
+/// The length of a response's body as the server sends it: `Content-Length`, or else an exact
+/// size hint, which hyper sends as one. A server stops there, and drops the body without
+/// polling it further, whether or not the body reports its end.
+fn declared_length(headers: &http::HeaderMap, body: &impl http_body::Body) -> Option<u64> {
+    match headers.get(http::header::CONTENT_LENGTH) {
+        Some(value) => value.to_str().ok()?.parse().ok(),
+        None => body.size_hint().exact(),
     }
 }
 
@@ -332,7 +349,8 @@ const TRACERESPONSE: http::HeaderName = http::HeaderName::from_static("traceresp
 
 pin_project_lite::pin_project! {
     /// A response body that ends its server span when the body finishes: at its last frame
-    /// (its trailers, or any frame after which the body reports its end), at an error (which marks the
+    /// (its trailers, the frame that completes its declared length, or any frame after which
+    /// the body reports its end), at an error (which marks the
     /// span failed), or when it is dropped. Dropped before its end, the body was not all
     /// sent (the client went away mid-stream): that marks the span failed. A body that
     /// reports its end when dropped is complete, and a server drops it without asking for
@@ -342,6 +360,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         span: AwaitedResponse,
+        // The bytes left to send by the body's declared length (`Content-Length`), if it has
+        // one and the span is recorded.
+        unsent: Option<u64>,
     }
 
     impl<B: http_body::Body> PinnedDrop for TracedBody<B> {
@@ -377,7 +398,13 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
         let finished = match &frame {
             None | Some(Err(_)) => true,
             // Trailers are a body's last frame, after which a server asks for no more.
-            Some(Ok(frame)) => frame.is_trailers() || this.inner.is_end_stream(),
+            Some(Ok(frame)) => {
+                if let (Some(unsent), Some(data)) = (this.unsent.as_mut(), frame.data_ref()) {
+                    let sent = u64::try_from(bytes::Buf::remaining(data)).unwrap_or(u64::MAX);
+                    *unsent = unsent.saturating_sub(sent);
+                }
+                frame.is_trailers() || *this.unsent == Some(0) || this.inner.is_end_stream()
+            }
         };
         if finished && let Some(mut span) = this.span.take() {
             if matches!(frame, Some(Err(_))) && span.is_recording() {

@@ -419,6 +419,65 @@ fn a_body_dropped_after_its_trailers_is_not_a_failure() {
     assert_eq!(span.attribute("error.type"), None);
 }
 
+/// A server stops at a body's declared length, `Content-Length` or else an exact size hint
+/// (which hyper sends as `Content-Length`), and drops the body without polling it further:
+/// once that many bytes are taken, the body was sent in full.
+#[test]
+fn a_body_taken_to_its_declared_length_is_not_a_failure() {
+    /// Endless frames of `FRAME`, with the size hint it is given; it never reports its end.
+    struct Sized(Option<u64>);
+
+    const FRAME: &[u8] = b"8 bytes!";
+
+    impl Body for Sized {
+        type Data = &'static [u8];
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Infallible>>> {
+            Poll::Ready(Some(Ok(Frame::data(FRAME))))
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            self.0
+                .map_or_else(http_body::SizeHint::new, http_body::SizeHint::with_exact)
+        }
+    }
+
+    let (mut service, exporter, _clock) =
+        traced(Answer(|request: &http::Request<()>| {
+            match request.uri().path() {
+                "/header" => http::Response::builder()
+                    .header(http::header::CONTENT_LENGTH, "16")
+                    .body(Sized(None))
+                    .expect("valid response"),
+                "/hint" => http::Response::new(Sized(Some(16))),
+                _ => http::Response::new(Sized(None)),
+            }
+        }));
+    for path in ["/header", "/hint", "/undeclared"] {
+        let request = http::Request::builder()
+            .uri(path)
+            .body(())
+            .expect("valid request");
+        let mut body = respond(&mut service, request)
+            .expect("answered at once")
+            .into_body();
+        assert_eq!(next_frame(&mut body), Next::Frame);
+        assert_eq!(next_frame(&mut body), Next::Frame);
+        assert!(!body.is_end_stream(), "{path}");
+        drop(body);
+    }
+    let spans = exporter.spans();
+    assert_eq!(spans.len(), 3);
+    assert_eq!(spans[0].status, Status::Unset, "Content-Length");
+    assert_eq!(spans[1].status, Status::Unset, "an exact size hint");
+    // Without a declared length, the same 16 bytes may be a body cut short.
+    assert_eq!(text(&spans[2], "error.type"), Some("_OTHER"));
+}
+
 /// A failure already recorded (a body error) is not recorded again when the body is dropped,
 /// and the span is not ended twice.
 #[test]

@@ -19,10 +19,14 @@ use tower::{Layer, Service};
 /// A bound on every step, so a broken server fails the test instead of hanging it.
 const BOUND: Duration = Duration::from_secs(30);
 
-/// A body of `frames` data frames of `CHUNK`, or endless with `None`. It reports its end
-/// once the last frame is taken, as most bodies do, so a server stops there and drops it
-/// without polling for the `None` that would follow.
-struct Chunks(Option<u32>);
+/// A body of `frames` data frames of `CHUNK`, or endless with `None`. Unless `reports_end`
+/// is false (as a body made from a stream), it reports its end once the last frame is taken,
+/// as most bodies do, so a server stops there and drops it without polling for the `None`
+/// that would follow.
+struct Chunks {
+    frames: Option<u32>,
+    reports_end: bool,
+}
 
 const CHUNK: &[u8] = &[b'x'; 16 * 1024];
 
@@ -34,7 +38,7 @@ impl Body for Chunks {
         mut self: Pin<&mut Self>,
         _: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Infallible>>> {
-        match &mut self.0 {
+        match &mut self.frames {
             Some(0) => Poll::Ready(None),
             Some(left) => {
                 *left -= 1;
@@ -45,15 +49,18 @@ impl Body for Chunks {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0 == Some(0)
+        self.reports_end && self.frames == Some(0)
     }
 }
 
-/// Answers every request with `status` and a body of `frames` frames.
+/// Answers every request with `status` and a body of `frames` frames, which reports its end
+/// unless `declared` is set: then the response declares the body's length in
+/// `Content-Length` instead.
 #[derive(Clone, Copy)]
 struct Answer {
     status: u16,
     frames: Option<u32>,
+    declared: bool,
 }
 
 impl Service<http::Request<()>> for Answer {
@@ -66,10 +73,18 @@ impl Service<http::Request<()>> for Answer {
     }
 
     fn call(&mut self, _: http::Request<()>) -> Self::Future {
-        let response = http::Response::builder()
-            .status(self.status)
-            .body(Chunks(self.frames))
-            .expect("valid response");
+        let mut response = http::Response::builder().status(self.status);
+        if self.declared
+            && let Some(frames) = self.frames
+        {
+            let length = u64::from(frames) * CHUNK.len() as u64;
+            response = response.header(http::header::CONTENT_LENGTH, length);
+        }
+        let body = Chunks {
+            frames: self.frames,
+            reports_end: !self.declared,
+        };
+        let response = response.body(body).expect("valid response");
         std::future::ready(Ok(response))
     }
 }
@@ -92,9 +107,24 @@ async fn serve_one(
     request: &'static str,
     client: Client,
 ) -> Vec<SpanData> {
+    serve_answer(
+        Answer {
+            status,
+            frames,
+            declared: false,
+        },
+        request,
+        client,
+    )
+    .await
+}
+
+/// [`serve_one`], answering with `answer`.
+async fn serve_answer(answer: Answer, request: &'static str, client: Client) -> Vec<SpanData> {
+    let status = answer.status;
     let exporter = MemoryExporter::new();
     let tracer = Tracer::builder().exporter(exporter.clone()).build();
-    let traced = ServerLayer::new(tracer, TraceContextPropagator).layer(Answer { status, frames });
+    let traced = ServerLayer::new(tracer, TraceContextPropagator).layer(answer);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -156,6 +186,20 @@ const HEAD: &str = "HEAD /cart HTTP/1.1\r\nhost: shop.example\r\nconnection: clo
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_body_hyper_sends_in_full_leaves_the_span_unfailed() {
     let span = only(serve_one(200, Some(3), GET, Client::ReadsAll).await);
+    assert_eq!(span.status, Status::Unset);
+    assert_eq!(span.attribute("error.type"), None);
+}
+
+/// hyper stops at the length `Content-Length` declares and drops the body without polling it
+/// further: a body that does not report its end (one made from a stream) was sent in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_body_sent_to_its_declared_length_leaves_the_span_unfailed() {
+    let answer = Answer {
+        status: 200,
+        frames: Some(3),
+        declared: true,
+    };
+    let span = only(serve_answer(answer, GET, Client::ReadsAll).await);
     assert_eq!(span.status, Status::Unset);
     assert_eq!(span.attribute("error.type"), None);
 }
