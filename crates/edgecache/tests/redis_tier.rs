@@ -876,6 +876,49 @@ async fn a_write_of_a_response_from_before_a_purge_that_lands_after_it_is_refuse
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_could_not_read_the_epoch_counts_every_purge_mark_as_later() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    subscribed(&server, 2).await;
+    // A purge of the URL that comes before anything b fetches: Redis holds its mark.
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
+    poll_stats("b to apply the purge", &b, |s| s.purges_applied == 1).await;
+
+    // b's fetch cannot read Redis (so neither the epoch), and Redis is back for its write.
+    b.origin().set_open(false);
+    proxy.refuse_new(true);
+    proxy.cut_connections();
+    let pending = {
+        let b = b.clone();
+        tokio::spawn(async move { serve(&b, "en").await })
+    };
+    poll("b's origin to be asked", || {
+        let asked = b.origin().calls() == 1;
+        async move { asked }
+    })
+    .await;
+    assert_eq!(stats(&b).read_errors, 1);
+    proxy.heal();
+    b.origin().set_open(true);
+    assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "from b".into()));
+    poll_stats("b's write to end", &b, |s| {
+        s.writes + s.writes_refused + s.write_errors == 1
+    })
+    .await;
+    assert_eq!(stats(&b).writes_refused, 1, "{:?}", stats(&b));
+
+    // A fetch that read the epoch is judged by it: the same mark, older, refuses nothing.
+    assert_eq!(serve(&a, "de").await, (CacheStatus::Miss, "from a".into()));
+    poll_stats("a's write", &a, |s| s.writes == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_falls_silent_is_replaced() {
     let Some(server) = RedisServer::start() else {
         return;
