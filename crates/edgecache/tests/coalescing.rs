@@ -585,6 +585,53 @@ async fn waiters_for_another_variant_share_one_fetch_of_theirs_and_store_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiters_whose_own_request_forbids_storing_do_not_wait_a_second_round() {
+    // Every request carries `Authorization` (an API behind a login), and the origin's answer
+    // is otherwise storable: none of them can store what it fetches. The waiters on the first
+    // fetch may not be given its answer; each asks the origin at once, rather than waiting on a
+    // second fetch of one of theirs that would not be stored either.
+    let clock = ManualClock::new();
+    let mut first_call = true;
+    let origin = TestOrigin::new(move |_| {
+        let answer = response(&[("cache-control", "max-age=60")], "v1");
+        if std::mem::take(&mut first_call) {
+            Reply::Delayed(Duration::from_secs(1), answer)
+        } else {
+            Reply::Response(answer)
+        }
+    });
+    let cache = cache(origin, &clock);
+    let mut tasks = JoinSet::new();
+    for _ in 0..4 {
+        let cache = cache.clone();
+        tasks.spawn(async move {
+            cache
+                .serve(get(
+                    "http://example.com/account",
+                    &[("authorization", "Bearer x")],
+                ))
+                .await
+        });
+        settle().await;
+    }
+    assert_eq!(cache.origin().calls(), 1, "one fetch while the others wait");
+    // The first answer arrives; every later one is held.
+    cache.origin().set_open(false);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(
+        cache.origin().calls(),
+        4,
+        "each waiter asked the origin once the first answer came"
+    );
+    cache.origin().set_open(true);
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.unwrap().unwrap().body(), "v1");
+    }
+    assert_eq!(cache.origin().calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_leader_whose_own_request_forbids_storing_does_not_scatter_its_waiters() {
     // The first request for a cold URL says `no-store` (or carries `Authorization`): its answer
     // is not stored, and the waiters may not be given it. The waiters then share one fetch of

@@ -772,12 +772,19 @@ impl<O: Origin> HttpCache<O> {
             // A variant stored for other values of its `Vary` fields, or a response only its
             // requester's `no-store` or `Authorization` kept out of storage: the waiters join
             // (or lead) a fetch of their own, stored for them all, rather than each asking the
-            // origin outside the cache.
+            // origin outside the cache. (Not a waiter whose own request has those fields: a
+            // fetch it shared would not be stored either, and waiting on one costs it a round.)
             Ok(Fetch {
                 stored: fetched,
                 kept_out_by_request,
                 ..
-            }) if first && !initiator && (fetched.shareable || kept_out_by_request) => {
+            }) if first
+                && !initiator
+                && (fetched.shareable
+                    || (kept_out_by_request
+                        && !request_cc.no_store()
+                        && !parts.headers.contains_key(AUTHORIZATION))) =>
+            {
                 Box::pin(self.answer(Request::from_parts(parts, body), false)).await
             }
             // Another request's response that this one may not reuse: fetch for itself.
