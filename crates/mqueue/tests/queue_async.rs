@@ -3,6 +3,7 @@
 #![cfg(all(feature = "tokio", not(infra_loom)))]
 
 use std::future::{Future, poll_fn};
+use std::io;
 use std::path::Path;
 use std::pin::{Pin, pin};
 use std::task::Poll;
@@ -31,6 +32,7 @@ use counting_clock::CountingClock;
 use dying_disk::DyingDisk;
 use failing_storage::FailingDirSyncs;
 use gated_disk::{Gate, GatedDisk};
+use hooked_disk::{DiskHook, HookedDisk};
 use thread_recording_disk::{Op, ThreadRecordingDisk};
 
 fn queue(capacity: usize) -> Arc<WorkQueue> {
@@ -630,6 +632,157 @@ async fn a_receive_dropped_while_another_holds_the_lease_it_took_over_is_not_cou
         again.map(|delivery| (delivery.offset(), delivery.attempt())),
         Some((0, 1)),
         "neither dropped delivery is counted after a restart"
+    );
+}
+
+/// The same pair of receives when the second dead-letters the message instead (its first
+/// delivery was its last): the first, dropped while the dead letter waits for its fsync, is
+/// given back with the dead letter when the second is dropped too. The message is then leased
+/// by no one and not dead-lettered on the strength of the first delivery, which no caller got,
+/// neither in memory nor after a restart.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_not_counted() {
+    let options = || QueueOptions::default().max_deliveries(1);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let (gated, gate) = GatedDisk::new(&disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    queue.send("job").unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for its journal fsync"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive waits for the fsync of the job's dead letter"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 2))
+        .await
+        .unwrap();
+    drop(first);
+    drop(second);
+    gate.set_closed(false);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.in_flight, stats.delivered, stats.dead_lettered),
+        (0, 0, 0),
+        "both handouts taken back"
+    );
+    drop(queue);
+    assert_eq!(
+        first_handout_after_a_restart(&disk, options()),
+        (Some((0, 1)), 0),
+        "the dropped delivery is not counted after a restart"
+    );
+}
+
+/// Reopens the queue on `disk` (once the dropped one's blocking-pool work let go of it) and
+/// receives: the offset and attempt delivered, if any, and the messages dead-lettered.
+fn first_handout_after_a_restart(
+    disk: &SimulatedStorage,
+    options: QueueOptions,
+) -> (Option<(u64, u32)>, u64) {
+    let queue = loop {
+        match WorkQueue::open_with(
+            Path::new("/queue"),
+            options.clone(),
+            ManualClock::new(),
+            disk.clone(),
+        ) {
+            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
+            opened => break opened.unwrap(),
+        }
+    };
+    let delivered = queue.try_receive().unwrap();
+    (
+        delivered.map(|delivery| (delivery.offset(), delivery.attempt())),
+        queue.stats().dead_lettered,
+    )
+}
+
+/// Holds every file sync at a gate, and fails those of the dead-letter log once set to.
+#[derive(Debug, Default)]
+struct FailingDeadLetterSyncs {
+    gate: Arc<Gate>,
+    failing: AtomicBool,
+}
+
+impl DiskHook for FailingDeadLetterSyncs {
+    fn file_sync(&self, path: &Path) -> io::Result<()> {
+        self.gate.pass()?;
+        if self.failing.load(Ordering::Acquire) && path.starts_with("/queue/dead") {
+            return Err(io::Error::other("the dead-letter log's sync failed"));
+        }
+        Ok(())
+    }
+}
+
+/// The same pair of receives when the dead letter's fsync fails after the first receive was
+/// dropped: the second gives the dead letter back, and with it the first delivery, withdrawn
+/// in the journal, rather than the expired lease of a receive that is gone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_dead_letter_gives_back_the_dropped_receive_whose_lease_it_took_over() {
+    let options = || QueueOptions::default().max_deliveries(1);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let hook = Arc::new(FailingDeadLetterSyncs::default());
+    let hooked = HookedDisk::with_hook(&disk, Arc::clone(&hook));
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), hooked).unwrap();
+    queue.send("job").unwrap();
+    let gate = Arc::clone(&hook.gate);
+    gate.reset();
+    gate.set_closed(true);
+    hook.failing.store(true, Ordering::Release);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for its journal fsync"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive waits for the fsync of the job's dead letter"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 2))
+        .await
+        .unwrap();
+    drop(first);
+    gate.set_closed(false);
+    let failed = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second receive ends once its fsync fails");
+    assert!(
+        matches!(failed, Err(infra_mqueue::Error::Io { .. })),
+        "the dead letter's failed fsync is the receive's error: {failed:?}"
+    );
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.in_flight, stats.delivered, stats.dead_lettered),
+        (0, 0, 0),
+        "the dead letter and the delivery whose lease it took over are given back"
+    );
+    drop(queue);
+    assert_eq!(
+        first_handout_after_a_restart(&disk, options()),
+        (Some((0, 1)), 0),
+        "the dropped delivery is not counted after a restart"
     );
 }
 

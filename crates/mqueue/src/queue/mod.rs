@@ -459,6 +459,8 @@ struct State {
     /// Deliveries `(offset, attempt)` of a durable queue that took over an expired lease,
     /// until their receive reaches its caller or gives them back: only while one is listed
     /// can the receive it took the lease from leave a note in `orphaned` for it to find.
+    /// A dead letter that took over a lease is listed the same way, under the attempt after
+    /// the one whose lease it ends, until it is settled or given back.
     #[cfg(feature = "tokio")]
     taking_over: std::collections::BTreeSet<(u64, u32)>,
     stats: QueueStats,
@@ -534,9 +536,10 @@ struct Leased<'q> {
     /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for),
     /// each with the deadline of the expired lease it took over, if it did.
     received: Vec<(Receipt, Option<u64>)>,
-    /// Dead letters written to a durable queue's dead-letter log, not yet settled, each with
-    /// the deadline of the expired lease it ends, if it does.
-    dead: Vec<(u64, Option<u64>)>,
+    /// Dead letters written to a durable queue's dead-letter log, not yet settled: each
+    /// message's offset, its deliveries, and the deadline of the expired lease it ends (that
+    /// of its last delivery), if it does.
+    dead: Vec<(u64, u32, Option<u64>)>,
     /// The dead-letter log's end after them.
     dead_end: Option<u64>,
     /// The error that ended the batch early: a dead letter's failed write or fsync.
@@ -627,10 +630,10 @@ impl Leased<'_> {
     #[cold]
     fn give_back(&mut self) {
         let queue = self.queue;
+        // A delivery that reached no caller may be behind a note, and its record written,
+        // whichever way the receive that gives its lease back went.
         #[cfg(feature = "tokio")]
-        if self.is_async
-            && let Some(durable) = &queue.durable
-        {
+        if let Some(durable) = &queue.durable {
             Durable::withdraw(durable, || self.take_back());
             queue.wake_receivers(self.received.len() + self.dead.len());
             return;
@@ -656,44 +659,114 @@ impl Leased<'_> {
             if took_over.is_some() {
                 state.taking_over.remove(&(offset, attempt));
             }
-            let mut next = Some((attempt, took_over, journaled));
-            while let Some((attempt, took_over, journaled)) = next.take() {
-                if state.leases.undeliver(offset, attempt, took_over) {
-                    if journaled {
-                        withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
-                    }
-                    // The lease handed back may be that of a receive dropped before this one.
-                    #[cfg(feature = "tokio")]
-                    if took_over.is_some()
-                        && let Some((took_over, journaled)) =
-                            state.orphaned.remove(&(offset, attempt.saturating_sub(1)))
-                    {
-                        next = Some((attempt.saturating_sub(1), took_over, journaled));
-                    }
-                } else {
-                    // A later delivery took over the expired lease: given back, it gives
-                    // this one back too.
-                    #[cfg(feature = "tokio")]
-                    if self.is_async
-                        && let Some(later) = attempt.checked_add(1)
-                        && state.taking_over.contains(&(offset, later))
-                    {
-                        state
-                            .orphaned
-                            .insert((offset, attempt), (took_over, journaled));
-                    }
-                }
-            }
+            #[cfg(feature = "tokio")]
+            let is_async = self.is_async;
+            #[cfg(not(feature = "tokio"))]
+            let is_async = false;
+            state.undeliver(
+                offset,
+                attempt,
+                took_over,
+                journaled,
+                is_async,
+                &mut withdrawn,
+            );
             // Never handed out.
             state.stats.delivered -= 1;
             if attempt > 1 {
                 state.stats.redelivered -= 1;
             }
         }
-        for &(offset, took_over) in &self.dead {
-            state.leases.dead_letter_failed(offset, took_over);
+        for &(offset, deliveries, took_over) in &self.dead {
+            state.dead_letter_failed(offset, deliveries, took_over, &mut withdrawn);
         }
         withdrawn
+    }
+}
+
+impl State {
+    /// Takes back the delivery `attempt` of `offset` (handed out with `took_over`, its
+    /// `Received` record written if `journaled`) whose receive never reached its caller,
+    /// pushing its `Withdrawn` record to `withdrawn` if it needs one. A receive dropped before
+    /// this one, whose expired lease this one had taken over and now hands back, is taken
+    /// back too (it left a note). If a later delivery holds the lease instead, an async
+    /// receive leaves a note for it, so that giving that delivery back gives this one back.
+    fn undeliver(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        took_over: Option<u64>,
+        journaled: bool,
+        is_async: bool,
+        withdrawn: &mut Vec<journal::Entry>,
+    ) {
+        let mut next = Some((attempt, took_over, journaled));
+        while let Some((attempt, took_over, journaled)) = next.take() {
+            if self.leases.undeliver(offset, attempt, took_over) {
+                if journaled {
+                    withdrawn.push(journal::Entry::Withdrawn { offset, attempt });
+                }
+                // The lease handed back may be that of a receive dropped before this one.
+                #[cfg(feature = "tokio")]
+                if took_over.is_some()
+                    && let Some((took_over, journaled)) =
+                        self.orphaned.remove(&(offset, attempt.saturating_sub(1)))
+                {
+                    next = Some((attempt.saturating_sub(1), took_over, journaled));
+                }
+            } else {
+                // A later delivery (or dead letter) took over the expired lease: given back,
+                // it gives this one back too.
+                #[cfg(feature = "tokio")]
+                if is_async
+                    && let Some(later) = attempt.checked_add(1)
+                    && self.taking_over.contains(&(offset, later))
+                {
+                    self.orphaned
+                        .insert((offset, attempt), (took_over, journaled));
+                }
+                #[cfg(not(feature = "tokio"))]
+                let _ = is_async;
+            }
+        }
+    }
+
+    /// Gives back a dead letter of a message with `deliveries` handed out with `took_over`
+    /// and not settled (its write or fsync failed, or its receive was dropped first). The
+    /// expired lease it was to end is its holder's again, unless that holder was a receive
+    /// dropped meanwhile (it left a note): then that delivery is taken back as well, its
+    /// `Withdrawn` record pushed to `withdrawn` if it needs one, so that no later receive
+    /// dead-letters the message on the strength of a delivery no caller got.
+    fn dead_letter_failed(
+        &mut self,
+        offset: u64,
+        deliveries: u32,
+        took_over: Option<u64>,
+        withdrawn: &mut Vec<journal::Entry>,
+    ) {
+        self.leases.dead_letter_failed(offset, took_over);
+        #[cfg(feature = "tokio")]
+        if took_over.is_some()
+            && let Some(ending) = deliveries.checked_add(1)
+        {
+            self.taking_over.remove(&(offset, ending));
+            if let Some((took_over, journaled)) = self.orphaned.remove(&(offset, deliveries)) {
+                self.undeliver(offset, deliveries, took_over, journaled, false, withdrawn);
+            }
+        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = (deliveries, withdrawn);
+    }
+
+    /// A dead letter that took over the expired lease of a message with `deliveries` was
+    /// settled: the delivery whose lease it ended stays counted, so a note its dropped
+    /// receive left is no longer needed.
+    #[cfg(feature = "tokio")]
+    fn dead_letter_settled(&mut self, offset: u64, deliveries: u32) {
+        if let Some(ending) = deliveries.checked_add(1) {
+            self.taking_over.remove(&(offset, ending));
+            self.orphaned.remove(&(offset, deliveries));
+        }
     }
 }
 
@@ -1507,12 +1580,22 @@ impl WorkQueue {
                     // the fsync brings it back to be dead-lettered again.
                     match Self::write_dead_letter(durable, leased, offset, deliveries, &payload) {
                         Ok(Some(end)) => {
-                            leased.dead.push((offset, took_over));
+                            leased.dead.push((offset, deliveries, took_over));
                             leased.dead_end = Some(end);
+                            // Listed like a delivery that took a lease over: the receive of
+                            // the delivery whose lease it ends, dropped meanwhile, leaves a
+                            // note for it.
+                            #[cfg(feature = "tokio")]
+                            if took_over.is_some()
+                                && let Some(ending) = deliveries.checked_add(1)
+                            {
+                                state.taking_over.insert((offset, ending));
+                            }
                         }
                         Ok(None) => {
                             // Its segment rolls first: the batch ends, and the message waits
-                            // for the lease after the roll.
+                            // for the lease after the roll. (Not listed yet, and the lock
+                            // held since the handout: no receive left a note for it.)
                             state.leases.dead_letter_failed(offset, took_over);
                             break;
                         }
@@ -1577,11 +1660,7 @@ impl WorkQueue {
         let settled = match synced {
             None | Some(Ok(())) => dead,
             Some(Err(error)) => {
-                let mut state = self.state.lock();
-                for &(offset, took_over) in &dead {
-                    state.leases.dead_letter_failed(offset, took_over);
-                }
-                drop(state);
+                self.give_back_dead_letters(&dead);
                 self.wake_receivers(dead.len());
                 leased.failed.get_or_insert(error);
                 Vec::new()
@@ -1589,8 +1668,14 @@ impl WorkQueue {
         };
         if !settled.is_empty() {
             let mut state = self.state.lock();
-            for &(offset, _) in &settled {
+            for &(offset, deliveries, took_over) in &settled {
                 state.leases.dead_lettered(offset);
+                #[cfg(feature = "tokio")]
+                if took_over.is_some() {
+                    state.dead_letter_settled(offset, deliveries);
+                }
+                #[cfg(not(feature = "tokio"))]
+                let _ = (deliveries, took_over);
                 state.stats.dead_lettered += 1;
                 #[cfg(feature = "metrics")]
                 self.metrics.dead_lettered();
@@ -1602,7 +1687,7 @@ impl WorkQueue {
         }
         settled
             .into_iter()
-            .map(|(offset, _)| journal::Entry::DeadLettered { offset })
+            .map(|(offset, _, _)| journal::Entry::DeadLettered { offset })
             .chain(
                 leased
                     .received
@@ -1615,6 +1700,27 @@ impl WorkQueue {
                     ),
             )
             .collect()
+    }
+
+    /// Gives back the dead letters of a receive whose dead-letter fsync failed; a delivery
+    /// given back with one (see [`State::dead_letter_failed`]) is withdrawn in the journal,
+    /// under its lock, as a dropped receive's is.
+    #[cold]
+    fn give_back_dead_letters(&self, dead: &[(u64, u32, Option<u64>)]) {
+        let give_back = || {
+            let mut withdrawn = Vec::new();
+            let mut state = self.state.lock();
+            for &(offset, deliveries, took_over) in dead {
+                state.dead_letter_failed(offset, deliveries, took_over, &mut withdrawn);
+            }
+            withdrawn
+        };
+        #[cfg(feature = "tokio")]
+        if let Some(durable) = &self.durable {
+            Durable::withdraw(durable, give_back);
+            return;
+        }
+        give_back();
     }
 
     fn keep_dead_letter(&self, state: &mut State, offset: u64, deliveries: u32, payload: Bytes) {

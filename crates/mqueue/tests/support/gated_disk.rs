@@ -45,7 +45,7 @@ impl Gate {
     }
 
     /// Called by a file sync: waits while the gate is closed.
-    fn pass(&self) -> io::Result<()> {
+    pub(crate) fn pass(&self) -> io::Result<()> {
         let mut state = self.state.lock();
         state.arrived += 1;
         self.changed.notify_all();
