@@ -680,7 +680,7 @@ async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_n
     );
     drop(queue);
     assert_eq!(
-        first_handout_after_a_restart(&disk, options()),
+        first_handout_after_a_restart(&disk, &options()),
         (Some((0, 1)), 0),
         "the dropped delivery is not counted after a restart"
     );
@@ -690,7 +690,7 @@ async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_n
 /// receives: the offset and attempt delivered, if any, and the messages dead-lettered.
 fn first_handout_after_a_restart(
     disk: &SimulatedStorage,
-    options: QueueOptions,
+    options: &QueueOptions,
 ) -> (Option<(u64, u32)>, u64) {
     let queue = loop {
         match WorkQueue::open_with(
@@ -780,7 +780,7 @@ async fn a_failed_dead_letter_gives_back_the_dropped_receive_whose_lease_it_took
     );
     drop(queue);
     assert_eq!(
-        first_handout_after_a_restart(&disk, options()),
+        first_handout_after_a_restart(&disk, &options()),
         (Some((0, 1)), 0),
         "the dropped delivery is not counted after a restart"
     );

@@ -530,7 +530,8 @@ impl Drop for UnreleasedSend<'_> {
 /// `stats()` and the metrics do not count them as delivered; if their `Received` records
 /// were written, `Withdrawn` records follow, so that a restart does not count them either),
 /// its dead letters not yet settled to a later receive, which writes them
-/// again. No message stays held by a receive whose caller never got it.
+/// again (with, for one that took over the expired lease of a receive dropped meanwhile, that
+/// receive's delivery, given back as well). No message stays held by a receive whose caller never got it.
 struct Leased<'q> {
     queue: &'q WorkQueue,
     /// The deliveries of a durable queue, to journal (in memory: none, nothing to wait for),
