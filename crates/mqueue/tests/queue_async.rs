@@ -786,6 +786,70 @@ async fn a_failed_dead_letter_gives_back_the_dropped_receive_whose_lease_it_took
     );
 }
 
+/// A receive dropped before its delivery's record was written, while a dead letter holds the
+/// lease it had: a compaction before the dead letter is given back does not count that
+/// delivery in its checkpoint (no `Withdrawn` record will follow to take it back), so the
+/// restart delivers the message instead of dead-lettering it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_compaction_does_not_count_an_unjournaled_delivery_whose_lease_a_dead_letter_holds() {
+    let options = || QueueOptions::default().max_deliveries(1).compact_after(16);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let (gated, gate) = GatedDisk::new(&disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    for filler in 0..7u8 {
+        queue.send(vec![filler]).unwrap();
+    }
+    queue.send("poison").unwrap();
+    queue.send("job").unwrap();
+    let fillers: Vec<Delivery> = (0..7)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    for filler in &fillers[..6] {
+        queue.ack(filler).unwrap();
+    }
+    let poison = queue.try_receive().unwrap().unwrap();
+    // Its last delivery given back: the next receive dead-letters it. 15 journal records.
+    queue.nack(&poison, Duration::ZERO).unwrap();
+    // Held past the job's lease, which runs out below.
+    queue.extend(&fillers[6], Duration::from_secs(60)).unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for the poison's dead letter's fsync, the job leased"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive waits for the fsync of the job's dead letter"
+    );
+    drop(first);
+    gate.set_closed(false);
+    // The 16th record: its write compacts the journal, while the job's first delivery, never
+    // journaled, waits behind the dead letter that took its lease over.
+    queue.ack(&fillers[6]).unwrap();
+    let names = disk.list(Path::new("/queue")).unwrap();
+    assert!(
+        names.contains(&"journal-1".to_owned()),
+        "compacted: {names:?}"
+    );
+    drop(second);
+    assert_eq!(queue.stats().in_flight, 0, "nothing held");
+    drop(queue);
+    assert_eq!(
+        first_handout_after_a_restart(&disk, &options()),
+        (Some((8, 1)), 1),
+        "the poison dead-lettered again, the job delivered as its first attempt"
+    );
+}
+
 /// A compaction whose checkpoint is taken while an async receive has leased a message but not
 /// yet written its journal record (it waits for a dead letter's fsync first) does not count
 /// that delivery in the checkpoint as well as in the record: when the receive is then dropped

@@ -446,7 +446,10 @@ struct State {
     /// The deliveries `(offset, attempt)` leased by async receives of a durable queue whose
     /// `Received` records are not written yet. A compaction's checkpoint does not count them:
     /// their records follow it, and a checkpoint that counted them too would leave two
-    /// records of one delivery for a `Withdrawn` record to take back only one of.
+    /// records of one delivery for a `Withdrawn` record to take back only one of. Listed too
+    /// while noted in `orphaned`: the delivery of a receive dropped before its record was
+    /// written, which a checkpoint must not count either, since no `Withdrawn` record will
+    /// take it back when the note is followed.
     #[cfg(feature = "tokio")]
     unjournaled: std::collections::BTreeSet<(u64, u32)>,
     /// Deliveries `(offset, attempt)` of async receives dropped while a later delivery held
@@ -610,7 +613,7 @@ impl Leased<'_> {
         for &(Receipt { offset, attempt }, took_over) in &self.received {
             if took_over.is_some() {
                 state.taking_over.remove(&(offset, attempt));
-                state.orphaned.remove(&(offset, attempt.saturating_sub(1)));
+                state.take_note(offset, attempt.saturating_sub(1));
             }
         }
     }
@@ -711,7 +714,7 @@ impl State {
                 #[cfg(feature = "tokio")]
                 if took_over.is_some()
                     && let Some((took_over, journaled)) =
-                        self.orphaned.remove(&(offset, attempt.saturating_sub(1)))
+                        self.take_note(offset, attempt.saturating_sub(1))
                 {
                     next = Some((attempt.saturating_sub(1), took_over, journaled));
                 }
@@ -725,6 +728,9 @@ impl State {
                 {
                     self.orphaned
                         .insert((offset, attempt), (took_over, journaled));
+                    if !journaled {
+                        self.unjournaled.insert((offset, attempt));
+                    }
                 }
                 #[cfg(not(feature = "tokio"))]
                 let _ = is_async;
@@ -751,7 +757,7 @@ impl State {
             && let Some(ending) = deliveries.checked_add(1)
         {
             self.taking_over.remove(&(offset, ending));
-            if let Some((took_over, journaled)) = self.orphaned.remove(&(offset, deliveries)) {
+            if let Some((took_over, journaled)) = self.take_note(offset, deliveries) {
                 self.undeliver(offset, deliveries, took_over, journaled, false, withdrawn);
             }
         }
@@ -766,8 +772,20 @@ impl State {
     fn dead_letter_settled(&mut self, offset: u64, deliveries: u32) {
         if let Some(ending) = deliveries.checked_add(1) {
             self.taking_over.remove(&(offset, ending));
-            self.orphaned.remove(&(offset, deliveries));
+            self.take_note(offset, deliveries);
         }
+    }
+
+    /// Removes the note a dropped receive left for its delivery `attempt` of `offset`, if
+    /// any: whose lease it had taken over, and whether its record was written (if not, it
+    /// leaves `unjournaled` too).
+    #[cfg(feature = "tokio")]
+    fn take_note(&mut self, offset: u64, attempt: u32) -> Option<(Option<u64>, bool)> {
+        let note = self.orphaned.remove(&(offset, attempt))?;
+        if !note.1 {
+            self.unjournaled.remove(&(offset, attempt));
+        }
+        Some(note)
     }
 }
 
