@@ -1328,3 +1328,55 @@ async fn a_receive_dropped_during_its_compaction_gives_its_message_back_at_once(
     gate.set_closed(false);
     queue.ack(&again).unwrap();
 }
+
+/// A receive whose delivery's record is not yet written (it waits for a dead letter's fsync
+/// first) loses its expired lease to a second receive, whose record is written; both are
+/// dropped, the first first. In memory neither delivery counts; after a restart neither
+/// should, but the journal holds only the second's `Received` and `Withdrawn` records, and
+/// replay counts an attempt with no record below a withdrawn one.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "known defect: replay counts the unwritten delivery of a dropped receive whose lease a withdrawn delivery took over"]
+async fn an_unwritten_delivery_under_a_withdrawn_one_that_took_its_lease_is_not_counted() {
+    let options = || QueueOptions::default().max_deliveries(2);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let (gated, gate) = GatedDisk::new(&disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    queue.send("poison").unwrap();
+    queue.send("job").unwrap();
+    for _ in 0..2 {
+        let poison = queue.try_receive().unwrap().unwrap();
+        queue.nack(&poison, Duration::ZERO).unwrap();
+    }
+    gate.reset();
+    gate.set_closed(true);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for the poison's dead letter's fsync, the job leased"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive, of the job's second attempt, waits for its journal fsync"
+    );
+    let held = Arc::clone(&gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 2))
+        .await
+        .unwrap();
+    drop(first);
+    drop(second);
+    gate.set_closed(false);
+    assert_eq!(queue.stats().in_flight, 0, "nothing held");
+    drop(queue);
+    assert_eq!(
+        first_handout_after_a_restart(&disk, &options()),
+        (Some((1, 1)), 1),
+        "the poison dead-lettered again, the job delivered as its first attempt"
+    );
+}
