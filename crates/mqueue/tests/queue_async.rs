@@ -335,6 +335,30 @@ fn a_poison_message_on_its_last_delivery() -> (Arc<WorkQueue>, Arc<Gate>) {
     (queue, gate)
 }
 
+/// Waits (off the runtime's thread) until `arrived` syncs have reached the closed `gate`.
+async fn arrivals(gate: &Arc<Gate>, arrived: u64) {
+    let held = Arc::clone(gate);
+    tokio::task::spawn_blocking(move || held.wait_until(|now, _| now == arrived))
+        .await
+        .unwrap();
+}
+
+/// Opens the queue in `/queue` on `disk` again, once the one dropped before it let go of the
+/// directory (work it left on the blocking pool may still hold it for a moment).
+fn reopen(disk: &SimulatedStorage, options: &QueueOptions) -> WorkQueue {
+    loop {
+        match WorkQueue::open_with(
+            Path::new("/queue"),
+            options.clone(),
+            ManualClock::new(),
+            disk.clone(),
+        ) {
+            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
+            opened => break opened.unwrap(),
+        }
+    }
+}
+
 /// Polls a receive with the file syncs held at `gate` until its first fsync (`waits_for`)
 /// arrives there, then drops it, the gate still closed.
 async fn drop_a_receive_at_its_held_fsync(queue: &WorkQueue, gate: &Arc<Gate>, waits_for: &str) {
@@ -344,10 +368,7 @@ async fn drop_a_receive_at_its_held_fsync(queue: &WorkQueue, gate: &Arc<Gate>, w
         poll_once(receive.as_mut()).await.is_pending(),
         "the receive waits for {waits_for}"
     );
-    let held = Arc::clone(gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(gate, 1).await;
 }
 
 /// A receive future dropped while its journal fsync is held hands nothing out and holds
@@ -489,26 +510,13 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
             poll_once(receive.as_mut()).await.is_pending(),
             "the receive waits for the roll's fsync of the full journal segment"
         );
-        let held = Arc::clone(&gate);
-        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-            .await
-            .unwrap();
+        arrivals(&gate, 1).await;
         // Let the roll go on: the drop waits for the log's lock while the roll holds it.
         gate.set_closed(false);
     }
     drop(queue);
     // A roll on the pool holds the queue's files until it ends.
-    let queue = loop {
-        match WorkQueue::open_with(
-            Path::new("/queue"),
-            options(),
-            ManualClock::new(),
-            disk.clone(),
-        ) {
-            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
-            opened => break opened.unwrap(),
-        }
-    };
+    let queue = reopen(&disk, &options());
     let received: Vec<(u64, u32)> = queue
         .try_receive_many(2)
         .unwrap()
@@ -523,57 +531,13 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
 }
 
 /// Two async receives of one message dropped at their journal fsync, the second having taken
-/// over the first one's lease once it ran out: the second gives the lease back to the first,
-/// the first gives the message back, and a restart counts neither delivery (the message comes
-/// as its first attempt, not its second).
+/// over the first one's lease once it ran out, the second dropped first: it gives the lease
+/// back to the first, the first gives the message back, and a restart counts neither delivery
+/// (the message comes as its first attempt, not its second).
 #[tokio::test(flavor = "current_thread")]
 async fn a_dropped_receive_that_took_over_a_dropped_receives_lease_is_not_counted_after_a_restart()
 {
-    let options = || QueueOptions::default().max_deliveries(2);
-    let disk = SimulatedStorage::new();
-    let clock = ManualClock::new();
-    let (gated, gate) = GatedDisk::new(&disk);
-    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
-    queue.send("job").unwrap();
-    gate.reset();
-    gate.set_closed(true);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for its journal fsync"
-    );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive, of the message's second attempt, waits for the same fsync"
-    );
-    drop(second);
-    drop(first);
-    assert_eq!(queue.stats().in_flight, 0, "both deliveries taken back");
-    gate.set_closed(false);
-    drop(queue);
-    let queue = loop {
-        match WorkQueue::open_with(
-            Path::new("/queue"),
-            options(),
-            ManualClock::new(),
-            disk.clone(),
-        ) {
-            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
-            opened => break opened.unwrap(),
-        }
-    };
-    let again = queue.try_receive().unwrap();
-    assert_eq!(
-        again.map(|delivery| (delivery.offset(), delivery.attempt())),
-        Some((0, 1)),
-        "neither dropped delivery is counted"
-    );
+    drop_two_receives_of_one_lease(DropFirst::TheSecond).await;
 }
 
 /// The same two receives dropped the other way round: the first, dropped while the second
@@ -583,6 +547,20 @@ async fn a_dropped_receive_that_took_over_a_dropped_receives_lease_is_not_counte
 /// counting a delivery no one got); a restart agrees.
 #[tokio::test(flavor = "current_thread")]
 async fn a_receive_dropped_while_another_holds_the_lease_it_took_over_is_not_counted() {
+    drop_two_receives_of_one_lease(DropFirst::TheFirst).await;
+}
+
+/// Which of two receives of one lease is dropped first.
+#[derive(Clone, Copy, Debug)]
+enum DropFirst {
+    TheFirst,
+    TheSecond,
+}
+
+/// A first receive waits at its journal fsync until its lease runs out; a second takes the
+/// lease over and waits at the same fsync; both are dropped, in `order`. Neither delivery
+/// counts, in memory or after a restart.
+async fn drop_two_receives_of_one_lease(order: DropFirst) {
     let options = || QueueOptions::default().max_deliveries(2);
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
@@ -596,42 +574,37 @@ async fn a_receive_dropped_while_another_holds_the_lease_it_took_over_is_not_cou
         poll_once(first.as_mut()).await.is_pending(),
         "the first receive waits for its journal fsync"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(&gate, 1).await;
     clock.advance(Duration::from_secs(31));
     let mut second = Box::pin(queue.receive_async());
     assert!(
         poll_once(second.as_mut()).await.is_pending(),
         "the second receive, of the job's second attempt, waits for the same fsync"
     );
-    drop(first);
-    drop(second);
+    match order {
+        DropFirst::TheFirst => {
+            drop(first);
+            drop(second);
+        }
+        DropFirst::TheSecond => {
+            drop(second);
+            drop(first);
+        }
+    }
     gate.set_closed(false);
     let stats = queue.stats();
     assert_eq!(
         (stats.in_flight, stats.delivered),
         (0, 0),
-        "both deliveries taken back"
+        "{order:?} dropped first: both deliveries taken back"
     );
     drop(queue);
-    let queue = loop {
-        match WorkQueue::open_with(
-            Path::new("/queue"),
-            options(),
-            ManualClock::new(),
-            disk.clone(),
-        ) {
-            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
-            opened => break opened.unwrap(),
-        }
-    };
+    let queue = reopen(&disk, &options());
     let again = queue.try_receive().unwrap();
     assert_eq!(
         again.map(|delivery| (delivery.offset(), delivery.attempt())),
         Some((0, 1)),
-        "neither dropped delivery is counted after a restart"
+        "{order:?} dropped first: neither dropped delivery is counted after a restart"
     );
 }
 
@@ -655,20 +628,14 @@ async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_n
         poll_once(first.as_mut()).await.is_pending(),
         "the first receive waits for its journal fsync"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(&gate, 1).await;
     clock.advance(Duration::from_secs(31));
     let mut second = Box::pin(queue.receive_async());
     assert!(
         poll_once(second.as_mut()).await.is_pending(),
         "the second receive waits for the fsync of the job's dead letter"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 2))
-        .await
-        .unwrap();
+    arrivals(&gate, 2).await;
     drop(first);
     drop(second);
     gate.set_closed(false);
@@ -692,17 +659,7 @@ fn first_handout_after_a_restart(
     disk: &SimulatedStorage,
     options: &QueueOptions,
 ) -> (Option<(u64, u32)>, u64) {
-    let queue = loop {
-        match WorkQueue::open_with(
-            Path::new("/queue"),
-            options.clone(),
-            ManualClock::new(),
-            disk.clone(),
-        ) {
-            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
-            opened => break opened.unwrap(),
-        }
-    };
+    let queue = reopen(disk, options);
     let delivered = queue.try_receive().unwrap();
     (
         delivered.map(|delivery| (delivery.offset(), delivery.attempt())),
@@ -749,20 +706,14 @@ async fn a_failed_dead_letter_gives_back_the_dropped_receive_whose_lease_it_took
         poll_once(first.as_mut()).await.is_pending(),
         "the first receive waits for its journal fsync"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(&gate, 1).await;
     clock.advance(Duration::from_secs(31));
     let mut second = Box::pin(queue.receive_async());
     assert!(
         poll_once(second.as_mut()).await.is_pending(),
         "the second receive waits for the fsync of the job's dead letter"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 2))
-        .await
-        .unwrap();
+    arrivals(&gate, 2).await;
     drop(first);
     gate.set_closed(false);
     let failed = tokio::time::timeout(Duration::from_secs(30), second)
@@ -820,10 +771,7 @@ async fn a_compaction_does_not_count_an_unjournaled_delivery_whose_lease_a_dead_
         poll_once(first.as_mut()).await.is_pending(),
         "the first receive waits for the poison's dead letter's fsync, the job leased"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(&gate, 1).await;
     clock.advance(Duration::from_secs(31));
     let mut second = Box::pin(queue.receive_async());
     assert!(
@@ -881,10 +829,7 @@ async fn a_compaction_during_a_receive_does_not_count_its_withdrawn_delivery() {
         poll_once(receive.as_mut()).await.is_pending(),
         "the receive waits for the dead letter's fsync, the job leased"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(&gate, 1).await;
     gate.set_closed(false);
     // The 16th record: its write compacts the journal, while the job's delivery is leased and
     // not journaled.
@@ -1355,20 +1300,14 @@ async fn an_unwritten_delivery_under_a_withdrawn_one_that_took_its_lease_is_not_
         poll_once(first.as_mut()).await.is_pending(),
         "the first receive waits for the poison's dead letter's fsync, the job leased"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 1))
-        .await
-        .unwrap();
+    arrivals(&gate, 1).await;
     clock.advance(Duration::from_secs(31));
     let mut second = Box::pin(queue.receive_async());
     assert!(
         poll_once(second.as_mut()).await.is_pending(),
         "the second receive, of the job's second attempt, waits for its journal fsync"
     );
-    let held = Arc::clone(&gate);
-    tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived == 2))
-        .await
-        .unwrap();
+    arrivals(&gate, 2).await;
     drop(first);
     drop(second);
     gate.set_closed(false);
