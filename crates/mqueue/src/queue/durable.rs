@@ -95,8 +95,10 @@ pub(super) struct Durable {
     /// How many of the latest messages the dedup window reads back on open, so compaction
     /// keeps their segments.
     dedup_ids: Option<u64>,
-    /// `Withdrawn` records a dropped receive could not write at once (the journal's segment
-    /// had to roll first): the next journal write writes them ahead of its own records, and
+    /// The records taking back a dropped receive's deliveries (`Withdrawn`, and the
+    /// `Received` of a pair naming an unwritten delivery as taken back) that it could not
+    /// write at once (the journal's segment had to roll first), in their order, after those
+    /// it wrote: the next journal write writes them ahead of its own records, and
     /// a compaction whose checkpoint (which holds their effect) replaces the generation drops
     /// them. Taken and put back only under the journal's lock.
     withdrawals: Mutex<Vec<Entry>>,
@@ -440,7 +442,9 @@ impl Durable {
 
     /// Takes back deliveries whose receive never reached its caller, after their `Received`
     /// records were written: `undeliver` gives them back in the lease table and returns the
-    /// `Withdrawn` records of those it took back, which are written now (into the page cache:
+    /// records that take them back (their `Withdrawn` records, and a `Received` record then
+    /// a `Withdrawn` one for an unwritten delivery a withdrawn one handed its lease back to),
+    /// which are written now, in that order (into the page cache:
     /// a crash before an fsync covers them counts those deliveries after the restart, as
     /// before). Both under the journal's read lock, so that a compaction's checkpoint sees
     /// the table before the withdrawals and their records after it, or neither. Records

@@ -10,7 +10,10 @@
 //!   that attempt is delivered again by the next receive); an attempt withdrawn as often as it
 //!   was received still proves the one before it, which counts unless it too was withdrawn as
 //!   often as received (a withdrawn receive of an attempt can have taken over the lease of a
-//!   withdrawn one before it); or the highest attempt a `Nacked` record names if higher;
+//!   withdrawn one before it; and a delivery taken back before its own `Received` record
+//!   was written, whose lease a withdrawn one handed back to it, is journaled as a
+//!   `Received` and a `Withdrawn` record of its attempt, which cancel out and say that it
+//!   does not count); or the highest attempt a `Nacked` record names if higher;
 //! - settled = any `Acked`, `Terminated` or `DeadLettered` record, an offset below a
 //!   `Checkpoint` watermark, or one inside a `SettledRange`;
 //! - waiting until = the `Nacked` record of the latest attempt, if any.
@@ -544,7 +547,7 @@ mod tests {
         };
         // The records, then the deliveries and the nack replay finds.
         type Case<'a> = (&'a [Entry], u32, Option<(u32, u64)>);
-        let cases: [Case<'_>; 9] = [
+        let cases: [Case<'_>; 12] = [
             (&[received(1), withdrawn(1)], 0, None),
             (&[received(1), withdrawn(1), received(1)], 1, None),
             (&[received(1), received(2), withdrawn(2)], 1, None),
@@ -575,6 +578,37 @@ mod tests {
                     received(1),
                 ],
                 1,
+                None,
+            ),
+            // Attempt 1 was taken back before its own record was written, under attempt 2
+            // that took its lease and was withdrawn: named as received and withdrawn both.
+            (
+                &[received(2), withdrawn(2), received(1), withdrawn(1)],
+                0,
+                None,
+            ),
+            // The same while the receive of attempt 1 goes on, and writes its own record.
+            (
+                &[
+                    received(2),
+                    withdrawn(2),
+                    received(1),
+                    withdrawn(1),
+                    received(1),
+                ],
+                1,
+                None,
+            ),
+            // A checkpoint said 2 (the lease table with the unwritten attempt 1 below it).
+            (
+                &[
+                    Entry::Checkpoint { watermark: 2 },
+                    received(2),
+                    withdrawn(2),
+                    received(1),
+                    withdrawn(1),
+                ],
+                0,
                 None,
             ),
             // A withdrawn attempt 3 proves attempt 2, which no record names.

@@ -646,10 +646,12 @@ impl Leased<'_> {
         queue.wake_receivers(self.received.len() + self.dead.len());
     }
 
-    /// Gives back in the lease table what the batch leased; returns the `Withdrawn` journal
-    /// records of the deliveries it took back whose `Received` records an async receive
-    /// wrote (not those whose lease ran out and went to another receive since). A batch
-    /// whose records a segment roll split has written some and not others.
+    /// Gives back in the lease table what the batch leased; returns the journal records that
+    /// take back its deliveries: `Withdrawn` records of those it took back whose `Received`
+    /// records an async receive wrote (not those whose lease ran out and went to another
+    /// receive since; a batch whose records a segment roll split has written some and not
+    /// others), and a `Received` and a `Withdrawn` record of an unwritten delivery below one
+    /// of those, whose lease it handed back (`State::name_unwritten`).
     fn take_back(&self) -> Vec<journal::Entry> {
         let mut withdrawn = Vec::new();
         let mut state = self.queue.state.lock();
@@ -691,10 +693,13 @@ impl Leased<'_> {
 impl State {
     /// Takes back the delivery `attempt` of `offset` (handed out with `took_over`, its
     /// `Received` record written if `journaled`) whose receive never reached its caller,
-    /// pushing its `Withdrawn` record to `withdrawn` if it needs one. A receive dropped before
-    /// this one, whose expired lease this one had taken over and now hands back, is taken
-    /// back too (it left a note). If a later delivery holds the lease instead, an async
-    /// receive leaves a note for it, so that giving that delivery back gives this one back.
+    /// pushing the records that take it back in the journal to `withdrawn`: its `Withdrawn`
+    /// record if it needs one, and a `Received` and a `Withdrawn` record of the attempt
+    /// below it if that one's own record is not written (see [`State::name_unwritten`]). A
+    /// receive dropped before this one, whose expired lease this one had taken over and now
+    /// hands back, is taken back too (it left a note). If a later delivery holds the lease
+    /// instead, an async receive leaves a note for it, so that giving that delivery back
+    /// gives this one back.
     fn undeliver(
         &mut self,
         offset: u64,
@@ -704,6 +709,9 @@ impl State {
         is_async: bool,
         withdrawn: &mut Vec<journal::Entry>,
     ) {
+        // Whether a record in the journal names the attempt being taken back.
+        #[cfg(feature = "tokio")]
+        let mut named = journaled;
         let mut next = Some((attempt, took_over, journaled));
         while let Some((attempt, took_over, journaled)) = next.take() {
             if self.leases.undeliver(offset, attempt, took_over) {
@@ -713,10 +721,12 @@ impl State {
                 // The lease handed back may be that of a receive dropped before this one.
                 #[cfg(feature = "tokio")]
                 if took_over.is_some()
-                    && let Some((took_over, journaled)) =
-                        self.take_note(offset, attempt.saturating_sub(1))
+                    && let Some(below) = attempt.checked_sub(1).filter(|&below| below > 0)
                 {
-                    next = Some((attempt.saturating_sub(1), took_over, journaled));
+                    named = self.name_unwritten(offset, below, named, withdrawn);
+                    if let Some((took_over, journaled)) = self.take_note(offset, below) {
+                        next = Some((below, took_over, journaled));
+                    }
                 }
             } else {
                 // A later delivery (or dead letter) took over the expired lease: given back,
@@ -774,6 +784,37 @@ impl State {
             self.taking_over.remove(&(offset, ending));
             self.take_note(offset, deliveries);
         }
+    }
+
+    /// The lease of the delivery `below` of `offset` is handed back by the delivery above it,
+    /// taken back; `above_named` says whether a record in the journal names that one. If so
+    /// and `below`'s own `Received` record is not written (its receive has not written it
+    /// yet, or was dropped before it did), replay would count `below` on the strength of the
+    /// attempt above, withdrawn as often as received, and no record of its own would say
+    /// otherwise. A `Received` and a `Withdrawn` record of `below`, pushed to `withdrawn` in
+    /// that order, name it as taken back: they cancel each other out, so the receive's own
+    /// record, if it comes, counts it again, and a crash that keeps only the first of them
+    /// counts it, as before. Returns whether the journal names `below` then.
+    #[cfg(feature = "tokio")]
+    fn name_unwritten(
+        &self,
+        offset: u64,
+        below: u32,
+        above_named: bool,
+        withdrawn: &mut Vec<journal::Entry>,
+    ) -> bool {
+        let unwritten = self.unjournaled.contains(&(offset, below));
+        if above_named && unwritten {
+            withdrawn.push(journal::Entry::Received {
+                offset,
+                attempt: below,
+            });
+            withdrawn.push(journal::Entry::Withdrawn {
+                offset,
+                attempt: below,
+            });
+        }
+        above_named || !unwritten
     }
 
     /// Removes the note a dropped receive left for its delivery `attempt` of `offset`, if
