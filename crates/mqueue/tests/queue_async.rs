@@ -1377,3 +1377,67 @@ async fn an_unwritten_delivery_under_a_withdrawn_one(first_goes: First) {
         "{first_goes:?}"
     );
 }
+
+/// The same pair of receives, the first dropped first, with a compaction in between: its
+/// checkpoint, taken while the second holds the lease with its record written, counts the job
+/// as delivered twice; the second's withdrawal after it names the first delivery as received
+/// and withdrawn both, so the restart counts neither, as without the compaction.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unwritten_delivery_under_a_withdrawn_one_is_not_counted_across_a_compaction() {
+    let options = || QueueOptions::default().max_deliveries(2).compact_after(16);
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let (gated, gate) = GatedDisk::new(&disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    for filler in 0..6u8 {
+        queue.send(vec![filler]).unwrap();
+    }
+    queue.send("poison").unwrap();
+    queue.send("job").unwrap();
+    let fillers: Vec<Delivery> = (0..6)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    for filler in &fillers[..5] {
+        queue.ack(filler).unwrap();
+    }
+    // Held past the job's lease, which runs out below.
+    queue.extend(&fillers[5], Duration::from_secs(60)).unwrap();
+    for _ in 0..2 {
+        let poison = queue.try_receive().unwrap().unwrap();
+        queue.nack(&poison, Duration::ZERO).unwrap();
+    }
+    // 15 journal records.
+    gate.reset();
+    gate.set_closed(true);
+    let mut first = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "the first receive waits for the poison's dead letter's fsync, the job leased"
+    );
+    arrivals(&gate, 1).await;
+    clock.advance(Duration::from_secs(31));
+    let mut second = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second receive, of the job's second attempt, waits for its journal fsync (the 16th record)"
+    );
+    arrivals(&gate, 2).await;
+    drop(first);
+    gate.set_closed(false);
+    // The 17th record: its write compacts the journal (the 16th's compaction waited for its
+    // fsync, which its receive, not polled again, never saw).
+    queue.ack(&fillers[5]).unwrap();
+    let names = disk.list(Path::new("/queue")).unwrap();
+    assert!(
+        names.contains(&"journal-1".to_owned()),
+        "compacted: {names:?}"
+    );
+    drop(second);
+    assert_eq!(queue.stats().in_flight, 0, "nothing held");
+    drop(queue);
+    assert_eq!(
+        first_handout_after_a_restart(&disk, &options()),
+        (Some((7, 1)), 1),
+        "the poison dead-lettered again, the job delivered as its first attempt"
+    );
+}
