@@ -37,7 +37,10 @@ const WITHDRAWN: u8 = 8;
 /// One journal record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Entry {
-    /// `offset` was delivered as `attempt` (its delivery count is now `attempt`).
+    /// `offset` was delivered as `attempt` (its delivery count is now `attempt`). Followed by
+    /// a `Withdrawn` record of the same attempt, it may instead name a delivery taken back
+    /// before its own record was written, so that replay does not count it on the strength
+    /// of a withdrawn attempt above it.
     Received { offset: u64, attempt: u32 },
     /// `offset` was acknowledged.
     Acked { offset: u64 },
