@@ -74,7 +74,8 @@ pub(crate) struct FrequencySketch {
     block_mask: u64,
     /// Increments since the last halving.
     additions: u64,
-    /// Increments between two halvings: ten per expected entry, as in TinyLFU.
+    /// Increments between two halvings: ten per word of the table (a word per expected entry
+    /// in a large shard, up to sixteen in a small one; see `words_for`), as in TinyLFU.
     sample_size: u64,
 }
 
@@ -281,6 +282,8 @@ mod tests {
     fn sizing_keeps_the_word_per_entry_rule() {
         assert_eq!(FrequencySketch::new(1).blocks.len() * 8, 16);
         assert_eq!(FrequencySketch::new(100).blocks.len() * 8, 2048);
+        // A small shard's sample is ten per word, not per entry: 204 accesses per entry here.
+        assert_eq!(FrequencySketch::new(100).sample_size(), 20_480);
         assert_eq!(FrequencySketch::new(100_000).blocks.len() * 8, 131_072);
         assert_eq!(FrequencySketch::new(100_000).sample_size(), 1_310_720);
         assert_eq!(FrequencySketch::new(usize::MAX).blocks.len() * 8, 1 << 24);
