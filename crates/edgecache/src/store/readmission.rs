@@ -26,9 +26,9 @@
 //! again.
 //!
 //! Harm is also seen directly: the shard remembers the last entries readmissions displaced,
-//! and one of them asked for again is a hit readmission cost (unless it had expired when it
-//! was displaced, or was stored again or removed since: it would have missed anyway, or did
-//! not miss for the readmission's sake). It takes a credit away and
+//! and one of them asked for again is a hit readmission cost (unless it was stored again or
+//! removed since: it did not miss for the readmission's sake; an expired entry is never
+//! displaced, the duel reclaims it first). It takes a credit away and
 //! halves the rate of exploration (down to one returning key in `EXPLORE_EVERY` ×
 //! 2^[`MAX_BACKOFF`]) until a readmitted entry is hit again. Without it, a warm hot set whose
 //! counts are low lost a hit in sixteen to a scan whose keys each return once (`shard.rs`,

@@ -705,6 +705,13 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             if victim == NIL {
                 break;
             }
+            // A dead victim is a miss to every lookup whatever its count: it makes room as an
+            // expiration, without a duel it could win against a live candidate.
+            if Self::is_expired(self.node(victim), now) {
+                self.remove_index(victim);
+                self.counters.expirations += 1;
+                continue;
+            }
             let (victim_frequency, victim_weight) = {
                 let node = self.node(victim);
                 (self.sketch.frequency(node.hash), u64::from(node.weight))
@@ -721,8 +728,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             let readmit = !wins && returning && makes_room && stale && self.readmission.allow();
             if wins || readmit {
                 readmitted |= readmit;
-                // An expired victim would have missed next anyway: displacing it costs nothing.
-                if readmit && !Self::is_expired(self.node(victim), now) {
+                if readmit {
                     self.readmission.on_displaced(self.node(victim).hash);
                 }
                 self.forget(victim);
@@ -1288,14 +1294,14 @@ mod tests {
     }
 
     #[test]
-    fn a_displaced_entry_that_had_expired_is_no_cost() {
+    fn an_expired_entry_in_a_readmissions_way_is_no_cost() {
         let newcomer = 1_000;
         let mut shard = shard_that_rejected(newcomer);
         let (now, later) = (|| 0, || 20);
         assert!(shard.get(hash(newcomer), &newcomer, &now).is_none());
         shard.insert(hash(newcomer), newcomer, newcomer, 1, NEVER, &now);
-        // The entry the readmission will displace, probation's oldest, expires before it
-        // does: it would miss next anyway.
+        // The entry the readmission would displace, probation's oldest, expires before it
+        // does: it would miss next anyway, so it is reclaimed rather than displaced.
         let victim = shard.probation.tail;
         shard.node_mut(victim).expires_at = 10;
         let victim = shard.node(victim).key;
@@ -1304,7 +1310,7 @@ mod tests {
             shard.insert(hash(key), key, key, 1, NEVER, &later);
         }
         assert!(shard.peek(hash(newcomer), &newcomer, &later).is_some());
-        assert_eq!(shard.counters.expirations, 0, "displaced, not swept");
+        assert_eq!(shard.counters.expirations, 1, "reclaimed as expired");
         assert!(shard.get(hash(victim), &victim, &later).is_none());
         assert_eq!(shard.readmission.credit(), 0);
     }
@@ -1322,6 +1328,41 @@ mod tests {
         assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
         assert!(shard.get(hash(newcomer), &newcomer, &now).is_some());
         assert_eq!(shard.readmission.credit(), 1);
+    }
+
+    /// A full shard whose probation's oldest entry has expired but was asked for as often as
+    /// every other: the window's next leaver must take the dead entry's room, not lose a duel
+    /// to it (a dead entry is a miss to every lookup, so keeping it over a live one only
+    /// loses hits).
+    #[test]
+    fn an_expired_victim_is_reclaimed_and_never_beats_a_live_candidate() {
+        let mut shard = Shard::new(100);
+        let (now, later) = (|| 0, || 20);
+        for key in 0..100 {
+            shard.insert(hash(key), key, key, 1, NEVER, &now);
+        }
+        let victim = shard.probation.tail;
+        shard.node_mut(victim).expires_at = 10;
+        let victim_key = shard.node(victim).key;
+        // Every key equally popular: a live victim would win this duel (a tie evicts the
+        // newcomer).
+        for key in (0..100).chain([1_000]) {
+            while shard.sketch.frequency(hash(key)) < 5 {
+                shard.sketch.increment(hash(key));
+            }
+        }
+        // The incremental sweep looks elsewhere, so only the duel meets the expired entry.
+        shard.sweep_cursor = victim as usize + 1;
+        let candidate = shard.node(shard.window.tail).key;
+        shard.insert(hash(1_000), 1_000, 1_000, 1, NEVER, &later);
+        assert_eq!(queue_of(&shard, candidate), Some(Queue::Probation));
+        assert_eq!(queue_of(&shard, victim_key), None, "the dead entry is kept");
+        assert_eq!(
+            (shard.counters.evictions, shard.counters.expirations),
+            (0, 1),
+            "reclaimed as expired, and no live entry evicted"
+        );
+        check_accounting(&shard);
     }
 
     /// Budgets above 2^53 are not exact as floating point, and `u64::MAX - 1` rounds up to
