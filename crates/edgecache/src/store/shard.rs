@@ -682,8 +682,18 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     /// victims at probation's LRU end. A returning candidate that loses enters anyway when
     /// readmission allows it, the victim it loses to makes all the room it still needs (a
     /// readmission displaces one entry, so one credit stands for one victim however heavy the
-    /// candidate), and that victim's count is below the sketch's ceiling.
+    /// candidate), and that victim's count is below the sketch's ceiling. An expired candidate
+    /// or victim takes no part: it is reclaimed as an expiration.
     fn admit(&mut self, candidate: u32, now: &impl Now) {
+        // A candidate that expired in the window is a miss to every lookup whatever its count:
+        // it leaves as an expiration rather than duel live entries it could evict.
+        if Self::is_expired(self.node(candidate), now) {
+            // It is in no queue; link it so the removal path stays the one and only way out.
+            self.push_head(candidate, Queue::Window);
+            self.remove_index(candidate);
+            self.counters.expirations += 1;
+            return;
+        }
         let candidate_weight = u64::from(self.node(candidate).weight);
         let candidate_frequency = self.sketch.frequency(self.node(candidate).hash);
         let readmit_state = std::mem::replace(&mut self.node_mut(candidate).readmit, Readmit::No);
@@ -1357,6 +1367,41 @@ mod tests {
         shard.insert(hash(1_000), 1_000, 1_000, 1, NEVER, &later);
         assert_eq!(queue_of(&shard, candidate), Some(Queue::Probation));
         assert_eq!(queue_of(&shard, victim_key), None, "the dead entry is kept");
+        assert_eq!(
+            (shard.counters.evictions, shard.counters.expirations),
+            (0, 1),
+            "reclaimed as expired, and no live entry evicted"
+        );
+        check_accounting(&shard);
+    }
+
+    /// A full shard whose window's leaver has expired there after being asked for often: it
+    /// must not win the duel and evict a live entry of the main space for a dead one.
+    #[test]
+    fn an_expired_candidate_is_reclaimed_and_never_evicts_a_live_victim() {
+        let mut shard = Shard::new(100);
+        let (now, later) = (|| 0, || 20);
+        for key in 0..100 {
+            shard.insert(hash(key), key, key, 1, NEVER, &now);
+        }
+        let candidate = shard.window.tail;
+        shard.node_mut(candidate).expires_at = 10;
+        let candidate_key = shard.node(candidate).key;
+        // The candidate far more popular than any entry of the main space: alive, it would
+        // win.
+        while shard.sketch.frequency(hash(candidate_key)) < 10 {
+            shard.sketch.increment(hash(candidate_key));
+        }
+        let victim_key = shard.node(shard.probation.tail).key;
+        // The incremental sweep looks elsewhere, so only the duel meets the expired entry.
+        shard.sweep_cursor = candidate as usize + 1;
+        shard.insert(hash(1_000), 1_000, 1_000, 1, NEVER, &later);
+        assert_eq!(queue_of(&shard, victim_key), Some(Queue::Probation));
+        assert_eq!(
+            queue_of(&shard, candidate_key),
+            None,
+            "the dead entry is kept"
+        );
         assert_eq!(
             (shard.counters.evictions, shard.counters.expirations),
             (0, 1),
