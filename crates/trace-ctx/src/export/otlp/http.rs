@@ -25,8 +25,9 @@ use super::{ExportError, ShutdownSignal};
 /// `max_backoff` is not retried early: the batch is given up at once
 /// ([`ExportError::GaveUp`]), so a throttling collector is never asked again before the time
 /// it named, and the exporter's thread is not held for longer than `max_backoff`. A
-/// `Retry-After` that is neither form leaves the back-off. A batch therefore takes at most
-/// `max_attempts × (timeout + max_backoff)`.
+/// `Retry-After` that is neither form leaves the back-off. One request therefore takes at
+/// most `max_attempts × (timeout + max_backoff)`; a batch the receiver finds too large (`413`)
+/// is sent again in halves, each a request of its own (up to 2n − 1 for n spans).
 ///
 /// ```
 /// use std::time::Duration;
