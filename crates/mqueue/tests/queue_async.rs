@@ -222,11 +222,21 @@ async fn a_waiting_batch_receive_wakes_when_another_task_sends_and_takes_what_is
 /// A durable queue (fsync `Always`) whose file syncs wait at the returned gate, open and
 /// counting from after the open.
 fn open_gated(disk: &SimulatedStorage, options: QueueOptions) -> (Arc<WorkQueue>, Arc<Gate>) {
-    let (gated, gate) = GatedDisk::new(disk);
-    let queue =
-        WorkQueue::open_with(Path::new("/queue"), options, ManualClock::new(), gated).unwrap();
+    let (queue, gate) = open_gated_on(disk, options, &ManualClock::new());
     gate.reset();
     (Arc::new(queue), gate)
+}
+
+/// The queue in `/queue` on `disk`, on `clock`, whose file syncs wait at the returned gate
+/// (counting from the open's own syncs).
+fn open_gated_on(
+    disk: &SimulatedStorage,
+    options: QueueOptions,
+    clock: &ManualClock,
+) -> (WorkQueue, Arc<Gate>) {
+    let (gated, gate) = GatedDisk::new(disk);
+    let queue = WorkQueue::open_with(Path::new("/queue"), options, clock.clone(), gated).unwrap();
+    (queue, gate)
 }
 
 /// Polls `future` once, with this task's waker.
@@ -564,8 +574,7 @@ async fn drop_two_receives_of_one_lease(order: DropFirst) {
     let options = || QueueOptions::default().max_deliveries(2);
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let (gated, gate) = GatedDisk::new(&disk);
-    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    let (queue, gate) = open_gated_on(&disk, options(), &clock);
     queue.send("job").unwrap();
     gate.reset();
     gate.set_closed(true);
@@ -618,8 +627,7 @@ async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_n
     let options = || QueueOptions::default().max_deliveries(1);
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let (gated, gate) = GatedDisk::new(&disk);
-    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    let (queue, gate) = open_gated_on(&disk, options(), &clock);
     queue.send("job").unwrap();
     gate.reset();
     gate.set_closed(true);
@@ -746,8 +754,7 @@ async fn a_compaction_does_not_count_an_unjournaled_delivery_whose_lease_a_dead_
     let options = || QueueOptions::default().max_deliveries(1).compact_after(16);
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let (gated, gate) = GatedDisk::new(&disk);
-    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    let (queue, gate) = open_gated_on(&disk, options(), &clock);
     for filler in 0..7u8 {
         queue.send(vec![filler]).unwrap();
     }
@@ -1323,8 +1330,7 @@ async fn an_unwritten_delivery_under_a_withdrawn_one(first_goes: First) {
     let options = || QueueOptions::default().max_deliveries(2);
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let (gated, gate) = GatedDisk::new(&disk);
-    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    let (queue, gate) = open_gated_on(&disk, options(), &clock);
     queue.send("poison").unwrap();
     queue.send("job").unwrap();
     for _ in 0..2 {
@@ -1387,8 +1393,7 @@ async fn an_unwritten_delivery_under_a_withdrawn_one_is_not_counted_across_a_com
     let options = || QueueOptions::default().max_deliveries(2).compact_after(16);
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let (gated, gate) = GatedDisk::new(&disk);
-    let queue = WorkQueue::open_with(Path::new("/queue"), options(), clock.clone(), gated).unwrap();
+    let (queue, gate) = open_gated_on(&disk, options(), &clock);
     for filler in 0..6u8 {
         queue.send(vec![filler]).unwrap();
     }
