@@ -847,6 +847,15 @@ mod tests {
         shard
     }
 
+    /// A shard of 100 entries filled with keys 0 to 99 at time 0, never asked for since.
+    fn full_shard() -> Shard<u64, u64> {
+        let mut shard = Shard::new(100);
+        for key in 0..100 {
+            shard.insert(hash(key), key, key, 1, NEVER, &|| 0);
+        }
+        shard
+    }
+
     fn queue_of(shard: &Shard<u64, u64>, key: u64) -> Option<Queue> {
         let index = shard.find(hash(key), &key)?;
         Some(shard.node(index).queue)
@@ -1346,11 +1355,8 @@ mod tests {
     /// loses hits).
     #[test]
     fn an_expired_victim_is_reclaimed_and_never_beats_a_live_candidate() {
-        let mut shard = Shard::new(100);
-        let (now, later) = (|| 0, || 20);
-        for key in 0..100 {
-            shard.insert(hash(key), key, key, 1, NEVER, &now);
-        }
+        let mut shard = full_shard();
+        let later = || 20;
         let victim = shard.probation.tail;
         shard.node_mut(victim).expires_at = 10;
         let victim_key = shard.node(victim).key;
@@ -1379,11 +1385,8 @@ mod tests {
     /// must not win the duel and evict a live entry of the main space for a dead one.
     #[test]
     fn an_expired_candidate_is_reclaimed_and_never_evicts_a_live_victim() {
-        let mut shard = Shard::new(100);
-        let (now, later) = (|| 0, || 20);
-        for key in 0..100 {
-            shard.insert(hash(key), key, key, 1, NEVER, &now);
-        }
+        let mut shard = full_shard();
+        let later = || 20;
         let candidate = shard.window.tail;
         shard.node_mut(candidate).expires_at = 10;
         let candidate_key = shard.node(candidate).key;
