@@ -60,6 +60,23 @@ async fn poll<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F)
     }
 }
 
+/// Starts serving the URL (`en`) from `cache`, whose origin's gate the caller closed, and
+/// waits until the fetch has asked the origin: the request, still waiting there.
+async fn fetch_held_at_origin(
+    cache: &HttpCache<TestOrigin>,
+) -> tokio::task::JoinHandle<(CacheStatus, String)> {
+    let pending = {
+        let cache = cache.clone();
+        tokio::spawn(async move { serve(&cache, "en").await })
+    };
+    poll("the origin to be asked", || {
+        let asked = cache.origin().calls() == 1;
+        async move { asked }
+    })
+    .await;
+    pending
+}
+
 fn stats(cache: &HttpCache<TestOrigin>) -> SharedStats {
     cache.shared_stats().unwrap()
 }
@@ -461,15 +478,7 @@ async fn a_url_purge_from_another_edge_reaches_a_fetch_in_progress() {
 
     // a's fetch misses Redis and waits at its origin's closed gate...
     a.origin().set_open(false);
-    let pending = {
-        let a = a.clone();
-        tokio::spawn(async move { serve(&a, "en").await })
-    };
-    poll("a's origin to be asked", || {
-        let asked = a.origin().calls() == 1;
-        async move { asked }
-    })
-    .await;
+    let pending = fetch_held_at_origin(&a).await;
     // ...while b's purge of the URL reaches a.
     b.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
         .expect("an absolute URI");
@@ -798,15 +807,7 @@ async fn a_fetch_in_progress_across_a_resubscription_stores_its_answer_stale() {
 
     // b's fetch has read Redis and waits at its origin's closed gate...
     b.origin().set_open(false);
-    let pending = {
-        let b = b.clone();
-        tokio::spawn(async move { serve(&b, "en").await })
-    };
-    poll("b's origin to be asked", || {
-        let asked = b.origin().calls() == 1;
-        async move { asked }
-    })
-    .await;
+    let pending = fetch_held_at_origin(&b).await;
     // ...while b loses its subscription, and a's purge, published meanwhile, never reaches it.
     proxy.refuse_new(true);
     proxy.cut_connections();
@@ -894,15 +895,7 @@ async fn a_fetch_that_could_not_read_the_epoch_counts_every_purge_mark_as_later(
     b.origin().set_open(false);
     proxy.refuse_new(true);
     proxy.cut_connections();
-    let pending = {
-        let b = b.clone();
-        tokio::spawn(async move { serve(&b, "en").await })
-    };
-    poll("b's origin to be asked", || {
-        let asked = b.origin().calls() == 1;
-        async move { asked }
-    })
-    .await;
+    let pending = fetch_held_at_origin(&b).await;
     assert_eq!(stats(&b).read_errors, 1);
     proxy.heal();
     b.origin().set_open(true);
