@@ -1632,9 +1632,19 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     fn visit(&mut self, bucket: &Bucket) {
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
+        nearer.resize(bucket.coarse.len(), (0, 0));
+        let mut within = 0;
         // A few drivers at a time: their chords computed side by side (the compiler puts them
         // in vector registers) and the lot passed over with one test when none is within
-        // reach, as in most of the buckets after the first.
+        // reach, as in most of the buckets after the first. A driver's chord is written down
+        // whatever it is, and kept by moving past it only when it is within reach: no branch
+        // per driver, whose outcome no predictor could learn (a bucket's drivers come in no
+        // order).
+        let mut keep = |coarse2: f32, slot: usize| {
+            // A squared chord is never negative, so its bits order as its value does.
+            nearer[within] = (coarse2.to_bits(), slot);
+            within += usize::from(coarse2 <= self.coarse_worst);
+        };
         let mut groups = bucket.coarse.chunks_exact(COARSE_LANES);
         for (group_at, group) in groups.by_ref().enumerate() {
             let chords: [f32; COARSE_LANES] =
@@ -1643,19 +1653,14 @@ impl<C: Clock> Collector for Nearest<'_, C> {
                 continue;
             }
             for (i, coarse2) in chords.into_iter().enumerate() {
-                if coarse2 <= self.coarse_worst {
-                    // A squared chord is never negative, so its bits order as its value does.
-                    nearer.push((coarse2.to_bits(), group_at * COARSE_LANES + i));
-                }
+                keep(coarse2, group_at * COARSE_LANES + i);
             }
         }
         let rest_at = bucket.coarse.len() - groups.remainder().len();
         for (i, unit) in groups.remainder().iter().enumerate() {
-            let coarse2 = coarse_chord2(&self.coarse_query, unit);
-            if coarse2 <= self.coarse_worst {
-                nearer.push((coarse2.to_bits(), rest_at + i));
-            }
+            keep(coarse_chord2(&self.coarse_query, unit), rest_at + i);
         }
+        nearer.truncate(within);
         // The `k` nearest first, in order, so the best fill nearest first (each one placed
         // last), the rest after them in any order. The order decides only which rows are
         // read, not the answer (the best `k` are chosen by exact chords, ties by id), so
