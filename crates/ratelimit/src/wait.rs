@@ -129,7 +129,14 @@ async fn wait_in_line<L: Line>(
             if queue.head() != Some(ticket) {
                 return Ok(Step::AwaitTurn);
             }
-            let decision = check()?;
+            let decision = match check() {
+                // A keyed limiter may forget the key while its head waiter sleeps (it is idle
+                // once its capacity is back) and be full of active keys when the waiter
+                // wakes: a caller let into the line waits on for room, as it waits for
+                // capacity, rather than fail after waiting its turn.
+                Err(Error::TooManyKeys { retry_after, .. }) => return Ok(Step::Sleep(retry_after)),
+                checked => checked?,
+            };
             if decision.is_allowed() {
                 queue.pop_head();
                 return Ok(Step::Admitted(decision));

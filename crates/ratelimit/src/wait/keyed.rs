@@ -469,10 +469,15 @@ where
     /// # Errors
     ///
     /// [`Error::TooManyWaitingKeys`] and [`Error::TooManyWaiters`] as described on the type;
-    /// [`Error::TooManyKeys`] when the key is new and the limiter cannot track it now,
-    /// [`Error::TooLarge`] when it never could (its charge alone exceeds the keys' half of the
-    /// byte cap), or when the caller would have to wait and the key's line alone exceeds the
-    /// waiting byte cap.
+    /// [`Error::TooManyKeys`] when the key is new on arrival and the limiter cannot track it
+    /// now, [`Error::TooLarge`] when it never could (its charge alone exceeds the keys' half of
+    /// the byte cap), or when the caller would have to wait and the key's line alone exceeds
+    /// the waiting byte cap.
+    ///
+    /// A caller that waits is never refused for want of room for its key: the limiter may
+    /// forget the key while its first waiter sleeps (it is idle once its capacity is back), and
+    /// if the limiter is then full of active keys, the waiter keeps its place and checks again
+    /// after the refusal's `retry_after`, as a caller retrying [`Error::TooManyKeys`] would.
     pub async fn until_ready<Q>(&self, key: &Q) -> Result<Decision, Error>
     where
         K: Borrow<Q>,
@@ -995,5 +1000,57 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO, "answered at once");
         assert_eq!(limiter.waiting("a"), 1);
         assert!(waiter.await.unwrap().unwrap().is_allowed());
+    }
+
+    /// A key is reclaimable while its only waiter sleeps: with a burst of 1 it is idle exactly
+    /// when the waiter's retry ends, and a new key may take its place in a full limiter. The
+    /// waiter keeps its place and waits on until its key can be tracked again, instead of
+    /// failing with `TooManyKeys` after it was let into the line. The limiter runs on a manual
+    /// clock here so that the new key comes in at the very instant the old one turns idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_whose_key_was_reclaimed_while_it_slept_waits_on() {
+        let clock = infra_common::ManualClock::new();
+        let limiter = Arc::new(AsyncKeyedRateLimiter::new(
+            KeyedRateLimiter::<String, Gcra, _>::with_options(
+                Quota::per_second(1).unwrap(),
+                clock.clone(),
+                crate::KeyedOptions::default().max_keys(1),
+            )
+            .unwrap(),
+        ));
+        let start = Instant::now();
+        assert!(limiter.until_ready("a").await.unwrap().is_allowed());
+        let mut waiter = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready("a").await })
+        };
+        super::super::tests::settle(|| limiter.waiting("a") == 1).await;
+        // As the waiter's second runs out, "a" is idle and "b" takes the only slot.
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.limiter().check("b").unwrap().is_allowed());
+        assert!(matches!(
+            limiter.limiter().check("a"),
+            Err(Error::TooManyKeys { .. })
+        ));
+        let early = tokio::time::timeout(Duration::from_millis(1_500), &mut waiter).await;
+        assert!(
+            early.is_err(),
+            "the waiter left its line while its key could not be tracked: {early:?}"
+        );
+        assert_eq!(limiter.waiting("a"), 1);
+        // Only a caller arriving with a new key at the full limiter is refused, at once.
+        assert!(matches!(
+            limiter.until_ready("c").await,
+            Err(Error::TooManyKeys { .. })
+        ));
+        // "b" is idle a second after its request: the waiter's next check takes its slot.
+        clock.advance(Duration::from_secs(1));
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(limiter.waiting_keys(), 0);
+        assert!(matches!(
+            limiter.limiter().check("b"),
+            Err(Error::TooManyKeys { .. })
+        ));
     }
 }
