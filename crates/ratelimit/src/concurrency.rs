@@ -405,7 +405,9 @@ impl<C: Clock> AdaptiveConcurrencyLimiter<C> {
     /// once an answer's latency was measured, not zero), the limit moves by `gradient = long /
     /// short`, clamped to `0.5..=1`, where `short` is the mean latency of the measured answers
     /// since the previous update and `long` an exponential average
-    /// of those means over the configured long window: `limit + smoothing × (limit × gradient +
+    /// of those means over the configured long window (each taken as at most twice `long`, so
+    /// that one request that hung for hours cannot hold the gradient at 1 for long; the first
+    /// mean seeds it as it is): `limit + smoothing × (limit × gradient +
     /// queue − limit)`, with the queue allowance only while `gradient = 1`. It grows only
     /// while the limit is in use; an overload report cuts it by the backoff factor, once per
     /// round trip, as AIMD does. It learns from changes in latency, not from a no-load
@@ -1298,6 +1300,40 @@ mod tests {
         assert!(low >= 196 && high <= 212, "knee 200: {low}..={high}");
     }
 
+    /// One request that hung for a day (its answer came back at last) lifts the long-term
+    /// average by no more than a round trip twice as slow as it would: the limit still cuts
+    /// within a few round trips when the service then really slows down, rather than holding
+    /// a gradient of 1 until the average has decayed from hours back to milliseconds.
+    #[test]
+    fn gradient_cuts_on_latency_growth_soon_after_a_day_long_outlier() {
+        let clock = ManualClock::new();
+        let config = GradientConfig::new(20, 1, 1_000).unwrap();
+        let limiter = AdaptiveConcurrencyLimiter::gradient(config, clock.clone());
+        for _ in 0..300 {
+            round_trip(&limiter, &clock, 100);
+        }
+        // A round trip whose answers all come in 10 ms but one's, a day late.
+        let mut permits: Vec<_> = (0..limiter.limit())
+            .map(|_| limiter.try_acquire().unwrap())
+            .collect();
+        let hung = permits.pop().unwrap();
+        clock.advance(Duration::from_millis(10));
+        permits.into_iter().for_each(AdaptivePermit::success);
+        clock.advance(Duration::from_secs(24 * 3600));
+        hung.success();
+        for _ in 0..5 {
+            round_trip(&limiter, &clock, 100);
+        }
+        let before = limiter.limit();
+        assert!((85..=110).contains(&before), "back near the knee: {before}");
+        // The service halves its throughput: at the same limit, latency doubles.
+        let after: Vec<_> = (0..4).map(|_| round_trip(&limiter, &clock, 50)).collect();
+        assert!(
+            f64::from(after[3]) < 0.8 * f64::from(before),
+            "from {before}: {after:?}"
+        );
+    }
+
     #[test]
     fn gradient_does_not_learn_an_absolute_latency() {
         // Four times the knee from the start: latency is four times the no-load one, but
@@ -1410,7 +1446,8 @@ mod tests {
     /// The Gradient rule as its definition states it, in `f64`, for the property test below.
     /// A round trip's mean is over its measured answers: a latency of zero is none.
     ///
-    /// The long-term average moves `weight` of the way to each round trip's mean, written so
+    /// The long-term average moves `weight` of the way to each round trip's mean, taken as at
+    /// most twice the average, written so
     /// that it stays exactly where it is when the mean equals it: a round trip as slow as the
     /// average then has a gradient of exactly 1, and earns the queue allowance, as it does in
     /// exact arithmetic.
@@ -1439,7 +1476,9 @@ mod tests {
             let short = measured.iter().sum::<f64>() / measured.len() as f64;
             let used = self.answers.iter().any(|&(_, used)| used);
             let weight = 2.0 / (self.window + 1.0);
-            let mut long = self.long.map_or(short, |l| l + weight * (short - l));
+            let mut long = self
+                .long
+                .map_or(short, |l| l + weight * (short.min(2.0 * l) - l));
             if long > 2.0 * short {
                 long *= 0.9;
             }

@@ -27,9 +27,21 @@
 //!
 //! As in the model, when the long-term average is more than twice the short-term one (latency
 //! back to normal after a long overload), it is cut by 10 % per update instead of waiting for
-//! the smoothing to bring it down.
+//! the smoothing to bring it down. A fourth choice of ours bounds one round trip's weight in
+//! the other direction: a mean above twice the long-term average enters it as twice the
+//! average, as the gradient's floor of 0.5 already takes it. One request that hung for a day
+//! would otherwise lift the average from milliseconds to seconds, and the gradient would stay
+//! at 1 (no cut however latency grows) for the dozens of round trips the 10 % cuts take to
+//! bring it back. A sustained rise still moves the average, by a factor of at most
+//! `1 + 2 / (long_window + 1)` per round trip; meanwhile the gradient is at its floor and the
+//! limit falls, as it would have anyway. The first round trip's mean seeds the average as it
+//! is: there is nothing yet to compare it with.
 
 use crate::Error;
+
+/// The most a round trip's mean counts for in the long-term average, as a multiple of that
+/// average: the inverse of the gradient's floor.
+const LONG_STEP_LIMIT: f64 = 2.0;
 
 /// Settings of the Gradient adaptive limiter ([`AdaptiveConcurrencyLimiter::gradient`]).
 ///
@@ -208,7 +220,14 @@ impl GradientState {
         let short = self.latency_sum as f64 / self.answers as f64;
         let mut long = match self.long {
             None => short,
-            Some(long) => long + (short - long) * 2.0 / (f64::from(config.long_window) + 1.0),
+            Some(long) => {
+                // The gradient already takes a round trip over twice the average as twice it
+                // (its floor of 0.5); the average takes it so too. Otherwise one request that
+                // hung for hours would lift the average so far that the gradient stayed at 1,
+                // blind to real queueing, for the dozens of round trips it takes to decay.
+                let sample = short.min(LONG_STEP_LIMIT * long);
+                long + (sample - long) * 2.0 / (f64::from(config.long_window) + 1.0)
+            }
         };
         if long > 2.0 * short {
             long *= 0.9;
