@@ -51,6 +51,22 @@ pub struct ConcurrencyLimiter {
 }
 
 /// One in-flight slot of a [`ConcurrencyLimiter`], released on drop.
+///
+/// Only the drop releases the slot. A permit leaked with [`std::mem::forget`] (or kept alive
+/// by a reference cycle) holds its slot for as long as the limiter lives, which from then on
+/// admits one request fewer at once: nothing revokes a permit or times it out, since the
+/// limiter cannot tell a leaked one from a long request.
+///
+/// ```
+/// use infra_ratelimit::ConcurrencyLimiter;
+///
+/// let limiter = ConcurrencyLimiter::new(2)?;
+/// std::mem::forget(limiter.try_acquire().unwrap());
+/// assert_eq!(limiter.in_flight(), 1);
+/// let _last = limiter.try_acquire().unwrap();
+/// assert!(limiter.try_acquire().is_err()); // the forgotten permit still holds its slot
+/// # Ok::<(), infra_ratelimit::Error>(())
+/// ```
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct Permit<'a> {
     in_flight: &'a AtomicU32,
@@ -352,6 +368,24 @@ pub struct AdaptiveConcurrencyLimiter<C: Clock> {
 const VEGAS_CUT: u64 = 1 << 32;
 
 /// One in-flight slot of an [`AdaptiveConcurrencyLimiter`]; report the outcome, or drop it.
+///
+/// Reporting or dropping releases the slot. A permit leaked with [`std::mem::forget`] holds
+/// its slot for as long as the limiter lives: nothing revokes a permit or times it out, since
+/// the limiter cannot tell a leaked one from a long request.
+///
+/// ```
+/// use infra_common::ManualClock;
+/// use infra_ratelimit::{AdaptiveConcurrencyLimiter, AimdConfig};
+/// use std::time::Duration;
+///
+/// let config = AimdConfig::new(2, 1, 10, Duration::from_millis(100))?;
+/// let limiter = AdaptiveConcurrencyLimiter::new(config, ManualClock::new());
+/// std::mem::forget(limiter.try_acquire().unwrap());
+/// assert_eq!(limiter.in_flight(), 1);
+/// let _last = limiter.try_acquire().unwrap();
+/// assert!(limiter.try_acquire().is_err()); // the forgotten permit still holds its slot
+/// # Ok::<(), infra_ratelimit::Error>(())
+/// ```
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct AdaptivePermit<'a, C: Clock> {
     limiter: &'a AdaptiveConcurrencyLimiter<C>,
