@@ -327,7 +327,9 @@ impl<A: Algorithm, C: Clock> AsyncRateLimiter<A, C> {
     ///
     /// Change its quota with [`AsyncRateLimiter::set_quota`] rather than through this: a
     /// waiter asleep until the old quota's `retry_after` learns of a change made here only when
-    /// it wakes.
+    /// it wakes (`a_quota_raise_on_the_wrapped_limiter_reaches_a_waiter_when_it_wakes`). Waking
+    /// waiters from here would put a hook on the limiter itself, which does not know it is
+    /// waited on.
     pub fn limiter(&self) -> &RateLimiter<A, C> {
         &self.limiter
     }
@@ -646,6 +648,42 @@ mod tests {
             start.elapsed(),
             Duration::ZERO,
             "admitted when the quota was raised"
+        );
+    }
+
+    /// A quota change made on the wrapped limiter directly wakes nobody: the waiter asleep
+    /// until the old quota's `retry_after` is admitted when that sleep ends, not at the change
+    /// (only `AsyncRateLimiter::set_quota` wakes it, so the direct check path stays as it is).
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_raise_on_the_wrapped_limiter_reaches_a_waiter_when_it_wakes() {
+        let limiter = Arc::new(AsyncRateLimiter::new(
+            RateLimiter::<crate::FixedWindow, _>::with_clock(
+                Quota::per_hour(1).unwrap(),
+                TokioClock::new(),
+            )
+            .unwrap(),
+        ));
+        let start = Instant::now();
+        assert!(limiter.until_ready().await.unwrap().is_allowed());
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.until_ready().await })
+        };
+        settle(|| limiter.waiting() == 1).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        limiter
+            .limiter()
+            .set_quota(Quota::per_hour(10).unwrap())
+            .unwrap();
+        assert!(
+            limiter.limiter().check().is_allowed(),
+            "the raise is in force"
+        );
+        assert!(waiter.await.unwrap().unwrap().is_allowed());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(3_600),
+            "admitted when the old window ended"
         );
     }
 
