@@ -6,7 +6,7 @@
 //! describes it: the average latency of recent requests (*short*) against an exponentially
 //! smoothed long-term average (*long*); `gradient = long / short`, clamped to `0.5..=1` so one
 //! slow sample cannot halve the limit; `new = limit × gradient + queue`, smoothed as `limit +
-//! smoothing × (new − limit)` and bounded to `min..=max`. Three choices of ours:
+//! smoothing × (new − limit)` and bounded to `min..=max`. Four choices of ours:
 //!
 //! - **One update per round trip**, from the requests answered during it: the short-term
 //!   average is the mean latency of the round trip's answers, and the update (up or down) is
@@ -25,17 +25,18 @@
 //! - **Growth only while in use**: a round trip in which no request was sent with at least
 //!   half the limit in flight may lower the limit, never raise it.
 //!
+//! - **A bounded weight per round trip**: a round trip's mean above twice the long-term
+//!   average enters the average as twice it, as the gradient's floor of 0.5 already takes it.
+//!   One request that hung for a day would otherwise lift the average from milliseconds to
+//!   seconds, and the gradient would stay at 1 (no cut however latency grows) for the dozens of
+//!   round trips the 10 % cuts below take to bring it back. A sustained rise still moves the
+//!   average, by a factor of at most `1 + 2 / (long_window + 1)` per round trip; while the
+//!   means stay above twice the average the gradient is at its floor either way. The first
+//!   round trip's mean seeds the average as it is: there is nothing yet to compare it with.
+//!
 //! As in the model, when the long-term average is more than twice the short-term one (latency
 //! back to normal after a long overload), it is cut by 10 % per update instead of waiting for
-//! the smoothing to bring it down. A fourth choice of ours bounds one round trip's weight in
-//! the other direction: a mean above twice the long-term average enters it as twice the
-//! average, as the gradient's floor of 0.5 already takes it. One request that hung for a day
-//! would otherwise lift the average from milliseconds to seconds, and the gradient would stay
-//! at 1 (no cut however latency grows) for the dozens of round trips the 10 % cuts take to
-//! bring it back. A sustained rise still moves the average, by a factor of at most
-//! `1 + 2 / (long_window + 1)` per round trip; meanwhile the gradient is at its floor and the
-//! limit falls, as it would have anyway. The first round trip's mean seeds the average as it
-//! is: there is nothing yet to compare it with.
+//! the smoothing to bring it down.
 
 use crate::Error;
 
