@@ -35,7 +35,8 @@ pub const STALE_SERVED_TOTAL: &str = "infra_edgecache_stale_served_total";
 pub const REVALIDATIONS_TOTAL: &str = "infra_edgecache_revalidations_total";
 /// Counter of requests that waited for another's fetch, labelled `cache`.
 pub const COALESCED_WAITS_TOTAL: &str = "infra_edgecache_coalesced_waits_total";
-/// Counter of entries evicted by the policy, labelled `cache`.
+/// Counter of live entries evicted by the policy, labelled `cache`: the store's
+/// [`Stats::evictions`](crate::Stats::evictions).
 pub const EVICTIONS_TOTAL: &str = "infra_edgecache_evictions_total";
 /// Counter of bytes of responses stored, labelled `cache`.
 pub const STORED_BYTES_TOTAL: &str = "infra_edgecache_stored_bytes_total";

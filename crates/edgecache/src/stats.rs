@@ -33,9 +33,11 @@ pub struct Stats {
     /// for a URL that had responses stored already; dropping an outdated one of them is not
     /// an update.
     pub updates: u64,
-    /// Entries the policy removed to stay within the budget.
+    /// Live entries the policy removed to stay within the budget. An expired entry the
+    /// policy meets is counted in `expirations` instead.
     pub evictions: u64,
-    /// Entries removed because their time to live ran out.
+    /// Entries removed because their time to live ran out, whatever removed them (a lookup,
+    /// a write, the sweep, or the policy making room).
     pub expirations: u64,
     /// Inserts refused because the entry alone outweighs its shard's budget.
     pub rejections: u64,

@@ -232,8 +232,10 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// Inserts or replaces the value of `key`, which expires after `ttl` on the cache's
     /// clock. An expired entry is a miss; it is reclaimed when it is next looked up, when its
     /// key is stored again (counted as an insert, not an update), when an insert's
-    /// incremental sweep reaches it, by the policy's eviction or admission duel (which it takes
-    /// no part in, so it never evicts a live entry), or by [`Cache::purge_expired`].
+    /// incremental sweep reaches it, by the policy's eviction, demotion or admission duel
+    /// (which it takes no part in, so it never makes a live entry leave in its place, even
+    /// marked by a hit; counted as an expiration, not an eviction), or by
+    /// [`Cache::purge_expired`].
     /// A `ttl` of zero stores nothing (the write counts as an insert, or an update of a
     /// present value, and an expiration) and removes the key's older value: a dead entry
     /// never takes a live one's place.

@@ -26,8 +26,10 @@
 //!   list move does. Protected's order is thus second chance (CLOCK), an approximation of LRU:
 //!   wherever protected's tail is taken (demoted on overflow, or evicted or dueled while
 //!   probation is empty), a marked tail is moved back to the head with its mark cleared, and
-//!   the first unmarked one goes. The window stays exact LRU (a hit there moves the entry),
-//!   and a hit in probation leaves it anyway.
+//!   the first unmarked one goes. An expired tail, marked or not, gets no second chance: it
+//!   is reclaimed as an expiration where it is met, so a dead entry never makes a live one
+//!   leave in its place. The window stays exact LRU (a hit there moves the entry), and a hit
+//!   in probation leaves it anyway.
 //! - **Ghosts adapt the window's share**, as ARC (Megiddo and Modha, FAST 2003) adapts its
 //!   recency list: the shard remembers the hashes of keys recently let go by the window (the
 //!   duel rejected them) and by the main space. A miss on a key the window let go grows the
@@ -350,7 +352,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     pub(crate) fn get(&mut self, hash: u64, key: &K, now: &impl Now) -> Option<V> {
         self.sketch.increment(hash);
         let Some(index) = self.find(hash, key) else {
-            return self.missed(hash);
+            return self.missed(hash, now);
         };
         // The node is read once for the whole hit: the expiry, readmission's mark, the queue,
         // and the value.
@@ -360,7 +362,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         if Self::is_expired(node, now) {
             self.remove_index(index);
             self.counters.expirations += 1;
-            return self.missed(hash);
+            return self.missed(hash, now);
         }
         self.counters.hits += 1;
         // A hit, not an update, is what shows readmission paid.
@@ -373,16 +375,16 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         if node.queue == Queue::Protected {
             node.referenced = true;
         } else {
-            self.on_hit(index);
+            self.on_hit(index, now);
         }
         Some(value)
     }
 
     /// A lookup's miss: counted, and told to readmission and the ghosts.
-    fn missed(&mut self, hash: u64) -> Option<V> {
+    fn missed(&mut self, hash: u64, now: &impl Now) -> Option<V> {
         self.counters.misses += 1;
         self.readmission.on_miss(hash);
-        self.learn_from_ghosts(hash);
+        self.learn_from_ghosts(hash, now);
         None
     }
 
@@ -393,12 +395,12 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     }
 
     /// The policy's reaction to a hit or an update.
-    fn on_hit(&mut self, index: u32) {
+    fn on_hit(&mut self, index: u32, now: &impl Now) {
         match self.node(index).queue {
             Queue::Window => self.move_to(index, Queue::Window),
             Queue::Probation => {
                 self.move_to(index, Queue::Protected);
-                self.demote_protected_overflow();
+                self.demote_protected_overflow(now);
             }
             // The hot path: a mark, read later by `protected_victim`, instead of a list move.
             Queue::Protected => self.node_mut(index).referenced = true,
@@ -407,12 +409,20 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// Protected's least recently used entry by the second-chance (CLOCK) rule: a tail hit
     /// since it was last put at the head goes back to the head, its mark cleared, until the
-    /// tail is one that was not. NIL when protected is empty. Each mark is cleared once, so
-    /// this costs one move per hit, however many it makes at once.
-    fn protected_victim(&mut self) -> u32 {
+    /// tail is one that was not, or one that has expired: a dead entry is going anyway, and a
+    /// second chance would make a live one go in its place (the callers reclaim it). NIL when
+    /// protected is empty. Each mark is cleared once, so this costs one move per hit, however
+    /// many it makes at once.
+    fn protected_victim(&mut self, now: &impl Now) -> u32 {
         loop {
             let tail = self.protected.tail;
-            if tail == NIL || !self.node(tail).referenced {
+            if tail == NIL {
+                return NIL;
+            }
+            let node = self.node(tail);
+            // An unmarked tail goes either way, so only a marked one's expiry is read here
+            // (the caller reads the other's).
+            if !node.referenced || Self::is_expired(node, now) {
                 return tail;
             }
             self.move_to(tail, Queue::Protected);
@@ -421,20 +431,25 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// The main space's next entry to go: probation's least recently used, or, with probation
     /// empty, protected's (by [`Self::protected_victim`]). NIL when the main space is empty.
-    fn main_victim(&mut self) -> u32 {
+    /// It may have expired: the caller reclaims it as an expiration.
+    fn main_victim(&mut self, now: &impl Now) -> u32 {
         match self.probation.tail {
-            NIL => self.protected_victim(),
+            NIL => self.protected_victim(now),
             tail => tail,
         }
     }
 
-    fn demote_protected_overflow(&mut self) {
+    /// Moves protected's overflow to probation. An expired entry met on the way is reclaimed
+    /// rather than moved, and the overflow checked again: its room may be all that was needed.
+    fn demote_protected_overflow(&mut self, now: &impl Now) {
         while self.protected.weight > self.protected_max {
-            let tail = self.protected_victim();
+            let tail = self.protected_victim(now);
             if tail == NIL {
                 break;
             }
-            self.move_to(tail, Queue::Probation);
+            if !self.reclaim_if_expired(tail as usize, now) {
+                self.move_to(tail, Queue::Probation);
+            }
         }
     }
 
@@ -486,11 +501,11 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         if let Some(index) = existing {
             self.set_value(index, value, weight, expires_at);
             self.counters.updates += 1;
-            self.on_hit(index);
+            self.on_hit(index, now);
         } else {
             if self.len >= MAX_SLOTS {
                 // Four billion entries in one shard: make room by the policy's own order.
-                self.evict_one();
+                self.evict_one(now);
             }
             // Back without a miss (a write-through): whatever it misses later is not a hit a
             // readmission cost.
@@ -631,14 +646,18 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    fn reclaim_if_expired(&mut self, index: usize, now: &impl Now) {
+    /// Reclaims the entry in slot `index`, if there is one and it has expired, counted as an
+    /// expiration. Whether it did.
+    fn reclaim_if_expired(&mut self, index: usize, now: &impl Now) -> bool {
         if let Slot::Occupied(node) = &self.slots[index]
             && Self::is_expired(node, now)
         {
             // Slot indices stay below MAX_SLOTS, so they fit a u32.
             self.remove_index(index as u32);
             self.counters.expirations += 1;
+            return true;
         }
+        false
     }
 
     /// Removes every expired entry.
@@ -648,19 +667,22 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         }
     }
 
-    /// Evicts one entry by the policy's order: the main space's victim, then the window's
-    /// LRU. False when the shard is empty.
-    fn evict_one(&mut self) -> bool {
-        let index = match self.main_victim() {
+    /// Removes one entry by the policy's order: the main space's victim, then the window's
+    /// LRU. An eviction if it is live; an expired one is reclaimed as the expiration it is.
+    /// False when the shard is empty.
+    fn evict_one(&mut self, now: &impl Now) -> bool {
+        let index = match self.main_victim(now) {
             NIL => self.window.tail,
             victim => victim,
         };
         if index == NIL {
             return false;
         }
-        self.forget(index);
-        self.remove_index(index);
-        self.counters.evictions += 1;
+        if !self.reclaim_if_expired(index as usize, now) {
+            self.forget(index);
+            self.remove_index(index);
+            self.counters.evictions += 1;
+        }
         true
     }
 
@@ -675,7 +697,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.unlink(candidate);
             self.admit(candidate, now);
         }
-        while self.weight() > self.max_weight && self.evict_one() {}
+        while self.weight() > self.max_weight && self.evict_one(now) {}
     }
 
     /// The TinyLFU duel of a candidate leaving the window (already unlinked) against the
@@ -711,15 +733,13 @@ impl<K: Eq, V: Clone> Shard<K, V> {
         // taking room this candidate's duels freed.
         let room = self.max_weight - self.window.weight.min(self.window_max);
         while self.main_weight() + candidate_weight > room {
-            let victim = self.main_victim();
+            let victim = self.main_victim(now);
             if victim == NIL {
                 break;
             }
             // A dead victim is a miss to every lookup whatever its count: it makes room as an
             // expiration, without a duel it could win against a live candidate.
-            if Self::is_expired(self.node(victim), now) {
-                self.remove_index(victim);
-                self.counters.expirations += 1;
+            if self.reclaim_if_expired(victim as usize, now) {
                 continue;
             }
             let (victim_frequency, victim_weight) = {
@@ -781,28 +801,28 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// ARC's adaptation on a miss: a key the window let go asks for a larger window, a key the
     /// main space let go for a smaller one, by a step weighted by the other ghost's size.
-    fn learn_from_ghosts(&mut self, hash: u64) {
+    fn learn_from_ghosts(&mut self, hash: u64, now: &impl Now) {
         let unit = (self.weight() / self.len.max(1) as u64).max(1) as f64;
         let (window_ghosts, main_ghosts) = (
             self.window_ghost.len().max(1) as f64,
             self.main_ghost.len().max(1) as f64,
         );
         if self.window_ghost.take(hash) {
-            self.resize_window(unit * (main_ghosts / window_ghosts).max(1.0));
+            self.resize_window(unit * (main_ghosts / window_ghosts).max(1.0), now);
         } else if self.main_ghost.take(hash) {
-            self.resize_window(-unit * (window_ghosts / main_ghosts).max(1.0));
+            self.resize_window(-unit * (window_ghosts / main_ghosts).max(1.0), now);
         }
     }
 
     /// Moves `amount` of budget from the main space to the window (negative: back).
-    fn resize_window(&mut self, amount: f64) {
+    fn resize_window(&mut self, amount: f64, now: &impl Now) {
         let max = self.max_weight as f64;
         let window = (self.window_max as f64 + amount).clamp(0.0, max);
         // Above 2^53 the budget is not exact as a float and may have rounded up past itself,
         // so the conversion is clamped to it again.
         self.window_max = (window as u64).min(self.max_weight);
         self.protected_max = percent(self.max_weight - self.window_max, PROTECTED_PERCENT);
-        self.demote_protected_overflow();
+        self.demote_protected_overflow(now);
         // A smaller window passes its overflow to probation directly: those entries already
         // proved themselves by being kept, and the next insert's eviction trims the main space.
         while self.window.weight > self.window_max {
@@ -812,7 +832,7 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             }
             self.move_to(tail, Queue::Probation);
         }
-        while self.weight() > self.max_weight && self.evict_one() {}
+        while self.weight() > self.max_weight && self.evict_one(now) {}
     }
 }
 
@@ -897,7 +917,7 @@ mod tests {
         }
         let (hit, unhit) = protected_oldest_two(&shard);
         assert!(shard.get(hash(hit), &hit, &now).is_some());
-        assert!(shard.evict_one());
+        assert!(shard.evict_one(&now));
         assert_eq!(queue_of(&shard, hit), Some(Queue::Protected));
         assert_eq!(queue_of(&shard, unhit), None);
     }
@@ -954,7 +974,7 @@ mod tests {
                 2 if step.is_multiple_of(64) => {
                     // Now and then the ghosts move budget between the window and the main space.
                     let amount = if key.is_multiple_of(2) { 20.0 } else { -20.0 };
-                    shard.resize_window(amount);
+                    shard.resize_window(amount, &now);
                 }
                 _ => {
                     if shard.get(hash(key), &key, &now).is_none() {
@@ -999,9 +1019,9 @@ mod tests {
             request(&mut shard, key);
         }
         let candidate = if recalled {
-            let victim = shard.main_victim();
+            let victim = shard.main_victim(&now);
             let key = shard.node(victim).key;
-            assert!(shard.evict_one());
+            assert!(shard.evict_one(&now));
             key
         } else {
             1_000
@@ -1015,7 +1035,7 @@ mod tests {
         // Stored without a miss, so the ghosts leave the window's share alone.
         shard.insert(hash(candidate), candidate, candidate, 1, NEVER, &now);
         assert_eq!(queue_of(&shard, candidate), Some(Queue::Window));
-        let victim = shard.main_victim();
+        let victim = shard.main_victim(&now);
         let victim = shard.node(victim).key;
         assert_eq!(
             shard.sketch.frequency(hash(victim)),
@@ -1413,12 +1433,166 @@ mod tests {
         check_accounting(&shard);
     }
 
+    /// `warm_shard()` with probation emptied, if `empty_probation`, and protected's oldest
+    /// entry written again at time 0 to expire at 10: the update marks it as a hit would.
+    /// Returns the shard, that entry's key and the key of the live, unmarked entry next to it.
+    fn shard_with_a_marked_expiring_protected_tail(
+        empty_probation: bool,
+    ) -> (Shard<u64, u64>, u64, u64) {
+        let mut shard = warm_shard();
+        let now = || 0;
+        if empty_probation {
+            while shard.probation.tail != NIL {
+                let key = shard.node(shard.probation.tail).key;
+                shard.remove(hash(key), &key, &now);
+            }
+        }
+        let (dead, live) = protected_oldest_two(&shard);
+        shard.insert(hash(dead), dead, dead, 1, 10, &now);
+        let (tail, next) = (shard.protected.tail, shard.node(shard.protected.tail).prev);
+        assert_eq!(shard.node(tail).key, dead);
+        assert!(shard.node(tail).referenced && !shard.node(next).referenced);
+        (shard, dead, live)
+    }
+
+    /// Protected overflows on a promotion while its oldest entry is marked but dead: the dead
+    /// entry goes as an expiration, and no live entry is demoted in its place.
+    #[test]
+    fn an_expired_protected_entry_is_reclaimed_by_demotion_and_never_demotes_a_live_one() {
+        let (mut shard, dead, live) = shard_with_a_marked_expiring_protected_tail(false);
+        let later = || 20;
+        let promoted = shard.node(shard.probation.tail).key;
+        assert!(shard.get(hash(promoted), &promoted, &later).is_some());
+        assert_eq!(queue_of(&shard, promoted), Some(Queue::Protected));
+        assert_eq!(
+            queue_of(&shard, live),
+            Some(Queue::Protected),
+            "a live entry left protected in the dead one's place"
+        );
+        assert_eq!(queue_of(&shard, dead), None, "the dead entry is kept");
+        assert_eq!(shard.counters.expirations, 1);
+        check_accounting(&shard);
+    }
+
+    /// With probation empty, the budget takes protected's oldest entry, marked but dead: it
+    /// goes as an expiration, and no live entry is evicted in its place.
+    #[test]
+    fn an_expired_protected_entry_is_reclaimed_by_eviction_and_never_evicts_a_live_one() {
+        let (mut shard, dead, live) = shard_with_a_marked_expiring_protected_tail(true);
+        let later = || 20;
+        let evictions = shard.counters.evictions;
+        // One unit past the budget: room for one more entry of weight 1.
+        let heavier = shard.node(shard.protected.head).key;
+        let weight = shard.max_weight() - shard.weight() + 2;
+        assert!(shard.replace(
+            hash(heavier),
+            &heavier,
+            heavier,
+            weight as u32,
+            NEVER,
+            &later
+        ));
+        assert_eq!(
+            queue_of(&shard, live),
+            Some(Queue::Protected),
+            "a live entry left protected in the dead one's place"
+        );
+        assert_eq!(queue_of(&shard, dead), None, "the dead entry is kept");
+        assert_eq!(
+            (
+                shard.counters.evictions - evictions,
+                shard.counters.expirations
+            ),
+            (0, 1),
+            "reclaimed as expired, and no live entry evicted"
+        );
+        check_accounting(&shard);
+    }
+
+    /// With probation empty and the main space full, the window's leaver duels protected's
+    /// oldest entry, marked but dead: that entry goes as an expiration and makes the room, and
+    /// no live entry leaves in its place, neither the next one in protected nor the leaver.
+    #[test]
+    fn an_expired_protected_entry_is_reclaimed_by_the_duel_and_never_costs_a_live_one() {
+        let (mut shard, dead, live) = shard_with_a_marked_expiring_protected_tail(true);
+        let later = || 20;
+        // Fill the shard to its budget without an access, so the next insert needs room.
+        let heavier = shard.node(shard.protected.head).key;
+        let weight = shard.max_weight() - shard.weight() + 1;
+        assert!(shard.replace(
+            hash(heavier),
+            &heavier,
+            heavier,
+            weight as u32,
+            NEVER,
+            &later
+        ));
+        assert_eq!(shard.weight(), shard.max_weight());
+        let evictions = shard.counters.evictions;
+        // The incremental sweep looks elsewhere, so only the duel meets the expired entry.
+        shard.sweep_cursor = shard.find(hash(dead), &dead).unwrap() as usize + 1;
+        let leaver = match shard.window.tail {
+            NIL => 1_000,
+            tail => shard.node(tail).key,
+        };
+        shard.insert(hash(1_000), 1_000, 1_000, 1, NEVER, &later);
+        assert_eq!(queue_of(&shard, leaver), Some(Queue::Probation));
+        assert_eq!(
+            queue_of(&shard, live),
+            Some(Queue::Protected),
+            "a live entry left protected in the dead one's place"
+        );
+        assert_eq!(queue_of(&shard, dead), None, "the dead entry is kept");
+        assert_eq!(
+            (
+                shard.counters.evictions - evictions,
+                shard.counters.expirations
+            ),
+            (0, 1),
+            "reclaimed as expired, and no live entry evicted"
+        );
+        check_accounting(&shard);
+    }
+
+    /// The budget loop meets an expired entry at probation's end: it leaves as what it is, an
+    /// expiration, and only the live entry after it counts as evicted.
+    #[test]
+    fn an_expired_entry_the_budget_takes_counts_as_an_expiration_not_an_eviction() {
+        let mut shard = warm_shard();
+        let (now, later) = (|| 0, || 20);
+        // Timed without an access, so it stays probation's oldest.
+        let dead = shard.node(shard.probation.tail).key;
+        assert!(shard.replace(hash(dead), &dead, dead, 1, 10, &now));
+        let evictions = shard.counters.evictions;
+        // Two units past the budget: two entries of weight 1 must go.
+        let heavier = shard.node(shard.protected.head).key;
+        let weight = shard.max_weight() - shard.weight() + 3;
+        assert!(shard.replace(
+            hash(heavier),
+            &heavier,
+            heavier,
+            weight as u32,
+            NEVER,
+            &later
+        ));
+        assert_eq!(queue_of(&shard, dead), None);
+        assert_eq!(
+            (
+                shard.counters.evictions - evictions,
+                shard.counters.expirations
+            ),
+            (1, 1),
+            "one live entry evicted, one dead one expired"
+        );
+        check_accounting(&shard);
+    }
+
     /// Budgets above 2^53 are not exact as floating point, and `u64::MAX - 1` rounds up to
     /// 2^64: the window's share, however far the ghosts grow it, stays within the budget.
     #[test]
     fn a_window_grown_to_the_whole_of_a_huge_budget_stays_within_it() {
         let mut shard: Shard<u64, u64> = Shard::new(u64::MAX - 1);
-        shard.resize_window(f64::MAX);
+        shard.resize_window(f64::MAX, &|| 0);
         assert!(shard.window_max <= shard.max_weight);
         assert!(shard.protected_max <= shard.max_weight - shard.window_max);
     }
