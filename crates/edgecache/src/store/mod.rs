@@ -265,7 +265,8 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
     /// URL's variants) rather than a write: counted in [`Stats`] neither as an insert nor as
     /// an update, and not an access the policy sees. Returns how many entries the policy
     /// evicted for it (only a heavier value needs room), or `None` if `key` had no live value,
-    /// which is then left as it is.
+    /// which is then left as it is, or if `value` alone outweighs a shard's share, which
+    /// removes the older value rather than empty the shard making room for it.
     #[cfg(feature = "tokio")]
     pub(crate) fn replace_uncounted(&self, key: &K, value: V, ttl: Duration) -> Option<u64> {
         let weight = (self.weigher)(key, &value);

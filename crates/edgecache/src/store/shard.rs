@@ -577,8 +577,9 @@ impl<K: Eq, V: Clone> Shard<K, V> {
 
     /// Replaces the value of a live entry as the cache's own upkeep rather than a write: not
     /// counted, and not an access the policy sees (the entry keeps its place); a heavier value
-    /// then makes room as an insert does. Whether the key had a live entry (an absent or
-    /// expired one is left as it is).
+    /// then makes room as an insert does. Whether the value was stored: not if the key had no
+    /// live entry (an absent or expired one is left as it is), nor if the value is heavier
+    /// than the whole shard, which removes the entry, as an insert of that value would.
     #[cfg(any(test, feature = "tokio"))]
     pub(crate) fn replace(
         &mut self,
@@ -596,7 +597,14 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             return false;
         }
         // A weight of zero would let the entry count grow without bound.
-        self.set_value(index, value, weight.max(1), expires_at);
+        let weight = weight.max(1);
+        if u64::from(weight) > self.max_weight {
+            // Making room for it would empty the shard and then evict it too. Its older value
+            // goes all the same: the caller meant it replaced, so it must not come back.
+            self.remove_index(index);
+            return false;
+        }
+        self.set_value(index, value, weight, expires_at);
         self.evict(now);
         true
     }
@@ -1093,6 +1101,28 @@ mod tests {
         assert_eq!(shard.weight(), 100);
         assert_eq!(shard.counters.evictions - evictions, weight + 2 - 100);
         assert_eq!(shard.peek(hash(key), &key, &now), Some(key));
+    }
+
+    /// A value heavier than the whole shard cannot be stored, so its replacement must not
+    /// flush the shard trying: it is refused, as an insert of it would be, and the key's older
+    /// value goes with it (the caller meant it replaced, so it must not come back).
+    #[test]
+    fn a_replaced_value_heavier_than_the_shard_is_refused_and_evicts_nothing() {
+        let mut shard = warm_shard();
+        let now = || 0;
+        let (len, before) = (shard.len(), shard.counters);
+        let key = shard.node(shard.protected.head).key;
+        let too_heavy = u32::try_from(shard.max_weight()).unwrap() + 1;
+        let replaced = shard.replace(hash(key), &key, key, too_heavy, NEVER, &now);
+        let after = shard.counters;
+        assert_eq!(
+            (after.evictions - before.evictions, shard.len()),
+            (0, len - 1),
+            "the other entries are kept"
+        );
+        assert!(!replaced);
+        assert_eq!(shard.peek(hash(key), &key, &now), None);
+        check_accounting(&shard);
     }
 
     #[test]
