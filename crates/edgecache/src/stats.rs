@@ -36,8 +36,10 @@ pub struct Stats {
     /// Live entries the policy removed to stay within the budget. An expired entry the
     /// policy meets is counted in `expirations` instead.
     pub evictions: u64,
-    /// Entries removed because their time to live ran out, whatever removed them (a lookup,
-    /// a write, the sweep, or the policy making room).
+    /// Entries removed because their time to live ran out, whatever removed them: a lookup,
+    /// a write of the key, an insert's sweep, [`Cache::remove`](crate::Cache::remove),
+    /// [`Cache::retain`](crate::Cache::retain),
+    /// [`Cache::purge_expired`](crate::Cache::purge_expired), or the policy making room.
     pub expirations: u64,
     /// Inserts refused because the entry alone outweighs its shard's budget.
     pub rejections: u64,

@@ -240,6 +240,7 @@ fn purge_expired_removes_every_expired_entry() {
     cache.purge_expired();
     assert_eq!(cache.len(), 25);
     assert!((0..50).all(|key| cache.peek(&key).is_some() == (key % 2 == 1)));
+    assert_eq!(cache.stats().expirations, 25);
 }
 
 #[test]
