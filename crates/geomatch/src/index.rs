@@ -39,6 +39,13 @@ const REPEATS_BY_PAIRS: usize = 32;
 /// a cell), where a scan checks a bucket's circle and its drivers in tens of nanoseconds.
 const EMPTY_CELL_COST: usize = 32;
 
+/// How far past a radius's squared chord a radius query's walk reaches: about twenty units in
+/// the last place of a squared chord near its largest value, 4 (a unit is 4.4e-16 there), well
+/// beyond what computing a driver's and the radius's can be off by. Near the antipode of the
+/// query point that is up to tens of meters of arc; the drivers it lets in are then held to the
+/// radius by their exact distances.
+const RADIUS_CHORD2_SLACK: f64 = 1e-14;
+
 /// How an [`Index`] is laid out and when a driver counts as gone.
 ///
 /// ```
@@ -1137,8 +1144,9 @@ impl<C: Clock> Index<C> {
     ///
     /// Drivers are chosen by the squared straight-line distance between their unit vectors
     /// (ties by id), which orders them as the great-circle distance does up to rounding: two
-    /// drivers whose reported distances are equal to the last bit (or differ by a rounding)
-    /// can come out in either order, and the `k`-th place between them is not decided by id.
+    /// drivers whose reported distances are equal to the last bit (or differ by a rounding of
+    /// their squared chords, which near the point's antipode is tenths of a meter) can come out
+    /// in either order, and the `k`-th place between them is not decided by id.
     ///
     /// Scans the query's cell, then rings of cells around it, and stops after the first ring
     /// whose every cell is provably farther than the `k`-th driver found (the crate README
@@ -1176,8 +1184,9 @@ impl<C: Clock> Index<C> {
     /// nearest first (ties by id, as [`nearest`](Self::nearest) orders them), at most `limit`
     /// of them: the `limit` nearest when more are inside, so a full answer (`limit` drivers)
     /// may leave some out. The limit bounds the answer (and the query's memory) whatever the
-    /// radius a caller sends. A driver within a rounding of the radius (a few units in the last
-    /// place) may fall on either side of it. A driver met twice, as it crossed cells while the
+    /// radius a caller sends. The radius is held to the distance a result reports: a driver is
+    /// in when that distance would be at most `radius_m`, never when it is beyond, to the
+    /// millimeter even at the far side of the Earth. A driver met twice, as it crossed cells while the
     /// query ran, is returned once, at the nearer position; as for `nearest`, drivers met twice
     /// in each of the query's walks (constant churn) leave the answer that much shorter.
     ///
@@ -1210,12 +1219,17 @@ impl<C: Clock> Index<C> {
             return Err(Error::InvalidRadius(radius_m));
         }
         let reach = radius_m / EARTH_RADIUS_M;
+        // Squared chords rank drivers, but near the point's antipode they resolve only tenths
+        // of a meter (a chord hardly changes with the arc there): the walk reaches a few
+        // roundings of a squared chord past the radius, and the exact distances decide.
         let reach_chord2 = if reach >= PI {
             f64::INFINITY
         } else {
-            angle_to_chord2(reach)
+            angle_to_chord2(reach) + RADIUS_CHORD2_SLACK
         };
-        self.nearest_within(point, limit, reach_chord2, filter)
+        let mut found = self.nearest_within(point, limit, reach_chord2, filter)?;
+        found.retain(|candidate| candidate.distance_m <= radius_m);
+        Ok(found)
     }
 
     /// Greedy nearest for one request: walks the `k` nearest candidates in order and claims
