@@ -297,7 +297,7 @@ impl<C: Clock> BatchMatcher<C> {
             let found = index
                 .nearest(point, self.config.candidates, filter)
                 .map_err(MatchError::Index)?;
-            let mut mine = Vec::with_capacity(found.len());
+            let mut mine: Vec<CandidateEdge> = Vec::with_capacity(found.len());
             for candidate in found {
                 let Some(value) = cost(request, &candidate) else {
                     continue;
@@ -315,11 +315,20 @@ impl<C: Clock> BatchMatcher<C> {
                     Some(version) => *version = (*version).max(candidate.version),
                     None => newest.push(candidate.version),
                 }
-                mine.push(CandidateEdge {
-                    driver,
-                    candidate,
-                    cost: value,
-                });
+                // A backend that names a driver twice for one request (the index never does)
+                // gets it counted once, at the cheaper cost: the solver takes one edge a pair.
+                match mine.iter_mut().find(|option| option.driver == driver) {
+                    Some(option) if value < option.cost => {
+                        option.cost = value;
+                        option.candidate = candidate;
+                    }
+                    Some(_) => {}
+                    None => mine.push(CandidateEdge {
+                        driver,
+                        candidate,
+                        cost: value,
+                    }),
+                }
             }
             options.push(mine);
         }
@@ -661,14 +670,17 @@ mod tests {
         index.accept(&matched[0].claim).unwrap();
     }
 
-    /// An index whose claims run but whose answers are lost after the first `answered`
-    /// ones: what a shared index reports as a timeout, when the command may have run.
-    struct LostAnswers {
+    /// An index that misbehaves as a backend might: its claims run but their answers are lost
+    /// after the first `answered` ones (what a shared index reports as a timeout, when the
+    /// command may have run), and with `repeats` each nearest answer names its first driver
+    /// twice.
+    struct Faulty {
         index: Index<ManualClock>,
         answered: Cell<usize>,
+        repeats: bool,
     }
 
-    impl Drivers for LostAnswers {
+    impl Drivers for Faulty {
         fn insert(&self, id: DriverId, point: Point, profile: DriverProfile) -> Result<(), Error> {
             self.index.insert(id, point, profile)
         }
@@ -709,7 +721,13 @@ mod tests {
             k: usize,
             filter: &Filter,
         ) -> Result<Vec<Candidate>, Error> {
-            self.index.nearest(point, k, filter)
+            let mut found = self.index.nearest(point, k, filter)?;
+            if self.repeats
+                && let Some(&first) = found.first()
+            {
+                found.push(first);
+            }
+            Ok(found)
         }
         fn within(
             &self,
@@ -730,6 +748,35 @@ mod tests {
         }
     }
 
+    /// A backend naming a driver twice for one request: the batch counts the driver once, at
+    /// its cheaper cost, where the solver refused the two edges with its own numbering of the
+    /// batch's rows and drivers.
+    #[test]
+    fn a_driver_a_backend_names_twice_for_a_request_counts_once() {
+        let index = Faulty {
+            index: index_with(&[(0.0, 0.0), (0.0, 0.01)]),
+            answered: Cell::new(usize::MAX),
+            repeats: true,
+        };
+        let requests = points(&[(0.0, 0.0), (0.0, 0.01)]);
+        // A pair costs a meter more the first time it is priced: the repeat is the cheaper.
+        let priced: std::cell::RefCell<Vec<(usize, DriverId)>> = std::cell::RefCell::default();
+        let outcome = matcher(BatchConfig::default())
+            .match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
+                let pair = (request, candidate.driver);
+                let again = priced.borrow().contains(&pair);
+                priced.borrow_mut().push(pair);
+                Some(candidate.distance_m + if again { 0.0 } else { 1.0 })
+            })
+            .expect("valid batch");
+        let pairs: Vec<(usize, DriverId, f64)> = outcome
+            .matches
+            .iter()
+            .map(|m| (m.request, m.candidate.driver, m.cost))
+            .collect();
+        assert_eq!(pairs, [(0, DriverId(0), 0.0), (1, DriverId(1), 0.0)]);
+    }
+
     fn offered(index: &Index<ManualClock>, drivers: u64) -> Vec<DriverId> {
         (0..drivers)
             .map(DriverId)
@@ -741,9 +788,10 @@ mod tests {
     fn a_failed_claim_is_reported_and_ends_the_claiming() {
         // Requests 0 and 1 stand on drivers 0 and 1; drivers 2 and 3 are spare candidates.
         let drivers = [(0.0, 0.0), (0.0, 0.01), (0.0, 0.001), (0.0, 0.011)];
-        let index = LostAnswers {
+        let index = Faulty {
             index: index_with(&drivers),
             answered: Cell::new(1),
+            repeats: false,
         };
         let requests = points(&[(0.0, 0.0), (0.0, 0.01)]);
         let outcome = matcher(BatchConfig::default())
@@ -778,9 +826,10 @@ mod tests {
 
     #[test]
     fn a_failure_on_the_first_claim_tries_no_other_driver() {
-        let index = LostAnswers {
+        let index = Faulty {
             index: index_with(&[(0.0, 0.001), (0.0, 0.002), (0.0, 0.003)]),
             answered: Cell::new(0),
+            repeats: false,
         };
         let outcome = matcher(BatchConfig::default())
             .match_batch(&index, &points(&[(0.0, 0.0)]), &Filter::any())
