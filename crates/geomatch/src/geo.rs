@@ -124,38 +124,94 @@ pub(crate) fn unit_of(ll: LatLng) -> Unit {
     unit_from_radians(ll.lat_radians(), ll.lng_radians())
 }
 
-/// A unit vector in single precision: what a scan reads of every driver, half the bytes of
-/// a [`Unit`], to pass over the drivers out of reach. Decisions are taken on the [`Unit`].
+/// A unit vector in single precision, half the bytes of a [`Unit`]: the centers of the
+/// neighbour circles a bucket keeps ([`CoarseCircle`]).
 pub(crate) type CoarseUnit = [f32; 3];
-
-/// How far a chord between two [`CoarseUnit`]s may be from the chord between the vectors they
-/// round: each rounded component is within 2^-24 of the exact one (6e-8), so the difference
-/// vector is off by at most √3 · 1.2e-7 ≈ 2.1e-7, and the single-precision arithmetic adds a
-/// relative 2e-7 (covered by [`coarse_bound`]'s factor). About five times that, 6 m on Earth.
-const COARSE_CHORD_ERROR: f64 = 1e-6;
 
 /// `unit` rounded to single precision.
 pub(crate) fn coarse(unit: &Unit) -> CoarseUnit {
-    // `as` rounds to nearest, which the error bound above assumes.
+    // `as` rounds to nearest, which the error bound of `CoarseCircle` assumes.
     [unit[0] as f32, unit[1] as f32, unit[2] as f32]
 }
 
-/// Squared chord between two [`CoarseUnit`]s.
-#[inline]
-pub(crate) fn coarse_chord2(a: &CoarseUnit, b: &CoarseUnit) -> f32 {
-    let dx = a[0] - b[0];
-    let dy = a[1] - b[1];
-    let dz = a[2] - b[2];
-    dx * dx + dy * dy + dz * dz
+/// A driver's position as its bucket keeps it for a scan's coarse look: its offset from the
+/// cell's center in units of the bucket's [`LocalFrame`], rounded to 16-bit integers. Six
+/// bytes, half of three `f32`s, so a scan of a bucket reads half the cache lines; and in a
+/// cell's own units the rounding is finer than single precision's (a unit is about 1 cm at
+/// resolution 9, where a unit vector's `f32` steps are tens of centimeters). Decisions are
+/// taken on the exact [`Unit`].
+pub(crate) type LocalUnit = [i16; 3];
+
+/// Frame units from a cell's center to the rim of its circumcircle: half the 16-bit range, so
+/// a point twice as far, which no point of the cell is, still fits.
+const FRAME_REACH: f64 = 16_384.0;
+
+/// How far a [`LocalUnit`] may be from the offset it rounds, in frame units: half a unit per
+/// component, √3/2 in all, rounded up.
+const LOCAL_ROUNDING: f64 = 0.87;
+
+/// The frame a bucket keeps its drivers' [`LocalUnit`]s in: its cell's circumcircle center,
+/// and a scale putting the circle's rim [`FRAME_REACH`] units out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LocalFrame {
+    center: Unit,
+    /// Frame units per unit of chord.
+    scale: f64,
 }
 
-/// A bound on [`coarse_chord2`] that every pair of points at most `chord2` apart (an exact
-/// squared chord, infinite for no bound) stays within: a coarse chord above it rules the
-/// point out, one at or below it says nothing.
-pub(crate) fn coarse_bound(chord2: f64) -> f32 {
-    let chord = chord2.sqrt() + COARSE_CHORD_ERROR;
-    // The factor covers the single-precision sum and this conversion's rounding.
-    (chord * chord * (1.0 + 1e-5)) as f32
+impl LocalFrame {
+    pub(crate) fn of(circle: &Circumcircle) -> Self {
+        Self {
+            center: circle.center,
+            scale: FRAME_REACH / circle.chord,
+        }
+    }
+
+    /// `unit` in the frame; `None` if it is too far from the center to be held, which no
+    /// point of the cell is (`geo::tests::the_local_bound_holds`).
+    pub(crate) fn encode(&self, unit: &Unit) -> Option<LocalUnit> {
+        let mut local = [0; 3];
+        for (axis, value) in local.iter_mut().enumerate() {
+            let scaled = ((unit[axis] - self.center[axis]) * self.scale).round();
+            // Checked: `as` would saturate, and a saturated offset would lie.
+            if !(f64::from(i16::MIN)..=f64::from(i16::MAX)).contains(&scaled) {
+                return None;
+            }
+            *value = scaled as i16;
+        }
+        Some(local)
+    }
+
+    /// A query point's offset in the frame, in single precision, for [`local_chord2`].
+    #[inline]
+    pub(crate) fn query(&self, unit: &Unit) -> [f32; 3] {
+        std::array::from_fn(|axis| ((unit[axis] - self.center[axis]) * self.scale) as f32)
+    }
+
+    /// A bound on [`local_chord2`] that every pair of points at most `chord2` apart (an exact
+    /// squared chord, infinite for no bound) stays within: a local chord above it rules the
+    /// driver out, one at or below it says nothing.
+    ///
+    /// The local chord of a query at distance `D` (frame units) from a driver is off by the
+    /// driver's rounding ([`LOCAL_ROUNDING`]), the query offset's rounding to single precision
+    /// (2^-24 of each component, which are at most `D` plus the 16-bit range: under
+    /// 1.1e-7 `D` + 0.01 in all), and the single-precision sum (a few units in its last
+    /// place); the bound allows ten times the relative errors and one more unit.
+    #[inline]
+    pub(crate) fn bound(&self, chord2: f64) -> f32 {
+        let reach = chord2.sqrt() * self.scale * (1.0 + 1e-6) + LOCAL_ROUNDING + 1.0;
+        (reach * reach * (1.0 + 1e-5)) as f32
+    }
+}
+
+/// Squared distance, in frame units, between a query's offset ([`LocalFrame::query`]) and a
+/// driver's ([`LocalFrame::encode`]).
+#[inline]
+pub(crate) fn local_chord2(query: &[f32; 3], local: &LocalUnit) -> f32 {
+    let dx = query[0] - f32::from(local[0]);
+    let dy = query[1] - f32::from(local[1]);
+    let dz = query[2] - f32::from(local[2]);
+    dx * dx + dy * dy + dz * dz
 }
 
 /// Squared chord length between two unit vectors: 0 (same point) to 4 (antipodes).
@@ -699,23 +755,29 @@ mod tests {
             }
         }
 
-        /// The coarse look never rules out a point within reach: the single-precision squared
-        /// chord of two points stays within the bound of their exact squared chord, for points
-        /// anywhere and for points a few meters to a few kilometers apart.
+        /// The coarse look never rules out a point within reach: a point of a cell (at every
+        /// resolution, and wherever on the globe) fits its bucket's frame, and its local squared
+        /// chord from a query point stays within the bound of the exact squared chord, for
+        /// query points anywhere and a few meters to a few kilometers away.
         #[test]
-        fn the_coarse_bound_holds(a in anywhere_or_where_it_wraps(), b in anywhere_or_where_it_wraps(), near in 0.0f64..1.0, scale in 0i32..6) {
-            let (a, b) = (a.unit(), b.unit());
-            // `b` pulled toward `a`, to `near` of 10^-scale of the way.
+        fn the_local_bound_holds(p in anywhere_or_where_it_wraps(), q in anywhere_or_where_it_wraps(), resolution in 0u8..16, near in 0.0f64..1.0, scale in 0i32..6) {
+            let resolution = Resolution::try_from(resolution).unwrap();
+            let frame = LocalFrame::of(&Circumcircle::of(p.cell(resolution)));
+            let (p, q) = (p.unit(), q.unit());
+            let local = frame.encode(&p);
+            prop_assert!(local.is_some(), "a point of the cell out of its frame");
+            let local = local.unwrap();
+            // `q` pulled toward `p`, to `near` of 10^-scale of the way.
             let t = near * 10f64.powi(-scale);
             let close = normalized([
-                a[0] + t * (b[0] - a[0]),
-                a[1] + t * (b[1] - a[1]),
-                a[2] + t * (b[2] - a[2]),
-            ]).unwrap_or(a);
-            for other in [b, close] {
-                let exact = chord2(&a, &other);
-                let rough = coarse_chord2(&coarse(&a), &coarse(&other));
-                prop_assert!(rough <= coarse_bound(exact), "{rough} above {} for {exact}", coarse_bound(exact));
+                p[0] + t * (q[0] - p[0]),
+                p[1] + t * (q[1] - p[1]),
+                p[2] + t * (q[2] - p[2]),
+            ]).unwrap_or(p);
+            for query in [q, close] {
+                let exact = chord2(&p, &query);
+                let rough = local_chord2(&frame.query(&query), &local);
+                prop_assert!(rough <= frame.bound(exact), "{rough} above {} for {exact}", frame.bound(exact));
             }
         }
 

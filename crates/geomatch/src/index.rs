@@ -14,8 +14,8 @@ use infra_common::{Clock, RandomState, SystemClock};
 use crate::best::{Best, Found, least_first};
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::geo::{
-    CellGeometry, Circumcircle, CoarseCircle, CoarseUnit, EARTH_RADIUS_M, SeenCells, Unit,
-    angle_to_chord2, chord2, coarse, coarse_bound, coarse_chord2, exact_angle, neighbours,
+    CellGeometry, Circumcircle, CoarseCircle, EARTH_RADIUS_M, LocalFrame, LocalUnit, SeenCells,
+    Unit, angle_to_chord2, chord2, exact_angle, local_chord2, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -146,8 +146,13 @@ struct Adjacent {
 #[derive(Debug)]
 #[repr(C)]
 struct Bucket {
-    /// What a scan reads of every driver: its position as a unit vector in single precision.
-    coarse: Vec<CoarseUnit>,
+    /// What a scan reads of every driver: its position in the bucket's frame.
+    coarse: Vec<LocalUnit>,
+    /// The frame of `coarse`, which a scan reads with it.
+    frame: LocalFrame,
+    /// Whether a driver's position did not fit the frame (never seen: no point of the cell
+    /// is that far out), in which case a scan reads every row.
+    loose: bool,
     details: Vec<Detail>,
     /// The positions as reported, which no query reads: apart from the details, whose row then
     /// fits one cache line.
@@ -205,6 +210,8 @@ impl Bucket {
             around_len += 1;
         }
         Self {
+            frame: LocalFrame::of(&geometry.circumcircle()),
+            loose: false,
             geometry,
             around,
             around_len,
@@ -242,12 +249,21 @@ impl Bucket {
         prefetch::read_all(self.adjacent());
     }
 
+    /// `unit` in the bucket's frame; a position that does not fit marks the bucket loose.
+    fn local(&mut self, unit: &Unit) -> LocalUnit {
+        self.frame.encode(unit).unwrap_or_else(|| {
+            self.loose = true;
+            [0; 3]
+        })
+    }
+
     /// Adds a row; its slot.
     fn push(&mut self, row: Row) -> usize {
         let slot = self.coarse.len();
         let unit = row.point.unit();
         self.slots.insert(row.id, slot);
-        self.coarse.push(coarse(&unit));
+        let local = self.local(&unit);
+        self.coarse.push(local);
         self.points.push(row.point);
         self.details.push(Detail {
             id: row.id,
@@ -304,7 +320,7 @@ impl Bucket {
     }
 
     fn set_position(&mut self, slot: usize, point: Point, unit: Unit, now: u64) {
-        self.coarse[slot] = coarse(&unit);
+        self.coarse[slot] = self.local(&unit);
         let detail = &mut self.details[slot];
         detail.unit = unit;
         detail.seen = now;
@@ -1568,13 +1584,8 @@ struct Nearest<'a, C> {
     reach_chord2: f64,
     /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`.
     worst_chord2: f64,
-    /// The query point in single precision, for the coarse look at every driver.
-    coarse_query: CoarseUnit,
-    /// [`coarse_bound`] of `worst_chord2`: a driver whose coarse squared chord is above it is
-    /// passed over with one comparison, without reading its row.
-    coarse_worst: f32,
-    /// One bucket's drivers within `coarse_worst` (the bits of the coarse squared chord,
-    /// slot), reused.
+    /// One bucket's drivers within reach by the coarse look (the bits of the local squared
+    /// chord, slot), reused.
     nearer: Vec<(u32, usize)>,
 }
 
@@ -1597,8 +1608,6 @@ impl<'a, C: Clock> Nearest<'a, C> {
             best: Best::new(k),
             reach_chord2,
             worst_chord2: reach_chord2,
-            coarse_query: coarse(&query),
-            coarse_worst: coarse_bound(reach_chord2),
             nearer: Vec::with_capacity(64),
         }
     }
@@ -1628,7 +1637,6 @@ impl<'a, C: Clock> Nearest<'a, C> {
         self.best.offer(Found { word, ..found });
         if let Some(worst) = self.best.full_worst() {
             self.worst_chord2 = worst.chord2;
-            self.coarse_worst = coarse_bound(self.worst_chord2);
         }
     }
 }
@@ -1638,12 +1646,23 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         self.worst_chord2.sqrt()
     }
 
-    /// Takes a coarse look at every driver of the bucket (single precision, 12 bytes each)
-    /// and reads the rest of a driver's row (another array: a cache miss apiece), with its
+    /// Takes a coarse look at every driver of the bucket (its position in the bucket's frame,
+    /// 6 bytes each) and reads the rest of a driver's row (another array: a cache miss apiece), with its
     /// exact position, only for a driver the coarse look cannot rule out of the best `k`. The
     /// `k` coarsely nearest drivers within reach are taken first, then the rest, so the first
     /// bucket, seen while the reach is unbounded, reads about `k` rows and not all of them.
     fn visit(&mut self, bucket: &Bucket) {
+        // The query point, and the bound that passes a driver over without reading its row,
+        // in the bucket's frame (every driver, for a bucket that holds one out of it).
+        let query = bucket.frame.query(&self.query);
+        let bound = |worst_chord2| {
+            if bucket.loose {
+                f32::INFINITY
+            } else {
+                bucket.frame.bound(worst_chord2)
+            }
+        };
+        let mut worst = bound(self.worst_chord2);
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
         nearer.resize(bucket.coarse.len(), (0, 0));
@@ -1657,13 +1676,13 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         let mut keep = |coarse2: f32, slot: usize| {
             // A squared chord is never negative, so its bits order as its value does.
             nearer[within] = (coarse2.to_bits(), slot);
-            within += usize::from(coarse2 <= self.coarse_worst);
+            within += usize::from(coarse2 <= worst);
         };
         let mut groups = bucket.coarse.chunks_exact(COARSE_LANES);
         for (group_at, group) in groups.by_ref().enumerate() {
             let chords: [f32; COARSE_LANES] =
-                std::array::from_fn(|i| coarse_chord2(&self.coarse_query, &group[i]));
-            if chords.iter().all(|&coarse2| coarse2 > self.coarse_worst) {
+                std::array::from_fn(|i| local_chord2(&query, &group[i]));
+            if chords.iter().all(|&coarse2| coarse2 > worst) {
                 continue;
             }
             for (i, coarse2) in chords.into_iter().enumerate() {
@@ -1672,7 +1691,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         }
         let rest_at = bucket.coarse.len() - groups.remainder().len();
         for (i, unit) in groups.remainder().iter().enumerate() {
-            keep(coarse_chord2(&self.coarse_query, unit), rest_at + i);
+            keep(local_chord2(&query, unit), rest_at + i);
         }
         nearer.truncate(within);
         // The `k` nearest first, in order, so the best fill nearest first (each one placed
@@ -1688,8 +1707,12 @@ impl<C: Clock> Collector for Nearest<'_, C> {
             prefetch::read(&bucket.details[slot]);
         }
         for &(bits, slot) in &nearer {
-            if f32::from_bits(bits) <= self.coarse_worst {
+            if f32::from_bits(bits) <= worst {
+                let before = self.worst_chord2;
                 self.consider(bucket, slot);
+                if self.worst_chord2 != before {
+                    worst = bound(self.worst_chord2);
+                }
             }
         }
         self.nearer = nearer;
@@ -1698,7 +1721,6 @@ impl<C: Clock> Collector for Nearest<'_, C> {
     fn restart(&mut self) {
         self.best.clear();
         self.worst_chord2 = self.reach_chord2;
-        self.coarse_worst = coarse_bound(self.reach_chord2);
     }
 }
 
