@@ -16,7 +16,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use infra_common::ManualClock;
-use infra_common::sync::Arc;
+use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::sync::{Arc, thread};
 use infra_mqueue::Error;
 use infra_mqueue::log::{FsyncPolicy, Log, LogOptions, SimulatedStorage};
 use infra_mqueue::stream::{Stream, StreamOptions};
@@ -538,4 +539,64 @@ async fn interval_appends_run_a_due_fsync_off_the_runtime_thread() {
     gate.set_closed(false);
     assert_eq!(due.await.unwrap(), 1);
     assert_eq!(disk.file_syncs(), before + 1);
+}
+
+/// A log dropped while an async append's segment roll is held on the blocking pool lets go of
+/// its directory only once the roll ended: the drop waits for it. A log opened again right
+/// after the drop, and appended to, then keeps its record: had the roll gone on behind the
+/// new log's back, its new segment would have been written over the one the new log rolled
+/// to, and the acknowledged record lost.
+#[tokio::test(flavor = "current_thread")]
+async fn a_log_dropped_during_an_async_roll_lets_go_of_its_directory_once_the_roll_ended() {
+    let disk = SimulatedStorage::new();
+    let (log, gate) = open_gated_with(&disk, small_segments(), ManualClock::new());
+    // 40 bytes of header and three records of 32 bytes: a fourth one needs a roll.
+    for fill in [[1u8; 20], [2; 20], [3; 20]] {
+        log.append(&fill).unwrap();
+    }
+    gate.reset();
+    gate.set_closed(true);
+    {
+        let mut append = pin!(log.append_async(&[4; 20]));
+        assert!(
+            poll_once(append.as_mut()).await.is_pending(),
+            "the append waits for its roll"
+        );
+        let held = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || held.wait_until(|arrived, _| arrived >= 1))
+            .await
+            .unwrap();
+    }
+    let started = Arc::new(AtomicBool::new(false));
+    let restart = thread::spawn({
+        let (disk, started) = (disk.clone(), Arc::clone(&started));
+        move || {
+            started.store(true, Ordering::Release);
+            drop(log);
+            let log = open(&disk);
+            log.append(b"after").unwrap()
+        }
+    });
+    // Spinning rather than sleeping on a channel, which would let this thread take the
+    // processor from the dropping one: a drop that did not wait had its reopen come first.
+    while !started.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+    for _ in 0..100 {
+        thread::yield_now();
+    }
+    gate.set_closed(false);
+    assert_eq!(restart.join().unwrap(), 3);
+    // The roll's two file syncs (the finished segment's, the new header's) have passed.
+    gate.wait_until(|_, passed| passed >= 2);
+    let records: Vec<Vec<u8>> = open(&disk)
+        .read(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.payload)
+        .collect();
+    assert_eq!(
+        records,
+        [vec![1; 20], vec![2; 20], vec![3; 20], b"after".to_vec()]
+    );
 }

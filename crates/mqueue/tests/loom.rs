@@ -1,6 +1,7 @@
 //! Model-checked concurrency: every interleaving of a few threads on the log's group commit
 //! (`mod group_commit`), on async appenders in the same hand-off (`mod async_group_commit`), on
-//! pipelined appends through the real log (`mod tickets`), on sends to a durable work queue
+//! pipelined appends through the real log (`mod tickets`), on the wait of a handle's drop for
+//! the work it left on a blocking pool (`mod pool_work`), on sends to a durable work queue
 //! (`mod durable_sends`) and on the work queue's leases (`mod lease`).
 //!
 //! `RUSTFLAGS="--cfg infra_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p infra-mqueue --test loom`
@@ -249,6 +250,57 @@ mod tickets {
                 producer.join().unwrap();
             }
         });
+    }
+}
+
+mod pool_work {
+    //! Work a handle hands to a blocking pool (a segment roll, a compaction) keeps a share of
+    //! what holds the handle's directory lock until it ends, and is counted by the handle's
+    //! `PoolWork` until then; the handle's drop waits for the count to fall to zero. Checked,
+    //! with one piece of work and with two: once the wait returned and the handle let go of
+    //! its own share, the directory's lock is free (an open right after the drop is not
+    //! `Locked`), and the wait is never left asleep. Without the wait the model fails.
+
+    use std::path::Path;
+
+    use infra_common::sync::{Arc, model, thread};
+    use infra_mqueue::log::{PoolWork, SimulatedStorage, Storage};
+
+    const DIR: &str = "/q";
+
+    fn pool_jobs(count: usize) {
+        model(move || {
+            let disk = SimulatedStorage::new();
+            let lock = Arc::new(disk.lock_dir(Path::new(DIR)).unwrap().unwrap());
+            let work = PoolWork::default();
+            let pool: Vec<_> = (0..count)
+                .map(|_| {
+                    // Counted on the handle's thread, before the work is handed over.
+                    let held = (Arc::clone(&lock), work.start());
+                    // A tuple drops its fields in order: the share, then the count.
+                    thread::spawn(move || drop(held))
+                })
+                .collect();
+            work.wait_idle();
+            drop(lock);
+            assert!(
+                disk.lock_dir(Path::new(DIR)).unwrap().is_some(),
+                "the directory was still held once the drop's wait returned"
+            );
+            for job in pool {
+                job.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn the_directory_is_free_once_the_drop_waited_for_one_piece_of_work() {
+        pool_jobs(1);
+    }
+
+    #[test]
+    fn the_directory_is_free_once_the_drop_waited_for_two_pieces_of_work() {
+        pool_jobs(2);
     }
 }
 

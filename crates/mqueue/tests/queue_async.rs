@@ -353,20 +353,16 @@ async fn arrivals(gate: &Arc<Gate>, arrived: u64) {
         .unwrap();
 }
 
-/// Opens the queue in `/queue` on `disk` again, once the one dropped before it let go of the
-/// directory (work it left on the blocking pool may still hold it for a moment).
+/// Opens the queue in `/queue` on `disk` again (the one dropped before it waited for the work
+/// it left on the blocking pool, so the directory is free).
 fn reopen(disk: &SimulatedStorage, options: &QueueOptions) -> WorkQueue {
-    loop {
-        match WorkQueue::open_with(
-            Path::new("/queue"),
-            options.clone(),
-            ManualClock::new(),
-            disk.clone(),
-        ) {
-            Err(infra_mqueue::Error::Locked { .. }) => thread::yield_now(),
-            opened => break opened.unwrap(),
-        }
-    }
+    WorkQueue::open_with(
+        Path::new("/queue"),
+        options.clone(),
+        ManualClock::new(),
+        disk.clone(),
+    )
+    .unwrap()
 }
 
 /// Polls a receive with the file syncs held at `gate` until its first fsync (`waits_for`)
@@ -525,7 +521,6 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
         gate.set_closed(false);
     }
     drop(queue);
-    // A roll on the pool holds the queue's files until it ends.
     let queue = reopen(&disk, &options());
     let received: Vec<(u64, u32)> = queue
         .try_receive_many(2)
@@ -1279,6 +1274,108 @@ async fn a_receive_dropped_during_its_compaction_gives_its_message_back_at_once(
     assert_eq!((again.offset(), again.attempt()), (15, 1));
     gate.set_closed(false);
     queue.ack(&again).unwrap();
+}
+
+/// A queue dropped while the compaction a dropped receive began is held on the blocking pool
+/// lets go of its directory only with that compaction: the drop waits for it, so an open right
+/// after the drop finds the directory free (not `Locked`) and the compaction done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_queue_dropped_during_its_compaction_can_be_opened_again_at_once() {
+    let disk = SimulatedStorage::new();
+    let (queue, gate, _received) = a_compaction_one_receive_away(&disk);
+    gate.set_closed(true);
+    tokio::select! {
+        () = compaction_held(&gate) => {}
+        result = queue.receive_async() => {
+            panic!("the receive ended while its compaction was held: {result:?}")
+        }
+    }
+    let Ok(queue) = Arc::try_unwrap(queue) else {
+        panic!("the test holds the last handle")
+    };
+    let restart = drop_and_open_again(queue, &disk, QueueOptions::default().compact_after(16));
+    gate.set_closed(false);
+    let reopened = restart.join().unwrap().expect("open right after the drop");
+    assert_eq!(journal_generation(&disk), "1", "the compaction ended first");
+    assert_eq!(reopened.stats().unsettled, 16);
+}
+
+/// The same with a roll of the journal's segment held on the blocking pool, the async receive
+/// that needed it dropped before its record was written: the open right after the queue's
+/// drop is not `Locked`, and finds the roll done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_queue_dropped_during_a_journal_roll_can_be_opened_again_at_once() {
+    let options = || {
+        QueueOptions::default().log_options(LogOptions {
+            // One receive's journal record per segment (40 bytes of header, 25 bytes a
+            // record): the second receive's record needs a roll.
+            segment_bytes: 65,
+            ..LogOptions::default()
+        })
+    };
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    queue.send("first").unwrap();
+    queue.send("second").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    {
+        let mut receive = pin!(queue.receive_async());
+        assert!(
+            poll_once(receive.as_mut()).await.is_pending(),
+            "the receive waits for the roll's fsync of the full journal segment"
+        );
+        arrivals(&gate, 1).await;
+    }
+    let Ok(queue) = Arc::try_unwrap(queue) else {
+        panic!("the test holds the last handle")
+    };
+    let restart = drop_and_open_again(queue, &disk, options());
+    gate.set_closed(false);
+    let reopened = restart.join().unwrap().expect("open right after the drop");
+    let journal = disk.list(Path::new("/queue/journal-0")).unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|name| name == "00000000000000000001.seg"),
+        "the roll ended first: {journal:?}"
+    );
+    assert_eq!(
+        (reopened.stats().unsettled, first.offset()),
+        (2, 0),
+        "nothing was settled"
+    );
+}
+
+/// Drops `queue` on a thread of its own, then opens its directory on `disk` again at once;
+/// returns the thread once it started dropping. The caller lets the held work go on then:
+/// the drop must wait for it, where a drop that let go of the queue at once had its open come
+/// first (nearly always: the caller yields to the dropping thread before it lets the work go).
+fn drop_and_open_again(
+    queue: WorkQueue,
+    disk: &SimulatedStorage,
+    options: QueueOptions,
+) -> thread::JoinHandle<Result<WorkQueue, infra_mqueue::Error>> {
+    let started = Arc::new(AtomicBool::new(false));
+    let disk = disk.clone();
+    let restart = thread::spawn({
+        let started = Arc::clone(&started);
+        move || {
+            started.store(true, Ordering::Release);
+            drop(queue);
+            WorkQueue::open_with(Path::new("/queue"), options, ManualClock::new(), disk)
+        }
+    });
+    // Spinning rather than sleeping on a channel: a wake-up would let this thread take the
+    // processor from the dropping one.
+    while !started.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+    for _ in 0..100 {
+        thread::yield_now();
+    }
+    restart
 }
 
 /// A receive whose delivery's record is not yet written (it waits for a dead letter's fsync

@@ -25,6 +25,7 @@ use std::ops::Range;
 use infra_common::sync::{Arc, Mutex};
 
 use super::commit::{AsyncWaiter, GroupCommit, SyncLeader};
+use super::pool_work::PoolJob;
 use super::roll::Files;
 use super::{AppendTicket, Inner, Log, SEGMENT_HEADER, record, wall_millis};
 use crate::Error;
@@ -57,6 +58,8 @@ pub(crate) struct RollJob {
     /// The segment to roll.
     base: u64,
     now_millis: u64,
+    /// Counted by the log until the roll is dropped: last, so it falls once the rest is gone.
+    _running: PoolJob,
 }
 
 impl RollJob {
@@ -224,6 +227,7 @@ impl Log {
             files: self.files.clone(),
             base: roll.0,
             now_millis: wall_millis(&*self.clock),
+            _running: self.rolls.start(),
         }
     }
 

@@ -74,6 +74,7 @@ mod commit;
 mod crc;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod pool_work;
 mod record;
 mod roll;
 mod segment;
@@ -92,6 +93,8 @@ use infra_common::{Clock, SystemClock};
 // Public for the loom models in tests/loom.rs, which check the hand-off itself; not an API.
 #[doc(hidden)]
 pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
+#[doc(hidden)]
+pub use pool_work::{PoolJob, PoolWork};
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
 pub(crate) use storage::{create_dir_durably, sync_parent};
 
@@ -237,6 +240,10 @@ pub struct LogStats {
 ///
 /// Only one `Log` may have a directory open at a time (a lock file enforces it across
 /// processes); a second [`Log::open`] gets [`Error::Locked`].
+///
+/// Dropping a log whose async appends left a segment roll running on tokio's blocking pool
+/// waits for that roll to end, so that the directory is let go only once nothing of this log
+/// changes it: an open right after the drop succeeds.
 pub struct Log {
     /// The directory, the file layer, and the rolls and deletions done there.
     files: Files,
@@ -247,6 +254,10 @@ pub struct Log {
     /// Shared with the blocking-pool tasks that run async appenders' fsyncs, which may outlive
     /// the future that started them.
     commit: Arc<GroupCommit>,
+    /// The segment rolls running on the blocking pool for async appends: the drop waits for
+    /// them, so the directory is let go only once none of them changes it any more.
+    #[cfg(feature = "tokio")]
+    rolls: PoolWork,
     _lock: Box<dyn fmt::Debug + Send + Sync>,
 }
 
@@ -451,6 +462,8 @@ impl Log {
                 positions: Vec::new(),
             })),
             commit: Arc::new(GroupCommit::new(next)),
+            #[cfg(feature = "tokio")]
+            rolls: PoolWork::default(),
             _lock: lock,
         })
     }
@@ -881,7 +894,11 @@ impl PendingSync {
 }
 
 impl Drop for Log {
+    /// Waits for the segment rolls async appends left on the blocking pool (see
+    /// [`PoolWork`]), then, under `Interval`, syncs what is written.
     fn drop(&mut self) {
+        #[cfg(feature = "tokio")]
+        self.rolls.wait_idle();
         if matches!(self.options.fsync, FsyncPolicy::Interval(_)) {
             // Best effort: a failure here has no caller to tell, and reopening recovers.
             let _ = self.sync();

@@ -28,7 +28,7 @@ use super::{DeadLetter, QueueOptions, SharedClock, wall_ms};
 use crate::error::Error;
 use crate::log::{AppendTicket, FsyncPolicy, Log, Storage};
 #[cfg(feature = "tokio")]
-use crate::log::{RollFirst, RollJob};
+use crate::log::{PoolJob, PoolWork, RollFirst, RollJob};
 
 /// Records read from a log per call during replay.
 const REPLAY_BATCH: usize = 4096;
@@ -106,8 +106,41 @@ pub(super) struct Durable {
     /// (held for the write only: the fsync that makes a send durable is shared).
     append: Mutex<()>,
     log_options: crate::log::LogOptions,
+    /// The journal rolls, compactions and directory syncs running on tokio's blocking pool,
+    /// each holding a [`PoolShare`]: the queue's drop waits for them (they keep the logs, and
+    /// the directory's lock, until they end).
+    #[cfg(feature = "tokio")]
+    pool_work: PoolWork,
     /// The queue directory's `LOCK`, held while the queue is open.
     _lock: Box<dyn std::fmt::Debug + Send + Sync>,
+}
+
+/// A share of a durable queue held by work that may run on tokio's blocking pool, counted
+/// until it is dropped (see [`Durable::wait_for_pool_work`]).
+#[derive(Debug)]
+pub(super) struct PoolShare {
+    durable: Arc<Durable>,
+    /// After `durable`: the count falls once the share is let go.
+    #[cfg(feature = "tokio")]
+    _running: PoolJob,
+}
+
+impl PoolShare {
+    pub(super) fn new(durable: &Arc<Durable>) -> Self {
+        Self {
+            durable: Arc::clone(durable),
+            #[cfg(feature = "tokio")]
+            _running: durable.pool_work.start(),
+        }
+    }
+}
+
+impl std::ops::Deref for PoolShare {
+    type Target = Durable;
+
+    fn deref(&self) -> &Durable {
+        &self.durable
+    }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -341,6 +374,8 @@ impl Durable {
             withdrawals: Mutex::new(Vec::new()),
             append: Mutex::new(()),
             log_options,
+            #[cfg(feature = "tokio")]
+            pool_work: PoolWork::default(),
             _lock: lock,
         };
         Ok((
@@ -523,17 +558,17 @@ impl Durable {
                 (Arc::clone(&journal.log), roll)
             };
             let job = JournalRoll {
-                durable: Arc::clone(durable),
                 job: log.roll_job(roll),
                 log: Arc::clone(&log),
+                durable: PoolShare::new(durable),
             };
             match crate::blocking::on_blocking_pool(move || job.run()).await {
                 Some(rolled) => rolled?,
                 // The runtime shut down before the pool ran it: this thread does.
                 None => JournalRoll {
-                    durable: Arc::clone(durable),
                     job: log.roll_job(roll),
                     log,
+                    durable: PoolShare::new(durable),
                 }
                 .run()?,
             }
@@ -560,6 +595,15 @@ impl Durable {
             sync_due,
             compact: count >= self.compact_at.load(Ordering::Relaxed),
         }
+    }
+
+    /// Blocks until the work handed to tokio's blocking pool has ended (a journal roll, a
+    /// compaction, a directory sync: at most a few file operations and fsyncs each). The
+    /// queue's drop waits here, so that the directory's lock, which that work keeps, is let
+    /// go with the queue: an open right after the drop finds the directory free.
+    #[cfg(feature = "tokio")]
+    pub(super) fn wait_for_pool_work(&self) {
+        self.pool_work.wait_idle();
     }
 
     /// Whether a compaction's directory sync failed after it renamed the pointer, so the
@@ -609,7 +653,7 @@ impl Durable {
         // they are not written unless the compaction does not replace the generation.
         let withdrawals = std::mem::take(&mut *durable.withdrawals.lock());
         Some(Compaction {
-            durable: Arc::clone(durable),
+            durable: PoolShare::new(durable),
             // Taken under the write lock: every record appended before it is reflected in it
             // and ends before `carry_from`; every later one is copied to the new generation.
             checkpoint: checkpoint(),
@@ -748,7 +792,7 @@ impl Drop for Durable {
 /// begins.
 #[derive(Debug)]
 pub(super) struct Compaction {
-    durable: Arc<Durable>,
+    durable: PoolShare,
     checkpoint: Vec<Entry>,
     /// The current generation's end when the checkpoint was taken: the records from here on
     /// are not in it, and go to the new generation after it.
@@ -888,10 +932,12 @@ fn carry_over(from: &Log, start: u64, to: &Log) -> Result<u64, Error> {
 /// A roll of the journal's segment that an async write left to tokio's blocking pool.
 #[cfg(feature = "tokio")]
 struct JournalRoll {
-    durable: Arc<Durable>,
+    /// First, so that a roll never run (the runtime shut down) is dropped before `log`, which
+    /// may be the last handle on a replaced generation: its drop waits for this roll.
+    job: RollJob,
     /// The generation whose segment rolls.
     log: Arc<Log>,
-    job: RollJob,
+    durable: PoolShare,
 }
 
 #[cfg(feature = "tokio")]

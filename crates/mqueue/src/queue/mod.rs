@@ -834,7 +834,9 @@ impl State {
 /// or durable. Share it between threads by reference or in an `Arc`.
 ///
 /// See the [module documentation](self) for the semantics and the crate README for what a
-/// durable queue keeps across crashes.
+/// durable queue keeps across crashes. Dropping a durable queue waits for the file work its
+/// async calls left on tokio's blocking pool (a segment roll, a journal compaction), which
+/// holds the queue's directory until it ends: the directory can be opened again right after.
 pub struct WorkQueue {
     state: Mutex<State>,
     /// Signalled when a message may have become available.
@@ -859,6 +861,19 @@ impl fmt::Debug for WorkQueue {
             .field("durable", &self.durable.is_some())
             .field("options", &self.options)
             .finish_non_exhaustive()
+    }
+}
+
+/// A durable queue's drop waits for the file work its async calls left on tokio's blocking
+/// pool (a journal or segment roll, a compaction, a directory sync: a few file operations and
+/// fsyncs each), which keeps the queue's directory until it ends: once the drop returns, an
+/// open of the directory finds it free and every file as that work left it.
+#[cfg(feature = "tokio")]
+impl Drop for WorkQueue {
+    fn drop(&mut self) {
+        if let Some(durable) = &self.durable {
+            durable.wait_for_pool_work();
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use infra_common::sync::Arc;
 
-use super::durable::Durable;
+use super::durable::{Durable, PoolShare};
 use super::{Delivery, Leased, Message, Sent, UnreleasedSend, WorkQueue, Written, journal};
 use crate::blocking::on_blocking_pool;
 use crate::error::Error;
@@ -271,7 +271,7 @@ impl WorkQueue {
         entries: &[journal::Entry],
     ) -> Result<(), Error> {
         if durable.pointer_unsynced() {
-            let durable = Arc::clone(durable);
+            let durable = PoolShare::new(durable);
             // If another compaction fails the same way before the write, or this sync never
             // ran (the runtime shut down first), the write syncs the directory itself.
             if let Some(synced) = on_blocking_pool(move || durable.sync_pointer()).await {
