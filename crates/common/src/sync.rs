@@ -1171,6 +1171,20 @@ impl<T> RwLock<T> {
         RwLockReadGuard { inner }
     }
 
+    /// Takes shared access if it can be granted at once: `None` while a writer holds the lock
+    /// or waits for it (so it never waits behind one). Not reentrant either: see [`RwLock`].
+    pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+        #[cfg(not(infra_loom))]
+        let inner = self.inner.try_read()?;
+        #[cfg(infra_loom)]
+        let inner = match self.inner.try_read() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(RwLockReadGuard { inner })
+    }
+
     /// Blocks until exclusive access is granted.
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         #[cfg(not(infra_loom))]
@@ -1198,6 +1212,16 @@ impl<T> fmt::Debug for RwLock<T> {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_read_is_refused_while_a_writer_holds_the_lock() {
+        let lock = RwLock::new(1);
+        assert_eq!(lock.try_read().map(|value| *value), Some(1));
+        let writer = lock.write();
+        assert!(lock.try_read().is_none(), "a writer holds it");
+        drop(writer);
+        assert!(lock.try_read().is_some());
+    }
 
     #[test]
     fn condvar_hands_a_value_between_threads() {

@@ -535,6 +535,60 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
     );
 }
 
+/// The same batch receive dropped while its journal roll is still held on the blocking pool:
+/// the drop, on the runtime's thread, does not wait for the roll, which holds the journal
+/// log's lock (the withdrawal of the record written before the roll is left to the next
+/// journal write, here the queue's drop); the message is available again at once, and a
+/// restart counts neither delivery.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_receive_dropped_while_its_journal_roll_is_held_does_not_wait_for_it() {
+    let options = || {
+        QueueOptions::default()
+            .max_deliveries(1)
+            .log_options(LogOptions {
+                // One receive's journal record per segment (40 bytes of header, 25 bytes a
+                // record): the batch's second record needs a roll.
+                segment_bytes: 65,
+                ..LogOptions::default()
+            })
+    };
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    queue.send("first").unwrap();
+    queue.send("second").unwrap();
+    gate.reset();
+    gate.set_closed(true);
+    {
+        let mut receive = pin!(queue.receive_many_async(2));
+        assert!(
+            poll_once(receive.as_mut()).await.is_pending(),
+            "the receive waits for the roll's fsync of the full journal segment"
+        );
+        arrivals(&gate, 1).await;
+    }
+    assert_eq!(
+        gate.counts(),
+        (1, 0),
+        "the receive was dropped while the roll was held"
+    );
+    let stats = queue.stats();
+    assert_eq!((stats.in_flight, stats.unsettled), (0, 2));
+    gate.set_closed(false);
+    drop(queue);
+    let queue = reopen(&disk, &options());
+    let received: Vec<(u64, u32)> = queue
+        .try_receive_many(2)
+        .unwrap()
+        .iter()
+        .map(|delivery| (delivery.offset(), delivery.attempt()))
+        .collect();
+    assert_eq!(
+        (received, queue.stats().dead_lettered),
+        (vec![(0, 1), (1, 1)], 0),
+        "both delivered as their first attempt, none dead-lettered"
+    );
+}
+
 /// Two async receives of one message dropped at their journal fsync, the second having taken
 /// over the first one's lease once it ran out, the second dropped first: it gives the lease
 /// back to the first, the first gives the message back, and a restart counts neither delivery
@@ -1376,6 +1430,61 @@ fn drop_and_open_again(
         thread::yield_now();
     }
     restart
+}
+
+/// A receive dropped while the compaction it began holds the journal's lock (held here at the
+/// fsync of the new `JOURNAL` pointer, after the checkpoint counted its delivery) does not wait
+/// for the compaction: it gives its message back at once and leaves its `Withdrawn` record to
+/// the next journal write (here the queue's drop), under the lock the compaction took its
+/// checkpoint under. After a restart its delivery is not counted, and neither is it twice.
+#[tokio::test(flavor = "current_thread")]
+async fn a_receive_dropped_while_its_compaction_holds_the_journal_does_not_wait_for_it() {
+    let disk = SimulatedStorage::new();
+    let (gated, gate) = GatedDisk::under(&disk, Path::new("/queue/JOURNAL.tmp"));
+    let options = || QueueOptions::default().compact_after(16);
+    let queue =
+        WorkQueue::open_with(Path::new("/queue"), options(), ManualClock::new(), gated).unwrap();
+    for job in 0..16u8 {
+        queue.send(vec![job]).unwrap();
+    }
+    for _ in 0..15 {
+        queue.try_receive().unwrap().unwrap();
+    }
+    gate.reset();
+    gate.set_closed(true);
+    tokio::select! {
+        () = compaction_held(&gate) => {}
+        result = queue.receive_async() => {
+            panic!("the receive ended while its compaction was held: {result:?}")
+        }
+    }
+    assert_eq!(
+        gate.counts(),
+        (1, 0),
+        "the receive was dropped while the compaction was held"
+    );
+    let stats = queue.stats();
+    assert_eq!((stats.in_flight, stats.unsettled), (15, 16));
+    gate.set_closed(false);
+    drop(queue);
+    assert_eq!(
+        journal_generation(&disk),
+        "1",
+        "the compaction went through"
+    );
+    let queue = reopen(&disk, &options());
+    let attempts: Vec<u32> = queue
+        .try_receive_many(16)
+        .unwrap()
+        .iter()
+        .map(Delivery::attempt)
+        .collect();
+    let mut expected = vec![2; 15];
+    expected.push(1);
+    assert_eq!(
+        attempts, expected,
+        "the dropped receive's delivery is not counted"
+    );
 }
 
 /// A receive whose delivery's record is not yet written (it waits for a dead letter's fsync

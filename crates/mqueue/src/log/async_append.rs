@@ -185,7 +185,27 @@ impl Log {
     /// it writes the records that fit before such a roll, and returns the roll the rest need
     /// (for the caller to run, [`Log::roll_job`], and write them after).
     pub(crate) fn write_unless_rolling(&self, payloads: &[&[u8]]) -> Result<Part, Error> {
-        let mut inner = self.lock_for_write(payloads)?;
+        let inner = self.lock_for_write(payloads)?;
+        self.write_locked_unless_rolling(inner, payloads)
+    }
+
+    /// [`Log::write_unless_rolling`] if the log's lock can be taken at once: `None` while
+    /// another writer, a roll or an fsync's bookkeeping holds it (for a caller that must not
+    /// wait, such as a drop on a runtime's thread).
+    pub(crate) fn try_write_unless_rolling(
+        &self,
+        payloads: &[&[u8]],
+    ) -> Option<Result<Part, Error>> {
+        let inner = self.try_lock_for_write(payloads)?;
+        Some(inner.and_then(|inner| self.write_locked_unless_rolling(inner, payloads)))
+    }
+
+    #[inline]
+    fn write_locked_unless_rolling(
+        &self,
+        mut inner: infra_common::sync::MutexGuard<'_, Inner>,
+        payloads: &[&[u8]],
+    ) -> Result<Part, Error> {
         let fitting = self.records_before_roll(&inner, payloads);
         if fitting == 0 && !payloads.is_empty() {
             let next = inner.next;

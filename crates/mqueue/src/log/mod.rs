@@ -569,6 +569,26 @@ impl Log {
         Ok(inner)
     }
 
+    /// [`Log::lock_for_write`] if the lock can be taken at once; `None` if not.
+    #[cfg(feature = "tokio")]
+    fn try_lock_for_write(
+        &self,
+        payloads: &[&[u8]],
+    ) -> Option<Result<infra_common::sync::MutexGuard<'_, Inner>, Error>> {
+        let max = self.options.max_record_bytes;
+        if let Some(big) = payloads.iter().find(|p| p.len() > max as usize) {
+            return Some(Err(Error::RecordTooLarge {
+                len: big.len(),
+                max,
+            }));
+        }
+        let inner = self.inner.try_lock()?;
+        if inner.failed || self.commit.failed() {
+            return Some(Err(Error::Failed));
+        }
+        Some(Ok(inner))
+    }
+
     /// [`Log::write`] once the lock is taken.
     fn write_locked(
         &self,

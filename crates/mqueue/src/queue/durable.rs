@@ -98,9 +98,13 @@ pub(super) struct Durable {
     /// The records taking back a dropped receive's deliveries (`Withdrawn`, and the
     /// `Received` of a pair naming an unwritten delivery as taken back) that it could not
     /// write at once (the journal's segment had to roll first), in their order, after those
-    /// it wrote: the next journal write writes them ahead of its own records, and
-    /// a compaction whose checkpoint (which holds their effect) replaces the generation drops
-    /// them. Taken and put back only under the journal's lock.
+    /// it wrote, or that it wrote none of because it could not take the journal's lock or the
+    /// journal log's lock at once: the next journal write writes them ahead of its own
+    /// records, and a compaction whose checkpoint (which holds their effect) replaces the
+    /// generation drops them. Taken and put back under the journal's lock; a dropped receive
+    /// that could not take that lock adds to them under their own lock, which a compaction
+    /// holds while it takes its checkpoint. Lock order: the journal's, then this one, then the
+    /// queue's state.
     withdrawals: Mutex<Vec<Entry>>,
     /// Serializes the writes of sends so the message log's offsets match the lease table's
     /// (held for the write only: the fsync that makes a send durable is shared).
@@ -482,21 +486,36 @@ impl Durable {
     /// which are written now, in that order (into the page cache:
     /// a crash before an fsync covers them counts those deliveries after the restart, as
     /// before). Both under the journal's read lock, so that a compaction's checkpoint sees
-    /// the table before the withdrawals and their records after it, or neither. Records
-    /// that would roll the journal's segment are left to the next journal write (an async
-    /// one rolls it on tokio's blocking pool), or to the queue's drop: the future being
-    /// dropped here may be on a runtime's thread. A failed write leaves them out: the
-    /// journal has failed, and the queue's journaling with it.
+    /// the table before the withdrawals and their records after it, or neither.
+    ///
+    /// Never waits, since the future being dropped here may be on a runtime's thread: if the
+    /// journal's lock cannot be had at once (a compaction holds it, to take its checkpoint or
+    /// to copy the last records over and rename the pointer), both happen under the lock of
+    /// the pending records instead, which a compaction holds while it takes its checkpoint
+    /// and the records left to it; if the journal log's lock cannot be had at once (a roll of
+    /// its segment holds it, or another writer), or the records would roll the segment, the
+    /// records are left to the next journal write (an async one rolls it on tokio's blocking
+    /// pool), or to the queue's drop. A failed write leaves them out: the journal has failed,
+    /// and the queue's journaling with it.
     #[cfg(feature = "tokio")]
     pub(super) fn withdraw(durable: &Arc<Self>, undeliver: impl FnOnce() -> Vec<Entry>) {
-        let journal = durable.journal.read();
+        let Some(journal) = durable.journal.try_read() else {
+            let mut pending = durable.withdrawals.lock();
+            let withdrawn = undeliver();
+            pending.extend(withdrawn);
+            return;
+        };
         let withdrawn = undeliver();
         if withdrawn.is_empty() {
             return;
         }
         let encoded = encode(&withdrawn);
         let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let Ok(part) = journal.log.write_unless_rolling(&records) else {
+        let Some(written) = journal.log.try_write_unless_rolling(&records) else {
+            durable.withdrawals.lock().extend(withdrawn);
+            return;
+        };
+        let Ok(part) = written else {
             return;
         };
         let count = usize::try_from(part.written.end - part.written.start).unwrap_or(records.len());
@@ -649,14 +668,20 @@ impl Durable {
             return None;
         }
         journal.compacting = true;
+        // Under the lock of the pending records too: a receive dropped meanwhile that could
+        // not take the journal's lock gives its deliveries back under that lock, so the
+        // checkpoint sees both its lease table change and its records, or neither.
+        let mut pending = durable.withdrawals.lock();
+        // Taken under the write lock: every record appended before it is reflected in it
+        // and ends before `carry_from`; every later one is copied to the new generation.
+        let checkpoint = checkpoint();
         // The checkpoint holds their effect (the lease table took the deliveries back), so
         // they are not written unless the compaction does not replace the generation.
-        let withdrawals = std::mem::take(&mut *durable.withdrawals.lock());
+        let withdrawals = std::mem::take(&mut *pending);
+        drop(pending);
         Some(Compaction {
             durable: PoolShare::new(durable),
-            // Taken under the write lock: every record appended before it is reflected in it
-            // and ends before `carry_from`; every later one is copied to the new generation.
-            checkpoint: checkpoint(),
+            checkpoint,
             carry_from: journal.log.next_offset(),
             generation: journal.generation + 1,
             records,
