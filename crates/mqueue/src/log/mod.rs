@@ -883,7 +883,7 @@ impl Log {
             count += 1;
         }
         if count > 0 {
-            self.files.removed(&inner)?;
+            self.files.removed(&inner);
         }
         Ok(count)
     }

@@ -76,12 +76,18 @@ impl Files {
             removed = true;
         }
         if removed {
-            self.removed(inner)?;
+            self.removed(inner);
         }
         Ok(())
     }
 
-    /// Deletes the oldest sealed segment, which the caller has checked exists.
+    /// Deletes the oldest sealed segment, which the caller has checked exists, and makes the
+    /// deletion durable (a directory fsync) before the caller deletes another. A file system
+    /// may write unlinks back out of order: one that kept a later deletion across a power
+    /// loss and lost an earlier one would leave an older segment beside a gap in the offsets,
+    /// which a reopen refuses as corruption. Deleted one at a time, oldest first, the only
+    /// deletion a power loss can take back is the last, and the segment it brings back is
+    /// just before the ones kept.
     pub(super) fn remove_oldest(&self, inner: &mut Inner) -> Result<(), Error> {
         let Some((_, oldest)) = inner.sealed.first_key_value() else {
             return Ok(());
@@ -92,17 +98,16 @@ impl Files {
         inner.bytes -= oldest.len;
         inner.allocated -= oldest.allocated;
         inner.sealed.pop_first();
-        Ok(())
-    }
-
-    /// After segments were deleted: the depth gauge, and the deletions made durable.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(super) fn removed(&self, inner: &Inner) -> Result<(), Error> {
-        #[cfg(feature = "metrics")]
-        self.metrics.depth(inner.next - inner.first());
         self.storage
             .sync_dir(&self.dir)
             .map_err(|e| Error::io("sync directory", &self.dir, e))
+    }
+
+    /// After segments were deleted: the depth gauge.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(super) fn removed(&self, inner: &Inner) {
+        #[cfg(feature = "metrics")]
+        self.metrics.depth(inner.next - inner.first());
     }
 
     pub(super) fn count_fsync(&self) {
