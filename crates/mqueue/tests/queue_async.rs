@@ -1371,7 +1371,8 @@ async fn a_queue_dropped_during_a_journal_roll_can_be_opened_again_at_once() {
     let (queue, gate) = open_gated(&disk, options());
     queue.send("first").unwrap();
     queue.send("second").unwrap();
-    let first = queue.try_receive().unwrap().unwrap();
+    // Its journal record fills the segment.
+    queue.try_receive().unwrap().expect("the first message");
     gate.reset();
     gate.set_closed(true);
     {
@@ -1395,11 +1396,7 @@ async fn a_queue_dropped_during_a_journal_roll_can_be_opened_again_at_once() {
             .any(|name| name == "00000000000000000001.seg"),
         "the roll ended first: {journal:?}"
     );
-    assert_eq!(
-        (reopened.stats().unsettled, first.offset()),
-        (2, 0),
-        "nothing was settled"
-    );
+    assert_eq!(reopened.stats().unsettled, 2, "nothing was settled");
 }
 
 /// Drops `queue` on a thread of its own, then opens its directory on `disk` again at once;

@@ -200,7 +200,10 @@ impl Log {
         Some(inner.and_then(|inner| self.write_locked_unless_rolling(inner, payloads)))
     }
 
-    #[inline]
+    /// The write of [`Log::write_unless_rolling`] once the lock is taken. Inlined into both
+    /// callers, so that the async append path costs what it did before the non-waiting one
+    /// shared its body.
+    #[inline(always)]
     fn write_locked_unless_rolling(
         &self,
         mut inner: infra_common::sync::MutexGuard<'_, Inner>,

@@ -16,11 +16,12 @@ use infra_common::sync::{Arc, Condvar, Mutex};
 /// model in `tests/loom.rs`.
 ///
 /// ```
+/// use infra_common::sync::thread;
 /// use infra_mqueue::log::PoolWork;
 ///
 /// let work = PoolWork::default();
 /// let roll = work.start();
-/// let pool = std::thread::spawn(move || drop(roll)); // the work ends on another thread
+/// let pool = thread::spawn(move || drop(roll)); // the work ends on another thread
 /// work.wait_idle(); // returns once it ended
 /// pool.join().unwrap();
 /// ```
