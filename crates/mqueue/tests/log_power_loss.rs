@@ -15,10 +15,13 @@ use proptest::prelude::*;
 
 #[path = "support/dying_disk.rs"]
 mod dying_disk;
+#[path = "support/failing_storage.rs"]
+mod failing_storage;
 #[path = "support/unlink_noting_disk.rs"]
 mod unlink_noting_disk;
 
 use dying_disk::DyingDisk;
+use failing_storage::FailingDirSyncs;
 use unlink_noting_disk::UnlinkNotingDisk;
 
 #[derive(Debug, Clone)]
@@ -362,6 +365,18 @@ fn a_failed_write_is_cut_back_and_a_failed_fsync_stops_the_log() {
 /// beside a gap where a newer one was deleted.
 #[test]
 fn retention_cut_by_a_power_loss_that_keeps_a_later_unlink_leaves_no_gap() {
+    check_retention_cut_by_a_power_loss(false);
+}
+
+/// The same after an earlier retention whose directory sync failed after its first unlink:
+/// the next retention makes that unlink durable before it makes another, so that one still
+/// in doubt is never joined by a later one.
+#[test]
+fn an_unlink_whose_directory_sync_failed_is_made_durable_before_the_next() {
+    check_retention_cut_by_a_power_loss(true);
+}
+
+fn check_retention_cut_by_a_power_loss(first_sync_fails: bool) {
     let dir = Path::new("/log");
     let small = |retention| LogOptions {
         segment_bytes: 150,
@@ -389,9 +404,15 @@ fn retention_cut_by_a_power_loss_that_keeps_a_later_unlink_leaves_no_gap() {
             log.append(payload).unwrap();
         }
         drop(log);
-        let noting = UnlinkNotingDisk::new(DyingDisk::new(&disk, budget));
+        let failing = FailingDirSyncs::over(DyingDisk::new(&disk, budget));
+        let noting = UnlinkNotingDisk::new(failing.clone());
         if let Ok(log) = Log::open_with(dir, small(keep_three), ManualClock::new(), noting.clone())
         {
+            if first_sync_fails {
+                failing.set_failing(true);
+                assert!(log.enforce_retention().is_err(), "budget {budget}");
+                failing.set_failing(false);
+            }
             let _ = log.enforce_retention();
         }
         let unsynced = noting.unsynced_unlinks();

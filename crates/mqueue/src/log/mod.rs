@@ -275,6 +275,9 @@ struct Inner {
     /// Sums of the segments' `len` and `allocated`.
     bytes: u64,
     allocated: u64,
+    /// A segment was deleted and the directory sync after it failed: the deletion may still
+    /// be taken back by a power loss, so the next deletion syncs the directory first.
+    unlink_in_doubt: bool,
     /// Reused by every append, so that an append allocates nothing: the framed records, and
     /// where each starts in its segment.
     scratch: Vec<u8>,
@@ -458,6 +461,7 @@ impl Log {
                 last_sync_nanos,
                 bytes,
                 allocated,
+                unlink_in_doubt: false,
                 scratch: Vec::new(),
                 positions: Vec::new(),
             })),

@@ -87,17 +87,29 @@ impl Files {
     /// loss and lost an earlier one would leave an older segment beside a gap in the offsets,
     /// which a reopen refuses as corruption. Deleted one at a time, oldest first, the only
     /// deletion a power loss can take back is the last, and the segment it brings back is
-    /// just before the ones kept.
+    /// just before the ones kept. (A deletion whose sync failed is made durable before the
+    /// next one is made.)
     pub(super) fn remove_oldest(&self, inner: &mut Inner) -> Result<(), Error> {
         let Some((_, oldest)) = inner.sealed.first_key_value() else {
             return Ok(());
         };
+        if inner.unlink_in_doubt {
+            self.sync_dir()?;
+            inner.unlink_in_doubt = false;
+        }
         self.storage
             .remove(&oldest.path)
             .map_err(|e| Error::io("remove", &oldest.path, e))?;
         inner.bytes -= oldest.len;
         inner.allocated -= oldest.allocated;
         inner.sealed.pop_first();
+        inner.unlink_in_doubt = true;
+        self.sync_dir()?;
+        inner.unlink_in_doubt = false;
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<(), Error> {
         self.storage
             .sync_dir(&self.dir)
             .map_err(|e| Error::io("sync directory", &self.dir, e))
