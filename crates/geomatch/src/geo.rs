@@ -173,13 +173,14 @@ impl LocalFrame {
         let mut local = [0; 3];
         for (axis, value) in local.iter_mut().enumerate() {
             let scaled = (unit[axis] - self.center[axis]) * self.scale;
-            // Checked: `as` would saturate, and a saturated offset would lie.
-            if !(scaled.abs() < f64::from(i16::MAX)) {
+            // Checked (a NaN fails too): `as` would saturate, and a saturated offset would lie.
+            if scaled.abs() < f64::from(i16::MAX) {
+                // Rounded to nearest by moving half a unit away from zero and truncating:
+                // `round` is a library call on x86-64's baseline, and an update encodes three.
+                *value = (scaled + 0.5f64.copysign(scaled)) as i16;
+            } else {
                 return None;
             }
-            // Rounded to nearest by moving half a unit away from zero and truncating: `round`
-            // is a library call on x86-64's baseline, and an update encodes three of these.
-            *value = (scaled + 0.5f64.copysign(scaled)) as i16;
         }
         Some(local)
     }
