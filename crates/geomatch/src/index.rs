@@ -39,12 +39,59 @@ const REPEATS_BY_PAIRS: usize = 32;
 /// a cell), where a scan checks a bucket's circle and its drivers in tens of nanoseconds.
 const EMPTY_CELL_COST: usize = 32;
 
-/// How far past a radius's squared chord a radius query's walk reaches: about twenty units in
-/// the last place of a squared chord near its largest value, 4 (a unit is 4.4e-16 there), well
-/// beyond what computing a driver's and the radius's can be off by. Near the antipode of the
-/// query point that is up to tens of meters of arc; the drivers it lets in are then held to the
-/// radius by their exact distances.
+/// How far past a radius's squared chord a radius query's walk reaches, and how far short of
+/// it a driver's squared chord says nothing of which side of the radius the driver is: about
+/// twenty units in the last place of a squared chord near its largest value, 4 (a unit is
+/// 4.4e-16 there), well beyond what computing a driver's and the radius's can be off by. Near
+/// the antipode of the query point that is up to tens of meters of arc; the drivers in that
+/// band are held to the radius by their exact distances (see [`Reach`]).
 const RADIUS_CHORD2_SLACK: f64 = 1e-14;
+
+/// How far a query reaches: a radius in meters (infinite for none) and the squared chords
+/// that stand in for it while drivers are ranked.
+#[derive(Clone, Copy, Debug)]
+struct Reach {
+    /// The squared chord beyond which no driver is wanted (infinite for no bound).
+    chord2: f64,
+    /// The squared chord up to which a driver is surely within the radius; past it, up to
+    /// `chord2`, the driver's exact distance decides, before it can take a place of the best.
+    sure_chord2: f64,
+    radius_m: f64,
+}
+
+impl Reach {
+    fn of(radius_m: f64) -> Self {
+        if radius_m == f64::INFINITY {
+            return Self {
+                chord2: f64::INFINITY,
+                sure_chord2: f64::INFINITY,
+                radius_m,
+            };
+        }
+        let angle = radius_m / EARTH_RADIUS_M;
+        // Squared chords rank drivers, but near the point's antipode they resolve only tenths
+        // of a meter (a chord hardly changes with the arc there): the walk reaches a few
+        // roundings of a squared chord past the radius, and the exact distances decide there.
+        // A driver beyond the radius must not take a place of the limit from one inside it.
+        let chord2 = angle_to_chord2(angle);
+        Self {
+            chord2: if angle >= PI {
+                f64::INFINITY
+            } else {
+                chord2 + RADIUS_CHORD2_SLACK
+            },
+            sure_chord2: chord2 - RADIUS_CHORD2_SLACK,
+            radius_m,
+        }
+    }
+
+    /// Whether a driver at `chord2` (within [`Reach::chord2`]) at `unit` is within the radius
+    /// of `query`, by the distance a result reports.
+    #[inline]
+    fn holds(&self, chord2: f64, query: &Unit, unit: &Unit) -> bool {
+        chord2 <= self.sure_chord2 || exact_angle(query, unit) * EARTH_RADIUS_M <= self.radius_m
+    }
+}
 
 /// How an [`Index`] is laid out and when a driver counts as gone.
 ///
@@ -1193,7 +1240,7 @@ impl<C: Clock> Index<C> {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
-        self.nearest_within(point, k, f64::INFINITY, filter)
+        self.nearest_within(point, k, Reach::of(f64::INFINITY), filter)
     }
 
     /// The available, fresh drivers within `radius_m` meters (great-circle) that pass `filter`,
@@ -1234,18 +1281,7 @@ impl<C: Clock> Index<C> {
         if !(radius_m.is_finite() && radius_m >= 0.0) {
             return Err(Error::InvalidRadius(radius_m));
         }
-        let reach = radius_m / EARTH_RADIUS_M;
-        // Squared chords rank drivers, but near the point's antipode they resolve only tenths
-        // of a meter (a chord hardly changes with the arc there): the walk reaches a few
-        // roundings of a squared chord past the radius, and the exact distances decide.
-        let reach_chord2 = if reach >= PI {
-            f64::INFINITY
-        } else {
-            angle_to_chord2(reach) + RADIUS_CHORD2_SLACK
-        };
-        let mut found = self.nearest_within(point, limit, reach_chord2, filter)?;
-        found.retain(|candidate| candidate.distance_m <= radius_m);
-        Ok(found)
+        self.nearest_within(point, limit, Reach::of(radius_m), filter)
     }
 
     /// Greedy nearest for one request: walks the `k` nearest candidates in order and claims
@@ -1276,13 +1312,13 @@ impl<C: Clock> Index<C> {
         crate::drivers::claim_first(self, self.nearest(point, k, filter)?)
     }
 
-    /// The `k` nearest admissible drivers no farther than `reach_chord2` (a squared chord,
-    /// infinite for no bound): [`nearest`](Self::nearest) and [`within`](Self::within).
+    /// The `k` nearest admissible drivers within `reach`: [`nearest`](Self::nearest) and
+    /// [`within`](Self::within).
     fn nearest_within(
         &self,
         point: Point,
         k: usize,
-        reach_chord2: f64,
+        reach: Reach,
         filter: &Filter,
     ) -> Result<Vec<Candidate>, Error> {
         if k > MAX_K {
@@ -1296,7 +1332,7 @@ impl<C: Clock> Index<C> {
         let mut walks = 0;
         loop {
             walks += 1;
-            let mut nearest = Nearest::new(self, query, filter, now, k, reach_chord2);
+            let mut nearest = Nearest::new(self, query, filter, now, k, reach);
             self.walk(point, &query, &mut nearest);
             // A driver met twice took a place of the best `k` from a driver that did not
             // move: walk again. A repeat needs a driver to cross cells while the walk passes
@@ -1580,9 +1616,9 @@ struct Nearest<'a, C> {
     k: usize,
     /// The best `k` so far.
     best: Best,
-    /// The squared chord beyond which no driver is wanted (infinite for no bound).
-    reach_chord2: f64,
-    /// The squared chord of the worst of the best once there are `k`, else `reach_chord2`.
+    /// How far drivers are wanted.
+    reach: Reach,
+    /// The squared chord of the worst of the best once there are `k`, else the reach's.
     worst_chord2: f64,
     /// One bucket's drivers within reach by the coarse look (the bits of the local squared
     /// chord, slot), reused.
@@ -1597,7 +1633,7 @@ impl<'a, C: Clock> Nearest<'a, C> {
         filter: &'a Filter,
         now: u64,
         k: usize,
-        reach_chord2: f64,
+        reach: Reach,
     ) -> Self {
         Self {
             query,
@@ -1606,8 +1642,8 @@ impl<'a, C: Clock> Nearest<'a, C> {
             index,
             k,
             best: Best::new(k),
-            reach_chord2,
-            worst_chord2: reach_chord2,
+            reach,
+            worst_chord2: reach.chord2,
             nearer: Vec::with_capacity(64),
         }
     }
@@ -1629,6 +1665,9 @@ impl<'a, C: Clock> Nearest<'a, C> {
         };
         // As far as the worst: it stays worse unless its id is smaller.
         if self.best.full_worst().is_some_and(|worst| found >= *worst) {
+            return;
+        }
+        if !self.reach.holds(chord2, &self.query, &detail.unit) {
             return;
         }
         let Some(word) = admissible(self.index, detail, self.filter, self.now) else {
@@ -1720,7 +1759,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
 
     fn restart(&mut self) {
         self.best.clear();
-        self.worst_chord2 = self.reach_chord2;
+        self.worst_chord2 = self.reach.chord2;
     }
 }
 
@@ -1814,7 +1853,14 @@ mod tests {
         let far = Point::new(48.4, 2.35).unwrap();
         let query = far.unit();
         let any = Filter::any();
-        let mut nearest = Nearest::new(&index, query, &any, index.now(), 1, f64::INFINITY);
+        let mut nearest = Nearest::new(
+            &index,
+            query,
+            &any,
+            index.now(),
+            1,
+            Reach::of(f64::INFINITY),
+        );
         let cells = index.walk(far, &query, &mut nearest);
         assert!(
             cells < occupied / 4,

@@ -730,6 +730,48 @@ fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
     }
 }
 
+/// A limit counts only drivers inside the radius, also near the query point's antipode, where
+/// squared chords rank drivers a centimeter apart in any order: with as many drivers inside as
+/// the limit, every one of them comes back, none beyond.
+#[test]
+fn a_limit_near_the_antipode_is_filled_from_inside_the_radius() {
+    let index = Index::new(Config::default().resolution(Resolution::Two)).unwrap();
+    let query = (30.0, 40.0);
+    let mut distances = Vec::new();
+    for i in 0..200u32 {
+        // About 1.2 cm a step away from the antipode.
+        let off = 1e-7 * f64::from(i + 1);
+        let at = (-30.0 + off, -140.0 - off * 0.5);
+        index
+            .insert(
+                DriverId(i.into()),
+                Point::new(at.0, at.1).unwrap(),
+                DriverProfile::default(),
+            )
+            .unwrap();
+        distances.push(vincenty_m(query, at));
+    }
+    let mut sorted = distances.clone();
+    sorted.sort_by(f64::total_cmp);
+    for split in [5, 20, 60, 100, 150, 199] {
+        let radius = (sorted[split - 1] + sorted[split]) / 2.0;
+        let found = index
+            .within(
+                Point::new(query.0, query.1).unwrap(),
+                radius,
+                split,
+                &Filter::any(),
+            )
+            .unwrap();
+        let mut got: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
+        got.sort_unstable();
+        let expected: Vec<u64> = (0..distances.len() as u64)
+            .filter(|&i| distances[i as usize] <= radius)
+            .collect();
+        assert_eq!(got, expected, "radius {radius} m, limit {split}");
+    }
+}
+
 /// Drivers of one cell leave in an order that moves the others' rows (a leaving row's slot
 /// is taken by the bucket's last row): every operation on a moved driver still reaches its
 /// own row, never a neighbour's.
