@@ -157,7 +157,7 @@ use infra_common::redis::{Connections, Script};
 use infra_common::sync::atomic::{AtomicU64, Ordering};
 use redis::{Connection, RedisError, Value};
 
-use crate::geo::{EARTH_RADIUS_M, angle_to_chord2, chord2};
+use crate::geo::EARTH_RADIUS_M;
 use crate::{
     BackendFailure, Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Drivers,
     Error, Filter, MAX_K, Point, VehicleClass, Version,
@@ -1471,22 +1471,16 @@ impl RedisIndex {
             return Ok(Vec::new());
         }
         let redis_radius = radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M;
-        let reach = radius_m / EARTH_RADIUS_M;
-        let reach_chord2 = if reach >= std::f64::consts::PI {
-            f64::INFINITY
-        } else {
-            angle_to_chord2(reach)
-        };
         // Searched as `nearest` searches, no wider than the radius: a small limit costs what a
         // nearest query of its size costs, however wide the radius. Within `MAX_SEARCH_M`,
         // fewer than `limit` drivers inside is the answer; beyond it, only the whole fleet
         // can say, as for `nearest`.
         let widest = redis_radius.min(MAX_SEARCH_M);
         let all_within = redis_radius <= MAX_SEARCH_M;
-        self.search(point, limit, reach_chord2, widest, all_within, filter)
+        self.search(point, limit, radius_m, widest, all_within, filter)
     }
 
-    /// The `k` nearest admitted drivers within `reach_chord2` of `point`, nearest first: one
+    /// The `k` nearest admitted drivers within `radius_m` of `point`, nearest first: one
     /// query script widening up to `widest` m (Redis's distance), whose answer, when fewer
     /// than `k` are that near, is all of them if `all_within` (the radius is `widest`) and
     /// otherwise a page-by-page read of the fleet, as when the script's budget runs out.
@@ -1494,7 +1488,7 @@ impl RedisIndex {
         &self,
         point: Point,
         k: usize,
-        reach_chord2: f64,
+        radius_m: f64,
         widest: f64,
         all_within: bool,
         filter: &Filter,
@@ -1518,14 +1512,14 @@ impl RedisIndex {
         )?;
         let mut found = match reply {
             // Not far enough, or more to examine than one script may: page through the fleet.
-            Value::Nil => self.scan_fleet(point, filter, reach_chord2, k)?,
-            reply => ranked(point, fields(&reply)?, reach_chord2)?,
+            Value::Nil => self.scan_fleet(point, filter, radius_m, k)?,
+            reply => ranked(point, fields(&reply)?, radius_m)?,
         };
         found.truncate(k);
         Ok(found)
     }
 
-    /// The `limit` nearest admitted drivers of the fleet within `reach_chord2` of `point`,
+    /// The `limit` nearest admitted drivers of the fleet within `radius_m` of `point`,
     /// nearest first (ties by id), read [`SCAN_PAGE`] drivers per script and keeping no more
     /// than `limit` between pages. The pages are not one snapshot: a driver available
     /// throughout is found (`HSCAN` returns every field present for the whole scan), one that
@@ -1535,7 +1529,7 @@ impl RedisIndex {
         &self,
         point: Point,
         filter: &Filter,
-        reach_chord2: f64,
+        radius_m: f64,
         limit: usize,
     ) -> Result<Vec<Candidate>, Error> {
         let (class, least) = filter_args(filter);
@@ -1549,7 +1543,7 @@ impl RedisIndex {
                 &[text, &page, "", &self.window_us, &class, &least],
             )?;
             let (next, drivers) = fields(&reply)?.split_first().ok_or(MALFORMED)?;
-            found.extend(ranked(point, drivers, reach_chord2)?);
+            found.extend(ranked(point, drivers, radius_m)?);
             keep_nearest(&mut found, limit);
             cursor = bytes(next)?.to_vec();
             if cursor == b"0" {
@@ -1664,22 +1658,24 @@ fn fields(reply: &Value) -> Result<&[Value], Error> {
 }
 
 /// The drivers of a query reply (`id, word, record` triples), by exact distance from `point`
-/// (ties by id), within `reach_chord2` (squared chord on the unit sphere).
-fn ranked(point: Point, fields: &[Value], reach_chord2: f64) -> Result<Vec<Candidate>, Error> {
+/// (ties by id), within `radius_m` (infinite for no bound) by the distance each reports: near
+/// the antipode of `point`, where squared chords resolve only tenths of a meter, they would
+/// let in drivers beyond the radius and leave out some inside it.
+fn ranked(point: Point, fields: &[Value], radius_m: f64) -> Result<Vec<Candidate>, Error> {
     if !fields.len().is_multiple_of(3) {
         return Err(MALFORMED);
     }
-    let query = point.unit();
     let mut found = Vec::with_capacity(fields.len() / 3);
     for driver in fields.chunks_exact(3) {
         let id = DriverId(parse_u64(bytes(&driver[0])?)?);
         let word = parse_u64(bytes(&driver[1])?)?;
         let (at, _) = parse_record(bytes(&driver[2])?)?;
-        if chord2(&query, &at.unit()) <= reach_chord2 {
+        // The distance as the in-process index reports it, to the last bit.
+        let distance_m = point.distance_m(at);
+        if distance_m <= radius_m {
             found.push(Candidate {
                 driver: id,
-                // The distance as the in-process index reports it, to the last bit.
-                distance_m: point.distance_m(at),
+                distance_m,
                 version: Version(word),
             });
         }

@@ -1858,3 +1858,50 @@ fn a_record_restored_on_the_shared_index_keeps_its_age() {
         .collect();
     assert_eq!(idle, [DriverId(2)]);
 }
+
+/// A radius reaching almost to the query point's antipode splits drivers a centimeter apart
+/// there by the distances the results report, as on the in-process index: squared chords
+/// resolve only tenths of a meter so near the antipode, and decide nothing there.
+#[test]
+fn a_radius_near_the_antipode_answers_as_the_in_process_index() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{antipode}");
+    let local = Index::new(
+        Config::default()
+            .staleness(HOUR)
+            .resolution(h3o::Resolution::Two),
+    )
+    .expect("a valid configuration");
+    let query = point(30.0, 40.0);
+    let mut distances = Vec::new();
+    for i in 0..200u32 {
+        // About 1.2 cm a step away from the antipode.
+        let off = 1e-7 * f64::from(i + 1);
+        let at = point(-30.0 + off, -140.0 - off * 0.5);
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(i.into()), at, DriverProfile::default())
+                .unwrap();
+        }
+        distances.push(query.distance_m(at));
+    }
+    let mut sorted = distances.clone();
+    sorted.sort_by(f64::total_cmp);
+    for split in [5, 60, 150, 199] {
+        // Half-way between two drivers' distances, millimeters from each.
+        let radius = (sorted[split - 1] + sorted[split]) / 2.0;
+        let found = redis.within(query, radius, MAX_K, &Filter::any()).unwrap();
+        assert!(
+            found.iter().all(|c| c.distance_m <= radius),
+            "a driver beyond {radius} m"
+        );
+        assert_eq!(found.len(), split, "radius {radius} m");
+        assert_same(
+            &found,
+            &local.within(query, radius, MAX_K, &Filter::any()).unwrap(),
+            &format!("radius {radius} m"),
+        );
+    }
+}
