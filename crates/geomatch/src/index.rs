@@ -24,7 +24,8 @@ use crate::{
 use infra_common::prefetch;
 
 /// The most drivers one [`Index::nearest`] or [`Index::within`] query returns, which bounds
-/// its memory.
+/// the results it holds (besides them, a query holds 16 bytes for each driver of the largest
+/// bucket it scans).
 pub const MAX_K: usize = 10_000;
 
 /// The most walks one [`Index::nearest`] query makes when drivers moving meanwhile were met
@@ -1246,10 +1247,11 @@ impl<C: Clock> Index<C> {
     /// The available, fresh drivers within `radius_m` meters (great-circle) that pass `filter`,
     /// nearest first (ties by id, as [`nearest`](Self::nearest) orders them), at most `limit`
     /// of them: the `limit` nearest when more are inside, so a full answer (`limit` drivers)
-    /// may leave some out. The limit bounds the answer (and the query's memory) whatever the
-    /// radius a caller sends. The radius is held to the distance a result reports: a driver is
-    /// in when that distance would be at most `radius_m`, never when it is beyond, to the
-    /// millimeter even at the far side of the Earth. A driver met twice, as it crossed cells while the
+    /// may leave some out. The limit bounds the answer (and the results the query holds, see
+    /// [`MAX_K`]) whatever the radius a caller sends. The radius is held to the distance a
+    /// result reports: a driver is in when that distance would be at most `radius_m`, never
+    /// when it is beyond, to the millimeter even at the far side of the Earth, and only drivers
+    /// in take places of the limit. A driver met twice, as it crossed cells while the
     /// query ran, is returned once, at the nearer position; as for `nearest`, drivers met twice
     /// in each of the query's walks (constant churn) leave the answer that much shorter.
     ///
