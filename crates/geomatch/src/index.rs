@@ -199,7 +199,8 @@ struct Bucket {
     /// The frame of `coarse`, which a scan reads with it.
     frame: LocalFrame,
     /// Whether a driver's position did not fit the frame (never seen: no point of the cell
-    /// is that far out), in which case a scan reads every row.
+    /// is that far out, `index::tests::every_position_fits_its_buckets_frame`), in which
+    /// case a scan reads every row.
     loose: bool,
     details: Vec<Detail>,
     /// The positions as reported, which no query reads: apart from the details, whose row then
@@ -1871,5 +1872,61 @@ mod tests {
         let found = nearest.best.with_sorted(|found| found.to_vec());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, DriverId(0));
+    }
+
+    /// Where a move of `at` goes: a vertex of its cell at `resolution` (the farthest a point of
+    /// the cell gets from the center, where placements are decided by edge planes, circles and
+    /// H3), pushed off by up to a third of an edge either way.
+    fn near_a_corner(at: Point, resolution: Resolution, vertex: usize, off: (f64, f64)) -> Point {
+        let vertices = at.cell(resolution).boundary();
+        let corner = vertices[vertex % vertices.len()];
+        let edge = resolution.edge_length_rads().to_degrees() / 3.0;
+        let lat = (corner.lat() + off.0 * edge).clamp(-90.0, 90.0);
+        let mut lng = corner.lng() + off.1 * edge;
+        if lng > 180.0 {
+            lng -= 360.0;
+        } else if lng < -180.0 {
+            lng += 360.0;
+        }
+        Point::new(lat, lng).unwrap()
+    }
+
+    proptest::proptest! {
+        /// Every driver's position fits its bucket's frame, so no bucket is ever loose: after
+        /// inserts anywhere (near the poles and the antimeridian included), updates to the
+        /// corners of the cell and past them (placed by the inner circle, the edge planes, a
+        /// neighbour's geometry or H3), and removals restored, at every resolution.
+        #[test]
+        fn every_position_fits_its_buckets_frame(
+            resolution in 0u8..16,
+            start in (-90.0f64..=90.0, -180.0f64..=180.0),
+            moves in proptest::collection::vec((0usize..6, -1.0f64..=1.0, -1.0f64..=1.0, 0u8..8), 1..40),
+        ) {
+            let resolution = Resolution::try_from(resolution).unwrap();
+            let index = Index::new(Config::default().resolution(resolution)).unwrap();
+            let id = DriverId(1);
+            let mut at = Point::new(start.0, start.1).unwrap();
+            index.insert(id, at, DriverProfile::default()).unwrap();
+            // A second driver keeps the first one's bucket from being dropped as it leaves.
+            index.insert(DriverId(2), at, DriverProfile::default()).unwrap();
+            for (vertex, dlat, dlng, action) in moves {
+                at = near_a_corner(at, resolution, vertex, (dlat, dlng));
+                if action == 0 {
+                    let mut record = index.remove(id).unwrap();
+                    record.point = at;
+                    index.restore(record).unwrap();
+                } else {
+                    index.update(id, at).unwrap();
+                }
+                for shard in &*index.cells {
+                    for (cell, bucket) in shard.read().iter() {
+                        proptest::prop_assert!(!bucket.loose, "{cell} loose after a move to {at:?}");
+                        for detail in &bucket.details {
+                            proptest::prop_assert!(bucket.frame.encode(&detail.unit).is_some());
+                        }
+                    }
+                }
+            }
+        }
     }
 }
