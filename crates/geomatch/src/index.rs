@@ -90,7 +90,15 @@ impl Reach {
     /// of `query`, by the distance a result reports.
     #[inline]
     fn holds(&self, chord2: f64, query: &Unit, unit: &Unit) -> bool {
-        chord2 <= self.sure_chord2 || exact_angle(query, unit) * EARTH_RADIUS_M <= self.radius_m
+        chord2 <= self.sure_chord2 || self.holds_exactly(query, unit)
+    }
+
+    /// [`holds`](Self::holds) for a driver within a rounding of the radius: rare, so kept out
+    /// of line, where its arc tangent does not weigh on a scan's loop.
+    #[cold]
+    #[inline(never)]
+    fn holds_exactly(&self, query: &Unit, unit: &Unit) -> bool {
+        exact_angle(query, unit) * EARTH_RADIUS_M <= self.radius_m
     }
 }
 
