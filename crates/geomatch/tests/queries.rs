@@ -275,6 +275,13 @@ fn check_nearest(s: &Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `nearest`, and `within` without a limit and with a limit of `k`, equal brute force.
+fn check_nearest_and_within(s: &Scenario) -> Result<(), TestCaseError> {
+    check_nearest(s)?;
+    check_within(s, MAX_K)?;
+    check_within(s, s.k)
+}
+
 /// `within` returns every eligible driver inside the radius and none outside it, or, when there
 /// are more than `limit`, the `limit` nearest of them.
 fn check_within(s: &Scenario, limit: usize) -> Result<(), TestCaseError> {
@@ -385,9 +392,7 @@ proptest! {
 
     #[test]
     fn drivers_and_queries_on_cell_outlines_at_every_resolution(s in outline_scenario()) {
-        check_nearest(&s)?;
-        check_within(&s, MAX_K)?;
-        check_within(&s, s.k)?;
+        check_nearest_and_within(&s)?;
     }
 }
 
@@ -449,9 +454,7 @@ proptest! {
     /// it is taken and at whatever resolution.
     #[test]
     fn a_cluster_seen_from_anywhere_at_every_resolution(s in cluster_scenario()) {
-        check_nearest(&s)?;
-        check_within(&s, MAX_K)?;
-        check_within(&s, s.k)?;
+        check_nearest_and_within(&s)?;
     }
 }
 
@@ -721,16 +724,13 @@ fn a_claim_checks_the_state_version_not_the_position() {
     index.decline(claim).unwrap();
 }
 
-/// Distances to a driver near the query point's antipode are exact to well under a
-/// millimeter (the arc from the chord is off by up to tenths of a meter there).
-#[test]
-fn near_antipodal_distances_are_exact() {
+/// An index at resolution 2 holding `count` drivers, driver `i` at `off(i)` degrees north
+/// and half that west of (-30, -140), the antipode of (30, 40); the drivers' places.
+fn a_row_off_the_antipode(count: u32, off: fn(u32) -> f64) -> (Index, Vec<(f64, f64)>) {
     let index = Index::new(Config::default().resolution(Resolution::Two)).unwrap();
-    let query = (30.0, 40.0);
     let mut drivers = Vec::new();
-    for i in 0..50u32 {
-        let off = 1e-6 * f64::from(i + 1).powi(2);
-        let at = (-30.0 + off, -140.0 - off * 0.5);
+    for i in 0..count {
+        let at = (-30.0 + off(i), -140.0 - off(i) * 0.5);
         index
             .insert(
                 DriverId(i.into()),
@@ -740,6 +740,15 @@ fn near_antipodal_distances_are_exact() {
             .unwrap();
         drivers.push(at);
     }
+    (index, drivers)
+}
+
+/// Distances to a driver near the query point's antipode are exact to well under a
+/// millimeter (the arc from the chord is off by up to tenths of a meter there).
+#[test]
+fn near_antipodal_distances_are_exact() {
+    let query = (30.0, 40.0);
+    let (index, drivers) = a_row_off_the_antipode(50, |i| 1e-6 * f64::from(i + 1).powi(2));
     let found = index
         .within(
             Point::new(query.0, query.1).unwrap(),
@@ -761,37 +770,23 @@ fn near_antipodal_distances_are_exact() {
     }
 }
 
-/// A radius reaching almost to the query point's antipode splits drivers a centimeter apart
-/// there by their exact distances. Squared chords, which rank drivers, resolve only tenths of
-/// a meter so near the antipode (a chord hardly changes with the arc there).
-#[test]
-fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
-    let index = Index::new(Config::default().resolution(Resolution::Two)).unwrap();
+/// Drivers about 1.2 cm apart in a row leaving the antipode of a query point, queried with
+/// radii half-way between two neighbours' exact distances (millimeters from each) and the
+/// limit `limit_of(drivers inside)`: every driver inside comes back, none beyond.
+fn split_by_radii_near_the_antipode(limit_of: fn(usize) -> usize) {
     let query = (30.0, 40.0);
-    let mut distances = Vec::new();
-    for i in 0..200u32 {
-        // About 1.2 cm a step away from the antipode.
-        let off = 1e-7 * f64::from(i + 1);
-        let at = (-30.0 + off, -140.0 - off * 0.5);
-        index
-            .insert(
-                DriverId(i.into()),
-                Point::new(at.0, at.1).unwrap(),
-                DriverProfile::default(),
-            )
-            .unwrap();
-        distances.push(vincenty_m(query, at));
-    }
+    let (index, drivers) = a_row_off_the_antipode(200, |i| 1e-7 * f64::from(i + 1));
+    let distances: Vec<f64> = drivers.iter().map(|&at| vincenty_m(query, at)).collect();
     let mut sorted = distances.clone();
     sorted.sort_by(f64::total_cmp);
     for split in [5, 20, 60, 100, 150, 199] {
-        // Half-way between two drivers' distances, millimeters from each.
         let radius = (sorted[split - 1] + sorted[split]) / 2.0;
+        let limit = limit_of(split);
         let found = index
             .within(
                 Point::new(query.0, query.1).unwrap(),
                 radius,
-                MAX_K,
+                limit,
                 &Filter::any(),
             )
             .unwrap();
@@ -800,9 +795,17 @@ fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
         let expected: Vec<u64> = (0..distances.len() as u64)
             .filter(|&i| distances[i as usize] <= radius)
             .collect();
-        assert_eq!(got, expected, "radius {radius} m, {split} drivers inside");
+        assert_eq!(got, expected, "radius {radius} m, limit {limit}");
         assert!(found.iter().all(|c| c.distance_m <= radius), "{radius}");
     }
+}
+
+/// A radius reaching almost to the query point's antipode splits drivers a centimeter apart
+/// there by their exact distances. Squared chords, which rank drivers, resolve only tenths of
+/// a meter so near the antipode (a chord hardly changes with the arc there).
+#[test]
+fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
+    split_by_radii_near_the_antipode(|_| MAX_K);
 }
 
 /// A limit counts only drivers inside the radius, also near the query point's antipode, where
@@ -810,41 +813,7 @@ fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
 /// the limit, every one of them comes back, none beyond.
 #[test]
 fn a_limit_near_the_antipode_is_filled_from_inside_the_radius() {
-    let index = Index::new(Config::default().resolution(Resolution::Two)).unwrap();
-    let query = (30.0, 40.0);
-    let mut distances = Vec::new();
-    for i in 0..200u32 {
-        // About 1.2 cm a step away from the antipode.
-        let off = 1e-7 * f64::from(i + 1);
-        let at = (-30.0 + off, -140.0 - off * 0.5);
-        index
-            .insert(
-                DriverId(i.into()),
-                Point::new(at.0, at.1).unwrap(),
-                DriverProfile::default(),
-            )
-            .unwrap();
-        distances.push(vincenty_m(query, at));
-    }
-    let mut sorted = distances.clone();
-    sorted.sort_by(f64::total_cmp);
-    for split in [5, 20, 60, 100, 150, 199] {
-        let radius = (sorted[split - 1] + sorted[split]) / 2.0;
-        let found = index
-            .within(
-                Point::new(query.0, query.1).unwrap(),
-                radius,
-                split,
-                &Filter::any(),
-            )
-            .unwrap();
-        let mut got: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
-        got.sort_unstable();
-        let expected: Vec<u64> = (0..distances.len() as u64)
-            .filter(|&i| distances[i as usize] <= radius)
-            .collect();
-        assert_eq!(got, expected, "radius {radius} m, limit {split}");
-    }
+    split_by_radii_near_the_antipode(|inside| inside);
 }
 
 /// Drivers of one cell leave in an order that moves the others' rows (a leaving row's slot

@@ -488,40 +488,19 @@ async fn a_withdrawal_that_must_wait_for_a_roll_is_written_later() {
     }
 }
 
-/// A batch receive whose journal records are split by a segment roll, dropped while the roll
-/// runs on the blocking pool: the records written before the roll are withdrawn like a
-/// whole batch's, so a restart counts neither delivery, and with `max_deliveries(1)` delivers
-/// both messages instead of dead-lettering the first.
-#[tokio::test(flavor = "current_thread")]
-async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_restart() {
-    let options = || {
-        QueueOptions::default()
-            .max_deliveries(1)
-            .log_options(LogOptions {
-                // One receive's journal record per segment (40 bytes of header, 25 bytes a
-                // record): the batch's second record needs a roll.
-                segment_bytes: 65,
-                ..LogOptions::default()
-            })
-    };
-    let disk = SimulatedStorage::new();
-    let (queue, gate) = open_gated(&disk, options());
-    queue.send("first").unwrap();
-    queue.send("second").unwrap();
-    gate.reset();
-    gate.set_closed(true);
-    {
-        let mut receive = pin!(queue.receive_many_async(2));
-        assert!(
-            poll_once(receive.as_mut()).await.is_pending(),
-            "the receive waits for the roll's fsync of the full journal segment"
-        );
-        arrivals(&gate, 1).await;
-        // Let the roll go on: the drop waits for the log's lock while the roll holds it.
-        gate.set_closed(false);
-    }
-    drop(queue);
-    let queue = reopen(&disk, &options());
+/// Options whose journal holds one receive's record per segment (40 bytes of header, 25
+/// bytes a record): a second record needs a roll.
+fn one_journal_record_a_segment() -> QueueOptions {
+    QueueOptions::default().log_options(LogOptions {
+        segment_bytes: 65,
+        ..LogOptions::default()
+    })
+}
+
+/// Reopens the queue on `disk`: its two messages come back as their first attempts, neither
+/// dead-lettered (the deliveries dropped before were not counted).
+fn assert_both_come_back_as_first_attempts(disk: &SimulatedStorage, options: &QueueOptions) {
+    let queue = reopen(disk, options);
     let received: Vec<(u64, u32)> = queue
         .try_receive_many(2)
         .unwrap()
@@ -535,25 +514,19 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
     );
 }
 
-/// The same batch receive dropped while its journal roll is still held on the blocking pool:
-/// the drop, on the runtime's thread, does not wait for the roll, which holds the journal
-/// log's lock (the withdrawal of the record written before the roll is left to the next
-/// journal write, here the queue's drop); the message is available again at once, and a
-/// restart counts neither delivery.
-#[tokio::test(flavor = "current_thread")]
-async fn a_batch_receive_dropped_while_its_journal_roll_is_held_does_not_wait_for_it() {
-    let options = || {
-        QueueOptions::default()
-            .max_deliveries(1)
-            .log_options(LogOptions {
-                // One receive's journal record per segment (40 bytes of header, 25 bytes a
-                // record): the batch's second record needs a roll.
-                segment_bytes: 65,
-                ..LogOptions::default()
-            })
-    };
+/// [`one_journal_record_a_segment`] with one delivery allowed, as the batch receive tests use.
+fn batch_options() -> QueueOptions {
+    one_journal_record_a_segment().max_deliveries(1)
+}
+
+/// A gated queue of two messages whose batch receive of both was dropped while the roll its
+/// second journal record needed was held at the gate; the gate opened before the drop if
+/// `let_the_roll_go` (the drop then waits for the log's lock while the roll holds it).
+async fn a_batch_receive_dropped_at_its_journal_roll(
+    let_the_roll_go: bool,
+) -> (SimulatedStorage, Arc<WorkQueue>, Arc<Gate>) {
     let disk = SimulatedStorage::new();
-    let (queue, gate) = open_gated(&disk, options());
+    let (queue, gate) = open_gated(&disk, batch_options());
     queue.send("first").unwrap();
     queue.send("second").unwrap();
     gate.reset();
@@ -565,7 +538,32 @@ async fn a_batch_receive_dropped_while_its_journal_roll_is_held_does_not_wait_fo
             "the receive waits for the roll's fsync of the full journal segment"
         );
         arrivals(&gate, 1).await;
+        if let_the_roll_go {
+            gate.set_closed(false);
+        }
     }
+    (disk, queue, gate)
+}
+
+/// A batch receive whose journal records are split by a segment roll, dropped while the roll
+/// runs on the blocking pool: the records written before the roll are withdrawn like a
+/// whole batch's, so a restart counts neither delivery, and with `max_deliveries(1)` delivers
+/// both messages instead of dead-lettering the first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_restart() {
+    let (disk, queue, _) = a_batch_receive_dropped_at_its_journal_roll(true).await;
+    drop(queue);
+    assert_both_come_back_as_first_attempts(&disk, &batch_options());
+}
+
+/// The same batch receive dropped while its journal roll is still held on the blocking pool:
+/// the drop, on the runtime's thread, does not wait for the roll, which holds the journal
+/// log's lock (the withdrawal of the record written before the roll is left to the next
+/// journal write, here the queue's drop); the message is available again at once, and a
+/// restart counts neither delivery.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_receive_dropped_while_its_journal_roll_is_held_does_not_wait_for_it() {
+    let (disk, queue, gate) = a_batch_receive_dropped_at_its_journal_roll(false).await;
     assert_eq!(
         gate.counts(),
         (1, 0),
@@ -575,18 +573,7 @@ async fn a_batch_receive_dropped_while_its_journal_roll_is_held_does_not_wait_fo
     assert_eq!((stats.in_flight, stats.unsettled), (0, 2));
     gate.set_closed(false);
     drop(queue);
-    let queue = reopen(&disk, &options());
-    let received: Vec<(u64, u32)> = queue
-        .try_receive_many(2)
-        .unwrap()
-        .iter()
-        .map(|delivery| (delivery.offset(), delivery.attempt()))
-        .collect();
-    assert_eq!(
-        (received, queue.stats().dead_lettered),
-        (vec![(0, 1), (1, 1)], 0),
-        "both delivered as their first attempt, none dead-lettered"
-    );
+    assert_both_come_back_as_first_attempts(&disk, &batch_options());
 }
 
 /// Two async receives of one message dropped at their journal fsync, the second having taken
@@ -1302,19 +1289,25 @@ async fn records_journaled_during_an_async_receives_compaction_survive_a_power_l
     );
 }
 
+/// Closes the gate and starts a receive that needs a compaction, dropping it once the
+/// compaction is held at the gate.
+async fn drop_a_receive_at_its_held_compaction(queue: &WorkQueue, gate: &Arc<Gate>) {
+    gate.set_closed(true);
+    tokio::select! {
+        () = compaction_held(gate) => {}
+        result = queue.receive_async() => {
+            panic!("the receive ended while its compaction was held: {result:?}")
+        }
+    }
+}
+
 /// A receive future dropped while its compaction runs on the blocking pool hands nothing out:
 /// its message is available again at once, as the same attempt; the compaction goes on.
 #[tokio::test(flavor = "current_thread")]
 async fn a_receive_dropped_during_its_compaction_gives_its_message_back_at_once() {
     let disk = SimulatedStorage::new();
     let (queue, gate, _received) = a_compaction_one_receive_away(&disk);
-    gate.set_closed(true);
-    tokio::select! {
-        () = compaction_held(&gate) => {}
-        result = queue.receive_async() => {
-            panic!("the receive ended while its compaction was held: {result:?}")
-        }
-    }
+    drop_a_receive_at_its_held_compaction(&queue, &gate).await;
     let stats = queue.stats();
     assert_eq!(
         (stats.in_flight, stats.unsettled),
@@ -1337,13 +1330,7 @@ async fn a_receive_dropped_during_its_compaction_gives_its_message_back_at_once(
 async fn a_queue_dropped_during_its_compaction_can_be_opened_again_at_once() {
     let disk = SimulatedStorage::new();
     let (queue, gate, _received) = a_compaction_one_receive_away(&disk);
-    gate.set_closed(true);
-    tokio::select! {
-        () = compaction_held(&gate) => {}
-        result = queue.receive_async() => {
-            panic!("the receive ended while its compaction was held: {result:?}")
-        }
-    }
+    drop_a_receive_at_its_held_compaction(&queue, &gate).await;
     let Ok(queue) = Arc::try_unwrap(queue) else {
         panic!("the test holds the last handle")
     };
@@ -1359,14 +1346,7 @@ async fn a_queue_dropped_during_its_compaction_can_be_opened_again_at_once() {
 /// drop is not `Locked`, and finds the roll done.
 #[tokio::test(flavor = "current_thread")]
 async fn a_queue_dropped_during_a_journal_roll_can_be_opened_again_at_once() {
-    let options = || {
-        QueueOptions::default().log_options(LogOptions {
-            // One receive's journal record per segment (40 bytes of header, 25 bytes a
-            // record): the second receive's record needs a roll.
-            segment_bytes: 65,
-            ..LogOptions::default()
-        })
-    };
+    let options = one_journal_record_a_segment;
     let disk = SimulatedStorage::new();
     let (queue, gate) = open_gated(&disk, options());
     queue.send("first").unwrap();
@@ -1448,13 +1428,7 @@ async fn a_receive_dropped_while_its_compaction_holds_the_journal_does_not_wait_
         queue.try_receive().unwrap().unwrap();
     }
     gate.reset();
-    gate.set_closed(true);
-    tokio::select! {
-        () = compaction_held(&gate) => {}
-        result = queue.receive_async() => {
-            panic!("the receive ended while its compaction was held: {result:?}")
-        }
-    }
+    drop_a_receive_at_its_held_compaction(&queue, &gate).await;
     assert_eq!(
         gate.counts(),
         (1, 0),

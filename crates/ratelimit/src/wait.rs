@@ -622,11 +622,12 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 
-    /// A quota change that brings capacity back sooner wakes the head of the line: a raised
-    /// limit admits a waiter at once, as it admits a direct check, instead of after the
-    /// rest of the window the old quota had it sleep through.
-    #[tokio::test(start_paused = true)]
-    async fn a_quota_raise_admits_a_sleeping_waiter_at_once() {
+    /// A fixed window of one an hour whose one admission is taken, and a waiter that has
+    /// slept a second of the hour it waits for the next window.
+    async fn a_waiter_asleep_for_the_hour() -> (
+        Arc<AsyncRateLimiter<crate::FixedWindow>>,
+        tokio::task::JoinHandle<Result<Decision, Error>>,
+    ) {
         let limiter = Arc::new(AsyncRateLimiter::new(
             RateLimiter::<crate::FixedWindow, _>::with_clock(
                 Quota::per_hour(1).unwrap(),
@@ -641,6 +642,15 @@ mod tests {
         };
         settle(|| limiter.waiting() == 1).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        (limiter, waiter)
+    }
+
+    /// A quota change that brings capacity back sooner wakes the head of the line: a raised
+    /// limit admits a waiter at once, as it admits a direct check, instead of after the
+    /// rest of the window the old quota had it sleep through.
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_raise_admits_a_sleeping_waiter_at_once() {
+        let (limiter, waiter) = a_waiter_asleep_for_the_hour().await;
         let start = Instant::now();
         limiter.set_quota(Quota::per_hour(10).unwrap()).unwrap();
         assert!(waiter.await.unwrap().unwrap().is_allowed());
@@ -656,21 +666,8 @@ mod tests {
     /// (only `AsyncRateLimiter::set_quota` wakes it, so the direct check path stays as it is).
     #[tokio::test(start_paused = true)]
     async fn a_quota_raise_on_the_wrapped_limiter_reaches_a_waiter_when_it_wakes() {
-        let limiter = Arc::new(AsyncRateLimiter::new(
-            RateLimiter::<crate::FixedWindow, _>::with_clock(
-                Quota::per_hour(1).unwrap(),
-                TokioClock::new(),
-            )
-            .unwrap(),
-        ));
         let start = Instant::now();
-        assert!(limiter.until_ready().await.unwrap().is_allowed());
-        let waiter = {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move { limiter.until_ready().await })
-        };
-        settle(|| limiter.waiting() == 1).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (limiter, waiter) = a_waiter_asleep_for_the_hour().await;
         limiter
             .limiter()
             .set_quota(Quota::per_hour(10).unwrap())

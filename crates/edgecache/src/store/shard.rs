@@ -1485,23 +1485,49 @@ mod tests {
         (shard, dead, live)
     }
 
+    /// Writes protected's newest entry again, heavier, so that the shard holds `over` units
+    /// past its budget less one (1: full to the budget; 2: one unit over).
+    fn weigh_down_protected_head(shard: &mut Shard<u64, u64>, over: u64, now: &impl super::Now) {
+        let heavier = shard.node(shard.protected.head).key;
+        let weight = shard.max_weight() - shard.weight() + over;
+        assert!(shard.replace(hash(heavier), &heavier, heavier, weight as u32, NEVER, now));
+    }
+
+    /// The dead protected entry left, the live one next to it is still protected, and the one
+    /// expiration is all that was taken: no eviction since `evictions` were counted.
+    fn assert_only_the_dead_entry_left(
+        shard: &Shard<u64, u64>,
+        (dead, live): (u64, u64),
+        evictions: u64,
+    ) {
+        assert_eq!(
+            queue_of(shard, live),
+            Some(Queue::Protected),
+            "a live entry left protected in the dead one's place"
+        );
+        assert_eq!(queue_of(shard, dead), None, "the dead entry is kept");
+        assert_eq!(
+            (
+                shard.counters.evictions - evictions,
+                shard.counters.expirations
+            ),
+            (0, 1),
+            "reclaimed as expired, and no live entry evicted"
+        );
+        check_accounting(shard);
+    }
+
     /// Protected overflows on a promotion while its oldest entry is marked but dead: the dead
     /// entry goes as an expiration, and no live entry is demoted in its place.
     #[test]
     fn an_expired_protected_entry_is_reclaimed_by_demotion_and_never_demotes_a_live_one() {
         let (mut shard, dead, live) = shard_with_a_marked_expiring_protected_tail(false);
         let later = || 20;
+        let evictions = shard.counters.evictions;
         let promoted = shard.node(shard.probation.tail).key;
         assert!(shard.get(hash(promoted), &promoted, &later).is_some());
         assert_eq!(queue_of(&shard, promoted), Some(Queue::Protected));
-        assert_eq!(
-            queue_of(&shard, live),
-            Some(Queue::Protected),
-            "a live entry left protected in the dead one's place"
-        );
-        assert_eq!(queue_of(&shard, dead), None, "the dead entry is kept");
-        assert_eq!(shard.counters.expirations, 1);
-        check_accounting(&shard);
+        assert_only_the_dead_entry_left(&shard, (dead, live), evictions);
     }
 
     /// With probation empty, the budget takes protected's oldest entry, marked but dead: it
@@ -1512,31 +1538,8 @@ mod tests {
         let later = || 20;
         let evictions = shard.counters.evictions;
         // One unit past the budget: room for one more entry of weight 1.
-        let heavier = shard.node(shard.protected.head).key;
-        let weight = shard.max_weight() - shard.weight() + 2;
-        assert!(shard.replace(
-            hash(heavier),
-            &heavier,
-            heavier,
-            weight as u32,
-            NEVER,
-            &later
-        ));
-        assert_eq!(
-            queue_of(&shard, live),
-            Some(Queue::Protected),
-            "a live entry left protected in the dead one's place"
-        );
-        assert_eq!(queue_of(&shard, dead), None, "the dead entry is kept");
-        assert_eq!(
-            (
-                shard.counters.evictions - evictions,
-                shard.counters.expirations
-            ),
-            (0, 1),
-            "reclaimed as expired, and no live entry evicted"
-        );
-        check_accounting(&shard);
+        weigh_down_protected_head(&mut shard, 2, &later);
+        assert_only_the_dead_entry_left(&shard, (dead, live), evictions);
     }
 
     /// With probation empty and the main space full, the window's leaver duels protected's
@@ -1547,16 +1550,7 @@ mod tests {
         let (mut shard, dead, live) = shard_with_a_marked_expiring_protected_tail(true);
         let later = || 20;
         // Fill the shard to its budget without an access, so the next insert needs room.
-        let heavier = shard.node(shard.protected.head).key;
-        let weight = shard.max_weight() - shard.weight() + 1;
-        assert!(shard.replace(
-            hash(heavier),
-            &heavier,
-            heavier,
-            weight as u32,
-            NEVER,
-            &later
-        ));
+        weigh_down_protected_head(&mut shard, 1, &later);
         assert_eq!(shard.weight(), shard.max_weight());
         let evictions = shard.counters.evictions;
         // The incremental sweep looks elsewhere, so only the duel meets the expired entry.
@@ -1567,21 +1561,7 @@ mod tests {
         };
         shard.insert(hash(1_000), 1_000, 1_000, 1, NEVER, &later);
         assert_eq!(queue_of(&shard, leaver), Some(Queue::Probation));
-        assert_eq!(
-            queue_of(&shard, live),
-            Some(Queue::Protected),
-            "a live entry left protected in the dead one's place"
-        );
-        assert_eq!(queue_of(&shard, dead), None, "the dead entry is kept");
-        assert_eq!(
-            (
-                shard.counters.evictions - evictions,
-                shard.counters.expirations
-            ),
-            (0, 1),
-            "reclaimed as expired, and no live entry evicted"
-        );
-        check_accounting(&shard);
+        assert_only_the_dead_entry_left(&shard, (dead, live), evictions);
     }
 
     /// The budget loop meets an expired entry at probation's end: it leaves as what it is, an
