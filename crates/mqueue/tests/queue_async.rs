@@ -435,7 +435,7 @@ async fn a_receive_dropped_after_its_journal_record_is_not_counted_after_a_resta
 /// cannot be written where the receive is dropped (a roll must come first, and the dropping
 /// thread may be a runtime's): the queue's drop writes it, or else (`then_ack`) the next
 /// journal record's write does, ahead of its own record and made durable with it, so that it
-/// survives even a power cut (which takes what the drop wrote unsynced).
+/// survives even a power cut.
 #[tokio::test(flavor = "current_thread")]
 async fn a_withdrawal_that_must_wait_for_a_roll_is_written_later() {
     for then_ack in [false, true] {
@@ -486,6 +486,54 @@ async fn a_withdrawal_that_must_wait_for_a_roll_is_written_later() {
             "then_ack: {then_ack}"
         );
     }
+}
+
+/// The same withdrawal left to the queue's drop, then a power cut after the queue was closed:
+/// under `FsyncPolicy::Always` the drop makes what it wrote durable, so the dropped receive's
+/// delivery is not counted after the restart (with one delivery allowed, counting it would
+/// dead-letter a message no consumer ever got).
+#[tokio::test(flavor = "current_thread")]
+async fn a_withdrawal_left_to_the_queues_drop_survives_a_power_cut() {
+    let options = || {
+        QueueOptions::default()
+            .max_deliveries(1)
+            .log_options(LogOptions {
+                // Two receives' journal records per segment, and no third.
+                segment_bytes: 90,
+                ..LogOptions::default()
+            })
+    };
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options());
+    queue.send("first").unwrap();
+    queue.send("job").unwrap();
+    let _first = queue.try_receive().unwrap().unwrap();
+    gate.reset();
+    let synced = disk.file_syncs();
+    drop_a_receive_at_its_held_fsync(&queue, &gate, "its journal fsync").await;
+    gate.set_closed(false);
+    // The dropped receive's journal record is durable once its held fsync ends.
+    let watched = disk.clone();
+    tokio::task::spawn_blocking(move || {
+        while watched.file_syncs() == synced {
+            thread::yield_now();
+        }
+    })
+    .await
+    .unwrap();
+    drop(queue);
+    disk.power_cut();
+    let queue = reopen(&disk, &options());
+    // The first message's lease was never given back: it is dead-lettered, then the job comes.
+    let next = queue
+        .try_receive()
+        .unwrap()
+        .map(|delivery| (delivery.offset(), delivery.attempt()));
+    assert_eq!(
+        (next, queue.stats().dead_lettered),
+        (Some((1, 1)), 1),
+        "the job comes as its first attempt; only the first message is dead-lettered"
+    );
 }
 
 /// Options whose journal holds one receive's record per segment (40 bytes of header, 25
