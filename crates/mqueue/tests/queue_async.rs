@@ -536,6 +536,51 @@ async fn a_withdrawal_left_to_the_queues_drop_survives_a_power_cut() {
     );
 }
 
+/// A receive dropped once its journal record is durable, its withdrawal written at once (into
+/// the page cache), then the queue closed and a power cut: under `FsyncPolicy::Always` the
+/// queue's drop makes the journal durable, so the delivery no caller got is not counted after
+/// the restart (with one delivery allowed, it would dead-letter the message).
+#[tokio::test(flavor = "current_thread")]
+async fn a_withdrawal_written_at_once_survives_a_power_cut_after_the_queues_drop() {
+    let options = QueueOptions::default().max_deliveries(1);
+    let disk = SimulatedStorage::new();
+    let (queue, gate) = open_gated(&disk, options.clone());
+    queue.send("job").unwrap();
+    gate.reset();
+    let synced = disk.file_syncs();
+    gate.set_closed(true);
+    {
+        let mut receive = pin!(queue.receive_async());
+        assert!(
+            poll_once(receive.as_mut()).await.is_pending(),
+            "the receive waits for its journal fsync"
+        );
+        arrivals(&gate, 1).await;
+        gate.set_closed(false);
+        let watched = disk.clone();
+        tokio::task::spawn_blocking(move || {
+            while watched.file_syncs() == synced {
+                thread::yield_now();
+            }
+        })
+        .await
+        .unwrap();
+        // Dropped here, its record durable and its caller never reached.
+    }
+    drop(queue);
+    disk.power_cut();
+    let queue = reopen(&disk, &options);
+    let next = queue
+        .try_receive()
+        .unwrap()
+        .map(|delivery| (delivery.offset(), delivery.attempt()));
+    assert_eq!(
+        (next, queue.stats().dead_lettered),
+        (Some((0, 1)), 0),
+        "the job comes as its first attempt, not dead-lettered"
+    );
+}
+
 /// Options whose journal holds one receive's record per segment (40 bytes of header, 25
 /// bytes a record): a second record needs a roll.
 fn one_journal_record_a_segment() -> QueueOptions {
