@@ -837,6 +837,9 @@ impl State {
 /// durable queue keeps across crashes. Dropping a durable queue waits for the file work its
 /// async calls left on tokio's blocking pool (a segment roll, a journal compaction), which
 /// holds the queue's directory until it ends: the directory can be opened again right after.
+/// Under `FsyncPolicy::Always` the drop also makes the journal durable (a dropped receive's
+/// withdrawal may not be yet), so a power loss after the drop counts no delivery that reached
+/// no caller.
 pub struct WorkQueue {
     state: Mutex<State>,
     /// Signalled when a message may have become available.
