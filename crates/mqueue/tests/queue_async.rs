@@ -513,24 +513,10 @@ async fn a_withdrawal_left_to_the_queues_drop_survives_a_power_cut() {
     drop_a_receive_at_its_held_fsync(&queue, &gate, "its journal fsync").await;
     gate.set_closed(false);
     // The dropped receive's journal record is durable once its held fsync ends.
-    let watched = disk.clone();
-    tokio::task::spawn_blocking(move || {
-        while watched.file_syncs() == synced {
-            thread::yield_now();
-        }
-    })
-    .await
-    .unwrap();
-    drop(queue);
-    disk.power_cut();
-    let queue = reopen(&disk, &options());
+    file_synced_since(&disk, synced).await;
     // The first message's lease was never given back: it is dead-lettered, then the job comes.
-    let next = queue
-        .try_receive()
-        .unwrap()
-        .map(|delivery| (delivery.offset(), delivery.attempt()));
     assert_eq!(
-        (next, queue.stats().dead_lettered),
+        next_after_a_power_cut(queue, &disk, &options()),
         (Some((1, 1)), 1),
         "the job comes as its first attempt; only the first message is dead-lettered"
     );
@@ -557,28 +543,44 @@ async fn a_withdrawal_written_at_once_survives_a_power_cut_after_the_queues_drop
         );
         arrivals(&gate, 1).await;
         gate.set_closed(false);
-        let watched = disk.clone();
-        tokio::task::spawn_blocking(move || {
-            while watched.file_syncs() == synced {
-                thread::yield_now();
-            }
-        })
-        .await
-        .unwrap();
+        file_synced_since(&disk, synced).await;
         // Dropped here, its record durable and its caller never reached.
     }
+    assert_eq!(
+        next_after_a_power_cut(queue, &disk, &options),
+        (Some((0, 1)), 0),
+        "the job comes as its first attempt, not dead-lettered"
+    );
+}
+
+/// Waits, off the runtime's thread, until `disk` has made a file durable since it counted
+/// `synced` file syncs.
+async fn file_synced_since(disk: &SimulatedStorage, synced: u64) {
+    let watched = disk.clone();
+    tokio::task::spawn_blocking(move || {
+        while watched.file_syncs() == synced {
+            thread::yield_now();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Drops the queue, cuts the power and reopens: the next delivery's offset and attempt, and
+/// how many messages were dead-lettered.
+fn next_after_a_power_cut(
+    queue: Arc<WorkQueue>,
+    disk: &SimulatedStorage,
+    options: &QueueOptions,
+) -> (Option<(u64, u32)>, u64) {
     drop(queue);
     disk.power_cut();
-    let queue = reopen(&disk, &options);
+    let queue = reopen(disk, options);
     let next = queue
         .try_receive()
         .unwrap()
         .map(|delivery| (delivery.offset(), delivery.attempt()));
-    assert_eq!(
-        (next, queue.stats().dead_lettered),
-        (Some((0, 1)), 0),
-        "the job comes as its first attempt, not dead-lettered"
-    );
+    (next, queue.stats().dead_lettered)
 }
 
 /// Options whose journal holds one receive's record per segment (40 bytes of header, 25
