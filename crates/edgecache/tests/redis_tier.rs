@@ -134,6 +134,33 @@ fn store_record(server: &RedisServer, record: &[u8], ttl: Duration) {
         .unwrap();
 }
 
+/// Two edges sharing one Redis, both subscribed to its purges: `a` connected directly, `b`
+/// through a proxy that can cut it off.
+struct TwoEdges {
+    server: RedisServer,
+    proxy: FaultProxy,
+    clock: ManualClock,
+    a: HttpCache<TestOrigin>,
+    b: HttpCache<TestOrigin>,
+}
+
+/// [`TwoEdges`] on a fresh redis-server, or `None` (the test skips) where there is none.
+async fn two_edges_b_behind_a_proxy() -> Option<TwoEdges> {
+    let server = RedisServer::start()?;
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    subscribed(&server, 2).await;
+    Some(TwoEdges {
+        server,
+        proxy,
+        clock,
+        a,
+        b,
+    })
+}
+
 /// Waits until `edges` subscribers listen on the purge channel.
 async fn subscribed(server: &RedisServer, edges: i64) {
     let client = redis::Client::open(server.url()).unwrap();
@@ -706,15 +733,16 @@ fn subscribers(server: &RedisServer) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
-    let Some(server) = RedisServer::start() else {
+    let Some(TwoEdges {
+        server,
+        proxy,
+        clock: _clock,
+        a,
+        b,
+    }) = two_edges_b_behind_a_proxy().await
+    else {
         return;
     };
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    // b reaches Redis through the proxy, which can cut it off.
-    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
-    subscribed(&server, 2).await;
 
     // b loses Redis, and cannot reconnect for now.
     proxy.refuse_new(true);
@@ -796,14 +824,16 @@ async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_in_progress_across_a_resubscription_stores_its_answer_stale() {
-    let Some(server) = RedisServer::start() else {
+    let Some(TwoEdges {
+        server,
+        proxy,
+        clock: _clock,
+        a,
+        b,
+    }) = two_edges_b_behind_a_proxy().await
+    else {
         return;
     };
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
-    subscribed(&server, 2).await;
 
     // b's fetch has read Redis and waits at its origin's closed gate...
     b.origin().set_open(false);
@@ -878,14 +908,16 @@ async fn a_write_of_a_response_from_before_a_purge_that_lands_after_it_is_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_that_could_not_read_the_epoch_counts_every_purge_mark_as_later() {
-    let Some(server) = RedisServer::start() else {
+    let Some(TwoEdges {
+        server: _server,
+        proxy,
+        clock: _clock,
+        a,
+        b,
+    }) = two_edges_b_behind_a_proxy().await
+    else {
         return;
     };
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
-    subscribed(&server, 2).await;
     // A purge of the URL that comes before anything b fetches: Redis holds its mark.
     a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
         .expect("an absolute URI");
@@ -913,14 +945,16 @@ async fn a_fetch_that_could_not_read_the_epoch_counts_every_purge_mark_as_later(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_falls_silent_is_replaced() {
-    let Some(server) = RedisServer::start() else {
+    let Some(TwoEdges {
+        server: _server,
+        proxy,
+        clock: _clock,
+        a,
+        b,
+    }) = two_edges_b_behind_a_proxy().await
+    else {
         return;
     };
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let clock = ManualClock::new();
-    let a = edge(&server.url(), "from a", &clock);
-    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
-    subscribed(&server, 2).await;
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
     // A quiet subscription that answers its keepalive is kept (the subscriber's two seconds

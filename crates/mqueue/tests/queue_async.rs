@@ -345,6 +345,34 @@ fn a_poison_message_on_its_last_delivery() -> (Arc<WorkQueue>, Arc<Gate>) {
     (queue, gate)
 }
 
+/// A receive future of the queue, pinned where a test can poll it again.
+type PendingReceive<'q> = Pin<Box<dyn Future<Output = Result<Delivery, infra_mqueue::Error>> + 'q>>;
+
+/// With `gate` closed: a first receive, pending at the gate's first sync (`first_waits`); then,
+/// its lease run out (31 s on `clock`), a second receive of the same message, pending as
+/// `second_waits` says. Both receives, to be polled or dropped.
+async fn two_receives_a_lease_apart<'q>(
+    queue: &'q WorkQueue,
+    gate: &Arc<Gate>,
+    clock: &ManualClock,
+    first_waits: &str,
+    second_waits: &str,
+) -> (PendingReceive<'q>, PendingReceive<'q>) {
+    let mut first: PendingReceive<'q> = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(first.as_mut()).await.is_pending(),
+        "{first_waits}"
+    );
+    arrivals(gate, 1).await;
+    clock.advance(Duration::from_secs(31));
+    let mut second: PendingReceive<'q> = Box::pin(queue.receive_async());
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "{second_waits}"
+    );
+    (first, second)
+}
+
 /// Waits (off the runtime's thread) until `arrived` syncs have reached the closed `gate`.
 async fn arrivals(gate: &Arc<Gate>, arrived: u64) {
     let held = Arc::clone(gate);
@@ -575,12 +603,7 @@ fn next_after_a_power_cut(
 ) -> (Option<(u64, u32)>, u64) {
     drop(queue);
     disk.power_cut();
-    let queue = reopen(disk, options);
-    let next = queue
-        .try_receive()
-        .unwrap()
-        .map(|delivery| (delivery.offset(), delivery.attempt()));
-    (next, queue.stats().dead_lettered)
+    first_handout_after_a_restart(disk, options)
 }
 
 /// Options whose journal holds one receive's record per segment (40 bytes of header, 25
@@ -709,18 +732,14 @@ async fn drop_two_receives_of_one_lease(order: DropFirst) {
     queue.send("job").unwrap();
     gate.reset();
     gate.set_closed(true);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for its journal fsync"
-    );
-    arrivals(&gate, 1).await;
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive, of the job's second attempt, waits for the same fsync"
-    );
+    let (first, second) = two_receives_a_lease_apart(
+        &queue,
+        &gate,
+        &clock,
+        "the first receive waits for its journal fsync",
+        "the second receive, of the job's second attempt, waits for the same fsync",
+    )
+    .await;
     match order {
         DropFirst::TheFirst => {
             drop(first);
@@ -762,18 +781,14 @@ async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_n
     queue.send("job").unwrap();
     gate.reset();
     gate.set_closed(true);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for its journal fsync"
-    );
-    arrivals(&gate, 1).await;
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive waits for the fsync of the job's dead letter"
-    );
+    let (first, second) = two_receives_a_lease_apart(
+        &queue,
+        &gate,
+        &clock,
+        "the first receive waits for its journal fsync",
+        "the second receive waits for the fsync of the job's dead letter",
+    )
+    .await;
     arrivals(&gate, 2).await;
     drop(first);
     drop(second);
@@ -790,6 +805,23 @@ async fn a_receive_dropped_while_a_dead_letter_holds_the_lease_it_took_over_is_n
         (Some((0, 1)), 0),
         "the dropped delivery is not counted after a restart"
     );
+}
+
+/// Sends `fillers` one-byte messages, then `poison` and `job`, and receives the fillers,
+/// acking all but the last (held by the caller): the fillers' deliveries.
+fn fillers_then_poison_and_job(queue: &WorkQueue, fillers: u8) -> Vec<Delivery> {
+    for filler in 0..fillers {
+        queue.send(vec![filler]).unwrap();
+    }
+    queue.send("poison").unwrap();
+    queue.send("job").unwrap();
+    let received: Vec<Delivery> = (0..fillers)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    for filler in &received[..received.len() - 1] {
+        queue.ack(filler).unwrap();
+    }
+    received
 }
 
 /// Reopens the queue on `disk` (once the dropped one's blocking-pool work let go of it) and
@@ -840,18 +872,14 @@ async fn a_failed_dead_letter_gives_back_the_dropped_receive_whose_lease_it_took
     gate.reset();
     gate.set_closed(true);
     hook.failing.store(true, Ordering::Release);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for its journal fsync"
-    );
-    arrivals(&gate, 1).await;
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive waits for the fsync of the job's dead letter"
-    );
+    let (first, second) = two_receives_a_lease_apart(
+        &queue,
+        &gate,
+        &clock,
+        "the first receive waits for its journal fsync",
+        "the second receive waits for the fsync of the job's dead letter",
+    )
+    .await;
     arrivals(&gate, 2).await;
     drop(first);
     gate.set_closed(false);
@@ -886,17 +914,7 @@ async fn a_compaction_does_not_count_an_unjournaled_delivery_whose_lease_a_dead_
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
     let (queue, gate) = open_gated_on(&disk, options(), &clock);
-    for filler in 0..7u8 {
-        queue.send(vec![filler]).unwrap();
-    }
-    queue.send("poison").unwrap();
-    queue.send("job").unwrap();
-    let fillers: Vec<Delivery> = (0..7)
-        .map(|_| queue.try_receive().unwrap().unwrap())
-        .collect();
-    for filler in &fillers[..6] {
-        queue.ack(filler).unwrap();
-    }
+    let fillers = fillers_then_poison_and_job(&queue, 7);
     let poison = queue.try_receive().unwrap().unwrap();
     // Its last delivery given back: the next receive dead-letters it. 15 journal records.
     queue.nack(&poison, Duration::ZERO).unwrap();
@@ -904,18 +922,14 @@ async fn a_compaction_does_not_count_an_unjournaled_delivery_whose_lease_a_dead_
     queue.extend(&fillers[6], Duration::from_secs(60)).unwrap();
     gate.reset();
     gate.set_closed(true);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for the poison's dead letter's fsync, the job leased"
-    );
-    arrivals(&gate, 1).await;
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive waits for the fsync of the job's dead letter"
-    );
+    let (first, second) = two_receives_a_lease_apart(
+        &queue,
+        &gate,
+        &clock,
+        "the first receive waits for the poison's dead letter's fsync, the job leased",
+        "the second receive waits for the fsync of the job's dead letter",
+    )
+    .await;
     drop(first);
     gate.set_closed(false);
     // The 16th record: its write compacts the journal, while the job's first delivery, never
@@ -946,17 +960,7 @@ async fn a_compaction_during_a_receive_does_not_count_its_withdrawn_delivery() {
     let options = || QueueOptions::default().max_deliveries(1).compact_after(16);
     let disk = SimulatedStorage::new();
     let (queue, gate) = open_gated(&disk, options());
-    for filler in 0..7u8 {
-        queue.send(vec![filler]).unwrap();
-    }
-    queue.send("poison").unwrap();
-    queue.send("job").unwrap();
-    let fillers: Vec<Delivery> = (0..7)
-        .map(|_| queue.try_receive().unwrap().unwrap())
-        .collect();
-    for filler in &fillers[..6] {
-        queue.ack(filler).unwrap();
-    }
+    let fillers = fillers_then_poison_and_job(&queue, 7);
     let poison = queue.try_receive().unwrap().unwrap();
     // Its last delivery given back: the next receive dead-letters it. 15 journal records.
     queue.nack(&poison, Duration::ZERO).unwrap();
@@ -1611,18 +1615,14 @@ async fn an_unwritten_delivery_under_a_withdrawn_one(first_goes: First) {
     }
     gate.reset();
     gate.set_closed(true);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for the poison's dead letter's fsync, the job leased"
-    );
-    arrivals(&gate, 1).await;
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive, of the job's second attempt, waits for its journal fsync"
-    );
+    let (first, second) = two_receives_a_lease_apart(
+        &queue,
+        &gate,
+        &clock,
+        "the first receive waits for the poison's dead letter's fsync, the job leased",
+        "the second receive, of the job's second attempt, waits for its journal fsync",
+    )
+    .await;
     arrivals(&gate, 2).await;
     let (in_flight, after_a_restart) = match first_goes {
         First::DroppedBefore | First::DroppedAfter => {
@@ -1666,17 +1666,7 @@ async fn an_unwritten_delivery_under_a_withdrawn_one_is_not_counted_across_a_com
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
     let (queue, gate) = open_gated_on(&disk, options(), &clock);
-    for filler in 0..6u8 {
-        queue.send(vec![filler]).unwrap();
-    }
-    queue.send("poison").unwrap();
-    queue.send("job").unwrap();
-    let fillers: Vec<Delivery> = (0..6)
-        .map(|_| queue.try_receive().unwrap().unwrap())
-        .collect();
-    for filler in &fillers[..5] {
-        queue.ack(filler).unwrap();
-    }
+    let fillers = fillers_then_poison_and_job(&queue, 6);
     // Held past the job's lease, which runs out below.
     queue.extend(&fillers[5], Duration::from_secs(60)).unwrap();
     for _ in 0..2 {
@@ -1686,18 +1676,8 @@ async fn an_unwritten_delivery_under_a_withdrawn_one_is_not_counted_across_a_com
     // 15 journal records.
     gate.reset();
     gate.set_closed(true);
-    let mut first = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(first.as_mut()).await.is_pending(),
-        "the first receive waits for the poison's dead letter's fsync, the job leased"
-    );
-    arrivals(&gate, 1).await;
-    clock.advance(Duration::from_secs(31));
-    let mut second = Box::pin(queue.receive_async());
-    assert!(
-        poll_once(second.as_mut()).await.is_pending(),
-        "the second receive, of the job's second attempt, waits for its journal fsync (the 16th record)"
-    );
+    let (first, second) =
+        two_receives_a_lease_apart(&queue, &gate, &clock, "the first receive waits for the poison's dead letter's fsync, the job leased", "the second receive, of the job's second attempt, waits for its journal fsync (the 16th record)").await;
     arrivals(&gate, 2).await;
     drop(first);
     gate.set_closed(false);
