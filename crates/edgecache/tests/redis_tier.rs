@@ -970,7 +970,7 @@ async fn a_subscription_that_falls_silent_is_replaced() {
     // b's subscription falls silent without closing: what Redis sends on it from now on is
     // held for a minute, a purge first. Neither end sees the connection end, and Redis still
     // counts b as subscribed.
-    proxy.set_latency(Duration::from_secs(60));
+    proxy.stall_open_connections(Duration::from_secs(60));
     a.purge_tag("elsewhere", PurgeMode::Hard);
     poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
     // Time for the proxy to take the message off the socket (a real one, in real time).

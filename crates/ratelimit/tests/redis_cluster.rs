@@ -317,8 +317,9 @@ fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
     .unwrap();
     let master = cluster.node_for_key("ratelimit:{k}").unwrap();
     assert!(limiter.check("k").unwrap().is_allowed(), "the first of two");
-    // What is sent to that master on the open connection is held for a minute.
-    proxies[master].set_latency(Duration::from_secs(60));
+    // What is sent to that master on the open connection is held for a minute; a connection
+    // opened after the timeout (the cluster client connects at once, in the background) is not.
+    proxies[master].stall_open_connections(Duration::from_secs(60));
     let timed_out = limiter.check("k");
     assert!(
         matches!(timed_out, Err(Error::Unavailable { .. })),

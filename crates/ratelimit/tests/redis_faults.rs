@@ -399,7 +399,7 @@ fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
     assert!(limiter.check("k").unwrap().is_allowed(), "the first of two");
     // Whatever is sent on the open connection now is held for a minute: it is dead to the
     // limiter, though neither end sees it close.
-    proxy.set_latency(Duration::from_secs(60));
+    proxy.stall_open_connections(Duration::from_secs(60));
     let timed_out = limiter.check("k");
     assert!(
         matches!(timed_out, Err(Error::Unavailable { .. })),

@@ -28,6 +28,9 @@ const ACCEPT_POLL: Duration = Duration::from_millis(50);
 ///
 /// - [`set_latency`](Self::set_latency) delays every chunk of bytes by the given time in each
 ///   direction, so a request-response round trip takes at least twice as long as set;
+/// - [`stall_open_connections`](Self::stall_open_connections) delays the connections open at
+///   the time only, as a partition or a peer that died silently does, while new connections
+///   reach the server at once;
 /// - [`cut_connections`](Self::cut_connections) closes every connection open at the time, and
 ///   clients see the connection end (EOF or reset);
 /// - [`refuse_new`](Self::refuse_new) closes new connections as soon as they are accepted,
@@ -85,6 +88,9 @@ struct Connection {
     upstream: Option<TcpStream>,
     /// Directions still being forwarded; the entry is removed when both are done.
     open_directions: u8,
+    /// Delay on this connection alone, on top of none (the larger of it and the proxy's
+    /// latency applies).
+    stall: Duration,
 }
 
 impl Connection {
@@ -109,6 +115,16 @@ impl Shared {
                 state.connections.remove(&id);
             }
         }
+    }
+
+    /// How long a chunk read now on connection `id` waits before it is passed on.
+    fn delay(&self, id: u64) -> Duration {
+        let state = self.state();
+        let stall = state
+            .connections
+            .get(&id)
+            .map_or(Duration::ZERO, |connection| connection.stall);
+        state.latency.max(stall)
     }
 
     /// Unregisters connection `id` and closes both of its sockets.
@@ -176,6 +192,16 @@ impl FaultProxy {
         self.shared.state().latency = latency;
     }
 
+    /// Delays every chunk on the connections being forwarded now by `stall` in each direction,
+    /// from the moment it is read; connections accepted later are not delayed. This is what a
+    /// client sees of a partition or of a peer that died without a reset: its connection goes
+    /// silent, while a new one (to a healed route, or a restarted peer) answers.
+    pub fn stall_open_connections(&self, stall: Duration) {
+        for connection in self.shared.state().connections.values_mut() {
+            connection.stall = stall;
+        }
+    }
+
     /// Closes every connection open now, both towards the client and towards the server.
     ///
     /// That includes connections whose handshake the kernel has completed but which the proxy
@@ -199,12 +225,15 @@ impl FaultProxy {
         self.shared.state().refuse_new = refuse;
     }
 
-    /// Removes the latency and accepts new connections again. Connections that were cut stay
-    /// closed; clients reconnect.
+    /// Removes the latency and the stalls (from bytes read from now on) and accepts new
+    /// connections again. Connections that were cut stay closed; clients reconnect.
     pub fn heal(&self) {
         let mut state = self.shared.state();
         state.latency = Duration::ZERO;
         state.refuse_new = false;
+        for connection in state.connections.values_mut() {
+            connection.stall = Duration::ZERO;
+        }
     }
 
     /// The number of connections being forwarded now.
@@ -268,6 +297,7 @@ fn accept(target: SocketAddr, shared: &Arc<Shared>) {
                     client: registered,
                     upstream: None,
                     open_directions: 2,
+                    stall: Duration::ZERO,
                 },
             );
             (client, id)
@@ -335,16 +365,17 @@ fn forward(
         std::thread::Builder::new()
             .name("infra-fault-proxy-pump".into())
             .spawn(move || {
-                pump(from, to, &pump_shared);
+                pump(from, to, id, &pump_shared);
                 pump_shared.finish(id);
             })?;
     }
     Ok(())
 }
 
-/// Copies `from` to `to`, each chunk no earlier than the latency after it was read. Reading
-/// and writing run on separate threads so that chunks in flight do not add up their delays.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+/// Copies `from` to `to` for connection `id`, each chunk no earlier than its delay after it
+/// was read. Reading and writing run on separate threads so that chunks in flight do not add
+/// up their delays.
+fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, shared: &Shared) {
     let (chunks, due_chunks) = mpsc::sync_channel::<(Instant, Vec<u8>)>(CHUNKS_IN_FLIGHT);
     let writer = std::thread::Builder::new()
         .name("infra-fault-proxy-writer".into())
@@ -370,7 +401,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
-        let due = Instant::now() + shared.state().latency;
+        let due = Instant::now() + shared.delay(id);
         let chunk = buffer.get(..read).unwrap_or_default().to_vec();
         if chunks.send((due, chunk)).is_err() {
             break;

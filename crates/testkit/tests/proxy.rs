@@ -86,6 +86,27 @@ fn added_latency_is_a_lower_bound_on_the_round_trip() {
 }
 
 #[test]
+fn a_stall_silences_the_open_connections_only() {
+    let proxy = FaultProxy::start(echo_server()).unwrap();
+    let mut stalled = connect(proxy.addr());
+    round_trip(&mut stalled, b"warm").unwrap();
+    proxy.stall_open_connections(Duration::from_secs(60));
+    let mut fresh = connect(proxy.addr());
+    assert_eq!(round_trip(&mut fresh, b"new").unwrap(), b"new");
+    stalled
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let silent = round_trip(&mut stalled, b"held");
+    assert!(
+        silent.as_ref().is_err_and(|error| matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )),
+        "the stalled connection answered: {silent:?}"
+    );
+}
+
+#[test]
 fn a_cut_connection_ends_for_the_client_and_new_ones_work() {
     let proxy = FaultProxy::start(echo_server()).unwrap();
     let mut stream = connect(proxy.addr());
