@@ -13,6 +13,7 @@ use infra_common::{Clock, RandomState, SystemClock};
 
 use crate::best::{Best, Found, least_first};
 use crate::driver::{STATE_BITS, STATE_MASK};
+use crate::driver_table::DriverTable;
 use crate::geo::{
     CellGeometry, Circumcircle, CoarseCircle, EARTH_RADIUS_M, LocalFrame, LocalUnit, SeenCells,
     Unit, angle_to_chord2, chord2, exact_angle, local_chord2, neighbours,
@@ -177,7 +178,7 @@ impl Config {
 struct Detail {
     /// The id and the exact position are here rather than in the array a scan walks: a scan
     /// reads them only for the drivers its coarse look keeps, whose row it reads anyway, so
-    /// that array holds 12 bytes a driver.
+    /// that array holds 6 bytes a driver.
     id: DriverId,
     unit: Unit,
     seen: u64,
@@ -306,6 +307,14 @@ impl Bucket {
         prefetch::read_all(self.adjacent());
     }
 
+    /// Asks for the lines an update in place of `slot` writes besides its detail row (if
+    /// `slot` is still the driver's: else a useless fetch), while the row is read.
+    #[inline]
+    fn prefetch_writes(&self, slot: usize) {
+        prefetch::write(self.coarse.as_ptr().wrapping_add(slot));
+        prefetch::write(self.points.as_ptr().wrapping_add(slot));
+    }
+
     /// `unit` in the bucket's frame; a position that does not fit marks the bucket loose.
     fn local(&mut self, unit: &Unit) -> LocalUnit {
         self.frame.encode(unit).unwrap_or_else(|| {
@@ -391,6 +400,36 @@ impl Bucket {
 struct Place {
     cell: CellIndex,
     slot: usize,
+    lines: Lines,
+}
+
+/// Where a driver's bucket and its detail row were in memory when the driver was last
+/// inserted or moved: an update asks for both lines as soon as it has read the driver's
+/// place, so their misses overlap instead of following one another (the cell table's lookup
+/// finds the bucket, the bucket the row). Addresses only, never dereferenced: a bucket the
+/// cell table moved (it grew) or a row another driver's departure moved costs a useless
+/// fetch, nothing else.
+#[derive(Clone, Copy, Debug)]
+struct Lines {
+    bucket: usize,
+    row: usize,
+}
+
+impl Lines {
+    /// Where `bucket` and its row `slot` are now.
+    fn of(bucket: &Bucket, slot: usize) -> Self {
+        Self {
+            bucket: std::ptr::from_ref(bucket).addr(),
+            row: bucket.details.as_ptr().wrapping_add(slot).addr(),
+        }
+    }
+
+    /// Asks for the bucket's first line (the array headers an update reads) and the row's.
+    #[inline]
+    fn prefetch(self) {
+        prefetch::read(std::ptr::without_provenance::<Bucket>(self.bucket));
+        prefetch::write(std::ptr::without_provenance::<Detail>(self.row));
+    }
 }
 
 /// The word after a change to `state`: the next version, so older versions stop matching.
@@ -398,7 +437,7 @@ fn next_word(word: u64, state: DriverState) -> u64 {
     ((word >> STATE_BITS).wrapping_add(1) << STATE_BITS) | state.code()
 }
 
-type DriverShard = RwLock<HashMap<DriverId, Place, RandomState>>;
+type DriverShard = RwLock<DriverTable<Place>>;
 type CellShard = RwLock<HashMap<CellIndex, Bucket, RandomState>>;
 type CellShardGuard<'a> = RwLockReadGuard<'a, HashMap<CellIndex, Bucket, RandomState>>;
 
@@ -557,7 +596,7 @@ impl<C: Clock> Index<C> {
             staleness_nanos: duration_to_nanos(config.staleness),
             clock,
             drivers: (0..config.shards)
-                .map(|_| RwLock::new(HashMap::default()))
+                .map(|_| RwLock::new(DriverTable::with_hasher(RandomState::new())))
                 .collect(),
             cells: (0..config.shards)
                 .map(|_| RwLock::new(HashMap::default()))
@@ -732,7 +771,7 @@ impl<C: Clock> Index<C> {
         let id = row.id;
         let cell = row.point.cell(self.config.resolution);
         let mut drivers = self.driver_shard(id).write();
-        if drivers.contains_key(&id) {
+        if drivers.contains_key(id) {
             return Err(Error::DuplicateDriver(id));
         }
         // Read under the driver's lock: a removal of this id raised the floor under it.
@@ -745,29 +784,30 @@ impl<C: Clock> Index<C> {
         #[cfg(feature = "metrics")]
         self.metrics.entered(DriverState::from_code(row.word));
         let slot = self.push_row(cell, row);
-        drivers.insert(id, Place { cell, slot });
+        let (slot, lines) = slot;
+        drivers.insert(id, Place { cell, slot, lines });
         Ok(())
     }
 
     /// Adds a row to `cell`'s bucket; its slot.
-    fn push_row(&self, cell: CellIndex, row: Row) -> usize {
+    fn push_row(&self, cell: CellIndex, row: Row) -> (usize, Lines) {
         {
             let mut cells = self.cell_shard(cell).write();
             if let Some(bucket) = cells.get_mut(&cell) {
-                return bucket.push(row);
+                let slot = bucket.push(row);
+                return (slot, Lines::of(bucket, slot));
             }
         }
         // A new bucket's shapes come from H3, outside the cell lock (the slow part); if
         // another update made the bucket meanwhile, this one is dropped.
         let new = Bucket::new(cell);
         let mut cells = self.cell_shard(cell).write();
-        cells
-            .entry(cell)
-            .or_insert_with(|| {
-                self.occupied.fetch_add(1, Ordering::Relaxed);
-                new
-            })
-            .push(row)
+        let bucket = cells.entry(cell).or_insert_with(|| {
+            self.occupied.fetch_add(1, Ordering::Relaxed);
+            new
+        });
+        let slot = bucket.push(row);
+        (slot, Lines::of(bucket, slot))
     }
 
     fn take_row(&self, place: Place, id: DriverId) -> Row {
@@ -808,13 +848,16 @@ impl<C: Clock> Index<C> {
         let now = self.now();
         let unit = point.unit();
         let mut drivers = self.driver_shard(id).write();
-        let place = drivers.get_mut(&id).ok_or(Error::UnknownDriver(id))?;
+        let place = drivers.get_mut(id).ok_or(Error::UnknownDriver(id))?;
+        place.lines.prefetch();
         let across = {
             let mut cells = self.cell_shard(place.cell).write();
             let bucket = cells
                 .get_mut(&place.cell)
                 .expect("the driver table names a bucket that holds the driver");
+            bucket.prefetch_writes(place.slot);
             place.slot = bucket.slot_of(id, place.slot);
+            place.lines = Lines::of(bucket, place.slot);
             if bucket.geometry.surely_contains(&unit) {
                 bucket.set_position(place.slot, point, unit, now);
                 return Ok(());
@@ -834,6 +877,7 @@ impl<C: Clock> Index<C> {
                 .get_mut(&new_cell)
                 .expect("the driver table names a bucket that holds the driver");
             place.slot = bucket.slot_of(id, place.slot);
+            place.lines = Lines::of(bucket, place.slot);
             bucket.set_position(place.slot, point, unit, now);
             return Ok(());
         }
@@ -842,9 +886,11 @@ impl<C: Clock> Index<C> {
         let mut row = self.take_row(*place, id);
         row.point = point;
         row.seen = now;
+        let (slot, lines) = self.push_row(new_cell, row);
         *place = Place {
             cell: new_cell,
-            slot: self.push_row(new_cell, row),
+            slot,
+            lines,
         };
         Ok(())
     }
@@ -939,7 +985,7 @@ impl<C: Clock> Index<C> {
         keep: impl FnOnce(u64) -> bool,
     ) -> Result<Option<DriverRecord>, Error> {
         let mut drivers = self.driver_shard(id).write();
-        let place = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        let place = *drivers.get(id).ok_or(Error::UnknownDriver(id))?;
         let seen = {
             let cells = self.cell_shard(place.cell).read();
             let bucket = cells
@@ -950,7 +996,7 @@ impl<C: Clock> Index<C> {
         if keep(seen) {
             return Ok(None);
         }
-        drivers.remove(&id);
+        drivers.remove(id);
         let row = self.take_row(place, id);
         // Still under the driver's lock, so a later insert of this id reads the raised floor.
         self.version_floor
@@ -971,7 +1017,7 @@ impl<C: Clock> Index<C> {
     /// Runs `f` on the driver's bucket and slot, under read locks of its driver and cell.
     fn with_slot<R>(&self, id: DriverId, f: impl FnOnce(&Bucket, usize) -> R) -> Result<R, Error> {
         let drivers = self.driver_shard(id).read();
-        let place = *drivers.get(&id).ok_or(Error::UnknownDriver(id))?;
+        let place = *drivers.get(id).ok_or(Error::UnknownDriver(id))?;
         let cells = self.cell_shard(place.cell).read();
         let bucket = cells
             .get(&place.cell)
@@ -1032,7 +1078,7 @@ impl<C: Clock> Index<C> {
             places.extend(
                 drivers
                     .iter()
-                    .map(|(&id, &place)| (self.cell_shard_index(place.cell), id, place)),
+                    .map(|(id, &place)| (self.cell_shard_index(place.cell), id, place)),
             );
             // Grouped by part of the cell table, so each part's lock is taken once.
             places.sort_unstable_by_key(|&(part, ..)| part);
@@ -1834,12 +1880,22 @@ mod tests {
             assert_eq!(nearest, Some(cell));
             assert!(index.surely_in(cell, &unit));
             index.update(DriverId(1), crossed).unwrap();
-            let place = index.driver_shard(DriverId(1)).read()[&DriverId(1)];
+            let place = index
+                .driver_shard(DriverId(1))
+                .read()
+                .get(DriverId(1))
+                .copied()
+                .unwrap();
             assert_eq!(place.cell, cell);
             assert_eq!(index.driver(DriverId(1)).unwrap().point, crossed);
             index.update(DriverId(1), home).unwrap();
             assert_eq!(
-                index.driver_shard(DriverId(1)).read()[&DriverId(1)].cell,
+                index
+                    .driver_shard(DriverId(1))
+                    .read()
+                    .get(DriverId(1))
+                    .unwrap()
+                    .cell,
                 origin
             );
         }

@@ -47,6 +47,7 @@
 
 mod best;
 mod driver;
+mod driver_table;
 mod drivers;
 mod error;
 mod geo;
