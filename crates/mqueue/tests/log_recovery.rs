@@ -549,6 +549,43 @@ fn retention_by_size_drops_whole_old_segments() {
     assert_eq!(kept, expected(stats.first_offset..200));
 }
 
+/// Retention is housekeeping: a segment that cannot be deleted now stays until the next roll
+/// or `enforce_retention` (which reports why), and the append whose roll ran it still goes in.
+#[test]
+fn an_append_whose_roll_cannot_delete_an_old_segment_goes_in_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 300,
+        retention: Retention {
+            max_bytes: Some(1000),
+            max_age: None,
+        },
+        ..LogOptions::default()
+    };
+    let disk = FailingDirSyncs::default();
+    let log = Log::open_with(dir.path(), options, ManualClock::new(), disk.clone()).unwrap();
+    let mut appended = 0;
+    while log.stats().first_offset == 0 {
+        log.append(&payload(appended)).unwrap();
+        appended += 1;
+    }
+    disk.set_failing_removes(true);
+    let held = log.stats().first_offset;
+    for _ in 0..100 {
+        let offset = log.append(&payload(appended));
+        assert_eq!(offset.ok(), Some(appended), "append {appended}");
+        appended += 1;
+    }
+    assert_eq!(log.stats().first_offset, held, "nothing was deleted");
+    assert!(matches!(log.enforce_retention(), Err(Error::Io { .. })));
+    disk.set_failing_removes(false);
+    assert!(log.enforce_retention().unwrap() > 0);
+    let stats = log.stats();
+    assert!(stats.allocated_bytes <= 1000 + 300, "{stats:?}");
+    assert_eq!(stats.depth, appended - stats.first_offset);
+    assert_eq!(all(&log), expected(stats.first_offset..appended));
+}
+
 #[test]
 fn retention_by_age_follows_the_clock() {
     let dir = tempfile::tempdir().unwrap();

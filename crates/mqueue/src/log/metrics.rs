@@ -6,6 +6,7 @@
 //! | `infra_mqueue_log_appended_bytes_total` | counter (bytes) | `log` | bytes written for them, framing included |
 //! | `infra_mqueue_log_fsyncs_total` | counter | `log` | fsyncs of segment files (shared by a group commit) |
 //! | `infra_mqueue_log_depth` | gauge | `log` | records kept (`next_offset - first_offset`) |
+//! | `infra_mqueue_log_retention_failures_total` | counter | `log` | segment rolls whose retention failed (a segment could not be deleted; it stays for the next) |
 //!
 //! `log` is the name given with [`Log::with_metrics_name`](super::Log::with_metrics_name)
 //! (streams use their topic's name), `default` otherwise.
@@ -20,6 +21,8 @@ pub(crate) const APPENDED_BYTES: &str = "infra_mqueue_log_appended_bytes_total";
 pub(crate) const FSYNCS: &str = "infra_mqueue_log_fsyncs_total";
 /// Records kept.
 pub(crate) const DEPTH: &str = "infra_mqueue_log_depth";
+/// Rolls whose retention failed.
+pub(crate) const RETENTION_FAILURES: &str = "infra_mqueue_log_retention_failures_total";
 /// The label naming the log.
 pub(crate) const LOG_LABEL: &str = "log";
 
@@ -30,6 +33,7 @@ pub(crate) struct LogMetrics {
     bytes: Counter,
     fsyncs: Counter,
     depth: Gauge,
+    retention_failures: Counter,
 }
 
 impl LogMetrics {
@@ -42,12 +46,18 @@ impl LogMetrics {
         );
         metrics::describe_counter!(FSYNCS, Unit::Count, "fsyncs of the log's segment files.");
         metrics::describe_gauge!(DEPTH, Unit::Count, "Records the log keeps.");
+        metrics::describe_counter!(
+            RETENTION_FAILURES,
+            Unit::Count,
+            "Segment rolls whose retention could not delete a segment."
+        );
         let label = [(LOG_LABEL, name.to_owned())];
         Self {
             appends: metrics::counter!(APPENDS, &label),
             bytes: metrics::counter!(APPENDED_BYTES, &label),
             fsyncs: metrics::counter!(FSYNCS, &label),
             depth: metrics::gauge!(DEPTH, &label),
+            retention_failures: metrics::counter!(RETENTION_FAILURES, &label),
         }
     }
 
@@ -60,6 +70,10 @@ impl LogMetrics {
 
     pub(crate) fn fsynced(&self) {
         self.fsyncs.increment(1);
+    }
+
+    pub(crate) fn retention_failed(&self) {
+        self.retention_failures.increment(1);
     }
 
     pub(crate) fn depth(&self, depth: u64) {

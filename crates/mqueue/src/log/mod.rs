@@ -877,19 +877,24 @@ impl Log {
     pub(crate) fn remove_before(&self, offset: u64) -> Result<usize, Error> {
         let mut inner = self.inner.lock();
         let mut count = 0;
+        let mut outcome = Ok(());
         loop {
             let next_base = inner.sealed.keys().nth(1).copied();
             let end = next_base.unwrap_or(inner.active.base);
             if inner.sealed.is_empty() || end > offset {
                 break;
             }
-            self.files.remove_oldest(&mut inner)?;
+            if let Err(error) = self.files.remove_oldest(&mut inner) {
+                outcome = Err(error);
+                break;
+            }
             count += 1;
         }
+        // Also after a failure: the segments deleted before it are gone.
         if count > 0 {
             self.files.removed(&inner);
         }
-        Ok(count)
+        outcome.map(|()| count)
     }
 }
 

@@ -30,6 +30,12 @@ impl Files {
     /// new one at the next offset (created, its header synced, then the directory synced),
     /// then applies retention at the wall-clock time `now_millis`.
     ///
+    /// Retention's own failure (a segment that cannot be deleted, a directory sync after a
+    /// deletion that failed) does not fail the roll: the append that rolled needs none of it,
+    /// and the segments it could not delete stay for the next roll or
+    /// [`Log::enforce_retention`](super::Log::enforce_retention), which reports the error.
+    /// It is counted in the metrics.
+    ///
     /// The order is what a power loss needs: the new segment's name must not reach the disk
     /// before the finished segment's last records, or a reopen would find the new segment's
     /// base past the records the old one kept, and refuse the log as corrupt.
@@ -54,13 +60,17 @@ impl Files {
         inner.allocated += segment.allocated;
         let sealed = std::mem::replace(&mut inner.active, segment);
         inner.sealed.insert(sealed.base, sealed);
-        self.retain(inner, now_millis)
+        if self.retain(inner, now_millis).is_err() {
+            self.count_retention_failure();
+        }
+        Ok(())
     }
 
     /// Deletes the oldest segments the retention rule no longer keeps at `now_millis`.
     pub(super) fn retain(&self, inner: &mut Inner, now_millis: u64) -> Result<(), Error> {
         let Retention { max_bytes, max_age } = self.retention;
         let mut removed = false;
+        let mut outcome = Ok(());
         while !inner.sealed.is_empty() {
             // The segment after the oldest was started once the oldest's last record was in.
             let next_started = inner.sealed.values().nth(1).unwrap_or(&inner.active);
@@ -72,13 +82,17 @@ impl Files {
             if !over_size && !too_old {
                 break;
             }
-            self.remove_oldest(inner)?;
+            if let Err(error) = self.remove_oldest(inner) {
+                outcome = Err(error);
+                break;
+            }
             removed = true;
         }
+        // Also after a failure: the segments deleted before it are gone.
         if removed {
             self.removed(inner);
         }
-        Ok(())
+        outcome
     }
 
     /// Deletes the oldest sealed segment, which the caller has checked exists, and makes the
@@ -125,5 +139,10 @@ impl Files {
     pub(super) fn count_fsync(&self) {
         #[cfg(feature = "metrics")]
         self.metrics.fsynced();
+    }
+
+    fn count_retention_failure(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.retention_failed();
     }
 }

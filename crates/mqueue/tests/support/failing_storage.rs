@@ -1,5 +1,5 @@
-//! A file layer (the real file system unless told otherwise) whose directory syncs fail on
-//! demand, as on a disk that is dying.
+//! A file layer (the real file system unless told otherwise) whose directory syncs or file
+//! removals fail on demand, as on a disk that is dying.
 #![allow(
     dead_code,
     reason = "each test file that includes this uses a part of it"
@@ -10,15 +10,17 @@ use std::io;
 use std::path::Path;
 
 use infra_common::sync::Arc;
-use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use infra_mqueue::log::{FileStorage, Storage, StorageFile};
 
-/// A file layer whose directory syncs fail while `failing`, or from the next rename on.
+/// A file layer whose directory syncs fail while `failing`, or from the next rename on, and
+/// whose removals fail once `removals_left` is used up.
 #[derive(Debug, Clone)]
 pub(crate) struct FailingDirSyncs {
     inner: Arc<Box<dyn Storage>>,
     failing: Arc<AtomicBool>,
     after_next_rename: Arc<AtomicBool>,
+    removals_left: Arc<AtomicUsize>,
 }
 
 impl Default for FailingDirSyncs {
@@ -34,12 +36,24 @@ impl FailingDirSyncs {
             inner: Arc::new(Box::new(inner)),
             failing: Arc::default(),
             after_next_rename: Arc::default(),
+            removals_left: Arc::new(AtomicUsize::new(usize::MAX)),
         }
     }
 
     /// Every directory sync fails while `failing` is set.
     pub(crate) fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Every removal of a file fails while `failing` is set (a file the system will not let go
+    /// of, a permission taken away).
+    pub(crate) fn set_failing_removes(&self, failing: bool) {
+        self.fail_removes_after(if failing { 0 } else { usize::MAX });
+    }
+
+    /// The next `count` removals succeed, every later one fails.
+    pub(crate) fn fail_removes_after(&self, count: usize) {
+        self.removals_left.store(count, Ordering::SeqCst);
     }
 
     /// Every directory sync fails once the next rename has been made.
@@ -62,6 +76,15 @@ impl Storage for FailingDirSyncs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
+        let allowed = self
+            .removals_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+                    .map(|fewer| if left == usize::MAX { left } else { fewer })
+            });
+        if allowed.is_err() {
+            return Err(io::Error::other("remove failed"));
+        }
         self.inner.remove(path)
     }
 
