@@ -19,7 +19,7 @@ use infra_common::ManualClock;
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, thread};
 use infra_mqueue::Error;
-use infra_mqueue::log::{FsyncPolicy, Log, LogOptions, SimulatedStorage};
+use infra_mqueue::log::{FsyncPolicy, Log, LogOptions, SimulatedStorage, Storage};
 use infra_mqueue::stream::{Stream, StreamOptions};
 
 #[path = "support/dying_disk.rs"]
@@ -599,4 +599,70 @@ async fn a_log_dropped_during_an_async_roll_lets_go_of_its_directory_once_the_ro
         records,
         [vec![1; 20], vec![2; 20], vec![3; 20], b"after".to_vec()]
     );
+}
+
+/// The last handle of a log dropped on the blocking pool's only thread, while an async
+/// append's roll waits in the pool's queue behind that very thread: the drop runs the roll
+/// itself rather than wait for a thread that cannot come, and the log opens again with the
+/// roll's new segment.
+#[test]
+fn a_log_dropped_on_the_pools_only_thread_runs_the_roll_queued_behind_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let disk = SimulatedStorage::new();
+    let log = Arc::new(
+        Log::open_with(
+            Path::new(DIR),
+            small_segments(),
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap(),
+    );
+    // 40 bytes of header and three records of 32 bytes: a fourth one needs a roll.
+    for fill in [[1u8; 20], [2; 20], [3; 20]] {
+        log.append(&fill).unwrap();
+    }
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let (dropped, done) = tokio::sync::oneshot::channel::<()>();
+    runtime.block_on(async {
+        // The pool's only thread waits for the signal, then drops the last handle.
+        let last = Arc::clone(&log);
+        drop(tokio::task::spawn_blocking(move || {
+            wait.blocking_recv().unwrap();
+            drop(last);
+            dropped.send(()).unwrap();
+        }));
+        let mut append = pin!(log.append_async(&[4; 20]));
+        assert!(
+            poll_once(append.as_mut()).await.is_pending(),
+            "the append waits for its roll, queued behind the pool's only thread"
+        );
+    });
+    drop(log);
+    go.send(()).unwrap();
+    let outcome = runtime.block_on(async { tokio::time::timeout(HUNG, done).await });
+    // A drop that waited would keep the pool's thread forever: let the runtime go without it.
+    runtime.shutdown_background();
+    assert!(
+        outcome.is_ok_and(|dropped| dropped.is_ok()),
+        "the drop waited for a roll that could not start"
+    );
+    let segments = disk.list(Path::new(DIR)).unwrap();
+    let segments = segments
+        .iter()
+        .filter(|name| name.ends_with(".seg"))
+        .count();
+    assert_eq!(segments, 2, "the roll's new segment was made");
+    let records: Vec<Vec<u8>> = open(&disk)
+        .read(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.payload)
+        .collect();
+    assert_eq!(records, [vec![1; 20], vec![2; 20], vec![3; 20]]);
 }

@@ -263,6 +263,7 @@ mod pool_work {
 
     use std::path::Path;
 
+    use infra_common::sync::atomic::{AtomicUsize, Ordering};
     use infra_common::sync::{Arc, model, thread};
     use infra_mqueue::log::{PoolWork, SimulatedStorage, Storage};
 
@@ -301,6 +302,49 @@ mod pool_work {
     #[test]
     fn the_directory_is_free_once_the_drop_waited_for_two_pieces_of_work() {
         pool_jobs(2);
+    }
+
+    /// One piece of work handed over (`PoolWork::hand_over`), raced for by a pool thread and
+    /// the drop's wait, or never started by the pool (the drop runs on its only thread): it
+    /// runs exactly once, and once the wait returned the directory is free. Without the wait
+    /// running the work nobody started, the model of the pool that never comes fails (the
+    /// wait sleeps forever).
+    fn handed_over(pool_comes: bool) {
+        model(move || {
+            let disk = SimulatedStorage::new();
+            let lock = Arc::new(disk.lock_dir(Path::new(DIR)).unwrap().unwrap());
+            let work = PoolWork::default();
+            let held = (Arc::clone(&lock), work.start());
+            let runs = Arc::new(AtomicUsize::new(0));
+            let handover = work.hand_over({
+                let runs = Arc::clone(&runs);
+                move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    drop(held);
+                }
+            });
+            let pool = pool_comes.then(|| thread::spawn(move || handover.run()));
+            work.wait_idle();
+            drop(lock);
+            assert!(
+                disk.lock_dir(Path::new(DIR)).unwrap().is_some(),
+                "the directory was still held once the drop's wait returned"
+            );
+            if let Some(pool) = pool {
+                pool.join().unwrap();
+            }
+            assert_eq!(runs.load(Ordering::SeqCst), 1, "the work ran once");
+        });
+    }
+
+    #[test]
+    fn handed_over_work_runs_once_whichever_thread_takes_it() {
+        handed_over(true);
+    }
+
+    #[test]
+    fn handed_over_work_the_pool_never_starts_is_run_by_the_drop() {
+        handed_over(false);
     }
 }
 

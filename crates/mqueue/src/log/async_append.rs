@@ -258,10 +258,7 @@ impl Log {
     /// shut down before the pool ran it, or outside a runtime).
     pub(crate) async fn roll_async(&self, roll: RollFirst) -> Result<(), Error> {
         let job = self.roll_job(roll);
-        match on_blocking_pool(move || job.run()).await {
-            Some(rolled) => rolled,
-            None => self.roll_job(roll).run(),
-        }
+        on_blocking_pool(&self.rolls, move || job.run()).await
     }
 
     /// Returns once every record below `end` is durable, sharing fsyncs with every other

@@ -94,7 +94,7 @@ use infra_common::{Clock, SystemClock};
 #[doc(hidden)]
 pub use commit::{AsyncWaiter, GroupCommit, SyncLeader};
 #[doc(hidden)]
-pub use pool_work::{PoolJob, PoolWork};
+pub use pool_work::{Handover, PoolJob, PoolWork};
 pub use storage::{FileStorage, SimulatedStorage, Storage, StorageFile};
 pub(crate) use storage::{create_dir_durably, sync_parent};
 

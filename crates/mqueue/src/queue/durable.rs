@@ -581,16 +581,7 @@ impl Durable {
                 log: Arc::clone(&log),
                 durable: PoolShare::new(durable),
             };
-            match crate::blocking::on_blocking_pool(move || job.run()).await {
-                Some(rolled) => rolled?,
-                // The runtime shut down before the pool ran it: this thread does.
-                None => JournalRoll {
-                    job: log.roll_job(roll),
-                    log,
-                    durable: PoolShare::new(durable),
-                }
-                .run()?,
-            }
+            crate::blocking::on_blocking_pool(&durable.pool_work, move || job.run()).await?;
         }
     }
 
@@ -623,6 +614,12 @@ impl Durable {
     #[cfg(feature = "tokio")]
     pub(super) fn wait_for_pool_work(&self) {
         self.pool_work.wait_idle();
+    }
+
+    /// The work handed to tokio's blocking pool, for [`on_blocking_pool`](crate::blocking::on_blocking_pool).
+    #[cfg(feature = "tokio")]
+    pub(super) fn pool_work(&self) -> &PoolWork {
+        &self.pool_work
     }
 
     /// Whether a compaction's directory sync failed after it renamed the pointer, so the

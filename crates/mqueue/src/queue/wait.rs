@@ -271,12 +271,10 @@ impl WorkQueue {
         entries: &[journal::Entry],
     ) -> Result<(), Error> {
         if durable.pointer_unsynced() {
-            let durable = PoolShare::new(durable);
-            // If another compaction fails the same way before the write, or this sync never
-            // ran (the runtime shut down first), the write syncs the directory itself.
-            if let Some(synced) = on_blocking_pool(move || durable.sync_pointer()).await {
-                synced?;
-            }
+            let share = PoolShare::new(durable);
+            // If another compaction fails the same way before the write, the write syncs the
+            // directory itself.
+            on_blocking_pool(durable.pool_work(), move || share.sync_pointer()).await?;
         }
         // A receive's deliveries leave `unjournaled` as their records are written, part by
         // part if a roll splits them: a receive dropped in between withdraws those only.
@@ -305,7 +303,7 @@ impl WorkQueue {
         let Some(compaction) = Durable::begin_compaction(durable, || self.checkpoint()) else {
             return;
         };
-        on_blocking_pool(move || drop(compaction.finish())).await;
+        on_blocking_pool(durable.pool_work(), move || drop(compaction.finish())).await;
     }
 
     /// Runs `attempt` until it finds something, sleeping between attempts on the tokio
