@@ -8,7 +8,11 @@
 //!
 //! Deletion shifts later entries of the probe sequence back (Knuth's Algorithm R), so the
 //! table keeps no tombstones and a lookup never probes past entries that are gone. The table
-//! grows at three quarters full and never shrinks, like `HashMap`.
+//! doubles when an insert would make it more than three quarters full and halves when a
+//! removal leaves it less than an eighth full (down to [`MIN_CAPACITY`] places): a fleet that
+//! shrinks, at night or after `Index::remove_idle`, gives its places back. A doubled table is
+//! just over three eighths full and a halved one just under a quarter, so many inserts or
+//! removals come before the next rebuild, and its cost is spread over them.
 
 use std::hash::BuildHasher;
 
@@ -41,6 +45,12 @@ impl<V: Copy, S: BuildHasher> DriverTable<V, S> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many places the table has, which its memory follows.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.places.len()
     }
 
     /// Where `id`'s probe sequence starts; the table must not be empty.
@@ -104,10 +114,18 @@ impl<V: Copy, S: BuildHasher> DriverTable<V, S> {
         self.places[at] = Some((id, value));
     }
 
-    /// Doubles the places (to [`MIN_CAPACITY`] from none) and puts every entry in again.
+    /// Doubles the places (to [`MIN_CAPACITY`] from none).
     fn grow(&mut self) {
-        let capacity = (self.places.len() * 2).max(MIN_CAPACITY);
+        self.rebuild((self.places.len() * 2).max(MIN_CAPACITY));
+    }
+
+    /// Puts every entry in again, in `capacity` places (a power of two that leaves the table
+    /// at most three quarters full).
+    fn rebuild(&mut self, capacity: usize) {
         let old = std::mem::replace(&mut self.places, vec![None; capacity].into_boxed_slice());
+        // The entries come in the order of the old places. Into half as many, the homes of
+        // the old table's two halves coincide, which could make long runs in a table filled
+        // close to full; a halved table is at most a quarter full.
         for (id, value) in old.into_iter().flatten() {
             self.place(id, value);
         }
@@ -115,17 +133,25 @@ impl<V: Copy, S: BuildHasher> DriverTable<V, S> {
 
     /// Takes `id` out; its value, if it was in.
     pub(crate) fn remove(&mut self, id: DriverId) -> Option<V> {
-        let mut hole = self.find(id)?;
+        let hole = self.find(id)?;
         let (_, value) = self.places[hole].take()?;
         self.len -= 1;
-        // Close the hole: an entry after it whose probe sequence passes the hole moves into
-        // it, which opens a hole where it was, until an empty place ends the run.
+        self.close(hole);
+        if self.len * 8 < self.places.len() && self.places.len() > MIN_CAPACITY {
+            self.rebuild(self.places.len() / 2);
+        }
+        Some(value)
+    }
+
+    /// Closes the hole a removal left: an entry after it whose probe sequence passes the hole
+    /// moves into it, which opens a hole where it was, until an empty place ends the run.
+    fn close(&mut self, mut hole: usize) {
         let mask = self.places.len() - 1;
         let mut at = hole;
         loop {
             at = (at + 1) & mask;
             let Some((held, _)) = self.places[at] else {
-                return Some(value);
+                return;
             };
             // The entry may stay if its home lies after the hole and no later than it (all
             // cyclically): its probe sequence does not pass the hole.
@@ -181,16 +207,23 @@ mod tests {
         Change(u64, u32),
     }
 
-    fn ops() -> impl Strategy<Value = Vec<Op>> {
-        // Few ids, so operations meet the same ones again.
+    /// Operations on few ids, so they meet the same ones again: of every `3 + removals`, on
+    /// average, one insert, one lookup, one change and `removals` removals.
+    fn ops(removals: u8) -> impl Strategy<Value = Vec<Op>> {
         let id = 0..40_u64;
-        let op = (0..4_u8, id, any::<u32>()).prop_map(|(kind, id, value)| match kind {
+        let op = (0..3 + removals, id, any::<u32>()).prop_map(|(kind, id, value)| match kind {
             0 => Op::Insert(id, value),
-            1 => Op::Remove(id),
-            2 => Op::Get(id),
-            _ => Op::Change(id, value),
+            1 => Op::Get(id),
+            2 => Op::Change(id, value),
+            _ => Op::Remove(id),
         });
         proptest::collection::vec(op, 0..300)
+    }
+
+    /// Every id inserted, then mostly removals: the table grows to its largest and halves
+    /// again and again on the way down.
+    fn filled_then_drained() -> impl Strategy<Value = Vec<Op>> {
+        ops(6).prop_map(|ops| (0..40).map(|id| Op::Insert(id, 0)).chain(ops).collect())
     }
 
     /// Runs `ops` on the table and on `HashMap`, which must agree after each.
@@ -217,6 +250,12 @@ mod tests {
             }
             assert_eq!(table.len(), model.len());
             assert_eq!(table.is_empty(), model.is_empty());
+            assert!(
+                table.places.len() <= MIN_CAPACITY.max(8 * table.len()),
+                "{} places for {} entries",
+                table.places.len(),
+                table.len()
+            );
         }
         let mut listed: Vec<(u64, u32)> = table.iter().map(|(id, &value)| (id.0, value)).collect();
         let mut expected: Vec<(u64, u32)> = model.into_iter().collect();
@@ -225,14 +264,50 @@ mod tests {
         assert_eq!(listed, expected);
     }
 
+    /// A table gives back its places as its entries leave, down to the fewest, and finds the
+    /// entries that stay.
+    #[test]
+    fn a_table_gives_back_its_places_as_entries_leave() {
+        let mut table = DriverTable::with_hasher(RandomState::new());
+        for id in 0..10_000_u32 {
+            table.insert(DriverId(u64::from(id)), id);
+        }
+        assert_eq!(table.places.len(), 16_384);
+        for id in 10..10_000_u32 {
+            assert_eq!(table.remove(DriverId(u64::from(id))), Some(id));
+        }
+        assert!(
+            table.places.len() <= 80,
+            "{} places for 10",
+            table.places.len()
+        );
+        for id in 0..10_u32 {
+            assert_eq!(table.get(DriverId(u64::from(id))), Some(&id));
+            assert_eq!(table.remove(DriverId(u64::from(id))), Some(id));
+        }
+        assert_eq!(table.places.len(), MIN_CAPACITY);
+        assert!(table.is_empty());
+    }
+
     proptest! {
         #[test]
-        fn a_table_agrees_with_a_hash_map(ops in ops()) {
+        fn a_table_agrees_with_a_hash_map(ops in ops(1)) {
             agrees_with_a_hash_map(DriverTable::with_hasher(RandomState::new()), &ops);
         }
 
         #[test]
-        fn a_table_of_colliding_ids_agrees_with_a_hash_map(ops in ops()) {
+        fn a_table_of_colliding_ids_agrees_with_a_hash_map(ops in ops(1)) {
+            let hasher = BuildHasherDefault::<Clumping>::default();
+            agrees_with_a_hash_map(DriverTable::with_hasher(hasher), &ops);
+        }
+
+        #[test]
+        fn a_draining_table_agrees_with_a_hash_map(ops in filled_then_drained()) {
+            agrees_with_a_hash_map(DriverTable::with_hasher(RandomState::new()), &ops);
+        }
+
+        #[test]
+        fn a_draining_table_of_colliding_ids_agrees_with_a_hash_map(ops in filled_then_drained()) {
             let hasher = BuildHasherDefault::<Clumping>::default();
             agrees_with_a_hash_map(DriverTable::with_hasher(hasher), &ops);
         }

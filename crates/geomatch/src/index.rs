@@ -932,7 +932,9 @@ impl<C: Clock> Index<C> {
     /// Takes out every driver not heard from (inserted, restored or updated) for `idle` or
     /// longer, whatever its state, and returns what each held (as [`Index::remove`] does), so
     /// a fleet can hand the records elsewhere or drop them. Stale drivers are already left
-    /// out of queries; this reclaims their memory and the time scans spend passing over them.
+    /// out of queries; this drops the buckets they leave empty, gives back the driver table's
+    /// places as it empties, and saves the time scans spend passing over them. A bucket that
+    /// keeps drivers keeps the capacity of its arrays, and the cell table keeps its own.
     ///
     /// One pass over the cell table, one part at a time under its read lock; each removal
     /// then checks the driver again under its own lock, so a driver that reported meanwhile
@@ -1877,6 +1879,31 @@ mod tests {
         // Four a part on average; a keyed hash puts more than 32 in one part with odds
         // below 1e-16.
         assert!(fullest <= 32, "{fullest} of 1,024 drivers in one part");
+    }
+
+    /// `remove_idle` gives back what the drivers it takes out held: the buckets they leave
+    /// empty, and the driver table's places, down to the fewest.
+    #[test]
+    fn remove_idle_gives_back_the_buckets_and_places_of_the_drivers_it_takes() {
+        let clock = infra_common::ManualClock::new();
+        let index = Index::with_clock(Config::default().shards(1), clock.clone()).unwrap();
+        let at = |i: u32| {
+            let (row, column) = (f64::from(i / 50), f64::from(i % 50));
+            Point::new(48.85 + 0.001 * row, 2.35 + 0.0015 * column).unwrap()
+        };
+        for i in 0..2_000u32 {
+            index
+                .insert(DriverId(u64::from(i)), at(i), DriverProfile::default())
+                .unwrap();
+        }
+        assert!(index.drivers[0].read().capacity() >= 2_048);
+        clock.advance(Duration::from_secs(600));
+        index.update(DriverId(0), at(0)).unwrap();
+        assert_eq!(index.remove_idle(Duration::from_secs(300)).len(), 1_999);
+        assert_eq!(index.cells[0].read().len(), 1);
+        assert_eq!(index.occupied.load(Ordering::Relaxed), 1);
+        assert_eq!(index.drivers[0].read().capacity(), 8);
+        assert_eq!(index.driver(DriverId(0)).unwrap().point, at(0));
     }
 
     /// A driver that crosses an edge is placed in the neighbour across it from that
