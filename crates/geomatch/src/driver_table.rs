@@ -3,8 +3,7 @@
 //! An update's first step is finding its driver among a million, in a table far larger than
 //! the caches. `HashMap` (hashbrown) reads a group of control bytes and then the entry, two
 //! cache lines in different places, each a miss; here a lookup starts at the entry's own
-//! place and reads the next entries after it, usually in the same or the next line (which
-//! the hardware fetches with it).
+//! place and reads the next entries after it, usually in the same line or the next.
 //!
 //! Deletion shifts later entries of the probe sequence back (Knuth's Algorithm R), so the
 //! table keeps no tombstones and a lookup never probes past entries that are gone. The table

@@ -403,12 +403,13 @@ struct Place {
     lines: Lines,
 }
 
-/// Where a driver's bucket and its detail row were in memory when the driver was last
-/// inserted or moved: an update asks for both lines as soon as it has read the driver's
-/// place, so their misses overlap instead of following one another (the cell table's lookup
-/// finds the bucket, the bucket the row). Addresses only, never dereferenced: a bucket the
-/// cell table moved (it grew) or a row another driver's departure moved costs a useless
-/// fetch, nothing else.
+/// Where a driver's bucket and its detail row were in memory when the driver last entered the
+/// index or was updated: an update asks for the bucket's first line and the row's as soon as
+/// it has read the driver's place, so their misses overlap instead of following one another
+/// (the cell table's lookup finds the bucket, the bucket the row). Addresses only, never
+/// dereferenced: a bucket the cell table moved (it grew) or dropped, or a row that moved since
+/// (it took the slot of a driver that left, or an arrival grew the bucket's arrays), costs a
+/// useless fetch, nothing else.
 #[derive(Clone, Copy, Debug)]
 struct Lines {
     bucket: usize,
@@ -424,7 +425,9 @@ impl Lines {
         }
     }
 
-    /// Asks for the bucket's first line (the array headers an update reads) and the row's.
+    /// Asks for the line the bucket starts in (the coarse array's header and the frame; the
+    /// other headers and the geometry an update reads lie in the next lines, not asked for)
+    /// and the row's.
     #[inline]
     fn prefetch(self) {
         prefetch::read(std::ptr::without_provenance::<Bucket>(self.bucket));
