@@ -441,6 +441,14 @@ fn next_word(word: u64, state: DriverState) -> u64 {
 }
 
 type DriverShard = RwLock<DriverTable<Place>>;
+
+/// The keys of the hash that picks a driver's part of the driver table: random per index.
+#[cfg(not(infra_loom))]
+type PartKeys = RandomState;
+/// Fixed under loom: a model replays its interleavings, each of which must take the same locks
+/// in the same order, so a driver must be in the same part in every run.
+#[cfg(infra_loom)]
+type PartKeys = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
 type CellShard = RwLock<HashMap<CellIndex, Bucket, RandomState>>;
 type CellShardGuard<'a> = RwLockReadGuard<'a, HashMap<CellIndex, Bucket, RandomState>>;
 
@@ -500,7 +508,7 @@ pub struct Index<C = SystemClock> {
     clock: C,
     /// Keys the hash that picks a driver's part of the driver table: ids may come from users,
     /// who must not be able to choose many that share a part (and its lock).
-    driver_parts: RandomState,
+    driver_parts: PartKeys,
     drivers: Box<[DriverShard]>,
     cells: Box<[CellShard]>,
     /// Buckets that hold at least one driver; decides when scanning every bucket is cheaper
@@ -601,7 +609,7 @@ impl<C: Clock> Index<C> {
             version_floor: AtomicU64::new(0),
             staleness_nanos: duration_to_nanos(config.staleness),
             clock,
-            driver_parts: RandomState::new(),
+            driver_parts: PartKeys::default(),
             drivers: (0..config.shards)
                 .map(|_| RwLock::new(DriverTable::with_hasher(RandomState::new())))
                 .collect(),
