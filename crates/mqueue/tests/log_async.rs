@@ -64,6 +64,12 @@ fn open_gated_with(
     (log, gate)
 }
 
+/// The payloads a log opened again on `disk` holds, in order.
+fn payloads_after_reopen(disk: &SimulatedStorage) -> Vec<Vec<u8>> {
+    let records = open(disk).read(0, usize::MAX).unwrap();
+    records.into_iter().map(|record| record.payload).collect()
+}
+
 /// Polls `future` once, with this task's waker, so the wake-up it registers is this task's.
 async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
     poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx))).await
@@ -589,12 +595,7 @@ async fn a_log_dropped_during_an_async_roll_lets_go_of_its_directory_once_the_ro
     assert_eq!(restart.join().unwrap(), 3);
     // The roll's two file syncs (the finished segment's, the new header's) have passed.
     gate.wait_until(|_, passed| passed >= 2);
-    let records: Vec<Vec<u8>> = open(&disk)
-        .read(0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|record| record.payload)
-        .collect();
+    let records = payloads_after_reopen(&disk);
     assert_eq!(
         records,
         [vec![1; 20], vec![2; 20], vec![3; 20], b"after".to_vec()]
@@ -658,11 +659,6 @@ fn a_log_dropped_on_the_pools_only_thread_runs_the_roll_queued_behind_it() {
         .filter(|name| name.ends_with(".seg"))
         .count();
     assert_eq!(segments, 2, "the roll's new segment was made");
-    let records: Vec<Vec<u8>> = open(&disk)
-        .read(0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|record| record.payload)
-        .collect();
+    let records = payloads_after_reopen(&disk);
     assert_eq!(records, [vec![1; 20], vec![2; 20], vec![3; 20]]);
 }

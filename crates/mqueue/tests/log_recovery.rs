@@ -512,17 +512,22 @@ fn options_and_oversized_records_are_refused_clearly() {
     assert_eq!(log.append(&[7; 10]).unwrap(), 0);
 }
 
-#[test]
-fn retention_by_size_drops_whole_old_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions {
+/// Segments of 300 bytes, and retention by size keeping 1,000 bytes of them.
+fn keep_1000_bytes_in_300_byte_segments() -> LogOptions {
+    LogOptions {
         segment_bytes: 300,
         retention: Retention {
             max_bytes: Some(1000),
             max_age: None,
         },
         ..LogOptions::default()
-    };
+    }
+}
+
+#[test]
+fn retention_by_size_drops_whole_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = keep_1000_bytes_in_300_byte_segments();
     let log = Log::open(dir.path(), options).unwrap();
     for i in 0..200 {
         log.append(&payload(i)).unwrap();
@@ -554,14 +559,7 @@ fn retention_by_size_drops_whole_old_segments() {
 #[test]
 fn an_append_whose_roll_cannot_delete_an_old_segment_goes_in_all_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions {
-        segment_bytes: 300,
-        retention: Retention {
-            max_bytes: Some(1000),
-            max_age: None,
-        },
-        ..LogOptions::default()
-    };
+    let options = keep_1000_bytes_in_300_byte_segments();
     let disk = FailingDirSyncs::default();
     let log = Log::open_with(dir.path(), options, ManualClock::new(), disk.clone()).unwrap();
     let mut appended = 0;
