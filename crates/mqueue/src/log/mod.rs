@@ -867,34 +867,17 @@ impl Log {
     /// [`Error::Io`] when a file cannot be removed or the directory synced.
     pub fn enforce_retention(&self) -> Result<usize, Error> {
         let mut inner = self.inner.lock();
-        let before = inner.segments();
-        self.files.retain(&mut inner, wall_millis(&*self.clock))?;
-        Ok(before - inner.segments())
+        self.files.retain(&mut inner, wall_millis(&*self.clock))
     }
 
     /// Deletes the oldest segments all of whose records are below `offset` (never the newest)
     /// and returns how many went: for an owner that knows it needs none of them again.
     pub(crate) fn remove_before(&self, offset: u64) -> Result<usize, Error> {
         let mut inner = self.inner.lock();
-        let mut count = 0;
-        let mut outcome = Ok(());
-        loop {
+        self.files.remove_oldest_while(&mut inner, |inner| {
             let next_base = inner.sealed.keys().nth(1).copied();
-            let end = next_base.unwrap_or(inner.active.base);
-            if inner.sealed.is_empty() || end > offset {
-                break;
-            }
-            if let Err(error) = self.files.remove_oldest(&mut inner) {
-                outcome = Err(error);
-                break;
-            }
-            count += 1;
-        }
-        // Also after a failure: the segments deleted before it are gone.
-        if count > 0 {
-            self.files.removed(&inner);
-        }
-        outcome.map(|()| count)
+            next_base.unwrap_or(inner.active.base) <= offset
+        })
     }
 }
 

@@ -66,12 +66,11 @@ impl Files {
         Ok(())
     }
 
-    /// Deletes the oldest segments the retention rule no longer keeps at `now_millis`.
-    pub(super) fn retain(&self, inner: &mut Inner, now_millis: u64) -> Result<(), Error> {
+    /// Deletes the oldest segments the retention rule no longer keeps at `now_millis`; how
+    /// many went.
+    pub(super) fn retain(&self, inner: &mut Inner, now_millis: u64) -> Result<usize, Error> {
         let Retention { max_bytes, max_age } = self.retention;
-        let mut removed = false;
-        let mut outcome = Ok(());
-        while !inner.sealed.is_empty() {
+        self.remove_oldest_while(inner, |inner| {
             // The segment after the oldest was started once the oldest's last record was in.
             let next_started = inner.sealed.values().nth(1).unwrap_or(&inner.active);
             let over_size = max_bytes.is_some_and(|max| inner.allocated > max);
@@ -79,20 +78,31 @@ impl Files {
                 let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
                 now_millis.saturating_sub(next_started.created_millis) >= age
             });
-            if !over_size && !too_old {
-                break;
-            }
+            over_size || too_old
+        })
+    }
+
+    /// Deletes sealed segments oldest first, one at a time, while there is one and `due` says
+    /// the oldest should go; how many went. The depth gauge follows what was deleted, also
+    /// when a deletion then fails.
+    pub(super) fn remove_oldest_while(
+        &self,
+        inner: &mut Inner,
+        mut due: impl FnMut(&Inner) -> bool,
+    ) -> Result<usize, Error> {
+        let mut count = 0;
+        let mut outcome = Ok(());
+        while !inner.sealed.is_empty() && due(inner) {
             if let Err(error) = self.remove_oldest(inner) {
                 outcome = Err(error);
                 break;
             }
-            removed = true;
+            count += 1;
         }
-        // Also after a failure: the segments deleted before it are gone.
-        if removed {
+        if count > 0 {
             self.removed(inner);
         }
-        outcome
+        outcome.map(|()| count)
     }
 
     /// Deletes the oldest sealed segment, which the caller has checked exists, and makes the
