@@ -719,16 +719,12 @@ async fn a_read_of_a_redis_that_hangs_counts_against_the_fetch_timeout() {
     );
 }
 
-/// The number of subscribers to the purge channel.
-fn subscribers(server: &RedisServer) -> i64 {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let (_, count): (String, i64) = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(CHANNEL)
-        .query(&mut connection)
-        .unwrap();
-    count
+/// Cuts b's connections to Redis and keeps it from reconnecting until the proxy heals;
+/// returns once Redis counts only a's subscription.
+async fn cut_b_off(proxy: &FaultProxy, server: &RedisServer) {
+    proxy.refuse_new(true);
+    proxy.cut_connections();
+    subscribed(server, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,13 +741,7 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
     };
 
     // b loses Redis, and cannot reconnect for now.
-    proxy.refuse_new(true);
-    proxy.cut_connections();
-    poll("b's subscription to end", || {
-        let gone = subscribers(&server) == 1;
-        async move { gone }
-    })
-    .await;
+    cut_b_off(&proxy, &server).await;
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
 
@@ -785,13 +775,7 @@ async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
     poll_stats("b's write", &b, |s| s.writes == 1).await;
 
     // b loses Redis; a's purge, published meanwhile, never reaches it.
-    proxy.refuse_new(true);
-    proxy.cut_connections();
-    poll("b's subscription to end", || {
-        let gone = subscribers(&server) == 1;
-        async move { gone }
-    })
-    .await;
+    cut_b_off(&proxy, &server).await;
     a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
         .expect("an absolute URI");
     poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
@@ -839,13 +823,7 @@ async fn a_fetch_in_progress_across_a_resubscription_stores_its_answer_stale() {
     b.origin().set_open(false);
     let pending = fetch_held_at_origin(&b).await;
     // ...while b loses its subscription, and a's purge, published meanwhile, never reaches it.
-    proxy.refuse_new(true);
-    proxy.cut_connections();
-    poll("b's subscription to end", || {
-        let gone = subscribers(&server) == 1;
-        async move { gone }
-    })
-    .await;
+    cut_b_off(&proxy, &server).await;
     a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
         .expect("an absolute URI");
     poll_stats("a to publish", &a, |s| s.purges_published == 1).await;

@@ -674,6 +674,19 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
     assert_both_come_back_as_first_attempts(&disk, &batch_options());
 }
 
+/// Checks that a receive was dropped while the gate held `work` (the gate met once, nothing
+/// passed), with `leases` (in flight, unsettled) left, then opens the gate.
+fn receive_dropped_while_held(queue: &WorkQueue, gate: &Gate, work: &str, leases: (usize, usize)) {
+    assert_eq!(
+        gate.counts(),
+        (1, 0),
+        "the receive was dropped while the {work} was held"
+    );
+    let stats = queue.stats();
+    assert_eq!((stats.in_flight, stats.unsettled), leases);
+    gate.set_closed(false);
+}
+
 /// The same batch receive dropped while its journal roll is still held on the blocking pool:
 /// the drop, on the runtime's thread, does not wait for the roll, which holds the journal
 /// log's lock (the withdrawal of the record written before the roll is left to the next
@@ -682,14 +695,7 @@ async fn a_batch_receive_dropped_during_its_journal_roll_is_not_counted_after_a_
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_receive_dropped_while_its_journal_roll_is_held_does_not_wait_for_it() {
     let (disk, queue, gate) = a_batch_receive_dropped_at_its_journal_roll(false).await;
-    assert_eq!(
-        gate.counts(),
-        (1, 0),
-        "the receive was dropped while the roll was held"
-    );
-    let stats = queue.stats();
-    assert_eq!((stats.in_flight, stats.unsettled), (0, 2));
-    gate.set_closed(false);
+    receive_dropped_while_held(&queue, &gate, "roll", (0, 2));
     drop(queue);
     assert_both_come_back_as_first_attempts(&disk, &batch_options());
 }
@@ -1528,14 +1534,7 @@ async fn a_receive_dropped_while_its_compaction_holds_the_journal_does_not_wait_
     }
     gate.reset();
     drop_a_receive_at_its_held_compaction(&queue, &gate).await;
-    assert_eq!(
-        gate.counts(),
-        (1, 0),
-        "the receive was dropped while the compaction was held"
-    );
-    let stats = queue.stats();
-    assert_eq!((stats.in_flight, stats.unsettled), (15, 16));
-    gate.set_closed(false);
+    receive_dropped_while_held(&queue, &gate, "compaction", (15, 16));
     drop(queue);
     assert_eq!(
         journal_generation(&disk),
