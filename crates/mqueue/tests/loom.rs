@@ -308,7 +308,8 @@ mod pool_work {
     /// the drop's wait, or never started by the pool (the drop runs on its only thread): it
     /// runs exactly once, and once the wait returned the directory is free. Without the wait
     /// running the work nobody started, the model of the pool that never comes fails (the
-    /// wait sleeps forever).
+    /// work never runs); without its wait for work a pool thread took, the model of the race
+    /// fails (the directory is still held).
     fn handed_over(pool_comes: bool) {
         model(move || {
             let disk = SimulatedStorage::new();
