@@ -112,17 +112,25 @@ return {0, id}
 
 /// Leases one message of `KEYS[1]` to consumer `ARGV[2]` of group `ARGV[1]`: first one idle
 /// for `ARGV[3]` ms (redelivered; dead-lettered to `KEYS[2]` instead if that would be delivery
-/// `ARGV[4] + 1`), else a new one. `{1, id, deliveries, payload, dead}`, or `{0, dead}` when none
-/// is ready, where `dead` counts the messages dead-lettered on the way.
+/// `ARGV[4] + 1`), else a new one. `{1, id, deliveries, payload, dead}`, `{3, id, deliveries,
+/// length, dead}` when the payload is longer than `ARGV[5]` bytes (only another client can have
+/// written it; it stays leased, so the reply never carries more than the limit), or `{0, dead}`
+/// when none is ready, where `dead` counts the messages dead-lettered on the way.
 const RECEIVE_SCRIPT: &str = concat!(
     ensure_group!(),
     r"
 local group, consumer, max = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local max_bytes = tonumber(ARGV[5])
 local function payload(fields)
   for i = 1, #fields, 2 do
     if fields[i] == 'p' then return fields[i + 1] end
   end
   return false
+end
+local function leased(id, deliveries, fields, dead)
+  local p = payload(fields)
+  if p and #p > max_bytes then return {3, id, deliveries, #p, dead} end
+  return {1, id, deliveries, p, dead}
 end
 local dead = 0
 while true do
@@ -133,7 +141,7 @@ while true do
     -- The script runs at one instant: the entry is still idle enough. Only an entry deleted
     -- from the stream is not claimed; it can never be delivered, so it leaves the PEL.
     local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, 0, id)[1]
-    if claimed then return {1, id, deliveries, payload(claimed[2]), dead} end
+    if claimed then return leased(id, deliveries, claimed[2], dead) end
     redis.call('XACK', KEYS[1], group, id)
   else
     local stored = redis.call('XRANGE', KEYS[1], id, id)[1]
@@ -149,7 +157,7 @@ end
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if not read then return {0, dead} end
 local entry = read[1][2][1]
-return {1, entry[1], 1, payload(entry[2]), dead}
+return leased(entry[1], 1, entry[2], dead)
 "
 );
 
@@ -324,7 +332,9 @@ impl RedisOptions {
         Self { capacity, ..self }
     }
 
-    /// The largest payload accepted (default 1 MiB).
+    /// The largest payload a send accepts and a receive reads (default 1 MiB). Give every
+    /// handle of one queue the same limit: a receive answers a longer stream entry with
+    /// [`Error::CorruptMessage`] without reading it.
     #[must_use]
     pub fn max_message_bytes(self, max_message_bytes: usize) -> Self {
         Self {
@@ -664,15 +674,20 @@ impl RedisQueue {
     ///
     /// [`Error::Backend`] when the server fails (a message it leased then comes back after
     /// the visibility timeout); [`Error::CorruptMessage`] for a stream entry this crate did
-    /// not write.
+    /// not write: one without a payload field, or with a payload longer than
+    /// `max_message_bytes` (not read from the server). Such an entry stays leased like any
+    /// delivery, comes back after the visibility timeout and is dead-lettered after
+    /// `max_deliveries`.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
         let visibility = self.visibility_ms.to_string();
         let max = self.options.max_deliveries.to_string();
-        let args: [&[u8]; 4] = [
+        let max_bytes = self.options.max_message_bytes.to_string();
+        let args: [&[u8]; 5] = [
             self.options.group.as_bytes(),
             self.consumer.as_bytes(),
             visibility.as_bytes(),
             max.as_bytes(),
+            max_bytes.as_bytes(),
         ];
         let reply = self.run(&self.receive, &self.keys, &args)?;
         let Value::Array(items) = &reply else {
@@ -717,6 +732,10 @@ impl RedisQueue {
                     Bytes::copy_from_slice(payload),
                 )))
             }
+            Some(3) => Err(Error::CorruptMessage {
+                offset: offset_field("receive", &reply, items.get(1))?,
+                reason: "a stream entry longer than max_message_bytes",
+            }),
             _ => Err(malformed("receive", &reply)),
         }
     }

@@ -816,3 +816,75 @@ fn metrics_count_each_call_under_the_queue_name() {
     assert_eq!(nowhere(BACKEND_ERRORS_TOTAL), Some(2));
     assert_eq!(nowhere(SENDS_TOTAL), Some(0));
 }
+
+/// Makes every pending entry of the queue's stream look idle for an hour, as if its lease ran
+/// out long ago, without counting a delivery (`JUSTID`): the server's clock need not move.
+fn age_every_lease(server: &RedisServer) {
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query(&mut client(server))
+        .unwrap();
+    for (id, holder, _, _) in pending {
+        let _: Vec<String> = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg("workers")
+            .arg(&holder)
+            .arg(0)
+            .arg(&id)
+            .arg("IDLE")
+            .arg(3_600_000)
+            .arg("JUSTID")
+            .query(&mut client(server))
+            .unwrap();
+    }
+}
+
+#[test]
+fn entries_another_client_wrote_are_corrupt_messages_that_end_as_dead_letters() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_message_bytes(16).max_deliveries(1));
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    let foreign = |fields: &[(&str, Vec<u8>)]| {
+        let mut command = redis::cmd("XADD");
+        command.arg(&stream).arg("0-*");
+        for (name, value) in fields {
+            command.arg(*name).arg(value.as_slice());
+        }
+        let _: String = command.query(&mut client(&server)).unwrap();
+    };
+    foreign(&[("other", b"x".to_vec())]);
+    // Far above max_message_bytes: the receive must not carry it to the client.
+    foreign(&[("p", vec![b'z'; 1 << 20])]);
+    assert_eq!(queue.send("fine").unwrap().offset, 2);
+
+    let missing = queue.try_receive();
+    assert!(
+        matches!(missing, Err(Error::CorruptMessage { offset: 0, .. })),
+        "{missing:?}"
+    );
+    let oversized = queue.try_receive().map(|d| d.map(|d| d.payload().len()));
+    assert!(
+        matches!(oversized, Err(Error::CorruptMessage { offset: 1, .. })),
+        "{oversized:?}"
+    );
+    let fine = queue.try_receive().unwrap().unwrap();
+    assert_eq!((fine.offset(), fine.payload()), (2, &b"fine"[..]));
+    queue.ack(&fine).unwrap();
+
+    // Both stay leased to this handle; once their leases run out, the next receive finds them
+    // at max_deliveries and moves them to the dead-letter stream.
+    age_every_lease(&server);
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let stats = queue.stats().unwrap();
+    assert_eq!(
+        (stats.unsettled, stats.in_flight, stats.dead_letters),
+        (0, 0, 2)
+    );
+}
