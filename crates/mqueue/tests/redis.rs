@@ -888,3 +888,35 @@ fn entries_another_client_wrote_are_corrupt_messages_that_end_as_dead_letters() 
         (0, 0, 2)
     );
 }
+
+#[test]
+fn after_a_server_restart_reads_are_resent_and_sends_are_not() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().dedup_window(Duration::from_secs(600)));
+    let first = queue
+        .send(Message::new(b"charge".to_vec()).id(b"payment-42".to_vec()))
+        .unwrap();
+    assert_eq!((first.offset, first.duplicate), (0, false));
+
+    // Each restart leaves the handle one pooled connection the server has closed.
+    server.kill();
+    server.restart().unwrap();
+    assert_eq!(queue.stats().unwrap().unsettled, 1);
+    server.stop();
+    server.restart().unwrap();
+    assert!(queue.dead_letters(0, 10).unwrap().is_empty());
+    server.stop();
+    server.restart().unwrap();
+    let lost = queue.send("not stored");
+    assert!(matches!(lost, Err(Error::Backend { .. })), "{lost:?}");
+    assert_eq!(queue.stats().unwrap().unsettled, 1);
+
+    // The dedup key came back with the stream: a retry after the crash is still a duplicate.
+    let retry = queue
+        .send(Message::new(b"charge".to_vec()).id(b"payment-42".to_vec()))
+        .unwrap();
+    assert_eq!((retry.offset, retry.duplicate), (0, true));
+    assert_eq!(queue.send("stored").unwrap().offset, 1);
+}
