@@ -853,7 +853,8 @@ impl RedisQueue {
     /// # Errors
     ///
     /// [`Error::Backend`] when the server fails; [`Error::CorruptMessage`] for an entry this
-    /// crate did not write.
+    /// crate did not write, with its position as the offset (read on from the next one to
+    /// step over it).
     pub fn dead_letters(&self, position: u64, max: usize) -> Result<Vec<DeadLetter>, Error> {
         let (Some(start), false) = (stream_id(position), max == 0) else {
             return Ok(Vec::new());
@@ -909,17 +910,22 @@ impl RedisQueue {
     }
 }
 
-/// One `XRANGE` entry of the dead-letter stream.
+/// One `XRANGE` entry of the dead-letter stream. A malformed one is reported at its position,
+/// so a reader can step over it (0 when even its stream id is not one of ours).
 fn dead_letter(entry: &Value) -> Result<DeadLetter, Error> {
-    let corrupt = |reason| Error::CorruptMessage { offset: 0, reason };
+    let foreign = |reason| Error::CorruptMessage { offset: 0, reason };
     let Value::Array(parts) = entry else {
-        return Err(corrupt("a dead letter that is not a stream entry"));
+        return Err(foreign("a dead letter that is not a stream entry"));
     };
     let position = parts
         .first()
         .and_then(bulk)
         .and_then(offset_of)
-        .ok_or(corrupt("a dead letter with a foreign stream id"))?;
+        .ok_or(foreign("a dead letter with a foreign stream id"))?;
+    let corrupt = |reason| Error::CorruptMessage {
+        offset: position,
+        reason,
+    };
     let Some(Value::Array(fields)) = parts.get(1) else {
         return Err(corrupt("a dead letter without fields"));
     };

@@ -920,3 +920,43 @@ fn after_a_server_restart_reads_are_resent_and_sends_are_not() {
     assert_eq!((retry.offset, retry.duplicate), (0, true));
     assert_eq!(queue.send("stored").unwrap().offset, 1);
 }
+
+#[test]
+fn a_dead_letter_another_client_wrote_is_reported_at_its_position() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(1));
+    let dead_letter_one = |payload: &'static str| {
+        queue.send(payload).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.nack(&delivery, Duration::ZERO).unwrap();
+        assert_eq!(queue.try_receive().unwrap(), None);
+    };
+    dead_letter_one("poison");
+    let _: String = redis::cmd("XADD")
+        .arg(format!("mqueue:{{{QUEUE}}}:dlq"))
+        .arg("0-*")
+        .arg("offset")
+        .arg("not an offset")
+        .query(&mut client(&server))
+        .unwrap();
+    dead_letter_one("poison too");
+
+    let read = queue.dead_letters(0, 10);
+    assert!(
+        matches!(read, Err(Error::CorruptMessage { offset: 1, .. })),
+        "{read:?}"
+    );
+    // Its position lets a reader step over it.
+    let before = queue.dead_letters(0, 1).unwrap();
+    let after = queue.dead_letters(2, 10).unwrap();
+    assert_eq!(
+        (before.len(), &before[0].payload[..], before[0].position),
+        (1, &b"poison"[..], 0)
+    );
+    assert_eq!(
+        (after.len(), &after[0].payload[..], after[0].position),
+        (1, &b"poison too"[..], 2)
+    );
+}
