@@ -275,7 +275,8 @@ impl RedisOptions {
         Self { timeout, ..self }
     }
 
-    /// The prefix of every Redis key (default `mqueue`).
+    /// The prefix of every Redis key (default `mqueue`; no `{` or `}`, which would move the
+    /// hash tag off the queue name).
     #[must_use]
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
         Self {
@@ -392,6 +393,11 @@ impl RedisOptions {
         {
             return invalid("dedup_window must be between 1 ms and one year");
         }
+        if has_brace(&self.prefix) {
+            return Err(Error::InvalidName {
+                reason: "the key prefix holds a brace",
+            });
+        }
         if self.group.is_empty() {
             return Err(Error::InvalidName {
                 reason: "the consumer group name is empty",
@@ -469,6 +475,13 @@ fn malformed(what: &str, reply: &Value) -> Error {
     }
 }
 
+/// Whether `name` holds a `{` or `}`. The keys are `<prefix>:{<name>}…` with the name as the
+/// hash tag; a brace in either part would move the tag and could make one queue's stream the
+/// same key as another's dead letters or dedup keys.
+fn has_brace(name: &str) -> bool {
+    name.contains(['{', '}'])
+}
+
 /// The stream id of the message at `offset`: `0-(offset + 1)`.
 fn stream_id(offset: u64) -> Option<String> {
     offset.checked_add(1).map(|seq| format!("0-{seq}"))
@@ -509,13 +522,14 @@ impl RedisQueue {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] or [`Error::InvalidName`] for options out of range or an
-    /// empty name; [`Error::Backend`] for a malformed URL.
+    /// [`Error::InvalidOptions`] or [`Error::InvalidName`] for options out of range, an empty
+    /// name, or a name or key prefix holding a `{` or `}` (the name is the keys' hash tag);
+    /// [`Error::Backend`] for a malformed URL.
     pub fn new(url: &str, name: &str, options: RedisOptions) -> Result<Self, Error> {
         options.validate()?;
-        if name.is_empty() {
+        if name.is_empty() || has_brace(name) {
             return Err(Error::InvalidName {
-                reason: "the queue name is empty",
+                reason: "the queue name is empty or holds a brace",
             });
         }
         let connections = Connections::open(url, options.timeout, options.max_idle_connections)

@@ -960,3 +960,26 @@ fn a_dead_letter_another_client_wrote_is_reported_at_its_position() {
         (1, &b"poison too"[..], 2)
     );
 }
+
+#[test]
+fn names_that_would_break_the_key_layout_are_refused() {
+    // No server needed: a handle connects on its first call.
+    let url = "redis://127.0.0.1:1/";
+    // The queue `a}:id:b` would be the stream `mqueue:{a}:id:b}`, which is the dedup key of
+    // message id `b}` in queue `a`; a brace in the prefix moves the hash tag off the name.
+    for name in ["a}:id:b", "{a}", "a{b"] {
+        let refused = RedisQueue::new(url, name, options());
+        assert!(
+            matches!(refused, Err(Error::InvalidName { .. })),
+            "{name}: {refused:?}"
+        );
+    }
+    for prefix in ["mq{x}", "mq}"] {
+        let refused = RedisQueue::new(url, QUEUE, options().prefix(prefix));
+        assert!(
+            matches!(refused, Err(Error::InvalidName { .. })),
+            "{prefix}: {refused:?}"
+        );
+    }
+    assert!(RedisQueue::new(url, "orders:eu-1", options().prefix("app:mq")).is_ok());
+}
