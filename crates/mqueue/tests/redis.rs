@@ -983,3 +983,35 @@ fn names_that_would_break_the_key_layout_are_refused() {
     }
     assert!(RedisQueue::new(url, "orders:eu-1", options().prefix("app:mq")).is_ok());
 }
+
+#[test]
+fn an_entry_with_a_time_based_id_stops_every_later_write_to_its_stream() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(1));
+    queue.send("poison").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    queue.nack(&delivery, Duration::ZERO).unwrap();
+    for key in [
+        format!("mqueue:{{{QUEUE}}}"),
+        format!("mqueue:{{{QUEUE}}}:dlq"),
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("p")
+            .arg("by hand")
+            .query(&mut client(&server))
+            .unwrap();
+    }
+    // Redis refuses the id 0-N after it: sends fail, and so does the receive that would
+    // dead-letter the nacked message, every time.
+    for _ in 0..2 {
+        let send = queue.send("next");
+        assert!(matches!(send, Err(Error::Backend { .. })), "{send:?}");
+        let receive = queue.try_receive();
+        assert!(matches!(receive, Err(Error::Backend { .. })), "{receive:?}");
+    }
+    assert_eq!(queue.stats().unwrap().unsettled, 2);
+}
