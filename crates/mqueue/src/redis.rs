@@ -17,7 +17,8 @@
 //!   takes it — a redelivery; only if there is none does `XREADGROUP >` read a new one. The attempt number is the
 //!   delivery count of the pending entries list (PEL), which both commands raise by one. An
 //!   entry claimed for the `max_deliveries + 1`-th time is instead moved to the dead-letter
-//!   stream (`XADD` there, `XACK` and `XDEL` here, in the same script) and the search goes on.
+//!   stream (`XADD` there, `XACK` and `XDEL` here, in the same script) and the search goes on,
+//!   for at most 64 of them per receive.
 //! - **ack** and **term**: the script reads the message's PEL entry and compares its delivery
 //!   count with the receipt's attempt; only if they are equal (and the entry was not nacked)
 //!   does it `XACK` and `XDEL` the entry, so a consumer that stalled past its lease can never
@@ -112,10 +113,11 @@ return {0, id}
 
 /// Leases one message of `KEYS[1]` to consumer `ARGV[2]` of group `ARGV[1]`: first one idle
 /// for `ARGV[3]` ms (redelivered; dead-lettered to `KEYS[2]` instead if that would be delivery
-/// `ARGV[4] + 1`), else a new one. `{1, id, deliveries, payload, dead}`, `{3, id, deliveries,
-/// length, dead}` when the payload is longer than `ARGV[5]` bytes (only another client can have
-/// written it; it stays leased, so the reply never carries more than the limit), or `{0, dead}`
-/// when none is ready, where `dead` counts the messages dead-lettered on the way.
+/// `ARGV[4] + 1`; at most `ARGV[6]` entries are dead-lettered or dropped), else a new one.
+/// `{1, id, deliveries, payload, dead}`, `{3, id, deliveries, length, dead}` when the payload
+/// is longer than `ARGV[5]` bytes (only another client can have written it; it stays leased,
+/// so the reply never carries more than the limit), or `{0, dead}` when none is ready, where
+/// `dead` counts the messages dead-lettered on the way.
 const RECEIVE_SCRIPT: &str = concat!(
     ensure_group!(),
     r"
@@ -133,7 +135,7 @@ local function leased(id, deliveries, fields, dead)
   return {1, id, deliveries, p, dead}
 end
 local dead = 0
-while true do
+for _ = 1, tonumber(ARGV[6]) do
   local oldest = redis.call('XPENDING', KEYS[1], group, 'IDLE', ARGV[3], '-', '+', 1)[1]
   if not oldest then break end
   local id, deliveries = oldest[1], oldest[4] + 1
@@ -160,6 +162,12 @@ local entry = read[1][2][1]
 return leased(entry[1], 1, entry[2], dead)
 "
 );
+
+/// The most idle entries one receive takes from the pending entries list without delivering
+/// one (dead-lettered, or dropped as deleted from the stream). The server answers no one else
+/// while a script runs, and each of these entries costs a walk of the list: the rest are left
+/// to the next receive.
+const SWEEP_LIMIT: u32 = 64;
 
 /// Settles delivery `ARGV[3]` of entry `ARGV[2]` of `KEYS[1]` in group `ARGV[1]` with the
 /// action `ARGV[4]` (`ack`: `XACK` and `XDEL`; `nack`: park it under consumer `ARGV[6]` idle
@@ -682,7 +690,10 @@ impl RedisQueue {
     /// Leases a message, if one is ready, without waiting: first one whose lease ran out (or
     /// whose nack delay is over), else the oldest never delivered. A message that would be
     /// delivered for the `max_deliveries + 1`-th time is moved to the dead-letter stream
-    /// instead, in the same call.
+    /// instead, in the same call; after 64 such messages (or entries deleted from the stream
+    /// behind the queue's back), so that one call cannot hold the server for long, the call
+    /// looks no further among them and delivers the oldest message never delivered, if any,
+    /// leaving the rest to the next receive.
     ///
     /// # Errors
     ///
@@ -696,12 +707,14 @@ impl RedisQueue {
         let visibility = self.visibility_ms.to_string();
         let max = self.options.max_deliveries.to_string();
         let max_bytes = self.options.max_message_bytes.to_string();
-        let args: [&[u8]; 5] = [
+        let sweep = SWEEP_LIMIT.to_string();
+        let args: [&[u8]; 6] = [
             self.options.group.as_bytes(),
             self.consumer.as_bytes(),
             visibility.as_bytes(),
             max.as_bytes(),
             max_bytes.as_bytes(),
+            sweep.as_bytes(),
         ];
         let reply = self.run(&self.receive, &self.keys, &args)?;
         let Value::Array(items) = &reply else {

@@ -1015,3 +1015,35 @@ fn an_entry_with_a_time_based_id_stops_every_later_write_to_its_stream() {
     }
     assert_eq!(queue.stats().unwrap().unsettled, 2);
 }
+
+#[test]
+fn a_receive_dead_letters_a_bounded_number_of_messages() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // A script runs to its end while the server answers nobody else: one receive must not
+    // sweep every expired message at once.
+    const POISON: u64 = 100;
+    const PER_RECEIVE: u64 = 64;
+    let queue = queue(&server, options().max_deliveries(1));
+    for i in 0..POISON {
+        queue.send(i.to_string().into_bytes()).unwrap();
+        queue.try_receive().unwrap().unwrap();
+    }
+    age_every_lease(&server);
+    queue.send("fresh").unwrap();
+
+    let fresh = queue.try_receive().unwrap().unwrap();
+    assert_eq!(fresh.payload(), b"fresh");
+    assert_eq!(queue.stats().unwrap().dead_letters, PER_RECEIVE);
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.dead_letters, stats.unsettled), (POISON, 1));
+    let offsets: Vec<u64> = queue
+        .dead_letters(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|letter| letter.offset)
+        .collect();
+    assert_eq!(offsets, (0..POISON).collect::<Vec<_>>());
+}
