@@ -14,11 +14,12 @@
 //!   [`Error::Full`].
 //! - **receive**: `XPENDING … IDLE` finds the lowest-id entry whose delivery has been idle for
 //!   the visibility timeout (a lease that ran out, or a nack whose delay is over) and `XCLAIM`
-//!   takes it — a redelivery; only if there is none does `XREADGROUP >` read a new one. The attempt number is the
-//!   delivery count of the pending entries list (PEL), which both commands raise by one. An
-//!   entry claimed for the `max_deliveries + 1`-th time is instead moved to the dead-letter
-//!   stream (`XADD` there, `XACK` and `XDEL` here, in the same script) and the search goes on,
-//!   for at most 64 of them per receive.
+//!   takes it — a redelivery; only if there is none does `XREADGROUP >` read a new one. The
+//!   attempt number is the delivery count of the pending entries list (PEL), which both
+//!   commands raise by one. An entry claimed for the `max_deliveries + 1`-th time is instead
+//!   moved to the dead-letter stream (`XADD` there, `XACK` and `XDEL` here, in the same
+//!   script) and the search goes on, for at most 64 of them per receive (then a new message
+//!   is read, as when there is none).
 //! - **ack** and **term**: the script reads the message's PEL entry and compares its delivery
 //!   count with the receipt's attempt; only if they are equal (and the entry was not nacked)
 //!   does it `XACK` and `XDEL` the entry, so a consumer that stalled past its lease can never

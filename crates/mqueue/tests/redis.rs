@@ -1047,3 +1047,45 @@ fn a_receive_dead_letters_a_bounded_number_of_messages() {
         .collect();
     assert_eq!(offsets, (0..POISON).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_message_id_is_remembered_for_the_window_from_its_first_send() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().dedup_window(Duration::from_secs(600)));
+    let key = format!("mqueue:{{{QUEUE}}}:id:payment-42");
+    let millis_left = || -> i64 {
+        redis::cmd("PTTL")
+            .arg(&key)
+            .query(&mut client(&server))
+            .unwrap()
+    };
+    let send = || {
+        queue
+            .send(Message::new(b"charge".to_vec()).id(b"payment-42".to_vec()))
+            .unwrap()
+    };
+    assert!(!send().duplicate);
+    let left = millis_left();
+    assert!(0 < left && left <= 600_000, "{left} ms");
+
+    // A duplicate does not start the window again.
+    let _: bool = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(60_000)
+        .query(&mut client(&server))
+        .unwrap();
+    assert!(send().duplicate);
+    let left = millis_left();
+    assert!(0 < left && left <= 60_000, "{left} ms");
+
+    // Once the window is over (its end moved to the past), the id is new again.
+    let _: bool = redis::cmd("PEXPIREAT")
+        .arg(&key)
+        .arg(1)
+        .query(&mut client(&server))
+        .unwrap();
+    let again = send();
+    assert_eq!((again.offset, again.duplicate), (1, false));
+}
