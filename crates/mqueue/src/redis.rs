@@ -277,8 +277,8 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
-    /// How long to wait for connecting, sending and each answer (default 2 s). A call that
-    /// times out is [`Error::Backend`], with its outcome unknown.
+    /// How long to wait for connecting, sending and each answer (default 2 s; not zero, which
+    /// sockets refuse). A call that times out is [`Error::Backend`], with its outcome unknown.
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -385,6 +385,9 @@ impl RedisOptions {
 
     fn validate(&self) -> Result<(), Error> {
         let invalid = |reason| Err(Error::InvalidOptions { reason });
+        if self.timeout.is_zero() {
+            return invalid("timeout must not be zero");
+        }
         if self.visibility_timeout < Duration::from_millis(1)
             || self.visibility_timeout > MAX_DURATION
         {

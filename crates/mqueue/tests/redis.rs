@@ -420,6 +420,8 @@ fn bad_messages_and_a_full_queue_are_refused() {
         options().max_deliveries(0),
         options().capacity(0),
         options().dedup_window(Duration::ZERO),
+        // The socket calls refuse a zero timeout: every call would fail.
+        options().timeout(Duration::ZERO),
     ] {
         assert!(matches!(
             RedisQueue::new(&server.url(), QUEUE, bad),
