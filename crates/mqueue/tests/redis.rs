@@ -1091,3 +1091,32 @@ fn a_message_id_is_remembered_for_the_window_from_its_first_send() {
     let again = send();
     assert_eq!((again.offset, again.duplicate), (1, false));
 }
+
+#[test]
+fn a_destroyed_group_is_recreated_and_delivers_every_unsettled_message_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    queue.send("a").unwrap();
+    let before = queue.try_receive().unwrap().unwrap();
+    let destroyed: u64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(format!("mqueue:{{{QUEUE}}}"))
+        .arg("workers")
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    // The delivery counts went with the group: the message is attempt 1 again, and the
+    // receipt from before the loss settles the new delivery.
+    let after = queue.try_receive().unwrap().unwrap();
+    assert_eq!(
+        (after.offset(), after.attempt()),
+        (before.offset(), before.attempt())
+    );
+    queue.ack(&before).unwrap();
+    assert!(matches!(
+        queue.ack(&after),
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+}
