@@ -1120,3 +1120,63 @@ fn a_destroyed_group_is_recreated_and_delivers_every_unsettled_message_again() {
         Err(Error::AlreadySettled { offset: 0 })
     ));
 }
+
+/// Calls of the commands other than stream commands (those the scripts run) since the
+/// statistics were last reset, from `INFO commandstats`, leaving out the reset and the `INFO`
+/// that reads them.
+fn client_command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut client(server))
+        .unwrap();
+    let mut calls: Vec<(String, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (command, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let calls = rest.split(',').next()?.parse().ok()?;
+            Some((command.to_owned(), calls))
+        })
+        .filter(|(command, _)| {
+            !command.starts_with('x') && command != "info" && command != "config|resetstat"
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+#[test]
+fn each_send_receive_settle_and_stats_is_one_script_call() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let reset = || {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut client(&server))
+            .unwrap();
+    };
+    let queue = queue(&server, options());
+    // The first call checks the eviction policy, the first of each script loads it (EVALSHA,
+    // NOSCRIPT, EVAL).
+    reset();
+    queue.send("a").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    queue.nack(&first, Duration::ZERO).unwrap();
+    queue.stats().unwrap();
+    assert_eq!(
+        client_command_calls(&server),
+        [
+            ("config|get".to_owned(), 1),
+            ("eval".to_owned(), 4),
+            ("evalsha".to_owned(), 4)
+        ]
+    );
+    reset();
+
+    queue.send("b").unwrap();
+    let again = queue.try_receive().unwrap().unwrap();
+    queue.extend(&again, Duration::from_secs(1)).unwrap();
+    queue.ack(&again).unwrap();
+    queue.stats().unwrap();
+    assert_eq!(client_command_calls(&server), [("evalsha".to_owned(), 5)]);
+}
