@@ -35,8 +35,8 @@
 //! the **server's wall clock**, not a [`Clock`](infra_common::Clock); delayed sends are not
 //! supported, and a nack delay or an extension can be at most the visibility timeout
 //! ([`Error::Unsupported`]); a full queue refuses a send instead of waiting; the dedup window is
-//! a time, not a count; every handle of one queue must use the same visibility timeout and
-//! `max_deliveries`, since each receive applies its own; settled messages are deleted from the
+//! a time, not a count; every handle of one queue must use the same visibility timeout,
+//! `max_deliveries` and `max_message_bytes`, since each receive applies its own; settled messages are deleted from the
 //! stream at once (`XDEL`), dead letters are kept until someone deletes them.
 //!
 //! A receive looks for expired leases first with one `XPENDING … IDLE` command: the server's
@@ -228,7 +228,7 @@ return {redis.call('XLEN', KEYS[1]), summary[1], parked, redis.call('XLEN', KEYS
 ";
 
 /// How a [`RedisQueue`] behaves. Every handle of one queue should use the same visibility
-/// timeout and `max_deliveries`: each receive applies its own.
+/// timeout, `max_deliveries` and `max_message_bytes`: each receive applies its own.
 ///
 /// ```
 /// use infra_mqueue::redis::RedisOptions;
