@@ -100,10 +100,13 @@
 //!   Drivers and query points beyond it are refused with [`Error::OutsideGeoRange`] before any
 //!   round trip. The in-process index covers the whole sphere.
 //! - Redis's radius search misses drivers when the radius spans much of the globe from near
-//!   its latitude limits, and from a point at longitude exactly 180 at any radius (its cells'
-//!   neighbours do not wrap there). So no search goes past [`MAX_SEARCH_M`], and a longitude
-//!   of 180 is sent to Redis as -180, the same meridian; drivers keep the longitude they
-//!   reported.
+//!   its latitude limits, and, at any radius, drivers and query points within a rounding of
+//!   longitude 180 or of latitude [`MAX_GEO_LAT`]: Redis puts them one cell past its last,
+//!   which no search covers and whose neighbours do not wrap. So no search goes past
+//!   [`MAX_SEARCH_M`], a longitude within 1e-9° of 180 is sent to Redis as -180 (the same
+//!   meridian) and a latitude within 1e-9° of [`MAX_GEO_LAT`] as 1e-9° below it (0.1 mm at
+//!   most; test `drivers_and_queries_at_the_top_edges_of_the_geo_range_are_found`); drivers
+//!   keep the position they reported.
 //!
 //! # Time and staleness
 //!
@@ -199,14 +202,29 @@ pub const MAX_SEARCH_M: f64 = 1_000_000.0;
 /// script of a query can hold the server for; other matchers' calls run between them.
 pub const SCAN_PAGE: usize = 1_000;
 
-/// The longitude Redis is asked to store or search from: 180 and -180 are one meridian, and
-/// Redis's neighbour cells of a point at exactly 180 miss drivers.
+/// How far below the top of its range (longitude 180, latitude [`MAX_GEO_LAT`]) a coordinate
+/// must be for Redis to place it in a cell of its grid, in degrees (0.1 mm or less). Redis
+/// scales a coordinate to its range and truncates: at the top and the double below it, the
+/// scaled value rounds to the range's end, one cell past the last, which no search covers
+/// (test `drivers_and_queries_at_the_top_edges_of_the_geo_range_are_found`).
+const GEO_TOP_EDGE_DEG: f64 = 1e-9;
+
+/// The longitude Redis is asked to store or search from: one within [`GEO_TOP_EDGE_DEG`] of
+/// 180 is sent as -180, the same meridian (to 0.1 mm), whose cell Redis places and whose
+/// neighbours wrap.
 fn geo_lng(point: Point) -> f64 {
-    if point.lng() == 180.0 {
+    if point.lng() > 180.0 - GEO_TOP_EDGE_DEG {
         -180.0
     } else {
         point.lng()
     }
+}
+
+/// The latitude Redis is asked to store or search from: one within [`GEO_TOP_EDGE_DEG`] of
+/// [`MAX_GEO_LAT`] is sent that far below it (0.1 mm at most), inside Redis's last row of
+/// cells.
+fn geo_lat(point: Point) -> f64 {
+    point.lat().min(MAX_GEO_LAT - GEO_TOP_EDGE_DEG)
 }
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
@@ -1060,7 +1078,7 @@ impl RedisIndex {
             &[
                 &id.to_string(),
                 &geo_lng(point).to_string(),
-                &point.lat().to_string(),
+                &geo_lat(point).to_string(),
                 &record_of(point, profile),
                 word,
                 age_us,
@@ -1097,7 +1115,7 @@ impl RedisIndex {
             &[
                 &id.to_string(),
                 &geo_lng(point).to_string(),
-                &point.lat().to_string(),
+                &geo_lat(point).to_string(),
                 &format!("{} {}", point.lat(), point.lng()),
             ],
         )?;
@@ -1564,7 +1582,7 @@ impl RedisIndex {
         let (class, least) = filter_args(filter);
         let mut args = vec![
             geo_lng(point).to_string(),
-            point.lat().to_string(),
+            geo_lat(point).to_string(),
             radius,
             self.window_us.clone(),
             class,

@@ -457,6 +457,64 @@ fn the_edge_of_the_geo_range_is_held_and_unknown_drivers_are_errors() {
     assert_eq!(index.accept(&claim), Err(Error::UnknownDriver(DriverId(1))));
 }
 
+/// Drivers and query points within a rounding of the top of Redis's latitudes or of
+/// longitude 180 (where Redis computes a cell one past its last, which no search covers):
+/// a driver there is found from a few meters away, ahead of a farther one, and a query from
+/// there finds the driver a meter across the antimeridian, as on the in-process index.
+#[test]
+fn drivers_and_queries_at_the_top_edges_of_the_geo_range_are_found() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{top-edges}");
+    let local = in_process();
+    let below_180 = 180.0_f64.next_down();
+    let below_top = MAX_GEO_LAT.next_down();
+    let drivers = [
+        // At the top latitude, and 111 m south of it.
+        (1, point(MAX_GEO_LAT, 10.0)),
+        (2, point(MAX_GEO_LAT - 0.001, 10.0)),
+        (3, point(below_top, 30.0)),
+        (4, point(below_top - 0.001, 30.0)),
+        // At the last longitude below 180, and 110 m west of it.
+        (5, point(10.0, below_180)),
+        (6, point(10.0, 179.999)),
+        // A meter east of the antimeridian, and a meter west of it.
+        (7, point(-10.0, -179.99999)),
+        (8, point(-10.0, 179.99999)),
+    ];
+    for (id, at) in drivers {
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+    }
+    let queries = [
+        // A few meters from a driver at an edge: it comes first.
+        (point(MAX_GEO_LAT - 0.000_05, 10.0), 1),
+        (point(below_top - 0.000_05, 30.0), 3),
+        (point(10.0, 179.999_95), 5),
+        // From an edge: the driver across the antimeridian is as near as the other.
+        (point(-10.0, below_180), 8),
+        (point(MAX_GEO_LAT, 10.0), 1),
+    ];
+    for (at, first) in queries {
+        let found = redis.nearest(at, 2, &Filter::any()).unwrap();
+        assert_same(
+            &found,
+            &local.nearest(at, 2, &Filter::any()).unwrap(),
+            &format!("nearest to {at:?}"),
+        );
+        assert_eq!(found[0].driver, DriverId(first), "nearest to {at:?}");
+        assert_same(
+            &redis.within(at, 50.0, MAX_K, &Filter::any()).unwrap(),
+            &local.within(at, 50.0, MAX_K, &Filter::any()).unwrap(),
+            &format!("within 50 m of {at:?}"),
+        );
+    }
+}
+
 /// One scenario, run on both backends: the same outcomes, step by step.
 fn lifecycle(index: &dyn Drivers) -> Vec<String> {
     let mut log = Vec::new();
