@@ -1917,6 +1917,75 @@ fn a_record_restored_on_the_shared_index_keeps_its_age() {
     assert_eq!(idle, [DriverId(2)]);
 }
 
+/// Near the query point's antipode the in-process index picks its `k` by squared chords,
+/// which resolve only tenths of a meter there, and the shared index by the distances results
+/// report: on a cluster a few tens of centimeters across at the antipode, the shared index
+/// answers the exact `k` nearest (ties by id) for every `k`, with or without a radius, and
+/// the in-process index's last place is sometimes another driver, less than half a meter
+/// farther.
+#[test]
+fn near_the_antipode_the_k_th_place_goes_by_exact_distance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{antipode-k}");
+    let local = Index::new(
+        Config::default()
+            .staleness(HOUR)
+            .resolution(h3o::Resolution::Two),
+    )
+    .expect("a valid configuration");
+    let query = point(30.0, 40.0);
+    let mut rng = Rng(23);
+    let mut exact = Vec::new();
+    for id in 0..120u64 {
+        // Within about 11 cm of the antipode, (-30, -140), each way.
+        let at = point(
+            -30.0 + rng.range(-1e-6, 1e-6),
+            -140.0 + rng.range(-1e-6, 1e-6),
+        );
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), at, DriverProfile::default())
+                .unwrap();
+        }
+        exact.push((DriverId(id), query.distance_m(at)));
+    }
+    exact.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let strip = |found: &[Candidate]| -> Vec<(DriverId, f64)> {
+        found.iter().map(|c| (c.driver, c.distance_m)).collect()
+    };
+    let mut parted = 0;
+    for k in 1..=exact.len() {
+        let found = redis.nearest(query, k, &Filter::any()).unwrap();
+        assert_eq!(strip(&found), exact[..k], "nearest, k {k}");
+        let limited = redis
+            .within(query, 30_000_000.0, k, &Filter::any())
+            .unwrap();
+        assert_eq!(strip(&limited), exact[..k], "within, limit {k}");
+        let theirs = [
+            local.nearest(query, k, &Filter::any()).unwrap(),
+            local
+                .within(query, 30_000_000.0, k, &Filter::any())
+                .unwrap(),
+        ];
+        for theirs in theirs {
+            assert_eq!(theirs.len(), k);
+            let gap = theirs[k - 1].distance_m - found[k - 1].distance_m;
+            assert!(
+                (0.0..0.5).contains(&gap),
+                "k {k}: the in-process k-th {gap} m farther"
+            );
+            if strip(&theirs) != strip(&found) {
+                parted += 1;
+            }
+        }
+    }
+    // The difference the docs describe: if the in-process index came to pick by exact
+    // distance too, they should say the two agree here.
+    assert!(parted > 0, "the two indexes agree at every k");
+}
+
 /// A radius reaching almost to the query point's antipode splits drivers a centimeter apart
 /// there by the distances the results report, as on the in-process index: squared chords
 /// resolve only tenths of a meter so near the antipode, and decide nothing there.
