@@ -58,12 +58,13 @@
 //! off — until it holds the `k` nearest that pass **and** every driver within
 //! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). It gives up, and the client reads
 //! the whole fleet instead, [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`, when the
-//! search would go past [`MAX_SEARCH_M`] (1,000 km; see below why) or examine more than
+//! search would go past [`MAX_SEARCH_M`] (1,000 km), or near a pole past a circle that
+//! stops short of the pole (see below why), or examine more than
 //! [`SCAN_PAGE`] drivers in the one script: a filter that nobody near passes, or everyone
 //! near busy, then costs pages of the fleet, never the whole city in one script (test
 //! `a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script`).
 //! [`RedisIndex::within`] is the same search for its `limit` nearest, widening no further than
-//! its radius (fewer than `limit` inside a radius up to [`MAX_SEARCH_M`] is its answer), and
+//! its radius (fewer than `limit` inside a radius the search reaches is its answer), and
 //! pages the same way (tests
 //! `a_radius_query_over_a_city_examines_a_bounded_number_of_drivers_per_script`,
 //! `a_radius_query_with_a_small_limit_in_a_busy_city_does_not_read_the_fleet`,
@@ -103,14 +104,18 @@
 //! - Redis GEO holds latitudes within ±[`MAX_GEO_LAT`] only (the Web Mercator square).
 //!   Drivers and query points beyond it are refused with [`Error::OutsideGeoRange`] before any
 //!   round trip. The in-process index covers the whole sphere.
-//! - Redis's radius search misses drivers when the radius spans much of the globe from near
-//!   its latitude limits, and, at any radius, drivers and query points within a rounding of
-//!   longitude 180 or of latitude [`MAX_GEO_LAT`]: Redis puts them one cell past its last,
-//!   which no search covers and whose neighbours do not wrap. So no search goes past
-//!   [`MAX_SEARCH_M`], a longitude within 1e-9° of 180 is sent to Redis as -180 (the same
-//!   meridian) and a latitude within 1e-9° of [`MAX_GEO_LAT`] as 1e-9° below it (0.1 mm at
-//!   most; test `drivers_and_queries_at_the_top_edges_of_the_geo_range_are_found`); drivers
-//!   keep the position they reported.
+//! - Redis's radius search misses drivers when its circle reaches past a pole (Redis bounds
+//!   the circle by a box whose width it divides by the cosine of the latitude reached, which
+//!   is negative there: 600 km around (-84.62, -150.94) found nothing where 550 km and
+//!   700 km found two drivers), and, at any radius, drivers and query points within a
+//!   rounding of longitude 180 or of latitude [`MAX_GEO_LAT`]: Redis puts them one cell past
+//!   its last, which no search covers and whose neighbours do not wrap. So no search goes
+//!   past [`MAX_SEARCH_M`] nor within 0.1° of a pole (from 539 km around a point at the edge
+//!   of Redis's latitudes; test `searches_reaching_past_a_pole_find_every_driver`), a
+//!   longitude within 1e-9° of 180 is sent to Redis as -180 (the same meridian) and a
+//!   latitude within 1e-9° of [`MAX_GEO_LAT`] as 1e-9° below it (0.1 mm at most; test
+//!   `drivers_and_queries_at_the_top_edges_of_the_geo_range_are_found`); drivers keep the
+//!   position they reported.
 //!
 //! # Time and staleness
 //!
@@ -189,13 +194,28 @@ pub const GEO_MARGIN_M: f64 = 1.0;
 /// size of the cells Redis keeps positions in.
 pub const MIN_SEARCH_RADIUS_M: f64 = 1.0;
 
-/// The widest radius a query asks `GEOSEARCH` for, in meters of Redis's sphere; a query that
-/// needs more reads every driver instead. Redis's radius search builds its cells from a
-/// bounding box that breaks down near the edges of its latitudes and at longitude 180 when
-/// the radius spans a good part of the globe (it misses drivers there); at this radius, the
-/// tests compare it with the in-process index up to latitude 85.05 and across the
-/// antimeridian.
+/// The widest radius a query asks `GEOSEARCH` for, in meters of Redis's sphere (less near
+/// the poles, see [`POLE_CLEARANCE_DEG`]); a query that needs more reads every driver
+/// instead. It bounds what one script's search reads, and the tests compare Redis's search
+/// with the in-process index up to it (to latitude 85.05 and across the antimeridian), not
+/// beyond.
 pub const MAX_SEARCH_M: f64 = 1_000_000.0;
+
+/// How far short of a pole, in degrees of latitude, a search's circle stops. Redis bounds the
+/// circle by a box whose half-width is the radius over the cosine of the latitude the circle
+/// reaches toward the nearer pole: past the pole that cosine is negative, the box turns
+/// inside out, and Redis drops the cells east and west of the query point's (test
+/// `searches_reaching_past_a_pole_find_every_driver`). Up to the pole the box is whole; a
+/// tenth of a degree (11 km) keeps the circle clear of it.
+const POLE_CLEARANCE_DEG: f64 = 0.1;
+
+/// The widest radius a query asks `GEOSEARCH` for around `point`, in meters of Redis's
+/// sphere: [`MAX_SEARCH_M`], or less where that circle would come within
+/// [`POLE_CLEARANCE_DEG`] of a pole (from 539 km at the edge of Redis's latitudes).
+fn widest_search_m(point: Point) -> f64 {
+    let to_pole = (90.0 - POLE_CLEARANCE_DEG - geo_lat(point).abs()).to_radians();
+    MAX_SEARCH_M.min(to_pole * REDIS_EARTH_RADIUS_M)
+}
 
 /// The most drivers one script examines (reads the state, last report and record of). It
 /// is the `COUNT` of each `HSCAN` page (a hint: a page may hold a few more) when a query
@@ -1446,7 +1466,14 @@ impl RedisIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
-        self.search(point, k, f64::INFINITY, MAX_SEARCH_M, false, filter)
+        self.search(
+            point,
+            k,
+            f64::INFINITY,
+            widest_search_m(point),
+            false,
+            filter,
+        )
     }
 
     /// The available, fresh drivers within `radius_m` meters (great-circle, on the crate's
@@ -1455,8 +1482,8 @@ impl RedisIndex {
     /// Searched as [`nearest`](Self::nearest) searches for `limit` drivers, no wider than the
     /// radius, in one round trip; it pages through the fleet, one round trip per
     /// [`SCAN_PAGE`] drivers and holding at most `limit` plus a page, where `nearest` would:
-    /// more drivers to examine than one script may, or (for a radius above
-    /// [`MAX_SEARCH_M`]) fewer than `limit` within it.
+    /// more drivers to examine than one script may, or (for a radius beyond the widest
+    /// search, [`MAX_SEARCH_M`] or less near a pole) fewer than `limit` within it.
     ///
     /// # Errors
     ///
@@ -1496,11 +1523,12 @@ impl RedisIndex {
         }
         let redis_radius = radius_m * (REDIS_EARTH_RADIUS_M / EARTH_RADIUS_M) + GEO_MARGIN_M;
         // Searched as `nearest` searches, no wider than the radius: a small limit costs what a
-        // nearest query of its size costs, however wide the radius. Within `MAX_SEARCH_M`,
+        // nearest query of its size costs, however wide the radius. Within the widest search,
         // fewer than `limit` drivers inside is the answer; beyond it, only the whole fleet
         // can say, as for `nearest`.
-        let widest = redis_radius.min(MAX_SEARCH_M);
-        let all_within = redis_radius <= MAX_SEARCH_M;
+        let widest_search = widest_search_m(point);
+        let widest = redis_radius.min(widest_search);
+        let all_within = redis_radius <= widest_search;
         self.search(point, limit, radius_m, widest, all_within, filter)
     }
 

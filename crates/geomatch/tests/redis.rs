@@ -2032,3 +2032,69 @@ fn a_radius_near_the_antipode_answers_as_the_in_process_index() {
         );
     }
 }
+
+/// Redis's radius search builds the box around its circle from the cosines of the latitudes
+/// the circle reaches: past a pole the cosine turns negative, the box turns inside out and
+/// Redis drops the cells east and west of the query point's (a search 600 km around
+/// (-84.62, -150.94) found nothing where 550 km and 700 km found two drivers). Queries
+/// whose circle reaches past a pole, on a fleet around both poles, answer as the in-process
+/// index does.
+#[test]
+fn searches_reaching_past_a_pole_find_every_driver() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{poles}");
+    let local = in_process();
+    let mut rng = Rng(29);
+    let mut polar = |rng: &mut Rng| {
+        let lat = rng.range(75.0, MAX_GEO_LAT);
+        point(
+            if rng.below(2) == 0 { lat } else { -lat },
+            rng.range(-180.0, 180.0),
+        )
+    };
+    populate(&mut rng, 1000, &mut polar, &[&local, &redis]);
+    for query in 0..120 {
+        let at = polar(&mut rng);
+        // A circle reaching a tenth of a degree to two degrees past the pole (Redis's
+        // sphere), within the widest search.
+        let past =
+            (90.0 - at.lat().abs() + rng.range(0.1, 2.0)).to_radians() * REDIS_EARTH_RADIUS_M;
+        let radius = past.min(990_000.0);
+        let filter = filters(&mut rng);
+        assert_same(
+            &redis.within(at, radius, MAX_K, &filter).unwrap(),
+            &local.within(at, radius, MAX_K, &filter).unwrap(),
+            &format!("query {query} at {at:?}, radius {radius}"),
+        );
+        let k = [1, 5, 20][query % 3];
+        assert_same(
+            &redis.nearest(at, k, &filter).unwrap(),
+            &local.nearest(at, k, &filter).unwrap(),
+            &format!("query {query} at {at:?}, k {k}"),
+        );
+    }
+    // The search that found nothing, with the two drivers it missed.
+    let at = point(-84.617_202_386_932_99, -150.937_456_303_867_9);
+    for (id, (lat, lng)) in [
+        (1000, (-82.430_969_263_233_66, 175.334_771_769_007_94)),
+        (1001, (-84.421_501_902_731_02, 153.605_517_194_601_93)),
+    ] {
+        for index in [&redis as &dyn Drivers, &local] {
+            index
+                .insert(DriverId(id), point(lat, lng), DriverProfile::default())
+                .unwrap();
+        }
+    }
+    let found = redis.within(at, 600_000.0, MAX_K, &Filter::any()).unwrap();
+    assert!(
+        ids(&found).contains(&1000) && ids(&found).contains(&1001),
+        "{found:?}"
+    );
+    assert_same(
+        &found,
+        &local.within(at, 600_000.0, MAX_K, &Filter::any()).unwrap(),
+        "600 km around (-84.62, -150.94)",
+    );
+}
