@@ -599,16 +599,29 @@ fn states_claims_and_filters_go_as_in_the_in_process_index() {
     assert_eq!(local[4], "Err(ClaimLost(DriverId(1)))");
 }
 
+/// The server's clock, in microseconds since 1970 (`TIME`).
+fn server_time_us(connection: &mut redis::Connection) -> u64 {
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(connection).unwrap();
+    seconds * 1_000_000 + micros
+}
+
+/// Staleness is judged from the last reports in `{prefix}:seen` against the server's clock:
+/// drivers whose last report is set back past the window, as if they had stopped reporting
+/// then, are left out of queries and claims until they report again, and a report is
+/// stamped with the server's time.
 #[test]
 fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    // Two seconds: the inserts and reads before the first query must all come back within
-    // it, with each write synced to disk.
+    let mut control = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    const WINDOW_US: u64 = 60_000_000;
     let options = RedisOptions::default()
         .prefix("test:{stale}")
-        .staleness(Duration::from_secs(2))
+        .staleness(Duration::from_micros(WINDOW_US))
         .timeout(PATIENT);
     let index = RedisIndex::new(&server.url(), options).unwrap();
     let at = point(40.7128, -74.006);
@@ -619,9 +632,21 @@ fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
         .insert(DriverId(2), point(40.72, -74.0), DriverProfile::default())
         .unwrap();
     let version = index.driver(DriverId(1)).unwrap().version;
-    let before = index.driver(DriverId(1)).unwrap().seen_nanos;
     assert_eq!(index.nearest(at, 5, &Filter::any()).unwrap().len(), 2);
-    std::thread::sleep(Duration::from_millis(2_150));
+    // Last heard from a second past the window before now, on the server's clock.
+    let silent_since = server_time_us(&mut control) - WINDOW_US - 1_000_000;
+    let () = redis::cmd("ZADD")
+        .arg("test:{stale}:seen")
+        .arg(silent_since)
+        .arg(1)
+        .arg(silent_since)
+        .arg(2)
+        .query(&mut control)
+        .unwrap();
+    assert_eq!(
+        index.driver(DriverId(1)).unwrap().seen_nanos,
+        silent_since * 1_000
+    );
     assert!(index.nearest(at, 5, &Filter::any()).unwrap().is_empty());
     assert!(
         index
@@ -638,11 +663,14 @@ fn drivers_that_stop_reporting_go_stale_on_the_servers_clock() {
         None,
         "nothing fresh to claim"
     );
+    let reported_after = server_time_us(&mut control);
     index.update(DriverId(1), at).unwrap();
-    let after = index.driver(DriverId(1)).unwrap().seen_nanos;
+    let reported_before = server_time_us(&mut control);
+    let stamped = index.driver(DriverId(1)).unwrap().seen_nanos / 1_000;
     assert!(
-        after - before >= 2_100_000_000,
-        "stamped by the server's clock: {before} then {after}"
+        (reported_after..=reported_before).contains(&stamped),
+        "stamped by the server's clock: {stamped} µs, not between {reported_after} and \
+         {reported_before}"
     );
     assert_eq!(ids(&index.nearest(at, 5, &Filter::any()).unwrap()), [1]);
     let _offered = index.claim(DriverId(1), version).unwrap();
