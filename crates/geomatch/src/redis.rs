@@ -1,7 +1,8 @@
 //! The driver index shared by many matcher processes through one Redis: positions in a GEO
 //! set, states and versions in a hash, last reports in a sorted set; every call is one round
-//! trip (one Lua script) but a query that has to read the whole fleet (one per page of
-//! [`SCAN_PAGE`] drivers), and claims are atomic on the server.
+//! trip (one Lua script, or one `HLEN` for [`RedisIndex::len`]) but a query that has to read
+//! the whole fleet (one per page of [`SCAN_PAGE`] drivers), and claims are atomic on the
+//! server.
 //!
 //! [`RedisIndex`] has the methods of [`Index`](crate::Index), with the same arguments,
 //! results and errors, so code moves between them (or is written once against
