@@ -87,10 +87,14 @@
 //! answers, drivers and distances, are **the same as the in-process index's** for the same
 //! drivers, states and staleness (versions are each index's own): Redis's own distances are
 //! used only to choose candidates, with a margin that covers how they differ from ours. One
-//! exception: near the query point's antipode the in-process index picks its `k` by squared
-//! chords, which resolve only tenths of a meter there, and this index by exact distance, so
-//! the last places can hold another driver there, less than half a meter farther on the
-//! in-process index (test `near_the_antipode_the_k_th_place_goes_by_exact_distance`).
+//! exception: the in-process index picks its `k` by squared chords, and this index by the
+//! distances results report, then id. Between drivers as near as each other to within a
+//! rounding of their squared chords (nanometers), or exactly as near, the last place
+//! can hold another driver on the in-process index (test
+//! `of_two_drivers_as_near_to_a_rounding_the_nearer_then_the_smaller_id_is_first`); near
+//! the query point's antipode, where squared chords resolve only tenths of a meter, the last
+//! places can hold drivers less than half a meter farther there (test
+//! `near_the_antipode_the_k_th_place_goes_by_exact_distance`).
 //!
 //! # How Redis GEO differs, and what this index does about it
 //!
@@ -1433,9 +1437,9 @@ impl RedisIndex {
 
     /// The `k` nearest available, fresh drivers that pass `filter`, nearest first, by exact
     /// great-circle distance on the crate's sphere (ties by id): the in-process index's
-    /// answer (but near the antipode, see the module docs), in one round trip, or one per
-    /// [`SCAN_PAGE`] drivers when it has to read the whole fleet (see the module docs for the
-    /// search).
+    /// answer (but for drivers as near to a rounding, see the module docs), in one round
+    /// trip, or one per [`SCAN_PAGE`] drivers when it has to read the whole fleet (see the
+    /// module docs for the search).
     ///
     /// # Errors
     ///
@@ -1479,11 +1483,11 @@ impl RedisIndex {
 
     /// The available, fresh drivers within `radius_m` meters (great-circle, on the crate's
     /// sphere) that pass `filter`, nearest first (ties by id), at most `limit` of them (the
-    /// nearest): the in-process index's answer (but near the antipode, see the module docs).
-    /// Searched as [`nearest`](Self::nearest) searches for `limit` drivers, no wider than the
-    /// radius, in one round trip; it pages through the fleet, one round trip per
-    /// [`SCAN_PAGE`] drivers and holding at most `limit` plus a page, where `nearest` would:
-    /// more drivers to examine than one script may, or (for a radius beyond the widest
+    /// nearest): the in-process index's answer (but for drivers as near to a rounding, see the
+    /// module docs). Searched as [`nearest`](Self::nearest) searches for `limit` drivers, no
+    /// wider than the radius, in one round trip; it pages through the fleet, one round trip
+    /// per [`SCAN_PAGE`] drivers and holding at most `limit` plus a page, where `nearest`
+    /// would: more drivers to examine than one script may, or (for a radius beyond the widest
     /// search, [`MAX_SEARCH_M`] or less near a pole) fewer than `limit` within it.
     ///
     /// # Errors
