@@ -244,8 +244,9 @@ impl<C: Clock> BatchMatcher<C> {
     /// the total great-circle pickup distance in meters. `index` is any [`Drivers`]: the
     /// in-process [`Index`](crate::Index) or, with the `redis` feature, the shared
     /// `redis::RedisIndex`; the batch uses only its `nearest` and `claim`, so both give the
-    /// same outcome on the same drivers (test `a_batch_on_redis_matches_as_on_the_in_process_index`
-    /// in `tests/redis.rs`).
+    /// same outcome on the same drivers wherever their `nearest` answers agree (test
+    /// `a_batch_on_redis_matches_as_on_the_in_process_index` in `tests/redis.rs`; they differ
+    /// only between drivers as near as each other to a rounding, see the `redis` module).
     ///
     /// # Errors
     ///
