@@ -59,8 +59,8 @@
 //! off — until it holds the `k` nearest that pass **and** every driver within
 //! [`GEO_MARGIN_M`] of the `k`-th (by Redis's distance). It gives up, and the client reads
 //! the whole fleet instead, [`SCAN_PAGE`] (1,000) drivers per script with `HSCAN`, when the
-//! search would go past [`MAX_SEARCH_M`] (1,000 km), or near a pole past a circle that
-//! stops short of the pole (see below why), or examine more than
+//! search would go past [`MAX_SEARCH_M`] (1,000 km) or, near a pole, come within 0.1° of it
+//! (see below why), or examine more than
 //! [`SCAN_PAGE`] drivers in the one script: a filter that nobody near passes, or everyone
 //! near busy, then costs pages of the fleet, never the whole city in one script (test
 //! `a_nearest_query_with_nothing_near_examines_a_bounded_number_of_drivers_per_script`).
@@ -93,7 +93,7 @@
 //! can hold another driver on the in-process index (test
 //! `of_two_drivers_as_near_to_a_rounding_the_nearer_then_the_smaller_id_is_first`); near
 //! the query point's antipode, where squared chords resolve only tenths of a meter, the last
-//! places can hold drivers less than half a meter farther there (test
+//! places can hold drivers less than half a meter farther (test
 //! `near_the_antipode_the_k_th_place_goes_by_exact_distance`).
 //!
 //! # How Redis GEO differs, and what this index does about it
@@ -200,8 +200,8 @@ pub const GEO_MARGIN_M: f64 = 1.0;
 pub const MIN_SEARCH_RADIUS_M: f64 = 1.0;
 
 /// The widest radius a query asks `GEOSEARCH` for, in meters of Redis's sphere (less near
-/// the poles, see [`POLE_CLEARANCE_DEG`]); a query that needs more reads every driver
-/// instead. It bounds what one script's search reads, and the tests compare Redis's search
+/// the poles: no search comes within 0.1° of one); a query that needs more reads every
+/// driver instead. It bounds what one script's search reads, and the tests compare Redis's search
 /// with the in-process index up to it (to latitude 85.05 and across the antimeridian), not
 /// beyond.
 pub const MAX_SEARCH_M: f64 = 1_000_000.0;
