@@ -15,10 +15,15 @@ pub(crate) const FEW: usize = 16;
 /// as drivers are found.
 const FIRST_CAPACITY: usize = 64;
 
-/// A driver found by a scan: its squared chord from the query point, ordered by it then by id.
+/// A driver found by a scan, ordered by its rank then by id.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Found {
+    /// Its squared chord from the query point, which bounds how far the query reaches.
     pub(crate) chord2: f64,
+    /// Where it stands among the drivers found: any number that orders them as their
+    /// distances do (the index's queries rank by the squared chord's bits, and far from the
+    /// query point by the exact distance's).
+    pub(crate) rank: u64,
     pub(crate) id: DriverId,
     pub(crate) word: u64,
     /// The driver's position, for its exact distance once it is a result.
@@ -29,17 +34,16 @@ impl Found {
     /// What fills the unused places of a [`SortedFew`], never read.
     const FILLER: Self = Self {
         chord2: 0.0,
+        rank: 0,
         id: DriverId(0),
         word: 0,
         unit: [0.0; 3],
     };
 
-    /// The squared chord's bits, then the id. A squared chord is a sum of squares: never
-    /// negative nor NaN, so its bits order as `total_cmp` orders it, and integers compare
-    /// more cheaply.
+    /// The rank, then the id.
     #[inline]
     fn key(&self) -> (u64, u64) {
-        (self.chord2.to_bits(), self.id.0)
+        (self.rank, self.id.0)
     }
 }
 
@@ -209,6 +213,7 @@ mod tests {
     fn found(chord2: f64, id: u64) -> Found {
         Found {
             chord2,
+            rank: chord2.to_bits(),
             id: DriverId(id),
             ..Found::FILLER
         }

@@ -99,7 +99,7 @@ impl Reach {
     #[cold]
     #[inline(never)]
     fn holds_exactly(&self, query: &Unit, unit: &Unit) -> bool {
-        exact_angle(query, unit) * EARTH_RADIUS_M <= self.radius_m
+        reported_distance_m(query, unit) <= self.radius_m
     }
 }
 
@@ -1279,10 +1279,12 @@ impl<C: Clock> Index<C> {
     /// great-circle distance. Fewer if fewer exist.
     ///
     /// Drivers are chosen by the squared straight-line distance between their unit vectors
-    /// (ties by id), which orders them as the great-circle distance does up to rounding: two
-    /// drivers whose reported distances are equal to the last bit (or differ by a rounding of
-    /// their squared chords, which near the point's antipode is tenths of a meter) can come out
-    /// in either order, and the `k`-th place between them is not decided by id.
+    /// (ties by id), which orders them as the great-circle distance does up to rounding, or,
+    /// beyond an arc of about 174° (toward the point's antipode, where a squared chord
+    /// resolves only tenths of a meter), by the distance a result reports: two drivers whose
+    /// reported distances are equal to the last bit, or differ by a rounding of their squared
+    /// chords (nanometers), can come out in either order, and the `k`-th place between them is
+    /// not decided by id.
     ///
     /// Scans the query's cell, then rings of cells around it, and stops after the first ring
     /// whose every cell is provably farther than the `k`-th driver found (the crate README
@@ -1625,7 +1627,7 @@ fn into_candidates(query: &Unit, found: &[Found]) -> Vec<Candidate> {
     for f in found {
         let candidate = Candidate {
             driver: f.id,
-            distance_m: exact_angle(query, &f.unit) * EARTH_RADIUS_M,
+            distance_m: reported_distance_m(query, &f.unit),
             version: Version(f.word),
         };
         // The squared chord and the exact arc can order two nearly equidistant drivers
@@ -1638,6 +1640,42 @@ fn into_candidates(query: &Unit, found: &[Found]) -> Vec<Candidate> {
         candidates.insert(place, candidate);
     }
     candidates
+}
+
+/// The distance a result reports for a driver at `unit` from the query point `query`.
+#[inline]
+fn reported_distance_m(query: &Unit, unit: &Unit) -> f64 {
+    exact_angle(query, unit) * EARTH_RADIUS_M
+}
+
+/// Up to this squared chord (an arc of about 174°), a query ranks drivers by their squared
+/// chords, which order them as their distances do to within nanometers of arc; beyond it, by
+/// the distance a result reports. A squared chord hardly changes with the arc near the
+/// antipode of the query point: there a rounding of one is up to tenths of a meter of arc.
+const FAR_CHORD2: f64 = 3.99;
+
+/// The ranks of drivers beyond [`FAR_CHORD2`] start here, above the bits of every squared
+/// chord (at most 4).
+const FAR_RANKS: u64 = 4.0_f64.to_bits();
+
+/// The rank of a driver at squared chord `chord2` from the query point `query`, at `unit`: the
+/// squared chord's bits up to [`FAR_CHORD2`], else [`FAR_RANKS`] plus the bits of the distance
+/// a result reports (computed only then). Both are non-negative numbers, whose bits order as
+/// their values do, and integers compare more cheaply.
+#[inline]
+fn rank(chord2: f64, query: &Unit, unit: &Unit) -> u64 {
+    if chord2 <= FAR_CHORD2 {
+        chord2.to_bits()
+    } else {
+        far_rank(query, unit)
+    }
+}
+
+/// [`rank`] beyond [`FAR_CHORD2`]: rare, out of line.
+#[cold]
+#[inline(never)]
+fn far_rank(query: &Unit, unit: &Unit) -> u64 {
+    FAR_RANKS + reported_distance_m(query, unit).to_bits()
 }
 
 /// Whether `a` comes before `b` in an answer: nearer by its distance, or as near with a
@@ -1723,7 +1761,7 @@ impl<'a, C: Clock> Nearest<'a, C> {
     }
 
     /// Reads the row of the driver in `slot` of `bucket` and keeps it if it is among the best
-    /// so far and admissible.
+    /// so far and admissible (ranked by [`rank`]).
     #[inline]
     fn consider(&mut self, bucket: &Bucket, slot: usize) {
         let detail = &bucket.details[slot];
@@ -1733,6 +1771,7 @@ impl<'a, C: Clock> Nearest<'a, C> {
         }
         let found = Found {
             chord2,
+            rank: rank(chord2, &self.query, &detail.unit),
             id: detail.id,
             word: 0,
             unit: detail.unit,
@@ -1749,7 +1788,13 @@ impl<'a, C: Clock> Nearest<'a, C> {
         };
         self.best.offer(Found { word, ..found });
         if let Some(worst) = self.best.full_worst() {
-            self.worst_chord2 = worst.chord2;
+            // A far driver nearer than the worst by its exact distance can be a rounding
+            // farther by its squared chord: the reach allows for it.
+            self.worst_chord2 = if worst.rank >= FAR_RANKS {
+                worst.chord2 + RADIUS_CHORD2_SLACK
+            } else {
+                worst.chord2
+            };
         }
     }
 }
@@ -1856,6 +1901,7 @@ mod tests {
             let mut found: Vec<Found> = (0..len)
                 .map(|i| Found {
                     chord2: i as f64,
+                    rank: (i as f64).to_bits(),
                     id: DriverId(i as u64),
                     word: 0,
                     unit: [1.0, 0.0, 0.0],

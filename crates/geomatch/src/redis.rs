@@ -87,13 +87,13 @@
 //! answers, drivers and distances, are **the same as the in-process index's** for the same
 //! drivers, states and staleness (versions are each index's own): Redis's own distances are
 //! used only to choose candidates, with a margin that covers how they differ from ours. One
-//! exception: the in-process index picks its `k` by squared chords, and this index by the
-//! distances results report, then id. Between drivers as near as each other to within a
-//! rounding of their squared chords (nanometers), or exactly as near, the last place
-//! can hold another driver on the in-process index (test
-//! `of_two_drivers_as_near_to_a_rounding_the_nearer_then_the_smaller_id_is_first`); near
-//! the query point's antipode, where squared chords resolve only tenths of a meter, the last
-//! places can hold drivers less than half a meter farther (test
+//! exception: within an arc of about 174° the in-process index picks its `k` by squared
+//! chords, and this index by the distances results report, then id. Between drivers as near
+//! as each other to within a rounding of their squared chords (nanometers), or exactly as
+//! near, the last place can hold another driver on the in-process index (test
+//! `of_two_drivers_as_near_to_a_rounding_the_nearer_then_the_smaller_id_is_first`). Beyond
+//! it, toward the query point's antipode, where squared chords resolve only tenths of a meter,
+//! both go by the distances results report (test
 //! `near_the_antipode_the_k_th_place_goes_by_exact_distance`).
 //!
 //! # How Redis GEO differs, and what this index does about it

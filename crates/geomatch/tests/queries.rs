@@ -29,21 +29,6 @@ fn tolerance(d: f64) -> f64 {
     (d * 1e-9).max(1e-6)
 }
 
-/// How far apart two drivers' distances near `d` may be and still come out in either order:
-/// drivers are ranked by squared chord, and a rounding of one (a few units in the last place,
-/// well under 1e-14) is tenths of a meter of arc near the query point's antipode (crate README,
-/// Tests), where a chord hardly changes with the arc.
-fn rank_tolerance(d: f64) -> f64 {
-    const R: f64 = 6_371_008.8;
-    const CHORD2_ROUNDING: f64 = 1e-14;
-    let angle = (d / R).min(std::f64::consts::PI);
-    let chord2 = (2.0 * (angle / 2.0).sin()).powi(2);
-    let angle_of = |chord2: f64| 2.0 * (chord2.clamp(0.0, 4.0).sqrt() / 2.0).min(1.0).asin();
-    let spread = (angle_of(chord2 + CHORD2_ROUNDING) - angle)
-        .max(angle - angle_of(chord2 - CHORD2_ROUNDING));
-    tolerance(d).max(spread * R)
-}
-
 #[derive(Clone, Debug)]
 struct Driver {
     at: (f64, f64),
@@ -266,7 +251,7 @@ fn check_nearest(s: &Scenario) -> Result<(), TestCaseError> {
     prop_assert_eq!(found.len(), reference.len());
     for (c, (d, _)) in found.iter().zip(&reference) {
         prop_assert!(
-            (c.distance_m - d).abs() <= rank_tolerance(*d),
+            (c.distance_m - d).abs() <= tolerance(*d),
             "{} at {} m, reference {d} m",
             c.driver,
             c.distance_m
@@ -299,13 +284,11 @@ fn check_within(s: &Scenario, limit: usize) -> Result<(), TestCaseError> {
         prop_assert!(c.distance_m <= s.radius_m + tolerance(s.radius_m));
     }
     // A full answer is the nearest: nothing nearer than its last may be missing.
-    // The radius is held to exact distances; the last of a full answer is ranked against the
-    // drivers left out by squared chords.
     let (reach, slack) = match found.last() {
         // Nothing is wanted, and nothing came (checked above).
         _ if limit == 0 => return Ok(()),
         Some(last) if found.len() == limit && last.distance_m < s.radius_m => {
-            (last.distance_m, rank_tolerance(last.distance_m))
+            (last.distance_m, tolerance(last.distance_m))
         }
         _ => (s.radius_m, tolerance(s.radius_m)),
     };
@@ -801,8 +784,8 @@ fn split_by_radii_near_the_antipode(limit_of: fn(usize) -> usize) {
 }
 
 /// A radius reaching almost to the query point's antipode splits drivers a centimeter apart
-/// there by their exact distances. Squared chords, which rank drivers, resolve only tenths of
-/// a meter so near the antipode (a chord hardly changes with the arc there).
+/// there by their exact distances. Squared chords resolve only tenths of a meter so near the
+/// antipode (a chord hardly changes with the arc there).
 #[test]
 fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
     split_by_radii_near_the_antipode(|_| MAX_K);
@@ -814,6 +797,36 @@ fn a_radius_near_the_antipode_splits_drivers_by_their_exact_distances() {
 #[test]
 fn a_limit_near_the_antipode_is_filled_from_inside_the_radius() {
     split_by_radii_near_the_antipode(|inside| inside);
+}
+
+/// Drivers about 1.2 cm apart in a row leaving the antipode of a query point: the `k`
+/// nearest, with no radius or one reaching past them all, are the `k` nearest by exact
+/// distance for every `k`. Squared chords resolve only tenths of a meter there, so they
+/// cannot rank these drivers.
+#[test]
+fn the_k_nearest_near_the_antipode_go_by_exact_distance() {
+    let query = (30.0, 40.0);
+    let (index, drivers) = a_row_off_the_antipode(200, |i| 1e-7 * f64::from(i + 1));
+    let mut by_distance: Vec<(f64, u64)> = drivers
+        .iter()
+        .zip(0u64..)
+        .map(|(&at, id)| (vincenty_m(query, at), id))
+        .collect();
+    by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let rider = Point::new(query.0, query.1).unwrap();
+    for k in [1, 2, 5, 20, 60, 100, 150, 199, 200] {
+        let expected: Vec<u64> = by_distance[..k].iter().map(|&(_, id)| id).collect();
+        let answers = [
+            index.nearest(rider, k, &Filter::any()).unwrap(),
+            index
+                .within(rider, 30_000_000.0, k, &Filter::any())
+                .unwrap(),
+        ];
+        for found in answers {
+            let got: Vec<u64> = found.iter().map(|c| c.driver.0).collect();
+            assert_eq!(got, expected, "k {k}");
+        }
+    }
 }
 
 /// Drivers of one cell leave in an order that moves the others' rows (a leaving row's slot
