@@ -1160,3 +1160,42 @@ fn batching_saves_round_trips_and_over_admits_at_most_b_minus_one_per_process() 
         }
     }
 }
+
+/// A lease holds cells Redis granted under one quota: a check under another (a per-key quota,
+/// or the default after `set_quota`) asks Redis rather than spending them, so it gets Redis's
+/// decision under its own quota, never a `remaining` beyond that quota's capacity.
+#[test]
+fn a_lease_is_spent_only_under_the_quota_it_was_taken_under() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Ten cells of 600 an hour owe a minute; one a day with a burst of one then has no cell
+    // free for that minute, however slow the machine.
+    let lax = Quota::per_hour(600).unwrap();
+    let strict = Quota::new(1, Duration::from_secs(86_400)).unwrap();
+    let limiter = RedisRateLimiter::new(
+        &server.url(),
+        lax,
+        options().batch(10, Duration::from_secs(3_600)),
+    )
+    .unwrap();
+    for key in ["per-key", "changed"] {
+        let first = limiter.check(key).unwrap();
+        assert!(first.is_allowed());
+        assert_eq!(limiter.stats().lease_hits, 0, "{key}: the batch is taken");
+    }
+    let trips = limiter.stats().round_trips;
+    let per_key = limiter.check_n_with("per-key", &strict, 1).unwrap();
+    assert!(
+        per_key.is_denied() && per_key.remaining() <= 1,
+        "a per-key quota spent the default's lease: {per_key:?}"
+    );
+    limiter.set_quota(strict).unwrap();
+    let changed = limiter.check("changed").unwrap();
+    assert!(
+        changed.is_denied() && changed.remaining() <= 1,
+        "a new default quota spent the old one's lease: {changed:?}"
+    );
+    assert_eq!(limiter.stats().round_trips, trips + 2, "both asked Redis");
+    assert_eq!(limiter.stats().lease_hits, 0);
+}

@@ -398,7 +398,7 @@ impl<C: Clock> Core<C> {
         }
         let now = self.clock.now_nanos();
         let (want, fetch) = match self.leases.as_ref().filter(|_| n > 0) {
-            Some(leases) => match leases.take(key, n, now) {
+            Some(leases) => match leases.take(key, n, now, limits) {
                 Take::Spent { left, reset_after } => {
                     bump(&self.counts.lease_hits);
                     return Ok(

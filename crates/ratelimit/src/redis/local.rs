@@ -178,6 +178,9 @@ struct Lease {
     expires: u64,
     /// The clock reading at which Redis said the key's state is full again.
     reset_at: u64,
+    /// The quota (in the script's terms) Redis granted the cells under: a check under another
+    /// one, whose state and capacity differ, must not spend them.
+    quota: Option<ScriptQuota>,
     /// Whether a check of this process is taking a new batch for the key.
     fetching: bool,
 }
@@ -203,22 +206,24 @@ pub(crate) enum Take<'a> {
 pub(crate) struct Fetch<'a> {
     leases: &'a Leases,
     key: String,
+    quota: ScriptQuota,
     filled: bool,
 }
 
 impl Lease {
-    fn take(&mut self, n: u32, now: u64) -> Step {
+    fn take(&mut self, n: u32, now: u64, quota: ScriptQuota) -> Step {
         if self.fetching {
             return Step::Single;
         }
-        if now < self.expires && self.cells >= n {
+        if now < self.expires && self.cells >= n && self.quota == Some(quota) {
             self.cells -= n;
             return Step::Spent {
                 left: self.cells,
                 reset_after: Duration::from_nanos(self.reset_at.saturating_sub(now)),
             };
         }
-        // Cells too few for this check are given up: at most one batch per key is outstanding.
+        // Cells too few for this check, or granted under another quota, are given up: at most
+        // one batch per key is outstanding.
         self.cells = 0;
         self.fetching = true;
         Step::Fetch
@@ -252,9 +257,14 @@ impl Leases {
         self.batch.min(capacity).max(n)
     }
 
-    /// Spends `n` cells of `key`'s lease at `now`, or says how to ask Redis.
-    pub(crate) fn take(&self, key: &str, n: u32, now: u64) -> Take<'_> {
-        let step = match self.leases.map.with(key, |lease| lease.lock().take(n, now)) {
+    /// Spends `n` cells of `key`'s lease at `now` for a check under `quota`, or says how to
+    /// ask Redis.
+    pub(crate) fn take(&self, key: &str, n: u32, now: u64, quota: ScriptQuota) -> Take<'_> {
+        let step = match self
+            .leases
+            .map
+            .with(key, |lease| lease.lock().take(n, now, quota))
+        {
             Some(step) => step,
             None => {
                 if !self.leases.has_room(key, |lease| lease.lock().is_over(now)) {
@@ -263,7 +273,7 @@ impl Leases {
                 let (step, inserted) = self.leases.map.with_or_insert(
                     key.to_owned(),
                     Mutex::default,
-                    |_, lease, inserted| (lease.lock().take(n, now), inserted),
+                    |_, lease, inserted| (lease.lock().take(n, now, quota), inserted),
                 );
                 self.leases.count_insert(key, inserted);
                 step
@@ -274,6 +284,7 @@ impl Leases {
             Step::Fetch => Take::Fetch(Fetch {
                 leases: self,
                 key: key.to_owned(),
+                quota,
                 filled: false,
             }),
             Step::Single => Take::Single,
@@ -292,6 +303,7 @@ impl Fetch<'_> {
             lease.expires = now.saturating_add(period);
             lease.reset_at =
                 now.saturating_add(infra_common::clock::duration_to_nanos(reset_after));
+            lease.quota = Some(self.quota);
             lease.fetching = false;
         });
         self.filled = true;
@@ -427,7 +439,7 @@ mod tests {
         let leases = Leases::new(10, 1_000, 100_000, 50 * per_entry);
         // Each batch is still being fetched (its `Fetch` held), so no lease can be given up.
         let takes: Vec<_> = (0..100)
-            .map(|i| leases.take(&long_key(i, key_len), 1, 0))
+            .map(|i| leases.take(&long_key(i, key_len), 1, 0, QUOTA))
             .collect();
         let fetched = takes
             .iter()

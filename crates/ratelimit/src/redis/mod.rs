@@ -102,9 +102,12 @@
 //! they run out or the lease period `L` passes, when unspent cells are given up (they stay
 //! spent in Redis: batching can only waste allowance, never create it). At most one batch per
 //! key is being taken by a process at a time; checks arriving meanwhile ask for their own
-//! cells only. The bound: a process holds at most `B − 1` unspent cells of a key at any moment
-//! (in its lease, or coming back with its one batch in flight), so in **any** interval the
-//! fleet admits at most what the exact limit admits plus `(B − 1)` per process, and a cell is
+//! cells only. A lease is spent only by checks under the quota its cells were granted under: a
+//! check under another (a per-key quota, or the default after `set_quota`) gives up what is
+//! left and asks Redis (`a_lease_is_spent_only_under_the_quota_it_was_taken_under`). The bound:
+//! a process holds at most `B − 1` unspent cells of a key at any moment (in its lease, or
+//! coming back with its one batch in flight), so in **any** interval the fleet admits at most
+//! what the exact limit admits plus `(B − 1)` per process, and a cell is
 //! spent at most `L` after Redis granted it. Batching trades that slack, and cells wasted when
 //! a lease expires, for round trips: `tests/redis.rs` measures them with `INFO commandstats`.
 //! With batching, the `remaining` of a check that asked Redis counts what Redis still had free
