@@ -1161,6 +1161,44 @@ fn batching_saves_round_trips_and_over_admits_at_most_b_minus_one_per_process() 
     }
 }
 
+/// Each cell of a Redis log is a sorted-set member, and all the cells of one check are added
+/// by one script, during which Redis serves no other client: a log limit past the cap is
+/// refused wherever a quota enters (building, `set_quota`, a per-key quota), before any round
+/// trip, and the largest accepted one works. GCRA keeps one number per key whatever its limit.
+#[test]
+fn log_limits_past_the_cap_are_refused_before_any_round_trip() {
+    let cap = RemoteAlgorithm::MAX_LOG_LIMIT;
+    let too_many = Quota::new(u64::from(cap) + 1, QUOTA_PERIOD).unwrap();
+    let log = || options().algorithm(RemoteAlgorithm::SlidingWindowLog);
+    let built = RedisRateLimiter::new("redis://127.0.0.1:1", too_many, log());
+    assert!(matches!(built, Err(Error::TooLarge { .. })), "{built:?}");
+    assert!(RedisRateLimiter::new("redis://127.0.0.1:1", too_many, options()).is_ok());
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let at_cap = Quota::new(u64::from(cap), QUOTA_PERIOD).unwrap();
+    let limiter = RedisRateLimiter::new(&url, at_cap, log().prefix("capped")).unwrap();
+    let changed = limiter.set_quota(too_many);
+    assert!(
+        matches!(changed, Err(Error::TooLarge { .. })),
+        "{changed:?}"
+    );
+    assert_eq!(limiter.quota(), at_cap);
+    let checked = limiter.check_n_with("k", &too_many, 1);
+    assert!(
+        matches!(checked, Err(Error::TooLarge { .. })),
+        "{checked:?}"
+    );
+    assert_eq!(limiter.stats().round_trips, 0);
+    assert!(limiter.check_n("k", cap).unwrap().is_allowed());
+    let members: u64 = redis::cmd("ZCARD")
+        .arg("capped:{k}")
+        .query(&mut admin(&url))
+        .unwrap();
+    assert_eq!(members, u64::from(cap));
+}
+
 /// A lease holds cells Redis granted under one quota: a check under another (a per-key quota,
 /// or the default after `set_quota`) asks Redis rather than spending them, so it gets Redis's
 /// decision under its own quota, never a `remaining` beyond that quota's capacity.

@@ -134,7 +134,7 @@ impl AsyncRedisRateLimiter {
     ///
     /// [`Error::InvalidConfig`] outside a tokio runtime or for invalid options,
     /// [`Error::Unavailable`] for a malformed URL, and quota errors for a GCRA interval under a
-    /// microsecond (the scripts' unit).
+    /// microsecond (the scripts' unit) or a log limit above [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     pub fn new(url: &str, quota: Quota, options: RedisOptions) -> Result<Self, Error> {
         Self::with_clock(url, quota, options, SystemClock::new())
     }
@@ -305,7 +305,8 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// A GCRA quota whose emission interval is under a microsecond.
+    /// A GCRA quota whose emission interval is under a microsecond, or a log limit above
+    /// [`RemoteAlgorithm::MAX_LOG_LIMIT`] ([`Error::TooLarge`]).
     pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
         ScriptQuota::new(self.core.options.algorithm, &quota)?;
         *self.core.quota.lock() = quota;
@@ -362,7 +363,8 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     /// [`Error::TooLarge`] for a key longer than [`RedisOptions::max_key_len`];
     /// [`Error::Backend`] when Redis answers with an error about the request (whatever the
     /// policy); [`Error::Unavailable`] when Redis cannot be asked and the policy is
-    /// [`FailurePolicy::Error`]; quota errors for a GCRA interval under a microsecond.
+    /// [`FailurePolicy::Error`]; quota errors for a GCRA interval under a microsecond or a log
+    /// limit above [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     pub async fn check_n_with(&self, key: &str, quota: &Quota, n: u32) -> Result<Decision, Error> {
         self.core.check_n_with(self.observer(), key, quota, n).await
     }

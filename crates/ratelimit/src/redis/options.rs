@@ -11,8 +11,31 @@ pub enum RemoteAlgorithm {
     /// GCRA: burst, then one cell per emission interval.
     #[default]
     Gcra,
-    /// Sliding-window log: at most `limit` cells in any window of `period`, exactly.
+    /// Sliding-window log: at most `limit` cells in any window of `period`, exactly. The limit
+    /// is at most [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     SlidingWindowLog,
+}
+
+impl RemoteAlgorithm {
+    /// The largest limit the sliding-window log accepts in Redis: 100,000 cells per window.
+    ///
+    /// The log keeps one sorted-set member per admitted cell, and one check adds all of its
+    /// cells in one script, during which Redis serves no other client: an unbounded limit
+    /// would let one check of a large `n` stall the server for every process and grow one key
+    /// without bound. A larger limit is [`Error::TooLarge`] wherever a quota is given
+    /// (building, `set_quota`, a per-key quota), before any round trip
+    /// (`log_limits_past_the_cap_are_refused_before_any_round_trip`); GCRA, which keeps one
+    /// number per key, takes any limit.
+    ///
+    /// ```
+    /// use infra_ratelimit::Quota;
+    /// use infra_ratelimit::redis::RemoteAlgorithm;
+    ///
+    /// let largest = Quota::per_minute(u64::from(RemoteAlgorithm::MAX_LOG_LIMIT))?;
+    /// assert_eq!(largest.limit(), 100_000);
+    /// # Ok::<(), infra_ratelimit::Error>(())
+    /// ```
+    pub const MAX_LOG_LIMIT: u32 = 100_000;
 }
 
 /// What a check does when Redis cannot be asked: unreachable, no answer in time, a server that

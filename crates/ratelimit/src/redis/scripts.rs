@@ -194,7 +194,8 @@ impl ScriptQuota {
     /// `quota` in microseconds. GCRA's emission interval is rounded **up** to whole
     /// microseconds, so Redis never admits faster than the quota (600,000 per second, an
     /// interval of 1.67 µs, runs at one per 2 µs); an interval under one microsecond cannot be
-    /// represented and is [`Error::RateTooHigh`]. The log's window is rounded up too.
+    /// represented and is [`Error::RateTooHigh`]. The log's window is rounded up too, and its
+    /// limit is at most [`RemoteAlgorithm::MAX_LOG_LIMIT`] ([`Error::TooLarge`]).
     pub(crate) fn new(algorithm: RemoteAlgorithm, quota: &Quota) -> Result<Self, Error> {
         let period = u128::from(quota.period_nanos());
         let to_u64 = |value: u128| u64::try_from(value).unwrap_or(u64::MAX);
@@ -213,6 +214,13 @@ impl ScriptQuota {
                     first: interval,
                     second: interval.saturating_mul(u64::from(quota.burst())),
                     capacity: quota.burst(),
+                })
+            }
+            RemoteAlgorithm::SlidingWindowLog if quota.limit() > RemoteAlgorithm::MAX_LOG_LIMIT => {
+                Err(Error::TooLarge {
+                    what: "sliding-window log limit in Redis (cells)",
+                    value: u128::from(quota.limit()),
+                    max: u128::from(RemoteAlgorithm::MAX_LOG_LIMIT),
                 })
             }
             RemoteAlgorithm::SlidingWindowLog => Ok(Self {
