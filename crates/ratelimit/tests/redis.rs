@@ -1047,6 +1047,21 @@ fn async_tasks_share_one_connection_and_the_quota_exactly() {
             blocking.check("k"),
             Err(Error::InvalidConfig { .. })
         ));
+        // Nor can it tell the runtime's blocking pool from its workers: refused there too, where
+        // the async limiter's check can be blocked on instead.
+        let async_limiter = Arc::clone(&limiter);
+        let in_blocking_pool = tokio::task::spawn_blocking(move || {
+            let refused = blocking.check("k");
+            let blocked_on = tokio::runtime::Handle::current().block_on(async_limiter.check("k"));
+            (refused, blocked_on)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(in_blocking_pool.0, Err(Error::InvalidConfig { .. })),
+            "{in_blocking_pool:?}"
+        );
+        assert!(in_blocking_pool.1.is_ok(), "{in_blocking_pool:?}");
         admitted
     });
     assert_eq!(admitted, 100);

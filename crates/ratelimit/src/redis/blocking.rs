@@ -5,9 +5,12 @@
 //! future with `block_on`, so many threads share one multiplexed connection and their checks
 //! are pipelined on it. The runtime is the limiter's own rather than the caller's so that
 //! synchronous programs need none, and so that a check never depends on some other runtime
-//! being polled. The price is one thread per limiter, and a check may not be called from async
-//! code (it would block a runtime's worker): there, use
-//! [`AsyncRedisRateLimiter`](super::AsyncRedisRateLimiter).
+//! being polled. The price is one thread per limiter, and a check may not be called on a
+//! thread inside a tokio runtime's context: there, use
+//! [`AsyncRedisRateLimiter`](super::AsyncRedisRateLimiter). Tokio offers no way to tell a
+//! runtime's worker, which a check would stall, from its blocking pool, where blocking is
+//! allowed, so a `spawn_blocking` closure is refused too; it can run the async limiter's check
+//! with `Handle::current().block_on`.
 
 use std::fmt;
 use std::future::Future;
@@ -211,7 +214,8 @@ impl<C: Clock> RedisRateLimiter<C> {
     /// # Errors
     ///
     /// As [`AsyncRedisRateLimiter::check_n_with`], and [`Error::InvalidConfig`] when called
-    /// from async code (inside a tokio runtime), where blocking would stall it.
+    /// on a thread inside a tokio runtime's context (async code, where blocking would stall
+    /// the runtime, but also a `spawn_blocking` closure: see the module docs).
     pub fn check_n_with(&self, key: &str, quota: &Quota, n: u32) -> Result<Decision, Error> {
         self.block_on(self.limiter.check_n_with(key, quota, n))
     }
@@ -225,7 +229,8 @@ impl<C: Clock> RedisRateLimiter<C> {
     fn block_on<T>(&self, check: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InvalidConfig {
-                reason: "a blocking RedisRateLimiter check was called from async code: use \
+                reason: "a blocking RedisRateLimiter check was called inside a tokio \
+                         runtime's context (async code or spawn_blocking): use \
                          AsyncRedisRateLimiter there",
             });
         }
