@@ -4,7 +4,7 @@
 //! | name | type | labels | counts |
 //! | --- | --- | --- | --- |
 //! | [`DECISIONS_TOTAL`] | counter | `limiter`, `outcome` | every decision a limiter returns: `outcome` is `admitted` or `denied`, or `too_many_keys` when a keyed limiter refuses a new key |
-//! | [`REDIS_ERRORS_TOTAL`] | counter | `limiter`, `class` | Redis checks that got no decision from Redis: `class` is `timeout`, `connection` (both answered by the failure policy), `circuit_open` (answered by the policy without asking, the breaker being open), `server` (an error reply: `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN` and `READONLY` go to the policy, any other is returned as `Error::Backend`) or `other` (a reply of an unexpected shape, returned as `Error::Backend`) |
+//! | [`REDIS_ERRORS_TOTAL`] | counter | `limiter`, `class` | Redis checks that got no decision from Redis: `class` is `timeout`, `connection` (both answered by the failure policy), `circuit_open` (answered by the policy without asking, the breaker being open), `server` (an error reply: `LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`, `NOREPLICAS` and `READONLY` go to the policy, any other is returned as `Error::Backend`) or `other` (a reply of an unexpected shape, returned as `Error::Backend`) |
 //!
 //! `limiter` is the name given with `with_metrics_name` on [`RateLimiter`](crate::RateLimiter),
 //! [`KeyedRateLimiter`](crate::KeyedRateLimiter) or `RedisRateLimiter` (default

@@ -1,7 +1,8 @@
 //! The Redis backend when the network fails, through the test kit's `FaultProxy`: the circuit
 //! breaker stops paying for an unreachable server and probes back on the limiter's clock, and
 //! a check whose reply is lost with its connection is sent again and counted once; a server
-//! that cannot serve (busy with a script, demoted to replica) gets the failure policy.
+//! that cannot serve (busy with a script, demoted to replica, without the replicas it must write
+//! with) gets the failure policy.
 #![cfg(feature = "redis")]
 
 mod redis_support;
@@ -438,4 +439,59 @@ fn a_zero_cell_check_is_admitted_while_failing_closed() {
     }
     let stats = limiter.stats();
     assert!(stats.short_circuits > 0, "the breaker opened: {stats:?}");
+}
+
+/// A primary told to write only with enough replicas in sync (`min-replicas-to-write`) answers
+/// `NOREPLICAS` to every write while they are away: the server cannot serve admissions until
+/// its replicas come back, which says nothing wrong about the request. So the failure policy
+/// answers, as for `MASTERDOWN`, and fail-open keeps admitting instead of turning every
+/// admission into an error; once a replica's absence no longer matters, Redis decides again.
+#[test]
+fn a_primary_without_its_replicas_gets_the_failure_policy() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let limiter = |policy| {
+        RedisRateLimiter::new(
+            &url,
+            two_per_ten_hours(),
+            RedisOptions::default()
+                .policy(policy)
+                .timeout(Duration::from_secs(5))
+                .circuit_breaker(0, Duration::ZERO)
+                .deny_cache_capacity(0),
+        )
+        .unwrap()
+    };
+    let (open, error) = (
+        limiter(FailurePolicy::FailOpen),
+        limiter(FailurePolicy::Error),
+    );
+    assert_eq!(
+        server
+            .command(&["CONFIG", "SET", "min-replicas-to-write", "1"])
+            .unwrap(),
+        "+OK"
+    );
+    let admitted = open.check("k");
+    assert!(
+        admitted.as_ref().is_ok_and(Decision::is_allowed),
+        "fail-open admits: {admitted:?}"
+    );
+    let unavailable = error.check("k");
+    assert!(
+        matches!(unavailable, Err(Error::Unavailable { .. })),
+        "{unavailable:?}"
+    );
+    assert_eq!((open.stats().failures, open.stats().server_errors), (1, 0));
+    assert_eq!(
+        server
+            .command(&["CONFIG", "SET", "min-replicas-to-write", "0"])
+            .unwrap(),
+        "+OK"
+    );
+    assert!(error.check("k").unwrap().is_allowed(), "the first of two");
+    assert!(error.check("k").unwrap().is_allowed(), "the second of two");
+    assert!(open.check("k").unwrap().is_denied(), "decided by Redis");
 }

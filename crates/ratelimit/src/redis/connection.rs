@@ -230,7 +230,8 @@ pub(crate) enum Failure {
     Connection(RedisError),
     /// The server answered that it cannot serve now (loading its data, running a long
     /// script, a cluster without a majority or without this slot's master, a replica refusing
-    /// the script's write after a failover demoted it).
+    /// the script's write after a failover demoted it, a primary without the replicas it is
+    /// told to write with).
     ServerUnavailable(RedisError),
     /// The server refused the request itself: out of memory, a key of the wrong type, a
     /// script error, no permission.
@@ -258,7 +259,11 @@ impl Failure {
                 | ServerErrorKind::ReadOnly,
             ) => Self::ServerUnavailable(error),
             // `BUSY`: another script has run past its time limit; the server serves nothing else.
-            ErrorKind::Extension if error.code() == Some("BUSY") => Self::ServerUnavailable(error),
+            // `NOREPLICAS`: a primary set to write only with enough replicas in sync has lost
+            // them; it serves writes again when they are back, as after `MASTERDOWN`.
+            ErrorKind::Extension if matches!(error.code(), Some("BUSY" | "NOREPLICAS")) => {
+                Self::ServerUnavailable(error)
+            }
             _ if error.code().is_some() => Self::Rejected(error),
             _ => Self::Malformed(error.to_string()),
         }

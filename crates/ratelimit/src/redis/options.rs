@@ -39,8 +39,9 @@ impl RemoteAlgorithm {
 }
 
 /// What a check does when Redis cannot be asked: unreachable, no answer in time, a server that
-/// says it cannot serve now (`LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`, or
-/// `READONLY` from a primary a failover made a replica), or a circuit breaker that is open.
+/// says it cannot serve now (`LOADING`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`,
+/// `NOREPLICAS` from a primary without the replicas it must write with, or `READONLY` from a
+/// primary a failover made a replica), or a circuit breaker that is open.
 ///
 /// It never applies to a server that answers with an error about the request itself (out of
 /// memory, a key of the wrong type, a script error): those are returned as
