@@ -307,3 +307,54 @@ impl Failure {
         }
     }
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    /// The error `redis` makes of a server's error line.
+    fn server_error(line: &str) -> RedisError {
+        let value = redis::parse_redis_value(format!("-{line}\r\n").as_bytes())
+            .expect("an error line parses as a value");
+        value
+            .extract_error()
+            .expect_err("an error line is an error")
+    }
+
+    /// Every code the docs send to the failure policy goes there; every other answer about
+    /// the request is returned as an error.
+    #[test]
+    fn error_replies_are_sorted_as_the_docs_say() {
+        let cannot_serve = [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "CLUSTERDOWN The cluster is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "READONLY You can't write against a read only replica.",
+            "NOREPLICAS Not enough good replicas to write.",
+        ];
+        for line in cannot_serve {
+            let failure = Failure::of(server_error(line));
+            assert!(
+                matches!(failure, Failure::ServerUnavailable(_)),
+                "{line}: {failure:?}"
+            );
+            assert!(failure.is_unavailability() && !failure.is_worth_resending());
+        }
+        let refused = [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "ERR user_script:1: Script attempted to access nonexistent global variable",
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+        ];
+        for line in refused {
+            let failure = Failure::of(server_error(line));
+            assert!(
+                matches!(failure, Failure::Rejected(_)),
+                "{line}: {failure:?}"
+            );
+            assert!(!failure.is_unavailability());
+        }
+    }
+}

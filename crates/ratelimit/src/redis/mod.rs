@@ -54,7 +54,8 @@
 //!   because it may write only with replicas it lost, or `READONLY` because a failover made it
 //!   a replica): the [`FailurePolicy`] decides, and the circuit breaker counts a failure
 //!   (`a_server_busy_with_a_long_script_gets_the_failure_policy`,
-//!   `a_primary_without_its_replicas_gets_the_failure_policy`).
+//!   `a_primary_without_its_replicas_gets_the_failure_policy`, and every code:
+//!   `error_replies_are_sorted_as_the_docs_say`).
 //!   After `READONLY` the pooled connection is dropped, so the next check connects again
 //!   through the same URL and reaches the new primary when the URL names a proxy, a DNS name or
 //!   an address that moved with the failover; one naming the demoted server itself keeps
