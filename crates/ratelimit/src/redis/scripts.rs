@@ -296,6 +296,19 @@ mod tests {
             assert_eq!(script.second, 4 * interval, "{limit}/s");
             assert!(u128::from(script.first) * 1_000 * u128::from(limit) >= 1_000_000_000);
         }
+        // Slower than asked by less than the rate's share of a million per second.
+        for limit in 1..=1_000_000u32 {
+            let quota = Quota::per_second(limit.into()).unwrap();
+            let interval = ScriptQuota::new(RemoteAlgorithm::Gcra, &quota)
+                .unwrap()
+                .first;
+            let runs_at = 1e6 / interval as f64;
+            let asked = f64::from(limit);
+            assert!(
+                runs_at <= asked && runs_at > asked * (1.0 - asked / 1e6),
+                "{limit}/s"
+            );
+        }
         let too_fast = Quota::per_second(2_000_000).unwrap();
         assert!(matches!(
             ScriptQuota::new(RemoteAlgorithm::Gcra, &too_fast),
