@@ -48,8 +48,8 @@ pub(crate) fn decode_protobuf(body: &[u8]) -> Option<PartialSuccess> {
 
 /// Reads an `ExportTraceServiceResponse` in OTLP/JSON: `partialSuccess` (or
 /// `partial_success`) with `rejectedSpans` (a decimal string, as the protobuf JSON mapping
-/// writes 64-bit integers, or a number) and `errorMessage`. `None` for a body that is not a
-/// JSON object; an empty body is an empty response.
+/// writes 64-bit integers, or a number) and `errorMessage`, a `null` field read as its default.
+/// `None` for a body that is not a JSON object; an empty body is an empty response.
 pub(crate) fn decode_json(body: &[u8]) -> Option<PartialSuccess> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some(PartialSuccess::default());
@@ -72,12 +72,17 @@ pub(crate) fn decode_json(body: &[u8]) -> Option<PartialSuccess> {
     Some(PartialSuccess { rejected, message })
 }
 
+/// The field under either name; `None` when absent or `null`, which the proto3 JSON mapping
+/// reads as the field's default (a count that comes with a null message still counts).
 fn field<'a>(
     object: &'a serde_json::Map<String, serde_json::Value>,
     json_name: &str,
     proto_name: &str,
 ) -> Option<&'a serde_json::Value> {
-    object.get(json_name).or_else(|| object.get(proto_name))
+    object
+        .get(json_name)
+        .or_else(|| object.get(proto_name))
+        .filter(|value| !value.is_null())
 }
 
 /// A protobuf field's value, by wire type.
@@ -178,5 +183,36 @@ mod tests {
             decode_json(br#"{"partialSuccess":{"rejectedSpans":"x"}}"#),
             None
         );
+    }
+
+    #[test]
+    fn json_nulls_read_as_the_fields_defaults() {
+        // The proto3 JSON mapping accepts `null` for any field and reads it as the default:
+        // a rejection whose message is null still rejects its spans.
+        let cases: [(&[u8], u64, &str); 3] = [
+            (
+                br#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":null}}"#,
+                3,
+                "",
+            ),
+            (
+                br#"{"partialSuccess":{"rejectedSpans":null,"errorMessage":"slow"}}"#,
+                0,
+                "slow",
+            ),
+            (br#"{"partialSuccess":null}"#, 0, ""),
+        ];
+        for (body, rejected, message) in cases {
+            let expected = PartialSuccess {
+                rejected,
+                message: message.to_owned(),
+            };
+            assert_eq!(
+                decode_json(body),
+                Some(expected),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }
