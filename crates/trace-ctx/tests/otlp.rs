@@ -387,6 +387,34 @@ fn gzip_bodies_round_trip() {
     );
 }
 
+/// The OTLP exporter specification asks exporters to name themselves, their language and
+/// their version in `User-Agent`; a header configured by the user replaces that name.
+#[test]
+fn requests_name_the_exporter_in_their_user_agent() {
+    let spans = sample_spans();
+    let (result, requests) = send(Vec::new(), OtlpExporter::builder(), &spans);
+    result.unwrap();
+    let expected = format!(
+        "infra-trace-ctx/{} (Rust; OTLP exporter)",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(requests[0].header("user-agent"), Some(expected.as_str()));
+
+    let (result, requests) = send(
+        Vec::new(),
+        OtlpExporter::builder().header("User-Agent", "checkout/2.1"),
+        &spans,
+    );
+    result.unwrap();
+    let agents: Vec<&str> = requests[0]
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "user-agent")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(agents, ["checkout/2.1"]);
+}
+
 #[test]
 fn retries_503_and_429_then_succeeds_with_the_same_body() {
     let script = vec![

@@ -70,6 +70,13 @@ impl RetryPolicy {
     }
 }
 
+/// What every request says it comes from, unless the user set a `User-Agent` header.
+const USER_AGENT: &str = concat!(
+    "infra-trace-ctx/",
+    env!("CARGO_PKG_VERSION"),
+    " (Rust; OTLP exporter)"
+);
+
 #[derive(Debug)]
 pub(super) struct Sender {
     agent: ureq::Agent,
@@ -154,6 +161,17 @@ impl Sender {
                 ExportError::invalid("headers", format!("bad value for header {name}"))
             })?;
             all.push((name, value));
+        }
+        // The OTLP exporter specification asks for the exporter, its language and its version
+        // here; a value the user configured wins.
+        if !all
+            .iter()
+            .any(|(name, _)| name == ::http::header::USER_AGENT)
+        {
+            all.push((
+                ::http::header::USER_AGENT,
+                ::http::HeaderValue::from_static(USER_AGENT),
+            ));
         }
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))

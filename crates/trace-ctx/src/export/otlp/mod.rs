@@ -258,7 +258,8 @@ impl OtlpExporterBuilder {
 
     /// Adds a header sent with every request (an API key, for example). `Content-Type`,
     /// `Content-Encoding` and `Content-Length` describe the body the exporter writes:
-    /// [`build`](Self::build) refuses them.
+    /// [`build`](Self::build) refuses them. A `User-Agent` replaces the exporter's own,
+    /// `infra-trace-ctx/<version> (Rust; OTLP exporter)`.
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
