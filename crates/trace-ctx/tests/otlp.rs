@@ -457,6 +457,26 @@ fn gives_up_after_the_attempt_limit() {
     assert_eq!(requests.len(), 3);
 }
 
+/// `RetryPolicy::max_attempts` of 0 counts as 1: the request is sent once, not retried.
+#[test]
+fn zero_attempts_send_the_request_once() {
+    let receiver = Receiver::start(vec![Reply::Status(503, vec![]); 3]);
+    let result = OtlpExporter::builder()
+        .endpoint(&receiver.endpoint())
+        .retry(quick_retries(0))
+        .build()
+        .unwrap()
+        .export_batch(&sample_spans());
+    assert_eq!(
+        result,
+        Err(ExportError::GaveUp {
+            attempts: 1,
+            last: Box::new(ExportError::Rejected { status: 503 }),
+        })
+    );
+    assert_eq!(receiver.requests().len(), 1);
+}
+
 #[test]
 fn a_client_error_is_not_retried() {
     let script = vec![Reply::Status(400, vec![])];

@@ -616,3 +616,22 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         })
     }
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_opentelemetry_s_and_a_30_second_drop() {
+        let builder = BatchSpanProcessor::builder(crate::MemoryExporter::new());
+        assert_eq!(
+            (
+                builder.max_queue_size,
+                builder.max_batch_size,
+                builder.scheduled_delay,
+                builder.drop_timeout
+            ),
+            (2048, 512, Duration::from_secs(5), Duration::from_secs(30))
+        );
+    }
+}

@@ -506,3 +506,30 @@ fn span_flags(span: &SpanData) -> u32 {
 fn link_flags(link: &Link) -> u32 {
     remote_flags(link.context.flags(), link.context.is_remote())
 }
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_specifications() {
+        let builder = OtlpExporter::builder();
+        assert_eq!(builder.url, "http://localhost:4318/v1/traces");
+        assert_eq!(
+            (builder.protocol, builder.compression, builder.timeout),
+            (
+                Protocol::HttpProtobuf,
+                Compression::None,
+                Duration::from_secs(10)
+            )
+        );
+        assert_eq!(
+            builder.retry,
+            RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+            }
+        );
+    }
+}
