@@ -128,6 +128,17 @@ fn expected_request(
 ) -> ExportTraceServiceRequest {
     let mut attributes = vec![KeyValue::new("service.name", service.to_owned())];
     attributes.extend_from_slice(resource);
+    // The SDK's description, from the resource conventions, after the user's attributes.
+    let sdk = [
+        KeyValue::new("telemetry.sdk.name", "infra-trace-ctx"),
+        KeyValue::new("telemetry.sdk.language", "rust"),
+        KeyValue::new("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+    ];
+    for kv in sdk {
+        if !resource.iter().any(|set| set.key == kv.key) {
+            attributes.push(kv);
+        }
+    }
     let spans = spans
         .iter()
         .map(|span| trace::Span {
@@ -337,6 +348,69 @@ fn spans_of_several_services_get_a_resource_each() {
     assert_eq!(
         decoded.resource_spans,
         [cart.resource_spans, pricing.resource_spans].concat()
+    );
+}
+
+/// The resource's attributes as (key, string value) pairs, in order, from a protobuf body.
+fn resource_strings(body: &[u8]) -> Vec<(String, String)> {
+    let decoded = decode_protobuf(body);
+    let resource = decoded.resource_spans[0].resource.clone().unwrap();
+    resource
+        .attributes
+        .into_iter()
+        .map(|kv| {
+            let value = match kv.value.and_then(|value| value.value) {
+                Some(common::any_value::Value::StringValue(text)) => text,
+                other => format!("{other:?}"),
+            };
+            (kv.key, value)
+        })
+        .collect()
+}
+
+/// The resource conventions require an SDK to describe itself (`telemetry.sdk.name`,
+/// `.language`, `.version`); an attribute the user sets under one of those keys replaces it.
+#[test]
+fn the_resource_names_the_sdk_unless_the_user_does() {
+    let spans = sample_spans();
+    let version = env!("CARGO_PKG_VERSION").to_owned();
+    let strings = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let mut body = Vec::new();
+    let plain = OtlpExporter::builder()
+        .service_name("cart")
+        .build()
+        .unwrap();
+    plain.encode(&spans, &mut body);
+    assert_eq!(
+        resource_strings(&body),
+        strings(&[
+            ("service.name", "cart"),
+            ("telemetry.sdk.name", "infra-trace-ctx"),
+            ("telemetry.sdk.language", "rust"),
+            ("telemetry.sdk.version", &version),
+        ])
+    );
+
+    let renamed = OtlpExporter::builder()
+        .service_name("cart")
+        .resource_attribute(KeyValue::new("telemetry.sdk.name", "in-house"))
+        .build()
+        .unwrap();
+    body.clear();
+    renamed.encode(&spans, &mut body);
+    assert_eq!(
+        resource_strings(&body),
+        strings(&[
+            ("service.name", "cart"),
+            ("telemetry.sdk.name", "in-house"),
+            ("telemetry.sdk.language", "rust"),
+            ("telemetry.sdk.version", &version),
+        ])
     );
 }
 

@@ -307,7 +307,10 @@ impl OtlpExporterBuilder {
         self
     }
 
-    /// Adds a resource attribute (`deployment.environment`, `host.name`, ...).
+    /// Adds a resource attribute (`deployment.environment`, `host.name`, ...). Every resource
+    /// also describes the SDK, as OpenTelemetry's resource conventions require:
+    /// `telemetry.sdk.name` `infra-trace-ctx`, `telemetry.sdk.language` `rust` and
+    /// `telemetry.sdk.version` this crate's version, each unless set here.
     #[must_use]
     pub fn resource_attribute(mut self, attribute: KeyValue) -> Self {
         if attribute.key == SERVICE_NAME {
@@ -376,12 +379,18 @@ impl OtlpExporterBuilder {
             self.retry,
             self.clock,
         )?;
+        let mut resource = self.resource;
+        for described in sdk_attributes() {
+            if !resource.iter().any(|kv| kv.key == described.key) {
+                resource.push(described);
+            }
+        }
         Ok(OtlpExporter {
             sender,
             protocol: self.protocol,
             compression: self.compression,
             service_name: self.service_name,
-            resource: self.resource,
+            resource,
             body: Vec::new(),
             compressed: Vec::new(),
             shutdown: ShutdownSignal::new(),
@@ -392,6 +401,15 @@ impl OtlpExporterBuilder {
 }
 
 const SERVICE_NAME: &str = "service.name";
+
+/// The attributes OpenTelemetry's resource conventions require of an SDK, describing it.
+fn sdk_attributes() -> [KeyValue; 3] {
+    [
+        KeyValue::new("telemetry.sdk.name", SCOPE_NAME),
+        KeyValue::new("telemetry.sdk.language", "rust"),
+        KeyValue::new("telemetry.sdk.version", SCOPE_VERSION),
+    ]
+}
 
 /// How long a receiver's `Retry-After: value` asks to wait when the exporter's clock reads
 /// `now`, before the `max_backoff` cap; `None` when the value is neither seconds nor an
