@@ -256,9 +256,13 @@ fn otlp_encode(c: &mut Criterion) {
         .build()
         .expect("the default endpoint is valid");
     let our_spans = our_batch();
-    // Only `service.name`, as on our side (the SDK's default resource adds `telemetry.sdk.*`).
+    // `service.name` and the SDK's description (`telemetry.sdk.*`), as on our side; the empty
+    // builder reads no environment variables.
     let resource = ResourceAttributesWithSchema::from(
         &opentelemetry_sdk::Resource::builder_empty()
+            .with_detector(Box::new(
+                opentelemetry_sdk::resource::TelemetryResourceDetector,
+            ))
             .with_service_name("cart")
             .build(),
     );
