@@ -379,7 +379,8 @@ impl Sampler for FollowParent {
 /// ([`Sampler::sample`]), unless the randomness is not known to be random (a parent without
 /// `rv` whose W3C Level 2 random flag is clear): then the decision is still made from the
 /// trace id, so services agree, but no threshold is written, since the probability it
-/// states would not be promised. A span it drops keeps the parent's state without its
+/// states would not be promised (the SDK specification instead presumes the trace id random
+/// and writes the threshold with a warning). A span it drops keeps the parent's state without its
 /// threshold. A ratio of 0 samples nothing and writes nothing.
 ///
 /// ```
