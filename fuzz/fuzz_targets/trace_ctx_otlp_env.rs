@@ -72,22 +72,27 @@ fn timeout_ok(value: &str) -> bool {
         && (significant.len() < 7 || (significant.len() == 7 && significant <= "3600000"))
 }
 
+/// Each `%` in `text` starts an escape of two hex digits.
+fn escapes_ok(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 /// `key=value` members separated by commas (blank members allowed), each key non-blank,
-/// each `%` starting an escape of two hex digits.
-fn pairs_ok(list: &str) -> bool {
+/// each `%` of a value (and of a key, when `keys_decoded`: the resource attributes, whose keys
+/// the specification percent-encodes too) starting an escape of two hex digits.
+fn pairs_ok(list: &str, keys_decoded: bool) -> bool {
     list.split(',')
         .filter(|member| !member.trim().is_empty())
         .all(|member| {
             let Some((key, value)) = member.split_once('=') else {
                 return false;
             };
-            let bytes = value.as_bytes();
-            !key.trim().is_empty()
-                && bytes.iter().enumerate().all(|(i, &b)| {
-                    b != b'%'
-                        || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-                })
+            !key.trim().is_empty() && escapes_ok(value) && (!keys_decoded || escapes_ok(key))
         })
 }
 
@@ -108,10 +113,12 @@ fn malformed(input: &Input) -> Vec<&'static str> {
         v == "gzip" || v == "none"
     });
     check(effective(input, TRACES_TIMEOUT, TIMEOUT), &timeout_ok);
-    check(effective(input, TRACES_HEADERS, HEADERS), &pairs_ok);
+    check(effective(input, TRACES_HEADERS, HEADERS), &|v| {
+        pairs_ok(v, false)
+    });
     check(
         set(input, RESOURCE_ATTRIBUTES).map(|v| (RESOURCE_ATTRIBUTES, v)),
-        &pairs_ok,
+        &|v| pairs_ok(v, true),
     );
     bad
 }

@@ -711,6 +711,41 @@ fn environment_variables_configure_the_exporter() {
     assert_eq!(receiver.requests()[1].path, "/custom");
 }
 
+/// The resource SDK specification has `,` and `=` percent-encoded in `OTEL_RESOURCE_ATTRIBUTES`
+/// keys as well as values, so both are decoded.
+#[test]
+fn resource_attribute_keys_are_percent_decoded_like_values() {
+    let vars = [(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "team%3Dsub%2Cteam=cart%2Cpay,k%C3%A9y=v".to_owned(),
+    )];
+    let otlp = OtlpExporter::builder()
+        .service_name("cart")
+        .from_lookup(lookup_in(&vars))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut body = Vec::new();
+    otlp.encode(&sample_spans(), &mut body);
+    let attributes = resource_strings(&body);
+    assert_eq!(
+        attributes[1..3],
+        [
+            ("team=sub,team".to_owned(), "cart,pay".to_owned()),
+            ("kéy".to_owned(), "v".to_owned()),
+        ]
+    );
+    let malformed = OtlpExporter::builder()
+        .from_lookup(|n| (n == "OTEL_RESOURCE_ATTRIBUTES").then(|| "k%zz=v".to_owned()));
+    assert!(matches!(
+        malformed,
+        Err(ExportError::InvalidConfig {
+            setting: "OTEL_RESOURCE_ATTRIBUTES",
+            ..
+        })
+    ));
+}
+
 /// (variable, value) pairs that must be refused, each naming its variable.
 const INVALID: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),

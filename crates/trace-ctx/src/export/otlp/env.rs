@@ -65,7 +65,8 @@ pub(super) fn apply(
         };
     }
     if let Some((name, value)) = first(HEADERS) {
-        for (key, value) in parse_pairs(name, &value)? {
+        // Header names are taken as written: `%` is a character a header name may hold.
+        for (key, value) in parse_pairs(name, &value, Keys::AsWritten)? {
             builder
                 .headers
                 .retain(|(existing, _)| !existing.eq_ignore_ascii_case(&key));
@@ -101,7 +102,7 @@ pub(super) fn apply(
         builder.timeout = Duration::from_millis(millis);
     }
     if let Some(value) = get(RESOURCE_ATTRIBUTES) {
-        for (key, value) in parse_pairs(RESOURCE_ATTRIBUTES, &value)? {
+        for (key, value) in parse_pairs(RESOURCE_ATTRIBUTES, &value, Keys::PercentDecoded)? {
             builder = builder.resource_attribute(KeyValue::new(key, value));
         }
     }
@@ -112,9 +113,23 @@ pub(super) fn apply(
     Ok(builder)
 }
 
-/// `key1=value1,key2=value2`, values percent-decoded (the W3C Baggage syntax both variables
-/// use). Blank members are skipped; a member without `=` or with an empty key is an error.
-fn parse_pairs(name: &'static str, list: &str) -> Result<Vec<(String, String)>, ExportError> {
+/// Whether the keys of a `key=value` list are percent-decoded like its values.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    AsWritten,
+    /// As the resource SDK specification has it for `OTEL_RESOURCE_ATTRIBUTES`, whose keys
+    /// carry `,` and `=` percent-encoded.
+    PercentDecoded,
+}
+
+/// `key1=value1,key2=value2`, values (and, as `keys` says, keys) percent-decoded (the W3C
+/// Baggage syntax both variables use). Blank members are skipped; a member without `=` or
+/// with an empty key is an error.
+fn parse_pairs(
+    name: &'static str,
+    list: &str,
+    keys: Keys,
+) -> Result<Vec<(String, String)>, ExportError> {
     let mut pairs = Vec::new();
     for member in list.split(',') {
         if member.trim().is_empty() {
@@ -130,10 +145,16 @@ fn parse_pairs(name: &'static str, list: &str) -> Result<Vec<(String, String)>, 
                 format!("{member:?} has an empty key"),
             ));
         }
-        let value = percent_decode(value.trim()).ok_or_else(|| {
-            ExportError::invalid(name, format!("{member:?} has a malformed percent escape"))
-        })?;
-        pairs.push((key.to_owned(), value));
+        let decode = |text: &str| {
+            percent_decode(text).ok_or_else(|| {
+                ExportError::invalid(name, format!("{member:?} has a malformed percent escape"))
+            })
+        };
+        let key = match keys {
+            Keys::AsWritten => key.to_owned(),
+            Keys::PercentDecoded => decode(key)?,
+        };
+        pairs.push((key, decode(value.trim())?));
     }
     Ok(pairs)
 }
