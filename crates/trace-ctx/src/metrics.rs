@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | [`SPANS_STARTED_TOTAL`] | counter | `tracer`, `decision` | every span started: `decision` is `sampled` (recorded) or `dropped` (the sampler said no; nothing is recorded) |
 //! | [`SPANS_EXPORTED_TOTAL`] | counter | `tracer` | recorded spans handed to the exporter when they end |
-//! | [`EXPORT_FAILURES_TOTAL`] | counter | `exporter` | spans an exporter could not deliver: [`JsonLinesExporter`](crate::JsonLinesExporter) write errors, as `exporter="json_lines"` |
+//! | [`EXPORT_FAILURES_TOTAL`] | counter | `exporter` | spans an exporter could not deliver: [`JsonLinesExporter`](crate::JsonLinesExporter) write errors, as `exporter="json_lines"`; `OtlpExporter`'s failed batches, and the spans a receiver rejected from a batch it accepted, as `exporter="otlp"` |
 //! | [`BATCH_QUEUED_TOTAL`] | counter | `processor` | spans a [`BatchSpanProcessor`](crate::BatchSpanProcessor) accepted into its queue |
 //! | [`BATCH_DROPPED_TOTAL`] | counter | `processor`, `reason` | spans it dropped: `reason` is `queue_full` or `after_shutdown` |
 //! | [`BATCH_EXPORTED_TOTAL`] | counter | `processor` | spans in batches its exporter accepted |

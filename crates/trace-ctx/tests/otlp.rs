@@ -846,6 +846,42 @@ fn a_partial_success_reports_the_rejected_spans_and_is_not_retried() {
     }
 }
 
+/// The exporter's failure counter counts the spans it could not deliver: only the rejected
+/// ones of a partial success, every span of a batch refused whole.
+#[cfg(feature = "metrics")]
+#[test]
+fn the_failure_counter_counts_only_the_spans_not_delivered() {
+    use infra_testkit::metrics::{counters, value};
+    use infra_trace_ctx::metrics::{EXPORT_FAILURES_TOTAL, EXPORTER_LABEL};
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let spans = sample_spans();
+    let receiver = Receiver::start(vec![
+        Reply::Body(
+            "application/x-protobuf",
+            partial_success_protobuf(2, "span too large"),
+        ),
+        Reply::Status(400, vec![]),
+    ]);
+    let recorder = DebuggingRecorder::new();
+    let mut otlp =
+        metrics::with_local_recorder(&recorder, || exporter(&receiver, OtlpExporter::builder()));
+    assert!(matches!(
+        otlp.export_batch(&spans),
+        Err(ExportError::PartiallyRejected { rejected: 2, .. })
+    ));
+    assert_eq!(
+        otlp.export_batch(&spans),
+        Err(ExportError::Rejected { status: 400 })
+    );
+    let series = counters(&recorder.snapshotter());
+    assert_eq!(
+        value(&series, EXPORT_FAILURES_TOTAL, &[(EXPORTER_LABEL, "otlp")]),
+        Some(2 + spans.len() as u64),
+        "the two rejected spans of the first batch, all of the second"
+    );
+}
+
 /// A success body without rejected spans (an empty response, a warning with a count of zero,
 /// or bytes that are no response at all) is a success.
 #[test]

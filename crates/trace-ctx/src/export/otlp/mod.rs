@@ -210,9 +210,14 @@ impl SpanBatchExporter for OtlpExporter {
     /// [`ExportError::PartiallyRejected`] counting their spans.
     fn export_batch(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
         let result = self.send_fitting(batch);
+        // The spans not delivered: of a partial success, only those the receiver rejected.
         #[cfg(feature = "metrics")]
-        if result.is_err() {
-            self.failures.increment(batch.len() as u64);
+        match &result {
+            Ok(()) => {}
+            Err(ExportError::PartiallyRejected { rejected, .. }) => {
+                self.failures.increment((*rejected).min(batch.len() as u64));
+            }
+            Err(_) => self.failures.increment(batch.len() as u64),
         }
         result
     }
