@@ -72,19 +72,30 @@ fn timeout_ok(value: &str) -> bool {
         && (significant.len() < 7 || (significant.len() == 7 && significant <= "3600000"))
 }
 
-/// Each `%` in `text` starts an escape of two hex digits.
-fn escapes_ok(text: &str) -> bool {
+/// Each `%` in `text` starts an escape of two hex digits, and the bytes decoded are UTF-8.
+fn decodes_ok(text: &str) -> bool {
     let bytes = text.as_bytes();
-    bytes.iter().enumerate().all(|(i, &b)| {
-        b != b'%'
-            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-    })
+    let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
+    let mut decoded = Vec::new();
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'%' {
+            let (Some(high), Some(low)) = (hex(at + 1), hex(at + 2)) else {
+                return false;
+            };
+            decoded.push((high * 16 + low) as u8);
+            at += 3;
+        } else {
+            decoded.push(byte);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).is_ok()
 }
 
-/// `key=value` members separated by commas (blank members allowed), each key non-blank,
-/// each `%` of a value (and of a key, when `keys_decoded`: the resource attributes, whose keys
-/// the specification percent-encodes too) starting an escape of two hex digits.
+/// `key=value` members separated by commas (blank members allowed), each key non-blank, each
+/// value (and each key, when `keys_decoded`: the resource attributes, whose keys the
+/// specification percent-encodes too) decoding to UTF-8 (`decodes_ok`).
 fn pairs_ok(list: &str, keys_decoded: bool) -> bool {
     list.split(',')
         .filter(|member| !member.trim().is_empty())
@@ -92,7 +103,7 @@ fn pairs_ok(list: &str, keys_decoded: bool) -> bool {
             let Some((key, value)) = member.split_once('=') else {
                 return false;
             };
-            !key.trim().is_empty() && escapes_ok(value) && (!keys_decoded || escapes_ok(key))
+            !key.trim().is_empty() && decodes_ok(value) && (!keys_decoded || decodes_ok(key))
         })
 }
 

@@ -493,6 +493,18 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     )
 }
 
+/// Percent-decodes `raw` into UTF-8: `None` for a malformed escape or for escapes that decode
+/// to bytes which are not UTF-8 (where [`percent_decode`] would write U+FFFD). For the OTLP
+/// exporter's environment variables.
+#[cfg(feature = "otlp")]
+pub(crate) fn percent_decode_utf8(raw: &str) -> Option<String> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    if !percent_decode_into(raw.as_bytes(), &mut decoded) {
+        return None;
+    }
+    String::from_utf8(decoded).ok()
+}
+
 /// Appends the member value `raw` percent-decoded to `out`, checking its bytes on the way
 /// (one pass for the check, the decoding and the count), and returns the length
 /// [`write_percent_encoded`] writes for the decoded value.

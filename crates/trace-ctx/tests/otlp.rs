@@ -765,6 +765,10 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("OTEL_RESOURCE_ATTRIBUTES", "region"),
     ("OTEL_RESOURCE_ATTRIBUTES", "a=1,=2"),
+    // Escapes that decode to bytes which are not UTF-8: a failure to decode, not U+FFFD.
+    ("OTEL_RESOURCE_ATTRIBUTES", "region=eu%FF"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "k%C3=v"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=%C3%28"),
 ];
 
 #[test]

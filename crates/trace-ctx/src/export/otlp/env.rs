@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{Compression, OtlpExporterBuilder, Protocol, TRACES_PATH};
-use crate::baggage::percent_decode;
+use crate::baggage::percent_decode_utf8;
 use crate::export::ExportError;
 use crate::span::KeyValue;
 
@@ -123,8 +123,10 @@ enum Keys {
 }
 
 /// `key1=value1,key2=value2`, values (and, as `keys` says, keys) percent-decoded (the W3C
-/// Baggage syntax both variables use). Blank members are skipped; a member without `=` or
-/// with an empty key is an error.
+/// Baggage syntax both variables use). Blank members are skipped; a member without `=`, with
+/// an empty key, or with escapes that are malformed or decode to bytes that are not UTF-8 is an
+/// error: the specification calls a decoding failure an error, and a U+FFFD put in its place
+/// would send a value nobody wrote.
 fn parse_pairs(
     name: &'static str,
     list: &str,
@@ -146,8 +148,11 @@ fn parse_pairs(
             ));
         }
         let decode = |text: &str| {
-            percent_decode(text).ok_or_else(|| {
-                ExportError::invalid(name, format!("{member:?} has a malformed percent escape"))
+            percent_decode_utf8(text).ok_or_else(|| {
+                ExportError::invalid(
+                    name,
+                    format!("{member:?} has a malformed percent escape, or one that is not UTF-8"),
+                )
             })
         };
         let key = match keys {
