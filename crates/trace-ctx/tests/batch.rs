@@ -272,12 +272,30 @@ impl SpanBatchExporter for Refuses {
 }
 
 #[test]
-fn export_failures_are_counted_and_flush_still_completes() {
-    let (processor, tracer) = started(Refuses, |b| b.max_batch_size(2));
+fn export_failures_are_counted_and_a_flush_completes_and_reports_them() {
+    // The default batch and a long delay: the spans wait in the queue for the flush.
+    let (processor, tracer) = started(Refuses, |b| b);
     end_spans(&tracer, 0..5);
-    processor.force_flush(LONG).unwrap();
+    let refused = Some(Box::new(ExportError::Rejected { status: 400 }));
+    assert_eq!(
+        processor.force_flush(LONG),
+        Err(ExportError::NotDelivered {
+            spans: 5,
+            last: refused.clone(),
+        })
+    );
     let stats = processor.stats();
     assert_eq!((stats.queued, stats.exported, stats.failed), (5, 0, 5));
+    // A flush reports the failures it waited for, not earlier ones.
+    processor.force_flush(LONG).unwrap();
+    end_spans(&tracer, 5..6);
+    assert_eq!(
+        processor.shutdown(LONG),
+        Err(ExportError::NotDelivered {
+            spans: 1,
+            last: refused,
+        })
+    );
 }
 
 #[test]
@@ -443,22 +461,38 @@ impl SpanBatchExporter for Moody {
     }
 }
 
-/// Ends spans named `names`, each flushed on its own, so each is a batch of its own.
-fn end_and_flush_each(processor: &BatchSpanProcessor, tracer: &Tracer, names: &[&'static str]) {
-    for name in names {
-        tracer.span(*name).start().end();
-        processor.force_flush(LONG).unwrap();
-    }
+/// Ends spans named `names`, each flushed on its own, so each is a batch of its own; what each
+/// flush returned.
+fn end_and_flush_each(
+    processor: &BatchSpanProcessor,
+    tracer: &Tracer,
+    names: &[&'static str],
+) -> Vec<Result<(), ExportError>> {
+    names
+        .iter()
+        .map(|name| {
+            tracer.span(*name).start().end();
+            processor.force_flush(LONG)
+        })
+        .collect()
 }
 
 #[test]
 fn a_panicking_exporter_fails_its_batch_and_export_goes_on() {
     let exporter = Moody::default();
     let (processor, tracer) = started(exporter.clone(), |b| b);
-    end_and_flush_each(
+    let flushes = end_and_flush_each(
         &processor,
         &tracer,
         &["before", "panic", "after", "panic", "last"],
+    );
+    let panicked = Err(ExportError::NotDelivered {
+        spans: 1,
+        last: None,
+    });
+    assert_eq!(
+        flushes,
+        [Ok(()), panicked.clone(), Ok(()), panicked, Ok(())]
     );
     assert_eq!(names(&exporter.spans.spans()), ["before", "after", "last"]);
     let stats = processor.stats();
@@ -504,11 +538,12 @@ fn counters_follow_the_stats_with_a_reason_for_each_drop_and_failure() {
     gate.open();
     gated.shutdown(LONG).unwrap();
     end_spans(&gated_tracer, 5..7);
-    end_and_flush_each(
+    let flushes = end_and_flush_each(
         &failing,
         &failing_tracer,
         &["refuse", "panic", "panic", "ok"],
     );
+    assert_eq!(flushes.iter().filter(|flush| flush.is_err()).count(), 3);
 
     let series = counters(&recorder.snapshotter());
     let count = |name, labels: &[(&str, &str)]| value(&series, name, labels).unwrap_or(0);

@@ -594,13 +594,23 @@ fn a_refused_connection_is_retried_then_reported_as_a_failure() {
         }
         other => panic!("expected three refused attempts, got {other:?}"),
     }
-    // Behind a batch processor the spans count as failed, and nothing else breaks.
+    // Behind a batch processor the spans count as failed, the flush says so, and nothing
+    // else breaks.
     let processor = BatchSpanProcessor::builder(to_closed_port())
         .build()
         .unwrap();
     let tracer = Tracer::builder().exporter(processor.clone()).build();
     tracer.span("lost").start().end();
-    processor.force_flush(Duration::from_secs(60)).unwrap();
+    match processor.force_flush(Duration::from_secs(60)) {
+        Err(ExportError::NotDelivered {
+            spans: 1,
+            last: Some(last),
+        }) => assert!(
+            matches!(*last, ExportError::GaveUp { attempts: 3, .. }),
+            "{last:?}"
+        ),
+        other => panic!("expected the lost span reported, got {other:?}"),
+    }
     let stats = processor.stats();
     assert_eq!((stats.queued, stats.exported, stats.failed), (1, 0, 1));
 }
@@ -981,15 +991,25 @@ fn a_batch_processor_counts_a_partial_rejection_as_failed_spans() {
         "application/x-protobuf",
         partial_success_protobuf(2, "span too large"),
     )]);
+    // The default batch and delay: the five spans wait in the queue for the shutdown, which
+    // then sees their export.
     let processor = BatchSpanProcessor::builder(exporter(&receiver, OtlpExporter::builder()))
-        .max_batch_size(5)
         .build()
         .unwrap();
     let tracer = Tracer::builder().exporter(processor.clone()).build();
     for n in 0..5 {
         tracer.span(format!("op-{n}")).start().end();
     }
-    processor.shutdown(Duration::from_secs(60)).unwrap();
+    match processor.shutdown(Duration::from_secs(60)) {
+        Err(ExportError::NotDelivered {
+            spans: 2,
+            last: Some(last),
+        }) => assert!(
+            matches!(*last, ExportError::PartiallyRejected { rejected: 2, .. }),
+            "{last:?}"
+        ),
+        other => panic!("expected the two rejected spans reported, got {other:?}"),
+    }
     let stats = processor.stats();
     assert_eq!((stats.exported, stats.failed), (3, 2));
 }

@@ -113,7 +113,9 @@ pub struct BatchStats {
 ///   [`scheduled_delay`](BatchSpanProcessorBuilder::scheduled_delay) passes with spans queued.
 /// - [`force_flush`](Self::force_flush) and [`shutdown`](Self::shutdown) return `Ok` only once
 ///   every span queued before the call has been handed to the exporter, and
-///   [`ExportError::Timeout`] if their deadline passes first.
+///   [`ExportError::Timeout`] if their deadline passes first, or
+///   [`ExportError::NotDelivered`] if the exporter failed for spans it exported while they
+///   waited.
 /// - After shutdown (explicit, or when the last clone is dropped) spans are dropped and
 ///   counted in [`BatchStats::dropped_after_shutdown`].
 /// - When a shutdown's deadline passes, the exporter's [`ShutdownSignal`] is raised, so an
@@ -195,6 +197,9 @@ struct State {
     delay_started: Option<u64>,
     shut_down: bool,
     stats: BatchStats,
+    /// Why the last batch not delivered in full was not: its exporter's error, or `None` if
+    /// the exporter panicked. A flush that saw spans fail reports it.
+    last_failure: Option<Option<ExportError>>,
 }
 
 impl BatchSpanProcessor {
@@ -219,13 +224,22 @@ impl BatchSpanProcessor {
 
     /// Exports everything queued before this call and waits, at most `timeout`, until the
     /// exporter has returned for all of it.
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::Timeout`] if `timeout` passes first (the spans stay queued);
+    /// [`ExportError::NotDelivered`] if spans of the batches the exporter returned from
+    /// meanwhile were not delivered (an error, a partial rejection or a panic), which
+    /// [`BatchStats::failed`] counts too.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
         let shared = &self.owner.shared;
         let mut state = shared.state.lock();
+        let failed_before = state.stats.failed;
         let target = state.accepted;
         state.flush_up_to = state.flush_up_to.max(target);
         shared.work.notify_one();
-        shared.wait_handed(&mut state, target, timeout)
+        shared.wait_handed(&mut state, target, timeout)?;
+        failures_since(&state, failed_before)
     }
 
     /// Stops accepting spans, exports everything already queued and, once the exporter has
@@ -235,7 +249,8 @@ impl BatchSpanProcessor {
     ///
     /// If `timeout` passes first, this returns [`ExportError::Timeout`] and raises the
     /// exporter's [`ShutdownSignal`]: OpenTelemetry's specification owes queued spans their
-    /// export until the shutdown's timeout, not after it.
+    /// export until the shutdown's timeout, not after it. If the exporter failed for spans it
+    /// exported while this waited, [`ExportError::NotDelivered`] (the thread still stops).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
         self.owner.shutdown(timeout)
     }
@@ -249,8 +264,9 @@ impl Owner {
             return Err(ExportError::Timeout);
         }
         let shared = &self.shared;
-        {
+        let delivered = {
             let mut state = shared.state.lock();
+            let failed_before = state.stats.failed;
             state.shut_down = true;
             let target = state.accepted;
             shared.work.notify_one();
@@ -258,14 +274,28 @@ impl Owner {
                 self.deadline_passed.raise();
                 return Err(timeout);
             }
-        }
+            failures_since(&state, failed_before)
+        };
         // Everything is handed over, so the worker is leaving its loop: joining is short.
         if let Some(worker) = self.worker.lock().take() {
             // A worker that panicked (inside the exporter) has nothing left to deliver.
             let _ = worker.join();
         }
-        Ok(())
+        delivered
     }
+}
+
+/// [`ExportError::NotDelivered`] if spans failed since [`BatchStats::failed`] was
+/// `failed_before`.
+fn failures_since(state: &State, failed_before: u64) -> Result<(), ExportError> {
+    let spans = state.stats.failed - failed_before;
+    if spans == 0 {
+        return Ok(());
+    }
+    Err(ExportError::NotDelivered {
+        spans,
+        last: state.last_failure.clone().flatten().map(Box::new),
+    })
 }
 
 impl Drop for Owner {
@@ -381,12 +411,20 @@ impl Shared {
             match result {
                 Ok(Ok(())) => state.stats.exported += count,
                 // The receiver stored the rest of the batch.
-                Ok(Err(ExportError::PartiallyRejected { rejected, .. })) => {
+                Ok(Err(error @ ExportError::PartiallyRejected { rejected, .. })) => {
                     let rejected = rejected.min(count);
                     state.stats.failed += rejected;
                     state.stats.exported += count - rejected;
+                    state.last_failure = Some(Some(error));
                 }
-                Ok(Err(_)) | Err(_) => state.stats.failed += count,
+                Ok(Err(error)) => {
+                    state.stats.failed += count;
+                    state.last_failure = Some(Some(error));
+                }
+                Err(_) => {
+                    state.stats.failed += count;
+                    state.last_failure = Some(None);
+                }
             }
             self.progress.notify_all();
         }
@@ -586,6 +624,7 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
                 delay_started: None,
                 shut_down: false,
                 stats: BatchStats::default(),
+                last_failure: None,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),

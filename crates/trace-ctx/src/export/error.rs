@@ -53,6 +53,14 @@ pub enum ExportError {
         /// Why, in the receiver's words (may be empty).
         message: String,
     },
+    /// A flush or shutdown saw every queued span handed to the exporter, but `spans` of those
+    /// it exported meanwhile were not delivered (see [`crate::BatchStats::failed`]).
+    NotDelivered {
+        /// Spans not delivered while the flush or shutdown waited.
+        spans: u64,
+        /// The exporter's last error, or `None` if it panicked.
+        last: Option<Box<ExportError>>,
+    },
 }
 
 impl ExportError {
@@ -84,6 +92,10 @@ impl fmt::Display for ExportError {
                     "the receiver rejected {rejected} of the spans: {message}"
                 )
             }
+            Self::NotDelivered { spans, last } => match last {
+                Some(last) => write!(f, "{spans} spans were not delivered: {last}"),
+                None => write!(f, "{spans} spans were not delivered: the exporter panicked"),
+            },
         }
     }
 }
