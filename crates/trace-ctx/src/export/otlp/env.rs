@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Compression, OtlpExporterBuilder, Protocol, TRACES_PATH};
+use super::{Compression, OtlpExporterBuilder, Protocol, traces_url};
 use crate::baggage::percent_decode_utf8;
 use crate::export::ExportError;
 use crate::span::KeyValue;
@@ -50,7 +50,7 @@ pub(super) fn apply(
     if let Some(url) = get(TRACES_ENDPOINT) {
         builder = builder.traces_endpoint(url.trim());
     } else if let Some(base) = get(ENDPOINT) {
-        builder.url = format!("{}{TRACES_PATH}", base.trim().trim_end_matches('/'));
+        builder.url = traces_url(base.trim());
     }
     if let Some((name, value)) = first(PROTOCOL) {
         builder.protocol = match value.trim() {

@@ -29,6 +29,13 @@ const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 const DEFAULT_ENDPOINT: &str = "http://localhost:4318";
 const TRACES_PATH: &str = "/v1/traces";
 
+/// The URL spans go to from a base endpoint: its path (without a trailing `/`), then
+/// [`TRACES_PATH`], then its query or fragment if any.
+fn traces_url(base: &str) -> String {
+    let (path, rest) = base.split_at(base.find(['?', '#']).unwrap_or(base.len()));
+    format!("{}{TRACES_PATH}{rest}", path.trim_end_matches('/'))
+}
+
 /// How a request body is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -232,10 +239,11 @@ impl SpanBatchExporter for OtlpExporter {
 
 impl OtlpExporterBuilder {
     /// The collector's base URL (`http://host:port`, optionally with a path prefix); spans
-    /// go to `{endpoint}/v1/traces`, as with `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// go to `{endpoint}/v1/traces`, as with `OTEL_EXPORTER_OTLP_ENDPOINT`, the path going
+    /// before a query the base URL carries.
     #[must_use]
     pub fn endpoint(mut self, endpoint: &str) -> Self {
-        self.url = format!("{}{TRACES_PATH}", endpoint.trim_end_matches('/'));
+        self.url = traces_url(endpoint);
         self
     }
 
@@ -533,6 +541,32 @@ fn link_flags(link: &Link) -> u32 {
 #[cfg(all(test, not(infra_loom)))]
 mod tests {
     use super::*;
+
+    /// The signal's path goes after the base's path and before its query or fragment, from the
+    /// builder and from `OTEL_EXPORTER_OTLP_ENDPOINT` alike.
+    #[test]
+    fn the_traces_path_goes_before_a_query_of_the_base_endpoint() {
+        let cases = [
+            ("http://c:4318", "http://c:4318/v1/traces"),
+            ("http://c:4318/", "http://c:4318/v1/traces"),
+            ("http://c:4318/otlp/", "http://c:4318/otlp/v1/traces"),
+            ("http://c:4318?tenant=a", "http://c:4318/v1/traces?tenant=a"),
+            (
+                "http://c:4318/otlp/?t=a/b",
+                "http://c:4318/otlp/v1/traces?t=a/b",
+            ),
+            ("http://c:4318/#part", "http://c:4318/v1/traces#part"),
+        ];
+        for (base, url) in cases {
+            assert_eq!(OtlpExporter::builder().endpoint(base).url, url, "{base}");
+            let from_env = OtlpExporter::builder()
+                .from_lookup(|name| {
+                    (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| base.to_owned())
+                })
+                .unwrap();
+            assert_eq!(from_env.url, url, "{base}");
+        }
+    }
 
     #[test]
     fn defaults_are_the_specifications() {
