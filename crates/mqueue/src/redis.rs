@@ -149,8 +149,14 @@ for _ = 1, tonumber(ARGV[6]) do
   else
     local stored = redis.call('XRANGE', KEYS[1], id, id)[1]
     if stored then
-      redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1,
-        'p', payload(stored[2]) or '')
+      -- An entry without a payload (another client's) is dead-lettered without one, so a
+      -- reader of the dead letters is told, not handed an empty message.
+      local p = payload(stored[2])
+      if p then
+        redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1, 'p', p)
+      else
+        redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1)
+      end
       dead = dead + 1
     end
     redis.call('XACK', KEYS[1], group, id)
@@ -211,6 +217,24 @@ if deliveries == attempt and holder ~= parked then
 end
 if attempt < deliveries then return {3, deliveries} end
 return {4}
+";
+
+/// Up to `ARGV[2]` entries of the dead-letter stream `KEYS[2]` from id `ARGV[1]` on, as
+/// `XRANGE` gives them, but a payload longer than `ARGV[3]` bytes (only another client can
+/// have written it) is replaced by its length, under the field `oversized`: a reply carries no
+/// payload past the limit.
+const DEAD_LETTERS_SCRIPT: &str = r"
+local entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+local max_bytes = tonumber(ARGV[3])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' and #fields[i + 1] > max_bytes then
+      fields[i], fields[i + 1] = 'oversized', #fields[i + 1]
+    end
+  end
+end
+return entries
 ";
 
 /// `{unsettled, pending, parked, dead letters}` of `KEYS[1]` (group `ARGV[1]`, parked
@@ -459,6 +483,7 @@ pub struct RedisQueue {
     receive: Script,
     settle: Script,
     stats: Script,
+    dead_letters: Script,
     /// Whether the server's eviction policy was found safe (or could not be read).
     policy_checked: AtomicBool,
     #[cfg(feature = "metrics")]
@@ -571,6 +596,7 @@ impl RedisQueue {
             settle: Script::new(SETTLE_SCRIPT, false),
             // Only reads (a missing group counts as empty): harmless to repeat.
             stats: Script::new(STATS_SCRIPT, true),
+            dead_letters: Script::new(DEAD_LETTERS_SCRIPT, true),
             policy_checked: AtomicBool::new(false),
             #[cfg(feature = "metrics")]
             metrics: metrics::RedisMetrics::new(options.metrics_name.as_deref()),
@@ -885,31 +911,28 @@ impl RedisQueue {
     ///
     /// [`Error::Backend`] when the server fails; [`Error::CorruptMessage`] for an entry this
     /// crate did not write, with its position as the offset (read on from the next one to
-    /// step over it).
+    /// step over it): among them the dead letter of a message another client wrote without a
+    /// payload, or with one longer than `max_message_bytes`, which is not read from the
+    /// server (the dead letter keeps it).
     pub fn dead_letters(&self, position: u64, max: usize) -> Result<Vec<DeadLetter>, Error> {
         let (Some(start), false) = (stream_id(position), max == 0) else {
             return Ok(Vec::new());
         };
         // Redis takes a signed count; no stream holds more entries than that anyway.
-        let count = i64::try_from(max).unwrap_or(i64::MAX);
-        let reply: Value = self
+        let count = i64::try_from(max).unwrap_or(i64::MAX).to_string();
+        let max_bytes = self.options.max_message_bytes.to_string();
+        let args: [&[u8]; 3] = [start.as_bytes(), count.as_bytes(), max_bytes.as_bytes()];
+        // Not `run`: reading the dead letters is safe under any eviction policy.
+        let reply = self
             .connections
-            .run(true, |connection| {
-                redis::cmd("XRANGE")
-                    .arg(&self.keys[1])
-                    .arg(&start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query(connection)
-            })
+            .script(&self.dead_letters, &self.keys, &args)
             .map_err(|e| {
                 #[cfg(feature = "metrics")]
                 self.metrics.backend_errors.increment(1);
                 backend(&e)
             })?;
         let Value::Array(entries) = &reply else {
-            return Err(malformed("XRANGE", &reply));
+            return Err(malformed("dead letters", &reply));
         };
         entries.iter().map(dead_letter).collect()
     }
@@ -966,6 +989,11 @@ fn dead_letter(entry: &Value) -> Result<DeadLetter, Error> {
             .find(|pair| bulk(&pair[0]) == Some(name))
             .map(|pair| &pair[1])
     };
+    if field(b"oversized").is_some() {
+        return Err(corrupt(
+            "a dead letter longer than max_message_bytes (not read from the server)",
+        ));
+    }
     let offset = field(b"offset")
         .and_then(bulk)
         .and_then(offset_of)

@@ -889,6 +889,29 @@ fn entries_another_client_wrote_are_corrupt_messages_that_end_as_dead_letters() 
         (stats.unsettled, stats.in_flight, stats.dead_letters),
         (0, 0, 2)
     );
+
+    // Reading them back says what is wrong with each, at its position, and carries no
+    // payload past max_message_bytes (the dead letter keeps it for an operator).
+    let read = queue.dead_letters(0, 10);
+    assert!(
+        matches!(&read, Err(Error::CorruptMessage { offset: 0, reason }) if reason.contains("payload")),
+        "{read:?}"
+    );
+    let read = queue.dead_letters(1, 10).map(|letters| letters.len());
+    assert!(
+        matches!(&read, Err(Error::CorruptMessage { offset: 1, reason }) if reason.contains("longer")),
+        "{read:?}"
+    );
+    assert!(queue.dead_letters(2, 10).unwrap().is_empty());
+    type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+    let kept: Entries = redis::cmd("XRANGE")
+        .arg(format!("{stream}:dlq"))
+        .arg("0-2")
+        .arg("0-2")
+        .query(&mut client(&server))
+        .unwrap();
+    let payload = kept[0].1.iter().find(|(name, _)| name == "p");
+    assert_eq!(payload.map(|(_, p)| p.len()), Some(1 << 20));
 }
 
 #[test]
