@@ -53,13 +53,14 @@ impl PlainEvalsha {
             .arg(2)
             .arg(&state)
             .arg(format!("{state}:req:{request:x}"))
-            .arg(1) // interval, µs
-            .arg(1_000_000) // tolerance, µs
+            .arg(1_000) // interval, ns
+            .arg(1_000_000_000) // tolerance, ns
             .arg(1) // n
             .arg(1) // want
             .arg("") // the server's TIME
             .arg(1_000) // record TTL, ms
             .arg(0) // no clock skew allowance
+            .arg(1_000) // nanoseconds per microsecond: the interval's unit
             .query_async(&mut self.connection.clone())
             .await
             .expect("the script runs")

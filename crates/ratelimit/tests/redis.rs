@@ -620,8 +620,8 @@ fn gcra_never_refills_faster_than_the_quota() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    // 600,000 per second is one cell per 1.67 µs: in whole microseconds, 2 (not 1, which would
-    // be 1,000,000 per second).
+    // 600,000 per second is one cell per 1,666.67 ns: in whole nanoseconds, 1,667 (not 1,666,
+    // which would be faster).
     let quota = Quota::per_second(600_000)
         .unwrap()
         .with_burst(1_000)
@@ -636,7 +636,8 @@ fn gcra_never_refills_faster_than_the_quota() {
         drained.reset_after(),
         quota.burst_duration()
     );
-    assert_eq!(drained.reset_after(), Duration::from_micros(2_000));
+    // 1,667,000 ns, said in whole microseconds.
+    assert_eq!(drained.reset_after(), Duration::from_micros(1_667));
 }
 
 #[test]
@@ -747,6 +748,64 @@ fn error_replies_are_errors_under_every_policy_never_admissions() {
         );
         assert_eq!(full.stats().round_trips, before + 2, "EVALSHA, then EVAL");
     }
+}
+
+/// 999,999 per second with a burst of 1,000, offered two checks every microsecond of the
+/// client's clock for 2 ms: Redis admits the burst and then the rate, within 0.2 % (at whole
+/// microseconds it admitted one per 2 µs after the burst, half the rate). A state of whole
+/// microseconds, as earlier versions wrote it, reads as such.
+#[test]
+fn a_gcra_rate_near_a_million_per_second_runs_at_its_rate() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let quota = Quota::per_second(999_999)
+        .unwrap()
+        .with_burst(1_000)
+        .unwrap();
+    let limiter = client_timed(
+        &server.url(),
+        RemoteAlgorithm::Gcra,
+        quota,
+        &clock,
+        "near-1m",
+    );
+    let mut admitted = 0_u32;
+    for _ in 0..2_000 {
+        clock.advance(Duration::from_micros(1));
+        for _ in 0..2 {
+            admitted += u32::from(limiter.check("k").unwrap().is_allowed());
+        }
+    }
+    // The burst, and the rate over the 1,999 µs from the first check to the last.
+    let ideal = 1_000.0 + 999_999.0 * 1_999e-6;
+    let off = (f64::from(admitted) - ideal).abs();
+    assert!(off <= ideal * 0.002, "{admitted} admitted, ideally {ideal}");
+
+    // A key owing 1,006 µs in the old form, 5 µs past the burst's 1,001 µs: the next cell
+    // 6.001 µs on, said in whole microseconds rounded up.
+    let now = clock
+        .wall_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("near-1m*")
+        .query(&mut admin(&server.url()))
+        .unwrap();
+    let state = keys
+        .iter()
+        .find(|key| key.contains('k') && !key.contains("req"))
+        .expect("the key's state");
+    let _: () = redis::cmd("SET")
+        .arg(state)
+        .arg((now + 1_006).to_string())
+        .query(&mut admin(&server.url()))
+        .unwrap();
+    let denied = limiter.check("k").unwrap();
+    assert!(denied.is_denied());
+    assert_eq!(denied.retry_after(), Duration::from_micros(7));
 }
 
 /// Every key under `pattern` with its time to live in milliseconds (-1: none).

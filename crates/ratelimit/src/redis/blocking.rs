@@ -72,8 +72,8 @@ impl RedisRateLimiter {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for invalid options, [`Error::Unavailable`] for a malformed
-    /// URL or a runtime that cannot start, and quota errors for a GCRA interval under a
-    /// microsecond (the scripts' unit) or a log limit above [`RemoteAlgorithm::MAX_LOG_LIMIT`](super::RemoteAlgorithm::MAX_LOG_LIMIT).
+    /// URL or a runtime that cannot start, and [`Error::TooLarge`] for a log limit above
+    /// [`RemoteAlgorithm::MAX_LOG_LIMIT`](super::RemoteAlgorithm::MAX_LOG_LIMIT).
     pub fn new(url: &str, quota: Quota, options: RedisOptions) -> Result<Self, Error> {
         Self::with_clock(url, quota, options, SystemClock::new())
     }

@@ -5,12 +5,11 @@
 //! A key becomes its `Display` text (an `IpAddr` its usual form). The asynchronous limiter's
 //! check runs in the future the layer polls, on the server's runtime; the blocking limiter's
 //! runs on the limiter's own runtime, and the layer awaits its end. `RateLimit-Policy`
-//! advertises the quota as Redis applies it, rounded to the scripts' microseconds.
+//! advertises the quota as Redis applies it, its interval rounded up to the scripts' unit.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use infra_common::Clock;
 
@@ -31,7 +30,7 @@ fn policy(options: &RedisOptions, quota: &Quota) -> QuotaPolicy {
                 RemoteAlgorithm::Gcra => limits.second,
                 RemoteAlgorithm::SlidingWindowLog => limits.first,
             };
-            QuotaPolicy::new(limits.capacity, Duration::from_micros(refill))
+            QuotaPolicy::new(limits.capacity, limits.duration(refill))
         }
         // Not a quota the limiter holds (it refuses those): advertised as it reads.
         Err(_) => QuotaPolicy::new(quota.limit(), quota.period()),

@@ -133,8 +133,8 @@ impl AsyncRedisRateLimiter {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] outside a tokio runtime or for invalid options,
-    /// [`Error::Unavailable`] for a malformed URL, and quota errors for a GCRA interval under a
-    /// microsecond (the scripts' unit) or a log limit above [`RemoteAlgorithm::MAX_LOG_LIMIT`].
+    /// [`Error::Unavailable`] for a malformed URL, and [`Error::TooLarge`] for a log limit above
+    /// [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     pub fn new(url: &str, quota: Quota, options: RedisOptions) -> Result<Self, Error> {
         Self::with_clock(url, quota, options, SystemClock::new())
     }
@@ -305,8 +305,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// A GCRA quota whose emission interval is under a microsecond, or a log limit above
-    /// [`RemoteAlgorithm::MAX_LOG_LIMIT`] ([`Error::TooLarge`]).
+    /// [`Error::TooLarge`] for a log limit above [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     pub fn set_quota(&self, quota: Quota) -> Result<(), Error> {
         ScriptQuota::new(self.core.options.algorithm, &quota)?;
         *self.core.quota.lock() = quota;
@@ -363,8 +362,8 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
     /// [`Error::TooLarge`] for a key longer than [`RedisOptions::max_key_len`];
     /// [`Error::Backend`] when Redis answers with an error about the request (whatever the
     /// policy); [`Error::Unavailable`] when Redis cannot be asked and the policy is
-    /// [`FailurePolicy::Error`]; quota errors for a GCRA interval under a microsecond or a log
-    /// limit above [`RemoteAlgorithm::MAX_LOG_LIMIT`].
+    /// [`FailurePolicy::Error`]; [`Error::TooLarge`] for a log limit above
+    /// [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     pub async fn check_n_with(&self, key: &str, quota: &Quota, n: u32) -> Result<Decision, Error> {
         self.core.check_n_with(self.observer(), key, quota, n).await
     }
@@ -489,6 +488,7 @@ impl<C: Clock> Core<C> {
             now,
             self.record_ttl_millis.to_string(),
             skew.to_string(),
+            limits.per_micro.to_string(),
         ];
         let attempt = async {
             let run = || async {
@@ -559,7 +559,7 @@ impl<C: Clock> Core<C> {
         match self.options.algorithm {
             _ if n == 1 => Some(one_cell),
             RemoteAlgorithm::Gcra => {
-                let further = Duration::from_micros(limits.first).checked_mul(n - 1)?;
+                let further = limits.duration(limits.first).checked_mul(n - 1)?;
                 one_cell.checked_add(further)
             }
             RemoteAlgorithm::SlidingWindowLog => None,

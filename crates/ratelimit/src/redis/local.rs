@@ -358,6 +358,7 @@ mod tests {
         first: 1,
         second: 1,
         capacity: 1,
+        per_micro: 1,
     };
 
     /// A key of `len` bytes, distinct for each `i`.
@@ -460,6 +461,7 @@ mod tests {
             first: 1,
             second: 1,
             capacity: 1,
+            per_micro: 1,
         };
         let forever = u64::MAX;
         // One entry expires at 10; every other one never does, and sits anywhere in the map.

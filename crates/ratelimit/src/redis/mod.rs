@@ -15,10 +15,11 @@
 //! for their arguments and what they use); the tests run them on Redis 7.0.
 //!
 //! - **GCRA** ([`RemoteAlgorithm::Gcra`]): one string per key holding the theoretical arrival
-//!   time, in microseconds; the semantics of [`Gcra`](crate::Gcra), with the emission interval
-//!   rounded **up** to whole microseconds, so Redis never admits faster than the quota (600,000
-//!   per second runs at one per 2 µs, 500,000 per second; an interval under one microsecond is
-//!   [`Error::RateTooHigh`](crate::Error::RateTooHigh)).
+//!   time, in microseconds and nanoseconds; the semantics of [`Gcra`](crate::Gcra), with the
+//!   emission interval rounded **up** to whole nanoseconds, so Redis never admits faster than
+//!   the quota and slower by at most a nanosecond per interval (999,999 per second runs at one
+//!   per 1,001 ns); a quota whose burst spans 2^53 ns (about 104 days) or more runs in
+//!   microseconds, its interval then being at least 2 ms.
 //! - **Sliding-window log** ([`RemoteAlgorithm::SlidingWindowLog`]): one sorted set per key with
 //!   one member per admitted cell in the window (at most `limit`, all of one check added by one
 //!   `ZADD` per 1,000 cells), plus a counter naming them; exact, as

@@ -1,5 +1,7 @@
 //! The two Lua scripts, the arguments a quota becomes, and the reply they give.
 
+use std::time::Duration;
+
 use redis::Value;
 
 use super::options::RemoteAlgorithm;
@@ -28,20 +30,24 @@ end
     };
 }
 
-/// GCRA on the server: one string per key holding the theoretical arrival time in µs.
+/// GCRA on the server: one string per key holding the theoretical arrival time, as
+/// `microseconds:nanoseconds` since the Unix epoch (a string of whole microseconds, as earlier
+/// versions wrote it, reads as such).
 ///
 /// Both scripts take the same arguments and give the same reply, so one code path runs either
 /// (and an operator can audit or `SCRIPT LOAD` them):
 ///
 /// - `KEYS`: the state (GCRA: a string; log: the sorted set of admitted cells scored by
 ///   admission time, then the counter naming its members), and last the record of this request.
-/// - `ARGV`: the emission interval (GCRA) or window (log) in microseconds; the tolerance (GCRA,
-///   burst × interval) or limit (log); `n`, the cells the request needs; `want`, the cells to
-///   take if that many are free (`n` without batching, the batch size with it); the time in
+/// - `ARGV`: the emission interval (GCRA) or window (log); the tolerance (GCRA, burst ×
+///   interval) or limit (log); `n`, the cells the request needs; `want`, the cells to take if
+///   that many are free (`n` without batching, the batch size with it); the time in
 ///   microseconds since the Unix epoch, or an empty string for the server's `TIME`; how long to
 ///   remember the request's record, in milliseconds; how many milliseconds to add to every
 ///   state's TTL (the clock skew allowed with client time, whose durations the server measures
-///   on its own clock).
+///   on its own clock); and how many of the interval's units make a microsecond: GCRA's are
+///   nanoseconds (1,000), or microseconds (1) for a quota whose tolerance in nanoseconds
+///   would reach 2^53; the log's are microseconds.
 /// - Reply: `{allowed, granted, remaining, retry µs, reset µs, blocked µs}`: `granted` cells
 ///   were taken (between `n` and `want`), `remaining` are still free, `retry` is when `n` cells
 ///   will be (0 if allowed), `reset` is when the state is full again, `blocked` is how long not
@@ -56,8 +62,9 @@ end
 /// `ZADD`, `ZCARD`, `ZCOUNT`, `ZRANGE … WITHSCORES` and `ZREMRANGEBYSCORE`, all in Redis 2.6
 /// and later, and call `redis.replicate_commands()` where it exists (Redis 3.2 to 6 may be set
 /// to replicate scripts verbatim, which forbids writing after `TIME`; Redis 7 replicates
-/// effects only). Numbers stay below 2^53 microseconds, which Lua's doubles hold exactly, and reach
-/// Redis as integers.
+/// effects only). Every number a decision rests on stays below 2^53, which Lua's doubles hold
+/// exactly (times since the epoch in microseconds; intervals and what a key owes in the
+/// interval's units), and reaches Redis as an integer.
 ///
 /// **Memory.** Every write sets a TTL no longer than what it describes (plus the given skew):
 /// a GCRA key lives until its state is full again (at most `burst × interval`), a log and its
@@ -71,33 +78,46 @@ pub const GCRA_SCRIPT: &str = concat!(
 local tolerance = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
-local tat = now
+local per_us = tonumber(ARGV[8])
+-- floor(amount / unit) exactly, for whole numbers below 2^53 (a double quotient may round
+-- up to a whole number).
+local function whole(amount, unit)
+  local q = math.floor(amount / unit)
+  if q * unit > amount then q = q - 1 end
+  if (q + 1) * unit <= amount then q = q + 1 end
+  return q
+end
+-- What the key owes: its theoretical arrival time less now, in the interval's units, at
+-- least 0. Nanoseconds short of a microsecond count as a whole one in microsecond units.
+local owed = 0
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  tat = tonumber(stored)
-  if not tat then return redis.error_reply('ERR ' .. KEYS[1] .. ' holds no rate-limit state') end
-  if tat < now then tat = now end
+  local us, ns = string.match(stored, '^(%d+):(%d%d?%d?)$')
+  if not us then us, ns = string.match(stored, '^%d+$'), '0' end
+  if not us then return redis.error_reply('ERR ' .. KEYS[1] .. ' holds no rate-limit state') end
+  us, ns = tonumber(us), tonumber(ns)
+  if us >= now then owed = (us - now) * per_us + whole(ns * per_us + 999, 1000) end
 end
-local owed = tat - now
--- Whole cells in `span` microseconds, exactly (a double quotient may round up to an integer).
 local function cells(span)
   if span < 0 then return 0 end
-  local whole = math.floor(span / interval)
-  if whole * interval > span then whole = whole - 1 end
-  if (whole + 1) * interval <= span then whole = whole + 1 end
-  return whole
+  return whole(span, interval)
 end
 local function blocked(debt) return math.max(0, debt + interval - tolerance) end
+-- A duration in the interval's units, in whole microseconds rounded up.
+local function in_us(amount) return whole(amount + per_us - 1, per_us) end
 local free = cells(tolerance - owed)
 if n > free then
-  return {0, 0, free, owed + n * interval - tolerance, owed, blocked(owed)}
+  return {0, 0, free, in_us(owed + n * interval - tolerance), in_us(owed), in_us(blocked(owed))}
 end
 local take = math.min(want, free)
 if take > 0 then
   owed = owed + take * interval
-  redis.call('SET', KEYS[1], now + owed, 'PX', math.ceil(owed / 1000) + tonumber(ARGV[7]))
+  local later = whole(owed, per_us)
+  local ns = (owed - later * per_us) * (1000 / per_us)
+  redis.call('SET', KEYS[1], string.format('%.0f:%.0f', now + later, ns),
+    'PX', whole(owed + per_us * 1000 - 1, per_us * 1000) + tonumber(ARGV[7]))
 end
-local reply = {1, take, free - take, 0, owed, blocked(owed)}
+local reply = {1, take, free - take, 0, in_us(owed), in_us(blocked(owed))}
 if take > 0 then
   redis.call('SET', record, string.format('%d,%d,%d,%d,%d,%d', unpack(reply)), 'PX', record_ttl)
 end
@@ -181,39 +201,53 @@ impl Script {
     }
 }
 
-/// A quota in the script's units: the first two arguments, and the most cells one check may
-/// ask for.
+/// A quota in the script's units: the first two arguments, the most cells one check may ask
+/// for, and how many of the units make a microsecond (the last argument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ScriptQuota {
     pub(crate) first: u64,
     pub(crate) second: u64,
     pub(crate) capacity: u32,
+    /// 1,000 (nanoseconds) or 1 (microseconds); beside `capacity`, in what would be padding.
+    pub(crate) per_micro: u32,
 }
 
+/// GCRA's tolerance in nanoseconds stays below this, which Lua's doubles hold exactly, or the
+/// quota runs in microseconds.
+const EXACT_IN_LUA: u128 = 1 << 53;
+
 impl ScriptQuota {
-    /// `quota` in microseconds. GCRA's emission interval is rounded **up** to whole
-    /// microseconds, so Redis never admits faster than the quota (600,000 per second, an
-    /// interval of 1.67 µs, runs at one per 2 µs); an interval under one microsecond cannot be
-    /// represented and is [`Error::RateTooHigh`]. The log's window is rounded up too, and its
-    /// limit is at most [`RemoteAlgorithm::MAX_LOG_LIMIT`] ([`Error::TooLarge`]).
+    /// `quota` in the script's units. GCRA's emission interval is rounded **up** to whole
+    /// nanoseconds, so Redis never admits faster than the quota, and slower by at most a
+    /// nanosecond per interval (1,000,000 per second runs exactly; 999,999 at one per 1,001 ns);
+    /// a quota whose tolerance (burst × interval) reaches 2^53 ns, about 104 days, runs in
+    /// microseconds instead (its interval is then at least 2 ms, so a microsecond is at most
+    /// 0.05 % of it). The log's window is in microseconds, rounded up, and its limit is at most
+    /// [`RemoteAlgorithm::MAX_LOG_LIMIT`] ([`Error::TooLarge`]).
     pub(crate) fn new(algorithm: RemoteAlgorithm, quota: &Quota) -> Result<Self, Error> {
         let period = u128::from(quota.period_nanos());
         let to_u64 = |value: u128| u64::try_from(value).unwrap_or(u64::MAX);
         match algorithm {
             RemoteAlgorithm::Gcra => {
                 let limit = u128::from(quota.limit());
-                if period < limit * 1_000 {
-                    return Err(Error::RateTooHigh {
-                        limit: u64::from(quota.limit()),
-                        period: quota.period(),
+                let burst = u128::from(quota.burst());
+                // At least one nanosecond: a quota is never faster.
+                let interval = period.div_ceil(limit);
+                // Periods are at most 2^60 ns and bursts below 2^32: products fit in u128.
+                if interval * burst < EXACT_IN_LUA {
+                    return Ok(Self {
+                        first: to_u64(interval),
+                        second: to_u64(interval * burst),
+                        capacity: quota.burst(),
+                        per_micro: 1_000,
                     });
                 }
-                // Periods are at most 2^60 ns and bursts make at most 2^61 ns: both fit.
-                let interval = to_u64(period.div_ceil(limit * 1_000));
+                let interval = period.div_ceil(limit * 1_000);
                 Ok(Self {
-                    first: interval,
-                    second: interval.saturating_mul(u64::from(quota.burst())),
+                    first: to_u64(interval),
+                    second: to_u64(interval * burst),
                     capacity: quota.burst(),
+                    per_micro: 1,
                 })
             }
             RemoteAlgorithm::SlidingWindowLog if quota.limit() > RemoteAlgorithm::MAX_LOG_LIMIT => {
@@ -227,8 +261,14 @@ impl ScriptQuota {
                 first: to_u64(period.div_ceil(1_000)),
                 second: u64::from(quota.limit()),
                 capacity: quota.limit(),
+                per_micro: 1,
             }),
         }
+    }
+
+    /// `amount` of the script's units as a duration.
+    pub(crate) fn duration(&self, amount: u64) -> Duration {
+        Duration::from_nanos(amount.saturating_mul(1_000 / u64::from(self.per_micro)))
     }
 }
 
@@ -281,42 +321,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gcra_intervals_round_up_to_whole_microseconds() {
+    fn gcra_intervals_round_up_to_whole_nanoseconds() {
         let cases = [
-            // (limit per second, interval µs): never faster than asked.
-            (1, 1_000_000),
-            (3, 333_334),
-            (600_000, 2),
-            (1_000_000, 1),
+            // (limit per second, interval ns): never faster than asked.
+            (1, 1_000_000_000),
+            (3, 333_333_334),
+            (600_000, 1_667),
+            (999_999, 1_001),
+            (1_000_000, 1_000),
+            (1_000_000_000, 1),
         ];
         for (limit, interval) in cases {
             let quota = Quota::per_second(limit).unwrap().with_burst(4).unwrap();
             let script = ScriptQuota::new(RemoteAlgorithm::Gcra, &quota).unwrap();
-            assert_eq!(script.first, interval, "{limit}/s");
-            assert_eq!(script.second, 4 * interval, "{limit}/s");
-            assert!(u128::from(script.first) * 1_000 * u128::from(limit) >= 1_000_000_000);
+            assert_eq!(
+                (script.first, script.second, script.per_micro),
+                (interval, 4 * interval, 1_000),
+                "{limit}/s"
+            );
+            assert_eq!(
+                script.duration(script.first),
+                Duration::from_nanos(interval)
+            );
         }
-        // Slower than asked by less than the rate's share of a million per second.
+        // Slower than asked by at most a nanosecond per interval.
         for limit in 1..=1_000_000u32 {
             let quota = Quota::per_second(limit.into()).unwrap();
             let interval = ScriptQuota::new(RemoteAlgorithm::Gcra, &quota)
                 .unwrap()
                 .first;
-            let runs_at = 1e6 / interval as f64;
+            let runs_at = 1e9 / interval as f64;
             let asked = f64::from(limit);
             assert!(
-                runs_at <= asked && runs_at > asked * (1.0 - asked / 1e6),
+                runs_at <= asked && runs_at > asked * (1.0 - asked / 1e9),
                 "{limit}/s"
             );
         }
-        let too_fast = Quota::per_second(2_000_000).unwrap();
-        assert!(matches!(
-            ScriptQuota::new(RemoteAlgorithm::Gcra, &too_fast),
-            Err(Error::RateTooHigh { .. })
-        ));
         let window = Quota::new(5, Duration::from_nanos(1_500)).unwrap();
         let log = ScriptQuota::new(RemoteAlgorithm::SlidingWindowLog, &window).unwrap();
-        assert_eq!((log.first, log.second, log.capacity), (2, 5, 5));
+        assert_eq!(
+            (log.first, log.second, log.capacity, log.per_micro),
+            (2, 5, 5, 1)
+        );
+    }
+
+    /// A tolerance that would reach 2^53 ns runs in whole microseconds, rounded up.
+    #[test]
+    fn a_gcra_tolerance_of_2_to_the_53_nanoseconds_runs_in_microseconds() {
+        // One per 2,097,152 ns (2^21): a burst of 2^32 - 1 stays below 2^53 ns, in ns.
+        let just_below = Quota::new(1, Duration::from_nanos(1 << 21))
+            .unwrap()
+            .with_burst(u64::from(u32::MAX))
+            .unwrap();
+        let script = ScriptQuota::new(RemoteAlgorithm::Gcra, &just_below).unwrap();
+        assert_eq!((script.first, script.per_micro), (1 << 21, 1_000));
+        assert!(u128::from(script.second) < 1 << 53);
+        // One more nanosecond per interval reaches it: microseconds, rounded up.
+        let at = Quota::new(1, Duration::from_nanos((1 << 21) + 1))
+            .unwrap()
+            .with_burst(u64::from(u32::MAX))
+            .unwrap();
+        let script = ScriptQuota::new(RemoteAlgorithm::Gcra, &at).unwrap();
+        assert_eq!((script.first, script.per_micro), (2_098, 1));
+        assert_eq!(script.second, 2_098 * u64::from(u32::MAX));
+        assert_eq!(script.duration(script.first), Duration::from_micros(2_098));
     }
 
     #[test]
