@@ -200,3 +200,65 @@ fn spans_recorded_while_boxes_come_back_are_delivered_once_and_blank() {
         assert_eq!(names, ["first", "here", "second", "there"]);
     });
 }
+
+/// An exporter that, while it exports the first batch, ends two spans (a full batch) through
+/// the tracer in `tracer`, then fails every later batch.
+#[derive(Debug)]
+struct EndsTwoThenFails {
+    tracer: Arc<infra_common::sync::Mutex<Option<infra_trace_ctx::Tracer>>>,
+}
+
+impl infra_trace_ctx::SpanBatchExporter for EndsTwoThenFails {
+    fn export_batch(
+        &mut self,
+        _batch: &[infra_trace_ctx::SpanData],
+    ) -> Result<(), infra_trace_ctx::ExportError> {
+        // Taken, so the worker holds no handle of its own processor once this returns.
+        let Some(tracer) = self.tracer.lock().take() else {
+            return Err(infra_trace_ctx::ExportError::Rejected { status: 400 });
+        };
+        tracer.span("after 1").start().end();
+        tracer.span("after 2").start().end();
+        Ok(())
+    }
+}
+
+/// A flush reports only the failures of spans queued before it: the two spans ended while it
+/// waits, and failed by the exporter right after the flush's own span was delivered, are not
+/// its failures, however late the flushing thread wakes.
+#[test]
+fn a_flush_does_not_report_failures_of_spans_ended_after_it() {
+    use infra_trace_ctx::{BatchSpanProcessor, ExportError, Tracer};
+    use std::time::Duration;
+
+    model(|| {
+        let cell = Arc::new(infra_common::sync::Mutex::new(None));
+        // A batch of two and a delay the manual clock never reaches: the first span leaves
+        // only for the flush, the two the exporter ends leave at once as a full batch.
+        let processor = BatchSpanProcessor::builder(EndsTwoThenFails {
+            tracer: cell.clone(),
+        })
+        .max_batch_size(2)
+        .clock(ManualClock::new())
+        .build()
+        .expect("valid sizes");
+        let tracer = Tracer::builder()
+            .exporter(processor.clone())
+            .clock(ManualClock::new())
+            .build();
+        *cell.lock() = Some(tracer.clone());
+        tracer.span("before").start().end();
+        assert_eq!(processor.force_flush(Duration::from_secs(1)), Ok(()));
+        drop(tracer);
+        // The later batch was queued before this call: its failure is this call's to report
+        // if the exporter returned from it meanwhile.
+        let shutdown = processor.shutdown(Duration::from_secs(1));
+        assert!(
+            matches!(
+                shutdown,
+                Ok(()) | Err(ExportError::NotDelivered { spans: 2, .. })
+            ),
+            "{shutdown:?}"
+        );
+    });
+}

@@ -114,8 +114,9 @@ pub struct BatchStats {
 /// - [`force_flush`](Self::force_flush) and [`shutdown`](Self::shutdown) return `Ok` only once
 ///   every span queued before the call has been handed to the exporter, and
 ///   [`ExportError::Timeout`] if their deadline passes first, or
-///   [`ExportError::NotDelivered`] if the exporter failed for spans it exported while they
-///   waited.
+///   [`ExportError::NotDelivered`] if the exporter failed for spans of the batches holding
+///   spans queued before the call (not for later batches, even those it returned from
+///   before the caller woke).
 /// - After shutdown (explicit, or when the last clone is dropped) spans are dropped and
 ///   counted in [`BatchStats::dropped_after_shutdown`].
 /// - When a shutdown's deadline passes, the exporter's [`ShutdownSignal`] is raised, so an
@@ -197,9 +198,23 @@ struct State {
     delay_started: Option<u64>,
     shut_down: bool,
     stats: BatchStats,
-    /// Why the last batch not delivered in full was not: its exporter's error, or `None` if
-    /// the exporter panicked. A flush that saw spans fail reports it.
-    last_failure: Option<Option<ExportError>>,
+    /// The flushes and shutdowns waiting for `handed` to reach their targets.
+    waiting: Vec<Waiter>,
+    /// The id the next waiter takes.
+    next_waiter: u64,
+}
+
+/// A flush or shutdown waiting for the spans queued before it: the failures it will report.
+/// The worker counts them as it returns from each batch, since the waiting thread may wake
+/// only after later batches, of spans ended after the call, failed too.
+struct Waiter {
+    id: u64,
+    /// `accepted` at the call: a batch starting below it holds spans queued before the call.
+    target: u64,
+    /// Spans not delivered of the batches starting below `target`.
+    failed: u64,
+    /// The exporter's last error among those batches, or `None` if it panicked.
+    last: Option<ExportError>,
 }
 
 impl BatchSpanProcessor {
@@ -228,18 +243,17 @@ impl BatchSpanProcessor {
     /// # Errors
     ///
     /// [`ExportError::Timeout`] if `timeout` passes first (the spans stay queued);
-    /// [`ExportError::NotDelivered`] if spans of the batches the exporter returned from
-    /// meanwhile were not delivered (an error, a partial rejection or a panic), which
-    /// [`BatchStats::failed`] counts too.
+    /// [`ExportError::NotDelivered`] if spans of the batches holding spans queued before this
+    /// call, that the exporter returned from meanwhile, were not delivered (an error, a
+    /// partial rejection or a panic), which [`BatchStats::failed`] counts too; failures of
+    /// later batches, of spans ended while this waited, are not reported.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
         let shared = &self.owner.shared;
         let mut state = shared.state.lock();
-        let failed_before = state.stats.failed;
         let target = state.accepted;
         state.flush_up_to = state.flush_up_to.max(target);
         shared.work.notify_one();
-        shared.wait_handed(&mut state, target, timeout)?;
-        failures_since(&state, failed_before)
+        shared.wait_delivered(&mut state, target, timeout)
     }
 
     /// Stops accepting spans, exports everything already queued and, once the exporter has
@@ -249,8 +263,9 @@ impl BatchSpanProcessor {
     ///
     /// If `timeout` passes first, this returns [`ExportError::Timeout`] and raises the
     /// exporter's [`ShutdownSignal`]: OpenTelemetry's specification owes queued spans their
-    /// export until the shutdown's timeout, not after it. If the exporter failed for spans it
-    /// exported while this waited, [`ExportError::NotDelivered`] (the thread still stops).
+    /// export until the shutdown's timeout, not after it. If the exporter failed, while this
+    /// waited, for spans of the batches holding spans queued before it,
+    /// [`ExportError::NotDelivered`] (the thread still stops).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
         self.owner.shutdown(timeout)
     }
@@ -266,15 +281,15 @@ impl Owner {
         let shared = &self.shared;
         let delivered = {
             let mut state = shared.state.lock();
-            let failed_before = state.stats.failed;
             state.shut_down = true;
             let target = state.accepted;
             shared.work.notify_one();
-            if let Err(timeout) = shared.wait_handed(&mut state, target, timeout) {
+            let delivered = shared.wait_delivered(&mut state, target, timeout);
+            if delivered == Err(ExportError::Timeout) {
                 self.deadline_passed.raise();
-                return Err(timeout);
+                return delivered;
             }
-            failures_since(&state, failed_before)
+            delivered
         };
         // Everything is handed over, so the worker is leaving its loop: joining is short.
         if let Some(worker) = self.worker.lock().take() {
@@ -283,19 +298,6 @@ impl Owner {
         }
         delivered
     }
-}
-
-/// [`ExportError::NotDelivered`] if spans failed since [`BatchStats::failed`] was
-/// `failed_before`.
-fn failures_since(state: &State, failed_before: u64) -> Result<(), ExportError> {
-    let spans = state.stats.failed - failed_before;
-    if spans == 0 {
-        return Ok(());
-    }
-    Err(ExportError::NotDelivered {
-        spans,
-        last: state.last_failure.clone().flatten().map(Box::new),
-    })
 }
 
 impl Drop for Owner {
@@ -314,6 +316,38 @@ impl fmt::Debug for Owner {
 }
 
 impl Shared {
+    /// Waits as [`wait_handed`](Self::wait_handed) does, then reports the spans not delivered
+    /// of the batches holding spans queued before `target`
+    /// ([`ExportError::NotDelivered`]), and only those.
+    fn wait_delivered(
+        &self,
+        state: &mut infra_common::sync::MutexGuard<'_, State>,
+        target: u64,
+        timeout: Duration,
+    ) -> Result<(), ExportError> {
+        let id = state.next_waiter;
+        state.next_waiter += 1;
+        state.waiting.push(Waiter {
+            id,
+            target,
+            failed: 0,
+            last: None,
+        });
+        let waited = self.wait_handed(state, target, timeout);
+        let at = state.waiting.iter().position(|waiter| waiter.id == id);
+        let waiter = state
+            .waiting
+            .swap_remove(at.expect("a waiter leaves the list only here"));
+        waited?;
+        if waiter.failed == 0 {
+            return Ok(());
+        }
+        Err(ExportError::NotDelivered {
+            spans: waiter.failed,
+            last: waiter.last.map(Box::new),
+        })
+    }
+
     /// Waits until `handed` reaches `target`, or `timeout` passes on the clock.
     fn wait_handed(
         &self,
@@ -406,24 +440,26 @@ impl Shared {
             let count = count as u64;
             #[cfg(feature = "metrics")]
             self.counters.handed(&result, count);
-            state = self.state.lock();
-            state.handed += count;
-            match result {
-                Ok(Ok(())) => state.stats.exported += count,
+            // The spans not delivered, and why (`None`: the exporter panicked).
+            let (failed, why) = match result {
+                Ok(Ok(())) => (0, None),
                 // The receiver stored the rest of the batch.
                 Ok(Err(error @ ExportError::PartiallyRejected { rejected, .. })) => {
-                    let rejected = rejected.min(count);
-                    state.stats.failed += rejected;
-                    state.stats.exported += count - rejected;
-                    state.last_failure = Some(Some(error));
+                    (rejected.min(count), Some(error))
                 }
-                Ok(Err(error)) => {
-                    state.stats.failed += count;
-                    state.last_failure = Some(Some(error));
-                }
-                Err(_) => {
-                    state.stats.failed += count;
-                    state.last_failure = Some(None);
+                Ok(Err(error)) => (count, Some(error)),
+                Err(_) => (count, None),
+            };
+            state = self.state.lock();
+            let batch_start = state.handed;
+            state.handed += count;
+            state.stats.failed += failed;
+            state.stats.exported += count - failed;
+            if failed > 0 {
+                let holds_theirs = |waiter: &&mut Waiter| waiter.target > batch_start;
+                for waiter in state.waiting.iter_mut().filter(holds_theirs) {
+                    waiter.failed += failed;
+                    waiter.last.clone_from(&why);
                 }
             }
             self.progress.notify_all();
@@ -624,7 +660,8 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
                 delay_started: None,
                 shut_down: false,
                 stats: BatchStats::default(),
-                last_failure: None,
+                waiting: Vec::new(),
+                next_waiter: 0,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
