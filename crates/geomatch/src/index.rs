@@ -1854,7 +1854,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         nearer.truncate(within);
         // The `k` nearest first, in order, so the best fill nearest first (each one placed
         // last), the rest after them in any order. The order decides only which rows are
-        // read, not the answer (the best `k` are chosen by exact chords, ties by id), so
+        // read, not the answer (the best `k` are chosen by their ranks, ties by id), so
         // integers stand in for the chords: cheaper to compare.
         if nearer.len() > self.k {
             least_first(&mut nearer, self.k);
