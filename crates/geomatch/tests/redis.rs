@@ -1996,6 +1996,18 @@ fn of_two_drivers_as_near_to_a_rounding_the_nearer_then_the_smaller_id_is_first(
     assert!(parted > 0, "the two indexes agree in every case");
 }
 
+/// A shared index under `prefix`, and an in-process one of coarse cells (resolution 2) where
+/// a query near the antipode of its drivers walks few cells.
+fn shared_and_coarse(server: &RedisServer, prefix: &str) -> (RedisIndex, Index) {
+    let local = Index::new(
+        Config::default()
+            .staleness(HOUR)
+            .resolution(h3o::Resolution::Two),
+    )
+    .expect("a valid configuration");
+    (shared(server, prefix), local)
+}
+
 /// Near the query point's antipode, where squared chords resolve only tenths of a meter, both
 /// indexes pick their `k` by the distances results report: on a cluster a few tens of
 /// centimeters across at the antipode, each answers the exact `k` nearest (ties by id) for
@@ -2005,13 +2017,7 @@ fn near_the_antipode_the_k_th_place_goes_by_exact_distance() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let redis = shared(&server, "test:{antipode-k}");
-    let local = Index::new(
-        Config::default()
-            .staleness(HOUR)
-            .resolution(h3o::Resolution::Two),
-    )
-    .expect("a valid configuration");
+    let (redis, local) = shared_and_coarse(&server, "test:{antipode-k}");
     let query = point(30.0, 40.0);
     let mut rng = Rng(23);
     let mut exact = Vec::new();
@@ -2062,13 +2068,7 @@ fn a_radius_near_the_antipode_answers_as_the_in_process_index() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let redis = shared(&server, "test:{antipode}");
-    let local = Index::new(
-        Config::default()
-            .staleness(HOUR)
-            .resolution(h3o::Resolution::Two),
-    )
-    .expect("a valid configuration");
+    let (redis, local) = shared_and_coarse(&server, "test:{antipode}");
     let query = point(30.0, 40.0);
     let mut distances = Vec::new();
     for i in 0..200u32 {

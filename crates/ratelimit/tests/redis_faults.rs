@@ -302,6 +302,21 @@ fn a_primary_turned_replica_is_a_failure_that_drops_the_connection_and_recovers(
     );
 }
 
+/// A limiter of two per ten hours under `policy` that asks Redis on every check: no breaker,
+/// no deny cache, a timeout long enough for a busy server's answer.
+fn unbroken(url: &str, policy: FailurePolicy) -> RedisRateLimiter {
+    RedisRateLimiter::new(
+        url,
+        two_per_ten_hours(),
+        RedisOptions::default()
+            .policy(policy)
+            .timeout(Duration::from_secs(5))
+            .circuit_breaker(0, Duration::ZERO)
+            .deny_cache_capacity(0),
+    )
+    .unwrap()
+}
+
 /// A server busy running another client's script past its time limit answers `BUSY` to
 /// everything else: Redis cannot be asked, so the failure policy answers (not an error about
 /// the request), and once the script is killed Redis decides again.
@@ -311,18 +326,7 @@ fn a_server_busy_with_a_long_script_gets_the_failure_policy() {
         return;
     };
     let url = server.url();
-    let limiter = |policy| {
-        RedisRateLimiter::new(
-            &url,
-            two_per_ten_hours(),
-            RedisOptions::default()
-                .policy(policy)
-                .timeout(Duration::from_secs(5))
-                .circuit_breaker(0, Duration::ZERO)
-                .deny_cache_capacity(0),
-        )
-        .unwrap()
-    };
+    let limiter = |policy| unbroken(&url, policy);
     let (closed, error) = (
         limiter(FailurePolicy::FailClosed),
         limiter(FailurePolicy::Error),
@@ -452,18 +456,7 @@ fn a_primary_without_its_replicas_gets_the_failure_policy() {
         return;
     };
     let url = server.url();
-    let limiter = |policy| {
-        RedisRateLimiter::new(
-            &url,
-            two_per_ten_hours(),
-            RedisOptions::default()
-                .policy(policy)
-                .timeout(Duration::from_secs(5))
-                .circuit_breaker(0, Duration::ZERO)
-                .deny_cache_capacity(0),
-        )
-        .unwrap()
-    };
+    let limiter = |policy| unbroken(&url, policy);
     let (open, error) = (
         limiter(FailurePolicy::FailOpen),
         limiter(FailurePolicy::Error),
