@@ -38,9 +38,9 @@ fn client(server: &RedisServer) -> redis::Connection {
         .unwrap()
 }
 
-/// The stream commands (`X…`) the server ran since its statistics were last reset, with
-/// their call counts, from `INFO commandstats` (which counts commands run by scripts too).
-fn stream_command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+/// Every command the server ran since its statistics were last reset, with its call count,
+/// from `INFO commandstats` (which counts commands run by scripts too), sorted by name.
+fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut client(server))
@@ -48,13 +48,21 @@ fn stream_command_calls(server: &RedisServer) -> Vec<(String, u64)> {
     let mut calls: Vec<(String, u64)> = info
         .lines()
         .filter_map(|line| {
-            let (command, rest) = line.strip_prefix("cmdstat_x")?.split_once(":calls=")?;
+            let (command, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
             let calls = rest.split(',').next()?.parse().ok()?;
-            Some((format!("x{command}"), calls))
+            Some((command.to_owned(), calls))
         })
         .collect();
     calls.sort();
     calls
+}
+
+/// The stream commands (`X…`) among [`command_calls`].
+fn stream_command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+    command_calls(server)
+        .into_iter()
+        .filter(|(command, _)| command.starts_with('x'))
+        .collect()
 }
 
 #[test]
@@ -1144,27 +1152,15 @@ fn a_destroyed_group_is_recreated_and_delivers_every_unsettled_message_again() {
     ));
 }
 
-/// Calls of the commands other than stream commands (those the scripts run) since the
-/// statistics were last reset, from `INFO commandstats`, leaving out the reset and the `INFO`
-/// that reads them.
+/// The commands other than stream commands (those the scripts run) among [`command_calls`],
+/// leaving out the reset and the `INFO` that reads them.
 fn client_command_calls(server: &RedisServer) -> Vec<(String, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut client(server))
-        .unwrap();
-    let mut calls: Vec<(String, u64)> = info
-        .lines()
-        .filter_map(|line| {
-            let (command, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
-            let calls = rest.split(',').next()?.parse().ok()?;
-            Some((command.to_owned(), calls))
-        })
+    command_calls(server)
+        .into_iter()
         .filter(|(command, _)| {
             !command.starts_with('x') && command != "info" && command != "config|resetstat"
         })
-        .collect();
-    calls.sort();
-    calls
+        .collect()
 }
 
 #[test]
