@@ -35,7 +35,6 @@
 //! // infra_trace_ctx_spans_exported_total{tracer="cart"} 1
 //! ```
 
-use crate::ExportError;
 use metrics::{Counter, SharedString, Unit, counter, describe_counter};
 
 /// Counter of spans started, labelled `tracer` and `decision`.
@@ -170,18 +169,16 @@ impl BatchCounters {
         }
     }
 
-    /// Counts a batch of `spans` by what the exporter did with it (`Err`: it panicked).
-    pub(crate) fn handed<P>(&self, outcome: &Result<Result<(), ExportError>, P>, spans: u64) {
-        match outcome {
-            Ok(Ok(())) => self.exported.increment(spans),
-            Ok(Err(ExportError::PartiallyRejected { rejected, .. })) => {
-                let rejected = (*rejected).min(spans);
-                self.failed_error.increment(rejected);
-                self.exported.increment(spans - rejected);
-            }
-            Ok(Err(_)) => self.failed_error.increment(spans),
-            Err(_) => self.failed_panic.increment(spans),
-        }
+    /// Counts a batch of `spans` the exporter returned from, `failed` of them not delivered
+    /// (by a panic if `panicked`, else by an error or a partial rejection).
+    pub(crate) fn handed(&self, spans: u64, failed: u64, panicked: bool) {
+        let failures = if panicked {
+            &self.failed_panic
+        } else {
+            &self.failed_error
+        };
+        failures.increment(failed);
+        self.exported.increment(spans - failed);
     }
 }
 

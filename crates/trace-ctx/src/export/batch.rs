@@ -438,8 +438,6 @@ impl Shared {
             let result = catch_unwind(AssertUnwindSafe(|| exporter.export_batch(&batch[..count])));
             batch[..count].iter_mut().for_each(spare::clear);
             let count = count as u64;
-            #[cfg(feature = "metrics")]
-            self.counters.handed(&result, count);
             // The spans not delivered, and why (`None`: the exporter panicked).
             let (failed, why) = match result {
                 Ok(Ok(())) => (0, None),
@@ -450,6 +448,8 @@ impl Shared {
                 Ok(Err(error)) => (count, Some(error)),
                 Err(_) => (count, None),
             };
+            #[cfg(feature = "metrics")]
+            self.counters.handed(count, failed, why.is_none());
             state = self.state.lock();
             let batch_start = state.handed;
             state.handed += count;
