@@ -86,7 +86,7 @@ impl Point {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn distance_m(self, other: Self) -> f64 {
-        exact_angle(&self.unit(), &other.unit()) * EARTH_RADIUS_M
+        distance_m(&self.unit(), &other.unit())
     }
 
     /// The H3 cell containing the point at `resolution`.
@@ -113,6 +113,14 @@ impl Point {
 
 /// A point of the unit sphere.
 pub(crate) type Unit = [f64; 3];
+
+/// The great-circle distance between two unit vectors in meters: what [`Point::distance_m`]
+/// and every query result report, so both indexes and a caller's own reckoning agree to the
+/// bit.
+#[inline]
+pub(crate) fn distance_m(a: &Unit, b: &Unit) -> f64 {
+    exact_angle(a, b) * EARTH_RADIUS_M
+}
 
 pub(crate) fn unit_from_radians(lat: f64, lng: f64) -> Unit {
     let (sin_lat, cos_lat) = lat.sin_cos();

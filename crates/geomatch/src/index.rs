@@ -16,7 +16,7 @@ use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::driver_table::DriverTable;
 use crate::geo::{
     CellGeometry, Circumcircle, CoarseCircle, EARTH_RADIUS_M, LocalFrame, LocalUnit, SeenCells,
-    Unit, angle_to_chord2, chord2, exact_angle, local_chord2, neighbours,
+    Unit, angle_to_chord2, chord2, distance_m, local_chord2, neighbours,
 };
 use crate::{
     Candidate, Claim, DriverId, DriverProfile, DriverRecord, DriverState, Error, Filter, Point,
@@ -99,7 +99,7 @@ impl Reach {
     #[cold]
     #[inline(never)]
     fn holds_exactly(&self, query: &Unit, unit: &Unit) -> bool {
-        reported_distance_m(query, unit) <= self.radius_m
+        distance_m(query, unit) <= self.radius_m
     }
 }
 
@@ -1627,7 +1627,7 @@ fn into_candidates(query: &Unit, found: &[Found]) -> Vec<Candidate> {
     for f in found {
         let candidate = Candidate {
             driver: f.id,
-            distance_m: reported_distance_m(query, &f.unit),
+            distance_m: distance_m(query, &f.unit),
             version: Version(f.word),
         };
         // The squared chord and the exact arc can order two nearly equidistant drivers
@@ -1640,12 +1640,6 @@ fn into_candidates(query: &Unit, found: &[Found]) -> Vec<Candidate> {
         candidates.insert(place, candidate);
     }
     candidates
-}
-
-/// The distance a result reports for a driver at `unit` from the query point `query`.
-#[inline]
-fn reported_distance_m(query: &Unit, unit: &Unit) -> f64 {
-    exact_angle(query, unit) * EARTH_RADIUS_M
 }
 
 /// Up to this squared chord (an arc of about 174°), a query ranks drivers by their squared
@@ -1675,7 +1669,7 @@ fn rank(chord2: f64, query: &Unit, unit: &Unit) -> u64 {
 #[cold]
 #[inline(never)]
 fn far_rank(query: &Unit, unit: &Unit) -> u64 {
-    FAR_RANKS + reported_distance_m(query, unit).to_bits()
+    FAR_RANKS + distance_m(query, unit).to_bits()
 }
 
 /// Whether `a` comes before `b` in an answer: nearer by its distance, or as near with a
