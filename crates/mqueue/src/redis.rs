@@ -151,12 +151,10 @@ for _ = 1, tonumber(ARGV[6]) do
     if stored then
       -- An entry without a payload (another client's) is dead-lettered without one, so a
       -- reader of the dead letters is told, not handed an empty message.
+      local letter = {'offset', id, 'deliveries', deliveries - 1}
       local p = payload(stored[2])
-      if p then
-        redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1, 'p', p)
-      else
-        redis.call('XADD', KEYS[2], '0-*', 'offset', id, 'deliveries', deliveries - 1)
-      end
+      if p then letter[5], letter[6] = 'p', p end
+      redis.call('XADD', KEYS[2], '0-*', unpack(letter))
       dead = dead + 1
     end
     redis.call('XACK', KEYS[1], group, id)
@@ -640,8 +638,14 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// Runs `script` once the eviction policy is found safe.
     fn run(&self, script: &Script, keys: &[Vec<u8>], args: &[&[u8]]) -> Result<Value, Error> {
         self.check_eviction_policy()?;
+        self.script(script, keys, args)
+    }
+
+    /// Runs `script`, whatever the eviction policy.
+    fn script(&self, script: &Script, keys: &[Vec<u8>], args: &[&[u8]]) -> Result<Value, Error> {
         self.connections.script(script, keys, args).map_err(|e| {
             #[cfg(feature = "metrics")]
             self.metrics.backend_errors.increment(1);
@@ -923,14 +927,7 @@ impl RedisQueue {
         let max_bytes = self.options.max_message_bytes.to_string();
         let args: [&[u8]; 3] = [start.as_bytes(), count.as_bytes(), max_bytes.as_bytes()];
         // Not `run`: reading the dead letters is safe under any eviction policy.
-        let reply = self
-            .connections
-            .script(&self.dead_letters, &self.keys, &args)
-            .map_err(|e| {
-                #[cfg(feature = "metrics")]
-                self.metrics.backend_errors.increment(1);
-                backend(&e)
-            })?;
+        let reply = self.script(&self.dead_letters, &self.keys, &args)?;
         let Value::Array(entries) = &reply else {
             return Err(malformed("dead letters", &reply));
         };
