@@ -231,23 +231,19 @@ impl ScriptQuota {
             RemoteAlgorithm::Gcra => {
                 let limit = u128::from(quota.limit());
                 let burst = u128::from(quota.burst());
-                // At least one nanosecond: a quota is never faster.
-                let interval = period.div_ceil(limit);
-                // Periods are at most 2^60 ns and bursts below 2^32: products fit in u128.
-                if interval * burst < EXACT_IN_LUA {
-                    return Ok(Self {
-                        first: to_u64(interval),
-                        second: to_u64(interval * burst),
-                        capacity: quota.burst(),
-                        per_micro: 1_000,
-                    });
-                }
-                let interval = period.div_ceil(limit * 1_000);
+                // At least one nanosecond: a quota is never faster. Periods are at most 2^60 ns
+                // and bursts below 2^32: products fit in u128.
+                let nanos = period.div_ceil(limit);
+                let (interval, per_micro) = if nanos * burst < EXACT_IN_LUA {
+                    (nanos, 1_000)
+                } else {
+                    (period.div_ceil(limit * 1_000), 1)
+                };
                 Ok(Self {
                     first: to_u64(interval),
                     second: to_u64(interval * burst),
                     capacity: quota.burst(),
-                    per_micro: 1,
+                    per_micro,
                 })
             }
             RemoteAlgorithm::SlidingWindowLog if quota.limit() > RemoteAlgorithm::MAX_LOG_LIMIT => {
