@@ -153,6 +153,15 @@ pub enum Error {
         /// What is not supported.
         reason: &'static str,
     },
+    /// A Redis stream entry whose id is not one the queue gives (`0-N`), so it has no offset:
+    /// another client added it by hand, with a time-based id. Named by its stream id, so an
+    /// operator can find it.
+    ForeignEntry {
+        /// The entry's stream id (`<milliseconds>-<sequence>`).
+        id: String,
+        /// Where it was found and what is wrong with it.
+        reason: &'static str,
+    },
     // ---- end of Redis backend variants ----
 }
 
@@ -254,6 +263,9 @@ impl fmt::Display for Error {
             }
             Self::Backend { reason } => write!(f, "the queue server failed: {reason}"),
             Self::Unsupported { reason } => write!(f, "not supported: {reason}"),
+            Self::ForeignEntry { id, reason } => {
+                write!(f, "stream entry {id} was not written by the queue: {reason}")
+            }
         }
     }
 }

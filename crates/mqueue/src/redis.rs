@@ -4,14 +4,18 @@
 //! [`Message`], [`Delivery`], [`Receipt`], [`Sent`], [`DeadLetter`], the same refusals — over
 //! one Redis stream and one consumer group. Each send, receive, settle and stats call is one
 //! `EVALSHA` of a small Lua script, which Redis runs without interleaving (`EVAL` once after a
-//! `NOSCRIPT`); reading dead letters is one `XRANGE`:
+//! `NOSCRIPT`), and so is reading dead letters:
 //!
 //! - **send**: `XADD` with the id `0-*`, so a message's stream id is `0-(offset + 1)` and its
 //!   offset a plain number as in the embedded queue. With a message id and a dedup window,
 //!   the same script first looks up the id's key and, after the `XADD`, sets it with
 //!   `PX` = the window; a repeated id within the window stores nothing and answers the first
 //!   send's offset. A send to a queue holding `capacity` unsettled messages is
-//!   [`Error::Full`].
+//!   [`Error::Full`]. After an entry another client added with a time-based id (`XADD … *`),
+//!   Redis refuses every `0-*`: the send then dead-letters such entries (at most 64 per call)
+//!   and sets the stream's last id, and the group's last-delivered id if it was past them,
+//!   back to the queue's own (`XSETID`, `XGROUP SETID`), so later messages are stored and
+//!   delivered.
 //! - **receive**: `XPENDING … IDLE` finds the lowest-id entry whose delivery has been idle for
 //!   the visibility timeout (a lease that ran out, or a nack whose delay is over) and `XCLAIM`
 //!   takes it — a redelivery; only if there is none does `XREADGROUP >` read a new one. The
@@ -19,7 +23,8 @@
 //!   commands raise by one. An entry claimed for the `max_deliveries + 1`-th time is instead
 //!   moved to the dead-letter stream (`XADD` there, `XACK` and `XDEL` here, in the same
 //!   script) and the search goes on, for at most 64 of them per receive (then a new message
-//!   is read, as when there is none).
+//!   is read, as when there is none). An entry another client added with a time-based id
+//!   has no offset: receiving it is [`Error::ForeignEntry`], naming its id.
 //! - **ack** and **term**: the script reads the message's PEL entry and compares its delivery
 //!   count with the receipt's attempt; only if they are equal (and the entry was not nacked)
 //!   does it `XACK` and `XDEL` the entry, so a consumer that stalled past its lease can never
@@ -30,6 +35,11 @@
 //!   to `visibility − b`. A nacked entry is moved to a reserved consumer name
 //!   ([`NACKED_CONSUMER`]), so a second settle call with the same attempt is
 //!   [`Error::NotLeased`].
+//! - **dead letters**: `XRANGE` of the dead-letter stream one entry at a time, at most
+//!   [`MAX_DEAD_LETTERS_PER_CALL`] of them, each cut to the fields a dead letter has, with a
+//!   payload longer than `max_message_bytes` (or an offset or delivery count longer than any
+//!   stream id) replaced by a mark: one call's reply and the server's page are bounded
+//!   whatever another client wrote.
 //!
 //! What differs from the embedded queue (see the crate README for the full list): idle time is
 //! the **server's wall clock**, not a [`Clock`](infra_common::Clock); delayed sends are not
@@ -81,6 +91,11 @@ use redis::{ErrorKind, RedisError, Value};
 use crate::error::Error;
 use crate::queue::{DeadLetter, Delivery, MAX_DURATION, MAX_ID_LEN, Message, Receipt, Sent};
 
+/// The most dead letters one [`RedisQueue::dead_letters`] call reads: a larger `max` is cut
+/// to it, so the page the server builds for one call holds at most this many entries of
+/// bounded size (see [`RedisQueue::dead_letters`]).
+pub const MAX_DEAD_LETTERS_PER_CALL: usize = 100;
+
 /// The consumer name a nacked message is parked under until it is received again; no
 /// consumer may take this name.
 pub const NACKED_CONSUMER: &str = "mqueue:nacked";
@@ -93,21 +108,95 @@ macro_rules! ensure_group {
     };
 }
 
+/// Defines `payload(fields)`, the payload of an entry's fields (`false` when it has none), and
+/// `dead_letter(id, deliveries, fields)`, which adds the dead letter of entry `id` of the
+/// stream to the dead-letter stream `KEYS[2]`. An entry without a payload (another client's)
+/// is dead-lettered without one, so a reader of the dead letters is told, not handed an empty
+/// message.
+macro_rules! dead_letter {
+    () => {
+        r"
+local function payload(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then return fields[i + 1] end
+  end
+  return false
+end
+local function dead_letter(id, deliveries, fields)
+  local letter = {'offset', id, 'deliveries', deliveries}
+  local p = payload(fields)
+  if p then letter[5], letter[6] = 'p', p end
+  redis.call('XADD', KEYS[2], '0-*', unpack(letter))
+end
+"
+    };
+}
+
 /// Sends `ARGV[2]` to the stream `KEYS[1]`: `{0, id}` when stored, `{1, id}` when the
-/// message id's key `KEYS[2]` names an earlier send (only when the window `ARGV[4]` ms is not
+/// message id's key `KEYS[3]` names an earlier send (only when the window `ARGV[4]` ms is not
 /// 0), `{2}` when the stream holds `ARGV[3]` messages. It creates the group `ARGV[1]` first,
 /// so a settle of a sent message that was never received finds it not leased, not unknown.
+///
+/// Redis gives no id below the stream's last one, so after an entry another client added with
+/// a time-based id (`XADD … *`) it refuses every `0-*`. The script then takes the queue's ids
+/// back: it dead-letters those entries (to `KEYS[2]`, at most `ARGV[5]` per call: `{3}` when
+/// some are left), sets the stream's last id back to the highest `0-N` it may have given
+/// (`XSETID`), and so the group's last-delivered id if it was past them, then stores the
+/// message.
 const SEND_SCRIPT: &str = concat!(
     ensure_group!(),
+    dead_letter!(),
     r"
+local function seq_of(id)
+  local seq = type(id) == 'string' and string.match(id, '^0%-(%d+)$')
+  return seq and tonumber(seq) or 0
+end
+-- 'clear' when the stream's last id is one of the queue's, 'more' when entries with a
+-- time-based id are left after this call's share, 'done' when the ids are back.
+local function take_back_queue_ids()
+  local info = {}
+  local reply = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #reply, 2 do info[reply[i]] = reply[i + 1] end
+  if string.match(info['last-generated-id'], '^0%-') then return 'clear' end
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '1-0', '+', 'COUNT', ARGV[5])) do
+    local id = entry[1]
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)[1]
+    dead_letter(id, pending and pending[4] or 0, entry[2])
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    redis.call('XDEL', KEYS[1], id)
+  end
+  if redis.call('XRANGE', KEYS[1], '1-0', '+', 'COUNT', 1)[1] then return 'more' end
+  -- Every id the queue gave is counted in entries-added, unless someone added a larger 0-N by
+  -- hand: that one is still in the stream or the largest deleted. Skipping ids is harmless,
+  -- giving one twice is not.
+  local top = redis.call('XREVRANGE', KEYS[1], '0-18446744073709551615', '-', 'COUNT', 1)[1]
+  local seq = math.max(info['entries-added'], seq_of(info['max-deleted-entry-id']),
+    seq_of(top and top[1]))
+  local last = string.format('0-%d', seq)
+  redis.call('XSETID', KEYS[1], last)
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local fields = {}
+    for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+    if fields['name'] == ARGV[1] and not string.match(fields['last-delivered-id'], '^0%-') then
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last)
+    end
+  end
+  return 'done'
+end
 local window = ARGV[4]
 if window ~= '0' then
-  local first = redis.call('GET', KEYS[2])
+  local first = redis.call('GET', KEYS[3])
   if first then return {1, first} end
 end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {2} end
-local id = redis.call('XADD', KEYS[1], '0-*', 'p', ARGV[2])
-if window ~= '0' then redis.call('SET', KEYS[2], id, 'PX', window) end
+local id = redis.pcall('XADD', KEYS[1], '0-*', 'p', ARGV[2])
+if type(id) == 'table' and id.err then
+  local taken = take_back_queue_ids()
+  if taken == 'clear' then return id end
+  if taken == 'more' then return {3} end
+  id = redis.call('XADD', KEYS[1], '0-*', 'p', ARGV[2])
+end
+if window ~= '0' then redis.call('SET', KEYS[3], id, 'PX', window) end
 return {0, id}
 "
 );
@@ -121,15 +210,10 @@ return {0, id}
 /// `dead` counts the messages dead-lettered on the way.
 const RECEIVE_SCRIPT: &str = concat!(
     ensure_group!(),
+    dead_letter!(),
     r"
 local group, consumer, max = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local max_bytes = tonumber(ARGV[5])
-local function payload(fields)
-  for i = 1, #fields, 2 do
-    if fields[i] == 'p' then return fields[i + 1] end
-  end
-  return false
-end
 local function leased(id, deliveries, fields, dead)
   local p = payload(fields)
   if p and #p > max_bytes then return {3, id, deliveries, #p, dead} end
@@ -149,12 +233,7 @@ for _ = 1, tonumber(ARGV[6]) do
   else
     local stored = redis.call('XRANGE', KEYS[1], id, id)[1]
     if stored then
-      -- An entry without a payload (another client's) is dead-lettered without one, so a
-      -- reader of the dead letters is told, not handed an empty message.
-      local letter = {'offset', id, 'deliveries', deliveries - 1}
-      local p = payload(stored[2])
-      if p then letter[5], letter[6] = 'p', p end
-      redis.call('XADD', KEYS[2], '0-*', unpack(letter))
+      dead_letter(id, deliveries - 1, stored[2])
       dead = dead + 1
     end
     redis.call('XACK', KEYS[1], group, id)
@@ -217,23 +296,44 @@ if attempt < deliveries then return {3, deliveries} end
 return {4}
 ";
 
-/// Up to `ARGV[2]` entries of the dead-letter stream `KEYS[2]` from id `ARGV[1]` on, as
-/// `XRANGE` gives them, but a payload longer than `ARGV[3]` bytes (only another client can
-/// have written it) is replaced by its length, under the field `oversized`: a reply carries no
-/// payload past the limit.
+/// Up to `ARGV[2]` entries of the dead-letter stream `KEYS[2]` from id `ARGV[1]` on, each as
+/// `{id, fields}` with only the fields a dead letter has (`offset`, `deliveries`, `p`; the
+/// first of each), so a reply is bounded whatever another client wrote: a payload longer than
+/// `ARGV[3]` bytes, or an offset or delivery count longer than `ARGV[4]`, is replaced by the
+/// field `oversized` naming it. The entries are read one at a time and only their shortened
+/// copies kept, so the page the script builds never holds whole entries.
 const DEAD_LETTERS_SCRIPT: &str = r"
-local entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
-local max_bytes = tonumber(ARGV[3])
-for _, entry in ipairs(entries) do
-  local fields = entry[2]
+local limits = {offset = tonumber(ARGV[4]), deliveries = tonumber(ARGV[4]), p = tonumber(ARGV[3])}
+local function shortened(fields)
+  local kept, seen = {}, {}
   for i = 1, #fields, 2 do
-    if fields[i] == 'p' and #fields[i + 1] > max_bytes then
-      fields[i], fields[i + 1] = 'oversized', #fields[i + 1]
+    local name, value = fields[i], fields[i + 1]
+    local limit = limits[name]
+    if limit and not seen[name] then
+      seen[name] = true
+      local n = #kept
+      if #value > limit then
+        kept[n + 1], kept[n + 2] = 'oversized', name
+      else
+        kept[n + 1], kept[n + 2] = name, value
+      end
     end
   end
+  return kept
 end
-return entries
+local page, from = {}, ARGV[1]
+for _ = 1, tonumber(ARGV[2]) do
+  local entry = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', 1)[1]
+  if not entry then break end
+  page[#page + 1] = {entry[1], shortened(entry[2])}
+  from = '(' .. entry[1]
+end
+return page
 ";
+
+/// The longest offset or delivery count a dead letter's listing carries: every stream id
+/// (`<u64>-<u64>`) fits; a longer one can only be another client's, and is not read.
+const MAX_LETTER_FIELD_BYTES: usize = 64;
 
 /// `{unsettled, pending, parked, dead letters}` of `KEYS[1]` (group `ARGV[1]`, parked
 /// consumer `ARGV[2]`) and its dead-letter stream `KEYS[2]`.
@@ -470,7 +570,8 @@ pub struct RedisStats {
 /// successful check.
 pub struct RedisQueue {
     connections: Connections,
-    /// `KEYS` of the receive and stats scripts: the stream and its dead letters.
+    /// The stream and its dead letters: `KEYS` of the receive, stats and dead-letters
+    /// scripts, and the first two of the send script's.
     keys: [Vec<u8>; 2],
     /// The prefix of the dedup keys, up to the message id.
     dedup_prefix: Vec<u8>,
@@ -549,6 +650,18 @@ fn offset_field(what: &str, reply: &Value, field: Option<&Value>) -> Result<u64,
         .and_then(bulk)
         .and_then(offset_of)
         .ok_or_else(|| malformed(what, reply))
+}
+
+/// The offset of a delivered entry's stream id: an id other than `0-N` is an entry another
+/// client added with a time-based id, which has no offset and is named by its id instead.
+fn delivered_offset(reply: &Value, field: Option<&Value>) -> Result<u64, Error> {
+    let id = field
+        .and_then(bulk)
+        .ok_or_else(|| malformed("receive", reply))?;
+    offset_of(id).ok_or_else(|| Error::ForeignEntry {
+        id: String::from_utf8_lossy(id).into_owned(),
+        reason: "a stream entry another client added with a time-based id",
+    })
 }
 
 impl RedisQueue {
@@ -662,6 +775,9 @@ impl RedisQueue {
     /// message with a delay, [`Error::Full`] when the stream holds `capacity` unsettled
     /// messages (nothing waits: retry later), [`Error::Backend`] when the server fails (the
     /// message may or may not be stored; resend it with an id to be sure it is stored once).
+    /// [`Error::Unsupported`] too when more than 64 entries another client added with a
+    /// time-based id are in the way of the queue's ids: the call dead-lettered 64 of them and
+    /// stored nothing; retry.
     pub fn send(&self, message: impl Into<Message>) -> Result<Sent, Error> {
         let (payload, id, delay) = message.into().into_parts();
         if payload.len() > self.options.max_message_bytes {
@@ -689,12 +805,14 @@ impl RedisQueue {
             _ => (self.keys[0].clone(), "0".to_owned()),
         };
         let capacity = self.options.capacity.to_string();
-        let keys = [self.keys[0].clone(), dedup_key];
-        let args: [&[u8]; 4] = [
+        let sweep = SWEEP_LIMIT.to_string();
+        let keys = [self.keys[0].clone(), self.keys[1].clone(), dedup_key];
+        let args: [&[u8]; 5] = [
             self.options.group.as_bytes(),
             &payload,
             capacity.as_bytes(),
             window.as_bytes(),
+            sweep.as_bytes(),
         ];
         let reply = self.run(&self.send, &keys, &args)?;
         let Value::Array(items) = &reply else {
@@ -717,6 +835,9 @@ impl RedisQueue {
             Some(2) => Err(Error::Full {
                 capacity: usize::try_from(self.options.capacity).unwrap_or(usize::MAX),
             }),
+            Some(3) => Err(Error::Unsupported {
+                reason: "more than 64 entries another client added with a time-based id are in the way of the queue's ids: each send dead-letters 64 of them, retry",
+            }),
             _ => Err(malformed("send", &reply)),
         }
     }
@@ -734,9 +855,11 @@ impl RedisQueue {
     /// [`Error::Backend`] when the server fails (a message it leased then comes back after
     /// the visibility timeout); [`Error::CorruptMessage`] for a stream entry this crate did
     /// not write: one without a payload field, or with a payload longer than
-    /// `max_message_bytes` (not read from the server). Such an entry stays leased like any
-    /// delivery, comes back after the visibility timeout and is dead-lettered after
-    /// `max_deliveries`.
+    /// `max_message_bytes` (not read from the server); [`Error::ForeignEntry`], naming the
+    /// entry, for one another client added with a time-based id. Such an entry stays leased
+    /// like any delivery, comes back after the visibility timeout and is dead-lettered after
+    /// `max_deliveries` (one with a time-based id sooner, by the next send: see
+    /// [`RedisQueue::send`]). The next receive delivers the next message.
     pub fn try_receive(&self) -> Result<Option<Delivery>, Error> {
         let visibility = self.visibility_ms.to_string();
         let max = self.options.max_deliveries.to_string();
@@ -770,7 +893,7 @@ impl RedisQueue {
         match items.first().and_then(int) {
             Some(0) => Ok(None),
             Some(1) => {
-                let offset = offset_field("receive", &reply, items.get(1))?;
+                let offset = delivered_offset(&reply, items.get(1))?;
                 let attempt = items
                     .get(2)
                     .and_then(int)
@@ -794,7 +917,7 @@ impl RedisQueue {
                 )))
             }
             Some(3) => Err(Error::CorruptMessage {
-                offset: offset_field("receive", &reply, items.get(1))?,
+                offset: delivered_offset(&reply, items.get(1))?,
                 reason: "a stream entry longer than max_message_bytes",
             }),
             _ => Err(malformed("receive", &reply)),
@@ -908,24 +1031,39 @@ impl RedisQueue {
             .ok_or(Error::Unsupported { reason: too_long })
     }
 
-    /// Dead letters from `position` on, at most `max`, oldest first. They stay in the
-    /// dead-letter stream until someone deletes them (`XDEL` or `XTRIM` on `<queue key>:dlq`).
+    /// Dead letters from `position` on, at most `max` and at most
+    /// [`MAX_DEAD_LETTERS_PER_CALL`] (a larger `max` is cut to it: read on from the last
+    /// position + 1), oldest first. They stay in the dead-letter stream until someone deletes
+    /// them (`XDEL` or `XTRIM` on `<queue key>:dlq`).
+    ///
+    /// Whatever another client wrote to the dead-letter stream, one call's reply, and the page
+    /// the server builds for it, hold at most `MAX_DEAD_LETTERS_PER_CALL` entries of at most
+    /// `max_message_bytes` of payload and a few short fields each: fields a dead letter does
+    /// not have are left out, and a longer payload, offset or delivery count is not read.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] when the server fails; [`Error::CorruptMessage`] for an entry this
     /// crate did not write, with its position as the offset (read on from the next one to
     /// step over it): among them the dead letter of a message another client wrote without a
-    /// payload, or with one longer than `max_message_bytes`, which is not read from the
-    /// server (the dead letter keeps it).
+    /// payload, or with a payload longer than `max_message_bytes` or an offset or delivery
+    /// count longer than any the queue writes, which are not read from the server (the dead
+    /// letter keeps them), or the dead letter of an entry another client added to the queue's
+    /// stream with a time-based id; [`Error::ForeignEntry`] for an entry added to the
+    /// dead-letter stream itself with a time-based id (it has no position).
     pub fn dead_letters(&self, position: u64, max: usize) -> Result<Vec<DeadLetter>, Error> {
         let (Some(start), false) = (stream_id(position), max == 0) else {
             return Ok(Vec::new());
         };
-        // Redis takes a signed count; no stream holds more entries than that anyway.
-        let count = i64::try_from(max).unwrap_or(i64::MAX).to_string();
+        let count = max.min(MAX_DEAD_LETTERS_PER_CALL).to_string();
         let max_bytes = self.options.max_message_bytes.to_string();
-        let args: [&[u8]; 3] = [start.as_bytes(), count.as_bytes(), max_bytes.as_bytes()];
+        let max_field = MAX_LETTER_FIELD_BYTES.to_string();
+        let args: [&[u8]; 4] = [
+            start.as_bytes(),
+            count.as_bytes(),
+            max_bytes.as_bytes(),
+            max_field.as_bytes(),
+        ];
         // Not `run`: reading the dead letters is safe under any eviction policy.
         let reply = self.script(&self.dead_letters, &self.keys, &args)?;
         let Value::Array(entries) = &reply else {
@@ -961,18 +1099,22 @@ impl RedisQueue {
     }
 }
 
-/// One `XRANGE` entry of the dead-letter stream. A malformed one is reported at its position,
-/// so a reader can step over it (0 when even its stream id is not one of ours).
+/// One entry of the dead-letter listing, `{id, fields}`. A malformed one is reported at its
+/// position, so a reader can step over it; one whose own id is time-based has no position and
+/// is named by its id.
 fn dead_letter(entry: &Value) -> Result<DeadLetter, Error> {
-    let foreign = |reason| Error::CorruptMessage { offset: 0, reason };
+    let unreadable = |reason| Error::CorruptMessage { offset: 0, reason };
     let Value::Array(parts) = entry else {
-        return Err(foreign("a dead letter that is not a stream entry"));
+        return Err(unreadable("a dead letter that is not a stream entry"));
     };
-    let position = parts
+    let id = parts
         .first()
         .and_then(bulk)
-        .and_then(offset_of)
-        .ok_or(foreign("a dead letter with a foreign stream id"))?;
+        .ok_or(unreadable("a dead letter without a stream id"))?;
+    let position = offset_of(id).ok_or_else(|| Error::ForeignEntry {
+        id: String::from_utf8_lossy(id).into_owned(),
+        reason: "a dead letter another client added with a time-based id",
+    })?;
     let corrupt = |reason| Error::CorruptMessage {
         offset: position,
         reason,
@@ -986,15 +1128,19 @@ fn dead_letter(entry: &Value) -> Result<DeadLetter, Error> {
             .find(|pair| bulk(&pair[0]) == Some(name))
             .map(|pair| &pair[1])
     };
-    if field(b"oversized").is_some() {
-        return Err(corrupt(
-            "a dead letter longer than max_message_bytes (not read from the server)",
-        ));
+    if let Some(name) = field(b"oversized") {
+        return Err(corrupt(if bulk(name) == Some(b"p") {
+            "a dead letter longer than max_message_bytes (not read from the server)"
+        } else {
+            "a dead letter whose offset or delivery count is longer than any the queue writes (not read from the server)"
+        }));
     }
     let offset = field(b"offset")
         .and_then(bulk)
-        .and_then(offset_of)
         .ok_or(corrupt("a dead letter without its offset"))?;
+    let offset = offset_of(offset).ok_or(corrupt(
+        "the dead letter of an entry another client added with a time-based id (its offset is that id)",
+    ))?;
     let deliveries = field(b"deliveries")
         .and_then(int)
         .and_then(|n| u32::try_from(n).ok())

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use infra_common::sync::{Arc, thread};
 use infra_mqueue::Error;
 use infra_mqueue::queue::{Message, Receipt};
-use infra_mqueue::redis::{RedisOptions, RedisQueue};
+use infra_mqueue::redis::{MAX_DEAD_LETTERS_PER_CALL, RedisOptions, RedisQueue};
 use infra_testkit::RedisServer;
 use proptest::prelude::*;
 
@@ -1018,7 +1018,7 @@ fn names_that_would_break_the_key_layout_are_refused() {
 }
 
 #[test]
-fn an_entry_with_a_time_based_id_stops_every_later_write_to_its_stream() {
+fn an_entry_with_a_time_based_id_in_the_dead_letter_stream_stops_every_dead_letter() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -1026,27 +1026,26 @@ fn an_entry_with_a_time_based_id_stops_every_later_write_to_its_stream() {
     queue.send("poison").unwrap();
     let delivery = queue.try_receive().unwrap().unwrap();
     queue.nack(&delivery, Duration::ZERO).unwrap();
-    for key in [
-        format!("mqueue:{{{QUEUE}}}"),
-        format!("mqueue:{{{QUEUE}}}:dlq"),
-    ] {
-        let _: String = redis::cmd("XADD")
-            .arg(key)
-            .arg("*")
-            .arg("p")
-            .arg("by hand")
-            .query(&mut client(&server))
-            .unwrap();
-    }
-    // Redis refuses the id 0-N after it: sends fail, and so does the receive that would
-    // dead-letter the nacked message, every time.
+    let dlq = format!("mqueue:{{{QUEUE}}}:dlq");
+    let by_hand = add_by_hand(&server, &dlq, "*", &[("p", b"by hand")]);
+    // Redis refuses the id 0-N after it: the receive that would dead-letter the nacked
+    // message fails, every time, while sends go on.
     for _ in 0..2 {
-        let send = queue.send("next");
-        assert!(matches!(send, Err(Error::Backend { .. })), "{send:?}");
         let receive = queue.try_receive();
         assert!(matches!(receive, Err(Error::Backend { .. })), "{receive:?}");
     }
+    assert_eq!(queue.send("next").unwrap().offset, 1);
     assert_eq!(queue.stats().unwrap().unsettled, 2);
+    // Reading the dead letters names it: it has no position.
+    let read = queue.dead_letters(0, 10);
+    assert!(
+        matches!(&read, Err(Error::ForeignEntry { id, .. }) if *id == by_hand),
+        "{read:?}"
+    );
+    // Nor can a send dead-letter an entry with a time-based id in the queue's stream.
+    add_by_hand(&server, &format!("mqueue:{{{QUEUE}}}"), "*", &[("p", b"x")]);
+    let send = queue.send("blocked");
+    assert!(matches!(send, Err(Error::Backend { .. })), "{send:?}");
 }
 
 #[test]
@@ -1198,4 +1197,212 @@ fn each_send_receive_settle_and_stats_is_one_script_call() {
     queue.ack(&again).unwrap();
     queue.stats().unwrap();
     assert_eq!(client_command_calls(&server), [("evalsha".to_owned(), 5)]);
+}
+
+/// Adds an entry to `key` with the id `id` (`*` for a time-based one, as another client
+/// would), as `XADD` does by hand; answers the entry's id.
+fn add_by_hand(server: &RedisServer, key: &str, id: &str, fields: &[(&str, &[u8])]) -> String {
+    let mut command = redis::cmd("XADD");
+    command.arg(key).arg(id);
+    for (name, value) in fields {
+        command.arg(*name).arg(*value);
+    }
+    command.query(&mut client(server)).unwrap()
+}
+
+#[test]
+fn an_entry_added_with_a_time_based_id_is_named_and_the_queue_goes_on() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    queue.send("before").unwrap();
+    let by_hand = add_by_hand(&server, &stream, "*", &[("p", b"by hand")]);
+    let before = queue.try_receive().unwrap().unwrap();
+    queue.ack(&before).unwrap();
+
+    let foreign = queue.try_receive();
+    assert!(
+        matches!(&foreign, Err(Error::ForeignEntry { id, .. }) if *id == by_hand),
+        "{foreign:?}"
+    );
+    // The group's last-delivered id is the entry's until a send takes the ids back: a stale
+    // ack of a settled message cannot be told from one of a message never sent.
+    assert!(matches!(
+        queue.ack(&before),
+        Err(Error::UnknownDelivery { offset: 0, .. })
+    ));
+    // Redis gives no id below a time-based one: the next send moves the entry to the dead
+    // letters and gives the stream back its own ids, so messages after it are delivered.
+    let after = queue.send("after").unwrap();
+    assert!(after.offset > before.offset(), "{after:?}");
+    let next = queue.try_receive().unwrap().unwrap();
+    assert_eq!(
+        (next.offset(), next.payload()),
+        (after.offset, &b"after"[..])
+    );
+    queue.ack(&next).unwrap();
+    assert!(matches!(
+        queue.ack(&before),
+        Err(Error::AlreadySettled { offset: 0 })
+    ));
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let stats = queue.stats().unwrap();
+    assert_eq!(
+        (stats.unsettled, stats.in_flight, stats.dead_letters),
+        (0, 0, 1)
+    );
+    let read = queue.dead_letters(0, 10);
+    assert!(
+        matches!(&read, Err(Error::CorruptMessage { offset: 0, reason }) if reason.contains("time-based")),
+        "{read:?}"
+    );
+}
+
+#[test]
+fn an_entry_with_a_time_based_id_and_no_send_after_it_is_dead_lettered_like_any_corrupt_entry() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(1));
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    let by_hand = add_by_hand(&server, &stream, "*", &[("other", b"x")]);
+    let foreign = queue.try_receive();
+    assert!(
+        matches!(&foreign, Err(Error::ForeignEntry { id, .. }) if *id == by_hand),
+        "{foreign:?}"
+    );
+    // It stays leased; once its lease runs out, the next receive finds it at max_deliveries.
+    age_every_lease(&server);
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.unsettled, stats.dead_letters), (0, 1));
+    // Its id is no longer in the way of the next send.
+    let next = queue.send("next").unwrap();
+    let delivery = queue.try_receive().unwrap().unwrap();
+    assert_eq!(
+        (delivery.offset(), delivery.payload()),
+        (next.offset, &b"next"[..])
+    );
+}
+
+/// The bytes the server has sent to its clients so far (`INFO stats`).
+fn bytes_sent_by_server(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut client(server))
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_dead_letter_listing_carries_no_field_past_its_limit() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_message_bytes(16));
+    let dlq = format!("mqueue:{{{QUEUE}}}:dlq");
+    let huge = vec![b'7'; 1 << 20];
+    let many: Vec<(String, &[u8])> = (0..10_000).map(|i| (format!("f{i}"), &b"v"[..])).collect();
+    let mut crowded: Vec<(&str, &[u8])> =
+        vec![("offset", b"0-4"), ("deliveries", b"1"), ("p", b"d")];
+    crowded.extend(many.iter().map(|(name, value)| (name.as_str(), *value)));
+    let letters: [Vec<(&str, &[u8])>; 4] = [
+        vec![("offset", &huge), ("deliveries", b"1"), ("p", b"a")],
+        vec![("offset", b"0-2"), ("deliveries", &huge), ("p", b"b")],
+        vec![
+            ("offset", b"0-3"),
+            ("deliveries", b"1"),
+            ("p", b"c"),
+            ("note", &huge),
+        ],
+        crowded,
+    ];
+    for fields in &letters {
+        add_by_hand(&server, &dlq, "0-*", fields);
+    }
+
+    // Each read is one entry; a reply past a few KiB carried a field the handle never reads.
+    let read = |position| {
+        let sent = bytes_sent_by_server(&server);
+        let read = queue.dead_letters(position, 1);
+        let carried = bytes_sent_by_server(&server) - sent;
+        assert!(carried < 16 << 10, "position {position}: {carried} bytes");
+        read
+    };
+    for position in [0, 1] {
+        let oversized = read(position);
+        assert!(
+            matches!(&oversized, Err(Error::CorruptMessage { offset, reason }) if *offset == position && reason.contains("longer")),
+            "{oversized:?}"
+        );
+    }
+    for (position, payload) in [(2, b"c"), (3, b"d")] {
+        let letters = read(position).unwrap();
+        assert_eq!(
+            (letters.len(), letters[0].offset, &letters[0].payload[..]),
+            (1, position, &payload[..])
+        );
+    }
+}
+
+#[test]
+fn one_dead_letters_call_reads_at_most_its_page_limit() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let dlq = format!("mqueue:{{{QUEUE}}}:dlq");
+    let total = MAX_DEAD_LETTERS_PER_CALL + 50;
+    for offset in 0..total {
+        let id = format!("0-{}", offset + 1);
+        add_by_hand(
+            &server,
+            &dlq,
+            "0-*",
+            &[("offset", id.as_bytes()), ("deliveries", b"1"), ("p", b"x")],
+        );
+    }
+    let first = queue.dead_letters(0, usize::MAX).unwrap();
+    assert_eq!(first.len(), MAX_DEAD_LETTERS_PER_CALL);
+    let next = u64::try_from(MAX_DEAD_LETTERS_PER_CALL).unwrap();
+    assert_eq!(first.last().unwrap().position, next - 1);
+    let rest = queue.dead_letters(next, usize::MAX).unwrap();
+    assert_eq!(rest.len(), total - MAX_DEAD_LETTERS_PER_CALL);
+}
+
+#[test]
+fn a_send_dead_letters_a_bounded_number_of_entries_with_a_time_based_id() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    let first = queue.send("first").unwrap();
+    // Never received: each is dead-lettered with no delivery, after one send's share of 64.
+    for _ in 0..65 {
+        add_by_hand(&server, &stream, "*", &[("p", b"by hand")]);
+    }
+    let blocked = queue.send("second");
+    assert!(
+        matches!(blocked, Err(Error::Unsupported { .. })),
+        "{blocked:?}"
+    );
+    assert_eq!(queue.stats().unwrap().dead_letters, 64);
+    let second = queue.send("second").unwrap();
+    assert_eq!(queue.stats().unwrap().dead_letters, 65);
+    for sent in [first, second] {
+        let delivery = queue.try_receive().unwrap().unwrap();
+        assert_eq!(delivery.offset(), sent.offset);
+        queue.ack(&delivery).unwrap();
+    }
+    let letters = queue.dead_letters(0, 1);
+    assert!(
+        matches!(&letters, Err(Error::CorruptMessage { offset: 0, reason }) if reason.contains("time-based")),
+        "{letters:?}"
+    );
 }
