@@ -237,12 +237,16 @@ fn cap_len<T>(items: &mut Vec<T>, max: usize) -> u32 {
 }
 
 /// An event's or link's attributes as a span's would be after `set_attribute` for each in
-/// turn: a repeated key keeps the place of its first occurrence and the value of its last
-/// (exporters must send unique keys), and keys past `max` are dropped. The count differs: it
-/// is of distinct keys dropped, where a span counts every `set_attribute` call of a key it
-/// dropped (`repeated_event_and_link_keys_keep_the_last_value`). In place: the merge
-/// allocates nothing.
+/// turn: attributes with an empty key are dropped, a repeated key keeps the place of its first
+/// occurrence and the value of its last (exporters must send unique keys), and keys past `max`
+/// are dropped. The count differs: it is of distinct keys dropped over `max`, where a span
+/// counts every `set_attribute` call of a key it dropped
+/// (`repeated_event_and_link_keys_keep_the_last_value`), plus each empty key. In place: the
+/// merge allocates nothing.
 fn limit_attributes(attributes: &mut Vec<KeyValue>, max: usize) -> u32 {
+    let given = attributes.len();
+    attributes.retain(|kv| is_valid_key(&kv.key));
+    let invalid = u32::try_from(given - attributes.len()).unwrap_or(u32::MAX);
     let mut unique = 0;
     for next in 0..attributes.len() {
         match attributes[..unique]
@@ -258,7 +262,13 @@ fn limit_attributes(attributes: &mut Vec<KeyValue>, max: usize) -> u32 {
         }
     }
     attributes.truncate(unique);
-    cap_len(attributes, max)
+    cap_len(attributes, max).saturating_add(invalid)
+}
+
+/// Whether `key` may name an attribute: OpenTelemetry's common specification requires a
+/// non-empty string, and calls an attribute with an empty key invalid.
+pub(crate) fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
 }
 
 /// A finished, recorded span, as exporters receive it.
@@ -846,7 +856,8 @@ impl Span {
     }
 
     /// Sets an attribute; does nothing on an unrecorded span. A new key past
-    /// [`SpanLimits::max_attributes`] is dropped and counted.
+    /// [`SpanLimits::max_attributes`], or an empty key (which OpenTelemetry calls invalid), is
+    /// dropped and counted in [`SpanData::dropped_attributes_count`].
     #[inline]
     pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
         if let Some(recording) = &mut *self.recording {
@@ -862,7 +873,8 @@ impl Span {
     /// Records an event with attributes now; `attributes` is not consumed on an unrecorded
     /// span. A repeated key keeps its last value, in the place of its first. Past
     /// [`SpanLimits::max_events`] the event is dropped and counted; past
-    /// [`SpanLimits::max_attributes_per_event`] its extra attributes are.
+    /// [`SpanLimits::max_attributes_per_event`] its extra attributes are, as are attributes
+    /// with an empty key.
     pub fn add_event_with(
         &mut self,
         name: impl Into<Cow<'static, str>>,
@@ -891,7 +903,7 @@ impl Span {
 
     /// Adds a link; does nothing on an unrecorded span. Past [`SpanLimits::max_links`] the
     /// link is dropped and counted; past [`SpanLimits::max_attributes_per_link`] its extra
-    /// attributes are.
+    /// attributes are, as are attributes with an empty key.
     pub fn add_link(&mut self, mut link: Link) {
         let Some(recording) = &mut *self.recording else {
             return;
@@ -1029,7 +1041,7 @@ impl Recording {
             existing.value = value;
             return;
         }
-        if attributes.len() < max {
+        if attributes.len() < max && is_valid_key(&key) {
             attributes.push(KeyValue { key, value });
         } else {
             self.record.data.dropped_attributes_count =

@@ -756,6 +756,46 @@ fn resource_attribute_keys_are_percent_decoded_like_values() {
     ));
 }
 
+/// An attribute key must be a non-empty string (the OpenTelemetry common specification):
+/// attributes with an empty key, set on a span, its events, its links or the resource, never
+/// reach the receiver.
+#[test]
+fn no_attribute_with_an_empty_key_is_exported() {
+    let memory = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(memory.clone()).build();
+    let empty = || KeyValue::new("", "no name");
+    let linked = SpanContext::new(TraceId::random(), SpanId::random(), TraceFlags::SAMPLED);
+    let mut span = tracer
+        .span("empty keys")
+        .link(Link::new(linked.clone()).with_attributes([empty()]))
+        .start();
+    span.set_attribute("", 1);
+    span.add_event_with("tick", [empty()]);
+    span.add_link(Link::new(linked).with_attributes([empty()]));
+    span.end();
+    let otlp = OtlpExporter::builder()
+        .service_name("cart")
+        .resource_attribute(empty())
+        .build()
+        .unwrap();
+    let mut body = Vec::new();
+    otlp.encode(&memory.spans(), &mut body);
+
+    let decoded = decode_protobuf(&body);
+    let resource_spans = &decoded.resource_spans[0];
+    let span = &resource_spans.scope_spans[0].spans[0];
+    let keys = resource_spans.resource.iter().flat_map(|r| &r.attributes);
+    let keys = keys
+        .chain(&span.attributes)
+        .chain(span.events.iter().flat_map(|e| &e.attributes))
+        .chain(span.links.iter().flat_map(|l| &l.attributes));
+    assert!(keys.clone().count() >= 4, "the resource describes the SDK");
+    assert!(keys.clone().all(|kv| !kv.key.is_empty()), "{decoded:?}");
+    assert_eq!(span.dropped_attributes_count, 1);
+    assert_eq!(span.events[0].dropped_attributes_count, 1);
+    assert!(span.links.iter().all(|l| l.dropped_attributes_count == 1));
+}
+
 /// (variable, value) pairs that must be refused, each naming its variable.
 const INVALID: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -775,6 +815,9 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("OTEL_RESOURCE_ATTRIBUTES", "region"),
     ("OTEL_RESOURCE_ATTRIBUTES", "a=1,=2"),
+    // A key that is blank once decoded is as empty as one written blank.
+    ("OTEL_RESOURCE_ATTRIBUTES", "%20=v"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "a=1,%09%20=2"),
     // Escapes that decode to bytes which are not UTF-8: a failure to decode, not U+FFFD.
     ("OTEL_RESOURCE_ATTRIBUTES", "region=eu%FF"),
     ("OTEL_RESOURCE_ATTRIBUTES", "k%C3=v"),

@@ -100,6 +100,36 @@ fn link_attributes_are_capped_and_links_exported() {
     assert!(text.contains(&expected), "{text}");
 }
 
+/// The OpenTelemetry common specification makes an attribute key a non-empty string: one
+/// with an empty key is dropped where it is set, on the span, an event or a link, and counted
+/// with the attributes dropped over a limit.
+#[test]
+fn attributes_with_empty_keys_are_dropped_and_counted() {
+    let exporter = MemoryExporter::new();
+    let tracer = Tracer::builder().exporter(exporter.clone()).build();
+    let keyed = |key: &'static str| KeyValue::new(key, 1);
+    let mut span = tracer
+        .span("empty keys")
+        .link(link().with_attributes([keyed(""), keyed("kept")]))
+        .start();
+    span.set_attribute("", "no name");
+    span.set_attribute("kept", 1);
+    span.set_attribute(String::new(), 2);
+    span.add_event_with("tick", [keyed(""), keyed("kept"), keyed("")]);
+    span.add_link(link().with_attributes([keyed("")]));
+    span.end();
+
+    let data = only_span(&exporter);
+    assert_eq!(data.attributes, [keyed("kept")]);
+    assert_eq!(data.dropped_attributes_count, 2);
+    assert_eq!(data.events[0].attributes, [keyed("kept")]);
+    assert_eq!(data.events[0].dropped_attributes_count, 2);
+    assert_eq!(data.links[0].attributes, [keyed("kept")]);
+    assert_eq!(data.links[0].dropped_attributes_count, 1);
+    assert!(data.links[1].attributes.is_empty());
+    assert_eq!(data.links[1].dropped_attributes_count, 1);
+}
+
 #[test]
 fn unsampled_spans_ignore_links() {
     let tracer = Tracer::builder()

@@ -124,7 +124,7 @@ enum Keys {
 
 /// `key1=value1,key2=value2`, values (and, as `keys` says, keys) percent-decoded (the W3C
 /// Baggage syntax both variables use). Blank members are skipped; a member without `=`, with
-/// an empty key, or with escapes that are malformed or decode to bytes that are not UTF-8 is an
+/// a key that is empty or blank (once decoded, where keys are), or with escapes that are malformed or decode to bytes that are not UTF-8 is an
 /// error: the specification calls a decoding failure an error, and a U+FFFD put in its place
 /// would send a value nobody wrote.
 fn parse_pairs(
@@ -140,13 +140,6 @@ fn parse_pairs(
         let (key, value) = member
             .split_once('=')
             .ok_or_else(|| ExportError::invalid(name, format!("{member:?} is not key=value")))?;
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(ExportError::invalid(
-                name,
-                format!("{member:?} has an empty key"),
-            ));
-        }
         let decode = |text: &str| {
             percent_decode_utf8(text).ok_or_else(|| {
                 ExportError::invalid(
@@ -156,9 +149,16 @@ fn parse_pairs(
             })
         };
         let key = match keys {
-            Keys::AsWritten => key.to_owned(),
-            Keys::PercentDecoded => decode(key)?,
+            Keys::AsWritten => key.trim().to_owned(),
+            Keys::PercentDecoded => decode(key.trim())?,
         };
+        // Checked once decoded: `%20` is as blank a key as a space.
+        if key.trim().is_empty() {
+            return Err(ExportError::invalid(
+                name,
+                format!("{member:?} has an empty key"),
+            ));
+        }
         pairs.push((key, decode(value.trim())?));
     }
     Ok(pairs)

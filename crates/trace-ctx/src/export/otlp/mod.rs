@@ -323,9 +323,13 @@ impl OtlpExporterBuilder {
     /// Adds a resource attribute (`deployment.environment`, `host.name`, ...). Every resource
     /// also describes the SDK, as OpenTelemetry's resource conventions require:
     /// `telemetry.sdk.name` `infra-trace-ctx`, `telemetry.sdk.language` `rust` and
-    /// `telemetry.sdk.version` this crate's version, each unless set here.
+    /// `telemetry.sdk.version` this crate's version, each unless set here. An attribute with
+    /// an empty key, which OpenTelemetry calls invalid, is ignored.
     #[must_use]
     pub fn resource_attribute(mut self, attribute: KeyValue) -> Self {
+        if !crate::span::is_valid_key(&attribute.key) {
+            return self;
+        }
         if attribute.key == SERVICE_NAME {
             if let Value::Str(name) = &attribute.value {
                 self.service_name = Some(name.to_string());
