@@ -75,6 +75,7 @@ mod log_layer;
 pub mod metrics;
 #[cfg(feature = "tower")]
 mod middleware;
+mod otel_env;
 mod probability;
 mod propagator;
 #[cfg(feature = "reqwest")]

@@ -6,7 +6,8 @@
 //! shared, not copied), so instrumentation can stay in hot code.
 //!
 //! A recorded span keeps at most [`SpanLimits`] attributes, events and links (OpenTelemetry's
-//! defaults, 128 each) and counts what it dropped; the counts are exported with the span.
+//! defaults, 128 each) and counts what it dropped; the counts are exported with the span. A
+//! string attribute value may be limited in length too (no limit by default).
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -16,7 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use infra_common::{Clock, SystemClock};
 
-use crate::export::RecordSink;
+use crate::export::{ExportError, RecordSink};
+use crate::otel_env::{self, Lookup};
 use crate::sampler::{AlwaysOn, ParentBased, Sampler};
 use crate::wall_anchor::WallAnchor;
 use crate::{
@@ -193,8 +195,10 @@ impl Link {
 }
 
 /// The most a recorded span keeps; past a limit, new items are dropped and counted
-/// ([`SpanData::dropped_attributes_count`] and the like). The defaults are OpenTelemetry's:
-/// 128 of each.
+/// ([`SpanData::dropped_attributes_count`] and the like), and string values longer than
+/// [`max_attribute_value_length`](Self::max_attribute_value_length) are truncated. The
+/// defaults are OpenTelemetry's: 128 of each, and no limit on a value's length. The standard
+/// environment variables can set them ([`from_env`](Self::from_env)).
 ///
 /// ```
 /// use infra_trace_ctx::{SpanLimits, Tracer};
@@ -215,6 +219,10 @@ pub struct SpanLimits {
     pub max_attributes_per_event: usize,
     /// Attributes per link.
     pub max_attributes_per_link: usize,
+    /// The most characters a string value of an attribute (of the span, its events or its
+    /// links) keeps: a longer one is cut to its first characters, and not counted as dropped.
+    /// `None`, the default: no limit.
+    pub max_attribute_value_length: Option<usize>,
 }
 
 impl Default for SpanLimits {
@@ -225,7 +233,121 @@ impl Default for SpanLimits {
             max_links: 128,
             max_attributes_per_event: 128,
             max_attributes_per_link: 128,
+            max_attribute_value_length: None,
         }
+    }
+}
+
+/// The span limit variables of OpenTelemetry's SDK environment specification.
+const ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_ATTRIBUTE_COUNT_LIMIT";
+const ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+const SPAN_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT";
+const SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+const SPAN_EVENT_COUNT_LIMIT: &str = "OTEL_SPAN_EVENT_COUNT_LIMIT";
+const SPAN_LINK_COUNT_LIMIT: &str = "OTEL_SPAN_LINK_COUNT_LIMIT";
+const EVENT_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT";
+const LINK_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT";
+
+impl SpanLimits {
+    /// These limits with the standard environment variables that are set applied:
+    /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT` ([`max_attributes`](Self::max_attributes)),
+    /// `OTEL_SPAN_EVENT_COUNT_LIMIT`, `OTEL_SPAN_LINK_COUNT_LIMIT`,
+    /// `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT` and
+    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`; where a span's, event's or link's own variable
+    /// is unset, `OTEL_ATTRIBUTE_COUNT_LIMIT` sets its attribute count and
+    /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` the value length, as the specification's general
+    /// limits. An empty value counts as unset; zero is a limit (nothing kept).
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::InvalidConfig`] naming the first variable whose value is not decimal
+    /// digits or is too large, as a malformed OTLP exporter variable is.
+    pub fn from_env(self) -> Result<Self, ExportError> {
+        self.from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) reading from `lookup` instead of the process
+    /// environment.
+    ///
+    /// ```
+    /// use infra_trace_ctx::{SpanLimits, Tracer};
+    ///
+    /// let limits = SpanLimits::default().from_lookup(|name| match name {
+    ///     "OTEL_ATTRIBUTE_COUNT_LIMIT" => Some("32".to_owned()),
+    ///     "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" => Some("64".to_owned()),
+    ///     _ => None,
+    /// })?;
+    /// assert_eq!((limits.max_attributes, limits.max_attributes_per_event), (64, 32));
+    /// let tracer = Tracer::builder().span_limits(limits).build();
+    /// # let _ = tracer;
+    /// # Ok::<(), infra_trace_ctx::ExportError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ExportError> {
+        let lookup: Lookup<'_> = &lookup;
+        let general = ATTRIBUTE_COUNT_LIMIT;
+        // Each limit's own variable first, then the general one where there is one.
+        let counts: [(&[&'static str], &mut usize); 5] = [
+            (
+                &[SPAN_ATTRIBUTE_COUNT_LIMIT, general],
+                &mut self.max_attributes,
+            ),
+            (&[SPAN_EVENT_COUNT_LIMIT], &mut self.max_events),
+            (&[SPAN_LINK_COUNT_LIMIT], &mut self.max_links),
+            (
+                &[EVENT_ATTRIBUTE_COUNT_LIMIT, general],
+                &mut self.max_attributes_per_event,
+            ),
+            (
+                &[LINK_ATTRIBUTE_COUNT_LIMIT, general],
+                &mut self.max_attributes_per_link,
+            ),
+        ];
+        for (names, limit) in counts {
+            if let Some(count) = first_count(lookup, names)? {
+                *limit = count;
+            }
+        }
+        let lengths = [
+            SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+            ATTRIBUTE_VALUE_LENGTH_LIMIT,
+        ];
+        if let Some(length) = first_count(lookup, &lengths)? {
+            self.max_attribute_value_length = Some(length);
+        }
+        Ok(self)
+    }
+}
+
+/// The count in the first of `names` that is set, if any.
+fn first_count(lookup: Lookup<'_>, names: &[&'static str]) -> Result<Option<usize>, ExportError> {
+    otel_env::first(lookup, names)
+        .map(|(name, value)| otel_env::count(name, &value, 0))
+        .transpose()
+}
+
+/// Cuts a string `value` to its first `max` characters (OpenTelemetry counts a string's length
+/// in characters, not bytes); other values, and all of them when `max` is `None`, are left
+/// alone. A `'static` string is cut by borrowing less of it, not copied.
+fn truncate_value(value: &mut Value, max: Option<usize>) {
+    let (Some(max), Value::Str(text)) = (max, value) else {
+        return;
+    };
+    let Some((end, _)) = text.char_indices().nth(max) else {
+        return;
+    };
+    match text {
+        Cow::Borrowed(borrowed) => {
+            let whole: &'static str = borrowed;
+            *borrowed = &whole[..end];
+        }
+        Cow::Owned(owned) => owned.truncate(end),
     }
 }
 
@@ -238,12 +360,12 @@ fn cap_len<T>(items: &mut Vec<T>, max: usize) -> u32 {
 
 /// An event's or link's attributes as a span's would be after `set_attribute` for each in
 /// turn: attributes with an empty key are dropped, a repeated key keeps the place of its first
-/// occurrence and the value of its last (exporters must send unique keys), and keys past `max`
-/// are dropped. The count differs: it is of distinct keys dropped over `max`, where a span
-/// counts every `set_attribute` call of a key it dropped
-/// (`repeated_event_and_link_keys_keep_the_last_value`), plus each empty key. In place: the
-/// merge allocates nothing.
-fn limit_attributes(attributes: &mut Vec<KeyValue>, max: usize) -> u32 {
+/// occurrence and the value of its last (exporters must send unique keys), keys past the
+/// count limit are dropped, and string values cut to the length limit. The count differs: it
+/// is of distinct keys dropped over the count limit, where a span counts every `set_attribute`
+/// call of a key it dropped (`repeated_event_and_link_keys_keep_the_last_value`), plus each
+/// empty key. In place: the merge allocates nothing.
+fn limit_attributes(attributes: &mut Vec<KeyValue>, limits: AttributeLimits) -> u32 {
     let given = attributes.len();
     attributes.retain(|kv| is_valid_key(&kv.key));
     let invalid = u32::try_from(given - attributes.len()).unwrap_or(u32::MAX);
@@ -262,7 +384,36 @@ fn limit_attributes(attributes: &mut Vec<KeyValue>, max: usize) -> u32 {
         }
     }
     attributes.truncate(unique);
-    cap_len(attributes, max).saturating_add(invalid)
+    let dropped = cap_len(attributes, limits.count);
+    for kv in attributes.iter_mut() {
+        truncate_value(&mut kv.value, limits.value_length);
+    }
+    dropped.saturating_add(invalid)
+}
+
+/// The limits on one list of attributes: how many, and how long a string value.
+#[derive(Clone, Copy)]
+struct AttributeLimits {
+    count: usize,
+    value_length: Option<usize>,
+}
+
+impl SpanLimits {
+    /// The limits on an event's attributes.
+    const fn per_event(&self) -> AttributeLimits {
+        AttributeLimits {
+            count: self.max_attributes_per_event,
+            value_length: self.max_attribute_value_length,
+        }
+    }
+
+    /// The limits on a link's attributes.
+    const fn per_link(&self) -> AttributeLimits {
+        AttributeLimits {
+            count: self.max_attributes_per_link,
+            value_length: self.max_attribute_value_length,
+        }
+    }
 }
 
 /// Whether `key` may name an attribute: OpenTelemetry's common specification requires a
@@ -735,7 +886,7 @@ impl<'a> SpanBuilder<'a> {
         let mut links = self.links;
         let dropped_links_count = cap_len(&mut links, limits.max_links);
         for link in &mut links {
-            let dropped = limit_attributes(&mut link.attributes, limits.max_attributes_per_link);
+            let dropped = limit_attributes(&mut link.attributes, limits.per_link());
             link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
         }
         let record = match config.batch.as_ref().and_then(RecordSink::spare) {
@@ -857,7 +1008,8 @@ impl Span {
 
     /// Sets an attribute; does nothing on an unrecorded span. A new key past
     /// [`SpanLimits::max_attributes`], or an empty key (which OpenTelemetry calls invalid), is
-    /// dropped and counted in [`SpanData::dropped_attributes_count`].
+    /// dropped and counted in [`SpanData::dropped_attributes_count`]; a string value is cut to
+    /// [`SpanLimits::max_attribute_value_length`].
     #[inline]
     pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
         if let Some(recording) = &mut *self.recording {
@@ -891,8 +1043,7 @@ impl Span {
         }
         let time = recording.wall_now();
         let mut attributes: Vec<KeyValue> = attributes.into_iter().collect();
-        let dropped_attributes_count =
-            limit_attributes(&mut attributes, limits.max_attributes_per_event);
+        let dropped_attributes_count = limit_attributes(&mut attributes, limits.per_event());
         recording.record.data.events.push(Event {
             name: name.into(),
             time,
@@ -914,7 +1065,7 @@ impl Span {
                 recording.record.data.dropped_links_count.saturating_add(1);
             return;
         }
-        let dropped = limit_attributes(&mut link.attributes, limits.max_attributes_per_link);
+        let dropped = limit_attributes(&mut link.attributes, limits.per_link());
         link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
         recording.record.data.links.push(link);
     }
@@ -1034,8 +1185,10 @@ impl Span {
 }
 
 impl Recording {
-    fn set_attribute(&mut self, key: Cow<'static, str>, value: Value) {
-        let max = self.tracer.inner.limits.max_attributes;
+    fn set_attribute(&mut self, key: Cow<'static, str>, mut value: Value) {
+        let limits = &self.tracer.inner.limits;
+        let max = limits.max_attributes;
+        truncate_value(&mut value, limits.max_attribute_value_length);
         let attributes = &mut self.record.data.attributes;
         if let Some(existing) = attributes.iter_mut().find(|kv| kv.key == key) {
             existing.value = value;

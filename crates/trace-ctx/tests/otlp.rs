@@ -37,6 +37,7 @@ fn sample_spans() -> Vec<SpanData> {
         max_links: 2,
         max_attributes_per_event: 1,
         max_attributes_per_link: 1,
+        max_attribute_value_length: None,
     };
     let tracer = Tracer::builder()
         .service("checkout")

@@ -3,8 +3,8 @@
 #![cfg(not(infra_loom))]
 
 use infra_trace_ctx::{
-    JsonLinesExporter, KeyValue, Link, MemoryExporter, SpanContext, SpanData, SpanId, SpanLimits,
-    Status, TraceFlags, TraceId, Tracer,
+    ExportError, JsonLinesExporter, KeyValue, Link, MemoryExporter, SpanContext, SpanData, SpanId,
+    SpanLimits, Status, TraceFlags, TraceId, Tracer,
 };
 use proptest::prelude::*;
 
@@ -39,6 +39,8 @@ fn defaults_are_opentelemetry_s_128() {
         ],
         [128; 5]
     );
+    // The specification's default value length: no limit.
+    assert_eq!(limits.max_attribute_value_length, None);
 }
 
 #[test]
@@ -130,6 +132,142 @@ fn attributes_with_empty_keys_are_dropped_and_counted() {
     assert_eq!(data.links[1].dropped_attributes_count, 1);
 }
 
+/// Reads `vars` instead of the process environment, which other tests may be changing.
+fn lookup_in(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// The span limit variables of the OpenTelemetry SDK environment specification: a span's,
+/// event's or link's own variable wins over the general `OTEL_ATTRIBUTE_*` one.
+#[test]
+fn the_otel_limit_variables_set_the_limits() {
+    let general = [
+        ("OTEL_ATTRIBUTE_COUNT_LIMIT", "7"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "30"),
+    ];
+    let limits = SpanLimits::default()
+        .from_lookup(lookup_in(&general))
+        .unwrap();
+    assert_eq!(
+        limits,
+        SpanLimits {
+            max_attributes: 7,
+            max_attributes_per_event: 7,
+            max_attributes_per_link: 7,
+            max_attribute_value_length: Some(30),
+            ..SpanLimits::default()
+        }
+    );
+
+    let specific = [
+        ("OTEL_ATTRIBUTE_COUNT_LIMIT", "7"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "30"),
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "1"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "0"),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
+        ("OTEL_SPAN_LINK_COUNT_LIMIT", "3"),
+        ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "4"),
+        ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", " 5 "),
+    ];
+    let limits = SpanLimits::default()
+        .from_lookup(lookup_in(&specific))
+        .unwrap();
+    assert_eq!(
+        limits,
+        SpanLimits {
+            max_attributes: 1,
+            max_events: 2,
+            max_links: 3,
+            max_attributes_per_event: 4,
+            max_attributes_per_link: 5,
+            max_attribute_value_length: Some(0),
+        }
+    );
+
+    // Unset and blank variables leave the limits as they were.
+    let custom = SpanLimits {
+        max_events: 9,
+        ..SpanLimits::default()
+    };
+    let blank = [("OTEL_SPAN_EVENT_COUNT_LIMIT", " ")];
+    assert_eq!(custom.from_lookup(lookup_in(&blank)), Ok(custom));
+}
+
+#[test]
+fn malformed_otel_limit_values_are_errors_naming_the_variable() {
+    let invalid = [
+        ("OTEL_ATTRIBUTE_COUNT_LIMIT", "many"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1"),
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "+3"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1k"),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "1.0"),
+        ("OTEL_SPAN_LINK_COUNT_LIMIT", "99999999999999999999999"),
+        ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "0x10"),
+        ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "infinity"),
+    ];
+    for (name, value) in invalid {
+        match SpanLimits::default().from_lookup(lookup_in(&[(name, value)])) {
+            Err(ExportError::InvalidConfig { setting, .. }) => assert_eq!(setting, name),
+            other => panic!("{name}={value:?}: expected an error, got {other:?}"),
+        }
+    }
+}
+
+/// A string value longer than the limit keeps its first characters (characters, not bytes,
+/// as the specification counts them), on the span, its events and its links; other values
+/// are left alone.
+#[test]
+fn string_values_are_truncated_to_the_value_length_limit() {
+    let exporter = MemoryExporter::new();
+    let limits = SpanLimits {
+        max_attribute_value_length: Some(3),
+        ..SpanLimits::default()
+    };
+    let tracer = Tracer::builder()
+        .exporter(exporter.clone())
+        .span_limits(limits)
+        .build();
+    let long = || {
+        [
+            KeyValue::new("word", "héllo"),
+            KeyValue::new("owned", "abcdef".to_owned()),
+            KeyValue::new("short", "ab"),
+            KeyValue::new("number", 123_456),
+        ]
+    };
+    let mut span = tracer
+        .span("long values")
+        .link(link().with_attributes(long()))
+        .start();
+    for kv in long() {
+        span.set_attribute(kv.key, kv.value);
+    }
+    span.set_attribute("short", "updated");
+    span.add_event_with("tick", long());
+    span.add_link(link().with_attributes(long()));
+    span.end();
+
+    let data = only_span(&exporter);
+    let truncated = [
+        KeyValue::new("word", "hél"),
+        KeyValue::new("owned", "abc"),
+        KeyValue::new("short", "ab"),
+        KeyValue::new("number", 123_456),
+    ];
+    let mut updated = truncated.clone();
+    updated[2] = KeyValue::new("short", "upd");
+    assert_eq!(data.attributes, updated);
+    assert_eq!(data.events[0].attributes, truncated);
+    assert_eq!(data.links[0].attributes, truncated);
+    assert_eq!(data.links[1].attributes, truncated);
+    // Truncation is not dropping.
+    assert_eq!(data.dropped_attributes_count, 0);
+}
+
 #[test]
 fn unsampled_spans_ignore_links() {
     let tracer = Tracer::builder()
@@ -198,6 +336,7 @@ proptest! {
             max_links: limits.2,
             max_attributes_per_event: limits.3,
             max_attributes_per_link: limits.4,
+            max_attribute_value_length: None,
         };
         let exporter = MemoryExporter::new();
         let tracer = Tracer::builder().exporter(exporter.clone()).span_limits(limits).build();

@@ -22,6 +22,7 @@ use infra_common::{Clock, SystemClock};
 
 use super::spare::{self, Spares};
 use super::{ExportError, ShutdownSignal};
+use crate::otel_env;
 use crate::span::{Exporter, SpanData, SpanRecord};
 
 /// The longest the worker waits before it looks at the queue and the clock again (unless the
@@ -38,6 +39,11 @@ const MIN_SCHEDULED_DELAY: Duration = Duration::from_millis(1);
 /// huge batch set aside up front overflowed, or aborted the process when the memory was not
 /// there. Past this, the buffers grow to what the batches take, and keep it.
 const PREALLOCATED: usize = 512;
+
+/// The variables [`BatchSpanProcessorBuilder::from_env`] reads.
+const SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+const MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+const MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
 
 /// Receives finished spans a batch at a time, on the batch processor's background thread,
 /// where blocking (network, disk) is fine.
@@ -624,6 +630,75 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
         self
     }
 
+    /// Applies the batch span processor variables of OpenTelemetry's SDK environment
+    /// specification that are set: `OTEL_BSP_SCHEDULE_DELAY` (milliseconds, at least 1),
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (each at least 1, the
+    /// batch at most the queue). A queue set smaller than the batch without
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` brings the batch down to it. `OTEL_BSP_EXPORT_TIMEOUT`
+    /// is not read: the processor does not cut an export short, and an exporter bounds its own
+    /// requests (as [`OtlpExporter`](crate::OtlpExporter)'s `timeout` does).
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::InvalidConfig`] naming the first variable whose value is malformed: not
+    /// decimal digits, zero, too large a number, or a batch larger than the queue.
+    pub fn from_env(self) -> Result<Self, ExportError> {
+        self.from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) reading from `lookup` instead of the process
+    /// environment.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use infra_trace_ctx::{BatchSpanProcessor, MemoryExporter};
+    ///
+    /// let processor = BatchSpanProcessor::builder(MemoryExporter::new())
+    ///     .from_lookup(|name| match name {
+    ///         "OTEL_BSP_SCHEDULE_DELAY" => Some("1000".to_owned()),
+    ///         "OTEL_BSP_MAX_QUEUE_SIZE" => Some("256".to_owned()),
+    ///         _ => None,
+    ///     })?
+    ///     .build()?;
+    /// # processor.shutdown(Duration::from_secs(5))?;
+    /// # Ok::<(), infra_trace_ctx::ExportError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ExportError> {
+        let lookup: otel_env::Lookup<'_> = &lookup;
+        if let Some(value) = otel_env::value(lookup, SCHEDULE_DELAY) {
+            let millis = otel_env::integer(SCHEDULE_DELAY, &value, 1..=u64::MAX, "milliseconds")?;
+            self.scheduled_delay = Duration::from_millis(millis);
+        }
+        if let Some(value) = otel_env::value(lookup, MAX_QUEUE_SIZE) {
+            self.max_queue_size = otel_env::count(MAX_QUEUE_SIZE, &value, 1)?;
+        }
+        match otel_env::value(lookup, MAX_EXPORT_BATCH_SIZE) {
+            Some(value) => {
+                self.max_batch_size = otel_env::count(MAX_EXPORT_BATCH_SIZE, &value, 1)?;
+                if self.max_batch_size > self.max_queue_size {
+                    return Err(ExportError::invalid(
+                        MAX_EXPORT_BATCH_SIZE,
+                        format!(
+                            "{value:?}: larger than the queue ({} spans)",
+                            self.max_queue_size
+                        ),
+                    ));
+                }
+            }
+            // The specification's default batch (512) is only a default: a smaller queue
+            // asked for alone takes it down rather than failing the build.
+            None => self.max_batch_size = self.max_batch_size.min(self.max_queue_size),
+        }
+        Ok(self)
+    }
+
     /// Starts the background thread.
     ///
     /// # Errors
@@ -709,5 +784,89 @@ mod tests {
             ),
             (2048, 512, Duration::from_secs(5), Duration::from_secs(30))
         );
+    }
+
+    /// Reads `vars` instead of the process environment, which other tests may be changing.
+    fn lookup_in(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    fn from_vars(
+        vars: &[(&str, &str)],
+    ) -> Result<BatchSpanProcessorBuilder<crate::MemoryExporter>, ExportError> {
+        BatchSpanProcessor::builder(crate::MemoryExporter::new()).from_lookup(lookup_in(vars))
+    }
+
+    #[test]
+    fn the_otel_bsp_variables_configure_the_processor() {
+        let builder = from_vars(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", " 100 "),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                builder.scheduled_delay,
+                builder.max_queue_size,
+                builder.max_batch_size
+            ),
+            (Duration::from_millis(250), 100, 100)
+        );
+        builder
+            .build()
+            .unwrap()
+            .shutdown(Duration::from_secs(5))
+            .unwrap();
+
+        // Unset or blank variables leave the settings made in code.
+        let builder = BatchSpanProcessor::builder(crate::MemoryExporter::new())
+            .max_queue_size(64)
+            .max_batch_size(8)
+            .from_lookup(lookup_in(&[("OTEL_BSP_MAX_QUEUE_SIZE", "")]))
+            .unwrap();
+        assert_eq!((builder.max_queue_size, builder.max_batch_size), (64, 8));
+        assert_eq!(builder.scheduled_delay, Duration::from_secs(5));
+    }
+
+    /// A value that is not a count or a delay the processor can work with is an error naming
+    /// the variable, as a malformed `OTEL_EXPORTER_OTLP_*` value is.
+    #[test]
+    fn malformed_otel_bsp_values_are_errors_naming_the_variable() {
+        let invalid: &[&[(&str, &str)]] = &[
+            &[("OTEL_BSP_SCHEDULE_DELAY", "5s")],
+            &[("OTEL_BSP_SCHEDULE_DELAY", "0")],
+            &[("OTEL_BSP_SCHEDULE_DELAY", "-1")],
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "0")],
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "+10")],
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "99999999999999999999999")],
+            &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0")],
+            &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1.5")],
+            // Larger than the default queue, then than the queue set beside it.
+            &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096")],
+            &[
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
+            ],
+        ];
+        for vars in invalid {
+            let named = vars.last().unwrap().0;
+            match from_vars(vars) {
+                Err(ExportError::InvalidConfig { setting, .. }) => assert_eq!(setting, named),
+                other => panic!("{vars:?}: expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    /// The batch shrinks with a queue the environment makes smaller than the default batch,
+    /// so setting only `OTEL_BSP_MAX_QUEUE_SIZE` low still builds.
+    #[test]
+    fn a_small_queue_alone_brings_the_default_batch_down_to_it() {
+        let builder = from_vars(&[("OTEL_BSP_MAX_QUEUE_SIZE", "100")]).unwrap();
+        assert_eq!((builder.max_queue_size, builder.max_batch_size), (100, 100));
     }
 }

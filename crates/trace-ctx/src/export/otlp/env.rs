@@ -1,12 +1,13 @@
-//! The OpenTelemetry SDK environment variables the OTLP exporter reads. An empty value counts
-//! as unset (as the specification says); a malformed one is an error naming the variable,
-//! never a silent default.
+//! The OpenTelemetry SDK environment variables the OTLP exporter reads, through
+//! [`crate::otel_env`]: an empty value counts as unset, a malformed one is an error naming the
+//! variable.
 
 use std::time::Duration;
 
 use super::{Compression, OtlpExporterBuilder, Protocol, traces_url};
 use crate::baggage::percent_decode_utf8;
 use crate::export::ExportError;
+use crate::otel_env::{self, Lookup};
 use crate::span::KeyValue;
 
 const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -37,15 +38,11 @@ pub(super) const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 pub(super) fn apply(
     mut builder: OtlpExporterBuilder,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: Lookup<'_>,
 ) -> Result<OtlpExporterBuilder, ExportError> {
-    let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    let get = |name: &str| otel_env::value(lookup, name);
     // The signal-specific variable wins over the general one.
-    let first = |names: [&'static str; 2]| {
-        names
-            .into_iter()
-            .find_map(|name| get(name).map(|value| (name, value)))
-    };
+    let first = |names: [&'static str; 2]| otel_env::first(lookup, &names);
 
     if let Some(url) = get(TRACES_ENDPOINT) {
         builder = builder.traces_endpoint(url.trim());
@@ -86,19 +83,7 @@ pub(super) fn apply(
         };
     }
     if let Some((name, value)) = first(TIMEOUT) {
-        // Digits only: `u64::from_str` would also take a leading `+`, which the
-        // specification's integer does not have.
-        let digits = value.trim();
-        let millis: u64 = Some(digits)
-            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse().ok())
-            .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
-            .ok_or_else(|| {
-                ExportError::invalid(
-                    name,
-                    format!("{value:?}: expected milliseconds from 1 to {MAX_TIMEOUT_MS}"),
-                )
-            })?;
+        let millis = otel_env::integer(name, &value, 1..=MAX_TIMEOUT_MS, "milliseconds")?;
         builder.timeout = Duration::from_millis(millis);
     }
     if let Some(value) = get(RESOURCE_ATTRIBUTES) {

@@ -71,7 +71,8 @@ pub enum Compression {
 /// // Endpoint, headers, compression, timeout, service name and resource attributes from the
 /// // standard OTEL_* variables; the endpoint defaults to http://localhost:4318.
 /// let otlp = OtlpExporter::builder().from_env()?.build()?;
-/// let processor = BatchSpanProcessor::builder(otlp).build()?;
+/// // The batching ones, OTEL_BSP_*, likewise.
+/// let processor = BatchSpanProcessor::builder(otlp).from_env()?.build()?;
 /// let tracer = Tracer::builder().service("cart").exporter(processor.clone()).build();
 /// tracer.span("GET /cart").start().end();
 /// processor.shutdown(std::time::Duration::from_secs(5))?;
