@@ -72,17 +72,16 @@ fn timeout_ok(value: &str) -> bool {
         && (significant.len() < 7 || (significant.len() == 7 && significant <= "3600000"))
 }
 
-/// Each `%` in `text` starts an escape of two hex digits, and the bytes decoded are UTF-8.
-fn decodes_ok(text: &str) -> bool {
+/// `text` percent-decoded, if each `%` in it starts an escape of two hex digits and the bytes
+/// decoded are UTF-8.
+fn decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
     let mut decoded = Vec::new();
     let mut at = 0;
     while let Some(&byte) = bytes.get(at) {
         if byte == b'%' {
-            let (Some(high), Some(low)) = (hex(at + 1), hex(at + 2)) else {
-                return false;
-            };
+            let (high, low) = (hex(at + 1)?, hex(at + 2)?);
             decoded.push((high * 16 + low) as u8);
             at += 3;
         } else {
@@ -90,12 +89,13 @@ fn decodes_ok(text: &str) -> bool {
             at += 1;
         }
     }
-    String::from_utf8(decoded).is_ok()
+    String::from_utf8(decoded).ok()
 }
 
-/// `key=value` members separated by commas (blank members allowed), each key non-blank, each
-/// value (and each key, when `keys_decoded`: the resource attributes, whose keys the
-/// specification percent-encodes too) decoding to UTF-8 (`decodes_ok`).
+/// `key=value` members separated by commas (blank members allowed), each value (and each key,
+/// when `keys_decoded`: the resource attributes, whose keys the specification percent-encodes
+/// too) decoding to UTF-8 (`decode`), and each key non-blank (once decoded, where it is: `%20`
+/// is as blank as a space).
 fn pairs_ok(list: &str, keys_decoded: bool) -> bool {
     list.split(',')
         .filter(|member| !member.trim().is_empty())
@@ -103,7 +103,12 @@ fn pairs_ok(list: &str, keys_decoded: bool) -> bool {
             let Some((key, value)) = member.split_once('=') else {
                 return false;
             };
-            !key.trim().is_empty() && decodes_ok(value) && (!keys_decoded || decodes_ok(key))
+            let key = if keys_decoded {
+                decode(key)
+            } else {
+                Some(key.to_owned())
+            };
+            key.is_some_and(|key| !key.trim().is_empty()) && decode(value).is_some()
         })
 }
 
