@@ -986,46 +986,92 @@ fn the_sliding_log_adds_all_cells_of_a_check_in_one_command() {
     assert_eq!(members, 2_500);
 }
 
-/// A timeout or clock skew longer than any key's life in Redis can be given (the scripts'
-/// TTLs are built from them) is refused when the limiter is built, rather than failing every
-/// admitted check at run time; the longest accepted ones work.
+/// A timeout longer than a minute, or a clock skew longer than any key's life in Redis can be
+/// given, is refused when the limiter is built: every admitted check leaves a request record
+/// that lives two timeouts, so an absurd timeout would keep every record for centuries. The
+/// longest accepted ones work, and the record of a check under the longest timeout expires
+/// within two minutes.
 #[test]
-fn durations_past_what_redis_can_expire_are_refused_and_the_longest_accepted_work() {
+fn timeouts_past_a_minute_and_skews_past_what_redis_can_expire_are_refused() {
     let quota = Quota::per_second(100).unwrap();
     let url = "redis://127.0.0.1:1";
     let client_time = || options().time_source(TimeSource::Client);
-    for too_long in [
-        Duration::MAX,
-        RedisOptions::MAX_DURATION + Duration::from_nanos(1),
-    ] {
-        for options in [
-            options().timeout(too_long),
-            client_time().max_clock_skew(too_long),
-        ] {
-            let built = RedisRateLimiter::new(url, quota, options.clone());
-            assert!(
-                matches!(built, Err(Error::InvalidConfig { .. })),
-                "{options:?}: {built:?}"
-            );
-        }
+    let longest_timeout = RedisOptions::MAX_TIMEOUT;
+    let refused = [
+        options().timeout(Duration::MAX),
+        options().timeout(RedisOptions::MAX_DURATION),
+        options().timeout(longest_timeout + Duration::from_nanos(1)),
+        client_time().max_clock_skew(Duration::MAX),
+        client_time().max_clock_skew(RedisOptions::MAX_DURATION + Duration::from_nanos(1)),
+    ];
+    for options in refused {
+        let built = RedisRateLimiter::new(url, quota, options.clone());
+        assert!(
+            matches!(built, Err(Error::InvalidConfig { .. })),
+            "{options:?}: {built:?}"
+        );
     }
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let longest = RedisOptions::MAX_DURATION;
+    let mut plain = admin(&server.url());
     for algorithm in [RemoteAlgorithm::Gcra, RemoteAlgorithm::SlidingWindowLog] {
+        let prefix = format!("longest-{algorithm:?}");
         let options = client_time()
             .algorithm(algorithm)
-            .timeout(longest)
-            .max_clock_skew(longest)
-            .prefix(format!("longest-{algorithm:?}"));
+            .timeout(longest_timeout)
+            .max_clock_skew(RedisOptions::MAX_DURATION)
+            .prefix(&prefix);
         let limiter = RedisRateLimiter::new(&server.url(), quota, options).unwrap();
         let decision = limiter.check("k");
         assert!(
             decision.as_ref().is_ok_and(Decision::is_allowed),
             "{algorithm:?}: {decision:?}"
         );
+        let records = ttls(&mut plain, &format!("{prefix}:*:req:*"));
+        assert_eq!(records.len(), 1, "{records:?}");
+        for (record, ttl) in records {
+            assert!(
+                ttl > 0 && ttl <= 120_000,
+                "{algorithm:?}: {record} expires in {ttl} ms"
+            );
+        }
     }
+}
+
+/// A runtime without tokio's timer (built without `enable_time`) cannot time a check out:
+/// building an async limiter on it is refused with a clear error instead of a panic at the
+/// first check.
+#[test]
+fn a_runtime_without_timers_is_refused_when_the_limiter_is_built() {
+    let without_timers = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a runtime");
+    let built = without_timers.block_on(async {
+        AsyncRedisRateLimiter::new(
+            "redis://127.0.0.1:1",
+            Quota::per_second(1).unwrap(),
+            options(),
+        )
+    });
+    let Err(Error::InvalidConfig { reason }) = built else {
+        panic!("built on a runtime without timers: {built:?}");
+    };
+    assert!(reason.contains("enable_time"), "{reason}");
+    let with_timers = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let built = with_timers.block_on(async {
+        AsyncRedisRateLimiter::new(
+            "redis://127.0.0.1:1",
+            Quota::per_second(1).unwrap(),
+            options(),
+        )
+    });
+    assert!(built.is_ok(), "{built:?}");
 }
 
 #[test]

@@ -265,15 +265,10 @@ fn announced_ports(node: &mut redis::Connection) -> Vec<i64> {
     ports
 }
 
-/// A master's connection that stops answering without closing (a partition, a host that
-/// died without a reset) is given up after a check times out on it, as a single server's is:
-/// the cluster client alone would retry on it until TCP gives up. Each master is reached
-/// through a `FaultProxy` it announces as its address.
-#[test]
-fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
-    let Some(cluster) = RedisCluster::start(3) else {
-        return;
-    };
+/// Puts a `FaultProxy` in front of every master of `cluster` and makes the masters announce
+/// the proxies as their addresses, so that a client reaches every node through its proxy; the
+/// proxies, and their URLs.
+fn behind_proxies(cluster: &RedisCluster) -> (Vec<FaultProxy>, Vec<String>) {
     let proxies: Vec<FaultProxy> = cluster
         .addrs()
         .into_iter()
@@ -305,6 +300,19 @@ fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
         .iter()
         .map(|proxy| format!("redis://{}", proxy.addr()))
         .collect();
+    (proxies, urls)
+}
+
+/// A master's connection that stops answering without closing (a partition, a host that
+/// died without a reset) is given up after a check times out on it, as a single server's is:
+/// the cluster client alone would retry on it until TCP gives up. Each master is reached
+/// through a `FaultProxy` it announces as its address.
+#[test]
+fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let (proxies, urls) = behind_proxies(&cluster);
     let limiter = RedisRateLimiter::cluster(
         &urls,
         Quota::new(2, Duration::from_secs(36_000)).unwrap(),
@@ -332,4 +340,80 @@ fn a_node_connection_that_stops_answering_is_replaced_after_a_timeout() {
         "the second of two, on a new connection: {decided:?}"
     );
     assert!(limiter.check("k").unwrap().is_denied(), "decided by Redis");
+}
+
+/// A user key whose state lives on master `node` of `cluster`.
+fn key_on(cluster: &RedisCluster, node: usize) -> String {
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| {
+            cluster
+                .node_for_key(&format!("ratelimit:{{{key}}}"))
+                .unwrap()
+                == node
+        })
+        .expect("some key hashes to every master")
+}
+
+/// One master stops answering (every byte to it held for a minute) while the other keeps
+/// serving: the dead master's checks open its own breaker after the threshold and then get the
+/// failure policy at once, without asking it, although the live master's checks, interleaved
+/// with them, keep succeeding; those keep getting Redis's decisions. When the cool-down ends,
+/// one probe asks the dead master again, fails, and opens its breaker anew.
+#[test]
+fn a_dead_masters_breaker_opens_while_the_live_masters_keys_are_decided() {
+    let Some(cluster) = RedisCluster::start(2) else {
+        return;
+    };
+    let (proxies, urls) = behind_proxies(&cluster);
+    let clock = ManualClock::new();
+    let cool_down = Duration::from_secs(1);
+    let limiter = RedisRateLimiter::cluster_with_clock(
+        &urls,
+        Quota::new(2, Duration::from_secs(36_000)).unwrap(),
+        RedisOptions::default()
+            .policy(FailurePolicy::Error)
+            .timeout(Duration::from_millis(500))
+            .circuit_breaker(2, cool_down)
+            .deny_cache_capacity(0),
+        clock.clone(),
+    )
+    .unwrap();
+    let (live, dead) = (key_on(&cluster, 0), key_on(&cluster, 1));
+    assert!(
+        limiter.check(&live).unwrap().is_allowed(),
+        "the first of two"
+    );
+    assert!(
+        limiter.check(&dead).unwrap().is_allowed(),
+        "the first of two"
+    );
+    proxies[1].set_latency(Duration::from_secs(60));
+    let unavailable = |key: &str| matches!(limiter.check(key), Err(Error::Unavailable { .. }));
+    let mut live_decisions = Vec::new();
+    for _ in 0..4 {
+        assert!(unavailable(&dead));
+        let decided = limiter.check(&live);
+        live_decisions.push(decided.as_ref().map(Decision::is_allowed).ok());
+    }
+    assert_eq!(
+        live_decisions,
+        [Some(true), Some(false), Some(false), Some(false)],
+        "the live master decides: the second of two, then denials"
+    );
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.failures, stats.short_circuits),
+        (2, 2),
+        "two checks waited for the dead master, then its breaker answered: {stats:?}"
+    );
+    clock.advance(cool_down);
+    assert!(unavailable(&dead), "the probe");
+    assert!(unavailable(&dead), "open again");
+    assert!(
+        limiter.check(&live).unwrap().is_denied(),
+        "decided by Redis"
+    );
+    let stats = limiter.stats();
+    assert_eq!((stats.failures, stats.short_circuits), (3, 3), "{stats:?}");
 }

@@ -17,7 +17,8 @@ use infra_common::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 /// How many times a failed probe doubles the cool-down, at most (32 × the configured one).
 pub(crate) const MAX_BACKOFF_DOUBLINGS: u32 = 5;
 
-/// The breaker's state, shared by every check of one limiter.
+/// The breaker's state, shared by every check of one limiter sent to one node (see
+/// `node_breakers.rs`).
 #[derive(Debug)]
 pub(crate) struct Breaker {
     /// Consecutive failures that open the breaker; 0 turns it off.

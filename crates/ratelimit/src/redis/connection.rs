@@ -10,11 +10,15 @@
 //! by a new one, which the next check opens to whatever the URL names then. A cluster is
 //! reached through the crate's async cluster client, which keeps one such connection per
 //! master, follows `MOVED` and `ASK` redirections, refreshes its slot map by itself, and does
-//! so on `READONLY` too.
+//! so on `READONLY` too. It does not say which master serves a slot, which the breakers need
+//! (one per master, see `node_breakers.rs`): the limiter asks the cluster (`CLUSTER SLOTS`).
 //!
 //! Either is replaced as a whole after a check got no answer on it within its timeout:
 //! silence is all a dead peer or a partition shows, and neither replaces a connection until
 //! it sees an error (the cluster client retries a timed-out request on the same connection).
+//! A new cluster client connects to every master before serving any, so its connection
+//! attempts get a quarter of the timeout each: a master that stays silent must not make the
+//! others' checks time out too.
 
 use std::time::Duration;
 
@@ -25,6 +29,9 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
+use super::keys::CLUSTER_SLOTS;
 use super::scripts::Script;
 
 /// Where the limiter's keys live.
@@ -127,6 +134,45 @@ impl ClusterNodes {
     }
 }
 
+/// Slots `first..=last` of a cluster and the address (`host:port`) of the master serving them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotRange {
+    pub(crate) first: u16,
+    pub(crate) last: u16,
+    pub(crate) master: String,
+}
+
+impl SlotRange {
+    /// One entry of a `CLUSTER SLOTS` reply: first and last slot, then the master's host and
+    /// port (then its id, and its replicas, unused here); `None` for anything else.
+    fn parse(entry: &Value) -> Option<Self> {
+        let Value::Array(fields) = entry else {
+            return None;
+        };
+        let slot = |field: Option<&Value>| match field {
+            Some(Value::Int(slot)) => u16::try_from(*slot).ok().filter(|&s| s < CLUSTER_SLOTS),
+            _ => None,
+        };
+        let (first, last) = (slot(fields.first())?, slot(fields.get(1))?);
+        let Some(Value::Array(master)) = fields.get(2) else {
+            return None;
+        };
+        let host = match master.first()? {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+            Value::SimpleString(host) => host.clone(),
+            _ => return None,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return None;
+        };
+        (first <= last).then(|| Self {
+            first,
+            last,
+            master: format!("{host}:{port}"),
+        })
+    }
+}
+
 /// Whether `error` is a replica refusing a write: the server is no longer the primary.
 fn is_read_only(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
@@ -152,8 +198,13 @@ impl Transport {
                 let most = u64::try_from(timeout.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(10);
+                // A client connects to every master before it serves any (when it starts and
+                // when it learns the slots), and is replaced as a whole after a check timed
+                // out: each connection attempt gets a quarter of the timeout, so that a check
+                // on a live master, on a client replaced because another fell silent, still
+                // gets its answer in time.
                 let client = ClusterClientBuilder::new(urls.iter().copied())
-                    .connection_timeout(timeout)
+                    .connection_timeout(timeout / 4)
                     .response_timeout(timeout)
                     .min_retry_wait(5)
                     .max_retry_wait(most)
@@ -170,6 +221,43 @@ impl Transport {
             Self::Single(server) => server.query(command).await,
             Self::Cluster(nodes) => command.query_async(&mut nodes.pooled.get().1).await,
         }
+    }
+
+    /// Whether this is a cluster, whose slots are spread over masters.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// The cluster's slot ranges and their masters, as the master serving `slot` tells them
+    /// (`CLUSTER SLOTS`): that is where the check asking is going anyway. Counts the command in
+    /// `sent`. Entries that are not slot ranges are skipped, so the map holds at most one range
+    /// per slot. Empty for a single server.
+    pub(crate) async fn slot_ranges(
+        &self,
+        slot: u16,
+        sent: &AtomicU64,
+    ) -> Result<Vec<SlotRange>, RedisError> {
+        let Self::Cluster(nodes) = self else {
+            return Ok(Vec::new());
+        };
+        sent.fetch_add(1, Ordering::Relaxed);
+        let mut command = redis::cmd("CLUSTER");
+        command.arg("SLOTS");
+        let serving = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+        let reply = nodes
+            .pooled
+            .get()
+            .1
+            .route_command(command, RoutingInfo::SingleNode(serving))
+            .await?;
+        let Value::Array(entries) = reply else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .iter()
+            .filter_map(SlotRange::parse)
+            .take(usize::from(CLUSTER_SLOTS))
+            .collect())
     }
 
     /// Which pooled connection checks use now, to name it to [`Transport::abandon`].

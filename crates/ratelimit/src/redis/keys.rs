@@ -62,6 +62,31 @@ impl KeyLayout {
         state.push('}');
         state
     }
+
+    /// The Redis Cluster slot every Redis key of `key` hashes to: that of its tag.
+    pub(crate) fn slot(key: &str) -> u16 {
+        let mut tag = String::with_capacity(key.len() + 1);
+        push_tag(&mut tag, key);
+        crc16_xmodem(tag.as_bytes()) % CLUSTER_SLOTS
+    }
+}
+
+/// How many slots Redis Cluster divides keys into.
+pub(crate) const CLUSTER_SLOTS: u16 = 16_384;
+
+/// The checksum Redis Cluster hashes keys with (CRC-16/XMODEM: polynomial 0x1021, initial
+/// value 0, no reflection), a bit at a time: it runs once per check of a cluster, on a short
+/// tag, where a table would only cost memory.
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0, |crc, &byte| {
+        (0..8).fold(crc ^ (u16::from(byte) << 8), |crc, _| {
+            if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            }
+        })
+    })
 }
 
 /// Appends `key`'s hash tag: the key with `%`, `{` and `}` percent-escaped, `%` if empty.
@@ -112,6 +137,19 @@ mod tests {
         for (key, state) in cases {
             assert_eq!(layout.state(key), state, "{key:?}");
         }
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // The checksum's published check value, and `CLUSTER KEYSLOT foo` from Redis's docs.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        assert_eq!(crc16_xmodem(b"foo") % CLUSTER_SLOTS, 12_182);
+        // A user key is placed by its tag, escaped braces included.
+        assert_eq!(
+            KeyLayout::slot("{a}"),
+            crc16_xmodem(b"%7Ba%7D") % CLUSTER_SLOTS
+        );
+        assert_eq!(KeyLayout::slot(""), crc16_xmodem(b"%") % CLUSTER_SLOTS);
     }
 
     proptest! {

@@ -11,10 +11,11 @@ use infra_common::sync::atomic::{AtomicU64, Ordering};
 use infra_common::sync::{Arc, Mutex};
 use infra_common::{Clock, SystemClock};
 
-use super::breaker::{Breaker, Pass};
+use super::breaker::Pass;
 use super::connection::{Endpoint, Failure, Transport};
 use super::keys::KeyLayout;
 use super::local::{DenyCache, Fetch, Leases, Take};
+use super::node_breakers::NodeBreakers;
 use super::options::{FailurePolicy, RedisOptions, RemoteAlgorithm, TimeSource};
 use super::scripts::{Reply, Script, ScriptQuota};
 use crate::{Decision, Error, Quota};
@@ -25,8 +26,10 @@ const MIN_RECORD_TTL: Duration = Duration::from_secs(1);
 
 /// A rate limit shared through Redis, for async callers on a tokio runtime.
 ///
-/// Built inside a tokio runtime (with IO and time enabled), on whose tasks its connection
-/// runs; no connection is made until the first check. Not `Clone`: share it in an `Arc`.
+/// Built inside a tokio runtime with IO and time enabled, on whose tasks its connection runs
+/// (a runtime without its timers is refused when the limiter is built:
+/// `a_runtime_without_timers_is_refused_when_the_limiter_is_built`); no connection is made
+/// until the first check. Not `Clone`: share it in an `Arc`.
 /// With feature `tower` it is a [`Limiter`](crate::http::Limiter) for the HTTP layer.
 ///
 /// ```no_run
@@ -67,7 +70,7 @@ struct Core<C> {
     options: RedisOptions,
     deny: DenyCache,
     leases: Option<Leases>,
-    breaker: Breaker,
+    breakers: NodeBreakers,
     tokens: Tokens,
     record_ttl_millis: u64,
     counts: Counts,
@@ -78,8 +81,9 @@ struct Core<C> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStats {
-    /// Commands sent to Redis: one per check that asks, plus one per `NOSCRIPT` fallback and
-    /// one per request sent again after its connection dropped.
+    /// Commands sent to Redis: one per check that asks, plus one per `NOSCRIPT` fallback, one
+    /// per request sent again after its connection dropped, and on a cluster one per `CLUSTER
+    /// SLOTS` that learned which master serves each slot (for the breakers).
     pub round_trips: u64,
     /// Checks denied from the local deny cache without a round trip.
     pub cache_hits: u64,
@@ -107,6 +111,15 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Whether the current tokio runtime has its time driver, without which every check would
+/// panic. Tokio has no query for it: making a timer is the only test, and without the driver
+/// that panics, so the panic is caught here, once, when the limiter is built (its message
+/// still reaches the panic hook; with `panic = "abort"` the process aborts, as it would have at
+/// the first check).
+fn runtime_has_timers() -> bool {
+    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
+}
+
 /// Request ids, unique across processes: a random 64-bit instance number and a counter.
 struct Tokens {
     instance: u64,
@@ -132,7 +145,8 @@ impl AsyncRedisRateLimiter {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] outside a tokio runtime or for invalid options,
+    /// [`Error::InvalidConfig`] outside a tokio runtime, on one built without its timers
+    /// (`enable_time`), or for invalid options,
     /// [`Error::Unavailable`] for a malformed URL, and [`Error::TooLarge`] for a log limit above
     /// [`RemoteAlgorithm::MAX_LOG_LIMIT`].
     pub fn new(url: &str, quota: Quota, options: RedisOptions) -> Result<Self, Error> {
@@ -197,6 +211,12 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
                          its connection (RedisRateLimiter brings its own)",
             });
         }
+        if !runtime_has_timers() {
+            return Err(Error::InvalidConfig {
+                reason: "an AsyncRedisRateLimiter times its checks out on the tokio runtime's \
+                         timers: build the runtime with `enable_time` (or `enable_all`)",
+            });
+        }
         options.validate()?;
         ScriptQuota::new(options.algorithm, &quota)?;
         let transport =
@@ -212,6 +232,11 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             )
         });
         let record_ttl = options.timeout.saturating_mul(2).max(MIN_RECORD_TTL);
+        let breakers = NodeBreakers::new(
+            options.breaker_failures,
+            duration_to_nanos(options.breaker_cool_down),
+            transport.is_cluster(),
+        );
         let core = Core {
             transport,
             script: Script::of(options.algorithm),
@@ -219,10 +244,7 @@ impl<C: Clock> AsyncRedisRateLimiter<C> {
             quota: Mutex::new(quota),
             deny: DenyCache::new(options.deny_cache_capacity, options.deny_cache_max_bytes),
             leases,
-            breaker: Breaker::new(
-                options.breaker_failures,
-                duration_to_nanos(options.breaker_cool_down),
-            ),
+            breakers,
             tokens: Tokens::new(),
             record_ttl_millis: u64::try_from(record_ttl.as_millis()).unwrap_or(u64::MAX),
             counts: Counts::default(),
@@ -421,7 +443,9 @@ impl<C: Clock> Core<C> {
                 Decision::denied(capacity, 0, retry_after, denied.reset_after),
             ));
         }
-        let probe = match self.breaker.pass(now) {
+        let slot = self.transport.is_cluster().then(|| KeyLayout::slot(key));
+        let breaker = self.breakers.for_slot(slot);
+        let probe = match breaker.pass(now) {
             Pass::Call => None,
             Pass::Probe(probe) => Some(probe),
             Pass::Open => {
@@ -433,10 +457,10 @@ impl<C: Clock> Core<C> {
                 });
             }
         };
-        let result = self.ask(key, limits, n, want).await;
+        let result = self.ask(key, slot, limits, n, want).await;
         match result {
             Ok(reply) => {
-                self.breaker.succeeded();
+                breaker.succeeded();
                 drop(probe);
                 // Timed from `now`, read before the script ran, never from the reply's arrival:
                 // a slow reply would otherwise stretch a cached denial past the moment Redis
@@ -448,11 +472,12 @@ impl<C: Clock> Core<C> {
                 observer.record_error(failure.class());
                 if failure.is_unavailability() {
                     bump(&self.counts.failures);
-                    self.breaker.failed(self.clock.now_nanos(), probe);
+                    breaker.failed(self.clock.now_nanos(), probe);
+                    self.breakers.mark_stale();
                     self.policy(observer, capacity, n, || failure.reason())
                 } else {
                     bump(&self.counts.server_errors);
-                    self.breaker.succeeded();
+                    breaker.succeeded();
                     Err(Error::Backend {
                         reason: failure.reason(),
                     })
@@ -462,10 +487,13 @@ impl<C: Clock> Core<C> {
     }
 
     /// Runs the script once, or twice with the same request id when the first attempt's
-    /// connection dropped, all within the timeout.
+    /// connection dropped, all within the timeout; on a cluster whose slot map is to be
+    /// learned, learns it first from the master of the key's `slot` (if the master cannot
+    /// tell, the next check asks again).
     async fn ask(
         &self,
         key: &str,
+        slot: Option<u16>,
         limits: ScriptQuota,
         n: u32,
         want: u32,
@@ -491,6 +519,16 @@ impl<C: Clock> Core<C> {
             limits.per_micro.to_string(),
         ];
         let attempt = async {
+            // A learner dropped without a map (no answer) leaves the map to learn again.
+            if let Some(slot) = slot
+                && let Some(learner) = self.breakers.learner()
+                && let Ok(ranges) = self
+                    .transport
+                    .slot_ranges(slot, &self.counts.round_trips)
+                    .await
+            {
+                learner.learned(ranges);
+            }
             let run = || async {
                 self.transport
                     .eval(&self.script, &keys, &args, &self.counts.round_trips)

@@ -39,7 +39,8 @@
 //! **Memory in Redis stays bounded.** Every write sets a TTL no longer than the state it
 //! describes: a GCRA key expires when it is full again (at most the burst window, `burst ×
 //! interval`), a log and its counter one window after their newest cell, a request's record
-//! (below) after a couple of timeouts, at least one second.
+//! (below) after two timeouts, at least one second and at most two minutes (the timeout is at
+//! most [`RedisOptions::MAX_TIMEOUT`], one minute).
 //!
 //! **Cluster keys.** A user key's Redis keys all carry the same hash tag, so every script
 //! touches one slot, whatever bytes the key holds (empty, starting with `}`, full of braces):
@@ -80,7 +81,15 @@
 //!   answer at once, then lets one probe through after the cool-down, doubling it after each
 //!   failed probe (up to 32 times). Probes are the reconnect back-off: the connection makes one
 //!   attempt each time it is asked, and the breaker decides how often. All on the limiter's
-//!   [`Clock`](infra_common::Clock).
+//!   [`Clock`](infra_common::Clock). On a cluster every master has a breaker of its own, so a
+//!   dead master's keys get the policy's answer at once while the others' keys are decided as
+//!   usual: a check finds its master through its key's slot and a slot map the limiter learns
+//!   with `CLUSTER SLOTS` from the master it is sent to, at the first check and again after a
+//!   check failed to reach its master (until it is known, one breaker stands for the
+//!   cluster). A cluster client waits for every master when it connects, so each connection
+//!   attempt gets a quarter of the timeout: after a silent master made a check time out and
+//!   the client was replaced, the live masters' checks are still answered in time
+//!   (`a_dead_masters_breaker_opens_while_the_live_masters_keys_are_decided`).
 //!
 //! **Retries never count twice.** Every check carries a request id; an admitted check leaves
 //! its reply in Redis under that id for a few seconds. When a check's connection drops before
@@ -140,6 +149,7 @@ mod http;
 mod keys;
 mod limiter;
 mod local;
+mod node_breakers;
 mod options;
 mod scripts;
 

@@ -142,9 +142,15 @@ impl RedisOptions {
     /// about 12,700 keys of the longest length accepted by default (1,024 bytes).
     pub const DEFAULT_LOCAL_MAX_BYTES: usize = 16 << 20;
 
-    /// The longest [`timeout`](Self::timeout) and [`max_clock_skew`](Self::max_clock_skew)
-    /// accepted: 100 years (of 365.25 days).
+    /// The longest [`max_clock_skew`](Self::max_clock_skew) accepted: 100 years (of 365.25
+    /// days).
     pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+    /// The longest [`timeout`](Self::timeout) accepted: one minute. Every admitted check leaves
+    /// a record of its reply in Redis for two timeouts (so that a resend within the timeout is
+    /// not counted twice): this keeps each record at most two minutes. A check that may wait
+    /// longer than a minute for a rate limit's answer has no use for it.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// The algorithm (default GCRA).
     #[must_use]
@@ -181,7 +187,7 @@ impl RedisOptions {
     }
 
     /// How long one check may take, connecting included, before the failure policy answers
-    /// (default 100 ms). At most [`RedisOptions::MAX_DURATION`].
+    /// (default 100 ms). At most [`RedisOptions::MAX_TIMEOUT`], one minute.
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -239,6 +245,8 @@ impl RedisOptions {
     /// the failure policy at once for `cool_down`, then lets one probe through (default 5
     /// failures, 1 s). Each failed probe doubles the cool-down, up to 32 times the one given.
     /// `failures` 0 turns the breaker off: every check then asks Redis and pays its timeout.
+    /// On a cluster each master has a breaker of its own: the failures counted are those of
+    /// the checks of its keys.
     #[must_use]
     pub fn circuit_breaker(self, failures: u32, cool_down: Duration) -> Self {
         Self {
@@ -295,11 +303,11 @@ impl RedisOptions {
         if self.timeout.is_zero() {
             return invalid("the Redis timeout must be positive");
         }
-        // Both become TTLs of the scripts' writes (a request's record lives twice the timeout,
-        // every state the skew longer than it needs): past the bound Redis refuses them, and
-        // would refuse every admission.
-        if self.timeout > Self::MAX_DURATION {
-            return invalid("the Redis timeout may be at most RedisOptions::MAX_DURATION");
+        // Both become TTLs of the scripts' writes: a request's record lives twice the timeout,
+        // which must not keep records for long, and every state the skew longer than it
+        // needs, which Redis refuses past the bound, and with it every admission.
+        if self.timeout > Self::MAX_TIMEOUT {
+            return invalid("the Redis timeout may be at most RedisOptions::MAX_TIMEOUT (1 min)");
         }
         if self.max_clock_skew > Self::MAX_DURATION {
             return invalid("the clock skew may be at most RedisOptions::MAX_DURATION");
@@ -347,6 +355,7 @@ mod tests {
             RedisOptions::default().circuit_breaker(1, Duration::ZERO),
             RedisOptions::default().batch(2, Duration::ZERO),
             RedisOptions::default().timeout(Duration::MAX),
+            RedisOptions::default().timeout(RedisOptions::MAX_TIMEOUT + Duration::from_nanos(1)),
             RedisOptions::default().max_clock_skew(Duration::MAX),
         ];
         for options in refused {
@@ -355,6 +364,13 @@ mod tests {
                 "{options:?}"
             );
         }
+        assert_eq!(
+            RedisOptions::default()
+                .timeout(RedisOptions::MAX_TIMEOUT)
+                .max_clock_skew(RedisOptions::MAX_DURATION)
+                .validate(),
+            Ok(())
+        );
         assert_eq!(
             RedisOptions::default()
                 .circuit_breaker(0, Duration::ZERO)

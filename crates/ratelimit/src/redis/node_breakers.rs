@@ -1,0 +1,208 @@
+//! One circuit breaker per node a check can be sent to.
+//!
+//! A single server (or a proxy in front of several) is one node: one breaker. A cluster's keys
+//! are spread over its masters, and one dead master must not decide for the others: were the
+//! breaker shared, the checks of its keys would wait out the timeout every time while the other
+//! masters' successes kept the breaker closed. So each master has a breaker of its own, found
+//! through the slot of the check's key, and a map from slots to masters the limiter learns
+//! from the cluster (`CLUSTER SLOTS`): at the first check, and again after any check failed to
+//! reach its node (a master may have died or handed its slots over). Until the map is known,
+//! and for a slot it does not cover, checks answer to one breaker for the whole cluster.
+//!
+//! Learning the map again after every failure costs one command per failing check at most:
+//! one check at a time learns it, and others go on with the map they have. A map that went
+//! stale harms nothing lasting: a slot's checks answer to the breaker of the master it names,
+//! whose probe, sent where the cluster now places the slot, closes it again.
+
+use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::sync::{Arc, Mutex};
+
+use super::breaker::Breaker;
+use super::connection::SlotRange;
+
+/// The breakers of a limiter's nodes.
+#[derive(Debug)]
+pub(crate) struct NodeBreakers {
+    threshold: u32,
+    cool_down: u64,
+    /// A single server's breaker; a cluster's while its map is unknown, and for any slot the
+    /// map does not cover.
+    unmapped: Arc<Breaker>,
+    /// Each master's slot ranges and breaker, as the cluster last told; always empty for a
+    /// single server.
+    masters: Mutex<Vec<MasterRanges>>,
+    /// Whether the next check should learn the slot map (again).
+    stale: AtomicBool,
+    /// Whether the nodes are a cluster's masters, whose map there is to learn.
+    cluster: bool,
+}
+
+/// The slots `first..=last` and the breaker of the master serving them.
+#[derive(Debug)]
+struct MasterRanges {
+    first: u16,
+    last: u16,
+    address: String,
+    breaker: Arc<Breaker>,
+}
+
+impl NodeBreakers {
+    /// Breakers opening after `threshold` failures for `cool_down` nanoseconds (0 = off), one
+    /// per master when `cluster`, one in all otherwise.
+    pub(crate) fn new(threshold: u32, cool_down: u64, cluster: bool) -> Self {
+        Self {
+            threshold,
+            cool_down,
+            unmapped: Arc::new(Breaker::new(threshold, cool_down)),
+            masters: Mutex::new(Vec::new()),
+            stale: AtomicBool::new(cluster),
+            cluster,
+        }
+    }
+
+    /// The breaker of the node serving `slot` (`None`: a single server).
+    pub(crate) fn for_slot(&self, slot: Option<u16>) -> Arc<Breaker> {
+        let Some(slot) = slot else {
+            return Arc::clone(&self.unmapped);
+        };
+        let masters = self.masters.lock();
+        let serving = masters.partition_point(|master| master.last < slot);
+        match masters.get(serving) {
+            Some(master) if master.first <= slot => Arc::clone(&master.breaker),
+            _ => Arc::clone(&self.unmapped),
+        }
+    }
+
+    /// The one caller that should learn the slot map now, if it went stale: it installs
+    /// the map through the guard, and the map is stale again if the guard is dropped without
+    /// one (the cluster could not tell, or the check was cancelled).
+    pub(crate) fn learner(&self) -> Option<Learner<'_>> {
+        self.stale
+            .swap(false, Ordering::AcqRel)
+            .then(|| Learner { breakers: self })
+    }
+
+    /// A check could not reach its node: on a cluster, the map may have changed.
+    pub(crate) fn mark_stale(&self) {
+        if self.cluster {
+            self.stale.store(true, Ordering::Release);
+        }
+    }
+
+    /// Installs the map the cluster told, keeping the breaker of every master still in it.
+    fn install(&self, ranges: Vec<SlotRange>) {
+        let mut masters = self.masters.lock();
+        let mut learned: Vec<MasterRanges> = ranges
+            .into_iter()
+            .map(|range| {
+                let breaker = masters
+                    .iter()
+                    .find(|known| known.address == range.master)
+                    .map_or_else(
+                        || Arc::new(Breaker::new(self.threshold, self.cool_down)),
+                        |known| Arc::clone(&known.breaker),
+                    );
+                MasterRanges {
+                    first: range.first,
+                    last: range.last,
+                    address: range.master,
+                    breaker,
+                }
+            })
+            .collect();
+        learned.sort_unstable_by_key(|master| master.first);
+        *masters = learned;
+    }
+}
+
+/// The right to learn the slot map, held by one check at a time.
+#[derive(Debug)]
+pub(crate) struct Learner<'a> {
+    breakers: &'a NodeBreakers,
+}
+
+impl Learner<'_> {
+    /// Installs the map the cluster told.
+    pub(crate) fn learned(self, ranges: Vec<SlotRange>) {
+        self.breakers.install(ranges);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Learner<'_> {
+    fn drop(&mut self) {
+        self.breakers.mark_stale();
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+    use crate::redis::breaker::Pass;
+
+    fn range(first: u16, last: u16, master: &str) -> SlotRange {
+        SlotRange {
+            first,
+            last,
+            master: master.to_owned(),
+        }
+    }
+
+    fn is_open(breaker: &Breaker, now: u64) -> bool {
+        matches!(breaker.pass(now), Pass::Open)
+    }
+
+    #[test]
+    fn each_master_has_a_breaker_that_outlives_a_new_map() {
+        let breakers = NodeBreakers::new(1, 100, true);
+        let learner = breakers.learner().expect("a cluster learns its map first");
+        assert!(breakers.learner().is_none(), "one learner at a time");
+        // Unknown: one breaker for everything.
+        assert!(Arc::ptr_eq(
+            &breakers.for_slot(Some(0)),
+            &breakers.for_slot(Some(16_383))
+        ));
+        learner.learned(vec![range(8_192, 16_383, "b:2"), range(0, 8_191, "a:1")]);
+        assert!(breakers.learner().is_none(), "learned");
+        let (a, b) = (breakers.for_slot(Some(5)), breakers.for_slot(Some(9_000)));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &breakers.for_slot(Some(8_191))));
+        assert!(Arc::ptr_eq(&b, &breakers.for_slot(Some(8_192))));
+        b.failed(0, None);
+        assert!(
+            is_open(&b, 1) && !is_open(&a, 1),
+            "b's failure is b's alone"
+        );
+        // A new map: b keeps its open breaker for the slots it still serves, a slot it handed
+        // to a new master answers to that one's, and an uncovered slot to the cluster's.
+        breakers.mark_stale();
+        drop(breakers.learner().expect("stale after a failure"));
+        let learner = breakers
+            .learner()
+            .expect("a learner that gave up leaves it stale");
+        learner.learned(vec![range(0, 8_191, "a:1"), range(8_192, 9_999, "b:2")]);
+        breakers.install(vec![
+            range(0, 8_191, "a:1"),
+            range(8_192, 9_999, "b:2"),
+            range(10_000, 16_000, "c:3"),
+        ]);
+        assert!(is_open(&breakers.for_slot(Some(9_999)), 1));
+        assert!(!is_open(&breakers.for_slot(Some(10_000)), 1));
+        assert!(Arc::ptr_eq(
+            &breakers.for_slot(Some(16_001)),
+            &breakers.for_slot(None)
+        ));
+    }
+
+    #[test]
+    fn a_single_server_has_one_breaker_and_no_map_to_learn() {
+        let breakers = NodeBreakers::new(1, 100, false);
+        assert!(breakers.learner().is_none());
+        breakers.mark_stale();
+        assert!(breakers.learner().is_none());
+        assert!(Arc::ptr_eq(
+            &breakers.for_slot(None),
+            &breakers.for_slot(None)
+        ));
+    }
+}
