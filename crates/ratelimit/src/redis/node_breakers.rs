@@ -75,10 +75,12 @@ impl NodeBreakers {
 
     /// The one caller that should learn the slot map now, if it went stale: it installs
     /// the map through the guard, and the map is stale again if the guard is dropped without
-    /// one (the cluster could not tell, or the check was cancelled).
+    /// one (the cluster could not tell, or the check was cancelled). A check that finds the map
+    /// being learned writes nothing, so it cannot undo a learner's giving up.
     pub(crate) fn learner(&self) -> Option<Learner<'_>> {
         self.stale
-            .swap(false, Ordering::AcqRel)
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
             .then(|| Learner { breakers: self })
     }
 
@@ -204,5 +206,43 @@ mod tests {
             &breakers.for_slot(None),
             &breakers.for_slot(None)
         ));
+    }
+}
+
+/// Model-checked: however checks race, at most one learns the slot map at a time, and a learner
+/// that gives up hands the learning on.
+///
+/// `RUSTFLAGS="--cfg infra_loom" cargo test --release -p infra-ratelimit --features redis --lib
+/// node_breakers`.
+#[cfg(all(test, infra_loom))]
+mod loom_models {
+    use infra_common::sync::atomic::AtomicU32;
+    use infra_common::sync::{Arc, model, thread};
+
+    use super::*;
+
+    #[test]
+    fn at_most_one_check_learns_the_map_at_a_time() {
+        model(|| {
+            let breakers = Arc::new(NodeBreakers::new(1, 10, true));
+            let learning = Arc::new(AtomicU32::new(0));
+            let checks: Vec<_> = (0..2)
+                .map(|_| {
+                    let (breakers, learning) = (Arc::clone(&breakers), Arc::clone(&learning));
+                    thread::spawn(move || {
+                        if let Some(learner) = breakers.learner() {
+                            let others = learning.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(others, 0, "two learners at once");
+                            learning.fetch_sub(1, Ordering::SeqCst);
+                            drop(learner); // no map: the next check learns
+                        }
+                    })
+                })
+                .collect();
+            for check in checks {
+                check.join().unwrap();
+            }
+            assert!(breakers.learner().is_some(), "still to learn");
+        });
     }
 }
