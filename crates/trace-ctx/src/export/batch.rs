@@ -217,7 +217,7 @@ struct Waiter {
     id: u64,
     /// `accepted` at the call: a batch starting below it holds spans queued before the call.
     target: u64,
-    /// Spans not delivered of the batches starting below `target`.
+    /// Spans queued before the call that were not delivered.
     failed: u64,
     /// The exporter's last error among those batches, or `None` if it panicked.
     last: Option<ExportError>,
@@ -249,10 +249,10 @@ impl BatchSpanProcessor {
     /// # Errors
     ///
     /// [`ExportError::Timeout`] if `timeout` passes first (the spans stay queued);
-    /// [`ExportError::NotDelivered`] if spans of the batches holding spans queued before this
-    /// call, that the exporter returned from meanwhile, were not delivered (an error, a
-    /// partial rejection or a panic), which [`BatchStats::failed`] counts too; failures of
-    /// later batches, of spans ended while this waited, are not reported.
+    /// [`ExportError::NotDelivered`] if spans queued before this call, that the exporter
+    /// returned from meanwhile, were not delivered (an error, a partial rejection or a panic),
+    /// which [`BatchStats::failed`] counts too; failures of spans ended while this waited are
+    /// not reported, whether in later batches or in a batch beside its own spans.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
         let shared = &self.owner.shared;
         let mut state = shared.state.lock();
@@ -322,9 +322,8 @@ impl fmt::Debug for Owner {
 }
 
 impl Shared {
-    /// Waits as [`wait_handed`](Self::wait_handed) does, then reports the spans not delivered
-    /// of the batches holding spans queued before `target`
-    /// ([`ExportError::NotDelivered`]), and only those.
+    /// Waits as [`wait_handed`](Self::wait_handed) does, then reports the spans queued before
+    /// `target` that were not delivered ([`ExportError::NotDelivered`]), and only those.
     fn wait_delivered(
         &self,
         state: &mut infra_common::sync::MutexGuard<'_, State>,
@@ -462,9 +461,14 @@ impl Shared {
             state.stats.failed += failed;
             state.stats.exported += count - failed;
             if failed > 0 {
+                let batch_end = batch_start + count;
                 let holds_theirs = |waiter: &&mut Waiter| waiter.target > batch_start;
                 for waiter in state.waiting.iter_mut().filter(holds_theirs) {
-                    waiter.failed += failed;
+                    // Spans leave in the order they were queued: the batch's first spans are
+                    // the waiter's, any after its target were ended after its call. Which
+                    // spans a receiver rejected in part is not known: up to the waiter's.
+                    let theirs = waiter.target.min(batch_end) - batch_start;
+                    waiter.failed += failed.min(theirs);
                     waiter.last.clone_from(&why);
                 }
             }
@@ -868,5 +872,87 @@ mod tests {
     fn a_small_queue_alone_brings_the_default_batch_down_to_it() {
         let builder = from_vars(&[("OTEL_BSP_MAX_QUEUE_SIZE", "100")]).unwrap();
         assert_eq!((builder.max_queue_size, builder.max_batch_size), (100, 100));
+    }
+
+    /// Holds its first batch until `open` is set, then refuses every later one.
+    #[derive(Debug)]
+    struct FirstHeldThenRefused {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        first: bool,
+    }
+
+    impl SpanBatchExporter for FirstHeldThenRefused {
+        fn export_batch(&mut self, _batch: &[crate::SpanData]) -> Result<(), ExportError> {
+            if !std::mem::replace(&mut self.first, false) {
+                return Err(ExportError::Rejected { status: 400 });
+            }
+            let (open, opened) = &*self.open;
+            let mut open = open.lock();
+            while !*open {
+                opened.wait(&mut open);
+            }
+            Ok(())
+        }
+    }
+
+    /// Polls `condition` (the processor's state, which only this module sees) until it holds.
+    fn eventually(mut condition: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !condition() {
+            assert!(std::time::Instant::now() < deadline, "not reached in 30 s");
+            thread::yield_now();
+        }
+    }
+
+    /// A failed batch holding spans queued before a flush and spans ended after it counts
+    /// only the flush's own against it.
+    #[test]
+    fn a_flush_counts_only_its_own_spans_of_a_failed_batch() {
+        const LONG: Duration = Duration::from_secs(60);
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let processor = BatchSpanProcessor::builder(FirstHeldThenRefused {
+            open: Arc::clone(&open),
+            first: true,
+        })
+        .scheduled_delay(Duration::from_secs(3600))
+        .clock(infra_common::ManualClock::new())
+        .build()
+        .unwrap();
+        let tracer = crate::Tracer::builder()
+            .exporter(processor.clone())
+            .clock(infra_common::ManualClock::new())
+            .build();
+        let shared = Arc::clone(&processor.owner.shared);
+        let waiters = || shared.state.lock().waiting.len();
+
+        // The first flush takes span 0 to the exporter, which holds it.
+        tracer.span("0").start().end();
+        let first = thread::spawn({
+            let processor = processor.clone();
+            move || processor.force_flush(LONG)
+        });
+        eventually(|| shared.state.lock().queue.is_empty() && waiters() == 1);
+        // Span 1 is queued before the second flush, span 2 after it: one batch then holds
+        // both, and the exporter refuses it.
+        tracer.span("1").start().end();
+        let second = thread::spawn({
+            let processor = processor.clone();
+            move || processor.force_flush(LONG)
+        });
+        eventually(|| waiters() == 2);
+        tracer.span("2").start().end();
+        *open.0.lock() = true;
+        open.1.notify_all();
+
+        assert_eq!(first.join().unwrap(), Ok(()));
+        assert_eq!(
+            second.join().unwrap(),
+            Err(ExportError::NotDelivered {
+                spans: 1,
+                last: Some(Box::new(ExportError::Rejected { status: 400 })),
+            })
+        );
+        let stats = processor.stats();
+        assert_eq!((stats.exported, stats.failed), (1, 2));
     }
 }

@@ -54,9 +54,12 @@ pub enum ExportError {
         message: String,
     },
     /// A flush or shutdown saw every queued span handed to the exporter, but `spans` of those
-    /// it exported meanwhile were not delivered (see [`crate::BatchStats::failed`]).
+    /// queued before it were not delivered (see [`crate::BatchStats::failed`]).
     NotDelivered {
-        /// Spans not delivered while the flush or shutdown waited.
+        /// Spans queued before the flush or shutdown that were not delivered. A batch that
+        /// also holds spans ended after the call counts only the call's; of a batch the
+        /// receiver rejected in part, which spans were rejected is not known, so up to the
+        /// call's are counted.
         spans: u64,
         /// The exporter's last error, or `None` if it panicked.
         last: Option<Box<ExportError>>,
