@@ -132,6 +132,44 @@ end
     };
 }
 
+/// Defines what a script needs to find the largest id the queue gave in the stream `KEYS[1]`
+/// once an entry with a time-based id hides it: `stream_info()`, the fields of `XINFO STREAM`
+/// by name; `largest_queue_seq(info)`, the larger sequence number of the largest deleted id
+/// (while that is a `0-N`) and of the largest `0-N` entry; and `keep_largest_deleted(info)`,
+/// which makes the largest deleted id that `0-N` again after entries with a time-based id were
+/// deleted (their ids, the larger, would take its place and tell nothing). Sequence numbers
+/// are decimal strings (`seq_of(id)`, `larger(a, b)`): a Lua number holds none past 2^53
+/// exactly.
+macro_rules! queue_ids {
+    () => {
+        r"
+local function seq_of(id)
+  return type(id) == 'string' and string.match(id, '^0%-(%d+)$') or '0'
+end
+local function larger(a, b)
+  if #a ~= #b then return #a > #b and a or b end
+  return a > b and a or b
+end
+local function stream_info()
+  local info = {}
+  local reply = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #reply, 2 do info[reply[i]] = reply[i + 1] end
+  return info
+end
+local function largest_queue_seq(info)
+  local top = redis.call('XREVRANGE', KEYS[1], '0-18446744073709551615', '-', 'COUNT', 1)[1]
+  return larger(seq_of(info['max-deleted-entry-id']), seq_of(top and top[1]))
+end
+local function keep_largest_deleted(info)
+  local seq = largest_queue_seq(info)
+  if seq ~= '0' then
+    redis.call('XSETID', KEYS[1], info['last-generated-id'], 'MAXDELETEDID', '0-' .. seq)
+  end
+end
+"
+    };
+}
+
 /// Sends `ARGV[2]` to the stream `KEYS[1]`: `{0, id}` when stored, `{1, id}` when the
 /// message id's key `KEYS[3]` names an earlier send (only when the window `ARGV[4]` ms is not
 /// 0), `{2}` when the stream holds `ARGV[3]` messages. It creates the group `ARGV[1]` first,
@@ -141,22 +179,18 @@ end
 /// a time-based id (`XADD … *`) it refuses every `0-*`. The script then takes the queue's ids
 /// back: it dead-letters those entries (to `KEYS[2]`, at most `ARGV[5]` per call: `{3}` when
 /// some are left), sets the stream's last id back to the highest `0-N` it may have given
-/// (`XSETID`), and so the group's last-delivered id if it was past them, then stores the
-/// message.
+/// (`XSETID`, raising the count of entries added and the largest deleted id to it, so the
+/// next time finds it too), and so the group's last-delivered id if it was past them, then
+/// stores the message.
 const SEND_SCRIPT: &str = concat!(
     ensure_group!(),
     dead_letter!(),
+    queue_ids!(),
     r"
-local function seq_of(id)
-  local seq = type(id) == 'string' and string.match(id, '^0%-(%d+)$')
-  return seq and tonumber(seq) or 0
-end
 -- 'clear' when the stream's last id is one of the queue's, 'more' when entries with a
 -- time-based id are left after this call's share, 'done' when the ids are back.
 local function take_back_queue_ids()
-  local info = {}
-  local reply = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #reply, 2 do info[reply[i]] = reply[i + 1] end
+  local info = stream_info()
   if string.match(info['last-generated-id'], '^0%-') then return 'clear' end
   for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '1-0', '+', 'COUNT', ARGV[5])) do
     local id = entry[1]
@@ -165,15 +199,21 @@ local function take_back_queue_ids()
     redis.call('XACK', KEYS[1], ARGV[1], id)
     redis.call('XDEL', KEYS[1], id)
   end
-  if redis.call('XRANGE', KEYS[1], '1-0', '+', 'COUNT', 1)[1] then return 'more' end
+  if redis.call('XRANGE', KEYS[1], '1-0', '+', 'COUNT', 1)[1] then
+    keep_largest_deleted(info)
+    return 'more'
+  end
   -- Every id the queue gave is counted in entries-added, unless someone added a larger 0-N by
   -- hand: that one is still in the stream or the largest deleted. Skipping ids is harmless,
   -- giving one twice is not.
-  local top = redis.call('XREVRANGE', KEYS[1], '0-18446744073709551615', '-', 'COUNT', 1)[1]
-  local seq = math.max(info['entries-added'], seq_of(info['max-deleted-entry-id']),
-    seq_of(top and top[1]))
-  local last = string.format('0-%d', seq)
-  redis.call('XSETID', KEYS[1], last)
+  local seq = larger(string.format('%d', info['entries-added']), largest_queue_seq(info))
+  local last = '0-' .. seq
+  -- Next time, entries-added and the largest deleted id must still cover the ids given up to
+  -- here, whatever happened to them: both are raised to the last id (entries-added only up to
+  -- 2^63 - 1, the most Redis takes). A largest deleted id left time-based would hide every
+  -- later delete of a 0-N.
+  local added = larger(seq, '9223372036854775807') == seq and '9223372036854775807' or seq
+  redis.call('XSETID', KEYS[1], last, 'ENTRIESADDED', added, 'MAXDELETEDID', last)
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local fields = {}
     for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
@@ -207,13 +247,29 @@ return {0, id}
 /// `{1, id, deliveries, payload, dead}`, `{3, id, deliveries, length, dead}` when the payload
 /// is longer than `ARGV[5]` bytes (only another client can have written it; it stays leased,
 /// so the reply never carries more than the limit), or `{0, dead}` when none is ready, where
-/// `dead` counts the messages dead-lettered on the way.
+/// `dead` counts the messages dead-lettered on the way. Deleting an entry with a time-based
+/// id keeps the stream's largest deleted id the largest `0-N`, which a send that takes the
+/// queue's ids back reads.
 const RECEIVE_SCRIPT: &str = concat!(
     ensure_group!(),
     dead_letter!(),
+    queue_ids!(),
     r"
 local group, consumer, max = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local max_bytes = tonumber(ARGV[5])
+-- Deleting an entry with a time-based id would make its id the stream's largest deleted one,
+-- hiding the largest 0-N a send needs if it takes the queue's ids back: that one is kept. The
+-- stream's information is read once: nothing this script does changes what it uses.
+local info
+local function delete(id)
+  if string.match(id, '^0%-') then
+    redis.call('XDEL', KEYS[1], id)
+    return
+  end
+  info = info or stream_info()
+  redis.call('XDEL', KEYS[1], id)
+  keep_largest_deleted(info)
+end
 local function leased(id, deliveries, fields, dead)
   local p = payload(fields)
   if p and #p > max_bytes then return {3, id, deliveries, #p, dead} end
@@ -237,7 +293,7 @@ for _ = 1, tonumber(ARGV[6]) do
       dead = dead + 1
     end
     redis.call('XACK', KEYS[1], group, id)
-    redis.call('XDEL', KEYS[1], id)
+    delete(id)
   end
 end
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[1], '>')

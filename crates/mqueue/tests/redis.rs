@@ -1406,3 +1406,155 @@ fn a_send_dead_letters_a_bounded_number_of_entries_with_a_time_based_id() {
         "{letters:?}"
     );
 }
+
+/// Receives every ready message and acks it, answering their offsets.
+fn drain(queue: &RedisQueue) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    while let Some(delivery) = queue.try_receive().unwrap() {
+        offsets.push(delivery.offset());
+        queue.ack(&delivery).unwrap();
+    }
+    offsets
+}
+
+#[test]
+fn ids_taken_back_twice_after_an_entry_added_by_hand_above_the_queues_are_never_given_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    queue.send("a").unwrap();
+    // An entry added by hand with a `0-N` id above the queue's: the queue's ids go on after it,
+    // past the count of entries ever added.
+    add_by_hand(&server, &stream, "0-5", &[("p", b"by hand")]);
+    let b = queue.send("b").unwrap();
+    assert_eq!(drain(&queue), [0, 4, b.offset]);
+    // Twice an entry with a time-based id, each time taken back by the next send once
+    // everything before it is settled and deleted.
+    add_by_hand(&server, &stream, "*", &[("p", b"first")]);
+    let c = queue.send("c").unwrap();
+    assert!(c.offset > b.offset, "{c:?} after {b:?}");
+    assert_eq!(drain(&queue), [c.offset]);
+    add_by_hand(&server, &stream, "*", &[("p", b"second")]);
+    let d = queue.send("d").unwrap();
+    assert!(d.offset > c.offset, "{d:?} after {c:?}");
+    assert_eq!(drain(&queue), [d.offset]);
+}
+
+#[test]
+fn an_entry_added_by_hand_with_an_id_past_2_to_the_53_does_not_stop_the_sends() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    // 2^53 + 1: the nearest number a Lua script can hold is 2^53, below the entry's id.
+    let high = add_by_hand(&server, &stream, "0-9007199254740993", &[("p", b"high")]);
+    add_by_hand(&server, &stream, "*", &[("p", b"by hand")]);
+    let sent = queue.send("after").unwrap();
+    assert_eq!(sent.offset, 9_007_199_254_740_993, "after {high}");
+    let high = queue.try_receive().unwrap().unwrap();
+    assert_eq!(high.offset(), 9_007_199_254_740_992);
+    queue.ack(&high).unwrap();
+    // The entry with the time-based id went to the dead letters; the message is next.
+    assert_eq!(drain(&queue), [sent.offset]);
+}
+
+#[test]
+fn an_entry_with_a_time_based_id_a_receive_dead_letters_leaves_the_ids_given_before_it_used() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(1));
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    queue.send("a").unwrap();
+    add_by_hand(&server, &stream, "0-5", &[("p", b"by hand")]);
+    let b = queue.send("b").unwrap();
+    let first = queue.try_receive().unwrap().unwrap();
+    queue.ack(&first).unwrap();
+    let by_hand = queue.try_receive().unwrap().unwrap();
+    queue.ack(&by_hand).unwrap();
+    let stale = queue.try_receive().unwrap().unwrap();
+    assert_eq!(stale.offset(), b.offset);
+    queue.ack(&stale).unwrap();
+    // An entry with a time-based id, dead-lettered by a receive before any send.
+    add_by_hand(&server, &stream, "*", &[("p", b"by hand")]);
+    assert!(matches!(
+        queue.try_receive(),
+        Err(Error::ForeignEntry { .. })
+    ));
+    age_every_lease(&server);
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let c = queue.send("c").unwrap();
+    assert!(c.offset > b.offset, "{c:?} after {b:?}");
+    let d = queue.send("d").unwrap();
+    assert!(d.offset > b.offset, "{d:?} after {b:?}");
+    // A stale ack of the message settled before never settles a later one.
+    assert!(matches!(
+        queue.ack(&stale),
+        Err(Error::AlreadySettled { .. })
+    ));
+    assert_eq!(drain(&queue), [c.offset, d.offset]);
+}
+
+#[test]
+fn ids_taken_back_over_two_sends_after_an_entry_added_by_hand_above_the_queues_stay_unused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options());
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    queue.send("a").unwrap();
+    // Above the count of entries ever added even with the 65 below.
+    add_by_hand(&server, &stream, "0-100", &[("p", b"by hand")]);
+    let b = queue.send("b").unwrap();
+    assert_eq!(drain(&queue), [0, 99, b.offset]);
+    // More than one send's share: the first send deletes 64 of them, the second the last.
+    for _ in 0..65 {
+        add_by_hand(&server, &stream, "*", &[("p", b"by hand")]);
+    }
+    assert!(matches!(queue.send("c"), Err(Error::Unsupported { .. })));
+    let c = queue.send("c").unwrap();
+    assert!(c.offset > b.offset, "{c:?} after {b:?}");
+    assert_eq!(drain(&queue), [c.offset]);
+}
+
+#[test]
+fn an_entry_with_a_time_based_id_dead_lettered_before_any_delete_leaves_the_ids_given_used() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(1));
+    let stream = format!("mqueue:{{{QUEUE}}}");
+    queue.send("a").unwrap();
+    add_by_hand(&server, &stream, "0-5", &[("p", b"by hand")]);
+    let b = queue.send("b").unwrap();
+    add_by_hand(&server, &stream, "*", &[("p", b"by hand")]);
+    let held: Vec<_> = (0..3)
+        .map(|_| queue.try_receive().unwrap().unwrap())
+        .collect();
+    assert!(matches!(
+        queue.try_receive(),
+        Err(Error::ForeignEntry { .. })
+    ));
+    // Only the entry with the time-based id is dead-lettered, before anything is deleted.
+    age_every_lease(&server);
+    for delivery in &held {
+        queue.extend(delivery, Duration::from_secs(30)).unwrap();
+    }
+    assert_eq!(queue.try_receive().unwrap(), None);
+    assert_eq!(queue.stats().unwrap().dead_letters, 1);
+    for delivery in &held {
+        queue.ack(delivery).unwrap();
+    }
+    let c = queue.send("c").unwrap();
+    assert!(c.offset > b.offset, "{c:?} after {b:?}");
+    let d = queue.send("d").unwrap();
+    assert!(d.offset > b.offset, "{d:?} after {b:?}");
+    assert!(matches!(
+        queue.ack(&held[2]),
+        Err(Error::AlreadySettled { .. })
+    ));
+    assert_eq!(drain(&queue), [c.offset, d.offset]);
+}
