@@ -1558,3 +1558,55 @@ fn an_entry_with_a_time_based_id_dead_lettered_before_any_delete_leaves_the_ids_
     ));
     assert_eq!(drain(&queue), [c.offset, d.offset]);
 }
+
+#[test]
+fn a_dead_letter_stream_set_back_past_its_entries_added_gives_no_position_twice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let queue = queue(&server, options().max_deliveries(1));
+    let dlq = format!("mqueue:{{{QUEUE}}}:dlq");
+    let dead_letter = |payload: &'static str| {
+        queue.send(payload).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.nack(&delivery, Duration::ZERO).unwrap();
+        queue.try_receive()
+    };
+    assert_eq!(dead_letter("first").unwrap(), None);
+    assert_eq!(queue.dead_letters(0, 10).unwrap()[0].position, 0);
+    // The dead letters read are deleted; then an entry with a time-based id stops the next.
+    let _: u64 = redis::cmd("XTRIM")
+        .arg(&dlq)
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut client(&server))
+        .unwrap();
+    let by_hand = add_by_hand(&server, &dlq, "*", &[("p", b"by hand")]);
+    assert!(matches!(dead_letter("second"), Err(Error::Backend { .. })));
+    // What the README asks of an operator: delete it, set the last id to the entries added.
+    let _: u64 = redis::cmd("XDEL")
+        .arg(&dlq)
+        .arg(&by_hand)
+        .query(&mut client(&server))
+        .unwrap();
+    let info: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(&dlq)
+        .query(&mut client(&server))
+        .unwrap();
+    let added = info
+        .chunks_exact(2)
+        .find(|pair| pair[0] == redis::Value::BulkString(b"entries-added".to_vec()))
+        .map(|pair| redis::from_redis_value::<u64>(pair[1].clone()).unwrap())
+        .unwrap();
+    let _: () = redis::cmd("XSETID")
+        .arg(&dlq)
+        .arg(format!("0-{added}"))
+        .query(&mut client(&server))
+        .unwrap();
+    assert_eq!(queue.try_receive().unwrap(), None);
+    let letters = queue.dead_letters(1, 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].position > 0, "{letters:?}");
+    assert_eq!(&letters[0].payload[..], b"second");
+}
