@@ -417,6 +417,26 @@ fn rows() -> Vec<Row> {
         ),
         with_request(
             row(
+                "9111 §5.2.1.1 request max-age given twice: the smaller bounds the age",
+                &[(cc, "max-age=60")],
+                3,
+                Ok(()),
+                FRESH,
+            ),
+            &[(cc, "max-age=5, max-age=30")],
+        ),
+        with_request(
+            row(
+                "9111 §5.2.1.1 request max-age given twice: past the smaller, revalidated",
+                &[(cc, "max-age=60")],
+                10,
+                Ok(()),
+                REVALIDATE,
+            ),
+            &[(cc, "max-age=30, max-age=5")],
+        ),
+        with_request(
+            row(
                 "9111 §5.2.1.3 min-fresh not met",
                 &[(cc, "max-age=60")],
                 40,
@@ -913,6 +933,40 @@ fn a_round_trip_counts_toward_the_initial_age() {
         Heuristic::default(),
     );
     assert_eq!(freshness.initial_age(), Duration::from_secs(13));
+}
+
+/// The initial age of a response with `max-age=60` and the `Age` field lines `age`, arrived
+/// at once.
+fn initial_age_with(age: &[&str]) -> Duration {
+    let arrival = UNIX_EPOCH + Duration::from_secs(T0);
+    let exchange = Exchange {
+        request_time: arrival,
+        response_time: arrival,
+    };
+    let mut response = headers(&[("cache-control", "max-age=60".to_owned())]);
+    for line in age {
+        response.append("age", HeaderValue::from_str(line).unwrap());
+    }
+    let cc = CacheControl::from_headers(&response);
+    Freshness::of_response(
+        StatusCode::OK,
+        &response,
+        &cc,
+        exchange,
+        Heuristic::default(),
+    )
+    .initial_age()
+}
+
+#[test]
+fn a_list_in_age_counts_its_first_member() {
+    // §5.1: a cache meeting a list-based Age "SHOULD use the first member of the field value,
+    // discarding subsequent ones"; a value that is then invalid is ignored.
+    assert_eq!(initial_age_with(&["10, 20"]), Duration::from_secs(10));
+    assert_eq!(initial_age_with(&[" 30 ,5"]), Duration::from_secs(30));
+    assert_eq!(initial_age_with(&["40", "50"]), Duration::from_secs(40));
+    assert_eq!(initial_age_with(&["x, 20"]), Duration::ZERO);
+    assert_eq!(initial_age_with(&[", 20"]), Duration::ZERO);
 }
 
 #[test]

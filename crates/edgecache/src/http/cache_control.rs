@@ -9,9 +9,9 @@
 //!   response is stale (§4.2.1: "caches are encouraged to consider responses that have invalid
 //!   freshness information to be stale"). Numbers beyond 2^31 saturate there (§1.2.2).
 //! - **Duplicates** resolve to the most restrictive reading (§4.2.1): two different `max-age`
-//!   or `s-maxage` values make it invalid (stale); for `stale-while-revalidate`,
-//!   `stale-if-error`, `max-stale` and request `max-age` the smaller wins, for `min-fresh` the
-//!   larger.
+//!   or `s-maxage` values make a response's lifetime invalid (stale); for
+//!   `stale-while-revalidate`, `stale-if-error`, `max-stale` and a request's `max-age`
+//!   ([`CacheControl::request_max_age`]) the smaller wins, for `min-fresh` the larger.
 //! - **Qualified `no-cache="..."` and `private="..."`** restrict only the fields they name
 //!   ([`CacheControl::no_cache_fields`], [`CacheControl::private_fields`]; §5.2.2.4,
 //!   §5.2.2.7), so a CDN keeps the rest of such a response cacheable. A list that is empty,
@@ -97,6 +97,8 @@ pub enum MaxStale {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CacheControl {
     max_age: Option<Delta>,
+    /// `max-age` read as a request directive: of duplicates, the smaller.
+    request_max_age: Option<Delta>,
     s_maxage: Option<Delta>,
     min_fresh: Option<Delta>,
     max_stale: Option<MaxStale>,
@@ -203,7 +205,10 @@ impl CacheControl {
         let name = String::from_utf8_lossy(&element[..name_len]).to_ascii_lowercase();
         let value = parse_value(&element[name_len..]);
         match name.as_str() {
-            "max-age" => merge_delta(&mut self.max_age, &value, Duplicate::Invalidate),
+            "max-age" => {
+                merge_delta(&mut self.max_age, &value, Duplicate::Invalidate);
+                merge_delta(&mut self.request_max_age, &value, Duplicate::Smaller);
+            }
             "s-maxage" => merge_delta(&mut self.s_maxage, &value, Duplicate::Invalidate),
             "min-fresh" => merge_delta(&mut self.min_fresh, &value, Duplicate::Larger),
             "stale-while-revalidate" => {
@@ -251,9 +256,25 @@ impl CacheControl {
         });
     }
 
-    /// `max-age` (§5.2.1.1 in requests, §5.2.2.1 in responses).
+    /// `max-age` as a response directive (§5.2.2.1): duplicates that disagree make it
+    /// [`Delta::Invalid`], so the response is stale (§4.2.1).
     pub fn max_age(&self) -> Option<Delta> {
         self.max_age
+    }
+
+    /// `max-age` as a request directive (§5.2.1.1): of duplicates the smaller, the tighter
+    /// bound on the age the client accepts (an invalid value counts as zero, as in
+    /// [`Delta::seconds_or_zero`]).
+    ///
+    /// ```
+    /// use infra_edgecache::http::{CacheControl, Delta};
+    ///
+    /// let cc = CacheControl::parse(b"max-age=30, max-age=5");
+    /// assert_eq!(cc.request_max_age(), Some(Delta::Seconds(5)));
+    /// assert_eq!(cc.max_age(), Some(Delta::Invalid), "a response's lifetime: stale");
+    /// ```
+    pub fn request_max_age(&self) -> Option<Delta> {
+        self.request_max_age
     }
 
     /// `s-maxage` (§5.2.2.10): a shared cache's lifetime, overriding `max-age` and `Expires`.

@@ -245,7 +245,10 @@ impl Freshness {
             return revalidate;
         }
         // §5.2.1.1: the client will not accept a response older than its max-age.
-        if request.max_age().is_some_and(|max| age > delta(max)) {
+        if request
+            .request_max_age()
+            .is_some_and(|max| age > delta(max))
+        {
             return revalidate;
         }
         if self.is_fresh(age) {
@@ -314,7 +317,7 @@ fn request_no_cache(request: &CacheControl) -> bool {
 
 /// The request's limits on a stale response of age `age` (§5.2.1.1 to §5.2.1.4).
 fn request_staleness(age: Duration, request: &CacheControl) -> RequestStaleness {
-    let max_age = request.max_age();
+    let max_age = request.request_max_age();
     if request_no_cache(request)
         || request.min_fresh().is_some()
         || max_age.is_some_and(|max| age > delta(max))
@@ -399,15 +402,21 @@ fn corrected_initial_age(
         .response_time
         .duration_since(exchange.request_time)
         .unwrap_or_default();
-    // §5.1: Age is delta-seconds; an unreadable one is ignored.
+    // §5.1: Age is delta-seconds; an unreadable one is ignored, and of a list only the first
+    // member counts (a cache "SHOULD use the first member ..., discarding subsequent ones").
     let age_value = headers
         .get(AGE)
         .and_then(|value| value.to_str().ok())
         .map_or(Duration::ZERO, |text| {
-            Duration::from_secs(parse_age(text.trim()).seconds_or_zero())
+            Duration::from_secs(parse_age(first_member(text)).seconds_or_zero())
         });
     let corrected_age_value = age_value.saturating_add(response_delay);
     apparent_age.max(corrected_age_value)
+}
+
+/// The first member of a list field value, without the whitespace around it.
+fn first_member(text: &str) -> &str {
+    text.split(',').next().unwrap_or_default().trim()
 }
 
 fn parse_age(text: &str) -> Delta {
