@@ -1268,6 +1268,68 @@ async fn a_head_answer_showing_a_new_representation_makes_the_stored_get_stale()
 }
 
 #[tokio::test]
+async fn a_head_answer_the_cache_may_not_store_drops_the_stored_get() {
+    // RFC 9111 §4.3.5: a 200 to a HEAD that matches a stored GET response updates it with the
+    // HEAD answer's fields (§3.2). When those say the response may not be stored (`no-store`,
+    // `private`, `Vary: *`), the GET updated with them may not be kept either, and the one
+    // stored before must not go on being served as if the origin had not spoken, as after a
+    // revalidation answered the same way.
+    for directive in ["no-store", "private", "max-age=60, vary=*"] {
+        let clock = ManualClock::new();
+        let cache = cache(get_and_head_origin(), &clock);
+        fetch(&cache, "http://a.test/page").await;
+        cache.origin().set_script(move |request| {
+            let (cache_control, vary) = match directive.split_once(", vary=") {
+                Some((cache_control, vary)) => (cache_control, vary),
+                None => (directive, ""),
+            };
+            let mut fields = vec![
+                ("cache-control", cache_control),
+                ("etag", "\"v1\""),
+                ("content-length", "4"),
+                ("x-method", request.method().as_str()),
+            ];
+            if !vary.is_empty() {
+                fields.push(("vary", vary));
+            }
+            let body = if request.method() == http::Method::HEAD {
+                ""
+            } else {
+                "body"
+            };
+            Reply::Response(response(&fields, body))
+        });
+        let head = head_with("http://a.test/page", &[("cache-control", "no-cache")]);
+        cache.serve(head).await.unwrap();
+
+        let response = cache.serve(get("http://a.test/page", &[])).await.unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Miss),
+            "{directive}: the stored GET is not served after the HEAD said it may not be stored"
+        );
+        assert_eq!(cache.origin().calls(), 3, "{directive}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_answer_for_a_request_that_forbids_storing_keeps_the_stored_get() {
+    // Only the response's say: a HEAD whose own `Authorization` keeps its answer out of
+    // storage neither updates nor drops the GET stored for everyone.
+    let clock = ManualClock::new();
+    let cache = cache(get_and_head_origin(), &clock);
+    fetch(&cache, "http://a.test/page").await;
+    let head = head_with(
+        "http://a.test/page",
+        &[("cache-control", "no-cache"), ("authorization", "Bearer x")],
+    );
+    cache.serve(head).await.unwrap();
+    let (status, body) = fetch(&cache, "http://a.test/page").await;
+    assert_eq!((status, body.as_str()), (CacheStatus::Hit, "body"));
+    assert_eq!(cache.origin().calls(), 2);
+}
+
+#[tokio::test]
 async fn a_head_answer_matching_the_stored_get_freshens_it() {
     // RFC 9111 §4.3.5: a 200 to a HEAD whose validators and Content-Length match a stored GET
     // response updates it as a 304 would (§3.2): a stale GET is fresh again, with the HEAD

@@ -1223,12 +1223,8 @@ impl<O: Origin> Inner<O> {
                 Ok(this.absorb(&context, response, stale.as_ref()))
             }
         };
-        // Only the response's own say: a request with `no-store` or `Authorization` would have
-        // any client able to evict what others are served (and its stand-in for errors).
-        let request_may_store = !client_headers.contains_key(AUTHORIZATION)
-            && !request_directives(&client_headers).no_store();
         if let (Some(old), Ok(answer)) = (&revalidated, &result)
-            && request_may_store
+            && request_may_store(&client_headers, &request_directives(&client_headers))
             && !answer.kept
             && !is_error_status(answer.stored.status)
         {
@@ -1279,7 +1275,9 @@ impl<O: Origin> Inner<O> {
     /// response the request could have selected is updated with the HEAD answer's fields, as
     /// a 304 would update it (§3.2), when it is a 200 too and their `ETag`, `Last-Modified`
     /// and `Content-Length` agree; otherwise it is marked stale, so it is validated before it
-    /// is used again.
+    /// is used again. An update the cache may not store (the HEAD answer says `no-store`,
+    /// `private`, `Vary: *`...) drops the stored GET, as a revalidation answered so would,
+    /// unless only the HEAD request's own `no-store` or `Authorization` kept it out.
     fn update_gets_from_head(&self, context: &FetchContext<'_>, head_headers: &HeaderMap) {
         let get_key = context.key.with_method(&Method::GET);
         let Some(variants) = self.store.peek(&get_key) else {
@@ -1313,7 +1311,10 @@ impl<O: Origin> Inner<O> {
                     revalidated: true,
                     merged_into: Some(Arc::clone(stored)),
                 };
-                self.keep(&get_context, updated);
+                let kept = self.keep(&get_context, updated).kept;
+                if !kept && request_may_store(context.request_headers, &context.request_cc) {
+                    self.drop_superseded(&get_key, stored, context.generation);
+                }
             } else {
                 stored.marked_stale.store(true, Ordering::Release);
             }
@@ -1777,6 +1778,14 @@ fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
             head.get(name)
                 .is_none_or(|value| stored.get(name) == Some(value))
         })
+}
+
+/// Whether a request lets its answer decide what becomes of a stored response the answer does
+/// not replace in storage. Only the response's own say counts: a request with `no-store` or
+/// `Authorization` would have any client able to evict what others are served (and its
+/// stand-in for errors).
+fn request_may_store(headers: &HeaderMap, directives: &CacheControl) -> bool {
+    !headers.contains_key(AUTHORIZATION) && !directives.no_store()
 }
 
 /// Whether the request carries `If-Match` or `If-Unmodified-Since`: preconditions on the
