@@ -263,7 +263,8 @@ impl PurgeLog {
 }
 
 /// The tags of a `Surrogate-Key` field value: space-separated, deduplicated; `None` past
-/// [`MAX_TAGS_PER_RESPONSE`] tags or a tag longer than [`MAX_TAG_BYTES`].
+/// [`MAX_TAGS_PER_RESPONSE`] tags, a tag longer than [`MAX_TAG_BYTES`], or one that is not
+/// UTF-8 (no purge, which names a tag as text, could name it).
 #[cfg(feature = "tokio")]
 pub(crate) fn parse_tags<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Vec<Box<str>>> {
     let mut tags: Vec<Box<str>> = Vec::new();
@@ -275,7 +276,7 @@ pub(crate) fn parse_tags<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Ve
             if tag.len() > MAX_TAG_BYTES {
                 return None;
             }
-            let tag: Box<str> = String::from_utf8_lossy(tag).into();
+            let tag: Box<str> = std::str::from_utf8(tag).ok()?.into();
             if tags.contains(&tag) {
                 continue;
             }
@@ -449,5 +450,17 @@ mod tests {
         assert_eq!(parse_tags([many.as_bytes()].into_iter()), None);
         let long = "x".repeat(MAX_TAG_BYTES + 1);
         assert_eq!(parse_tags([long.as_bytes()].into_iter()), None);
+    }
+
+    #[test]
+    fn a_tag_that_is_not_utf8_is_refused() {
+        // No purge could name it (`purge_tag` takes text). Read lossily, each invalid byte
+        // became three, so a tag within `MAX_TAG_BYTES` grew past it, and the shared tier's
+        // record of the response, which holds its tags as UTF-8 within that bound, would not
+        // decode on any edge.
+        let mixed = b"ok \xff\xfe".as_slice();
+        assert_eq!(parse_tags([mixed].into_iter()), None);
+        let long = vec![0xff; MAX_TAG_BYTES];
+        assert_eq!(parse_tags([long.as_slice()].into_iter()), None);
     }
 }
