@@ -904,6 +904,39 @@ async fn an_unstored_response_keeps_the_age_it_arrived_with() {
 }
 
 #[tokio::test]
+async fn a_response_passed_through_without_date_is_dated() {
+    // RFC 9110 §6.6.1: a recipient with a clock that caches a response without `Date` or
+    // forwards it downstream appends one, the time it arrived. The cache does so for what it
+    // fetches, and for what it passes through (another method, a `Range` request) alike; a
+    // `Date` the origin sent is kept.
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        if request.uri().path() == "/dated" {
+            Reply::Response(response(&[("date", "Sun, 31 Dec 2023 00:00:00 GMT")], "x"))
+        } else {
+            Reply::Response(response(&[], "x"))
+        }
+    });
+    let cache = cache(origin, &clock);
+    clock.advance(Duration::from_secs(5));
+    let post = Request::post("http://a.test/form")
+        .body(Bytes::new())
+        .unwrap();
+    let range = get("http://a.test/big", &[("range", "bytes=0-1")]);
+    for request in [post, range] {
+        let response = cache.serve(request).await.unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Pass)
+        );
+        assert_eq!(response.headers()["date"], "Mon, 01 Jan 2024 00:00:05 GMT");
+    }
+    let dated = get("http://a.test/dated", &[("range", "bytes=0-1")]);
+    let response = cache.serve(dated).await.unwrap();
+    assert_eq!(response.headers()["date"], "Sun, 31 Dec 2023 00:00:00 GMT");
+}
+
+#[tokio::test]
 async fn preconditions_only_the_origin_evaluates_reach_it() {
     // If-Match and If-Unmodified-Since are not the cache's to answer (RFC 9111 §4.3.2), and
     // stripping them would turn the origin's 412 into a 200: such requests pass through.

@@ -1110,6 +1110,7 @@ impl<O: Origin> Inner<O> {
             Ok(result) => result?,
             Err(_) => return Err(Error::Timeout(timeout)),
         };
+        date_if_undated(response.headers_mut(), self.clock.wall_time());
         response.extensions_mut().insert(CacheStatus::Pass);
         let member = member.forward_status(Some(response.status()));
         response.extensions_mut().insert(member);
