@@ -1674,6 +1674,24 @@ async fn a_host_field_naming_another_host_than_the_target_is_not_cached() {
     );
 }
 
+#[tokio::test]
+async fn a_target_with_userinfo_is_not_cached() {
+    // RFC 9110 §4.2.4: no sender puts userinfo in a target URI, and a recipient should treat
+    // it as an error. Keyed, `http://user@a.test/x` would be an entry of its own that a purge
+    // of `http://a.test/x` does not reach, served to whoever names that userinfo again.
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    for _ in 0..2 {
+        assert_eq!(
+            fetch(&cache, "http://user@a.test/x").await,
+            (CacheStatus::Pass, "x".into())
+        );
+    }
+    assert_eq!(cache.origin().calls(), 2);
+}
+
 /// A revalidation the origin answers with a representation the cache may not store (here
 /// `no-store`, as a 200, a 404 or a 304) replaces the stored one for good: the older one is
 /// dropped, so neither a client's `max-stale` nor a later origin failure within its

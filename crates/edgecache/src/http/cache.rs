@@ -51,7 +51,7 @@ pub enum CacheStatus {
     Miss,
     /// Sent to the origin without the cache taking part (other methods, `Range`, `If-Match`,
     /// `If-Unmodified-Since`, unreadable `Cache-Control`, a `Host` that is not the target's one
-    /// host, no host at all).
+    /// host, a target with userinfo, no host at all).
     Pass,
     /// Not stored here, but found fresh in the shared tier (feature `redis`), so the origin
     /// was not asked; now stored here too.
@@ -483,8 +483,9 @@ impl<O: Origin> HttpCache<O> {
     /// Requests with `Range` pass through: this cache does not store partial content. So do
     /// requests with `If-Match` or `If-Unmodified-Since`, which only the origin may evaluate,
     /// and requests whose `Host` is not one `host[:port]` (RFC 9110 §7.2) or names another
-    /// host than an absolute target, which no key could be sure to name the URL of, and
-    /// requests that name no host at all (origin form without `Host`), whose key would be
+    /// host than an absolute target, or whose target carries userinfo (an error, RFC 9110
+    /// §4.2.4), which no key could be sure to name the URL of, and requests that name no host
+    /// at all (origin form without `Host`), whose key would be
     /// their path alone, shared by every host.
     ///
     /// Every response it produces, but the 504 it makes up for `only-if-cached`, carries a

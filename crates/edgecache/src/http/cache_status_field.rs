@@ -33,7 +33,7 @@ pub(crate) enum Forward {
     Method,
     /// A request the cache does not handle: `Range`, `If-Match`, `If-Unmodified-Since`, an
     /// unreadable `Cache-Control`, a `Host` that is not one `host[:port]` or not the absolute
-    /// target's.
+    /// target's, a target with userinfo.
     Bypass,
 }
 

@@ -116,15 +116,24 @@ impl PrimaryKey {
     }
 }
 
-/// Whether the request names its host so that its key names only its own URL: at most one
-/// `Host` field, which is `uri-host [ ":" port ]` (RFC 9110 §7.2) and, beside a target in
-/// absolute form, names the target's host (RFC 9112 §3.2.2, RFC 9113 §8.3.1). A `Host` holding
+/// Whether the request names its host so that its key names only its own URL: a target
+/// without userinfo (RFC 9110 §4.2.4), at most one `Host` field, which is
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2) and, beside a target in absolute form, names the
+/// target's host (RFC 9112 §3.2.2, RFC 9113 §8.3.1). A `Host` holding
 /// `/` or `?` would splice a path into the key (`Host: a.test/admin` with target `/x` would be
 /// keyed as `a.test/admin/x`); and an origin may route by a `Host` the key does not hold, or
 /// by either of two. (A request naming no host at all is refused by the caller, from its key:
 /// [`PrimaryKey::names_a_host`].)
 #[cfg(feature = "tokio")]
 pub(crate) fn host_is_keyable(uri: &Uri, headers: &HeaderMap) -> bool {
+    // RFC 9110 §4.2.4: userinfo in a target is an error; keyed, it would make an entry of its
+    // own that no purge of the URL names.
+    if uri
+        .authority()
+        .is_some_and(|target| target.as_str().contains('@'))
+    {
+        return false;
+    }
     let mut lines = headers.get_all(HOST).iter();
     let host = match (lines.next(), lines.next()) {
         (None, _) => return true,
