@@ -134,7 +134,8 @@ impl ClusterNodes {
     }
 }
 
-/// Slots `first..=last` of a cluster and the address (`host:port`) of the master serving them.
+/// Slots `first..=last` of a cluster and the master serving them, named by its node id (or,
+/// from a server too old to send one, by its `host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SlotRange {
     pub(crate) first: u16,
@@ -143,8 +144,8 @@ pub(crate) struct SlotRange {
 }
 
 impl SlotRange {
-    /// One entry of a `CLUSTER SLOTS` reply: first and last slot, then the master's host and
-    /// port (then its id, and its replicas, unused here); `None` for anything else.
+    /// One entry of a `CLUSTER SLOTS` reply: first and last slot, then the master's host,
+    /// port and node id (then its replicas, unused here); `None` for anything else.
     fn parse(entry: &Value) -> Option<Self> {
         let Value::Array(fields) = entry else {
             return None;
@@ -157,19 +158,37 @@ impl SlotRange {
         let Some(Value::Array(master)) = fields.get(2) else {
             return None;
         };
-        let host = match master.first()? {
-            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
-            Value::SimpleString(host) => host.clone(),
-            _ => return None,
-        };
-        let Some(Value::Int(port)) = master.get(1) else {
+        if first > last {
             return None;
-        };
-        (first <= last).then(|| Self {
+        }
+        Some(Self {
             first,
             last,
-            master: format!("{host}:{port}"),
+            master: master_name(master)?,
         })
+    }
+}
+
+/// What names a master of a `CLUSTER SLOTS` entry: its node id, which stays the same however
+/// the node announces itself (a cluster announcing no endpoint sends a null host, meaning
+/// "where you asked"); `host:port` from a server that sends no id.
+fn master_name(master: &[Value]) -> Option<String> {
+    if let Some(id) = master.get(2).and_then(text) {
+        return Some(id);
+    }
+    let host = master.first().and_then(text)?;
+    let Some(Value::Int(port)) = master.get(1) else {
+        return None;
+    };
+    Some(format!("{host}:{port}"))
+}
+
+/// A reply's string, if it is one.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
     }
 }
 
@@ -407,6 +426,31 @@ mod tests {
         value
             .extract_error()
             .expect_err("an error line is an error")
+    }
+
+    /// A `CLUSTER SLOTS` entry: the range, then the master as host, port and node id.
+    fn slots_entry(first: i64, last: i64, host: Value, port: i64, id: &str) -> Value {
+        Value::Array(vec![
+            Value::Int(first),
+            Value::Int(last),
+            Value::Array(vec![host, Value::Int(port), Value::BulkString(id.into())]),
+        ])
+    }
+
+    /// A cluster announcing no endpoints (`cluster-preferred-endpoint-type unknown-endpoint`)
+    /// sends a null host, meaning "where you asked": its ranges still name their masters,
+    /// one apart from the other.
+    #[test]
+    fn a_slot_range_without_an_endpoint_still_names_its_master() {
+        let a = SlotRange::parse(&slots_entry(0, 99, Value::Nil, 7000, "id-a"))
+            .expect("a range with a null host is a range");
+        let b = SlotRange::parse(&slots_entry(100, 199, Value::Nil, 7001, "id-b"))
+            .expect("a range with a null host is a range");
+        assert_eq!((a.first, a.last, b.first, b.last), (0, 99, 100, 199));
+        assert_ne!(a.master, b.master);
+        let host = || Value::BulkString(b"127.0.0.1".to_vec());
+        let same = SlotRange::parse(&slots_entry(200, 299, host(), 7000, "id-a")).unwrap();
+        assert_eq!(same.master, a.master, "one master, however it is reached");
     }
 
     /// Every code the docs send to the failure policy goes there; every other answer about

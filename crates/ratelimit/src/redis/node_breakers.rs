@@ -14,6 +14,8 @@
 //! stale harms nothing lasting: a slot's checks answer to the breaker of the master it names,
 //! whose probe, sent where the cluster now places the slot, closes it again.
 
+use std::collections::HashMap;
+
 use infra_common::sync::atomic::{AtomicBool, Ordering};
 use infra_common::sync::{Arc, Mutex};
 
@@ -42,7 +44,8 @@ pub(crate) struct NodeBreakers {
 struct MasterRanges {
     first: u16,
     last: u16,
-    address: String,
+    /// The master's name in the map (see `SlotRange::master`).
+    master: String,
     breaker: Arc<Breaker>,
 }
 
@@ -91,24 +94,25 @@ impl NodeBreakers {
         }
     }
 
-    /// Installs the map the cluster told, keeping the breaker of every master still in it.
+    /// Installs the map the cluster told, keeping the breaker of every master still in it;
+    /// a master serving several ranges has one breaker for all of them.
     fn install(&self, ranges: Vec<SlotRange>) {
         let mut masters = self.masters.lock();
+        let mut breaker_of: HashMap<String, Arc<Breaker>> = masters
+            .drain(..)
+            .map(|known| (known.master, known.breaker))
+            .collect();
         let mut learned: Vec<MasterRanges> = ranges
             .into_iter()
             .map(|range| {
-                let breaker = masters
-                    .iter()
-                    .find(|known| known.address == range.master)
-                    .map_or_else(
-                        || Arc::new(Breaker::new(self.threshold, self.cool_down)),
-                        |known| Arc::clone(&known.breaker),
-                    );
+                let breaker = breaker_of
+                    .entry(range.master.clone())
+                    .or_insert_with(|| Arc::new(Breaker::new(self.threshold, self.cool_down)));
                 MasterRanges {
                     first: range.first,
                     last: range.last,
-                    address: range.master,
-                    breaker,
+                    breaker: Arc::clone(breaker),
+                    master: range.master,
                 }
             })
             .collect();
@@ -194,6 +198,24 @@ mod tests {
             &breakers.for_slot(Some(16_001)),
             &breakers.for_slot(None)
         ));
+    }
+
+    /// A master serving several ranges (as after a resharding) is one node with one breaker,
+    /// from the first map learned: its failures in one range open it for all of them.
+    #[test]
+    fn a_master_serving_several_ranges_has_one_breaker() {
+        let breakers = NodeBreakers::new(1, 100, true);
+        let learner = breakers.learner().expect("a cluster learns its map first");
+        learner.learned(vec![
+            range(0, 99, "a:1"),
+            range(100, 8_191, "b:2"),
+            range(8_192, 16_383, "a:1"),
+        ]);
+        let (low, high) = (breakers.for_slot(Some(5)), breakers.for_slot(Some(9_000)));
+        assert!(Arc::ptr_eq(&low, &high), "one breaker per master");
+        high.failed(0, None);
+        assert!(is_open(&breakers.for_slot(Some(5)), 1));
+        assert!(!is_open(&breakers.for_slot(Some(100)), 1));
     }
 
     #[test]
