@@ -16,11 +16,16 @@
 
 use std::collections::HashMap;
 
-use infra_common::sync::atomic::{AtomicBool, Ordering};
+use infra_common::sync::atomic::{AtomicU8, Ordering};
 use infra_common::sync::{Arc, Mutex};
 
 use super::breaker::Breaker;
 use super::connection::SlotRange;
+
+/// [`NodeBreakers::map`]: the slot map is to be learned.
+const STALE: u8 = 1;
+/// [`NodeBreakers::map`]: a check is learning the slot map.
+const LEARNING: u8 = 2;
 
 /// The breakers of a limiter's nodes.
 #[derive(Debug)]
@@ -33,8 +38,9 @@ pub(crate) struct NodeBreakers {
     /// Each master's slot ranges and breaker, as the cluster last told; always empty for a
     /// single server.
     masters: Mutex<Vec<MasterRanges>>,
-    /// Whether the next check should learn the slot map (again).
-    stale: AtomicBool,
+    /// [`STALE`]: the next check should learn the slot map (again); [`LEARNING`]: a check is
+    /// learning it. Apart, so that a failure while one learns starts no second learner.
+    map: AtomicU8,
     /// Whether the nodes are a cluster's masters, whose map there is to learn.
     cluster: bool,
 }
@@ -58,7 +64,7 @@ impl NodeBreakers {
             cool_down,
             unmapped: Arc::new(Breaker::new(threshold, cool_down)),
             masters: Mutex::new(Vec::new()),
-            stale: AtomicBool::new(cluster),
+            map: AtomicU8::new(if cluster { STALE } else { 0 }),
             cluster,
         }
     }
@@ -79,10 +85,12 @@ impl NodeBreakers {
     /// The one caller that should learn the slot map now, if it went stale: it installs
     /// the map through the guard, and the map is stale again if the guard is dropped without
     /// one (the cluster could not tell, or the check was cancelled). A check that finds the map
-    /// being learned writes nothing, so it cannot undo a learner's giving up.
+    /// being learned writes nothing, so it cannot undo a learner's giving up, and one failing
+    /// meanwhile only leaves the map stale for after the learner
+    /// (`a_failure_while_the_map_is_learned_starts_no_second_learner`).
     pub(crate) fn learner(&self) -> Option<Learner<'_>> {
-        self.stale
-            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+        self.map
+            .compare_exchange(STALE, LEARNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
             .then(|| Learner { breakers: self })
     }
@@ -90,7 +98,7 @@ impl NodeBreakers {
     /// A check could not reach its node: on a cluster, the map may have changed.
     pub(crate) fn mark_stale(&self) {
         if self.cluster {
-            self.stale.store(true, Ordering::Release);
+            self.map.fetch_or(STALE, Ordering::Release);
         }
     }
 
@@ -128,16 +136,20 @@ pub(crate) struct Learner<'a> {
 }
 
 impl Learner<'_> {
-    /// Installs the map the cluster told.
+    /// Installs the map the cluster told. A check that failed meanwhile left the map stale:
+    /// its failure may have come after the cluster answered, so the next check learns again.
     pub(crate) fn learned(self, ranges: Vec<SlotRange>) {
         self.breakers.install(ranges);
+        self.breakers.map.fetch_and(!LEARNING, Ordering::Release);
         std::mem::forget(self);
     }
 }
 
 impl Drop for Learner<'_> {
+    /// Gave up without a map: the next check learns it. No other learner could start
+    /// meanwhile, so nothing else is in the state to keep.
     fn drop(&mut self) {
-        self.breakers.mark_stale();
+        self.breakers.map.store(STALE, Ordering::Release);
     }
 }
 
@@ -218,6 +230,25 @@ mod tests {
         assert!(!is_open(&breakers.for_slot(Some(100)), 1));
     }
 
+    /// A check failing while another learns the map starts no second learner, whose older or
+    /// newer map could be installed last; the map is learned again once the first is done,
+    /// since the failure may have come after the cluster answered.
+    #[test]
+    fn a_failure_while_the_map_is_learned_starts_no_second_learner() {
+        let breakers = NodeBreakers::new(1, 100, true);
+        let learner = breakers.learner().expect("a cluster learns its map first");
+        breakers.mark_stale();
+        assert!(breakers.learner().is_none(), "one learner at a time");
+        learner.learned(vec![range(0, 16_383, "a:1")]);
+        let learner = breakers.learner().expect("stale again after the failure");
+        breakers.mark_stale();
+        drop(learner);
+        assert!(
+            breakers.learner().is_some(),
+            "a learner that gave up hands on"
+        );
+    }
+
     #[test]
     fn a_single_server_has_one_breaker_and_no_map_to_learn() {
         let breakers = NodeBreakers::new(1, 100, false);
@@ -231,8 +262,8 @@ mod tests {
     }
 }
 
-/// Model-checked: however checks race, at most one learns the slot map at a time, and a learner
-/// that gives up hands the learning on.
+/// Model-checked: however checks race and fail, at most one learns the slot map at a time, and a
+/// learner that gives up hands the learning on.
 ///
 /// `RUSTFLAGS="--cfg infra_loom" cargo test --release -p infra-ratelimit --features redis --lib
 /// node_breakers`.
@@ -252,6 +283,8 @@ mod loom_models {
                 .map(|_| {
                     let (breakers, learning) = (Arc::clone(&breakers), Arc::clone(&learning));
                     thread::spawn(move || {
+                        // This check failed before, maybe while the other learned.
+                        breakers.mark_stale();
                         if let Some(learner) = breakers.learner() {
                             let others = learning.fetch_add(1, Ordering::SeqCst);
                             assert_eq!(others, 0, "two learners at once");
