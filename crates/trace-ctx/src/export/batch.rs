@@ -637,8 +637,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
     /// Applies the batch span processor variables of OpenTelemetry's SDK environment
     /// specification that are set: `OTEL_BSP_SCHEDULE_DELAY` (milliseconds, at least 1),
     /// `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (each at least 1, the
-    /// batch at most the queue). A queue set smaller than the batch without
-    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` brings the batch down to it. `OTEL_BSP_EXPORT_TIMEOUT`
+    /// batch at most the queue). An `OTEL_BSP_MAX_QUEUE_SIZE` smaller than the batch, without
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, brings the batch down to it; unset variables leave
+    /// the settings made in code as they are. `OTEL_BSP_EXPORT_TIMEOUT`
     /// is not read: the processor does not cut an export short, and an exporter bounds its own
     /// requests (as [`OtlpExporter`](crate::OtlpExporter)'s `timeout` does).
     ///
@@ -680,8 +681,9 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
             let millis = otel_env::integer(SCHEDULE_DELAY, &value, 1..=u64::MAX, "milliseconds")?;
             self.scheduled_delay = Duration::from_millis(millis);
         }
-        if let Some(value) = otel_env::value(lookup, MAX_QUEUE_SIZE) {
-            self.max_queue_size = otel_env::count(MAX_QUEUE_SIZE, &value, 1)?;
+        let queue_from_env = otel_env::value(lookup, MAX_QUEUE_SIZE);
+        if let Some(value) = &queue_from_env {
+            self.max_queue_size = otel_env::count(MAX_QUEUE_SIZE, value, 1)?;
         }
         match otel_env::value(lookup, MAX_EXPORT_BATCH_SIZE) {
             Some(value) => {
@@ -697,8 +699,12 @@ impl<E: SpanBatchExporter> BatchSpanProcessorBuilder<E> {
                 }
             }
             // The specification's default batch (512) is only a default: a smaller queue
-            // asked for alone takes it down rather than failing the build.
-            None => self.max_batch_size = self.max_batch_size.min(self.max_queue_size),
+            // asked for alone takes it down rather than failing the build. Without the queue
+            // variable, the sizes set in code stay for the build to judge.
+            None if queue_from_env.is_some() => {
+                self.max_batch_size = self.max_batch_size.min(self.max_queue_size);
+            }
+            None => {}
         }
         Ok(self)
     }
@@ -835,6 +841,25 @@ mod tests {
             .unwrap();
         assert_eq!((builder.max_queue_size, builder.max_batch_size), (64, 8));
         assert_eq!(builder.scheduled_delay, Duration::from_secs(5));
+    }
+
+    /// With no variable set, settings made in code stay as they are, a batch larger than the
+    /// queue included: the build refuses it as it would without `from_lookup`.
+    #[test]
+    fn no_variable_set_leaves_a_batch_larger_than_the_queue_for_the_build_to_refuse() {
+        let builder = BatchSpanProcessor::builder(crate::MemoryExporter::new())
+            .max_queue_size(100)
+            .max_batch_size(200)
+            .from_lookup(|_| None)
+            .unwrap();
+        assert_eq!((builder.max_queue_size, builder.max_batch_size), (100, 200));
+        assert!(matches!(
+            builder.build(),
+            Err(ExportError::InvalidConfig {
+                setting: "max_batch_size",
+                ..
+            })
+        ));
     }
 
     /// A value that is not a count or a delay the processor can work with is an error naming
