@@ -146,10 +146,12 @@ impl Learner<'_> {
 }
 
 impl Drop for Learner<'_> {
-    /// Gave up without a map: the next check learns it. No other learner could start
-    /// meanwhile, so nothing else is in the state to keep.
+    /// Gave up without a map: the next check learns it. Stale first, then no longer
+    /// learning, so that no check can find the map neither stale nor being learned.
     fn drop(&mut self) {
-        self.breakers.map.store(STALE, Ordering::Release);
+        let map = &self.breakers.map;
+        map.fetch_or(STALE, Ordering::AcqRel);
+        map.fetch_and(!LEARNING, Ordering::AcqRel);
     }
 }
 
