@@ -138,7 +138,12 @@ pub(crate) struct Learner<'a> {
 impl Learner<'_> {
     /// Installs the map the cluster told. A check that failed meanwhile left the map stale:
     /// its failure may have come after the cluster answered, so the next check learns again.
+    /// A map of no slot at all (a reply none of whose entries could be read) tells nothing:
+    /// the breakers stay, open ones too, and the next check learns again.
     pub(crate) fn learned(self, ranges: Vec<SlotRange>) {
+        if ranges.is_empty() {
+            return;
+        }
         self.breakers.install(ranges);
         self.breakers.map.fetch_and(!LEARNING, Ordering::Release);
         std::mem::forget(self);
@@ -170,6 +175,25 @@ mod tests {
 
     fn is_open(breaker: &Breaker, now: u64) -> bool {
         matches!(breaker.pass(now), Pass::Open)
+    }
+
+    #[test]
+    fn an_empty_map_keeps_the_breakers_and_is_learned_again() {
+        let breakers = NodeBreakers::new(1, 100, true);
+        let learner = breakers.learner().expect("a cluster learns its map first");
+        learner.learned(vec![range(0, 16_383, "a:1")]);
+        let a = breakers.for_slot(Some(7));
+        a.failed(0, None);
+        breakers.mark_stale();
+        breakers
+            .learner()
+            .expect("stale after a failure")
+            .learned(Vec::new());
+        assert!(
+            Arc::ptr_eq(&a, &breakers.for_slot(Some(7))) && is_open(&a, 1),
+            "the open breaker is kept"
+        );
+        assert!(breakers.learner().is_some(), "still to learn");
     }
 
     #[test]

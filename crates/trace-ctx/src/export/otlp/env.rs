@@ -109,9 +109,9 @@ enum Keys {
 
 /// `key1=value1,key2=value2`, values (and, as `keys` says, keys) percent-decoded (the W3C
 /// Baggage syntax both variables use). Blank members are skipped; a member without `=`, with
-/// a key that is empty or blank (once decoded, where keys are), or with escapes that are malformed or decode to bytes that are not UTF-8 is an
-/// error: the specification calls a decoding failure an error, and a U+FFFD put in its place
-/// would send a value nobody wrote.
+/// a key that is empty or blank (once decoded, where keys are), or with escapes that are
+/// malformed or decode to bytes that are not UTF-8 is an error: the specification calls a
+/// decoding failure an error, and a U+FFFD put in its place would send a value nobody wrote.
 fn parse_pairs(
     name: &'static str,
     list: &str,
