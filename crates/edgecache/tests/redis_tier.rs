@@ -1196,3 +1196,27 @@ async fn a_record_written_before_a_purge_is_not_read_back_after_it() {
 
     assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_to_a_redis_that_hangs_are_bounded_not_queued() {
+    // No redis-server needed: the point is a Redis that hangs. Purges come as fast as
+    // clients send unsafe requests (each one a purge of its URL), so a hung Redis must not
+    // gather them without bound, each holding a blocking thread.
+    let (url, _holder) = silent_redis();
+    let tier = SharedTier::open(&url, Duration::from_secs(6)).unwrap();
+    let cache = HttpCache::builder(origin("fresh"), 64 << 20)
+        .clock(ManualClock::new())
+        .shared_tier(tier)
+        .build();
+    let purges: u64 = 200;
+    for index in 0..purges {
+        cache.purge_tag(&format!("t{index}"), PurgeMode::Hard);
+    }
+    // The first 64 wait on Redis for its timeout; the others are dropped and counted at once.
+    let stats = stats(&cache);
+    assert_eq!(
+        stats.purge_errors,
+        purges - 64,
+        "purges queued on a hung Redis: {stats:?}"
+    );
+}

@@ -101,9 +101,10 @@ const SUBSCRIBER_POLL: Duration = Duration::from_millis(250);
 const SUBSCRIBER_KEEPALIVE: Duration = Duration::from_secs(2);
 /// How long the subscriber waits before reconnecting after losing Redis.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
-/// The most reads, and separately the most writes, one cache has waiting on Redis at once:
-/// past that a read is skipped (a miss) and a write dropped, both counted as errors, so a Redis
-/// that hangs holds at most this many blocking threads (and record bodies) per kind.
+/// The most reads, and separately the most writes and the most purges, one cache has waiting
+/// on Redis at once: past that a read is skipped (a miss), a write dropped and a purge applied
+/// here only, each counted as an error, so a Redis that hangs holds at most this many blocking
+/// threads (and record bodies) per kind.
 pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 64;
 /// The first bytes of a purge message, with its version.
 const MESSAGE_MAGIC: &[u8; 3] = b"EP\x01";
@@ -212,7 +213,8 @@ pub struct SharedStats {
     pub write_errors: u64,
     /// Purges this cache deleted from Redis and published.
     pub purges_published: u64,
-    /// Purges that could not be published (Redis unreachable): applied here only.
+    /// Purges that could not be published (Redis unreachable, or too many already waiting on
+    /// it): applied here only.
     pub purge_errors: u64,
     /// Purges received from other edges and applied here.
     pub purges_applied: u64,
@@ -311,6 +313,7 @@ pub(crate) struct Shared {
     max_record_bytes: usize,
     reads_in_flight: Arc<AtomicUsize>,
     writes_in_flight: Arc<AtomicUsize>,
+    purges_in_flight: Arc<AtomicUsize>,
 }
 
 struct Scripts {
@@ -365,6 +368,7 @@ impl Shared {
             max_record_bytes,
             reads_in_flight: Arc::new(AtomicUsize::new(0)),
             writes_in_flight: Arc::new(AtomicUsize::new(0)),
+            purges_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let subscriber = Subscriber {
             client: shared.tier.client.clone(),
@@ -475,8 +479,13 @@ impl Shared {
     }
 
     /// Deletes what `target` covers from Redis and publishes it to the other edges: in the
-    /// background inside a tokio runtime, at once outside one.
+    /// background inside a tokio runtime, at once outside one. With [`MAX_CALLS_IN_FLIGHT`]
+    /// purges already waiting on Redis, it is dropped and counted as an error.
     pub(crate) fn publish(&self, target: &Target, mode: PurgeMode) {
+        let Some(slot) = Slot::take(&self.purges_in_flight) else {
+            self.counters.count(Event::PurgeError);
+            return;
+        };
         let message = encode_message(self.instance, target, mode);
         let channel = self.tier.channel();
         let (keys, tag) = match target {
@@ -506,6 +515,7 @@ impl Shared {
         let scripts = Arc::clone(&self.scripts);
         let counters = Arc::clone(&self.counters);
         let run = move || {
+            let _slot = slot;
             let script = if tag {
                 &scripts.purge_tag
             } else {
