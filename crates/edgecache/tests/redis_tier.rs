@@ -1220,3 +1220,35 @@ async fn purges_to_a_redis_that_hangs_are_bounded_not_queued() {
         "purges queued on a hung Redis: {stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_in_redis_lasts_no_longer_than_its_freshness_and_stale_windows() {
+    // An edge reads a record only while it is fresh; a validator allowance, which lets an
+    // edge's own store revalidate a response, would only keep a useless record in Redis.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+    let origin = TestOrigin::new(|_| {
+        Reply::Response(response(
+            &[
+                ("cache-control", "max-age=60, stale-while-revalidate=30"),
+                ("etag", "\"v1\""),
+            ],
+            "tagged",
+        ))
+    });
+    let cache = HttpCache::builder(origin, 16 << 20)
+        .clock(ManualClock::new())
+        .shared_tier(tier)
+        .build();
+    cache.serve(get(URL, &[])).await.unwrap();
+    poll_stats("the write", &cache, |s| s.writes == 1).await;
+    let left: u64 = server.command(&["PTTL", RECORD_KEY]).unwrap()[1..]
+        .parse()
+        .unwrap();
+    assert!(
+        (85_000..=90_000).contains(&left),
+        "kept {left} ms, past its 60 s lifetime and 30 s stale window"
+    );
+}

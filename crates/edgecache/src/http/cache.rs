@@ -1429,7 +1429,7 @@ impl<O: Origin> Inner<O> {
         // What a purge by URL reached during the fetch is not shared either.
         if purged == Purged::No {
             #[cfg(feature = "redis")]
-            self.write_shared(context.key, &stored, ttl, context.shared_epoch);
+            self.write_shared(context.key, &stored, context.shared_epoch);
         }
         Fetch {
             stored,
@@ -1689,12 +1689,18 @@ impl<O: Origin> Inner<O> {
     /// Writes a response just stored here to the shared tier, unless a purge has already
     /// reached it, or (Redis judges) reached the shared tier after the fetch read its purge
     /// `epoch`; a fetch that could not read it counts every purge Redis still remembers as
-    /// later.
+    /// later. Kept there until its last stale window ends, without the allowance for
+    /// revalidation [`Inner::keep_for`] adds: an edge reads a record only to serve it as it
+    /// is, never to revalidate it.
     #[cfg(feature = "redis")]
-    fn write_shared(&self, key: &PrimaryKey, stored: &Stored, ttl: Duration, epoch: Option<u64>) {
+    fn write_shared(&self, key: &PrimaryKey, stored: &Stored, epoch: Option<u64>) {
         let Some(shared) = &self.shared else {
             return;
         };
+        let ttl = stored
+            .freshness
+            .stale_horizon()
+            .saturating_sub(self.clock.elapsed_since(stored.stored_at));
         if self.purges.check(stored.generation, &stored.tags) != Purged::No {
             return;
         }
