@@ -46,8 +46,8 @@ pub const SHARED_READS_TOTAL: &str = "infra_edgecache_shared_reads_total";
 pub const SHARED_WRITES_TOTAL: &str = "infra_edgecache_shared_writes_total";
 /// Counter of broadcast purges, labelled `cache` and `outcome`.
 pub const PURGE_MESSAGES_TOTAL: &str = "infra_edgecache_purge_messages_total";
-/// Counter of purge subscriptions renewed after a loss (each marks what was stored stale),
-/// labelled `cache`.
+/// Counter of purge subscriptions made after a time without one: renewed after a loss, or
+/// first made after failed attempts (each marks what was stored stale), labelled `cache`.
 pub const PURGE_RESUBSCRIPTIONS_TOTAL: &str = "infra_edgecache_purge_resubscriptions_total";
 /// The label naming the cache instance.
 pub const CACHE_LABEL: &str = "cache";

@@ -1252,3 +1252,35 @@ async fn a_record_in_redis_lasts_no_longer_than_its_freshness_and_stale_windows(
         "kept {left} ms, past its 60 s lifetime and 30 s stale window"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_first_subscription_came_late_revalidates_what_it_stored_before() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    subscribed(&server, 1).await;
+    // b starts while Redis is out of its reach, and stores the URL on its own.
+    proxy.refuse_new(true);
+    let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
+    assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
+    // a's purge, published before b has ever subscribed, never reaches it.
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
+    poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
+    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
+
+    // Its first subscription, after failed attempts, cannot tell which purges b missed
+    // either: what it stored before is validated with the origin before its next use.
+    proxy.heal();
+    subscribed(&server, 2).await;
+    poll("b's copy to be revalidated", || {
+        let b = b.clone();
+        async move { serve(&b, "en").await.0 != CacheStatus::Hit }
+    })
+    .await;
+    assert_eq!(b.origin().calls(), 2);
+    assert_eq!(stats(&b).resubscriptions, 1);
+}

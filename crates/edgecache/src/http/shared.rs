@@ -221,9 +221,10 @@ pub struct SharedStats {
     pub purges_applied: u64,
     /// Messages on the purge channel that were not purges this crate wrote.
     pub invalid_messages: u64,
-    /// Times the subscriber subscribed again after losing its subscription. Purges published
-    /// in between are not replayed, so each time every response stored here until then was
-    /// marked stale, to be validated with the origin before its next use.
+    /// Times the subscriber subscribed after a time without a subscription: it lost one, or
+    /// its first attempts failed. Purges published in between are not replayed, so each time
+    /// every response stored here until then was marked stale, to be validated with the origin
+    /// before its next use.
     pub resubscriptions: u64,
 }
 
@@ -341,8 +342,9 @@ impl Drop for Shared {
 
 impl Shared {
     /// Links a cache to `tier` and starts its subscriber, which hands every purge another
-    /// edge publishes to `apply`, and calls `missed` each time it subscribes again after
-    /// losing its subscription (the purges published in between are lost).
+    /// edge publishes to `apply`, and calls `missed` each time it subscribes after a time
+    /// without a subscription: after losing one, or after failed first attempts (the purges
+    /// published in between are lost).
     pub(crate) fn start(
         tier: SharedTier,
         max_record_bytes: usize,
@@ -645,14 +647,18 @@ struct Subscriber {
 
 impl Subscriber {
     fn run(&self, apply: &impl Fn(&Target, PurgeMode), missed: &impl Fn()) {
-        let mut subscribed_before = false;
+        // Whether purges may have been published with no subscription here to hear them,
+        // while the cache was serving: after a lost subscription, and after a failed attempt,
+        // the first one included.
+        let mut unheard = false;
         while !self.stop.load(Ordering::Acquire) {
-            // Returns when the connection is lost; messages published until the next
-            // subscription are not seen.
-            if self.listen(apply, missed, &mut subscribed_before).is_err()
-                && !self.stop.load(Ordering::Acquire)
-            {
-                std::thread::sleep(RECONNECT_BACKOFF);
+            // Returns when the connection is lost, or could not be made; messages published
+            // until the next subscription are not seen.
+            if self.listen(apply, missed, &mut unheard).is_err() {
+                unheard = true;
+                if !self.stop.load(Ordering::Acquire) {
+                    std::thread::sleep(RECONNECT_BACKOFF);
+                }
             }
         }
     }
@@ -661,7 +667,7 @@ impl Subscriber {
         &self,
         apply: &impl Fn(&Target, PurgeMode),
         missed: &impl Fn(),
-        subscribed_before: &mut bool,
+        unheard: &mut bool,
     ) -> Result<(), RedisError> {
         let mut connection = self.client.get_connection_with_timeout(self.timeout)?;
         connection.set_write_timeout(Some(self.timeout))?;
@@ -669,7 +675,7 @@ impl Subscriber {
         pubsub.subscribe(&self.channel)?;
         // Purges published while there was no subscription are gone: what was stored until
         // now may be one of theirs. (Once subscribed: every later purge is seen.)
-        if std::mem::replace(subscribed_before, true) {
+        if std::mem::replace(unheard, false) {
             missed();
             self.counters.count(Event::Resubscribed);
         }
