@@ -1284,3 +1284,35 @@ async fn an_edge_whose_first_subscription_came_late_revalidates_what_it_stored_b
     assert_eq!(b.origin().calls(), 2);
     assert_eq!(stats(&b).resubscriptions, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_under_a_tag_key_leaves_no_record_a_purge_of_the_tag_misses() {
+    // Something else wrote a string where the tag's sorted set belongs: the records written
+    // with the tag cannot be listed there, so none is written, and a purge of the tag still
+    // deletes what it can and reaches the other edges.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tag_key = "edgecache:t:product-42";
+    assert_eq!(server.command(&["SET", tag_key, "foreign"]).unwrap(), "+OK");
+    let clock = ManualClock::new();
+    let a = edge(&server.url(), "from a", &clock);
+    assert_eq!(serve(&a, "en").await, (CacheStatus::Miss, "from a".into()));
+    poll_stats("a's write to end", &a, |s| {
+        s.writes + s.writes_refused + s.write_errors == 1
+    })
+    .await;
+    assert_eq!(stats(&a).write_errors, 1, "{:?}", stats(&a));
+    assert!(
+        !exists(&server, RECORD_KEY),
+        "a record was written that no purge of its tag lists"
+    );
+
+    a.purge_tag("product-42", PurgeMode::Hard);
+    poll_stats("a's purge to end", &a, |s| {
+        s.purges_published + s.purge_errors == 1
+    })
+    .await;
+    assert_eq!(stats(&a).purges_published, 1, "{:?}", stats(&a));
+    assert!(!exists(&server, tag_key));
+}

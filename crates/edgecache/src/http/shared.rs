@@ -52,7 +52,10 @@ return {epoch, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 /// the members already expired; each set is kept at least as long as the record. Unless its
 /// URL or one of its tags was purged after its fetch read the purge epoch `ARGV[3]` (their
 /// purge marks are `KEYS[2]` to `KEYS[2 + n]`, the `n` tags' sets the keys after them): the
-/// response may be from before that purge, so nothing is written, and the answer is 0.
+/// response may be from before that purge, so nothing is written, and the answer is 0. A
+/// tag's key holding something other than a sorted set is an error, checked before anything
+/// is written: the record could not be listed under the tag, and a purge of the tag would
+/// miss it (a script stopped by an error keeps what it wrote before).
 const WRITE: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -61,6 +64,12 @@ local tags = (#KEYS - 2) / 2
 for i = 2, tags + 2 do
   local purged = redis.call('GET', KEYS[i])
   if purged and tonumber(purged) > seen then return 0 end
+end
+for i = tags + 3, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'zset' and kind ~= 'none' then
+    return redis.error_reply('tag key holds a ' .. kind .. ', not a sorted set')
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local ttl = tonumber(ARGV[2])
@@ -73,9 +82,13 @@ return 1
 ";
 
 /// Deletes the records of a tag and the tag's set, advances the purge epoch (`KEYS[3]`) and
-/// marks the tag with it (kept `ARGV[3]` milliseconds), then publishes the purge.
+/// marks the tag with it (kept `ARGV[3]` milliseconds), then publishes the purge. A tag's key
+/// holding something other than a sorted set lists no records (a write refuses to add to it)
+/// and is deleted all the same: the purge still reaches the other edges.
 const PURGE_TAG: &str = r"
-for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', key) end
+if redis.call('TYPE', KEYS[1]).ok == 'zset' then
+  for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', key) end
+end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], redis.call('INCR', KEYS[3]), 'PX', ARGV[3])
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
