@@ -1689,18 +1689,14 @@ impl<O: Origin> Inner<O> {
     /// Writes a response just stored here to the shared tier, unless a purge has already
     /// reached it, or (Redis judges) reached the shared tier after the fetch read its purge
     /// `epoch`; a fetch that could not read it counts every purge Redis still remembers as
-    /// later. Kept there until its last stale window ends, without the allowance for
-    /// revalidation [`Inner::keep_for`] adds: an edge reads a record only to serve it as it
-    /// is, never to revalidate it.
+    /// later. Kept there only while it is fresh, not as long as [`Inner::keep_for`] keeps it
+    /// here: an edge reads a record only to serve it fresh, never stale or to revalidate it.
     #[cfg(feature = "redis")]
     fn write_shared(&self, key: &PrimaryKey, stored: &Stored, epoch: Option<u64>) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let ttl = stored
-            .freshness
-            .stale_horizon()
-            .saturating_sub(self.clock.elapsed_since(stored.stored_at));
+        let ttl = stored.freshness.lifetime().saturating_sub(self.age(stored));
         if self.purges.check(stored.generation, &stored.tags) != Purged::No {
             return;
         }

@@ -4,9 +4,8 @@
 //! Keys, under a namespace (default `edgecache`):
 //!
 //! - `<ns>:r:<primary key>`: the latest stored variant of a URL, a [`Record`], kept with
-//!   `PX` = the time it may still be served without revalidation (its stale windows
-//!   included; not the cache's allowance for revalidating, since a record read is never
-//!   revalidated).
+//!   `PX` = the time it stays fresh (an edge reads a record only to serve it fresh, so
+//!   neither its stale windows nor the cache's allowance for revalidating are kept).
 //! - `<ns>:t:<tag>`: a sorted set of the record keys written with that surrogate key, each
 //!   scored with the time (Redis's clock, in milliseconds) its record expires. Every write
 //!   prunes the members already expired, so the set holds only records that may still exist
