@@ -1317,3 +1317,46 @@ async fn a_foreign_value_under_a_tag_key_leaves_no_record_a_purge_of_the_tag_mis
     assert_eq!(stats(&a).purges_published, 1, "{:?}", stats(&a));
     assert!(!exists(&server, tag_key));
 }
+
+#[test]
+fn the_time_a_write_waits_for_a_blocking_thread_counts_in_the_records_age() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // One blocking thread, which the test keeps busy while a's write waits for it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let clock = ManualClock::new();
+        let a = edge(&server.url(), "from a", &clock);
+        let b = edge(&server.url(), "from b", &clock);
+        // a's fetch has read Redis and waits at its origin's closed gate...
+        a.origin().set_open(false);
+        let pending = fetch_held_at_origin(&a).await;
+        // ...when the blocking thread is taken: its answer's write waits 10 s for it.
+        let (release, busy) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::task::spawn_blocking(move || busy.recv());
+        a.origin().set_open(true);
+        assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "from a".into()));
+        clock.advance(Duration::from_secs(10));
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        poll_stats("a's write", &a, |s| s.writes == 1).await;
+
+        let response = b
+            .serve(get(URL, &[("accept-language", "en")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::SharedHit)
+        );
+        let age: u64 = response.headers()["age"].to_str().unwrap().parse().unwrap();
+        // 10 s, and a little more if this machine took over a second between write and read.
+        assert!((10..12).contains(&age), "read back {age} s old");
+    });
+}

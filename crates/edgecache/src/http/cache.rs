@@ -309,6 +309,7 @@ impl<O: Origin> HttpCacheBuilder<O> {
             super::shared::Shared::start(
                 tier,
                 max_record_bytes,
+                source.boxed(),
                 #[cfg(feature = "metrics")]
                 metrics.shared.clone(),
                 move |target, mode| match target {

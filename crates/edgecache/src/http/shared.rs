@@ -26,6 +26,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
+use infra_common::Clock;
 use infra_common::redis::{Connections, Script};
 use infra_common::sync::Arc;
 use infra_common::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -325,6 +326,8 @@ pub(crate) struct Shared {
     stop: Arc<AtomicBool>,
     instance: u64,
     max_record_bytes: usize,
+    /// The cache's clock, which measures how long a write waits for a blocking thread.
+    clock: Arc<Box<dyn Clock>>,
     reads_in_flight: Arc<AtomicUsize>,
     writes_in_flight: Arc<AtomicUsize>,
     purges_in_flight: Arc<AtomicUsize>,
@@ -360,6 +363,7 @@ impl Shared {
     pub(crate) fn start(
         tier: SharedTier,
         max_record_bytes: usize,
+        clock: Box<dyn Clock>,
         #[cfg(feature = "metrics")] metrics: crate::metrics::SharedMetrics,
         apply: impl Fn(&Target, PurgeMode) + Send + 'static,
         missed: impl Fn() + Send + 'static,
@@ -381,6 +385,7 @@ impl Shared {
             stop: Arc::new(AtomicBool::new(false)),
             instance: instance_id(),
             max_record_bytes,
+            clock: Arc::new(clock),
             reads_in_flight: Arc::new(AtomicUsize::new(0)),
             writes_in_flight: Arc::new(AtomicUsize::new(0)),
             purges_in_flight: Arc::new(AtomicUsize::new(0)),
@@ -463,7 +468,9 @@ impl Shared {
     }
 
     /// Writes `record` under `key` for `record.expires_in`, in the background, unless its URL
-    /// or one of its tags was purged after its fetch read the purge `epoch`.
+    /// or one of its tags was purged after its fetch read the purge `epoch`. The time the
+    /// write waits for a blocking thread is taken off the time Redis keeps it: the record ages
+    /// meanwhile, and its readers take its age from that time.
     pub(crate) fn write(&self, key: &PrimaryKey, record: &Record, epoch: u64) {
         let millis = u64::try_from(record.expires_in.as_millis()).unwrap_or(u64::MAX);
         if millis == 0 {
@@ -480,8 +487,16 @@ impl Shared {
         let tier = Arc::clone(&self.tier);
         let scripts = Arc::clone(&self.scripts);
         let counters = Arc::clone(&self.counters);
+        let clock = Arc::clone(&self.clock);
+        let queued = clock.now_nanos();
         drop(tokio::task::spawn_blocking(move || {
             let _slot = slot;
+            let waited = u64::try_from(clock.elapsed_since(queued).as_millis()).unwrap_or(u64::MAX);
+            let millis = millis.saturating_sub(waited);
+            if millis == 0 {
+                // It expired while it waited.
+                return;
+            }
             let written: Result<i64, _> =
                 tier.connections
                     .script(&scripts.write, &keys, (bytes, millis, epoch));
