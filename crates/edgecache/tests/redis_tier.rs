@@ -1338,8 +1338,8 @@ fn the_time_a_write_waits_for_a_blocking_thread_counts_in_the_records_age() {
         a.origin().set_open(false);
         let pending = fetch_held_at_origin(&a).await;
         // ...when the blocking thread is taken: its answer's write waits 10 s for it.
-        let (release, busy) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::task::spawn_blocking(move || busy.recv());
+        let (release, busy) = tokio::sync::oneshot::channel::<()>();
+        let blocker = tokio::task::spawn_blocking(move || busy.blocking_recv());
         a.origin().set_open(true);
         assert_eq!(pending.await.unwrap(), (CacheStatus::Miss, "from a".into()));
         clock.advance(Duration::from_secs(10));
