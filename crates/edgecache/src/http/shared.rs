@@ -168,7 +168,9 @@ impl SharedTier {
     }
 
     /// The prefix of every key and of the purge channel (default `edgecache`): edges that
-    /// share it share responses and purges.
+    /// share it share responses and purges. Keys are the namespace, `:` and a suffix, so a
+    /// namespace that is another followed by `:` and more (`shop` and `shop:t`) can name the
+    /// same keys as that other one: its purge epoch, for one, is the other's set of a tag.
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
