@@ -131,8 +131,9 @@ pub struct FailedClaim {
 ///
 /// Claiming is [`Drivers::claim`], a compare-and-swap on the driver's state version, so a
 /// driver is never matched twice however many matchers run at once. A driver found by several
-/// of the batch's queries is claimed at the newest version they saw (a version read before a
-/// state change that another query saw undone would lose the driver for nothing). When a
+/// of the batch's queries is claimed at the newest version they saw, whether or not the cost
+/// function ruled out their pairings (a version read before a state change that another query
+/// saw undone would lose the driver for nothing). When a
 /// claim is lost (another matcher won the driver, or it changed state since the query), that
 /// driver is dropped from the batch and the requests that lost their claims are **re-solved
 /// together** on their remaining candidates, excluding every driver this batch has claimed or
@@ -300,6 +301,15 @@ impl<C: Clock> BatchMatcher<C> {
                 .map_err(MatchError::Index)?;
             let mut mine: Vec<CandidateEdge> = Vec::with_capacity(found.len());
             for candidate in found {
+                // Every sighting counts towards the newest version, also one whose pairing the
+                // cost function rules out: the driver was seen available at that version all
+                // the same, and another request's claim of it must not go by an older one.
+                let next = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
+                let driver = *driver_numbers.entry(candidate.driver).or_insert(next);
+                match newest.get_mut(driver as usize) {
+                    Some(version) => *version = (*version).max(candidate.version),
+                    None => newest.push(candidate.version),
+                }
                 let Some(value) = cost(request, &candidate) else {
                     continue;
                 };
@@ -309,12 +319,6 @@ impl<C: Clock> BatchMatcher<C> {
                         driver: candidate.driver,
                         cost: value,
                     });
-                }
-                let next = u32::try_from(driver_numbers.len()).unwrap_or(u32::MAX);
-                let driver = *driver_numbers.entry(candidate.driver).or_insert(next);
-                match newest.get_mut(driver as usize) {
-                    Some(version) => *version = (*version).max(candidate.version),
-                    None => newest.push(candidate.version),
                 }
                 // A backend that names a driver twice for one request (the index never does)
                 // gets it counted once, at the cheaper cost: the solver takes one edge a pair.
@@ -649,6 +653,45 @@ mod tests {
                     seen_second.set(Some(candidate.version));
                 }
                 if request == 0 && !flipped.replace(true) {
+                    index
+                        .set_state(candidate.driver, DriverState::Offline)
+                        .unwrap();
+                    index
+                        .set_state(candidate.driver, DriverState::Available)
+                        .unwrap();
+                }
+                Some(candidate.distance_m)
+            })
+            .expect("valid batch");
+        assert_eq!(outcome.claims_lost, 0, "{outcome:?}");
+        assert_eq!(outcome.unmatched, [1]);
+        let matched = &outcome.matches[..];
+        assert_eq!(matched.len(), 1, "{outcome:?}");
+        assert_eq!(
+            (matched[0].request, matched[0].candidate.driver),
+            (0, DriverId(0))
+        );
+        assert_eq!(Some(matched[0].candidate.version), seen_second.get());
+        index.accept(&matched[0].claim).unwrap();
+    }
+
+    #[test]
+    fn a_newer_sighting_ruled_out_by_the_cost_function_still_sets_the_claimed_version() {
+        // As above, but request 1's cost function rules driver 0 out (say, the wrong side of
+        // a river): its query still saw the driver available at the newer version, so the
+        // batch claims request 0's driver at that version rather than lose it to request 0's
+        // older reading.
+        let index = index_with(&[(0.0, 0.001)]);
+        let requests = points(&[(0.0, 0.0), (0.0, 0.003)]);
+        let flipped = Cell::new(false);
+        let seen_second = Cell::new(None);
+        let outcome = matcher(BatchConfig::default())
+            .match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
+                if request == 1 {
+                    seen_second.set(Some(candidate.version));
+                    return None;
+                }
+                if !flipped.replace(true) {
                     index
                         .set_state(candidate.driver, DriverState::Offline)
                         .unwrap();
