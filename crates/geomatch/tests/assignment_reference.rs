@@ -41,6 +41,138 @@ fn instance(max_side: u32, max_cost: u32) -> impl Strategy<Value = Instance> {
     })
 }
 
+/// Costs across magnitudes: zeros and ties, small ones a half apart, and ones of 10^12 to
+/// 4 × 10^13 (with or without a few units on top). The small ones differ by more than the last
+/// digit of the largest (about 0.008), below which the solver may decide either way.
+// `prop_oneof!` expands to a std `Arc`, which the workspace clippy.toml bans outside
+// infra_common::sync; this is test code, not shared state.
+#[allow(clippy::disallowed_types)]
+fn mixed_cost() -> impl Strategy<Value = f64> + Clone {
+    prop_oneof![
+        Just(0.0),
+        (0u32..5).prop_map(f64::from),
+        (0u32..3).prop_map(|half| 1.0 + 0.5 * f64::from(half)),
+        (1u64..4).prop_map(|k| k as f64 * 1e12),
+        (1u64..4, 0u32..5).prop_map(|(k, units)| k as f64 * 1e13 + f64::from(units)),
+    ]
+}
+
+/// Costs that no float sum holds exactly: meters with decimals, tenths, and millions.
+#[allow(clippy::disallowed_types)]
+fn inexact_cost() -> impl Strategy<Value = f64> + Clone {
+    prop_oneof![
+        0.0f64..1_000.0,
+        1e6f64..1e7,
+        Just(0.1),
+        Just(0.2),
+        Just(0.3),
+    ]
+}
+
+/// Prices among and far above the inexact costs.
+#[allow(clippy::disallowed_types)]
+fn inexact_price() -> impl Strategy<Value = f64> {
+    prop_oneof![0.0f64..2_000.0, Just(0.3), Just(1e9), Just(1e15)]
+}
+
+/// A random instance as [`instance`], its costs drawn from `cost`.
+fn instance_of<S>(max_side: u32, cost: S) -> impl Strategy<Value = Instance>
+where
+    S: Strategy<Value = f64> + Clone + 'static,
+{
+    (0..=max_side, 0..=max_side).prop_flat_map(move |(requests, drivers)| {
+        let pairs = (requests * drivers) as usize;
+        proptest::collection::vec(proptest::option::weighted(0.6, cost.clone()), pairs).prop_map(
+            move |costs| {
+                let edges = costs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, cost)| {
+                        let at = u32::try_from(at).expect("small");
+                        cost.map(|cost| Edge {
+                            request: at / drivers,
+                            driver: at % drivers,
+                            cost,
+                        })
+                    })
+                    .collect();
+                Instance {
+                    requests,
+                    drivers,
+                    edges,
+                }
+            },
+        )
+    })
+}
+
+/// The instance with only its requests that have an edge, renumbered in order: what a
+/// solve's quality counts.
+fn requests_with_edges(instance: &Instance) -> Instance {
+    let mut with: Vec<u32> = instance.edges.iter().map(|edge| edge.request).collect();
+    with.sort_unstable();
+    with.dedup();
+    let edges = instance
+        .edges
+        .iter()
+        .map(|edge| Edge {
+            request: u32::try_from(with.binary_search(&edge.request).expect("listed"))
+                .expect("small"),
+            ..*edge
+        })
+        .collect();
+    Instance {
+        requests: u32::try_from(with.len()).expect("small"),
+        drivers: instance.drivers,
+        edges,
+    }
+}
+
+/// The least cost over the assignments of most matches, by exhaustive search: the optimum at
+/// any price above every sum of costs.
+fn cheapest_maximum_matching(instance: &Instance) -> (usize, f64) {
+    fn go(
+        instance: &Instance,
+        request: u32,
+        used: &mut Vec<bool>,
+        matched: usize,
+        cost: f64,
+        best: &mut (usize, f64),
+    ) {
+        if request == instance.requests {
+            if matched > best.0 || (matched == best.0 && cost < best.1) {
+                *best = (matched, cost);
+            }
+            return;
+        }
+        go(instance, request + 1, used, matched, cost, best);
+        for edge in instance.edges.iter().filter(|edge| edge.request == request) {
+            if !used[edge.driver as usize] {
+                used[edge.driver as usize] = true;
+                go(
+                    instance,
+                    request + 1,
+                    used,
+                    matched + 1,
+                    cost + edge.cost,
+                    best,
+                );
+                used[edge.driver as usize] = false;
+            }
+        }
+    }
+    let mut best = (0, 0.0);
+    go(
+        instance,
+        0,
+        &mut vec![false; instance.drivers as usize],
+        0,
+        0.0,
+        &mut best,
+    );
+    best
+}
+
 fn cost_of(instance: &Instance, request: u32, driver: u32) -> Option<f64> {
     instance
         .edges
@@ -314,5 +446,65 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_048))]
+
+    /// Prices far above any matching's total are solved as an infinite price, and ones a
+    /// little above as twice the sum of the costs (paths the integer instances above never
+    /// take): both give the cheapest maximum matching, with zeros, ties and costs of 10^13
+    /// beside ones of a few units.
+    #[test]
+    fn a_price_above_every_sum_gives_the_cheapest_maximum_matching_across_magnitudes(
+        instance in instance_of(5, mixed_cost()),
+        unmatched_cost in proptest::sample::select(vec![f64::MAX, 1e300, 1e18, 2e14]),
+    ) {
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let best = graph.solve_within(unmatched_cost, WorkBudget::Unlimited).expect("valid");
+        objective(&instance, &best, unmatched_cost);
+        prop_assert_eq!((best.len(), best.total_cost()), cheapest_maximum_matching(&instance));
+    }
+
+    /// At prices among the costs, from zero to 3 × 10^13, the optimum across magnitudes.
+    #[test]
+    fn solve_matches_exhaustive_search_across_magnitudes(
+        instance in instance_of(5, mixed_cost()),
+        unmatched_cost in proptest::sample::select(vec![0.0, 0.5, 2.0, 1e12, 3e13]),
+    ) {
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let best = graph.solve_within(unmatched_cost, WorkBudget::Unlimited).expect("valid");
+        let (expected, _) = exhaustive(&instance, unmatched_cost);
+        prop_assert_eq!(objective(&instance, &best, unmatched_cost), expected);
+    }
+
+    /// With costs whose sums round, a budgeted solve's lower bound (lowered by its rounding
+    /// allowance) is still at most the optimum, and the exact solve is the optimum to a
+    /// rounding.
+    #[test]
+    fn a_budgeted_bound_holds_when_sums_round(
+        instance in instance_of(6, inexact_cost()),
+        unmatched_cost in inexact_price(),
+        budget in 0u64..=40,
+    ) {
+        let graph = CandidateGraph::new(instance.requests, instance.drivers, &instance.edges)
+            .expect("valid instance");
+        let budgeted = graph
+            .solve_within(unmatched_cost, WorkBudget::Scans(budget))
+            .expect("valid penalty");
+        let quality = *budgeted.quality().expect("solve states its quality");
+        let (optimum, _) = exhaustive(&requests_with_edges(&instance), unmatched_cost);
+        // An optimal result states its own objective, rounded as that sum is.
+        prop_assert!(
+            quality.optimal || quality.lower_bound <= optimum,
+            "bound {} above the optimum {optimum}: {quality:?}", quality.lower_bound
+        );
+        let exact = graph.solve_within(unmatched_cost, WorkBudget::Unlimited).expect("valid");
+        let (expected, _) = exhaustive(&instance, unmatched_cost);
+        let found = objective(&instance, &exact, unmatched_cost);
+        prop_assert!(found <= expected + 1e-9 * expected.max(1.0), "{found} vs {expected}");
     }
 }
