@@ -5,7 +5,9 @@
 //! them it derives a price multiplier per cell:
 //!
 //! 1. **Window.** The window of length `window` is cut into `slices` equal slices, one
-//!    bucket of counts each. An event recorded at time t (nanoseconds on the clock) belongs to
+//!    bucket of counts each: `slice_length` is `window / slices` rounded down to a whole
+//!    nanosecond, so the window spans `slices × slice_length`, up to `slices - 1` nanoseconds
+//!    less than `window`. An event recorded at time t (nanoseconds on the clock) belongs to
 //!    slice `t / slice_length` and is counted while the current slice is less than `slices`
 //!    slices later; at the start of slice `t / slice_length + slices` it leaves the window.
 //!    Only `slices` buckets exist, so memory does not grow with time.
@@ -147,7 +149,8 @@ impl std::error::Error for SurgeError {}
 ///
 /// The curve starts at (ratio 0, multiplier 1): between it and the first point, and between
 /// two points, the multiplier is interpolated linearly, so it never jumps; beyond the last
-/// point it stays at the last point's multiplier. A first point at ratio 0 applies from 0.
+/// point it stays at the last point's multiplier. A first point at ratio 0 applies from 0 (a
+/// step up from the 1 of a cell without demand).
 /// The result is never more than the cap (test `the_curve_interpolates_from_one_to_its_points`). Points must have strictly increasing, non-negative ratios and non-decreasing
 /// multipliers of at least 1, so the multiplier never decreases as demand grows.
 ///
@@ -1241,6 +1244,25 @@ mod tests {
     /// A clock corrected back by an hour, far more than the window: the surge counts and reads
     /// on at once, the events from before the step with the rest, and every event leaves the
     /// window after a window of the clock's forward movement, wherever it was recorded.
+    #[test]
+    fn a_window_of_uneven_slices_spans_its_whole_slices() {
+        // 10 ns in 3 slices: slices of 3 ns, a window of 9 ns.
+        let config = SurgeConfig {
+            window: Duration::from_nanos(10),
+            slices: 3,
+            ..SurgeConfig::default()
+        };
+        let (surge, clock) = surge(config);
+        let cell = LatLng::new(LAT, LNG)
+            .expect("valid")
+            .to_cell(Resolution::Eight);
+        surge.record_demand_in(cell).expect("valid");
+        clock.set(Duration::from_nanos(8));
+        assert_eq!(surge.counts(cell).demand, 1);
+        clock.set(Duration::from_nanos(9));
+        assert_eq!(surge.counts(cell).demand, 0);
+    }
+
     #[test]
     fn after_a_clock_steps_back_the_window_slides_on_at_once() {
         // Two slices of 10 s.
