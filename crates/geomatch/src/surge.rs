@@ -1065,6 +1065,37 @@ mod tests {
     }
 
     #[test]
+    fn smoothing_at_every_pentagon_at_the_coarsest_and_finest_resolutions() {
+        for resolution in [Resolution::Zero, Resolution::Fifteen] {
+            for pentagon in resolution.pentagons() {
+                let (surge, _) = surge(SurgeConfig {
+                    resolution,
+                    ..SurgeConfig::default()
+                });
+                let neighbours: Vec<CellIndex> = pentagon
+                    .grid_disk::<Vec<_>>(1)
+                    .into_iter()
+                    .filter(|&cell| cell != pentagon)
+                    .collect();
+                assert_eq!(neighbours.len(), 5, "{pentagon}");
+                for _ in 0..5 {
+                    surge.record_demand_in(pentagon).expect("valid");
+                }
+                for &neighbour in &neighbours {
+                    surge.record_supply_in(neighbour).expect("valid");
+                }
+                // Demand 5 against supply 5 × 0.5: a ratio of 2, half way from 1 to 2.
+                assert_eq!(surge.multiplier(pentagon), 1.5, "{pentagon}");
+                let listed: Vec<CellIndex> =
+                    surge.snapshot().iter().map(|cell| cell.cell).collect();
+                for cell in neighbours.iter().chain([&pentagon]) {
+                    assert!(listed.contains(cell), "{pentagon}: {cell} not listed");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn smoothing_lifts_the_neighbours_of_a_hot_cell() {
         let (surge, _) = surge(SurgeConfig::default());
         let hot = surge.record_supply(at(LAT, LNG)).expect("valid");
