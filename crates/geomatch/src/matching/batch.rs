@@ -31,7 +31,11 @@ pub struct BatchConfig {
     /// Candidate drivers per request: the `k` of each request's nearest-driver query
     /// (default 8). Only these edges enter the assignment, which is what keeps a batch of
     /// thousands of requests fast; an assignment is optimal *on these edges* (when its work
-    /// budget suffices, see [`BatchConfig::work_budget`]).
+    /// budget suffices, see [`BatchConfig::work_budget`]). Requests crowded at one spot (a
+    /// stadium gate) share their nearest drivers: a batch serves no more of them than they
+    /// have distinct candidates (`candidates`, for requests at one point), and leaves the
+    /// rest unmatched though free drivers wait just beyond; batch those again (their queries
+    /// then find the drivers beyond) or raise this for hot spots.
     pub candidates: usize,
     /// The price of leaving a request unmatched, in cost units (default 1e9). The assignment
     /// minimises the matched costs plus this price per unmatched request; a price above the
@@ -635,6 +639,46 @@ mod tests {
             .map(|m| (m.request, m.candidate.driver))
             .collect();
         assert_eq!(pairs, [(0, DriverId(1)), (1, DriverId(2))]);
+    }
+
+    #[test]
+    fn requests_at_one_spot_share_their_k_candidates_and_the_next_batch_serves_the_rest() {
+        // Four riders at one gate, six free drivers along the road, two candidates each: every
+        // rider's query names the same two drivers, so the batch serves two riders and leaves
+        // two for the next batch, whose queries find the drivers beyond.
+        let index = index_with(&[
+            (0.0, 0.001),
+            (0.0, 0.002),
+            (0.0, 0.003),
+            (0.0, 0.004),
+            (0.0, 0.005),
+            (0.0, 0.006),
+        ]);
+        let gate = points(&[(0.0, 0.0); 4]);
+        let matcher = matcher(BatchConfig {
+            candidates: 2,
+            ..BatchConfig::default()
+        });
+        let first = matcher
+            .match_batch(&index, &gate, &Filter::any())
+            .expect("valid batch");
+        assert_eq!((first.matches.len(), first.unmatched.len()), (2, 2));
+        let left: Vec<Point> = first
+            .unmatched
+            .iter()
+            .map(|&request| gate[request])
+            .collect();
+        let second = matcher
+            .match_batch(&index, &left, &Filter::any())
+            .expect("valid batch");
+        let mut drivers: Vec<DriverId> = second
+            .matches
+            .iter()
+            .map(|matched| matched.candidate.driver)
+            .collect();
+        drivers.sort_unstable();
+        assert_eq!(drivers, [DriverId(2), DriverId(3)]);
+        assert!(second.unmatched.is_empty());
     }
 
     #[test]
