@@ -373,7 +373,10 @@ fn a_dead_masters_breaker_opens_while_the_live_masters_keys_are_decided() {
         Quota::new(2, Duration::from_secs(36_000)).unwrap(),
         RedisOptions::default()
             .policy(FailurePolicy::Error)
-            .timeout(Duration::from_millis(500))
+            // A live master's check right after a timeout waits for a new cluster client,
+            // which gives the dead master a quarter of this to connect: room enough for the
+            // live check on a loaded machine.
+            .timeout(Duration::from_secs(2))
             .circuit_breaker(2, cool_down)
             .deny_cache_capacity(0),
         clock.clone(),
