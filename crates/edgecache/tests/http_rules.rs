@@ -437,6 +437,26 @@ fn rows() -> Vec<Row> {
         ),
         with_request(
             row(
+                "9111 §5.2.1.1 request max-age given twice, once unreadable: that one counts as 0",
+                &[(cc, "max-age=60")],
+                3,
+                Ok(()),
+                REVALIDATE,
+            ),
+            &[(cc, "max-age=5, max-age=x")],
+        ),
+        with_request(
+            row(
+                "9111 §5.2.1.1 request max-age unreadable, then given: the unreadable one counts as 0",
+                &[(cc, "max-age=60")],
+                3,
+                Ok(()),
+                REVALIDATE,
+            ),
+            &[(cc, "max-age=x, max-age=5")],
+        ),
+        with_request(
+            row(
                 "9111 §5.2.1.3 min-fresh not met",
                 &[(cc, "max-age=60")],
                 40,
@@ -966,7 +986,16 @@ fn a_list_in_age_counts_its_first_member() {
     assert_eq!(initial_age_with(&[" 30 ,5"]), Duration::from_secs(30));
     assert_eq!(initial_age_with(&["40", "50"]), Duration::from_secs(40));
     assert_eq!(initial_age_with(&["x, 20"]), Duration::ZERO);
-    assert_eq!(initial_age_with(&[", 20"]), Duration::ZERO);
+}
+
+#[test]
+fn empty_members_of_an_age_list_are_not_its_first_member() {
+    // RFC 9110 §5.6.1.2: a recipient ignores empty list elements (what a sender that merged
+    // field lines carelessly leaves), so the first member is the first one with a value.
+    assert_eq!(initial_age_with(&[", 20"]), Duration::from_secs(20));
+    assert_eq!(initial_age_with(&[" , ,7, 9"]), Duration::from_secs(7));
+    assert_eq!(initial_age_with(&["", "20"]), Duration::from_secs(20));
+    assert_eq!(initial_age_with(&[",", ""]), Duration::ZERO);
 }
 
 #[test]

@@ -128,6 +128,9 @@ enum Duplicate {
     Invalidate,
     /// The smaller value wins.
     Smaller,
+    /// The smaller value wins, an invalid one counting as zero: a bound whose unreadable
+    /// value is read as zero, so the outcome does not hang on which of the two came first.
+    SmallerInvalidAsZero,
     /// The larger value wins.
     Larger,
 }
@@ -207,7 +210,11 @@ impl CacheControl {
         match name.as_str() {
             "max-age" => {
                 merge_delta(&mut self.max_age, &value, Duplicate::Invalidate);
-                merge_delta(&mut self.request_max_age, &value, Duplicate::Smaller);
+                merge_delta(
+                    &mut self.request_max_age,
+                    &value,
+                    Duplicate::SmallerInvalidAsZero,
+                );
             }
             "s-maxage" => merge_delta(&mut self.s_maxage, &value, Duplicate::Invalidate),
             "min-fresh" => merge_delta(&mut self.min_fresh, &value, Duplicate::Larger),
@@ -446,14 +453,14 @@ fn merge_delta(slot: &mut Option<Delta>, value: &Value, duplicate: Duplicate) {
         (None, new) => new,
         (Some(Delta::Invalid), _) => Delta::Invalid,
         (Some(old @ Delta::Seconds(_)), Delta::Invalid) => match duplicate {
-            Duplicate::Invalidate => Delta::Invalid,
+            Duplicate::Invalidate | Duplicate::SmallerInvalidAsZero => Delta::Invalid,
             // An unreadable duplicate of a window or bound adds nothing restrictive.
             Duplicate::Smaller | Duplicate::Larger => old,
         },
         (Some(Delta::Seconds(old)), Delta::Seconds(new)) => match duplicate {
             Duplicate::Invalidate if old != new => Delta::Invalid,
             Duplicate::Invalidate => Delta::Seconds(old),
-            Duplicate::Smaller => Delta::Seconds(old.min(new)),
+            Duplicate::Smaller | Duplicate::SmallerInvalidAsZero => Delta::Seconds(old.min(new)),
             Duplicate::Larger => Delta::Seconds(old.max(new)),
         },
     });

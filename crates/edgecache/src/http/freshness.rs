@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{AGE, DATE, EXPIRES, LAST_MODIFIED};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::cache_control::{CacheControl, Delta, MaxStale};
 
@@ -404,19 +404,22 @@ fn corrected_initial_age(
         .unwrap_or_default();
     // §5.1: Age is delta-seconds; an unreadable one is ignored, and of a list only the first
     // member counts (a cache "SHOULD use the first member ..., discarding subsequent ones").
-    let age_value = headers
-        .get(AGE)
-        .and_then(|value| value.to_str().ok())
-        .map_or(Duration::ZERO, |text| {
-            Duration::from_secs(parse_age(first_member(text)).seconds_or_zero())
-        });
+    let age_value = first_member(headers.get_all(AGE).iter()).map_or(Duration::ZERO, |text| {
+        Duration::from_secs(parse_age(text).seconds_or_zero())
+    });
     let corrected_age_value = age_value.saturating_add(response_delay);
     apparent_age.max(corrected_age_value)
 }
 
-/// The first member of a list field value, without the whitespace around it.
-fn first_member(text: &str) -> &str {
-    text.split(',').next().unwrap_or_default().trim()
+/// The first member of a list field's lines, without the whitespace around it: empty
+/// members are skipped, as RFC 9110 §5.6.1.2 has a recipient ignore them. `None` if there is
+/// none, or the line holding it is not text.
+fn first_member<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> Option<&'a str> {
+    lines
+        .flat_map(|line| line.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|member| !member.is_empty())
+        .and_then(|member| std::str::from_utf8(member).ok())
 }
 
 fn parse_age(text: &str) -> Delta {
