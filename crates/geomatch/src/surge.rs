@@ -1272,9 +1272,6 @@ mod tests {
         }
     }
 
-    /// A clock corrected back by an hour, far more than the window: the surge counts and reads
-    /// on at once, the events from before the step with the rest, and every event leaves the
-    /// window after a window of the clock's forward movement, wherever it was recorded.
     #[test]
     fn a_window_of_uneven_slices_spans_its_whole_slices() {
         // 10 ns in 3 slices: slices of 3 ns, a window of 9 ns.
@@ -1294,6 +1291,9 @@ mod tests {
         assert_eq!(surge.counts(cell).demand, 0);
     }
 
+    /// A clock corrected back by an hour, far more than the window: the surge counts and reads
+    /// on at once, the events from before the step with the rest, and every event leaves the
+    /// window after a window of the clock's forward movement, wherever it was recorded.
     #[test]
     fn after_a_clock_steps_back_the_window_slides_on_at_once() {
         // Two slices of 10 s.
