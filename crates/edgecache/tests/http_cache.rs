@@ -454,6 +454,21 @@ async fn a_successful_unsafe_method_invalidates_the_url() {
     assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
 }
 
+#[tokio::test]
+async fn an_unsafe_request_whose_target_has_userinfo_invalidates_the_url_without_it() {
+    // RFC 9110 §4.2.4: userinfo names no other resource (a target with it is an error, and
+    // the origin acts on the URL without it), so the unsafe request changed what is stored
+    // for `http://a.test/u` (§4.4).
+    let clock = ManualClock::new();
+    let origin =
+        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
+    let cache = cache(origin, &clock);
+    fetch(&cache, "http://a.test/u").await;
+    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Hit);
+    send_unsafe(&cache, http::Method::POST, "http://user:pw@a.test/u").await;
+    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
+}
+
 /// An origin's script: a GET is answered "old" (once the gate opens), any other method at
 /// once with status `code` and `fields`.
 fn unsafe_method_script(

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use http::header::{HOST, VARY};
+use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 /// The most field names a `Vary` may list for the response to be stored.
@@ -11,7 +12,7 @@ pub const MAX_VARY_FIELDS: usize = 16;
 
 /// The primary cache key: the request method and the target URI without its scheme, the host
 /// lower-cased (it is case-insensitive, RFC 3986 §6.2.2.1) and without a default port (`:80`,
-/// `:443`, RFC 9110 §4.2.3), and the path and query kept as they are. A request in origin form (no authority in the URI) takes its host from `Host`.
+/// `:443`, RFC 9110 §4.2.3) and without userinfo, and the path and query kept as they are. A request in origin form (no authority in the URI) takes its host from `Host`.
 ///
 /// The scheme is not part of the key, since a request in origin form does not carry it: a
 /// cache that fronts both `http` and `https` for one host must tell them apart itself (for
@@ -39,7 +40,7 @@ impl PrimaryKey {
     /// The key of a request.
     pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
         let host = match uri.authority() {
-            Some(authority) => normalised_host(authority.as_str(), uri.scheme_str()),
+            Some(authority) => normalised_host(without_userinfo(authority), uri.scheme_str()),
             None => headers
                 .get(HOST)
                 .and_then(|value| value.to_str().ok())
@@ -105,7 +106,7 @@ impl PrimaryKey {
         } else {
             let uri = Uri::try_from(value).ok()?;
             uri.scheme()?;
-            if normalised_host(uri.authority()?.as_str(), uri.scheme_str()) != host {
+            if normalised_host(without_userinfo(uri.authority()?), uri.scheme_str()) != host {
                 return None;
             }
             uri.path_and_query()
@@ -150,6 +151,14 @@ pub(crate) fn host_is_keyable(uri: &Uri, headers: &HeaderMap) -> bool {
         normalised_host(target.as_str(), uri.scheme_str())
             == normalised_host(host.as_str(), uri.scheme_str())
     })
+}
+
+/// `authority`'s `host[:port]`: userinfo names no other resource (RFC 9110 §4.2.4 makes it an
+/// error in a target, which the origin serves as the URL without it), so an unsafe request
+/// with it invalidates, and a purge with it purges, the URL without it.
+fn without_userinfo(authority: &Authority) -> &str {
+    let text = authority.as_str();
+    text.rsplit_once('@').map_or(text, |(_, host)| host)
 }
 
 /// `authority` lower-cased, without an empty port or the default port of `scheme` (RFC 9110
