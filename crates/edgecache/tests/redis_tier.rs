@@ -312,6 +312,55 @@ async fn a_get_a_head_showed_outdated_is_not_read_back_from_redis() {
     );
 }
 
+/// RFC 9111 §4.3.5: a HEAD answer for the stored GET's representation whose fields say it may
+/// not be stored (here `no-store`) drops that GET; its copy in Redis, fresh as it was, must
+/// not then be read back in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_a_head_answer_dropped_is_not_read_back_from_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|_: &http::Request<bytes::Bytes>| {
+        Reply::Response(response(
+            &[("cache-control", "max-age=600"), ("etag", "\"v1\"")],
+            "old",
+        ))
+    });
+    let tier = SharedTier::open(&server.url(), Duration::from_secs(2)).unwrap();
+    let cache = HttpCache::builder(origin, 16 << 20)
+        .clock(clock.clone())
+        .shared_tier(tier)
+        .build();
+    cache.serve(get(URL, &[])).await.unwrap();
+    poll_stats("the write", &cache, |s| s.writes == 1).await;
+    cache
+        .origin()
+        .set_script(|request: &http::Request<bytes::Bytes>| {
+            let body = if request.method() == http::Method::HEAD {
+                ""
+            } else {
+                "new"
+            };
+            Reply::Response(response(
+                &[("cache-control", "no-store"), ("etag", "\"v1\"")],
+                body,
+            ))
+        });
+    let mut head = get(URL, &[("cache-control", "no-cache")]);
+    *head.method_mut() = http::Method::HEAD;
+    cache.serve(head).await.unwrap();
+
+    let response = cache.serve(get(URL, &[])).await.unwrap();
+    assert_eq!(
+        response.body(),
+        "new",
+        "{:?}",
+        response.extensions().get::<CacheStatus>()
+    );
+    assert_eq!(cache.origin().calls(), 3);
+}
+
 /// RFC 9111 §5.2.1.5: a cache stores no part of a response to a `no-store` request. A record
 /// read from Redis for one is served but not kept in the edge's own store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

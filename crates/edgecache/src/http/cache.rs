@@ -1317,10 +1317,26 @@ impl<O: Origin> Inner<O> {
                 let kept = self.keep(&get_context, updated).kept;
                 if !kept && request_may_store(context.request_headers, &context.request_cc) {
                     self.drop_superseded(&get_key, stored, context.generation);
+                    #[cfg(feature = "redis")]
+                    self.refuse_older_shared_records(&get_key);
                 }
             } else {
                 stored.marked_stale.store(true, Ordering::Release);
             }
+        }
+    }
+
+    /// Has a read of the shared tier refuse the records of `key`'s URL generated until now: a
+    /// GET dropped while fresh still has its copy in Redis, fresh too, which the next miss
+    /// would read back in its place. Recorded as a soft purge of the URL
+    /// here only: nothing stored is removed or marked by it, and a fetch of the URL already
+    /// under way stores its answer marked stale, to be validated before its use.
+    #[cfg(feature = "redis")]
+    fn refuse_older_shared_records(&self, key: &PrimaryKey) {
+        if self.shared.is_some() {
+            let now = self.clock.now_nanos();
+            self.purges
+                .purge_url(key.target(), PurgeMode::Soft, now, || ());
         }
     }
 
