@@ -681,12 +681,12 @@ mod tests {
         assert!(second.unmatched.is_empty());
     }
 
-    #[test]
-    fn a_driver_seen_again_after_a_state_flip_is_claimed_at_its_newer_version() {
-        // Request 0 finds driver 0 at 111 m; the driver then goes offline and comes back
-        // (a new version) before request 1's query finds it at 222 m. The assignment gives it
-        // to request 0, found at the older version: the batch holds a newer one for the same
-        // driver, and claims with that rather than losing the driver to itself.
+    /// Request 0 finds driver 0 at 111 m; the driver then goes offline and comes back (a new
+    /// version) before request 1's query finds it at 222 m, where the cost function prices
+    /// the pairing if `second_priced`, else rules it out. The assignment gives the driver to
+    /// request 0, found at the older version: the batch holds a newer one for the same driver
+    /// either way, and claims with that rather than losing the driver to itself.
+    fn claimed_at_the_newer_sighting(second_priced: bool) {
         let index = index_with(&[(0.0, 0.001)]);
         let requests = points(&[(0.0, 0.0), (0.0, 0.003)]);
         let flipped = Cell::new(false);
@@ -695,6 +695,9 @@ mod tests {
             .match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
                 if request == 1 {
                     seen_second.set(Some(candidate.version));
+                    if !second_priced {
+                        return None;
+                    }
                 }
                 if request == 0 && !flipped.replace(true) {
                     index
@@ -720,42 +723,15 @@ mod tests {
     }
 
     #[test]
+    fn a_driver_seen_again_after_a_state_flip_is_claimed_at_its_newer_version() {
+        claimed_at_the_newer_sighting(true);
+    }
+
+    /// Request 1's cost function rules driver 0 out (say, the wrong side of a river): its
+    /// query still saw the driver available at the newer version.
+    #[test]
     fn a_newer_sighting_ruled_out_by_the_cost_function_still_sets_the_claimed_version() {
-        // As above, but request 1's cost function rules driver 0 out (say, the wrong side of
-        // a river): its query still saw the driver available at the newer version, so the
-        // batch claims request 0's driver at that version rather than lose it to request 0's
-        // older reading.
-        let index = index_with(&[(0.0, 0.001)]);
-        let requests = points(&[(0.0, 0.0), (0.0, 0.003)]);
-        let flipped = Cell::new(false);
-        let seen_second = Cell::new(None);
-        let outcome = matcher(BatchConfig::default())
-            .match_batch_by(&index, &requests, &Filter::any(), |request, candidate| {
-                if request == 1 {
-                    seen_second.set(Some(candidate.version));
-                    return None;
-                }
-                if !flipped.replace(true) {
-                    index
-                        .set_state(candidate.driver, DriverState::Offline)
-                        .unwrap();
-                    index
-                        .set_state(candidate.driver, DriverState::Available)
-                        .unwrap();
-                }
-                Some(candidate.distance_m)
-            })
-            .expect("valid batch");
-        assert_eq!(outcome.claims_lost, 0, "{outcome:?}");
-        assert_eq!(outcome.unmatched, [1]);
-        let matched = &outcome.matches[..];
-        assert_eq!(matched.len(), 1, "{outcome:?}");
-        assert_eq!(
-            (matched[0].request, matched[0].candidate.driver),
-            (0, DriverId(0))
-        );
-        assert_eq!(Some(matched[0].candidate.version), seen_second.get());
-        index.accept(&matched[0].claim).unwrap();
+        claimed_at_the_newer_sighting(false);
     }
 
     /// An index that misbehaves as a backend might: its claims run but their answers are lost
