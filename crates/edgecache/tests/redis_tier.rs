@@ -804,6 +804,29 @@ async fn purges_reach_an_edge_again_once_it_has_reconnected_to_redis() {
     assert_eq!(b.origin().calls(), 2);
 }
 
+/// Edge `a` purges the URL while `b`, which stores it, is cut off from Redis behind `proxy`:
+/// `b` still serves its copy. Once the proxy heals and `b` subscribes, `b` validates that copy
+/// with the origin before serving it again.
+async fn missed_purge_is_made_up_by_revalidation(
+    server: &RedisServer,
+    proxy: &FaultProxy,
+    a: &HttpCache<TestOrigin>,
+    b: &HttpCache<TestOrigin>,
+) {
+    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
+        .expect("an absolute URI");
+    poll_stats("a to publish", a, |s| s.purges_published == 1).await;
+    assert_eq!(serve(b, "en").await.0, CacheStatus::Hit);
+    proxy.heal();
+    subscribed(server, 2).await;
+    poll("b's copy to be revalidated", || {
+        let b = b.clone();
+        async move { serve(&b, "en").await.0 != CacheStatus::Hit }
+    })
+    .await;
+    assert_eq!(b.origin().calls(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
     let Some(server) = RedisServer::start() else {
@@ -823,23 +846,11 @@ async fn an_edge_that_subscribes_again_revalidates_what_it_stored_before() {
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
     poll_stats("b's write", &b, |s| s.writes == 1).await;
 
-    // b loses Redis; a's purge, published meanwhile, never reaches it.
+    // b loses Redis; a's purge, published meanwhile, never reaches it. Once subscribed
+    // again, b cannot tell which purges it missed: what it stored before is validated with
+    // the origin before its next use.
     cut_b_off(&proxy, &server).await;
-    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
-        .expect("an absolute URI");
-    poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
-    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
-
-    // Once subscribed again, b cannot tell which purges it missed: what it stored before is
-    // validated with the origin before its next use.
-    proxy.heal();
-    subscribed(&server, 2).await;
-    poll("b's copy to be revalidated", || {
-        let b = b.clone();
-        async move { serve(&b, "en").await.0 != CacheStatus::Hit }
-    })
-    .await;
-    assert_eq!(b.origin().calls(), 2);
+    missed_purge_is_made_up_by_revalidation(&server, &proxy, &a, &b).await;
     assert_eq!(stats(&b).purges_applied, 0);
     assert_eq!(stats(&b).resubscriptions, 1);
     #[cfg(feature = "metrics")]
@@ -1316,22 +1327,10 @@ async fn an_edge_whose_first_subscription_came_late_revalidates_what_it_stored_b
     proxy.refuse_new(true);
     let b = edge(&format!("redis://{}", proxy.addr()), "from b", &clock);
     assert_eq!(serve(&b, "en").await, (CacheStatus::Miss, "from b".into()));
-    // a's purge, published before b has ever subscribed, never reaches it.
-    a.purge_url(&Uri::from_static(URL), PurgeMode::Hard)
-        .expect("an absolute URI");
-    poll_stats("a to publish", &a, |s| s.purges_published == 1).await;
-    assert_eq!(serve(&b, "en").await.0, CacheStatus::Hit);
-
-    // Its first subscription, after failed attempts, cannot tell which purges b missed
-    // either: what it stored before is validated with the origin before its next use.
-    proxy.heal();
-    subscribed(&server, 2).await;
-    poll("b's copy to be revalidated", || {
-        let b = b.clone();
-        async move { serve(&b, "en").await.0 != CacheStatus::Hit }
-    })
-    .await;
-    assert_eq!(b.origin().calls(), 2);
+    // a's purge, published before b has ever subscribed, never reaches it. Its first
+    // subscription, after failed attempts, cannot tell which purges b missed either: what it
+    // stored before is validated with the origin before its next use.
+    missed_purge_is_made_up_by_revalidation(&server, &proxy, &a, &b).await;
     assert_eq!(stats(&b).resubscriptions, 1);
 }
 
