@@ -6,6 +6,10 @@
 //! - `geomatch/knn`: the 10 nearest drivers to a random point in the city. rstar walks
 //!   `nearest_neighbor_iter` for 10 items; kiddo answers `nearest_n(10)` from an immutable tree
 //!   (it is the peer for queries only).
+//! - `geomatch/knn_stream`: the same query, each point new, from a stream of 2^20 points:
+//!   spread uniformly over the city (`uniform`: the worst case for anything keyed by place), or
+//!   around 20 hot spots, most within a kilometer of one (`hotspots`: riders as a city has
+//!   them). `knn` cycles through 4,096 points, whose places a cache remembers after a pass.
 //! - `geomatch/concurrent`: one thread updating and one thread querying at once, `iters` of
 //!   each; the time is the wall time of both. rstar's tree sits behind a read-write lock.
 //!
@@ -38,6 +42,9 @@ const WEST: f64 = -74.15;
 const LAT_SPAN: f64 = 50_000.0 / 111_195.0;
 const LNG_SPAN: f64 = 50_000.0 / (111_195.0 * 0.759_3);
 const QUERIES: usize = 4_096;
+/// Points in each stream of `geomatch/knn_stream`.
+const STREAM: usize = 1 << 20;
+const HOT_SPOTS: usize = 20;
 const K: usize = 10;
 
 /// A small deterministic generator, so every run and every peer sees the same inputs.
@@ -292,6 +299,66 @@ fn knn(c: &mut Criterion, world: &World, index: &Index, rtree: &RTree<[f64; 2]>)
     group.finish();
 }
 
+/// `STREAM` query points, each new: uniform over the city, or around hot spots.
+fn streams() -> [(&'static str, Vec<(f64, f64)>); 2] {
+    let mut rng = SplitMix(7);
+    let uniform = (0..STREAM)
+        .map(|_| (SOUTH + rng.unit() * LAT_SPAN, WEST + rng.unit() * LNG_SPAN))
+        .collect();
+    // Spots in the inner 80 % of the city; a point's offset in each axis is a sum of three
+    // uniform draws of ±1 km, so most points are within a kilometer of their spot.
+    let spots: Vec<(f64, f64)> = (0..HOT_SPOTS)
+        .map(|_| {
+            (
+                SOUTH + (0.1 + 0.8 * rng.unit()) * LAT_SPAN,
+                WEST + (0.1 + 0.8 * rng.unit()) * LNG_SPAN,
+            )
+        })
+        .collect();
+    let offset_m = |rng: &mut SplitMix| (0..3).map(|_| 2_000.0 * rng.unit() - 1_000.0).sum::<f64>();
+    let hotspots = (0..STREAM)
+        .map(|_| {
+            let (lat, lng) = spots[(rng.next() % HOT_SPOTS as u64) as usize];
+            (
+                lat + offset_m(&mut rng) / 111_195.0,
+                lng + offset_m(&mut rng) / (111_195.0 * 0.759_3),
+            )
+        })
+        .collect();
+    [("uniform", uniform), ("hotspots", hotspots)]
+}
+
+fn knn_stream(c: &mut Criterion, world: &World, index: &Index) {
+    let mut group = c.benchmark_group("geomatch/knn_stream");
+    let filter = Filter::any();
+    let rtree_3d = world.rtree_3d();
+    for (name, points) in streams() {
+        let mut q = 0;
+        group.bench_function(format!("infra/{name}"), |b| {
+            b.iter(|| {
+                let (lat, lng) = points[q % STREAM];
+                q += 1;
+                black_box(
+                    index
+                        .nearest(Point::new(lat, lng).expect("in the city"), K, &filter)
+                        .expect("valid query"),
+                );
+            });
+        });
+        let mut q = 0;
+        group.bench_function(format!("rstar/3d/{name}"), |b| {
+            b.iter(|| {
+                let (lat, lng) = points[q % STREAM];
+                q += 1;
+                for neighbour in rtree_3d.nearest_neighbor_iter(spherical(lat, lng)).take(K) {
+                    black_box(neighbour);
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 /// One thread runs `writer` and another `reader`, `iters` times each; the wall time of both.
 fn writer_and_reader(
     iters: u64,
@@ -402,6 +469,7 @@ fn main() {
     };
     update(&mut c, &world, &index, &mut rtree, &mut tracker);
     knn(&mut c, &world, &index, &rtree);
+    knn_stream(&mut c, &world, &index);
     concurrent(&mut c, &world, &index, rtree, &mut tracker);
     c.final_summary();
 }

@@ -132,10 +132,17 @@ fn within_limit(byte: u8) -> usize {
     }
 }
 
+/// The locator's sizes: none, one slot that every square shares (its guess mostly wrong),
+/// and a few that squares share less often. The default's 2^18 slots would make each run
+/// mostly the table's allocation.
+const LOCATOR_SLOTS: [usize; 3] = [0, 1, 64];
+
 #[derive(Debug, Arbitrary)]
 struct Input {
     /// `RESOLUTIONS[resolution % 5]`.
     resolution: u8,
+    /// `LOCATOR_SLOTS[locator % 3]`.
+    locator: u8,
     ops: Vec<FuzzOp>,
 }
 
@@ -240,7 +247,12 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let resolution = RESOLUTIONS[usize::from(input.resolution) % RESOLUTIONS.len()];
-    if let Err(disagreement) = run(Config::default().resolution(resolution).shards(4), &ops) {
+    let locator_slots = LOCATOR_SLOTS[usize::from(input.locator) % LOCATOR_SLOTS.len()];
+    let config = Config::default()
+        .resolution(resolution)
+        .shards(4)
+        .locator_slots(locator_slots);
+    if let Err(disagreement) = run(config, &ops) {
         panic!("{disagreement}");
     }
 });

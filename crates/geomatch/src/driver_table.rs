@@ -47,7 +47,7 @@ impl<V: Copy, S: BuildHasher> DriverTable<V, S> {
     }
 
     /// How many places the table has, which its memory follows.
-    #[cfg(test)]
+    #[cfg(all(test, not(infra_loom)))]
     pub(crate) fn capacity(&self) -> usize {
         self.places.len()
     }

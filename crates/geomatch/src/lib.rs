@@ -52,6 +52,7 @@ mod drivers;
 mod error;
 mod geo;
 mod index;
+mod locator;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod partition;

@@ -114,6 +114,9 @@ struct Scenario {
     radius_m: f64,
     class: Option<u8>,
     min_capacity: u8,
+    /// The index's locator: the default, none, or one slot that every square shares, whose
+    /// guess is whatever cell was found last, anywhere.
+    locator_slots: usize,
 }
 
 // `prop_oneof!` expands to a std `Arc`, which the workspace clippy.toml bans outside
@@ -129,8 +132,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             1 => Just(Resolution::Ten),
             1 => Just(Resolution::Four),
         ],
+        prop_oneof![
+            2 => Just(Config::default().locator_slot_count()),
+            1 => Just(0),
+            1 => Just(1),
+        ],
     )
-        .prop_flat_map(|(anchor, spread, resolution)| {
+        .prop_flat_map(|(anchor, spread, resolution, locator_slots)| {
             (
                 proptest::collection::vec(driver(anchor, spread), 0..200),
                 near(anchor, spread * 1.5),
@@ -148,6 +156,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         radius_m,
                         class,
                         min_capacity,
+                        locator_slots,
                     }
                 })
         })
@@ -164,7 +173,8 @@ fn build(s: &Scenario) -> Index<ManualClock> {
         Config::default()
             .resolution(s.resolution)
             .staleness(WINDOW)
-            .shards(8),
+            .shards(8)
+            .locator_slots(s.locator_slots),
         clock.clone(),
     )
     .unwrap();
@@ -425,6 +435,7 @@ fn cluster_scenario() -> impl Strategy<Value = Scenario> {
                         radius_m,
                         class,
                         min_capacity,
+                        locator_slots: Config::default().locator_slot_count(),
                     }
                 })
         })
