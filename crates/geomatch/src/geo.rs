@@ -1053,4 +1053,150 @@ mod tests {
             }
         }
     }
+
+    /// `unit` as the index takes a query point: degrees, then a unit vector and H3's cell.
+    fn as_point(u: &Unit) -> Point {
+        let ll = lat_lng_of(u);
+        Point::new(ll.lat().clamp(-90.0, 90.0), ll.lng().clamp(-180.0, 180.0)).unwrap()
+    }
+
+    /// Fails unless every cell of `candidates` that `surely_contains` a point of `points`
+    /// is the cell H3 gives that point.
+    fn check_sure_points(res: Resolution, candidates: &[CellIndex], points: &[Point]) {
+        for &cell in candidates {
+            let geometry = CellGeometry::of(cell);
+            for &p in points {
+                if geometry.surely_contains(&p.unit()) {
+                    assert_eq!(p.cell(res), cell, "({}, {}) at {res}", p.lat(), p.lng());
+                }
+            }
+        }
+    }
+
+    /// Points on and just off `cell`'s vertices and edges, and its center.
+    fn outline_points(cell: CellIndex) -> Vec<Point> {
+        let vertices: Vec<Unit> = cell.boundary().iter().map(|v| unit_of(*v)).collect();
+        let mut points = vec![as_point(&unit_of(LatLng::from(cell)))];
+        for (i, a) in vertices.iter().enumerate() {
+            let b = &vertices[(i + 1) % vertices.len()];
+            for t in [0.0, 1e-9, 0.25, 0.5, 0.999_999] {
+                if let Some(u) = normalized([
+                    a[0] + t * (b[0] - a[0]),
+                    a[1] + t * (b[1] - a[1]),
+                    a[2] + t * (b[2] - a[2]),
+                ]) {
+                    points.push(as_point(&u));
+                }
+            }
+        }
+        points
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// What the locator offers `surely_contains` is any point whose square shares a slot
+        /// with the guessed cell's: a point anywhere, not only near the cell. Whatever cell it
+        /// is asked about (the point's own, its neighbours two rings out, a far point's), a
+        /// cell that surely contains a point is H3's cell of it: points anywhere, near the
+        /// poles and the antimeridian, on cell vertices and edges, at every resolution.
+        #[test]
+        fn a_sure_point_is_in_the_cell_wherever_it_lies(p in anywhere_or_where_it_wraps(), q in anywhere(), res in 0u8..=15) {
+            let res = Resolution::try_from(res).unwrap();
+            let own = p.cell(res);
+            let mut candidates: Vec<CellIndex> = own.grid_disk_safe(2).collect();
+            candidates.push(q.cell(res));
+            let mut points = vec![p, q];
+            for &cell in &candidates[..7.min(candidates.len())] {
+                points.extend(outline_points(cell));
+            }
+            check_sure_points(res, &candidates, &points);
+        }
+    }
+
+    /// The poles, the antimeridian at exactly ±180, and every pentagon with the cells two
+    /// rings around it, at every resolution: points on their outlines and the special points
+    /// against every cell around.
+    #[test]
+    fn sure_points_hold_at_poles_antimeridian_and_pentagons() {
+        let mut special = Vec::new();
+        for lng in [-180.0, -179.999_999, -90.0, 0.0, 45.0, 179.999_999, 180.0] {
+            special.push(Point::new(90.0, lng).unwrap());
+            special.push(Point::new(-90.0, lng).unwrap());
+        }
+        for lat in [-89.999_999, -60.0, -1e-12, 0.0, 33.3, 89.999_999] {
+            special.push(Point::new(lat, 180.0).unwrap());
+            special.push(Point::new(lat, -180.0).unwrap());
+        }
+        for res in 0..=15u8 {
+            let res = Resolution::try_from(res).unwrap();
+            let mut candidates: Vec<CellIndex> = Vec::new();
+            for p in &special {
+                candidates.extend(p.cell(res).grid_disk_safe(1));
+            }
+            for pentagon in res.pentagons() {
+                candidates.extend(pentagon.grid_disk_safe(2));
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            let mut points = special.clone();
+            for &cell in &candidates {
+                points.extend(outline_points(cell));
+            }
+            // Each cell against the points near it (all pairs would be quadratic).
+            for &cell in &candidates {
+                let center = unit_of(LatLng::from(cell));
+                let near: Vec<Point> = points
+                    .iter()
+                    .copied()
+                    .filter(|p| chord2(&p.unit(), &center) < 0.5)
+                    .collect();
+                check_sure_points(res, &[cell], &near);
+            }
+        }
+    }
+
+    /// Cells on and beside the edges of the icosahedron's faces, where H3 changes the face it
+    /// projects on and a hexagon's edges bend: points along each face edge (between two of
+    /// the twelve pentagon centers of resolution 0 a face's side apart), and the outlines of
+    /// the cells around them, against every cell two rings around, at every resolution.
+    #[test]
+    fn sure_points_hold_along_icosahedron_edges() {
+        let vertices: Vec<Unit> = Resolution::Zero
+            .pentagons()
+            .map(|cell| unit_of(LatLng::from(cell)))
+            .collect();
+        let mut along = Vec::new();
+        for (i, a) in vertices.iter().enumerate() {
+            for b in &vertices[i + 1..] {
+                // Neighbouring vertices of an icosahedron are about 63.4° apart.
+                if angle(a, b) > 1.2 {
+                    continue;
+                }
+                for t in [0.05, 0.23, 0.5, 0.77] {
+                    along.push(
+                        normalized([
+                            a[0] + t * (b[0] - a[0]),
+                            a[1] + t * (b[1] - a[1]),
+                            a[2] + t * (b[2] - a[2]),
+                        ])
+                        .unwrap(),
+                    );
+                }
+            }
+        }
+        assert_eq!(along.len(), 30 * 4, "an icosahedron has 30 edges");
+        for res in 0..=15u8 {
+            let res = Resolution::try_from(res).unwrap();
+            for u in &along {
+                let p = as_point(u);
+                let candidates: Vec<CellIndex> = p.cell(res).grid_disk_safe(2).collect();
+                let mut points = vec![p];
+                for &cell in &candidates {
+                    points.extend(outline_points(cell));
+                }
+                check_sure_points(res, &candidates, &points);
+            }
+        }
+    }
 }

@@ -2035,6 +2035,72 @@ mod tests {
         }
     }
 
+    /// The locator's guesses worldwide, at every resolution: at the poles, on the antimeridian
+    /// at exactly ±180, at and beside pentagons, on cell vertices and edge midpoints, and far
+    /// from the guess. Every cell two rings around each point has a bucket (so each guess is
+    /// checked by geometry, not refused for want of a bucket), and whichever of them, or a far
+    /// cell, the one slot holds, a query starts from H3's cell.
+    #[test]
+    fn any_guess_gives_the_cell_h3_gives_worldwide_at_every_resolution() {
+        let mut seed = 0x5EED_u64;
+        let mut unit = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for res in Resolution::range(Resolution::Zero, Resolution::Fifteen) {
+            let mut points = vec![
+                Point::new(90.0, 0.0).unwrap(),
+                Point::new(90.0, 180.0).unwrap(),
+                Point::new(-90.0, -180.0).unwrap(),
+                Point::new(-90.0, 33.0).unwrap(),
+                Point::new(12.5, 180.0).unwrap(),
+                Point::new(12.5, -180.0).unwrap(),
+                Point::new(-71.0, 180.0).unwrap(),
+                Point::new(0.0, 0.0).unwrap(),
+            ];
+            for _ in 0..6 {
+                points.push(Point::new(180.0 * unit() - 90.0, 360.0 * unit() - 180.0).unwrap());
+            }
+            for pentagon in res.pentagons().take(4) {
+                points.push(center(pentagon));
+                for vertex in pentagon.boundary().iter() {
+                    points.push(Point::new(vertex.lat(), vertex.lng()).unwrap());
+                }
+            }
+            let vertex_of = points[12].cell(res).boundary()[0];
+            points.push(Point::new(vertex_of.lat(), vertex_of.lng()).unwrap());
+            let index = Index::new(Config::default().resolution(res).locator_slots(1)).unwrap();
+            let mut guesses = Vec::new();
+            let mut id = 0;
+            for p in &points {
+                for cell in p.cell(res).grid_disk_safe(2) {
+                    if index.cell_shard(cell).read().contains_key(&cell) {
+                        continue;
+                    }
+                    id += 1;
+                    index
+                        .insert(DriverId(id), center(cell), DriverProfile::default())
+                        .unwrap();
+                    guesses.push(cell);
+                }
+            }
+            for p in &points {
+                let h3 = p.cell(res);
+                let far = guesses.iter().copied().step_by(37);
+                for guess in h3.grid_disk_safe(2).chain(far) {
+                    index.locator.remember(*p, guess);
+                    assert_eq!(
+                        index.origin(*p, &p.unit()),
+                        h3,
+                        "({}, {}) at {res}, guess {guess}",
+                        p.lat(),
+                        p.lng()
+                    );
+                }
+            }
+        }
+    }
+
     /// The driver table's entry, as the memory figures in BENCHMARKS.md count it: the id, the
     /// cell (whose zero the empty place takes), the slot and the two addresses.
     #[test]
