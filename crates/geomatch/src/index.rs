@@ -177,6 +177,8 @@ impl Config {
     /// any other query asks H3, as every query does without a locator. Answers are the same
     /// either way. A city of 2,500 km² at resolution 9 has about 82,000 squares on the
     /// equator and about 107,000 at 40° of latitude: give a fleet spread wider more slots.
+    /// The table is allocated and zeroed when the index is built (2 MiB by default): an
+    /// application building many small indexes may want fewer slots, or none.
     ///
     /// ```
     /// use infra_geomatch::{Config, Index};

@@ -66,7 +66,11 @@ impl Locator {
     /// Remembers that `point` lies in `cell`, in place of what its slot held.
     #[inline]
     pub(crate) fn remember(&self, point: Point, cell: CellIndex) {
-        if let Some(slot) = self.slot(point) {
+        if let Some(slot) = self.slot(point)
+            && slot.load(Ordering::Relaxed) != u64::from(cell)
+        {
+            // Written only when it changes: threads finding the same cells keep reading the
+            // slot's line from their own caches rather than taking it from each other.
             slot.store(u64::from(cell), Ordering::Relaxed);
         }
     }
