@@ -11,7 +11,7 @@ use infra_common::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use infra_common::sync::{RwLock, RwLockReadGuard};
 use infra_common::{Clock, RandomState, SystemClock};
 
-use crate::best::{Best, Found, least_first};
+use crate::best::{Best, CoarseFound, Found, least_first};
 use crate::driver::{STATE_BITS, STATE_MASK};
 use crate::driver_table::DriverTable;
 use crate::geo::{
@@ -1806,9 +1806,8 @@ struct Nearest<'a, C> {
     reach: Reach,
     /// The squared chord of the worst of the best once there are `k`, else the reach's.
     worst_chord2: f64,
-    /// One bucket's drivers within reach by the coarse look (the bits of the local squared
-    /// chord, slot), reused.
-    nearer: Vec<(u32, usize)>,
+    /// One bucket's drivers within reach by the coarse look, reused.
+    nearer: Vec<CoarseFound>,
 }
 
 impl<'a, C: Clock> Nearest<'a, C> {
@@ -1897,7 +1896,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         let mut worst = bound(self.worst_chord2);
         let mut nearer = std::mem::take(&mut self.nearer);
         nearer.clear();
-        nearer.resize(bucket.coarse.len(), (0, 0));
+        nearer.resize(bucket.coarse.len(), CoarseFound::new(0.0, 0));
         let mut within = 0;
         // A few drivers at a time: their chords computed side by side (the compiler puts them
         // in vector registers) and the lot passed over with one test when none is within
@@ -1906,8 +1905,7 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         // per driver, whose outcome no predictor could learn (a bucket's drivers come in no
         // order).
         let mut keep = |coarse2: f32, slot: usize| {
-            // A squared chord is never negative, so its bits order as its value does.
-            nearer[within] = (coarse2.to_bits(), slot);
+            nearer[within] = CoarseFound::new(coarse2, slot);
             within += usize::from(coarse2 <= worst);
         };
         let mut groups = bucket.coarse.chunks_exact(COARSE_LANES);
@@ -1935,13 +1933,13 @@ impl<C: Clock> Collector for Nearest<'_, C> {
         }
         // The rows of the `k` first are read unless the best improve past them meanwhile: all
         // asked for before the first is read, so their cache misses are waited for together.
-        for &(_, slot) in nearer.iter().take(self.k) {
+        for slot in nearer.iter().take(self.k).map(|found| found.slot()) {
             prefetch::read(&bucket.details[slot]);
         }
-        for &(bits, slot) in &nearer {
-            if f32::from_bits(bits) <= worst {
+        for found in &nearer {
+            if found.coarse2() <= worst {
                 let before = self.worst_chord2;
-                self.consider(bucket, slot);
+                self.consider(bucket, found.slot());
                 if self.worst_chord2 != before {
                     worst = bound(self.worst_chord2);
                 }
