@@ -220,19 +220,27 @@ fn update(
     group.finish();
 }
 
+/// Our query: the `K` nearest available drivers to the point.
+fn infra_knn(index: &Index, filter: &Filter, (lat, lng): (f64, f64)) {
+    let point = Point::new(lat, lng).expect("in the city");
+    black_box(index.nearest(point, K, filter).expect("valid query"));
+}
+
+/// rstar's on points of the sphere: the first `K` of its nearest-neighbour walk.
+fn rstar_3d_knn(tree: &RTree<[f64; 3]>, (lat, lng): (f64, f64)) {
+    for neighbour in tree.nearest_neighbor_iter(spherical(lat, lng)).take(K) {
+        black_box(neighbour);
+    }
+}
+
 fn knn(c: &mut Criterion, world: &World, index: &Index, rtree: &RTree<[f64; 2]>) {
     let mut group = c.benchmark_group("geomatch/knn");
     let filter = Filter::any();
     let mut q = 0;
     group.bench_function("infra", |b| {
         b.iter(|| {
-            let (lat, lng) = world.queries[q % QUERIES];
+            infra_knn(index, &filter, world.queries[q % QUERIES]);
             q += 1;
-            black_box(
-                index
-                    .nearest(Point::new(lat, lng).expect("in the city"), K, &filter)
-                    .expect("valid query"),
-            );
         });
     });
     let mut q = 0;
@@ -269,11 +277,8 @@ fn knn(c: &mut Criterion, world: &World, index: &Index, rtree: &RTree<[f64; 2]>)
     let mut q = 0;
     group.bench_function("rstar/3d", |b| {
         b.iter(|| {
-            let (lat, lng) = world.queries[q % QUERIES];
+            rstar_3d_knn(&rtree_3d, world.queries[q % QUERIES]);
             q += 1;
-            for neighbour in rtree_3d.nearest_neighbor_iter(spherical(lat, lng)).take(K) {
-                black_box(neighbour);
-            }
         });
     });
     drop(rtree_3d);
@@ -336,23 +341,15 @@ fn knn_stream(c: &mut Criterion, world: &World, index: &Index) {
         let mut q = 0;
         group.bench_function(format!("infra/{name}"), |b| {
             b.iter(|| {
-                let (lat, lng) = points[q % STREAM];
+                infra_knn(index, &filter, points[q % STREAM]);
                 q += 1;
-                black_box(
-                    index
-                        .nearest(Point::new(lat, lng).expect("in the city"), K, &filter)
-                        .expect("valid query"),
-                );
             });
         });
         let mut q = 0;
         group.bench_function(format!("rstar/3d/{name}"), |b| {
             b.iter(|| {
-                let (lat, lng) = points[q % STREAM];
+                rstar_3d_knn(&rtree_3d, points[q % STREAM]);
                 q += 1;
-                for neighbour in rtree_3d.nearest_neighbor_iter(spherical(lat, lng)).take(K) {
-                    black_box(neighbour);
-                }
             });
         });
     }
@@ -422,14 +419,7 @@ fn concurrent(
                         )
                         .expect("known driver");
                 },
-                &|i| {
-                    let (lat, lng) = world.queries[i as usize % QUERIES];
-                    black_box(
-                        index
-                            .nearest(Point::new(lat, lng).expect("in the city"), K, &filter)
-                            .expect("valid query"),
-                    );
-                },
+                &|i| infra_knn(index, &filter, world.queries[i as usize % QUERIES]),
             )
         });
     });
