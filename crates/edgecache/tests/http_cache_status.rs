@@ -127,6 +127,47 @@ async fn a_response_the_store_refuses_is_not_said_stored() {
     assert_eq!(cache.origin().calls(), 2, "nothing was stored");
 }
 
+/// A response the store takes in and its admission policy lets go at once (it loses the duel
+/// against a more popular entry it would displace) is not stored either.
+#[tokio::test]
+async fn a_response_the_policy_turns_away_is_not_said_stored() {
+    let clock = ManualClock::new();
+    let origin = TestOrigin::new(|request| {
+        let bytes = if request.uri().path() == "/popular" {
+            8 << 10
+        } else {
+            10 << 10
+        };
+        Reply::Response(response(
+            &[("cache-control", "max-age=60")],
+            &"x".repeat(bytes),
+        ))
+    });
+    let cache = HttpCache::builder(origin, 16 << 10)
+        .shards(1)
+        .clock(clock.clone())
+        .fetch_timeout(Duration::from_secs(5))
+        .build();
+    // A popular response fills the main space: asked for three times, a count of three.
+    for _ in 0..3 {
+        serve(&cache, get("http://a.test/popular", &[])).await;
+    }
+    assert_eq!(cache.origin().calls(), 1);
+    // A newcomer, asked for once, needs room only the popular entry's eviction would make.
+    let response = serve(&cache, get("http://a.test/newcomer", &[])).await;
+    let stored = cache.origin().calls() == 2
+        && serve(&cache, get("http://a.test/newcomer", &[]))
+            .await
+            .status()
+            == 200
+        && cache.origin().calls() == 2;
+    assert!(!stored, "the policy kept the newcomer out");
+    assert_eq!(
+        ours(&response),
+        expected("edgecache; fwd=uri-miss; fwd-status=200")
+    );
+}
+
 #[tokio::test]
 async fn another_variant_is_a_vary_miss() {
     let clock = ManualClock::new();

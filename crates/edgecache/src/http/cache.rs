@@ -1484,7 +1484,7 @@ impl<O: Origin> Inner<O> {
                 (purged, self.insert_unless_purged(key, stored, ttl, purged))
             });
         self.count_stored(stored, evicted);
-        (purged, evicted.is_some_and(|inserted| inserted.is_some()))
+        (purged, evicted.is_some_and(|(held, _)| held))
     }
 
     /// Whether `old`, stored for `key`, is gone: removed from the store (a hard purge of its
@@ -1506,7 +1506,7 @@ impl<O: Origin> Inner<O> {
         stored: &Arc<Stored>,
         ttl: Duration,
         purged: Purged,
-    ) -> Option<Option<u64>> {
+    ) -> Option<(bool, u64)> {
         match purged {
             Purged::Hard => None,
             Purged::Soft => {
@@ -1518,23 +1518,27 @@ impl<O: Origin> Inner<O> {
     }
 
     /// Counts in the metrics a response [`insert_unless_purged`](Self::insert_unless_purged)
-    /// stored, and the entries evicted for it.
+    /// stored, and the entries the policy evicted (the response itself, if it was turned
+    /// away at once, is an eviction and not a response stored).
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn count_stored(&self, stored: &Stored, evicted: Option<Option<u64>>) {
+    fn count_stored(&self, stored: &Stored, evicted: Option<(bool, u64)>) {
         #[cfg(feature = "metrics")]
-        if let Some(Some(evicted)) = evicted {
-            self.metrics.stored(stored.weight(), evicted);
+        match evicted {
+            Some((true, evicted)) => self.metrics.stored(stored.weight(), evicted),
+            Some((false, evicted)) => self.metrics.evicted(evicted),
+            None => {}
         }
     }
 
-    /// [`store_variant`](Self::store_variant)'s insert; the number of entries evicted for it,
-    /// or `None` if the store refused it.
+    /// [`store_variant`](Self::store_variant)'s insert: whether the store holds the entry
+    /// afterwards (not if it refused it, or its policy let it go at once), and the number of
+    /// entries the policy evicted.
     ///
     /// One set of `Vary` names per URL, the latest stored: a response stored under other
     /// names (none, when the origin has just started to vary) says it suits requests the
     /// origin's latest answer says it may not, and would be selected for them (RFC 9111
     /// §4.1); it is dropped, which also frees its bytes at once.
-    fn insert_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> Option<u64> {
+    fn insert_variant(&self, key: &PrimaryKey, stored: &Arc<Stored>, ttl: Duration) -> (bool, u64) {
         let mut list: Vec<Arc<Stored>> = self
             .store
             .peek(key)

@@ -243,10 +243,11 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
         self.insert_with_ttl_evicting(key, value, ttl);
     }
 
-    /// [`Cache::insert_with_ttl`], returning how many entries the policy evicted for it, or
-    /// `None` if the entry was not stored (heavier than a shard's share, see
-    /// [`Stats::rejections`], or a TTL of zero).
-    pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> Option<u64> {
+    /// [`Cache::insert_with_ttl`], returning whether the entry is held once the insert is
+    /// done (not if it was refused as heavier than a shard's share, see
+    /// [`Stats::rejections`], had a TTL of zero, or was evicted at once by the admission
+    /// policy) and how many entries the policy evicted, the entry itself included.
+    pub(crate) fn insert_with_ttl_evicting(&self, key: K, value: V, ttl: Duration) -> (bool, u64) {
         self.insert_until(key, value, self.expiry(ttl))
     }
 
@@ -278,15 +279,15 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
         replaced.then(|| shard.counters.evictions - evictions)
     }
 
-    /// Inserts, returning how many entries the policy evicted for it, or `None` if the entry
-    /// was not stored (refused, or expired as written).
-    fn insert_until(&self, key: K, value: V, expires_at: u64) -> Option<u64> {
+    /// Inserts, returning whether the entry is held afterwards (not if refused, expired as
+    /// written, or evicted at once by the policy) and how many entries the policy evicted.
+    fn insert_until(&self, key: K, value: V, expires_at: u64) -> (bool, u64) {
         let weight = (self.weigher)(&key, &value);
         let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock();
         let evictions = shard.counters.evictions;
-        let stored = shard.insert(hash, key, value, weight, expires_at, &self.now());
-        stored.then(|| shard.counters.evictions - evictions)
+        let held = shard.insert(hash, key, value, weight, expires_at, &self.now());
+        (held, shard.counters.evictions - evictions)
     }
 
     /// Removes `key`, returning its value if it was present and not expired.

@@ -454,10 +454,12 @@ impl<K: Eq, V: Clone> Shard<K, V> {
     }
 
     /// Inserts or replaces an entry, then evicts until the shard fits its budget. Returns
-    /// whether the entry was stored.
+    /// whether the entry is held once that is done.
     ///
     /// An entry heavier than the whole shard, or expired as it is written, is not stored, and
-    /// any older value of its key is removed so a later lookup never returns it.
+    /// any older value of its key is removed so a later lookup never returns it. One the
+    /// admission duel turns away (or the eviction that follows takes) is stored and evicted
+    /// at once: counted as an eviction, and not held.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -498,10 +500,11 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.counters.rejections += 1;
             return false;
         }
-        if let Some(index) = existing {
+        let index = if let Some(index) = existing {
             self.set_value(index, value, weight, expires_at);
             self.counters.updates += 1;
             self.on_hit(index, now);
+            index
         } else {
             if self.len >= MAX_SLOTS {
                 // Four billion entries in one shard: make room by the policy's own order.
@@ -556,10 +559,13 @@ impl<K: Eq, V: Clone> Shard<K, V> {
             self.len += 1;
             self.counters.inserts += 1;
             self.sketch.ensure_capacity(self.len);
-        }
+            index
+        };
         self.sweep_expired(now);
         self.evict(now);
-        true
+        // Nothing is stored while making room, so the slot holds the entry unless the policy
+        // let it go.
+        matches!(self.slots[index as usize], Slot::Occupied(_))
     }
 
     /// Gives a present entry a new value, weight and expiry, in its place in its queue.
