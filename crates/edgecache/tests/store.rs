@@ -407,3 +407,70 @@ fn threads_share_a_cache_without_losing_values_or_budget() {
     assert_eq!(stats.hits + stats.misses, 8_000);
     assert_eq!(stats.entries, cache.len() as u64);
 }
+
+/// The counters balance through random operations on one, two and eight shards, with weights
+/// of 0, of `u32::MAX` and over a shard's share, TTLs that run out, removals, `retain` and
+/// `purge_expired`: every lookup is a hit or a miss, every stored write an insert or an
+/// update, and the entries held are the inserts less every way out (evictions, expirations,
+/// live removals, and older values a refused write removed).
+#[test]
+fn the_counters_balance_through_random_operations() {
+    for seed in 1..60_u64 {
+        for shards in [1_usize, 2, 8] {
+            let clock = Arc::new(ManualClock::new());
+            let budget = 50 + seed % 200;
+            let cache: Cache<u16, u32> = Cache::builder(budget)
+                .shards(shards)
+                .weigher(|_, &weight| weight)
+                .clock(Arc::clone(&clock))
+                .build();
+            let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let (mut lookups, mut writes, mut removed) = (0_u64, 0_u64, 0_u64);
+            for _ in 0..2_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let key = u16::try_from(state % 64).unwrap();
+                let weight = match (state >> 8) % 10 {
+                    0 => 0,
+                    1 => u32::MAX,
+                    2 => 40,
+                    _ => u32::try_from((state >> 16) % 8).unwrap(),
+                };
+                match (state >> 24) % 7 {
+                    0 | 1 => {
+                        lookups += 1;
+                        cache.get(&key);
+                    }
+                    operation @ (2 | 3) => {
+                        let had = cache.peek(&key).is_some();
+                        let rejections = cache.stats().rejections;
+                        if operation == 2 {
+                            cache.insert(key, weight);
+                        } else {
+                            cache.insert_with_ttl(key, weight, TICK * u32::from(weight % 4 == 0));
+                        }
+                        if cache.stats().rejections > rejections {
+                            removed += u64::from(had);
+                        } else {
+                            writes += 1;
+                        }
+                    }
+                    4 => removed += u64::from(cache.remove(&key).is_some()),
+                    5 => clock.advance(TICK * u32::try_from((state >> 40) % 3).unwrap()),
+                    _ if (state >> 50) % 8 == 0 => cache.purge_expired(),
+                    _ => cache.retain(|_, _| true),
+                }
+                let stats = cache.stats();
+                assert!(stats.weighted_size <= budget, "over budget: {stats:?}");
+                assert_eq!(stats.hits + stats.misses, lookups);
+                assert_eq!(stats.inserts + stats.updates, writes);
+                assert_eq!(
+                    stats.inserts,
+                    stats.entries + stats.evictions + stats.expirations + removed,
+                    "seed {seed}, {shards} shards: {stats:?}"
+                );
+            }
+        }
+    }
+}
