@@ -1645,3 +1645,122 @@ fn a_failed_dead_letter_leaves_the_expired_lease_to_its_holder() {
         a_failed_receive_after_a_lease_expired_leaves_it_to_its_holder(options().max_deliveries(1));
     assert!(queue.dead_letters(0, 10).unwrap().is_empty());
 }
+
+/// Acks 8 messages with a journal compacted every 16 records, so that the queue at `dir`
+/// holds a `JOURNAL` pointer naming a generation after the first, with every message acked.
+fn a_compacted_queue_of_acked_messages(dir: &Path, clock: &ManualClock) -> String {
+    let queue = WorkQueue::open_with_clock(
+        dir,
+        options().compact_after(16).log_options(fast_log()),
+        clock.clone(),
+    )
+    .unwrap();
+    for n in 0..8u8 {
+        queue.send(vec![n]).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.ack(&delivery).unwrap();
+    }
+    drop(queue);
+    let pointer = std::fs::read_to_string(dir.join("JOURNAL")).unwrap();
+    assert_ne!(pointer.trim(), "0", "the journal was compacted");
+    pointer
+}
+
+fn journal_dirs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("journal-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A `JOURNAL` pointer whose digits were damaged into another number, or a pointer that is
+/// gone, names a generation no compaction wrote: the open refuses it, rather than taking it
+/// for a crash's leftover, deleting the generation that holds the acks and redelivering every
+/// acked message.
+#[test]
+fn a_journal_pointer_naming_a_generation_that_is_not_there_is_refused_and_nothing_deleted() {
+    for damage in ["flipped digit", "missing pointer"] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let pointer = a_compacted_queue_of_acked_messages(dir.path(), &clock);
+        let journals = journal_dirs(dir.path());
+        match damage {
+            "flipped digit" => {
+                // One bit flipped in the last digit ('0' to '1', '1' to '0', ...): still a number.
+                let mut bytes = pointer.clone().into_bytes();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                std::fs::write(dir.path().join("JOURNAL"), &bytes).unwrap();
+            }
+            _ => std::fs::remove_file(dir.path().join("JOURNAL")).unwrap(),
+        }
+        let opened = WorkQueue::open_with_clock(
+            dir.path(),
+            options().compact_after(16).log_options(fast_log()),
+            clock.clone(),
+        );
+        if let Ok(queue) = &opened {
+            let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
+            panic!("{damage}: opened, redelivering acked message {redelivered:?}");
+        }
+        assert!(
+            matches!(opened, Err(Error::CorruptJournal { .. })),
+            "{damage}: {opened:?}"
+        );
+        assert_eq!(
+            journal_dirs(dir.path()),
+            journals,
+            "{damage}: nothing deleted"
+        );
+        // The pointer put back, the queue opens with every message acked.
+        std::fs::write(dir.path().join("JOURNAL"), &pointer).unwrap();
+        let queue = WorkQueue::open_with_clock(
+            dir.path(),
+            options().compact_after(16).log_options(fast_log()),
+            clock.clone(),
+        )
+        .unwrap();
+        assert_eq!(queue.stats().unsettled, 0, "{damage}");
+        assert!(queue.try_receive().unwrap().is_none(), "{damage}");
+    }
+}
+
+/// A queue whose message log's directory is gone while its journal is there lost its
+/// messages to something other than a crash (the directory is made durable before the
+/// journal is created): the open refuses it, rather than opening empty, forgetting what the
+/// journal says and rewriting it.
+#[test]
+fn a_queue_whose_message_log_is_gone_is_refused_and_its_journal_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = durable(dir.path(), options(), &clock);
+        for n in 0..3u8 {
+            queue.send(vec![n]).unwrap();
+        }
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.ack(&delivery).unwrap();
+    }
+    let journals = journal_dirs(dir.path());
+    let messages = dir.path().join("messages");
+    let moved = dir.path().join("messages-moved-away");
+    std::fs::rename(&messages, &moved).unwrap();
+    let opened =
+        WorkQueue::open_with_clock(dir.path(), options().log_options(fast_log()), clock.clone());
+    if let Ok(queue) = &opened {
+        panic!("opened with {} unsettled of 2", queue.stats().unsettled);
+    }
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == messages),
+        "{opened:?}"
+    );
+    assert_eq!(journal_dirs(dir.path()), journals, "nothing deleted");
+    // The directory put back, the queue opens with its two unacked messages.
+    std::fs::rename(&moved, &messages).unwrap();
+    let queue = durable(dir.path(), options(), &clock);
+    assert_eq!(queue.stats().unsettled, 2);
+    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
+}

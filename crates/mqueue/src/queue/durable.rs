@@ -176,11 +176,13 @@ fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal-{generation}"))
 }
 
-fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64, Error> {
+/// The generation the `JOURNAL` pointer names, or `None` when there is no pointer (no
+/// compaction has renamed one into place: generation 0).
+fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>, Error> {
     let path = dir.join("JOURNAL");
     let file = match storage.open(&path, false) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io("read", path, error)),
     };
     let bad = || Error::CorruptJournal {
@@ -207,7 +209,41 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<u64, Error> {
         .and_then(|text| text.trim().parse().ok())
         // A compaction moves to the next generation: the last number has none.
         .filter(|&generation| generation < u64::MAX)
+        .map(Some)
         .ok_or_else(bad)
+}
+
+/// The journal generations in `dir`, by number.
+fn journal_generations(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>, Error> {
+    Ok(storage
+        .list(dir)
+        .map_err(io("list", dir))?
+        .iter()
+        .filter_map(|name| {
+            name.strip_prefix("journal-")
+                .and_then(|digits| digits.parse::<u64>().ok())
+        })
+        .collect())
+}
+
+/// Checks that the generation to open is among `generations`, those in the queue's directory. A compaction makes its generation's
+/// directory durable before it renames the pointer naming it, and removes the generation
+/// before only after that rename is durable; so a pointer naming a generation that is not
+/// there, or no pointer beside a generation after the first and none of the first, is
+/// damage (a pointer whose digits were changed into another number, or a pointer lost), not
+/// a crash's leftover. Taking it for one would delete the generation holding the acks and
+/// start an empty journal: every acked message delivered again.
+fn check_generation(pointer: Option<u64>, generations: &[u64]) -> Result<(), Error> {
+    let generation = pointer.unwrap_or(0);
+    if generations.contains(&generation) || (pointer.is_none() && generations.is_empty()) {
+        return Ok(());
+    }
+    Err(Error::CorruptJournal {
+        reason: match pointer {
+            Some(_) => "the JOURNAL file names a journal generation that is not there",
+            None => "no JOURNAL file, yet the journal was compacted (its first generation is gone)",
+        },
+    })
 }
 
 /// The records of `entries`.
@@ -278,7 +314,27 @@ impl Durable {
         // what it still needs, so its logs keep everything.
         log_options.retention = crate::log::Retention::default();
 
-        let generation = read_generation(&*storage, dir)?;
+        let pointer = read_generation(&*storage, dir)?;
+        let generations = journal_generations(&*storage, dir)?;
+        check_generation(pointer, &generations)?;
+        let messages_dir = dir.join("messages");
+        // The message log's directory is made durable before the first journal is created:
+        // a journal without it is a queue whose messages were taken away, not a crash's
+        // leftover, and opening it would forget what the journal says and rewrite it.
+        if !generations.is_empty() {
+            match storage.list(&messages_dir) {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::Corrupt {
+                        segment: messages_dir,
+                        position: 0,
+                        reason: "the queue's message log is missing while its journal is there",
+                    });
+                }
+                Err(error) => return Err(Error::io("list", messages_dir, error)),
+            }
+        }
+        let generation = pointer.unwrap_or(0);
         remove_stale_journals(&*storage, dir, generation)?;
         let open_log = |path: &Path| {
             Log::open_with(
@@ -288,7 +344,7 @@ impl Durable {
                 storage.handle(),
             )
         };
-        let messages = open_log(&dir.join("messages"))?;
+        let messages = open_log(&messages_dir)?;
         let journal = open_log(&journal_dir(dir, generation))?;
         let dead = open_log(&dir.join("dead"))?;
 
