@@ -1764,3 +1764,43 @@ fn a_queue_whose_message_log_is_gone_is_refused_and_its_journal_kept() {
     assert_eq!(queue.stats().unsettled, 2);
     assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
 }
+
+/// The message log's oldest segment gone, with unsettled messages in it: compaction deletes
+/// only segments below the oldest unsettled message, so this is damage, and the open refuses
+/// it rather than starting from the oldest message left, as if the missing ones were settled.
+#[test]
+fn a_queue_missing_a_message_segment_it_still_needs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let small_segments = LogOptions {
+        segment_bytes: 1024,
+        preallocate: 0,
+        ..fast_log()
+    };
+    let opts = || options().log_options(small_segments.clone());
+    {
+        let queue = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
+        for n in 0..30u8 {
+            queue.send(vec![n; 100]).unwrap();
+        }
+        let first = queue.try_receive().unwrap().unwrap();
+        queue.ack(&first).unwrap();
+    }
+    let messages = dir.path().join("messages");
+    let oldest = messages.join("00000000000000000000.seg");
+    let moved = dir.path().join("oldest-moved-away");
+    assert!(segment_files(&messages) > 2);
+    std::fs::rename(&oldest, &moved).unwrap();
+    let opened = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone());
+    if let Ok(queue) = &opened {
+        panic!("opened with {} unsettled of 29", queue.stats().unsettled);
+    }
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == messages),
+        "{opened:?}"
+    );
+    std::fs::rename(&moved, &oldest).unwrap();
+    let queue = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
+    assert_eq!(queue.stats().unsettled, 29);
+    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
+}

@@ -370,7 +370,18 @@ impl Durable {
                 wall.saturating_sub(now_ms),
             )))
         };
-        let start = replay.watermark.max(messages.first_offset());
+        // Compaction deletes only message segments below its checkpoint's oldest unsettled
+        // message, and the watermark replay finds is at least that: a message log starting
+        // past it lost a segment holding unsettled messages to something other than the
+        // queue, and starting from its first message would take them for settled.
+        if messages.first_offset() > replay.watermark {
+            return Err(Error::Corrupt {
+                segment: messages_dir,
+                position: 0,
+                reason: "the message log starts past the oldest unsettled message: a segment it still needs is missing",
+            });
+        }
+        let start = replay.watermark;
         let mut leases = Leases::new(start, options.max_deliveries);
         let dedup_from = options.dedup.map(|window| {
             messages
