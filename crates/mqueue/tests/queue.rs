@@ -1804,3 +1804,39 @@ fn a_queue_missing_a_message_segment_it_still_needs_is_refused() {
     assert_eq!(queue.stats().unsettled, 29);
     assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
 }
+
+/// A queue whose dead-letter log's directory is gone while its message log holds messages
+/// lost it to something other than a crash (the first open creates it before any send): the
+/// open refuses it rather than opening with no dead letters.
+#[test]
+fn a_queue_whose_dead_letter_log_is_gone_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let opts = || options().max_deliveries(1);
+    {
+        let queue = durable(dir.path(), opts(), &clock);
+        queue.send(b"fails".to_vec()).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.nack(&delivery, Duration::ZERO).unwrap();
+        assert!(queue.try_receive().unwrap().is_none(), "dead-lettered");
+        assert_eq!(queue.dead_letters(0, 10).unwrap().len(), 1);
+    }
+    let dead = dir.path().join("dead");
+    let moved = dir.path().join("dead-moved-away");
+    std::fs::rename(&dead, &moved).unwrap();
+    let opened =
+        WorkQueue::open_with_clock(dir.path(), opts().log_options(fast_log()), clock.clone());
+    if let Ok(queue) = &opened {
+        panic!(
+            "opened with {} dead letters of 1",
+            queue.dead_letters(0, 10).unwrap().len()
+        );
+    }
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == dead),
+        "{opened:?}"
+    );
+    std::fs::rename(&moved, &dead).unwrap();
+    let queue = durable(dir.path(), opts(), &clock);
+    assert_eq!(queue.dead_letters(0, 10).unwrap().len(), 1);
+}

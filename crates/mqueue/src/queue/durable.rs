@@ -213,6 +213,20 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>, Err
         .ok_or_else(bad)
 }
 
+/// `Ok` if the log directory `dir` is there; [`Error::Corrupt`] naming it, for `reason`, if
+/// it is not.
+fn require_log_dir(storage: &dyn Storage, dir: &Path, reason: &'static str) -> Result<(), Error> {
+    match storage.list(dir) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(Error::Corrupt {
+            segment: dir.to_path_buf(),
+            position: 0,
+            reason,
+        }),
+        Err(error) => Err(Error::io("list", dir, error)),
+    }
+}
+
 /// The journal generations in `dir`, by number.
 fn journal_generations(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(storage
@@ -322,17 +336,11 @@ impl Durable {
         // a journal without it is a queue whose messages were taken away, not a crash's
         // leftover, and opening it would forget what the journal says and rewrite it.
         if !generations.is_empty() {
-            match storage.list(&messages_dir) {
-                Ok(_) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::Corrupt {
-                        segment: messages_dir,
-                        position: 0,
-                        reason: "the queue's message log is missing while its journal is there",
-                    });
-                }
-                Err(error) => return Err(Error::io("list", messages_dir, error)),
-            }
+            require_log_dir(
+                &*storage,
+                &messages_dir,
+                "the queue's message log is missing while its journal is there",
+            )?;
         }
         let generation = pointer.unwrap_or(0);
         remove_stale_journals(&*storage, dir, generation)?;
@@ -346,7 +354,18 @@ impl Durable {
         };
         let messages = open_log(&messages_dir)?;
         let journal = open_log(&journal_dir(dir, generation))?;
-        let dead = open_log(&dir.join("dead"))?;
+        // The first open creates the dead-letter log before it returns, so before any send:
+        // a message log holding a message without it lost its dead letters to something
+        // other than a crash, and opening would start it empty.
+        let dead_dir = dir.join("dead");
+        if messages.next_offset() > 0 {
+            require_log_dir(
+                &*storage,
+                &dead_dir,
+                "the queue's dead-letter log is missing while it holds messages",
+            )?;
+        }
+        let dead = open_log(&dead_dir)?;
 
         let mut replay = Replay::default();
         let mut at = journal.first_offset();
