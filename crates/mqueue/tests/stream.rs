@@ -260,3 +260,33 @@ fn a_poll_that_fails_moves_no_read_position() {
         [b"in partition 0".to_vec(), b"in partition 1".to_vec()]
     );
 }
+
+/// The open lowers every group's commits to what the partitions hold, so it reads every
+/// offsets file: one damaged file keeps the whole stream closed, not only its group, until it
+/// is restored or moved away (and nothing is deleted).
+#[test]
+fn a_damaged_offsets_file_keeps_the_stream_from_opening_until_it_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let stream = Stream::open(dir.path(), options(2)).unwrap();
+        stream.publish(b"k", b"v").unwrap();
+        let mut group = stream.group("g").unwrap();
+        assert_eq!(group.poll(1).unwrap().len(), 1);
+        group.commit().unwrap();
+    }
+    let offsets = dir.path().join("groups").join("g.offsets");
+    let good = std::fs::read(&offsets).unwrap();
+    let mut bad = good.clone();
+    bad[13] ^= 1;
+    std::fs::write(&offsets, &bad).unwrap();
+    let opened = Stream::open(dir.path(), options(2));
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == offsets),
+        "{opened:?}"
+    );
+    assert_eq!(std::fs::read(&offsets).unwrap(), bad, "nothing rewritten");
+    std::fs::write(&offsets, &good).unwrap();
+    let stream = Stream::open(dir.path(), options(2)).unwrap();
+    let mut group = stream.group("g").unwrap();
+    assert!(group.poll(10).unwrap().is_empty(), "the commit holds");
+}
