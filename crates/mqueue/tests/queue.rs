@@ -1840,3 +1840,145 @@ fn a_queue_whose_dead_letter_log_is_gone_is_refused() {
     let queue = durable(dir.path(), opts(), &clock);
     assert_eq!(queue.dead_letters(0, 10).unwrap().len(), 1);
 }
+
+/// Moves every segment file of the log directory `from` into `to` (created), leaving `from`
+/// there and empty.
+fn move_segments(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name.to_string_lossy().ends_with(".seg") {
+            std::fs::rename(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// A journal generation whose directory is there but holds no segment, beside a message log
+/// holding messages, lost its records to something other than a crash (the first open
+/// creates generation 0's first segment before any send): the open refuses it, rather than
+/// opening with no acks and delivering the acked messages again.
+#[test]
+fn a_queue_whose_journal_lost_all_its_segments_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = durable(dir.path(), options(), &clock);
+        for n in 0..3u8 {
+            queue.send(vec![n]).unwrap();
+        }
+        let delivery = queue.try_receive().unwrap().unwrap();
+        assert_eq!(delivery.offset(), 0);
+        queue.ack(&delivery).unwrap();
+    }
+    let journal = dir.path().join("journal-0");
+    let moved = dir.path().join("journal-segments-moved-away");
+    move_segments(&journal, &moved);
+    let opened =
+        WorkQueue::open_with_clock(dir.path(), options().log_options(fast_log()), clock.clone());
+    if let Ok(queue) = &opened {
+        let next = queue.try_receive().unwrap().map(|d| d.offset());
+        panic!(
+            "opened with {} unsettled of 2, handing out {next:?}",
+            queue.stats().unsettled
+        );
+    }
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == journal),
+        "{opened:?}"
+    );
+    assert_eq!(segment_files(&journal), 0, "nothing created");
+    move_segments(&moved, &journal);
+    let queue = durable(dir.path(), options(), &clock);
+    assert_eq!(queue.stats().unsettled, 2);
+    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
+}
+
+/// The generation a `JOURNAL` pointer names always holds its compaction's checkpoint: with
+/// no segment left it is damage, refused even when every message was acked.
+#[test]
+fn a_compacted_journal_generation_with_no_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let pointer = a_compacted_queue_of_acked_messages(dir.path(), &clock);
+    let journal = dir.path().join(format!("journal-{}", pointer.trim()));
+    let moved = dir.path().join("journal-segments-moved-away");
+    move_segments(&journal, &moved);
+    let opts = || options().compact_after(16).log_options(fast_log());
+    let opened = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone());
+    if let Ok(queue) = &opened {
+        let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
+        panic!("opened, redelivering acked message {redelivered:?}");
+    }
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == journal),
+        "{opened:?}"
+    );
+    assert_eq!(segment_files(&journal), 0, "nothing created");
+    move_segments(&moved, &journal);
+    let queue = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
+    assert_eq!(queue.stats().unsettled, 0);
+    assert!(queue.try_receive().unwrap().is_none());
+}
+
+/// A message log whose directory is there but holds no segment, beside a journal holding
+/// records, lost its messages to something other than a crash: the open refuses it, rather
+/// than opening empty, forgetting what the journal says and rewriting it.
+#[test]
+fn a_queue_whose_message_log_lost_all_its_segments_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let queue = durable(dir.path(), options(), &clock);
+        for n in 0..3u8 {
+            queue.send(vec![n]).unwrap();
+        }
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.ack(&delivery).unwrap();
+    }
+    let messages = dir.path().join("messages");
+    let moved = dir.path().join("message-segments-moved-away");
+    move_segments(&messages, &moved);
+    let opened =
+        WorkQueue::open_with_clock(dir.path(), options().log_options(fast_log()), clock.clone());
+    if let Ok(queue) = &opened {
+        panic!("opened with {} unsettled of 2", queue.stats().unsettled);
+    }
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == messages),
+        "{opened:?}"
+    );
+    assert_eq!(segment_files(&messages), 0, "nothing created");
+    move_segments(&moved, &messages);
+    let queue = durable(dir.path(), options(), &clock);
+    assert_eq!(queue.stats().unsettled, 2);
+    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
+}
+
+/// A first open that died after creating its log directories and before their first
+/// segments left them empty with nothing ever written: that queue still opens, and works.
+#[test]
+fn a_queue_whose_first_open_died_before_its_first_segments_opens() {
+    for empty in [
+        &["messages", "journal-0", "dead"][..],
+        &["journal-0", "dead"][..],
+        &["messages"][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        // A queue nothing was sent to, its named log directories then emptied of segments.
+        drop(durable(dir.path(), options(), &clock));
+        for name in empty {
+            let log = dir.path().join(name);
+            move_segments(&log, &dir.path().join(format!("{name}-moved-away")));
+        }
+        let queue = durable(dir.path(), options(), &clock);
+        assert_eq!(queue.stats().unsettled, 0, "{empty:?}");
+        queue.send(b"after".to_vec()).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        assert_eq!(delivery.offset(), 0, "{empty:?}");
+        queue.ack(&delivery).unwrap();
+        drop(queue);
+        let queue = durable(dir.path(), options(), &clock);
+        assert!(queue.try_receive().unwrap().is_none(), "{empty:?}");
+    }
+}

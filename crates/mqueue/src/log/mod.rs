@@ -327,7 +327,7 @@ fn segment_name(base: u64) -> String {
 /// a billion a second), so counting appends from it never overflows.
 const MAX_OFFSET: u64 = 1 << 63;
 
-fn parse_segment_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

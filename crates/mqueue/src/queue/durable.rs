@@ -227,6 +227,26 @@ fn require_log_dir(storage: &dyn Storage, dir: &Path, reason: &'static str) -> R
     }
 }
 
+/// Whether the log directory `dir` holds a segment file (`false` when it is not there).
+fn has_segment(storage: &dyn Storage, dir: &Path) -> Result<bool, Error> {
+    match storage.list(dir) {
+        Ok(names) => Ok(names
+            .iter()
+            .any(|name| crate::log::parse_segment_name(name).is_some())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(Error::io("list", dir, error)),
+    }
+}
+
+/// [`Error::Corrupt`] naming the log directory `dir`, for `reason`.
+fn corrupt_log(dir: PathBuf, reason: &'static str) -> Error {
+    Error::Corrupt {
+        segment: dir,
+        position: 0,
+        reason,
+    }
+}
+
 /// The journal generations in `dir`, by number.
 fn journal_generations(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(storage
@@ -352,8 +372,46 @@ impl Durable {
                 storage.handle(),
             )
         };
-        let messages = open_log(&messages_dir)?;
-        let journal = open_log(&journal_dir(dir, generation))?;
+        // A log's open creates its first segment in a directory holding none, which is a
+        // crash's leftover only for a log nothing was ever written to (a first open that died
+        // between creating the directory and its first segment). Each log directory is listed
+        // before it is opened, so a log whose segments were all taken away is refused with no
+        // segment created in its place.
+        let journal_path = journal_dir(dir, generation);
+        let journal_lost = || {
+            corrupt_log(
+                journal_path.clone(),
+                "the journal generation holds no segment, yet the JOURNAL file names it or the message log holds messages",
+            )
+        };
+        let messages_have_segments = has_segment(&*storage, &messages_dir)?;
+        let journal_has_segments = has_segment(&*storage, &journal_path)?;
+        // The generation the pointer names always holds its compaction's checkpoint.
+        if !journal_has_segments && pointer.is_some() {
+            return Err(journal_lost());
+        }
+        let (messages, journal) = if !messages_have_segments && journal_has_segments {
+            // The message log's directory is there (checked above). Compaction keeps its
+            // newest segment, and the first open creates that before the journal: a journal
+            // record speaks of messages that were taken away.
+            let journal = open_log(&journal_path)?;
+            if journal.next_offset() > 0 {
+                return Err(corrupt_log(
+                    messages_dir,
+                    "the message log holds no segment while the journal holds records",
+                ));
+            }
+            (open_log(&messages_dir)?, journal)
+        } else {
+            // The message log first, as on the first open: its directory is made durable
+            // before the journal's is created.
+            let messages = open_log(&messages_dir)?;
+            // The first open creates generation 0's first segment before any send.
+            if !journal_has_segments && messages.next_offset() > 0 {
+                return Err(journal_lost());
+            }
+            (messages, open_log(&journal_path)?)
+        };
         // The first open creates the dead-letter log before it returns, so before any send:
         // a message log holding a message without it lost its dead letters to something
         // other than a crash, and opening would start it empty.
