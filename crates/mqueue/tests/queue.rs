@@ -600,6 +600,15 @@ fn an_id_stored_again_after_its_window_ended_is_still_deduplicated_after_a_resta
     assert_eq!((retry.offset, retry.duplicate), (1, true));
 }
 
+/// The log options of [`fast_log`] with segments of 1 KiB, so a few messages fill several.
+fn small_segments() -> LogOptions {
+    LogOptions {
+        segment_bytes: 1024,
+        preallocate: 0,
+        ..fast_log()
+    }
+}
+
 fn segment_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -611,11 +620,7 @@ fn segment_files(dir: &std::path::Path) -> usize {
 fn compaction_deletes_message_segments_every_message_of_which_is_settled() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let small_segments = LogOptions {
-        segment_bytes: 1024,
-        preallocate: 0,
-        ..fast_log()
-    };
+    let small_segments = small_segments();
     let opts = || {
         options()
             .compact_after(16)
@@ -1728,6 +1733,40 @@ fn a_journal_pointer_naming_a_generation_that_is_not_there_is_refused_and_nothin
     }
 }
 
+/// A durable queue at `dir` sent three messages, the first received and acked: two unsettled.
+fn three_sent_first_acked(dir: &Path, clock: &ManualClock) {
+    let queue = durable(dir, options(), clock);
+    for n in 0..3u8 {
+        queue.send(vec![n]).unwrap();
+    }
+    let delivery = queue.try_receive().unwrap().unwrap();
+    assert_eq!(delivery.offset(), 0);
+    queue.ack(&delivery).unwrap();
+}
+
+/// Asserts that a damaged queue's open was refused as corrupt at the log directory `log`;
+/// `opened_as` says what the queue would have held had it opened.
+fn assert_refused_at(
+    opened: &Result<WorkQueue, Error>,
+    log: &Path,
+    opened_as: impl FnOnce(&WorkQueue) -> String,
+) {
+    if let Ok(queue) = opened {
+        panic!("opened: {}", opened_as(queue));
+    }
+    assert!(
+        matches!(opened, Err(Error::Corrupt { segment, .. }) if segment == log),
+        "{opened:?}"
+    );
+}
+
+/// Asserts that a queue reopened once its damage was undone holds `unsettled` messages, the
+/// next delivered at `next_offset`.
+fn assert_holds(queue: &WorkQueue, unsettled: usize, next_offset: u64) {
+    assert_eq!(queue.stats().unsettled, unsettled);
+    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), next_offset);
+}
+
 /// A queue whose message log's directory is gone while its journal is there lost its
 /// messages to something other than a crash (the directory is made durable before the
 /// journal is created): the open refuses it, rather than opening empty, forgetting what the
@@ -1736,33 +1775,20 @@ fn a_journal_pointer_naming_a_generation_that_is_not_there_is_refused_and_nothin
 fn a_queue_whose_message_log_is_gone_is_refused_and_its_journal_kept() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    {
-        let queue = durable(dir.path(), options(), &clock);
-        for n in 0..3u8 {
-            queue.send(vec![n]).unwrap();
-        }
-        let delivery = queue.try_receive().unwrap().unwrap();
-        queue.ack(&delivery).unwrap();
-    }
+    three_sent_first_acked(dir.path(), &clock);
     let journals = journal_dirs(dir.path());
     let messages = dir.path().join("messages");
     let moved = dir.path().join("messages-moved-away");
     std::fs::rename(&messages, &moved).unwrap();
     let opened =
         WorkQueue::open_with_clock(dir.path(), options().log_options(fast_log()), clock.clone());
-    if let Ok(queue) = &opened {
-        panic!("opened with {} unsettled of 2", queue.stats().unsettled);
-    }
-    assert!(
-        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == messages),
-        "{opened:?}"
-    );
+    assert_refused_at(&opened, &messages, |queue| {
+        format!("{} unsettled of 2", queue.stats().unsettled)
+    });
     assert_eq!(journal_dirs(dir.path()), journals, "nothing deleted");
     // The directory put back, the queue opens with its two unacked messages.
     std::fs::rename(&moved, &messages).unwrap();
-    let queue = durable(dir.path(), options(), &clock);
-    assert_eq!(queue.stats().unsettled, 2);
-    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
+    assert_holds(&durable(dir.path(), options(), &clock), 2, 1);
 }
 
 /// The message log's oldest segment gone, with unsettled messages in it: compaction deletes
@@ -1772,11 +1798,7 @@ fn a_queue_whose_message_log_is_gone_is_refused_and_its_journal_kept() {
 fn a_queue_missing_a_message_segment_it_still_needs_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let small_segments = LogOptions {
-        segment_bytes: 1024,
-        preallocate: 0,
-        ..fast_log()
-    };
+    let small_segments = small_segments();
     let opts = || options().log_options(small_segments.clone());
     {
         let queue = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
@@ -1792,17 +1814,12 @@ fn a_queue_missing_a_message_segment_it_still_needs_is_refused() {
     assert!(segment_files(&messages) > 2);
     std::fs::rename(&oldest, &moved).unwrap();
     let opened = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone());
-    if let Ok(queue) = &opened {
-        panic!("opened with {} unsettled of 29", queue.stats().unsettled);
-    }
-    assert!(
-        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == messages),
-        "{opened:?}"
-    );
+    assert_refused_at(&opened, &messages, |queue| {
+        format!("{} unsettled of 29", queue.stats().unsettled)
+    });
     std::fs::rename(&moved, &oldest).unwrap();
     let queue = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
-    assert_eq!(queue.stats().unsettled, 29);
-    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
+    assert_holds(&queue, 29, 1);
 }
 
 /// A queue whose dead-letter log's directory is gone while its message log holds messages
@@ -1826,16 +1843,12 @@ fn a_queue_whose_dead_letter_log_is_gone_is_refused() {
     std::fs::rename(&dead, &moved).unwrap();
     let opened =
         WorkQueue::open_with_clock(dir.path(), opts().log_options(fast_log()), clock.clone());
-    if let Ok(queue) = &opened {
-        panic!(
-            "opened with {} dead letters of 1",
+    assert_refused_at(&opened, &dead, |queue| {
+        format!(
+            "{} dead letters of 1",
             queue.dead_letters(0, 10).unwrap().len()
-        );
-    }
-    assert!(
-        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == dead),
-        "{opened:?}"
-    );
+        )
+    });
     std::fs::rename(&moved, &dead).unwrap();
     let queue = durable(dir.path(), opts(), &clock);
     assert_eq!(queue.dead_letters(0, 10).unwrap().len(), 1);
@@ -1853,44 +1866,37 @@ fn move_segments(from: &Path, to: &Path) {
     }
 }
 
-/// A journal generation whose directory is there but holds no segment, beside a message log
-/// holding messages, lost its records to something other than a crash (the first open
-/// creates generation 0's first segment before any send): the open refuses it, rather than
-/// opening with no acks and delivering the acked messages again.
+/// A log directory that is there but holds no segment lost its records to something other
+/// than a crash, when the other log holds records: a journal generation beside a message log
+/// holding messages (the first open creates generation 0's first segment before any send),
+/// where the queue opened with no acks and delivered the acked messages again; and a message
+/// log beside a journal holding records, where it opened empty, forgot what the journal said
+/// and rewrote it. The open refuses both, creating nothing.
 #[test]
-fn a_queue_whose_journal_lost_all_its_segments_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    {
-        let queue = durable(dir.path(), options(), &clock);
-        for n in 0..3u8 {
-            queue.send(vec![n]).unwrap();
-        }
-        let delivery = queue.try_receive().unwrap().unwrap();
-        assert_eq!(delivery.offset(), 0);
-        queue.ack(&delivery).unwrap();
-    }
-    let journal = dir.path().join("journal-0");
-    let moved = dir.path().join("journal-segments-moved-away");
-    move_segments(&journal, &moved);
-    let opened =
-        WorkQueue::open_with_clock(dir.path(), options().log_options(fast_log()), clock.clone());
-    if let Ok(queue) = &opened {
-        let next = queue.try_receive().unwrap().map(|d| d.offset());
-        panic!(
-            "opened with {} unsettled of 2, handing out {next:?}",
-            queue.stats().unsettled
+fn a_queue_whose_journal_or_message_log_lost_all_its_segments_is_refused() {
+    for emptied in ["journal-0", "messages"] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        three_sent_first_acked(dir.path(), &clock);
+        let log = dir.path().join(emptied);
+        let moved = dir.path().join("segments-moved-away");
+        move_segments(&log, &moved);
+        let opened = WorkQueue::open_with_clock(
+            dir.path(),
+            options().log_options(fast_log()),
+            clock.clone(),
         );
+        assert_refused_at(&opened, &log, |queue| {
+            let next = queue.try_receive().unwrap().map(|d| d.offset());
+            format!(
+                "{emptied} emptied: {} unsettled of 2, handing out {next:?}",
+                queue.stats().unsettled
+            )
+        });
+        assert_eq!(segment_files(&log), 0, "{emptied}: nothing created");
+        move_segments(&moved, &log);
+        assert_holds(&durable(dir.path(), options(), &clock), 2, 1);
     }
-    assert!(
-        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == journal),
-        "{opened:?}"
-    );
-    assert_eq!(segment_files(&journal), 0, "nothing created");
-    move_segments(&moved, &journal);
-    let queue = durable(dir.path(), options(), &clock);
-    assert_eq!(queue.stats().unsettled, 2);
-    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
 }
 
 /// The generation a `JOURNAL` pointer names always holds its compaction's checkpoint: with
@@ -1905,53 +1911,15 @@ fn a_compacted_journal_generation_with_no_segment_is_refused() {
     move_segments(&journal, &moved);
     let opts = || options().compact_after(16).log_options(fast_log());
     let opened = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone());
-    if let Ok(queue) = &opened {
+    assert_refused_at(&opened, &journal, |queue| {
         let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
-        panic!("opened, redelivering acked message {redelivered:?}");
-    }
-    assert!(
-        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == journal),
-        "{opened:?}"
-    );
+        format!("redelivering acked message {redelivered:?}")
+    });
     assert_eq!(segment_files(&journal), 0, "nothing created");
     move_segments(&moved, &journal);
     let queue = WorkQueue::open_with_clock(dir.path(), opts(), clock.clone()).unwrap();
     assert_eq!(queue.stats().unsettled, 0);
     assert!(queue.try_receive().unwrap().is_none());
-}
-
-/// A message log whose directory is there but holds no segment, beside a journal holding
-/// records, lost its messages to something other than a crash: the open refuses it, rather
-/// than opening empty, forgetting what the journal says and rewriting it.
-#[test]
-fn a_queue_whose_message_log_lost_all_its_segments_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    {
-        let queue = durable(dir.path(), options(), &clock);
-        for n in 0..3u8 {
-            queue.send(vec![n]).unwrap();
-        }
-        let delivery = queue.try_receive().unwrap().unwrap();
-        queue.ack(&delivery).unwrap();
-    }
-    let messages = dir.path().join("messages");
-    let moved = dir.path().join("message-segments-moved-away");
-    move_segments(&messages, &moved);
-    let opened =
-        WorkQueue::open_with_clock(dir.path(), options().log_options(fast_log()), clock.clone());
-    if let Ok(queue) = &opened {
-        panic!("opened with {} unsettled of 2", queue.stats().unsettled);
-    }
-    assert!(
-        matches!(&opened, Err(Error::Corrupt { segment, .. }) if *segment == messages),
-        "{opened:?}"
-    );
-    assert_eq!(segment_files(&messages), 0, "nothing created");
-    move_segments(&moved, &messages);
-    let queue = durable(dir.path(), options(), &clock);
-    assert_eq!(queue.stats().unsettled, 2);
-    assert_eq!(queue.try_receive().unwrap().unwrap().offset(), 1);
 }
 
 /// A first open that died after creating its log directories and before their first
