@@ -3,8 +3,9 @@
 //! H3's point-to-cell projection is about a quarter of a nearest query's instructions (a
 //! smaller share of its time, its tables staying in the caches): the point is projected
 //! onto the nearest of twenty icosahedron faces, then its digits are worked out one resolution
-//! at a time. Most query points fall in a cell some recent insert or query already found, so
-//! the index keeps a table from small squares of latitude and longitude to the cell last found
+//! at a time. Where drivers are dense, most query points fall in a cell some insert or query
+//! already found (about 85 % of new points spread evenly over the benchmark's city of a
+//! million drivers, about half at 50,000), so the index keeps a table from small squares of latitude and longitude to the cell last found
 //! in each. A guess is only a guess: the index uses it only once the cell's bucket geometry
 //! proves the point inside (`CellGeometry::surely_contains`), and asks H3 otherwise. A slot
 //! shared by two squares, a cell emptied since, or a write racing a read therefore cost a
