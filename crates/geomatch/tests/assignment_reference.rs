@@ -15,30 +15,7 @@ struct Instance {
 }
 
 fn instance(max_side: u32, max_cost: u32) -> impl Strategy<Value = Instance> {
-    (0..=max_side, 0..=max_side).prop_flat_map(move |(requests, drivers)| {
-        let pairs = (requests * drivers) as usize;
-        proptest::collection::vec(proptest::option::weighted(0.6, 0..=max_cost), pairs).prop_map(
-            move |costs| {
-                let edges = costs
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(at, cost)| {
-                        let at = u32::try_from(at).expect("small");
-                        cost.map(|cost| Edge {
-                            request: at / drivers,
-                            driver: at % drivers,
-                            cost: f64::from(cost),
-                        })
-                    })
-                    .collect();
-                Instance {
-                    requests,
-                    drivers,
-                    edges,
-                }
-            },
-        )
-    })
+    instance_of(max_side, (0..=max_cost).prop_map(f64::from))
 }
 
 /// Costs across magnitudes: zeros and ties, small ones a half apart, and ones of 10^12 to
