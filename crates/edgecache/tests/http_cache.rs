@@ -438,20 +438,20 @@ async fn a_url_purge_does_not_reach_a_fetch_begun_after_it() {
 #[tokio::test]
 async fn a_successful_unsafe_method_invalidates_the_url() {
     let clock = ManualClock::new();
+    let cache = cache_holding_u(&clock).await;
+    send_unsafe(&cache, http::Method::POST, "http://a.test/u").await;
+    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
+}
+
+/// A cache whose origin answers everything fresh for ten minutes, holding
+/// `http://a.test/u` (a hit).
+async fn cache_holding_u(clock: &ManualClock) -> HttpCache<TestOrigin> {
     let origin =
         TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
-    let cache = cache(origin, &clock);
+    let cache = cache(origin, clock);
     fetch(&cache, "http://a.test/u").await;
     assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Hit);
-    let post = Request::post("http://a.test/u")
-        .body(Bytes::from_static(b"new"))
-        .unwrap();
-    let response = cache.serve(post).await.unwrap();
-    assert_eq!(
-        response.extensions().get::<CacheStatus>(),
-        Some(&CacheStatus::Pass)
-    );
-    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
+    cache
 }
 
 #[tokio::test]
@@ -460,11 +460,7 @@ async fn an_unsafe_request_whose_target_has_userinfo_invalidates_the_url_without
     // the origin acts on the URL without it), so the unsafe request changed what is stored
     // for `http://a.test/u` (§4.4).
     let clock = ManualClock::new();
-    let origin =
-        TestOrigin::new(|_| Reply::Response(response(&[("cache-control", "max-age=600")], "x")));
-    let cache = cache(origin, &clock);
-    fetch(&cache, "http://a.test/u").await;
-    assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Hit);
+    let cache = cache_holding_u(&clock).await;
     send_unsafe(&cache, http::Method::POST, "http://user:pw@a.test/u").await;
     assert_eq!(fetch(&cache, "http://a.test/u").await.0, CacheStatus::Miss);
 }
