@@ -734,8 +734,8 @@ fn compaction_keeps_the_state_and_bounds_the_journal() {
 /// segment headers and records it holds. Until its first compaction a queue has no `JOURNAL`
 /// pointer and writes generation 0.
 fn journal_generation(dir: &Path) -> (std::path::PathBuf, u64) {
-    let generation = std::fs::read_to_string(dir.join("JOURNAL")).unwrap_or("0".into());
-    let path = dir.join(format!("journal-{}", generation.trim()));
+    let generation = pointed_generation(dir).unwrap_or(0);
+    let path = dir.join(format!("journal-{generation}"));
     let bytes = Log::open(&path, fast_log()).unwrap().stats().bytes;
     (path, bytes)
 }
@@ -1666,9 +1666,15 @@ fn a_compacted_queue_of_acked_messages(dir: &Path, clock: &ManualClock) -> Strin
         queue.ack(&delivery).unwrap();
     }
     drop(queue);
-    let pointer = std::fs::read_to_string(dir.join("JOURNAL")).unwrap();
-    assert_ne!(pointer.trim(), "0", "the journal was compacted");
-    pointer
+    assert_ne!(pointed_generation(dir), None, "the journal was compacted");
+    std::fs::read_to_string(dir.join("JOURNAL")).unwrap()
+}
+
+/// The generation the `JOURNAL` pointer of the closed queue in `dir` names (the pointer's first
+/// word; its checksum follows), if there is a pointer.
+fn pointed_generation(dir: &Path) -> Option<u64> {
+    let pointer = std::fs::read_to_string(dir.join("JOURNAL")).ok()?;
+    Some(pointer.split(' ').next().unwrap().parse().unwrap())
 }
 
 fn journal_dirs(dir: &Path) -> Vec<String> {
@@ -1730,6 +1736,63 @@ fn a_journal_pointer_naming_a_generation_that_is_not_there_is_refused_and_nothin
         .unwrap();
         assert_eq!(queue.stats().unsettled, 0, "{damage}");
         assert!(queue.try_receive().unwrap().is_none(), "{damage}");
+    }
+}
+
+/// A crash after a compaction's rename and before it deletes the generation before it leaves
+/// that older generation beside the new one. A pointer whose number was damaged into the
+/// older one's must not open it: the older generation lacks the acks journaled since, and the
+/// messages they settled would be delivered again. The checksum written beside the number
+/// refuses it, and nothing is deleted.
+#[test]
+fn a_journal_pointer_damaged_into_the_number_of_a_generation_a_crash_left_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let options = || options().compact_after(16).log_options(fast_log());
+    a_compacted_queue_of_acked_messages(dir.path(), &clock);
+    let older = pointed_generation(dir.path()).unwrap();
+    let older_dir = dir.path().join(format!("journal-{older}"));
+    let leftover = tempfile::tempdir().unwrap();
+    copy_files(&older_dir, leftover.path());
+    let queue = WorkQueue::open_with_clock(dir.path(), options(), clock.clone()).unwrap();
+    for n in 8..16u8 {
+        queue.send(vec![n]).unwrap();
+        let delivery = queue.try_receive().unwrap().unwrap();
+        queue.ack(&delivery).unwrap();
+    }
+    drop(queue);
+    let newer = pointed_generation(dir.path()).unwrap();
+    assert!(newer > older, "compacted again: {older} then {newer}");
+    // What the crash left: the older generation, back beside the newer one.
+    std::fs::create_dir(&older_dir).unwrap();
+    copy_files(leftover.path(), &older_dir);
+    let pointer = std::fs::read_to_string(dir.path().join("JOURNAL")).unwrap();
+    let damaged = pointer.replacen(&newer.to_string(), &older.to_string(), 1);
+    std::fs::write(dir.path().join("JOURNAL"), &damaged).unwrap();
+    let journals = journal_dirs(dir.path());
+    let opened = WorkQueue::open_with_clock(dir.path(), options(), clock.clone());
+    if let Ok(queue) = &opened {
+        let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
+        panic!("opened generation {older}, redelivering acked message {redelivered:?}");
+    }
+    assert!(
+        matches!(opened, Err(Error::CorruptJournal { .. })),
+        "{opened:?}"
+    );
+    assert_eq!(journal_dirs(dir.path()), journals, "nothing deleted");
+    // The pointer put back, the queue opens with every message acked, the leftover removed.
+    std::fs::write(dir.path().join("JOURNAL"), &pointer).unwrap();
+    let queue = WorkQueue::open_with_clock(dir.path(), options(), clock.clone()).unwrap();
+    assert_eq!(queue.stats().unsettled, 0);
+    assert!(queue.try_receive().unwrap().is_none());
+    assert_eq!(journal_dirs(dir.path()), [format!("journal-{newer}")]);
+}
+
+/// Copies the files of the directory `from` into the directory `to`.
+fn copy_files(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
 
@@ -1905,8 +1968,9 @@ fn a_queue_whose_journal_or_message_log_lost_all_its_segments_is_refused() {
 fn a_compacted_journal_generation_with_no_segment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let pointer = a_compacted_queue_of_acked_messages(dir.path(), &clock);
-    let journal = dir.path().join(format!("journal-{}", pointer.trim()));
+    a_compacted_queue_of_acked_messages(dir.path(), &clock);
+    let generation = pointed_generation(dir.path()).unwrap();
+    let journal = dir.path().join(format!("journal-{generation}"));
     let moved = dir.path().join("journal-segments-moved-away");
     move_segments(&journal, &moved);
     let opts = || options().compact_after(16).log_options(fast_log());

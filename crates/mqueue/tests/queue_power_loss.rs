@@ -324,6 +324,54 @@ fn a_message_sent_after_a_power_loss_under_never_is_delivered_after_a_restart() 
     assert_eq!(open().stats().unsettled, 0);
 }
 
+/// What the README says `Never` (and `Interval`, between fsyncs) gives up besides messages: a
+/// power loss takes back the journal's record of a delivery, so the delivery is made again
+/// under the same attempt number, and a receipt from before the loss settles it.
+#[test]
+fn a_power_loss_under_never_makes_a_delivery_again_under_the_same_attempt() {
+    let disk = SimulatedStorage::new();
+    let clock = ManualClock::new();
+    let never = LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    };
+    let options = QueueOptions::default().log_options(never);
+    let open = || {
+        WorkQueue::open_with(
+            Path::new("/queue"),
+            options.clone(),
+            clock.clone(),
+            disk.clone(),
+        )
+        .unwrap()
+    };
+    let queue = open();
+    queue.send(b"job".as_slice()).unwrap();
+    drop(queue);
+    // The open syncs what its logs hold, the message included.
+    let queue = open();
+    let before = queue
+        .try_receive()
+        .unwrap()
+        .expect("the message, made durable");
+    assert_eq!(before.attempt(), 1);
+    drop(queue);
+    disk.power_cut();
+    let queue = open();
+    let again = queue.try_receive().unwrap().expect("the message again");
+    assert_eq!(
+        again.attempt(),
+        1,
+        "the record of the first delivery was lost"
+    );
+    queue.ack(&before).unwrap();
+    assert_eq!(
+        queue.stats().unsettled,
+        0,
+        "the receipt from before settled it"
+    );
+}
+
 #[test]
 fn acks_that_returned_after_a_failed_compaction_survive_a_power_cut() {
     let disk = SimulatedStorage::new();

@@ -71,7 +71,7 @@
 #[cfg(feature = "tokio")]
 mod async_append;
 mod commit;
-mod crc;
+pub(crate) mod crc;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod pool_work;

@@ -11,7 +11,8 @@
 //! Compaction takes the live state as a checkpoint, writes it into generation N+1 and syncs
 //! it, copies over the records appended to generation N meanwhile, then renames a new
 //! `JOURNAL` file over the old one and syncs the directory: a crash before the rename reopens
-//! generation N (the half-written N+1 is removed), a crash after it opens N+1.
+//! generation N (the half-written N+1 is removed), a crash after it opens N+1. The pointer
+//! holds the number and its checksum (see [`pointer_text`]).
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,7 @@ use crate::log::{PoolJob, PoolWork, RollFirst, RollJob};
 /// Records read from a log per call during replay.
 const REPLAY_BATCH: usize = 4096;
 
-/// The longest `JOURNAL` file read: a generation number and maybe a newline.
+/// The longest `JOURNAL` file read: a generation number, a space and its checksum.
 const MAX_POINTER_BYTES: usize = 32;
 
 /// A file layer the queue can hand to each of its three logs.
@@ -176,6 +177,46 @@ fn journal_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal-{generation}"))
 }
 
+/// What a `JOURNAL` pointer naming `generation` holds: the number in decimal, a space, and the
+/// CRC-32C of those digits in eight hex digits. A crash after a compaction's rename can leave
+/// the generation before it in the directory; without the checksum, damage turning the
+/// number into that one would open the older generation (acks lost, acked messages delivered
+/// again) as readily as any leftover.
+fn pointer_text(generation: u64) -> String {
+    let digits = generation.to_string();
+    let check = checksum_of(&digits);
+    format!("{digits} {check}")
+}
+
+/// The checksum a pointer writes after `digits`.
+fn checksum_of(digits: &str) -> String {
+    format!("{:08x}", crate::log::crc::append(0, digits.as_bytes()))
+}
+
+/// The generation named by the text of a `JOURNAL` pointer, if it is one [`pointer_text`]
+/// writes, or a bare number (what versions before the checksum wrote, accepted as they
+/// accepted it); `Err` with the reason otherwise.
+fn parse_pointer(text: &str) -> Result<u64, &'static str> {
+    let not_a_number = "the JOURNAL file does not hold a generation number below 2^64 - 1";
+    let text = text.trim_ascii();
+    let digits = match text.split_once(' ') {
+        Some((digits, check)) => {
+            if check != checksum_of(digits) {
+                return Err("the JOURNAL file's checksum does not match the generation it names");
+            }
+            digits
+        }
+        None => text,
+    };
+    // Digits only: `parse` would also take a sign.
+    Some(digits)
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
+        // A compaction moves to the next generation: the last number has none.
+        .filter(|&generation| generation < u64::MAX)
+        .ok_or(not_a_number)
+}
+
 /// The generation the `JOURNAL` pointer names, or `None` when there is no pointer (no
 /// compaction has renamed one into place: generation 0).
 fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>, Error> {
@@ -185,14 +226,12 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>, Err
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io("read", path, error)),
     };
-    let bad = || Error::CorruptJournal {
-        reason: "the JOURNAL file does not hold a generation number below 2^64 - 1",
-    };
+    let bad = |reason| Error::CorruptJournal { reason };
     let len = file.len().map_err(io("read", &path))?;
     let len = usize::try_from(len)
         .ok()
         .filter(|&len| len <= MAX_POINTER_BYTES)
-        .ok_or_else(bad)?;
+        .ok_or_else(|| bad("the JOURNAL file is longer than a pointer"))?;
     let mut bytes = vec![0; len];
     let mut filled = 0;
     while filled < bytes.len() {
@@ -204,13 +243,9 @@ fn read_generation(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>, Err
         }
         filled += n;
     }
-    std::str::from_utf8(&bytes[..filled])
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        // A compaction moves to the next generation: the last number has none.
-        .filter(|&generation| generation < u64::MAX)
-        .map(Some)
-        .ok_or_else(bad)
+    let text =
+        std::str::from_utf8(&bytes[..filled]).map_err(|_| bad("the JOURNAL file is not text"))?;
+    parse_pointer(text).map(Some).map_err(bad)
 }
 
 /// `Ok` if the log directory `dir` is there; [`Error::Corrupt`] naming it, for `reason`, if
@@ -1028,7 +1063,7 @@ impl Compaction {
                 .storage
                 .open(&temporary, true)
                 .map_err(io("create", &temporary))?;
-            file.write_at(0, self.generation.to_string().as_bytes())
+            file.write_at(0, pointer_text(self.generation).as_bytes())
                 .and_then(|()| file.sync())
                 .map_err(io("write", &temporary))?;
         }
@@ -1156,5 +1191,67 @@ impl JournalWrite {
             self.log.make_durable_async(self.end).await?;
         }
         Ok(self.compact)
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pointer_names_the_generation_it_was_written_for() {
+        for generation in [0, 1, 9, 10, 12_345, u64::MAX - 1] {
+            let text = pointer_text(generation);
+            assert!(text.len() <= MAX_POINTER_BYTES, "{text}");
+            assert_eq!(parse_pointer(&text), Ok(generation));
+        }
+    }
+
+    /// A pointer whose digits were changed into another number, or whose checksum was, is
+    /// refused; one bit flipped anywhere never names the generation before it, the one a
+    /// crash after a compaction's rename can leave behind.
+    #[test]
+    fn a_damaged_pointer_is_refused() {
+        assert!(parse_pointer(&pointer_text(7).replacen('7', "6", 1)).is_err());
+        assert!(parse_pointer("7 00000000").is_err());
+        for generation in 1..2_000 {
+            let text = pointer_text(generation);
+            for at in 0..text.len() {
+                for bit in 0..8 {
+                    let mut bytes = text.clone().into_bytes();
+                    bytes[at] ^= 1 << bit;
+                    let Ok(flipped) = std::str::from_utf8(&bytes) else {
+                        continue;
+                    };
+                    if let Ok(named) = parse_pointer(flipped) {
+                        // Only a space flipped into a digit gets past the checksum, as a bare
+                        // number of the older format: a number far above the generation.
+                        assert!(
+                            named > generation,
+                            "{text:?} flipped to {flipped:?}: {named}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A bare number, as the versions before the checksum wrote it, still opens; text that is
+    /// not a number below `u64::MAX`, or is one followed by something other than its checksum,
+    /// does not.
+    #[test]
+    fn a_bare_number_of_the_older_format_is_accepted() {
+        assert_eq!(parse_pointer("42"), Ok(42));
+        assert_eq!(parse_pointer("42\n"), Ok(42));
+        for text in [
+            "",
+            "x",
+            "-1",
+            "18446744073709551615",
+            "42 abc",
+            "42 0000000g",
+        ] {
+            assert!(parse_pointer(text).is_err(), "{text:?}");
+        }
     }
 }
