@@ -45,7 +45,15 @@ struct FlightState<T> {
     outcome: Option<Outcome<T>>,
     /// One slot per waiting future; a future re-registers in its own slot.
     wakers: Vec<Option<Waker>>,
+    /// The slots of futures dropped before the flight ended, which new ones take first: the
+    /// slots grow with the waiters at once, not with every waiter that ever came and went.
+    free: Vec<usize>,
 }
+
+/// Up to this many slots, an emptied flight table keeps what it allocated; beyond it, the
+/// table shrinks as flights end, so a burst of misses on many keys does not hold memory for
+/// as many flights forever.
+const KEPT_FLIGHT_SLOTS: usize = 64;
 
 /// Whether a caller leads a key's flight or waits on it.
 pub enum Joined<K: Hash + Eq, T> {
@@ -80,6 +88,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
             state: Mutex::new(FlightState {
                 outcome: None,
                 wakers: Vec::new(),
+                free: Vec::new(),
             }),
         });
         table.insert(key.clone(), Arc::clone(&flight));
@@ -130,11 +139,16 @@ impl<K: Hash + Eq, T> Leader<K, T> {
                 .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
             {
                 table.remove(&key);
+                if table.capacity() > KEPT_FLIGHT_SLOTS && table.len() * 4 < table.capacity() {
+                    let keep = KEPT_FLIGHT_SLOTS.max(table.len() * 2);
+                    table.shrink_to(keep);
+                }
             }
         }
         let wakers = {
             let mut state = self.flight.state.lock();
             state.outcome = Some(outcome);
+            state.free = Vec::new();
             std::mem::take(&mut state.wakers)
         };
         for waker in wakers.into_iter().flatten() {
@@ -181,10 +195,16 @@ impl<T: Clone> Future for Wait<T> {
         let waker = Some(cx.waker().clone());
         match this.slot {
             Some(slot) => state.wakers[slot] = waker,
-            None => {
-                this.slot = Some(state.wakers.len());
-                state.wakers.push(waker);
-            }
+            None => match state.free.pop() {
+                Some(slot) => {
+                    this.slot = Some(slot);
+                    state.wakers[slot] = waker;
+                }
+                None => {
+                    this.slot = Some(state.wakers.len());
+                    state.wakers.push(waker);
+                }
+            },
         }
         Poll::Pending
     }
@@ -194,8 +214,10 @@ impl<T> Drop for Wait<T> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot {
             let mut state = self.flight.state.lock();
+            // After the flight ended its slots are gone: nothing to give back.
             if let Some(waker) = state.wakers.get_mut(slot) {
                 *waker = None;
+                state.free.push(slot);
             }
         }
     }
@@ -239,5 +261,61 @@ impl<T> fmt::Debug for Wait<T> {
         f.debug_struct("Wait")
             .field("registered", &self.slot.is_some())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(infra_loom)))]
+mod tests {
+    use super::*;
+
+    fn poll_once(wait: &mut Wait<u32>) -> Poll<Outcome<u32>> {
+        Pin::new(wait).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn slots(flight: &Flight<u32>) -> usize {
+        flight.state.lock().wakers.len()
+    }
+
+    /// Waiters that give up (their requests cancelled or timed out) leave their slots to the
+    /// next ones: a flight holds slots for the waiters at once, not for all that came.
+    #[test]
+    fn a_flight_reuses_the_slots_of_waiters_that_left() {
+        let flights = Flights::<u32, u32>::new();
+        let Joined::Leader(leader) = flights.join(&1) else {
+            panic!("the first caller leads");
+        };
+        let flight = leader.flight();
+        let mut staying = Flight::wait(Arc::clone(&flight));
+        assert!(poll_once(&mut staying).is_pending());
+        for _ in 0..1_000 {
+            let mut leaving = Flight::wait(Arc::clone(&flight));
+            assert!(poll_once(&mut leaving).is_pending());
+        }
+        assert_eq!(
+            slots(&flight),
+            2,
+            "one staying waiter, one slot reused by the rest"
+        );
+        leader.complete(7);
+        assert_eq!(poll_once(&mut staying), Poll::Ready(Outcome::Done(7)));
+    }
+
+    /// A burst of misses on many keys grows the flight table; once they end, it shrinks back.
+    #[test]
+    fn the_flight_table_shrinks_after_a_burst() {
+        let flights = Flights::<u32, u32>::new();
+        let leaders: Vec<_> = (0..10_000)
+            .map(|key| match flights.join(&key) {
+                Joined::Leader(leader) => leader,
+                Joined::Follower(_) => panic!("one caller per key"),
+            })
+            .collect();
+        assert!(flights.table.lock().capacity() >= 10_000);
+        for (value, leader) in leaders.into_iter().enumerate() {
+            leader.complete(value as u32);
+        }
+        assert!(flights.is_empty());
+        let capacity = flights.table.lock().capacity();
+        assert!(capacity <= 4 * KEPT_FLIGHT_SLOTS, "capacity {capacity}");
     }
 }
