@@ -471,19 +471,22 @@ mod http_carrier {
     }
 
     /// A name or value that is not a valid header is skipped: every value this crate writes
-    /// is valid, so that only happens for baggage keys chosen by the application.
+    /// is valid, so that only happens for names and values an application writes itself. A
+    /// skipped value still removes the field's previous one, as `set` promises to replace it.
     impl Injector for http::HeaderMap {
         fn set(&mut self, name: &str, value: &str) {
-            if let Ok(value) = http::HeaderValue::from_str(value) {
-                insert(self, name, value);
+            match http::HeaderValue::from_str(value) {
+                Ok(value) => insert(self, name, value),
+                Err(_) => Injector::remove(self, name),
             }
         }
 
         fn set_owned(&mut self, name: &str, value: String) {
             // The string's buffer becomes the value's, without a copy (and without an
             // allocation when the string is exactly as long as its capacity).
-            if let Ok(value) = http::HeaderValue::try_from(value) {
-                insert(self, name, value);
+            match http::HeaderValue::try_from(value) {
+                Ok(value) => insert(self, name, value),
+                Err(_) => Injector::remove(self, name),
             }
         }
 
@@ -617,6 +620,20 @@ mod tests {
         Injector::remove(&mut headers, "traceparent");
         Injector::remove(&mut headers, "bad name");
         assert!(headers.is_empty());
+    }
+
+    /// `set` replaces any previous value: a value a header map cannot hold is not written,
+    /// and the previous request's value does not stay in its place.
+    #[cfg(feature = "http")]
+    #[test]
+    fn a_header_map_value_it_cannot_hold_leaves_no_earlier_value() {
+        let mut headers = http::HeaderMap::new();
+        headers.set("x-tenant", "old");
+        headers.set("x-tenant", "new\nline");
+        assert_eq!(Extractor::get(&headers, "x-tenant"), None);
+        headers.set_owned("x-tenant", "old".to_owned());
+        headers.set_owned("x-tenant", "new\nline".to_owned());
+        assert_eq!(Extractor::get(&headers, "x-tenant"), None);
     }
 
     /// Every field the propagators use, written and read through the prebuilt names, lands
