@@ -211,6 +211,11 @@ impl TraceState {
         Threshold::parse(th).ok()
     }
 
+    /// Whether the `ot` entry has a `th` sub-key, well formed or not.
+    pub(crate) fn has_ot_threshold_key(&self) -> bool {
+        self.get(OT).and_then(|ot| sub_key(ot, "th")).is_some()
+    }
+
     /// The OpenTelemetry explicit randomness (`ot=rv:…`), if present and well formed
     /// (exactly 14 lowercase hex digits).
     pub fn ot_randomness(&self) -> Option<u64> {

@@ -148,7 +148,11 @@ fn threshold_result(
     threshold: Option<Threshold>,
 ) -> SamplingResult {
     let state = parent.map(SpanContext::trace_state);
-    if state.and_then(TraceState::ot_threshold) == threshold {
+    let current = state.and_then(TraceState::ot_threshold);
+    // A `th` that does not parse is no threshold, but it is erased or replaced all the same:
+    // passed on, it would travel beside a decision it does not describe.
+    let malformed = current.is_none() && state.is_some_and(TraceState::has_ot_threshold_key);
+    if current == threshold && !malformed {
         return SamplingResult::keep(decision);
     }
     let mut state = state.cloned().unwrap_or_default();
@@ -202,9 +206,11 @@ impl Sampler for AlwaysOn {
         _: SpanKind,
     ) -> SamplingResult {
         let decision = SamplingDecision::RecordAndSample;
-        match parent.and_then(|p| p.trace_state().ot_threshold()) {
-            Some(_) => threshold_result(decision, parent, Some(Threshold::ALWAYS)),
-            None => SamplingResult::keep(decision),
+        // A malformed `th` is replaced too.
+        if parent.is_some_and(|p| p.trace_state().has_ot_threshold_key()) {
+            threshold_result(decision, parent, Some(Threshold::ALWAYS))
+        } else {
+            SamplingResult::keep(decision)
         }
     }
 }

@@ -310,6 +310,40 @@ fn samplers_without_a_probability_erase_the_threshold() {
     assert_eq!(sample(&AlwaysOn, None, parent.trace_id()).1, None);
 }
 
+/// A `th` that does not parse is no threshold, but the samplers that erase or replace a
+/// threshold erase or replace it too: it must not travel on beside a decision it does not
+/// describe.
+#[test]
+fn a_malformed_threshold_is_erased_or_replaced_like_a_valid_one() {
+    let parent = SpanContext::remote(
+        trace_with_randomness((1 << 56) - 1),
+        SpanId::random(),
+        TraceFlags::SAMPLED.with_random(true),
+    )
+    .with_trace_state(TraceState::parse("ot=th:zz;p:1,b=1").unwrap());
+    // A sampler that knows no probability erases it on a span it keeps.
+    let (decision, written) = sample(&RateLimited::new(1000), Some(&parent), parent.trace_id());
+    assert!(decision.is_sampled());
+    assert_eq!(written.unwrap().as_str(), "ot=p:1,b=1");
+    // A ratio that keeps the span writes its own threshold in its place...
+    let (decision, written) = sample(&TraceIdRatio::new(0.5), Some(&parent), parent.trace_id());
+    assert!(decision.is_sampled());
+    assert_eq!(written.unwrap().as_str(), "ot=th:8;p:1,b=1");
+    // AlwaysOn writes th:0 in its place, as it does for a valid threshold...
+    let (_, written) = sample(&AlwaysOn, Some(&parent), parent.trace_id());
+    assert_eq!(written.unwrap().as_str(), "ot=th:0;p:1,b=1");
+    // ... and a ratio that drops the span passes on the state without it.
+    let dropped = SpanContext::remote(
+        trace_with_randomness(1),
+        SpanId::random(),
+        TraceFlags::SAMPLED.with_random(true),
+    )
+    .with_trace_state(TraceState::parse("ot=th:zz,b=1").unwrap());
+    let (decision, written) = sample(&TraceIdRatio::new(0.5), Some(&dropped), dropped.trace_id());
+    assert!(!decision.is_sampled());
+    assert_eq!(written.unwrap().as_str(), "b=1");
+}
+
 #[derive(Debug)]
 struct RecordEverythingLocally;
 
