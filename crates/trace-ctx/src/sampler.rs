@@ -520,12 +520,15 @@ impl RateLimited<SystemClock> {
 impl<C: Clock> RateLimited<C> {
     const SECOND: u64 = 1_000_000_000;
 
-    /// At most `per_second` traces per second, on `clock`. Zero samples nothing.
+    /// At most `per_second` traces per second, on `clock`. Zero samples nothing; a rate
+    /// above 10^9 per second is held to 10^9 (one trace per nanosecond of the clock).
     pub fn with_clock(per_second: u32, clock: C) -> Self {
         let interval_nanos = if per_second == 0 {
             u64::MAX
         } else {
-            Self::SECOND / u64::from(per_second)
+            // At least one: an interval of zero would never move the state forward, and
+            // every decision would sample.
+            (Self::SECOND / u64::from(per_second)).max(1)
         };
         // Times inside the sampler are clock readings plus one burst window, so "one burst
         // before now" never underflows, even on a clock that starts at zero. Starting at the
@@ -666,6 +669,17 @@ mod tests {
         let never = RateLimited::with_clock(0, clock);
         assert!(!never.try_acquire());
         assert!(format!("{never:?}").contains("RateLimited"));
+    }
+
+    /// Above 10^9 per second the interval would round to zero nanoseconds, which limited
+    /// nothing: every decision sampled. The rate is held to one trace per nanosecond instead
+    /// (its one-second burst, 10^9 decisions, is too many to count here).
+    #[test]
+    fn a_rate_above_one_per_nanosecond_is_held_to_one_per_nanosecond() {
+        for per_second in [1_000_000_000, 1_000_000_001, u32::MAX] {
+            let sampler = RateLimited::with_clock(per_second, ManualClock::new());
+            assert_eq!(sampler.interval_nanos, 1, "{per_second} per second");
+        }
     }
 
     #[test]
