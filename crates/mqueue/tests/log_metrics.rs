@@ -128,3 +128,50 @@ fn failed_retentions_are_counted_and_the_depth_follows_what_was_deleted() {
         Some(f64::from(u32::try_from(kept).unwrap()))
     );
 }
+
+/// Each partition of a stream is its own series, named after the stream's directory and the
+/// partition's: one shared series would have every partition set the depth gauge to its own
+/// depth over the others'.
+#[test]
+fn each_partition_of_a_stream_has_its_own_series() {
+    use infra_mqueue::stream::{Stream, StreamOptions};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let disk = SimulatedStorage::new();
+    metrics::with_local_recorder(&recorder, || {
+        let stream = Stream::open_with(
+            Path::new("/orders"),
+            StreamOptions {
+                partitions: 2,
+                ..StreamOptions::default()
+            },
+            ManualClock::new(),
+            disk.clone(),
+        )
+        .unwrap();
+        let key_in = |partition| {
+            (0u32..)
+                .map(u32::to_le_bytes)
+                .find(|key| stream.partition_for(key) == partition)
+                .unwrap()
+        };
+        for _ in 0..3 {
+            stream.publish(&key_in(0), b"x").unwrap();
+        }
+        stream.publish(&key_in(1), b"y").unwrap();
+    });
+    let snapshot = series(&snapshotter);
+    let get = |name, log| read(&snapshot, name, log);
+    for (log, depth) in [
+        ("orders/partition-00000", 3.0),
+        ("orders/partition-00001", 1.0),
+    ] {
+        assert_eq!(get("infra_mqueue_log_depth", log), Some(depth), "{log}");
+        assert_eq!(
+            get("infra_mqueue_log_appends_total", log),
+            Some(depth),
+            "{log}"
+        );
+    }
+}

@@ -9,7 +9,7 @@
 //! | `infra_mqueue_log_retention_failures_total` | counter | `log` | segment rolls whose retention failed (a segment could not be deleted; it stays for the next) |
 //!
 //! `log` is the name given with [`Log::with_metrics_name`](super::Log::with_metrics_name)
-//! (streams use their topic's name), `default` otherwise.
+//! (a stream names each partition `<directory name>/partition-NNNNN`), `default` otherwise.
 
 use metrics::{Counter, Gauge, Unit};
 

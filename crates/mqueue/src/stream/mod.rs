@@ -160,11 +160,14 @@ impl Stream {
         let partitions = (0..count)
             .map(|p| {
                 let log = opener.open(&partition_dir(dir, p))?;
+                // A series per partition: a shared one would have each partition set the depth
+                // gauge to its own depth over the others'.
                 #[cfg(feature = "metrics")]
-                let log = log.with_metrics_name(
-                    &dir.file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                );
+                let log = log.with_metrics_name(&format!(
+                    "{}/partition-{p:05}",
+                    dir.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                ));
                 Ok(log)
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -281,6 +284,7 @@ impl Stream {
             path,
             positions: committed.clone(),
             committed,
+            next_start: 0,
         })
     }
 
@@ -500,11 +504,16 @@ pub struct ConsumerGroup<'a> {
     positions: Vec<u64>,
     /// Durably committed: where a new `ConsumerGroup` of this name starts, per partition.
     committed: Vec<u64>,
+    /// The partition the next poll reads first: polls go round the partitions, so a backlog
+    /// in one does not starve the others when a poll takes fewer records than they hold.
+    next_start: usize,
 }
 
 impl ConsumerGroup<'_> {
     /// Up to `max` records not yet polled, taken from the partitions in turn (each partition in
-    /// offset order). Records removed by retention before they were read are skipped.
+    /// offset order), starting after the partition the previous poll last took a record from,
+    /// so polls smaller than the partition count still reach every partition. Records removed
+    /// by retention before they were read are skipped.
     ///
     /// # Errors
     /// As [`Log::read`], other than [`Error::OffsetTruncated`]. A poll that fails moves no
@@ -517,13 +526,17 @@ impl ConsumerGroup<'_> {
         let count = positions.len();
         let share = max.div_ceil(count.max(1)).max(1);
         let mut progress = true;
+        // The partition after the last one a record came from: where the next poll starts.
+        let mut next_start = self.next_start;
         while out.len() < max && progress {
             progress = false;
-            for (partition, position) in positions.iter_mut().enumerate() {
+            for turn in 0..count {
                 let want = share.min(max - out.len());
                 if want == 0 {
                     break;
                 }
+                let partition = (self.next_start + turn) % count;
+                let position = &mut positions[partition];
                 let log = &self.stream.partitions[partition];
                 // Retention may remove the position's segment at any time, also between
                 // reading the oldest offset kept and reading from it: skip to that offset.
@@ -537,6 +550,7 @@ impl ConsumerGroup<'_> {
                 if let Some(last) = records.last() {
                     *position = last.offset + 1;
                     progress = true;
+                    next_start = (partition + 1) % count;
                 }
                 out.extend(records.into_iter().map(|r| Message {
                     partition: u32::try_from(partition).unwrap_or(u32::MAX),
@@ -546,6 +560,7 @@ impl ConsumerGroup<'_> {
             }
         }
         self.positions = positions;
+        self.next_start = next_start;
         Ok(out)
     }
 
@@ -570,5 +585,6 @@ impl ConsumerGroup<'_> {
     /// committed are polled again (what a restart does).
     pub fn rewind(&mut self) {
         self.positions.clone_from(&self.committed);
+        self.next_start = 0;
     }
 }
