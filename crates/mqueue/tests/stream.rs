@@ -442,3 +442,28 @@ fn a_commit_cut_off_at_any_change_leaves_the_old_or_the_new_offsets() {
         "no crash point kept the old, or the new, offsets"
     );
 }
+
+/// Options refused are refused before anything is created: no directory is left behind.
+#[test]
+fn refused_log_options_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream_dir = dir.path().join("orders");
+    let opened = Stream::open(
+        &stream_dir,
+        StreamOptions {
+            partitions: 2,
+            log: LogOptions {
+                max_record_bytes: 0,
+                ..LogOptions::default()
+            },
+        },
+    );
+    assert!(
+        matches!(opened, Err(Error::InvalidOptions { .. })),
+        "{opened:?}"
+    );
+    assert!(
+        !stream_dir.exists(),
+        "a refused open created the stream's directory"
+    );
+}

@@ -189,7 +189,7 @@ impl Default for LogOptions {
 }
 
 impl LogOptions {
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.segment_bytes < 64 || self.segment_bytes > 1 << 40 {
             return Err(Error::InvalidOptions {
                 reason: "segment_bytes must be between 64 bytes and 1 TiB",

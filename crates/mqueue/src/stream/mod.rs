@@ -113,7 +113,7 @@ impl Stream {
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for a partition count of 0, above [`MAX_PARTITIONS`] or unlike
-    /// the existing stream's; [`Error::Locked`] while another `Stream` has the directory open
+    /// the existing stream's, or log options [`Log::open`] refuses (before anything is created); [`Error::Locked`] while another `Stream` has the directory open
     /// (in this process or another); [`Error::Corrupt`] for a stream missing a partition or
     /// with a damaged mark; anything [`Log::open`] returns.
     pub fn open(dir: &Path, options: StreamOptions) -> Result<Self, Error> {
@@ -143,6 +143,9 @@ impl Stream {
                 reason: "a stream has between 1 and MAX_PARTITIONS (4096) partitions",
             });
         }
+        // Checked before anything is created, rather than by the first partition's open after
+        // the stream's directories exist.
+        log_options.validate()?;
         let groups = dir.join("groups");
         create_dir_durably(&storage, &groups)
             .map_err(|e| Error::io("create directory", &groups, e))?;
