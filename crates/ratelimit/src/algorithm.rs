@@ -93,14 +93,32 @@ pub trait Algorithm: Send + Sync + fmt::Debug + Sized {
     }
 
     /// [`Algorithm::heap_bytes`] under the configuration this state was created with
-    /// ([`Algorithm::new`]), whatever the configuration is now: a keyed limiter charged that
-    /// much for the state when it tracked the key, and gives exactly that back when it forgets
-    /// the key, so a quota changed in between leaves no bytes behind. A state whose
-    /// `heap_bytes` depends on the configuration remembers what it needs for this (the
-    /// sliding-window log keeps the limit it was created under); zero by default, as
-    /// `heap_bytes` is.
+    /// ([`Algorithm::new`]), or under a later one it was charged for
+    /// ([`Algorithm::check_n_charged`]), whatever the configuration is now: a keyed limiter
+    /// charged that much for the state, and gives exactly that back when it forgets the key,
+    /// so a quota changed in between leaves no bytes behind. A state whose `heap_bytes`
+    /// depends on the configuration remembers what it needs for this (the sliding-window log
+    /// keeps the largest limit it was charged for); zero by default, as `heap_bytes` is.
     fn charged_heap_bytes(&self) -> usize {
         0
+    }
+
+    /// [`Algorithm::check_n`] for a state a keyed limiter charges against its byte cap. A state
+    /// that may hold more heap memory under `config` than it was charged
+    /// ([`Algorithm::charged_heap_bytes`], after a quota was raised) first asks `charge` for the
+    /// difference, and from then on is charged that much more; refused, it decides as under the
+    /// configuration it was charged for, so that it never holds more than its charge. The
+    /// default, for states whose heap memory does not depend on the configuration, is
+    /// `check_n`.
+    fn check_n_charged(
+        &self,
+        config: &Self::Config,
+        now: u64,
+        n: u32,
+        charge: impl FnOnce(usize) -> bool,
+    ) -> Decision {
+        let _ = charge;
+        self.check_n(config, now, n)
     }
 }
 

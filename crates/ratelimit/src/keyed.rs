@@ -194,10 +194,10 @@ fn state_charge<K, A: Algorithm>(heap_bytes: usize) -> usize {
         .saturating_add(entry_overhead::<K, A>())
 }
 
-/// What a tracked key was charged when it was first tracked, recomputed from what its entry
-/// holds: the key's bytes as [`key_bytes`] counts them (the same for the key as for any form
-/// it is checked in, which `Borrow` requires to hash alike) and the state's charge as of its
-/// creation ([`Algorithm::charged_heap_bytes`]). Quota changes since do not enter into it.
+/// What a tracked key was charged, recomputed from what its entry holds: the key's bytes as
+/// [`key_bytes`] counts them (the same for the key as for any form it is checked in, which
+/// `Borrow` requires to hash alike) and the state's charge ([`Algorithm::charged_heap_bytes`]:
+/// as of its creation, or of a raised quota it was charged more for since).
 fn tracked_charge<K: Hash, A: Algorithm>(key: &K, state: &A) -> usize {
     key_bytes::<K, K>(key).saturating_add(state_charge::<K, A>(state.charged_heap_bytes()))
 }
@@ -507,7 +507,7 @@ where
         let (now, found) = self.states.with_meanwhile(
             key,
             || self.clock.now_nanos(),
-            |state, &now| state.check_n(&config, now, n),
+            |state, &now| state.check_n_charged(&config, now, n, |extra| self.charge(extra)),
         );
         if let Some(decision) = found {
             #[cfg(feature = "metrics")]
@@ -566,7 +566,10 @@ where
                 } else {
                     drop(reservation);
                 }
-                (state.check_n(&config, now, n), inserted)
+                (
+                    state.check_n_charged(&config, now, n, |extra| self.charge(extra)),
+                    inserted,
+                )
             },
         );
         if inserted && had_room {
@@ -708,8 +711,10 @@ where
     /// algorithm's state and the most heap memory that state may
     /// hold under the key's quota ([`Algorithm::heap_bytes`]: a sliding-window log's entries),
     /// plus its share of the hash table at the most the table can hold per key (86 bytes in
-    /// all for a `u64` key with GCRA). Forgetting the key gives back exactly that, whatever
-    /// quotas were set since. A per-key quota is charged its key the same way, its stored
+    /// all for a `u64` key with GCRA). A sliding-window log under a limit raised since is
+    /// charged the larger log's bytes at its next check, or else keeps to the limit it was
+    /// charged for ([`Algorithm::check_n_charged`]). Forgetting the key gives back exactly what
+    /// it was charged, whatever quotas were set since. A per-key quota is charged its key the same way, its stored
     /// quota and its share of its own hash table, at the most that table can hold per quota
     /// (306 bytes in all for a `u64` key with GCRA); per-key quotas together are charged at
     /// most [`KeyedOptions::max_override_bytes`], half of the cap. So `max_bytes` bounds the
@@ -1553,6 +1558,11 @@ mod tests {
                 _ => {}
             }
         }
+        // Checked under the quotas now in force: a log charged for a smaller limit is charged
+        // for the larger one now, and gives that back.
+        for key in 0..40 {
+            assert!(limiter.check(&key).unwrap().is_allowed(), "{}", A::NAME);
+        }
         clock.advance(Duration::from_secs(3_600));
         assert_eq!(limiter.sweep(), 40, "{}", A::NAME);
         let overrides = limiter.override_bytes.load(Ordering::Relaxed);
@@ -1562,6 +1572,68 @@ mod tests {
             limiter.clear_key_quota(&key);
         }
         assert_eq!(limiter.bytes(), 0, "{}", A::NAME);
+    }
+
+    /// A log tracked under a small limit grows to a raised one only once it is charged for
+    /// it: while the byte cap has no room for that, it keeps to the limit it was charged for,
+    /// so the cap still bounds what the logs hold.
+    #[test]
+    fn a_log_refused_the_bytes_for_a_raised_limit_keeps_the_limit_it_was_charged_for() {
+        let clock = ManualClock::new();
+        let small = Quota::per_second(4).unwrap();
+        let large = Quota::per_second(1_000).unwrap();
+        let grown = SlidingWindowLog::heap_bytes(
+            &crate::fixed_window::WindowConfig::from_quota(&large).unwrap(),
+        ) - SlidingWindowLog::heap_bytes(
+            &crate::fixed_window::WindowConfig::from_quota(&small).unwrap(),
+        );
+        let per_key = key_bytes::<u64, u64>(&0)
+            + state_charge::<u64, SlidingWindowLog>(SlidingWindowLog::heap_bytes(
+                &crate::fixed_window::WindowConfig::from_quota(&small).unwrap(),
+            ));
+        // Room for three keys and for two of them to grow, not three.
+        let max_bytes = 3 * per_key + 2 * grown + grown / 2;
+        let limiter = KeyedRateLimiter::<u64, SlidingWindowLog, _>::with_options(
+            small,
+            clock.clone(),
+            KeyedOptions::default().max_bytes(max_bytes),
+        )
+        .unwrap();
+        for key in 0..3 {
+            assert!(limiter.check(&key).unwrap().is_allowed());
+        }
+        assert_eq!(limiter.bytes(), 3 * per_key);
+        limiter.set_quota(large).unwrap();
+        for key in 0..2 {
+            for cell in 1..1_000 {
+                clock.advance(Duration::from_micros(1));
+                let decision = limiter.check(&key).unwrap();
+                assert!(decision.is_allowed(), "key {key}, cell {cell}");
+                assert_eq!(decision.limit(), 1_000);
+            }
+            assert!(limiter.check(&key).unwrap().is_denied());
+        }
+        assert_eq!(limiter.bytes(), 3 * per_key + 2 * grown);
+        // No room to grow the third: it admits what it was charged for, and says so.
+        for _ in 1..4 {
+            clock.advance(Duration::from_micros(1));
+            assert!(limiter.check(&2).unwrap().is_allowed());
+        }
+        let refused = limiter.check(&2).unwrap();
+        assert!(refused.is_denied());
+        assert_eq!((refused.limit(), refused.remaining()), (4, 0));
+        assert_eq!(limiter.bytes(), 3 * per_key + 2 * grown);
+        // Once the grown logs are forgotten there is room, and the third grows too.
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.sweep(), 3);
+        assert_eq!(limiter.bytes(), 0);
+        assert!(limiter.check(&0).unwrap().is_allowed());
+        for _ in 0..10 {
+            clock.advance(Duration::from_micros(1));
+            assert!(limiter.check(&2).unwrap().is_allowed());
+        }
+        // Both new under the large quota, so charged for it.
+        assert_eq!(limiter.bytes(), 2 * (per_key + grown));
     }
 
     #[test]

@@ -170,9 +170,10 @@ struct Log {
     entries: VecDeque<(u64, u32)>,
     /// Cells in `entries`: at most the largest limit they were admitted under, so a `u32`.
     total: u32,
-    /// The limit the log was created under, which its keyed charge was computed from (see
-    /// [`Algorithm::charged_heap_bytes`]); in the word `total` leaves free.
-    created_limit: u32,
+    /// The largest limit the log was charged for: the one it was created under, or a raised
+    /// one a keyed limiter charged it for since (see [`Algorithm::charged_heap_bytes`]); in the
+    /// word `total` leaves free.
+    charged_limit: u32,
 }
 
 impl Log {
@@ -204,6 +205,47 @@ fn log_bytes(limit: u32) -> usize {
     entries.saturating_mul(std::mem::size_of::<(u64, u32)>())
 }
 
+/// The log's decision under `config`, with its lock held.
+fn decide(log: &mut Log, config: &WindowConfig, now: u64, n: u32) -> Decision {
+    let w = config.window;
+    let limit = u64::from(config.limit);
+    log.evict(w, now);
+    let left = limit.saturating_sub(u64::from(log.total));
+    if n == 0 {
+        return Decision::allowed(config.limit, cells(left), log.reset_after(w, now));
+    }
+    let n64 = u64::from(n);
+    if n64 <= left {
+        // A reading older than the newest entry (a racing thread) is recorded at the newest
+        // time, keeping the log ordered; the entry then lives slightly longer, never shorter.
+        let at = log.entries.back().map_or(now, |&(last, _)| last.max(now));
+        match log.entries.back_mut() {
+            Some((last, cells)) if *last == at => *cells += n,
+            _ => log.entries.push_back((at, n)),
+        }
+        // `n <= left`, so the total stays within the limit, a `u32`.
+        log.total += n;
+        return Decision::allowed(config.limit, cells(left - n64), log.reset_after(w, now));
+    }
+    let retry = if n64 > limit {
+        Duration::MAX
+    } else {
+        // Cells past a lowered limit must leave too, not only the `n - left` missing
+        // under it.
+        let mut to_free = (u64::from(log.total) + n64).saturating_sub(limit);
+        let mut retry = Duration::ZERO;
+        for &(at, cells) in &log.entries {
+            retry = nanos(at.saturating_add(w).saturating_sub(now));
+            to_free = to_free.saturating_sub(u64::from(cells));
+            if to_free == 0 {
+                break;
+            }
+        }
+        retry
+    };
+    Decision::denied(config.limit, cells(left), retry, log.reset_after(w, now))
+}
+
 impl SlidingWindowLog {
     /// Entries currently held (for measuring memory).
     pub fn entries(&self) -> usize {
@@ -220,52 +262,40 @@ impl Algorithm for SlidingWindowLog {
             state: Mutex::new(Log {
                 entries: VecDeque::new(),
                 total: 0,
-                created_limit: config.limit,
+                charged_limit: config.limit,
             }),
         }
     }
 
     fn check_n(&self, config: &WindowConfig, now: u64, n: u32) -> Decision {
-        let w = config.window;
-        let limit = u64::from(config.limit);
-        let mut log = self.state.lock();
-        log.evict(w, now);
-        let left = limit.saturating_sub(u64::from(log.total));
-        if n == 0 {
-            return Decision::allowed(config.limit, cells(left), log.reset_after(w, now));
-        }
-        let n64 = u64::from(n);
-        if n64 <= left {
-            // A reading older than the newest entry (a racing thread) is recorded at the newest
-            // time, keeping the log ordered; the entry then lives slightly longer, never shorter.
-            let at = log.entries.back().map_or(now, |&(last, _)| last.max(now));
-            match log.entries.back_mut() {
-                Some((last, cells)) if *last == at => *cells += n,
-                _ => log.entries.push_back((at, n)),
-            }
-            // `n <= left`, so the total stays within the limit, a `u32`.
-            log.total += n;
-            return Decision::allowed(config.limit, cells(left - n64), log.reset_after(w, now));
-        }
-        let retry = if n64 > limit {
-            Duration::MAX
-        } else {
-            // Cells past a lowered limit must leave too, not only the `n - left` missing
-            // under it.
-            let mut to_free = (u64::from(log.total) + n64).saturating_sub(limit);
-            let mut retry = Duration::ZERO;
-            for &(at, cells) in &log.entries {
-                retry = nanos(at.saturating_add(w).saturating_sub(now));
-                to_free = to_free.saturating_sub(u64::from(cells));
-                if to_free == 0 {
-                    break;
-                }
-            }
-            retry
-        };
-        Decision::denied(config.limit, cells(left), retry, log.reset_after(w, now))
+        decide(&mut self.state.lock(), config, now, n)
     }
 
+    /// Under a limit raised past the one the log was charged for, it asks for the larger log's
+    /// bytes; refused, it keeps to the limit it was charged for, so its entries stay within
+    /// its charge.
+    fn check_n_charged(
+        &self,
+        config: &WindowConfig,
+        now: u64,
+        n: u32,
+        charge: impl FnOnce(usize) -> bool,
+    ) -> Decision {
+        let mut log = self.state.lock();
+        if config.limit > log.charged_limit {
+            let extra = log_bytes(config.limit) - log_bytes(log.charged_limit);
+            if extra == 0 || charge(extra) {
+                log.charged_limit = config.limit;
+            } else {
+                let charged = WindowConfig {
+                    limit: log.charged_limit,
+                    ..*config
+                };
+                return decide(&mut log, &charged, now, n);
+            }
+        }
+        decide(&mut log, config, now, n)
+    }
     /// At most `limit` entries (each holds at least one admitted cell), in a `VecDeque` whose
     /// capacity doubles from 4.
     fn heap_bytes(config: &WindowConfig) -> usize {
@@ -273,7 +303,7 @@ impl Algorithm for SlidingWindowLog {
     }
 
     fn charged_heap_bytes(&self) -> usize {
-        log_bytes(self.state.lock().created_limit)
+        log_bytes(self.state.lock().charged_limit)
     }
 
     fn is_idle(&self, config: &WindowConfig, now: u64) -> bool {
