@@ -1622,6 +1622,10 @@ mod tests {
         let refused = limiter.check(&2).unwrap();
         assert!(refused.is_denied());
         assert_eq!((refused.limit(), refused.remaining()), (4, 0));
+        // More cells than it was charged for: admitted once there is room, not never.
+        let more = limiter.check_n(&2, 10).unwrap();
+        assert!(more.is_denied());
+        assert_eq!(more.retry_after(), Decision::RETRY_SOON);
         assert_eq!(limiter.bytes(), 3 * per_key + 2 * grown);
         // Once the grown logs are forgotten there is room, and the third grows too.
         clock.advance(Duration::from_secs(1));

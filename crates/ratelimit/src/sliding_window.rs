@@ -291,7 +291,18 @@ impl Algorithm for SlidingWindowLog {
                     limit: log.charged_limit,
                     ..*config
                 };
-                return decide(&mut log, &charged, now, n);
+                let decision = decide(&mut log, &charged, now, n);
+                if decision.is_denied() && n > charged.limit {
+                    // Admitted once the cap has room for the larger log, which may be at any
+                    // moment: not never.
+                    return Decision::denied(
+                        charged.limit,
+                        decision.remaining(),
+                        Decision::RETRY_SOON,
+                        decision.reset_after(),
+                    );
+                }
+                return decision;
             }
         }
         decide(&mut log, config, now, n)
