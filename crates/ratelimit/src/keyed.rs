@@ -1530,7 +1530,8 @@ mod tests {
 
     /// What a key is charged when tracked comes back exactly when it is forgotten, for every
     /// algorithm, after the default quota and per-key quotas changed in between (a sliding
-    /// log's charge depends on the quota it was created under).
+    /// log's charge depends on the quota it was created under, and grows with a raised one it
+    /// is checked under).
     fn charges_come_back_exactly<A: Algorithm>() {
         let clock = ManualClock::new();
         let limiter = KeyedRateLimiter::<u64, A, _>::with_clock(
