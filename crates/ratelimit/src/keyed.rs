@@ -1722,6 +1722,84 @@ mod tests {
         }
     }
 
+    /// One step of the log's quota test: time passes, a key is checked for some cells, the
+    /// default quota becomes one of a few limits, or the owner sweeps.
+    #[derive(Clone, Debug)]
+    enum LogStep {
+        Wait(u64),
+        Check(u64, u32),
+        Quota(u32),
+        Sweep,
+    }
+
+    // As `step`: proptest's `prop_oneof!` expands to `std::sync::Arc`.
+    #[allow(clippy::disallowed_types)]
+    fn log_step() -> impl proptest::strategy::Strategy<Value = LogStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => (0u64..400).prop_map(LogStep::Wait),
+            8 => (0u64..4, 1u32..=4).prop_map(|(key, n)| LogStep::Check(key, n)),
+            1 => prop::sample::select(vec![2u32, 8, 64, 300]).prop_map(LogStep::Quota),
+            1 => Just(LogStep::Sweep),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever quotas come and go between checks, under a cap with room for only some
+        /// logs to grow: the bytes are always the tracked keys' charges, within `max_bytes`,
+        /// and no log holds more entries than the limit it is charged for.
+        #[test]
+        fn logs_stay_within_their_charge_across_quota_changes(
+            steps in proptest::collection::vec(log_step(), 0..150),
+        ) {
+            let clock = ManualClock::new();
+            let max_bytes = 20_000;
+            let limiter = KeyedRateLimiter::<u64, SlidingWindowLog, _>::with_options(
+                Quota::per_second(2).unwrap(),
+                clock.clone(),
+                KeyedOptions::default().max_bytes(max_bytes),
+            )
+            .unwrap();
+            for step in steps {
+                match step {
+                    LogStep::Wait(millis) => clock.advance(Duration::from_millis(millis)),
+                    LogStep::Check(key, n) => {
+                        clock.advance(Duration::from_micros(1));
+                        match limiter.check_n(&key, n) {
+                            Ok(_) | Err(Error::TooManyKeys { .. }) => {}
+                            Err(Error::InsufficientCapacity { requested, capacity }) => {
+                                proptest::prop_assert!(requested > capacity);
+                            }
+                            Err(other) => proptest::prop_assert!(false, "{other}"),
+                        }
+                    }
+                    LogStep::Quota(limit) => {
+                        limiter.set_quota(Quota::per_second(limit.into()).unwrap()).unwrap();
+                    }
+                    LogStep::Sweep => {
+                        limiter.sweep();
+                    }
+                }
+                let (mut charged, mut tracked, mut worst) = (0, 0, None);
+                let scanned = limiter.states.scan(Position::START, usize::MAX, usize::MAX, None, |key, state| {
+                    charged += tracked_charge(key, state);
+                    tracked += 1;
+                    // Entries of 16 bytes in a buffer of a power of two of them, at least 4.
+                    let held = state.entries().max(4).next_power_of_two() * 16;
+                    if held > state.charged_heap_bytes() {
+                        worst = Some((*key, held, state.charged_heap_bytes()));
+                    }
+                    true
+                });
+                proptest::prop_assert!(scanned.wrapped);
+                proptest::prop_assert_eq!(worst, None);
+                proptest::prop_assert_eq!(tracked, limiter.len());
+                proptest::prop_assert_eq!(limiter.bytes(), charged);
+                proptest::prop_assert!(charged <= max_bytes);
+            }
+        }
+    }
+
     #[test]
     fn string_keys_are_checked_by_str() {
         let limiter = KeyedRateLimiter::<String, TokenBucket, _>::with_clock(
