@@ -127,6 +127,11 @@ pub enum Error {
         /// The directory asked for.
         dir: PathBuf,
     },
+    /// No stream exists in this directory, and the options say not to create one.
+    UnknownStream {
+        /// The directory asked for.
+        dir: PathBuf,
+    },
     /// A record of a queue's state journal cannot be decoded: the journal was written by
     /// something else or damaged past what the log's checksums catch.
     CorruptJournal {
@@ -256,6 +261,9 @@ impl fmt::Display for Error {
             ),
             Self::UnknownQueue { dir } => {
                 write!(f, "no queue in {} (and create is off)", dir.display())
+            }
+            Self::UnknownStream { dir } => {
+                write!(f, "no stream in {} (and create is off)", dir.display())
             }
             Self::CorruptJournal { reason } => write!(f, "corrupt queue journal: {reason}"),
             Self::CorruptMessage { offset, reason } => {

@@ -379,6 +379,7 @@ async fn async_appends_roll_segments_on_the_blocking_pool() {
     let stream_options = StreamOptions {
         partitions: 1,
         log: small_segments(),
+        ..StreamOptions::default()
     };
     let stream = Stream::open_with(
         Path::new("/s"),

@@ -94,11 +94,11 @@ fn commits_survive_a_power_cut_and_never_pass_what_was_kept() {
     let dir = Path::new("/stream");
     let open = |fsync| {
         let opts = StreamOptions {
-            partitions: 3,
             log: LogOptions {
                 fsync,
                 ..LogOptions::default()
             },
+            ..options(3)
         };
         Stream::open_with(dir, opts, ManualClock::new(), disk.clone()).unwrap()
     };
@@ -210,7 +210,7 @@ fn a_poll_racing_retention_skips_what_it_removed_instead_of_failing() {
         },
         ..LogOptions::default()
     };
-    let stream = Arc::new(Stream::open(dir.path(), StreamOptions { partitions: 1, log }).unwrap());
+    let stream = Arc::new(Stream::open(dir.path(), StreamOptions { log, ..options(1) }).unwrap());
     let done = Arc::new(AtomicBool::new(false));
     let publisher = {
         let (stream, done) = (Arc::clone(&stream), Arc::clone(&done));
@@ -451,11 +451,11 @@ fn refused_log_options_create_nothing() {
     let opened = Stream::open(
         &stream_dir,
         StreamOptions {
-            partitions: 2,
             log: LogOptions {
                 max_record_bytes: 0,
                 ..LogOptions::default()
             },
+            ..options(2)
         },
     );
     assert!(

@@ -403,3 +403,47 @@ fn two_opens_of_a_new_stream_at_once_do_not_both_succeed() {
         2 * PARTITIONS
     );
 }
+
+/// With `create` off, a stream that is not there (a mistyped topic) is an error and nothing
+/// is created: not the directory, nor anything in an empty one. A stream that is there opens
+/// as usual, and so does one whose creation was cut short (a partition, no mark yet).
+#[test]
+fn an_unknown_stream_is_refused_when_create_is_off() {
+    let disk = SimulatedStorage::new();
+    let open = |dir: &str| {
+        Stream::open_with(
+            Path::new(dir),
+            StreamOptions {
+                create: false,
+                ..options(PARTITIONS)
+            },
+            ManualClock::new(),
+            disk.clone(),
+        )
+    };
+    let refused = open("/missing");
+    assert!(
+        matches!(&refused, Err(Error::UnknownStream { dir }) if dir == Path::new("/missing")),
+        "{refused:?}"
+    );
+    assert!(disk.list(Path::new("/missing")).is_err(), "nothing created");
+
+    disk.create_dir_all(Path::new("/empty")).unwrap();
+    let refused = open("/empty");
+    assert!(
+        matches!(refused, Err(Error::UnknownStream { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        disk.list(Path::new("/empty")).unwrap(),
+        Vec::<String>::new()
+    );
+
+    drop(reopen(&disk, PARTITIONS).unwrap());
+    assert_usable(&open(DIR).unwrap(), "an existing stream");
+
+    // A creation cut short: one partition made, no mark yet.
+    disk.create_dir_all(Path::new("/cut/partition-00000"))
+        .unwrap();
+    assert_eq!(open("/cut").unwrap().partitions(), PARTITIONS);
+}

@@ -72,6 +72,11 @@ pub struct StreamOptions {
     pub partitions: u32,
     /// Options of every partition log.
     pub log: LogOptions,
+    /// Whether [`Stream::open`] creates a stream that is not there (default `true`). When
+    /// `false`, opening a directory that is missing or holds no stream (neither a finished
+    /// stream's mark nor a partition) fails with [`Error::UnknownStream`] and creates nothing,
+    /// so a mistyped topic is an error rather than a new, empty stream.
+    pub create: bool,
 }
 
 impl Default for StreamOptions {
@@ -79,6 +84,7 @@ impl Default for StreamOptions {
         Self {
             partitions: 1,
             log: LogOptions::default(),
+            create: true,
         }
     }
 }
@@ -113,7 +119,9 @@ impl Stream {
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for a partition count of 0, above [`MAX_PARTITIONS`] or unlike
-    /// the existing stream's, or log options [`Log::open`] refuses (before anything is created); [`Error::Locked`] while another `Stream` has the directory open
+    /// the existing stream's, or log options [`Log::open`] refuses (before anything is created);
+    /// [`Error::UnknownStream`] when there is no stream in `dir` and
+    /// [`StreamOptions::create`] is off; [`Error::Locked`] while another `Stream` has the directory open
     /// (in this process or another); [`Error::Corrupt`] for a stream missing a partition or
     /// with a damaged mark; anything [`Log::open`] returns.
     pub fn open(dir: &Path, options: StreamOptions) -> Result<Self, Error> {
@@ -137,6 +145,7 @@ impl Stream {
         let StreamOptions {
             partitions: count,
             log: log_options,
+            create,
         } = options;
         if count == 0 || count > MAX_PARTITIONS {
             return Err(Error::InvalidOptions {
@@ -146,6 +155,11 @@ impl Stream {
         // Checked before anything is created, rather than by the first partition's open after
         // the stream's directories exist.
         log_options.validate()?;
+        if !create && !holds_a_stream(&storage, dir)? {
+            return Err(Error::UnknownStream {
+                dir: dir.to_path_buf(),
+            });
+        }
         let groups = dir.join("groups");
         create_dir_durably(&storage, &groups)
             .map_err(|e| Error::io("create directory", &groups, e))?;
@@ -387,6 +401,18 @@ where
             Err(another_count)
         }
         None => Ok(()),
+    }
+}
+
+/// Whether `dir` holds a stream: a finished stream's mark, or a partition (of a creation cut
+/// short, or of a stream from before the mark, which an open completes).
+fn holds_a_stream(storage: &dyn Storage, dir: &Path) -> Result<bool, Error> {
+    match storage.list(dir) {
+        Ok(names) => Ok(names
+            .iter()
+            .any(|name| name == MARK_NAME || name.starts_with("partition-"))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(Error::io("list", dir, error)),
     }
 }
 
