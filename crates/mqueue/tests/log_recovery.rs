@@ -635,3 +635,21 @@ fn interval_policy_syncs_on_the_clock() {
     let log = Log::open_with(dir.path(), LogOptions::default(), clock, disk).unwrap();
     assert_eq!(log.next_offset(), 4, "dropping an Interval log syncs");
 }
+/// A read bounded in bytes stops before the record that would take it past its bytes, and
+/// returns the first record whatever its size.
+#[test]
+fn a_read_within_a_byte_budget_stops_before_the_record_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    for i in 0..5u8 {
+        log.append(&[i; 1_000]).unwrap();
+    }
+    let offsets = |records: Vec<infra_mqueue::log::Record>| -> Vec<u64> {
+        records.iter().map(|r| r.offset).collect()
+    };
+    assert_eq!(offsets(log.read_within(0, 10, 2_500).unwrap()), [0, 1]);
+    assert_eq!(offsets(log.read_within(1, 10, 3_000).unwrap()), [1, 2, 3]);
+    assert_eq!(offsets(log.read_within(3, 10, 0).unwrap()), [3]);
+    assert_eq!(offsets(log.read_within(0, 2, usize::MAX).unwrap()), [0, 1]);
+    assert_eq!(log.read_within(5, 10, 0).unwrap(), []);
+}

@@ -467,3 +467,38 @@ fn refused_log_options_create_nothing() {
         "a refused open created the stream's directory"
     );
 }
+
+/// A poll bounded in bytes returns payloads adding up to at most its bytes, and always at least
+/// one record, so a consumer moves on past a record larger than its budget; the records a poll
+/// leaves come with the next, none skipped and none twice.
+#[test]
+fn a_poll_within_a_byte_budget_holds_at_most_that_many_bytes_and_at_least_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Stream::open(dir.path(), options(2)).unwrap();
+    let keys = a_key_in_each_partition(&stream);
+    for i in 0..10u8 {
+        stream
+            .publish(&keys[usize::from(i % 2)], &[i; 1_000])
+            .unwrap();
+    }
+    let mut group = stream.group("g").unwrap();
+    let mut seen = Vec::new();
+    let first = group.poll_within(100, 3_500).unwrap();
+    assert_eq!(first.len(), 3, "3,000 bytes fit, a fourth record would not");
+    seen.extend(first);
+    let one = group.poll_within(100, 10).unwrap();
+    assert_eq!(
+        one.len(),
+        1,
+        "a record larger than the budget still comes, alone"
+    );
+    seen.extend(one);
+    let exact = group.poll_within(100, 2_000).unwrap();
+    assert_eq!(exact.len(), 2, "a budget met exactly");
+    seen.extend(exact);
+    seen.extend(group.poll(100).unwrap());
+    let mut payloads: Vec<u8> = seen.iter().map(|m| m.payload[0]).collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, (0..10).collect::<Vec<u8>>());
+    assert!(seen.iter().all(|m| m.payload.len() == 1_000));
+}

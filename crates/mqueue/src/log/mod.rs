@@ -748,9 +748,26 @@ impl Log {
     /// [`Error::OffsetTruncated`] when retention removed `from`; [`Error::Corrupt`] when a
     /// record fails its checksum (the file changed under the log); [`Error::Io`].
     pub fn read(&self, from: u64, max_records: usize) -> Result<Vec<Record>, Error> {
-        let mut out = Vec::new();
+        self.read_within(from, max_records, usize::MAX)
+    }
+
+    /// [`Log::read`], also stopping before a record that would take the payloads read past
+    /// `max_bytes`: the first record is returned whatever its size (up to the log's
+    /// `max_record_bytes`), so a reader always moves on. What a read holds in memory is then
+    /// bounded by its caller rather than by `max_records` records of the largest size.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    pub fn read_within(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, Error> {
+        let mut out: Vec<Record> = Vec::new();
+        let mut bytes = 0usize;
         let mut at = from;
-        while out.len() < max_records {
+        'segments: while out.len() < max_records {
             let (file, path, framing, mut position, mut offset, until, seg_len) = {
                 let inner = self.inner.lock();
                 let first = inner.first();
@@ -808,6 +825,10 @@ impl Log {
                     });
                 };
                 if offset >= at {
+                    if !out.is_empty() && bytes.saturating_add(payload.len()) > max_bytes {
+                        break 'segments;
+                    }
+                    bytes = bytes.saturating_add(payload.len());
                     out.push(Record {
                         offset,
                         payload: payload.to_vec(),

@@ -548,6 +548,31 @@ impl ConsumerGroup<'_> {
     /// As [`Log::read`], other than [`Error::OffsetTruncated`]. A poll that fails moves no
     /// read position: what it read before the failure is read again by the next poll.
     pub fn poll(&mut self, max: usize) -> Result<Vec<Message>, Error> {
+        self.poll_within(max, usize::MAX)
+    }
+
+    /// [`ConsumerGroup::poll`], also bounded in bytes: the payloads returned add up to at most
+    /// `max_bytes`, except that a poll with a record to return returns at least one, whatever
+    /// its size (up to the stream's `max_record_bytes`). A poll of many records of the largest
+    /// size would otherwise hold `max` times that size in memory at once.
+    ///
+    /// ```
+    /// use infra_mqueue::stream::{Stream, StreamOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let stream = Stream::open(dir.path(), StreamOptions::default())?;
+    /// for _ in 0..4 {
+    ///     stream.publish(b"key", &[0; 1_000])?;
+    /// }
+    /// let mut group = stream.group("reports")?;
+    /// assert_eq!(group.poll_within(100, 2_500)?.len(), 2); // 2,000 bytes; a third is too many
+    /// assert_eq!(group.poll_within(100, 10)?.len(), 1); // always at least one
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`ConsumerGroup::poll`].
+    pub fn poll_within(&mut self, max: usize, max_bytes: usize) -> Result<Vec<Message>, Error> {
         // The positions move only with the records returned: a commit after a failed poll
         // must not pass records the consumer never got.
         let mut positions = self.positions.clone();
@@ -555,13 +580,16 @@ impl ConsumerGroup<'_> {
         let count = positions.len();
         let share = max.div_ceil(count.max(1)).max(1);
         let mut progress = true;
+        let mut bytes_left = max_bytes;
+        // Whether the next record would take the poll past its bytes.
+        let mut full = false;
         // The partition after the last one a record came from: where the next poll starts.
         let mut next_start = self.next_start;
-        while out.len() < max && progress {
+        while out.len() < max && progress && !full {
             progress = false;
             for turn in 0..count {
                 let want = share.min(max - out.len());
-                if want == 0 {
+                if want == 0 || full {
                     break;
                 }
                 let partition = (self.next_start + turn) % count;
@@ -570,17 +598,29 @@ impl ConsumerGroup<'_> {
                 // Retention may remove the position's segment at any time, also between
                 // reading the oldest offset kept and reading from it: skip to that offset.
                 *position = (*position).max(log.first_offset());
-                let records = loop {
-                    match log.read(*position, want) {
+                let mut records = loop {
+                    match log.read_within(*position, want, bytes_left) {
                         Err(Error::OffsetTruncated { first, .. }) => *position = first,
                         read => break read?,
                     }
                 };
+                // A read returns its first record whatever its size; only the poll's first
+                // record may take the poll past its bytes.
+                if !out.is_empty()
+                    && records
+                        .first()
+                        .is_some_and(|first| first.payload.len() > bytes_left)
+                {
+                    records.clear();
+                    full = true;
+                }
                 if let Some(last) = records.last() {
                     *position = last.offset + 1;
                     progress = true;
                     next_start = (partition + 1) % count;
                 }
+                let read: usize = records.iter().map(|r| r.payload.len()).sum();
+                bytes_left = bytes_left.saturating_sub(read);
                 out.extend(records.into_iter().map(|r| Message {
                     partition: u32::try_from(partition).unwrap_or(u32::MAX),
                     offset: r.offset,
