@@ -2166,3 +2166,54 @@ fn searches_reaching_past_a_pole_find_every_driver() {
         "600 km around (-84.62, -150.94)",
     );
 }
+
+/// The corners where Redis's grid ends twice: the northern and southern edges of its latitudes
+/// (and the equator) on both sides of the antimeridian, with drivers within meters of the corner and queries from
+/// anywhere in that corner, nearest and by radius: the in-process index's answers.
+#[test]
+fn the_corners_at_the_antimeridian_answer_as_the_in_process_index() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = shared(&server, "test:{corner}");
+    let local = Index::new(
+        Config::default()
+            .staleness(HOUR)
+            .resolution(h3o::Resolution::Five),
+    )
+    .expect("a valid configuration");
+    let mut rng = Rng(29);
+    let mut corner = |rng: &mut Rng| {
+        let lat = match rng.below(4) {
+            0 => -MAX_GEO_LAT + rng.range(0.0, 1e-6),
+            1 => -MAX_GEO_LAT + rng.range(0.0, 0.05),
+            2 => rng.range(-MAX_GEO_LAT, -83.0),
+            _ => 0.0,
+        };
+        let lat = if rng.below(2) == 0 { lat } else { -lat };
+        let lng = match rng.below(4) {
+            0 => 180.0 - rng.range(0.0, 1e-6),
+            1 => -180.0 + rng.range(0.0, 1e-6),
+            2 => 180.0 - rng.range(0.0, 2.0),
+            _ => -180.0 + rng.range(0.0, 2.0),
+        };
+        point(lat, lng)
+    };
+    populate(&mut rng, 300, &mut corner, &[&local, &redis]);
+    for query in 0..200 {
+        let at = corner(&mut rng);
+        let filter = filters(&mut rng);
+        let k = [1, 5, 30, 200][query % 4];
+        assert_same(
+            &redis.nearest(at, k, &filter).unwrap(),
+            &local.nearest(at, k, &filter).unwrap(),
+            &format!("query {query} at {at:?}, k {k}, {filter:?}"),
+        );
+        let radius = [1.0, 100.0, 5_000.0, 60_000.0, 400_000.0][query % 5];
+        assert_same(
+            &redis.within(at, radius, MAX_K, &filter).unwrap(),
+            &local.within(at, radius, MAX_K, &filter).unwrap(),
+            &format!("query {query} at {at:?}, radius {radius}"),
+        );
+    }
+}
