@@ -29,16 +29,16 @@
 //!   its record if it is above the counter, and otherwise takes the counter's next version
 //!   with the record's state, as the in-process index raises a restored version to its
 //!   floor (test `restoring_an_older_record_does_not_revive_an_old_claim`);
-//! - `{prefix}:requests`: a hash of the recent state sets, field `"driver nonce"` (the
-//!   driver's id and the request's nonce), value the word the set left, so a state set sent
-//!   again after its answer was lost finds its own first run, whatever ran in between (see
-//!   [Failures](#failures));
+//! - `{prefix}:requests`: a hash of the recent state sets and removals, field `"driver
+//!   nonce"` (the driver's id and the request's nonce), value the word the set left or the
+//!   record the removal took, so a state set or removal sent again after its answer was lost
+//!   finds its own first run, whatever ran in between (see [Failures](#failures));
 //! - `{prefix}:request-expiry`: a sorted set of the same fields, each scored with the time
 //!   (µs on the server's clock) after which its request can no longer be sent again: its
 //!   index's timeout four times over (sending, the answer, connecting again, sending again)
-//!   plus [`REQUEST_MEMORY_MARGIN`]. Each state set forgets up to two expired requests, so
-//!   the two keys hold about the state sets of that last stretch of time, not one entry per
-//!   driver (test `forgotten_state_sets_leave_the_request_keys`).
+//!   plus [`REQUEST_MEMORY_MARGIN`]. Each state set and removal forgets up to two expired
+//!   requests, so the two keys hold about the state sets and removals of that last stretch
+//!   of time, not one entry per driver (test `forgotten_state_sets_leave_the_request_keys`).
 //!
 //! Member and field names are the driver ids in decimal (in the two request keys, the id
 //! and the nonce). An index talks to a single Redis
@@ -146,13 +146,21 @@
 //! finds its own first run and answers that word instead of moving the version again, even
 //! after other state sets of the driver (tests
 //! `a_resent_state_set_whose_first_run_applied_moves_the_version_once`,
-//! `a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver`). A position
+//! `a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver`). A removal
+//! carries a nonce too, and the server keeps with it the record it took, so a removal sent
+//! again answers that record rather than "unknown": a hand-off that meets a cut connection
+//! still has the driver's state and version to restore on its new node (test
+//! `a_resent_removal_whose_first_run_applied_answers_the_record_it_took`). A position
 //! update carries no nonce: resent after another process's later update of the same driver,
 //! it puts the older position back until the driver's next report. A claim, an accept
-//! or decline, an insert, a restore or a removal is not resent: if its connection fails or
-//! times out, it is [`Error::Backend`] and its outcome is unknown. Read the driver back; a
-//! driver left offered by a claim whose answer was lost is reset with
-//! [`RedisIndex::set_state`].
+//! or decline, an insert or a restore is not resent: if its connection fails, it is
+//! [`Error::Backend`] and its outcome is unknown, and so is that of any call that times out
+//! (a removal that timed out may have taken the driver and its record with it). Read the
+//! driver back; a driver left offered by a claim whose answer was lost is reset with
+//! [`RedisIndex::set_state`]. A claim that timed out may also still be on its way and reach
+//! the server after that read, leaving the driver offered to nobody; a state set spends the
+//! version the claim carries, so a claim arriving after it loses (test
+//! `a_slow_server_is_a_timeout_and_the_driver_can_be_read_back`).
 //!
 //! A server that loses writes (a restart from an older snapshot or an append-only file
 //! that was not synced, a failover to a replica that had not received them, `FLUSHALL`)
@@ -258,12 +266,12 @@ fn geo_lat(point: Point) -> f64 {
 
 // Every script takes the same keys: KEYS[1] the GEO set, KEYS[2] the last reports (sorted
 // set, microseconds on the server's clock), KEYS[3] positions and profiles (hash), KEYS[4]
-// state words (hash), KEYS[5] the version counter, KEYS[6] the recent state sets (hash of
-// "driver nonce" to the word set), KEYS[7] when each is forgotten (sorted set of the same
-// fields, µs on the server's clock). A word's state is `word mod 4`, read
-// from its last two decimal digits (100 is a multiple of 4) so no word is ever turned into
-// a single Lua double, which would round words above 2^53; words are compared and built in
-// two parts (`words!`).
+// state words (hash), KEYS[5] the version counter, KEYS[6] the recent state sets and
+// removals (hash of "driver nonce" to the word set or the record taken), KEYS[7] when each is
+// forgotten (sorted set of the same fields, µs on the server's clock). A word's state is
+// `word mod 4`, read from its last two decimal digits (100 is a multiple of 4) so no word is
+// ever turned into a single Lua double, which would round words above 2^53; words are
+// compared and built in two parts (`words!`).
 
 /// The server's clock in microseconds since 1970, into the Lua local `now` (exact: below
 /// 2^53 until the year 2255).
@@ -364,17 +372,49 @@ return 1
 "
 );
 
+/// Forgets up to two requests whose time to be sent again has passed (`now` in µs on the
+/// server's clock), so the request keys hold about the requests of the last
+/// [`REQUEST_MEMORY_MARGIN`] and four timeouts, never one entry per request ever made.
+macro_rules! forget_expired {
+    () => {
+        r"
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, 2)) do
+  redis.call('HDEL', KEYS[6], old)
+  redis.call('ZREM', KEYS[7], old)
+end
+"
+    };
+}
+
 /// Reads driver `ARGV[1]`: `{1, word, record, seen}` or `{0}`. With `ARGV[2] == 'take'`,
 /// also removes it, first raising the version counter to at least the driver's version (as
-/// a word: `version × 4`), so the next insert of any id starts above it.
+/// a word: `version × 4`), so the next insert of any id starts above it; a take carries the
+/// request's nonce `ARGV[3]` and is remembered for `ARGV[4]` µs with what it took, so a take
+/// sent again after its answer was lost answers the record its first run took (as a state
+/// set finds its first run) instead of `{0}`, which would lose the record with the driver.
 const READ_SCRIPT: &str = concat!(
     words!(),
     r"
+local taking = ARGV[2] == 'take'
+local now, request
+if taking then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+",
+    forget_expired!(),
+    r"
+  request = ARGV[1] .. ' ' .. ARGV[3]
+  local taken = redis.call('HGET', KEYS[6], request)
+  if taken then
+    local word, seen, record = string.match(taken, '^([^|]*)|([^|]*)|(.*)$')
+    if word then return {1, word, record, seen} end
+  end
+end
 local word = redis.call('HGET', KEYS[4], ARGV[1])
 if not word then return {0} end
 local record = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1]) or ''
-if ARGV[2] == 'take' then
+if taking then
   local hi, lo = version_part(word)
   local counter_hi, counter_lo = version_part(redis.call('GET', KEYS[5]) or '0')
   if above(hi, lo, counter_hi, counter_lo) then redis.call('SET', KEYS[5], joined(hi, lo)) end
@@ -382,6 +422,8 @@ if ARGV[2] == 'take' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('HSET', KEYS[6], request, word .. '|' .. seen .. '|' .. record)
+  redis.call('ZADD', KEYS[7], string.format('%.0f', now + tonumber(ARGV[4])), request)
 end
 return {1, word, record, seen}
 "
@@ -427,13 +469,10 @@ return reply
 /// nothing and replies the word that run set, whatever ran since.
 const SET_STATE_SCRIPT: &str = concat!(
     server_now!(),
+    // Each set remembers one request and forgets up to two expired ones, so the expired never
+    // pile up.
+    forget_expired!(),
     r"
--- Each set remembers one request and forgets up to two expired ones, so the expired never
--- pile up.
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, 2)) do
-  redis.call('HDEL', KEYS[6], old)
-  redis.call('ZREM', KEYS[7], old)
-end
 local request = ARGV[1] .. ' ' .. ARGV[3]
 local set = redis.call('HGET', KEYS[6], request)
 if set then return {1, set} end
@@ -943,14 +982,14 @@ impl RedisIndex {
             window_us: options.staleness.as_micros().to_string(),
             options,
             // A second insert or restore would answer "duplicate" for a driver the first run
-            // added, a second take "unknown" and lose the record, a second claim "lost" and
-            // leave the driver offered to nobody, a second settle "invalid": none is resent.
-            // A position update run twice leaves what one run leaves; a state set carries a
-            // nonce by which its second run finds the first.
+            // added, a second claim "lost" and leave the driver offered to nobody, a second
+            // settle "invalid": none is resent. A position update run twice leaves what one
+            // run leaves; a state set and a take carry a nonce by which the second run finds
+            // the first (a take without it would answer "unknown" and lose the record).
             insert: Script::new(INSERT_SCRIPT, false),
             update: Script::new(UPDATE_SCRIPT, true),
             read: Script::new(READ_SCRIPT, true),
-            take: Script::new(READ_SCRIPT, false),
+            take: Script::new(READ_SCRIPT, true),
             idle: Script::new(IDLE_SCRIPT, false),
             set_state: Script::new(SET_STATE_SCRIPT, true),
             claim: Script::new(CLAIM_SCRIPT, false),
@@ -1160,8 +1199,9 @@ impl RedisIndex {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownDriver`]; [`Error::Backend`] (after a lost connection the driver may
-    /// or may not be gone).
+    /// [`Error::UnknownDriver`]; [`Error::Backend`] (after a timeout, or a connection lost
+    /// twice, the driver may or may not be gone, its record with it; a connection lost once
+    /// is sent again, and a removal its first run made answers the record it took).
     ///
     /// ```no_run
     /// # use infra_geomatch::redis::{RedisIndex, RedisOptions};
@@ -1173,7 +1213,11 @@ impl RedisIndex {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn remove(&self, id: DriverId) -> Result<DriverRecord, Error> {
-        self.read_driver(&self.take, id, "take")
+        self.read_driver(
+            &self.take,
+            id,
+            &["take", &self.nonce(), &self.request_memory_us],
+        )
     }
 
     /// A copy of what the index holds about a driver.
@@ -1191,16 +1235,20 @@ impl RedisIndex {
     /// # Ok::<(), infra_geomatch::Error>(())
     /// ```
     pub fn driver(&self, id: DriverId) -> Result<DriverRecord, Error> {
-        self.read_driver(&self.read, id, "read")
+        self.read_driver(&self.read, id, &["read"])
     }
 
     fn read_driver(
         &self,
         script: &Script,
         id: DriverId,
-        mode: &str,
+        mode: &[&str],
     ) -> Result<DriverRecord, Error> {
-        let reply = self.run(script, &[&id.to_string(), mode])?;
+        let id_text = id.to_string();
+        let args: Vec<&str> = std::iter::once(id_text.as_str())
+            .chain(mode.iter().copied())
+            .collect();
+        let reply = self.run(script, &args)?;
         let Value::Array(fields) = &reply else {
             return Err(MALFORMED);
         };

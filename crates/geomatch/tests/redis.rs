@@ -889,10 +889,10 @@ fn a_server_restart_gives_errors_then_service_again() {
 }
 
 /// After a restart every pooled connection is dead. A call that leaves what one run leaves if
-/// run twice (a position update, a state set, a read) is sent again on a new connection and
-/// succeeds; a claim, a removal and an insert are not (a second run would answer "lost",
-/// "unknown" or "duplicate" for what the first did), so each fails as a lost connection, and
-/// here, its request having gone to the dead connection, without having run.
+/// run twice (a position update, a state set, a read, a removal) is sent again on a new
+/// connection and succeeds; a claim and an insert are not (a second run would answer "lost"
+/// or "duplicate" for what the first did), so each fails as a lost connection, and here, its
+/// request having gone to the dead connection, without having run.
 #[test]
 fn after_a_restart_only_calls_harmless_twice_are_sent_again() {
     let Some(mut server) = RedisServer::start() else {
@@ -926,9 +926,6 @@ fn after_a_restart_only_calls_harmless_twice_are_sent_again() {
         (DriverState::Available, version)
     );
     restart(&mut server);
-    assert_eq!(index.remove(DriverId(1)).map(|_| ()), lost);
-    assert_eq!(index.len().unwrap(), 1);
-    restart(&mut server);
     assert_eq!(
         index.insert(DriverId(2), at, DriverProfile::default()),
         lost
@@ -937,6 +934,10 @@ fn after_a_restart_only_calls_harmless_twice_are_sent_again() {
         index.driver(DriverId(2)).map(|_| ()),
         Err(Error::UnknownDriver(DriverId(2)))
     );
+    restart(&mut server);
+    let removed = index.remove(DriverId(1)).unwrap();
+    assert_eq!((removed.point, removed.version), (moved, version));
+    assert_eq!(index.len().unwrap(), 0);
 }
 
 /// The state word of driver `id` under `prefix`, read from the server directly.
@@ -1006,6 +1007,80 @@ fn a_resent_state_set_whose_first_run_applied_moves_the_version_once() {
     assert_eq!(stored_word(&mut direct, prefix, 1), before + 4 + 4);
 }
 
+/// A removal whose answer was lost with its connection after the server ran it is sent again
+/// on a new one; the second run recognises the first and answers the record the first run
+/// took, so a hand-off that meets a dropped connection still has the driver's state and
+/// version to restore on its new node, instead of a driver gone from every node.
+#[test]
+fn a_resent_removal_whose_first_run_applied_answers_the_record_it_took() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
+    let prefix = "test:{resent-take}";
+    let options = RedisOptions::default()
+        .prefix(prefix)
+        .staleness(HOUR)
+        .timeout(Duration::from_secs(5));
+    let index = Arc::new(RedisIndex::new(&format!("redis://{}", proxy.addr()), options).unwrap());
+    let at = point(52.52, 13.4);
+    for id in [1, 2] {
+        index
+            .insert(DriverId(id), at, DriverProfile::default())
+            .unwrap();
+    }
+    let busy = index.set_state(DriverId(1), DriverState::Busy).unwrap();
+    // Pools a connection and loads the script, so the next removal runs at its first sending.
+    let _ = index.remove(DriverId(2)).unwrap();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut held = || -> bool {
+        redis::cmd("HEXISTS")
+            .arg(format!("{prefix}:words"))
+            .arg(1)
+            .query(&mut direct)
+            .unwrap()
+    };
+    assert!(held());
+    let scripts_before = scripts_run(&server);
+
+    // As for the state set: cut the connection once the server shows the first run's change.
+    proxy.set_latency(Duration::from_secs(1));
+    let removing = thread::spawn({
+        let index = Arc::clone(&index);
+        move || index.remove(DriverId(1))
+    });
+    while held() {}
+    proxy.cut_connections();
+    proxy.set_latency(Duration::ZERO);
+    let record = removing
+        .join()
+        .unwrap()
+        .expect("the record the first run took");
+
+    assert_eq!(
+        scripts_run(&server) - scripts_before,
+        2,
+        "sent, then resent"
+    );
+    assert_eq!(
+        (record.id, record.point, record.state, record.version),
+        (DriverId(1), at, DriverState::Busy, busy)
+    );
+    assert_eq!(index.len().unwrap(), 0);
+    // The record restores elsewhere with its state.
+    let other = shared(&server, "test:{resent-take-2}");
+    other.restore(record).unwrap();
+    assert_eq!(other.driver(DriverId(1)).unwrap().state, DriverState::Busy);
+    // A new removal is a new request: the driver is unknown.
+    assert_eq!(
+        index.remove(DriverId(1)).map(|_| ()),
+        Err(Error::UnknownDriver(DriverId(1)))
+    );
+}
+
 /// The number of fields of the hash or members of the sorted set `key`.
 fn entries(direct: &mut redis::Connection, key: &str) -> u64 {
     let kind: String = redis::cmd("TYPE").arg(key).query(direct).unwrap();
@@ -1013,9 +1088,10 @@ fn entries(direct: &mut redis::Connection, key: &str) -> u64 {
     redis::cmd(count).arg(key).query(direct).unwrap()
 }
 
-/// The server forgets a state set once no resend of it can come: each set drops up to two
-/// expired requests besides remembering its own, so the request keys do not grow with every
-/// set ever made, and the set remembered expires after four timeouts and the margin.
+/// The server forgets a state set once no resend of it can come: each set (and each removal)
+/// drops up to two expired requests besides remembering its own, so the request keys do not
+/// grow with every set ever made, and the set remembered expires after four timeouts and the
+/// margin.
 #[test]
 fn forgotten_state_sets_leave_the_request_keys() {
     let Some(server) = RedisServer::start() else {
@@ -1071,6 +1147,25 @@ fn forgotten_state_sets_leave_the_request_keys() {
     let memory = PATIENT * 4 + REQUEST_MEMORY_MARGIN;
     assert!(remembered_us <= memory.as_micros() as u64);
     assert!(remembered_us + 1_000_000 > memory.as_micros() as u64);
+
+    // A removal forgets up to two expired requests too, and remembers its own.
+    for old in ["1 d", "1 e"] {
+        let () = redis::cmd("HSET")
+            .arg(&requests)
+            .arg(old)
+            .arg(4)
+            .query(&mut direct)
+            .unwrap();
+        let () = redis::cmd("ZADD")
+            .arg(&expiry)
+            .arg(0)
+            .arg(old)
+            .query(&mut direct)
+            .unwrap();
+    }
+    index.remove(DriverId(1)).unwrap();
+    assert_eq!(entries(&mut direct, &requests), 2 + 2 - 2 + 1);
+    assert_eq!(entries(&mut direct, &expiry), 2 + 2 - 2 + 1);
 }
 
 /// A state set whose answer was lost, with another matcher's state set of the same driver
