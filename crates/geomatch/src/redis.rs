@@ -317,14 +317,18 @@ end
 /// word `ARGV[5]` (empty: the next word of the version counter, available), last heard from
 /// `ARGV[6]` µs before now (empty: now). A given word is kept if its version is
 /// above the counter's; otherwise the driver takes the counter's next version with the given
-/// word's state. Replies 1, or 0 if the id is taken. `GEOADD` goes first: if it fails,
-/// nothing was written.
+/// word's state. Replies 1, or 0 if the id is taken. Redis does not undo the writes of a
+/// script that fails midway, so every key it writes is read first (a key of another type
+/// fails the read) and the version counter, which a text that is not a number fails, is the
+/// first write: a failure leaves nothing but, at most, a counter one step on.
 const INSERT_SCRIPT: &str = concat!(
     words!(),
     server_now!(),
     r"
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
-redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
+redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZSCORE', KEYS[2], ARGV[1])
+redis.call('HEXISTS', KEYS[3], ARGV[1])
 local word, state = ARGV[5], 0
 if word ~= '' then
   local hi, lo = version_part(word)
@@ -341,6 +345,7 @@ if word == '' then
   redis.call('INCRBY', KEYS[5], 4)
   word = redis.call('GET', KEYS[5])
 end
+redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
 -- A last report placed by its age on this server's clock: the record's own reading is on
 -- another clock (an in-process index's, counted from its start, or another server's).
 local seen = now
@@ -355,13 +360,15 @@ return 1
 
 /// Moves driver `ARGV[1]` to `ARGV[2]`, `ARGV[3]` (lng, lat), whose record starts `ARGV[4]`
 /// (`"lat lng"`), heard from now. Replies 1, 0 for an unknown driver, 2 for a record this
-/// crate did not write.
+/// crate did not write. Every key it writes is read before the first write, so a key of
+/// another type fails it before anything moved (see [`INSERT_SCRIPT`]).
 const UPDATE_SCRIPT: &str = concat!(
     r"
 local record = redis.call('HGET', KEYS[3], ARGV[1])
 if not record then return 0 end
 local profile = string.match(record, '^%S+ %S+ (%d+ %d+)$')
 if not profile then return 2 end
+redis.call('ZSCORE', KEYS[2], ARGV[1])
 redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
 ",
     server_now!(),

@@ -1276,6 +1276,98 @@ fn records_another_program_wrote_are_errors_not_panics() {
     );
 }
 
+/// Redis does not undo the writes of a script that fails midway, so a key of another type
+/// under the prefix must fail an insert or a position update before it writes anything: a
+/// driver left in the GEO set alone is taken out neither by `remove` (it has no state) nor
+/// by `remove_idle` (it has no last report), and a position moved in the GEO set but not in
+/// the record is searched at one place and ranked at another.
+#[test]
+fn a_key_of_another_type_fails_an_insert_or_update_before_it_writes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = "test:{wrong-type}";
+    let index = shared(&server, prefix);
+    let at = point(1.0, 1.0);
+    index
+        .insert(DriverId(1), at, DriverProfile::default())
+        .unwrap();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys = ["geo", "seen", "drivers", "words", "versions"];
+    let dump = |direct: &mut redis::Connection| -> Vec<Vec<u8>> {
+        keys.iter()
+            .map(|key| {
+                redis::cmd("DUMP")
+                    .arg(format!("{prefix}:{key}"))
+                    .query::<Option<Vec<u8>>>(direct)
+                    .unwrap()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before = dump(&mut direct);
+    for key in ["geo", "seen", "drivers", "versions"] {
+        let name = format!("{prefix}:{key}");
+        let saved: Vec<u8> = redis::cmd("DUMP").arg(&name).query(&mut direct).unwrap();
+        let () = redis::cmd("DEL").arg(&name).query(&mut direct).unwrap();
+        // A list: no command the scripts use reads or writes one.
+        let () = redis::cmd("RPUSH")
+            .arg(&name)
+            .arg("x")
+            .query(&mut direct)
+            .unwrap();
+        assert_eq!(
+            index.insert(DriverId(2), point(1.0, 1.001), DriverProfile::default()),
+            Err(Error::Backend(BackendFailure::Refused)),
+            "{key}"
+        );
+        if key != "versions" {
+            assert_eq!(
+                index.update(DriverId(1), point(2.0, 2.0)),
+                Err(Error::Backend(BackendFailure::Refused)),
+                "{key}"
+            );
+        }
+        let () = redis::cmd("DEL").arg(&name).query(&mut direct).unwrap();
+        let () = redis::cmd("RESTORE")
+            .arg(&name)
+            .arg(0)
+            .arg(saved)
+            .query(&mut direct)
+            .unwrap();
+        assert_eq!(dump(&mut direct), before, "a failed call with {key} wrote");
+    }
+    // A version counter that is not a number: the insert fails, and writes nothing else.
+    let name = format!("{prefix}:versions");
+    let saved: Vec<u8> = redis::cmd("DUMP").arg(&name).query(&mut direct).unwrap();
+    let () = redis::cmd("SET")
+        .arg(&name)
+        .arg("x")
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(
+        index.insert(DriverId(2), point(1.0, 1.001), DriverProfile::default()),
+        Err(Error::Backend(BackendFailure::Refused))
+    );
+    let () = redis::cmd("DEL").arg(&name).query(&mut direct).unwrap();
+    let () = redis::cmd("RESTORE")
+        .arg(&name)
+        .arg(0)
+        .arg(saved)
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(dump(&mut direct), before);
+    // Then both work.
+    index
+        .insert(DriverId(2), point(1.0, 1.001), DriverProfile::default())
+        .unwrap();
+    index.update(DriverId(1), point(1.0, 0.999)).unwrap();
+    assert_eq!(ids(&index.nearest(at, 5, &Filter::any()).unwrap()), [1, 2]);
+}
+
 #[test]
 fn a_slow_server_is_a_timeout_and_the_driver_can_be_read_back() {
     let Some(server) = RedisServer::start() else {
