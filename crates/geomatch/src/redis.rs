@@ -46,7 +46,11 @@
 //! each); Redis Cluster is not supported: the client does not follow `MOVED` redirections.
 //! One index per prefix; a fleet split by city uses one prefix per city, and each index
 //! refuses the claims of the others ([`Error::ForeignClaim`], test
-//! `a_claim_of_one_prefix_is_foreign_to_another`).
+//! `a_claim_of_one_prefix_is_foreign_to_another`). A claim names its index by the prefix
+//! alone, not the server (so every process on the prefix settles it, however it spells the
+//! URL): indexes on two servers under the same prefix take each other's claims, so a fleet
+//! with a server per region gives each region's index its own prefix too (test
+//! `a_claim_names_its_prefix_not_its_server`).
 //!
 //! # Queries
 //!

@@ -1768,6 +1768,30 @@ fn a_claim_of_one_prefix_is_foreign_to_another() {
     assert_eq!(berlin.driver(DriverId(1)).unwrap().state, DriverState::Busy);
 }
 
+/// A claim names its index by the prefix, not the server: an index on another server under
+/// the same prefix does not refuse it as foreign but takes it to its own server (where the
+/// driver's word differs, so it is invalid there, not settled).
+#[test]
+fn a_claim_names_its_prefix_not_its_server() {
+    let (Some(first), Some(second)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let (here, there) = (
+        shared(&first, "test:{region}"),
+        shared(&second, "test:{region}"),
+    );
+    for index in [&here, &there] {
+        index
+            .insert(DriverId(1), point(52.52, 13.405), DriverProfile::default())
+            .unwrap();
+    }
+    let claim = here
+        .claim(DriverId(1), here.driver(DriverId(1)).unwrap().version)
+        .unwrap();
+    assert_eq!(there.accept(&claim), Err(Error::ClaimInvalid(DriverId(1))));
+    here.accept(&claim).unwrap();
+}
+
 /// A restart that comes back from older persisted state rolls the driver's word back; the
 /// claim made before it must not settle the offer made after it.
 #[test]
