@@ -28,3 +28,8 @@ pub mod store;
 
 pub use stats::Stats;
 pub use store::{Cache, CacheBuilder};
+
+/// Compiles and runs the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

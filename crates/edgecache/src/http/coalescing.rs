@@ -32,6 +32,20 @@ pub enum Outcome<T> {
 }
 
 /// The flights in progress, by key.
+///
+/// ```
+/// use infra_edgecache::http::coalescing::{Flights, Joined, Outcome};
+///
+/// let flights: Flights<String, u32> = Flights::new();
+/// // The first miss for a key leads: it fetches.
+/// let Joined::Leader(leader) = flights.join(&"/a".to_owned()) else { unreachable!() };
+/// // A second miss for the same key while that fetch runs follows it instead of fetching.
+/// let Joined::Follower(flight) = flights.join(&"/a".to_owned()) else { unreachable!() };
+/// leader.complete(42);
+/// // In async code a follower awaits `Flight::wait(flight)`; here the flight has ended.
+/// assert_eq!(flight.outcome(), Some(Outcome::Done(42)));
+/// assert!(flights.is_empty()); // the next miss for "/a" starts a new flight
+/// ```
 pub struct Flights<K, T> {
     table: Arc<Mutex<HashMap<K, Arc<Flight<T>>>>>,
 }
