@@ -1465,6 +1465,17 @@ mod tests {
         assert_eq!(size_of::<(u64, dashmap::SharedValue<Gcra>)>(), 16);
     }
 
+    /// The README's "state per key" column: what each algorithm keeps for one key (a
+    /// sliding-window log's cells are on the heap, beside it).
+    #[test]
+    fn each_algorithms_state_per_key_is_the_size_the_readme_gives() {
+        assert_eq!(size_of::<Gcra>(), 8);
+        assert_eq!(size_of::<TokenBucket>(), 8);
+        assert_eq!(size_of::<FixedWindow>(), 32);
+        assert_eq!(size_of::<crate::SlidingWindowCounter>(), 40);
+        assert_eq!(size_of::<SlidingWindowLog>(), 48);
+    }
+
     /// One sweep is a full turn over the map: every idle key is forgotten, every active one
     /// kept, and the bytes follow.
     #[test]
