@@ -144,6 +144,35 @@ fn assert_same(ours: &[Candidate], theirs: &[Candidate], context: &str) {
     );
 }
 
+/// Asks both indexes `queries` questions at places `place` draws, under random filters: the
+/// `ks[q % ks.len()]` nearest drivers and every driver within `radii[q % radii.len()]` meters,
+/// for the `q`th; each answered the same by both ([`assert_same`]).
+fn assert_queries_agree(
+    rng: &mut Rng,
+    queries: usize,
+    place: &mut impl FnMut(&mut Rng) -> Point,
+    ks: &[usize],
+    radii: &[f64],
+    [redis, local]: [&dyn Drivers; 2],
+) {
+    for query in 0..queries {
+        let at = place(rng);
+        let filter = filters(rng);
+        let k = ks[query % ks.len()];
+        assert_same(
+            &redis.nearest(at, k, &filter).unwrap(),
+            &local.nearest(at, k, &filter).unwrap(),
+            &format!("query {query} at {at:?}, k {k}, {filter:?}"),
+        );
+        let radius = radii[query % radii.len()];
+        assert_same(
+            &redis.within(at, radius, MAX_K, &filter).unwrap(),
+            &local.within(at, radius, MAX_K, &filter).unwrap(),
+            &format!("query {query} at {at:?}, radius {radius}"),
+        );
+    }
+}
+
 fn ids(found: &[Candidate]) -> Vec<u64> {
     found.iter().map(|c| c.driver.0).collect()
 }
@@ -228,22 +257,14 @@ fn nearest_and_within_answer_as_the_in_process_index_across_the_geo_range() {
         ),
     };
     populate(&mut rng, 400, &mut world, &[&local, &redis]);
-    for query in 0..200 {
-        let at = world(&mut rng);
-        let filter = filters(&mut rng);
-        let k = [1, 7, 40, 400][query % 4];
-        assert_same(
-            &redis.nearest(at, k, &filter).unwrap(),
-            &local.nearest(at, k, &filter).unwrap(),
-            &format!("query {query} at {at:?}, k {k}, {filter:?}"),
-        );
-        let radius = [50_000.0, 500_000.0, 997_000.0, 5_000_000.0, 30_000_000.0][query % 5];
-        assert_same(
-            &redis.within(at, radius, MAX_K, &filter).unwrap(),
-            &local.within(at, radius, MAX_K, &filter).unwrap(),
-            &format!("query {query} at {at:?}, radius {radius}"),
-        );
-    }
+    assert_queries_agree(
+        &mut rng,
+        200,
+        &mut world,
+        &[1, 7, 40, 400],
+        &[50_000.0, 500_000.0, 997_000.0, 5_000_000.0, 30_000_000.0],
+        [&redis, &local],
+    );
     // Every available driver, from anywhere: the whole sphere.
     let all = redis
         .nearest(point(0.0, 0.0), MAX_K, &Filter::any())
@@ -2411,20 +2432,12 @@ fn the_corners_at_the_antimeridian_answer_as_the_in_process_index() {
         point(lat, lng)
     };
     populate(&mut rng, 300, &mut corner, &[&local, &redis]);
-    for query in 0..200 {
-        let at = corner(&mut rng);
-        let filter = filters(&mut rng);
-        let k = [1, 5, 30, 200][query % 4];
-        assert_same(
-            &redis.nearest(at, k, &filter).unwrap(),
-            &local.nearest(at, k, &filter).unwrap(),
-            &format!("query {query} at {at:?}, k {k}, {filter:?}"),
-        );
-        let radius = [1.0, 100.0, 5_000.0, 60_000.0, 400_000.0][query % 5];
-        assert_same(
-            &redis.within(at, radius, MAX_K, &filter).unwrap(),
-            &local.within(at, radius, MAX_K, &filter).unwrap(),
-            &format!("query {query} at {at:?}, radius {radius}"),
-        );
-    }
+    assert_queries_agree(
+        &mut rng,
+        200,
+        &mut corner,
+        &[1, 5, 30, 200],
+        &[1.0, 100.0, 5_000.0, 60_000.0, 400_000.0],
+        [&redis, &local],
+    );
 }
