@@ -157,6 +157,25 @@ fn open(disk: &SimulatedStorage, clock: &ManualClock) -> WorkQueue {
     WorkQueue::open_with(Path::new("/queue"), options, clock.clone(), disk.clone()).unwrap()
 }
 
+/// Opens the queue at `/queue` on `disk` with `options` and the fsync policy `Never`.
+fn open_under_never(
+    disk: &SimulatedStorage,
+    clock: &ManualClock,
+    options: QueueOptions,
+) -> WorkQueue {
+    let never = LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    };
+    WorkQueue::open_with(
+        Path::new("/queue"),
+        options.log_options(never),
+        clock.clone(),
+        disk.clone(),
+    )
+    .unwrap()
+}
+
 /// Checks what a reopened queue reports against the model.
 fn check_reopened(queue: &WorkQueue, model: &Model) {
     let stats = queue.stats();
@@ -281,20 +300,7 @@ fn a_cut_during_compaction_keeps_the_settled_settled() {
 fn a_message_sent_after_a_power_loss_under_never_is_delivered_after_a_restart() {
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let never = LogOptions {
-        fsync: FsyncPolicy::Never,
-        ..LogOptions::default()
-    };
-    let options = QueueOptions::default().compact_after(16).log_options(never);
-    let open = || {
-        WorkQueue::open_with(
-            Path::new("/queue"),
-            options.clone(),
-            clock.clone(),
-            disk.clone(),
-        )
-        .unwrap()
-    };
+    let open = || open_under_never(&disk, &clock, QueueOptions::default().compact_after(16));
     let queue = open();
     // Enough receives and acks to compact the journal, which syncs its checkpoint; the
     // message log is never synced.
@@ -331,20 +337,7 @@ fn a_message_sent_after_a_power_loss_under_never_is_delivered_after_a_restart() 
 fn a_power_loss_under_never_makes_a_delivery_again_under_the_same_attempt() {
     let disk = SimulatedStorage::new();
     let clock = ManualClock::new();
-    let never = LogOptions {
-        fsync: FsyncPolicy::Never,
-        ..LogOptions::default()
-    };
-    let options = QueueOptions::default().log_options(never);
-    let open = || {
-        WorkQueue::open_with(
-            Path::new("/queue"),
-            options.clone(),
-            clock.clone(),
-            disk.clone(),
-        )
-        .unwrap()
-    };
+    let open = || open_under_never(&disk, &clock, QueueOptions::default());
     let queue = open();
     queue.send(b"job".as_slice()).unwrap();
     drop(queue);
@@ -425,20 +418,8 @@ fn a_message_dead_lettered_before_a_compaction_survives_a_power_cut_under_never(
     let options = QueueOptions::default()
         .visibility_timeout(VISIBILITY)
         .max_deliveries(1)
-        .compact_after(16)
-        .log_options(LogOptions {
-            fsync: FsyncPolicy::Never,
-            ..LogOptions::default()
-        });
-    let open = || {
-        WorkQueue::open_with(
-            Path::new("/queue"),
-            options.clone(),
-            clock.clone(),
-            disk.clone(),
-        )
-        .unwrap()
-    };
+        .compact_after(16);
+    let open = || open_under_never(&disk, &clock, options.clone());
     open().send("poison").unwrap();
     // The open syncs the message log: "poison" is on disk from here on.
     let queue = open();
