@@ -1687,6 +1687,27 @@ fn journal_dirs(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Asserts that the open of the queue in `dir`, damaged by `damage`, was refused as
+/// `CorruptJournal` with its journal generations (`journals` before the open) all kept; an open
+/// that went through shows the acked message it delivers again.
+#[track_caller]
+fn assert_journal_refused(
+    opened: &Result<WorkQueue, Error>,
+    dir: &Path,
+    journals: &[String],
+    damage: &str,
+) {
+    if let Ok(queue) = opened {
+        let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
+        panic!("{damage}: opened, redelivering acked message {redelivered:?}");
+    }
+    assert!(
+        matches!(opened, Err(Error::CorruptJournal { .. })),
+        "{damage}: {opened:?}"
+    );
+    assert_eq!(journal_dirs(dir), journals, "{damage}: nothing deleted");
+}
+
 /// A `JOURNAL` pointer whose digits were damaged into another number, or a pointer that is
 /// gone, names a generation no compaction wrote: the open refuses it, rather than taking it
 /// for a crash's leftover, deleting the generation that holds the acks and redelivering every
@@ -1713,19 +1734,7 @@ fn a_journal_pointer_naming_a_generation_that_is_not_there_is_refused_and_nothin
             options().compact_after(16).log_options(fast_log()),
             clock.clone(),
         );
-        if let Ok(queue) = &opened {
-            let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
-            panic!("{damage}: opened, redelivering acked message {redelivered:?}");
-        }
-        assert!(
-            matches!(opened, Err(Error::CorruptJournal { .. })),
-            "{damage}: {opened:?}"
-        );
-        assert_eq!(
-            journal_dirs(dir.path()),
-            journals,
-            "{damage}: nothing deleted"
-        );
+        assert_journal_refused(&opened, dir.path(), &journals, damage);
         // The pointer put back, the queue opens with every message acked.
         std::fs::write(dir.path().join("JOURNAL"), &pointer).unwrap();
         let queue = WorkQueue::open_with_clock(
@@ -1771,15 +1780,7 @@ fn a_journal_pointer_damaged_into_the_number_of_a_generation_a_crash_left_is_ref
     std::fs::write(dir.path().join("JOURNAL"), &damaged).unwrap();
     let journals = journal_dirs(dir.path());
     let opened = WorkQueue::open_with_clock(dir.path(), options(), clock.clone());
-    if let Ok(queue) = &opened {
-        let redelivered = queue.try_receive().unwrap().map(|d| d.offset());
-        panic!("opened generation {older}, redelivering acked message {redelivered:?}");
-    }
-    assert!(
-        matches!(opened, Err(Error::CorruptJournal { .. })),
-        "{opened:?}"
-    );
-    assert_eq!(journal_dirs(dir.path()), journals, "nothing deleted");
+    assert_journal_refused(&opened, dir.path(), &journals, "pointer naming the older");
     // The pointer put back, the queue opens with every message acked, the leftover removed.
     std::fs::write(dir.path().join("JOURNAL"), &pointer).unwrap();
     let queue = WorkQueue::open_with_clock(dir.path(), options(), clock.clone()).unwrap();
