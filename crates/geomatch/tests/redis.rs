@@ -63,7 +63,14 @@ fn shared(server: &RedisServer, prefix: &str) -> RedisIndex {
 }
 
 fn in_process() -> Index {
-    Index::new(Config::default().staleness(HOUR)).expect("a valid configuration")
+    in_process_at(Config::default().bucket_resolution())
+}
+
+/// An in-process index with cells of `resolution`: coarse cells for sparse drivers (the
+/// answers do not depend on the resolution).
+fn in_process_at(resolution: h3o::Resolution) -> Index {
+    Index::new(Config::default().staleness(HOUR).resolution(resolution))
+        .expect("a valid configuration")
 }
 
 fn point(lat: f64, lng: f64) -> Point {
@@ -238,12 +245,7 @@ fn nearest_and_within_answer_as_the_in_process_index_across_the_geo_range() {
     };
     let redis = shared(&server, "test:{world}");
     // Coarse cells for a sparse world: the answers do not depend on the resolution.
-    let local = Index::new(
-        Config::default()
-            .staleness(HOUR)
-            .resolution(h3o::Resolution::Three),
-    )
-    .expect("a valid configuration");
+    let local = in_process_at(h3o::Resolution::Three);
     let mut rng = Rng(11);
     // Sparse and worldwide, a cluster on each side of the antimeridian, and drivers at the
     // very edge of Redis's latitudes: queries must widen far, and wrap.
@@ -2231,12 +2233,7 @@ fn of_two_drivers_as_near_to_a_rounding_the_nearer_then_the_smaller_id_is_first(
 /// A shared index under `prefix`, and an in-process one of coarse cells (resolution 2) where
 /// a query near the antipode of its drivers walks few cells.
 fn shared_and_coarse(server: &RedisServer, prefix: &str) -> (RedisIndex, Index) {
-    let local = Index::new(
-        Config::default()
-            .staleness(HOUR)
-            .resolution(h3o::Resolution::Two),
-    )
-    .expect("a valid configuration");
+    let local = in_process_at(h3o::Resolution::Two);
     (shared(server, prefix), local)
 }
 
@@ -2408,12 +2405,7 @@ fn the_corners_at_the_antimeridian_answer_as_the_in_process_index() {
         return;
     };
     let redis = shared(&server, "test:{corner}");
-    let local = Index::new(
-        Config::default()
-            .staleness(HOUR)
-            .resolution(h3o::Resolution::Five),
-    )
-    .expect("a valid configuration");
+    let local = in_process_at(h3o::Resolution::Five);
     let mut rng = Rng(29);
     let mut corner = |rng: &mut Rng| {
         let lat = match rng.below(4) {
