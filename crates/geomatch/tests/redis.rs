@@ -55,11 +55,53 @@ const HOUR: Duration = Duration::from_secs(3_600);
 const PATIENT: Duration = Duration::from_secs(5);
 
 fn shared(server: &RedisServer, prefix: &str) -> RedisIndex {
-    let options = RedisOptions::default()
+    RedisIndex::new(&server.url(), shared_options(prefix)).expect("a valid URL")
+}
+
+fn shared_options(prefix: &str) -> RedisOptions {
+    RedisOptions::default()
         .prefix(prefix)
         .staleness(HOUR)
-        .timeout(PATIENT);
-    RedisIndex::new(&server.url(), options).expect("a valid URL")
+        .timeout(PATIENT)
+}
+
+/// A shared index under `prefix` whose connections go through a fault proxy in front of
+/// `server`, the proxy, and a direct connection to watch what the server holds meanwhile.
+fn behind_a_proxy(
+    server: &RedisServer,
+    prefix: &str,
+) -> (
+    infra_testkit::FaultProxy,
+    Arc<RedisIndex>,
+    redis::Connection,
+) {
+    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
+    let url = format!("redis://{}", proxy.addr());
+    let index = Arc::new(RedisIndex::new(&url, shared_options(prefix)).unwrap());
+    let direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    (proxy, index, direct)
+}
+
+/// Runs `call` on a thread of its own while `proxy` delays each way by a second (time enough
+/// to see the change and cut, however slow the machine), waits until `applied` shows the
+/// server ran it, does `meanwhile`, then cuts the connection: the answer is lost, and the
+/// client sends the request again on a new one. What the call returned.
+fn with_its_answer_lost<R: Send + 'static>(
+    proxy: &infra_testkit::FaultProxy,
+    call: impl FnOnce() -> R + Send + 'static,
+    mut applied: impl FnMut() -> bool,
+    meanwhile: impl FnOnce(),
+) -> R {
+    proxy.set_latency(Duration::from_secs(1));
+    let calling = thread::spawn(call);
+    while !applied() {}
+    meanwhile();
+    proxy.cut_connections();
+    proxy.set_latency(Duration::ZERO);
+    calling.join().unwrap()
 }
 
 fn in_process() -> Index {
@@ -980,13 +1022,8 @@ fn a_resent_state_set_whose_first_run_applied_moves_the_version_once() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
     let prefix = "test:{resent-state}";
-    let options = RedisOptions::default()
-        .prefix(prefix)
-        .staleness(HOUR)
-        .timeout(Duration::from_secs(5));
-    let index = Arc::new(RedisIndex::new(&format!("redis://{}", proxy.addr()), options).unwrap());
+    let (proxy, index, mut direct) = behind_a_proxy(&server, prefix);
     index
         .insert(DriverId(1), point(52.52, 13.4), DriverProfile::default())
         .unwrap();
@@ -994,25 +1031,21 @@ fn a_resent_state_set_whose_first_run_applied_moves_the_version_once() {
     index
         .set_state(DriverId(1), DriverState::Available)
         .unwrap();
-    let mut direct = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
     let before = stored_word(&mut direct, prefix, 1);
     let scripts_before = scripts_run(&server);
 
     // The request reaches the server after the latency and its answer would come back one
     // latency later: the connection is cut as soon as the server shows the first run's change.
-    // A second each way: time enough to see the change and cut, however slow the machine.
-    proxy.set_latency(Duration::from_secs(1));
-    let setting = thread::spawn({
-        let index = Arc::clone(&index);
-        move || index.set_state(DriverId(1), DriverState::Busy)
-    });
-    while stored_word(&mut direct, prefix, 1) == before {}
-    proxy.cut_connections();
-    proxy.set_latency(Duration::ZERO);
-    let answered = setting.join().unwrap().unwrap();
+    let answered = with_its_answer_lost(
+        &proxy,
+        {
+            let index = Arc::clone(&index);
+            move || index.set_state(DriverId(1), DriverState::Busy)
+        },
+        || stored_word(&mut direct, prefix, 1) != before,
+        || {},
+    )
+    .unwrap();
 
     assert_eq!(
         scripts_run(&server) - scripts_before,
@@ -1039,13 +1072,8 @@ fn a_resent_removal_whose_first_run_applied_answers_the_record_it_took() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
     let prefix = "test:{resent-take}";
-    let options = RedisOptions::default()
-        .prefix(prefix)
-        .staleness(HOUR)
-        .timeout(Duration::from_secs(5));
-    let index = Arc::new(RedisIndex::new(&format!("redis://{}", proxy.addr()), options).unwrap());
+    let (proxy, index, mut direct) = behind_a_proxy(&server, prefix);
     let at = point(52.52, 13.4);
     for id in [1, 2] {
         index
@@ -1055,10 +1083,6 @@ fn a_resent_removal_whose_first_run_applied_answers_the_record_it_took() {
     let busy = index.set_state(DriverId(1), DriverState::Busy).unwrap();
     // Pools a connection and loads the script, so the next removal runs at its first sending.
     let _ = index.remove(DriverId(2)).unwrap();
-    let mut direct = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
     let mut held = || -> bool {
         redis::cmd("HEXISTS")
             .arg(format!("{prefix}:words"))
@@ -1070,18 +1094,16 @@ fn a_resent_removal_whose_first_run_applied_answers_the_record_it_took() {
     let scripts_before = scripts_run(&server);
 
     // As for the state set: cut the connection once the server shows the first run's change.
-    proxy.set_latency(Duration::from_secs(1));
-    let removing = thread::spawn({
-        let index = Arc::clone(&index);
-        move || index.remove(DriverId(1))
-    });
-    while held() {}
-    proxy.cut_connections();
-    proxy.set_latency(Duration::ZERO);
-    let record = removing
-        .join()
-        .unwrap()
-        .expect("the record the first run took");
+    let record = with_its_answer_lost(
+        &proxy,
+        {
+            let index = Arc::clone(&index);
+            move || index.remove(DriverId(1))
+        },
+        || !held(),
+        || {},
+    )
+    .expect("the record the first run took");
 
     assert_eq!(
         scripts_run(&server) - scripts_before,
@@ -1133,21 +1155,24 @@ fn forgotten_state_sets_leave_the_request_keys() {
         format!("{prefix}:requests"),
         format!("{prefix}:request-expiry"),
     );
-    // Three requests of long ago, expired (at 0 µs).
-    for old in ["1 a", "1 b", "1 c"] {
-        let () = redis::cmd("HSET")
-            .arg(&requests)
-            .arg(old)
-            .arg(4)
-            .query(&mut direct)
-            .unwrap();
-        let () = redis::cmd("ZADD")
-            .arg(&expiry)
-            .arg(0)
-            .arg(old)
-            .query(&mut direct)
-            .unwrap();
-    }
+    // Requests of long ago, expired (at 0 µs).
+    let plant_expired = |direct: &mut redis::Connection, olds: &[&str]| {
+        for old in olds {
+            let () = redis::cmd("HSET")
+                .arg(&requests)
+                .arg(old)
+                .arg(4)
+                .query(direct)
+                .unwrap();
+            let () = redis::cmd("ZADD")
+                .arg(&expiry)
+                .arg(0)
+                .arg(old)
+                .query(direct)
+                .unwrap();
+        }
+    };
+    plant_expired(&mut direct, &["1 a", "1 b", "1 c"]);
     index.set_state(DriverId(1), DriverState::Busy).unwrap();
     assert_eq!(entries(&mut direct, &requests), 3 - 2 + 1);
     assert_eq!(entries(&mut direct, &expiry), 3 - 2 + 1);
@@ -1172,20 +1197,7 @@ fn forgotten_state_sets_leave_the_request_keys() {
     assert!(remembered_us + 1_000_000 > memory.as_micros() as u64);
 
     // A removal forgets up to two expired requests too, and remembers its own.
-    for old in ["1 d", "1 e"] {
-        let () = redis::cmd("HSET")
-            .arg(&requests)
-            .arg(old)
-            .arg(4)
-            .query(&mut direct)
-            .unwrap();
-        let () = redis::cmd("ZADD")
-            .arg(&expiry)
-            .arg(0)
-            .arg(old)
-            .query(&mut direct)
-            .unwrap();
-    }
+    plant_expired(&mut direct, &["1 d", "1 e"]);
     index.remove(DriverId(1)).unwrap();
     assert_eq!(entries(&mut direct, &requests), 2 + 2 - 2 + 1);
     assert_eq!(entries(&mut direct, &expiry), 2 + 2 - 2 + 1);
@@ -1199,15 +1211,9 @@ fn a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let proxy = infra_testkit::FaultProxy::start(server.addr()).unwrap();
     let prefix = "test:{resent-after-another}";
-    let options = RedisOptions::default()
-        .prefix(prefix)
-        .staleness(HOUR)
-        .timeout(Duration::from_secs(5));
-    let cut_off =
-        Arc::new(RedisIndex::new(&format!("redis://{}", proxy.addr()), options.clone()).unwrap());
-    let other = RedisIndex::new(&server.url(), options).unwrap();
+    let (proxy, cut_off, mut direct) = behind_a_proxy(&server, prefix);
+    let other = shared(&server, prefix);
     cut_off
         .insert(DriverId(1), point(52.52, 13.4), DriverProfile::default())
         .unwrap();
@@ -1215,27 +1221,25 @@ fn a_resent_state_set_finds_its_first_run_after_another_set_of_the_driver() {
     cut_off
         .set_state(DriverId(1), DriverState::Available)
         .unwrap();
-    let mut direct = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
     let before = stored_word(&mut direct, prefix, 1);
     let scripts_before = scripts_run(&server);
 
-    // A second each way: time enough to see the change and cut, however slow the machine.
-    proxy.set_latency(Duration::from_secs(1));
-    let setting = thread::spawn({
-        let index = Arc::clone(&cut_off);
-        move || index.set_state(DriverId(1), DriverState::Offline)
-    });
-    while stored_word(&mut direct, prefix, 1) == before {}
-    // The trip's matcher sets the driver available again while the first answer is on its way.
-    other
-        .set_state(DriverId(1), DriverState::Available)
-        .unwrap();
-    proxy.cut_connections();
-    proxy.set_latency(Duration::ZERO);
-    setting.join().unwrap().unwrap();
+    with_its_answer_lost(
+        &proxy,
+        {
+            let index = Arc::clone(&cut_off);
+            move || index.set_state(DriverId(1), DriverState::Offline)
+        },
+        || stored_word(&mut direct, prefix, 1) != before,
+        // The trip's matcher sets the driver available again while the first answer is on
+        // its way.
+        || {
+            other
+                .set_state(DriverId(1), DriverState::Available)
+                .unwrap();
+        },
+    )
+    .unwrap();
 
     assert_eq!(
         scripts_run(&server) - scripts_before,
