@@ -307,6 +307,7 @@ impl Algorithm for SlidingWindowLog {
         }
         decide(&mut log, config, now, n)
     }
+
     /// At most `limit` entries (each holds at least one admitted cell), in a `VecDeque` whose
     /// capacity doubles from 4.
     fn heap_bytes(config: &WindowConfig) -> usize {
